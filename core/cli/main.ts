@@ -1,0 +1,76 @@
+import { Command, CommanderError, Option } from "commander";
+import { reportError } from "./output.js";
+import { commandGroups } from "./commands.js";
+
+export const VERSION = "0.1.0";
+
+/** Builds the commander program with every core command group registered. */
+export function buildProgram(): Command {
+  const program = new Command("apex");
+  program
+    .description("APEX: supervised multi-agent development sessions with checkpoints, restore and plugins.")
+    .version(VERSION, "-V, --version")
+    .addOption(new Option("--config <path>", "use this apex.config.yaml (default: search upwards; env APEX_CONFIG)"))
+    .showHelpAfterError("(run with --help for usage)")
+    .configureHelp({ sortSubcommands: false, showGlobalOptions: true })
+    .addHelpText(
+      "after",
+      `
+Environment:
+  APEX_CONFIG                path of apex.config.yaml (like --config)
+  APEX_HOME                  store directory (default: .apex/ beside the config file)
+  APEX_CHECKPOINT_INTERVAL   seconds between automatic checkpoints
+  NO_COLOR                   disable colours
+
+Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 not found, 4 conflict or refused.
+Examples:
+  apex start --task "Implement user authentication" --attach
+  apex memory set /notes/today '{"todo": 3}'
+  apex memory query '/notes/**' --json`,
+    );
+  for (const register of commandGroups) register(program);
+  return program;
+}
+
+/** Runs the CLI and resolves to the process exit code; never throws. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  const json = argv.includes("--json");
+  program.exitOverride();
+  program.configureOutput({
+    writeErr: (text) => process.stderr.write(text),
+  });
+  try {
+    if (needsPluginCommands(program, argv)) {
+      const { registerPluginCommands } = await import("./plugin-commands.js");
+      await registerPluginCommands(program, argv);
+    }
+    await program.parseAsync(argv);
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
+      // commander already printed its message; usage errors exit with 2
+      return 2;
+    }
+    return reportError(error, json);
+  }
+}
+
+/** True when the first command word is not a core command: a plugin may provide it. */
+function needsPluginCommands(program: Command, argv: string[]): boolean {
+  const args = argv.slice(2);
+  let word: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--config") {
+      i++;
+      continue;
+    }
+    if (arg.startsWith("-")) continue;
+    word = arg;
+    break;
+  }
+  if (word === undefined || word === "help") return false;
+  return !program.commands.some((command) => command.name() === word || command.aliases().includes(word!));
+}

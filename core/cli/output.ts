@@ -1,0 +1,50 @@
+import { ApexError, toApexError } from "../errors.js";
+
+/** Colour only on a TTY, never with NO_COLOR. */
+export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {
+  return Boolean(stream.isTTY) && !("NO_COLOR" in process.env) && process.env.TERM !== "dumb";
+}
+
+const codes = { red: 31, green: 32, yellow: 33, blue: 34, magenta: 35, cyan: 36, gray: 90, bold: 1, dim: 2 } as const;
+export type Color = keyof typeof codes;
+
+export function paint(text: string, color: Color, stream: NodeJS.WriteStream = process.stdout): string {
+  return useColor(stream) ? `\u001b[${codes[color]}m${text}\u001b[0m` : text;
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+export function printLine(text = ""): void {
+  process.stdout.write(`${text}\n`);
+}
+
+/** Prints an error for people (or as JSON with --json) and returns its exit code. */
+export function reportError(error: unknown, json: boolean): number {
+  const apexError = toApexError(error);
+  if (json) {
+    process.stderr.write(`${JSON.stringify(apexError.toJSON())}\n`);
+  } else {
+    const label = paint(`error[${apexError.code}]`, "red", process.stderr);
+    process.stderr.write(`${label}: ${apexError.message}\n`);
+    if (apexError.hint) process.stderr.write(`  ${paint("hint:", "cyan", process.stderr)} ${apexError.hint}\n`);
+    if (apexError.code === "APEX_E_INTERNAL" && process.env.APEX_DEBUG && apexError.cause instanceof Error) {
+      process.stderr.write(`${apexError.cause.stack}\n`);
+    }
+  }
+  return apexError.exitCode;
+}
+
+/** Formats a table of rows with left-aligned columns. */
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((header, i) => Math.max(header.length, ...rows.map((row) => (row[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join("\n");
+}
+
+export { ApexError };

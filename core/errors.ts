@@ -1,0 +1,105 @@
+/**
+ * One error type for all of APEX: a stable code, a sentence for people and an exit code.
+ *
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 not found, 4 conflict or refused.
+ */
+export const ExitCode = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  notFound: 3,
+  conflict: 4,
+} as const;
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** Every stable error code APEX emits, with the exit code it maps to. */
+export const ErrorCodes = {
+  // usage and input (2)
+  APEX_E_USAGE: ExitCode.usage,
+  APEX_E_BAD_PATH: ExitCode.usage,
+  APEX_E_BAD_GLOB: ExitCode.usage,
+  APEX_E_BAD_JSON: ExitCode.usage,
+  APEX_E_BAD_INPUT: ExitCode.usage,
+  // config (2)
+  APEX_E_CONFIG: ExitCode.usage,
+  APEX_E_CONFIG_NOT_FOUND: ExitCode.usage,
+  APEX_E_YAML: ExitCode.usage,
+  APEX_E_PLUGIN_UNKNOWN: ExitCode.usage,
+  APEX_E_PLUGIN_DEPENDENCY: ExitCode.usage,
+  APEX_E_PLUGIN_DUPLICATE: ExitCode.usage,
+  APEX_E_PLUGIN_INVALID: ExitCode.usage,
+  APEX_E_PLUGIN_SCHEMA: ExitCode.usage,
+  APEX_E_PLUGIN_OPTIONS: ExitCode.usage,
+  // runtime (1)
+  APEX_E_PLUGIN_FAILED: ExitCode.failure,
+  APEX_E_PLUGIN_TIMEOUT: ExitCode.failure,
+  APEX_E_STORE: ExitCode.failure,
+  APEX_E_RPC: ExitCode.failure,
+  APEX_E_PROCESS: ExitCode.failure,
+  APEX_E_TIMEOUT: ExitCode.failure,
+  APEX_E_INTERNAL: ExitCode.failure,
+  APEX_E_INTEGRITY: ExitCode.failure,
+  // not found (3)
+  APEX_E_NOT_FOUND: ExitCode.notFound,
+  APEX_E_NO_STORE: ExitCode.notFound,
+  APEX_E_NO_SESSION: ExitCode.notFound,
+  APEX_E_TASK_NOT_FOUND: ExitCode.notFound,
+  APEX_E_AGENT_NOT_FOUND: ExitCode.notFound,
+  APEX_E_CHECKPOINT_NOT_FOUND: ExitCode.notFound,
+  // conflict (4)
+  APEX_E_CONFLICT: ExitCode.conflict,
+  APEX_E_SESSION_ACTIVE: ExitCode.conflict,
+  APEX_E_SESSION_STATE: ExitCode.conflict,
+  APEX_E_TASK_STATE: ExitCode.conflict,
+  APEX_E_NO_TASK: ExitCode.conflict,
+  APEX_E_AMBIGUOUS: ExitCode.conflict,
+  APEX_E_LOCKED: ExitCode.conflict,
+} as const satisfies Record<string, ExitCodeValue>;
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export interface ApexErrorOptions {
+  /** A next step for the user ("run `apex stop` first"). */
+  hint?: string;
+  /** Structured details, printed with --json. */
+  details?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+export class ApexError extends Error {
+  readonly code: ErrorCode;
+  readonly exitCode: ExitCodeValue;
+  readonly hint: string | undefined;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: ApexErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "ApexError";
+    this.code = code;
+    this.exitCode = ErrorCodes[code];
+    this.hint = options.hint;
+    this.details = options.details;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      error: {
+        code: this.code,
+        message: this.message,
+        exitCode: this.exitCode,
+        ...(this.hint ? { hint: this.hint } : {}),
+        ...(this.details ? { details: this.details } : {}),
+      },
+    };
+  }
+}
+
+export function isApexError(error: unknown): error is ApexError {
+  return error instanceof ApexError;
+}
+
+/** Wraps anything thrown into an ApexError, keeping ApexErrors as they are. */
+export function toApexError(error: unknown, code: ErrorCode = "APEX_E_INTERNAL"): ApexError {
+  if (isApexError(error)) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new ApexError(code, message, { cause: error });
+}

@@ -1,0 +1,280 @@
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { userInfo } from "node:os";
+import { open, type Database, type RootDatabase } from "lmdb";
+import { ApexError } from "../errors.js";
+import { compileGlob } from "./glob.js";
+import { checkPath, subtreeRange } from "./paths.js";
+
+/** A JSON value as stored in the keyspace. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+export type ChangeKind = "put" | "delete";
+
+/** One entry of the revision log. */
+export interface Change {
+  revision: number;
+  path: string;
+  kind: ChangeKind;
+  /** Who made the change: "user:<name>", "agent:<name>", "plugin:<name>", "supervisor". */
+  actor: string;
+  /** Milliseconds since the epoch. */
+  time: number;
+}
+
+export interface Entry {
+  path: string;
+  value: JsonValue;
+}
+
+/** A write batch applied in one LMDB transaction: all or nothing. */
+export interface WriteBatch {
+  set(path: string, value: JsonValue): void;
+  delete(path: string): boolean;
+  deleteTree(path: string): number;
+  get(path: string): JsonValue | undefined;
+}
+
+export interface StoreOpenOptions {
+  readOnly?: boolean;
+  /** Default actor recorded in the revision log. */
+  actor?: string;
+}
+
+interface LogRecord {
+  p: string;
+  k: ChangeKind;
+  a: string;
+  t: number;
+}
+
+const REVISION_KEY = "revision";
+export const STORE_FILE = "store.mdb";
+/**
+ * Virtual address space reserved up front (the file itself grows only as data is written).
+ * Growing the map in small steps during a large import costs more than the import.
+ */
+const INITIAL_MAP_SIZE = 4 * 1024 ** 3;
+
+/**
+ * The project keyspace: one ordered, path-keyed namespace in LMDB with a global revision
+ * and a change log. Every write bumps the revision once per changed path and appends a
+ * log record, so "changes since revision R" is a range read over the log.
+ */
+export class Store {
+  readonly dir: string;
+  readonly readOnly: boolean;
+  readonly actor: string;
+  private readonly root: RootDatabase;
+  private readonly kv: Database<JsonValue, string>;
+  private readonly log: Database<LogRecord, number>;
+  private readonly meta: Database<unknown, string>;
+  private closed = false;
+
+  private constructor(dir: string, root: RootDatabase, options: StoreOpenOptions) {
+    this.dir = dir;
+    this.readOnly = options.readOnly ?? false;
+    this.actor = options.actor ?? defaultActor();
+    this.root = root;
+    this.kv = root.openDB<JsonValue, string>({ name: "kv" });
+    this.log = root.openDB<LogRecord, number>({ name: "log" });
+    this.meta = root.openDB<unknown, string>({ name: "meta" });
+  }
+
+  /** True when a store has been created in `dir`. */
+  static exists(dir: string): boolean {
+    return existsSync(join(dir, STORE_FILE));
+  }
+
+  /**
+   * Opens the store in `dir`. Read-only opens of a missing store fail with APEX_E_NO_STORE;
+   * writable opens create it.
+   */
+  static open(dir: string, options: StoreOpenOptions = {}): Store {
+    const file = join(dir, STORE_FILE);
+    if (options.readOnly && !existsSync(file)) {
+      throw new ApexError("APEX_E_NO_STORE", `No APEX store at ${dir} yet.`, {
+        hint: "Write something first (`apex memory set /hello '\"world\"'`) or start a session.",
+      });
+    }
+    if (!options.readOnly) mkdirSync(dir, { recursive: true });
+    try {
+      const root = open({ path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE });
+      return new Store(dir, root, options);
+    } catch (error) {
+      throw new ApexError("APEX_E_STORE", `Cannot open the store at ${file}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /** Opens a named sub-database in the same environment (for plugins: blobs, indexes, …). */
+  openDatabase<V = unknown, K extends string | number | (string | number)[] = string>(name: string): Database<V, K> {
+    return this.root.openDB<V, K>({ name });
+  }
+
+  /** The LMDB root, for code that needs transactions spanning several databases. */
+  get environment(): RootDatabase {
+    return this.root;
+  }
+
+  get(path: string): JsonValue | undefined {
+    return this.kv.get(checkPath(path));
+  }
+
+  has(path: string): boolean {
+    return this.kv.doesExist(checkPath(path));
+  }
+
+  /** The current global revision (0 for a new store). */
+  revision(): number {
+    return (this.meta.get(REVISION_KEY) as number | undefined) ?? 0;
+  }
+
+  /** Entries whose path matches the glob, in key order. */
+  *query(glob: string, options: { limit?: number } = {}): Iterable<Entry> {
+    const compiled = compileGlob(glob);
+    if (compiled.literal) {
+      const value = this.kv.get(compiled.prefix);
+      if (value !== undefined) yield { path: compiled.prefix, value };
+      return;
+    }
+    let count = 0;
+    const limit = options.limit ?? Infinity;
+    for (const { key, value } of this.kv.getRange(compiled.range)) {
+      if (!compiled.matches(key)) continue;
+      yield { path: key, value };
+      if (++count >= limit) return;
+    }
+  }
+
+  /** The entry at `path` and every entry below it, in key order. */
+  *tree(path: string): Iterable<Entry> {
+    if (path !== "/") {
+      const own = this.kv.get(checkPath(path));
+      if (own !== undefined) yield { path, value: own };
+    }
+    for (const { key, value } of this.kv.getRange(subtreeRange(path))) yield { path: key, value };
+  }
+
+  /** Paths directly or indirectly below `path` (without values). */
+  *keysBelow(path: string): Iterable<string> {
+    for (const key of this.kv.getKeys(subtreeRange(path))) yield key as string;
+  }
+
+  /** Log records with a revision greater than `since`, oldest first. */
+  *changesSince(since: number, options: { limit?: number } = {}): Iterable<Change> {
+    const range = this.log.getRange({ start: since + 1, ...(options.limit ? { limit: options.limit } : {}) });
+    for (const { key, value } of range) {
+      yield { revision: key, path: value.p, kind: value.k, actor: value.a, time: value.t };
+    }
+  }
+
+  /** Sets one value. Resolves once the write is durable; returns its revision. */
+  async set(path: string, value: JsonValue, actor?: string): Promise<number> {
+    checkPath(path);
+    const result = await this.batch((batch) => batch.set(path, value), actor);
+    return result.revision;
+  }
+
+  /** Deletes one path (and, with `recursive`, everything below it). Returns how many were deleted. */
+  async delete(path: string, options: { recursive?: boolean; actor?: string } = {}): Promise<{ deleted: number; revision: number }> {
+    checkPath(path);
+    const result = await this.batch((batch) => {
+      let deleted = batch.delete(path) ? 1 : 0;
+      if (options.recursive) deleted += batch.deleteTree(path);
+      return deleted;
+    }, options.actor);
+    return { deleted: result.value, revision: result.revision };
+  }
+
+  /**
+   * Runs `fn` inside one write transaction. Every set/delete is logged with its own
+   * revision; the whole batch commits atomically or not at all.
+   */
+  async batch<T>(fn: (batch: WriteBatch) => T, actor = this.actor): Promise<{ value: T; revision: number }> {
+    this.assertWritable();
+    let revisionAfter = 0;
+    const value = await this.root.childTransaction(() => {
+      const result = this.applyBatch(fn, actor);
+      revisionAfter = result.revision;
+      return result.value;
+    });
+    return { value, revision: revisionAfter };
+  }
+
+  /** Synchronous variant of {@link batch}: holds the write lock only for the call. */
+  batchSync<T>(fn: (batch: WriteBatch) => T, actor = this.actor): { value: T; revision: number } {
+    this.assertWritable();
+    let out!: { value: T; revision: number };
+    this.root.transactionSync(() => {
+      out = this.applyBatch(fn, actor);
+    });
+    return out;
+  }
+
+  private applyBatch<T>(fn: (batch: WriteBatch) => T, actor: string): { value: T; revision: number } {
+    let revision = this.revision();
+    const time = Date.now();
+    const record = (path: string, kind: ChangeKind) => {
+      revision += 1;
+      this.log.put(revision, { p: path, k: kind, a: actor, t: time });
+    };
+    const kv = this.kv;
+    const batch: WriteBatch = {
+      set(path, value) {
+        checkPath(path);
+        if (value === undefined) throw new ApexError("APEX_E_BAD_JSON", `No value given for ${path}.`);
+        kv.put(path, value);
+        record(path, "put");
+      },
+      delete(path) {
+        checkPath(path);
+        if (!kv.doesExist(path)) return false;
+        kv.remove(path);
+        record(path, "delete");
+        return true;
+      },
+      deleteTree(path) {
+        const keys = Array.from(kv.getKeys(subtreeRange(path))) as string[];
+        for (const key of keys) {
+          kv.remove(key);
+          record(key, "delete");
+        }
+        return keys.length;
+      },
+      get(path) {
+        return kv.get(checkPath(path));
+      },
+    };
+    const value = fn(batch);
+    if (value instanceof Promise) throw new Error("Store.batch callbacks must be synchronous");
+    this.meta.put(REVISION_KEY, revision);
+    return { value, revision };
+  }
+
+  private assertWritable(): void {
+    if (this.closed) throw new ApexError("APEX_E_STORE", "The store is closed.");
+    if (this.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
+  }
+
+  /** Waits for pending writes and closes the environment. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.root.close();
+  }
+}
+
+export function defaultActor(): string {
+  const agent = process.env.APEX_AGENT;
+  if (agent) return `agent:${agent}`;
+  const user = process.env.USER ?? process.env.LOGNAME ?? safeUsername();
+  return `user:${user}`;
+}
+
+function safeUsername(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return "unknown";
+  }
+}
