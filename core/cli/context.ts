@@ -1,0 +1,41 @@
+import type { Command } from "commander";
+import { locateProject, type ProjectLocation } from "../config/locate.js";
+import type { Entry, JsonValue, Store } from "../store/store.js";
+
+/** Options every command can see (declared on the root program). */
+export interface GlobalOptions {
+  config?: string;
+  json?: boolean;
+}
+
+export function globalOptions(command: Command): GlobalOptions {
+  return command.optsWithGlobals() as GlobalOptions;
+}
+
+/** Where the project's config and store are, honouring --config, APEX_CONFIG and APEX_HOME. */
+export function projectOf(command: Command): ProjectLocation {
+  return locateProject({ configFlag: globalOptions(command).config });
+}
+
+/** Opens the store read-only (read commands never take the write lock). */
+export async function openStoreForRead(location: ProjectLocation): Promise<Store> {
+  const { Store } = await import("../store/store.js");
+  return Store.open(location.storeDir, { readOnly: true });
+}
+
+/**
+ * What write commands need. Implemented directly on the store when no supervisor runs,
+ * and over the supervisor's control socket when one does (it is then the one writer).
+ */
+export interface MemoryWriter {
+  set(path: string, value: JsonValue): Promise<{ revision: number }>;
+  delete(path: string, recursive: boolean): Promise<{ deleted: number; revision: number }>;
+  importEntries(entries: Entry[]): Promise<{ count: number; revision: number }>;
+  close(): Promise<void>;
+}
+
+/** Opens a writer for the project after checking that its config is valid. */
+export async function openWriter(location: ProjectLocation): Promise<MemoryWriter> {
+  const { openMemoryWriter } = await import("./writer.js");
+  return openMemoryWriter(location);
+}

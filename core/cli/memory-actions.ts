@@ -1,0 +1,271 @@
+import { readFileSync } from "node:fs";
+import type { ProjectLocation } from "../config/locate.js";
+import { ApexError } from "../errors.js";
+import { compileGlob } from "../store/glob.js";
+import { checkPath, pathProblem } from "../store/paths.js";
+import { Store, type Entry, type JsonValue } from "../store/store.js";
+import { openWriter } from "./context.js";
+import { paint, printJson } from "./output.js";
+
+/** Read access to the memory: the store itself, or the supervisor when running inside an agent. */
+export interface MemoryReader {
+  get(path: string): Promise<JsonValue | undefined>;
+  query(glob: string, limit?: number): Promise<Entry[]>;
+  close(): Promise<void>;
+}
+
+/**
+ * Agents (APEX_SOCKET set) read through the supervisor so that no agent process ever opens
+ * LMDB; everyone else reads the store directly, read-only.
+ */
+export async function openReader(location: ProjectLocation): Promise<MemoryReader> {
+  if (process.env.APEX_SOCKET) {
+    const { openRemoteReader } = await import("./remote-reader.js");
+    return openRemoteReader(process.env.APEX_SOCKET);
+  }
+  const store = Store.open(location.storeDir, { readOnly: true });
+  return {
+    get: async (path) => store.get(path),
+    query: async (glob, limit) => Array.from(store.query(glob, limit === undefined ? {} : { limit })),
+    close: () => store.close(),
+  };
+}
+
+export async function showMemory(location: ProjectLocation, path: string, json: boolean): Promise<void> {
+  checkPath(path);
+  const reader = await openReaderOrEmpty(location);
+  try {
+    const value = await reader.get(path);
+    if (value !== undefined) {
+      if (json) printJson({ path, value });
+      else process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+      return;
+    }
+    const below = await reader.query(`${escapeGlob(path)}/**`);
+    if (below.length === 0) {
+      throw new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}.`, {
+        hint: `List what exists with: apex memory query '${parentGlob(path)}'`,
+      });
+    }
+    const children = Object.fromEntries(below.map((entry) => [entry.path, entry.value]));
+    if (json) printJson({ path, value: null, children });
+    else process.stdout.write(`${JSON.stringify(children, null, 2)}\n`);
+  } finally {
+    await reader.close();
+  }
+}
+
+export async function queryMemory(
+  location: ProjectLocation,
+  glob: string,
+  options: { json?: boolean; keys?: boolean; limit?: number },
+): Promise<void> {
+  compileGlob(glob);
+  const reader = await openReaderOrEmpty(location);
+  try {
+    const entries = await reader.query(glob, options.limit);
+    if (options.json) {
+      await writeChunked(jsonObjectChunks(entries));
+      return;
+    }
+    const lines = options.keys
+      ? entries.map((entry) => entry.path)
+      : entries.map((entry) => `${paint(entry.path, "cyan")}  ${JSON.stringify(entry.value)}`);
+    if (lines.length > 0) await writeChunked(chunkLines(lines));
+  } finally {
+    await reader.close();
+  }
+}
+
+export async function setMemory(location: ProjectLocation, path: string, json: string, asJson: boolean): Promise<void> {
+  checkPath(path);
+  const value = parseJsonValue(json === "-" ? readFileSync(0, "utf8") : json, path);
+  const writer = await openWriter(location);
+  try {
+    const { revision } = await writer.set(path, value);
+    if (asJson) printJson({ path, revision });
+    else process.stdout.write(`set ${path} (revision ${revision})\n`);
+  } finally {
+    await writer.close();
+  }
+}
+
+export async function deleteMemory(location: ProjectLocation, path: string, recursive: boolean, asJson: boolean): Promise<void> {
+  checkPath(path);
+  const writer = await openWriter(location);
+  try {
+    const { deleted, revision } = await writer.delete(path, recursive);
+    if (deleted === 0) {
+      throw new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}${recursive ? " or below it" : ""}.`, {
+        hint: recursive ? undefined : "To delete a whole subtree, add --recursive.",
+      });
+    }
+    if (asJson) printJson({ path, deleted, revision });
+    else process.stdout.write(`deleted ${deleted} ${deleted === 1 ? "entry" : "entries"} (revision ${revision})\n`);
+  } finally {
+    await writer.close();
+  }
+}
+
+export async function importMemory(location: ProjectLocation, file: string, asJson: boolean): Promise<void> {
+  let text: string;
+  try {
+    text = readFileSync(file === "-" ? 0 : file, "utf8");
+  } catch (error) {
+    throw new ApexError("APEX_E_NOT_FOUND", `Cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`);
+  }
+  const entries = parseImport(text, file === "-" ? "stdin" : file);
+  const writer = await openWriter(location);
+  try {
+    const { count, revision } = await writer.importEntries(entries);
+    if (asJson) printJson({ count, revision });
+    else process.stdout.write(`imported ${count} ${count === 1 ? "entry" : "entries"} (revision ${revision})\n`);
+  } finally {
+    await writer.close();
+  }
+}
+
+export async function exportMemory(location: ProjectLocation, glob: string): Promise<void> {
+  compileGlob(glob);
+  const reader = await openReaderOrEmpty(location);
+  try {
+    await writeChunked(jsonObjectChunks(await reader.query(glob)));
+  } finally {
+    await reader.close();
+  }
+}
+
+export async function watchMemory(
+  location: ProjectLocation,
+  glob: string,
+  options: { since?: number; timeout?: number; json?: boolean },
+): Promise<void> {
+  const { watchChanges } = await import("./memory-watch.js");
+  await watchChanges(location, compileGlob(glob), options);
+}
+
+/**
+ * Parses an import: one JSON object of path -> value, or NDJSON lines of {path, value}.
+ * Everything is checked before anything is written.
+ */
+export function parseImport(text: string, name: string): Entry[] {
+  const trimmed = text.trim();
+  if (trimmed === "") return [];
+  let whole: unknown;
+  let wholeError: Error | undefined;
+  try {
+    whole = JSON.parse(trimmed);
+  } catch (error) {
+    wholeError = error as Error;
+  }
+  if (wholeError === undefined) {
+    if (whole === null || typeof whole !== "object" || Array.isArray(whole)) {
+      throw new ApexError("APEX_E_BAD_INPUT", `${name}: expected a JSON object of path -> value, or NDJSON lines of {"path", "value"}.`);
+    }
+    const record = whole as Record<string, JsonValue>;
+    if (isLine(record) && pathProblem(record.path as string) === undefined && Object.keys(record).length === 2) {
+      return [{ path: record.path as string, value: record.value as JsonValue }];
+    }
+    const entries: Entry[] = [];
+    for (const path in record) {
+      const problem = pathProblem(path);
+      if (problem) throw new ApexError("APEX_E_BAD_PATH", `${name}: invalid path ${JSON.stringify(path)}: ${problem}.`);
+      entries.push({ path, value: record[path]! });
+    }
+    return entries;
+  }
+  if (!trimmed.includes("\n")) {
+    throw new ApexError("APEX_E_BAD_JSON", `${name}: invalid JSON: ${wholeError.message}.`);
+  }
+  const entries: Entry[] = [];
+  const lines = text.split("\n");
+  for (let index = 0; index < lines.length; index++) {
+    const line = lines[index]!.trim();
+    if (line === "") continue;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch (error) {
+      throw new ApexError("APEX_E_BAD_JSON", `${name}:${index + 1}: invalid JSON: ${(error as Error).message}.`, {
+        hint: 'Each NDJSON line must be an object like {"path": "/a/b", "value": 1}.',
+      });
+    }
+    if (!isLine(parsed)) {
+      throw new ApexError("APEX_E_BAD_INPUT", `${name}:${index + 1}: expected an object with "path" and "value".`);
+    }
+    const problem = pathProblem(parsed.path as string);
+    if (problem) {
+      throw new ApexError("APEX_E_BAD_PATH", `${name}:${index + 1}: invalid path ${JSON.stringify(parsed.path)}: ${problem}.`);
+    }
+    entries.push({ path: parsed.path as string, value: parsed.value as JsonValue });
+  }
+  return entries;
+}
+
+function isLine(value: unknown): value is { path: unknown; value: unknown } {
+  return typeof value === "object" && value !== null && typeof (value as { path?: unknown }).path === "string" && "value" in value;
+}
+
+export function parseJsonValue(text: string, what: string): JsonValue {
+  try {
+    return JSON.parse(text) as JsonValue;
+  } catch (error) {
+    throw new ApexError("APEX_E_BAD_JSON", `Invalid JSON value for ${what}: ${(error as Error).message}.`, {
+      hint: `Quote strings as JSON: '"text"'. Objects: '{"a": 1}'.`,
+    });
+  }
+}
+
+/** A reader over an empty keyspace when no store exists yet: reads then find nothing. */
+async function openReaderOrEmpty(location: ProjectLocation): Promise<MemoryReader> {
+  if (!process.env.APEX_SOCKET && !Store.exists(location.storeDir)) {
+    return { get: async () => undefined, query: async () => [], close: async () => {} };
+  }
+  return openReader(location);
+}
+
+function* jsonObjectChunks(entries: Entry[]): Iterable<string> {
+  if (entries.length === 0) {
+    yield "{}\n";
+    return;
+  }
+  let chunk = "{\n";
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    chunk += `  ${JSON.stringify(entry.path)}: ${JSON.stringify(entry.value)}${i + 1 < entries.length ? "," : ""}\n`;
+    if (chunk.length > 65536) {
+      yield chunk;
+      chunk = "";
+    }
+  }
+  yield `${chunk}}\n`;
+}
+
+function* chunkLines(lines: string[]): Iterable<string> {
+  let chunk = "";
+  for (const line of lines) {
+    chunk += `${line}\n`;
+    if (chunk.length > 65536) {
+      yield chunk;
+      chunk = "";
+    }
+  }
+  if (chunk) yield chunk;
+}
+
+async function writeChunked(chunks: Iterable<string>): Promise<void> {
+  for (const chunk of chunks) {
+    if (!process.stdout.write(chunk)) {
+      await new Promise<void>((resolve) => process.stdout.once("drain", resolve));
+    }
+  }
+}
+
+function escapeGlob(path: string): string {
+  return path.replace(/[\\*?]/g, "\\$&");
+}
+
+function parentGlob(path: string): string {
+  const index = path.lastIndexOf("/");
+  return index <= 0 ? "/*" : `${escapeGlob(path.slice(0, index))}/*`;
+}

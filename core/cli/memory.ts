@@ -1,0 +1,114 @@
+import type { Command } from "commander";
+import { ApexError } from "../errors.js";
+import { projectOf } from "./context.js";
+
+/** `apex memory …`: the hierarchical project memory shared by agents and users. */
+export function registerMemoryCommands(program: Command): void {
+  const memory = program
+    .command("memory")
+    .description("read and write the project memory (a path-keyed JSON store in LMDB)")
+    .addHelpText(
+      "after",
+      `
+Paths are absolute and '/'-separated: /notes/today, /agents/coder/plan.
+Globs: * matches within one segment, ** any depth, ? one character.
+
+Examples:
+  apex memory set /notes/today '{"todo": 3}'
+  apex memory show /notes/today
+  apex memory query '/notes/**' --json
+  apex memory watch '/sessions/current/**' --timeout 60
+  apex memory export > memory.json && apex memory import memory.json`,
+    );
+
+  memory
+    .command("show")
+    .description("print the value at PATH (or, if PATH only has children, the subtree)")
+    .argument("<path>", "absolute path, e.g. /notes/today")
+    .option("--json", "print {path, value} as JSON")
+    .action(async (path: string, options: { json?: boolean }, command: Command) => {
+      const { showMemory } = await import("./memory-actions.js");
+      await showMemory(projectOf(command), path, Boolean(options.json));
+    });
+
+  memory
+    .command("query")
+    .description("list the entries whose path matches GLOB")
+    .argument("<glob>", "e.g. '/notes/*' or '/a/**'")
+    .option("--json", "print a JSON object of path -> value")
+    .option("--keys", "print paths only")
+    .option("--limit <n>", "stop after N entries", parseCount)
+    .action(async (glob: string, options: { json?: boolean; keys?: boolean; limit?: number }, command: Command) => {
+      const { queryMemory } = await import("./memory-actions.js");
+      await queryMemory(projectOf(command), glob, options);
+    });
+
+  memory
+    .command("set")
+    .description("set PATH to a JSON value ('-' reads the value from stdin)")
+    .argument("<path>", "absolute path")
+    .argument("<json>", `a JSON value: '{"a": 1}', '"text"', 42, true, null, or - for stdin`)
+    .option("--json", "print {path, revision} as JSON")
+    .action(async (path: string, json: string, options: { json?: boolean }, command: Command) => {
+      const { setMemory } = await import("./memory-actions.js");
+      await setMemory(projectOf(command), path, json, Boolean(options.json));
+    });
+
+  memory
+    .command("delete")
+    .description("delete PATH (with --recursive, everything below it too)")
+    .argument("<path>", "absolute path")
+    .option("-r, --recursive", "also delete every path below PATH")
+    .option("--json", "print {path, deleted, revision} as JSON")
+    .action(async (path: string, options: { recursive?: boolean; json?: boolean }, command: Command) => {
+      const { deleteMemory } = await import("./memory-actions.js");
+      await deleteMemory(projectOf(command), path, Boolean(options.recursive), Boolean(options.json));
+    });
+
+  memory
+    .command("watch")
+    .description("print each change to paths matching GLOB as it happens, until interrupted")
+    .argument("[glob]", "paths to watch", "/**")
+    .option("--since <rev>", "first replay the changes after revision REV", parseCount)
+    .option("--timeout <seconds>", "stop after this many seconds", parseSeconds)
+    .option("--json", "one JSON object per line: {revision, kind, path, value, actor, time}")
+    .action(async (glob: string, options: { since?: number; timeout?: number; json?: boolean }, command: Command) => {
+      const { watchMemory } = await import("./memory-actions.js");
+      await watchMemory(projectOf(command), glob, options);
+    });
+
+  memory
+    .command("import")
+    .description("import entries from FILE or - (stdin) in one transaction: all or nothing")
+    .argument("<file>", "a JSON object of path -> value, or NDJSON lines of {path, value}; - for stdin")
+    .option("--json", "print {count, revision} as JSON")
+    .action(async (file: string, options: { json?: boolean }, command: Command) => {
+      const { importMemory } = await import("./memory-actions.js");
+      await importMemory(projectOf(command), file, Boolean(options.json));
+    });
+
+  memory
+    .command("export")
+    .description("print the entries matching GLOB as one JSON object of path -> value (import reads it back)")
+    .argument("[glob]", "which paths", "/**")
+    .action(async (glob: string, _options: unknown, command: Command) => {
+      const { exportMemory } = await import("./memory-actions.js");
+      await exportMemory(projectOf(command), glob);
+    });
+}
+
+export function parseCount(text: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 0) {
+    throw new ApexError("APEX_E_USAGE", `Expected a whole number ≥ 0, got ${JSON.stringify(text)}.`);
+  }
+  return value;
+}
+
+export function parseSeconds(text: string): number {
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new ApexError("APEX_E_USAGE", `Expected a number of seconds > 0, got ${JSON.stringify(text)}.`);
+  }
+  return value;
+}

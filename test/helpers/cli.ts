@@ -1,0 +1,42 @@
+import { spawnSync, type SpawnSyncOptions } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+export const APEX_BIN = join(REPO_ROOT, "bin/apex.js");
+
+export interface CliResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built `apex` CLI as a user would, in `cwd`. */
+export function runApex(args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv; input?: string; timeout?: number }): CliResult {
+  const spawnOptions: SpawnSyncOptions = {
+    cwd: options.cwd,
+    env: { ...cleanEnv(), NO_COLOR: "1", ...options.env },
+    encoding: "utf8",
+    timeout: options.timeout ?? 60_000,
+    maxBuffer: 256 * 1024 * 1024,
+  };
+  if (options.input !== undefined) spawnOptions.input = options.input;
+  const result = spawnSync(process.execPath, [APEX_BIN, ...args], spawnOptions);
+  if (result.error) throw result.error;
+  return { status: result.status ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
+}
+
+/** The environment without APEX variables inherited from the developer's shell. */
+export function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith("APEX_")) env[key] = value;
+  return env;
+}
+
+/** A fresh temporary directory, removed by the returned cleanup. */
+export function tempDir(prefix = "apex-test-"): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}

@@ -1,0 +1,120 @@
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
+
+let dir: string;
+let cleanup: () => void;
+beforeEach(() => {
+  ({ dir, cleanup } = tempDir("apex-memory-"));
+});
+afterEach(() => cleanup());
+
+const apex = (args: string[], input?: string) => runApex(args, input === undefined ? { cwd: dir } : { cwd: dir, input });
+
+describe("apex memory (end to end)", () => {
+  it("set, show, query, delete through the real CLI", () => {
+    expect(apex(["memory", "set", "/notes/today", '{"todo": 3}']).status).toBe(0);
+    expect(apex(["memory", "set", "/notes/😀/deep", '"astral"']).status).toBe(0);
+    expect(apex(["memory", "set", "/other", "1"]).status).toBe(0);
+
+    const shown = apex(["memory", "show", "/notes/today", "--json"]);
+    expect(shown.status).toBe(0);
+    expect(JSON.parse(shown.stdout)).toEqual({ path: "/notes/today", value: { todo: 3 } });
+
+    const queried = apex(["memory", "query", "/notes/**", "--json"]);
+    expect(JSON.parse(queried.stdout)).toEqual({ "/notes/today": { todo: 3 }, "/notes/😀/deep": "astral" });
+    expect(apex(["memory", "query", "/notes/*", "--keys"]).stdout).toBe("/notes/today\n");
+
+    expect(apex(["memory", "delete", "/notes", "--recursive", "--json"]).stdout).toContain('"deleted": 2');
+    const missing = apex(["memory", "show", "/notes/today"]);
+    expect(missing.status).toBe(3);
+    expect(missing.stderr).toContain("error[APEX_E_NOT_FOUND]: Nothing is stored at /notes/today.");
+  });
+
+  it.each([
+    [["memory", "set", "relative", "1"], "APEX_E_BAD_PATH", `Invalid path "relative": it must start with '/'.`],
+    [["memory", "set", "/a/../b", "1"], "APEX_E_BAD_PATH", `Invalid path "/a/../b": segment 2 is '..'.`],
+    [["memory", "set", "/a", "{nope"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
+    [["memory", "set", "/a", "undefined"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
+    [["memory", "query", "notes/*"], "APEX_E_BAD_GLOB", `Invalid glob "notes/*": it must start with '/'.`],
+  ])("bad input %j exits 2 and writes nothing", (args, code, message) => {
+    const result = apex(args);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain(`error[${code}]: ${message}`);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("--json errors are machine-readable", () => {
+    const result = apex(["memory", "set", "bad", "1", "--json"]);
+    expect(result.status).toBe(2);
+    expect(JSON.parse(result.stderr)).toMatchObject({ error: { code: "APEX_E_BAD_PATH", exitCode: 2 } });
+  });
+
+  it("export | import round-trips, and a bad import writes nothing", () => {
+    apex(["memory", "set", "/a/b", '{"x": [1, 2, {"y": null}]}']);
+    apex(["memory", "set", "/a/ü/c", '"ü"']);
+    const exported = apex(["memory", "export"]).stdout;
+
+    const other = tempDir("apex-memory-import-");
+    try {
+      const imported = runApex(["memory", "import", "-", "--json"], { cwd: other.dir, input: exported });
+      expect(imported.status).toBe(0);
+      expect(JSON.parse(imported.stdout)).toEqual({ count: 2, revision: 2 });
+      expect(runApex(["memory", "export"], { cwd: other.dir }).stdout).toBe(exported);
+
+      const bad = runApex(["memory", "import", "-"], {
+        cwd: other.dir,
+        input: '{"path": "/ok", "value": 1}\n{"path": "/fine", "value": 2}\n{"path": "nope", "value": 3}\n',
+      });
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toContain(`stdin:3: invalid path "nope": it must start with '/'.`);
+      expect(runApex(["memory", "show", "/ok"], { cwd: other.dir }).status).toBe(3);
+    } finally {
+      other.cleanup();
+    }
+  });
+
+  it("imports NDJSON files in one transaction", () => {
+    const file = join(dir, "lines.ndjson");
+    writeFileSync(file, '{"path": "/l/1", "value": 1}\n{"path": "/l/2", "value": {"two": 2}}\n');
+    const result = apex(["memory", "import", file]);
+    expect(result.stdout).toBe("imported 2 entries (revision 2)\n");
+    expect(JSON.parse(apex(["memory", "export", "/l/*"]).stdout)).toEqual({ "/l/1": 1, "/l/2": { two: 2 } });
+  });
+
+  it("watch prints changes made by other processes as they happen", async () => {
+    apex(["memory", "set", "/w/before", "0"]);
+    const watcher = spawn(process.execPath, [APEX_BIN, "memory", "watch", "/w/**", "--json", "--timeout", "20"], {
+      cwd: dir,
+      env: { ...cleanEnv(), NO_COLOR: "1" },
+    });
+    let output = "";
+    watcher.stdout.setEncoding("utf8").on("data", (chunk: string) => (output += chunk));
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      apex(["memory", "set", "/w/one", '"1"']);
+      apex(["memory", "set", "/elsewhere", "1"]);
+      apex(["memory", "delete", "/w/before"]);
+      const deadline = Date.now() + 15_000;
+      while (output.trim().split("\n").length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const events = output.trim().split("\n").map((line) => JSON.parse(line));
+      expect(events.map((event) => [event.kind, event.path, event.value])).toEqual([
+        ["put", "/w/one", "1"],
+        ["delete", "/w/before", null],
+      ]);
+      expect(events[0].revision).toBe(2);
+    } finally {
+      watcher.kill("SIGTERM");
+    }
+  });
+
+  it("watch --since replays earlier changes and --timeout ends it", () => {
+    apex(["memory", "set", "/r/a", "1"]);
+    apex(["memory", "set", "/r/b", "2"]);
+    const result = apex(["memory", "watch", "/r/*", "--since", "1", "--timeout", "0.5", "--json"]);
+    expect(result.status).toBe(0);
+    expect(result.stdout.trim().split("\n").map((line) => JSON.parse(line).path)).toEqual(["/r/b"]);
+  });
+});
