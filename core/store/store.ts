@@ -41,9 +41,15 @@ export interface StoreOpenOptions {
   actor?: string;
 }
 
+/**
+ * One log record per write batch, keyed by the batch's first revision: the i-th path got
+ * revision key + i. Grouping keeps a 100k-key import from writing 100k log records.
+ */
 interface LogRecord {
-  p: string;
-  k: ChangeKind;
+  /** Changed paths, in revision order. */
+  p: string[];
+  /** Kinds, one character per path: "p" put, "d" delete. */
+  k: string;
   a: string;
   t: number;
 }
@@ -160,11 +166,18 @@ export class Store {
     for (const key of this.kv.getKeys(subtreeRange(path))) yield key as string;
   }
 
-  /** Log records with a revision greater than `since`, oldest first. */
+  /** Changes with a revision greater than `since`, oldest first. */
   *changesSince(since: number, options: { limit?: number } = {}): Iterable<Change> {
-    const range = this.log.getRange({ start: since + 1, ...(options.limit ? { limit: options.limit } : {}) });
-    for (const { key, value } of range) {
-      yield { revision: key, path: value.p, kind: value.k, actor: value.a, time: value.t };
+    let remaining = options.limit ?? Infinity;
+    if (remaining <= 0) return;
+    // The batch holding revision since+1 may start before it.
+    let start = since + 1;
+    for (const key of this.log.getKeys({ start: since + 1, reverse: true, limit: 1 })) start = key as number;
+    for (const { key, value } of this.log.getRange({ start })) {
+      for (let i = Math.max(0, since + 1 - key); i < value.p.length; i++) {
+        yield { revision: key + i, path: value.p[i]!, kind: value.k[i] === "d" ? "delete" : "put", actor: value.a, time: value.t };
+        if (--remaining <= 0) return;
+      }
     }
   }
 
@@ -212,11 +225,12 @@ export class Store {
   }
 
   private applyBatch<T>(fn: (batch: WriteBatch) => T, actor: string): { value: T; revision: number } {
-    let revision = this.revision();
-    const time = Date.now();
+    const first = this.revision() + 1;
+    const paths: string[] = [];
+    let kinds = "";
     const record = (path: string, kind: ChangeKind) => {
-      revision += 1;
-      this.log.put(revision, { p: path, k: kind, a: actor, t: time });
+      paths.push(path);
+      kinds += kind === "put" ? "p" : "d";
     };
     const kv = this.kv;
     const batch: WriteBatch = {
@@ -247,7 +261,11 @@ export class Store {
     };
     const value = fn(batch);
     if (value instanceof Promise) throw new Error("Store.batch callbacks must be synchronous");
-    this.meta.put(REVISION_KEY, revision);
+    const revision = first - 1 + paths.length;
+    if (paths.length > 0) {
+      this.log.put(first, { p: paths, k: kinds, a: actor, t: Date.now() });
+      this.meta.put(REVISION_KEY, revision);
+    }
     return { value, revision };
   }
 

@@ -1,0 +1,74 @@
+// Shared helpers for the benchmarks: run commands many times, take medians, print tables.
+// Targets are ratios against a baseline measured in the same run, since these machines are noisy.
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+export const APEX = join(REPO, "bin/apex.js");
+
+export function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/** Wall time in ms of one run of `command args` (synchronous, output discarded). */
+export function timeOnce(command, args, options = {}) {
+  const start = process.hrtime.bigint();
+  const result = spawnSync(command, args, { stdio: ["pipe", "ignore", "pipe"], encoding: "utf8", ...options });
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  if (result.status !== 0 && !options.allowFailure) {
+    throw new Error(`${command} ${args.join(" ")} exited ${result.status}: ${result.stderr}`);
+  }
+  return ms;
+}
+
+/**
+ * Median wall times of a command and of a baseline, interleaved run by run so that both see
+ * the same machine load.
+ */
+export function compare(label, [command, args, options], [baseCommand, baseArgs, baseOptions], runs = 15) {
+  const times = [];
+  const baseTimes = [];
+  timeOnce(command, args, options);
+  timeOnce(baseCommand, baseArgs, baseOptions);
+  for (let i = 0; i < runs; i++) {
+    baseTimes.push(timeOnce(baseCommand, baseArgs, baseOptions));
+    times.push(timeOnce(command, args, options));
+  }
+  return { label, ms: median(times), baselineMs: median(baseTimes), ratio: median(times) / median(baseTimes) };
+}
+
+export function apexArgs(...args) {
+  return [APEX, ...args];
+}
+
+export function tempProject(prefix = "apex-bench-") {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Prints result rows as a table: name, measured, baseline, ratio, target, verdict. */
+export function printTable(title, rows) {
+  const lines = [["benchmark", "measured", "baseline", "ratio", "target", "result"]];
+  for (const row of rows) {
+    lines.push([
+      row.label,
+      row.display ?? `${row.ms.toFixed(1)} ms`,
+      row.baselineDisplay ?? (row.baselineMs === undefined ? "-" : `${row.baselineMs.toFixed(1)} ms`),
+      row.ratio === undefined ? "-" : `${row.ratio.toFixed(2)}×`,
+      row.target,
+      row.pass ? "ok" : "MISS",
+    ]);
+  }
+  const widths = lines[0].map((_, i) => Math.max(...lines.map((line) => line[i].length)));
+  console.log(`\n${title}`);
+  for (const [index, line] of lines.entries()) {
+    console.log(line.map((cell, i) => cell.padEnd(widths[i])).join("  "));
+    if (index === 0) console.log(widths.map((w) => "-".repeat(w)).join("  "));
+  }
+  return rows.every((row) => row.pass);
+}
