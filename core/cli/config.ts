@@ -1,0 +1,163 @@
+import type { Command } from "commander";
+import type { ProjectLocation } from "../config/locate.js";
+import type { Config, ConfigIssue } from "../config/types.js";
+import { isApexError } from "../errors.js";
+import { projectOf } from "./context.js";
+import { paint, printJson, printLine } from "./output.js";
+
+/** `apex config …`: check and inspect apex.config.yaml. The loaders are imported only when a command runs. */
+export function registerConfigCommands(program: Command): void {
+  const config = program
+    .command("config")
+    .description("check and inspect apex.config.yaml (validate, show the effective settings, where files are)")
+    .addHelpText(
+      "after",
+      `
+APEX uses the apex.config.yaml in the current directory or the nearest parent;
+--config PATH or APEX_CONFIG picks another. Without one, the built-in defaults apply.
+The file is checked against schemas/apex.config.schema.json; editors complete and check
+it when its first line is:
+  # yaml-language-server: $schema=<path to apex>/schemas/apex.config.schema.json
+
+Examples:
+  apex config validate
+  apex config validate --config ci/apex.config.yaml --json
+  apex config show
+  apex config path`,
+    );
+
+  config
+    .command("validate")
+    .description("check apex.config.yaml and list every problem with file:line:col (exit 2 when invalid)")
+    .option("--json", "print {valid, file, errors: [{file, line, col, path, message, expected?, suggestion?}]}")
+    .addHelpText(
+      "after",
+      `
+Nothing is started or written. Each problem names where it is, the setting's path,
+what was expected and, for typos, a suggestion:
+  apex.config.yaml:7:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, … Did you mean "keep_last"?
+
+Examples:
+  apex config validate
+  APEX_CONFIG=staging.yaml apex config validate --json`,
+    )
+    .action(async (options: { json?: boolean }, command: Command) => {
+      await validateCommand(projectOf(command), Boolean(options.json));
+    });
+
+  config
+    .command("show")
+    .description("print the effective config: your file with every default filled in")
+    .option("--json", "print the effective config as JSON (durations in seconds, plugins as a list in config order)")
+    .addHelpText(
+      "after",
+      `
+Durations are shown in seconds. Environment overrides (APEX_CHECKPOINT_INTERVAL) are applied.
+
+Examples:
+  apex config show
+  apex config show --json | jq '.session'`,
+    )
+    .action(async (options: { json?: boolean }, command: Command) => {
+      await showCommand(projectOf(command), Boolean(options.json));
+    });
+
+  config
+    .command("path")
+    .description("print where the config file, the project, the store and the config schema are")
+    .option("--json", "print {config, projectDir, storeDir, schema} as JSON (config is null without a file)")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  apex config path
+  $EDITOR "$(apex config path --json | jq -r .config)"`,
+    )
+    .action(async (options: { json?: boolean }, command: Command) => {
+      await pathCommand(projectOf(command), Boolean(options.json));
+    });
+}
+
+async function validateCommand(location: ProjectLocation, json: boolean): Promise<void> {
+  const { loadConfig } = await import("../config/load.js");
+  const { displayPath } = await import("../config/source.js");
+  const file = location.configPath === undefined ? null : displayPath(location.configPath);
+  let config: Config;
+  try {
+    config = await loadConfig(location);
+  } catch (error) {
+    const issues = configIssuesOf(error);
+    if (!issues) throw error;
+    if (json) printJson({ valid: false, file, errors: issues });
+    else reportInvalid(file === null ? "The built-in defaults cannot be used" : `${file} is invalid`, issues);
+    process.exitCode = 2;
+    return;
+  }
+  if (json) {
+    printJson({ valid: true, file, errors: [] });
+    return;
+  }
+  const summary = countSummary(config);
+  if (file === null) printLine(`No apex.config.yaml found here or in a parent directory; the built-in defaults apply (${summary}).`);
+  else printLine(`${file} is valid (${summary})`);
+}
+
+/** The issues of a config error (APEX_E_CONFIG, APEX_E_YAML), or undefined for any other error. */
+function configIssuesOf(error: unknown): ConfigIssue[] | undefined {
+  if (!isApexError(error) || (error.code !== "APEX_E_CONFIG" && error.code !== "APEX_E_YAML")) return undefined;
+  const issues = error.details?.errors;
+  return Array.isArray(issues) ? (issues as ConfigIssue[]) : undefined;
+}
+
+function reportInvalid(verdict: string, issues: ConfigIssue[]): void {
+  const stream = process.stderr;
+  for (const issue of issues) {
+    const where = issue.line > 0 ? `${issue.file}:${issue.line}:${issue.col}` : issue.file;
+    const path = issue.path ? `${paint(issue.path, "bold", stream)}: ` : "";
+    stream.write(`${paint(where, "cyan", stream)}: ${path}${issue.message}\n`);
+  }
+  const count = issues.length === 1 ? "1 problem" : `${issues.length} problems`;
+  stream.write(`${paint(verdict, "red", stream)} (${count}).\n`);
+}
+
+function countSummary(config: Config): string {
+  const agents = Object.keys(config.agents).length;
+  const enabled = config.plugins.filter((plugin) => plugin.enabled).length;
+  const disabled = config.plugins.length - enabled;
+  const parts = [plural(agents, "agent"), plural(enabled, "plugin")];
+  if (disabled > 0) parts.push(`${disabled} disabled`);
+  return parts.join(", ");
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
+async function showCommand(location: ProjectLocation, json: boolean): Promise<void> {
+  const { loadConfig } = await import("../config/load.js");
+  const config = await loadConfig(location);
+  if (json) {
+    printJson(config);
+    return;
+  }
+  const { stringify } = await import("yaml");
+  const { displayPath } = await import("../config/source.js");
+  const origin = config.configPath ? `${displayPath(config.configPath)} with defaults filled in` : "the built-in defaults (no apex.config.yaml found)";
+  const plugins = Object.fromEntries(config.plugins.map((plugin) => [plugin.name, plugin.enabled ? plugin.options : false]));
+  const document = { session: config.session, agents: config.agents, plugins };
+  process.stdout.write(`# Effective config: ${origin}. Durations are in seconds.\n`);
+  process.stdout.write(stringify(document, { lineWidth: 0 }));
+}
+
+async function pathCommand(location: ProjectLocation, json: boolean): Promise<void> {
+  const { schemasDir } = await import("../config/schemas.js");
+  const schema = `${schemasDir()}/apex.config.schema.json`;
+  if (json) {
+    printJson({ config: location.configPath ?? null, projectDir: location.projectDir, storeDir: location.storeDir, schema });
+    return;
+  }
+  printLine(`config:  ${location.configPath ?? "none (the built-in defaults apply)"}`);
+  printLine(`project: ${location.projectDir}`);
+  printLine(`store:   ${location.storeDir}`);
+  printLine(`schema:  ${schema}`);
+}

@@ -1,0 +1,76 @@
+/**
+ * One config file through the checks: YAML with positions → the document schema → each
+ * built-in plugin's options schema (filling defaults). Every problem is collected; nothing
+ * is written anywhere.
+ */
+import { readFile } from "node:fs/promises";
+import { ApexError } from "../errors.js";
+import { builtinPluginSchema, configSchema, documentValidator, isBuiltinPlugin } from "./schemas.js";
+import { parseSource } from "./source.js";
+import type { ConfigIssue, ConfigSource } from "./types.js";
+import { configError, validateOptions, validateWith } from "./validate.js";
+
+/** The document after its checks, with schema defaults filled in. */
+export interface CheckedDocument {
+  source: ConfigSource;
+  data: Record<string, unknown>;
+  /** Sections the file does not have: the built-in defaults fill them. */
+  omitted: { agents: boolean; plugins: boolean };
+  issues: ConfigIssue[];
+}
+
+export async function readConfigText(file: string): Promise<string> {
+  try {
+    return await readFile(file, "utf8");
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file} does not exist.`, { cause: error });
+    throw new ApexError("APEX_E_CONFIG", `Cannot read the config file ${file}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/**
+ * Parses and checks a config text. YAML syntax errors are thrown at once (APEX_E_YAML: the
+ * rest cannot be checked); schema problems come back in `issues`.
+ */
+export function checkDocument(text: string, file: string, cwd?: string): CheckedDocument {
+  const { source, syntaxIssues } = parseSource(text, file, cwd);
+  if (syntaxIssues.length > 0) throw configError(syntaxIssues, "APEX_E_YAML");
+  const parsed = toData(source);
+  const isMapping = parsed !== null && typeof parsed === "object" && !Array.isArray(parsed);
+  const omitted = { agents: isMapping && !("agents" in parsed), plugins: isMapping && !("plugins" in parsed) };
+  const issues = validateWith(documentValidator(), parsed, { source, path: [], schema: configSchema(), noun: "key" });
+  if (isMapping) issues.push(...checkBuiltinOptions(parsed as Record<string, unknown>, source));
+  const data = isMapping ? (parsed as Record<string, unknown>) : {};
+  return { source, data, omitted, issues: sortByPosition(issues) };
+}
+
+/** The document as plain data; an empty document is an empty mapping. */
+function toData(source: ConfigSource): unknown {
+  try {
+    return source.doc.toJS({ maxAliasCount: 1000 }) ?? {};
+  } catch (error) {
+    // e.g. an alias that expands too often ("billion laughs")
+    const message = error instanceof Error ? error.message : String(error);
+    throw configError([{ file: source.displayFile, line: 1, col: 1, path: "", message }], "APEX_E_YAML");
+  }
+}
+
+/** Checks the options of each built-in plugin against its schema, filling in its defaults. */
+function checkBuiltinOptions(data: Record<string, unknown>, source: ConfigSource): ConfigIssue[] {
+  const plugins = data.plugins;
+  if (plugins === null || typeof plugins !== "object" || Array.isArray(plugins)) return [];
+  const entries = plugins as Record<string, unknown>;
+  const issues: ConfigIssue[] = [];
+  for (const [name, value] of Object.entries(entries)) {
+    if (!isBuiltinPlugin(name) || value === false) continue;
+    if (value === true || value === null) entries[name] = {};
+    else if (typeof value !== "object" || Array.isArray(value)) continue; // the document schema reported it
+    issues.push(...validateOptions(builtinPluginSchema(name), entries[name], { source, path: ["plugins", name] }));
+  }
+  return issues;
+}
+
+function sortByPosition(issues: ConfigIssue[]): ConfigIssue[] {
+  return [...issues].sort((a, b) => a.line - b.line || a.col - b.col);
+}

@@ -1,0 +1,109 @@
+import { isAbsolute, relative } from "node:path";
+import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Node } from "yaml";
+import type { ConfigIssue, ConfigSource, SourcePosition } from "./types.js";
+
+export type PathSegment = string | number;
+
+/** Names a file for messages: relative to `cwd` when inside it, else absolute. */
+export function displayPath(file: string, cwd: string = process.cwd()): string {
+  const fromCwd = relative(cwd, file);
+  return fromCwd && !fromCwd.startsWith("..") && !isAbsolute(fromCwd) ? fromCwd : file;
+}
+
+/**
+ * Parses YAML keeping source positions. Syntax errors come back as issues (never thrown),
+ * so a caller can report them the same way as schema errors.
+ */
+export function parseSource(text: string, file: string, cwd?: string): { source: ConfigSource; syntaxIssues: ConfigIssue[] } {
+  const lineCounter = new LineCounter();
+  // `merge` lets agents share settings with `<<: *defaults`, as in YAML 1.1.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
+  const source: ConfigSource = { file, displayFile: displayPath(file, cwd), text, doc, lineCounter };
+  const syntaxIssues = doc.errors.map((error) => ({
+    ...positionAtOffset(source, error.pos[0]),
+    path: "",
+    message: syntaxMessage(error.message),
+  }));
+  return { source, syntaxIssues };
+}
+
+/** yaml's messages end with " at line 3, column 1:" and a code excerpt; we give the position ourselves. */
+function syntaxMessage(message: string): string {
+  const firstLine = message.split("\n", 1)[0]!.replace(/ at line \d+, column \d+:?$/, "").trim();
+  return /[.!?]$/.test(firstLine) ? firstLine : `${firstLine}.`;
+}
+
+export function positionAtOffset(source: ConfigSource, offset: number): SourcePosition {
+  const { line, col } = source.lineCounter.linePos(offset);
+  return { file: source.displayFile, line: Math.max(line, 1), col: Math.max(col, 1) };
+}
+
+/**
+ * Where `path` is written. "key" points at the last key (`keep_lst:`), "value" at its value.
+ * A path that is not in the document (a default, a missing key) falls back to the deepest
+ * part that is, so every issue has a position.
+ */
+export function positionOf(source: ConfigSource, path: readonly PathSegment[], target: "key" | "value" = "value"): SourcePosition {
+  let node: unknown = source.doc.contents;
+  let keyNode: Node | undefined;
+  let best: Node | undefined = isNode(node) ? node : undefined;
+  for (let i = 0; i < path.length; i++) {
+    if (isAlias(node)) node = node.resolve(source.doc);
+    const segment = path[i]!;
+    const last = i === path.length - 1;
+    if (isMap(node)) {
+      const pair = node.items.find((item) => isPair(item) && keyText(item.key) === String(segment));
+      if (!pair) break;
+      keyNode = isNode(pair.key) ? pair.key : undefined;
+      node = pair.value;
+      best = (last && target === "key" ? keyNode : isNode(node) ? node : keyNode) ?? best;
+    } else if (isSeq(node) && typeof segment === "number") {
+      node = node.items[segment];
+      if (!isNode(node)) break;
+      keyNode = undefined;
+      best = node;
+    } else {
+      break;
+    }
+  }
+  const offset = best?.range?.[0];
+  return offset === undefined ? { file: source.displayFile, line: 1, col: 1 } : positionAtOffset(source, offset);
+}
+
+function isNode(value: unknown): value is Node {
+  return isScalar(value) || isMap(value) || isSeq(value) || isAlias(value);
+}
+
+function keyText(key: unknown): string {
+  return isScalar(key) ? String(key.value) : String(key);
+}
+
+/** `plugins.retention.keep_last`, `agents.coder.args[0]`, `plugins["./my-plugin.js"].level`. */
+export function formatPath(path: readonly PathSegment[]): string {
+  let text = "";
+  for (const segment of path) {
+    if (typeof segment === "number") text += `[${segment}]`;
+    else if (/^[A-Za-z_$][\w$-]*$/.test(segment)) text += text ? `.${segment}` : segment;
+    else text += `[${JSON.stringify(segment)}]`;
+  }
+  return text;
+}
+
+/** Splits an ajv instance path ("/agents/coder/args/0") into segments, with numbers for list indices. */
+export function pointerSegments(pointer: string, data: unknown): PathSegment[] {
+  if (!pointer) return [];
+  const segments: PathSegment[] = [];
+  let value = data;
+  for (const raw of pointer.slice(1).split("/")) {
+    const key = raw.replace(/~1/g, "/").replace(/~0/g, "~");
+    if (Array.isArray(value)) {
+      const index = Number(key);
+      segments.push(index);
+      value = value[index];
+    } else {
+      segments.push(key);
+      value = value !== null && typeof value === "object" ? (value as Record<string, unknown>)[key] : undefined;
+    }
+  }
+  return segments;
+}

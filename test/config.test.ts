@@ -1,0 +1,686 @@
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { parseDuration } from "../core/config/duration.js";
+import { loadConfig } from "../core/config/load.js";
+import { locateProject } from "../core/config/locate.js";
+import { displayPath, parseSource } from "../core/config/source.js";
+import type { Config } from "../core/config/types.js";
+import { compileSchema, configError, createAjv, formatIssues, resolveOptions, validateOptions } from "../core/config/validate.js";
+import { ApexError } from "../core/errors.js";
+import { REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
+
+const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures/configs");
+const DEFAULT_CONFIG = join(REPO_ROOT, "apex.config.yaml");
+
+/** Loads a fixture as the project's config; messages name it relative to its folder. */
+function loadFixture(kind: "valid" | "invalid", name: string, env: NodeJS.ProcessEnv = {}): Promise<Config> {
+  const dir = join(FIXTURES, kind);
+  return loadConfig({ configPath: join(dir, name), projectDir: dir, storeDir: join(dir, ".apex") }, { env, cwd: dir });
+}
+
+async function failureOf(promise: Promise<unknown>): Promise<ApexError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof ApexError) return error;
+    throw error;
+  }
+  throw new Error("expected the config to be rejected, but it loaded");
+}
+
+const CHECKPOINT_DEFAULTS = { triggers: ["beforeTask", "afterMilestone", "beforeGit", "onError", "onPause"], paths: ["/**"] };
+const RETENTION_DEFAULTS = { keep_last: 5, keep_daily: 7, keep_weekly: 4, auto_cleanup: true };
+
+function referenceAgent(name: string, description: string, script: string) {
+  return {
+    description,
+    command: "node",
+    args: [script],
+    env: { APEX_AGENT_PACE: "1" },
+    cwd: ".",
+    restart: "on-failure",
+    max_restarts: 3,
+    restart_delay: 1,
+  };
+}
+
+function referenceAgents(scriptDir: string) {
+  return {
+    supervisor: referenceAgent("supervisor", "Plans the work, assigns tasks and reviews the results.", join(scriptDir, "supervisor.mjs")),
+    coder: referenceAgent("coder", "Works through the tasks it is given.", join(scriptDir, "coder.mjs")),
+    adversary: referenceAgent("adversary", "Challenges the coder's results and reports what fails.", join(scriptDir, "adversary.mjs")),
+  };
+}
+
+describe("invalid configs: every problem, with file:line:col, path, expectation and suggestion", () => {
+  it.each([
+    [
+      "unknown top-level key",
+      "unknown-top-level-key.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `unknown-top-level-key.yaml:1:1: sesion: unknown key. Expected one of session, agents, plugins. Did you mean "session"?`,
+    ],
+    [
+      "plugin written at the top level",
+      "misplaced-plugin.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `misplaced-plugin.yaml:1:1: retention: unknown key. Expected one of session, agents, plugins. Did you mean "plugins.retention"?`,
+    ],
+    [
+      "unknown option of a built-in plugin",
+      "retention-unknown-option.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `retention-unknown-option.yaml:7:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup. Did you mean "keep_last"?`,
+    ],
+    [
+      "wrong type",
+      "wrong-type.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `wrong-type.yaml:3:29: session.auto_checkpoint_interval: must be an integer ≥ 1 (got "soon"). Seconds between automatic checkpoints.`,
+    ],
+    [
+      "negative number",
+      "negative-number.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `negative-number.yaml:3:16: plugins.retention.keep_last: must be an integer ≥ 0 (got -1). Keep the most recent N checkpoints.`,
+    ],
+    [
+      "agent without a command",
+      "agent-missing-command.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `agent-missing-command.yaml:2:3: agents.coder.command: required key is missing. Expected a non-empty string. The program to run: a name found on PATH, or a path relative to the agent's cwd.`,
+    ],
+    [
+      "restart policy typo",
+      "restart-policy-typo.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `restart-policy-typo.yaml:4:14: agents.coder.restart: must be one of "never", "on-failure", "always" (got "on_failure"). When to restart the agent after it exits: never, on-failure (a non-zero exit code or a signal), or always. Did you mean "on-failure"?`,
+    ],
+    [
+      "agent name with a space",
+      "agent-name.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `agent-name.yaml:2:3: agents["my coder"]: invalid name. Expected a name made of letters, digits, ".", "_" and "-" that starts with a letter or digit.`,
+    ],
+    [
+      "duration that is not one",
+      "bad-duration.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `bad-duration.yaml:2:20: session.session_timeout: must be a number of seconds or a duration such as "30m", "2h", "1d" (got "2 hours"). How long a session may run before APEX takes a last checkpoint and stops it; 0 means no limit.`,
+    ],
+    [
+      "plugin value that is neither options nor true/false",
+      "plugin-value-type.yaml",
+      {},
+      "APEX_E_CONFIG",
+      [
+        `plugin-value-type.yaml:2:8: plugins.git: must be a mapping of options, true or false (got 5). Records the git state in every checkpoint and fires beforeGit around git operations.`,
+        `plugin-value-type.yaml:3:22: plugins["./local-plugin.js"]: must be a mapping of options, true or false (got a list). Options of a plugin from npm or a local file; the plugin's own schema checks them.`,
+      ].join("\n"),
+    ],
+    [
+      "typo in a list item",
+      "trigger-typo.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `trigger-typo.yaml:3:28: plugins.checkpoint.triggers[1]: must be one of "onStart", "beforeTask", "afterMilestone", "beforeGit", "onError", "onPause", "onResume", "onStop" (got "onEror"). Hooks that save a checkpoint when they fire. Did you mean "onError"?`,
+    ],
+    [
+      "YAML 1.1 boolean",
+      "yes-is-not-a-boolean.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `yes-is-not-a-boolean.yaml:3:19: plugins.retention.auto_cleanup: must be true or false (got "yes"). Apply the policy after every checkpoint. Did you mean true?`,
+    ],
+    [
+      "a list instead of a mapping",
+      "root-is-a-list.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `root-is-a-list.yaml:1:1: must be a mapping (got a list). How APEX runs sessions in this project: session settings, the agent processes, and the plugins with their options.`,
+    ],
+    [
+      "YAML syntax error",
+      "yaml-syntax-error.yaml",
+      {},
+      "APEX_E_YAML",
+      [
+        `yaml-syntax-error.yaml:4:37: Flow sequence in block collection must be sufficiently indented and end with a ].`,
+        `yaml-syntax-error.yaml:4:38: Flow map in block collection must be sufficiently indented and end with a }.`,
+      ].join("\n"),
+    ],
+    ["duplicate key", "duplicate-key.yaml", {}, "APEX_E_YAML", `duplicate-key.yaml:3:3: Map keys must be unique.`],
+    [
+      "APEX_CHECKPOINT_INTERVAL given as a duration",
+      "../valid/minimal.yaml",
+      { APEX_CHECKPOINT_INTERVAL: "5m" },
+      "APEX_E_CONFIG",
+      `environment: APEX_CHECKPOINT_INTERVAL: must be a whole number of seconds ≥ 1 (got "5m"). It overrides session.auto_checkpoint_interval. Did you mean "300"?`,
+    ],
+    [
+      "APEX_CHECKPOINT_INTERVAL of zero",
+      "../valid/minimal.yaml",
+      { APEX_CHECKPOINT_INTERVAL: "0" },
+      "APEX_E_CONFIG",
+      `environment: APEX_CHECKPOINT_INTERVAL: must be a whole number of seconds ≥ 1 (got "0"). It overrides session.auto_checkpoint_interval.`,
+    ],
+    [
+      "APEX_CHECKPOINT_INTERVAL that is not a number, with config errors too",
+      "wrong-type.yaml",
+      { APEX_CHECKPOINT_INTERVAL: "often" },
+      "APEX_E_CONFIG",
+      [
+        `wrong-type.yaml:3:29: session.auto_checkpoint_interval: must be an integer ≥ 1 (got "soon"). Seconds between automatic checkpoints.`,
+        `environment: APEX_CHECKPOINT_INTERVAL: must be a whole number of seconds ≥ 1 (got "often"). It overrides session.auto_checkpoint_interval.`,
+      ].join("\n"),
+    ],
+    [
+      "many errors at once, in document order",
+      "multiple-errors.yaml",
+      {},
+      "APEX_E_CONFIG",
+      [
+        `multiple-errors.yaml:2:29: session.auto_checkpoint_interval: must be an integer ≥ 1 (got 0). Seconds between automatic checkpoints.`,
+        `multiple-errors.yaml:3:20: session.max_checkpoints: must be an integer ≥ 1 (got "many"). Most checkpoints a session keeps.`,
+        `multiple-errors.yaml:4:3: session.sesion_timeout: unknown key. Expected one of auto_checkpoint_interval, max_checkpoints, auto_recovery, session_timeout, backup_location. Did you mean "session_timeout"?`,
+        `multiple-errors.yaml:8:30: agents.coder.args[1]: must be a string, a number, true or false (got a mapping). Arguments passed to the command.`,
+        `multiple-errors.yaml:9:14: agents.coder.restart: must be one of "never", "on-failure", "always" (got "sometimes"). When to restart the agent after it exits: never, on-failure (a non-zero exit code or a signal), or always.`,
+        `multiple-errors.yaml:10:19: agents.coder.max_restarts: must be an integer ≥ 0 (got -2). Restarts allowed before the agent is marked failed.`,
+        `multiple-errors.yaml:11:3: agents.reviewer.command: required key is missing. Expected a non-empty string. The program to run: a name found on PATH, or a path relative to the agent's cwd.`,
+        `multiple-errors.yaml:15:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup. Did you mean "keep_last"?`,
+        `multiple-errors.yaml:16:18: plugins.retention.keep_within: must be a number of seconds or a duration such as "12h", "2d", "1w" (got "2 days"). Keep every checkpoint younger than this.`,
+        `multiple-errors.yaml:18:16: plugins.compression.algorithm: must be one of "brotli", "gzip" (got "zstd"). The compression algorithm.`,
+        `multiple-errors.yaml:19:12: plugins.compression.level: must be an integer from 0 to 11 (got 12). Compression level: 0 (fastest) to 11 (smallest) for brotli, 0 to 9 for gzip.`,
+      ].join("\n"),
+    ],
+  ])("%s", async (_title, fixture, env, code, message) => {
+    const error = await failureOf(loadFixture("invalid", fixture, env));
+    expect(error.code).toBe(code);
+    expect(error.exitCode).toBe(2);
+    expect(error.message).toBe(message);
+    const errors = error.details?.errors as Array<Record<string, unknown>>;
+    expect(errors).toHaveLength(message.split("\n").length);
+    expect(formatIssues(errors as never)).toBe(message);
+  });
+
+  it("gives each problem as data: file, line, col, path, expectation and suggestion", async () => {
+    const error = await failureOf(loadFixture("invalid", "retention-unknown-option.yaml"));
+    expect(error.details).toEqual({
+      errors: [
+        {
+          file: "retention-unknown-option.yaml",
+          line: 7,
+          col: 5,
+          path: "plugins.retention.keep_lst",
+          message: `unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup. Did you mean "keep_last"?`,
+          expected: "one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup",
+          suggestion: "keep_last",
+        },
+      ],
+    });
+  });
+
+  it("names a file outside the working directory by its absolute path", async () => {
+    const file = join(FIXTURES, "invalid", "wrong-type.yaml");
+    const error = await failureOf(loadConfig({ configPath: file, projectDir: dirname(file), storeDir: "/nowhere" }, { env: {}, cwd: REPO_ROOT + "/core" }));
+    expect(error.message.startsWith(`${file}:3:29: session.auto_checkpoint_interval:`)).toBe(true);
+  });
+});
+
+describe("valid configs", () => {
+  it("fills every default into a minimal config", async () => {
+    const config = await loadFixture("valid", "minimal.yaml");
+    expect(config.session).toEqual({
+      auto_checkpoint_interval: 60,
+      max_checkpoints: 100,
+      auto_recovery: true,
+      session_timeout: 7200,
+      backup_location: ".apex/backups",
+    });
+    // Sections left out come from the default apex.config.yaml; its reference agents run from the APEX package.
+    expect(config.agents).toEqual(referenceAgents(join(REPO_ROOT, "agents")));
+    expect(config.plugins.map(({ name, enabled, options }) => ({ name, enabled, options }))).toEqual([
+      { name: "checkpoint", enabled: true, options: CHECKPOINT_DEFAULTS },
+      { name: "retention", enabled: true, options: RETENTION_DEFAULTS },
+      { name: "git", enabled: true, options: { hooks: false, repository: "." } },
+      { name: "metrics", enabled: true, options: { enabled: true, interval: 60 } },
+    ]);
+    expect(config.plugins[1]!.position).toEqual({ file: displayPath(DEFAULT_CONFIG), line: 61, col: 3 });
+    expect(config.configPath).toBe(join(FIXTURES, "valid", "minimal.yaml"));
+    expect(config.source?.file).toBe(join(FIXTURES, "valid", "minimal.yaml"));
+  });
+
+  it("reads every setting: durations in seconds, env and args as text, plugins in document order", async () => {
+    const config = await loadFixture("valid", "full.yaml");
+    expect(config.session).toEqual({
+      auto_checkpoint_interval: 120,
+      max_checkpoints: 20,
+      auto_recovery: false,
+      session_timeout: 5400,
+      backup_location: "backups",
+    });
+    expect(config.agents).toEqual({
+      builder: {
+        description: "Builds the project.",
+        command: "npm",
+        args: ["run", "build", "--", "--port", "8080", "true"],
+        env: { RETRIES: "3", VERBOSE: "true", NAME: "builder" },
+        cwd: "packages/app",
+        restart: "always",
+        max_restarts: 0,
+        restart_delay: 30,
+      },
+      watcher: { command: "./watch.sh", args: [], env: {}, cwd: ".", restart: "on-failure", max_restarts: 3, restart_delay: 1 },
+    });
+    expect(config.plugins).toEqual([
+      { name: "git", enabled: false, options: {}, position: { file: "full.yaml", line: 25, col: 3 } },
+      { name: "retention", enabled: true, options: { auto_cleanup: false }, position: { file: "full.yaml", line: 26, col: 3 } },
+      { name: "checkpoint", enabled: true, options: CHECKPOINT_DEFAULTS, position: { file: "full.yaml", line: 27, col: 3 } },
+      // Third-party options are left as written: the plugin loader checks them against the plugin's schema.
+      { name: "./plugins/audit.js", enabled: true, options: { level: "loud" }, position: { file: "full.yaml", line: 28, col: 3 } },
+      { name: "compression", enabled: true, options: { algorithm: "gzip", older_than: "1d" }, position: { file: "full.yaml", line: 30, col: 3 } },
+    ]);
+  });
+
+  it("lets agents share settings through anchors and merge keys under an x- key", async () => {
+    const config = await loadFixture("valid", "anchors.yaml");
+    const shared = { command: "node", env: { APEX_AGENT_PACE: "0" }, cwd: ".", max_restarts: 3, restart_delay: 1 };
+    expect(config.agents).toEqual({
+      planner: { ...shared, args: ["planner.mjs"], restart: "always" },
+      worker: { ...shared, args: ["worker.mjs"], restart: "never" },
+    });
+    expect(config.plugins).toEqual([]);
+  });
+
+  it("is frozen all the way down, and keeps its source out of JSON", async () => {
+    const config = await loadFixture("valid", "full.yaml");
+    expect(() => {
+      (config.session as { max_checkpoints: number }).max_checkpoints = 1;
+    }).toThrow(TypeError);
+    expect(() => (config.agents.builder!.args as string[]).push("--more")).toThrow(TypeError);
+    expect(() => {
+      (config.agents.builder!.env as Record<string, string>).EXTRA = "1";
+    }).toThrow(TypeError);
+    expect(() => (config.plugins as unknown[]).pop()).toThrow(TypeError);
+    expect(() => {
+      (config.plugins[3]!.options as Record<string, unknown>).level = "quiet";
+    }).toThrow(TypeError);
+    expect(() => {
+      (config as { projectDir: string }).projectDir = "/elsewhere";
+    }).toThrow(TypeError);
+    expect(config.plugins[3]!.options.level).toBe("loud");
+
+    expect(Object.keys(config)).toEqual(["session", "agents", "plugins", "configPath", "projectDir", "storeDir"]);
+    expect(JSON.parse(JSON.stringify(config))).not.toHaveProperty("source");
+    expect(config.source?.displayFile).toBe("full.yaml");
+  });
+
+  it("treats a file with only comments as all defaults", async () => {
+    const empty = await loadFixture("valid", "empty.yaml");
+    const defaults = await loadConfig({ configPath: undefined, projectDir: empty.projectDir, storeDir: empty.storeDir }, { env: {} });
+    expect({ ...empty, configPath: undefined }).toEqual({ ...defaults, configPath: undefined });
+  });
+
+  it("APEX_CHECKPOINT_INTERVAL overrides session.auto_checkpoint_interval", async () => {
+    const config = await loadFixture("valid", "minimal.yaml", { APEX_CHECKPOINT_INTERVAL: " 45 " });
+    expect(config.session.auto_checkpoint_interval).toBe(45);
+    const unset = await loadFixture("valid", "minimal.yaml", { APEX_CHECKPOINT_INTERVAL: "" });
+    expect(unset.session.auto_checkpoint_interval).toBe(60);
+  });
+});
+
+describe("finding the config", () => {
+  let dir: string;
+  let cleanup: () => void;
+  beforeEach(() => {
+    ({ dir, cleanup } = tempDir("apex-config-"));
+  });
+  afterEach(() => cleanup());
+
+  it("without a config file, the built-in defaults apply (the default apex.config.yaml)", async () => {
+    const location = locateProject({ cwd: dir, env: {} });
+    expect(location).toEqual({ configPath: undefined, projectDir: dir, storeDir: join(dir, ".apex") });
+    const config = await loadConfig(location, { env: {} });
+    expect("configPath" in config).toBe(false);
+    expect(config.projectDir).toBe(dir);
+    expect(config.storeDir).toBe(join(dir, ".apex"));
+    expect(config.session).toEqual({
+      auto_checkpoint_interval: 300,
+      max_checkpoints: 100,
+      auto_recovery: true,
+      session_timeout: 7200,
+      backup_location: ".apex/backups",
+    });
+    expect(config.agents).toEqual(referenceAgents(join(REPO_ROOT, "agents")));
+    expect(config.plugins.map((plugin) => plugin.name)).toEqual(["checkpoint", "retention", "git", "metrics"]);
+    expect(config.source?.file).toBe(DEFAULT_CONFIG);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("finds apex.config.yaml in a parent directory; the store goes beside it", async () => {
+    copyFileSync(join(FIXTURES, "valid", "minimal.yaml"), join(dir, "apex.config.yaml"));
+    const nested = join(dir, "src", "deep");
+    mkdirSync(nested, { recursive: true });
+    const location = locateProject({ cwd: nested, env: {} });
+    expect(location).toEqual({ configPath: join(dir, "apex.config.yaml"), projectDir: dir, storeDir: join(dir, ".apex") });
+    const config = await loadConfig(location, { env: {}, cwd: nested });
+    expect(config.session.auto_checkpoint_interval).toBe(60);
+    expect(config.source?.displayFile).toBe(join(dir, "apex.config.yaml"));
+  });
+
+  it("--config wins over APEX_CONFIG, which wins over the search; APEX_HOME moves the store", async () => {
+    writeFileSync(join(dir, "apex.config.yaml"), "session:\n  max_checkpoints: 1\n");
+    writeFileSync(join(dir, "env.yaml"), "session:\n  max_checkpoints: 2\n");
+    writeFileSync(join(dir, "flag.yaml"), "session:\n  max_checkpoints: 3\n");
+    const env = { APEX_CONFIG: "env.yaml" };
+    const maxOf = async (location: ReturnType<typeof locateProject>) => (await loadConfig(location, { env: {} })).session.max_checkpoints;
+    expect(await maxOf(locateProject({ cwd: dir, env: {} }))).toBe(1);
+    expect(await maxOf(locateProject({ cwd: dir, env }))).toBe(2);
+    expect(await maxOf(locateProject({ cwd: dir, env, configFlag: "flag.yaml" }))).toBe(3);
+    expect(locateProject({ cwd: dir, env: { APEX_HOME: "store" } }).storeDir).toBe(join(dir, "store"));
+  });
+});
+
+describe("the default apex.config.yaml and the schemas", () => {
+  const readJson = (path: string) => JSON.parse(readFileSync(join(REPO_ROOT, path), "utf8")) as Record<string, any>;
+  const pluginNames = ["checkpoint", "retention", "git", "compression", "sharing", "metrics"];
+
+  it("starts with the editor schema line and loads as written", async () => {
+    expect(readFileSync(DEFAULT_CONFIG, "utf8").split("\n", 1)[0]).toBe("# yaml-language-server: $schema=./schemas/apex.config.schema.json");
+    const config = await loadConfig({ configPath: DEFAULT_CONFIG, projectDir: REPO_ROOT, storeDir: join(REPO_ROOT, ".apex") }, { env: {} });
+    expect(config.agents).toEqual(referenceAgents("agents"));
+    expect(config.plugins.find((plugin) => plugin.name === "retention")?.options).toEqual(RETENTION_DEFAULTS);
+  });
+
+  it("has the same session settings as the schema's defaults", () => {
+    const defaults = Object.fromEntries(
+      Object.entries(readJson("schemas/apex.config.schema.json").properties.session.properties).map(([key, node]) => [key, (node as { default: unknown }).default]),
+    );
+    const { source } = parseSource(readFileSync(DEFAULT_CONFIG, "utf8"), DEFAULT_CONFIG);
+    expect((source.doc.toJS() as { session: unknown }).session).toEqual(defaults);
+  });
+
+  it.each(["apex.config.schema.json", ...pluginNames.map((name) => `plugins/${name}.schema.json`)])(
+    "schemas/%s is complete: $schema, $id, title, a description on every property, no unknown keys",
+    (file) => {
+      const schema = readJson(`schemas/${file}`);
+      expect(schema.$schema).toBe("http://json-schema.org/draft-07/schema#");
+      // Relative ids: editors then resolve the $refs next to the local schema file.
+      expect(schema.$id).toBe(file);
+      expect(typeof schema.title).toBe("string");
+      const problems: string[] = [];
+      const visit = (node: Record<string, any>, where: string) => {
+        if (node.properties) {
+          // `plugins` lists the built-ins but must accept any npm package or file as a key.
+          if (node.additionalProperties !== false && where !== "(root).plugins") problems.push(`${where} accepts unknown keys`);
+          for (const [key, child] of Object.entries(node.properties as Record<string, any>)) {
+            if (typeof child.description !== "string") problems.push(`${where}.${key} has no description`);
+            visit(child, `${where}.${key}`);
+          }
+        }
+        if (node.items) visit(node.items, `${where}[]`);
+        for (const [key, child] of Object.entries((node.definitions ?? {}) as Record<string, any>)) visit(child, `#${key}`);
+        if (typeof node.additionalProperties === "object") visit(node.additionalProperties, `${where}.*`);
+      };
+      visit(schema, "(root)");
+      expect(problems).toEqual([]);
+      // The main schema refers to the plugin schemas; it is compiled with them in the next test.
+      if (file.startsWith("plugins/")) expect(() => compileSchema(schema)).not.toThrow();
+    },
+  );
+
+  it("links each built-in plugin's options to its schema, so editors complete them", () => {
+    const main = readJson("schemas/apex.config.schema.json");
+    const ajv = createAjv();
+    for (const name of pluginNames) {
+      const plugin = readJson(`schemas/plugins/${name}.schema.json`);
+      expect(main.properties.plugins.properties[name].anyOf[2].$ref).toBe(plugin.$id);
+      ajv.addSchema(plugin);
+    }
+    // With the real plugin schemas (as an editor sees them), the whole file is checked in one pass.
+    const validate = ajv.compile(main);
+    expect(validate({ plugins: { retention: { keep_last: 1 }, git: false } })).toBe(true);
+    expect(validate({ plugins: { retention: { keep_lst: 1 } } })).toBe(false);
+  });
+});
+
+describe("validateOptions and friends (used by the plugin loader)", () => {
+  const text = "plugins:\n  ./mine.js:\n    levl: 3\n    mode: fast\n";
+  const { source } = parseSource(text, join(REPO_ROOT, "apex.config.yaml"), REPO_ROOT);
+  const schema = {
+    type: "object",
+    additionalProperties: false,
+    properties: {
+      level: { type: "integer", minimum: 0, default: 1, description: "How loud." },
+      mode: { enum: ["slow", "careful"], description: "How to go." },
+    },
+  };
+
+  it("positions third-party option problems in the config file", () => {
+    const options = { levl: 3, mode: "fast" };
+    expect(validateOptions(schema, options, { source, path: ["plugins", "./mine.js"] })).toEqual([
+      {
+        file: "apex.config.yaml",
+        line: 3,
+        col: 5,
+        path: `plugins["./mine.js"].levl`,
+        message: `unknown option. Expected one of level, mode. Did you mean "level"?`,
+        expected: "one of level, mode",
+        suggestion: "level",
+      },
+      {
+        file: "apex.config.yaml",
+        line: 4,
+        col: 11,
+        path: `plugins["./mine.js"].mode`,
+        message: `must be one of "slow", "careful" (got "fast"). How to go.`,
+        expected: `one of "slow", "careful"`,
+      },
+    ]);
+  });
+
+  it("fills defaults in place, and checks a frozen object without changing it", () => {
+    const options: Record<string, unknown> = { mode: "slow" };
+    expect(validateOptions(schema, options, { source, path: ["plugins", "./mine.js"] })).toEqual([]);
+    expect(options).toEqual({ mode: "slow", level: 1 });
+
+    const frozen = Object.freeze({ mode: "slow" });
+    expect(validateOptions(schema, frozen, { source, path: ["plugins", "./mine.js"] })).toEqual([]);
+    const resolved = resolveOptions(schema, frozen, { source, path: ["plugins", "./mine.js"] });
+    expect(resolved).toEqual({ options: { mode: "slow", level: 1 }, issues: [] });
+    expect(frozen).toEqual({ mode: "slow" });
+  });
+
+  it("folds anyOf/oneOf noise into the branch that fits the value", () => {
+    const either = {
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        level: { oneOf: [{ type: "boolean" }, { type: "object", additionalProperties: false, properties: { value: { type: "integer" } } }] },
+      },
+    };
+    const issues = validateOptions(either, { level: { valu: 3 } }, { source, path: ["plugins", "./mine.js"] });
+    expect(issues.map((issue) => `${issue.path}: ${issue.message}`)).toEqual([
+      `plugins["./mine.js"].level.valu: unknown option. Expected one of value. Did you mean "value"?`,
+    ]);
+    const wrongType = validateOptions(either, { level: "high" }, { source, path: ["plugins", "./mine.js"] });
+    expect(wrongType.map((issue) => `${issue.path}: ${issue.message}`)).toEqual([
+      `plugins["./mine.js"].level: must be true or false or a mapping (got "high").`,
+    ]);
+  });
+
+  it("blames a broken schema on the schema", () => {
+    expect(() => compileSchema({ type: "strin" })).toThrow(expect.objectContaining({ code: "APEX_E_PLUGIN_SCHEMA" }));
+    expect(() => compileSchema({ type: "object", properties: { a: { $ref: "#/definitions/missing" } } })).toThrow(
+      expect.objectContaining({ code: "APEX_E_PLUGIN_SCHEMA", message: expect.stringContaining("#/definitions/missing") }),
+    );
+  });
+
+  it("configError carries every issue; formatIssues writes one line each", () => {
+    const issues = [
+      { file: "apex.config.yaml", line: 2, col: 3, path: "session.x", message: "unknown key." },
+      { file: "environment", line: 0, col: 0, path: "APEX_CHECKPOINT_INTERVAL", message: "must be a whole number." },
+      { file: "apex.config.yaml", line: 1, col: 1, path: "", message: "Map keys must be unique." },
+    ];
+    expect(formatIssues(issues)).toBe(
+      "apex.config.yaml:2:3: session.x: unknown key.\nenvironment: APEX_CHECKPOINT_INTERVAL: must be a whole number.\napex.config.yaml:1:1: Map keys must be unique.",
+    );
+    const error = configError(issues);
+    expect(error).toMatchObject({ code: "APEX_E_CONFIG", exitCode: 2, message: formatIssues(issues), details: { errors: issues } });
+  });
+
+  it("parseDuration reads seconds and unit strings", () => {
+    expect([parseDuration(90), parseDuration("90s"), parseDuration("30m"), parseDuration("2h"), parseDuration("1d"), parseDuration("1w"), parseDuration("1h30m")]).toEqual([
+      90, 90, 1800, 7200, 86_400, 604_800, 5400,
+    ]);
+    expect(() => parseDuration("2 hours")).toThrow(RangeError);
+    expect(() => parseDuration(-1)).toThrow(RangeError);
+  });
+});
+
+describe("apex config (end to end, built CLI)", () => {
+  let dir: string;
+  let cleanup: () => void;
+  beforeEach(() => {
+    ({ dir, cleanup } = tempDir("apex-config-cli-"));
+  });
+  afterEach(() => cleanup());
+  const apex = (args: string[], env: NodeJS.ProcessEnv = {}) => runApex(args, { cwd: dir, env });
+  const writeConfig = (fixture: string, target = join(dir, "apex.config.yaml")) => {
+    mkdirSync(dirname(target), { recursive: true });
+    copyFileSync(join(FIXTURES, fixture), target);
+  };
+
+  it("validate: a valid config exits 0 with a summary", () => {
+    writeConfig("valid/full.yaml");
+    const result = apex(["config", "validate"]);
+    expect(result).toMatchObject({ status: 0, stderr: "" });
+    expect(result.stdout).toBe("apex.config.yaml is valid (2 agents, 4 plugins, 1 disabled)\n");
+    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: "apex.config.yaml", errors: [] });
+  });
+
+  it("validate: an invalid config exits 2, lists every problem and creates nothing", () => {
+    writeConfig("invalid/multiple-errors.yaml");
+    const result = apex(["config", "validate"]);
+    expect(result.status).toBe(2);
+    const lines = result.stderr.trimEnd().split("\n");
+    expect(lines).toHaveLength(12);
+    expect(lines[7]).toBe(
+      `apex.config.yaml:15:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup. Did you mean "keep_last"?`,
+    );
+    expect(lines[11]).toBe("apex.config.yaml is invalid (11 problems).");
+    expect(result.stdout).toBe("");
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+
+    const json = apex(["config", "validate", "--json"]);
+    expect(json.status).toBe(2);
+    const report = JSON.parse(json.stdout);
+    expect(report).toMatchObject({ valid: false, file: "apex.config.yaml" });
+    expect(report.errors).toHaveLength(11);
+    expect(report.errors[7]).toEqual({
+      file: "apex.config.yaml",
+      line: 15,
+      col: 5,
+      path: "plugins.retention.keep_lst",
+      message: `unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup. Did you mean "keep_last"?`,
+      expected: "one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup",
+      suggestion: "keep_last",
+    });
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("validate: a YAML syntax error exits 2 with its line and column", () => {
+    writeConfig("invalid/duplicate-key.yaml");
+    const result = apex(["config", "validate"]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toBe("apex.config.yaml:3:3: Map keys must be unique.\napex.config.yaml is invalid (1 problem).\n");
+  });
+
+  it("validate: --config and APEX_CONFIG pick the file, named relative to the working directory", () => {
+    writeConfig("invalid/wrong-type.yaml", join(dir, "conf", "bad.yaml"));
+    writeConfig("valid/minimal.yaml", join(dir, "conf", "good.yaml"));
+    const flagged = apex(["config", "validate", "--config", "conf/bad.yaml"]);
+    expect(flagged.status).toBe(2);
+    expect(flagged.stderr.split("\n", 1)[0]).toBe(
+      `conf/bad.yaml:3:29: session.auto_checkpoint_interval: must be an integer ≥ 1 (got "soon"). Seconds between automatic checkpoints.`,
+    );
+    const fromEnv = apex(["config", "validate"], { APEX_CONFIG: "conf/good.yaml" });
+    expect(fromEnv).toMatchObject({ status: 0, stdout: "conf/good.yaml is valid (3 agents, 4 plugins)\n" });
+    const missing = apex(["config", "validate", "--config", "conf/none.yaml"]);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toContain("error[APEX_E_CONFIG_NOT_FOUND]");
+  });
+
+  it("validate: without a config file the built-in defaults are reported valid", () => {
+    const result = apex(["config", "validate"]);
+    expect(result).toMatchObject({
+      status: 0,
+      stdout: "No apex.config.yaml found here or in a parent directory; the built-in defaults apply (3 agents, 4 plugins).\n",
+    });
+    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: null, errors: [] });
+  });
+
+  it("validate: a bad APEX_CHECKPOINT_INTERVAL is a config error", () => {
+    writeConfig("valid/minimal.yaml");
+    const result = apex(["config", "validate"], { APEX_CHECKPOINT_INTERVAL: "soon" });
+    expect(result.status).toBe(2);
+    expect(result.stderr.split("\n", 1)[0]).toBe(
+      `environment: APEX_CHECKPOINT_INTERVAL: must be a whole number of seconds ≥ 1 (got "soon"). It overrides session.auto_checkpoint_interval.`,
+    );
+  });
+
+  it("show: the effective config, as YAML or JSON without the parsed source", () => {
+    writeConfig("valid/full.yaml");
+    const human = apex(["config", "show"]);
+    expect(human.status).toBe(0);
+    expect(human.stdout.startsWith("# Effective config: apex.config.yaml with defaults filled in. Durations are in seconds.\nsession:\n  auto_checkpoint_interval: 120\n")).toBe(true);
+    expect(human.stdout).toContain("  session_timeout: 5400\n");
+    expect(human.stdout).toContain("  git: false\n");
+
+    const json = apex(["config", "show", "--json"], { APEX_CHECKPOINT_INTERVAL: "30" });
+    expect(json.status).toBe(0);
+    const shown = JSON.parse(json.stdout);
+    expect(Object.keys(shown)).toEqual(["session", "agents", "plugins", "configPath", "projectDir", "storeDir"]);
+    expect(shown.session.auto_checkpoint_interval).toBe(30);
+    expect(shown.plugins.map((plugin: { name: string }) => plugin.name)).toEqual(["git", "retention", "checkpoint", "./plugins/audit.js", "compression"]);
+  });
+
+  it("show: an invalid config is an error (exit 2), not a partial result", () => {
+    writeConfig("invalid/restart-policy-typo.yaml");
+    const result = apex(["config", "show"]);
+    expect(result.status).toBe(2);
+    expect(result.stdout).toBe("");
+    expect(result.stderr).toContain(`error[APEX_E_CONFIG]: apex.config.yaml:4:14: agents.coder.restart: must be one of "never", "on-failure", "always"`);
+  });
+
+  it("path: where the config, project, store and schema are", () => {
+    writeConfig("valid/minimal.yaml");
+    const result = apex(["config", "path", "--json"], { APEX_HOME: "state" });
+    expect(result.status).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual({
+      config: join(dir, "apex.config.yaml"),
+      projectDir: dir,
+      storeDir: join(dir, "state"),
+      schema: join(REPO_ROOT, "schemas", "apex.config.schema.json"),
+    });
+  });
+
+  it("a command that writes refuses to run on an invalid config and creates no store", () => {
+    writeConfig("invalid/retention-unknown-option.yaml");
+    const result = apex(["memory", "set", "/notes/a", "1"]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain("error[APEX_E_CONFIG]: apex.config.yaml:7:5: plugins.retention.keep_lst: unknown option.");
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+});
