@@ -54,6 +54,8 @@ export const ErrorCodes = {
   APEX_E_NO_TASK: ExitCode.conflict,
   APEX_E_AMBIGUOUS: ExitCode.conflict,
   APEX_E_LOCKED: ExitCode.conflict,
+  // plugins: no backend registered under a name (2)
+  APEX_E_BACKEND_UNKNOWN: ExitCode.usage,
 } as const satisfies Record<string, ExitCodeValue>;
 export type ErrorCode = keyof typeof ErrorCodes;
 

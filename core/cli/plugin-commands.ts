@@ -1,0 +1,67 @@
+import { Command } from "commander";
+import { locateProject } from "../config/locate.js";
+import { ApexError } from "../errors.js";
+import type { CommandContext, CommandRegistration, Engine } from "../engine.js";
+import { printJson, printLine } from "./output.js";
+
+/**
+ * Loads the config and its plugins, and adds the subcommands the plugins register to the
+ * program, so that `apex <plugin-command>` runs like any core command. Called by main only
+ * when the first command word is not a core command.
+ */
+export async function registerPluginCommands(program: Command, argv: string[]): Promise<void> {
+  const location = locateProject({ configFlag: configFlagOf(argv.slice(2)) });
+  const { loadConfig } = await import("../config/load.js");
+  const config = await loadConfig(location);
+  const { loadPlugins } = await import("../plugins.js");
+  const engine = await loadPlugins(config);
+  const context: CommandContext = {
+    config,
+    projectDir: config.projectDir,
+    print: (text) => printLine(text),
+    printJson: (value) => printJson(value),
+  };
+  for (const registration of engine.commands) program.addCommand(toCommander(program, engine, registration, context));
+}
+
+function toCommander(program: Command, engine: Engine, { plugin, spec }: CommandRegistration, context: CommandContext): Command {
+  const clash = program.commands.find((command) => command.name() === spec.name || command.aliases().includes(spec.name));
+  if (clash) {
+    throw new ApexError("APEX_E_PLUGIN_DUPLICATE", `Plugin ${plugin} adds the command '${spec.name}', which APEX already has.`, {
+      hint: `Disable plugin ${plugin} or ask its author to rename the command.`,
+      details: { plugin, command: spec.name },
+    });
+  }
+  const command = new Command(spec.name);
+  try {
+    command.description(`${spec.description ?? ""} (plugin ${plugin})`.trim());
+    for (const argument of spec.arguments ?? []) command.argument(argument.syntax, argument.description ?? "");
+    for (const option of spec.options ?? []) {
+      if (option.default === undefined) command.option(option.flags, option.description ?? "");
+      else command.option(option.flags, option.description ?? "", option.default);
+    }
+  } catch (error) {
+    throw new ApexError("APEX_E_PLUGIN_INVALID", `Plugin ${plugin} declares the command '${spec.name}' wrongly: ${(error as Error).message}`, {
+      cause: error,
+      details: { plugin, command: spec.name },
+    });
+  }
+  command.action(async (...params: unknown[]) => {
+    // commander passes the declared arguments, then the options, then the command itself
+    const self = params[params.length - 1] as Command;
+    const code = await engine.runCommand(spec.name, { args: params.slice(0, -2), options: self.opts() }, context);
+    if (typeof code === "number") process.exitCode = code;
+  });
+  return command;
+}
+
+/** `--config PATH` or `--config=PATH`, read before commander parses anything. */
+function configFlagOf(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--") return undefined;
+    if (arg === "--config") return args[i + 1];
+    if (arg.startsWith("--config=")) return arg.slice("--config=".length);
+  }
+  return undefined;
+}

@@ -1,0 +1,99 @@
+import type { Command } from "commander";
+import { projectOf } from "./context.js";
+import { printJson, printLine, table } from "./output.js";
+
+/** One line of `apex plugins list`. */
+export interface PluginListRow {
+  name: string;
+  /** "built-in", "npm:<package>" or "file:<path as configured>". */
+  source: string;
+  version: string | null;
+  enabled: boolean;
+  requires: string[];
+  /** Hooks and triggers the plugin taps, read from the hooks after applying it. */
+  hooks: string[];
+  /** Triggers, commands and backends it registers. */
+  triggers: string[];
+  commands: string[];
+  backends: string[];
+  /** Where the config names it; null for built-ins the config does not mention. */
+  at: string | null;
+  /** Why a disabled plugin could not be loaded. */
+  problem?: string;
+}
+
+/** `apex plugins …`: what extends this APEX. */
+export function registerPluginsCommands(program: Command): void {
+  const plugins = program.command("plugins").description("list the built-in and configured plugins, where they come from and the hooks they tap");
+  plugins
+    .command("list")
+    .description("list every plugin: source, version, enabled, hooks tapped, and what it adds")
+    .option("--json", "print {plugins: [...]} as JSON")
+    .action(async (options: { json?: boolean }, command: Command) => {
+      const rows = await listPlugins(projectOf(command));
+      if (options.json) printJson({ plugins: rows });
+      else printPluginTable(rows);
+    });
+}
+
+/** Loads the config, applies the enabled plugins to an engine and reports what each one tapped. */
+export async function listPlugins(location: ReturnType<typeof projectOf>): Promise<PluginListRow[]> {
+  const { loadConfig } = await import("../config/load.js");
+  const { builtinPlugins, loadPlugins } = await import("../plugins.js");
+  const config = await loadConfig(location);
+  const engine = await loadPlugins(config);
+  const rows: PluginListRow[] = engine.plugins.map((record) => {
+    const row: PluginListRow = {
+      name: record.name,
+      source: record.source.label,
+      version: record.version ?? null,
+      enabled: record.enabled,
+      requires: record.requires,
+      hooks: record.enabled ? engine.tapsOf(record.name) : [],
+      triggers: [...engine.triggers].filter(([, trigger]) => trigger.plugin === record.name).map(([name]) => name),
+      commands: engine.commands.filter((command) => command.plugin === record.name).map((command) => command.spec.name),
+      backends: engine.backends.filter((backend) => backend.plugin === record.name).map((backend) => `${backend.kind}:${backend.name}`),
+      at: record.at ?? null,
+    };
+    if (record.problem !== undefined) row.problem = record.problem;
+    return row;
+  });
+  for (const plugin of (await builtinPlugins()).values()) {
+    if (rows.some((row) => row.name === plugin.name)) continue;
+    rows.push({
+      name: plugin.name,
+      source: "built-in",
+      version: plugin.version ?? null,
+      enabled: false,
+      requires: [...(plugin.requires ?? [])],
+      hooks: [],
+      triggers: [],
+      commands: [],
+      backends: [],
+      at: null,
+    });
+  }
+  return rows;
+}
+
+function printPluginTable(rows: PluginListRow[]): void {
+  const list = (items: string[]) => (items.length ? items.join(", ") : "-");
+  printLine(
+    table(
+      ["NAME", "SOURCE", "VERSION", "ENABLED", "HOOKS", "ADDS"],
+      rows.map((row) => [
+        row.name,
+        row.source,
+        row.version ?? "-",
+        row.enabled ? "yes" : "no",
+        list(row.hooks),
+        list([
+          ...row.commands.map((name) => `command ${name}`),
+          ...row.triggers.map((name) => `trigger ${name}`),
+          ...row.backends.map((name) => `backend ${name}`),
+        ]),
+      ]),
+    ),
+  );
+  for (const row of rows) if (row.problem) printLine(`note: ${row.name} is disabled and could not be loaded: ${row.problem}`);
+}

@@ -1,0 +1,639 @@
+import { AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncBailHook, SyncHook, SyncLoopHook, SyncWaterfallHook } from "tapable";
+import { ApexError, isApexError } from "./errors.js";
+import { didYouMean } from "./suggest.js";
+import type { Config } from "./config/types.js";
+import type { Store, JsonValue } from "./store/store.js";
+
+/** What every hook receives about the session it fires for. */
+export interface SessionContext {
+  sessionId: string;
+  /** The session record as stored at /sessions/<id>. */
+  session: Record<string, unknown>;
+}
+
+export interface TaskContext extends SessionContext {
+  task: { id: string; title: string; assignee?: string | undefined; [key: string]: unknown };
+  agent?: string | undefined;
+}
+
+export interface MilestoneContext extends SessionContext {
+  milestone: string;
+  taskId?: string | undefined;
+  agent?: string | undefined;
+}
+
+export interface GitContext extends SessionContext {
+  /** The git arguments about to run, e.g. ["commit", "-m", "…"], or the git hook name. */
+  args: string[];
+  source: "cli" | "git-hook";
+}
+
+export interface ErrorContext {
+  sessionId?: string | undefined;
+  error: Error & { code?: string };
+  /** Where it happened: "agent:coder", "plugin:git", "supervisor", … */
+  origin: string;
+  details?: Record<string, unknown>;
+}
+
+export interface StopContext extends SessionContext {
+  reason: string;
+}
+
+/** The checkpoint being built; beforeCheckpoint taps add to it and return it. */
+export interface CheckpointDraft {
+  sessionId: string;
+  trigger: string;
+  description: string;
+  /** Extra data plugins contribute (git_state, metrics, …). */
+  data: Record<string, JsonValue>;
+}
+
+export interface CheckpointInfo {
+  sessionId: string;
+  id: string;
+  sequence: number;
+  trigger: string;
+}
+
+/**
+ * The plugin contract: every hook APEX fires, declared once with explicit types.
+ * Series hooks run taps one after another; beforeCheckpoint is a waterfall so plugins can add data.
+ */
+export function createHooks() {
+  return Object.freeze({
+    /** A session started (or was continued); agents are about to run. */
+    onStart: new AsyncSeriesHook<[SessionContext]>(["session"]),
+    /** A task is about to be assigned to an agent. */
+    beforeTask: new AsyncSeriesHook<[TaskContext]>(["task"]),
+    /** A milestone was recorded, or a milestone task completed. */
+    afterMilestone: new AsyncSeriesHook<[MilestoneContext]>(["milestone"]),
+    /** A git operation is about to run in the project. */
+    beforeGit: new AsyncSeriesHook<[GitContext]>(["git"]),
+    /** Something failed: an agent crashed, a plugin threw, a task failed. Never rejects: failing taps are reported. */
+    onError: new AsyncSeriesHook<[ErrorContext]>(["error"]),
+    /** The session's agents were stopped with SIGSTOP. */
+    onPause: new AsyncSeriesHook<[SessionContext]>(["session"]),
+    /** The session's agents were continued with SIGCONT. */
+    onResume: new AsyncSeriesHook<[SessionContext]>(["session"]),
+    /** The session ended. */
+    onStop: new AsyncSeriesHook<[StopContext]>(["stop"]),
+    /** A checkpoint is being built: return the draft, with your data added. */
+    beforeCheckpoint: new AsyncSeriesWaterfallHook<[CheckpointDraft]>(["draft"]),
+    /** A checkpoint was written. */
+    afterCheckpoint: new AsyncSeriesHook<[CheckpointInfo]>(["checkpoint"]),
+  });
+}
+
+export type ApexHooks = ReturnType<typeof createHooks>;
+export type HookName = keyof ApexHooks;
+export const HOOK_NAMES = Object.freeze(Object.keys(createHooks()) as HookName[]);
+export type HookArgs<K extends HookName> = ApexHooks[K] extends AsyncSeriesHook<infer A> ? (A extends unknown[] ? A : [A]) : never;
+/** The hooks `engine.fire` runs: every series hook (the waterfall has `engine.waterfall`). */
+export type SeriesHookName = Exclude<HookName, "beforeCheckpoint">;
+
+/** What the tap wrapper needs of a tapable hook (tapable does not export its base class). */
+export interface AnyHook {
+  readonly taps: ReadonlyArray<{ name: string; type: string; fn: Function }>;
+  intercept(interceptor: any): void;
+  promise(...args: any[]): Promise<unknown>;
+}
+interface FullTap {
+  name: string;
+  type: "sync" | "async" | "promise";
+  fn: Function;
+  stage?: number;
+  before?: string;
+}
+export interface TapOptions {
+  name?: string;
+  /** Lower stages run first; equal stages run in config order. */
+  stage?: number;
+  /** Run before this plugin's tap. */
+  before?: string;
+}
+
+/** A hook as a plugin sees it: it can tap (always under its own name) but not fire. */
+export type ScopedHook<H> = Pick<H, Extract<keyof H, "tap" | "tapPromise" | "tapAsync">>;
+export type ScopedHooks = { readonly [K in HookName]: ScopedHook<ApexHooks[K]> };
+/** A plugin-defined trigger as other plugins see it (its types are the defining plugin's business). */
+export interface ScopedTrigger {
+  tap(options: string | TapOptions, fn: (...args: any[]) => any): void;
+  tapPromise(options: string | TapOptions, fn: (...args: any[]) => Promise<any>): void;
+  tapAsync(options: string | TapOptions, fn: (...args: any[]) => void): void;
+}
+
+export type BackendKind = "storage" | "transport";
+export const BACKEND_KINDS: readonly BackendKind[] = ["storage", "transport"];
+export interface BackendContext {
+  projectDir: string | undefined;
+  store: Store | undefined;
+}
+export type BackendFactory<T = unknown> = (options: Record<string, unknown>, context: BackendContext) => T | Promise<T>;
+export interface BackendRegistration {
+  kind: BackendKind;
+  name: string;
+  plugin: string;
+  factory: BackendFactory;
+}
+
+/** A CLI subcommand a plugin adds: `apex <name> [arguments] [options]`. */
+export interface CommandSpec {
+  name: string;
+  description: string;
+  /** Commander argument syntax: "<file>", "[names...]". */
+  arguments?: Array<{ syntax: string; description?: string }>;
+  /** Commander option syntax: "-n, --name <name>", "--dry-run". */
+  options?: Array<{ flags: string; description?: string; default?: string | boolean | string[] }>;
+  action(input: CommandInput, context: CommandContext): void | number | Promise<void | number>;
+}
+export interface CommandInput {
+  /** Declared arguments, in order (a variadic one is an array). */
+  args: unknown[];
+  options: Record<string, unknown>;
+}
+export interface CommandContext {
+  config: Config | undefined;
+  projectDir: string | undefined;
+  /** Prints one line to stdout. */
+  print(text: string): void;
+  printJson(value: unknown): void;
+}
+export interface CommandRegistration {
+  plugin: string;
+  spec: CommandSpec;
+}
+
+/** What a plugin's `apply(apex, options)` receives: the engine, scoped to that plugin. */
+export interface ApexApi {
+  /** The plugin's own name; every tap it makes is named after it. */
+  readonly pluginName: string;
+  readonly hooks: ScopedHooks;
+  /** Hooks declared by plugins with defineHook; an unknown name throws with a did-you-mean. */
+  readonly triggers: Readonly<Record<string, ScopedTrigger>>;
+  /** Declares a new trigger other plugins can tap (their taps are wrapped like any other). Fire it yourself. */
+  defineHook<H extends AnyHook>(name: string, hook: H): H;
+  registerBackend(kind: BackendKind, name: string, factory: BackendFactory): void;
+  registerCommand(spec: CommandSpec): void;
+  readonly config: Config | undefined;
+  /** The project store while a session runs; undefined for one-off CLI commands. */
+  readonly store: Store | undefined;
+  /** Prints a warning for the user, prefixed with the plugin's name. */
+  warn(message: string): void;
+}
+
+/** Where a plugin came from, as `apex plugins list` shows it. */
+export interface PluginSource {
+  kind: "built-in" | "npm" | "file";
+  /** "built-in", "npm:<package>" or "file:<path as written in the config>". */
+  label: string;
+  /** The module file, for npm and file plugins. */
+  file?: string;
+}
+
+export interface ApexPlugin<Options = Record<string, unknown>> {
+  name: string;
+  version?: string;
+  /** Names of plugins that must be enabled too; they are applied first. */
+  requires?: string[];
+  /** JSON Schema of the options; without one, the plugin takes no options. */
+  schema?: Record<string, unknown>;
+  apply(apex: ApexApi, options: Options): void | Promise<void>;
+}
+
+/** One configured plugin: applied when enabled, listed either way. */
+export interface PluginRecord {
+  name: string;
+  version: string | undefined;
+  requires: string[];
+  source: PluginSource;
+  enabled: boolean;
+  options: Record<string, unknown>;
+  /** Where the config enables it, "apex.config.yaml:12:3". */
+  at: string | undefined;
+  /** Why a disabled plugin could not even be loaded (it is listed, not applied). */
+  problem?: string;
+}
+
+export interface TapTiming {
+  plugin: string;
+  hook: string;
+  calls: number;
+  failures: number;
+  totalMs: number;
+  maxMs: number;
+}
+
+export interface EngineOptions {
+  config?: Config | undefined;
+  store?: Store | undefined;
+  /** How long a tap (or a plugin's apply) may take before it fails with APEX_E_PLUGIN_TIMEOUT. */
+  tapTimeoutMs?: number;
+  /** Where warnings go (a failing onError tap, a plugin's warn); default: stderr. */
+  warn?: (message: string) => void;
+}
+
+export const DEFAULT_TAP_TIMEOUT_MS = 30_000;
+// By name, not identity: a plugin may bring its own copy of tapable for the hooks it defines.
+const SYNC_HOOK_KINDS: ReadonlySet<string> = new Set([SyncHook, SyncBailHook, SyncWaterfallHook, SyncLoopHook].map((kind) => kind.name));
+const NAME_PATTERN = /^[A-Za-z][\w-]*$/;
+/** Errors already stamped with a plugin and hook, and those already passed to onError: never twice. */
+const attributed = new WeakSet<ApexError>();
+const reported = new WeakSet<ApexError>();
+
+/**
+ * Owns the hooks, the plugins applied to them, the triggers, backends and commands they
+ * registered, and per-plugin timings. Every tap on every hook goes through `wrapTap` (a
+ * tapable `register` interceptor), which names the plugin and hook in errors, fires onError,
+ * turns sync throws into rejections and times out taps that never settle.
+ */
+export class Engine {
+  readonly hooks: ApexHooks = createHooks();
+  readonly config: Config | undefined;
+  readonly store: Store | undefined;
+  readonly tapTimeoutMs: number;
+  readonly #warn: (message: string) => void;
+  readonly #records: PluginRecord[] = [];
+  readonly #triggers = new Map<string, { hook: AnyHook; plugin: string }>();
+  readonly #backends = new Map<string, BackendRegistration>();
+  readonly #commands = new Map<string, CommandRegistration>();
+  readonly #timings = new Map<string, TapTiming>();
+
+  constructor(options: EngineOptions = {}) {
+    this.config = options.config;
+    this.store = options.store;
+    this.tapTimeoutMs = options.tapTimeoutMs ?? DEFAULT_TAP_TIMEOUT_MS;
+    this.#warn = options.warn ?? ((message) => process.stderr.write(`warning: ${message}\n`));
+    for (const name of HOOK_NAMES) this.#intercept(name, this.hooks[name] as unknown as AnyHook);
+  }
+
+  /** Runs a series hook. Rejects with the first failing tap's error (already reported to onError). */
+  async fire<K extends SeriesHookName>(name: K, ...args: HookArgs<K>): Promise<void> {
+    await (this.hooks[name] as unknown as AnyHook).promise(...args);
+  }
+
+  /** Runs the beforeCheckpoint waterfall and returns the draft as the plugins left it. */
+  waterfall(name: "beforeCheckpoint", draft: CheckpointDraft): Promise<CheckpointDraft> {
+    return this.hooks[name].promise(draft);
+  }
+
+  /** Runs a plugin-defined trigger. */
+  async fireTrigger(name: string, ...args: unknown[]): Promise<unknown> {
+    return this.#trigger(name).hook.promise(...args);
+  }
+
+  /** Applies a plugin (or, with `enabled: false`, only records it). Its apply runs guarded like a tap. */
+  async use<O>(
+    plugin: ApexPlugin<O>,
+    init: { options?: O; source?: PluginSource; enabled?: boolean; at?: string; problem?: string } = {},
+  ): Promise<void> {
+    const enabled = init.enabled ?? true;
+    const options = (init.options ?? {}) as O;
+    if (enabled && this.#records.some((record) => record.enabled && record.name === plugin.name)) {
+      throw new ApexError("APEX_E_PLUGIN_DUPLICATE", `Plugin '${plugin.name}' is already loaded; a plugin is applied once.`);
+    }
+    const record: PluginRecord = {
+      name: plugin.name,
+      version: plugin.version,
+      requires: [...(plugin.requires ?? [])],
+      source: init.source ?? { kind: "file", label: "inline" },
+      enabled,
+      options: options as Record<string, unknown>,
+      at: init.at,
+    };
+    if (init.problem !== undefined) record.problem = init.problem;
+    if (enabled) {
+      const missing = record.requires.find((name) => !this.#records.some((other) => other.enabled && other.name === name));
+      if (missing !== undefined) {
+        throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `The dependency '${missing}' of plugin '${plugin.name}' is not enabled.`, {
+          hint: `Apply plugin ${missing} before plugin ${plugin.name}.`,
+        });
+      }
+    }
+    this.#records.push(record);
+    if (!enabled) return;
+    const api = this.#apiFor(plugin.name);
+    await this.#guard(plugin.name, "apply", "promise", () => plugin.apply(api, options), []);
+  }
+
+  /** Every configured plugin, in the order it was applied. */
+  get plugins(): readonly PluginRecord[] {
+    return this.#records;
+  }
+
+  plugin(name: string): PluginRecord | undefined {
+    return this.#records.find((record) => record.name === name);
+  }
+
+  /** The hooks and triggers a plugin taps, read from the hooks themselves. */
+  tapsOf(plugin: string): string[] {
+    const hooks: Array<[string, AnyHook]> = [
+      ...HOOK_NAMES.map((name): [string, AnyHook] => [name, this.hooks[name] as unknown as AnyHook]),
+      ...[...this.#triggers].map(([name, { hook }]): [string, AnyHook] => [name, hook]),
+    ];
+    return hooks.filter(([, hook]) => hook.taps.some((tap) => tap.name === plugin)).map(([name]) => name);
+  }
+
+  get triggers(): ReadonlyMap<string, { hook: AnyHook; plugin: string }> {
+    return this.#triggers;
+  }
+
+  get commands(): CommandRegistration[] {
+    return [...this.#commands.values()];
+  }
+
+  /** Runs a plugin command's action; errors name the plugin. Commands have no timeout. */
+  async runCommand(name: string, input: CommandInput, context: CommandContext): Promise<void | number> {
+    const registration = this.#commands.get(name);
+    if (!registration) throw new ApexError("APEX_E_USAGE", `No plugin provides the command '${name}'.`);
+    return (await this.#guard(registration.plugin, `command ${name}`, "promise", () => registration.spec.action(input, context), [], {
+      timeout: false,
+    })) as void | number;
+  }
+
+  get backends(): BackendRegistration[] {
+    return [...this.#backends.values()];
+  }
+
+  /** The backend registered under kind/name; an unknown name fails with a did-you-mean. */
+  backend(kind: BackendKind, name: string): BackendRegistration {
+    const found = this.#backends.get(`${kind}:${name}`);
+    if (found) return found;
+    const known = this.backends.filter((backend) => backend.kind === kind);
+    const guess = didYouMean(name, known.map((backend) => backend.name));
+    throw new ApexError("APEX_E_BACKEND_UNKNOWN", `No ${kind} backend named '${name}'.${guess ? ` Did you mean '${guess}'?` : ""}`, {
+      hint: known.length
+        ? `Registered ${kind} backends: ${known.map((backend) => `${backend.name} (plugin ${backend.plugin})`).join(", ")}.`
+        : `No plugin registers a ${kind} backend; enable the plugin that provides '${name}' in apex.config.yaml.`,
+      details: { kind, name, known: known.map((backend) => backend.name) },
+    });
+  }
+
+  /** Creates a backend instance with its factory, guarded like a tap. */
+  async createBackend<T = unknown>(kind: BackendKind, name: string, options: Record<string, unknown> = {}): Promise<T> {
+    const { plugin, factory } = this.backend(kind, name);
+    const context: BackendContext = { projectDir: this.config?.projectDir, store: this.store };
+    return (await this.#guard(plugin, `${kind} backend ${name}`, "promise", () => factory(options, context), [])) as T;
+  }
+
+  /** Per plugin and hook: how often its taps ran, failed, and how long they took. */
+  timings(): TapTiming[] {
+    return [...this.#timings.values()].map((timing) => ({ ...timing }));
+  }
+
+  #apiFor(pluginName: string): ApexApi {
+    const engine = this;
+    const hooks = Object.freeze(
+      Object.fromEntries(HOOK_NAMES.map((name) => [name, scope(this.hooks[name] as unknown as AnyHook, pluginName)])),
+    ) as unknown as ScopedHooks;
+    const triggers = new Proxy({} as Record<string, never>, {
+      get: (_target, key) => {
+        if (typeof key !== "string" || key === "then" || key === "toJSON") return undefined;
+        return scope(engine.#trigger(key, pluginName).hook, pluginName);
+      },
+      has: (_target, key) => typeof key === "string" && engine.#triggers.has(key),
+      ownKeys: () => [...engine.#triggers.keys()],
+      getOwnPropertyDescriptor: (_target, key) =>
+        typeof key === "string" && engine.#triggers.has(key)
+          ? { enumerable: true, configurable: true, value: scope(engine.#triggers.get(key)!.hook, pluginName) }
+          : undefined,
+    });
+    return Object.freeze({
+      pluginName,
+      hooks,
+      triggers,
+      defineHook: <H extends AnyHook>(name: string, hook: H): H => this.#defineHook(pluginName, name, hook),
+      registerBackend: (kind: BackendKind, name: string, factory: BackendFactory) => this.#registerBackend(pluginName, kind, name, factory),
+      registerCommand: (spec: CommandSpec) => this.#registerCommand(pluginName, spec),
+      get config() {
+        return engine.config;
+      },
+      get store() {
+        return engine.store;
+      },
+      warn: (message: string) => this.#warn(`plugin ${pluginName}: ${message}`),
+    });
+  }
+
+  #defineHook<H extends AnyHook>(plugin: string, name: string, hook: H): H {
+    if (!NAME_PATTERN.test(name)) throw new ApexError("APEX_E_PLUGIN_INVALID", `defineHook: '${name}' is not a valid trigger name (letters, digits, '_' or '-', starting with a letter).`);
+    if (!hook || typeof hook.intercept !== "function" || !Array.isArray(hook.taps)) {
+      throw new ApexError("APEX_E_PLUGIN_INVALID", `defineHook('${name}'): the second argument must be a tapable hook, e.g. new AsyncSeriesHook(["ctx"]).`);
+    }
+    const owner = (HOOK_NAMES as readonly string[]).includes(name) ? "APEX" : this.#triggers.get(name)?.plugin;
+    if (owner !== undefined) {
+      throw new ApexError("APEX_E_PLUGIN_DUPLICATE", `The trigger '${name}' is already defined by ${owner === "APEX" ? "APEX" : `plugin ${owner}`}.`);
+    }
+    this.#intercept(name, hook);
+    this.#triggers.set(name, { hook, plugin });
+    return hook;
+  }
+
+  #trigger(name: string, requester?: string): { hook: AnyHook; plugin: string } {
+    const found = this.#triggers.get(name);
+    if (found) return found;
+    const guess = didYouMean(name, this.#triggers.keys());
+    const defined = [...this.#triggers].map(([trigger, { plugin }]) => `${trigger} (plugin ${plugin})`);
+    throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `No plugin defines the trigger '${name}'.${guess ? ` Did you mean '${guess}'?` : ""}`, {
+      hint:
+        (defined.length ? `Defined triggers: ${defined.join(", ")}. ` : "No triggers are defined. ") +
+        `Enable the plugin that defines '${name}'${requester ? ` and list it in the \`requires\` of plugin ${requester}` : ""}, so that it is applied first.`,
+    });
+  }
+
+  #registerBackend(plugin: string, kind: BackendKind, name: string, factory: BackendFactory): void {
+    if (!BACKEND_KINDS.includes(kind)) {
+      throw new ApexError("APEX_E_PLUGIN_INVALID", `registerBackend: the kind must be ${BACKEND_KINDS.map((k) => `'${k}'`).join(" or ")}, not '${String(kind)}'.`);
+    }
+    if (typeof name !== "string" || !NAME_PATTERN.test(name)) throw new ApexError("APEX_E_PLUGIN_INVALID", `registerBackend: '${String(name)}' is not a valid backend name.`);
+    if (typeof factory !== "function") throw new ApexError("APEX_E_PLUGIN_INVALID", `registerBackend('${kind}', '${name}'): the factory must be a function.`);
+    const existing = this.#backends.get(`${kind}:${name}`);
+    if (existing) throw new ApexError("APEX_E_PLUGIN_DUPLICATE", `The ${kind} backend '${name}' is already registered by plugin ${existing.plugin}.`);
+    this.#backends.set(`${kind}:${name}`, { kind, name, plugin, factory });
+  }
+
+  #registerCommand(plugin: string, spec: CommandSpec): void {
+    if (!spec || typeof spec.name !== "string" || !/^[a-z][a-z0-9-]*$/.test(spec.name)) {
+      throw new ApexError("APEX_E_PLUGIN_INVALID", `registerCommand: the command name must be lowercase letters, digits and '-' (got ${JSON.stringify(spec?.name)}).`);
+    }
+    if (typeof spec.action !== "function") throw new ApexError("APEX_E_PLUGIN_INVALID", `registerCommand('${spec.name}'): action must be a function.`);
+    const existing = this.#commands.get(spec.name);
+    if (existing) throw new ApexError("APEX_E_PLUGIN_DUPLICATE", `The command '${spec.name}' is already added by plugin ${existing.plugin}.`);
+    this.#commands.set(spec.name, { plugin, spec });
+  }
+
+  #intercept(hookName: string, hook: AnyHook): void {
+    const sync = SYNC_HOOK_KINDS.has((hook as { constructor?: { name?: string } }).constructor?.name ?? "");
+    hook.intercept({ name: "apex", register: (tap: FullTap) => this.#wrapTap(hookName, tap, sync) });
+  }
+
+  /**
+   * On async hooks every tap becomes a promise tap whose function never throws synchronously
+   * (tapable can leave hook.promise() pending on a sync throw). Sync hooks keep sync taps.
+   */
+  #wrapTap(hookName: string, tap: FullTap, syncHook: boolean): FullTap {
+    const original = tap.fn;
+    const plugin = tap.name;
+    if (syncHook) {
+      const fn = (...args: unknown[]) => {
+        const started = performance.now();
+        try {
+          const result = original(...args);
+          this.#count(plugin, hookName, started, false);
+          return result;
+        } catch (error) {
+          this.#count(plugin, hookName, started, true);
+          const failure = this.#attribute(plugin, hookName, error);
+          if (failure.fresh) void this.#notifyOnError(failure.error, plugin, args[0]);
+          throw failure.error;
+        }
+      };
+      return { ...tap, fn };
+    }
+    const fn = (...args: unknown[]) => this.#guard(plugin, hookName, tap.type, () => invoke(original, tap.type, args), args);
+    return { ...tap, type: "promise", fn };
+  }
+
+  /** Runs one plugin call with timing, a timeout, error attribution and onError. */
+  async #guard(
+    plugin: string,
+    hookName: string,
+    type: FullTap["type"],
+    run: () => unknown,
+    args: unknown[],
+    { timeout = true }: { timeout?: boolean } = {},
+  ): Promise<unknown> {
+    const started = performance.now();
+    try {
+      const result = await (timeout ? this.#withTimeout(plugin, hookName, type, run) : run());
+      this.#count(plugin, hookName, started, false);
+      return result;
+    } catch (error) {
+      this.#count(plugin, hookName, started, true);
+      const failure = this.#attribute(plugin, hookName, error);
+      if (hookName === "onError") {
+        // A failing onError tap must not hide the error being reported: note both, go on.
+        this.#reportSecondary(failure.error, args[0] as ErrorContext | undefined);
+        return undefined;
+      }
+      if (failure.fresh) await this.#notifyOnError(failure.error, plugin, args[0]);
+      throw failure.error;
+    }
+  }
+
+  #withTimeout(plugin: string, hookName: string, type: FullTap["type"], run: () => unknown): Promise<unknown> {
+    const ms = this.tapTimeoutMs;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const forgot = type === "async" ? "did it forget to call its callback?" : "did it forget to resolve a promise or return from an async tap?";
+        const { label, hint } = this.#owner(plugin);
+        const timeout = new ApexError("APEX_E_PLUGIN_TIMEOUT", `${label} did not finish ${hookName} within ${ms} ms (${forgot})`, {
+          ...(hint ? { hint } : {}),
+          details: { plugin, hook: hookName, timeoutMs: ms },
+        });
+        attributed.add(timeout);
+        reject(timeout);
+      }, ms);
+      new Promise((inner) => inner(run())).then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  /** Names the plugin and hook in an error; errors already attributed to a plugin pass through. */
+  #attribute(plugin: string, hookName: string, error: unknown): { error: ApexError; fresh: boolean } {
+    if (isApexError(error) && attributed.has(error)) return { error, fresh: !reported.has(error) };
+    const owner = this.#owner(plugin);
+    const message = error instanceof Error ? error.message : String(error);
+    const code = isApexError(error) ? error.code : owner.isPlugin ? "APEX_E_PLUGIN_FAILED" : "APEX_E_INTERNAL";
+    const hint = (isApexError(error) && error.hint) || owner.hint;
+    const failure = new ApexError(code, `${owner.label} failed in ${hookName}: ${message}`, {
+      cause: error,
+      ...(hint ? { hint } : {}),
+      details: { plugin, hook: hookName },
+    });
+    attributed.add(failure);
+    return { error: failure, fresh: true };
+  }
+
+  async #notifyOnError(error: ApexError, plugin: string, firstArg: unknown): Promise<void> {
+    // Mark it so that outer taps that see the same error do not report it again.
+    reported.add(error);
+    const sessionId = (firstArg as { sessionId?: unknown } | undefined)?.sessionId;
+    const context: ErrorContext = { error, origin: this.#owner(plugin).origin, details: { hook: error.details?.hook } };
+    if (typeof sessionId === "string") context.sessionId = sessionId;
+    try {
+      await this.hooks.onError.promise(context);
+    } catch (secondary) {
+      this.#reportSecondary(secondary, context);
+    }
+  }
+
+  #reportSecondary(secondary: unknown, context: ErrorContext | undefined): void {
+    const message = secondary instanceof Error ? secondary.message : String(secondary);
+    const original = context?.error;
+    if (isApexError(original) && original.details) {
+      const list = Array.isArray(original.details.alsoFailed) ? (original.details.alsoFailed as string[]) : [];
+      list.push(message);
+      original.details.alsoFailed = list;
+    }
+    this.#warn(original ? `${message} (while reporting: ${original.message})` : message);
+  }
+
+  /** A tap is a plugin's, or APEX's own (core code taps hooks too, e.g. "session"). */
+  #owner(tapName: string): { isPlugin: boolean; label: string; origin: string; hint: string | undefined } {
+    const record = this.#records.find((candidate) => candidate.enabled && candidate.name === tapName);
+    if (!record) return { isPlugin: false, label: tapName, origin: `core:${tapName}`, hint: undefined };
+    const where = record.at ? ` at ${record.at}` : "";
+    return {
+      isPlugin: true,
+      label: `plugin ${tapName}`,
+      origin: `plugin:${tapName}`,
+      hint: `The plugin ${tapName} (${record.source.label}) caused this: report it to its author, or set it to false under \`plugins:\`${where} to run without it.`,
+    };
+  }
+
+  #count(plugin: string, hook: string, started: number, failed: boolean): void {
+    const key = `${plugin}\u0000${hook}`;
+    const elapsed = performance.now() - started;
+    const timing = this.#timings.get(key) ?? { plugin, hook, calls: 0, failures: 0, totalMs: 0, maxMs: 0 };
+    timing.calls++;
+    if (failed) timing.failures++;
+    timing.totalMs += elapsed;
+    timing.maxMs = Math.max(timing.maxMs, elapsed);
+    this.#timings.set(key, timing);
+  }
+}
+
+function invoke(fn: Function, type: FullTap["type"], args: unknown[]): unknown {
+  if (type !== "async") return fn(...args);
+  return new Promise((resolve, reject) => {
+    fn(...args, (error: unknown, result?: unknown) => (error ? reject(error) : resolve(result)));
+  });
+}
+
+/** A tap-only view of a hook for one plugin: whatever name it passes, the tap is named after the plugin. */
+function scope(hook: AnyHook, pluginName: string): any {
+  const named = (options: unknown): TapOptions & { name: string } => {
+    const tapOptions: TapOptions & { name: string } = { name: pluginName };
+    if (options && typeof options === "object") {
+      const { stage, before } = options as TapOptions;
+      if (stage !== undefined) tapOptions.stage = stage;
+      if (before !== undefined) tapOptions.before = before;
+    }
+    return tapOptions;
+  };
+  const target = hook as unknown as Record<string, (options: unknown, fn: unknown) => void>;
+  return Object.freeze({
+    tap: (options: unknown, fn: unknown) => target.tap!.call(hook, named(options), fn),
+    tapPromise: (options: unknown, fn: unknown) => target.tapPromise!.call(hook, named(options), fn),
+    tapAsync: (options: unknown, fn: unknown) => target.tapAsync!.call(hook, named(options), fn),
+  });
+}

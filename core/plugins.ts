@@ -1,0 +1,308 @@
+import { readFileSync, statSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { packageRoot } from "./config/schemas.js";
+import { Engine, type ApexPlugin, type EngineOptions, type PluginSource } from "./engine.js";
+import { ApexError } from "./errors.js";
+import { didYouMean } from "./suggest.js";
+import type { Config, PluginEntry, SourcePosition } from "./config/types.js";
+
+export type { ApexApi, ApexPlugin, PluginSource } from "./engine.js";
+
+/** Types a plugin for its author; at runtime it returns the plugin unchanged. */
+export function definePlugin<Options = Record<string, unknown>>(plugin: ApexPlugin<Options>): ApexPlugin<Options> {
+  return plugin;
+}
+
+/** APEX's own version, which the built-in plugins share. */
+export const APEX_VERSION: string = (JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")) as { version: string }).version;
+
+/** The built-in plugins, by name, in the order `apex plugins list` shows them. */
+export async function builtinPlugins(): Promise<ReadonlyMap<string, ApexPlugin<any>>> {
+  // Imported lazily: the built-ins import definePlugin from this module.
+  const { builtinPlugins: list } = await import("../plugins/index.js");
+  return new Map(list.map((plugin) => [plugin.name, plugin]));
+}
+
+interface Resolved {
+  entry: PluginEntry;
+  plugin: ApexPlugin<any>;
+  source: PluginSource;
+  /** How messages name it: the built-in name, the package name, or the path as written. */
+  label: string;
+  /** Why a disabled entry could not be loaded (enabled entries throw instead). */
+  problem?: string;
+}
+
+/**
+ * Config → engine with its plugins applied: the one place where `plugins:` in
+ * apex.config.yaml becomes plugin instances (like webpack's WebpackOptionsApply).
+ * Resolves every entry (built-in, npm package, or file relative to the config), refuses
+ * duplicates, checks dependencies, validates third-party options against the plugin's own
+ * schema, then applies the enabled plugins in config order (a plugin's `requires` first).
+ */
+export async function loadPlugins(config: Config, options: Omit<EngineOptions, "config"> = {}): Promise<Engine> {
+  const builtins = await builtinPlugins();
+  const resolved: Resolved[] = [];
+  for (const entry of config.plugins) resolved.push(await resolveEntry(entry, config, builtins));
+  refuseDuplicates(resolved, builtins);
+  const enabled = new Map(resolved.filter((item) => item.entry.enabled).map((item) => [item.plugin.name, item]));
+  checkDependencies(resolved, enabled, builtins, config);
+  const optionsByEntry = await validateThirdPartyOptions(resolved, config);
+
+  const engine = new Engine({ ...options, config });
+  for (const item of applyOrder(resolved, enabled)) {
+    const init = { source: item.source, enabled: item.entry.enabled, at: formatPosition(item.entry.position) };
+    await engine.use(item.plugin, item.problem ? { ...init, problem: item.problem } : { ...init, options: optionsByEntry.get(item) ?? item.entry.options });
+  }
+  return engine;
+}
+
+export function formatPosition(position: SourcePosition): string {
+  return `${position.file}:${position.line}:${position.col}`;
+}
+
+async function resolveEntry(entry: PluginEntry, config: Config, builtins: ReadonlyMap<string, ApexPlugin<any>>): Promise<Resolved> {
+  const builtin = builtins.get(entry.name);
+  if (builtin) return { entry, plugin: builtin, source: { kind: "built-in", label: "built-in" }, label: entry.name };
+  try {
+    return await resolveThirdParty(entry, config, builtins);
+  } catch (error) {
+    if (entry.enabled || !(error instanceof ApexError)) throw error;
+    // A disabled entry may point at something not installed here; list it, do not fail.
+    const source: PluginSource = isPathLike(entry.name) ? { kind: "file", label: `file:${entry.name}` } : { kind: "npm", label: `npm:${entry.name}` };
+    return { entry, plugin: { name: entry.name, apply() {} }, source, label: entry.name, problem: error.message };
+  }
+}
+
+async function resolveThirdParty(entry: PluginEntry, config: Config, builtins: ReadonlyMap<string, ApexPlugin<any>>): Promise<Resolved> {
+  const at = formatPosition(entry.position);
+  let file: string;
+  let source: PluginSource;
+  if (isPathLike(entry.name)) {
+    const base = config.configPath ? dirname(config.configPath) : config.projectDir;
+    file = resolve(base, entry.name);
+    if (!isFile(file)) {
+      throw new ApexError("APEX_E_PLUGIN_UNKNOWN", `The plugin file ${entry.name} at ${at} does not exist (looked for ${file}).`, {
+        hint: "Paths of local plugins are relative to the directory of the config file.",
+        details: { plugin: entry.name, file },
+      });
+    }
+    source = { kind: "file", label: `file:${entry.name}`, file };
+  } else {
+    const found = resolvePackage(entry.name, config.projectDir);
+    if (!found) {
+      const guess = didYouMean(entry.name, builtins.keys());
+      throw new ApexError("APEX_E_PLUGIN_UNKNOWN", `Unknown plugin '${entry.name}' at ${at}.${guess ? ` Did you mean '${guess}'?` : ""}`, {
+        hint:
+          `Built-in plugins: ${[...builtins.keys()].join(", ")}. An npm plugin must be installed in ${config.projectDir} ` +
+          `(npm install ${entry.name}); a local file is written as a path (./plugins/my-plugin.js).`,
+        details: { plugin: entry.name, ...(guess ? { suggestion: guess } : {}) },
+      });
+    }
+    file = found;
+    source = { kind: "npm", label: `npm:${entry.name}`, file };
+  }
+  const label = entry.name;
+  const module = await importPlugin(file, label, at);
+  const plugin = pluginOf(module, label, at);
+  if (plugin.schema !== undefined) {
+    const { compileSchema } = await import("./config/validate.js");
+    try {
+      compileSchema(plugin.schema);
+    } catch (error) {
+      const problem = (error as Error).message.replace(/^The options schema (?:is not a valid JSON Schema|cannot be compiled): /, "").replace(/\.$/, "");
+      throw new ApexError(
+        "APEX_E_PLUGIN_SCHEMA",
+        `Plugin '${plugin.name}' (${label}) ships an invalid options schema: ${problem} — this is a bug in the plugin, not in your config.`,
+        { hint: `Report it to the plugin's author; meanwhile you can disable it at ${at}.`, cause: error, details: { plugin: plugin.name } },
+      );
+    }
+  }
+  return { entry, plugin, source, label };
+}
+
+/** "./x.js", "../x.mjs", "/abs/x.js", "plugins/x.js": a path relative to the config file's directory. */
+function isPathLike(name: string): boolean {
+  return name.startsWith("./") || name.startsWith("../") || isAbsolute(name) || /\.(?:[cm]?js|[cm]?ts)$/.test(name);
+}
+
+/** The entry file of an npm package installed for the project, or undefined when it is not installed. */
+function resolvePackage(name: string, projectDir: string): string | undefined {
+  const require = createRequire(join(projectDir, "package.json"));
+  try {
+    const file = require.resolve(name);
+    return isAbsolute(file) ? file : undefined; // "fs" and other Node built-ins are not plugins
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === "ERR_PACKAGE_PATH_NOT_EXPORTED") return resolveImportOnly(name, projectDir);
+    if (code === "MODULE_NOT_FOUND" || code === "ERR_INVALID_MODULE_SPECIFIER") return undefined;
+    throw new ApexError("APEX_E_PLUGIN_INVALID", `Cannot resolve the plugin package '${name}': ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** For ESM-only packages whose `exports` have no "require" condition, which require.resolve refuses. */
+function resolveImportOnly(name: string, projectDir: string): string | undefined {
+  for (let dir = projectDir; ; dir = dirname(dir)) {
+    const packageDir = join(dir, "node_modules", name);
+    if (isFile(join(packageDir, "package.json"))) {
+      const manifest = JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as { exports?: unknown; main?: string };
+      const exported = manifest.exports;
+      const root = exported !== null && typeof exported === "object" && !Array.isArray(exported) && "." in exported ? (exported as Record<string, unknown>)["."] : exported;
+      const entry = pickCondition(root) ?? manifest.main ?? "index.js";
+      return join(packageDir, entry);
+    }
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
+function pickCondition(target: unknown): string | undefined {
+  if (typeof target === "string") return target;
+  if (Array.isArray(target)) return pickCondition(target[0]);
+  if (target !== null && typeof target === "object") {
+    for (const condition of ["import", "node", "default"]) {
+      if (condition in target) return pickCondition((target as Record<string, unknown>)[condition]);
+    }
+  }
+  return undefined;
+}
+
+async function importPlugin(file: string, label: string, at: string): Promise<Record<string, unknown>> {
+  try {
+    return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+  } catch (error) {
+    const typescript = (error as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION";
+    throw new ApexError("APEX_E_PLUGIN_INVALID", `The plugin ${label} at ${at} could not be loaded: ${(error as Error).message}`, {
+      hint: typescript ? "Node cannot load TypeScript directly: compile the plugin to JavaScript and point the config at the .js file." : `Check ${file}.`,
+      cause: error,
+      details: { plugin: label, file },
+    });
+  }
+}
+
+/** The plugin a module exports (default export, or a named `plugin` export), checked for shape. */
+function pluginOf(module: Record<string, unknown>, label: string, at: string): ApexPlugin<any> {
+  const candidate = module.default ?? module.plugin;
+  const problem = shapeProblem(candidate);
+  if (problem) {
+    throw new ApexError("APEX_E_PLUGIN_INVALID", `The module ${label} at ${at} does not export a valid APEX plugin: ${problem}.`, {
+      hint: "A plugin module default-exports an object: export default { name, version, requires, schema, apply(apex, options) { … } }.",
+      details: { plugin: label },
+    });
+  }
+  return candidate as ApexPlugin<any>;
+}
+
+function shapeProblem(candidate: unknown): string | undefined {
+  if (candidate === undefined) return "it has no default export";
+  if (typeof candidate === "function") return "its default export is a function; export the plugin object itself";
+  if (candidate === null || typeof candidate !== "object") return `its default export is ${candidate === null ? "null" : `a ${typeof candidate}`}, not a plugin object`;
+  const plugin = candidate as Record<string, unknown>;
+  if (typeof plugin.name !== "string" || !/^[^\s]+$/.test(plugin.name)) return "`name` must be a non-empty string without spaces";
+  if (typeof plugin.apply !== "function") return "`apply` must be a function (apex, options) => void";
+  if (plugin.version !== undefined && typeof plugin.version !== "string") return "`version` must be a string";
+  if (plugin.requires !== undefined && !(Array.isArray(plugin.requires) && plugin.requires.every((name) => typeof name === "string"))) {
+    return "`requires` must be a list of plugin names";
+  }
+  if (plugin.schema !== undefined && (plugin.schema === null || typeof plugin.schema !== "object" || Array.isArray(plugin.schema))) {
+    return "`schema` must be a JSON Schema object";
+  }
+  return undefined;
+}
+
+function refuseDuplicates(resolved: Resolved[], builtins: ReadonlyMap<string, ApexPlugin<any>>): void {
+  const seen = new Map<string, Resolved>();
+  for (const item of resolved) {
+    if (item.problem) continue;
+    const name = item.plugin.name;
+    const first = seen.get(name);
+    if (first) {
+      throw new ApexError(
+        "APEX_E_PLUGIN_DUPLICATE",
+        `Plugin '${name}' is configured twice: as ${first.label} at ${formatPosition(first.entry.position)} and as ${item.label} at ${formatPosition(item.entry.position)}.`,
+        { hint: "Keep one of the two entries; a plugin is loaded once.", details: { plugin: name } },
+      );
+    }
+    if (item.source.kind !== "built-in" && builtins.has(name)) {
+      throw new ApexError(
+        "APEX_E_PLUGIN_DUPLICATE",
+        `The plugin ${item.label} at ${formatPosition(item.entry.position)} is named '${name}', like the built-in plugin '${name}'.`,
+        { hint: "Plugin names must be unique; rename the plugin (its `name` field).", details: { plugin: name } },
+      );
+    }
+    seen.set(name, item);
+  }
+}
+
+function checkDependencies(resolved: Resolved[], enabled: Map<string, Resolved>, builtins: ReadonlyMap<string, ApexPlugin<any>>, config: Config): void {
+  const configFile = config.source?.displayFile ?? "apex.config.yaml";
+  for (const item of enabled.values()) {
+    for (const dependency of item.plugin.requires ?? []) {
+      if (enabled.has(dependency)) continue;
+      const disabled = resolved.find((other) => !other.entry.enabled && (other.plugin.name === dependency || other.entry.name === dependency));
+      const where = `plugin '${item.plugin.name}' is enabled at ${formatPosition(item.entry.position)}`;
+      const how = disabled
+        ? `'${dependency}' is disabled at ${formatPosition(disabled.entry.position)}: enable it there.`
+        : builtins.has(dependency)
+          ? `Enable the built-in plugin '${dependency}' under \`plugins:\` in ${configFile}.`
+          : `Install the plugin named '${dependency}' and add it under \`plugins:\` in ${configFile}.`;
+      throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `The dependency '${dependency}' of plugin '${item.plugin.name}' is not enabled (${where}).`, {
+        hint: how,
+        details: { plugin: item.plugin.name, dependency },
+      });
+    }
+  }
+}
+
+/** Built-ins were validated (and defaulted) by loadConfig; third-party options are checked here. */
+async function validateThirdPartyOptions(resolved: Resolved[], config: Config): Promise<Map<Resolved, Record<string, unknown>>> {
+  const validated = new Map<Resolved, Record<string, unknown>>();
+  const toCheck = resolved.filter((item) => item.entry.enabled && item.source.kind !== "built-in");
+  if (toCheck.length === 0) return validated;
+  const { resolveOptions, formatIssues } = await import("./config/validate.js");
+  const issues = [];
+  for (const item of toCheck) {
+    // No schema: the plugin takes no options, and says so when given some.
+    const schema = item.plugin.schema ?? { type: "object", properties: {}, additionalProperties: false };
+    if (!config.source) throw new ApexError("APEX_E_INTERNAL", `No config source to check the options of plugin ${item.label} against.`);
+    const checked = resolveOptions(schema, item.entry.options ?? {}, { source: config.source, path: ["plugins", item.entry.name] });
+    issues.push(...checked.issues);
+    validated.set(item, checked.options);
+  }
+  if (issues.length > 0) {
+    throw new ApexError("APEX_E_PLUGIN_OPTIONS", formatIssues(issues), {
+      hint: "Each plugin's options are described by the schema it ships; check the plugin's documentation.",
+      details: { issues },
+    });
+  }
+  return validated;
+}
+
+/** Config order, except that a plugin's enabled dependencies are applied before it. */
+function applyOrder(resolved: Resolved[], enabled: Map<string, Resolved>): Resolved[] {
+  const order: Resolved[] = [];
+  const state = new Map<Resolved, "visiting" | "done">();
+  const visit = (item: Resolved, chain: string[]) => {
+    if (state.get(item) === "done") return;
+    if (state.get(item) === "visiting") {
+      throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `Plugins require each other in a cycle: ${[...chain, item.plugin.name].join(" → ")}.`, {
+        hint: "One of them must drop the other from its `requires`.",
+      });
+    }
+    state.set(item, "visiting");
+    if (item.entry.enabled) for (const dependency of item.plugin.requires ?? []) visit(enabled.get(dependency)!, [...chain, item.plugin.name]);
+    state.set(item, "done");
+    order.push(item);
+  };
+  for (const item of resolved) visit(item, []);
+  return order;
+}
+
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,370 @@
+import { spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../core/config/load.js";
+import { locateProject } from "../core/config/locate.js";
+import type { Engine, SessionContext, TaskContext } from "../core/engine.js";
+import { ApexError } from "../core/errors.js";
+import { loadPlugins } from "../core/plugins.js";
+import { REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
+
+const FIXTURES = join(REPO_ROOT, "test/fixtures/plugins");
+const cleanups: Array<() => void> = [];
+afterEach(() => {
+  for (const cleanup of cleanups.splice(0)) cleanup();
+});
+
+/** A temp project with this apex.config.yaml (and extra files); messages name files relative to it. */
+function project(yaml: string, files: Record<string, string> = {}): string {
+  const { dir, cleanup } = tempDir("apex-plugins-");
+  cleanups.push(cleanup);
+  writeFileSync(join(dir, "apex.config.yaml"), yaml);
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(join(dir, path, ".."), { recursive: true });
+    writeFileSync(join(dir, path), text);
+  }
+  return dir;
+}
+
+/** A fixture plugin as a config key: its path relative to the project (it imports tapable from the repo). */
+const fixture = (dir: string, name: string) => relative(dir, join(FIXTURES, name));
+
+async function load(dir: string, tapTimeoutMs?: number): Promise<Engine> {
+  const config = await loadConfig(locateProject({ cwd: dir, env: {} }), { env: {}, cwd: dir });
+  return loadPlugins(config, { warn: () => {}, ...(tapTimeoutMs ? { tapTimeoutMs } : {}) });
+}
+
+async function loadError(dir: string): Promise<ApexError> {
+  const error = await load(dir).then(
+    () => undefined,
+    (thrown: unknown) => thrown,
+  );
+  expect(error).toBeInstanceOf(ApexError);
+  return error as ApexError;
+}
+
+const session = (): SessionContext & Record<string, any> => ({ sessionId: "s-1", session: {} });
+const taskOf = (context: SessionContext, id: string): TaskContext => ({ ...context, task: { id, title: `task ${id}` } });
+
+describe("loading plugins from the config", () => {
+  it("without a plugins section, loads the default built-ins", async () => {
+    const engine = await load(project("session:\n  max_checkpoints: 10\n"));
+    expect(engine.plugins.map((plugin) => [plugin.name, plugin.source.label, plugin.enabled])).toEqual([
+      ["checkpoint", "built-in", true],
+      ["retention", "built-in", true],
+      ["git", "built-in", true],
+      ["metrics", "built-in", true],
+    ]);
+  });
+
+  it("an unknown name gets a did-you-mean against the built-ins", async () => {
+    const error = await loadError(project("plugins:\n  checkpoint: {}\n  retension:\n    keep_last: 3\n"));
+    expect(error.code).toBe("APEX_E_PLUGIN_UNKNOWN");
+    expect(error.exitCode).toBe(2);
+    expect(error.message).toBe("Unknown plugin 'retension' at apex.config.yaml:3:3. Did you mean 'retention'?");
+    expect(error.hint).toContain("npm install retension");
+  });
+
+  it("a missing dependency is named exactly, with where and how to enable it", async () => {
+    const missing = await loadError(project("plugins:\n  checkpoint: {}\n  sharing: {}\n"));
+    expect(missing.code).toBe("APEX_E_PLUGIN_DEPENDENCY");
+    expect(missing.message).toBe("The dependency 'git' of plugin 'sharing' is not enabled (plugin 'sharing' is enabled at apex.config.yaml:3:3).");
+    expect(missing.hint).toBe("Enable the built-in plugin 'git' under `plugins:` in apex.config.yaml.");
+
+    const disabled = await loadError(project("plugins:\n  git: false\n  sharing: {}\n"));
+    expect(disabled.message).toMatch(/^The dependency 'git' of plugin 'sharing' is not enabled/);
+    expect(disabled.hint).toBe("'git' is disabled at apex.config.yaml:2:3: enable it there.");
+  });
+
+  it("applies a plugin's dependencies first; otherwise taps run in config order", async () => {
+    const recorder = (name: string) =>
+      `export default { name: "${name}", apply(apex) { apex.hooks.onStart.tapPromise("${name}", async (ctx) => { (ctx.session.order ??= []).push("${name}"); }); } };\n`;
+    const files = { "order/c.mjs": recorder("c"), "order/a.mjs": recorder("a"), "order/b.mjs": recorder("b") };
+    for (const order of [
+      ["c", "a", "b"],
+      ["b", "c", "a"],
+    ]) {
+      const engine = await load(project(`plugins:\n${order.map((name) => `  ./order/${name}.mjs: {}\n`).join("")}`, files));
+      const context = session();
+      await engine.fire("onStart", context);
+      expect(context.session.order).toEqual(order);
+    }
+  });
+
+  it("refuses the same plugin loaded twice through two paths", async () => {
+    const dir = project("");
+    writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  ${fixture(dir, "hello.mjs")}: {}\n  ${fixture(dir, "hello-again.mjs")}: {}\n`);
+    const error = await loadError(dir);
+    expect(error.code).toBe("APEX_E_PLUGIN_DUPLICATE");
+    expect(error.message).toBe(
+      `Plugin 'hello' is configured twice: as ${fixture(dir, "hello.mjs")} at apex.config.yaml:2:3 and as ${fixture(dir, "hello-again.mjs")} at apex.config.yaml:3:3.`,
+    );
+  });
+
+  it("refuses a third-party plugin that takes a built-in's name", async () => {
+    const error = await loadError(project("plugins:\n  ./git.mjs: {}\n", { "git.mjs": `export default { name: "git", apply() {} };\n` }));
+    expect(error.code).toBe("APEX_E_PLUGIN_DUPLICATE");
+    expect(error.message).toBe("The plugin ./git.mjs at apex.config.yaml:2:3 is named 'git', like the built-in plugin 'git'.");
+  });
+
+  it("blames a broken options schema on the plugin, not on the config", async () => {
+    const dir = project("");
+    const path = fixture(dir, "broken-schema.mjs");
+    writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  ${path}: {}\n`);
+    const error = await loadError(dir);
+    expect(error.code).toBe("APEX_E_PLUGIN_SCHEMA");
+    expect(error.message).toMatch(
+      new RegExp(`^Plugin 'broken-schema' \\(${escape(path)}\\) ships an invalid options schema: /type .+ — this is a bug in the plugin, not in your config\\.$`),
+    );
+  });
+
+  it.each([
+    ["not-a-plugin.mjs", "`apply` must be a function (apex, options) => void"],
+    ["no-default.mjs", "it has no default export"],
+    ["class.mjs", "its default export is a function; export the plugin object itself"],
+    ["nameless.mjs", "`name` must be a non-empty string without spaces"],
+  ])("reports a module that does not export a valid plugin: %s", async (file, problem) => {
+    const dir = project(`plugins:\n  ./${file}: {}\n`, {
+      "no-default.mjs": "export const name = 'x';\n",
+      "class.mjs": "export default class Plugin { apply() {} }\n",
+      "nameless.mjs": "export default { name: 'has space', apply() {} };\n",
+    });
+    if (file === "not-a-plugin.mjs") copyFileSync(join(FIXTURES, file), join(dir, file));
+    const error = await loadError(dir);
+    expect(error.code).toBe("APEX_E_PLUGIN_INVALID");
+    expect(error.message).toBe(`The module ./${file} at apex.config.yaml:2:3 does not export a valid APEX plugin: ${problem}.`);
+  });
+
+  it("reports a plugin module that fails to load, and a missing plugin file", async () => {
+    const throwing = await loadError(project("plugins:\n  ./throws.mjs: {}\n", { "throws.mjs": "throw new Error('no database');\n" }));
+    expect(throwing.code).toBe("APEX_E_PLUGIN_INVALID");
+    expect(throwing.message).toBe("The plugin ./throws.mjs at apex.config.yaml:2:3 could not be loaded: no database");
+
+    const dir = project("plugins:\n  ./nowhere.mjs: {}\n");
+    const missing = await loadError(dir);
+    expect(missing.code).toBe("APEX_E_PLUGIN_UNKNOWN");
+    expect(missing.message).toBe(`The plugin file ./nowhere.mjs at apex.config.yaml:2:3 does not exist (looked for ${join(dir, "nowhere.mjs")}).`);
+  });
+
+  it("checks third-party options against the plugin's schema, pointing at file:line:col", async () => {
+    const dir = project("");
+    const path = fixture(dir, "hello.mjs");
+    writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  ${path}:\n    greeting: 42\n    colour: red\n`);
+    const error = await loadError(dir);
+    expect(error.code).toBe("APEX_E_PLUGIN_OPTIONS");
+    expect(error.exitCode).toBe(2);
+    const lines = error.message.split("\n");
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(new RegExp(`^apex\\.config\\.yaml:3:15: plugins\\["${escape(path)}"\\]\\.greeting: must be a string`));
+    expect(lines[1]).toMatch(new RegExp(`^apex\\.config\\.yaml:4:5: plugins\\["${escape(path)}"\\]\\.colour: unknown option`));
+  });
+
+  it("fills third-party option defaults from the plugin's schema", async () => {
+    const dir = project("");
+    writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  ${fixture(dir, "hello.mjs")}: {}\n`);
+    const engine = await load(dir);
+    expect(engine.plugin("hello")?.options).toEqual({ greeting: "Hello" });
+  });
+
+  it("a plugin without a schema takes no options", async () => {
+    const error = await loadError(project("plugins:\n  ./bare.mjs:\n    level: 3\n", { "bare.mjs": "export default { name: 'bare', apply() {} };\n" }));
+    expect(error.code).toBe("APEX_E_PLUGIN_OPTIONS");
+    expect(error.message).toMatch(/^apex\.config\.yaml:3:5: plugins\["\.\/bare\.mjs"\]\.level: unknown option/);
+  });
+
+  it("resolves an npm package from the project, including ESM-only packages", async () => {
+    const dir = project("plugins:\n  apex-plugin-esm-only:\n    level: 2\n", {
+      "node_modules/apex-plugin-esm-only/package.json": JSON.stringify({
+        name: "apex-plugin-esm-only",
+        version: "3.0.0",
+        type: "module",
+        exports: { ".": { import: "./lib/plugin.js" } },
+      }),
+      "node_modules/apex-plugin-esm-only/lib/plugin.js": [
+        "export default {",
+        "  name: 'esm-only', version: '3.0.0',",
+        "  schema: { type: 'object', properties: { level: { type: 'integer' } }, additionalProperties: false },",
+        "  apply(apex, options) { apex.hooks.onStop.tapPromise('esm-only', async () => {}); },",
+        "};",
+      ].join("\n"),
+    });
+    const engine = await load(dir);
+    expect(engine.plugin("esm-only")).toMatchObject({
+      version: "3.0.0",
+      enabled: true,
+      options: { level: 2 },
+      source: { kind: "npm", label: "npm:apex-plugin-esm-only", file: join(dir, "node_modules/apex-plugin-esm-only/lib/plugin.js") },
+    });
+    expect(engine.tapsOf("esm-only")).toEqual(["onStop"]);
+  });
+
+  it("lists a disabled plugin that is not installed instead of failing", async () => {
+    const engine = await load(project("plugins:\n  git: {}\n  not-installed-here: false\n"));
+    expect(engine.plugin("not-installed-here")).toMatchObject({ enabled: false, source: { label: "npm:not-installed-here" } });
+    expect(engine.plugin("not-installed-here")?.problem).toBe("Unknown plugin 'not-installed-here' at apex.config.yaml:3:3.");
+  });
+});
+
+describe("extension points, with fixture plugins", () => {
+  it("new triggers: every-n-tasks defines everyNTasks, task-tally taps it (listed first, applied after its dependency)", async () => {
+    const dir = project("");
+    writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  ${fixture(dir, "task-tally.mjs")}: {}\n  ${fixture(dir, "every-n-tasks.mjs")}:\n    n: 2\n`);
+    const engine = await load(dir);
+    expect(engine.plugins.map((plugin) => plugin.name)).toEqual(["every-n-tasks", "task-tally"]);
+    expect(engine.tapsOf("task-tally")).toEqual(["everyNTasks"]);
+    expect(engine.tapsOf("every-n-tasks")).toEqual(["beforeTask"]);
+    const context = session();
+    for (const id of ["1", "2", "3", "4", "5"]) await engine.fire("beforeTask", taskOf(context, id));
+    expect(context.session.tally).toEqual([2, 4]);
+  });
+
+  it("new triggers: a failing tap on a plugin's trigger names that plugin and the trigger", async () => {
+    const dir = project("");
+    writeFileSync(
+      join(dir, "apex.config.yaml"),
+      `plugins:\n  ${fixture(dir, "every-n-tasks.mjs")}:\n    n: 1\n  ${fixture(dir, "task-tally.mjs")}:\n    fail_at: 2\n`,
+    );
+    const engine = await load(dir);
+    const context = session();
+    await engine.fire("beforeTask", taskOf(context, "1"));
+    await expect(engine.fire("beforeTask", taskOf(context, "2"))).rejects.toMatchObject({
+      code: "APEX_E_PLUGIN_FAILED",
+      message: "plugin task-tally failed in everyNTasks: cannot tally 2 tasks",
+    });
+  });
+
+  it("new triggers: a plugin tapping a trigger whose plugin is not enabled fails at load, clearly", async () => {
+    const dir = project("");
+    writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  ${fixture(dir, "task-tally.mjs")}: {}\n`);
+    const error = await loadError(dir);
+    expect(error.message).toBe(`The dependency 'every-n-tasks' of plugin 'task-tally' is not enabled (plugin 'task-tally' is enabled at apex.config.yaml:2:3).`);
+  });
+
+  it("backends: memory-backend registers storage and transport backends by name", async () => {
+    const dir = project("");
+    writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  ${fixture(dir, "memory-backend.mjs")}: {}\n`);
+    const engine = await load(dir);
+    const storage = await engine.createBackend<{ get(key: string): unknown; set(key: string, value: unknown): void }>("storage", "memory");
+    storage.set("a", 1);
+    expect(storage.get("a")).toBe(1);
+    const transport = await engine.createBackend<{ send(message: string): Promise<string> }>("transport", "loopback");
+    await expect(transport.send("ping")).resolves.toBe("ping");
+    expect(engine.backends.map((backend) => [backend.kind, backend.name, backend.plugin])).toEqual([
+      ["storage", "memory", "memory-backend"],
+      ["transport", "loopback", "memory-backend"],
+    ]);
+    expect(() => engine.backend("storage", "memroy")).toThrow("No storage backend named 'memroy'. Did you mean 'memory'?");
+  });
+
+  it("commands: hello registers `apex hello` with its options", async () => {
+    const dir = project("");
+    writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  ${fixture(dir, "hello.mjs")}:\n    greeting: Hey\n`);
+    const engine = await load(dir);
+    expect(engine.commands.map(({ plugin, spec }) => [plugin, spec.name])).toEqual([["hello", "hello"]]);
+    const printed: string[] = [];
+    const context = { config: undefined, projectDir: dir, print: (text: string) => printed.push(text), printJson() {} };
+    await engine.runCommand("hello", { args: [], options: { name: "Ada" } }, context);
+    expect(printed).toEqual(["Hey, Ada!"]);
+  });
+});
+
+describe("apex plugins list and plugin commands (end to end, built CLI)", () => {
+  beforeAll(() => buildIfStale(), 180_000);
+
+  function e2eProject(plugins: string): string {
+    const dir = project(`plugins:\n${plugins}`);
+    mkdirSync(join(dir, "plugins"));
+    copyFileSync(join(FIXTURES, "hello.mjs"), join(dir, "plugins/hello.mjs"));
+    return dir;
+  }
+
+  it("plugins list --json: every built-in and the configured local plugin, with the hooks it taps", () => {
+    const dir = e2eProject("  git: {}\n  ./plugins/hello.mjs:\n    greeting: Hi\n");
+    const result = runApex(["plugins", "list", "--json"], { cwd: dir });
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    const { plugins } = JSON.parse(result.stdout) as { plugins: Array<Record<string, unknown>> };
+    expect(plugins.map((plugin) => plugin.name).sort()).toEqual(["checkpoint", "compression", "git", "hello", "metrics", "retention", "sharing"]);
+    expect(plugins.find((plugin) => plugin.name === "hello")).toEqual({
+      name: "hello",
+      source: "file:./plugins/hello.mjs",
+      version: "1.2.3",
+      enabled: true,
+      requires: [],
+      hooks: ["onStart"],
+      triggers: [],
+      commands: ["hello"],
+      backends: [],
+      at: "apex.config.yaml:3:3",
+    });
+    expect(plugins.find((plugin) => plugin.name === "git")).toMatchObject({ source: "built-in", enabled: true });
+    expect(plugins.find((plugin) => plugin.name === "sharing")).toMatchObject({ source: "built-in", enabled: false, requires: ["git"] });
+  });
+
+  it("plugins list prints a table", () => {
+    const dir = e2eProject("  ./plugins/hello.mjs: {}\n");
+    const result = runApex(["plugins", "list"], { cwd: dir });
+    expect(result.status).toBe(0);
+    const lines = result.stdout.trimEnd().split("\n");
+    expect(lines[0]).toMatch(/^NAME +SOURCE +VERSION +ENABLED +HOOKS +ADDS$/);
+    expect(lines[1]).toMatch(/^hello +file:\.\/plugins\/hello\.mjs +1\.2\.3 +yes +onStart +command hello$/);
+    expect(lines).toHaveLength(8);
+  });
+
+  it("`apex hello --name x` runs the command the local plugin adds", () => {
+    const dir = e2eProject("  ./plugins/hello.mjs:\n    greeting: Hi\n");
+    const result = runApex(["hello", "--name", "x"], { cwd: dir });
+    expect(result.stderr).toBe("");
+    expect(result.stdout).toBe("Hi, x!\n");
+    expect(result.status).toBe(0);
+    expect(JSON.parse(runApex(["hello", "--json"], { cwd: dir }).stdout)).toEqual({ greeting: "Hi, world!" });
+    const typo = runApex(["helo"], { cwd: dir });
+    expect(typo.status).toBe(2);
+    expect(typo.stderr).toContain("unknown command 'helo'");
+    expect(typo.stderr).toContain("hello");
+  });
+
+  it("exits 2 with config errors, in words and as JSON", () => {
+    const dir = e2eProject("  retension: {}\n");
+    const result = runApex(["plugins", "list"], { cwd: dir });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain("error[APEX_E_PLUGIN_UNKNOWN]: Unknown plugin 'retension' at apex.config.yaml:2:3. Did you mean 'retention'?");
+    const json = runApex(["plugins", "list", "--json"], { cwd: dir });
+    expect(json.status).toBe(2);
+    expect(JSON.parse(json.stderr)).toMatchObject({ error: { code: "APEX_E_PLUGIN_UNKNOWN", exitCode: 2 } });
+    expect(json.stdout).toBe("");
+
+    const options = e2eProject("  ./plugins/hello.mjs:\n    greting: Hi\n");
+    const bad = runApex(["hello"], { cwd: options });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain(`error[APEX_E_PLUGIN_OPTIONS]: apex.config.yaml:3:5: plugins["./plugins/hello.mjs"].greting: unknown option.`);
+  });
+});
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+}
+
+/** Builds dist/ when a source file is newer than the CLI entry it compiles to (`npm test` builds first anyway). */
+function buildIfStale(): void {
+  const built = join(REPO_ROOT, "dist/core/cli/main.js");
+  const builtAt = existsSync(built) ? statSync(built).mtimeMs : 0;
+  const newest = Math.max(...["core", "plugins"].map((dir) => newestMtime(join(REPO_ROOT, dir))));
+  if (newest <= builtAt && existsSync(join(REPO_ROOT, "dist/core/plugins.js"))) return;
+  const result = spawnSync(process.execPath, [join(REPO_ROOT, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.json"], {
+    cwd: REPO_ROOT,
+    encoding: "utf8",
+  });
+  // tsc emits even with type errors elsewhere in the tree; only a missing CLI is fatal here.
+  if (!existsSync(join(REPO_ROOT, "dist/core/plugins.js"))) throw new Error(`tsc did not build the CLI:\n${result.stdout}${result.stderr}`);
+}
+
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : entry.name.endsWith(".ts") ? statSync(path).mtimeMs : 0);
+  }
+  return newest;
+}
