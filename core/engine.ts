@@ -155,6 +155,14 @@ export interface CommandInput {
 export interface CommandContext {
   config: Config | undefined;
   projectDir: string | undefined;
+  /** The engine with every configured plugin applied (to fire hooks, find other plugins). */
+  engine: Engine;
+  /**
+   * The project store, opened for writing on first use. The command runs where the
+   * store's one writer is: in the CLI when no supervisor runs, inside the supervisor
+   * (forwarded over its socket) when one does.
+   */
+  store(): Promise<Store>;
   /** Prints one line to stdout. */
   print(text: string): void;
   printJson(value: unknown): void;

@@ -40,12 +40,15 @@ export async function main(argv: string[]): Promise<number> {
   program.configureOutput({
     writeErr: (text) => process.stderr.write(text),
   });
+  const finalizers: Array<() => Promise<void>> = [];
   try {
     if (needsPluginCommands(program, argv)) {
-      const { registerPluginCommands } = await import("./plugin-commands.js");
+      const { registerPluginCommands, closeAfterParse } = await import("./plugin-commands.js");
       await registerPluginCommands(program, argv);
+      finalizers.push(() => Promise.all(closeAfterParse.map((close) => close())).then(() => undefined));
     }
     await program.parseAsync(argv);
+    for (const finalize of finalizers) await finalize();
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (error) {
     if (error instanceof CommanderError) {
@@ -57,20 +60,37 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-/** True when the first command word is not a core command: a plugin may provide it. */
-function needsPluginCommands(program: Command, argv: string[]): boolean {
-  const args = argv.slice(2);
-  let word: string | undefined;
-  for (let i = 0; i < args.length; i++) {
+/**
+ * True when the command words do not name a core command: a plugin may provide it, either
+ * at the top (`apex hello`) or inside a core group (`apex session cleanup`).
+ */
+export function needsPluginCommands(program: Command, argv: string[]): boolean {
+  const words = commandWords(argv.slice(2));
+  let current = program;
+  for (const word of words) {
+    if (word === "help") return false;
+    const next = current.commands.find((command) => command.name() === word || command.aliases().includes(word));
+    if (!next) return current.commands.length > 0;
+    current = next;
+  }
+  return false;
+}
+
+/** The leading words of the command line that are not options (at most two levels deep). */
+function commandWords(args: string[]): string[] {
+  const words: string[] = [];
+  for (let i = 0; i < args.length && words.length < 2; i++) {
     const arg = args[i]!;
+    if (arg === "--") break;
     if (arg === "--config") {
       i++;
       continue;
     }
-    if (arg.startsWith("-")) continue;
-    word = arg;
-    break;
+    if (arg.startsWith("-")) {
+      if (words.length > 0) break;
+      continue;
+    }
+    words.push(arg);
   }
-  if (word === undefined || word === "help") return false;
-  return !program.commands.some((command) => command.name() === word || command.aliases().includes(word!));
+  return words;
 }

@@ -3,6 +3,10 @@ import { locateProject } from "../config/locate.js";
 import { ApexError } from "../errors.js";
 import type { CommandContext, CommandRegistration, Engine } from "../engine.js";
 import { printJson, printLine } from "./output.js";
+import { Store } from "../store/store.js";
+
+/** Work main does after the command ran (closing the store a plugin command opened). */
+export const closeAfterParse: Array<() => Promise<void>> = [];
 
 /**
  * Loads the config and its plugins, and adds the subcommands the plugins register to the
@@ -15,24 +19,44 @@ export async function registerPluginCommands(program: Command, argv: string[]): 
   const config = await loadConfig(location);
   const { loadPlugins } = await import("../plugins.js");
   const engine = await loadPlugins(config);
+  let store: Store | undefined;
   const context: CommandContext = {
     config,
     projectDir: config.projectDir,
+    engine,
+    store: async () => (store ??= Store.open(config.storeDir)),
     print: (text) => printLine(text),
     printJson: (value) => printJson(value),
   };
-  for (const registration of engine.commands) program.addCommand(toCommander(program, engine, registration, context));
+  closeAfterParse.push(async () => {
+    await store?.close();
+  });
+  for (const registration of engine.commands) {
+    // "session cleanup" goes below the core `session` group; "hello" at the top.
+    const words = registration.spec.name.split(" ");
+    const parent = words.length > 1 ? program.commands.find((command) => command.name() === words[0]) : program;
+    if (!parent) {
+      throw new ApexError("APEX_E_PLUGIN_INVALID", `Plugin ${registration.plugin} adds '${registration.spec.name}', but APEX has no '${words[0]}' command group.`);
+    }
+    parent.addCommand(toCommander(parent, engine, registration, context, words[words.length - 1]!));
+  }
 }
 
-function toCommander(program: Command, engine: Engine, { plugin, spec }: CommandRegistration, context: CommandContext): Command {
-  const clash = program.commands.find((command) => command.name() === spec.name || command.aliases().includes(spec.name));
+function toCommander(
+  parent: Command,
+  engine: Engine,
+  { plugin, spec }: CommandRegistration,
+  context: CommandContext,
+  name: string,
+): Command {
+  const clash = parent.commands.find((command) => command.name() === name || command.aliases().includes(name));
   if (clash) {
     throw new ApexError("APEX_E_PLUGIN_DUPLICATE", `Plugin ${plugin} adds the command '${spec.name}', which APEX already has.`, {
       hint: `Disable plugin ${plugin} or ask its author to rename the command.`,
       details: { plugin, command: spec.name },
     });
   }
-  const command = new Command(spec.name);
+  const command = new Command(name);
   try {
     command.description(`${spec.description ?? ""} (plugin ${plugin})`.trim());
     for (const argument of spec.arguments ?? []) command.argument(argument.syntax, argument.description ?? "");
