@@ -1,0 +1,1108 @@
+import { createHash } from "node:crypto";
+import type { Database } from "lmdb";
+import { ApexError } from "../errors.js";
+import type { JsonValue, Store } from "./store.js";
+
+/**
+ * Content-addressed objects: JSON values ("blobs") and the Merkle tree of the path
+ * hierarchy that references them. Everything is stored once, keyed by the SHA-256 of its
+ * canonical bytes, so unchanged values and subtrees are shared between checkpoints.
+ *
+ * Storage (sub-databases of the store's LMDB environment):
+ *   packs  uint32 pack id (1, 2, …, never reused) -> the bytes of several objects of one
+ *          kind, concatenated (appended in id order, so pages are full); key 0 holds
+ *          the highest id used
+ *   blobs  sha256 (32 bytes) -> location of a value:     varint pack, offset, length
+ *   trees  sha256 (32 bytes) -> location of a tree node: varint pack, offset, length
+ * A value's bytes are its canonical JSON (UTF-8, object keys sorted by code point); a tree
+ * node's, the binary encoding of encodeTreeNode. Objects written in one transaction go
+ * into new packs (git's packfiles, without deltas): one object per B-tree record under a
+ * random hash key would leave pages a third to half empty. Value packs are large; tree
+ * node packs small (read on every checkpoint, they must be cheap to copy).
+ *
+ * A *directory* maps child names to {value?, tree?}: the value stored at that path and the
+ * directory below it. A directory of up to LEAF_MAX entries is one leaf node; a larger one
+ * is split, HAMT-like, into FANOUT buckets by the next 3 bits of sha256(name), recursively.
+ * The shape depends only on the set of entries, so equal directories have equal hashes
+ * however they were built, and updating one entry rewrites O(log n) small nodes instead of
+ * one node the size of the directory.
+ */
+
+/** A SHA-256 digest as 64 lowercase hex characters. */
+export type Hash = string;
+
+export type ObjectKind = "value" | "tree";
+
+/** Entries per leaf node before a directory is split into buckets. */
+export const LEAF_MAX = 8;
+/** Bits of sha256(name) that choose a bucket at each split level. */
+export const BUCKET_BITS = 3;
+/** Buckets per split node. */
+export const FANOUT = 1 << BUCKET_BITS;
+/** Split levels a SHA-256 digest allows: past this depth a directory partition stays one leaf. */
+export const MAX_SPLIT_DEPTH = Math.floor(256 / BUCKET_BITS);
+/**
+ * Objects written together are cut into packs of at most about this size; reading an
+ * object copies its pack. Values: large packs (few, full overflow pages). Tree nodes are
+ * read on every checkpoint: packs small enough to sit in LMDB leaf pages (under ~2 KB),
+ * which appending fills completely.
+ */
+export const PACK_TARGET_BYTES: Readonly<Record<"value" | "tree", number>> = Object.freeze({ value: 32 * 1024, tree: 1900 });
+
+const LEAF_TAG = 0x4c; // 'L'
+const SPLIT_TAG = 0x53; // 'S'
+const HAS_VALUE = 1;
+const HAS_TREE = 2;
+const HASH_BYTES = 32;
+const HASH_PATTERN = /^[0-9a-f]{64}$/;
+
+// ---------------------------------------------------------------------------------------------
+// Hashing and canonical JSON
+
+export function sha256(bytes: Uint8Array | string): Hash {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+export function isHash(value: unknown): value is Hash {
+  return typeof value === "string" && HASH_PATTERN.test(value);
+}
+
+/**
+ * Orders strings by Unicode code point, which is also the order of their UTF-8 bytes
+ * (LMDB's key order). Plain `<` compares UTF-16 code units and puts U+10000.. before U+E000..
+ */
+export function compareCodePoints(a: string, b: string): number {
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && y >= 0xd800) {
+      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
+      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
+    }
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+/**
+ * The canonical JSON text of a value: no whitespace, object keys sorted by code point,
+ * numbers as JavaScript prints them. Rejects what JSON cannot hold (NaN, Infinity,
+ * functions, binary data, class instances) instead of silently changing it.
+ */
+export function canonicalJson(value: unknown): string {
+  return encodeCanonical(value, "");
+}
+
+function encodeCanonical(value: unknown, where: string): string {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value);
+    case "boolean":
+      return value ? "true" : "false";
+    case "number":
+      if (!Number.isFinite(value)) throw notJson(where, `the number ${String(value)}`);
+      return JSON.stringify(value);
+    case "object": {
+      if (value === null) return "null";
+      if (Array.isArray(value)) {
+        let out = "[";
+        for (let i = 0; i < value.length; i++) {
+          if (i > 0) out += ",";
+          out += encodeCanonical(value[i], `${where}[${i}]`);
+        }
+        return `${out}]`;
+      }
+      const prototype = Object.getPrototypeOf(value);
+      if (prototype !== Object.prototype && prototype !== null) {
+        throw notJson(where, `an instance of ${(value as object).constructor?.name ?? "a class"}`);
+      }
+      const record = value as Record<string, unknown>;
+      const keys = Object.keys(record).sort(compareCodePoints);
+      let out = "{";
+      let first = true;
+      for (const key of keys) {
+        const item = record[key];
+        if (item === undefined) continue; // as JSON.stringify does
+        if (!first) out += ",";
+        first = false;
+        out += `${JSON.stringify(key)}:${encodeCanonical(item, `${where}.${key}`)}`;
+      }
+      return `${out}}`;
+    }
+    default:
+      throw notJson(where, `a ${typeof value}`);
+  }
+}
+
+function notJson(where: string, what: string): ApexError {
+  return new ApexError("APEX_E_BAD_JSON", `Not a JSON value${where ? ` at ${where}` : ""}: ${what}.`);
+}
+
+export function canonicalBytes(value: unknown): Buffer {
+  return Buffer.from(canonicalJson(value), "utf8");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Damage: a referenced object that is missing, does not hash to its key, or cannot be decoded
+
+export type DamageReason = "missing" | "corrupt" | "undecodable";
+
+export class ObjectDamageError extends ApexError {
+  readonly kind: ObjectKind;
+  readonly hash: Hash;
+  readonly reason: DamageReason;
+
+  constructor(kind: ObjectKind, hash: Hash, reason: DamageReason, detail?: string) {
+    const what = kind === "value" ? "Value" : "Tree node";
+    const why =
+      reason === "missing"
+        ? "is missing"
+        : reason === "corrupt"
+          ? "does not match its hash (corrupted bytes)"
+          : `cannot be decoded${detail ? ` (${detail})` : ""}`;
+    super("APEX_E_INTEGRITY", `${what} ${hash.slice(0, 12)} ${why}.`, {
+      hint: "Run `apex session validate` to see what is damaged, then `apex session repair`.",
+      details: { kind, hash, reason },
+    });
+    this.kind = kind;
+    this.hash = hash;
+    this.reason = reason;
+  }
+}
+
+export function isObjectDamage(error: unknown): error is ObjectDamageError {
+  return error instanceof ObjectDamageError;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tree nodes
+
+export interface DirEntry {
+  name: string;
+  /** Hash of the value stored at this path. */
+  value?: Hash;
+  /** Hash of the directory below this path. */
+  tree?: Hash;
+}
+
+export interface LeafNode {
+  kind: "leaf";
+  /** Sorted by name (code point order), names unique, never empty. */
+  entries: DirEntry[];
+}
+
+export interface SplitBucket {
+  /** 0..FANOUT-1: bits [depth * BUCKET_BITS, +BUCKET_BITS) of sha256(name). */
+  index: number;
+  hash: Hash;
+  /** Number of entries (names) in that bucket. */
+  count: number;
+}
+
+export interface SplitNode {
+  kind: "split";
+  /** Which nibble of sha256(name) chooses the bucket. */
+  depth: number;
+  /** Number of entries in this partition (sum of the buckets). */
+  count: number;
+  buckets: SplitBucket[];
+}
+
+export type TreeNode = LeafNode | SplitNode;
+
+export function encodeTreeNode(node: TreeNode): Buffer {
+  const parts: Buffer[] = [];
+  if (node.kind === "leaf") {
+    parts.push(Buffer.from([LEAF_TAG]), varint(node.entries.length));
+    for (const entry of node.entries) {
+      const name = Buffer.from(entry.name, "utf8");
+      const flags = (entry.value ? HAS_VALUE : 0) | (entry.tree ? HAS_TREE : 0);
+      parts.push(varint(name.length), name, Buffer.from([flags]));
+      if (entry.value) parts.push(Buffer.from(entry.value, "hex"));
+      if (entry.tree) parts.push(Buffer.from(entry.tree, "hex"));
+    }
+  } else {
+    let bitmap = 0;
+    for (const bucket of node.buckets) bitmap |= 1 << bucket.index;
+    parts.push(Buffer.from([SPLIT_TAG, node.depth, bitmap]), varint(node.count));
+    for (const bucket of node.buckets) parts.push(Buffer.from(bucket.hash, "hex"), varint(bucket.count));
+  }
+  return Buffer.concat(parts);
+}
+
+/** Decodes a tree node, rejecting anything that is not in canonical form. */
+export function decodeTreeNode(bytes: Uint8Array): TreeNode {
+  const reader = new ByteReader(bytes);
+  const tag = reader.byte();
+  if (tag === LEAF_TAG) {
+    const count = reader.varint();
+    if (count === 0) throw new Error("empty leaf");
+    const entries: DirEntry[] = [];
+    let previous: Buffer | undefined;
+    for (let i = 0; i < count; i++) {
+      const nameBytes = reader.bytes(reader.varint());
+      if (nameBytes.length === 0) throw new Error("empty name");
+      if (previous && Buffer.compare(previous, nameBytes) >= 0) throw new Error("names out of order");
+      previous = nameBytes;
+      const name = nameBytes.toString("utf8");
+      if (name.includes("/") || !Buffer.from(name, "utf8").equals(nameBytes)) throw new Error("invalid name");
+      const flags = reader.byte();
+      if (flags === 0 || flags > (HAS_VALUE | HAS_TREE)) throw new Error(`invalid entry flags ${flags}`);
+      const entry: DirEntry = { name };
+      if (flags & HAS_VALUE) entry.value = reader.bytes(HASH_BYTES).toString("hex");
+      if (flags & HAS_TREE) entry.tree = reader.bytes(HASH_BYTES).toString("hex");
+      entries.push(entry);
+    }
+    reader.end();
+    return { kind: "leaf", entries };
+  }
+  if (tag === SPLIT_TAG) {
+    const depth = reader.byte();
+    if (depth >= MAX_SPLIT_DEPTH) throw new Error(`split depth ${depth} out of range`);
+    const bitmap = reader.byte();
+    const count = reader.varint();
+    if (bitmap === 0) throw new Error("split node without buckets");
+    if (count <= LEAF_MAX) throw new Error(`split node with only ${count} entries`);
+    const buckets: SplitBucket[] = [];
+    let sum = 0;
+    for (let index = 0; index < FANOUT; index++) {
+      if (!(bitmap & (1 << index))) continue;
+      const hash = reader.bytes(HASH_BYTES).toString("hex");
+      const bucketCount = reader.varint();
+      if (bucketCount === 0) throw new Error("empty bucket");
+      sum += bucketCount;
+      buckets.push({ index, hash, count: bucketCount });
+    }
+    if (sum !== count) throw new Error(`bucket counts add up to ${sum}, not ${count}`);
+    reader.end();
+    return { kind: "split", depth, count, buckets };
+  }
+  throw new Error(`unknown node tag 0x${tag.toString(16)}`);
+}
+
+function varint(value: number): Buffer {
+  const bytes: number[] = [];
+  let rest = value;
+  while (rest >= 0x80) {
+    bytes.push((rest & 0x7f) | 0x80);
+    rest = Math.floor(rest / 128);
+  }
+  bytes.push(rest);
+  return Buffer.from(bytes);
+}
+
+class ByteReader {
+  private offset = 0;
+  constructor(private readonly buffer: Uint8Array) {}
+
+  byte(): number {
+    if (this.offset >= this.buffer.length) throw new Error("truncated node");
+    return this.buffer[this.offset++]!;
+  }
+
+  varint(): number {
+    let value = 0;
+    let scale = 1;
+    for (let i = 0; i < 8; i++) {
+      const byte = this.byte();
+      value += (byte & 0x7f) * scale;
+      if (!(byte & 0x80)) {
+        if (i > 0 && byte === 0) throw new Error("non-minimal varint");
+        return value;
+      }
+      scale *= 128;
+    }
+    throw new Error("varint too long");
+  }
+
+  bytes(length: number): Buffer {
+    if (this.offset + length > this.buffer.length) throw new Error("truncated node");
+    const slice = Buffer.from(this.buffer.buffer, this.buffer.byteOffset + this.offset, length);
+    this.offset += length;
+    return slice;
+  }
+
+  end(): void {
+    if (this.offset !== this.buffer.length) throw new Error(`${this.buffer.length - this.offset} trailing bytes`);
+  }
+}
+
+/** The bucket a name falls into at a split depth: BUCKET_BITS bits of sha256(name), from the most significant. */
+export function bucketOf(nameHash: Buffer, depth: number): number {
+  const bit = depth * BUCKET_BITS;
+  const byte = bit >> 3;
+  const pair = (nameHash[byte]! << 8) | (nameHash[byte + 1] ?? 0);
+  return (pair >> (16 - (bit & 7) - BUCKET_BITS)) & (FANOUT - 1);
+}
+
+export function nameDigest(name: string): Buffer {
+  return createHash("sha256").update(name, "utf8").digest();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Object store
+
+/** Where an object's bytes are: a slice of a pack. */
+export interface ObjectLocation {
+  pack: number;
+  offset: number;
+  length: number;
+}
+
+/** The slice of an lmdb-js database the object store uses. */
+interface Table<K> {
+  get(key: K): Buffer | undefined;
+  getBinaryFast(key: K): Buffer | undefined;
+  put(key: K, value: Buffer, options?: { append?: boolean }): unknown;
+  remove(key: K): unknown;
+  doesExist(key: K): boolean;
+  getKeys(options?: { reverse?: boolean; limit?: number }): Iterable<K>;
+  getStats(): { entryCount?: number } & Record<string, unknown>;
+}
+
+function readOnlyTable<K>(): Table<K> {
+  const refuse = () => {
+    throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
+  };
+  return {
+    get: () => undefined,
+    getBinaryFast: () => undefined,
+    put: refuse,
+    remove: refuse,
+    doesExist: () => false,
+    getKeys: () => [],
+    getStats: () => ({ entryCount: 0 }),
+  };
+}
+
+export const VALUES_DB = "blobs";
+export const TREES_DB = "trees";
+export const PACKS_DB = "packs";
+/** Key 0 of the packs database holds the highest pack id used so far (packs are 1, 2, …). */
+const HIGH_WATER_KEY = 0;
+
+const objectStores = new WeakMap<Store, ObjectStore>();
+
+/** The packs and the two hash indexes of one store. Writes must run inside a write transaction. */
+export class ObjectStore {
+  readonly store: Store;
+  /** Value hash -> location. */
+  readonly values: Table<Buffer>;
+  /** Tree node hash -> location. */
+  readonly trees: Table<Buffer>;
+  /** Pack id -> concatenated object bytes. */
+  readonly packs: Table<number>;
+
+  private constructor(store: Store) {
+    this.store = store;
+    this.values = openTable<Buffer>(store, VALUES_DB, "binary");
+    this.trees = openTable<Buffer>(store, TREES_DB, "binary");
+    this.packs = openTable<number>(store, PACKS_DB, "uint32");
+  }
+
+  static of(store: Store): ObjectStore {
+    let objects = objectStores.get(store);
+    if (!objects) {
+      objects = new ObjectStore(store);
+      objectStores.set(store, objects);
+    }
+    return objects;
+  }
+
+  index(kind: ObjectKind): Table<Buffer> {
+    return kind === "value" ? this.values : this.trees;
+  }
+
+  /** Where an object is stored; throws ObjectDamageError (corrupt) if its index record cannot be read. */
+  locate(kind: ObjectKind, hash: Hash): ObjectLocation | undefined {
+    const record = this.index(kind).get(Buffer.from(hash, "hex"));
+    if (!record) return undefined;
+    try {
+      return decodeLocation(record);
+    } catch (error) {
+      throw new ObjectDamageError(kind, hash, "corrupt", `its index record is unreadable: ${(error as Error).message}`);
+    }
+  }
+
+  /**
+   * The stored bytes of an object, unchecked: undefined if it is not indexed or its pack
+   * is gone. A slice that runs past the end of its pack comes back short (and will not
+   * match its hash).
+   */
+  getRaw(kind: ObjectKind, hash: Hash, packCache?: PackCache): Buffer | undefined {
+    let location: ObjectLocation | undefined;
+    try {
+      location = this.locate(kind, hash);
+    } catch {
+      return Buffer.alloc(0);
+    }
+    if (!location) return undefined;
+    const cached = packCache?.get(location.pack);
+    if (cached) return cached.subarray(location.offset, location.offset + location.length);
+    const pack = this.packs.getBinaryFast(location.pack); // valid until the next read: copy
+    if (!pack) return undefined;
+    // Copying a whole pack pays off only if it is read again: cache it on its second read.
+    if (packCache?.seenBefore(location.pack)) {
+      const copy = copyOf(pack);
+      packCache.set(location.pack, copy);
+      return copy.subarray(location.offset, location.offset + location.length);
+    }
+    return copyOf(pack.subarray(location.offset, location.offset + location.length));
+  }
+
+  /** True when the object is indexed and its pack exists (its bytes are not checked). */
+  stored(kind: ObjectKind, hash: Hash): boolean {
+    let location: ObjectLocation | undefined;
+    try {
+      location = this.locate(kind, hash);
+    } catch {
+      return false;
+    }
+    return location !== undefined && this.packs.doesExist(location.pack);
+  }
+
+  /**
+   * Stores objects in new packs (values and tree nodes in separate packs, see
+   * PACK_TARGET_BYTES) and points their index records there. Unchecked (repair, tests).
+   * Returns the number of packs written.
+   */
+  putMany(objects: Iterable<{ kind: ObjectKind; hash: Hash; bytes: Uint8Array }>): number {
+    let packId = this.lastPackId();
+    const startedAt = packId;
+    const open = {
+      value: { parts: [] as Buffer[], size: 0, entries: [] as Array<{ hash: Hash; offset: number; length: number }> },
+      tree: { parts: [] as Buffer[], size: 0, entries: [] as Array<{ hash: Hash; offset: number; length: number }> },
+    };
+    const flush = (kind: ObjectKind) => {
+      const pack = open[kind];
+      if (pack.parts.length === 0) return;
+      // The id is taken when the pack is written, so appended keys always increase
+      // (LMDB's append with a smaller key would silently break the B-tree's order).
+      packId += 1;
+      this.packs.put(packId, Buffer.concat(pack.parts), { append: true });
+      for (const { hash, offset, length } of pack.entries) this.index(kind).put(Buffer.from(hash, "hex"), encodeLocation({ pack: packId, offset, length }));
+      pack.parts = [];
+      pack.size = 0;
+      pack.entries = [];
+    };
+    for (const { kind, hash, bytes } of objects) {
+      const own = Buffer.isBuffer(bytes) ? bytes : copyOf(bytes);
+      const pack = open[kind];
+      if (pack.size > 0 && pack.size + own.length > PACK_TARGET_BYTES[kind]) flush(kind);
+      pack.entries.push({ hash, offset: pack.size, length: own.length });
+      pack.parts.push(own);
+      pack.size += own.length;
+    }
+    flush("value");
+    flush("tree");
+    if (packId > startedAt) this.packs.put(HIGH_WATER_KEY, encodeLocation({ pack: packId, offset: 0, length: 0 }));
+    return packId - startedAt;
+  }
+
+  /** Stores one object (in a pack of its own). Unchecked: tests use it to plant damage. */
+  putRaw(kind: ObjectKind, hash: Hash, bytes: Uint8Array): void {
+    this.putMany([{ kind, hash, bytes }]);
+  }
+
+  /** True when `hash` has an index record (its pack may be gone, its bytes damaged). */
+  has(kind: ObjectKind, hash: Hash): boolean {
+    return this.index(kind).get(Buffer.from(hash, "hex")) !== undefined;
+  }
+
+  /** Drops an object's index record; its bytes stay in the pack until a sweep rewrites the pack. */
+  removeRaw(kind: ObjectKind, hash: Hash): void {
+    this.index(kind).remove(Buffer.from(hash, "hex"));
+  }
+
+  /** Every indexed hash of `kind`, in key order. */
+  *hashes(kind: ObjectKind): Iterable<Hash> {
+    for (const key of this.index(kind).getKeys()) yield Buffer.isBuffer(key) ? key.toString("hex") : copyOf(key).toString("hex");
+  }
+
+  count(kind: ObjectKind): number {
+    return this.index(kind).getStats().entryCount ?? 0;
+  }
+
+  *packIds(): Iterable<number> {
+    for (const id of this.packs.getKeys()) if (id !== HIGH_WATER_KEY) yield id;
+  }
+
+  /**
+   * The highest pack id ever used. Ids are never reused, even after a sweep deleted the
+   * last packs: a stale index record must not come to point into an unrelated pack.
+   */
+  lastPackId(): number {
+    let last = 0;
+    for (const id of this.packs.getKeys({ reverse: true, limit: 1 })) last = id;
+    const mark = this.packs.get(HIGH_WATER_KEY);
+    if (mark) {
+      try {
+        last = Math.max(last, decodeLocation(mark).pack);
+      } catch {
+        // an unreadable mark: the last key is the best we know
+      }
+    }
+    return last;
+  }
+
+  /** A view with its own node cache; pass `overlay` to keep writes in memory instead of the store. */
+  view(options: { overlay?: boolean } = {}): ObjectView {
+    return new ObjectView(this, options.overlay ?? false);
+  }
+
+  /** How the packs are used: sizes, bytes index records point at, and records whose pack is gone. */
+  usage(): PackUsage {
+    const live = new Map<number, number>();
+    const dangling: Array<{ kind: ObjectKind; hash: Hash }> = [];
+    const sizes = new Map<number, number>();
+    for (const id of this.packIds()) sizes.set(id, this.packs.getBinaryFast(id)?.length ?? 0);
+    for (const kind of ["value", "tree"] as const) {
+      for (const hash of this.hashes(kind)) {
+        let location: ObjectLocation | undefined;
+        try {
+          location = this.locate(kind, hash);
+        } catch {
+          continue; // unreadable index record: validation reports it as corrupt
+        }
+        if (!location) continue;
+        if (!sizes.has(location.pack)) dangling.push({ kind, hash });
+        else live.set(location.pack, (live.get(location.pack) ?? 0) + location.length);
+      }
+    }
+    let bytes = 0;
+    let liveBytes = 0;
+    for (const [id, size] of sizes) {
+      bytes += size;
+      liveBytes += Math.min(size, live.get(id) ?? 0);
+    }
+    return { packs: sizes.size, bytes, liveBytes, livePerPack: live, sizes, dangling };
+  }
+
+  /**
+   * Drops the index records of objects `keep` rejects, deletes packs nothing points into
+   * and rewrites packs that are mostly garbage. Call inside a write transaction.
+   */
+  reclaim(keep: (kind: ObjectKind, hash: Hash) => boolean, options: { dryRun?: boolean; rewriteBelow?: number } = {}): ReclaimResult {
+    const result: ReclaimResult = { values: 0, trees: 0, valueBytes: 0, treeBytes: 0, packsRemoved: 0, packsRewritten: 0, bytesFreed: 0 };
+    const survivors = new Map<number, Array<{ kind: ObjectKind; hash: Hash; location: ObjectLocation }>>();
+    for (const kind of ["value", "tree"] as const) {
+      for (const hash of [...this.hashes(kind)]) {
+        let location: ObjectLocation | undefined;
+        try {
+          location = this.locate(kind, hash);
+        } catch {
+          location = undefined;
+        }
+        if (keep(kind, hash) && location) {
+          let list = survivors.get(location.pack);
+          if (!list) survivors.set(location.pack, (list = []));
+          list.push({ kind, hash, location });
+          continue;
+        }
+        if (kind === "value") {
+          result.values += 1;
+          result.valueBytes += location?.length ?? 0;
+        } else {
+          result.trees += 1;
+          result.treeBytes += location?.length ?? 0;
+        }
+        if (!options.dryRun) this.removeRaw(kind, hash);
+      }
+    }
+    const rewriteBelow = options.rewriteBelow ?? 0.5;
+    const moved: Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer }> = [];
+    for (const id of [...this.packIds()]) {
+      const pack = this.packs.get(id);
+      if (!pack) continue;
+      const kept = survivors.get(id) ?? [];
+      const liveBytes = kept.reduce((sum, item) => sum + item.location.length, 0);
+      if (kept.length > 0 && liveBytes >= pack.length * rewriteBelow) continue;
+      for (const item of kept) {
+        moved.push({ kind: item.kind, hash: item.hash, bytes: copyOf(pack.subarray(item.location.offset, item.location.offset + item.location.length)) });
+      }
+      if (kept.length > 0) result.packsRewritten += 1;
+      else result.packsRemoved += 1;
+      result.bytesFreed += pack.length - liveBytes;
+      if (!options.dryRun) this.packs.remove(id);
+    }
+    if (!options.dryRun && moved.length > 0) this.putMany(moved);
+    return result;
+  }
+}
+
+export interface PackUsage {
+  packs: number;
+  /** Bytes of all packs. */
+  bytes: number;
+  /** Bytes of packs that index records point at. */
+  liveBytes: number;
+  livePerPack: Map<number, number>;
+  sizes: Map<number, number>;
+  /** Index records whose pack no longer exists. */
+  dangling: Array<{ kind: ObjectKind; hash: Hash }>;
+}
+
+export interface ReclaimResult {
+  /** Index records dropped. */
+  values: number;
+  trees: number;
+  valueBytes: number;
+  treeBytes: number;
+  /** Packs deleted because nothing pointed into them any more. */
+  packsRemoved: number;
+  /** Packs whose surviving objects were copied into new packs. */
+  packsRewritten: number;
+  bytesFreed: number;
+}
+
+function openTable<K>(store: Store, name: string, keyEncoding: "binary" | "uint32"): Table<K> {
+  // A read-only environment returns nothing for a sub-database it does not contain yet.
+  const db = store.environment.openDB({ name, encoding: "binary", keyEncoding }) as Database | undefined;
+  return db ? (db as unknown as Table<K>) : readOnlyTable<K>();
+}
+
+export function encodeLocation(location: ObjectLocation): Buffer {
+  return Buffer.concat([varint(location.pack), varint(location.offset), varint(location.length)]);
+}
+
+export function decodeLocation(bytes: Uint8Array): ObjectLocation {
+  const reader = new ByteReader(bytes);
+  const location = { pack: reader.varint(), offset: reader.varint(), length: reader.varint() };
+  reader.end();
+  if (location.pack === 0) throw new Error("pack id 0");
+  return location;
+}
+
+/**
+ * A copy with its own memory. Buffer.from(buffer) copies byte by byte in JavaScript; and
+ * lmdb-js's getBinaryFast returns a Buffer whose `length` is set over a larger shared array,
+ * so the copy goes through an exact view.
+ */
+export function copyOf(bytes: Uint8Array): Buffer {
+  const copy = Buffer.allocUnsafe(bytes.length);
+  copy.set(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
+  return copy;
+}
+
+/** Recently read packs, so reading several objects of one pack copies it once. */
+export class PackCache {
+  private readonly packs = new Map<number, Buffer>();
+  private readonly seen = new Set<number>();
+  constructor(private readonly capacity = 16) {}
+
+  /** True if `id` was read before (and remembers that it now was). */
+  seenBefore(id: number): boolean {
+    if (this.seen.has(id)) return true;
+    if (this.seen.size >= 4096) this.seen.clear();
+    this.seen.add(id);
+    return false;
+  }
+
+  get(id: number): Buffer | undefined {
+    const pack = this.packs.get(id);
+    if (pack) {
+      this.packs.delete(id); // most recently used last
+      this.packs.set(id, pack);
+    }
+    return pack;
+  }
+
+  set(id: number, pack: Buffer): void {
+    this.packs.set(id, pack);
+    if (this.packs.size > this.capacity) this.packs.delete(this.packs.keys().next().value!);
+  }
+
+  clear(): void {
+    this.packs.clear();
+    this.seen.clear();
+  }
+}
+
+/** What a view wrote (or, with an overlay, would have written). */
+export interface WriteStats {
+  valuesWritten: number;
+  valueBytesWritten: number;
+  /** Tree nodes encoded and hashed (new or already stored). */
+  treesBuilt: number;
+  treesWritten: number;
+  treeBytesWritten: number;
+  packsWritten: number;
+}
+
+/**
+ * Verified access to objects. Reads re-hash what they read and throw ObjectDamageError on
+ * a missing, corrupt or undecodable object. Writes skip objects already stored (indexed,
+ * pack present; their bytes are not re-read: validation and repair deal with corruption)
+ * and rewrite objects whose pack is gone; they are buffered and stored as packs by
+ * `flush()`, which updateTree calls before it returns.
+ * With an overlay, writes stay in memory (and reads see them first): used to hash the
+ * current state for restore and repair without storing anything.
+ */
+export class ObjectView {
+  readonly objects: ObjectStore;
+  readonly stats: WriteStats = { valuesWritten: 0, valueBytesWritten: 0, treesBuilt: 0, treesWritten: 0, treeBytesWritten: 0, packsWritten: 0 };
+  private readonly nodeCache = new Map<Hash, TreeNode>();
+  private readonly nameDigests = new Map<string, Buffer>();
+  private readonly pending = new Map<Hash, { kind: ObjectKind; bytes: Buffer }>();
+  private readonly packCache = new PackCache();
+  readonly overlayTrees: Map<Hash, Buffer> | undefined;
+  readonly overlayValues: Map<Hash, Buffer> | undefined;
+
+  constructor(objects: ObjectStore, overlay: boolean) {
+    this.objects = objects;
+    this.overlayTrees = overlay ? new Map() : undefined;
+    this.overlayValues = overlay ? new Map() : undefined;
+  }
+
+  get isOverlay(): boolean {
+    return this.overlayTrees !== undefined;
+  }
+
+  digestOf(name: string): Buffer {
+    let digest = this.nameDigests.get(name);
+    if (!digest) {
+      digest = nameDigest(name);
+      this.nameDigests.set(name, digest);
+    }
+    return digest;
+  }
+
+  writeValue(value: JsonValue): Hash {
+    const bytes = canonicalBytes(value);
+    const hash = sha256(bytes);
+    if (this.overlayValues) {
+      this.overlayValues.set(hash, bytes);
+      return hash;
+    }
+    if (!this.pending.has(hash) && !this.objects.stored("value", hash)) {
+      this.pending.set(hash, { kind: "value", bytes });
+      this.stats.valuesWritten += 1;
+      this.stats.valueBytesWritten += bytes.length;
+    }
+    return hash;
+  }
+
+  writeNode(node: TreeNode): Hash {
+    const bytes = encodeTreeNode(node);
+    const hash = sha256(bytes);
+    this.stats.treesBuilt += 1;
+    this.nodeCache.set(hash, node);
+    if (this.overlayTrees) {
+      if (!this.overlayTrees.has(hash)) this.overlayTrees.set(hash, bytes);
+      return hash;
+    }
+    if (!this.pending.has(hash) && !this.objects.stored("tree", hash)) {
+      this.pending.set(hash, { kind: "tree", bytes });
+      this.stats.treesWritten += 1;
+      this.stats.treeBytesWritten += bytes.length;
+    }
+    return hash;
+  }
+
+  /** Stores the buffered writes as packs. Call inside the write transaction that wrote them. */
+  flush(): void {
+    if (this.pending.size === 0) return;
+    this.stats.packsWritten += this.objects.putMany([...this.pending].map(([hash, { kind, bytes }]) => ({ kind, hash, bytes })));
+    this.pending.clear();
+    this.packCache.clear(); // pack ids were read before the write: nothing stale, but keep memory bounded
+  }
+
+  private bytesOf(kind: ObjectKind, hash: Hash): Buffer | undefined {
+    const overlay = kind === "value" ? this.overlayValues : this.overlayTrees;
+    return overlay?.get(hash) ?? this.pending.get(hash)?.bytes ?? this.objects.getRaw(kind, hash, this.packCache);
+  }
+
+  /** The verified bytes of a value. */
+  valueBytes(hash: Hash): Buffer {
+    const bytes = this.bytesOf("value", hash);
+    if (!bytes) throw new ObjectDamageError("value", hash, "missing");
+    if (sha256(bytes) !== hash) throw new ObjectDamageError("value", hash, "corrupt");
+    return bytes;
+  }
+
+  readValue(hash: Hash): JsonValue {
+    const bytes = this.valueBytes(hash);
+    try {
+      return JSON.parse(bytes.toString("utf8")) as JsonValue;
+    } catch (error) {
+      throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
+    }
+  }
+
+  readNode(hash: Hash): TreeNode {
+    const cached = this.nodeCache.get(hash);
+    if (cached) return cached;
+    const bytes = this.bytesOf("tree", hash);
+    if (!bytes) throw new ObjectDamageError("tree", hash, "missing");
+    if (sha256(bytes) !== hash) throw new ObjectDamageError("tree", hash, "corrupt");
+    let node: TreeNode;
+    try {
+      node = decodeTreeNode(bytes);
+    } catch (error) {
+      throw new ObjectDamageError("tree", hash, "undecodable", (error as Error).message);
+    }
+    this.nodeCache.set(hash, node);
+    return node;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building trees
+
+/** Paths that changed below one directory: `self` when the path's own value changed. */
+export class ChangeSet {
+  self = false;
+  readonly children = new Map<string, ChangeSet>();
+
+  /** Marks a path (relative segments) as changed. */
+  add(segments: readonly string[]): void {
+    let node: ChangeSet = this;
+    for (const segment of segments) {
+      let child = node.children.get(segment);
+      if (!child) {
+        child = new ChangeSet();
+        node.children.set(segment, child);
+      }
+      node = child;
+    }
+    node.self = true;
+  }
+
+  get size(): number {
+    let count = this.self ? 1 : 0;
+    for (const child of this.children.values()) count += child.size;
+    return count;
+  }
+}
+
+export interface TreeUpdate {
+  root: Hash | null;
+  /** Change in the number of values the tree holds. */
+  valueDelta: number;
+}
+
+/**
+ * Applies changes to the tree rooted at `root`: for each changed path, `read` gives the
+ * current value (undefined: deleted). Only nodes on changed paths are rebuilt; everything
+ * else is reused by hash. With `root` null, builds a tree from scratch. New objects are
+ * stored (as packs) before it returns: call it inside a write transaction, unless the view
+ * is an overlay.
+ */
+export function updateTree(
+  view: ObjectView,
+  root: Hash | null,
+  changes: ChangeSet,
+  read: (segments: readonly string[]) => JsonValue | undefined,
+  label: (segments: readonly string[]) => string = (segments) => `/${segments.join("/")}`,
+): TreeUpdate {
+  const builder = new TreeBuilder(view, read, label);
+  const result = builder.updateDirectory(root, changes, []);
+  view.flush();
+  return { root: result, valueDelta: builder.valueDelta };
+}
+
+class TreeBuilder {
+  valueDelta = 0;
+  constructor(
+    private readonly view: ObjectView,
+    private readonly read: (segments: readonly string[]) => JsonValue | undefined,
+    private readonly label: (segments: readonly string[]) => string,
+  ) {}
+
+  updateDirectory(dir: Hash | null, changes: ChangeSet, segments: string[]): Hash | null {
+    if (changes.children.size === 0) return dir;
+    return this.updatePartition(dir, 0, [...changes.children], segments).hash;
+  }
+
+  private updatePartition(
+    hash: Hash | null,
+    depth: number,
+    changes: [string, ChangeSet][],
+    segments: string[],
+  ): { hash: Hash | null; count: number } {
+    const node = hash ? this.view.readNode(hash) : undefined;
+    if (node?.kind === "split") {
+      if (node.depth !== depth) throw new ObjectDamageError("tree", hash!, "undecodable", `split depth ${node.depth}, expected ${depth}`);
+      const groups = new Map<number, [string, ChangeSet][]>();
+      for (const change of changes) {
+        const index = bucketOf(this.view.digestOf(change[0]), depth);
+        let group = groups.get(index);
+        if (!group) groups.set(index, (group = []));
+        group.push(change);
+      }
+      const slots = new Map<number, SplitBucket>(node.buckets.map((bucket) => [bucket.index, bucket]));
+      for (const [index, group] of groups) {
+        const updated = this.updatePartition(slots.get(index)?.hash ?? null, depth + 1, group, segments);
+        if (updated.hash) slots.set(index, { index, hash: updated.hash, count: updated.count });
+        else slots.delete(index);
+      }
+      const buckets = [...slots.values()].sort((a, b) => a.index - b.index);
+      const count = buckets.reduce((sum, bucket) => sum + bucket.count, 0);
+      if (count > LEAF_MAX) return { hash: this.view.writeNode({ kind: "split", depth, count, buckets }), count };
+      // Shrunk below the split threshold: collapse the buckets back into one leaf.
+      const entries: DirEntry[] = [];
+      for (const bucket of buckets) collectEntries(this.view, bucket.hash, entries);
+      return this.buildPartition(entries.sort(byName), depth);
+    }
+    const byNameMap = new Map<string, DirEntry>();
+    if (node) for (const entry of node.entries) byNameMap.set(entry.name, entry);
+    for (const [name, change] of changes) {
+      const updated = this.applyChange(byNameMap.get(name), name, change, segments);
+      if (updated) byNameMap.set(name, updated);
+      else byNameMap.delete(name);
+    }
+    return this.buildPartition([...byNameMap.values()].sort(byName), depth);
+  }
+
+  private applyChange(old: DirEntry | undefined, name: string, change: ChangeSet, segments: string[]): DirEntry | undefined {
+    const path = [...segments, name];
+    let value = old?.value;
+    let tree = old?.tree;
+    if (change.children.size > 0) tree = this.updateDirectory(tree ?? null, change, path) ?? undefined;
+    if (change.self) {
+      const current = this.read(path);
+      if (current === undefined) {
+        if (value) this.valueDelta -= 1;
+        value = undefined;
+      } else {
+        if (!value) this.valueDelta += 1;
+        try {
+          value = this.view.writeValue(current);
+        } catch (error) {
+          if (error instanceof ApexError && error.code === "APEX_E_BAD_JSON") {
+            throw new ApexError("APEX_E_BAD_JSON", `${this.label(path)}: ${error.message}`, { details: { segments: path } });
+          }
+          throw error;
+        }
+      }
+    }
+    if (!value && !tree) return undefined;
+    const entry: DirEntry = { name };
+    if (value) entry.value = value;
+    if (tree) entry.tree = tree;
+    return entry;
+  }
+
+  /** Builds the canonical partition holding `entries` (sorted) at `depth`. */
+  private buildPartition(entries: DirEntry[], depth: number): { hash: Hash | null; count: number } {
+    if (entries.length === 0) return { hash: null, count: 0 };
+    if (entries.length <= LEAF_MAX || depth >= MAX_SPLIT_DEPTH) {
+      return { hash: this.view.writeNode({ kind: "leaf", entries }), count: entries.length };
+    }
+    const groups: DirEntry[][] = Array.from({ length: FANOUT }, () => []);
+    for (const entry of entries) groups[bucketOf(this.view.digestOf(entry.name), depth)]!.push(entry);
+    const buckets: SplitBucket[] = [];
+    groups.forEach((group, index) => {
+      const built = this.buildPartition(group, depth + 1);
+      if (built.hash) buckets.push({ index, hash: built.hash, count: built.count });
+    });
+    return { hash: this.view.writeNode({ kind: "split", depth, count: entries.length, buckets }), count: entries.length };
+  }
+}
+
+function byName(a: DirEntry, b: DirEntry): number {
+  return compareCodePoints(a.name, b.name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading trees
+
+/** Appends every entry of the directory partition `hash` to `out` (bucket order). */
+export function collectEntries(view: ObjectView, hash: Hash, out: DirEntry[]): DirEntry[] {
+  const node = view.readNode(hash);
+  if (node.kind === "leaf") out.push(...node.entries);
+  else for (const bucket of node.buckets) collectEntries(view, bucket.hash, out);
+  return out;
+}
+
+/** The entries of a directory, sorted by name. */
+export function listDirectory(view: ObjectView, dir: Hash | null): DirEntry[] {
+  if (!dir) return [];
+  return collectEntries(view, dir, []).sort(byName);
+}
+
+/** The entry at a relative path, following the hierarchy (O(depth)). */
+export function lookupEntry(view: ObjectView, root: Hash | null, segments: readonly string[]): DirEntry | undefined {
+  let dir = root;
+  let entry: DirEntry | undefined;
+  for (const name of segments) {
+    if (!dir) return undefined;
+    entry = findInDirectory(view, dir, name);
+    if (!entry) return undefined;
+    dir = entry.tree ?? null;
+  }
+  return entry;
+}
+
+export function findInDirectory(view: ObjectView, dir: Hash, name: string): DirEntry | undefined {
+  let hash = dir;
+  for (;;) {
+    const node = view.readNode(hash);
+    if (node.kind === "leaf") return node.entries.find((entry) => entry.name === name);
+    const index = bucketOf(view.digestOf(name), node.depth);
+    const bucket = node.buckets.find((candidate) => candidate.index === index);
+    if (!bucket) return undefined;
+    hash = bucket.hash;
+  }
+}
+
+export interface TreeValue {
+  segments: string[];
+  hash: Hash;
+}
+
+/** Every value below `dir`, in tree order (each directory's entries sorted by name, a path before its children). */
+export function* walkTree(view: ObjectView, dir: Hash | null, prefix: readonly string[] = []): Generator<TreeValue> {
+  for (const entry of listDirectory(view, dir)) {
+    const segments = [...prefix, entry.name];
+    if (entry.value) yield { segments, hash: entry.value };
+    if (entry.tree) yield* walkTree(view, entry.tree, segments);
+  }
+}
+
+export interface TreeChange {
+  segments: string[];
+  /** Value hash before (absent: added). */
+  before?: Hash;
+  /** Value hash after (absent: removed). */
+  after?: Hash;
+}
+
+/**
+ * Calls `emit` for each path whose value differs between the trees `a` and `b`. Subtrees
+ * and buckets with equal hashes are skipped without being read.
+ */
+export function diffTrees(view: ObjectView, a: Hash | null, b: Hash | null, emit: (change: TreeChange) => void): void {
+  diffPartition(view, a, b, [], emit);
+}
+
+function diffPartition(view: ObjectView, a: Hash | null, b: Hash | null, prefix: string[], emit: (change: TreeChange) => void): void {
+  if (a === b) return;
+  const nodeA = a ? view.readNode(a) : undefined;
+  const nodeB = b ? view.readNode(b) : undefined;
+  if (nodeA?.kind === "split" && nodeB?.kind === "split" && nodeA.depth === nodeB.depth) {
+    const bucketsA = new Map(nodeA.buckets.map((bucket) => [bucket.index, bucket.hash]));
+    const bucketsB = new Map(nodeB.buckets.map((bucket) => [bucket.index, bucket.hash]));
+    for (let index = 0; index < FANOUT; index++) {
+      diffPartition(view, bucketsA.get(index) ?? null, bucketsB.get(index) ?? null, prefix, emit);
+    }
+    return;
+  }
+  const entriesA = new Map((a ? collectEntries(view, a, []) : []).map((entry) => [entry.name, entry]));
+  const entriesB = new Map((b ? collectEntries(view, b, []) : []).map((entry) => [entry.name, entry]));
+  const names = new Set([...entriesA.keys(), ...entriesB.keys()]);
+  for (const name of [...names].sort(compareCodePoints)) {
+    const x = entriesA.get(name);
+    const y = entriesB.get(name);
+    const segments = [...prefix, name];
+    if (x?.value !== y?.value) {
+      const change: TreeChange = { segments };
+      if (x?.value) change.before = x.value;
+      if (y?.value) change.after = y.value;
+      emit(change);
+    }
+    if (x?.tree !== y?.tree) diffPartition(view, x?.tree ?? null, y?.tree ?? null, segments, emit);
+  }
+}

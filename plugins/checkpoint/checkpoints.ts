@@ -1,0 +1,620 @@
+import { v4 as uuidv4 } from "uuid";
+import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
+import { ApexError } from "../../core/errors.js";
+import {
+  ObjectStore,
+  canonicalJson,
+  diffTrees,
+  isObjectDamage,
+  lookupEntry,
+  walkTree,
+  type Hash,
+  type ObjectView,
+  type WriteStats,
+} from "../../core/store/objects.js";
+import { checkPath } from "../../core/store/paths.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
+import {
+  checkSessionId,
+  checkTrigger,
+  checkpointName,
+  isRecord,
+  manifestPath,
+  signManifest,
+  agentsRoot,
+  tasksRoot,
+  MANIFEST_FORMAT,
+  type CheckpointManifest,
+  type CheckpointTrigger,
+} from "./manifest.js";
+import {
+  ACTORS,
+  assertWritable,
+  getCheckpoint,
+  liveRoots,
+  readManifestRecord,
+  removeCheckpointRecords,
+  requireSession,
+  resolveCheckpoint,
+  type ResolveOptions,
+} from "./refs.js";
+import { normalizeScope, pathSegments, scopeKey, segmentsPath, type MemoryScope } from "./scope.js";
+import { buildSnapshot, type SessionBase, type TreeResult } from "./snapshot.js";
+
+export type { CheckpointManifest, CheckpointTrigger } from "./manifest.js";
+export type { CheckpointSummary, Located } from "./catalog.js";
+export type { MemoryScope } from "./scope.js";
+export { BUILTIN_TRIGGERS, checkpointName, manifestPath } from "./manifest.js";
+export { DEFAULT_SCOPE } from "./scope.js";
+export {
+  ACTORS,
+  currentSessionId,
+  getCheckpoint,
+  loadManifest,
+  resolveCheckpoint,
+  type LoadOptions,
+  type ResolveOptions,
+} from "./refs.js";
+
+// ---------------------------------------------------------------------------------------------
+// Create
+
+export interface CreateCheckpointOptions {
+  sessionId: string;
+  trigger: CheckpointTrigger;
+  description?: string;
+  pin?: boolean;
+  /**
+   * Lets plugins add data before the checkpoint is written (the engine's beforeCheckpoint
+   * waterfall). `data.git_state` becomes the manifest's git_state; the rest its `data`.
+   */
+  enrich?: (draft: CheckpointDraft) => Promise<CheckpointDraft> | CheckpointDraft;
+  /** Which paths the memory covers; default DEFAULT_SCOPE (everything outside /sessions). */
+  scope?: Partial<MemoryScope>;
+  /** Actor for the manifest write in the revision log. */
+  actor?: string;
+  /** Clock, for tests. */
+  now?: () => Date;
+}
+
+export interface CreateStats extends WriteStats {
+  memory: Omit<TreeResult, "root" | "count">;
+  tasks: Omit<TreeResult, "root" | "count">;
+  agents: Omit<TreeResult, "root" | "count">;
+}
+
+export interface CreatedCheckpoint {
+  manifest: CheckpointManifest;
+  stats: CreateStats;
+}
+
+/**
+ * Creates a checkpoint of a session. Objects, manifest, sequence number and indexes are
+ * written in one LMDB write transaction, so a crash at any instant leaves all of it or
+ * none; the returned promise resolves once the commit is flushed to disk.
+ */
+export async function createCheckpoint(store: Store, options: CreateCheckpointOptions): Promise<CreatedCheckpoint> {
+  assertWritable(store);
+  const sessionId = checkSessionId(options.sessionId);
+  const trigger = checkTrigger(options.trigger);
+  const description = options.description ?? "";
+  if (typeof description !== "string") throw new ApexError("APEX_E_BAD_INPUT", "A checkpoint description must be a string.");
+  const scope = normalizeScope(options.scope);
+  requireSession(store, sessionId);
+
+  let draft: CheckpointDraft = { sessionId, trigger, description, data: {} };
+  if (options.enrich) draft = checkDraft(await options.enrich(draft));
+  const { git_state: gitState, ...data } = draft.data;
+  try {
+    canonicalJson({ gitState: gitState ?? null, data });
+  } catch (error) {
+    throw new ApexError("APEX_E_PLUGIN_FAILED", `beforeCheckpoint produced data that is not JSON: ${(error as Error).message}`, { cause: error });
+  }
+
+  let created!: CreatedCheckpoint;
+  store.environment.transactionSync(() => {
+    created = writeCheckpoint(store, {
+      sessionId,
+      trigger,
+      description: draft.description,
+      pinned: options.pin ?? false,
+      gitState: (gitState ?? null) as JsonValue | null,
+      data,
+      scope,
+      createdAt: (options.now?.() ?? new Date()).toISOString(),
+      actor: options.actor ?? ACTORS.checkpoint,
+    });
+  });
+  // transactionSync returns once the commit is visible; this waits until it is on disk.
+  await store.environment.flushed;
+  return created;
+}
+
+export interface CheckpointParams {
+  sessionId: string;
+  trigger: CheckpointTrigger;
+  description: string;
+  pinned: boolean;
+  gitState: JsonValue | null;
+  data: { [key: string]: JsonValue };
+  scope: MemoryScope;
+  createdAt: string;
+  actor: string;
+}
+
+/**
+ * Writes a checkpoint of the current state. Must run inside a write transaction
+ * (`store.environment.transactionSync`), which makes the sequence number, objects,
+ * manifest and index records one atomic unit.
+ */
+export function writeCheckpoint(store: Store, params: CheckpointParams): CreatedCheckpoint {
+  const { sessionId, scope } = params;
+  requireSession(store, sessionId);
+  const catalog = Catalog.of(store);
+  const view = ObjectStore.of(store).view();
+  const parent = latestSummary(catalog, sessionId);
+  const key = scopeKey(scope);
+  const snapshot = buildSnapshot(store, view, {
+    memory: { scope, base: catalog.base(key) },
+    session: { id: sessionId, base: parent && sessionBaseOf(parent) },
+  });
+  const memory = snapshot.memory!;
+  const tasks = snapshot.tasks!;
+  const agents = snapshot.agents!;
+  const sequence = catalog.allocateSequence(sessionId);
+  const manifest = signManifest({
+    format: MANIFEST_FORMAT,
+    id: uuidv4(),
+    session_id: sessionId,
+    sequence,
+    name: checkpointName(sequence),
+    parent: parent?.id ?? null,
+    created_at: params.createdAt,
+    description: params.description,
+    trigger: params.trigger,
+    pinned: params.pinned,
+    revision: snapshot.revision,
+    memory: { root: memory.root, keys: memory.count, scope },
+    tasks: { root: tasks.root, count: tasks.count },
+    agents: { root: agents.root, count: agents.count },
+    git_state: params.gitState,
+    data: params.data,
+  });
+  store.batchSync((batch) => batch.set(manifestPath(sessionId, sequence), manifest as unknown as JsonValue), params.actor);
+  catalog.putCheckpoint(manifest);
+  catalog.setBase(key, { root: memory.root, revision: snapshot.revision, keys: memory.count });
+  return { manifest, stats: { ...view.stats, memory: buildInfo(memory), tasks: buildInfo(tasks), agents: buildInfo(agents) } };
+}
+
+function buildInfo(result: TreeResult): Omit<TreeResult, "root" | "count"> {
+  return { changed: result.changed, full: result.full };
+}
+
+function checkDraft(draft: unknown): CheckpointDraft {
+  if (!isRecord(draft) || !isRecord(draft.data) || typeof draft.description !== "string") {
+    throw new ApexError("APEX_E_PLUGIN_FAILED", "beforeCheckpoint must return the draft it was given, with `data` an object.", {
+      hint: "A waterfall tap has to return its argument: `async (draft) => { draft.data.x = …; return draft; }`.",
+    });
+  }
+  return draft as unknown as CheckpointDraft;
+}
+
+function sessionBaseOf(summary: CheckpointSummary): SessionBase {
+  return {
+    revision: summary.revision,
+    tasks: { root: summary.tasks_root, count: summary.task_count },
+    agents: { root: summary.agents_root, count: summary.agent_count },
+  };
+}
+
+function latestSummary(catalog: Catalog, sessionId: string): CheckpointSummary | undefined {
+  try {
+    return catalog.latest(sessionId);
+  } catch {
+    return undefined; // an undecodable summary: validate reports it; build this one from scratch
+  }
+}
+
+/** What the engine's afterCheckpoint hook receives. */
+export function checkpointInfo(manifest: CheckpointManifest): CheckpointInfo {
+  return { sessionId: manifest.session_id, id: manifest.id, sequence: manifest.sequence, trigger: manifest.trigger };
+}
+
+// ---------------------------------------------------------------------------------------------
+// List, resolve, load
+
+export interface ListOptions {
+  /** Default 50. */
+  limit?: number;
+  offset?: number;
+  /** Default "newest" (highest sequence first). */
+  order?: "newest" | "oldest";
+}
+
+export interface CheckpointList {
+  sessionId: string;
+  total: number;
+  items: CheckpointSummary[];
+}
+
+/** A page of a session's checkpoints, read from compact summaries (no manifest is decoded). */
+export function listCheckpoints(store: Store, sessionId: string, options: ListOptions = {}): CheckpointList {
+  checkSessionId(sessionId);
+  const catalog = Catalog.of(store);
+  const limit = options.limit ?? 50;
+  if (!Number.isSafeInteger(limit) || limit < 0) throw new ApexError("APEX_E_USAGE", `Invalid limit ${limit}.`);
+  const offset = options.offset ?? 0;
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new ApexError("APEX_E_USAGE", `Invalid offset ${offset}.`);
+  const items = [...catalog.summaries(sessionId, { reverse: (options.order ?? "newest") === "newest", offset, limit })];
+  return { sessionId, total: catalog.count(sessionId), items };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Show, read, diff
+
+export interface CheckpointDetails {
+  manifest: CheckpointManifest;
+  /** Task id (path below /sessions/<sid>/tasks) -> task record. */
+  tasks: Record<string, JsonValue>;
+  /** Agent name (path below /sessions/<sid>/agents) -> agent state. */
+  agent_states: Record<string, JsonValue>;
+}
+
+export function showCheckpoint(store: Store, ref: string | CheckpointManifest, options: ResolveOptions = {}): CheckpointDetails {
+  const manifest = getCheckpoint(store, ref, options);
+  const view = ObjectStore.of(store).view();
+  return {
+    manifest,
+    tasks: readTreeRecords(view, manifest.tasks.root),
+    agent_states: readTreeRecords(view, manifest.agents.root),
+  };
+}
+
+function readTreeRecords(view: ObjectView, root: Hash | null): Record<string, JsonValue> {
+  const records: Record<string, JsonValue> = {};
+  for (const { segments, hash } of walkTree(view, root)) records[segments.join("/")] = view.readValue(hash);
+  return records;
+}
+
+export interface MemoryEntry {
+  path: string;
+  value: JsonValue;
+}
+
+/**
+ * The memory a checkpoint holds (optionally only `prefix` and below), in tree order:
+ * each directory's children sorted by name, a path before the paths below it.
+ * Every value and node read is verified; damage throws APEX_E_INTEGRITY.
+ */
+export function* readCheckpointMemory(store: Store, ref: string | CheckpointManifest, options: { prefix?: string } & ResolveOptions = {}): Generator<MemoryEntry> {
+  const manifest = getCheckpoint(store, ref, options);
+  const view = ObjectStore.of(store).view();
+  if (!options.prefix || options.prefix === "/") {
+    for (const { segments, hash } of walkTree(view, manifest.memory.root)) yield { path: segmentsPath(segments), value: view.readValue(hash) };
+    return;
+  }
+  const segments = pathSegments(checkPath(options.prefix, "prefix"));
+  const entry = lookupEntry(view, manifest.memory.root, segments);
+  if (!entry) return;
+  if (entry.value) yield { path: options.prefix, value: view.readValue(entry.value) };
+  for (const item of walkTree(view, entry.tree ?? null, segments)) yield { path: segmentsPath(item.segments), value: view.readValue(item.hash) };
+}
+
+/** One value of a checkpoint's memory (undefined: not there). O(depth). */
+export function getCheckpointValue(store: Store, ref: string | CheckpointManifest, path: string, options: ResolveOptions = {}): JsonValue | undefined {
+  const manifest = getCheckpoint(store, ref, options);
+  const view = ObjectStore.of(store).view();
+  const entry = lookupEntry(view, manifest.memory.root, pathSegments(checkPath(path)));
+  return entry?.value ? view.readValue(entry.value) : undefined;
+}
+
+export interface RecordChange {
+  id: string;
+  before: JsonValue;
+  after: JsonValue;
+}
+
+export interface RecordDiff {
+  added: string[];
+  removed: string[];
+  changed: RecordChange[];
+}
+
+export interface CheckpointDiff {
+  from: Located & { name: string };
+  to: Located & { name: string };
+  memory: { added: string[]; removed: string[]; changed: string[] };
+  tasks: RecordDiff;
+  agents: RecordDiff;
+}
+
+/** What changed from checkpoint `a` to checkpoint `b`; equal subtrees are skipped by hash. */
+export function diffCheckpoints(store: Store, a: string | CheckpointManifest, b: string | CheckpointManifest, options: ResolveOptions = {}): CheckpointDiff {
+  const from = getCheckpoint(store, a, options);
+  const to = getCheckpoint(store, b, options);
+  const view = ObjectStore.of(store).view();
+  const memory = { added: [] as string[], removed: [] as string[], changed: [] as string[] };
+  diffTrees(view, from.memory.root, to.memory.root, (change) => {
+    const path = segmentsPath(change.segments);
+    if (!change.before) memory.added.push(path);
+    else if (!change.after) memory.removed.push(path);
+    else memory.changed.push(path);
+  });
+  return {
+    from: describe(from),
+    to: describe(to),
+    memory,
+    tasks: diffRecords(view, from.tasks.root, to.tasks.root),
+    agents: diffRecords(view, from.agents.root, to.agents.root),
+  };
+}
+
+function describe(manifest: CheckpointManifest): Located & { name: string } {
+  return { sessionId: manifest.session_id, sequence: manifest.sequence, id: manifest.id, name: manifest.name };
+}
+
+function diffRecords(view: ObjectView, a: Hash | null, b: Hash | null): RecordDiff {
+  const diff: RecordDiff = { added: [], removed: [], changed: [] };
+  diffTrees(view, a, b, (change) => {
+    const id = change.segments.join("/");
+    if (!change.before) diff.added.push(id);
+    else if (!change.after) diff.removed.push(id);
+    else diff.changed.push({ id, before: view.readValue(change.before), after: view.readValue(change.after) });
+  });
+  return diff;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore
+
+export interface RestoreOptions extends ResolveOptions {
+  actor?: string;
+  /** Compute the changes without writing them. */
+  dryRun?: boolean;
+}
+
+export interface PathChanges {
+  /** Paths written (added or changed), in tree order. */
+  set: string[];
+  /** Paths deleted. */
+  deleted: string[];
+}
+
+export interface RestoreResult extends PathChanges {
+  checkpoint: Located & { name: string };
+  /** Store revision after the restore (unchanged for a dry run or when nothing differed). */
+  revision: number;
+}
+
+/**
+ * Puts the project memory back exactly as the checkpoint holds it, within the checkpoint's
+ * scope: paths it does not hold are deleted, differing ones set. The current state is
+ * hashed incrementally and diffed against the checkpoint's tree, so the cost follows the
+ * size of the difference. One write batch, logged with actor `system:restore`.
+ */
+export async function restoreMemory(store: Store, ref: string | CheckpointManifest, options: RestoreOptions = {}): Promise<RestoreResult> {
+  const result = await restoreCheckpoint(store, ref, { ...options, tasks: false, agents: false });
+  return { checkpoint: result.checkpoint, set: result.memory.set, deleted: result.memory.deleted, revision: result.revision };
+}
+
+export interface RestoreCheckpointOptions extends RestoreOptions {
+  /** Session whose tasks and agents are replaced; default the checkpoint's own (another one: a branch). */
+  targetSessionId?: string;
+  /** Restore the project memory (default true). */
+  memory?: boolean;
+  /** Restore /sessions/<target>/tasks/* exactly (default true). */
+  tasks?: boolean;
+  /** Restore /sessions/<target>/agents/* exactly, agent records and their `.context` (default true). */
+  agents?: boolean;
+}
+
+export interface RestoreCheckpointResult {
+  checkpoint: Located & { name: string };
+  targetSessionId: string;
+  memory: PathChanges;
+  tasks: PathChanges;
+  agents: PathChanges;
+  revision: number;
+}
+
+/**
+ * Restores a checkpoint: project memory, and the tasks and agent states of the target
+ * session, each exactly (what the checkpoint lacks is deleted). Everything read is
+ * verified first; one write batch, all or nothing.
+ */
+export async function restoreCheckpoint(store: Store, ref: string | CheckpointManifest, options: RestoreCheckpointOptions = {}): Promise<RestoreCheckpointResult> {
+  if (!options.dryRun) assertWritable(store);
+  let result!: RestoreCheckpointResult;
+  const run = () => {
+    const manifest = getCheckpoint(store, ref, options);
+    const target = checkSessionId(options.targetSessionId ?? manifest.session_id);
+    const withSession = options.tasks !== false || options.agents !== false;
+    if (withSession) requireSession(store, target);
+    const catalog = Catalog.of(store);
+    const scope = normalizeScope(manifest.memory.scope);
+    const key = scopeKey(scope);
+    const view = ObjectStore.of(store).view({ overlay: true });
+    const current = buildSnapshot(store, view, {
+      ...(options.memory !== false ? { memory: { scope, base: catalog.base(key) } } : {}),
+      ...(withSession ? { session: { id: target } } : {}),
+    });
+    const writes: Array<{ path: string; value?: JsonValue }> = [];
+    const collect = (mount: string, from: Hash | null, to: Hash | null): PathChanges => {
+      const changes: PathChanges = { set: [], deleted: [] };
+      diffTrees(view, from, to, (change) => {
+        const path = `${mount}${segmentsPath(change.segments)}`;
+        if (change.after) {
+          writes.push({ path, value: view.readValue(change.after) });
+          changes.set.push(path);
+        } else {
+          writes.push({ path });
+          changes.deleted.push(path);
+        }
+      });
+      return changes;
+    };
+    const none = (): PathChanges => ({ set: [], deleted: [] });
+    const memory = options.memory !== false ? collect("", current.memory!.root, manifest.memory.root) : none();
+    const tasks = options.tasks !== false ? collect(tasksRoot(target), current.tasks!.root, manifest.tasks.root) : none();
+    const agents = options.agents !== false ? collect(agentsRoot(target), current.agents!.root, manifest.agents.root) : none();
+    let revision = current.revision;
+    if (!options.dryRun && writes.length > 0) {
+      revision = store.batchSync((batch) => {
+        for (const write of writes) {
+          if (write.value === undefined) batch.delete(write.path);
+          else batch.set(write.path, write.value);
+        }
+      }, options.actor ?? ACTORS.restore).revision;
+    }
+    // The memory now equals the checkpoint's tree: the next checkpoint starts from it.
+    if (!options.dryRun && options.memory !== false) catalog.setBase(key, { root: manifest.memory.root, revision, keys: manifest.memory.keys });
+    result = { checkpoint: describe(manifest), targetSessionId: target, memory, tasks, agents, revision };
+  };
+  if (options.dryRun) run();
+  else {
+    store.environment.transactionSync(run);
+    await store.environment.flushed;
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pin, delete, sweep
+
+/** Sets or clears a checkpoint's pinned flag (retention never deletes pinned checkpoints). Re-signs the manifest. */
+export async function pinCheckpoint(store: Store, ref: string, pinned: boolean, options: ResolveOptions & { actor?: string } = {}): Promise<CheckpointManifest> {
+  assertWritable(store);
+  let updated!: CheckpointManifest;
+  store.environment.transactionSync(() => {
+    const manifest = getCheckpoint(store, ref, options);
+    const { hash: _old, ...unsigned } = manifest;
+    updated = signManifest({ ...unsigned, pinned });
+    if (manifest.pinned === pinned) return;
+    store.batchSync((batch) => batch.set(manifestPath(manifest.session_id, manifest.sequence), updated as unknown as JsonValue), options.actor ?? ACTORS.checkpoint);
+    Catalog.of(store).putCheckpoint(updated);
+  });
+  await store.environment.flushed;
+  return updated;
+}
+
+export interface DeleteOptions extends ResolveOptions {
+  /** Delete even if pinned. */
+  force?: boolean;
+  actor?: string;
+}
+
+/**
+ * Deletes a checkpoint's manifest and index records (objects stay until sweepUnreferenced).
+ * Its sequence number is not reused. Pinned checkpoints are refused unless `force`.
+ */
+export async function deleteCheckpoint(store: Store, ref: string, options: DeleteOptions = {}): Promise<Located & { name: string }> {
+  assertWritable(store);
+  let deleted!: Located & { name: string };
+  store.environment.transactionSync(() => {
+    const located = resolveCheckpoint(store, ref, options);
+    const catalog = Catalog.of(store);
+    let pinned = false;
+    try {
+      pinned = catalog.summary(located.sessionId, located.sequence)?.pinned ?? false;
+      const manifest = readManifestRecord(store, located.sessionId, located.sequence);
+      if (isRecord(manifest) && manifest.pinned === true) pinned = true;
+    } catch {
+      // an unreadable record cannot tell us it is pinned; deleting a damaged checkpoint is allowed
+    }
+    if (pinned && !options.force) {
+      throw new ApexError("APEX_E_CONFLICT", `${located.sessionId}/${checkpointName(located.sequence)} is pinned; not deleting it.`, {
+        hint: "Unpin it first (`apex checkpoint unpin`) or delete with --force.",
+      });
+    }
+    removeCheckpointRecords(store, located, options.actor ?? ACTORS.checkpoint);
+    deleted = { ...located, name: checkpointName(located.sequence) };
+  });
+  await store.environment.flushed;
+  return deleted;
+}
+
+export interface SweepOptions {
+  dryRun?: boolean;
+  /**
+   * Sweep even though some kept checkpoint has a missing or corrupt tree node. What lies
+   * below such a node cannot be seen and is swept. Default: refuse (repair first).
+   */
+  allowDamaged?: boolean;
+}
+
+export interface SweepResult {
+  dryRun: boolean;
+  /** Objects dropped, and the bytes they held. */
+  removed: { values: number; trees: number; bytes: number };
+  kept: { values: number; trees: number };
+  /** Packs deleted, packs rewritten without their garbage, and the pack bytes that freed. */
+  packs: { removed: number; rewritten: number; bytesFreed: number };
+  /** Tree nodes of kept checkpoints that could not be read (only with allowDamaged). */
+  damaged: Hash[];
+}
+
+/**
+ * Mark and sweep: deletes every value and tree node that no checkpoint (and no memory
+ * base) references, then deletes packs left empty and rewrites packs that are mostly
+ * garbage. Runs in one write transaction, so a checkpoint created concurrently cannot
+ * come to rely on an object being swept.
+ */
+export async function sweepUnreferenced(store: Store, options: SweepOptions = {}): Promise<SweepResult> {
+  if (!options.dryRun) assertWritable(store);
+  let result!: SweepResult;
+  const run = () => {
+    const objects = ObjectStore.of(store);
+    const view = objects.view();
+    const marked = { values: new Set<Hash>(), trees: new Set<Hash>() };
+    const damaged: Hash[] = [];
+    const mark = (hash: Hash | null | undefined): void => {
+      if (!hash || marked.trees.has(hash)) return;
+      marked.trees.add(hash);
+      let node;
+      try {
+        node = view.readNode(hash);
+      } catch (error) {
+        if (!isObjectDamage(error)) throw error;
+        damaged.push(hash);
+        return;
+      }
+      if (node.kind === "split") for (const bucket of node.buckets) mark(bucket.hash);
+      else
+        for (const entry of node.entries) {
+          if (entry.value) marked.values.add(entry.value);
+          mark(entry.tree);
+        }
+    };
+    for (const root of liveRoots(store)) mark(root);
+    if (damaged.length > 0 && !options.allowDamaged) {
+      throw new ApexError("APEX_E_INTEGRITY", `Not sweeping: ${damaged.length} tree node(s) of kept checkpoints are damaged, so what they reference is unknown.`, {
+        hint: "Run `apex session repair` first, or sweep with allowDamaged.",
+        details: { damaged },
+      });
+    }
+    const reclaimed = objects.reclaim((kind, hash) => (kind === "value" ? marked.values : marked.trees).has(hash), { dryRun: options.dryRun ?? false });
+    const removed = { values: reclaimed.values, trees: reclaimed.trees, bytes: reclaimed.valueBytes + reclaimed.treeBytes };
+    result = {
+      dryRun: options.dryRun ?? false,
+      removed,
+      kept: { values: marked.values.size, trees: marked.trees.size - damaged.length },
+      packs: { removed: reclaimed.packsRemoved, rewritten: reclaimed.packsRewritten, bytesFreed: reclaimed.bytesFreed },
+      damaged,
+    };
+  };
+  if (options.dryRun) run();
+  else {
+    store.environment.transactionSync(run);
+    await store.environment.flushed;
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export { validateStore, verifyCheckpoint, repairStore } from "./validate.js";
+export type { ValidationReport, StoreProblem, ProblemCode, RepairResult, RepairAction } from "./validate.js";
+export { forceRecover, reconstructSession } from "./recover.js";
+export type { RecoveryReport, ReconstructReport } from "./recover.js";
+export { validateOutOfProcess, VALIDATE_WORKER } from "./validate-process.js";

@@ -1,0 +1,413 @@
+import { ApexError } from "../../core/errors.js";
+import {
+  ObjectStore,
+  canonicalJson,
+  isObjectDamage,
+  lookupEntry,
+  type Hash,
+  type ObjectDamageError,
+  type ObjectView,
+} from "../../core/store/objects.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { Catalog, type Located } from "./catalog.js";
+import { writeCheckpoint } from "./checkpoints.js";
+import {
+  agentsRoot,
+  checkSessionId,
+  checkpointName,
+  isRecord,
+  manifestHash,
+  sessionPath,
+  tasksRoot,
+  type CheckpointManifest,
+} from "./manifest.js";
+import { ACTORS, assertWritable, loadManifest, manifestKeys, resolveCheckpoint, type ResolveOptions } from "./refs.js";
+import { DEFAULT_SCOPE, keysInScope, normalizeScope, pathSegments, scopeKey, type MemoryScope } from "./scope.js";
+import { buildSnapshot, readJsonRecord } from "./snapshot.js";
+import { verifyCheckpoint } from "./validate.js";
+
+/** Something a damaged checkpoint held that can no longer be read. */
+export interface LostItem {
+  /** The value's path, or the directory whose (part of a) listing is unreadable. */
+  path: string;
+  what: "value" | "directory";
+  reason: string;
+  /** For a directory: how many entries the unreadable part held, when known. */
+  entries?: number;
+}
+
+interface Salvage {
+  values: Map<string, JsonValue>;
+  lost: LostItem[];
+}
+
+/**
+ * Reads everything that still verifies below `root`. Objects are read through `view`,
+ * whose overlay holds the current state's objects: a damaged object that the live state
+ * still has (same hash) is read from there.
+ */
+function salvageTree(view: ObjectView, root: Hash | null, mount: string): Salvage {
+  const salvage: Salvage = { values: new Map(), lost: [] };
+  const prefix = mount === "/" ? "" : mount;
+  const describe = (error: ObjectDamageError) => `${error.kind === "tree" ? "tree node" : "value"} ${error.hash.slice(0, 12)} is ${error.reason}`;
+  const partition = (hash: Hash, dir: string, entriesHint: number | undefined): void => {
+    let node;
+    try {
+      node = view.readNode(hash);
+    } catch (error) {
+      if (!isObjectDamage(error)) throw error;
+      salvage.lost.push({ path: dir || "/", what: "directory", reason: describe(error), ...(entriesHint !== undefined ? { entries: entriesHint } : {}) });
+      return;
+    }
+    if (node.kind === "split") {
+      for (const bucket of node.buckets) partition(bucket.hash, dir, bucket.count);
+      return;
+    }
+    for (const entry of node.entries) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.value) {
+        try {
+          salvage.values.set(path, view.readValue(entry.value));
+        } catch (error) {
+          if (!isObjectDamage(error)) throw error;
+          salvage.lost.push({ path, what: "value", reason: describe(error) });
+        }
+      }
+      if (entry.tree) partition(entry.tree, path, undefined);
+    }
+  };
+  if (root) partition(root, prefix, undefined);
+  return salvage;
+}
+
+/** True when `path` may have been held by a lost item (so its current value is kept, not deleted). */
+function coveredByLoss(path: string, lost: LostItem[]): boolean {
+  return lost.some((item) => (item.what === "value" ? item.path === path : item.path === "/" || path.startsWith(`${item.path}/`)));
+}
+
+export interface RecoveryReport {
+  checkpoint: Located & { name: string };
+  dryRun: boolean;
+  /** False when the manifest itself does not match its hash: its fields were used as they are. */
+  manifestVerified: boolean;
+  memory: {
+    /** Values read back from the checkpoint. */
+    recovered: number;
+    /** Paths written (added or changed). */
+    set: string[];
+    /** Paths deleted (not in the checkpoint). */
+    deleted: string[];
+    /** Paths left as they are because the checkpoint's part that would tell is lost. */
+    kept: string[];
+    lost: LostItem[];
+  };
+  /** Task records that verify, keyed by task id (not written: the session decides what to do with them). */
+  tasks: { recovered: Record<string, JsonValue>; lost: LostItem[] };
+  agents: { recovered: Record<string, JsonValue>; lost: LostItem[] };
+  revision: number;
+}
+
+export interface ForceRecoverOptions extends ResolveOptions {
+  dryRun?: boolean;
+  actor?: string;
+}
+
+/**
+ * Restores the project memory from a damaged checkpoint as far as it still verifies:
+ * every value that can be read is put back, paths the checkpoint provably does not hold
+ * are deleted, and paths in a lost part of the tree keep their current value. Reports
+ * exactly what was lost. Damaged objects the live state still holds are read from it.
+ */
+export async function forceRecover(store: Store, ref: string, options: ForceRecoverOptions = {}): Promise<RecoveryReport> {
+  if (!options.dryRun) assertWritable(store);
+  let report!: RecoveryReport;
+  const run = () => {
+    const located = resolveCheckpoint(store, ref, options);
+    let manifest: CheckpointManifest;
+    try {
+      manifest = loadManifest(store, located, { allowDamaged: true });
+    } catch (error) {
+      if (error instanceof ApexError && error.code === "APEX_E_INTEGRITY") {
+        throw new ApexError("APEX_E_INTEGRITY", `Nothing can be recovered from ${located.sessionId}/${checkpointName(located.sequence)}: ${error.message}`, {
+          hint: "Try an earlier checkpoint (`apex checkpoint list`).",
+          cause: error,
+        });
+      }
+      throw error;
+    }
+    let scope: MemoryScope;
+    try {
+      scope = normalizeScope(manifest.memory.scope);
+    } catch {
+      scope = normalizeScope(DEFAULT_SCOPE);
+    }
+    const view = ObjectStore.of(store).view({ overlay: true });
+    // The live state's objects, so damaged objects it still has can be read from it.
+    const current = buildSnapshot(store, view, { memory: { scope, base: Catalog.of(store).base(scopeKey(scope)) }, skipUnreadable: true });
+    const memory = salvageTree(view, manifest.memory.root, "/");
+    const tasks = salvageTree(view, manifest.tasks.root, tasksRoot(manifest.session_id));
+    const agents = salvageTree(view, manifest.agents.root, agentsRoot(manifest.session_id));
+
+    const set: string[] = [];
+    const deleted: string[] = [];
+    const kept: string[] = [];
+    const writes: Array<{ path: string; value?: JsonValue }> = [];
+    const seen = new Set<string>();
+    for (const path of keysInScope(store, scope)) {
+      seen.add(path);
+      const wanted = memory.values.get(path);
+      if (wanted === undefined) {
+        if (coveredByLoss(path, memory.lost)) kept.push(path);
+        else {
+          deleted.push(path);
+          writes.push({ path });
+        }
+        continue;
+      }
+      const now = readJsonRecord(store, path); // unreadable now: overwrite with the checkpoint's value
+      const same = now.ok && now.value !== undefined && canonicalJson(now.value) === canonicalJson(wanted);
+      if (!same) {
+        set.push(path);
+        writes.push({ path, value: wanted });
+      }
+    }
+    for (const [path, value] of memory.values) {
+      if (seen.has(path)) continue;
+      set.push(path);
+      writes.push({ path, value });
+    }
+    let revision = current.revision;
+    if (!options.dryRun && writes.length > 0) {
+      revision = store.batchSync((batch) => {
+        for (const write of writes) {
+          if (write.value === undefined) batch.delete(write.path);
+          else batch.set(write.path, write.value);
+        }
+      }, options.actor ?? ACTORS.recover).revision;
+    }
+    report = {
+      checkpoint: { ...located, name: checkpointName(located.sequence) },
+      dryRun: options.dryRun ?? false,
+      manifestVerified: manifestHash(manifest) === manifest.hash,
+      memory: { recovered: memory.values.size, set, deleted, kept, lost: memory.lost },
+      tasks: { recovered: relativeRecords(tasks.values, tasksRoot(manifest.session_id)), lost: tasks.lost },
+      agents: { recovered: relativeRecords(agents.values, agentsRoot(manifest.session_id)), lost: agents.lost },
+      revision,
+    };
+  };
+  if (options.dryRun) run();
+  else {
+    store.environment.transactionSync(run);
+    await store.environment.flushed;
+  }
+  return report;
+}
+
+function relativeRecords(values: Map<string, JsonValue>, mount: string): Record<string, JsonValue> {
+  const records: Record<string, JsonValue> = {};
+  for (const [path, value] of values) records[path.slice(mount.length + 1)] = value;
+  return records;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface ReconstructOptions {
+  /** Id of the new session; default `<old>-r<N>` with the first free N. */
+  newSessionId?: string;
+  /**
+   * Status of the new session record; default "paused". With no supervisor it shows as
+   * interrupted, ready for `apex start --continue`.
+   */
+  status?: string;
+  /** Point /sessions/current at the new session. */
+  makeCurrent?: boolean;
+  actor?: string;
+  now?: () => Date;
+}
+
+export interface RecordSource {
+  id: string;
+  /** Where the record came from: the live session, or the latest checkpoint that verifies. */
+  source: "live" | "checkpoint";
+}
+
+export interface ReconstructReport {
+  sessionId: string;
+  from: { sessionId: string; checkpoint: (Located & { name: string }) | null };
+  /** The checkpoint taken of the new session. */
+  checkpoint: CheckpointManifest;
+  tasks: RecordSource[];
+  agents: RecordSource[];
+  memory: { recovered: string[]; lost: string[] };
+  /** Checkpoints of the old session skipped because they do not verify. */
+  skippedCheckpoints: string[];
+  /** Sentences naming everything that could not be recovered. */
+  missing: string[];
+}
+
+/**
+ * Builds a new session from whatever of `sessionId` still verifies: the latest checkpoint
+ * that verifies, plus the live tasks, agent states and memory that can still be decoded.
+ * Live records win over the checkpoint's (they are newer); an undecodable live record is
+ * replaced by the checkpoint's version; records only the checkpoint has are brought back.
+ * Memory stays as it is except for undecodable values (taken from the checkpoint, or
+ * deleted). Writes the new session and a first checkpoint of it in one transaction.
+ */
+export async function reconstructSession(store: Store, sessionId: string, options: ReconstructOptions = {}): Promise<ReconstructReport> {
+  assertWritable(store);
+  checkSessionId(sessionId);
+  if (options.newSessionId !== undefined) checkSessionId(options.newSessionId);
+  let report!: ReconstructReport;
+  store.environment.transactionSync(() => {
+    const catalog = Catalog.of(store);
+    const missing: string[] = [];
+
+    // The latest checkpoint that verifies.
+    const sequences = new Set<number>();
+    for (const { sessionId: id, sequence } of catalog.summaryKeys()) if (id === sessionId) sequences.add(sequence);
+    for (const { sessionId: id, sequence } of manifestKeys(store)) if (id === sessionId) sequences.add(sequence);
+    const skipped: string[] = [];
+    let base: CheckpointManifest | undefined;
+    for (const sequence of [...sequences].sort((a, b) => b - a)) {
+      try {
+        const manifest = loadManifest(store, { sessionId, sequence, id: "" });
+        if (verifyCheckpoint(store, manifest).length === 0) {
+          base = manifest;
+          break;
+        }
+      } catch {
+        // unreadable manifest: skip
+      }
+      skipped.push(checkpointName(sequence));
+    }
+    if (skipped.length > 0) missing.push(`Checkpoints that do not verify were skipped: ${skipped.join(", ")}.`);
+
+    // The old session record (live, or moved to the history when the session ended).
+    let oldRecord: JsonValue | undefined;
+    for (const path of [sessionPath(sessionId), `/sessions/history/${sessionId}`]) {
+      const read = readJsonRecord(store, path);
+      if (read.ok) oldRecord = read.value;
+      else missing.push(`The session record ${path} ${read.reason}.`);
+      if (oldRecord !== undefined) break;
+    }
+    if (oldRecord === undefined && !missing.some((line) => line.startsWith("The session record"))) {
+      missing.push(`The session record ${sessionPath(sessionId)} is missing.`);
+    }
+    const liveTasks = [...store.keysBelow(tasksRoot(sessionId))];
+    const liveAgents = [...store.keysBelow(agentsRoot(sessionId))];
+    if (oldRecord === undefined && !base && liveTasks.length === 0 && liveAgents.length === 0) {
+      throw new ApexError("APEX_E_NO_SESSION", `Nothing of session ${sessionId} is left to reconstruct from.`, {
+        hint: "List sessions with `apex session list`.",
+      });
+    }
+
+    const view = ObjectStore.of(store).view();
+    const merge = (mount: string, root: Hash | null, live: string[], what: string) => {
+      const records = new Map<string, { value: JsonValue; source: "live" | "checkpoint" }>();
+      const fromCheckpoint = (id: string): JsonValue | undefined => {
+        if (!base) return undefined;
+        const entry = lookupEntry(view, root, id.split("/"));
+        return entry?.value ? view.readValue(entry.value) : undefined;
+      };
+      for (const path of live) {
+        const id = path.slice(mount.length + 1);
+        const read = readJsonRecord(store, path);
+        if (read.ok) {
+          if (read.value !== undefined) records.set(id, { value: read.value, source: "live" });
+        } else {
+          const saved = fromCheckpoint(id);
+          if (saved !== undefined) records.set(id, { value: saved, source: "checkpoint" });
+          else missing.push(`${what} ${id}: the live record cannot be decoded and no verifying checkpoint has it.`);
+        }
+      }
+      if (base && root) {
+        const all = salvageTree(view, root, mount);
+        for (const [path, value] of all.values) {
+          const id = path.slice(mount.length + 1);
+          if (!records.has(id) && !live.includes(path)) records.set(id, { value, source: "checkpoint" });
+        }
+      }
+      return records;
+    };
+    const tasks = merge(tasksRoot(sessionId), base?.tasks.root ?? null, liveTasks, "Task");
+    const agents = merge(agentsRoot(sessionId), base?.agents.root ?? null, liveAgents, "Agent");
+
+    // Memory: live values stay; undecodable ones come from the checkpoint or go.
+    const scope = base ? normalizeScope(base.memory.scope) : normalizeScope(DEFAULT_SCOPE);
+    const memoryFixes: Array<{ path: string; value?: JsonValue }> = [];
+    const recovered: string[] = [];
+    const lost: string[] = [];
+    for (const path of keysInScope(store, scope)) {
+      if (!readJsonRecord(store, path).ok) {
+        const entry = base ? lookupEntry(view, base.memory.root, pathSegments(path)) : undefined;
+        if (entry?.value) {
+          memoryFixes.push({ path, value: view.readValue(entry.value) });
+          recovered.push(path);
+        } else {
+          memoryFixes.push({ path });
+          lost.push(path);
+          missing.push(`Memory ${path}: the value cannot be decoded and no verifying checkpoint has it.`);
+        }
+      }
+    }
+
+    const newId = options.newSessionId ?? freeSessionId(store, catalog, sessionId);
+    if (store.has(sessionPath(newId)) || catalog.lastSequence(newId) > 0) {
+      throw new ApexError("APEX_E_CONFLICT", `Session ${newId} already exists.`, { hint: "Choose another id for the reconstructed session." });
+    }
+    const now = (options.now?.() ?? new Date()).toISOString();
+    const record: Record<string, JsonValue> = {
+      ...(isRecord(oldRecord) ? (oldRecord as Record<string, JsonValue>) : {}),
+      session_id: newId,
+      status: options.status ?? "paused",
+      created_at: now,
+      updated_at: now,
+      supervisor: null,
+      outcome: null,
+      ended_at: null,
+      restored_from: base?.id ?? null,
+      reconstructed_from: { session_id: sessionId, checkpoint_id: base?.id ?? null, at: now },
+    };
+    const actor = options.actor ?? ACTORS.recover;
+    store.batchSync((batch) => {
+      batch.set(sessionPath(newId), record);
+      for (const [id, { value }] of tasks) batch.set(`${tasksRoot(newId)}/${id}`, value);
+      for (const [id, { value }] of agents) batch.set(`${agentsRoot(newId)}/${id}`, value);
+      for (const fix of memoryFixes) {
+        if (fix.value === undefined) batch.delete(fix.path);
+        else batch.set(fix.path, fix.value);
+      }
+      if (options.makeCurrent) batch.set("/sessions/current", { session_id: newId });
+    }, actor);
+    const created = writeCheckpoint(store, {
+      sessionId: newId,
+      trigger: "reconstruct",
+      description: `Reconstructed from session ${sessionId}${base ? ` (${base.name})` : ""}`,
+      pinned: false,
+      gitState: base?.git_state ?? null,
+      data: { reconstructed_from: sessionId },
+      scope,
+      createdAt: now,
+      actor,
+    });
+    report = {
+      sessionId: newId,
+      from: { sessionId, checkpoint: base ? { sessionId, sequence: base.sequence, id: base.id, name: base.name } : null },
+      checkpoint: created.manifest,
+      tasks: [...tasks].map(([id, { source }]) => ({ id, source })),
+      agents: [...agents].map(([id, { source }]) => ({ id, source })),
+      memory: { recovered, lost },
+      skippedCheckpoints: skipped,
+      missing,
+    };
+  });
+  await store.environment.flushed;
+  return report;
+}
+
+function freeSessionId(store: Store, catalog: Catalog, sessionId: string): string {
+  for (let n = 1; ; n++) {
+    const candidate = `${sessionId}-r${n}`;
+    if (!store.has(sessionPath(candidate)) && catalog.lastSequence(candidate) === 0) return candidate;
+  }
+}

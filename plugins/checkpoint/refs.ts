@@ -1,0 +1,233 @@
+import { ApexError } from "../../core/errors.js";
+import type { Hash } from "../../core/store/objects.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { Catalog, type Located } from "./catalog.js";
+import {
+  checkpointName,
+  isRecord,
+  manifestHash,
+  manifestPath,
+  manifestShapeProblems,
+  parseCheckpointName,
+  sessionPath,
+  type CheckpointManifest,
+} from "./manifest.js";
+
+/** Finding checkpoints by reference, loading and checking manifests, and small helpers shared by the checkpoint modules. */
+
+/** Actors recorded in the revision log for writes made by this module. */
+export const ACTORS = {
+  checkpoint: "system:checkpoint",
+  restore: "system:restore",
+  recover: "system:recover",
+  repair: "system:repair",
+} as const;
+
+export interface ResolveOptions {
+  /** Session for `latest` and `checkpoint-NNN`; default: the current session. */
+  sessionId?: string;
+}
+
+const MIN_PREFIX = 4;
+
+/**
+ * Finds a checkpoint by reference: a uuid, a unique uuid prefix (4+ characters),
+ * `checkpoint-007`, `latest`, or `<session>/checkpoint-007` / `<session>/latest`.
+ */
+export function resolveCheckpoint(store: Store, ref: string, options: ResolveOptions = {}): Located {
+  const text = typeof ref === "string" ? ref.trim() : "";
+  if (!text) throw new ApexError("APEX_E_USAGE", "No checkpoint given.", { hint: refHint });
+  const slash = text.indexOf("/");
+  if (slash > 0) return resolveCheckpoint(store, text.slice(slash + 1), { sessionId: text.slice(0, slash) });
+  const catalog = Catalog.of(store);
+  if (text === "latest") {
+    const sessionId = options.sessionId ?? currentSessionId(store);
+    const latest = catalog.latest(sessionId);
+    if (!latest) throw notFound(`Session ${sessionId} has no checkpoints yet.`, text);
+    return { sessionId, sequence: latest.sequence, id: latest.id };
+  }
+  const sequence = parseCheckpointName(text);
+  if (sequence !== undefined) {
+    const sessionId = options.sessionId ?? currentSessionId(store);
+    const summary = catalog.summary(sessionId, sequence);
+    if (summary) return { sessionId, sequence, id: summary.id };
+    // The catalog may have lost the record; the manifest is the source of truth.
+    const manifest = readManifestRecord(store, sessionId, sequence);
+    if (isRecord(manifest) && typeof manifest.id === "string") return { sessionId, sequence, id: manifest.id };
+    throw notFound(`No ${checkpointName(sequence)} in session ${sessionId}.`, text);
+  }
+  const prefix = text.toLowerCase();
+  if (!/^[0-9a-f-]+$/.test(prefix)) throw notFound(`No checkpoint ${JSON.stringify(text)}.`, text);
+  if (prefix.length < MIN_PREFIX) {
+    throw new ApexError("APEX_E_USAGE", `The checkpoint id prefix ${JSON.stringify(text)} is too short (use at least ${MIN_PREFIX} characters).`, {
+      hint: refHint,
+    });
+  }
+  const matches = catalog.idsWithPrefix(prefix, 11);
+  if (matches.length === 0) throw notFound(`No checkpoint id starts with ${JSON.stringify(text)}.`, text);
+  if (matches.length > 1) {
+    const shown = matches.slice(0, 10).map((match) => `${match.id} (${match.sessionId}/${checkpointName(match.sequence)})`);
+    throw new ApexError("APEX_E_AMBIGUOUS", `The checkpoint id prefix ${JSON.stringify(text)} matches ${matches.length > 10 ? "more than 10" : matches.length} checkpoints: ${shown.join(", ")}.`, {
+      hint: "Give more characters of the id.",
+      details: { candidates: matches.slice(0, 10) },
+    });
+  }
+  return matches[0]!;
+}
+
+const refHint = "Refer to a checkpoint by id, a unique id prefix, checkpoint-007, latest or <session>/checkpoint-007 (`apex checkpoint list`).";
+
+function notFound(message: string, ref: string): ApexError {
+  return new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", message, { hint: refHint, details: { ref } });
+}
+
+/** The session /sessions/current points at. */
+export function currentSessionId(store: Store): string {
+  let current: JsonValue | undefined;
+  try {
+    current = store.get("/sessions/current");
+  } catch {
+    current = undefined;
+  }
+  const id = isRecord(current) ? current.session_id : undefined;
+  if (typeof id !== "string" || !id) {
+    throw new ApexError("APEX_E_NO_SESSION", "There is no current session.", {
+      hint: "Name the session (`--session <id>` or <session>/checkpoint-007), or start one with `apex start`.",
+    });
+  }
+  return id;
+}
+
+export function readManifestRecord(store: Store, sessionId: string, sequence: number): JsonValue | undefined {
+  try {
+    return store.get(manifestPath(sessionId, sequence));
+  } catch {
+    return undefined;
+  }
+}
+
+export interface LoadOptions extends ResolveOptions {
+  /** Return a manifest whose hash does not verify instead of throwing (forced recovery). */
+  allowDamaged?: boolean;
+}
+
+/** Reads and checks a manifest. Throws APEX_E_INTEGRITY if it is unreadable or (unless allowDamaged) does not verify. */
+export function loadManifest(store: Store, located: Located, options: { allowDamaged?: boolean } = {}): CheckpointManifest {
+  const path = manifestPath(located.sessionId, located.sequence);
+  let value: JsonValue | undefined;
+  try {
+    value = store.get(path);
+  } catch (error) {
+    throw new ApexError("APEX_E_INTEGRITY", `The manifest at ${path} cannot be decoded: ${(error as Error).message}`, {
+      hint: "Run `apex session validate`; `apex session repair` removes it.",
+      cause: error,
+    });
+  }
+  if (value === undefined) {
+    throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `The manifest of ${located.sessionId}/${checkpointName(located.sequence)} is missing (${path}).`, {
+      hint: "The checkpoint index points at a deleted manifest: run `apex session repair`.",
+    });
+  }
+  const problems = manifestShapeProblems(value);
+  if (problems.length > 0) {
+    throw new ApexError("APEX_E_INTEGRITY", `The manifest at ${path} is malformed: ${problems.join("; ")}.`, {
+      hint: "Run `apex session validate`.",
+      details: { path, problems },
+    });
+  }
+  const manifest = value as unknown as CheckpointManifest;
+  if (!options.allowDamaged && manifestHash(manifest) !== manifest.hash) {
+    throw new ApexError("APEX_E_INTEGRITY", `The manifest at ${path} does not match its hash: it was modified or corrupted.`, {
+      hint: "Use `apex checkpoint recover --force` to salvage what still verifies.",
+      details: { path },
+    });
+  }
+  return manifest;
+}
+
+/** resolveCheckpoint + loadManifest. */
+export function getCheckpoint(store: Store, ref: string | CheckpointManifest, options: LoadOptions = {}): CheckpointManifest {
+  if (typeof ref !== "string") return options.allowDamaged ? ref : verifiedManifest(ref);
+  return loadManifest(store, resolveCheckpoint(store, ref, options), options);
+}
+
+export function verifiedManifest(manifest: CheckpointManifest): CheckpointManifest {
+  if (manifestHash(manifest) !== manifest.hash) {
+    throw new ApexError("APEX_E_INTEGRITY", `The manifest of ${manifest.session_id}/${manifest.name} does not match its hash.`, {
+      hint: "Use `apex checkpoint recover --force` to salvage what still verifies.",
+    });
+  }
+  return manifest;
+}
+
+/** Removes manifest, summary and id record of a checkpoint. Call inside a write transaction. */
+export function removeCheckpointRecords(store: Store, slot: { sessionId: string; sequence: number; id?: string | undefined }, actor: string): void {
+  const catalog = Catalog.of(store);
+  const path = manifestPath(slot.sessionId, slot.sequence);
+  if (store.has(path)) store.batchSync((batch) => batch.delete(path), actor);
+  catalog.removeSummary(slot.sessionId, slot.sequence);
+  if (!slot.id) return;
+  let record: unknown;
+  try {
+    record = catalog.locate(slot.id);
+  } catch {
+    record = undefined; // undecodable: remove it too
+  }
+  // Leave an id record that belongs to another checkpoint alone.
+  if (!isRecord(record) || (record.s === slot.sessionId && record.n === slot.sequence)) catalog.removeId(slot.id);
+}
+
+/** Roots of every tree something still needs: all checkpoints (catalog and manifests) and memory bases. */
+export function liveRoots(store: Store): Set<Hash> {
+  const roots = new Set<Hash>();
+  const add = (hash: unknown) => {
+    if (typeof hash === "string") roots.add(hash);
+  };
+  const catalog = Catalog.of(store);
+  for (const { sessionId, sequence } of catalog.summaryKeys()) {
+    try {
+      const summary = catalog.summary(sessionId, sequence);
+      add(summary?.memory_root);
+      add(summary?.tasks_root);
+      add(summary?.agents_root);
+    } catch {
+      // undecodable summary: the manifest still names the roots
+    }
+  }
+  for (const { sessionId, sequence } of manifestKeys(store)) {
+    const manifest = readManifestRecord(store, sessionId, sequence);
+    if (isRecord(manifest)) {
+      if (isRecord(manifest.memory)) add(manifest.memory.root);
+      if (isRecord(manifest.tasks)) add(manifest.tasks.root);
+      if (isRecord(manifest.agents)) add(manifest.agents.root);
+    }
+  }
+  for (const { base } of catalog.bases()) if (isRecord(base)) add(base.root);
+  return roots;
+}
+
+const MANIFEST_KEY = /^\/sessions\/([^/]+)\/checkpoint-(\d+)$/;
+
+/** Every manifest path in the keyspace (/sessions/<sid>/checkpoint-<NNN>), from the keys alone. */
+export function* manifestKeys(store: Store): Iterable<{ sessionId: string; sequence: number; path: string }> {
+  for (const path of store.keysBelow("/sessions")) {
+    const match = MANIFEST_KEY.exec(path);
+    if (!match) continue;
+    const sequence = Number(match[2]);
+    // Only canonical names (checkpoint-007, not checkpoint-0007) are manifests.
+    if (Number.isSafeInteger(sequence) && sequence >= 1 && path === manifestPath(match[1]!, sequence)) {
+      yield { sessionId: match[1]!, sequence, path };
+    }
+  }
+}
+
+export function assertWritable(store: Store): void {
+  if (store.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
+}
+
+export function requireSession(store: Store, sessionId: string): void {
+  if (!store.has(sessionPath(sessionId))) {
+    throw new ApexError("APEX_E_NO_SESSION", `No session ${sessionId}.`, { hint: "List sessions with `apex session list`." });
+  }
+}
+

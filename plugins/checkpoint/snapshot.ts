@@ -1,0 +1,189 @@
+import { ApexError, isApexError } from "../../core/errors.js";
+import { ChangeSet, canonicalJson, isObjectDamage, updateTree, type Hash, type ObjectView } from "../../core/store/objects.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import type { MemoryBase } from "./catalog.js";
+import { agentsRoot, tasksRoot } from "./manifest.js";
+import { inScope, keysInScope, pathSegments, segmentsPath, type MemoryScope } from "./scope.js";
+
+/**
+ * Hashes the store's current state into trees: the project memory of a scope and,
+ * optionally, one session's tasks and agent states. Starts from earlier trees of the same
+ * data ("bases") and applies only the paths the revision log says changed since; without a
+ * usable base (none yet, a gap in the log, a damaged base node) it builds from scratch.
+ */
+
+/** Session trees of an earlier checkpoint, with the revision they match. */
+export interface SessionBase {
+  revision: number;
+  tasks: { root: Hash | null; count: number };
+  agents: { root: Hash | null; count: number };
+}
+
+export interface TreeResult {
+  root: Hash | null;
+  count: number;
+  /** Paths re-read from the store (all of them for a full build). */
+  changed: number;
+  full: boolean;
+}
+
+export interface Snapshot {
+  revision: number;
+  memory?: TreeResult;
+  tasks?: TreeResult;
+  agents?: TreeResult;
+}
+
+export interface SnapshotOptions {
+  /** Hash the project memory of this scope. */
+  memory?: { scope: MemoryScope; base?: MemoryBase | undefined };
+  /** Hash this session's tasks and agent states. */
+  session?: { id: string; base?: SessionBase | undefined };
+  /**
+   * Leave out records that cannot be decoded or are not JSON instead of failing. For trees
+   * used only as a source of intact objects (repair, forced recovery), never for checkpoints.
+   */
+  skipUnreadable?: boolean;
+}
+
+/** Beyond this many log records between two bases, session trees are rebuilt instead (they are small). */
+const MAX_SESSION_LOG_SCAN = 100_000;
+
+export function buildSnapshot(store: Store, view: ObjectView, options: SnapshotOptions): Snapshot {
+  const revision = store.revision();
+  const scope = options.memory?.scope;
+  const sessionId = options.session?.id;
+  let memoryBase = options.memory?.base && options.memory.base.revision <= revision ? options.memory.base : undefined;
+  let sessionBase = options.session?.base && options.session.base.revision <= revision ? options.session.base : undefined;
+  if (memoryBase && sessionBase && memoryBase.revision - sessionBase.revision > MAX_SESSION_LOG_SCAN) sessionBase = undefined;
+
+  const memoryChanges = new ChangeSet();
+  const taskChanges = new ChangeSet();
+  const agentChanges = new ChangeSet();
+  const tasksPrefix = sessionId ? `${tasksRoot(sessionId)}/` : undefined;
+  const agentsPrefix = sessionId ? `${agentsRoot(sessionId)}/` : undefined;
+
+  const bases = [memoryBase?.revision, sessionBase?.revision].filter((value): value is number => value !== undefined);
+  if (bases.length > 0) {
+    const from = Math.min(...bases);
+    let expected = from + 1;
+    let complete = true;
+    for (const change of store.changesSince(from)) {
+      if (change.revision !== expected) {
+        complete = false; // the log was trimmed or has a hole: changes cannot be trusted
+        break;
+      }
+      expected += 1;
+      const path = change.path;
+      if (memoryBase && change.revision > memoryBase.revision && inScope(scope!, path)) {
+        memoryChanges.add(pathSegments(path));
+      } else if (sessionBase && change.revision > sessionBase.revision) {
+        if (tasksPrefix && path.startsWith(tasksPrefix)) taskChanges.add(pathSegments(path.slice(tasksPrefix.length - 1)));
+        else if (agentsPrefix && path.startsWith(agentsPrefix)) agentChanges.add(pathSegments(path.slice(agentsPrefix.length - 1)));
+      }
+    }
+    if (complete && expected <= revision) complete = false;
+    if (!complete) {
+      memoryBase = undefined;
+      sessionBase = undefined;
+    }
+  }
+
+  const snapshot: Snapshot = { revision };
+  if (scope) {
+    const readMemory = (segments: readonly string[]) => readRecord(store, segmentsPath(segments), options.skipUnreadable);
+    const base = memoryBase && { root: memoryBase.root, count: memoryBase.keys };
+    snapshot.memory = buildTree(view, base, memoryChanges, readMemory, segmentsPath, () => {
+      const all = new ChangeSet();
+      for (const key of keysInScope(store, scope)) all.add(pathSegments(key));
+      return all;
+    });
+  }
+  if (sessionId) {
+    const skip = options.skipUnreadable ?? false;
+    snapshot.tasks = buildMountTree(store, view, tasksRoot(sessionId), sessionBase?.tasks, taskChanges, skip);
+    snapshot.agents = buildMountTree(store, view, agentsRoot(sessionId), sessionBase?.agents, agentChanges, skip);
+  }
+  return snapshot;
+}
+
+/** A tree of the paths below `mount`, keyed relative to it. */
+function buildMountTree(
+  store: Store,
+  view: ObjectView,
+  mount: string,
+  base: { root: Hash | null; count: number } | undefined,
+  changes: ChangeSet,
+  skipUnreadable: boolean,
+): TreeResult {
+  const label = (segments: readonly string[]) => `${mount}${segmentsPath(segments)}`;
+  const read = (segments: readonly string[]) => readRecord(store, label(segments), skipUnreadable);
+  return buildTree(view, base, changes, read, label, () => {
+    const all = new ChangeSet();
+    for (const key of store.keysBelow(mount)) all.add(pathSegments(key.slice(mount.length)));
+    return all;
+  });
+}
+
+function buildTree(
+  view: ObjectView,
+  base: { root: Hash | null; count: number } | undefined,
+  changes: ChangeSet,
+  read: (segments: readonly string[]) => JsonValue | undefined,
+  label: (segments: readonly string[]) => string,
+  everything: () => ChangeSet,
+): TreeResult {
+  if (base) {
+    try {
+      const updated = updateTree(view, base.root, changes, read, label);
+      return { root: updated.root, count: base.count + updated.valueDelta, changed: changes.size, full: false };
+    } catch (error) {
+      // A damaged base node on a changed path: rebuild from the store, which is the truth.
+      if (!isObjectDamage(error)) throw error;
+    }
+  }
+  const all = everything();
+  const built = updateTree(view, null, all, read, label);
+  return { root: built.root, count: built.valueDelta, changed: all.size, full: true };
+}
+
+/** Reads one record for hashing, naming the path if it cannot be decoded (or, with `skip`, leaving it out). */
+export function readRecord(store: Store, path: string, skip = false): JsonValue | undefined {
+  let value: JsonValue | undefined;
+  try {
+    value = store.get(path);
+  } catch (error) {
+    if (skip) return undefined;
+    if (isApexError(error)) throw error;
+    throw new ApexError("APEX_E_INTEGRITY", `The record at ${path} cannot be decoded: ${(error as Error).message}`, {
+      hint: "Run `apex session validate` and `apex session repair`.",
+      details: { path },
+      cause: error,
+    });
+  }
+  if (skip && value !== undefined) {
+    try {
+      canonicalJson(value);
+    } catch {
+      return undefined;
+    }
+  }
+  return value;
+}
+
+/** Reads a record that must be JSON: `ok: false` when it cannot be decoded or decodes to something that is not JSON. */
+export function readJsonRecord(store: Store, path: string): { ok: true; value: JsonValue | undefined } | { ok: false; reason: string } {
+  let value: JsonValue | undefined;
+  try {
+    value = store.get(path);
+  } catch (error) {
+    return { ok: false, reason: `cannot be decoded: ${(error as Error).message}` };
+  }
+  if (value === undefined) return { ok: true, value };
+  try {
+    canonicalJson(value);
+  } catch (error) {
+    return { ok: false, reason: `is not JSON: ${(error as Error).message}` };
+  }
+  return { ok: true, value };
+}

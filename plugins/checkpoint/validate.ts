@@ -1,0 +1,877 @@
+import {
+  ObjectStore,
+  canonicalJson,
+  decodeTreeNode,
+  isObjectDamage,
+  sha256,
+  type Hash,
+  type ObjectKind,
+  type ObjectView,
+} from "../../core/store/objects.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { Catalog, summaryOf, type CheckpointSummary } from "./catalog.js";
+import {
+  agentsRoot,
+  checkpointName,
+  isRecord,
+  manifestHash,
+  manifestPath,
+  manifestShapeProblems,
+  RESERVED_SESSION_NAMES,
+  sessionPath,
+  tasksRoot,
+  type CheckpointManifest,
+} from "./manifest.js";
+import { ACTORS, assertWritable, manifestKeys, removeCheckpointRecords } from "./refs.js";
+import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
+import { buildSnapshot } from "./snapshot.js";
+
+/**
+ * Validation re-hashes every checkpoint manifest, tree node and value, and checks the
+ * records that must agree with each other. Each problem is reported once, with a stable
+ * code; a record that cannot be decoded is reported and the scan goes on.
+ */
+
+export type ProblemCode =
+  | "value-missing"
+  | "value-corrupt"
+  | "value-undecodable"
+  | "tree-missing"
+  | "tree-corrupt"
+  | "tree-undecodable"
+  | "tree-count-mismatch"
+  | "manifest-missing"
+  | "manifest-undecodable"
+  | "manifest-malformed"
+  | "manifest-misplaced"
+  | "manifest-hash-mismatch"
+  | "checkpoint-count-mismatch"
+  | "index-missing"
+  | "index-mismatch"
+  | "index-dangling"
+  | "index-undecodable"
+  | "sequence-counter-behind"
+  | "base-damaged"
+  | "record-undecodable"
+  | "current-session-invalid"
+  | "current-session-missing"
+  | "task-unknown-agent"
+  | "validator-crashed";
+
+export interface StoreProblem {
+  code: ProblemCode;
+  severity: "error" | "warning";
+  message: string;
+  /** The keyspace path concerned: the record, or the memory/task/agent path where a damaged object was first met. */
+  path?: string;
+  hash?: Hash;
+  /** "<session>/checkpoint-007" of the checkpoint concerned. */
+  checkpoint?: string;
+  checkpointId?: string;
+}
+
+export interface CheckpointStatus {
+  sessionId: string;
+  sequence: number;
+  name: string;
+  id?: string;
+  verified: boolean;
+  /** Why it does not verify. */
+  reasons: string[];
+}
+
+export interface ValidationReport {
+  /** No problem of severity "error". */
+  ok: boolean;
+  problems: StoreProblem[];
+  checkpoints: { total: number; verified: number; damaged: CheckpointStatus[] };
+  objects: {
+    /** False when validation was limited to a session (only its checkpoints' objects were checked). */
+    scanned: boolean;
+    values: number;
+    trees: number;
+    unreferencedValues: number;
+    unreferencedTrees: number;
+    packs: number;
+    packBytes: number;
+    /** Pack bytes no index record points at (a sweep frees them). */
+    garbageBytes: number;
+  };
+  /** Keyspace records decoded. */
+  records: number;
+}
+
+export interface ValidateOptions {
+  /** Only this session's checkpoints and records (objects they reference, not all objects). */
+  sessionId?: string;
+}
+
+interface PartitionCheck {
+  entries: number;
+  values: number;
+  damaged: boolean;
+}
+
+/** Verifies trees with a memo per node, so trees shared by many checkpoints are checked once. */
+class TreeChecker {
+  private readonly partitions = new Map<Hash, PartitionCheck>();
+  readonly valueStatus = new Map<Hash, boolean>();
+  readonly reported = new Set<string>();
+
+  constructor(
+    private readonly view: ObjectView,
+    private readonly report: (problem: StoreProblem) => void,
+  ) {}
+
+  get reachedTrees(): ReadonlyMap<Hash, PartitionCheck> {
+    return this.partitions;
+  }
+
+  /** Checks the directory tree `root`; `mount` prefixes paths in messages. */
+  directory(root: Hash | null, mount: string, context: Partial<StoreProblem>): { values: number; damaged: boolean } {
+    if (!root) return { values: 0, damaged: false };
+    const result = this.partition(root, mount === "/" ? "" : mount, context);
+    return { values: result.values, damaged: result.damaged };
+  }
+
+  private partition(hash: Hash, dirPath: string, context: Partial<StoreProblem>): PartitionCheck {
+    const known = this.partitions.get(hash);
+    if (known) return known;
+    let result: PartitionCheck;
+    try {
+      const node = this.view.readNode(hash);
+      if (node.kind === "split") {
+        result = { entries: 0, values: 0, damaged: false };
+        for (const bucket of node.buckets) {
+          const child = this.partition(bucket.hash, dirPath, context);
+          result.values += child.values;
+          result.entries += bucket.count;
+          if (child.damaged) result.damaged = true;
+          else if (child.entries !== bucket.count) {
+            result.damaged = true;
+            this.once("tree", bucket.hash, {
+              ...context,
+              code: "tree-count-mismatch",
+              severity: "error",
+              message: `Tree node ${short(hash)} (directory ${dirPath || "/"}) says bucket ${bucket.index} holds ${bucket.count} entries, it holds ${child.entries}.`,
+              path: dirPath || "/",
+              hash,
+            });
+          }
+        }
+      } else {
+        result = { entries: node.entries.length, values: 0, damaged: false };
+        for (const entry of node.entries) {
+          const path = `${dirPath}/${entry.name}`;
+          if (entry.value) {
+            if (this.value(entry.value, path, context)) result.values += 1;
+            else result.damaged = true;
+          }
+          if (entry.tree) {
+            const child = this.partition(entry.tree, path, context);
+            result.values += child.values;
+            if (child.damaged) result.damaged = true;
+          }
+        }
+      }
+    } catch (error) {
+      if (!isObjectDamage(error)) throw error;
+      this.once("tree", hash, {
+        ...context,
+        code: `tree-${error.reason}`,
+        severity: "error",
+        message: `${error.message.replace(/\.$/, "")} (directory ${dirPath || "/"}).`,
+        path: dirPath || "/",
+        hash,
+      });
+      result = { entries: 0, values: 0, damaged: true };
+    }
+    this.partitions.set(hash, result);
+    return result;
+  }
+
+  value(hash: Hash, path: string, context: Partial<StoreProblem>): boolean {
+    const known = this.valueStatus.get(hash);
+    if (known !== undefined) return known;
+    let ok = true;
+    try {
+      this.view.readValue(hash);
+    } catch (error) {
+      if (!isObjectDamage(error)) throw error;
+      ok = false;
+      this.once("value", hash, {
+        ...context,
+        code: `value-${error.reason}`,
+        severity: "error",
+        message: `${error.message.replace(/\.$/, "")} (at ${path}).`,
+        path,
+        hash,
+      });
+    }
+    this.valueStatus.set(hash, ok);
+    return ok;
+  }
+
+  private once(kind: ObjectKind, hash: Hash, problem: StoreProblem): void {
+    const key = `${kind}:${hash}:${problem.code}`;
+    if (this.reported.has(key)) return;
+    this.reported.add(key);
+    this.report(problem);
+  }
+}
+
+function short(hash: Hash): string {
+  return hash.slice(0, 12);
+}
+
+/** Everything found about one checkpoint slot (a session + sequence seen in the catalog or the keyspace). */
+interface CheckpointRecordState {
+  sessionId: string;
+  sequence: number;
+  summary?: CheckpointSummary;
+  summaryUndecodable?: boolean;
+  manifestValue?: JsonValue;
+  manifestUndecodable?: boolean;
+  manifest?: CheckpointManifest;
+  /** Problems with the manifest itself or its trees (the checkpoint does not verify). */
+  reasons: string[];
+  /** Index records needing a rebuild from the (verifying) manifest. */
+  indexStale: boolean;
+}
+
+interface ValidationState {
+  report: ValidationReport;
+  slots: CheckpointRecordState[];
+  checker: TreeChecker;
+  undecodableRecords: string[];
+  unknownAgentTasks: Array<{ path: string; task: Record<string, unknown> }>;
+  currentInvalid: boolean;
+  danglingIds: string[];
+  counters: Array<{ sessionId: string; last: number; needed: number }>;
+  badBases: string[];
+  corruptObjects: Array<{ kind: ObjectKind; hash: Hash }>;
+}
+
+/** Validates the store (or one session). Synchronous and read-only. */
+export function validateStore(store: Store, options: ValidateOptions = {}): ValidationReport {
+  return runValidation(store, ObjectStore.of(store).view(), options).report;
+}
+
+function runValidation(store: Store, view: ObjectView, options: ValidateOptions): ValidationState {
+  const problems: StoreProblem[] = [];
+  const report: ValidationReport = {
+    ok: true,
+    problems,
+    checkpoints: { total: 0, verified: 0, damaged: [] },
+    objects: { scanned: !options.sessionId, values: 0, trees: 0, unreferencedValues: 0, unreferencedTrees: 0, packs: 0, packBytes: 0, garbageBytes: 0 },
+    records: 0,
+  };
+  const add = (problem: StoreProblem) => problems.push(problem);
+  const checker = new TreeChecker(view, add);
+  const catalog = Catalog.of(store);
+  const objects = view.objects;
+  const state: ValidationState = {
+    report,
+    slots: [],
+    checker,
+    undecodableRecords: [],
+    unknownAgentTasks: [],
+    currentInvalid: false,
+    danglingIds: [],
+    counters: [],
+    badBases: [],
+    corruptObjects: [],
+  };
+  const wanted = (sessionId: string) => !options.sessionId || sessionId === options.sessionId;
+
+  // 1. Checkpoint slots: union of the catalog's summaries and the manifests in the keyspace.
+  const slots = new Map<string, CheckpointRecordState>();
+  const slot = (sessionId: string, sequence: number) => {
+    const key = `${sessionId}\u0000${sequence}`;
+    let found = slots.get(key);
+    if (!found) slots.set(key, (found = { sessionId, sequence, reasons: [], indexStale: false }));
+    return found;
+  };
+  for (const { sessionId, sequence } of catalog.summaryKeys()) if (wanted(sessionId)) slot(sessionId, sequence);
+  for (const { sessionId, sequence } of manifestKeys(store)) if (wanted(sessionId)) slot(sessionId, sequence);
+
+  for (const entry of [...slots.values()].sort((a, b) => (a.sessionId === b.sessionId ? a.sequence - b.sequence : a.sessionId < b.sessionId ? -1 : 1))) {
+    state.slots.push(entry);
+    checkSlot(store, catalog, checker, entry, add);
+    report.checkpoints.total += 1;
+    if (entry.reasons.length === 0 && entry.manifest) report.checkpoints.verified += 1;
+    else if (entry.manifestValue !== undefined || entry.manifestUndecodable) {
+      report.checkpoints.damaged.push({
+        sessionId: entry.sessionId,
+        sequence: entry.sequence,
+        name: checkpointName(entry.sequence),
+        ...(entry.manifest?.id ? { id: entry.manifest.id } : {}),
+        verified: false,
+        reasons: entry.reasons,
+      });
+    }
+  }
+
+  // 2. Id records that lead nowhere, sequence counters behind their sessions.
+  const liveIds = new Map<string, CheckpointRecordState>();
+  for (const entry of state.slots) if (entry.manifest) liveIds.set(entry.manifest.id, entry);
+  for (const id of catalog.idKeys()) {
+    let record: unknown;
+    try {
+      record = catalog.raw(["i", id]);
+    } catch {
+      add({ code: "index-undecodable", severity: "error", message: `The id record of checkpoint ${id} cannot be decoded.`, checkpointId: id });
+      state.danglingIds.push(id);
+      continue;
+    }
+    const sessionId = isRecord(record) && typeof record.s === "string" ? record.s : undefined;
+    if (sessionId !== undefined && !wanted(sessionId)) continue;
+    const target = liveIds.get(id);
+    if (!target || !isRecord(record) || record.s !== target.sessionId || record.n !== target.sequence) {
+      if (target) continue; // reported as index-mismatch with its checkpoint
+      add({
+        code: "index-dangling",
+        severity: "error",
+        message: `The id index has checkpoint ${id}${sessionId ? ` (${sessionId}/${checkpointName(Number((record as Record<string, unknown>).n))})` : ""}, which does not exist.`,
+        checkpointId: id,
+      });
+      state.danglingIds.push(id);
+    }
+  }
+  const maxSequence = new Map<string, number>();
+  for (const entry of state.slots) maxSequence.set(entry.sessionId, Math.max(maxSequence.get(entry.sessionId) ?? 0, entry.sequence));
+  const counterValues = new Map<string, unknown>();
+  for (const { sessionId } of catalog.counters()) {
+    try {
+      counterValues.set(sessionId, catalog.raw(["n", sessionId]));
+    } catch {
+      counterValues.set(sessionId, undefined);
+    }
+  }
+  for (const [sessionId, needed] of maxSequence) {
+    const last = counterValues.get(sessionId);
+    if (typeof last !== "number" || last < needed) {
+      add({
+        code: "sequence-counter-behind",
+        severity: "error",
+        message: `The sequence counter of session ${sessionId} is ${typeof last === "number" ? last : "missing or unreadable"}, but ${checkpointName(needed)} exists: the next checkpoint would reuse a number.`,
+        path: sessionPath(sessionId),
+      });
+      state.counters.push({ sessionId, last: typeof last === "number" ? last : 0, needed });
+    }
+  }
+
+  // 3. Memory bases (the starting point of the next incremental checkpoint).
+  if (!options.sessionId) {
+    for (const { scopeKey: key } of catalog.bases()) {
+      let base: unknown;
+      try {
+        base = catalog.raw(["b", key]);
+      } catch {
+        base = undefined;
+      }
+      const scope = describeScopeKey(key);
+      if (!isRecord(base) || !(base.root === null || typeof base.root === "string") || typeof base.keys !== "number") {
+        add({ code: "base-damaged", severity: "error", message: `The memory base of scope ${scope} cannot be read.` });
+        state.badBases.push(key);
+        continue;
+      }
+      const checked = checker.directory(base.root as Hash | null, "/", {});
+      if (checked.damaged || checked.values !== base.keys) {
+        add({
+          code: "base-damaged",
+          severity: "error",
+          message: checked.damaged
+            ? `The memory base of scope ${scope} references damaged objects; the next checkpoint would inherit them.`
+            : `The memory base of scope ${scope} holds ${checked.values} values, its record says ${base.keys}.`,
+          ...(base.root ? { hash: base.root as Hash } : {}),
+        });
+        state.badBases.push(key);
+      }
+    }
+  }
+
+  // 4. Every stored object, including those nothing references any more.
+  if (!options.sessionId) {
+    const usage = objects.usage();
+    report.objects.packs = usage.packs;
+    report.objects.packBytes = usage.bytes;
+    report.objects.garbageBytes = usage.bytes - usage.liveBytes;
+    for (const kind of ["tree", "value"] as const) {
+      for (const hash of objects.hashes(kind)) {
+        if (kind === "tree") report.objects.trees += 1;
+        else report.objects.values += 1;
+        const reached = kind === "tree" ? checker.reachedTrees.has(hash) : checker.valueStatus.has(hash);
+        if (reached) {
+          const ok = kind === "tree" ? !checker.reported.has(`tree:${hash}:tree-corrupt`) && !checker.reported.has(`tree:${hash}:tree-undecodable`) : checker.valueStatus.get(hash);
+          if (!ok) state.corruptObjects.push({ kind, hash });
+          continue;
+        }
+        if (kind === "tree") report.objects.unreferencedTrees += 1;
+        else report.objects.unreferencedValues += 1;
+        const problem = unreferencedObjectProblem(objects, kind, hash);
+        if (problem) {
+          add(problem);
+          state.corruptObjects.push({ kind, hash });
+        }
+      }
+    }
+  } else {
+    report.objects.trees = checker.reachedTrees.size;
+    report.objects.values = checker.valueStatus.size;
+  }
+
+  // 5. Keyspace records: each decoded on its own; then the relations between them.
+  checkRecords(store, options, state, add);
+
+  report.ok = !problems.some((problem) => problem.severity === "error");
+  return state;
+}
+
+function describeScopeKey(key: string): string {
+  try {
+    const [include, exclude] = JSON.parse(key) as [string[], string[]];
+    return `include ${include.join(",")} exclude ${exclude.join(",")}`;
+  } catch {
+    return key;
+  }
+}
+
+function unreferencedObjectProblem(objects: ObjectStore, kind: ObjectKind, hash: Hash): StoreProblem | undefined {
+  const bytes = objects.getRaw(kind, hash);
+  const what = kind === "value" ? "value" : "tree node";
+  if (!bytes) {
+    return { code: `${kind}-missing`, severity: "error", message: `Unreferenced ${what} ${short(hash)} is indexed, but its pack is gone.`, hash };
+  }
+  if (sha256(bytes) !== hash) {
+    return { code: `${kind}-corrupt`, severity: "error", message: `Unreferenced ${what} ${short(hash)} does not match its hash (corrupted bytes).`, hash };
+  }
+  try {
+    if (kind === "value") JSON.parse(bytes.toString("utf8"));
+    else decodeTreeNode(bytes);
+  } catch (error) {
+    return { code: `${kind}-undecodable`, severity: "error", message: `Unreferenced ${what} ${short(hash)} cannot be decoded: ${(error as Error).message}.`, hash };
+  }
+  return undefined;
+}
+
+function checkSlot(store: Store, catalog: Catalog, checker: TreeChecker, entry: CheckpointRecordState, add: (problem: StoreProblem) => void): void {
+  const label = `${entry.sessionId}/${checkpointName(entry.sequence)}`;
+  const path = manifestPath(entry.sessionId, entry.sequence);
+  const context = { checkpoint: label };
+  const fail = (problem: StoreProblem) => {
+    entry.reasons.push(problem.message);
+    add(problem);
+  };
+  try {
+    entry.summary = catalog.summary(entry.sessionId, entry.sequence);
+  } catch (error) {
+    entry.summaryUndecodable = true;
+    add({ ...context, code: "index-undecodable", severity: "error", message: `The catalog summary of ${label} cannot be decoded: ${(error as Error).message}.` });
+  }
+  try {
+    entry.manifestValue = store.get(path);
+  } catch (error) {
+    entry.manifestUndecodable = true;
+    fail({ ...context, code: "manifest-undecodable", severity: "error", message: `The manifest of ${label} cannot be decoded: ${(error as Error).message}.`, path });
+    return;
+  }
+  if (entry.manifestValue === undefined) {
+    add({ ...context, code: "manifest-missing", severity: "error", message: `The catalog lists ${label}, but its manifest ${path} does not exist.`, path, ...(entry.summary ? { checkpointId: entry.summary.id } : {}) });
+    return;
+  }
+  const shape = manifestShapeProblems(entry.manifestValue);
+  if (shape.length > 0) {
+    fail({ ...context, code: "manifest-malformed", severity: "error", message: `The manifest of ${label} is malformed: ${shape.join("; ")}.`, path });
+    return;
+  }
+  const manifest = entry.manifestValue as unknown as CheckpointManifest;
+  const withId = { ...context, checkpointId: manifest.id };
+  if (manifest.session_id !== entry.sessionId || manifest.sequence !== entry.sequence) {
+    fail({ ...withId, code: "manifest-misplaced", severity: "error", message: `The manifest at ${path} describes ${manifest.session_id}/${manifest.name}.`, path });
+    return;
+  }
+  if (manifestHash(manifest) !== manifest.hash) {
+    fail({ ...withId, code: "manifest-hash-mismatch", severity: "error", message: `The manifest of ${label} does not match its hash: it was modified or corrupted.`, path });
+  }
+  entry.manifest = manifest;
+  const trees: Array<[string, Hash | null, number, string]> = [
+    ["memory", manifest.memory.root, manifest.memory.keys, "/"],
+    ["tasks", manifest.tasks.root, manifest.tasks.count, tasksRoot(entry.sessionId)],
+    ["agents", manifest.agents.root, manifest.agents.count, agentsRoot(entry.sessionId)],
+  ];
+  for (const [what, root, expected, mount] of trees) {
+    const checked = checker.directory(root, mount, withId);
+    if (checked.damaged) entry.reasons.push(`its ${what} tree references damaged objects`);
+    else if (checked.values !== expected) {
+      fail({ ...withId, code: "checkpoint-count-mismatch", severity: "error", message: `${label} says its ${what} holds ${expected} entries; its tree holds ${checked.values}.`, path });
+    }
+  }
+  // Index records (fixable from a verifying manifest).
+  if (!entry.summaryUndecodable) {
+    if (!entry.summary) {
+      entry.indexStale = true;
+      add({ ...withId, code: "index-missing", severity: "error", message: `${label} has no catalog summary (it would be missing from lists).`, path });
+    } else if (canonicalJson(entry.summary) !== canonicalJson(summaryOf(manifest))) {
+      entry.indexStale = true;
+      add({ ...withId, code: "index-mismatch", severity: "error", message: `The catalog summary of ${label} does not match its manifest.`, path });
+    }
+  } else entry.indexStale = true;
+  let idRecord: unknown;
+  try {
+    idRecord = catalog.locate(manifest.id);
+  } catch {
+    idRecord = null;
+  }
+  if (!isRecord(idRecord) || idRecord.s !== entry.sessionId || idRecord.n !== entry.sequence) {
+    entry.indexStale = true;
+    add({
+      ...withId,
+      code: idRecord === undefined ? "index-missing" : "index-mismatch",
+      severity: "error",
+      message: idRecord === undefined ? `${label} (${manifest.id}) is missing from the id index.` : `The id index entry of ${manifest.id} does not point at ${label}.`,
+      path,
+    });
+  }
+}
+
+function checkRecords(store: Store, options: ValidateOptions, state: ValidationState, add: (problem: StoreProblem) => void): void {
+  const roots = options.sessionId ? [sessionPath(options.sessionId)] : ["/"];
+  const sessions = new Map<string, { record?: JsonValue; agents: Set<string>; tasks: Array<{ path: string; value: JsonValue }> }>();
+  const session = (id: string) => {
+    let found = sessions.get(id);
+    if (!found) sessions.set(id, (found = { agents: new Set(), tasks: [] }));
+    return found;
+  };
+  // Manifests were checked with their checkpoints (a bad one is removed with it by repair).
+  const manifests = new Set(state.slots.map((slot) => manifestPath(slot.sessionId, slot.sequence)));
+  const visit = (path: string) => {
+    if (manifests.has(path)) {
+      state.report.records += 1;
+      return;
+    }
+    let value: JsonValue | undefined;
+    try {
+      value = store.get(path);
+    } catch (error) {
+      add({ code: "record-undecodable", severity: "error", message: `The record at ${path} cannot be decoded: ${(error as Error).message}.`, path });
+      state.undecodableRecords.push(path);
+      return;
+    }
+    try {
+      canonicalJson(value);
+    } catch (error) {
+      // msgpack can decode damaged bytes into something that is not JSON at all.
+      add({ code: "record-undecodable", severity: "error", message: `The record at ${path} is not a JSON value: ${(error as Error).message}`, path });
+      state.undecodableRecords.push(path);
+      return;
+    }
+    state.report.records += 1;
+    const segments = path.split("/");
+    if (segments[1] !== "sessions" || segments.length < 3 || RESERVED_SESSION_NAMES.has(segments[2]!)) return;
+    const info = session(segments[2]!);
+    if (segments.length === 3) info.record = value;
+    else if (segments[3] === "agents" && segments.length >= 5) info.agents.add(segments[4]!);
+    else if (segments[3] === "tasks" && segments.length === 5) info.tasks.push({ path, value: value as JsonValue });
+  };
+  for (const root of roots) {
+    if (root !== "/" && store.has(root)) visit(root);
+    for (const key of store.keysBelow(root)) visit(key);
+  }
+  if (options.sessionId && store.has("/sessions/current")) visit("/sessions/current");
+
+  // /sessions/current must name an existing session.
+  let current: JsonValue | undefined;
+  try {
+    current = store.get("/sessions/current");
+  } catch {
+    current = undefined; // reported above as undecodable
+  }
+  if (current !== undefined) {
+    const id = isRecord(current) ? current.session_id : undefined;
+    if (typeof id !== "string" || id.length === 0 || id.includes("/")) {
+      add({ code: "current-session-invalid", severity: "error", message: "/sessions/current does not hold {session_id}.", path: "/sessions/current" });
+      state.currentInvalid = true;
+    } else if (!store.has(sessionPath(id))) {
+      add({ code: "current-session-missing", severity: "error", message: `/sessions/current points at session ${id}, which does not exist.`, path: "/sessions/current" });
+      state.currentInvalid = true;
+    }
+  }
+
+  // Tasks must be owned by agents the session knows.
+  for (const [sessionId, info] of sessions) {
+    if (options.sessionId && sessionId !== options.sessionId) continue;
+    const known = new Set(info.agents);
+    for (const name of agentNamesOf(info.record)) known.add(name);
+    for (const task of info.tasks) {
+      if (!isRecord(task.value)) continue;
+      const assignee = task.value.assignee;
+      if (typeof assignee === "string" && assignee.length > 0 && !known.has(assignee)) {
+        add({
+          code: "task-unknown-agent",
+          severity: "error",
+          message: `Task ${task.path.slice(task.path.lastIndexOf("/") + 1)} of session ${sessionId} is assigned to agent ${assignee}, which the session does not have.`,
+          path: task.path,
+        });
+        state.unknownAgentTasks.push({ path: task.path, task: task.value });
+      }
+    }
+  }
+}
+
+/** Agent names a session record lists: `agents` as names, objects with `name`, or a map keyed by name. */
+function agentNamesOf(record: JsonValue | undefined): string[] {
+  if (!isRecord(record)) return [];
+  const agents = record.agents;
+  if (Array.isArray(agents)) {
+    return agents.flatMap((agent) => (typeof agent === "string" ? [agent] : isRecord(agent) && typeof agent.name === "string" ? [agent.name] : []));
+  }
+  return isRecord(agents) ? Object.keys(agents) : [];
+}
+
+/** The problems of one checkpoint: manifest hash, every tree node and value it references, counts. */
+export function verifyCheckpoint(store: Store, manifest: CheckpointManifest): StoreProblem[] {
+  const problems: StoreProblem[] = [];
+  const add = (problem: StoreProblem) => problems.push(problem);
+  const label = `${manifest.session_id}/${manifest.name}`;
+  const shape = manifestShapeProblems(manifest);
+  if (shape.length > 0) {
+    return [{ code: "manifest-malformed", severity: "error", message: `The manifest of ${label} is malformed: ${shape.join("; ")}.`, checkpoint: label }];
+  }
+  const context = { checkpoint: label, checkpointId: manifest.id };
+  if (manifestHash(manifest) !== manifest.hash) {
+    add({ ...context, code: "manifest-hash-mismatch", severity: "error", message: `The manifest of ${label} does not match its hash: it was modified or corrupted.` });
+  }
+  const checker = new TreeChecker(ObjectStore.of(store).view(), add);
+  const trees: Array<[string, Hash | null, number, string]> = [
+    ["memory", manifest.memory.root, manifest.memory.keys, "/"],
+    ["tasks", manifest.tasks.root, manifest.tasks.count, tasksRoot(manifest.session_id)],
+    ["agents", manifest.agents.root, manifest.agents.count, agentsRoot(manifest.session_id)],
+  ];
+  for (const [what, root, expected, mount] of trees) {
+    const checked = checker.directory(root, mount, context);
+    if (!checked.damaged && checked.values !== expected) {
+      add({ ...context, code: "checkpoint-count-mismatch", severity: "error", message: `${label} says its ${what} holds ${expected} entries; its tree holds ${checked.values}.` });
+    }
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repair
+
+export type RepairActionKind =
+  | "heal-value"
+  | "heal-tree"
+  | "remove-checkpoint"
+  | "rebuild-index"
+  | "remove-index"
+  | "fix-counter"
+  | "remove-object"
+  | "remove-base"
+  | "remove-record"
+  | "clear-current-session"
+  | "unassign-task";
+
+export interface RepairAction {
+  action: RepairActionKind;
+  /** What it applies to: a path, "<session>/checkpoint-007", or an object hash. */
+  target: string;
+  reason: string;
+}
+
+export interface RepairResult {
+  dryRun: boolean;
+  actions: RepairAction[];
+  /** Validation before repairing. */
+  before: ValidationReport;
+  /** Validation after repairing (absent for a dry run). */
+  after?: ValidationReport;
+}
+
+export interface RepairOptions {
+  dryRun?: boolean;
+  actor?: string;
+}
+
+/**
+ * Fixes what validation finds. In order: rewrites damaged or missing objects that the
+ * current state still has (hashing the live memory, tasks and agent states); removes
+ * checkpoints that still do not verify (a checkpoint that verifies is never removed);
+ * rebuilds or removes index records; removes unfixable objects, stale memory bases and
+ * undecodable records; clears a dangling /sessions/current; unassigns tasks owned by
+ * unknown agents. Everything happens in one write transaction.
+ */
+export async function repairStore(store: Store, options: RepairOptions = {}): Promise<RepairResult> {
+  const dryRun = options.dryRun ?? false;
+  if (!dryRun) assertWritable(store);
+  let result!: RepairResult;
+  const run = () => {
+    const objects = ObjectStore.of(store);
+    const before = runValidation(store, objects.view(), {});
+    const actions: RepairAction[] = [];
+
+    // 1. Heal objects from the current state.
+    const damagedHashes = new Map<Hash, ObjectKind>();
+    for (const problem of before.report.problems) {
+      if (!problem.hash) continue;
+      if (problem.code.startsWith("value-")) damagedHashes.set(problem.hash, "value");
+      else if (problem.code === "tree-missing" || problem.code === "tree-corrupt" || problem.code === "tree-undecodable") damagedHashes.set(problem.hash, "tree");
+    }
+    const healed = objects.view({ overlay: true });
+    if (damagedHashes.size > 0) healFromCurrentState(store, before, damagedHashes, healed, actions);
+
+    // 2. Re-verify checkpoints with the healed objects; keep those that verify.
+    const after = runValidation(store, healed, {});
+    const removedSlots = new Set<CheckpointRecordState>();
+    for (const entry of after.slots) {
+      const label = `${entry.sessionId}/${checkpointName(entry.sequence)}`;
+      if (entry.manifestValue === undefined && !entry.manifestUndecodable) {
+        actions.push({ action: "remove-index", target: label, reason: "the catalog lists it but its manifest does not exist" });
+        removedSlots.add(entry);
+      } else if (entry.reasons.length > 0 || !entry.manifest) {
+        actions.push({ action: "remove-checkpoint", target: label, reason: entry.reasons.join("; ") || "its manifest cannot be read" });
+        removedSlots.add(entry);
+      } else if (entry.indexStale) {
+        actions.push({ action: "rebuild-index", target: label, reason: "catalog records disagree with the manifest" });
+      }
+    }
+    for (const id of after.danglingIds) actions.push({ action: "remove-index", target: id, reason: "id record of a checkpoint that does not exist" });
+    for (const counter of after.counters) {
+      actions.push({ action: "fix-counter", target: sessionPath(counter.sessionId), reason: `sequence counter ${counter.last} raised to ${counter.needed}` });
+    }
+    // Objects still damaged are referenced by nothing that is kept once the damaged checkpoints go.
+    const stillDamaged = new Map<Hash, ObjectKind>();
+    for (const problem of after.report.problems) {
+      if (!problem.hash) continue;
+      if (problem.code.startsWith("value-")) stillDamaged.set(problem.hash, "value");
+      else if (problem.code === "tree-missing" || problem.code === "tree-corrupt" || problem.code === "tree-undecodable") stillDamaged.set(problem.hash, "tree");
+    }
+    for (const object of after.corruptObjects) stillDamaged.set(object.hash, object.kind);
+    for (const [hash, kind] of stillDamaged) {
+      // Drop the index record of what cannot be repaired (corrupt bytes, or a pack that is gone).
+      if (objects.has(kind, hash) && !(kind === "tree" ? healed.overlayTrees!.has(hash) : healed.overlayValues!.has(hash))) {
+        actions.push({ action: "remove-object", target: hash, reason: `${kind === "tree" ? "tree node" : "value"} that cannot be repaired` });
+      }
+    }
+    for (const key of after.badBases) actions.push({ action: "remove-base", target: describeScopeKey(key), reason: "the next checkpoint will rebuild its memory tree from the store" });
+    for (const path of after.undecodableRecords) actions.push({ action: "remove-record", target: path, reason: "the record cannot be decoded" });
+    if (after.currentInvalid) actions.push({ action: "clear-current-session", target: "/sessions/current", reason: "it does not point at an existing session" });
+    for (const task of after.unknownAgentTasks) {
+      actions.push({ action: "unassign-task", target: task.path, reason: `assigned to unknown agent ${String(task.task.assignee)}` });
+    }
+
+    if (dryRun) {
+      result = { dryRun, actions, before: before.report };
+      return;
+    }
+
+    // Apply.
+    const healedObjects: Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer }> = [];
+    for (const [hash, bytes] of healed.overlayTrees!) if (!sameBytes(objects, "tree", hash, bytes)) healedObjects.push({ kind: "tree", hash, bytes });
+    for (const [hash, bytes] of healed.overlayValues!) if (!sameBytes(objects, "value", hash, bytes)) healedObjects.push({ kind: "value", hash, bytes });
+    objects.putMany(healedObjects);
+    const catalog = Catalog.of(store);
+    const actor = options.actor ?? ACTORS.repair;
+    for (const entry of after.slots) {
+      if (removedSlots.has(entry)) {
+        removeCheckpointRecords(store, { sessionId: entry.sessionId, sequence: entry.sequence, id: entry.manifest?.id ?? entry.summary?.id }, actor);
+      } else if (entry.indexStale && entry.manifest) {
+        catalog.putCheckpoint(entry.manifest);
+      }
+    }
+    for (const id of after.danglingIds) catalog.removeId(id);
+    for (const counter of after.counters) catalog.setLastSequence(counter.sessionId, Math.max(counter.needed, counter.last));
+    for (const action of actions) if (action.action === "remove-object") objects.removeRaw(stillDamaged.get(action.target)!, action.target);
+    for (const key of after.badBases) catalog.removeBase(key);
+    const recordWrites = after.undecodableRecords.length + (after.currentInvalid ? 1 : 0) + after.unknownAgentTasks.length;
+    if (recordWrites > 0) {
+      store.batchSync((batch) => {
+        for (const path of after.undecodableRecords) batch.delete(path);
+        if (after.currentInvalid) batch.delete("/sessions/current");
+        for (const task of after.unknownAgentTasks) {
+          const fixed: Record<string, unknown> = { ...task.task, assignee: null };
+          if (fixed.status === "active") fixed.status = "pending";
+          batch.set(task.path, fixed as JsonValue);
+        }
+      }, actor);
+    }
+    result = { dryRun, actions, before: before.report, after: runValidation(store, objects.view(), {}).report };
+  };
+  if (dryRun) run();
+  else {
+    store.environment.transactionSync(run);
+    await store.environment.flushed;
+  }
+  return result;
+}
+
+function sameBytes(objects: ObjectStore, kind: ObjectKind, hash: Hash, bytes: Buffer): boolean {
+  const stored = objects.getRaw(kind, hash);
+  return stored !== undefined && stored.equals(bytes);
+}
+
+/**
+ * Looks for damaged objects in the current state: hashes the live memory (for each scope
+ * checkpoints use) and each session's tasks and agents into `healed` (an overlay), then
+ * keeps in the overlay only what replaces a damaged or missing object, with everything
+ * below it that the store lacks too.
+ */
+function healFromCurrentState(store: Store, state: ValidationState, damaged: Map<Hash, ObjectKind>, healed: ObjectView, actions: RepairAction[]): void {
+  const source = ObjectStore.of(store).view({ overlay: true });
+  const scopes = new Map<string, MemoryScope>([[JSON.stringify(DEFAULT_SCOPE), normalizeScope(DEFAULT_SCOPE)]]);
+  const sessions = new Set<string>();
+  for (const entry of state.slots) {
+    sessions.add(entry.sessionId);
+    if (!entry.manifest) continue;
+    try {
+      const scope = normalizeScope(entry.manifest.memory.scope);
+      scopes.set(JSON.stringify(scope), scope);
+    } catch {
+      // a malformed scope cannot be rebuilt
+    }
+  }
+  for (const scope of scopes.values()) {
+    try {
+      buildSnapshot(store, source, { memory: { scope }, skipUnreadable: true });
+    } catch {
+      // an unreadable memory record: heal from what the other sources give
+    }
+  }
+  for (const sessionId of sessions) {
+    try {
+      buildSnapshot(store, source, { session: { id: sessionId }, skipUnreadable: true });
+    } catch {
+      // unreadable session records: nothing to heal from
+    }
+  }
+  const objects = ObjectStore.of(store);
+  const copyTree = (hash: Hash) => {
+    if (healed.overlayTrees!.has(hash)) return;
+    const bytes = source.overlayTrees!.get(hash)!;
+    const stored = objects.getRaw("tree", hash);
+    if (!stored || !stored.equals(bytes)) healed.overlayTrees!.set(hash, bytes);
+    const node = decodeTreeNode(bytes);
+    if (node.kind === "split") for (const bucket of node.buckets) copyTree(bucket.hash);
+    else
+      for (const entry of node.entries) {
+        if (entry.value) copyValue(entry.value);
+        if (entry.tree) copyTree(entry.tree);
+      }
+  };
+  const copyValue = (hash: Hash) => {
+    const bytes = source.overlayValues!.get(hash);
+    if (!bytes) return;
+    const stored = objects.getRaw("value", hash);
+    if (!stored || !stored.equals(bytes)) healed.overlayValues!.set(hash, bytes);
+  };
+  for (const [hash, kind] of damaged) {
+    if (kind === "tree" && source.overlayTrees!.has(hash)) {
+      copyTree(hash);
+      actions.push({ action: "heal-tree", target: hash, reason: "rebuilt from the current state" });
+    } else if (kind === "value" && source.overlayValues!.has(hash)) {
+      copyValue(hash);
+      actions.push({ action: "heal-value", target: hash, reason: "rewritten from the current state" });
+    }
+  }
+}

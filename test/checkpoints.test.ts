@@ -1,0 +1,823 @@
+import { spawn } from "node:child_process";
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { AsyncSeriesWaterfallHook } from "tapable";
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import type { CheckpointDraft } from "../core/engine.js";
+import { ApexError } from "../core/errors.js";
+import { ObjectStore, canonicalJson, lookupEntry, sha256, type Hash } from "../core/store/objects.js";
+import { Store, type JsonValue } from "../core/store/store.js";
+import { Catalog } from "../plugins/checkpoint/catalog.js";
+import {
+  checkpointInfo,
+  createCheckpoint,
+  deleteCheckpoint,
+  diffCheckpoints,
+  forceRecover,
+  getCheckpoint,
+  getCheckpointValue,
+  listCheckpoints,
+  pinCheckpoint,
+  readCheckpointMemory,
+  reconstructSession,
+  repairStore,
+  resolveCheckpoint,
+  restoreCheckpoint,
+  restoreMemory,
+  showCheckpoint,
+  sweepUnreferenced,
+  validateOutOfProcess,
+  validateStore,
+  verifyCheckpoint,
+  type CheckpointManifest,
+} from "../plugins/checkpoint/checkpoints.js";
+import { createCheckpointService } from "../plugins/checkpoint/service.js";
+import { REPO_ROOT, tempDir } from "./helpers/cli.js";
+
+// Checkpoint ids come from uuid.v4; a test can queue the ids it needs (to build an ambiguous prefix).
+const ids = vi.hoisted(() => ({ queue: [] as string[] }));
+vi.mock("uuid", async (importOriginal) => {
+  const real = await importOriginal<typeof import("uuid")>();
+  return { ...real, v4: () => ids.queue.shift() ?? real.v4() };
+});
+
+const DIST_WORKER = join(REPO_ROOT, "dist/plugins/checkpoint/validate-worker.js");
+/**
+ * Damaged record bytes: msgpack 0xC1 ("never used") decodes to an object that is not JSON.
+ * (Bytes that make the decoder read past the record, such as an array header claiming
+ * 65535 items, can take seconds or worse to fail: one reason validation runs out of process.)
+ */
+const NOT_JSON = Buffer.from([0xc1]);
+
+/** Child processes run the compiled library: make sure it is there and not older than the sources. */
+function requireBuild(): void {
+  const pairs = ["core/store/objects.ts", "plugins/checkpoint/checkpoints.ts", "plugins/checkpoint/validate.ts", "plugins/checkpoint/snapshot.ts"];
+  for (const source of pairs) {
+    const built = join(REPO_ROOT, "dist", source.replace(/\.ts$/, ".js"));
+    if (!existsSync(built) || statSync(built).mtimeMs < statSync(join(REPO_ROOT, source)).mtimeMs) {
+      throw new Error(`${built} is missing or older than ${source}: run \`npx tsc -p tsconfig.json\` first (npm test does).`);
+    }
+  }
+}
+
+let store: Store;
+let dir: string;
+let cleanup: () => void;
+
+async function newStore(): Promise<void> {
+  const temp = tempDir("apex-checkpoints-");
+  dir = temp.dir;
+  cleanup = temp.cleanup;
+  store = Store.open(dir, { actor: "user:test" });
+  await store.batch((batch) => {
+    batch.set("/sessions/s1", { session_id: "s1", status: "active", agents: ["coder", "adversary"] });
+    batch.set("/sessions/current", { session_id: "s1" });
+    batch.set("/sessions/s1/agents/coder", { name: "coder", status: "running", pid: 10 });
+    batch.set("/sessions/s1/agents/coder.context", { plan: ["write tests"] });
+    batch.set("/sessions/s1/tasks/t-0001", { id: "t-0001", title: "first", status: "active", assignee: "coder" });
+  });
+}
+
+beforeEach(newStore);
+afterEach(async () => {
+  ids.queue.length = 0;
+  await store.close();
+  cleanup();
+});
+
+/** The project memory: every path outside /sessions. */
+function memoryOf(target: Store = store): Map<string, JsonValue> {
+  const memory = new Map<string, JsonValue>();
+  for (const { path, value } of target.tree("/")) if (path !== "/sessions" && !path.startsWith("/sessions/")) memory.set(path, value);
+  return memory;
+}
+
+const create = (options: Partial<Parameters<typeof createCheckpoint>[1]> = {}) =>
+  createCheckpoint(store, { sessionId: "s1", trigger: "manual", ...options });
+
+function caught(fn: () => unknown): ApexError {
+  try {
+    fn();
+  } catch (error) {
+    return error as ApexError;
+  }
+  throw new Error("expected an error");
+}
+
+async function rejected(promise: Promise<unknown>): Promise<ApexError> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as ApexError;
+  }
+  throw new Error("expected a rejection");
+}
+
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe("createCheckpoint", () => {
+  it("writes a manifest with per-session sequence, parent, counts and an integrity hash", async () => {
+    await store.batch((batch) => {
+      batch.set("/notes/a", "alpha");
+      batch.set("/notes/b", { n: 1 });
+      batch.set("/projects/config", { project_id: "p" });
+    });
+    const first = (await create({ description: "first" })).manifest;
+    await store.set("/notes/c", [1, 2]);
+    const second = (await create({ trigger: "beforeTask" })).manifest;
+
+    expect(first).toMatchObject({
+      format: 1,
+      session_id: "s1",
+      sequence: 1,
+      name: "checkpoint-001",
+      parent: null,
+      description: "first",
+      trigger: "manual",
+      pinned: false,
+      git_state: null,
+      data: {},
+      memory: { keys: 3, scope: { include: ["/"], exclude: ["/sessions"] } },
+      tasks: { count: 1 },
+      agents: { count: 2 },
+    });
+    expect(first.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(new Date(first.created_at).toISOString()).toBe(first.created_at);
+    expect(second).toMatchObject({ sequence: 2, name: "checkpoint-002", parent: first.id, trigger: "beforeTask", memory: { keys: 4 } });
+    expect(second.revision).toBeGreaterThan(first.revision);
+
+    const { hash, ...unsigned } = second;
+    expect(hash).toBe(sha256(canonicalJson(unsigned)));
+    expect(store.get("/sessions/s1/checkpoint-002")).toEqual(second);
+    expect(verifyCheckpoint(store, second)).toEqual([]);
+    expect(checkpointInfo(second)).toEqual({ sessionId: "s1", id: second.id, sequence: 2, trigger: "beforeTask" });
+  });
+
+  it("lets beforeCheckpoint taps add git_state and other data through the enrich callback", async () => {
+    const beforeCheckpoint = new AsyncSeriesWaterfallHook<[CheckpointDraft]>(["draft"]);
+    beforeCheckpoint.tapPromise("git", async (draft) => {
+      draft.data.git_state = { branch: "main", head: "abc123", dirty: false };
+      return draft;
+    });
+    beforeCheckpoint.tapPromise("metrics", async (draft) => ({ ...draft, data: { ...draft.data, metrics: { tasks_done: 3 } } }));
+    const { manifest } = await create({ trigger: "beforeGit", enrich: (draft) => beforeCheckpoint.promise(draft) });
+    expect(manifest.git_state).toEqual({ branch: "main", head: "abc123", dirty: false });
+    expect(manifest.data).toEqual({ metrics: { tasks_done: 3 } });
+    expect(verifyCheckpoint(store, manifest)).toEqual([]);
+  });
+
+  it("refuses what it cannot store, with stable codes", async () => {
+    const badEnrich = await rejected(create({ enrich: async () => undefined as unknown as CheckpointDraft }));
+    expect(badEnrich).toMatchObject({ code: "APEX_E_PLUGIN_FAILED", exitCode: 1 });
+    const notJson = await rejected(create({ enrich: async (draft) => ({ ...draft, data: { when: new Date() as unknown as JsonValue } }) }));
+    expect(notJson.code).toBe("APEX_E_PLUGIN_FAILED");
+    expect(notJson.message).toContain("not JSON");
+    expect(await rejected(create({ sessionId: "nope" }))).toMatchObject({ code: "APEX_E_NO_SESSION", exitCode: 3 });
+    expect(await rejected(create({ trigger: "bad trigger!" }))).toMatchObject({ code: "APEX_E_BAD_INPUT", exitCode: 2 });
+    expect(await rejected(create({ sessionId: "current" }))).toMatchObject({ code: "APEX_E_BAD_INPUT" });
+    // Nothing was written by the refused calls.
+    expect(listCheckpoints(store, "s1").total).toBe(0);
+    expect((await create({ trigger: "deploy-plugin:onDeploy" })).manifest.trigger).toBe("deploy-plugin:onDeploy");
+  });
+
+  it("numbers past 999 and never reuses a number, even after deleting the latest", async () => {
+    store.environment.transactionSync(() => Catalog.of(store).setLastSequence("s1", 998));
+    for (let i = 0; i < 3; i++) await create();
+    expect(listCheckpoints(store, "s1").items.map((item) => item.name)).toEqual(["checkpoint-1001", "checkpoint-1000", "checkpoint-999"]);
+    expect(store.has("/sessions/s1/checkpoint-1000")).toBe(true);
+    await deleteCheckpoint(store, "checkpoint-1001");
+    expect((await create()).manifest.name).toBe("checkpoint-1002");
+    expect(resolveCheckpoint(store, "checkpoint-1000").sequence).toBe(1000);
+  });
+
+  it("stores unchanged values and subtrees once: a checkpoint of unchanged state writes no objects", async () => {
+    await store.batch((batch) => {
+      for (let i = 0; i < 200; i++) batch.set(`/docs/d${i % 9}/p${i}`, { body: "same text", i: i % 4 });
+    });
+    const first = await create();
+    expect(first.stats.valuesWritten).toBe(4 + 3); // 4 distinct memory values, 1 task, 2 agent records
+    const second = await create();
+    expect(second.manifest.memory.root).toBe(first.manifest.memory.root);
+    expect(second.manifest.tasks.root).toBe(first.manifest.tasks.root);
+    expect(second.stats).toMatchObject({ valuesWritten: 0, treesWritten: 0, memory: { changed: 0, full: false } });
+  });
+
+  it("costs O(changed keys): only paths from the revision log are re-read and their nodes rebuilt", async () => {
+    await store.batch((batch) => {
+      for (let a = 0; a < 15; a++) for (let b = 0; b < 10; b++) for (let c = 0; c < 20; c++) batch.set(`/m/a${a}/b${b}/c${c}`, { a, b, c });
+    });
+    const full = await create();
+    expect(full.stats.memory).toEqual({ changed: 3000, full: true });
+    const treesTotal = ObjectStore.of(store).trees.getStats().entryCount!;
+    expect(treesTotal).toBeGreaterThan(160);
+
+    await store.set("/m/a1/b2/c3", "changed");
+    await store.set("/m/a7/b7/c7", "changed too");
+    await store.delete("/m/a9/b0/c19");
+    await store.set("/m/a14/b9/new", { added: true });
+    await store.set("/sessions/s1/tasks/t-0001", { id: "t-0001", title: "first", status: "completed", assignee: "coder" });
+    const next = await create();
+    expect(next.stats.memory).toEqual({ changed: 4, full: false });
+    expect(next.stats.tasks).toEqual({ changed: 1, full: false });
+    expect(next.stats.agents).toEqual({ changed: 0, full: false });
+    expect(next.stats.valuesWritten).toBe(2 + 1 + 1); // "changed" values, the new one, the task
+    // Memory: / (1 entry) is a leaf; /m (15 entries), /m/aN (10) and /m/aN/bN (20) are a split
+    // node plus a bucket each. 4 changed paths share / and /m's split node: at most 2 + 4 x 5.
+    // Tasks: one leaf.
+    expect(next.stats.treesWritten).toBeLessThanOrEqual(2 + 4 * 5 + 1);
+    expect(next.stats.treesWritten).toBeGreaterThanOrEqual(2 + 2 * 5 + 1);
+    expect(next.manifest.memory.keys).toBe(3000);
+    expect(new Map([...readCheckpointMemory(store, next.manifest)].map(({ path, value }) => [path, value]))).toEqual(memoryOf());
+  });
+
+  it("rebuilds from scratch when the revision log has a hole, and stays exact", async () => {
+    await store.batch((batch) => {
+      for (let i = 0; i < 50; i++) batch.set(`/x/k${i}`, i);
+    });
+    await create();
+    const revision = await store.set("/x/k1", "one");
+    await store.set("/x/k2", "two");
+    const log = store.openDatabase<unknown, number>("log");
+    store.environment.transactionSync(() => log.remove(revision));
+    const next = await create();
+    expect(next.stats.memory.full).toBe(true);
+    expect(getCheckpointValue(store, next.manifest, "/x/k1")).toBe("one");
+    expect(verifyCheckpoint(store, next.manifest)).toEqual([]);
+  });
+
+  it("rebuilds from scratch when a node of the previous tree on a changed path is damaged", async () => {
+    await store.batch((batch) => {
+      for (let i = 0; i < 50; i++) batch.set(`/y/d${i % 5}/k${i}`, i);
+    });
+    const first = await create();
+    const objects = ObjectStore.of(store);
+    const view = objects.view();
+    const damaged = lookupEntry(view, first.manifest.memory.root, ["y", "d3"])!.tree!;
+    store.environment.transactionSync(() => objects.removeRaw("tree", damaged));
+    await store.set("/y/d3/k3", "changed");
+    const next = await create();
+    expect(next.stats.memory.full).toBe(true);
+    expect(verifyCheckpoint(store, next.manifest)).toEqual([]);
+    expect(verifyCheckpoint(store, first.manifest).map((problem) => problem.code)).toEqual(["tree-missing"]);
+  });
+});
+
+describe("restore", () => {
+  it("puts memory back exactly at every earlier checkpoint after random sets, deletes and subtree deletes", async () => {
+    const next = random(20240611);
+    const names = ["a", "b", "ü", "日本", "\u{1F600}", "\u{10400}x", "with space", "z-z"];
+    const pick = () => names[Math.floor(next() * names.length)]!;
+    const randomPath = () => `/${Array.from({ length: 1 + Math.floor(next() * 4) }, pick).join("/")}`;
+    const randomValue = (i: number): JsonValue => {
+      switch (i % 5) {
+        case 0:
+          return `text ${i} \u{1F680} ${"é".repeat(i % 7)}`;
+        case 1:
+          return { n: i, nested: { list: [i, null, true, "\u{10FFFF}"], empty: {} }, z: -i / 3 };
+        case 2:
+          return i;
+        case 3:
+          return [{ b: 1, a: 2 }, []];
+        default:
+          return null;
+      }
+    };
+    const snapshots: Array<{ manifest: CheckpointManifest; memory: Map<string, JsonValue> }> = [];
+    let op = 0;
+    for (let round = 0; round < 16; round++) {
+      await store.batch((batch) => {
+        const count = 5 + Math.floor(next() * 25);
+        for (let i = 0; i < count; i++, op++) {
+          const roll = next();
+          if (roll < 0.6) batch.set(randomPath(), randomValue(op));
+          else if (roll < 0.9) {
+            const existing = [...memoryOf()].map(([path]) => path);
+            if (existing.length) batch.delete(existing[Math.floor(next() * existing.length)]!);
+          } else batch.deleteTree(`/${pick()}`);
+        }
+      });
+      snapshots.push({ manifest: (await create({ description: `round ${round}` })).manifest, memory: memoryOf() });
+    }
+    expect(new Set(snapshots.map((snapshot) => snapshot.manifest.memory.root)).size).toBeGreaterThan(10);
+    const order = snapshots.map((_, index) => index).sort(() => next() - 0.5);
+    for (const index of order) {
+      const { manifest, memory } = snapshots[index]!;
+      const revisionBefore = store.revision();
+      const result = await restoreMemory(store, manifest.id);
+      expect(memoryOf()).toEqual(memory);
+      expect(result.set.length + result.deleted.length).toBe(store.revision() - revisionBefore);
+      for (const change of store.changesSince(revisionBefore)) expect(change.actor).toBe("system:restore");
+      // Restoring again changes nothing.
+      expect(await restoreMemory(store, manifest.id)).toMatchObject({ set: [], deleted: [] });
+    }
+  });
+
+  it("restores tasks and agent states too, into the session or into a branch", async () => {
+    const first = (await create()).manifest;
+    await store.batch((batch) => {
+      batch.set("/sessions/s1/tasks/t-0001", { id: "t-0001", title: "first", status: "completed", assignee: "coder" });
+      batch.set("/sessions/s1/tasks/t-0002", { id: "t-0002", title: "second", status: "pending", assignee: null });
+      batch.set("/sessions/s1/agents/coder.context", { plan: ["changed"] });
+      batch.delete("/sessions/s1/agents/coder");
+    });
+    const result = await restoreCheckpoint(store, first.id);
+    expect(result.tasks).toEqual({ set: ["/sessions/s1/tasks/t-0001"], deleted: ["/sessions/s1/tasks/t-0002"] });
+    expect(result.agents.set.sort()).toEqual(["/sessions/s1/agents/coder", "/sessions/s1/agents/coder.context"]);
+    expect(store.get("/sessions/s1/agents/coder.context")).toEqual({ plan: ["write tests"] });
+    expect(showCheckpoint(store, first.id).tasks).toEqual({ "t-0001": store.get("/sessions/s1/tasks/t-0001") });
+
+    await store.set("/sessions/s2", { session_id: "s2", status: "active", agents: [] });
+    await restoreCheckpoint(store, first.id, { targetSessionId: "s2", memory: false });
+    expect(store.get("/sessions/s2/tasks/t-0001")).toEqual(store.get("/sessions/s1/tasks/t-0001"));
+    expect(store.get("/sessions/s2/agents/coder.context")).toEqual({ plan: ["write tests"] });
+  });
+
+  it("touches only the checkpoint's scope (plain paths and globs)", async () => {
+    await store.batch((batch) => {
+      batch.set("/notes/a", 1);
+      batch.set("/notes/deep/b", 2);
+      batch.set("/docs/x.md", "x");
+      batch.set("/docs/y.txt", "y");
+      batch.set("/other", "o");
+    });
+    const notes = (await create({ scope: { include: ["/notes", "/docs/*.md"] } })).manifest;
+    expect(notes.memory).toMatchObject({ keys: 3, scope: { include: ["/docs/*.md", "/notes"], exclude: ["/sessions"] } });
+    await store.batch((batch) => {
+      batch.set("/notes/a", "changed");
+      batch.delete("/notes/deep/b");
+      batch.set("/notes/new", 3);
+      batch.set("/docs/x.md", "changed");
+      batch.set("/docs/y.txt", "changed");
+      batch.set("/other", "changed");
+    });
+    const result = await restoreMemory(store, notes.id);
+    expect(result.set.sort()).toEqual(["/docs/x.md", "/notes/a", "/notes/deep/b"]);
+    expect(result.deleted).toEqual(["/notes/new"]);
+    expect(store.get("/docs/y.txt")).toBe("changed");
+    expect(store.get("/other")).toBe("changed");
+  });
+
+  it("computes a dry run without writing, and refuses a tampered manifest", async () => {
+    await store.set("/k", 1);
+    const first = (await create()).manifest;
+    await store.set("/k", 2);
+    const revision = store.revision();
+    expect(await restoreMemory(store, first.id, { dryRun: true })).toMatchObject({ set: ["/k"], deleted: [], revision });
+    expect(store.get("/k")).toBe(2);
+    await store.set("/sessions/s1/checkpoint-001", { ...first, description: "edited" } as unknown as JsonValue);
+    expect(await rejected(restoreMemory(store, first.id))).toMatchObject({ code: "APEX_E_INTEGRITY", exitCode: 1 });
+    expect(store.get("/k")).toBe(2);
+  });
+});
+
+describe("show, read and diff", () => {
+  it("diffs memory, tasks and agents between two checkpoints", async () => {
+    await store.batch((batch) => {
+      batch.set("/a", 1);
+      batch.set("/b/c", 2);
+      batch.set("/b/d", 3);
+    });
+    const first = (await create()).manifest;
+    await store.batch((batch) => {
+      batch.set("/a", 10);
+      batch.delete("/b/c");
+      batch.set("/b/e/f", 4);
+      batch.set("/sessions/s1/tasks/t-0001", { id: "t-0001", title: "first", status: "completed", assignee: "coder" });
+      batch.set("/sessions/s1/tasks/t-0002", { id: "t-0002", title: "new", status: "pending", assignee: null });
+      batch.delete("/sessions/s1/agents/coder.context");
+    });
+    const second = (await create()).manifest;
+    const diff = diffCheckpoints(store, "checkpoint-001", second.id.slice(0, 8));
+    expect(diff.from).toMatchObject({ name: "checkpoint-001", id: first.id });
+    expect(diff.memory).toEqual({ added: ["/b/e/f"], removed: ["/b/c"], changed: ["/a"] });
+    expect(diff.tasks).toEqual({
+      added: ["t-0002"],
+      removed: [],
+      changed: [
+        {
+          id: "t-0001",
+          before: { id: "t-0001", title: "first", status: "active", assignee: "coder" },
+          after: { id: "t-0001", title: "first", status: "completed", assignee: "coder" },
+        },
+      ],
+    });
+    expect(diff.agents).toEqual({ added: [], removed: ["coder.context"], changed: [] });
+    expect(diffCheckpoints(store, second, second).memory).toEqual({ added: [], removed: [], changed: [] });
+  });
+
+  it("shows a checkpoint with its tasks and agent states, and reads memory below a prefix", async () => {
+    await store.batch((batch) => {
+      batch.set("/n", 0);
+      batch.set("/n/a", 1);
+      batch.set("/n/a/b", 2);
+      batch.set("/n-x", 3);
+    });
+    const { manifest } = await create();
+    const details = showCheckpoint(store, "latest");
+    expect(details.manifest).toEqual(manifest);
+    expect(details.agent_states).toEqual({ coder: { name: "coder", status: "running", pid: 10 }, "coder.context": { plan: ["write tests"] } });
+    expect([...readCheckpointMemory(store, "latest", { prefix: "/n" })]).toEqual([
+      { path: "/n", value: 0 },
+      { path: "/n/a", value: 1 },
+      { path: "/n/a/b", value: 2 },
+    ]);
+    expect(getCheckpointValue(store, "latest", "/n-x")).toBe(3);
+    expect(getCheckpointValue(store, "latest", "/missing")).toBeUndefined();
+  });
+});
+
+describe("resolving references and listing", () => {
+  it("finds checkpoints by id, unique prefix, checkpoint-NNN, latest and <session>/…", async () => {
+    ids.queue.push(
+      "abcd1111-0000-4000-8000-000000000001",
+      "abcd2222-0000-4000-8000-000000000002",
+      "ef012345-0000-4000-8000-000000000003",
+    );
+    for (let i = 0; i < 7; i++) await create();
+    await store.set("/sessions/s2", { session_id: "s2", agents: [] });
+    await createCheckpoint(store, { sessionId: "s2", trigger: "manual" });
+
+    expect(resolveCheckpoint(store, "abcd1111-0000-4000-8000-000000000001")).toEqual({ sessionId: "s1", sequence: 1, id: "abcd1111-0000-4000-8000-000000000001" });
+    expect(resolveCheckpoint(store, "ABCD2").sequence).toBe(2);
+    expect(resolveCheckpoint(store, "ef01").sequence).toBe(3);
+    expect(resolveCheckpoint(store, "checkpoint-007").sequence).toBe(7);
+    expect(resolveCheckpoint(store, "checkpoint-7").sequence).toBe(7);
+    expect(resolveCheckpoint(store, "latest")).toMatchObject({ sessionId: "s1", sequence: 7 });
+    expect(resolveCheckpoint(store, "s2/latest")).toMatchObject({ sessionId: "s2", sequence: 1 });
+    expect(resolveCheckpoint(store, "checkpoint-001", { sessionId: "s2" }).sessionId).toBe("s2");
+    expect(resolveCheckpoint(store, "s1/checkpoint-002").id).toBe("abcd2222-0000-4000-8000-000000000002");
+
+    const ambiguous = caught(() => resolveCheckpoint(store, "abcd"));
+    expect(ambiguous).toMatchObject({ code: "APEX_E_AMBIGUOUS", exitCode: 4 });
+    expect(ambiguous.message).toContain("matches 2 checkpoints");
+    expect(ambiguous.details?.candidates).toHaveLength(2);
+    expect(caught(() => resolveCheckpoint(store, "checkpoint-008"))).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", exitCode: 3 });
+    expect(caught(() => resolveCheckpoint(store, "0123456"))).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", exitCode: 3 });
+    expect(caught(() => resolveCheckpoint(store, "nonsense!"))).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND" });
+    expect(caught(() => resolveCheckpoint(store, "abc"))).toMatchObject({ code: "APEX_E_USAGE", exitCode: 2 });
+    expect(caught(() => resolveCheckpoint(store, "s3/latest"))).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND" });
+    await store.delete("/sessions/current");
+    expect(caught(() => resolveCheckpoint(store, "latest"))).toMatchObject({ code: "APEX_E_NO_SESSION", exitCode: 3 });
+  });
+
+  it("lists pages of summaries newest first without decoding manifests, fast at 10,000 checkpoints", async () => {
+    const { manifest } = await create();
+    // Synthetic catalog entries: the listing reads only summaries.
+    store.environment.transactionSync(() => {
+      const catalog = Catalog.of(store);
+      for (let sequence = 2; sequence <= 10_000; sequence++) {
+        catalog.putCheckpoint({ ...manifest, id: `00000000-0000-4000-8000-${String(sequence).padStart(12, "0")}`, sequence, name: `checkpoint-${String(sequence).padStart(3, "0")}` });
+      }
+      catalog.setLastSequence("s1", 10_000);
+    });
+    const started = performance.now();
+    const page = listCheckpoints(store, "s1", { limit: 20, offset: 40 });
+    const elapsed = performance.now() - started;
+    expect(page.total).toBe(10_000);
+    expect(page.items.map((item) => item.sequence)).toEqual(Array.from({ length: 20 }, (_, i) => 10_000 - 40 - i));
+    expect(elapsed).toBeLessThan(100);
+    expect(listCheckpoints(store, "s1", { order: "oldest", limit: 2 }).items.map((item) => item.name)).toEqual(["checkpoint-001", "checkpoint-002"]);
+    expect(page.items[0]).toMatchObject({ session_id: "s1", trigger: "manual", memory_keys: manifest.memory.keys, task_count: 1 });
+  });
+});
+
+describe("pin, delete and sweep", () => {
+  it("pins (re-signing the manifest) and refuses to delete a pinned checkpoint unless forced", async () => {
+    await create();
+    const pinned = await pinCheckpoint(store, "latest", true);
+    expect(pinned.pinned).toBe(true);
+    expect(verifyCheckpoint(store, getCheckpoint(store, "latest"))).toEqual([]);
+    expect(listCheckpoints(store, "s1").items[0]!.pinned).toBe(true);
+    expect(await rejected(deleteCheckpoint(store, "latest"))).toMatchObject({ code: "APEX_E_CONFLICT", exitCode: 4 });
+    await deleteCheckpoint(store, "latest", { force: true });
+    expect(listCheckpoints(store, "s1").total).toBe(0);
+    expect(caught(() => resolveCheckpoint(store, pinned.id))).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND" });
+    expect(store.has("/sessions/s1/checkpoint-001")).toBe(false);
+  });
+
+  it("sweeps exactly the objects no kept checkpoint references", async () => {
+    const kept: Array<{ manifest: CheckpointManifest; memory: Map<string, JsonValue> }> = [];
+    for (let round = 0; round < 6; round++) {
+      await store.batch((batch) => {
+        for (let i = 0; i < 20; i++) batch.set(`/s/r${round % 3}/k${i}`, { round, i });
+        batch.set(`/only/${round}`, `round ${round}`);
+        batch.set("/volatile", { round }); // the values of rounds 0, 2, 4 exist only in deleted checkpoints
+      });
+      const { manifest } = await create();
+      if (round % 2 === 1) kept.push({ manifest, memory: memoryOf() });
+    }
+    const objects = ObjectStore.of(store);
+    const before = { values: objects.values.getStats().entryCount!, trees: objects.trees.getStats().entryCount! };
+    for (const name of ["checkpoint-001", "checkpoint-003", "checkpoint-005"]) await deleteCheckpoint(store, name);
+
+    const dry = await sweepUnreferenced(store, { dryRun: true });
+    expect(dry.removed.values).toBe(3);
+    expect(dry.removed.trees).toBeGreaterThan(3);
+    expect(objects.values.getStats().entryCount).toBe(before.values);
+    const swept = await sweepUnreferenced(store);
+    expect(swept.removed).toEqual(dry.removed);
+    expect(objects.values.getStats().entryCount).toBe(before.values - swept.removed.values);
+    expect(objects.trees.getStats().entryCount).toBe(before.trees - swept.removed.trees);
+    expect((await sweepUnreferenced(store)).removed).toEqual({ values: 0, trees: 0, bytes: 0 });
+
+    const report = validateStore(store);
+    expect(report.problems).toEqual([]);
+    expect(report.objects).toMatchObject({ unreferencedValues: 0, unreferencedTrees: 0 });
+    for (const { manifest, memory } of kept) {
+      await restoreMemory(store, manifest.id);
+      expect(memoryOf()).toEqual(memory);
+    }
+  });
+
+  it("refuses to sweep while a kept checkpoint has a damaged node", async () => {
+    await store.set("/d/e", 1);
+    const { manifest } = await create();
+    const objects = ObjectStore.of(store);
+    store.environment.transactionSync(() => objects.removeRaw("tree", manifest.memory.root!));
+    expect(await rejected(sweepUnreferenced(store))).toMatchObject({ code: "APEX_E_INTEGRITY" });
+    const forced = await sweepUnreferenced(store, { allowDamaged: true });
+    expect(forced.damaged).toEqual([manifest.memory.root]);
+  });
+});
+
+describe("concurrent creation", () => {
+  beforeAll(requireBuild);
+
+  it("gives 20 processes creating at once 20 checkpoints with sequences 1..20, nothing lost", async () => {
+    const script = join(REPO_ROOT, "test/fixtures/checkpoint-create.mjs");
+    const children = Array.from({ length: 20 }, () => spawn(process.execPath, [script, dir, "s1"], { stdio: ["pipe", "pipe", "inherit"] }));
+    const outputs = children.map((child) => {
+      const lines = createInterface({ input: child.stdout! });
+      const seen: string[] = [];
+      const ready = new Promise<void>((resolve) => lines.on("line", (line) => (seen.push(line), line === "ready" && resolve())));
+      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+      return { ready, exited, seen };
+    });
+    await Promise.all(outputs.map((output) => output.ready));
+    for (const child of children) child.stdin!.write("go\n");
+    expect(await Promise.all(outputs.map((output) => output.exited))).toEqual(Array(20).fill(0));
+
+    const reported = outputs.map((output) => JSON.parse(output.seen.find((line) => line.startsWith("{"))!) as { id: string; sequence: number });
+    expect(reported.map((item) => item.sequence).sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    const listed = listCheckpoints(store, "s1", { limit: 100 });
+    expect(listed.total).toBe(20);
+    expect(new Set(listed.items.map((item) => item.id))).toEqual(new Set(reported.map((item) => item.id)));
+    // Each parent is the checkpoint with the previous number.
+    const byId = new Map(listed.items.map((item) => [item.id, item]));
+    for (const item of listed.items) {
+      if (item.sequence === 1) expect(item.parent).toBeNull();
+      else expect(byId.get(item.parent!)!.sequence).toBe(item.sequence - 1);
+    }
+    expect(validateStore(store).problems).toEqual([]);
+  });
+});
+
+describe("validation, repair and recovery", () => {
+  beforeAll(requireBuild);
+
+  /**
+   * checkpoint-001: /keep/* and /old/x = "v1"; checkpoint-002: /old/x = "v2" (also current).
+   * Returns hashes of the two /old/x values and of the /old directory node of checkpoint-001.
+   */
+  async function twoCheckpoints() {
+    await store.batch((batch) => {
+      for (let i = 0; i < 5; i++) batch.set(`/keep/k${i}`, { i });
+      batch.set("/old/x", "v1");
+      batch.set("/old/y", "stays");
+    });
+    const first = (await create()).manifest;
+    const firstMemory = memoryOf();
+    await store.set("/old/x", "v2");
+    const second = (await create()).manifest;
+    const view = ObjectStore.of(store).view();
+    return {
+      first,
+      firstMemory,
+      second,
+      v1: lookupEntry(view, first.memory.root, ["old", "x"])!.value!,
+      v2: lookupEntry(view, second.memory.root, ["old", "x"])!.value!,
+      oldDir: lookupEntry(view, first.memory.root, ["old"])!.tree!,
+    };
+  }
+
+  /** Flips one bit of an object where it is stored: inside its pack, in place. */
+  function flipByte(kind: "value" | "tree", hash: Hash, at = 1): void {
+    const objects = ObjectStore.of(store);
+    const location = objects.locate(kind, hash)!;
+    const pack = Buffer.from(objects.packs.get(location.pack)!);
+    pack[location.offset + at] = pack[location.offset + at]! ^ 0x20;
+    store.environment.transactionSync(() => objects.packs.put(location.pack, pack));
+  }
+
+  it("names each corrupted value and tree node, in process and out of process", async () => {
+    const { v1, first, second } = await twoCheckpoints();
+    const third = (await create()).manifest;
+    expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+    const oldDirOfSecond = lookupEntry(ObjectStore.of(store).view(), second.memory.root, ["old"])!.tree!;
+    flipByte("value", v1);
+    flipByte("tree", oldDirOfSecond, 5);
+    const report = validateStore(store);
+    expect(report.ok).toBe(false);
+    expect(report.problems).toEqual([
+      expect.objectContaining({ code: "value-corrupt", hash: v1, path: "/old/x", checkpoint: "s1/checkpoint-001", checkpointId: first.id }),
+      expect.objectContaining({ code: "tree-corrupt", hash: oldDirOfSecond, path: "/old", checkpoint: "s1/checkpoint-002", checkpointId: second.id }),
+      // The memory tree the next checkpoint would start from shares that node.
+      expect.objectContaining({ code: "base-damaged", hash: third.memory.root }),
+    ]);
+    expect(report.checkpoints).toMatchObject({ total: 3, verified: 0 });
+    expect(report.checkpoints.damaged.map((item) => [item.name, item.reasons])).toEqual([
+      ["checkpoint-001", ["its memory tree references damaged objects"]],
+      ["checkpoint-002", ["its memory tree references damaged objects"]],
+      ["checkpoint-003", ["its memory tree references damaged objects"]],
+    ]);
+
+    const outside = await validateOutOfProcess(dir, { workerPath: DIST_WORKER });
+    expect(outside.problems.map((problem) => [problem.code, problem.hash])).toEqual(report.problems.map((problem) => [problem.code, problem.hash]));
+  });
+
+  it("reports a crashing validator as a finding, not a crash of the caller", async () => {
+    const crashed = await validateOutOfProcess(dir, { workerPath: join(REPO_ROOT, "test/fixtures/checkpoint-crashing-validator.mjs") });
+    expect(crashed.ok).toBe(false);
+    expect(crashed.problems).toEqual([expect.objectContaining({ code: "validator-crashed", message: expect.stringContaining("SIGSEGV") })]);
+    expect(await rejected(validateOutOfProcess(join(dir, "nowhere"), { workerPath: DIST_WORKER }))).toMatchObject({ code: "APEX_E_NO_STORE" });
+  });
+
+  it("force-recovers what still verifies from a damaged checkpoint and lists exactly what was lost", async () => {
+    const { v1, first, firstMemory } = await twoCheckpoints();
+    flipByte("value", v1);
+    await store.set("/keep/k0", "changed later");
+    await store.set("/added/later", true);
+    expect(await rejected(restoreMemory(store, first.id))).toMatchObject({ code: "APEX_E_INTEGRITY" });
+
+    const report = await forceRecover(store, first.id);
+    expect(report.manifestVerified).toBe(true);
+    expect(report.memory.lost).toEqual([{ path: "/old/x", what: "value", reason: `value ${v1.slice(0, 12)} is corrupt` }]);
+    expect(report.memory.kept).toEqual(["/old/x"]);
+    expect(report.memory.set).toEqual(["/keep/k0"]);
+    expect(report.memory.deleted).toEqual(["/added/later"]);
+    const expected = new Map(firstMemory);
+    expected.set("/old/x", "v2"); // lost from the checkpoint: the current value stays
+    expect(memoryOf()).toEqual(expected);
+    expect(report.tasks.recovered).toEqual({ "t-0001": { id: "t-0001", title: "first", status: "active", assignee: "coder" } });
+  });
+
+  it("force-recovery reads a damaged node from the live state when it still has it, and reports unreadable directories", async () => {
+    const { first, oldDir } = await twoCheckpoints();
+    const objects = ObjectStore.of(store);
+    // The root of checkpoint-001 is gone, but the live memory rebuilt with "v1" has the same tree.
+    await store.set("/old/x", "v1");
+    const rootBytes = objects.getRaw("tree", first.memory.root!)!;
+    store.environment.transactionSync(() => objects.removeRaw("tree", first.memory.root!));
+    const healed = await forceRecover(store, first.id, { dryRun: true });
+    expect(healed.memory.lost).toEqual([]);
+    expect(healed.memory.recovered).toBe(first.memory.keys);
+
+    await store.set("/old/x", "v2");
+    store.environment.transactionSync(() => {
+      objects.putRaw("tree", first.memory.root!, rootBytes);
+      objects.removeRaw("tree", oldDir);
+    });
+    const partial = await forceRecover(store, first.id, { dryRun: true });
+    expect(partial.memory.lost).toEqual([{ path: "/old", what: "directory", reason: `tree node ${oldDir.slice(0, 12)} is missing` }]);
+    expect(partial.memory.kept.sort()).toEqual(["/old/x", "/old/y"]);
+    expect(partial.memory.recovered).toBe(5);
+  });
+
+  it("repairs: heals from the live state, removes only checkpoints that do not verify, fixes records", async () => {
+    const { v1, v2, first, second } = await twoCheckpoints();
+    const third = (await create()).manifest;
+    flipByte("value", v1); // only checkpoint-001 has it: unrecoverable
+    flipByte("value", v2); // checkpoints 002 and 003 have it, and so does the live memory: healable
+    await store.batch((batch) => {
+      batch.set("/sessions/s1/tasks/t-0009", { id: "t-0009", title: "orphan", status: "active", assignee: "ghost" });
+      batch.set("/sessions/current", { session_id: "gone" });
+    });
+    const kvRaw = store.environment.openDB({ name: "kv", encoding: "binary" });
+    store.environment.transactionSync(() => kvRaw.put("/notes/broken", NOT_JSON));
+    store.environment.transactionSync(() => Catalog.of(store).removeId(third.id));
+
+    const before = validateStore(store);
+    const codes = before.problems.map((problem) => problem.code).sort();
+    expect(codes).toEqual(
+      ["base-damaged", "current-session-missing", "index-missing", "record-undecodable", "task-unknown-agent", "value-corrupt", "value-corrupt"].sort(),
+    );
+    expect(before.problems.find((problem) => problem.code === "record-undecodable")).toMatchObject({ path: "/notes/broken", message: expect.stringContaining("not a JSON value") });
+    expect(before.problems.find((problem) => problem.code === "task-unknown-agent")!.message).toContain("ghost");
+    expect(before.checkpoints.damaged.map((item) => item.name)).toEqual(["checkpoint-001", "checkpoint-002", "checkpoint-003"]);
+
+    const dry = await repairStore(store, { dryRun: true });
+    expect(dry.after).toBeUndefined();
+    expect(validateStore(store).problems).toHaveLength(before.problems.length);
+    const repaired = await repairStore(store);
+    expect(repaired.actions.map((action) => action.action)).toEqual(dry.actions.map((action) => action.action));
+    const byKind = (kind: string) => repaired.actions.filter((action) => action.action === kind).map((action) => action.target);
+    expect(byKind("heal-value")).toEqual([v2]);
+    expect(byKind("remove-checkpoint")).toEqual(["s1/checkpoint-001"]);
+    expect(byKind("remove-object")).toEqual([v1]);
+    expect(byKind("rebuild-index")).toEqual(["s1/checkpoint-003"]);
+    expect(byKind("remove-record")).toEqual(["/notes/broken"]);
+    expect(byKind("clear-current-session")).toEqual(["/sessions/current"]);
+    expect(byKind("unassign-task")).toEqual(["/sessions/s1/tasks/t-0009"]);
+    expect(repaired.after).toMatchObject({ ok: true, problems: [] });
+
+    expect(listCheckpoints(store, "s1").items.map((item) => item.id)).toEqual([third.id, second.id]);
+    expect(resolveCheckpoint(store, third.id).sequence).toBe(3);
+    expect(store.get("/sessions/s1/tasks/t-0009")).toMatchObject({ assignee: null, status: "pending" });
+    expect(store.has("/sessions/current")).toBe(false);
+    await restoreMemory(store, second.id);
+    expect(store.get("/old/x")).toBe("v2");
+    expect(caught(() => resolveCheckpoint(store, first.id, { sessionId: "s1" }))).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND" });
+    // The next checkpoint takes the next number, not a freed one.
+    expect((await create()).manifest.sequence).toBe(4);
+  });
+
+  it("repairs a missing tree node from the live state and a tampered manifest by removing it", async () => {
+    const { second, first } = await twoCheckpoints();
+    const objects = ObjectStore.of(store);
+    store.environment.transactionSync(() => objects.removeRaw("tree", second.memory.root!));
+    await store.set("/sessions/s1/checkpoint-001", { ...first, description: "edited by hand" } as unknown as JsonValue);
+    const before = validateStore(store);
+    expect(before.problems.map((problem) => problem.code).sort()).toEqual(["base-damaged", "index-mismatch", "manifest-hash-mismatch", "tree-missing"]);
+    const repaired = await repairStore(store);
+    expect(repaired.actions.filter((action) => action.action === "heal-tree").map((action) => action.target)).toEqual([second.memory.root]);
+    expect(repaired.actions.filter((action) => action.action === "remove-checkpoint").map((action) => action.target)).toEqual(["s1/checkpoint-001"]);
+    expect(repaired.after!.problems).toEqual([]);
+    expect(verifyCheckpoint(store, getCheckpoint(store, second.id))).toEqual([]);
+  });
+
+  it("reconstructs a session from its latest verifying checkpoint and the live records that survive", async () => {
+    await store.batch((batch) => {
+      batch.set("/sessions/s1/tasks/t-0002", { id: "t-0002", title: "second", status: "pending", assignee: null });
+      batch.set("/memory/a", 1);
+      batch.set("/memory/b", 2);
+    });
+    const good = (await create()).manifest;
+    await store.set("/memory/c", 3);
+    await store.set("/sessions/s1/tasks/t-0001", { id: "t-0001", title: "first", status: "completed", assignee: "coder" });
+    const bad = (await create()).manifest;
+    expect(bad.tasks.root).not.toBe(good.tasks.root);
+    const objects = ObjectStore.of(store);
+    store.environment.transactionSync(() => objects.removeRaw("tree", bad.tasks.root!));
+    const kvRaw = store.environment.openDB({ name: "kv", encoding: "binary" });
+    store.environment.transactionSync(() => {
+      kvRaw.put("/sessions/s1/tasks/t-0002", NOT_JSON); // undecodable: the checkpoint has it
+      kvRaw.put("/memory/b", NOT_JSON); // undecodable: the checkpoint has it
+      kvRaw.put("/memory/c", NOT_JSON); // undecodable: only the damaged checkpoint has it
+    });
+    await store.set("/sessions/s1/tasks/t-0003", { id: "t-0003", title: "live only", status: "pending", assignee: null });
+
+    const report = await reconstructSession(store, "s1", { makeCurrent: true, now: () => new Date("2030-01-01T00:00:00Z") });
+    expect(report.sessionId).toBe("s1-r1");
+    expect(report.from.checkpoint).toMatchObject({ id: good.id, name: "checkpoint-001" });
+    expect(report.skippedCheckpoints).toEqual(["checkpoint-002"]);
+    expect(report.tasks).toEqual([
+      { id: "t-0001", source: "live" },
+      { id: "t-0002", source: "checkpoint" },
+      { id: "t-0003", source: "live" },
+    ]);
+    expect(report.memory).toEqual({ recovered: ["/memory/b"], lost: ["/memory/c"] });
+    expect(report.missing).toEqual([
+      "Checkpoints that do not verify were skipped: checkpoint-002.",
+      "Memory /memory/c: the value cannot be decoded and no verifying checkpoint has it.",
+    ]);
+    expect(store.get("/sessions/s1-r1")).toMatchObject({ session_id: "s1-r1", status: "paused", restored_from: good.id, agents: ["coder", "adversary"], supervisor: null });
+    expect(store.get("/sessions/current")).toEqual({ session_id: "s1-r1" });
+    expect(store.get("/sessions/s1-r1/tasks/t-0002")).toEqual({ id: "t-0002", title: "second", status: "pending", assignee: null });
+    expect(store.get("/memory/b")).toBe(2);
+    expect(store.has("/memory/c")).toBe(false);
+    expect(report.checkpoint).toMatchObject({ session_id: "s1-r1", sequence: 1, trigger: "reconstruct" });
+    expect(verifyCheckpoint(store, report.checkpoint)).toEqual([]);
+    expect(validateStore(store, { sessionId: "s1-r1" }).problems).toEqual([]);
+  });
+});
+
+describe("session service (core/session/checkpoints.ts contract)", () => {
+  it("creates with hooks, restores the latest and resolves references", async () => {
+    const fired: unknown[] = [];
+    const service = createCheckpointService(store, {
+      enrich: async (draft) => ({ ...draft, data: { ...draft.data, git_state: { head: "h" } } }),
+      afterCheckpoint: async (info) => void fired.push(info),
+    });
+    expect(await service.restore({ sessionId: "s1", checkpoint: undefined })).toBeUndefined();
+    await store.set("/x", 1);
+    const info = await service.create({ sessionId: "s1", trigger: "interval", description: "tick" });
+    expect(fired).toEqual([info]);
+    expect(getCheckpoint(store, info!.id).git_state).toEqual({ head: "h" });
+    await store.set("/x", 2);
+    const restored = await service.restore({ sessionId: "s1", checkpoint: undefined });
+    expect(restored).toMatchObject({ checkpoint: info!.id, details: { name: "checkpoint-001", memory: { set: 1, deleted: 0 } } });
+    expect(store.get("/x")).toBe(1);
+    expect(await service.resolve!(info!.id.slice(0, 6))).toEqual({ sessionId: "s1", checkpoint: info!.id });
+    expect(await service.resolve!("ffffffff")).toBeUndefined();
+  });
+});

@@ -1,0 +1,346 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import {
+  ChangeSet,
+  LEAF_MAX,
+  ObjectDamageError,
+  ObjectStore,
+  canonicalJson,
+  compareCodePoints,
+  decodeTreeNode,
+  diffTrees,
+  encodeTreeNode,
+  listDirectory,
+  lookupEntry,
+  sha256,
+  updateTree,
+  walkTree,
+  type Hash,
+  type ObjectView,
+  type TreeChange,
+} from "../core/store/objects.js";
+import { Store, type JsonValue } from "../core/store/store.js";
+import { tempDir } from "./helpers/cli.js";
+
+/** A tiny seeded PRNG so failures reproduce. */
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+let store: Store;
+let cleanup: () => void;
+
+beforeEach(() => {
+  const temp = tempDir("apex-objects-");
+  cleanup = temp.cleanup;
+  store = Store.open(temp.dir);
+});
+
+afterEach(async () => {
+  await store.close();
+  cleanup();
+});
+
+const segmentsOf = (path: string) => path.slice(1).split("/");
+
+/** Applies `changes` (path -> value, undefined = delete) to the tree `root`, persisting objects. */
+function apply(root: Hash | null, state: Map<string, JsonValue>, changes: Map<string, JsonValue | undefined>, view?: ObjectView) {
+  for (const [path, value] of changes) {
+    if (value === undefined) state.delete(path);
+    else state.set(path, value);
+  }
+  const set = new ChangeSet();
+  for (const path of changes.keys()) set.add(segmentsOf(path));
+  const usedView = view ?? ObjectStore.of(store).view();
+  let result!: ReturnType<typeof updateTree>;
+  store.environment.transactionSync(() => {
+    result = updateTree(usedView, root, set, (segments) => state.get(`/${segments.join("/")}`));
+  });
+  return { ...result, stats: usedView.stats };
+}
+
+/** Builds a tree of `state` from scratch. */
+function build(state: Map<string, JsonValue>) {
+  return apply(null, new Map(), new Map(state));
+}
+
+function contents(root: Hash | null): Map<string, JsonValue> {
+  const view = ObjectStore.of(store).view();
+  const out = new Map<string, JsonValue>();
+  for (const { segments, hash } of walkTree(view, root)) out.set(`/${segments.join("/")}`, view.readValue(hash));
+  return out;
+}
+
+describe("canonical JSON", () => {
+  it("sorts object keys by code point at every depth and drops whitespace", () => {
+    expect(canonicalJson({ b: 1, a: [{ z: true, y: null }], "\u{1F600}": "x", "\uFFFD": 2 })).toBe(
+      '{"a":[{"y":null,"z":true}],"b":1,"\uFFFD":2,"\u{1F600}":"x"}',
+    );
+  });
+
+  it("gives equal values equal bytes whatever the key insertion order", () => {
+    expect(canonicalJson({ x: 1, y: { a: 1, b: 2 } })).toBe(canonicalJson({ y: { b: 2, a: 1 }, x: 1 }));
+  });
+
+  it.each([
+    [Number.NaN, "the number NaN"],
+    [Number.POSITIVE_INFINITY, "the number Infinity"],
+    [{ when: new Date(0) }, "an instance of Date"],
+    [{ data: Buffer.from("x") }, "an instance of Buffer"],
+    [() => 1, "a function"],
+  ])("rejects %s", (value, what) => {
+    expect(() => canonicalJson(value)).toThrow(what);
+  });
+
+  it("orders strings like UTF-8 bytes (LMDB key order), unlike `<` on UTF-16", () => {
+    const next = random(7);
+    const alphabet = ["a", "Z", "/", "é", "\uFFFD", "\uE000", "\u{1F600}", "\u{10400}", "\u4E2D", "0"];
+    for (let i = 0; i < 2000; i++) {
+      const word = () => Array.from({ length: 1 + Math.floor(next() * 4) }, () => alphabet[Math.floor(next() * alphabet.length)]).join("");
+      const a = word();
+      const b = word();
+      expect(Math.sign(compareCodePoints(a, b))).toBe(Math.sign(Buffer.compare(Buffer.from(a), Buffer.from(b))));
+    }
+  });
+});
+
+describe("tree node encoding", () => {
+  const hashA = sha256("a");
+  const hashB = sha256("b");
+
+  it("round-trips leaves and split nodes", () => {
+    const leaf = { kind: "leaf" as const, entries: [{ name: "a", value: hashA }, { name: "b\u{1F600}", value: hashA, tree: hashB }, { name: "c", tree: hashB }] };
+    expect(decodeTreeNode(encodeTreeNode(leaf))).toEqual(leaf);
+    const split = { kind: "split" as const, depth: 3, count: 40, buckets: [{ index: 0, hash: hashA, count: 20 }, { index: 7, hash: hashB, count: 20 }] };
+    expect(decodeTreeNode(encodeTreeNode(split))).toEqual(split);
+  });
+
+  it.each([
+    ["names out of order", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "b", value: hashA }, { name: "a", value: hashA }] }), "names out of order"],
+    ["an empty leaf", () => encodeTreeNode({ kind: "leaf", entries: [] }), "empty leaf"],
+    ["trailing bytes", () => Buffer.concat([encodeTreeNode({ kind: "leaf", entries: [{ name: "a", value: hashA }] }), Buffer.from([0])]), "trailing bytes"],
+    ["a truncated hash", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "a", value: hashA }] }).subarray(0, 20), "truncated node"],
+    ["bucket counts that do not add up", () => encodeTreeNode({ kind: "split", depth: 0, count: 50, buckets: [{ index: 1, hash: hashA, count: 40 }] }), "add up to 40, not 50"],
+    ["a split node small enough to be a leaf", () => encodeTreeNode({ kind: "split", depth: 0, count: 3, buckets: [{ index: 1, hash: hashA, count: 3 }] }), "only 3 entries"],
+    ["an unknown tag", () => Buffer.from([0x58]), "unknown node tag"],
+  ])("rejects %s", (_label, bytes, message) => {
+    expect(() => decodeTreeNode(bytes())).toThrow(message);
+  });
+});
+
+describe("Merkle tree of the path hierarchy", () => {
+  it("stores a value once however many paths hold it", () => {
+    const state = new Map<string, JsonValue>();
+    for (let i = 0; i < 50; i++) state.set(`/copies/c${i}`, { same: "value", n: [1, 2, 3] });
+    state.set("/other", "different");
+    const { stats } = build(state);
+    expect(stats.valuesWritten).toBe(2);
+    expect(ObjectStore.of(store).values.getStats().entryCount).toBe(2);
+  });
+
+  it("shares unchanged subtrees by hash: a rebuild of the same data writes nothing", () => {
+    const state = new Map<string, JsonValue>();
+    for (let i = 0; i < 300; i++) state.set(`/a/d${i % 7}/k${i}`, i);
+    const first = build(state);
+    const second = build(state);
+    expect(second.root).toBe(first.root);
+    expect(second.stats.treesWritten).toBe(0);
+    expect(second.stats.valuesWritten).toBe(0);
+  });
+
+  it("rebuilds only the nodes on changed paths (counted, not timed)", () => {
+    const state = new Map<string, JsonValue>();
+    // 4 levels of directories, 10 x 10 x 10 x 5 = 5000 values.
+    for (let a = 0; a < 10; a++)
+      for (let b = 0; b < 10; b++)
+        for (let c = 0; c < 10; c++) for (let d = 0; d < 5; d++) state.set(`/p${a}/q${b}/r${c}/s${d}`, { a, b, c, d });
+    const base = build(state);
+    expect(base.valueDelta).toBe(5000);
+    const treesBefore = ObjectStore.of(store).trees.getStats().entryCount!;
+
+    const { root, stats, valueDelta } = apply(base.root, state, new Map([["/p3/q4/r5/s1", { changed: true }]]));
+    expect(valueDelta).toBe(0);
+    expect(stats.valuesWritten).toBe(1);
+    // The directories on the path: /, /p3 and /p3/q4 have 10 entries (> LEAF_MAX): a split
+    // node and the bucket holding the name each; /p3/q4/r5 has 5: one leaf. 3 x 2 + 1 = 7.
+    expect(LEAF_MAX).toBeLessThan(10);
+    expect(stats.treesBuilt).toBe(7);
+    expect(stats.treesWritten).toBe(7);
+    expect(stats.packsWritten).toBe(2); // one pack of values, one of tree nodes
+    expect(ObjectStore.of(store).trees.getStats().entryCount).toBe(treesBefore + 7);
+    expect(contents(root)).toEqual(state);
+  });
+
+  it("splits large directories so one change rewrites a few small nodes, not the whole listing", () => {
+    const state = new Map<string, JsonValue>();
+    for (let i = 0; i < 5000; i++) state.set(`/flat/key-${i}`, i);
+    const base = build(state);
+    const { stats, root } = apply(base.root, state, new Map([["/flat/key-1234", "changed"]]));
+    // root dir + log16(5000 / LEAF_MAX)-ish bucket levels + one leaf; far below a 5000-entry node.
+    expect(stats.treesWritten).toBeLessThanOrEqual(6);
+    expect(stats.treeBytesWritten).toBeLessThan(5000);
+    expect(contents(root).get("/flat/key-1234")).toBe("changed");
+    const view = ObjectStore.of(store).view();
+    expect(listDirectory(view, lookupEntry(view, root, ["flat"])!.tree!)).toHaveLength(5000);
+  });
+
+  it("has one canonical shape: incremental updates in any order give the root of a fresh build", () => {
+    const next = random(42);
+    const names = ["a", "b", "c", "é", "日本", "\u{1F600}", "x y", "long-name-with-dashes"];
+    const pick = () => names[Math.floor(next() * names.length)]!;
+    const state = new Map<string, JsonValue>();
+    let root: Hash | null = null;
+    for (let round = 0; round < 40; round++) {
+      const changes = new Map<string, JsonValue | undefined>();
+      const count = 1 + Math.floor(next() * 60);
+      for (let i = 0; i < count; i++) {
+        const depth = 1 + Math.floor(next() * 3);
+        const path = `/${Array.from({ length: depth }, (_, level) => (level === depth - 1 && next() < 0.7 ? `k${Math.floor(next() * 80)}` : pick())).join("/")}`;
+        const deleting = next() < 0.35 && state.size > 0;
+        if (deleting) {
+          const existing = [...state.keys()][Math.floor(next() * state.size)]!;
+          changes.set(existing, undefined);
+        } else changes.set(path, { round, i, s: "\u{10400}".repeat(i % 3) });
+      }
+      root = apply(root, state, changes).root;
+      expect(root).toBe(build(state).root);
+      expect(contents(root)).toEqual(state);
+    }
+    // Shrinking below the split threshold collapses buckets back into one leaf.
+    const shrink = new Map<string, JsonValue | undefined>([...state.keys()].slice(LEAF_MAX - 5).map((path) => [path, undefined]));
+    root = apply(root, state, shrink).root;
+    expect(root).toBe(build(state).root);
+    root = apply(root, state, new Map([...state.keys()].map((path) => [path, undefined]))).root;
+    expect(root).toBeNull();
+  });
+
+  it("looks up one path in O(depth) and walks in tree order", () => {
+    const state = new Map<string, JsonValue>([
+      ["/a", 1],
+      ["/a/b", 2],
+      ["/a-c", 3],
+      ["/a/b/c", 4],
+      ["/\u{1F600}", 5],
+      ["/\uFFFD", 6],
+    ]);
+    const { root } = build(state);
+    const view = ObjectStore.of(store).view();
+    expect(view.readValue(lookupEntry(view, root, ["a", "b"])!.value!)).toBe(2);
+    expect(lookupEntry(view, root, ["a", "x"])).toBeUndefined();
+    expect([...walkTree(view, root)].map(({ segments }) => `/${segments.join("/")}`)).toEqual(["/a", "/a/b", "/a/b/c", "/a-c", "/\uFFFD", "/\u{1F600}"]);
+  });
+
+  it("diffs two trees, reading only the parts that differ", () => {
+    const next = random(3);
+    const before = new Map<string, JsonValue>();
+    for (let i = 0; i < 2000; i++) before.set(`/d${i % 13}/e${i % 5}/k${i}`, i);
+    const first = build(before);
+    const after = new Map(before);
+    const expected = { added: [] as string[], removed: [] as string[], changed: [] as string[] };
+    for (let i = 0; i < 8; i++) {
+      const key = `/d${i % 13}/e${i % 5}/k${Math.floor(next() * 2000)}`;
+      if (!after.has(key) || expected.added.includes(key) || expected.removed.includes(key) || expected.changed.includes(key)) continue;
+      if (i % 3 === 0) {
+        after.delete(key);
+        expected.removed.push(key);
+      } else {
+        after.set(key, "new");
+        expected.changed.push(key);
+      }
+    }
+    after.set("/brand/new/path", true);
+    expected.added.push("/brand/new/path");
+    const second = build(after);
+
+    const view = ObjectStore.of(store).view();
+    let reads = 0;
+    const readNode = view.readNode.bind(view);
+    view.readNode = (hash: Hash) => {
+      reads += 1;
+      return readNode(hash);
+    };
+    const found = { added: [] as string[], removed: [] as string[], changed: [] as string[] };
+    diffTrees(view, first.root, second.root, (change: TreeChange) => {
+      const path = `/${change.segments.join("/")}`;
+      (change.before ? (change.after ? found.changed : found.removed) : found.added).push(path);
+    });
+    for (const list of [found, expected]) for (const key of Object.keys(list) as (keyof typeof list)[]) list[key].sort();
+    expect(found).toEqual(expected);
+    // Each tree has 1 + 13 + 65 nodes; only the root, the <= 8 changed branches and the new path are read.
+    const nodes = (root: Hash | null) => {
+      let count = 0;
+      const countView = ObjectStore.of(store).view();
+      const visit = (hash: Hash) => {
+        count += 1;
+        for (const entry of listDirectory(countView, hash)) if (entry.tree) visit(entry.tree);
+      };
+      if (root) visit(root);
+      return count;
+    };
+    expect(nodes(first.root) + nodes(second.root)).toBeGreaterThan(150);
+    expect(reads).toBeLessThanOrEqual(2 * (1 + 8 + 8) + 2);
+  });
+});
+
+describe("damage detection", () => {
+  it("reports missing, corrupted and undecodable objects with their kind and hash", () => {
+    const state = new Map<string, JsonValue>([["/x/y", "value"]]);
+    const { root } = build(state);
+    const objects = ObjectStore.of(store);
+    const view = objects.view();
+    const valueHash = lookupEntry(view, root, ["x", "y"])!.value!;
+
+    const original = objects.getRaw("value", valueHash)!;
+    const flipped = Buffer.from(original);
+    flipped[2] = flipped[2]! ^ 0x01;
+    store.environment.transactionSync(() => objects.putRaw("value", valueHash, flipped));
+    expect(() => objects.view().readValue(valueHash)).toThrow(ObjectDamageError);
+    expect(() => objects.view().readValue(valueHash)).toThrow(/does not match its hash/);
+
+    store.environment.transactionSync(() => objects.removeRaw("tree", root!));
+    const error = (() => {
+      try {
+        objects.view().readNode(root!);
+      } catch (caught) {
+        return caught as ObjectDamageError;
+      }
+      return undefined;
+    })();
+    expect(error).toMatchObject({ code: "APEX_E_INTEGRITY", kind: "tree", hash: root, reason: "missing", exitCode: 1 });
+
+    const garbage = Buffer.from("not a node");
+    store.environment.transactionSync(() => objects.putRaw("tree", sha256(garbage), garbage));
+    expect(() => objects.view().readNode(sha256(garbage))).toThrow(/cannot be decoded/);
+  });
+
+  it("rewrites an object whose pack is gone when the same object is written again", () => {
+    const state = new Map<string, JsonValue>([["/v", { text: "hello" }]]);
+    const { root } = build(state);
+    const objects = ObjectStore.of(store);
+    const hash = lookupEntry(objects.view(), root, ["v"])!.value!;
+    const { pack } = objects.locate("value", hash)!;
+    store.environment.transactionSync(() => objects.packs.remove(pack));
+    expect(() => objects.view().readValue(hash)).toThrow(/is missing/);
+    const rebuilt = build(state);
+    expect(rebuilt.stats.valuesWritten).toBe(1);
+    expect(objects.view().readValue(hash)).toEqual({ text: "hello" });
+    expect(objects.locate("value", hash)!.pack).toBeGreaterThan(pack);
+  });
+
+  it("never reuses a pack id, even after the last pack was deleted", () => {
+    build(new Map<string, JsonValue>([["/a", 1]]));
+    const objects = ObjectStore.of(store);
+    const last = objects.lastPackId();
+    store.environment.transactionSync(() => {
+      for (const id of [...objects.packIds()]) objects.packs.remove(id);
+    });
+    build(new Map<string, JsonValue>([["/b", 2]]));
+    expect(Math.min(...objects.packIds())).toBeGreaterThan(last);
+  });
+});
