@@ -56,6 +56,17 @@ export const ErrorCodes = {
   APEX_E_LOCKED: ExitCode.conflict,
   // plugins: no backend registered under a name (2)
   APEX_E_BACKEND_UNKNOWN: ExitCode.usage,
+  // git plugin: git missing or failing (1), no repository or commit (3), dirty tree, taken branch, foreign hook (4)
+  APEX_E_GIT_UNAVAILABLE: ExitCode.failure,
+  APEX_E_GIT_FAILED: ExitCode.failure,
+  APEX_E_NOT_A_REPOSITORY: ExitCode.notFound,
+  APEX_E_GIT_COMMIT_MISSING: ExitCode.notFound,
+  APEX_E_DIRTY_TREE: ExitCode.conflict,
+  APEX_E_BRANCH_EXISTS: ExitCode.conflict,
+  APEX_E_HOOK_CONFLICT: ExitCode.conflict,
+  // sessions: the codes of the errors onError receives when an agent crashes or a task fails (1)
+  APEX_E_AGENT_CRASHED: ExitCode.failure,
+  APEX_E_TASK_FAILED: ExitCode.failure,
 } as const satisfies Record<string, ExitCodeValue>;
 export type ErrorCode = keyof typeof ErrorCodes;
 

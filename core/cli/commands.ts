@@ -6,3 +6,9 @@ import { registerMemoryCommands } from "./memory.js";
  * commands cheaply and imports heavy dependencies only inside its actions.
  */
 export const commandGroups: Array<(program: Command) => void> = [registerMemoryCommands];
+import { registerPluginsCommands } from "./plugins.js"; commandGroups.push(registerPluginsCommands);
+import { registerConfigCommands } from "./config.js"; commandGroups.push(registerConfigCommands);
+import { registerLifecycleCommands } from "./lifecycle.js"; commandGroups.unshift(registerLifecycleCommands);
+import { registerTaskCommands } from "./task.js"; commandGroups.push(registerTaskCommands);
+import { registerAgentCommands } from "./agent.js"; commandGroups.push(registerAgentCommands);
+import { registerSessionCommands } from "./session.js"; commandGroups.push(registerSessionCommands);

@@ -1,15 +1,38 @@
 import type { ProjectLocation } from "../config/locate.js";
-import { Store, type Entry, type JsonValue } from "../store/store.js";
+import { callSupervisor } from "../rpc/call.js";
+import { liveSupervisor } from "../session/runtime.js";
+import type { Entry, JsonValue, Store } from "../store/store.js";
 import type { MemoryWriter } from "./context.js";
 
 /**
- * A writer on the store itself, used when no supervisor holds the project. The config is
- * validated first: nothing is written while apex.config.yaml is invalid.
+ * A writer for the project memory. While a supervisor holds the project it is the store's one
+ * writer, so writes go over its control socket; inside an agent (APEX_SOCKET set) they always
+ * do, and LMDB is never opened. With no supervisor running, the store is written directly,
+ * after checking the config: nothing is written while apex.config.yaml is invalid.
  */
 export async function openMemoryWriter(location: ProjectLocation): Promise<MemoryWriter> {
+  const socket = process.env.APEX_SOCKET ?? liveSupervisor(location.storeDir)?.socket;
+  if (socket) return socketWriter(socket);
   await assertConfigValid(location);
-  const store = Store.open(location.storeDir);
-  return directWriter(store);
+  const { Store } = await import("../store/store.js");
+  return directWriter(Store.open(location.storeDir));
+}
+
+export function socketWriter(socket: string): MemoryWriter {
+  const actor = currentActor();
+  const call = (method: string, params: Record<string, unknown>) => callSupervisor(socket, method, { ...params, actor }, 120_000);
+  return {
+    async set(path: string, value: JsonValue) {
+      return (await call("memory.set", { path, value })) as { revision: number };
+    },
+    async delete(path: string, recursive: boolean) {
+      return (await call("memory.delete", { path, recursive })) as { deleted: number; revision: number };
+    },
+    async importEntries(entries: Entry[]) {
+      return (await call("memory.import", { entries })) as { count: number; revision: number };
+    },
+    close: async () => {},
+  };
 }
 
 export function directWriter(store: Store): MemoryWriter {
@@ -28,6 +51,12 @@ export function directWriter(store: Store): MemoryWriter {
     },
     close: () => store.close(),
   };
+}
+
+function currentActor(): string {
+  const agent = process.env.APEX_AGENT;
+  if (agent) return `agent:${agent}`;
+  return `user:${process.env.USER ?? process.env.LOGNAME ?? "unknown"}`;
 }
 
 async function assertConfigValid(location: ProjectLocation): Promise<void> {

@@ -1,45 +1,105 @@
 import { connect } from "node:net";
-import { ApexError, type ErrorCode } from "../errors.js";
+import { ApexError } from "../errors.js";
+import { errorFromBody, lineSplitter, type RpcReply } from "./protocol.js";
 
 /**
  * One request over the supervisor's control socket. The protocol is newline-delimited
  * JSON: `{id, method, params}` answered by `{id, result}` or `{id, error: {code, message, hint}}`.
+ * Errors come back as the ApexError the supervisor raised (same code, message and hint).
  */
 export function callSupervisor(socketPath: string, method: string, params: unknown, timeoutMs = 30_000): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const socket = connect(socketPath);
-    let buffer = "";
-    const timer = setTimeout(() => {
+    let settled = false;
+    const finish = (error: Error | undefined, value?: unknown) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
       socket.destroy();
-      reject(new ApexError("APEX_E_TIMEOUT", `The supervisor did not answer ${method} within ${timeoutMs} ms.`));
+      if (error) reject(error);
+      else resolve(value);
+    };
+    const timer = setTimeout(() => {
+      finish(
+        new ApexError("APEX_E_TIMEOUT", `The supervisor did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`, {
+          hint: "It may be overloaded or stopped; `apex status` shows whether it is alive.",
+        }),
+      );
     }, timeoutMs);
     socket.setEncoding("utf8");
     socket.on("connect", () => socket.write(`${JSON.stringify({ id: 1, method, params })}\n`));
-    socket.on("data", (chunk: string) => {
-      buffer += chunk;
-      const newline = buffer.indexOf("\n");
-      if (newline < 0) return;
-      clearTimeout(timer);
-      socket.end();
-      let reply: { result?: unknown; error?: { code: ErrorCode; message: string; hint?: string } };
-      try {
-        reply = JSON.parse(buffer.slice(0, newline));
-      } catch (error) {
-        reject(new ApexError("APEX_E_RPC", `Unreadable reply from the supervisor: ${(error as Error).message}`));
-        return;
-      }
-      if (reply.error) {
-        const code = reply.error.code ?? "APEX_E_RPC";
-        reject(new ApexError(code, reply.error.message, reply.error.hint ? { hint: reply.error.hint } : {}));
-      } else resolve(reply.result);
-    });
+    socket.on(
+      "data",
+      lineSplitter(
+        (line) => {
+          let reply: RpcReply;
+          try {
+            reply = JSON.parse(line) as RpcReply;
+          } catch (error) {
+            finish(new ApexError("APEX_E_RPC", `Unreadable reply from the supervisor: ${(error as Error).message}`));
+            return;
+          }
+          if (reply.id !== 1 && reply.id !== null) return;
+          if (reply.error) finish(errorFromBody(reply.error));
+          else if (reply.event === undefined) finish(undefined, reply.result);
+        },
+        () => finish(new ApexError("APEX_E_RPC", "The supervisor's reply is too long.")),
+      ),
+    );
+    socket.on("close", () => finish(new ApexError("APEX_E_RPC", `The supervisor closed the connection before answering ${method}.`)));
+    socket.on("error", (error: NodeJS.ErrnoException) => finish(unreachable(socketPath, error)));
+  });
+}
+
+export interface Subscription {
+  /** Resolves when the stream ends (the supervisor exited or closed it); rejects on errors. */
+  done: Promise<void>;
+  close(): void;
+}
+
+/** Calls a streaming method and hands each event to `onEvent` until the stream ends. */
+export function subscribeSupervisor(socketPath: string, method: string, params: unknown, onEvent: (event: unknown) => void): Subscription {
+  const socket = connect(socketPath);
+  let closedByUs = false;
+  const done = new Promise<void>((resolve, reject) => {
+    socket.setEncoding("utf8");
+    socket.on("connect", () => socket.write(`${JSON.stringify({ id: 1, method, params })}\n`));
+    socket.on(
+      "data",
+      lineSplitter(
+        (line) => {
+          let reply: RpcReply;
+          try {
+            reply = JSON.parse(line) as RpcReply;
+          } catch {
+            return;
+          }
+          if (reply.error) {
+            reject(errorFromBody(reply.error));
+            socket.destroy();
+          } else if (reply.event !== undefined) onEvent(reply.event);
+          else socket.end();
+        },
+        () => socket.destroy(),
+      ),
+    );
+    socket.on("close", () => resolve());
     socket.on("error", (error: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(
-        new ApexError("APEX_E_RPC", `Cannot reach the supervisor at ${socketPath}: ${error.code ?? error.message}.`, {
-          hint: "Check `apex status`; if the session is interrupted, `apex start --continue last` recovers it.",
-        }),
-      );
+      if (closedByUs) resolve();
+      else reject(unreachable(socketPath, error));
     });
+  });
+  return {
+    done,
+    close() {
+      closedByUs = true;
+      socket.destroy();
+    },
+  };
+}
+
+function unreachable(socketPath: string, error: NodeJS.ErrnoException): ApexError {
+  return new ApexError("APEX_E_RPC", `Cannot reach the supervisor at ${socketPath}: ${error.code ?? error.message}.`, {
+    hint: "Check `apex status`; if the session is interrupted, `apex start --continue last` recovers it.",
   });
 }

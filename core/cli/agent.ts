@@ -1,0 +1,29 @@
+import type { Command } from "commander";
+import { projectOf } from "./context.js";
+
+/** `apex agent …`: what agents say about themselves, and what the supervisor knows of them. */
+export function registerAgentCommands(program: Command): void {
+  const agent = program.command("agent").description("agents of the session: report, list");
+
+  agent
+    .command("report")
+    .description("an agent tells the session its status, current task and context (restored on --continue)")
+    .option("--agent <name>", "which agent (default: APEX_AGENT)")
+    .option("-s, --status <status>", "free text: working, idle, reviewing, …")
+    .option("-t, --task <task>", "what it works on ('-' clears it)")
+    .option("--context <json>", "JSON the agent wants back after a restore (APEX_RESUME_CONTEXT)")
+    .option("--json", "print the agent record as JSON")
+    .action(async (options: { agent?: string; status?: string; task?: string; context?: string; json?: boolean }, command: Command) => {
+      const { reportAgent } = await import("../session/cli/tasks.js");
+      await reportAgent(projectOf(command), options);
+    });
+
+  agent
+    .command("list")
+    .description("the session's agents with their process state and what they reported")
+    .option("--json", "print the agents as JSON")
+    .action(async (options: { json?: boolean }, command: Command) => {
+      const { listAgents } = await import("../session/cli/tasks.js");
+      await listAgents(projectOf(command), Boolean(options.json));
+    });
+}

@@ -1,0 +1,108 @@
+import type { Command } from "commander";
+import { projectOf } from "./context.js";
+
+/** `apex task …` and `apex milestone`: the session's task list. */
+export function registerTaskCommands(program: Command): void {
+  const task = program
+    .command("task")
+    .description("the session's tasks: add, list, claim, done, fail, reopen")
+    .addHelpText(
+      "after",
+      `
+Tasks go pending → active (claimed) → completed | failed; reopen sends one back to pending.
+Ids look like t-0001 (t-1 works too). Inside an agent, --agent defaults to APEX_AGENT.
+
+Examples:
+  apex task add "Write the login form" --assign coder
+  apex task claim --json
+  apex task done t-0001 --result '{"files": ["login.ts"]}'
+  apex task reopen t-0001 --reason "the form accepts empty passwords"`,
+    );
+
+  task
+    .command("add")
+    .description("add a pending task")
+    .argument("<title>", "what is to be done")
+    .option("-m, --milestone", "completing this task records a milestone")
+    .option("--assign <agent>", "only this agent may claim it")
+    .option("--json", "print the task as JSON")
+    .action(async (title: string, options: { milestone?: boolean; assign?: string; json?: boolean }, command: Command) => {
+      const { addTask } = await import("../session/cli/tasks.js");
+      await addTask(projectOf(command), title, options);
+    });
+
+  task
+    .command("list")
+    .description("the session's tasks, oldest first")
+    .option("--status <status>", "only tasks with this status: pending, active, completed or failed")
+    .option("--json", "print the tasks as JSON")
+    .action(async (options: { status?: string; json?: boolean }, command: Command) => {
+      const { listTasks } = await import("../session/cli/tasks.js");
+      await listTasks(projectOf(command), options);
+    });
+
+  task
+    .command("show")
+    .description("one task with its timestamps and result")
+    .argument("<id>", "task id, e.g. t-0001")
+    .option("--json", "print the task as JSON")
+    .action(async (id: string, options: { json?: boolean }, command: Command) => {
+      const { showTask } = await import("../session/cli/tasks.js");
+      await showTask(projectOf(command), id, Boolean(options.json));
+    });
+
+  task
+    .command("claim")
+    .description("take the next pending task (own assigned tasks first); exits 4 when there is none")
+    .option("--agent <name>", "the claiming agent (default: APEX_AGENT)")
+    .option("--json", "print the task as JSON")
+    .action(async (options: { agent?: string; json?: boolean }, command: Command) => {
+      const { claimTask } = await import("../session/cli/tasks.js");
+      await claimTask(projectOf(command), options);
+    });
+
+  task
+    .command("done")
+    .description("mark a task completed")
+    .argument("<id>", "task id")
+    .option("--result <json>", "what came out of it (JSON; other text is kept as a string)")
+    .option("--json", "print the task as JSON")
+    .action(async (id: string, options: { result?: string; json?: boolean }, command: Command) => {
+      const { completeTask } = await import("../session/cli/tasks.js");
+      await completeTask(projectOf(command), id, options);
+    });
+
+  task
+    .command("fail")
+    .description("mark a task failed (fires onError)")
+    .argument("<id>", "task id")
+    .requiredOption("--reason <text>", "why it failed")
+    .option("--json", "print the task as JSON")
+    .action(async (id: string, options: { reason: string; json?: boolean }, command: Command) => {
+      const { failTask } = await import("../session/cli/tasks.js");
+      await failTask(projectOf(command), id, options);
+    });
+
+  task
+    .command("reopen")
+    .description("send a task back to pending (e.g. the adversary rejects the work)")
+    .argument("<id>", "task id")
+    .option("--reason <text>", "why")
+    .option("--assign <agent>", "only this agent may claim it again")
+    .option("--json", "print the task as JSON")
+    .action(async (id: string, options: { reason?: string; assign?: string; json?: boolean }, command: Command) => {
+      const { reopenTask } = await import("../session/cli/tasks.js");
+      await reopenTask(projectOf(command), id, options);
+    });
+
+  program
+    .command("milestone")
+    .description('record a milestone (fires afterMilestone); without TEXT, list them')
+    .argument("[text]", 'what was reached, e.g. "Login works end to end"')
+    .option("--task <id>", "the task it belongs to")
+    .option("--json", "print as JSON")
+    .action(async (text: string | undefined, options: { task?: string; json?: boolean }, command: Command) => {
+      const { milestone } = await import("../session/cli/tasks.js");
+      await milestone(projectOf(command), text, options);
+    });
+}

@@ -1,0 +1,75 @@
+import { ApexError, ErrorCodes, type ErrorCode } from "../errors.js";
+
+/**
+ * The control protocol: newline-delimited JSON over a unix socket.
+ *
+ *   request   {"id": 1, "method": "task.claim", "params": {"agent": "coder"}}
+ *   reply     {"id": 1, "result": {...}}
+ *   failure   {"id": 1, "error": {"code": "APEX_E_NO_TASK", "message": "…", "hint": "…"}}
+ *   stream    {"id": 1, "event": {...}}      (only for streaming methods such as events.subscribe)
+ *
+ * Requests on one connection are answered in any order; ids pair them up.
+ */
+export interface RpcRequest {
+  id: number | string;
+  method: string;
+  params?: unknown;
+}
+
+export interface RpcErrorBody {
+  code: string;
+  message: string;
+  hint?: string;
+  details?: Record<string, unknown>;
+}
+
+export interface RpcReply {
+  id: number | string | null;
+  result?: unknown;
+  error?: RpcErrorBody;
+  event?: unknown;
+}
+
+/** Longest line either side accepts (a memory import travels in one request). */
+export const MAX_LINE_BYTES = 256 * 1024 * 1024;
+
+export function errorBody(error: unknown): RpcErrorBody {
+  if (error instanceof ApexError) {
+    return {
+      code: error.code,
+      message: error.message,
+      ...(error.hint ? { hint: error.hint } : {}),
+      ...(error.details ? { details: error.details } : {}),
+    };
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return { code: "APEX_E_INTERNAL", message };
+}
+
+/** Turns an error reply back into the ApexError the supervisor raised. */
+export function errorFromBody(body: RpcErrorBody): ApexError {
+  const code: ErrorCode = body.code in ErrorCodes ? (body.code as ErrorCode) : "APEX_E_RPC";
+  return new ApexError(code, body.message, {
+    ...(body.hint ? { hint: body.hint } : {}),
+    ...(body.details ? { details: body.details } : {}),
+  });
+}
+
+/** Splits a byte stream into lines; `onLine` gets each complete line without its newline. */
+export function lineSplitter(onLine: (line: string) => void, onOverflow: () => void): (chunk: string) => void {
+  let buffer = "";
+  return (chunk: string) => {
+    buffer += chunk;
+    let newline = buffer.indexOf("\n");
+    while (newline >= 0) {
+      const line = buffer.slice(0, newline);
+      buffer = buffer.slice(newline + 1);
+      if (line.trim() !== "") onLine(line);
+      newline = buffer.indexOf("\n");
+    }
+    if (buffer.length > MAX_LINE_BYTES) {
+      buffer = "";
+      onOverflow();
+    }
+  };
+}

@@ -1,0 +1,135 @@
+import { ApexError } from "../errors.js";
+import type { AgentConfig, Config } from "../config/types.js";
+import type { JsonValue, Store } from "../store/store.js";
+import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "./records.js";
+import { appendEvent } from "./service.js";
+import { effectiveStatus, findSession, isEnded, supervisorAlive, type ContinueTarget } from "./sessions.js";
+import type { SupervisorRequest } from "./supervisor.js";
+
+/**
+ * Claiming a session for a supervisor: one write transaction decides, so two `apex start`
+ * racing each other cannot both get the project, and the loser leaves nothing behind.
+ */
+export interface Claim {
+  sessionId: string;
+  continued: boolean;
+  checkpoint: string | undefined;
+  previousAgents: AgentRecord[];
+}
+
+export type SupervisorIdentity = { pid: number; start_time: number; socket: string; started_at: string };
+
+/** A new session: refused while another one is current and not ended. One transaction decides. */
+export async function claimNewSession(store: Store, config: Config, request: SupervisorRequest, self: SupervisorIdentity): Promise<Claim> {
+  const { v4: uuidv4 } = await import("uuid");
+  const sessionId = uuidv4();
+  const at = nowIso();
+  await store.batch((batch) => {
+    refuseIfCurrent(batch.get(CURRENT_SESSION_PATH), (id) => batch.get(sessionPath(id)) as SessionRecord | undefined, undefined);
+    const stored = batch.get(PROJECT_CONFIG_PATH) as Record<string, JsonValue> | undefined;
+    let projectId = typeof stored?.project_id === "string" ? stored.project_id : undefined;
+    if (!projectId) {
+      projectId = uuidv4();
+      batch.set(PROJECT_CONFIG_PATH, { ...(stored ?? {}), project_id: projectId, created_at: at });
+    }
+    const names = Object.keys(config.agents);
+    const session: SessionRecord = {
+      session_id: sessionId,
+      project_id: projectId,
+      created_at: at,
+      updated_at: at,
+      status: "active",
+      initial_task: request.task ?? null,
+      agents: names,
+      supervisor: self,
+      history: [{ event: "started", at }],
+      outcome: null,
+      ended_at: null,
+      restored_from: null,
+    };
+    batch.set(sessionPath(sessionId), session);
+    batch.set(CURRENT_SESSION_PATH, { session_id: sessionId });
+    for (const name of names) batch.set(agentPath(sessionId, name), emptyAgentRecord(name, config.agents[name]!));
+    appendEvent(batch, sessionId, "session.started", "supervisor", { initial_task: request.task ?? null, agents: names });
+  }, "supervisor");
+  return { sessionId, continued: false, checkpoint: undefined, previousAgents: [] };
+}
+
+/** Continues a session: the current one if it is interrupted, or an ended one brought back. */
+export async function claimContinuedSession(store: Store, config: Config, target: ContinueTarget, self: SupervisorIdentity): Promise<Claim> {
+  let previousAgents: AgentRecord[] = [];
+  await store.batch((batch) => {
+    const record = findSession(batch, target.sessionId);
+    if (!record) throw new ApexError("APEX_E_NO_SESSION", `The session ${target.sessionId} does not exist.`);
+    if (supervisorAlive(record) && record.supervisor?.pid !== self.pid && !isEnded(record)) {
+      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${target.sessionId} is running (supervisor pid ${record.supervisor!.pid}); there is nothing to continue.`, {
+        hint: "See it with `apex status`; `apex stop` ends it.",
+      });
+    }
+    refuseIfCurrent(batch.get(CURRENT_SESSION_PATH), (id) => batch.get(sessionPath(id)) as SessionRecord | undefined, target.sessionId);
+    const at = nowIso();
+    const from = effectiveStatus(record);
+    const names = Object.keys(config.agents);
+    previousAgents = [];
+    for (const name of new Set([...record.agents, ...names])) {
+      const agent = batch.get(agentPath(target.sessionId, name)) as AgentRecord | undefined;
+      if (agent) previousAgents.push(agent);
+    }
+    const next: SessionRecord = {
+      ...record,
+      status: "active",
+      updated_at: at,
+      agents: names,
+      supervisor: self,
+      history: [...record.history, { event: "continued", at, from, checkpoint: target.checkpoint ?? null }],
+    };
+    next.ended_at = null;
+    next.outcome = null;
+    batch.delete(historyPath(target.sessionId));
+    batch.set(sessionPath(target.sessionId), next);
+    batch.set(CURRENT_SESSION_PATH, { session_id: target.sessionId });
+    for (const name of names) {
+      const agent = batch.get(agentPath(target.sessionId, name)) as AgentRecord | undefined;
+      batch.set(agentPath(target.sessionId, name), { ...(agent ?? emptyAgentRecord(name, config.agents[name]!)), status: "starting", restarts: 0 });
+    }
+    appendEvent(batch, target.sessionId, "session.continued", "supervisor", { from, checkpoint: target.checkpoint ?? null });
+  }, "supervisor");
+  return { sessionId: target.sessionId, continued: true, checkpoint: target.checkpoint, previousAgents };
+}
+
+function refuseIfCurrent(current: unknown, read: (id: string) => SessionRecord | undefined, allowed: string | undefined): void {
+  const id = (current as { session_id?: string } | undefined)?.session_id;
+  if (!id || id === allowed) return;
+  const record = read(id);
+  if (!record || isEnded(record)) return;
+  const status = effectiveStatus(record);
+  throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${id} is ${status}; a project runs one session at a time.`, {
+    hint:
+      status === "interrupted"
+        ? "Recover it with `apex start --continue last`, or end it with `apex stop`."
+        : "End it with `apex stop` first, or keep working in it (`apex status`, `apex resume`).",
+    details: { session_id: id, status },
+  });
+}
+
+export function emptyAgentRecord(name: string, spec: AgentConfig): AgentRecord {
+  return {
+    name,
+    status: "starting",
+    pid: null,
+    pgid: null,
+    start_time: null,
+    started_at: null,
+    restarts: 0,
+    reported_status: null,
+    task: null,
+    last_report_at: null,
+    last_exit: null,
+    command: describeCommand(spec),
+  };
+}
+
+/** The agent's command line as people would type it. */
+export function describeCommand(spec: AgentConfig): string {
+  return [spec.command, ...spec.args].map((part) => (/^[\w@%+=:,./-]+$/.test(part) ? part : JSON.stringify(part))).join(" ");
+}

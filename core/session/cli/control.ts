@@ -1,0 +1,81 @@
+/**
+ * `apex pause`, `apex resume`, `apex stop`. Kept lean on purpose (the pause benchmark): the
+ * supervisor does the work; this side reads <store>/supervisor.json and /proc, and sends one
+ * request on the socket. The store is opened only to explain why no supervisor answers.
+ */
+import type { ProjectLocation } from "../../config/locate.js";
+import { ApexError } from "../../errors.js";
+import { printJson, printLine } from "../../cli/output.js";
+import { callSupervisor } from "../../rpc/call.js";
+import { isSameProcessAlive, sleep } from "../proc.js";
+import { liveSupervisor, type SupervisorRuntime } from "../runtime.js";
+
+interface ControlReply {
+  session_id: string;
+  status: string;
+  agents?: number;
+  processes?: number;
+  warnings?: string[];
+  reason?: string;
+  processes_ended?: number;
+}
+
+export async function pauseSession(location: ProjectLocation, json: boolean): Promise<void> {
+  const runtime = await requireSupervisor(location, "pause");
+  const reply = (await callSupervisor(runtime.socket, "session.pause", {}, 120_000)) as ControlReply;
+  report(reply, json, `Paused session ${reply.session_id}: ${reply.processes} processes of ${reply.agents} agents stopped.`);
+}
+
+export async function resumeSession(location: ProjectLocation, json: boolean): Promise<void> {
+  const runtime = await requireSupervisor(location, "resume");
+  const reply = (await callSupervisor(runtime.socket, "session.resume", {}, 120_000)) as ControlReply;
+  report(reply, json, `Resumed session ${reply.session_id}: ${reply.processes} processes of ${reply.agents} agents continued.`);
+}
+
+export async function stopSession(location: ProjectLocation, options: { force?: boolean; grace?: number; json?: boolean }): Promise<void> {
+  const runtime = liveSupervisor(location.storeDir);
+  if (runtime) {
+    let reply: ControlReply | undefined;
+    try {
+      const params = { force: Boolean(options.force), ...(options.grace !== undefined ? { grace_ms: options.grace * 1000 } : {}) };
+      reply = (await callSupervisor(runtime.socket, "session.stop", params, 120_000)) as ControlReply;
+    } catch (error) {
+      if (!(error instanceof ApexError) || !["APEX_E_RPC", "APEX_E_TIMEOUT"].includes(error.code)) throw error;
+      // The supervisor went away meanwhile (the session ended by itself, or it crashed): the
+      // offline path says which. One that is alive but does not answer (hung, stopped) is
+      // ended with its agents only with --force.
+      await waitForExit(runtime, 2000);
+      if (isSameProcessAlive(runtime.pid, runtime.start_time) && !options.force) throw error;
+    }
+    if (reply) {
+      await waitForExit(runtime, 10_000);
+      report(reply, Boolean(options.json), `Stopped session ${reply.session_id} (${reply.processes_ended ?? 0} processes ended).`);
+      return;
+    }
+  }
+  const { stopWithoutSupervisor } = await import("./stop-offline.js");
+  const reply = await stopWithoutSupervisor(location, { force: Boolean(options.force), graceMs: (options.grace ?? 5) * 1000 });
+  report(reply, Boolean(options.json), `Stopped session ${reply.session_id} (its supervisor was not running; ${reply.processes_ended ?? 0} leftover processes ended).`);
+}
+
+function report(reply: ControlReply, json: boolean, text: string): void {
+  if (json) {
+    printJson(reply);
+    return;
+  }
+  printLine(text);
+  for (const warning of reply.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
+}
+
+/** The live supervisor, or an error that says why there is none. */
+async function requireSupervisor(location: ProjectLocation, action: string): Promise<SupervisorRuntime> {
+  const runtime = liveSupervisor(location.storeDir);
+  if (runtime) return runtime;
+  const { explainNoSupervisor } = await import("./explain.js");
+  throw await explainNoSupervisor(location, action);
+}
+
+async function waitForExit(runtime: SupervisorRuntime, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (isSameProcessAlive(runtime.pid, runtime.start_time) && Date.now() < deadline) await sleep(20);
+}

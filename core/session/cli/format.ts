@@ -1,0 +1,102 @@
+import { paint, type Color } from "../../cli/output.js";
+import type { SessionEvent } from "../records.js";
+
+/** 3725 → "1h 2m 5s". */
+export function formatDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined) return "-";
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const rest = s % 60;
+  if (h > 0) return `${h}h ${m}m ${rest}s`;
+  if (m > 0) return `${m}m ${rest}s`;
+  return `${rest}s`;
+}
+
+const STATUS_COLORS: Record<string, Color> = {
+  active: "green",
+  running: "green",
+  completed: "green",
+  paused: "yellow",
+  restarting: "yellow",
+  starting: "yellow",
+  interrupted: "red",
+  failed: "red",
+  gone: "red",
+  orphaned: "red",
+  stopped: "gray",
+  exited: "gray",
+  pending: "cyan",
+};
+
+export function paintStatus(status: string): string {
+  const color = STATUS_COLORS[status];
+  return color ? paint(status, color) : status;
+}
+
+/** One line per event for `apex start --attach`. */
+export function formatEvent(event: SessionEvent): string {
+  const time = event.at.slice(11, 19);
+  const e = event as Record<string, unknown>;
+  const text = (name: string) => (e[name] === null || e[name] === undefined ? "" : String(e[name]));
+  let what: string;
+  switch (event.type) {
+    case "session.started":
+      what = `session started${e.initial_task ? `: ${text("initial_task")}` : ""}`;
+      break;
+    case "session.continued":
+      what = `session continued (was ${text("from")})`;
+      break;
+    case "session.paused":
+      what = `session paused (${text("processes")} processes stopped)`;
+      break;
+    case "session.resumed":
+      what = "session resumed";
+      break;
+    case "session.stopped":
+    case "session.completed":
+    case "session.failed":
+      what = `session ${event.type.slice("session.".length)}: ${text("reason")}`;
+      break;
+    case "agent.started":
+      what = `${text("agent")} started (pid ${text("pid")}${Number(e.restarts) > 0 ? `, restart ${text("restarts")}` : ""})`;
+      break;
+    case "agent.exited":
+      what = `${text("agent")} ${e.signal ? `killed by ${text("signal")}` : `exited with code ${text("code")}`} → ${text("status")}`;
+      break;
+    case "agent.restarting":
+      what = `${text("agent")} restarts in ${text("delay_seconds")} s (restart ${text("restarts")})`;
+      break;
+    case "agent.report":
+      what = `${text("agent")}: ${text("status")}${e.task ? ` (${text("task")})` : ""}`;
+      break;
+    case "task.added":
+      what = `task ${text("task")} added: ${text("title")}${e.assignee ? ` → ${text("assignee")}` : ""}`;
+      break;
+    case "task.claimed":
+      what = `task ${text("task")} claimed by ${text("agent")}: ${text("title")}`;
+      break;
+    case "task.completed":
+      what = `task ${text("task")} completed: ${text("title")}`;
+      break;
+    case "task.failed":
+      what = `task ${text("task")} failed: ${text("reason")}`;
+      break;
+    case "task.reopened":
+      what = `task ${text("task")} reopened by ${text("by")}${e.reason ? `: ${text("reason")}` : ""}`;
+      break;
+    case "milestone":
+      what = `milestone ${text("n")}: ${text("text")}`;
+      break;
+    case "checkpoint":
+      what = `checkpoint ${text("sequence")} (${text("trigger")})`;
+      break;
+    case "error":
+      what = `error in ${text("origin")}: ${text("message")}`;
+      break;
+    default:
+      what = `${event.type} ${JSON.stringify(Object.fromEntries(Object.entries(e).filter(([key]) => !["seq", "at", "type", "actor"].includes(key))))}`;
+  }
+  const color: Color | undefined = event.type === "error" || event.type.endsWith("failed") ? "red" : event.type === "milestone" ? "magenta" : undefined;
+  return `${paint(time, "gray")}  ${color ? paint(what, color) : what}`;
+}

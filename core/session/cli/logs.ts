@@ -1,0 +1,135 @@
+/**
+ * `apex logs [AGENT] [-f] [-n LINES]`. Each agent writes stdout to
+ * <store>/logs/<session>/<agent>.log (with APEX's own `[apex …]` lines about starts, exits
+ * and restarts) and stderr to <agent>.err.log. Shown lines are prefixed `agent |` for stdout
+ * and `agent !` for stderr. No store access: the files and the runtime file are enough.
+ */
+import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from "node:fs";
+import { join } from "node:path";
+import type { ProjectLocation } from "../../config/locate.js";
+import { ApexError } from "../../errors.js";
+import { paint, printLine } from "../../cli/output.js";
+import { tailLines } from "../agents.js";
+import { sleep } from "../proc.js";
+import { agentLogDir, readRuntime } from "../runtime.js";
+
+export interface LogsOptions {
+  follow?: boolean;
+  lines?: number;
+  session?: string;
+  json?: boolean;
+}
+
+interface LogFile {
+  agent: string;
+  stream: "stdout" | "stderr";
+  file: string;
+}
+
+export async function showLogs(location: ProjectLocation, agent: string | undefined, options: LogsOptions): Promise<void> {
+  const sessionId = options.session ?? process.env.APEX_SESSION_ID ?? readRuntime(location.storeDir)?.session_id ?? latestLogSession(location.storeDir);
+  if (!sessionId) {
+    throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
+  }
+  const dir = agentLogDir(location.storeDir, sessionId);
+  const files = logFiles(dir);
+  const agents = [...new Set(files.map((file) => file.agent))];
+  if (agent !== undefined && !agents.includes(agent)) {
+    throw new ApexError("APEX_E_AGENT_NOT_FOUND", `No logs for an agent named ${JSON.stringify(agent)} in session ${sessionId}.`, {
+      hint: agents.length ? `Agents with logs: ${agents.join(", ")}.` : "No agent has written a log yet.",
+    });
+  }
+  const chosen = files.filter((file) => agent === undefined || file.agent === agent);
+  const width = Math.max(0, ...chosen.map((file) => file.agent.length));
+  const print = (file: LogFile, line: string) => {
+    if (options.json) process.stdout.write(`${JSON.stringify({ agent: file.agent, stream: file.stream, line })}\n`);
+    else printLine(`${paint(file.agent.padEnd(width), "cyan")} ${file.stream === "stderr" ? paint("!", "red") : "|"} ${line}`);
+  };
+  const count = options.lines ?? (options.follow ? 10 : 50);
+  for (const file of chosen) for (const line of tailLines(file.file, count)) print(file, line);
+  if (options.follow) await follow(dir, chosen, agent, print);
+}
+
+function logFiles(dir: string): LogFile[] {
+  if (!existsSync(dir)) return [];
+  const out: LogFile[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    if (name.endsWith(".err.log")) out.push({ agent: name.slice(0, -".err.log".length), stream: "stderr", file: join(dir, name) });
+    else if (name.endsWith(".log")) out.push({ agent: name.slice(0, -".log".length), stream: "stdout", file: join(dir, name) });
+  }
+  return out.sort((a, b) => (a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : 0) || (a.stream === b.stream ? 0 : a.stream === "stdout" ? -1 : 1));
+}
+
+/** The session whose log directory changed last. */
+function latestLogSession(storeDir: string): string | undefined {
+  const root = join(storeDir, "logs");
+  if (!existsSync(root)) return undefined;
+  let best: { name: string; mtime: number } | undefined;
+  for (const name of readdirSync(root)) {
+    const mtime = statSync(join(root, name)).mtimeMs;
+    if (!best || mtime > best.mtime) best = { name, mtime };
+  }
+  return best?.name;
+}
+
+/** Polls the files for appended bytes (and files that appear) until Ctrl-C. */
+async function follow(dir: string, initial: LogFile[], agent: string | undefined, print: (file: LogFile, line: string) => void): Promise<void> {
+  const offsets = new Map<string, { file: LogFile; offset: number; partial: string }>();
+  for (const file of initial) offsets.set(file.file, { file, offset: sizeOf(file.file), partial: "" });
+  let interrupted = false;
+  const stop = () => {
+    interrupted = true;
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  try {
+    while (!interrupted) {
+      for (const file of logFiles(dir)) {
+        if ((agent === undefined || file.agent === agent) && !offsets.has(file.file)) offsets.set(file.file, { file, offset: 0, partial: "" });
+      }
+      for (const state of offsets.values()) {
+        const size = sizeOf(state.file.file);
+        if (size < state.offset) state.offset = 0; // truncated
+        if (size === state.offset) continue;
+        const chunk = readRange(state.file.file, state.offset, size - state.offset);
+        state.offset += chunk.bytes;
+        const text = state.partial + chunk.text;
+        const lines = text.split("\n");
+        state.partial = lines.pop() ?? "";
+        for (const line of lines) print(state.file, line);
+      }
+      await sleep(200);
+    }
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+  }
+}
+
+function sizeOf(file: string): number {
+  try {
+    return statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** Reads up to 4 MiB; a multi-byte character cut at the end is completed on the next read. */
+function readRange(file: string, offset: number, length: number): { text: string; bytes: number } {
+  const buffer = Buffer.alloc(Math.min(length, 4 * 1024 * 1024));
+  const fd = openSync(file, "r");
+  try {
+    let read = readSync(fd, buffer, 0, buffer.length, offset);
+    // Do not split a UTF-8 sequence: stop before an incomplete trailing one.
+    let cut = read;
+    while (cut > 0 && cut > read - 4 && (buffer[cut - 1]! & 0xc0) === 0x80) cut--;
+    if (cut > 0 && buffer[cut - 1]! >= 0xc0) {
+      const lead = buffer[cut - 1]!;
+      const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
+      if (read - (cut - 1) < need) read = cut - 1;
+    }
+    return { text: buffer.subarray(0, read).toString("utf8"), bytes: read };
+  } finally {
+    closeSync(fd);
+  }
+}

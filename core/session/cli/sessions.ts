@@ -1,0 +1,70 @@
+import type { ProjectLocation } from "../../config/locate.js";
+import { printJson, printLine, table } from "../../cli/output.js";
+import { Store } from "../../store/store.js";
+import type { SessionRecord } from "../records.js";
+import { allSessions, effectiveStatus, historySessions } from "../sessions.js";
+import { paintStatus } from "./format.js";
+
+interface SessionRow {
+  session_id: string;
+  status: string;
+  created_at: string;
+  ended_at: string | null;
+  initial_task: string | null;
+  outcome: string | null;
+}
+
+async function readSessions(location: ProjectLocation, which: "all" | "history"): Promise<SessionRow[]> {
+  let records: SessionRecord[];
+  if (process.env.APEX_SOCKET) {
+    const { callSupervisor } = await import("../../rpc/call.js");
+    records = (await callSupervisor(process.env.APEX_SOCKET, which === "all" ? "session.list" : "session.history", {})) as SessionRecord[];
+  } else {
+    if (!Store.exists(location.storeDir)) return [];
+    const store = Store.open(location.storeDir, { readOnly: true });
+    try {
+      records = which === "all" ? allSessions(store) : historySessions(store);
+    } finally {
+      await store.close();
+    }
+  }
+  return records.map((record) => ({
+    session_id: record.session_id,
+    status: effectiveStatus(record),
+    created_at: record.created_at,
+    ended_at: record.ended_at ?? null,
+    initial_task: record.initial_task,
+    outcome: record.outcome ?? null,
+  }));
+}
+
+export async function listSessions(location: ProjectLocation, json: boolean): Promise<void> {
+  const rows = await readSessions(location, "all");
+  if (json) {
+    printJson(rows);
+    return;
+  }
+  if (rows.length === 0) {
+    printLine("No sessions yet.");
+    return;
+  }
+  printLine(table(["SESSION", "STATUS", "STARTED", "TASK"], rows.map((row) => [row.session_id, paintStatus(row.status), row.created_at, row.initial_task ?? "-"])));
+}
+
+export async function sessionHistory(location: ProjectLocation, json: boolean): Promise<void> {
+  const rows = await readSessions(location, "history");
+  if (json) {
+    printJson(rows);
+    return;
+  }
+  if (rows.length === 0) {
+    printLine("No session has ended yet.");
+    return;
+  }
+  printLine(
+    table(
+      ["SESSION", "OUTCOME", "STARTED", "ENDED", "WHY"],
+      rows.map((row) => [row.session_id, paintStatus(row.status), row.created_at, row.ended_at ?? "-", row.outcome ?? "-"]),
+    ),
+  );
+}

@@ -1,0 +1,96 @@
+import type { ProjectLocation } from "../../config/locate.js";
+import { ApexError } from "../../errors.js";
+import { paint, printJson, printLine } from "../../cli/output.js";
+import { subscribeSupervisor } from "../../rpc/call.js";
+import { launchSupervisor } from "../launch.js";
+import type { SessionEvent } from "../records.js";
+import type { ReadyReport } from "../supervisor.js";
+import { formatEvent } from "./format.js";
+
+export interface StartOptions {
+  task?: string;
+  continue?: string;
+  attach?: boolean;
+  json?: boolean;
+}
+
+/** `apex start`: a new session, or `--continue` an interrupted or ended one. */
+export async function startSession(location: ProjectLocation, options: StartOptions): Promise<void> {
+  if (options.task !== undefined && options.continue !== undefined) {
+    throw new ApexError("APEX_E_USAGE", "--task starts a new session and --continue resumes one; give one of them.", {
+      hint: 'Add work to a continued session with `apex task add "…"`.',
+    });
+  }
+  // Config errors are reported here, with their file positions, before anything starts.
+  const { loadConfig } = await import("../../config/load.js");
+  await loadConfig(location);
+  if (options.continue === undefined) await refuseIfActive(location);
+
+  const ready = await launchSupervisor(
+    location,
+    options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget: options.continue },
+  );
+  if (options.json) printJson(ready);
+  else printReady(ready);
+  if (options.attach) await attach(ready, Boolean(options.json));
+}
+
+/** The friendly early refusal; the supervisor makes the same check atomically. */
+async function refuseIfActive(location: ProjectLocation): Promise<void> {
+  const { Store } = await import("../../store/store.js");
+  if (!Store.exists(location.storeDir)) return;
+  const { currentSession, effectiveStatus, isEnded } = await import("../sessions.js");
+  const store = Store.open(location.storeDir, { readOnly: true });
+  try {
+    const session = currentSession(store);
+    if (!session || isEnded(session)) return;
+    const status = effectiveStatus(session);
+    throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${session.session_id} is ${status}; a project runs one session at a time.`, {
+      hint:
+        status === "interrupted"
+          ? "Recover it with `apex start --continue last`, or end it with `apex stop`."
+          : `End it with \`apex stop\` first${status === "paused" ? ", or `apex resume` it" : ""}; \`apex status\` shows it.`,
+      details: { session_id: session.session_id, status },
+    });
+  } finally {
+    await store.close();
+  }
+}
+
+function printReady(ready: ReadyReport): void {
+  const verb = ready.continued ? "continued" : "started";
+  printLine(`Session ${paint(ready.session_id, "bold")} ${verb} (supervisor pid ${ready.supervisor_pid}).`);
+  for (const reaped of ready.reaped) printLine(`  reaped the old processes of ${reaped.agent}: ${reaped.pids.join(", ")}`);
+  if (ready.restored_from) printLine(`  restored from checkpoint ${ready.restored_from}`);
+  for (const agent of ready.agents) {
+    printLine(`  ${agent.name.padEnd(12)} ${agent.status.padEnd(10)} pid ${agent.pid ?? "-"}`);
+  }
+  printLine(paint("Next: apex status · apex logs -f · apex pause · apex stop", "gray"));
+}
+
+/**
+ * Streams the session's events until it ends. Ctrl-C detaches: the session keeps running,
+ * since the supervisor is in its own process session and never sees this terminal's signals.
+ */
+async function attach(ready: ReadyReport, json: boolean): Promise<void> {
+  const subscription = subscribeSupervisor(ready.socket, "events.subscribe", { from_seq: ready.event_seq }, (event) => {
+    const type = (event as SessionEvent).type;
+    if (type === "session.completed" || type === "session.failed" || type === "session.stopped") ended = type;
+    printLine(json ? JSON.stringify(event) : formatEvent(event as SessionEvent));
+  });
+  let detached = false;
+  let ended: string | undefined;
+  const detach = () => {
+    detached = true;
+    subscription.close();
+  };
+  process.once("SIGINT", detach);
+  try {
+    await subscription.done;
+  } finally {
+    process.off("SIGINT", detach);
+  }
+  if (detached && !json) printLine(paint(`\nDetached; session ${ready.session_id} keeps running (apex status, apex stop).`, "gray"));
+  // Attached to the end, the exit code says how it went: a failed session is a failure.
+  if (!detached && ended === "session.failed") process.exitCode = 1;
+}

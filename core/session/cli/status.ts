@@ -1,0 +1,104 @@
+/**
+ * `apex status`: read-only and fast (benchmarked against `node -e 0`): no config, no plugins.
+ * The report is built from the store and one scan of /proc, by the live supervisor when there
+ * is one (a socket round trip is cheaper than loading LMDB here), else by this process on the
+ * store opened read-only, which is how an interrupted session is seen. Inside an agent the
+ * supervisor always answers, so that the agent never opens LMDB.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import type { ProjectLocation } from "../../config/locate.js";
+import { paint, printJson, printLine, table } from "../../cli/output.js";
+import { callSupervisor } from "../../rpc/call.js";
+import { liveSupervisor } from "../runtime.js";
+import type { StatusReport } from "../status-report.js";
+
+/** How long a live supervisor gets to answer before status reads the store itself. */
+const SUPERVISOR_ANSWER_MS = 1000;
+import { formatDuration, paintStatus } from "./format.js";
+
+export async function showStatus(location: ProjectLocation, json: boolean): Promise<void> {
+  const report = await readStatus(location);
+  if (json) printJson(report);
+  else printStatus(report);
+}
+
+async function readStatus(location: ProjectLocation): Promise<StatusReport> {
+  if (process.env.APEX_SOCKET) return (await callSupervisor(process.env.APEX_SOCKET, "session.status", {})) as StatusReport;
+  // A live supervisor answers from the store it holds open, which spares this process loading
+  // LMDB (a third of the command's time). If it is slow or gone, read the store directly.
+  const runtime = liveSupervisor(location.storeDir);
+  if (runtime) {
+    try {
+      return (await callSupervisor(runtime.socket, "session.status", {}, SUPERVISOR_ANSWER_MS)) as StatusReport;
+    } catch {
+      // fall through to the store
+    }
+  }
+  if (!existsSync(join(location.storeDir, "store.mdb"))) return buildEmpty();
+  const [{ Store }, { buildStatusReport }] = await Promise.all([import("../../store/store.js"), import("../status-report.js")]);
+  const store = Store.open(location.storeDir, { readOnly: true });
+  try {
+    return buildStatusReport(store, location.storeDir);
+  } finally {
+    await store.close();
+  }
+}
+
+function buildEmpty(): StatusReport {
+  return {
+    session: null,
+    agents: [],
+    tasks: { pending: 0, active: 0, completed: 0, failed: 0, total: 0 },
+    last_checkpoint: null,
+    left_running: [],
+    last_session: null,
+  };
+}
+
+function printStatus(report: StatusReport): void {
+  const session = report.session;
+  if (!session) {
+    printLine("No session is active in this project.");
+    const last = report.last_session;
+    if (last) printLine(`Last session: ${last.session_id} ${paintStatus(last.status)}${last.ended_at ? ` at ${last.ended_at}` : ""}${last.outcome ? ` (${last.outcome})` : ""}`);
+    printLine(paint('Start one: apex start --task "…"', "gray"));
+    return;
+  }
+  printLine(`Session ${paint(session.session_id, "bold")}  ${paintStatus(session.status)}`);
+  if (session.initial_task) printLine(`  task        ${session.initial_task}`);
+  printLine(`  started     ${session.created_at}`);
+  const supervisor = session.supervisor;
+  printLine(`  supervisor  ${supervisor ? `pid ${supervisor.pid} ${supervisor.alive ? "" : paint("(not running)", "red")}`.trimEnd() : "-"}`);
+  const t = report.tasks;
+  printLine(`  tasks       ${t.pending} pending, ${t.active} active, ${t.completed} completed, ${t.failed} failed`);
+  const checkpoint = report.last_checkpoint;
+  printLine(
+    `  checkpoint  ${checkpoint ? `${checkpoint.sequence ?? "?"}${checkpoint.trigger ? ` (${checkpoint.trigger})` : ""}${checkpoint.created_at ? ` at ${checkpoint.created_at}` : ""}` : "none"}`,
+  );
+  if (report.agents.length > 0) {
+    printLine();
+    const rows = report.agents.map((agent) => [
+      agent.name,
+      paintStatus(agent.status),
+      agent.pid === null ? "-" : String(agent.pid),
+      agent.pgid === null ? "-" : String(agent.pgid),
+      String(agent.processes.length),
+      formatDuration(agent.uptime_seconds),
+      `${agent.cpu_seconds.toFixed(2)}s`,
+      String(agent.restarts),
+      agent.task ?? "-",
+    ]);
+    printLine(table(["AGENT", "STATUS", "PID", "PGID", "PROCS", "UPTIME", "CPU", "RESTARTS", "TASK"], rows));
+  }
+  if (session.status === "interrupted") {
+    printLine();
+    printLine(paint("The supervisor is not running: the session was interrupted.", "red"));
+    if (report.left_running.length > 0) {
+      for (const left of report.left_running) printLine(`  still running: ${left.agent} (pids ${left.pids.join(", ")})`);
+    } else {
+      printLine("  No agent process is left running.");
+    }
+    printLine(paint("Recover with `apex start --continue last` (ends the leftovers first) or end it with `apex stop`.", "gray"));
+  }
+}

@@ -1,0 +1,80 @@
+import type { ProjectLocation } from "../../config/locate.js";
+import { ApexError } from "../../errors.js";
+import { Store } from "../../store/store.js";
+import { terminateGroup } from "../agents.js";
+import { isSameProcessAlive, signalProcess, sleep } from "../proc.js";
+import { CURRENT_SESSION_PATH, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../records.js";
+import { removeRuntime } from "../runtime.js";
+import { appendEvent, SessionReader } from "../service.js";
+import { currentSession, noSessionError, supervisorAlive } from "../sessions.js";
+
+/**
+ * `apex stop` with no supervisor to ask (it crashed, was killed, or hangs and --force was
+ * given): ends what is left of the agents, verified by pid and start time, and records the
+ * session as stopped. This process is then the only writer, so it writes the store itself.
+ */
+export async function stopWithoutSupervisor(
+  location: ProjectLocation,
+  options: { force: boolean; graceMs: number },
+): Promise<{ session_id: string; status: string; reason: string; processes_ended: number }> {
+  if (!Store.exists(location.storeDir)) throw noSessionError();
+  const { loadConfig } = await import("../../config/load.js");
+  const config = await loadConfig(location);
+  const store = Store.open(location.storeDir);
+  try {
+    const session = currentSession(store);
+    if (!session) throw noSessionError();
+    const sid = session.session_id;
+    if (supervisorAlive(session)) {
+      if (!options.force) {
+        throw new ApexError("APEX_E_SESSION_STATE", `The supervisor (pid ${session.supervisor!.pid}) is alive but does not answer.`, {
+          hint: "`apex stop --force` kills it and its agents.",
+        });
+      }
+      signalProcess(session.supervisor!.pid, "SIGKILL");
+      const deadline = Date.now() + 5000;
+      while (isSameProcessAlive(session.supervisor!.pid, session.supervisor!.start_time) && Date.now() < deadline) await sleep(20);
+    }
+    const agents = new SessionReader(store, sid).agents();
+    let ended = 0;
+    for (const agent of agents) {
+      if (!agent.pgid || agent.start_time === null) continue;
+      ended += (await terminateGroup(agent.pgid, agent.start_time, { force: options.force, graceMs: options.graceMs })).length;
+    }
+    const reason = "stopped by the user (the supervisor was not running)";
+    const at = nowIso();
+    await store.batch((batch) => {
+      for (const agent of agents) {
+        const final = agent.status === "exited" || agent.status === "failed" ? agent.status : "stopped";
+        batch.set(agentPath(sid, agent.name), { ...agent, status: final } as AgentRecord);
+      }
+      const record = batch.get(sessionPath(sid)) as SessionRecord;
+      batch.delete(sessionPath(sid));
+      batch.set(historyPath(sid), {
+        ...record,
+        status: "stopped",
+        outcome: reason,
+        ended_at: at,
+        updated_at: at,
+        history: [...record.history, { event: "stopped", at, reason, from: "interrupted" }],
+      });
+      batch.delete(CURRENT_SESSION_PATH);
+      appendEvent(batch, sid, "session.stopped", defaultActorName(), { reason });
+    });
+    removeRuntime(location.storeDir, session.supervisor?.pid ?? process.pid);
+    try {
+      const { createSessionEngine } = await import("../hooks.js");
+      const engine = await createSessionEngine(config, store, (message) => process.stderr.write(`warning: ${message}\n`));
+      await engine.fire("onStop", { sessionId: sid, session: store.get(historyPath(sid)) as SessionRecord, reason });
+    } catch (error) {
+      process.stderr.write(`warning: onStop: ${(error as Error).message}\n`);
+    }
+    return { session_id: sid, status: "stopped", reason, processes_ended: ended };
+  } finally {
+    await store.close();
+  }
+}
+
+function defaultActorName(): string {
+  return `user:${process.env.USER ?? process.env.LOGNAME ?? "unknown"}`;
+}

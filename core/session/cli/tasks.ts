@@ -1,0 +1,161 @@
+/**
+ * `apex task …`, `apex milestone`, `apex agent …`: thin wrappers over the session methods,
+ * reached through {@link openSessionClient} (socket inside agents and while a supervisor
+ * runs, the store otherwise).
+ */
+import type { ProjectLocation } from "../../config/locate.js";
+import { ApexError } from "../../errors.js";
+import { paint, printJson, printLine, table } from "../../cli/output.js";
+import type { JsonValue } from "../../store/store.js";
+import { currentActor, openSessionClient, type SessionClient } from "../client.js";
+import { TASK_STATUSES, type AgentRecord, type MilestoneRecord, type TaskRecord, type TaskStatus } from "../records.js";
+import type { StatusReport } from "../status-report.js";
+import { formatDuration, paintStatus } from "./format.js";
+
+async function withClient<T>(location: ProjectLocation, access: "read" | "write", fn: (client: SessionClient) => Promise<T>): Promise<T> {
+  const client = await openSessionClient(location, access);
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}
+
+function taskLine(task: TaskRecord): string {
+  return `${task.id} ${paintStatus(task.status)}${task.assignee ? ` (${task.assignee})` : ""}: ${task.title}${task.milestone ? paint(" [milestone]", "magenta") : ""}`;
+}
+
+export async function addTask(location: ProjectLocation, title: string, options: { milestone?: boolean; assign?: string; json?: boolean }): Promise<void> {
+  const task = (await withClient(location, "write", (client) =>
+    client.call("task.add", { title, milestone: Boolean(options.milestone), assign: options.assign ?? null, actor: currentActor() }),
+  )) as TaskRecord;
+  if (options.json) printJson(task);
+  else printLine(`added ${taskLine(task)}`);
+}
+
+export async function listTasks(location: ProjectLocation, options: { status?: string; json?: boolean }): Promise<void> {
+  if (options.status !== undefined && !TASK_STATUSES.includes(options.status as TaskStatus)) {
+    throw new ApexError("APEX_E_USAGE", `Unknown task status ${JSON.stringify(options.status)}.`, { hint: `One of: ${TASK_STATUSES.join(", ")}.` });
+  }
+  const tasks = (await withClient(location, "read", (client) => client.call("task.list", options.status ? { status: options.status } : {}))) as TaskRecord[];
+  if (options.json) {
+    printJson(tasks);
+    return;
+  }
+  if (tasks.length === 0) {
+    printLine(options.status ? `No ${options.status} tasks.` : 'No tasks yet. Add one with `apex task add "…"`.');
+    return;
+  }
+  const rows = tasks.map((task) => [task.id, paintStatus(task.status), task.assignee ?? "-", `${task.title}${task.milestone ? " [milestone]" : ""}`]);
+  printLine(table(["ID", "STATUS", "ASSIGNEE", "TITLE"], rows));
+}
+
+export async function showTask(location: ProjectLocation, id: string, json: boolean): Promise<void> {
+  const task = (await withClient(location, "read", (client) => client.call("task.get", { id }))) as TaskRecord;
+  if (json) printJson(task);
+  else {
+    printLine(taskLine(task));
+    for (const key of ["created_at", "created_by", "claimed_at", "completed_at", "reason", "reopened"] as const) {
+      if (task[key] !== null && task[key] !== undefined && task[key] !== 0) printLine(`  ${key.padEnd(13)} ${String(task[key])}`);
+    }
+    if (task.result !== null) printLine(`  ${"result".padEnd(13)} ${JSON.stringify(task.result)}`);
+  }
+}
+
+export async function claimTask(location: ProjectLocation, options: { agent?: string; json?: boolean }): Promise<void> {
+  const agent = options.agent ?? process.env.APEX_AGENT;
+  if (!agent) {
+    throw new ApexError("APEX_E_USAGE", "Say which agent claims the task: --agent NAME (agents have APEX_AGENT set).", {
+      hint: "apex task claim --agent coder",
+    });
+  }
+  const task = (await withClient(location, "write", (client) => client.call("task.claim", { agent, actor: currentActor() }))) as TaskRecord;
+  if (options.json) printJson(task);
+  else printLine(`claimed ${taskLine(task)}`);
+}
+
+export async function completeTask(location: ProjectLocation, id: string, options: { result?: string; json?: boolean }): Promise<void> {
+  const result = options.result === undefined ? null : parseLooseJson(options.result);
+  const task = (await withClient(location, "write", (client) => client.call("task.done", { id, result, actor: currentActor() }))) as TaskRecord;
+  if (options.json) printJson(task);
+  else printLine(`completed ${taskLine(task)}`);
+}
+
+export async function failTask(location: ProjectLocation, id: string, options: { reason: string; json?: boolean }): Promise<void> {
+  const task = (await withClient(location, "write", (client) => client.call("task.fail", { id, reason: options.reason, actor: currentActor() }))) as TaskRecord;
+  if (options.json) printJson(task);
+  else printLine(`failed ${taskLine(task)}: ${options.reason}`);
+}
+
+export async function reopenTask(location: ProjectLocation, id: string, options: { reason?: string; assign?: string; json?: boolean }): Promise<void> {
+  const task = (await withClient(location, "write", (client) =>
+    client.call("task.reopen", { id, reason: options.reason ?? null, assign: options.assign ?? null, actor: currentActor() }),
+  )) as TaskRecord;
+  if (options.json) printJson(task);
+  else printLine(`reopened ${taskLine(task)}`);
+}
+
+export async function milestone(location: ProjectLocation, text: string | undefined, options: { task?: string; json?: boolean }): Promise<void> {
+  if (text === undefined) {
+    const list = (await withClient(location, "read", (client) => client.call("milestone.list"))) as MilestoneRecord[];
+    if (options.json) printJson(list);
+    else if (list.length === 0) printLine('No milestones yet. Record one with `apex milestone "…"`.');
+    else for (const item of list) printLine(`${String(item.n).padStart(3)}  ${item.at}  ${item.text}${item.task ? ` (${item.task})` : ""}  ${paint(item.by, "gray")}`);
+    return;
+  }
+  const recorded = (await withClient(location, "write", (client) =>
+    client.call("milestone.add", { text, task: options.task ?? null, actor: currentActor() }),
+  )) as MilestoneRecord;
+  if (options.json) printJson(recorded);
+  else printLine(`milestone ${recorded.n}: ${recorded.text}`);
+}
+
+export async function reportAgent(location: ProjectLocation, options: { agent?: string; status?: string; task?: string; context?: string; json?: boolean }): Promise<void> {
+  const agent = options.agent ?? process.env.APEX_AGENT;
+  if (!agent) throw new ApexError("APEX_E_USAGE", "Say which agent reports: --agent NAME (agents have APEX_AGENT set).");
+  if (options.status === undefined && options.task === undefined && options.context === undefined) {
+    throw new ApexError("APEX_E_USAGE", "Nothing to report: give --status, --task or --context.");
+  }
+  let context: JsonValue | undefined;
+  if (options.context !== undefined) {
+    try {
+      context = JSON.parse(options.context) as JsonValue;
+    } catch (error) {
+      throw new ApexError("APEX_E_BAD_JSON", `--context is not valid JSON: ${(error as Error).message}`, { hint: `apex agent report --context '{"step": 3}'` });
+    }
+  }
+  const params: Record<string, unknown> = { agent };
+  if (options.status !== undefined) params.status = options.status;
+  if (options.task !== undefined) params.task = options.task === "" || options.task === "-" ? null : options.task;
+  if (context !== undefined) params.context = context;
+  const record = (await withClient(location, "write", (client) => client.call("agent.report", params))) as AgentRecord;
+  if (options.json) printJson(record);
+  else printLine(`${record.name}: ${record.reported_status ?? "-"}${record.task ? ` (${record.task})` : ""}`);
+}
+
+export async function listAgents(location: ProjectLocation, json: boolean): Promise<void> {
+  const report = (await withClient(location, "read", (client) => client.call("session.status"))) as StatusReport;
+  if (json) {
+    printJson(report.agents);
+    return;
+  }
+  const rows = report.agents.map((agent) => [
+    agent.name,
+    paintStatus(agent.status),
+    agent.pid === null ? "-" : String(agent.pid),
+    agent.reported_status ?? "-",
+    agent.task ?? "-",
+    formatDuration(agent.uptime_seconds),
+    String(agent.restarts),
+  ]);
+  printLine(table(["AGENT", "STATUS", "PID", "REPORTED", "TASK", "UPTIME", "RESTARTS"], rows));
+}
+
+/** `--result` is JSON when it parses, else the text itself. */
+function parseLooseJson(text: string): JsonValue {
+  try {
+    return JSON.parse(text) as JsonValue;
+  } catch {
+    return text;
+  }
+}

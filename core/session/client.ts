@@ -1,0 +1,44 @@
+import type { ProjectLocation } from "../config/locate.js";
+import { callSupervisor } from "../rpc/call.js";
+import { liveSupervisor } from "./runtime.js";
+
+/**
+ * How CLI commands reach a session:
+ *  - inside an agent (APEX_SOCKET set): always the supervisor's socket; the agent's process
+ *    group never opens LMDB, so a SIGSTOPped agent can never hold the store's lock;
+ *  - writes from anyone else: the socket while a supervisor is alive (it is the one writer),
+ *    else the store directly, with the same code the supervisor would run;
+ *  - reads from anyone else: the store, read-only.
+ */
+export interface SessionClient {
+  /** The same method names and params as the control socket. */
+  call(method: string, params?: Record<string, unknown>): Promise<unknown>;
+  close(): Promise<void>;
+  readonly via: "socket" | "store";
+}
+
+export async function openSessionClient(location: ProjectLocation, access: "read" | "write"): Promise<SessionClient> {
+  const agentSocket = process.env.APEX_SOCKET;
+  if (agentSocket) return socketClient(agentSocket);
+  if (access === "write") {
+    const runtime = liveSupervisor(location.storeDir);
+    if (runtime) return socketClient(runtime.socket);
+  }
+  const { directClient } = await import("./direct.js");
+  return directClient(location, access);
+}
+
+function socketClient(socket: string): SessionClient {
+  return {
+    via: "socket",
+    call: (method, params = {}) => callSupervisor(socket, method, params, 120_000),
+    close: async () => {},
+  };
+}
+
+/** Who the change is by, as recorded in the revision log and the audit trail. */
+export function currentActor(): string {
+  const agent = process.env.APEX_AGENT;
+  if (agent) return `agent:${agent}`;
+  return `user:${process.env.USER ?? process.env.LOGNAME ?? "unknown"}`;
+}

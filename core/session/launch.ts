@@ -1,0 +1,88 @@
+import { spawn } from "node:child_process";
+import { closeSync, mkdirSync, openSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import type { ProjectLocation } from "../config/locate.js";
+import { ApexError } from "../errors.js";
+import { errorFromBody, lineSplitter, type RpcErrorBody } from "../rpc/protocol.js";
+import { tailLines } from "./agents.js";
+import { supervisorLogFile } from "./runtime.js";
+import type { ReadyReport, SupervisorRequest } from "./supervisor.js";
+
+const SUPERVISOR_MAIN = fileURLToPath(new URL("./supervisor-main.js", import.meta.url));
+const READY_TIMEOUT_MS = 60_000;
+
+/**
+ * Starts a detached supervisor for the project and waits until it reports that the agents
+ * run (or why it could not start). The supervisor lives on after this process exits: its
+ * own session, stdio on <store>/supervisor.log, unref'd.
+ */
+export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir">): Promise<ReadyReport> {
+  mkdirSync(location.storeDir, { recursive: true });
+  const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir };
+  const logFile = supervisorLogFile(location.storeDir);
+  const log = openSync(logFile, "a");
+  let child;
+  try {
+    child = spawn(process.execPath, [SUPERVISOR_MAIN, JSON.stringify(full)], {
+      cwd: location.projectDir,
+      detached: true,
+      stdio: ["ignore", log, log, "pipe"],
+      env: process.env,
+    });
+  } finally {
+    closeSync(log);
+  }
+  const channel = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void; setEncoding(encoding: string): void };
+  try {
+    return await new Promise<ReadyReport>((resolve, reject) => {
+      let settled = false;
+      const finish = (error: Error | undefined, report?: ReadyReport) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (error) reject(error);
+        else resolve(report!);
+      };
+      const timer = setTimeout(() => {
+        finish(
+          new ApexError("APEX_E_TIMEOUT", `The supervisor (pid ${child.pid}) did not report ready within ${READY_TIMEOUT_MS / 1000} s.`, {
+            hint: `See its log: ${logFile}`,
+          }),
+        );
+      }, READY_TIMEOUT_MS);
+      channel.setEncoding("utf8");
+      channel.on(
+        "data",
+        lineSplitter(
+          (line) => {
+            let message: { ready?: ReadyReport; error?: RpcErrorBody };
+            try {
+              message = JSON.parse(line) as typeof message;
+            } catch {
+              return;
+            }
+            if (message.error) finish(errorFromBody(message.error));
+            else if (message.ready) finish(undefined, message.ready);
+          },
+          () => undefined,
+        ),
+      );
+      channel.on("error", () => undefined);
+      child.on("error", (error) => finish(new ApexError("APEX_E_PROCESS", `Cannot start the supervisor: ${error.message}`)));
+      child.on("exit", (code, signal) => {
+        // The report may still be in the pipe; give it a moment before calling this a crash.
+        setTimeout(() => {
+          const tail = tailLines(logFile, 15).join("\n");
+          finish(
+            new ApexError("APEX_E_PROCESS", `The supervisor exited (${signal ?? `code ${code}`}) before the session started.`, {
+              hint: `Last lines of ${logFile}:\n${tail}`,
+            }),
+          );
+        }, 200);
+      });
+    });
+  } finally {
+    channel.destroy();
+    child.unref();
+  }
+}

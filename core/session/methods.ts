@@ -1,0 +1,158 @@
+import { ApexError } from "../errors.js";
+import { STREAM, type RpcServer } from "../rpc/server.js";
+import { compileGlob } from "../store/glob.js";
+import { checkPath } from "../store/paths.js";
+import type { JsonValue } from "../store/store.js";
+import { TASK_STATUSES, type SessionEvent, type TaskStatus } from "./records.js";
+import { buildStatusReport } from "./status-report.js";
+import { eventsAfter, type SessionService } from "./service.js";
+import type { Supervisor } from "./supervisor.js";
+import { allSessions, historySessions } from "./sessions.js";
+
+/**
+ * The control socket's methods. Each one is a thin adapter: check the params, call the
+ * supervisor or the session service, return JSON. To add a method: `server.register(name,
+ * handler)` here, and a client call through `callSupervisor(socket, name, params)`.
+ */
+/** A method body shared by the supervisor and by CLI commands that write directly (no supervisor). */
+export type SessionMethod = (params: Record<string, unknown>) => unknown;
+
+/**
+ * The methods on a session's records: memory, tasks, milestones, agent reports. The
+ * supervisor serves them on its socket; with no supervisor running, CLI commands call the
+ * same functions on the store directly.
+ */
+export function sessionMethods(service: SessionService): Record<string, SessionMethod> {
+  const store = service.store;
+  return {
+    "memory.get": (params) => store.get(checkPath(stringParam(params, "path"))),
+    "memory.query": (params) => {
+      const glob = stringParam(params, "glob");
+      compileGlob(glob);
+      const limit = typeof params.limit === "number" ? params.limit : undefined;
+      return Array.from(store.query(glob, limit === undefined ? {} : { limit }));
+    },
+    "memory.set": async (params) => {
+      const path = checkPath(stringParam(params, "path"));
+      if (!("value" in params) || params.value === undefined) throw new ApexError("APEX_E_BAD_JSON", `No value given for ${path}.`);
+      const actor = actorParam(params);
+      const revision = await store.set(path, params.value as JsonValue, actor);
+      service.noteActivity(actor);
+      return { revision };
+    },
+    "memory.delete": async (params) => {
+      const path = checkPath(stringParam(params, "path"));
+      const actor = actorParam(params);
+      const result = await store.delete(path, { recursive: params.recursive === true, actor });
+      service.noteActivity(actor);
+      return result;
+    },
+    "memory.import": async (params) => {
+      if (!Array.isArray(params.entries)) throw new ApexError("APEX_E_BAD_INPUT", "memory.import needs entries: [{path, value}].");
+      const entries = params.entries as Array<{ path: string; value: JsonValue }>;
+      for (const entry of entries) checkPath(entry.path);
+      const actor = actorParam(params);
+      const { revision } = await store.batch((batch) => {
+        for (const entry of entries) batch.set(entry.path, entry.value);
+      }, actor);
+      service.noteActivity(actor);
+      return { count: entries.length, revision };
+    },
+
+    "task.add": (params) =>
+      service.addTask(
+        { title: stringParam(params, "title"), milestone: params.milestone === true, assign: optionalString(params, "assign") },
+        actorParam(params),
+      ),
+    "task.list": (params) => service.tasks(statusParam(params)),
+    "task.get": (params) => service.task(stringParam(params, "id")),
+    "task.claim": (params) => {
+      const agent = stringParam(params, "agent");
+      return service.claimTask(agent, optionalString(params, "actor") ?? `agent:${agent}`);
+    },
+    "task.done": (params) => service.completeTask(stringParam(params, "id"), (params.result ?? null) as JsonValue, actorParam(params)),
+    "task.fail": (params) => service.failTask(stringParam(params, "id"), stringParam(params, "reason"), actorParam(params)),
+    "task.reopen": (params) =>
+      service.reopenTask(stringParam(params, "id"), optionalString(params, "reason"), optionalString(params, "assign"), actorParam(params)),
+    "milestone.add": (params) => service.addMilestone(stringParam(params, "text"), actorParam(params), optionalString(params, "task")),
+    "milestone.list": () => service.milestones(),
+    "agent.report": (params) =>
+      service.reportAgent(stringParam(params, "agent"), {
+        status: optionalString(params, "status"),
+        task: params.task === null ? null : optionalString(params, "task"),
+        context: params.context as JsonValue | undefined,
+      }),
+    "events.list": (params) => Array.from(eventsAfter(store, service.sessionId, typeof params.from_seq === "number" ? params.from_seq : 0)),
+    "session.status": () => buildStatusReport(store, "") as unknown as JsonValue,
+    "session.list": () => allSessions(store),
+    "session.history": () => historySessions(store),
+  };
+}
+
+/**
+ * The control socket's methods: the session methods plus those only a live supervisor has
+ * (pause, resume, stop, the event stream). To add a method: add it to `sessionMethods` if it
+ * only needs the store, or register it here if it needs the supervisor; clients call it with
+ * `callSupervisor(socket, name, params)`.
+ */
+export function registerSupervisorMethods(server: RpcServer, supervisor: Supervisor): void {
+  for (const [name, method] of Object.entries(sessionMethods(supervisor.service))) server.register(name, method);
+  server
+    .register("hello", () => ({
+      session_id: supervisor.sessionId,
+      pid: process.pid,
+      status: supervisor.service.session().status,
+      methods: server.methods(),
+    }))
+    .register("session.pause", () => supervisor.pause())
+    .register("session.resume", () => supervisor.resume())
+    .register("session.stop", (params) =>
+      supervisor.stop({
+        force: params.force === true,
+        ...(typeof params.grace_ms === "number" ? { graceMs: params.grace_ms } : {}),
+        ...(typeof params.reason === "string" ? { reason: params.reason } : {}),
+      }),
+    )
+    .register("agent.list", () => supervisor.agentsView())
+    .register("events.subscribe", (params, ctx) => {
+      // Replay what the caller has not seen, then stream live events; seq numbers de-duplicate.
+      let last = typeof params.from_seq === "number" ? params.from_seq : supervisor.eventSeq();
+      const send = (event: SessionEvent) => {
+        if (event.seq <= last) return;
+        last = event.seq;
+        ctx.push(event);
+      };
+      const unsubscribe = supervisor.subscribe(send);
+      ctx.onClose(unsubscribe);
+      for (const event of eventsAfter(supervisor.store, supervisor.sessionId, last)) send(event);
+      return STREAM;
+    });
+}
+
+function stringParam(params: Record<string, unknown>, name: string): string {
+  const value = params[name];
+  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
+  return value;
+}
+
+function optionalString(params: Record<string, unknown>, name: string): string | undefined {
+  const value = params[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
+  return value;
+}
+
+/** Who made a change: "agent:<name>" or "user:<name>", as the caller says (the socket is 0600: same user). */
+function actorParam(params: Record<string, unknown>): string {
+  const actor = optionalString(params, "actor");
+  return actor && /^(agent|user|plugin):[^\s]{1,128}$/.test(actor) ? actor : "user:unknown";
+}
+
+function statusParam(params: Record<string, unknown>): TaskStatus | undefined {
+  const status = optionalString(params, "status");
+  if (status === undefined) return undefined;
+  if (!TASK_STATUSES.includes(status as TaskStatus)) {
+    throw new ApexError("APEX_E_USAGE", `Unknown task status ${JSON.stringify(status)}.`, { hint: `One of: ${TASK_STATUSES.join(", ")}.` });
+  }
+  return status as TaskStatus;
+}

@@ -1,0 +1,167 @@
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
+
+/**
+ * What APEX reads about a process from /proc/<pid>/stat. Linux only: process groups,
+ * states and start times come from the kernel, never from `ps` output.
+ */
+export interface ProcStat {
+  pid: number;
+  /** Executable name (field 2, without the parentheses). */
+  comm: string;
+  /** R running, S sleeping, D disk wait, Z zombie, T stopped, t traced, X dead, I idle. */
+  state: string;
+  ppid: number;
+  pgrp: number;
+  /** CPU time in clock ticks: user and system, and that of waited-for children. */
+  utime: number;
+  stime: number;
+  cutime: number;
+  cstime: number;
+  /** Field 22: clock ticks after boot when the process started. With the pid, it names one process. */
+  startTime: number;
+}
+
+/** USER_HZ: the unit of /proc times. 100 on every mainstream Linux architecture. */
+export const CLOCK_TICKS_PER_SECOND = 100;
+
+const statBuffer = Buffer.alloc(4096);
+
+/**
+ * Parses /proc/<pid>/stat, or returns undefined when the process does not exist.
+ * open/read/close on one shared buffer: several times cheaper than readFileSync, which
+ * matters when `apex status` and pause verification scan every process.
+ */
+export function readProcStat(pid: number): ProcStat | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  let text: string;
+  try {
+    const fd = openSync(`/proc/${pid}/stat`, "r");
+    try {
+      const length = readSync(fd, statBuffer, 0, statBuffer.length, 0);
+      text = statBuffer.toString("latin1", 0, length);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return undefined;
+  }
+  return parseProcStat(text);
+}
+
+/** Parses the text of a stat file. comm may hold spaces and parentheses, so split after the last ')'. */
+export function parseProcStat(text: string): ProcStat | undefined {
+  const open = text.indexOf("(");
+  const close = text.lastIndexOf(")");
+  if (open < 0 || close < open) return undefined;
+  const rest = text.slice(close + 2).split(" ");
+  // rest[0] is field 3 (state); field N is rest[N - 3].
+  const field = (n: number) => Number(rest[n - 3]);
+  return {
+    pid: Number(text.slice(0, open).trim()),
+    comm: text.slice(open + 1, close),
+    state: rest[0] ?? "?",
+    ppid: field(4),
+    pgrp: field(5),
+    utime: field(14),
+    stime: field(15),
+    cutime: field(16),
+    cstime: field(17),
+    startTime: field(22),
+  };
+}
+
+/** The start time (field 22) of `pid`, or undefined when it does not exist. */
+export function processStartTime(pid: number): number | undefined {
+  return readProcStat(pid)?.startTime;
+}
+
+/**
+ * True when `pid` still names the process that had `startTime`: it exists, is not a
+ * zombie, and was not recycled for another program.
+ */
+export function isSameProcessAlive(pid: number | undefined, startTime: number | undefined): boolean {
+  if (pid === undefined || startTime === undefined) return false;
+  const stat = readProcStat(pid);
+  return stat !== undefined && stat.startTime === startTime && stat.state !== "Z" && stat.state !== "X";
+}
+
+/** Every process on the machine, read once. Processes that vanish while scanning are skipped. */
+export function listProcesses(): ProcStat[] {
+  const out: ProcStat[] = [];
+  let names: string[];
+  try {
+    names = readdirSync("/proc");
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    const first = name.charCodeAt(0);
+    if (first < 48 || first > 57) continue;
+    const stat = readProcStat(Number(name));
+    if (stat) out.push(stat);
+  }
+  return out;
+}
+
+/** The processes of each of `pgids`, from one scan of /proc. */
+export function processGroups(pgids: Iterable<number>): Map<number, ProcStat[]> {
+  const groups = new Map<number, ProcStat[]>();
+  for (const pgid of pgids) if (pgid > 0) groups.set(pgid, []);
+  if (groups.size === 0) return groups;
+  for (const stat of listProcesses()) groups.get(stat.pgrp)?.push(stat);
+  return groups;
+}
+
+/** Processes of a group that still run code (zombies and dead entries excluded). */
+export function liveMembers(members: ProcStat[]): ProcStat[] {
+  return members.filter((member) => member.state !== "Z" && member.state !== "X");
+}
+
+/** True when every live member of the group is stopped (T, or t when traced). */
+export function isGroupStopped(members: ProcStat[]): boolean {
+  return liveMembers(members).every((member) => member.state === "T" || member.state === "t");
+}
+
+/** CPU seconds used by a process group: utime + stime of its processes and of the children they waited for. */
+export function groupCpuSeconds(members: ProcStat[]): number {
+  let ticks = 0;
+  for (const member of members) ticks += member.utime + member.stime + member.cutime + member.cstime;
+  return ticks / CLOCK_TICKS_PER_SECOND;
+}
+
+/** Sends `signal` to a whole process group; false when the group no longer exists. */
+export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
+  if (!Number.isInteger(pgid) || pgid <= 1) return false;
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
+    throw error;
+  }
+}
+
+/** Sends `signal` to one process; false when it no longer exists. */
+export function signalProcess(pid: number, signal: NodeJS.Signals | 0): boolean {
+  if (!Number.isInteger(pid) || pid <= 1) return false;
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
+    throw error;
+  }
+}
+
+/** Seconds since boot, from /proc/uptime. */
+export function systemUptimeSeconds(): number {
+  try {
+    return Number(readFileSync("/proc/uptime", "latin1").split(" ")[0]);
+  } catch {
+    return 0;
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,162 @@
+/**
+ * The session part of the keyspace: where each record lives and what it holds.
+ *
+ * ```
+ * /projects/config                         { project_id, created_at }
+ * /sessions/current                        { session_id }
+ * /sessions/<sid>                          SessionRecord (while the session is current)
+ * /sessions/history/<sid>                  SessionRecord (once it ended: stopped, completed, failed)
+ * /sessions/<sid>/agents/<name>            AgentRecord
+ * /sessions/<sid>/agents/<name>.context    the agent's last reported context (any JSON)
+ * /sessions/<sid>/tasks/<tid>              TaskRecord (tid: t-0001, t-0002, …)
+ * /sessions/<sid>/milestones/<nnnn>        MilestoneRecord
+ * /sessions/<sid>/events/<nnnnnnnn>        SessionEvent: the audit trail, in order
+ * /sessions/<sid>/counters                 { tasks, milestones, events }: the id sequences
+ * /sessions/<sid>/task-counts              TaskCounts: tasks by status, kept in the same transaction
+ *                                          as every task change (so `apex status` need not scan tasks)
+ * /sessions/<sid>/checkpoint-<NNN>         checkpoint manifests (written by the checkpoint plugin)
+ * ```
+ */
+import type { JsonValue } from "../store/store.js";
+
+/** Stored statuses, plus `interrupted`, which is derived: active or paused with no live supervisor. */
+export type SessionStatus = "active" | "paused" | "interrupted" | "completed" | "failed" | "stopped";
+export const ENDED_STATUSES: ReadonlySet<SessionStatus> = new Set(["completed", "failed", "stopped"]);
+
+/** Process lifecycle of one agent, as the supervisor sees it. */
+export type AgentStatus = "starting" | "running" | "paused" | "restarting" | "exited" | "failed" | "stopped";
+
+export type TaskStatus = "pending" | "active" | "completed" | "failed";
+export const TASK_STATUSES: readonly TaskStatus[] = ["pending", "active", "completed", "failed"];
+
+export interface SessionHistoryEntry {
+  /** "started", "continued", "paused", "resumed", "stopped", "completed", "failed", "interrupted". */
+  event: string;
+  at: string;
+  [key: string]: JsonValue;
+}
+
+export interface SessionRecord {
+  [key: string]: JsonValue;
+  session_id: string;
+  project_id: string;
+  created_at: string;
+  updated_at: string;
+  status: Exclude<SessionStatus, "interrupted">;
+  initial_task: string | null;
+  /** Names of the session's agents, in config order. */
+  agents: string[];
+  supervisor: { pid: number; start_time: number; socket: string; started_at: string } | null;
+  history: SessionHistoryEntry[];
+  /** How it ended ("stopped by the user", "all agents exited with code 0 and …"); null while it runs. */
+  outcome: string | null;
+  ended_at: string | null;
+  /** The checkpoint this session (or its latest continuation) was restored from. */
+  restored_from: string | null;
+}
+
+export interface AgentRecord {
+  [key: string]: JsonValue;
+  name: string;
+  status: AgentStatus;
+  pid: number | null;
+  pgid: number | null;
+  /** /proc/<pid>/stat field 22 of the agent's process: with pid, it identifies the process. */
+  start_time: number | null;
+  started_at: string | null;
+  restarts: number;
+  /** What the agent last said about itself (`apex agent report --status`). */
+  reported_status: string | null;
+  /** The task the agent works on: from its last claim or report. */
+  task: string | null;
+  last_report_at: string | null;
+  last_exit: { code: number | null; signal: string | null; at: string } | null;
+  command: string;
+}
+
+export interface TaskRecord {
+  [key: string]: JsonValue;
+  id: string;
+  title: string;
+  status: TaskStatus;
+  assignee: string | null;
+  milestone: boolean;
+  created_at: string;
+  created_by: string;
+  claimed_at: string | null;
+  completed_at: string | null;
+  result: JsonValue;
+  reason: string | null;
+  reopened: number;
+}
+
+export interface MilestoneRecord {
+  [key: string]: JsonValue;
+  n: number;
+  text: string;
+  at: string;
+  by: string;
+  task: string | null;
+}
+
+export interface SessionEvent {
+  [key: string]: JsonValue;
+  seq: number;
+  at: string;
+  type: string;
+  actor: string;
+}
+
+export interface TaskCounts {
+  [key: string]: number;
+  pending: number;
+  active: number;
+  completed: number;
+  failed: number;
+  total: number;
+}
+
+export interface Counters {
+  [key: string]: number;
+  tasks: number;
+  milestones: number;
+  events: number;
+}
+
+export const PROJECT_CONFIG_PATH = "/projects/config";
+export const CURRENT_SESSION_PATH = "/sessions/current";
+export const HISTORY_PREFIX = "/sessions/history";
+
+export const sessionPath = (sid: string) => `/sessions/${sid}`;
+export const historyPath = (sid: string) => `${HISTORY_PREFIX}/${sid}`;
+export const agentsPrefix = (sid: string) => `/sessions/${sid}/agents`;
+export const agentPath = (sid: string, name: string) => `/sessions/${sid}/agents/${name}`;
+export const agentContextPath = (sid: string, name: string) => `/sessions/${sid}/agents/${name}.context`;
+export const tasksPrefix = (sid: string) => `/sessions/${sid}/tasks`;
+export const taskPath = (sid: string, tid: string) => `/sessions/${sid}/tasks/${tid}`;
+export const milestonesPrefix = (sid: string) => `/sessions/${sid}/milestones`;
+export const milestonePath = (sid: string, n: number) => `/sessions/${sid}/milestones/${String(n).padStart(4, "0")}`;
+export const eventsPrefix = (sid: string) => `/sessions/${sid}/events`;
+export const eventPath = (sid: string, seq: number) => `/sessions/${sid}/events/${String(seq).padStart(8, "0")}`;
+export const countersPath = (sid: string) => `/sessions/${sid}/counters`;
+export const taskCountsPath = (sid: string) => `/sessions/${sid}/task-counts`;
+export const checkpointPrefix = (sid: string) => `/sessions/${sid}/checkpoint-`;
+
+export const CONTEXT_SUFFIX = ".context";
+
+/** Task ids: t-0001, t-0002, … (more digits past 9999). Listings sort by number. */
+export function taskId(n: number): string {
+  return `t-${String(n).padStart(4, "0")}`;
+}
+
+export function taskNumber(id: string): number {
+  const match = /^t-(\d+)$/.exec(id);
+  return match ? Number(match[1]) : Number.NaN;
+}
+
+export function nowIso(): string {
+  return new Date().toISOString();
+}
+
+/** Agent names become path segments and file names: keep them plain. */
+export const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;

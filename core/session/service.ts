@@ -1,0 +1,427 @@
+import { ApexError } from "../errors.js";
+import type { ErrorContext, SessionContext } from "../engine.js";
+import type { JsonValue, Store, WriteBatch } from "../store/store.js";
+import type { SessionEngine } from "./hooks.js";
+import {
+  AGENT_NAME,
+  CONTEXT_SUFFIX,
+  agentContextPath,
+  agentPath,
+  agentsPrefix,
+  countersPath,
+  eventPath,
+  eventsPrefix,
+  historyPath,
+  milestonePath,
+  nowIso,
+  sessionPath,
+  taskId,
+  taskNumber,
+  taskCountsPath,
+  taskPath,
+  tasksPrefix,
+  type AgentRecord,
+  type Counters,
+  type TaskCounts,
+  type MilestoneRecord,
+  type SessionEvent,
+  type SessionRecord,
+  type TaskRecord,
+  type TaskStatus,
+} from "./records.js";
+
+/** Reads a session's records; works on a read-only store. */
+export class SessionReader {
+  constructor(
+    readonly store: Store,
+    readonly sessionId: string,
+  ) {}
+
+  /** The session record, wherever it is (current or history). */
+  session(): SessionRecord {
+    const record = (this.store.get(sessionPath(this.sessionId)) ?? this.store.get(historyPath(this.sessionId))) as SessionRecord | undefined;
+    if (!record) throw new ApexError("APEX_E_NO_SESSION", `The session ${this.sessionId} does not exist.`);
+    return record;
+  }
+
+  agents(): AgentRecord[] {
+    const out: AgentRecord[] = [];
+    for (const { path, value } of this.store.query(`${agentsPrefix(this.sessionId)}/*`)) {
+      if (!path.endsWith(CONTEXT_SUFFIX)) out.push(value as AgentRecord);
+    }
+    return out;
+  }
+
+  agent(name: string): AgentRecord | undefined {
+    return this.store.get(agentPath(this.sessionId, name)) as AgentRecord | undefined;
+  }
+
+  tasks(status?: TaskStatus): TaskRecord[] {
+    const out: TaskRecord[] = [];
+    for (const { value } of this.store.query(`${tasksPrefix(this.sessionId)}/*`)) {
+      const task = value as TaskRecord;
+      if (status === undefined || task.status === status) out.push(task);
+    }
+    return out.sort((a, b) => taskNumber(a.id) - taskNumber(b.id));
+  }
+
+  task(id: string): TaskRecord {
+    const task = this.store.get(taskPath(this.sessionId, checkTaskId(id))) as TaskRecord | undefined;
+    if (!task) {
+      throw new ApexError("APEX_E_TASK_NOT_FOUND", `No task ${id} in session ${this.sessionId}.`, {
+        hint: "List the tasks with `apex task list`.",
+      });
+    }
+    return task;
+  }
+}
+
+export interface TaskAddRequest {
+  title: string;
+  milestone?: boolean;
+  assign?: string | undefined;
+}
+
+/**
+ * The operations on one session's records, with the hooks they fire. The supervisor runs
+ * them (it is the store's one writer); CLI commands run them directly only when no supervisor
+ * does. Every change and its audit event are written in one transaction.
+ */
+export class SessionService extends SessionReader {
+  /** Called with every event after it is committed (the supervisor streams them to `--attach`). */
+  onEvent: ((event: SessionEvent) => void) | undefined;
+  /** Called when an agent does something (reports, task changes, memory writes): resets the idle timeout. */
+  onAgentActivity: ((agent: string) => void) | undefined;
+  private claimQueue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    store: Store,
+    sessionId: string,
+    readonly engine: Pick<SessionEngine, "fire">,
+  ) {
+    super(store, sessionId);
+  }
+
+  context(): SessionContext {
+    return { sessionId: this.sessionId, session: this.session() };
+  }
+
+  /** Commits `fn` and the events it records; returns fn's value. */
+  async write<T>(fn: (batch: WriteBatch, record: EventRecorder) => T, actor: string): Promise<T> {
+    const events: SessionEvent[] = [];
+    const { value } = await this.store.batch((batch) => {
+      events.length = 0;
+      const record: EventRecorder = (type, data = {}) => {
+        const event = appendEvent(batch, this.sessionId, type, actor, data);
+        events.push(event);
+        return event;
+      };
+      return fn(batch, record);
+    }, actor);
+    for (const event of events) this.onEvent?.(event);
+    return value;
+  }
+
+  noteActivity(actor: string): void {
+    if (actor.startsWith("agent:")) this.onAgentActivity?.(actor.slice("agent:".length));
+  }
+
+  async addTask(request: TaskAddRequest, actor: string): Promise<TaskRecord> {
+    const title = request.title.trim();
+    if (title === "") throw new ApexError("APEX_E_BAD_INPUT", "A task needs a title.", { hint: 'apex task add "Write the login form"' });
+    if (request.assign !== undefined) this.requireAgent(request.assign);
+    const task = await this.write((batch, record) => {
+      const counters = readCounters(batch, this.sessionId);
+      counters.tasks += 1;
+      batch.set(countersPath(this.sessionId), counters);
+      const created: TaskRecord = {
+        id: taskId(counters.tasks),
+        title,
+        status: "pending",
+        assignee: request.assign ?? null,
+        milestone: Boolean(request.milestone),
+        created_at: nowIso(),
+        created_by: actor,
+        claimed_at: null,
+        completed_at: null,
+        result: null,
+        reason: null,
+        reopened: 0,
+      };
+      batch.set(taskPath(this.sessionId, created.id), created);
+      moveTaskCount(batch, this.sessionId, undefined, "pending");
+      record("task.added", { task: created.id, title, assignee: created.assignee, milestone: created.milestone });
+      return created;
+    }, actor);
+    this.noteActivity(actor);
+    return task;
+  }
+
+  /**
+   * Assigns the next pending task to `agent`: its own assigned tasks first, then unassigned
+   * ones, lowest id first. beforeTask fires before the assignment (a tap that throws vetoes
+   * it); the assignment itself re-checks the task inside the write transaction, so two
+   * claimants never get the same task, even from two processes.
+   */
+  claimTask(agent: string, actor = `agent:${agent}`): Promise<TaskRecord> {
+    this.requireAgent(agent);
+    // One claim at a time in this process: beforeTask fires once per assignment.
+    const run = this.claimQueue.then(() => this.claimNext(agent, actor));
+    this.claimQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async claimNext(agent: string, actor: string): Promise<TaskRecord> {
+    for (let attempt = 0; attempt < 1000; attempt++) {
+      const candidate = this.nextClaimable(agent);
+      if (!candidate) {
+        throw new ApexError("APEX_E_NO_TASK", `No pending task for ${agent}.`, {
+          hint: 'Add one with `apex task add "…"`, or check `apex task list --status pending`.',
+        });
+      }
+      await this.engine.fire("beforeTask", { ...this.context(), task: { ...candidate, assignee: candidate.assignee ?? undefined }, agent });
+      const claimed = await this.write((batch, record) => {
+        const current = batch.get(taskPath(this.sessionId, candidate.id)) as TaskRecord | undefined;
+        if (!current || current.status !== "pending" || (current.assignee !== null && current.assignee !== agent)) return undefined;
+        const task: TaskRecord = { ...current, status: "active", assignee: agent, claimed_at: nowIso() };
+        batch.set(taskPath(this.sessionId, task.id), task);
+        moveTaskCount(batch, this.sessionId, current.status, task.status);
+        const agentRecord = batch.get(agentPath(this.sessionId, agent)) as AgentRecord | undefined;
+        if (agentRecord) batch.set(agentPath(this.sessionId, agent), { ...agentRecord, task: task.id });
+        record("task.claimed", { task: task.id, title: task.title, agent });
+        return task;
+      }, actor);
+      if (claimed) {
+        this.noteActivity(actor);
+        return claimed;
+      }
+    }
+    throw new ApexError("APEX_E_CONFLICT", "Could not claim a task: every candidate was taken by someone else first.", {
+      hint: "Try again.",
+    });
+  }
+
+  private nextClaimable(agent: string): TaskRecord | undefined {
+    let unassigned: TaskRecord | undefined;
+    for (const task of this.tasks("pending")) {
+      if (task.assignee === agent) return task;
+      if (task.assignee === null && unassigned === undefined) unassigned = task;
+    }
+    return unassigned;
+  }
+
+  async completeTask(id: string, result: JsonValue, actor: string): Promise<TaskRecord> {
+    id = checkTaskId(id);
+    const { task, milestone } = await this.write((batch, record) => {
+      const current = this.taskInBatch(batch, id);
+      if (current.status === "completed" || current.status === "failed") {
+        throw new ApexError("APEX_E_TASK_STATE", `Task ${id} is already ${current.status}.`, {
+          hint: `Send it back with \`apex task reopen ${id}\` first.`,
+        });
+      }
+      const done: TaskRecord = { ...current, status: "completed", completed_at: nowIso(), result, completed_by: actor };
+      batch.set(taskPath(this.sessionId, id), done);
+      moveTaskCount(batch, this.sessionId, current.status, done.status);
+      clearAgentTask(batch, this.sessionId, done.assignee, id);
+      record("task.completed", { task: id, title: done.title, agent: done.assignee });
+      const milestone = done.milestone ? this.recordMilestone(batch, record, done.title, actor, id) : undefined;
+      return { task: done, milestone };
+    }, actor);
+    this.noteActivity(actor);
+    if (milestone) await this.engine.fire("afterMilestone", { ...this.context(), milestone: milestone.text, taskId: id, agent: agentOf(actor) });
+    return task;
+  }
+
+  async failTask(id: string, reason: string, actor: string): Promise<TaskRecord> {
+    id = checkTaskId(id);
+    const task = await this.write((batch, record) => {
+      const current = this.taskInBatch(batch, id);
+      if (current.status === "completed" || current.status === "failed") {
+        throw new ApexError("APEX_E_TASK_STATE", `Task ${id} is already ${current.status}.`, {
+          hint: `Send it back with \`apex task reopen ${id}\` first.`,
+        });
+      }
+      const failed: TaskRecord = { ...current, status: "failed", completed_at: nowIso(), reason, failed_by: actor };
+      batch.set(taskPath(this.sessionId, id), failed);
+      moveTaskCount(batch, this.sessionId, current.status, failed.status);
+      clearAgentTask(batch, this.sessionId, failed.assignee, id);
+      record("task.failed", { task: id, title: failed.title, agent: failed.assignee, reason });
+      return failed;
+    }, actor);
+    this.noteActivity(actor);
+    const error = new ApexError("APEX_E_TASK_FAILED", `Task ${id} (${task.title}) failed: ${reason}`, { details: { task: id, reason } });
+    await this.fireError({ sessionId: this.sessionId, error, origin: actor, details: { task: id, reason } });
+    return task;
+  }
+
+  /** Sends a task back to pending (the adversary rejecting work, or a retry after a failure). */
+  async reopenTask(id: string, reason: string | undefined, assign: string | undefined, actor: string): Promise<TaskRecord> {
+    id = checkTaskId(id);
+    if (assign !== undefined) this.requireAgent(assign);
+    const task = await this.write((batch, record) => {
+      const current = this.taskInBatch(batch, id);
+      if (current.status === "pending") {
+        throw new ApexError("APEX_E_TASK_STATE", `Task ${id} is already pending.`);
+      }
+      const reopened: TaskRecord = {
+        ...current,
+        status: "pending",
+        assignee: assign ?? null,
+        claimed_at: null,
+        completed_at: null,
+        reason: reason ?? null,
+        reopened: (current.reopened ?? 0) + 1,
+      };
+      batch.set(taskPath(this.sessionId, id), reopened);
+      moveTaskCount(batch, this.sessionId, current.status, reopened.status);
+      clearAgentTask(batch, this.sessionId, current.assignee, id);
+      record("task.reopened", { task: id, title: current.title, from: current.status, reason: reason ?? null, by: actor });
+      return reopened;
+    }, actor);
+    this.noteActivity(actor);
+    return task;
+  }
+
+  async addMilestone(text: string, actor: string, taskRef?: string): Promise<MilestoneRecord> {
+    const trimmed = text.trim();
+    if (trimmed === "") throw new ApexError("APEX_E_BAD_INPUT", "A milestone needs a text.", { hint: 'apex milestone "Login works end to end"' });
+    if (taskRef !== undefined) taskRef = this.task(taskRef).id;
+    const milestone = await this.write((batch, record) => this.recordMilestone(batch, record, trimmed, actor, taskRef ?? null), actor);
+    this.noteActivity(actor);
+    await this.engine.fire("afterMilestone", { ...this.context(), milestone: trimmed, taskId: taskRef, agent: agentOf(actor) });
+    return milestone;
+  }
+
+  milestones(): MilestoneRecord[] {
+    return Array.from(this.store.query(`/sessions/${this.sessionId}/milestones/*`), (entry) => entry.value as MilestoneRecord);
+  }
+
+  private recordMilestone(batch: WriteBatch, record: EventRecorder, text: string, actor: string, task: string | null): MilestoneRecord {
+    const counters = readCounters(batch, this.sessionId);
+    counters.milestones += 1;
+    batch.set(countersPath(this.sessionId), counters);
+    const milestone: MilestoneRecord = { n: counters.milestones, text, at: nowIso(), by: actor, task };
+    batch.set(milestonePath(this.sessionId, milestone.n), milestone);
+    record("milestone", { n: milestone.n, text, task });
+    return milestone;
+  }
+
+  /** `apex agent report`: what the agent says it is doing, and the context it wants back after a restore. */
+  async reportAgent(
+    name: string,
+    report: { status?: string | undefined; task?: string | null | undefined; context?: JsonValue | undefined },
+  ): Promise<AgentRecord> {
+    this.requireAgent(name);
+    const actor = `agent:${name}`;
+    const agent = await this.write((batch, record) => {
+      const current = batch.get(agentPath(this.sessionId, name)) as AgentRecord;
+      const next: AgentRecord = { ...current, last_report_at: nowIso() };
+      if (report.status !== undefined) next.reported_status = report.status;
+      if (report.task !== undefined) next.task = report.task;
+      batch.set(agentPath(this.sessionId, name), next);
+      if (report.context !== undefined) batch.set(agentContextPath(this.sessionId, name), report.context);
+      if (next.reported_status !== current.reported_status || next.task !== current.task) {
+        record("agent.report", { agent: name, status: next.reported_status, task: next.task });
+      }
+      return next;
+    }, actor);
+    this.noteActivity(actor);
+    return agent;
+  }
+
+  /** Fires onError; a failing onError tap never hides the error being reported (the engine warns). */
+  async fireError(context: ErrorContext): Promise<void> {
+    try {
+      await this.engine.fire("onError", context);
+    } catch {
+      // The engine already reported it; an error report must not fail the operation.
+    }
+  }
+
+  requireAgent(name: string): void {
+    if (!AGENT_NAME.test(name) || !this.store.get(agentPath(this.sessionId, name))) {
+      const known = this.agents().map((agent) => agent.name);
+      throw new ApexError("APEX_E_AGENT_NOT_FOUND", `The session has no agent named ${JSON.stringify(name)}.`, {
+        hint: known.length ? `Its agents: ${known.join(", ")}.` : "The session has no agents.",
+      });
+    }
+  }
+
+  private taskInBatch(batch: WriteBatch, id: string): TaskRecord {
+    const task = batch.get(taskPath(this.sessionId, id)) as TaskRecord | undefined;
+    if (!task) {
+      throw new ApexError("APEX_E_TASK_NOT_FOUND", `No task ${id} in session ${this.sessionId}.`, {
+        hint: "List the tasks with `apex task list`.",
+      });
+    }
+    return task;
+  }
+}
+
+/** The session's events with a sequence number above `seq`, oldest first (a range read from there on). */
+export function* eventsAfter(store: Store, sessionId: string, seq: number): Iterable<SessionEvent> {
+  const kv = store.openDatabase<SessionEvent, string>("kv");
+  for (const { value } of kv.getRange({ start: eventPath(sessionId, seq + 1), end: `${eventsPrefix(sessionId)}0` })) yield value;
+}
+
+export type EventRecorder = (type: string, data?: Record<string, JsonValue>) => SessionEvent;
+
+/** Appends one audit event to the session inside `batch`. */
+export function appendEvent(batch: WriteBatch, sessionId: string, type: string, actor: string, data: Record<string, JsonValue> = {}): SessionEvent {
+  const counters = readCounters(batch, sessionId);
+  counters.events += 1;
+  batch.set(countersPath(sessionId), counters);
+  const event: SessionEvent = { ...data, seq: counters.events, at: nowIso(), type, actor };
+  batch.set(eventPath(sessionId, event.seq), event);
+  return event;
+}
+
+/** Keeps /sessions/<sid>/task-counts in step with a task's status change (from undefined: a new task). */
+export function moveTaskCount(batch: WriteBatch, sessionId: string, from: TaskStatus | undefined, to: TaskStatus): void {
+  const stored = batch.get(taskCountsPath(sessionId)) as TaskCounts | undefined;
+  const counts: TaskCounts = stored ? { ...stored } : { pending: 0, active: 0, completed: 0, failed: 0, total: 0 };
+  if (from !== undefined) counts[from] = Math.max(0, (counts[from] ?? 0) - 1);
+  else counts.total += 1;
+  counts[to] = (counts[to] ?? 0) + 1;
+  batch.set(taskCountsPath(sessionId), counts);
+}
+
+/**
+ * Rebuilds /sessions/<sid>/task-counts from the tasks themselves. Code that writes tasks
+ * other than through SessionService (a checkpoint restore) calls it in the same batch.
+ */
+export function recountTasks(batch: WriteBatch, store: Store, sessionId: string): TaskCounts {
+  const counts: TaskCounts = { pending: 0, active: 0, completed: 0, failed: 0, total: 0 };
+  for (const key of store.keysBelow(tasksPrefix(sessionId))) {
+    const task = batch.get(key) as TaskRecord | undefined;
+    if (!task || !(task.status in counts)) continue;
+    counts[task.status] += 1;
+    counts.total += 1;
+  }
+  batch.set(taskCountsPath(sessionId), counts);
+  return counts;
+}
+
+export function readCounters(batch: Pick<WriteBatch, "get">, sessionId: string): Counters {
+  const stored = batch.get(countersPath(sessionId)) as Partial<Counters> | undefined;
+  return { tasks: stored?.tasks ?? 0, milestones: stored?.milestones ?? 0, events: stored?.events ?? 0 };
+}
+
+function clearAgentTask(batch: WriteBatch, sessionId: string, agent: string | null, id: string): void {
+  if (!agent) return;
+  const record = batch.get(agentPath(sessionId, agent)) as AgentRecord | undefined;
+  if (record && record.task === id) batch.set(agentPath(sessionId, agent), { ...record, task: null });
+}
+
+function agentOf(actor: string): string | undefined {
+  return actor.startsWith("agent:") ? actor.slice("agent:".length) : undefined;
+}
+
+/** Checks a task id and writes it the canonical way ("t-1" and "1" name t-0001). */
+export function checkTaskId(id: string): string {
+  const match = /^(?:t-)?(\d+)$/.exec(id.trim());
+  if (!match || Number(match[1]) < 1) {
+    throw new ApexError("APEX_E_BAD_INPUT", `${JSON.stringify(id)} is not a task id.`, { hint: "Task ids look like t-0001; see `apex task list`." });
+  }
+  return taskId(Number(match[1]));
+}

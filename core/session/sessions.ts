@@ -1,0 +1,111 @@
+import { ApexError } from "../errors.js";
+import type { Store } from "../store/store.js";
+import { isSameProcessAlive } from "./proc.js";
+import {
+  CURRENT_SESSION_PATH,
+  ENDED_STATUSES,
+  HISTORY_PREFIX,
+  historyPath,
+  sessionPath,
+  type SessionRecord,
+  type SessionStatus,
+} from "./records.js";
+
+/** The current session's record, if a session is current. */
+export function currentSession(store: Pick<Store, "get">): SessionRecord | undefined {
+  const current = store.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined;
+  if (!current?.session_id) return undefined;
+  return store.get(sessionPath(current.session_id)) as SessionRecord | undefined;
+}
+
+export function findSession(store: Pick<Store, "get">, sessionId: string): SessionRecord | undefined {
+  return (store.get(sessionPath(sessionId)) ?? store.get(historyPath(sessionId))) as SessionRecord | undefined;
+}
+
+/** True when the session's recorded supervisor is still the same live process. */
+export function supervisorAlive(record: SessionRecord): boolean {
+  return record.supervisor !== null && isSameProcessAlive(record.supervisor.pid, record.supervisor.start_time);
+}
+
+/** The status to show: a stored active or paused session whose supervisor is gone is `interrupted`. */
+export function effectiveStatus(record: SessionRecord): SessionStatus {
+  if ((record.status === "active" || record.status === "paused") && !supervisorAlive(record)) return "interrupted";
+  return record.status;
+}
+
+export function isEnded(record: SessionRecord): boolean {
+  return ENDED_STATUSES.has(record.status);
+}
+
+/** Ended sessions, most recently ended first. */
+export function historySessions(store: Store): SessionRecord[] {
+  const out: SessionRecord[] = [];
+  for (const { value } of store.query(`${HISTORY_PREFIX}/*`)) out.push(value as SessionRecord);
+  // ISO timestamps sort as strings; a plain comparison avoids initialising ICU (localeCompare).
+  const key = (record: SessionRecord) => record.ended_at ?? record.updated_at ?? "";
+  return out.sort((a, b) => (key(a) < key(b) ? 1 : key(a) > key(b) ? -1 : 0));
+}
+
+/** The current session first, then the ended ones. */
+export function allSessions(store: Store): SessionRecord[] {
+  const current = currentSession(store);
+  const history = historySessions(store).filter((record) => record.session_id !== current?.session_id);
+  return current ? [current, ...history] : history;
+}
+
+export interface ContinueTarget {
+  sessionId: string;
+  /** The checkpoint to restore, when the argument named one. */
+  checkpoint: string | undefined;
+}
+
+/**
+ * Resolves `apex start --continue <last|SESSION|CHECKPOINT>`: "last" is the current session,
+ * else the most recently ended one; a session id may be abbreviated to a unique prefix; any
+ * other argument is looked up as a checkpoint id among the sessions' checkpoint manifests.
+ */
+export function resolveContinueTarget(store: Store, argument: string): ContinueTarget {
+  if (argument === "last") {
+    const last = currentSession(store) ?? historySessions(store)[0];
+    if (!last) throw new ApexError("APEX_E_NO_SESSION", "There is no session to continue.", { hint: 'Start one: apex start --task "…"' });
+    return { sessionId: last.session_id, checkpoint: undefined };
+  }
+  const sessions = allSessions(store);
+  const exact = sessions.find((record) => record.session_id === argument);
+  if (exact) return { sessionId: exact.session_id, checkpoint: undefined };
+  const byPrefix = argument.length >= 4 ? sessions.filter((record) => record.session_id.startsWith(argument)) : [];
+  if (byPrefix.length === 1) return { sessionId: byPrefix[0]!.session_id, checkpoint: undefined };
+  if (byPrefix.length > 1) {
+    throw new ApexError("APEX_E_AMBIGUOUS", `${argument} matches ${byPrefix.length} sessions.`, {
+      hint: `Give more characters: ${byPrefix.map((record) => record.session_id).join(", ")}`,
+    });
+  }
+  const checkpoint = findCheckpoint(store, argument);
+  if (checkpoint) return checkpoint;
+  throw new ApexError("APEX_E_NOT_FOUND", `No session or checkpoint ${JSON.stringify(argument)}.`, {
+    hint: "See `apex session list`; `--continue last` continues the most recent session.",
+  });
+}
+
+/** Finds a checkpoint manifest by its id (or a unique prefix of it) or by `<session>/checkpoint-<NNN>`. */
+function findCheckpoint(store: Store, argument: string): ContinueTarget | undefined {
+  const matches: ContinueTarget[] = [];
+  for (const { path, value } of store.query("/sessions/*/checkpoint-*")) {
+    const sessionId = path.split("/")[2]!;
+    const id = (value as { id?: unknown } | null)?.id;
+    const name = path.slice(path.lastIndexOf("/") + 1);
+    if (argument === `${sessionId}/${name}` || id === argument || (typeof id === "string" && argument.length >= 6 && id.startsWith(argument))) {
+      matches.push({ sessionId, checkpoint: typeof id === "string" ? id : `${sessionId}/${name}` });
+    }
+  }
+  if (matches.length > 1) {
+    throw new ApexError("APEX_E_AMBIGUOUS", `${argument} matches ${matches.length} checkpoints.`, { hint: "Give more characters of the checkpoint id." });
+  }
+  return matches[0];
+}
+
+export function noSessionError(): ApexError {
+  return new ApexError("APEX_E_NO_SESSION", "No session is active in this project.", {
+    hint: 'Start one with `apex start --task "…"`, or continue the last one with `apex start --continue last`.',
+  });
+}

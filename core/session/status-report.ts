@@ -1,0 +1,182 @@
+import type { Store } from "../store/store.js";
+import { prefixRange } from "../store/paths.js";
+import { groupCpuSeconds, liveMembers, processGroups, type ProcStat } from "./proc.js";
+import {
+  CONTEXT_SUFFIX,
+  agentsPrefix,
+  checkpointPrefix,
+  taskCountsPath,
+  tasksPrefix,
+  type TaskCounts,
+  type AgentRecord,
+  type SessionRecord,
+  type SessionStatus,
+  type TaskRecord,
+} from "./records.js";
+import { currentSession, effectiveStatus, historySessions, supervisorAlive } from "./sessions.js";
+
+export interface AgentStatusView {
+  name: string;
+  /**
+   * The recorded status; "gone" when it says running or paused but the process is not there,
+   * "orphaned" when it runs while the session is interrupted.
+   */
+  status: string;
+  pid: number | null;
+  pgid: number | null;
+  alive: boolean;
+  /** State of the agent's main process from /proc (R, S, T, …), null when it is not running. */
+  process_state: string | null;
+  /** Live processes in the agent's process group. */
+  processes: number[];
+  task: string | null;
+  reported_status: string | null;
+  restarts: number;
+  uptime_seconds: number | null;
+  /** utime + stime of the group's processes and of the children they waited for, in seconds. */
+  cpu_seconds: number;
+  last_exit: AgentRecord["last_exit"];
+}
+
+export interface StatusReport {
+  session: null | {
+    session_id: string;
+    project_id: string;
+    status: SessionStatus;
+    stored_status: string;
+    initial_task: string | null;
+    created_at: string;
+    updated_at: string;
+    supervisor: { pid: number; alive: boolean; socket: string } | null;
+    restored_from: string | null;
+  };
+  agents: AgentStatusView[];
+  tasks: { pending: number; active: number; completed: number; failed: number; total: number };
+  last_checkpoint: null | { key: string; id: string | null; sequence: number | null; trigger: string | null; created_at: string | null; description: string | null };
+  /** When interrupted: agents whose processes still run without a supervisor. */
+  left_running: Array<{ agent: string; pids: number[] }>;
+  /** With no session current: the last one that ended. */
+  last_session: null | { session_id: string; status: string; ended_at: string | null; outcome: string | null };
+}
+
+/**
+ * Everything `apex status` shows, from a read of the store and one scan of /proc. Cheap on
+ * purpose: no config, no plugins, no socket round trip.
+ */
+export function buildStatusReport(store: Store, _storeDir?: string): StatusReport {
+  const session = currentSession(store);
+  const empty: StatusReport = {
+    session: null,
+    agents: [],
+    tasks: { pending: 0, active: 0, completed: 0, failed: 0, total: 0 },
+    last_checkpoint: null,
+    left_running: [],
+    last_session: null,
+  };
+  if (!session) {
+    const last = historySessions(store)[0];
+    if (last) empty.last_session = { session_id: last.session_id, status: last.status, ended_at: last.ended_at ?? null, outcome: last.outcome ?? null };
+    return empty;
+  }
+  return sessionReport(store, session);
+}
+
+export function sessionReport(store: Store, session: SessionRecord): StatusReport {
+  const sid = session.session_id;
+  const status = effectiveStatus(session);
+  const agentRecords: AgentRecord[] = [];
+  for (const { path, value } of store.query(`${agentsPrefix(sid)}/*`)) if (!path.endsWith(CONTEXT_SUFFIX)) agentRecords.push(value as AgentRecord);
+  const groups = processGroups(agentRecords.map((agent) => agent.pgid ?? 0));
+  const now = Date.now();
+  const agents = agentRecords.map((agent) => agentView(agent, groups, now));
+  // Without a supervisor, whatever still runs is an orphan: nobody restarts, pauses or stops it.
+  if (status === "interrupted") for (const agent of agents) if (agent.alive) agent.status = "orphaned";
+  const tasks = taskCounts(store, sid);
+  const supervisor = session.supervisor;
+  return {
+    session: {
+      session_id: sid,
+      project_id: session.project_id,
+      status,
+      stored_status: session.status,
+      initial_task: session.initial_task,
+      created_at: session.created_at,
+      updated_at: session.updated_at,
+      supervisor: supervisor ? { pid: supervisor.pid, alive: supervisorAlive(session), socket: supervisor.socket } : null,
+      restored_from: session.restored_from ?? null,
+    },
+    agents,
+    tasks,
+    last_checkpoint: lastCheckpoint(store, sid),
+    left_running: status === "interrupted" ? agents.filter((agent) => agent.processes.length > 0).map((agent) => ({ agent: agent.name, pids: agent.processes })) : [],
+    last_session: null,
+  };
+}
+
+function agentView(agent: AgentRecord, groups: Map<number, ProcStat[]>, now: number): AgentStatusView {
+  const members = ownGroupMembers(agent, groups);
+  const leader = members.find((member) => member.pid === agent.pid);
+  const alive = leader !== undefined;
+  const recordedLive = agent.status === "running" || agent.status === "paused" || agent.status === "starting";
+  return {
+    name: agent.name,
+    status: recordedLive && !alive ? "gone" : agent.status,
+    pid: agent.pid,
+    pgid: agent.pgid,
+    alive,
+    process_state: leader?.state ?? null,
+    processes: members.map((member) => member.pid),
+    task: agent.task,
+    reported_status: agent.reported_status,
+    restarts: agent.restarts,
+    uptime_seconds: alive && agent.started_at ? Math.max(0, Math.round((now - Date.parse(agent.started_at)) / 1000)) : null,
+    cpu_seconds: Math.round(groupCpuSeconds(members) * 100) / 100,
+    last_exit: agent.last_exit,
+  };
+}
+
+/** Live members of the agent's group, verified by start time so that a recycled pid is not counted. */
+function ownGroupMembers(agent: AgentRecord, groups: Map<number, ProcStat[]>): ProcStat[] {
+  if (!agent.pgid || agent.start_time === null) return [];
+  const members = liveMembers(groups.get(agent.pgid) ?? []);
+  const leader = members.find((member) => member.pid === agent.pgid);
+  if (leader && leader.startTime !== agent.start_time) return [];
+  return members.filter((member) => member.startTime >= agent.start_time!);
+}
+
+/** Tasks by status: the counts kept with every task change, or (for an older store) a scan. */
+function taskCounts(store: Store, sid: string): StatusReport["tasks"] {
+  const kept = store.get(taskCountsPath(sid)) as TaskCounts | undefined;
+  if (kept) return { pending: kept.pending, active: kept.active, completed: kept.completed, failed: kept.failed, total: kept.total };
+  const tasks = { pending: 0, active: 0, completed: 0, failed: 0, total: 0 };
+  for (const { value } of store.query(`${tasksPrefix(sid)}/*`)) {
+    const task = value as TaskRecord;
+    if (task.status in tasks) tasks[task.status] += 1;
+    tasks.total += 1;
+  }
+  return tasks;
+}
+
+/** The newest `/sessions/<sid>/checkpoint-<NNN>` manifest, found from the keys alone. */
+function lastCheckpoint(store: Store, sid: string): StatusReport["last_checkpoint"] {
+  const prefix = checkpointPrefix(sid);
+  const range = prefixRange(prefix);
+  let best: { key: string; n: number } | undefined;
+  const kv = store.openDatabase<unknown, string>("kv");
+  for (const key of kv.getKeys({ start: range.start, ...(range.end ? { end: range.end } : {}) })) {
+    const n = Number(String(key).slice(prefix.length));
+    if (!Number.isFinite(n)) continue;
+    if (!best || n > best.n) best = { key: String(key), n };
+  }
+  if (!best) return null;
+  const manifest = (store.get(best.key) ?? {}) as Record<string, unknown>;
+  const text = (name: string) => (typeof manifest[name] === "string" ? (manifest[name] as string) : null);
+  return {
+    key: best.key,
+    id: text("id"),
+    sequence: typeof manifest.sequence === "number" ? manifest.sequence : best.n,
+    trigger: text("trigger"),
+    created_at: text("created_at") ?? text("time"),
+    description: text("description"),
+  };
+}

@@ -1,0 +1,79 @@
+/**
+ * Entry point of the supervisor daemon (`node dist/core/session/supervisor-main.js <request>`).
+ * `apex start` runs it detached, with stdout and stderr on <store>/supervisor.log and a pipe
+ * on fd 3 on which it reports one JSON line: {"ready": {...}} once the agents run, or
+ * {"error": {code, message, hint}} if the session could not start.
+ */
+import { createWriteStream, existsSync } from "node:fs";
+import { errorBody } from "../rpc/protocol.js";
+import { toApexError } from "../errors.js";
+import type { SupervisorRequest } from "./supervisor.js";
+
+const REPORT_FD = 3;
+
+function log(message: string): void {
+  process.stdout.write(`[${new Date().toISOString()}] ${message}\n`);
+}
+
+function report(message: unknown): Promise<void> {
+  return new Promise((resolve) => {
+    if (!existsSync(`/proc/self/fd/${REPORT_FD}`)) return resolve();
+    try {
+      const stream = createWriteStream("", { fd: REPORT_FD });
+      stream.on("error", () => resolve());
+      stream.end(`${JSON.stringify(message)}\n`, () => resolve());
+    } catch {
+      resolve();
+    }
+  });
+}
+
+async function main(): Promise<void> {
+  const request = JSON.parse(process.argv[2] ?? "{}") as SupervisorRequest;
+  process.title = "apex-supervisor";
+  const { loadConfig } = await import("../config/load.js");
+  const { Store } = await import("../store/store.js");
+  const { createSessionEngine } = await import("./hooks.js");
+  const { Supervisor } = await import("./supervisor.js");
+
+  const location = { configPath: request.configPath, projectDir: request.projectDir, storeDir: request.storeDir };
+  const config = await loadConfig(location);
+  const store = Store.open(request.storeDir, { actor: "supervisor" });
+  let launched: Awaited<ReturnType<typeof Supervisor.launch>>;
+  try {
+    const engine = await createSessionEngine(config, store, (message) => log(`warning: ${message}`));
+    launched = await Supervisor.launch(request, {
+      config,
+      store,
+      engine,
+      log,
+      onExit: (code) => {
+        process.exitCode = code;
+        // Whatever is left (an idle keep-alive, a plugin's timer) must not keep a finished supervisor alive.
+        setTimeout(() => process.exit(code), 200).unref();
+      },
+    });
+  } catch (error) {
+    await store.close().catch(() => undefined);
+    throw error;
+  }
+  const { supervisor, ready } = launched;
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    process.on(signal, () => void supervisor.onSignal(signal));
+  }
+  await report({ ready });
+}
+
+process.on("uncaughtException", (error) => {
+  log(`uncaught: ${error.stack ?? error.message}`);
+});
+process.on("unhandledRejection", (error) => {
+  log(`unhandled rejection: ${(error as Error)?.stack ?? String(error)}`);
+});
+
+main().catch(async (error) => {
+  const apexError = toApexError(error);
+  log(`cannot start: ${apexError.message}`);
+  await report({ error: errorBody(apexError) });
+  process.exit(apexError.exitCode || 1);
+});

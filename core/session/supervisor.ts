@@ -1,0 +1,742 @@
+import { appendFileSync, chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ApexError } from "../errors.js";
+import type { Config, AgentConfig } from "../config/types.js";
+import type { Engine } from "../engine.js";
+import { RpcServer } from "../rpc/server.js";
+import type { JsonValue, Store } from "../store/store.js";
+import { AgentProcess, tailLines, terminateGroup, type AgentExit } from "./agents.js";
+import { checkpointServiceFor, restoreSessionFromCheckpoint } from "./checkpoints.js";
+import { registerSupervisorMethods } from "./methods.js";
+import { isGroupStopped, liveMembers, processGroups, processStartTime, signalGroup, signalProcess, sleep } from "./proc.js";
+import {
+  CURRENT_SESSION_PATH,
+  agentContextPath,
+  agentPath,
+  countersPath,
+  historyPath,
+  nowIso,
+  sessionPath,
+  type AgentRecord,
+  type AgentStatus,
+  type SessionEvent,
+  type SessionRecord,
+} from "./records.js";
+import { agentLogDir, removeRuntime, socketPathFor, writeRuntime } from "./runtime.js";
+import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
+import { recountTasks, SessionService } from "./service.js";
+import { resolveContinueTarget } from "./sessions.js";
+
+/** What `apex start` asks the supervisor to do. */
+export interface SupervisorRequest {
+  mode: "start" | "continue";
+  projectDir: string;
+  configPath: string | undefined;
+  storeDir: string;
+  /** The initial task (`apex start --task`). */
+  task?: string | undefined;
+  /** `apex start --continue <last|SESSION|CHECKPOINT>`. */
+  continueTarget?: string | undefined;
+}
+
+/** What the supervisor reports to `apex start` once the agents run. */
+export interface ReadyReport {
+  session_id: string;
+  status: string;
+  supervisor_pid: number;
+  socket: string;
+  log: string;
+  continued: boolean;
+  restored_from: string | null;
+  reaped: Array<{ agent: string; pids: number[] }>;
+  agents: Array<{ name: string; pid: number | null; pgid: number | null; status: AgentStatus }>;
+  event_seq: number;
+}
+
+interface AgentSlot {
+  name: string;
+  spec: AgentConfig;
+  process: AgentProcess | undefined;
+  status: AgentStatus;
+  restarts: number;
+  restartTimer: NodeJS.Timeout | undefined;
+  /** A restart that is due but waits for `resume`. */
+  restartDeferred: boolean;
+}
+
+/** How long pause waits for every process of every agent group to show state T. */
+const PAUSE_VERIFY_MS = 5000;
+const DEFAULT_STOP_GRACE_MS = 5000;
+const LOG_TAIL_LINES = 20;
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+
+/**
+ * The session daemon: the store's one writer while it runs. It spawns the agents, restarts
+ * them by policy, pauses, resumes and stops them, runs the session's timers, and serves the
+ * control socket every CLI command that touches live processes uses.
+ */
+export class Supervisor {
+  readonly service: SessionService;
+  readonly server: RpcServer;
+  private readonly slots = new Map<string, AgentSlot>();
+  private readonly subscribers = new Set<(event: SessionEvent) => void>();
+  private stopping: Promise<Record<string, JsonValue>> | undefined;
+  private lifecycle: Promise<unknown> = Promise.resolve();
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private idleRemainingMs = 0;
+  private idleDeadline = 0;
+  private shutdownStarted = false;
+
+  private constructor(
+    readonly config: Config,
+    readonly store: Store,
+    readonly engine: Engine,
+    readonly sessionId: string,
+    readonly socketPath: string,
+    readonly log: (message: string) => void,
+    readonly onExit: (code: number) => void,
+  ) {
+    this.service = new SessionService(store, sessionId, engine);
+    this.service.onEvent = (event) => this.broadcast(event);
+    this.service.onAgentActivity = () => this.noteActivity();
+    this.server = new RpcServer(socketPath);
+    for (const [name, spec] of Object.entries(config.agents)) {
+      this.slots.set(name, { name, spec, process: undefined, status: "starting", restarts: 0, restartTimer: undefined, restartDeferred: false });
+    }
+  }
+
+  /**
+   * Claims the session (a new one, or the one to continue), reaps what an interrupted run
+   * left behind, restores its checkpoint, listens on the socket, fires onStart and starts
+   * the agents. Resolves once they run; on failure the session is marked failed.
+   */
+  static async launch(
+    request: SupervisorRequest,
+    deps: { config: Config; store: Store; engine: Engine; log: (message: string) => void; onExit: (code: number) => void },
+  ): Promise<{ supervisor: Supervisor; ready: ReadyReport }> {
+    const { store, config, log } = deps;
+    const socketPath = socketPathFor(request.storeDir);
+    const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso() };
+    let claim: Claim;
+    if (request.mode === "start") claim = await claimNewSession(store, config, request, self);
+    else {
+      const target = resolveContinueTarget(store, request.continueTarget ?? "last");
+      // Refused before anything changes: the session keeps the state it had.
+      if (target.checkpoint !== undefined && !checkpointServiceFor(store)) {
+        throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Cannot restore checkpoint ${target.checkpoint}: no checkpoint plugin is enabled.`, {
+          hint: "Enable the checkpoint plugin in apex.config.yaml, or continue with `apex start --continue last`.",
+        });
+      }
+      claim = await claimContinuedSession(store, config, target, self);
+    }
+    const supervisor = new Supervisor(config, store, deps.engine, claim.sessionId, socketPath, log, deps.onExit);
+    try {
+      const ready = await supervisor.begin(request, claim);
+      return { supervisor, ready };
+    } catch (error) {
+      await supervisor.abort(error);
+      throw error;
+    }
+  }
+
+  private async begin(request: SupervisorRequest, claim: Claim): Promise<ReadyReport> {
+    this.log(`session ${this.sessionId}: ${claim.continued ? "continuing" : "starting"} (pid ${process.pid})`);
+    const reaped: ReadyReport["reaped"] = [];
+    if (claim.continued) {
+      for (const agent of claim.previousAgents) {
+        if (!agent.pgid || agent.start_time === null) continue;
+        const pids = await terminateGroup(agent.pgid, agent.start_time, { graceMs: 2000 });
+        if (pids.length > 0) {
+          reaped.push({ agent: agent.name, pids });
+          this.log(`reaped the old processes of agent ${agent.name}: ${pids.join(", ")}`);
+        }
+      }
+    }
+    const restored = claim.continued ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint) : undefined;
+    if (restored) {
+      await this.service.write((batch, record) => {
+        const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
+        batch.set(sessionPath(this.sessionId), { ...session, restored_from: restored.checkpoint, updated_at: nowIso() });
+        recountTasks(batch, this.store, this.sessionId);
+        record("session.restored", { checkpoint: restored.checkpoint });
+      }, "supervisor");
+    }
+    await this.server.listen();
+    this.registerMethods();
+    writeRuntime(request.storeDir, {
+      pid: process.pid,
+      start_time: processStartTime(process.pid) ?? 0,
+      socket: this.socketPath,
+      session_id: this.sessionId,
+      started_at: nowIso(),
+      log: join(request.storeDir, "supervisor.log"),
+    });
+    this.tapEngine();
+    await this.engine.fire("onStart", this.service.context());
+    mkdirSync(agentLogDir(request.storeDir, this.sessionId), { recursive: true });
+    this.writeApexShim(request.storeDir);
+    // Serialised with pause, resume and stop, which may arrive on the socket meanwhile.
+    await this.runLifecycle(async () => {
+      for (const slot of this.slots.values()) await this.startAgent(slot, claim.continued);
+      this.armTimers();
+    });
+    const session = this.service.session();
+    return {
+      session_id: this.sessionId,
+      status: session.status,
+      supervisor_pid: process.pid,
+      socket: this.socketPath,
+      log: join(request.storeDir, "supervisor.log"),
+      continued: claim.continued,
+      restored_from: restored?.checkpoint ?? null,
+      reaped,
+      agents: [...this.slots.values()].map((slot) => ({
+        name: slot.name,
+        pid: slot.process?.pid ?? null,
+        pgid: slot.process?.pgid ?? null,
+        status: slot.status,
+      })),
+      event_seq: this.eventSeq(),
+    };
+  }
+
+  /** A failed launch: end what started and record the session as failed. */
+  private async abort(error: unknown): Promise<void> {
+    const message = error instanceof Error ? error.message : String(error);
+    this.log(`start failed: ${message}`);
+    this.stopping = Promise.resolve({});
+    this.clearTimers();
+    await this.terminateAll({ graceMs: 2000 }).catch(() => undefined);
+    await this.finish("failed", `could not start: ${message}`).catch((inner) => this.log(`cannot record the failure: ${String(inner)}`));
+    await this.server.close().catch(() => undefined);
+    removeRuntime(this.config.storeDir);
+  }
+
+  // ---------------------------------------------------------------- agents
+
+  private agentEnv(slot: AgentSlot, resumeContext: string | undefined): Record<string, string> {
+    const env: Record<string, string> = {};
+    for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !key.startsWith("APEX_")) env[key] = value;
+    const shimDir = join(this.config.storeDir, "bin");
+    Object.assign(env, slot.spec.env, {
+      APEX_SESSION_ID: this.sessionId,
+      APEX_AGENT: slot.name,
+      APEX_SOCKET: this.socketPath,
+      APEX_HOME: this.config.storeDir,
+      APEX_BIN: `${JSON.stringify(process.execPath)} ${JSON.stringify(join(REPO_ROOT, "bin", "apex.js"))}`,
+      APEX_SUPERVISOR_PID: String(process.pid),
+      APEX_INITIAL_TASK: this.service.session().initial_task ?? "",
+      PATH: `${shimDir}:${join(REPO_ROOT, "bin")}${env.PATH ? `:${env.PATH}` : ""}`,
+    });
+    if (this.config.configPath) env.APEX_CONFIG = this.config.configPath;
+    if (resumeContext) env.APEX_RESUME_CONTEXT = resumeContext;
+    return env;
+  }
+
+  /** `<store>/bin/apex`: lets agents run `apex …` whatever their PATH held. */
+  private writeApexShim(storeDir: string): void {
+    const dir = join(storeDir, "bin");
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, "apex");
+    const script = `#!/bin/sh\nexec ${shellQuote(process.execPath)} ${shellQuote(join(REPO_ROOT, "bin", "apex.js"))} "$@"\n`;
+    writeFileSync(file, script);
+    chmodSync(file, 0o755);
+  }
+
+  /** On `--continue`, the agent's last reported context as a file for APEX_RESUME_CONTEXT. */
+  private resumeContextFile(slot: AgentSlot): string | undefined {
+    const context = this.store.get(agentContextPath(this.sessionId, slot.name));
+    if (context === undefined) return undefined;
+    const file = join(agentLogDir(this.config.storeDir, this.sessionId), `${slot.name}.resume.json`);
+    writeFileSync(file, `${JSON.stringify(context, null, 2)}\n`, { mode: 0o600 });
+    return file;
+  }
+
+  private logFiles(name: string): { stdoutFile: string; stderrFile: string } {
+    const dir = agentLogDir(this.config.storeDir, this.sessionId);
+    return { stdoutFile: join(dir, `${name}.log`), stderrFile: join(dir, `${name}.err.log`) };
+  }
+
+  private agentLog(name: string, message: string): void {
+    try {
+      appendFileSync(this.logFiles(name).stdoutFile, `[apex ${nowIso()}] ${message}\n`);
+    } catch {
+      // The log directory is gone (project removed); the supervisor log still has it.
+    }
+  }
+
+  private async startAgent(slot: AgentSlot, resumed: boolean): Promise<void> {
+    slot.restartDeferred = false;
+    slot.restartTimer = undefined;
+    const resumeContext = resumed ? this.resumeContextFile(slot) : undefined;
+    const files = this.logFiles(slot.name);
+    let child: AgentProcess;
+    try {
+      child = await AgentProcess.spawn({
+        name: slot.name,
+        spec: slot.spec,
+        cwd: resolve(this.config.projectDir, slot.spec.cwd || "."),
+        env: this.agentEnv(slot, resumeContext),
+        ...files,
+      });
+    } catch (error) {
+      this.log(`agent ${slot.name}: ${(error as Error).message}`);
+      this.agentLog(slot.name, `cannot start: ${(error as Error).message}`);
+      await this.handleExit(slot, undefined, { code: 127, signal: null }, (error as Error).message);
+      return;
+    }
+    slot.process = child;
+    slot.status = this.currentStatus() === "paused" ? "paused" : "running";
+    if (slot.status === "paused") signalGroup(child.pgid, "SIGSTOP");
+    this.agentLog(slot.name, `started pid ${child.pid} (process group ${child.pgid})${slot.restarts ? `, restart ${slot.restarts}` : ""}`);
+    this.log(`agent ${slot.name} started: pid ${child.pid}`);
+    await this.service.write((batch, record) => {
+      const previous = batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined;
+      const next: AgentRecord = {
+        ...(previous ?? emptyAgentRecord(slot.name, slot.spec)),
+        status: slot.status,
+        pid: child.pid,
+        pgid: child.pgid,
+        start_time: child.startTime,
+        started_at: child.startedAt,
+        restarts: slot.restarts,
+        command: describeCommand(slot.spec),
+      };
+      batch.set(agentPath(this.sessionId, slot.name), next);
+      record("agent.started", { agent: slot.name, pid: child.pid, pgid: child.pgid, restarts: slot.restarts });
+    }, "supervisor");
+    void child.exited
+      .then((exit) => this.handleExit(slot, child, exit))
+      .catch((error: Error) => this.log(`agent ${slot.name}: cannot handle its exit: ${error.stack ?? error.message}`));
+  }
+
+  private async handleExit(slot: AgentSlot, child: AgentProcess | undefined, exit: AgentExit, spawnError?: string): Promise<void> {
+    if (child && slot.process !== child) return;
+    slot.process = undefined;
+    const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+    if (child) {
+      this.agentLog(slot.name, `pid ${child.pid} ${how}`);
+      this.log(`agent ${slot.name} (pid ${child.pid}) ${how}`);
+      // Whatever the agent left running in its group goes with it.
+      await terminateGroup(child.pgid, child.startTime, { graceMs: 1000 }).catch((error) => this.log(String(error)));
+    }
+    if (this.stopping) {
+      slot.status = "stopped";
+      return;
+    }
+    const crashed = exit.signal !== null || exit.code !== 0;
+    const policy = slot.spec.restart;
+    const wantsRestart = policy === "always" || (policy === "on-failure" && crashed);
+    const canRestart = slot.restarts < slot.spec.max_restarts;
+    const restart = wantsRestart && canRestart;
+    slot.status = restart ? "restarting" : crashed ? "failed" : "exited";
+    const at = nowIso();
+    await this.service.write((batch, record) => {
+      const previous = (batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec);
+      batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, last_exit: { code: exit.code, signal: exit.signal, at } });
+      record("agent.exited", { agent: slot.name, pid: child?.pid ?? null, code: exit.code, signal: exit.signal, status: slot.status });
+      if (restart) record("agent.restarting", { agent: slot.name, restarts: slot.restarts + 1, delay_seconds: slot.spec.restart_delay });
+    }, "supervisor");
+    if (crashed) {
+      const files = this.logFiles(slot.name);
+      const logTail = [...tailLines(files.stdoutFile, LOG_TAIL_LINES), ...tailLines(files.stderrFile, LOG_TAIL_LINES).map((line) => `stderr: ${line}`)];
+      const error = new ApexError("APEX_E_AGENT_CRASHED", spawnError ?? `Agent ${slot.name} ${how}.`, {
+        details: { agent: slot.name, exitCode: exit.code, signal: exit.signal },
+      });
+      await this.service.fireError({
+        sessionId: this.sessionId,
+        error,
+        origin: `agent:${slot.name}`,
+        details: { exitCode: exit.code, signal: exit.signal, restarts: slot.restarts, willRestart: restart, logTail },
+      });
+    }
+    if (restart) {
+      slot.restarts += 1;
+      const delayMs = Math.max(0, slot.spec.restart_delay * 1000);
+      slot.restartTimer = setTimeout(() => {
+        slot.restartTimer = undefined;
+        if (this.stopping) return;
+        if (this.currentStatus() === "paused") slot.restartDeferred = true;
+        else void this.runLifecycle(() => this.startAgent(slot, false));
+      }, delayMs);
+      return;
+    }
+    // Not awaited: ending the session queues behind the lifecycle change that may be running this.
+    void this.checkCompletion().catch((error) => this.log(`cannot end the session: ${(error as Error).message}`));
+  }
+
+  /**
+   * Once no agent runs or waits for a restart: all exited 0 with no pending or active task
+   * → completed; otherwise → failed (a crash used up its restarts, or the agents left work
+   * undone that nobody is left to do).
+   */
+  private async checkCompletion(): Promise<void> {
+    if (this.stopping || this.slots.size === 0) return;
+    const slots = [...this.slots.values()];
+    if (slots.some((slot) => slot.process || slot.restartTimer || slot.restartDeferred || slot.status === "starting")) return;
+    const open = this.service.tasks().filter((task) => task.status === "pending" || task.status === "active").length;
+    const failed = slots.filter((slot) => slot.status === "failed");
+    if (failed.length === 0 && open === 0) {
+      await this.end("completed", "all agents exited with code 0 and no task is pending or active");
+    } else if (failed.length > 0) {
+      await this.end("failed", `agent${failed.length > 1 ? "s" : ""} ${failed.map((slot) => slot.name).join(", ")} failed and will not be restarted`);
+    } else {
+      await this.end("failed", `all agents exited while ${open} task${open === 1 ? " was" : "s were"} still pending or active`);
+    }
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Lifecycle changes (pause, resume, stop, restarts) run one at a time. */
+  private runLifecycle<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lifecycle.then(fn);
+    this.lifecycle = run.catch(() => undefined);
+    return run;
+  }
+
+  private currentStatus(): SessionRecord["status"] {
+    return this.service.session().status;
+  }
+
+  private runningGroups(): Array<{ slot: AgentSlot; pgid: number; startTime: number }> {
+    const out: Array<{ slot: AgentSlot; pgid: number; startTime: number }> = [];
+    for (const slot of this.slots.values()) if (slot.process) out.push({ slot, pgid: slot.process.pgid, startTime: slot.process.startTime });
+    return out;
+  }
+
+  pause(): Promise<Record<string, JsonValue>> {
+    return this.runLifecycle(async () => {
+      this.assertStatus("active", "pause");
+      this.pauseTimers();
+      const groups = this.runningGroups();
+      for (const group of groups) signalGroup(group.pgid, "SIGSTOP");
+      const processes = await this.waitForGroups(groups, "stopped");
+      for (const group of groups) group.slot.status = "paused";
+      await this.service.write((batch) => {
+        for (const group of groups) {
+          const agent = batch.get(agentPath(this.sessionId, group.slot.name)) as AgentRecord;
+          batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status: "paused" });
+        }
+      }, "supervisor");
+      const warnings: string[] = [];
+      try {
+        await this.engine.fire("onPause", this.service.context());
+      } catch (error) {
+        warnings.push((error as Error).message);
+      }
+      await this.setStatus("paused", "session.paused", { processes });
+      this.log(`paused: ${processes} processes stopped`);
+      return { session_id: this.sessionId, status: "paused", agents: groups.length, processes, warnings };
+    });
+  }
+
+  resume(): Promise<Record<string, JsonValue>> {
+    return this.runLifecycle(async () => {
+      this.assertStatus("paused", "resume");
+      const groups = this.runningGroups();
+      for (const group of groups) signalGroup(group.pgid, "SIGCONT");
+      const processes = await this.waitForGroups(groups, "running");
+      for (const group of groups) group.slot.status = "running";
+      await this.service.write((batch) => {
+        for (const group of groups) {
+          const agent = batch.get(agentPath(this.sessionId, group.slot.name)) as AgentRecord;
+          batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status: "running" });
+        }
+      }, "supervisor");
+      await this.setStatus("active", "session.resumed", { processes });
+      const warnings: string[] = [];
+      try {
+        await this.engine.fire("onResume", this.service.context());
+      } catch (error) {
+        warnings.push((error as Error).message);
+      }
+      this.resumeTimers();
+      for (const slot of this.slots.values()) {
+        if (slot.restartDeferred) await this.startAgent(slot, false);
+      }
+      this.log(`resumed: ${processes} processes continued`);
+      return { session_id: this.sessionId, status: "active", agents: groups.length, processes, warnings };
+    });
+  }
+
+  /**
+   * Polls /proc until every live process of every group is stopped (state T), or none is,
+   * re-sending the signal to stragglers (a child forked just as the signal went out).
+   */
+  private async waitForGroups(groups: Array<{ pgid: number; startTime: number }>, want: "stopped" | "running"): Promise<number> {
+    const deadline = Date.now() + PAUSE_VERIFY_MS;
+    for (;;) {
+      const scan = processGroups(groups.map((group) => group.pgid));
+      let count = 0;
+      const lagging: number[] = [];
+      for (const group of groups) {
+        const members = liveMembers(scan.get(group.pgid) ?? []).filter((member) => member.startTime >= group.startTime);
+        count += members.length;
+        for (const member of members) {
+          const stopped = member.state === "T" || member.state === "t";
+          if (want === "stopped" ? !stopped : stopped) lagging.push(member.pid);
+        }
+        if (want === "stopped" && !isGroupStopped(members)) signalGroup(group.pgid, "SIGSTOP");
+      }
+      if (lagging.length === 0) return count;
+      if (want === "running") for (const pid of lagging) signalProcess(pid, "SIGCONT");
+      if (Date.now() > deadline) {
+        throw new ApexError("APEX_E_PROCESS", `Processes ${lagging.join(", ")} did not ${want === "stopped" ? "stop" : "continue"} within ${PAUSE_VERIFY_MS / 1000} s.`, {
+          hint: "A process in uninterruptible I/O (state D) acts on signals once the I/O completes; try again.",
+        });
+      }
+      await sleep(5);
+    }
+  }
+
+  /** `apex stop`: ends the agents, records the session as stopped, fires onStop; the supervisor then exits. */
+  stop(options: { force?: boolean; graceMs?: number; reason?: string }): Promise<Record<string, JsonValue>> {
+    if (this.stopping) return this.stopping;
+    this.stopping = this.runLifecycle(async () => {
+      this.clearTimers();
+      for (const slot of this.slots.values()) {
+        if (slot.restartTimer) clearTimeout(slot.restartTimer);
+        slot.restartTimer = undefined;
+        slot.restartDeferred = false;
+      }
+      const ended = await this.terminateAll({ force: Boolean(options.force), graceMs: options.graceMs ?? DEFAULT_STOP_GRACE_MS });
+      const reason = options.reason ?? "stopped by the user";
+      await this.finish("stopped", reason);
+      this.scheduleShutdown(0);
+      return { session_id: this.sessionId, status: "stopped", reason, processes_ended: ended };
+    });
+    return this.stopping;
+  }
+
+  /** The session ended by itself (completed or failed): record it and exit. */
+  private async end(status: "completed" | "failed", outcome: string): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = this.runLifecycle(async () => {
+      this.clearTimers();
+      await this.terminateAll({ graceMs: 2000 });
+      await this.finish(status, outcome);
+      this.scheduleShutdown(0);
+      return { session_id: this.sessionId, status, reason: outcome };
+    });
+    await this.stopping;
+  }
+
+  private async terminateAll(options: { force?: boolean; graceMs?: number }): Promise<number> {
+    const groups = this.runningGroups();
+    const results = await Promise.all(
+      groups.map(async (group) => {
+        try {
+          return (await terminateGroup(group.pgid, group.startTime, options)).length;
+        } catch (error) {
+          this.log(`agent ${group.slot.name}: ${(error as Error).message}`);
+          return 0;
+        }
+      }),
+    );
+    // Wait (briefly) until execa reaped each leader, so exits are recorded as stops.
+    const deadline = Date.now() + 3000;
+    while (this.runningGroups().length > 0 && Date.now() < deadline) await sleep(10);
+    return results.reduce((sum, n) => sum + n, 0);
+  }
+
+  /** Writes the final records: agents, session status and outcome, history; fires onStop. */
+  private async finish(status: "stopped" | "completed" | "failed", outcome: string): Promise<void> {
+    const at = nowIso();
+    await this.service.write((batch, record) => {
+      for (const slot of this.slots.values()) {
+        const agent = batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined;
+        if (!agent) continue;
+        const final: AgentStatus = slot.status === "exited" || slot.status === "failed" ? slot.status : "stopped";
+        batch.set(agentPath(this.sessionId, slot.name), { ...agent, status: final });
+      }
+      const session = batch.get(sessionPath(this.sessionId)) as SessionRecord | undefined;
+      if (!session) return;
+      const next: SessionRecord = {
+        ...session,
+        status,
+        outcome,
+        ended_at: at,
+        updated_at: at,
+        history: [...session.history, { event: status, at, reason: outcome }],
+      };
+      batch.delete(sessionPath(this.sessionId));
+      batch.set(historyPath(this.sessionId), next);
+      const current = batch.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined;
+      if (current?.session_id === this.sessionId) batch.delete(CURRENT_SESSION_PATH);
+      record(`session.${status}`, { reason: outcome });
+    }, "supervisor");
+    this.log(`session ${status}: ${outcome}`);
+    try {
+      await this.engine.fire("onStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
+    } catch (error) {
+      this.log(`onStop: ${(error as Error).message}`);
+    }
+  }
+
+  private assertStatus(expected: "active" | "paused", action: string): void {
+    if (this.stopping) throw new ApexError("APEX_E_SESSION_STATE", `The session is stopping; it cannot ${action}.`);
+    const status = this.currentStatus();
+    if (status === expected) return;
+    const hint = status === "paused" ? "Resume it with `apex resume`." : status === "active" ? "Pause it with `apex pause`." : undefined;
+    throw new ApexError("APEX_E_SESSION_STATE", `The session is ${status}; it cannot ${action}.`, hint ? { hint } : {});
+  }
+
+  private async setStatus(status: "active" | "paused", eventType: string, data: Record<string, JsonValue>): Promise<void> {
+    await this.service.write((batch, record) => {
+      const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
+      const at = nowIso();
+      batch.set(sessionPath(this.sessionId), {
+        ...session,
+        status,
+        updated_at: at,
+        history: [...session.history, { event: status === "paused" ? "paused" : "resumed", at }],
+      });
+      record(eventType, data);
+    }, "supervisor");
+  }
+
+  // ---------------------------------------------------------------- timers
+
+  private armTimers(): void {
+    const interval = this.config.session.auto_checkpoint_interval;
+    const service = checkpointServiceFor(this.store);
+    if (interval > 0 && service) {
+      this.checkpointTimer = setInterval(() => {
+        void service
+          .create({ sessionId: this.sessionId, trigger: "interval", description: `every ${interval} s` })
+          .catch((error: Error) => this.service.fireError({ sessionId: this.sessionId, error, origin: "supervisor", details: { trigger: "interval" } }));
+      }, interval * 1000);
+    }
+    const timeout = this.config.session.session_timeout;
+    if (timeout > 0) {
+      this.idleRemainingMs = timeout * 1000;
+      this.startIdleTimer();
+    }
+  }
+
+  private startIdleTimer(): void {
+    if (this.idleRemainingMs <= 0) return;
+    this.idleDeadline = Date.now() + this.idleRemainingMs;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      const seconds = this.config.session.session_timeout;
+      void this.stop({ reason: `timed out: no agent activity for ${seconds} s` });
+    }, this.idleRemainingMs);
+  }
+
+  private noteActivity(): void {
+    const timeout = this.config.session.session_timeout;
+    if (timeout <= 0 || !this.idleTimer) return;
+    this.idleRemainingMs = timeout * 1000;
+    this.startIdleTimer();
+  }
+
+  private pauseTimers(): void {
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    this.checkpointTimer = undefined;
+    if (this.idleTimer) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = undefined;
+      this.idleRemainingMs = Math.max(1, this.idleDeadline - Date.now());
+    }
+  }
+
+  private resumeTimers(): void {
+    const remaining = this.idleRemainingMs;
+    this.armTimers();
+    if (remaining > 0 && this.config.session.session_timeout > 0) {
+      this.idleRemainingMs = remaining;
+      this.startIdleTimer();
+    }
+  }
+
+  private clearTimers(): void {
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.checkpointTimer = undefined;
+    this.idleTimer = undefined;
+  }
+
+  // ---------------------------------------------------------------- events and methods
+
+  subscribe(listener: (event: SessionEvent) => void): () => void {
+    this.subscribers.add(listener);
+    return () => this.subscribers.delete(listener);
+  }
+
+  private broadcast(event: SessionEvent): void {
+    for (const listener of this.subscribers) listener(event);
+  }
+
+  eventSeq(): number {
+    return ((this.store.get(countersPath(this.sessionId)) as { events?: number } | undefined)?.events ?? 0);
+  }
+
+  /** Records checkpoints and errors in the audit trail, whichever plugin caused them. */
+  private tapEngine(): void {
+    this.engine.hooks.afterCheckpoint.tapPromise("session", async (info) => {
+      if (info.sessionId !== this.sessionId) return;
+      await this.service.write((_batch, record) => {
+        record("checkpoint", { id: info.id, sequence: info.sequence, trigger: info.trigger });
+      }, "supervisor");
+    });
+    this.engine.hooks.onError.tapPromise("session", async (context) => {
+      try {
+        await this.service.write((_batch, record) => {
+          const details = (context.details ?? {}) as Record<string, JsonValue>;
+          record("error", { origin: context.origin, message: context.error.message, code: context.error.code ?? null, details });
+        }, "supervisor");
+      } catch (error) {
+        this.log(`cannot record an error event: ${(error as Error).message}`);
+      }
+      this.log(`error (${context.origin}): ${context.error.message}`);
+    });
+  }
+
+  private registerMethods(): void {
+    registerSupervisorMethods(this.server, this);
+  }
+
+  /** Status from the supervisor's own view (used by `session.status`). */
+  agentsView(): Array<Record<string, JsonValue>> {
+    return [...this.slots.values()].map((slot) => ({
+      name: slot.name,
+      status: slot.status,
+      pid: slot.process?.pid ?? null,
+      pgid: slot.process?.pgid ?? null,
+      restarts: slot.restarts,
+    }));
+  }
+
+  private scheduleShutdown(code: number): void {
+    if (this.shutdownStarted) return;
+    this.shutdownStarted = true;
+    setImmediate(() => void this.shutdown(code));
+  }
+
+  /** Closes the socket, removes the runtime file and closes the store; then the process exits. */
+  async shutdown(code: number): Promise<void> {
+    this.shutdownStarted = true;
+    this.clearTimers();
+    // The runtime file goes first: from now on CLI commands no longer route to this process.
+    removeRuntime(this.config.storeDir);
+    await this.server.close().catch(() => undefined);
+    await this.store.close().catch(() => undefined);
+    this.log(`supervisor exits (${code})`);
+    this.onExit(code);
+  }
+
+  /** SIGTERM, SIGINT or SIGHUP to the supervisor: stop the session cleanly rather than orphan agents. */
+  async onSignal(signal: NodeJS.Signals): Promise<void> {
+    this.log(`received ${signal}: stopping the session`);
+    await this.stop({ reason: `the supervisor received ${signal}` });
+  }
+}
+
+function shellQuote(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+

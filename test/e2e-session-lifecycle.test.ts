@@ -1,0 +1,193 @@
+// Sessions end to end: start, status, pause (state T down to grandchildren), resume, logs,
+// stop, refusals. Real processes, real /proc, the built CLI.
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, groupMembers, isAlive, procInfo, shellAgents, waitFor, type StatusJson } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+// alpha: a shell with a grandchild tree (sh → sh → sleep); beta: prints to stdout and stderr, then loops.
+const CONFIG = shellAgents({
+  alpha: "sh -c 'sleep 1000 & wait' & while true; do sleep 0.2; done",
+  beta: "echo hello from beta; echo trouble on stderr >&2; while true; do sleep 0.2; done",
+});
+
+function allPids(status: StatusJson): number[] {
+  return status.agents.flatMap((agent) => agent.processes);
+}
+
+describe("apex start / status / pause / resume / stop", () => {
+  it("runs agents in their own process groups, pauses every process (grandchildren too) and resumes them", async () => {
+    project = new Project(CONFIG);
+    const ready = project.start(["--task", "Implement user authentication"]);
+    expect(ready.agents.map((agent) => agent.name)).toEqual(["alpha", "beta"]);
+    for (const agent of ready.agents) {
+      // detached: each agent leads its own process group
+      expect(agent.pgid).toBe(agent.pid);
+      expect(procInfo(agent.pid!)?.pgrp).toBe(agent.pid);
+    }
+
+    // alpha's group: sh (leader), the inner sh, its sleep (a grandchild), the loop's sleep.
+    const alpha = ready.agents.find((agent) => agent.name === "alpha")!;
+    await waitFor("alpha's grandchild", () => groupMembers(alpha.pgid!).some((member) => member.ppid !== alpha.pid && member.pid !== alpha.pid));
+
+    const status = project.status();
+    expect(status.session).toMatchObject({ session_id: ready.session_id, status: "active" });
+    expect(status.session!.supervisor).toMatchObject({ pid: ready.supervisor_pid, alive: true });
+    for (const agent of status.agents) {
+      expect(agent).toMatchObject({ status: "running", alive: true, restarts: 0 });
+      expect(agent.uptime_seconds).toBeGreaterThanOrEqual(0);
+      expect(typeof agent.cpu_seconds).toBe("number");
+    }
+
+    const paused = project.apex(["pause", "--json"]);
+    expect(paused.status, paused.stderr).toBe(0);
+    expect(JSON.parse(paused.stdout)).toMatchObject({ status: "paused", agents: 2 });
+    // When pause returns, every process of every agent group is stopped, grandchildren included.
+    for (const agent of ready.agents) {
+      const members = groupMembers(agent.pgid!);
+      expect(members.length).toBeGreaterThan(0);
+      expect(members.map((member) => `${member.pid}:${member.state}`)).toEqual(members.map((member) => `${member.pid}:T`));
+    }
+    const grandchild = groupMembers(alpha.pgid!).find((member) => member.ppid !== alpha.pid && member.pid !== alpha.pid)!;
+    expect(grandchild.state).toBe("T");
+
+    const whilePaused = project.status();
+    expect(whilePaused.session!.status).toBe("paused");
+    expect(whilePaused.agents.map((agent) => agent.process_state)).toEqual(["T", "T"]);
+    // Paused twice is refused with a conflict, and says how to go on.
+    const again = project.apex(["pause"]);
+    expect(again.status).toBe(4);
+    expect(again.stderr).toContain("APEX_E_SESSION_STATE");
+    expect(again.stderr).toContain("apex resume");
+
+    const resumed = project.apex(["resume", "--json"]);
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(JSON.parse(resumed.stdout)).toMatchObject({ status: "active" });
+    for (const agent of ready.agents) {
+      for (const member of groupMembers(agent.pgid!)) expect(["R", "S", "D"]).toContain(member.state);
+    }
+    expect(project.status().session!.status).toBe("active");
+  });
+
+  it("refuses a second session (exit 4, APEX_E_SESSION_ACTIVE) and stop ends every process", async () => {
+    project = new Project(CONFIG);
+    const ready = project.start();
+    await waitFor("agent processes", () => allPids(project!.status()).length >= 4);
+    const pids = allPids(project.status()).map((pid) => ({ pid, start: procInfo(pid)?.startTime }));
+
+    const second = project.apex(["start", "--task", "another"]);
+    expect(second.status).toBe(4);
+    expect(second.stderr).toContain("APEX_E_SESSION_ACTIVE");
+    expect(second.stderr).toMatch(/apex stop/);
+    expect(second.stderr).toMatch(/--continue|resume|apex status/);
+
+    // Stopping a paused session works too: the stopped groups get SIGCONT after SIGTERM.
+    expect(project.apex(["pause"]).status).toBe(0);
+    const stopped = project.apex(["stop", "--json"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ session_id: ready.session_id, status: "stopped" });
+    for (const { pid, start } of pids) expect(isAlive(pid, start), `pid ${pid} still runs`).toBe(false);
+    expect(isAlive(ready.supervisor_pid)).toBe(false);
+
+    const status = project.status();
+    expect(status.session).toBeNull();
+    const history = JSON.parse(project.apex(["session", "history", "--json"]).stdout);
+    expect(history).toEqual([expect.objectContaining({ session_id: ready.session_id, status: "stopped", outcome: "stopped by the user" })]);
+    // The session's data stays for later reports; only the record moved to history.
+    const record = JSON.parse(project.apex(["memory", "show", `/sessions/history/${ready.session_id}`, "--json"]).stdout);
+    expect(record.value).toMatchObject({ status: "stopped", initial_task: "test session" });
+    expect(project.apex(["memory", "show", "/sessions/current"]).status).toBe(3);
+    expect(project.apex(["memory", "query", `/sessions/${ready.session_id}/agents/*`, "--keys"]).stdout).toContain("/agents/alpha");
+
+    // A new session may start now.
+    const next = project.start(["--task", "next"]);
+    expect(next.session_id).not.toBe(ready.session_id);
+    expect(JSON.parse(project.apex(["session", "list", "--json"]).stdout).map((row: { status: string }) => row.status)).toEqual(["active", "stopped"]);
+  });
+
+  it("logs: stdout and stderr of each agent, with -n and -f", async () => {
+    project = new Project(CONFIG);
+    project.start();
+    await waitFor("beta's output", () => project!.apex(["logs", "beta"]).stdout.includes("hello from beta"));
+    const logs = project.apex(["logs", "beta", "-n", "50"]);
+    expect(logs.stdout).toContain("beta | hello from beta");
+    expect(logs.stdout).toContain("beta ! trouble on stderr");
+    expect(logs.stdout).toMatch(/beta \| \[apex .*\] started pid \d+/);
+    const json = project.apex(["logs", "--json"]).stdout.trim().split("\n").map((line) => JSON.parse(line));
+    expect(json).toContainEqual({ agent: "beta", stream: "stderr", line: "trouble on stderr" });
+    expect(project.apex(["logs", "nobody"]).status).toBe(3);
+
+    const follow = project.apexAsync(["logs", "beta", "-f", "-n", "0"]);
+    try {
+      await waitFor("the follower to start", () => follow.child.pid !== undefined);
+      await new Promise((r) => setTimeout(r, 500));
+      // Anything appended shows up: stop the session, whose exit lines go to the log.
+      project.apex(["stop"]);
+      await waitFor("followed lines", () => follow.output().includes("killed by SIGTERM") || follow.output().includes("exited with"), 15_000);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+
+  it("start --attach streams the session's events; Ctrl-C detaches and the session keeps running", async () => {
+    project = new Project(CONFIG);
+    const attached = project.apexAsync(["start", "--task", "watch me", "--attach"]);
+    try {
+      await waitFor("the session to start", () => /Session \S+ started/.test(attached.output()), 30_000);
+      project.remember();
+      expect(project.apex(["task", "add", "seen live"]).status).toBe(0);
+      expect(project.apex(["milestone", "half way"]).status).toBe(0);
+      await waitFor("the streamed events", () => attached.output().includes("task t-0001 added: seen live") && attached.output().includes("milestone 1: half way"));
+      attached.child.kill("SIGINT");
+      const result = await attached.done;
+      expect(result.status).toBe(0);
+      expect(result.stdout).toContain("Detached");
+    } finally {
+      if (attached.child.exitCode === null) attached.child.kill("SIGKILL");
+    }
+    const status = project.status();
+    project.rememberGroups(status);
+    expect(status.session).toMatchObject({ status: "active" });
+    expect(status.agents.every((agent) => agent.alive)).toBe(true);
+  });
+
+  it("--continue SESSION brings an ended session back with its id, tasks and history", () => {
+    project = new Project(CONFIG);
+    const first = project.start(["--task", "first"]);
+    expect(project.apex(["task", "add", "carry over"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    const continued = project.start(["--continue", first.session_id.slice(0, 8)]);
+    expect(continued).toMatchObject({ session_id: first.session_id, continued: true });
+    const status = project.status();
+    expect(status.session).toMatchObject({ session_id: first.session_id, status: "active" });
+    expect(status.tasks).toMatchObject({ pending: 1, total: 1 });
+    expect(JSON.parse(project.apex(["session", "history", "--json"]).stdout)).toEqual([]);
+    const record = JSON.parse(project.apex(["memory", "show", `/sessions/${first.session_id}`, "--json"]).stdout).value;
+    expect(record.history.map((entry: { event: string }) => entry.event)).toEqual(["started", "stopped", "continued"]);
+    expect(record).toMatchObject({ outcome: null, ended_at: null, initial_task: "first" });
+    // --task and --continue do not go together; unknown targets say so.
+    expect(project.apex(["start", "--task", "x", "--continue", "last"]).status).toBe(2);
+    expect(project.apex(["stop", "--force"]).status).toBe(0);
+    const unknown = project.apex(["start", "--continue", "no-such-thing"]);
+    expect(unknown.status).toBe(3);
+    expect(unknown.stderr).toContain("No session or checkpoint");
+  });
+
+  it("without a session: status says so (exit 0), other commands exit 3 with APEX_E_NO_SESSION", () => {
+    project = new Project(CONFIG);
+    const status = project.apex(["status"]);
+    expect(status.status).toBe(0);
+    expect(status.stdout).toContain("No session is active");
+    expect(JSON.parse(project.apex(["status", "--json"]).stdout)).toMatchObject({ session: null });
+    for (const args of [["pause"], ["resume"], ["stop"], ["task", "list"], ["task", "add", "x"], ["milestone", "m"]]) {
+      const result = project.apex(args);
+      expect(result.status, args.join(" ")).toBe(3);
+      expect(result.stderr).toContain("APEX_E_NO_SESSION");
+    }
+  });
+});

@@ -1,0 +1,221 @@
+// Tasks and milestones through the real CLI and socket: atomic claims under concurrency,
+// the agent-facing commands (which never touch LMDB), hooks, and the idle timeout.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { callSupervisor } from "../dist/core/rpc/call.js";
+import { FIXTURES, Project, events, isAlive, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+const idle = ["  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`].join("\n");
+
+function readLines(file: string): Array<Record<string, unknown>> {
+  try {
+    return readFileSync(file, "utf8").trim().split("\n").filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
+  } catch {
+    return [];
+  }
+}
+
+describe("tasks", () => {
+  it("two agents claiming concurrently (2 × 50 claims over 100 tasks) get every task exactly once", async () => {
+    project = new Project(["agents:", nodeAgent("c1", "claimer.mjs", { args: ["50"] }), nodeAgent("c2", "claimer.mjs", { args: ["50"] }), "plugins: {}", ""].join("\n"));
+    const ready = project.start();
+    // 100 tasks, pipelined over the socket.
+    await Promise.all(Array.from({ length: 100 }, (_, i) => callSupervisor(ready.socket, "task.add", { title: `task ${i + 1}`, actor: "user:test" })));
+    expect(project.status().tasks).toMatchObject({ pending: 100, total: 100 });
+    await callSupervisor(ready.socket, "memory.set", { path: "/test/go", value: true, actor: "user:test" });
+
+    const claimedBy = await waitFor(
+      "both claimers to finish",
+      () => {
+        const logs = ["c1", "c2"].map((agent) => readFileSync(join(project!.storeDir, "logs", ready.session_id, `${agent}.log`), "utf8"));
+        if (!logs.every((log) => /claimed \d+/.test(log))) return undefined;
+        return logs.map((log) => log.split("\n").filter((line) => /^t-\d+$/.test(line)));
+      },
+      60_000,
+    );
+    expect(claimedBy.map((ids) => ids.length)).toEqual([50, 50]);
+    const all = claimedBy.flat();
+    expect(new Set(all).size).toBe(100);
+
+    const tasks = JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ id: string; status: string; assignee: string }>;
+    expect(tasks).toHaveLength(100);
+    for (const task of tasks) {
+      expect(task.status).toBe("completed");
+      expect(claimedBy[task.assignee === "c1" ? 0 : 1]).toContain(task.id);
+    }
+    const claims = events(project, ready.session_id).filter((event) => event.type === "task.claimed");
+    expect(claims).toHaveLength(100);
+    expect(new Set(claims.map((event) => event.task)).size).toBe(100);
+    expect(project.status().tasks).toEqual({ pending: 0, active: 0, completed: 100, failed: 0, total: 100 });
+  });
+
+  it("agent-facing commands go through the socket: they work with APEX_HOME pointing nowhere", async () => {
+    project = new Project("");
+    const out = join(project.dir, "agent-cli.json");
+    project.writeConfig(["agents:", nodeAgent("one", "agent-cli.mjs", { env: { APEX_TEST_OUT: out } }), "plugins: {}", ""].join("\n"));
+    const ready = project.start();
+    const results = await waitFor("the agent's results", () => {
+      try {
+        return JSON.parse(readFileSync(out, "utf8")) as Record<string, { ok: boolean; out?: string; err?: string; status?: number }>;
+      } catch {
+        return undefined;
+      }
+    }, 60_000);
+    for (const [name, result] of Object.entries(results)) expect(result.ok, `${name}: ${result.err}`).toBe(true);
+    expect(JSON.parse(results.add!.out!)).toMatchObject({ id: "t-0001", created_by: "agent:one" });
+    expect(JSON.parse(results.claim!.out!)).toMatchObject({ id: "t-0001", status: "active", assignee: "one" });
+    expect(JSON.parse(results.report!.out!)).toMatchObject({ reported_status: "busy", task: "t-0001" });
+    expect(JSON.parse(results.show!.out!)).toEqual({ path: "/agent/note", value: { hello: "world" } });
+    expect(JSON.parse(results.status!.out!).session.session_id).toBe(ready.session_id);
+    // What the agent wrote is in the store, by the agent.
+    const context = JSON.parse(project.apex(["memory", "show", `/sessions/${ready.session_id}/agents/one.context`, "--json"]).stdout);
+    expect(context.value).toEqual({ step: 7 });
+    expect(JSON.parse(project.apex(["milestone", "--json"]).stdout)).toEqual([expect.objectContaining({ n: 1, text: "agent milestone", by: "agent:one" })]);
+  });
+
+  it("add, claim, done, fail, reopen and milestones from the CLI, with their hooks", async () => {
+    project = new Project("");
+    const hookLog = join(project.dir, "hooks.jsonl");
+    project.writeConfig(
+      [
+        "agents:",
+        idle,
+        "  other:",
+        "    command: sh",
+        `    args: ["-c", "while true; do sleep 0.5; done"]`,
+        "plugins:",
+        `  ${JSON.stringify(join(FIXTURES, "hook-recorder.mjs"))}:`,
+        `    file: ${JSON.stringify(hookLog)}`,
+        `    veto: "forbidden work"`,
+        "",
+      ].join("\n"),
+    );
+    project.start();
+    await waitFor("onStart", () => readLines(hookLog).some((line) => line.hook === "onStart"));
+
+    const add = (args: string[]) => JSON.parse(project!.apex(["task", "add", ...args, "--json"]).stdout) as { id: string };
+    expect(add(["Write the login form", "--milestone"]).id).toBe("t-0001");
+    expect(add(["Only for other", "--assign", "other"]).id).toBe("t-0002");
+    expect(add(["forbidden work"]).id).toBe("t-0003");
+
+    // idle gets t-0001 (t-0002 is other's); other gets its own t-0002 first.
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "idle" });
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "other", "--json"]).stdout)).toMatchObject({ id: "t-0002", assignee: "other" });
+    // beforeTask can veto an assignment: the claim fails, the task stays pending.
+    const vetoed = project.apex(["task", "claim", "--agent", "idle"]);
+    expect(vetoed.status).toBe(1);
+    expect(vetoed.stderr).toContain("vetoed t-0003");
+    expect(JSON.parse(project.apex(["task", "show", "t-3", "--json"]).stdout)).toMatchObject({ status: "pending", assignee: null });
+
+    const done = project.apex(["task", "done", "t-0001", "--result", '{"files": ["login.ts"]}', "--json"]);
+    expect(JSON.parse(done.stdout)).toMatchObject({ status: "completed", result: { files: ["login.ts"] } });
+    expect(project.apex(["task", "done", "t-0001"]).status).toBe(4);
+    expect(project.apex(["task", "fail", "t-0002", "--reason", "tests do not pass"]).status).toBe(0);
+    const reopened = JSON.parse(project.apex(["task", "reopen", "t-0002", "--reason", "try again", "--json"]).stdout);
+    expect(reopened).toMatchObject({ status: "pending", reopened: 1, assignee: null, reason: "try again" });
+    expect(project.apex(["milestone", "Login works end to end"]).stdout).toContain("milestone 2: Login works end to end");
+
+    expect(project.apex(["task", "show", "t-0099"]).status).toBe(3);
+    expect(project.apex(["task", "claim", "--agent", "ghost"]).status).toBe(3);
+    expect(project.apex(["task", "list", "--status", "bogus"]).status).toBe(2);
+    const pending = JSON.parse(project.apex(["task", "list", "--status", "pending", "--json"]).stdout);
+    expect(pending.map((task: { id: string }) => task.id)).toEqual(["t-0002", "t-0003"]);
+    expect(project.status().tasks).toEqual({ pending: 2, active: 0, completed: 1, failed: 0, total: 3 });
+    expect(project.apex(["task", "list"]).stdout).toMatch(/t-0001\s+completed\s+idle\s+Write the login form \[milestone\]/);
+
+    expect(project.apex(["pause"]).status).toBe(0);
+    expect(project.apex(["resume"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+
+    const hooks = readLines(hookLog);
+    const names = hooks.map((line) => line.hook);
+    // beforeTask fires before each assignment (and the vetoed one).
+    expect(hooks.filter((line) => line.hook === "beforeTask").map((line) => [line.task, line.agent])).toEqual([
+      ["t-0001", "idle"],
+      ["t-0002", "other"],
+      ["t-0003", "idle"],
+    ]);
+    expect(hooks.filter((line) => line.hook === "afterMilestone").map((line) => [line.milestone, line.taskId ?? null])).toEqual([
+      ["Write the login form", "t-0001"],
+      ["Login works end to end", null],
+    ]);
+    expect(hooks.filter((line) => line.hook === "onError").map((line) => line.message)).toContainEqual(expect.stringContaining("t-0002 (Only for other) failed: tests do not pass"));
+    expect(names.indexOf("onPause")).toBeLessThan(names.indexOf("onResume"));
+    expect(hooks.find((line) => line.hook === "onPause")).toMatchObject({ status: "active" });
+    expect(hooks.find((line) => line.hook === "onStop")).toMatchObject({ reason: "stopped by the user" });
+    // Every hook ran in the supervisor process, the one writer.
+    expect(new Set(hooks.map((line) => line.pid)).size).toBe(1);
+  });
+});
+
+describe("timers", () => {
+  it("session_timeout stops a session without agent activity, and its clock stands still while paused", async () => {
+    project = new Project(["session:", "  session_timeout: 3", "agents:", idle, "plugins: {}", ""].join("\n"));
+    const ready = project.start();
+    // Paused for longer than the timeout: the session must still be there after resume.
+    expect(project.apex(["pause"]).status).toBe(0);
+    await new Promise((r) => setTimeout(r, 3500));
+    expect(project.status().session?.status).toBe("paused");
+    expect(project.apex(["resume"]).status).toBe(0);
+    const ended = await waitFor("the timeout", () => JSON.parse(project!.apex(["session", "history", "--json"]).stdout)[0], 20_000);
+    expect(ended).toMatchObject({ session_id: ready.session_id, status: "stopped", outcome: "timed out: no agent activity for 3 s" });
+    await waitFor("the supervisor to exit", () => !isAlive(ready.supervisor_pid));
+  });
+
+  it("the checkpoint service plugs in: interval checkpoints stop while paused, --continue restores", async () => {
+    project = new Project("");
+    const calls = join(project.dir, "checkpoints.jsonl");
+    project.writeConfig(
+      [
+        "session:",
+        "  auto_checkpoint_interval: 1",
+        "agents:",
+        idle,
+        "plugins:",
+        `  ${JSON.stringify(join(FIXTURES, "checkpoint-probe.mjs"))}:`,
+        `    file: ${JSON.stringify(calls)}`,
+        "",
+      ].join("\n"),
+    );
+    const ready = project.start();
+    const creates = () => readLines(calls).filter((line) => line.call === "create");
+    await waitFor("two interval checkpoints", () => creates().length >= 2, 15_000);
+    expect(creates().every((line) => line.trigger === "interval")).toBe(true);
+    expect(project.apex(["pause"]).status).toBe(0);
+    const whilePaused = creates().length;
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(creates().length).toBe(whilePaused);
+    expect(project.apex(["resume"]).status).toBe(0);
+    await waitFor("checkpoints after resume", () => creates().length > whilePaused, 15_000);
+    expect(project.apex(["stop"]).status).toBe(0);
+
+    // A checkpoint manifest (as the checkpoint plugin writes them) names the checkpoint to continue from.
+    expect(project.apex(["memory", "set", `/sessions/${ready.session_id}/checkpoint-001`, JSON.stringify({ id: "cp-0123456789", sequence: 1, trigger: "manual" })]).status).toBe(0);
+    const continued = project.start(["--continue", "cp-012345"]);
+    expect(continued).toMatchObject({ session_id: ready.session_id, continued: true });
+    expect(readLines(calls).filter((line) => line.call === "restore")).toEqual([{ call: "restore", sessionId: ready.session_id, checkpoint: "cp-0123456789" }]);
+    const status = project.status();
+    expect(status.session).toMatchObject({ status: "active", restored_from: "cp-0123456789" });
+    expect(status.last_checkpoint).toMatchObject({ id: "cp-0123456789", sequence: 1, trigger: "manual" });
+    expect(JSON.parse(project.apex(["memory", "show", "/probe/restored", "--json"]).stdout).value).toEqual({ checkpoint: "cp-0123456789" });
+  });
+
+  it("SIGTERM to the supervisor stops the session cleanly instead of orphaning the agents", async () => {
+    project = new Project(["agents:", idle, "plugins: {}", ""].join("\n"));
+    const ready = project.start();
+    process.kill(ready.supervisor_pid, "SIGTERM");
+    await waitFor("the supervisor to exit", () => !isAlive(ready.supervisor_pid));
+    expect(isAlive(ready.agents[0]!.pid!)).toBe(false);
+    expect(JSON.parse(project.apex(["session", "history", "--json"]).stdout)[0]).toMatchObject({
+      status: "stopped",
+      outcome: "the supervisor received SIGTERM",
+    });
+  });
+});

@@ -1,0 +1,266 @@
+// Unit tests of the session core on a real store: /proc parsing, the socket path rule, the
+// RPC protocol, tasks and their invariants, claims racing across processes.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ApexError } from "../dist/core/errors.js";
+import { callSupervisor, subscribeSupervisor } from "../dist/core/rpc/call.js";
+import { RpcServer, STREAM } from "../dist/core/rpc/server.js";
+import { Store } from "../dist/core/store/store.js";
+import { parseProcStat, readProcStat, processGroups } from "../dist/core/session/proc.js";
+import { socketPathFor } from "../dist/core/session/runtime.js";
+import { SessionService, checkTaskId, recountTasks } from "../dist/core/session/service.js";
+import { agentPath, sessionPath, taskCountsPath, CURRENT_SESSION_PATH } from "../dist/core/session/records.js";
+import { buildStatusReport } from "../dist/core/session/status-report.js";
+import { REPO_ROOT } from "./fixtures/agents/harness.js";
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "apex-session-unit-"));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const noHooks = { fire: async () => {} };
+
+async function seedSession(store: Store, sid = "s-1", agents = ["a", "b"]): Promise<void> {
+  await store.batch((batch) => {
+    batch.set(sessionPath(sid), {
+      session_id: sid,
+      project_id: "p",
+      created_at: "2026-01-01T00:00:00.000Z",
+      updated_at: "2026-01-01T00:00:00.000Z",
+      status: "active",
+      initial_task: null,
+      agents,
+      supervisor: null,
+      history: [],
+      outcome: null,
+      ended_at: null,
+      restored_from: null,
+    });
+    batch.set(CURRENT_SESSION_PATH, { session_id: sid });
+    for (const name of agents) {
+      batch.set(agentPath(sid, name), {
+        name,
+        status: "running",
+        pid: null,
+        pgid: null,
+        start_time: null,
+        started_at: null,
+        restarts: 0,
+        reported_status: null,
+        task: null,
+        last_report_at: null,
+        last_exit: null,
+        command: "x",
+      });
+    }
+  });
+}
+
+describe("/proc", () => {
+  it("parses stat lines whose command name holds spaces and parentheses", () => {
+    const fields = Array.from({ length: 50 }, (_, i) => String(i + 3));
+    fields[0] = "T"; // field 3
+    const stat = parseProcStat(`4242 (my (odd) name) ${fields.join(" ")}`)!;
+    expect(stat).toMatchObject({ pid: 4242, comm: "my (odd) name", state: "T", ppid: 4, pgrp: 5, utime: 14, stime: 15, startTime: 22 });
+  });
+
+  it("reads this process and finds it in its group", () => {
+    const self = readProcStat(process.pid)!;
+    expect(self.pid).toBe(process.pid);
+    expect(self.startTime).toBeGreaterThan(0);
+    expect(processGroups([self.pgrp]).get(self.pgrp)!.map((member) => member.pid)).toContain(process.pid);
+    expect(readProcStat(2 ** 22 + 12345)).toBeUndefined();
+  });
+});
+
+describe("socket path", () => {
+  it("lives in the store unless the path is too long for a unix socket address", () => {
+    expect(socketPathFor("/tmp/project/.apex")).toBe("/tmp/project/.apex/supervisor.sock");
+    const deep = `/tmp/${"d".repeat(120)}/.apex`;
+    const fallback = socketPathFor(deep);
+    expect(fallback.startsWith(tmpdir())).toBe(true);
+    expect(Buffer.byteLength(fallback)).toBeLessThanOrEqual(107);
+    expect(socketPathFor(deep)).toBe(fallback); // stable for the same store
+  });
+});
+
+describe("control protocol", () => {
+  it("answers requests, keeps error codes and hints, tells 'no value' from null, and streams events", async () => {
+    const server = new RpcServer(join(dir, "s.sock"));
+    let pushed: ((event: unknown) => boolean) | undefined;
+    server
+      .register("echo", (params) => params)
+      .register("nothing", () => undefined)
+      .register("null", () => null)
+      .register("fail", () => {
+        throw new ApexError("APEX_E_TASK_STATE", "Task t-0001 is already completed.", { hint: "reopen it" });
+      })
+      .register("watch", (_params, ctx) => {
+        pushed = ctx.push;
+        ctx.push({ n: 1 });
+        return STREAM;
+      });
+    await server.listen();
+    try {
+      const { statSync } = await import("node:fs");
+      expect(statSync(server.path).mode & 0o777).toBe(0o600);
+      expect(await callSupervisor(server.path, "echo", { a: [1, "x"] })).toEqual({ a: [1, "x"] });
+      expect(await callSupervisor(server.path, "nothing", {})).toBeUndefined();
+      expect(await callSupervisor(server.path, "null", {})).toBeNull();
+      const failure = await callSupervisor(server.path, "fail", {}).catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(ApexError);
+      expect(failure).toMatchObject({ code: "APEX_E_TASK_STATE", exitCode: 4, hint: "reopen it" });
+      const unknown = await callSupervisor(server.path, "nope", {}).catch((error: unknown) => error);
+      expect(unknown).toMatchObject({ code: "APEX_E_RPC" });
+
+      const seen: unknown[] = [];
+      const subscription = subscribeSupervisor(server.path, "watch", {}, (event) => seen.push(event));
+      for (let i = 0; i < 100 && seen.length < 1; i++) await new Promise((r) => setTimeout(r, 10));
+      pushed!({ n: 2 });
+      for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(seen).toEqual([{ n: 1 }, { n: 2 }]);
+      subscription.close();
+      await subscription.done;
+
+      // A second server on a live socket is refused; a stale socket file is replaced.
+      await expect(new RpcServer(server.path).listen()).rejects.toMatchObject({ code: "APEX_E_SESSION_ACTIVE" });
+    } finally {
+      await server.close();
+    }
+    writeFileSync(join(dir, "stale.sock"), "");
+    const stale = new RpcServer(join(dir, "stale.sock"));
+    await stale.listen();
+    await stale.close();
+    await expect(callSupervisor(join(dir, "s.sock"), "echo", {})).rejects.toMatchObject({ code: "APEX_E_RPC" });
+  });
+});
+
+describe("tasks", () => {
+  it("normalises task ids", () => {
+    expect(checkTaskId("t-1")).toBe("t-0001");
+    expect(checkTaskId("12")).toBe("t-0012");
+    expect(checkTaskId("t-12345")).toBe("t-12345");
+    expect(() => checkTaskId("x-1")).toThrow(/is not a task id/);
+    expect(() => checkTaskId("t-0")).toThrow(/is not a task id/);
+  });
+
+  it("keeps task counts, events and agent tasks consistent through every transition", async () => {
+    const store = Store.open(join(dir, "store"));
+    try {
+      await seedSession(store);
+      const service = new SessionService(store, "s-1", noHooks);
+      const events: string[] = [];
+      service.onEvent = (event) => events.push(event.type);
+      await service.addTask({ title: "one", milestone: true }, "user:t");
+      await service.addTask({ title: "two", assign: "b" }, "user:t");
+      await expect(service.addTask({ title: "  " }, "user:t")).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
+      await expect(service.addTask({ title: "x", assign: "zed" }, "user:t")).rejects.toMatchObject({ code: "APEX_E_AGENT_NOT_FOUND" });
+
+      expect((await service.claimTask("a")).id).toBe("t-0001");
+      expect(store.get(agentPath("s-1", "a"))).toMatchObject({ task: "t-0001" });
+      await expect(service.claimTask("a")).rejects.toMatchObject({ code: "APEX_E_NO_TASK" }); // t-0002 is b's
+      await service.completeTask("t-1", { ok: 1 }, "agent:a");
+      expect(store.get(agentPath("s-1", "a"))).toMatchObject({ task: null });
+      expect(service.milestones()).toEqual([expect.objectContaining({ n: 1, text: "one", task: "t-0001" })]);
+      await expect(service.completeTask("t-0001", null, "agent:a")).rejects.toMatchObject({ code: "APEX_E_TASK_STATE" });
+      await service.failTask("t-0002", "broken", "agent:b");
+      await service.reopenTask("t-0002", "retry", undefined, "agent:a");
+      await expect(service.reopenTask("t-0002", undefined, undefined, "agent:a")).rejects.toMatchObject({ code: "APEX_E_TASK_STATE" });
+
+      expect(store.get(taskCountsPath("s-1"))).toEqual({ pending: 1, active: 0, completed: 1, failed: 0, total: 2 });
+      const recount = await store.batch((batch) => recountTasks(batch, store, "s-1"));
+      expect(recount.value).toEqual({ pending: 1, active: 0, completed: 1, failed: 0, total: 2 });
+      expect(events).toEqual(["task.added", "task.added", "task.claimed", "task.completed", "milestone", "task.failed", "task.reopened"]);
+      // Events are stored in order under /sessions/<sid>/events/<seq>.
+      const stored = Array.from(store.query("/sessions/s-1/events/*"), (entry) => (entry.value as { seq: number; type: string }).type);
+      expect(stored).toEqual(events);
+      expect(buildStatusReport(store).tasks).toEqual({ pending: 1, active: 0, completed: 1, failed: 0, total: 2 });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("fires beforeTask before the assignment and lets it veto", async () => {
+    const store = Store.open(join(dir, "store"));
+    try {
+      await seedSession(store);
+      const calls: string[] = [];
+      const engine = {
+        fire: async (name: string, context: { task?: { id: string; status: string } }) => {
+          calls.push(`${name}:${context.task?.id}:${context.task?.status}`);
+          if (name === "beforeTask" && context.task?.id === "t-0001") throw new Error("not now");
+        },
+      };
+      const service = new SessionService(store, "s-1", engine as never);
+      await service.addTask({ title: "one" }, "user:t");
+      await service.addTask({ title: "two" }, "user:t");
+      await expect(service.claimTask("a")).rejects.toThrow("not now");
+      expect(service.task("t-0001").status).toBe("pending");
+      expect(calls).toEqual(["beforeTask:t-0001:pending"]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("claims in one process never hand out a task twice (50 concurrent claims over 40 tasks)", async () => {
+    const store = Store.open(join(dir, "store"));
+    try {
+      await seedSession(store);
+      const service = new SessionService(store, "s-1", noHooks);
+      for (let i = 0; i < 40; i++) await service.addTask({ title: `t${i}` }, "user:t");
+      const results = await Promise.allSettled(Array.from({ length: 50 }, (_, i) => service.claimTask(i % 2 ? "a" : "b")));
+      const ids = results.filter((r) => r.status === "fulfilled").map((r) => (r as PromiseFulfilledResult<{ id: string }>).value.id);
+      expect(ids).toHaveLength(40);
+      expect(new Set(ids).size).toBe(40);
+      expect(results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason.code)).toEqual(Array(10).fill("APEX_E_NO_TASK"));
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("claims from two processes writing the store directly (no supervisor) never collide", async () => {
+    const storeDir = join(dir, "store");
+    const store = Store.open(storeDir);
+    await seedSession(store);
+    const service = new SessionService(store, "s-1", noHooks);
+    for (let i = 0; i < 60; i++) await service.addTask({ title: `t${i}` }, "user:t");
+    await store.close();
+
+    const script = `
+      import { Store } from ${JSON.stringify(join(REPO_ROOT, "dist/core/store/store.js"))};
+      import { SessionService } from ${JSON.stringify(join(REPO_ROOT, "dist/core/session/service.js"))};
+      const store = Store.open(process.argv[2]);
+      const service = new SessionService(store, "s-1", { fire: async () => {} });
+      const got = [];
+      for (;;) {
+        try { got.push((await service.claimTask(process.argv[3])).id); }
+        catch (error) { if (error.code === "APEX_E_NO_TASK") break; throw error; }
+      }
+      await store.close();
+      process.stdout.write(JSON.stringify(got));`;
+    const file = join(dir, "claim.mjs");
+    writeFileSync(file, script);
+    const run = (agent: string) =>
+      new Promise<string[]>((resolve, reject) => {
+        const child = spawn(process.execPath, [file, storeDir, agent]);
+        let out = "";
+        let err = "";
+        child.stdout.on("data", (chunk) => (out += chunk));
+        child.stderr.on("data", (chunk) => (err += chunk));
+        child.on("close", (code) => (code === 0 ? resolve(JSON.parse(out) as string[]) : reject(new Error(err))));
+      });
+    const [a, b] = await Promise.all([run("a"), run("b")]);
+    expect(a.length + b.length).toBe(60);
+    expect(new Set([...a, ...b]).size).toBe(60);
+    const check = Store.open(storeDir, { readOnly: true });
+    try {
+      expect(check.get(taskCountsPath("s-1"))).toEqual({ pending: 0, active: 60, completed: 0, failed: 0, total: 60 });
+    } finally {
+      await check.close();
+    }
+  });
+});
