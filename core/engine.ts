@@ -461,8 +461,11 @@ export class Engine {
   }
 
   #registerCommand(plugin: string, spec: CommandSpec): void {
-    if (!spec || typeof spec.name !== "string" || !/^[a-z][a-z0-9-]*$/.test(spec.name)) {
-      throw new ApexError("APEX_E_PLUGIN_INVALID", `registerCommand: the command name must be lowercase letters, digits and '-' (got ${JSON.stringify(spec?.name)}).`);
+    if (!spec || typeof spec.name !== "string" || !/^[a-z][a-z0-9-]*( [a-z][a-z0-9-]*)?$/.test(spec.name)) {
+      throw new ApexError(
+        "APEX_E_PLUGIN_INVALID",
+        `registerCommand: the command name must be lowercase letters, digits and '-', optionally inside a core group ("session cleanup") (got ${JSON.stringify(spec?.name)}).`,
+      );
     }
     if (typeof spec.action !== "function") throw new ApexError("APEX_E_PLUGIN_INVALID", `registerCommand('${spec.name}'): action must be a function.`);
     const existing = this.#commands.get(spec.name);

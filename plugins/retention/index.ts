@@ -1,17 +1,60 @@
 import { builtinPluginSchema } from "../../core/config/schemas.js";
+import type { CheckpointInfo } from "../../core/engine.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
+import { capOnly, policyFromOptions, type RetentionOptions } from "./options.js";
 
 const PLUGIN_NAME = "retention" as const;
 
 /**
- * Keeps the checkpoints the policy says to keep and sweeps blobs no kept checkpoint needs.
+ * Keeps the checkpoints the policy says to keep and sweeps the data only removed ones used.
  *
- * Registered only: the plugin is known, listed, configurable and its options are validated
- * against schemas/plugins/retention.schema.json, but it taps no hook until its behaviour lands.
+ * After every checkpoint it applies the whole policy to that checkpoint's session when
+ * `auto_cleanup` is on, and only the hard cap (session.max_checkpoints) when it is off.
+ * `apex session cleanup` applies the policy on demand. The policy itself is policy.ts, a
+ * pure function; cleanup.ts applies it to a store.
  */
-export default definePlugin({
+export default definePlugin<RetentionOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
   schema: builtinPluginSchema(PLUGIN_NAME),
-  apply() {},
+  apply(apex, options) {
+    const policy = policyFromOptions(options, apex.config);
+    const afterCheckpoint = options.auto_cleanup ? policy : capOnly(policy);
+    // One cleanup at a time: checkpoints can follow each other faster than a sweep runs.
+    let queue: Promise<unknown> = Promise.resolve();
+    let warnedNoStore = false;
+
+    apex.hooks.afterCheckpoint.tapPromise(PLUGIN_NAME, async (info: CheckpointInfo) => {
+      if (afterCheckpoint.maxCheckpoints === undefined && !options.auto_cleanup) return;
+      const store = apex.store;
+      if (!store) {
+        if (!warnedNoStore) {
+          warnedNoStore = true;
+          apex.warn(`not applied after ${info.sessionId} checkpoint ${info.sequence}: this process has no store open; run \`apex session cleanup\`.`);
+        }
+        return;
+      }
+      const run = queue.then(async () => {
+        const { applyRetention } = await import("./cleanup.js");
+        const outcome = await applyRetention(store, afterCheckpoint, { sessionId: info.sessionId, sweep: "if-deleted", run: "auto" });
+        if (outcome.sweepError) apex.warn(`removed ${outcome.deleted.length} checkpoint(s) but did not sweep: ${outcome.sweepError.message}`);
+      });
+      queue = run.catch(() => undefined);
+      await run;
+    });
+
+    apex.registerCommand({
+      name: "session cleanup",
+      description: "apply the retention policy now and remove leftover temporary files",
+      arguments: [{ syntax: "[id]", description: "only this session (id or unique prefix); default: every session" }],
+      options: [
+        { flags: "--dry-run", description: "print what would be kept and removed, and by which rule; change nothing" },
+        { flags: "--json", description: "print the result as JSON" },
+      ],
+      async action(input, context) {
+        const { runCleanupCommand } = await import("./command.js");
+        return runCleanupCommand(input, context, policy);
+      },
+    });
+  },
 });

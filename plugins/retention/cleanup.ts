@@ -1,0 +1,182 @@
+import { isApexError } from "../../core/errors.js";
+import { appendEvent } from "../../core/session/service.js";
+import type { Store } from "../../core/store/store.js";
+import { deleteCheckpoint, sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
+import { describePolicy } from "./options.js";
+import { applyPolicy, RETENTION_TIME_ZONE, type PolicyItem, type PolicyResult, type RetentionPolicy } from "./policy.js";
+import { branchPoints, findKnownSession, knownSessions, sessionCheckpoints, type CheckpointRow, type SessionInfo } from "./sessions.js";
+
+/** The actor retention's writes are logged under, in the revision log and the audit trail. */
+export const RETENTION_ACTOR = "plugin:retention";
+/** The audit event recorded for every checkpoint retention deletes. */
+export const DELETE_EVENT = "retention.delete";
+
+/** A checkpoint with what the policy needs to know about it. */
+export interface PlannedCheckpoint extends CheckpointRow {
+  /** Milliseconds since the epoch (NaN when created_at does not parse). */
+  time: number;
+  /** Why it must survive whatever the rules say ("branch <sid>"); pinned and latest are the policy's own. */
+  protected: string[];
+}
+
+export interface SessionPlan {
+  session: SessionInfo;
+  result: PolicyResult<PlannedCheckpoint>;
+}
+
+export interface RetentionPlan {
+  policy: RetentionPolicy;
+  timeZone: typeof RETENTION_TIME_ZONE;
+  sessions: SessionPlan[];
+}
+
+export interface PlanOptions {
+  /** One session (id or unique prefix); default every session. */
+  sessionId?: string | undefined;
+  /** Current time (ms) for the keep_within clock check; default Date.now(). */
+  now?: number | undefined;
+}
+
+/**
+ * What the policy keeps and removes in each session, read from the store; writes nothing.
+ * Per session: pinned checkpoints, the latest one, and those another session branches from
+ * are protected.
+ */
+export function planRetention(store: Store, policy: RetentionPolicy, options: PlanOptions = {}): RetentionPlan {
+  const all = knownSessions(store);
+  const targets = options.sessionId === undefined ? all : [findKnownSession(all, options.sessionId)];
+  const branches = branchPoints(store, all);
+  const now = options.now ?? Date.now();
+  const sessions: SessionPlan[] = [];
+  for (const session of targets) {
+    const items: PlannedCheckpoint[] = sessionCheckpoints(store, session.sessionId).map((row) => ({
+      ...row,
+      time: Date.parse(row.createdAt),
+      protected: branches.get(row.id) ?? [],
+    }));
+    if (items.length === 0 && options.sessionId === undefined) continue;
+    sessions.push({ session, result: applyPolicy(items, policy, { now }) });
+  }
+  return { policy, timeZone: RETENTION_TIME_ZONE, sessions };
+}
+
+/** Why a removed checkpoint goes, in a few words. */
+export function removalReason(decision: { removedBy?: "rules" | "cap"; reasons: string[] }, policy: RetentionPolicy): string {
+  if (decision.removedBy === "cap") {
+    const rules = decision.reasons.filter((reason) => reason !== "no rules");
+    const wouldKeep = rules.length > 0 ? ` (kept by ${rules.join(", ")})` : "";
+    return `over max_checkpoints ${policy.maxCheckpoints}${wouldKeep}`;
+  }
+  return "no rule keeps it";
+}
+
+export interface DeletedCheckpoint {
+  sessionId: string;
+  id: string;
+  name: string;
+  sequence: number;
+  createdAt: string;
+  reason: string;
+}
+
+export interface SkippedCheckpoint extends DeletedCheckpoint {
+  error: { code: string; message: string };
+}
+
+export interface RetentionOutcome {
+  plan: RetentionPlan;
+  deleted: DeletedCheckpoint[];
+  /** Removals that did not happen (deleted or pinned meanwhile); nothing else was affected. */
+  skipped: SkippedCheckpoint[];
+  /** The sweep's result, when it ran. */
+  sweep: SweepResult | undefined;
+  /** Why the sweep did not run or failed (e.g. damaged tree nodes: repair first). Deletions stand. */
+  sweepError: { code: string; message: string; hint?: string } | undefined;
+}
+
+export interface ApplyRetentionOptions extends PlanOptions {
+  /**
+   * When to sweep unreferenced objects: "always" (a cleanup command: also collects what
+   * earlier deletions left behind), "if-deleted" (after a checkpoint) or "never".
+   */
+  sweep?: "always" | "if-deleted" | "never";
+  /** Recorded in each audit event: what ran the policy ("auto", "command"). */
+  run?: string;
+}
+
+/**
+ * Applies the policy: deletes what it removes, records each deletion in the session's audit
+ * trail (/sessions/<sid>/events, type `retention.delete`), then sweeps the values and tree
+ * nodes no remaining checkpoint references.
+ *
+ * The plan is made and every deletion started in one synchronous run: no other write in
+ * this process (a checkpoint being created, a pin) can come between reading the state and
+ * acting on it. Each deletion is its own transaction (the checkpoint library's).
+ */
+export async function applyRetention(store: Store, policy: RetentionPolicy, options: ApplyRetentionOptions = {}): Promise<RetentionOutcome> {
+  const plan = planRetention(store, policy, options);
+  const pending: Array<Promise<DeletedCheckpoint | SkippedCheckpoint>> = [];
+  for (const { result } of plan.sessions) {
+    for (const decision of result.decisions) {
+      if (decision.keep) continue;
+      const { item } = decision;
+      const removal: DeletedCheckpoint = {
+        sessionId: item.sessionId,
+        id: item.id,
+        name: item.name,
+        sequence: item.sequence,
+        createdAt: item.createdAt,
+        reason: removalReason(decision, policy),
+      };
+      // Started now, not awaited one by one: deleteCheckpoint's transaction runs before its first await.
+      pending.push(
+        deleteCheckpoint(store, item.id, { actor: RETENTION_ACTOR }).then(
+          () => removal,
+          (error: unknown) => {
+            if (!isApexError(error) || !["APEX_E_CHECKPOINT_NOT_FOUND", "APEX_E_CONFLICT"].includes(error.code)) throw error;
+            return { ...removal, error: { code: error.code, message: error.message } };
+          },
+        ),
+      );
+    }
+  }
+  const settled = await Promise.allSettled(pending);
+  const done = settled.flatMap((entry) => (entry.status === "fulfilled" ? [entry.value] : []));
+  const deleted = done.filter((entry): entry is DeletedCheckpoint => !("error" in entry));
+  const skipped = done.filter((entry): entry is SkippedCheckpoint => "error" in entry);
+  // Deletions that happened are recorded even when another one failed unexpectedly.
+  if (deleted.length > 0) recordDeletions(store, deleted, policy, options.run ?? "command");
+  const failure = settled.find((entry): entry is PromiseRejectedResult => entry.status === "rejected");
+  if (failure) throw failure.reason;
+
+  let sweep: SweepResult | undefined;
+  let sweepError: RetentionOutcome["sweepError"];
+  const mode = options.sweep ?? "always";
+  if (mode === "always" || (mode === "if-deleted" && deleted.length > 0)) {
+    try {
+      sweep = await sweepUnreferenced(store);
+    } catch (error) {
+      if (!isApexError(error)) throw error;
+      sweepError = { code: error.code, message: error.message, ...(error.hint ? { hint: error.hint } : {}) };
+    }
+  }
+  return { plan, deleted, skipped, sweep, sweepError };
+}
+
+/** One audit event per deleted checkpoint, in one write batch. */
+function recordDeletions(store: Store, deleted: DeletedCheckpoint[], policy: RetentionPolicy, run: string): void {
+  const rules = describePolicy(policy);
+  store.batchSync((batch) => {
+    for (const entry of deleted) {
+      appendEvent(batch, entry.sessionId, DELETE_EVENT, RETENTION_ACTOR, {
+        checkpoint: entry.id,
+        name: entry.name,
+        sequence: entry.sequence,
+        created_at: entry.createdAt,
+        reason: entry.reason,
+        policy: rules,
+        run,
+      });
+    }
+  }, RETENTION_ACTOR);
+}

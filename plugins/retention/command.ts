@@ -1,0 +1,177 @@
+import type { CommandContext, CommandInput } from "../../core/engine.js";
+import { ApexError } from "../../core/errors.js";
+import type { Store } from "../../core/store/store.js";
+import { applyRetention, planRetention, removalReason, type RetentionOutcome, type RetentionPlan, type SessionPlan } from "./cleanup.js";
+import { describePolicy, policyJson } from "./options.js";
+import type { RetentionPolicy } from "./policy.js";
+import { findKnownSession, knownSessions } from "./sessions.js";
+import { findTemporaryFiles, removeTemporaryFiles, type TemporaryFile, type TemporaryRemoval } from "./temporary.js";
+
+/**
+ * `apex session cleanup [ID] [--dry-run] [--json]`: applies the retention policy now to one
+ * session or every session, sweeps what no checkpoint needs any more and removes leftover
+ * temporary files. With --dry-run it prints each checkpoint's fate and the rules behind it,
+ * and writes nothing.
+ */
+export async function runCleanupCommand(input: CommandInput, context: CommandContext, policy: RetentionPolicy): Promise<number> {
+  const argument = typeof input.args[0] === "string" && input.args[0] !== "" ? input.args[0] : undefined;
+  const dryRun = Boolean(input.options.dryRun);
+  const json = Boolean(input.options.json);
+  const store = await context.store();
+  const sessionId = argument === undefined ? undefined : findKnownSession(knownSessions(store), argument).sessionId;
+  const temporary = temporaryFiles(store, context, sessionId);
+
+  if (dryRun) {
+    const plan = planRetention(store, policy, { sessionId });
+    if (json) context.printJson({ dry_run: true, ...planJson(plan), temporary: temporaryJson(temporary) });
+    else printDryRun(context, plan, temporary);
+    return 0;
+  }
+
+  const outcome = await applyRetention(store, policy, { sessionId, sweep: "always", run: "command" });
+  const removed = removeTemporaryFiles(temporary);
+  if (json) context.printJson(outcomeJson(outcome, removed));
+  else printOutcome(context, outcome, removed);
+  // Deletions stand either way; a sweep that could not run, or a file that stayed, is a failure to report.
+  return outcome.sweepError || removed.failed.length > 0 ? 1 : 0;
+}
+
+function temporaryFiles(store: Store, context: CommandContext, sessionId: string | undefined): TemporaryFile[] {
+  if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session cleanup needs the project's config.");
+  return findTemporaryFiles({ storeDir: context.config.storeDir, projectDir: context.projectDir, sessions: knownSessions(store), sessionId });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text
+
+function printDryRun(context: CommandContext, plan: RetentionPlan, temporary: TemporaryFile[]): void {
+  printHeader(context, plan);
+  for (const session of plan.sessions) {
+    const { result } = session;
+    context.print("");
+    context.print(`Session ${session.session.sessionId}${stateLabel(session)}: ${count(result.decisions.length, "checkpoint")}, keep ${result.keep.length}, remove ${result.remove.length}`);
+    const nameWidth = Math.max(0, ...result.decisions.map((decision) => decision.item.name.length));
+    for (const decision of result.decisions) {
+      const action = (decision.keep ? "keep" : "remove").padEnd(6);
+      const why = decision.keep ? decision.reasons.join(", ") : removalReason(decision, plan.policy);
+      context.print(`  ${action} ${decision.item.name.padEnd(nameWidth)}  ${formatTime(decision.item.time)}  ${why}`);
+    }
+    if (result.overCap > 0) {
+      context.print(`  note: ${count(result.overCap, "protected checkpoint")} over max_checkpoints ${plan.policy.maxCheckpoints} (protected ones are never removed)`);
+    }
+  }
+  if (temporary.length > 0) {
+    context.print("");
+    context.print(`Temporary files: ${count(temporary.length, "file")} to remove (${formatBytes(sum(temporary))})`);
+    for (const file of temporary) context.print(`  ${file.display}  ${formatBytes(file.bytes)}  ${file.why}`);
+  }
+  context.print("");
+  context.print("Dry run: nothing was changed. Run `apex session cleanup` without --dry-run to apply.");
+}
+
+function printHeader(context: CommandContext, plan: RetentionPlan): void {
+  context.print(`Retention policy: ${describePolicy(plan.policy)}`);
+  context.print(`Hours, days, ISO weeks and months are counted in ${plan.timeZone}; times shown are ${plan.timeZone}.`);
+  if (plan.sessions.length === 0) context.print("No session has checkpoints.");
+}
+
+function printOutcome(context: CommandContext, outcome: RetentionOutcome, removed: TemporaryRemoval): void {
+  printHeader(context, outcome.plan);
+  for (const session of outcome.plan.sessions) {
+    const deleted = outcome.deleted.filter((entry) => entry.sessionId === session.session.sessionId);
+    const names = deleted.length > 0 ? ` (${deleted.map((entry) => entry.name).join(", ")})` : "";
+    context.print(
+      `Session ${session.session.sessionId}${stateLabel(session)}: removed ${count(deleted.length, "checkpoint")}${names}, kept ${session.result.keep.length}`,
+    );
+  }
+  for (const skipped of outcome.skipped) context.print(`  not removed: ${skipped.sessionId}/${skipped.name}: ${skipped.error.message}`);
+  if (outcome.sweep) {
+    const { values, trees, bytes } = outcome.sweep.removed;
+    context.print(`Swept ${count(values, "value")} and ${count(trees, "tree node")} no kept checkpoint references: ${formatBytes(bytes)} freed.`);
+  }
+  if (outcome.sweepError) {
+    const { code, message, hint } = outcome.sweepError;
+    context.print(`The sweep did not run [${code}]: ${message}${hint ? ` ${hint}` : ""}`);
+  }
+  if (removed.removed.length > 0) context.print(`Removed ${count(removed.removed.length, "temporary file")} (${formatBytes(removed.bytes)}).`);
+  for (const failed of removed.failed) context.print(`  could not remove ${failed.display}: ${failed.error}`);
+}
+
+function stateLabel(session: SessionPlan): string {
+  return session.session.state === "current" ? "" : session.session.state === "ended" ? " (ended)" : " (no session record)";
+}
+
+/** "2026-11-20 14:00" in UTC. */
+export function formatTime(time: number): string {
+  if (!Number.isFinite(time)) return "(no valid time)".padEnd(16);
+  return new Date(time).toISOString().slice(0, 16).replace("T", " ");
+}
+
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
+
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+function sum(files: readonly TemporaryFile[]): number {
+  return files.reduce((total, file) => total + file.bytes, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+
+function planJson(plan: RetentionPlan) {
+  return {
+    time_zone: plan.timeZone,
+    policy: policyJson(plan.policy),
+    sessions: plan.sessions.map((session) => ({
+      session_id: session.session.sessionId,
+      state: session.session.state,
+      checkpoints: session.result.decisions.map((decision) => ({
+        name: decision.item.name,
+        id: decision.item.id,
+        sequence: decision.item.sequence,
+        created_at: decision.item.createdAt,
+        action: decision.keep ? "keep" : "remove",
+        reasons: decision.reasons,
+        protected: decision.protected,
+        ...(decision.keep ? {} : { removed_by: decision.removedBy, reason: removalReason(decision, plan.policy) }),
+      })),
+      kept: session.result.keep.length,
+      removed: session.result.remove.length,
+      over_cap: session.result.overCap,
+      keep_within_from: session.result.withinAnchor === undefined ? null : new Date(session.result.withinAnchor).toISOString(),
+    })),
+  };
+}
+
+function temporaryJson(files: readonly TemporaryFile[]) {
+  return { files: files.map((file) => ({ path: file.path, bytes: file.bytes, why: file.why })), bytes: sum(files) };
+}
+
+function outcomeJson(outcome: RetentionOutcome, removed: TemporaryRemoval) {
+  const sweep = outcome.sweep?.removed;
+  return {
+    dry_run: false,
+    ...planJson(outcome.plan),
+    deleted: outcome.deleted.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, sequence: entry.sequence, reason: entry.reason })),
+    skipped: outcome.skipped.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, error: entry.error })),
+    sweep: sweep ? { values: sweep.values, trees: sweep.trees, bytes: sweep.bytes } : null,
+    sweep_error: outcome.sweepError ?? null,
+    temporary: {
+      ...temporaryJson(removed.removed),
+      failed: removed.failed.map((file) => ({ path: file.path, error: file.error })),
+    },
+    bytes_freed: (sweep?.bytes ?? 0) + removed.bytes,
+  };
+}

@@ -1,0 +1,165 @@
+import { ApexError, isApexError } from "../../core/errors.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { Catalog } from "../checkpoint/catalog.js";
+import { listCheckpoints, resolveCheckpoint } from "../checkpoint/checkpoints.js";
+
+/**
+ * What retention reads from the store: which sessions exist, their checkpoints, and the
+ * checkpoints other sessions branch from (which must survive whatever the policy says).
+ */
+
+export interface SessionInfo {
+  sessionId: string;
+  /** Where its record lives: "current" (/sessions/<sid>), "ended" (/sessions/history/<sid>) or "none" (only checkpoints remain). */
+  state: "current" | "ended" | "none";
+  record: Record<string, JsonValue> | undefined;
+}
+
+/** One checkpoint of a session, as the catalog lists it. */
+export interface CheckpointRow {
+  id: string;
+  sessionId: string;
+  sequence: number;
+  name: string;
+  createdAt: string;
+  pinned: boolean;
+  trigger: string;
+}
+
+const RESERVED = new Set(["current", "history"]);
+
+/**
+ * Every session the store knows: records of current and ended sessions, and sessions that
+ * only have checkpoints left (a sequence counter in the checkpoint catalog). Sorted by the
+ * session's creation time, then id.
+ */
+export function knownSessions(store: Store): SessionInfo[] {
+  const found = new Map<string, SessionInfo>();
+  for (const { path, value } of store.query("/sessions/*")) {
+    const sessionId = path.slice("/sessions/".length);
+    if (RESERVED.has(sessionId) || !isRecord(value)) continue;
+    found.set(sessionId, { sessionId, state: "current", record: value });
+  }
+  for (const { path, value } of store.query("/sessions/history/*")) {
+    const sessionId = path.slice("/sessions/history/".length);
+    if (found.has(sessionId) || !isRecord(value)) continue;
+    found.set(sessionId, { sessionId, state: "ended", record: value });
+  }
+  for (const { sessionId } of Catalog.of(store).counters()) {
+    if (!found.has(sessionId) && !RESERVED.has(sessionId)) found.set(sessionId, { sessionId, state: "none", record: undefined });
+  }
+  const createdAt = (info: SessionInfo) => (typeof info.record?.created_at === "string" ? info.record.created_at : "");
+  return [...found.values()].sort((a, b) => createdAt(a).localeCompare(createdAt(b)) || a.sessionId.localeCompare(b.sessionId));
+}
+
+/** The session `argument` names: its id, or a unique prefix of at least 4 characters. */
+export function findKnownSession(sessions: readonly SessionInfo[], argument: string): SessionInfo {
+  const exact = sessions.find((session) => session.sessionId === argument);
+  if (exact) return exact;
+  const matches = argument.length >= 4 ? sessions.filter((session) => session.sessionId.startsWith(argument)) : [];
+  if (matches.length === 1) return matches[0]!;
+  if (matches.length > 1) {
+    throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(argument)} matches ${matches.length} sessions.`, {
+      hint: `Give more characters: ${matches.map((session) => session.sessionId).join(", ")}.`,
+    });
+  }
+  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(argument)} in this project.`, {
+    hint: "See `apex session list`; without an ID, cleanup goes through every session.",
+  });
+}
+
+/** A session's checkpoints, newest first. */
+export function sessionCheckpoints(store: Store, sessionId: string): CheckpointRow[] {
+  const rows: CheckpointRow[] = [];
+  for (const summary of listCheckpoints(store, sessionId, { limit: Number.MAX_SAFE_INTEGER, order: "newest" }).items) {
+    rows.push({
+      id: summary.id,
+      sessionId,
+      sequence: summary.sequence,
+      name: summary.name,
+      createdAt: summary.created_at,
+      pinned: summary.pinned === true,
+      trigger: summary.trigger,
+    });
+  }
+  return rows;
+}
+
+/** Fields of a session record that name the checkpoint it was branched from (both spellings are in use). */
+export const BRANCH_FIELDS = ["parent_checkpoint", "branched_from"] as const;
+/** Fields that may name the session a bare `checkpoint-NNN` reference belongs to. */
+const PARENT_SESSION_FIELDS = ["parent_session", "parent_session_id", "parent"] as const;
+
+/**
+ * Checkpoint id -> the sessions branched from it ("branch <sid>"). A reference may be a
+ * checkpoint id (or unique prefix), `<sid>/checkpoint-NNN`, `checkpoint-NNN` with the parent
+ * session in `parent_session`/`parent`, or an object with `id`/`checkpoint` and `session_id`.
+ * A reference that matches several checkpoints protects all of them; one that matches none
+ * protects nothing (there is nothing left to protect).
+ */
+export function branchPoints(store: Store, sessions: readonly SessionInfo[]): Map<string, string[]> {
+  const points = new Map<string, string[]>();
+  const protect = (checkpointId: string, sessionId: string) => {
+    const reasons = points.get(checkpointId) ?? [];
+    const reason = `branch ${sessionId}`;
+    if (!reasons.includes(reason)) reasons.push(reason);
+    points.set(checkpointId, reasons);
+  };
+  for (const session of sessions) {
+    const record = session.record;
+    if (!record) continue;
+    for (const field of BRANCH_FIELDS) {
+      for (const reference of referencesIn(record[field], parentSessionOf(record))) {
+        for (const id of resolveReference(store, reference)) protect(id, session.sessionId);
+      }
+    }
+  }
+  return points;
+}
+
+interface Reference {
+  ref: string;
+  sessionId: string | undefined;
+}
+
+function parentSessionOf(record: Record<string, JsonValue>): string | undefined {
+  for (const field of PARENT_SESSION_FIELDS) {
+    const value = record[field];
+    if (typeof value === "string" && value) return value;
+    if (isRecord(value) && typeof value.session_id === "string") return value.session_id;
+  }
+  return undefined;
+}
+
+function referencesIn(value: JsonValue | undefined, parentSession: string | undefined): Reference[] {
+  if (typeof value === "string") return value.trim() ? [{ ref: value.trim(), sessionId: parentSession }] : [];
+  if (isRecord(value)) {
+    const sessionId = typeof value.session_id === "string" ? value.session_id : parentSession;
+    for (const key of ["id", "checkpoint", "checkpoint_id"]) {
+      const ref = value[key];
+      if (typeof ref === "string" && ref.trim()) return [{ ref: ref.trim(), sessionId }];
+    }
+  }
+  return [];
+}
+
+const BARE_NAME = /^(?:checkpoint-\d+|latest)$/;
+
+function resolveReference(store: Store, { ref, sessionId }: Reference): string[] {
+  // A bare name means nothing without its session; the current session is not a safe guess.
+  if (BARE_NAME.test(ref) && !sessionId) return [];
+  try {
+    return [resolveCheckpoint(store, ref, sessionId ? { sessionId } : {}).id];
+  } catch (error) {
+    if (isApexError(error) && error.code === "APEX_E_AMBIGUOUS") {
+      const candidates = (error.details?.candidates ?? []) as Array<{ id?: unknown }>;
+      return candidates.map((candidate) => candidate.id).filter((id): id is string => typeof id === "string");
+    }
+    if (isApexError(error)) return [];
+    throw error;
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, JsonValue> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,118 @@
+import { readdirSync, rmSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
+import type { SessionInfo } from "./sessions.js";
+
+/**
+ * Temporary files APEX leaves in the store directory that nothing needs any more:
+ *
+ * - `<store>/supervisor.json.<pid>.tmp`: the supervisor writes its runtime file through such a
+ *   file and renames it; one whose process is gone was left by a crash mid-write.
+ * - `<store>/logs/<sid>/<agent>.resume.json`: the resume context handed to an agent when a
+ *   session is continued. The supervisor writes it afresh from the store on every
+ *   continue, so once the session has ended (or no longer exists) it is dead weight. Agent
+ *   logs beside it are kept: `apex logs` still shows them.
+ */
+
+export interface TemporaryFile {
+  /** Absolute path. */
+  path: string;
+  /** Relative to the project directory when inside it (for output). */
+  display: string;
+  bytes: number;
+  why: string;
+}
+
+export interface TemporaryScope {
+  storeDir: string;
+  projectDir?: string | undefined;
+  /** Sessions the store knows (from knownSessions). */
+  sessions: readonly SessionInfo[];
+  /** Only this session's resume files; the store-wide leftovers are always included. */
+  sessionId?: string | undefined;
+}
+
+const RUNTIME_TEMP = /^supervisor\.json\.(\d+)\.tmp$/;
+const RESUME_FILE = /\.resume\.json$/;
+
+/** Finds the leftovers listed above; reads only. */
+export function findTemporaryFiles(scope: TemporaryScope): TemporaryFile[] {
+  const found: TemporaryFile[] = [];
+  const add = (path: string, why: string) => {
+    const bytes = sizeOf(path);
+    if (bytes === undefined) return;
+    const display = scope.projectDir && isInside(path, scope.projectDir) ? relative(scope.projectDir, path) : path;
+    found.push({ path, display, bytes, why });
+  };
+
+  for (const name of list(scope.storeDir)) {
+    const match = RUNTIME_TEMP.exec(name);
+    if (match && !processAlive(Number(match[1]))) add(join(scope.storeDir, name), `unfinished runtime file of exited process ${match[1]}`);
+  }
+
+  const states = new Map(scope.sessions.map((session) => [session.sessionId, session.state]));
+  const logs = join(scope.storeDir, "logs");
+  for (const sessionId of list(logs)) {
+    if (scope.sessionId !== undefined && sessionId !== scope.sessionId) continue;
+    const state = states.get(sessionId) ?? "none";
+    if (state === "current") continue;
+    for (const name of list(join(logs, sessionId))) {
+      if (!RESUME_FILE.test(name)) continue;
+      add(join(logs, sessionId, name), state === "ended" ? `resume context of ended session ${sessionId}` : `resume context of removed session ${sessionId}`);
+    }
+  }
+  return found.sort((a, b) => a.path.localeCompare(b.path));
+}
+
+export interface TemporaryRemoval {
+  removed: TemporaryFile[];
+  bytes: number;
+  failed: Array<TemporaryFile & { error: string }>;
+}
+
+export function removeTemporaryFiles(files: readonly TemporaryFile[]): TemporaryRemoval {
+  const result: TemporaryRemoval = { removed: [], bytes: 0, failed: [] };
+  for (const file of files) {
+    try {
+      rmSync(file.path, { force: true });
+      result.removed.push(file);
+      result.bytes += file.bytes;
+    } catch (error) {
+      result.failed.push({ ...file, error: (error as Error).message });
+    }
+  }
+  return result;
+}
+
+function list(dir: string): string[] {
+  try {
+    return readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
+
+function sizeOf(path: string): number | undefined {
+  try {
+    const stats = statSync(path);
+    return stats.isFile() ? stats.size : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists but belongs to someone else.
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function isInside(path: string, dir: string): boolean {
+  const rel = relative(dir, path);
+  return rel !== "" && !rel.startsWith("..") && !rel.startsWith("/");
+}

@@ -1,0 +1,219 @@
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { Store, type JsonValue } from "../core/store/store.js";
+import { createCheckpoint, listCheckpoints, pinCheckpoint, readCheckpointMemory, validateStore } from "../plugins/checkpoint/checkpoints.js";
+import { runApex, tempDir } from "./helpers/cli.js";
+
+let dir: string;
+let cleanup: () => void;
+beforeEach(() => {
+  ({ dir, cleanup } = tempDir("apex-retention-e2e-"));
+});
+afterEach(() => cleanup());
+
+const apex = (...args: string[]) => runApex(args, { cwd: dir });
+const HOUR = 3_600_000;
+const START = Date.parse("2026-11-16T06:00:00Z");
+
+const CONFIG = `session:
+  max_checkpoints: 50
+plugins:
+  retention:
+    keep_last: 2
+    keep_daily: 2
+    auto_cleanup: false
+`;
+
+function record(sessionId: string, status: string): Record<string, JsonValue> {
+  const at = "2026-11-01T00:00:00.000Z";
+  return {
+    session_id: sessionId,
+    project_id: "p-e2e",
+    created_at: at,
+    updated_at: at,
+    status,
+    initial_task: null,
+    agents: ["coder"],
+    supervisor: null,
+    history: [],
+    outcome: status === "active" ? null : "stopped by the user",
+    ended_at: status === "active" ? null : at,
+    restored_from: null,
+  };
+}
+
+/**
+ * A project with two sessions: s-old (ended, 3 checkpoints) and s-main (current, 6
+ * checkpoints 7 hours apart, checkpoint-002 pinned), plus leftover temporary files.
+ */
+async function seedProject(): Promise<Map<string, Record<string, JsonValue>>> {
+  writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+  const storeDir = join(dir, ".apex");
+  const store = Store.open(storeDir);
+  const memories = new Map<string, Record<string, JsonValue>>();
+  try {
+    await store.set("/sessions/s-old", record("s-old", "active"));
+    for (let step = 0; step < 3; step++) {
+      await store.set("/work/old", { step });
+      await createCheckpoint(store, { sessionId: "s-old", trigger: "manual", now: () => new Date(START - 72 * HOUR + step * HOUR) });
+    }
+    await store.batch((batch) => {
+      batch.delete("/sessions/s-old");
+      batch.set("/sessions/history/s-old", record("s-old", "stopped"));
+    });
+    await store.delete("/work/old");
+
+    await store.set("/sessions/s-main", record("s-main", "active"));
+    await store.set("/sessions/current", { session_id: "s-main" });
+    for (let step = 0; step < 6; step++) {
+      await store.set("/work/draft", { step, text: `draft ${step}` });
+      const { manifest } = await createCheckpoint(store, { sessionId: "s-main", trigger: "interval", now: () => new Date(START + step * 7 * HOUR) });
+      memories.set(manifest.name, { "/work/draft": { step, text: `draft ${step}` } });
+    }
+    await pinCheckpoint(store, "s-main/checkpoint-002", true);
+  } finally {
+    await store.close();
+  }
+  for (const sessionId of ["s-old", "s-main"]) {
+    mkdirSync(join(storeDir, "logs", sessionId), { recursive: true });
+    writeFileSync(join(storeDir, "logs", sessionId, "coder.resume.json"), '{"todo": 1}\n');
+    writeFileSync(join(storeDir, "logs", sessionId, "coder.log"), "log line\n");
+  }
+  writeFileSync(join(storeDir, "supervisor.json.999999999.tmp"), "{}\n");
+  return memories;
+}
+
+function checkpointNames(sessionId: string): string[] {
+  const store = Store.open(join(dir, ".apex"), { readOnly: true });
+  try {
+    return listCheckpoints(store, sessionId, { order: "oldest" }).items.map((item) => item.name);
+  } finally {
+    void store.close();
+  }
+}
+
+describe("apex session cleanup (end to end)", () => {
+  it("--dry-run --json lists each checkpoint with the rules that keep it, and changes nothing", async () => {
+    await seedProject();
+    const result = apex("session", "cleanup", "--dry-run", "--json");
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    const report = JSON.parse(result.stdout);
+    expect(report).toMatchObject({
+      dry_run: true,
+      time_zone: "UTC",
+      policy: { keep_last: 2, keep_daily: 2, keep_hourly: null, keep_weekly: null, keep_monthly: null, keep_within: null, max_checkpoints: 50 },
+    });
+    const table = Object.fromEntries(
+      report.sessions.map((session: { session_id: string; checkpoints: Array<{ name: string; action: string; reasons: string[]; created_at: string }> }) => [
+        session.session_id,
+        session.checkpoints.map((checkpoint) => `${checkpoint.name} ${checkpoint.created_at.slice(0, 16)} ${checkpoint.action} ${checkpoint.reasons.join(",")}`.trim()),
+      ]),
+    );
+    expect(table).toEqual({
+      "s-old": ["checkpoint-003 2026-11-13T08:00 keep latest,last,daily", "checkpoint-002 2026-11-13T07:00 keep last", "checkpoint-001 2026-11-13T06:00 remove"],
+      "s-main": [
+        "checkpoint-006 2026-11-17T17:00 keep latest,last,daily",
+        "checkpoint-005 2026-11-17T10:00 keep last",
+        "checkpoint-004 2026-11-17T03:00 remove",
+        "checkpoint-003 2026-11-16T20:00 keep daily",
+        "checkpoint-002 2026-11-16T13:00 keep pinned",
+        "checkpoint-001 2026-11-16T06:00 remove",
+      ],
+    });
+    expect(report.sessions.map((session: { state: string }) => session.state)).toEqual(["current", "ended"]);
+    expect(report.temporary.files.map((file: { path: string }) => file.path.slice(dir.length + 1))).toEqual([
+      ".apex/logs/s-old/coder.resume.json",
+      ".apex/supervisor.json.999999999.tmp",
+    ]);
+
+    expect(checkpointNames("s-main")).toHaveLength(6);
+    expect(checkpointNames("s-old")).toHaveLength(3);
+    expect(existsSync(join(dir, ".apex/logs/s-old/coder.resume.json"))).toBe(true);
+    expect(existsSync(join(dir, ".apex/supervisor.json.999999999.tmp"))).toBe(true);
+  });
+
+  it("--dry-run prints keep/remove lines with the rules, in UTC", async () => {
+    await seedProject();
+    const result = apex("session", "cleanup", "s-ma", "--dry-run");
+    expect(result.status).toBe(0);
+    expect(result.stdout).toBe(
+      [
+        "Retention policy: keep_last 2, keep_daily 2, max_checkpoints 50",
+        "Hours, days, ISO weeks and months are counted in UTC; times shown are UTC.",
+        "",
+        "Session s-main: 6 checkpoints, keep 4, remove 2",
+        "  keep   checkpoint-006  2026-11-17 17:00  latest, last, daily",
+        "  keep   checkpoint-005  2026-11-17 10:00  last",
+        "  remove checkpoint-004  2026-11-17 03:00  no rule keeps it",
+        "  keep   checkpoint-003  2026-11-16 20:00  daily",
+        "  keep   checkpoint-002  2026-11-16 13:00  pinned",
+        "  remove checkpoint-001  2026-11-16 06:00  no rule keeps it",
+        "",
+        "Temporary files: 1 file to remove (3 B)",
+        "  .apex/supervisor.json.999999999.tmp  3 B  unfinished runtime file of exited process 999999999",
+        "",
+        "Dry run: nothing was changed. Run `apex session cleanup` without --dry-run to apply.",
+        "",
+      ].join("\n"),
+    );
+    expect(checkpointNames("s-main")).toHaveLength(6);
+  });
+
+  it("applies the policy, records the deletions, sweeps, removes temporary files; kept checkpoints still verify", async () => {
+    const memories = await seedProject();
+    const result = apex("session", "cleanup", "--json");
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    const report = JSON.parse(result.stdout);
+    expect(report.dry_run).toBe(false);
+    expect(report.deleted.map((entry: { session_id: string; name: string }) => `${entry.session_id}/${entry.name}`).sort()).toEqual([
+      "s-main/checkpoint-001",
+      "s-main/checkpoint-004",
+      "s-old/checkpoint-001",
+    ]);
+    expect(report.skipped).toEqual([]);
+    expect(report.sweep.values).toBeGreaterThan(0);
+    expect(report.sweep.bytes).toBeGreaterThan(0);
+    expect(report.temporary.files).toHaveLength(2);
+    expect(report.bytes_freed).toBe(report.sweep.bytes + report.temporary.bytes);
+
+    expect(checkpointNames("s-main")).toEqual(["checkpoint-002", "checkpoint-003", "checkpoint-005", "checkpoint-006"]);
+    expect(checkpointNames("s-old")).toEqual(["checkpoint-002", "checkpoint-003"]);
+    expect(existsSync(join(dir, ".apex/logs/s-old/coder.resume.json"))).toBe(false);
+    expect(existsSync(join(dir, ".apex/logs/s-old/coder.log"))).toBe(true);
+    expect(existsSync(join(dir, ".apex/logs/s-main/coder.resume.json"))).toBe(true);
+    expect(existsSync(join(dir, ".apex/supervisor.json.999999999.tmp"))).toBe(false);
+
+    const store = Store.open(join(dir, ".apex"), { readOnly: true });
+    try {
+      const validation = validateStore(store);
+      expect(validation.problems.filter((problem) => problem.severity === "error")).toEqual([]);
+      expect(validation.objects.unreferencedValues).toBe(0);
+      for (const name of checkpointNames("s-main")) {
+        const held = Object.fromEntries([...readCheckpointMemory(store, `s-main/${name}`)].map((entry) => [entry.path, entry.value]));
+        expect(held).toEqual(memories.get(name));
+      }
+      const events = [...store.query("/sessions/s-main/events/*")].map((entry) => entry.value as Record<string, JsonValue>);
+      expect(events.map((event) => [event.type, event.actor, event.name, event.reason, event.run])).toEqual([
+        ["retention.delete", "plugin:retention", "checkpoint-004", "no rule keeps it", "command"],
+        ["retention.delete", "plugin:retention", "checkpoint-001", "no rule keeps it", "command"],
+      ]);
+    } finally {
+      await store.close();
+    }
+
+    const again = apex("session", "cleanup");
+    expect(again.status).toBe(0);
+    expect(again.stdout).toContain("Session s-main: removed 0 checkpoints, kept 4");
+    expect(again.stdout).toContain("Swept 0 values and 0 tree nodes no kept checkpoint references: 0 B freed.");
+  });
+
+  it("names an unknown session as not found", async () => {
+    await seedProject();
+    const result = apex("session", "cleanup", "s-nope", "--dry-run");
+    expect(result.status).toBe(3);
+    expect(result.stderr).toContain('No session "s-nope" in this project.');
+  });
+});
