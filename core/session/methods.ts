@@ -9,11 +9,6 @@ import { eventsAfter, type SessionService } from "./service.js";
 import type { Supervisor } from "./supervisor.js";
 import { allSessions, historySessions } from "./sessions.js";
 
-/**
- * The control socket's methods. Each one is a thin adapter: check the params, call the
- * supervisor or the session service, return JSON. To add a method: `server.register(name,
- * handler)` here, and a client call through `callSupervisor(socket, name, params)`.
- */
 /** A method body shared by the supervisor and by CLI commands that write directly (no supervisor). */
 export type SessionMethod = (params: Record<string, unknown>) => unknown;
 
@@ -31,6 +26,21 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
       compileGlob(glob);
       const limit = typeof params.limit === "number" ? params.limit : undefined;
       return Array.from(store.query(glob, limit === undefined ? {} : { limit }));
+    },
+    // For `apex memory watch` inside an agent: poll this instead of reading the revision log.
+    "memory.changes": (params) => {
+      const since = typeof params.since === "number" ? params.since : store.revision();
+      const glob = typeof params.glob === "string" ? compileGlob(params.glob) : undefined;
+      const limit = typeof params.limit === "number" ? params.limit : 10_000;
+      const changes: JsonValue[] = [];
+      let revision = since;
+      for (const change of store.changesSince(since, { limit })) {
+        revision = change.revision;
+        if (glob && !glob.matches(change.path)) continue;
+        const value = change.kind === "put" ? (store.get(change.path) ?? null) : null;
+        changes.push({ ...change, value });
+      }
+      return { revision, changes };
     },
     "memory.set": async (params) => {
       const path = checkPath(stringParam(params, "path"));

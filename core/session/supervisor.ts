@@ -603,10 +603,17 @@ export class Supervisor {
     const interval = this.config.session.auto_checkpoint_interval;
     const service = checkpointServiceFor(this.store);
     if (interval > 0 && service) {
+      let running = false;
       this.checkpointTimer = setInterval(() => {
+        // A checkpoint slower than the interval is not stacked with another one.
+        if (running) return;
+        running = true;
         void service
           .create({ sessionId: this.sessionId, trigger: "interval", description: `every ${interval} s` })
-          .catch((error: Error) => this.service.fireError({ sessionId: this.sessionId, error, origin: "supervisor", details: { trigger: "interval" } }));
+          .catch((error: Error) => this.service.fireError({ sessionId: this.sessionId, error, origin: "supervisor", details: { trigger: "interval" } }))
+          .finally(() => {
+            running = false;
+          });
       }, interval * 1000);
     }
     const timeout = this.config.session.session_timeout;
