@@ -264,6 +264,7 @@ describe("createCheckpoint", () => {
     const view = objects.view();
     const damaged = lookupEntry(view, first.manifest.memory.root, ["y", "d3"])!.tree!;
     store.environment.transactionSync(() => objects.removeRaw("tree", damaged));
+    objects.clearNodeCache(); // as in a process started after the damage
     await store.set("/y/d3/k3", "changed");
     const next = await create();
     expect(next.stats.memory.full).toBe(true);

@@ -213,46 +213,70 @@ export interface SplitNode {
 export type TreeNode = LeafNode | SplitNode;
 
 export function encodeTreeNode(node: TreeNode): Buffer {
-  const parts: Buffer[] = [];
   if (node.kind === "leaf") {
-    parts.push(Buffer.from([LEAF_TAG]), varint(node.entries.length));
-    for (const entry of node.entries) {
-      const name = Buffer.from(entry.name, "utf8");
-      const flags = (entry.value ? HAS_VALUE : 0) | (entry.tree ? HAS_TREE : 0);
-      parts.push(varint(name.length), name, Buffer.from([flags]));
-      if (entry.value) parts.push(Buffer.from(entry.value, "hex"));
-      if (entry.tree) parts.push(Buffer.from(entry.tree, "hex"));
-    }
-  } else {
-    let bitmap = 0;
-    for (const bucket of node.buckets) bitmap |= 1 << bucket.index;
-    parts.push(Buffer.from([SPLIT_TAG, node.depth, bitmap]), varint(node.count));
-    for (const bucket of node.buckets) parts.push(Buffer.from(bucket.hash, "hex"), varint(bucket.count));
+    const names = node.entries.map((entry) => Buffer.from(entry.name, "utf8"));
+    let size = 1 + varintSize(node.entries.length);
+    node.entries.forEach((entry, i) => {
+      size += varintSize(names[i]!.length) + names[i]!.length + 1 + (entry.value ? HASH_BYTES : 0) + (entry.tree ? HASH_BYTES : 0);
+    });
+    const out = Buffer.allocUnsafe(size);
+    let at = 0;
+    out[at++] = LEAF_TAG;
+    at = writeVarint(out, at, node.entries.length);
+    node.entries.forEach((entry, i) => {
+      const name = names[i]!;
+      at = writeVarint(out, at, name.length);
+      at += name.copy(out, at);
+      out[at++] = (entry.value ? HAS_VALUE : 0) | (entry.tree ? HAS_TREE : 0);
+      if (entry.value) at += out.write(entry.value, at, HASH_BYTES, "hex");
+      if (entry.tree) at += out.write(entry.tree, at, HASH_BYTES, "hex");
+    });
+    return out;
   }
-  return Buffer.concat(parts);
+  let bitmap = 0;
+  let size = 3 + varintSize(node.count);
+  for (const bucket of node.buckets) {
+    bitmap |= 1 << bucket.index;
+    size += HASH_BYTES + varintSize(bucket.count);
+  }
+  const out = Buffer.allocUnsafe(size);
+  out[0] = SPLIT_TAG;
+  out[1] = node.depth;
+  out[2] = bitmap;
+  let at = writeVarint(out, 3, node.count);
+  for (const bucket of node.buckets) {
+    at += out.write(bucket.hash, at, HASH_BYTES, "hex");
+    at = writeVarint(out, at, bucket.count);
+  }
+  return out;
 }
 
 /** Decodes a tree node, rejecting anything that is not in canonical form. */
 export function decodeTreeNode(bytes: Uint8Array): TreeNode {
-  const reader = new ByteReader(bytes);
+  const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const reader = new ByteReader(buffer);
   const tag = reader.byte();
   if (tag === LEAF_TAG) {
     const count = reader.varint();
     if (count === 0) throw new Error("empty leaf");
     const entries: DirEntry[] = [];
-    let previous: Buffer | undefined;
+    let previousStart = -1;
+    let previousEnd = -1;
     for (let i = 0; i < count; i++) {
-      const nameBytes = reader.bytes(reader.varint());
-      if (nameBytes.length === 0) throw new Error("empty name");
-      if (previous && Buffer.compare(previous, nameBytes) >= 0) throw new Error("names out of order");
-      previous = nameBytes;
-      const name = nameBytes.toString("utf8");
-      if (name.includes("/") || !Buffer.from(name, "utf8").equals(nameBytes)) throw new Error("invalid name");
+      const length = reader.varint();
+      if (length === 0) throw new Error("empty name");
+      const start = reader.skip(length);
+      const end = start + length;
+      if (previousStart >= 0 && buffer.compare(buffer, previousStart, previousEnd, start, end) <= 0) throw new Error("names out of order");
+      previousStart = start;
+      previousEnd = end;
+      const name = buffer.toString("utf8", start, end);
+      if (name.includes("/") || !isCanonicalUtf8(buffer, start, end, name)) throw new Error("invalid name");
       const flags = reader.byte();
       if (flags === 0 || flags > (HAS_VALUE | HAS_TREE)) throw new Error(`invalid entry flags ${flags}`);
       const entry: DirEntry = { name };
-      if (flags & HAS_VALUE) entry.value = reader.bytes(HASH_BYTES).toString("hex");
-      if (flags & HAS_TREE) entry.tree = reader.bytes(HASH_BYTES).toString("hex");
+      if (flags & HAS_VALUE) entry.value = buffer.toString("hex", reader.skip(HASH_BYTES), reader.position);
+      if (flags & HAS_TREE) entry.tree = buffer.toString("hex", reader.skip(HASH_BYTES), reader.position);
       entries.push(entry);
     }
     reader.end();
@@ -269,7 +293,7 @@ export function decodeTreeNode(bytes: Uint8Array): TreeNode {
     let sum = 0;
     for (let index = 0; index < FANOUT; index++) {
       if (!(bitmap & (1 << index))) continue;
-      const hash = reader.bytes(HASH_BYTES).toString("hex");
+      const hash = buffer.toString("hex", reader.skip(HASH_BYTES), reader.position);
       const bucketCount = reader.varint();
       if (bucketCount === 0) throw new Error("empty bucket");
       sum += bucketCount;
@@ -280,6 +304,35 @@ export function decodeTreeNode(bytes: Uint8Array): TreeNode {
     return { kind: "split", depth, count, buckets };
   }
   throw new Error(`unknown node tag 0x${tag.toString(16)}`);
+}
+
+/** True if bytes[start, end) are exactly the UTF-8 encoding of `text` (no invalid sequences). */
+function isCanonicalUtf8(bytes: Buffer, start: number, end: number, text: string): boolean {
+  let ascii = true;
+  for (let i = start; i < end; i++) {
+    if (bytes[i]! >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return true;
+  return Buffer.from(text, "utf8").equals(bytes.subarray(start, end));
+}
+
+function varintSize(value: number): number {
+  let size = 1;
+  for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 128)) size += 1;
+  return size;
+}
+
+function writeVarint(out: Buffer, at: number, value: number): number {
+  let rest = value;
+  while (rest >= 0x80) {
+    out[at++] = (rest & 0x7f) | 0x80;
+    rest = Math.floor(rest / 128);
+  }
+  out[at++] = rest;
+  return at;
 }
 
 function varint(value: number): Buffer {
@@ -317,11 +370,16 @@ class ByteReader {
     throw new Error("varint too long");
   }
 
-  bytes(length: number): Buffer {
+  /** Skips `length` bytes, returning where they start. */
+  skip(length: number): number {
     if (this.offset + length > this.buffer.length) throw new Error("truncated node");
-    const slice = Buffer.from(this.buffer.buffer, this.buffer.byteOffset + this.offset, length);
+    const start = this.offset;
     this.offset += length;
-    return slice;
+    return start;
+  }
+
+  get position(): number {
+    return this.offset;
   }
 
   end(): void {
@@ -385,6 +443,39 @@ const HIGH_WATER_KEY = 0;
 
 const objectStores = new WeakMap<Store, ObjectStore>();
 
+/**
+ * Decoded tree nodes already verified against their hash, shared by the views that build
+ * trees (checkpoints, restores, diffs): a node's content never changes, so a long-running
+ * process reads the paths it rebuilds once. Validation and repair views do not use it:
+ * they re-read and re-hash what is stored.
+ */
+class NodeCache {
+  private readonly nodes = new Map<Hash, TreeNode>();
+  constructor(private readonly capacity: number) {}
+
+  get(hash: Hash): TreeNode | undefined {
+    const node = this.nodes.get(hash);
+    if (node) {
+      this.nodes.delete(hash); // most recently used last
+      this.nodes.set(hash, node);
+    }
+    return node;
+  }
+
+  set(hash: Hash, node: TreeNode): void {
+    if (this.nodes.has(hash)) this.nodes.delete(hash);
+    this.nodes.set(hash, node);
+    if (this.nodes.size > this.capacity) this.nodes.delete(this.nodes.keys().next().value!);
+  }
+
+  clear(): void {
+    this.nodes.clear();
+  }
+}
+
+/** Tree nodes kept decoded per store (about 100 bytes each plus their hashes). */
+export const SHARED_NODE_CACHE_SIZE = 50_000;
+
 /** The packs and the two hash indexes of one store. Writes must run inside a write transaction. */
 export class ObjectStore {
   readonly store: Store;
@@ -394,6 +485,8 @@ export class ObjectStore {
   readonly trees: Table<Buffer>;
   /** Pack id -> concatenated object bytes. */
   readonly packs: Table<number>;
+  /** Verified decoded nodes, for views that build trees. */
+  readonly nodeCache = new NodeCache(SHARED_NODE_CACHE_SIZE);
 
   private constructor(store: Store) {
     this.store = store;
@@ -547,9 +640,18 @@ export class ObjectStore {
     return last;
   }
 
-  /** A view with its own node cache; pass `overlay` to keep writes in memory instead of the store. */
-  view(options: { overlay?: boolean } = {}): ObjectView {
-    return new ObjectView(this, options.overlay ?? false);
+  /** Forgets the decoded nodes (as a restarted process would have none). */
+  clearNodeCache(): void {
+    this.nodeCache.clear();
+  }
+
+  /**
+   * A view for reading and writing objects. `overlay`: writes stay in memory instead of the
+   * store. `fresh`: do not use the store-wide cache of decoded nodes (validation, repair:
+   * every node is read and re-hashed).
+   */
+  view(options: { overlay?: boolean; fresh?: boolean } = {}): ObjectView {
+    return new ObjectView(this, options.overlay ?? false, options.fresh ? new NodeCache(Number.MAX_SAFE_INTEGER) : this.nodeCache);
   }
 
   /** How the packs are used: sizes, bytes index records point at, and records whose pack is gone. */
@@ -743,15 +845,16 @@ export interface WriteStats {
 export class ObjectView {
   readonly objects: ObjectStore;
   readonly stats: WriteStats = { valuesWritten: 0, valueBytesWritten: 0, treesBuilt: 0, treesWritten: 0, treeBytesWritten: 0, packsWritten: 0 };
-  private readonly nodeCache = new Map<Hash, TreeNode>();
+  private readonly nodeCache: NodeCache;
   private readonly nameDigests = new Map<string, Buffer>();
   private readonly pending = new Map<Hash, { kind: ObjectKind; bytes: Buffer }>();
   private readonly packCache = new PackCache();
   readonly overlayTrees: Map<Hash, Buffer> | undefined;
   readonly overlayValues: Map<Hash, Buffer> | undefined;
 
-  constructor(objects: ObjectStore, overlay: boolean) {
+  constructor(objects: ObjectStore, overlay: boolean, nodeCache: NodeCache) {
     this.objects = objects;
+    this.nodeCache = nodeCache;
     this.overlayTrees = overlay ? new Map() : undefined;
     this.overlayValues = overlay ? new Map() : undefined;
   }

@@ -189,8 +189,19 @@ export class Catalog {
     this.db.remove(["i", id]);
   }
 
+  /** The memory base of a scope; undefined if there is none or its record is unreadable (the next build is then a full one). */
   base(scopeKey: string): MemoryBase | undefined {
-    return this.db.get(["b", scopeKey]) as MemoryBase | undefined;
+    let base: unknown;
+    try {
+      base = this.db.get(["b", scopeKey]);
+    } catch {
+      return undefined;
+    }
+    if (typeof base !== "object" || base === null) return undefined;
+    const { root, revision, keys } = base as Record<string, unknown>;
+    const rootOk = root === null || (typeof root === "string" && /^[0-9a-f]{64}$/.test(root));
+    if (!rootOk || !Number.isSafeInteger(revision) || !Number.isSafeInteger(keys)) return undefined;
+    return { root: root as Hash | null, revision: revision as number, keys: keys as number };
   }
 
   setBase(scopeKey: string, base: MemoryBase): void {

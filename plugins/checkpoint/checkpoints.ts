@@ -565,7 +565,7 @@ export async function sweepUnreferenced(store: Store, options: SweepOptions = {}
   let result!: SweepResult;
   const run = () => {
     const objects = ObjectStore.of(store);
-    const view = objects.view();
+    const view = objects.view({ fresh: true }); // every kept node read from disk: damage must show
     const marked = { values: new Set<Hash>(), trees: new Set<Hash>() };
     const damaged: Hash[] = [];
     const mark = (hash: Hash | null | undefined): void => {

@@ -141,7 +141,7 @@ export async function forceRecover(store: Store, ref: string, options: ForceReco
     } catch {
       scope = normalizeScope(DEFAULT_SCOPE);
     }
-    const view = ObjectStore.of(store).view({ overlay: true });
+    const view = ObjectStore.of(store).view({ overlay: true, fresh: true });
     // The live state's objects, so damaged objects it still has can be read from it.
     const current = buildSnapshot(store, view, { memory: { scope, base: Catalog.of(store).base(scopeKey(scope)) }, skipUnreadable: true });
     const memory = salvageTree(view, manifest.memory.root, "/");

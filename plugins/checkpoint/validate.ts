@@ -254,7 +254,7 @@ interface ValidationState {
 
 /** Validates the store (or one session). Synchronous and read-only. */
 export function validateStore(store: Store, options: ValidateOptions = {}): ValidationReport {
-  return runValidation(store, ObjectStore.of(store).view(), options).report;
+  return runValidation(store, ObjectStore.of(store).view({ fresh: true }), options).report;
 }
 
 function runValidation(store: Store, view: ObjectView, options: ValidateOptions): ValidationState {
@@ -642,7 +642,7 @@ export function verifyCheckpoint(store: Store, manifest: CheckpointManifest): St
   if (manifestHash(manifest) !== manifest.hash) {
     add({ ...context, code: "manifest-hash-mismatch", severity: "error", message: `The manifest of ${label} does not match its hash: it was modified or corrupted.` });
   }
-  const checker = new TreeChecker(ObjectStore.of(store).view(), add);
+  const checker = new TreeChecker(ObjectStore.of(store).view({ fresh: true }), add);
   const trees: Array<[string, Hash | null, number, string]> = [
     ["memory", manifest.memory.root, manifest.memory.keys, "/"],
     ["tasks", manifest.tasks.root, manifest.tasks.count, tasksRoot(manifest.session_id)],
@@ -708,7 +708,7 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
   let result!: RepairResult;
   const run = () => {
     const objects = ObjectStore.of(store);
-    const before = runValidation(store, objects.view(), {});
+    const before = runValidation(store, objects.view({ fresh: true }), {});
     const actions: RepairAction[] = [];
 
     // 1. Heal objects from the current state.
@@ -718,7 +718,7 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
       if (problem.code.startsWith("value-")) damagedHashes.set(problem.hash, "value");
       else if (problem.code === "tree-missing" || problem.code === "tree-corrupt" || problem.code === "tree-undecodable") damagedHashes.set(problem.hash, "tree");
     }
-    const healed = objects.view({ overlay: true });
+    const healed = objects.view({ overlay: true, fresh: true });
     if (damagedHashes.size > 0) healFromCurrentState(store, before, damagedHashes, healed, actions);
 
     // 2. Re-verify checkpoints with the healed objects; keep those that verify.
@@ -796,7 +796,7 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
         }
       }, actor);
     }
-    result = { dryRun, actions, before: before.report, after: runValidation(store, objects.view(), {}).report };
+    result = { dryRun, actions, before: before.report, after: runValidation(store, objects.view({ fresh: true }), {}).report };
   };
   if (dryRun) run();
   else {
@@ -818,7 +818,7 @@ function sameBytes(objects: ObjectStore, kind: ObjectKind, hash: Hash, bytes: Bu
  * below it that the store lacks too.
  */
 function healFromCurrentState(store: Store, state: ValidationState, damaged: Map<Hash, ObjectKind>, healed: ObjectView, actions: RepairAction[]): void {
-  const source = ObjectStore.of(store).view({ overlay: true });
+  const source = ObjectStore.of(store).view({ overlay: true, fresh: true });
   const scopes = new Map<string, MemoryScope>([[JSON.stringify(DEFAULT_SCOPE), normalizeScope(DEFAULT_SCOPE)]]);
   const sessions = new Set<string>();
   for (const entry of state.slots) {
