@@ -141,6 +141,13 @@ export interface BackendRegistration {
 export interface CommandSpec {
   name: string;
   description: string;
+  /**
+   * Where the action runs. "writer" (the default): where the store's one writer is — inside
+   * the supervisor (forwarded over its socket, output sent back) while one runs, else in the
+   * CLI. "cli": always in the CLI process (for commands that need the user's terminal); such
+   * an action must not write the store itself and uses `context.invoke` for that.
+   */
+  runsIn?: "writer" | "cli";
   /** Commander argument syntax: "<file>", "[names...]". */
   arguments?: Array<{ syntax: string; description?: string }>;
   /** Commander option syntax: "-n, --name <name>", "--dry-run". */
@@ -163,6 +170,8 @@ export interface CommandContext {
    * (forwarded over its socket) when one does.
    */
   store(): Promise<Store>;
+  /** Runs another plugin command where the store's writer is, printing its output; resolves to its exit code. */
+  invoke(name: string, input: CommandInput): Promise<number>;
   /** Prints one line to stdout. */
   print(text: string): void;
   printJson(value: unknown): void;

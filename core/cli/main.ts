@@ -47,6 +47,7 @@ export async function main(argv: string[]): Promise<number> {
       await registerPluginCommands(program, argv);
       finalizers.push(() => Promise.all(closeAfterParse.map((close) => close())).then(() => undefined));
     }
+    throwInsteadOfExit(program);
     await program.parseAsync(argv);
     for (const finalize of finalizers) await finalize();
     return typeof process.exitCode === "number" ? process.exitCode : 0;
@@ -58,6 +59,12 @@ export async function main(argv: string[]): Promise<number> {
     }
     return reportError(error, json);
   }
+}
+
+/** Commander exits by itself on usage errors unless every (sub)command is told not to. */
+function throwInsteadOfExit(command: Command): void {
+  command.exitOverride();
+  for (const sub of command.commands) throwInsteadOfExit(sub);
 }
 
 /**

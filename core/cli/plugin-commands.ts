@@ -1,7 +1,7 @@
 import { Command } from "commander";
 import { locateProject } from "../config/locate.js";
 import { ApexError } from "../errors.js";
-import type { CommandContext, CommandRegistration, Engine } from "../engine.js";
+import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../engine.js";
 import { printJson, printLine } from "./output.js";
 import { Store } from "../store/store.js";
 
@@ -25,6 +25,7 @@ export async function registerPluginCommands(program: Command, argv: string[]): 
     projectDir: config.projectDir,
     engine,
     store: async () => (store ??= Store.open(config.storeDir)),
+    invoke: (name, input) => runAtWriter(engine, name, input, context, config.storeDir),
     print: (text) => printLine(text),
     printJson: (value) => printJson(value),
   };
@@ -73,10 +74,31 @@ function toCommander(
   command.action(async (...params: unknown[]) => {
     // commander passes the declared arguments, then the options, then the command itself
     const self = params[params.length - 1] as Command;
-    const code = await engine.runCommand(spec.name, { args: params.slice(0, -2), options: self.opts() }, context);
-    if (typeof code === "number") process.exitCode = code;
+    const input = { args: params.slice(0, -2), options: self.opts() };
+    const code =
+      spec.runsIn === "cli"
+        ? await engine.runCommand(spec.name, input, context)
+        : await runAtWriter(engine, spec.name, input, context, context.config!.storeDir);
+    if (typeof code === "number" && code !== 0) process.exitCode = code;
   });
   return command;
+}
+
+/**
+ * Runs a plugin command where the store's one writer is: forwarded to the live supervisor
+ * (which runs it with its own engine and store and sends the output back), or here.
+ */
+async function runAtWriter(engine: Engine, name: string, input: CommandInput, context: CommandContext, storeDir: string): Promise<number> {
+  const { liveSupervisor } = await import("../session/runtime.js");
+  const supervisor = liveSupervisor(storeDir);
+  if (!supervisor) return (await engine.runCommand(name, input, context)) ?? 0;
+  const { callSupervisor } = await import("../rpc/call.js");
+  const reply = (await callSupervisor(supervisor.socket, "plugin.command", { name, args: input.args, options: input.options }, 600_000)) as {
+    output: string;
+    exitCode: number;
+  };
+  if (reply.output) process.stdout.write(reply.output);
+  return reply.exitCode;
 }
 
 /** `--config PATH` or `--config=PATH`, read before commander parses anything. */

@@ -1,3 +1,4 @@
+import type { CommandContext } from "../engine.js";
 import { ApexError } from "../errors.js";
 import { STREAM, type RpcServer } from "../rpc/server.js";
 import { compileGlob } from "../store/glob.js";
@@ -124,6 +125,27 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
       }),
     )
     .register("agent.list", () => supervisor.agentsView())
+    // A plugin command forwarded by the CLI: it runs here, where the store's one writer is.
+    .register("plugin.command", async (params) => {
+      const name = stringParam(params, "name");
+      const input = { args: Array.isArray(params.args) ? params.args : [], options: (params.options ?? {}) as Record<string, unknown> };
+      let output = "";
+      const context: CommandContext = {
+        config: supervisor.config,
+        projectDir: supervisor.config.projectDir,
+        engine: supervisor.engine,
+        store: async () => supervisor.store,
+        invoke: async (other, otherInput) => (await supervisor.engine.runCommand(other, otherInput, context)) ?? 0,
+        print: (text) => {
+          output += `${text}\n`;
+        },
+        printJson: (value) => {
+          output += `${JSON.stringify(value, null, 2)}\n`;
+        },
+      };
+      const exitCode = (await supervisor.engine.runCommand(name, input, context)) ?? 0;
+      return { output, exitCode };
+    })
     .register("events.subscribe", (params, ctx) => {
       // Replay what the caller has not seen, then stream live events; seq numbers de-duplicate.
       let last = typeof params.from_seq === "number" ? params.from_seq : supervisor.eventSeq();
