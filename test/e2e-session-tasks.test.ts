@@ -74,6 +74,8 @@ describe("tasks", () => {
     expect(JSON.parse(results.report!.out!)).toMatchObject({ reported_status: "busy", task: "t-0001" });
     expect(JSON.parse(results.show!.out!)).toEqual({ path: "/agent/note", value: { hello: "world" } });
     expect(JSON.parse(results.status!.out!).session.session_id).toBe(ready.session_id);
+    const watched = results.watch!.out!.trim().split("\n").map((line) => JSON.parse(line));
+    expect(watched).toEqual([expect.objectContaining({ kind: "put", path: "/agent/note", value: { hello: "world" }, actor: "agent:one" })]);
     // What the agent wrote is in the store, by the agent.
     const context = JSON.parse(project.apex(["memory", "show", `/sessions/${ready.session_id}/agents/one.context`, "--json"]).stdout);
     expect(context.value).toEqual({ step: 7 });

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ProjectLocation } from "../config/locate.js";
 import type { Glob } from "../store/glob.js";
-import { Store, type Change } from "../store/store.js";
+import { Store, type Change, type JsonValue } from "../store/store.js";
 import { paint } from "./output.js";
 
 const POLL_MS = 100;
@@ -22,6 +22,12 @@ export async function watchChanges(
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
+  if (process.env.APEX_SOCKET) {
+    await watchThroughSupervisor(process.env.APEX_SOCKET, glob, options, deadline, () => interrupted);
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    return;
+  }
   let store: Store | undefined;
   try {
     while (!interrupted && Date.now() < deadline) {
@@ -45,8 +51,32 @@ export async function watchChanges(
   }
 }
 
+/** Inside an agent: poll the supervisor's revision log, so the agent never opens LMDB. */
+async function watchThroughSupervisor(
+  socket: string,
+  glob: Glob,
+  options: { since?: number; json?: boolean },
+  deadline: number,
+  interrupted: () => boolean,
+): Promise<void> {
+  const { callSupervisor } = await import("../rpc/call.js");
+  let since = options.since;
+  while (!interrupted() && Date.now() < deadline) {
+    const reply = (await callSupervisor(socket, "memory.changes", { since, glob: glob.source })) as {
+      revision: number;
+      changes: Array<Change & { value: JsonValue | null }>;
+    };
+    for (const change of reply.changes) printChange(change, change.value ?? undefined, Boolean(options.json));
+    since = reply.revision;
+    await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
+  }
+}
+
 function print(change: Change, store: Store, json: boolean): void {
-  const value = change.kind === "put" ? store.get(change.path) : undefined;
+  printChange(change, change.kind === "put" ? store.get(change.path) : undefined, json);
+}
+
+function printChange(change: Change, value: JsonValue | undefined, json: boolean): void {
   if (json) {
     process.stdout.write(`${JSON.stringify({ ...change, value: value ?? null })}\n`);
     return;
