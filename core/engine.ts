@@ -148,6 +148,8 @@ export interface CommandSpec {
    * an action must not write the store itself and uses `context.invoke` for that.
    */
   runsIn?: "writer" | "cli";
+  /** Command lines shown under "Examples:" in --help. */
+  examples?: string[];
   /** Commander argument syntax: "<file>", "[names...]". */
   arguments?: Array<{ syntax: string; description?: string }>;
   /** Commander option syntax: "-n, --name <name>", "--dry-run". */

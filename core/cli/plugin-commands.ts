@@ -61,6 +61,7 @@ function toCommander(
   try {
     command.description(`${spec.description ?? ""} (plugin ${plugin})`.trim());
     for (const argument of spec.arguments ?? []) command.argument(argument.syntax, argument.description ?? "");
+    if (spec.examples?.length) command.addHelpText("after", `\nExamples:\n${spec.examples.map((line) => `  ${line}`).join("\n")}`);
     for (const option of spec.options ?? []) {
       if (option.default === undefined) command.option(option.flags, option.description ?? "");
       else command.option(option.flags, option.description ?? "", option.default);

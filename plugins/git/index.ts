@@ -1,17 +1,48 @@
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
+import { hookTarget, registerGitCommands } from "./commands.js";
+import { installHooks } from "./hooks.js";
+import { PLUGIN_NAME, repositoryDir, type GitPluginOptions } from "./repository.js";
+import { readGitState } from "./state.js";
 
-const PLUGIN_NAME = "git" as const;
+export { compareGitState, diffGitState, differenceMessages, type GitChanges, type GitComparison } from "./compare.js";
+export { checkoutCheckpoint, restoreBranchName, type CheckoutResult } from "./checkout.js";
+export { installHooks, uninstallHooks, GIT_HOOKS } from "./hooks.js";
+export { gitPluginOptions, projectRepository, repositoryDir, type GitPluginOptions } from "./repository.js";
+export { readGitState, readWorkingTree, type GitState, type WorkingTree, type ChangedFile } from "./state.js";
+export { latestCheckpoint, syncGit, type CheckpointRef, type SyncReport } from "./sync.js";
 
 /**
- * Records the project's git state in each checkpoint and guards git operations.
- *
- * Registered only: the plugin is known, listed, configurable and its options are validated
- * against schemas/plugins/git.schema.json, but it taps no hook until its behaviour lands.
+ * Records the project repository's git state in every checkpoint (`git_state`: branch, HEAD
+ * commit, dirty) and fires beforeGit before git changes the project: through `apex git -- …`,
+ * and, with `hooks: true` (or `apex git install-hooks`), through git hooks, so that commits,
+ * merges, rebases and checkouts made by anyone get their checkpoint first.
  */
-export default definePlugin({
+export default definePlugin<GitPluginOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
   schema: builtinPluginSchema(PLUGIN_NAME),
-  apply() {},
+  apply(apex, options) {
+    const projectDir = apex.config?.projectDir ?? process.cwd();
+    const repository = repositoryDir(projectDir, options);
+
+    apex.hooks.beforeCheckpoint.tapPromise(PLUGIN_NAME, async (draft) => {
+      draft.data.git_state = await readGitState(repository, (message) => apex.warn(message));
+      return draft;
+    });
+
+    if (options.hooks) {
+      // Installed (or refreshed) when a session starts; a project without a repository only gets a warning.
+      apex.hooks.onStart.tapPromise(PLUGIN_NAME, async () => {
+        try {
+          const report = await installHooks(repository, hookTarget({ config: apex.config, projectDir }, options));
+          for (const warning of report.warnings) apex.warn(warning);
+        } catch (error) {
+          apex.warn(`git hooks not installed: ${(error as Error).message}`);
+        }
+      });
+    }
+
+    registerGitCommands(apex, options);
+  },
 });

@@ -1,0 +1,90 @@
+import { ApexError } from "../../core/errors.js";
+import { BEFORE_GIT_FIRED_ENV, firstLine, noRepository, runGit } from "./git.js";
+import { asGitState, formatChangedFile, readWorkingTree, shortCommit } from "./state.js";
+
+export interface CheckoutResult {
+  branch: string;
+  commit: string;
+}
+
+/**
+ * For `apex start --continue --git-checkout`: checks out the commit a checkpoint's git_state
+ * recorded, on a new branch `branchName`, in the repository at `repoDir`. Refuses, changing
+ * nothing, when the working tree has uncommitted changes (APEX_E_DIRTY_TREE, exit 4) or the
+ * branch exists (APEX_E_BRANCH_EXISTS, exit 4); fails when the checkpoint recorded no commit or
+ * the commit is not in the repository (APEX_E_GIT_COMMIT_MISSING, exit 3), when there is no
+ * repository (APEX_E_NOT_A_REPOSITORY, exit 3) or the name is not a valid branch name
+ * (APEX_E_USAGE, exit 2).
+ *
+ * The checkout does not fire beforeGit through APEX's hooks: it restores a checkpoint, there is
+ * nothing to save first.
+ */
+export async function checkoutCheckpoint(repoDir: string, gitState: unknown, branchName: string): Promise<CheckoutResult> {
+  const state = asGitState(gitState);
+  if (!state || state.commit === null) {
+    throw new ApexError("APEX_E_GIT_COMMIT_MISSING", "The checkpoint recorded no git commit, so there is nothing to check out.", {
+      hint: "Continue without --git-checkout; the checkpoint was taken outside a git repository or before its first commit.",
+    });
+  }
+  const tree = await readWorkingTree(repoDir);
+  if (!tree) throw noRepository(repoDir);
+  if (tree.dirty) {
+    const shown = tree.files.slice(0, 10).map((file) => `  ${formatChangedFile(file)}`);
+    if (tree.files.length > 10) shown.push(`  … and ${tree.files.length - 10} more`);
+    throw new ApexError(
+      "APEX_E_DIRTY_TREE",
+      `Refusing to check out the checkpoint's commit ${shortCommit(state.commit)}: the working tree has uncommitted changes:\n${shown.join("\n")}`,
+      {
+        hint: "Commit them, or put them aside with `git stash --include-untracked`, then run the command again.",
+        details: { repository: repoDir, files: tree.files.map((file) => ({ ...file })) },
+      },
+    );
+  }
+  if ((await runGit(repoDir, ["check-ref-format", "--branch", branchName])).exitCode !== 0) {
+    throw new ApexError("APEX_E_USAGE", `'${branchName}' is not a valid git branch name.`, { hint: "See `git help check-ref-format`." });
+  }
+  if (await branchExists(repoDir, branchName)) {
+    throw new ApexError("APEX_E_BRANCH_EXISTS", `Refusing to check out the checkpoint on branch '${branchName}': the branch exists.`, {
+      hint: "Choose another branch name, or delete the branch first (git branch -D).",
+      details: { branch: branchName },
+    });
+  }
+  if ((await runGit(repoDir, ["cat-file", "-e", `${state.commit}^{commit}`])).exitCode !== 0) {
+    throw new ApexError("APEX_E_GIT_COMMIT_MISSING", `The checkpoint's commit ${state.commit} is not in the repository at ${repoDir}.`, {
+      hint: "Fetch it (git fetch --all) if it lives on a remote, or continue without --git-checkout.",
+      details: { commit: state.commit },
+    });
+  }
+  const result = await runGit(repoDir, ["checkout", "--quiet", "-b", branchName, state.commit], { env: { [BEFORE_GIT_FIRED_ENV]: "1" } });
+  if (result.exitCode !== 0) {
+    throw new ApexError("APEX_E_GIT_FAILED", `git checkout -b ${branchName} ${shortCommit(state.commit)} failed: ${firstLine(result.stderr)}`, {
+      details: { stderr: result.stderr },
+    });
+  }
+  return { branch: branchName, commit: state.commit };
+}
+
+/**
+ * A branch name for restoring a checkpoint that no branch has yet: `apex/<session>/<checkpoint>`,
+ * then with `-2`, `-3`, … appended. Characters git does not allow in branch names become '-'.
+ */
+export async function restoreBranchName(repoDir: string, sessionId: string, checkpointName: string): Promise<string> {
+  const base = `apex/${refSafe(sessionId)}/${refSafe(checkpointName)}`;
+  for (let attempt = 1; ; attempt++) {
+    const name = attempt === 1 ? base : `${base}-${attempt}`;
+    if (!(await branchExists(repoDir, name))) return name;
+  }
+}
+
+async function branchExists(repoDir: string, branch: string): Promise<boolean> {
+  return (await runGit(repoDir, ["show-ref", "--verify", "--quiet", `refs/heads/${branch}`])).exitCode === 0;
+}
+
+function refSafe(part: string): string {
+  const cleaned = part
+    .replace(/[\x00-\x20\x7f~^:?*[\\/]+/g, "-")
+    .replace(/\.{2,}/g, ".")
+    .replace(/@\{/g, "-")
+    .replace(/^[.-]+|[.]+$|\.lock$/g, "");
+  return cleaned.length > 0 ? cleaned : "restore";
+}

@@ -1,0 +1,189 @@
+import { join } from "node:path";
+import { packageRoot } from "../../core/config/schemas.js";
+import type { ApexApi, CommandContext, CommandSpec } from "../../core/engine.js";
+import { ApexError } from "../../core/errors.js";
+import { Store } from "../../core/store/store.js";
+import { countOf } from "./compare.js";
+import { fireBeforeGit } from "./fire.js";
+import { installHooks, uninstallHooks, type HookTarget, type InstallReport, type UninstallReport } from "./hooks.js";
+import { isReadOnlyGitCommand, passthroughDirectory, runGitInteractive } from "./passthrough.js";
+import { hookTimeoutSeconds, repositoryDir, type GitPluginOptions } from "./repository.js";
+import { describeState, formatChangedFile, shortCommit } from "./state.js";
+import { resolveSessionId, syncGit, type SyncReport } from "./sync.js";
+
+/** The commands of the git plugin: `apex git …` and `apex session sync-git`. */
+export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): void {
+  // `examples` is for `--help` once plugin commands can show examples (CommandSpec has no field for them yet).
+  const register = (spec: CommandSpec & { examples: string[] }) => apex.registerCommand(spec);
+  const repository = (context: CommandContext) => repositoryDir(context.projectDir ?? process.cwd(), options);
+
+  // First: the subcommands below go inside it.
+  register({
+    name: "git",
+    description: "Run git in the project repository after firing beforeGit (read-only commands such as status just run); exits with git's exit code, e.g. apex git -- commit -am \"msg\"",
+    examples: ['apex git -- commit -am "Add login form"', "apex git -- rebase main", "apex git -- status          # read-only: runs without firing beforeGit"],
+    arguments: [{ syntax: "[git-args...]", description: "git's arguments, after -- (so that APEX does not read them as its own)" }],
+    // git gets the user's terminal; beforeGit fires where the store's writer is, through `git notify`.
+    runsIn: "cli",
+    async action(input, context) {
+      const args = (input.args[0] as string[] | undefined) ?? [];
+      if (args.length === 0) {
+        throw new ApexError("APEX_E_USAGE", "Give the git command to run after --, e.g. `apex git -- commit -m \"msg\"`.", {
+          hint: "See `apex git --help` for the git subcommands of APEX (install-hooks, uninstall-hooks, …).",
+        });
+      }
+      const cwd = await passthroughDirectory(repository(context), process.cwd());
+      if (!isReadOnlyGitCommand(args)) {
+        // Like a hook, a failing beforeGit costs a warning, not the git operation.
+        const problem = await context.invoke("git notify", { args: [args], options: {} }).then(
+          (code) => (code === 0 ? undefined : `exit code ${code}`),
+          (error: unknown) => (error instanceof Error ? error.message : String(error)),
+        );
+        if (problem) process.stderr.write(`apex: beforeGit failed (${problem}); git runs without a checkpoint.\n`);
+      }
+      return runGitInteractive(cwd, args);
+    },
+  });
+
+  register({
+    name: "git install-hooks",
+    description: "Install git hooks so that commits, merges, rebases and checkouts made outside APEX fire beforeGit; existing hooks keep running",
+    examples: ["apex git install-hooks", "apex git install-hooks --json"],
+    options: [{ flags: "--json", description: "print the result as JSON" }],
+    async action(input, context) {
+      const report = await installHooks(repository(context), hookTarget(context, options));
+      if (input.options.json) return context.printJson(report);
+      printHookReport(context, report, {
+        installed: "installed",
+        updated: "updated",
+        wrapped: "installed; the hook that was there runs first",
+      });
+      context.print("Commits, merges, rebases and checkouts in this repository now fire beforeGit. Undo: apex git uninstall-hooks");
+    },
+  });
+
+  register({
+    name: "git uninstall-hooks",
+    description: "Remove APEX's git hooks and put back the hooks they kept, exactly as they were",
+    examples: ["apex git uninstall-hooks", "apex git uninstall-hooks --json"],
+    options: [{ flags: "--json", description: "print the result as JSON" }],
+    async action(input, context) {
+      const report = await uninstallHooks(repository(context));
+      if (input.options.json) return context.printJson(report);
+      printHookReport(context, report, {
+        removed: "removed",
+        restored: "removed; the hook that was there before is back",
+        absent: "not installed",
+        kept: "not APEX's hook: left as it is",
+      });
+    },
+  });
+
+  register({
+    name: "git hook-fired",
+    description: "Fire beforeGit for a git hook (what the installed hooks run); does nothing outside a session",
+    examples: ["apex git hook-fired pre-commit", "apex git hook-fired pre-rebase -- main feature", "apex git hook-fired reference-transaction --json -- prepared refs/heads/x"],
+    arguments: [
+      { syntax: "<hook>", description: "the git hook: pre-commit, pre-merge-commit, pre-rebase, reference-transaction" },
+      { syntax: "[args...]", description: "the hook's arguments (for reference-transaction: the state, then the refs it moves)" },
+    ],
+    options: [{ flags: "--json", description: "print what fired as JSON" }],
+    async action(input, context) {
+      const hook = input.args[0] as string;
+      if (!/^[a-z][a-z-]*$/.test(hook)) throw new ApexError("APEX_E_USAGE", `'${hook}' is not a git hook name.`, { hint: "See `git help hooks`." });
+      const result = await fireBeforeGit(context, [hook, ...((input.args[1] as string[] | undefined) ?? [])], "git-hook");
+      if (input.options.json) context.printJson(result);
+    },
+  });
+
+  register({
+    name: "git notify",
+    description: "Fire beforeGit for a git operation you run yourself (what apex git -- does first); does nothing outside a session",
+    examples: ["apex git notify -- push --force-with-lease", "apex git notify --json -- checkout main"],
+    arguments: [{ syntax: "<git-args...>", description: "the git arguments, after --" }],
+    options: [{ flags: "--json", description: "print what fired as JSON" }],
+    async action(input, context) {
+      const result = await fireBeforeGit(context, (input.args[0] as string[] | undefined) ?? [], "cli");
+      if (input.options.json) context.printJson(result);
+    },
+  });
+
+  register({
+    name: "session sync-git",
+    description: "Record the repository's git state in the session and show what changed since its latest checkpoint (commits, branch, uncommitted files)",
+    examples: ["apex session sync-git", "apex session sync-git 3f2a --json"],
+    arguments: [{ syntax: "[id]", description: "the session (default: the current one); a unique prefix will do" }],
+    options: [{ flags: "--json", description: "print the report as JSON" }],
+    async action(input, context) {
+      if (context.engine.store === undefined && context.config && !Store.exists(context.config.storeDir)) {
+        throw new ApexError("APEX_E_NO_SESSION", "This project has no APEX store yet, so no session to sync.", { hint: 'Start a session: apex start --task "…"' });
+      }
+      const store = await context.store();
+      const sessionId = resolveSessionId(store, input.args[0] as string | undefined);
+      const report = await syncGit(store, sessionId, repository(context));
+      if (input.options.json) return context.printJson(report);
+      for (const line of formatSyncReport(report)) context.print(line);
+    },
+  });
+}
+
+/** Where the hooks find APEX: this node and this APEX, the project's config and store. */
+export function hookTarget(context: Pick<CommandContext, "config" | "projectDir">, options: GitPluginOptions): HookTarget {
+  const projectDir = context.config?.projectDir ?? context.projectDir ?? process.cwd();
+  return {
+    node: process.execPath,
+    cli: join(packageRoot(), "bin", "apex.js"),
+    projectDir,
+    configPath: context.config?.configPath,
+    storeDir: context.config?.storeDir ?? join(projectDir, ".apex"),
+    timeoutSeconds: hookTimeoutSeconds(options),
+  };
+}
+
+function printHookReport<A extends string>(
+  context: CommandContext,
+  report: (InstallReport | UninstallReport) & { hooks: Array<{ hook: string; path: string; action: A }> },
+  labels: Record<A, string>,
+): void {
+  context.print(`Hooks in ${report.hooks_dir} (repository ${report.repository}):`);
+  const width = Math.max(...report.hooks.map((change) => change.hook.length));
+  for (const change of report.hooks) context.print(`  ${change.hook.padEnd(width)}  ${labels[change.action]}`);
+  for (const warning of report.warnings) context.print(`warning: ${warning}`);
+}
+
+export function formatSyncReport(report: SyncReport): string[] {
+  const lines: string[] = [];
+  const dirty = report.git.dirty ? `, ${countOf(report.dirty_files.length, "uncommitted change")}` : ", clean";
+  lines.push(`Recorded the git state of session ${report.session_id}: ${describeState(report.git)}${dirty}.`);
+  const checkpoint = report.checkpoint;
+  if (!checkpoint) {
+    lines.push("The session has no checkpoint yet: nothing to compare with.");
+  } else if (!checkpoint.git_state || !report.changes) {
+    lines.push(`${checkpoint.name} recorded no git state: nothing to compare with.`);
+  } else {
+    const changes = report.changes;
+    lines.push(`Since ${checkpoint.name} (${describeState(checkpoint.git_state)}):`);
+    let any = false;
+    if (changes.commit_from !== changes.commit_to) {
+      any = true;
+      if (changes.checkpoint_commit_present === false) {
+        lines.push(`  HEAD moved from ${shortCommit(changes.commit_from ?? "")}, a commit that is not in this repository.`);
+      } else {
+        lines.push(`  ${countOf(changes.commits_since ?? 0, "commit")} since the checkpoint${changes.commits_since ? ":" : "."}`);
+        for (const entry of changes.log) lines.push(`    ${shortCommit(entry.commit)} ${entry.subject}`);
+        if ((changes.commits_since ?? 0) > changes.log.length) lines.push(`    … and ${(changes.commits_since ?? 0) - changes.log.length} more`);
+        if (changes.commits_behind) lines.push(`  ${countOf(changes.commits_behind, "commit")} of the checkpoint no longer on HEAD.`);
+      }
+    }
+    if (changes.branch_changed) {
+      any = true;
+      lines.push(`  Branch changed: ${changes.branch_from ?? "(detached HEAD)"} → ${changes.branch_to ?? "(detached HEAD)"}`);
+    }
+    if (!any) lines.push(`  No new commits; same branch.`);
+  }
+  if (report.dirty_files.length > 0) {
+    lines.push(`Uncommitted changes (${report.dirty_files.length}):`);
+    for (const file of report.dirty_files) lines.push(`  ${formatChangedFile(file)}`);
+  }
+  return lines;
+}

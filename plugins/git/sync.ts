@@ -1,0 +1,134 @@
+import { ApexError } from "../../core/errors.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { diffGitState, type GitChanges } from "./compare.js";
+import { noRepository } from "./git.js";
+import { asGitState, type ChangedFile, type GitState } from "./state.js";
+
+/** Where `apex session sync-git` records a session's git state. */
+export function sessionGitPath(sessionId: string): string {
+  return `/sessions/${sessionId}/git`;
+}
+
+export type RecordedGitState = GitState & {
+  synced_at: string;
+};
+
+export interface CheckpointRef {
+  name: string;
+  id: string | null;
+  sequence: number;
+  created_at: string | null;
+  git_state: GitState | null;
+}
+
+export interface SyncReport {
+  session_id: string;
+  repository: string;
+  git: RecordedGitState;
+  /** The session's latest checkpoint; null when it has none. */
+  checkpoint: CheckpointRef | null;
+  /** The difference from the checkpoint's git_state; null without a checkpoint or git_state. */
+  changes: {
+    branch_changed: boolean;
+    branch_from: string | null;
+    branch_to: string | null;
+    commit_from: string | null;
+    commit_to: string | null;
+    commits_since: number | null;
+    commits_behind: number | null;
+    log: GitChanges["log"];
+    checkpoint_commit_present: boolean | null;
+  } | null;
+  /** The uncommitted changes now, with or without a checkpoint. */
+  dirty_files: ChangedFile[];
+}
+
+/**
+ * `apex session sync-git`: records the repository's git state at /sessions/<id>/git and
+ * compares it with the git_state of the session's latest checkpoint.
+ */
+export async function syncGit(store: Store, sessionId: string, repoDir: string, now: Date = new Date()): Promise<SyncReport> {
+  const latest = latestCheckpoint(store, sessionId);
+  const changes = await diffGitState(repoDir, latest?.git_state ?? null);
+  const current = changes.current;
+  if (!current) throw noRepository(repoDir);
+  const recorded: RecordedGitState = { branch: current.branch, commit: current.commit, dirty: current.dirty, synced_at: now.toISOString() };
+  await store.set(sessionGitPath(sessionId), recorded as JsonValue, "plugin:git");
+  return {
+    session_id: sessionId,
+    repository: repoDir,
+    git: recorded,
+    checkpoint: latest,
+    changes: latest?.git_state
+      ? {
+          branch_changed: changes.branch_changed,
+          branch_from: latest.git_state.branch,
+          branch_to: current.branch,
+          commit_from: latest.git_state.commit,
+          commit_to: current.commit,
+          commits_since: changes.commits_since,
+          commits_behind: changes.commits_behind,
+          log: changes.log,
+          checkpoint_commit_present: changes.checkpoint_commit_present,
+        }
+      : null,
+    dirty_files: current.files,
+  };
+}
+
+/**
+ * The session `id` names (a unique prefix of at least 4 characters will do), or the current
+ * session without an id. Looks in /sessions and /sessions/history.
+ */
+export function resolveSessionId(store: Store, id: string | undefined): string {
+  if (id === undefined) {
+    const current = store.get("/sessions/current") as { session_id?: unknown } | null | undefined;
+    if (current && typeof current === "object" && typeof current.session_id === "string") return current.session_id;
+    throw new ApexError("APEX_E_NO_SESSION", "No session is active in this project.", {
+      hint: "Name a session: apex session sync-git <ID> (see `apex session list`).",
+    });
+  }
+  if (id.length > 0 && !id.includes("/") && (store.has(`/sessions/${id}`) || store.has(`/sessions/history/${id}`))) return id;
+  const candidates = new Set<string>();
+  if (id.length >= 4 && !/[*?\\/]/.test(id)) {
+    for (const { path } of store.query(`/sessions/${id}*`)) candidates.add(path.split("/")[2]!);
+    for (const { path } of store.query(`/sessions/history/${id}*`)) candidates.add(path.split("/")[3]!);
+  }
+  candidates.delete("current");
+  candidates.delete("history");
+  if (candidates.size === 1) return [...candidates][0]!;
+  if (candidates.size > 1) {
+    throw new ApexError("APEX_E_AMBIGUOUS", `${id} matches ${candidates.size} sessions: ${[...candidates].sort().join(", ")}.`, {
+      hint: "Give more characters of the session id.",
+    });
+  }
+  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(id)}.`, { hint: "See `apex session list`." });
+}
+
+/**
+ * The session's checkpoint manifest with the highest sequence number, read from the keyspace
+ * (/sessions/<id>/checkpoint-<NNN>), so that it works whichever code wrote it.
+ */
+export function latestCheckpoint(store: Store, sessionId: string): CheckpointRef | null {
+  let best: CheckpointRef | null = null;
+  for (const { path, value } of store.query(`/sessions/${escapeGlob(sessionId)}/checkpoint-*`)) {
+    const name = path.slice(path.lastIndexOf("/") + 1);
+    const match = /^checkpoint-(\d+)$/.exec(name);
+    if (!match) continue;
+    const sequence = Number(match[1]);
+    if (best && best.sequence >= sequence) continue;
+    const manifest = value !== null && typeof value === "object" && !Array.isArray(value) ? value : {};
+    best = {
+      name,
+      id: typeof manifest.id === "string" ? manifest.id : null,
+      sequence,
+      created_at: typeof manifest.created_at === "string" ? manifest.created_at : null,
+      git_state: asGitState(manifest.git_state),
+    };
+  }
+  return best;
+}
+
+function escapeGlob(text: string): string {
+  return text.replace(/[*?\\]/g, (char) => `\\${char}`);
+}
