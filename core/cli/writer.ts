@@ -1,3 +1,4 @@
+import { currentActor } from "../actor.js";
 import type { ProjectLocation } from "../config/locate.js";
 import { callSupervisor } from "../rpc/call.js";
 import { liveSupervisor } from "../session/runtime.js";
@@ -53,11 +54,6 @@ export function directWriter(store: Store): MemoryWriter {
   };
 }
 
-function currentActor(): string {
-  const agent = process.env.APEX_AGENT;
-  if (agent) return `agent:${agent}`;
-  return `user:${process.env.USER ?? process.env.LOGNAME ?? "unknown"}`;
-}
 
 async function assertConfigValid(location: ProjectLocation): Promise<void> {
   if (!location.configPath) return;

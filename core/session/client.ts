@@ -1,3 +1,6 @@
+import { currentActor } from "../actor.js";
+
+export { currentActor };
 import type { ProjectLocation } from "../config/locate.js";
 import { callSupervisor } from "../rpc/call.js";
 import { liveSupervisor } from "./runtime.js";
@@ -36,9 +39,3 @@ function socketClient(socket: string): SessionClient {
   };
 }
 
-/** Who the change is by, as recorded in the revision log and the audit trail. */
-export function currentActor(): string {
-  const agent = process.env.APEX_AGENT;
-  if (agent) return `agent:${agent}`;
-  return `user:${process.env.USER ?? process.env.LOGNAME ?? "unknown"}`;
-}

@@ -128,7 +128,9 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
     // A plugin command forwarded by the CLI: it runs here, where the store's one writer is.
     .register("plugin.command", async (params) => {
       const name = stringParam(params, "name");
-      const input = { args: Array.isArray(params.args) ? params.args : [], options: (params.options ?? {}) as Record<string, unknown> };
+      // JSON turns a missing optional argument into null; the action expects undefined, as in the CLI.
+      const args = Array.isArray(params.args) ? params.args.map((arg: unknown) => (arg === null ? undefined : arg)) : [];
+      const input = { args, options: (params.options ?? {}) as Record<string, unknown> };
       let output = "";
       const context: CommandContext = {
         config: supervisor.config,

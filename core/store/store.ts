@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { userInfo } from "node:os";
 import { createRequire } from "node:module";
 import type { Database, RootDatabase } from "lmdb";
+import { currentActor } from "../actor.js";
 import { ApexError } from "../errors.js";
 import { compileGlob } from "./glob.js";
 import { checkPath, subtreeRange } from "./paths.js";
@@ -85,7 +85,7 @@ export class Store {
   private constructor(dir: string, root: RootDatabase, options: StoreOpenOptions) {
     this.dir = dir;
     this.readOnly = options.readOnly ?? false;
-    this.actor = options.actor ?? defaultActor();
+    this.actor = options.actor ?? currentActor();
     this.root = root;
     this.kv = root.openDB<JsonValue, string>({ name: "kv" });
     this.log = root.openDB<LogRecord, number>({ name: "log" });
@@ -287,17 +287,3 @@ export class Store {
   }
 }
 
-export function defaultActor(): string {
-  const agent = process.env.APEX_AGENT;
-  if (agent) return `agent:${agent}`;
-  const user = process.env.USER ?? process.env.LOGNAME ?? safeUsername();
-  return `user:${user}`;
-}
-
-function safeUsername(): string {
-  try {
-    return userInfo().username;
-  } catch {
-    return "unknown";
-  }
-}

@@ -1,3 +1,4 @@
+import { currentActor } from "../../actor.js";
 import type { ProjectLocation } from "../../config/locate.js";
 import { ApexError } from "../../errors.js";
 import { Store } from "../../store/store.js";
@@ -59,7 +60,7 @@ export async function stopWithoutSupervisor(
         history: [...record.history, { event: "stopped", at, reason, from: "interrupted" }],
       });
       batch.delete(CURRENT_SESSION_PATH);
-      appendEvent(batch, sid, "session.stopped", defaultActorName(), { reason });
+      appendEvent(batch, sid, "session.stopped", currentActor(), { reason });
     });
     removeRuntime(location.storeDir, session.supervisor?.pid ?? process.pid);
     try {
@@ -75,6 +76,3 @@ export async function stopWithoutSupervisor(
   }
 }
 
-function defaultActorName(): string {
-  return `user:${process.env.USER ?? process.env.LOGNAME ?? "unknown"}`;
-}
