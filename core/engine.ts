@@ -199,6 +199,8 @@ export interface ApexApi {
   readonly store: Store | undefined;
   /** Prints a warning for the user, prefixed with the plugin's name. */
   warn(message: string): void;
+  /** How long each plugin's taps took so far, per hook (for metrics and reports). */
+  timings(): ReturnType<Engine["timings"]>;
 }
 
 /** Where a plugin came from, as `apex plugins list` shows it. */
@@ -431,6 +433,7 @@ export class Engine {
         return engine.store;
       },
       warn: (message: string) => this.#warn(`plugin ${pluginName}: ${message}`),
+      timings: () => engine.timings(),
     });
   }
 

@@ -1,17 +1,42 @@
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
+import { MetricsRuntime, type MetricsOptions } from "./runtime.js";
 
 const PLUGIN_NAME = "metrics" as const;
 
+export type { SessionMetrics, AgentUtilization, RepositoryMetrics, PluginTiming } from "./record.js";
+export { CURRENT_METRICS_PATH, metricsPath, metricsInputPrefix } from "./record.js";
+
 /**
- * Computes session metrics (task throughput, agent activity, plugin timings) into /sessions/<id>/metrics.
- *
- * Registered only: the plugin is known, listed, configurable and its options are validated
- * against schemas/plugins/metrics.schema.json, but it taps no hook until its behaviour lands.
+ * Keeps the session's metrics at /sessions/<id>/metrics (and, while it is the current
+ * session, at /sessions/current/metrics): duration and active time, tasks, commits and lines
+ * of code, issues found, checkpoints, each agent's utilization and CPU time, and the tap
+ * timings of every plugin. Sampled inside the supervisor on an interval, soon after anything
+ * that changes them, on pause, resume and checkpoints, and once more when the session ends.
  */
-export default definePlugin({
+export default definePlugin<MetricsOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
   schema: builtinPluginSchema(PLUGIN_NAME),
-  apply() {},
+  apply(apex, options) {
+    if (options.enabled === false) return;
+    const runtime = new MetricsRuntime(apex, options);
+
+    apex.hooks.onStart.tapPromise(PLUGIN_NAME, (context) => runtime.start(context));
+    apex.hooks.onPause.tapPromise(PLUGIN_NAME, async (context) => runtime.request("pause", context.sessionId));
+    apex.hooks.onResume.tapPromise(PLUGIN_NAME, async (context) => runtime.request("resume", context.sessionId));
+    apex.hooks.afterCheckpoint.tapPromise(PLUGIN_NAME, async (info) => runtime.request("checkpoint", info.sessionId));
+    apex.hooks.onStop.tapPromise(PLUGIN_NAME, (context) => runtime.stop(context));
+
+    apex.registerCommand({
+      name: "session metrics",
+      description: "the current session's metrics: tasks, time, commits, lines, issues, checkpoints, agent utilization, plugin costs",
+      examples: ["apex session metrics", "apex session metrics --json", "apex memory watch /sessions/current/metrics"],
+      options: [{ flags: "--json", description: "print the metrics record as JSON" }],
+      async action(input, context) {
+        const { runMetricsCommand } = await import("./command.js");
+        return runMetricsCommand(input, context, runtime);
+      },
+    });
+  },
 });

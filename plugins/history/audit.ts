@@ -1,0 +1,81 @@
+import type { ApexApi, GitContext, SessionContext } from "../../core/engine.js";
+import { appendEvent } from "../../core/session/service.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { sessionGitPath } from "../git/sync.js";
+
+/** Who the git events name: the git plugin fires beforeGit and records syncs on behalf of whoever ran git. */
+export const GIT_ACTOR = "plugin:git";
+/** How often the supervisor looks for a new `apex session sync-git` record. */
+const SYNC_POLL_MS = 1000;
+
+/**
+ * The audit events the core cannot write itself, added to the session's trail inside the
+ * supervisor (the store's one writer):
+ *
+ * - `git.operation` {command, args, source}: a git operation about to change the project
+ *   (beforeGit: `apex git -- …`, `apex git notify`, or an installed git hook);
+ * - `git.synced` {branch, commit, dirty, synced_at}: `apex session sync-git` recorded the
+ *   repository's state at /sessions/<id>/git (seen by polling that record, as the git plugin
+ *   fires no hook for it).
+ *
+ * Lifecycle, task, checkpoint, restore and retention events are written by the code that
+ * makes those changes, in the same transaction.
+ */
+export class GitAudit {
+  private sessionId: string | undefined;
+  private lastSync: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly apex: ApexApi) {}
+
+  start(context: SessionContext): void {
+    const store = this.apex.store;
+    if (!store) return;
+    this.stop();
+    this.sessionId = context.sessionId;
+    // A sync recorded before this run is not news.
+    this.lastSync = JSON.stringify(store.get(sessionGitPath(context.sessionId)) ?? null);
+    this.timer = setInterval(() => void this.pollSync(store), SYNC_POLL_MS).unref();
+  }
+
+  async gitOperation(context: GitContext): Promise<void> {
+    const store = this.apex.store;
+    if (!store || context.sessionId !== this.sessionId) return;
+    await this.record(store, "git.operation", { command: context.args[0] ?? null, args: [...context.args], source: context.source });
+  }
+
+  /** The session ended: a sync made just before still gets its event. */
+  async finish(sessionId: string): Promise<void> {
+    const store = this.apex.store;
+    if (store && sessionId === this.sessionId) await this.pollSync(store);
+    this.stop();
+  }
+
+  private stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private async pollSync(store: Store): Promise<void> {
+    const sessionId = this.sessionId;
+    if (!sessionId) return;
+    const value = store.get(sessionGitPath(sessionId));
+    const seen = JSON.stringify(value ?? null);
+    if (seen === this.lastSync) return;
+    this.lastSync = seen;
+    if (value === null || typeof value !== "object" || Array.isArray(value)) return;
+    const field = (name: string) => (value[name] === undefined ? null : value[name]!);
+    try {
+      await this.record(store, "git.synced", { branch: field("branch"), commit: field("commit"), dirty: field("dirty"), synced_at: field("synced_at") });
+    } catch (error) {
+      this.apex.warn(`cannot record a git sync: ${(error as Error).message}`);
+    }
+  }
+
+  private async record(store: Store, type: string, data: Record<string, JsonValue>): Promise<void> {
+    const sessionId = this.sessionId!;
+    await store.batch((batch) => {
+      appendEvent(batch, sessionId, type, GIT_ACTOR, data);
+    }, GIT_ACTOR);
+  }
+}

@@ -1,0 +1,45 @@
+import { writeFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { openSessionReader } from "../../core/cli/session.js";
+import type { CommandContext, CommandInput } from "../../core/engine.js";
+import { ApexError } from "../../core/errors.js";
+import { renderMarkdown } from "./markdown.js";
+import { buildReport } from "./report.js";
+
+const FORMATS = ["md", "json"] as const;
+
+/**
+ * `apex session report [ID] [--format md|json] [-o FILE]`: the session, its metrics, tasks,
+ * checkpoints, git range and audit trail. Runs in the CLI (FILE is relative to where the user
+ * is); it only reads, from the store or, inside an agent, through the supervisor's socket.
+ */
+export async function runReportCommand(input: CommandInput, context: CommandContext): Promise<number> {
+  const format = input.options.json ? "json" : String(input.options.format ?? "md");
+  if (!(FORMATS as readonly string[]).includes(format)) {
+    throw new ApexError("APEX_E_USAGE", `Unknown report format ${JSON.stringify(format)}.`, { hint: "Use --format md or --format json." });
+  }
+  if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session report needs the project's config.");
+  const reader = await openSessionReader({ configPath: context.config.configPath, projectDir: context.config.projectDir, storeDir: context.config.storeDir });
+  let report;
+  try {
+    report = await buildReport(reader, typeof input.args[0] === "string" ? input.args[0] : undefined);
+  } finally {
+    await reader.close();
+  }
+  const text = format === "json" ? `${JSON.stringify(report, null, 2)}\n` : renderMarkdown(report);
+  const output = typeof input.options.output === "string" ? input.options.output : undefined;
+  if (output === undefined) {
+    context.print(text.trimEnd());
+    return 0;
+  }
+  const file = resolve(output);
+  try {
+    writeFileSync(file, text);
+  } catch (error) {
+    throw new ApexError("APEX_E_BAD_INPUT", `Cannot write the report to ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, {
+      hint: "Check that the directory exists and is writable.",
+    });
+  }
+  context.print(`Wrote the ${format} report of session ${report.session.session_id} to ${file}.`);
+  return 0;
+}

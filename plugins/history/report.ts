@@ -1,0 +1,116 @@
+import { locateSession, readAuditTrail } from "../../core/cli/session.js";
+import type { MemoryReader } from "../../core/cli/memory-actions.js";
+import {
+  CONTEXT_SUFFIX,
+  agentsPrefix,
+  milestonesPrefix,
+  taskNumber,
+  tasksPrefix,
+  type AgentRecord,
+  type MilestoneRecord,
+  type SessionEvent,
+  type SessionRecord,
+  type TaskRecord,
+} from "../../core/session/records.js";
+import { effectiveStatus } from "../../core/session/sessions.js";
+import type { JsonValue } from "../../core/store/store.js";
+import { sessionGitPath } from "../git/sync.js";
+import { isRecord, metricsPath, type RepositoryMetrics, type SessionMetrics } from "../metrics/record.js";
+
+export const REPORT_FORMAT = 1;
+
+export interface CheckpointSummary {
+  [key: string]: JsonValue;
+  name: string;
+  sequence: number;
+  id: string | null;
+  trigger: string | null;
+  description: string | null;
+  created_at: string | null;
+  pinned: boolean;
+  git_state: JsonValue;
+}
+
+export interface GitRange {
+  [key: string]: JsonValue;
+  /** Per repository: from the HEAD at the session's start to the HEAD at the last metrics sample. */
+  repositories: RepositoryMetrics[];
+  /** git_state of the first and the last checkpoint still kept. */
+  first_checkpoint: JsonValue;
+  last_checkpoint: JsonValue;
+  /** The last `apex session sync-git` record. */
+  synced: JsonValue;
+}
+
+/** Everything `apex session report` shows, as JSON. */
+export interface SessionReport {
+  [key: string]: JsonValue;
+  format: number;
+  generated_at: string;
+  session: SessionRecord & { effective_status: string };
+  /** null when the metrics plugin never sampled the session. */
+  metrics: SessionMetrics | null;
+  tasks: { counts: { pending: number; active: number; completed: number; failed: number; total: number }; items: TaskRecord[] };
+  milestones: MilestoneRecord[];
+  agents: AgentRecord[];
+  checkpoints: CheckpointSummary[];
+  git: GitRange;
+  events: SessionEvent[];
+}
+
+const MANIFEST_NAME = /^checkpoint-(\d+)$/;
+
+/** Gathers the report of the session `ref` names (default: the current one, else the last one). */
+export async function buildReport(reader: MemoryReader, ref: string | undefined, now = new Date()): Promise<SessionReport> {
+  const { sessionId, record } = await locateSession(reader, ref);
+  const [metricsValue, taskEntries, milestoneEntries, agentEntries, checkpointEntries, synced, events] = await Promise.all([
+    reader.get(metricsPath(sessionId)),
+    reader.query(`${tasksPrefix(sessionId)}/*`),
+    reader.query(`${milestonesPrefix(sessionId)}/*`),
+    reader.query(`${agentsPrefix(sessionId)}/*`),
+    reader.query(`/sessions/${sessionId}/checkpoint-*`),
+    reader.get(sessionGitPath(sessionId)),
+    readAuditTrail(reader, sessionId),
+  ]);
+  const tasks = taskEntries.map((entry) => entry.value as TaskRecord).sort((a, b) => taskNumber(a.id) - taskNumber(b.id));
+  const counts = { pending: 0, active: 0, completed: 0, failed: 0, total: tasks.length };
+  for (const task of tasks) if (task.status in counts) counts[task.status] += 1;
+  const checkpoints = checkpointEntries.flatMap((entry) => summarizeCheckpoint(entry.path, entry.value)).sort((a, b) => a.sequence - b.sequence);
+  const metrics = isRecord(metricsValue) && metricsValue.session_id === sessionId ? (metricsValue as SessionMetrics) : null;
+  return {
+    format: REPORT_FORMAT,
+    generated_at: now.toISOString(),
+    session: { ...record, effective_status: effectiveStatus(record) },
+    metrics,
+    tasks: { counts, items: tasks },
+    milestones: milestoneEntries.map((entry) => entry.value as MilestoneRecord),
+    agents: agentEntries.filter((entry) => !entry.path.endsWith(CONTEXT_SUFFIX)).map((entry) => entry.value as AgentRecord),
+    checkpoints,
+    git: {
+      repositories: metrics?.git.repositories ?? [],
+      first_checkpoint: checkpoints[0]?.git_state ?? null,
+      last_checkpoint: checkpoints.at(-1)?.git_state ?? null,
+      synced: synced ?? null,
+    },
+    events,
+  };
+}
+
+function summarizeCheckpoint(path: string, value: JsonValue): CheckpointSummary[] {
+  const name = path.slice(path.lastIndexOf("/") + 1);
+  const match = MANIFEST_NAME.exec(name);
+  if (!match || !isRecord(value)) return [];
+  const text = (key: string) => (typeof value[key] === "string" ? (value[key] as string) : null);
+  return [
+    {
+      name,
+      sequence: Number(match[1]),
+      id: text("id"),
+      trigger: text("trigger"),
+      description: text("description"),
+      created_at: text("created_at"),
+      pinned: value.pinned === true,
+      git_state: value.git_state ?? null,
+    },
+  ];
+}

@@ -1,0 +1,118 @@
+import type { JsonValue } from "../../core/store/store.js";
+
+/**
+ * What the metrics plugin keeps, and where.
+ *
+ * ```
+ * /sessions/<sid>/metrics                  SessionMetrics, rewritten on every sample
+ * /sessions/current/metrics                the same record while <sid> is the current session (for
+ *                                          `apex memory watch /sessions/current/metrics`); removed when it ends
+ * /sessions/<sid>/metrics-input/<name>     numbers agents report (`apex memory set …/issues_found 3`)
+ * ```
+ */
+export const METRICS_FORMAT = 1;
+export const CURRENT_METRICS_PATH = "/sessions/current/metrics";
+export const metricsPath = (sid: string) => `/sessions/${sid}/metrics`;
+export const metricsInputPrefix = (sid: string) => `/sessions/${sid}/metrics-input`;
+/** The counter agents set to report issues: `apex memory set /sessions/$APEX_SESSION_ID/metrics-input/issues_found 3`. */
+export const ISSUES_INPUT = "issues_found";
+/** The reference adversary's review counters ({session, reviews, issues, sent_back}). */
+export const REVIEW_STATS_PATH = "/review/stats";
+
+export interface AgentUtilization {
+  [key: string]: JsonValue;
+  /** What the agent last reported (`apex agent report --status`). */
+  reported_status: string | null;
+  /** Seconds of the session's active time in which its last reported status was a working one. */
+  working_seconds: number;
+  /** working_seconds / active_seconds (0 to 1). */
+  share: number;
+  /** utime + stime of the agent's process groups (every process it ran, restarts included), from /proc. */
+  cpu_seconds: number;
+  /** cpu_seconds / active_seconds: 1 means one core busy all the time. */
+  cpu_share: number;
+}
+
+export interface RepositoryMetrics {
+  [key: string]: JsonValue;
+  /** "project" (the project repository) or "workspace" (the agents' repository at <store>/workspace). */
+  name: string;
+  path: string;
+  /** HEAD when the session started; null when the repository had no commit (or did not exist) then. */
+  start_commit: string | null;
+  head: string | null;
+  branch: string | null;
+  /** Commits reachable from HEAD but not from start_commit (`git rev-list --count start..HEAD`). */
+  commits: number;
+  /** `git diff --numstat start_commit` against the working tree: committed and uncommitted changes to tracked files. */
+  lines_added: number;
+  lines_removed: number;
+  files_changed: number;
+  /** Why the numbers could not be read (git missing, start commit gone), else null. */
+  error: string | null;
+}
+
+export interface PluginTiming {
+  [key: string]: JsonValue;
+  plugin: string;
+  hook: string;
+  calls: number;
+  failures: number;
+  total_ms: number;
+  max_ms: number;
+}
+
+export interface SessionMetrics {
+  [key: string]: JsonValue;
+  format: number;
+  session_id: string;
+  /** The session's status when sampled: active, paused, stopped, completed or failed. */
+  status: string;
+  updated_at: string;
+  /** What caused this sample: start, interval, change, pause, resume, checkpoint, stop, command. */
+  reason: string;
+  samples: number;
+  started_at: string;
+  ended_at: string | null;
+  /** Wall-clock seconds from the start to the end (or now), pauses and interruptions included. */
+  session_duration_seconds: number;
+  /** Seconds in which the session ran and was not paused. */
+  active_seconds: number;
+  paused_seconds: number;
+  tasks_total: number;
+  tasks_pending: number;
+  tasks_active: number;
+  tasks_completed: number;
+  tasks_failed: number;
+  /** How often a task was sent back (task.reopened events). */
+  tasks_reopened: number;
+  milestones: number;
+  commits_made: number;
+  lines_of_code: { added: number; removed: number };
+  issues_found: number;
+  /** Where issues_found comes from: "metrics-input" (reported by an agent), "review-stats" (/review/stats) or "none". */
+  issues_source: string;
+  /** Every number under /sessions/<sid>/metrics-input. */
+  reported: { [name: string]: number };
+  checkpoints: {
+    /** Checkpoints written in the session (checkpoint events; at least the ones still kept). */
+    created: number;
+    /** Checkpoint manifests still stored (retention may have removed others). */
+    kept: number;
+    latest: { name: string; id: string | null; trigger: string | null; created_at: string | null } | null;
+  };
+  agent_utilization: { [agent: string]: AgentUtilization };
+  git: { repositories: RepositoryMetrics[] };
+  /** The supervisor's tap timings (engine.timings()) per plugin and hook, summed over every run of the session; costliest first. */
+  plugin_timings: PluginTiming[];
+}
+
+export function isRecord(value: unknown): value is Record<string, JsonValue> {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+/** Rounds to `digits` decimals; metrics are for people, not for nanosecond accounting. */
+export function round(value: number, digits = 3): number {
+  const factor = 10 ** digits;
+  return Math.round(value * factor) / factor;
+}

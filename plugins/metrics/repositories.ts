@@ -1,0 +1,102 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { firstLine, runGit } from "../git/git.js";
+import { readWorkingTree } from "../git/state.js";
+import type { RepositoryMetrics } from "./record.js";
+
+/** A repository whose work the session's metrics count. */
+export interface RepositorySpec {
+  name: "project" | "workspace";
+  dir: string;
+}
+
+/**
+ * The repositories counted: the project repository (the git plugin's `repository`, else the
+ * project directory) and the agents' workspace at <store>/workspace (where the reference coder
+ * commits), once it has its own .git.
+ */
+export function repositoriesOf(projectRepository: string, storeDir: string): RepositorySpec[] {
+  return [
+    { name: "project", dir: projectRepository },
+    { name: "workspace", dir: join(storeDir, "workspace") },
+  ];
+}
+
+/** HEAD and branch of the repository (commit null: no commit yet); undefined when there is no repository. Rejects when git fails. */
+export async function headOf(spec: RepositorySpec): Promise<{ commit: string | null; branch: string | null } | undefined> {
+  // The workspace must have its own .git: git would otherwise find an enclosing repository.
+  if (spec.name === "workspace" && !existsSync(join(spec.dir, ".git"))) return undefined;
+  const tree = await readWorkingTree(spec.dir);
+  return tree ? { commit: tree.commit, branch: tree.branch } : undefined;
+}
+
+/**
+ * Commits since `start` and lines added and removed since then (`git diff --numstat <start>`
+ * against the working tree, so uncommitted changes to tracked files count; binary files count
+ * as changed files without lines). Undefined when the repository does not exist (yet).
+ */
+export async function measureRepository(spec: RepositorySpec, start: string | null): Promise<RepositoryMetrics | undefined> {
+  let head: Awaited<ReturnType<typeof headOf>>;
+  try {
+    head = await headOf(spec);
+  } catch (error) {
+    return { ...empty(spec, start), error: (error as Error).message };
+  }
+  if (!head) return undefined;
+  const metrics: RepositoryMetrics = { ...empty(spec, start), head: head.commit, branch: head.branch };
+  const problems: string[] = [];
+  if (head.commit !== null) {
+    const counted = await runGit(spec.dir, ["rev-list", "--count", "HEAD", ...(start ? ["--not", start] : [])]);
+    if (counted.exitCode === 0) metrics.commits = Number(counted.stdout.trim()) || 0;
+    else problems.push(`cannot count commits since ${start?.slice(0, 7) ?? "the start"}: ${firstLine(counted.stderr)}`);
+  }
+  const base = start ?? (await emptyTree(spec.dir));
+  if (base) {
+    const diff = await runGit(spec.dir, ["diff", "--numstat", "--no-renames", "--no-ext-diff", base, "--"]);
+    if (diff.exitCode === 0) Object.assign(metrics, sumNumstat(diff.stdout));
+    else problems.push(`cannot diff against ${base.slice(0, 7)}: ${firstLine(diff.stderr)}`);
+  }
+  metrics.error = problems.length > 0 ? problems.join("; ") : null;
+  return metrics;
+}
+
+/** Sums `git diff --numstat` output: "added<TAB>removed<TAB>path" per file, "-" for binary files. */
+export function sumNumstat(output: string): { lines_added: number; lines_removed: number; files_changed: number } {
+  const totals = { lines_added: 0, lines_removed: 0, files_changed: 0 };
+  for (const line of output.split("\n")) {
+    const [added, removed] = line.split("\t", 3);
+    if (added === undefined || removed === undefined || line.trim() === "") continue;
+    totals.files_changed += 1;
+    totals.lines_added += Number(added) || 0;
+    totals.lines_removed += Number(removed) || 0;
+  }
+  return totals;
+}
+
+const emptyTrees = new Map<string, string>();
+
+/** The empty tree's id in this repository's hash format (sha1 or sha256): what "no start commit" diffs against. */
+async function emptyTree(dir: string): Promise<string | undefined> {
+  const known = emptyTrees.get(dir);
+  if (known) return known;
+  const result = await runGit(dir, ["hash-object", "-t", "tree", "/dev/null"]);
+  if (result.exitCode !== 0) return undefined;
+  const id = result.stdout.trim();
+  emptyTrees.set(dir, id);
+  return id;
+}
+
+function empty(spec: RepositorySpec, start: string | null): RepositoryMetrics {
+  return {
+    name: spec.name,
+    path: spec.dir,
+    start_commit: start,
+    head: null,
+    branch: null,
+    commits: 0,
+    lines_added: 0,
+    lines_removed: 0,
+    files_changed: 0,
+    error: null,
+  };
+}

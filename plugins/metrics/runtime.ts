@@ -1,0 +1,140 @@
+import type { ApexApi, Engine, SessionContext, StopContext } from "../../core/engine.js";
+import type { Store } from "../../core/store/store.js";
+import { gitPluginOptions, repositoryDir } from "../git/repository.js";
+import { REVIEW_STATS_PATH, metricsInputPrefix } from "./record.js";
+import type { MetricsSampler } from "./sampler.js";
+import { DEFAULT_IDLE_STATUSES } from "./timeline.js";
+
+export interface MetricsOptions {
+  enabled?: boolean;
+  /** Seconds between samples. */
+  interval?: number;
+  /** Reported statuses that count as not working. */
+  idle_statuses?: string[];
+}
+
+export const DEFAULT_INTERVAL_SECONDS = 60;
+/** How often the revision log is read for changes that call for a sample (task changes, reports, inputs). */
+const FOLLOW_MS = 250;
+/** Samples caused by changes are at least this far apart: a burst of task changes costs one sample. */
+const MIN_GAP_MS = 1000;
+
+/**
+ * The metrics plugin inside the supervisor: one sampler for the session, sampled on an
+ * interval, soon after anything that changes the numbers (an audit event, an agent-reported
+ * input, /review/stats), on pause, resume and checkpoints, and a last time when the session
+ * ends. Outside the supervisor (one-off CLI commands) there is no store and nothing runs.
+ */
+export class MetricsRuntime {
+  private sampler: MetricsSampler | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private pending: NodeJS.Timeout | undefined;
+  private lastSampleAt = 0;
+  private since = 0;
+
+  constructor(
+    private readonly apex: ApexApi,
+    private readonly options: MetricsOptions,
+  ) {}
+
+  async start(context: SessionContext): Promise<void> {
+    const store = this.apex.store;
+    if (!store) return;
+    this.halt();
+    const sampler = await this.open(store, context.sessionId);
+    this.sampler = sampler;
+    sampler.useTimings(() => this.apex.timings());
+    this.since = store.revision();
+    await this.run("start");
+    const interval = (this.options.interval ?? DEFAULT_INTERVAL_SECONDS) * 1000;
+    this.timers.push(setInterval(() => this.request("interval"), interval).unref());
+    this.timers.push(setInterval(() => this.follow(store, context.sessionId), FOLLOW_MS).unref());
+  }
+
+  /** A sample soon (at most one per MIN_GAP_MS for changes; pending requests merge). */
+  request(reason: string, sessionId?: string): void {
+    if (!this.sampler || (sessionId !== undefined && sessionId !== this.sampler.sessionId) || this.pending) return;
+    const delay = Math.max(0, this.lastSampleAt + MIN_GAP_MS - Date.now());
+    this.pending = setTimeout(() => {
+      this.pending = undefined;
+      void this.run(reason);
+    }, delay).unref();
+  }
+
+  /** The session ended: a last sample (which also removes /sessions/current/metrics), then nothing more. */
+  async stop(context: StopContext): Promise<void> {
+    const store = this.apex.store;
+    if (!store) return;
+    this.halt();
+    // A session that failed before onStart still gets its metrics.
+    const sampler = this.sampler?.sessionId === context.sessionId ? this.sampler : await this.open(store, context.sessionId);
+    this.sampler = undefined;
+    try {
+      await sampler.sample("stop");
+    } catch (error) {
+      this.apex.warn(`cannot record the final metrics: ${(error as Error).message}`);
+    }
+    sampler.close();
+  }
+
+  /**
+   * The live sampler when `engine` is the supervisor's (a command forwarded to it), which
+   * from then on reads the tap timings from that engine; undefined elsewhere.
+   */
+  attach(engine: Pick<Engine, "store" | "timings">): MetricsSampler | undefined {
+    if (!this.sampler || !this.apex.store || engine.store !== this.apex.store) return undefined;
+    this.sampler.useTimings(() => engine.timings());
+    return this.sampler;
+  }
+
+  private async open(store: Store, sessionId: string): Promise<MetricsSampler> {
+    // Loaded here, not with the plugin: every CLI command that loads plugins would pay for it.
+    const [{ MetricsSampler }, { repositoriesOf }] = await Promise.all([import("./sampler.js"), import("./repositories.js")]);
+    const config = this.apex.config;
+    const projectDir = config?.projectDir ?? process.cwd();
+    const git = config ? gitPluginOptions(config) : undefined;
+    return MetricsSampler.open({
+      store,
+      sessionId,
+      idleStatuses: this.options.idle_statuses ?? DEFAULT_IDLE_STATUSES,
+      repositories: repositoriesOf(repositoryDir(projectDir, git), config?.storeDir ?? `${projectDir}/.apex`),
+      warn: (message) => this.apex.warn(message),
+    });
+  }
+
+  private async run(reason: string): Promise<void> {
+    const sampler = this.sampler;
+    if (!sampler) return;
+    this.lastSampleAt = Date.now();
+    try {
+      await sampler.sample(reason);
+    } catch (error) {
+      this.apex.warn(`cannot sample the session's metrics: ${(error as Error).message}`);
+    }
+  }
+
+  /** Reads the revision log since the last look; anything that moves a metric asks for a sample. */
+  private follow(store: Store, sessionId: string): void {
+    const events = `/sessions/${sessionId}/events/`;
+    const inputs = `${metricsInputPrefix(sessionId)}/`;
+    let relevant = false;
+    try {
+      for (const change of store.changesSince(this.since)) {
+        this.since = change.revision;
+        if (change.path.startsWith(events) || change.path.startsWith(inputs) || change.path === REVIEW_STATS_PATH) relevant = true;
+      }
+    } catch (error) {
+      this.apex.warn(`cannot read the revision log: ${(error as Error).message}`);
+      return;
+    }
+    if (relevant) this.request("change");
+  }
+
+
+  private halt(): void {
+    for (const timer of this.timers) clearInterval(timer);
+    this.timers = [];
+    if (this.pending) clearTimeout(this.pending);
+    this.pending = undefined;
+  }
+}

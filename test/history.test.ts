@@ -1,0 +1,191 @@
+// The audit trail and reports through the real CLI: a session with the reference-style worker,
+// checkpoints, retention, git and a continue; `apex session history [ID]` and `apex session report`.
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import type { SessionEvent } from "../core/session/records.js";
+import type { SessionReport } from "../plugins/history/report.js";
+import { Project, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+const CONFIG = [
+  "agents:",
+  nodeAgent("worker", "worker.mjs"),
+  "plugins:",
+  "  checkpoint: {}",
+  "  retention:",
+  "    keep_last: 2",
+  "    auto_cleanup: true",
+  "  git: {}",
+  "  metrics:",
+  "    interval: 1",
+  "  history: {}",
+  "",
+].join("\n");
+
+const ACTOR = /^(supervisor|user:.+|agent:.+|plugin:.+)$/;
+
+function endedSessions(): Array<{ session_id: string; status: string }> {
+  return JSON.parse(project!.apex(["session", "history", "--json"]).stdout) as Array<{ session_id: string; status: string }>;
+}
+
+function trailOf(ref: string): { session_id: string; status: string; events: SessionEvent[] } {
+  const result = project!.apex(["session", "history", ref, "--json"]);
+  expect(result.stderr).toBe("");
+  expect(result.status).toBe(0);
+  return JSON.parse(result.stdout) as { session_id: string; status: string; events: SessionEvent[] };
+}
+
+describe("the audit trail and reports", () => {
+  it("history lists every lifecycle, task, checkpoint, retention, restore and git event with time and actor; report renders it", async () => {
+    project = new Project(CONFIG, "apex-history-");
+    const dir = project.dir;
+    execFileSync("git", ["init", "-q"], { cwd: dir });
+    execFileSync("git", ["-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "-q", "--allow-empty", "-m", "start"], { cwd: dir });
+
+    const ready = project.start(["--task", "audit me"]);
+    const sid = ready.session_id;
+    expect(project.apex(["task", "add", "write the thing"]).status).toBe(0);
+    expect(project.apex(["task", "add", "ship it", "--milestone"]).status).toBe(0);
+    expect(project.apex(["pause"]).status).toBe(0); // a checkpoint (onPause)
+    expect(project.apex(["resume"]).status).toBe(0);
+    expect(project.apex(["git", "notify", "--", "commit", "-m", "wip"]).status).toBe(0); // beforeGit: a checkpoint and git.operation
+    expect(project.apex(["session", "sync-git", sid, "--json"]).status).toBe(0);
+    await waitFor("the git sync in the trail", () => trailOf(sid).events.some((event) => event.type === "git.synced"));
+    expect(project.apex(["memory", "set", "/test/go", "true"]).status).toBe(0);
+    await waitFor("the session to complete", () => endedSessions().some((session) => session.session_id === sid && session.status === "completed"), 30_000);
+
+    // Continued from its latest checkpoint: the worker finds nothing left and the session completes again.
+    const continued = project.apex(["start", "--continue", "last", "--json"]);
+    expect(continued.status).toBe(0);
+    await waitFor("the continued session to complete", () => trailOf(sid).events.filter((event) => event.type === "session.completed").length === 2, 30_000);
+
+    const { session_id, status, events } = trailOf(sid.slice(0, 8));
+    expect(session_id).toBe(sid);
+    expect(status).toBe("completed");
+    expect(events.map((event) => event.seq)).toEqual(events.map((_, index) => index + 1));
+    for (const event of events) {
+      expect(event.actor).toMatch(ACTOR);
+      expect(Number.isNaN(Date.parse(event.at))).toBe(false);
+    }
+    const first = (type: string, match: Record<string, unknown> = {}) => events.find((event) => event.type === type && Object.entries(match).every(([key, value]) => event[key] === value));
+    expect(first("session.started")).toMatchObject({ actor: "supervisor", initial_task: "audit me" });
+    expect(first("task.added", { title: "write the thing" })?.actor).toMatch(/^user:/);
+    expect(first("task.claimed", { task: "t-0001" })).toMatchObject({ actor: "agent:worker", agent: "worker" });
+    expect(first("task.completed", { task: "t-0002" })).toMatchObject({ actor: "agent:worker" });
+    expect(first("milestone")).toMatchObject({ actor: "agent:worker", text: "ship it" });
+    expect(first("session.paused")).toMatchObject({ actor: "supervisor" });
+    expect(first("session.resumed")).toMatchObject({ actor: "supervisor" });
+    expect(first("checkpoint", { trigger: "onPause" })).toMatchObject({ sequence: 1 });
+    expect(first("checkpoint", { trigger: "beforeGit" })).toBeDefined();
+    expect(first("git.operation")).toMatchObject({ actor: "plugin:git", command: "commit", args: ["commit", "-m", "wip"], source: "cli" });
+    expect(first("git.synced")).toMatchObject({ actor: "plugin:git", branch: expect.any(String), commit: expect.stringMatching(/^[0-9a-f]{40}$/) });
+    expect(first("retention.delete")).toMatchObject({ actor: "plugin:retention", name: "checkpoint-001" });
+    expect(first("session.completed")).toMatchObject({ actor: "supervisor" });
+    expect(first("session.continued")).toMatchObject({ actor: "supervisor", from: "completed" });
+    expect(first("session.restored")).toMatchObject({ actor: "supervisor", checkpoint: expect.any(String) });
+    const order = ["session.started", "task.added", "session.paused", "git.operation", "git.synced", "session.completed", "session.continued", "session.restored"];
+    const positions = order.map((type) => events.findIndex((event) => event.type === type));
+    expect(positions).toEqual([...positions].sort((a, b) => a - b));
+
+    // The text form: one line per event, with its date, time and actor.
+    const text = project.apex(["session", "history", sid]);
+    expect(text.status).toBe(0);
+    const lines = text.stdout.trim().split("\n");
+    expect(lines[0]).toBe(`Session ${sid} (completed): ${events.length} events`);
+    expect(lines).toHaveLength(events.length + 1);
+    expect(text.stdout).toMatch(/^ *1 {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {2}session started: audit me {2}\[supervisor\]$/m);
+    expect(text.stdout).toMatch(/task t-0001 claimed by worker: write the thing {2}\[agent:worker\]$/m);
+    expect(text.stdout).toMatch(/checkpoint 1 \(onPause\) {2}\[supervisor\]$/m);
+    expect(text.stdout).toMatch(/git\.synced .* {2}\[plugin:git\]$/m);
+
+    // Without an ID: the ended sessions, as before.
+    const ended = project.apex(["session", "history"]);
+    expect(ended.stdout).toMatch(new RegExp(`^${sid}\\s+completed\\s`, "m"));
+    // Unknown or too short: not found (3).
+    expect(project.apex(["session", "history", "zzzzzzzz"]).status).toBe(3);
+    const short = project.apex(["session", "history", sid.slice(0, 2)]);
+    expect(short.status).toBe(3);
+    expect(short.stderr).toContain("at least 4 characters");
+
+    // The report, as JSON: the same session, events and records the other commands show.
+    const json = project.apex(["session", "report", sid, "--format", "json"]);
+    expect(json.stderr).toBe("");
+    expect(json.status).toBe(0);
+    const report = JSON.parse(json.stdout) as SessionReport;
+    expect(Object.keys(report)).toEqual(["format", "generated_at", "session", "metrics", "tasks", "milestones", "agents", "checkpoints", "git", "events"]);
+    expect(report.format).toBe(1);
+    expect(report.session).toMatchObject({ session_id: sid, status: "completed", effective_status: "completed", initial_task: "audit me" });
+    expect(report.metrics).toMatchObject({ session_id: sid, status: "completed", reason: "stop", tasks_completed: 2, milestones: 1 });
+    expect(report.metrics!.checkpoints.created).toBeGreaterThanOrEqual(2);
+    expect(report.tasks.counts).toEqual({ pending: 0, active: 0, completed: 2, failed: 0, total: 2 });
+    expect(report.tasks.items.map((task) => task.title)).toEqual(["write the thing", "ship it"]);
+    expect(report.milestones).toEqual([expect.objectContaining({ text: "ship it", task: "t-0002" })]);
+    expect(report.agents.map((agent) => agent.name)).toEqual(["worker"]);
+    // Retention keeps the last two checkpoints; they have the git state the git plugin added.
+    expect(report.checkpoints).toHaveLength(2);
+    expect(report.checkpoints[0]!.sequence).toBeLessThan(report.checkpoints[1]!.sequence);
+    for (const checkpoint of report.checkpoints) {
+      expect(checkpoint).toMatchObject({ name: expect.stringMatching(/^checkpoint-\d{3}$/), id: expect.any(String), trigger: expect.any(String) });
+    }
+    expect(report.git.last_checkpoint).toMatchObject({ branch: expect.any(String), commit: expect.stringMatching(/^[0-9a-f]{40}$/) });
+    expect(report.git.synced).toMatchObject({ commit: expect.stringMatching(/^[0-9a-f]{40}$/), synced_at: expect.any(String) });
+    expect(report.git.repositories.map((repository) => repository.name)).toContain("project");
+    expect(report.events).toEqual(events);
+
+    // As Markdown (the default, for the last session when none is current), to a file.
+    const md = project.apex(["session", "report"]);
+    expect(md.status).toBe(0);
+    const headings = md.stdout.split("\n").filter((line) => line.startsWith("#"));
+    expect(headings).toEqual([
+      `# Session report: ${sid}`,
+      "## Session",
+      "## Metrics",
+      "### Agent utilization",
+      "### Plugin costs",
+      "## Tasks",
+      "### Milestones",
+      "## Checkpoints",
+      "## Git",
+      "## Events",
+    ]);
+    expect(md.stdout).toContain("| Status | completed (all agents exited with code 0 and no task is pending or active) |");
+    expect(md.stdout).toContain("| t-0001 | write the thing | completed | worker |");
+    expect(md.stdout).toMatch(/^\| Tasks \| 2 completed, 0 failed, 0 active, 0 pending \(of 2\) \|$/m);
+    expect(md.stdout).toMatch(/^\| worker \| finished \| [^|]+ \| \d+% \| [\d.]+s \(\d+%\) \|$/m);
+    expect(md.stdout).toMatch(/^\| \d+ \| [^|]+ \| agent:worker \| task t-0001 claimed by worker: write the thing \|$/m);
+    expect(md.stdout).toMatch(/^\| project \([^)]+\) \| [0-9a-f]{7}\.\.[0-9a-f]{7} on \S+ \| 0 \| 0 \| 0 \|$/m);
+    // Every table row has as many cells as its header.
+    const tables = md.stdout.split("\n\n").filter((block) => block.startsWith("| "));
+    expect(tables.length).toBeGreaterThanOrEqual(7);
+    for (const block of tables) {
+      const cells = block.split("\n").map((row) => row.replace(/\\\|/g, "").split("|").length);
+      expect(new Set(cells).size).toBe(1);
+    }
+
+    const written = project.apex(["session", "report", sid.slice(0, 6), "-o", "report.md"]);
+    expect(written.status).toBe(0);
+    expect(written.stdout.trim()).toBe(`Wrote the md report of session ${sid} to ${join(dir, "report.md")}.`);
+    expect(readFileSync(join(dir, "report.md"), "utf8").replace(/^Generated .*$/m, "")).toBe(md.stdout.replace(/^Generated .*$/m, ""));
+
+    const bad = project.apex(["session", "report", "--format", "xml"]);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('Unknown report format "xml"');
+  });
+
+  it("a project without sessions says so", () => {
+    project = new Project(CONFIG, "apex-history-");
+    writeFileSync(join(project.dir, "note.txt"), "");
+    for (const args of [["session", "history", "last"], ["session", "report"]]) {
+      const result = project.apex(args);
+      expect(result.status).toBe(3);
+      expect(result.stderr).toContain("This project has no session yet.");
+    }
+  });
+});

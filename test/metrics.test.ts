@@ -1,0 +1,251 @@
+// The metrics plugin: the pure timeline that turns the audit trail into time totals, and a real
+// session (supervisor, agents in process groups, the CLI, git repositories) whose metrics record
+// is watched while it changes.
+import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import type { SessionEvent } from "../core/session/records.js";
+import { sumNumstat } from "../plugins/metrics/repositories.js";
+import type { SessionMetrics } from "../plugins/metrics/record.js";
+import { SessionTimeline } from "../plugins/metrics/timeline.js";
+import { Project, waitFor } from "./fixtures/agents/harness.js";
+
+const T0 = Date.parse("2026-01-01T10:00:00.000Z");
+
+/** Events at T0 + seconds, numbered in order. */
+function trail(...entries: Array<[number, string, Record<string, string>?]>): SessionEvent[] {
+  return entries.map(([seconds, type, data], index) => ({
+    ...data,
+    seq: index + 1,
+    at: new Date(T0 + seconds * 1000).toISOString(),
+    type,
+    actor: "supervisor",
+  }));
+}
+
+function totalsOf(events: SessionEvent[], atSeconds: number, idle?: string[]) {
+  const timeline = new SessionTimeline(idle);
+  for (const event of events) timeline.apply(event);
+  const totals = timeline.totals(T0 + atSeconds * 1000);
+  return {
+    active: totals.activeMs / 1000,
+    paused: totals.pausedMs / 1000,
+    working: Object.fromEntries([...totals.workingMs].map(([agent, ms]) => [agent, ms / 1000])),
+    checkpoints: totals.checkpointsCreated,
+    reopened: totals.tasksReopened,
+  };
+}
+
+describe("SessionTimeline", () => {
+  const session = trail(
+    [0, "session.started"],
+    [1, "agent.report", { agent: "coder", status: "working" }],
+    [2, "agent.report", { agent: "adversary", status: "waiting" }],
+    [4, "session.paused"],
+    [4, "checkpoint"],
+    [10, "session.resumed"],
+    [12, "agent.report", { agent: "adversary", status: "reviewing" }],
+    [13, "task.reopened"],
+    [14, "agent.report", { agent: "coder", status: "idle" }],
+    [15, "agent.exited", { agent: "adversary" }],
+    [20, "session.stopped"],
+  );
+
+  it("counts active time without pauses, and each agent's working time only while the session is active", () => {
+    expect(totalsOf(session, 30)).toEqual({
+      active: 14, // 0-4 and 10-20
+      paused: 6,
+      working: { coder: 7, adversary: 3 }, // coder 1-4 and 10-14; adversary 12-15 (until it exited)
+      checkpoints: 1,
+      reopened: 1,
+    });
+  });
+
+  it("counts the open stretch up to now without changing its state, and takes more events after that", () => {
+    const timeline = new SessionTimeline();
+    for (const event of session.slice(0, 2)) timeline.apply(event);
+    expect(timeline.totals(T0 + 3000).activeMs).toBe(3000);
+    expect(timeline.totals(T0 + 3000).workingMs.get("coder")).toBe(2000);
+    expect(timeline.totals(T0 + 3500).workingMs.get("coder")).toBe(2500);
+    for (const event of session) timeline.apply(event); // replays skip what was applied (by seq)
+    expect(timeline.totals(T0 + 30_000).activeMs).toBe(14_000);
+    expect(timeline.seq).toBe(session.length);
+  });
+
+  it("does not count the unseen end of a run that crashed (continued while still active)", () => {
+    const crashed = trail(
+      [0, "session.started"],
+      [1, "agent.report", { agent: "coder", status: "working" }],
+      [5, "task.completed"],
+      // the supervisor was killed at some point after 5 s; the session is continued at 100 s
+      [100, "session.continued"],
+      [101, "agent.report", { agent: "coder", status: "working" }],
+    );
+    expect(totalsOf(crashed, 110)).toMatchObject({ active: 15, working: { coder: 13 } });
+  });
+
+  it("idle statuses are configurable and compared without case", () => {
+    const events = trail([0, "session.started"], [0, "agent.report", { agent: "a", status: "Thinking" }]);
+    expect(totalsOf(events, 10).working).toEqual({ a: 10 });
+    expect(totalsOf(events, 10, ["thinking"]).working).toEqual({});
+  });
+
+  it("sums git diff --numstat, binary files without lines", () => {
+    expect(sumNumstat("3\t1\tsrc/a.js\n-\t-\timage.png\n10\t0\tREADME.md\n")).toEqual({ lines_added: 13, lines_removed: 1, files_changed: 3 });
+    expect(sumNumstat("")).toEqual({ lines_added: 0, lines_removed: 0, files_changed: 0 });
+  });
+});
+
+// An agent that waits for /test/go, then for each task it claims: burns CPU for 0.7 s (so that
+// /proc shows it), commits a 4-line file (the first task in the project repository, the second in
+// the agents' workspace under the store, created on the way), and completes the task.
+const WORKER = `
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+const apex = (...args) => execFileSync("apex", args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+const git = (cwd, ...args) => execFileSync("git", ["-c", "user.name=Worker", "-c", "user.email=worker@example.invalid", "-c", "commit.gpgsign=false", ...args], { cwd, stdio: "ignore" });
+apex("agent", "report", "--status", "waiting");
+for (;;) {
+  try { apex("memory", "show", "/test/go"); break; } catch { await new Promise((resolve) => setTimeout(resolve, 100)); }
+}
+apex("agent", "report", "--status", "working");
+const workspace = join(process.env.APEX_HOME, "workspace");
+for (let n = 0; ; n++) {
+  let task;
+  try { task = JSON.parse(apex("task", "claim", "--json")); } catch (error) { if (error.status === 4) break; throw error; }
+  const until = Date.now() + 700;
+  while (Date.now() < until) {}
+  const dir = n % 2 === 0 ? process.cwd() : workspace;
+  if (!existsSync(join(dir, ".git"))) { mkdirSync(dir, { recursive: true }); git(dir, "init", "-q"); }
+  writeFileSync(join(dir, "task-" + n + ".txt"), "one\\ntwo\\nthree\\nfour\\n");
+  git(dir, "add", "task-" + n + ".txt");
+  git(dir, "commit", "-q", "-m", "task " + n);
+  apex("task", "done", task.id, "--result", "{}");
+}
+apex("agent", "report", "--status", "idle");
+setInterval(() => {}, 1000);
+`;
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+function metricsAt(path: string): SessionMetrics | undefined {
+  const result = project!.apex(["memory", "show", path, "--json"]);
+  return result.status === 0 ? ((JSON.parse(result.stdout) as { value: SessionMetrics }).value ?? undefined) : undefined;
+}
+
+describe("metrics of a running session", () => {
+  it("are kept at /sessions/<id>/metrics and /sessions/current/metrics, updated live, and final when it ends", async () => {
+    project = new Project(
+      [
+        "agents:",
+        "  worker:",
+        "    command: node",
+        '    args: ["worker.mjs"]',
+        "  idler:",
+        "    command: sh",
+        `    args: ["-c", "apex agent report --status waiting && exec sleep 600"]`,
+        "plugins:",
+        "  metrics:",
+        "    interval: 1",
+        "",
+      ].join("\n"),
+      "apex-metrics-",
+    );
+    const dir = project.dir;
+    writeFileSync(join(dir, "worker.mjs"), WORKER);
+    const git = (...args: string[]) => execFileSync("git", ["-c", "user.name=Test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false", ...args], { cwd: dir, encoding: "utf8" });
+    git("init", "-q");
+    writeFileSync(join(dir, ".gitignore"), ".apex/\nworker.mjs\napex.config.yaml\n");
+    git("add", ".gitignore");
+    git("commit", "-q", "-m", "start");
+    const startCommit = git("rev-parse", "HEAD").trim();
+
+    const ready = project.start();
+    const sid = ready.session_id;
+    expect(project.apex(["task", "add", "first"]).status).toBe(0);
+    expect(project.apex(["task", "add", "second"]).status).toBe(0);
+    const before = await waitFor("the first samples", () => {
+      const metrics = metricsAt(`/sessions/${sid}/metrics`);
+      return metrics && metrics.samples >= 2 && metrics.tasks_total === 2 ? metrics : undefined;
+    });
+    expect(before).toMatchObject({ session_id: sid, status: "active", tasks_completed: 0, commits_made: 0, ended_at: null });
+
+    // Watch the literal path while the worker does its two tasks.
+    const watch = project.apexAsync(["memory", "watch", "/sessions/current/metrics", "--json", "--timeout", "40"]);
+    try {
+      await waitFor("the watch to see a sample", () => watch.output().includes('"/sessions/current/metrics"'));
+      expect(project.apex(["memory", "set", "/test/go", "true"]).status).toBe(0);
+      await waitFor("the watch to see both tasks done", () => watch.output().includes('"tasks_completed":2'), 30_000);
+    } finally {
+      watch.child.kill("SIGINT");
+    }
+    const watched = (await watch.done).stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { path: string; kind: string; actor: string; value: SessionMetrics });
+    expect(watched.length).toBeGreaterThanOrEqual(3);
+    for (const change of watched) expect(change).toMatchObject({ path: "/sessions/current/metrics", kind: "put", actor: "plugin:metrics", value: { session_id: sid } });
+    const completed = watched.map((change) => change.value.tasks_completed);
+    expect(completed[0]).toBe(0);
+    expect(completed.at(-1)).toBe(2);
+    expect(completed).toEqual([...completed].sort((a, b) => a - b));
+    const samples = watched.map((change) => change.value.samples);
+    expect(samples).toEqual([...samples].sort((a, b) => a - b));
+    expect(samples.at(-1)).toBeGreaterThan(samples[0]!);
+
+    // An agent-reported counter (what an adversary would set) and the worker's idle report.
+    expect(project.apex(["memory", "set", `/sessions/${sid}/metrics-input/issues_found`, "3"]).status).toBe(0);
+    const live = await waitFor("the issues and the idle report in the metrics", () => {
+      const metrics = metricsAt(`/sessions/${sid}/metrics`);
+      return metrics?.issues_found === 3 && metrics.agent_utilization.worker?.reported_status === "idle" ? metrics : undefined;
+    });
+    expect(live).toMatchObject({ tasks_completed: 2, tasks_failed: 0, tasks_pending: 0, commits_made: 2, issues_source: "metrics-input", reported: { issues_found: 3 } });
+    expect(live.lines_of_code).toEqual({ added: 8, removed: 0 });
+    const repositories = Object.fromEntries(live.git.repositories.map((repository) => [repository.name, repository]));
+    expect(repositories.project).toMatchObject({ start_commit: startCommit, commits: 1, lines_added: 4, error: null });
+    // The workspace did not exist when the session started: all its commits count.
+    expect(repositories.workspace).toMatchObject({ path: join(project.storeDir, "workspace"), start_commit: null, commits: 1, lines_added: 4, error: null });
+
+    const { worker, idler } = live.agent_utilization;
+    expect(worker!.working_seconds).toBeGreaterThan(1);
+    expect(worker!.share).toBeGreaterThan(0);
+    expect(worker!.share).toBeLessThanOrEqual(1);
+    expect(worker!.cpu_seconds).toBeGreaterThan(0.5); // two 0.7 s busy loops, from /proc
+    expect(idler).toMatchObject({ reported_status: "waiting", working_seconds: 0, share: 0 });
+    expect(idler!.cpu_seconds).toBeLessThan(worker!.cpu_seconds);
+    const working = Object.values(live.agent_utilization).reduce((sum, usage) => sum + usage.working_seconds, 0);
+    expect(working).toBeLessThanOrEqual(live.active_seconds * 2);
+    expect(live.active_seconds).toBeLessThanOrEqual(live.session_duration_seconds);
+    // The supervisor's tap timings, per plugin and hook.
+    expect(live.plugin_timings).toContainEqual(expect.objectContaining({ plugin: "metrics", hook: "onStart", calls: 1, failures: 0 }));
+
+    // Pause: paused time grows, active time does not.
+    expect(project.apex(["pause"]).status).toBe(0);
+    const paused = await waitFor("a sample while paused", () => {
+      const metrics = metricsAt(`/sessions/${sid}/metrics`);
+      return metrics?.status === "paused" && metrics.paused_seconds >= 1 ? metrics : undefined;
+    });
+    expect(project.apex(["resume"]).status).toBe(0);
+    expect(paused.active_seconds).toBeLessThan(paused.session_duration_seconds - 0.9);
+
+    expect(project.apex(["stop"]).status).toBe(0);
+    const final = metricsAt(`/sessions/${sid}/metrics`)!;
+    expect(final).toMatchObject({ status: "stopped", reason: "stop", tasks_completed: 2, commits_made: 2 });
+    expect(final.ended_at).not.toBeNull();
+    expect(final.paused_seconds).toBeGreaterThanOrEqual(1);
+    // The mirror belongs to the current session only.
+    expect(metricsAt("/sessions/current/metrics")).toBeUndefined();
+
+    const shown = project.apex(["session", "metrics"]);
+    expect(shown.status).toBe(0);
+    expect(shown.stdout).toContain(`Metrics of session ${sid} (stopped)`);
+    expect(shown.stdout).toMatch(/Tasks\s+2 completed, 0 failed/);
+    expect(shown.stdout).toMatch(/worker\s+idle\s+/);
+  });
+});
