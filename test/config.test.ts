@@ -255,6 +255,7 @@ describe("valid configs", () => {
       { name: "retention", enabled: true, options: RETENTION_DEFAULTS },
       { name: "git", enabled: true, options: { hooks: false, repository: "." } },
       { name: "metrics", enabled: true, options: { enabled: true, interval: 60 } },
+      { name: "history", enabled: true, options: { enabled: true } },
     ]);
     const retentionLine = readFileSync(DEFAULT_CONFIG, "utf8").split("\n").indexOf("  retention:") + 1;
     expect(retentionLine).toBeGreaterThan(0);
@@ -365,7 +366,7 @@ describe("finding the config", () => {
       backup_location: ".apex/backups",
     });
     expect(config.agents).toEqual(referenceAgents(join(REPO_ROOT, "agents")));
-    expect(config.plugins.map((plugin) => plugin.name)).toEqual(["checkpoint", "retention", "git", "metrics"]);
+    expect(config.plugins.map((plugin) => plugin.name)).toEqual(["checkpoint", "retention", "git", "metrics", "history"]);
     expect(config.source?.file).toBe(DEFAULT_CONFIG);
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
@@ -396,7 +397,7 @@ describe("finding the config", () => {
 
 describe("the default apex.config.yaml and the schemas", () => {
   const readJson = (path: string) => JSON.parse(readFileSync(join(REPO_ROOT, path), "utf8")) as Record<string, any>;
-  const pluginNames = ["checkpoint", "retention", "git", "compression", "sharing", "metrics"];
+  const pluginNames = ["checkpoint", "retention", "git", "compression", "sharing", "metrics", "history"];
 
   it("starts with the editor schema line and loads as written", async () => {
     expect(readFileSync(DEFAULT_CONFIG, "utf8").split("\n", 1)[0]).toBe("# yaml-language-server: $schema=./schemas/apex.config.schema.json");
@@ -618,7 +619,7 @@ describe("apex config (end to end, built CLI)", () => {
       `conf/bad.yaml:3:29: session.auto_checkpoint_interval: must be an integer ≥ 1 (got "soon"). Seconds between automatic checkpoints.`,
     );
     const fromEnv = apex(["config", "validate"], { APEX_CONFIG: "conf/good.yaml" });
-    expect(fromEnv).toMatchObject({ status: 0, stdout: "conf/good.yaml is valid (3 agents, 4 plugins)\n" });
+    expect(fromEnv).toMatchObject({ status: 0, stdout: "conf/good.yaml is valid (3 agents, 5 plugins)\n" });
     const missing = apex(["config", "validate", "--config", "conf/none.yaml"]);
     expect(missing.status).toBe(2);
     expect(missing.stderr).toContain("error[APEX_E_CONFIG_NOT_FOUND]");
@@ -628,7 +629,7 @@ describe("apex config (end to end, built CLI)", () => {
     const result = apex(["config", "validate"]);
     expect(result).toMatchObject({
       status: 0,
-      stdout: "No apex.config.yaml found here or in a parent directory; the built-in defaults apply (3 agents, 4 plugins).\n",
+      stdout: "No apex.config.yaml found here or in a parent directory; the built-in defaults apply (3 agents, 5 plugins).\n",
     });
     expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: null, errors: [] });
   });

@@ -12,3 +12,4 @@ import { registerLifecycleCommands } from "./lifecycle.js"; commandGroups.unshif
 import { registerTaskCommands } from "./task.js"; commandGroups.push(registerTaskCommands);
 import { registerAgentCommands } from "./agent.js"; commandGroups.push(registerAgentCommands);
 import { registerSessionCommands } from "./session.js"; commandGroups.push(registerSessionCommands);
+import { registerCheckpointCommands } from "./checkpoint.js"; commandGroups.push(registerCheckpointCommands);

@@ -8,23 +8,57 @@ export function registerLifecycleCommands(program: Command): void {
     .command("start")
     .description("start a session: a detached supervisor runs the configured agents")
     .option("-t, --task <text>", "what the session is for (recorded as its initial task)")
-    .option("-c, --continue <last|SESSION|CHECKPOINT>", "continue an interrupted or ended session (ends its leftover agents first)")
+    .option("-c, --continue <last|SESSION|CHECKPOINT>", "continue an interrupted or ended session from a checkpoint (default: its latest); ends its leftover agents first")
+    .option("--force-recovery <CHECKPOINT>", "continue from a damaged checkpoint: restore what still verifies and list exactly what was lost")
     .option("-a, --attach", "stay in the foreground and stream the session's events; Ctrl-C detaches")
     .option("--json", "print the started session as JSON (with --attach: one event per line)")
     .addHelpText(
       "after",
       `
 Agents get APEX_SESSION_ID, APEX_AGENT, APEX_SOCKET, APEX_HOME, APEX_CONFIG, APEX_BIN,
-APEX_SUPERVISOR_PID, APEX_INITIAL_TASK and, when continued, APEX_RESUME_CONTEXT.
+APEX_SUPERVISOR_PID, APEX_INITIAL_TASK and, when continued, APEX_RESUME_CONTEXT (the
+context the agent reported, as the checkpoint holds it) and APEX_RESUME_TASK (its active task).
+
+--continue restores the checkpoint exactly (memory, tasks, agent states), after saving the
+state it replaces as a checkpoint. With session.auto_recovery (the default), a plain
+\`apex start\` or \`apex status\` continues an interrupted session from its latest checkpoint.
 
 Examples:
   apex start --task "Implement user authentication"
   apex start --task "Fix the flaky tests" --attach
-  apex start --continue last`,
+  apex start --continue last
+  apex start --continue 3f2a9c1e           (a session: its latest checkpoint; or a checkpoint id)
+  apex start --force-recovery checkpoint-007`,
     )
-    .action(async (options: { task?: string; continue?: string; attach?: boolean; json?: boolean }, command: Command) => {
+    .action(async (options: { task?: string; continue?: string; forceRecovery?: string; attach?: boolean; json?: boolean }, command: Command) => {
+      const location = projectOf(command);
+      if (options.forceRecovery !== undefined) {
+        if (options.task !== undefined || options.continue !== undefined) {
+          const { ApexError } = await import("../errors.js");
+          throw new ApexError("APEX_E_USAGE", "--force-recovery names the checkpoint to continue from; leave out --task and --continue.");
+        }
+        const { forceRecoveryStart } = await import("../../plugins/checkpoint/plugin-recovery.js");
+        await forceRecoveryStart(location, options.forceRecovery, options);
+        return;
+      }
       const { startSession } = await import("../session/cli/start.js");
-      await startSession(projectOf(command), options);
+      if (options.continue === undefined) {
+        // session.auto_recovery: an interrupted session is continued from its latest checkpoint first.
+        const { findRecoverable, recoveryNotice } = await import("../../plugins/checkpoint/plugin-recovery.js");
+        const recoverable = await findRecoverable(location);
+        if (recoverable) {
+          recoveryNotice(recoverable, Boolean(options.json));
+          await startSession(location, { continue: recoverable.sessionId, json: Boolean(options.json), attach: Boolean(options.attach) && options.task === undefined });
+          if (options.task !== undefined) {
+            const { ApexError } = await import("../errors.js");
+            throw new ApexError("APEX_E_SESSION_ACTIVE", `No new session was started: the recovered session ${recoverable.sessionId} runs now (a project runs one session at a time).`, {
+              hint: 'Add the work to it (`apex task add "…"`), or end it (`apex stop`) and start again.',
+            });
+          }
+          return;
+        }
+      }
+      await startSession(location, options);
     });
 
   program
@@ -32,8 +66,13 @@ Examples:
     .description("the session, its agents (pid, state, uptime, CPU), task counts and last checkpoint")
     .option("--json", "print the status as JSON")
     .action(async (options: { json?: boolean }, command: Command) => {
+      const location = projectOf(command);
+      // session.auto_recovery: only a supervisor that died leaves its runtime file behind, so this is
+      // a stat and a read of a small file unless something crashed.
+      const { autoRecoverForStatus } = await import("../../plugins/checkpoint/plugin-recovery.js");
+      await autoRecoverForStatus(location, Boolean(options.json));
       const { showStatus } = await import("../session/cli/status.js");
-      await showStatus(projectOf(command), Boolean(options.json));
+      await showStatus(location, Boolean(options.json));
     });
 
   program

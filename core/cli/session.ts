@@ -1,4 +1,7 @@
 import type { Command } from "commander";
+import type { ProjectLocation } from "../config/locate.js";
+import type { SessionEvent, SessionRecord } from "../session/records.js";
+import type { MemoryReader } from "./memory-actions.js";
 import { projectOf } from "./context.js";
 
 /** `apex session …`: the project's sessions. Other groups may add subcommands to `session`. */
@@ -18,10 +21,112 @@ export function registerSessionCommands(program: Command): void {
 
   session
     .command("history")
-    .description("ended sessions with their outcome (completed, failed, stopped) and why")
-    .option("--json", "print the sessions as JSON")
-    .action(async (options: { json?: boolean }, command: Command) => {
-      const { sessionHistory } = await import("../session/cli/sessions.js");
-      await sessionHistory(projectOf(command), Boolean(options.json));
+    .description(
+      "ended sessions with their outcome (completed, failed, stopped) and why; with an ID, that session's audit trail: " +
+        "lifecycle changes, task changes, checkpoints, restores, retention deletions and git syncs, with time and actor",
+    )
+    .argument("[id]", "a session: its id, a unique prefix of 4 or more characters, `current` or `last`")
+    .option("--json", "print the sessions (or the session's events) as JSON")
+    .addHelpText("after", "\nExamples:\n  apex session history\n  apex session history 3f2a\n  apex session history last --json")
+    .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
+      if (id === undefined) {
+        const { sessionHistory } = await import("../session/cli/sessions.js");
+        await sessionHistory(projectOf(command), Boolean(options.json));
+        return;
+      }
+      await showAuditTrail(projectOf(command), id, Boolean(options.json));
     });
+}
+
+/** A session found by {@link locateSession}. */
+export interface LocatedSession {
+  sessionId: string;
+  record: SessionRecord;
+}
+
+/**
+ * The session `ref` names: its id, a unique prefix (4 characters or more), "current" or
+ * "last" (the current session, else the one that ended last); no ref means "last". Reads
+ * through `reader`, so it works on the store and, inside an agent, over the supervisor's socket.
+ */
+export async function locateSession(reader: MemoryReader, ref: string | undefined): Promise<LocatedSession> {
+  const { ApexError } = await import("../errors.js");
+  const { CURRENT_SESSION_PATH, HISTORY_PREFIX, sessionPath } = await import("../session/records.js");
+  const pointer = (await reader.get(CURRENT_SESSION_PATH)) as { session_id?: unknown } | undefined;
+  const currentId = typeof pointer?.session_id === "string" ? pointer.session_id : undefined;
+  const sessions = new Map<string, SessionRecord>();
+  for (const { value } of await reader.query(`${HISTORY_PREFIX}/*`)) addSession(sessions, value);
+  // Records at /sessions/<sid>: the current session, or one interrupted before it was continued.
+  for (const { path, value } of await reader.query("/sessions/*")) if (path !== CURRENT_SESSION_PATH) addSession(sessions, value);
+  const current = currentId === undefined ? undefined : ((await reader.get(sessionPath(currentId))) as SessionRecord | undefined);
+  const found = (record: SessionRecord | undefined): LocatedSession | undefined => record && { sessionId: record.session_id, record };
+
+  if (ref === undefined || ref === "last" || ref === "current") {
+    const ended = [...sessions.values()].filter((record) => record.ended_at).sort((a, b) => ((a.ended_at ?? "") < (b.ended_at ?? "") ? 1 : -1));
+    const located = found(current) ?? (ref === "current" ? undefined : found(ended[0]));
+    if (located) return located;
+    throw new ApexError("APEX_E_NO_SESSION", ref === "current" ? "No session is current in this project." : "This project has no session yet.", {
+      hint: ref === "current" ? "Name a session (see `apex session list`), or use `last`." : 'Start one: apex start --task "…"',
+    });
+  }
+  const exact = sessions.get(ref);
+  if (exact) return { sessionId: ref, record: exact };
+  const matches = ref.length >= 4 ? [...sessions.keys()].filter((id) => id.startsWith(ref)) : [];
+  if (matches.length === 1) return { sessionId: matches[0]!, record: sessions.get(matches[0]!)! };
+  if (matches.length > 1) {
+    throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(ref)} matches ${matches.length} sessions: ${matches.sort().join(", ")}.`, {
+      hint: "Give more characters of the session id.",
+    });
+  }
+  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(ref)} in this project.`, {
+    hint: ref.length < 4 ? "Give at least 4 characters of the session id (see `apex session list`)." : "See `apex session list`.",
+  });
+}
+
+function addSession(sessions: Map<string, SessionRecord>, value: unknown): void {
+  const record = value as SessionRecord | null;
+  if (record && typeof record === "object" && typeof record.session_id === "string") sessions.set(record.session_id, record);
+}
+
+/** The session's audit trail, oldest first (/sessions/<sid>/events/<8-digit seq> sorts by seq). */
+export async function readAuditTrail(reader: MemoryReader, sessionId: string): Promise<SessionEvent[]> {
+  const { eventsPrefix } = await import("../session/records.js");
+  return (await reader.query(`${eventsPrefix(sessionId)}/*`)).map((entry) => entry.value as SessionEvent);
+}
+
+/** Opens the store (or, inside an agent, the supervisor's socket) for reading; a project without a store has no session. */
+export async function openSessionReader(location: ProjectLocation): Promise<MemoryReader> {
+  const { openReader } = await import("./memory-actions.js");
+  if (!process.env.APEX_SOCKET) {
+    const { Store } = await import("../store/store.js");
+    if (!Store.exists(location.storeDir)) {
+      const { ApexError } = await import("../errors.js");
+      throw new ApexError("APEX_E_NO_SESSION", "This project has no session yet.", { hint: 'Start one: apex start --task "…"' });
+    }
+  }
+  return openReader(location);
+}
+
+/** `apex session history <id>`: one line per event, with its time and actor. */
+async function showAuditTrail(location: ProjectLocation, ref: string, json: boolean): Promise<void> {
+  const reader = await openSessionReader(location);
+  try {
+    const { sessionId, record } = await locateSession(reader, ref);
+    const events = await readAuditTrail(reader, sessionId);
+    const { effectiveStatus } = await import("../session/sessions.js");
+    const status = effectiveStatus(record);
+    const { paint, printJson, printLine } = await import("./output.js");
+    if (json) {
+      printJson({ session_id: sessionId, status, events });
+      return;
+    }
+    const { formatEvent, paintStatus } = await import("../session/cli/format.js");
+    printLine(`Session ${sessionId} (${paintStatus(status)}): ${events.length} event${events.length === 1 ? "" : "s"}`);
+    const width = String(events.at(-1)?.seq ?? 0).length;
+    for (const event of events) {
+      printLine(`${String(event.seq).padStart(width)}  ${event.at.slice(0, 10)} ${formatEvent(event)}  ${paint(`[${event.actor}]`, "gray")}`);
+    }
+  } finally {
+    await reader.close();
+  }
 }

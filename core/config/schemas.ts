@@ -11,7 +11,7 @@ import { ApexError } from "../errors.js";
 import { createAjv } from "./validate.js";
 
 /** The plugins that ship with APEX and have an options schema in schemas/plugins/. */
-export const BUILTIN_PLUGIN_NAMES = ["checkpoint", "retention", "git", "compression", "sharing", "metrics"] as const;
+export const BUILTIN_PLUGIN_NAMES = ["checkpoint", "retention", "git", "compression", "sharing", "metrics", "history", "archive"] as const;
 export type BuiltinPluginName = (typeof BUILTIN_PLUGIN_NAMES)[number];
 
 export function isBuiltinPlugin(name: string): name is BuiltinPluginName {

@@ -1,4 +1,5 @@
-import type { CheckpointInfo } from "../engine.js";
+import type { CheckpointDraft, CheckpointInfo } from "../engine.js";
+import { ApexError } from "../errors.js";
 import type { JsonValue, Store } from "../store/store.js";
 
 /**
@@ -7,25 +8,77 @@ import type { JsonValue, Store } from "../store/store.js";
  * Hook-triggered checkpoints (onPause, beforeTask, afterMilestone, onError, beforeGit) need
  * nothing from here: the checkpoint plugin taps those hooks. What the supervisor cannot get
  * from a hook is (1) "write one now" for its interval timer, which stops while the session is
- * paused, and (2) "restore this checkpoint" before `apex start --continue` starts fresh agents.
- * The checkpoint code provides both by calling {@link provideCheckpointService} with the
- * supervisor's store (plugins get it as `apex.store`) while it is applied.
+ * paused, (2) "restore this checkpoint" before `apex start --continue` starts fresh agents, and
+ * (3) the control-socket methods that write checkpoints (`apex checkpoint create` while a
+ * supervisor runs). The checkpoint code provides them by calling {@link provideCheckpointService}
+ * with the supervisor's store (plugins get it as `apex.store`) while it is applied.
  */
 export interface CheckpointService {
-  /** Writes a checkpoint of the session now (the interval timer calls it with trigger "interval"). */
+  /**
+   * Writes a checkpoint of the session now (the interval timer calls it with trigger "interval").
+   * Resolves to undefined when none was written (an interval checkpoint with nothing changed).
+   */
   create(request: { sessionId: string; trigger: string; description: string }): Promise<CheckpointInfo | undefined>;
   /**
    * Restores the project memory, tasks and agent contexts of `sessionId` from a checkpoint
    * (`checkpoint` undefined: the session's latest). Runs in the supervisor, after the old
    * agents were reaped and before the fresh ones start; agents then get their restored
    * `/sessions/<sid>/agents/<name>.context` as APEX_RESUME_CONTEXT.
+   *
+   * With `force` (`apex start --force-recovery`), a damaged checkpoint is restored as far as it
+   * still verifies and `details` lists exactly what was lost; without it, a checkpoint that does
+   * not verify is refused before anything changes.
    */
-  restore(request: { sessionId: string; checkpoint: string | undefined }): Promise<{ checkpoint: string; details?: JsonValue } | undefined>;
-  /** Finds the session a checkpoint id (or unique prefix) belongs to, for `--continue <CHECKPOINT>`. */
+  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean }): Promise<RestoreOutcome | undefined>;
+  /**
+   * Runs before the session is claimed for `--continue`: pins down the checkpoint to restore
+   * (the session's latest when none is named; undefined when it has none) and, unless
+   * `force`, verifies it, so that a checkpoint that does not verify is refused before
+   * anything changes.
+   */
+  prepare?(request: { sessionId: string; checkpoint: string | undefined; force?: boolean }): Promise<{ checkpoint: string | undefined }>;
+  /** Finds the session a checkpoint reference belongs to, for `--continue <CHECKPOINT>`. */
   resolve?(checkpoint: string): Promise<{ sessionId: string; checkpoint: string } | undefined>;
+  /**
+   * Seconds between interval checkpoints when the service sets its own (the checkpoint
+   * plugin's `interval` option); undefined: `session.auto_checkpoint_interval`; 0: none.
+   */
+  readonly interval?: number | undefined;
+  /**
+   * Control-socket methods the supervisor serves on the service's behalf (for example
+   * `checkpoint.create`), with the same names and params CLI commands use when no supervisor
+   * runs and they call the method in their own process.
+   */
+  readonly methods?: Readonly<Record<string, (params: Record<string, unknown>) => unknown>>;
+}
+
+export interface RestoreOutcome {
+  /** Id of the checkpoint restored. */
+  checkpoint: string;
+  /** What the restore did, as the service reports it (shown by `apex start --continue`). */
+  details?: JsonValue;
 }
 
 const services = new WeakMap<Store, CheckpointService>();
+const engines = new WeakMap<Store, CheckpointHookRunner>();
+
+/** What checkpoint code needs of the engine: the two checkpoint hooks, which plugins can tap but not fire. */
+export interface CheckpointHookRunner {
+  waterfall(name: "beforeCheckpoint", draft: CheckpointDraft): Promise<CheckpointDraft>;
+  fire(name: "afterCheckpoint", info: CheckpointInfo): Promise<void>;
+}
+
+/**
+ * Tells checkpoint code which engine runs beforeCheckpoint and afterCheckpoint for checkpoints
+ * of `store`: the supervisor binds its engine, CLI commands that write checkpoints bind theirs.
+ */
+export function bindCheckpointHooks(store: Store, engine: CheckpointHookRunner): void {
+  engines.set(store, engine);
+}
+
+export function checkpointHooksFor(store: Store): CheckpointHookRunner | undefined {
+  return engines.get(store);
+}
 
 export function provideCheckpointService(store: Store, service: CheckpointService): void {
   services.set(store, service);
@@ -44,14 +97,19 @@ export async function restoreSessionFromCheckpoint(
   store: Store,
   sessionId: string,
   checkpoint: string | undefined,
-): Promise<{ checkpoint: string; details?: JsonValue } | undefined> {
+  options: { force?: boolean } = {},
+): Promise<RestoreOutcome | undefined> {
   const service = checkpointServiceFor(store);
   if (!service) {
-    if (checkpoint === undefined) return undefined;
-    const { ApexError } = await import("../errors.js");
-    throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Cannot restore checkpoint ${checkpoint}: no checkpoint plugin is enabled.`, {
-      hint: "Enable the checkpoint plugin in apex.config.yaml, or continue with `apex start --continue last`.",
-    });
+    if (checkpoint === undefined && !options.force) return undefined;
+    throw noCheckpointService(checkpoint ?? "latest");
   }
-  return service.restore({ sessionId, checkpoint });
+  return service.restore({ sessionId, checkpoint, ...(options.force ? { force: true } : {}) });
+}
+
+/** The refusal when a checkpoint is asked for but no checkpoint plugin provides a service. */
+export function noCheckpointService(checkpoint: string): ApexError {
+  return new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Cannot restore checkpoint ${checkpoint}: no checkpoint plugin is enabled.`, {
+    hint: "Enable the checkpoint plugin in apex.config.yaml, or continue with `apex start --continue last`.",
+  });
 }

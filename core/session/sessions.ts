@@ -1,5 +1,6 @@
 import { ApexError } from "../errors.js";
 import type { Store } from "../store/store.js";
+import type { CheckpointService } from "./checkpoints.js";
 import { isSameProcessAlive } from "./proc.js";
 import {
   CURRENT_SESSION_PATH,
@@ -62,17 +63,20 @@ export interface ContinueTarget {
 /**
  * Resolves `apex start --continue <last|SESSION|CHECKPOINT>`: "last" is the current session,
  * else the most recently ended one; a session id may be abbreviated to a unique prefix; any
- * other argument is looked up as a checkpoint id among the sessions' checkpoint manifests.
+ * other argument is a checkpoint reference, resolved by the checkpoint service when one is
+ * provided (uuid, unique id prefix, `<session>/checkpoint-007`, `checkpoint-007` or `latest` of
+ * the current session), else looked up among the sessions' checkpoint manifests.
  */
-export function resolveContinueTarget(store: Store, argument: string): ContinueTarget {
+export async function resolveContinueTarget(store: Store, argument: string, service?: Pick<CheckpointService, "resolve">): Promise<ContinueTarget> {
   if (argument === "last") {
     const last = currentSession(store) ?? historySessions(store)[0];
     if (!last) throw new ApexError("APEX_E_NO_SESSION", "There is no session to continue.", { hint: 'Start one: apex start --task "…"' });
     return { sessionId: last.session_id, checkpoint: undefined };
   }
-  const sessions = allSessions(store);
-  const exact = sessions.find((record) => record.session_id === argument);
+  // Any session record, also one that is neither current nor ended (a reconstructed session).
+  const exact = argument.includes("/") ? undefined : safeFind(store, argument);
   if (exact) return { sessionId: exact.session_id, checkpoint: undefined };
+  const sessions = allSessions(store);
   const byPrefix = argument.length >= 4 ? sessions.filter((record) => record.session_id.startsWith(argument)) : [];
   if (byPrefix.length === 1) return { sessionId: byPrefix[0]!.session_id, checkpoint: undefined };
   if (byPrefix.length > 1) {
@@ -80,11 +84,22 @@ export function resolveContinueTarget(store: Store, argument: string): ContinueT
       hint: `Give more characters: ${byPrefix.map((record) => record.session_id).join(", ")}`,
     });
   }
+  const resolved = await service?.resolve?.(argument);
+  if (resolved) return resolved;
   const checkpoint = findCheckpoint(store, argument);
   if (checkpoint) return checkpoint;
   throw new ApexError("APEX_E_NOT_FOUND", `No session or checkpoint ${JSON.stringify(argument)}.`, {
-    hint: "See `apex session list`; `--continue last` continues the most recent session.",
+    hint: "See `apex session list` and `apex checkpoint list`; `--continue last` continues the most recent session.",
   });
+}
+
+function safeFind(store: Store, sessionId: string): SessionRecord | undefined {
+  try {
+    const record = findSession(store, sessionId);
+    return record && typeof record === "object" && record.session_id === sessionId && typeof record.status === "string" ? record : undefined;
+  } catch {
+    return undefined; // not a valid path segment: not a session id
+  }
 }
 
 /** Finds a checkpoint manifest by its id (or a unique prefix of it) or by `<session>/checkpoint-<NNN>`. */

@@ -5,23 +5,27 @@ import { ApexError } from "../errors.js";
 import type { Config, AgentConfig } from "../config/types.js";
 import type { Engine } from "../engine.js";
 import { RpcServer } from "../rpc/server.js";
-import type { JsonValue, Store } from "../store/store.js";
+import type { JsonValue, Store, WriteBatch } from "../store/store.js";
 import { AgentProcess, tailLines, terminateGroup, type AgentExit } from "./agents.js";
-import { checkpointServiceFor, restoreSessionFromCheckpoint } from "./checkpoints.js";
+import { bindCheckpointHooks, checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
 import { registerSupervisorMethods } from "./methods.js";
 import { isGroupStopped, liveMembers, processGroups, processStartTime, signalGroup, signalProcess, sleep } from "./proc.js";
 import {
+  CONTEXT_SUFFIX,
   CURRENT_SESSION_PATH,
   agentContextPath,
   agentPath,
+  agentsPrefix,
   countersPath,
   historyPath,
   nowIso,
   sessionPath,
+  tasksPrefix,
   type AgentRecord,
   type AgentStatus,
   type SessionEvent,
   type SessionRecord,
+  type TaskRecord,
 } from "./records.js";
 import { agentLogDir, removeRuntime, socketPathFor, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
@@ -38,6 +42,11 @@ export interface SupervisorRequest {
   task?: string | undefined;
   /** `apex start --continue <last|SESSION|CHECKPOINT>`. */
   continueTarget?: string | undefined;
+  /**
+   * `apex start --force-recovery <CHECKPOINT>` (continueTarget names the checkpoint): restore
+   * what still verifies of a damaged checkpoint and report what was lost.
+   */
+  forceRecovery?: boolean | undefined;
 }
 
 /** What the supervisor reports to `apex start` once the agents run. */
@@ -49,6 +58,8 @@ export interface ReadyReport {
   log: string;
   continued: boolean;
   restored_from: string | null;
+  /** What the restore did (the checkpoint service's report; with --force-recovery, what was lost). */
+  restore: JsonValue | null;
   reaped: Array<{ agent: string; pids: number[] }>;
   agents: Array<{ name: string; pid: number | null; pgid: number | null; status: AgentStatus }>;
   event_seq: number;
@@ -117,17 +128,21 @@ export class Supervisor {
     deps: { config: Config; store: Store; engine: Engine; log: (message: string) => void; onExit: (code: number) => void },
   ): Promise<{ supervisor: Supervisor; ready: ReadyReport }> {
     const { store, config, log } = deps;
+    // Checkpoints written in this process run beforeCheckpoint and afterCheckpoint on this engine.
+    bindCheckpointHooks(store, deps.engine);
     const socketPath = socketPathFor(request.storeDir);
     const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso() };
     let claim: Claim;
     if (request.mode === "start") claim = await claimNewSession(store, config, request, self);
     else {
-      const target = resolveContinueTarget(store, request.continueTarget ?? "last");
+      const service = checkpointServiceFor(store);
+      const target = await resolveContinueTarget(store, request.continueTarget ?? "last", service);
       // Refused before anything changes: the session keeps the state it had.
-      if (target.checkpoint !== undefined && !checkpointServiceFor(store)) {
-        throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Cannot restore checkpoint ${target.checkpoint}: no checkpoint plugin is enabled.`, {
-          hint: "Enable the checkpoint plugin in apex.config.yaml, or continue with `apex start --continue last`.",
-        });
+      if ((target.checkpoint !== undefined || request.forceRecovery) && !service) throw noCheckpointService(target.checkpoint ?? "latest");
+      // Resolved (`last`: the latest) and verified here, before the claim: a refusal leaves the session as it was.
+      if (service?.prepare) {
+        const prepared = await service.prepare({ sessionId: target.sessionId, checkpoint: target.checkpoint, force: Boolean(request.forceRecovery) });
+        target.checkpoint = prepared.checkpoint;
       }
       claim = await claimContinuedSession(store, config, target, self);
     }
@@ -154,13 +169,22 @@ export class Supervisor {
         }
       }
     }
-    const restored = claim.continued ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint) : undefined;
+    const restored = claim.continued
+      ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery) })
+      : undefined;
     if (restored) {
       await this.service.write((batch, record) => {
         const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
-        batch.set(sessionPath(this.sessionId), { ...session, restored_from: restored.checkpoint, updated_at: nowIso() });
+        // The "continued" entry claimContinuedSession wrote names the checkpoint it came back to.
+        const history = [...session.history];
+        const last = history[history.length - 1];
+        if (last?.event === "continued") {
+          history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
+        }
+        batch.set(sessionPath(this.sessionId), { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
+        this.settleRestoredRecords(batch);
         recountTasks(batch, this.store, this.sessionId);
-        record("session.restored", { checkpoint: restored.checkpoint });
+        record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
       }, "supervisor");
     }
     await this.server.listen();
@@ -191,6 +215,7 @@ export class Supervisor {
       log: join(request.storeDir, "supervisor.log"),
       continued: claim.continued,
       restored_from: restored?.checkpoint ?? null,
+      restore: restored?.details ?? null,
       reaped,
       agents: [...this.slots.values()].map((slot) => ({
         name: slot.name,
@@ -214,9 +239,36 @@ export class Supervisor {
     removeRuntime(this.config.storeDir);
   }
 
+  /**
+   * After a restore: agent records of agents this config no longer runs are marked stopped
+   * (nothing will start them), and active tasks of such agents go back to pending. Active
+   * tasks of configured agents stay active: they go back to their agent, which gets the task
+   * id as APEX_RESUME_TASK next to its restored context.
+   */
+  private settleRestoredRecords(batch: WriteBatch): void {
+    for (const key of this.store.keysBelow(agentsPrefix(this.sessionId))) {
+      const name = key.slice(agentsPrefix(this.sessionId).length + 1);
+      if (name.includes("/") || name.endsWith(CONTEXT_SUFFIX) || this.slots.has(name)) continue;
+      const agent = batch.get(key) as AgentRecord | undefined;
+      if (agent && agent.status !== "stopped") batch.set(key, { ...agent, status: "stopped", task: null });
+    }
+    for (const key of this.store.keysBelow(tasksPrefix(this.sessionId))) {
+      const task = batch.get(key) as TaskRecord | undefined;
+      if (!task || task.status !== "active" || (task.assignee !== null && this.slots.has(task.assignee))) continue;
+      batch.set(key, { ...task, status: "pending", assignee: null, claimed_at: null });
+    }
+  }
+
+  /** The active task a restored agent goes back to: the one its record names, else its first active one. */
+  private resumeTask(slot: AgentSlot): string | undefined {
+    const own = this.service.agent(slot.name)?.task;
+    const active = this.service.tasks("active").filter((task) => task.assignee === slot.name);
+    return active.find((task) => task.id === own)?.id ?? active[0]?.id;
+  }
+
   // ---------------------------------------------------------------- agents
 
-  private agentEnv(slot: AgentSlot, resumeContext: string | undefined): Record<string, string> {
+  private agentEnv(slot: AgentSlot, resumeContext: string | undefined, resumeTask?: string): Record<string, string> {
     const env: Record<string, string> = {};
     for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !key.startsWith("APEX_")) env[key] = value;
     const shimDir = join(this.config.storeDir, "bin");
@@ -232,6 +284,7 @@ export class Supervisor {
     });
     if (this.config.configPath) env.APEX_CONFIG = this.config.configPath;
     if (resumeContext) env.APEX_RESUME_CONTEXT = resumeContext;
+    if (resumeTask) env.APEX_RESUME_TASK = resumeTask;
     return env;
   }
 
@@ -271,6 +324,7 @@ export class Supervisor {
     slot.restartDeferred = false;
     slot.restartTimer = undefined;
     const resumeContext = resumed ? this.resumeContextFile(slot) : undefined;
+    const resumeTask = resumed ? this.resumeTask(slot) : undefined;
     const files = this.logFiles(slot.name);
     let child: AgentProcess;
     try {
@@ -278,7 +332,7 @@ export class Supervisor {
         name: slot.name,
         spec: slot.spec,
         cwd: resolve(this.config.projectDir, slot.spec.cwd || "."),
-        env: this.agentEnv(slot, resumeContext),
+        env: this.agentEnv(slot, resumeContext, resumeTask),
         ...files,
       });
     } catch (error) {
@@ -600,8 +654,9 @@ export class Supervisor {
   // ---------------------------------------------------------------- timers
 
   private armTimers(): void {
-    const interval = this.config.session.auto_checkpoint_interval;
     const service = checkpointServiceFor(this.store);
+    // The checkpoint plugin's own `interval` option, when set, wins over the session setting.
+    const interval = service?.interval ?? this.config.session.auto_checkpoint_interval;
     if (interval > 0 && service) {
       let running = false;
       this.checkpointTimer = setInterval(() => {
@@ -705,6 +760,8 @@ export class Supervisor {
 
   private registerMethods(): void {
     registerSupervisorMethods(this.server, this);
+    // Methods of the checkpoint service (checkpoint.create, …): served here, where the store's writer is.
+    for (const [name, method] of Object.entries(checkpointServiceFor(this.store)?.methods ?? {})) this.server.register(name, (params) => method(params));
   }
 
   /** Status from the supervisor's own view (used by `session.status`). */

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gunzipSync, gzipSync, type BrotliOptions, type ZlibOptions } from "node:zlib";
 import type { Database } from "lmdb";
 import { ApexError } from "../errors.js";
 import type { JsonValue, Store } from "./store.js";
@@ -12,8 +13,12 @@ import type { JsonValue, Store } from "./store.js";
  *   packs  uint32 pack id (1, 2, …, never reused) -> the bytes of several objects of one
  *          kind, concatenated (appended in id order, so pages are full); key 0 holds
  *          the highest id used
- *   blobs  sha256 (32 bytes) -> location of a value:     varint pack, offset, length
- *   trees  sha256 (32 bytes) -> location of a tree node: varint pack, offset, length
+ *   blobs  sha256 (32 bytes) -> location of a value:     varint pack, offset, length [, codec, raw size]
+ *   trees  sha256 (32 bytes) -> location of a tree node: varint pack, offset, length [, codec, raw size]
+ * A pack is stored as it is, or (the compression plugin's cold packs) compressed as a whole
+ * with gzip or brotli: the location record of every object in it then also holds the codec
+ * and the pack's uncompressed size, and offset and length address the uncompressed bytes.
+ * Reads decompress transparently; hashes are always those of the uncompressed bytes.
  * A value's bytes are its canonical JSON (UTF-8, object keys sorted by code point); a tree
  * node's, the binary encoding of encodeTreeNode. Objects written in one transaction go
  * into new packs (git's packfiles, without deltas): one object per B-tree record under a
@@ -400,13 +405,100 @@ export function nameDigest(name: string): Buffer {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Pack codecs
+
+/** How a compressed pack is encoded (uncompressed packs have no codec). */
+export type PackCodec = "gzip" | "brotli";
+/** Codec ids as location records store them. */
+export const PACK_CODEC_IDS: Readonly<Record<PackCodec, number>> = Object.freeze({ gzip: 1, brotli: 2 });
+const CODEC_BY_ID: ReadonlyMap<number, PackCodec> = new Map([
+  [1, "gzip"],
+  [2, "brotli"],
+]);
+/**
+ * Levels used when none is given. On JSON, brotli 6 and gzip 6 compress at ~25 MB/s;
+ * brotli 11 (zlib's default) gets ~15% smaller at 1/50 of the speed.
+ */
+export const DEFAULT_CODEC_LEVEL: Readonly<Record<PackCodec, number>> = Object.freeze({ gzip: 6, brotli: 6 });
+/** Highest level of each codec. */
+export const MAX_CODEC_LEVEL: Readonly<Record<PackCodec, number>> = Object.freeze({ gzip: 9, brotli: 11 });
+/**
+ * Uncompressed bytes per compressed pack: objects compressed together share one dictionary
+ * (about twice the ratio of compressing small JSON values one by one), and a pack still
+ * decompresses in a fraction of a millisecond when one object of it is read.
+ */
+export const COMPRESSED_PACK_TARGET_BYTES = 64 * 1024;
+/** Largest uncompressed size a location record may claim: a damaged record must not make a read allocate gigabytes. */
+export const MAX_RAW_PACK_BYTES = 256 * 1024 * 1024;
+
+export function packCodecName(id: number | undefined): PackCodec | undefined {
+  return id === undefined ? undefined : CODEC_BY_ID.get(id);
+}
+
+/** node:zlib options for compressing `size` bytes with a codec at a level (default DEFAULT_CODEC_LEVEL). */
+export function codecOptions(codec: PackCodec, level: number | undefined, size: number): ZlibOptions | BrotliOptions {
+  const chosen = level ?? DEFAULT_CODEC_LEVEL[codec];
+  if (!Number.isInteger(chosen) || chosen < 0 || chosen > MAX_CODEC_LEVEL[codec]) {
+    throw new ApexError("APEX_E_BAD_INPUT", `Invalid ${codec} level ${chosen}: use 0 to ${MAX_CODEC_LEVEL[codec]}.`);
+  }
+  if (codec === "gzip") return { level: chosen };
+  return {
+    params: {
+      [zlibConstants.BROTLI_PARAM_QUALITY]: chosen,
+      [zlibConstants.BROTLI_PARAM_SIZE_HINT]: size,
+      [zlibConstants.BROTLI_PARAM_MODE]: zlibConstants.BROTLI_MODE_TEXT,
+    },
+  };
+}
+
+/** Compresses the bytes of a pack. */
+export function compressPack(codec: PackCodec, raw: Uint8Array, level?: number): Buffer {
+  const options = codecOptions(codec, level, raw.length);
+  return codec === "gzip" ? gzipSync(raw, options as ZlibOptions) : brotliCompressSync(raw, options as BrotliOptions);
+}
+
+/** Decompresses a stored pack; throws unless it decodes to exactly `rawSize` bytes. */
+export function decompressPack(codecId: number, stored: Uint8Array, rawSize: number): Buffer {
+  const codec = CODEC_BY_ID.get(codecId);
+  if (!codec) throw new Error(`unknown codec ${codecId}`);
+  if (!Number.isSafeInteger(rawSize) || rawSize < 0 || rawSize > MAX_RAW_PACK_BYTES) throw new Error(`implausible pack size ${rawSize}`);
+  // One byte more than expected: a pack that decodes to more is caught below, not truncated.
+  const options = { maxOutputLength: rawSize + 1 };
+  const raw = codec === "gzip" ? gunzipSync(stored, options) : brotliDecompressSync(stored, options);
+  if (raw.length !== rawSize) throw new Error(`the pack decompresses to ${raw.length} bytes, not ${rawSize}`);
+  return raw;
+}
+
+/** Stored bytes of a pack that hold its live objects: for a compressed pack, in proportion to the uncompressed bytes. */
+function storedLiveBytes(packSize: number, liveLength: number, rawSize: number | undefined): number {
+  if (rawSize === undefined) return Math.min(packSize, liveLength);
+  return rawSize === 0 ? 0 : Math.round(packSize * Math.min(1, liveLength / rawSize));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Object store
 
-/** Where an object's bytes are: a slice of a pack. */
+/** Where an object's bytes are: a slice of a pack (of its uncompressed bytes, for a compressed pack). */
 export interface ObjectLocation {
   pack: number;
   offset: number;
   length: number;
+  /** Set for an object in a compressed pack: its codec id (PACK_CODEC_IDS). */
+  codec?: number;
+  /** Set with `codec`: the size of the whole pack uncompressed. */
+  rawSize?: number;
+}
+
+/** Packs compressed beforehand (outside the write transaction), for ObjectStore.putPacks. */
+export interface PreparedPack {
+  kind: ObjectKind;
+  codec: PackCodec;
+  /** The compressed bytes of the pack. */
+  data: Buffer;
+  /** Its uncompressed size. */
+  rawSize: number;
+  /** The objects in it: where each lies in the uncompressed bytes. */
+  entries: Array<{ hash: Hash; offset: number; length: number }>;
 }
 
 /** The slice of an lmdb-js database the object store uses. */
@@ -532,6 +624,7 @@ export class ObjectStore {
       return Buffer.alloc(0);
     }
     if (!location) return undefined;
+    if (location.codec) return this.readCompressed(location, packCache);
     const cached = packCache?.get(location.pack);
     if (cached) return cached.subarray(location.offset, location.offset + location.length);
     const pack = this.packs.getBinaryFast(location.pack); // valid until the next read: copy
@@ -543,6 +636,27 @@ export class ObjectStore {
       return copy.subarray(location.offset, location.offset + location.length);
     }
     return copyOf(pack.subarray(location.offset, location.offset + location.length));
+  }
+
+  /**
+   * An object of a compressed pack: the pack is decompressed once per cache. A pack that
+   * does not decompress to its recorded size gives every object in it empty bytes, which
+   * do not match their hash.
+   */
+  private readCompressed(location: ObjectLocation, packCache: PackCache | undefined): Buffer | undefined {
+    let raw = packCache?.getDecompressed(location.pack);
+    if (!raw) {
+      const pack = this.packs.getBinaryFast(location.pack);
+      if (!pack) return undefined;
+      try {
+        // getBinaryFast's Buffer sits on a larger shared array: hand zlib exactly the pack.
+        raw = decompressPack(location.codec!, new Uint8Array(pack.buffer, pack.byteOffset, pack.length), location.rawSize!);
+      } catch {
+        return Buffer.alloc(0);
+      }
+      packCache?.setDecompressed(location.pack, raw);
+    }
+    return raw.subarray(location.offset, location.offset + location.length);
   }
 
   /** True when the object is indexed and its pack exists (its bytes are not checked). */
@@ -558,40 +672,72 @@ export class ObjectStore {
 
   /**
    * Stores objects in new packs (values and tree nodes in separate packs, see
-   * PACK_TARGET_BYTES) and points their index records there. Unchecked (repair, tests).
-   * Returns the number of packs written.
+   * PACK_TARGET_BYTES) and points their index records there. Objects with a `codec` go
+   * into packs compressed with it (COMPRESSED_PACK_TARGET_BYTES uncompressed each, at
+   * `options.level`). Unchecked (repair, sweeps, tests). Returns the number of packs written.
    */
-  putMany(objects: Iterable<{ kind: ObjectKind; hash: Hash; bytes: Uint8Array }>): number {
+  putMany(objects: Iterable<{ kind: ObjectKind; hash: Hash; bytes: Uint8Array; codec?: PackCodec | undefined }>, options: { level?: number } = {}): number {
     let packId = this.lastPackId();
     const startedAt = packId;
-    const open = {
-      value: { parts: [] as Buffer[], size: 0, entries: [] as Array<{ hash: Hash; offset: number; length: number }> },
-      tree: { parts: [] as Buffer[], size: 0, entries: [] as Array<{ hash: Hash; offset: number; length: number }> },
-    };
-    const flush = (kind: ObjectKind) => {
-      const pack = open[kind];
+    interface OpenPack {
+      kind: ObjectKind;
+      codec: PackCodec | undefined;
+      parts: Buffer[];
+      size: number;
+      entries: Array<{ hash: Hash; offset: number; length: number }>;
+    }
+    const open = new Map<string, OpenPack>();
+    const flush = (pack: OpenPack) => {
       if (pack.parts.length === 0) return;
       // The id is taken when the pack is written, so appended keys always increase
       // (LMDB's append with a smaller key would silently break the B-tree's order).
       packId += 1;
-      this.packs.put(packId, Buffer.concat(pack.parts), { append: true });
-      for (const { hash, offset, length } of pack.entries) this.index(kind).put(Buffer.from(hash, "hex"), encodeLocation({ pack: packId, offset, length }));
+      const raw = Buffer.concat(pack.parts);
+      const compressed = pack.codec ? { codec: PACK_CODEC_IDS[pack.codec], rawSize: raw.length } : {};
+      this.packs.put(packId, pack.codec ? compressPack(pack.codec, raw, options.level) : raw, { append: true });
+      for (const { hash, offset, length } of pack.entries) {
+        this.index(pack.kind).put(Buffer.from(hash, "hex"), encodeLocation({ pack: packId, offset, length, ...compressed }));
+      }
       pack.parts = [];
       pack.size = 0;
       pack.entries = [];
     };
-    for (const { kind, hash, bytes } of objects) {
+    for (const { kind, hash, bytes, codec } of objects) {
       const own = Buffer.isBuffer(bytes) ? bytes : copyOf(bytes);
-      const pack = open[kind];
-      if (pack.size > 0 && pack.size + own.length > PACK_TARGET_BYTES[kind]) flush(kind);
+      const key = `${kind}:${codec ?? ""}`;
+      let pack = open.get(key);
+      if (!pack) open.set(key, (pack = { kind, codec, parts: [], size: 0, entries: [] }));
+      const target = codec ? COMPRESSED_PACK_TARGET_BYTES : PACK_TARGET_BYTES[kind];
+      if (pack.size > 0 && pack.size + own.length > target) flush(pack);
       pack.entries.push({ hash, offset: pack.size, length: own.length });
       pack.parts.push(own);
       pack.size += own.length;
     }
-    flush("value");
-    flush("tree");
+    for (const pack of open.values()) flush(pack);
     if (packId > startedAt) this.packs.put(HIGH_WATER_KEY, encodeLocation({ pack: packId, offset: 0, length: 0 }));
     return packId - startedAt;
+  }
+
+  /**
+   * Appends packs compressed beforehand (compressing is the slow part: it need not hold the
+   * write lock) and points the index records of their objects at them. Unchecked: the
+   * caller built each pack from the objects' verified bytes. Call inside a write
+   * transaction. Returns the new pack ids, in order.
+   */
+  putPacks(packs: readonly PreparedPack[]): number[] {
+    let packId = this.lastPackId();
+    const ids: number[] = [];
+    for (const pack of packs) {
+      packId += 1;
+      this.packs.put(packId, pack.data, { append: true });
+      const codec = PACK_CODEC_IDS[pack.codec];
+      for (const { hash, offset, length } of pack.entries) {
+        this.index(pack.kind).put(Buffer.from(hash, "hex"), encodeLocation({ pack: packId, offset, length, codec, rawSize: pack.rawSize }));
+      }
+      ids.push(packId);
+    }
+    if (ids.length > 0) this.packs.put(HIGH_WATER_KEY, encodeLocation({ pack: packId, offset: 0, length: 0 }));
+    return ids;
   }
 
   /** Stores one object (in a pack of its own). Unchecked: tests use it to plant damage. */
@@ -657,6 +803,7 @@ export class ObjectStore {
   /** How the packs are used: sizes, bytes index records point at, and records whose pack is gone. */
   usage(): PackUsage {
     const live = new Map<number, number>();
+    const rawSizes = new Map<number, number>();
     const dangling: Array<{ kind: ObjectKind; hash: Hash }> = [];
     const sizes = new Map<number, number>();
     for (const id of this.packIds()) sizes.set(id, this.packs.getBinaryFast(id)?.length ?? 0);
@@ -670,16 +817,19 @@ export class ObjectStore {
         }
         if (!location) continue;
         if (!sizes.has(location.pack)) dangling.push({ kind, hash });
-        else live.set(location.pack, (live.get(location.pack) ?? 0) + location.length);
+        else {
+          live.set(location.pack, (live.get(location.pack) ?? 0) + location.length);
+          if (location.codec) rawSizes.set(location.pack, location.rawSize!);
+        }
       }
     }
     let bytes = 0;
     let liveBytes = 0;
     for (const [id, size] of sizes) {
       bytes += size;
-      liveBytes += Math.min(size, live.get(id) ?? 0);
+      liveBytes += storedLiveBytes(size, live.get(id) ?? 0, rawSizes.get(id));
     }
-    return { packs: sizes.size, bytes, liveBytes, livePerPack: live, sizes, dangling };
+    return { packs: sizes.size, bytes, liveBytes, livePerPack: live, sizes, rawSizes, dangling };
   }
 
   /**
@@ -714,16 +864,36 @@ export class ObjectStore {
       }
     }
     const rewriteBelow = options.rewriteBelow ?? 0.5;
-    const moved: Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer }> = [];
-    for (const id of [...this.packIds()]) {
+    const moved: Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer; codec: PackCodec | undefined }> = [];
+    packs: for (const id of [...this.packIds()]) {
       const pack = this.packs.get(id);
       if (!pack) continue;
       const kept = survivors.get(id) ?? [];
-      const liveBytes = kept.reduce((sum, item) => sum + item.location.length, 0);
+      const rawSize = kept.find((item) => item.location.codec)?.location.rawSize;
+      const liveBytes = storedLiveBytes(pack.length, kept.reduce((sum, item) => sum + item.location.length, 0), rawSize);
       if (kept.length > 0 && liveBytes >= pack.length * rewriteBelow) continue;
+      // Survivors of a compressed pack move to a pack compressed the same way.
+      const decompressed = new Map<string, Buffer>();
+      const rewritten: typeof moved = [];
       for (const item of kept) {
-        moved.push({ kind: item.kind, hash: item.hash, bytes: copyOf(pack.subarray(item.location.offset, item.location.offset + item.location.length)) });
+        const { codec, rawSize: size, offset, length } = item.location;
+        let source: Buffer = pack;
+        if (codec) {
+          const key = `${codec}:${size}`;
+          let raw = decompressed.get(key);
+          if (!raw) {
+            try {
+              raw = decompressPack(codec, new Uint8Array(pack.buffer, pack.byteOffset, pack.length), size!);
+            } catch {
+              continue packs; // a damaged compressed pack stays as it is, for validate and repair
+            }
+            decompressed.set(key, raw);
+          }
+          source = raw;
+        }
+        rewritten.push({ kind: item.kind, hash: item.hash, bytes: copyOf(source.subarray(offset, offset + length)), codec: packCodecName(codec) });
       }
+      moved.push(...rewritten);
       if (kept.length > 0) result.packsRewritten += 1;
       else result.packsRemoved += 1;
       result.bytesFreed += pack.length - liveBytes;
@@ -740,8 +910,11 @@ export interface PackUsage {
   bytes: number;
   /** Bytes of packs that index records point at. */
   liveBytes: number;
+  /** Bytes of objects (uncompressed) index records place in each pack. */
   livePerPack: Map<number, number>;
   sizes: Map<number, number>;
+  /** Uncompressed sizes of the compressed packs. */
+  rawSizes: Map<number, number>;
   /** Index records whose pack no longer exists. */
   dangling: Array<{ kind: ObjectKind; hash: Hash }>;
 }
@@ -766,12 +939,22 @@ function openTable<K>(store: Store, name: string, keyEncoding: "binary" | "uint3
 }
 
 export function encodeLocation(location: ObjectLocation): Buffer {
-  return Buffer.concat([varint(location.pack), varint(location.offset), varint(location.length)]);
+  const parts = [varint(location.pack), varint(location.offset), varint(location.length)];
+  if (location.codec) parts.push(varint(location.codec), varint(location.rawSize ?? 0));
+  return Buffer.concat(parts);
 }
 
 export function decodeLocation(bytes: Uint8Array): ObjectLocation {
   const reader = new ByteReader(bytes);
-  const location = { pack: reader.varint(), offset: reader.varint(), length: reader.varint() };
+  const location: ObjectLocation = { pack: reader.varint(), offset: reader.varint(), length: reader.varint() };
+  if (reader.position < bytes.length) {
+    const codec = reader.varint();
+    const rawSize = reader.varint();
+    if (!CODEC_BY_ID.has(codec)) throw new Error(`unknown codec ${codec}`);
+    if (rawSize > MAX_RAW_PACK_BYTES || location.offset + location.length > rawSize) throw new Error(`slice past the end of the uncompressed pack`);
+    location.codec = codec;
+    location.rawSize = rawSize;
+  }
   reader.end();
   if (location.pack === 0) throw new Error("pack id 0");
   return location;
@@ -788,11 +971,33 @@ export function copyOf(bytes: Uint8Array): Buffer {
   return copy;
 }
 
-/** Recently read packs, so reading several objects of one pack copies it once. */
+/**
+ * Recently read packs, so reading several objects of one pack copies it once; and recently
+ * decompressed packs, so it is decompressed once (the values of one old checkpoint are
+ * spread over several compressed packs: those get the larger share).
+ */
 export class PackCache {
   private readonly packs = new Map<number, Buffer>();
+  private readonly decompressed = new Map<number, Buffer>();
   private readonly seen = new Set<number>();
-  constructor(private readonly capacity = 16) {}
+  constructor(
+    private readonly capacity = 16,
+    private readonly decompressedCapacity = 128,
+  ) {}
+
+  getDecompressed(id: number): Buffer | undefined {
+    const raw = this.decompressed.get(id);
+    if (raw) {
+      this.decompressed.delete(id); // most recently used last
+      this.decompressed.set(id, raw);
+    }
+    return raw;
+  }
+
+  setDecompressed(id: number, raw: Buffer): void {
+    this.decompressed.set(id, raw);
+    if (this.decompressed.size > this.decompressedCapacity) this.decompressed.delete(this.decompressed.keys().next().value!);
+  }
 
   /** True if `id` was read before (and remembers that it now was). */
   seenBefore(id: number): boolean {
@@ -818,6 +1023,7 @@ export class PackCache {
 
   clear(): void {
     this.packs.clear();
+    this.decompressed.clear();
     this.seen.clear();
   }
 }

@@ -1,17 +1,165 @@
+import { AsyncSeriesHook } from "tapable";
 import { builtinPluginSchema } from "../../core/config/schemas.js";
+import type { CheckpointInfo, ErrorContext, GitContext, MilestoneContext, TaskContext } from "../../core/engine.js";
+import { checkpointHooksFor, provideCheckpointService } from "../../core/session/checkpoints.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
+import { SessionCheckpoints } from "./plugin-service.js";
 
 const PLUGIN_NAME = "checkpoint" as const;
 
+export interface CheckpointPluginOptions {
+  /** Hooks that save a checkpoint when they fire. */
+  triggers: string[];
+  /** Globs of the project memory a checkpoint covers. */
+  paths: string[];
+  /** Seconds between interval checkpoints; default session.auto_checkpoint_interval. */
+  interval?: number;
+}
+
+/** The lifecycle hooks the plugin can take checkpoints on (onStop fires once the session has ended). */
+const LIFECYCLE_HOOKS = ["onStart", "beforeTask", "afterMilestone", "beforeGit", "onError", "onPause", "onResume"] as const;
+type LifecycleHook = (typeof LIFECYCLE_HOOKS)[number];
+
 /**
- * Automatic checkpoints on lifecycle triggers (interval, beforeTask, afterMilestone, beforeGit, onError, onPause).
+ * What taps of the `checkpointTrigger` hook receive, each time a session lifecycle hook fires
+ * (onStart, beforeTask, afterMilestone, beforeGit, onError, onPause, onResume), after the
+ * checkpoint the plugin's own `triggers` option may have taken for it.
  *
- * Registered only: the plugin is known, listed, configurable and its options are validated
- * against schemas/plugins/checkpoint.schema.json, but it taps no hook until its behaviour lands.
+ * This is how third-party plugins add checkpoint triggers: tap `checkpointTrigger` (list
+ * "checkpoint" in your plugin's `requires`), decide from the event whether your trigger
+ * fires, and call `request` with your trigger's name. The checkpoint is written before the
+ * hook's own work goes on (before the task is assigned, before git runs, …).
+ *
+ * ```js
+ * apply(apex) {
+ *   apex.triggers.checkpointTrigger.tapPromise("my-plugin", async (event) => {
+ *     if (event.hook === "afterMilestone") await event.request({ trigger: "myTrigger", description: "…" });
+ *   });
+ * }
+ * ```
  */
-export default definePlugin({
+export interface CheckpointTriggerEvent {
+  /** The lifecycle hook that fired. */
+  hook: LifecycleHook;
+  sessionId: string;
+  /** What that hook received (TaskContext for beforeTask, ErrorContext for onError, …). */
+  context: unknown;
+  /**
+   * Writes a checkpoint of the session with `trigger` (letters, digits, `_ . : -`) as its
+   * trigger. With `skipUnchanged`, nothing is written when memory, tasks and agent states did
+   * not change since the session's latest checkpoint. Resolves to the checkpoint written.
+   */
+  request(options: { trigger: string; description?: string; skipUnchanged?: boolean }): Promise<CheckpointInfo | undefined>;
+}
+
+/**
+ * Automatic checkpoints on lifecycle triggers (beforeTask, afterMilestone, beforeGit, onError,
+ * onPause by default) and on the supervisor's interval timer, the restore step of
+ * `apex start --continue` and `--force-recovery`, and the `checkpointTrigger` hook through
+ * which other plugins add triggers of their own. Inside a session (where `apex.store` is
+ * defined) it provides the session's checkpoint service; elsewhere it only defines the hook.
+ */
+export default definePlugin<CheckpointPluginOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
   schema: builtinPluginSchema(PLUGIN_NAME),
-  apply() {},
+  apply(apex, options) {
+    const checkpointTrigger = apex.defineHook("checkpointTrigger", new AsyncSeriesHook<[CheckpointTriggerEvent]>(["event"]));
+    const store = apex.store;
+    if (!store) return;
+    const triggers = new Set(options.triggers ?? []);
+    if (triggers.has("onStop")) {
+      apex.warn("the onStop trigger is ignored: the session has ended when onStop fires. onPause and interval checkpoints cover a running session.");
+    }
+    const checkpoints = new SessionCheckpoints(store, {
+      scope: { include: options.paths ?? ["/"] },
+      interval: options.interval,
+      warn: (message) => apex.warn(message),
+      // Plugins tap hooks but do not fire them: the engine the session bound to the store runs
+      // beforeCheckpoint (git state, …) and afterCheckpoint (retention, …) for each checkpoint.
+      enrich: async (draft) => (await checkpointHooksFor(store)?.waterfall("beforeCheckpoint", draft)) ?? draft,
+      afterCheckpoint: async (info) => checkpointHooksFor(store)?.fire("afterCheckpoint", info),
+    });
+    provideCheckpointService(store, checkpoints.service());
+
+    const currentSession = (): string | undefined => {
+      const current = store.get("/sessions/current") as { session_id?: unknown } | undefined;
+      return typeof current?.session_id === "string" ? current.session_id : undefined;
+    };
+
+    for (const hook of LIFECYCLE_HOOKS) {
+      (apex.hooks[hook] as unknown as { tapPromise(name: string, fn: (context: { sessionId?: string }) => Promise<void>): void }).tapPromise(
+        PLUGIN_NAME,
+        async (context: { sessionId?: string }) => {
+          // Errors raised while a checkpoint is written (a beforeCheckpoint tap failing) do not take checkpoints: no loops.
+          if (hook === "onError" && (checkpoints.busy || fromCheckpointing(context as ErrorContext, apex.pluginName))) return;
+          if (checkpoints.busy) return;
+          const sessionId = context.sessionId ?? currentSession();
+          if (!sessionId) return;
+          if (triggers.has(hook)) {
+            try {
+              await checkpoints.create({ sessionId, trigger: hook, description: describe(hook, context) });
+            } catch (error) {
+              // A failed checkpoint is reported, but never vetoes the task, the milestone or the git operation.
+              const message = `no ${hook} checkpoint: ${(error as Error).message}`;
+              if (hook === "onPause" || hook === "onResume") throw new Error(message);
+              apex.warn(message);
+            }
+          }
+          if (checkpointTrigger.taps.length === 0) return;
+          try {
+            await checkpointTrigger.promise({
+              hook,
+              sessionId,
+              context,
+              request: async (request) => {
+                if (!request || typeof request.trigger !== "string") throw new TypeError("request({ trigger, description }) needs a trigger name.");
+                const created = await checkpoints.create({
+                  sessionId,
+                  trigger: request.trigger,
+                  description: typeof request.description === "string" ? request.description : request.trigger,
+                  skipUnchanged: request.skipUnchanged === true,
+                });
+                return created && { sessionId: created.sessionId, id: created.id, sequence: created.sequence, trigger: created.trigger };
+              },
+            });
+          } catch (error) {
+            // The engine already reported the failing plugin to onError; the hook's own work goes on.
+            apex.warn(`checkpointTrigger: ${(error as Error).message}`);
+          }
+        },
+      );
+    }
+  },
 });
+
+/** Errors from this plugin, or from the checkpoint hooks, never take an onError checkpoint. */
+function fromCheckpointing(context: ErrorContext, pluginName: string): boolean {
+  const hook = context.details?.hook;
+  return context.origin === `plugin:${pluginName}` || hook === "beforeCheckpoint" || hook === "afterCheckpoint";
+}
+
+function describe(hook: LifecycleHook, context: unknown): string {
+  switch (hook) {
+    case "beforeTask": {
+      const { task, agent } = context as TaskContext;
+      return `before task ${task.id}: ${task.title}${agent ? ` (${agent})` : ""}`;
+    }
+    case "afterMilestone":
+      return `after milestone: ${(context as MilestoneContext).milestone}`;
+    case "beforeGit": {
+      const { args, source } = context as GitContext;
+      return `before git ${args[0] ?? "operation"}${source === "git-hook" ? " (git hook)" : ""}`;
+    }
+    case "onError": {
+      const { origin, error } = context as ErrorContext;
+      return `error in ${origin}: ${error?.message ?? String(error)}`;
+    }
+    case "onPause":
+      return "pause";
+    case "onResume":
+      return "resume";
+    case "onStart":
+      return "session start";
+  }
+}

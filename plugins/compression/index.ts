@@ -1,17 +1,72 @@
 import { builtinPluginSchema } from "../../core/config/schemas.js";
+import type { CheckpointInfo, CommandSpec } from "../../core/engine.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
+import { settingsFromOptions, type CompressionOptions } from "./options.js";
 
 const PLUGIN_NAME = "compression" as const;
 
+/** Uncompressed bytes one automatic run compresses at most; the rest waits for the next checkpoint. */
+export const AUTO_MAX_BYTES = 16 * 1024 * 1024;
+
 /**
- * Rewrites cold checkpoint blobs compressed; content hashes stay stable.
+ * Compresses cold checkpoint data with brotli or gzip (node:zlib); content hashes stay
+ * those of the uncompressed bytes and reads decompress transparently.
  *
- * Registered only: the plugin is known, listed, configurable and its options are validated
- * against schemas/plugins/compression.schema.json, but it taps no hook until its behaviour lands.
+ * With `after` or `older_than` set, it compresses after every checkpoint (at most
+ * AUTO_MAX_BYTES a time, one run at a time); `apex session compress` does it on demand.
+ * What "cold" means is compress.ts.
  */
-export default definePlugin({
+export default definePlugin<CompressionOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
   schema: builtinPluginSchema(PLUGIN_NAME),
-  apply() {},
+  apply(apex, options) {
+    const settings = settingsFromOptions(options);
+
+    if (settings.automatic) {
+      let queue: Promise<unknown> = Promise.resolve();
+      let warnedNoStore = false;
+      apex.hooks.afterCheckpoint.tapPromise(PLUGIN_NAME, async (info: CheckpointInfo) => {
+        const store = apex.store;
+        if (!store) {
+          if (!warnedNoStore) {
+            warnedNoStore = true;
+            apex.warn(`not applied after ${info.sessionId} checkpoint ${info.sequence}: this process has no store open; run \`apex session compress\`.`);
+          }
+          return;
+        }
+        const run = queue.then(async () => {
+          const { compressColdData } = await import("./compress.js");
+          await compressColdData(store, { algorithm: settings.algorithm, level: settings.level, policy: settings.policy, maxBytes: AUTO_MAX_BYTES });
+        });
+        queue = run.catch(() => undefined);
+        await run;
+      });
+    }
+
+    const spec: CommandSpec = {
+      name: "session compress",
+      description: "compress the data of cold checkpoints now (brotli or gzip); hashes, reads and restores stay the same",
+      arguments: [{ syntax: "[id]", description: "only this session's checkpoints (id or unique prefix); default: every session" }],
+      options: [
+        { flags: "--after <n>", description: "cold = checkpoints with at least N newer ones in their session (default: the plugin's `after`)" },
+        { flags: "--older-than <duration>", description: "cold = checkpoints older than this, e.g. 7d, 12h, 30days (default: the plugin's `older_than`)" },
+        { flags: "--algorithm <name>", description: "brotli or gzip (default: the plugin's `algorithm`, brotli)" },
+        { flags: "--level <n>", description: "0-11 for brotli, 0-9 for gzip (default 6)" },
+        { flags: "--dry-run", description: "compress in memory and report the sizes; write nothing" },
+        { flags: "--json", description: "print the result as JSON" },
+      ],
+      examples: [
+        "apex session compress                      # every session, with the plugin's options",
+        "apex session compress 3f2a --after 5       # all but the newest 5 checkpoints of session 3f2a…",
+        "apex session compress --older-than 7d --dry-run",
+        "apex session compress --algorithm gzip --level 9 --json",
+      ],
+      async action(input, context) {
+        const { runCompressCommand } = await import("./command.js");
+        return runCompressCommand(input, context, settings);
+      },
+    };
+    apex.registerCommand(spec);
+  },
 });

@@ -1,0 +1,195 @@
+// Checkpoint CLI benchmarks (issue "Checkpoints and recovery"), through the real CLI:
+// - `apex checkpoint list` of a session with 10,000 checkpoints: median wall time within 3× of
+//   `node -e 0` measured in the same run (also --json, and a page deep in the list);
+// - `apex start --continue` restoring a checkpoint of 10k keys (~10 MB): the restore step as the
+//   supervisor reports it (`restore.duration_ms` of `start --json`: verify the checkpoint, save
+//   the state it replaces, restore memory, tasks and agents, checkpoint the result) under 1 s;
+//   and the wall time of the whole `apex start --continue` until the agents run within 5× of
+//   `apex memory import` of the same 10k keys into a fresh project.
+// Each restore starts from the 10k keys deleted (the session stopped, then `memory delete
+// --recursive`), so every key is written back: the same write volume as the import.
+//   node bench/checkpoint-cli.bench.mjs [--checkpoints 10000] [--keys 10000] [--runs 3]
+import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { APEX, compare, median, printTable, tempProject, timeOnce } from "./lib.mjs";
+import { Store } from "../dist/core/store/store.js";
+import { writeCheckpoint } from "../dist/plugins/checkpoint/checkpoints.js";
+import { normalizeScope } from "../dist/plugins/checkpoint/scope.js";
+
+const args = process.argv.slice(2);
+const option = (name, fallback) => {
+  const index = args.indexOf(`--${name}`);
+  return index >= 0 ? Number(args[index + 1]) : fallback;
+};
+const CHECKPOINTS = option("checkpoints", 10_000);
+const KEYS = option("keys", 10_000);
+const RUNS = option("runs", 3);
+const filler = "x".repeat(940);
+
+const env = { ...process.env, NO_COLOR: "1" };
+for (const key of Object.keys(env)) if (key.startsWith("APEX_")) delete env[key];
+const CONFIG = [
+  "session:",
+  "  auto_recovery: false",
+  "agents:",
+  "  idle:",
+  "    command: sh",
+  `    args: ["-c", "while true; do sleep 1; done"]`,
+  "plugins:",
+  "  checkpoint: {}",
+  "",
+].join("\n");
+
+const cleanups = [];
+const supervisors = [];
+function project(prefix) {
+  const work = tempProject(prefix);
+  writeFileSync(join(work.dir, "apex.config.yaml"), CONFIG);
+  const apex = (...argv) => {
+    const result = spawnSync(process.execPath, [APEX, ...argv], { cwd: work.dir, env, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
+    if (result.status !== 0) throw new Error(`apex ${argv.join(" ")} exited ${result.status}: ${result.stderr}`);
+    return result.stdout;
+  };
+  const start = (...argv) => {
+    const ready = JSON.parse(apex("start", ...argv, "--json"));
+    supervisors.push({ dir: work.dir, pid: ready.supervisor_pid });
+    return ready;
+  };
+  cleanups.push(() => {
+    spawnSync(process.execPath, [APEX, "stop", "--force"], { cwd: work.dir, env });
+    work.cleanup();
+  });
+  return { dir: work.dir, apex, start };
+}
+
+const rows = [];
+try {
+  // ------------------------------------------------------------------ list of 10,000 checkpoints
+  const listing = project("apex-bench-cplist-");
+  const session = listing.start("--task", "many checkpoints").session_id;
+  listing.apex("memory", "set", "/notes/bench", '{"n": 0}');
+  listing.apex("stop");
+  // The checkpoints are real ones (manifest, summary, id record), written in a few transactions.
+  const store = Store.open(join(listing.dir, ".apex"), { actor: "user:bench" });
+  try {
+    const scope = normalizeScope(undefined);
+    // Checkpoints are written of a session that is there (/sessions/<sid>): bring its record back for the writing.
+    await store.batch((batch) => batch.set(`/sessions/${session}`, { ...batch.get(`/sessions/history/${session}`), status: "active" }));
+    for (let written = 0; written < CHECKPOINTS; ) {
+      const chunk = Math.min(1000, CHECKPOINTS - written);
+      store.environment.transactionSync(() => {
+        for (let i = 0; i < chunk; i++) {
+          writeCheckpoint(store, {
+            sessionId: session,
+            trigger: i % 3 === 0 ? "beforeTask" : "interval",
+            description: `checkpoint ${written + i + 1} of the benchmark`,
+            pinned: false,
+            gitState: null,
+            data: {},
+            scope,
+            createdAt: new Date().toISOString(),
+            actor: "system:checkpoint",
+          });
+        }
+      });
+      written += chunk;
+    }
+    // Back to the way `apex stop` left it: ended, in the history.
+    await store.batch((batch) => batch.delete(`/sessions/${session}`));
+    await store.environment.flushed;
+  } finally {
+    await store.close();
+  }
+  const page = JSON.parse(listing.apex("checkpoint", "list", "--json"));
+  if (page.session_id !== session || page.total !== CHECKPOINTS || page.items.length !== 20) {
+    throw new Error(`unexpected listing: ${JSON.stringify({ session: page.session_id, total: page.total, items: page.items.length })}`);
+  }
+  const base = [process.execPath, ["-e", "0"], { cwd: listing.dir }];
+  const list = compare(`checkpoint list (${CHECKPOINTS} checkpoints, page of 20)`, [process.execPath, [APEX, "checkpoint", "list"], { cwd: listing.dir, env }], base, 21);
+  const json = compare(`checkpoint list --json`, [process.execPath, [APEX, "checkpoint", "list", "--json"], { cwd: listing.dir, env }], base, 21);
+  const deep = compare(
+    `checkpoint list --offset ${Math.floor(CHECKPOINTS / 2)} --limit 50`,
+    [process.execPath, [APEX, "checkpoint", "list", "--offset", String(Math.floor(CHECKPOINTS / 2)), "--limit", "50"], { cwd: listing.dir, env }],
+    base,
+    21,
+  );
+  rows.push(
+    { ...list, target: "≤ 3× node -e 0", pass: list.ratio <= 3 },
+    { ...json, target: "≤ 3× node -e 0", pass: json.ratio <= 3 },
+    { ...deep, target: "≤ 3× node -e 0", pass: deep.ratio <= 3 },
+  );
+
+  // ------------------------------------------------------------------ restore of 10k keys vs import
+  const data = join(listing.dir, "keys.json");
+  const parts = ["{"];
+  for (let i = 0; i < KEYS; i++) parts.push(`${i ? "," : ""}${JSON.stringify(`/bench/${i % 100}/key-${i}`)}:${JSON.stringify({ i, filler })}`);
+  parts.push("}");
+  writeFileSync(data, parts.join(""));
+
+  const importMs = [];
+  for (let run = 0; run < RUNS; run++) {
+    const fresh = tempProject("apex-bench-cpimport-");
+    cleanups.push(fresh.cleanup);
+    writeFileSync(join(fresh.dir, "apex.config.yaml"), CONFIG);
+    importMs.push(timeOnce(process.execPath, [APEX, "memory", "import", data], { cwd: fresh.dir, env }));
+  }
+
+  const restoring = project("apex-bench-cprestore-");
+  restoring.start("--task", "restore benchmark");
+  restoring.apex("memory", "import", data);
+  const saved = JSON.parse(restoring.apex("checkpoint", "create", `${KEYS} keys`, "--json"));
+  restoring.apex("stop");
+  const restoreMs = [];
+  const continueMs = [];
+  for (let run = 0; run < RUNS; run++) {
+    restoring.apex("memory", "delete", "/bench", "--recursive");
+    const started = process.hrtime.bigint();
+    const ready = restoring.start("--continue", saved.id);
+    continueMs.push(Number(process.hrtime.bigint() - started) / 1e6);
+    if (ready.restored_from !== saved.id || ready.restore.memory.set !== KEYS) throw new Error(`unexpected restore: ${JSON.stringify(ready.restore)}`);
+    restoreMs.push(ready.restore.duration_ms);
+    const probe = JSON.parse(restoring.apex("memory", "show", `/bench/7/key-${KEYS - 93}`, "--json"));
+    if (probe.value.i !== KEYS - 93) throw new Error("the restored memory is wrong");
+    restoring.apex("stop");
+  }
+  const importMedian = median(importMs);
+  rows.push(
+    { label: `memory import of ${KEYS} keys (~${Math.round((KEYS * 960) / 1e6)} MB), fresh project`, ms: importMedian, target: "(baseline)", pass: true },
+    {
+      label: `restore step of start --continue (${KEYS} keys written back)`,
+      ms: median(restoreMs),
+      baselineMs: importMedian,
+      ratio: median(restoreMs) / importMedian,
+      target: "< 1000 ms",
+      pass: median(restoreMs) < 1000,
+    },
+    {
+      label: "start --continue, wall time until the agents run",
+      ms: median(continueMs),
+      baselineMs: importMedian,
+      ratio: median(continueMs) / importMedian,
+      target: "≤ 5× memory import",
+      pass: median(continueMs) / importMedian <= 5,
+    },
+  );
+  const [load] = (await import("node:os")).loadavg();
+  const ok = printTable(`Checkpoint CLI (load average ${load.toFixed(1)})`, rows);
+  process.exitCode = ok ? 0 : 1;
+} finally {
+  for (const cleanup of cleanups.reverse()) {
+    try {
+      cleanup();
+    } catch {
+      // keep cleaning
+    }
+  }
+  for (const { pid } of supervisors) {
+    try {
+      process.kill(pid, 0);
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // exited
+    }
+  }
+}

@@ -1,0 +1,297 @@
+import { existsSync, mkdirSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import { ApexError, isApexError } from "../../core/errors.js";
+import type { PackCodec } from "../../core/store/objects.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { CATALOG_DB, type IdRecord } from "../checkpoint/catalog.js";
+import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
+import { branchPoints, knownSessions } from "../retention/sessions.js";
+import { encodeBundle, readBundle } from "./bundle.js";
+import { collectSession, historyPath, isRecord, livePath, locateSession, type CollectedSession } from "./collect.js";
+import { bundleFileName, readBundleFile, writeFileAtomic } from "./files.js";
+import { ARCHIVE_ACTOR } from "./install.js";
+
+export interface ArchiveOptions {
+  /** Archive ended sessions that ended at least this long ago. */
+  olderThanMs?: number | undefined;
+  /** Archive this session (it must have ended; with olderThanMs, only if it ended long enough ago). */
+  sessionId?: string | undefined;
+  /** Directory the bundles go to (absolute). */
+  directory: string;
+  codec: PackCodec;
+  level?: number | undefined;
+  /** Bound for reading the bundle back (plugins.archive.max_bundle_bytes). */
+  maxBytes?: number | undefined;
+  dryRun?: boolean;
+  now?: () => Date;
+  onProgress?: (text: string) => void;
+}
+
+export interface ArchivedSession {
+  sessionId: string;
+  endedAt: string;
+  /** The bundle written (absent for a dry run). */
+  file: string | null;
+  checkpoints: number;
+  records: number;
+  objects: number;
+  /** Uncompressed size of the bundle's body, and the file's size. */
+  bodyBytes: number;
+  fileBytes: number;
+}
+
+export interface SkippedSession {
+  sessionId: string;
+  reason: string;
+  code: string | null;
+}
+
+export interface ArchiveResult {
+  dryRun: boolean;
+  cutoff: string | null;
+  directory: string;
+  archived: ArchivedSession[];
+  skipped: SkippedSession[];
+  /** The sweep of objects only archived sessions used. */
+  sweep: SweepResult | null;
+  sweepError: { code: string; message: string; hint?: string | undefined } | null;
+}
+
+interface Candidate {
+  sessionId: string;
+  endedAt: string;
+}
+
+/**
+ * Archives ended sessions: each is written to one verified bundle in `directory`, then
+ * removed from the live store (its record, everything below /sessions/<sid>/, its catalog
+ * entries and sequence counter) in one write transaction, and finally the objects only
+ * archived sessions used are swept. A session is left alone (and reported) if it is still
+ * live, is the branch point of a session that stays, cannot be bundled because something
+ * of it is damaged, already has a bundle file, or changed while its bundle was written.
+ */
+export async function archiveSessions(store: Store, options: ArchiveOptions): Promise<ArchiveResult> {
+  if (!options.dryRun && store.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
+  if (options.sessionId === undefined && options.olderThanMs === undefined) {
+    throw new ApexError("APEX_E_USAGE", "Say which sessions to archive: --older-than <duration> or a session id.", {
+      hint: "apex session archive --older-than 30d",
+    });
+  }
+  const now = (options.now ?? (() => new Date()))();
+  const cutoff = options.olderThanMs === undefined ? undefined : now.getTime() - options.olderThanMs;
+  const result: ArchiveResult = {
+    dryRun: options.dryRun ?? false,
+    cutoff: cutoff === undefined ? null : new Date(cutoff).toISOString(),
+    directory: options.directory,
+    archived: [],
+    skipped: [],
+    sweep: null,
+    sweepError: null,
+  };
+  const explicit = options.sessionId !== undefined;
+  const candidates = selectCandidates(store, options.sessionId, cutoff, result);
+  for (const skipped of protectBranchPoints(store, candidates)) {
+    if (explicit) throw new ApexError("APEX_E_CONFLICT", `Not archiving session ${skipped.sessionId}: ${skipped.reason}.`, { hint: "Archive the branched session too, or leave this one." });
+    result.skipped.push(skipped);
+  }
+
+  const kept = candidates.filter((candidate) => !result.skipped.some((skipped) => skipped.sessionId === candidate.sessionId));
+  for (const [index, candidate] of kept.entries()) {
+    options.onProgress?.(`archiving ${index + 1}/${kept.length}: ${candidate.sessionId}`);
+    try {
+      const archived = await archiveOne(store, candidate, options, now);
+      result.archived.push(archived);
+    } catch (error) {
+      if (explicit || !isApexError(error)) throw error;
+      result.skipped.push({ sessionId: candidate.sessionId, reason: error.message, code: error.code });
+    }
+  }
+
+  if (!result.dryRun && result.archived.length > 0) {
+    options.onProgress?.("sweeping data only archived sessions used");
+    try {
+      result.sweep = await sweepUnreferenced(store);
+    } catch (error) {
+      const failure = isApexError(error) ? error : new ApexError("APEX_E_INTERNAL", (error as Error).message);
+      result.sweepError = { code: failure.code, message: failure.message, hint: failure.hint };
+    }
+  }
+  return result;
+}
+
+/** Ended sessions to archive: the one named (refused unless it ended), or every one that ended before the cutoff. */
+function selectCandidates(store: Store, sessionId: string | undefined, cutoff: number | undefined, result: ArchiveResult): Candidate[] {
+  const current = store.get("/sessions/current");
+  const currentId = isRecord(current) && typeof current.session_id === "string" ? current.session_id : undefined;
+  const endedAt = (record: Record<string, JsonValue>): string | undefined => {
+    for (const field of ["ended_at", "updated_at"]) {
+      const value = record[field];
+      if (typeof value === "string" && Number.isFinite(Date.parse(value))) return value;
+    }
+    return undefined;
+  };
+  if (sessionId !== undefined) {
+    const location = locateSession(store, sessionId);
+    const status = typeof location.record.status === "string" ? location.record.status : "unknown";
+    if (location.state === "live" || currentId === sessionId) {
+      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionId} has not ended (status ${status}); only ended sessions are archived.`, {
+        hint: "Stop it first (`apex stop`), or export a copy with `apex session export`.",
+      });
+    }
+    const ended = endedAt(location.record);
+    if (!ended) throw new ApexError("APEX_E_INTEGRITY", `Session ${sessionId} has no valid ended_at; not archiving it.`, { hint: "Run `apex session validate`." });
+    if (cutoff !== undefined && Date.parse(ended) > cutoff) {
+      result.skipped.push({ sessionId, reason: `it ended ${ended}, after ${new Date(cutoff).toISOString()}`, code: null });
+      return [];
+    }
+    return [{ sessionId, endedAt: ended }];
+  }
+  const out: Candidate[] = [];
+  for (const { path, value } of store.query("/sessions/history/*")) {
+    const id = path.slice("/sessions/history/".length);
+    if (!isRecord(value)) {
+      result.skipped.push({ sessionId: id, reason: "its record is not an object", code: "APEX_E_INTEGRITY" });
+      continue;
+    }
+    const ended = endedAt(value);
+    if (!ended) {
+      result.skipped.push({ sessionId: id, reason: "its record has no valid ended_at", code: "APEX_E_INTEGRITY" });
+      continue;
+    }
+    if (Date.parse(ended) > cutoff!) continue;
+    if (id === currentId || store.has(livePath(id))) {
+      result.skipped.push({ sessionId: id, reason: "it is the current session again", code: "APEX_E_SESSION_ACTIVE" });
+      continue;
+    }
+    out.push({ sessionId: id, endedAt: ended });
+  }
+  return out.sort((a, b) => (a.endedAt < b.endedAt ? -1 : a.endedAt > b.endedAt ? 1 : 0));
+}
+
+/**
+ * Sessions that must stay because a session that stays was branched from one of their
+ * checkpoints (archiving them would leave that session's parent dangling). Repeated
+ * until nothing changes: keeping one session can keep the session it was branched from.
+ */
+function protectBranchPoints(store: Store, candidates: readonly Candidate[]): SkippedSession[] {
+  const sessions = knownSessions(store);
+  const points = branchPoints(store, sessions);
+  if (points.size === 0) return [];
+  const checkpointsOf = new Map<string, string[]>();
+  for (const { sessionId } of candidates) {
+    const ids: string[] = [];
+    for (const { path, value } of store.query(`/sessions/${sessionId}/checkpoint-*`)) {
+      if (isRecord(value) && typeof value.id === "string" && path.startsWith(`/sessions/${sessionId}/`)) ids.push(value.id);
+    }
+    checkpointsOf.set(sessionId, ids);
+  }
+  const leaving = new Set(candidates.map((candidate) => candidate.sessionId));
+  const skipped: SkippedSession[] = [];
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const sessionId of leaving) {
+      for (const id of checkpointsOf.get(sessionId) ?? []) {
+        const staying = (points.get(id) ?? []).map((reason) => reason.replace(/^branch /, "")).filter((other) => other !== sessionId && !leaving.has(other));
+        if (staying.length === 0) continue;
+        leaving.delete(sessionId);
+        skipped.push({ sessionId, reason: `session ${staying.join(", ")} was branched from its checkpoint ${id}`, code: "APEX_E_CONFLICT" });
+        changed = true;
+        break;
+      }
+    }
+  }
+  return skipped;
+}
+
+async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOptions, now: Date): Promise<ArchivedSession> {
+  const { sessionId } = candidate;
+  const collected = collectSession(store, sessionId, { kind: "archive", createdAt: now.toISOString() });
+  if (collected.location.state !== "ended") {
+    throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionId} is live again; only ended sessions are archived.`);
+  }
+  const summary = {
+    sessionId,
+    endedAt: candidate.endedAt,
+    checkpoints: collected.checkpoints.length,
+    records: collected.input.records.length,
+    objects: collected.input.objects.length,
+  };
+  const { file: bytes, bodyBytes } = await encodeBundle(collected.input, options.codec, options.level);
+  if (options.dryRun) return { ...summary, file: null, bodyBytes, fileBytes: bytes.length };
+
+  mkdirSync(options.directory, { recursive: true });
+  const file = join(options.directory, bundleFileName(sessionId));
+  if (existsSync(file)) {
+    throw new ApexError("APEX_E_CONFLICT", `Session ${sessionId} already has a bundle at ${file}; not overwriting it.`, {
+      hint: "Move that file away (or unarchive it) first.",
+    });
+  }
+  writeFileAtomic(file, bytes, { overwrite: false });
+  try {
+    verifyWritten(file, collected, options.maxBytes);
+    removeSession(store, collected);
+  } catch (error) {
+    unlinkSync(file); // the session stays; a bundle of it must not look archived
+    throw error;
+  }
+  await store.environment.flushed;
+  return { ...summary, file, bodyBytes, fileBytes: bytes.length };
+}
+
+/** Reads the written bundle back and checks it holds what was collected. */
+function verifyWritten(file: string, collected: CollectedSession, maxBytes: number | undefined): void {
+  const content = readBundle(readBundleFile(file, maxBytes), maxBytes === undefined ? {} : { maxBytes });
+  const same =
+    content.manifest.session_id === collected.location.sessionId &&
+    content.records.length === collected.input.records.length &&
+    content.objects.size === collected.input.objects.length &&
+    content.checkpoints.map((checkpoint) => checkpoint.hash).join() === collected.checkpoints.map((checkpoint) => checkpoint.hash).join();
+  if (!same) throw new ApexError("APEX_E_INTERNAL", `The bundle written to ${file} does not hold what was collected.`);
+}
+
+/**
+ * Removes an archived session from the live store in one write transaction, unless any of
+ * its paths (or /sessions/current) changed since it was collected.
+ */
+function removeSession(store: Store, collected: CollectedSession): void {
+  const { sessionId } = collected.location;
+  store.environment.transactionSync(() => {
+    const own = (path: string) => path === historyPath(sessionId) || path === livePath(sessionId) || path.startsWith(`${livePath(sessionId)}/`) || path === "/sessions/current";
+    for (const change of store.changesSince(collected.revision)) {
+      if (own(change.path)) {
+        throw new ApexError("APEX_E_CONFLICT", `Session ${sessionId} changed while it was being archived (${change.path}); it stays.`, { hint: "Run the archive again." });
+      }
+    }
+    store.batchSync((batch) => {
+      batch.delete(historyPath(sessionId));
+      batch.delete(livePath(sessionId));
+      batch.deleteTree(livePath(sessionId));
+    }, ARCHIVE_ACTOR);
+    // The catalog: summaries, id records and the sequence counter of the session.
+    const catalog = store.environment.openDB({ name: CATALOG_DB }) as unknown as {
+      get(key: unknown[]): unknown;
+      remove(key: unknown[]): unknown;
+      getKeys(options: { start: unknown[]; end: unknown[] }): Iterable<unknown[]>;
+    };
+    const ids = new Set(collected.checkpoints.map((checkpoint) => checkpoint.id));
+    for (const key of [...catalog.getKeys({ start: ["s", sessionId, 0], end: ["s", sessionId, Number.MAX_SAFE_INTEGER] })]) {
+      try {
+        const summary = catalog.get(key) as { id?: unknown } | undefined;
+        if (typeof summary?.id === "string") ids.add(summary.id);
+      } catch {
+        // an undecodable summary: removed all the same
+      }
+      catalog.remove(key);
+    }
+    for (const id of ids) {
+      let record: IdRecord | undefined;
+      try {
+        record = catalog.get(["i", id]) as IdRecord | undefined;
+      } catch {
+        record = undefined;
+      }
+      if (record?.s === sessionId) catalog.remove(["i", id]);
+    }
+    catalog.remove(["n", sessionId]);
+  });
+}

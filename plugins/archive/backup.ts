@@ -1,0 +1,160 @@
+import { randomBytes } from "node:crypto";
+import { existsSync, linkSync, mkdirSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import { ApexError } from "../../core/errors.js";
+import { ObjectStore } from "../../core/store/objects.js";
+import { STORE_FILE, Store } from "../../core/store/store.js";
+import { Catalog } from "../checkpoint/catalog.js";
+import { validateStore } from "../checkpoint/checkpoints.js";
+import { formatBytes } from "../compression/progress.js";
+import { syncDirectory } from "./files.js";
+
+export interface BackupOptions {
+  /** The live store's directory. */
+  storeDir: string;
+  /** Directory the copy goes to (absolute); it must not hold a store yet. */
+  target: string;
+  onProgress?: (text: string) => void;
+}
+
+export interface StoreCounts {
+  records: number;
+  checkpoints: number;
+  values: number;
+  trees: number;
+  packs: number;
+}
+
+export interface BackupResult {
+  directory: string;
+  file: string;
+  /** Size of the copy, and of the live store's file. */
+  bytes: number;
+  sourceBytes: number;
+  /** Store revision the copy holds. */
+  revision: number;
+  counts: StoreCounts;
+  /** validateStore on the copy. */
+  validation: { ok: boolean; errors: number; warnings: number; problems: string[] };
+  ms: number;
+}
+
+/**
+ * A consistent, compacted copy of the whole store (LMDB's copy with compaction, made in one
+ * read transaction: writers are not blocked), then verified: the copy is opened read-only,
+ * its revision must lie between the store's revisions before and after the copy, its
+ * record, checkpoint and object counts must equal the store's when nothing was written
+ * meanwhile, and `validateStore` runs on it. The copy is written to a temporary directory
+ * inside `target` and moved to target/store.mdb only once complete; a backup never
+ * overwrites a store. A copy that fails validation is kept (the store has the same
+ * problems) and reported; one that does not match the store is deleted.
+ */
+export async function backupStore(options: BackupOptions): Promise<BackupResult> {
+  const started = performance.now();
+  const { target } = options;
+  const final = join(target, STORE_FILE);
+  if (existsSync(target) && !statSync(target).isDirectory()) {
+    throw new ApexError("APEX_E_CONFLICT", `${target} exists and is not a directory.`, { hint: "Give a directory without a store.mdb to --to." });
+  }
+  if (existsSync(final)) {
+    throw new ApexError("APEX_E_CONFLICT", `${target} already holds a store (${STORE_FILE}); a backup never overwrites one.`, { hint: "Give a directory without a store.mdb to --to." });
+  }
+  const live = Store.open(options.storeDir, { readOnly: true });
+  let partial: string | undefined;
+  try {
+    const sourceBytes = statSync(join(options.storeDir, STORE_FILE)).size;
+    mkdirSync(target, { recursive: true });
+    partial = join(target, `.apex-backup-partial-${process.pid}-${randomBytes(4).toString("hex")}`);
+    mkdirSync(partial);
+    const copyFile = join(partial, STORE_FILE);
+
+    const before = live.revision();
+    const liveCounts = countsOf(live);
+    const timer = options.onProgress
+      ? setInterval(() => {
+          const size = existsSync(copyFile) ? statSync(copyFile).size : 0;
+          options.onProgress!(`copying the store: ${formatBytes(size)} of at most ${formatBytes(sourceBytes)}`);
+        }, 200)
+      : undefined;
+    try {
+      await live.environment.backup(copyFile, true);
+    } finally {
+      if (timer) clearInterval(timer);
+    }
+    const after = live.revision();
+
+    options.onProgress?.("verifying the copy");
+    const copy = Store.open(partial, { readOnly: true });
+    let revision: number;
+    let counts: StoreCounts;
+    let validation: BackupResult["validation"];
+    try {
+      revision = copy.revision();
+      if (revision < before || revision > after) {
+        throw new ApexError("APEX_E_INTEGRITY", `The copy holds revision ${revision}, but the store was at ${before}..${after} while it was made.`, {
+          hint: "Nothing was kept. Try again.",
+        });
+      }
+      counts = countsOf(copy);
+      if (before === after) {
+        const differ = (Object.keys(counts) as Array<keyof StoreCounts>).filter((key) => counts[key] !== liveCounts[key]);
+        if (differ.length > 0) {
+          throw new ApexError("APEX_E_INTEGRITY", `The copy differs from the store: ${differ.map((key) => `${key} ${counts[key]} vs ${liveCounts[key]}`).join(", ")}.`, {
+            hint: "Nothing was kept. Try again; if it persists, the store's file is damaged.",
+          });
+        }
+      }
+      const report = validateStore(copy);
+      const errors = report.problems.filter((problem) => problem.severity === "error");
+      validation = {
+        ok: report.ok,
+        errors: errors.length,
+        warnings: report.problems.length - errors.length,
+        problems: errors.slice(0, 10).map((problem) => `${problem.code}: ${problem.message}`),
+      };
+    } finally {
+      await copy.close();
+    }
+
+    // Into place: a hard link fails rather than replace a store that appeared meanwhile.
+    try {
+      linkSync(copyFile, final);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "EEXIST") {
+        throw new ApexError("APEX_E_CONFLICT", `${final} appeared while the backup was made; not replacing it.`, { hint: "Give a directory without a store.mdb to --to." });
+      }
+      throw error;
+    }
+    unlinkSync(copyFile);
+    syncDirectory(target);
+    return {
+      directory: target,
+      file: final,
+      bytes: statSync(final).size,
+      sourceBytes,
+      revision,
+      counts,
+      validation,
+      ms: Math.round(performance.now() - started),
+    };
+  } finally {
+    if (partial) rmSync(partial, { recursive: true, force: true });
+    await live.close();
+  }
+}
+
+export function countsOf(store: Store): StoreCounts {
+  let records = 0;
+  for (const _ of store.keysBelow("/")) records += 1;
+  let checkpoints = 0;
+  for (const _ of Catalog.of(store).summaryKeys()) checkpoints += 1;
+  const objects = ObjectStore.of(store);
+  let packs = 0;
+  for (const _ of objects.packIds()) packs += 1;
+  return { records, checkpoints, values: objects.count("value"), trees: objects.count("tree"), packs };
+}
+
+/** backup_location/store-20260101T120000Z: a new directory name for a backup made at `now`. */
+export function defaultBackupDirectory(backupLocation: string, now: Date): string {
+  return join(backupLocation, `store-${now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")}`);
+}

@@ -1,0 +1,342 @@
+import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
+import type { CommandContext, CommandInput } from "../../core/engine.js";
+import { ApexError } from "../../core/errors.js";
+import { Store } from "../../core/store/store.js";
+import { formatDuration, parseCliDuration } from "../compression/duration.js";
+import { Progress, formatBytes, plural } from "../compression/progress.js";
+import { archiveSessions, type ArchiveResult } from "./archive.js";
+import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup.js";
+import { BUNDLE_EXTENSION, encodeBundle, readBundle } from "./bundle.js";
+import { collectSession } from "./collect.js";
+import { bundleFileName, readBundleFile, writeFileAtomic } from "./files.js";
+import { installBundle, verifyBundleFile, type InstallResult } from "./install.js";
+import { backupDirectory, type ArchiveSettings } from "./options.js";
+
+/**
+ * The archive plugin's commands. Commands that take a file path run in the CLI first, where
+ * the path means what the user meant (relative to their working directory), and hand the
+ * absolute path to the store's writer (the supervisor, when one runs) by invoking
+ * themselves again with AT_WRITER set; an option users cannot give, as it is not declared.
+ */
+const AT_WRITER = "apexAtWriter";
+
+// ---------------------------------------------------------------------------------------------
+// apex session archive [ID] --older-than D
+
+export async function runArchive(input: CommandInput, context: CommandContext, settings: ArchiveSettings): Promise<number> {
+  const json = Boolean(input.options.json);
+  const sessionId = argument(input);
+  const olderThanMs = input.options.olderThan !== undefined ? parseCliDuration(input.options.olderThan) : sessionId === undefined ? settings.olderThanMs : undefined;
+  if (sessionId === undefined && olderThanMs === undefined) {
+    throw new ApexError("APEX_E_USAGE", "Say which sessions to archive: --older-than <duration> (e.g. 30d) or a session id.", {
+      hint: "apex session archive --older-than 30d   (or set plugins.archive.older_than)",
+    });
+  }
+  const store = await context.store();
+  const directory = backupDirectory(context.config, context.projectDir);
+  const progress = new Progress();
+  let result: ArchiveResult;
+  try {
+    result = await archiveSessions(store, {
+      olderThanMs,
+      sessionId,
+      directory,
+      codec: settings.algorithm,
+      level: settings.level,
+      maxBytes: settings.maxBundleBytes,
+      dryRun: Boolean(input.options.dryRun),
+      onProgress: (text) => progress.update(text, true),
+    });
+  } finally {
+    progress.done();
+  }
+  if (json) context.printJson(archiveJson(result, olderThanMs));
+  else printArchive(context, result, olderThanMs);
+  // Sessions left alone because something of them is damaged need attention: exit 1.
+  const damaged = result.skipped.some((skipped) => skipped.code === "APEX_E_INTEGRITY" || skipped.code === "APEX_E_INTERNAL");
+  return result.sweepError || damaged ? 1 : 0;
+}
+
+function printArchive(context: CommandContext, result: ArchiveResult, olderThanMs: number | undefined): void {
+  const where = displayPath(result.directory, context.projectDir);
+  const which = olderThanMs !== undefined ? `ended sessions older than ${formatDuration(olderThanMs)}, i.e. ended before ${formatTime(result.cutoff!)}` : "the session";
+  if (result.archived.length === 0) context.print(`Nothing archived: no ${result.cutoff ? which : "session"} to archive.`);
+  else context.print(`${result.dryRun ? "Would archive" : "Archived"} ${plural(result.archived.length, "session")} (${which}) to ${where}:`);
+  for (const session of result.archived) {
+    const file = session.file ? ` -> ${displayPath(session.file, context.projectDir)}` : "";
+    context.print(
+      `  ${session.sessionId}  ended ${formatTime(session.endedAt)}  ${plural(session.checkpoints, "checkpoint")}, ${plural(session.records, "record")}, ${plural(session.objects, "object")}  ${formatBytes(session.bodyBytes)} in ${formatBytes(session.fileBytes)}${file}`,
+    );
+  }
+  for (const skipped of result.skipped) context.print(`  left in the store: ${skipped.sessionId}: ${skipped.reason.replace(/\.$/, "")}`);
+  if (result.sweep) {
+    const { values, trees, bytes } = result.sweep.removed;
+    context.print(`Swept ${plural(values, "value")} and ${plural(trees, "tree node")} only archived sessions used (${formatBytes(bytes)}).`);
+  }
+  if (result.sweepError) context.print(`The sweep did not run [${result.sweepError.code}]: ${result.sweepError.message}${result.sweepError.hint ? ` ${result.sweepError.hint}` : ""}`);
+  if (result.dryRun) context.print("Dry run: nothing was written or removed.");
+  else if (result.archived.length > 0) context.print("Bring one back with `apex session unarchive <id>`.");
+}
+
+function archiveJson(result: ArchiveResult, olderThanMs: number | undefined) {
+  return {
+    dry_run: result.dryRun,
+    older_than_seconds: olderThanMs === undefined ? null : olderThanMs / 1000,
+    cutoff: result.cutoff,
+    directory: result.directory,
+    archived: result.archived.map((session) => ({
+      session_id: session.sessionId,
+      ended_at: session.endedAt,
+      file: session.file,
+      checkpoints: session.checkpoints,
+      records: session.records,
+      objects: session.objects,
+      body_bytes: session.bodyBytes,
+      file_bytes: session.fileBytes,
+    })),
+    skipped: result.skipped.map((skipped) => ({ session_id: skipped.sessionId, reason: skipped.reason, code: skipped.code })),
+    sweep: result.sweep ? { ...result.sweep.removed, packs: result.sweep.packs } : null,
+    sweep_error: result.sweepError,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// apex session unarchive FILE|ID, apex session import FILE
+
+export async function runUnarchive(input: CommandInput, context: CommandContext, settings: ArchiveSettings): Promise<number> {
+  if (input.options[AT_WRITER] !== true) {
+    const target = argument(input);
+    if (target === undefined) throw new ApexError("APEX_E_USAGE", "Give a bundle file or the id of an archived session.");
+    const file = findBundle(target, backupDirectory(context.config, context.projectDir));
+    return context.invoke("session unarchive", { args: [file], options: { ...input.options, [AT_WRITER]: true } });
+  }
+  const file = String(input.args[0]);
+  const result = await install(context, file, settings);
+  let removed = false;
+  if (!input.options.keep) {
+    try {
+      unlinkSync(file);
+      removed = true;
+    } catch {
+      // the session is back either way; the bundle stays
+    }
+  }
+  if (input.options.json) context.printJson({ ...installJson(result, file), bundle_removed: removed });
+  else {
+    printInstall(context, "Unarchived", result, file);
+    context.print(removed ? "Removed the bundle (--keep keeps it)." : `Kept the bundle ${displayPath(file, context.projectDir)}.`);
+  }
+  return 0;
+}
+
+export async function runImport(input: CommandInput, context: CommandContext, settings: ArchiveSettings): Promise<number> {
+  if (input.options[AT_WRITER] !== true) {
+    const target = argument(input);
+    if (target === undefined) throw new ApexError("APEX_E_USAGE", "Give the bundle file to import.");
+    const file = resolve(target);
+    if (!existsSync(file)) throw new ApexError("APEX_E_NOT_FOUND", `No file ${file}.`, { hint: "Give the path of a .apexbundle file (`apex session export` writes one)." });
+    return context.invoke("session import", { args: [file], options: { ...input.options, [AT_WRITER]: true } });
+  }
+  const file = String(input.args[0]);
+  const result = await install(context, file, settings);
+  if (input.options.json) context.printJson(installJson(result, file));
+  else printInstall(context, "Imported", result, file);
+  return 0;
+}
+
+async function install(context: CommandContext, file: string, settings: ArchiveSettings): Promise<InstallResult> {
+  const progress = new Progress();
+  try {
+    progress.update(`verifying ${file}`, true);
+    const { content } = verifyBundleFile(file, settings.maxBundleBytes);
+    const store = await context.store();
+    progress.update(`writing session ${content.manifest.session_id}`, true);
+    return await installBundle(store, content, { source: file });
+  } finally {
+    progress.done();
+  }
+}
+
+/** A bundle named by path (relative to the working directory) or by archived session id (its file in the backup directory). */
+export function findBundle(target: string, directory: string): string {
+  const asPath = resolve(target);
+  if (existsSync(asPath) && statSync(asPath).isFile()) return asPath;
+  const exact = join(directory, bundleFileName(target));
+  if (existsSync(exact)) return exact;
+  let names: string[] = [];
+  try {
+    names = readdirSync(directory).filter((name) => name.endsWith(BUNDLE_EXTENSION) && !name.startsWith("."));
+  } catch {
+    names = [];
+  }
+  const matches = target.length >= 4 ? names.filter((name) => name.startsWith(target)) : [];
+  if (matches.length === 1) return join(directory, matches[0]!);
+  if (matches.length > 1) {
+    throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(target)} matches ${matches.length} archived sessions.`, { hint: `Give more characters: ${matches.join(", ")}.` });
+  }
+  throw new ApexError("APEX_E_NOT_FOUND", `No bundle file ${asPath} and no archived session ${JSON.stringify(target)} in ${directory}.`, {
+    hint: `Archived sessions: ${names.length > 0 ? names.map((name) => name.slice(0, -BUNDLE_EXTENSION.length)).join(", ") : "none"}.`,
+  });
+}
+
+function printInstall(context: CommandContext, verb: string, result: InstallResult, file: string): void {
+  const { objects } = result;
+  context.print(
+    `${verb} session ${result.sessionId} from ${displayPath(file, context.projectDir)} (${result.kind === "archive" ? "archived" : "exported"} ${formatTime(result.createdAt)}): ${plural(result.checkpoints, "checkpoint")}, ${plural(result.records, "record")}, ${plural(objects.total, "object")} (${objects.written} written, ${objects.present} already here).`,
+  );
+  if (result.converted && result.previousStatus !== "completed" && result.previousStatus !== "failed" && result.previousStatus !== "stopped") {
+    context.print(`It was ${result.previousStatus ?? "live"} when exported; it is here as an ended (stopped) session: \`apex start --continue ${result.sessionId}\` resumes it.`);
+  }
+  if (result.sanitizedAgents > 0) context.print(`The bundle comes from another project: the process ids of ${plural(result.sanitizedAgents, "agent record")} were cleared.`);
+}
+
+function installJson(result: InstallResult, file: string) {
+  return {
+    session_id: result.sessionId,
+    file,
+    bundle_kind: result.kind,
+    bundle_created_at: result.createdAt,
+    checkpoints: result.checkpoints,
+    records: result.records,
+    objects: result.objects,
+    converted_to_ended: result.converted,
+    agents_process_ids_cleared: result.sanitizedAgents,
+    previous_status: result.previousStatus,
+    revision: result.revision,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// apex session export ID -o FILE
+
+/** Reads only: runs in the CLI on a read-only store (a live supervisor keeps writing meanwhile). */
+export async function runExport(input: CommandInput, context: CommandContext, settings: ArchiveSettings): Promise<number> {
+  const target = argument(input);
+  if (target === undefined) throw new ApexError("APEX_E_USAGE", "Give the id of the session to export.");
+  const output = input.options.output;
+  if (typeof output !== "string" || output === "") throw new ApexError("APEX_E_USAGE", "Give the file to write with -o FILE.", { hint: "apex session export <id> -o session.apexbundle" });
+  const file = resolve(output);
+  if (existsSync(file) && !input.options.force) {
+    throw new ApexError("APEX_E_CONFLICT", `${file} already exists; not overwriting it.`, { hint: "Choose another file, or pass --force to replace it." });
+  }
+  if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session export needs the project's config.");
+  const store = Store.open(context.config.storeDir, { readOnly: true });
+  const progress = new Progress();
+  try {
+    const sessionId = resolveSessionId(store, target);
+    progress.update(`collecting session ${sessionId}`, true);
+    const collected = collectSession(store, sessionId, { kind: "export", createdAt: new Date().toISOString() });
+    progress.update(`compressing ${plural(collected.input.objects.length, "object")}`, true);
+    const { file: bytes, bodyBytes } = await encodeBundle(collected.input, settings.algorithm, settings.level);
+    progress.update(`writing ${file}`, true);
+    writeFileAtomic(file, bytes, { overwrite: Boolean(input.options.force) });
+    // Read back what is on disk: an export that does not verify is not left behind.
+    try {
+      const content = readBundle(readBundleFile(file, settings.maxBundleBytes), { maxBytes: settings.maxBundleBytes });
+      if (content.records.length !== collected.input.records.length || content.objects.size !== collected.input.objects.length) throw new Error("contents differ");
+    } catch (error) {
+      unlinkSync(file);
+      throw new ApexError("APEX_E_INTERNAL", `The bundle written to ${file} does not read back: ${(error as Error).message}`, { cause: error });
+    }
+    const summary = {
+      session_id: sessionId,
+      state: collected.location.state,
+      file,
+      checkpoints: collected.checkpoints.length,
+      records: collected.input.records.length,
+      objects: collected.input.objects.length,
+      body_bytes: bodyBytes,
+      file_bytes: bytes.length,
+      algorithm: settings.algorithm,
+    };
+    progress.done();
+    if (input.options.json) context.printJson(summary);
+    else {
+      context.print(
+        `Exported session ${sessionId} (${collected.location.state}) to ${displayPath(file, context.projectDir)}: ${plural(summary.checkpoints, "checkpoint")}, ${plural(summary.records, "record")}, ${plural(summary.objects, "object")}; ${formatBytes(bodyBytes)} in ${formatBytes(bytes.length)} (${settings.algorithm}).`,
+      );
+      context.print("Import it elsewhere with `apex session import <file>`.");
+    }
+    return 0;
+  } finally {
+    progress.done();
+    await store.close();
+  }
+}
+
+/** A session with a record (ended or live): its id, or a unique prefix of 4+ characters. */
+function resolveSessionId(store: Store, target: string): string {
+  const ids = new Set<string>();
+  for (const { path } of store.query("/sessions/history/*")) ids.add(path.slice("/sessions/history/".length));
+  for (const { path } of store.query("/sessions/*")) {
+    const id = path.slice("/sessions/".length);
+    if (id !== "current" && id !== "history") ids.add(id);
+  }
+  if (ids.has(target)) return target;
+  const matches = target.length >= 4 ? [...ids].filter((id) => id.startsWith(target)) : [];
+  if (matches.length === 1) return matches[0]!;
+  if (matches.length > 1) throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(target)} matches ${matches.length} sessions.`, { hint: `Give more characters: ${matches.join(", ")}.` });
+  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(target)} in this project.`, { hint: "See `apex session list` and `apex session history`." });
+}
+
+// ---------------------------------------------------------------------------------------------
+// apex backup [--to DIR]
+
+/** Reads only: runs in the CLI on a read-only store, so a running supervisor is neither blocked nor needed. */
+export async function runBackup(input: CommandInput, context: CommandContext): Promise<number> {
+  if (!context.config) throw new ApexError("APEX_E_INTERNAL", "backup needs the project's config.");
+  const to = input.options.to;
+  if (to !== undefined && (typeof to !== "string" || to === "")) throw new ApexError("APEX_E_USAGE", "Give a directory to --to.");
+  const target = typeof to === "string" ? resolve(to) : defaultBackupDirectory(backupDirectory(context.config, context.projectDir), new Date());
+  const progress = new Progress();
+  let result: BackupResult;
+  try {
+    result = await backupStore({ storeDir: context.config.storeDir, target, onProgress: (text) => progress.update(text) });
+  } finally {
+    progress.done();
+  }
+  if (input.options.json) {
+    context.printJson({
+      directory: result.directory,
+      file: result.file,
+      bytes: result.bytes,
+      source_bytes: result.sourceBytes,
+      revision: result.revision,
+      counts: result.counts,
+      validation: result.validation,
+      ms: result.ms,
+    });
+  } else {
+    const { counts } = result;
+    context.print(
+      `Backed up the store to ${displayPath(result.file, context.projectDir)}: ${formatBytes(result.bytes)} (the store's file: ${formatBytes(result.sourceBytes)}), revision ${result.revision}, ${plural(counts.records, "record")}, ${plural(counts.checkpoints, "checkpoint")}, ${plural(counts.values + counts.trees, "object")}.`,
+    );
+    if (result.validation.ok) context.print("Verified: the copy opens read-only and validates clean.");
+    else {
+      context.print(`The copy does not validate: ${plural(result.validation.errors, "error")} (the store has them too; run \`apex session validate\`):`);
+      for (const problem of result.validation.problems) context.print(`  ${problem}`);
+    }
+    context.print(`Use it with \`APEX_HOME=${displayPath(result.directory, context.projectDir)} apex <command>\`, or copy its store.mdb back into the store directory.`);
+  }
+  return result.validation.ok ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function argument(input: CommandInput): string | undefined {
+  const value = input.args[0];
+  return typeof value === "string" && value !== "" ? value : undefined;
+}
+
+function displayPath(path: string, projectDir: string | undefined): string {
+  const base = projectDir ?? process.cwd();
+  const rel = relative(base, path);
+  return rel && !rel.startsWith("..") && !rel.startsWith("/") ? rel : path;
+}
+
+/** "2026-11-20 14:00" (UTC). */
+function formatTime(iso: string): string {
+  const time = Date.parse(iso);
+  return Number.isFinite(time) ? `${new Date(time).toISOString().slice(0, 16).replace("T", " ")} UTC` : iso;
+}

@@ -1,0 +1,99 @@
+import { builtinPluginSchema } from "../../core/config/schemas.js";
+import type { CommandSpec } from "../../core/engine.js";
+import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
+import { settingsFromOptions, type ArchivePluginOptions } from "./options.js";
+
+const PLUGIN_NAME = "archive" as const;
+
+/**
+ * Archive, export and backup. Ended sessions move out of the live store into one
+ * compressed, self-verifying bundle each (FORMAT.md) under session.backup_location and come
+ * back verified; any session can be exported to and imported from the same format; and
+ * `apex backup` makes a verified, compacted copy of the whole store.
+ */
+export default definePlugin<ArchivePluginOptions>({
+  name: PLUGIN_NAME,
+  version: APEX_VERSION,
+  schema: builtinPluginSchema(PLUGIN_NAME),
+  apply(apex, options) {
+    const settings = settingsFromOptions(options);
+    const register = (spec: CommandSpec) => apex.registerCommand(spec);
+
+    register({
+      name: "session archive",
+      description: "move ended sessions older than a duration out of the store, one verified bundle each under session.backup_location",
+      arguments: [{ syntax: "[id]", description: "archive this ended session (default: every ended session older than --older-than)" }],
+      options: [
+        { flags: "--older-than <duration>", description: "sessions that ended at least this long ago: 30d, 30days, 12h, 2w (default: the plugin's older_than)" },
+        { flags: "--dry-run", description: "show what would be archived; write and remove nothing" },
+        { flags: "--json", description: "print the result as JSON" },
+      ],
+      examples: ["apex session archive --older-than 30days", "apex session archive --older-than 12h --dry-run", "apex session archive 3f2a9c1e --json"],
+      async action(input, context) {
+        const { runArchive } = await import("./commands.js");
+        return runArchive(input, context, settings);
+      },
+    });
+
+    register({
+      name: "session unarchive",
+      description: "bring an archived session back into the store, after verifying its bundle",
+      runsIn: "cli",
+      arguments: [{ syntax: "<bundle>", description: "a bundle file, or the id of a session archived under session.backup_location" }],
+      options: [
+        { flags: "--keep", description: "keep the bundle file (default: remove it once the session is back)" },
+        { flags: "--json", description: "print the result as JSON" },
+      ],
+      examples: ["apex session unarchive 3f2a9c1e", "apex session unarchive .apex/backups/3f2a9c1e.apexbundle --keep", "apex session unarchive 3f2a --json"],
+      async action(input, context) {
+        const { runUnarchive } = await import("./commands.js");
+        return runUnarchive(input, context, settings);
+      },
+    });
+
+    register({
+      name: "session export",
+      description: "write a session, its checkpoints and all their data to one verified bundle file",
+      runsIn: "cli",
+      arguments: [{ syntax: "<id>", description: "the session (id or unique prefix; live or ended)" }],
+      options: [
+        { flags: "-o, --output <file>", description: "the bundle file to write (required)" },
+        { flags: "--force", description: "replace the file if it exists" },
+        { flags: "--json", description: "print the result as JSON" },
+      ],
+      examples: ["apex session export 3f2a9c1e -o auth-work.apexbundle", "apex session export 3f2a -o /tmp/s.apexbundle --force --json"],
+      async action(input, context) {
+        const { runExport } = await import("./commands.js");
+        return runExport(input, context, settings);
+      },
+    });
+
+    register({
+      name: "session import",
+      description: "add the session of a bundle file (from export or archive) to this project, after verifying it",
+      runsIn: "cli",
+      arguments: [{ syntax: "<file>", description: "the bundle file" }],
+      options: [{ flags: "--json", description: "print the result as JSON" }],
+      examples: ["apex session import auth-work.apexbundle", "apex session import /tmp/s.apexbundle --json"],
+      async action(input, context) {
+        const { runImport } = await import("./commands.js");
+        return runImport(input, context, settings);
+      },
+    });
+
+    register({
+      name: "backup",
+      description: "write a consistent, compacted copy of the whole store and verify it",
+      runsIn: "cli",
+      options: [
+        { flags: "--to <dir>", description: "directory for the copy; it must not hold a store.mdb yet (default: session.backup_location/store-<time>)" },
+        { flags: "--json", description: "print the result as JSON" },
+      ],
+      examples: ["apex backup", "apex backup --to /mnt/backups/apex-2026-11-20", "apex backup --json"],
+      async action(input, context) {
+        const { runBackup } = await import("./commands.js");
+        return runBackup(input, context);
+      },
+    });
+  },
+});

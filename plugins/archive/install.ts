@@ -1,0 +1,174 @@
+import { ApexError } from "../../core/errors.js";
+import { ObjectStore, PackCache, sha256, type Hash, type ObjectKind } from "../../core/store/objects.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { Catalog } from "../checkpoint/catalog.js";
+import { checkpointName } from "../checkpoint/manifest.js";
+import { readBundle, type BundleContent, type BundleKind } from "./bundle.js";
+import { historyPath, isRecord, livePath } from "./collect.js";
+import { readBundleFile } from "./files.js";
+
+/** Actor of the revision-log entries archive, unarchive and import write. */
+export const ARCHIVE_ACTOR = "system:archive";
+
+const ENDED = new Set(["completed", "failed", "stopped"]);
+
+export interface InstallResult {
+  sessionId: string;
+  kind: BundleKind;
+  createdAt: string;
+  checkpoints: number;
+  records: number;
+  objects: { total: number; written: number; present: number };
+  /** A live session's bundle comes back as an ended (stopped) session. */
+  converted: boolean;
+  /** Agent records from another project whose process ids were cleared. */
+  sanitizedAgents: number;
+  previousStatus: string | null;
+  revision: number;
+}
+
+/** Reads and completely verifies a bundle file (see bundle.ts); nothing is written. */
+export function verifyBundleFile(path: string, maxBytes?: number): { content: BundleContent; fileBytes: number } {
+  const file = readBundleFile(path, maxBytes);
+  return { content: readBundle(file, maxBytes === undefined ? {} : { maxBytes }), fileBytes: file.length };
+}
+
+/**
+ * Puts a verified bundle's session into the store: objects it lacks (or holds damaged),
+ * the records, the checkpoint catalog entries and the session's sequence counter, in one
+ * write transaction. Refuses (APEX_E_SESSION_EXISTS, APEX_E_CONFLICT; exit 4) when the
+ * session or one of its checkpoint ids is already there, and then writes nothing.
+ *
+ * A bundle of a session that was live when exported is installed as ended: its record
+ * goes to /sessions/history/<sid> with status `stopped` (if it was not ended), because
+ * its supervisor and agents belong to another time or machine. `apex start --continue`
+ * brings it back to life.
+ */
+export async function installBundle(store: Store, content: BundleContent, options: { now?: () => Date; source: string }): Promise<InstallResult> {
+  if (store.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
+  const { manifest } = content;
+  const sessionId = manifest.session_id;
+  refuseIfPresent(store, content);
+  const now = (options.now ?? (() => new Date()))().toISOString();
+  const records = content.records.map(([path, value]): [string, JsonValue] => [path, value]);
+  let converted = false;
+  let previousStatus: string | null = null;
+  if (manifest.session_state === "live") {
+    const index = records.findIndex(([path]) => path === livePath(sessionId));
+    const record = records[index]![1] as Record<string, JsonValue>;
+    previousStatus = typeof record.status === "string" ? record.status : null;
+    const ended = previousStatus !== null && ENDED.has(previousStatus);
+    const reason = `imported from ${options.source}; it was ${previousStatus ?? "in an unknown state"} when exported`;
+    const next: Record<string, JsonValue> = { ...record, supervisor: null, updated_at: now };
+    if (!ended) {
+      next.status = "stopped";
+      next.outcome = reason;
+      next.ended_at = manifest.created_at;
+      next.history = [...(Array.isArray(record.history) ? record.history : []), { event: "stopped", at: now, reason }];
+    }
+    records.splice(index, 1);
+    records.push([historyPath(sessionId), next]);
+    converted = true;
+  }
+  const sanitizedAgents = foreign(store, manifest.project_id) ? clearProcessIds(records, sessionId) : 0;
+
+  let revision = store.revision();
+  let written = 0;
+  store.environment.transactionSync(() => {
+    refuseIfPresent(store, content); // again, under the write lock
+    const objects = ObjectStore.of(store);
+    const packCache = new PackCache();
+    const missing: Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer }> = [];
+    for (const [hash, { kind, bytes }] of content.objects) {
+      const stored = objects.getRaw(kind, hash, packCache);
+      if (!stored || sha256(stored) !== hash) missing.push({ kind, hash, bytes });
+    }
+    objects.putMany(missing);
+    written = missing.length;
+    revision = store.batchSync((batch) => {
+      for (const [path, value] of records) batch.set(path, value);
+    }, ARCHIVE_ACTOR).revision;
+    const catalog = Catalog.of(store);
+    for (const checkpoint of content.checkpoints) catalog.putCheckpoint(checkpoint);
+    catalog.setLastSequence(sessionId, manifest.last_sequence);
+  });
+  await store.environment.flushed;
+  return {
+    sessionId,
+    kind: manifest.kind,
+    createdAt: manifest.created_at,
+    checkpoints: content.checkpoints.length,
+    records: records.length,
+    objects: { total: content.objects.size, written, present: content.objects.size - written },
+    converted,
+    previousStatus,
+    sanitizedAgents,
+    revision,
+  };
+}
+
+/** True unless the bundle comes from this very project. */
+function foreign(store: Store, projectId: string | null): boolean {
+  const config = store.get("/projects/config");
+  const own = isRecord(config) && typeof config.project_id === "string" ? config.project_id : null;
+  return own === null || projectId === null || own !== projectId;
+}
+
+const AGENT_RECORD = /^\/sessions\/[^/]+\/agents\/[^/]+$/;
+const PROCESS_FIELDS = ["pid", "pgid", "start_time"] as const;
+
+/**
+ * Agent records of another project's session name processes of another machine or time.
+ * `apex start --continue` stops an agent's recorded process group before it restarts the
+ * agent, so a bundle must not be able to point it at a process here: the ids are cleared.
+ */
+function clearProcessIds(records: Array<[string, JsonValue]>, sessionId: string): number {
+  let cleared = 0;
+  for (const entry of records) {
+    const [path, value] = entry;
+    if (!path.startsWith(`/sessions/${sessionId}/agents/`) || !AGENT_RECORD.test(path) || !isRecord(value)) continue;
+    if (!PROCESS_FIELDS.some((field) => value[field] !== undefined && value[field] !== null)) continue;
+    const next: Record<string, JsonValue> = { ...value };
+    for (const field of PROCESS_FIELDS) if (field in next) next[field] = null;
+    entry[1] = next;
+    cleared += 1;
+  }
+  return cleared;
+}
+
+/** Refuses a bundle whose session (records, counter, checkpoints) or checkpoint ids the store already has. */
+export function refuseIfPresent(store: Store, content: BundleContent): void {
+  const sessionId = content.manifest.session_id;
+  const catalog = Catalog.of(store);
+  let present: string | undefined;
+  if (store.has(historyPath(sessionId))) present = `an ended session ${sessionId}`;
+  else if (store.has(livePath(sessionId))) present = `a session ${sessionId}`;
+  else if (!isEmpty(store.keysBelow(livePath(sessionId)))) present = `records below /sessions/${sessionId}/`;
+  else if (catalog.lastSequence(sessionId) > 0 || catalog.count(sessionId) > 0) present = `checkpoints of a session ${sessionId}`;
+  if (present) {
+    throw new ApexError("APEX_E_SESSION_EXISTS", `This project already has ${present}; refusing to import the bundle over it.`, {
+      hint: "Nothing was written. Archive or delete that session first, or import into another project.",
+      details: { session_id: sessionId },
+    });
+  }
+  for (const checkpoint of content.checkpoints) {
+    let owner: unknown;
+    try {
+      owner = catalog.locate(checkpoint.id);
+    } catch {
+      owner = "an unreadable record";
+    }
+    if (owner !== undefined) {
+      const where = isRecord(owner) && typeof owner.s === "string" ? ` (in session ${owner.s})` : "";
+      throw new ApexError("APEX_E_CONFLICT", `Checkpoint id ${checkpoint.id} of ${checkpointName(checkpoint.sequence)} already exists in this project${where}.`, {
+        hint: "Nothing was written. This bundle's checkpoints are already here under another session.",
+        details: { checkpoint_id: checkpoint.id },
+      });
+    }
+  }
+}
+
+function isEmpty(items: Iterable<unknown>): boolean {
+  for (const _ of items) return false;
+  return true;
+}

@@ -1,0 +1,401 @@
+/**
+ * The actions behind `apex checkpoint create|show|diff|pin|unpin|delete` and
+ * `apex session validate|repair|reconstruct` (`apex checkpoint list` lives in plugin-list.ts,
+ * which must stay light).
+ *
+ * Where they run:
+ *  - reads (show, diff): on the store opened read-only; inside an agent, by the supervisor;
+ *  - writes (create, pin, unpin, delete, reconstruct): by the live supervisor when one runs (it
+ *    is the store's one writer), else in this process on the store opened for writing;
+ *    `create` then loads the project's plugins, so that beforeCheckpoint (git state, …) and
+ *    afterCheckpoint (retention, …) run as they would in the supervisor;
+ *  - validate: always in a child process (a damaged record can make the decoder read far);
+ *  - repair: refused while a supervisor runs, except --dry-run. It rewrites objects, catalog
+ *    records and manifests of the whole store, which the running supervisor caches and writes.
+ */
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { paint, printJson, printLine } from "../../core/cli/output.js";
+import { ApexError, isApexError } from "../../core/errors.js";
+import { callSupervisor } from "../../core/rpc/call.js";
+import { bindCheckpointHooks, checkpointServiceFor } from "../../core/session/checkpoints.js";
+import { liveSupervisor } from "../../core/session/runtime.js";
+import { Store, type JsonValue } from "../../core/store/store.js";
+import type { CheckpointSummary } from "./catalog.js";
+import {
+  deleteCheckpoint,
+  diffCheckpoints,
+  pinCheckpoint,
+  reconstructSession,
+  repairStore,
+  showCheckpoint,
+  validateOutOfProcess,
+  type CheckpointDetails,
+  type CheckpointDiff,
+  type ReconstructReport,
+  type RepairResult,
+  type StoreProblem,
+  type ValidationReport,
+} from "./checkpoints.js";
+import { summaryOf } from "./catalog.js";
+import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
+
+// ------------------------------------------------------------------------------------ routing
+
+function noStore(): ApexError {
+  return new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
+}
+
+/** The socket of the store's writer, if a supervisor runs (inside an agent: always its supervisor). */
+function writerSocket(location: ProjectLocation): string | undefined {
+  return process.env.APEX_SOCKET ?? liveSupervisor(location.storeDir)?.socket;
+}
+
+async function callWriter(socket: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+  try {
+    return await callSupervisor(socket, method, params, 600_000);
+  } catch (error) {
+    if (isApexError(error) && error.code === "APEX_E_RPC" && /Unknown method/.test(error.message)) {
+      throw new ApexError("APEX_E_USAGE", `The running session has no checkpoint plugin, so it cannot ${method.replace(".", " ")}.`, {
+        hint: "Enable `checkpoint` under `plugins:` in apex.config.yaml; it applies once the session is continued (`apex stop`, then `apex start --continue last`).",
+      });
+    }
+    throw error;
+  }
+}
+
+async function withReadStore<T>(location: ProjectLocation, fn: (store: Store) => T | Promise<T>): Promise<T> {
+  if (!Store.exists(location.storeDir)) throw noStore();
+  const store = Store.open(location.storeDir, { readOnly: true });
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+async function withWriteStore<T>(location: ProjectLocation, fn: (store: Store) => T | Promise<T>): Promise<T> {
+  if (!Store.exists(location.storeDir)) throw noStore();
+  // Nothing is written while apex.config.yaml is invalid (as for every other write).
+  const { loadConfig } = await import("../../core/config/load.js");
+  await loadConfig(location);
+  const store = Store.open(location.storeDir);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+// ------------------------------------------------------------------------------------ create
+
+export async function createCheckpointCommand(location: ProjectLocation, description: string | undefined, options: { pin?: boolean; json?: boolean }): Promise<void> {
+  const params = { description: description ?? "", pin: options.pin === true };
+  const socket = writerSocket(location);
+  let summary: CheckpointSummary;
+  if (socket) summary = (await callWriter(socket, "checkpoint.create", params)) as CheckpointSummary;
+  else {
+    if (!Store.exists(location.storeDir)) throw noStore();
+    const { loadConfig } = await import("../../core/config/load.js");
+    const { createSessionEngine } = await import("../../core/session/hooks.js");
+    const config = await loadConfig(location);
+    const store = Store.open(location.storeDir);
+    try {
+      const engine = await createSessionEngine(config, store, (message) => process.stderr.write(`warning: ${message}\n`));
+      bindCheckpointHooks(store, engine);
+      const method = checkpointServiceFor(store)?.methods?.["checkpoint.create"];
+      if (!method) {
+        throw new ApexError("APEX_E_USAGE", "The checkpoint plugin is disabled in apex.config.yaml, so no checkpoint is created.", {
+          hint: "Enable `checkpoint` under `plugins:` in apex.config.yaml.",
+        });
+      }
+      summary = (await method(params)) as CheckpointSummary;
+    } finally {
+      await store.close();
+    }
+  }
+  if (options.json) return printJson(summary);
+  printLine(`Created ${paint(summary.name, "bold")} (${summary.id}) of session ${summary.session_id}${summary.pinned ? ", pinned" : ""}.`);
+  printLine(`  ${summary.memory_keys} memory keys, ${summary.task_count} tasks, ${summary.agent_count} agent records`);
+}
+
+// ------------------------------------------------------------------------------------ show, diff
+
+export interface ReadOptions {
+  session?: string;
+  json?: boolean;
+}
+
+export async function showCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions): Promise<void> {
+  const details = process.env.APEX_SOCKET
+    ? ((await callSupervisor(process.env.APEX_SOCKET, "checkpoint.show", { ref, session: options.session })) as CheckpointDetails)
+    : await withReadStore(location, (store) => showCheckpoint(store, ref, { sessionId: sessionFor(store, options.session) }));
+  if (options.json) return printJson(details);
+  const m = details.manifest;
+  printLine(`${paint(m.name, "bold")}  ${m.id}`);
+  const row = (label: string, value: string) => printLine(`  ${label.padEnd(12)} ${value}`);
+  row("session", m.session_id);
+  row("created", m.created_at);
+  row("trigger", m.trigger);
+  row("description", m.description || "-");
+  row("pinned", m.pinned ? "yes" : "no");
+  row("parent", m.parent ?? "-");
+  row("revision", String(m.revision));
+  row("memory", `${m.memory.keys} keys${m.memory.root ? ` (root ${m.memory.root.slice(0, 12)})` : ""}; paths ${m.memory.scope.include.join(", ")}`);
+  const git = m.git_state as { branch?: unknown; commit?: unknown; dirty?: unknown } | null;
+  if (git && typeof git === "object") {
+    row("git", `${typeof git.branch === "string" ? git.branch : "(detached)"} @ ${typeof git.commit === "string" ? git.commit.slice(0, 12) : "-"}${git.dirty === true ? " (dirty)" : ""}`);
+  }
+  const dataKeys = Object.keys(m.data);
+  if (dataKeys.length > 0) row("data", dataKeys.join(", "));
+  const tasks = Object.entries(details.tasks);
+  printLine(`  tasks (${tasks.length})`);
+  for (const [id, task] of tasks) printLine(`    ${id.padEnd(8)} ${describeTask(task)}`);
+  const agents = Object.entries(details.agent_states).filter(([name]) => !name.endsWith(".context"));
+  printLine(`  agents (${agents.length})`);
+  for (const [name, agent] of agents) {
+    const hasContext = details.agent_states[`${name}.context`] !== undefined;
+    printLine(`    ${name.padEnd(12)} ${describeAgent(agent)}${hasContext ? ", context saved" : ""}`);
+  }
+}
+
+function field(record: JsonValue | undefined, name: string): JsonValue | undefined {
+  return record && typeof record === "object" && !Array.isArray(record) ? record[name] : undefined;
+}
+
+function describeTask(task: JsonValue): string {
+  const status = String(field(task, "status") ?? "?");
+  const assignee = field(task, "assignee");
+  return `${status.padEnd(9)} ${typeof assignee === "string" ? `(${assignee}) ` : ""}${String(field(task, "title") ?? "")}`;
+}
+
+function describeAgent(agent: JsonValue): string {
+  const status = String(field(agent, "status") ?? "?");
+  const task = field(agent, "task");
+  return `${status}${typeof task === "string" ? `, task ${task}` : ""}`;
+}
+
+const DIFF_LINES = 100;
+
+export async function diffCheckpointsCommand(location: ProjectLocation, a: string, b: string, options: ReadOptions): Promise<void> {
+  const diff = process.env.APEX_SOCKET
+    ? ((await callSupervisor(process.env.APEX_SOCKET, "checkpoint.diff", { from: a, to: b, session: options.session })) as CheckpointDiff)
+    : await withReadStore(location, (store) => diffCheckpoints(store, a, b, { sessionId: sessionFor(store, options.session) }));
+  if (options.json) return printJson(diff);
+  const name = (side: CheckpointDiff["from"]) => `${side.sessionId}/${side.name} (${side.id.slice(0, 8)})`;
+  printLine(`From ${name(diff.from)} to ${name(diff.to)}`);
+  const { memory, tasks, agents } = diff;
+  printLine(`Memory: ${memory.added.length} added, ${memory.removed.length} removed, ${memory.changed.length} changed`);
+  const lines: string[] = [
+    ...memory.added.map((path) => `  + ${path}`),
+    ...memory.removed.map((path) => `  - ${path}`),
+    ...memory.changed.map((path) => `  ~ ${path}`),
+  ];
+  for (const line of lines.slice(0, DIFF_LINES)) printLine(line);
+  if (lines.length > DIFF_LINES) printLine(paint(`  … ${lines.length - DIFF_LINES} more (--json lists every path)`, "gray"));
+  printLine(`Tasks: ${tasks.added.length} added, ${tasks.removed.length} removed, ${tasks.changed.length} changed`);
+  for (const id of tasks.added) printLine(`  + ${id}`);
+  for (const id of tasks.removed) printLine(`  - ${id}`);
+  for (const change of tasks.changed) printLine(`  ~ ${change.id}: ${changedFields(change.before, change.after, ["status", "assignee", "title", "result", "reason"])}`);
+  const agentChanges = {
+    added: agents.added.filter((id) => !id.endsWith(".context")),
+    removed: agents.removed.filter((id) => !id.endsWith(".context")),
+  };
+  const contexts = new Set([...agents.added, ...agents.removed, ...agents.changed.map((change) => change.id)].filter((id) => id.endsWith(".context")));
+  const changedAgents = agents.changed.filter((change) => !change.id.endsWith(".context"));
+  const contextOnly = [...contexts].map((id) => id.slice(0, -".context".length)).filter((agent) => !changedAgents.some((change) => change.id === agent));
+  printLine(`Agents: ${agentChanges.added.length} added, ${agentChanges.removed.length} removed, ${changedAgents.length + contextOnly.length} changed`);
+  for (const id of agentChanges.added) printLine(`  + ${id}`);
+  for (const id of agentChanges.removed) printLine(`  - ${id}`);
+  for (const change of changedAgents) {
+    const context = contexts.has(`${change.id}.context`) ? "; context changed" : "";
+    printLine(`  ~ ${change.id}: ${changedFields(change.before, change.after, ["status", "task", "reported_status", "restarts"])}${context}`);
+  }
+  for (const agent of contextOnly) printLine(`  ~ ${agent}: context changed`);
+}
+
+/** "status pending → active, assignee - → coder"; "other fields" when only unlisted ones differ. */
+function changedFields(before: JsonValue, after: JsonValue, names: string[]): string {
+  const show = (value: JsonValue | undefined) => (value === undefined || value === null ? "-" : typeof value === "string" ? value : JSON.stringify(value));
+  const parts: string[] = [];
+  for (const name of names) {
+    const from = field(before, name);
+    const to = field(after, name);
+    if (JSON.stringify(from) !== JSON.stringify(to)) parts.push(`${name} ${clipText(show(from))} → ${clipText(show(to))}`);
+  }
+  return parts.length > 0 ? parts.join(", ") : "other fields";
+}
+
+function clipText(text: string): string {
+  return text.length > 40 ? `${text.slice(0, 39)}…` : text;
+}
+
+// ------------------------------------------------------------------------------------ pin, delete
+
+export async function pinCheckpointCommand(location: ProjectLocation, ref: string, pinned: boolean, options: ReadOptions): Promise<void> {
+  const socket = writerSocket(location);
+  const summary = socket
+    ? ((await callWriter(socket, "checkpoint.pin", { ref, pinned, session: options.session })) as CheckpointSummary)
+    : await withWriteStore(location, async (store) => summaryOf(await pinCheckpoint(store, ref, pinned, { sessionId: sessionFor(store, options.session) })));
+  if (options.json) return printJson(summary);
+  printLine(`${summary.session_id}/${summary.name} is ${pinned ? "pinned: retention never deletes it" : "no longer pinned"}.`);
+}
+
+export async function deleteCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions & { force?: boolean }): Promise<void> {
+  const socket = writerSocket(location);
+  const deleted = socket
+    ? ((await callWriter(socket, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; name: string; id: string })
+    : await withWriteStore(location, (store) => deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true }));
+  if (options.json) return printJson(deleted);
+  printLine(`Deleted ${deleted.sessionId}/${deleted.name} (${deleted.id}). Objects no other checkpoint uses are freed by the next sweep (\`apex session cleanup\`).`);
+}
+
+// ------------------------------------------------------------------------------------ session validate
+
+/** Validates in a child process; a crash of the reader becomes a `validator-crashed` problem. */
+async function validate(location: ProjectLocation, sessionId: string | undefined): Promise<ValidationReport> {
+  if (process.env.APEX_SOCKET) return (await callSupervisor(process.env.APEX_SOCKET, "session.validate", sessionId ? { session_id: sessionId } : {}, 600_000)) as ValidationReport;
+  return validateOutOfProcess(location.storeDir, sessionId ? { sessionId } : {});
+}
+
+async function sessionIdOf(location: ProjectLocation, ref: string | undefined): Promise<string | undefined> {
+  if (ref === undefined) return undefined;
+  if (process.env.APEX_SOCKET) return ref;
+  return withReadStore(location, (store) => resolveSessionRef(store, ref));
+}
+
+export async function validateCommand(location: ProjectLocation, ref: string | undefined, options: { json?: boolean }): Promise<void> {
+  if (!process.env.APEX_SOCKET && !Store.exists(location.storeDir)) throw noStore();
+  const sessionId = await sessionIdOf(location, ref);
+  const report = await validate(location, sessionId);
+  process.exitCode = report.ok ? 0 : 1;
+  if (options.json) return printJson({ session_id: sessionId ?? null, ...report });
+  const what = sessionId ? `Session ${sessionId}` : "The project store";
+  const c = report.checkpoints;
+  const counts = `${c.total} checkpoint${c.total === 1 ? "" : "s"}, ${c.verified} verif${c.verified === 1 ? "ies" : "y"}; ${report.records} records decoded`;
+  if (report.ok && report.problems.length === 0) {
+    printLine(`${what} is valid: ${counts}.`);
+    return;
+  }
+  printLine(`${what} ${report.ok ? "is valid, with warnings" : paint("has problems", "red")}: ${counts}.`);
+  printProblems(report.problems);
+  if (c.damaged.length > 0) {
+    printLine(`Checkpoints that do not verify (${c.damaged.length}):`);
+    for (const damaged of c.damaged) printLine(`  ${damaged.sessionId}/${damaged.name}${damaged.id ? ` (${damaged.id.slice(0, 8)})` : ""}: ${damaged.reasons.join("; ")}`);
+  }
+  if (!report.ok) {
+    const target = sessionId ?? "";
+    printLine(paint(`Next: apex session repair ${target} --dry-run (shows what repair would do; it never deletes a checkpoint that verifies)`.replace("  ", " "), "gray"));
+    if (c.damaged.length > 0) printLine(paint(`      apex start --force-recovery <checkpoint> (restores what still verifies of a damaged checkpoint)`, "gray"));
+  }
+}
+
+function printProblems(problems: StoreProblem[]): void {
+  if (problems.length === 0) return;
+  printLine(`Problems (${problems.length}):`);
+  for (const problem of problems) {
+    printLine(`  ${problem.severity.padEnd(7)} ${problem.code.padEnd(24)} ${problem.checkpoint ? `${problem.checkpoint}: ` : ""}${problem.message}`);
+  }
+}
+
+// ------------------------------------------------------------------------------------ session repair
+
+export async function repairCommand(location: ProjectLocation, ref: string | undefined, options: { dryRun?: boolean; json?: boolean }): Promise<void> {
+  const dryRun = options.dryRun === true;
+  const live = process.env.APEX_SOCKET ? { pid: Number(process.env.APEX_SUPERVISOR_PID) || 0 } : liveSupervisor(location.storeDir);
+  if (live && (!dryRun || process.env.APEX_SOCKET)) {
+    throw new ApexError("APEX_E_SESSION_ACTIVE", `A session is running (supervisor pid ${live.pid}); repair needs it stopped.`, {
+      hint: "Repair rewrites objects, checkpoint records and manifests of the whole store, which the running supervisor uses. Preview with `apex session repair --dry-run`; to repair, `apex stop`, repair, then `apex start --continue last`.",
+    });
+  }
+  if (!Store.exists(location.storeDir)) throw noStore();
+  const sessionId = await sessionIdOf(location, ref);
+  // Read out of process first: if reading the store crashes the reader, repairing it here would crash too.
+  const before = await validateOutOfProcess(location.storeDir);
+  const crashed = before.problems.find((problem) => problem.code === "validator-crashed");
+  if (crashed) {
+    throw new ApexError("APEX_E_INTEGRITY", `Cannot repair: ${crashed.message}`, {
+      hint: "Repair would read the store the same way. Recover what still verifies into a new session with `apex session reconstruct <session>`, or restore a backup of .apex/.",
+    });
+  }
+  let result: RepairResult;
+  if (before.problems.length === 0) result = { dryRun, actions: [], before, ...(dryRun ? {} : { after: before }) };
+  else {
+    const store = Store.open(location.storeDir, { readOnly: dryRun });
+    try {
+      result = await repairStore(store, { dryRun });
+    } finally {
+      await store.close();
+    }
+  }
+  const after = result.after;
+  process.exitCode = dryRun || after?.ok ? 0 : 1;
+  const removed = result.actions.filter((action) => action.action === "remove-checkpoint").length;
+  const kept = result.before.checkpoints.total - removed - result.actions.filter((action) => action.action === "remove-index" && action.target.includes("/checkpoint-")).length;
+  if (options.json) {
+    printJson({ session_id: sessionId ?? null, dry_run: dryRun, actions: result.actions, checkpoints: { removed, kept }, before: result.before, after: after ?? null });
+    return;
+  }
+  const scope = sessionId ? ` (session ${sessionId}; objects are shared between sessions, so repair covers the whole store)` : "";
+  if (result.actions.length === 0) {
+    printLine(`Nothing to repair${scope}: the store is valid (${before.checkpoints.total} checkpoints verify).`);
+    return;
+  }
+  printLine(dryRun ? `Dry run${scope}: nothing was changed. Repair would:` : `Repaired the store${scope}:`);
+  for (const action of result.actions) printLine(`  ${action.action.padEnd(22)} ${action.target}: ${action.reason}`);
+  printLine(
+    `${dryRun ? "It would remove" : "Removed"} ${removed} checkpoint${removed === 1 ? "" : "s"} that do${removed === 1 ? "es" : ""} not verify; ${dryRun ? "it keeps" : "kept"} ${kept} that verify (repair never deletes a checkpoint that verifies).`,
+  );
+  if (dryRun) printLine(paint(`Apply: apex session repair${sessionId ? ` ${sessionId}` : ""}`, "gray"));
+  else if (after?.ok) printLine(`The store is valid now.`);
+  else {
+    printLine(paint(`Problems remain:`, "red"));
+    printProblems(after?.problems ?? []);
+  }
+}
+
+// ------------------------------------------------------------------------------------ session reconstruct
+
+export async function reconstructCommand(location: ProjectLocation, ref: string, options: { as?: string; json?: boolean }): Promise<void> {
+  if (!process.env.APEX_SOCKET && !Store.exists(location.storeDir)) throw noStore();
+  const sessionId = (await sessionIdOf(location, ref))!;
+  if (!process.env.APEX_SOCKET) {
+    const check = await validateOutOfProcess(location.storeDir, { sessionId });
+    const crashed = check.problems.find((problem) => problem.code === "validator-crashed");
+    if (crashed) throw new ApexError("APEX_E_INTEGRITY", `Cannot reconstruct: ${crashed.message}`, { hint: "Restore a backup of .apex/." });
+  }
+  const socket = writerSocket(location);
+  const params = { session_id: sessionId, ...(options.as ? { new_session_id: options.as } : {}) };
+  const report = socket
+    ? ((await callWriter(socket, "session.reconstruct", params)) as ReconstructReport & { checkpoint: CheckpointSummary })
+    : await withWriteStore(location, async (store) => {
+        const current = store.get("/sessions/current") as { session_id?: string } | undefined;
+        const currentRecord = current?.session_id ? (store.get(`/sessions/${current.session_id}`) as { status?: string } | undefined) : undefined;
+        // With no running session current, the new one becomes current (`apex start --continue last` picks it up).
+        const makeCurrent = !currentRecord || ["completed", "failed", "stopped"].includes(String(currentRecord.status));
+        const built = await reconstructSession(store, sessionId, { ...(options.as ? { newSessionId: options.as } : {}), makeCurrent });
+        return { ...built, checkpoint: summaryOf(built.checkpoint), current: makeCurrent };
+      });
+  if (options.json) return printJson(report);
+  const from = report.from.checkpoint ? `${report.from.checkpoint.name}, the latest checkpoint that verifies` : "no checkpoint verifies: live records only";
+  printLine(`Reconstructed session ${paint(report.sessionId, "bold")} from ${report.from.sessionId} (${from}).`);
+  const count = (items: Array<{ source: string }>, source: string) => items.filter((item) => item.source === source).length;
+  printLine(`  tasks   ${report.tasks.length} (${count(report.tasks, "live")} live, ${count(report.tasks, "checkpoint")} from the checkpoint)`);
+  const agents = report.agents.filter((agent) => !agent.id.endsWith(".context"));
+  printLine(`  agents  ${agents.length} (${count(agents, "live")} live, ${count(agents, "checkpoint")} from the checkpoint)`);
+  printLine(`  memory  ${report.memory.recovered.length} undecodable values taken from the checkpoint, ${report.memory.lost.length} lost`);
+  printLine(`  first checkpoint ${report.checkpoint.name} (${report.checkpoint.id})`);
+  if (report.missing.length === 0) printLine("Nothing is missing.");
+  else {
+    printLine(paint(`Missing (${report.missing.length}):`, "red"));
+    for (const line of report.missing) printLine(`  - ${line}`);
+  }
+  const isCurrent = (report as { current?: boolean }).current === true;
+  printLine(
+    paint(
+      isCurrent
+        ? `Next: apex start --continue ${report.sessionId}`
+        : `Next: end the current session (\`apex stop\`), then apex start --continue ${report.sessionId}`,
+      "gray",
+    ),
+  );
+}

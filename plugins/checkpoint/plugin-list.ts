@@ -1,0 +1,125 @@
+/**
+ * `apex checkpoint list`: fast on purpose (benchmarked against `node -e 0` with 10,000
+ * checkpoints in a session): a read-only store, one page of compact catalog summaries, no
+ * config, no plugins, no manifest decoded. Inside an agent the supervisor answers instead,
+ * so that the agent never opens LMDB.
+ */
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { paint, printJson, printLine, table } from "../../core/cli/output.js";
+import { ApexError } from "../../core/errors.js";
+import { Store } from "../../core/store/store.js";
+import { Catalog, type CheckpointSummary } from "./catalog.js";
+import { sessionFor } from "./plugin-sessions.js";
+
+export const DEFAULT_PAGE = 20;
+
+export interface ListOptions {
+  session?: string;
+  limit?: number;
+  offset?: number;
+  oldest?: boolean;
+  json?: boolean;
+}
+
+/** One page of a session's checkpoints, as `checkpoint list --json` prints it. */
+export interface CheckpointPage {
+  session_id: string;
+  total: number;
+  offset: number;
+  limit: number;
+  order: "newest" | "oldest";
+  items: CheckpointListItem[];
+}
+
+export interface CheckpointListItem {
+  id: string;
+  name: string;
+  sequence: number;
+  created_at: string;
+  trigger: string;
+  description: string;
+  pinned: boolean;
+  parent: string | null;
+  revision: number;
+  memory_keys: number;
+  task_count: number;
+  agent_count: number;
+}
+
+export function checkpointPage(store: Store, options: Omit<ListOptions, "json">): CheckpointPage {
+  const sessionId = sessionFor(store, options.session);
+  const limit = options.limit ?? DEFAULT_PAGE;
+  const offset = options.offset ?? 0;
+  const catalog = Catalog.of(store);
+  const items: CheckpointListItem[] = [];
+  for (const summary of catalog.summaries(sessionId, { reverse: !options.oldest, offset, limit })) items.push(listItem(summary));
+  return { session_id: sessionId, total: catalog.count(sessionId), offset, limit, order: options.oldest ? "oldest" : "newest", items };
+}
+
+function listItem(summary: CheckpointSummary): CheckpointListItem {
+  return {
+    id: summary.id,
+    name: summary.name,
+    sequence: summary.sequence,
+    created_at: summary.created_at,
+    trigger: summary.trigger,
+    description: summary.description,
+    pinned: summary.pinned,
+    parent: summary.parent,
+    revision: summary.revision,
+    memory_keys: summary.memory_keys,
+    task_count: summary.task_count,
+    agent_count: summary.agent_count,
+  };
+}
+
+export async function listCheckpointsCommand(location: ProjectLocation, options: ListOptions): Promise<void> {
+  let page: CheckpointPage;
+  if (process.env.APEX_SOCKET) {
+    const { callSupervisor } = await import("../../core/rpc/call.js");
+    const params = { session: options.session, limit: options.limit, offset: options.offset, oldest: options.oldest === true };
+    page = (await callSupervisor(process.env.APEX_SOCKET, "checkpoint.list", params)) as CheckpointPage;
+  } else {
+    if (!Store.exists(location.storeDir)) {
+      throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
+    }
+    const store = Store.open(location.storeDir, { readOnly: true });
+    try {
+      page = checkpointPage(store, options);
+    } finally {
+      await store.close();
+    }
+  }
+  if (options.json) {
+    printJson(page);
+    return;
+  }
+  printPage(page);
+}
+
+function printPage(page: CheckpointPage): void {
+  if (page.total === 0) {
+    printLine(`Session ${page.session_id} has no checkpoints yet.`);
+    printLine(paint('Create one: apex checkpoint create "what this is"', "gray"));
+    return;
+  }
+  printLine(`Checkpoints of session ${paint(page.session_id, "bold")} (${page.total}, ${page.order} first)`);
+  if (page.items.length === 0) {
+    printLine(`No checkpoints past offset ${page.offset}.`);
+    return;
+  }
+  const rows = page.items.map((item) => [
+    item.name,
+    item.id.slice(0, 8),
+    item.created_at.replace(/\.\d+Z$/, "Z"),
+    item.trigger,
+    item.pinned ? "pinned" : "",
+    item.description || "-",
+  ]);
+  printLine(table(["NAME", "ID", "CREATED", "TRIGGER", "PIN", "DESCRIPTION"], rows));
+  const shown = page.offset + page.items.length;
+  if (page.offset > 0 || shown < page.total) {
+    const next = shown < page.total ? `; next page: apex checkpoint list --offset ${shown}${page.limit !== DEFAULT_PAGE ? ` --limit ${page.limit}` : ""}` : "";
+    printLine(paint(`Showing ${page.offset + 1}–${shown} of ${page.total}${next}`, "gray"));
+  }
+}

@@ -1,0 +1,455 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
+import { ApexError, isApexError } from "../../core/errors.js";
+import type { CheckpointService, RestoreOutcome } from "../../core/session/checkpoints.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { Catalog, summaryOf, type CheckpointSummary, type Located } from "./catalog.js";
+import {
+  checkpointInfo,
+  createCheckpoint,
+  deleteCheckpoint,
+  forceRecover,
+  pinCheckpoint,
+  reconstructSession,
+  diffCheckpoints,
+  restoreCheckpoint,
+  showCheckpoint,
+  validateOutOfProcess,
+  verifyCheckpoint,
+  type CheckpointManifest,
+} from "./checkpoints.js";
+import type { LostItem } from "./recover.js";
+import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from "./manifest.js";
+import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
+import { checkpointPage } from "./plugin-list.js";
+import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
+import { inScope, normalizeScope, scopeKey, type MemoryScope } from "./scope.js";
+
+/**
+ * The checkpoint plugin's side of a session: writing checkpoints (one at a time, skipping
+ * interval checkpoints when nothing changed), restoring them for `apex start --continue`
+ * (verified first, the state they replace saved first), forced recovery, and the control
+ * methods `apex checkpoint …` and `apex session reconstruct` call. It is what the plugin
+ * hands to core/session/checkpoints.ts as the session's CheckpointService.
+ */
+
+export interface SessionCheckpointsOptions {
+  /** The beforeCheckpoint waterfall. */
+  enrich?: (draft: CheckpointDraft) => Promise<CheckpointDraft>;
+  /** The afterCheckpoint hook. */
+  afterCheckpoint?: (info: CheckpointInfo) => Promise<void>;
+  /** Memory covered by checkpoints (the plugin's `paths` option). */
+  scope?: Partial<MemoryScope>;
+  /** Seconds between interval checkpoints when the plugin's `interval` option is set. */
+  interval?: number | undefined;
+  warn?: (message: string) => void;
+}
+
+export interface CreateRequest {
+  sessionId: string;
+  trigger: string;
+  description?: string;
+  pin?: boolean;
+  /** Write nothing when memory, tasks and agent states did not change since the session's latest checkpoint. */
+  skipUnchanged?: boolean;
+}
+
+/** Triggers APEX itself uses for checkpoints it takes around a restore. */
+export const RESTORE_TRIGGERS = { before: "beforeRestore", after: "restore", recovery: "recovery" } as const;
+
+const MAX_DESCRIPTION = 240;
+
+export class SessionCheckpoints {
+  private readonly scope: MemoryScope;
+  private queue: Promise<unknown> = Promise.resolve();
+  /** Set while this service writes or restores a checkpoint (including the hooks that run meanwhile). */
+  private readonly writing = new AsyncLocalStorage<true>();
+
+  constructor(
+    readonly store: Store,
+    private readonly options: SessionCheckpointsOptions = {},
+  ) {
+    this.scope = normalizeScope(options.scope);
+  }
+
+  /**
+   * True inside the writing of a checkpoint (its beforeCheckpoint and afterCheckpoint taps,
+   * and whatever they fire): checkpoints requested from there would wait for themselves.
+   */
+  get busy(): boolean {
+    return this.writing.getStore() === true;
+  }
+
+  /** Runs `fn` after every earlier write or restore of this service, marked as writing. */
+  private serialize<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.busy) {
+      return Promise.reject(
+        new ApexError("APEX_E_CONFLICT", "A checkpoint cannot be requested while one is being written (from a beforeCheckpoint or afterCheckpoint tap).", {
+          hint: "Request it from another hook.",
+        }),
+      );
+    }
+    const run = this.queue.then(() => this.writing.run(true, fn));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Writes a checkpoint of the session; undefined when skipUnchanged found nothing new. */
+  create(request: CreateRequest): Promise<(CheckpointInfo & { summary: CheckpointSummary }) | undefined> {
+    return this.serialize(() => this.write(request));
+  }
+
+  private async write(request: CreateRequest): Promise<(CheckpointInfo & { summary: CheckpointSummary }) | undefined> {
+    if (request.skipUnchanged && this.unchangedSinceLatest(request.sessionId)) return undefined;
+    const { manifest } = await createCheckpoint(this.store, {
+      sessionId: request.sessionId,
+      trigger: request.trigger,
+      description: clip(request.description ?? ""),
+      pin: request.pin ?? false,
+      scope: this.scope,
+      ...(this.options.enrich ? { enrich: this.options.enrich } : {}),
+    });
+    const info = checkpointInfo(manifest);
+    try {
+      await this.options.afterCheckpoint?.(info);
+    } catch (error) {
+      // The checkpoint is written; the failing afterCheckpoint tap was reported to onError by the engine.
+      this.options.warn?.(`afterCheckpoint after ${request.sessionId}/${manifest.name}: ${(error as Error).message}`);
+    }
+    return { ...info, summary: summaryOf(manifest) };
+  }
+
+  /**
+   * True when nothing a checkpoint holds changed since the session's latest checkpoint: no
+   * write to memory in scope, to the session's tasks or to its agent states in the revision
+   * log after the revision that checkpoint captured (and the log is complete since).
+   */
+  unchangedSinceLatest(sessionId: string): boolean {
+    let latest: CheckpointSummary | undefined;
+    try {
+      latest = Catalog.of(this.store).latest(sessionId);
+    } catch {
+      return false;
+    }
+    if (!latest) return false;
+    const manifest = safeGet(this.store, manifestPath(sessionId, latest.sequence));
+    if (!isRecord(manifest) || !isRecord(manifest.memory)) return false;
+    try {
+      if (scopeKey(normalizeScope(manifest.memory.scope as Partial<MemoryScope>)) !== scopeKey(this.scope)) return false;
+    } catch {
+      return false;
+    }
+    const tasks = `${tasksRoot(sessionId)}/`;
+    const agents = `${agentsRoot(sessionId)}/`;
+    let expected = latest.revision + 1;
+    for (const change of this.store.changesSince(latest.revision)) {
+      if (change.revision !== expected) return false; // a hole in the log: cannot tell
+      expected += 1;
+      // The supervisor's own bookkeeping of agent processes (pid, status on start, pause, exit) is not work to save.
+      if (change.path.startsWith(agents) && change.actor === "supervisor") continue;
+      if (change.path.startsWith(tasks) || change.path.startsWith(agents) || inScope(this.scope, change.path)) return false;
+    }
+    return expected - 1 === this.store.revision();
+  }
+
+  // ------------------------------------------------------------------------------- restore
+
+  /** The restore step of `apex start --continue` (see CheckpointService.restore). */
+  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean }): Promise<RestoreOutcome | undefined> {
+    return this.serialize(async () => {
+      const started = performance.now();
+      const located = this.locate(request.sessionId, request.checkpoint);
+      if (!located) {
+        if (!request.force) return undefined; // nothing saved yet: continue from the current state
+        throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${request.sessionId} has no checkpoints to recover from.`);
+      }
+      return request.force ? this.forceRestore(request.sessionId, located, started) : this.verifiedRestore(request.sessionId, located, started);
+    });
+  }
+
+  private locate(sessionId: string, ref: string | undefined): Located | undefined {
+    if (ref !== undefined) return resolveCheckpoint(this.store, ref, { sessionId });
+    const latest = Catalog.of(this.store).latest(sessionId);
+    return latest ? { sessionId, sequence: latest.sequence, id: latest.id } : undefined;
+  }
+
+  /** See CheckpointService.prepare: the checkpoint `--continue` will restore, verified before the session is claimed. */
+  prepare(request: { sessionId: string; checkpoint: string | undefined; force?: boolean }): Promise<{ checkpoint: string | undefined }> {
+    return this.serialize(async () => {
+      const located = this.locate(request.sessionId, request.checkpoint);
+      if (!located) {
+        if (request.force) throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${request.sessionId} has no checkpoints to recover from.`);
+        return { checkpoint: undefined };
+      }
+      if (!request.force) this.verify(located, request.sessionId);
+      return { checkpoint: located.id };
+    });
+  }
+
+  /** The id of the checkpoint `prepare` verified last (restore then need not re-hash it). */
+  private verified: string | undefined;
+
+  /** Loads and re-hashes every tree node and value of a checkpoint; throws APEX_E_INTEGRITY naming the first problem. */
+  private verify(located: Located, sessionId: string): CheckpointManifest {
+    const manifest = loadManifest(this.store, located);
+    const problems = verifyCheckpoint(this.store, manifest);
+    if (problems.length > 0) {
+      const label = manifest.session_id === sessionId ? manifest.name : `${manifest.session_id}/${manifest.name}`;
+      throw new ApexError("APEX_E_INTEGRITY", `${label} does not verify (${problems.length} problem${problems.length === 1 ? "" : "s"}): ${problems[0]!.message}`, {
+        hint: `Restore what still verifies with \`apex start --force-recovery ${manifest.id}\`, or continue from an earlier checkpoint (\`apex checkpoint list\`); \`apex session validate\` lists every problem.`,
+        details: { checkpoint: label, problems: problems.slice(0, 20).map((problem) => ({ ...problem })) },
+      });
+    }
+    this.verified = manifest.id;
+    return manifest;
+  }
+
+  private async verifiedRestore(sessionId: string, located: Located, started: number): Promise<RestoreOutcome> {
+    // Verified before anything changes (by prepare, before the session was claimed, or here).
+    const manifest = this.verified === located.id ? loadManifest(this.store, located) : this.verify(located, sessionId);
+    this.verified = undefined;
+    const label = manifest.session_id === sessionId ? manifest.name : `${manifest.session_id}/${manifest.name}`;
+    const latestBefore = Catalog.of(this.store).latest(sessionId);
+    // The state being replaced is saved first, unless the latest checkpoint already holds it.
+    const saved = this.unchangedSinceLatest(sessionId)
+      ? undefined
+      : await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before restoring ${manifest.name}` });
+    const result = await restoreCheckpoint(this.store, manifest, { targetSessionId: sessionId });
+    // The restored state becomes the session's latest checkpoint, so that a later `--continue last` comes back to it.
+    const after =
+      saved || latestBefore?.id !== manifest.id
+        ? await this.write({ sessionId, trigger: RESTORE_TRIGGERS.after, description: `restored from ${label}` })
+        : undefined;
+    const details: JsonValue = {
+      id: manifest.id,
+      session_id: manifest.session_id,
+      name: manifest.name,
+      trigger: manifest.trigger,
+      description: manifest.description,
+      created_at: manifest.created_at,
+      forced: false,
+      memory: { set: result.memory.set.length, deleted: result.memory.deleted.length, keys: manifest.memory.keys },
+      tasks: { set: result.tasks.set.length, deleted: result.tasks.deleted.length, active: this.activeTasks(sessionId) },
+      agents: { set: result.agents.set.length, deleted: result.agents.deleted.length },
+      saved_before: saved ? saved.summary.name : null,
+      checkpoint_after: after ? after.summary.name : null,
+      duration_ms: Math.round(performance.now() - started),
+    };
+    return { checkpoint: manifest.id, details };
+  }
+
+  /**
+   * `apex start --force-recovery`: memory as far as it verifies (forceRecover), then the
+   * session's tasks and agent states the same way: records that verify are put back, records
+   * the checkpoint provably lacks are deleted, records in a lost part keep their current value.
+   */
+  private async forceRestore(sessionId: string, located: Located, started: number): Promise<RestoreOutcome> {
+    const warnings: string[] = [];
+    let saved: string | null = null;
+    if (!this.unchangedSinceLatest(sessionId)) {
+      try {
+        saved = (await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before recovering ${checkpointName(located.sequence)}` }))?.summary.name ?? null;
+      } catch (error) {
+        warnings.push(`The current state could not be checkpointed first: ${(error as Error).message}`);
+      }
+    }
+    const report = await forceRecover(this.store, located.id, { sessionId: located.sessionId });
+    const tasks = relativeLoss(report.tasks.lost, tasksRoot(located.sessionId));
+    const agents = relativeLoss(report.agents.lost, agentsRoot(located.sessionId));
+    const kept = { tasks: [] as string[], agents: [] as string[] };
+    await this.store.batch((batch) => {
+      const apply = (mount: string, recovered: Record<string, JsonValue>, lost: RelativeLoss[], keptOut: string[]) => {
+        for (const key of this.store.keysBelow(mount)) {
+          const id = key.slice(mount.length + 1);
+          if (id in recovered) continue;
+          if (lost.some((item) => covers(item, id))) keptOut.push(id);
+          else batch.delete(key);
+        }
+        for (const [id, value] of Object.entries(recovered)) batch.set(`${mount}/${id}`, value);
+      };
+      apply(tasksRoot(sessionId), report.tasks.recovered, tasks, kept.tasks);
+      apply(agentsRoot(sessionId), report.agents.recovered, agents, kept.agents);
+    }, ACTORS.recover);
+    const lostCount = report.memory.lost.length + report.tasks.lost.length + report.agents.lost.length;
+    let after: string | null = null;
+    try {
+      after =
+        (
+          await this.write({
+            sessionId,
+            trigger: RESTORE_TRIGGERS.recovery,
+            description: `force-recovered from ${located.sessionId}/${checkpointName(located.sequence)}: ${lostCount === 0 ? "nothing lost" : `${lostCount} item${lostCount === 1 ? "" : "s"} lost`}`,
+          })
+        )?.summary.name ?? null;
+    } catch (error) {
+      warnings.push(`The recovered state could not be checkpointed: ${(error as Error).message}`);
+    }
+    const details: JsonValue = {
+      ...recoveryDetails(report, kept),
+      saved_before: saved,
+      checkpoint_after: after,
+      warnings,
+      duration_ms: Math.round(performance.now() - started),
+    };
+    return { checkpoint: located.id, details };
+  }
+
+  private activeTasks(sessionId: string): JsonValue[] {
+    const out: JsonValue[] = [];
+    for (const key of this.store.keysBelow(tasksRoot(sessionId))) {
+      const task = safeGet(this.store, key);
+      if (isRecord(task) && task.status === "active") out.push({ id: String(task.id), assignee: (task.assignee as string | null) ?? null });
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------------------------- the service
+
+  /** What the plugin provides to the session (core/session/checkpoints.ts). */
+  service(): CheckpointService {
+    const self = this;
+    return {
+      interval: this.options.interval,
+      async create(request) {
+        // The supervisor's timer: nothing new since the latest checkpoint, nothing written.
+        return self.create({ ...request, skipUnchanged: request.trigger === "interval" });
+      },
+      restore: (request) => this.restore(request),
+      prepare: (request) => this.prepare(request),
+      resolve: async (checkpoint) => {
+        try {
+          const located = resolveCheckpoint(this.store, checkpoint);
+          return { sessionId: located.sessionId, checkpoint: located.id };
+        } catch (error) {
+          if (isApexError(error) && (error.code === "APEX_E_CHECKPOINT_NOT_FOUND" || error.code === "APEX_E_NO_SESSION")) return undefined;
+          throw error;
+        }
+      },
+      methods: this.methods(),
+    };
+  }
+
+  /**
+   * The control methods behind `apex checkpoint create|pin|unpin|delete` and `apex session
+   * reconstruct`: served by the supervisor while one runs, called in the CLI process otherwise.
+   */
+  methods(): Record<string, (params: Record<string, unknown>) => unknown> {
+    const sessionOf = (params: Record<string, unknown>) => optionalString(params, "session") ?? currentSessionId(this.store);
+    return {
+      "checkpoint.create": async (params) => {
+        const created = await this.create({
+          sessionId: sessionOf(params),
+          trigger: "manual",
+          description: optionalString(params, "description") ?? "",
+          pin: params.pin === true,
+        });
+        return created!.summary as unknown as JsonValue;
+      },
+      "checkpoint.pin": (params) =>
+        this.serialize(async () => {
+          const manifest = await pinCheckpoint(this.store, requiredString(params, "ref"), params.pinned !== false, { sessionId: sessionOf(params) });
+          return summaryOf(manifest) as unknown as JsonValue;
+        }),
+      "checkpoint.delete": (params) =>
+        this.serialize(async () => {
+          const deleted = await deleteCheckpoint(this.store, requiredString(params, "ref"), { sessionId: sessionOf(params), force: params.force === true });
+          return deleted as unknown as JsonValue;
+        }),
+      // Reads, for commands run inside agents (which never open the store themselves).
+      "checkpoint.list": (params) =>
+        checkpointPage(this.store, {
+          ...(optionalString(params, "session") !== undefined ? { session: optionalString(params, "session")! } : {}),
+          ...(typeof params.limit === "number" ? { limit: params.limit } : {}),
+          ...(typeof params.offset === "number" ? { offset: params.offset } : {}),
+          oldest: params.oldest === true,
+        }) as unknown as JsonValue,
+      "checkpoint.show": (params) =>
+        showCheckpoint(this.store, requiredString(params, "ref"), { sessionId: sessionFor(this.store, optionalString(params, "session")) }) as unknown as JsonValue,
+      "checkpoint.diff": (params) => {
+        const sessionId = sessionFor(this.store, optionalString(params, "session"));
+        return diffCheckpoints(this.store, requiredString(params, "from"), requiredString(params, "to"), { sessionId }) as unknown as JsonValue;
+      },
+      // In a child process, as always: a damaged record must not take the supervisor down.
+      "session.validate": (params) => {
+        const sessionId = optionalString(params, "session_id");
+        return validateOutOfProcess(this.store.dir, sessionId ? { sessionId: resolveSessionRef(this.store, sessionId) } : {}) as unknown as Promise<JsonValue>;
+      },
+      "session.reconstruct": (params) =>
+        this.serialize(async () => {
+          const newSessionId = optionalString(params, "new_session_id");
+          const sessionId = resolveSessionRef(this.store, requiredString(params, "session_id"));
+          // A session runs (this supervisor's): the new one is not made current; it is continued once that one ends.
+          const report = await reconstructSession(this.store, sessionId, newSessionId ? { newSessionId } : {});
+          return { ...report, checkpoint: summaryOf(report.checkpoint), current: false } as unknown as JsonValue;
+        }),
+    };
+  }
+}
+
+interface RelativeLoss {
+  /** Id below the mount ("t-0001"), "" for the whole directory. */
+  id: string;
+  what: LostItem["what"];
+}
+
+function relativeLoss(lost: LostItem[], mount: string): RelativeLoss[] {
+  return lost.map((item) => ({ id: item.path === mount ? "" : item.path.startsWith(`${mount}/`) ? item.path.slice(mount.length + 1) : item.path, what: item.what }));
+}
+
+function covers(item: RelativeLoss, id: string): boolean {
+  if (item.what === "value") return item.id === id;
+  return item.id === "" || id.startsWith(`${item.id}/`);
+}
+
+type Report = Awaited<ReturnType<typeof forceRecover>>;
+
+/** The forced recovery, as `apex start --force-recovery` shows it: above all, exactly what was lost. */
+export function recoveryDetails(report: Report, kept: { tasks: string[]; agents: string[] } = { tasks: [], agents: [] }): { [key: string]: JsonValue } {
+  const lost = (part: string, items: LostItem[]) =>
+    items.map((item) => ({ part, path: item.path, what: item.what, reason: item.reason, ...(item.entries !== undefined ? { entries: item.entries } : {}) }));
+  return {
+    id: report.checkpoint.id,
+    session_id: report.checkpoint.sessionId,
+    name: report.checkpoint.name,
+    forced: true,
+    dry_run: report.dryRun,
+    manifest_verified: report.manifestVerified,
+    lost: [...lost("memory", report.memory.lost), ...lost("tasks", report.tasks.lost), ...lost("agents", report.agents.lost)],
+    memory: {
+      recovered: report.memory.recovered,
+      set: report.memory.set.length,
+      deleted: report.memory.deleted.length,
+      kept: report.memory.kept,
+    },
+    tasks: { recovered: Object.keys(report.tasks.recovered).length, kept: kept.tasks },
+    agents: { recovered: Object.keys(report.agents.recovered).filter((id) => !id.endsWith(".context")).length, kept: kept.agents },
+  };
+}
+
+function clip(text: string): string {
+  const single = text.replace(/\s+/g, " ").trim();
+  return single.length > MAX_DESCRIPTION ? `${single.slice(0, MAX_DESCRIPTION - 1)}…` : single;
+}
+
+function safeGet(store: Store, path: string): JsonValue | undefined {
+  try {
+    return store.get(path);
+  } catch {
+    return undefined;
+  }
+}
+
+function optionalString(params: Record<string, unknown>, name: string): string | undefined {
+  const value = params[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
+  return value;
+}
+
+function requiredString(params: Record<string, unknown>, name: string): string {
+  const value = optionalString(params, name);
+  if (value === undefined) throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} is required.`);
+  return value;
+}
+
+export type { CheckpointManifest };

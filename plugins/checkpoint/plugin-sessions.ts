@@ -1,0 +1,64 @@
+import { ApexError } from "../../core/errors.js";
+import { currentSession, historySessions } from "../../core/session/sessions.js";
+import type { Store } from "../../core/store/store.js";
+import { Catalog } from "./catalog.js";
+
+/**
+ * Finding the session a checkpoint command is about, from keys and small records only: these
+ * run before validation, on stores that may be damaged, and in `apex checkpoint list`, which
+ * must stay fast (no config, no plugins, no manifest decoded).
+ */
+
+const MIN_PREFIX = 4;
+
+/**
+ * The session `ref` names: an id, or a unique prefix of one (4+ characters), among the
+ * sessions with a record (current, ended, reconstructed) or with checkpoints.
+ */
+export function resolveSessionRef(store: Store, ref: string): string {
+  const text = ref.trim();
+  if (!text || text.includes("/")) throw new ApexError("APEX_E_USAGE", `${JSON.stringify(ref)} is not a session id.`, { hint: "See `apex session list`." });
+  if (knownSession(store, text)) return text;
+  if (text.length >= MIN_PREFIX) {
+    const found = new Set<string>();
+    const kv = store.openDatabase<unknown, string>("kv");
+    for (const base of ["/sessions/", "/sessions/history/"]) {
+      for (const key of kv.getKeys({ start: `${base}${text}`, end: `${base}${text}\u{10ffff}` })) {
+        const id = String(key).slice(base.length).split("/")[0]!;
+        if (id !== "current" && id !== "history") found.add(id);
+        if (found.size > 10) break;
+      }
+    }
+    for (const { sessionId } of Catalog.of(store).counters()) if (sessionId.startsWith(text)) found.add(sessionId);
+    const matches = [...found].filter((id) => id.startsWith(text));
+    if (matches.length === 1) return matches[0]!;
+    if (matches.length > 1) {
+      throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(text)} matches ${matches.length} sessions: ${matches.slice(0, 5).join(", ")}${matches.length > 5 ? ", …" : ""}.`, {
+        hint: "Give more characters of the session id.",
+      });
+    }
+  }
+  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(text)} in this project.`, { hint: "See `apex session list`." });
+}
+
+function knownSession(store: Store, id: string): boolean {
+  try {
+    return store.has(`/sessions/${id}`) || store.has(`/sessions/history/${id}`) || Catalog.of(store).lastSequence(id) > 0;
+  } catch {
+    return false; // not a valid path segment
+  }
+}
+
+/** The session checkpoint commands default to: the current one, else the one that ended last. */
+export function defaultSession(store: Store): string {
+  const session = currentSession(store) ?? historySessions(store)[0];
+  if (!session) {
+    throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
+  }
+  return session.session_id;
+}
+
+/** `--session ID` resolved, or the default session. */
+export function sessionFor(store: Store, ref: string | undefined): string {
+  return ref === undefined ? defaultSession(store) : resolveSessionRef(store, ref);
+}

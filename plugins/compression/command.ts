@@ -1,0 +1,127 @@
+import type { CommandContext, CommandInput } from "../../core/engine.js";
+import { ApexError } from "../../core/errors.js";
+import { MAX_CODEC_LEVEL, type PackCodec } from "../../core/store/objects.js";
+import { findKnownSession, knownSessions } from "../retention/sessions.js";
+import { compressColdData, type ColdPolicy, type CompressResult } from "./compress.js";
+import { parseCliDuration } from "./duration.js";
+import { describePolicy, type CompressionSettings } from "./options.js";
+import { Progress, formatBytes, plural } from "./progress.js";
+
+/**
+ * `apex session compress [ID] [--after N] [--older-than D] [--algorithm A] [--level L]
+ * [--dry-run] [--json]`: compresses the cold data of one session, or of every session, now.
+ * The flags override the plugin's options for this run.
+ */
+export async function runCompressCommand(input: CommandInput, context: CommandContext, settings: CompressionSettings): Promise<number> {
+  const { options } = input;
+  const json = Boolean(options.json);
+  const dryRun = Boolean(options.dryRun);
+  const algorithm = parseAlgorithm(options.algorithm, settings.algorithm);
+  const level = parseLevel(options.level, algorithm, options.algorithm !== undefined ? undefined : settings.level);
+  const policy: ColdPolicy = { ...settings.policy };
+  if (options.after !== undefined) policy.after = parseCount(options.after, "--after");
+  if (options.olderThan !== undefined) policy.olderThanMs = parseCliDuration(options.olderThan);
+  const argument = typeof input.args[0] === "string" && input.args[0] !== "" ? input.args[0] : undefined;
+
+  const store = await context.store();
+  const sessionId = argument === undefined ? undefined : findSession(store, argument);
+  const progress = new Progress();
+  let result: CompressResult;
+  try {
+    result = await compressColdData(store, {
+      algorithm,
+      level,
+      policy,
+      sessionId,
+      dryRun,
+      measure: true,
+      onProgress: (phase, done, total) => progress.update(`${phase} ${done}/${total}`),
+    });
+  } finally {
+    progress.done();
+  }
+  if (json) context.printJson(resultJson(result, policy));
+  else printResult(context, result, policy);
+  return 0;
+}
+
+function findSession(store: Parameters<typeof knownSessions>[0], argument: string): string {
+  try {
+    return findKnownSession(knownSessions(store), argument).sessionId;
+  } catch (error) {
+    if (error instanceof ApexError && error.code === "APEX_E_NO_SESSION") {
+      throw new ApexError("APEX_E_NO_SESSION", error.message, { hint: "See `apex session list`; without an ID, every session's cold data is compressed." });
+    }
+    throw error;
+  }
+}
+
+function parseAlgorithm(value: unknown, fallback: PackCodec): PackCodec {
+  if (value === undefined) return fallback;
+  if (value === "brotli" || value === "gzip") return value;
+  throw new ApexError("APEX_E_USAGE", `Unknown algorithm ${JSON.stringify(value)} for --algorithm.`, { hint: "Use brotli or gzip (zstd is not in Node 20)." });
+}
+
+function parseLevel(value: unknown, algorithm: PackCodec, fallback: number | undefined): number | undefined {
+  if (value === undefined) return fallback;
+  const level = Number(value);
+  if (typeof value !== "string" || !/^\d+$/.test(value) || level > MAX_CODEC_LEVEL[algorithm]) {
+    throw new ApexError("APEX_E_USAGE", `Invalid --level ${JSON.stringify(value)} for ${algorithm}: use 0 to ${MAX_CODEC_LEVEL[algorithm]}.`);
+  }
+  return level;
+}
+
+function parseCount(value: unknown, flag: string): number {
+  if (typeof value !== "string" || !/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new ApexError("APEX_E_USAGE", `Invalid ${flag} ${JSON.stringify(value)}: give a whole number of checkpoints (0 or more).`);
+  }
+  return Number(value);
+}
+
+function printResult(context: CommandContext, result: CompressResult, policy: ColdPolicy): void {
+  const scope = result.sessionId ? `session ${result.sessionId}` : "every session";
+  context.print(`Cold: ${describePolicy(policy)}; ${scope}: ${plural(result.checkpoints.cold, "checkpoint")} cold, ${result.checkpoints.hot} hot.`);
+  const { values, bytes, packs } = result;
+  const verb = result.dryRun ? "Would compress" : "Compressed";
+  if (values.compressed === 0) context.print(`Nothing to compress with ${result.algorithm} ${result.level}.`);
+  else {
+    const ratio = bytes.after > 0 ? ` (${(bytes.before / bytes.after).toFixed(1)}x smaller)` : "";
+    context.print(`${verb} ${plural(values.compressed, "value")} with ${result.algorithm} ${result.level}: ${formatBytes(bytes.before)} -> ${formatBytes(bytes.after)}${ratio}, in ${plural(packs.written, "pack")}.`);
+  }
+  if (result.store) {
+    const freed = result.dryRun ? "" : ` (${plural(packs.removed, "pack")} freed, ${packs.rewritten} rewritten)`;
+    context.print(`All packs: ${formatBytes(result.store.before)} -> ${formatBytes(result.store.after)}${freed}.`);
+  }
+  const left: string[] = [];
+  if (values.alreadyCompressed > 0) left.push(`${values.alreadyCompressed} already compressed`);
+  if (values.skipped > 0) left.push(`${values.skipped} missing, damaged or moved meanwhile`);
+  if (left.length > 0) context.print(`Left as they are: ${left.join(", ")}.`);
+  if (values.incompressible > 0) context.print(`${plural(values.incompressible, "value")} did not compress (packed all the same, so that later runs skip them).`);
+  if (result.damaged > 0) context.print(`${plural(result.damaged, "tree node")} could not be read; run \`apex session validate\`.`);
+  if (result.dryRun) context.print("Dry run: nothing was written.");
+}
+
+function resultJson(result: CompressResult, policy: ColdPolicy) {
+  return {
+    dry_run: result.dryRun,
+    session_id: result.sessionId,
+    algorithm: result.algorithm,
+    level: result.level,
+    policy: { after: policy.after ?? null, older_than_seconds: policy.olderThanMs === undefined ? null : policy.olderThanMs / 1000 },
+    checkpoints: result.checkpoints,
+    values: {
+      compressed: result.values.compressed,
+      already_compressed: result.values.alreadyCompressed,
+      incompressible: result.values.incompressible,
+      skipped: result.values.skipped,
+      remaining: result.values.remaining,
+    },
+    bytes_before: result.bytes.before,
+    bytes_after: result.bytes.after,
+    ratio: result.bytes.after > 0 ? Number((result.bytes.before / result.bytes.after).toFixed(3)) : null,
+    packs: result.packs,
+    store_bytes_before: result.store?.before ?? null,
+    store_bytes_after: result.store?.after ?? null,
+    damaged_nodes: result.damaged,
+  };
+}

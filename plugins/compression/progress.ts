@@ -1,0 +1,51 @@
+/**
+ * Progress of long operations on a terminal: one line on stderr, rewritten with \r at most
+ * ten times a second, erased when done. Silent when stderr is not a TTY (pipes, CI, a
+ * command forwarded to the supervisor), so output stays clean for scripts.
+ */
+export class Progress {
+  private last = 0;
+  private shown = false;
+  private readonly enabled: boolean;
+
+  constructor(private readonly stream: NodeJS.WriteStream = process.stderr, enabled?: boolean) {
+    this.enabled = enabled ?? (Boolean(stream.isTTY) && process.env.TERM !== "dumb");
+  }
+
+  update(text: string, force = false): void {
+    if (!this.enabled) return;
+    const now = Date.now();
+    if (!force && now - this.last < 100) return;
+    this.last = now;
+    const width = Math.max(20, (this.stream.columns ?? 80) - 1);
+    this.stream.write(`\r${text.length > width ? `${text.slice(0, width - 1)}…` : text}\u001b[K`);
+    this.shown = true;
+  }
+
+  done(): void {
+    if (!this.shown) return;
+    this.stream.write("\r\u001b[K");
+    this.shown = false;
+  }
+}
+
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
+
+export function plural(n: number, noun: string, nouns = `${noun}s`): string {
+  return `${formatCount(n)} ${n === 1 ? noun : nouns}`;
+}
+
+/** 12345 -> "12,345" (without initialising ICU, which costs start-up time). */
+export function formatCount(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}

@@ -1,0 +1,573 @@
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ObjectStore } from "../core/store/objects.js";
+import { Store, type JsonValue } from "../core/store/store.js";
+import { Catalog } from "../plugins/checkpoint/catalog.js";
+import {
+  createCheckpoint,
+  deleteCheckpoint,
+  listCheckpoints,
+  readCheckpointMemory,
+  resolveCheckpoint,
+  showCheckpoint,
+  validateStore,
+} from "../plugins/checkpoint/checkpoints.js";
+import { compressColdData } from "../plugins/compression/compress.js";
+import { BUNDLE_VERSION, HEADER_BYTES, encodeBundle, readBundle, type BundleContent, type BundleInput } from "../plugins/archive/bundle.js";
+import { runApex, tempDir } from "./helpers/cli.js";
+
+let root: string;
+let cleanup: () => void;
+beforeEach(() => {
+  ({ dir: root, cleanup } = tempDir("apex-archive-"));
+});
+afterEach(() => cleanup());
+
+const CONFIG = "plugins:\n  checkpoint: {}\n  archive: {}\n";
+const DAY = 86_400_000;
+const NOW = Date.now();
+
+/** A project directory with the archive plugin enabled. */
+function project(name: string): string {
+  const dir = join(root, name);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+  return dir;
+}
+
+const apexIn = (dir: string) => (...args: string[]) => runApex(args, { cwd: dir });
+
+function record(sessionId: string, at: number): Record<string, JsonValue> {
+  const iso = new Date(at).toISOString();
+  return {
+    session_id: sessionId,
+    project_id: "p-archive",
+    created_at: iso,
+    updated_at: iso,
+    status: "active",
+    initial_task: `task of ${sessionId}`,
+    agents: ["coder"],
+    supervisor: null,
+    history: [{ event: "started", at: iso }],
+    outcome: null,
+    ended_at: null,
+    restored_from: null,
+  };
+}
+
+/**
+ * A session with `steps` checkpoints (memory, tasks and agent states changing each step),
+ * events and milestones; ended `endedDaysAgo` days ago (moved to /sessions/history) or,
+ * with null, left live and current.
+ */
+async function makeSession(store: Store, sessionId: string, steps: number, endedDaysAgo: number | null): Promise<void> {
+  const started = NOW - ((endedDaysAgo ?? 0) + steps) * DAY;
+  await store.batch((batch) => {
+    batch.set(`/sessions/${sessionId}`, record(sessionId, started));
+    batch.set("/sessions/current", { session_id: sessionId });
+    batch.set(`/sessions/${sessionId}/counters`, { tasks: steps, milestones: 1, events: steps });
+    batch.set(`/sessions/${sessionId}/milestones/0001`, { n: 1, text: "halfway", at: new Date(started).toISOString(), by: "coder", task: null });
+  });
+  for (let step = 0; step < steps; step++) {
+    const tid = `t-${String(step + 1).padStart(4, "0")}`;
+    await store.batch((batch) => {
+      batch.set(`/notes/${sessionId}/step`, { step, text: `step ${step} of ${sessionId}`.repeat(20) });
+      batch.set(`/notes/shared/counter`, { value: step });
+      batch.set(`/work/${sessionId}/file-${step}`, { lines: Array.from({ length: 30 }, (_, i) => `line ${i} of step ${step}`) });
+      batch.set(`/sessions/${sessionId}/tasks/${tid}`, { id: tid, title: `task ${step}`, status: "completed", assignee: "coder" });
+      batch.set(`/sessions/${sessionId}/agents/coder`, { name: "coder", status: "running", task: tid, pid: 1000 + step });
+      batch.set(`/sessions/${sessionId}/agents/coder.context`, { notes: `context after ${step}` });
+      batch.set(`/sessions/${sessionId}/events/${String(step + 1).padStart(8, "0")}`, { seq: step + 1, at: new Date(started + step * DAY).toISOString(), type: "task.completed", actor: "agent:coder" });
+    });
+    await createCheckpoint(store, { sessionId, trigger: step % 2 ? "interval" : "manual", description: `step ${step}`, now: () => new Date(started + step * DAY) });
+  }
+  if (endedDaysAgo === null) return;
+  const ended = new Date(NOW - endedDaysAgo * DAY).toISOString();
+  await store.batch((batch) => {
+    const live = batch.get(`/sessions/${sessionId}`) as Record<string, JsonValue>;
+    batch.delete(`/sessions/${sessionId}`);
+    batch.set(`/sessions/history/${sessionId}`, { ...live, status: "stopped", outcome: "stopped by the user", ended_at: ended, updated_at: ended });
+    batch.delete("/sessions/current");
+  });
+}
+
+/** Everything about a session the store holds: records, checkpoints, and each checkpoint's memory, tasks and agents. */
+function snapshot(store: Store, sessionId: string) {
+  const list = listCheckpoints(store, sessionId, { limit: 1000, order: "oldest" });
+  return {
+    ended: store.get(`/sessions/history/${sessionId}`) ?? null,
+    live: store.get(`/sessions/${sessionId}`) ?? null,
+    records: [...store.tree(`/sessions/${sessionId}`)],
+    checkpoints: list,
+    lastSequence: Catalog.of(store).lastSequence(sessionId),
+    memory: list.items.map((item) => [...readCheckpointMemory(store, item.id)]),
+    details: list.items.map((item) => {
+      const details = showCheckpoint(store, item.id);
+      return { tasks: details.tasks, agents: details.agent_states };
+    }),
+  };
+}
+
+async function withStore<T>(dir: string, fn: (store: Store) => Promise<T> | T): Promise<T> {
+  const store = Store.open(join(dir, ".apex"));
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+/** Three sessions: one ended 60 days ago (its first checkpoint deleted), one ended a day ago, one live. */
+async function threeSessions(dir: string) {
+  return withStore(dir, async (store) => {
+    await store.set("/projects/config", { project_id: "p-archive", created_at: new Date(NOW - 100 * DAY).toISOString() });
+    await makeSession(store, "s-old", 4, 60);
+    await deleteCheckpoint(store, "s-old/checkpoint-001");
+    await makeSession(store, "s-recent", 3, 1);
+    await makeSession(store, "s-live", 2, null);
+    return { old: snapshot(store, "s-old"), recent: snapshot(store, "s-recent"), live: snapshot(store, "s-live"), revision: store.revision() };
+  });
+}
+
+function json(result: { stdout: string }): any {
+  return JSON.parse(result.stdout);
+}
+
+function errorOf(result: { stderr: string }): { code: string; exitCode: number; message: string } {
+  return JSON.parse(result.stderr).error;
+}
+
+describe("apex session archive / unarchive", () => {
+  it("moves ended sessions older than the cutoff into one bundle each and brings one back identical", async () => {
+    const dir = project("p1");
+    const apex = apexIn(dir);
+    const before = await threeSessions(dir);
+    expect(before.old.checkpoints.total).toBe(3);
+    expect(before.old.lastSequence).toBe(4);
+    const oldIds = before.old.checkpoints.items.map((item) => item.id);
+
+    const archived = apex("session", "archive", "--older-than", "30days", "--json");
+    expect(archived.stderr).toBe("");
+    expect(archived.status).toBe(0);
+    const result = json(archived);
+    expect(result.archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-old"]);
+    expect(result.archived[0]).toMatchObject({ checkpoints: 3, file: join(dir, ".apex/backups/s-old.apexbundle") });
+    expect(result.archived[0].file_bytes).toBeLessThan(result.archived[0].body_bytes);
+    expect(result.sweep.values).toBeGreaterThan(0); // values only s-old's checkpoints used
+    expect(existsSync(join(dir, ".apex/backups/s-old.apexbundle"))).toBe(true);
+
+    await withStore(dir, (store) => {
+      expect(store.get("/sessions/history/s-old")).toBeUndefined();
+      expect([...store.keysBelow("/sessions/s-old")]).toEqual([]);
+      expect(listCheckpoints(store, "s-old").total).toBe(0);
+      expect(Catalog.of(store).lastSequence("s-old")).toBe(0);
+      expect([...Catalog.of(store).counters()].map((counter) => counter.sessionId).sort()).toEqual(["s-live", "s-recent"]);
+      for (const id of oldIds) expect(() => resolveCheckpoint(store, id)).toThrow(expect.objectContaining({ code: "APEX_E_CHECKPOINT_NOT_FOUND" }));
+      expect(snapshot(store, "s-recent")).toEqual(before.recent);
+      expect(snapshot(store, "s-live")).toEqual(before.live);
+      expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+    });
+
+    const back = apex("session", "unarchive", "s-old", "--json");
+    expect(back.stderr).toBe("");
+    expect(back.status).toBe(0);
+    expect(json(back)).toMatchObject({ session_id: "s-old", bundle_kind: "archive", checkpoints: 3, converted_to_ended: false, bundle_removed: true });
+    expect(existsSync(join(dir, ".apex/backups/s-old.apexbundle"))).toBe(false);
+    await withStore(dir, (store) => {
+      expect(snapshot(store, "s-old")).toEqual(before.old);
+      expect(snapshot(store, "s-recent")).toEqual(before.recent);
+      expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+    });
+    // Sequence numbers are never reused: the next checkpoint of s-old would be 5.
+    await withStore(dir, (store) => expect(Catalog.of(store).lastSequence("s-old")).toBe(4));
+  });
+
+  it("accepts 30d and 12h, refuses bad durations (2) and live sessions (4) without writing anything", async () => {
+    const dir = project("p1");
+    const apex = apexIn(dir);
+    const before = await threeSessions(dir);
+
+    const names = (result: { stdout: string }) => json(result).archived.map((session: { session_id: string }) => session.session_id);
+    const thirty = apex("session", "archive", "--older-than", "30d", "--dry-run", "--json");
+    expect(thirty.status).toBe(0);
+    expect(names(thirty)).toEqual(["s-old"]);
+    const twelve = apex("session", "archive", "--older-than", "12h", "--dry-run", "--json");
+    expect(twelve.status).toBe(0);
+    expect(names(twelve)).toEqual(["s-old", "s-recent"]);
+    expect(json(twelve).dry_run).toBe(true);
+    const text = apex("session", "archive", "--older-than", "12h", "--dry-run");
+    expect(text.stdout).toMatch(/Would archive 2 sessions/);
+    expect(text.stdout).toMatch(/Dry run: nothing was written or removed/);
+
+    for (const bad of ["30dayz", "30", "soon"]) {
+      const result = apex("session", "archive", "--older-than", bad, "--json");
+      expect(result.status, bad).toBe(2);
+      expect(errorOf(result).code).toBe("APEX_E_USAGE");
+    }
+    const none = apex("session", "archive", "--json");
+    expect(none.status).toBe(2);
+    expect(errorOf(none).code).toBe("APEX_E_USAGE");
+
+    const live = apex("session", "archive", "s-live", "--json");
+    expect(live.status).toBe(4);
+    expect(errorOf(live).code).toBe("APEX_E_SESSION_ACTIVE");
+    const missing = apex("session", "archive", "s-nope", "--json");
+    expect(missing.status).toBe(3);
+
+    expect(existsSync(join(dir, ".apex/backups"))).toBe(false);
+    await withStore(dir, (store) => {
+      expect(store.revision()).toBe(before.revision);
+      expect(snapshot(store, "s-old")).toEqual(before.old);
+    });
+  });
+
+  it("unarchive refuses a session that is back already and an unknown id", async () => {
+    const dir = project("p1");
+    const apex = apexIn(dir);
+    await threeSessions(dir);
+    expect(apex("session", "archive", "s-old").status).toBe(0);
+    expect(apex("session", "unarchive", "s-old", "--keep").status).toBe(0);
+    const again = apex("session", "unarchive", "s-old", "--json");
+    expect(again.status).toBe(4);
+    expect(errorOf(again).code).toBe("APEX_E_SESSION_EXISTS");
+    expect(existsSync(join(dir, ".apex/backups/s-old.apexbundle"))).toBe(true);
+    const unknown = apex("session", "unarchive", "s-nothing", "--json");
+    expect(unknown.status).toBe(3);
+    expect(errorOf(unknown).code).toBe("APEX_E_NOT_FOUND");
+  });
+
+  it("archives compressed checkpoint data too: the bundle holds the uncompressed bytes", async () => {
+    const dir = project("p1");
+    const apex = apexIn(dir);
+    const before = await threeSessions(dir);
+    await withStore(dir, async (store) => {
+      const result = await compressColdData(store, { algorithm: "gzip", policy: { after: 0 } });
+      expect(result.values.compressed).toBeGreaterThan(0);
+    });
+    expect(apex("session", "archive", "--older-than", "30d").status).toBe(0);
+    expect(apex("session", "unarchive", "s-old").status).toBe(0);
+    await withStore(dir, (store) => {
+      expect(snapshot(store, "s-old")).toEqual(before.old);
+      expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+    });
+  });
+});
+
+describe("apex session export / import", () => {
+  it("round-trips a session into a fresh project; importing it twice is refused", async () => {
+    const source = project("source");
+    const target = project("target");
+    const before = await threeSessions(source);
+    const file = join(root, "recent.apexbundle");
+
+    const exported = apexIn(source)("session", "export", "s-rec", "-o", file, "--json");
+    expect(exported.stderr).toBe("");
+    expect(exported.status).toBe(0);
+    expect(json(exported)).toMatchObject({ session_id: "s-recent", state: "ended", checkpoints: 3, file });
+    // Export reads only: the source is unchanged.
+    await withStore(source, (store) => expect(store.revision()).toBe(before.revision));
+    expect(apexIn(source)("session", "export", "s-recent", "-o", file).status).toBe(4); // exists: --force to replace
+
+    await withStore(target, (store) => store.set("/projects/config", { project_id: "p-target" }));
+    const imported = apexIn(target)("session", "import", file, "--json");
+    expect(imported.stderr).toBe("");
+    expect(imported.status).toBe(0);
+    // From another project: the agent's process ids (of another machine) are cleared, nothing else changes.
+    expect(json(imported)).toMatchObject({ session_id: "s-recent", bundle_kind: "export", checkpoints: 3, agents_process_ids_cleared: 1 });
+    const revision = await withStore(target, (store) => {
+      const after = snapshot(store, "s-recent");
+      expect(after.records.find((entry) => entry.path === "/sessions/s-recent/agents/coder")?.value).toMatchObject({ pid: null, task: "t-0003" });
+      const withoutPids = (records: typeof after.records) =>
+        records.map((entry) => (entry.path === "/sessions/s-recent/agents/coder" ? { ...entry, value: { ...(entry.value as object), pid: null } } : entry));
+      expect({ ...after, records: withoutPids(after.records) }).toEqual({ ...before.recent, records: withoutPids(before.recent.records) });
+      expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+      return store.revision();
+    });
+
+    const twice = apexIn(target)("session", "import", file, "--json");
+    expect(twice.status).toBe(4);
+    expect(errorOf(twice).code).toBe("APEX_E_SESSION_EXISTS");
+    await withStore(target, (store) => expect(store.revision()).toBe(revision));
+    expect(existsSync(file)).toBe(true); // import never removes the file
+  });
+
+  it("a live session comes in as an ended (stopped) one with the same checkpoints", async () => {
+    const source = project("source");
+    const target = project("target");
+    const before = await threeSessions(source);
+    const file = join(root, "live.apexbundle");
+    expect(apexIn(source)("session", "export", "s-live", "-o", file).status).toBe(0);
+    const imported = apexIn(target)("session", "import", file);
+    expect(imported.status).toBe(0);
+    expect(imported.stdout).toMatch(/it is here as an ended \(stopped\) session/);
+    await withStore(target, (store) => {
+      const after = snapshot(store, "s-live");
+      expect(after.live).toBeNull();
+      expect(after.ended).toMatchObject({ session_id: "s-live", status: "stopped", supervisor: null });
+      expect(after.checkpoints).toEqual(before.live.checkpoints);
+      expect(after.memory).toEqual(before.live.memory);
+      expect(after.details).toEqual(before.live.details);
+      expect(store.get("/sessions/current")).toBeUndefined();
+      expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+    });
+  });
+
+  it("usage errors: no -o, unknown session", async () => {
+    const dir = project("p1");
+    await threeSessions(dir);
+    const apex = apexIn(dir);
+    const noOutput = apex("session", "export", "s-old", "--json");
+    expect(noOutput.status).toBe(2);
+    expect(errorOf(noOutput).code).toBe("APEX_E_USAGE");
+    expect(apex("session", "export", "s-none", "-o", join(root, "x.apexbundle")).status).toBe(3);
+    expect(existsSync(join(root, "x.apexbundle"))).toBe(false);
+    expect(apex("session", "import", join(root, "missing.apexbundle")).status).toBe(3);
+  });
+});
+
+describe("tampered bundles are refused and nothing is written", () => {
+  async function exported(): Promise<{ file: Buffer; content: BundleContent; target: string; revision: number }> {
+    const source = project("source");
+    await threeSessions(source);
+    const path = join(root, "good.apexbundle");
+    expect(apexIn(source)("session", "export", "s-recent", "-o", path).status).toBe(0);
+    const target = project("target");
+    const revision = await withStore(target, async (store) => {
+      await store.set("/notes/mine", "untouched");
+      return store.revision();
+    });
+    const file = readFileSync(path);
+    return { file, content: readBundle(file), target, revision };
+  }
+
+  /** Re-encodes a bundle with its checksums consistent: only the content checks can catch the change. */
+  function reencode(content: BundleContent, change: (input: BundleInput) => void): Promise<{ file: Buffer }> {
+    const input = readBundleInput(content);
+    change(input);
+    return encodeBundle(input, "brotli");
+  }
+
+  async function expectRefused(target: string, revision: number, bytes: Buffer, code: string, message: RegExp): Promise<void> {
+    const path = join(root, `bad-${Math.random().toString(36).slice(2)}.apexbundle`);
+    writeFileSync(path, bytes);
+    const result = runApex(["session", "import", path, "--json"], { cwd: target });
+    expect(result.status, result.stderr).toBe(4);
+    const error = errorOf(result);
+    expect(error.code).toBe(code);
+    expect(error.message).toMatch(message);
+    await withStore(target, (store) => {
+      expect(store.revision()).toBe(revision);
+      expect([...store.keysBelow("/sessions")]).toEqual([]);
+      expect(ObjectStore.of(store).count("value")).toBe(0);
+    });
+  }
+
+  it("a flipped byte, a truncated file, another version, a foreign file", async () => {
+    const { file, target, revision } = await exported();
+    const flipped = Buffer.from(file);
+    flipped[HEADER_BYTES + Math.floor((file.length - HEADER_BYTES) / 2)] ^= 0x01;
+    await expectRefused(target, revision, flipped, "APEX_E_BUNDLE_INVALID", /truncated or damaged|checksum does not match/);
+    await expectRefused(target, revision, file.subarray(0, file.length - 100), "APEX_E_BUNDLE_INVALID", /does not decompress|truncated/);
+    await expectRefused(target, revision, file.subarray(0, 30), "APEX_E_BUNDLE_INVALID", /52-byte header/);
+    const version = Buffer.from(file);
+    version.writeUInt16BE(BUNDLE_VERSION + 1, 8);
+    await expectRefused(target, revision, version, "APEX_E_BUNDLE_VERSION", /format version 2; this APEX reads version 1/);
+    const digest = Buffer.from(file);
+    digest[25] ^= 0x80;
+    await expectRefused(target, revision, digest, "APEX_E_BUNDLE_INVALID", /checksum does not match/);
+    await expectRefused(target, revision, Buffer.from("PK\u0003\u0004 this is a zip file, not a bundle ........................................"), "APEX_E_BUNDLE_INVALID", /not an APEX session bundle/);
+  });
+
+  it("paths outside the session's keyspace: '../x', '/a/../b', other sessions, project memory", async () => {
+    const { content, target, revision } = await exported();
+    const sid = content.manifest.session_id;
+    const add = (path: string) => (input: BundleInput) => {
+      input.records.push([path, { evil: true }]);
+    };
+    const cases: Array<[string, RegExp]> = [
+      ["../x", /not a valid keyspace path/],
+      ["/a/../b", /not a valid keyspace path: segment 2 is '..'/],
+      [`/sessions/${sid}/../../etc`, /not a valid keyspace path/],
+      [`/sessions/${sid}/./tasks`, /not a valid keyspace path/],
+      ["/notes/mine", /outside session s-recent's own paths/],
+      ["/sessions/current", /outside session s-recent's own paths/],
+      ["/sessions/s-other/tasks/t-0001", /outside session s-recent's own paths/],
+      [`/sessions/${sid}-evil/x`, /outside session s-recent's own paths/],
+    ];
+    for (const [path, message] of cases) {
+      const { file } = await reencode(content, add(path));
+      await expectRefused(target, revision, file, "APEX_E_BUNDLE_INVALID", message);
+    }
+  });
+
+  it("objects and manifests that do not add up", async () => {
+    const { content, target, revision } = await exported();
+    const sid = content.manifest.session_id;
+    const refuse = async (change: (input: BundleInput) => void, message: RegExp) => {
+      const { file } = await reencode(content, change);
+      expect(() => readBundle(file)).toThrow(message);
+      await expectRefused(target, revision, file, "APEX_E_BUNDLE_INVALID", message);
+    };
+    // A checkpoint manifest edited after it was signed.
+    await refuse((input) => {
+      const entry = input.records.find(([path]) => path === `/sessions/${sid}/checkpoint-002`)!;
+      (entry[1] as Record<string, JsonValue>).description = "rewritten history";
+    }, /checkpoint-002 does not match its hash/);
+    // An object the checkpoints need is left out.
+    await refuse((input) => {
+      input.objects = input.objects.filter((object) => object.kind !== "value" || input.objects.indexOf(object) !== input.objects.findIndex((o) => o.kind === "value"));
+    }, /value [0-9a-f]{12} of checkpoint-\d+ is missing/);
+    // An extra object nothing references.
+    await refuse((input) => {
+      const bytes = Buffer.from('{"smuggled":true}');
+      input.objects.push({ kind: "value", hash: createHash("sha256").update(bytes).digest("hex"), bytes });
+    }, /is not referenced by any of its checkpoints/);
+    // The session record names another session.
+    await refuse((input) => {
+      const entry = input.records.find(([path]) => path === `/sessions/history/${sid}`)!;
+      (entry[1] as Record<string, JsonValue>).session_id = "someone-else";
+    }, /is not a record of session/);
+    // A checkpoint the manifest lists is missing from the records.
+    await refuse((input) => {
+      input.records = input.records.filter(([path]) => path !== `/sessions/${sid}/checkpoint-003`);
+    }, /lists checkpoint\(s\) the records lack: 3/);
+    // last_sequence below the checkpoints.
+    await refuse((input) => {
+      input.last_sequence = 1;
+    }, /last_sequence 1 is below checkpoint 3/);
+  });
+
+  /** Rewrites the decompressed body of a (brotli) bundle and fixes up the header, so that only the content checks can catch the change. */
+  function rewriteBody(file: Buffer, change: (body: Buffer) => Buffer): Buffer {
+    const body = change(brotliDecompressSync(file.subarray(HEADER_BYTES)));
+    const header = Buffer.from(file.subarray(0, HEADER_BYTES));
+    header.writeBigUInt64BE(BigInt(body.length), 12);
+    createHash("sha256").update(body).digest().copy(header, 20);
+    return Buffer.concat([header, brotliCompressSync(body)]);
+  }
+
+  function rewriteManifest(file: Buffer, change: (manifest: Record<string, unknown>) => string): Buffer {
+    return rewriteBody(file, (body) => {
+      const length = body.readUInt32BE(0);
+      const manifest = Buffer.from(change(JSON.parse(body.subarray(4, 4 + length).toString("utf8"))));
+      const prefix = Buffer.alloc(4);
+      prefix.writeUInt32BE(manifest.length);
+      return Buffer.concat([prefix, manifest, body.subarray(4 + length)]);
+    });
+  }
+
+  it("bodies and manifests that do not follow the format", async () => {
+    const { file, target, revision } = await exported();
+    expect(readBundle(rewriteBody(file, (body) => body)).manifest.session_id).toBe("s-recent"); // the helper itself keeps bundles valid
+    await expectRefused(target, revision, rewriteBody(file, (body) => Buffer.concat([body, Buffer.from("extra")])), "APEX_E_BUNDLE_INVALID", /5 bytes follow the last blob/);
+    await expectRefused(target, revision, rewriteBody(file, (body) => body.subarray(0, body.length - 1)), "APEX_E_BUNDLE_INVALID", /runs past the end of the body/);
+    await expectRefused(target, revision, rewriteManifest(file, (manifest) => JSON.stringify(manifest, null, 1)), "APEX_E_BUNDLE_INVALID", /manifest is not in canonical form/);
+    const withField = rewriteManifest(file, (manifest) => {
+      const { ...rest } = manifest;
+      return `{"aaa":1,${JSON.stringify(rest).slice(1)}`;
+    });
+    await expectRefused(target, revision, withField, "APEX_E_BUNDLE_INVALID", /unknown field\(s\) aaa/);
+    await expectRefused(target, revision, rewriteManifest(file, (manifest) => JSON.stringify({ ...manifest, version: 1 }).replace('"version":1', '"version":2')), "APEX_E_BUNDLE_INVALID", /disagrees with the header/);
+    await expectRefused(target, revision, rewriteManifest(file, (manifest) => JSON.stringify(manifest).replace(/"session_id":"s-recent"/, '"session_id":"../etc"')), "APEX_E_BUNDLE_INVALID", /session id is not valid/);
+  });
+
+  it("sizes are bounded before anything is decompressed", async () => {
+    const { file, content } = await exported();
+    expect(() => readBundle(file, { maxBytes: 1024 })).toThrow(/more than the limit of 1024/);
+    const huge = Buffer.from(file);
+    huge.writeBigUInt64BE(2n ** 62n, 12);
+    expect(() => readBundle(huge)).toThrow(expect.objectContaining({ code: "APEX_E_BUNDLE_INVALID" }));
+    // A body longer than its header says is cut off at one byte past it, and refused.
+    const longer = Buffer.from(file);
+    longer.writeBigUInt64BE(BigInt(Number(file.readBigUInt64BE(12)) - 10), 12);
+    expect(() => readBundle(longer)).toThrow(/truncated or damaged|is \d+ bytes, the header says/);
+    // gzip bundles read as well.
+    const gzip = await encodeBundle(readBundleInput(content), "gzip");
+    expect(readBundle(gzip.file).records).toEqual(content.records);
+  });
+});
+
+function readBundleInput(content: BundleContent): BundleInput {
+  const { manifest } = content;
+  return {
+    kind: manifest.kind,
+    created_at: manifest.created_at,
+    apex_version: manifest.apex_version,
+    project_id: manifest.project_id,
+    session_id: manifest.session_id,
+    session_state: manifest.session_state,
+    last_sequence: manifest.last_sequence,
+    checkpoints: manifest.checkpoints.map((entry) => ({ ...entry })),
+    records: content.records.map(([path, value]): [string, JsonValue] => [path, structuredClone(value)]),
+    objects: [...content.objects].map(([hash, { kind, bytes }]) => ({ kind, hash, bytes })),
+  };
+}
+
+describe("apex backup", () => {
+  it("writes a compacted copy that opens read-only and validates, and never overwrites one", async () => {
+    const dir = project("p1");
+    const apex = apexIn(dir);
+    const before = await threeSessions(dir);
+    await withStore(dir, async (store) => {
+      await compressColdData(store, { algorithm: "brotli", policy: { after: 1 } });
+    });
+    const revision = await withStore(dir, (store) => store.revision());
+
+    const made = apex("backup", "--to", "copy", "--json");
+    expect(made.stderr).toBe("");
+    expect(made.status).toBe(0);
+    const result = json(made);
+    expect(result).toMatchObject({ directory: join(dir, "copy"), file: join(dir, "copy/store.mdb"), revision, validation: { ok: true, errors: 0 } });
+    expect(result.bytes).toBeGreaterThan(0);
+    expect(result.bytes).toBeLessThanOrEqual(result.source_bytes);
+    expect(readdirSync(join(dir, "copy"))).toEqual(["store.mdb"]); // no partial or lock files left
+
+    const copy = Store.open(join(dir, "copy"), { readOnly: true });
+    try {
+      expect(copy.revision()).toBe(revision);
+      expect(validateStore(copy)).toMatchObject({ ok: true, problems: [] });
+      expect(snapshot(copy, "s-old")).toEqual(before.old);
+      expect(snapshot(copy, "s-live")).toEqual(before.live);
+      expect(result.counts.checkpoints).toBe(8);
+    } finally {
+      await copy.close();
+    }
+
+    const again = apex("backup", "--to", "copy", "--json");
+    expect(again.status).toBe(4);
+    expect(errorOf(again).code).toBe("APEX_E_CONFLICT");
+
+    const defaults = apex("backup");
+    expect(defaults.status).toBe(0);
+    expect(defaults.stdout).toMatch(/Verified: the copy opens read-only and validates clean/);
+    const [made2] = readdirSync(join(dir, ".apex/backups"));
+    expect(made2).toMatch(/^store-\d{8}T\d{6}Z$/);
+    expect(existsSync(join(dir, ".apex/backups", made2!, "store.mdb"))).toBe(true);
+  });
+
+  it("a project without a store: not found (3)", () => {
+    const dir = project("empty");
+    const result = runApex(["backup", "--json"], { cwd: dir });
+    expect(result.status).toBe(3);
+    expect(errorOf(result).code).toBe("APEX_E_NO_STORE");
+  });
+});
+
+describe("--help of every command shows its options and examples", () => {
+  it.each([
+    [["session", "archive"], ["--older-than", "--dry-run", "--json"]],
+    [["session", "unarchive"], ["<bundle>", "--keep", "--json"]],
+    [["session", "export"], ["-o, --output", "--force", "--json"]],
+    [["session", "import"], ["<file>", "--json"]],
+    [["backup"], ["--to", "--json"]],
+  ])("apex %s --help", (words, flags) => {
+    const dir = project("help");
+    const help = runApex([...words, "--help"], { cwd: dir });
+    expect(help.status).toBe(0);
+    for (const flag of flags) expect(help.stdout).toContain(flag);
+    expect(help.stdout).toMatch(new RegExp(`Examples:\\n  apex ${words.join(" ")}`));
+  });
+});

@@ -1,0 +1,449 @@
+import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Config } from "../core/config/types.js";
+import { Engine } from "../core/engine.js";
+import {
+  ObjectStore,
+  PACK_CODEC_IDS,
+  canonicalBytes,
+  decodeLocation,
+  decompressPack,
+  encodeLocation,
+  sha256,
+  walkTree,
+  type Hash,
+  type PackCodec,
+} from "../core/store/objects.js";
+import { Store, type JsonValue } from "../core/store/store.js";
+import {
+  checkpointInfo,
+  createCheckpoint,
+  deleteCheckpoint,
+  listCheckpoints,
+  readCheckpointMemory,
+  restoreCheckpoint,
+  sweepUnreferenced,
+  validateStore,
+  type CheckpointManifest,
+} from "../plugins/checkpoint/checkpoints.js";
+import compression from "../plugins/compression/index.js";
+import { compressColdData } from "../plugins/compression/compress.js";
+import { parseCliDuration } from "../plugins/compression/duration.js";
+import type { CompressionOptions } from "../plugins/compression/options.js";
+import { runApex, tempDir } from "./helpers/cli.js";
+
+let dir: string;
+let cleanup: () => void;
+let store: Store;
+
+beforeEach(() => {
+  ({ dir, cleanup } = tempDir("apex-compression-"));
+  store = Store.open(join(dir, ".apex"));
+});
+afterEach(async () => {
+  await store.close();
+  cleanup();
+});
+
+const SESSION = "s-main";
+const DAY = 86_400_000;
+const START = Date.parse("2026-01-05T08:00:00Z");
+
+async function startSession(sessionId = SESSION): Promise<void> {
+  const at = new Date(START).toISOString();
+  await store.batch((batch) => {
+    batch.set(`/sessions/${sessionId}`, { session_id: sessionId, status: "active", created_at: at, updated_at: at, agents: ["coder"], supervisor: null, history: [], outcome: null, ended_at: null });
+    batch.set(`/sessions/${sessionId}/agents/coder`, { name: "coder", status: "running", task: "t-0001" });
+    batch.set(`/sessions/${sessionId}/tasks/t-0001`, { id: "t-0001", title: "write notes", status: "active", assignee: "coder" });
+    batch.set("/sessions/current", { session_id: sessionId });
+  });
+}
+
+const WORDS = "agent task memory checkpoint merkle tree restore session value commit branch merge plan test build review".split(" ");
+function text(seed: number, length: number): string {
+  let out = "";
+  let state = seed;
+  while (out.length < length) {
+    state = (state * 1103515245 + 12345) & 0x7fffffff;
+    out += `${WORDS[state % WORDS.length]} `;
+  }
+  return out.slice(0, length);
+}
+
+/** Step `step` rewrites a few notes (values unique to that step) and keeps the rest. */
+async function writeStep(step: number, keys = 40): Promise<void> {
+  await store.batch((batch) => {
+    batch.set("/notes/constant", { text: "the same in every checkpoint" });
+    for (let k = 0; k < keys; k++) {
+      if (step === 0 || k % 5 === step % 5) batch.set(`/notes/area-${k % 4}/k${k}`, { k, step, body: text(k * 1000 + step, 600) });
+    }
+    batch.set(`/log/${String(step).padStart(3, "0")}`, { step, body: text(step, 300) });
+  });
+}
+
+async function checkpointAt(time: number, sessionId = SESSION): Promise<CheckpointManifest> {
+  return (await createCheckpoint(store, { sessionId, trigger: "interval", now: () => new Date(time) })).manifest;
+}
+
+/** Checkpoints 0..count-1, one day apart. */
+async function history(count: number): Promise<CheckpointManifest[]> {
+  await startSession();
+  const manifests: CheckpointManifest[] = [];
+  for (let step = 0; step < count; step++) {
+    await writeStep(step);
+    manifests.push(await checkpointAt(START + step * DAY));
+  }
+  return manifests;
+}
+
+function memoryOf(manifest: CheckpointManifest): Array<[string, JsonValue]> {
+  return [...readCheckpointMemory(store, manifest.id)].map((entry) => [entry.path, entry.value]);
+}
+
+/** The project memory as the store holds it now (outside /sessions). */
+function liveMemory(): Array<[string, JsonValue]> {
+  return [...store.tree("/")].filter((entry) => !entry.path.startsWith("/sessions")).map((entry) => [entry.path, entry.value]);
+}
+
+/** Value hashes reachable from a checkpoint's trees. */
+function valuesOf(manifest: CheckpointManifest): Set<Hash> {
+  const view = ObjectStore.of(store).view({ fresh: true });
+  const out = new Set<Hash>();
+  for (const root of [manifest.memory.root, manifest.tasks.root, manifest.agents.root]) for (const { hash } of walkTree(view, root)) out.add(hash);
+  return out;
+}
+
+function isCompressed(hash: Hash): boolean {
+  return ObjectStore.of(store).locate("value", hash)?.codec !== undefined;
+}
+
+describe("pack codecs in the object store", () => {
+  it("location records carry the codec and the uncompressed size; old records still decode", () => {
+    const plain = { pack: 7, offset: 300, length: 25 };
+    expect(decodeLocation(encodeLocation(plain))).toEqual(plain);
+    const compressed = { pack: 9, offset: 65_000, length: 600, codec: PACK_CODEC_IDS.brotli, rawSize: 65_600 };
+    expect(decodeLocation(encodeLocation(compressed))).toEqual(compressed);
+    expect(() => decodeLocation(encodeLocation({ ...compressed, codec: 7 }))).toThrow(/unknown codec 7/);
+    expect(() => decodeLocation(encodeLocation({ ...compressed, rawSize: 100 }))).toThrow(/past the end/);
+  });
+
+  it("reads objects of compressed packs transparently; hashes are those of the uncompressed bytes", async () => {
+    const objects = ObjectStore.of(store);
+    const values = Array.from({ length: 50 }, (_, i) => canonicalBytes({ i, body: text(i, 500) }));
+    store.environment.transactionSync(() => {
+      objects.putMany(values.map((bytes) => ({ kind: "value" as const, hash: sha256(bytes), bytes, codec: "gzip" as PackCodec })));
+    });
+    const view = objects.view({ fresh: true });
+    for (const bytes of values) {
+      const hash = sha256(bytes);
+      const location = objects.locate("value", hash)!;
+      expect(location.codec).toBe(PACK_CODEC_IDS.gzip);
+      expect(objects.getRaw("value", hash)).toEqual(bytes);
+      expect(view.valueBytes(hash)).toEqual(bytes);
+    }
+    const usage = objects.usage();
+    expect(usage.bytes).toBeLessThan(values.reduce((sum, bytes) => sum + bytes.length, 0) / 3);
+    expect(usage.liveBytes).toBe(usage.bytes);
+    // A damaged compressed pack: its objects read as corrupt, never as other bytes.
+    const { pack, rawSize } = objects.locate("value", sha256(values[0]!))!;
+    expect(() => decompressPack(PACK_CODEC_IDS.gzip, Buffer.from("not gzip"), rawSize!)).toThrow();
+    const damaged = Buffer.from(objects.packs.get(pack)!);
+    damaged[damaged.length - 6] ^= 0xff;
+    store.environment.transactionSync(() => objects.packs.put(pack, damaged));
+    expect(() => objects.view({ fresh: true }).valueBytes(sha256(values[0]!))).toThrow(expect.objectContaining({ code: "APEX_E_INTEGRITY", reason: "corrupt" }));
+  });
+});
+
+describe.each(["brotli", "gzip"] as const)("compressing cold checkpoint data with %s", (algorithm) => {
+  it("keeps hashes and manifests, restores exactly, validates clean, and reports the bytes", async () => {
+    const manifests = await history(8);
+    const memoryBefore = manifests.map(memoryOf);
+    const listBefore = listCheckpoints(store, SESSION, { limit: 100 });
+    const packBytesBefore = ObjectStore.of(store).usage().bytes;
+
+    const result = await compressColdData(store, { algorithm, policy: { after: 3 }, measure: true });
+    expect(result.checkpoints).toEqual({ cold: 5, hot: 3 });
+    expect(result.values.compressed).toBeGreaterThan(20);
+    expect(result.bytes.after).toBeGreaterThan(0);
+    expect(result.bytes.before / result.bytes.after).toBeGreaterThan(3);
+    expect(result.store!.before).toBe(packBytesBefore);
+    expect(result.store!.after).toBeLessThan(result.store!.before);
+    expect(result.packs.written).toBeGreaterThan(0);
+
+    // What only cold checkpoints use is compressed; what a hot checkpoint uses is not.
+    const hot = new Set([...manifests.slice(5).flatMap((manifest) => [...valuesOf(manifest)])]);
+    const coldOnly = [...valuesOf(manifests[0]!)].filter((hash) => !hot.has(hash));
+    expect(coldOnly.length).toBeGreaterThan(0);
+    for (const hash of coldOnly) expect(isCompressed(hash)).toBe(true);
+    for (const hash of hot) expect(isCompressed(hash)).toBe(false);
+
+    // Same checkpoints, same trees, same memory at each; the node cache does not matter.
+    expect(listCheckpoints(store, SESSION, { limit: 100 })).toEqual(listBefore);
+    expect(manifests.map(memoryOf)).toEqual(memoryBefore);
+    ObjectStore.of(store).clearNodeCache();
+    expect(manifests.map(memoryOf)).toEqual(memoryBefore);
+    const report = validateStore(store);
+    expect(report.problems).toEqual([]);
+    expect(report.ok).toBe(true);
+
+    // A second run finds nothing new to do.
+    const second = await compressColdData(store, { algorithm, policy: { after: 3 } });
+    expect(second.values.compressed).toBe(0);
+    expect(second.values.alreadyCompressed).toBe(result.values.compressed);
+
+    // Restoring a compressed checkpoint puts the memory back exactly, and the next checkpoint builds on it.
+    await restoreCheckpoint(store, manifests[0]!.id);
+    expect(liveMemory()).toEqual(memoryBefore[0]);
+    const again = await checkpointAt(START + 20 * DAY);
+    expect(again.memory.root).toBe(manifests[0]!.memory.root);
+    expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+  });
+
+  it("validate re-hashes the decompressed bytes: a flipped byte in a compressed pack is found", async () => {
+    const manifests = await history(4);
+    await compressColdData(store, { algorithm, policy: { after: 1 } });
+    const objects = ObjectStore.of(store);
+    const victim = [...valuesOf(manifests[0]!)].find(isCompressed)!;
+    const { pack } = objects.locate("value", victim)!;
+    const bytes = Buffer.from(objects.packs.get(pack)!);
+    bytes[Math.floor(bytes.length / 2)] ^= 0x55;
+    store.environment.transactionSync(() => objects.packs.put(pack, bytes));
+    const report = validateStore(store);
+    expect(report.ok).toBe(false);
+    expect(report.problems.map((problem) => problem.code)).toContain("value-corrupt");
+    expect(report.problems.some((problem) => problem.hash === victim)).toBe(true);
+    await expect(restoreCheckpoint(store, manifests[0]!.id)).rejects.toMatchObject({ code: "APEX_E_INTEGRITY" });
+  });
+});
+
+describe("compression and the rest of the store", () => {
+  it("older_than: only checkpoints older than the threshold are cold", async () => {
+    const manifests = await history(6);
+    const now = START + 5 * DAY + 3_600_000;
+    const result = await compressColdData(store, { algorithm: "brotli", policy: { olderThanMs: parseCliDuration("3days") }, now: () => now });
+    expect(result.checkpoints).toEqual({ cold: 3, hot: 3 }); // created at day 0, 1, 2
+    const hot = new Set(manifests.slice(3).flatMap((manifest) => [...valuesOf(manifest)]));
+    expect([...valuesOf(manifests[2]!)].filter((hash) => !hot.has(hash)).every(isCompressed)).toBe(true);
+    expect([...valuesOf(manifests[3]!)].some(isCompressed)).toBe(false);
+  });
+
+  it("only the named session's cold checkpoints; data other sessions still use stays hot", async () => {
+    const manifests = await history(4);
+    await startSession("s-other");
+    await store.batch((batch) => {
+      batch.set("/sessions/s-other/agents/coder", { name: "coder", status: "running", task: "t-0009" });
+      batch.set("/sessions/s-other/tasks/t-0009", { id: "t-0009", title: "other work", status: "active", assignee: "coder" });
+      batch.delete("/sessions/s-other/tasks/t-0001");
+    });
+    const other = await checkpointAt(START + 10 * DAY, "s-other"); // holds the latest memory
+    const result = await compressColdData(store, { algorithm: "gzip", policy: { after: 0 }, sessionId: "s-other" });
+    expect(result.checkpoints.cold).toBe(1);
+    expect(result.values.compressed).toBe(2); // its task and agent records: the memory is the current one (hot)
+    expect([...valuesOf(manifests[0]!)].some(isCompressed)).toBe(false);
+    expect(memoryOf(other)).toEqual(memoryOf(manifests[3]!));
+  });
+
+  it("sweeps after compression keep compressed data compressed and intact", async () => {
+    const manifests = await history(8);
+    const memoryBefore = manifests.map(memoryOf);
+    await compressColdData(store, { algorithm: "brotli", policy: { after: 2 } });
+    // Deleting the oldest checkpoints leaves compressed packs mostly garbage: the sweep rewrites them.
+    for (const manifest of manifests.slice(0, 3)) await deleteCheckpoint(store, manifest.id);
+    const sweep = await sweepUnreferenced(store);
+    expect(sweep.removed.values).toBeGreaterThan(0);
+    expect(sweep.packs.rewritten + sweep.packs.removed).toBeGreaterThan(0);
+    for (const index of [3, 4, 5, 6, 7]) expect(memoryOf(manifests[index]!)).toEqual(memoryBefore[index]);
+    const hot = new Set(manifests.slice(6).flatMap((manifest) => [...valuesOf(manifest)]));
+    const coldOnly = [...valuesOf(manifests[3]!)].filter((hash) => !hot.has(hash));
+    expect(coldOnly.length).toBeGreaterThan(0);
+    expect(coldOnly.every(isCompressed)).toBe(true);
+    expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+  });
+
+  it("leaves an object alone when it moved while the run was compressing", async () => {
+    const manifests = await history(4);
+    const memoryBefore = memoryOf(manifests[0]!);
+    const objects = ObjectStore.of(store);
+    const target = [...valuesOf(manifests[0]!)].find((hash) => !valuesOf(manifests[3]!).has(hash))!;
+    const result = await compressColdData(store, {
+      algorithm: "gzip",
+      policy: { after: 1 },
+      onProgress: (phase, done, total) => {
+        // Another writer (a repair, a sweep) moves one object before the write transaction.
+        if (phase === "compressing" && done === total) {
+          const bytes = objects.getRaw("value", target)!;
+          store.environment.transactionSync(() => objects.putRaw("value", target, bytes));
+        }
+      },
+    });
+    expect(result.values.skipped).toBe(1);
+    expect(isCompressed(target)).toBe(false);
+    expect(memoryOf(manifests[0]!)).toEqual(memoryBefore);
+    expect(validateStore(store)).toMatchObject({ ok: true });
+  });
+
+  it("data that does not compress is packed once and not tried again", async () => {
+    await startSession();
+    const manifests: CheckpointManifest[] = [];
+    for (let step = 0; step < 3; step++) {
+      await store.set("/blob", { step, data: randomBytes(48 * 1024).toString("base64") });
+      manifests.push(await checkpointAt(START + step * DAY));
+    }
+    const memories = manifests.map(memoryOf);
+    const first = await compressColdData(store, { algorithm: "brotli", policy: { after: 1 } });
+    expect(first.values.compressed).toBe(2);
+    expect(first.values.incompressible).toBe(0); // base64 still shrinks to 3/4
+    const again = await compressColdData(store, { algorithm: "gzip", policy: { after: 0 }, now: () => START });
+    expect(again.values.alreadyCompressed).toBe(2);
+    // Random characters shrink little (only their JSON escaping and UTF-8 encoding goes); packed once all the same.
+    await store.set("/noise", randomBytes(32 * 1024).toString("latin1"));
+    const noisy = await checkpointAt(START + 5 * DAY);
+    await store.set("/noise", "gone");
+    await checkpointAt(START + 6 * DAY);
+    const third = await compressColdData(store, { algorithm: "gzip", policy: { after: 1 } });
+    expect(third.values.compressed).toBe(1);
+    expect(third.bytes.after / third.bytes.before).toBeGreaterThan(0.4);
+    const fourth = await compressColdData(store, { algorithm: "gzip", policy: { after: 1 } });
+    expect(fourth.values.compressed).toBe(0);
+    expect(manifests.map(memoryOf)).toEqual(memories);
+    expect(memoryOf(noisy).find(([path]) => path === "/noise")![1]).toHaveLength(32 * 1024);
+    expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+  });
+
+  it("a dry run compresses in memory only", async () => {
+    await history(5);
+    const before = ObjectStore.of(store).usage();
+    const result = await compressColdData(store, { algorithm: "brotli", policy: { after: 1 }, dryRun: true, measure: true });
+    expect(result.values.compressed).toBeGreaterThan(0);
+    expect(result.bytes.after).toBeLessThan(result.bytes.before);
+    expect(ObjectStore.of(store).usage()).toEqual(before);
+  });
+});
+
+describe("automatic compression after each checkpoint (after: N)", () => {
+  async function engineWith(options: CompressionOptions): Promise<Engine> {
+    const config = { session: { max_checkpoints: 100, auto_checkpoint_interval: 300, auto_recovery: true, session_timeout: 0, backup_location: ".apex/backups" } } as Config;
+    const engine = new Engine({ config, store, warn: (message) => { throw new Error(`unexpected warning: ${message}`); } });
+    await engine.use(compression, { options, source: { kind: "built-in", label: "built-in" } });
+    return engine;
+  }
+
+  it("compresses a checkpoint's own data once it has N newer ones, and restores stay exact", async () => {
+    await startSession();
+    const engine = await engineWith({ after: 2, algorithm: "brotli" });
+    expect(engine.tapsOf("compression")).toEqual(["afterCheckpoint"]);
+    const manifests: CheckpointManifest[] = [];
+    const memories: Array<Array<[string, JsonValue]>> = [];
+    for (let step = 0; step < 6; step++) {
+      await writeStep(step);
+      const manifest = await checkpointAt(START + step * DAY);
+      manifests.push(manifest);
+      memories.push(memoryOf(manifest));
+      await engine.fire("afterCheckpoint", checkpointInfo(manifest));
+      const hot = new Set(manifests.slice(-2).flatMap((item) => [...valuesOf(item)]));
+      manifests.forEach((item, index) => {
+        const own = [...valuesOf(item)].filter((hash) => !hot.has(hash));
+        const expected = index < manifests.length - 2;
+        expect(own.every((hash) => isCompressed(hash) === expected), `after ${manifest.name}: ${item.name}`).toBe(true);
+      });
+      expect([...hot].some(isCompressed), `after ${manifest.name}: hot data`).toBe(false);
+    }
+    expect([...valuesOf(manifests[0]!)].some(isCompressed)).toBe(true);
+    expect(manifests.map(memoryOf)).toEqual(memories);
+    for (const [index, manifest] of manifests.entries()) {
+      await restoreCheckpoint(store, manifest.id);
+      expect(liveMemory()).toEqual(memories[index]);
+    }
+    expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+  });
+
+  it("without after or older_than, nothing happens automatically", async () => {
+    const engine = await engineWith({ algorithm: "gzip" });
+    expect(engine.tapsOf("compression")).toEqual([]);
+    expect(engine.commands.map((command) => command.spec.name)).toEqual(["session compress"]);
+  });
+
+  it("refuses a gzip level above 9", async () => {
+    await expect(engineWith({ algorithm: "gzip", level: 11 })).rejects.toMatchObject({ code: "APEX_E_PLUGIN_OPTIONS" });
+  });
+});
+
+describe("apex session compress (end to end)", () => {
+  const CONFIG = "plugins:\n  checkpoint: {}\n  compression:\n    after: 2\n";
+  const apex = (...args: string[]) => runApex(args, { cwd: dir });
+
+  it("compresses, reports bytes before and after, and the store still validates and restores", async () => {
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+    const manifests = await history(6);
+    const memories = manifests.map(memoryOf);
+    await store.close();
+
+    const dry = apex("session", "compress", "--dry-run", "--json");
+    expect(dry.stderr).toBe("");
+    expect(dry.status).toBe(0);
+    const planned = JSON.parse(dry.stdout);
+    expect(planned).toMatchObject({ dry_run: true, algorithm: "brotli", level: 6, policy: { after: 2 }, checkpoints: { cold: 4, hot: 2 } });
+    expect(planned.store_bytes_before).toBeGreaterThan(0);
+
+    const run = apex("session", "compress", SESSION, "--algorithm", "gzip", "--json");
+    expect(run.stderr).toBe("");
+    expect(run.status).toBe(0);
+    const done = JSON.parse(run.stdout);
+    expect(done).toMatchObject({ dry_run: false, session_id: SESSION, algorithm: "gzip" });
+    expect(done.values.compressed).toBe(planned.values.compressed);
+    expect(done.bytes_before).toBe(planned.bytes_before);
+    expect(done.bytes_after).toBeGreaterThan(0);
+    expect(done.bytes_after).toBeLessThan(done.bytes_before);
+    expect(done.store_bytes_after).toBeLessThan(done.store_bytes_before);
+
+    const text = apex("session", "compress");
+    expect(text.status).toBe(0);
+    expect(text.stdout).toMatch(/Nothing to compress with brotli 6/);
+    expect(text.stdout).toMatch(/already compressed/);
+
+    store = Store.open(join(dir, ".apex"));
+    expect(manifests.map(memoryOf)).toEqual(memories);
+    expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+  });
+
+  it("usage errors exit 2, an unknown session 3, and nothing is written", async () => {
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+    await history(4);
+    const before = ObjectStore.of(store).usage();
+    await store.close();
+    for (const args of [["--older-than", "7x"], ["--older-than", "30"], ["--after", "-1"], ["--algorithm", "zstd"], ["--algorithm", "gzip", "--level", "10"]]) {
+      const result = apex("session", "compress", ...args, "--json");
+      expect(result.status, args.join(" ")).toBe(2);
+      expect(JSON.parse(result.stderr).error.code).toBe("APEX_E_USAGE");
+    }
+    const missing = apex("session", "compress", "nope-nope");
+    expect(missing.status).toBe(3);
+    expect(missing.stderr).toMatch(/APEX_E_NO_SESSION/);
+    store = Store.open(join(dir, ".apex"));
+    expect(ObjectStore.of(store).usage()).toEqual(before);
+  });
+
+  it("--help shows the options and examples", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+    const help = apex("session", "compress", "--help");
+    expect(help.status).toBe(0);
+    for (const flag of ["--after", "--older-than", "--algorithm", "--level", "--dry-run", "--json"]) expect(help.stdout).toContain(flag);
+    expect(help.stdout).toMatch(/Examples:\n  apex session compress/);
+  });
+});
+
+describe("durations on the command line", () => {
+  it("accepts short and long units and refuses the rest", () => {
+    expect(parseCliDuration("30d")).toBe(30 * DAY);
+    expect(parseCliDuration("30days")).toBe(30 * DAY);
+    expect(parseCliDuration("12h")).toBe(12 * 3_600_000);
+    expect(parseCliDuration("1d12h")).toBe(1.5 * DAY);
+    expect(parseCliDuration("2 weeks")).toBe(14 * DAY);
+    expect(parseCliDuration("90min")).toBe(90 * 60_000);
+    for (const bad of ["", "30", "30x", "d", "-1d", "30days ago", "1d 2"]) {
+      expect(() => parseCliDuration(bad), bad).toThrow(expect.objectContaining({ code: "APEX_E_USAGE", exitCode: 2 }));
+    }
+  });
+});
