@@ -397,7 +397,7 @@ describe("finding the config", () => {
 
 describe("the default apex.config.yaml and the schemas", () => {
   const readJson = (path: string) => JSON.parse(readFileSync(join(REPO_ROOT, path), "utf8")) as Record<string, any>;
-  const pluginNames = ["checkpoint", "retention", "git", "compression", "sharing", "metrics", "history"];
+  const pluginNames = ["checkpoint", "retention", "git", "compression", "sharing", "metrics", "history", "archive"];
 
   it("starts with the editor schema line and loads as written", async () => {
     expect(readFileSync(DEFAULT_CONFIG, "utf8").split("\n", 1)[0]).toBe("# yaml-language-server: $schema=./schemas/apex.config.schema.json");

@@ -55,6 +55,7 @@ describe("loading plugins from the config", () => {
       ["retention", "built-in", true],
       ["git", "built-in", true],
       ["metrics", "built-in", true],
+      ["history", "built-in", true],
     ]);
   });
 
@@ -285,7 +286,7 @@ describe("apex plugins list and plugin commands (end to end, built CLI)", () => 
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
     const { plugins } = JSON.parse(result.stdout) as { plugins: Array<Record<string, unknown>> };
-    expect(plugins.map((plugin) => plugin.name).sort()).toEqual(["checkpoint", "compression", "git", "hello", "metrics", "retention", "sharing"]);
+    expect(plugins.map((plugin) => plugin.name).sort()).toEqual(["archive", "checkpoint", "compression", "git", "hello", "history", "metrics", "retention", "sharing"]);
     expect(plugins.find((plugin) => plugin.name === "hello")).toEqual({
       name: "hello",
       source: "file:./plugins/hello.mjs",
@@ -309,7 +310,8 @@ describe("apex plugins list and plugin commands (end to end, built CLI)", () => 
     const lines = result.stdout.trimEnd().split("\n");
     expect(lines[0]).toMatch(/^NAME +SOURCE +VERSION +ENABLED +HOOKS +ADDS$/);
     expect(lines[1]).toMatch(/^hello +file:\.\/plugins\/hello\.mjs +1\.2\.3 +yes +onStart +command hello$/);
-    expect(lines).toHaveLength(8);
+    // header, hello, and the eight built-ins
+    expect(lines).toHaveLength(10);
   });
 
   it("`apex hello --name x` runs the command the local plugin adds", () => {

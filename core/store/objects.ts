@@ -973,16 +973,17 @@ export function copyOf(bytes: Uint8Array): Buffer {
 
 /**
  * Recently read packs, so reading several objects of one pack copies it once; and recently
- * decompressed packs, so it is decompressed once (the values of one old checkpoint are
- * spread over several compressed packs: those get the larger share).
+ * decompressed packs, so that one is decompressed once: the values an old checkpoint needs
+ * are spread over many compressed packs (up to `decompressedBytes` of them are kept).
  */
 export class PackCache {
   private readonly packs = new Map<number, Buffer>();
   private readonly decompressed = new Map<number, Buffer>();
+  private decompressedSize = 0;
   private readonly seen = new Set<number>();
   constructor(
     private readonly capacity = 16,
-    private readonly decompressedCapacity = 128,
+    private readonly decompressedBytes = 32 * 1024 * 1024,
   ) {}
 
   getDecompressed(id: number): Buffer | undefined {
@@ -995,8 +996,16 @@ export class PackCache {
   }
 
   setDecompressed(id: number, raw: Buffer): void {
+    const old = this.decompressed.get(id);
+    if (old) this.decompressedSize -= old.length;
+    this.decompressed.delete(id);
     this.decompressed.set(id, raw);
-    if (this.decompressed.size > this.decompressedCapacity) this.decompressed.delete(this.decompressed.keys().next().value!);
+    this.decompressedSize += raw.length;
+    while (this.decompressedSize > this.decompressedBytes && this.decompressed.size > 1) {
+      const [oldest, bytes] = this.decompressed.entries().next().value!;
+      this.decompressed.delete(oldest);
+      this.decompressedSize -= bytes.length;
+    }
   }
 
   /** True if `id` was read before (and remembers that it now was). */
@@ -1024,6 +1033,7 @@ export class PackCache {
   clear(): void {
     this.packs.clear();
     this.decompressed.clear();
+    this.decompressedSize = 0;
     this.seen.clear();
   }
 }
