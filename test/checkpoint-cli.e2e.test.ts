@@ -222,11 +222,19 @@ describe("apex checkpoint", () => {
     expect(latest.manifest).toMatchObject({ trigger: "interval", description: "every 1 s" });
   });
 
-  it("a third-party plugin adds a trigger: every 2 completed tasks, an everyNTasks checkpoint", () => {
+  it("a third-party plugin adds a trigger: every 2 completed tasks, an everyNTasks checkpoint; its failures never loop", () => {
     project = new Project(
-      config({ plugins: ["  checkpoint:", "    triggers: []", `  ${JSON.stringify(join(PLUGIN_FIXTURES, "every-n-tasks-checkpoint.mjs"))}:`, "    n: 2"] }),
+      config({
+        plugins: [
+          "  checkpoint:",
+          "    triggers: [onError]",
+          `  ${JSON.stringify(join(PLUGIN_FIXTURES, "every-n-tasks-checkpoint.mjs"))}:`,
+          "    n: 2",
+          "    fail_on_hook: afterMilestone",
+        ],
+      }),
     );
-    project.start(["--task", "third-party trigger"]);
+    const session = project.start(["--task", "third-party trigger"]).session_id;
     for (const title of ["one", "two", "three", "four", "five"]) ok(["task", "add", title]);
     for (const id of ["t-0001", "t-0002"]) {
       ok(["task", "claim", "--agent", "worker"]);
@@ -239,6 +247,18 @@ describe("apex checkpoint", () => {
     ok(["task", "done", "t-0003"]);
     ok(["task", "claim", "--agent", "worker"]); // 3 completed: no new multiple of 2
     expect(list().total).toBe(1);
+
+    // The trigger plugin failing is reported (an error event naming it) but neither vetoes the
+    // milestone nor takes an onError checkpoint (which would fire the failing tap again).
+    expect(ok(["milestone", "halfway"])).toContain("halfway");
+    const errors = Object.values(ok(["memory", "query", `/sessions/${session}/events/*`, "--json"]) as Record<string, { type: string; origin?: string }>).filter(
+      (event) => event.type === "error",
+    );
+    expect(errors).toEqual([expect.objectContaining({ origin: "plugin:every-n-tasks-checkpoint" })]);
+    expect(list().total).toBe(1);
+    // Other errors still take their onError checkpoint.
+    ok(["task", "fail", "t-0004", "--reason", "broken"]);
+    expect(list().items.map((item) => item.trigger)).toEqual(["onError", "everyNTasks"]);
   });
 });
 

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { AsyncSeriesHook } from "tapable";
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import type { CheckpointInfo, ErrorContext, GitContext, MilestoneContext, TaskContext } from "../../core/engine.js";
@@ -87,56 +88,65 @@ export default definePlugin<CheckpointPluginOptions>({
       return typeof current?.session_id === "string" ? current.session_id : undefined;
     };
 
+    // Set while an onError event is handled here: an error raised meanwhile (a failing
+    // checkpointTrigger tap, a failing checkpoint) is not handled again, so errors never loop.
+    const handlingError = new AsyncLocalStorage<true>();
+
     for (const hook of LIFECYCLE_HOOKS) {
+      const handle = async (context: { sessionId?: string }): Promise<void> => {
+        // Errors raised while a checkpoint is written (a beforeCheckpoint tap failing) do not take checkpoints: no loops.
+        if (checkpoints.busy) return;
+        const sessionId = context.sessionId ?? currentSession();
+        if (!sessionId) return;
+        if (triggers.has(hook)) {
+          try {
+            await checkpoints.create({ sessionId, trigger: hook, description: describe(hook, context) });
+          } catch (error) {
+            // A failed checkpoint is reported, but never vetoes the task, the milestone or the git operation.
+            const message = `no ${hook} checkpoint: ${(error as Error).message}`;
+            if (hook === "onPause" || hook === "onResume") throw new Error(message);
+            apex.warn(message);
+          }
+        }
+        if (checkpointTrigger.taps.length === 0) return;
+        try {
+          await checkpointTrigger.promise({
+            hook,
+            sessionId,
+            context,
+            request: async (request) => {
+              if (!request || typeof request.trigger !== "string") throw new TypeError("request({ trigger, description }) needs a trigger name.");
+              const created = await checkpoints.create({
+                sessionId,
+                trigger: request.trigger,
+                description: typeof request.description === "string" ? request.description : request.trigger,
+                skipUnchanged: request.skipUnchanged === true,
+              });
+              return created && { sessionId: created.sessionId, id: created.id, sequence: created.sequence, trigger: created.trigger };
+            },
+          });
+        } catch (error) {
+          // The engine already reported the failing plugin to onError; the hook's own work goes on.
+          apex.warn(`checkpointTrigger: ${(error as Error).message}`);
+        }
+      };
       (apex.hooks[hook] as unknown as { tapPromise(name: string, fn: (context: { sessionId?: string }) => Promise<void>): void }).tapPromise(
         PLUGIN_NAME,
-        async (context: { sessionId?: string }) => {
-          // Errors raised while a checkpoint is written (a beforeCheckpoint tap failing) do not take checkpoints: no loops.
-          if (hook === "onError" && (checkpoints.busy || fromCheckpointing(context as ErrorContext, apex.pluginName))) return;
-          if (checkpoints.busy) return;
-          const sessionId = context.sessionId ?? currentSession();
-          if (!sessionId) return;
-          if (triggers.has(hook)) {
-            try {
-              await checkpoints.create({ sessionId, trigger: hook, description: describe(hook, context) });
-            } catch (error) {
-              // A failed checkpoint is reported, but never vetoes the task, the milestone or the git operation.
-              const message = `no ${hook} checkpoint: ${(error as Error).message}`;
-              if (hook === "onPause" || hook === "onResume") throw new Error(message);
-              apex.warn(message);
+        hook === "onError"
+          ? async (context) => {
+              if (handlingError.getStore() || fromCheckpointing(context as ErrorContext, apex.pluginName)) return;
+              await handlingError.run(true, () => handle(context));
             }
-          }
-          if (checkpointTrigger.taps.length === 0) return;
-          try {
-            await checkpointTrigger.promise({
-              hook,
-              sessionId,
-              context,
-              request: async (request) => {
-                if (!request || typeof request.trigger !== "string") throw new TypeError("request({ trigger, description }) needs a trigger name.");
-                const created = await checkpoints.create({
-                  sessionId,
-                  trigger: request.trigger,
-                  description: typeof request.description === "string" ? request.description : request.trigger,
-                  skipUnchanged: request.skipUnchanged === true,
-                });
-                return created && { sessionId: created.sessionId, id: created.id, sequence: created.sequence, trigger: created.trigger };
-              },
-            });
-          } catch (error) {
-            // The engine already reported the failing plugin to onError; the hook's own work goes on.
-            apex.warn(`checkpointTrigger: ${(error as Error).message}`);
-          }
-        },
+          : handle,
       );
     }
   },
 });
 
-/** Errors from this plugin, or from the checkpoint hooks, never take an onError checkpoint. */
+/** Errors from this plugin, from the checkpoint hooks or from a checkpointTrigger tap never take an onError checkpoint. */
 function fromCheckpointing(context: ErrorContext, pluginName: string): boolean {
   const hook = context.details?.hook;
-  return context.origin === `plugin:${pluginName}` || hook === "beforeCheckpoint" || hook === "afterCheckpoint";
+  return context.origin === `plugin:${pluginName}` || hook === "beforeCheckpoint" || hook === "afterCheckpoint" || hook === "checkpointTrigger";
 }
 
 function describe(hook: LifecycleHook, context: unknown): string {

@@ -186,11 +186,13 @@ export class SessionCheckpoints {
     });
   }
 
-  /** The id of the checkpoint `prepare` verified last (restore then need not re-hash it). */
-  private verified: string | undefined;
+  /** The checkpoint `prepare` verified last (restore then need not re-hash it), and how long that took. */
+  private verified: { id: string; ms: number; cpuMs: number } | undefined;
 
   /** Loads and re-hashes every tree node and value of a checkpoint; throws APEX_E_INTEGRITY naming the first problem. */
   private verify(located: Located, sessionId: string): CheckpointManifest {
+    const started = performance.now();
+    const cpu = process.cpuUsage();
     const manifest = loadManifest(this.store, located);
     const problems = verifyCheckpoint(this.store, manifest);
     if (problems.length > 0) {
@@ -200,26 +202,40 @@ export class SessionCheckpoints {
         details: { checkpoint: label, problems: problems.slice(0, 20).map((problem) => ({ ...problem })) },
       });
     }
-    this.verified = manifest.id;
+    this.verified = { id: manifest.id, ms: performance.now() - started, cpuMs: cpuMsSince(cpu) };
     return manifest;
   }
 
   private async verifiedRestore(sessionId: string, located: Located, started: number): Promise<RestoreOutcome> {
     // Verified before anything changes (by prepare, before the session was claimed, or here).
-    const manifest = this.verified === located.id ? loadManifest(this.store, located) : this.verify(located, sessionId);
+    const manifest = this.verified?.id === located.id ? loadManifest(this.store, located) : this.verify(located, sessionId);
+    const verifyMs = this.verified?.ms ?? 0;
+    const verifyCpuMs = this.verified?.cpuMs ?? 0;
     this.verified = undefined;
+    const cpu = process.cpuUsage();
     const label = manifest.session_id === sessionId ? manifest.name : `${manifest.session_id}/${manifest.name}`;
     const latestBefore = Catalog.of(this.store).latest(sessionId);
+    let mark = performance.now();
+    const lap = () => {
+      const now = performance.now();
+      const ms = Math.round(now - mark);
+      mark = now;
+      return ms;
+    };
+    lap();
     // The state being replaced is saved first, unless the latest checkpoint already holds it.
     const saved = this.unchangedSinceLatest(sessionId)
       ? undefined
       : await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before restoring ${manifest.name}` });
+    const saveMs = lap();
     const result = await restoreCheckpoint(this.store, manifest, { targetSessionId: sessionId });
+    const restoreMs = lap();
     // The restored state becomes the session's latest checkpoint, so that a later `--continue last` comes back to it.
     const after =
       saved || latestBefore?.id !== manifest.id
         ? await this.write({ sessionId, trigger: RESTORE_TRIGGERS.after, description: `restored from ${label}` })
         : undefined;
+    const afterMs = lap();
     const details: JsonValue = {
       id: manifest.id,
       session_id: manifest.session_id,
@@ -233,7 +249,11 @@ export class SessionCheckpoints {
       agents: { set: result.agents.set.length, deleted: result.agents.deleted.length },
       saved_before: saved ? saved.summary.name : null,
       checkpoint_after: after ? after.summary.name : null,
-      duration_ms: Math.round(performance.now() - started),
+      // Verification ran before the session was claimed (prepare); it is part of the restore all the same.
+      duration_ms: Math.round(performance.now() - started + verifyMs),
+      timings_ms: { verify: Math.round(verifyMs), save_before: saveMs, restore: restoreMs, checkpoint_after: afterMs },
+      // CPU time of this process for all of it: what the restore costs whatever else the machine runs.
+      cpu_ms: Math.round(verifyCpuMs + cpuMsSince(cpu)),
     };
     return { checkpoint: manifest.id, details };
   }
@@ -426,6 +446,11 @@ export function recoveryDetails(report: Report, kept: { tasks: string[]; agents:
   };
 }
 
+function cpuMsSince(start: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1000;
+}
+
 function clip(text: string): string {
   const single = text.replace(/\s+/g, " ").trim();
   return single.length > MAX_DESCRIPTION ? `${single.slice(0, MAX_DESCRIPTION - 1)}…` : single;
@@ -452,4 +477,3 @@ function requiredString(params: Record<string, unknown>, name: string): string {
   return value;
 }
 
-export type { CheckpointManifest };
