@@ -182,7 +182,7 @@ try {
       target: "-",
       pass: true,
     },
-    { label: "  CPU time of the restore step (the supervisor's own measure)", ms: median(cpuMs), target: "-", pass: true },
+    { label: "  CPU time of the supervisor during the restore step (all its threads)", ms: median(cpuMs), target: "-", pass: true },
     {
       label: "start --continue, wall time until the agents run",
       ms: median(continueMs),

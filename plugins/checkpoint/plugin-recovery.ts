@@ -27,7 +27,7 @@ interface RecoveryView {
   name: string;
   manifest_verified: boolean;
   lost: LostEntry[];
-  memory: { recovered: number; set: number; deleted: number; kept: string[] };
+  memory: { recovered: number; set: number; deleted: number; kept: string[]; kept_count: number };
   tasks: { recovered: number; kept?: string[] };
   agents: { recovered: number; kept?: string[] };
   warnings?: string[];
@@ -59,8 +59,18 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
   let preview: RecoveryView;
   let checkpointId: string;
   try {
-    const located = resolveCheckpoint(store, ref, defaultSessionOption(store));
+    const { defaultSessionIfAny } = await import("./plugin-sessions.js");
+    const sessionId = defaultSessionIfAny(store);
+    const located = resolveCheckpoint(store, ref, sessionId ? { sessionId } : {});
     checkpointId = located.id;
+    // Another session still holds the project: say so before showing anything (the supervisor would refuse too).
+    const { currentSession, effectiveStatus, isEnded } = await import("../../core/session/sessions.js");
+    const current = currentSession(store);
+    if (current && !isEnded(current) && current.session_id !== located.sessionId) {
+      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${current.session_id} is ${effectiveStatus(current)}; a project runs one session at a time.`, {
+        hint: "End it with `apex stop` first; then recover the other session's checkpoint.",
+      });
+    }
     preview = recoveryDetails(await forceRecover(store, located.id, { dryRun: true })) as unknown as RecoveryView;
   } finally {
     await store.close();
@@ -73,13 +83,6 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
   if (options.json) return printJson({ ...ready, recovery });
   for (const warning of recovery.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
   printReady(ready, `recovered from ${recovery.session_id}/${recovery.name} (${lostSummary(recovery.lost)})`);
-}
-
-/** `checkpoint-007` and `latest` name checkpoints of the current session, else of the one that ended last. */
-function defaultSessionOption(store: import("../../core/store/store.js").Store): { sessionId?: string } {
-  const current = store.get("/sessions/current") as { session_id?: unknown } | undefined;
-  if (typeof current?.session_id === "string") return { sessionId: current.session_id };
-  return {};
 }
 
 function lostSummary(lost: LostEntry[]): string {
@@ -101,8 +104,9 @@ function printRecovery(view: RecoveryView): void {
     const entries = item.entries !== undefined ? `, ${item.entries} entries` : "";
     printLine(`    ${item.part.padEnd(7)} ${item.what === "directory" ? `${item.path}/ (directory${entries})` : item.path}: ${item.reason}`);
   }
-  if (view.memory.kept.length > 0) {
-    printLine(`  Kept as they are (the lost part of the checkpoint would tell): ${view.memory.kept.slice(0, 20).join(", ")}${view.memory.kept.length > 20 ? ", …" : ""}`);
+  if (view.memory.kept_count > 0) {
+    const more = view.memory.kept_count - Math.min(20, view.memory.kept.length);
+    printLine(`  Kept as they are (the lost part of the checkpoint would tell): ${view.memory.kept.slice(0, 20).join(", ")}${more > 0 ? `, and ${more} more` : ""}`);
   }
 }
 

@@ -22,7 +22,7 @@ import type { LostItem } from "./recover.js";
 import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from "./manifest.js";
 import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
 import { checkpointPage } from "./plugin-list.js";
-import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
+import { defaultSessionIfAny, resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import { inScope, normalizeScope, scopeKey, type MemoryScope } from "./scope.js";
 
 /**
@@ -338,7 +338,9 @@ export class SessionCheckpoints {
       prepare: (request) => this.prepare(request),
       resolve: async (checkpoint) => {
         try {
-          const located = resolveCheckpoint(this.store, checkpoint);
+          // checkpoint-007 and latest: of the current session, else of the one that ended last (as `apex checkpoint` reads them).
+          const sessionId = defaultSessionIfAny(this.store);
+          const located = resolveCheckpoint(this.store, checkpoint, sessionId ? { sessionId } : {});
           return { sessionId: located.sessionId, checkpoint: located.id };
         } catch (error) {
           if (isApexError(error) && (error.code === "APEX_E_CHECKPOINT_NOT_FOUND" || error.code === "APEX_E_NO_SESSION")) return undefined;
@@ -439,7 +441,9 @@ export function recoveryDetails(report: Report, kept: { tasks: string[]; agents:
       recovered: report.memory.recovered,
       set: report.memory.set.length,
       deleted: report.memory.deleted.length,
-      kept: report.memory.kept,
+      // Paths left as they are because the lost part of the checkpoint would tell (first 100).
+      kept: report.memory.kept.slice(0, 100),
+      kept_count: report.memory.kept.length,
     },
     tasks: { recovered: Object.keys(report.tasks.recovered).length, kept: kept.tasks },
     agents: { recovered: Object.keys(report.agents.recovered).filter((id) => !id.endsWith(".context")).length, kept: kept.agents },

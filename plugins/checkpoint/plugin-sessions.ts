@@ -58,6 +58,15 @@ export function defaultSession(store: Store): string {
   return session.session_id;
 }
 
+/** The default session, or undefined when the project has none. */
+export function defaultSessionIfAny(store: Store): string | undefined {
+  try {
+    return (currentSession(store) ?? historySessions(store)[0])?.session_id;
+  } catch {
+    return undefined;
+  }
+}
+
 /** `--session ID` resolved, or the default session. */
 export function sessionFor(store: Store, ref: string | undefined): string {
   return ref === undefined ? defaultSession(store) : resolveSessionRef(store, ref);
