@@ -8,7 +8,7 @@ import { projectOf } from "./context.js";
 export function registerSessionCommands(program: Command): void {
   const session =
     program.commands.find((command) => command.name() === "session") ??
-    program.command("session").description("the project's sessions: list, history");
+    program.command("session").description("the project's sessions: list, history, validate, repair, reconstruct, and what plugins add (cleanup, report, archive, …)");
 
   session
     .command("list")
