@@ -1,3 +1,5 @@
+export { formatBytes } from "../../core/cli/output.js";
+
 /**
  * Progress of long operations on a terminal: one line on stderr, rewritten with \r at most
  * ten times a second, erased when done. Silent when stderr is not a TTY (pipes, CI, a
@@ -29,17 +31,6 @@ export class Progress {
   }
 }
 
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(1)} ${units[unit]}`;
-}
 
 export function plural(n: number, noun: string, nouns = `${noun}s`): string {
   return `${formatCount(n)} ${n === 1 ? noun : nouns}`;
