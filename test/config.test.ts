@@ -567,6 +567,13 @@ describe("apex config (end to end, built CLI)", () => {
 
   it("validate: a valid config exits 0 with a summary", () => {
     writeConfig("valid/full.yaml");
+    // validate loads the plugins too, so the local plugin the config names must exist.
+    mkdirSync(join(dir, "plugins"), { recursive: true });
+    writeFileSync(join(dir, "package.json"), '{"type": "module"}\n');
+    writeFileSync(
+      join(dir, "plugins/audit.js"),
+      'export default { name: "audit", schema: { type: "object", properties: { level: { type: "string", description: "How loud." } } }, apply() {} };\n',
+    );
     const result = apex(["config", "validate"]);
     expect(result).toMatchObject({ status: 0, stderr: "" });
     expect(result.stdout).toBe("apex.config.yaml is valid (2 agents, 4 plugins, 1 disabled)\n");

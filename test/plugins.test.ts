@@ -303,6 +303,14 @@ describe("apex plugins list and plugin commands (end to end, built CLI)", () => 
     expect(plugins.find((plugin) => plugin.name === "sharing")).toMatchObject({ source: "built-in", enabled: false, requires: ["git"] });
   });
 
+  it("config validate loads the plugins: an unknown plugin name exits 2 with a did-you-mean", () => {
+    const dir = e2eProject("  retension: {}\n");
+    const result = runApex(["config", "validate"], { cwd: dir });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain("error[APEX_E_PLUGIN_UNKNOWN]");
+    expect(result.stderr).toContain("Did you mean 'retention'?");
+  });
+
   it("plugins list prints a table", () => {
     const dir = e2eProject("  ./plugins/hello.mjs: {}\n");
     const result = runApex(["plugins", "list"], { cwd: dir });

@@ -93,6 +93,10 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
     process.exitCode = 2;
     return;
   }
+  // Plugin names, dependencies and third-party options are checked by loading the plugins,
+  // as `apex start` would: an unknown plugin is a config error too (did-you-mean, exit 2).
+  const { loadPlugins } = await import("../plugins.js");
+  await loadPlugins(config);
   if (json) {
     printJson({ valid: true, file, errors: [] });
     return;
