@@ -3,6 +3,7 @@
 // supervisor, `--force-recovery` of a damaged checkpoint, `apex session validate|repair|
 // reconstruct`, session.auto_recovery, and a third-party trigger. Real processes in temporary
 // projects; every process is ended by pid or process group in afterEach.
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -259,6 +260,29 @@ describe("apex checkpoint", () => {
     // Other errors still take their onError checkpoint.
     ok(["task", "fail", "t-0004", "--reason", "broken"]);
     expect(list().items.map((item) => item.trigger)).toEqual(["onError", "everyNTasks"]);
+  });
+
+  it("checkpoints a hook takes without a supervisor run beforeCheckpoint (git state) and afterCheckpoint (retention)", async () => {
+    project = new Project(
+      config({
+        plugins: ["  checkpoint:", "    triggers: [beforeTask]", "  git: {}", "  retention:", "    keep_last: 1", "    auto_cleanup: true"],
+      }),
+    );
+    for (const args of [["init", "-q", "-b", "main"], ["add", "apex.config.yaml"], ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "config"]]) {
+      execFileSync("git", args, { cwd: project.dir });
+    }
+    const head = execFileSync("git", ["rev-parse", "HEAD"], { cwd: project.dir, encoding: "utf8" }).trim();
+    const ready = project.start(["--task", "hooks without a supervisor"]);
+    ok(["checkpoint", "create", "one"]);
+    ok(["checkpoint", "create", "two"]);
+    await supervisorKilled(ready.supervisor_pid);
+
+    // No supervisor runs: `task claim` fires beforeTask in this CLI process.
+    ok(["task", "add", "offline work"]);
+    ok(["task", "claim", "--agent", "worker"]);
+    const items = list().items;
+    expect(items.map((item) => item.trigger)).toEqual(["beforeTask"]); // retention kept the latest only
+    expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.git_state).toMatchObject({ branch: "main", commit: head });
   });
 });
 

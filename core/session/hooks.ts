@@ -1,6 +1,7 @@
 import type { Config } from "../config/types.js";
 import type { Engine } from "../engine.js";
 import type { Store } from "../store/store.js";
+import { bindCheckpointHooks } from "./checkpoints.js";
 
 /**
  * The one place where session code gets its engine: config → plugins applied → hooks.
@@ -11,5 +12,9 @@ export type SessionEngine = Pick<Engine, "fire" | "hooks">;
 
 export async function createSessionEngine(config: Config, store: Store, warn: (message: string) => void): Promise<Engine> {
   const { loadPlugins } = await import("../plugins.js");
-  return loadPlugins(config, { store, warn });
+  const engine = await loadPlugins(config, { store, warn });
+  // Every checkpoint this process writes (by command, hook or timer) runs beforeCheckpoint
+  // and afterCheckpoint on this engine: git state in, retention after.
+  bindCheckpointHooks(store, engine);
+  return engine;
 }

@@ -17,7 +17,7 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, printJson, printLine } from "../../core/cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
-import { bindCheckpointHooks, checkpointServiceFor } from "../../core/session/checkpoints.js";
+import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { liveSupervisor } from "../../core/session/runtime.js";
 import { Store, type JsonValue } from "../../core/store/store.js";
 import type { CheckpointSummary } from "./catalog.js";
@@ -100,8 +100,8 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
     const config = await loadConfig(location);
     const store = Store.open(location.storeDir);
     try {
-      const engine = await createSessionEngine(config, store, (message) => process.stderr.write(`warning: ${message}\n`));
-      bindCheckpointHooks(store, engine);
+      // The engine binds beforeCheckpoint and afterCheckpoint for checkpoints of this store.
+      await createSessionEngine(config, store, (message) => process.stderr.write(`warning: ${message}\n`));
       const method = checkpointServiceFor(store)?.methods?.["checkpoint.create"];
       if (!method) {
         throw new ApexError("APEX_E_USAGE", "The checkpoint plugin is disabled in apex.config.yaml, so no checkpoint is created.", {
