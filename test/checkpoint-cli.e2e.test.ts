@@ -287,6 +287,26 @@ describe("apex checkpoint", () => {
 });
 
 describe("apex start --continue", () => {
+  it("retention never removes the checkpoint a restore is reading, even when keep_last: 1 would", async () => {
+    project = new Project(config({ plugins: ["  checkpoint: {}", "  retention:", "    keep_last: 1", "    auto_cleanup: true"] }));
+    const ready = project.start(["--task", "retention while continuing"]);
+    ok(["memory", "set", "/project/x", "1"]);
+    const target = ok(["checkpoint", "create", "x is 1", "--json"]) as { id: string; name: string };
+    ok(["memory", "set", "/project/x", "2"]);
+    await supervisorKilled(ready.supervisor_pid);
+
+    // The state being replaced is checkpointed first; with keep_last: 1 that would make the target removable.
+    const continued = ok(["start", "--continue", target.id, "--json"]);
+    project.remember();
+    expect(continued).toMatchObject({ continued: true, restored_from: target.id });
+    expect(continued.restore).toMatchObject({ id: target.id, saved_before: expect.any(String) });
+    expect(memory("/project/x")).toBe(1);
+    // Held until the restore is done; then the policy applies to it again.
+    expect(list().items.map((item) => item.id)).toContain(target.id);
+    ok(["session", "cleanup"]);
+    expect(list().items.map((item) => item.trigger)).toEqual(["restore"]);
+  });
+
   it("after kill -9: restores memory exactly, active tasks go back to their agent, agents get their saved context; the replaced state is saved", async () => {
     project = new Project(config());
     const ready = project.start(["--task", "survive a crash"]);

@@ -8,6 +8,8 @@ import { Store, type JsonValue } from "../core/store/store.js";
 import {
   checkpointInfo,
   createCheckpoint,
+  deleteCheckpoint,
+  holdCheckpoint,
   listCheckpoints,
   pinCheckpoint,
   readCheckpointMemory,
@@ -251,6 +253,24 @@ describe("planning against the store", () => {
     });
     expect(planRetention(store, { keepLast: 1 }, { sessionId: "s-b" }).sessions.map((session) => session.session.sessionId)).toEqual(["s-b"]);
     expect(() => planRetention(store, { keepLast: 1 }, { sessionId: "s-nope" })).toThrow(/No session "s-nope"/);
+  });
+
+  it("keeps a checkpoint held in use (a restore reading it) and deleteCheckpoint refuses it, until released", async () => {
+    await startSession();
+    const ids: string[] = [];
+    for (let step = 0; step < 3; step++) {
+      await writeStep(step);
+      ids.push((await createCheckpoint(store, { sessionId: SESSION, trigger: "manual", now: () => new Date(START + step * HOUR) })).manifest.id);
+    }
+    const release = holdCheckpoint(store, ids[0]!, "restore");
+    const reasons = () => planRetention(store, { keepLast: 1 }).sessions[0]!.result.decisions.map((decision) => `${decision.item.name} ${decision.keep ? "keep" : "remove"} ${decision.reasons.join(", ")}`.trim());
+    expect(reasons()).toEqual(["checkpoint-003 keep latest, last", "checkpoint-002 remove", "checkpoint-001 keep in use: restore"]);
+    await expect(deleteCheckpoint(store, ids[0]!)).rejects.toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("in use (restore)") });
+    expect((await applyRetention(store, { keepLast: 1 })).deleted.map((item) => item.name)).toEqual(["checkpoint-002"]);
+    release();
+    release(); // twice is harmless
+    expect(reasons()).toEqual(["checkpoint-003 keep latest, last", "checkpoint-001 remove"]);
+    expect((await applyRetention(store, { keepLast: 1 })).deleted.map((item) => item.name)).toEqual(["checkpoint-001"]);
   });
 
   it("writes nothing while planning", async () => {

@@ -499,14 +499,41 @@ export async function pinCheckpoint(store: Store, ref: string, pinned: boolean, 
 }
 
 export interface DeleteOptions extends ResolveOptions {
-  /** Delete even if pinned. */
+  /** Delete even if pinned or held. */
   force?: boolean;
   actor?: string;
 }
 
+const holds = new WeakMap<Store, Map<string, string[]>>();
+
+/**
+ * Marks a checkpoint as in use by this process (e.g. "restore" while `start --continue`
+ * reads it) until the returned function is called: deleteCheckpoint refuses it and
+ * retention keeps it, whatever the policy says.
+ */
+export function holdCheckpoint(store: Store, id: string, reason: string): () => void {
+  let held = holds.get(store);
+  if (!held) holds.set(store, (held = new Map()));
+  held.set(id, [...(held.get(id) ?? []), reason]);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    const reasons = held.get(id) ?? [];
+    reasons.splice(reasons.indexOf(reason), 1);
+    if (reasons.length === 0) held.delete(id);
+  };
+}
+
+/** Checkpoints held in this process (id -> why), see holdCheckpoint. */
+export function checkpointHolds(store: Store): ReadonlyMap<string, readonly string[]> {
+  return holds.get(store) ?? new Map();
+}
+
 /**
  * Deletes a checkpoint's manifest and index records (objects stay until sweepUnreferenced).
- * Its sequence number is not reused. Pinned checkpoints are refused unless `force`.
+ * Its sequence number is not reused. Pinned and held (holdCheckpoint) checkpoints are
+ * refused unless `force`.
  */
 export async function deleteCheckpoint(store: Store, ref: string, options: DeleteOptions = {}): Promise<Located & { name: string }> {
   assertWritable(store);
@@ -521,6 +548,12 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
       if (isRecord(manifest) && manifest.pinned === true) pinned = true;
     } catch {
       // an unreadable record cannot tell us it is pinned; deleting a damaged checkpoint is allowed
+    }
+    const held = checkpointHolds(store).get(located.id);
+    if (held && !options.force) {
+      throw new ApexError("APEX_E_CONFLICT", `${located.sessionId}/${checkpointName(located.sequence)} is in use (${held.join(", ")}); not deleting it.`, {
+        hint: "Try again once it is done.",
+      });
     }
     if (pinned && !options.force) {
       throw new ApexError("APEX_E_CONFLICT", `${located.sessionId}/${checkpointName(located.sequence)} is pinned; not deleting it.`, {

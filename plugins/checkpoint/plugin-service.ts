@@ -8,6 +8,7 @@ import {
   checkpointInfo,
   createCheckpoint,
   deleteCheckpoint,
+  holdCheckpoint,
   forceRecover,
   pinCheckpoint,
   reconstructSession,
@@ -163,7 +164,13 @@ export class SessionCheckpoints {
         if (!request.force) return undefined; // nothing saved yet: continue from the current state
         throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${request.sessionId} has no checkpoints to recover from.`);
       }
-      return request.force ? this.forceRestore(request.sessionId, located, started) : this.verifiedRestore(request.sessionId, located, started);
+      // The checkpoint being restored survives the checkpoints taken meanwhile (and the retention they trigger).
+      const release = holdCheckpoint(this.store, located.id, "restore");
+      try {
+        return await (request.force ? this.forceRestore(request.sessionId, located, started) : this.verifiedRestore(request.sessionId, located, started));
+      } finally {
+        release();
+      }
     });
   }
 

@@ -1,7 +1,7 @@
 import { isApexError } from "../../core/errors.js";
 import { appendEvent } from "../../core/session/service.js";
 import type { Store } from "../../core/store/store.js";
-import { deleteCheckpoint, sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
+import { checkpointHolds, deleteCheckpoint, sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
 import { describePolicy } from "./options.js";
 import { applyPolicy, RETENTION_TIME_ZONE, type PolicyItem, type PolicyResult, type RetentionPolicy } from "./policy.js";
 import { branchPoints, findKnownSession, knownSessions, sessionCheckpoints, type CheckpointRow, type SessionInfo } from "./sessions.js";
@@ -39,20 +39,21 @@ export interface PlanOptions {
 
 /**
  * What the policy keeps and removes in each session, read from the store; writes nothing.
- * Per session: pinned checkpoints, the latest one, and those another session branches from
- * are protected.
+ * Per session: pinned checkpoints, the latest one, those another session branches from, and
+ * those a restore in this process is reading are protected.
  */
 export function planRetention(store: Store, policy: RetentionPolicy, options: PlanOptions = {}): RetentionPlan {
   const all = knownSessions(store);
   const targets = options.sessionId === undefined ? all : [findKnownSession(all, options.sessionId)];
   const branches = branchPoints(store, all);
+  const held = checkpointHolds(store);
   const now = options.now ?? Date.now();
   const sessions: SessionPlan[] = [];
   for (const session of targets) {
     const items: PlannedCheckpoint[] = sessionCheckpoints(store, session.sessionId).map((row) => ({
       ...row,
       time: Date.parse(row.createdAt),
-      protected: branches.get(row.id) ?? [],
+      protected: [...(branches.get(row.id) ?? []), ...(held.get(row.id) ?? []).map((reason) => `in use: ${reason}`)],
     }));
     if (items.length === 0 && options.sessionId === undefined) continue;
     sessions.push({ session, result: applyPolicy(items, policy, { now }) });
