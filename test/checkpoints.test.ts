@@ -670,6 +670,29 @@ describe("validation, repair and recovery", () => {
     expected.set("/old/x", "v2"); // lost from the checkpoint: the current value stays
     expect(memoryOf()).toEqual(expected);
     expect(report.tasks.recovered).toEqual({ "t-0001": { id: "t-0001", title: "first", status: "active", assignee: "coder" } });
+    expect(report.kept).toEqual({ tasks: [], agents: [] }); // no intoSession: records are only reported
+  });
+
+  it("force-recovery with intoSession writes memory, tasks and agent records in one transaction", async () => {
+    const { v1, first } = await twoCheckpoints();
+    flipByte("value", v1);
+    const tasks = "/sessions/s1/tasks";
+    await store.batch((batch) => {
+      batch.set("/keep/k0", "changed later");
+      batch.set(`${tasks}/t-0001`, { id: "t-0001", title: "first", status: "done", assignee: "coder" });
+      batch.set(`${tasks}/t-0009`, { id: "t-0009", title: "added later", status: "pending", assignee: null });
+    });
+    const before = store.revision();
+    const report = await forceRecover(store, first.id, { intoSession: "s1" });
+    expect(store.get(`${tasks}/t-0001`)).toEqual({ id: "t-0001", title: "first", status: "active", assignee: "coder" });
+    expect(store.get(`${tasks}/t-0009`)).toBeUndefined();
+    expect(store.get("/keep/k0")).not.toBe("changed later");
+    // One write batch: consecutive revisions, one time, one actor.
+    const changes = [...store.changesSince(before)];
+    expect(changes.map((change) => change.revision)).toEqual(changes.map((_, index) => before + 1 + index));
+    expect(new Set(changes.map((change) => `${change.time} ${change.actor}`)).size).toBe(1);
+    expect(changes.map((change) => change.path)).toEqual(expect.arrayContaining(["/keep/k0", `${tasks}/t-0001`, `${tasks}/t-0009`]));
+    expect(report.revision).toBe(store.revision());
   });
 
   it("force-recovery reads a damaged node from the live state when it still has it, and reports unreadable directories", async () => {

@@ -266,8 +266,8 @@ export class SessionCheckpoints {
   }
 
   /**
-   * `apex start --force-recovery`: memory as far as it verifies (forceRecover), then the
-   * session's tasks and agent states the same way: records that verify are put back, records
+   * `apex start --force-recovery`: memory, the session's tasks and its agent states as far as
+   * they verify (forceRecover), in one transaction: records that verify are put back, records
    * the checkpoint provably lacks are deleted, records in a lost part keep their current value.
    */
   private async forceRestore(sessionId: string, located: Located, started: number): Promise<RestoreOutcome> {
@@ -280,23 +280,8 @@ export class SessionCheckpoints {
         warnings.push(`The current state could not be checkpointed first: ${(error as Error).message}`);
       }
     }
-    const report = await forceRecover(this.store, located.id, { sessionId: located.sessionId });
-    const tasks = relativeLoss(report.tasks.lost, tasksRoot(located.sessionId));
-    const agents = relativeLoss(report.agents.lost, agentsRoot(located.sessionId));
-    const kept = { tasks: [] as string[], agents: [] as string[] };
-    await this.store.batch((batch) => {
-      const apply = (mount: string, recovered: Record<string, JsonValue>, lost: RelativeLoss[], keptOut: string[]) => {
-        for (const key of this.store.keysBelow(mount)) {
-          const id = key.slice(mount.length + 1);
-          if (id in recovered) continue;
-          if (lost.some((item) => covers(item, id))) keptOut.push(id);
-          else batch.delete(key);
-        }
-        for (const [id, value] of Object.entries(recovered)) batch.set(`${mount}/${id}`, value);
-      };
-      apply(tasksRoot(sessionId), report.tasks.recovered, tasks, kept.tasks);
-      apply(agentsRoot(sessionId), report.agents.recovered, agents, kept.agents);
-    }, ACTORS.recover);
+    // Memory, tasks and agents in one transaction: a crash leaves all of them recovered or none.
+    const report = await forceRecover(this.store, located.id, { sessionId: located.sessionId, intoSession: sessionId });
     const lostCount = report.memory.lost.length + report.tasks.lost.length + report.agents.lost.length;
     let after: string | null = null;
     try {
@@ -312,7 +297,7 @@ export class SessionCheckpoints {
       warnings.push(`The recovered state could not be checkpointed: ${(error as Error).message}`);
     }
     const details: JsonValue = {
-      ...recoveryDetails(report, kept),
+      ...recoveryDetails(report),
       saved_before: saved,
       checkpoint_after: after,
       warnings,
@@ -415,25 +400,10 @@ export class SessionCheckpoints {
   }
 }
 
-interface RelativeLoss {
-  /** Id below the mount ("t-0001"), "" for the whole directory. */
-  id: string;
-  what: LostItem["what"];
-}
-
-function relativeLoss(lost: LostItem[], mount: string): RelativeLoss[] {
-  return lost.map((item) => ({ id: item.path === mount ? "" : item.path.startsWith(`${mount}/`) ? item.path.slice(mount.length + 1) : item.path, what: item.what }));
-}
-
-function covers(item: RelativeLoss, id: string): boolean {
-  if (item.what === "value") return item.id === id;
-  return item.id === "" || id.startsWith(`${item.id}/`);
-}
-
 type Report = Awaited<ReturnType<typeof forceRecover>>;
 
 /** The forced recovery, as `apex start --force-recovery` shows it: above all, exactly what was lost. */
-export function recoveryDetails(report: Report, kept: { tasks: string[]; agents: string[] } = { tasks: [], agents: [] }): { [key: string]: JsonValue } {
+export function recoveryDetails(report: Report): { [key: string]: JsonValue } {
   const lost = (part: string, items: LostItem[]) =>
     items.map((item) => ({ part, path: item.path, what: item.what, reason: item.reason, ...(item.entries !== undefined ? { entries: item.entries } : {}) }));
   return {
@@ -452,8 +422,8 @@ export function recoveryDetails(report: Report, kept: { tasks: string[]; agents:
       kept: report.memory.kept.slice(0, 100),
       kept_count: report.memory.kept.length,
     },
-    tasks: { recovered: Object.keys(report.tasks.recovered).length, kept: kept.tasks },
-    agents: { recovered: Object.keys(report.agents.recovered).filter((id) => !id.endsWith(".context")).length, kept: kept.agents },
+    tasks: { recovered: Object.keys(report.tasks.recovered).length, kept: report.kept.tasks },
+    agents: { recovered: Object.keys(report.agents.recovered).filter((id) => !id.endsWith(".context")).length, kept: report.kept.agents },
   };
 }
 

@@ -104,12 +104,23 @@ export interface RecoveryReport {
   /** Task records that verify, keyed by task id (not written: the session decides what to do with them). */
   tasks: { recovered: Record<string, JsonValue>; lost: LostItem[] };
   agents: { recovered: Record<string, JsonValue>; lost: LostItem[] };
+  /**
+   * With `intoSession`: the task and agent ids of that session left as they are because the
+   * checkpoint's part that would tell is lost.
+   */
+  kept: { tasks: string[]; agents: string[] };
   revision: number;
 }
 
 export interface ForceRecoverOptions extends ResolveOptions {
   dryRun?: boolean;
   actor?: string;
+  /**
+   * Also puts the recovered task and agent records back into this session, in the same
+   * transaction as the memory: records the checkpoint does not hold are deleted, those in a
+   * lost part are kept. Without it only the memory is written.
+   */
+  intoSession?: string;
 }
 
 /**
@@ -117,6 +128,7 @@ export interface ForceRecoverOptions extends ResolveOptions {
  * every value that can be read is put back, paths the checkpoint provably does not hold
  * are deleted, and paths in a lost part of the tree keep their current value. Reports
  * exactly what was lost. Damaged objects the live state still holds are read from it.
+ * Everything is written in one transaction.
  */
 export async function forceRecover(store: Store, ref: string, options: ForceRecoverOptions = {}): Promise<RecoveryReport> {
   if (!options.dryRun) assertWritable(store);
@@ -176,6 +188,22 @@ export async function forceRecover(store: Store, ref: string, options: ForceReco
       set.push(path);
       writes.push({ path, value });
     }
+    const keptRecords = { tasks: [] as string[], agents: [] as string[] };
+    if (options.intoSession !== undefined) {
+      const into = checkSessionId(options.intoSession);
+      const records = (from: string, to: string, salvage: Salvage, keptOut: string[]) => {
+        const recovered = relativeRecords(salvage.values, from);
+        for (const key of store.keysBelow(to)) {
+          const id = key.slice(to.length + 1);
+          if (id in recovered) continue;
+          if (coveredByLoss(`${from}/${id}`, salvage.lost)) keptOut.push(id);
+          else writes.push({ path: key });
+        }
+        for (const [id, value] of Object.entries(recovered)) writes.push({ path: `${to}/${id}`, value });
+      };
+      records(tasksRoot(manifest.session_id), tasksRoot(into), tasks, keptRecords.tasks);
+      records(agentsRoot(manifest.session_id), agentsRoot(into), agents, keptRecords.agents);
+    }
     let revision = current.revision;
     if (!options.dryRun && writes.length > 0) {
       revision = store.batchSync((batch) => {
@@ -192,6 +220,7 @@ export async function forceRecover(store: Store, ref: string, options: ForceReco
       memory: { recovered: memory.values.size, set, deleted, kept, lost: memory.lost },
       tasks: { recovered: relativeRecords(tasks.values, tasksRoot(manifest.session_id)), lost: tasks.lost },
       agents: { recovered: relativeRecords(agents.values, agentsRoot(manifest.session_id)), lost: agents.lost },
+      kept: keptRecords,
       revision,
     };
   };
