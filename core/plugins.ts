@@ -2,7 +2,7 @@ import { readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { packageRoot } from "./config/schemas.js";
+import { BUILTIN_PLUGIN_NAMES, isBuiltinPlugin, packageRoot } from "./config/schemas.js";
 import { Engine, type ApexPlugin, type EngineOptions, type PluginSource } from "./engine.js";
 import { ApexError } from "./errors.js";
 import { didYouMean } from "./suggest.js";
@@ -76,34 +76,53 @@ async function resolveEntry(entry: PluginEntry, config: Config, builtins: Readon
   }
 }
 
-async function resolveThirdParty(entry: PluginEntry, config: Config, builtins: ReadonlyMap<string, ApexPlugin<any>>): Promise<Resolved> {
+/**
+ * Where a third-party plugin's module is: a local file (relative to the config file) or an
+ * installed npm package. Throws APEX_E_PLUGIN_UNKNOWN (with a did-you-mean among the
+ * built-ins) when there is none. Nothing is imported.
+ */
+function locateThirdParty(entry: PluginEntry, config: Config, builtinNames: Iterable<string>): { file: string; source: PluginSource } {
   const at = formatPosition(entry.position);
-  let file: string;
-  let source: PluginSource;
   if (isPathLike(entry.name)) {
     const base = config.configPath ? dirname(config.configPath) : config.projectDir;
-    file = resolve(base, entry.name);
+    const file = resolve(base, entry.name);
     if (!isFile(file)) {
       throw new ApexError("APEX_E_PLUGIN_UNKNOWN", `The plugin file ${entry.name} at ${at} does not exist (looked for ${file}).`, {
         hint: "Paths of local plugins are relative to the directory of the config file.",
         details: { plugin: entry.name, file },
       });
     }
-    source = { kind: "file", label: `file:${entry.name}`, file };
-  } else {
-    const found = resolvePackage(entry.name, config.projectDir);
-    if (!found) {
-      const guess = didYouMean(entry.name, builtins.keys());
-      throw new ApexError("APEX_E_PLUGIN_UNKNOWN", `Unknown plugin '${entry.name}' at ${at}.${guess ? ` Did you mean '${guess}'?` : ""}`, {
-        hint:
-          `Built-in plugins: ${[...builtins.keys()].join(", ")}. An npm plugin must be installed in ${config.projectDir} ` +
-          `(npm install ${entry.name}); a local file is written as a path (./plugins/my-plugin.js).`,
-        details: { plugin: entry.name, ...(guess ? { suggestion: guess } : {}) },
-      });
-    }
-    file = found;
-    source = { kind: "npm", label: `npm:${entry.name}`, file };
+    return { file, source: { kind: "file", label: `file:${entry.name}`, file } };
   }
+  const file = resolvePackage(entry.name, config.projectDir);
+  if (!file) {
+    const names = [...builtinNames];
+    const guess = didYouMean(entry.name, names);
+    throw new ApexError("APEX_E_PLUGIN_UNKNOWN", `Unknown plugin '${entry.name}' at ${at}.${guess ? ` Did you mean '${guess}'?` : ""}`, {
+      hint:
+        `Built-in plugins: ${names.join(", ")}. An npm plugin must be installed in ${config.projectDir} ` +
+        `(npm install ${entry.name}); a local file is written as a path (./plugins/my-plugin.js).`,
+      details: { plugin: entry.name, ...(guess ? { suggestion: guess } : {}) },
+    });
+  }
+  return { file, source: { kind: "npm", label: `npm:${entry.name}`, file } };
+}
+
+/**
+ * The cheap part of loadPlugins' checks, for commands that write the store without running
+ * plugins (`memory set` with no supervisor): every enabled plugin is a built-in, an existing
+ * file or an installed package. Nothing is imported.
+ */
+export function checkPluginSources(config: Config): void {
+  for (const entry of config.plugins) {
+    if (!entry.enabled || isBuiltinPlugin(entry.name)) continue;
+    locateThirdParty(entry, config, BUILTIN_PLUGIN_NAMES);
+  }
+}
+
+async function resolveThirdParty(entry: PluginEntry, config: Config, builtins: ReadonlyMap<string, ApexPlugin<any>>): Promise<Resolved> {
+  const at = formatPosition(entry.position);
+  const { file, source } = locateThirdParty(entry, config, builtins.keys());
   const label = entry.name;
   const module = await importPlugin(file, label, at);
   const plugin = pluginOf(module, label, at);

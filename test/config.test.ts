@@ -693,4 +693,19 @@ describe("apex config (end to end, built CLI)", () => {
     expect(result.stderr).toContain("error[APEX_E_CONFIG]: apex.config.yaml:7:5: plugins.retention.keep_lst: unknown option.");
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
+
+  it("a direct write refuses an unknown plugin name (did-you-mean) or a missing plugin file, and creates no store", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  retension: {}\n");
+    const unknown = apex(["memory", "set", "/notes/a", "1"]);
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toContain("error[APEX_E_PLUGIN_UNKNOWN]: Unknown plugin 'retension' at apex.config.yaml:2:3. Did you mean 'retention'?");
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  ./plugins/missing.mjs: {}\n  ./plugins/disabled.mjs: false\n");
+    const missing = runApex(["memory", "import", "-"], { cwd: dir, input: "{}" });
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toContain("The plugin file ./plugins/missing.mjs at apex.config.yaml:2:3 does not exist");
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+    // A disabled entry may name a plugin that is not there.
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  ./plugins/disabled.mjs: false\n");
+    expect(apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
+  });
 });

@@ -9,7 +9,8 @@ import type { MemoryWriter } from "./context.js";
  * A writer for the project memory. While a supervisor holds the project it is the store's one
  * writer, so writes go over its control socket; inside an agent (APEX_SOCKET set) they always
  * do, and LMDB is never opened. With no supervisor running, the store is written directly,
- * after checking the config: nothing is written while apex.config.yaml is invalid.
+ * after checking the config and that every plugin it names exists: nothing is written while
+ * apex.config.yaml is invalid.
  */
 export async function openMemoryWriter(location: ProjectLocation): Promise<MemoryWriter> {
   const socket = process.env.APEX_SOCKET ?? liveSupervisor(location.storeDir)?.socket;
@@ -58,5 +59,8 @@ export function directWriter(store: Store): MemoryWriter {
 async function assertConfigValid(location: ProjectLocation): Promise<void> {
   if (!location.configPath) return;
   const { loadConfig } = await import("../config/load.js");
-  await loadConfig(location);
+  const config = await loadConfig(location);
+  // An unknown plugin makes the config invalid here too (as for `start`), without importing any.
+  const { checkPluginSources } = await import("../plugins.js");
+  checkPluginSources(config);
 }
