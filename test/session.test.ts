@@ -11,6 +11,7 @@ import { RpcServer, STREAM } from "../dist/core/rpc/server.js";
 import { Store } from "../dist/core/store/store.js";
 import { parseProcStat, readProcStat, processGroups } from "../dist/core/session/proc.js";
 import { socketPathFor } from "../dist/core/session/runtime.js";
+import { pauseVerifyMs } from "../dist/core/session/supervisor.js";
 import { SessionService, checkTaskId, recountTasks } from "../dist/core/session/service.js";
 import { agentPath, sessionPath, taskCountsPath, CURRENT_SESSION_PATH } from "../dist/core/session/records.js";
 import { buildStatusReport } from "../dist/core/session/status-report.js";
@@ -74,6 +75,16 @@ describe("/proc", () => {
     expect(self.startTime).toBeGreaterThan(0);
     expect(processGroups([self.pgrp]).get(self.pgrp)!.map((member) => member.pid)).toContain(process.pid);
     expect(readProcStat(2 ** 22 + 12345)).toBeUndefined();
+  });
+});
+
+describe("pause verification window", () => {
+  it("is 5 s on an idle machine and grows with the load per core, up to 30 s", () => {
+    expect(pauseVerifyMs(0)).toBe(5000);
+    expect(pauseVerifyMs(0.9)).toBe(5000);
+    expect(pauseVerifyMs(2.5)).toBe(12_500);
+    expect(pauseVerifyMs(40)).toBe(30_000);
+    expect(pauseVerifyMs()).toBeGreaterThanOrEqual(5000); // from this machine's load
   });
 });
 

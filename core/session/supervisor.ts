@@ -1,4 +1,5 @@
 import { appendFileSync, chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ApexError } from "../errors.js";
@@ -76,8 +77,17 @@ interface AgentSlot {
   restartDeferred: boolean;
 }
 
-/** How long pause waits for every process of every agent group to show state T. */
+/**
+ * How long pause waits for every process of every agent group to show state T (resume: to
+ * leave it), on an idle machine. A loaded machine schedules the stopped processes' last steps
+ * later, so the wait grows with the load average per core, up to PAUSE_VERIFY_MAX_MS.
+ */
 const PAUSE_VERIFY_MS = 5000;
+const PAUSE_VERIFY_MAX_MS = 30_000;
+
+export function pauseVerifyMs(loadPerCore = loadavg()[0]! / Math.max(1, availableParallelism())): number {
+  return Math.min(PAUSE_VERIFY_MAX_MS, Math.round(PAUSE_VERIFY_MS * Math.max(1, loadPerCore)));
+}
 const DEFAULT_STOP_GRACE_MS = 5000;
 const LOG_TAIL_LINES = 20;
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -520,25 +530,28 @@ export class Supervisor {
    * re-sending the signal to stragglers (a child forked just as the signal went out).
    */
   private async waitForGroups(groups: Array<{ pgid: number; startTime: number }>, want: "stopped" | "running"): Promise<number> {
-    const deadline = Date.now() + PAUSE_VERIFY_MS;
+    const windowMs = pauseVerifyMs();
+    const deadline = Date.now() + windowMs;
     for (;;) {
       const scan = processGroups(groups.map((group) => group.pgid));
       let count = 0;
-      const lagging: number[] = [];
+      const lagging: Array<{ pid: number; state: string }> = [];
       for (const group of groups) {
         const members = liveMembers(scan.get(group.pgid) ?? []).filter((member) => member.startTime >= group.startTime);
         count += members.length;
         for (const member of members) {
           const stopped = member.state === "T" || member.state === "t";
-          if (want === "stopped" ? !stopped : stopped) lagging.push(member.pid);
+          if (want === "stopped" ? !stopped : stopped) lagging.push({ pid: member.pid, state: member.state });
         }
         if (want === "stopped" && !isGroupStopped(members)) signalGroup(group.pgid, "SIGSTOP");
       }
       if (lagging.length === 0) return count;
-      if (want === "running") for (const pid of lagging) signalProcess(pid, "SIGCONT");
+      if (want === "running") for (const { pid } of lagging) signalProcess(pid, "SIGCONT");
       if (Date.now() > deadline) {
-        throw new ApexError("APEX_E_PROCESS", `Processes ${lagging.join(", ")} did not ${want === "stopped" ? "stop" : "continue"} within ${PAUSE_VERIFY_MS / 1000} s.`, {
+        const which = lagging.map(({ pid, state }) => `${pid} (state ${state})`).join(", ");
+        throw new ApexError("APEX_E_PROCESS", `Processes ${which} did not ${want === "stopped" ? "stop" : "continue"} within ${(windowMs / 1000).toFixed(1)} s.`, {
           hint: "A process in uninterruptible I/O (state D) acts on signals once the I/O completes; try again.",
+          details: { processes: lagging, window_ms: windowMs },
         });
       }
       await sleep(5);
