@@ -301,9 +301,7 @@ describe("apex start --continue", () => {
     expect(continued).toMatchObject({ continued: true, restored_from: target.id });
     expect(continued.restore).toMatchObject({ id: target.id, saved_before: expect.any(String) });
     expect(memory("/project/x")).toBe(1);
-    // Held until the restore is done; then the policy applies to it again.
-    expect(list().items.map((item) => item.id)).toContain(target.id);
-    ok(["session", "cleanup"]);
+    // Held only while it was read: the checkpoint of the restored state applies the policy to it again.
     expect(list().items.map((item) => item.trigger)).toEqual(["restore"]);
   });
 

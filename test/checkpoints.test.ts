@@ -218,7 +218,7 @@ describe("createCheckpoint", () => {
     });
     const full = await create();
     expect(full.stats.memory).toEqual({ changed: 3000, full: true });
-    const treesTotal = ObjectStore.of(store).trees.getStats().entryCount!;
+    const treesTotal = ObjectStore.of(store).count("tree");
     expect(treesTotal).toBeGreaterThan(160);
 
     await store.set("/m/a1/b2/c3", "changed");
@@ -518,17 +518,17 @@ describe("pin, delete and sweep", () => {
       if (round % 2 === 1) kept.push({ manifest, memory: memoryOf() });
     }
     const objects = ObjectStore.of(store);
-    const before = { values: objects.values.getStats().entryCount!, trees: objects.trees.getStats().entryCount! };
+    const before = { values: objects.count("value"), trees: objects.count("tree") };
     for (const name of ["checkpoint-001", "checkpoint-003", "checkpoint-005"]) await deleteCheckpoint(store, name);
 
     const dry = await sweepUnreferenced(store, { dryRun: true });
     expect(dry.removed.values).toBe(3);
     expect(dry.removed.trees).toBeGreaterThan(3);
-    expect(objects.values.getStats().entryCount).toBe(before.values);
+    expect(objects.count("value")).toBe(before.values);
     const swept = await sweepUnreferenced(store);
     expect(swept.removed).toEqual(dry.removed);
-    expect(objects.values.getStats().entryCount).toBe(before.values - swept.removed.values);
-    expect(objects.trees.getStats().entryCount).toBe(before.trees - swept.removed.trees);
+    expect(objects.count("value")).toBe(before.values - swept.removed.values);
+    expect(objects.count("tree")).toBe(before.trees - swept.removed.trees);
     expect((await sweepUnreferenced(store)).removed).toEqual({ values: 0, trees: 0, bytes: 0 });
 
     const report = validateStore(store);

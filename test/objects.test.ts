@@ -18,6 +18,7 @@ import {
   type ObjectView,
   type TreeChange,
 } from "../core/store/objects.js";
+import { JOURNAL_MERGE_ENTRIES } from "../core/store/index-journal.js";
 import { Store, type JsonValue } from "../core/store/store.js";
 import { tempDir } from "./helpers/cli.js";
 
@@ -141,7 +142,7 @@ describe("Merkle tree of the path hierarchy", () => {
     state.set("/other", "different");
     const { stats } = build(state);
     expect(stats.valuesWritten).toBe(2);
-    expect(ObjectStore.of(store).values.getStats().entryCount).toBe(2);
+    expect(ObjectStore.of(store).count("value")).toBe(2);
   });
 
   it("shares unchanged subtrees by hash: a rebuild of the same data writes nothing", () => {
@@ -162,7 +163,7 @@ describe("Merkle tree of the path hierarchy", () => {
         for (let c = 0; c < 10; c++) for (let d = 0; d < 5; d++) state.set(`/p${a}/q${b}/r${c}/s${d}`, { a, b, c, d });
     const base = build(state);
     expect(base.valueDelta).toBe(5000);
-    const treesBefore = ObjectStore.of(store).trees.getStats().entryCount!;
+    const treesBefore = ObjectStore.of(store).count("tree");
 
     const { root, stats, valueDelta } = apply(base.root, state, new Map([["/p3/q4/r5/s1", { changed: true }]]));
     expect(valueDelta).toBe(0);
@@ -173,7 +174,7 @@ describe("Merkle tree of the path hierarchy", () => {
     expect(stats.treesBuilt).toBe(7);
     expect(stats.treesWritten).toBe(7);
     expect(stats.packsWritten).toBe(2); // one pack of values, one of tree nodes
-    expect(ObjectStore.of(store).trees.getStats().entryCount).toBe(treesBefore + 7);
+    expect(ObjectStore.of(store).count("tree")).toBe(treesBefore + 7);
     expect(contents(root)).toEqual(state);
   });
 
@@ -344,5 +345,91 @@ describe("damage detection", () => {
     });
     build(new Map<string, JsonValue>([["/b", 2]]));
     expect(Math.min(...objects.packIds())).toBeGreaterThan(last);
+  });
+});
+
+describe("index journal", () => {
+  const sample = (count: number, tag: string) => new Map<string, JsonValue>(Array.from({ length: count }, (_, i) => [`/dir-${i % 7}/key-${i}`, { tag, i }]));
+  const indexed = (kind: "value" | "tree") => ObjectStore.of(store).index(kind).getStats().entryCount ?? 0;
+
+  it("records what tree building writes without touching the hash indexes; a merge moves it there and reads do not change", () => {
+    const state = sample(200, "a");
+    const { root } = build(state);
+    const objects = ObjectStore.of(store);
+    expect(indexed("value")).toBe(0);
+    expect(indexed("tree")).toBe(0);
+    expect(objects.count("value")).toBe(200);
+    expect([...objects.hashes("value")]).toHaveLength(200);
+    expect(contents(root)).toEqual(state);
+
+    store.environment.transactionSync(() => objects.mergeJournal());
+    expect(indexed("value")).toBe(200);
+    expect(objects.count("value")).toBe(200);
+    expect(objects.count("tree")).toBe(indexed("tree"));
+    objects.clearNodeCache();
+    expect(contents(root)).toEqual(state);
+    // Written again: already stored, nothing new.
+    expect(build(state).stats.valuesWritten).toBe(0);
+  });
+
+  it("is merged before anything else changes the indexes, so a removal is not undone by a journal entry", () => {
+    const state = sample(20, "b");
+    const { root } = build(state);
+    const objects = ObjectStore.of(store);
+    const hash = lookupEntry(objects.view(), root, ["dir-0", "key-0"])!.value!;
+    store.environment.transactionSync(() => objects.removeRaw("value", hash));
+    expect(objects.has("value", hash)).toBe(false);
+    expect(objects.count("value")).toBe(19);
+    expect(indexed("value")).toBe(19);
+  });
+
+  it("is merged into the indexes by the first write after it grew past JOURNAL_MERGE_ENTRIES", () => {
+    const big = sample(JOURNAL_MERGE_ENTRIES + 10, "big");
+    build(big);
+    expect(indexed("value")).toBe(0);
+    const small = sample(3, "small");
+    const { root } = build(small);
+    expect(indexed("value")).toBe(JOURNAL_MERGE_ENTRIES + 10); // merged before the append
+    expect(ObjectStore.of(store).count("value")).toBe(JOURNAL_MERGE_ENTRIES + 13);
+    expect(contents(root)).toEqual(small);
+  });
+
+  it("forgets entries of an aborted transaction", () => {
+    const objects = ObjectStore.of(store);
+    const view = objects.view();
+    let written: Hash | undefined;
+    expect(() =>
+      store.environment.transactionSync(() => {
+        const set = new ChangeSet();
+        set.add(["lost"]);
+        updateTree(view, null, set, () => ({ never: "committed" }));
+        written = sha256(canonicalJson({ never: "committed" }));
+        expect(objects.has("value", written)).toBe(true); // visible inside the transaction
+        throw new Error("abort");
+      }),
+    ).toThrow("abort");
+    expect(objects.has("value", written!)).toBe(false);
+    // The next write reuses the record key; readers see its entries, not the aborted ones.
+    const state = sample(5, "c");
+    const { root } = build(state);
+    expect(objects.has("value", written!)).toBe(false);
+    expect(contents(root)).toEqual(state);
+  });
+
+  it("is seen by another process reading the same store", async () => {
+    const state = sample(50, "d");
+    const { root } = build(state);
+    await store.environment.flushed;
+    const script = `
+      const { Store } = await import(${JSON.stringify(new URL("../dist/core/store/store.js", import.meta.url).href)});
+      const { ObjectStore, walkTree } = await import(${JSON.stringify(new URL("../dist/core/store/objects.js", import.meta.url).href)});
+      const store = Store.open(${JSON.stringify(store.dir)}, { readOnly: true });
+      const view = ObjectStore.of(store).view();
+      let n = 0;
+      for (const { hash } of walkTree(view, ${JSON.stringify(root)})) { view.readValue(hash); n++; }
+      process.stdout.write(String(n));
+      await store.close();`;
+    const { execFileSync } = await import("node:child_process");
+    expect(execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" })).toBe("50");
   });
 });

@@ -164,10 +164,11 @@ export class SessionCheckpoints {
         if (!request.force) return undefined; // nothing saved yet: continue from the current state
         throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${request.sessionId} has no checkpoints to recover from.`);
       }
-      // The checkpoint being restored survives the checkpoints taken meanwhile (and the retention they trigger).
+      // The checkpoint being restored survives the checkpoint of the state it replaces (and the
+      // retention that one triggers); the restore releases it once it has been read.
       const release = holdCheckpoint(this.store, located.id, "restore");
       try {
-        return await (request.force ? this.forceRestore(request.sessionId, located, started) : this.verifiedRestore(request.sessionId, located, started));
+        return await (request.force ? this.forceRestore(request.sessionId, located, started, release) : this.verifiedRestore(request.sessionId, located, started, release));
       } finally {
         release();
       }
@@ -213,7 +214,7 @@ export class SessionCheckpoints {
     return manifest;
   }
 
-  private async verifiedRestore(sessionId: string, located: Located, started: number): Promise<RestoreOutcome> {
+  private async verifiedRestore(sessionId: string, located: Located, started: number, release: () => void): Promise<RestoreOutcome> {
     // Verified before anything changes (by prepare, before the session was claimed, or here).
     const manifest = this.verified?.id === located.id ? loadManifest(this.store, located) : this.verify(located, sessionId);
     const verifyMs = this.verified?.ms ?? 0;
@@ -236,6 +237,7 @@ export class SessionCheckpoints {
       : await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before restoring ${manifest.name}` });
     const saveMs = lap();
     const result = await restoreCheckpoint(this.store, manifest, { targetSessionId: sessionId });
+    release();
     const restoreMs = lap();
     // The restored state becomes the session's latest checkpoint, so that a later `--continue last` comes back to it.
     const after =
@@ -270,7 +272,7 @@ export class SessionCheckpoints {
    * they verify (forceRecover), in one transaction: records that verify are put back, records
    * the checkpoint provably lacks are deleted, records in a lost part keep their current value.
    */
-  private async forceRestore(sessionId: string, located: Located, started: number): Promise<RestoreOutcome> {
+  private async forceRestore(sessionId: string, located: Located, started: number, release: () => void): Promise<RestoreOutcome> {
     const warnings: string[] = [];
     let saved: string | null = null;
     if (!this.unchangedSinceLatest(sessionId)) {
@@ -282,6 +284,7 @@ export class SessionCheckpoints {
     }
     // Memory, tasks and agents in one transaction: a crash leaves all of them recovered or none.
     const report = await forceRecover(this.store, located.id, { sessionId: located.sessionId, intoSession: sessionId });
+    release();
     const lostCount = report.memory.lost.length + report.tasks.lost.length + report.agents.lost.length;
     let after: string | null = null;
     try {
