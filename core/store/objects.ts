@@ -347,17 +347,6 @@ function writeVarint(out: Buffer, at: number, value: number): number {
   return at;
 }
 
-function varint(value: number): Buffer {
-  const bytes: number[] = [];
-  let rest = value;
-  while (rest >= 0x80) {
-    bytes.push((rest & 0x7f) | 0x80);
-    rest = Math.floor(rest / 128);
-  }
-  bytes.push(rest);
-  return Buffer.from(bytes);
-}
-
 class ByteReader {
   private offset = 0;
   constructor(private readonly buffer: Uint8Array) {}
@@ -552,26 +541,35 @@ const objectStores = new WeakMap<Store, ObjectStore>();
  * they re-read and re-hash what is stored.
  */
 class NodeCache {
-  private readonly nodes = new Map<Hash, TreeNode>();
-  constructor(private readonly capacity: number) {}
+  // Two generations instead of an LRU list: a Map that deletes and re-inserts on every hit
+  // fills with tombstones, and finding its oldest key walks over them. New and recently
+  // used nodes are in `young`; when it is full it becomes `old`, and what was old is dropped.
+  private young = new Map<Hash, TreeNode>();
+  private old = new Map<Hash, TreeNode>();
+  private readonly half: number;
+  constructor(capacity: number) {
+    this.half = Math.max(1, Math.floor(capacity / 2));
+  }
 
   get(hash: Hash): TreeNode | undefined {
-    const node = this.nodes.get(hash);
-    if (node) {
-      this.nodes.delete(hash); // most recently used last
-      this.nodes.set(hash, node);
-    }
-    return node;
+    const node = this.young.get(hash);
+    if (node) return node;
+    const aging = this.old.get(hash);
+    if (aging) this.set(hash, aging); // used again: keep it young
+    return aging;
   }
 
   set(hash: Hash, node: TreeNode): void {
-    if (this.nodes.has(hash)) this.nodes.delete(hash);
-    this.nodes.set(hash, node);
-    if (this.nodes.size > this.capacity) this.nodes.delete(this.nodes.keys().next().value!);
+    if (this.young.size >= this.half) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(hash, node);
   }
 
   clear(): void {
-    this.nodes.clear();
+    this.young.clear();
+    this.old.clear();
   }
 }
 
@@ -1020,9 +1018,15 @@ function openTable<K>(store: Store, name: string, keyEncoding: "binary" | "uint3
 }
 
 export function encodeLocation(location: ObjectLocation): Buffer {
-  const parts = [varint(location.pack), varint(location.offset), varint(location.length)];
-  if (location.codec) parts.push(varint(location.codec), varint(location.rawSize ?? 0));
-  return Buffer.concat(parts);
+  const out = Buffer.allocUnsafe(5 * 8);
+  let at = writeVarint(out, 0, location.pack);
+  at = writeVarint(out, at, location.offset);
+  at = writeVarint(out, at, location.length);
+  if (location.codec) {
+    at = writeVarint(out, at, location.codec);
+    at = writeVarint(out, at, location.rawSize ?? 0);
+  }
+  return out.subarray(0, at);
 }
 
 export function decodeLocation(bytes: Uint8Array): ObjectLocation {
@@ -1320,35 +1324,45 @@ class TreeBuilder {
     const node = hash ? this.view.readNode(hash) : undefined;
     if (node?.kind === "split") {
       if (node.depth !== depth) throw new ObjectDamageError("tree", hash!, "undecodable", `split depth ${node.depth}, expected ${depth}`);
-      const groups = new Map<number, [string, ChangeSet][]>();
+      // Arrays of FANOUT slots: partitions are small, and Maps cost more than they save here.
+      const groups: Array<[string, ChangeSet][] | undefined> = new Array(FANOUT);
       for (const change of changes) {
         const index = bucketOf(this.view.digestOf(change[0]), depth);
-        let group = groups.get(index);
-        if (!group) groups.set(index, (group = []));
-        group.push(change);
+        (groups[index] ??= []).push(change);
       }
-      const slots = new Map<number, SplitBucket>(node.buckets.map((bucket) => [bucket.index, bucket]));
-      for (const [index, group] of groups) {
-        const updated = this.updatePartition(slots.get(index)?.hash ?? null, depth + 1, group, segments);
-        if (updated.hash) slots.set(index, { index, hash: updated.hash, count: updated.count });
-        else slots.delete(index);
+      const slots: Array<SplitBucket | undefined> = new Array(FANOUT);
+      for (const bucket of node.buckets) slots[bucket.index] = bucket;
+      for (let index = 0; index < FANOUT; index++) {
+        const group = groups[index];
+        if (!group) continue;
+        const updated = this.updatePartition(slots[index]?.hash ?? null, depth + 1, group, segments);
+        slots[index] = updated.hash ? { index, hash: updated.hash, count: updated.count } : undefined;
       }
-      const buckets = [...slots.values()].sort((a, b) => a.index - b.index);
-      const count = buckets.reduce((sum, bucket) => sum + bucket.count, 0);
+      const buckets: SplitBucket[] = [];
+      let count = 0;
+      for (const bucket of slots) {
+        if (!bucket) continue;
+        buckets.push(bucket);
+        count += bucket.count;
+      }
       if (count > LEAF_MAX) return { hash: this.view.writeNode({ kind: "split", depth, count, buckets }), count };
       // Shrunk below the split threshold: collapse the buckets back into one leaf.
       const entries: DirEntry[] = [];
       for (const bucket of buckets) collectEntries(this.view, bucket.hash, entries);
       return this.buildPartition(entries.sort(byName), depth);
     }
-    const byNameMap = new Map<string, DirEntry>();
-    if (node) for (const entry of node.entries) byNameMap.set(entry.name, entry);
+    // A leaf: its entries are sorted by name; each change replaces, inserts or removes one.
+    const entries = node ? node.entries.slice() : [];
     for (const [name, change] of changes) {
-      const updated = this.applyChange(byNameMap.get(name), name, change, segments);
-      if (updated) byNameMap.set(name, updated);
-      else byNameMap.delete(name);
+      const at = searchByName(entries, name);
+      const found = at < entries.length && entries[at]!.name === name;
+      const updated = this.applyChange(found ? entries[at] : undefined, name, change, segments);
+      if (updated) {
+        if (found) entries[at] = updated;
+        else entries.splice(at, 0, updated);
+      } else if (found) entries.splice(at, 1);
     }
-    return this.buildPartition([...byNameMap.values()].sort(byName), depth);
+    return this.buildPartition(entries, depth);
   }
 
   private applyChange(old: DirEntry | undefined, name: string, change: ChangeSet, segments: string[]): DirEntry | undefined {
@@ -1399,6 +1413,18 @@ class TreeBuilder {
 
 function byName(a: DirEntry, b: DirEntry): number {
   return compareCodePoints(a.name, b.name);
+}
+
+/** Where `name` is, or would go, in entries sorted by name (binary search). */
+function searchByName(entries: readonly DirEntry[], name: string): number {
+  let low = 0;
+  let high = entries.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (compareCodePoints(entries[middle]!.name, name) < 0) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }
 
 // ---------------------------------------------------------------------------------------------
