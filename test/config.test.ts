@@ -399,6 +399,15 @@ describe("the default apex.config.yaml and the schemas", () => {
   const readJson = (path: string) => JSON.parse(readFileSync(join(REPO_ROOT, path), "utf8")) as Record<string, any>;
   const pluginNames = ["checkpoint", "retention", "git", "compression", "sharing", "metrics", "history", "archive"];
 
+  it("every schema APEX ships is a valid draft-07 JSON Schema (they are compiled without that check at run time)", () => {
+    const ajv = createAjv();
+    for (const path of ["schemas/apex.config.schema.json", ...pluginNames.map((name) => `schemas/plugins/${name}.schema.json`)]) {
+      expect(ajv.validateSchema(readJson(path)), `${path}: ${JSON.stringify(ajv.errors)}`).toBe(true);
+    }
+    // And an invalid one is caught by that check, so the test could fail.
+    expect(ajv.validateSchema({ type: "object", properties: { x: { type: "no-such-type" } } })).toBe(false);
+  });
+
   it("starts with the editor schema line and loads as written", async () => {
     expect(readFileSync(DEFAULT_CONFIG, "utf8").split("\n", 1)[0]).toBe("# yaml-language-server: $schema=./schemas/apex.config.schema.json");
     const config = await loadConfig({ configPath: DEFAULT_CONFIG, projectDir: REPO_ROOT, storeDir: join(REPO_ROOT, ".apex") }, { env: {} });

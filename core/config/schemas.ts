@@ -78,7 +78,7 @@ let configValidator: ValidateFunction | undefined;
 export function documentValidator(): ValidateFunction {
   if (configValidator) return configValidator;
   const schema = configSchema();
-  const ajv = createAjv();
+  const ajv = createAjv({ trusted: true });
   for (const name of BUILTIN_PLUGIN_NAMES) {
     // The schemas' $ids are relative so that editors resolve the $refs next to the local file.
     ajv.addSchema({ $id: `plugins/${name}.schema.json`, type: "object" });

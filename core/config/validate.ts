@@ -17,10 +17,14 @@ type AjvInstance = InstanceType<typeof Ajv>;
 /**
  * Options every APEX schema is compiled with: all errors (not just the first), schema
  * `default`s filled in, no type coercion ("5" stays a string and is reported), unknown
- * keywords and formats tolerated (no format is checked), nothing logged.
+ * keywords and formats tolerated (no format is checked), nothing logged. `trusted`: the
+ * schema itself is not checked against the meta-schema (APEX's own schemas).
  */
-export function createAjv(): AjvInstance {
+export function createAjv(options: { trusted?: boolean } = {}): AjvInstance {
   return new Ajv({
+    // APEX's own schemas are checked against the draft-07 meta-schema by the test suite;
+    // compiling the meta-schema on every command would cost more than the rest of the config.
+    validateSchema: !options.trusted,
     allErrors: true,
     verbose: true,
     useDefaults: true,
@@ -32,6 +36,7 @@ export function createAjv(): AjvInstance {
 }
 
 let sharedAjv: AjvInstance | undefined;
+let trustedAjv: AjvInstance | undefined;
 const compiled = new WeakMap<object, ValidateFunction>();
 
 /**
@@ -39,12 +44,11 @@ const compiled = new WeakMap<object, ValidateFunction>();
  * ApexError("APEX_E_PLUGIN_SCHEMA") when the schema itself is broken (not a valid JSON Schema,
  * or a `$ref` that does not resolve): that is the schema author's fault, not the user's.
  */
-export function compileSchema(schema: object): ValidateFunction {
+export function compileSchema(schema: object, options: { trusted?: boolean } = {}): ValidateFunction {
   const cached = compiled.get(schema);
   if (cached) return cached;
-  sharedAjv ??= createAjv();
-  const ajv = sharedAjv;
-  if (!ajv.validateSchema(schema)) {
+  const ajv = options.trusted ? (trustedAjv ??= createAjv({ trusted: true })) : (sharedAjv ??= createAjv());
+  if (!options.trusted && !ajv.validateSchema(schema)) {
     const problems = (ajv.errors ?? []).map((error) => `${error.instancePath || "/"} ${error.message ?? "is invalid"}`);
     throw new ApexError("APEX_E_PLUGIN_SCHEMA", `The options schema is not a valid JSON Schema: ${[...new Set(problems)].join("; ")}.`, {
       details: { errors: ajv.errors ?? [] },
@@ -70,8 +74,13 @@ export function compileSchema(schema: object): ValidateFunction {
  * filled into `options` in place, unless it is frozen (as the options in a loaded Config are):
  * then a copy is checked; use `resolveOptions` to get that copy with its defaults.
  */
-export function validateOptions(schema: object, options: unknown, at: { source: ConfigSource; path: (string | number)[] }): ConfigIssue[] {
-  return checkOptions(schema, options, at).issues;
+export function validateOptions(
+  schema: object,
+  options: unknown,
+  at: { source: ConfigSource; path: (string | number)[] },
+  compile: { trusted?: boolean } = {},
+): ConfigIssue[] {
+  return checkOptions(schema, options, at, compile).issues;
 }
 
 /** Like validateOptions, and returns a copy of `options` with the schema's defaults filled in. */
@@ -85,8 +94,13 @@ export function resolveOptions<T = Record<string, unknown>>(
   return { options: copy as T, issues };
 }
 
-function checkOptions(schema: object, options: unknown, at: { source: ConfigSource; path: (string | number)[] }): { issues: ConfigIssue[] } {
-  const validate = compileSchema(schema);
+function checkOptions(
+  schema: object,
+  options: unknown,
+  at: { source: ConfigSource; path: (string | number)[] },
+  compile: { trusted?: boolean } = {},
+): { issues: ConfigIssue[] } {
+  const validate = compileSchema(schema, compile);
   // Filling a default into a frozen object would throw; check a copy instead.
   const data = containsFrozen(options) ? structuredClone(options) : options;
   if (validate(data)) return { issues: [] };
