@@ -5,7 +5,9 @@
 //   supervisor reports it (`restore.duration_ms` of `start --json`: verify the checkpoint, restore
 //   memory, tasks and agents, checkpoint the result) under 1 s;
 //   and the wall time of the whole `apex start --continue` until the agents run within 5× of
-//   `apex memory import` of the same 10k keys into a fresh project.
+//   `apex memory import` of the same 10k keys into a fresh project;
+// - `apex checkpoint create` after 1% of those 10k keys changed: median within 3× of
+//   `apex memory show` measured in the same rounds (with the session running, and without).
 // Each restore starts from the 10k keys deleted (and that state checkpointed, so there is no
 // unsaved state to save first), so every key is written back: the write volume of the import.
 //   node bench/checkpoint-cli.bench.mjs [--checkpoints 10000] [--keys 10000] [--runs 3]
@@ -164,6 +166,60 @@ try {
     if (probe.value.i !== KEYS - 93) throw new Error("the restored memory is wrong");
     emptied();
   }
+  // ------------------------------------------------------------------ checkpoint create vs memory show
+  // A running session with the 10k keys; before each measured create, 1% of the keys change
+  // (an import of 100 keys, not timed). `memory show` of one key is the baseline, timed in
+  // the same rounds. Also measured with no supervisor (the CLI then opens the store itself).
+  const creating = project("apex-bench-cpcreate-");
+  const creatingPid = creating.start("--task", "create benchmark").supervisor_pid;
+  creating.apex("memory", "import", data);
+  creating.apex("checkpoint", "create", "all keys");
+  const changes = join(creating.dir, "changes.json");
+  let version = 0;
+  const changeOnePercent = () => {
+    version += 1;
+    const entries = [];
+    for (let n = 0; n < KEYS / 100; n++) {
+      const i = (version * 7919 + n * 97) % KEYS;
+      entries.push(`${JSON.stringify(`/bench/${i % 100}/key-${i}`)}:${JSON.stringify({ i, version, filler })}`);
+    }
+    writeFileSync(changes, `{${entries.join(",")}}`);
+    creating.apex("memory", "import", changes);
+  };
+  const createRounds = (rounds) => {
+    const createMs = [];
+    const showMs = [];
+    for (let round = 0; round < rounds; round++) {
+      changeOnePercent();
+      showMs.push(timeOnce(process.execPath, [APEX, "memory", "show", `/bench/7/key-${KEYS - 93}`], { cwd: creating.dir, env }));
+      createMs.push(timeOnce(process.execPath, [APEX, "checkpoint", "create", `round ${round}`], { cwd: creating.dir, env }));
+    }
+    return { create: median(createMs), show: median(showMs) };
+  };
+  const live = createRounds(15);
+  // The supervisor gone (killed), the session is interrupted and the CLI writes the store itself.
+  process.kill(creatingPid, "SIGKILL");
+  while (JSON.parse(creating.apex("status", "--json")).session?.status !== "interrupted") await new Promise((resolve) => setTimeout(resolve, 50));
+  const direct = createRounds(15);
+  rows.push(
+    {
+      label: `checkpoint create, 1% of ${KEYS} keys changed, session running (median of 15)`,
+      ms: live.create,
+      baselineMs: live.show,
+      ratio: live.create / live.show,
+      target: "≤ 3× memory show",
+      pass: live.create / live.show <= 3,
+    },
+    {
+      label: "checkpoint create, the same with the session interrupted (the CLI writes the store)",
+      ms: direct.create,
+      baselineMs: direct.show,
+      ratio: direct.create / direct.show,
+      target: "≤ 3× memory show",
+      pass: direct.create / direct.show <= 3,
+    },
+  );
+
   const part = (name) => median(timings.map((item) => item[name]));
   const importMedian = median(importMs);
   rows.push(
