@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { readVarint, varintBytes, writeVarint } from "./varint.js";
 
 /**
  * The index journal: where the object store records the locations of objects a checkpoint
@@ -191,43 +192,8 @@ function encodeRecord(nonce: number, entries: readonly JournalEntry[]): Buffer {
   return out.subarray(0, at);
 }
 
-function writeVarint(out: Buffer, at: number, value: number): number {
-  let rest = value;
-  let position = at;
-  while (rest >= 0x80) {
-    out[position++] = (rest & 0x7f) | 0x80;
-    rest = Math.floor(rest / 128);
-  }
-  out[position++] = rest;
-  return position;
-}
-
 function nonceBytes(nonce: number): Buffer {
   const out = Buffer.allocUnsafe(NONCE_BYTES);
   out.writeUInt32BE(nonce >>> 0, 0);
   return out;
-}
-
-function varintBytes(value: number): Buffer {
-  const bytes: number[] = [];
-  let rest = value;
-  while (rest >= 0x80) {
-    bytes.push((rest & 0x7f) | 0x80);
-    rest = Math.floor(rest / 128);
-  }
-  bytes.push(rest);
-  return Buffer.from(bytes);
-}
-
-function readVarint(bytes: Uint8Array, at: number): { value: number; next: number } | undefined {
-  let value = 0;
-  let scale = 1;
-  for (let i = 0; i < 8; i++) {
-    if (at + i >= bytes.length) return undefined;
-    const byte = bytes[at + i]!;
-    value += (byte & 0x7f) * scale;
-    if (!(byte & 0x80)) return { value, next: at + i + 1 };
-    scale *= 128;
-  }
-  return undefined;
 }

@@ -5,6 +5,7 @@ import type { Database } from "lmdb";
 import { ApexError } from "../errors.js";
 import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "./index-journal.js";
 import type { JsonValue, Store } from "./store.js";
+import { varintSize, writeVarint } from "./varint.js";
 
 /**
  * Content-addressed objects: JSON values ("blobs") and the Merkle tree of the path
@@ -329,22 +330,6 @@ function isCanonicalUtf8(bytes: Buffer, start: number, end: number, text: string
   }
   if (ascii) return true;
   return Buffer.from(text, "utf8").equals(bytes.subarray(start, end));
-}
-
-function varintSize(value: number): number {
-  let size = 1;
-  for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 128)) size += 1;
-  return size;
-}
-
-function writeVarint(out: Buffer, at: number, value: number): number {
-  let rest = value;
-  while (rest >= 0x80) {
-    out[at++] = (rest & 0x7f) | 0x80;
-    rest = Math.floor(rest / 128);
-  }
-  out[at++] = rest;
-  return at;
 }
 
 class ByteReader {
