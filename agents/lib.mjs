@@ -189,10 +189,14 @@ export function errorMessageOf(stderr) {
 export function createCli({ lifecycle, log, env = process.env, retries = 3, timeoutMs = 30_000 } = {}) {
   const [command, ...prefix] = apexCommand(env);
   const childEnv = { ...env, NO_COLOR: "1" };
+  /** CLI processes still running: an agent that stops waits for them, so none outlives it. */
+  const live = new Set();
 
   function runOnce(args, input) {
     return new Promise((resolveRun) => {
       const child = spawn(command, [...prefix, ...args], { env: childEnv, stdio: ["pipe", "pipe", "pipe"] });
+      live.add(child);
+      child.on("close", () => live.delete(child));
       let stdout = "";
       let stderr = "";
       child.stdout.setEncoding("utf8").on("data", (chunk) => (stdout += chunk));
@@ -253,7 +257,22 @@ export function createCli({ lifecycle, log, env = process.env, retries = 3, time
     }
   }
 
-  return { run, json };
+  /**
+   * Waits up to `ms` for the CLI processes still running, then ends those left (SIGKILL):
+   * none may outlive the agent and write to the session after it has stopped.
+   */
+  async function settle(ms) {
+    const deadline = Date.now() + ms;
+    while (live.size > 0 && Date.now() < deadline) await sleepMs(20);
+    killAll();
+  }
+
+  /** Ends every CLI process still running, at once. */
+  function killAll() {
+    for (const child of live) child.kill("SIGKILL");
+  }
+
+  return { run, json, settle, killAll };
 }
 
 /** A short form of a command line for logs: long arguments (JSON contexts) are cut. */
@@ -739,11 +758,17 @@ export async function runAgent(name, body) {
     lifecycle.stop();
     // Report "stopped" with a short deadline; the supervisor may be shutting down too.
     const quick = createCli({ log, retries: 0, timeoutMs: 1500 });
-    const timer = setTimeout(() => process.exit(0), 2000);
+    const timer = setTimeout(() => {
+      cli.killAll();
+      quick.killAll();
+      process.exit(0);
+    }, 2000);
     timer.unref?.();
     quick
       .run(["agent", "report", "--status", "stopped"], { allow: [1, 2, 3, 4, -1] })
       .catch(() => {})
+      // A call of the main loop may still be running (a claim, a report): it ends first.
+      .then(() => cli.settle(400))
       .finally(() => {
         exiting = true;
         process.exit(0);
