@@ -433,3 +433,16 @@ describe("index journal", () => {
     expect(execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" })).toBe("50");
   });
 });
+
+describe("index journal, damaged", () => {
+  it("keeps appending after the last record when its header is unreadable", () => {
+    const first = new Map<string, JsonValue>([["/a", 1]]);
+    build(first);
+    const journal = store.environment.openDB({ name: "index-journal", encoding: "binary", keyEncoding: "uint32" });
+    store.environment.transactionSync(() => journal.put(0, Buffer.from([0xff])));
+    const second = new Map<string, JsonValue>([["/b", 2]]);
+    const { root } = build(second);
+    expect([...journal.getKeys({ start: 1 })]).toEqual([1, 2]);
+    expect(contents(root)).toEqual(second);
+  });
+});

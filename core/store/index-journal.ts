@@ -94,7 +94,11 @@ export class IndexJournal {
     const header = this.readHeader();
     const nonce = randomBytes(NONCE_BYTES).readUInt32BE(0) || 1; // 0 marks "no record"
     const record = encodeRecord(nonce, entries);
-    const key = header.lastKey + 1;
+    // After the last record there is, even if a damaged header says less: an append with a
+    // smaller key would break the B-tree's order.
+    let last = header.lastKey;
+    for (const key of this.table.getKeys({ reverse: true, limit: 1 })) last = Math.max(last, key);
+    const key = last + 1;
     this.table.put(key, record, { append: true });
     this.writeHeader({ generation: header.generation, lastKey: key, nonce });
     // In step with the store (sync above): take the entries in directly. Should the
