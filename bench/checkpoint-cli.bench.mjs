@@ -14,19 +14,14 @@
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { APEX, compare, median, printTable, tempProject, timeOnce } from "./lib.mjs";
+import { APEX, compare, median, numberOption, printTable, tempProject, timeOnce } from "./lib.mjs";
 import { Store } from "../dist/core/store/store.js";
 import { writeCheckpoint } from "../dist/plugins/checkpoint/checkpoints.js";
 import { normalizeScope } from "../dist/plugins/checkpoint/scope.js";
 
-const args = process.argv.slice(2);
-const option = (name, fallback) => {
-  const index = args.indexOf(`--${name}`);
-  return index >= 0 ? Number(args[index + 1]) : fallback;
-};
-const CHECKPOINTS = option("checkpoints", 10_000);
-const KEYS = option("keys", 10_000);
-const RUNS = option("runs", 3);
+const CHECKPOINTS = numberOption("checkpoints", 10_000);
+const KEYS = numberOption("keys", 10_000);
+const RUNS = numberOption("runs", 3);
 const filler = "x".repeat(940);
 
 const env = { ...process.env, NO_COLOR: "1" };

@@ -9,33 +9,15 @@
 //   - listing a page of a session with 10,000 checkpoints (summaries written directly).
 import { statSync } from "node:fs";
 import { join } from "node:path";
-import { median, printTable, tempProject } from "./lib.mjs";
+import { checkpointWorkload, median, numberOption, printTable, tempProject } from "./lib.mjs";
 import { Store } from "../dist/core/store/store.js";
 import { Catalog } from "../dist/plugins/checkpoint/catalog.js";
 import { createCheckpoint, listCheckpoints, restoreMemory, validateStore } from "../dist/plugins/checkpoint/checkpoints.js";
 
-const args = process.argv.slice(2);
-const option = (name, fallback) => {
-  const index = args.indexOf(`--${name}`);
-  return index >= 0 ? Number(args[index + 1]) : fallback;
-};
-const KEYS = option("keys", 10_000);
-const ROUNDS = option("rounds", 100);
+const KEYS = numberOption("keys", 10_000);
+const ROUNDS = numberOption("rounds", 100);
 const CHANGED = Math.max(1, Math.round(KEYS / 100));
-
-let seed = 12345;
-const next = () => {
-  seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-  return seed / 0x7fffffff;
-};
-const WORDS = "agent task memory checkpoint merkle tree restore session value commit branch merge plan test build review".split(" ");
-const text = (length) => {
-  let out = "";
-  while (out.length < length) out += `${WORDS[Math.floor(next() * WORDS.length)]} `;
-  return out.slice(0, length);
-};
-const paths = Array.from({ length: KEYS }, (_, i) => `/project/area-${i % 20}/module-${Math.floor(i / 20) % 25}/note-${Math.floor(i / 500)}`);
-const valueFor = (i, version) => ({ id: i, version, title: text(40), body: text(880), tags: [WORDS[i % WORDS.length], `v${version}`] });
+const { random: next, paths, valueFor } = checkpointWorkload(KEYS);
 const sizeOf = (value) => Buffer.byteLength(JSON.stringify(value));
 
 /** Bytes of LMDB pages in use across every database of the environment (free pages excluded). */

@@ -11,37 +11,19 @@
 //     (target: compressed < 2x uncompressed and < 1 s);
 //   - reading every value of the first checkpoint, and validate, after compression.
 import { join } from "node:path";
-import { median, printTable, tempProject } from "./lib.mjs";
+import { checkpointWorkload, median, numberOption, printTable, tempProject } from "./lib.mjs";
 import { Store } from "../dist/core/store/store.js";
 import { ObjectStore } from "../dist/core/store/objects.js";
 import { createCheckpoint, readCheckpointMemory, restoreMemory, validateStore } from "../dist/plugins/checkpoint/checkpoints.js";
 import { compressColdData } from "../dist/plugins/compression/compress.js";
 
-const args = process.argv.slice(2);
-const option = (name, fallback) => {
-  const index = args.indexOf(`--${name}`);
-  return index >= 0 ? Number(args[index + 1]) : fallback;
-};
-const KEYS = option("keys", 10_000);
-const ROUNDS = option("rounds", 100);
-const AFTER = option("after", 1);
-const RUNS = option("runs", 5);
+const KEYS = numberOption("keys", 10_000);
+const ROUNDS = numberOption("rounds", 100);
+const AFTER = numberOption("after", 1);
+const RUNS = numberOption("runs", 5);
 const CHANGED = Math.max(1, Math.round(KEYS / 100));
-
 // The same data as bench/checkpoint.bench.mjs.
-let seed = 12345;
-const next = () => {
-  seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-  return seed / 0x7fffffff;
-};
-const WORDS = "agent task memory checkpoint merkle tree restore session value commit branch merge plan test build review".split(" ");
-const text = (length) => {
-  let out = "";
-  while (out.length < length) out += `${WORDS[Math.floor(next() * WORDS.length)]} `;
-  return out.slice(0, length);
-};
-const paths = Array.from({ length: KEYS }, (_, i) => `/project/area-${i % 20}/module-${Math.floor(i / 20) % 25}/note-${Math.floor(i / 500)}`);
-const valueFor = (i, version) => ({ id: i, version, title: text(40), body: text(880), tags: [WORDS[i % WORDS.length], `v${version}`] });
+const { random: next, paths, valueFor } = checkpointWorkload(KEYS);
 const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(2)} MB`;
 
 /** Bytes of LMDB pages in use across the object databases. */

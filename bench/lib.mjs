@@ -72,3 +72,33 @@ export function printTable(title, rows) {
   }
   return rows.every((row) => row.pass);
 }
+
+/** `--name N` from the command line as a number, or `fallback`. */
+export function numberOption(name, fallback) {
+  const args = process.argv.slice(2);
+  const index = args.indexOf(`--${name}`);
+  return index >= 0 ? Number(args[index + 1]) : fallback;
+}
+
+/**
+ * The checkpoint benchmarks' project memory, the same in every benchmark that uses it:
+ * `keys` paths in a 3-level hierarchy (20 areas, 25 modules, notes) and ~1 KB JSON values
+ * of words from a small vocabulary, from a seeded generator (`random`, also used to choose
+ * the keys that change each round).
+ */
+export function checkpointWorkload(keys) {
+  let seed = 12345;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed / 0x7fffffff;
+  };
+  const words = "agent task memory checkpoint merkle tree restore session value commit branch merge plan test build review".split(" ");
+  const text = (length) => {
+    let out = "";
+    while (out.length < length) out += `${words[Math.floor(random() * words.length)]} `;
+    return out.slice(0, length);
+  };
+  const paths = Array.from({ length: keys }, (_, i) => `/project/area-${i % 20}/module-${Math.floor(i / 20) % 25}/note-${Math.floor(i / 500)}`);
+  const valueFor = (i, version) => ({ id: i, version, title: text(40), body: text(880), tags: [words[i % words.length], `v${version}`] });
+  return { random, paths, valueFor };
+}
