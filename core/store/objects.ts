@@ -1454,6 +1454,43 @@ export function findInDirectory(view: ObjectView, dir: Hash, name: string): DirE
   }
 }
 
+export interface ReachableVisitor {
+  /** Called once per tree node before it is read; return false to leave it (and what is below it) out. */
+  tree?(hash: Hash): boolean | void;
+  /** Called for every value reference met (a value referenced twice is reported twice). */
+  value?(hash: Hash): void;
+  /** A node that cannot be read (missing, corrupt, undecodable): it is not entered. */
+  damaged(hash: Hash, error: ObjectDamageError): void;
+}
+
+/**
+ * Visits every tree node reachable from `roots`, each once, in depth-first order, and the
+ * values they reference (mark phases: sweeps, cold-data scans). Unsorted: cheaper than walkTree.
+ */
+export function visitReachable(view: ObjectView, roots: Iterable<Hash | null | undefined>, visitor: ReachableVisitor): void {
+  const seen = new Set<Hash>();
+  const visit = (hash: Hash): void => {
+    if (seen.has(hash)) return;
+    seen.add(hash);
+    if (visitor.tree?.(hash) === false) return;
+    let node: TreeNode;
+    try {
+      node = view.readNode(hash);
+    } catch (error) {
+      if (!isObjectDamage(error)) throw error;
+      visitor.damaged(hash, error);
+      return;
+    }
+    if (node.kind === "split") for (const bucket of node.buckets) visit(bucket.hash);
+    else
+      for (const entry of node.entries) {
+        if (entry.value) visitor.value?.(entry.value);
+        if (entry.tree) visit(entry.tree);
+      }
+  };
+  for (const root of roots) if (root) visit(root);
+}
+
 export interface TreeValue {
   segments: string[];
   hash: Hash;

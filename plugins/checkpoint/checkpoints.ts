@@ -5,7 +5,7 @@ import {
   ObjectStore,
   canonicalJson,
   diffTrees,
-  isObjectDamage,
+  visitReachable,
   lookupEntry,
   walkTree,
   type Hash,
@@ -601,25 +601,11 @@ export async function sweepUnreferenced(store: Store, options: SweepOptions = {}
     const view = objects.view({ fresh: true }); // every kept node read from disk: damage must show
     const marked = { values: new Set<Hash>(), trees: new Set<Hash>() };
     const damaged: Hash[] = [];
-    const mark = (hash: Hash | null | undefined): void => {
-      if (!hash || marked.trees.has(hash)) return;
-      marked.trees.add(hash);
-      let node;
-      try {
-        node = view.readNode(hash);
-      } catch (error) {
-        if (!isObjectDamage(error)) throw error;
-        damaged.push(hash);
-        return;
-      }
-      if (node.kind === "split") for (const bucket of node.buckets) mark(bucket.hash);
-      else
-        for (const entry of node.entries) {
-          if (entry.value) marked.values.add(entry.value);
-          mark(entry.tree);
-        }
-    };
-    for (const root of liveRoots(store)) mark(root);
+    visitReachable(view, liveRoots(store), {
+      tree: (hash) => void marked.trees.add(hash),
+      value: (hash) => void marked.values.add(hash),
+      damaged: (hash) => void damaged.push(hash),
+    });
     if (damaged.length > 0 && !options.allowDamaged) {
       throw new ApexError("APEX_E_INTEGRITY", `Not sweeping: ${damaged.length} tree node(s) of kept checkpoints are damaged, so what they reference is unknown.`, {
         hint: "Run `apex session repair` first, or sweep with allowDamaged.",

@@ -8,6 +8,7 @@ import {
   codecOptions,
   copyOf,
   isObjectDamage,
+  visitReachable,
   type Hash,
   type ObjectKind,
   type ObjectLocation,
@@ -247,31 +248,16 @@ function classify(store: Store, options: CompressOptions, result: CompressResult
 function markHot(view: ObjectView, roots: readonly Hash[], result: CompressResult): { trees: Set<Hash>; values: Set<Hash> } {
   const trees = new Set<Hash>();
   const values = new Set<Hash>();
-  const visit = (hash: Hash): void => {
-    if (trees.has(hash)) return;
-    trees.add(hash);
-    let node;
-    try {
-      node = view.readNode(hash);
-    } catch (error) {
-      if (!isObjectDamage(error)) throw error;
-      result.damaged += 1;
-      return;
-    }
-    if (node.kind === "split") for (const bucket of node.buckets) visit(bucket.hash);
-    else
-      for (const entry of node.entries) {
-        if (entry.value) values.add(entry.value);
-        if (entry.tree) visit(entry.tree);
-      }
-  };
-  for (const root of roots) visit(root);
+  visitReachable(view, roots, {
+    tree: (hash) => void trees.add(hash),
+    value: (hash) => void values.add(hash),
+    damaged: () => void (result.damaged += 1),
+  });
   return { trees, values };
 }
 
 /** Uncompressed values reachable from the cold roots and from nothing hot, in walk order. */
 function findCold(view: ObjectView, objects: ObjectStore, roots: readonly Hash[], hot: { trees: Set<Hash>; values: Set<Hash> }, result: CompressResult): Candidate[] {
-  const seenTrees = new Set<Hash>();
   const seenValues = new Set<Hash>();
   const candidates: Candidate[] = [];
   const value = (hash: Hash): void => {
@@ -288,26 +274,8 @@ function findCold(view: ObjectView, objects: ObjectStore, roots: readonly Hash[]
     else if (location.codec) result.values.alreadyCompressed += 1;
     else candidates.push({ hash, location });
   };
-  const visit = (hash: Hash): void => {
-    // Below a hot node everything is hot.
-    if (seenTrees.has(hash) || hot.trees.has(hash)) return;
-    seenTrees.add(hash);
-    let node;
-    try {
-      node = view.readNode(hash);
-    } catch (error) {
-      if (!isObjectDamage(error)) throw error;
-      result.damaged += 1;
-      return;
-    }
-    if (node.kind === "split") for (const bucket of node.buckets) visit(bucket.hash);
-    else
-      for (const entry of node.entries) {
-        if (entry.value) value(entry.value);
-        if (entry.tree) visit(entry.tree);
-      }
-  };
-  for (const root of roots) visit(root);
+  // Below a hot node everything is hot.
+  visitReachable(view, roots, { tree: (hash) => !hot.trees.has(hash), value, damaged: () => void (result.damaged += 1) });
   return candidates;
 }
 
