@@ -225,6 +225,21 @@ export class Store {
     return { value, revision: revisionAfter };
   }
 
+  /**
+   * Runs `fn` in one write transaction over every database of the environment (the keyspace
+   * and what plugins keep beside it: objects, catalogs) and resolves with its result once
+   * the commit is on disk. Use batch()/batchSync() inside it for logged keyspace writes.
+   */
+  async transaction<T>(fn: () => T): Promise<T> {
+    this.assertWritable();
+    let out!: T;
+    this.root.transactionSync(() => {
+      out = fn();
+    });
+    await this.root.flushed;
+    return out;
+  }
+
   /** Synchronous variant of {@link batch}: holds the write lock only for the call. */
   batchSync<T>(fn: (batch: WriteBatch) => T, actor = this.actor): { value: T; revision: number } {
     this.assertWritable();

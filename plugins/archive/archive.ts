@@ -229,12 +229,11 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
   writeFileAtomic(file, bytes, { overwrite: false });
   try {
     verifyWritten(file, collected, options.maxBytes);
-    removeSession(store, collected);
+    await removeSession(store, collected);
   } catch (error) {
     unlinkSync(file); // the session stays; a bundle of it must not look archived
     throw error;
   }
-  await store.environment.flushed;
   return { ...summary, file, bodyBytes, fileBytes: bytes.length };
 }
 
@@ -253,9 +252,9 @@ function verifyWritten(file: string, collected: CollectedSession, maxBytes: numb
  * Removes an archived session from the live store in one write transaction, unless any of
  * its paths (or /sessions/current) changed since it was collected.
  */
-function removeSession(store: Store, collected: CollectedSession): void {
+async function removeSession(store: Store, collected: CollectedSession): Promise<void> {
   const { sessionId } = collected.location;
-  store.environment.transactionSync(() => {
+  await store.transaction(() => {
     const own = (path: string) => path === historyPath(sessionId) || path === livePath(sessionId) || path.startsWith(`${livePath(sessionId)}/`) || path === "/sessions/current";
     for (const change of store.changesSince(collected.revision)) {
       if (own(change.path)) {

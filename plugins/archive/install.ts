@@ -74,7 +74,7 @@ export async function installBundle(store: Store, content: BundleContent, option
 
   let revision = store.revision();
   let written = 0;
-  store.environment.transactionSync(() => {
+  await store.transaction(() => {
     refuseIfPresent(store, content); // again, under the write lock
     const objects = ObjectStore.of(store);
     const packCache = new PackCache();
@@ -92,7 +92,6 @@ export async function installBundle(store: Store, content: BundleContent, option
     for (const checkpoint of content.checkpoints) catalog.putCheckpoint(checkpoint);
     catalog.setLastSequence(sessionId, manifest.last_sequence);
   });
-  await store.environment.flushed;
   return {
     sessionId,
     kind: manifest.kind,

@@ -113,7 +113,7 @@ export async function createCheckpoint(store: Store, options: CreateCheckpointOp
   }
 
   let created!: CreatedCheckpoint;
-  store.environment.transactionSync(() => {
+  await store.transaction(() => {
     created = writeCheckpoint(store, {
       sessionId,
       trigger,
@@ -126,8 +126,6 @@ export async function createCheckpoint(store: Store, options: CreateCheckpointOp
       actor: options.actor ?? ACTORS.checkpoint,
     });
   });
-  // transactionSync returns once the commit is visible; this waits until it is on disk.
-  await store.environment.flushed;
   return created;
 }
 
@@ -145,7 +143,7 @@ export interface CheckpointParams {
 
 /**
  * Writes a checkpoint of the current state. Must run inside a write transaction
- * (`store.environment.transactionSync`), which makes the sequence number, objects,
+ * (`store.transaction`), which makes the sequence number, objects,
  * manifest and index records one atomic unit.
  */
 export function writeCheckpoint(store: Store, params: CheckpointParams): CreatedCheckpoint {
@@ -472,10 +470,7 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     result = { checkpoint: describe(manifest), targetSessionId: target, memory, tasks, agents, revision };
   };
   if (options.dryRun) run();
-  else {
-    store.environment.transactionSync(run);
-    await store.environment.flushed;
-  }
+  else await store.transaction(run);
   return result;
 }
 
@@ -486,7 +481,7 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
 export async function pinCheckpoint(store: Store, ref: string, pinned: boolean, options: ResolveOptions & { actor?: string } = {}): Promise<CheckpointManifest> {
   assertWritable(store);
   let updated!: CheckpointManifest;
-  store.environment.transactionSync(() => {
+  await store.transaction(() => {
     const manifest = getCheckpoint(store, ref, options);
     const { hash: _old, ...unsigned } = manifest;
     updated = signManifest({ ...unsigned, pinned });
@@ -494,7 +489,6 @@ export async function pinCheckpoint(store: Store, ref: string, pinned: boolean, 
     store.batchSync((batch) => batch.set(manifestPath(manifest.session_id, manifest.sequence), updated as unknown as JsonValue), options.actor ?? ACTORS.checkpoint);
     Catalog.of(store).putCheckpoint(updated);
   });
-  await store.environment.flushed;
   return updated;
 }
 
@@ -538,7 +532,7 @@ export function checkpointHolds(store: Store): ReadonlyMap<string, readonly stri
 export async function deleteCheckpoint(store: Store, ref: string, options: DeleteOptions = {}): Promise<Located & { name: string }> {
   assertWritable(store);
   let deleted!: Located & { name: string };
-  store.environment.transactionSync(() => {
+  await store.transaction(() => {
     const located = resolveCheckpoint(store, ref, options);
     const catalog = Catalog.of(store);
     let pinned = false;
@@ -563,7 +557,6 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
     removeCheckpointRecords(store, located, options.actor ?? ACTORS.checkpoint);
     deleted = { ...located, name: checkpointName(located.sequence) };
   });
-  await store.environment.flushed;
   return deleted;
 }
 
@@ -623,10 +616,7 @@ export async function sweepUnreferenced(store: Store, options: SweepOptions = {}
     };
   };
   if (options.dryRun) run();
-  else {
-    store.environment.transactionSync(run);
-    await store.environment.flushed;
-  }
+  else await store.transaction(run);
   return result;
 }
 

@@ -225,10 +225,7 @@ export async function forceRecover(store: Store, ref: string, options: ForceReco
     };
   };
   if (options.dryRun) run();
-  else {
-    store.environment.transactionSync(run);
-    await store.environment.flushed;
-  }
+  else await store.transaction(run);
   return report;
 }
 
@@ -287,7 +284,7 @@ export async function reconstructSession(store: Store, sessionId: string, option
   checkSessionId(sessionId);
   if (options.newSessionId !== undefined) checkSessionId(options.newSessionId);
   let report!: ReconstructReport;
-  store.environment.transactionSync(() => {
+  await store.transaction(() => {
     const catalog = Catalog.of(store);
     const missing: string[] = [];
 
@@ -430,7 +427,6 @@ export async function reconstructSession(store: Store, sessionId: string, option
       missing,
     };
   });
-  await store.environment.flushed;
   return report;
 }
 

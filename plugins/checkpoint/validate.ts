@@ -799,10 +799,7 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
     result = { dryRun, actions, before: before.report, after: runValidation(store, objects.view({ fresh: true }), {}).report };
   };
   if (dryRun) run();
-  else {
-    store.environment.transactionSync(run);
-    await store.environment.flushed;
-  }
+  else await store.transaction(run);
   return result;
 }
 

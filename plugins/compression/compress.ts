@@ -186,8 +186,7 @@ export async function compressColdData(store: Store, options: CompressOptions): 
     result.packs.written = groups.length;
   } else if (groups.length > 0) {
     options.onProgress?.("writing", 0, 1);
-    store.environment.transactionSync(() => writeGroups(objects, groups, options.algorithm, result));
-    await store.environment.flushed;
+    await store.transaction(() => writeGroups(objects, groups, options.algorithm, result));
     options.onProgress?.("writing", 1, 1);
   }
   if (options.measure) result.store = { before: storeBefore!, after: options.dryRun ? storeBefore! - result.bytes.before + result.bytes.after : objects.usage().bytes };
