@@ -17,17 +17,11 @@ import type { CheckpointManifest } from "./manifest.js";
  */
 export const CATALOG_DB = "checkpoints";
 
-export interface CheckpointSummary {
-  id: string;
-  session_id: string;
-  sequence: number;
-  name: string;
-  parent: string | null;
-  created_at: string;
+/** What listing needs of a manifest: its own fields, and its trees' roots and sizes flattened. */
+export interface CheckpointSummary
+  extends Pick<CheckpointManifest, "id" | "session_id" | "sequence" | "name" | "parent" | "created_at" | "description" | "pinned" | "revision"> {
+  /** As stored; a trigger a later version no longer knows still lists. */
   trigger: string;
-  description: string;
-  pinned: boolean;
-  revision: number;
   memory_keys: number;
   task_count: number;
   agent_count: number;
