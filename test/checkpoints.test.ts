@@ -33,7 +33,7 @@ import {
   type CheckpointManifest,
 } from "../plugins/checkpoint/checkpoints.js";
 import { createCheckpointService } from "../plugins/checkpoint/service.js";
-import { REPO_ROOT, tempDir } from "./helpers/cli.js";
+import { REPO_ROOT, random, tempDir } from "./helpers/cli.js";
 
 // Checkpoint ids come from uuid.v4; a test can queue the ids it needs (to build an ambiguous prefix).
 const ids = vi.hoisted(() => ({ queue: [] as string[] }));
@@ -114,16 +114,6 @@ async function rejected(promise: Promise<unknown>): Promise<ApexError> {
   throw new Error("expected a rejection");
 }
 
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("createCheckpoint", () => {
   it("writes a manifest with per-session sequence, parent, counts and an integrity hash", async () => {

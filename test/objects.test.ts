@@ -20,19 +20,8 @@ import {
 } from "../core/store/objects.js";
 import { JOURNAL_MERGE_ENTRIES } from "../core/store/index-journal.js";
 import { Store, type JsonValue } from "../core/store/store.js";
-import { tempDir } from "./helpers/cli.js";
+import { random, tempDir } from "./helpers/cli.js";
 
-/** A tiny seeded PRNG so failures reproduce. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 let store: Store;
 let cleanup: () => void;
