@@ -8,7 +8,7 @@ import type { Engine } from "../engine.js";
 import { RpcServer } from "../rpc/server.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
 import { AgentProcess, tailLines, terminateGroup, type AgentExit } from "./agents.js";
-import { bindCheckpointHooks, checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
+import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
 import { registerSupervisorMethods } from "./methods.js";
 import { isGroupStopped, liveMembers, processGroups, processStartTime, signalGroup, signalProcess, sleep } from "./proc.js";
 import {
@@ -131,15 +131,14 @@ export class Supervisor {
   /**
    * Claims the session (a new one, or the one to continue), reaps what an interrupted run
    * left behind, restores its checkpoint, listens on the socket, fires onStart and starts
-   * the agents. Resolves once they run; on failure the session is marked failed.
+   * the agents. Resolves once they run; on failure the session is marked failed. `engine`
+   * comes from createSessionEngine, which binds it to the store's checkpoint hooks.
    */
   static async launch(
     request: SupervisorRequest,
     deps: { config: Config; store: Store; engine: Engine; log: (message: string) => void; onExit: (code: number) => void },
   ): Promise<{ supervisor: Supervisor; ready: ReadyReport }> {
     const { store, config, log } = deps;
-    // Checkpoints written in this process run beforeCheckpoint and afterCheckpoint on this engine.
-    bindCheckpointHooks(store, deps.engine);
     const socketPath = socketPathFor(request.storeDir);
     const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso() };
     let claim: Claim;
