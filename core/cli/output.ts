@@ -61,3 +61,13 @@ export function formatBytes(bytes: number): string {
 }
 
 export { ApexError };
+
+/** "1 agent", "12,345 keys": a count with its noun. */
+export function plural(n: number, noun: string, nouns = `${noun}s`): string {
+  return `${formatCount(n)} ${n === 1 ? noun : nouns}`;
+}
+
+/** 12345 -> "12,345" (without initialising ICU, which costs start-up time). */
+export function formatCount(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}

@@ -1,4 +1,4 @@
-export { formatBytes } from "../../core/cli/output.js";
+export { formatBytes, formatCount, plural } from "../../core/cli/output.js";
 
 /**
  * Progress of long operations on a terminal: one line on stderr, rewritten with \r at most
@@ -29,14 +29,4 @@ export class Progress {
     this.stream.write("\r\u001b[K");
     this.shown = false;
   }
-}
-
-
-export function plural(n: number, noun: string, nouns = `${noun}s`): string {
-  return `${formatCount(n)} ${n === 1 ? noun : nouns}`;
-}
-
-/** 12345 -> "12,345" (without initialising ICU, which costs start-up time). */
-export function formatCount(n: number): string {
-  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
 }

@@ -1,4 +1,4 @@
-import { formatBytes } from "../../core/cli/output.js";
+import { formatBytes, plural } from "../../core/cli/output.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import type { Store } from "../../core/store/store.js";
@@ -50,7 +50,7 @@ function printDryRun(context: CommandContext, plan: RetentionPlan, temporary: Te
   for (const session of plan.sessions) {
     const { result } = session;
     context.print("");
-    context.print(`Session ${session.session.sessionId}${stateLabel(session)}: ${count(result.decisions.length, "checkpoint")}, keep ${result.keep.length}, remove ${result.remove.length}`);
+    context.print(`Session ${session.session.sessionId}${stateLabel(session)}: ${plural(result.decisions.length, "checkpoint")}, keep ${result.keep.length}, remove ${result.remove.length}`);
     const nameWidth = Math.max(0, ...result.decisions.map((decision) => decision.item.name.length));
     for (const decision of result.decisions) {
       const action = (decision.keep ? "keep" : "remove").padEnd(6);
@@ -58,12 +58,12 @@ function printDryRun(context: CommandContext, plan: RetentionPlan, temporary: Te
       context.print(`  ${action} ${decision.item.name.padEnd(nameWidth)}  ${formatTime(decision.item.time)}  ${why}`);
     }
     if (result.overCap > 0) {
-      context.print(`  note: ${count(result.overCap, "protected checkpoint")} over max_checkpoints ${plan.policy.maxCheckpoints} (protected ones are never removed)`);
+      context.print(`  note: ${plural(result.overCap, "protected checkpoint")} over max_checkpoints ${plan.policy.maxCheckpoints} (protected ones are never removed)`);
     }
   }
   if (temporary.length > 0) {
     context.print("");
-    context.print(`Temporary files: ${count(temporary.length, "file")} to remove (${formatBytes(sum(temporary))})`);
+    context.print(`Temporary files: ${plural(temporary.length, "file")} to remove (${formatBytes(sum(temporary))})`);
     for (const file of temporary) context.print(`  ${file.display}  ${formatBytes(file.bytes)}  ${file.why}`);
   }
   context.print("");
@@ -82,19 +82,19 @@ function printOutcome(context: CommandContext, outcome: RetentionOutcome, remove
     const deleted = outcome.deleted.filter((entry) => entry.sessionId === session.session.sessionId);
     const names = deleted.length > 0 ? ` (${deleted.map((entry) => entry.name).join(", ")})` : "";
     context.print(
-      `Session ${session.session.sessionId}${stateLabel(session)}: removed ${count(deleted.length, "checkpoint")}${names}, kept ${session.result.keep.length}`,
+      `Session ${session.session.sessionId}${stateLabel(session)}: removed ${plural(deleted.length, "checkpoint")}${names}, kept ${session.result.keep.length}`,
     );
   }
   for (const skipped of outcome.skipped) context.print(`  not removed: ${skipped.sessionId}/${skipped.name}: ${skipped.error.message}`);
   if (outcome.sweep) {
     const { values, trees, bytes } = outcome.sweep.removed;
-    context.print(`Swept ${count(values, "value")} and ${count(trees, "tree node")} no kept checkpoint references: ${formatBytes(bytes)} freed.`);
+    context.print(`Swept ${plural(values, "value")} and ${plural(trees, "tree node")} no kept checkpoint references: ${formatBytes(bytes)} freed.`);
   }
   if (outcome.sweepError) {
     const { code, message, hint } = outcome.sweepError;
     context.print(`The sweep did not run [${code}]: ${message}${hint ? ` ${hint}` : ""}`);
   }
-  if (removed.removed.length > 0) context.print(`Removed ${count(removed.removed.length, "temporary file")} (${formatBytes(removed.bytes)}).`);
+  if (removed.removed.length > 0) context.print(`Removed ${plural(removed.removed.length, "temporary file")} (${formatBytes(removed.bytes)}).`);
   for (const failed of removed.failed) context.print(`  could not remove ${failed.display}: ${failed.error}`);
 }
 
@@ -108,10 +108,6 @@ export function formatTime(time: number): string {
   return new Date(time).toISOString().slice(0, 16).replace("T", " ");
 }
 
-
-function count(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? "" : "s"}`;
-}
 
 function sum(files: readonly TemporaryFile[]): number {
   return files.reduce((total, file) => total + file.bytes, 0);

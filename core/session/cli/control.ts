@@ -5,7 +5,7 @@
  */
 import type { ProjectLocation } from "../../config/locate.js";
 import { ApexError } from "../../errors.js";
-import { printJson, printLine } from "../../cli/output.js";
+import { plural, printJson, printLine } from "../../cli/output.js";
 import { callSupervisor } from "../../rpc/call.js";
 import { isSameProcessAlive, sleep } from "../proc.js";
 import { liveSupervisor, type SupervisorRuntime } from "../runtime.js";
@@ -23,13 +23,13 @@ interface ControlReply {
 export async function pauseSession(location: ProjectLocation, json: boolean): Promise<void> {
   const runtime = await requireSupervisor(location, "pause");
   const reply = (await callSupervisor(runtime.socket, "session.pause", {}, 120_000)) as ControlReply;
-  report(reply, json, `Paused session ${reply.session_id}: ${reply.processes} processes of ${reply.agents} agents stopped.`);
+  report(reply, json, `Paused session ${reply.session_id}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} stopped.`);
 }
 
 export async function resumeSession(location: ProjectLocation, json: boolean): Promise<void> {
   const runtime = await requireSupervisor(location, "resume");
   const reply = (await callSupervisor(runtime.socket, "session.resume", {}, 120_000)) as ControlReply;
-  report(reply, json, `Resumed session ${reply.session_id}: ${reply.processes} processes of ${reply.agents} agents continued.`);
+  report(reply, json, `Resumed session ${reply.session_id}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued.`);
 }
 
 export async function stopSession(location: ProjectLocation, options: { force?: boolean; grace?: number; json?: boolean }): Promise<void> {
