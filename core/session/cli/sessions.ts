@@ -58,7 +58,7 @@ export async function sessionHistory(location: ProjectLocation, json: boolean): 
     return;
   }
   if (rows.length === 0) {
-    printLine("No session has ended yet.");
+    printLine("No session has ended yet. A session's audit trail, the current one's too: `apex session history <id>` (ids: `apex session list`).");
     return;
   }
   printLine(
