@@ -61,11 +61,20 @@ function printReady(ready: ReadyReport): void {
   const verb = ready.continued ? "continued" : "started";
   printLine(`Session ${paint(ready.session_id, "bold")} ${verb} (supervisor pid ${ready.supervisor_pid}).`);
   for (const reaped of ready.reaped) printLine(`  reaped the old processes of ${reaped.agent}: ${reaped.pids.join(", ")}`);
-  if (ready.restored_from) printLine(`  restored from checkpoint ${ready.restored_from}`);
+  if (ready.restored_from) printLine(`  ${restoreLine(ready)}`);
   for (const agent of ready.agents) {
     printLine(`  ${agent.name.padEnd(12)} ${agent.status.padEnd(10)} pid ${agent.pid ?? "-"}`);
   }
   printLine(paint("Next: apex status · apex logs -f · apex pause · apex stop", "gray"));
+}
+
+/** "restored checkpoint-004 (1ae47ae5): memory 1 set, 1 deleted; the replaced state is checkpoint-005". */
+function restoreLine(ready: ReadyReport): string {
+  const details = (ready.restore ?? {}) as { name?: unknown; memory?: { set?: unknown; deleted?: unknown }; saved_before?: unknown };
+  const name = typeof details.name === "string" ? `${details.name} (${ready.restored_from!.slice(0, 8)})` : ready.restored_from!;
+  const memory = details.memory && typeof details.memory.set === "number" ? `: memory ${details.memory.set} set, ${String(details.memory.deleted)} deleted` : "";
+  const saved = typeof details.saved_before === "string" ? `; the state it replaced is saved as ${details.saved_before}` : "";
+  return `restored ${name}${memory}${saved}`;
 }
 
 /**
