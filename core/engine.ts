@@ -259,6 +259,8 @@ export const DEFAULT_TAP_TIMEOUT_MS = 30_000;
 const SYNC_HOOK_KINDS: ReadonlySet<string> = new Set([SyncHook, SyncBailHook, SyncWaterfallHook, SyncLoopHook].map((kind) => kind.name));
 const NAME_PATTERN = /^[A-Za-z][\w-]*$/;
 /** Errors already stamped with a plugin and hook, and those already passed to onError: never twice. */
+/** Error codes that mean a plugin itself failed (rather than answered with an error). */
+const PLUGIN_FAILURE_CODES: ReadonlySet<string> = new Set(["APEX_E_PLUGIN_FAILED", "APEX_E_PLUGIN_TIMEOUT", "APEX_E_INTERNAL"]);
 const attributed = new WeakSet<ApexError>();
 const reported = new WeakSet<ApexError>();
 
@@ -363,13 +365,27 @@ export class Engine {
     return [...this.#commands.values()];
   }
 
-  /** Runs a plugin command's action; errors name the plugin. Commands have no timeout. */
+  /**
+   * Runs a plugin command's action. Commands have no timeout. An ApexError the command throws
+   * (a usage error, something not found, a conflict) is its answer to the user and passes
+   * unchanged; anything else is a failure of the plugin: named after it and reported to onError.
+   */
   async runCommand(name: string, input: CommandInput, context: CommandContext): Promise<void | number> {
     const registration = this.#commands.get(name);
     if (!registration) throw new ApexError("APEX_E_USAGE", `No plugin provides the command '${name}'.`);
-    return (await this.#guard(registration.plugin, `command ${name}`, "promise", () => registration.spec.action(input, context), [], {
-      timeout: false,
-    })) as void | number;
+    let answer: ApexError | undefined;
+    const run = async () => {
+      try {
+        return await registration.spec.action(input, context);
+      } catch (error) {
+        if (!isApexError(error) || PLUGIN_FAILURE_CODES.has(error.code)) throw error;
+        answer = error;
+        return undefined;
+      }
+    };
+    const result = (await this.#guard(registration.plugin, `command ${name}`, "promise", run, [], { timeout: false })) as void | number;
+    if (answer) throw answer;
+    return result;
   }
 
   get backends(): BackendRegistration[] {

@@ -470,6 +470,7 @@ describe("engine: extension points", () => {
             description: "say hello",
             action: ({ options }) => {
               if (!options.name) throw new Error("--name is required");
+              if (options.name === "nobody") throw new ApexError("APEX_E_NOT_FOUND", "No one called nobody.");
               return 0;
             },
           });
@@ -479,5 +480,10 @@ describe("engine: extension points", () => {
     const context = { config: undefined, projectDir: undefined, print() {}, printJson() {} };
     await expect(engine.runCommand("greet", { args: [], options: { name: "x" } }, context)).resolves.toBe(0);
     await expect(engine.runCommand("greet", { args: [], options: {} }, context)).rejects.toThrow("plugin greeter failed in command greet: --name is required");
+    // An ApexError is the command's answer (usage, not found…): it passes as it is.
+    await expect(engine.runCommand("greet", { args: [], options: { name: "nobody" } }, context)).rejects.toMatchObject({
+      code: "APEX_E_NOT_FOUND",
+      message: "No one called nobody.",
+    });
   });
 });
