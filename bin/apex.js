@@ -3,6 +3,15 @@
 // `npm install` (the "prepare" script), so there is no separate build step to remember.
 import { main } from "../dist/core/cli/main.js";
 
+// A reader that stops early (`apex checkpoint list | head`) closes the pipe: the output is
+// no longer wanted, which is not a failure of the command.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (error) => {
+    if (error.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw error;
+  });
+}
+
 main(process.argv).then((code) => {
   process.exitCode = code;
 });
