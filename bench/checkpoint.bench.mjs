@@ -30,9 +30,9 @@ function usedBytes(store) {
 }
 
 // Every sub-database of the environment: the store's own and the checkpoint library's.
-const DATABASES = ["kv", "log", "meta", "blobs", "trees", "packs", "index-journal", "checkpoints"];
-const CHECKPOINT_DATABASES = ["blobs", "trees", "packs", "index-journal", "checkpoints"];
-const OPTIONS = { blobs: { keyEncoding: "binary" }, trees: { keyEncoding: "binary" }, packs: { keyEncoding: "uint32" }, "index-journal": { keyEncoding: "uint32" } };
+const DATABASES = ["kv", "log", "meta", "blobs", "trees", "packs", "index-journal", "index-filter", "checkpoints"];
+const CHECKPOINT_DATABASES = ["blobs", "trees", "packs", "index-journal", "index-filter", "checkpoints"];
+const OPTIONS = { blobs: { keyEncoding: "binary" }, trees: { keyEncoding: "binary" }, packs: { keyEncoding: "uint32" }, "index-journal": { keyEncoding: "uint32" }, "index-filter": { keyEncoding: "uint32" } };
 
 function pagesOf(root, name) {
   const s = root.openDB({ name, ...(OPTIONS[name] ? { encoding: "binary", ...OPTIONS[name] } : {}) }).getStats();

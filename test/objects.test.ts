@@ -19,6 +19,7 @@ import {
   type TreeChange,
 } from "../core/store/objects.js";
 import { JOURNAL_MERGE_ENTRIES } from "../core/store/index-journal.js";
+import { FILTER_DB, HashFilter } from "../core/store/hash-filter.js";
 import { Store, type JsonValue } from "../core/store/store.js";
 import { random, tempDir } from "./helpers/cli.js";
 
@@ -47,9 +48,10 @@ function apply(root: Hash | null, state: Map<string, JsonValue>, changes: Map<st
   }
   const set = new ChangeSet();
   for (const path of changes.keys()) set.add(segmentsOf(path));
-  const usedView = view ?? ObjectStore.of(store).view();
   let result!: ReturnType<typeof updateTree>;
+  let usedView!: ObjectView;
   store.environment.transactionSync(() => {
+    usedView = view ?? ObjectStore.of(store).view(); // as checkpoints do: a writing view starts inside its transaction
     result = updateTree(usedView, root, set, (segments) => state.get(`/${segments.join("/")}`));
   });
   return { ...result, stats: usedView.stats };
@@ -433,5 +435,152 @@ describe("index journal, damaged", () => {
     const { root } = build(second);
     expect([...journal.getKeys({ start: 1 })]).toEqual([1, 2]);
     expect(contents(root)).toEqual(second);
+  });
+});
+
+describe("hash filter", () => {
+  const next = random(7);
+  const randomHash = () => sha256(String(next()));
+  const sample = (count: number, tag: string) => new Map<string, JsonValue>(Array.from({ length: count }, (_, i) => [`/dir-${i % 7}/key-${i}`, { tag, i }]));
+  const filterTable = () => store.environment.openDB({ name: FILTER_DB, encoding: "binary", keyEncoding: "uint32" });
+
+  /** Counts the lookups that reach the hash indexes' B-trees while `fn` runs. */
+  function indexLookups(fn: () => void): number {
+    const objects = ObjectStore.of(store);
+    const tables = [objects.values, objects.trees] as Array<{ get: (key: Buffer) => unknown }>;
+    const originals = tables.map((table) => table.get);
+    let count = 0;
+    tables.forEach((table, i) => {
+      table.get = (key: Buffer) => {
+        count += 1;
+        return originals[i]!.call(table, key);
+      };
+    });
+    try {
+      fn();
+    } finally {
+      tables.forEach((table, i) => (table.get = originals[i]!));
+    }
+    return count;
+  }
+
+  /** Whether a write view (made inside a write transaction, as a checkpoint's is) takes `hash` for stored. */
+  function storedForWrite(kind: "value" | "tree", hash: Hash): boolean {
+    let stored = false;
+    store.environment.transactionSync(() => {
+      stored = ObjectStore.of(store).view().objects.stored(kind, hash, true);
+    });
+    return stored;
+  }
+
+  /** Whether a write view takes each hash of `kind` in the indexes for stored. */
+  function allStored(kind: "value" | "tree"): boolean {
+    const objects = ObjectStore.of(store);
+    let all = false;
+    store.environment.transactionSync(() => {
+      const view = objects.view(); // syncs the journal and the filter
+      all = [...objects.hashes(kind)].every((hash) => view.objects.stored(kind, hash, true));
+    });
+    return all;
+  }
+
+  it("never forgets a hash it was given, in either form, and rarely claims one it was not", () => {
+    const filter = HashFilter.sized(20_000, 0);
+    const added = Array.from({ length: 20_000 }, randomHash);
+    added.forEach((hash, i) => (i % 2 ? filter.add(hash) : filter.addDigest(Buffer.from(hash, "hex"))));
+    expect(added.every((hash) => filter.mayContain(hash))).toBe(true);
+    const others = Array.from({ length: 20_000 }, randomHash);
+    const falsePositives = others.filter((hash) => filter.mayContain(hash)).length;
+    expect(falsePositives / others.length).toBeLessThan(0.01);
+    expect(filter.full).toBe(false);
+    let added2 = 0;
+    while (!filter.full && added2 < 1_000_000) {
+      filter.add(randomHash());
+      added2 += 1;
+    }
+    // Built for 20,000 at 16 to 32 bits a hash; full below 8 bits a hash, then rebuilt larger.
+    expect(20_000 + added2).toBeGreaterThanOrEqual(40_000);
+    expect(20_000 + added2).toBeLessThanOrEqual(80_001);
+  });
+
+  it("lets a write skip the index lookup for new objects after a merge, and still finds stored ones", () => {
+    const objects = ObjectStore.of(store);
+    const old = sample(300, "old");
+    build(old);
+    store.environment.transactionSync(() => objects.mergeJournal());
+    expect(HashFilter.readHeader(filterTable())).toMatchObject({ count: objects.count("value") + objects.count("tree") });
+
+    const lookups = indexLookups(() => build(sample(300, "new")));
+    expect(lookups).toBeLessThan(5); // ~350 new objects; a false positive costs one lookup
+    objects.clearNodeCache();
+    expect(build(old).stats.valuesWritten).toBe(0); // stored before the merge: deduplicated
+    expect(allStored("value") && allStored("tree")).toBe(true);
+  });
+
+  it("without a filter (or an unreadable one), looks every object up, and the next merge rebuilds it", () => {
+    const objects = ObjectStore.of(store);
+    build(sample(100, "a"));
+    store.environment.transactionSync(() => objects.mergeJournal());
+    store.environment.transactionSync(() => filterTable().put(0, Buffer.from([0x01, 0xff])));
+    expect(HashFilter.readHeader(filterTable())).toBeUndefined();
+
+    const lookups = indexLookups(() => build(sample(100, "b")));
+    expect(lookups).toBeGreaterThanOrEqual(100); // every new value asked the index
+    expect(allStored("value")).toBe(true);
+    store.environment.transactionSync(() => objects.mergeJournal());
+    expect(HashFilter.readHeader(filterTable())?.count).toBe(objects.count("value") + objects.count("tree"));
+    expect(allStored("value") && allStored("tree")).toBe(true);
+  });
+
+  it("covers objects put into the indexes directly (repair, compression, imports)", () => {
+    const objects = ObjectStore.of(store);
+    build(sample(50, "a"));
+    store.environment.transactionSync(() => objects.mergeJournal());
+    const bytes = Buffer.from(canonicalJson({ planted: true }));
+    const hash = sha256(bytes);
+    store.environment.transactionSync(() => objects.putMany([{ kind: "value", hash, bytes }]));
+    expect(storedForWrite("value", hash)).toBe(true);
+    expect(allStored("value")).toBe(true);
+  });
+
+  it("forgets what an aborted transaction added", () => {
+    const objects = ObjectStore.of(store);
+    build(sample(40, "a"));
+    store.environment.transactionSync(() => objects.mergeJournal());
+    const before = HashFilter.readHeader(filterTable());
+    expect(() =>
+      store.environment.transactionSync(() => {
+        build(sample(40, "lost"));
+        objects.mergeJournal();
+        throw new Error("abort");
+      }),
+    ).toThrow("abort");
+    expect(HashFilter.readHeader(filterTable())).toEqual(before);
+    const state = sample(40, "kept");
+    const { root } = build(state);
+    expect(contents(root)).toEqual(state);
+    expect(allStored("value") && allStored("tree")).toBe(true);
+  });
+
+  it("is reloaded when another process changes the indexes", async () => {
+    const objects = ObjectStore.of(store);
+    build(sample(30, "a"));
+    store.environment.transactionSync(() => objects.mergeJournal());
+    expect(allStored("value")).toBe(true); // this process now holds the filter in memory
+    await store.environment.flushed;
+    const planted = { from: "another process" };
+    const script = `
+      const { Store } = await import(${JSON.stringify(new URL("../dist/core/store/store.js", import.meta.url).href)});
+      const { ObjectStore, canonicalJson, sha256 } = await import(${JSON.stringify(new URL("../dist/core/store/objects.js", import.meta.url).href)});
+      const store = Store.open(${JSON.stringify(store.dir)});
+      const bytes = Buffer.from(canonicalJson(${JSON.stringify(planted)}));
+      await store.transaction(() => ObjectStore.of(store).putMany([{ kind: "value", hash: sha256(bytes), bytes }]));
+      await store.close();`;
+    const { execFileSync } = await import("node:child_process");
+    execFileSync(process.execPath, ["--input-type=module", "-e", script]);
+    const hash = sha256(canonicalJson(planted));
+    expect(storedForWrite("value", hash)).toBe(true);
+    const written = build(new Map<string, JsonValue>([["/planted", planted]]));
+    expect(written.stats.valuesWritten).toBe(0);
   });
 });

@@ -82,6 +82,11 @@ export class IndexJournal {
     return this.maps[kind];
   }
 
+  /** The generation as of the last sync (a merge starts a new one). */
+  get currentGeneration(): number {
+    return this.generation;
+  }
+
   get size(): number {
     this.sync();
     return this.maps.value.size + this.maps.tree.size;

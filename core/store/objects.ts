@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gunzipSync, gzipSync, type BrotliOptions, type ZlibOptions } from "node:zlib";
 import type { Database } from "lmdb";
 import { ApexError } from "../errors.js";
+import { FILTER_DB, HashFilter, type FilterTable } from "./hash-filter.js";
 import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "./index-journal.js";
 import type { JsonValue, Store } from "./store.js";
 import { varintSize, writeVarint } from "./varint.js";
@@ -20,6 +21,8 @@ import { varintSize, writeVarint } from "./varint.js";
  *   trees  sha256 (32 bytes) -> location of a tree node: varint pack, offset, length [, codec, raw size]
  *   index-journal  locations of objects written by checkpoints, appended, until they are
  *          merged into blobs and trees (see index-journal.ts): lookups read it first
+ *   index-filter   a Bloom filter of the hashes in blobs and trees, so that writing a new
+ *          object need not look it up there (see hash-filter.ts)
  * A pack is stored as it is, or (the compression plugin's cold packs) compressed as a whole
  * with gzip or brotli: the location record of every object in it then also holds the codec
  * and the pack's uncompressed size, and offset and length address the uncompressed bytes.
@@ -572,6 +575,9 @@ export class ObjectStore {
   readonly packs: Table<number>;
   /** Locations not yet merged into `values` and `trees`. */
   private readonly journal: IndexJournal;
+  private readonly filterTable: FilterTable;
+  /** The hash filter as last read or written (used only while in step, see filterInStep). */
+  private filter: HashFilter | undefined;
   /** Verified decoded nodes, for views that build trees. */
   readonly nodeCache = new NodeCache(SHARED_NODE_CACHE_SIZE);
   /** sha256 of directory entry names (which bucket of a split node a name falls into). */
@@ -583,6 +589,7 @@ export class ObjectStore {
     this.trees = openTable<Buffer>(store, TREES_DB, "binary");
     this.packs = openTable<number>(store, PACKS_DB, "uint32");
     this.journal = new IndexJournal(openTable<number>(store, JOURNAL_DB, "uint32") satisfies JournalTable);
+    this.filterTable = openTable<number>(store, FILTER_DB, "uint32") satisfies FilterTable;
   }
 
   static of(store: Store): ObjectStore {
@@ -598,14 +605,59 @@ export class ObjectStore {
     return kind === "value" ? this.values : this.trees;
   }
 
-  /** Catches the index journal up with the store; views do it once, then look up with `synced`. */
-  syncJournal(): void {
+  /**
+   * Catches the index journal and the hash filter up with the store; views do it once, then
+   * look up with `synced`.
+   */
+  sync(): void {
     this.journal.sync();
+    this.syncFilter();
+  }
+
+  private syncFilter(): void {
+    const header = HashFilter.readHeader(this.filterTable);
+    if (!header) this.filter = undefined;
+    else if (this.filter?.nonce !== header.nonce || this.filter.generation !== header.generation) this.filter = HashFilter.load(this.filterTable, header);
+  }
+
+  /**
+   * The hash filter if it covers the hash indexes as they are: written for the journal
+   * generation the store is at. Call after sync().
+   */
+  private filterInStep(): HashFilter | undefined {
+    const filter = this.filter;
+    return filter && filter.generation === this.journal.currentGeneration ? filter : undefined;
+  }
+
+  /**
+   * Brings the hash filter up to date after hashes were put into the indexes (inside the
+   * same write transaction): `before` is the filter that was in step before the puts; without
+   * one, or once it is full, it is rebuilt from the indexes.
+   */
+  private updateFilter(before: HashFilter | undefined, added: Iterable<Hash>): void {
+    let filter = before;
+    if (filter) for (const hash of added) filter.add(hash);
+    if (!filter || filter.full) {
+      const count = (this.values.getStats().entryCount ?? 0) + (this.trees.getStats().entryCount ?? 0);
+      filter = HashFilter.sized(count, 0);
+      for (const kind of ["value", "tree"] as const) {
+        for (const key of this.index(kind).getKeys()) filter.addDigest(key);
+      }
+    }
+    filter.generation = this.journal.currentGeneration;
+    filter.save(this.filterTable);
+    this.filter = filter;
+  }
+
+  /** The hash filter in step before an insert into the indexes (after merging the journal). */
+  private filterBeforeInsert(): HashFilter | undefined {
+    this.sync();
+    return this.filterInStep();
   }
 
   /**
    * Where an object is stored; throws ObjectDamageError (corrupt) if its index record cannot
-   * be read. `synced`: syncJournal() was called for the operation in progress.
+   * be read. `synced`: sync() was called for the operation in progress.
    */
   locate(kind: ObjectKind, hash: Hash, synced = false): ObjectLocation | undefined {
     const journaled = this.journal.get(kind, hash, synced);
@@ -669,6 +721,8 @@ export class ObjectStore {
 
   /** True when the object is indexed and its pack exists (its bytes are not checked). */
   stored(kind: ObjectKind, hash: Hash, synced = false): boolean {
+    // Not journaled and certainly not in the index: no need to descend the index's B-tree.
+    if (synced && !this.journal.get(kind, hash, true) && this.filterInStep()?.mayContain(hash) === false) return false;
     let location: ObjectLocation | undefined;
     try {
       location = this.locate(kind, hash, synced);
@@ -686,7 +740,14 @@ export class ObjectStore {
    */
   putMany(objects: Iterable<{ kind: ObjectKind; hash: Hash; bytes: Uint8Array; codec?: PackCodec | undefined }>, options: { level?: number } = {}): number {
     this.mergeJournal();
-    return this.writePacks(objects, options, (kind, hash, location) => this.index(kind).put(Buffer.from(hash, "hex"), encodeLocation(location)));
+    const filter = this.filterBeforeInsert();
+    const added: Hash[] = [];
+    const packs = this.writePacks(objects, options, (kind, hash, location) => {
+      this.index(kind).put(Buffer.from(hash, "hex"), encodeLocation(location));
+      added.push(hash);
+    });
+    if (added.length > 0) this.updateFilter(filter, added);
+    return packs;
   }
 
   /**
@@ -709,11 +770,17 @@ export class ObjectStore {
       this.journal.clear();
       return;
     }
+    const filter = this.filterBeforeInsert();
+    const merged: Hash[] = [];
     for (const kind of ["value", "tree"] as const) {
       const index = this.index(kind);
-      for (const [hash, location] of this.journal.entries(kind)) index.put(Buffer.from(hash, "hex"), encodeLocation(location));
+      for (const [hash, location] of this.journal.entries(kind)) {
+        index.put(Buffer.from(hash, "hex"), encodeLocation(location));
+        merged.push(hash);
+      }
     }
     this.journal.clear();
+    this.updateFilter(filter, merged);
   }
 
   private writePacks(
@@ -768,18 +835,22 @@ export class ObjectStore {
    */
   putPacks(packs: readonly PreparedPack[]): number[] {
     this.mergeJournal();
+    const filter = this.filterBeforeInsert();
     let packId = this.lastPackId();
     const ids: number[] = [];
+    const added: Hash[] = [];
     for (const pack of packs) {
       packId += 1;
       this.packs.put(packId, pack.data, { append: true });
       const codec = PACK_CODEC_IDS[pack.codec];
       for (const { hash, offset, length } of pack.entries) {
         this.index(pack.kind).put(Buffer.from(hash, "hex"), encodeLocation({ pack: packId, offset, length, codec, rawSize: pack.rawSize }));
+        added.push(hash);
       }
       ids.push(packId);
     }
     if (ids.length > 0) this.packs.put(HIGH_WATER_KEY, encodeLocation({ pack: packId, offset: 0, length: 0 }));
+    if (added.length > 0) this.updateFilter(filter, added);
     return ids;
   }
 
@@ -1138,7 +1209,7 @@ export class ObjectView {
   readonly overlayValues: Map<Hash, Buffer> | undefined;
 
   constructor(objects: ObjectStore, overlay: boolean, nodeCache: NodeCache) {
-    objects.syncJournal(); // once for the view's work: its own writes keep the journal in step
+    objects.sync(); // once for the view's work: its own writes keep the journal in step
     this.objects = objects;
     this.nodeCache = nodeCache;
     this.overlayTrees = overlay ? new Map() : undefined;
