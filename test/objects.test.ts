@@ -86,6 +86,7 @@ describe("canonical JSON", () => {
     [{ when: new Date(0) }, "an instance of Date"],
     [{ data: Buffer.from("x") }, "an instance of Buffer"],
     [() => 1, "a function"],
+    [{ z: 1, a: [1, { c: "ok", b: Number.NaN }] }, "Not a JSON value at .a[1].b: the number NaN."],
   ])("rejects %s", (value, what) => {
     expect(() => canonicalJson(value)).toThrow(what);
   });

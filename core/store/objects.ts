@@ -108,17 +108,39 @@ export function compareCodePoints(a: string, b: string): number {
  * functions, binary data, class instances) instead of silently changing it.
  */
 export function canonicalJson(value: unknown): string {
-  return encodeCanonical(value, "");
+  try {
+    return encodeCanonical(value);
+  } catch (error) {
+    if (error !== NOT_JSON) throw error;
+    throw describeNotJson(value, "") ?? new ApexError("APEX_E_BAD_JSON", "Not a JSON value.");
+  }
 }
 
-function encodeCanonical(value: unknown, where: string): string {
+/** Thrown inside encodeCanonical, which keeps no path: describeNotJson finds where. */
+const NOT_JSON = Symbol("not JSON");
+
+/** Object keys as JSON strings: the same few keys recur in every value. */
+const quotedKeys = new Map<string, string>();
+const QUOTED_KEYS_MAX = 4096;
+
+function quoteKey(key: string): string {
+  let quoted = quotedKeys.get(key);
+  if (quoted === undefined) {
+    quoted = JSON.stringify(key);
+    if (quotedKeys.size >= QUOTED_KEYS_MAX) quotedKeys.clear();
+    quotedKeys.set(key, quoted);
+  }
+  return quoted;
+}
+
+function encodeCanonical(value: unknown): string {
   switch (typeof value) {
     case "string":
       return JSON.stringify(value);
     case "boolean":
       return value ? "true" : "false";
     case "number":
-      if (!Number.isFinite(value)) throw notJson(where, `the number ${String(value)}`);
+      if (!Number.isFinite(value)) throw NOT_JSON;
       return JSON.stringify(value);
     case "object": {
       if (value === null) return "null";
@@ -126,16 +148,20 @@ function encodeCanonical(value: unknown, where: string): string {
         let out = "[";
         for (let i = 0; i < value.length; i++) {
           if (i > 0) out += ",";
-          out += encodeCanonical(value[i], `${where}[${i}]`);
+          out += encodeCanonical(value[i]);
         }
         return `${out}]`;
       }
       const prototype = Object.getPrototypeOf(value);
-      if (prototype !== Object.prototype && prototype !== null) {
-        throw notJson(where, `an instance of ${(value as object).constructor?.name ?? "a class"}`);
-      }
+      if (prototype !== Object.prototype && prototype !== null) throw NOT_JSON;
       const record = value as Record<string, unknown>;
-      const keys = Object.keys(record).sort(compareCodePoints);
+      const keys = Object.keys(record);
+      for (let i = 1; i < keys.length; i++) {
+        if (compareCodePoints(keys[i - 1]!, keys[i]!) > 0) {
+          keys.sort(compareCodePoints);
+          break;
+        }
+      }
       let out = "{";
       let first = true;
       for (const key of keys) {
@@ -143,12 +169,46 @@ function encodeCanonical(value: unknown, where: string): string {
         if (item === undefined) continue; // as JSON.stringify does
         if (!first) out += ",";
         first = false;
-        out += `${JSON.stringify(key)}:${encodeCanonical(item, `${where}.${key}`)}`;
+        out += `${quoteKey(key)}:${encodeCanonical(item)}`;
       }
       return `${out}}`;
     }
     default:
-      throw notJson(where, `a ${typeof value}`);
+      throw NOT_JSON;
+  }
+}
+
+/** The error for the first part of `value` that is not JSON (undefined if all of it is). */
+function describeNotJson(value: unknown, where: string): ApexError | undefined {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return undefined;
+    case "number":
+      return Number.isFinite(value) ? undefined : notJson(where, `the number ${String(value)}`);
+    case "object": {
+      if (value === null) return undefined;
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) {
+          const found = describeNotJson(value[i], `${where}[${i}]`);
+          if (found) return found;
+        }
+        return undefined;
+      }
+      const prototype = Object.getPrototypeOf(value);
+      if (prototype !== Object.prototype && prototype !== null) {
+        return notJson(where, `an instance of ${(value as object).constructor?.name ?? "a class"}`);
+      }
+      const record = value as Record<string, unknown>;
+      for (const key of Object.keys(record).sort(compareCodePoints)) {
+        if (record[key] === undefined) continue;
+        const found = describeNotJson(record[key], `${where}.${key}`);
+        if (found) return found;
+      }
+      return undefined;
+    }
+    default:
+      return notJson(where, `a ${typeof value}`);
   }
 }
 
