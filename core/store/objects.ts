@@ -290,23 +290,24 @@ export type TreeNode = LeafNode | SplitNode;
 
 export function encodeTreeNode(node: TreeNode): Buffer {
   if (node.kind === "leaf") {
-    const names = node.entries.map((entry) => Buffer.from(entry.name, "utf8"));
-    let size = 1 + varintSize(node.entries.length);
-    node.entries.forEach((entry, i) => {
-      size += varintSize(names[i]!.length) + names[i]!.length + 1 + (entry.value ? HASH_BYTES : 0) + (entry.tree ? HASH_BYTES : 0);
-    });
+    const entries = node.entries;
+    let size = 1 + varintSize(entries.length);
+    for (const entry of entries) {
+      const length = Buffer.byteLength(entry.name, "utf8");
+      size += varintSize(length) + length + 1 + (entry.value ? HASH_BYTES : 0) + (entry.tree ? HASH_BYTES : 0);
+    }
     const out = Buffer.allocUnsafe(size);
     let at = 0;
     out[at++] = LEAF_TAG;
-    at = writeVarint(out, at, node.entries.length);
-    node.entries.forEach((entry, i) => {
-      const name = names[i]!;
-      at = writeVarint(out, at, name.length);
-      at += name.copy(out, at);
+    at = writeVarint(out, at, entries.length);
+    for (const entry of entries) {
+      const length = Buffer.byteLength(entry.name, "utf8");
+      at = writeVarint(out, at, length);
+      at += out.write(entry.name, at, length, "utf8");
       out[at++] = (entry.value ? HAS_VALUE : 0) | (entry.tree ? HAS_TREE : 0);
       if (entry.value) at += out.write(entry.value, at, HASH_BYTES, "hex");
       if (entry.tree) at += out.write(entry.tree, at, HASH_BYTES, "hex");
-    });
+    }
     return out;
   }
   let bitmap = 0;
@@ -521,6 +522,13 @@ function storedLiveBytes(packSize: number, liveLength: number, rawSize: number |
 
 // ---------------------------------------------------------------------------------------------
 // Object store
+
+/** An object to store: its bytes, or for a value its canonical JSON text (stored as UTF-8). */
+export interface NewObject {
+  kind: ObjectKind;
+  hash: Hash;
+  bytes: Uint8Array | string;
+}
 
 /** Where an object's bytes are: a slice of a pack (of its uncompressed bytes, for a compressed pack). */
 export interface ObjectLocation {
@@ -816,7 +824,7 @@ export class ObjectStore {
    * past JOURNAL_MERGE_ENTRIES is merged first. Call inside a write transaction. Returns the
    * number of packs written.
    */
-  appendObjects(objects: Iterable<{ kind: ObjectKind; hash: Hash; bytes: Uint8Array }>): number {
+  appendObjects(objects: Iterable<NewObject>): number {
     if (this.journal.size >= JOURNAL_MERGE_ENTRIES) this.mergeJournal();
     const entries: JournalEntry[] = [];
     const packs = this.writePacks(objects, {}, (kind, hash, location) => entries.push({ kind, hash, pack: location.pack, offset: location.offset, length: location.length }));
@@ -844,7 +852,7 @@ export class ObjectStore {
   }
 
   private writePacks(
-    objects: Iterable<{ kind: ObjectKind; hash: Hash; bytes: Uint8Array; codec?: PackCodec | undefined }>,
+    objects: Iterable<NewObject & { codec?: PackCodec | undefined }>,
     options: { level?: number },
     record: (kind: ObjectKind, hash: Hash, location: ObjectLocation) => void,
   ): number {
@@ -853,7 +861,7 @@ export class ObjectStore {
     interface OpenPack {
       kind: ObjectKind;
       codec: PackCodec | undefined;
-      parts: Buffer[];
+      parts: Array<Uint8Array | string>;
       size: number;
       entries: Array<{ hash: Hash; offset: number; length: number }>;
     }
@@ -863,7 +871,16 @@ export class ObjectStore {
       // The id is taken when the pack is written, so appended keys always increase
       // (LMDB's append with a smaller key would silently break the B-tree's order).
       packId += 1;
-      const raw = Buffer.concat(pack.parts);
+      const raw = Buffer.allocUnsafe(pack.size);
+      let at = 0;
+      for (const part of pack.parts) {
+        if (typeof part === "string") at += raw.write(part, at, "utf8");
+        else {
+          // `length`, not the whole view: a Buffer from getBinaryFast may be a larger shared one.
+          raw.set(part.length === part.byteLength ? part : part.subarray(0, part.length), at);
+          at += part.length;
+        }
+      }
       const compressed = pack.codec ? { codec: PACK_CODEC_IDS[pack.codec], rawSize: raw.length } : {};
       this.packs.put(packId, pack.codec ? compressPack(pack.codec, raw, options.level) : raw, { append: true });
       for (const { hash, offset, length } of pack.entries) record(pack.kind, hash, { pack: packId, offset, length, ...compressed });
@@ -871,16 +888,18 @@ export class ObjectStore {
       pack.size = 0;
       pack.entries = [];
     };
-    for (const { kind, hash, bytes, codec } of objects) {
-      const own = Buffer.isBuffer(bytes) ? bytes : copyOf(bytes);
-      const key = `${kind}:${codec ?? ""}`;
+    for (const { kind, hash, bytes: given, codec } of objects) {
+      // Held until its pack is written: a view into memory someone else may reuse is copied now.
+      const bytes = typeof given === "string" || Buffer.isBuffer(given) ? given : copyOf(given);
+      const length = typeof bytes === "string" ? Buffer.byteLength(bytes, "utf8") : bytes.length;
+      const key = codec ? `${kind}:${codec}` : kind;
       let pack = open.get(key);
       if (!pack) open.set(key, (pack = { kind, codec, parts: [], size: 0, entries: [] }));
       const target = codec ? COMPRESSED_PACK_TARGET_BYTES : PACK_TARGET_BYTES[kind];
-      if (pack.size > 0 && pack.size + own.length > target) flush(pack);
-      pack.entries.push({ hash, offset: pack.size, length: own.length });
-      pack.parts.push(own);
-      pack.size += own.length;
+      if (pack.size > 0 && pack.size + length > target) flush(pack);
+      pack.entries.push({ hash, offset: pack.size, length });
+      pack.parts.push(bytes);
+      pack.size += length;
     }
     for (const pack of open.values()) flush(pack);
     if (packId > startedAt) this.packs.put(HIGH_WATER_KEY, encodeLocation({ pack: packId, offset: 0, length: 0 }));
@@ -1263,7 +1282,8 @@ export class ObjectView {
   readonly objects: ObjectStore;
   readonly stats: WriteStats = { valuesWritten: 0, valueBytesWritten: 0, treesBuilt: 0, treesWritten: 0, treeBytesWritten: 0, packsWritten: 0 };
   private readonly nodeCache: NodeCache;
-  private readonly pending = new Map<Hash, { kind: ObjectKind; bytes: Buffer }>();
+  /** Objects to store at flush(): a value as its canonical JSON text (encoded straight into its pack). */
+  private readonly pending = new Map<Hash, { kind: ObjectKind; bytes: Buffer | string }>();
   private readonly packCache = new PackCache();
   readonly overlayTrees: Map<Hash, Buffer> | undefined;
   readonly overlayValues: Map<Hash, Buffer> | undefined;
@@ -1285,16 +1305,16 @@ export class ObjectView {
   }
 
   writeValue(value: JsonValue): Hash {
-    const bytes = canonicalBytes(value);
-    const hash = sha256(bytes);
+    const text = canonicalJson(value);
+    const hash = sha256(text); // of its UTF-8 bytes (canonical JSON has no lone surrogates)
     if (this.overlayValues) {
-      this.overlayValues.set(hash, bytes);
+      this.overlayValues.set(hash, Buffer.from(text, "utf8"));
       return hash;
     }
     if (!this.pending.has(hash) && !this.objects.stored("value", hash, true)) {
-      this.pending.set(hash, { kind: "value", bytes });
+      this.pending.set(hash, { kind: "value", bytes: text });
       this.stats.valuesWritten += 1;
-      this.stats.valueBytesWritten += bytes.length;
+      this.stats.valueBytesWritten += Buffer.byteLength(text, "utf8");
     }
     return hash;
   }
@@ -1319,14 +1339,15 @@ export class ObjectView {
   /** Stores the buffered writes as packs. Call inside the write transaction that wrote them. */
   flush(): void {
     if (this.pending.size === 0) return;
-    this.stats.packsWritten += this.objects.appendObjects([...this.pending].map(([hash, { kind, bytes }]) => ({ kind, hash, bytes })));
+    this.stats.packsWritten += this.objects.appendObjects(pendingObjects(this.pending));
     this.pending.clear();
     this.packCache.clear(); // pack ids were read before the write: nothing stale, but keep memory bounded
   }
 
   private bytesOf(kind: ObjectKind, hash: Hash): Buffer | undefined {
     const overlay = kind === "value" ? this.overlayValues : this.overlayTrees;
-    return overlay?.get(hash) ?? this.pending.get(hash)?.bytes ?? this.objects.getRaw(kind, hash, this.packCache, true);
+    const found = overlay?.get(hash) ?? this.pending.get(hash)?.bytes ?? this.objects.getRaw(kind, hash, this.packCache, true);
+    return typeof found === "string" ? Buffer.from(found, "utf8") : found;
   }
 
   /** The verified bytes of a value. */
@@ -1365,6 +1386,10 @@ export class ObjectView {
 
 // ---------------------------------------------------------------------------------------------
 // Building trees
+
+function* pendingObjects(pending: ReadonlyMap<Hash, { kind: ObjectKind; bytes: Buffer | string }>): Iterable<NewObject> {
+  for (const [hash, { kind, bytes }] of pending) yield { kind, hash, bytes };
+}
 
 /** Paths that changed below one directory: `self` when the path's own value changed. */
 export class ChangeSet {
