@@ -10,12 +10,15 @@ import {
   diffTrees,
   encodeTreeNode,
   listDirectory,
+  patchNode,
   lookupEntry,
   sha256,
   updateTree,
   walkTree,
   type Hash,
+  type LeafNode,
   type ObjectView,
+  type SplitNode,
   type TreeChange,
 } from "../core/store/objects.js";
 import { JOURNAL_MERGE_ENTRIES } from "../core/store/index-journal.js";
@@ -124,6 +127,33 @@ describe("tree node encoding", () => {
     ["an unknown tag", () => Buffer.from([0x58]), "unknown node tag"],
   ])("rejects %s", (_label, bytes, message) => {
     expect(() => decodeTreeNode(bytes())).toThrow(message);
+  });
+
+  it("re-encodes a node whose child hashes changed by patching its old bytes, equal to a full encoding", () => {
+    const next = random(11);
+    const hash = () => sha256(String(next()));
+    const pick = <T>(items: T[]) => items[Math.floor(next() * items.length)]!;
+    for (let round = 0; round < 300; round++) {
+      const names = [...new Set(Array.from({ length: 1 + Math.floor(next() * 8) }, () => pick(["a", "é", "note-1", "\u{1F600}x", "module-22", "zz", "b"])))].sort(compareCodePoints);
+      const leaf: LeafNode = { kind: "leaf", entries: names.map((name) => ({ name, ...(next() < 0.7 ? { value: hash() } : {}), ...(next() < 0.5 ? { tree: hash() } : {}) })) };
+      leaf.entries.forEach((entry) => (entry.value || entry.tree ? undefined : (entry.value = hash())));
+      const changedLeaf: LeafNode = { kind: "leaf", entries: leaf.entries.map((entry) => ({ ...entry, ...(entry.value && next() < 0.4 ? { value: hash() } : {}), ...(entry.tree && next() < 0.4 ? { tree: hash() } : {}) })) };
+      expect(patchNode(encodeTreeNode(leaf), leaf, changedLeaf)).toEqual(encodeTreeNode(changedLeaf));
+
+      const indexes = [...new Set(Array.from({ length: 1 + Math.floor(next() * 8) }, () => Math.floor(next() * 8)))].sort((x, y) => x - y);
+      const buckets = indexes.map((index) => ({ index, hash: hash(), count: 1 + Math.floor(next() * 300) }));
+      const split: SplitNode = { kind: "split", depth: Math.floor(next() * 4), count: buckets.reduce((sum, bucket) => sum + bucket.count, 0) + 9, buckets };
+      split.buckets[0]!.count += 9;
+      const changedSplit: SplitNode = { ...split, buckets: split.buckets.map((bucket) => (next() < 0.4 ? { ...bucket, hash: hash() } : bucket)) };
+      expect(patchNode(encodeTreeNode(split), split, changedSplit)).toEqual(encodeTreeNode(changedSplit));
+    }
+    // Another shape: left to a full encoding.
+    const leaf: LeafNode = { kind: "leaf", entries: [{ name: "a", value: hashA }] };
+    expect(patchNode(encodeTreeNode(leaf), leaf, { kind: "leaf", entries: [{ name: "b", value: hashA }] })).toBeUndefined();
+    expect(patchNode(encodeTreeNode(leaf), leaf, { kind: "leaf", entries: [{ name: "a", value: hashA, tree: hashB }] })).toBeUndefined();
+    const split: SplitNode = { kind: "split", depth: 0, count: 20, buckets: [{ index: 1, hash: hashA, count: 20 }] };
+    expect(patchNode(encodeTreeNode(split), split, { ...split, count: 21, buckets: [{ index: 1, hash: hashB, count: 21 }] })).toBeUndefined();
+    expect(patchNode(undefined, split, split)).toBeUndefined();
   });
 });
 

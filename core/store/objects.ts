@@ -328,6 +328,56 @@ export function encodeTreeNode(node: TreeNode): Buffer {
   return out;
 }
 
+/**
+ * The encoding of `node` made from `oldBytes`, the encoding of `old`, when the two differ
+ * only in child hashes (same names and flags, or same buckets and counts): a copy with the
+ * changed hashes written over. Undefined when the shapes differ (encode it in full).
+ * Equal to encodeTreeNode(node) byte for byte.
+ */
+export function patchNode(oldBytes: Buffer | undefined, old: TreeNode, node: TreeNode): Buffer | undefined {
+  if (!oldBytes) return undefined;
+  if (old.kind === "split" && node.kind === "split") {
+    if (old.count !== node.count || old.depth !== node.depth || old.buckets.length !== node.buckets.length) return undefined;
+    for (let i = 0; i < node.buckets.length; i++) {
+      if (old.buckets[i]!.index !== node.buckets[i]!.index || old.buckets[i]!.count !== node.buckets[i]!.count) return undefined;
+    }
+    const out = copyOf(oldBytes);
+    let at = 3 + varintSize(node.count);
+    for (let i = 0; i < node.buckets.length; i++) {
+      const bucket = node.buckets[i]!;
+      if (bucket.hash !== old.buckets[i]!.hash) out.write(bucket.hash, at, HASH_BYTES, "hex");
+      at += HASH_BYTES + varintSize(bucket.count);
+    }
+    return out;
+  }
+  if (old.kind === "leaf" && node.kind === "leaf") {
+    if (old.entries.length !== node.entries.length) return undefined;
+    for (let i = 0; i < node.entries.length; i++) {
+      const a = old.entries[i]!;
+      const b = node.entries[i]!;
+      if (a.name !== b.name || !a.value !== !b.value || !a.tree !== !b.tree) return undefined;
+    }
+    const out = copyOf(oldBytes);
+    let at = 1 + varintSize(node.entries.length);
+    for (let i = 0; i < node.entries.length; i++) {
+      const entry = node.entries[i]!;
+      const previous = old.entries[i]!;
+      const length = Buffer.byteLength(entry.name, "utf8");
+      at += varintSize(length) + length + 1;
+      if (entry.value) {
+        if (entry.value !== previous.value) out.write(entry.value, at, HASH_BYTES, "hex");
+        at += HASH_BYTES;
+      }
+      if (entry.tree) {
+        if (entry.tree !== previous.tree) out.write(entry.tree, at, HASH_BYTES, "hex");
+        at += HASH_BYTES;
+      }
+    }
+    return out;
+  }
+  return undefined;
+}
+
 /** Decodes a tree node, rejecting anything that is not in canonical form. */
 export function decodeTreeNode(bytes: Uint8Array): TreeNode {
   const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -594,20 +644,21 @@ const objectStores = new WeakMap<Store, ObjectStore>();
  * Decoded tree nodes already verified against their hash, shared by the views that build
  * trees (checkpoints, restores, diffs): a node's content never changes, so a long-running
  * process reads the paths it rebuilds once. Validation and repair views do not use it:
- * they re-read and re-hash what is stored.
+ * they re-read and re-hash what is stored. With each node, its encoded bytes: a node
+ * rebuilt with a few child hashes changed is re-encoded by patching them (patchNode).
  */
 class NodeCache {
   // Two generations instead of an LRU list: a Map that deletes and re-inserts on every hit
   // fills with tombstones, and finding its oldest key walks over them. New and recently
   // used nodes are in `young`; when it is full it becomes `old`, and what was old is dropped.
-  private young = new Map<Hash, TreeNode>();
-  private old = new Map<Hash, TreeNode>();
+  private young = new Map<Hash, CachedNode>();
+  private old = new Map<Hash, CachedNode>();
   private readonly half: number;
   constructor(capacity: number) {
     this.half = Math.max(1, Math.floor(capacity / 2));
   }
 
-  get(hash: Hash): TreeNode | undefined {
+  get(hash: Hash): CachedNode | undefined {
     const node = this.young.get(hash);
     if (node) return node;
     const aging = this.old.get(hash);
@@ -615,7 +666,7 @@ class NodeCache {
     return aging;
   }
 
-  set(hash: Hash, node: TreeNode): void {
+  set(hash: Hash, node: CachedNode): void {
     if (this.young.size >= this.half) {
       this.old = this.young;
       this.young = new Map();
@@ -629,7 +680,13 @@ class NodeCache {
   }
 }
 
-/** Tree nodes kept decoded per store (about 100 bytes each plus their hashes). */
+interface CachedNode {
+  node: TreeNode;
+  /** Its encoding (hashes to the key it is cached under). */
+  bytes: Buffer;
+}
+
+/** Tree nodes kept decoded per store (a few hundred bytes each with their encoding). */
 export const SHARED_NODE_CACHE_SIZE = 50_000;
 
 /** The packs and the two hash indexes of one store. Writes must run inside a write transaction. */
@@ -1319,11 +1376,11 @@ export class ObjectView {
     return hash;
   }
 
-  writeNode(node: TreeNode): Hash {
-    const bytes = encodeTreeNode(node);
+  /** Stores a node; `bytes`: its encoding, when the caller has it already (patchNode). */
+  writeNode(node: TreeNode, bytes: Buffer = encodeTreeNode(node)): Hash {
     const hash = sha256(bytes);
     this.stats.treesBuilt += 1;
-    this.nodeCache.set(hash, node);
+    this.nodeCache.set(hash, { node, bytes });
     if (this.overlayTrees) {
       if (!this.overlayTrees.has(hash)) this.overlayTrees.set(hash, bytes);
       return hash;
@@ -1367,10 +1424,15 @@ export class ObjectView {
     }
   }
 
+  /** The encoding of a node this view's cache holds (read or written lately), if it does. */
+  cachedBytes(hash: Hash): Buffer | undefined {
+    return this.nodeCache.get(hash)?.bytes;
+  }
+
   readNode(hash: Hash): TreeNode {
     const cached = this.nodeCache.get(hash);
-    if (cached) return cached;
-    const bytes = this.bytesOf("tree", hash);
+    if (cached) return cached.node;
+    let bytes = this.bytesOf("tree", hash);
     if (!bytes) throw new ObjectDamageError("tree", hash, "missing");
     if (sha256(bytes) !== hash) throw new ObjectDamageError("tree", hash, "corrupt");
     let node: TreeNode;
@@ -1379,7 +1441,9 @@ export class ObjectView {
     } catch (error) {
       throw new ObjectDamageError("tree", hash, "undecodable", (error as Error).message);
     }
-    this.nodeCache.set(hash, node);
+    // A slice of a decompressed pack would keep the whole pack alive in the cache.
+    if (bytes.buffer.byteLength > 8192) bytes = copyOf(bytes);
+    this.nodeCache.set(hash, { node, bytes });
     return node;
   }
 }
@@ -1486,7 +1550,10 @@ class TreeBuilder {
         buckets.push(bucket);
         count += bucket.count;
       }
-      if (count > LEAF_MAX) return { hash: this.view.writeNode({ kind: "split", depth, count, buckets }), count };
+      if (count > LEAF_MAX) {
+        const split: SplitNode = { kind: "split", depth, count, buckets };
+        return { hash: this.view.writeNode(split, patchNode(this.view.cachedBytes(hash!), node, split)), count };
+      }
       // Shrunk below the split threshold: collapse the buckets back into one leaf.
       const entries: DirEntry[] = [];
       for (const bucket of buckets) collectEntries(this.view, bucket.hash, entries);
@@ -1502,6 +1569,12 @@ class TreeBuilder {
         if (found) entries[at] = updated;
         else entries.splice(at, 0, updated);
       } else if (found) entries.splice(at, 1);
+    }
+    if (node && entries.length === node.entries.length && entries.length <= LEAF_MAX) {
+      // The same names, some hashes changed (the usual checkpoint): patch the old encoding.
+      const leaf: LeafNode = { kind: "leaf", entries };
+      const patched = patchNode(this.view.cachedBytes(hash!), node, leaf);
+      if (patched) return { hash: this.view.writeNode(leaf, patched), count: entries.length };
     }
     return this.buildPartition(entries, depth);
   }
