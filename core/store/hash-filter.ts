@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { readVarint, varintSize, writeVarint } from "./varint.js";
 
 /**
@@ -128,7 +127,7 @@ export class HashFilter {
 
   /** Stores it (inside a write transaction) under a new nonce. */
   save(table: FilterTable): void {
-    this.nonce = randomBytes(NONCE_BYTES).readUInt32BE(0);
+    this.nonce = randomNonce();
     const header = Buffer.allocUnsafe(1 + 8 + NONCE_BYTES + varintSize(this.count) + 1 + 8);
     header[0] = VERSION;
     let at = writeVarint(header, 1, this.generation);
@@ -163,4 +162,9 @@ export class HashFilter {
     bits.set(new Uint8Array(stored.buffer, stored.byteOffset, stored.length));
     return new HashFilter(bits, header.log2Bits, header.count, header.generation, header.nonce);
   }
+}
+
+/** A random 32-bit nonce: only compared for equality, so Math.random is enough (and ~100× cheaper than crypto). */
+function randomNonce(): number {
+  return Math.floor(Math.random() * 0x1_0000_0000) >>> 0;
 }

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { readVarint, varintBytes, writeVarint } from "./varint.js";
 
 /**
@@ -97,7 +96,7 @@ export class IndexJournal {
     if (entries.length === 0) return;
     this.sync();
     const header = this.readHeader();
-    const nonce = randomBytes(NONCE_BYTES).readUInt32BE(0) || 1; // 0 marks "no record"
+    const nonce = randomNonce() || 1; // 0 marks "no record"
     const record = encodeRecord(nonce, entries);
     // After the last record there is, even if a damaged header says less: an append with a
     // smaller key would break the B-tree's order.
@@ -205,4 +204,9 @@ function nonceBytes(nonce: number): Buffer {
   const out = Buffer.allocUnsafe(NONCE_BYTES);
   out.writeUInt32BE(nonce >>> 0, 0);
   return out;
+}
+
+/** A random 32-bit nonce: only compared for equality, so Math.random is enough (and ~100× cheaper than crypto). */
+function randomNonce(): number {
+  return Math.floor(Math.random() * 0x1_0000_0000) >>> 0;
 }

@@ -81,6 +81,8 @@ export class Store {
   private readonly log: Database<LogRecord, number>;
   private readonly meta: Database<unknown, string>;
   private closed = false;
+  /** True while a transaction() callback runs. */
+  private inTransaction = false;
 
   private constructor(dir: string, root: RootDatabase, options: StoreOpenOptions) {
     this.dir = dir;
@@ -234,7 +236,12 @@ export class Store {
     this.assertWritable();
     let out!: T;
     this.root.transactionSync(() => {
-      out = fn();
+      this.inTransaction = true;
+      try {
+        out = fn();
+      } finally {
+        this.inTransaction = false;
+      }
     });
     await this.root.flushed;
     return out;
@@ -243,6 +250,9 @@ export class Store {
   /** Synchronous variant of {@link batch}: holds the write lock only for the call. */
   batchSync<T>(fn: (batch: WriteBatch) => T, actor = this.actor): { value: T; revision: number } {
     this.assertWritable();
+    // Inside transaction() it is part of that transaction: a nested LMDB transaction would
+    // cost a copy of the dirty page list and buy nothing, since an error aborts both.
+    if (this.inTransaction) return this.applyBatch(fn, actor);
     let out!: { value: T; revision: number };
     this.root.transactionSync(() => {
       out = this.applyBatch(fn, actor);

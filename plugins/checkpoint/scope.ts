@@ -27,7 +27,21 @@ const KV_DB = "kv";
 export const DEFAULT_SCOPE: Readonly<MemoryScope> = Object.freeze({ include: ["/"], exclude: [SESSIONS_ROOT] });
 
 /** Validates and normalises a scope: sorted, duplicates and nested plain paths dropped, /sessions excluded. */
+/** Normalized scopes by their input (checkpoints of a project all use the same one). */
+const normalizedScopes = new Map<string, MemoryScope>();
+
 export function normalizeScope(scope: Partial<MemoryScope> | undefined): MemoryScope {
+  const key = JSON.stringify([scope?.include ?? null, scope?.exclude ?? null]);
+  let normalized = normalizedScopes.get(key);
+  if (!normalized) {
+    normalized = computeScope(scope);
+    if (normalizedScopes.size >= 64) normalizedScopes.clear();
+    normalizedScopes.set(key, normalized);
+  }
+  return { include: [...normalized.include], exclude: [...normalized.exclude] };
+}
+
+function computeScope(scope: Partial<MemoryScope> | undefined): MemoryScope {
   const include = simplify((scope?.include ?? DEFAULT_SCOPE.include).map((entry) => checkEntry(entry, "include")));
   if (include.length === 0) {
     throw new ApexError("APEX_E_BAD_INPUT", "A checkpoint scope needs at least one path to include.", {
