@@ -7,6 +7,7 @@ import { loadConfig } from "../core/config/load.js";
 import { locateProject } from "../core/config/locate.js";
 import { displayPath, parseSource } from "../core/config/source.js";
 import type { Config } from "../core/config/types.js";
+import { builtinPluginSchema, configSchema, documentAjv, matchingValidator, precompiledValidator, schemaTextHash } from "../core/config/schemas.js";
 import { compileSchema, configError, createAjv, formatIssues, resolveOptions, validateOptions } from "../core/config/validate.js";
 import { ApexError } from "../core/errors.js";
 import { REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
@@ -464,6 +465,72 @@ describe("the default apex.config.yaml and the schemas", () => {
     const validate = ajv.compile(main);
     expect(validate({ plugins: { retention: { keep_last: 1 }, git: false } })).toBe(true);
     expect(validate({ plugins: { retention: { keep_lst: 1 } } })).toBe(false);
+  });
+});
+
+describe("precompiled validators (scripts/compile-schemas.mjs)", () => {
+  const pluginNames = ["checkpoint", "retention", "git", "compression", "sharing", "metrics", "history", "archive"] as const;
+  const defaultDocument = () => parseSource(readFileSync(DEFAULT_CONFIG, "utf8"), DEFAULT_CONFIG).source.doc.toJS() as Record<string, unknown>;
+  /** What a validator says of a copy of `data`: the verdict, the errors, and the copy with defaults filled. */
+  const outcome = (validate: (data: unknown) => boolean, data: unknown) => {
+    const copy = structuredClone(data);
+    const valid = validate(copy);
+    const errors = ((validate as unknown as { errors?: Array<Record<string, unknown>> }).errors ?? []).map(({ instancePath, schemaPath, keyword, params, message }) => ({
+      instancePath,
+      schemaPath,
+      keyword,
+      params,
+      message,
+    }));
+    return { valid, errors: valid ? [] : errors, copy };
+  };
+
+  it("are built for every shipped schema from its current text", () => {
+    for (const path of ["apex.config.schema.json", ...pluginNames.map((name) => `plugins/${name}.schema.json`)]) {
+      expect(precompiledValidator(path), path).toBeTypeOf("function");
+    }
+  });
+
+  it("say exactly what compiling the schema at run time says: verdict, errors, defaults filled in", () => {
+    const document = precompiledValidator("apex.config.schema.json")!;
+    const compiled = documentAjv().compile(configSchema());
+    const documents: unknown[] = [
+      {},
+      defaultDocument(),
+      { session: { auto_checkpoint_interval: "5m", max_checkpoints: 3 } },
+      { session: { auto_checkpoint_interval: -1, unknown: true }, agents: { coder: { command: 5 } } },
+      { plugins: { retention: { keep_last: 2 }, "./my-plugin.mjs": { x: 1 }, git: false } },
+      { plugins: 5, agents: [] },
+      [],
+      "text",
+    ];
+    for (const data of documents) expect(outcome(document, data)).toEqual(outcome(compiled, data));
+
+    const options: Record<(typeof pluginNames)[number], unknown[]> = {
+      checkpoint: [{}, { triggers: ["beforeTask"] }, { triggers: ["noSuchHook"] }, { interval: "x" }],
+      retention: [{}, { keep_last: 5 }, { keep_lst: 5 }, { keep_last: -1, keep_daily: "7" }],
+      git: [{}, { commit_on_checkpoint: true }, { branch_prefix: 3 }],
+      compression: [{}, { algorithm: "gzip", level: 3 }, { algorithm: "zip" }],
+      sharing: [{}, { anything: 1 }],
+      metrics: [{}, { sample_interval: "10s" }, { sample_interval: [] }],
+      history: [{}, { keep: 10 }, { nope: 1 }],
+      archive: [{}, { location: "/tmp/x" }, { location: 7 }],
+    };
+    for (const name of pluginNames) {
+      const path = `plugins/${name}.schema.json`;
+      const precompiled = precompiledValidator(path)!;
+      const runtime = createAjv({ trusted: true }).compile(builtinPluginSchema(name));
+      for (const data of options[name]) expect(outcome(precompiled, data), `${name} ${JSON.stringify(data)}`).toEqual(outcome(runtime, data));
+    }
+  });
+
+  it("are used only when built from the very schema text read now", () => {
+    const built = { hashes: { "a.json": "1111" }, validators: { "a.json": () => true } };
+    expect(matchingValidator(built as never, "a.json", "1111")).toBe(built.validators["a.json"]);
+    expect(matchingValidator(built as never, "a.json", "2222")).toBeUndefined(); // edited since the build
+    expect(matchingValidator(built as never, "b.json", "1111")).toBeUndefined();
+    expect(matchingValidator(null, "a.json", "1111")).toBeUndefined(); // not built
+    expect(schemaTextHash("apex.config.schema.json")).toMatch(/^[0-9a-f]{64}$/);
   });
 });
 

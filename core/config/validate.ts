@@ -2,7 +2,9 @@
  * Schema checks with positions: the one place that runs ajv. Used for apex.config.yaml, the
  * built-in plugins' options, and (by the plugin loader) third-party plugins' options.
  */
-import AjvModule, { type ValidateFunction } from "ajv";
+import { createRequire } from "node:module";
+import type AjvModule from "ajv";
+import type { ValidateFunction } from "ajv";
 import { ApexError } from "../errors.js";
 import type { SchemaNode } from "./describe.js";
 import { explainErrors } from "./explain.js";
@@ -11,16 +13,26 @@ import type { ConfigIssue, ConfigSource } from "./types.js";
 
 export type { ConfigIssue, ConfigSource } from "./types.js";
 
-const Ajv = AjvModule.default;
-type AjvInstance = InstanceType<typeof Ajv>;
+type AjvClass = typeof AjvModule.default;
+type AjvInstance = InstanceType<AjvClass>;
+
+// ajv is loaded only when a schema has to be compiled: APEX's own schemas come precompiled
+// (see schemas.ts), and loading ajv costs a command ~50 ms.
+let AjvLoaded: AjvClass | undefined;
+function ajvClass(): AjvClass {
+  AjvLoaded ??= (createRequire(import.meta.url)("ajv") as { default: AjvClass }).default;
+  return AjvLoaded;
+}
 
 /**
  * Options every APEX schema is compiled with: all errors (not just the first), schema
  * `default`s filled in, no type coercion ("5" stays a string and is reported), unknown
  * keywords and formats tolerated (no format is checked), nothing logged. `trusted`: the
- * schema itself is not checked against the meta-schema (APEX's own schemas).
+ * schema itself is not checked against the meta-schema (APEX's own schemas). `source`: keep
+ * the generated code, for precompiling (scripts/compile-schemas.mjs).
  */
-export function createAjv(options: { trusted?: boolean } = {}): AjvInstance {
+export function createAjv(options: { trusted?: boolean; source?: boolean } = {}): AjvInstance {
+  const Ajv = ajvClass();
   return new Ajv({
     // APEX's own schemas are checked against the draft-07 meta-schema by the test suite;
     // compiling the meta-schema on every command would cost more than the rest of the config.
@@ -32,12 +44,18 @@ export function createAjv(options: { trusted?: boolean } = {}): AjvInstance {
     strict: false,
     allowUnionTypes: true,
     logger: false,
+    ...(options.source ? { code: { source: true } } : {}),
   });
 }
 
 let sharedAjv: AjvInstance | undefined;
 let trustedAjv: AjvInstance | undefined;
 const compiled = new WeakMap<object, ValidateFunction>();
+
+/** Uses `validate`, compiled beforehand from exactly this schema, instead of compiling it. */
+export function usePrecompiled(schema: object, validate: ValidateFunction): void {
+  compiled.set(schema, validate);
+}
 
 /**
  * Compiles a JSON Schema (draft-07), caching by object identity. Throws
