@@ -76,7 +76,12 @@ export function createHooks() {
     onPause: new AsyncSeriesHook<[SessionContext]>(["session"]),
     /** The session's agents were continued with SIGCONT. */
     onResume: new AsyncSeriesHook<[SessionContext]>(["session"]),
-    /** The session ended. */
+    /**
+     * The session is about to end: its agents have stopped, its records are not final yet
+     * (the session is still current). The checkpoint plugin's `onStop` trigger saves here.
+     */
+    beforeStop: new AsyncSeriesHook<[StopContext]>(["stop"]),
+    /** The session ended (its record is in the history). */
     onStop: new AsyncSeriesHook<[StopContext]>(["stop"]),
     /** A checkpoint is being built: return the draft, with your data added. */
     beforeCheckpoint: new AsyncSeriesWaterfallHook<[CheckpointDraft]>(["draft"]),

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ObjectStore, lookupEntry } from "../core/store/objects.js";
 import { Store } from "../core/store/store.js";
-import { getCheckpoint } from "../plugins/checkpoint/checkpoints.js";
+import { getCheckpoint, getCheckpointValue } from "../plugins/checkpoint/checkpoints.js";
 import { FIXTURES, Project, groupMembers, isAlive, waitFor, type CliResult } from "./fixtures/agents/harness.js";
 
 let project: Project | undefined;
@@ -283,6 +283,42 @@ describe("apex checkpoint", () => {
     const items = list().items;
     expect(items.map((item) => item.trigger)).toEqual(["beforeTask"]); // retention kept the latest only
     expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.git_state).toMatchObject({ branch: "main", commit: head });
+  });
+});
+
+describe("the onStop trigger", () => {
+  /** A value of a checkpoint's memory, read from the store (no supervisor may run). */
+  async function valueIn(checkpointId: string, path: string): Promise<unknown> {
+    const store = Store.open(project!.storeDir, { readOnly: true });
+    try {
+      return getCheckpointValue(store, checkpointId, path);
+    } finally {
+      await store.close();
+    }
+  }
+
+  it("saves the session's final state just before it ends, with its supervisor and without it", async () => {
+    project = new Project(config({ plugins: ["  checkpoint:", "    triggers: [onStop]"] }));
+    const first = project.start().session_id;
+    ok(["memory", "set", "/notes/final", JSON.stringify("written last")]);
+    const stopped = project.apex(["stop"]);
+    expect(stopped.status).toBe(0);
+    expect(stopped.stderr).toBe(""); // no warning that the trigger is ignored
+    const saved = list(["--session", first]).items;
+    expect(saved[0]).toMatchObject({ trigger: "onStop", description: "session end: stopped by the user" });
+    expect(await valueIn(saved[0]!.id, "/notes/final")).toBe("written last");
+
+    // The supervisor killed: `apex stop` ends the session itself, and still saves it first.
+    const ready = project.start();
+    ok(["memory", "set", "/notes/final", JSON.stringify("written before the crash")]);
+    await supervisorKilled(ready.supervisor_pid);
+    ok(["stop"]);
+    const second = list(["--session", ready.session_id]).items;
+    expect(second[0]).toMatchObject({ trigger: "onStop", description: "session end: stopped by the user (the supervisor was not running)" });
+    expect(await valueIn(second[0]!.id, "/notes/final")).toBe("written before the crash");
+    // Continuing it starts from exactly that state.
+    expect(ok(["start", "--continue", ready.session_id, "--json"])).toMatchObject({ session_id: ready.session_id });
+    expect(memory("/notes/final")).toBe("written before the crash");
   });
 });
 

@@ -609,6 +609,11 @@ export class Supervisor {
 
   /** Writes the final records: agents, session status and outcome, history; fires onStop. */
   private async finish(status: "stopped" | "completed" | "failed", outcome: string): Promise<void> {
+    try {
+      await this.engine.fire("beforeStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
+    } catch (error) {
+      this.log(`beforeStop: ${(error as Error).message}`);
+    }
     const at = nowIso();
     await this.service.write((batch, record) => {
       for (const slot of this.slots.values()) {

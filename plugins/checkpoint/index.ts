@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { AsyncSeriesHook } from "tapable";
 import { builtinPluginSchema } from "../../core/config/schemas.js";
-import type { CheckpointInfo, ErrorContext, GitContext, MilestoneContext, TaskContext } from "../../core/engine.js";
+import type { CheckpointInfo, ErrorContext, GitContext, MilestoneContext, StopContext, TaskContext } from "../../core/engine.js";
 import { checkpointHooksFor, provideCheckpointService } from "../../core/session/checkpoints.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
 import { SessionCheckpoints } from "./plugin-service.js";
@@ -17,13 +17,21 @@ export interface CheckpointPluginOptions {
   interval?: number;
 }
 
-/** The lifecycle hooks the plugin can take checkpoints on (onStop fires once the session has ended). */
-const LIFECYCLE_HOOKS = ["onStart", "beforeTask", "afterMilestone", "beforeGit", "onError", "onPause", "onResume"] as const;
+/**
+ * The lifecycle hooks the plugin can take checkpoints on. The `onStop` trigger saves on
+ * beforeStop, while the session is still current (onStop itself fires once it has ended).
+ */
+const LIFECYCLE_HOOKS = ["onStart", "beforeTask", "afterMilestone", "beforeGit", "onError", "onPause", "onResume", "beforeStop"] as const;
 type LifecycleHook = (typeof LIFECYCLE_HOOKS)[number];
+
+/** The name a trigger has in the options and in the manifests of the checkpoints it takes. */
+function triggerName(hook: LifecycleHook): string {
+  return hook === "beforeStop" ? "onStop" : hook;
+}
 
 /**
  * What taps of the `checkpointTrigger` hook receive, each time a session lifecycle hook fires
- * (onStart, beforeTask, afterMilestone, beforeGit, onError, onPause, onResume), after the
+ * (onStart, beforeTask, afterMilestone, beforeGit, onError, onPause, onResume, beforeStop), after the
  * checkpoint the plugin's own `triggers` option may have taken for it.
  *
  * This is how third-party plugins add checkpoint triggers: tap `checkpointTrigger` (list
@@ -68,10 +76,7 @@ export default definePlugin<CheckpointPluginOptions>({
     const checkpointTrigger = apex.defineHook("checkpointTrigger", new AsyncSeriesHook<[CheckpointTriggerEvent]>(["event"]));
     const store = apex.store;
     if (!store) return;
-    const triggers = new Set(options.triggers ?? []);
-    if (triggers.has("onStop")) {
-      apex.warn("the onStop trigger is ignored: the session has ended when onStop fires. onPause and interval checkpoints cover a running session.");
-    }
+    const triggers = new Set<string>(options.triggers ?? []);
     const checkpoints = new SessionCheckpoints(store, {
       scope: { include: options.paths ?? ["/"] },
       interval: options.interval,
@@ -98,9 +103,9 @@ export default definePlugin<CheckpointPluginOptions>({
         if (checkpoints.busy) return;
         const sessionId = context.sessionId ?? currentSession();
         if (!sessionId) return;
-        if (triggers.has(hook)) {
+        if (triggers.has(triggerName(hook))) {
           try {
-            await checkpoints.create({ sessionId, trigger: hook, description: describe(hook, context) });
+            await checkpoints.create({ sessionId, trigger: triggerName(hook), description: describe(hook, context) });
           } catch (error) {
             // A failed checkpoint is reported, but never vetoes the task, the milestone or the git operation.
             const message = `no ${hook} checkpoint: ${(error as Error).message}`;
@@ -171,5 +176,7 @@ function describe(hook: LifecycleHook, context: unknown): string {
       return "resume";
     case "onStart":
       return "session start";
+    case "beforeStop":
+      return `session end: ${(context as StopContext).reason}`;
   }
 }

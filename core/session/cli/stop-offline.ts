@@ -43,6 +43,16 @@ export async function stopWithoutSupervisor(
       ended += (await terminateGroup(agent.pgid, agent.start_time, { force: options.force, graceMs: options.graceMs })).length;
     }
     const reason = "stopped by the user (the supervisor was not running)";
+    const warn = (message: string) => process.stderr.write(`warning: ${message}\n`);
+    let engine: Awaited<ReturnType<typeof import("../hooks.js").createSessionEngine>> | undefined;
+    try {
+      const { createSessionEngine } = await import("../hooks.js");
+      engine = await createSessionEngine(config, store, warn);
+      // As the supervisor does: the session is still current (an onStop checkpoint is taken here).
+      await engine.fire("beforeStop", { sessionId: sid, session: store.get(sessionPath(sid)) as SessionRecord, reason });
+    } catch (error) {
+      warn(`beforeStop: ${(error as Error).message}`);
+    }
     const at = nowIso();
     await store.batch((batch) => {
       for (const agent of agents) {
@@ -64,11 +74,9 @@ export async function stopWithoutSupervisor(
     });
     removeRuntime(location.storeDir, session.supervisor?.pid ?? process.pid);
     try {
-      const { createSessionEngine } = await import("../hooks.js");
-      const engine = await createSessionEngine(config, store, (message) => process.stderr.write(`warning: ${message}\n`));
-      await engine.fire("onStop", { sessionId: sid, session: store.get(historyPath(sid)) as SessionRecord, reason });
+      await engine?.fire("onStop", { sessionId: sid, session: store.get(historyPath(sid)) as SessionRecord, reason });
     } catch (error) {
-      process.stderr.write(`warning: onStop: ${(error as Error).message}\n`);
+      warn(`onStop: ${(error as Error).message}`);
     }
     return { session_id: sid, status: "stopped", reason, processes_ended: ended };
   } finally {
