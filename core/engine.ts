@@ -263,9 +263,9 @@ export const DEFAULT_TAP_TIMEOUT_MS = 30_000;
 // By name, not identity: a plugin may bring its own copy of tapable for the hooks it defines.
 const SYNC_HOOK_KINDS: ReadonlySet<string> = new Set([SyncHook, SyncBailHook, SyncWaterfallHook, SyncLoopHook].map((kind) => kind.name));
 const NAME_PATTERN = /^[A-Za-z][\w-]*$/;
-/** Errors already stamped with a plugin and hook, and those already passed to onError: never twice. */
 /** Error codes that mean a plugin itself failed (rather than answered with an error). */
 const PLUGIN_FAILURE_CODES: ReadonlySet<string> = new Set(["APEX_E_PLUGIN_FAILED", "APEX_E_PLUGIN_TIMEOUT", "APEX_E_INTERNAL"]);
+/** Errors already stamped with a plugin and hook, and those already passed to onError: never twice. */
 const attributed = new WeakSet<ApexError>();
 const reported = new WeakSet<ApexError>();
 

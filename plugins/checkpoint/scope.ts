@@ -26,10 +26,10 @@ const KV_DB = "kv";
 
 export const DEFAULT_SCOPE: Readonly<MemoryScope> = Object.freeze({ include: ["/"], exclude: [SESSIONS_ROOT] });
 
-/** Validates and normalises a scope: sorted, duplicates and nested plain paths dropped, /sessions excluded. */
 /** Normalized scopes by their input (checkpoints of a project all use the same one). */
 const normalizedScopes = new Map<string, MemoryScope>();
 
+/** Validates and normalises a scope: sorted, duplicates and nested plain paths dropped, /sessions excluded. */
 export function normalizeScope(scope: Partial<MemoryScope> | undefined): MemoryScope {
   const key = JSON.stringify([scope?.include ?? null, scope?.exclude ?? null]);
   let normalized = normalizedScopes.get(key);
