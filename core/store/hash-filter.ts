@@ -1,3 +1,4 @@
+import { randomNonce } from "./index-journal.js";
 import { readVarint, varintSize, writeVarint } from "./varint.js";
 
 /**
@@ -162,9 +163,4 @@ export class HashFilter {
     bits.set(new Uint8Array(stored.buffer, stored.byteOffset, stored.length));
     return new HashFilter(bits, header.log2Bits, header.count, header.generation, header.nonce);
   }
-}
-
-/** A random 32-bit nonce: only compared for equality, so Math.random is enough (and ~100× cheaper than crypto). */
-function randomNonce(): number {
-  return Math.floor(Math.random() * 0x1_0000_0000) >>> 0;
 }

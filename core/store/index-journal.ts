@@ -206,7 +206,10 @@ function nonceBytes(nonce: number): Buffer {
   return out;
 }
 
-/** A random 32-bit nonce: only compared for equality, so Math.random is enough (and ~100× cheaper than crypto). */
-function randomNonce(): number {
+/**
+ * A random 32-bit nonce (journal records, the hash filter): only compared for equality, so
+ * Math.random is enough (and ~100× cheaper than crypto).
+ */
+export function randomNonce(): number {
   return Math.floor(Math.random() * 0x1_0000_0000) >>> 0;
 }
