@@ -3,7 +3,7 @@ import type { ProjectLocation } from "../config/locate.js";
 import type { Config, ConfigIssue } from "../config/types.js";
 import { isApexError } from "../errors.js";
 import { projectOf } from "./context.js";
-import { paint, printJson, printLine } from "./output.js";
+import { paint, plural, printJson, printLine } from "./output.js";
 
 /** `apex config …`: check and inspect apex.config.yaml. The loaders are imported only when a command runs. */
 export function registerConfigCommands(program: Command): void {
@@ -131,10 +131,6 @@ function countSummary(config: Config): string {
   const parts = [plural(agents, "agent"), plural(enabled, "plugin")];
   if (disabled > 0) parts.push(`${disabled} disabled`);
   return parts.join(", ");
-}
-
-function plural(count: number, noun: string): string {
-  return `${count} ${noun}${count === 1 ? "" : "s"}`;
 }
 
 async function showCommand(location: ProjectLocation, json: boolean): Promise<void> {

@@ -6,7 +6,7 @@ import { ObjectStore } from "../../core/store/objects.js";
 import { STORE_FILE, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/checkpoints.js";
-import { formatBytes } from "../compression/progress.js";
+import { formatBytes } from "../../core/cli/output.js";
 import { syncDirectory } from "./files.js";
 
 export interface BackupOptions {

@@ -4,7 +4,7 @@
  * `apex status`).
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { paint, printJson, printLine } from "../../core/cli/output.js";
+import { paint, plural, printJson, printLine } from "../../core/cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { isSameProcessAlive } from "../../core/session/proc.js";
 import { readRuntime } from "../../core/session/runtime.js";
@@ -86,7 +86,7 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
 }
 
 function lostSummary(lost: LostEntry[]): string {
-  return lost.length === 0 ? "nothing lost" : `${lost.length} item${lost.length === 1 ? "" : "s"} lost`;
+  return lost.length === 0 ? "nothing lost" : `${plural(lost.length, "item")} lost`;
 }
 
 function printRecovery(view: RecoveryView): void {

@@ -5,7 +5,8 @@ import { findKnownSession, knownSessions } from "../retention/sessions.js";
 import { compressColdData, type ColdPolicy, type CompressResult } from "./compress.js";
 import { parseCliDuration } from "./duration.js";
 import { describePolicy, type CompressionSettings } from "./options.js";
-import { Progress, formatBytes, plural } from "./progress.js";
+import { formatBytes, plural } from "../../core/cli/output.js";
+import { Progress } from "./progress.js";
 
 /**
  * `apex session compress [ID] [--after N] [--older-than D] [--algorithm A] [--level L]

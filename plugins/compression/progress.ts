@@ -1,5 +1,3 @@
-export { formatBytes, formatCount, plural } from "../../core/cli/output.js";
-
 /**
  * Progress of long operations on a terminal: one line on stderr, rewritten with \r at most
  * ten times a second, erased when done. Silent when stderr is not a TTY (pipes, CI, a
