@@ -774,10 +774,20 @@ export class ObjectStore {
     this.filter = filter;
   }
 
-  /** The hash filter in step before an insert into the indexes (after merging the journal). */
-  private filterBeforeInsert(): HashFilter | undefined {
+  /**
+   * Runs `fn`, which puts index records through `put` (inside a write transaction), and
+   * keeps the hash filter covering them.
+   */
+  private insertIntoIndexes<T>(fn: (put: (kind: ObjectKind, hash: Hash, location: ObjectLocation) => void) => T): T {
     this.sync();
-    return this.filterInStep();
+    const before = this.filterInStep();
+    const added: Hash[] = [];
+    const result = fn((kind, hash, location) => {
+      this.index(kind).put(Buffer.from(hash, "hex"), encodeLocation(location));
+      added.push(hash);
+    });
+    if (added.length > 0) this.updateFilter(before, added);
+    return result;
   }
 
   /**
@@ -865,14 +875,7 @@ export class ObjectStore {
    */
   putMany(objects: Iterable<{ kind: ObjectKind; hash: Hash; bytes: Uint8Array; codec?: PackCodec | undefined }>, options: { level?: number } = {}): number {
     this.mergeJournal();
-    const filter = this.filterBeforeInsert();
-    const added: Hash[] = [];
-    const packs = this.writePacks(objects, options, (kind, hash, location) => {
-      this.index(kind).put(Buffer.from(hash, "hex"), encodeLocation(location));
-      added.push(hash);
-    });
-    if (added.length > 0) this.updateFilter(filter, added);
-    return packs;
+    return this.insertIntoIndexes((put) => this.writePacks(objects, options, put));
   }
 
   /**
@@ -895,17 +898,12 @@ export class ObjectStore {
       this.journal.clear();
       return;
     }
-    const filter = this.filterBeforeInsert();
-    const merged: Hash[] = [];
-    for (const kind of ["value", "tree"] as const) {
-      const index = this.index(kind);
-      for (const [hash, location] of this.journal.entries(kind)) {
-        index.put(Buffer.from(hash, "hex"), encodeLocation(location));
-        merged.push(hash);
+    this.insertIntoIndexes((put) => {
+      for (const kind of ["value", "tree"] as const) {
+        for (const [hash, location] of this.journal.entries(kind)) put(kind, hash, location);
       }
-    }
-    this.journal.clear();
-    this.updateFilter(filter, merged);
+      this.journal.clear(); // the filter is then written for the new generation
+    });
   }
 
   private writePacks(
@@ -971,23 +969,19 @@ export class ObjectStore {
    */
   putPacks(packs: readonly PreparedPack[]): number[] {
     this.mergeJournal();
-    const filter = this.filterBeforeInsert();
-    let packId = this.lastPackId();
-    const ids: number[] = [];
-    const added: Hash[] = [];
-    for (const pack of packs) {
-      packId += 1;
-      this.packs.put(packId, pack.data, { append: true });
-      const codec = PACK_CODEC_IDS[pack.codec];
-      for (const { hash, offset, length } of pack.entries) {
-        this.index(pack.kind).put(Buffer.from(hash, "hex"), encodeLocation({ pack: packId, offset, length, codec, rawSize: pack.rawSize }));
-        added.push(hash);
+    return this.insertIntoIndexes((put) => {
+      let packId = this.lastPackId();
+      const ids: number[] = [];
+      for (const pack of packs) {
+        packId += 1;
+        this.packs.put(packId, pack.data, { append: true });
+        const codec = PACK_CODEC_IDS[pack.codec];
+        for (const { hash, offset, length } of pack.entries) put(pack.kind, hash, { pack: packId, offset, length, codec, rawSize: pack.rawSize });
+        ids.push(packId);
       }
-      ids.push(packId);
-    }
-    if (ids.length > 0) this.packs.put(HIGH_WATER_KEY, encodeLocation({ pack: packId, offset: 0, length: 0 }));
-    if (added.length > 0) this.updateFilter(filter, added);
-    return ids;
+      if (ids.length > 0) this.packs.put(HIGH_WATER_KEY, encodeLocation({ pack: packId, offset: 0, length: 0 }));
+      return ids;
+    });
   }
 
   /** Stores one object (in a pack of its own). Unchecked: tests use it to plant damage. */
@@ -1570,13 +1564,7 @@ class TreeBuilder {
         else entries.splice(at, 0, updated);
       } else if (found) entries.splice(at, 1);
     }
-    if (node && entries.length === node.entries.length && entries.length <= LEAF_MAX) {
-      // The same names, some hashes changed (the usual checkpoint): patch the old encoding.
-      const leaf: LeafNode = { kind: "leaf", entries };
-      const patched = patchNode(this.view.cachedBytes(hash!), node, leaf);
-      if (patched) return { hash: this.view.writeNode(leaf, patched), count: entries.length };
-    }
-    return this.buildPartition(entries, depth);
+    return this.buildPartition(entries, depth, node && { hash: hash!, node });
   }
 
   private applyChange(old: DirEntry | undefined, name: string, change: ChangeSet, segments: string[]): DirEntry | undefined {
@@ -1608,11 +1596,15 @@ class TreeBuilder {
     return entry;
   }
 
-  /** Builds the canonical partition holding `entries` (sorted) at `depth`. */
-  private buildPartition(entries: DirEntry[], depth: number): { hash: Hash | null; count: number } {
+  /**
+   * Builds the canonical partition holding `entries` (sorted) at `depth`. `previous`: the leaf
+   * it replaces; when only child hashes changed (the usual checkpoint), its encoding is patched.
+   */
+  private buildPartition(entries: DirEntry[], depth: number, previous?: { hash: Hash; node: TreeNode }): { hash: Hash | null; count: number } {
     if (entries.length === 0) return { hash: null, count: 0 };
     if (entries.length <= LEAF_MAX || depth >= MAX_SPLIT_DEPTH) {
-      return { hash: this.view.writeNode({ kind: "leaf", entries }), count: entries.length };
+      const leaf: LeafNode = { kind: "leaf", entries };
+      return { hash: this.view.writeNode(leaf, previous && patchNode(this.view.cachedBytes(previous.hash), previous.node, leaf)), count: entries.length };
     }
     const groups: DirEntry[][] = Array.from({ length: FANOUT }, () => []);
     for (const entry of entries) groups[bucketOf(this.view.digestOf(entry.name), depth)]!.push(entry);
