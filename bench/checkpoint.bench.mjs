@@ -10,7 +10,7 @@
 import { createHash } from "node:crypto";
 import { statSync } from "node:fs";
 import { join } from "node:path";
-import { checkpointWorkload, median, numberOption, printTable, tempProject } from "./lib.mjs";
+import { OBJECT_DATABASES, checkpointWorkload, mb, median, numberOption, pagesOf, printTable, tempProject } from "./lib.mjs";
 import { Store } from "../dist/core/store/store.js";
 import { Catalog } from "../dist/plugins/checkpoint/catalog.js";
 import { createCheckpoint, listCheckpoints, restoreMemory, validateStore } from "../dist/plugins/checkpoint/checkpoints.js";
@@ -31,21 +31,13 @@ function usedBytes(store) {
 }
 
 // Every sub-database of the environment: the store's own and the checkpoint library's.
-const DATABASES = ["kv", "log", "meta", "blobs", "trees", "packs", "index-journal", "index-filter", "checkpoints"];
-const CHECKPOINT_DATABASES = ["blobs", "trees", "packs", "index-journal", "index-filter", "checkpoints"];
-const OPTIONS = { blobs: { keyEncoding: "binary" }, trees: { keyEncoding: "binary" }, packs: { keyEncoding: "uint32" }, "index-journal": { keyEncoding: "uint32" }, "index-filter": { keyEncoding: "uint32" } };
-
-function pagesOf(root, name) {
-  const s = root.openDB({ name, ...(OPTIONS[name] ? { encoding: "binary", ...OPTIONS[name] } : {}) }).getStats();
-  return s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
-}
+const CHECKPOINT_DATABASES = [...Object.keys(OBJECT_DATABASES), "checkpoints"];
+const DATABASES = ["kv", "log", "meta", ...CHECKPOINT_DATABASES];
 
 function checkpointBytes(store) {
   const root = store.environment;
   return CHECKPOINT_DATABASES.reduce((sum, name) => sum + pagesOf(root, name), 0) * root.getStats().pageSize;
 }
-
-const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(2)} MB`;
 
 const project = tempProject("apex-bench-checkpoint-");
 const store = Store.open(join(project.dir, ".apex"), { actor: "user:bench" });

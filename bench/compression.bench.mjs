@@ -11,7 +11,7 @@
 //     (target: compressed < 2x uncompressed and < 1 s);
 //   - reading every value of the first checkpoint, and validate, after compression.
 import { join } from "node:path";
-import { checkpointWorkload, median, numberOption, printTable, tempProject } from "./lib.mjs";
+import { OBJECT_DATABASES, checkpointWorkload, mb, median, numberOption, pagesOf, printTable, tempProject } from "./lib.mjs";
 import { Store } from "../dist/core/store/store.js";
 import { ObjectStore } from "../dist/core/store/objects.js";
 import { createCheckpoint, readCheckpointMemory, restoreMemory, validateStore } from "../dist/plugins/checkpoint/checkpoints.js";
@@ -24,17 +24,10 @@ const RUNS = numberOption("runs", 5);
 const CHANGED = Math.max(1, Math.round(KEYS / 100));
 // The same data as bench/checkpoint.bench.mjs.
 const { random: next, paths, valueFor } = checkpointWorkload(KEYS);
-const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(2)} MB`;
-
 /** Bytes of LMDB pages in use across the object databases. */
 function objectPages(store) {
   const root = store.environment;
-  let pages = 0;
-  for (const [name, keyEncoding] of [["blobs", "binary"], ["trees", "binary"], ["packs", "uint32"]]) {
-    const s = root.openDB({ name, encoding: "binary", keyEncoding }).getStats();
-    pages += s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
-  }
-  return pages * root.getStats().pageSize;
+  return Object.keys(OBJECT_DATABASES).reduce((sum, name) => sum + pagesOf(root, name), 0) * root.getStats().pageSize;
 }
 
 async function buildStore(dir) {

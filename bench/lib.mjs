@@ -102,3 +102,15 @@ export function checkpointWorkload(keys) {
   const valueFor = (i, version) => ({ id: i, version, title: text(40), body: text(880), tags: [words[i % words.length], `v${version}`] });
   return { random, paths, valueFor };
 }
+
+/** The object store's databases and their key encodings (core/store/objects.ts and its index journal and hash filter). */
+export const OBJECT_DATABASES = Object.freeze({ blobs: "binary", trees: "binary", packs: "uint32", "index-journal": "uint32", "index-filter": "uint32" });
+
+/** LMDB pages in use (free pages excluded) of one named database of an environment. */
+export function pagesOf(root, name) {
+  const keyEncoding = OBJECT_DATABASES[name];
+  const s = root.openDB({ name, ...(keyEncoding ? { encoding: "binary", keyEncoding } : {}) }).getStats();
+  return s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
+}
+
+export const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(2)} MB`;
