@@ -1,5 +1,6 @@
 import { currentActor } from "../../actor.js";
 import type { ProjectLocation } from "../../config/locate.js";
+import type { Engine } from "../../engine.js";
 import { ApexError } from "../../errors.js";
 import { Store } from "../../store/store.js";
 import { terminateGroup } from "../agents.js";
@@ -44,7 +45,7 @@ export async function stopWithoutSupervisor(
     }
     const reason = "stopped by the user (the supervisor was not running)";
     const warn = (message: string) => process.stderr.write(`warning: ${message}\n`);
-    let engine: Awaited<ReturnType<typeof import("../hooks.js").createSessionEngine>> | undefined;
+    let engine: Engine | undefined;
     try {
       const { createSessionEngine } = await import("../hooks.js");
       engine = await createSessionEngine(config, store, warn);
