@@ -114,7 +114,6 @@ async function rejected(promise: Promise<unknown>): Promise<ApexError> {
   throw new Error("expected a rejection");
 }
 
-
 describe("createCheckpoint", () => {
   it("writes a manifest with per-session sequence, parent, counts and an integrity hash", async () => {
     await store.batch((batch) => {
