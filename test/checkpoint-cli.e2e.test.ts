@@ -179,6 +179,7 @@ describe("apex checkpoint", () => {
     expect(fails(["checkpoint", "show", "checkpoint-099"], 3).stderr).toContain("No checkpoint-099 in session");
     expect(fails(["checkpoint", "show", "abcdef12"], 3).stderr).toContain("APEX_E_CHECKPOINT_NOT_FOUND");
     expect(fails(["checkpoint", "show", "ab"], 2).stderr).toContain("too short");
+    expect(fails(["checkpoint", "list", "--limit", "0"], 2).stderr).toContain("Expected a whole number ≥ 1");
     ok(["stop"]);
     // Listing works on an ended session too (the one that ended last).
     expect(list().session_id).toBe(ready.session_id);

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
-import { parseCount } from "./memory.js";
+import { parseCount, parsePositiveCount } from "./memory.js";
 
 const REF_HELP = "a checkpoint: its id, a unique id prefix (4+ characters), checkpoint-007, latest, or <session>/checkpoint-007";
 
@@ -44,7 +44,7 @@ Examples:
     .command("list")
     .description("a session's checkpoints, newest first, one page at a time")
     .option("--session <id>", "another session (default: the current one, else the one that ended last)")
-    .option("-n, --limit <n>", "checkpoints per page (default 20)", parseCount)
+    .option("-n, --limit <n>", "checkpoints per page (default 20)", parsePositiveCount)
     .option("--offset <n>", "skip this many first", parseCount)
     .option("--oldest", "oldest first")
     .option("--json", "print the page as JSON")

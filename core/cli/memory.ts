@@ -98,9 +98,18 @@ Examples:
 }
 
 export function parseCount(text: string): number {
+  return parseWhole(text, 0);
+}
+
+/** A page size and the like: 0 would show nothing. */
+export function parsePositiveCount(text: string): number {
+  return parseWhole(text, 1);
+}
+
+function parseWhole(text: string, min: number): number {
   const value = Number(text);
-  if (!Number.isInteger(value) || value < 0) {
-    throw new ApexError("APEX_E_USAGE", `Expected a whole number ≥ 0, got ${JSON.stringify(text)}.`);
+  if (!Number.isInteger(value) || value < min) {
+    throw new ApexError("APEX_E_USAGE", `Expected a whole number ≥ ${min}, got ${JSON.stringify(text)}.`);
   }
   return value;
 }

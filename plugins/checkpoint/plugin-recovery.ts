@@ -92,9 +92,10 @@ function lostSummary(lost: LostEntry[]): string {
 function printRecovery(view: RecoveryView): void {
   printLine(`Force recovery from ${paint(`${view.session_id}/${view.name}`, "bold")} (${view.id})`);
   if (!view.manifest_verified) printLine(paint("  The manifest does not match its hash: its fields are used as they are.", "red"));
-  printLine(`  memory  ${view.memory.recovered} values verify; ${view.memory.set} to write, ${view.memory.deleted} to delete`);
-  printLine(`  tasks   ${view.tasks.recovered} records verify`);
-  printLine(`  agents  ${view.agents.recovered} records verify`);
+  const verify = (n: number, noun: string) => `${plural(n, noun)} ${n === 1 ? "verifies" : "verify"}`;
+  printLine(`  memory  ${verify(view.memory.recovered, "value")}; ${view.memory.set} to write, ${view.memory.deleted} to delete`);
+  printLine(`  tasks   ${verify(view.tasks.recovered, "record")}`);
+  printLine(`  agents  ${verify(view.agents.recovered, "record")}`);
   if (view.lost.length === 0) {
     printLine("  Nothing was lost: the checkpoint verifies completely.");
     return;
