@@ -65,7 +65,7 @@ interface ListItem {
   pinned: boolean;
 }
 
-function list(args: string[] = []): { session_id: string; total: number; items: ListItem[] } {
+function list(args: string[] = []): { session_id: string; total: number; taken: number; items: ListItem[] } {
   return ok(["checkpoint", "list", "--limit", "1000", ...args, "--json"]);
 }
 
@@ -138,6 +138,7 @@ describe("apex checkpoint", () => {
     const text = ok(["checkpoint", "list", "--limit", "2"]);
     expect(text).toMatch(/checkpoint-002 +[0-9a-f]{8} +\S+ +manual +pinned +Before major refactoring/);
     expect(text).toContain("Showing 1–2 of 3; next page: apex checkpoint list --offset 2 --limit 2");
+    expect(text).toContain("(3, newest first)");
 
     // show: by name, by unique id prefix, latest.
     const shown = ok(["checkpoint", "show", "checkpoint-002", "--json"]);
@@ -283,6 +284,8 @@ describe("apex checkpoint", () => {
     ok(["task", "claim", "--agent", "worker"]);
     const items = list().items;
     expect(items.map((item) => item.trigger)).toEqual(["beforeTask"]); // retention kept the latest only
+    expect(list()).toMatchObject({ total: 1, taken: 3 });
+    expect(ok(["checkpoint", "list"])).toContain("(1 kept of 3 taken, newest first)");
     expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.git_state).toMatchObject({ branch: "main", commit: head });
   });
 });

@@ -25,6 +25,8 @@ export interface ListOptions {
 export interface CheckpointPage {
   session_id: string;
   total: number;
+  /** Checkpoints ever taken in the session (the last sequence number): more than `total` once some were removed. */
+  taken: number;
   offset: number;
   limit: number;
   order: "newest" | "oldest";
@@ -53,7 +55,9 @@ export function checkpointPage(store: Store, options: Omit<ListOptions, "json">)
   const catalog = Catalog.of(store);
   const items: CheckpointListItem[] = [];
   for (const summary of catalog.summaries(sessionId, { reverse: !options.oldest, offset, limit })) items.push(listItem(summary));
-  return { session_id: sessionId, total: catalog.count(sessionId), offset, limit, order: options.oldest ? "oldest" : "newest", items };
+  const total = catalog.count(sessionId);
+  const taken = Math.max(total, catalog.lastSequence(sessionId));
+  return { session_id: sessionId, total, taken, offset, limit, order: options.oldest ? "oldest" : "newest", items };
 }
 
 function listItem(summary: CheckpointSummary): CheckpointListItem {
@@ -103,7 +107,9 @@ function printPage(page: CheckpointPage): void {
     printLine(paint('Create one: apex checkpoint create "what this is"', "gray"));
     return;
   }
-  printLine(`Checkpoints of session ${paint(page.session_id, "bold")} (${page.total}, ${page.order} first)`);
+  // Retention and repair remove checkpoints; their numbers are never reused, so say why they skip.
+  const count = page.taken > page.total ? `${page.total} kept of ${page.taken} taken` : `${page.total}`;
+  printLine(`Checkpoints of session ${paint(page.session_id, "bold")} (${count}, ${page.order} first)`);
   if (page.items.length === 0) {
     printLine(`No checkpoints past offset ${page.offset}.`);
     return;
