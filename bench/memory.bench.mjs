@@ -5,6 +5,7 @@
 //   over the same range (a node process opening the same store and printing the same entries).
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { APEX, REPO, compare, median, printTable, tempProject, timeOnce } from "./lib.mjs";
 
 const KEYS = 100_000;
@@ -54,10 +55,12 @@ try {
     `import { createRequire } from "node:module";
 const require = createRequire(${JSON.stringify(join(REPO, "package.json"))});
 const { open } = require("lmdb");
+// Values are stored in APEX's value encoding: decoded with its decoder, as lmdb-js would with its own.
+const { decodeValue } = await import(${JSON.stringify(pathToFileURL(join(REPO, "dist/core/store/value-codec.js")).href)});
 const root = open({ path: ${JSON.stringify(join(projectDir, ".apex/store.mdb"))}, maxDbs: 16, readOnly: true, compression: false });
-const kv = root.openDB({ name: "kv" });
+const kv = root.openDB({ name: "kv", encoding: "binary" });
 let out = "";
-for (const { key, value } of kv.getRange({ start: "/a/", end: "/a0" })) out += key + "  " + JSON.stringify(value) + "\\n";
+for (const { key, value } of kv.getRange({ start: "/a/", end: "/a0" })) out += key + "  " + JSON.stringify(decodeValue(value)) + "\\n";
 process.stdout.write(out);
 `,
   );

@@ -44,11 +44,12 @@ vi.mock("uuid", async (importOriginal) => {
 
 const DIST_WORKER = join(REPO_ROOT, "dist/plugins/checkpoint/validate-worker.js");
 /**
- * Damaged record bytes: msgpack 0xC1 ("never used") decodes to an object that is not JSON.
- * (Bytes that make the decoder read past the record, such as an array header claiming
- * 65535 items, can take seconds or worse to fail: one reason validation runs out of process.)
+ * Damaged record bytes: a msgpack timestamp, read as a record written before the value
+ * encoding (core/store/value-codec.ts), decodes to a Date, which is not JSON. (Bytes that
+ * make a decoder read past the record can take long to fail: one reason validation runs
+ * out of process.)
  */
-const NOT_JSON = Buffer.from([0xc1]);
+const NOT_JSON = Buffer.from([0xd6, 0xff, 0, 0, 0, 0]);
 
 /** Child processes run the compiled library: make sure it is there and not older than the sources. */
 function requireBuild(): void {

@@ -24,6 +24,7 @@ import {
 import { JOURNAL_MERGE_ENTRIES } from "../core/store/index-journal.js";
 import { FILTER_DB, HashFilter } from "../core/store/hash-filter.js";
 import { Store, type JsonValue } from "../core/store/store.js";
+import { encodeValue } from "../core/store/value-codec.js";
 import { random, tempDir } from "./helpers/cli.js";
 
 
@@ -425,7 +426,7 @@ describe("index journal", () => {
         const set = new ChangeSet();
         set.add(["lost"]);
         updateTree(view, null, set, () => ({ never: "committed" }));
-        written = sha256(canonicalJson({ never: "committed" }));
+        written = sha256(encodeValue({ never: "committed" }));
         expect(objects.has("value", written)).toBe(true); // visible inside the transaction
         throw new Error("abort");
       }),
@@ -567,7 +568,7 @@ describe("hash filter", () => {
     const objects = ObjectStore.of(store);
     build(sample(50, "a"));
     store.environment.transactionSync(() => objects.mergeJournal());
-    const bytes = Buffer.from(canonicalJson({ planted: true }));
+    const bytes = encodeValue({ planted: true });
     const hash = sha256(bytes);
     store.environment.transactionSync(() => objects.putMany([{ kind: "value", hash, bytes }]));
     expect(storedForWrite("value", hash)).toBe(true);
@@ -602,14 +603,15 @@ describe("hash filter", () => {
     const planted = { from: "another process" };
     const script = `
       const { Store } = await import(${JSON.stringify(new URL("../dist/core/store/store.js", import.meta.url).href)});
-      const { ObjectStore, canonicalJson, sha256 } = await import(${JSON.stringify(new URL("../dist/core/store/objects.js", import.meta.url).href)});
+      const { ObjectStore, sha256 } = await import(${JSON.stringify(new URL("../dist/core/store/objects.js", import.meta.url).href)});
+      const { encodeValue } = await import(${JSON.stringify(new URL("../dist/core/store/value-codec.js", import.meta.url).href)});
       const store = Store.open(${JSON.stringify(store.dir)});
-      const bytes = Buffer.from(canonicalJson(${JSON.stringify(planted)}));
+      const bytes = encodeValue(${JSON.stringify(planted)});
       await store.transaction(() => ObjectStore.of(store).putMany([{ kind: "value", hash: sha256(bytes), bytes }]));
       await store.close();`;
     const { execFileSync } = await import("node:child_process");
     execFileSync(process.execPath, ["--input-type=module", "-e", script]);
-    const hash = sha256(canonicalJson(planted));
+    const hash = sha256(encodeValue(planted));
     expect(storedForWrite("value", hash)).toBe(true);
     const written = build(new Map<string, JsonValue>([["/planted", planted]]));
     expect(written.stats.valuesWritten).toBe(0);

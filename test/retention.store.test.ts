@@ -3,7 +3,8 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Config } from "../core/config/types.js";
 import { Engine } from "../core/engine.js";
-import { ObjectStore, canonicalBytes, sha256 } from "../core/store/objects.js";
+import { ObjectStore, sha256 } from "../core/store/objects.js";
+import { encodeValue } from "../core/store/value-codec.js";
 import { Store, type JsonValue } from "../core/store/store.js";
 import {
   checkpointInfo,
@@ -174,7 +175,7 @@ describe("deleting and sweeping", () => {
 
     // Values only deleted checkpoints held are gone; those kept ones need are not.
     const objects = ObjectStore.of(store);
-    const valueHash = (value: JsonValue) => sha256(canonicalBytes(value));
+    const valueHash = (value: JsonValue) => sha256(encodeValue(value));
     expect(objects.getRaw("value", valueHash({ step: 4, text: "unique to step 4" }))).toBeUndefined();
     expect(objects.getRaw("value", valueHash({ step: 0, text: "unique to step 0" }))).toBeUndefined();
     expect(objects.getRaw("value", valueHash({ step: 1, text: "unique to step 1" }))).toBeDefined(); // pinned checkpoint-002

@@ -6,7 +6,10 @@ import { ApexError } from "../errors.js";
 import { FILTER_DB, HashFilter, type FilterTable } from "./hash-filter.js";
 import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "./index-journal.js";
 import type { JsonValue, Store } from "./store.js";
+import { compareCodePoints, decodeValue, describeNotJson, encodeJson, isEncodedValue } from "./value-codec.js";
 import { varintSize, writeVarint } from "./varint.js";
+
+export { compareCodePoints } from "./value-codec.js";
 
 /**
  * Content-addressed objects: JSON values ("blobs") and the Merkle tree of the path
@@ -27,8 +30,9 @@ import { varintSize, writeVarint } from "./varint.js";
  * with gzip or brotli: the location record of every object in it then also holds the codec
  * and the pack's uncompressed size, and offset and length address the uncompressed bytes.
  * Reads decompress transparently; hashes are always those of the uncompressed bytes.
- * A value's bytes are its canonical JSON (UTF-8, object keys sorted by code point); a tree
- * node's, the binary encoding of encodeTreeNode. Objects written in one transaction go
+ * A value's bytes are its value encoding (value-codec.ts: canonical MessagePack behind a
+ * tag byte, the same bytes as its keyspace record), or, for values stored before that
+ * encoding, its canonical JSON text; a tree node's, the binary encoding of encodeTreeNode. Objects written in one transaction go
  * into new packs (git's packfiles, without deltas): one object per B-tree record under a
  * random hash key would leave pages a third to half empty. Value packs are large; tree
  * node packs small (read on every checkpoint, they must be cheap to copy).
@@ -81,25 +85,6 @@ export function sha256(bytes: Uint8Array | string): Hash {
 
 export function isHash(value: unknown): value is Hash {
   return typeof value === "string" && HASH_PATTERN.test(value);
-}
-
-/**
- * Orders strings by Unicode code point, which is also the order of their UTF-8 bytes
- * (LMDB's key order). Plain `<` compares UTF-16 code units and puts U+10000.. before U+E000..
- */
-export function compareCodePoints(a: string, b: string): number {
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i++) {
-    let x = a.charCodeAt(i);
-    let y = b.charCodeAt(i);
-    if (x === y) continue;
-    if (x >= 0xd800 && y >= 0xd800) {
-      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
-      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
-    }
-    return x - y;
-  }
-  return a.length - b.length;
 }
 
 /**
@@ -178,42 +163,20 @@ function encodeCanonical(value: unknown): string {
   }
 }
 
-/** The error for the first part of `value` that is not JSON (undefined if all of it is). */
-function describeNotJson(value: unknown, where: string): ApexError | undefined {
-  switch (typeof value) {
-    case "string":
-    case "boolean":
-      return undefined;
-    case "number":
-      return Number.isFinite(value) ? undefined : notJson(where, `the number ${String(value)}`);
-    case "object": {
-      if (value === null) return undefined;
-      if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) {
-          const found = describeNotJson(value[i], `${where}[${i}]`);
-          if (found) return found;
-        }
-        return undefined;
-      }
-      const prototype = Object.getPrototypeOf(value);
-      if (prototype !== Object.prototype && prototype !== null) {
-        return notJson(where, `an instance of ${(value as object).constructor?.name ?? "a class"}`);
-      }
-      const record = value as Record<string, unknown>;
-      for (const key of Object.keys(record).sort(compareCodePoints)) {
-        if (record[key] === undefined) continue;
-        const found = describeNotJson(record[key], `${where}.${key}`);
-        if (found) return found;
-      }
-      return undefined;
-    }
-    default:
-      return notJson(where, `a ${typeof value}`);
-  }
+/**
+ * A value already in its stored encoding (value-codec.ts): what a checkpoint reads from the
+ * keyspace, to hash and store without decoding it.
+ */
+export class EncodedValue {
+  constructor(readonly bytes: Buffer) {}
 }
 
-function notJson(where: string, what: string): ApexError {
-  return new ApexError("APEX_E_BAD_JSON", `Not a JSON value${where ? ` at ${where}` : ""}: ${what}.`);
+/**
+ * The JSON value a value object holds: the value encoding (value-codec.ts), or canonical
+ * JSON text, which value objects written before that encoding are. Throws if it is neither.
+ */
+export function decodeValueObject(bytes: Buffer): JsonValue {
+  return isEncodedValue(bytes) ? decodeValue(bytes) : (JSON.parse(bytes.toString("utf8")) as JsonValue);
 }
 
 export function canonicalBytes(value: unknown): Buffer {
@@ -1355,17 +1318,21 @@ export class ObjectView {
     return this.objects.digestOf(name);
   }
 
-  writeValue(value: JsonValue): Hash {
-    const text = canonicalJson(value);
-    const hash = sha256(text); // of its UTF-8 bytes (canonical JSON has no lone surrogates)
+  /**
+   * Stores a value: given as JSON, or already as its encoding (a keyspace record read as
+   * it is stored, see value-codec.ts), which is then hashed and stored as it is.
+   */
+  writeValue(value: JsonValue | EncodedValue): Hash {
+    const bytes = value instanceof EncodedValue ? value.bytes : encodeJson(value);
+    const hash = sha256(bytes);
     if (this.overlayValues) {
-      this.overlayValues.set(hash, Buffer.from(text, "utf8"));
+      this.overlayValues.set(hash, bytes);
       return hash;
     }
     if (!this.pending.has(hash) && !this.objects.stored("value", hash, true)) {
-      this.pending.set(hash, { kind: "value", bytes: text });
+      this.pending.set(hash, { kind: "value", bytes });
       this.stats.valuesWritten += 1;
-      this.stats.valueBytesWritten += Buffer.byteLength(text, "utf8");
+      this.stats.valueBytesWritten += bytes.length;
     }
     return hash;
   }
@@ -1412,7 +1379,7 @@ export class ObjectView {
   readValue(hash: Hash): JsonValue {
     const bytes = this.valueBytes(hash);
     try {
-      return JSON.parse(bytes.toString("utf8")) as JsonValue;
+      return decodeValueObject(bytes);
     } catch (error) {
       throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
     }
@@ -1492,7 +1459,7 @@ export function updateTree(
   view: ObjectView,
   root: Hash | null,
   changes: ChangeSet,
-  read: (segments: readonly string[]) => JsonValue | undefined,
+  read: (segments: readonly string[]) => JsonValue | EncodedValue | undefined,
   label: (segments: readonly string[]) => string = (segments) => `/${segments.join("/")}`,
 ): TreeUpdate {
   const builder = new TreeBuilder(view, read, label);
@@ -1505,7 +1472,7 @@ class TreeBuilder {
   valueDelta = 0;
   constructor(
     private readonly view: ObjectView,
-    private readonly read: (segments: readonly string[]) => JsonValue | undefined,
+    private readonly read: (segments: readonly string[]) => JsonValue | EncodedValue | undefined,
     private readonly label: (segments: readonly string[]) => string,
   ) {}
 

@@ -6,6 +6,7 @@ import { currentActor } from "../actor.js";
 import { ApexError } from "../errors.js";
 import { compileGlob } from "./glob.js";
 import { checkPath, subtreeRange } from "./paths.js";
+import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "./value-codec.js";
 
 /** A JSON value as stored in the keyspace. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
@@ -31,6 +32,8 @@ export interface Entry {
 /** A write batch applied in one LMDB transaction: all or nothing. */
 export interface WriteBatch {
   set(path: string, value: JsonValue): void;
+  /** Sets a value given in its encoding (value-codec.ts), e.g. a checkpoint's value object. */
+  setEncoded(path: string, bytes: Buffer): void;
   delete(path: string): boolean;
   deleteTree(path: string): number;
   get(path: string): JsonValue | undefined;
@@ -57,7 +60,35 @@ interface LogRecord {
 
 // lmdb's CommonJS build is one bundled file: it loads in about half the time of its ESM
 // module graph, and every CLI command pays that time at start-up.
-const { open } = createRequire(import.meta.url)("lmdb") as typeof import("lmdb");
+const requireLmdb = createRequire(import.meta.url);
+const { open, asBinary } = requireLmdb("lmdb") as typeof import("lmdb");
+
+interface Decoder {
+  decode(bytes: Uint8Array, size?: unknown): unknown;
+}
+
+let legacyDecoder: Decoder | undefined;
+
+/**
+ * Records written before the value encoding are lmdb-js's default msgpack (msgpackr, as lmdb-js
+ * configures it for a database without shared structures): decoded with lmdb-js's own copy.
+ */
+function legacy(): Decoder {
+  if (!legacyDecoder) {
+    const { Encoder } = createRequire(requireLmdb.resolve("lmdb"))("msgpackr") as { Encoder: new (options: object) => Decoder };
+    legacyDecoder = new Encoder({ copyBuffers: true });
+  }
+  return legacyDecoder;
+}
+
+/** A keyspace record: the value encoding, or a record written before it. */
+function decodeRecord(bytes: Uint8Array, size?: unknown): JsonValue {
+  const length = typeof size === "number" ? size : bytes.length;
+  if (length > 0 && bytes[0] === VALUE_TAG) return decodeValue(bytes, length);
+  return legacy().decode(bytes, size) as JsonValue;
+}
+
+const KV_ENCODER = { encode: (value: unknown) => encodeJson(value), decode: decodeRecord };
 
 const REVISION_KEY = "revision";
 export const STORE_FILE = "store.mdb";
@@ -89,7 +120,9 @@ export class Store {
     this.readOnly = options.readOnly ?? false;
     this.actor = options.actor ?? currentActor();
     this.root = root;
-    this.kv = root.openDB<JsonValue, string>({ name: "kv" });
+    // Values are stored in the value encoding (value-codec.ts), the bytes a checkpoint hashes.
+    // (lmdb-js takes an `encoder` for any database; its types list it for the root only.)
+    this.kv = root.openDB<JsonValue, string>({ name: "kv", encoder: KV_ENCODER } as { name: string });
     this.log = root.openDB<LogRecord, number>({ name: "log" });
     this.meta = root.openDB<unknown, string>({ name: "meta" });
   }
@@ -127,6 +160,8 @@ export class Store {
 
   /** Opens a named sub-database in the same environment (for plugins: blobs, indexes, …). */
   openDatabase<V = unknown, K extends string | number | (string | number)[] = string>(name: string): Database<V, K> {
+    // The keyspace's own handle: its values are in the value encoding.
+    if (name === "kv") return this.kv as unknown as Database<V, K>;
     return this.root.openDB<V, K>({ name });
   }
 
@@ -137,6 +172,17 @@ export class Store {
 
   get(path: string): JsonValue | undefined {
     return this.kv.get(checkPath(path));
+  }
+
+  /**
+   * The record at `path` in the value encoding (value-codec.ts), as stored: a checkpoint
+   * hashes it without decoding it. A record written before that encoding is re-encoded;
+   * one that is not JSON throws APEX_E_BAD_JSON.
+   */
+  getEncoded(path: string): Buffer | undefined {
+    const bytes = this.kv.getBinary(checkPath(path));
+    if (bytes === undefined || isEncodedValue(bytes)) return bytes;
+    return encodeJson(legacy().decode(bytes));
   }
 
   has(path: string): boolean {
@@ -273,7 +319,20 @@ export class Store {
       set(path, value) {
         checkPath(path);
         if (value === undefined) throw new ApexError("APEX_E_BAD_JSON", `No value given for ${path}.`);
-        kv.put(path, value);
+        let bytes: Buffer;
+        try {
+          bytes = encodeJson(value);
+        } catch (error) {
+          if (error instanceof ApexError) throw new ApexError(error.code, `${path}: ${error.message}`, { details: { path } });
+          throw error;
+        }
+        kv.put(path, asBinary(bytes) as unknown as JsonValue);
+        record(path, "put");
+      },
+      setEncoded(path, bytes) {
+        checkPath(path);
+        if (!isEncodedValue(bytes)) throw new ApexError("APEX_E_INTERNAL", `setEncoded(${path}): not in the value encoding.`);
+        kv.put(path, asBinary(bytes) as unknown as JsonValue);
         record(path, "put");
       },
       delete(path) {

@@ -3,6 +3,7 @@ import { promisify } from "node:util";
 import { brotliCompress, brotliDecompressSync, gunzipSync, gzip, type BrotliOptions, type ZlibOptions } from "node:zlib";
 import { ApexError, type ErrorCode } from "../../core/errors.js";
 import {
+  decodeValueObject,
   PACK_CODEC_IDS,
   canonicalBytes,
   codecOptions,
@@ -215,7 +216,7 @@ export function readBundle(file: Buffer, limits: ReadLimits = {}): BundleContent
     if (sha256(bytes) !== entry.hash) invalid(`object ${entry.hash.slice(0, 12)} does not match its hash`);
     try {
       if (entry.kind === "tree") nodes.set(entry.hash, decodeTreeNode(bytes));
-      else JSON.parse(bytes.toString("utf8"));
+      else decodeValueObject(bytes);
     } catch (error) {
       invalid(`object ${entry.hash.slice(0, 12)} cannot be decoded as a ${entry.kind === "tree" ? "tree node" : "value"}: ${(error as Error).message}`);
     }

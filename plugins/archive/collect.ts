@@ -1,6 +1,7 @@
 import { ApexError } from "../../core/errors.js";
 import { APEX_VERSION } from "../../core/plugins.js";
 import {
+  decodeValueObject,
   ObjectDamageError,
   ObjectStore,
   PackCache,
@@ -137,7 +138,7 @@ function collectObjects(store: Store, sessionId: string, checkpoints: readonly C
           seen.add(`value:${entry.value}`);
           const value = read("value", entry.value, where);
           try {
-            JSON.parse(value.toString("utf8"));
+            decodeValueObject(value);
           } catch (error) {
             throw damaged(sessionId, new ObjectDamageError("value", entry.value, "undecodable", (error as Error).message).message, where);
           }

@@ -1,7 +1,10 @@
 import { v4 as uuidv4 } from "uuid";
 import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
+import { decodeValue, isEncodedValue } from "../../core/store/value-codec.js";
 import {
+  EncodedValue,
+  ObjectDamageError,
   ObjectStore,
   canonicalJson,
   diffTrees,
@@ -251,6 +254,16 @@ export function listCheckpoints(store: Store, sessionId: string, options: ListOp
 // ---------------------------------------------------------------------------------------------
 // Show, read, diff
 
+/** `bytes` (a verified value object in the value encoding), once it is known to decode. */
+function checkedEncoding(hash: Hash, bytes: Buffer): Buffer {
+  try {
+    decodeValue(bytes);
+  } catch (error) {
+    throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
+  }
+  return bytes;
+}
+
 export interface CheckpointDetails {
   manifest: CheckpointManifest;
   /** Task id (path below /sessions/<sid>/tasks) -> task record. */
@@ -437,13 +450,15 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
       ...(options.memory !== false ? { memory: { scope, base: catalog.base(key) } } : {}),
       ...(withSession ? { session: { id: target } } : {}),
     });
-    const writes: Array<{ path: string; value?: JsonValue }> = [];
+    const writes: Array<{ path: string; value?: JsonValue | EncodedValue }> = [];
     const collect = (mount: string, from: Hash | null, to: Hash | null): PathChanges => {
       const changes: PathChanges = { set: [], deleted: [] };
       diffTrees(view, from, to, (change) => {
         const path = `${mount}${segmentsPath(change.segments)}`;
         if (change.after) {
-          writes.push({ path, value: view.readValue(change.after) });
+          // A value object in the value encoding goes back into the keyspace as it is.
+          const bytes = view.valueBytes(change.after);
+          writes.push({ path, value: isEncodedValue(bytes) ? new EncodedValue(checkedEncoding(change.after, bytes)) : view.readValue(change.after) });
           changes.set.push(path);
         } else {
           writes.push({ path });
@@ -461,6 +476,7 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
       revision = store.batchSync((batch) => {
         for (const write of writes) {
           if (write.value === undefined) batch.delete(write.path);
+          else if (write.value instanceof EncodedValue) batch.setEncoded(write.path, write.value.bytes);
           else batch.set(write.path, write.value);
         }
       }, options.actor ?? ACTORS.restore).revision;

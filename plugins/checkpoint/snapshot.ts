@@ -1,5 +1,6 @@
 import { ApexError, isApexError } from "../../core/errors.js";
-import { ChangeSet, canonicalJson, isObjectDamage, updateTree, type Hash, type ObjectView } from "../../core/store/objects.js";
+import { decodeValue } from "../../core/store/value-codec.js";
+import { ChangeSet, EncodedValue, canonicalJson, isObjectDamage, updateTree, type Hash, type ObjectView } from "../../core/store/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import type { MemoryBase } from "./catalog.js";
 import { agentsRoot, tasksRoot } from "./manifest.js";
@@ -129,7 +130,7 @@ function buildTree(
   view: ObjectView,
   base: { root: Hash | null; count: number } | undefined,
   changes: ChangeSet,
-  read: (segments: readonly string[]) => JsonValue | undefined,
+  read: (segments: readonly string[]) => JsonValue | EncodedValue | undefined,
   label: (segments: readonly string[]) => string,
   everything: () => ChangeSet,
 ): TreeResult {
@@ -147,13 +148,18 @@ function buildTree(
   return { root: built.root, count: built.valueDelta, changed: all.size, full: true };
 }
 
-/** Reads one record for hashing, naming the path if it cannot be decoded (or, with `skip`, leaving it out). */
-export function readRecord(store: Store, path: string, skip = false): JsonValue | undefined {
-  let value: JsonValue | undefined;
+/**
+ * Reads one record for hashing, as stored (in the value encoding, so it is hashed without
+ * being decoded), naming the path if it cannot be read or is not JSON (or, with `skip`,
+ * leaving it out).
+ */
+export function readRecord(store: Store, path: string, skip = false): EncodedValue | undefined {
+  let bytes: Buffer | undefined;
   try {
-    value = store.get(path);
+    bytes = store.getEncoded(path);
   } catch (error) {
     if (skip) return undefined;
+    if (isApexError(error) && error.code === "APEX_E_BAD_JSON") throw new ApexError("APEX_E_BAD_JSON", `${path}: ${error.message}`, { details: { path } });
     if (isApexError(error)) throw error;
     throw new ApexError("APEX_E_INTEGRITY", `The record at ${path} cannot be decoded: ${(error as Error).message}`, {
       hint: "Run `apex session validate` and `apex session repair`.",
@@ -161,14 +167,16 @@ export function readRecord(store: Store, path: string, skip = false): JsonValue 
       cause: error,
     });
   }
-  if (skip && value !== undefined) {
+  if (bytes === undefined) return undefined;
+  if (skip) {
+    // Only intact records go into trees used as a source of intact objects.
     try {
-      canonicalJson(value);
+      decodeValue(bytes);
     } catch {
       return undefined;
     }
   }
-  return value;
+  return new EncodedValue(bytes);
 }
 
 /** Reads a record that must be JSON: `ok: false` when it cannot be decoded or decodes to something that is not JSON. */

@@ -2,6 +2,7 @@ import {
   ObjectStore,
   canonicalJson,
   decodeTreeNode,
+  decodeValueObject,
   isObjectDamage,
   sha256,
   type Hash,
@@ -447,7 +448,7 @@ function unreferencedObjectProblem(objects: ObjectStore, kind: ObjectKind, hash:
     return { code: `${kind}-corrupt`, severity: "error", message: `Unreferenced ${what} ${short(hash)} does not match its hash (corrupted bytes).`, hash };
   }
   try {
-    if (kind === "value") JSON.parse(bytes.toString("utf8"));
+    if (kind === "value") decodeValueObject(bytes);
     else decodeTreeNode(bytes);
   } catch (error) {
     return { code: `${kind}-undecodable`, severity: "error", message: `Unreferenced ${what} ${short(hash)} cannot be decoded: ${(error as Error).message}.`, hash };
