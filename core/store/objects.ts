@@ -32,8 +32,8 @@ export { compareCodePoints } from "./value-codec.js";
  * Reads decompress transparently; hashes are always those of the uncompressed bytes.
  * A value's bytes are its value encoding (value-codec.ts: canonical MessagePack behind a
  * tag byte, the same bytes as its keyspace record), or, for values stored before that
- * encoding, its canonical JSON text; a tree node's, the binary encoding of encodeTreeNode. Objects written in one transaction go
- * into new packs (git's packfiles, without deltas): one object per B-tree record under a
+ * encoding, its canonical JSON text; a tree node's, the binary encoding of encodeTreeNode.
+ * Objects written in one transaction go into new packs (git's packfiles, without deltas): one object per B-tree record under a
  * random hash key would leave pages a third to half empty. Value packs are large; tree
  * node packs small (read on every checkpoint, they must be cheap to copy).
  *
@@ -536,11 +536,11 @@ function storedLiveBytes(packSize: number, liveLength: number, rawSize: number |
 // ---------------------------------------------------------------------------------------------
 // Object store
 
-/** An object to store: its bytes, or for a value its canonical JSON text (stored as UTF-8). */
+/** An object to store. */
 export interface NewObject {
   kind: ObjectKind;
   hash: Hash;
-  bytes: Uint8Array | string;
+  bytes: Uint8Array;
 }
 
 /** Where an object's bytes are: a slice of a pack (of its uncompressed bytes, for a compressed pack). */
@@ -879,7 +879,7 @@ export class ObjectStore {
     interface OpenPack {
       kind: ObjectKind;
       codec: PackCodec | undefined;
-      parts: Array<Uint8Array | string>;
+      parts: Uint8Array[];
       size: number;
       entries: Array<{ hash: Hash; offset: number; length: number }>;
     }
@@ -892,12 +892,9 @@ export class ObjectStore {
       const raw = Buffer.allocUnsafe(pack.size);
       let at = 0;
       for (const part of pack.parts) {
-        if (typeof part === "string") at += raw.write(part, at, "utf8");
-        else {
-          // `length`, not the whole view: a Buffer from getBinaryFast may be a larger shared one.
-          raw.set(part.length === part.byteLength ? part : part.subarray(0, part.length), at);
-          at += part.length;
-        }
+        // `length`, not the whole view: a Buffer from getBinaryFast may be a larger shared one.
+        raw.set(part.length === part.byteLength ? part : part.subarray(0, part.length), at);
+        at += part.length;
       }
       const compressed = pack.codec ? { codec: PACK_CODEC_IDS[pack.codec], rawSize: raw.length } : {};
       this.packs.put(packId, pack.codec ? compressPack(pack.codec, raw, options.level) : raw, { append: true });
@@ -908,8 +905,8 @@ export class ObjectStore {
     };
     for (const { kind, hash, bytes: given, codec } of objects) {
       // Held until its pack is written: a view into memory someone else may reuse is copied now.
-      const bytes = typeof given === "string" || Buffer.isBuffer(given) ? given : copyOf(given);
-      const length = typeof bytes === "string" ? Buffer.byteLength(bytes, "utf8") : bytes.length;
+      const bytes = Buffer.isBuffer(given) ? given : copyOf(given);
+      const length = bytes.length;
       const key = codec ? `${kind}:${codec}` : kind;
       let pack = open.get(key);
       if (!pack) open.set(key, (pack = { kind, codec, parts: [], size: 0, entries: [] }));
@@ -1296,8 +1293,8 @@ export class ObjectView {
   readonly objects: ObjectStore;
   readonly stats: WriteStats = { valuesWritten: 0, valueBytesWritten: 0, treesBuilt: 0, treesWritten: 0, treeBytesWritten: 0, packsWritten: 0 };
   private readonly nodeCache: NodeCache;
-  /** Objects to store at flush(): a value as its canonical JSON text (encoded straight into its pack). */
-  private readonly pending = new Map<Hash, { kind: ObjectKind; bytes: Buffer | string }>();
+  /** Objects to store at flush(). */
+  private readonly pending = new Map<Hash, { kind: ObjectKind; bytes: Buffer }>();
   private readonly packCache = new PackCache();
   readonly overlayTrees: Map<Hash, Buffer> | undefined;
   readonly overlayValues: Map<Hash, Buffer> | undefined;
@@ -1364,8 +1361,7 @@ export class ObjectView {
 
   private bytesOf(kind: ObjectKind, hash: Hash): Buffer | undefined {
     const overlay = kind === "value" ? this.overlayValues : this.overlayTrees;
-    const found = overlay?.get(hash) ?? this.pending.get(hash)?.bytes ?? this.objects.getRaw(kind, hash, this.packCache, true);
-    return typeof found === "string" ? Buffer.from(found, "utf8") : found;
+    return overlay?.get(hash) ?? this.pending.get(hash)?.bytes ?? this.objects.getRaw(kind, hash, this.packCache, true);
   }
 
   /** The verified bytes of a value. */
@@ -1380,6 +1376,21 @@ export class ObjectView {
     const bytes = this.valueBytes(hash);
     try {
       return decodeValueObject(bytes);
+    } catch (error) {
+      throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
+    }
+  }
+
+  /**
+   * The verified value in the value encoding, as a keyspace record holds it: a value object
+   * in that encoding as it is (once it is known to decode), an older one re-encoded.
+   */
+  encodedValue(hash: Hash): Buffer {
+    const bytes = this.valueBytes(hash);
+    try {
+      if (!isEncodedValue(bytes)) return encodeJson(JSON.parse(bytes.toString("utf8")));
+      decodeValue(bytes);
+      return bytes;
     } catch (error) {
       throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
     }
@@ -1412,7 +1423,7 @@ export class ObjectView {
 // ---------------------------------------------------------------------------------------------
 // Building trees
 
-function* pendingObjects(pending: ReadonlyMap<Hash, { kind: ObjectKind; bytes: Buffer | string }>): Iterable<NewObject> {
+function* pendingObjects(pending: ReadonlyMap<Hash, { kind: ObjectKind; bytes: Buffer }>): Iterable<NewObject> {
   for (const [hash, { kind, bytes }] of pending) yield { kind, hash, bytes };
 }
 

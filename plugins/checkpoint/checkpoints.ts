@@ -1,10 +1,7 @@
 import { v4 as uuidv4 } from "uuid";
 import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { decodeValue, isEncodedValue } from "../../core/store/value-codec.js";
 import {
-  EncodedValue,
-  ObjectDamageError,
   ObjectStore,
   canonicalJson,
   diffTrees,
@@ -254,16 +251,6 @@ export function listCheckpoints(store: Store, sessionId: string, options: ListOp
 // ---------------------------------------------------------------------------------------------
 // Show, read, diff
 
-/** `bytes` (a verified value object in the value encoding), once it is known to decode. */
-function checkedEncoding(hash: Hash, bytes: Buffer): Buffer {
-  try {
-    decodeValue(bytes);
-  } catch (error) {
-    throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
-  }
-  return bytes;
-}
-
 export interface CheckpointDetails {
   manifest: CheckpointManifest;
   /** Task id (path below /sessions/<sid>/tasks) -> task record. */
@@ -450,15 +437,13 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
       ...(options.memory !== false ? { memory: { scope, base: catalog.base(key) } } : {}),
       ...(withSession ? { session: { id: target } } : {}),
     });
-    const writes: Array<{ path: string; value?: JsonValue | EncodedValue }> = [];
+    const writes: Array<{ path: string; bytes?: Buffer }> = [];
     const collect = (mount: string, from: Hash | null, to: Hash | null): PathChanges => {
       const changes: PathChanges = { set: [], deleted: [] };
       diffTrees(view, from, to, (change) => {
         const path = `${mount}${segmentsPath(change.segments)}`;
         if (change.after) {
-          // A value object in the value encoding goes back into the keyspace as it is.
-          const bytes = view.valueBytes(change.after);
-          writes.push({ path, value: isEncodedValue(bytes) ? new EncodedValue(checkedEncoding(change.after, bytes)) : view.readValue(change.after) });
+          writes.push({ path, bytes: view.encodedValue(change.after) }); // a value object goes back as it is
           changes.set.push(path);
         } else {
           writes.push({ path });
@@ -475,9 +460,8 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     if (!options.dryRun && writes.length > 0) {
       revision = store.batchSync((batch) => {
         for (const write of writes) {
-          if (write.value === undefined) batch.delete(write.path);
-          else if (write.value instanceof EncodedValue) batch.setEncoded(write.path, write.value.bytes);
-          else batch.set(write.path, write.value);
+          if (write.bytes === undefined) batch.delete(write.path);
+          else batch.setEncoded(write.path, write.bytes);
         }
       }, options.actor ?? ACTORS.restore).revision;
     }
