@@ -20,6 +20,13 @@ import type { JsonValue } from "./store.js";
  */
 export const VALUE_TAG = 0xc1;
 
+declare global {
+  interface String {
+    /** ES2024, in every Node this runs on (>= 20.5); TypeScript's lib here is older. */
+    isWellFormed(): boolean;
+  }
+}
+
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
 /**
@@ -29,7 +36,7 @@ const MAX_SAFE = Number.MAX_SAFE_INTEGER;
  * (until their commit or flush).
  */
 const SLAB_BYTES = 256 * 1024;
-let scratch = Buffer.allocUnsafeSlow(SLAB_BYTES);
+let scratch = Buffer.allocUnsafeSlow(0); // the first encoding takes a slab (not every command encodes)
 /** Where the encoding being written starts in `scratch`, and the position being written. */
 let start = 0;
 let at = 0;
@@ -86,7 +93,7 @@ function write(value: unknown): void {
         return;
       }
       if (Array.isArray(value)) {
-        writeHeader(value.length, 0x90, 0xdc);
+        writeLength(value.length, 0x90, 16, 0xdc);
         for (let i = 0; i < value.length; i++) {
           const item: unknown = value[i];
           if (item === undefined) throw NOT_JSON;
@@ -105,7 +112,7 @@ function write(value: unknown): void {
         if (i > 0 && sorted && compareCodePoints(keys[i - 1]!, keys[i]!) > 0) sorted = false;
       }
       if (!sorted) keys.sort(compareCodePoints);
-      writeHeader(count, 0x80, 0xde);
+      writeLength(count, 0x80, 16, 0xde);
       for (const key of keys) {
         const item = record[key];
         if (item === undefined) continue;
@@ -119,11 +126,17 @@ function write(value: unknown): void {
   }
 }
 
-/** fixarray/fixmap up to 15 entries (`fixed` | n), else the 16- or 32-bit form (`wide`, wide + 1). */
-function writeHeader(length: number, fixed: number, wide: number): void {
+/**
+ * The smallest length header: `fixed` | length below `fixedLimit`; for strings (which have
+ * one, `wide` - 1 with an 8-bit length) below 256; else `wide` (16-bit) or `wide` + 1 (32-bit).
+ */
+function writeLength(length: number, fixed: number, fixedLimit: number, wide: number): void {
   ensure(5);
-  if (length < 16) scratch[at++] = fixed | length;
-  else if (length < 0x10000) {
+  if (length < fixedLimit) scratch[at++] = fixed | length;
+  else if (fixed === 0xa0 && length < 0x100) {
+    scratch[at++] = wide - 1;
+    scratch[at++] = length;
+  } else if (length < 0x10000) {
     scratch[at++] = wide;
     scratch.writeUInt16BE(length, at);
     at += 2;
@@ -200,46 +213,18 @@ function writeString(text: string): void {
       return;
     }
   }
-  if (!isWellFormed(text)) {
-    writeBytes(wtf8(text));
+  if (!text.isWellFormed()) {
+    const bytes = wtf8(text); // a lone surrogate, which UTF-8 cannot hold
+    writeLength(bytes.length, 0xa0, 32, 0xda);
+    ensure(bytes.length);
+    scratch.set(bytes, at);
+    at += bytes.length;
     return;
   }
   const bytes = Buffer.byteLength(text, "utf8");
-  writeStringHeader(bytes);
+  writeLength(bytes, 0xa0, 32, 0xda);
   ensure(bytes);
   at += scratch.write(text, at, bytes, "utf8");
-}
-
-function writeBytes(bytes: Uint8Array): void {
-  writeStringHeader(bytes.length);
-  ensure(bytes.length);
-  scratch.set(bytes, at);
-  at += bytes.length;
-}
-
-function writeStringHeader(bytes: number): void {
-  ensure(5);
-  if (bytes < 32) scratch[at++] = 0xa0 | bytes;
-  else if (bytes < 0x100) {
-    scratch[at++] = 0xd9;
-    scratch[at++] = bytes;
-  } else if (bytes < 0x10000) {
-    scratch[at++] = 0xda;
-    scratch.writeUInt16BE(bytes, at);
-    at += 2;
-  } else {
-    scratch[at++] = 0xdb;
-    scratch.writeUInt32BE(bytes, at);
-    at += 4;
-  }
-}
-
-const wellFormed = (String.prototype as { isWellFormed?: () => boolean }).isWellFormed;
-
-/** False when the string holds a lone surrogate. */
-function isWellFormed(text: string): boolean {
-  if (wellFormed) return wellFormed.call(text);
-  return !/[\ud800-\udbff](?![\udc00-\udfff])|(?:[^\ud800-\udbff]|^)[\udc00-\udfff]/.test(text);
 }
 
 /** Generalised UTF-8: UTF-8, with a lone surrogate as the 3-byte sequence of its code unit. */
