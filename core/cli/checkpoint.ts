@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
-import { parseCount, parsePositiveCount } from "./memory.js";
+import { wholeNumber } from "./option-values.js";
 
 const REF_HELP = "a checkpoint: its id, a unique id prefix (4+ characters), checkpoint-007, latest, or <session>/checkpoint-007";
 
@@ -44,8 +44,8 @@ Examples:
     .command("list")
     .description("a session's checkpoints, newest first, one page at a time")
     .option("--session <id>", "another session (default: the current one, else the one that ended last)")
-    .option("-n, --limit <n>", "checkpoints per page (default 20)", parsePositiveCount)
-    .option("--offset <n>", "skip this many first", parseCount)
+    .option("-n, --limit <n>", "checkpoints per page (default 20)", wholeNumber("--limit", 1))
+    .option("--offset <n>", "skip this many first", wholeNumber("--offset"))
     .option("--oldest", "oldest first")
     .option("--json", "print the page as JSON")
     .action(async (options: { session?: string; limit?: number; offset?: number; oldest?: boolean; json?: boolean }, command: Command) => {

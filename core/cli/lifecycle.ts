@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
-import { parseCount, parseSeconds } from "./memory.js";
+import { seconds, wholeNumber } from "./option-values.js";
 
 /** `apex start|status|pause|resume|stop|logs`: a session's life. Actions import their code lazily. */
 export function registerLifecycleCommands(program: Command): void {
@@ -97,7 +97,7 @@ Examples:
     .command("stop")
     .description("end the session: SIGTERM to the agents (SIGKILL after a grace period), record it in the history")
     .option("-f, --force", "SIGKILL the agents at once")
-    .option("--grace <seconds>", "seconds between SIGTERM and SIGKILL (default 5)", parseSeconds)
+    .option("--grace <seconds>", "seconds between SIGTERM and SIGKILL (default 5)", seconds("--grace"))
     .option("--json", "print the result as JSON")
     .action(async (options: { force?: boolean; grace?: number; json?: boolean }, command: Command) => {
       const { stopSession } = await import("../session/cli/control.js");
@@ -109,7 +109,7 @@ Examples:
     .description("show the agents' output (stdout lines 'agent |', stderr lines 'agent !')")
     .argument("[agent]", "only this agent")
     .option("-f, --follow", "keep printing new lines until Ctrl-C")
-    .option("-n, --lines <n>", "lines per log file (default 50; 10 with --follow)", parseCount)
+    .option("-n, --lines <n>", "lines per log file (default 50; 10 with --follow)", wholeNumber("--lines"))
     .option("--session <id>", "a past session (default: the current or latest one)")
     .option("--json", "one JSON object per line: {agent, stream, line}")
     .action(async (agent: string | undefined, options: { follow?: boolean; lines?: number; session?: string; json?: boolean }, command: Command) => {

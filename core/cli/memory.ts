@@ -1,6 +1,6 @@
 import type { Command } from "commander";
-import { ApexError } from "../errors.js";
 import { projectOf } from "./context.js";
+import { seconds, wholeNumber } from "./option-values.js";
 
 /** `apex memory …`: the hierarchical project memory shared by agents and users. */
 export function registerMemoryCommands(program: Command): void {
@@ -37,7 +37,7 @@ Examples:
     .argument("<glob>", "e.g. '/notes/*' or '/a/**'")
     .option("--json", "print a JSON object of path -> value")
     .option("--keys", "print paths only")
-    .option("--limit <n>", "stop after N entries", parseCount)
+    .option("--limit <n>", "stop after N entries", wholeNumber("--limit"))
     .action(async (glob: string, options: { json?: boolean; keys?: boolean; limit?: number }, command: Command) => {
       const { queryMemory } = await import("./memory-actions.js");
       await queryMemory(projectOf(command), glob, options);
@@ -69,8 +69,8 @@ Examples:
     .command("watch")
     .description("print each change to paths matching GLOB as it happens, until interrupted")
     .argument("[glob]", "paths to watch", "/**")
-    .option("--since <rev>", "first replay the changes after revision REV", parseCount)
-    .option("--timeout <seconds>", "stop after this many seconds", parseSeconds)
+    .option("--since <rev>", "first replay the changes after revision REV", wholeNumber("--since"))
+    .option("--timeout <seconds>", "stop after this many seconds", seconds("--timeout"))
     .option("--json", "one JSON object per line: {revision, kind, path, value, actor, time}")
     .action(async (glob: string, options: { since?: number; timeout?: number; json?: boolean }, command: Command) => {
       const { watchMemory } = await import("./memory-actions.js");
@@ -97,27 +97,3 @@ Examples:
     });
 }
 
-export function parseCount(text: string): number {
-  return parseWhole(text, 0);
-}
-
-/** A page size and the like: 0 would show nothing. */
-export function parsePositiveCount(text: string): number {
-  return parseWhole(text, 1);
-}
-
-function parseWhole(text: string, min: number): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < min) {
-    throw new ApexError("APEX_E_USAGE", `Expected a whole number ≥ ${min}, got ${JSON.stringify(text)}.`);
-  }
-  return value;
-}
-
-export function parseSeconds(text: string): number {
-  const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0) {
-    throw new ApexError("APEX_E_USAGE", `Expected a number of seconds > 0, got ${JSON.stringify(text)}.`);
-  }
-  return value;
-}

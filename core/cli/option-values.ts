@@ -1,0 +1,28 @@
+import { ApexError } from "../errors.js";
+
+/**
+ * Parsers for commander options, each naming its option in the error (exit 2), so
+ * `apex checkpoint list --limit 0` says which value is wrong.
+ */
+
+/** A whole number from `min` up (a page size takes 1: 0 would show nothing). */
+export function wholeNumber(option: string, min = 0): (text: string) => number {
+  return (text) => {
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < min) {
+      throw new ApexError("APEX_E_USAGE", `${option}: Expected a whole number ≥ ${min}, got ${JSON.stringify(text)}.`);
+    }
+    return value;
+  };
+}
+
+/** A number of seconds above 0. */
+export function seconds(option: string): (text: string) => number {
+  return (text) => {
+    const value = Number(text);
+    if (!Number.isFinite(value) || value <= 0) {
+      throw new ApexError("APEX_E_USAGE", `${option}: Expected a number of seconds > 0, got ${JSON.stringify(text)}.`);
+    }
+    return value;
+  };
+}
