@@ -1,0 +1,103 @@
+// Recovery never loses an acknowledged write: writer agents log every `apex memory set` that
+// succeeded; the supervisor is killed with SIGKILL at random moments, ten times, while interval
+// checkpoints are taken every second; after each recovery (`start --continue last`, a plain
+// `start` or `resume` through session.auto_recovery) every logged write is in memory. Real
+// processes in a temporary project; every process is ended by pid or process group.
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, groupMembers, isAlive, procInfo, waitFor, type StartJson } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+/** Writes /acks/<agent>/<pid>-<n> in a loop and appends the path to acks-<agent>.log once the write was acknowledged. */
+const WRITER = [
+  "n=0",
+  "while true; do",
+  "  n=$((n+1))",
+  '  k="/acks/$APEX_AGENT/$$-$n"',
+  '  if apex memory set "$k" "$n" >/dev/null 2>&1; then printf "%s\\n" "$k" >> "acks-$APEX_AGENT.log"; fi',
+  "done",
+].join("\n");
+
+function config(): string {
+  const agent = (name: string) => [`  ${name}:`, "    command: sh", `    args: ["-c", ${JSON.stringify(WRITER)}]`].join("\n");
+  return ["session:", "  auto_recovery: true", "agents:", agent("w1"), agent("w2"), "plugins:", "  checkpoint:", "    interval: 1", ""].join("\n");
+}
+
+/** Every write acknowledged so far: complete lines of the ack logs (a writer killed mid-line did not finish acknowledging). */
+function acknowledged(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir)) {
+    if (!/^acks-.*\.log$/.test(name)) continue;
+    const text = readFileSync(join(dir, name), "utf8");
+    const complete = text.slice(0, text.lastIndexOf("\n") + 1);
+    for (const line of complete.split("\n")) if (line) out.push(line);
+  }
+  return out;
+}
+
+function memoryKeys(): Set<string> {
+  const result = project!.apex(["memory", "export", "/acks/**"]);
+  if (result.status !== 0) throw new Error(`memory export: ${result.stderr}`);
+  return new Set(Object.keys(JSON.parse(result.stdout) as Record<string, unknown>));
+}
+
+function json(result: { status: number; stdout: string; stderr: string }, what: string): StartJson & { restored_from: string | null } {
+  if (result.status !== 0) throw new Error(`${what} exited ${result.status}: ${result.stderr}\n${project!.supervisorLog().slice(-3000)}`);
+  return JSON.parse(result.stdout) as StartJson & { restored_from: string | null };
+}
+
+describe("kill -9 of the supervisor, ten times", () => {
+  it("after every recovery, every acknowledged write is in memory", async () => {
+    project = new Project(config());
+    let ready = project.start(["--task", "write and acknowledge"]);
+    const sessionId = ready.session_id;
+    const recoveries = ["continue", "start", "resume"] as const;
+    const figures: Array<{ kill: number; how: string; acknowledged: number; kept: number; afterLatestCheckpoint: number }> = [];
+    for (let kill = 1; kill <= 10; kill++) {
+      const before = acknowledged(project.dir).length;
+      // Writes go on for a random while (at least a few acknowledged), then the supervisor dies mid-stride.
+      await waitFor("new acknowledged writes", () => acknowledged(project!.dir).length >= before + 3, 30_000);
+      await new Promise((resolve) => setTimeout(resolve, 200 + Math.floor(Math.random() * 1800)));
+      const supervisor = { pid: ready.supervisor_pid, start: procInfo(ready.supervisor_pid)!.startTime };
+      const oldGroups = ready.agents.map((agent) => agent.pgid!);
+      const killedAt = new Date().toISOString();
+      process.kill(supervisor.pid, "SIGKILL");
+      await waitFor("the supervisor to die", () => !isAlive(supervisor.pid, supervisor.start), 5000);
+      // What the writers acknowledged until the leftovers are reaped counts too: read it after recovery.
+      const how = recoveries[kill % recoveries.length]!;
+      const result = how === "continue" ? project.apex(["start", "--continue", "last", "--json"]) : project.apex([how, "--json"]);
+      project.remember();
+      ready = json(result, how);
+      expect(ready).toMatchObject({ session_id: sessionId, continued: true, restored_from: null });
+      if (how !== "continue") expect(result.stderr).toContain('"auto_recovery":true');
+      for (const pgid of oldGroups) expect(groupMembers(pgid), `old group ${pgid} reaped`).toEqual([]);
+
+      const acks = acknowledged(project.dir);
+      const keys = memoryKeys();
+      const missing = acks.filter((key) => !keys.has(key));
+      // How many of them a rollback to the latest checkpoint before the crash would have dropped
+      // (memory holds nothing but /acks, so that checkpoint's key count is the writes it holds).
+      const checkpoints = JSON.parse(project.apex(["checkpoint", "list", "--limit", "1000", "--json"]).stdout) as { items: Array<{ created_at: string; memory_keys: number }> };
+      const latestBefore = checkpoints.items.find((item) => item.created_at < killedAt);
+      const afterLatest = Math.max(0, acks.length - (latestBefore?.memory_keys ?? 0));
+      figures.push({ kill, how, acknowledged: acks.length, kept: acks.length - missing.length, afterLatestCheckpoint: afterLatest });
+      expect(missing, `kill ${kill} (${how}): acknowledged writes missing from memory`).toEqual([]);
+    }
+    // Interval checkpoints were taken all along: a rollback to the latest one would have dropped writes.
+    const triggers = (JSON.parse(project.apex(["checkpoint", "list", "--limit", "1000", "--json"]).stdout) as { items: Array<{ trigger: string }> }).items.map((item) => item.trigger);
+    expect(triggers).toContain("interval");
+    expect(triggers).not.toContain("beforeRestore");
+    const total = figures[figures.length - 1]!;
+    const exposed = figures.reduce((sum, figure) => sum + figure.afterLatestCheckpoint, 0);
+    console.log(
+      `acknowledged writes kept: ${total.kept} of ${total.acknowledged} over ${figures.length} supervisor kills; ${exposed} of them were newer than the latest checkpoint at their kill`,
+      JSON.stringify(figures),
+    );
+  }, 300_000);
+});
