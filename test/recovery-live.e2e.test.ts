@@ -69,6 +69,7 @@ describe("kill -9 of the supervisor, ten times", () => {
       const killedAt = new Date().toISOString();
       process.kill(supervisor.pid, "SIGKILL");
       await waitFor("the supervisor to die", () => !isAlive(supervisor.pid, supervisor.start), 5000);
+      const acknowledgedAtKill = acknowledged(project.dir).length;
       // What the writers acknowledged until the leftovers are reaped counts too: read it after recovery.
       const how = recoveries[kill % recoveries.length]!;
       const result = how === "continue" ? project.apex(["start", "--continue", "last", "--json"]) : project.apex([how, "--json"]);
@@ -85,7 +86,7 @@ describe("kill -9 of the supervisor, ten times", () => {
       // (memory holds nothing but /acks, so that checkpoint's key count is the writes it holds).
       const checkpoints = JSON.parse(project.apex(["checkpoint", "list", "--limit", "1000", "--json"]).stdout) as { items: Array<{ created_at: string; memory_keys: number }> };
       const latestBefore = checkpoints.items.find((item) => item.created_at < killedAt);
-      const afterLatest = Math.max(0, acks.length - (latestBefore?.memory_keys ?? 0));
+      const afterLatest = Math.max(0, acknowledgedAtKill - (latestBefore?.memory_keys ?? 0));
       figures.push({ kill, how, acknowledged: acks.length, kept: acks.length - missing.length, afterLatestCheckpoint: afterLatest });
       expect(missing, `kill ${kill} (${how}): acknowledged writes missing from memory`).toEqual([]);
     }
