@@ -47,20 +47,11 @@ export function historySessions(store: Store): SessionRecord[] {
   return out.sort((a, b) => (key(a) < key(b) ? 1 : key(a) > key(b) ? -1 : 0));
 }
 
-/**
- * The current session first, then sessions that are neither current nor ended (a session
- * reconstructed by an earlier version, left at /sessions/<id>), then the ended ones.
- */
+/** The current session first, then the ended ones (reconstructed sessions are kept with them). */
 export function allSessions(store: Store): SessionRecord[] {
   const current = currentSession(store);
-  const others: SessionRecord[] = [];
-  for (const { path, value } of store.query("/sessions/*")) {
-    const record = value as SessionRecord | null;
-    if (path === CURRENT_SESSION_PATH || !record || typeof record !== "object" || typeof record.status !== "string" || record.session_id !== path.slice("/sessions/".length)) continue;
-    if (record.session_id !== current?.session_id) others.push(record);
-  }
   const history = historySessions(store).filter((record) => record.session_id !== current?.session_id);
-  return [...(current ? [current] : []), ...others, ...history];
+  return current ? [current, ...history] : history;
 }
 
 export interface ContinueTarget {

@@ -393,7 +393,8 @@ export async function reconstructSession(store: Store, sessionId: string, option
     };
     const actor = options.actor ?? ACTORS.recover;
     store.batchSync((batch) => {
-      batch.set(historyPath(newId), record);
+      // At /sessions/<id> while its first checkpoint is written (checkpoints are of existing sessions), then moved below.
+      batch.set(sessionPath(newId), record);
       for (const [id, { value }] of tasks) batch.set(`${tasksRoot(newId)}/${id}`, value);
       for (const [id, { value }] of agents) batch.set(`${agentsRoot(newId)}/${id}`, withoutProcess(id, value));
       for (const fix of memoryFixes) {
@@ -412,6 +413,10 @@ export async function reconstructSession(store: Store, sessionId: string, option
       createdAt: now,
       actor,
     });
+    store.batchSync((batch) => {
+      batch.delete(sessionPath(newId));
+      batch.set(historyPath(newId), record);
+    }, actor);
     report = {
       sessionId: newId,
       from: { sessionId, checkpoint: base ? { sessionId, sequence: base.sequence, id: base.id, name: base.name } : null },
