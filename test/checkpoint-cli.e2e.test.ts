@@ -116,44 +116,44 @@ async function undecodable(path: string): Promise<void> {
 describe("apex checkpoint", () => {
   it("create, list, show and diff; beforeTask, onError and onPause take checkpoints; clear errors", async () => {
     project = new Project(config());
-    const ready = project.start(["--task", "checkpoint commands"]);
+    const ready = project.start(["--task", "checkpoint commands"]); // the start takes checkpoint-001 (onStart)
     ok(["task", "add", "first"]);
     ok(["task", "add", "second"]);
     // A claim takes a beforeTask checkpoint before the task is assigned.
     expect(ok(["task", "claim", "--agent", "worker", "--json"])).toMatchObject({ id: "t-0001", status: "active", assignee: "worker" });
-    expect(list().items[0]).toMatchObject({ name: "checkpoint-001", trigger: "beforeTask", description: "before task t-0001: first (worker)" });
+    expect(list().items[0]).toMatchObject({ name: "checkpoint-002", trigger: "beforeTask", description: "before task t-0001: first (worker)" });
 
     ok(["memory", "set", "/notes/plan", '{"step": 1}']);
     const created = ok(["checkpoint", "create", "Before major refactoring", "--pin", "--json"]);
-    expect(created).toMatchObject({ name: "checkpoint-002", trigger: "manual", description: "Before major refactoring", pinned: true, session_id: ready.session_id, task_count: 2 });
+    expect(created).toMatchObject({ name: "checkpoint-003", trigger: "manual", description: "Before major refactoring", pinned: true, session_id: ready.session_id, task_count: 2 });
     ok(["memory", "set", "/notes/plan", '{"step": 2}']);
     ok(["memory", "set", "/notes/extra", "true"]);
     ok(["task", "done", "t-0001"]);
-    expect(ok(["checkpoint", "create", "after the refactoring"])).toContain("Created checkpoint-003");
+    expect(ok(["checkpoint", "create", "after the refactoring"])).toContain("Created checkpoint-004");
 
     const all = list();
-    expect(all).toMatchObject({ session_id: ready.session_id, total: 3 });
-    expect(all.items.map((item) => item.name)).toEqual(["checkpoint-003", "checkpoint-002", "checkpoint-001"]);
-    expect(list(["--oldest", "--limit", "1", "--offset", "1"]).items.map((item) => item.name)).toEqual(["checkpoint-002"]);
+    expect(all).toMatchObject({ session_id: ready.session_id, total: 4 });
+    expect(all.items.map((item) => item.name)).toEqual(["checkpoint-004", "checkpoint-003", "checkpoint-002", "checkpoint-001"]);
+    expect(list(["--oldest", "--limit", "1", "--offset", "2"]).items.map((item) => item.name)).toEqual(["checkpoint-003"]);
     const text = ok(["checkpoint", "list", "--limit", "2"]);
-    expect(text).toMatch(/checkpoint-002 +[0-9a-f]{8} +\S+ +manual +pinned +Before major refactoring/);
-    expect(text).toContain("Showing 1–2 of 3; next page: apex checkpoint list --offset 2 --limit 2");
-    expect(text).toContain("(3, newest first)");
+    expect(text).toMatch(/checkpoint-003 +[0-9a-f]{8} +\S+ +manual +pinned +Before major refactoring/);
+    expect(text).toContain("Showing 1–2 of 4; next page: apex checkpoint list --offset 2 --limit 2");
+    expect(text).toContain("(4, newest first)");
 
     // show: by name, by unique id prefix, latest.
-    const shown = ok(["checkpoint", "show", "checkpoint-002", "--json"]);
+    const shown = ok(["checkpoint", "show", "checkpoint-003", "--json"]);
     expect(shown.manifest).toMatchObject({ id: created.id, description: "Before major refactoring", trigger: "manual", pinned: true });
     expect(shown.tasks["t-0001"]).toMatchObject({ status: "active", assignee: "worker" });
     expect(ok(["checkpoint", "show", created.id.slice(0, 8), "--json"]).manifest.id).toBe(created.id);
-    expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.name).toBe("checkpoint-003");
-    expect(ok(["checkpoint", "show", "checkpoint-002"])).toMatch(/t-0001 +active +\(worker\) first/);
+    expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.name).toBe("checkpoint-004");
+    expect(ok(["checkpoint", "show", "checkpoint-003"])).toMatch(/t-0001 +active +\(worker\) first/);
 
     // diff: memory paths, task and agent changes.
-    const diff = ok(["checkpoint", "diff", "checkpoint-002", "latest", "--json"]);
+    const diff = ok(["checkpoint", "diff", "checkpoint-003", "latest", "--json"]);
     expect(diff.memory).toEqual({ added: ["/notes/extra"], removed: [], changed: ["/notes/plan"] });
     expect(diff.tasks.changed).toEqual([expect.objectContaining({ id: "t-0001", before: expect.objectContaining({ status: "active" }), after: expect.objectContaining({ status: "completed" }) })]);
     expect(diff.agents.changed.map((change: { id: string }) => change.id)).toEqual(["worker"]);
-    const diffText = ok(["checkpoint", "diff", "checkpoint-002", "checkpoint-003"]);
+    const diffText = ok(["checkpoint", "diff", "checkpoint-003", "checkpoint-004"]);
     expect(diffText).toContain("Memory: 1 added, 0 removed, 1 changed");
     expect(diffText).toContain("  + /notes/extra");
     expect(diffText).toContain("  ~ t-0001: status active → completed");
@@ -164,17 +164,17 @@ describe("apex checkpoint", () => {
     const afterError = list().items[0]!;
     expect(afterError).toMatchObject({ trigger: "onError" });
     expect(afterError.description).toMatch(/^error in user:\S+: Task t-0002 \(second\) failed: tests are red$/);
-    expect(list().total).toBe(4);
+    expect(list().total).toBe(5);
 
     // Pause takes an onPause checkpoint (with the agents stopped); pin, unpin and delete.
     ok(["pause"]);
-    expect(list().items[0]).toMatchObject({ name: "checkpoint-005", trigger: "onPause", description: "pause" });
+    expect(list().items[0]).toMatchObject({ name: "checkpoint-006", trigger: "onPause", description: "pause" });
     ok(["resume"]);
-    expect(ok(["checkpoint", "unpin", "checkpoint-002", "--json"])).toMatchObject({ pinned: false });
-    expect(ok(["checkpoint", "pin", "checkpoint-003", "--json"])).toMatchObject({ pinned: true });
-    expect(fails(["checkpoint", "delete", "checkpoint-003"], 4).stderr).toContain("is pinned");
-    expect(ok(["checkpoint", "delete", "checkpoint-001", "--json"])).toMatchObject({ name: "checkpoint-001" });
-    expect(list().items.map((item) => item.name)).toEqual(["checkpoint-005", "checkpoint-004", "checkpoint-003", "checkpoint-002"]);
+    expect(ok(["checkpoint", "unpin", "checkpoint-003", "--json"])).toMatchObject({ pinned: false });
+    expect(ok(["checkpoint", "pin", "checkpoint-004", "--json"])).toMatchObject({ pinned: true });
+    expect(fails(["checkpoint", "delete", "checkpoint-004"], 4).stderr).toContain("is pinned");
+    expect(ok(["checkpoint", "delete", "checkpoint-002", "--json"])).toMatchObject({ name: "checkpoint-002" });
+    expect(list().items.map((item) => item.name)).toEqual(["checkpoint-006", "checkpoint-005", "checkpoint-004", "checkpoint-003", "checkpoint-001"]);
 
     // Errors: not found 3, ambiguous 4, too short a prefix 2.
     expect(fails(["checkpoint", "show", "checkpoint-099"], 3).stderr).toContain("No checkpoint-099 in session");
@@ -190,7 +190,7 @@ describe("apex checkpoint", () => {
     const store = Store.open(project.storeDir);
     try {
       const catalog = store.environment.openDB({ name: "checkpoints" });
-      store.environment.transactionSync(() => catalog.put(["i", twin], { s: ready.session_id, n: 3 }));
+      store.environment.transactionSync(() => catalog.put(["i", twin], { s: ready.session_id, n: 4 }));
       await store.environment.flushed;
     } finally {
       await store.close();
@@ -207,6 +207,10 @@ describe("apex checkpoint", () => {
     project.remember();
     expect(started.status, started.stderr).toBe(0);
     const intervals = () => list().items.filter((item) => item.trigger === "interval").length;
+    // The start's onStart checkpoint holds the state, and nothing changes: the ticks write nothing.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    expect(intervals()).toBe(0);
+    ok(["memory", "set", "/notes/n", "0"]);
     await waitFor("the first interval checkpoint", () => intervals() === 1, 10_000);
     // Nothing changes: the next ticks write nothing.
     await new Promise((resolve) => setTimeout(resolve, 2500));
@@ -243,13 +247,13 @@ describe("apex checkpoint", () => {
       ok(["task", "claim", "--agent", "worker"]);
       ok(["task", "done", id]);
     }
-    expect(list().total).toBe(0); // no built-in trigger configured, fewer than 2 completed at each claim
+    expect(list().total).toBe(1); // the start's onStart only: no built-in trigger configured, fewer than 2 completed at each claim
     ok(["task", "claim", "--agent", "worker"]); // 2 completed: the trigger fires before t-0003 is assigned
-    expect(list().items).toEqual([expect.objectContaining({ trigger: "everyNTasks", description: "after 2 completed tasks" })]);
+    expect(list().items).toEqual([expect.objectContaining({ trigger: "everyNTasks", description: "after 2 completed tasks" }), expect.objectContaining({ trigger: "onStart" })]);
     expect(ok(["checkpoint", "show", "latest", "--json"]).tasks["t-0003"]).toMatchObject({ status: "pending" });
     ok(["task", "done", "t-0003"]);
     ok(["task", "claim", "--agent", "worker"]); // 3 completed: no new multiple of 2
-    expect(list().total).toBe(1);
+    expect(list().total).toBe(2);
 
     // The trigger plugin failing is reported (an error event naming it) but neither vetoes the
     // milestone nor takes an onError checkpoint (which would fire the failing tap again).
@@ -258,10 +262,10 @@ describe("apex checkpoint", () => {
       (event) => event.type === "error",
     );
     expect(errors).toEqual([expect.objectContaining({ origin: "plugin:every-n-tasks-checkpoint" })]);
-    expect(list().total).toBe(1);
+    expect(list().total).toBe(2);
     // Other errors still take their onError checkpoint.
     ok(["task", "fail", "t-0004", "--reason", "broken"]);
-    expect(list().items.map((item) => item.trigger)).toEqual(["onError", "everyNTasks"]);
+    expect(list().items.map((item) => item.trigger)).toEqual(["onError", "everyNTasks", "onStart"]);
   });
 
   it("checkpoints a hook takes without a supervisor run beforeCheckpoint (git state) and afterCheckpoint (retention)", async () => {
@@ -284,8 +288,8 @@ describe("apex checkpoint", () => {
     ok(["task", "claim", "--agent", "worker"]);
     const items = list().items;
     expect(items.map((item) => item.trigger)).toEqual(["beforeTask"]); // retention kept the latest only
-    expect(list()).toMatchObject({ total: 1, taken: 3 });
-    expect(ok(["checkpoint", "list"])).toContain("(1 kept of 3 taken, newest first)");
+    expect(list()).toMatchObject({ total: 1, taken: 4 });
+    expect(ok(["checkpoint", "list"])).toContain("(1 kept of 4 taken, newest first)");
     expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.git_state).toMatchObject({ branch: "main", commit: head });
   });
 });
