@@ -198,7 +198,7 @@ describe("apex checkpoint", () => {
     const ambiguous = fails(["checkpoint", "show", created.id.slice(0, 8)], 4);
     expect(ambiguous.stderr).toContain("APEX_E_AMBIGUOUS");
     expect(ambiguous.stderr).toContain(created.id);
-  });
+  }, 120_000);
 
   it("interval checkpoints: taken while something changed, skipped when nothing did, none while paused", async () => {
     project = new Project(config());
@@ -530,7 +530,7 @@ describe("apex start --continue", () => {
     expect(back.stdout).toContain(`Session ${fresh.session_id} was active: saved as`);
     expect(project.status().session).toMatchObject({ session_id: `${sid}-r1`, status: "active" });
     expect(ok(["task", "list", "--json"]).map((task: { title: string }) => task.title)).toEqual(["keep me"]);
-  });
+  }, 180_000);
 
   it("session.auto_recovery: status only reports the interrupted session; the next start (any form) or resume continues it from the live state, with a notice", async () => {
     project = new Project(config({ autoRecovery: true }));
@@ -545,7 +545,10 @@ describe("apex start --continue", () => {
     const status = project.apex(["status", "--json"]);
     expect(status.status, status.stderr).toBe(0);
     expect(status.stderr).toBe("");
-    expect(JSON.parse(status.stdout).session).toMatchObject({ session_id: ready.session_id, status: "interrupted", supervisor: { pid: ready.supervisor_pid, alive: false } });
+    expect(JSON.parse(status.stdout)).toMatchObject({
+      session: { session_id: ready.session_id, status: "interrupted", supervisor: { pid: ready.supervisor_pid, alive: false } },
+      recover_with: "apex start --continue last",
+    });
     expect(ok(["status"])).toContain("apex start --continue last");
     expect(project.apex(["status"]).stderr).toBe("");
     expect(project.status().session).toMatchObject({ status: "interrupted" });

@@ -3,7 +3,7 @@
 // checkpoints are taken every second; after each recovery (`start --continue last`, a plain
 // `start` or `resume` through session.auto_recovery) every logged write is in memory. Real
 // processes in a temporary project; every process is ended by pid or process group.
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, groupMembers, isAlive, procInfo, waitFor, type StartJson } from "./fixtures/agents/harness.js";
@@ -101,4 +101,73 @@ describe("kill -9 of the supervisor, ten times", () => {
       JSON.stringify(figures),
     );
   }, 300_000);
+});
+
+describe("a session in the way of --continue", () => {
+  /** Fails every checkpoint while `no-checkpoints` exists in the project directory (the supervisor's working directory). */
+  const FAILING_PLUGIN = [
+    'import { existsSync } from "node:fs";',
+    "export default {",
+    '  name: "refuse-checkpoints",',
+    "  apply(apex) {",
+    '    apex.hooks.beforeCheckpoint.tapPromise("refuse-checkpoints", async (draft) => {',
+    '      if (existsSync("no-checkpoints")) throw new Error("checkpoints are refused here");',
+    "      return draft;",
+    "    });",
+    "  },",
+    "};",
+    "",
+  ].join("\n");
+
+  it("is checkpointed and stopped, running or interrupted; when its checkpoint cannot be written nothing is stopped (exit 4, naming apex stop)", async () => {
+    project = new Project(
+      [
+        "session:",
+        "  auto_recovery: false",
+        "agents:",
+        "  worker:",
+        "    command: sh",
+        '    args: ["-c", "while true; do sleep 0.2; done"]',
+        "plugins:",
+        "  checkpoint: {}",
+        "  ./refuse-checkpoints.mjs: {}",
+        "",
+      ].join("\n"),
+    );
+    writeFileSync(join(project.dir, "refuse-checkpoints.mjs"), FAILING_PLUGIN);
+    const first = project.start(["--task", "first"]);
+    expect(project.apex(["stop"]).status).toBe(0);
+    const second = project.start(["--task", "second"]);
+
+    // Its checkpoint fails: nothing is stopped, and the refusal names the command that stops it anyway.
+    writeFileSync(join(project.dir, "no-checkpoints"), "");
+    const refused = project.apex(["start", "--continue", first.session_id]);
+    expect(refused.status, refused.stdout + refused.stderr).toBe(4);
+    expect(refused.stderr).toContain(`Session ${second.session_id} is active and could not be checkpointed before stopping it`);
+    expect(refused.stderr).toContain("checkpoints are refused here");
+    expect(refused.stderr).toContain("`apex stop`");
+    expect(project.status().session).toMatchObject({ session_id: second.session_id, status: "active", supervisor: { pid: second.supervisor_pid, alive: true } });
+    expect(isAlive(second.agents[0]!.pid!)).toBe(true);
+
+    // Interrupted: stopped without a supervisor (its leftovers ended), checkpointed, then the other session continues.
+    rmSync(join(project.dir, "no-checkpoints"));
+    process.kill(second.supervisor_pid, "SIGKILL");
+    await waitFor("interrupted", () => project!.status().session?.status === "interrupted", 5000);
+    const continued = project.apex(["start", "--continue", first.session_id, "--json"]);
+    project.remember();
+    expect(continued.status, continued.stderr).toBe(0);
+    const ready = JSON.parse(continued.stdout);
+    expect(ready).toMatchObject({
+      session_id: first.session_id,
+      continued: true,
+      restored_from: null,
+      handover: { session_id: second.session_id, was: "interrupted", checkpoint: { trigger: "onStop" }, processes_ended: expect.any(Number) },
+    });
+    expect(ready.handover.processes_ended).toBeGreaterThanOrEqual(1); // the leftover worker (and its sleep)
+    expect(groupMembers(second.agents[0]!.pgid!)).toEqual([]);
+    const history = JSON.parse(project.apex(["session", "history", "--json"]).stdout) as Array<{ session_id: string; status: string; outcome: string }>;
+    expect(history.find((row) => row.session_id === second.session_id)).toMatchObject({ status: "stopped", outcome: `stopped to continue session ${first.session_id}` });
+    const secondCheckpoints = JSON.parse(project.apex(["checkpoint", "list", "--session", second.session_id, "--json"]).stdout) as { items: Array<{ name: string; trigger: string }> };
+    expect(secondCheckpoints.items[0]).toMatchObject({ name: ready.handover.checkpoint.name, trigger: "onStop" });
+  }, 120_000);
 });
