@@ -171,3 +171,39 @@ describe("a session in the way of --continue", () => {
     expect(secondCheckpoints.items[0]).toMatchObject({ name: ready.handover.checkpoint.name, trigger: "onStop" });
   }, 120_000);
 });
+
+describe("continuing from the live state", () => {
+  it("requeues the active tasks of an agent the config no longer runs, gives the others back to their agents, and marks the gone agent stopped", async () => {
+    const loop = ["    command: sh", '    args: ["-c", "while true; do sleep 0.2; done"]'];
+    const configWith = (agents: string[]) =>
+      ["session:", "  auto_recovery: false", "agents:", ...agents.flatMap((name) => [`  ${name}:`, ...loop]), "plugins:", "  checkpoint: {}", ""].join("\n");
+    project = new Project(configWith(["worker", "helper"]));
+    const ready = project.start(["--task", "reconcile"]);
+    for (const title of ["one", "two", "three"]) expect(project.apex(["task", "add", title]).status).toBe(0);
+    expect(project.apex(["task", "claim", "--agent", "worker"]).status).toBe(0); // t-0001
+    expect(project.apex(["task", "claim", "--agent", "helper"]).status).toBe(0); // t-0002
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("interrupted", () => project!.status().session?.status === "interrupted", 5000);
+
+    project.writeConfig(configWith(["worker"]));
+    const continued = project.apex(["start", "--continue", "last", "--json"]);
+    project.remember();
+    expect(continued.status, continued.stderr).toBe(0);
+    expect(JSON.parse(continued.stdout)).toMatchObject({
+      continued: true,
+      restored_from: null,
+      reconciled: { requeued: ["t-0002"], resumed: [{ agent: "worker", task: "t-0001" }], stopped_agents: ["helper"] },
+    });
+    const tasks = JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ id: string; status: string; assignee: string | null }>;
+    expect(tasks.map((task) => [task.id, task.status, task.assignee])).toEqual([
+      ["t-0001", "active", "worker"],
+      ["t-0002", "pending", null],
+      ["t-0003", "pending", null],
+    ]);
+    const agents = JSON.parse(project.apex(["agent", "list", "--json"]).stdout) as Array<{ name: string; status: string; task: string | null }>;
+    expect(agents.find((agent) => agent.name === "helper")).toMatchObject({ status: "stopped", task: null });
+    expect(project.status().tasks).toMatchObject({ active: 1, pending: 2 });
+    // The old helper's processes were reaped all the same.
+    expect(groupMembers(ready.agents.find((agent) => agent.name === "helper")!.pgid!)).toEqual([]);
+  }, 120_000);
+});
