@@ -314,8 +314,11 @@ export class Supervisor {
       const agent = batch.get(key) as AgentRecord | undefined;
       if (!agent) continue;
       if (!this.slots.has(name)) {
-        if (agent.status !== "stopped" || agent.task !== null) batch.set(key, { ...agent, status: "stopped", task: null });
-        stoppedAgents.push(name);
+        // Reported once, when it is found still standing (a later continue finds it stopped already).
+        if (agent.status !== "stopped" || agent.task !== null) {
+          batch.set(key, { ...agent, status: "stopped", task: null });
+          stoppedAgents.push(name);
+        }
         continue;
       }
       const active = activeOf.get(name) ?? [];
