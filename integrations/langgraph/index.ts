@@ -17,6 +17,7 @@
  */
 import {
   BaseCheckpointSaver,
+  JsonPlusSerializer,
   TASKS,
   WRITES_IDX_MAP,
   compareWritesSortKeys,
@@ -151,25 +152,38 @@ export class ApexSaver extends BaseCheckpointSaver {
     for (let attempt = 0; attempt < 2; attempt++) {
       const cached = this.cache.get(key);
       const delta = attempt === 0 && cached !== undefined && parentId !== null && cached.checkpointId === parentId ? cached : undefined;
-      const next: ThreadCache = { checkpointId: checkpoint.id, versions: new Map(), splits: new Map() };
+      // The cache is updated in place as the request is built (a 10k-channel state is not
+      // copied every step); it is dropped unless the store accepts the request.
+      this.cache.delete(key);
+      const next: ThreadCache = delta ?? { checkpointId: checkpoint.id, versions: new Map(), splits: new Map() };
       const channels: Record<string, ChannelWrite> = {};
-      for (const [name, version] of Object.entries(versions as Record<string, Version>)) {
-        next.versions.set(name, version);
-        const hasValue = Object.prototype.hasOwnProperty.call(newVersions, name) && Object.prototype.hasOwnProperty.call(values, name);
-        if (hasValue) channels[name] = await this.channelWrite(name, version, (values as Record<string, unknown>)[name], delta, next);
-        else {
-          const split = delta?.splits.get(name);
-          if (split && split.v === version) next.splits.set(name, split);
-          if (!delta || delta.versions.get(name) !== version) channels[name] = { v: version };
+      const channelValues = values as Record<string, unknown>;
+      let count = 0;
+      for (const name in versions) {
+        if (!hasOwn(versions, name)) continue;
+        count += 1;
+        const version = (versions as Record<string, Version>)[name]!;
+        const known = delta?.versions.get(name);
+        if (hasOwn(newVersions, name) && hasOwn(channelValues, name)) {
+          channels[name] = await this.channelWrite(name, version, channelValues[name], delta, next);
+        } else if (!delta || known !== version) {
+          channels[name] = { v: version };
+          next.splits.delete(name);
+        }
+        if (known !== version) next.versions.set(name, version);
+      }
+      let removed: string[] = [];
+      if (delta && count !== delta.versions.size) {
+        removed = [...delta.versions.keys()].filter((name) => !hasOwn(versions, name));
+        for (const name of removed) {
+          next.versions.delete(name);
+          next.splits.delete(name);
         }
       }
-      const removed = delta ? [...delta.versions.keys()].filter((name) => !next.versions.has(name)) : [];
       const request: PutRequest = { ...base, mode: delta ? "delta" : "full", channels, ...(removed.length > 0 ? { removed } : {}) };
       const answer = (await this.call("langgraph.put", request as unknown as Record<string, unknown>)) as { stale?: boolean };
-      if (answer?.stale) {
-        this.cache.delete(key); // the memory is not what this saver thought: send the whole checkpoint
-        continue;
-      }
+      if (answer?.stale) continue; // the memory is not what this saver thought: send the whole checkpoint
+      next.checkpointId = checkpoint.id;
       this.cache.set(key, next);
       return;
     }
@@ -178,7 +192,10 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   /** A channel's new value: whole, or key by key for a large plain object (only the keys that changed since the cached version). */
   private async channelWrite(name: string, version: Version, value: unknown, delta: ThreadCache | undefined, next: ThreadCache): Promise<ChannelWrite> {
-    if (!isSplittable(value, this.splitKeys)) return { v: version, value: await this.serialize(value) };
+    if (!isSplittable(value, this.splitKeys)) {
+      next.splits.delete(name);
+      return { v: version, value: await this.serialize(value) };
+    }
     const previous = delta?.splits.get(name);
     const keys = new Map<string, CachedKey>();
     const set: Record<string, SerializedValue> = {};
@@ -229,22 +246,25 @@ export class ApexSaver extends BaseCheckpointSaver {
     const channelValues: Record<string, unknown> = {};
     const channelVersions: Record<string, Version> = {};
     const cache: ThreadCache = { checkpointId: record.checkpoint_id, versions: new Map(), splits: new Map() };
+    const values = new ValueBatch(this);
     for (const [name, channel] of Object.entries(record.channels)) {
       channelVersions[name] = channel.v;
       cache.versions.set(name, channel.v);
-      if (channel.value) channelValues[name] = await this.deserialize(channel.value);
+      if (channel.value) values.add(channel.value, (value) => (channelValues[name] = value));
       else if (channel.split) {
         const object: Record<string, unknown> = {};
         const keys = new Map<string, CachedKey>();
         for (const [key, serialized] of Object.entries(channel.split)) {
-          const value = await this.deserialize(serialized);
-          object[key] = value;
-          keys.set(key, isPrimitive(value) ? { serialized, primitive: value } : { serialized });
+          values.add(serialized, (value) => {
+            object[key] = value;
+            keys.set(key, isPrimitive(value) ? { serialized, primitive: value } : { serialized });
+          });
         }
         channelValues[name] = object;
         cache.splits.set(name, { v: channel.v, keys });
       }
     }
+    await values.load();
     const checkpoint = { ...rest, channel_values: channelValues, channel_versions: channelVersions } as Checkpoint;
     if (record.format < 4 && record.parent_sends) {
       // Checkpoints before format 4 kept pending sends as writes of the parent: LangGraph expects them as the tasks channel.
@@ -300,6 +320,43 @@ export class ApexSaver extends BaseCheckpointSaver {
       if (saved !== undefined) process.env.APEX_SOCKET = saved;
     }
   }
+}
+
+/**
+ * Values to deserialize, in one go where that is the same as one by one: LangGraph's
+ * JsonPlusSerializer revives an array element by element, so the JSON texts of many values
+ * parse as one array (one JSON.parse of the whole state instead of one call per value).
+ */
+class ValueBatch {
+  private readonly json: string[] = [];
+  private readonly jsonTargets: Array<(value: unknown) => void> = [];
+  private readonly others: Array<{ value: SerializedValue; target: (value: unknown) => void }> = [];
+
+  constructor(private readonly saver: { serde: SerializerProtocol }) {}
+
+  add(value: SerializedValue, target: (value: unknown) => void): void {
+    if (value.t === "json" && value.d !== undefined && this.saver.serde instanceof JsonPlusSerializer) {
+      this.json.push(value.d);
+      this.jsonTargets.push(target);
+    } else this.others.push({ value, target });
+  }
+
+  async load(): Promise<void> {
+    if (this.json.length > 0) {
+      const text = `[${this.json.join(",")}]`;
+      // Without an "lc" key anywhere, JsonPlusSerializer's reviver returns what JSON.parse does
+      // (it only revives objects marked lc: 1 or 2), one promise per value and object later.
+      const loaded = (text.includes('"lc"') ? await this.saver.serde.loadsTyped("json", text) : JSON.parse(text)) as unknown[];
+      for (let i = 0; i < loaded.length; i++) this.jsonTargets[i]!(loaded[i]);
+    }
+    for (const { value, target } of this.others) {
+      target(await this.saver.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64"))));
+    }
+  }
+}
+
+function hasOwn(object: object, key: string): boolean {
+  return Object.prototype.hasOwnProperty.call(object, key);
 }
 
 function cacheKey(threadId: string, ns: string): string {

@@ -25,7 +25,7 @@
 import { isDeepStrictEqual } from "node:util";
 import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { ObjectStore, listDirectory, lookupEntry, type Hash, type ObjectView } from "../../core/store/objects.js";
+import { ObjectStore, collectEntries, listDirectory, lookupEntry, type DirEntry, type Hash, type ObjectView } from "../../core/store/objects.js";
 import { subtreeRange } from "../../core/store/paths.js";
 import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
 import { checkpointInfo, writeCheckpoint } from "./checkpoints.js";
@@ -484,28 +484,31 @@ export class LangGraphStore {
     const entry = lookupEntry(view, manifest.memory.root, pathSegments(dir));
     const channels: TupleRecord["channels"] = {};
     if (!entry?.tree) return channels;
-    const values: Array<{ path: string; hash: Hash }> = [];
-    collectValues(view, entry.tree, "", values);
-    view.prefetchValues(values.map((item) => item.hash));
-    const splits = new Map<string, Record<string, SerializedValue>>();
-    for (const { path, hash } of values) {
-      const segments = path.split("/").slice(1);
-      const record = view.readValue(hash) as Record<string, JsonValue>;
-      if (segments.length === 1) {
-        const name = segmentName(segments[0]!);
-        const channel: TupleRecord["channels"][string] = { v: record.v as string | number };
-        if (record.split === true) {
-          const keys: Record<string, SerializedValue> = {};
-          splits.set(segments[0]!, keys);
-          channel.split = keys;
-        } else if (typeof record.t === "string") {
-          channel.value = serializedOf(record);
-        }
-        channels[name] = channel;
-      } else if (segments.length === 2) {
-        const keys = splits.get(segments[0]!);
-        if (keys) keys[segmentName(segments[1]!)] = serializedOf(record);
+    // Entries in bucket order (no sort: the result is a map), each split channel's keys below it.
+    const top = collectEntries(view, entry.tree, []);
+    const hashes: Hash[] = [];
+    const below = new Map<string, DirEntry[]>();
+    for (const channel of top) {
+      if (channel.value) hashes.push(channel.value);
+      if (channel.tree) {
+        const keys = collectEntries(view, channel.tree, []);
+        below.set(channel.name, keys);
+        for (const key of keys) if (key.value) hashes.push(key.value);
       }
+    }
+    view.prefetchValues(hashes);
+    for (const channel of top) {
+      if (!channel.value) continue;
+      const record = view.readValue(channel.value) as Record<string, JsonValue>;
+      const read: TupleRecord["channels"][string] = { v: record.v as string | number };
+      if (record.split === true) {
+        const keys: Record<string, SerializedValue> = {};
+        for (const key of below.get(channel.name) ?? []) if (key.value) keys[segmentName(key.name)] = serializedOf(view.readValue(key.value) as Record<string, JsonValue>);
+        read.split = keys;
+      } else if (typeof record.t === "string") {
+        read.value = serializedOf(record);
+      }
+      channels[segmentName(channel.name)] = read;
     }
     return channels;
   }
