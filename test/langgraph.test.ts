@@ -2,12 +2,14 @@
 // project's plugins): the mapping of channels to memory, large object channels stored key by
 // key, forks and a saver whose view of the memory is out of date, retention and LangGraph
 // threads, names that are not path segments, bad requests.
-import { join } from "node:path";
+import { readFileSync, readdirSync } from "node:fs";
+import { join, relative } from "node:path";
 import { uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { Store } from "../core/store/store.js";
 import { diffCheckpoints, listCheckpoints } from "../plugins/checkpoint/checkpoints.js";
+import { REPO_ROOT } from "./helpers/cli.js";
 import { langGraphProject } from "./helpers/langgraph.js";
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -164,5 +166,24 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     await expect(saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({
       code: "APEX_E_CONFIG",
     });
+  });
+});
+
+describe("LangGraph stays optional", () => {
+  it("is an optional peer dependency, and only the adapter imports it", () => {
+    const pkg = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8"));
+    expect(pkg.dependencies["@langchain/langgraph-checkpoint"]).toBeUndefined();
+    expect(pkg.peerDependenciesMeta["@langchain/langgraph-checkpoint"]).toEqual({ optional: true });
+    expect(pkg.exports["./langgraph"]).toMatchObject({ default: "./dist/integrations/langgraph/index.js" });
+    const importers: string[] = [];
+    const scan = (dir: string) => {
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) scan(path);
+        else if (path.endsWith(".ts") && /from "@langchain\//.test(readFileSync(path, "utf8"))) importers.push(relative(REPO_ROOT, path));
+      }
+    };
+    for (const dir of ["core", "plugins", "agents", "integrations"]) scan(join(REPO_ROOT, dir));
+    expect(importers).toEqual(["integrations/langgraph/index.ts"]);
   });
 });
