@@ -22,6 +22,7 @@ import {
 import type { LostItem } from "./recover.js";
 import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from "./manifest.js";
 import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
+import { LangGraphStore } from "./langgraph.js";
 import { checkpointPage } from "./plugin-list.js";
 import { defaultSessionIfAny, resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import { inScope, normalizeScope, scopeKey, type MemoryScope } from "./scope.js";
@@ -365,7 +366,15 @@ export class SessionCheckpoints {
    */
   methods(): Record<string, (params: Record<string, unknown>) => unknown> {
     const sessionOf = (params: Record<string, unknown>) => optionalString(params, "session") ?? currentSessionId(this.store);
+    const langgraph = new LangGraphStore(this.store, {
+      scope: this.scope,
+      serialize: (fn) => this.serialize(fn),
+      ...(this.options.afterCheckpoint ? { afterCheckpoint: this.options.afterCheckpoint } : {}),
+      ...(this.options.warn ? { warn: this.options.warn } : {}),
+    });
     return {
+      // LangGraph checkpoints (the ApexSaver of `apex-sessions/langgraph`), see langgraph.ts.
+      ...langgraph.methods((params) => sessionFor(this.store, optionalString(params, "session"))),
       "checkpoint.create": async (params) => {
         const created = await this.create({
           sessionId: sessionOf(params),
