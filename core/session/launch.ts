@@ -5,6 +5,7 @@ import type { ProjectLocation } from "../config/locate.js";
 import { ApexError } from "../errors.js";
 import { errorFromBody, lineSplitter, type RpcErrorBody } from "../rpc/protocol.js";
 import { tailLines } from "./agents.js";
+import { newNonce, SUPERVISOR_NONCE_VAR } from "./proc.js";
 import { supervisorLogFile } from "./runtime.js";
 import type { ReadyReport, SupervisorRequest } from "./supervisor.js";
 
@@ -27,7 +28,8 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
       cwd: location.projectDir,
       detached: true,
       stdio: ["ignore", log, log, "pipe"],
-      env: process.env,
+      // A nonce only this supervisor carries: `apex stop --force` checks it before it signals the recorded pid.
+      env: { ...process.env, [SUPERVISOR_NONCE_VAR]: newNonce() },
     });
   } finally {
     closeSync(log);

@@ -3,7 +3,7 @@ import { ObjectStore, PackCache, sha256, type Hash, type ObjectKind } from "../.
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { checkpointName } from "../checkpoint/manifest.js";
-import { readBundle, type BundleContent, type BundleKind } from "./bundle.js";
+import { readBundle, type BundleContent, type BundleKind, type ReadLimits } from "./bundle.js";
 import { historyPath, isRecord, livePath } from "./collect.js";
 import { readBundleFile } from "./files.js";
 
@@ -28,9 +28,9 @@ export interface InstallResult {
 }
 
 /** Reads and completely verifies a bundle file (see bundle.ts); nothing is written. */
-export function verifyBundleFile(path: string, maxBytes?: number): { content: BundleContent; fileBytes: number } {
-  const file = readBundleFile(path, maxBytes);
-  return { content: readBundle(file, maxBytes === undefined ? {} : { maxBytes }), fileBytes: file.length };
+export function verifyBundleFile(path: string, limits: ReadLimits = {}): { content: BundleContent; fileBytes: number } {
+  const file = readBundleFile(path, limits.maxBytes);
+  return { content: readBundle(file, limits), fileBytes: file.length };
 }
 
 /**
@@ -69,6 +69,11 @@ export async function installBundle(store: Store, content: BundleContent, option
     records.splice(index, 1);
     records.push([historyPath(sessionId), next]);
     converted = true;
+  } else {
+    // No supervisor of an imported session runs here: a record naming one would let a bundle point at a process.
+    const index = records.findIndex(([path]) => path === historyPath(sessionId));
+    const record = records[index]![1] as Record<string, JsonValue>;
+    if (record.supervisor !== undefined && record.supervisor !== null) records[index] = [historyPath(sessionId), { ...record, supervisor: null }];
   }
   const sanitizedAgents = foreign(store, manifest.project_id) ? clearProcessIds(records, sessionId) : 0;
 
@@ -114,7 +119,7 @@ function foreign(store: Store, projectId: string | null): boolean {
 }
 
 const AGENT_RECORD = /^\/sessions\/[^/]+\/agents\/[^/]+$/;
-const PROCESS_FIELDS = ["pid", "pgid", "start_time"] as const;
+const PROCESS_FIELDS = ["pid", "pgid", "start_time", "nonce"] as const;
 
 /**
  * Agent records of another project's session name processes of another machine or time.

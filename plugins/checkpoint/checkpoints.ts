@@ -15,6 +15,7 @@ import {
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
+import { assertContained } from "./contained.js";
 import {
   checkSessionId,
   checkTrigger,
@@ -433,6 +434,7 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     const scope = normalizeScope(manifest.memory.scope);
     const key = scopeKey(scope);
     const view = ObjectStore.of(store).view({ overlay: true });
+    assertContained((hash) => view.readNode(hash), manifest);
     const current = buildSnapshot(store, view, {
       ...(options.memory !== false ? { memory: { scope, base: catalog.base(key) } } : {}),
       ...(withSession ? { session: { id: target } } : {}),
