@@ -1,5 +1,6 @@
 import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { ApexError } from "../errors.js";
+import { openPrivate } from "../store/private.js";
 import type { AgentConfig } from "../config/types.js";
 import { agentMarker, carriesMarker, liveMembers, newNonce, processGroups, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcStat } from "./proc.js";
 
@@ -46,8 +47,8 @@ export class AgentProcess {
   static async spawn(launch: AgentLaunch): Promise<AgentProcess> {
     const { execa } = await import("execa");
     const { spec } = launch;
-    const out = openSync(launch.stdoutFile, "a");
-    const err = openSync(launch.stderrFile, "a");
+    const out = openPrivate(launch.stdoutFile, "a");
+    const err = openPrivate(launch.stderrFile, "a");
     // A command line without args runs through /bin/sh (pipes, `&`, quotes); with args it runs as is.
     const useShell = spec.args.length === 0 && /[\s|&;<>()$`"'*?~\\]/.test(spec.command);
     const nonce = newNonce();

@@ -1,8 +1,9 @@
 import { spawn } from "node:child_process";
-import { closeSync, mkdirSync, openSync } from "node:fs";
+import { closeSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { ProjectLocation } from "../config/locate.js";
 import { ApexError } from "../errors.js";
+import { makePrivateDir, openPrivate } from "../store/private.js";
 import { errorFromBody, lineSplitter, type RpcErrorBody } from "../rpc/protocol.js";
 import { tailLines } from "./agents.js";
 import { newNonce, SUPERVISOR_NONCE_VAR } from "./proc.js";
@@ -18,10 +19,10 @@ const READY_TIMEOUT_MS = 60_000;
  * own session, stdio on <store>/supervisor.log, unref'd.
  */
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir">): Promise<ReadyReport> {
-  mkdirSync(location.storeDir, { recursive: true });
+  makePrivateDir(location.storeDir);
   const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir };
   const logFile = supervisorLogFile(location.storeDir);
-  const log = openSync(logFile, "a");
+  const log = openPrivate(logFile, "a");
   let child;
   try {
     child = spawn(process.execPath, [SUPERVISOR_MAIN, JSON.stringify(full)], {

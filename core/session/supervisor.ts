@@ -1,4 +1,4 @@
-import { appendFileSync, chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -6,6 +6,7 @@ import { ApexError } from "../errors.js";
 import type { Config, AgentConfig } from "../config/types.js";
 import type { Engine } from "../engine.js";
 import { RpcServer } from "../rpc/server.js";
+import { makePrivateDir, PRIVATE_EXECUTABLE_MODE, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
 import { AgentProcess, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
@@ -211,7 +212,7 @@ export class Supervisor {
     });
     this.tapEngine();
     await this.engine.fire("onStart", this.service.context());
-    mkdirSync(agentLogDir(request.storeDir, this.sessionId), { recursive: true });
+    makePrivateDir(agentLogDir(request.storeDir, this.sessionId));
     this.writeApexShim(request.storeDir);
     // Serialised with pause, resume and stop, which may arrive on the socket meanwhile.
     await this.runLifecycle(async () => {
@@ -303,11 +304,10 @@ export class Supervisor {
   /** `<store>/bin/apex`: lets agents run `apex …` whatever their PATH held. */
   private writeApexShim(storeDir: string): void {
     const dir = join(storeDir, "bin");
-    mkdirSync(dir, { recursive: true });
+    makePrivateDir(dir);
     const file = join(dir, "apex");
     const script = `#!/bin/sh\nexec ${shellQuote(process.execPath)} ${shellQuote(join(REPO_ROOT, "bin", "apex.js"))} "$@"\n`;
-    writeFileSync(file, script);
-    chmodSync(file, 0o755);
+    writePrivateFile(file, script, PRIVATE_EXECUTABLE_MODE);
   }
 
   /** On `--continue`, the agent's last reported context as a file for APEX_RESUME_CONTEXT. */
@@ -315,7 +315,7 @@ export class Supervisor {
     const context = this.store.get(agentContextPath(this.sessionId, slot.name));
     if (context === undefined) return undefined;
     const file = join(agentLogDir(this.config.storeDir, this.sessionId), `${slot.name}.resume.json`);
-    writeFileSync(file, `${JSON.stringify(context, null, 2)}\n`, { mode: 0o600 });
+    writePrivateFile(file, `${JSON.stringify(context, null, 2)}\n`);
     return file;
   }
 
@@ -326,7 +326,7 @@ export class Supervisor {
 
   private agentLog(name: string, message: string): void {
     try {
-      appendFileSync(this.logFiles(name).stdoutFile, `[apex ${nowIso()}] ${message}\n`);
+      appendFileSync(this.logFiles(name).stdoutFile, `[apex ${nowIso()}] ${message}\n`, { mode: PRIVATE_FILE_MODE });
     } catch {
       // The log directory is gone (project removed); the supervisor log still has it.
     }

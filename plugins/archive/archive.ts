@@ -1,6 +1,7 @@
-import { existsSync, mkdirSync, unlinkSync } from "node:fs";
+import { existsSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { ApexError, isApexError } from "../../core/errors.js";
+import { makeDirIfMissing } from "../../core/store/private.js";
 import type { PackCodec } from "../../core/store/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { CATALOG_DB, type IdRecord } from "../checkpoint/catalog.js";
@@ -219,7 +220,7 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
   const { file: bytes, bodyBytes } = await encodeBundle(collected.input, options.codec, options.level);
   if (options.dryRun) return { ...summary, file: null, bodyBytes, fileBytes: bytes.length };
 
-  mkdirSync(options.directory, { recursive: true });
+  makeDirIfMissing(options.directory);
   const file = join(options.directory, bundleFileName(sessionId));
   if (existsSync(file)) {
     throw new ApexError("APEX_E_CONFLICT", `Session ${sessionId} already has a bundle at ${file}; not overwriting it.`, {

@@ -1,4 +1,5 @@
 import { ApexError } from "../../core/errors.js";
+import { isSameProcessAlive } from "../../core/session/proc.js";
 import { ObjectStore, PackCache, sha256, type Hash, type ObjectKind } from "../../core/store/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
@@ -76,6 +77,7 @@ export async function installBundle(store: Store, content: BundleContent, option
     if (record.supervisor !== undefined && record.supervisor !== null) records[index] = [historyPath(sessionId), { ...record, supervisor: null }];
   }
   const sanitizedAgents = foreign(store, manifest.project_id) ? clearProcessIds(records, sessionId) : 0;
+  refuseRunningProcesses(records, sessionId);
 
   let revision = store.revision();
   let written = 0;
@@ -138,6 +140,27 @@ function clearProcessIds(records: Array<[string, JsonValue]>, sessionId: string)
     cleared += 1;
   }
   return cleared;
+}
+
+/**
+ * A bundle of this project whose agent records name a process that runs here (same pid
+ * and start time) is refused: the session is not in this store, so no agent of it runs, and
+ * the record was forged to point at someone else's process. (APEX would not signal such a
+ * process anyway: it signals only processes carrying the nonce it gave them.)
+ */
+function refuseRunningProcesses(records: Array<[string, JsonValue]>, sessionId: string): void {
+  for (const [path, value] of records) {
+    if (!path.startsWith(`/sessions/${sessionId}/agents/`) || !AGENT_RECORD.test(path) || !isRecord(value)) continue;
+    const startTime = typeof value.start_time === "number" ? value.start_time : undefined;
+    for (const field of ["pid", "pgid"] as const) {
+      const pid = value[field];
+      if (typeof pid !== "number" || !isSameProcessAlive(pid, startTime)) continue;
+      throw new ApexError("APEX_E_BUNDLE_INVALID", `Refusing the bundle: agent record ${path} names process ${pid} (${field}, start time ${startTime}), which is running on this machine and is not an agent of this session.`, {
+        hint: "Nothing was written. A bundle cannot point APEX at a running process; export the session again once its agents have stopped.",
+        details: { path, pid },
+      });
+    }
+  }
 }
 
 /** Refuses a bundle whose session (records, counter, checkpoints) or checkpoint ids the store already has. */
