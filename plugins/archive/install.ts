@@ -49,6 +49,8 @@ export async function installBundle(store: Store, content: BundleContent, option
   if (store.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
   const { manifest } = content;
   const sessionId = manifest.session_id;
+  const fromElsewhere = foreign(store, manifest.project_id);
+  if (!fromElsewhere) refuseRunningProcesses(content.records, sessionId);
   refuseIfPresent(store, content);
   const now = (options.now ?? (() => new Date()))().toISOString();
   const records = content.records.map(([path, value]): [string, JsonValue] => [path, value]);
@@ -76,8 +78,7 @@ export async function installBundle(store: Store, content: BundleContent, option
     const record = records[index]![1] as Record<string, JsonValue>;
     if (record.supervisor !== undefined && record.supervisor !== null) records[index] = [historyPath(sessionId), { ...record, supervisor: null }];
   }
-  const sanitizedAgents = foreign(store, manifest.project_id) ? clearProcessIds(records, sessionId) : 0;
-  refuseRunningProcesses(records, sessionId);
+  const sanitizedAgents = fromElsewhere ? clearProcessIds(records, sessionId) : 0;
 
   let revision = store.revision();
   let written = 0;
@@ -148,7 +149,7 @@ function clearProcessIds(records: Array<[string, JsonValue]>, sessionId: string)
  * the record was forged to point at someone else's process. (APEX would not signal such a
  * process anyway: it signals only processes carrying the nonce it gave them.)
  */
-function refuseRunningProcesses(records: Array<[string, JsonValue]>, sessionId: string): void {
+function refuseRunningProcesses(records: ReadonlyArray<[string, JsonValue]>, sessionId: string): void {
   for (const [path, value] of records) {
     if (!path.startsWith(`/sessions/${sessionId}/agents/`) || !AGENT_RECORD.test(path) || !isRecord(value)) continue;
     const startTime = typeof value.start_time === "number" ? value.start_time : undefined;
