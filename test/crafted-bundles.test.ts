@@ -430,11 +430,10 @@ describe("APEX signals only processes it can prove it started", () => {
     session = new Project(["agents:", "  worker:", "    command: sleep", '    args: ["600"]', "plugins: {}", ""].join("\n"), "apex-forged-");
     const ready = session.start();
     const worker = ready.agents[0]!;
-    // The real agent carries its marker; the record holds the same nonce.
+    // The real agent's marker (checked at the end): its session id and the nonce its record holds.
     const environ = readFileSync(`/proc/${worker.pid}/environ`, "utf8").split("\0");
-    expect(environ).toContain(`APEX_SESSION_ID=${ready.session_id}`);
-    const nonce = environ.find((entry) => entry.startsWith("APEX_AGENT_NONCE="))!.slice("APEX_AGENT_NONCE=".length);
-    expect(nonce).toMatch(/^[0-9a-f]{32}$/);
+    const nonce = environ.find((entry) => entry.startsWith("APEX_AGENT_NONCE="))?.slice("APEX_AGENT_NONCE=".length);
+    const recorded = await withStore(session.dir, (store) => (store.get(`/sessions/${ready.session_id}/agents/worker`) as Record<string, JsonValue>).nonce);
 
     // The supervisor dies; its agent is ended by the test (not by APEX).
     process.kill(ready.supervisor_pid, "SIGKILL");
@@ -472,7 +471,8 @@ describe("APEX signals only processes it can prove it started", () => {
     await withStore(session.dir, async (store) => {
       await store.batch((batch) => {
         const agent = batch.get(`/sessions/${ready.session_id}/agents/worker`) as Record<string, JsonValue>;
-        batch.set(`/sessions/${ready.session_id}/agents/worker`, { ...agent, pid: alien.pid, pgid: alien.pid, start_time: alien.startTime, nonce });
+        // Even the real nonce of the agent that ran: the foreign process does not carry it.
+        batch.set(`/sessions/${ready.session_id}/agents/worker`, { ...agent, pid: alien.pid, pgid: alien.pid, start_time: alien.startTime, nonce: nonce ?? null });
       });
     });
     const continued = session.start(["--continue", ready.session_id]);
@@ -486,5 +486,8 @@ describe("APEX signals only processes it can prove it started", () => {
     expect(stop.status, stop.stderr).toBe(0);
     await waitFor("the new agent's end", () => !isAlive(again.pid!));
     expect(isAlive(alien.pid, alien.startTime)).toBe(true);
+    expect(environ).toContain(`APEX_SESSION_ID=${ready.session_id}`);
+    expect(nonce).toMatch(/^[0-9a-f]{32}$/);
+    expect(recorded).toBe(nonce);
   });
 });
