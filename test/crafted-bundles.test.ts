@@ -324,7 +324,7 @@ describe("apex session import refuses crafted bundles (exit 2, nothing written)"
       expect(store.get("/notes/mine")).toBe("untouched");
     });
     expect(isAlive(alien.pid, alien.startTime)).toBe(true);
-  });
+  }, 240_000); // 17 imports through the CLI: ~13 s alone, far longer on a loaded machine
 
   it("a gzip bomb is refused before it is decompressed, and a body longer than declared stops there", async () => {
     const dir = await target();

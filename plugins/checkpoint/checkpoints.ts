@@ -15,7 +15,7 @@ import {
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
-import { assertContained } from "./contained.js";
+import { refuseEscapes, writeProblem, type ContainmentProblem } from "./contained.js";
 import {
   checkSessionId,
   checkTrigger,
@@ -434,16 +434,20 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     const scope = normalizeScope(manifest.memory.scope);
     const key = scopeKey(scope);
     const view = ObjectStore.of(store).view({ overlay: true });
-    assertContained((hash) => view.readNode(hash), manifest);
     const current = buildSnapshot(store, view, {
       ...(options.memory !== false ? { memory: { scope, base: catalog.base(key) } } : {}),
       ...(withSession ? { session: { id: target } } : {}),
     });
     const writes: Array<{ path: string; bytes?: Buffer }> = [];
+    // Every path written is checked to stay inside the session (contained.ts): the cost follows the difference.
+    const escapes: ContainmentProblem[] = [];
     const collect = (mount: string, from: Hash | null, to: Hash | null): PathChanges => {
       const changes: PathChanges = { set: [], deleted: [] };
+      const tree = mount === "" ? "memory" : mount.endsWith("/tasks") ? "tasks" : "agents";
       diffTrees(view, from, to, (change) => {
         const path = `${mount}${segmentsPath(change.segments)}`;
+        const escape = change.after ? writeProblem(tree, mount, change.segments) : undefined;
+        if (escape) escapes.push(escape);
         if (change.after) {
           writes.push({ path, bytes: view.encodedValue(change.after) }); // a value object goes back as it is
           changes.set.push(path);
@@ -458,6 +462,7 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     const memory = options.memory !== false ? collect("", current.memory!.root, manifest.memory.root) : none();
     const tasks = options.tasks !== false ? collect(tasksRoot(target), current.tasks!.root, manifest.tasks.root) : none();
     const agents = options.agents !== false ? collect(agentsRoot(target), current.agents!.root, manifest.agents.root) : none();
+    refuseEscapes(manifest, escapes);
     let revision = current.revision;
     if (!options.dryRun && writes.length > 0) {
       revision = store.batchSync((batch) => {

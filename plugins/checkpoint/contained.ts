@@ -83,9 +83,30 @@ export function containmentProblems(
   return problems;
 }
 
+/**
+ * The problem of one path a restore would write: `segments` below `mount` ("" for the
+ * memory, /sessions/<sid>/tasks or …/agents), or undefined when it stays inside.
+ */
+export function writeProblem(tree: ContainmentProblem["tree"], mount: string, segments: readonly string[]): ContainmentProblem | undefined {
+  if (tree === "memory" && segments[0] === SESSIONS_ROOT.slice(1)) {
+    return { tree, path: SESSIONS_ROOT, problem: `its memory holds ${SESSIONS_ROOT}, where session records live; a checkpoint's memory never does` };
+  }
+  for (let index = 0; index < segments.length; index++) {
+    const problem = segmentProblem(segments[index]!);
+    if (!problem) continue;
+    const path = `${mount}/${[...segments.slice(0, index), JSON.stringify(segments[index])].join("/")}`;
+    return { tree, path, problem: `${path} is not a valid path: ${problem}` };
+  }
+  return undefined;
+}
+
 /** Throws APEX_E_INTEGRITY (nothing written) when the checkpoint reaches outside its session. */
 export function assertContained(readNode: ReadNode, manifest: CheckpointManifest): void {
-  const problems = containmentProblems(readNode, manifest);
+  refuseEscapes(manifest, containmentProblems(readNode, manifest));
+}
+
+/** Throws APEX_E_INTEGRITY naming the first of `problems`, if any. */
+export function refuseEscapes(manifest: Pick<CheckpointManifest, "session_id" | "name">, problems: readonly ContainmentProblem[]): void {
   if (problems.length === 0) return;
   throw new ApexError("APEX_E_INTEGRITY", `Refusing to restore ${manifest.session_id}/${manifest.name}: ${problems[0]!.problem}${problems.length > 1 ? ` (and ${problems.length - 1} more)` : ""}.`, {
     hint: "Nothing was written. `apex session validate` lists such checkpoints; `apex session repair` removes them.",
