@@ -284,6 +284,14 @@ describe("apex session import refuses crafted bundles (exit 2, nothing written)"
         /record path "\/sessions\/current" is outside session s-crafted's own paths/,
       ],
       [
+        "a session id that is not an id (it names a directory of logs)",
+        (pool) =>
+          craftBundle(content, pool, (_checkpoint, input) => {
+            input.session_id = "s crafted\\..";
+          }),
+        /session id "s crafted\\\\\.\." is not an id/,
+      ],
+      [
         "an agent record whose name is a path",
         (pool) =>
           craftBundle(content, pool, (_checkpoint, input) => {
@@ -324,7 +332,7 @@ describe("apex session import refuses crafted bundles (exit 2, nothing written)"
       expect(store.get("/notes/mine")).toBe("untouched");
     });
     expect(isAlive(alien.pid, alien.startTime)).toBe(true);
-  }, 240_000); // 17 imports through the CLI: ~13 s alone, far longer on a loaded machine
+  }, 240_000); // 18 imports through the CLI: ~13 s alone, far longer on a loaded machine
 
   it("a gzip bomb is refused before it is decompressed, and a body longer than declared stops there", async () => {
     const dir = await target();

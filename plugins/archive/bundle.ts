@@ -316,6 +316,8 @@ function checkManifest(value: unknown, version: number): BundleManifest {
   } catch (error) {
     invalid(`session id is not valid: ${(error as Error).message}`);
   }
+  // An id, not a path: it names a directory of logs and a bundle file.
+  need(ID.test(value.session_id as string), `session id ${JSON.stringify(value.session_id)} is not an id (letters, digits, '.', '_', '-')`);
   need(value.session_state === "ended" || value.session_state === "live", "session_state is not ended or live");
   need(isCount(value.last_sequence), "last_sequence is not a whole number");
   need(Array.isArray(value.checkpoints), "checkpoints is not a list");
