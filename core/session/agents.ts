@@ -114,11 +114,7 @@ export async function terminateGroup(pgid: number, startTime: number, marker: Pr
   const members = () => provenMembers(pgid, startTime, marker);
   const initial = members();
   if (initial.members.length === 0) return [];
-  const send = (signal: NodeJS.Signals) => {
-    const now = members();
-    if (now.leaderProven) signalGroup(pgid, signal);
-    else for (const member of now.members) signalProcess(member.pid, signal);
-  };
+  const send = (signal: NodeJS.Signals) => signalProvenGroup(pgid, startTime, marker, signal);
   if (options.force) send("SIGKILL");
   else {
     send("SIGTERM");
