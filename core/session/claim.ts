@@ -17,7 +17,7 @@ export interface Claim {
   previousAgents: AgentRecord[];
 }
 
-export type SupervisorIdentity = { pid: number; start_time: number; socket: string; started_at: string };
+export type SupervisorIdentity = { pid: number; start_time: number; socket: string; started_at: string; nonce: string | null };
 
 /** A new session: refused while another one is current and not ended. One transaction decides. */
 export async function claimNewSession(store: Store, config: Config, request: SupervisorRequest, self: SupervisorIdentity): Promise<Claim> {
@@ -119,6 +119,7 @@ export function emptyAgentRecord(name: string, spec: AgentConfig): AgentRecord {
     pid: null,
     pgid: null,
     start_time: null,
+    nonce: null,
     started_at: null,
     restarts: 0,
     reported_status: null,

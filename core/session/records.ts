@@ -46,7 +46,8 @@ export interface SessionRecord {
   initial_task: string | null;
   /** Names of the session's agents, in config order. */
   agents: string[];
-  supervisor: { pid: number; start_time: number; socket: string; started_at: string } | null;
+  /** nonce: the APEX_SUPERVISOR_NONCE in the supervisor's environment, which proves a pid is it (core/session/proc.ts). */
+  supervisor: { pid: number; start_time: number; socket: string; started_at: string; nonce?: string | null } | null;
   history: SessionHistoryEntry[];
   /** How it ended ("stopped by the user", "all agents exited with code 0 and …"); null while it runs. */
   outcome: string | null;
@@ -63,6 +64,8 @@ export interface AgentRecord {
   pgid: number | null;
   /** /proc/<pid>/stat field 22 of the agent's process: with pid, it identifies the process. */
   start_time: number | null;
+  /** The APEX_AGENT_NONCE in the agent's environment: with the pid and start time, proof the process is APEX's own. */
+  nonce: string | null;
   started_at: string | null;
   restarts: number;
   /** What the agent last said about itself (`apex agent report --status`). */
