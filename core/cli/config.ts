@@ -85,6 +85,9 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   let config: Config;
   try {
     config = await loadConfig(location);
+    // A program that cannot be found is a config error too, as `apex start` reports it.
+    const { assertAgentProgramsExist } = await import("../config/agent-programs.js");
+    assertAgentProgramsExist(config);
   } catch (error) {
     const issues = configIssuesOf(error);
     if (!issues) throw error;

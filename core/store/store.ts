@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createRequire } from "node:module";
 import type { Database, RootDatabase } from "lmdb";
@@ -143,7 +143,7 @@ export class Store {
         hint: "Write something first (`apex memory set /hello '\"world\"'`) or start a session.",
       });
     }
-    if (!options.readOnly) mkdirSync(dir, { recursive: true });
+    if (!options.readOnly && !existsSync(file)) createStoreDir(dir);
     try {
       // overlappingSync (lmdb-js's default on Linux) defers syncing the meta page past the
       // commit. With several processes on one store and writers killed with SIGKILL, the crash
@@ -377,3 +377,17 @@ export class Store {
   }
 }
 
+
+/**
+ * A new store's directory, with a `.gitignore` of `*` so that the store (which changes with
+ * every command) never shows in `git status` of the project around it. An existing
+ * `.gitignore` is left as it is.
+ */
+function createStoreDir(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  try {
+    writeFileSync(join(dir, ".gitignore"), "# APEX's store: never part of the project's history\n*\n", { flag: "wx" });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
+}
