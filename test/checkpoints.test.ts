@@ -805,7 +805,7 @@ describe("validation, repair and recovery", () => {
       "Memory /memory/c: the value cannot be decoded and no verifying checkpoint has it.",
     ]);
     expect(store.get("/sessions/s1-r1")).toMatchObject({ session_id: "s1-r1", status: "paused", restored_from: good.id, agents: ["coder", "adversary"], supervisor: null });
-    expect(store.get("/sessions/current")).toEqual({ session_id: "s1-r1" });
+    expect(store.get("/sessions/current")).toMatchObject({ session_id: "s1-r1" });
     expect(store.get("/sessions/s1-r1/tasks/t-0002")).toEqual({ id: "t-0002", title: "second", status: "pending", assignee: null });
     expect(store.get("/memory/b")).toBe(2);
     expect(store.has("/memory/c")).toBe(false);

@@ -20,10 +20,11 @@ export function registerAgentCommands(program: Command): void {
 
   agent
     .command("list")
-    .description("the session's agents with their process state and what they reported")
+    .description("the session's agents with their process state and what they reported (with no session running: the one that ended last)")
+    .option("--session <id>", "another session's agents (an id or a unique prefix)")
     .option("--json", "print the agents as JSON")
-    .action(async (options: { json?: boolean }, command: Command) => {
+    .action(async (options: { session?: string; json?: boolean }, command: Command) => {
       const { listAgents } = await import("../session/cli/tasks.js");
-      await listAgents(projectOf(command), Boolean(options.json));
+      await listAgents(projectOf(command), Boolean(options.json), options.session);
     });
 }

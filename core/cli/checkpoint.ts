@@ -55,11 +55,16 @@ Examples:
 
   checkpoint
     .command("show")
-    .description("one checkpoint: its manifest, tasks and agent states")
+    .description("one checkpoint: its manifest, tasks, agent states and memory keys")
     .argument("<checkpoint>", REF_HELP)
     .option("--session <id>", "the session for checkpoint-007 and latest")
-    .option("--json", "print the checkpoint as JSON")
-    .action(async (ref: string, options: { session?: string; json?: boolean }, command: Command) => {
+    .option("--keys-limit <n>", "list at most N memory keys (default 100; 0: only the count)", wholeNumber("--keys-limit"))
+    .option("--keys-offset <n>", "skip the first N memory keys (the next page)", wholeNumber("--keys-offset"))
+    .option(
+      "--json",
+      "print {checkpoint_id, session_id, created_at, description, trigger, agent_states: {AGENT: {status, current_task, …, context}}, memory_keys, memory_keys_count, memory_keys_next_offset, git_state: {branch, commit, dirty}, tasks, manifest}",
+    )
+    .action(async (ref: string, options: { session?: string; json?: boolean; keysLimit?: number; keysOffset?: number }, command: Command) => {
       const { showCheckpointCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
       await showCheckpointCommand(projectOf(command), ref, options);
     });

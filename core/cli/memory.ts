@@ -67,12 +67,13 @@ Examples:
 
   memory
     .command("watch")
-    .description("print each change to paths matching GLOB as it happens, until interrupted")
+    .description("print the current value of each path matching GLOB, then each change as it happens, until interrupted")
     .argument("[glob]", "paths to watch", "/**")
-    .option("--since <rev>", "first replay the changes after revision REV", wholeNumber("--since"))
+    .option("--changes-only", "do not print the current values first, only changes")
+    .option("--since <rev>", "instead of the current values, replay the changes after revision REV", wholeNumber("--since"))
     .option("--timeout <seconds>", "stop after this many seconds", seconds("--timeout"))
-    .option("--json", "one JSON object per line: {revision, kind, path, value, actor, time}")
-    .action(async (glob: string, options: { since?: number; timeout?: number; json?: boolean }, command: Command) => {
+    .option("--json", "one JSON object per line: {revision, kind: current|put|delete, path, value, actor, time} (current values have no actor or time)")
+    .action(async (glob: string, options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean }, command: Command) => {
       const { watchMemory } = await import("./memory-actions.js");
       await watchMemory(projectOf(command), glob, options);
     });

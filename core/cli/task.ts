@@ -33,10 +33,11 @@ Examples:
 
   task
     .command("list")
-    .description("the session's tasks, oldest first")
+    .description("the session's tasks, oldest first (with no session running: the one that ended last)")
     .option("--status <status>", "only tasks with this status: pending, active, completed or failed")
+    .option("--session <id>", "another session's tasks (an id or a unique prefix; `apex session list`)")
     .option("--json", "print the tasks as JSON")
-    .action(async (options: { status?: string; json?: boolean }, command: Command) => {
+    .action(async (options: { status?: string; session?: string; json?: boolean }, command: Command) => {
       const { listTasks } = await import("../session/cli/tasks.js");
       await listTasks(projectOf(command), options);
     });
@@ -45,10 +46,11 @@ Examples:
     .command("show")
     .description("one task with its timestamps and result")
     .argument("<id>", "task id, e.g. t-0001")
+    .option("--session <id>", "a task of another session (an id or a unique prefix)")
     .option("--json", "print the task as JSON")
-    .action(async (id: string, options: { json?: boolean }, command: Command) => {
+    .action(async (id: string, options: { session?: string; json?: boolean }, command: Command) => {
       const { showTask } = await import("../session/cli/tasks.js");
-      await showTask(projectOf(command), id, Boolean(options.json));
+      await showTask(projectOf(command), id, Boolean(options.json), options.session);
     });
 
   task
@@ -100,8 +102,9 @@ Examples:
     .description('record a milestone (fires afterMilestone); without TEXT, list them')
     .argument("[text]", 'what was reached, e.g. "Login works end to end"')
     .option("--task <id>", "the task it belongs to")
+    .option("--session <id>", "list another session's milestones (an id or a unique prefix)")
     .option("--json", "print as JSON")
-    .action(async (text: string | undefined, options: { task?: string; json?: boolean }, command: Command) => {
+    .action(async (text: string | undefined, options: { task?: string; session?: string; json?: boolean }, command: Command) => {
       const { milestone } = await import("../session/cli/tasks.js");
       await milestone(projectOf(command), text, options);
     });

@@ -21,6 +21,7 @@ import {
   historyPath,
   nowIso,
   sessionPath,
+  setSessionRecord,
   tasksPrefix,
   type AgentRecord,
   type AgentStatus,
@@ -190,7 +191,7 @@ export class Supervisor {
         if (last?.event === "continued") {
           history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
         }
-        batch.set(sessionPath(this.sessionId), { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
+        setSessionRecord(batch, { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
         this.settleRestoredRecords(batch);
         recountTasks(batch, this.store, this.sessionId);
         record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
@@ -658,7 +659,7 @@ export class Supervisor {
     await this.service.write((batch, record) => {
       const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
       const at = nowIso();
-      batch.set(sessionPath(this.sessionId), {
+      setSessionRecord(batch, {
         ...session,
         status,
         updated_at: at,

@@ -403,7 +403,16 @@ export async function reconstructSession(store: Store, sessionId: string, option
         if (fix.value === undefined) batch.delete(fix.path);
         else batch.set(fix.path, fix.value);
       }
-      if (options.makeCurrent) batch.set("/sessions/current", { session_id: newId });
+      if (options.makeCurrent) {
+        batch.set("/sessions/current", {
+          session_id: newId,
+          project_id: typeof record.project_id === "string" ? record.project_id : null,
+          created_at: now,
+          status: record.status ?? null,
+          agents: Array.isArray(record.agents) ? record.agents : [],
+          initial_task: typeof record.initial_task === "string" ? record.initial_task : null,
+        });
+      }
     }, actor);
     const created = writeCheckpoint(store, {
       sessionId: newId,
