@@ -48,7 +48,7 @@ Examples:
   config
     .command("show")
     .description("print the effective config: your file with every default filled in")
-    .option("--json", "print the effective config as JSON (durations in seconds, plugins as a list in config order)")
+    .option("--json", "print {session: {…}, agents: {NAME: {command, args, env, cwd, restart, …}}, plugins: [{name, options, enabled, position}], projectDir, storeDir, configPath} (durations in seconds, plugins in config order)")
     .addHelpText(
       "after",
       `
