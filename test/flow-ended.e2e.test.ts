@@ -59,6 +59,8 @@ describe("after a session ended", () => {
     expect(json<Array<{ text: string }>>(project.apex(["milestone", "--json"])).map((m) => m.text)).not.toContain("first milestone");
     expect(json<Array<{ name: string }>>(project.apex(["agent", "list", "--session", prefix, "--json"]))[0]!.name).toBe("worker");
     expect(project.apex(["logs", "--session", first.session_id]).stdout).toContain("worker says hello");
+    expect(project.apex(["logs", "--session", prefix]).stdout).toContain("worker says hello");
+    expect(project.apex(["logs", "--session", "nosuchsession"]).status).toBe(3);
     expect(json<{ session_id: string }>(project.apex(["checkpoint", "list", "--session", prefix, "--json"])).session_id).toBe(first.session_id);
 
     const unknown = project.apex(["task", "list", "--session", "no-such-session"]);
