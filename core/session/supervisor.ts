@@ -22,6 +22,7 @@ import {
   historyPath,
   nowIso,
   sessionPath,
+  setSessionRecord,
   tasksPrefix,
   type AgentRecord,
   type AgentStatus,
@@ -207,7 +208,7 @@ export class Supervisor {
           if (last?.event === "continued") {
             history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
           }
-          batch.set(sessionPath(this.sessionId), { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
+          setSessionRecord(batch, { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
           record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
         }
         record("session.reconciled", { ...settled, from: restored ? "checkpoint" : "live" });
@@ -746,7 +747,7 @@ export class Supervisor {
     await this.service.write((batch, record) => {
       const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
       const at = nowIso();
-      batch.set(sessionPath(this.sessionId), {
+      setSessionRecord(batch, {
         ...session,
         status,
         updated_at: at,

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createRequire } from "node:module";
 import type { Database, RootDatabase } from "lmdb";
@@ -152,7 +152,11 @@ export class Store {
       const notice = options.onNotice ?? ((message: string) => process.stderr.write(`notice: ${message}\n`));
       notice(`${dir} could be read by other users; ${tightened.length} entr${tightened.length === 1 ? "y was" : "ies were"} made owner-only (directories 0700, files 0600).`);
     }
-    if (!options.readOnly) makePrivateDir(dir);
+    if (!options.readOnly) {
+      const created = !existsSync(file);
+      makePrivateDir(dir);
+      if (created) writeStoreGitignore(dir);
+    }
     try {
       // overlappingSync (lmdb-js's default on Linux) defers syncing the meta page past the
       // commit. With several processes on one store and writers killed with SIGKILL, the crash
@@ -388,3 +392,16 @@ export class Store {
   }
 }
 
+
+/**
+ * A new store's directory, with a `.gitignore` of `*` so that the store (which changes with
+ * every command) never shows in `git status` of the project around it. An existing
+ * `.gitignore` is left as it is.
+ */
+function writeStoreGitignore(dir: string): void {
+  try {
+    writeFileSync(join(dir, ".gitignore"), "# APEX's store: never part of the project's history\n*\n", { flag: "wx", mode: 0o600 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
+}
