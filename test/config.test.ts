@@ -118,7 +118,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "bad-duration.yaml",
       {},
       "APEX_E_CONFIG",
-      `bad-duration.yaml:2:20: session.session_timeout: must be a number of seconds or a duration such as "30m", "2h", "1d" (got "2 hours"). How long a session may go without agent activity (reports, task changes, memory writes) before APEX stops it; 0 means no limit.`,
+      `bad-duration.yaml:2:20: session.session_timeout: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got "two hours"). How long a session may go without agent activity (reports, task changes, memory writes) before APEX stops it; 0 means no limit.`,
     ],
     [
       "plugin value that is neither options nor true/false",
@@ -200,7 +200,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
         `multiple-errors.yaml:10:19: agents.coder.max_restarts: must be an integer ≥ 0 (got -2). Restarts allowed before the agent is marked failed.`,
         `multiple-errors.yaml:11:3: agents.reviewer.command: required key is missing. Expected a non-empty string. The program to run: a name found on PATH, or a path relative to the agent's cwd.`,
         `multiple-errors.yaml:15:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup. Did you mean "keep_last"?`,
-        `multiple-errors.yaml:16:18: plugins.retention.keep_within: must be a number of seconds or a duration such as "12h", "2d", "1w" (got "2 days"). Keep every checkpoint younger than this.`,
+        `multiple-errors.yaml:16:18: plugins.retention.keep_within: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got "two days"). Keep every checkpoint younger than this.`,
         `multiple-errors.yaml:18:16: plugins.compression.algorithm: must be one of "brotli", "gzip" (got "zstd"). The compression algorithm.`,
         `multiple-errors.yaml:19:12: plugins.compression.level: must be an integer from 0 to 11 (got 12). Compression level: 0 (fastest) to 11 (smallest) for brotli, 0 to 9 for gzip.`,
       ].join("\n"),
@@ -623,7 +623,7 @@ describe("validateOptions and friends (used by the plugin loader)", () => {
     expect([parseDuration(90), parseDuration("90s"), parseDuration("30m"), parseDuration("2h"), parseDuration("1d"), parseDuration("1w"), parseDuration("1h30m")]).toEqual([
       90, 90, 1800, 7200, 86_400, 604_800, 5400,
     ]);
-    expect(() => parseDuration("2 hours")).toThrow(RangeError);
+    expect(() => parseDuration("2 hourz")).toThrow(RangeError);
     expect(() => parseDuration(-1)).toThrow(RangeError);
   });
 });
