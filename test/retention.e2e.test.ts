@@ -56,7 +56,7 @@ async function seedProject(): Promise<Map<string, Record<string, JsonValue>>> {
     await store.set("/sessions/s-old", record("s-old", "active"));
     for (let step = 0; step < 3; step++) {
       await store.set("/work/old", { step });
-      await createCheckpoint(store, { sessionId: "s-old", trigger: "manual", now: () => new Date(START - 72 * HOUR + step * HOUR) });
+      await createCheckpoint(store, { sessionId: "s-old", trigger: "interval", now: () => new Date(START - 72 * HOUR + step * HOUR) });
     }
     await store.batch((batch) => {
       batch.delete("/sessions/s-old");
@@ -140,7 +140,7 @@ describe("apex session cleanup (end to end)", () => {
     expect(result.status).toBe(0);
     expect(result.stdout).toBe(
       [
-        "Retention policy: keep_last 2, keep_daily 2, max_checkpoints 50",
+        "Retention policy: keep_last 2, keep_daily 2 per trigger; manual, beforeRestore kept until deleted; max_checkpoints 50",
         "Hours, days, ISO weeks and months are counted in UTC; times shown are UTC.",
         "",
         "Session s-main: 6 checkpoints, keep 4, remove 2",

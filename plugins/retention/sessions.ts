@@ -117,6 +117,23 @@ export function branchPoints(store: Store, sessions: readonly SessionInfo[]): Ma
   return points;
 }
 
+/**
+ * Checkpoint id -> the sessions whose base it is ("base of <sid>"): the checkpoint a session
+ * was last restored from (`restored_from` in its record, set by `apex start --continue`), kept
+ * while the record names it.
+ */
+export function restoreBases(store: Store, sessions: readonly SessionInfo[]): Map<string, string[]> {
+  const bases = new Map<string, string[]>();
+  for (const session of sessions) {
+    const reference = session.record?.restored_from;
+    if (typeof reference !== "string" || reference.trim() === "") continue;
+    for (const id of resolveReference(store, { ref: reference.trim(), sessionId: session.sessionId })) {
+      bases.set(id, [...(bases.get(id) ?? []), `base of ${session.sessionId}`]);
+    }
+  }
+  return bases;
+}
+
 interface Reference {
   ref: string;
   sessionId: string | undefined;
