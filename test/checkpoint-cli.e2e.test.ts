@@ -63,6 +63,7 @@ interface ListItem {
   trigger: string;
   description: string;
   pinned: boolean;
+  kept_by: string[] | null;
 }
 
 function list(args: string[] = []): { session_id: string; total: number; taken: number; items: ListItem[] } {
@@ -267,7 +268,7 @@ describe("apex checkpoint", () => {
   it("checkpoints a hook takes without a supervisor run beforeCheckpoint (git state) and afterCheckpoint (retention)", async () => {
     project = new Project(
       config({
-        plugins: ["  checkpoint:", "    triggers: [beforeTask]", "  git: {}", "  retention:", "    keep_last: 1", "    auto_cleanup: true"],
+        plugins: ["  checkpoint:", "    triggers: [beforeTask]", "  git: {}", "  retention:", "    keep_last: 1", "    by_trigger: {manual: {keep_last: 1}}", "    auto_cleanup: true"],
       }),
     );
     for (const args of [["init", "-q", "-b", "main"], ["add", "apex.config.yaml"], ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "config"]]) {
@@ -283,9 +284,10 @@ describe("apex checkpoint", () => {
     ok(["task", "add", "offline work"]);
     ok(["task", "claim", "--agent", "worker"]);
     const items = list().items;
-    expect(items.map((item) => item.trigger)).toEqual(["beforeTask"]); // retention kept the latest only
-    expect(list()).toMatchObject({ total: 1, taken: 3 });
-    expect(ok(["checkpoint", "list"])).toContain("(1 kept of 3 taken, newest first)");
+    // Retention ran here: of the manual checkpoints (given a rule of their own) it kept the latest only.
+    expect(items.map((item) => [item.trigger, item.description])).toEqual([["beforeTask", expect.any(String)], ["manual", "two"]]);
+    expect(list()).toMatchObject({ total: 2, taken: 3 });
+    expect(ok(["checkpoint", "list"])).toContain("(2 kept of 3 taken, newest first)");
     expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.git_state).toMatchObject({ branch: "main", commit: head });
   });
 });
@@ -341,8 +343,13 @@ describe("apex start --continue", () => {
     expect(continued).toMatchObject({ continued: true, restored_from: target.id });
     expect(continued.restore).toMatchObject({ id: target.id, saved_before: expect.any(String) });
     expect(memory("/project/x")).toBe(1);
-    // Held only while it was read: the checkpoint of the restored state applies the policy to it again.
-    expect(list().items.map((item) => item.trigger)).toEqual(["restore"]);
+    // Held while it was read; since then kept as a manual checkpoint and as the session's base.
+    // The replaced state (beforeRestore) is kept too, whatever keep_last says.
+    expect(list().items.map((item) => [item.trigger, item.kept_by])).toEqual([
+      ["restore", ["latest", "last"]],
+      ["beforeRestore", ["before restore"]],
+      ["manual", ["manual", `base of ${ready.session_id}`]],
+    ]);
   });
 
   it("after kill -9: restores memory exactly, active tasks go back to their agent, agents get their saved context; the replaced state is saved", async () => {

@@ -1,4 +1,6 @@
 import type { Command } from "commander";
+import type { ProjectLocation } from "../config/locate.js";
+import type { KeptBy } from "../../plugins/checkpoint/plugin-list.js";
 import { projectOf } from "./context.js";
 import { wholeNumber } from "./option-values.js";
 
@@ -50,7 +52,8 @@ Examples:
     .option("--json", "print the page as JSON")
     .action(async (options: { session?: string; limit?: number; offset?: number; oldest?: boolean; json?: boolean }, command: Command) => {
       const { listCheckpointsCommand } = await import("../../plugins/checkpoint/plugin-list.js");
-      await listCheckpointsCommand(projectOf(command), options);
+      const location = projectOf(command);
+      await listCheckpointsCommand(location, options, () => retentionReasons(location));
     });
 
   checkpoint
@@ -146,4 +149,23 @@ manifests that a running supervisor uses. Exit code: 0 when the store is valid a
       const { reconstructCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
       await reconstructCommand(projectOf(command), id, options);
     });
+}
+
+/**
+ * The KEPT BY column of `apex checkpoint list`: the retention plugin's reasons, when the
+ * project's config enables it. A config that does not load leaves the column out: listing
+ * checkpoints must work even then (`apex config validate` says what is wrong).
+ */
+async function retentionReasons(location: ProjectLocation): Promise<KeptBy | undefined> {
+  const { loadConfig } = await import("../config/load.js");
+  let config: Awaited<ReturnType<typeof loadConfig>>;
+  try {
+    config = await loadConfig(location);
+  } catch {
+    return undefined;
+  }
+  const entry = config.plugins.find((plugin) => plugin.name === "retention" && plugin.enabled);
+  if (!entry) return undefined;
+  const { keptByRetention } = await import("../../plugins/retention/explain.js");
+  return (store, sessionId) => keptByRetention(store, sessionId, entry.options, config);
 }
