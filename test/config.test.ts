@@ -90,7 +90,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "negative-number.yaml",
       {},
       "APEX_E_CONFIG",
-      `negative-number.yaml:3:16: plugins.retention.keep_last: must be an integer ≥ 0 (got -1). Keep the most recent N checkpoints.`,
+      `negative-number.yaml:3:16: plugins.retention.keep_last: must be an integer ≥ 0 (got -1). Keep the most recent N checkpoints of each trigger class.`,
     ],
     [
       "agent without a command",
