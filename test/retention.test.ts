@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { applyPolicy, bucketKey, hasRules, isoWeek, type PolicyItem, type RetentionPolicy } from "../plugins/retention/policy.js";
+import { applyPolicy, bucketKey, hasRules, isoWeek, periodIndex, type PolicyItem, type RetentionPolicy } from "../plugins/retention/policy.js";
+import { random } from "./helpers/cli.js";
 import { capOnly, describePolicy, policyFromOptions, policyJson } from "../plugins/retention/options.js";
 
 /**
@@ -59,6 +60,22 @@ describe("periods (UTC)", () => {
     ["monthly", "2022-01-01T00:30:00+02:00", "2021-12"],
   ] as const)("%s period of %s is %s", (rule, time, key) => {
     expect(bucketKey(rule, utc(time))).toBe(key);
+  });
+});
+
+describe("period numbers (what the policy compares)", () => {
+  it("two times share a period number exactly when they share a period", () => {
+    const next = random(12);
+    const start = utc("1969-12-01 00:00");
+    for (let i = 0; i < 20_000; i++) {
+      const a = start + Math.floor(next() * 60 * 365 * 86_400_000);
+      const b = a + Math.floor((next() < 0.5 ? next() * 3_600_000 * 2 : next() * 86_400_000 * 40) * (next() < 0.5 ? -1 : 1));
+      for (const rule of ["hourly", "daily", "weekly", "monthly"] as const) {
+        expect(periodIndex(rule, a) === periodIndex(rule, b), `${rule} ${new Date(a).toISOString()} ${new Date(b).toISOString()}`).toBe(bucketKey(rule, a) === bucketKey(rule, b));
+        const same = bucketKey(rule, a) === bucketKey(rule, b);
+        expect(Math.sign(periodIndex(rule, a) - periodIndex(rule, b))).toBe(same ? 0 : Math.sign(a - b));
+      }
+    }
   });
 });
 

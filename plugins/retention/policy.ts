@@ -134,7 +134,7 @@ export function keptTriggers(policy: RetentionPolicy): string[] {
 interface ClassState {
   rules: RetentionRules;
   remaining: Map<BucketRule, number>;
-  lastBucket: Map<BucketRule, string>;
+  lastBucket: Map<BucketRule, number>;
 }
 
 /** Decides, for the checkpoints of one session, which to keep and which to remove. */
@@ -176,7 +176,7 @@ export function applyPolicy<T extends PolicyItem>(items: readonly T[], policy: R
       const { rules, remaining, lastBucket } = state;
       for (const rule of BUCKET_RULES) {
         if (remaining.get(rule)! <= 0) continue;
-        const bucket = rule === "last" ? String(position) : bucketKey(rule, item.time);
+        const bucket = rule === "last" ? position : periodIndex(rule, item.time);
         if (bucket === lastBucket.get(rule)) continue;
         lastBucket.set(rule, bucket);
         remaining.set(rule, remaining.get(rule)! - 1);
@@ -308,6 +308,26 @@ export function bucketKey(rule: Exclude<BucketRule, "last">, time: number): stri
 }
 
 /**
+ * The period of a rule a time falls into, as a number that orders and compares like
+ * {@link bucketKey} (cheaper: no Date, no string, for each of thousands of checkpoints).
+ * Weeks count from the Monday before the epoch (1970-01-01 was a Thursday), so they are ISO weeks.
+ */
+export function periodIndex(rule: Exclude<BucketRule, "last">, time: number): number {
+  switch (rule) {
+    case "hourly":
+      return Math.floor(time / HOUR_MS);
+    case "daily":
+      return Math.floor(time / DAY_MS);
+    case "weekly":
+      return Math.floor((Math.floor(time / DAY_MS) + 3) / 7);
+    case "monthly": {
+      const date = new Date(time);
+      return date.getUTCFullYear() * 12 + date.getUTCMonth();
+    }
+  }
+}
+
+/**
  * The ISO 8601 week of a time in UTC, as strftime's `%G-W%V`: weeks start on Monday, and week 1
  * is the week holding the year's first Thursday, so 2021-01-01 (a Friday) is in 2020-W53.
  */
@@ -322,6 +342,7 @@ export function isoWeek(time: number): string {
   return `${pad(weekYear, 4)}-W${pad(week, 2)}`;
 }
 
+const HOUR_MS = 3_600_000;
 const DAY_MS = 86_400_000;
 
 function ymd(date: Date): string {
