@@ -44,7 +44,7 @@ Examples:
 
   checkpoint
     .command("list")
-    .description("a session's checkpoints, newest first, one page at a time")
+    .description("a session's checkpoints, newest first, one page at a time, with what keeps each under the retention policy (KEPT BY)")
     .option("--session <id>", "another session (default: the current one, else the one that ended last)")
     .option("-n, --limit <n>", "checkpoints per page (default 20)", wholeNumber("--limit", 1))
     .option("--offset <n>", "skip this many first", wholeNumber("--offset"))
