@@ -130,6 +130,11 @@ describe("apex checkpoint list: what keeps each checkpoint (end to end)", () => 
     const page = JSON.parse(apex("checkpoint", "list", "--json").stdout) as { items: Array<{ kept_by: string[] | null }> };
     expect(page.items.map((item) => item.kept_by)).toEqual([null, null, null, null, null, null]);
     expect(apex("checkpoint", "list").stdout).not.toMatch(/KEPT BY/);
+    // A config that does not load leaves the column out; listing still works.
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  retention:\n    keep_lst: 3\n");
+    const broken = apex("checkpoint", "list", "--json");
+    expect(broken.status).toBe(0);
+    expect((JSON.parse(broken.stdout) as { items: Array<{ kept_by: unknown }> }).items.every((item) => item.kept_by === null)).toBe(true);
   });
 });
 
