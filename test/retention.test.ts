@@ -369,8 +369,16 @@ describe("applyPolicy", () => {
       const items = taken("manual", "manual", "interval", "interval");
       // Manual checkpoints and the latest are protected: only the older interval one can go.
       expect(removed(items, capOnly({ keepLast: 1, maxCheckpoints: 2 }))).toEqual(["3:interval"]);
-      // A rule for manual checkpoints (even one the cap-only run does not apply) lets the cap remove them.
-      expect(removed(items, capOnly({ keepLast: 1, byTrigger: { manual: { keepLast: 1 } }, maxCheckpoints: 2 }))).toEqual(["2:manual", "1:manual"]);
+      // Manual checkpoints with rules of their own go by those rules only, never by the cap.
+      expect(removed(items, capOnly({ keepLast: 1, byTrigger: { manual: { keepLast: 1 } }, maxCheckpoints: 2 }))).toEqual(["3:interval"]);
+      const full = applyPolicy(items, { keepLast: 5, byTrigger: { manual: { keepLast: 1 } }, maxCheckpoints: 1 });
+      expect(full.decisions.map((decision) => [decision.item.id, decision.keep, decision.removedBy])).toEqual([
+        ["4:interval", true, undefined],
+        ["3:interval", false, "cap"],
+        ["2:manual", true, undefined],
+        ["1:manual", false, "rules"],
+      ]);
+      expect(full.overCap).toBe(1);
     });
 
     it("checks the rules of each trigger", () => {

@@ -15,7 +15,7 @@
  * the newest 5 beforeTask checkpoints and, besides them, the newest 5 interval ones. A class
  * may have its own rules (`byTrigger`). The classes a person or a restore made
  * ({@link KEPT_TRIGGERS}: manual checkpoints, and the state a restore replaced) are kept until
- * deleted, unless `byTrigger` gives them rules.
+ * deleted, unless `byTrigger` gives them rules; the cap never removes them.
  */
 
 /** The time zone of hourly, daily, weekly and monthly periods. */
@@ -46,8 +46,9 @@ export interface RetentionPolicy extends RetentionRules {
   byTrigger?: Readonly<Record<string, RetentionRules>> | undefined;
   /**
    * Hard cap, applied after the rules: while more checkpoints are kept than this, the oldest
-   * kept one that is not protected is removed. Protected checkpoints are never removed, so
-   * they alone may exceed the cap.
+   * kept one that is not protected is removed. Protected checkpoints, and those of
+   * KEPT_TRIGGERS even when byTrigger gives them rules, are never removed by it, so they alone
+   * may exceed the cap.
    */
   maxCheckpoints?: number | undefined;
 }
@@ -213,7 +214,8 @@ function applyCap(decisions: PolicyDecision<PolicyItem>[], max: number | undefin
   // Decisions are newest first, so walking backwards meets the oldest first.
   for (let i = decisions.length - 1; i >= 0 && kept > max; i--) {
     const decision = decisions[i]!;
-    if (!decision.keep || decision.protected) continue;
+    // Manual and replaced-state checkpoints go only by their own rules (by_trigger), never by the cap.
+    if (!decision.keep || decision.protected || Object.hasOwn(KEPT_TRIGGERS, decision.item.trigger ?? "")) continue;
     decision.keep = false;
     decision.removedBy = "cap";
     kept -= 1;
