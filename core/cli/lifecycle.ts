@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
 import { seconds, wholeNumber } from "./option-values.js";
+import { examples } from "./output.js";
 
 /** `apex start|status|pause|resume|stop|logs`: a session's life. Actions import their code lazily. */
 export function registerLifecycleCommands(program: Command): void {
@@ -8,10 +9,10 @@ export function registerLifecycleCommands(program: Command): void {
     .command("start")
     .description("start a session: a detached supervisor runs the configured agents")
     .option("-t, --task <text>", "what the session is for (recorded as its initial task)")
-    .option("-c, --continue <last|SESSION|CHECKPOINT>", "continue an interrupted or ended session from a checkpoint (default: its latest); ends its leftover agents first")
+    .option("-c, --continue <last|SESSION|CHECKPOINT>", "continue an interrupted or ended session: last|SESSION from the live state, CHECKPOINT rolled back to it; ends its leftover agents first")
     .option("--force-recovery <CHECKPOINT>", "continue from a damaged checkpoint: restore what still verifies and list exactly what was lost")
     .option("-a, --attach", "stay in the foreground and stream the session's events; Ctrl-C detaches")
-    .option("--json", "print the started session as JSON (with --attach: one event per line)")
+    .option("--json", "print {session_id, status, supervisor_pid, socket, continued, restored_from, restore, reaped, agents: [{name, pid, pgid, status}]} (with --attach: then one event {seq, at, type, actor, …} per line)")
     .addHelpText(
       "after",
       `
@@ -19,9 +20,13 @@ Agents get APEX_SESSION_ID, APEX_AGENT, APEX_SOCKET, APEX_HOME, APEX_CONFIG, APE
 APEX_SUPERVISOR_PID, APEX_INITIAL_TASK and, when continued, APEX_RESUME_CONTEXT (the
 context the agent reported, as the checkpoint holds it) and APEX_RESUME_TASK (its active task).
 
---continue restores the checkpoint exactly (memory, tasks, agent states), after saving the
-state it replaces as a checkpoint. With session.auto_recovery (the default), a plain
-\`apex start\` or \`apex status\` continues an interrupted session from its latest checkpoint.
+--continue last|SESSION goes on from the live state: memory as it is (every acknowledged
+write kept), leftover agents ended, active tasks back to their restarted agents.
+--continue CHECKPOINT rolls memory, tasks and agent states back to that checkpoint, after
+saving the state it replaces as a beforeRestore checkpoint (retention keeps it).
+A session that holds the project is checkpointed and stopped first (said in the output).
+With session.auto_recovery (the default), any \`apex start\` and \`apex resume\` continue an
+interrupted session from the live state, with a notice; \`apex status\` only reports it.
 
 Examples:
   apex start --task "Implement user authentication"
@@ -43,15 +48,15 @@ Examples:
       }
       const { startSession } = await import("../session/cli/start.js");
       if (options.continue === undefined) {
-        // session.auto_recovery: an interrupted session is continued from its latest checkpoint first.
-        const { findRecoverable, recoveryNotice } = await import("../../plugins/checkpoint/plugin-recovery.js");
-        const recoverable = await findRecoverable(location);
+        // session.auto_recovery: an interrupted session is continued from the live store first.
+        const { findAutoRecoverable, autoRecoveryNotice } = await import("../session/cli/auto-recovery.js");
+        const recoverable = await findAutoRecoverable(location);
         if (recoverable) {
-          recoveryNotice(recoverable, Boolean(options.json));
-          await startSession(location, { continue: recoverable.sessionId, json: Boolean(options.json), attach: Boolean(options.attach) && options.task === undefined });
+          autoRecoveryNotice(recoverable, Boolean(options.json));
+          await startSession(location, { continue: recoverable, json: Boolean(options.json), attach: Boolean(options.attach) && options.task === undefined });
           if (options.task !== undefined) {
             const { ApexError } = await import("../errors.js");
-            throw new ApexError("APEX_E_SESSION_ACTIVE", `No new session was started: the recovered session ${recoverable.sessionId} runs now (a project runs one session at a time).`, {
+            throw new ApexError("APEX_E_SESSION_ACTIVE", `No new session was started: the recovered session ${recoverable} runs now (a project runs one session at a time).`, {
               hint: 'Add the work to it (`apex task add "…"`), or end it (`apex stop`) and start again.',
             });
           }
@@ -64,13 +69,11 @@ Examples:
   program
     .command("status")
     .description("the session, its agents (pid, state, uptime, CPU), task counts and last checkpoint")
-    .option("--json", "print the status as JSON")
+    .option("--json", "print {session: {session_id, status, initial_task, created_at, supervisor, …} | null, agents: [{name, status, pid, pgid, alive, task, uptime_seconds, cpu_seconds, …}], tasks: {pending, active, completed, failed, total}, last_checkpoint, left_running, last_session}")
+    .addHelpText("after", examples("apex status", "apex status --json | jq .tasks"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const location = projectOf(command);
-      // session.auto_recovery: only a supervisor that died leaves its runtime file behind, so this is
-      // a stat and a read of a small file unless something crashed.
-      const { autoRecoverForStatus } = await import("../../plugins/checkpoint/plugin-recovery.js");
-      await autoRecoverForStatus(location, Boolean(options.json));
+      // A read command: an interrupted session is reported with the command that recovers it, never acted on.
       const { showStatus } = await import("../session/cli/status.js");
       await showStatus(location, Boolean(options.json));
     });
@@ -78,7 +81,8 @@ Examples:
   program
     .command("pause")
     .description("stop every agent process (SIGSTOP to each process group), checkpoint, mark the session paused")
-    .option("--json", "print the result as JSON")
+    .option("--json", "print {session_id, status: \"paused\", agents, processes, warnings}")
+    .addHelpText("after", examples("apex pause", "apex pause --json"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { pauseSession } = await import("../session/cli/control.js");
       await pauseSession(projectOf(command), Boolean(options.json));
@@ -87,7 +91,8 @@ Examples:
   program
     .command("resume")
     .description("continue a paused session (SIGCONT to each agent's process group)")
-    .option("--json", "print the result as JSON")
+    .option("--json", "print {session_id, status: \"active\", agents, processes, warnings}")
+    .addHelpText("after", examples("apex resume"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { resumeSession } = await import("../session/cli/control.js");
       await resumeSession(projectOf(command), Boolean(options.json));
@@ -98,7 +103,8 @@ Examples:
     .description("end the session: SIGTERM to the agents (SIGKILL after a grace period), record it in the history")
     .option("-f, --force", "SIGKILL the agents at once")
     .option("--grace <seconds>", "seconds between SIGTERM and SIGKILL (default 5)", seconds("--grace"))
-    .option("--json", "print the result as JSON")
+    .option("--json", "print {session_id, status: \"stopped\", reason, processes_ended}")
+    .addHelpText("after", examples("apex stop", "apex stop --grace 30", "apex stop --force"))
     .action(async (options: { force?: boolean; grace?: number; json?: boolean }, command: Command) => {
       const { stopSession } = await import("../session/cli/control.js");
       await stopSession(projectOf(command), options);
@@ -111,7 +117,8 @@ Examples:
     .option("-f, --follow", "keep printing new lines until Ctrl-C")
     .option("-n, --lines <n>", "lines per log file (default 50; 10 with --follow)", wholeNumber("--lines"))
     .option("--session <id>", "a past session (default: the current or latest one)")
-    .option("--json", "one JSON object per line: {agent, stream, line}")
+    .option("--json", "one JSON object per line: {agent, stream: stdout|stderr, line}")
+    .addHelpText("after", examples("apex logs", "apex logs coder -f", "apex logs -n 200 --session 3f2a9c1e --json"))
     .action(async (agent: string | undefined, options: { follow?: boolean; lines?: number; session?: string; json?: boolean }, command: Command) => {
       const { showLogs } = await import("../session/cli/logs.js");
       await showLogs(projectOf(command), agent, options);

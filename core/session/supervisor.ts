@@ -1,4 +1,4 @@
-import { appendFileSync, chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -6,11 +6,12 @@ import { ApexError } from "../errors.js";
 import type { Config, AgentConfig } from "../config/types.js";
 import type { Engine } from "../engine.js";
 import { RpcServer } from "../rpc/server.js";
+import { makePrivateDir, PRIVATE_EXECUTABLE_MODE, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
-import { AgentProcess, tailLines, terminateGroup, type AgentExit } from "./agents.js";
+import { AgentProcess, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
 import { registerSupervisorMethods } from "./methods.js";
-import { isGroupStopped, liveMembers, processGroups, processStartTime, signalGroup, signalProcess, sleep } from "./proc.js";
+import { agentMarker, isGroupStopped, processGroups, processStartTime, signalProcess, sleep, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
 import {
   CONTEXT_SUFFIX,
   CURRENT_SESSION_PATH,
@@ -21,6 +22,7 @@ import {
   historyPath,
   nowIso,
   sessionPath,
+  setSessionRecord,
   tasksPrefix,
   type AgentRecord,
   type AgentStatus,
@@ -61,6 +63,10 @@ export interface ReadyReport {
   restored_from: string | null;
   /** What the restore did (the checkpoint service's report; with --force-recovery, what was lost). */
   restore: JsonValue | null;
+  /** Continuing: how tasks and agent records were matched to the agents that run now. */
+  reconciled: { requeued: string[]; resumed: Array<{ agent: string; task: string }>; stopped_agents: string[] } | null;
+  /** The checkpoint taken once the agents run (the session's first one, or the continued state); null when none was written. */
+  checkpoint: { id: string; name: string; trigger: string } | null;
   reaped: Array<{ agent: string; pids: number[] }>;
   agents: Array<{ name: string; pid: number | null; pgid: number | null; status: AgentStatus }>;
   event_seq: number;
@@ -140,7 +146,9 @@ export class Supervisor {
   ): Promise<{ supervisor: Supervisor; ready: ReadyReport }> {
     const { store, config, log } = deps;
     const socketPath = socketPathFor(request.storeDir);
-    const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso() };
+    // The nonce `apex start` put in this process's environment: with it, `apex stop --force` can prove the pid is this supervisor.
+    const nonce = process.env[SUPERVISOR_NONCE_VAR] ?? null;
+    const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso(), nonce };
     let claim: Claim;
     if (request.mode === "start") claim = await claimNewSession(store, config, request, self);
     else {
@@ -148,8 +156,9 @@ export class Supervisor {
       const target = await resolveContinueTarget(store, request.continueTarget ?? "last", service);
       // Refused before anything changes: the session keeps the state it had.
       if ((target.checkpoint !== undefined || request.forceRecovery) && !service) throw noCheckpointService(target.checkpoint ?? "latest");
-      // Resolved (`last`: the latest) and verified here, before the claim: a refusal leaves the session as it was.
-      if (service?.prepare) {
+      // Only a named checkpoint rolls memory back; `last` and a session continue from the live store.
+      // The checkpoint is verified here, before the claim: a refusal leaves the session as it was.
+      if (service?.prepare && (target.checkpoint !== undefined || request.forceRecovery)) {
         const prepared = await service.prepare({ sessionId: target.sessionId, checkpoint: target.checkpoint, force: Boolean(request.forceRecovery) });
         target.checkpoint = prepared.checkpoint;
       }
@@ -171,29 +180,39 @@ export class Supervisor {
     if (claim.continued) {
       for (const agent of claim.previousAgents) {
         if (!agent.pgid || agent.start_time === null) continue;
-        const pids = await terminateGroup(agent.pgid, agent.start_time, { graceMs: 2000 });
+        // Only what carries the marker recorded with it is ours: a forged record names no process APEX will signal.
+        const pids = await terminateGroup(agent.pgid, agent.start_time, agentMarker(this.sessionId, agent.nonce), { graceMs: 2000 });
         if (pids.length > 0) {
           reaped.push({ agent: agent.name, pids });
           this.log(`reaped the old processes of agent ${agent.name}: ${pids.join(", ")}`);
         }
       }
     }
-    const restored = claim.continued
-      ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery) })
-      : undefined;
-    if (restored) {
-      await this.service.write((batch, record) => {
-        const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
-        // The "continued" entry claimContinuedSession wrote names the checkpoint it came back to.
-        const history = [...session.history];
-        const last = history[history.length - 1];
-        if (last?.event === "continued") {
-          history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
-        }
-        batch.set(sessionPath(this.sessionId), { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
-        this.settleRestoredRecords(batch);
+    // Continuing rolls memory back only to a checkpoint the user named (--continue CHECKPOINT,
+    // --force-recovery); `--continue last|SESSION` and auto recovery go on from the live store,
+    // which holds every write that was acknowledged.
+    const restored =
+      claim.continued && claim.checkpoint !== undefined
+        ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery) })
+        : undefined;
+    let reconciled: ReadyReport["reconciled"] = null;
+    if (claim.continued) {
+      reconciled = await this.service.write((batch, record) => {
+        const settled = this.reconcileRecords(batch);
         recountTasks(batch, this.store, this.sessionId);
-        record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
+        if (restored) {
+          const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
+          // The "continued" entry claimContinuedSession wrote names the checkpoint it came back to.
+          const history = [...session.history];
+          const last = history[history.length - 1];
+          if (last?.event === "continued") {
+            history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
+          }
+          setSessionRecord(batch, { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
+          record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
+        }
+        record("session.reconciled", { ...settled, from: restored ? "checkpoint" : "live" });
+        return settled;
       }, "supervisor");
     }
     await this.server.listen();
@@ -208,13 +227,14 @@ export class Supervisor {
     });
     this.tapEngine();
     await this.engine.fire("onStart", this.service.context());
-    mkdirSync(agentLogDir(request.storeDir, this.sessionId), { recursive: true });
+    makePrivateDir(agentLogDir(request.storeDir, this.sessionId));
     this.writeApexShim(request.storeDir);
     // Serialised with pause, resume and stop, which may arrive on the socket meanwhile.
     await this.runLifecycle(async () => {
       for (const slot of this.slots.values()) await this.startAgent(slot, claim.continued);
       this.armTimers();
     });
+    const checkpoint = await this.startCheckpoint(claim, restored !== undefined);
     const session = this.service.session();
     return {
       session_id: this.sessionId,
@@ -225,6 +245,8 @@ export class Supervisor {
       continued: claim.continued,
       restored_from: restored?.checkpoint ?? null,
       restore: restored?.details ?? null,
+      reconciled,
+      checkpoint,
       reaped,
       agents: [...this.slots.values()].map((slot) => ({
         name: slot.name,
@@ -234,6 +256,26 @@ export class Supervisor {
       })),
       event_seq: this.eventSeq(),
     };
+  }
+
+  /**
+   * The checkpoint a start takes once the agents run: a new session's first checkpoint
+   * (trigger onStart), or the state a session continued from the live store goes on with
+   * (trigger continue). Skipped when the latest checkpoint already holds that state (an onStart
+   * trigger of the checkpoint plugin, a restore). A failure is logged: the session runs all the same.
+   */
+  private async startCheckpoint(claim: Claim, restored: boolean): Promise<ReadyReport["checkpoint"]> {
+    const service = checkpointServiceFor(this.store);
+    if (!service || restored) return null;
+    const trigger = claim.continued ? "continue" : "onStart";
+    const description = claim.continued ? "continued from the live state" : "session start";
+    try {
+      const created = await service.create({ sessionId: this.sessionId, trigger, description, skipUnchanged: true });
+      return created ? { id: created.id, name: checkpointLabel(created.sequence), trigger: created.trigger } : null;
+    } catch (error) {
+      this.log(`no ${trigger} checkpoint: ${(error as Error).message}`);
+      return null;
+    }
   }
 
   /** A failed launch: end what started and record the session as failed. */
@@ -249,23 +291,47 @@ export class Supervisor {
   }
 
   /**
-   * After a restore: agent records of agents this config no longer runs are marked stopped
-   * (nothing will start them), and active tasks of such agents go back to pending. Active
-   * tasks of configured agents stay active: they go back to their agent, which gets the task
-   * id as APEX_RESUME_TASK next to its restored context.
+   * Continuing (from the live store or after a restore), once the old processes were reaped:
+   * the records are made to match what will run. Agent records of agents this config no longer
+   * runs are marked stopped (nothing will start them) and their active tasks go back to
+   * pending, for any agent to claim. Active tasks of configured agents stay active: they go
+   * back to their agent, restarted with the task id as APEX_RESUME_TASK next to its saved
+   * context. An agent record still naming a task that is no longer its active task lets go of it.
    */
-  private settleRestoredRecords(batch: WriteBatch): void {
-    for (const key of this.store.keysBelow(agentsPrefix(this.sessionId))) {
-      const name = key.slice(agentsPrefix(this.sessionId).length + 1);
-      if (name.includes("/") || name.endsWith(CONTEXT_SUFFIX) || this.slots.has(name)) continue;
-      const agent = batch.get(key) as AgentRecord | undefined;
-      if (agent && agent.status !== "stopped") batch.set(key, { ...agent, status: "stopped", task: null });
-    }
+  private reconcileRecords(batch: WriteBatch): { requeued: string[]; resumed: Array<{ agent: string; task: string }>; stopped_agents: string[] } {
+    const requeued: string[] = [];
+    const resumed: Array<{ agent: string; task: string }> = [];
+    const stoppedAgents: string[] = [];
+    const activeOf = new Map<string, string[]>();
     for (const key of this.store.keysBelow(tasksPrefix(this.sessionId))) {
       const task = batch.get(key) as TaskRecord | undefined;
-      if (!task || task.status !== "active" || (task.assignee !== null && this.slots.has(task.assignee))) continue;
+      if (!task || task.status !== "active") continue;
+      if (task.assignee !== null && this.slots.has(task.assignee)) {
+        activeOf.set(task.assignee, [...(activeOf.get(task.assignee) ?? []), task.id]);
+        continue;
+      }
       batch.set(key, { ...task, status: "pending", assignee: null, claimed_at: null });
+      requeued.push(task.id);
     }
+    for (const key of this.store.keysBelow(agentsPrefix(this.sessionId))) {
+      const name = key.slice(agentsPrefix(this.sessionId).length + 1);
+      if (name.includes("/") || name.endsWith(CONTEXT_SUFFIX)) continue;
+      const agent = batch.get(key) as AgentRecord | undefined;
+      if (!agent) continue;
+      if (!this.slots.has(name)) {
+        // Reported once, when it is found still standing (a later continue finds it stopped already).
+        if (agent.status !== "stopped" || agent.task !== null) {
+          batch.set(key, { ...agent, status: "stopped", task: null });
+          stoppedAgents.push(name);
+        }
+        continue;
+      }
+      const active = activeOf.get(name) ?? [];
+      const task = agent.task !== null && active.includes(agent.task) ? agent.task : (active[0] ?? null);
+      if (task !== agent.task) batch.set(key, { ...agent, task });
+      if (task !== null) resumed.push({ agent: name, task });
+    }
+    return { requeued, resumed, stopped_agents: stoppedAgents };
   }
 
   /** The active task a restored agent goes back to: the one its record names, else its first active one. */
@@ -300,11 +366,10 @@ export class Supervisor {
   /** `<store>/bin/apex`: lets agents run `apex …` whatever their PATH held. */
   private writeApexShim(storeDir: string): void {
     const dir = join(storeDir, "bin");
-    mkdirSync(dir, { recursive: true });
+    makePrivateDir(dir);
     const file = join(dir, "apex");
     const script = `#!/bin/sh\nexec ${shellQuote(process.execPath)} ${shellQuote(join(REPO_ROOT, "bin", "apex.js"))} "$@"\n`;
-    writeFileSync(file, script);
-    chmodSync(file, 0o755);
+    writePrivateFile(file, script, PRIVATE_EXECUTABLE_MODE);
   }
 
   /** On `--continue`, the agent's last reported context as a file for APEX_RESUME_CONTEXT. */
@@ -312,7 +377,7 @@ export class Supervisor {
     const context = this.store.get(agentContextPath(this.sessionId, slot.name));
     if (context === undefined) return undefined;
     const file = join(agentLogDir(this.config.storeDir, this.sessionId), `${slot.name}.resume.json`);
-    writeFileSync(file, `${JSON.stringify(context, null, 2)}\n`, { mode: 0o600 });
+    writePrivateFile(file, `${JSON.stringify(context, null, 2)}\n`);
     return file;
   }
 
@@ -323,7 +388,7 @@ export class Supervisor {
 
   private agentLog(name: string, message: string): void {
     try {
-      appendFileSync(this.logFiles(name).stdoutFile, `[apex ${nowIso()}] ${message}\n`);
+      appendFileSync(this.logFiles(name).stdoutFile, `[apex ${nowIso()}] ${message}\n`, { mode: PRIVATE_FILE_MODE });
     } catch {
       // The log directory is gone (project removed); the supervisor log still has it.
     }
@@ -339,6 +404,7 @@ export class Supervisor {
     try {
       child = await AgentProcess.spawn({
         name: slot.name,
+        sessionId: this.sessionId,
         spec: slot.spec,
         cwd: resolve(this.config.projectDir, slot.spec.cwd || "."),
         env: this.agentEnv(slot, resumeContext, resumeTask),
@@ -352,7 +418,7 @@ export class Supervisor {
     }
     slot.process = child;
     slot.status = this.currentStatus() === "paused" ? "paused" : "running";
-    if (slot.status === "paused") signalGroup(child.pgid, "SIGSTOP");
+    if (slot.status === "paused") signalProvenGroup(child.pgid, child.startTime, child.marker, "SIGSTOP");
     this.agentLog(slot.name, `started pid ${child.pid} (process group ${child.pgid})${slot.restarts ? `, restart ${slot.restarts}` : ""}`);
     this.log(`agent ${slot.name} started: pid ${child.pid}`);
     await this.service.write((batch, record) => {
@@ -363,6 +429,7 @@ export class Supervisor {
         pid: child.pid,
         pgid: child.pgid,
         start_time: child.startTime,
+        nonce: child.nonce,
         started_at: child.startedAt,
         restarts: slot.restarts,
         command: describeCommand(slot.spec),
@@ -383,7 +450,7 @@ export class Supervisor {
       this.agentLog(slot.name, `pid ${child.pid} ${how}`);
       this.log(`agent ${slot.name} (pid ${child.pid}) ${how}`);
       // Whatever the agent left running in its group goes with it.
-      await terminateGroup(child.pgid, child.startTime, { graceMs: 1000 }).catch((error) => this.log(String(error)));
+      await terminateGroup(child.pgid, child.startTime, child.marker, { graceMs: 1000 }).catch((error) => this.log(String(error)));
     }
     if (this.stopping) {
       slot.status = "stopped";
@@ -463,9 +530,9 @@ export class Supervisor {
     return this.service.session().status;
   }
 
-  private runningGroups(): Array<{ slot: AgentSlot; pgid: number; startTime: number }> {
-    const out: Array<{ slot: AgentSlot; pgid: number; startTime: number }> = [];
-    for (const slot of this.slots.values()) if (slot.process) out.push({ slot, pgid: slot.process.pgid, startTime: slot.process.startTime });
+  private runningGroups(): Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> {
+    const out: Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> = [];
+    for (const slot of this.slots.values()) if (slot.process) out.push({ slot, pgid: slot.process.pgid, startTime: slot.process.startTime, marker: slot.process.marker });
     return out;
   }
 
@@ -474,7 +541,7 @@ export class Supervisor {
       this.assertStatus("active", "pause");
       this.pauseTimers();
       const groups = this.runningGroups();
-      for (const group of groups) signalGroup(group.pgid, "SIGSTOP");
+      for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
       const processes = await this.waitForGroups(groups, "stopped");
       for (const group of groups) group.slot.status = "paused";
       await this.service.write((batch) => {
@@ -499,7 +566,7 @@ export class Supervisor {
     return this.runLifecycle(async () => {
       this.assertStatus("paused", "resume");
       const groups = this.runningGroups();
-      for (const group of groups) signalGroup(group.pgid, "SIGCONT");
+      for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
       const processes = await this.waitForGroups(groups, "running");
       for (const group of groups) group.slot.status = "running";
       await this.service.write((batch) => {
@@ -528,7 +595,7 @@ export class Supervisor {
    * Polls /proc until every live process of every group is stopped (state T), or none is,
    * re-sending the signal to stragglers (a child forked just as the signal went out).
    */
-  private async waitForGroups(groups: Array<{ pgid: number; startTime: number }>, want: "stopped" | "running"): Promise<number> {
+  private async waitForGroups(groups: Array<{ pgid: number; startTime: number; marker: ProcessMarker }>, want: "stopped" | "running"): Promise<number> {
     const windowMs = pauseVerifyMs();
     const deadline = Date.now() + windowMs;
     for (;;) {
@@ -536,13 +603,13 @@ export class Supervisor {
       let count = 0;
       const lagging: Array<{ pid: number; state: string }> = [];
       for (const group of groups) {
-        const members = liveMembers(scan.get(group.pgid) ?? []).filter((member) => member.startTime >= group.startTime);
+        const members = provenMembers(group.pgid, group.startTime, group.marker, scan).members;
         count += members.length;
         for (const member of members) {
           const stopped = member.state === "T" || member.state === "t";
           if (want === "stopped" ? !stopped : stopped) lagging.push({ pid: member.pid, state: member.state });
         }
-        if (want === "stopped" && !isGroupStopped(members)) signalGroup(group.pgid, "SIGSTOP");
+        if (want === "stopped" && !isGroupStopped(members)) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP", scan);
       }
       if (lagging.length === 0) return count;
       if (want === "running") for (const { pid } of lagging) signalProcess(pid, "SIGCONT");
@@ -557,10 +624,27 @@ export class Supervisor {
     }
   }
 
-  /** `apex stop`: ends the agents, records the session as stopped, fires onStop; the supervisor then exits. */
-  stop(options: { force?: boolean; graceMs?: number; reason?: string }): Promise<Record<string, JsonValue>> {
+  /**
+   * `apex stop`: ends the agents, records the session as stopped, fires onStop; the supervisor
+   * then exits. With `checkpoint`, a checkpoint of the session is written first (another session
+   * or checkpoint is about to take the project over); if it cannot be written, nothing is
+   * stopped and the error says why.
+   */
+  stop(options: { force?: boolean; graceMs?: number; reason?: string; checkpoint?: { trigger: string; description: string } }): Promise<Record<string, JsonValue>> {
     if (this.stopping) return this.stopping;
-    this.stopping = this.runLifecycle(async () => {
+    let checkpointFailed = false;
+    const run = this.runLifecycle(async () => {
+      let checkpoint: JsonValue = null;
+      const service = options.checkpoint ? checkpointServiceFor(this.store) : undefined;
+      if (options.checkpoint && service) {
+        try {
+          const created = await service.create({ sessionId: this.sessionId, ...options.checkpoint });
+          checkpoint = created ? { id: created.id, name: checkpointLabel(created.sequence), trigger: created.trigger } : null;
+        } catch (error) {
+          checkpointFailed = true;
+          throw error;
+        }
+      }
       this.clearTimers();
       for (const slot of this.slots.values()) {
         if (slot.restartTimer) clearTimeout(slot.restartTimer);
@@ -571,9 +655,14 @@ export class Supervisor {
       const reason = options.reason ?? "stopped by the user";
       await this.finish("stopped", reason);
       this.scheduleShutdown(0);
-      return { session_id: this.sessionId, status: "stopped", reason, processes_ended: ended };
+      return { session_id: this.sessionId, status: "stopped", reason, processes_ended: ended, checkpoint };
     });
-    return this.stopping;
+    this.stopping = run;
+    // A checkpoint that could not be written stopped nothing: the session goes on as it was.
+    run.catch(() => {
+      if (checkpointFailed && this.stopping === run) this.stopping = undefined;
+    });
+    return run;
   }
 
   /** The session ended by itself (completed or failed): record it and exit. */
@@ -594,7 +683,7 @@ export class Supervisor {
     const results = await Promise.all(
       groups.map(async (group) => {
         try {
-          return (await terminateGroup(group.pgid, group.startTime, options)).length;
+          return (await terminateGroup(group.pgid, group.startTime, group.marker, options)).length;
         } catch (error) {
           this.log(`agent ${group.slot.name}: ${(error as Error).message}`);
           return 0;
@@ -658,7 +747,7 @@ export class Supervisor {
     await this.service.write((batch, record) => {
       const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
       const at = nowIso();
-      batch.set(sessionPath(this.sessionId), {
+      setSessionRecord(batch, {
         ...session,
         status,
         updated_at: at,
@@ -815,6 +904,10 @@ export class Supervisor {
     this.log(`received ${signal}: stopping the session`);
     await this.stop({ reason: `the supervisor received ${signal}` });
   }
+}
+
+function checkpointLabel(sequence: number): string {
+  return `checkpoint-${String(sequence).padStart(3, "0")}`;
 }
 
 function shellQuote(text: string): string {

@@ -14,7 +14,7 @@
  *    records and manifests of the whole store, which the running supervisor caches and writes.
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { paint, printJson, printLine } from "../../core/cli/output.js";
+import { paint, plural, printJson, printLine } from "../../core/cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
@@ -27,9 +27,7 @@ import {
   pinCheckpoint,
   reconstructSession,
   repairStore,
-  showCheckpoint,
   validateOutOfProcess,
-  type CheckpointDetails,
   type CheckpointDiff,
   type ReconstructReport,
   type RepairResult,
@@ -38,6 +36,8 @@ import {
 } from "./checkpoints.js";
 import { summaryOf } from "./catalog.js";
 import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
+import type { Handover } from "../../core/session/cli/handover.js";
+import { checkpointRecord, type CheckpointRecord, type KeysPage } from "./record.js";
 
 // ------------------------------------------------------------------------------------ routing
 
@@ -91,8 +91,8 @@ async function withWriteStore<T>(location: ProjectLocation, fn: (store: Store) =
 export async function createCheckpointCommand(location: ProjectLocation, description: string | undefined, options: { pin?: boolean; json?: boolean }): Promise<void> {
   const params = { description: description ?? "", pin: options.pin === true };
   const socket = writerSocket(location);
-  let summary: CheckpointSummary;
-  if (socket) summary = (await callWriter(socket, "checkpoint.create", params)) as CheckpointSummary;
+  let summary: CreatedCheckpoint;
+  if (socket) summary = (await callWriter(socket, "checkpoint.create", params)) as CreatedCheckpoint;
   else {
     if (!Store.exists(location.storeDir)) throw noStore();
     const { loadConfig } = await import("../../core/config/load.js");
@@ -108,15 +108,19 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
           hint: "Enable `checkpoint` under `plugins:` in apex.config.yaml.",
         });
       }
-      summary = (await method(params)) as CheckpointSummary;
+      summary = (await method(params)) as CreatedCheckpoint;
     } finally {
       await store.close();
     }
   }
   if (options.json) return printJson(summary);
   printLine(`Created ${paint(summary.name, "bold")} (${summary.id}) of session ${summary.session_id}${summary.pinned ? ", pinned" : ""}.`);
-  printLine(`  ${summary.memory_keys} memory keys, ${summary.task_count} tasks, ${summary.agent_count} agent records`);
+  const contexts = summary.agent_contexts > 0 ? ` (${summary.agent_contexts === summary.agents.length ? "each" : summary.agent_contexts} with its context)` : "";
+  printLine(`  ${plural(summary.memory_keys, "memory key")}, ${plural(summary.task_count, "task")}, ${plural(summary.agents.length, "agent")}${contexts}${summary.agents.length > 0 ? `: ${summary.agents.join(", ")}` : ""}`);
 }
+
+/** What `checkpoint.create` answers: the summary, with the agents it holds by name. */
+type CreatedCheckpoint = CheckpointSummary & { agents: string[]; agent_contexts: number };
 
 // ------------------------------------------------------------------------------------ show, diff
 
@@ -125,12 +129,16 @@ export interface ReadOptions {
   json?: boolean;
 }
 
-export async function showCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions): Promise<void> {
-  const details = process.env.APEX_SOCKET
-    ? ((await callSupervisor(process.env.APEX_SOCKET, "checkpoint.show", { ref, session: options.session })) as CheckpointDetails)
-    : await withReadStore(location, (store) => showCheckpoint(store, ref, { sessionId: sessionFor(store, options.session) }));
-  if (options.json) return printJson(details);
-  const m = details.manifest;
+export async function showCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions & KeysPage): Promise<void> {
+  const page: KeysPage = {
+    ...(options.keysLimit !== undefined ? { keysLimit: options.keysLimit } : {}),
+    ...(options.keysOffset !== undefined ? { keysOffset: options.keysOffset } : {}),
+  };
+  const record = process.env.APEX_SOCKET
+    ? ((await callSupervisor(process.env.APEX_SOCKET, "checkpoint.show", { ref, session: options.session, ...page })) as CheckpointRecord)
+    : await withReadStore(location, (store) => checkpointRecord(store, ref, { sessionId: sessionFor(store, options.session), ...page }));
+  if (options.json) return printJson(record);
+  const m = record.manifest;
   printLine(`${paint(m.name, "bold")}  ${m.id}`);
   const row = (label: string, value: string) => printLine(`  ${label.padEnd(12)} ${value}`);
   row("session", m.session_id);
@@ -147,14 +155,18 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   }
   const dataKeys = Object.keys(m.data);
   if (dataKeys.length > 0) row("data", dataKeys.join(", "));
-  const tasks = Object.entries(details.tasks);
+  const tasks = Object.entries(record.tasks);
   printLine(`  tasks (${tasks.length})`);
   for (const [id, task] of tasks) printLine(`    ${id.padEnd(8)} ${describeTask(task)}`);
-  const agents = Object.entries(details.agent_states).filter(([name]) => !name.endsWith(".context"));
+  const agents = Object.entries(record.agent_states);
   printLine(`  agents (${agents.length})`);
-  for (const [name, agent] of agents) {
-    const hasContext = details.agent_states[`${name}.context`] !== undefined;
-    printLine(`    ${name.padEnd(12)} ${describeAgent(agent)}${hasContext ? ", context saved" : ""}`);
+  for (const [name, agent] of agents) printLine(`    ${name.padEnd(12)} ${describeAgent(agent)}${agent.context !== undefined ? ", context saved" : ""}`);
+  if (record.memory_keys.length > 0) {
+    printLine(`  memory keys (${record.memory_keys_count})`);
+    for (const key of record.memory_keys) printLine(`    ${key}`);
+    if (record.memory_keys_next_offset !== null) {
+      printLine(paint(`    … ${record.memory_keys_count - record.memory_keys_next_offset} more (--keys-offset ${record.memory_keys_next_offset})`, "gray"));
+    }
   }
 }
 
@@ -170,7 +182,7 @@ function describeTask(task: JsonValue): string {
 
 function describeAgent(agent: JsonValue): string {
   const status = String(field(agent, "status") ?? "?");
-  const task = field(agent, "task");
+  const task = field(agent, "current_task");
   return `${status}${typeof task === "string" ? `, task ${task}` : ""}`;
 }
 
@@ -301,13 +313,38 @@ function printProblems(problems: StoreProblem[]): void {
 
 export async function repairCommand(location: ProjectLocation, ref: string | undefined, options: { dryRun?: boolean; json?: boolean }): Promise<void> {
   const dryRun = options.dryRun === true;
-  const live = process.env.APEX_SOCKET ? { pid: Number(process.env.APEX_SUPERVISOR_PID) || 0 } : liveSupervisor(location.storeDir);
-  if (live && (!dryRun || process.env.APEX_SOCKET)) {
-    throw new ApexError("APEX_E_SESSION_ACTIVE", `A session is running (supervisor pid ${live.pid}); repair needs it stopped.`, {
-      hint: "Repair rewrites objects, checkpoint records and manifests of the whole store, which the running supervisor uses. Preview with `apex session repair --dry-run`; to repair, `apex stop`, repair, then `apex start --continue last`.",
+  if (process.env.APEX_SOCKET) {
+    // An agent would stop its own session: repair is for the user's terminal.
+    throw new ApexError("APEX_E_SESSION_ACTIVE", `A session is running (supervisor pid ${Number(process.env.APEX_SUPERVISOR_PID) || 0}); repair needs it stopped.`, {
+      hint: "Repair rewrites objects, checkpoint records and manifests of the whole store, which the running supervisor uses: run `apex session repair` from a terminal outside the session.",
     });
   }
   if (!Store.exists(location.storeDir)) throw noStore();
+  // Repair rewrites objects, checkpoint records and manifests the running supervisor caches and
+  // writes: a running session is checkpointed and stopped first, and continued afterwards.
+  let handover: Handover | undefined;
+  if (!dryRun && liveSupervisor(location.storeDir)) {
+    const { makeWay, handoverLine } = await import("../../core/session/cli/handover.js");
+    handover = await makeWay(location, { target: undefined, rollback: false, reason: "repair the store", liveOnly: true });
+    if (handover && !options.json) printLine(handoverLine(handover));
+  }
+  try {
+    await repairStopped(location, ref, { dryRun, json: options.json === true });
+  } finally {
+    if (handover) await continueAfterRepair(location, handover, options.json === true);
+  }
+}
+
+/** Brings the session repair stopped back, from the live state (repair never touches memory, tasks or agent records). */
+async function continueAfterRepair(location: ProjectLocation, handover: Handover, json: boolean): Promise<void> {
+  const { launchSupervisor } = await import("../../core/session/launch.js");
+  const ready = await launchSupervisor(location, { mode: "continue", continueTarget: handover.session_id });
+  if (json) process.stderr.write(`${JSON.stringify({ notice: { continued: ready.session_id, supervisor_pid: ready.supervisor_pid, handover } })}\n`);
+  else printLine(`Session ${paint(ready.session_id, "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);
+}
+
+async function repairStopped(location: ProjectLocation, ref: string | undefined, options: { dryRun: boolean; json: boolean }): Promise<void> {
+  const dryRun = options.dryRun;
   const sessionId = await sessionIdOf(location, ref);
   // Read out of process first: if reading the store crashes the reader, repairing it here would crash too.
   const before = await validateOutOfProcess(location.storeDir);
@@ -368,12 +405,8 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
   const report = socket
     ? ((await callWriter(socket, "session.reconstruct", params)) as ReconstructReport & { checkpoint: CheckpointSummary })
     : await withWriteStore(location, async (store) => {
-        const current = store.get("/sessions/current") as { session_id?: string } | undefined;
-        const currentRecord = current?.session_id ? (store.get(`/sessions/${current.session_id}`) as { status?: string } | undefined) : undefined;
-        // With no running session current, the new one becomes current (`apex start --continue last` picks it up).
-        const makeCurrent = !currentRecord || ["completed", "failed", "stopped"].includes(String(currentRecord.status));
-        const built = await reconstructSession(store, sessionId, { ...(options.as ? { newSessionId: options.as } : {}), makeCurrent });
-        return { ...built, checkpoint: summaryOf(built.checkpoint), current: makeCurrent };
+        const built = await reconstructSession(store, sessionId, options.as ? { newSessionId: options.as } : {});
+        return { ...built, checkpoint: summaryOf(built.checkpoint), current: false };
       });
   if (options.json) return printJson(report);
   const from = report.from.checkpoint ? `${report.from.checkpoint.name}, the latest checkpoint that verifies` : "no checkpoint verifies: live records only";
@@ -389,13 +422,7 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
     printLine(paint(`Missing (${report.missing.length}):`, "red"));
     for (const line of report.missing) printLine(`  - ${line}`);
   }
-  const isCurrent = (report as { current?: boolean }).current === true;
   printLine(
-    paint(
-      isCurrent
-        ? `Next: apex start --continue ${report.sessionId}`
-        : `Next: end the current session (\`apex stop\`), then apex start --continue ${report.sessionId}`,
-      "gray",
-    ),
+    paint(`It is listed by \`apex session list\` as stopped and blocks nothing. Next: apex start --continue ${report.sessionId} (a running session is checkpointed and stopped first)`, "gray"),
   );
 }

@@ -4,7 +4,7 @@ import type { Engine } from "../../engine.js";
 import { ApexError } from "../../errors.js";
 import { Store } from "../../store/store.js";
 import { terminateGroup } from "../agents.js";
-import { isSameProcessAlive, signalProcess, sleep } from "../proc.js";
+import { agentMarker, carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../proc.js";
 import { CURRENT_SESSION_PATH, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../records.js";
 import { removeRuntime } from "../runtime.js";
 import { appendEvent, SessionReader } from "../service.js";
@@ -17,8 +17,8 @@ import { currentSession, noSessionError, supervisorAlive } from "../sessions.js"
  */
 export async function stopWithoutSupervisor(
   location: ProjectLocation,
-  options: { force: boolean; graceMs: number },
-): Promise<{ session_id: string; status: string; reason: string; processes_ended: number }> {
+  options: { force: boolean; graceMs: number; reason?: string; checkpoint?: { trigger: string; description: string } },
+): Promise<{ session_id: string; status: string; reason: string; processes_ended: number; checkpoint: { id: string; name: string; trigger: string } | null }> {
   if (!Store.exists(location.storeDir)) throw noSessionError();
   const { loadConfig } = await import("../../config/load.js");
   const config = await loadConfig(location);
@@ -33,6 +33,13 @@ export async function stopWithoutSupervisor(
           hint: "`apex stop --force` kills it and its agents.",
         });
       }
+      // The pid and start time match; the marker proves it is the supervisor `apex start` launched, not a process a forged record names.
+      if (!carriesMarker(session.supervisor!.pid, supervisorMarker(session.supervisor!.nonce))) {
+        throw new ApexError("APEX_E_PROCESS", `Process ${session.supervisor!.pid} matches the session's supervisor record but does not carry its marker; APEX does not signal a process it cannot prove it started.`, {
+          hint: "If it is the supervisor, end it yourself (kill), then run `apex stop` again.",
+          details: { pid: session.supervisor!.pid },
+        });
+      }
       signalProcess(session.supervisor!.pid, "SIGKILL");
       const deadline = Date.now() + 5000;
       while (isSameProcessAlive(session.supervisor!.pid, session.supervisor!.start_time) && Date.now() < deadline) await sleep(20);
@@ -41,14 +48,25 @@ export async function stopWithoutSupervisor(
     let ended = 0;
     for (const agent of agents) {
       if (!agent.pgid || agent.start_time === null) continue;
-      ended += (await terminateGroup(agent.pgid, agent.start_time, { force: options.force, graceMs: options.graceMs })).length;
+      ended += (await terminateGroup(agent.pgid, agent.start_time, agentMarker(sid, agent.nonce), { force: options.force, graceMs: options.graceMs })).length;
     }
-    const reason = "stopped by the user (the supervisor was not running)";
+    const reason = options.reason ?? "stopped by the user (the supervisor was not running)";
     const warn = (message: string) => process.stderr.write(`warning: ${message}\n`);
     let engine: Engine | undefined;
+    let checkpoint: { id: string; name: string; trigger: string } | null = null;
     try {
       const { createSessionEngine } = await import("../hooks.js");
       engine = await createSessionEngine(config, store, warn);
+      if (options.checkpoint) {
+        // The session's state as the crash left it, before it moves to the history (memory stays live).
+        const { checkpointServiceFor } = await import("../checkpoints.js");
+        try {
+          const created = await checkpointServiceFor(store)?.create({ sessionId: sid, ...options.checkpoint });
+          if (created) checkpoint = { id: created.id, name: `checkpoint-${String(created.sequence).padStart(3, "0")}`, trigger: created.trigger };
+        } catch (error) {
+          warn(`no checkpoint of session ${sid} before it stops: ${(error as Error).message}`);
+        }
+      }
       // As the supervisor does: the session is still current (an onStop checkpoint is taken here).
       await engine.fire("beforeStop", { sessionId: sid, session: store.get(sessionPath(sid)) as SessionRecord, reason });
     } catch (error) {
@@ -79,7 +97,7 @@ export async function stopWithoutSupervisor(
     } catch (error) {
       warn(`onStop: ${(error as Error).message}`);
     }
-    return { session_id: sid, status: "stopped", reason, processes_ended: ended };
+    return { session_id: sid, status: "stopped", reason, processes_ended: ended, checkpoint };
   } finally {
     await store.close();
   }
