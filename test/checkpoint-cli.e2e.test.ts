@@ -288,10 +288,11 @@ describe("apex checkpoint", () => {
     ok(["task", "add", "offline work"]);
     ok(["task", "claim", "--agent", "worker"]);
     const items = list().items;
-    // Retention ran here: of the manual checkpoints (given a rule of their own) it kept the latest only.
-    expect(items.map((item) => [item.trigger, item.description])).toEqual([["beforeTask", expect.any(String)], ["manual", "two"]]);
-    expect(list()).toMatchObject({ total: 2, taken: 3 });
-    expect(ok(["checkpoint", "list"])).toContain("(2 kept of 3 taken, newest first)");
+    // Retention ran here: of the manual checkpoints (given a rule of their own) it kept the latest
+    // only; the session's first checkpoint is the last of its own trigger.
+    expect(items.map((item) => [item.trigger, item.description])).toEqual([["beforeTask", expect.any(String)], ["manual", "two"], ["onStart", "session start"]]);
+    expect(list()).toMatchObject({ total: 3, taken: 4 });
+    expect(ok(["checkpoint", "list"])).toContain("(3 kept of 4 taken, newest first)");
     expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.git_state).toMatchObject({ branch: "main", commit: head });
   });
 });
@@ -353,6 +354,7 @@ describe("apex start --continue", () => {
       ["restore", ["latest", "last"]],
       ["beforeRestore", ["before restore"]],
       ["manual", ["manual", `base of ${ready.session_id}`]],
+      ["onStart", ["last"]],
     ]);
   });
 
