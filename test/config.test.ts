@@ -1,7 +1,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, onTestFinished } from "vitest";
 import { parseDuration } from "../core/config/duration.js";
 import { loadConfig } from "../core/config/load.js";
 import { locateProject } from "../core/config/locate.js";
@@ -83,7 +83,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "wrong-type.yaml",
       {},
       "APEX_E_CONFIG",
-      `wrong-type.yaml:3:29: session.auto_checkpoint_interval: must be an integer ≥ 1 (got "soon"). Seconds between automatic checkpoints.`,
+      `wrong-type.yaml:3:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got "soon"). Time between automatic checkpoints.`,
     ],
     [
       "negative number",
@@ -163,18 +163,18 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
     ],
     ["duplicate key", "duplicate-key.yaml", {}, "APEX_E_YAML", `duplicate-key.yaml:3:3: Map keys must be unique.`],
     [
-      "APEX_CHECKPOINT_INTERVAL given as a duration",
+      "APEX_CHECKPOINT_INTERVAL under a second",
       "../valid/minimal.yaml",
-      { APEX_CHECKPOINT_INTERVAL: "5m" },
+      { APEX_CHECKPOINT_INTERVAL: "0.5s" },
       "APEX_E_CONFIG",
-      `environment: APEX_CHECKPOINT_INTERVAL: must be a whole number of seconds ≥ 1 (got "5m"). It overrides session.auto_checkpoint_interval. Did you mean "300"?`,
+      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second (seconds, or numbers with units such as "5m") (got "0.5s"). It overrides session.auto_checkpoint_interval.`,
     ],
     [
       "APEX_CHECKPOINT_INTERVAL of zero",
       "../valid/minimal.yaml",
       { APEX_CHECKPOINT_INTERVAL: "0" },
       "APEX_E_CONFIG",
-      `environment: APEX_CHECKPOINT_INTERVAL: must be a whole number of seconds ≥ 1 (got "0"). It overrides session.auto_checkpoint_interval.`,
+      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second (seconds, or numbers with units such as "5m") (got "0"). It overrides session.auto_checkpoint_interval.`,
     ],
     [
       "APEX_CHECKPOINT_INTERVAL that is not a number, with config errors too",
@@ -182,8 +182,8 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       { APEX_CHECKPOINT_INTERVAL: "often" },
       "APEX_E_CONFIG",
       [
-        `wrong-type.yaml:3:29: session.auto_checkpoint_interval: must be an integer ≥ 1 (got "soon"). Seconds between automatic checkpoints.`,
-        `environment: APEX_CHECKPOINT_INTERVAL: must be a whole number of seconds ≥ 1 (got "often"). It overrides session.auto_checkpoint_interval.`,
+        `wrong-type.yaml:3:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got "soon"). Time between automatic checkpoints.`,
+        `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second (seconds, or numbers with units such as "5m") (got "often"). It overrides session.auto_checkpoint_interval.`,
       ].join("\n"),
     ],
     [
@@ -192,7 +192,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       {},
       "APEX_E_CONFIG",
       [
-        `multiple-errors.yaml:2:29: session.auto_checkpoint_interval: must be an integer ≥ 1 (got 0). Seconds between automatic checkpoints.`,
+        `multiple-errors.yaml:2:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got -1). Time between automatic checkpoints.`,
         `multiple-errors.yaml:3:20: session.max_checkpoints: must be an integer ≥ 1 (got "many"). Most checkpoints a session keeps.`,
         `multiple-errors.yaml:4:3: session.sesion_timeout: unknown key. Expected one of auto_checkpoint_interval, max_checkpoints, auto_recovery, session_timeout, backup_location. Did you mean "session_timeout"?`,
         `multiple-errors.yaml:8:30: agents.coder.args[1]: must be a string, a number, true or false (got a mapping). Arguments passed to the command.`,
@@ -240,6 +240,20 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
 });
 
 describe("valid configs", () => {
+  it("takes the one duration grammar for checkpoint intervals, in the file and in APEX_CHECKPOINT_INTERVAL", async () => {
+    const { dir, cleanup } = tempDir("apex-interval-");
+    onTestFinished(cleanup);
+    const file = join(dir, "apex.config.yaml");
+    writeFileSync(file, "session:\n  auto_checkpoint_interval: 5m\nplugins:\n  checkpoint:\n    interval: 2h30m\n");
+    const location = { configPath: file, projectDir: dir, storeDir: join(dir, ".apex") };
+    const config = await loadConfig(location, { env: {}, cwd: dir });
+    expect(config.session.auto_checkpoint_interval).toBe(300);
+    expect(config.plugins.find((plugin) => plugin.name === "checkpoint")?.options).toMatchObject({ interval: "2h30m" });
+    expect(parseDuration("2h30m")).toBe(9000);
+    const overridden = await loadConfig(location, { env: { APEX_CHECKPOINT_INTERVAL: "90s" }, cwd: dir });
+    expect(overridden.session.auto_checkpoint_interval).toBe(90);
+  });
+
   it("fills every default into a minimal config", async () => {
     const config = await loadFixture("valid", "minimal.yaml");
     expect(config.session).toEqual({
@@ -258,7 +272,7 @@ describe("valid configs", () => {
       { name: "metrics", enabled: true, options: { enabled: true, interval: 60 } },
       { name: "history", enabled: true, options: { enabled: true } },
       { name: "compression", enabled: true, options: { algorithm: "brotli" } },
-      { name: "archive", enabled: true, options: { algorithm: "brotli", max_bundle_bytes: 1073741824 } },
+      { name: "archive", enabled: true, options: { algorithm: "brotli", max_bundle_bytes: 1073741824, max_compression_ratio: 100 } },
     ]);
     const retentionLine = readFileSync(DEFAULT_CONFIG, "utf8").split("\n").indexOf("  retention:") + 1;
     expect(retentionLine).toBeGreaterThan(0);
@@ -704,7 +718,7 @@ describe("apex config (end to end, built CLI)", () => {
     const flagged = apex(["config", "validate", "--config", "conf/bad.yaml"]);
     expect(flagged.status).toBe(2);
     expect(flagged.stderr.split("\n", 1)[0]).toBe(
-      `conf/bad.yaml:3:29: session.auto_checkpoint_interval: must be an integer ≥ 1 (got "soon"). Seconds between automatic checkpoints.`,
+      `conf/bad.yaml:3:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got "soon"). Time between automatic checkpoints.`,
     );
     const fromEnv = apex(["config", "validate"], { APEX_CONFIG: "conf/good.yaml" });
     expect(fromEnv).toMatchObject({ status: 0, stdout: "conf/good.yaml is valid (3 agents, 7 plugins)\n" });
@@ -727,7 +741,7 @@ describe("apex config (end to end, built CLI)", () => {
     const result = apex(["config", "validate"], { APEX_CHECKPOINT_INTERVAL: "soon" });
     expect(result.status).toBe(2);
     expect(result.stderr.split("\n", 1)[0]).toBe(
-      `environment: APEX_CHECKPOINT_INTERVAL: must be a whole number of seconds ≥ 1 (got "soon"). It overrides session.auto_checkpoint_interval.`,
+      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second (seconds, or numbers with units such as "5m") (got "soon"). It overrides session.auto_checkpoint_interval.`,
     );
   });
 

@@ -33,7 +33,7 @@ export function buildConfig(input: BuildInput): Config {
 
 function sessionOf(session: Record<string, unknown>, checkpointInterval: number | undefined): SessionSettings {
   return {
-    auto_checkpoint_interval: checkpointInterval ?? (session.auto_checkpoint_interval as number),
+    auto_checkpoint_interval: checkpointInterval ?? parseDuration(session.auto_checkpoint_interval as number | string),
     max_checkpoints: session.max_checkpoints as number,
     auto_recovery: session.auto_recovery as boolean,
     session_timeout: parseDuration(session.session_timeout as number | string),

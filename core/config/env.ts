@@ -5,17 +5,17 @@ import type { ConfigIssue } from "./types.js";
 export const CHECKPOINT_INTERVAL_VARIABLE = "APEX_CHECKPOINT_INTERVAL";
 
 /**
- * APEX_CHECKPOINT_INTERVAL: a positive whole number of seconds that overrides
- * session.auto_checkpoint_interval. Unset or empty means no override.
+ * APEX_CHECKPOINT_INTERVAL: a duration of at least 1 second (seconds, or "5m" and the like: the
+ * config's grammar) that overrides session.auto_checkpoint_interval. Unset or empty means no override.
  */
 export function checkpointIntervalFromEnv(env: NodeJS.ProcessEnv): { seconds?: number; issues: ConfigIssue[] } {
   const raw = env[CHECKPOINT_INTERVAL_VARIABLE];
   if (raw === undefined || raw.trim() === "") return { issues: [] };
   const text = raw.trim();
-  if (/^[0-9]+$/.test(text) && Number(text) >= 1 && Number.isSafeInteger(Number(text))) return { seconds: Number(text), issues: [] };
-  const expected = "a whole number of seconds ≥ 1";
   const seconds = isDuration(text) ? parseDuration(text) : undefined;
-  const suggestion = seconds !== undefined && seconds >= 1 ? String(seconds) : undefined;
+  if (seconds !== undefined && seconds >= 1) return { seconds, issues: [] };
+  const expected = "a duration of at least 1 second (seconds, or numbers with units such as \"5m\")";
+  const suggestion = undefined as string | undefined;
   let message = `must be ${expected} (got ${JSON.stringify(raw)}). It overrides session.auto_checkpoint_interval.`;
   if (suggestion) message += ` Did you mean "${suggestion}"?`;
   return {

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { AsyncSeriesHook } from "tapable";
+import { parseDuration } from "../../core/config/duration.js";
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import type { CheckpointInfo, ErrorContext, GitContext, MilestoneContext, StopContext, TaskContext } from "../../core/engine.js";
 import { checkpointHooksFor, provideCheckpointService } from "../../core/session/checkpoints.js";
@@ -13,8 +14,8 @@ export interface CheckpointPluginOptions {
   triggers: string[];
   /** Globs of the project memory a checkpoint covers. */
   paths: string[];
-  /** Seconds between interval checkpoints; default session.auto_checkpoint_interval. */
-  interval?: number;
+  /** Time between interval checkpoints (seconds or a duration); default session.auto_checkpoint_interval. */
+  interval?: number | string;
 }
 
 /**
@@ -79,7 +80,7 @@ export default definePlugin<CheckpointPluginOptions>({
     const triggers = new Set<string>(options.triggers ?? []);
     const checkpoints = new SessionCheckpoints(store, {
       scope: { include: options.paths ?? ["/"] },
-      interval: options.interval,
+      interval: options.interval === undefined ? undefined : parseDuration(options.interval),
       warn: (message) => apex.warn(message),
       // Plugins tap hooks but do not fire them: the engine the session bound to the store runs
       // beforeCheckpoint (git state, …) and afterCheckpoint (retention, …) for each checkpoint.
