@@ -57,6 +57,8 @@ export interface StatusReport {
   left_running: Array<{ agent: string; pids: number[] }>;
   /** With no session current: the last one that ended. */
   last_session: null | { session_id: string; status: string; ended_at: string | null; outcome: string | null };
+  /** Users connected through `apex serve` (only a live supervisor knows them). */
+  connected?: Array<{ user: string; role: string; since: string; streams: number }>;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { appendFileSync, chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -9,7 +10,7 @@ import { RpcServer } from "../rpc/server.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
 import { AgentProcess, tailLines, terminateGroup, type AgentExit } from "./agents.js";
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
-import { registerSupervisorMethods } from "./methods.js";
+import { actorParam, registerSupervisorMethods } from "./methods.js";
 import { isGroupStopped, liveMembers, processGroups, processStartTime, signalGroup, signalProcess, sleep } from "./proc.js";
 import {
   CONTEXT_SUFFIX,
@@ -91,6 +92,16 @@ export function pauseVerifyMs(loadPerCore = loadavg()[0]! / Math.max(1, availabl
 const DEFAULT_STOP_GRACE_MS = 5000;
 const LOG_TAIL_LINES = 20;
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+/** A report of `apex serve` older than this no longer counts its users as connected. */
+const CONNECTIONS_TTL_MS = 30_000;
+
+/** Someone connected through `apex serve`, as `apex status` shows them. */
+export interface Connection {
+  user: string;
+  role: string;
+  since: string;
+  streams: number;
+}
 
 /**
  * The session daemon: the store's one writer while it runs. It spawns the agents, restarts
@@ -109,6 +120,9 @@ export class Supervisor {
   private idleRemainingMs = 0;
   private idleDeadline = 0;
   private shutdownStarted = false;
+  /** Who made the request being served: checkpoints taken for it are attributed to them. */
+  private readonly requestActor = new AsyncLocalStorage<string>();
+  private readonly connectionReports = new Map<string, { at: number; users: Connection[] }>();
 
   private constructor(
     readonly config: Config,
@@ -469,7 +483,7 @@ export class Supervisor {
     return out;
   }
 
-  pause(): Promise<Record<string, JsonValue>> {
+  pause(actor = "supervisor"): Promise<Record<string, JsonValue>> {
     return this.runLifecycle(async () => {
       this.assertStatus("active", "pause");
       this.pauseTimers();
@@ -489,13 +503,13 @@ export class Supervisor {
       } catch (error) {
         warnings.push((error as Error).message);
       }
-      await this.setStatus("paused", "session.paused", { processes });
+      await this.setStatus("paused", "session.paused", { processes }, actor);
       this.log(`paused: ${processes} processes stopped`);
       return { session_id: this.sessionId, status: "paused", agents: groups.length, processes, warnings };
     });
   }
 
-  resume(): Promise<Record<string, JsonValue>> {
+  resume(actor = "supervisor"): Promise<Record<string, JsonValue>> {
     return this.runLifecycle(async () => {
       this.assertStatus("paused", "resume");
       const groups = this.runningGroups();
@@ -508,7 +522,7 @@ export class Supervisor {
           batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status: "running" });
         }
       }, "supervisor");
-      await this.setStatus("active", "session.resumed", { processes });
+      await this.setStatus("active", "session.resumed", { processes }, actor);
       const warnings: string[] = [];
       try {
         await this.engine.fire("onResume", this.service.context());
@@ -558,7 +572,7 @@ export class Supervisor {
   }
 
   /** `apex stop`: ends the agents, records the session as stopped, fires onStop; the supervisor then exits. */
-  stop(options: { force?: boolean; graceMs?: number; reason?: string }): Promise<Record<string, JsonValue>> {
+  stop(options: { force?: boolean; graceMs?: number; reason?: string; actor?: string }): Promise<Record<string, JsonValue>> {
     if (this.stopping) return this.stopping;
     this.stopping = this.runLifecycle(async () => {
       this.clearTimers();
@@ -569,7 +583,7 @@ export class Supervisor {
       }
       const ended = await this.terminateAll({ force: Boolean(options.force), graceMs: options.graceMs ?? DEFAULT_STOP_GRACE_MS });
       const reason = options.reason ?? "stopped by the user";
-      await this.finish("stopped", reason);
+      await this.finish("stopped", reason, options.actor);
       this.scheduleShutdown(0);
       return { session_id: this.sessionId, status: "stopped", reason, processes_ended: ended };
     });
@@ -608,7 +622,7 @@ export class Supervisor {
   }
 
   /** Writes the final records: agents, session status and outcome, history; fires onStop. */
-  private async finish(status: "stopped" | "completed" | "failed", outcome: string): Promise<void> {
+  private async finish(status: "stopped" | "completed" | "failed", outcome: string, actor = "supervisor"): Promise<void> {
     try {
       await this.engine.fire("beforeStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
     } catch (error) {
@@ -637,7 +651,7 @@ export class Supervisor {
       const current = batch.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined;
       if (current?.session_id === this.sessionId) batch.delete(CURRENT_SESSION_PATH);
       record(`session.${status}`, { reason: outcome });
-    }, "supervisor");
+    }, actor);
     this.log(`session ${status}: ${outcome}`);
     try {
       await this.engine.fire("onStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
@@ -654,7 +668,7 @@ export class Supervisor {
     throw new ApexError("APEX_E_SESSION_STATE", `The session is ${status}; it cannot ${action}.`, hint ? { hint } : {});
   }
 
-  private async setStatus(status: "active" | "paused", eventType: string, data: Record<string, JsonValue>): Promise<void> {
+  private async setStatus(status: "active" | "paused", eventType: string, data: Record<string, JsonValue>, actor: string): Promise<void> {
     await this.service.write((batch, record) => {
       const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
       const at = nowIso();
@@ -665,7 +679,7 @@ export class Supervisor {
         history: [...session.history, { event: status === "paused" ? "paused" : "resumed", at }],
       });
       record(eventType, data);
-    }, "supervisor");
+    }, actor);
   }
 
   // ---------------------------------------------------------------- timers
@@ -760,7 +774,7 @@ export class Supervisor {
       if (info.sessionId !== this.sessionId) return;
       await this.service.write((_batch, record) => {
         record("checkpoint", { id: info.id, sequence: info.sequence, trigger: info.trigger });
-      }, "supervisor");
+      }, this.requestActor.getStore() ?? "supervisor");
     });
     this.engine.hooks.onError.tapPromise("session", async (context) => {
       try {
@@ -778,7 +792,27 @@ export class Supervisor {
   private registerMethods(): void {
     registerSupervisorMethods(this.server, this);
     // Methods of the checkpoint service (checkpoint.create, …): served here, where the store's writer is.
-    for (const [name, method] of Object.entries(checkpointServiceFor(this.store)?.methods ?? {})) this.server.register(name, (params) => method(params));
+    for (const [name, method] of Object.entries(checkpointServiceFor(this.store)?.methods ?? {})) {
+      this.server.register(name, (params) => this.requestActor.run(actorParam(params), () => method(params)));
+    }
+  }
+
+  /** `apex serve` (one or several) says who is connected through it; each report replaces its previous one. */
+  noteConnections(server: string, users: unknown): { connected: number } {
+    const list = Array.isArray(users) ? (users as Connection[]).filter((user) => user && typeof user.user === "string").slice(0, 1000) : [];
+    if (list.length === 0) this.connectionReports.delete(server);
+    else this.connectionReports.set(server, { at: Date.now(), users: list });
+    return { connected: this.connections().length };
+  }
+
+  /** Users connected through `apex serve` now (reports older than 30 s are dropped). */
+  connections(): Connection[] {
+    const out: Connection[] = [];
+    for (const [server, report] of this.connectionReports) {
+      if (Date.now() - report.at > CONNECTIONS_TTL_MS) this.connectionReports.delete(server);
+      else out.push(...report.users);
+    }
+    return out;
   }
 
   /** Status from the supervisor's own view (used by `session.status`). */

@@ -72,6 +72,9 @@ function printStatus(report: StatusReport): void {
   printLine(`  supervisor  ${supervisor ? `pid ${supervisor.pid} ${supervisor.alive ? "" : paint("(not running)", "red")}`.trimEnd() : "-"}`);
   const t = report.tasks;
   printLine(`  tasks       ${t.pending} pending, ${t.active} active, ${t.completed} completed, ${t.failed} failed`);
+  if (report.connected?.length) {
+    printLine(`  connected   ${report.connected.map((user) => `${user.user} (${user.role})`).join(", ")}`);
+  }
   const checkpoint = report.last_checkpoint;
   printLine(
     `  checkpoint  ${checkpoint ? `${checkpoint.sequence ?? "?"}${checkpoint.trigger ? ` (${checkpoint.trigger})` : ""}${checkpoint.created_at ? ` at ${checkpoint.created_at}` : ""}` : "none"}`,
