@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { ProjectLocation } from "../../config/locate.js";
 import { paint, printJson, printLine, table } from "../../cli/output.js";
 import { callSupervisor } from "../../rpc/call.js";
-import { liveSupervisor } from "../runtime.js";
+import { forcedEndpoint, liveSupervisor } from "../runtime.js";
 import type { StatusReport } from "../status-report.js";
 
 /** How long a live supervisor gets to answer before status reads the store itself. */
@@ -24,7 +24,8 @@ export async function showStatus(location: ProjectLocation, json: boolean): Prom
 }
 
 async function readStatus(location: ProjectLocation): Promise<StatusReport> {
-  if (process.env.APEX_SOCKET) return (await callSupervisor(process.env.APEX_SOCKET, "session.status", {})) as StatusReport;
+  const endpoint = forcedEndpoint();
+  if (endpoint) return (await callSupervisor(endpoint, "session.status", {})) as StatusReport;
   // A live supervisor answers from the store it holds open, which spares this process loading
   // LMDB (a third of the command's time). If it is slow or gone, read the store directly.
   const runtime = liveSupervisor(location.storeDir);
