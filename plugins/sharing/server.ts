@@ -226,9 +226,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const socket = gate.supervisorSocket(sid);
       if (!socket) return fail(new ApexError("APEX_E_SESSION_STATE", `Session ${sid} has no running supervisor, so it has no live events.`));
       const subscription = subscribeSupervisor(socket, "events.subscribe", body["events.subscribe"], (event) => {
-        const data = event as { type?: string; data?: { token_ids?: string[] } };
+        const data = event as { type?: string; token_ids?: string[] };
         send("events.subscribe", event);
-        if (data.type === "share.revoked" && data.data?.token_ids?.includes(caller.token_id)) denied(`${caller.user}'s access to session ${sid} was revoked.`);
+        if (data.type === "share.revoked" && data.token_ids?.includes(caller.token_id)) denied(`${caller.user}'s access to session ${sid} was revoked.`);
       });
       subscription.done.then(() => stream.close("the session's supervisor ended the stream"), fail);
       subscriptions.push(subscription);
