@@ -299,6 +299,23 @@ describe("apex serve: bad input and abuse", () => {
   });
 });
 
+describe("the sharing plugin's serve option", () => {
+  it("serves the session from its supervisor while it runs", async () => {
+    project = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
+    const sid = project.start().session_id;
+    const served = JSON.parse(readFileSync(join(project.storeDir, "serve.json"), "utf8")) as { url: string; pid: number };
+    expect(served.pid).toBe(JSON.parse(readFileSync(join(project.storeDir, "supervisor.json"), "utf8")).pid);
+    const viewer = share(project, "vera", "viewer");
+    expect(viewer.url).toBe(`${served.url}/#session=${sid}&token=${viewer.token}`);
+    const status = remote(project, served.url, sid, viewer.token, ["status", "--json"]);
+    expect(status.status, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout).session.session_id).toBe(sid);
+    expect(project.apex(["stop"]).status).toBe(0);
+    await expect(fetch(`${served.url}/api/health`)).rejects.toThrow();
+    expect(() => statSync(join(project!.storeDir, "serve.json"))).toThrow();
+  });
+});
+
 describe("apex login and credentials", () => {
   it("keeps the token in a 0600 file that --remote uses", async () => {
     project = new Project(CONFIG);

@@ -44,6 +44,12 @@ export default definePlugin<SharingOptions>({
     apex.hooks.onStop.tapPromise(PLUGIN_NAME, async () => {
       await server?.close();
       server = undefined;
+      const config = apex.config;
+      if (config) {
+        const { rmSync } = await import("node:fs");
+        const { resolve } = await import("node:path");
+        rmSync(resolve(config.storeDir, "serve.json"), { force: true });
+      }
     });
   },
 });
