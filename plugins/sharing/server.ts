@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/errors.js";
-import { callSupervisor, subscribeSupervisor, type Subscription } from "../../core/rpc/call.js";
+import { callSupervisor, subscribeSupervisor, SupervisorChannel, type Subscription } from "../../core/rpc/call.js";
 import { errorBody } from "../../core/rpc/protocol.js";
 import { isLoopback } from "../../core/rpc/remote.js";
 import { roleAllows, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "../../core/session/grants.js";
@@ -267,6 +267,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       connections.stop();
       for (const stream of [...streams]) stream.close("the server is shutting down");
       await app.close();
+      gate.close();
     },
   };
 
@@ -285,7 +286,22 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
  * directly (reads read-only; writes with the project's plugins, as the CLI does).
  */
 class Gate {
+  private channel: SupervisorChannel | undefined;
+
   constructor(private readonly location: ProjectLocation) {}
+
+  /** The connection to the live supervisor, kept open between requests (a new supervisor gets a new one). */
+  private channelTo(socket: string): SupervisorChannel {
+    if (this.channel?.socketPath !== socket) {
+      this.channel?.close();
+      this.channel = new SupervisorChannel(socket);
+    }
+    return this.channel;
+  }
+
+  close(): void {
+    this.channel?.close();
+  }
 
   supervisorSocket(sessionId: string): string | undefined {
     const runtime = liveSupervisor(this.location.storeDir);
@@ -310,7 +326,7 @@ class Gate {
     const runtime = liveSupervisor(this.location.storeDir);
     if (runtime) {
       if (!anySession && runtime.session_id !== sessionId) throw notServed(sessionId);
-      return callSupervisor(runtime.socket, method, params, 120_000);
+      return this.channelTo(runtime.socket).call(method, params, 120_000);
     }
     const { directClient } = await import("../../core/session/direct.js");
     const write = !isReadMethod(method);
