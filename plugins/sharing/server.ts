@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { createRequire } from "node:module";
 import { existsSync, readFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { dirname, join, resolve } from "node:path";
@@ -44,6 +45,8 @@ export interface RunningServer {
 }
 
 const DASHBOARD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../../../plugins/sharing/dashboard");
+/** The charting library, served from the installed package (no CDN: the dashboard works offline). */
+const VENDORED: Record<string, string> = { "uplot.js": "uplot/dist/uPlot.iife.min.js", "uplot.css": "uplot/dist/uPlot.min.css" };
 const STREAM_METHODS = ["events.subscribe", "logs.follow", "memory.watch"] as const;
 const RECHECK_MS = 1000;
 const HEARTBEAT_MS = 15_000;
@@ -273,7 +276,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   async function sendStatic(reply: FastifyReply, file: string): Promise<void> {
     if (!/^[A-Za-z0-9_.-]+$/.test(file) || file.startsWith(".")) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
-    const path = join(DASHBOARD_DIR, file);
+    const vendored = VENDORED[file];
+    const path = vendored ? createRequire(import.meta.url).resolve(vendored) : join(DASHBOARD_DIR, file);
     if (!existsSync(path)) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
     const type = file.endsWith(".html") ? "text/html; charset=utf-8" : file.endsWith(".js") ? "text/javascript; charset=utf-8" : file.endsWith(".css") ? "text/css; charset=utf-8" : "application/octet-stream";
     reply.header("content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'");
