@@ -299,6 +299,25 @@ describe("apex serve: bad input and abuse", () => {
   });
 });
 
+describe("apex serve without a supervisor", () => {
+  it("still answers reads of an interrupted session, and refuses what needs the supervisor", async () => {
+    project = new Project(CONFIG);
+    const ready = project.start();
+    const sid = ready.session_id;
+    const server = await serve(project);
+    const operator = share(project, "otto", "operator");
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the session to be interrupted", () => project!.status().session?.status === "interrupted");
+    const status = remote(project, server.url, sid, operator.token, ["status", "--json"]);
+    expect(status.status, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout).session.status).toBe("interrupted");
+    expect(remote(project, server.url, sid, operator.token, ["task", "list"]).status).toBe(0);
+    const pause = remote(project, server.url, sid, operator.token, ["pause"]);
+    expect(pause.status).toBe(4);
+    expect(pause.stderr).toContain("APEX_E_SESSION_STATE");
+  });
+});
+
 describe("the sharing plugin's serve option", () => {
   it("serves the session from its supervisor while it runs", async () => {
     project = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
