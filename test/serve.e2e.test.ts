@@ -3,6 +3,7 @@
 // operators at once, TLS with a certificate made here, bad input and abuse.
 import { execFileSync } from "node:child_process";
 import { readFileSync, statSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -55,6 +56,26 @@ async function rpc(url: string, sid: string, method: string, token: string | und
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
   return { status: response.status, body: await response.json() };
+}
+
+/**
+ * A POST whose body the server may refuse before reading it all (413): the reply is read
+ * even if the server closes the connection while the body is still being written.
+ */
+function postLarge(url: string, token: string, body: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: `Bearer ${token}` } }, (response) => {
+      let text = "";
+      response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: JSON.parse(text) }));
+    });
+    let answered = false;
+    req.on("response", () => (answered = true));
+    req.on("error", (error) => {
+      if (!answered) setTimeout(() => (answered ? undefined : reject(error)), 1000);
+    });
+    req.end(body);
+  });
 }
 
 function remote(p: Project, url: string, sid: string, token: string, args: string[], env: NodeJS.ProcessEnv = {}) {
@@ -248,7 +269,7 @@ describe("apex serve: bad input and abuse", () => {
     const array = await rpc(server.url, sid, "memory.set", operator.token, "[1,2]");
     expect(array.status).toBe(400);
     expect(array.body.error.message).toContain("must be a JSON object");
-    const big = await rpc(server.url, sid, "memory.set", operator.token, { path: "/big", value: "x".repeat(2 * 1024 * 1024) });
+    const big = await postLarge(`${server.url}/api/sessions/${sid}/rpc/memory.set`, operator.token, JSON.stringify({ path: "/big", value: "x".repeat(2 * 1024 * 1024) }));
     expect(big.status).toBe(413);
     expect(big.body.error.code).toBe("APEX_E_TOO_LARGE");
     const badPath = await rpc(server.url, sid, "memory.set", operator.token, { path: "/a/../b", value: 1 });
@@ -334,6 +355,28 @@ describe("the sharing plugin's serve option", () => {
     expect(() => statSync(join(project!.storeDir, "serve.json"))).toThrow();
   });
 });
+
+describe("--remote refuses commands that would act on the local project", () => {
+  it.each([["session", "validate"], ["config", "show"], ["checkpoint", "delete", "x"], ["start"]])("apex --remote … %s", (...args) => {
+    const p = new Project(CONFIG);
+    try {
+      const result = p.apex(["--remote", `127.0.0.1:9/${"a".repeat(8)}`, ...args], { env: { APEX_TOKEN: "x" } });
+      expect(result.status).toBe(2);
+      expect(result.stderr).toContain("does not work on a remote session");
+      expect(statSyncOrNull(p.storeDir)).toBeNull();
+    } finally {
+      p.cleanup();
+    }
+  });
+});
+
+function statSyncOrNull(path: string) {
+  try {
+    return statSync(path);
+  } catch {
+    return null;
+  }
+}
 
 describe("apex login and credentials", () => {
   it("keeps the token in a 0600 file that --remote uses", async () => {

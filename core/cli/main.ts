@@ -1,4 +1,5 @@
 import { Command, CommanderError, Option } from "commander";
+import { ApexError } from "../errors.js";
 import { reportError } from "./output.js";
 import { commandGroups } from "./commands.js";
 
@@ -46,6 +47,7 @@ export async function main(argv: string[]): Promise<number> {
   const finalizers: Array<() => Promise<void>> = [];
   try {
     applyRemoteFlags(argv.slice(2));
+    if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
     if (needsPluginCommands(program, argv)) {
       const { registerPluginCommands, closeAfterParse } = await import("./plugin-commands.js");
       await registerPluginCommands(program, argv);
@@ -81,6 +83,37 @@ function applyRemoteFlags(args: string[]): void {
       else if (arg.startsWith(`${flag}=`)) process.env[variable] = arg.slice(flag.length + 1);
     }
   }
+}
+
+/**
+ * The commands that work against a remote session: their code routes through forcedEndpoint.
+ * Anything else would act on the local project, so it is refused rather than run.
+ */
+const REMOTE_COMMANDS: Record<string, string[] | true> = {
+  status: true,
+  pause: true,
+  resume: true,
+  stop: true,
+  logs: true,
+  help: true,
+  memory: ["show", "query", "set", "delete", "watch", "import"],
+  task: ["add", "list", "show", "claim", "done", "fail", "reopen", "milestone"],
+  agent: ["report", "list"],
+  checkpoint: ["create", "list", "show", "diff"],
+  session: ["list", "history", "share", "unshare", "shares"],
+};
+
+function checkRemoteCommand(words: string[]): void {
+  if (words.length === 0) return;
+  const allowed = REMOTE_COMMANDS[words[0]!];
+  if (allowed === true || (allowed && (words[1] === undefined || allowed.includes(words[1])))) return;
+  const list = Object.entries(REMOTE_COMMANDS)
+    .filter(([name]) => name !== "help")
+    .map(([name, subs]) => (subs === true ? name : `${name} ${subs.join("|")}`))
+    .join(", ");
+  throw new ApexError("APEX_E_USAGE", `\`apex ${words.join(" ")}\` does not work on a remote session (--remote / APEX_REMOTE).`, {
+    hint: `Remote commands: ${list}.`,
+  });
 }
 
 /** Commander exits by itself on usage errors unless every (sub)command is told not to. */

@@ -650,8 +650,8 @@ export class Supervisor {
       batch.set(historyPath(this.sessionId), next);
       const current = batch.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined;
       if (current?.session_id === this.sessionId) batch.delete(CURRENT_SESSION_PATH);
-      record(`session.${status}`, { reason: outcome });
-    }, actor);
+      record(`session.${status}`, { reason: outcome }, actor);
+    }, "supervisor");
     this.log(`session ${status}: ${outcome}`);
     try {
       await this.engine.fire("onStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
