@@ -50,8 +50,10 @@ describe("the dashboard in headless Chromium", () => {
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "paused" }).waitFor({ timeout: 10_000 });
     await page.locator("#session-status", { hasText: "paused" }).waitFor();
     await page.locator("#events li", { hasText: "session.paused" }).waitFor();
-    mkdirSync(join(REPO_ROOT, "docs"), { recursive: true });
-    await page.screenshot({ path: join(REPO_ROOT, "docs", "dashboard.png"), fullPage: true });
+    // The README's screenshots: refreshed with APEX_UPDATE_SCREENSHOTS=1, else kept in the temp project.
+    const shots = process.env.APEX_UPDATE_SCREENSHOTS ? join(REPO_ROOT, "docs") : join(project.dir, "shots");
+    mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: join(shots, "dashboard.png"), fullPage: true });
 
     await page.locator("#btn-resume").click();
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "running" }).waitFor({ timeout: 10_000 });
@@ -70,7 +72,7 @@ describe("the dashboard in headless Chromium", () => {
     await other.locator("#who", { hasText: "vera (viewer)" }).waitFor();
     await other.locator('tr[data-agent="beta"]').waitFor();
     expect(await other.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(0);
-    await other.screenshot({ path: join(REPO_ROOT, "docs", "dashboard-viewer.png"), fullPage: true });
+    await other.screenshot({ path: join(shots, "dashboard-viewer.png"), fullPage: true });
 
     // A wrong token gets the login form back with the server's message.
     await other.evaluate(() => sessionStorage.clear());
