@@ -131,6 +131,16 @@ describe("apex serve: roles", () => {
     const checkpoint = remote(project, server.url, sid, operator.token, ["checkpoint", "create", "by otto"]);
     expect(checkpoint.status, checkpoint.stderr).toBe(0);
     expect(remote(project, server.url, sid, viewer.token, ["checkpoint", "list"]).stdout).toContain("by otto");
+    const newest = JSON.parse(project.apex(["checkpoint", "list", "--json"]).stdout).items[0].id as string;
+    for (const args of [["checkpoint", "show", newest], ["checkpoint", "list"]]) {
+      expect(remote(project, server.url, sid, viewer.token, args).stdout).toBe(project.apex(args).stdout);
+    }
+    // memory set as operator, memory show and watch as viewer.
+    expect(remote(project, server.url, sid, operator.token, ["memory", "set", "/notes/from-otto", '{"n": 1}']).status).toBe(0);
+    expect(JSON.parse(remote(project, server.url, sid, viewer.token, ["memory", "show", "/notes/from-otto", "--json"]).stdout)).toEqual({ path: "/notes/from-otto", value: { n: 1 } });
+    const watched = remote(project, server.url, sid, viewer.token, ["memory", "watch", "/notes/**", "--since", "0", "--timeout", "1", "--json"]);
+    expect(watched.status, watched.stderr).toBe(0);
+    expect(JSON.parse(watched.stdout.trim().split("\n")[0]!)).toMatchObject({ path: "/notes/from-otto", kind: "put", actor: "user:otto", value: { n: 1 } });
     expect(remote(project, server.url, sid, operator.token, ["resume"]).status).toBe(0);
 
     // Owner only: sharing and stopping.
