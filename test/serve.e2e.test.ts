@@ -346,6 +346,23 @@ describe("apex serve without a supervisor", () => {
     const pause = remote(project, server.url, sid, operator.token, ["pause"]);
     expect(pause.status).toBe(4);
     expect(pause.stderr).toContain("APEX_E_SESSION_STATE");
+
+    // An operator brings it back (`start --continue` of that session); a viewer may not.
+    const viewer = share(project, "vera", "viewer");
+    const refused = remote(project, server.url, sid, viewer.token, ["start", "--continue", sid]);
+    expect(refused.status).toBe(4);
+    expect(refused.stderr).toContain("session.continue needs operator");
+    expect(remote(project, server.url, sid, operator.token, ["start", "--continue", "someone-else"]).status).toBe(2);
+    const back = remote(project, server.url, sid, operator.token, ["start", "--continue", sid.slice(0, 8), "--json"]);
+    expect(back.status, back.stderr).toBe(0);
+    const continued = JSON.parse(back.stdout) as { session_id: string; supervisor_pid: number; continued: boolean };
+    expect(continued).toMatchObject({ session_id: sid, continued: true });
+    project.remember();
+    expect(project.status().session).toMatchObject({ status: "active", supervisor: { pid: continued.supervisor_pid, alive: true } });
+    const again = remote(project, server.url, sid, operator.token, ["start", "--continue", sid]);
+    expect(again.status).toBe(4);
+    expect(again.stderr).toContain("APEX_E_SESSION_ACTIVE");
+    expect(project.apex(["session", "history", sid]).stdout).toMatch(/continued.*\[/);
   });
 });
 

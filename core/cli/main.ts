@@ -91,6 +91,7 @@ function applyRemoteFlags(args: string[]): void {
  */
 const REMOTE_COMMANDS: Record<string, string[] | true> = {
   status: true,
+  start: true,
   pause: true,
   resume: true,
   stop: true,

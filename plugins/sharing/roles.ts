@@ -26,7 +26,7 @@ const VIEWER_METHODS = [
   "logs.read",
   "logs.follow",
 ];
-const OPERATOR_METHODS = ["session.pause", "session.resume", "checkpoint.create", "task.add", "task.reopen", "memory.set"];
+const OPERATOR_METHODS = ["session.continue", "session.pause", "session.resume", "checkpoint.create", "task.add", "task.reopen", "memory.set"];
 /** Plumbing between the server and the session's writer: never a remote caller's to call. */
 const INTERNAL = new Set(["share.authenticate", "share.touch", "session.connections"]);
 

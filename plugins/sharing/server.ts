@@ -10,7 +10,7 @@ import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/e
 import { callSupervisor, subscribeSupervisor, SupervisorChannel, type Subscription } from "../../core/rpc/call.js";
 import { errorBody } from "../../core/rpc/protocol.js";
 import { isLoopback } from "../../core/rpc/remote.js";
-import { roleAllows, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "../../core/session/grants.js";
+import { authenticate, roleAllows, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "../../core/session/grants.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../core/session/cli/logs.js";
 import { agentLogDir, liveSupervisor } from "../../core/session/runtime.js";
 import { isInternalMethod, roleNeeded } from "./roles.js";
@@ -161,6 +161,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     let result: unknown;
     if (method === "whoami") result = { user: caller.user, role: caller.role, session_id: sid };
     else if (method === "logs.read") result = gate.readLogs(sid, params);
+    else if (method === "session.continue") result = await gate.continueSession(sid, params);
     else result = await gate.call(sid, method, actorParams);
     await reply.send(result === undefined ? {} : { result });
   });
@@ -319,8 +320,21 @@ class Gate {
   }
 
   async authenticate(sessionId: string, token: string): Promise<Caller> {
-    const caller = (await this.call(sessionId, "share.authenticate", { session: sessionId, token }, true)) as Caller & { last_used_at: string | null };
-    if (!caller.last_used_at || Date.now() - Date.parse(caller.last_used_at) >= TOUCH_INTERVAL_MS) {
+    const runtime = liveSupervisor(this.location.storeDir);
+    let caller: Caller & { last_used_at: string | null };
+    if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, 120_000)) as typeof caller;
+    else {
+      // No supervisor: read the grant from the store (the session may have ended; its grants stay).
+      const { Store } = await import("../../core/store/store.js");
+      if (!Store.exists(this.location.storeDir)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+      const store = Store.open(this.location.storeDir, { readOnly: true });
+      try {
+        caller = authenticate(store, sessionId, token);
+      } finally {
+        await store.close();
+      }
+    }
+    if (runtime && (!caller.last_used_at || Date.now() - Date.parse(caller.last_used_at) >= TOUCH_INTERVAL_MS)) {
       this.call(sessionId, "share.touch", { token_id: caller.token_id }).catch(() => undefined);
     }
     return { user: caller.user, role: caller.role, token_id: caller.token_id, session_id: sessionId };
@@ -344,6 +358,23 @@ class Gate {
     } finally {
       await client.close();
     }
+  }
+
+  /** `start --continue` of this session by an operator: the supervisor is launched here, as `apex start --continue` would. */
+  async continueSession(sessionId: string, params: Record<string, unknown>): Promise<unknown> {
+    const target = typeof params.continue === "string" ? params.continue : "";
+    if (!(target === "last" || target === sessionId || (target.length >= 4 && sessionId.startsWith(target)))) {
+      throw new ApexError("APEX_E_USAGE", `A remote --continue names this session (${sessionId}) or \`last\`, not ${JSON.stringify(target)}.`);
+    }
+    const runtime = liveSupervisor(this.location.storeDir);
+    if (runtime) {
+      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${runtime.session_id} is running; a project runs one session at a time.`, {
+        hint: runtime.session_id === sessionId ? "It is already running: `apex status`." : "Its owner ends it first.",
+      });
+    }
+    const [{ loadConfig }, { launchSupervisor }] = await Promise.all([import("../../core/config/load.js"), import("../../core/session/launch.js")]);
+    await loadConfig(this.location);
+    return launchSupervisor(this.location, { mode: "continue", continueTarget: sessionId });
   }
 
   readLogs(sessionId: string, params: Record<string, unknown>): { agents: string[]; lines: LogLine[] } {
