@@ -384,12 +384,18 @@ describe("the sharing plugin's serve option", () => {
 });
 
 describe("--remote refuses commands that would act on the local project", () => {
-  it.each([["session", "validate"], ["config", "show"], ["checkpoint", "delete", "x"], ["start"]])("apex --remote … %s", (...args) => {
+  it.each([
+    [["session", "validate"], "does not work on a remote session"],
+    [["config", "show"], "does not work on a remote session"],
+    [["checkpoint", "delete", "x"], "does not work on a remote session"],
+    [["memory", "export"], "does not work on a remote session"],
+    [["start", "--task", "new work"], "start only continues it"],
+  ])("apex --remote … %j", (args, message) => {
     const p = new Project(CONFIG);
     try {
       const result = p.apex(["--remote", `127.0.0.1:9/${"a".repeat(8)}`, ...args], { env: { APEX_TOKEN: "x" } });
       expect(result.status).toBe(2);
-      expect(result.stderr).toContain("does not work on a remote session");
+      expect(result.stderr).toContain(message);
       expect(statSyncOrNull(p.storeDir)).toBeNull();
     } finally {
       p.cleanup();
