@@ -67,8 +67,8 @@ export const ErrorCodes = {
   // sessions: the codes of the errors onError receives when an agent crashes or a task fails (1)
   APEX_E_AGENT_CRASHED: ExitCode.failure,
   APEX_E_TASK_FAILED: ExitCode.failure,
-  // archive plugin: a bundle that fails verification or has another format version, a session that is already there (4)
-  APEX_E_BUNDLE_INVALID: ExitCode.conflict,
+  // archive plugin: a bundle that fails verification (bad input, 2); another format version, a session that is already there (4)
+  APEX_E_BUNDLE_INVALID: ExitCode.usage,
   APEX_E_BUNDLE_VERSION: ExitCode.conflict,
   APEX_E_SESSION_EXISTS: ExitCode.conflict,
   // remote access (apex serve): no or a bad token, a role that does not allow the action, too many failures (4); a body too large (2)

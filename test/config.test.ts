@@ -650,6 +650,9 @@ describe("apex config (end to end, built CLI)", () => {
       join(dir, "plugins/audit.js"),
       'export default { name: "audit", schema: { type: "object", properties: { level: { type: "string", description: "How loud." } } }, apply() {} };\n',
     );
+    // And so must the agents' programs: the builder's working directory and the watcher's script.
+    mkdirSync(join(dir, "packages/app"), { recursive: true });
+    writeFileSync(join(dir, "watch.sh"), "#!/bin/sh\n", { mode: 0o755 });
     const result = apex(["config", "validate"]);
     expect(result).toMatchObject({ status: 0, stderr: "" });
     expect(result.stdout).toBe("apex.config.yaml is valid (2 agents, 4 plugins, 1 disabled)\n");

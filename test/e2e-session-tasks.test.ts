@@ -76,6 +76,10 @@ describe("tasks", () => {
     expect(JSON.parse(results.status!.out!).session.session_id).toBe(ready.session_id);
     const watched = results.watch!.out!.trim().split("\n").map((line) => JSON.parse(line));
     expect(watched).toEqual([expect.objectContaining({ kind: "put", path: "/agent/note", value: { hello: "world" }, actor: "agent:one" })]);
+    // Without --since, the current values come first, read through the supervisor too.
+    const current = results.watchCurrent!.out!.trim().split("\n").map((line) => JSON.parse(line));
+    expect(current).toEqual([expect.objectContaining({ kind: "current", path: "/agent/note", value: { hello: "world" } })]);
+    expect(JSON.parse(results.export!.out!)).toEqual({ "/agent/note": { hello: "world" } });
     // What the agent wrote is in the store, by the agent.
     const context = JSON.parse(project.apex(["memory", "show", `/sessions/${ready.session_id}/agents/one.context`, "--json"]).stdout);
     expect(context.value).toEqual({ step: 7 });

@@ -86,7 +86,7 @@ describe("apex memory (end to end)", () => {
 
   it("watch prints changes made by other processes as they happen", async () => {
     apex(["memory", "set", "/w/before", "0"]);
-    const watcher = spawn(process.execPath, [APEX_BIN, "memory", "watch", "/w/**", "--json", "--timeout", "20"], {
+    const watcher = spawn(process.execPath, [APEX_BIN, "memory", "watch", "/w/**", "--changes-only", "--json", "--timeout", "20"], {
       cwd: dir,
       env: { ...cleanEnv(), NO_COLOR: "1" },
     });

@@ -177,7 +177,7 @@ describe("metrics of a running session", () => {
     expect(before).toMatchObject({ session_id: sid, status: "active", tasks_completed: 0, commits_made: 0, ended_at: null });
 
     // Watch the literal path while the worker does its two tasks.
-    const watch = project.apexAsync(["memory", "watch", "/sessions/current/metrics", "--json", "--timeout", "40"]);
+    const watch = project.apexAsync(["memory", "watch", "/sessions/current/metrics", "--changes-only", "--json", "--timeout", "40"]);
     try {
       await waitFor("the watch to see a sample", () => watch.output().includes('"/sessions/current/metrics"'));
       expect(project.apex(["memory", "set", "/test/go", "true"]).status).toBe(0);
@@ -203,23 +203,29 @@ describe("metrics of a running session", () => {
     expect(project.apex(["memory", "set", `/sessions/${sid}/metrics-input/issues_found`, "3"]).status).toBe(0);
     const live = await waitFor("the issues and the idle report in the metrics", () => {
       const metrics = metricsAt(`/sessions/${sid}/metrics`);
-      return metrics?.issues_found === 3 && metrics.agent_utilization.worker?.reported_status === "idle" ? metrics : undefined;
+      return metrics?.issues_found === 3 && metrics.agent_utilization_detail.worker?.reported_status === "idle" ? metrics : undefined;
     });
     expect(live).toMatchObject({ tasks_completed: 2, tasks_failed: 0, tasks_pending: 0, commits_made: 2, issues_source: "metrics-input", reported: { issues_found: 3 } });
-    expect(live.lines_of_code).toEqual({ added: 8, removed: 0 });
+    // The flow's names and forms, with the numbers beside them.
+    expect(live).toMatchObject({ lines_of_code: 8, lines_added: 8, lines_removed: 0 });
+    expect(live.session_duration).toMatch(/^\d+(\.\d)?s$|^\d+m \d\ds$/);
+    expect(live.agent_utilization).toEqual({
+      worker: `${Math.round(live.agent_utilization_detail.worker!.share * 100)}%`,
+      idler: "0%",
+    });
     const repositories = Object.fromEntries(live.git.repositories.map((repository) => [repository.name, repository]));
     expect(repositories.project).toMatchObject({ start_commit: startCommit, commits: 1, lines_added: 4, error: null });
     // The workspace did not exist when the session started: all its commits count.
     expect(repositories.workspace).toMatchObject({ path: join(project.storeDir, "workspace"), start_commit: null, commits: 1, lines_added: 4, error: null });
 
-    const { worker, idler } = live.agent_utilization;
+    const { worker, idler } = live.agent_utilization_detail;
     expect(worker!.working_seconds).toBeGreaterThan(1);
     expect(worker!.share).toBeGreaterThan(0);
     expect(worker!.share).toBeLessThanOrEqual(1);
     expect(worker!.cpu_seconds).toBeGreaterThan(0.5); // two 0.7 s busy loops, from /proc
     expect(idler).toMatchObject({ reported_status: "waiting", working_seconds: 0, share: 0 });
     expect(idler!.cpu_seconds).toBeLessThan(worker!.cpu_seconds);
-    const working = Object.values(live.agent_utilization).reduce((sum, usage) => sum + usage.working_seconds, 0);
+    const working = Object.values(live.agent_utilization_detail).reduce((sum, usage) => sum + usage.working_seconds, 0);
     expect(working).toBeLessThanOrEqual(live.active_seconds * 2);
     expect(live.active_seconds).toBeLessThanOrEqual(live.session_duration_seconds);
     // The supervisor's tap timings, per plugin and hook.

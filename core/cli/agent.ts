@@ -1,9 +1,13 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
+import { examples } from "./output.js";
 
 /** `apex agent …`: what agents say about themselves, and what the supervisor knows of them. */
 export function registerAgentCommands(program: Command): void {
-  const agent = program.command("agent").description("agents of the session: report, list");
+  const agent = program
+    .command("agent")
+    .description("agents of the session: report, list")
+    .addHelpText("after", examples("apex agent list", 'apex agent report --status working --task t-0003 --context \'{"step": 2}\''));
 
   agent
     .command("report")
@@ -12,7 +16,8 @@ export function registerAgentCommands(program: Command): void {
     .option("-s, --status <status>", "free text: working, idle, reviewing, …")
     .option("-t, --task <task>", "what it works on ('-' clears it)")
     .option("--context <json>", "JSON the agent wants back after a restore (APEX_RESUME_CONTEXT)")
-    .option("--json", "print the agent record as JSON")
+    .option("--json", "print the agent record {name, status, pid, pgid, reported_status, task, last_report_at, restarts, …}")
+    .addHelpText("after", examples("apex agent report --status reviewing --task t-0002", `apex agent report --agent coder --context '{"plan": ["tests"]}' --json`))
     .action(async (options: { agent?: string; status?: string; task?: string; context?: string; json?: boolean }, command: Command) => {
       const { reportAgent } = await import("../session/cli/tasks.js");
       await reportAgent(projectOf(command), options);
@@ -20,10 +25,12 @@ export function registerAgentCommands(program: Command): void {
 
   agent
     .command("list")
-    .description("the session's agents with their process state and what they reported")
-    .option("--json", "print the agents as JSON")
-    .action(async (options: { json?: boolean }, command: Command) => {
+    .description("the session's agents with their process state and what they reported (with no session running: the one that ended last)")
+    .option("--session <id>", "another session's agents (an id or a unique prefix)")
+    .option("--json", "print [{name, status, pid, pgid, alive, processes, reported_status, task, uptime_seconds, cpu_seconds, restarts}]")
+    .addHelpText("after", examples("apex agent list", "apex agent list --session 3f2a --json"))
+    .action(async (options: { session?: string; json?: boolean }, command: Command) => {
       const { listAgents } = await import("../session/cli/tasks.js");
-      await listAgents(projectOf(command), Boolean(options.json));
+      await listAgents(projectOf(command), Boolean(options.json), options.session);
     });
 }

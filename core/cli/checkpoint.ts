@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
 import { wholeNumber } from "./option-values.js";
+import { examples } from "./output.js";
 
 const REF_HELP = "a checkpoint: its id, a unique id prefix (4+ characters), checkpoint-007, latest, or <session>/checkpoint-007";
 
@@ -34,7 +35,8 @@ Examples:
     .description("save a checkpoint of the current session now (trigger: manual)")
     .argument("[description]", "what this checkpoint is, e.g. \"Before major refactoring\"")
     .option("--pin", "keep it whatever the retention policy says")
-    .option("--json", "print the checkpoint as JSON")
+    .option("--json", "print {id, name, session_id, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …} plus agents: [names] and agent_contexts")
+    .addHelpText("after", examples('apex checkpoint create "Before major refactoring"', 'apex checkpoint create "Release 1.0" --pin --json'))
     .action(async (description: string | undefined, options: { pin?: boolean; json?: boolean }, command: Command) => {
       const { createCheckpointCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
       await createCheckpointCommand(projectOf(command), description, options);
@@ -47,7 +49,8 @@ Examples:
     .option("-n, --limit <n>", "checkpoints per page (default 20)", wholeNumber("--limit", 1))
     .option("--offset <n>", "skip this many first", wholeNumber("--offset"))
     .option("--oldest", "oldest first")
-    .option("--json", "print the page as JSON")
+    .option("--json", "print {session_id, total, taken, offset, limit, order, items: [{id, name, sequence, created_at, trigger, description, pinned, parent, revision, memory_keys, task_count, agent_count}]}")
+    .addHelpText("after", examples("apex checkpoint list", "apex checkpoint list --limit 50 --offset 50", "apex checkpoint list --session 3f2a --json"))
     .action(async (options: { session?: string; limit?: number; offset?: number; oldest?: boolean; json?: boolean }, command: Command) => {
       const { listCheckpointsCommand } = await import("../../plugins/checkpoint/plugin-list.js");
       await listCheckpointsCommand(projectOf(command), options);
@@ -55,11 +58,17 @@ Examples:
 
   checkpoint
     .command("show")
-    .description("one checkpoint: its manifest, tasks and agent states")
+    .description("one checkpoint: its manifest, tasks, agent states and memory keys")
     .argument("<checkpoint>", REF_HELP)
     .option("--session <id>", "the session for checkpoint-007 and latest")
-    .option("--json", "print the checkpoint as JSON")
-    .action(async (ref: string, options: { session?: string; json?: boolean }, command: Command) => {
+    .option("--keys-limit <n>", "list at most N memory keys (default 100; 0: only the count)", wholeNumber("--keys-limit"))
+    .option("--keys-offset <n>", "skip the first N memory keys (the next page)", wholeNumber("--keys-offset"))
+    .option(
+      "--json",
+      "print {checkpoint_id, session_id, created_at, description, trigger, agent_states: {AGENT: {status, current_task, …, context}}, memory_keys, memory_keys_count, memory_keys_next_offset, git_state: {branch, commit, dirty}, tasks, manifest}",
+    )
+    .addHelpText("after", examples("apex checkpoint show latest", "apex checkpoint show checkpoint-003 --json", "apex checkpoint show latest --keys-offset 100 --json"))
+    .action(async (ref: string, options: { session?: string; json?: boolean; keysLimit?: number; keysOffset?: number }, command: Command) => {
       const { showCheckpointCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
       await showCheckpointCommand(projectOf(command), ref, options);
     });
@@ -70,7 +79,8 @@ Examples:
     .argument("<a>", REF_HELP)
     .argument("<b>", "the other checkpoint")
     .option("--session <id>", "the session for checkpoint-007 and latest")
-    .option("--json", "print the difference as JSON")
+    .option("--json", "print {from, to, memory: {added, removed, changed}, tasks: {added, removed, changed: [{id, before, after}]}, agents: {…}} (from/to: {sessionId, name, id})")
+    .addHelpText("after", examples("apex checkpoint diff checkpoint-003 latest", "apex checkpoint diff 1ae4 7c2b --json"))
     .action(async (a: string, b: string, options: { session?: string; json?: boolean }, command: Command) => {
       const { diffCheckpointsCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
       await diffCheckpointsCommand(projectOf(command), a, b, options);
@@ -85,7 +95,8 @@ Examples:
       .description(pinned ? "keep a checkpoint whatever the retention policy says" : "let retention delete a checkpoint again")
       .argument("<checkpoint>", REF_HELP)
       .option("--session <id>", "the session for checkpoint-007 and latest")
-      .option("--json", "print the checkpoint as JSON")
+      .option("--json", "print the checkpoint's summary {id, name, session_id, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …}")
+      .addHelpText("after", examples(`apex checkpoint ${name} checkpoint-003`, `apex checkpoint ${name} latest --json`))
       .action(async (ref: string, options: { session?: string; json?: boolean }, command: Command) => {
         const { pinCheckpointCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
         await pinCheckpointCommand(projectOf(command), ref, pinned, options);
@@ -98,7 +109,8 @@ Examples:
     .argument("<checkpoint>", REF_HELP)
     .option("-f, --force", "delete it even if it is pinned")
     .option("--session <id>", "the session for checkpoint-007 and latest")
-    .option("--json", "print what was deleted as JSON")
+    .option("--json", "print {sessionId, name, id} of the deleted checkpoint")
+    .addHelpText("after", examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4 --force --json"))
     .action(async (ref: string, options: { session?: string; force?: boolean; json?: boolean }, command: Command) => {
       const { deleteCheckpointCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
       await deleteCheckpointCommand(projectOf(command), ref, options);
@@ -112,7 +124,8 @@ Examples:
     .command("validate")
     .description("re-hash every checkpoint, tree node and value and check the records that must agree (exit 0 valid, 1 not)")
     .argument("[id]", "only this session (id or unique prefix); default: the whole store")
-    .option("--json", "print the report as JSON")
+    .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{sessionId, name, id, reasons}]}, problems: [{severity, code, message, checkpoint?, path?}]}")
+    .addHelpText("after", examples("apex session validate", "apex session validate 3f2a --json"))
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       const { validateCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
       await validateCommand(projectOf(command), id, options);
@@ -123,14 +136,15 @@ Examples:
     .description("fix what validate finds: heal objects from the live state, drop what cannot be fixed (never a checkpoint that verifies)")
     .argument("[id]", "the session it is about (repair covers the whole store: objects are shared between sessions)")
     .option("--dry-run", "say what would be done, change nothing (allowed while the session runs)")
-    .option("--json", "print the actions and the reports as JSON")
+    .option("--json", "print {session_id, dry_run, actions: [{action, target, reason}], checkpoints: {removed, kept}, before, after} (before/after: validate's report)")
     .addHelpText(
       "after",
       `
 Repair rewrites objects, checkpoint records and manifests that a running supervisor uses: a
 running session is checkpointed and stopped first, and continued from its live state once the
 repair is done (the output says so). Exit code: 0 when the store is valid afterwards
-(--dry-run: when the plan could be made), 1 when problems remain.`,
+(--dry-run: when the plan could be made), 1 when problems remain.
+${examples("apex session repair --dry-run", "apex session repair 3f2a --json")}`,
     )
     .action(async (id: string | undefined, options: { dryRun?: boolean; json?: boolean }, command: Command) => {
       const { repairCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
@@ -142,12 +156,13 @@ repair is done (the output says so). Exit code: 0 when the store is valid afterw
     .description("build a new session from whatever of a session still verifies, naming what is missing")
     .argument("<id>", "the damaged session (id or unique prefix)")
     .option("--as <id>", "id of the new session (default <id>-r1, -r2, …)")
-    .option("--json", "print the report as JSON")
+    .option("--json", "print {sessionId, from: {sessionId, checkpoint}, tasks: [{id, source}], agents: [{id, source}], memory: {recovered, lost}, missing, checkpoint, current}")
     .addHelpText(
       "after",
       `
 The new session is kept with the ended ones, as stopped: \`apex session list\` shows it and it
-blocks nothing; \`apex start --continue <new id>\` brings it back.`,
+blocks nothing; \`apex start --continue <new id>\` brings it back.
+${examples("apex session reconstruct 3f2a9c1e", "apex session reconstruct 3f2a --as rebuilt --json")}`,
     )
     .action(async (id: string, options: { as?: string; json?: boolean }, command: Command) => {
       const { reconstructCommand } = await import("../../plugins/checkpoint/plugin-cli.js");

@@ -48,7 +48,7 @@ Examples:
   config
     .command("show")
     .description("print the effective config: your file with every default filled in")
-    .option("--json", "print the effective config as JSON (durations in seconds, plugins as a list in config order)")
+    .option("--json", "print {session: {…}, agents: {NAME: {command, args, env, cwd, restart, …}}, plugins: [{name, options, enabled, position}], projectDir, storeDir, configPath} (durations in seconds, plugins in config order)")
     .addHelpText(
       "after",
       `
@@ -85,6 +85,9 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   let config: Config;
   try {
     config = await loadConfig(location);
+    // A program that cannot be found is a config error too, as `apex start` reports it.
+    const { assertAgentProgramsExist } = await import("../config/agent-programs.js");
+    assertAgentProgramsExist(config);
   } catch (error) {
     const issues = configIssuesOf(error);
     if (!issues) throw error;

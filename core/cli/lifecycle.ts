@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
 import { seconds, wholeNumber } from "./option-values.js";
+import { examples } from "./output.js";
 
 /** `apex start|status|pause|resume|stop|logs`: a session's life. Actions import their code lazily. */
 export function registerLifecycleCommands(program: Command): void {
@@ -11,7 +12,7 @@ export function registerLifecycleCommands(program: Command): void {
     .option("-c, --continue <last|SESSION|CHECKPOINT>", "continue an interrupted or ended session: last|SESSION from the live state, CHECKPOINT rolled back to it; ends its leftover agents first")
     .option("--force-recovery <CHECKPOINT>", "continue from a damaged checkpoint: restore what still verifies and list exactly what was lost")
     .option("-a, --attach", "stay in the foreground and stream the session's events; Ctrl-C detaches")
-    .option("--json", "print the started session as JSON (with --attach: one event per line)")
+    .option("--json", "print {session_id, status, supervisor_pid, socket, continued, restored_from, restore, reaped, agents: [{name, pid, pgid, status}]} (with --attach: then one event {seq, at, type, actor, …} per line)")
     .addHelpText(
       "after",
       `
@@ -68,7 +69,8 @@ Examples:
   program
     .command("status")
     .description("the session, its agents (pid, state, uptime, CPU), task counts and last checkpoint")
-    .option("--json", "print the status as JSON")
+    .option("--json", "print {session: {session_id, status, initial_task, created_at, supervisor, …} | null, agents: [{name, status, pid, pgid, alive, task, uptime_seconds, cpu_seconds, …}], tasks: {pending, active, completed, failed, total}, last_checkpoint, left_running, last_session}")
+    .addHelpText("after", examples("apex status", "apex status --json | jq .tasks"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const location = projectOf(command);
       // A read command: an interrupted session is reported with the command that recovers it, never acted on.
@@ -79,7 +81,8 @@ Examples:
   program
     .command("pause")
     .description("stop every agent process (SIGSTOP to each process group), checkpoint, mark the session paused")
-    .option("--json", "print the result as JSON")
+    .option("--json", "print {session_id, status: \"paused\", agents, processes, warnings}")
+    .addHelpText("after", examples("apex pause", "apex pause --json"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { pauseSession } = await import("../session/cli/control.js");
       await pauseSession(projectOf(command), Boolean(options.json));
@@ -88,7 +91,8 @@ Examples:
   program
     .command("resume")
     .description("continue a paused session (SIGCONT to each agent's process group)")
-    .option("--json", "print the result as JSON")
+    .option("--json", "print {session_id, status: \"active\", agents, processes, warnings}")
+    .addHelpText("after", examples("apex resume"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { resumeSession } = await import("../session/cli/control.js");
       await resumeSession(projectOf(command), Boolean(options.json));
@@ -99,7 +103,8 @@ Examples:
     .description("end the session: SIGTERM to the agents (SIGKILL after a grace period), record it in the history")
     .option("-f, --force", "SIGKILL the agents at once")
     .option("--grace <seconds>", "seconds between SIGTERM and SIGKILL (default 5)", seconds("--grace"))
-    .option("--json", "print the result as JSON")
+    .option("--json", "print {session_id, status: \"stopped\", reason, processes_ended}")
+    .addHelpText("after", examples("apex stop", "apex stop --grace 30", "apex stop --force"))
     .action(async (options: { force?: boolean; grace?: number; json?: boolean }, command: Command) => {
       const { stopSession } = await import("../session/cli/control.js");
       await stopSession(projectOf(command), options);
@@ -112,7 +117,8 @@ Examples:
     .option("-f, --follow", "keep printing new lines until Ctrl-C")
     .option("-n, --lines <n>", "lines per log file (default 50; 10 with --follow)", wholeNumber("--lines"))
     .option("--session <id>", "a past session (default: the current or latest one)")
-    .option("--json", "one JSON object per line: {agent, stream, line}")
+    .option("--json", "one JSON object per line: {agent, stream: stdout|stderr, line}")
+    .addHelpText("after", examples("apex logs", "apex logs coder -f", "apex logs -n 200 --session 3f2a9c1e --json"))
     .action(async (agent: string | undefined, options: { follow?: boolean; lines?: number; session?: string; json?: boolean }, command: Command) => {
       const { showLogs } = await import("../session/cli/logs.js");
       await showLogs(projectOf(command), agent, options);

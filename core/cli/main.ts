@@ -52,6 +52,17 @@ export async function main(argv: string[]): Promise<number> {
       const { registerPluginCommands, closeAfterParse } = await import("./plugin-commands.js");
       await registerPluginCommands(program, argv);
       finalizers.push(() => Promise.all(closeAfterParse.map((close) => close())).then(() => undefined));
+    } else if (wantsGroupHelp(program, argv)) {
+      // `apex session --help` lists what the enabled plugins add. Help never fails for that:
+      // with a config that cannot be loaded, it shows the core commands (and says why).
+      const { registerPluginCommands } = await import("./plugin-commands.js");
+      try {
+        await registerPluginCommands(program, argv);
+      } catch (error) {
+        const note = `\n(Commands added by plugins are not listed: ${(error as Error).message.split("\n")[0]})\n`;
+        program.addHelpText("after", note);
+        for (const group of program.commands) group.addHelpText("after", note);
+      }
     }
     throwInsteadOfExit(program);
     await program.parseAsync(argv);
@@ -137,6 +148,20 @@ export function needsPluginCommands(program: Command, argv: string[]): boolean {
     current = next;
   }
   return false;
+}
+
+/**
+ * True for help on the program or a command group (`apex --help`, `apex session -h`,
+ * `apex help session`): the groups plugins add to.
+ */
+export function wantsGroupHelp(program: Command, argv: string[]): boolean {
+  const args = argv.slice(2);
+  const words = commandWords(args);
+  const asked = words[0] === "help" ? words.slice(1) : args.includes("--help") || args.includes("-h") ? words : undefined;
+  if (!asked) return false;
+  if (asked.length === 0) return true;
+  const group = program.commands.find((command) => command.name() === asked[0]);
+  return asked.length === 1 && group !== undefined && group.commands.length > 0;
 }
 
 /** The leading words of the command line that are not options (at most two levels deep). */

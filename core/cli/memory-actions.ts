@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import type { ProjectLocation } from "../config/locate.js";
 import { ApexError } from "../errors.js";
-import { compileGlob } from "../store/glob.js";
+import { compileGlob, type Glob } from "../store/glob.js";
 import { checkPath, pathProblem } from "../store/paths.js";
 import { Store, type Entry, type JsonValue } from "../store/store.js";
 import { openWriter } from "./context.js";
@@ -35,6 +35,12 @@ export async function openReader(location: ProjectLocation): Promise<MemoryReade
 
 export async function showMemory(location: ProjectLocation, path: string, json: boolean): Promise<void> {
   checkPath(path);
+  const checkpoint = CHECKPOINT_PATH.test(path) ? await readCheckpointRecord(location, path) : undefined;
+  if (checkpoint !== undefined) {
+    if (json) printJson({ path, value: checkpoint });
+    else process.stdout.write(`${JSON.stringify(checkpoint, null, 2)}\n`);
+    return;
+  }
   const reader = await openReaderOrEmpty(location);
   try {
     const value = await reader.get(path);
@@ -62,10 +68,10 @@ export async function queryMemory(
   glob: string,
   options: { json?: boolean; keys?: boolean; limit?: number },
 ): Promise<void> {
-  compileGlob(glob);
+  const compiled = compileGlob(glob);
   const reader = await openReaderOrEmpty(location);
   try {
-    const entries = await reader.query(glob, options.limit);
+    const entries = await readMatching(reader, compiled, options.limit);
     if (options.json) {
       await writeChunked(jsonObjectChunks(entries));
       return;
@@ -129,10 +135,10 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
 }
 
 export async function exportMemory(location: ProjectLocation, glob: string): Promise<void> {
-  compileGlob(glob);
+  const compiled = compileGlob(glob);
   const reader = await openReaderOrEmpty(location);
   try {
-    await writeChunked(jsonObjectChunks(await reader.query(glob)));
+    await writeChunked(jsonObjectChunks(await readMatching(reader, compiled)));
   } finally {
     await reader.close();
   }
@@ -141,7 +147,7 @@ export async function exportMemory(location: ProjectLocation, glob: string): Pro
 export async function watchMemory(
   location: ProjectLocation,
   glob: string,
-  options: { since?: number; timeout?: number; json?: boolean },
+  options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean },
 ): Promise<void> {
   const { watchChanges } = await import("./memory-watch.js");
   await watchChanges(location, compileGlob(glob), options);
@@ -216,6 +222,55 @@ export function parseJsonValue(text: string, what: string): JsonValue {
     throw new ApexError("APEX_E_BAD_JSON", `Invalid JSON value for ${what}: ${(error as Error).message}.`, {
       hint: `Quote strings as JSON: '"text"'. Objects: '{"a": 1}'.`,
     });
+  }
+}
+
+/**
+ * The entries a query or export names: those matching a glob, or for a plain path (no
+ * wildcard), that path and everything below it, as `memory show` reads it.
+ */
+async function readMatching(reader: MemoryReader, glob: Glob, limit?: number): Promise<Entry[]> {
+  if (!glob.literal) return reader.query(glob.source, limit);
+  const path = glob.prefix.length > 1 ? glob.prefix.replace(/\/+$/, "") : "/";
+  const entries: Entry[] = [];
+  if (path !== "/") {
+    const value = await reader.get(path);
+    if (value !== undefined) entries.push({ path, value });
+  }
+  if (limit !== undefined && entries.length >= limit) return entries;
+  const below = await reader.query(path === "/" ? "/**" : `${escapeGlob(path)}/**`, limit === undefined ? undefined : limit - entries.length);
+  return entries.concat(below);
+}
+
+/** `/sessions/<sid>/checkpoint-007` and `/sessions/<sid>/checkpoint-latest`: shown as checkpoint records. */
+const CHECKPOINT_PATH = /^\/sessions\/[^/]+\/checkpoint-(?:\d+|latest)$/;
+
+/**
+ * The checkpoint record (the manifest with its agent states, memory keys and tasks read from its
+ * trees) at a manifest path, or undefined when no checkpoint is there (then `memory show` shows
+ * what is stored, as for any path).
+ */
+async function readCheckpointRecord(location: ProjectLocation, path: string): Promise<JsonValue | undefined> {
+  const { checkpointRefOfPath } = await import("../../plugins/checkpoint/record.js");
+  const ref = checkpointRefOfPath(path);
+  if (ref === undefined) return undefined;
+  try {
+    const endpoint = forcedEndpoint();
+    if (endpoint) {
+      const { callSupervisor } = await import("../rpc/call.js");
+      return (await callSupervisor(endpoint, "checkpoint.show", { ref })) as JsonValue;
+    }
+    if (!Store.exists(location.storeDir)) return undefined;
+    const { checkpointRecord } = await import("../../plugins/checkpoint/record.js");
+    const store = Store.open(location.storeDir, { readOnly: true });
+    try {
+      return checkpointRecord(store, ref) as unknown as JsonValue;
+    } finally {
+      await store.close();
+    }
+  } catch {
+    // Not a checkpoint (or one that cannot be read): the stored value, if any, is shown as is.
+    return undefined;
   }
 }
 

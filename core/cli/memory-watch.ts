@@ -7,15 +7,23 @@ import { forcedEndpoint } from "../session/runtime.js";
 
 const POLL_MS = 100;
 
+export interface WatchOptions {
+  since?: number;
+  timeout?: number;
+  json?: boolean;
+  /** Only changes: no current values first (as with --since, which replays changes instead). */
+  changesOnly?: boolean;
+}
+
 /**
- * Follows the revision log and prints every change under the glob. Polls the log (a cheap
- * range read from the last seen revision), so writes by any process are seen.
+ * Prints the current value of every path under the glob (kind `current`), then follows the
+ * revision log and prints every change (kind `put` or `delete`). Polls the log (a cheap range
+ * read from the last seen revision), so writes by any process are seen. The values are read
+ * after the revision they start from, so a write in between is printed twice (as a current
+ * value and as a change) rather than missed.
  */
-export async function watchChanges(
-  location: ProjectLocation,
-  glob: Glob,
-  options: { since?: number; timeout?: number; json?: boolean },
-): Promise<void> {
+export async function watchChanges(location: ProjectLocation, glob: Glob, options: WatchOptions): Promise<void> {
+  const withCurrent = options.changesOnly !== true && options.since === undefined;
   const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout * 1000;
   let interrupted = false;
   const onSignal = () => {
@@ -25,7 +33,7 @@ export async function watchChanges(
   process.once("SIGTERM", onSignal);
   const endpoint = forcedEndpoint();
   if (endpoint) {
-    await watchThroughSupervisor(endpoint, glob, options, deadline, () => interrupted);
+    await watchThroughSupervisor(endpoint, glob, { ...options, withCurrent }, deadline, () => interrupted);
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     return;
@@ -39,6 +47,7 @@ export async function watchChanges(
     }
     if (!store) return;
     let since = options.since ?? store.revision();
+    if (withCurrent) for (const entry of store.query(glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
     while (!interrupted && Date.now() < deadline) {
       for (const change of store.changesSince(since)) {
         since = change.revision;
@@ -57,12 +66,17 @@ export async function watchChanges(
 async function watchThroughSupervisor(
   socket: string,
   glob: Glob,
-  options: { since?: number; json?: boolean },
+  options: { since?: number; json?: boolean; withCurrent: boolean },
   deadline: number,
   interrupted: () => boolean,
 ): Promise<void> {
   const { callSupervisor } = await import("../rpc/call.js");
   let since = options.since;
+  if (options.withCurrent) {
+    since = ((await callSupervisor(socket, "memory.changes", {})) as { revision: number }).revision;
+    const entries = (await callSupervisor(socket, "memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
+    for (const entry of entries) printCurrent(entry.path, entry.value, since, Boolean(options.json));
+  }
   while (!interrupted() && Date.now() < deadline) {
     const reply = (await callSupervisor(socket, "memory.changes", { since, glob: glob.source })) as {
       revision: number;
@@ -78,12 +92,20 @@ function print(change: Change, store: Store, json: boolean): void {
   printChange(change, change.kind === "put" ? store.get(change.path) : undefined, json);
 }
 
+function printCurrent(path: string, value: JsonValue, revision: number, json: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ revision, kind: "current", path, value })}\n`);
+    return;
+  }
+  process.stdout.write(`${paint(String(revision).padStart(6), "gray")} ${paint("current", "blue")} ${paint(path, "cyan")}  ${JSON.stringify(value)}\n`);
+}
+
 function printChange(change: Change, value: JsonValue | undefined, json: boolean): void {
   if (json) {
     process.stdout.write(`${JSON.stringify({ ...change, value: value ?? null })}\n`);
     return;
   }
-  const kind = change.kind === "put" ? paint("put   ", "green") : paint("delete", "red");
+  const kind = change.kind === "put" ? paint("put    ", "green") : paint("delete ", "red");
   const shown = change.kind === "put" ? `  ${JSON.stringify(value)}` : "";
   process.stdout.write(`${paint(String(change.revision).padStart(6), "gray")} ${kind} ${paint(change.path, "cyan")}${shown}  ${paint(change.actor, "gray")}\n`);
 }

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
 import { seconds, wholeNumber } from "./option-values.js";
+import { examples } from "./output.js";
 
 /** `apex memory …`: the hierarchical project memory shared by agents and users. */
 export function registerMemoryCommands(program: Command): void {
@@ -25,7 +26,11 @@ Examples:
     .command("show")
     .description("print the value at PATH (or, if PATH only has children, the subtree)")
     .argument("<path>", "absolute path, e.g. /notes/today")
-    .option("--json", "print {path, value} as JSON")
+    .option("--json", "print {path, value} ({path, value: null, children: {path: value}} for a subtree; a checkpoint's path gives its record)")
+    .addHelpText(
+      "after",
+      examples("apex memory show /notes/today", "apex memory show /sessions/current", "apex memory show /sessions/$ID/checkpoint-latest --json"),
+    )
     .action(async (path: string, options: { json?: boolean }, command: Command) => {
       const { showMemory } = await import("./memory-actions.js");
       await showMemory(projectOf(command), path, Boolean(options.json));
@@ -33,11 +38,12 @@ Examples:
 
   memory
     .command("query")
-    .description("list the entries whose path matches GLOB")
-    .argument("<glob>", "e.g. '/notes/*' or '/a/**'")
-    .option("--json", "print a JSON object of path -> value")
+    .description("list the entries whose path matches GLOB; a plain path (no wildcard) means it and everything below it")
+    .argument("<glob>", "e.g. '/notes/*', '/a/**', or /notes (the subtree)")
+    .option("--json", "print one JSON object {path: value, …}")
     .option("--keys", "print paths only")
     .option("--limit <n>", "stop after N entries", wholeNumber("--limit"))
+    .addHelpText("after", examples("apex memory query '/notes/*'", "apex memory query /notes --keys", "apex memory query '/sessions/*/checkpoint-*' --keys --limit 20"))
     .action(async (glob: string, options: { json?: boolean; keys?: boolean; limit?: number }, command: Command) => {
       const { queryMemory } = await import("./memory-actions.js");
       await queryMemory(projectOf(command), glob, options);
@@ -48,7 +54,8 @@ Examples:
     .description("set PATH to a JSON value ('-' reads the value from stdin)")
     .argument("<path>", "absolute path")
     .argument("<json>", `a JSON value: '{"a": 1}', '"text"', 42, true, null, or - for stdin`)
-    .option("--json", "print {path, revision} as JSON")
+    .option("--json", "print {path, revision}")
+    .addHelpText("after", examples(`apex memory set /notes/today '{"todo": 3}'`, `apex memory set /notes/title '"Sprint 4"'`, "echo 42 | apex memory set /answer -"))
     .action(async (path: string, json: string, options: { json?: boolean }, command: Command) => {
       const { setMemory } = await import("./memory-actions.js");
       await setMemory(projectOf(command), path, json, Boolean(options.json));
@@ -59,7 +66,8 @@ Examples:
     .description("delete PATH (with --recursive, everything below it too)")
     .argument("<path>", "absolute path")
     .option("-r, --recursive", "also delete every path below PATH")
-    .option("--json", "print {path, deleted, revision} as JSON")
+    .option("--json", "print {path, deleted, revision}")
+    .addHelpText("after", examples("apex memory delete /notes/today", "apex memory delete /notes --recursive"))
     .action(async (path: string, options: { recursive?: boolean; json?: boolean }, command: Command) => {
       const { deleteMemory } = await import("./memory-actions.js");
       await deleteMemory(projectOf(command), path, Boolean(options.recursive), Boolean(options.json));
@@ -67,12 +75,14 @@ Examples:
 
   memory
     .command("watch")
-    .description("print each change to paths matching GLOB as it happens, until interrupted")
+    .description("print the current value of each path matching GLOB, then each change as it happens, until interrupted")
     .argument("[glob]", "paths to watch", "/**")
-    .option("--since <rev>", "first replay the changes after revision REV", wholeNumber("--since"))
+    .option("--changes-only", "do not print the current values first, only changes")
+    .option("--since <rev>", "instead of the current values, replay the changes after revision REV", wholeNumber("--since"))
     .option("--timeout <seconds>", "stop after this many seconds", seconds("--timeout"))
-    .option("--json", "one JSON object per line: {revision, kind, path, value, actor, time}")
-    .action(async (glob: string, options: { since?: number; timeout?: number; json?: boolean }, command: Command) => {
+    .option("--json", "one JSON object per line: {revision, kind: current|put|delete, path, value, actor, time} (current values have no actor or time)")
+    .addHelpText("after", examples("apex memory watch '/review/**'", "apex memory watch /sessions/current/metrics --json", "apex memory watch '/notes/**' --changes-only --timeout 60"))
+    .action(async (glob: string, options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean }, command: Command) => {
       const { watchMemory } = await import("./memory-actions.js");
       await watchMemory(projectOf(command), glob, options);
     });
@@ -81,7 +91,8 @@ Examples:
     .command("import")
     .description("import entries from FILE or - (stdin) in one transaction: all or nothing")
     .argument("<file>", "a JSON object of path -> value, or NDJSON lines of {path, value}; - for stdin")
-    .option("--json", "print {count, revision} as JSON")
+    .option("--json", "print {count, revision}")
+    .addHelpText("after", examples("apex memory import memory.json", "apex memory export /notes | apex memory import -"))
     .action(async (file: string, options: { json?: boolean }, command: Command) => {
       const { importMemory } = await import("./memory-actions.js");
       await importMemory(projectOf(command), file, Boolean(options.json));
@@ -89,8 +100,10 @@ Examples:
 
   memory
     .command("export")
-    .description("print the entries matching GLOB as one JSON object of path -> value (import reads it back)")
-    .argument("[glob]", "which paths", "/**")
+    .description("print the entries matching GLOB as one JSON object of path -> value (import reads it back); a plain path means it and everything below it")
+    .argument("[glob]", "which paths: a glob, or a plain path for its subtree", "/**")
+    .option("--json", "the output is always JSON: {path: value, …} (the option is accepted for uniformity)")
+    .addHelpText("after", examples("apex memory export > memory.json", "apex memory export /projects/mem", "apex memory export '/notes/*' --json"))
     .action(async (glob: string, _options: unknown, command: Command) => {
       const { exportMemory } = await import("./memory-actions.js");
       await exportMemory(projectOf(command), glob);

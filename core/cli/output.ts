@@ -71,3 +71,8 @@ export function plural(n: number, noun: string, nouns = `${noun}s`): string {
 export function formatCount(n: number): string {
   return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
 }
+
+/** The "Examples:" block of a command's help (`.addHelpText("after", examples(…))`). */
+export function examples(...lines: string[]): string {
+  return `\nExamples:\n${lines.map((line) => `  ${line}`).join("\n")}`;
+}

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
-import { printJson, printLine, table } from "./output.js";
+import { examples, printJson, printLine, table } from "./output.js";
 
 /** One line of `apex plugins list`. */
 export interface PluginListRow {
@@ -24,11 +24,15 @@ export interface PluginListRow {
 
 /** `apex plugins …`: what extends this APEX. */
 export function registerPluginsCommands(program: Command): void {
-  const plugins = program.command("plugins").description("list the built-in and configured plugins, where they come from and the hooks they tap");
+  const plugins = program
+    .command("plugins")
+    .description("list the built-in and configured plugins, where they come from and the hooks they tap")
+    .addHelpText("after", examples("apex plugins list", "apex plugins list --json"));
   plugins
     .command("list")
     .description("list every plugin: source, version, enabled, hooks tapped, and what it adds")
-    .option("--json", "print {plugins: [...]} as JSON")
+    .option("--json", "print {plugins: [{name, source, version, enabled, requires, hooks, triggers, commands, backends, at, problem?}]}")
+    .addHelpText("after", examples("apex plugins list", "apex plugins list --json | jq '.plugins[] | select(.enabled) | .name'"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const rows = await listPlugins(projectOf(command));
       if (options.json) printJson({ plugins: rows });

@@ -3,17 +3,22 @@ import type { ProjectLocation } from "../config/locate.js";
 import type { SessionEvent, SessionRecord } from "../session/records.js";
 import type { MemoryReader } from "./memory-actions.js";
 import { projectOf } from "./context.js";
+import { examples } from "./output.js";
 
 /** `apex session …`: the project's sessions. Other groups may add subcommands to `session`. */
 export function registerSessionCommands(program: Command): void {
   const session =
     program.commands.find((command) => command.name() === "session") ??
-    program.command("session").description("the project's sessions: list, history, validate, repair, reconstruct, and what plugins add (cleanup, report, archive, …)");
+    program
+      .command("session")
+      .description("the project's sessions: list, history, validate, repair, reconstruct, and what plugins add (cleanup, report, archive, …)")
+      .addHelpText("after", examples("apex session list", "apex session history last", "apex session validate", "apex session report --format md -o report.md"));
 
   session
     .command("list")
     .description("every session of the project with its status (the current one first)")
-    .option("--json", "print the sessions as JSON")
+    .option("--json", "print [{session_id, status, created_at, ended_at, initial_task, outcome}]")
+    .addHelpText("after", examples("apex session list", "apex session list --json"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { listSessions } = await import("../session/cli/sessions.js");
       await listSessions(projectOf(command), Boolean(options.json));
@@ -26,7 +31,7 @@ export function registerSessionCommands(program: Command): void {
         "lifecycle changes, task changes, checkpoints, restores, retention deletions and git syncs, with time and actor",
     )
     .argument("[id]", "a session: its id, a unique prefix of 4 or more characters, `current` or `last`")
-    .option("--json", "print the sessions (or the session's events) as JSON")
+    .option("--json", "print [{session_id, status, created_at, ended_at, initial_task, outcome}] (with an ID: [{seq, at, type, actor, …}], its events)")
     .addHelpText("after", "\nExamples:\n  apex session history\n  apex session history 3f2a\n  apex session history last --json")
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       if (id === undefined) {

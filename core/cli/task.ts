@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { projectOf } from "./context.js";
+import { examples } from "./output.js";
 
 /** `apex task …` and `apex milestone`: the session's task list. */
 export function registerTaskCommands(program: Command): void {
@@ -25,7 +26,8 @@ Examples:
     .argument("<title>", "what is to be done")
     .option("-m, --milestone", "completing this task records a milestone")
     .option("--assign <agent>", "only this agent may claim it")
-    .option("--json", "print the task as JSON")
+    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .addHelpText("after", examples('apex task add "Write the login form" --assign coder', 'apex task add "Release candidate" --milestone --json'))
     .action(async (title: string, options: { milestone?: boolean; assign?: string; json?: boolean }, command: Command) => {
       const { addTask } = await import("../session/cli/tasks.js");
       await addTask(projectOf(command), title, options);
@@ -33,10 +35,12 @@ Examples:
 
   task
     .command("list")
-    .description("the session's tasks, oldest first")
+    .description("the session's tasks, oldest first (with no session running: the one that ended last)")
     .option("--status <status>", "only tasks with this status: pending, active, completed or failed")
-    .option("--json", "print the tasks as JSON")
-    .action(async (options: { status?: string; json?: boolean }, command: Command) => {
+    .option("--session <id>", "another session's tasks (an id or a unique prefix; `apex session list`)")
+    .option("--json", "print [{id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}]")
+    .addHelpText("after", examples("apex task list", "apex task list --status pending", "apex task list --session 3f2a --json"))
+    .action(async (options: { status?: string; session?: string; json?: boolean }, command: Command) => {
       const { listTasks } = await import("../session/cli/tasks.js");
       await listTasks(projectOf(command), options);
     });
@@ -45,17 +49,20 @@ Examples:
     .command("show")
     .description("one task with its timestamps and result")
     .argument("<id>", "task id, e.g. t-0001")
-    .option("--json", "print the task as JSON")
-    .action(async (id: string, options: { json?: boolean }, command: Command) => {
+    .option("--session <id>", "a task of another session (an id or a unique prefix)")
+    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .addHelpText("after", examples("apex task show t-0001", "apex task show t-3 --json"))
+    .action(async (id: string, options: { session?: string; json?: boolean }, command: Command) => {
       const { showTask } = await import("../session/cli/tasks.js");
-      await showTask(projectOf(command), id, Boolean(options.json));
+      await showTask(projectOf(command), id, Boolean(options.json), options.session);
     });
 
   task
     .command("claim")
     .description("take the next pending task (own assigned tasks first); exits 4 when there is none")
     .option("--agent <name>", "the claiming agent (default: APEX_AGENT)")
-    .option("--json", "print the task as JSON")
+    .option("--json", "print the claimed task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .addHelpText("after", examples("apex task claim --agent coder", "apex task claim --json"))
     .action(async (options: { agent?: string; json?: boolean }, command: Command) => {
       const { claimTask } = await import("../session/cli/tasks.js");
       await claimTask(projectOf(command), options);
@@ -66,7 +73,8 @@ Examples:
     .description("mark a task completed")
     .argument("<id>", "task id")
     .option("--result <json>", "what came out of it (JSON; other text is kept as a string)")
-    .option("--json", "print the task as JSON")
+    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .addHelpText("after", examples("apex task done t-0001", `apex task done t-0001 --result '{"files": ["login.ts"]}'`))
     .action(async (id: string, options: { result?: string; json?: boolean }, command: Command) => {
       const { completeTask } = await import("../session/cli/tasks.js");
       await completeTask(projectOf(command), id, options);
@@ -77,7 +85,8 @@ Examples:
     .description("mark a task failed (fires onError)")
     .argument("<id>", "task id")
     .requiredOption("--reason <text>", "why it failed")
-    .option("--json", "print the task as JSON")
+    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .addHelpText("after", examples('apex task fail t-0002 --reason "the API is down"'))
     .action(async (id: string, options: { reason: string; json?: boolean }, command: Command) => {
       const { failTask } = await import("../session/cli/tasks.js");
       await failTask(projectOf(command), id, options);
@@ -89,7 +98,8 @@ Examples:
     .argument("<id>", "task id")
     .option("--reason <text>", "why")
     .option("--assign <agent>", "only this agent may claim it again")
-    .option("--json", "print the task as JSON")
+    .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
+    .addHelpText("after", examples('apex task reopen t-0001 --reason "the form accepts empty passwords" --assign coder'))
     .action(async (id: string, options: { reason?: string; assign?: string; json?: boolean }, command: Command) => {
       const { reopenTask } = await import("../session/cli/tasks.js");
       await reopenTask(projectOf(command), id, options);
@@ -100,8 +110,10 @@ Examples:
     .description('record a milestone (fires afterMilestone); without TEXT, list them')
     .argument("[text]", 'what was reached, e.g. "Login works end to end"')
     .option("--task <id>", "the task it belongs to")
-    .option("--json", "print as JSON")
-    .action(async (text: string | undefined, options: { task?: string; json?: boolean }, command: Command) => {
+    .option("--session <id>", "list another session's milestones (an id or a unique prefix)")
+    .option("--json", "print the milestone {n, text, at, by, task} (without TEXT: [{n, text, at, by, task}])")
+    .addHelpText("after", examples('apex milestone "Login works end to end" --task t-0004', "apex milestone", "apex milestone --session 3f2a --json"))
+    .action(async (text: string | undefined, options: { task?: string; session?: string; json?: boolean }, command: Command) => {
       const { milestone } = await import("../session/cli/tasks.js");
       await milestone(projectOf(command), text, options);
     });

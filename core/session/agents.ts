@@ -1,11 +1,14 @@
 import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { ApexError } from "../errors.js";
+import { openPrivate } from "../store/private.js";
 import type { AgentConfig } from "../config/types.js";
-import { liveMembers, processGroups, readProcStat, signalGroup, signalProcess, sleep } from "./proc.js";
+import { agentMarker, carriesMarker, liveMembers, newNonce, processGroups, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcStat } from "./proc.js";
 
 /** Everything needed to run one agent process. */
 export interface AgentLaunch {
   name: string;
+  /** The session the agent belongs to (APEX_SESSION_ID, part of its marker). */
+  sessionId: string;
   spec: AgentConfig;
   /** Absolute working directory. */
   cwd: string;
@@ -35,20 +38,26 @@ export class AgentProcess {
     readonly startedAt: string,
     /** Resolves once the process exited and was reaped. */
     readonly exited: Promise<AgentExit>,
+    /** The nonce put in its environment (APEX_AGENT_NONCE); recorded, it lets APEX prove the process is its own. */
+    readonly nonce: string,
+    /** APEX_SESSION_ID and APEX_AGENT_NONCE as its environment holds them (see proc.ts). */
+    readonly marker: ProcessMarker,
   ) {}
 
   static async spawn(launch: AgentLaunch): Promise<AgentProcess> {
     const { execa } = await import("execa");
     const { spec } = launch;
-    const out = openSync(launch.stdoutFile, "a");
-    const err = openSync(launch.stderrFile, "a");
+    const out = openPrivate(launch.stdoutFile, "a");
+    const err = openPrivate(launch.stderrFile, "a");
     // A command line without args runs through /bin/sh (pipes, `&`, quotes); with args it runs as is.
     const useShell = spec.args.length === 0 && /[\s|&;<>()$`"'*?~\\]/.test(spec.command);
+    const nonce = newNonce();
+    const marker = agentMarker(launch.sessionId, nonce)!;
     let subprocess;
     try {
       subprocess = execa(spec.command, spec.args, {
         cwd: launch.cwd,
-        env: launch.env,
+        env: { ...launch.env, ...marker },
         extendEnv: false,
         shell: useShell,
         detached: true,
@@ -80,7 +89,7 @@ export class AgentProcess {
       signal: result.signal ?? null,
     }));
     // The process may already be gone (a command that exits at once); its exit still arrives.
-    return new AgentProcess(launch.name, pid, stat?.pgrp ?? pid, stat?.startTime ?? 0, new Date().toISOString(), exited);
+    return new AgentProcess(launch.name, pid, stat?.pgrp ?? pid, stat?.startTime ?? 0, new Date().toISOString(), exited, nonce, marker);
   }
 }
 
@@ -92,45 +101,70 @@ export interface TerminateOptions {
 }
 
 /**
- * Ends a process group whose leader started at `startTime`: SIGTERM (and SIGCONT, so that
- * stopped members can act on it), then SIGKILL after the grace period, until no member is
- * left. Members are checked by start time, so a recycled group id is never signalled.
- * Returns the pids that were still running when it began.
+ * Ends a process group whose leader started at `startTime` and carries `marker`: SIGTERM
+ * (and SIGCONT, so that stopped members can act on it), then SIGKILL after the grace period,
+ * until no member is left. Only processes APEX can prove it started are signalled (proc.ts):
+ * the whole group while its leader has the recorded start time and carries the marker (a
+ * group id cannot be reused while its leader lives), else each member that carries the
+ * marker itself. A record without a marker (or a forged one) proves nothing: nothing is
+ * signalled. Returns the pids that were still running when it began.
  */
-export async function terminateGroup(pgid: number, startTime: number, options: TerminateOptions = {}): Promise<number[]> {
-  const members = () => ownMembers(pgid, startTime);
+export async function terminateGroup(pgid: number, startTime: number, marker: ProcessMarker | undefined, options: TerminateOptions = {}): Promise<number[]> {
+  if (!marker) return [];
+  const members = () => provenMembers(pgid, startTime, marker);
   const initial = members();
-  if (initial.length === 0) return [];
-  const leaderIsOurs = initial.some((member) => member.pid === pgid);
-  const send = (signal: NodeJS.Signals) => {
-    // The group id is safe to signal while its leader is ours; otherwise signal the verified members one by one.
-    if (leaderIsOurs && members().some((member) => member.pid === pgid)) signalGroup(pgid, signal);
-    else for (const member of members()) signalProcess(member.pid, signal);
-  };
+  if (initial.members.length === 0) return [];
+  const send = (signal: NodeJS.Signals) => signalProvenGroup(pgid, startTime, marker, signal);
   if (options.force) send("SIGKILL");
   else {
     send("SIGTERM");
     send("SIGCONT");
   }
   const graceDeadline = Date.now() + (options.force ? 0 : (options.graceMs ?? 5000));
-  while (members().length > 0 && Date.now() < graceDeadline) await sleep(25);
+  while (members().members.length > 0 && Date.now() < graceDeadline) await sleep(25);
   const killDeadline = Date.now() + 5000;
-  while (members().length > 0 && Date.now() < killDeadline) {
+  while (members().members.length > 0 && Date.now() < killDeadline) {
     send("SIGKILL");
     await sleep(25);
   }
-  const left = members();
+  const left = members().members;
   if (left.length > 0) {
     throw new ApexError("APEX_E_PROCESS", `Processes ${left.map((m) => m.pid).join(", ")} of group ${pgid} survived SIGKILL.`, {
       hint: "They are probably in uninterruptible I/O (state D); they end once it completes.",
     });
   }
-  return initial.map((member) => member.pid);
+  return initial.members.map((member) => member.pid);
 }
 
-/** Live members of group `pgid` that started no earlier than its leader did (the leader may be gone). */
-export function ownMembers(pgid: number, leaderStartTime: number) {
-  const members = liveMembers(processGroups([pgid]).get(pgid) ?? []);
+/** Sends `signal` to what APEX can prove is its own of group `pgid` (see provenMembers); the number of processes signalled. */
+export function signalProvenGroup(pgid: number, startTime: number, marker: ProcessMarker, signal: NodeJS.Signals, scan?: Map<number, ProcStat[]>): number {
+  const proven = provenMembers(pgid, startTime, marker, scan);
+  if (proven.members.length === 0) return 0;
+  if (proven.leaderProven) signalGroup(pgid, signal);
+  else for (const member of proven.members) signalProcess(member.pid, signal);
+  return proven.members.length;
+}
+
+/**
+ * The members of group `pgid` APEX may signal: all its live members that started no earlier
+ * than its leader when the leader is alive, has `leaderStartTime` and carries `marker`;
+ * otherwise only the members that carry `marker` themselves.
+ */
+export function provenMembers(
+  pgid: number,
+  leaderStartTime: number,
+  marker: ProcessMarker,
+  scan?: Map<number, ProcStat[]>,
+): { leaderProven: boolean; members: ProcStat[] } {
+  const members = ownMembers(pgid, leaderStartTime, scan);
+  const leader = members.find((member) => member.pid === pgid);
+  if (leader && carriesMarker(leader.pid, marker)) return { leaderProven: true, members };
+  return { leaderProven: false, members: members.filter((member) => carriesMarker(member.pid, marker)) };
+}
+
+/** Live members of group `pgid` that started no earlier than its leader did (the leader may be gone); `scan` is a processGroups result to reuse. */
+export function ownMembers(pgid: number, leaderStartTime: number, scan?: Map<number, ProcStat[]>) {
+  const members = liveMembers((scan ?? processGroups([pgid])).get(pgid) ?? []);
   const leader = members.find((member) => member.pid === pgid);
   // A leader with another start time means the group id now belongs to someone else.
   if (leader && leader.startTime !== leaderStartTime) return [];

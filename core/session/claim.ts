@@ -1,7 +1,7 @@
 import { ApexError } from "../errors.js";
 import type { AgentConfig, Config } from "../config/types.js";
 import type { JsonValue, Store } from "../store/store.js";
-import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "./records.js";
+import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, agentPath, currentSessionOf, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "./records.js";
 import { appendEvent } from "./service.js";
 import { effectiveStatus, findSession, isEnded, supervisorAlive, type ContinueTarget } from "./sessions.js";
 import type { SupervisorRequest } from "./supervisor.js";
@@ -17,7 +17,7 @@ export interface Claim {
   previousAgents: AgentRecord[];
 }
 
-export type SupervisorIdentity = { pid: number; start_time: number; socket: string; started_at: string };
+export type SupervisorIdentity = { pid: number; start_time: number; socket: string; started_at: string; nonce: string | null };
 
 /** A new session: refused while another one is current and not ended. One transaction decides. */
 export async function claimNewSession(store: Store, config: Config, request: SupervisorRequest, self: SupervisorIdentity): Promise<Claim> {
@@ -48,7 +48,7 @@ export async function claimNewSession(store: Store, config: Config, request: Sup
       restored_from: null,
     };
     batch.set(sessionPath(sessionId), session);
-    batch.set(CURRENT_SESSION_PATH, { session_id: sessionId });
+    batch.set(CURRENT_SESSION_PATH, currentSessionOf(session));
     for (const name of names) batch.set(agentPath(sessionId, name), emptyAgentRecord(name, config.agents[name]!));
     appendEvent(batch, sessionId, "session.started", "supervisor", { initial_task: request.task ?? null, agents: names });
   }, "supervisor");
@@ -87,7 +87,7 @@ export async function claimContinuedSession(store: Store, config: Config, target
     next.outcome = null;
     batch.delete(historyPath(target.sessionId));
     batch.set(sessionPath(target.sessionId), next);
-    batch.set(CURRENT_SESSION_PATH, { session_id: target.sessionId });
+    batch.set(CURRENT_SESSION_PATH, currentSessionOf(next));
     for (const name of names) {
       const agent = batch.get(agentPath(target.sessionId, name)) as AgentRecord | undefined;
       batch.set(agentPath(target.sessionId, name), { ...(agent ?? emptyAgentRecord(name, config.agents[name]!)), status: "starting", restarts: 0 });
@@ -119,6 +119,7 @@ export function emptyAgentRecord(name: string, spec: AgentConfig): AgentRecord {
     pid: null,
     pgid: null,
     start_time: null,
+    nonce: null,
     started_at: null,
     restarts: 0,
     reported_status: null,

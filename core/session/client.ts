@@ -21,7 +21,8 @@ export interface SessionClient {
   readonly via: "socket" | "store";
 }
 
-export async function openSessionClient(location: ProjectLocation, access: "read" | "write"): Promise<SessionClient> {
+/** `session`: for reads, the session `--session` names (else the current one, or the one that ended last). */
+export async function openSessionClient(location: ProjectLocation, access: "read" | "write", session?: string): Promise<SessionClient> {
   const endpoint = forcedEndpoint();
   if (endpoint) return socketClient(endpoint);
   if (access === "write") {
@@ -29,7 +30,7 @@ export async function openSessionClient(location: ProjectLocation, access: "read
     if (runtime) return socketClient(runtime.socket);
   }
   const { directClient } = await import("./direct.js");
-  return directClient(location, access);
+  return directClient(location, access, session);
 }
 
 function socketClient(socket: string): SessionClient {

@@ -5,19 +5,20 @@ import { checkpointServiceFor } from "./checkpoints.js";
 import type { SessionClient } from "./client.js";
 import { sessionMethods } from "./methods.js";
 import { SessionService } from "./service.js";
-import { currentSession, noSessionError } from "./sessions.js";
+import { currentSession, noSessionError, readableSessionId } from "./sessions.js";
 
 /**
  * The session methods run in this process on the store: reads on a read-only store; writes
  * (only when no supervisor runs) on a writable one, with the project's plugins loaded so that
  * hooks fire as they would in the supervisor.
  */
-export async function directClient(location: ProjectLocation, access: "read" | "write"): Promise<SessionClient> {
+export async function directClient(location: ProjectLocation, access: "read" | "write", session?: string): Promise<SessionClient> {
   if (!Store.exists(location.storeDir)) throw noSessionError();
   if (access === "read") {
     const store = Store.open(location.storeDir, { readOnly: true });
     try {
-      const service = new SessionService(store, requireSessionId(store), { fire: async () => {} });
+      // Reads also work once the session ended: the latest one, or the one --session names.
+      const service = new SessionService(store, readableSessionId(store, session), { fire: async () => {} });
       return clientOver(service, store);
     } catch (error) {
       await store.close();

@@ -1,10 +1,12 @@
 import { spawn } from "node:child_process";
-import { closeSync, mkdirSync, openSync } from "node:fs";
+import { closeSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { ProjectLocation } from "../config/locate.js";
 import { ApexError } from "../errors.js";
+import { makePrivateDir, openPrivate } from "../store/private.js";
 import { errorFromBody, lineSplitter, type RpcErrorBody } from "../rpc/protocol.js";
 import { tailLines } from "./agents.js";
+import { newNonce, SUPERVISOR_NONCE_VAR } from "./proc.js";
 import { supervisorLogFile } from "./runtime.js";
 import type { ReadyReport, SupervisorRequest } from "./supervisor.js";
 
@@ -17,17 +19,18 @@ const READY_TIMEOUT_MS = 60_000;
  * own session, stdio on <store>/supervisor.log, unref'd.
  */
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir">): Promise<ReadyReport> {
-  mkdirSync(location.storeDir, { recursive: true });
+  makePrivateDir(location.storeDir);
   const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir };
   const logFile = supervisorLogFile(location.storeDir);
-  const log = openSync(logFile, "a");
+  const log = openPrivate(logFile, "a");
   let child;
   try {
     child = spawn(process.execPath, [SUPERVISOR_MAIN, JSON.stringify(full)], {
       cwd: location.projectDir,
       detached: true,
       stdio: ["ignore", log, log, "pipe"],
-      env: process.env,
+      // A nonce only this supervisor carries: `apex stop --force` checks it before it signals the recorded pid.
+      env: { ...process.env, [SUPERVISOR_NONCE_VAR]: newNonce() },
     });
   } finally {
     closeSync(log);

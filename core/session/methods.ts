@@ -5,10 +5,10 @@ import { compileGlob } from "../store/glob.js";
 import { checkPath } from "../store/paths.js";
 import type { JsonValue } from "../store/store.js";
 import { TASK_STATUSES, type SessionEvent, type TaskStatus } from "./records.js";
-import { buildStatusReport } from "./status-report.js";
-import { eventsAfter, type SessionService } from "./service.js";
+import { buildStatusReport, sessionReport } from "./status-report.js";
+import { eventsAfter, SessionReader, type SessionService } from "./service.js";
 import type { Supervisor } from "./supervisor.js";
-import { allSessions, historySessions } from "./sessions.js";
+import { allSessions, historySessions, resolveSessionId } from "./sessions.js";
 import { grantMethods } from "./grants.js";
 
 /** A method body shared by the supervisor and by CLI commands that write directly (no supervisor). */
@@ -21,6 +21,13 @@ export type SessionMethod = (params: Record<string, unknown>) => unknown;
  */
 export function sessionMethods(service: SessionService): Record<string, SessionMethod> {
   const store = service.store;
+  // Reads may name another session (`--session ID`, also an ended one); writes are the service's own.
+  const reader = (params: Record<string, unknown>): SessionReader => {
+    const ref = optionalString(params, "session");
+    if (ref === undefined) return service;
+    const id = resolveSessionId(store, ref);
+    return id === service.sessionId ? service : new SessionReader(store, id);
+  };
   return {
     "memory.get": (params) => store.get(checkPath(stringParam(params, "path"))),
     "memory.query": (params) => {
@@ -76,8 +83,8 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
         { title: stringParam(params, "title"), milestone: params.milestone === true, assign: optionalString(params, "assign") },
         actorParam(params),
       ),
-    "task.list": (params) => service.tasks(statusParam(params)),
-    "task.get": (params) => service.task(stringParam(params, "id")),
+    "task.list": (params) => reader(params).tasks(statusParam(params)),
+    "task.get": (params) => reader(params).task(stringParam(params, "id")),
     "task.claim": (params) => {
       const agent = stringParam(params, "agent");
       return service.claimTask(agent, optionalString(params, "actor") ?? `agent:${agent}`);
@@ -87,7 +94,7 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
     "task.reopen": (params) =>
       service.reopenTask(stringParam(params, "id"), optionalString(params, "reason"), optionalString(params, "assign"), actorParam(params)),
     "milestone.add": (params) => service.addMilestone(stringParam(params, "text"), actorParam(params), optionalString(params, "task")),
-    "milestone.list": () => service.milestones(),
+    "milestone.list": (params) => reader(params).milestones(),
     "agent.report": (params) =>
       service.reportAgent(stringParam(params, "agent"), {
         status: optionalString(params, "status"),
@@ -95,7 +102,12 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
         context: params.context as JsonValue | undefined,
       }),
     "events.list": (params) => Array.from(eventsAfter(store, service.sessionId, typeof params.from_seq === "number" ? params.from_seq : 0)),
-    "session.status": () => buildStatusReport(store, "") as unknown as JsonValue,
+    // The current session's report; with `session`, or with none current, that (or the last) session's.
+    "session.status": (params) => {
+      const ref = optionalString(params, "session");
+      if (ref === undefined && params.readable !== true) return buildStatusReport(store, "") as unknown as JsonValue;
+      return sessionReport(store, reader(params).session()) as unknown as JsonValue;
+    },
     "session.list": () => allSessions(store),
     "session.history": () => historySessions(store),
     ...grantMethods(service, actorParam),

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 
 /**
@@ -83,6 +84,65 @@ export function isSameProcessAlive(pid: number | undefined, startTime: number | 
   if (pid === undefined || startTime === undefined) return false;
   const stat = readProcStat(pid);
   return stat !== undefined && stat.startTime === startTime && stat.state !== "Z" && stat.state !== "X";
+}
+
+/**
+ * Proof that a process is one APEX started. A pid and a start time only say that a process
+ * is still the one a record names; a record can be forged (a crafted bundle, a restored
+ * checkpoint, an edited store) to name any process of the machine. So APEX also puts a
+ * marker in the environment of every process it starts, a random nonce it records next to
+ * the pid, and signals a process only when /proc/<pid>/environ (the environment it was
+ * started with, readable only by its owner and root) carries that marker. A foreign process
+ * never carries it: the nonce is generated at spawn time and lives only in the private
+ * store and in the child's own environment.
+ */
+export type ProcessMarker = Readonly<Record<string, string>>;
+
+/** Environment variable holding an agent's nonce (with APEX_SESSION_ID, the agent's marker). */
+export const AGENT_NONCE_VAR = "APEX_AGENT_NONCE";
+/** Environment variable holding the supervisor's nonce. */
+export const SUPERVISOR_NONCE_VAR = "APEX_SUPERVISOR_NONCE";
+
+/** A fresh nonce for a process marker: 128 random bits, hex. */
+export function newNonce(): string {
+  return randomBytes(16).toString("hex");
+}
+
+const NONCE = /^[0-9a-f]{32}$/;
+
+/** The marker of an agent process, or undefined when the record holds no valid nonce (nothing can be proven). */
+export function agentMarker(sessionId: string, nonce: unknown): ProcessMarker | undefined {
+  return typeof nonce === "string" && NONCE.test(nonce) ? { APEX_SESSION_ID: sessionId, [AGENT_NONCE_VAR]: nonce } : undefined;
+}
+
+/** The marker of a supervisor process, or undefined without a valid nonce. */
+export function supervisorMarker(nonce: unknown): ProcessMarker | undefined {
+  return typeof nonce === "string" && NONCE.test(nonce) ? { [SUPERVISOR_NONCE_VAR]: nonce } : undefined;
+}
+
+/** True when the environment `pid` was started with holds every variable of `marker` with exactly that value. */
+export function carriesMarker(pid: number, marker: ProcessMarker | undefined): boolean {
+  if (!marker || !Number.isInteger(pid) || pid <= 1) return false;
+  let environ: Buffer;
+  try {
+    environ = readFileSync(`/proc/${pid}/environ`);
+  } catch {
+    return false; // gone, or another user's process
+  }
+  const wanted = new Set(Object.entries(marker).map(([name, value]) => `${name}=${value}`));
+  let start = 0;
+  while (start < environ.length && wanted.size > 0) {
+    let end = environ.indexOf(0, start);
+    if (end < 0) end = environ.length;
+    wanted.delete(environ.toString("utf8", start, end));
+    start = end + 1;
+  }
+  return wanted.size === 0;
+}
+
+/** True when `pid` is alive, is still the process that had `startTime`, and carries `marker`: a process APEX started. */
+export function isOwnProcess(pid: number | undefined, startTime: number | undefined, marker: ProcessMarker | undefined): boolean {
+  return isSameProcessAlive(pid, startTime) && carriesMarker(pid!, marker);
 }
 
 /** Every process on the machine, read once. Processes that vanish while scanning are skipped. */

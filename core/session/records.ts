@@ -3,7 +3,7 @@
  *
  * ```
  * /projects/config                         { project_id, created_at }
- * /sessions/current                        { session_id }
+ * /sessions/current                        CurrentSession: the active session's id and information
  * /sessions/<sid>                          SessionRecord (while the session is current)
  * /sessions/history/<sid>                  SessionRecord (once it ended: stopped, completed, failed)
  * /sessions/<sid>/agents/<name>            AgentRecord
@@ -17,7 +17,7 @@
  * /sessions/<sid>/checkpoint-<NNN>         checkpoint manifests (written by the checkpoint plugin)
  * ```
  */
-import type { JsonValue } from "../store/store.js";
+import type { JsonValue, WriteBatch } from "../store/store.js";
 
 /** Stored statuses, plus `interrupted`, which is derived: active or paused with no live supervisor. */
 export type SessionStatus = "active" | "paused" | "interrupted" | "completed" | "failed" | "stopped";
@@ -46,7 +46,8 @@ export interface SessionRecord {
   initial_task: string | null;
   /** Names of the session's agents, in config order. */
   agents: string[];
-  supervisor: { pid: number; start_time: number; socket: string; started_at: string } | null;
+  /** nonce: the APEX_SUPERVISOR_NONCE in the supervisor's environment, which proves a pid is it (core/session/proc.ts). */
+  supervisor: { pid: number; start_time: number; socket: string; started_at: string; nonce?: string | null } | null;
   history: SessionHistoryEntry[];
   /** How it ended ("stopped by the user", "all agents exited with code 0 and …"); null while it runs. */
   outcome: string | null;
@@ -63,6 +64,8 @@ export interface AgentRecord {
   pgid: number | null;
   /** /proc/<pid>/stat field 22 of the agent's process: with pid, it identifies the process. */
   start_time: number | null;
+  /** The APEX_AGENT_NONCE in the agent's environment: with the pid and start time, proof the process is APEX's own. */
+  nonce: string | null;
   started_at: string | null;
   restarts: number;
   /** What the agent last said about itself (`apex agent report --status`). */
@@ -121,6 +124,41 @@ export interface Counters {
   tasks: number;
   milestones: number;
   events: number;
+}
+
+/**
+ * What /sessions/current holds: which session is active, with what people look for first
+ * (`apex memory show /sessions/current`). Readers need only `session_id`; the rest is written
+ * in the same transaction as every change of the session record while it is current, so it
+ * never disagrees with it. `status` is the stored one: a session whose supervisor died shows
+ * `active` here and `interrupted` in `apex status`.
+ */
+export interface CurrentSession {
+  [key: string]: JsonValue;
+  session_id: string;
+  project_id: string;
+  created_at: string;
+  status: SessionRecord["status"];
+  agents: string[];
+  initial_task: string | null;
+}
+
+export function currentSessionOf(session: SessionRecord): CurrentSession {
+  return {
+    session_id: session.session_id,
+    project_id: session.project_id,
+    created_at: session.created_at,
+    status: session.status,
+    agents: session.agents,
+    initial_task: session.initial_task,
+  };
+}
+
+/** Writes a session's record and, when it is the current session, /sessions/current with it. */
+export function setSessionRecord(batch: WriteBatch, session: SessionRecord): void {
+  batch.set(sessionPath(session.session_id), session);
+  const current = batch.get(CURRENT_SESSION_PATH) as { session_id?: unknown } | undefined;
+  if (current?.session_id === session.session_id) batch.set(CURRENT_SESSION_PATH, currentSessionOf(session));
 }
 
 export const PROJECT_CONFIG_PATH = "/projects/config";

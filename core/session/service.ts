@@ -74,6 +74,10 @@ export class SessionReader {
     }
     return task;
   }
+
+  milestones(): MilestoneRecord[] {
+    return Array.from(this.store.query(`/sessions/${this.sessionId}/milestones/*`), (entry) => entry.value as MilestoneRecord);
+  }
 }
 
 export interface TaskAddRequest {
@@ -290,10 +294,6 @@ export class SessionService extends SessionReader {
     this.noteActivity(actor);
     await this.engine.fire("afterMilestone", { ...this.context(), milestone: trimmed, taskId: taskRef, agent: agentOf(actor) });
     return milestone;
-  }
-
-  milestones(): MilestoneRecord[] {
-    return Array.from(this.store.query(`/sessions/${this.sessionId}/milestones/*`), (entry) => entry.value as MilestoneRecord);
   }
 
   private recordMilestone(batch: WriteBatch, record: EventRecorder, text: string, actor: string, task: string | null): MilestoneRecord {

@@ -119,6 +119,38 @@ function findCheckpoint(store: Store, argument: string): ContinueTarget | undefi
   return matches[0];
 }
 
+/**
+ * The session `ref` names: an id, or a unique prefix of one (4+ characters), among the sessions
+ * with a record (current, ended, reconstructed).
+ */
+export function resolveSessionId(store: Store, ref: string): string {
+  const text = ref.trim();
+  if (text && !text.includes("/") && safeFind(store, text)) return text;
+  const matches = new Set<string>();
+  if (text.length >= 4 && !/[*?\\/]/.test(text)) {
+    for (const { path } of store.query(`/sessions/${text}*`)) matches.add(path.split("/")[2]!);
+    for (const { path } of store.query(`${HISTORY_PREFIX}/${text}*`)) matches.add(path.split("/")[3]!);
+    matches.delete("current");
+    matches.delete("history");
+  }
+  if (matches.size === 1) return [...matches][0]!;
+  if (matches.size > 1) {
+    throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(text)} matches ${matches.size} sessions.`, { hint: "Give more characters of the session id (`apex session list`)." });
+  }
+  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(text)} in this project.`, { hint: "See `apex session list`." });
+}
+
+/**
+ * The session a read (task list, milestones, agents) is about: `ref` when given, else the
+ * current session, else the one that ended last, so that an ended session stays readable.
+ */
+export function readableSessionId(store: Store, ref?: string): string {
+  if (ref !== undefined) return resolveSessionId(store, ref);
+  const session = currentSession(store) ?? historySessions(store)[0];
+  if (!session) throw noSessionError();
+  return session.session_id;
+}
+
 export function noSessionError(): ApexError {
   return new ApexError("APEX_E_NO_SESSION", "No session is active in this project.", {
     hint: 'Start one with `apex start --task "…"`, or continue the last one with `apex start --continue last`.',

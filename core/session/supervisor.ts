@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from "node:async_hooks";
-import { appendFileSync, chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -7,11 +7,12 @@ import { ApexError } from "../errors.js";
 import type { Config, AgentConfig } from "../config/types.js";
 import type { Engine } from "../engine.js";
 import { RpcServer } from "../rpc/server.js";
+import { makePrivateDir, PRIVATE_EXECUTABLE_MODE, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
-import { AgentProcess, tailLines, terminateGroup, type AgentExit } from "./agents.js";
+import { AgentProcess, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
 import { actorParam, registerSupervisorMethods } from "./methods.js";
-import { isGroupStopped, liveMembers, processGroups, processStartTime, signalGroup, signalProcess, sleep } from "./proc.js";
+import { agentMarker, isGroupStopped, processGroups, processStartTime, signalProcess, sleep, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
 import {
   CONTEXT_SUFFIX,
   CURRENT_SESSION_PATH,
@@ -22,6 +23,7 @@ import {
   historyPath,
   nowIso,
   sessionPath,
+  setSessionRecord,
   tasksPrefix,
   type AgentRecord,
   type AgentStatus,
@@ -158,7 +160,9 @@ export class Supervisor {
   ): Promise<{ supervisor: Supervisor; ready: ReadyReport }> {
     const { store, config, log } = deps;
     const socketPath = socketPathFor(request.storeDir);
-    const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso() };
+    // The nonce `apex start` put in this process's environment: with it, `apex stop --force` can prove the pid is this supervisor.
+    const nonce = process.env[SUPERVISOR_NONCE_VAR] ?? null;
+    const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso(), nonce };
     let claim: Claim;
     if (request.mode === "start") claim = await claimNewSession(store, config, request, self);
     else {
@@ -190,7 +194,8 @@ export class Supervisor {
     if (claim.continued) {
       for (const agent of claim.previousAgents) {
         if (!agent.pgid || agent.start_time === null) continue;
-        const pids = await terminateGroup(agent.pgid, agent.start_time, { graceMs: 2000 });
+        // Only what carries the marker recorded with it is ours: a forged record names no process APEX will signal.
+        const pids = await terminateGroup(agent.pgid, agent.start_time, agentMarker(this.sessionId, agent.nonce), { graceMs: 2000 });
         if (pids.length > 0) {
           reaped.push({ agent: agent.name, pids });
           this.log(`reaped the old processes of agent ${agent.name}: ${pids.join(", ")}`);
@@ -217,7 +222,7 @@ export class Supervisor {
           if (last?.event === "continued") {
             history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
           }
-          batch.set(sessionPath(this.sessionId), { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
+          setSessionRecord(batch, { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
           record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
         }
         record("session.reconciled", { ...settled, from: restored ? "checkpoint" : "live" });
@@ -236,7 +241,7 @@ export class Supervisor {
     });
     this.tapEngine();
     await this.engine.fire("onStart", this.service.context());
-    mkdirSync(agentLogDir(request.storeDir, this.sessionId), { recursive: true });
+    makePrivateDir(agentLogDir(request.storeDir, this.sessionId));
     this.writeApexShim(request.storeDir);
     // Serialised with pause, resume and stop, which may arrive on the socket meanwhile.
     await this.runLifecycle(async () => {
@@ -375,11 +380,10 @@ export class Supervisor {
   /** `<store>/bin/apex`: lets agents run `apex …` whatever their PATH held. */
   private writeApexShim(storeDir: string): void {
     const dir = join(storeDir, "bin");
-    mkdirSync(dir, { recursive: true });
+    makePrivateDir(dir);
     const file = join(dir, "apex");
     const script = `#!/bin/sh\nexec ${shellQuote(process.execPath)} ${shellQuote(join(REPO_ROOT, "bin", "apex.js"))} "$@"\n`;
-    writeFileSync(file, script);
-    chmodSync(file, 0o755);
+    writePrivateFile(file, script, PRIVATE_EXECUTABLE_MODE);
   }
 
   /** On `--continue`, the agent's last reported context as a file for APEX_RESUME_CONTEXT. */
@@ -387,7 +391,7 @@ export class Supervisor {
     const context = this.store.get(agentContextPath(this.sessionId, slot.name));
     if (context === undefined) return undefined;
     const file = join(agentLogDir(this.config.storeDir, this.sessionId), `${slot.name}.resume.json`);
-    writeFileSync(file, `${JSON.stringify(context, null, 2)}\n`, { mode: 0o600 });
+    writePrivateFile(file, `${JSON.stringify(context, null, 2)}\n`);
     return file;
   }
 
@@ -398,7 +402,7 @@ export class Supervisor {
 
   private agentLog(name: string, message: string): void {
     try {
-      appendFileSync(this.logFiles(name).stdoutFile, `[apex ${nowIso()}] ${message}\n`);
+      appendFileSync(this.logFiles(name).stdoutFile, `[apex ${nowIso()}] ${message}\n`, { mode: PRIVATE_FILE_MODE });
     } catch {
       // The log directory is gone (project removed); the supervisor log still has it.
     }
@@ -414,6 +418,7 @@ export class Supervisor {
     try {
       child = await AgentProcess.spawn({
         name: slot.name,
+        sessionId: this.sessionId,
         spec: slot.spec,
         cwd: resolve(this.config.projectDir, slot.spec.cwd || "."),
         env: this.agentEnv(slot, resumeContext, resumeTask),
@@ -427,7 +432,7 @@ export class Supervisor {
     }
     slot.process = child;
     slot.status = this.currentStatus() === "paused" ? "paused" : "running";
-    if (slot.status === "paused") signalGroup(child.pgid, "SIGSTOP");
+    if (slot.status === "paused") signalProvenGroup(child.pgid, child.startTime, child.marker, "SIGSTOP");
     this.agentLog(slot.name, `started pid ${child.pid} (process group ${child.pgid})${slot.restarts ? `, restart ${slot.restarts}` : ""}`);
     this.log(`agent ${slot.name} started: pid ${child.pid}`);
     await this.service.write((batch, record) => {
@@ -438,6 +443,7 @@ export class Supervisor {
         pid: child.pid,
         pgid: child.pgid,
         start_time: child.startTime,
+        nonce: child.nonce,
         started_at: child.startedAt,
         restarts: slot.restarts,
         command: describeCommand(slot.spec),
@@ -458,7 +464,7 @@ export class Supervisor {
       this.agentLog(slot.name, `pid ${child.pid} ${how}`);
       this.log(`agent ${slot.name} (pid ${child.pid}) ${how}`);
       // Whatever the agent left running in its group goes with it.
-      await terminateGroup(child.pgid, child.startTime, { graceMs: 1000 }).catch((error) => this.log(String(error)));
+      await terminateGroup(child.pgid, child.startTime, child.marker, { graceMs: 1000 }).catch((error) => this.log(String(error)));
     }
     if (this.stopping) {
       slot.status = "stopped";
@@ -538,9 +544,9 @@ export class Supervisor {
     return this.service.session().status;
   }
 
-  private runningGroups(): Array<{ slot: AgentSlot; pgid: number; startTime: number }> {
-    const out: Array<{ slot: AgentSlot; pgid: number; startTime: number }> = [];
-    for (const slot of this.slots.values()) if (slot.process) out.push({ slot, pgid: slot.process.pgid, startTime: slot.process.startTime });
+  private runningGroups(): Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> {
+    const out: Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> = [];
+    for (const slot of this.slots.values()) if (slot.process) out.push({ slot, pgid: slot.process.pgid, startTime: slot.process.startTime, marker: slot.process.marker });
     return out;
   }
 
@@ -549,7 +555,7 @@ export class Supervisor {
       this.assertStatus("active", "pause");
       this.pauseTimers();
       const groups = this.runningGroups();
-      for (const group of groups) signalGroup(group.pgid, "SIGSTOP");
+      for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
       const processes = await this.waitForGroups(groups, "stopped");
       for (const group of groups) group.slot.status = "paused";
       await this.service.write((batch) => {
@@ -574,7 +580,7 @@ export class Supervisor {
     return this.runLifecycle(async () => {
       this.assertStatus("paused", "resume");
       const groups = this.runningGroups();
-      for (const group of groups) signalGroup(group.pgid, "SIGCONT");
+      for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
       const processes = await this.waitForGroups(groups, "running");
       for (const group of groups) group.slot.status = "running";
       await this.service.write((batch) => {
@@ -603,7 +609,7 @@ export class Supervisor {
    * Polls /proc until every live process of every group is stopped (state T), or none is,
    * re-sending the signal to stragglers (a child forked just as the signal went out).
    */
-  private async waitForGroups(groups: Array<{ pgid: number; startTime: number }>, want: "stopped" | "running"): Promise<number> {
+  private async waitForGroups(groups: Array<{ pgid: number; startTime: number; marker: ProcessMarker }>, want: "stopped" | "running"): Promise<number> {
     const windowMs = pauseVerifyMs();
     const deadline = Date.now() + windowMs;
     for (;;) {
@@ -611,13 +617,13 @@ export class Supervisor {
       let count = 0;
       const lagging: Array<{ pid: number; state: string }> = [];
       for (const group of groups) {
-        const members = liveMembers(scan.get(group.pgid) ?? []).filter((member) => member.startTime >= group.startTime);
+        const members = provenMembers(group.pgid, group.startTime, group.marker, scan).members;
         count += members.length;
         for (const member of members) {
           const stopped = member.state === "T" || member.state === "t";
           if (want === "stopped" ? !stopped : stopped) lagging.push({ pid: member.pid, state: member.state });
         }
-        if (want === "stopped" && !isGroupStopped(members)) signalGroup(group.pgid, "SIGSTOP");
+        if (want === "stopped" && !isGroupStopped(members)) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP", scan);
       }
       if (lagging.length === 0) return count;
       if (want === "running") for (const { pid } of lagging) signalProcess(pid, "SIGCONT");
@@ -691,7 +697,7 @@ export class Supervisor {
     const results = await Promise.all(
       groups.map(async (group) => {
         try {
-          return (await terminateGroup(group.pgid, group.startTime, options)).length;
+          return (await terminateGroup(group.pgid, group.startTime, group.marker, options)).length;
         } catch (error) {
           this.log(`agent ${group.slot.name}: ${(error as Error).message}`);
           return 0;
@@ -755,7 +761,7 @@ export class Supervisor {
     await this.service.write((batch, record) => {
       const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
       const at = nowIso();
-      batch.set(sessionPath(this.sessionId), {
+      setSessionRecord(batch, {
         ...session,
         status,
         updated_at: at,

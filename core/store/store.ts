@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createRequire } from "node:module";
 import type { Database, RootDatabase } from "lmdb";
@@ -6,6 +6,7 @@ import { currentActor } from "../actor.js";
 import { ApexError } from "../errors.js";
 import { compileGlob } from "./glob.js";
 import { checkPath, subtreeRange } from "./paths.js";
+import { makePrivate, makePrivateDir, tightenStoreDir } from "./private.js";
 import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "./value-codec.js";
 
 /** A JSON value as stored in the keyspace. */
@@ -43,6 +44,8 @@ export interface StoreOpenOptions {
   readOnly?: boolean;
   /** Default actor recorded in the revision log. */
   actor?: string;
+  /** Where the notice that an existing store was made owner-only goes (default: stderr). */
+  onNotice?: (message: string) => void;
 }
 
 /**
@@ -143,7 +146,17 @@ export class Store {
         hint: "Write something first (`apex memory set /hello '\"world\"'`) or start a session.",
       });
     }
-    if (!options.readOnly) mkdirSync(dir, { recursive: true });
+    // Private whatever the umask (core/store/private.ts); a store made before that is tightened once.
+    const tightened = tightenStoreDir(dir);
+    if (tightened.length > 0) {
+      const notice = options.onNotice ?? ((message: string) => process.stderr.write(`notice: ${message}\n`));
+      notice(`${dir} could be read by other users; ${tightened.length} entr${tightened.length === 1 ? "y was" : "ies were"} made owner-only (directories 0700, files 0600).`);
+    }
+    if (!options.readOnly) {
+      const created = !existsSync(file);
+      makePrivateDir(dir);
+      if (created) writeStoreGitignore(dir);
+    }
     try {
       // overlappingSync (lmdb-js's default on Linux) defers syncing the meta page past the
       // commit. With several processes on one store and writers killed with SIGKILL, the crash
@@ -152,6 +165,8 @@ export class Store {
       // stale tree: in 5 of 20 runs of 200 kills. LMDB's own durable commit never did (0 of
       // 8+ runs), at no measurable cost here: every commit is synced before it returns.
       const root = open({ path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE, overlappingSync: false });
+      // lmdb creates the data and lock files with the umask's mode.
+      if (!options.readOnly) for (const name of [STORE_FILE, `${STORE_FILE}-lock`]) makePrivate(join(dir, name));
       return new Store(dir, root, options);
     } catch (error) {
       throw new ApexError("APEX_E_STORE", `Cannot open the store at ${file}: ${(error as Error).message}`, { cause: error });
@@ -377,3 +392,16 @@ export class Store {
   }
 }
 
+
+/**
+ * A new store's directory, with a `.gitignore` of `*` so that the store (which changes with
+ * every command) never shows in `git status` of the project around it. An existing
+ * `.gitignore` is left as it is.
+ */
+function writeStoreGitignore(dir: string): void {
+  try {
+    writeFileSync(join(dir, ".gitignore"), "# APEX's store: never part of the project's history\n*\n", { flag: "wx", mode: 0o600 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
+}

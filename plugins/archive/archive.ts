@@ -1,6 +1,7 @@
-import { existsSync, mkdirSync, unlinkSync } from "node:fs";
+import { existsSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { ApexError, isApexError } from "../../core/errors.js";
+import { makeDirIfMissing } from "../../core/store/private.js";
 import type { PackCodec } from "../../core/store/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { CATALOG_DB, type IdRecord } from "../checkpoint/catalog.js";
@@ -219,7 +220,7 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
   const { file: bytes, bodyBytes } = await encodeBundle(collected.input, options.codec, options.level);
   if (options.dryRun) return { ...summary, file: null, bodyBytes, fileBytes: bytes.length };
 
-  mkdirSync(options.directory, { recursive: true });
+  makeDirIfMissing(options.directory);
   const file = join(options.directory, bundleFileName(sessionId));
   if (existsSync(file)) {
     throw new ApexError("APEX_E_CONFLICT", `Session ${sessionId} already has a bundle at ${file}; not overwriting it.`, {
@@ -239,7 +240,8 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
 
 /** Reads the written bundle back and checks it holds what was collected. */
 function verifyWritten(file: string, collected: CollectedSession, maxBytes: number | undefined): void {
-  const content = readBundle(readBundleFile(file, maxBytes), maxBytes === undefined ? {} : { maxBytes });
+  // Our own bytes, just written: the compression ratio bound (against bombs) does not apply.
+  const content = readBundle(readBundleFile(file, maxBytes), { ...(maxBytes === undefined ? {} : { maxBytes }), maxRatio: Number.MAX_SAFE_INTEGER });
   const same =
     content.manifest.session_id === collected.location.sessionId &&
     content.records.length === collected.input.records.length &&

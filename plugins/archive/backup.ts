@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, linkSync, mkdirSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { existsSync, linkSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { ObjectStore } from "../../core/store/objects.js";
+import { makeDirIfMissing, makePrivate, makePrivateDir } from "../../core/store/private.js";
 import { STORE_FILE, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/checkpoints.js";
@@ -63,9 +64,9 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
   let partial: string | undefined;
   try {
     const sourceBytes = statSync(join(options.storeDir, STORE_FILE)).size;
-    mkdirSync(target, { recursive: true });
+    makeDirIfMissing(target);
     partial = join(target, `.apex-backup-partial-${process.pid}-${randomBytes(4).toString("hex")}`);
-    mkdirSync(partial);
+    makePrivateDir(partial);
     const copyFile = join(partial, STORE_FILE);
 
     const before = live.revision();
@@ -78,6 +79,7 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
       : undefined;
     try {
       await live.environment.backup(copyFile, true);
+      makePrivate(copyFile); // a copy of the store is as private as the store
     } finally {
       if (timer) clearInterval(timer);
     }

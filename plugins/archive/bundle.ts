@@ -19,6 +19,7 @@ import {
 } from "../../core/store/objects.js";
 import { pathProblem } from "../../core/store/paths.js";
 import type { JsonValue } from "../../core/store/store.js";
+import { containmentProblems } from "../checkpoint/contained.js";
 import {
   checkSessionId,
   manifestHash,
@@ -58,6 +59,14 @@ export const BUNDLE_EXTENSION = ".apexbundle";
 export const DEFAULT_MAX_BUNDLE_BYTES = 1024 ** 3;
 /** Largest manifest accepted. */
 export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+/**
+ * Default bound on how much larger the body is than the compressed file
+ * (plugins.archive.max_compression_ratio). Real bundles stay far below it: tree nodes
+ * hold raw hashes, and equal values are stored once.
+ */
+export const DEFAULT_MAX_COMPRESSION_RATIO = 100;
+/** Bodies up to this size are accepted whatever their compression ratio. */
+export const RATIO_FREE_BYTES = 16 * 1024 * 1024;
 
 export type BundleKind = "archive" | "export";
 
@@ -144,6 +153,8 @@ export async function encodeBundle(input: BundleInput, codec: PackCodec, level?:
 export interface ReadLimits {
   /** Largest uncompressed body accepted. */
   maxBytes?: number;
+  /** Largest ratio of the uncompressed body to the compressed one (above RATIO_FREE_BYTES). */
+  maxRatio?: number;
 }
 
 /** The header alone (cheap: for listings and early refusals). */
@@ -172,6 +183,17 @@ export function readHeader(file: Buffer, limits: ReadLimits = {}): BundleHeader 
   if (declared > BigInt(maxBytes)) {
     invalid(`it declares ${declared} uncompressed bytes, more than the limit of ${maxBytes}`, "Raise plugins.archive.max_bundle_bytes if you trust this bundle.");
   }
+  // A decompression bomb: a small file that claims (and would inflate to) a huge body. The
+  // ratio is known before anything is decompressed, and decompression stops one byte past
+  // the declared length, so at most min(declared, ratio × compressed) bytes are ever made.
+  const compressed = file.length - HEADER_BYTES;
+  const maxRatio = limits.maxRatio ?? DEFAULT_MAX_COMPRESSION_RATIO;
+  if (declared > BigInt(RATIO_FREE_BYTES) && declared > BigInt(compressed) * BigInt(maxRatio)) {
+    invalid(
+      `it declares ${declared} uncompressed bytes for ${compressed} compressed ones, a ratio above the limit of ${maxRatio}:1 (a decompression bomb?)`,
+      "Nothing was decompressed. Raise plugins.archive.max_compression_ratio if you trust this bundle.",
+    );
+  }
   return { version, codec, bodyBytes: Number(declared), digest: file.subarray(20, 52) };
 }
 
@@ -188,6 +210,7 @@ export function readBundle(file: Buffer, limits: ReadLimits = {}): BundleContent
     const options = { maxOutputLength: header.bodyBytes + 1 };
     body = header.codec === "gzip" ? gunzipSync(file.subarray(HEADER_BYTES), options) : brotliDecompressSync(file.subarray(HEADER_BYTES), options);
   } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") invalid(`its body decompresses to more than the ${header.bodyBytes} bytes its header declares; decompression was stopped there`);
     invalid(`its body does not decompress (${(error as Error).message}): truncated or damaged`);
   }
   if (body.length !== header.bodyBytes) invalid(`its body is ${body.length} bytes, the header says ${header.bodyBytes}`);
@@ -227,6 +250,7 @@ export function readBundle(file: Buffer, limits: ReadLimits = {}): BundleContent
   const records = checkRecords(parseCanonical(recordsBytes, "records blob"), manifest);
   const checkpoints = checkCheckpoints(records, manifest);
   checkObjectsComplete(checkpoints, manifest, objects, nodes);
+  checkContained(checkpoints, nodes);
   return { manifest, records, objects, checkpoints };
 }
 
@@ -292,6 +316,8 @@ function checkManifest(value: unknown, version: number): BundleManifest {
   } catch (error) {
     invalid(`session id is not valid: ${(error as Error).message}`);
   }
+  // An id, not a path: it names a directory of logs and a bundle file.
+  need(ID.test(value.session_id as string), `session id ${JSON.stringify(value.session_id)} is not an id (letters, digits, '.', '_', '-')`);
   need(value.session_state === "ended" || value.session_state === "live", "session_state is not ended or live");
   need(isCount(value.last_sequence), "last_sequence is not a whole number");
   need(Array.isArray(value.checkpoints), "checkpoints is not a list");
@@ -345,6 +371,7 @@ function checkRecords(value: unknown, manifest: BundleManifest): Array<[string, 
     if (path !== recordPath && !path.startsWith(below)) invalid(`record path ${JSON.stringify(path)} is outside session ${sid}'s own paths`);
     if (previous !== undefined && compareCodePoints(previous, path) >= 0) invalid("its records are not sorted by path, or list a path twice");
     previous = path;
+    checkIdentity(path.slice(below.length), item[1], path);
     if (path === recordPath) {
       hasRecord = true;
       const record = item[1];
@@ -353,6 +380,30 @@ function checkRecords(value: unknown, manifest: BundleManifest): Array<[string, 
   }
   if (!hasRecord) invalid(`it has no session record at ${recordPath}`);
   return value as Array<[string, JsonValue]>;
+}
+
+/** Agent names (as apex.config.yaml allows them) and task ids: no path characters. */
+const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$/;
+const PROCESS_FIELDS = ["pid", "pgid", "start_time"];
+
+/**
+ * Records whose path names an id must name themselves: an agent record at agents/<name>
+ * is an object whose `name` is <name>, a task at tasks/<id> one whose `id` is <id>, and
+ * both are ids, not paths. An agent record's process fields are null or whole numbers.
+ */
+function checkIdentity(relative: string, value: unknown, path: string): void {
+  const [kind, id, ...deeper] = relative.split("/");
+  if (deeper.length > 0 || id === undefined || (kind !== "agents" && kind !== "tasks")) return;
+  if (kind === "agents" && id.endsWith(".context")) return;
+  const field = kind === "agents" ? "name" : "id";
+  if (!ID.test(id)) invalid(`record ${JSON.stringify(path)} names ${kind === "agents" ? "an agent" : "a task"} ${JSON.stringify(id)}, which is not an id (letters, digits, '.', '_', '-')`);
+  if (!isRecord(value) || value[field] !== id) invalid(`record ${path} is not the ${kind === "agents" ? "agent" : "task"} record of ${id} (its ${field} is ${JSON.stringify(isRecord(value) ? value[field] : value)})`);
+  if (kind === "agents") {
+    for (const name of PROCESS_FIELDS) {
+      const number = value[name];
+      if (number !== undefined && number !== null && !isCount(number)) invalid(`agent record ${path} has ${name} ${JSON.stringify(number)}, not a process id`);
+    }
+  }
 }
 
 const CHECKPOINT_LIKE = /^checkpoint-\d+$/;
@@ -413,6 +464,39 @@ function checkObjectsComplete(
   }
   for (const entry of manifest.objects) {
     if (!reached.has(`${entry.kind}:${entry.hash}`)) invalid(`object ${entry.hash.slice(0, 12)} is not referenced by any of its checkpoints`);
+  }
+}
+
+/**
+ * Nothing in a checkpoint reaches outside its session: no memory under /sessions, every
+ * tree name a valid path segment (plugins/checkpoint/contained.ts, as validate and restore
+ * check it).
+ */
+function checkContained(checkpoints: readonly CheckpointManifest[], nodes: Map<Hash, TreeNode>): void {
+  const seen = new Set<Hash>();
+  const counts = new Map<Hash, number>();
+  const values = (hash: Hash | null): number => {
+    if (!hash) return 0;
+    const known = counts.get(hash);
+    if (known !== undefined) return known;
+    const node = nodes.get(hash)!;
+    let count = 0;
+    if (node.kind === "split") for (const bucket of node.buckets) count += values(bucket.hash);
+    else for (const entry of node.entries) count += (entry.value ? 1 : 0) + values(entry.tree ?? null);
+    counts.set(hash, count);
+    return count;
+  };
+  for (const checkpoint of checkpoints) {
+    for (const [what, root, said] of [
+      ["memory", checkpoint.memory.root, checkpoint.memory.keys],
+      ["tasks", checkpoint.tasks.root, checkpoint.tasks.count],
+      ["agents", checkpoint.agents.root, checkpoint.agents.count],
+    ] as const) {
+      const held = values(root);
+      if (held !== said) invalid(`${checkpoint.name} says its ${what} holds ${said} entries; its tree holds ${held}`);
+    }
+    const [first, ...rest] = containmentProblems((hash) => nodes.get(hash), checkpoint, seen);
+    if (first) invalid(`${checkpoint.name} cannot be restored: ${first.problem}${rest.length > 0 ? ` (and ${rest.length} more)` : ""}`);
   }
 }
 

@@ -12,7 +12,7 @@ import { BUNDLE_EXTENSION, encodeBundle, readBundle } from "./bundle.js";
 import { collectSession } from "./collect.js";
 import { bundleFileName, readBundleFile, writeFileAtomic } from "./files.js";
 import { installBundle, verifyBundleFile, type InstallResult } from "./install.js";
-import { backupDirectory, type ArchiveSettings } from "./options.js";
+import { backupDirectory, readLimits, type ArchiveSettings } from "./options.js";
 
 /**
  * The archive plugin's commands. Commands that take a file path run in the CLI first, where
@@ -150,7 +150,7 @@ async function install(context: CommandContext, file: string, settings: ArchiveS
   const progress = new Progress();
   try {
     progress.update(`verifying ${file}`, true);
-    const { content } = verifyBundleFile(file, settings.maxBundleBytes);
+    const { content } = verifyBundleFile(file, readLimits(settings));
     const store = await context.store();
     progress.update(`writing session ${content.manifest.session_id}`, true);
     return await installBundle(store, content, { source: file });
@@ -234,7 +234,8 @@ export async function runExport(input: CommandInput, context: CommandContext, se
     writeFileAtomic(file, bytes, { overwrite: Boolean(input.options.force) });
     // Read back what is on disk: an export that does not verify is not left behind.
     try {
-      const content = readBundle(readBundleFile(file, settings.maxBundleBytes), { maxBytes: settings.maxBundleBytes });
+      // Our own bytes, just written: the compression ratio bound (against bombs) does not apply.
+      const content = readBundle(readBundleFile(file, settings.maxBundleBytes), { maxBytes: settings.maxBundleBytes, maxRatio: Number.MAX_SAFE_INTEGER });
       if (content.records.length !== collected.input.records.length || content.objects.size !== collected.input.objects.length) throw new Error("contents differ");
     } catch (error) {
       unlinkSync(file);

@@ -26,7 +26,7 @@ export default definePlugin<ArchivePluginOptions>({
       options: [
         { flags: "--older-than <duration>", description: "sessions that ended at least this long ago: 30d, 30days, 12h, 2w (default: the plugin's older_than)" },
         { flags: "--dry-run", description: "show what would be archived; write and remove nothing" },
-        { flags: "--json", description: "print the result as JSON" },
+        { flags: "--json", description: "print {dry_run, older_than_seconds, cutoff, directory, archived: [{session_id, ended_at, file, checkpoints, records, objects, body_bytes, file_bytes}], …}" },
       ],
       examples: ["apex session archive --older-than 30days", "apex session archive --older-than 12h --dry-run", "apex session archive 3f2a9c1e --json"],
       async action(input, context) {
@@ -42,7 +42,7 @@ export default definePlugin<ArchivePluginOptions>({
       arguments: [{ syntax: "<bundle>", description: "a bundle file, or the id of a session archived under session.backup_location" }],
       options: [
         { flags: "--keep", description: "keep the bundle file (default: remove it once the session is back)" },
-        { flags: "--json", description: "print the result as JSON" },
+        { flags: "--json", description: "print {session_id, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, previous_status, revision, bundle_removed}" },
       ],
       examples: ["apex session unarchive 3f2a9c1e", "apex session unarchive .apex/backups/3f2a9c1e.apexbundle --keep", "apex session unarchive 3f2a --json"],
       async action(input, context) {
@@ -59,7 +59,7 @@ export default definePlugin<ArchivePluginOptions>({
       options: [
         { flags: "-o, --output <file>", description: "the bundle file to write (required)" },
         { flags: "--force", description: "replace the file if it exists" },
-        { flags: "--json", description: "print the result as JSON" },
+        { flags: "--json", description: "print {session_id, file, state, checkpoints, records, objects, body_bytes, file_bytes, algorithm}" },
       ],
       examples: ["apex session export 3f2a9c1e -o auth-work.apexbundle", "apex session export 3f2a -o /tmp/s.apexbundle --force --json"],
       async action(input, context) {
@@ -73,7 +73,7 @@ export default definePlugin<ArchivePluginOptions>({
       description: "add the session of a bundle file (from export or archive) to this project, after verifying it",
       runsIn: "cli",
       arguments: [{ syntax: "<file>", description: "the bundle file" }],
-      options: [{ flags: "--json", description: "print the result as JSON" }],
+      options: [{ flags: "--json", description: "print {session_id, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, previous_status, revision}" }],
       examples: ["apex session import auth-work.apexbundle", "apex session import /tmp/s.apexbundle --json"],
       async action(input, context) {
         const { runImport } = await import("./commands.js");
@@ -87,7 +87,7 @@ export default definePlugin<ArchivePluginOptions>({
       runsIn: "cli",
       options: [
         { flags: "--to <dir>", description: "directory for the copy; it must not hold a store.mdb yet (default: session.backup_location/store-<time>)" },
-        { flags: "--json", description: "print the result as JSON" },
+        { flags: "--json", description: "print {directory, file, bytes, source_bytes, revision, counts: {records, checkpoints, values, trees}, validation, ms}" },
       ],
       examples: ["apex backup", "apex backup --to /mnt/backups/apex-2026-11-20", "apex backup --json"],
       async action(input, context) {

@@ -1,9 +1,10 @@
 import { ApexError } from "../../core/errors.js";
+import { isSameProcessAlive } from "../../core/session/proc.js";
 import { ObjectStore, PackCache, sha256, type Hash, type ObjectKind } from "../../core/store/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { checkpointName } from "../checkpoint/manifest.js";
-import { readBundle, type BundleContent, type BundleKind } from "./bundle.js";
+import { readBundle, type BundleContent, type BundleKind, type ReadLimits } from "./bundle.js";
 import { historyPath, isRecord, livePath } from "./collect.js";
 import { readBundleFile } from "./files.js";
 
@@ -28,9 +29,9 @@ export interface InstallResult {
 }
 
 /** Reads and completely verifies a bundle file (see bundle.ts); nothing is written. */
-export function verifyBundleFile(path: string, maxBytes?: number): { content: BundleContent; fileBytes: number } {
-  const file = readBundleFile(path, maxBytes);
-  return { content: readBundle(file, maxBytes === undefined ? {} : { maxBytes }), fileBytes: file.length };
+export function verifyBundleFile(path: string, limits: ReadLimits = {}): { content: BundleContent; fileBytes: number } {
+  const file = readBundleFile(path, limits.maxBytes);
+  return { content: readBundle(file, limits), fileBytes: file.length };
 }
 
 /**
@@ -48,6 +49,8 @@ export async function installBundle(store: Store, content: BundleContent, option
   if (store.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
   const { manifest } = content;
   const sessionId = manifest.session_id;
+  const fromElsewhere = foreign(store, manifest.project_id);
+  if (!fromElsewhere) refuseRunningProcesses(content.records, sessionId);
   refuseIfPresent(store, content);
   const now = (options.now ?? (() => new Date()))().toISOString();
   const records = content.records.map(([path, value]): [string, JsonValue] => [path, value]);
@@ -69,8 +72,13 @@ export async function installBundle(store: Store, content: BundleContent, option
     records.splice(index, 1);
     records.push([historyPath(sessionId), next]);
     converted = true;
+  } else {
+    // No supervisor of an imported session runs here: a record naming one would let a bundle point at a process.
+    const index = records.findIndex(([path]) => path === historyPath(sessionId));
+    const record = records[index]![1] as Record<string, JsonValue>;
+    if (record.supervisor !== undefined && record.supervisor !== null) records[index] = [historyPath(sessionId), { ...record, supervisor: null }];
   }
-  const sanitizedAgents = foreign(store, manifest.project_id) ? clearProcessIds(records, sessionId) : 0;
+  const sanitizedAgents = fromElsewhere ? clearProcessIds(records, sessionId) : 0;
 
   let revision = store.revision();
   let written = 0;
@@ -114,7 +122,7 @@ function foreign(store: Store, projectId: string | null): boolean {
 }
 
 const AGENT_RECORD = /^\/sessions\/[^/]+\/agents\/[^/]+$/;
-const PROCESS_FIELDS = ["pid", "pgid", "start_time"] as const;
+const PROCESS_FIELDS = ["pid", "pgid", "start_time", "nonce"] as const;
 
 /**
  * Agent records of another project's session name processes of another machine or time.
@@ -133,6 +141,27 @@ function clearProcessIds(records: Array<[string, JsonValue]>, sessionId: string)
     cleared += 1;
   }
   return cleared;
+}
+
+/**
+ * A bundle of this project whose agent records name a process that runs here (same pid
+ * and start time) is refused: the session is not in this store, so no agent of it runs, and
+ * the record was forged to point at someone else's process. (APEX would not signal such a
+ * process anyway: it signals only processes carrying the nonce it gave them.)
+ */
+function refuseRunningProcesses(records: ReadonlyArray<[string, JsonValue]>, sessionId: string): void {
+  for (const [path, value] of records) {
+    if (!path.startsWith(`/sessions/${sessionId}/agents/`) || !AGENT_RECORD.test(path) || !isRecord(value)) continue;
+    const startTime = typeof value.start_time === "number" ? value.start_time : undefined;
+    for (const field of ["pid", "pgid"] as const) {
+      const pid = value[field];
+      if (typeof pid !== "number" || !isSameProcessAlive(pid, startTime)) continue;
+      throw new ApexError("APEX_E_BUNDLE_INVALID", `Refusing the bundle: agent record ${path} names process ${pid} (${field}, start time ${startTime}), which is running on this machine and is not an agent of this session.`, {
+        hint: "Nothing was written. A bundle cannot point APEX at a running process; export the session again once its agents have stopped.",
+        details: { path, pid },
+      });
+    }
+  }
 }
 
 /** Refuses a bundle whose session (records, counter, checkpoints) or checkpoint ids the store already has. */

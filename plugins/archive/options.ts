@@ -3,13 +3,14 @@ import { parseDuration } from "../../core/config/duration.js";
 import type { Config } from "../../core/config/types.js";
 import { ApexError } from "../../core/errors.js";
 import { MAX_CODEC_LEVEL, type PackCodec } from "../../core/store/objects.js";
-import { DEFAULT_MAX_BUNDLE_BYTES } from "./bundle.js";
+import { DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_COMPRESSION_RATIO, type ReadLimits } from "./bundle.js";
 
 /** The plugin's options as apex.config.yaml gives them (schemas/plugins/archive.schema.json). */
 export interface ArchivePluginOptions {
   algorithm?: PackCodec;
   level?: number;
   max_bundle_bytes?: number;
+  max_compression_ratio?: number;
   older_than?: number | string;
 }
 
@@ -17,6 +18,8 @@ export interface ArchiveSettings {
   algorithm: PackCodec;
   level: number | undefined;
   maxBundleBytes: number;
+  /** How much larger than its compressed file a bundle's body may be (a bound against decompression bombs). */
+  maxCompressionRatio: number;
   /** Default of `apex session archive --older-than`. */
   olderThanMs: number | undefined;
 }
@@ -34,7 +37,13 @@ export function settingsFromOptions(options: ArchivePluginOptions): ArchiveSetti
       throw new ApexError("APEX_E_PLUGIN_OPTIONS", `plugins.archive.older_than: ${(error as Error).message}`, { cause: error });
     }
   }
-  return { algorithm, level: options.level, maxBundleBytes: options.max_bundle_bytes ?? DEFAULT_MAX_BUNDLE_BYTES, olderThanMs };
+  return {
+    algorithm,
+    level: options.level,
+    maxBundleBytes: options.max_bundle_bytes ?? DEFAULT_MAX_BUNDLE_BYTES,
+    maxCompressionRatio: options.max_compression_ratio ?? DEFAULT_MAX_COMPRESSION_RATIO,
+    olderThanMs,
+  };
 }
 
 /** session.backup_location as an absolute directory (relative to the project directory). */
@@ -42,4 +51,9 @@ export function backupDirectory(config: Config | undefined, projectDir: string |
   const location = config?.session.backup_location ?? ".apex/backups";
   if (isAbsolute(location)) return location;
   return resolve(projectDir ?? config?.projectDir ?? process.cwd(), location);
+}
+
+/** The bounds a bundle read applies, from the plugin's settings. */
+export function readLimits(settings: ArchiveSettings): ReadLimits {
+  return { maxBytes: settings.maxBundleBytes, maxRatio: settings.maxCompressionRatio };
 }

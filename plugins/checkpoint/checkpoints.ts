@@ -15,6 +15,7 @@ import {
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
+import { refuseEscapes, writeProblem, type ContainmentProblem } from "./contained.js";
 import {
   checkSessionId,
   checkTrigger,
@@ -440,10 +441,15 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     // The differences first, the values they need then, read grouped by pack (a whole-tree
     // read in tree order would visit the packs in another order than they were written).
     const writes: Array<{ path: string; hash?: Hash; bytes?: Buffer }> = [];
+    // Every path written is checked to stay inside the session (contained.ts): the cost follows the difference.
+    const escapes: ContainmentProblem[] = [];
     const collect = (mount: string, from: Hash | null, to: Hash | null): PathChanges => {
       const changes: PathChanges = { set: [], deleted: [] };
+      const tree = mount === "" ? "memory" : mount.endsWith("/tasks") ? "tasks" : "agents";
       diffTrees(view, from, to, (change) => {
         const path = `${mount}${segmentsPath(change.segments)}`;
+        const escape = change.after ? writeProblem(tree, mount, change.segments) : undefined;
+        if (escape) escapes.push(escape);
         if (change.after) {
           writes.push({ path, hash: change.after });
           changes.set.push(path);
@@ -458,6 +464,7 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     const memory = options.memory !== false ? collect("", current.memory!.root, manifest.memory.root) : none();
     const tasks = options.tasks !== false ? collect(tasksRoot(target), current.tasks!.root, manifest.tasks.root) : none();
     const agents = options.agents !== false ? collect(agentsRoot(target), current.agents!.root, manifest.agents.root) : none();
+    refuseEscapes(manifest, escapes);
     view.prefetchValues(writes.flatMap((write) => (write.hash ? [write.hash] : [])));
     for (const write of writes) if (write.hash) write.bytes = view.encodedValue(write.hash); // a value object goes back as it is
     let revision = current.revision;

@@ -14,7 +14,7 @@
  *    records and manifests of the whole store, which the running supervisor caches and writes.
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { paint, printJson, printLine } from "../../core/cli/output.js";
+import { paint, plural, printJson, printLine } from "../../core/cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
@@ -27,9 +27,7 @@ import {
   pinCheckpoint,
   reconstructSession,
   repairStore,
-  showCheckpoint,
   validateOutOfProcess,
-  type CheckpointDetails,
   type CheckpointDiff,
   type ReconstructReport,
   type RepairResult,
@@ -39,6 +37,7 @@ import {
 import { summaryOf } from "./catalog.js";
 import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import type { Handover } from "../../core/session/cli/handover.js";
+import { checkpointRecord, type CheckpointRecord, type KeysPage } from "./record.js";
 
 // ------------------------------------------------------------------------------------ routing
 
@@ -92,8 +91,8 @@ async function withWriteStore<T>(location: ProjectLocation, fn: (store: Store) =
 export async function createCheckpointCommand(location: ProjectLocation, description: string | undefined, options: { pin?: boolean; json?: boolean }): Promise<void> {
   const params = { description: description ?? "", pin: options.pin === true };
   const socket = writerSocket(location);
-  let summary: CheckpointSummary;
-  if (socket) summary = (await callWriter(socket, "checkpoint.create", params)) as CheckpointSummary;
+  let summary: CreatedCheckpoint;
+  if (socket) summary = (await callWriter(socket, "checkpoint.create", params)) as CreatedCheckpoint;
   else {
     if (!Store.exists(location.storeDir)) throw noStore();
     const { loadConfig } = await import("../../core/config/load.js");
@@ -109,15 +108,19 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
           hint: "Enable `checkpoint` under `plugins:` in apex.config.yaml.",
         });
       }
-      summary = (await method(params)) as CheckpointSummary;
+      summary = (await method(params)) as CreatedCheckpoint;
     } finally {
       await store.close();
     }
   }
   if (options.json) return printJson(summary);
   printLine(`Created ${paint(summary.name, "bold")} (${summary.id}) of session ${summary.session_id}${summary.pinned ? ", pinned" : ""}.`);
-  printLine(`  ${summary.memory_keys} memory keys, ${summary.task_count} tasks, ${summary.agent_count} agent records`);
+  const contexts = summary.agent_contexts > 0 ? ` (${summary.agent_contexts === summary.agents.length ? "each" : summary.agent_contexts} with its context)` : "";
+  printLine(`  ${plural(summary.memory_keys, "memory key")}, ${plural(summary.task_count, "task")}, ${plural(summary.agents.length, "agent")}${contexts}${summary.agents.length > 0 ? `: ${summary.agents.join(", ")}` : ""}`);
 }
+
+/** What `checkpoint.create` answers: the summary, with the agents it holds by name. */
+type CreatedCheckpoint = CheckpointSummary & { agents: string[]; agent_contexts: number };
 
 // ------------------------------------------------------------------------------------ show, diff
 
@@ -126,13 +129,17 @@ export interface ReadOptions {
   json?: boolean;
 }
 
-export async function showCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions): Promise<void> {
+export async function showCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions & KeysPage): Promise<void> {
+  const page: KeysPage = {
+    ...(options.keysLimit !== undefined ? { keysLimit: options.keysLimit } : {}),
+    ...(options.keysOffset !== undefined ? { keysOffset: options.keysOffset } : {}),
+  };
   const endpoint = forcedEndpoint();
-  const details = endpoint
-    ? ((await callSupervisor(endpoint, "checkpoint.show", { ref, session: options.session })) as CheckpointDetails)
-    : await withReadStore(location, (store) => showCheckpoint(store, ref, { sessionId: sessionFor(store, options.session) }));
-  if (options.json) return printJson(details);
-  const m = details.manifest;
+  const record = endpoint
+    ? ((await callSupervisor(endpoint, "checkpoint.show", { ref, session: options.session, ...page })) as CheckpointRecord)
+    : await withReadStore(location, (store) => checkpointRecord(store, ref, { sessionId: sessionFor(store, options.session), ...page }));
+  if (options.json) return printJson(record);
+  const m = record.manifest;
   printLine(`${paint(m.name, "bold")}  ${m.id}`);
   const row = (label: string, value: string) => printLine(`  ${label.padEnd(12)} ${value}`);
   row("session", m.session_id);
@@ -149,14 +156,18 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   }
   const dataKeys = Object.keys(m.data);
   if (dataKeys.length > 0) row("data", dataKeys.join(", "));
-  const tasks = Object.entries(details.tasks);
+  const tasks = Object.entries(record.tasks);
   printLine(`  tasks (${tasks.length})`);
   for (const [id, task] of tasks) printLine(`    ${id.padEnd(8)} ${describeTask(task)}`);
-  const agents = Object.entries(details.agent_states).filter(([name]) => !name.endsWith(".context"));
+  const agents = Object.entries(record.agent_states);
   printLine(`  agents (${agents.length})`);
-  for (const [name, agent] of agents) {
-    const hasContext = details.agent_states[`${name}.context`] !== undefined;
-    printLine(`    ${name.padEnd(12)} ${describeAgent(agent)}${hasContext ? ", context saved" : ""}`);
+  for (const [name, agent] of agents) printLine(`    ${name.padEnd(12)} ${describeAgent(agent)}${agent.context !== undefined ? ", context saved" : ""}`);
+  if (record.memory_keys.length > 0) {
+    printLine(`  memory keys (${record.memory_keys_count})`);
+    for (const key of record.memory_keys) printLine(`    ${key}`);
+    if (record.memory_keys_next_offset !== null) {
+      printLine(paint(`    … ${record.memory_keys_count - record.memory_keys_next_offset} more (--keys-offset ${record.memory_keys_next_offset})`, "gray"));
+    }
   }
 }
 
@@ -172,7 +183,7 @@ function describeTask(task: JsonValue): string {
 
 function describeAgent(agent: JsonValue): string {
   const status = String(field(agent, "status") ?? "?");
-  const task = field(agent, "task");
+  const task = field(agent, "current_task");
   return `${status}${typeof task === "string" ? `, task ${task}` : ""}`;
 }
 

@@ -14,7 +14,6 @@ import {
   reconstructSession,
   diffCheckpoints,
   restoreCheckpoint,
-  showCheckpoint,
   validateOutOfProcess,
   verifyCheckpoint,
   type CheckpointManifest,
@@ -24,6 +23,7 @@ import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from ".
 import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
 import { LangGraphStore } from "./langgraph.js";
 import { checkpointPage } from "./plugin-list.js";
+import { agentsOf, checkpointRecord } from "./record.js";
 import { defaultSessionIfAny, resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import { inScope, normalizeScope, scopeKey, type MemoryScope } from "./scope.js";
 
@@ -382,7 +382,7 @@ export class SessionCheckpoints {
           description: optionalString(params, "description") ?? "",
           pin: params.pin === true,
         });
-        return created!.summary as unknown as JsonValue;
+        return { ...created!.summary, ...agentsOf(this.store, created!.summary.agents_root) } as unknown as JsonValue;
       },
       "checkpoint.pin": (params) =>
         this.serialize(async () => {
@@ -403,7 +403,11 @@ export class SessionCheckpoints {
           oldest: params.oldest === true,
         }) as unknown as JsonValue,
       "checkpoint.show": (params) =>
-        showCheckpoint(this.store, requiredString(params, "ref"), { sessionId: sessionFor(this.store, optionalString(params, "session")) }) as unknown as JsonValue,
+        checkpointRecord(this.store, requiredString(params, "ref"), {
+          sessionId: sessionFor(this.store, optionalString(params, "session")),
+          ...(typeof params.keysLimit === "number" ? { keysLimit: params.keysLimit } : {}),
+          ...(typeof params.keysOffset === "number" ? { keysOffset: params.keysOffset } : {}),
+        }) as unknown as JsonValue,
       "checkpoint.diff": (params) => {
         const sessionId = sessionFor(this.store, optionalString(params, "session"));
         return diffCheckpoints(this.store, requiredString(params, "from"), requiredString(params, "to"), { sessionId }) as unknown as JsonValue;

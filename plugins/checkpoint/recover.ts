@@ -11,6 +11,7 @@ import {
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type Located } from "./catalog.js";
 import { writeCheckpoint } from "./checkpoints.js";
+import { assertContained } from "./contained.js";
 import {
   agentsRoot,
   checkSessionId,
@@ -154,6 +155,7 @@ export async function forceRecover(store: Store, ref: string, options: ForceReco
       scope = normalizeScope(DEFAULT_SCOPE);
     }
     const view = ObjectStore.of(store).view({ overlay: true, fresh: true });
+    assertContained((hash) => view.readNode(hash), manifest);
     // The live state's objects, so damaged objects it still has can be read from it.
     const current = buildSnapshot(store, view, { memory: { scope, base: Catalog.of(store).base(scopeKey(scope)) }, skipUnreadable: true });
     const memory = salvageTree(view, manifest.memory.root, "/");

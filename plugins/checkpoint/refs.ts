@@ -92,7 +92,7 @@ export function currentSessionId(store: Store): string {
   const id = isRecord(current) ? current.session_id : undefined;
   if (typeof id !== "string" || !id) {
     throw new ApexError("APEX_E_NO_SESSION", "There is no current session.", {
-      hint: "Name the session (`--session <id>` or <session>/checkpoint-007), or start one with `apex start`.",
+      hint: 'Start one with `apex start --task "…"`, or name a checkpoint of another session as <session>/checkpoint-007 (`apex session list` shows the sessions).',
     });
   }
   return id;

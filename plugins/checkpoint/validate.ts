@@ -24,6 +24,7 @@ import {
   tasksRoot,
   type CheckpointManifest,
 } from "./manifest.js";
+import { containmentProblems, type ContainmentProblem } from "./contained.js";
 import { ACTORS, assertWritable, manifestKeys, removeCheckpointRecords } from "./refs.js";
 import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
@@ -58,6 +59,7 @@ export type ProblemCode =
   | "current-session-invalid"
   | "current-session-missing"
   | "task-unknown-agent"
+  | "checkpoint-escapes-session"
   | "validator-crashed";
 
 export interface StoreProblem {
@@ -119,6 +121,8 @@ class TreeChecker {
   private readonly partitions = new Map<Hash, PartitionCheck>();
   readonly valueStatus = new Map<Hash, boolean>();
   readonly reported = new Set<string>();
+  /** Nodes whose names were checked for containment (see contained.ts). */
+  readonly contained = new Set<Hash>();
 
   constructor(
     private readonly view: ObjectView,
@@ -128,6 +132,8 @@ class TreeChecker {
   get reachedTrees(): ReadonlyMap<Hash, PartitionCheck> {
     return this.partitions;
   }
+
+  readonly readNode = (hash: Hash) => this.view.readNode(hash);
 
   /** Checks the directory tree `root`; `mount` prefixes paths in messages. */
   directory(root: Hash | null, mount: string, context: Partial<StoreProblem>): { values: number; damaged: boolean } {
@@ -509,6 +515,7 @@ function checkSlot(store: Store, catalog: Catalog, checker: TreeChecker, entry: 
       fail({ ...withId, code: "checkpoint-count-mismatch", severity: "error", message: `${label} says its ${what} holds ${expected} entries; its tree holds ${checked.values}.`, path });
     }
   }
+  for (const problem of containmentProblems(checker.readNode, manifest, checker.contained)) fail(escapes(label, withId, problem));
   // Index records (fixable from a verifying manifest).
   if (!entry.summaryUndecodable) {
     if (!entry.summary) {
@@ -661,7 +668,13 @@ export function verifyCheckpoint(store: Store, manifest: CheckpointManifest): St
       add({ ...context, code: "checkpoint-count-mismatch", severity: "error", message: `${label} says its ${what} holds ${expected} entries; its tree holds ${checked.values}.` });
     }
   }
+  for (const problem of containmentProblems(checker.readNode, manifest)) add(escapes(label, context, problem));
   return problems;
+}
+
+/** A checkpoint whose trees reach outside its session (contained.ts): it does not verify, and repair removes it. */
+function escapes(label: string, context: Partial<StoreProblem>, problem: ContainmentProblem): StoreProblem {
+  return { ...context, code: "checkpoint-escapes-session", severity: "error", message: `${label} cannot be restored: ${problem.problem}.`, path: problem.path };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ export default definePlugin<CompressionOptions>({
         { flags: "--algorithm <name>", description: "brotli or gzip (default: the plugin's `algorithm`, brotli)" },
         { flags: "--level <n>", description: "0-11 for brotli, 0-9 for gzip (default 6)" },
         { flags: "--dry-run", description: "compress in memory and report the sizes; write nothing" },
-        { flags: "--json", description: "print the result as JSON" },
+        { flags: "--json", description: "print {dry_run, session_id, algorithm, level, policy: {after, older_than_seconds}, checkpoints, values: {compressed, already_compressed, incompressible, skipped, remaining}, …bytes before and after}" },
       ],
       examples: [
         "apex session compress                      # every session, with the plugin's options",

@@ -19,14 +19,14 @@ export interface CheckoutResult {
  * The checkout does not fire beforeGit through APEX's hooks: it restores a checkpoint, there is
  * nothing to save first.
  */
-export async function checkoutCheckpoint(repoDir: string, gitState: unknown, branchName: string): Promise<CheckoutResult> {
+export async function checkoutCheckpoint(repoDir: string, gitState: unknown, branchName: string, ignore: readonly string[] = []): Promise<CheckoutResult> {
   const state = asGitState(gitState);
   if (!state || state.commit === null) {
     throw new ApexError("APEX_E_GIT_COMMIT_MISSING", "The checkpoint recorded no git commit, so there is nothing to check out.", {
       hint: "Continue without --git-checkout; the checkpoint was taken outside a git repository or before its first commit.",
     });
   }
-  const tree = await readWorkingTree(repoDir);
+  const tree = await readWorkingTree(repoDir, { ignore });
   if (!tree) throw noRepository(repoDir);
   if (tree.dirty) {
     const shown = tree.files.slice(0, 10).map((file) => `  ${formatChangedFile(file)}`);

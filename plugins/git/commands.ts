@@ -49,7 +49,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     name: "git install-hooks",
     description: "Install git hooks so that commits, merges, rebases and checkouts made outside APEX fire beforeGit; existing hooks keep running",
     examples: ["apex git install-hooks", "apex git install-hooks --json"],
-    options: [{ flags: "--json", description: "print the result as JSON" }],
+    options: [{ flags: "--json", description: "print {repository, hooks_dir, hooks: [{hook, action, …}], warnings}" }],
     async action(input, context) {
       const report = await installHooks(repository(context), hookTarget(context, options));
       if (input.options.json) return context.printJson(report);
@@ -66,7 +66,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     name: "git uninstall-hooks",
     description: "Remove APEX's git hooks and put back the hooks they kept, exactly as they were",
     examples: ["apex git uninstall-hooks", "apex git uninstall-hooks --json"],
-    options: [{ flags: "--json", description: "print the result as JSON" }],
+    options: [{ flags: "--json", description: "print {repository, hooks_dir, hooks: [{hook, action, …}], warnings}" }],
     async action(input, context) {
       const report = await uninstallHooks(repository(context));
       if (input.options.json) return context.printJson(report);
@@ -87,7 +87,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
       { syntax: "<hook>", description: "the git hook: pre-commit, pre-merge-commit, pre-rebase, reference-transaction" },
       { syntax: "[args...]", description: "the hook's arguments (for reference-transaction: the state, then the refs it moves)" },
     ],
-    options: [{ flags: "--json", description: "print what fired as JSON" }],
+    options: [{ flags: "--json", description: "print {session_id, fired, args, source}" }],
     async action(input, context) {
       const hook = input.args[0] as string;
       if (!/^[a-z][a-z-]*$/.test(hook)) throw new ApexError("APEX_E_USAGE", `'${hook}' is not a git hook name.`, { hint: "See `git help hooks`." });
@@ -101,7 +101,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     description: "Fire beforeGit for a git operation you run yourself (what apex git -- does first); does nothing outside a session",
     examples: ["apex git notify -- push --force-with-lease", "apex git notify --json -- checkout main"],
     arguments: [{ syntax: "<git-args...>", description: "the git arguments, after --" }],
-    options: [{ flags: "--json", description: "print what fired as JSON" }],
+    options: [{ flags: "--json", description: "print {session_id, fired, args, source}" }],
     async action(input, context) {
       const result = await fireBeforeGit(context, (input.args[0] as string[] | undefined) ?? [], "cli");
       if (input.options.json) context.printJson(result);
@@ -113,7 +113,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     description: "Record the repository's git state in the session and show what changed since its latest checkpoint (commits, branch, uncommitted files)",
     examples: ["apex session sync-git", "apex session sync-git 3f2a --json"],
     arguments: [{ syntax: "[id]", description: "the session (default: the current one); a unique prefix will do" }],
-    options: [{ flags: "--json", description: "print the report as JSON" }],
+    options: [{ flags: "--json", description: "print {session_id, repository, git: {branch, commit, dirty, synced_at}, checkpoint, changes, dirty_files: [{status, path}]}" }],
     async action(input, context) {
       if (context.engine.store === undefined && context.config && !Store.exists(context.config.storeDir)) {
         throw new ApexError("APEX_E_NO_SESSION", "This project has no APEX store yet, so no session to sync.", { hint: 'Start a session: apex start --task "…"' });

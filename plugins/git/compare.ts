@@ -36,9 +36,9 @@ export interface GitChanges {
  * missing or fails (APEX_E_GIT_UNAVAILABLE, APEX_E_GIT_FAILED); a missing repository is
  * `current: null`, not an error.
  */
-export async function diffGitState(repoDir: string, checkpointGitState: unknown): Promise<GitChanges> {
+export async function diffGitState(repoDir: string, checkpointGitState: unknown, ignore: readonly string[] = []): Promise<GitChanges> {
   const checkpoint = asGitState(checkpointGitState);
-  const current = await readWorkingTree(repoDir);
+  const current = await readWorkingTree(repoDir, { ignore });
   const changes: GitChanges = {
     current,
     checkpoint,
@@ -87,10 +87,10 @@ export interface GitComparison {
  * git_state. Never throws for git problems: a missing git, or a checkpoint without git_state,
  * is reported (or ignored) rather than stopping the session.
  */
-export async function compareGitState(repoDir: string, checkpointGitState: unknown): Promise<GitComparison> {
+export async function compareGitState(repoDir: string, checkpointGitState: unknown, ignore: readonly string[] = []): Promise<GitComparison> {
   let changes: GitChanges;
   try {
-    changes = await diffGitState(repoDir, checkpointGitState);
+    changes = await diffGitState(repoDir, checkpointGitState, ignore);
   } catch (error) {
     if (error instanceof ApexError && (error.code === "APEX_E_GIT_UNAVAILABLE" || error.code === "APEX_E_GIT_FAILED")) {
       return { differs: false, messages: [`The git state was not compared with the checkpoint's: ${error.message}`], changes: undefined };

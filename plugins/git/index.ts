@@ -27,7 +27,8 @@ export default definePlugin<GitPluginOptions>({
     const repository = repositoryDir(projectDir, options);
 
     apex.hooks.beforeCheckpoint.tapPromise(PLUGIN_NAME, async (draft) => {
-      draft.data.git_state = await readGitState(repository, (message) => apex.warn(message));
+      const ignore = apex.config ? [apex.config.storeDir] : [];
+      draft.data.git_state = await readGitState(repository, (message) => apex.warn(message), { ignore });
       return draft;
     });
 

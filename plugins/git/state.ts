@@ -1,10 +1,11 @@
+import { isAbsolute, relative } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { firstLine, runGit, type RunGitOptions } from "./git.js";
 
 /**
  * The git state a checkpoint records as `git_state`. `branch` is null on a detached HEAD,
  * `commit` null on an unborn branch (no commit yet); `dirty` is true when anything is staged,
- * modified or untracked (what `git status --porcelain` lists).
+ * modified or untracked (what `git status --porcelain` lists), APEX's own store excepted.
  */
 export type GitState = {
   branch: string | null;
@@ -25,15 +26,37 @@ export type WorkingTree = GitState & {
   files: ChangedFile[];
 };
 
+export interface ReadTreeOptions extends RunGitOptions {
+  /**
+   * Directories whose contents never make the tree dirty: APEX's store (`.apex/`, or wherever
+   * APEX_HOME puts it), which changes with every command. Those outside `repoDir` are left out
+   * (git refuses a pathspec outside the repository).
+   */
+  ignore?: readonly string[];
+}
+
+/** `:(exclude)<dir>` pathspecs for the directories inside `repoDir`; git then still lists everything else. */
+function excludePathspecs(repoDir: string, dirs: readonly string[]): string[] {
+  const specs: string[] = [];
+  for (const dir of dirs) {
+    const inside = relative(repoDir, dir);
+    if (inside === "" || inside.startsWith("..") || isAbsolute(inside)) continue;
+    specs.push(`:(exclude)${inside}`);
+  }
+  return specs;
+}
+
 /**
  * Reads branch, HEAD commit and changed files with one `git status --porcelain=v2 --branch`.
  * Resolves to null when `repoDir` is not in a git repository (or does not exist); rejects when
  * git is missing (APEX_E_GIT_UNAVAILABLE) or fails otherwise (APEX_E_GIT_FAILED).
  */
-export async function readWorkingTree(repoDir: string, options: RunGitOptions = {}): Promise<WorkingTree | null> {
+export async function readWorkingTree(repoDir: string, options: ReadTreeOptions = {}): Promise<WorkingTree | null> {
   let result;
   try {
-    result = await runGit(repoDir, ["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--ignore-submodules=none"], options);
+    const args = ["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--ignore-submodules=none"];
+    const excluded = excludePathspecs(repoDir, options.ignore ?? []);
+    result = await runGit(repoDir, excluded.length > 0 ? [...args, "--", ...excluded] : args, options);
   } catch (error) {
     if ((error as { code?: string }).code === "APEX_E_NOT_A_REPOSITORY") return null;
     throw error;
@@ -52,7 +75,7 @@ export async function readWorkingTree(repoDir: string, options: RunGitOptions = 
  * The project repository's git state for a checkpoint: null when there is no repository, and
  * null with a warning when git is missing or fails (a checkpoint never fails because of git).
  */
-export async function readGitState(repoDir: string, warn: (message: string) => void, options: RunGitOptions = {}): Promise<GitState | null> {
+export async function readGitState(repoDir: string, warn: (message: string) => void, options: ReadTreeOptions = {}): Promise<GitState | null> {
   try {
     const tree = await readWorkingTree(repoDir, options);
     return tree && { branch: tree.branch, commit: tree.commit, dirty: tree.dirty };

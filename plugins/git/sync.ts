@@ -49,7 +49,8 @@ export interface SyncReport {
  */
 export async function syncGit(store: Store, sessionId: string, repoDir: string, now: Date = new Date()): Promise<SyncReport> {
   const latest = latestCheckpoint(store, sessionId);
-  const changes = await diffGitState(repoDir, latest?.git_state ?? null);
+  // The store's own files (.apex/) are never a change of the project.
+  const changes = await diffGitState(repoDir, latest?.git_state ?? null, [store.dir]);
   const current = changes.current;
   if (!current) throw noRepository(repoDir);
   const recorded: RecordedGitState = { branch: current.branch, commit: current.commit, dirty: current.dirty, synced_at: now.toISOString() };

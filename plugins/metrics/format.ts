@@ -32,7 +32,7 @@ export function metricRows(metrics: SessionMetrics): Array<[string, string]> {
     ["Tasks", `${tasks}${reopened}`],
     ["Milestones", String(metrics.milestones)],
     ["Commits made", String(metrics.commits_made)],
-    ["Lines of code", `+${metrics.lines_of_code.added} / -${metrics.lines_of_code.removed}`],
+    ["Lines of code", `+${metrics.lines_added} / -${metrics.lines_removed}`],
     ["Issues found", `${metrics.issues_found} (${source})`],
     ["Checkpoints", `${metrics.checkpoints.created} created, ${metrics.checkpoints.kept} kept${latest}`],
   ];
@@ -47,7 +47,7 @@ export interface UtilizationRow {
 }
 
 export function utilizationRows(metrics: SessionMetrics): UtilizationRow[] {
-  return Object.entries(metrics.agent_utilization).map(([agent, usage]) => ({
+  return Object.entries(metrics.agent_utilization_detail).map(([agent, usage]) => ({
     agent,
     status: usage.reported_status ?? "-",
     working: formatSeconds(usage.working_seconds),

@@ -32,7 +32,7 @@ export default definePlugin<MetricsOptions>({
       name: "session metrics",
       description: "the current session's metrics: tasks, time, commits, lines, issues, checkpoints, agent utilization, plugin costs",
       examples: ["apex session metrics", "apex session metrics --json", "apex memory watch /sessions/current/metrics"],
-      options: [{ flags: "--json", description: "print the metrics record as JSON" }],
+      options: [{ flags: "--json", description: "print the metrics record {session_id, status, session_duration, session_duration_seconds, tasks_completed, commits_made, issues_found, lines_of_code, agent_utilization: {AGENT: \"92%\"}, …}" }],
       async action(input, context) {
         const { runMetricsCommand } = await import("./command.js");
         return runMetricsCommand(input, context, runtime);

@@ -74,6 +74,8 @@ export interface SessionMetrics {
   samples: number;
   started_at: string;
   ended_at: string | null;
+  /** session_duration_seconds for people: "42s", "3m 05s", "2h 45m". */
+  session_duration: string;
   /** Wall-clock seconds from the start to the end (or now), pauses and interruptions included. */
   session_duration_seconds: number;
   /** Seconds in which the session ran and was not paused. */
@@ -88,7 +90,10 @@ export interface SessionMetrics {
   tasks_reopened: number;
   milestones: number;
   commits_made: number;
-  lines_of_code: { added: number; removed: number };
+  /** Lines written in the session: lines_added of every repository (committed or not). */
+  lines_of_code: number;
+  lines_added: number;
+  lines_removed: number;
   issues_found: number;
   /** Where issues_found comes from: "metrics-input" (reported by an agent), "review-stats" (/review/stats) or "none". */
   issues_source: string;
@@ -101,7 +106,10 @@ export interface SessionMetrics {
     kept: number;
     latest: { name: string; id: string | null; trigger: string | null; created_at: string | null } | null;
   };
-  agent_utilization: { [agent: string]: AgentUtilization };
+  /** Each agent's share of the active time in a working status, for people: {"coder": "92%"}. */
+  agent_utilization: { [agent: string]: string };
+  /** What agent_utilization is computed from, with CPU time. */
+  agent_utilization_detail: { [agent: string]: AgentUtilization };
   git: { repositories: RepositoryMetrics[] };
   /** The supervisor's tap timings (engine.timings()) per plugin and hook, summed over every run of the session; costliest first. */
   plugin_timings: PluginTiming[];

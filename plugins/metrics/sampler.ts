@@ -12,6 +12,7 @@ import {
 import { eventsAfter } from "../../core/session/service.js";
 import { findSession } from "../../core/session/sessions.js";
 import type { Store } from "../../core/store/store.js";
+import { formatSeconds, formatShare } from "./format.js";
 import { CpuTracker } from "./cpu.js";
 import {
   CURRENT_METRICS_PATH,
@@ -101,7 +102,9 @@ export class MetricsSampler {
       const previous = stored as SessionMetrics;
       this.samples = typeof previous.samples === "number" ? previous.samples : 0;
       this.baseTimings = Array.isArray(previous.plugin_timings) ? previous.plugin_timings.filter(isRecord) : [];
-      for (const [agent, usage] of Object.entries(isRecord(previous.agent_utilization) ? previous.agent_utilization : {})) {
+      // Records from before agent_utilization_detail kept the detail in agent_utilization.
+      const detail = isRecord(previous.agent_utilization_detail) ? previous.agent_utilization_detail : isRecord(previous.agent_utilization) ? previous.agent_utilization : {};
+      for (const [agent, usage] of Object.entries(detail)) {
         if (isRecord(usage) && typeof usage.cpu_seconds === "number") this.cpu.seed(agent, usage.cpu_seconds);
       }
       const repositories = isRecord(previous.git) && Array.isArray(previous.git.repositories) ? previous.git.repositories : [];
@@ -151,6 +154,8 @@ export class MetricsSampler {
     const inputs = this.reportedNumbers();
     const issues = this.issues(inputs);
     this.samples += 1;
+    const durationSeconds = Math.max(0, (ended ?? now) - Date.parse(session.created_at)) / 1000;
+    const linesAdded = repositories.reduce((sum, repository) => sum + repository.lines_added, 0);
     const metrics: SessionMetrics = {
       format: METRICS_FORMAT,
       session_id: sessionId,
@@ -160,7 +165,8 @@ export class MetricsSampler {
       samples: this.samples,
       started_at: session.created_at,
       ended_at: session.ended_at ?? null,
-      session_duration_seconds: round(Math.max(0, (ended ?? now) - Date.parse(session.created_at)) / 1000),
+      session_duration: formatSeconds(durationSeconds),
+      session_duration_seconds: round(durationSeconds),
       active_seconds: round(activeSeconds),
       paused_seconds: round(totals.pausedMs / 1000),
       tasks_total: tasks.total,
@@ -171,15 +177,15 @@ export class MetricsSampler {
       tasks_reopened: totals.tasksReopened,
       milestones: this.milestoneCount(),
       commits_made: repositories.reduce((sum, repository) => sum + repository.commits, 0),
-      lines_of_code: {
-        added: repositories.reduce((sum, repository) => sum + repository.lines_added, 0),
-        removed: repositories.reduce((sum, repository) => sum + repository.lines_removed, 0),
-      },
+      lines_of_code: linesAdded,
+      lines_added: linesAdded,
+      lines_removed: repositories.reduce((sum, repository) => sum + repository.lines_removed, 0),
       issues_found: issues.count,
       issues_source: issues.source,
       reported: inputs,
       checkpoints,
-      agent_utilization: utilization,
+      agent_utilization: Object.fromEntries(Object.entries(utilization).map(([agent, usage]) => [agent, formatShare(usage.share)])),
+      agent_utilization_detail: utilization,
       git: { repositories },
       plugin_timings: this.pluginTimings(),
     };

@@ -49,8 +49,9 @@ export default definePlugin<RetentionOptions>({
       arguments: [{ syntax: "[id]", description: "only this session (id or unique prefix); default: every session" }],
       options: [
         { flags: "--dry-run", description: "print what would be kept and removed, and by which rule; change nothing" },
-        { flags: "--json", description: "print the result as JSON" },
+        { flags: "--json", description: "print {dry_run, policy, sessions: [{session_id, checkpoints: [{name, id, action: keep|remove, reasons, protected}]}], deleted, sweep, temporary, bytes_freed}" },
       ],
+      examples: ["apex session cleanup --dry-run", "apex session cleanup", "apex session cleanup 3f2a --json"],
       async action(input, context) {
         const { runCleanupCommand } = await import("./command.js");
         return runCleanupCommand(input, context, policy);

@@ -34,7 +34,10 @@ export interface LogLine {
 
 export async function showLogs(location: ProjectLocation, agent: string | undefined, options: LogsOptions): Promise<void> {
   if (process.env.APEX_REMOTE) return showRemoteLogs(agent, options);
-  const sessionId = options.session ?? process.env.APEX_SESSION_ID ?? readRuntime(location.storeDir)?.session_id ?? latestLogSession(location.storeDir);
+  const sessionId =
+    options.session !== undefined
+      ? logSessionByRef(location.storeDir, options.session)
+      : (process.env.APEX_SESSION_ID ?? readRuntime(location.storeDir)?.session_id ?? latestLogSession(location.storeDir));
   if (!sessionId) {
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   }
@@ -111,6 +114,17 @@ export function logFiles(dir: string): LogFile[] {
     else if (name.endsWith(".log")) out.push({ agent: name.slice(0, -".log".length), stream: "stdout", file: join(dir, name) });
   }
   return out.sort((a, b) => (a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : 0) || (a.stream === b.stream ? 0 : a.stream === "stdout" ? -1 : 1));
+}
+
+/** The session `--session` names (an id, or a unique prefix of 4+ characters) among those with logs. */
+function logSessionByRef(storeDir: string, ref: string): string {
+  const root = join(storeDir, "logs");
+  const sessions = existsSync(root) ? readdirSync(root) : [];
+  if (sessions.includes(ref)) return ref;
+  const matches = ref.length >= 4 ? sessions.filter((name) => name.startsWith(ref)) : [];
+  if (matches.length === 1) return matches[0]!;
+  if (matches.length > 1) throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(ref)} matches ${matches.length} sessions with logs.`, { hint: "Give more characters of the session id." });
+  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(ref)} has logs in this project.`, { hint: "See `apex session list`." });
 }
 
 /** The session whose log directory changed last. */

@@ -25,7 +25,10 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   }
   // Config errors are reported here, with their file positions, before anything starts.
   const { loadConfig } = await import("../../config/load.js");
-  await loadConfig(location);
+  const config = await loadConfig(location);
+  // So is an agent whose program is missing: before any process starts, not as crashing agents.
+  const { assertAgentProgramsExist } = await import("../../config/agent-programs.js");
+  assertAgentProgramsExist(config);
   let handover: Handover | undefined;
   if (options.continue === undefined) await refuseIfActive(location);
   else {

@@ -4,7 +4,7 @@ import type { Engine } from "../../engine.js";
 import { ApexError } from "../../errors.js";
 import { Store } from "../../store/store.js";
 import { terminateGroup } from "../agents.js";
-import { isSameProcessAlive, signalProcess, sleep } from "../proc.js";
+import { agentMarker, carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../proc.js";
 import { CURRENT_SESSION_PATH, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../records.js";
 import { removeRuntime } from "../runtime.js";
 import { appendEvent, SessionReader } from "../service.js";
@@ -33,6 +33,13 @@ export async function stopWithoutSupervisor(
           hint: "`apex stop --force` kills it and its agents.",
         });
       }
+      // The pid and start time match; the marker proves it is the supervisor `apex start` launched, not a process a forged record names.
+      if (!carriesMarker(session.supervisor!.pid, supervisorMarker(session.supervisor!.nonce))) {
+        throw new ApexError("APEX_E_PROCESS", `Process ${session.supervisor!.pid} matches the session's supervisor record but does not carry its marker; APEX does not signal a process it cannot prove it started.`, {
+          hint: "If it is the supervisor, end it yourself (kill), then run `apex stop` again.",
+          details: { pid: session.supervisor!.pid },
+        });
+      }
       signalProcess(session.supervisor!.pid, "SIGKILL");
       const deadline = Date.now() + 5000;
       while (isSameProcessAlive(session.supervisor!.pid, session.supervisor!.start_time) && Date.now() < deadline) await sleep(20);
@@ -41,7 +48,7 @@ export async function stopWithoutSupervisor(
     let ended = 0;
     for (const agent of agents) {
       if (!agent.pgid || agent.start_time === null) continue;
-      ended += (await terminateGroup(agent.pgid, agent.start_time, { force: options.force, graceMs: options.graceMs })).length;
+      ended += (await terminateGroup(agent.pgid, agent.start_time, agentMarker(sid, agent.nonce), { force: options.force, graceMs: options.graceMs })).length;
     }
     const reason = options.reason ?? "stopped by the user (the supervisor was not running)";
     const warn = (message: string) => process.stderr.write(`warning: ${message}\n`);

@@ -12,8 +12,8 @@ import { TASK_STATUSES, type AgentRecord, type MilestoneRecord, type TaskRecord,
 import type { StatusReport } from "../status-report.js";
 import { formatDuration, paintStatus } from "./format.js";
 
-async function withClient<T>(location: ProjectLocation, access: "read" | "write", fn: (client: SessionClient) => Promise<T>): Promise<T> {
-  const client = await openSessionClient(location, access);
+async function withClient<T>(location: ProjectLocation, access: "read" | "write", fn: (client: SessionClient) => Promise<T>, session?: string): Promise<T> {
+  const client = await openSessionClient(location, access, session);
   try {
     return await fn(client);
   } finally {
@@ -33,11 +33,17 @@ export async function addTask(location: ProjectLocation, title: string, options:
   else printLine(`added ${taskLine(task)}`);
 }
 
-export async function listTasks(location: ProjectLocation, options: { status?: string; json?: boolean }): Promise<void> {
+/** `{session}` when --session names one: reads of an ended session go to the store, or through the supervisor inside an agent. */
+function sessionParam(session: string | undefined): Record<string, unknown> {
+  return session === undefined ? {} : { session };
+}
+
+export async function listTasks(location: ProjectLocation, options: { status?: string; session?: string; json?: boolean }): Promise<void> {
   if (options.status !== undefined && !TASK_STATUSES.includes(options.status as TaskStatus)) {
     throw new ApexError("APEX_E_USAGE", `Unknown task status ${JSON.stringify(options.status)}.`, { hint: `One of: ${TASK_STATUSES.join(", ")}.` });
   }
-  const tasks = (await withClient(location, "read", (client) => client.call("task.list", options.status ? { status: options.status } : {}))) as TaskRecord[];
+  const params = { ...(options.status ? { status: options.status } : {}), ...sessionParam(options.session) };
+  const tasks = (await withClient(location, "read", (client) => client.call("task.list", params), options.session)) as TaskRecord[];
   if (options.json) {
     printJson(tasks);
     return;
@@ -50,8 +56,8 @@ export async function listTasks(location: ProjectLocation, options: { status?: s
   printLine(table(["ID", "STATUS", "ASSIGNEE", "TITLE"], rows));
 }
 
-export async function showTask(location: ProjectLocation, id: string, json: boolean): Promise<void> {
-  const task = (await withClient(location, "read", (client) => client.call("task.get", { id }))) as TaskRecord;
+export async function showTask(location: ProjectLocation, id: string, json: boolean, session?: string): Promise<void> {
+  const task = (await withClient(location, "read", (client) => client.call("task.get", { id, ...sessionParam(session) }), session)) as TaskRecord;
   if (json) printJson(task);
   else {
     printLine(taskLine(task));
@@ -95,13 +101,18 @@ export async function reopenTask(location: ProjectLocation, id: string, options:
   else printLine(`reopened ${taskLine(task)}`);
 }
 
-export async function milestone(location: ProjectLocation, text: string | undefined, options: { task?: string; json?: boolean }): Promise<void> {
+export async function milestone(location: ProjectLocation, text: string | undefined, options: { task?: string; session?: string; json?: boolean }): Promise<void> {
   if (text === undefined) {
-    const list = (await withClient(location, "read", (client) => client.call("milestone.list"))) as MilestoneRecord[];
+    const list = (await withClient(location, "read", (client) => client.call("milestone.list", sessionParam(options.session)), options.session)) as MilestoneRecord[];
     if (options.json) printJson(list);
     else if (list.length === 0) printLine('No milestones yet. Record one with `apex milestone "…"`.');
     else for (const item of list) printLine(`${String(item.n).padStart(3)}  ${item.at}  ${item.text}${item.task ? ` (${item.task})` : ""}  ${paint(item.by, "gray")}`);
     return;
+  }
+  if (options.session !== undefined) {
+    throw new ApexError("APEX_E_USAGE", "--session only selects whose milestones to list; a milestone is recorded in the running session.", {
+      hint: 'List with `apex milestone --session ID`; record with `apex milestone "…"` while the session runs.',
+    });
   }
   const recorded = (await withClient(location, "write", (client) =>
     client.call("milestone.add", { text, task: options.task ?? null, actor: currentActor() }),
@@ -133,8 +144,9 @@ export async function reportAgent(location: ProjectLocation, options: { agent?: 
   else printLine(`${record.name}: ${record.reported_status ?? "-"}${record.task ? ` (${record.task})` : ""}`);
 }
 
-export async function listAgents(location: ProjectLocation, json: boolean): Promise<void> {
-  const report = (await withClient(location, "read", (client) => client.call("session.status"))) as StatusReport;
+export async function listAgents(location: ProjectLocation, json: boolean, session?: string): Promise<void> {
+  // `readable`: with no session current, the one that ended last (older supervisors ignore it).
+  const report = (await withClient(location, "read", (client) => client.call("session.status", { readable: true, ...sessionParam(session) }), session)) as StatusReport;
   if (json) {
     printJson(report.agents);
     return;

@@ -1,0 +1,129 @@
+import { chmodSync, closeSync, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+
+/**
+ * The store directory (`.apex/`) is private: APEX creates it and everything in it (the
+ * LMDB store and its lock, logs, the supervisor's runtime file and socket, backups,
+ * bundles) owner-only, 0700 directories and 0600 files (0700 for the `bin/apex` shim),
+ * whatever the umask. Memory values and agents' logs are nobody else's business. A store
+ * made before that is tightened the first time it is opened, with a notice.
+ *
+ * Modes are set explicitly (chmod after create), not by changing the process umask: agents
+ * inherit the supervisor's umask, and the files they write in the project must keep the
+ * user's usual modes.
+ */
+
+export const PRIVATE_DIR_MODE = 0o700;
+export const PRIVATE_FILE_MODE = 0o600;
+export const PRIVATE_EXECUTABLE_MODE = 0o700;
+
+/** Bits that let others than the owner in. */
+const GROUP_OTHER = 0o077;
+
+/** Ignores what the caller cannot change: another user's file, a read-only file system, a file gone meanwhile. */
+function tolerant(fn: () => void): void {
+  try {
+    fn();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "EPERM" && code !== "EROFS" && code !== "ENOENT" && code !== "EACCES") throw error;
+  }
+}
+
+/** Creates `dir` (and missing parents) owner-only; an existing `dir` is made owner-only too. */
+export function makePrivateDir(dir: string): void {
+  const first = mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+  // mkdir's mode is cut by the umask: set it on every directory made here, and on `dir`.
+  const made: string[] = [resolve(dir)];
+  if (first) for (let at = dirname(made[0]!); at.length >= first.length && at !== dirname(at); at = dirname(at)) made.push(at);
+  for (const path of made) {
+    tolerant(() => {
+      if ((statSync(path).mode & 0o777) !== PRIVATE_DIR_MODE) chmodSync(path, PRIVATE_DIR_MODE);
+    });
+  }
+}
+
+/** Creates `dir` owner-only if it does not exist; an existing directory (the user's own choice of place) keeps its mode. */
+export function makeDirIfMissing(dir: string): void {
+  let exists = true;
+  try {
+    statSync(dir);
+  } catch {
+    exists = false;
+  }
+  if (!exists) makePrivateDir(dir);
+}
+
+/** Opens (creating if needed) a file owner-only: the mode is set on the descriptor, whatever the umask or its earlier mode. */
+export function openPrivate(file: string, flags: string): number {
+  const fd = openSync(file, flags, PRIVATE_FILE_MODE);
+  try {
+    fchmodSync(fd, PRIVATE_FILE_MODE);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "EPERM" && code !== "EROFS") {
+      closeSync(fd);
+      throw error;
+    }
+  }
+  return fd;
+}
+
+/** Writes a whole file owner-only. */
+export function writePrivateFile(file: string, data: string | Buffer, mode = PRIVATE_FILE_MODE): void {
+  writeFileSync(file, data, { mode });
+  tolerant(() => chmodSync(file, mode));
+}
+
+/** Makes one existing path owner-only (a file 0600, a directory 0700); no-op when it already is. */
+export function makePrivate(path: string): void {
+  tolerant(() => {
+    const stat = lstatSync(path);
+    if (stat.isSymbolicLink() || !(stat.mode & GROUP_OTHER)) return;
+    chmodSync(path, stat.isDirectory() ? PRIVATE_DIR_MODE : (stat.mode & 0o700) | 0o600);
+  });
+}
+
+/**
+ * Tightens a store directory made before stores were private: when `dir` lets others in,
+ * every entry below it that does too is made owner-only (symbolic links are not followed).
+ * One stat when the store is already private. Returns the paths changed.
+ */
+export function tightenStoreDir(dir: string): string[] {
+  let mode: number;
+  try {
+    mode = statSync(dir).mode;
+  } catch {
+    return [];
+  }
+  if (!(mode & GROUP_OTHER)) return [];
+  const changed: string[] = [];
+  const visit = (path: string): void => {
+    let stat;
+    try {
+      stat = lstatSync(path);
+    } catch {
+      return;
+    }
+    if (stat.isSymbolicLink()) return;
+    if (stat.mode & GROUP_OTHER) {
+      let ok = true;
+      try {
+        chmodSync(path, stat.isDirectory() ? PRIVATE_DIR_MODE : (stat.mode & 0o700) | 0o600);
+      } catch {
+        ok = false; // not ours: left as it is
+      }
+      if (ok) changed.push(path);
+    }
+    if (!stat.isDirectory()) return;
+    let names: string[] = [];
+    try {
+      names = readdirSync(path);
+    } catch {
+      names = [];
+    }
+    for (const name of names) visit(join(path, name));
+  };
+  visit(dir);
+  return changed;
+}

@@ -1,0 +1,146 @@
+// Ended sessions stay readable, and memory paths mean subtrees, through the built CLI.
+import { spawn, spawnSync } from "node:child_process";
+import { afterEach, describe, expect, it } from "vitest";
+import { APEX_BIN, Project, cleanEnv } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+const config = [
+  "agents:",
+  "  worker:",
+  "    command: sh",
+  `    args: ["-c", "echo worker says hello; while true; do sleep 0.5; done"]`,
+  "plugins:",
+  "  checkpoint: {}",
+  "",
+].join("\n");
+
+function json<T>(result: { status: number; stdout: string; stderr: string }): T {
+  expect(result.status, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as T;
+}
+
+describe("after a session ended", () => {
+  it("task list, task show, milestone, agent list, logs and checkpoint list read the last session, or the one --session names", () => {
+    project = new Project(config, "apex-flow-ended-");
+    const first = project.start(["--task", "first"]);
+    expect(project.apex(["task", "add", "first task"]).status).toBe(0);
+    expect(project.apex(["milestone", "first milestone"]).status).toBe(0);
+    expect(project.apex(["checkpoint", "create", "first checkpoint"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    expect(project.apex(["status", "--json"]).stdout).toContain('"session": null');
+
+    // No session is active: each read defaults to the one that ended last.
+    expect(json<Array<{ title: string }>>(project.apex(["task", "list", "--json"])).map((task) => task.title)).toEqual(["first task"]);
+    expect(project.apex(["task", "list"]).stdout).toContain("first task");
+    expect(json<{ title: string }>(project.apex(["task", "show", "t-0001", "--json"])).title).toBe("first task");
+    expect(json<Array<{ text: string }>>(project.apex(["milestone", "--json"])).map((m) => m.text)).toContain("first milestone");
+    const agents = json<Array<{ name: string; status: string; alive: boolean }>>(project.apex(["agent", "list", "--json"]));
+    expect(agents).toEqual([expect.objectContaining({ name: "worker", status: "stopped", alive: false })]);
+    expect(project.apex(["logs", "worker"]).stdout).toContain("worker | worker says hello");
+    expect(json<{ session_id: string; items: Array<{ description: string }> }>(project.apex(["checkpoint", "list", "--json"]))).toMatchObject({
+      session_id: first.session_id,
+      items: expect.arrayContaining([expect.objectContaining({ description: "first checkpoint" })]),
+    });
+
+    // A second session: the defaults move to it, --session (an id prefix too) reads the first.
+    project.start(["--task", "second"]);
+    expect(project.apex(["task", "add", "second task"]).status).toBe(0);
+    expect(project.apex(["stop"]).status).toBe(0);
+    const prefix = first.session_id.slice(0, 8);
+    expect(json<Array<{ title: string }>>(project.apex(["task", "list", "--json"])).map((task) => task.title)).toEqual(["second task"]);
+    expect(json<Array<{ title: string }>>(project.apex(["task", "list", "--session", prefix, "--json"])).map((task) => task.title)).toEqual(["first task"]);
+    expect(json<{ title: string }>(project.apex(["task", "show", "t-0001", "--session", first.session_id, "--json"])).title).toBe("first task");
+    expect(json<Array<{ text: string }>>(project.apex(["milestone", "--session", prefix, "--json"])).map((m) => m.text)).toContain("first milestone");
+    expect(json<Array<{ text: string }>>(project.apex(["milestone", "--json"])).map((m) => m.text)).not.toContain("first milestone");
+    expect(json<Array<{ name: string }>>(project.apex(["agent", "list", "--session", prefix, "--json"]))[0]!.name).toBe("worker");
+    expect(project.apex(["logs", "--session", first.session_id]).stdout).toContain("worker says hello");
+    expect(project.apex(["logs", "--session", prefix]).stdout).toContain("worker says hello");
+    expect(project.apex(["logs", "--session", "nosuchsession"]).status).toBe(3);
+    expect(json<{ session_id: string }>(project.apex(["checkpoint", "list", "--session", prefix, "--json"])).session_id).toBe(first.session_id);
+
+    const unknown = project.apex(["task", "list", "--session", "no-such-session"]);
+    expect(unknown.status).toBe(3);
+    expect(unknown.stderr).toContain('No session "no-such-session"');
+  });
+});
+
+describe("memory paths mean subtrees", () => {
+  it("memory export PATH and memory query PATH (no wildcard) mean the path and everything below it", () => {
+    project = new Project("plugins: {}\n", "apex-flow-memory-");
+    for (const [path, value] of [["/projects/mem", '"root"'], ["/projects/mem/a", "1"], ["/projects/mem/b/c", "2"], ["/projects/memo", "3"], ["/other", "4"]]) {
+      expect(project.apex(["memory", "set", path!, value!]).status).toBe(0);
+    }
+    const subtree = { "/projects/mem": "root", "/projects/mem/a": 1, "/projects/mem/b/c": 2 };
+    expect(json(project.apex(["memory", "export", "/projects/mem"]))).toEqual(subtree);
+    expect(json(project.apex(["memory", "export", "/projects/mem/"]))).toEqual(subtree);
+    expect(json(project.apex(["memory", "query", "/projects/mem", "--json"]))).toEqual(subtree);
+    expect(project.apex(["memory", "query", "/projects/mem", "--keys"]).stdout).toBe("/projects/mem\n/projects/mem/a\n/projects/mem/b/c\n");
+    expect(project.apex(["memory", "query", "/projects/mem", "--keys", "--limit", "2"]).stdout).toBe("/projects/mem\n/projects/mem/a\n");
+    // A subtree with no value at its root, and a path with nothing at all.
+    expect(json(project.apex(["memory", "export", "/projects/mem/b"]))).toEqual({ "/projects/mem/b/c": 2 });
+    expect(json(project.apex(["memory", "export", "/nothing/here"]))).toEqual({});
+    // Globs keep their meaning.
+    expect(json(project.apex(["memory", "export", "/projects/*"]))).toEqual({ "/projects/mem": "root", "/projects/memo": 3 });
+    // Export of a subtree imports back.
+    const exported = project.apex(["memory", "export", "/projects/mem"]).stdout;
+    expect(project.apex(["memory", "delete", "/projects/mem", "--recursive"]).status).toBe(0);
+    expect(project.apex(["memory", "export", "/projects/mem"]).stdout).toBe("{}\n");
+    expect(spawnSync(process.execPath, [APEX_BIN, "memory", "import", "-"], { cwd: project.dir, env: cleanEnv(), input: exported }).status).toBe(0);
+    expect(json(project.apex(["memory", "export", "/projects/mem"]))).toEqual(subtree);
+  });
+
+  it("memory watch prints the current values first, then changes; --changes-only only changes", async () => {
+    project = new Project("plugins: {}\n", "apex-flow-memory-");
+    expect(project.apex(["memory", "set", "/w/a", "1"]).status).toBe(0);
+    expect(project.apex(["memory", "set", "/w/b/c", '"x"']).status).toBe(0);
+    expect(project.apex(["memory", "set", "/elsewhere", "0"]).status).toBe(0);
+
+    const watch = startWatch(project, ["/w/**", "--json", "--timeout", "20"]);
+    const changesOnly = startWatch(project, ["/w/**", "--changes-only", "--json", "--timeout", "20"]);
+    try {
+      await until(() => watch.lines().length >= 2);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(project.apex(["memory", "set", "/w/a", "2"]).status).toBe(0);
+      await until(() => watch.lines().length >= 3 && changesOnly.lines().length >= 1);
+      const seen = watch.lines().map((line) => JSON.parse(line) as { kind: string; path: string; value: unknown; revision: number });
+      expect(seen.map((event) => [event.kind, event.path, event.value])).toEqual([
+        ["current", "/w/a", 1],
+        ["current", "/w/b/c", "x"],
+        ["put", "/w/a", 2],
+      ]);
+      expect(seen[0]!.revision).toBe(3);
+      expect(changesOnly.lines().map((line) => JSON.parse(line).kind)).toEqual(["put"]);
+    } finally {
+      watch.stop();
+      changesOnly.stop();
+    }
+    const text = project.apex(["memory", "watch", "/w/**", "--timeout", "0.3"]);
+    expect(text.stdout).toMatch(/current \/w\/a {2}2/);
+    // --since replays changes instead of printing the current values.
+    const replay = project.apex(["memory", "watch", "/w/**", "--since", "3", "--timeout", "0.3", "--json"]);
+    expect(replay.stdout.trim().split("\n").map((line) => JSON.parse(line).kind)).toEqual(["put"]);
+  });
+});
+
+function startWatch(p: Project, args: string[]) {
+  const child = spawn(process.execPath, [APEX_BIN, "memory", "watch", ...args], { cwd: p.dir, env: cleanEnv() });
+  let output = "";
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => (output += chunk));
+  return {
+    lines: () => output.split("\n").filter(Boolean),
+    stop: () => child.kill("SIGTERM"),
+  };
+}
+
+async function until(check: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

@@ -1,0 +1,117 @@
+// First use of APEX in a project of one's own, through the built CLI: the store never shows up
+// in git, and a config whose agents cannot run is refused before anything starts.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+const git = (dir: string, ...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8", env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com" } });
+
+const idleAgent = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`].join("\n");
+
+describe("the store in the user's git repository", () => {
+  it("writes .apex/.gitignore when it creates the store; checkpoints of a clean tree are clean, and sync-git lists no .apex/", () => {
+    project = new Project(`${idleAgent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-first-use-");
+    const dir = project.dir;
+    git(dir, "init", "-q");
+    git(dir, "add", "apex.config.yaml");
+    git(dir, "commit", "-qm", "init");
+
+    expect(project.apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
+    expect(readFileSync(join(dir, ".apex/.gitignore"), "utf8")).toMatch(/^\*$/m);
+    expect(git(dir, "status", "--porcelain")).toBe("");
+
+    const ready = project.start();
+    const gitState = (ref: string) => (JSON.parse(project!.apex(["checkpoint", "show", ref, "--json"]).stdout) as { git_state: { dirty: boolean } }).git_state;
+    expect(project.apex(["checkpoint", "create", "clean"]).status).toBe(0);
+    expect(gitState("latest")).toMatchObject({ branch: expect.any(String), dirty: false });
+
+    // A store created before APEX wrote .gitignore: the git plugin still leaves it out.
+    rmSync(join(dir, ".apex/.gitignore"));
+    expect(git(dir, "status", "--porcelain")).toContain(".apex/");
+    expect(project.apex(["checkpoint", "create", "store visible to git"]).status).toBe(0);
+    expect(gitState("latest").dirty).toBe(false);
+    const sync = project.apex(["session", "sync-git", ready.session_id, "--json"]);
+    expect(sync.status, sync.stderr).toBe(0);
+    expect(JSON.parse(sync.stdout).dirty_files).toEqual([]);
+    expect(project.apex(["session", "sync-git", ready.session_id]).stdout).not.toContain(".apex");
+
+    // A change of the project's own files is still dirty.
+    writeFileSync(join(dir, "README.md"), "hello\n");
+    expect(project.apex(["checkpoint", "create", "edited"]).status).toBe(0);
+    expect(gitState("latest").dirty).toBe(true);
+    expect(JSON.parse(project.apex(["session", "sync-git", ready.session_id, "--json"]).stdout).dirty_files).toEqual([{ status: "??", path: "README.md" }]);
+  });
+
+  it("an existing .apex/.gitignore is kept as it is", () => {
+    project = new Project("", "apex-first-use-");
+    mkdirSync(join(project.dir, ".apex"));
+    writeFileSync(join(project.dir, ".apex/.gitignore"), "mine\n");
+    expect(project.apex(["memory", "set", "/a", "1"]).status).toBe(0);
+    expect(readFileSync(join(project.dir, ".apex/.gitignore"), "utf8")).toBe("mine\n");
+  });
+});
+
+describe("agents whose program cannot be found", () => {
+  const config = [
+    "agents:",
+    "  coder:",
+    "    command: node",
+    `    args: ["agents/coder.mjs"]`,
+    "  reviewer:",
+    "    command: no-such-program-for-apex",
+    "  ok:",
+    "    command: sh",
+    `    args: ["-c", "sleep 1"]`,
+    "plugins: {}",
+    "",
+  ].join("\n");
+
+  it("config validate: exit 2, each agent named with the path it looked for and the line", () => {
+    project = new Project(config, "apex-first-use-");
+    const result = project.apex(["config", "validate"]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain(`apex.config.yaml:4:12: agents.coder.args[0]: agent coder: the script agents/coder.mjs does not exist (looked for ${join(project.dir, "agents/coder.mjs")}).`);
+    expect(result.stderr).toContain(`apex.config.yaml:6:14: agents.reviewer.command: agent reviewer: the program "no-such-program-for-apex" is not on PATH.`);
+    expect(result.stderr).not.toContain("agents.ok");
+    const json = JSON.parse(project.apex(["config", "validate", "--json"]).stdout) as { valid: boolean; errors: Array<{ path: string }> };
+    expect(json.valid).toBe(false);
+    expect(json.errors.map((error) => error.path)).toEqual(["agents.coder.args[0]", "agents.reviewer.command"]);
+  });
+
+  it("start: exit 2 before any process starts or anything is written", () => {
+    project = new Project(config, "apex-first-use-");
+    const result = project.apex(["start", "--task", "x"]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain("error[APEX_E_CONFIG]");
+    expect(result.stderr).toContain("agent coder: the script agents/coder.mjs does not exist");
+    expect(existsSync(project.storeDir)).toBe(false);
+
+    // Once the script is there (and the other agent fixed), the same config starts.
+    mkdirSync(join(project.dir, "agents"));
+    writeFileSync(join(project.dir, "agents/coder.mjs"), "setInterval(() => {}, 1000);\n");
+    project.writeConfig(config.replace("no-such-program-for-apex", "sleep\n    args: [\"30\"]"));
+    expect(project.apex(["config", "validate"]).status).toBe(0);
+    const ready = project.start();
+    expect(ready.agents.map((agent) => agent.status)).toEqual(["running", "running", "running"]);
+  });
+
+  it("a command given as a path is resolved against the agent's cwd", () => {
+    project = new Project(["agents:", "  local:", "    command: ./bin/agent.sh", "    cwd: work", "plugins: {}", ""].join("\n"), "apex-first-use-");
+    const missingCwd = project.apex(["config", "validate"]);
+    expect(missingCwd.status).toBe(2);
+    expect(missingCwd.stderr).toContain(`agents.local.cwd: agent local: the working directory ${join(project.dir, "work")} does not exist.`);
+    mkdirSync(join(project.dir, "work/bin"), { recursive: true });
+    const missing = project.apex(["config", "validate"]);
+    expect(missing.stderr).toContain(`agents.local.command: agent local: the program ./bin/agent.sh does not exist (looked for ${join(project.dir, "work/bin/agent.sh")}).`);
+    writeFileSync(join(project.dir, "work/bin/agent.sh"), "#!/bin/sh\nsleep 1\n", { mode: 0o755 });
+    expect(project.apex(["config", "validate"]).status).toBe(0);
+  });
+});

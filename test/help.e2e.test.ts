@@ -1,0 +1,174 @@
+// Help that teaches, checked on the built CLI: every command's --help has an example and says
+// what --json prints; `apex session --help` lists what plugins add; and no hint names an
+// option its command does not have.
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "apex-help-"));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function apex(args: string[], cwd = dir): { status: number; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd, env: { ...cleanEnv(), NO_COLOR: "1", COLUMNS: "100" }, encoding: "utf8", timeout: 60_000 });
+  return { status: result.status ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
+}
+
+/** The subcommand names a help text lists under "Commands:". */
+function subcommands(help: string): string[] {
+  const start = help.indexOf("\nCommands:\n");
+  if (start < 0) return [];
+  const names: string[] = [];
+  for (const line of help.slice(start + "\nCommands:\n".length).split("\n")) {
+    if (line === "" || /^\S/.test(line)) break;
+    const match = /^ {2}(\S+)/.exec(line);
+    if (match && match[1] !== "help") names.push(match[1]!);
+  }
+  return names;
+}
+
+interface HelpPage {
+  words: string[];
+  text: string;
+  group: boolean;
+}
+
+/** Every command's help page of the built CLI (plugin commands included), for the project in `cwd`. */
+function walk(cwd: string): HelpPage[] {
+  const result = spawnSync(process.execPath, [join(REPO_ROOT, "test/fixtures/help-pages.mjs")], { cwd, env: { ...cleanEnv(), NO_COLOR: "1" }, encoding: "utf8", timeout: 60_000 });
+  expect(result.status, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as HelpPage[];
+}
+
+/** The option lines of a help text, each with its wrapped continuation joined. */
+function optionBlocks(help: string): Map<string, string> {
+  const blocks = new Map<string, string>();
+  let current: string | undefined;
+  for (const line of help.split("\n")) {
+    const option = /^ {2}(-\w, )?(--[\w-]+)/.exec(line);
+    if (option) {
+      current = option[2]!;
+      blocks.set(current, line.trim());
+    } else if (current && /^ {10,}\S/.test(line)) blocks.set(current, `${blocks.get(current)} ${line.trim()}`);
+    else current = undefined;
+  }
+  return blocks;
+}
+
+const everyPlugin = ["plugins:", "  checkpoint: {}", "  retention: {}", "  git: {}", "  metrics: {}", "  history: {}", "  compression: {}", "  archive: {}", ""].join("\n");
+
+describe("help that teaches", () => {
+  for (const [name, config] of [
+    ["the default config", undefined],
+    ["every built-in plugin", everyPlugin],
+  ] as const) {
+    it(`every command's --help has an example and says what --json prints (${name})`, () => {
+      const project = mkdtempSync(join(dir, "project-"));
+      if (config) writeFileSync(join(project, "apex.config.yaml"), config);
+      const pages = walk(project);
+      expect(pages.length).toBeGreaterThan(30);
+      const problems: string[] = [];
+      for (const page of pages) {
+        const command = `apex ${page.words.join(" ")}`;
+        if (!/\nExamples?:\n {2}(\S+=\S+ )?apex /.test(page.text)) problems.push(`${command}: no example`);
+        if (page.group) continue;
+        const json = optionBlocks(page.text).get("--json");
+        if (!json) problems.push(`${command}: no --json`);
+        else if (!/[{[]/.test(json)) problems.push(`${command}: --json does not say what it prints ("${json}")`);
+      }
+      expect(problems).toEqual([]);
+    });
+  }
+
+  it("apex session --help (and apex help session) lists the commands plugins add", () => {
+    const project = mkdtempSync(join(dir, "project-"));
+    writeFileSync(join(project, "apex.config.yaml"), everyPlugin);
+    for (const args of [["session", "--help"], ["help", "session"], ["session", "-h"]]) {
+      const names = subcommands(apex(args, project).stdout);
+      expect(names).toEqual(expect.arrayContaining(["list", "validate", "cleanup", "sync-git", "metrics", "report", "compress", "archive", "unarchive"]));
+    }
+    // With the defaults too, and the top-level help lists the plugins' top-level commands.
+    const defaults = mkdtempSync(join(dir, "project-"));
+    expect(subcommands(apex(["session", "--help"], defaults).stdout)).toEqual(expect.arrayContaining(["cleanup", "metrics", "report"]));
+    expect(subcommands(apex(["--help"], defaults).stdout)).toContain("git");
+    // A broken config does not break help: the core commands, and why the others are missing.
+    const broken = mkdtempSync(join(dir, "project-"));
+    writeFileSync(join(broken, "apex.config.yaml"), "plugins:\n  nosuchplugin: {}\n");
+    const help = apex(["session", "--help"], broken);
+    expect(help.status).toBe(0);
+    expect(subcommands(help.stdout)).toContain("validate");
+    expect(help.stdout).toContain("Commands added by plugins are not listed");
+  });
+
+  it("no hint names an option its command does not have", () => {
+    const project = mkdtempSync(join(dir, "project-"));
+    const pages = new Map(walk(project).map((page) => [page.words.join(" "), page]));
+    const helpOptions = (words: string[]): Set<string> => new Set(optionBlocks(pages.get(words.join(" "))?.text ?? "").keys());
+    const isCommand = (words: string[]) => pages.has(words.join(" "));
+    const situations: string[][] = [
+      ["checkpoint", "create", "x"],
+      ["checkpoint", "show", "latest"],
+      ["checkpoint", "list"],
+      ["checkpoint", "diff", "checkpoint-001", "latest"],
+      ["checkpoint", "pin", "latest"],
+      ["task", "list"],
+      ["task", "add", "x"],
+      ["task", "claim"],
+      ["milestone", "x"],
+      ["agent", "report", "--status", "x"],
+      ["agent", "list"],
+      ["pause"],
+      ["resume"],
+      ["stop"],
+      ["logs"],
+      ["memory", "show", "/nothing"],
+      ["session", "validate"],
+      ["session", "repair"],
+      ["session", "reconstruct", "nope"],
+      ["session", "sync-git"],
+      ["session", "metrics"],
+      ["session", "report"],
+      ["session", "cleanup"],
+      ["start", "--continue", "last"],
+    ];
+    const problems: string[] = [];
+    let hints = 0;
+    const check = (args: string[], line: string) => {
+      const own = args.filter((arg) => !arg.startsWith("-")).slice(0, 2);
+      while (own.length > 1 && !isCommand(own)) own.pop();
+      // Each `apex …` command a hint names: its options must be that command's.
+      let rest = line;
+      for (const match of line.matchAll(/apex ((?:[a-z][\w-]* ?)+)([^`]*)/g)) {
+        rest = rest.replace(match[0], "");
+        const words = match[1]!.trim().split(" ");
+        while (words.length > 0 && !isCommand(words)) words.pop();
+        if (words.length === 0) continue;
+        for (const flag of match[2]!.matchAll(/--[a-z][\w-]*/g)) {
+          if (!helpOptions(words).has(flag[0])) problems.push(`apex ${args.join(" ")}: its hint names ${flag[0]}, which apex ${words.join(" ")} does not have: ${line.trim()}`);
+        }
+      }
+      // Any other option it names: the failing command's own.
+      for (const flag of rest.matchAll(/--[a-z][\w-]*/g)) {
+        if (!helpOptions(own).has(flag[0])) problems.push(`apex ${args.join(" ")}: its hint names ${flag[0]}, which it does not have: ${line.trim()}`);
+      }
+    };
+    // A fresh project (no store), then one with a store but no session.
+    for (const prepare of [() => undefined, () => expect(apex(["memory", "set", "/notes/a", "1"], project).status).toBe(0)]) {
+      prepare();
+      for (const args of situations) {
+        const result = apex(args, project);
+        for (const line of result.stderr.split("\n").filter((text) => text.includes("hint:"))) {
+          hints += 1;
+          check(args, line);
+        }
+      }
+    }
+    expect(hints).toBeGreaterThan(10);
+    expect(problems).toEqual([]);
+  });
+});

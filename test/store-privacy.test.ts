@@ -1,0 +1,131 @@
+// The store is private (issue 11, section 3): `.apex/` and everything APEX puts in it is
+// owner-only (0700 directories, 0600 files) whatever the umask, and another local user can
+// read neither the store, nor the logs, nor connect to the socket. The read attempts run as
+// `nobody` (root bypasses file modes, so the check must not run as root).
+import { spawnSync } from "node:child_process";
+import { chmodSync, lstatSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, isAlive, waitFor } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+/** Runs `fn` with the process umask set to `mask` (children spawned meanwhile inherit it). */
+function withUmask<T>(mask: number, fn: () => T): T {
+  const previous = process.umask(mask);
+  try {
+    return fn();
+  } finally {
+    process.umask(previous);
+  }
+}
+
+/** Every entry below `dir` with its type and permission bits. */
+function modes(dir: string): Array<{ path: string; type: "dir" | "file" | "socket" | "other"; mode: number }> {
+  const out: Array<{ path: string; type: "dir" | "file" | "socket" | "other"; mode: number }> = [];
+  const visit = (path: string) => {
+    const stat = lstatSync(path);
+    const type = stat.isDirectory() ? "dir" : stat.isFile() ? "file" : stat.isSocket() ? "socket" : "other";
+    out.push({ path, type, mode: stat.mode & 0o777 });
+    if (stat.isDirectory()) for (const name of readdirSync(path)) visit(join(path, name));
+  };
+  visit(dir);
+  return out;
+}
+
+/** Runs a command as the unprivileged user `nobody`. */
+function asNobody(command: string[]): { status: number; stdout: string; stderr: string } {
+  const result = spawnSync("runuser", ["-u", "nobody", "--", ...command], { encoding: "utf8", timeout: 20_000 });
+  if (result.error) throw result.error;
+  return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+}
+
+const CONNECT = "const s=require('net').connect(process.argv[1]);s.on('connect',()=>{console.log('connected');process.exit(0)});s.on('error',(e)=>{console.log(e.code);process.exit(3)})";
+
+describe("the store is private", () => {
+  it("everything under .apex is owner-only even with umask 000, and nobody can read the store, the logs or the socket", async () => {
+    expect(process.getuid?.()).toBe(0); // runuser needs root; the read attempts themselves run as nobody
+    project = new Project(
+      ["agents:", "  worker:", "    command: sh", `    args: ["-c", "echo working on a secret; exec sleep 600"]`, "plugins:", "  checkpoint: {}", "  archive: {}", ""].join("\n"),
+      "apex-privacy-",
+    );
+    const dir = project.dir;
+    // The project directory itself is open to everyone (mkdtemp makes it 0700): only .apex may keep others out.
+    chmodSync(dir, 0o755);
+    chmodSync(join(dir, "apex.config.yaml"), 0o644);
+
+    const ready = withUmask(0o000, () => {
+      expect(project!.apex(["memory", "set", "/secret", '"the launch codes"']).status).toBe(0);
+      return project!.start(["--task", "keep it secret"]);
+    });
+    const worker = ready.agents[0]!;
+    const log = join(project.storeDir, "logs", ready.session_id, "worker.log");
+    await waitFor("the agent's output", () => spawnSync("cat", [log], { encoding: "utf8" }).stdout.includes("working on a secret"));
+    expect(ready.socket.startsWith(project.storeDir)).toBe(true);
+
+    const entries = modes(project.storeDir);
+    const kinds = new Set(entries.map((entry) => entry.type));
+    expect(kinds).toEqual(new Set(["dir", "file", "socket"]));
+    for (const entry of entries) {
+      const expected = entry.type === "dir" || entry.path.endsWith("/bin/apex") ? 0o700 : 0o600;
+      expect(`${entry.path} ${entry.mode.toString(8)}`).toBe(`${entry.path} ${expected.toString(8)}`);
+    }
+    expect(entries.map((entry) => entry.path)).toEqual(
+      expect.arrayContaining([join(project.storeDir, "store.mdb"), join(project.storeDir, "store.mdb-lock"), join(project.storeDir, "supervisor.log"), join(project.storeDir, "supervisor.json"), log, ready.socket]),
+    );
+
+    // The control: nobody can read a file of the project outside .apex, so the refusals below are the modes'.
+    expect(asNobody(["cat", join(dir, "apex.config.yaml")]).status).toBe(0);
+    for (const file of [join(project.storeDir, "store.mdb"), log, join(project.storeDir, "supervisor.log"), join(project.storeDir, "supervisor.json")]) {
+      const read = asNobody(["cat", file]);
+      expect(read.status, `nobody read ${file}`).not.toBe(0);
+      expect(read.stderr).toContain("Permission denied");
+      expect(read.stdout).toBe("");
+    }
+    expect(asNobody(["ls", project.storeDir]).stderr).toContain("Permission denied");
+    const connect = asNobody([process.execPath, "-e", CONNECT, ready.socket]);
+    expect(connect.stdout.trim()).toBe("EACCES");
+    // The owner gets in.
+    expect(spawnSync(process.execPath, ["-e", CONNECT, ready.socket], { encoding: "utf8" }).stdout.trim()).toBe("connected");
+
+    // Bundles and backups APEX writes are private too.
+    const stop = project.apex(["stop", "--json"]);
+    expect(stop.status, stop.stderr).toBe(0);
+    await waitFor("the agent's end", () => !isAlive(worker.pid!));
+    const bundle = join(dir, "exported.apexbundle");
+    withUmask(0o000, () => {
+      expect(project!.apex(["session", "export", ready.session_id, "-o", bundle]).status).toBe(0);
+      expect(project!.apex(["backup"]).status).toBe(0);
+      const archived = project!.apex(["session", "archive", ready.session_id, "--json"]);
+      expect(archived.status, archived.stderr).toBe(0);
+    });
+    expect(statSync(bundle).mode & 0o777).toBe(0o600);
+    expect(asNobody(["cat", bundle]).stderr).toContain("Permission denied");
+    const after = modes(project.storeDir);
+    expect(after.some((entry) => entry.path.endsWith(".apexbundle"))).toBe(true);
+    expect(after.some((entry) => /backups\/store-[^/]+\/store\.mdb$/.test(entry.path))).toBe(true);
+    for (const entry of after) expect(`${entry.path} ${entry.mode.toString(8)}`).toBe(`${entry.path} ${(entry.type === "dir" || entry.path.endsWith("/bin/apex") ? 0o700 : 0o600).toString(8)}`);
+  });
+
+  it("a store made open to others is tightened when it is next opened, with a notice", () => {
+    project = new Project("plugins: {}\n", "apex-privacy-");
+    chmodSync(project.dir, 0o755);
+    expect(project.apex(["memory", "set", "/secret", '"hidden"']).status).toBe(0);
+    // As a store made before stores were private: everything readable (and writable) by all.
+    for (const entry of modes(project.storeDir)) chmodSync(entry.path, entry.type === "dir" ? 0o777 : 0o666);
+    expect(asNobody(["cat", join(project.storeDir, "store.mdb")]).status).toBe(0); // the control: it was readable
+
+    const show = project.apex(["memory", "show", "/secret"]);
+    expect(show.status).toBe(0);
+    expect(show.stdout.trim()).toBe('"hidden"');
+    expect(show.stderr).toMatch(/^notice: .*\.apex could be read by other users; \d+ entries were made owner-only \(directories 0700, files 0600\)\.\n$/);
+    for (const entry of modes(project.storeDir)) expect(entry.mode & 0o077, entry.path).toBe(0);
+    expect(asNobody(["cat", join(project.storeDir, "store.mdb")]).stderr).toContain("Permission denied");
+    // Once private, no more notices.
+    expect(project.apex(["memory", "show", "/secret"]).stderr).toBe("");
+  });
+});
