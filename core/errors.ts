@@ -30,6 +30,8 @@ export const ErrorCodes = {
   APEX_E_PLUGIN_INVALID: ExitCode.usage,
   APEX_E_PLUGIN_SCHEMA: ExitCode.usage,
   APEX_E_PLUGIN_OPTIONS: ExitCode.usage,
+  /** A command of a built-in plugin the config does not enable. */
+  APEX_E_PLUGIN_DISABLED: ExitCode.usage,
   // runtime (1)
   APEX_E_PLUGIN_FAILED: ExitCode.failure,
   APEX_E_PLUGIN_TIMEOUT: ExitCode.failure,

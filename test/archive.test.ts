@@ -202,7 +202,7 @@ describe("apex session archive / unarchive", () => {
     expect(text.stdout).toMatch(/Would archive 2 sessions/);
     expect(text.stdout).toMatch(/Dry run: nothing was written or removed/);
 
-    for (const bad of ["30dayz", "30", "soon"]) {
+    for (const bad of ["30dayz", "-30", "soon"]) {
       const result = apex("session", "archive", "--older-than", bad, "--json");
       expect(result.status, bad).toBe(2);
       expect(errorOf(result).code).toBe("APEX_E_USAGE");

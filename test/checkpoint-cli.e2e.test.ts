@@ -63,6 +63,7 @@ interface ListItem {
   trigger: string;
   description: string;
   pinned: boolean;
+  kept_by: string[] | null;
 }
 
 function list(args: string[] = []): { session_id: string; total: number; taken: number; items: ListItem[] } {
@@ -271,7 +272,7 @@ describe("apex checkpoint", () => {
   it("checkpoints a hook takes without a supervisor run beforeCheckpoint (git state) and afterCheckpoint (retention)", async () => {
     project = new Project(
       config({
-        plugins: ["  checkpoint:", "    triggers: [beforeTask]", "  git: {}", "  retention:", "    keep_last: 1", "    auto_cleanup: true"],
+        plugins: ["  checkpoint:", "    triggers: [beforeTask]", "  git: {}", "  retention:", "    keep_last: 1", "    by_trigger: {manual: {keep_last: 1}}", "    auto_cleanup: true"],
       }),
     );
     for (const args of [["init", "-q", "-b", "main"], ["add", "apex.config.yaml"], ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "config"]]) {
@@ -287,9 +288,11 @@ describe("apex checkpoint", () => {
     ok(["task", "add", "offline work"]);
     ok(["task", "claim", "--agent", "worker"]);
     const items = list().items;
-    expect(items.map((item) => item.trigger)).toEqual(["beforeTask"]); // retention kept the latest only
-    expect(list()).toMatchObject({ total: 1, taken: 4 });
-    expect(ok(["checkpoint", "list"])).toContain("(1 kept of 4 taken, newest first)");
+    // Retention ran here: of the manual checkpoints (given a rule of their own) it kept the latest
+    // only; the session's first checkpoint is the last of its own trigger.
+    expect(items.map((item) => [item.trigger, item.description])).toEqual([["beforeTask", expect.any(String)], ["manual", "two"], ["onStart", "session start"]]);
+    expect(list()).toMatchObject({ total: 3, taken: 4 });
+    expect(ok(["checkpoint", "list"])).toContain("(3 kept of 4 taken, newest first)");
     expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.git_state).toMatchObject({ branch: "main", commit: head });
   });
 });
@@ -345,8 +348,14 @@ describe("apex start --continue", () => {
     expect(continued).toMatchObject({ continued: true, restored_from: target.id });
     expect(continued.restore).toMatchObject({ id: target.id, saved_before: expect.any(String) });
     expect(memory("/project/x")).toBe(1);
-    // The restored state is the session's latest checkpoint now.
-    expect(list().items[0]!.trigger).toBe("restore");
+    // Held while it was read; since then kept as a manual checkpoint and as the session's base.
+    // The replaced state (beforeRestore) is kept too, whatever keep_last says.
+    expect(list().items.map((item) => [item.trigger, item.kept_by])).toEqual([
+      ["restore", ["latest", "last"]],
+      ["beforeRestore", ["before restore"]],
+      ["manual", ["manual", `base of ${ready.session_id}`]],
+      ["onStart", ["last"]],
+    ]);
   });
 
   it("after kill -9: --continue last goes on from the live state (every acknowledged write kept), active tasks go back to their agent with its saved context", async () => {

@@ -30,7 +30,7 @@ import {
 } from "../plugins/checkpoint/checkpoints.js";
 import compression from "../plugins/compression/index.js";
 import { compressColdData } from "../plugins/compression/compress.js";
-import { parseCliDuration } from "../plugins/compression/duration.js";
+import { parseDurationOption } from "../core/config/duration.js";
 import type { CompressionOptions } from "../plugins/compression/options.js";
 import { runApex, tempDir } from "./helpers/cli.js";
 
@@ -222,7 +222,7 @@ describe("compression and the rest of the store", () => {
   it("older_than: only checkpoints older than the threshold are cold", async () => {
     const manifests = await history(6);
     const now = START + 5 * DAY + 3_600_000;
-    const result = await compressColdData(store, { algorithm: "brotli", policy: { olderThanMs: parseCliDuration("3days") }, now: () => now });
+    const result = await compressColdData(store, { algorithm: "brotli", policy: { olderThanMs: parseDurationOption("3days", "--older-than") }, now: () => now });
     expect(result.checkpoints).toEqual({ cold: 3, hot: 3 }); // created at day 0, 1, 2
     const hot = new Set(manifests.slice(3).flatMap((manifest) => [...valuesOf(manifest)]));
     expect([...valuesOf(manifests[2]!)].filter((hash) => !hot.has(hash)).every(isCompressed)).toBe(true);
@@ -413,7 +413,7 @@ describe("apex session compress (end to end)", () => {
     await history(4);
     const before = ObjectStore.of(store).usage();
     await store.close();
-    for (const args of [["--older-than", "7x"], ["--older-than", "30"], ["--after", "-1"], ["--algorithm", "zstd"], ["--algorithm", "gzip", "--level", "10"]]) {
+    for (const args of [["--older-than", "7x"], ["--older-than", "30D"], ["--after", "-1"], ["--algorithm", "zstd"], ["--algorithm", "gzip", "--level", "10"]]) {
       const result = apex("session", "compress", ...args, "--json");
       expect(result.status, args.join(" ")).toBe(2);
       expect(JSON.parse(result.stderr).error.code).toBe("APEX_E_USAGE");
@@ -431,19 +431,5 @@ describe("apex session compress (end to end)", () => {
     expect(help.status).toBe(0);
     for (const flag of ["--after", "--older-than", "--algorithm", "--level", "--dry-run", "--json"]) expect(help.stdout).toContain(flag);
     expect(help.stdout).toMatch(/Examples:\n  apex session compress/);
-  });
-});
-
-describe("durations on the command line", () => {
-  it("accepts short and long units and refuses the rest", () => {
-    expect(parseCliDuration("30d")).toBe(30 * DAY);
-    expect(parseCliDuration("30days")).toBe(30 * DAY);
-    expect(parseCliDuration("12h")).toBe(12 * 3_600_000);
-    expect(parseCliDuration("1d12h")).toBe(1.5 * DAY);
-    expect(parseCliDuration("2 weeks")).toBe(14 * DAY);
-    expect(parseCliDuration("90min")).toBe(90 * 60_000);
-    for (const bad of ["", "30", "30x", "d", "-1d", "30days ago", "1d 2"]) {
-      expect(() => parseCliDuration(bad), bad).toThrow(expect.objectContaining({ code: "APEX_E_USAGE", exitCode: 2 }));
-    }
   });
 });

@@ -76,7 +76,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "retention-unknown-option.yaml",
       {},
       "APEX_E_CONFIG",
-      `retention-unknown-option.yaml:7:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup. Did you mean "keep_last"?`,
+      `retention-unknown-option.yaml:7:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, by_trigger, auto_cleanup. Did you mean "keep_last"?`,
     ],
     [
       "wrong type",
@@ -90,7 +90,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "negative-number.yaml",
       {},
       "APEX_E_CONFIG",
-      `negative-number.yaml:3:16: plugins.retention.keep_last: must be an integer ≥ 0 (got -1). Keep the most recent N checkpoints.`,
+      `negative-number.yaml:3:16: plugins.retention.keep_last: must be an integer ≥ 0 (got -1). Keep the most recent N checkpoints of each trigger class.`,
     ],
     [
       "agent without a command",
@@ -118,7 +118,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "bad-duration.yaml",
       {},
       "APEX_E_CONFIG",
-      `bad-duration.yaml:2:20: session.session_timeout: must be a number of seconds or a duration such as "30m", "2h", "1d" (got "2 hours"). How long a session may go without agent activity (reports, task changes, memory writes) before APEX stops it; 0 means no limit.`,
+      `bad-duration.yaml:2:20: session.session_timeout: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got "two hours"). How long a session may go without agent activity (reports, task changes, memory writes) before APEX stops it; 0 means no limit.`,
     ],
     [
       "plugin value that is neither options nor true/false",
@@ -142,7 +142,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "yes-is-not-a-boolean.yaml",
       {},
       "APEX_E_CONFIG",
-      `yes-is-not-a-boolean.yaml:3:19: plugins.retention.auto_cleanup: must be true or false (got "yes"). Apply the policy after every checkpoint. Did you mean true?`,
+      `yes-is-not-a-boolean.yaml:3:19: plugins.retention.auto_cleanup: must be true or false (got "yes"). Apply the policy after every checkpoint (default true). Did you mean true?`,
     ],
     [
       "a list instead of a mapping",
@@ -199,8 +199,8 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
         `multiple-errors.yaml:9:14: agents.coder.restart: must be one of "never", "on-failure", "always" (got "sometimes"). When to restart the agent after it exits: never, on-failure (a non-zero exit code or a signal), or always.`,
         `multiple-errors.yaml:10:19: agents.coder.max_restarts: must be an integer ≥ 0 (got -2). Restarts allowed before the agent is marked failed.`,
         `multiple-errors.yaml:11:3: agents.reviewer.command: required key is missing. Expected a non-empty string. The program to run: a name found on PATH, or a path relative to the agent's cwd.`,
-        `multiple-errors.yaml:15:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup. Did you mean "keep_last"?`,
-        `multiple-errors.yaml:16:18: plugins.retention.keep_within: must be a number of seconds or a duration such as "12h", "2d", "1w" (got "2 days"). Keep every checkpoint younger than this.`,
+        `multiple-errors.yaml:15:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, by_trigger, auto_cleanup. Did you mean "keep_last"?`,
+        `multiple-errors.yaml:16:18: plugins.retention.keep_within: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got "two days"). Keep every checkpoint younger than this.`,
         `multiple-errors.yaml:18:16: plugins.compression.algorithm: must be one of "brotli", "gzip" (got "zstd"). The compression algorithm.`,
         `multiple-errors.yaml:19:12: plugins.compression.level: must be an integer from 0 to 11 (got 12). Compression level: 0 (fastest) to 11 (smallest) for brotli, 0 to 9 for gzip.`,
       ].join("\n"),
@@ -224,8 +224,8 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
           line: 7,
           col: 5,
           path: "plugins.retention.keep_lst",
-          message: `unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup. Did you mean "keep_last"?`,
-          expected: "one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup",
+          message: `unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, by_trigger, auto_cleanup. Did you mean "keep_last"?`,
+          expected: "one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, by_trigger, auto_cleanup",
           suggestion: "keep_last",
         },
       ],
@@ -257,6 +257,8 @@ describe("valid configs", () => {
       { name: "git", enabled: true, options: { hooks: false, repository: "." } },
       { name: "metrics", enabled: true, options: { enabled: true, interval: 60 } },
       { name: "history", enabled: true, options: { enabled: true } },
+      { name: "compression", enabled: true, options: { algorithm: "brotli" } },
+      { name: "archive", enabled: true, options: { algorithm: "brotli", max_bundle_bytes: 1073741824 } },
     ]);
     const retentionLine = readFileSync(DEFAULT_CONFIG, "utf8").split("\n").indexOf("  retention:") + 1;
     expect(retentionLine).toBeGreaterThan(0);
@@ -289,7 +291,7 @@ describe("valid configs", () => {
     });
     expect(config.plugins).toEqual([
       { name: "git", enabled: false, options: {}, position: { file: "full.yaml", line: 25, col: 3 } },
-      { name: "retention", enabled: true, options: { auto_cleanup: false }, position: { file: "full.yaml", line: 26, col: 3 } },
+      { name: "retention", enabled: true, options: { auto_cleanup: true }, position: { file: "full.yaml", line: 26, col: 3 } },
       { name: "checkpoint", enabled: true, options: CHECKPOINT_DEFAULTS, position: { file: "full.yaml", line: 27, col: 3 } },
       // Third-party options are left as written: the plugin loader checks them against the plugin's schema.
       { name: "./plugins/audit.js", enabled: true, options: { level: "loud" }, position: { file: "full.yaml", line: 28, col: 3 } },
@@ -367,7 +369,7 @@ describe("finding the config", () => {
       backup_location: ".apex/backups",
     });
     expect(config.agents).toEqual(referenceAgents(join(REPO_ROOT, "agents")));
-    expect(config.plugins.map((plugin) => plugin.name)).toEqual(["checkpoint", "retention", "git", "metrics", "history"]);
+    expect(config.plugins.map((plugin) => plugin.name)).toEqual(["checkpoint", "retention", "git", "metrics", "history", "compression", "archive"]);
     expect(config.source?.file).toBe(DEFAULT_CONFIG);
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
@@ -623,7 +625,7 @@ describe("validateOptions and friends (used by the plugin loader)", () => {
     expect([parseDuration(90), parseDuration("90s"), parseDuration("30m"), parseDuration("2h"), parseDuration("1d"), parseDuration("1w"), parseDuration("1h30m")]).toEqual([
       90, 90, 1800, 7200, 86_400, 604_800, 5400,
     ]);
-    expect(() => parseDuration("2 hours")).toThrow(RangeError);
+    expect(() => parseDuration("2 hourz")).toThrow(RangeError);
     expect(() => parseDuration(-1)).toThrow(RangeError);
   });
 });
@@ -666,7 +668,7 @@ describe("apex config (end to end, built CLI)", () => {
     const lines = result.stderr.trimEnd().split("\n");
     expect(lines).toHaveLength(12);
     expect(lines[7]).toBe(
-      `apex.config.yaml:15:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup. Did you mean "keep_last"?`,
+      `apex.config.yaml:15:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, by_trigger, auto_cleanup. Did you mean "keep_last"?`,
     );
     expect(lines[11]).toBe("apex.config.yaml is invalid (11 problems).");
     expect(result.stdout).toBe("");
@@ -682,8 +684,8 @@ describe("apex config (end to end, built CLI)", () => {
       line: 15,
       col: 5,
       path: "plugins.retention.keep_lst",
-      message: `unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup. Did you mean "keep_last"?`,
-      expected: "one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, auto_cleanup",
+      message: `unknown option. Expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, by_trigger, auto_cleanup. Did you mean "keep_last"?`,
+      expected: "one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_within, by_trigger, auto_cleanup",
       suggestion: "keep_last",
     });
     expect(existsSync(join(dir, ".apex"))).toBe(false);
@@ -705,7 +707,7 @@ describe("apex config (end to end, built CLI)", () => {
       `conf/bad.yaml:3:29: session.auto_checkpoint_interval: must be an integer ≥ 1 (got "soon"). Seconds between automatic checkpoints.`,
     );
     const fromEnv = apex(["config", "validate"], { APEX_CONFIG: "conf/good.yaml" });
-    expect(fromEnv).toMatchObject({ status: 0, stdout: "conf/good.yaml is valid (3 agents, 5 plugins)\n" });
+    expect(fromEnv).toMatchObject({ status: 0, stdout: "conf/good.yaml is valid (3 agents, 7 plugins)\n" });
     const missing = apex(["config", "validate", "--config", "conf/none.yaml"]);
     expect(missing.status).toBe(2);
     expect(missing.stderr).toContain("error[APEX_E_CONFIG_NOT_FOUND]");
@@ -715,7 +717,7 @@ describe("apex config (end to end, built CLI)", () => {
     const result = apex(["config", "validate"]);
     expect(result).toMatchObject({
       status: 0,
-      stdout: "No apex.config.yaml found here or in a parent directory; the built-in defaults apply (3 agents, 5 plugins).\n",
+      stdout: "No apex.config.yaml found here or in a parent directory; the built-in defaults apply (3 agents, 7 plugins).\n",
     });
     expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: null, errors: [] });
   });

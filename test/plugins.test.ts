@@ -56,6 +56,8 @@ describe("loading plugins from the config", () => {
       ["git", "built-in", true],
       ["metrics", "built-in", true],
       ["history", "built-in", true],
+      ["compression", "built-in", true],
+      ["archive", "built-in", true],
     ]);
   });
 

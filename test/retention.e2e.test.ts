@@ -56,7 +56,7 @@ async function seedProject(): Promise<Map<string, Record<string, JsonValue>>> {
     await store.set("/sessions/s-old", record("s-old", "active"));
     for (let step = 0; step < 3; step++) {
       await store.set("/work/old", { step });
-      await createCheckpoint(store, { sessionId: "s-old", trigger: "manual", now: () => new Date(START - 72 * HOUR + step * HOUR) });
+      await createCheckpoint(store, { sessionId: "s-old", trigger: "interval", now: () => new Date(START - 72 * HOUR + step * HOUR) });
     }
     await store.batch((batch) => {
       batch.delete("/sessions/s-old");
@@ -92,6 +92,51 @@ function checkpointNames(sessionId: string): string[] {
     void store.close();
   }
 }
+
+describe("apex checkpoint list: what keeps each checkpoint (end to end)", () => {
+  it("shows the rule or protection that keeps each one, the same as cleanup --dry-run, and those the next cleanup removes", async () => {
+    await seedProject();
+    const dry = JSON.parse(apex("session", "cleanup", "s-main", "--dry-run", "--json").stdout) as { sessions: Array<{ checkpoints: Array<{ id: string; action: string; reasons: string[] }> }> };
+    const expected = Object.fromEntries(dry.sessions[0]!.checkpoints.map((entry) => [entry.id, entry.action === "keep" ? entry.reasons : []]));
+
+    const listed = apex("checkpoint", "list", "--json");
+    expect(listed.status).toBe(0);
+    const page = JSON.parse(listed.stdout) as { items: Array<{ id: string; name: string; kept_by: string[] | null }> };
+    expect(Object.fromEntries(page.items.map((item) => [item.id, item.kept_by]))).toEqual(expected);
+    expect(Object.fromEntries(page.items.map((item) => [item.name, item.kept_by]))).toEqual({
+      "checkpoint-006": ["latest", "last", "daily"],
+      "checkpoint-005": ["last"],
+      "checkpoint-004": [],
+      "checkpoint-003": ["daily"],
+      "checkpoint-002": ["pinned"],
+      "checkpoint-001": [],
+    });
+
+    const text = apex("checkpoint", "list");
+    expect(text.stdout).toMatch(/KEPT BY/);
+    expect(text.stdout).toMatch(/checkpoint-006 .*latest, last, daily/);
+    expect(text.stdout).toMatch(/checkpoint-004 .*nothing \(next cleanup removes it\)/);
+
+    // After the cleanup, every checkpoint listed has a reason.
+    expect(apex("session", "cleanup", "--json").status).toBe(0);
+    const after = JSON.parse(apex("checkpoint", "list", "--json").stdout) as { items: Array<{ name: string; kept_by: string[] }> };
+    expect(after.items.map((item) => item.name)).toEqual(["checkpoint-006", "checkpoint-005", "checkpoint-003", "checkpoint-002"]);
+    expect(after.items.every((item) => item.kept_by.length > 0)).toBe(true);
+  });
+
+  it("has no KEPT BY when retention is off (nothing removes checkpoints then)", async () => {
+    await seedProject();
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  checkpoint: {}\n  retention: false\n");
+    const page = JSON.parse(apex("checkpoint", "list", "--json").stdout) as { items: Array<{ kept_by: string[] | null }> };
+    expect(page.items.map((item) => item.kept_by)).toEqual([null, null, null, null, null, null]);
+    expect(apex("checkpoint", "list").stdout).not.toMatch(/KEPT BY/);
+    // A config that does not load leaves the column out; listing still works.
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  retention:\n    keep_lst: 3\n");
+    const broken = apex("checkpoint", "list", "--json");
+    expect(broken.status).toBe(0);
+    expect((JSON.parse(broken.stdout) as { items: Array<{ kept_by: unknown }> }).items.every((item) => item.kept_by === null)).toBe(true);
+  });
+});
 
 describe("apex session cleanup (end to end)", () => {
   it("--dry-run --json lists each checkpoint with the rules that keep it, and changes nothing", async () => {
@@ -140,7 +185,7 @@ describe("apex session cleanup (end to end)", () => {
     expect(result.status).toBe(0);
     expect(result.stdout).toBe(
       [
-        "Retention policy: keep_last 2, keep_daily 2, max_checkpoints 50",
+        "Retention policy: keep_last 2, keep_daily 2 per trigger; manual, beforeRestore kept until deleted; max_checkpoints 50",
         "Hours, days, ISO weeks and months are counted in UTC; times shown are UTC.",
         "",
         "Session s-main: 6 checkpoints, keep 4, remove 2",

@@ -127,7 +127,7 @@ describe("auto_cleanup after every checkpoint", () => {
     const created: CheckpointManifest[] = [];
     for (let step = 0; step < 5; step++) {
       await writeStep(step);
-      const { manifest } = await createCheckpoint(store, { sessionId: SESSION, trigger: "manual", now: () => new Date(START + step * HOUR) });
+      const { manifest } = await createCheckpoint(store, { sessionId: SESSION, trigger: "interval", now: () => new Date(START + step * HOUR) });
       created.push(manifest);
       await engine.fire("afterCheckpoint", checkpointInfo(manifest));
     }
@@ -136,7 +136,7 @@ describe("auto_cleanup after every checkpoint", () => {
       created.slice(0, 3).map((manifest) => [DELETE_EVENT, RETENTION_ACTOR, manifest.name, manifest.id, "no rule keeps it", "auto"]),
     );
     expect(events.map((event) => event.seq)).toEqual([1, 2, 3]);
-    expect(events[0]!.policy).toBe("keep_last 2, max_checkpoints 100");
+    expect(events[0]!.policy).toBe("keep_last 2 per trigger; manual, beforeRestore kept until deleted; max_checkpoints 100");
   });
 
   it("with auto_cleanup off, still enforces session.max_checkpoints and nothing else", async () => {
@@ -144,7 +144,7 @@ describe("auto_cleanup after every checkpoint", () => {
     const engine = await engineWith({ keep_last: 1, auto_cleanup: false }, 3);
     for (let step = 0; step < 5; step++) {
       await writeStep(step);
-      const { manifest } = await createCheckpoint(store, { sessionId: SESSION, trigger: "manual", now: () => new Date(START + step * HOUR) });
+      const { manifest } = await createCheckpoint(store, { sessionId: SESSION, trigger: "interval", now: () => new Date(START + step * HOUR) });
       await engine.fire("afterCheckpoint", checkpointInfo(manifest));
     }
     expect(surviving()).toEqual(["checkpoint-003", "checkpoint-004", "checkpoint-005"]);
@@ -159,7 +159,7 @@ describe("deleting and sweeping", () => {
     const expected = new Map<string, Record<string, JsonValue>>();
     for (let step = 0; step < 10; step++) {
       await writeStep(step);
-      const { manifest } = await createCheckpoint(store, { sessionId: SESSION, trigger: "manual", now: () => new Date(START + step * 7 * HOUR) });
+      const { manifest } = await createCheckpoint(store, { sessionId: SESSION, trigger: "interval", now: () => new Date(START + step * 7 * HOUR) });
       expected.set(manifest.name, memory());
     }
     // Pin an old one: it and its unique value must survive.
@@ -203,7 +203,7 @@ describe("deleting and sweeping", () => {
     await startSession();
     for (let step = 0; step < 6; step++) {
       await writeStep(step);
-      await createCheckpoint(store, { sessionId: SESSION, trigger: "manual", now: () => new Date(START + step * HOUR) });
+      await createCheckpoint(store, { sessionId: SESSION, trigger: "interval", now: () => new Date(START + step * HOUR) });
     }
     const first = await applyRetention(store, { keepLast: 2 });
     expect(first.deleted).toHaveLength(4);
@@ -218,13 +218,13 @@ describe("planning against the store", () => {
     await startSession("s-a");
     for (let step = 0; step < 4; step++) {
       await writeStep(step);
-      await createCheckpoint(store, { sessionId: "s-a", trigger: "manual", now: () => new Date(START + step * HOUR) });
+      await createCheckpoint(store, { sessionId: "s-a", trigger: "interval", now: () => new Date(START + step * HOUR) });
     }
     await startSession("s-b");
     const ids: string[] = [];
     for (let step = 0; step < 5; step++) {
       await writeStep(10 + step);
-      const { manifest } = await createCheckpoint(store, { sessionId: "s-b", trigger: "manual", now: () => new Date(START + step * HOUR) });
+      const { manifest } = await createCheckpoint(store, { sessionId: "s-b", trigger: "interval", now: () => new Date(START + step * HOUR) });
       ids.push(manifest.id);
     }
     await pinCheckpoint(store, "s-a/checkpoint-001", true);
@@ -256,12 +256,36 @@ describe("planning against the store", () => {
     expect(() => planRetention(store, { keepLast: 1 }, { sessionId: "s-nope" })).toThrow(/No session "s-nope"/);
   });
 
+  it("keeps the checkpoint a session was last restored from while its record names it, and manual ones among a burst", async () => {
+    await startSession();
+    const ids: string[] = [];
+    const take = async (trigger: string, step: number) => {
+      await writeStep(step);
+      ids.push((await createCheckpoint(store, { sessionId: SESSION, trigger, now: () => new Date(START + step * 60_000) })).manifest.id);
+    };
+    await take("beforeTask", 0);
+    await take("manual", 1);
+    for (let step = 2; step < 12; step++) await take("beforeTask", step);
+    const record = store.get(`/sessions/${SESSION}`) as Record<string, JsonValue>;
+    await store.set(`/sessions/${SESSION}`, { ...record, restored_from: ids[0]! });
+    const engine = await engineWith({ keep_last: 3, auto_cleanup: true });
+    await engine.fire("afterCheckpoint", { ...checkpointInfo((await createCheckpoint(store, { sessionId: SESSION, trigger: "beforeTask", now: () => new Date(START + 12 * 60_000) })).manifest) });
+    expect(surviving()).toEqual(["checkpoint-001", "checkpoint-002", "checkpoint-011", "checkpoint-012", "checkpoint-013"]);
+    const reasons = planRetention(store, { keepLast: 3 }).sessions[0]!.result.decisions.map((decision) => `${decision.item.name}: ${decision.reasons.join(", ")}`);
+    expect(reasons).toEqual(["checkpoint-013: latest, last", "checkpoint-012: last", "checkpoint-011: last", "checkpoint-002: manual", "checkpoint-001: base of s-main"]);
+
+    // Restored from another checkpoint since: the old base is no longer protected.
+    await store.set(`/sessions/${SESSION}`, { ...record, restored_from: ids[1]! });
+    await applyRetention(store, { keepLast: 3 });
+    expect(surviving()).toEqual(["checkpoint-002", "checkpoint-011", "checkpoint-012", "checkpoint-013"]);
+  });
+
   it("keeps a checkpoint held in use (a restore reading it) and deleteCheckpoint refuses it, until released", async () => {
     await startSession();
     const ids: string[] = [];
     for (let step = 0; step < 3; step++) {
       await writeStep(step);
-      ids.push((await createCheckpoint(store, { sessionId: SESSION, trigger: "manual", now: () => new Date(START + step * HOUR) })).manifest.id);
+      ids.push((await createCheckpoint(store, { sessionId: SESSION, trigger: "interval", now: () => new Date(START + step * HOUR) })).manifest.id);
     }
     const release = holdCheckpoint(store, ids[0]!, "restore");
     const reasons = () => planRetention(store, { keepLast: 1 }).sessions[0]!.result.decisions.map((decision) => `${decision.item.name} ${decision.keep ? "keep" : "remove"} ${decision.reasons.join(", ")}`.trim());
@@ -278,7 +302,7 @@ describe("planning against the store", () => {
     await startSession();
     for (let step = 0; step < 3; step++) {
       await writeStep(step);
-      await createCheckpoint(store, { sessionId: SESSION, trigger: "manual", now: () => new Date(START + step * HOUR) });
+      await createCheckpoint(store, { sessionId: SESSION, trigger: "interval", now: () => new Date(START + step * HOUR) });
     }
     const revision = store.revision();
     const plan = planRetention(store, { keepLast: 1 });
@@ -347,13 +371,13 @@ describe("the cleanup command, in process", () => {
     await startSession();
     for (let step = 0; step < 3; step++) {
       await writeStep(step);
-      await createCheckpoint(store, { sessionId: SESSION, trigger: "manual", now: () => new Date(START + step * 24 * HOUR) });
+      await createCheckpoint(store, { sessionId: SESSION, trigger: "interval", now: () => new Date(START + step * 24 * HOUR) });
     }
     const policy: RetentionPolicy = { keepLast: 1, keepWithinMs: 30 * HOUR, keepWithinLabel: "30h", maxCheckpoints: 100 };
     const dry = context();
     expect(await runCleanupCommand({ args: [], options: { dryRun: true } }, dry.value, policy)).toBe(0);
     expect(dry.lines).toEqual([
-      "Retention policy: keep_last 1, keep_within 30h, max_checkpoints 100",
+      "Retention policy: keep_last 1, keep_within 30h per trigger; manual, beforeRestore kept until deleted; max_checkpoints 100",
       "Hours, days, ISO weeks and months are counted in UTC; times shown are UTC.",
       "",
       "Session s-main: 3 checkpoints, keep 2, remove 1",

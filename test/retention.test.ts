@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { applyPolicy, bucketKey, hasRules, isoWeek, type PolicyItem, type RetentionPolicy } from "../plugins/retention/policy.js";
-import { capOnly, describePolicy, policyFromOptions } from "../plugins/retention/options.js";
+import { applyPolicy, bucketKey, hasRules, isoWeek, periodIndex, type PolicyItem, type RetentionPolicy } from "../plugins/retention/policy.js";
+import { random } from "./helpers/cli.js";
+import { capOnly, describePolicy, policyFromOptions, policyJson } from "../plugins/retention/options.js";
 
 /**
  * Checkpoints at the given UTC times, oldest first: sequence numbers follow the list order,
@@ -59,6 +60,22 @@ describe("periods (UTC)", () => {
     ["monthly", "2022-01-01T00:30:00+02:00", "2021-12"],
   ] as const)("%s period of %s is %s", (rule, time, key) => {
     expect(bucketKey(rule, utc(time))).toBe(key);
+  });
+});
+
+describe("period numbers (what the policy compares)", () => {
+  it("two times share a period number exactly when they share a period", () => {
+    const next = random(12);
+    const start = utc("1969-12-01 00:00");
+    for (let i = 0; i < 20_000; i++) {
+      const a = start + Math.floor(next() * 60 * 365 * 86_400_000);
+      const b = a + Math.floor((next() < 0.5 ? next() * 3_600_000 * 2 : next() * 86_400_000 * 40) * (next() < 0.5 ? -1 : 1));
+      for (const rule of ["hourly", "daily", "weekly", "monthly"] as const) {
+        expect(periodIndex(rule, a) === periodIndex(rule, b), `${rule} ${new Date(a).toISOString()} ${new Date(b).toISOString()}`).toBe(bucketKey(rule, a) === bucketKey(rule, b));
+        const same = bucketKey(rule, a) === bucketKey(rule, b);
+        expect(Math.sign(periodIndex(rule, a) - periodIndex(rule, b))).toBe(same ? 0 : Math.sign(a - b));
+      }
+    }
   });
 });
 
@@ -280,6 +297,95 @@ describe("applyPolicy", () => {
     });
   });
 
+  describe("trigger classes (issue 12: retention must never surprise)", () => {
+    /** Checkpoints of the given triggers, one a minute from 12:00 UTC, oldest first; ids are "<n>:<trigger>". */
+    function taken(...triggers: string[]): PolicyItem[] {
+      return triggers.map((trigger, index) => ({ id: `${index + 1}:${trigger}`, trigger, time: utc("2026-11-20 12:00") + index * 60_000, sequence: index + 1 }));
+    }
+    const burst = (trigger: string, count: number) => Array.from({ length: count }, () => trigger);
+
+    it.each<[string, string[], RetentionPolicy, string[]]>([
+      [
+        "a burst of beforeTask checkpoints does not push out a manual one (the seed's policy)",
+        ["interval", "manual", ...burst("beforeTask", 12)],
+        { keepLast: 5, keepDaily: 7, keepWeekly: 4, maxCheckpoints: 100 },
+        ["14:beforeTask: latest, last, daily, weekly", "13:beforeTask: last", "12:beforeTask: last", "11:beforeTask: last", "10:beforeTask: last", "2:manual: manual", "1:interval: last, daily, weekly"],
+      ],
+      [
+        "keep_last counts each trigger on its own",
+        ["interval", "beforeTask", "interval", "beforeTask", "interval", "beforeTask", "onError"],
+        { keepLast: 2 },
+        ["7:onError: latest, last", "6:beforeTask: last", "5:interval: last", "4:beforeTask: last", "3:interval: last"],
+      ],
+      [
+        "the state a restore replaced is kept until deleted, like a manual checkpoint",
+        ["beforeRestore", "restore", ...burst("beforeTask", 4), "beforeRestore", "restore"],
+        { keepLast: 1 },
+        ["8:restore: latest, last", "7:beforeRestore: before restore", "6:beforeTask: last", "1:beforeRestore: before restore"],
+      ],
+      [
+        "a rule for manual checkpoints makes them count like the others",
+        ["manual", "manual", "manual", "beforeTask"],
+        { keepLast: 5, byTrigger: { manual: { keepLast: 1 } } },
+        ["4:beforeTask: latest, last", "3:manual: last"],
+      ],
+      [
+        "an age rule for beforeRestore removes only those older than it (measured from the session's newest checkpoint)",
+        ["beforeRestore", "beforeRestore", "interval", "interval"],
+        { keepLast: 1, byTrigger: { beforeRestore: { keepWithinMs: 150_000, keepWithinLabel: "150s" } } },
+        ["4:interval: latest, last", "2:beforeRestore: within 150s"],
+      ],
+      [
+        "a trigger with its own rules uses them instead of the general ones",
+        [...burst("interval", 4), ...burst("beforeTask", 4)],
+        { keepLast: 3, byTrigger: { interval: { keepLast: 1 } } },
+        ["8:beforeTask: latest, last", "7:beforeTask: last", "6:beforeTask: last", "4:interval: last"],
+      ],
+      [
+        "a trigger given no rules ({}) keeps all of its checkpoints",
+        [...burst("onError", 3), ...burst("beforeTask", 3)],
+        { keepLast: 1, byTrigger: { onError: {} } },
+        ["6:beforeTask: latest, last", "3:onError: no rules", "2:onError: no rules", "1:onError: no rules"],
+      ],
+      [
+        "checkpoints without a trigger form one class",
+        ["", "", ""],
+        { keepLast: 1 },
+        ["3:: latest, last"],
+      ],
+    ])("%s", (_title, triggers, policy, expected) => {
+      const items = taken(...triggers).map((item) => (item.trigger === "" ? { ...item, trigger: undefined } : item));
+      expect(kept(items, policy)).toEqual(expected);
+    });
+
+    it("the cap never removes kept classes or pinned checkpoints, and says when they alone exceed it", () => {
+      const result = applyPolicy(taken("manual", "beforeRestore", "manual", "beforeTask", "beforeTask", "beforeTask"), { keepLast: 5, maxCheckpoints: 3 });
+      expect(result.keep.map((item) => item.id)).toEqual(["6:beforeTask", "3:manual", "2:beforeRestore", "1:manual"]);
+      expect(result.remove.map((item) => item.id)).toEqual(["5:beforeTask", "4:beforeTask"]);
+      expect(result.overCap).toBe(1);
+    });
+
+    it("the cap alone (auto_cleanup off) keeps each class's standing", () => {
+      const items = taken("manual", "manual", "interval", "interval");
+      // Manual checkpoints and the latest are protected: only the older interval one can go.
+      expect(removed(items, capOnly({ keepLast: 1, maxCheckpoints: 2 }))).toEqual(["3:interval"]);
+      // Manual checkpoints with rules of their own go by those rules only, never by the cap.
+      expect(removed(items, capOnly({ keepLast: 1, byTrigger: { manual: { keepLast: 1 } }, maxCheckpoints: 2 }))).toEqual(["3:interval"]);
+      const full = applyPolicy(items, { keepLast: 5, byTrigger: { manual: { keepLast: 1 } }, maxCheckpoints: 1 });
+      expect(full.decisions.map((decision) => [decision.item.id, decision.keep, decision.removedBy])).toEqual([
+        ["4:interval", true, undefined],
+        ["3:interval", false, "cap"],
+        ["2:manual", true, undefined],
+        ["1:manual", false, "rules"],
+      ]);
+      expect(full.overCap).toBe(1);
+    });
+
+    it("checks the rules of each trigger", () => {
+      expect(() => applyPolicy([], { byTrigger: { manual: { keepLast: -1 } } })).toThrow("Retention policy: byTrigger.manual.keepLast must be a non-negative integer (got -1).");
+    });
+  });
+
   it("keeps everything when the policy has no rules", () => {
     const items = checkpoints("2026-11-10 12:00", "2026-11-11 12:00");
     expect(hasRules({ keepLast: 0, keepDaily: 0 })).toBe(false);
@@ -311,7 +417,7 @@ describe("policy from options", () => {
   it("reads the seed's options and session.max_checkpoints", () => {
     const policy = policyFromOptions({ keep_last: 5, keep_daily: 7, keep_weekly: 4, auto_cleanup: true }, config);
     expect(policy).toMatchObject({ keepLast: 5, keepDaily: 7, keepWeekly: 4, maxCheckpoints: 100 });
-    expect(describePolicy(policy)).toBe("keep_last 5, keep_daily 7, keep_weekly 4, max_checkpoints 100");
+    expect(describePolicy(policy)).toBe("keep_last 5, keep_daily 7, keep_weekly 4 per trigger; manual, beforeRestore kept until deleted; max_checkpoints 100");
   });
 
   it.each([
@@ -322,10 +428,23 @@ describe("policy from options", () => {
     const policy = policyFromOptions({ keep_within: value }, undefined);
     expect(policy.keepWithinMs).toBe(ms);
     expect(policy.keepWithinLabel).toBe(label);
-    expect(describePolicy(policy)).toBe(`keep_within ${label}`);
+    expect(describePolicy(policy)).toBe(`keep_within ${label} per trigger; manual, beforeRestore kept until deleted`);
+  });
+
+  it("reads rules by trigger; manual and beforeRestore stay kept unless given rules", () => {
+    const policy = policyFromOptions({ keep_last: 5, by_trigger: { manual: { keep_last: 20 }, beforeRestore: { keep_within: "30days" }, interval: {} } }, config);
+    expect(policy.byTrigger).toEqual({
+      manual: { keepLast: 20 },
+      beforeRestore: { keepWithinMs: 30 * 86_400_000, keepWithinLabel: "30days" },
+      interval: {},
+    });
+    expect(describePolicy(policy)).toBe("keep_last 5 per trigger; manual: keep_last 20; beforeRestore: keep_within 30days; interval: every one kept; max_checkpoints 100");
+    expect(policyJson(policy)).toMatchObject({ keep_last: 5, by_trigger: { manual: { keep_last: 20 }, beforeRestore: { keep_within: "30days" } }, kept_until_deleted: [] });
+    expect(policyJson(policyFromOptions({ keep_last: 5 }, config)).kept_until_deleted).toEqual(["manual", "beforeRestore"]);
+    expect(() => policyFromOptions({ by_trigger: { manual: { keep_within: "soon" } } }, config)).toThrow(/plugins\.retention\.by_trigger\.manual\.keep_within/);
   });
 
   it("describes a policy without rules", () => {
-    expect(describePolicy(policyFromOptions({}, config))).toBe("no keep rules (every checkpoint is kept), max_checkpoints 100");
+    expect(describePolicy(policyFromOptions({}, config))).toBe("no keep rules (every checkpoint is kept); manual, beforeRestore kept until deleted; max_checkpoints 100");
   });
 });

@@ -1,4 +1,6 @@
 import type { Command } from "commander";
+import type { ProjectLocation } from "../config/locate.js";
+import type { KeptBy } from "../../plugins/checkpoint/plugin-list.js";
 import { projectOf } from "./context.js";
 import { wholeNumber } from "./option-values.js";
 import { examples } from "./output.js";
@@ -44,7 +46,7 @@ Examples:
 
   checkpoint
     .command("list")
-    .description("a session's checkpoints, newest first, one page at a time")
+    .description("a session's checkpoints, newest first, one page at a time, with what keeps each under the retention policy (KEPT BY)")
     .option("--session <id>", "another session (default: the current one, else the one that ended last)")
     .option("-n, --limit <n>", "checkpoints per page (default 20)", wholeNumber("--limit", 1))
     .option("--offset <n>", "skip this many first", wholeNumber("--offset"))
@@ -53,7 +55,8 @@ Examples:
     .addHelpText("after", examples("apex checkpoint list", "apex checkpoint list --limit 50 --offset 50", "apex checkpoint list --session 3f2a --json"))
     .action(async (options: { session?: string; limit?: number; offset?: number; oldest?: boolean; json?: boolean }, command: Command) => {
       const { listCheckpointsCommand } = await import("../../plugins/checkpoint/plugin-list.js");
-      await listCheckpointsCommand(projectOf(command), options);
+      const location = projectOf(command);
+      await listCheckpointsCommand(location, options, () => retentionReasons(location));
     });
 
   checkpoint
@@ -168,4 +171,42 @@ ${examples("apex session reconstruct 3f2a9c1e", "apex session reconstruct 3f2a -
       const { reconstructCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
       await reconstructCommand(projectOf(command), id, options);
     });
+}
+
+/**
+ * The KEPT BY column of `apex checkpoint list`: the retention plugin's reasons, when the
+ * project's config enables it. A config that does not load leaves the column out: listing
+ * checkpoints must work even then (`apex config validate` says what is wrong).
+ */
+async function retentionReasons(location: ProjectLocation): Promise<KeptBy | undefined> {
+  if (await retentionLeftOut(location)) return undefined;
+  const { loadConfig } = await import("../config/load.js");
+  let config: Awaited<ReturnType<typeof loadConfig>>;
+  try {
+    config = await loadConfig(location);
+  } catch {
+    return undefined;
+  }
+  const entry = config.plugins.find((plugin) => plugin.name === "retention" && plugin.enabled);
+  if (!entry) return undefined;
+  const { keptByRetention } = await import("../../plugins/retention/explain.js");
+  return (store, sessionId) => keptByRetention(store, sessionId, entry.options, config);
+}
+
+/**
+ * True when the config file surely does not enable retention: it has a top-level plugins:
+ * section (which replaces the default list) and the word "retention" appears nowhere in it.
+ * Spares listing the cost of loading the config (YAML and schemas, ~90 ms of CPU) when nothing
+ * removes checkpoints; in every other case the config is loaded and decides.
+ */
+async function retentionLeftOut(location: ProjectLocation): Promise<boolean> {
+  if (location.configPath === undefined) return false;
+  const { readFile } = await import("node:fs/promises");
+  let text: string;
+  try {
+    text = await readFile(location.configPath, "utf8");
+  } catch {
+    return false;
+  }
+  return /^plugins\s*:/m.test(text) && !text.includes("retention");
 }

@@ -50,7 +50,7 @@ export async function main(argv: string[]): Promise<number> {
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
     if (needsPluginCommands(program, argv)) {
       const { registerPluginCommands, closeAfterParse } = await import("./plugin-commands.js");
-      await registerPluginCommands(program, argv);
+      await registerPluginCommands(program, argv, commandWords(argv.slice(2)));
       finalizers.push(() => Promise.all(closeAfterParse.map((close) => close())).then(() => undefined));
     } else if (wantsGroupHelp(program, argv)) {
       // `apex session --help` lists what the enabled plugins add. Help never fails for that:
@@ -165,7 +165,7 @@ export function wantsGroupHelp(program: Command, argv: string[]): boolean {
 }
 
 /** The leading words of the command line that are not options (at most two levels deep). */
-function commandWords(args: string[]): string[] {
+export function commandWords(args: string[]): string[] {
   const words: string[] = [];
   for (let i = 0; i < args.length && words.length < 2; i++) {
     const arg = args[i]!;

@@ -1,3 +1,4 @@
+import { parseDurationOption } from "../config/duration.js";
 import { ApexError } from "../errors.js";
 
 /**
@@ -16,13 +17,7 @@ export function wholeNumber(option: string, min = 0): (text: string) => number {
   };
 }
 
-/** A number of seconds above 0. */
+/** A duration above 0 in the grammar of core/config/duration.ts ("90" is seconds, "2m", "1h30m"), as seconds. */
 export function seconds(option: string): (text: string) => number {
-  return (text) => {
-    const value = Number(text);
-    if (!Number.isFinite(value) || value <= 0) {
-      throw new ApexError("APEX_E_USAGE", `${option}: Expected a number of seconds > 0, got ${JSON.stringify(text)}.`);
-    }
-    return value;
-  };
+  return (text) => parseDurationOption(text, option, { positive: true }) / 1000;
 }

@@ -1,5 +1,7 @@
 import { Command } from "commander";
 import { locateProject } from "../config/locate.js";
+import { displayPath } from "../config/source.js";
+import type { Config } from "../config/types.js";
 import { ApexError } from "../errors.js";
 import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../engine.js";
 import { printJson, printLine } from "./output.js";
@@ -13,7 +15,7 @@ export const closeAfterParse: Array<() => Promise<void>> = [];
  * program, so that `apex <plugin-command>` runs like any core command. Called by main only
  * when the first command word is not a core command.
  */
-export async function registerPluginCommands(program: Command, argv: string[]): Promise<void> {
+export async function registerPluginCommands(program: Command, argv: string[], words: readonly string[] = []): Promise<void> {
   const location = locateProject({ configFlag: configFlagOf(argv.slice(2)) });
   const { loadConfig } = await import("../config/load.js");
   const config = await loadConfig(location);
@@ -40,6 +42,49 @@ export async function registerPluginCommands(program: Command, argv: string[]): 
       throw new ApexError("APEX_E_PLUGIN_INVALID", `Plugin ${registration.plugin} adds '${registration.spec.name}', but APEX has no '${words[0]}' command group.`);
     }
     parent.addCommand(toCommander(parent, engine, registration, context, words[words.length - 1]!));
+  }
+  if (words.length > 0 && !namesCommand(program, words)) await refuseDisabledPluginCommand(config, words);
+}
+
+/** True when the words name a command of the program (or lead into a group, which commander handles). */
+function namesCommand(program: Command, words: readonly string[]): boolean {
+  let current = program;
+  for (const word of words) {
+    if (current.commands.length === 0) return true;
+    const next = current.commands.find((command) => command.name() === word || command.aliases().includes(word));
+    if (!next) return false;
+    current = next;
+  }
+  return true;
+}
+
+/**
+ * A command no enabled plugin provides may belong to a built-in plugin the config leaves out
+ * (`apex session compress` without `compression`): say which plugin and how to enable it,
+ * rather than commander's "unknown command". Each disabled built-in is applied to a scratch
+ * engine to learn its commands; applying only taps hooks and registers things.
+ */
+async function refuseDisabledPluginCommand(config: Config, words: readonly string[]): Promise<void> {
+  const { builtinPlugins } = await import("../plugins.js");
+  const { Engine } = await import("../engine.js");
+  const enabled = new Set(config.plugins.filter((entry) => entry.enabled).map((entry) => entry.name));
+  const typed = words.join(" ");
+  for (const [name, plugin] of await builtinPlugins()) {
+    if (enabled.has(name)) continue;
+    const scratch = new Engine({ config, warn: () => undefined });
+    try {
+      await scratch.use(plugin, { options: {}, source: { kind: "built-in", label: "built-in" } });
+    } catch {
+      continue;
+    }
+    const provided = scratch.commands.find(({ spec }) => spec.name === typed || spec.name === words[0]);
+    if (!provided) continue;
+    const file = config.configPath ? displayPath(config.configPath) : "apex.config.yaml";
+    const state = config.plugins.some((entry) => entry.name === name) ? `is turned off (\`${name}: false\`) in ${file}` : `is not enabled in ${file}`;
+    throw new ApexError("APEX_E_PLUGIN_DISABLED", `\`apex ${provided.spec.name}\` is a command of the ${name} plugin, which ${state}.`, {
+      hint: `Enable it: put \`${name}: {}\` in the plugins: section of ${file} (a plugins: section lists every plugin to run; \`apex plugins list\` shows them), then run the command again.`,
+      details: { command: provided.spec.name, plugin: name },
+    });
   }
 }
 

@@ -1,21 +1,85 @@
 /**
- * Durations in apex.config.yaml: a number is seconds; a string is one or more
- * `<integer><unit>` parts with units s, m, h, d, w ("90s", "30m", "2h", "1d", "1h30m").
- * The schemas check the shape; this converts a checked value to seconds.
+ * The one duration grammar of APEX, for apex.config.yaml and the command line alike:
+ *
+ *   duration := number                   seconds: 90, "90", "0.5"
+ *             | part (" "? part)*        "30m", "2h30m", "7d", "30days", "4w", "1h 30m", "2 weeks"
+ *   part     := number " "? unit
+ *   number   := digits ("." digits)?
+ *   unit     := s sec secs second seconds | m min mins minute minutes | h hr hrs hour hours
+ *             | d day days | w wk wks week weeks
+ *
+ * Units are lowercase. The schemas (schemas/**\/*.schema.json, `definitions.duration`) carry
+ * DURATION_PATTERN verbatim, so an editor, the config check and the CLI accept the same text;
+ * a test keeps them equal. Hand-written rather than a library: `ms` and `parse-duration` read a
+ * bare number as milliseconds and accept forms no JSON Schema pattern can mirror.
  */
-const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 };
-const DURATION = /^(?:[0-9]+[smhdw])+$/;
-const PART = /([0-9]+)([smhdw])/g;
+import { ApexError } from "../errors.js";
+
+const UNIT_NAMES: ReadonlyArray<readonly [seconds: number, names: readonly string[]]> = [
+  [1, ["seconds", "second", "secs", "sec", "s"]],
+  [60, ["minutes", "minute", "mins", "min", "m"]],
+  [3600, ["hours", "hour", "hrs", "hr", "h"]],
+  [86_400, ["days", "day", "d"]],
+  [604_800, ["weeks", "week", "wks", "wk", "w"]],
+];
+const UNIT_SECONDS: ReadonlyMap<string, number> = new Map(UNIT_NAMES.flatMap(([seconds, names]) => names.map((name) => [name, seconds] as const)));
+
+const NUMBER = "[0-9]+(?:\\.[0-9]+)?";
+const UNIT = `(?:${UNIT_NAMES.flatMap(([, names]) => names).join("|")})`;
+const PART = `${NUMBER} ?${UNIT}`;
+
+/** The grammar as a JSON Schema `pattern` (ECMA-262, anchored). */
+export const DURATION_PATTERN = `^(?:${NUMBER}|${PART}(?: ?${PART})*)$`;
+const DURATION = new RegExp(DURATION_PATTERN);
+const PARTS = new RegExp(`(${NUMBER}) ?(${UNIT})(?![a-z])`, "g");
+
+/** What a duration looks like, for messages. */
+export const DURATION_FORMS = '90 (seconds), "30m", "2h30m", "7d", "30days", "4w"';
 
 export function isDuration(value: unknown): value is number | string {
   return (typeof value === "number" && Number.isFinite(value) && value >= 0) || (typeof value === "string" && DURATION.test(value));
 }
 
-/** Seconds in a duration ("2h" → 7200, 90 → 90). Throws a RangeError for anything else. */
+/** Seconds in a duration ("2h" → 7200, 90 → 90, "90" → 90). Throws a RangeError for anything else. */
 export function parseDuration(value: number | string): number {
-  if (!isDuration(value)) throw new RangeError(`Not a duration: ${JSON.stringify(value)} (expected seconds, or a string like "30m", "2h", "1d").`);
+  if (!isDuration(value)) throw new RangeError(`Not a duration: ${JSON.stringify(value)} (expected ${DURATION_FORMS}).`);
   if (typeof value === "number") return value;
+  if (/^[0-9.]+$/.test(value)) return Number(value);
   let seconds = 0;
-  for (const [, amount, unit] of value.matchAll(PART)) seconds += Number(amount) * UNIT_SECONDS[unit!]!;
+  for (const [, amount, unit] of value.matchAll(PARTS)) seconds += Number(amount) * UNIT_SECONDS.get(unit!)!;
   return seconds;
+}
+
+/**
+ * A duration given as the value of a command-line option, in milliseconds. Anything else is
+ * APEX_E_USAGE (exit 2) naming the option, with the corrected spelling when only case or
+ * surrounding spaces were wrong ("30D" → "30d").
+ */
+export function parseDurationOption(text: unknown, option: string, { positive = false }: { positive?: boolean } = {}): number {
+  const raw = typeof text === "number" ? String(text) : text;
+  if (typeof raw === "string" && isDuration(raw)) {
+    const ms = Math.round(parseDuration(raw) * 1000);
+    if (!Number.isSafeInteger(ms)) throw new ApexError("APEX_E_USAGE", `${option}: ${JSON.stringify(raw)} is too long.`);
+    if (positive && ms === 0) throw new ApexError("APEX_E_USAGE", `${option}: Expected a duration above 0, got ${JSON.stringify(raw)}.`);
+    return ms;
+  }
+  const fixed = typeof raw === "string" ? raw.trim().toLowerCase() : "";
+  const suggestion = fixed !== raw && isDuration(fixed) ? ` Did you mean "${fixed}"?` : "";
+  throw new ApexError("APEX_E_USAGE", `${option}: Expected a duration, got ${JSON.stringify(raw ?? "")}.${suggestion}`, {
+    hint: `A duration is a number of seconds or numbers with units: ${DURATION_FORMS}, "90min", "2 weeks" (units s, m/min, h/hr, d/days, w/weeks).`,
+  });
+}
+
+/** "30d", "12h", "1d12h", "0s": a duration in milliseconds, in days, hours, minutes and seconds. */
+export function formatDuration(ms: number): string {
+  let rest = Math.round(ms / 1000);
+  if (rest === 0) return "0s";
+  let out = "";
+  for (const [unit, size] of [["d", 86_400], ["h", 3600], ["m", 60], ["s", 1]] as const) {
+    if (rest >= size) {
+      out += `${Math.floor(rest / size)}${unit}`;
+      rest %= size;
+    }
+  }
+  return out;
 }

@@ -3,7 +3,7 @@ import { join, relative, resolve } from "node:path";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { Store } from "../../core/store/store.js";
-import { formatDuration, parseCliDuration } from "../compression/duration.js";
+import { formatDuration, parseDurationOption } from "../../core/config/duration.js";
 import { formatBytes, plural } from "../../core/cli/output.js";
 import { Progress } from "../compression/progress.js";
 import { archiveSessions, type ArchiveResult } from "./archive.js";
@@ -28,7 +28,7 @@ const AT_WRITER = "apexAtWriter";
 export async function runArchive(input: CommandInput, context: CommandContext, settings: ArchiveSettings): Promise<number> {
   const json = Boolean(input.options.json);
   const sessionId = argument(input);
-  const olderThanMs = input.options.olderThan !== undefined ? parseCliDuration(input.options.olderThan) : sessionId === undefined ? settings.olderThanMs : undefined;
+  const olderThanMs = input.options.olderThan !== undefined ? parseDurationOption(input.options.olderThan, "--older-than") : sessionId === undefined ? settings.olderThanMs : undefined;
   if (sessionId === undefined && olderThanMs === undefined) {
     throw new ApexError("APEX_E_USAGE", "Say which sessions to archive: --older-than <duration> (e.g. 30d) or a session id.", {
       hint: "apex session archive --older-than 30d   (or set plugins.archive.older_than)",

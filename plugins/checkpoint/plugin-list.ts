@@ -46,21 +46,31 @@ export interface CheckpointListItem {
   memory_keys: number;
   task_count: number;
   agent_count: number;
+  /**
+   * What keeps it under the retention policy ("manual", "latest", "last", "base of <sid>"); an
+   * empty list when the policy would remove it at the next cleanup; null when retention is not
+   * enabled (nothing removes checkpoints then) or not known (inside an agent).
+   */
+  kept_by: string[] | null;
 }
 
-export function checkpointPage(store: Store, options: Omit<ListOptions, "json">): CheckpointPage {
+/** Why each checkpoint of a session is kept (id → reasons), given by the retention plugin when it is enabled. */
+export type KeptBy = (store: Store, sessionId: string) => Map<string, string[]>;
+
+export function checkpointPage(store: Store, options: Omit<ListOptions, "json">, keptBy?: KeptBy): CheckpointPage {
   const sessionId = sessionFor(store, options.session);
   const limit = options.limit ?? DEFAULT_PAGE;
   const offset = options.offset ?? 0;
   const catalog = Catalog.of(store);
   const items: CheckpointListItem[] = [];
-  for (const summary of catalog.summaries(sessionId, { reverse: !options.oldest, offset, limit })) items.push(listItem(summary));
+  const reasons = keptBy?.(store, sessionId);
+  for (const summary of catalog.summaries(sessionId, { reverse: !options.oldest, offset, limit })) items.push(listItem(summary, reasons));
   const total = catalog.count(sessionId);
   const taken = Math.max(total, catalog.lastSequence(sessionId));
   return { session_id: sessionId, total, taken, offset, limit, order: options.oldest ? "oldest" : "newest", items };
 }
 
-function listItem(summary: CheckpointSummary): CheckpointListItem {
+function listItem(summary: CheckpointSummary, reasons: Map<string, string[]> | undefined): CheckpointListItem {
   return {
     id: summary.id,
     name: summary.name,
@@ -74,10 +84,11 @@ function listItem(summary: CheckpointSummary): CheckpointListItem {
     memory_keys: summary.memory_keys,
     task_count: summary.task_count,
     agent_count: summary.agent_count,
+    kept_by: reasons ? (reasons.get(summary.id) ?? []) : null,
   };
 }
 
-export async function listCheckpointsCommand(location: ProjectLocation, options: ListOptions): Promise<void> {
+export async function listCheckpointsCommand(location: ProjectLocation, options: ListOptions, keptBy?: () => Promise<KeptBy | undefined>): Promise<void> {
   let page: CheckpointPage;
   const { forcedEndpoint } = await import("../../core/session/runtime.js");
   const endpoint = forcedEndpoint();
@@ -89,9 +100,10 @@ export async function listCheckpointsCommand(location: ProjectLocation, options:
     if (!Store.exists(location.storeDir)) {
       throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
     }
+    const explain = await keptBy?.();
     const store = Store.open(location.storeDir, { readOnly: true });
     try {
-      page = checkpointPage(store, options);
+      page = checkpointPage(store, options, explain);
     } finally {
       await store.close();
     }
@@ -116,15 +128,17 @@ function printPage(page: CheckpointPage): void {
     printLine(`No checkpoints past offset ${page.offset}.`);
     return;
   }
+  const retention = page.items.some((item) => item.kept_by !== null);
   const rows = page.items.map((item) => [
     item.name,
     item.id.slice(0, 8),
     item.created_at.replace(/\.\d+Z$/, "Z"),
     item.trigger,
     item.pinned ? "pinned" : "",
+    ...(retention ? [item.kept_by === null ? "" : item.kept_by.length > 0 ? item.kept_by.join(", ") : "nothing (next cleanup removes it)"] : []),
     item.description || "-",
   ]);
-  printLine(table(["NAME", "ID", "CREATED", "TRIGGER", "PIN", "DESCRIPTION"], rows));
+  printLine(table(["NAME", "ID", "CREATED", "TRIGGER", "PIN", ...(retention ? ["KEPT BY"] : []), "DESCRIPTION"], rows));
   const shown = page.offset + page.items.length;
   if (page.offset > 0 || shown < page.total) {
     const next = shown < page.total ? `; next page: apex checkpoint list --offset ${shown}${page.limit !== DEFAULT_PAGE ? ` --limit ${page.limit}` : ""}` : "";

@@ -3,7 +3,7 @@ import { ApexError } from "../../core/errors.js";
 import { MAX_CODEC_LEVEL, type PackCodec } from "../../core/store/objects.js";
 import { findKnownSession, knownSessions } from "../retention/sessions.js";
 import { compressColdData, type ColdPolicy, type CompressResult } from "./compress.js";
-import { parseCliDuration } from "./duration.js";
+import { parseDurationOption } from "../../core/config/duration.js";
 import { describePolicy, type CompressionSettings } from "./options.js";
 import { formatBytes, plural } from "../../core/cli/output.js";
 import { Progress } from "./progress.js";
@@ -21,7 +21,7 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
   const level = parseLevel(options.level, algorithm, options.algorithm !== undefined ? undefined : settings.level);
   const policy: ColdPolicy = { ...settings.policy };
   if (options.after !== undefined) policy.after = parseCount(options.after, "--after");
-  if (options.olderThan !== undefined) policy.olderThanMs = parseCliDuration(options.olderThan);
+  if (options.olderThan !== undefined) policy.olderThanMs = parseDurationOption(options.olderThan, "--older-than");
   const argument = typeof input.args[0] === "string" && input.args[0] !== "" ? input.args[0] : undefined;
 
   const store = await context.store();

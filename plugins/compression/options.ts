@@ -1,8 +1,7 @@
-import { parseDuration } from "../../core/config/duration.js";
+import { formatDuration, parseDuration } from "../../core/config/duration.js";
 import { ApexError } from "../../core/errors.js";
 import { MAX_CODEC_LEVEL, type PackCodec } from "../../core/store/objects.js";
 import type { ColdPolicy } from "./compress.js";
-import { formatDuration } from "./duration.js";
 
 /** The plugin's options as apex.config.yaml gives them (schemas/plugins/compression.schema.json). */
 export interface CompressionOptions {

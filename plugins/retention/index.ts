@@ -19,13 +19,14 @@ export default definePlugin<RetentionOptions>({
   schema: builtinPluginSchema(PLUGIN_NAME),
   apply(apex, options) {
     const policy = policyFromOptions(options, apex.config);
-    const afterCheckpoint = options.auto_cleanup ? policy : capOnly(policy);
+    const autoCleanup = options.auto_cleanup !== false;
+    const afterCheckpoint = autoCleanup ? policy : capOnly(policy);
     // One cleanup at a time: checkpoints can follow each other faster than a sweep runs.
     let queue: Promise<unknown> = Promise.resolve();
     let warnedNoStore = false;
 
     apex.hooks.afterCheckpoint.tapPromise(PLUGIN_NAME, async (info: CheckpointInfo) => {
-      if (afterCheckpoint.maxCheckpoints === undefined && !options.auto_cleanup) return;
+      if (afterCheckpoint.maxCheckpoints === undefined && !autoCleanup) return;
       const store = apex.store;
       if (!store) {
         if (!warnedNoStore) {

@@ -9,12 +9,20 @@
  * to fill unused counts: keep_daily 7 over checkpoints on 3 days keeps 3.
  *
  * Periods are calendar periods in UTC (see {@link RETENTION_TIME_ZONE}).
+ *
+ * The rules apply to each trigger class separately (a class is a trigger name: interval,
+ * beforeTask, onError, …), so a burst of one kind cannot push out another: keep_last 5 keeps
+ * the newest 5 beforeTask checkpoints and, besides them, the newest 5 interval ones. A class
+ * may have its own rules (`byTrigger`). The classes a person or a restore made
+ * ({@link KEPT_TRIGGERS}: manual checkpoints, and the state a restore replaced) are kept until
+ * deleted, unless `byTrigger` gives them rules; the cap never removes them.
  */
 
 /** The time zone of hourly, daily, weekly and monthly periods. */
 export const RETENTION_TIME_ZONE = "UTC";
 
-export interface RetentionPolicy {
+/** The keep rules of the policy, or of one trigger class. */
+export interface RetentionRules {
   /** Keep the newest N checkpoints. */
   keepLast?: number | undefined;
   /** Keep the newest checkpoint of each of the newest N hours (UTC) that have one. */
@@ -27,17 +35,36 @@ export interface RetentionPolicy {
   keepWithinMs?: number | undefined;
   /** How keep_within was written ("2d"), for reasons; default: the milliseconds in seconds. */
   keepWithinLabel?: string | undefined;
+}
+
+export interface RetentionPolicy extends RetentionRules {
+  /**
+   * Rules for the checkpoints of one trigger instead of the ones above; a class given here is
+   * no longer kept whole when it is one of KEPT_TRIGGERS. `{}` (no rules) keeps all of its
+   * checkpoints, though the cap may then remove them.
+   */
+  byTrigger?: Readonly<Record<string, RetentionRules>> | undefined;
   /**
    * Hard cap, applied after the rules: while more checkpoints are kept than this, the oldest
-   * kept one that is not protected is removed. Protected checkpoints are never removed, so
-   * they alone may exceed the cap.
+   * kept one that is not protected is removed. Protected checkpoints, and those of
+   * KEPT_TRIGGERS even when byTrigger gives them rules, are never removed by it, so they alone
+   * may exceed the cap.
    */
   maxCheckpoints?: number | undefined;
 }
 
+/**
+ * Trigger classes kept until deleted while the policy has no byTrigger rules for them, with
+ * the reason shown for them: checkpoints a person asked for (`apex checkpoint create`), and
+ * the state a restore replaced (which may hold work nothing else has).
+ */
+export const KEPT_TRIGGERS: Readonly<Record<string, string>> = Object.freeze({ manual: "manual", beforeRestore: "before restore" });
+
 /** One checkpoint as the policy sees it. */
 export interface PolicyItem {
   id: string;
+  /** What took it (its trigger class); items without one form a class of their own. */
+  trigger?: string | undefined;
   /** When it was taken, in milliseconds since the epoch. NaN (unknown): always kept, never counted. */
   time: number;
   /** The per-session sequence number: orders checkpoints taken in the same millisecond, and names the latest. */
@@ -54,7 +81,8 @@ export interface PolicyDecision<T extends PolicyItem = PolicyItem> {
   item: T;
   keep: boolean;
   /**
-   * Why it is kept: protections first ("pinned", "latest", "branch …", "undated"), then the
+   * Why it is kept: protections first ("pinned", "latest", "manual", "before restore",
+   * "branch …", "base of …", "undated"), then the
    * rules that kept it ("last", "hourly", "daily", "weekly", "monthly", "within 2d"), or
    * "no rules" when the policy has none. For a checkpoint the cap removed: the rules that
    * would have kept it.
@@ -85,9 +113,29 @@ export interface ApplyOptions {
   now?: number | undefined;
 }
 
-/** True when the policy has at least one rule (keep_* > 0 or keep_within > 0). Without one, every checkpoint is kept. */
-export function hasRules(policy: RetentionPolicy): boolean {
-  return BUCKET_RULES.some((rule) => countOf(policy, rule) > 0) || (policy.keepWithinMs ?? 0) > 0;
+/** True when the rules have at least one rule (keep_* > 0 or keep_within > 0). Without one, every checkpoint is kept. */
+export function hasRules(rules: RetentionRules): boolean {
+  return BUCKET_RULES.some((rule) => countOf(rules, rule) > 0) || (rules.keepWithinMs ?? 0) > 0;
+}
+
+/** The rules for one trigger class: its own, none when it is kept whole (undefined), else the policy's. */
+export function rulesFor(policy: RetentionPolicy, trigger: string | undefined): RetentionRules | undefined {
+  const key = trigger ?? "";
+  if (policy.byTrigger && Object.hasOwn(policy.byTrigger, key)) return policy.byTrigger[key];
+  if (Object.hasOwn(KEPT_TRIGGERS, key)) return undefined;
+  return policy;
+}
+
+/** The trigger classes kept until deleted under this policy (KEPT_TRIGGERS without rules of their own). */
+export function keptTriggers(policy: RetentionPolicy): string[] {
+  return Object.keys(KEPT_TRIGGERS).filter((trigger) => rulesFor(policy, trigger) === undefined);
+}
+
+/** Per trigger class, while walking newest first: what each rule has left and the last period it kept. */
+interface ClassState {
+  rules: RetentionRules;
+  remaining: Map<BucketRule, number>;
+  lastBucket: Map<BucketRule, number>;
 }
 
 /** Decides, for the checkpoints of one session, which to keep and which to remove. */
@@ -103,30 +151,44 @@ export function applyPolicy<T extends PolicyItem>(items: readonly T[], policy: R
     const reasons: string[] = [];
     if (item.pinned) reasons.push("pinned");
     if (item === latest) reasons.push("latest");
+    if (rulesFor(policy, item.trigger) === undefined) reasons.push(KEPT_TRIGGERS[item.trigger!]!);
     for (const reason of protectionReasons(item.protected)) if (!reasons.includes(reason)) reasons.push(reason);
     return reasons;
   };
 
-  const withinMs = policy.keepWithinMs ?? 0;
-  const withinAnchor = withinMs > 0 && dated.length > 0 ? anchorOf(dated.map(({ item }) => item.time), options.now) : undefined;
-  const withinReason = `within ${policy.keepWithinLabel ?? `${withinMs / 1000}s`}`;
-  const rules = hasRules(policy);
-  const remaining = new Map(BUCKET_RULES.map((rule) => [rule, countOf(policy, rule)]));
-  const lastBucket = new Map<BucketRule, string>();
+  // keep_within counts back from the session's newest checkpoint, whichever class it is in.
+  const anyWithin = [policy, ...Object.values(policy.byTrigger ?? {})].some((rules) => (rules.keepWithinMs ?? 0) > 0);
+  const withinAnchor = anyWithin && dated.length > 0 ? anchorOf(dated.map(({ item }) => item.time), options.now) : undefined;
+  const classes = new Map<string, ClassState | undefined>();
+  const classOf = (item: T): ClassState | undefined => {
+    const key = item.trigger ?? "";
+    if (!classes.has(key)) {
+      const rules = rulesFor(policy, item.trigger);
+      classes.set(key, rules && { rules, remaining: new Map(BUCKET_RULES.map((rule) => [rule, countOf(rules, rule)])), lastBucket: new Map() });
+    }
+    return classes.get(key);
+  };
 
   dated.forEach(({ item }, position) => {
     const protections = protectionsOf(item);
     const matched: string[] = [];
-    for (const rule of BUCKET_RULES) {
-      if (remaining.get(rule)! <= 0) continue;
-      const bucket = rule === "last" ? String(position) : bucketKey(rule, item.time);
-      if (bucket === lastBucket.get(rule)) continue;
-      lastBucket.set(rule, bucket);
-      remaining.set(rule, remaining.get(rule)! - 1);
-      matched.push(rule);
+    const state = classOf(item);
+    if (state) {
+      const { rules, remaining, lastBucket } = state;
+      for (const rule of BUCKET_RULES) {
+        if (remaining.get(rule)! <= 0) continue;
+        const bucket = rule === "last" ? position : periodIndex(rule, item.time);
+        if (bucket === lastBucket.get(rule)) continue;
+        lastBucket.set(rule, bucket);
+        remaining.set(rule, remaining.get(rule)! - 1);
+        matched.push(rule);
+      }
+      const withinMs = rules.keepWithinMs ?? 0;
+      if (withinMs > 0 && withinAnchor !== undefined && item.time > withinAnchor - withinMs) {
+        matched.push(`within ${rules.keepWithinLabel ?? `${withinMs / 1000}s`}`);
+      }
+      if (!hasRules(rules)) matched.push("no rules");
     }
-    if (withinAnchor !== undefined && item.time > withinAnchor - withinMs) matched.push(withinReason);
-    if (!rules) matched.push("no rules");
     const reasons = [...protections, ...matched];
     const keep = reasons.length > 0;
     decisions.push({ item, keep, reasons, protected: protections.length > 0, ...(keep ? {} : { removedBy: "rules" as const }) });
@@ -152,7 +214,8 @@ function applyCap(decisions: PolicyDecision<PolicyItem>[], max: number | undefin
   // Decisions are newest first, so walking backwards meets the oldest first.
   for (let i = decisions.length - 1; i >= 0 && kept > max; i--) {
     const decision = decisions[i]!;
-    if (!decision.keep || decision.protected) continue;
+    // Manual and replaced-state checkpoints go only by their own rules (by_trigger), never by the cap.
+    if (!decision.keep || decision.protected || Object.hasOwn(KEPT_TRIGGERS, decision.item.trigger ?? "")) continue;
     decision.keep = false;
     decision.removedBy = "cap";
     kept -= 1;
@@ -161,14 +224,20 @@ function applyCap(decisions: PolicyDecision<PolicyItem>[], max: number | undefin
 }
 
 function checkPolicy(policy: RetentionPolicy): void {
-  for (const [name, value] of Object.entries(policy)) {
-    if (name === "keepWithinLabel" || value === undefined) continue;
-    const valid = typeof value === "number" && value >= 0 && (name === "keepWithinMs" ? Number.isFinite(value) : Number.isSafeInteger(value));
-    if (!valid) throw new RangeError(`Retention policy: ${name} must be a non-negative ${name === "keepWithinMs" ? "number" : "integer"} (got ${String(value)}).`);
+  checkRules(policy, "");
+  for (const [trigger, rules] of Object.entries(policy.byTrigger ?? {})) checkRules(rules, `byTrigger.${trigger}.`);
+}
+
+function checkRules(rules: RetentionRules, prefix: string): void {
+  for (const [key, value] of Object.entries(rules)) {
+    const name = `${prefix}${key}`;
+    if (key === "keepWithinLabel" || key === "byTrigger" || value === undefined) continue;
+    const valid = typeof value === "number" && value >= 0 && (key === "keepWithinMs" ? Number.isFinite(value) : Number.isSafeInteger(value));
+    if (!valid) throw new RangeError(`Retention policy: ${name} must be a non-negative ${key === "keepWithinMs" ? "number" : "integer"} (got ${String(value)}).`);
   }
 }
 
-function countOf(policy: RetentionPolicy, rule: BucketRule): number {
+function countOf(policy: RetentionRules, rule: BucketRule): number {
   switch (rule) {
     case "last":
       return policy.keepLast ?? 0;
@@ -241,6 +310,26 @@ export function bucketKey(rule: Exclude<BucketRule, "last">, time: number): stri
 }
 
 /**
+ * The period of a rule a time falls into, as a number that orders and compares like
+ * {@link bucketKey} (cheaper: no Date, no string, for each of thousands of checkpoints).
+ * Weeks count from the Monday before the epoch (1970-01-01 was a Thursday), so they are ISO weeks.
+ */
+export function periodIndex(rule: Exclude<BucketRule, "last">, time: number): number {
+  switch (rule) {
+    case "hourly":
+      return Math.floor(time / HOUR_MS);
+    case "daily":
+      return Math.floor(time / DAY_MS);
+    case "weekly":
+      return Math.floor((Math.floor(time / DAY_MS) + 3) / 7);
+    case "monthly": {
+      const date = new Date(time);
+      return date.getUTCFullYear() * 12 + date.getUTCMonth();
+    }
+  }
+}
+
+/**
  * The ISO 8601 week of a time in UTC, as strftime's `%G-W%V`: weeks start on Monday, and week 1
  * is the week holding the year's first Thursday, so 2021-01-01 (a Friday) is in 2020-W53.
  */
@@ -255,6 +344,7 @@ export function isoWeek(time: number): string {
   return `${pad(weekYear, 4)}-W${pad(week, 2)}`;
 }
 
+const HOUR_MS = 3_600_000;
 const DAY_MS = 86_400_000;
 
 function ymd(date: Date): string {

@@ -35,13 +35,21 @@ const RESERVED = new Set(["current", "history"]);
  */
 export function knownSessions(store: Store): SessionInfo[] {
   const found = new Map<string, SessionInfo>();
-  for (const { path, value } of store.query("/sessions/*")) {
-    const sessionId = path.slice("/sessions/".length);
+  // Keys only: a glob query would decode every manifest, task and event below /sessions.
+  const current: string[] = [];
+  const ended: string[] = [];
+  for (const path of store.keysBelow("/sessions")) {
+    const segments = path.slice("/sessions/".length).split("/");
+    if (segments.length === 1) current.push(segments[0]!);
+    else if (segments.length === 2 && segments[0] === "history") ended.push(segments[1]!);
+  }
+  for (const sessionId of current) {
+    const value = store.get(`/sessions/${sessionId}`);
     if (RESERVED.has(sessionId) || !isRecord(value)) continue;
     found.set(sessionId, { sessionId, state: "current", record: value });
   }
-  for (const { path, value } of store.query("/sessions/history/*")) {
-    const sessionId = path.slice("/sessions/history/".length);
+  for (const sessionId of ended) {
+    const value = store.get(`/sessions/history/${sessionId}`);
     if (found.has(sessionId) || !isRecord(value)) continue;
     found.set(sessionId, { sessionId, state: "ended", record: value });
   }
@@ -115,6 +123,23 @@ export function branchPoints(store: Store, sessions: readonly SessionInfo[]): Ma
     }
   }
   return points;
+}
+
+/**
+ * Checkpoint id -> the sessions whose base it is ("base of <sid>"): the checkpoint a session
+ * was last restored from (`restored_from` in its record, set by `apex start --continue`), kept
+ * while the record names it.
+ */
+export function restoreBases(store: Store, sessions: readonly SessionInfo[]): Map<string, string[]> {
+  const bases = new Map<string, string[]>();
+  for (const session of sessions) {
+    const reference = session.record?.restored_from;
+    if (typeof reference !== "string" || reference.trim() === "") continue;
+    for (const id of resolveReference(store, { ref: reference.trim(), sessionId: session.sessionId })) {
+      bases.set(id, [...(bases.get(id) ?? []), `base of ${session.sessionId}`]);
+    }
+  }
+  return bases;
 }
 
 interface Reference {

@@ -1,0 +1,173 @@
+// Issue 12 through the built CLI: the shipped retention policy with frequent event checkpoints
+// never removes a manual checkpoint, the checkpoint a session was restored from, or the state a
+// restore replaced; compression and archive work with the default config; one duration grammar
+// in the config and on the command line. Real supervisor and agent processes in temporary
+// projects, ended by pid or process group in afterEach.
+import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, REPO_ROOT, type CliResult } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+/** The plugins section of the apex.config.yaml APEX ships, verbatim. */
+function shippedPlugins(): string {
+  const text = readFileSync(join(REPO_ROOT, "apex.config.yaml"), "utf8");
+  return text.slice(text.indexOf("\nplugins:\n") + 1);
+}
+
+/** The shipped config with one idle agent instead of the reference agents (which would take their own checkpoints). */
+const SHIPPED_WITH_IDLE_AGENT = [
+  "session:",
+  "  auto_recovery: false",
+  "agents:",
+  "  worker:",
+  "    command: sh",
+  `    args: ["-c", "while true; do sleep 0.2; done"]`,
+  shippedPlugins(),
+].join("\n");
+
+function ok(args: string[]): any {
+  const result = project!.apex(args);
+  if (result.status !== 0) throw new Error(`apex ${args.join(" ")} exited ${result.status}: ${result.stderr}\n${result.stdout}`);
+  return args.includes("--json") ? JSON.parse(result.stdout) : result.stdout;
+}
+
+interface Listed {
+  id: string;
+  name: string;
+  trigger: string;
+  description: string;
+  kept_by: string[] | null;
+}
+
+function listed(): { total: number; taken: number; items: Listed[] } {
+  return ok(["checkpoint", "list", "--limit", "1000", "--json"]);
+}
+
+/** `count` tasks added and claimed: each claim takes a beforeTask checkpoint, and retention runs after it. */
+function burstOfTasks(count: number, label: string): void {
+  for (let i = 0; i < count; i++) {
+    ok(["task", "add", `${label} ${i}`]);
+    ok(["task", "claim", "--agent", "worker"]);
+  }
+}
+
+describe("retention with the shipped config (issue 12)", () => {
+  it("keeps a manual checkpoint through a burst of event checkpoints, continues from it, and keeps what it restored from and replaced", async () => {
+    expect(shippedPlugins()).toMatch(/retention:\n {4}keep_last: 5\n[\s\S]*auto_cleanup: true/);
+    project = new Project(SHIPPED_WITH_IDLE_AGENT, "apex-retention-defaults-");
+    const ready = project.start(["--task", "retention must never surprise"]);
+    const sessionId = ready.session_id;
+    ok(["memory", "set", "/notes/plan", '"before the refactoring"']);
+    const manual = ok(["checkpoint", "create", "Before major refactoring", "--json"]) as { id: string; name: string };
+    ok(["memory", "set", "/notes/plan", '"refactoring"']);
+
+    burstOfTasks(9, "burst");
+    let page = listed();
+    const beforeTask = page.items.filter((item) => item.trigger === "beforeTask");
+    // Retention ran: of the 9 beforeTask checkpoints it kept the last 5 (the newest is also the day's and the week's).
+    expect(beforeTask).toHaveLength(5);
+    expect(page.taken).toBeGreaterThan(page.total);
+    const survivor = page.items.find((item) => item.id === manual.id);
+    expect(survivor).toMatchObject({ trigger: "manual", description: "Before major refactoring", kept_by: ["manual"] });
+    expect(ok(["checkpoint", "list"])).toMatch(new RegExp(`${manual.name} .*manual +manual +Before major refactoring`));
+
+    // The dry run agrees: nothing of the session would go now.
+    const dry = ok(["session", "cleanup", "--dry-run", "--json"]) as { sessions: Array<{ session_id: string; removed: number }> };
+    expect(dry.sessions.find((session) => session.session_id === sessionId)).toMatchObject({ removed: 0 });
+
+    ok(["stop"]);
+    const continued = ok(["start", "--continue", manual.id, "--json"]);
+    project.remember();
+    expect(continued).toMatchObject({ session_id: sessionId, continued: true, restored_from: manual.id });
+    expect(ok(["memory", "show", "/notes/plan", "--json"]).value).toBe("before the refactoring");
+
+    burstOfTasks(7, "after the restore");
+    page = listed();
+    expect(page.items.find((item) => item.id === manual.id)?.kept_by).toEqual(["manual", `base of ${sessionId}`]);
+    // The state the restore replaced (the refactoring in progress) is kept, whatever keep_last says.
+    const replaced = page.items.filter((item) => item.trigger === "beforeRestore");
+    expect(replaced).toHaveLength(1);
+    expect(replaced[0]!.kept_by).toEqual(["before restore"]);
+    expect(page.items.filter((item) => item.trigger === "beforeTask")).toHaveLength(5);
+
+    // Continued from an event checkpoint: that one stays while it is the session's base, through
+    // a burst that would otherwise push it out of keep_last.
+    const base = page.items.filter((item) => item.trigger === "beforeTask").at(-1)!;
+    ok(["stop"]);
+    expect(ok(["start", "--continue", base.id, "--json"])).toMatchObject({ restored_from: base.id });
+    project.remember();
+    burstOfTasks(7, "from an event checkpoint");
+    page = listed();
+    expect(page.items.find((item) => item.id === base.id)?.kept_by).toEqual([`base of ${sessionId}`]);
+    // The manual checkpoint is no longer the base, and is still kept as a manual one.
+    expect(page.items.find((item) => item.id === manual.id)?.kept_by).toEqual(["manual"]);
+    ok(["stop"]);
+  }, 240_000);
+});
+
+describe("every command of the flow works with the default config (issue 12)", () => {
+  function fails(args: string[], code: number): CliResult {
+    const result = project!.apex(args);
+    expect(result.status, `apex ${args.join(" ")}: ${result.stdout}${result.stderr}`).toBe(code);
+    return result;
+  }
+
+  it("session compress and session archive --older-than 30days run without a config file", () => {
+    project = new Project("", "apex-defaults-");
+    rmSync(join(project.dir, "apex.config.yaml")); // no config file: the shipped defaults apply
+    expect(ok(["session", "compress", "--dry-run", "--json"])).toMatchObject({ dry_run: true });
+    expect(ok(["session", "archive", "--older-than", "30days", "--dry-run", "--json"])).toMatchObject({ dry_run: true });
+    expect(ok(["session", "archive", "--older-than", "90", "--dry-run", "--json"])).toMatchObject({ dry_run: true });
+    const { plugins } = ok(["plugins", "list", "--json"]) as { plugins: Array<{ name: string; enabled: boolean }> };
+    expect(plugins.filter((plugin) => plugin.enabled).map((plugin) => plugin.name)).toEqual(["checkpoint", "retention", "git", "metrics", "history", "compression", "archive"]);
+  });
+
+  it("a command of a disabled plugin says which plugin provides it and how to enable it", () => {
+    project = new Project("plugins:\n  checkpoint: {}\n  compression: false\n", "apex-defaults-");
+    const off = fails(["session", "compress", "--json"], 2);
+    expect(JSON.parse(off.stderr).error).toMatchObject({
+      code: "APEX_E_PLUGIN_DISABLED",
+      message: "`apex session compress` is a command of the compression plugin, which is turned off (`compression: false`) in apex.config.yaml.",
+      details: { command: "session compress", plugin: "compression" },
+    });
+    const missing = fails(["session", "archive", "--older-than", "30days"], 2);
+    expect(missing.stderr).toContain("error[APEX_E_PLUGIN_DISABLED]: `apex session archive` is a command of the archive plugin, which is not enabled in apex.config.yaml.");
+    expect(missing.stderr).toContain("put `archive: {}` in the plugins: section of apex.config.yaml");
+    expect(fails(["backup"], 2).stderr).toContain("is a command of the archive plugin");
+    // A command no plugin has stays commander's usage error.
+    expect(fails(["session", "frobnicate"], 2).stderr).toContain("unknown command 'frobnicate'");
+  });
+
+  it("the config takes the command line's durations, and the command line the config's", () => {
+    project = new Project(
+      [
+        "session:",
+        '  session_timeout: "30days"',
+        "plugins:",
+        "  retention:",
+        '    keep_within: "90"',
+        "    by_trigger:",
+        "      beforeRestore: {keep_within: 4w}",
+        "      manual: {keep_within: 2h30m}",
+        "  archive:",
+        "    older_than: 7d",
+        "",
+      ].join("\n"),
+      "apex-defaults-",
+    );
+    expect(ok(["config", "validate"])).toMatch(/is valid/);
+    const shown = ok(["config", "show", "--json"]) as { session: { session_timeout: number } };
+    expect(shown.session.session_timeout).toBe(30 * 86_400);
+    ok(["memory", "set", "/notes/x", "1"]);
+    // `--timeout` takes a duration: "1s" and a bare "1" are both a second.
+    for (const timeout of ["1s", "1"]) expect(project.apex(["memory", "watch", "/nothing/**", "--timeout", timeout]).status).toBe(0);
+    const bad = fails(["memory", "watch", "/nothing/**", "--timeout", "1 fortnight"], 2);
+    expect(bad.stderr).toContain('--timeout: Expected a duration, got "1 fortnight".');
+  });
+});
