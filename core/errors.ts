@@ -73,6 +73,11 @@ export const ErrorCodes = {
   APEX_E_BUNDLE_INVALID: ExitCode.usage,
   APEX_E_BUNDLE_VERSION: ExitCode.conflict,
   APEX_E_SESSION_EXISTS: ExitCode.conflict,
+  // remote access (apex serve): no or a bad token, a role that does not allow the action, too many failures (4); a body too large (2)
+  APEX_E_UNAUTHORIZED: ExitCode.conflict,
+  APEX_E_FORBIDDEN: ExitCode.conflict,
+  APEX_E_RATE_LIMITED: ExitCode.conflict,
+  APEX_E_TOO_LARGE: ExitCode.usage,
 } as const satisfies Record<string, ExitCodeValue>;
 export type ErrorCode = keyof typeof ErrorCodes;
 

@@ -5,6 +5,7 @@ import { registerConfigCommands } from "./config.js";
 import { registerLifecycleCommands } from "./lifecycle.js";
 import { registerMemoryCommands } from "./memory.js";
 import { registerPluginsCommands } from "./plugins.js";
+import { registerRemoteCommands } from "./remote.js";
 import { registerSessionCommands } from "./session.js";
 import { registerTaskCommands } from "./task.js";
 
@@ -21,4 +22,5 @@ export const commandGroups: Array<(program: Command) => void> = [
   registerAgentCommands,
   registerSessionCommands,
   registerCheckpointCommands,
+  registerRemoteCommands,
 ];

@@ -1,4 +1,5 @@
 import { Command, CommanderError, Option } from "commander";
+import { ApexError } from "../errors.js";
 import { reportError } from "./output.js";
 import { commandGroups } from "./commands.js";
 
@@ -11,6 +12,8 @@ export function buildProgram(): Command {
     .description("APEX: supervised multi-agent development sessions with checkpoints, restore and plugins.")
     .version(VERSION, "-V, --version")
     .addOption(new Option("--config <path>", "use this apex.config.yaml (default: search upwards; env APEX_CONFIG)"))
+    .addOption(new Option("--remote <host/session>", "act on a session served by `apex serve` elsewhere: HOST[:PORT]/SESSION (env APEX_REMOTE)"))
+    .addOption(new Option("--token <token>", "the token of an invite, for --remote and `apex connect` (env APEX_TOKEN; or `apex login HOST`)"))
     .showHelpAfterError("(run with --help for usage)")
     .configureHelp({ sortSubcommands: false, showGlobalOptions: true })
     .addHelpText(
@@ -20,6 +23,7 @@ Environment:
   APEX_CONFIG                path of apex.config.yaml (like --config)
   APEX_HOME                  store directory (default: .apex/ beside the config file)
   APEX_CHECKPOINT_INTERVAL   seconds between automatic checkpoints
+  APEX_REMOTE, APEX_TOKEN    like --remote and --token
   NO_COLOR                   disable colours
 
 Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 not found, 4 conflict or refused.
@@ -42,6 +46,8 @@ export async function main(argv: string[]): Promise<number> {
   });
   const finalizers: Array<() => Promise<void>> = [];
   try {
+    applyRemoteFlags(argv.slice(2));
+    if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
     if (needsPluginCommands(program, argv)) {
       const { registerPluginCommands, closeAfterParse } = await import("./plugin-commands.js");
       await registerPluginCommands(program, argv, commandWords(argv.slice(2)));
@@ -70,6 +76,56 @@ export async function main(argv: string[]): Promise<number> {
     }
     return reportError(error, json);
   }
+}
+
+/**
+ * `--remote` and `--token` are read before commander parses anything and set APEX_REMOTE and
+ * APEX_TOKEN, which the session routing (forcedEndpoint) and the HTTP transport read.
+ */
+function applyRemoteFlags(args: string[]): void {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--") return;
+    for (const [flag, variable] of [
+      ["--remote", "APEX_REMOTE"],
+      ["--token", "APEX_TOKEN"],
+    ] as const) {
+      if (arg === flag && args[i + 1] !== undefined) process.env[variable] = args[i + 1];
+      else if (arg.startsWith(`${flag}=`)) process.env[variable] = arg.slice(flag.length + 1);
+    }
+  }
+}
+
+/**
+ * The commands that work against a remote session: their code routes through forcedEndpoint.
+ * Anything else would act on the local project, so it is refused rather than run.
+ */
+const REMOTE_COMMANDS: Record<string, string[] | true> = {
+  status: true,
+  start: true,
+  pause: true,
+  resume: true,
+  stop: true,
+  logs: true,
+  help: true,
+  memory: ["show", "query", "set", "delete", "watch", "import"],
+  task: ["add", "list", "show", "claim", "done", "fail", "reopen", "milestone"],
+  agent: ["report", "list"],
+  checkpoint: ["create", "list", "show", "diff"],
+  session: ["list", "history", "share", "unshare", "shares"],
+};
+
+function checkRemoteCommand(words: string[]): void {
+  if (words.length === 0) return;
+  const allowed = REMOTE_COMMANDS[words[0]!];
+  if (allowed === true || (allowed && (words[1] === undefined || allowed.includes(words[1])))) return;
+  const list = Object.entries(REMOTE_COMMANDS)
+    .filter(([name]) => name !== "help")
+    .map(([name, subs]) => (subs === true ? name : `${name} ${subs.join("|")}`))
+    .join(", ");
+  throw new ApexError("APEX_E_USAGE", `\`apex ${words.join(" ")}\` does not work on a remote session (--remote / APEX_REMOTE).`, {
+    hint: `Remote commands: ${list}.`,
+  });
 }
 
 /** Commander exits by itself on usage errors unless every (sub)command is told not to. */
@@ -114,7 +170,7 @@ export function commandWords(args: string[]): string[] {
   for (let i = 0; i < args.length && words.length < 2; i++) {
     const arg = args[i]!;
     if (arg === "--") break;
-    if (arg === "--config") {
+    if (arg === "--config" || arg === "--remote" || arg === "--token") {
       i++;
       continue;
     }

@@ -6,6 +6,7 @@ import { checkPath, pathProblem } from "../store/paths.js";
 import { Store, type Entry, type JsonValue } from "../store/store.js";
 import { openWriter } from "./context.js";
 import { paint, printJson } from "./output.js";
+import { forcedEndpoint } from "../session/runtime.js";
 
 /** Read access to the memory: the store itself, or the supervisor when running inside an agent. */
 export interface MemoryReader {
@@ -19,9 +20,10 @@ export interface MemoryReader {
  * LMDB; everyone else reads the store directly, read-only.
  */
 export async function openReader(location: ProjectLocation): Promise<MemoryReader> {
-  if (process.env.APEX_SOCKET) {
+  const endpoint = forcedEndpoint();
+  if (endpoint) {
     const { openRemoteReader } = await import("./remote-reader.js");
-    return openRemoteReader(process.env.APEX_SOCKET);
+    return openRemoteReader(endpoint);
   }
   const store = Store.open(location.storeDir, { readOnly: true });
   return {
@@ -253,9 +255,10 @@ async function readCheckpointRecord(location: ProjectLocation, path: string): Pr
   const ref = checkpointRefOfPath(path);
   if (ref === undefined) return undefined;
   try {
-    if (process.env.APEX_SOCKET) {
+    const endpoint = forcedEndpoint();
+    if (endpoint) {
       const { callSupervisor } = await import("../rpc/call.js");
-      return (await callSupervisor(process.env.APEX_SOCKET, "checkpoint.show", { ref })) as JsonValue;
+      return (await callSupervisor(endpoint, "checkpoint.show", { ref })) as JsonValue;
     }
     if (!Store.exists(location.storeDir)) return undefined;
     const { checkpointRecord } = await import("../../plugins/checkpoint/record.js");
@@ -273,7 +276,7 @@ async function readCheckpointRecord(location: ProjectLocation, path: string): Pr
 
 /** A reader over an empty keyspace when no store exists yet: reads then find nothing. */
 async function openReaderOrEmpty(location: ProjectLocation): Promise<MemoryReader> {
-  if (!process.env.APEX_SOCKET && !Store.exists(location.storeDir)) {
+  if (!forcedEndpoint() && !Store.exists(location.storeDir)) {
     return { get: async () => undefined, query: async () => [], close: async () => {} };
   }
   return openReader(location);

@@ -3,6 +3,7 @@ import type { ProjectLocation } from "../config/locate.js";
 import type { Glob } from "../store/glob.js";
 import { Store, type Change, type JsonValue } from "../store/store.js";
 import { paint } from "./output.js";
+import { forcedEndpoint } from "../session/runtime.js";
 
 const POLL_MS = 100;
 
@@ -30,8 +31,9 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
-  if (process.env.APEX_SOCKET) {
-    await watchThroughSupervisor(process.env.APEX_SOCKET, glob, { ...options, withCurrent }, deadline, () => interrupted);
+  const endpoint = forcedEndpoint();
+  if (endpoint) {
+    await watchThroughSupervisor(endpoint, glob, { ...options, withCurrent }, deadline, () => interrupted);
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     return;

@@ -136,7 +136,8 @@ function toCommander(
  */
 async function runAtWriter(engine: Engine, name: string, input: CommandInput, context: CommandContext, storeDir: string): Promise<number> {
   const { liveSupervisor } = await import("../session/runtime.js");
-  const supervisor = liveSupervisor(storeDir);
+  // With a remote session the command runs here, and its own calls go to the remote server.
+  const supervisor = process.env.APEX_REMOTE ? undefined : liveSupervisor(storeDir);
   if (!supervisor) return (await engine.runCommand(name, input, context)) ?? 0;
   const { callSupervisor } = await import("../rpc/call.js");
   const reply = (await callSupervisor(supervisor.socket, "plugin.command", { name, args: input.args, options: input.options }, 600_000)) as {

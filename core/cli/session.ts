@@ -102,7 +102,8 @@ export async function readAuditTrail(reader: MemoryReader, sessionId: string): P
 /** Opens the store (or, inside an agent, the supervisor's socket) for reading; a project without a store has no session. */
 export async function openSessionReader(location: ProjectLocation): Promise<MemoryReader> {
   const { openReader } = await import("./memory-actions.js");
-  if (!process.env.APEX_SOCKET) {
+  const { forcedEndpoint } = await import("../session/runtime.js");
+  if (!forcedEndpoint()) {
     const { Store } = await import("../store/store.js");
     if (!Store.exists(location.storeDir)) {
       const { ApexError } = await import("../errors.js");

@@ -1,7 +1,7 @@
 import { currentActor } from "../actor.js";
 import type { ProjectLocation } from "../config/locate.js";
 import { callSupervisor } from "../rpc/call.js";
-import { liveSupervisor } from "../session/runtime.js";
+import { writerEndpoint } from "../session/runtime.js";
 import type { Entry, JsonValue, Store } from "../store/store.js";
 import type { MemoryWriter } from "./context.js";
 
@@ -13,7 +13,7 @@ import type { MemoryWriter } from "./context.js";
  * apex.config.yaml is invalid.
  */
 export async function openMemoryWriter(location: ProjectLocation): Promise<MemoryWriter> {
-  const socket = process.env.APEX_SOCKET ?? liveSupervisor(location.storeDir)?.socket;
+  const socket = writerEndpoint(location.storeDir);
   if (socket) return socketWriter(socket);
   await assertConfigValid(location);
   const { Store } = await import("../store/store.js");

@@ -1,13 +1,16 @@
 import { connect } from "node:net";
 import { ApexError } from "../errors.js";
 import { errorFromBody, lineSplitter, type RpcReply } from "./protocol.js";
+import { isRemoteEndpoint } from "./remote.js";
 
 /**
- * One request over the supervisor's control socket. The protocol is newline-delimited
+ * One request over the supervisor's control socket (or, for an http(s) endpoint, `apex serve`). The protocol is newline-delimited
  * JSON: `{id, method, params}` answered by `{id, result}` or `{id, error: {code, message, hint}}`.
  * Errors come back as the ApexError the supervisor raised (same code, message and hint).
  */
 export function callSupervisor(socketPath: string, method: string, params: unknown, timeoutMs = 30_000): Promise<unknown> {
+  // A remote session (`apex --remote`): the same call over `apex serve`'s HTTP API.
+  if (isRemoteEndpoint(socketPath)) return import("./http-client.js").then(({ callRemote }) => callRemote(socketPath, method, params, timeoutMs));
   return new Promise((resolve, reject) => {
     const socket = connect(socketPath);
     let settled = false;
@@ -59,6 +62,22 @@ export interface Subscription {
 
 /** Calls a streaming method and hands each event to `onEvent` until the stream ends. */
 export function subscribeSupervisor(socketPath: string, method: string, params: unknown, onEvent: (event: unknown) => void): Subscription {
+  if (isRemoteEndpoint(socketPath)) {
+    let inner: Subscription | undefined;
+    let closed = false;
+    const done = import("./http-client.js").then(({ subscribeRemote }) => {
+      if (closed) return;
+      inner = subscribeRemote(socketPath, method, params, onEvent);
+      return inner.done;
+    });
+    return {
+      done,
+      close() {
+        closed = true;
+        inner?.close();
+      },
+    };
+  }
   const socket = connect(socketPath);
   let closedByUs = false;
   const done = new Promise<void>((resolve, reject) => {
@@ -102,4 +121,73 @@ function unreachable(socketPath: string, error: NodeJS.ErrnoException): ApexErro
   return new ApexError("APEX_E_RPC", `Cannot reach the supervisor at ${socketPath}: ${error.code ?? error.message}.`, {
     hint: "Check `apex status`; if the session is interrupted, `apex start --continue last` recovers it.",
   });
+}
+
+/**
+ * One long-lived connection to a supervisor, with requests multiplexed by id: for a process
+ * that calls it often (`apex serve`), which then pays the connection set-up once instead of
+ * per call. Reconnects on the next call after the connection drops.
+ */
+export class SupervisorChannel {
+  private socket: ReturnType<typeof connect> | undefined;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void; timer: NodeJS.Timeout; method: string }>();
+
+  constructor(readonly socketPath: string) {}
+
+  call(method: string, params: unknown, timeoutMs = 30_000): Promise<unknown> {
+    const socket = this.open();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new ApexError("APEX_E_TIMEOUT", `The supervisor did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer, method });
+      socket.write(`${JSON.stringify({ id, method, params })}\n`);
+    });
+  }
+
+  close(): void {
+    this.socket?.destroy();
+    this.socket = undefined;
+  }
+
+  private open(): ReturnType<typeof connect> {
+    if (this.socket && !this.socket.destroyed) return this.socket;
+    const socket = connect(this.socketPath);
+    this.socket = socket;
+    socket.setEncoding("utf8");
+    socket.on(
+      "data",
+      lineSplitter(
+        (line) => {
+          let reply: RpcReply;
+          try {
+            reply = JSON.parse(line) as RpcReply;
+          } catch {
+            return;
+          }
+          const waiting = typeof reply.id === "number" ? this.pending.get(reply.id) : undefined;
+          if (!waiting || reply.event !== undefined) return;
+          this.pending.delete(reply.id as number);
+          clearTimeout(waiting.timer);
+          if (reply.error) waiting.reject(errorFromBody(reply.error));
+          else waiting.resolve(reply.result);
+        },
+        () => socket.destroy(),
+      ),
+    );
+    const fail = (error?: NodeJS.ErrnoException) => {
+      if (this.socket === socket) this.socket = undefined;
+      for (const [id, waiting] of this.pending) {
+        this.pending.delete(id);
+        clearTimeout(waiting.timer);
+        waiting.reject(error ? unreachable(this.socketPath, error) : new ApexError("APEX_E_RPC", `The supervisor closed the connection before answering ${waiting.method}.`));
+      }
+    };
+    socket.on("error", (error: NodeJS.ErrnoException) => fail(error));
+    socket.on("close", () => fail());
+    return socket;
+  }
 }

@@ -3,10 +3,11 @@ import { currentActor } from "../actor.js";
 export { currentActor };
 import type { ProjectLocation } from "../config/locate.js";
 import { callSupervisor } from "../rpc/call.js";
-import { liveSupervisor } from "./runtime.js";
+import { forcedEndpoint, liveSupervisor } from "./runtime.js";
 
 /**
  * How CLI commands reach a session:
+ *  - a remote session (`apex --remote`, APEX_REMOTE): always `apex serve` over HTTP(S);
  *  - inside an agent (APEX_SOCKET set): always the supervisor's socket; the agent's process
  *    group never opens LMDB, so a SIGSTOPped agent can never hold the store's lock;
  *  - writes from anyone else: the socket while a supervisor is alive (it is the one writer),
@@ -22,8 +23,8 @@ export interface SessionClient {
 
 /** `session`: for reads, the session `--session` names (else the current one, or the one that ended last). */
 export async function openSessionClient(location: ProjectLocation, access: "read" | "write", session?: string): Promise<SessionClient> {
-  const agentSocket = process.env.APEX_SOCKET;
-  if (agentSocket) return socketClient(agentSocket);
+  const endpoint = forcedEndpoint();
+  if (endpoint) return socketClient(endpoint);
   if (access === "write") {
     const runtime = liveSupervisor(location.storeDir);
     if (runtime) return socketClient(runtime.socket);

@@ -9,6 +9,7 @@ import { buildStatusReport, sessionReport } from "./status-report.js";
 import { eventsAfter, SessionReader, type SessionService } from "./service.js";
 import type { Supervisor } from "./supervisor.js";
 import { allSessions, historySessions, resolveSessionId } from "./sessions.js";
+import { grantMethods } from "./grants.js";
 
 /** A method body shared by the supervisor and by CLI commands that write directly (no supervisor). */
 export type SessionMethod = (params: Record<string, unknown>) => unknown;
@@ -109,6 +110,7 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
     },
     "session.list": () => allSessions(store),
     "session.history": () => historySessions(store),
+    ...grantMethods(service, actorParam),
   };
 }
 
@@ -119,22 +121,26 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
  * `callSupervisor(socket, name, params)`.
  */
 export function registerSupervisorMethods(server: RpcServer, supervisor: Supervisor): void {
-  for (const [name, method] of Object.entries(sessionMethods(supervisor.service))) server.register(name, method);
+  for (const [name, method] of Object.entries(sessionMethods(supervisor.service))) if (name !== "session.status") server.register(name, method);
   server
+    .register("session.status", () => ({ ...buildStatusReport(supervisor.store, ""), connected: supervisor.connections() }) as unknown as JsonValue)
     .register("hello", () => ({
       session_id: supervisor.sessionId,
       pid: process.pid,
       status: supervisor.service.session().status,
       methods: server.methods(),
     }))
-    .register("session.pause", () => supervisor.pause())
-    .register("session.resume", () => supervisor.resume())
+    .register("session.pause", (params) => supervisor.pause(actorParam(params)))
+    .register("session.resume", (params) => supervisor.resume(actorParam(params)))
+    // `apex serve` reports who is connected through it; `session.status` shows them.
+    .register("session.connections", (params) => supervisor.noteConnections(stringParam(params, "server"), params.users))
     .register("session.stop", (params) =>
       supervisor.stop({
         force: params.force === true,
         ...(typeof params.grace_ms === "number" ? { graceMs: params.grace_ms } : {}),
         ...(typeof params.reason === "string" ? { reason: params.reason } : {}),
         ...(checkpointParam(params.checkpoint) ? { checkpoint: checkpointParam(params.checkpoint)! } : {}),
+        actor: actorParam(params),
       }),
     )
     .register("agent.list", () => supervisor.agentsView())
@@ -190,7 +196,7 @@ function optionalString(params: Record<string, unknown>, name: string): string |
 }
 
 /** Who made a change: "agent:<name>" or "user:<name>", as the caller says (the socket is 0600: same user). */
-function actorParam(params: Record<string, unknown>): string {
+export function actorParam(params: Record<string, unknown>): string {
   const actor = optionalString(params, "actor");
   return actor && /^(agent|user|plugin):[^\s]{1,128}$/.test(actor) ? actor : "user:unknown";
 }

@@ -115,8 +115,8 @@ export class SessionService extends SessionReader {
     const events: SessionEvent[] = [];
     const { value } = await this.store.batch((batch) => {
       events.length = 0;
-      const record: EventRecorder = (type, data = {}) => {
-        const event = appendEvent(batch, this.sessionId, type, actor, data);
+      const record: EventRecorder = (type, data = {}, by = actor) => {
+        const event = appendEvent(batch, this.sessionId, type, by, data);
         events.push(event);
         return event;
       };
@@ -364,7 +364,8 @@ export function* eventsAfter(store: Store, sessionId: string, seq: number): Iter
   for (const { value } of kv.getRange({ start: eventPath(sessionId, seq + 1), end: `${eventsPrefix(sessionId)}0` })) yield value;
 }
 
-export type EventRecorder = (type: string, data?: Record<string, JsonValue>) => SessionEvent;
+/** Records an event in the write's batch; `by` names who asked for it when that is not the writer (a stop requested by a user). */
+export type EventRecorder = (type: string, data?: Record<string, JsonValue>, by?: string) => SessionEvent;
 
 /** Appends one audit event to the session inside `batch`. */
 export function appendEvent(batch: WriteBatch, sessionId: string, type: string, actor: string, data: Record<string, JsonValue> = {}): SessionEvent {

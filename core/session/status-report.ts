@@ -59,6 +59,8 @@ export interface StatusReport {
   recover_with?: string | null;
   /** With no session current: the last one that ended. */
   last_session: null | { session_id: string; status: string; ended_at: string | null; outcome: string | null };
+  /** Users connected through `apex serve` (only a live supervisor knows them). */
+  connected?: Array<{ user: string; role: string; since: string; streams: number }>;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { appendFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -10,7 +11,7 @@ import { makePrivateDir, PRIVATE_EXECUTABLE_MODE, PRIVATE_FILE_MODE, writePrivat
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
 import { AgentProcess, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
-import { registerSupervisorMethods } from "./methods.js";
+import { actorParam, registerSupervisorMethods } from "./methods.js";
 import { agentMarker, isGroupStopped, processGroups, processStartTime, signalProcess, sleep, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
 import {
   CONTEXT_SUFFIX,
@@ -97,6 +98,16 @@ export function pauseVerifyMs(loadPerCore = loadavg()[0]! / Math.max(1, availabl
 const DEFAULT_STOP_GRACE_MS = 5000;
 const LOG_TAIL_LINES = 20;
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+/** A report of `apex serve` older than this no longer counts its users as connected. */
+const CONNECTIONS_TTL_MS = 30_000;
+
+/** Someone connected through `apex serve`, as `apex status` shows them. */
+export interface Connection {
+  user: string;
+  role: string;
+  since: string;
+  streams: number;
+}
 
 /**
  * The session daemon: the store's one writer while it runs. It spawns the agents, restarts
@@ -115,6 +126,9 @@ export class Supervisor {
   private idleRemainingMs = 0;
   private idleDeadline = 0;
   private shutdownStarted = false;
+  /** Who made the request being served: checkpoints taken for it are attributed to them. */
+  private readonly requestActor = new AsyncLocalStorage<string>();
+  private readonly connectionReports = new Map<string, { at: number; users: Connection[] }>();
 
   private constructor(
     readonly config: Config,
@@ -536,7 +550,7 @@ export class Supervisor {
     return out;
   }
 
-  pause(): Promise<Record<string, JsonValue>> {
+  pause(actor = "supervisor"): Promise<Record<string, JsonValue>> {
     return this.runLifecycle(async () => {
       this.assertStatus("active", "pause");
       this.pauseTimers();
@@ -556,13 +570,13 @@ export class Supervisor {
       } catch (error) {
         warnings.push((error as Error).message);
       }
-      await this.setStatus("paused", "session.paused", { processes });
+      await this.setStatus("paused", "session.paused", { processes }, actor);
       this.log(`paused: ${processes} processes stopped`);
       return { session_id: this.sessionId, status: "paused", agents: groups.length, processes, warnings };
     });
   }
 
-  resume(): Promise<Record<string, JsonValue>> {
+  resume(actor = "supervisor"): Promise<Record<string, JsonValue>> {
     return this.runLifecycle(async () => {
       this.assertStatus("paused", "resume");
       const groups = this.runningGroups();
@@ -575,7 +589,7 @@ export class Supervisor {
           batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status: "running" });
         }
       }, "supervisor");
-      await this.setStatus("active", "session.resumed", { processes });
+      await this.setStatus("active", "session.resumed", { processes }, actor);
       const warnings: string[] = [];
       try {
         await this.engine.fire("onResume", this.service.context());
@@ -630,7 +644,7 @@ export class Supervisor {
    * or checkpoint is about to take the project over); if it cannot be written, nothing is
    * stopped and the error says why.
    */
-  stop(options: { force?: boolean; graceMs?: number; reason?: string; checkpoint?: { trigger: string; description: string } }): Promise<Record<string, JsonValue>> {
+  stop(options: { force?: boolean; graceMs?: number; reason?: string; checkpoint?: { trigger: string; description: string }; actor?: string }): Promise<Record<string, JsonValue>> {
     if (this.stopping) return this.stopping;
     let checkpointFailed = false;
     const run = this.runLifecycle(async () => {
@@ -653,7 +667,7 @@ export class Supervisor {
       }
       const ended = await this.terminateAll({ force: Boolean(options.force), graceMs: options.graceMs ?? DEFAULT_STOP_GRACE_MS });
       const reason = options.reason ?? "stopped by the user";
-      await this.finish("stopped", reason);
+      await this.finish("stopped", reason, options.actor);
       this.scheduleShutdown(0);
       return { session_id: this.sessionId, status: "stopped", reason, processes_ended: ended, checkpoint };
     });
@@ -697,7 +711,7 @@ export class Supervisor {
   }
 
   /** Writes the final records: agents, session status and outcome, history; fires onStop. */
-  private async finish(status: "stopped" | "completed" | "failed", outcome: string): Promise<void> {
+  private async finish(status: "stopped" | "completed" | "failed", outcome: string, actor = "supervisor"): Promise<void> {
     try {
       await this.engine.fire("beforeStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
     } catch (error) {
@@ -725,7 +739,7 @@ export class Supervisor {
       batch.set(historyPath(this.sessionId), next);
       const current = batch.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined;
       if (current?.session_id === this.sessionId) batch.delete(CURRENT_SESSION_PATH);
-      record(`session.${status}`, { reason: outcome });
+      record(`session.${status}`, { reason: outcome }, actor);
     }, "supervisor");
     this.log(`session ${status}: ${outcome}`);
     try {
@@ -743,7 +757,7 @@ export class Supervisor {
     throw new ApexError("APEX_E_SESSION_STATE", `The session is ${status}; it cannot ${action}.`, hint ? { hint } : {});
   }
 
-  private async setStatus(status: "active" | "paused", eventType: string, data: Record<string, JsonValue>): Promise<void> {
+  private async setStatus(status: "active" | "paused", eventType: string, data: Record<string, JsonValue>, actor: string): Promise<void> {
     await this.service.write((batch, record) => {
       const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
       const at = nowIso();
@@ -754,7 +768,7 @@ export class Supervisor {
         history: [...session.history, { event: status === "paused" ? "paused" : "resumed", at }],
       });
       record(eventType, data);
-    }, "supervisor");
+    }, actor);
   }
 
   // ---------------------------------------------------------------- timers
@@ -849,7 +863,7 @@ export class Supervisor {
       if (info.sessionId !== this.sessionId) return;
       await this.service.write((_batch, record) => {
         record("checkpoint", { id: info.id, sequence: info.sequence, trigger: info.trigger });
-      }, "supervisor");
+      }, this.requestActor.getStore() ?? "supervisor");
     });
     this.engine.hooks.onError.tapPromise("session", async (context) => {
       try {
@@ -867,7 +881,27 @@ export class Supervisor {
   private registerMethods(): void {
     registerSupervisorMethods(this.server, this);
     // Methods of the checkpoint service (checkpoint.create, …): served here, where the store's writer is.
-    for (const [name, method] of Object.entries(checkpointServiceFor(this.store)?.methods ?? {})) this.server.register(name, (params) => method(params));
+    for (const [name, method] of Object.entries(checkpointServiceFor(this.store)?.methods ?? {})) {
+      this.server.register(name, (params) => this.requestActor.run(actorParam(params), () => method(params)));
+    }
+  }
+
+  /** `apex serve` (one or several) says who is connected through it; each report replaces its previous one. */
+  noteConnections(server: string, users: unknown): { connected: number } {
+    const list = Array.isArray(users) ? (users as Connection[]).filter((user) => user && typeof user.user === "string").slice(0, 1000) : [];
+    if (list.length === 0) this.connectionReports.delete(server);
+    else this.connectionReports.set(server, { at: Date.now(), users: list });
+    return { connected: this.connections().length };
+  }
+
+  /** Users connected through `apex serve` now (reports older than 30 s are dropped). */
+  connections(): Connection[] {
+    const out: Connection[] = [];
+    for (const [server, report] of this.connectionReports) {
+      if (Date.now() - report.at > CONNECTIONS_TTL_MS) this.connectionReports.delete(server);
+      else out.push(...report.users);
+    }
+    return out;
   }
 
   /** Status from the supervisor's own view (used by `session.status`). */

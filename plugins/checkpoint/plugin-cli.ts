@@ -18,7 +18,7 @@ import { paint, plural, printJson, printLine } from "../../core/cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
-import { liveSupervisor } from "../../core/session/runtime.js";
+import { forcedEndpoint, liveSupervisor, writerEndpoint } from "../../core/session/runtime.js";
 import { Store, type JsonValue } from "../../core/store/store.js";
 import type { CheckpointSummary } from "./catalog.js";
 import {
@@ -47,7 +47,7 @@ function noStore(): ApexError {
 
 /** The socket of the store's writer, if a supervisor runs (inside an agent: always its supervisor). */
 function writerSocket(location: ProjectLocation): string | undefined {
-  return process.env.APEX_SOCKET ?? liveSupervisor(location.storeDir)?.socket;
+  return writerEndpoint(location.storeDir);
 }
 
 async function callWriter(socket: string, method: string, params: Record<string, unknown>): Promise<unknown> {
@@ -134,8 +134,9 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
     ...(options.keysLimit !== undefined ? { keysLimit: options.keysLimit } : {}),
     ...(options.keysOffset !== undefined ? { keysOffset: options.keysOffset } : {}),
   };
-  const record = process.env.APEX_SOCKET
-    ? ((await callSupervisor(process.env.APEX_SOCKET, "checkpoint.show", { ref, session: options.session, ...page })) as CheckpointRecord)
+  const endpoint = forcedEndpoint();
+  const record = endpoint
+    ? ((await callSupervisor(endpoint, "checkpoint.show", { ref, session: options.session, ...page })) as CheckpointRecord)
     : await withReadStore(location, (store) => checkpointRecord(store, ref, { sessionId: sessionFor(store, options.session), ...page }));
   if (options.json) return printJson(record);
   const m = record.manifest;
@@ -189,8 +190,9 @@ function describeAgent(agent: JsonValue): string {
 const DIFF_LINES = 100;
 
 export async function diffCheckpointsCommand(location: ProjectLocation, a: string, b: string, options: ReadOptions): Promise<void> {
-  const diff = process.env.APEX_SOCKET
-    ? ((await callSupervisor(process.env.APEX_SOCKET, "checkpoint.diff", { from: a, to: b, session: options.session })) as CheckpointDiff)
+  const endpoint = forcedEndpoint();
+  const diff = endpoint
+    ? ((await callSupervisor(endpoint, "checkpoint.diff", { from: a, to: b, session: options.session })) as CheckpointDiff)
     : await withReadStore(location, (store) => diffCheckpoints(store, a, b, { sessionId: sessionFor(store, options.session) }));
   if (options.json) return printJson(diff);
   const name = (side: CheckpointDiff["from"]) => `${side.sessionId}/${side.name} (${side.id.slice(0, 8)})`;

@@ -90,10 +90,12 @@ function listItem(summary: CheckpointSummary, reasons: Map<string, string[]> | u
 
 export async function listCheckpointsCommand(location: ProjectLocation, options: ListOptions, keptBy?: () => Promise<KeptBy | undefined>): Promise<void> {
   let page: CheckpointPage;
-  if (process.env.APEX_SOCKET) {
+  const { forcedEndpoint } = await import("../../core/session/runtime.js");
+  const endpoint = forcedEndpoint();
+  if (endpoint) {
     const { callSupervisor } = await import("../../core/rpc/call.js");
     const params = { session: options.session, limit: options.limit, offset: options.offset, oldest: options.oldest === true };
-    page = (await callSupervisor(process.env.APEX_SOCKET, "checkpoint.list", params)) as CheckpointPage;
+    page = (await callSupervisor(endpoint, "checkpoint.list", params)) as CheckpointPage;
   } else {
     if (!Store.exists(location.storeDir)) {
       throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });

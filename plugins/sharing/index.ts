@@ -1,18 +1,55 @@
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
+import type { RunningServer } from "./server.js";
 
 const PLUGIN_NAME = "sharing" as const;
 
+export interface SharingOptions {
+  backend?: string;
+  location?: string;
+  /** Serve the session over HTTP(S) from its supervisor, as `apex serve` does on its own. */
+  serve?: { listen: string; tls_cert?: string; tls_key?: string; insecure?: boolean; cors?: string[] };
+}
+
 /**
- * Shares sessions and checkpoints with other machines; needs the git plugin for repository state.
- *
- * Registered only: the plugin is known, listed, configurable and its options are validated
- * against schemas/plugins/sharing.schema.json, but it taps no hook until its behaviour lands.
+ * Shares a session with other users. With `serve: { listen: … }` the session's supervisor
+ * serves it over HTTP(S) while it runs (the same server as `apex serve`, started on onStart and
+ * closed on onStop); grants and roles are the session's records (`apex session share`).
  */
-export default definePlugin({
+export default definePlugin<SharingOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
   requires: ["git"],
   schema: builtinPluginSchema(PLUGIN_NAME),
-  apply() {},
+  apply(apex, options) {
+    const serve = options.serve;
+    if (!serve) return;
+    let server: RunningServer | undefined;
+    apex.hooks.onStart.tapPromise(PLUGIN_NAME, async () => {
+      const config = apex.config;
+      if (!config || server) return;
+      const { startServer } = await import("./server.js");
+      const { resolve } = await import("node:path");
+      server = await startServer({
+        location: { configPath: config.configPath, projectDir: config.projectDir, storeDir: config.storeDir },
+        listen: serve.listen,
+        tlsCert: serve.tls_cert ? resolve(config.projectDir, serve.tls_cert) : undefined,
+        tlsKey: serve.tls_key ? resolve(config.projectDir, serve.tls_key) : undefined,
+        insecure: serve.insecure,
+        corsOrigins: serve.cors,
+      });
+      const { writeFileSync } = await import("node:fs");
+      writeFileSync(resolve(config.storeDir, "serve.json"), `${JSON.stringify({ url: server.url, pid: process.pid })}\n`, { mode: 0o600 });
+    });
+    apex.hooks.onStop.tapPromise(PLUGIN_NAME, async () => {
+      await server?.close();
+      server = undefined;
+      const config = apex.config;
+      if (config) {
+        const { rmSync } = await import("node:fs");
+        const { resolve } = await import("node:path");
+        rmSync(resolve(config.storeDir, "serve.json"), { force: true });
+      }
+    });
+  },
 });

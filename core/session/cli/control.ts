@@ -8,7 +8,8 @@ import { ApexError } from "../../errors.js";
 import { plural, printJson, printLine } from "../../cli/output.js";
 import { callSupervisor } from "../../rpc/call.js";
 import { isSameProcessAlive, sleep } from "../proc.js";
-import { liveSupervisor, type SupervisorRuntime } from "../runtime.js";
+import { currentActor } from "../../actor.js";
+import { forcedEndpoint, liveSupervisor, type SupervisorRuntime } from "../runtime.js";
 
 interface ControlReply {
   session_id: string;
@@ -21,13 +22,13 @@ interface ControlReply {
 }
 
 export async function pauseSession(location: ProjectLocation, json: boolean): Promise<void> {
-  const runtime = await requireSupervisor(location, "pause");
-  const reply = (await callSupervisor(runtime.socket, "session.pause", {}, 120_000)) as ControlReply;
+  const endpoint = await requireSupervisor(location, "pause");
+  const reply = (await callSupervisor(endpoint, "session.pause", { actor: currentActor() }, 120_000)) as ControlReply;
   report(reply, json, `Paused session ${reply.session_id}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} stopped.`);
 }
 
 export async function resumeSession(location: ProjectLocation, json: boolean): Promise<void> {
-  if (!liveSupervisor(location.storeDir)) {
+  if (!process.env.APEX_REMOTE && !liveSupervisor(location.storeDir)) {
     // session.auto_recovery: resuming an interrupted session continues it from the live store.
     const { findAutoRecoverable, autoRecoveryNotice } = await import("./auto-recovery.js");
     const recoverable = await findAutoRecoverable(location);
@@ -38,17 +39,22 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
       return;
     }
   }
-  const runtime = await requireSupervisor(location, "resume");
-  const reply = (await callSupervisor(runtime.socket, "session.resume", {}, 120_000)) as ControlReply;
+  const endpoint = await requireSupervisor(location, "resume");
+  const reply = (await callSupervisor(endpoint, "session.resume", { actor: currentActor() }, 120_000)) as ControlReply;
   report(reply, json, `Resumed session ${reply.session_id}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued.`);
 }
 
 export async function stopSession(location: ProjectLocation, options: { force?: boolean; grace?: number; json?: boolean }): Promise<void> {
+  const params = { force: Boolean(options.force), ...(options.grace !== undefined ? { grace_ms: options.grace * 1000 } : {}), actor: currentActor() };
+  if (process.env.APEX_REMOTE) {
+    const reply = (await callSupervisor(forcedEndpoint()!, "session.stop", params, 120_000)) as ControlReply;
+    report(reply, Boolean(options.json), `Stopped session ${reply.session_id} (${reply.processes_ended ?? 0} processes ended).`);
+    return;
+  }
   const runtime = liveSupervisor(location.storeDir);
   if (runtime) {
     let reply: ControlReply | undefined;
     try {
-      const params = { force: Boolean(options.force), ...(options.grace !== undefined ? { grace_ms: options.grace * 1000 } : {}) };
       reply = (await callSupervisor(runtime.socket, "session.stop", params, 120_000)) as ControlReply;
     } catch (error) {
       if (!(error instanceof ApexError) || !["APEX_E_RPC", "APEX_E_TIMEOUT"].includes(error.code)) throw error;
@@ -78,10 +84,10 @@ function report(reply: ControlReply, json: boolean, text: string): void {
   for (const warning of reply.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
 }
 
-/** The live supervisor, or an error that says why there is none. */
-async function requireSupervisor(location: ProjectLocation, action: string): Promise<SupervisorRuntime> {
-  const runtime = liveSupervisor(location.storeDir);
-  if (runtime) return runtime;
+/** Where the live supervisor answers (a remote session's server, or the local socket), or an error that says why there is none. */
+async function requireSupervisor(location: ProjectLocation, action: string): Promise<string> {
+  const endpoint = process.env.APEX_REMOTE ? forcedEndpoint() : liveSupervisor(location.storeDir)?.socket;
+  if (endpoint) return endpoint;
   const { explainNoSupervisor } = await import("./explain.js");
   throw await explainNoSupervisor(location, action);
 }

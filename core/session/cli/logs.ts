@@ -20,13 +20,20 @@ export interface LogsOptions {
   json?: boolean;
 }
 
-interface LogFile {
+export interface LogFile {
   agent: string;
   stream: "stdout" | "stderr";
   file: string;
 }
 
+export interface LogLine {
+  agent: string;
+  stream: "stdout" | "stderr";
+  line: string;
+}
+
 export async function showLogs(location: ProjectLocation, agent: string | undefined, options: LogsOptions): Promise<void> {
+  if (process.env.APEX_REMOTE) return showRemoteLogs(agent, options);
   const sessionId =
     options.session !== undefined
       ? logSessionByRef(location.storeDir, options.session)
@@ -34,7 +41,58 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
   if (!sessionId) {
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   }
-  const dir = agentLogDir(location.storeDir, sessionId);
+  const count = options.lines ?? (options.follow ? 10 : 50);
+  const { dir, chosen, lines } = readLogTail(location.storeDir, sessionId, agent, count);
+  const print = linePrinter(chosen.map((file) => file.agent), Boolean(options.json));
+  for (const line of lines) print(line);
+  if (options.follow) {
+    let interrupted = false;
+    const stop = () => {
+      interrupted = true;
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+    try {
+      await followLogs(dir, chosen, agent, print, () => interrupted);
+    } finally {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+    }
+  }
+}
+
+/** `apex --remote … logs`: the same lines, read by the server (`logs.read`, then the `logs.follow` stream). */
+async function showRemoteLogs(agent: string | undefined, options: LogsOptions): Promise<void> {
+  const [{ callSupervisor, subscribeSupervisor }, { forcedEndpoint }] = await Promise.all([import("../../rpc/call.js"), import("../runtime.js")]);
+  const endpoint = forcedEndpoint()!;
+  const count = options.lines ?? (options.follow ? 10 : 50);
+  const reply = (await callSupervisor(endpoint, "logs.read", { agent: agent ?? null, lines: count })) as { agents: string[]; lines: LogLine[] };
+  const print = linePrinter(reply.agents, Boolean(options.json));
+  for (const line of reply.lines) print(line);
+  if (!options.follow) return;
+  const subscription = subscribeSupervisor(endpoint, "logs.follow", { agent: agent ?? null }, (event) => print(event as LogLine));
+  const stop = () => subscription.close();
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  try {
+    await subscription.done;
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+  }
+}
+
+function linePrinter(agents: string[], json: boolean): (line: LogLine) => void {
+  const width = Math.max(0, ...agents.map((name) => name.length));
+  return ({ agent, stream, line }) => {
+    if (json) process.stdout.write(`${JSON.stringify({ agent, stream, line })}\n`);
+    else printLine(`${paint(agent.padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${line}`);
+  };
+}
+
+/** The last `count` lines of each log of the session (of one agent if named). */
+export function readLogTail(storeDir: string, sessionId: string, agent: string | undefined, count: number): { dir: string; chosen: LogFile[]; lines: LogLine[] } {
+  const dir = agentLogDir(storeDir, sessionId);
   const files = logFiles(dir);
   const agents = [...new Set(files.map((file) => file.agent))];
   if (agent !== undefined && !agents.includes(agent)) {
@@ -43,17 +101,12 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     });
   }
   const chosen = files.filter((file) => agent === undefined || file.agent === agent);
-  const width = Math.max(0, ...chosen.map((file) => file.agent.length));
-  const print = (file: LogFile, line: string) => {
-    if (options.json) process.stdout.write(`${JSON.stringify({ agent: file.agent, stream: file.stream, line })}\n`);
-    else printLine(`${paint(file.agent.padEnd(width), "cyan")} ${file.stream === "stderr" ? paint("!", "red") : "|"} ${line}`);
-  };
-  const count = options.lines ?? (options.follow ? 10 : 50);
-  for (const file of chosen) for (const line of tailLines(file.file, count)) print(file, line);
-  if (options.follow) await follow(dir, chosen, agent, print);
+  const lines: LogLine[] = [];
+  for (const file of chosen) for (const line of tailLines(file.file, count)) lines.push({ agent: file.agent, stream: file.stream, line });
+  return { dir, chosen, lines };
 }
 
-function logFiles(dir: string): LogFile[] {
+export function logFiles(dir: string): LogFile[] {
   if (!existsSync(dir)) return [];
   const out: LogFile[] = [];
   for (const name of readdirSync(dir).sort()) {
@@ -86,37 +139,26 @@ function latestLogSession(storeDir: string): string | undefined {
   return best?.name;
 }
 
-/** Polls the files for appended bytes (and files that appear) until Ctrl-C. */
-async function follow(dir: string, initial: LogFile[], agent: string | undefined, print: (file: LogFile, line: string) => void): Promise<void> {
+/** Polls the files for appended bytes (and files that appear) until `stopped()`. */
+export async function followLogs(dir: string, initial: LogFile[], agent: string | undefined, print: (line: LogLine) => void, stopped: () => boolean): Promise<void> {
   const offsets = new Map<string, { file: LogFile; offset: number; partial: string }>();
   for (const file of initial) offsets.set(file.file, { file, offset: sizeOf(file.file), partial: "" });
-  let interrupted = false;
-  const stop = () => {
-    interrupted = true;
-  };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  try {
-    while (!interrupted) {
-      for (const file of logFiles(dir)) {
-        if ((agent === undefined || file.agent === agent) && !offsets.has(file.file)) offsets.set(file.file, { file, offset: 0, partial: "" });
-      }
-      for (const state of offsets.values()) {
-        const size = sizeOf(state.file.file);
-        if (size < state.offset) state.offset = 0; // truncated
-        if (size === state.offset) continue;
-        const chunk = readRange(state.file.file, state.offset, size - state.offset);
-        state.offset += chunk.bytes;
-        const text = state.partial + chunk.text;
-        const lines = text.split("\n");
-        state.partial = lines.pop() ?? "";
-        for (const line of lines) print(state.file, line);
-      }
-      await sleep(200);
+  while (!stopped()) {
+    for (const file of logFiles(dir)) {
+      if ((agent === undefined || file.agent === agent) && !offsets.has(file.file)) offsets.set(file.file, { file, offset: 0, partial: "" });
     }
-  } finally {
-    process.off("SIGINT", stop);
-    process.off("SIGTERM", stop);
+    for (const state of offsets.values()) {
+      const size = sizeOf(state.file.file);
+      if (size < state.offset) state.offset = 0; // truncated
+      if (size === state.offset) continue;
+      const chunk = readRange(state.file.file, state.offset, size - state.offset);
+      state.offset += chunk.bytes;
+      const text = state.partial + chunk.text;
+      const lines = text.split("\n");
+      state.partial = lines.pop() ?? "";
+      for (const line of lines) print({ agent: state.file.agent, stream: state.file.stream, line });
+    }
+    await sleep(200);
   }
 }
 

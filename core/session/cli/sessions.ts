@@ -4,6 +4,7 @@ import { Store } from "../../store/store.js";
 import type { SessionRecord } from "../records.js";
 import { allSessions, effectiveStatus, historySessions } from "../sessions.js";
 import { paintStatus } from "./format.js";
+import { forcedEndpoint } from "../runtime.js";
 
 interface SessionRow {
   session_id: string;
@@ -16,9 +17,10 @@ interface SessionRow {
 
 async function readSessions(location: ProjectLocation, which: "all" | "history"): Promise<SessionRow[]> {
   let records: SessionRecord[];
-  if (process.env.APEX_SOCKET) {
+  const endpoint = forcedEndpoint();
+  if (endpoint) {
     const { callSupervisor } = await import("../../rpc/call.js");
-    records = (await callSupervisor(process.env.APEX_SOCKET, which === "all" ? "session.list" : "session.history", {})) as SessionRecord[];
+    records = (await callSupervisor(endpoint, which === "all" ? "session.list" : "session.history", {})) as SessionRecord[];
   } else {
     if (!Store.exists(location.storeDir)) return [];
     const store = Store.open(location.storeDir, { readOnly: true });

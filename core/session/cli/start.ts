@@ -17,6 +17,7 @@ export interface StartOptions {
 
 /** `apex start`: a new session, or `--continue` an interrupted or ended one. */
 export async function startSession(location: ProjectLocation, options: StartOptions): Promise<void> {
+  if (process.env.APEX_REMOTE) return continueRemote(options);
   if (options.task !== undefined && options.continue !== undefined) {
     throw new ApexError("APEX_E_USAGE", "--task starts a new session and --continue resumes one; give one of them.", {
       hint: 'Add work to a continued session with `apex task add "…"`.',
@@ -52,6 +53,23 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   if (options.json) printJson(handover ? { ...ready, handover } : ready);
   else printReady(ready);
   if (options.attach) await attach(ready, Boolean(options.json));
+}
+
+/**
+ * `apex --remote HOST/SESSION start --continue SESSION|last`: an operator brings the remote
+ * session back; its server launches the supervisor on its machine.
+ */
+async function continueRemote(options: StartOptions): Promise<void> {
+  if (options.continue === undefined || options.task !== undefined || options.attach) {
+    throw new ApexError("APEX_E_USAGE", "On a remote session, start only continues it: apex --remote HOST/SESSION start --continue SESSION.", {
+      hint: "A new session is started on its own machine; `apex connect` follows it.",
+    });
+  }
+  const { forcedEndpoint } = await import("../runtime.js");
+  const { callSupervisor } = await import("../../rpc/call.js");
+  const ready = (await callSupervisor(forcedEndpoint()!, "session.continue", { continue: options.continue }, 120_000)) as ReadyReport;
+  if (options.json) printJson(ready);
+  else printReady(ready);
 }
 
 /** The friendly early refusal; the supervisor makes the same check atomically. */

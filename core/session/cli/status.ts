@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { ProjectLocation } from "../../config/locate.js";
 import { paint, printJson, printLine, table } from "../../cli/output.js";
 import { callSupervisor } from "../../rpc/call.js";
-import { liveSupervisor } from "../runtime.js";
+import { forcedEndpoint, liveSupervisor } from "../runtime.js";
 import type { StatusReport } from "../status-report.js";
 
 /** How long a live supervisor gets to answer before status reads the store itself. */
@@ -24,7 +24,8 @@ export async function showStatus(location: ProjectLocation, json: boolean): Prom
 }
 
 async function readStatus(location: ProjectLocation): Promise<StatusReport> {
-  if (process.env.APEX_SOCKET) return (await callSupervisor(process.env.APEX_SOCKET, "session.status", {})) as StatusReport;
+  const endpoint = forcedEndpoint();
+  if (endpoint) return (await callSupervisor(endpoint, "session.status", {})) as StatusReport;
   // A live supervisor answers from the store it holds open, which spares this process loading
   // LMDB (a third of the command's time). If it is slow or gone, read the store directly.
   const runtime = liveSupervisor(location.storeDir);
@@ -72,6 +73,9 @@ function printStatus(report: StatusReport): void {
   printLine(`  supervisor  ${supervisor ? `pid ${supervisor.pid} ${supervisor.alive ? "" : paint("(not running)", "red")}`.trimEnd() : "-"}`);
   const t = report.tasks;
   printLine(`  tasks       ${t.pending} pending, ${t.active} active, ${t.completed} completed, ${t.failed} failed`);
+  if (report.connected?.length) {
+    printLine(`  connected   ${report.connected.map((user) => `${user.user} (${user.role})`).join(", ")}`);
+  }
   const checkpoint = report.last_checkpoint;
   printLine(
     `  checkpoint  ${checkpoint ? `${checkpoint.sequence ?? "?"}${checkpoint.trigger ? ` (${checkpoint.trigger})` : ""}${checkpoint.created_at ? ` at ${checkpoint.created_at}` : ""}` : "none"}`,

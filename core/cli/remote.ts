@@ -1,0 +1,112 @@
+import type { Command } from "commander";
+import { projectOf } from "./context.js";
+
+/**
+ * `apex serve`, `apex connect`, `apex login` and `apex session share|unshare|shares`: a
+ * session shared with other users over HTTP(S). The work is in plugins/sharing/, loaded only
+ * when one of these commands runs (fastify too, only by `serve`).
+ */
+export function registerRemoteCommands(program: Command): void {
+  program
+    .command("serve")
+    .description("serve the project's session over HTTP(S) to the users it is shared with (API, live events, dashboard at /)")
+    .option("--listen <host:port>", "address to listen on; port 0 picks a free one", "127.0.0.1:7433")
+    .option("--tls-cert <file>", "PEM certificate: serve HTTPS")
+    .option("--tls-key <file>", "PEM private key of --tls-cert")
+    .option("--insecure", "allow plain HTTP on a non-loopback address (tokens would cross the network in clear)")
+    .option("--cors <origin...>", "browser origins allowed to call the API (none by default)")
+    .option("--json", "print the address as JSON")
+    .addHelpText(
+      "after",
+      `
+Loopback by default. A non-loopback address needs --tls-cert and --tls-key (or --insecure).
+Every request needs a token from \`apex session share\`; roles decide what it may do.
+Runs until Ctrl-C. A session's supervisor can serve too: \`sharing: { serve: { listen: … } }\`.
+
+Examples:
+  apex serve
+  apex serve --listen 0.0.0.0:7433 --tls-cert cert.pem --tls-key key.pem
+  apex serve --listen 127.0.0.1:0 --json`,
+    )
+    .action(async (options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; json?: boolean }, command: Command) => {
+      const { serveCommand } = await import("../../plugins/sharing/cli.js");
+      await serveCommand(projectOf(command), options);
+    });
+
+  program
+    .command("connect")
+    .description("attach to a remote session: its status, then its events live, until Ctrl-C")
+    .argument("<target>", "HOST[:PORT]/SESSION or HOST:SESSION (default port 7433)")
+    .option("--json", "print the status and each event as JSON lines")
+    .addHelpText(
+      "after",
+      `
+The token comes from --token, APEX_TOKEN or \`apex login HOST\`.
+To run one command against the session instead: apex --remote HOST/SESSION status
+
+Examples:
+  apex connect build-box:3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b
+  APEX_TOKEN=apx_… apex connect 127.0.0.1:7433/3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b`,
+    )
+    .action(async (target: string, options: { json?: boolean }) => {
+      const { connectCommand } = await import("../../plugins/sharing/cli.js");
+      await connectCommand(target, Boolean(options.json));
+    });
+
+  program
+    .command("login")
+    .description("save a token for a host in the credentials file (mode 0600), for --remote and connect")
+    .argument("<host>", "HOST[:PORT], or HOST[:PORT]/SESSION to check the token first")
+    .option("--json", "print what was saved (never the token) as JSON")
+    .addHelpText(
+      "after",
+      `
+The token is read from --token, APEX_TOKEN, or one line of standard input.
+The file is $APEX_CREDENTIALS, else $XDG_CONFIG_HOME/apex/credentials.json (~/.config/apex/…).
+
+Examples:
+  apex login build-box:7433 < token.txt
+  apex login 127.0.0.1:7433/3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b --token apx_…`,
+    )
+    .action(async (host: string, options: { json?: boolean }) => {
+      const { loginCommand } = await import("../../plugins/sharing/cli.js");
+      await loginCommand(host, Boolean(options.json));
+    });
+
+  const session = program.commands.find((command) => command.name() === "session") ?? program.command("session");
+  session
+    .command("share")
+    .description("share the session with a user: prints an invite (URL and `apex connect` line) with a token shown once")
+    .argument("<session>", "the session: its id, a unique prefix, or `current`")
+    .argument("<user>", "who gets access, e.g. alice@example.com")
+    .option("--role <role>", "viewer (reads), operator (also pause, resume, checkpoint, tasks, memory set) or owner", "viewer")
+    .option("--expires <duration>", "how long the token is valid, e.g. 12h, 7d (default: until revoked)")
+    .option("--url <url>", "the server's address for the invite (default: the running `apex serve`, else http://127.0.0.1:7433)")
+    .option("--json", "print the grant and the token as JSON")
+    .addHelpText("after", "\nExamples:\n  apex session share current alice@example.com --role operator --expires 7d\n  apex session share 3f2a bob --json")
+    .action(async (sessionRef: string, user: string, options: { role: string; expires?: string; url?: string; json?: boolean }, command: Command) => {
+      const { shareCommand } = await import("../../plugins/sharing/cli.js");
+      await shareCommand(projectOf(command), sessionRef, user, options);
+    });
+  session
+    .command("unshare")
+    .description("revoke a user's access to the session at once (their open streams are closed)")
+    .argument("<session>", "the session: its id, a unique prefix, or `current`")
+    .argument("<user>", "the user to revoke")
+    .option("--json", "print the result as JSON")
+    .addHelpText("after", "\nExamples:\n  apex session unshare current alice@example.com")
+    .action(async (sessionRef: string, user: string, options: { json?: boolean }, command: Command) => {
+      const { unshareCommand } = await import("../../plugins/sharing/cli.js");
+      await unshareCommand(projectOf(command), sessionRef, user, Boolean(options.json));
+    });
+  session
+    .command("shares")
+    .description("the session's grants: user, role, created, expires, last used")
+    .argument("<session>", "the session: its id, a unique prefix, or `current`")
+    .option("--json", "print the grants as JSON")
+    .addHelpText("after", "\nExamples:\n  apex session shares current\n  apex session shares 3f2a --json")
+    .action(async (sessionRef: string, options: { json?: boolean }, command: Command) => {
+      const { sharesCommand } = await import("../../plugins/sharing/cli.js");
+      await sharesCommand(projectOf(command), sessionRef, Boolean(options.json));
+    });
+}

@@ -1,0 +1,135 @@
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { ApexError } from "../errors.js";
+import { errorFromBody, type RpcErrorBody } from "./protocol.js";
+import { tokenFor } from "./remote.js";
+import type { Subscription } from "./call.js";
+
+/**
+ * The remote transport behind callSupervisor and subscribeSupervisor: the same methods and
+ * params as the control socket, over `apex serve`'s HTTP API.
+ *
+ *   POST <endpoint>/rpc/<method>   body: params     → 200 {"result": …} | 4xx/5xx {"error": {code, message, hint}}
+ *   POST <endpoint>/stream         body: {<method>: params, …} → text/event-stream, one SSE event per item
+ *
+ * The token travels in the Authorization header only (never in a URL). A server's self-signed
+ * certificate is trusted with NODE_EXTRA_CA_CERTS.
+ */
+const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+
+function open(endpoint: string, path: string, body: unknown, timeoutMs: number): { done: Promise<IncomingMessage>; abort: () => void } {
+  const url = new URL(`${endpoint}${path}`);
+  const secure = url.protocol === "https:";
+  const host = `${url.hostname}:${url.port || (secure ? 443 : 80)}`;
+  const payload = Buffer.from(JSON.stringify(body ?? {}));
+  const token = tokenFor(host);
+  const send = secure ? httpsRequest : httpRequest;
+  let abort: () => void = () => {};
+  const done = new Promise<IncomingMessage>((resolve, reject) => {
+    const req = send(
+      url,
+      {
+        method: "POST",
+        agent: secure ? agents.https : agents.http,
+        headers: { "content-type": "application/json", "content-length": payload.length, authorization: `Bearer ${token}` },
+        timeout: timeoutMs,
+      },
+      resolve,
+    );
+    abort = () => req.destroy();
+    req.on("timeout", () => req.destroy(new ApexError("APEX_E_TIMEOUT", `${host} did not answer within ${Math.round(timeoutMs / 1000)} s.`)));
+    req.on("error", (error: NodeJS.ErrnoException) => {
+      if (error instanceof ApexError) reject(error);
+      else
+        reject(
+          new ApexError("APEX_E_RPC", `Cannot reach ${url.origin}: ${error.code ?? error.message}.`, {
+            hint: secure ? "Is `apex serve` running there? A self-signed certificate is trusted with NODE_EXTRA_CA_CERTS=cert.pem." : "Is `apex serve` running there?",
+          }),
+        );
+    });
+    req.end(payload);
+  });
+  return { done, abort };
+}
+
+async function readAll(response: IncomingMessage): Promise<string> {
+  response.setEncoding("utf8");
+  let text = "";
+  for await (const chunk of response) text += chunk;
+  return text;
+}
+
+function replyError(status: number, text: string): ApexError {
+  try {
+    const parsed = JSON.parse(text) as { error?: RpcErrorBody };
+    if (parsed.error?.code) return errorFromBody(parsed.error);
+  } catch {
+    // not ours: fall through
+  }
+  return new ApexError("APEX_E_RPC", `The server answered HTTP ${status}: ${text.slice(0, 200)}`);
+}
+
+export async function callRemote(endpoint: string, method: string, params: unknown, timeoutMs: number): Promise<unknown> {
+  const response = await open(endpoint, `/rpc/${encodeURIComponent(method)}`, params, timeoutMs).done;
+  const text = await readAll(response);
+  if (response.statusCode !== 200) throw replyError(response.statusCode ?? 0, text);
+  const reply = JSON.parse(text) as { result?: unknown };
+  return reply.result;
+}
+
+/** One streaming method over server-sent events; `onEvent` gets each event's data. */
+export function subscribeRemote(endpoint: string, method: string, params: unknown, onEvent: (event: unknown) => void): Subscription {
+  let closedByUs = false;
+  let abort: () => void = () => {};
+  const done = (async () => {
+    const opened = open(endpoint, "/stream", { [method]: params ?? {} }, 0);
+    abort = opened.abort;
+    let response: IncomingMessage;
+    try {
+      response = await opened.done;
+    } catch (error) {
+      if (closedByUs) return;
+      throw error;
+    }
+    if (response.statusCode !== 200) throw replyError(response.statusCode ?? 0, await readAll(response));
+    response.setEncoding("utf8");
+    let buffer = "";
+    try {
+      for await (const chunk of response) {
+        buffer += chunk as string;
+        let end = buffer.indexOf("\n\n");
+        while (end >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          end = buffer.indexOf("\n\n");
+          const message = parseSse(block);
+          if (!message) continue;
+          if (message.event === "error") throw errorFromBody(JSON.parse(message.data) as RpcErrorBody);
+          if (message.event === "end") return;
+          if (message.event === method) onEvent(JSON.parse(message.data));
+        }
+      }
+    } catch (error) {
+      if (closedByUs) return;
+      throw error;
+    }
+  })();
+  return {
+    done,
+    close() {
+      closedByUs = true;
+      abort();
+    },
+  };
+}
+
+function parseSse(block: string): { event: string; data: string } | undefined {
+  let event = "message";
+  const data: string[] = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) continue;
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  return data.length ? { event, data: data.join("\n") } : undefined;
+}

@@ -1,0 +1,123 @@
+import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
+import { ApexError } from "../errors.js";
+
+/**
+ * Where a remote session is: `apex --remote`, `APEX_REMOTE`, `apex connect` and `apex login`
+ * accept `HOST[:PORT]/SESSION`, `HOST:SESSION` (default port), and either with an explicit
+ * `http://` or `https://`. Without a scheme, a loopback host is reached over http and any
+ * other host over https (`apex serve` refuses plain http off loopback unless --insecure).
+ */
+export interface RemoteTarget {
+  /** scheme://host:port, without a trailing slash. */
+  origin: string;
+  /** host:port, the key of the credentials file. */
+  host: string;
+  sessionId: string;
+}
+
+export const DEFAULT_PORT = 7433;
+const SESSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export function isLoopback(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, "");
+  return bare === "localhost" || bare === "::1" || /^127\.\d+\.\d+\.\d+$/.test(bare);
+}
+
+/** Splits `host[:port]` (IPv6 in brackets) into its parts; the port defaults to 7433. */
+export function parseHostPort(text: string): { hostname: string; port: number } {
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[^:/\s[\]]+)(?::(\d{1,5}))?$/.exec(text);
+  const port = match?.[2] === undefined ? DEFAULT_PORT : Number(match[2]);
+  if (!match || port < 1 || port > 65535) {
+    throw new ApexError("APEX_E_USAGE", `Cannot read the host ${JSON.stringify(text)}.`, { hint: "Write it as HOST or HOST:PORT, e.g. build-box:7433 or [::1]:7433." });
+  }
+  return { hostname: match[1]!, port };
+}
+
+export function parseRemote(text: string): RemoteTarget {
+  const usage = () =>
+    new ApexError("APEX_E_USAGE", `Cannot read the remote session ${JSON.stringify(text)}.`, {
+      hint: "Write it as HOST[:PORT]/SESSION or HOST:SESSION, e.g. build-box:7433/3f2a9c1e-… or https://build-box/3f2a9c1e-….",
+    });
+  let rest = text.trim();
+  let scheme: "http" | "https" | undefined;
+  const explicit = /^(https?):\/\//.exec(rest);
+  if (explicit) {
+    scheme = explicit[1] as "http" | "https";
+    rest = rest.slice(explicit[0].length);
+  }
+  let hostPart: string;
+  let sessionId: string;
+  const slash = rest.indexOf("/");
+  if (slash >= 0) {
+    hostPart = rest.slice(0, slash);
+    sessionId = rest.slice(slash + 1).replace(/\/+$/, "");
+  } else {
+    // HOST:SESSION (the session is not a port number); [v6]:SESSION too.
+    const colon = rest.lastIndexOf(":");
+    if (colon <= 0 || /^\d+$/.test(rest.slice(colon + 1)) || rest.endsWith("]")) throw usage();
+    hostPart = rest.slice(0, colon);
+    sessionId = rest.slice(colon + 1);
+  }
+  if (!SESSION.test(sessionId)) throw usage();
+  const { hostname, port } = parseHostPort(hostPart);
+  const chosen = scheme ?? (isLoopback(hostname) ? "http" : "https");
+  return { origin: `${chosen}://${hostname}:${port}`, host: `${hostname}:${port}`, sessionId };
+}
+
+/** The control endpoint of a remote session, as callSupervisor takes it in place of a socket path. */
+export function remoteEndpoint(target: RemoteTarget): string {
+  return `${target.origin}/api/sessions/${encodeURIComponent(target.sessionId)}`;
+}
+
+export function isRemoteEndpoint(endpoint: string): boolean {
+  return endpoint.startsWith("http://") || endpoint.startsWith("https://");
+}
+
+// ------------------------------------------------------------------------------ credentials
+
+/** `apex login` keeps tokens here, mode 0600: $APEX_CREDENTIALS, else $XDG_CONFIG_HOME/apex/credentials.json. */
+export function credentialsFile(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.APEX_CREDENTIALS) return env.APEX_CREDENTIALS;
+  const base = env.XDG_CONFIG_HOME || join(env.HOME || homedir(), ".config");
+  return join(base, "apex", "credentials.json");
+}
+
+interface CredentialsFile {
+  version: 1;
+  hosts: Record<string, { token: string; saved_at: string; session?: string }>;
+}
+
+function readCredentials(): CredentialsFile {
+  try {
+    const parsed = JSON.parse(readFileSync(credentialsFile(), "utf8")) as CredentialsFile;
+    if (parsed && typeof parsed.hosts === "object" && parsed.hosts) return parsed;
+  } catch {
+    // none yet, or unreadable: treated as empty (login rewrites it)
+  }
+  return { version: 1, hosts: {} };
+}
+
+export function saveCredential(host: string, token: string, session?: string): string {
+  const file = credentialsFile();
+  const data = readCredentials();
+  data.hosts[host] = { token, saved_at: new Date().toISOString(), ...(session ? { session } : {}) };
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  const temporary = `${file}.${process.pid}.tmp`;
+  writeFileSync(temporary, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(temporary, 0o600);
+  renameSync(temporary, file);
+  return file;
+}
+
+/** The token for a host: APEX_TOKEN (or --token, which sets it), else the credentials file. */
+export function tokenFor(host: string): string {
+  const token = process.env.APEX_TOKEN || readCredentials().hosts[host]?.token;
+  if (!token) {
+    throw new ApexError("APEX_E_UNAUTHORIZED", `No token for ${host}.`, {
+      hint: `Pass --token, set APEX_TOKEN, or save one with \`apex login ${host}\`.`,
+    });
+  }
+  return token;
+}

@@ -1,0 +1,158 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { ApexError } from "../errors.js";
+import type { JsonValue, Store } from "../store/store.js";
+import { nowIso } from "./records.js";
+import type { SessionService } from "./service.js";
+
+/**
+ * Grants: who may reach a session through `apex serve`, with which role. A grant is a record
+ * at /sessions/<sid>/grants/<token id>; the token itself (256 random bits) is shown once, at
+ * `apex session share`, and only its sha256 is stored. Revoking deletes the record, so the
+ * next request with the token fails.
+ *
+ *   viewer    reads: status, tasks, checkpoints, memory, logs, events
+ *   operator  also acts: pause, resume, checkpoint create, task add/reopen, memory set
+ *   owner     everything, sharing included (the project's local user is always owner)
+ */
+export const ROLES = ["viewer", "operator", "owner"] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface GrantRecord {
+  token_id: string;
+  user: string;
+  role: Role;
+  token_sha256: string;
+  created_at: string;
+  created_by: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+}
+
+/** What listings show: never the hash. */
+export type GrantView = Omit<GrantRecord, "token_sha256">;
+
+export interface Caller {
+  user: string;
+  role: Role;
+  token_id: string;
+  session_id: string;
+}
+
+const TOKEN_PREFIX = "apx";
+const TOKEN = /^apx_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+const USER = /^[^\s/\\]{1,100}$/;
+/** last_used_at is written at most this often per grant (a request must not cost a commit). */
+export const TOUCH_INTERVAL_MS = 60_000;
+
+export const grantsPrefix = (sid: string) => `/sessions/${sid}/grants`;
+export const grantPath = (sid: string, tokenId: string) => `${grantsPrefix(sid)}/${tokenId}`;
+
+export function roleAllows(role: Role, needed: Role): boolean {
+  return ROLES.indexOf(role) >= ROLES.indexOf(needed);
+}
+
+export function checkRole(value: unknown): Role {
+  if (typeof value === "string" && (ROLES as readonly string[]).includes(value)) return value as Role;
+  throw new ApexError("APEX_E_USAGE", `Unknown role ${JSON.stringify(value)}.`, { hint: `One of: ${ROLES.join(", ")}.` });
+}
+
+export function checkUser(value: unknown): string {
+  if (typeof value === "string" && USER.test(value)) return value;
+  throw new ApexError("APEX_E_USAGE", `Invalid user name ${JSON.stringify(value)}: 1 to 100 characters, without spaces or slashes.`, {
+    hint: "Use a login or an e-mail address, e.g. alice@example.com.",
+  });
+}
+
+function sha256(text: string): Buffer {
+  return createHash("sha256").update(text).digest();
+}
+
+export function listGrants(store: Store, sessionId: string): GrantRecord[] {
+  const out: GrantRecord[] = [];
+  for (const { value } of store.query(`${grantsPrefix(sessionId)}/*`)) out.push(value as unknown as GrantRecord);
+  return out.sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0));
+}
+
+function view(grant: GrantRecord): GrantView {
+  const { token_sha256: _hash, ...rest } = grant;
+  return rest;
+}
+
+/**
+ * The caller a token stands for. Every failure is the same APEX_E_UNAUTHORIZED, whether the
+ * token is malformed, unknown, revoked or expired, so that a guess learns nothing; the hash
+ * comparison takes the same time whatever the token.
+ */
+export function authenticate(store: Store, sessionId: string, token: unknown, now = Date.now()): Caller & { last_used_at: string | null } {
+  const match = typeof token === "string" ? TOKEN.exec(token) : null;
+  const grant = match ? (store.get(grantPath(sessionId, match[1]!)) as GrantRecord | undefined) : undefined;
+  const expected = grant ? Buffer.from(grant.token_sha256, "hex") : Buffer.alloc(32);
+  const given = sha256(typeof token === "string" ? token : "");
+  const same = timingSafeEqual(expected, given);
+  if (!grant || !same) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+  if (grant.expires_at !== null && Date.parse(grant.expires_at) <= now) {
+    throw unauthorized(`The token of ${grant.user} expired at ${grant.expires_at}.`);
+  }
+  return { user: grant.user, role: grant.role, token_id: grant.token_id, session_id: sessionId, last_used_at: grant.last_used_at };
+}
+
+export function unauthorized(message: string): ApexError {
+  return new ApexError("APEX_E_UNAUTHORIZED", message, { hint: "Ask the session's owner for an invite: `apex session share SESSION USER`." });
+}
+
+/** The methods behind `apex session share|unshare|shares`; served by the writer (supervisor or direct). */
+export function grantMethods(service: SessionService, actorOf: (params: Record<string, unknown>) => string): Record<string, (params: Record<string, unknown>) => unknown> {
+  const store = service.store;
+  const sessionId = service.sessionId;
+  return {
+    "share.create": async (params) => {
+      const user = checkUser(params.user);
+      const role = checkRole(params.role ?? "viewer");
+      const expiresIn = params.expires_in_s;
+      if (expiresIn !== undefined && expiresIn !== null && (typeof expiresIn !== "number" || !(expiresIn > 0))) {
+        throw new ApexError("APEX_E_USAGE", "--expires must be a positive duration such as 7d or 12h.");
+      }
+      const tokenId = randomBytes(8).toString("hex");
+      const token = `${TOKEN_PREFIX}_${tokenId}_${randomBytes(32).toString("base64url")}`;
+      const now = Date.now();
+      const grant: GrantRecord = {
+        token_id: tokenId,
+        user,
+        role,
+        token_sha256: sha256(token).toString("hex"),
+        created_at: new Date(now).toISOString(),
+        created_by: actorOf(params),
+        expires_at: typeof expiresIn === "number" ? new Date(now + expiresIn * 1000).toISOString() : null,
+        last_used_at: null,
+      };
+      await service.write((batch, record) => {
+        batch.set(grantPath(sessionId, tokenId), grant as unknown as JsonValue);
+        record("share.created", { user, role, token_id: tokenId, expires_at: grant.expires_at });
+      }, actorOf(params));
+      return { session_id: sessionId, grant: view(grant), token } as unknown as JsonValue;
+    },
+    "share.revoke": async (params) => {
+      const user = checkUser(params.user);
+      const grants = listGrants(store, sessionId).filter((grant) => grant.user === user);
+      if (grants.length === 0) {
+        throw new ApexError("APEX_E_NOT_FOUND", `Session ${sessionId} is not shared with ${user}.`, { hint: "List its grants with `apex session shares`." });
+      }
+      await service.write((batch, record) => {
+        for (const grant of grants) batch.delete(grantPath(sessionId, grant.token_id));
+        record("share.revoked", { user, token_ids: grants.map((grant) => grant.token_id) });
+      }, actorOf(params));
+      return { session_id: sessionId, user, revoked: grants.length };
+    },
+    "share.list": () => listGrants(store, sessionId).map(view) as unknown as JsonValue,
+    "share.authenticate": (params) => authenticate(store, typeof params.session === "string" ? params.session : sessionId, params.token),
+    "share.touch": async (params) => {
+      const tokenId = typeof params.token_id === "string" ? params.token_id : "";
+      const path = grantPath(sessionId, tokenId);
+      const grant = store.get(path) as GrantRecord | undefined;
+      if (!grant) return { touched: false };
+      if (grant.last_used_at && Date.now() - Date.parse(grant.last_used_at) < TOUCH_INTERVAL_MS) return { touched: false };
+      await store.set(path, { ...grant, last_used_at: nowIso() } as unknown as JsonValue, "supervisor");
+      return { touched: true };
+    },
+  };
+}

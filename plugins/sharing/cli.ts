@@ -1,0 +1,213 @@
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { parseDuration, isDuration } from "../../core/config/duration.js";
+import { ApexError } from "../../core/errors.js";
+import { paint, printJson, printLine, table } from "../../core/cli/output.js";
+import { currentActor } from "../../core/actor.js";
+import { openSessionClient, type SessionClient } from "../../core/session/client.js";
+import type { GrantView } from "../../core/session/grants.js";
+import type { StatusReport } from "../../core/session/status-report.js";
+import { parseHostPort, parseRemote, remoteEndpoint, saveCredential, credentialsFile } from "../../core/rpc/remote.js";
+
+/** `<store>/serve.json`: where a running `apex serve` listens, for the invites `session share` prints. */
+const SERVE_FILE = "serve.json";
+const DEFAULT_URL = "http://127.0.0.1:7433";
+
+// ------------------------------------------------------------------------------------ serve
+
+export async function serveCommand(
+  location: ProjectLocation,
+  options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; json?: boolean },
+): Promise<void> {
+  const { startServer } = await import("./server.js");
+  const server = await startServer({
+    location,
+    listen: options.listen,
+    tlsCert: options.tlsCert,
+    tlsKey: options.tlsKey,
+    insecure: options.insecure,
+    corsOrigins: options.cors,
+    log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
+  });
+  const file = join(location.storeDir, SERVE_FILE);
+  try {
+    writeFileSync(file, `${JSON.stringify({ url: server.url, pid: process.pid })}\n`, { mode: 0o600 });
+  } catch {
+    // no store directory yet: invites then name the address given with --url
+  }
+  if (options.json) printJson({ url: server.url, port: server.port, pid: process.pid });
+  else printLine(`Serving ${location.projectDir} at ${server.url} (Ctrl-C stops).`);
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
+  await server.close();
+  try {
+    const written = JSON.parse(readFileSync(file, "utf8")) as { pid?: number };
+    if (written.pid === process.pid) rmSync(file, { force: true });
+  } catch {
+    // already gone
+  }
+}
+
+// ------------------------------------------------------------------------------------ share, unshare, shares
+
+async function withSession<T>(location: ProjectLocation, ref: string, fn: (client: SessionClient, sessionId: string) => Promise<T>): Promise<T> {
+  const client = await openSessionClient(location, "write");
+  try {
+    const status = (await client.call("session.status", {})) as StatusReport;
+    const sessionId = status.session?.session_id;
+    if (!sessionId) throw new ApexError("APEX_E_NO_SESSION", "No session is active in this project, so there is nothing to share.", { hint: 'Start one: apex start --task "…"' });
+    const matches = ref === "current" || ref === sessionId || (ref.length >= 4 && sessionId.startsWith(ref));
+    if (!matches) {
+      throw new ApexError("APEX_E_NO_SESSION", `No active session ${JSON.stringify(ref)}: the active session is ${sessionId}.`, {
+        hint: "Only the active session can be shared; name it by id, a prefix of 4+ characters, or `current`.",
+      });
+    }
+    return await fn(client, sessionId);
+  } finally {
+    await client.close();
+  }
+}
+
+function serverUrl(location: ProjectLocation, explicit: string | undefined): string {
+  if (explicit) return explicit.replace(/\/+$/, "");
+  try {
+    const written = JSON.parse(readFileSync(join(location.storeDir, SERVE_FILE), "utf8")) as { url?: string };
+    if (typeof written.url === "string") return written.url;
+  } catch {
+    // no server running here
+  }
+  return DEFAULT_URL;
+}
+
+export async function shareCommand(location: ProjectLocation, ref: string, user: string, options: { role: string; expires?: string; url?: string; json?: boolean }): Promise<void> {
+  let expiresIn: number | null = null;
+  if (options.expires !== undefined) {
+    if (!isDuration(options.expires) || parseDuration(options.expires) <= 0) {
+      throw new ApexError("APEX_E_USAGE", `--expires: Expected a duration such as 12h or 7d, got ${JSON.stringify(options.expires)}.`);
+    }
+    expiresIn = parseDuration(options.expires);
+  }
+  const reply = await withSession(location, ref, (client) =>
+    client.call("share.create", { user, role: options.role, expires_in_s: expiresIn, actor: currentActor() }),
+  ) as { session_id: string; grant: GrantView; token: string };
+  const url = serverUrl(location, options.url);
+  const origin = new URL(url);
+  const host = `${origin.hostname}:${origin.port || (origin.protocol === "https:" ? 443 : 7433)}`;
+  // The token rides in the fragment, which a browser never sends to the server.
+  const invite = `${url}/#session=${reply.session_id}&token=${reply.token}`;
+  const target = `${origin.protocol === "https:" ? "https://" : ""}${host}/${reply.session_id}`;
+  const connect = `APEX_TOKEN=${reply.token} apex connect ${target}`;
+  if (options.json) {
+    printJson({ ...reply.grant, session_id: reply.session_id, token: reply.token, url: invite, connect });
+    return;
+  }
+  const expires = reply.grant.expires_at ? `until ${reply.grant.expires_at}` : "until revoked";
+  printLine(`Shared session ${reply.session_id} with ${paint(reply.grant.user, "bold")} as ${reply.grant.role} (${expires}).`);
+  printLine(paint("The token is shown only this once; send it privately.", "yellow"));
+  printLine(`  open     ${invite}`);
+  printLine(`  connect  ${connect}`);
+  printLine(`  remote   apex --remote ${target} status   (token from APEX_TOKEN or \`apex login ${host}\`)`);
+}
+
+export async function unshareCommand(location: ProjectLocation, ref: string, user: string, json: boolean): Promise<void> {
+  const reply = (await withSession(location, ref, (client) => client.call("share.revoke", { user, actor: currentActor() }))) as {
+    session_id: string;
+    user: string;
+    revoked: number;
+  };
+  if (json) printJson(reply);
+  else printLine(`Revoked ${reply.user}'s access to session ${reply.session_id} (${reply.revoked} token${reply.revoked === 1 ? "" : "s"}).`);
+}
+
+export async function sharesCommand(location: ProjectLocation, ref: string, json: boolean): Promise<void> {
+  const grants = (await withSession(location, ref, (client) => client.call("share.list", {}))) as GrantView[];
+  if (json) {
+    printJson(grants);
+    return;
+  }
+  if (grants.length === 0) {
+    printLine("The session is not shared with anyone. Share it: apex session share current USER --role viewer");
+    return;
+  }
+  printLine(
+    table(
+      ["USER", "ROLE", "CREATED", "EXPIRES", "LAST USED"],
+      grants.map((grant) => [grant.user, grant.role, grant.created_at, grant.expires_at ?? "never", grant.last_used_at ?? "never"]),
+    ),
+  );
+}
+
+// ------------------------------------------------------------------------------------ connect, login
+
+export async function connectCommand(targetText: string, json: boolean): Promise<void> {
+  const target = parseRemote(targetText);
+  const endpoint = remoteEndpoint(target);
+  const { callSupervisor, subscribeSupervisor } = await import("../../core/rpc/call.js");
+  const me = (await callSupervisor(endpoint, "whoami", {})) as { user: string; role: string; session_id: string };
+  const status = (await callSupervisor(endpoint, "session.status", {})) as StatusReport;
+  const { formatEvent, paintStatus } = await import("../../core/session/cli/format.js");
+  if (json) printJson({ connected: me, status });
+  else {
+    printLine(`Connected to ${target.origin} as ${paint(me.user, "bold")} (${me.role}). Ctrl-C detaches.`);
+    const session = status.session;
+    if (session) {
+      printLine(`Session ${paint(session.session_id, "bold")}  ${paintStatus(session.status)}`);
+      const t = status.tasks;
+      printLine(`  tasks  ${t.pending} pending, ${t.active} active, ${t.completed} completed, ${t.failed} failed`);
+      for (const agent of status.agents) printLine(`  ${agent.name.padEnd(12)} ${paintStatus(agent.status)}${agent.task ? `  ${agent.task}` : ""}`);
+      if (status.connected?.length) printLine(`  connected  ${status.connected.map((user) => `${user.user} (${user.role})`).join(", ")}`);
+    }
+  }
+  const subscription = subscribeSupervisor(endpoint, "events.subscribe", {}, (event) => {
+    if (json) process.stdout.write(`${JSON.stringify(event)}\n`);
+    else {
+      const e = event as Parameters<typeof formatEvent>[0];
+      printLine(`${formatEvent(e)}  ${paint(`[${e.actor}]`, "gray")}`);
+    }
+  });
+  const stop = () => subscription.close();
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  try {
+    await subscription.done;
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+  }
+}
+
+export async function loginCommand(hostText: string, json: boolean): Promise<void> {
+  const token = process.env.APEX_TOKEN || (await readLine());
+  if (!/^apx_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/.test(token)) {
+    throw new ApexError("APEX_E_USAGE", "That is not an APEX token (apx_…).", { hint: "Copy it from the invite `apex session share` printed." });
+  }
+  let host: string;
+  let session: string | undefined;
+  if (hostText.includes("/") || /:[^\d\]]/.test(hostText.replace(/^https?:\/\//, ""))) {
+    const target = parseRemote(hostText);
+    host = target.host;
+    session = target.sessionId;
+    process.env.APEX_TOKEN = token;
+    const { callSupervisor } = await import("../../core/rpc/call.js");
+    await callSupervisor(remoteEndpoint(target), "whoami", {});
+  } else {
+    const { hostname, port } = parseHostPort(hostText);
+    host = `${hostname}:${port}`;
+  }
+  const file = saveCredential(host, token, session);
+  if (json) printJson({ host, session: session ?? null, file });
+  else printLine(`Saved the token for ${host} in ${file === credentialsFile() ? file : file} (mode 0600).`);
+}
+
+async function readLine(): Promise<string> {
+  if (process.stdin.isTTY) process.stderr.write("Token: ");
+  let text = "";
+  for await (const chunk of process.stdin) {
+    text += chunk as string;
+    if (text.includes("\n")) break;
+  }
+  return text.split("\n")[0]!.trim();
+}

@@ -1,0 +1,50 @@
+import type { Role } from "../../core/session/grants.js";
+
+/**
+ * The role each control method needs when it arrives through `apex serve`. A method missing
+ * here needs `owner`; the few in INTERNAL are never served remotely.
+ */
+const VIEWER_METHODS = [
+  "hello",
+  "whoami",
+  "session.status",
+  "session.list",
+  "session.history",
+  "agent.list",
+  "task.list",
+  "task.get",
+  "milestone.list",
+  "events.list",
+  "events.subscribe",
+  "memory.get",
+  "memory.query",
+  "memory.changes",
+  "memory.watch",
+  "checkpoint.list",
+  "checkpoint.show",
+  "checkpoint.diff",
+  "logs.read",
+  "logs.follow",
+];
+const OPERATOR_METHODS = ["session.continue", "session.pause", "session.resume", "checkpoint.create", "task.add", "task.reopen", "memory.set"];
+/** Plumbing between the server and the session's writer: never a remote caller's to call. */
+const INTERNAL = new Set(["share.authenticate", "share.touch", "session.connections"]);
+
+const NEEDED = new Map<string, Role>([...VIEWER_METHODS.map((m) => [m, "viewer"] as const), ...OPERATOR_METHODS.map((m) => [m, "operator"] as const)]);
+
+/** Plugin commands forwarded as `plugin.command`: the checkpoint reads and create, like their methods. */
+const PLUGIN_COMMANDS = new Map<string, Role>([
+  ["checkpoint list", "viewer"],
+  ["checkpoint show", "viewer"],
+  ["checkpoint diff", "viewer"],
+  ["checkpoint create", "operator"],
+]);
+
+export function isInternalMethod(method: string): boolean {
+  return INTERNAL.has(method);
+}
+
+export function roleNeeded(method: string, params: Record<string, unknown>): Role {
+  if (method === "plugin.command") return PLUGIN_COMMANDS.get(String(params.name)) ?? "owner";
+  return NEEDED.get(method) ?? "owner";
+}

@@ -1,0 +1,509 @@
+import { randomUUID } from "node:crypto";
+import { createRequire } from "node:module";
+import { existsSync, readFileSync } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/errors.js";
+import { callSupervisor, subscribeSupervisor, SupervisorChannel, type Subscription } from "../../core/rpc/call.js";
+import { errorBody } from "../../core/rpc/protocol.js";
+import { isLoopback } from "../../core/rpc/remote.js";
+import { authenticate, roleAllows, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "../../core/session/grants.js";
+import { followLogs, logFiles, readLogTail, type LogLine } from "../../core/session/cli/logs.js";
+import { agentLogDir, liveSupervisor } from "../../core/session/runtime.js";
+import { isInternalMethod, roleNeeded } from "./roles.js";
+
+/**
+ * `apex serve`: a project's session over HTTP(S) for the users it is shared with. Every
+ * request carries a grant's token (Authorization: Bearer …); the server checks it and the
+ * role the method needs, then passes the call to the session's writer — the live
+ * supervisor's socket, or the store directly when none runs — with the caller as the actor,
+ * so the audit trail names them. The server keeps no state of its own beyond open streams.
+ */
+export interface ServeOptions {
+  location: ProjectLocation;
+  /** host:port; port 0 picks a free one. */
+  listen: string;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+  /** Plain HTTP on a non-loopback address. */
+  insecure?: boolean | undefined;
+  /** Origins allowed to call the API from a browser (none by default: no CORS headers at all). */
+  corsOrigins?: string[] | undefined;
+  /** Largest request body in bytes (default 1 MiB). */
+  bodyLimit?: number | undefined;
+  /** One line per request (never a token) and per notable event. */
+  log?: ((line: string) => void) | undefined;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+const DASHBOARD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../../../plugins/sharing/dashboard");
+/** The charting library, served from the installed package (no CDN: the dashboard works offline). */
+const VENDORED: Record<string, string> = { "uplot.js": "uplot/dist/uPlot.iife.min.js", "uplot.css": "uplot/dist/uPlot.min.css" };
+const STREAM_METHODS = ["events.subscribe", "logs.follow", "memory.watch"] as const;
+const RECHECK_MS = 1000;
+const HEARTBEAT_MS = 15_000;
+const REPORT_MS = 10_000;
+/** Failed authentications from one client before replies slow down, and the longest delay. */
+const FREE_FAILURES = 3;
+const MAX_DELAY_MS = 5000;
+const FAILURE_WINDOW_MS = 10 * 60_000;
+
+interface OpenStream {
+  caller: Caller;
+  token: string;
+  close(reason: string): void;
+}
+
+export function parseListen(text: string): { host: string; port: number } {
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)?:(\d{1,5})$/.exec(text) ?? /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)$/.exec(text);
+  const port = match?.[2] === undefined ? 7433 : Number(match[2]);
+  if (!match || port > 65535) {
+    throw new ApexError("APEX_E_USAGE", `Cannot read --listen ${JSON.stringify(text)}.`, { hint: "Write HOST:PORT, e.g. 127.0.0.1:7433, 0.0.0.0:7433 or [::1]:0 (0: any free port)." });
+  }
+  return { host: (match[1] ?? "127.0.0.1").replace(/^\[|\]$/g, ""), port };
+}
+
+export async function startServer(options: ServeOptions): Promise<RunningServer> {
+  const { host, port } = parseListen(options.listen);
+  const tls = Boolean(options.tlsCert || options.tlsKey);
+  if (tls && !(options.tlsCert && options.tlsKey)) throw new ApexError("APEX_E_USAGE", "--tls-cert and --tls-key go together.");
+  if (!tls && !isLoopback(host) && !options.insecure) {
+    throw new ApexError("APEX_E_USAGE", `Refusing to serve plain HTTP on ${host}: tokens would cross the network in clear.`, {
+      hint: "Pass --tls-cert and --tls-key, listen on 127.0.0.1 (and tunnel), or accept the risk with --insecure.",
+    });
+  }
+  const https = tls ? { cert: readPem(options.tlsCert!, "--tls-cert"), key: readPem(options.tlsKey!, "--tls-key") } : null;
+  const { default: Fastify } = await import("fastify");
+  const app = (https
+    ? Fastify({ https, logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })
+    : Fastify({ logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })) as unknown as FastifyInstance;
+  const log = options.log ?? (() => {});
+  const gate = new Gate(options.location);
+  const streams = new Set<OpenStream>();
+  const failures = new Map<string, { count: number; first: number }>();
+  const serverId = randomUUID();
+  const connections = new ConnectionReporter(options.location, serverId, streams);
+
+  app.addHook("onRequest", async (request, reply) => {
+    const origin = request.headers.origin;
+    if (origin && options.corsOrigins?.includes(origin)) {
+      reply.header("access-control-allow-origin", origin);
+      reply.header("access-control-allow-headers", "authorization, content-type");
+      reply.header("vary", "origin");
+    }
+    reply.header("x-content-type-options", "nosniff");
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    // The URL never holds a token (tokens travel in the Authorization header only).
+    const who = (request as FastifyRequest & { caller?: Caller }).caller?.user ?? "-";
+    log(`${request.method} ${request.url} ${reply.statusCode} ${who} ${Math.round(reply.elapsedTime)}ms`);
+  });
+  app.setNotFoundHandler(async (request, reply) => {
+    await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${request.url.split("?")[0]}.`, hint: "The API is under /api/sessions/SESSION/…" } });
+  });
+  app.setErrorHandler(async (error, _request, reply) => {
+    const fastifyError = error as { code?: string; statusCode?: number; message: string };
+    if (isApexError(error)) return sendError(reply, error);
+    if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+      return sendError(reply, new ApexError("APEX_E_TOO_LARGE", `The request body is larger than ${options.bodyLimit ?? 1024 * 1024} bytes.`));
+    }
+    if (fastifyError.statusCode && fastifyError.statusCode < 500) {
+      const code: ErrorCode = /JSON|json/.test(fastifyError.message) || fastifyError.code?.startsWith("FST_ERR_CTP") ? "APEX_E_BAD_JSON" : "APEX_E_BAD_INPUT";
+      return sendError(reply, new ApexError(code, `Bad request: ${fastifyError.message}.`, { hint: "Send a JSON object (Content-Type: application/json)." }));
+    }
+    return sendError(reply, new ApexError("APEX_E_INTERNAL", fastifyError.message));
+  });
+
+  /** The caller of a request, or a 401 (slowed down after repeated failures from that client). */
+  const authenticate = async (request: FastifyRequest, sessionId: string): Promise<{ caller: Caller; token: string }> => {
+    const header = request.headers.authorization ?? "";
+    const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+    const client = request.ip;
+    try {
+      if (!token) throw new ApexError("APEX_E_UNAUTHORIZED", "No token: send Authorization: Bearer <token>.", { hint: "Tokens come from `apex session share SESSION USER`." });
+      const caller = await gate.authenticate(sessionId, token);
+      failures.delete(client);
+      (request as FastifyRequest & { caller?: Caller }).caller = caller;
+      return { caller, token };
+    } catch (error) {
+      const now = Date.now();
+      const entry = failures.get(client);
+      const record = entry && now - entry.first < FAILURE_WINDOW_MS ? entry : { count: 0, first: now };
+      record.count++;
+      failures.set(client, record);
+      if (record.count > FREE_FAILURES) await sleep(Math.min(MAX_DELAY_MS, 100 * 2 ** (record.count - FREE_FAILURES - 1)));
+      throw error;
+    }
+  };
+
+  app.get("/", async (_request, reply) => sendStatic(reply, "index.html"));
+  app.get<{ Params: { file: string } }>("/assets/:file", async (request, reply) => sendStatic(reply, request.params.file));
+  app.get("/api/health", async () => ({ ok: true }));
+
+  app.post<{ Params: { sid: string; method: string }; Body: unknown }>("/api/sessions/:sid/rpc/:method", async (request, reply) => {
+    const { sid, method } = request.params;
+    const params = objectBody(request.body);
+    const { caller } = await authenticate(request, sid);
+    if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`);
+    const needed = roleNeeded(method, params);
+    if (!roleAllows(caller.role, needed)) throw forbidden(caller, method, needed);
+    connections.saw(caller);
+    // The caller is the actor: whatever the body says, the audit trail names the grant's user.
+    const actorParams = { ...params, actor: `user:${caller.user}` };
+    let result: unknown;
+    if (method === "whoami") result = { user: caller.user, role: caller.role, session_id: sid };
+    else if (method === "logs.read") result = gate.readLogs(sid, params);
+    else if (method === "session.continue") result = await gate.continueSession(sid, params);
+    else result = await gate.call(sid, method, actorParams);
+    await reply.send(result === undefined ? {} : { result });
+  });
+
+  app.post<{ Params: { sid: string }; Body: unknown }>("/api/sessions/:sid/stream", async (request, reply) => {
+    const { sid } = request.params;
+    const body = objectBody(request.body);
+    const { caller, token } = await authenticate(request, sid);
+    const wanted = Object.keys(body);
+    const unknown = wanted.filter((key) => !(STREAM_METHODS as readonly string[]).includes(key));
+    if (wanted.length === 0 || unknown.length > 0) {
+      throw new ApexError("APEX_E_BAD_INPUT", `A stream names one or more of ${STREAM_METHODS.join(", ")}${unknown.length ? `; not ${unknown.join(", ")}` : ""}.`);
+    }
+    for (const method of wanted) {
+      if (!roleAllows(caller.role, roleNeeded(method, {}))) throw forbidden(caller, method, roleNeeded(method, {}));
+    }
+    gate.requireSession(sid);
+    reply.hijack();
+    openStream(request.raw, reply.raw, caller, token, sid, body as Record<string, Record<string, unknown>>);
+  });
+
+  function openStream(req: IncomingMessage, res: ServerResponse, caller: Caller, token: string, sid: string, body: Record<string, Record<string, unknown>>): void {
+    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", connection: "keep-alive", "x-accel-buffering": "no" });
+    res.write(": apex\n\n");
+    let closed = false;
+    const subscriptions: Subscription[] = [];
+    const timers: NodeJS.Timeout[] = [];
+    const send = (event: string, data: unknown) => {
+      if (!closed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    };
+    const stream: OpenStream = {
+      caller,
+      token,
+      close(reason) {
+        if (closed) return;
+        send("end", { reason });
+        finish();
+      },
+    };
+    /** Access ended (revoked, expired): the client gets the reason as an error and the stream closes. */
+    const denied = (message: string) => fail(unauthorized(message));
+    const finish = () => {
+      if (closed) return;
+      closed = true;
+      streams.delete(stream);
+      connections.changed();
+      for (const timer of timers) clearInterval(timer);
+      for (const subscription of subscriptions) subscription.close();
+      res.end();
+    };
+    const fail = (error: unknown) => {
+      send("error", errorBody(error));
+      finish();
+    };
+    streams.add(stream);
+    connections.changed();
+    res.on("close", finish);
+    timers.push(setInterval(() => !closed && res.write(": keep-alive\n\n"), HEARTBEAT_MS));
+    // A revoked or expired grant ends its streams within a second, whoever revoked it.
+    timers.push(
+      setInterval(() => {
+        gate.authenticate(sid, token).catch((error: unknown) => denied(error instanceof Error ? error.message : "Access ended."));
+      }, RECHECK_MS),
+    );
+    if (body["events.subscribe"]) {
+      const socket = gate.supervisorSocket(sid);
+      if (!socket) return fail(new ApexError("APEX_E_SESSION_STATE", `Session ${sid} has no running supervisor, so it has no live events.`));
+      const subscription = subscribeSupervisor(socket, "events.subscribe", body["events.subscribe"], (event) => {
+        const data = event as { type?: string; token_ids?: string[] };
+        send("events.subscribe", event);
+        if (data.type === "share.revoked" && data.token_ids?.includes(caller.token_id)) denied(`${caller.user}'s access to session ${sid} was revoked.`);
+      });
+      subscription.done.then(() => stream.close("the session's supervisor ended the stream"), fail);
+      subscriptions.push(subscription);
+    }
+    if (body["logs.follow"]) {
+      const agent = typeof body["logs.follow"].agent === "string" ? body["logs.follow"].agent : undefined;
+      const dir = agentLogDir(options.location.storeDir, sid);
+      const initial = logFiles(dir).filter((file) => agent === undefined || file.agent === agent);
+      followLogs(dir, initial, agent, (line: LogLine) => send("logs.follow", line), () => closed).catch(fail);
+    }
+    if (body["memory.watch"]) {
+      const glob = typeof body["memory.watch"].glob === "string" ? body["memory.watch"].glob : "/**";
+      let since = typeof body["memory.watch"].since === "number" ? body["memory.watch"].since : undefined;
+      void (async () => {
+        while (!closed) {
+          const reply = (await gate.call(sid, "memory.changes", { since, glob })) as { revision: number; changes: unknown[] };
+          for (const change of reply.changes) send("memory.watch", change);
+          since = reply.revision;
+          await sleep(250);
+        }
+      })().catch(fail);
+    }
+  }
+
+  connections.start();
+  await app.listen({ host, port });
+  const address = app.server.address();
+  const boundPort = typeof address === "object" && address ? address.port : port;
+  const shownHost = host.includes(":") ? `[${host}]` : host;
+  const url = `${https ? "https" : "http"}://${shownHost}:${boundPort}`;
+  log(`serving ${options.location.projectDir} at ${url}`);
+  return {
+    url,
+    port: boundPort,
+    async close() {
+      connections.stop();
+      for (const stream of [...streams]) stream.close("the server is shutting down");
+      await app.close();
+      gate.close();
+    },
+  };
+
+  async function sendStatic(reply: FastifyReply, file: string): Promise<void> {
+    if (!/^[A-Za-z0-9_.-]+$/.test(file) || file.startsWith(".")) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
+    const vendored = VENDORED[file];
+    const path = vendored ? createRequire(import.meta.url).resolve(vendored) : join(DASHBOARD_DIR, file);
+    if (!existsSync(path)) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
+    const type = file.endsWith(".html") ? "text/html; charset=utf-8" : file.endsWith(".js") ? "text/javascript; charset=utf-8" : file.endsWith(".css") ? "text/css; charset=utf-8" : "application/octet-stream";
+    reply.header("content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'");
+    await reply.type(type).send(readFileSync(path));
+  }
+}
+
+/**
+ * Where a session's calls go: its live supervisor's socket, or, when none runs, the store
+ * directly (reads read-only; writes with the project's plugins, as the CLI does).
+ */
+class Gate {
+  private channel: SupervisorChannel | undefined;
+
+  constructor(private readonly location: ProjectLocation) {}
+
+  /** The connection to the live supervisor, kept open between requests (a new supervisor gets a new one). */
+  private channelTo(socket: string): SupervisorChannel {
+    if (this.channel?.socketPath !== socket) {
+      this.channel?.close();
+      this.channel = new SupervisorChannel(socket);
+    }
+    return this.channel;
+  }
+
+  close(): void {
+    this.channel?.close();
+  }
+
+  supervisorSocket(sessionId: string): string | undefined {
+    const runtime = liveSupervisor(this.location.storeDir);
+    return runtime && runtime.session_id === sessionId ? runtime.socket : undefined;
+  }
+
+  /** A session this server can act on: the live one, or with none live the project's current one. */
+  requireSession(sessionId: string): void {
+    const runtime = liveSupervisor(this.location.storeDir);
+    if (runtime && runtime.session_id !== sessionId) throw notServed(sessionId);
+  }
+
+  async authenticate(sessionId: string, token: string): Promise<Caller> {
+    const runtime = liveSupervisor(this.location.storeDir);
+    let caller: Caller & { last_used_at: string | null };
+    if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, 120_000)) as typeof caller;
+    else {
+      // No supervisor: read the grant from the store (the session may have ended; its grants stay).
+      const { Store } = await import("../../core/store/store.js");
+      if (!Store.exists(this.location.storeDir)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+      const store = Store.open(this.location.storeDir, { readOnly: true });
+      try {
+        caller = authenticate(store, sessionId, token);
+      } finally {
+        await store.close();
+      }
+    }
+    if (runtime && (!caller.last_used_at || Date.now() - Date.parse(caller.last_used_at) >= TOUCH_INTERVAL_MS)) {
+      this.call(sessionId, "share.touch", { token_id: caller.token_id }).catch(() => undefined);
+    }
+    return { user: caller.user, role: caller.role, token_id: caller.token_id, session_id: sessionId };
+  }
+
+  async call(sessionId: string, method: string, params: Record<string, unknown>, anySession = false): Promise<unknown> {
+    const runtime = liveSupervisor(this.location.storeDir);
+    if (runtime) {
+      if (!anySession && runtime.session_id !== sessionId) throw notServed(sessionId);
+      return this.channelTo(runtime.socket).call(method, params, 120_000);
+    }
+    const { directClient } = await import("../../core/session/direct.js");
+    const write = !isReadMethod(method);
+    const client = await directClient(this.location, write ? "write" : "read");
+    try {
+      if (!anySession) {
+        const current = (await client.call("session.status", {})) as { session?: { session_id: string } | null };
+        if (current.session?.session_id !== sessionId) throw notServed(sessionId);
+      }
+      return await client.call(method, params);
+    } finally {
+      await client.close();
+    }
+  }
+
+  /** `start --continue` of this session by an operator: the supervisor is launched here, as `apex start --continue` would. */
+  async continueSession(sessionId: string, params: Record<string, unknown>): Promise<unknown> {
+    const target = typeof params.continue === "string" ? params.continue : "";
+    if (!(target === "last" || target === sessionId || (target.length >= 4 && sessionId.startsWith(target)))) {
+      throw new ApexError("APEX_E_USAGE", `A remote --continue names this session (${sessionId}) or \`last\`, not ${JSON.stringify(target)}.`);
+    }
+    const runtime = liveSupervisor(this.location.storeDir);
+    if (runtime) {
+      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${runtime.session_id} is running; a project runs one session at a time.`, {
+        hint: runtime.session_id === sessionId ? "It is already running: `apex status`." : "Its owner ends it first.",
+      });
+    }
+    const [{ loadConfig }, { launchSupervisor }] = await Promise.all([import("../../core/config/load.js"), import("../../core/session/launch.js")]);
+    await loadConfig(this.location);
+    return launchSupervisor(this.location, { mode: "continue", continueTarget: sessionId });
+  }
+
+  readLogs(sessionId: string, params: Record<string, unknown>): { agents: string[]; lines: LogLine[] } {
+    const agent = typeof params.agent === "string" ? params.agent : undefined;
+    const lines = typeof params.lines === "number" && params.lines >= 0 ? Math.min(params.lines, 100_000) : 50;
+    const tail = readLogTail(this.location.storeDir, sessionId, agent, lines);
+    return { agents: tail.chosen.map((file) => file.agent), lines: tail.lines };
+  }
+}
+
+/** Tells the supervisor who is connected here (it shows them in `apex status`). */
+class ConnectionReporter {
+  private readonly recent = new Map<string, { caller: Caller; since: string; seen: number }>();
+  private timer: NodeJS.Timeout | undefined;
+  private pending = false;
+
+  constructor(
+    private readonly location: ProjectLocation,
+    private readonly serverId: string,
+    private readonly streams: Set<OpenStream>,
+  ) {}
+
+  saw(caller: Caller): void {
+    const known = this.recent.get(caller.token_id);
+    this.recent.set(caller.token_id, { caller, since: known?.since ?? new Date().toISOString(), seen: Date.now() });
+    if (!known) this.changed();
+  }
+
+  changed(): void {
+    if (this.pending) return;
+    this.pending = true;
+    setImmediate(() => {
+      this.pending = false;
+      void this.report();
+    });
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.report(), REPORT_MS);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  private async report(): Promise<void> {
+    const users = new Map<string, { user: string; role: Role; since: string; streams: number }>();
+    for (const stream of this.streams) {
+      const entry = users.get(stream.caller.token_id) ?? { user: stream.caller.user, role: stream.caller.role, since: this.recent.get(stream.caller.token_id)?.since ?? new Date().toISOString(), streams: 0 };
+      entry.streams++;
+      users.set(stream.caller.token_id, entry);
+    }
+    for (const [tokenId, seen] of this.recent) {
+      if (Date.now() - seen.seen > 30_000) this.recent.delete(tokenId);
+      else if (!users.has(tokenId)) users.set(tokenId, { user: seen.caller.user, role: seen.caller.role, since: seen.since, streams: 0 });
+    }
+    const socket = liveSupervisor(this.location.storeDir)?.socket;
+    if (!socket) return;
+    await callSupervisor(socket, "session.connections", { server: this.serverId, users: [...users.values()] }, 5000).catch(() => undefined);
+  }
+}
+
+const READ_METHODS = new Set([
+  "hello",
+  "session.status",
+  "session.list",
+  "session.history",
+  "task.list",
+  "task.get",
+  "milestone.list",
+  "events.list",
+  "memory.get",
+  "memory.query",
+  "memory.changes",
+  "share.list",
+  "share.authenticate",
+]);
+
+function isReadMethod(method: string): boolean {
+  return READ_METHODS.has(method);
+}
+
+function notServed(sessionId: string): ApexError {
+  return new ApexError("APEX_E_NO_SESSION", `Session ${sessionId} is not the session this server serves.`, {
+    hint: "The owner's `apex status` shows the current session; ask them for a new invite.",
+  });
+}
+
+function forbidden(caller: Caller, method: string, needed: Role): ApexError {
+  return new ApexError("APEX_E_FORBIDDEN", `${caller.user} is ${article(caller.role)} ${caller.role} of this session; ${method} needs ${needed}.`, {
+    hint: "The session's owner can change the role: `apex session share SESSION USER --role operator`.",
+  });
+}
+
+function article(role: string): string {
+  return /^[aeiou]/.test(role) ? "an" : "a";
+}
+
+function objectBody(body: unknown): Record<string, unknown> {
+  if (body === undefined || body === null) return {};
+  if (typeof body !== "object" || Array.isArray(body)) throw new ApexError("APEX_E_BAD_INPUT", "The request body must be a JSON object of parameters.");
+  return body as Record<string, unknown>;
+}
+
+const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
+  APEX_E_UNAUTHORIZED: 401,
+  APEX_E_FORBIDDEN: 403,
+  APEX_E_TOO_LARGE: 413,
+  APEX_E_RATE_LIMITED: 429,
+  APEX_E_RPC: 502,
+  APEX_E_TIMEOUT: 504,
+};
+
+async function sendError(reply: FastifyReply, error: ApexError): Promise<void> {
+  const exit = ErrorCodes[error.code];
+  const status = HTTP_STATUS[error.code] ?? (exit === 2 ? 400 : exit === 3 ? 404 : exit === 4 ? 409 : 500);
+  if (error.code === "APEX_E_UNAUTHORIZED") reply.header("www-authenticate", 'Bearer realm="apex"');
+  await reply.code(status).send({ error: errorBody(error) });
+}
+
+function readPem(path: string, option: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new ApexError("APEX_E_NOT_FOUND", `Cannot read ${option} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,434 @@
+// Remote and shared sessions end to end: a real `apex serve` on loopback, real sessions, real
+// clients (the built CLI with --remote, and HTTP). Roles, revocation during a stream, two
+// operators at once, TLS with a certificate made here, bad input and abuse.
+import { execFileSync } from "node:child_process";
+import { readFileSync, statSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+
+const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
+
+interface Served {
+  url: string;
+  stop(): Promise<string>;
+}
+
+let project: Project | undefined;
+const servers: Served[] = [];
+
+afterEach(async () => {
+  for (const server of servers.splice(0)) await server.stop();
+  project?.cleanup();
+  project = undefined;
+});
+
+/** `apex serve` as a child process; stop() ends it by its pid and returns what it logged. */
+async function serve(p: Project, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Served> {
+  const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json", ...args], { env });
+  const url = await waitFor("apex serve's address", () => {
+    const out = run.output();
+    return out.includes("}") ? (JSON.parse(out) as { url: string }).url : undefined;
+  }, 30_000);
+  const served: Served = {
+    url,
+    async stop() {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+      return run.errors();
+    },
+  };
+  servers.push(served);
+  return served;
+}
+
+function share(p: Project, user: string, role: string, extra: string[] = []): { token: string; url: string; connect: string; session_id: string } {
+  const result = p.apex(["session", "share", "current", user, "--role", role, "--json", ...extra]);
+  expect(result.status, result.stderr).toBe(0);
+  return JSON.parse(result.stdout);
+}
+
+async function rpc(url: string, sid: string, method: string, token: string | undefined, body: unknown = {}): Promise<{ status: number; body: any }> {
+  const response = await fetch(`${url}/api/sessions/${sid}/rpc/${method}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+/**
+ * A POST whose body the server may refuse before reading it all (413): the reply is read
+ * even if the server closes the connection while the body is still being written.
+ */
+function postLarge(url: string, token: string, body: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: `Bearer ${token}` } }, (response) => {
+      let text = "";
+      response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: JSON.parse(text) }));
+    });
+    let answered = false;
+    req.on("response", () => (answered = true));
+    req.on("error", (error) => {
+      if (!answered) setTimeout(() => (answered ? undefined : reject(error)), 1000);
+    });
+    req.end(body);
+  });
+}
+
+function remote(p: Project, url: string, sid: string, token: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+  return p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, ...args], { env: { APEX_TOKEN: token, ...env } });
+}
+
+describe("apex serve: roles", () => {
+  it("lets each role do what it may, through HTTP and through the CLI, with the same output and exit codes as locally", async () => {
+    project = new Project(CONFIG);
+    const ready = project.start();
+    const sid = ready.session_id;
+    const server = await serve(project);
+    const viewer = share(project, "vera@example.com", "viewer");
+    const operator = share(project, "otto", "operator");
+    const owner = share(project, "olga", "owner");
+    // The invite names the running server; the token rides in the fragment, which browsers never send.
+    expect(viewer.url).toBe(`${server.url}/#session=${sid}&token=${viewer.token}`);
+    expect(viewer.connect).toContain(`apex connect 127.0.0.1:${new URL(server.url).port}/${sid}`);
+
+    // Reads: every role.
+    for (const who of [viewer, operator, owner]) {
+      const status = await rpc(server.url, sid, "session.status", who.token);
+      expect(status.status).toBe(200);
+      expect(status.body.result.session.session_id).toBe(sid);
+    }
+    // The CLI over --remote prints what it prints locally.
+    project.apex(["task", "add", "write the parser"]);
+    for (const args of [["task", "list"], ["task", "list", "--json"], ["memory", "query", "/**", "--json"]]) {
+      const local = project.apex(args);
+      const far = remote(project, server.url, sid, viewer.token, args);
+      expect(far.status, far.stderr).toBe(0);
+      expect(far.stdout).toBe(local.stdout);
+    }
+    expect(remote(project, server.url, sid, viewer.token, ["logs", "-n", "1"]).stdout).toContain("alpha | tick");
+
+    // Acts: viewer refused (403 / exit 4, nothing done), operator allowed.
+    const refused = remote(project, server.url, sid, viewer.token, ["pause"]);
+    expect(refused.status).toBe(4);
+    expect(refused.stderr).toContain("APEX_E_FORBIDDEN");
+    expect(refused.stderr).toContain("vera@example.com is a viewer of this session; session.pause needs operator");
+    expect(project.status().session!.status).toBe("active");
+    expect((await rpc(server.url, sid, "memory.set", viewer.token, { path: "/notes/x", value: 1 })).status).toBe(403);
+    expect(project.apex(["memory", "show", "/notes/x"]).status).toBe(3);
+
+    const paused = remote(project, server.url, sid, operator.token, ["pause"]);
+    expect(paused.status, paused.stderr).toBe(0);
+    expect(paused.stdout).toMatch(/^Paused session .*: \d+ process(es)? of 1 agent stopped\.\n$/);
+    for (const agent of project.status().agents) for (const member of groupMembers(agent.pgid!)) expect(member.state).toBe("T");
+    // Pausing twice: the same conflict as locally (exit 4, APEX_E_SESSION_STATE).
+    const twice = remote(project, server.url, sid, operator.token, ["pause"]);
+    expect(twice.status).toBe(4);
+    expect(twice.stderr).toContain("APEX_E_SESSION_STATE");
+    const checkpoint = remote(project, server.url, sid, operator.token, ["checkpoint", "create", "by otto"]);
+    expect(checkpoint.status, checkpoint.stderr).toBe(0);
+    expect(remote(project, server.url, sid, viewer.token, ["checkpoint", "list"]).stdout).toContain("by otto");
+    const newest = JSON.parse(project.apex(["checkpoint", "list", "--json"]).stdout).items[0].id as string;
+    for (const args of [["checkpoint", "show", newest], ["checkpoint", "list"]]) {
+      expect(remote(project, server.url, sid, viewer.token, args).stdout).toBe(project.apex(args).stdout);
+    }
+    // memory set as operator, memory show and watch as viewer.
+    expect(remote(project, server.url, sid, operator.token, ["memory", "set", "/notes/from-otto", '{"n": 1}']).status).toBe(0);
+    expect(JSON.parse(remote(project, server.url, sid, viewer.token, ["memory", "show", "/notes/from-otto", "--json"]).stdout)).toEqual({ path: "/notes/from-otto", value: { n: 1 } });
+    const watched = remote(project, server.url, sid, viewer.token, ["memory", "watch", "/notes/**", "--since", "0", "--timeout", "1", "--json"]);
+    expect(watched.status, watched.stderr).toBe(0);
+    expect(JSON.parse(watched.stdout.trim().split("\n")[0]!)).toMatchObject({ path: "/notes/from-otto", kind: "put", actor: "user:otto", value: { n: 1 } });
+    expect(remote(project, server.url, sid, operator.token, ["resume"]).status).toBe(0);
+
+    // Owner only: sharing and stopping.
+    expect((await rpc(server.url, sid, "share.create", operator.token, { user: "mallory", role: "owner" })).status).toBe(403);
+    expect((await rpc(server.url, sid, "session.stop", operator.token)).status).toBe(403);
+    const created = await rpc(server.url, sid, "share.create", owner.token, { user: "nina", role: "viewer" });
+    expect(created.status).toBe(200);
+    expect(created.body.result.grant.created_by).toBe("user:olga");
+
+    // Everyone's actions are attributed in the audit trail, and status shows who is connected.
+    const history = project.apex(["session", "history", sid]).stdout;
+    expect(history).toMatch(/session paused .*\[user:otto\]/);
+    expect(history).toMatch(/checkpoint \d+ \(manual\).*\[user:otto\]/);
+    expect(history).toMatch(/resumed.*\[user:otto\]/);
+    await waitFor("connected users in status", () => (project!.apex(["status"]).stdout.match(/connected\s+(.*)/)?.[1] ?? "").includes("otto (operator)"));
+    expect(project.apex(["status"]).stdout).toMatch(/connected .*vera@example.com \(viewer\)/);
+
+    // Internal plumbing is not reachable remotely, even by an owner.
+    expect((await rpc(server.url, sid, "share.authenticate", owner.token, { token: viewer.token })).status).toBe(404);
+
+    // Tokens never appear in what the server logs.
+    const log = await server.stop();
+    expect(log).toContain(`/api/sessions/${sid}/rpc/session.pause 200 otto`);
+    for (const token of [viewer.token, operator.token, owner.token]) expect(log).not.toContain(token.slice(-20));
+  });
+});
+
+describe("apex serve: streams, revocation and concurrency", () => {
+  it("streams events live and closes a user's stream as soon as they are unshared", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = await serve(project);
+    const viewer = share(project, "vera", "viewer");
+    const operator = share(project, "otto", "operator");
+
+    const response = await fetch(`${server.url}/api/sessions/${sid}/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${viewer.token}` },
+      body: JSON.stringify({ "events.subscribe": {}, "logs.follow": {} }),
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toContain("text/event-stream");
+    const reader = response.body!.getReader();
+    let text = "";
+    const read = (async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        text += new TextDecoder().decode(value);
+      }
+    })();
+    await waitFor("a log line on the stream", () => text.includes("event: logs.follow"));
+    expect(remote(project, server.url, sid, operator.token, ["pause"]).status).toBe(0);
+    await waitFor("the pause on the stream", () => text.includes('"type":"session.paused"'));
+    expect(text).toMatch(/"actor":"user:otto"/);
+
+    const started = Date.now();
+    expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
+    await read; // the server ended the stream
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(text).toContain("event: error");
+    expect(text).toContain("APEX_E_UNAUTHORIZED");
+    const after = await rpc(server.url, sid, "session.status", viewer.token);
+    expect(after.status).toBe(401);
+    // The others keep their access.
+    expect((await rpc(server.url, sid, "session.status", operator.token)).status).toBe(200);
+    // `apex connect` as a revoked user: refused with exit 4.
+    const connect = project.apex(["connect", `${server.url.replace("http://", "")}/${sid}`], { env: { APEX_TOKEN: viewer.token } });
+    expect(connect.status).toBe(4);
+    expect(connect.stderr).toContain("APEX_E_UNAUTHORIZED");
+  });
+
+  it("serializes two operators acting at once: one pause wins, the other gets the conflict; both are in the audit trail", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = await serve(project);
+    const a = share(project, "ann", "operator");
+    const b = share(project, "bob", "operator");
+    const [first, second] = await Promise.all([rpc(server.url, sid, "session.pause", a.token), rpc(server.url, sid, "session.pause", b.token)]);
+    expect([first.status, second.status].sort()).toEqual([200, 409]);
+    const loser = first.status === 409 ? first : second;
+    expect(loser.body.error.code).toBe("APEX_E_SESSION_STATE");
+    const [c1, c2] = await Promise.all([
+      rpc(server.url, sid, "checkpoint.create", a.token, { description: "ann's" }),
+      rpc(server.url, sid, "checkpoint.create", b.token, { description: "bob's" }),
+    ]);
+    expect([c1.status, c2.status]).toEqual([200, 200]);
+    expect(c1.body.result.sequence).not.toBe(c2.body.result.sequence);
+    const trail = JSON.parse(project.apex(["session", "history", sid, "--json"]).stdout) as { events: Array<{ type: string; actor: string; trigger?: string }> };
+    const paused = trail.events.filter((event) => event.type === "session.paused");
+    expect(paused).toHaveLength(1);
+    expect(["user:ann", "user:bob"]).toContain(paused[0]!.actor);
+    const manual = trail.events.filter((event) => event.type === "checkpoint" && event.trigger === "manual").map((event) => event.actor);
+    expect(manual.sort()).toEqual(["user:ann", "user:bob"]);
+  });
+});
+
+describe("apex serve: TLS and addresses", () => {
+  it("serves HTTPS with a certificate made here, and refuses plain HTTP off loopback unless --insecure", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const cert = join(project.dir, "cert.pem");
+    const key = join(project.dir, "key.pem");
+    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], {
+      stdio: "ignore",
+    });
+    const refused = project.apex(["serve", "--listen", "0.0.0.0:0"]);
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain("Refusing to serve plain HTTP on 0.0.0.0");
+    const server = await serve(project, ["--tls-cert", cert, "--tls-key", key]);
+    expect(server.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    const viewer = share(project, "vera", "viewer", ["--url", server.url]);
+    expect(viewer.connect).toContain(`apex connect https://127.0.0.1:${new URL(server.url).port}/${sid}`);
+    const target = `https://127.0.0.1:${new URL(server.url).port}/${sid}`;
+    // Without trusting the certificate: refused by the client.
+    const untrusted = project.apex(["--remote", target, "status"], { env: { APEX_TOKEN: viewer.token } });
+    expect(untrusted.status).toBe(1);
+    const trusted = project.apex(["--remote", target, "status", "--json"], { env: { APEX_TOKEN: viewer.token, NODE_EXTRA_CA_CERTS: cert } });
+    expect(trusted.status, trusted.stderr).toBe(0);
+    expect(JSON.parse(trusted.stdout).session.session_id).toBe(sid);
+  });
+});
+
+describe("apex serve: bad input and abuse", () => {
+  it("answers 4xx with a clear message and changes nothing", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = await serve(project);
+    const operator = share(project, "otto", "operator");
+    const revision = () => JSON.parse(project!.apex(["memory", "query", "/**", "--json"]).stdout).length as number;
+    const before = revision();
+
+    const malformed = await rpc(server.url, sid, "memory.set", operator.token, '{"path": "/a", "value": ');
+    expect(malformed.status).toBe(400);
+    expect(malformed.body.error.code).toBe("APEX_E_BAD_JSON");
+    const array = await rpc(server.url, sid, "memory.set", operator.token, "[1,2]");
+    expect(array.status).toBe(400);
+    expect(array.body.error.message).toContain("must be a JSON object");
+    const big = await postLarge(`${server.url}/api/sessions/${sid}/rpc/memory.set`, operator.token, JSON.stringify({ path: "/big", value: "x".repeat(2 * 1024 * 1024) }));
+    expect(big.status).toBe(413);
+    expect(big.body.error.code).toBe("APEX_E_TOO_LARGE");
+    const badPath = await rpc(server.url, sid, "memory.set", operator.token, { path: "/a/../b", value: 1 });
+    expect(badPath.status).toBe(400);
+    expect(badPath.body.error.code).toBe("APEX_E_BAD_PATH");
+    const nowhere = await fetch(`${server.url}/api/nothing/here`);
+    expect(nowhere.status).toBe(404);
+    expect(((await nowhere.json()) as { error: { message: string } }).error.message).toContain("No such path");
+    const unknownSession = await rpc(server.url, "0000aaaa-0000-0000-0000-000000000000", "session.status", operator.token);
+    expect(unknownSession.status).toBe(401);
+    const noToken = await rpc(server.url, sid, "session.status", undefined);
+    expect(noToken.status).toBe(401);
+    expect(noToken.body.error.message).toContain("No token");
+    const unknownMethod = await rpc(server.url, sid, "memory.explode", operator.token);
+    expect(unknownMethod.status).toBe(403); // unknown methods need owner; an owner would get the supervisor's "Unknown method"
+    expect(revision()).toBe(before);
+
+    // Expired tokens.
+    const brief = share(project, "brief", "viewer", ["--expires", "1s"]);
+    expect((await rpc(server.url, sid, "session.status", brief.token)).status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    const expired = await rpc(server.url, sid, "session.status", brief.token);
+    expect(expired.status).toBe(401);
+    expect(expired.body.error.message).toContain("expired");
+    expect(project.apex(["session", "share", "current", "x", "--expires", "soon"]).status).toBe(2);
+    expect(project.apex(["session", "share", "current", "x", "--role", "admin"]).status).toBe(2);
+
+    // No CORS headers unless configured.
+    const cross = await fetch(`${server.url}/api/sessions/${sid}/rpc/session.status`, {
+      method: "POST",
+      headers: { origin: "https://evil.example", "content-type": "application/json", authorization: `Bearer ${operator.token}` },
+      body: "{}",
+    });
+    expect(cross.headers.get("access-control-allow-origin")).toBeNull();
+
+    // Repeated failures from one client are slowed down.
+    const timeOf = async () => {
+      const started = Date.now();
+      const reply = await rpc(server.url, sid, "session.status", `apx_0123456789abcdef_${"A".repeat(43)}`);
+      expect(reply.status).toBe(401);
+      return Date.now() - started;
+    };
+    const firstFailure = await timeOf();
+    for (let i = 0; i < 4; i++) await timeOf();
+    const sixth = await timeOf();
+    expect(firstFailure).toBeLessThan(300);
+    expect(sixth).toBeGreaterThanOrEqual(350);
+  });
+});
+
+describe("apex serve without a supervisor", () => {
+  it("still answers reads of an interrupted session, and refuses what needs the supervisor", async () => {
+    project = new Project(CONFIG);
+    const ready = project.start();
+    const sid = ready.session_id;
+    const server = await serve(project);
+    const operator = share(project, "otto", "operator");
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the session to be interrupted", () => project!.status().session?.status === "interrupted");
+    const status = remote(project, server.url, sid, operator.token, ["status", "--json"]);
+    expect(status.status, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout).session.status).toBe("interrupted");
+    expect(remote(project, server.url, sid, operator.token, ["task", "list"]).status).toBe(0);
+    const pause = remote(project, server.url, sid, operator.token, ["pause"]);
+    expect(pause.status).toBe(4);
+    expect(pause.stderr).toContain("APEX_E_SESSION_STATE");
+
+    // An operator brings it back (`start --continue` of that session); a viewer may not.
+    const viewer = share(project, "vera", "viewer");
+    const refused = remote(project, server.url, sid, viewer.token, ["start", "--continue", sid]);
+    expect(refused.status).toBe(4);
+    expect(refused.stderr).toContain("session.continue needs operator");
+    expect(remote(project, server.url, sid, operator.token, ["start", "--continue", "someone-else"]).status).toBe(2);
+    const back = remote(project, server.url, sid, operator.token, ["start", "--continue", sid.slice(0, 8), "--json"]);
+    expect(back.status, back.stderr).toBe(0);
+    const continued = JSON.parse(back.stdout) as { session_id: string; supervisor_pid: number; continued: boolean };
+    expect(continued).toMatchObject({ session_id: sid, continued: true });
+    project.remember();
+    expect(project.status().session).toMatchObject({ status: "active", supervisor: { pid: continued.supervisor_pid, alive: true } });
+    const again = remote(project, server.url, sid, operator.token, ["start", "--continue", sid]);
+    expect(again.status).toBe(4);
+    expect(again.stderr).toContain("APEX_E_SESSION_ACTIVE");
+    expect(project.apex(["session", "history", sid]).stdout).toMatch(/continued.*\[/);
+  });
+});
+
+describe("the sharing plugin's serve option", () => {
+  it("serves the session from its supervisor while it runs", async () => {
+    project = new Project(CONFIG.replace("plugins:\n", 'plugins:\n  git: {}\n  sharing:\n    serve:\n      listen: "127.0.0.1:0"\n'));
+    const sid = project.start().session_id;
+    const served = JSON.parse(readFileSync(join(project.storeDir, "serve.json"), "utf8")) as { url: string; pid: number };
+    expect(served.pid).toBe(JSON.parse(readFileSync(join(project.storeDir, "supervisor.json"), "utf8")).pid);
+    const viewer = share(project, "vera", "viewer");
+    expect(viewer.url).toBe(`${served.url}/#session=${sid}&token=${viewer.token}`);
+    const status = remote(project, served.url, sid, viewer.token, ["status", "--json"]);
+    expect(status.status, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout).session.session_id).toBe(sid);
+    expect(project.apex(["stop"]).status).toBe(0);
+    await expect(fetch(`${served.url}/api/health`)).rejects.toThrow();
+    expect(() => statSync(join(project!.storeDir, "serve.json"))).toThrow();
+  });
+});
+
+describe("--remote refuses commands that would act on the local project", () => {
+  it.each([
+    [["session", "validate"], "does not work on a remote session"],
+    [["config", "show"], "does not work on a remote session"],
+    [["checkpoint", "delete", "x"], "does not work on a remote session"],
+    [["memory", "export"], "does not work on a remote session"],
+    [["start", "--task", "new work"], "start only continues it"],
+  ])("apex --remote … %j", (args, message) => {
+    const p = new Project(CONFIG);
+    try {
+      const result = p.apex(["--remote", `127.0.0.1:9/${"a".repeat(8)}`, ...args], { env: { APEX_TOKEN: "x" } });
+      expect(result.status).toBe(2);
+      expect(result.stderr).toContain(message);
+      expect(statSyncOrNull(p.storeDir)).toBeNull();
+    } finally {
+      p.cleanup();
+    }
+  });
+});
+
+function statSyncOrNull(path: string) {
+  try {
+    return statSync(path);
+  } catch {
+    return null;
+  }
+}
+
+describe("apex login and credentials", () => {
+  it("keeps the token in a 0600 file that --remote uses", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = await serve(project);
+    const viewer = share(project, "vera", "viewer");
+    const credentials = join(project.dir, "creds", "credentials.json");
+    const hostPort = server.url.replace("http://", "");
+    const login = project.apex(["login", `${hostPort}/${sid}`], { env: { APEX_CREDENTIALS: credentials, APEX_TOKEN: viewer.token } });
+    expect(login.status, login.stderr).toBe(0);
+    expect(statSync(credentials).mode & 0o777).toBe(0o600);
+    expect(readFileSync(credentials, "utf8")).toContain(viewer.token);
+    const status = project.apex(["--remote", `${hostPort}/${sid}`, "status", "--json"], { env: { APEX_CREDENTIALS: credentials } });
+    expect(status.status, status.stderr).toBe(0);
+    const none = project.apex(["--remote", `${hostPort}/${sid}`, "status"], { env: { APEX_CREDENTIALS: join(project.dir, "none.json") } });
+    expect(none.status).toBe(4);
+    expect(none.stderr).toContain(`apex login ${hostPort}`);
+    const wrong = project.apex(["login", hostPort], { env: { APEX_CREDENTIALS: credentials, APEX_TOKEN: "hunter2" } });
+    expect(wrong.status).toBe(2);
+  });
+});

@@ -1,0 +1,81 @@
+import { createHash } from "node:crypto";
+import { afterEach, describe, expect, it } from "vitest";
+import { parseRemote, remoteEndpoint } from "../core/rpc/remote.js";
+import { authenticate, grantPath, roleAllows } from "../core/session/grants.js";
+import { Store } from "../core/store/store.js";
+import { parseListen } from "../plugins/sharing/server.js";
+import { roleNeeded } from "../plugins/sharing/roles.js";
+import { tempDir } from "./helpers/cli.js";
+
+const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
+
+describe("remote targets", () => {
+  it.each([
+    [`127.0.0.1:7433/${SID}`, "http://127.0.0.1:7433", "127.0.0.1:7433"],
+    [`localhost/${SID}`, "http://localhost:7433", "localhost:7433"],
+    [`build-box:${SID}`, "https://build-box:7433", "build-box:7433"],
+    [`build-box:9000/${SID}`, "https://build-box:9000", "build-box:9000"],
+    [`http://build-box:9000/${SID}`, "http://build-box:9000", "build-box:9000"],
+    [`https://127.0.0.1:8443/${SID}/`, "https://127.0.0.1:8443", "127.0.0.1:8443"],
+    [`[::1]:7000/${SID}`, "http://[::1]:7000", "[::1]:7000"],
+  ])("%s → %s", (text, origin, host) => {
+    const target = parseRemote(text);
+    expect(target).toEqual({ origin, host, sessionId: SID.replace(/\/$/, "") });
+    expect(remoteEndpoint(target)).toBe(`${origin}/api/sessions/${SID}`);
+  });
+
+  it.each(["build-box", "build-box:7433", "host:99999/s", "/only-a-session", "a b/c", "host/../etc"])("refuses %s with a usage error", (text) => {
+    expect(() => parseRemote(text)).toThrowError(expect.objectContaining({ code: "APEX_E_USAGE" }));
+  });
+
+  it("reads --listen addresses", () => {
+    expect(parseListen("127.0.0.1:0")).toEqual({ host: "127.0.0.1", port: 0 });
+    expect(parseListen("[::1]:7433")).toEqual({ host: "::1", port: 7433 });
+    expect(parseListen(":8080")).toEqual({ host: "127.0.0.1", port: 8080 });
+    expect(() => parseListen("host:123456")).toThrowError(/Cannot read --listen/);
+  });
+});
+
+describe("roles", () => {
+  it("orders viewer < operator < owner and maps methods to the role they need", () => {
+    expect(roleAllows("owner", "operator")).toBe(true);
+    expect(roleAllows("operator", "owner")).toBe(false);
+    expect(roleNeeded("session.status", {})).toBe("viewer");
+    expect(roleNeeded("session.pause", {})).toBe("operator");
+    expect(roleNeeded("session.stop", {})).toBe("owner");
+    expect(roleNeeded("memory.delete", {})).toBe("owner");
+    expect(roleNeeded("plugin.command", { name: "checkpoint create" })).toBe("operator");
+    expect(roleNeeded("plugin.command", { name: "git" })).toBe("owner");
+  });
+});
+
+describe("token checks on a real store", () => {
+  let cleanup: (() => void) | undefined;
+  afterEach(() => cleanup?.());
+
+  it("accepts the token whose hash is stored, and refuses unknown, altered and expired ones alike", async () => {
+    const temp = tempDir();
+    cleanup = temp.cleanup;
+    const store = Store.open(temp.dir, { actor: "user:test" });
+    const token = `apx_0123456789abcdef_${"b".repeat(43)}`;
+    const record = (expires: string | null) => ({
+      token_id: "0123456789abcdef",
+      user: "alice",
+      role: "operator",
+      token_sha256: createHash("sha256").update(token).digest("hex"),
+      created_at: new Date().toISOString(),
+      created_by: "user:test",
+      expires_at: expires,
+      last_used_at: null,
+    });
+    await store.set(grantPath(SID, "0123456789abcdef"), record(null));
+    expect(authenticate(store, SID, token)).toMatchObject({ user: "alice", role: "operator", token_id: "0123456789abcdef" });
+    for (const bad of [`apx_0123456789abcdef_${"c".repeat(43)}`, `apx_fedcba9876543210_${"b".repeat(43)}`, "", 42, token.slice(0, -1)]) {
+      expect(() => authenticate(store, SID, bad)).toThrowError(expect.objectContaining({ code: "APEX_E_UNAUTHORIZED" }));
+    }
+    expect(() => authenticate(store, "other-session", token)).toThrowError(expect.objectContaining({ code: "APEX_E_UNAUTHORIZED" }));
+    await store.set(grantPath(SID, "0123456789abcdef"), record(new Date(Date.now() - 1000).toISOString()));
+    expect(() => authenticate(store, SID, token)).toThrowError(/expired/);
+    await store.close();
+  });
+});
