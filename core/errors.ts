@@ -20,6 +20,7 @@ export const ErrorCodes = {
   APEX_E_BAD_GLOB: ExitCode.usage,
   APEX_E_BAD_JSON: ExitCode.usage,
   APEX_E_BAD_INPUT: ExitCode.usage,
+  APEX_E_TOO_DEEP: ExitCode.usage,
   // config (2)
   APEX_E_CONFIG: ExitCode.usage,
   APEX_E_CONFIG_NOT_FOUND: ExitCode.usage,

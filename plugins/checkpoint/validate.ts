@@ -10,6 +10,7 @@ import {
   type ObjectView,
 } from "../../core/store/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
+import { isApexError } from "../../core/errors.js";
 import { Catalog, summaryOf, type CheckpointSummary } from "./catalog.js";
 import {
   agentsRoot,
@@ -562,11 +563,16 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
     try {
       canonicalJson(value);
     } catch (error) {
+      // A value deeper than MAX_DEPTH can only have been stored before the limit: JSON all the same.
+      if (isApexError(error) && error.code === "APEX_E_TOO_DEEP") return visitJson(path, value);
       // msgpack can decode damaged bytes into something that is not JSON at all.
       add({ code: "record-undecodable", severity: "error", message: `The record at ${path} is not a JSON value: ${(error as Error).message}`, path });
       state.undecodableRecords.push(path);
       return;
     }
+    visitJson(path, value);
+  };
+  const visitJson = (path: string, value: JsonValue | undefined) => {
     state.report.records += 1;
     const segments = path.split("/");
     if (segments[1] !== "sessions" || segments.length < 3 || RESERVED_SESSION_NAMES.has(segments[2]!)) return;
