@@ -42,6 +42,10 @@ export async function main(argv: string[]): Promise<number> {
   });
   const finalizers: Array<() => Promise<void>> = [];
   try {
+    if (argv === process.argv) {
+      const { assertArgumentsUtf8 } = await import("./input-text.js");
+      assertArgumentsUtf8(argv);
+    }
     if (needsPluginCommands(program, argv)) {
       const { registerPluginCommands, closeAfterParse } = await import("./plugin-commands.js");
       await registerPluginCommands(program, argv);
