@@ -65,6 +65,14 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * For the entry point: a promise that rejected with nobody waiting for it (a library's, or a
+ * bug) is reported as an error like any other, without a stack trace, and the command fails.
+ */
+export function reportUnhandledRejection(reason: unknown): void {
+  process.exitCode = Math.max(1, reportError(reason, process.argv.includes("--json")));
+}
+
 /** Commander exits by itself on usage errors unless every (sub)command is told not to. */
 function throwInsteadOfExit(command: Command): void {
   command.exitOverride();

@@ -477,12 +477,22 @@ export class Supervisor {
       for (const group of groups) signalGroup(group.pgid, "SIGSTOP");
       const processes = await this.waitForGroups(groups, "stopped");
       for (const group of groups) group.slot.status = "paused";
-      await this.service.write((batch) => {
+      try {
+        await this.service.write((batch) => {
+          for (const group of groups) {
+            const agent = batch.get(agentPath(this.sessionId, group.slot.name)) as AgentRecord;
+            batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status: "paused" });
+          }
+        }, "supervisor");
+      } catch (error) {
+        // Nothing was recorded (a full disk, say): the agents run on, as the records say.
         for (const group of groups) {
-          const agent = batch.get(agentPath(this.sessionId, group.slot.name)) as AgentRecord;
-          batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status: "paused" });
+          signalGroup(group.pgid, "SIGCONT");
+          group.slot.status = "running";
         }
-      }, "supervisor");
+        this.resumeTimers();
+        throw error;
+      }
       const warnings: string[] = [];
       try {
         await this.engine.fire("onPause", this.service.context());
