@@ -43,22 +43,45 @@ function must(cwd, args, input) {
 
 const CONFIG = ["agents:", "  worker:", "    command: sh", '    args: ["-c", "while true; do sleep 0.2; done"]', "plugins:", "  checkpoint: {}", ""].join("\n");
 
-/** A project with a stopped session: 400 memory keys, tasks, 4 checkpoints. */
+/** A project with a stopped session: 3,000 memory keys, tasks, 6 checkpoints. */
 function baseProject() {
   const dir = mkdtempSync(join(tmpdir(), "apex-damage-base-"));
   writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
   const started = JSON.parse(must(dir, ["start", "--task", "damage", "--json"]));
   const next = mulberry32(7);
   const entries = {};
-  for (let i = 0; i < 400; i++) entries[`/notes/${i % 20}/item-${i}`] = { i, text: "word ".repeat(Math.floor(next() * 60)), tags: ["a", "b"].slice(0, i % 3) };
+  for (let i = 0; i < 3000; i++) entries[`/notes/${i % 20}/item-${i}`] = { i, text: "word ".repeat(Math.floor(next() * 60)), tags: ["a", "b"].slice(0, i % 3) };
   must(dir, ["memory", "import", "-"], JSON.stringify(entries));
-  for (let round = 0; round < 4; round++) {
+  for (let round = 0; round < 6; round++) {
     must(dir, ["task", "add", `task ${round}`]);
     for (let i = 0; i < 20; i++) must(dir, ["memory", "set", `/notes/${i}/changed`, JSON.stringify({ round, i })]);
     must(dir, ["checkpoint", "create", `round ${round}`]);
   }
   must(dir, ["stop", "--force"]);
   return { dir, sessionId: started.session_id };
+}
+
+/**
+ * A digest of every record of every database, read raw in a child process (it may crash):
+ * whether a flip changed stored data at all, or hit bytes nothing uses (free pages, slack).
+ */
+const DUMP = `
+const { open } = (await import("node:module")).createRequire(${JSON.stringify(APEX)})("lmdb");
+const { createHash } = await import("node:crypto");
+const root = open({ path: process.argv[1], readOnly: true, maxDbs: 64, compression: false });
+const hash = createHash("sha256");
+const names = [];
+for (const key of root.getKeys()) names.push(String(key));
+for (const name of names.sort()) {
+  const db = root.openDB({ name, encoding: "binary", keyEncoding: "binary" });
+  hash.update(name);
+  for (const { key, value } of db.getRange()) hash.update(key).update(value);
+}
+process.stdout.write(hash.digest("hex"));
+`;
+function digest(file) {
+  const result = spawnSync(process.execPath, ["--input-type=module", "-e", DUMP, file], { encoding: "utf8", timeout: 60_000 });
+  return result.status === 0 ? result.stdout : result.signal ? `crash:${result.signal}` : "error";
 }
 
 /** What a read did: "ok" (the undamaged answer), "clear" (error[APEX_E_…], exit 1..4), "silent-wrong", "unclear" (failed without a code), "crash:<signal>". */
@@ -73,6 +96,7 @@ const storeFile = join(base.dir, ".apex", "store.mdb");
 const expected = { export: must(base.dir, ["memory", "export"]), list: must(base.dir, ["checkpoint", "list", "--limit", "100", "--json"]) };
 const size = statSync(storeFile).size;
 const pristine = readFileSync(storeFile);
+const pristineDigest = digest(storeFile);
 const next = mulberry32(SEED);
 const rows = [];
 for (let flip = 0; flip < FLIPS; flip++) {
@@ -85,6 +109,7 @@ for (let flip = 0; flip < FLIPS; flip++) {
   bytes[offset] ^= xor;
   writeFileSync(join(dir, ".apex", "store.mdb"), bytes);
   try {
+    const changed = digest(join(dir, ".apex", "store.mdb")) !== pristineDigest;
     const reads = [readOutcome(apex(dir, ["memory", "export"]), expected.export), readOutcome(apex(dir, ["checkpoint", "list", "--limit", "100", "--json"]), expected.list)];
     const validate = apex(dir, ["session", "validate", "--json"]);
     const found = validate.status !== 0;
@@ -93,7 +118,9 @@ for (let flip = 0; flip < FLIPS; flip++) {
     const after = apex(dir, ["session", "validate", "--json"]);
     const readsAfter = [apex(dir, ["memory", "export"]), apex(dir, ["checkpoint", "list", "--limit", "100", "--json"])];
     const worksAfter = after.status === 0 && readsAfter.every((result) => result.status === 0);
-    rows.push({ flip, offset, page: Math.floor(offset / 4096), xor, reads, found, repair: repairSaid, validAfter: after.status === 0, worksAfter, changedReads: reads.some((read) => read !== "ok") });
+    // Memory as it was: no memory write followed the last checkpoint, so repair can put all of it back.
+    const restored = readsAfter[0].status === 0 && readsAfter[0].stdout === expected.export;
+    rows.push({ flip, changed, offset, page: Math.floor(offset / 4096), xor, reads, found, repair: repairSaid, validAfter: after.status === 0, worksAfter, restored, changedReads: reads.some((read) => read !== "ok") });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -101,15 +128,17 @@ for (let flip = 0; flip < FLIPS; flip++) {
 rmSync(base.dir, { recursive: true, force: true });
 
 console.log(`store.mdb of ${size} bytes (${size / 4096} pages), ${FLIPS} flips, seed ${SEED}`);
-console.log("flip  offset   page  reads (export, list)          validate  repair                       valid after  reads after");
+console.log("flip  data     offset   page  reads (export, list)          validate  repair                       valid after  reads after  memory as before");
 for (const row of rows) {
   console.log(
-    `${String(row.flip).padStart(4)}  ${String(row.offset).padStart(7)}  ${String(row.page).padStart(4)}  ${row.reads.join(", ").padEnd(28)}  ${(row.found ? "found" : "clean").padEnd(8)}  ${row.repair.padEnd(28)} ${String(row.validAfter).padEnd(12)} ${row.worksAfter}`,
+    `${String(row.flip).padStart(4)}  ${(row.changed ? "changed" : "same").padEnd(7)}  ${String(row.offset).padStart(7)}  ${String(row.page).padStart(4)}  ${row.reads.join(", ").padEnd(28)}  ${(row.found ? "found" : "clean").padEnd(8)}  ${row.repair.padEnd(28)} ${String(row.validAfter).padEnd(12)} ${String(row.worksAfter).padEnd(12)} ${row.restored}`,
   );
 }
 const count = (predicate) => rows.filter(predicate).length;
 const harmful = rows.filter((row) => row.changedReads);
+const changedData = rows.filter((row) => row.changed);
 console.log("");
+console.log(`stored data: ${changedData.length} of ${FLIPS} flips changed what the store holds (the others hit free pages or unused bytes)`);
 console.log(`reads: ${count((row) => row.reads.every((read) => read === "ok"))} of ${FLIPS} flips changed nothing a read sees; reads that crashed (SIGSEGV/SIGBUS): ${count((row) => row.reads.some((read) => read.startsWith("crash")))}; failed without a code: ${count((row) => row.reads.includes("unclear"))}; wrong answer without a word: ${count((row) => row.reads.includes("silent-wrong"))}`);
-console.log(`validate: found damage in ${count((row) => row.found)} of ${FLIPS}; of the ${harmful.length} flips that reads notice, validate found ${harmful.filter((row) => row.found).length}`);
-console.log(`repair: store valid and readable afterwards in ${count((row) => row.validAfter && row.worksAfter)} of ${FLIPS}; otherwise said what it could not save in ${count((row) => !(row.validAfter && row.worksAfter) && row.repair === "said what it could not save")}, crashed in ${count((row) => row.repair.startsWith("crash"))}, failed without a word in ${count((row) => row.repair === "failed without a word")}`);
+console.log(`validate: found damage in ${count((row) => row.found)} of ${FLIPS}; in ${changedData.filter((row) => row.found).length} of the ${changedData.length} that changed stored data; of the ${harmful.length} flips that reads notice, validate found ${harmful.filter((row) => row.found).length}`);
+console.log(`repair: store valid and readable afterwards in ${count((row) => row.validAfter && row.worksAfter)} of ${FLIPS}, with memory exactly as before the flip in ${count((row) => row.restored)}; otherwise said what it could not save in ${count((row) => !(row.validAfter && row.worksAfter) && row.repair === "said what it could not save")}, crashed in ${count((row) => row.repair.startsWith("crash"))}, failed without a word in ${count((row) => row.repair === "failed without a word")}`);

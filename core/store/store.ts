@@ -37,6 +37,8 @@ export interface WriteBatch {
   setEncoded(path: string, bytes: Buffer): void;
   delete(path: string): boolean;
   deleteTree(path: string): number;
+  /** Deletes a key that damage made (it may not even be a valid path), logged like any delete. For repair. */
+  deleteDamaged(key: string): boolean;
   get(path: string): JsonValue | undefined;
 }
 
@@ -365,6 +367,12 @@ export class Store {
         if (!kv.doesExist(path)) return false;
         kv.remove(path);
         record(path, "delete");
+        return true;
+      },
+      deleteDamaged(key) {
+        if (!kv.doesExist(key)) return false;
+        kv.remove(key);
+        record(key, "delete");
         return true;
       },
       deleteTree(path) {

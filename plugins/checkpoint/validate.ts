@@ -27,6 +27,7 @@ import {
 import { ACTORS, assertWritable, manifestKeys, removeCheckpointRecords } from "./refs.js";
 import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
+import { checkLiveRecords, type LiveRecordFinding } from "./validate-live.js";
 
 /**
  * Validation re-hashes every checkpoint manifest, tree node and value, and checks the
@@ -55,6 +56,9 @@ export type ProblemCode =
   | "sequence-counter-behind"
   | "base-damaged"
   | "record-undecodable"
+  | "record-damaged"
+  | "record-missing"
+  | "record-unlogged"
   | "current-session-invalid"
   | "current-session-missing"
   | "task-unknown-agent"
@@ -246,6 +250,8 @@ interface ValidationState {
   slots: CheckpointRecordState[];
   checker: TreeChecker;
   undecodableRecords: string[];
+  /** Live records that differ from the latest verifying checkpoint with no logged write (validate-live.ts). */
+  liveFindings: LiveRecordFinding[];
   unknownAgentTasks: Array<{ path: string; task: Record<string, unknown> }>;
   currentInvalid: boolean;
   danglingIds: string[];
@@ -277,6 +283,7 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
     slots: [],
     checker,
     undecodableRecords: [],
+    liveFindings: [],
     unknownAgentTasks: [],
     currentInvalid: false,
     danglingIds: [],
@@ -425,9 +432,33 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
 
   // 5. Keyspace records: each decoded on its own; then the relations between them.
   checkRecords(store, options, state, add);
+  if (!options.sessionId) checkLiveMemory(store, view, state, add);
 
   report.ok = !problems.some((problem) => problem.severity === "error");
   return state;
+}
+
+/** Live records against the latest verifying checkpoint: damage that decodes fine is found too. */
+function checkLiveMemory(store: Store, view: ObjectView, state: ValidationState, add: (problem: StoreProblem) => void): void {
+  let latest: CheckpointManifest | undefined;
+  for (const entry of state.slots) {
+    if (entry.reasons.length === 0 && entry.manifest && (!latest || entry.manifest.revision > latest.revision)) latest = entry.manifest;
+  }
+  if (!latest) return;
+  const findings = checkLiveRecords(store, view, latest, new Set(state.undecodableRecords));
+  for (const finding of findings ?? []) {
+    const message =
+      finding.kind === "record-unlogged"
+        ? `The record at ${finding.path} appeared with no logged write since ${finding.checkpoint}: a damaged key.`
+        : finding.kind === "record-missing"
+          ? `The record at ${finding.path} is gone with no logged delete since ${finding.checkpoint}, which has it.`
+          : `The record at ${finding.path} differs from ${finding.checkpoint} with no logged write since: its bytes are damaged.`;
+    add({ code: finding.kind, severity: "error", message, path: finding.path, checkpoint: finding.checkpoint, ...(finding.hash ? { hash: finding.hash } : {}) });
+    state.liveFindings.push(finding);
+  }
+  // A damaged record the checkpoint has is put back, not deleted.
+  const restorable = new Set(state.liveFindings.filter((finding) => finding.hash).map((finding) => finding.path));
+  state.undecodableRecords = state.undecodableRecords.filter((path) => !restorable.has(path));
 }
 
 function describeScopeKey(key: string): string {
@@ -677,6 +708,7 @@ export type RepairActionKind =
   | "remove-object"
   | "remove-base"
   | "remove-record"
+  | "restore-record"
   | "clear-current-session"
   | "unassign-task";
 
@@ -763,6 +795,10 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
     }
     for (const key of after.badBases) actions.push({ action: "remove-base", target: describeScopeKey(key), reason: "the next checkpoint will rebuild its memory tree from the store" });
     for (const path of after.undecodableRecords) actions.push({ action: "remove-record", target: path, reason: "the record cannot be decoded" });
+    for (const finding of after.liveFindings) {
+      if (finding.hash) actions.push({ action: "restore-record", target: finding.path, reason: `put back as ${finding.checkpoint} has it (no write changed it since)` });
+      else actions.push({ action: "remove-record", target: finding.path, reason: `no write since ${finding.checkpoint} created it (a damaged key)` });
+    }
     if (after.currentInvalid) actions.push({ action: "clear-current-session", target: "/sessions/current", reason: "it does not point at an existing session" });
     for (const task of after.unknownAgentTasks) {
       actions.push({ action: "unassign-task", target: task.path, reason: `assigned to unknown agent ${String(task.task.assignee)}` });
@@ -791,10 +827,14 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
     for (const counter of after.counters) catalog.setLastSequence(counter.sessionId, Math.max(counter.needed, counter.last));
     for (const action of actions) if (action.action === "remove-object") objects.removeRaw(stillDamaged.get(action.target)!, action.target);
     for (const key of after.badBases) catalog.removeBase(key);
-    const recordWrites = after.undecodableRecords.length + (after.currentInvalid ? 1 : 0) + after.unknownAgentTasks.length;
+    const recordWrites = after.undecodableRecords.length + after.liveFindings.length + (after.currentInvalid ? 1 : 0) + after.unknownAgentTasks.length;
     if (recordWrites > 0) {
       store.batchSync((batch) => {
-        for (const path of after.undecodableRecords) batch.delete(path);
+        for (const path of after.undecodableRecords) batch.deleteDamaged(path);
+        for (const finding of after.liveFindings) {
+          if (finding.hash) batch.setEncoded(finding.path, healed.encodedValue(finding.hash));
+          else batch.deleteDamaged(finding.path);
+        }
         if (after.currentInvalid) batch.delete("/sessions/current");
         for (const task of after.unknownAgentTasks) {
           const fixed: Record<string, unknown> = { ...task.task, assignee: null };
