@@ -437,13 +437,15 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
       ...(options.memory !== false ? { memory: { scope, base: catalog.base(key) } } : {}),
       ...(withSession ? { session: { id: target } } : {}),
     });
-    const writes: Array<{ path: string; bytes?: Buffer }> = [];
+    // The differences first, the values they need then, read grouped by pack (a whole-tree
+    // read in tree order would visit the packs in another order than they were written).
+    const writes: Array<{ path: string; hash?: Hash; bytes?: Buffer }> = [];
     const collect = (mount: string, from: Hash | null, to: Hash | null): PathChanges => {
       const changes: PathChanges = { set: [], deleted: [] };
       diffTrees(view, from, to, (change) => {
         const path = `${mount}${segmentsPath(change.segments)}`;
         if (change.after) {
-          writes.push({ path, bytes: view.encodedValue(change.after) }); // a value object goes back as it is
+          writes.push({ path, hash: change.after });
           changes.set.push(path);
         } else {
           writes.push({ path });
@@ -456,6 +458,8 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     const memory = options.memory !== false ? collect("", current.memory!.root, manifest.memory.root) : none();
     const tasks = options.tasks !== false ? collect(tasksRoot(target), current.tasks!.root, manifest.tasks.root) : none();
     const agents = options.agents !== false ? collect(agentsRoot(target), current.agents!.root, manifest.agents.root) : none();
+    view.prefetchValues(writes.flatMap((write) => (write.hash ? [write.hash] : [])));
+    for (const write of writes) if (write.hash) write.bytes = view.encodedValue(write.hash); // a value object goes back as it is
     let revision = current.revision;
     if (!options.dryRun && writes.length > 0) {
       revision = store.batchSync((batch) => {
