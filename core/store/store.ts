@@ -5,7 +5,7 @@ import type { Database, RootDatabase } from "lmdb";
 import { currentActor } from "../actor.js";
 import { ApexError } from "../errors.js";
 import { compileGlob } from "./glob.js";
-import { checkPath, subtreeRange } from "./paths.js";
+import { checkPath, pathProblem, subtreeRange } from "./paths.js";
 import { RecordDamage, damageError, isDamage, writeFailure } from "./store-errors.js";
 import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "./value-codec.js";
 
@@ -372,7 +372,8 @@ export class Store {
       deleteDamaged(key) {
         if (!kv.doesExist(key)) return false;
         kv.remove(key);
-        record(key, "delete");
+        // A key that is not a path was never written as one: the log (which checkpoints read) keeps paths only.
+        if (pathProblem(key) === undefined) record(key, "delete");
         return true;
       },
       deleteTree(path) {

@@ -19,6 +19,8 @@ export interface LiveRecordFinding {
   hash?: Hash;
   /** "<session>/checkpoint-007". */
   checkpoint: string;
+  /** The record no longer decodes: repair puts the checkpoint's value back. */
+  restorable?: boolean;
 }
 
 /** Compares unchanged live records with `manifest` (the latest verifying checkpoint); undefined when the revision log cannot tell what changed since. */
@@ -40,7 +42,7 @@ export function checkLiveRecords(store: Store, view: ObjectView, manifest: Check
     inTree.add(path);
     if (changed.has(path) || !inScope(scope, path)) continue;
     if (undecodable.has(path)) {
-      findings.push({ kind: "record-damaged", path, hash, checkpoint: label });
+      findings.push({ kind: "record-damaged", path, hash, checkpoint: label, restorable: true });
       continue;
     }
     const bytes = store.getEncoded(path);

@@ -453,12 +453,12 @@ function checkLiveMemory(store: Store, view: ObjectView, state: ValidationState,
         ? `The record at ${finding.path} appeared with no logged write since ${finding.checkpoint}: a damaged key.`
         : finding.kind === "record-missing"
           ? `The record at ${finding.path} is gone with no logged delete since ${finding.checkpoint}, which has it.`
-          : `The record at ${finding.path} differs from ${finding.checkpoint} with no logged write since: its bytes are damaged.`;
+          : `The record at ${finding.path} differs from ${finding.checkpoint} with no logged write since: its bytes (or the revision log) are damaged.`;
     add({ code: finding.kind, severity: "error", message, path: finding.path, checkpoint: finding.checkpoint, ...(finding.hash ? { hash: finding.hash } : {}) });
     state.liveFindings.push(finding);
   }
-  // A damaged record the checkpoint has is put back, not deleted.
-  const restorable = new Set(state.liveFindings.filter((finding) => finding.hash).map((finding) => finding.path));
+  // An undecodable record the checkpoint has is put back, not deleted.
+  const restorable = new Set(state.liveFindings.filter((finding) => finding.restorable).map((finding) => finding.path));
   state.undecodableRecords = state.undecodableRecords.filter((path) => !restorable.has(path));
 }
 
@@ -801,10 +801,12 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
     }
     for (const key of after.badBases) actions.push({ action: "remove-base", target: describeScopeKey(key), reason: "the next checkpoint will rebuild its memory tree from the store" });
     for (const path of after.undecodableRecords) actions.push({ action: "remove-record", target: path, reason: "the record cannot be decoded" });
-    for (const finding of after.liveFindings) {
-      if (finding.hash) actions.push({ action: "restore-record", target: finding.path, reason: `put back as ${finding.checkpoint} has it (no write changed it since)` });
-      else actions.push({ action: "remove-record", target: finding.path, reason: `no write since ${finding.checkpoint} created it (a damaged key)` });
-    }
+    // Only a record that no longer decodes is put back from the checkpoint. One that decodes
+    // but differs, is gone, or appeared may instead mean a damaged revision log, and putting
+    // the checkpoint's value back could undo an acknowledged write: it stays as it is, and
+    // validate goes on naming it until the path is written again.
+    const restorable = after.liveFindings.filter((finding) => finding.restorable && finding.hash);
+    for (const finding of restorable) actions.push({ action: "restore-record", target: finding.path, reason: `it cannot be decoded; put back as ${finding.checkpoint} has it (no write changed it since)` });
     if (after.currentInvalid) actions.push({ action: "clear-current-session", target: "/sessions/current", reason: "it does not point at an existing session" });
     for (const task of after.unknownAgentTasks) {
       actions.push({ action: "unassign-task", target: task.path, reason: `assigned to unknown agent ${String(task.task.assignee)}` });
@@ -833,14 +835,11 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
     for (const counter of after.counters) catalog.setLastSequence(counter.sessionId, Math.max(counter.needed, counter.last));
     for (const action of actions) if (action.action === "remove-object") objects.removeRaw(stillDamaged.get(action.target)!, action.target);
     for (const key of after.badBases) catalog.removeBase(key);
-    const recordWrites = after.undecodableRecords.length + after.liveFindings.length + (after.currentInvalid ? 1 : 0) + after.unknownAgentTasks.length;
+    const recordWrites = after.undecodableRecords.length + restorable.length + (after.currentInvalid ? 1 : 0) + after.unknownAgentTasks.length;
     if (recordWrites > 0) {
       store.batchSync((batch) => {
         for (const path of after.undecodableRecords) batch.deleteDamaged(path);
-        for (const finding of after.liveFindings) {
-          if (finding.hash) batch.setEncoded(finding.path, healed.encodedValue(finding.hash));
-          else batch.deleteDamaged(finding.path);
-        }
+        for (const finding of restorable) batch.setEncoded(finding.path, healed.encodedValue(finding.hash!));
         if (after.currentInvalid) batch.delete("/sessions/current");
         for (const task of after.unknownAgentTasks) {
           const fixed: Record<string, unknown> = { ...task.task, assignee: null };
