@@ -58,6 +58,7 @@ describe("a damaged store file", () => {
       store = Store.open(storeDir());
       await store.batch((batch) => {
         batch.set("/sessions/s1", { session_id: "s1", status: "active" });
+        batch.set("/sessions/current", { session_id: "s1" });
         for (let i = 0; i < 20; i++) batch.set(`/notes/${i}`, { i, text: `note ${i}` });
       });
       await createCheckpoint(store, { sessionId: "s1", trigger: "manual" });

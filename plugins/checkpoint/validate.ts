@@ -441,8 +441,19 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
 
 /** Live records against the latest verifying checkpoint: damage that decodes fine is found too. */
 function checkLiveMemory(store: Store, view: ObjectView, state: ValidationState, add: (problem: StoreProblem) => void): void {
+  // Only checkpoints taken in this store count (an imported session's revisions are another
+  // store's): those of the current session.
+  let current: unknown;
+  try {
+    current = store.get("/sessions/current");
+  } catch {
+    return;
+  }
+  const currentId = isRecord(current) && typeof current.session_id === "string" ? current.session_id : undefined;
+  if (!currentId) return;
   let latest: CheckpointManifest | undefined;
   for (const entry of state.slots) {
+    if (entry.sessionId !== currentId) continue;
     if (entry.reasons.length === 0 && entry.manifest && (!latest || entry.manifest.revision > latest.revision)) latest = entry.manifest;
   }
   if (!latest) return;
