@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Entry point of the `apex` command. The TypeScript sources are compiled to dist/ by
 // `npm install` (the "prepare" script), so there is no separate build step to remember.
-import { main } from "../dist/core/cli/main.js";
+import { main, reportUnhandledRejection } from "../dist/core/cli/main.js";
+
+process.on("unhandledRejection", reportUnhandledRejection);
 
 // A reader that stops early (`apex checkpoint list | head`) closes the pipe: the output is
 // no longer wanted, which is not a failure of the command.
@@ -13,5 +15,6 @@ for (const stream of [process.stdout, process.stderr]) {
 }
 
 main(process.argv).then((code) => {
-  process.exitCode = code;
+  // An unhandled rejection reported meanwhile keeps the command failed.
+  process.exitCode = Math.max(code, typeof process.exitCode === "number" ? process.exitCode : 0);
 });

@@ -20,6 +20,7 @@ export const ErrorCodes = {
   APEX_E_BAD_GLOB: ExitCode.usage,
   APEX_E_BAD_JSON: ExitCode.usage,
   APEX_E_BAD_INPUT: ExitCode.usage,
+  APEX_E_TOO_DEEP: ExitCode.usage,
   // config (2)
   APEX_E_CONFIG: ExitCode.usage,
   APEX_E_CONFIG_NOT_FOUND: ExitCode.usage,
@@ -36,6 +37,8 @@ export const ErrorCodes = {
   APEX_E_PLUGIN_FAILED: ExitCode.failure,
   APEX_E_PLUGIN_TIMEOUT: ExitCode.failure,
   APEX_E_STORE: ExitCode.failure,
+  APEX_E_DISK_FULL: ExitCode.failure,
+  APEX_E_STORE_DAMAGED: ExitCode.failure,
   APEX_E_RPC: ExitCode.failure,
   APEX_E_PROCESS: ExitCode.failure,
   APEX_E_TIMEOUT: ExitCode.failure,

@@ -46,6 +46,10 @@ export async function main(argv: string[]): Promise<number> {
   });
   const finalizers: Array<() => Promise<void>> = [];
   try {
+    if (argv === process.argv) {
+      const { assertArgumentsUtf8 } = await import("./input-text.js");
+      assertArgumentsUtf8(argv);
+    }
     applyRemoteFlags(argv.slice(2));
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
     if (needsPluginCommands(program, argv)) {
@@ -126,6 +130,14 @@ function checkRemoteCommand(words: string[]): void {
   throw new ApexError("APEX_E_USAGE", `\`apex ${words.join(" ")}\` does not work on a remote session (--remote / APEX_REMOTE).`, {
     hint: `Remote commands: ${list}.`,
   });
+}
+
+/**
+ * For the entry point: a promise that rejected with nobody waiting for it (a library's, or a
+ * bug) is reported as an error like any other, without a stack trace, and the command fails.
+ */
+export function reportUnhandledRejection(reason: unknown): void {
+  process.exitCode = Math.max(1, reportError(reason, process.argv.includes("--json")));
 }
 
 /** Commander exits by itself on usage errors unless every (sub)command is told not to. */

@@ -5,6 +5,7 @@ import { compileGlob, type Glob } from "../store/glob.js";
 import { checkPath, pathProblem } from "../store/paths.js";
 import { Store, type Entry, type JsonValue } from "../store/store.js";
 import { openWriter } from "./context.js";
+import { decodeUtf8Input, readUtf8Input } from "./input-text.js";
 import { paint, printJson } from "./output.js";
 import { forcedEndpoint } from "../session/runtime.js";
 
@@ -87,7 +88,7 @@ export async function queryMemory(
 
 export async function setMemory(location: ProjectLocation, path: string, json: string, asJson: boolean): Promise<void> {
   checkPath(path);
-  const value = parseJsonValue(json === "-" ? readFileSync(0, "utf8") : json, path);
+  const value = parseJsonValue(json === "-" ? readUtf8Input(0, "stdin") : json, path);
   const writer = await openWriter(location);
   try {
     const { revision } = await writer.set(path, value);
@@ -116,14 +117,15 @@ export async function deleteMemory(location: ProjectLocation, path: string, recu
 }
 
 export async function importMemory(location: ProjectLocation, file: string, asJson: boolean): Promise<void> {
-  let text: string;
+  let bytes: Buffer;
   try {
     // Reading bytes and decoding once is about twice as fast as readFileSync(…, "utf8") on large files.
-    text = readFileSync(file === "-" ? 0 : file).toString("utf8");
+    bytes = readFileSync(file === "-" ? 0 : file);
   } catch (error) {
     throw new ApexError("APEX_E_NOT_FOUND", `Cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`);
   }
-  const entries = parseImport(text, file === "-" ? "stdin" : file);
+  const name = file === "-" ? "stdin" : file;
+  const entries = parseImport(decodeUtf8Input(bytes, name), name);
   const writer = await openWriter(location);
   try {
     const { count, revision } = await writer.importEntries(entries);

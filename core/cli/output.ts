@@ -1,4 +1,5 @@
-import { ApexError, toApexError } from "../errors.js";
+import { ApexError, isApexError, toApexError } from "../errors.js";
+import { isDamage } from "../store/store-errors.js";
 
 /** Colour only on a TTY, never with NO_COLOR. */
 export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {
@@ -22,7 +23,7 @@ export function printLine(text = ""): void {
 
 /** Prints an error for people (or as JSON with --json) and returns its exit code. */
 export function reportError(error: unknown, json: boolean): number {
-  const apexError = toApexError(error);
+  const apexError = toApexError(classify(error));
   if (json) {
     process.stderr.write(`${JSON.stringify(apexError.toJSON())}\n`);
   } else {
@@ -34,6 +35,30 @@ export function reportError(error: unknown, json: boolean): number {
     }
   }
   return apexError.exitCode;
+}
+
+/**
+ * Failures of the machine rather than of APEX, wherever they surface: a full disk (a file write
+ * that got ENOSPC or EDQUOT) and a damaged store (an LMDB error about its pages), each with
+ * its code and next step instead of APEX_E_INTERNAL.
+ */
+function classify(error: unknown): unknown {
+  if (isApexError(error)) return error;
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (code === "ENOSPC" || code === "EDQUOT") {
+    const path = (error as { path?: string }).path;
+    return new ApexError("APEX_E_DISK_FULL", `The disk is full${path ? `: cannot write ${path}` : ""}.`, {
+      hint: "Free space on that filesystem and run the command again.",
+      cause: error,
+    });
+  }
+  if (isDamage(error)) {
+    return new ApexError("APEX_E_STORE_DAMAGED", `The store is damaged: ${(error as Error).message}.`, {
+      hint: "Run `apex session validate` to see what is damaged, then `apex session repair ID` to recover what still verifies.",
+      cause: error,
+    });
+  }
+  return error;
 }
 
 /** Formats a table of rows with left-aligned columns. */

@@ -56,11 +56,19 @@ export function directWriter(store: Store): MemoryWriter {
 }
 
 
+/**
+ * The checks `apex config validate` makes, before a direct write: the config is valid and every
+ * plugin it enables is usable. Built-in plugins are known to load; a third-party plugin (a file
+ * or a package) is imported with the rest as `start` would, so one that exists but fails to load
+ * blocks the write too. With built-ins only, nothing is imported (start-up time).
+ */
 async function assertConfigValid(location: ProjectLocation): Promise<void> {
   if (!location.configPath) return;
   const { loadConfig } = await import("../config/load.js");
   const config = await loadConfig(location);
+  const { checkPluginSources, loadPlugins } = await import("../plugins.js");
+  const { isBuiltinPlugin } = await import("../config/schemas.js");
   // An unknown plugin makes the config invalid here too (as for `start`), without importing any.
-  const { checkPluginSources } = await import("../plugins.js");
   checkPluginSources(config);
+  if (config.plugins.some((entry) => entry.enabled && !isBuiltinPlugin(entry.name))) await loadPlugins(config);
 }

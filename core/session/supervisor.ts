@@ -558,19 +558,32 @@ export class Supervisor {
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
       const processes = await this.waitForGroups(groups, "stopped");
       for (const group of groups) group.slot.status = "paused";
-      await this.service.write((batch) => {
-        for (const group of groups) {
-          const agent = batch.get(agentPath(this.sessionId, group.slot.name)) as AgentRecord;
-          batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status: "paused" });
-        }
-      }, "supervisor");
+      const markAgents = (status: "paused" | "running") =>
+        this.service.write((batch) => {
+          for (const group of groups) {
+            const agent = batch.get(agentPath(this.sessionId, group.slot.name)) as AgentRecord;
+            batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status });
+          }
+        }, "supervisor");
       const warnings: string[] = [];
       try {
-        await this.engine.fire("onPause", this.service.context());
+        await markAgents("paused");
+        try {
+          await this.engine.fire("onPause", this.service.context());
+        } catch (error) {
+          warnings.push((error as Error).message);
+        }
+        await this.setStatus("paused", "session.paused", { processes }, actor);
       } catch (error) {
-        warnings.push((error as Error).message);
+        // The pause could not be recorded (a full disk, say): the agents run on, as the session record says.
+        for (const group of groups) {
+          signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
+          group.slot.status = "running";
+        }
+        await markAgents("running").catch(() => undefined);
+        this.resumeTimers();
+        throw error;
       }
-      await this.setStatus("paused", "session.paused", { processes }, actor);
       this.log(`paused: ${processes} processes stopped`);
       return { session_id: this.sessionId, status: "paused", agents: groups.length, processes, warnings };
     });

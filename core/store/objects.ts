@@ -6,7 +6,7 @@ import { ApexError } from "../errors.js";
 import { FILTER_DB, HashFilter, type FilterTable } from "./hash-filter.js";
 import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "./index-journal.js";
 import type { JsonValue, Store } from "./store.js";
-import { compareCodePoints, decodeValue, describeNotJson, encodeJson, isEncodedValue } from "./value-codec.js";
+import { MAX_DEPTH, compareCodePoints, decodeValue, describeNotJson, encodeJson, isEncodedValue, tooDeepError } from "./value-codec.js";
 import { varintSize, writeVarint } from "./varint.js";
 
 export { compareCodePoints } from "./value-codec.js";
@@ -94,7 +94,7 @@ export function isHash(value: unknown): value is Hash {
  */
 export function canonicalJson(value: unknown): string {
   try {
-    return encodeCanonical(value);
+    return encodeCanonical(value, 0);
   } catch (error) {
     if (error !== NOT_JSON) throw error;
     throw describeNotJson(value, "") ?? new ApexError("APEX_E_BAD_JSON", "Not a JSON value.");
@@ -118,7 +118,8 @@ function quoteKey(key: string): string {
   return quoted;
 }
 
-function encodeCanonical(value: unknown): string {
+/** The text of `value`, which sits inside `depth` arrays and objects (at most MAX_DEPTH, as in the value encoding). */
+function encodeCanonical(value: unknown, depth: number): string {
   switch (typeof value) {
     case "string":
       return JSON.stringify(value);
@@ -129,11 +130,12 @@ function encodeCanonical(value: unknown): string {
       return JSON.stringify(value);
     case "object": {
       if (value === null) return "null";
+      if (depth >= MAX_DEPTH) throw tooDeepError();
       if (Array.isArray(value)) {
         let out = "[";
         for (let i = 0; i < value.length; i++) {
           if (i > 0) out += ",";
-          out += encodeCanonical(value[i]);
+          out += encodeCanonical(value[i], depth + 1);
         }
         return `${out}]`;
       }
@@ -154,7 +156,7 @@ function encodeCanonical(value: unknown): string {
         if (item === undefined) continue; // as JSON.stringify does
         if (!first) out += ",";
         first = false;
-        out += `${quoteKey(key)}:${encodeCanonical(item)}`;
+        out += `${quoteKey(key)}:${encodeCanonical(item, depth + 1)}`;
       }
       return `${out}}`;
     }

@@ -5,8 +5,9 @@ import type { Database, RootDatabase } from "lmdb";
 import { currentActor } from "../actor.js";
 import { ApexError } from "../errors.js";
 import { compileGlob } from "./glob.js";
-import { checkPath, subtreeRange } from "./paths.js";
+import { checkPath, pathProblem, subtreeRange } from "./paths.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "./private.js";
+import { RecordDamage, damageError, isDamage, writeFailure } from "./store-errors.js";
 import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "./value-codec.js";
 
 /** A JSON value as stored in the keyspace. */
@@ -37,6 +38,8 @@ export interface WriteBatch {
   setEncoded(path: string, bytes: Buffer): void;
   delete(path: string): boolean;
   deleteTree(path: string): number;
+  /** Deletes a key that damage made (it may not even be a valid path), logged like any delete. For repair. */
+  deleteDamaged(key: string): boolean;
   get(path: string): JsonValue | undefined;
 }
 
@@ -84,11 +87,15 @@ function legacy(): Decoder {
   return legacyDecoder;
 }
 
-/** A keyspace record: the value encoding, or a record written before it. */
+/** A keyspace record: the value encoding, or a record written before it. A record that does not decode is damage (RecordDamage). */
 function decodeRecord(bytes: Uint8Array, size?: unknown): JsonValue {
   const length = typeof size === "number" ? size : bytes.length;
-  if (length > 0 && bytes[0] === VALUE_TAG) return decodeValue(bytes, length);
-  return legacy().decode(bytes, size) as JsonValue;
+  try {
+    if (length > 0 && bytes[0] === VALUE_TAG) return decodeValue(bytes, length);
+    return legacy().decode(bytes, size) as JsonValue;
+  } catch (error) {
+    throw new RecordDamage(`a record does not decode: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 const KV_ENCODER = { encode: (value: unknown) => encodeJson(value), decode: decodeRecord };
@@ -186,7 +193,8 @@ export class Store {
   }
 
   get(path: string): JsonValue | undefined {
-    return this.kv.get(checkPath(path));
+    checkPath(path);
+    return this.reading(`reading ${path}`, () => this.kv.get(path));
   }
 
   /**
@@ -195,22 +203,28 @@ export class Store {
    * one that is not JSON throws APEX_E_BAD_JSON.
    */
   getEncoded(path: string): Buffer | undefined {
-    const bytes = this.kv.getBinary(checkPath(path));
+    checkPath(path);
+    const bytes = this.reading(`reading ${path}`, () => this.kv.getBinary(path));
     if (bytes === undefined || isEncodedValue(bytes)) return bytes;
     return encodeJson(legacy().decode(bytes));
   }
 
   has(path: string): boolean {
-    return this.kv.doesExist(checkPath(path));
+    checkPath(path);
+    return this.reading(`reading ${path}`, () => this.kv.doesExist(path));
   }
 
   /** The current global revision (0 for a new store). */
   revision(): number {
-    return (this.meta.get(REVISION_KEY) as number | undefined) ?? 0;
+    return this.reading("reading the revision", () => (this.meta.get(REVISION_KEY) as number | undefined) ?? 0);
   }
 
   /** Entries whose path matches the glob, in key order. */
   *query(glob: string, options: { limit?: number } = {}): Iterable<Entry> {
+    yield* this.readingAll(`reading ${glob}`, this.queryRaw(glob, options));
+  }
+
+  private *queryRaw(glob: string, options: { limit?: number }): Iterable<Entry> {
     const compiled = compileGlob(glob);
     if (compiled.literal) {
       const value = this.kv.get(compiled.prefix);
@@ -228,6 +242,10 @@ export class Store {
 
   /** The entry at `path` and every entry below it, in key order. */
   *tree(path: string): Iterable<Entry> {
+    yield* this.readingAll(`reading ${path}`, this.treeRaw(path));
+  }
+
+  private *treeRaw(path: string): Iterable<Entry> {
     if (path !== "/") {
       const own = this.kv.get(checkPath(path));
       if (own !== undefined) yield { path, value: own };
@@ -237,11 +255,15 @@ export class Store {
 
   /** Paths directly or indirectly below `path` (without values). */
   *keysBelow(path: string): Iterable<string> {
-    for (const key of this.kv.getKeys(subtreeRange(path))) yield key as string;
+    for (const key of this.readingAll(`reading the paths below ${path}`, this.kv.getKeys(subtreeRange(path)))) yield key as string;
   }
 
   /** Changes with a revision greater than `since`, oldest first. */
   *changesSince(since: number, options: { limit?: number } = {}): Iterable<Change> {
+    yield* this.readingAll("reading the revision log", this.changesSinceRaw(since, options));
+  }
+
+  private *changesSinceRaw(since: number, options: { limit?: number }): Iterable<Change> {
     let remaining = options.limit ?? Infinity;
     if (remaining <= 0) return;
     // The batch holding revision since+1 may start before it.
@@ -278,14 +300,10 @@ export class Store {
    * revision; the whole batch commits atomically or not at all.
    */
   async batch<T>(fn: (batch: WriteBatch) => T, actor = this.actor): Promise<{ value: T; revision: number }> {
-    this.assertWritable();
-    let revisionAfter = 0;
-    const value = await this.root.childTransaction(() => {
-      const result = this.applyBatch(fn, actor);
-      revisionAfter = result.revision;
-      return result.value;
-    });
-    return { value, revision: revisionAfter };
+    // A synchronous transaction, committed (and synced) before it returns: lmdb-js's
+    // asynchronous one reports a failed commit as "Commit failed" with the cause in a promise
+    // that rejects unhandled, after printing it with its stack.
+    return this.transaction(() => this.batchSync(fn, actor));
   }
 
   /**
@@ -295,16 +313,21 @@ export class Store {
    */
   async transaction<T>(fn: () => T): Promise<T> {
     this.assertWritable();
+    if (this.inTransaction) return fn();
     let out!: T;
-    this.root.transactionSync(() => {
-      this.inTransaction = true;
-      try {
-        out = fn();
-      } finally {
-        this.inTransaction = false;
-      }
-    });
-    await this.root.flushed;
+    try {
+      this.root.transactionSync(() => {
+        this.inTransaction = true;
+        try {
+          out = fn();
+        } finally {
+          this.inTransaction = false;
+        }
+      });
+      await this.root.flushed;
+    } catch (error) {
+      throw writeFailure(error, this.dir, "this write");
+    }
     return out;
   }
 
@@ -315,9 +338,13 @@ export class Store {
     // cost a copy of the dirty page list and buy nothing, since an error aborts both.
     if (this.inTransaction) return this.applyBatch(fn, actor);
     let out!: { value: T; revision: number };
-    this.root.transactionSync(() => {
-      out = this.applyBatch(fn, actor);
-    });
+    try {
+      this.root.transactionSync(() => {
+        out = this.applyBatch(fn, actor);
+      });
+    } catch (error) {
+      throw writeFailure(error, this.dir, "this write");
+    }
     return out;
   }
 
@@ -357,6 +384,13 @@ export class Store {
         record(path, "delete");
         return true;
       },
+      deleteDamaged(key) {
+        if (!kv.doesExist(key)) return false;
+        kv.remove(key);
+        // A key that is not a path was never written as one: the log (which checkpoints read) keeps paths only.
+        if (pathProblem(key) === undefined) record(key, "delete");
+        return true;
+      },
       deleteTree(path) {
         const keys = Array.from(kv.getKeys(subtreeRange(path))) as string[];
         for (const key of keys) {
@@ -377,6 +411,43 @@ export class Store {
       this.meta.put(REVISION_KEY, revision);
     }
     return { value, revision };
+  }
+
+  /**
+   * Runs a read, turning an LMDB error that means a damaged file into APEX_E_STORE_DAMAGED,
+   * which names the store and points to `apex session validate` and `repair`.
+   */
+  private reading<T>(doing: string, read: () => T): T {
+    try {
+      return read();
+    } catch (error) {
+      throw isDamage(error) ? damageError(this.dir, doing, error) : error;
+    }
+  }
+
+  /** reading(), for an iteration. */
+  private *readingAll<T>(doing: string, items: Iterable<T>): Iterable<T> {
+    const iterator = items[Symbol.iterator]();
+    let done = false;
+    try {
+      for (;;) {
+        let next: IteratorResult<T>;
+        try {
+          next = iterator.next();
+        } catch (error) {
+          done = true;
+          throw isDamage(error) ? damageError(this.dir, doing, error) : error;
+        }
+        if (next.done) {
+          done = true;
+          return;
+        }
+        yield next.value;
+      }
+    } finally {
+      // A consumer that stops early: let LMDB's range close its cursor.
+      if (!done) iterator.return?.();
+    }
   }
 
   private assertWritable(): void {

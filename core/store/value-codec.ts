@@ -30,6 +30,14 @@ declare global {
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
 /**
+ * The deepest nesting of arrays and objects a value may have: `[[1]]` is 2 levels. Deeper values
+ * are refused at write (APEX_E_TOO_DEEP), so every accepted value can be read, printed (JSON
+ * text for it is built recursively by V8), exported and checkpointed. The decoder has no limit
+ * and no recursion: values stored before the limit existed still read.
+ */
+export const MAX_DEPTH = 512;
+
+/**
  * Encodings are written straight into a slab and handed out as views of it: a keyspace import
  * encodes hundreds of thousands of values, and a Buffer (or a copy) apiece cost more than the
  * encoding. A slab is freed once no encoding in it is referenced; encodings are short-lived
@@ -56,6 +64,13 @@ function ensure(bytes: number): void {
 export class NotJsonError extends Error {}
 const NOT_JSON = new NotJsonError("not JSON");
 
+/** The error for a value nested deeper than MAX_DEPTH. */
+export function tooDeepError(where = ""): ApexError {
+  return new ApexError("APEX_E_TOO_DEEP", `The value${where ? ` at ${where}` : ""} nests arrays and objects more than ${MAX_DEPTH} levels deep.`, {
+    hint: `Values may nest at most ${MAX_DEPTH} levels; store deeper structures flattened, or split across paths.`,
+  });
+}
+
 /**
  * The canonical encoding of a JSON value (with its tag). Throws NotJsonError for what JSON
  * cannot hold: NaN, Infinity, undefined (other than as an object member), functions,
@@ -66,7 +81,7 @@ export function encodeValue(value: unknown): Buffer {
   try {
     ensure(1);
     scratch[at++] = VALUE_TAG;
-    write(value);
+    write(value, 0);
   } catch (error) {
     at = start; // the slab space of a refused value is reused
     throw error;
@@ -74,7 +89,8 @@ export function encodeValue(value: unknown): Buffer {
   return scratch.subarray(start, at);
 }
 
-function write(value: unknown): void {
+/** Writes `value`, which sits inside `depth` arrays and objects. */
+function write(value: unknown, depth: number): void {
   switch (typeof value) {
     case "string":
       writeString(value);
@@ -92,12 +108,13 @@ function write(value: unknown): void {
         scratch[at++] = 0xc0;
         return;
       }
+      if (depth >= MAX_DEPTH) throw tooDeepError();
       if (Array.isArray(value)) {
         writeLength(value.length, 0x90, 16, 0xdc);
         for (let i = 0; i < value.length; i++) {
           const item: unknown = value[i];
           if (item === undefined) throw NOT_JSON;
-          write(item);
+          write(item, depth + 1);
         }
         return;
       }
@@ -117,7 +134,7 @@ function write(value: unknown): void {
         const item = record[key];
         if (item === undefined) continue;
         writeString(key);
-        write(item);
+        write(item, depth + 1);
       }
       return;
     }
@@ -290,8 +307,8 @@ export function decodeValue(bytes: Uint8Array, size: number = bytes.length): Jso
   // lmdb-js hands decoders a view of a larger shared buffer, with the record's size.
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, size);
   if (buffer.length === 0 || buffer[0] !== VALUE_TAG) throw new Error("not an encoded value (no tag)");
-  const reader = { buffer, at: 1 };
-  const value = read(reader);
+  const reader: Reader = { buffer, at: 1, open: 0 };
+  const value = read(reader, 0);
   if (reader.at !== buffer.length) throw new Error(`${buffer.length - reader.at} bytes after the value`);
   return value;
 }
@@ -299,6 +316,76 @@ export function decodeValue(bytes: Uint8Array, size: number = bytes.length): Jso
 interface Reader {
   buffer: Buffer;
   at: number;
+  /** After readItem: how many items (or members) the array (or map) it returned still needs; 0 after anything else. */
+  open: number;
+}
+
+/**
+ * Nesting that is read by recursion; deeper parts are read with an explicit stack instead, so
+ * a damaged record, or one stored before MAX_DEPTH was enforced, cannot exhaust the call stack
+ * however deep it nests. (Recursion is the faster of the two for the usual shallow values.)
+ */
+const RECURSION_DEPTH = 64;
+
+/** Reads one value that sits inside `depth` arrays and maps. */
+function read(reader: Reader, depth: number): JsonValue {
+  const value = readItem(reader);
+  const length = reader.open;
+  if (length === 0) return value;
+  if (depth >= RECURSION_DEPTH) return fillNested(reader, value as Container, length);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < length; i++) value[i] = read(reader, depth + 1);
+    return value;
+  }
+  const map = value as { [key: string]: JsonValue };
+  for (let i = 0; i < length; i++) setMember(map, readKey(reader), read(reader, depth + 1));
+  return map;
+}
+
+type Container = JsonValue[] | { [key: string]: JsonValue };
+
+/** An array or map being filled in by fillNested. */
+interface Open {
+  target: Container;
+  isArray: boolean;
+  length: number;
+  index: number;
+}
+
+/** Fills `root` (an array or map of `length` items) without recursion. */
+function fillNested(reader: Reader, root: Container, length: number): JsonValue {
+  const stack: Open[] = [{ target: root, isArray: Array.isArray(root), length, index: 0 }];
+  while (stack.length > 0) {
+    const frame = stack[stack.length - 1]!;
+    if (frame.index === frame.length) {
+      stack.pop();
+      continue;
+    }
+    let item: JsonValue;
+    if (frame.isArray) {
+      item = readItem(reader);
+      (frame.target as JsonValue[])[frame.index++] = item;
+    } else {
+      const key = readKey(reader);
+      item = readItem(reader);
+      setMember(frame.target as { [key: string]: JsonValue }, key, item);
+      frame.index++;
+    }
+    if (reader.open > 0) stack.push({ target: item as Container, isArray: Array.isArray(item), length: reader.open, index: 0 });
+  }
+  return root;
+}
+
+function readKey(reader: Reader): string {
+  const key = readItem(reader);
+  if (typeof key !== "string") throw new Error("a map key that is not a string");
+  return key;
+}
+
+function setMember(map: { [key: string]: JsonValue }, key: string, value: JsonValue): void {
+  // As JSON.parse does: "__proto__" is an own property, not the prototype.
+  if (key === "__proto__") Object.defineProperty(map, key, { value, enumerable: true, writable: true, configurable: true });
+  else map[key] = value;
 }
 
 function need(reader: Reader, bytes: number): number {
@@ -308,8 +395,10 @@ function need(reader: Reader, bytes: number): number {
   return start;
 }
 
-function read(reader: Reader): JsonValue {
+/** One scalar, or an array or map still to be filled (its length left in reader.open). */
+function readItem(reader: Reader): JsonValue {
   const buffer = reader.buffer;
+  reader.open = 0;
   const type = buffer[need(reader, 1)]!;
   if (type < 0x80) return type;
   if (type >= 0xe0) return type - 0x100;
@@ -415,27 +504,18 @@ function decodeUtf8(buffer: Buffer, start: number, end: number): string {
 
 function readArray(reader: Reader, length: number): JsonValue[] {
   if (length > reader.buffer.length - reader.at) throw new Error("truncated value");
-  const out: JsonValue[] = new Array(length);
-  for (let i = 0; i < length; i++) out[i] = read(reader);
-  return out;
+  reader.open = length;
+  return new Array(length);
 }
 
 function readMap(reader: Reader, length: number): { [key: string]: JsonValue } {
   if (length * 2 > reader.buffer.length - reader.at) throw new Error("truncated value");
-  const out: { [key: string]: JsonValue } = {};
-  for (let i = 0; i < length; i++) {
-    const key = read(reader);
-    if (typeof key !== "string") throw new Error("a map key that is not a string");
-    const value = read(reader);
-    // As JSON.parse does: "__proto__" is an own property, not the prototype.
-    if (key === "__proto__") Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
-    else out[key] = value;
-  }
-  return out;
+  reader.open = length;
+  return {};
 }
 
 /** The error for the first part of `value` that is not JSON (undefined if all of it is). */
-export function describeNotJson(value: unknown, where: string): ApexError | undefined {
+export function describeNotJson(value: unknown, where: string, depth = 0): ApexError | undefined {
   switch (typeof value) {
     case "string":
     case "boolean":
@@ -444,9 +524,10 @@ export function describeNotJson(value: unknown, where: string): ApexError | unde
       return Number.isFinite(value) ? undefined : notJson(where, `the number ${String(value)}`);
     case "object": {
       if (value === null) return undefined;
+      if (depth >= MAX_DEPTH) return tooDeepError(where);
       if (Array.isArray(value)) {
         for (let i = 0; i < value.length; i++) {
-          const found = describeNotJson(value[i], `${where}[${i}]`);
+          const found = describeNotJson(value[i], `${where}[${i}]`, depth + 1);
           if (found) return found;
         }
         return undefined;
@@ -458,7 +539,7 @@ export function describeNotJson(value: unknown, where: string): ApexError | unde
       const record = value as Record<string, unknown>;
       for (const key of Object.keys(record).sort(compareCodePoints)) {
         if (record[key] === undefined) continue;
-        const found = describeNotJson(record[key], `${where}.${key}`);
+        const found = describeNotJson(record[key], `${where}.${key}`, depth + 1);
         if (found) return found;
       }
       return undefined;

@@ -11,6 +11,7 @@ import {
   type ObjectView,
 } from "../../core/store/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
+import { isApexError } from "../../core/errors.js";
 import { Catalog, summaryOf, type CheckpointSummary } from "./catalog.js";
 import {
   agentsRoot,
@@ -28,6 +29,7 @@ import { containmentProblems, type ContainmentProblem } from "./contained.js";
 import { ACTORS, assertWritable, manifestKeys, removeCheckpointRecords } from "./refs.js";
 import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
+import { checkLiveRecords, type LiveRecordFinding } from "./validate-live.js";
 
 /**
  * Validation re-hashes every checkpoint manifest, tree node and value, and checks the
@@ -56,6 +58,9 @@ export type ProblemCode =
   | "sequence-counter-behind"
   | "base-damaged"
   | "record-undecodable"
+  | "record-damaged"
+  | "record-missing"
+  | "record-unlogged"
   | "current-session-invalid"
   | "current-session-missing"
   | "task-unknown-agent"
@@ -252,6 +257,8 @@ interface ValidationState {
   slots: CheckpointRecordState[];
   checker: TreeChecker;
   undecodableRecords: string[];
+  /** Live records that differ from the latest verifying checkpoint with no logged write (validate-live.ts). */
+  liveFindings: LiveRecordFinding[];
   unknownAgentTasks: Array<{ path: string; task: Record<string, unknown> }>;
   currentInvalid: boolean;
   danglingIds: string[];
@@ -283,6 +290,7 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
     slots: [],
     checker,
     undecodableRecords: [],
+    liveFindings: [],
     unknownAgentTasks: [],
     currentInvalid: false,
     danglingIds: [],
@@ -431,9 +439,44 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
 
   // 5. Keyspace records: each decoded on its own; then the relations between them.
   checkRecords(store, options, state, add);
+  if (!options.sessionId) checkLiveMemory(store, view, state, add);
 
   report.ok = !problems.some((problem) => problem.severity === "error");
   return state;
+}
+
+/** Live records against the latest verifying checkpoint: damage that decodes fine is found too. */
+function checkLiveMemory(store: Store, view: ObjectView, state: ValidationState, add: (problem: StoreProblem) => void): void {
+  // Only checkpoints taken in this store count (an imported session's revisions are another
+  // store's): those of the current session.
+  let current: unknown;
+  try {
+    current = store.get("/sessions/current");
+  } catch {
+    return;
+  }
+  const currentId = isRecord(current) && typeof current.session_id === "string" ? current.session_id : undefined;
+  if (!currentId) return;
+  let latest: CheckpointManifest | undefined;
+  for (const entry of state.slots) {
+    if (entry.sessionId !== currentId) continue;
+    if (entry.reasons.length === 0 && entry.manifest && (!latest || entry.manifest.revision > latest.revision)) latest = entry.manifest;
+  }
+  if (!latest) return;
+  const findings = checkLiveRecords(store, view, latest, new Set(state.undecodableRecords));
+  for (const finding of findings ?? []) {
+    const message =
+      finding.kind === "record-unlogged"
+        ? `The record at ${finding.path} appeared with no logged write since ${finding.checkpoint}: a damaged key.`
+        : finding.kind === "record-missing"
+          ? `The record at ${finding.path} is gone with no logged delete since ${finding.checkpoint}, which has it.`
+          : `The record at ${finding.path} differs from ${finding.checkpoint} with no logged write since: its bytes (or the revision log) are damaged.`;
+    add({ code: finding.kind, severity: "error", message, path: finding.path, checkpoint: finding.checkpoint, ...(finding.hash ? { hash: finding.hash } : {}) });
+    state.liveFindings.push(finding);
+  }
+  // An undecodable record the checkpoint has is put back, not deleted.
+  const restorable = new Set(state.liveFindings.filter((finding) => finding.restorable).map((finding) => finding.path));
+  state.undecodableRecords = state.undecodableRecords.filter((path) => !restorable.has(path));
 }
 
 function describeScopeKey(key: string): string {
@@ -570,11 +613,16 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
     try {
       canonicalJson(value);
     } catch (error) {
+      // A value deeper than MAX_DEPTH can only have been stored before the limit: JSON all the same.
+      if (isApexError(error) && error.code === "APEX_E_TOO_DEEP") return visitJson(path, value);
       // msgpack can decode damaged bytes into something that is not JSON at all.
       add({ code: "record-undecodable", severity: "error", message: `The record at ${path} is not a JSON value: ${(error as Error).message}`, path });
       state.undecodableRecords.push(path);
       return;
     }
+    visitJson(path, value);
+  };
+  const visitJson = (path: string, value: JsonValue | undefined) => {
     state.report.records += 1;
     const segments = path.split("/");
     if (segments[1] !== "sessions" || segments.length < 3 || RESERVED_SESSION_NAMES.has(segments[2]!)) return;
@@ -690,6 +738,7 @@ export type RepairActionKind =
   | "remove-object"
   | "remove-base"
   | "remove-record"
+  | "restore-record"
   | "clear-current-session"
   | "unassign-task";
 
@@ -776,6 +825,12 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
     }
     for (const key of after.badBases) actions.push({ action: "remove-base", target: describeScopeKey(key), reason: "the next checkpoint will rebuild its memory tree from the store" });
     for (const path of after.undecodableRecords) actions.push({ action: "remove-record", target: path, reason: "the record cannot be decoded" });
+    // Only a record that no longer decodes is put back from the checkpoint. One that decodes
+    // but differs, is gone, or appeared may instead mean a damaged revision log, and putting
+    // the checkpoint's value back could undo an acknowledged write: it stays as it is, and
+    // validate goes on naming it until the path is written again.
+    const restorable = after.liveFindings.filter((finding) => finding.restorable && finding.hash);
+    for (const finding of restorable) actions.push({ action: "restore-record", target: finding.path, reason: `it cannot be decoded; put back as ${finding.checkpoint} has it (no write changed it since)` });
     if (after.currentInvalid) actions.push({ action: "clear-current-session", target: "/sessions/current", reason: "it does not point at an existing session" });
     for (const task of after.unknownAgentTasks) {
       actions.push({ action: "unassign-task", target: task.path, reason: `assigned to unknown agent ${String(task.task.assignee)}` });
@@ -804,10 +859,11 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
     for (const counter of after.counters) catalog.setLastSequence(counter.sessionId, Math.max(counter.needed, counter.last));
     for (const action of actions) if (action.action === "remove-object") objects.removeRaw(stillDamaged.get(action.target)!, action.target);
     for (const key of after.badBases) catalog.removeBase(key);
-    const recordWrites = after.undecodableRecords.length + (after.currentInvalid ? 1 : 0) + after.unknownAgentTasks.length;
+    const recordWrites = after.undecodableRecords.length + restorable.length + (after.currentInvalid ? 1 : 0) + after.unknownAgentTasks.length;
     if (recordWrites > 0) {
       store.batchSync((batch) => {
-        for (const path of after.undecodableRecords) batch.delete(path);
+        for (const path of after.undecodableRecords) batch.deleteDamaged(path);
+        for (const finding of restorable) batch.setEncoded(finding.path, healed.encodedValue(finding.hash!));
         if (after.currentInvalid) batch.delete("/sessions/current");
         for (const task of after.unknownAgentTasks) {
           const fixed: Record<string, unknown> = { ...task.task, assignee: null };

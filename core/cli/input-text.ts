@@ -1,0 +1,78 @@
+import { readFileSync } from "node:fs";
+import { isUtf8 } from "node:buffer";
+import { ApexError } from "../errors.js";
+
+/**
+ * Text that enters APEX from outside (arguments, stdin, files) must be valid UTF-8: Node would
+ * otherwise replace each invalid byte with U+FFFD, and a path or value would be stored as
+ * something other than what was given, silently.
+ */
+
+/** Decodes input bytes as UTF-8, refusing (APEX_E_BAD_INPUT, exit 2) bytes that are not. */
+export function decodeUtf8Input(bytes: Buffer, name: string): string {
+  if (isUtf8(bytes)) return bytes.toString("utf8");
+  let line = 1;
+  let start = 0;
+  for (;;) {
+    const end = bytes.indexOf(0x0a, start);
+    const part = bytes.subarray(start, end === -1 ? bytes.length : end);
+    if (!isUtf8(part)) {
+      throw new ApexError("APEX_E_BAD_INPUT", `${name}:${line}: not valid UTF-8: ${showBytes(part)}.`, {
+        hint: "APEX stores text as UTF-8; convert the input first (e.g. iconv -f latin1 -t utf-8).",
+      });
+    }
+    if (end === -1) break;
+    start = end + 1;
+    line += 1;
+  }
+  throw new ApexError("APEX_E_BAD_INPUT", `${name}: not valid UTF-8.`);
+}
+
+/**
+ * Refuses an argument that was not valid UTF-8. Node decodes argv itself, replacing invalid
+ * bytes with U+FFFD, so an argument holding U+FFFD is checked against the bytes the process
+ * was started with (/proc/self/cmdline, whose last entries are the arguments after the
+ * script); a U+FFFD that was really given (as the bytes EF BF BD) is kept. Where
+ * /proc/self/cmdline cannot be read, the arguments are taken as Node decoded them.
+ */
+export function assertArgumentsUtf8(argv: readonly string[]): void {
+  const args = argv.slice(2);
+  if (!args.some((arg) => arg.includes("\ufffd"))) return;
+  let raw: Buffer;
+  try {
+    raw = readFileSync("/proc/self/cmdline");
+  } catch {
+    return;
+  }
+  const entries: Buffer[] = [];
+  let start = 0;
+  for (let end = raw.indexOf(0, start); end !== -1; end = raw.indexOf(0, start)) {
+    entries.push(raw.subarray(start, end));
+    start = end + 1;
+  }
+  if (start < raw.length) entries.push(raw.subarray(start));
+  if (entries.length < args.length) return;
+  const tail = entries.slice(entries.length - args.length);
+  for (let i = 0; i < args.length; i++) {
+    if (args[i]!.includes("\ufffd") && !isUtf8(tail[i]!)) {
+      throw new ApexError("APEX_E_BAD_INPUT", `Argument ${i + 1} is not valid UTF-8: ${showBytes(tail[i]!)}.`, {
+        hint: "Paths, values and names are UTF-8 text; convert the argument first (e.g. with iconv).",
+      });
+    }
+  }
+}
+
+/** Bytes for a message: printable ASCII as it is, `"` and `\` escaped, everything else as \xNN, cut after 60 bytes. */
+function showBytes(bytes: Buffer): string {
+  let out = "";
+  for (const byte of bytes.subarray(0, 60)) {
+    if (byte === 0x22 || byte === 0x5c) out += `\\${String.fromCharCode(byte)}`;
+    else out += byte >= 0x20 && byte < 0x7f ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, "0")}`;
+  }
+  return `"${out}${bytes.length > 60 ? "…" : ""}"`;
+}
+
+/** Reads stdin (fd 0) or a file as UTF-8 text, refusing bytes that are not UTF-8. */
+export function readUtf8Input(file: string | 0, name: string): string {
+  return decodeUtf8Input(readFileSync(file), name);
+}

@@ -1,0 +1,161 @@
+// A full disk, for real: the store lives on a small tmpfs mounted for the test (APEX_HOME), a
+// filler file takes the remaining space, and every command must say so (APEX_E_DISK_FULL,
+// naming the filesystem), exit 1 without a stack trace, and report a checkpoint saved exactly
+// when it is. After the filler is removed the store validates and works.
+import { execFileSync } from "node:child_process";
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runApex, type CliResult } from "./helpers/cli.js";
+import { groupMembers, isAlive, procInfo } from "./fixtures/agents/harness.js";
+
+let mount: string;
+let project: string;
+let storeDir: string;
+const supervisors = new Map<number, number>();
+const groups = new Map<number, number>();
+
+beforeAll(() => {
+  mount = mkdtempSync(join(tmpdir(), "apex-disk-full-"));
+  // Needs root (or CAP_SYS_ADMIN); this suite runs as root here and in CI.
+  execFileSync("mount", ["-t", "tmpfs", "-o", "size=6m", "tmpfs", mount]);
+  project = mkdtempSync(join(tmpdir(), "apex-disk-full-project-"));
+  storeDir = join(mount, "store");
+  writeFileSync(
+    join(project, "apex.config.yaml"),
+    ["agents:", "  worker:", "    command: sh", '    args: ["-c", "while true; do sleep 0.2; done"]', "plugins:", "  checkpoint: {}", ""].join("\n"),
+  );
+});
+
+afterAll(() => {
+  try {
+    apex(["stop", "--force"]);
+  } catch {
+    // ended below
+  }
+  for (const [pid, start] of supervisors) if (isAlive(pid, start)) process.kill(pid, "SIGKILL");
+  for (const [pgid, start] of groups) {
+    const leader = procInfo(pgid);
+    if ((!leader || leader.startTime === start) && groupMembers(pgid).length > 0) process.kill(-pgid, "SIGKILL");
+  }
+  execFileSync("umount", ["-l", mount]);
+  rmSync(mount, { recursive: true, force: true });
+  rmSync(project, { recursive: true, force: true });
+});
+
+function apex(args: string[], input?: string): CliResult {
+  return runApex(args, { cwd: project, env: { APEX_HOME: storeDir }, ...(input === undefined ? {} : { input }) });
+}
+
+function ok(args: string[], input?: string): string {
+  const result = apex(args, input);
+  if (result.status !== 0) throw new Error(`apex ${args.join(" ")} exited ${result.status}: ${result.stderr}`);
+  return result.stdout;
+}
+
+/** Fills the tmpfs with a file until it is full; returns the file, to remove later. */
+function fill(): string {
+  const file = join(mount, `filler-${Date.now()}`);
+  const fd = openSync(file, "w");
+  const chunk = Buffer.alloc(4096, 1);
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOSPC") throw error;
+  } finally {
+    closeSync(fd);
+  }
+  return file;
+}
+
+function checkpointCount(): number {
+  return (JSON.parse(ok(["checkpoint", "list", "--limit", "1000", "--json"])) as { items: unknown[] }).items.length;
+}
+
+/** A failure that says the disk is full, names the store's filesystem, and shows no stack trace. */
+function expectDiskFull(result: CliResult, what: string): void {
+  expect(result.status, `${what}: ${result.stderr}`).toBe(1);
+  expect(result.stderr, what).toContain("error[APEX_E_DISK_FULL]: The disk is full");
+  expect(result.stderr, what).toContain(`${mount} (tmpfs`);
+  expect(result.stderr, what).not.toMatch(/^\s+at /m);
+  expect(result.stderr, what).not.toMatch(/Unhandled|node:internal|triggerUncaughtException/);
+}
+
+describe("a full disk", () => {
+  it("every command says so and writes nothing; a checkpoint is reported saved exactly when it is; freed, the store validates and works", { timeout: 240_000 }, () => {
+    mkdirSync(storeDir);
+    const started = JSON.parse(ok(["start", "--task", "disk full", "--json"])) as { supervisor_pid: number; agents: Array<{ pgid: number | null }> };
+    supervisors.set(started.supervisor_pid, procInfo(started.supervisor_pid)?.startTime ?? -1);
+    for (const agent of started.agents) if (agent.pgid) groups.set(agent.pgid, procInfo(agent.pgid)?.startTime ?? -1);
+    ok(["memory", "set", "/a", "1"]);
+    ok(["checkpoint", "create", "before"]);
+    const bigImport = JSON.stringify(Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`/big/${i}`, "x".repeat(10_000)])));
+
+    const filler = fill();
+    const revision = JSON.parse(ok(["memory", "show", "/a", "--json"])).value;
+    expectDiskFull(apex(["memory", "import", "-"], bigImport), "memory import");
+    expectDiskFull(apex(["memory", "set", "/b", "-"], JSON.stringify("y".repeat(200_000))), "memory set");
+    // Reads still work, and nothing of the refused writes is there.
+    expect(JSON.parse(ok(["memory", "show", "/a", "--json"])).value).toBe(revision);
+    expect(ok(["memory", "query", "/big/**", "--keys"])).toBe("");
+    expect(apex(["memory", "show", "/b"]).status).toBe(3);
+    // Small writes may still fit in pages the store file has free; each is there exactly when reported.
+    for (let i = 0; i < 30; i++) {
+      const added = apex(["task", "add", `task ${i}`]);
+      const tasks = (JSON.parse(ok(["task", "list", "--json"])) as Array<{ title: string }>).map((task) => task.title);
+      if (added.status === 0) expect(tasks).toContain(`task ${i}`);
+      else {
+        expectDiskFull(added, "task add");
+        expect(tasks).not.toContain(`task ${i}`);
+        // A pause that cannot be recorded leaves the agents running, as the records say.
+        const paused = apex(["pause"]);
+        const status = JSON.parse(ok(["status", "--json"])) as { session: { status: string }; agents: Array<{ process_state: string | null }> };
+        if (paused.status === 0) {
+          expect(status.session.status).toBe("paused");
+          ok(["resume"]);
+        } else {
+          expectDiskFull(paused, "pause");
+          expect(status.session.status).toBe("active");
+          expect(status.agents.map((agent) => agent.process_state)).not.toContain("T");
+        }
+        break;
+      }
+    }
+    rmSync(filler);
+
+    // Checkpoints with space running out: each is listed exactly when it was reported saved.
+    ok(["memory", "import", "-"], JSON.stringify(Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`/m/${i}`, "m".repeat(3_000)]))));
+    let saved = checkpointCount();
+    let failed = 0;
+    let created = 0;
+    const fillers: string[] = [];
+    for (let round = 0; round < 12; round++) {
+      if (round % 3 === 0) fillers.push(fill());
+      const changed = apex(["memory", "set", `/m/${round}`, JSON.stringify(`${round}`.repeat(3_000))]);
+      if (changed.status !== 0) expectDiskFull(changed, `memory set ${round}`);
+      const result = apex(["checkpoint", "create", `round ${round}`]);
+      if (result.status === 0) {
+        created += 1;
+        saved += 1;
+      } else {
+        expectDiskFull(result, `checkpoint create ${round}`);
+        failed += 1;
+      }
+      expect(checkpointCount(), `after round ${round}: ${result.stderr}`).toBe(saved);
+      if (round % 3 === 2) rmSync(fillers.pop()!);
+    }
+    expect(failed).toBeGreaterThan(0);
+    for (const file of fillers) rmSync(file);
+
+    const validated = apex(["session", "validate"]);
+    expect(validated.status, validated.stdout + validated.stderr).toBe(0);
+    ok(["memory", "import", "-"], bigImport);
+    ok(["checkpoint", "create", "after"]);
+    expect(checkpointCount()).toBe(saved + 1);
+    expect(apex(["pause"]).status).toBe(0);
+    expect(apex(["resume"]).status).toBe(0);
+    expect(apex(["stop"]).status).toBe(0);
+    expect(created + failed).toBe(12);
+  });
+});

@@ -1,0 +1,118 @@
+import { spawnSync } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
+
+let dir: string;
+let cleanup: () => void;
+beforeEach(() => {
+  ({ dir, cleanup } = tempDir("apex-input-"));
+});
+afterEach(() => cleanup());
+
+const apex = (args: string[], input?: string) => runApex(args, input === undefined ? { cwd: dir } : { cwd: dir, input });
+
+/** Everything in the keyspace. */
+const keyspace = () => JSON.parse(apex(["memory", "export"]).stdout) as Record<string, unknown>;
+
+/** `levels` arrays inside each other around 1, as JSON text. */
+const nestedJson = (levels: number) => `${"[".repeat(levels)}1${"]".repeat(levels)}`;
+
+/**
+ * Runs apex with arguments given as raw bytes (Node's spawn only passes strings, as UTF-8): a
+ * shell builds each argument with printf from octal escapes.
+ */
+function apexWithBytes(args: Buffer[], stdin?: Buffer): { status: number; stdout: string; stderr: string } {
+  const octal = (bytes: Buffer) => [...bytes].map((byte) => `\\${byte.toString(8).padStart(3, "0")}`).join("");
+  const script = `exec "${process.execPath}" "${APEX_BIN}" ${args.map((arg) => `"$(printf '${octal(arg)}')"`).join(" ")}`;
+  const result = spawnSync("/bin/sh", ["-c", script], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, input: stdin, encoding: "utf8" });
+  return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe("nesting depth at the CLI", () => {
+  it("refuses a value deeper than 512 levels with exit 2 and writes nothing; one at 512 reads, exports and imports back", () => {
+    for (const levels of [513, 4_000]) {
+      const refused = apex(["memory", "set", "/deep", "-"], nestedJson(levels));
+      expect(refused.status).toBe(2);
+      expect(refused.stderr).toContain("error[APEX_E_TOO_DEEP]: /deep: The value nests arrays and objects more than 512 levels deep.");
+      expect(keyspace()).toEqual({});
+    }
+    writeFileSync(join(dir, "deep.json"), JSON.stringify({ "/a": 1, "/b": JSON.parse(nestedJson(513)) }));
+    const importRefused = apex(["memory", "import", "deep.json"]);
+    expect(importRefused.status).toBe(2);
+    expect(importRefused.stderr).toContain("error[APEX_E_TOO_DEEP]: /b:");
+    expect(keyspace()).toEqual({});
+
+    expect(apex(["memory", "set", "/deep", "-"], nestedJson(512)).status).toBe(0);
+    const shown = apex(["memory", "show", "/deep", "--json"]);
+    expect(shown.status).toBe(0);
+    expect(JSON.parse(shown.stdout).value).toEqual(JSON.parse(nestedJson(512)));
+    const exported = apex(["memory", "export"]);
+    expect(exported.status).toBe(0);
+    expect(apex(["memory", "delete", "/deep"]).status).toBe(0);
+    expect(apex(["memory", "import", "-"], exported.stdout).status).toBe(0);
+    expect(JSON.parse(apex(["memory", "show", "/deep", "--json"]).stdout).value).toEqual(JSON.parse(nestedJson(512)));
+  });
+});
+
+describe("invalid UTF-8", () => {
+  const latin1 = Buffer.from([0x2f, 0x63, 0x61, 0x66, 0xe9]); // "/café" in Latin-1
+
+  it("in a path argument: exit 2, nothing written", () => {
+    const result = apexWithBytes([Buffer.from("memory"), Buffer.from("set"), latin1, Buffer.from("1")]);
+    expect(result.stderr).toContain('error[APEX_E_BAD_INPUT]: Argument 3 is not valid UTF-8: "/caf\\xe9".');
+    expect(result.status).toBe(2);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("in a value argument and on stdin: exit 2, nothing written", () => {
+    const value = Buffer.concat([Buffer.from('"'), latin1, Buffer.from('"')]);
+    const asArgument = apexWithBytes([Buffer.from("memory"), Buffer.from("set"), Buffer.from("/a"), value]);
+    expect(asArgument.status).toBe(2);
+    expect(asArgument.stderr).toContain("error[APEX_E_BAD_INPUT]: Argument 4 is not valid UTF-8");
+    const onStdin = apexWithBytes([Buffer.from("memory"), Buffer.from("set"), Buffer.from("/a"), Buffer.from("-")], value);
+    expect(onStdin.status).toBe(2);
+    expect(onStdin.stderr).toContain('error[APEX_E_BAD_INPUT]: stdin:1: not valid UTF-8: "\\"/caf\\xe9\\"".');
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("in an import file: exit 2, the line named, nothing written", () => {
+    writeFileSync(join(dir, "in.ndjson"), Buffer.concat([Buffer.from('{"path": "/ok", "value": 1}\n{"path": "'), latin1, Buffer.from('", "value": 2}\n')]));
+    const result = apex(["memory", "import", "in.ndjson"]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain('error[APEX_E_BAD_INPUT]: in.ndjson:2: not valid UTF-8: "{\\"path\\": \\"/caf\\xe9\\", \\"value\\": 2}".');
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("keeps a U+FFFD that was really given (the bytes EF BF BD)", () => {
+    const path = Buffer.from("/r\ufffdsum\u00e9");
+    const result = apexWithBytes([Buffer.from("memory"), Buffer.from("set"), path, Buffer.from('"\ufffd"')]);
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(JSON.parse(apex(["memory", "query", "/**", "--json"]).stdout)).toEqual({ "/r\ufffdsumé": "\ufffd" });
+  });
+});
+
+describe("a plugin file that exists but does not load", () => {
+  it.each([
+    ["a syntax error", "export default { name: 'bad', apply( { oops", "could not be loaded"],
+    ["a throw at load", "throw new Error('boom at load');", "could not be loaded: boom at load"],
+    ["no plugin exported", "export default 42;", "does not export a valid APEX plugin"],
+  ])("(%s) blocks direct writes with exit 2, as config validate does", (_name, source, message) => {
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  ./my-plugin.mjs: {}\n");
+    writeFileSync(join(dir, "my-plugin.mjs"), source);
+    const validate = apex(["config", "validate"]);
+    expect(validate.status).toBe(2);
+    expect(validate.stderr).toContain(message);
+    for (const args of [["memory", "set", "/a", "1"], ["memory", "import", "-"]]) {
+      const result = apex(args, '{"/a": 1}');
+      expect(result.status).toBe(2);
+      expect(result.stderr).toContain("error[APEX_E_PLUGIN_INVALID]");
+      expect(result.stderr).toContain(message);
+    }
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+    writeFileSync(join(dir, "my-plugin.mjs"), "export default { name: 'mine', apply() {} };");
+    expect(apex(["memory", "set", "/a", "1"]).status).toBe(0);
+  });
+});

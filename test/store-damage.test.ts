@@ -1,0 +1,131 @@
+// Damage to the store: a read that LMDB reports as damage names the store file and points to
+// validate and repair; a live record whose bytes changed without a logged write is found by
+// validate and put back by repair from the latest checkpoint. (bench/store-damage.mjs
+// measures the same over random byte flips.)
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { Store } from "../core/store/store.js";
+import { encodeValue } from "../core/store/value-codec.js";
+import { createCheckpoint } from "../plugins/checkpoint/checkpoints.js";
+import { repairStore, validateStore } from "../plugins/checkpoint/validate.js";
+import { REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
+
+let dir: string;
+let cleanup: () => void;
+beforeEach(() => {
+  ({ dir, cleanup } = tempDir("apex-damage-"));
+});
+afterEach(() => cleanup());
+
+const storeDir = () => join(dir, ".apex");
+const PAGE = 4096;
+/** Offset of mh_flags in an LMDB page header (page number, txn id, pad). */
+const FLAGS_AT = 18;
+
+/** Sets the page-type flags of every page holding `needle` to 0, which LMDB reports as MDB_CORRUPTED. */
+function breakPagesHolding(needle: string): number {
+  const file = join(storeDir(), "store.mdb");
+  const bytes = readFileSync(file);
+  const pages = new Set<number>();
+  for (let at = bytes.indexOf(needle); at !== -1; at = bytes.indexOf(needle, at + 1)) pages.add(Math.floor(at / PAGE));
+  for (const page of pages) bytes.writeUInt16LE(0, page * PAGE + FLAGS_AT);
+  writeFileSync(file, bytes);
+  return pages.size;
+}
+
+describe("a damaged store file", () => {
+  it("a read that hits damage names the file and points to validate and repair; validate reports it instead of crashing", () => {
+    expect(runApex(["memory", "set", "/notes/needle", JSON.stringify("needle-in-a-page")], { cwd: dir }).status).toBe(0);
+    expect(breakPagesHolding("needle-in-a-page")).toBeGreaterThan(0);
+    for (const args of [["memory", "show", "/notes/needle"], ["memory", "export"], ["memory", "query", "/notes/**"]]) {
+      const result = runApex(args, { cwd: dir });
+      expect(result.status, result.stderr).toBe(1);
+      expect(result.stderr).toContain(`error[APEX_E_STORE_DAMAGED]: The store file ${storeDir()}/store.mdb is damaged`);
+      expect(result.stderr).toContain("apex session validate");
+      expect(result.stderr).toContain("apex session repair");
+      expect(result.stderr).not.toMatch(/^\s+at /m);
+    }
+    const validated = runApex(["session", "validate"], { cwd: dir });
+    expect(validated.status).toBe(1);
+    expect(validated.stderr).toContain("error[APEX_E_STORE_DAMAGED]");
+  });
+
+  describe("live records against the latest checkpoint", () => {
+    let store: Store;
+    beforeEach(async () => {
+      store = Store.open(storeDir());
+      await store.batch((batch) => {
+        batch.set("/sessions/s1", { session_id: "s1", status: "active" });
+        batch.set("/sessions/current", { session_id: "s1" });
+        for (let i = 0; i < 20; i++) batch.set(`/notes/${i}`, { i, text: `note ${i}` });
+      });
+      await createCheckpoint(store, { sessionId: "s1", trigger: "manual" });
+      await store.set("/notes/3", { i: 3, text: "changed after the checkpoint" });
+    });
+    afterEach(async () => {
+      await store.close();
+    });
+
+    /**
+     * Writes the keyspace the way damage would: through LMDB in another process (one
+     * environment per process and file), bypassing APEX and its revision log.
+     */
+    async function tamper(puts: Record<string, number[]>, removes: string[] = []): Promise<void> {
+      await store.close();
+      const script = [
+        `const lmdb = require("node:module").createRequire(${JSON.stringify(join(REPO_ROOT, "package.json"))})("lmdb");`,
+        `const root = lmdb.open({ path: ${JSON.stringify(join(storeDir(), "store.mdb"))}, maxDbs: 16, compression: false });`,
+        `const kv = root.openDB({ name: "kv", encoding: "binary" });`,
+        `const puts = ${JSON.stringify(puts)}; const removes = ${JSON.stringify(removes)};`,
+        `root.transactionSync(() => { for (const [key, bytes] of Object.entries(puts)) kv.put(key, Buffer.from(bytes)); for (const key of removes) kv.remove(key); });`,
+        `root.close().then(() => process.exit(0));`,
+      ].join("\n");
+      execFileSync(process.execPath, ["-e", script], { stdio: "inherit", timeout: 30_000 });
+      store = Store.open(storeDir());
+    }
+
+    it("finds a record changed, removed or added with no logged write; repair keeps them and says so", async () => {
+      await tamper(
+        {
+          "/notes/5": [...encodeValue({ i: 5, text: "note 7" })], // decodes fine, but is not what was written
+          "/notes/1\u0000": [...encodeValue({ i: 1, text: "note 1" })], // a key with a changed byte
+        },
+        ["/notes/6"],
+      );
+      expect(store.get("/notes/5")).toEqual({ i: 5, text: "note 7" });
+      const report = validateStore(store);
+      expect(report.ok).toBe(false);
+      expect(report.problems.map((problem) => [problem.code, problem.path])).toEqual(
+        expect.arrayContaining([
+          ["record-damaged", "/notes/5"],
+          ["record-missing", "/notes/6"],
+          ["record-unlogged", "/notes/1\u0000"],
+        ]),
+      );
+      // A record written after the checkpoint is not compared with it.
+      expect(report.problems.some((problem) => problem.path === "/notes/3")).toBe(false);
+
+      // The revision log could be what is damaged: repair does not overwrite a record that decodes, and names what remains.
+      const repaired = await repairStore(store);
+      expect(repaired.after?.ok).toBe(false);
+      expect(repaired.after?.problems.map((problem) => problem.code)).toEqual(expect.arrayContaining(["record-damaged", "record-missing"]));
+      expect(store.get("/notes/5")).toEqual({ i: 5, text: "note 7" });
+      // Writing the value that is right (the live one, or the checkpoint's) settles it.
+      await store.set("/notes/5", { i: 5, text: "note 7" });
+      await store.set("/notes/6", { i: 6, text: "note 6" });
+      expect(validateStore(store).problems.filter((problem) => problem.code.startsWith("record-"))).toEqual([]);
+    });
+
+    it("a record that no longer decodes is put back from the checkpoint instead of deleted", async () => {
+      await tamper({ "/notes/8": [0xc1, 0x82, 0xa1] });
+      const report = validateStore(store);
+      expect(report.problems.map((problem) => problem.code)).toEqual(expect.arrayContaining(["record-undecodable", "record-damaged"]));
+      const repaired = await repairStore(store);
+      expect(repaired.actions).toContainEqual(expect.objectContaining({ action: "restore-record", target: "/notes/8" }));
+      expect(repaired.after?.ok).toBe(true);
+      expect(store.get("/notes/8")).toEqual({ i: 8, text: "note 8" });
+    });
+  });
+});
