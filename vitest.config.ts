@@ -2,10 +2,14 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // End-to-end tests start real processes; two cores do not take more in parallel.
     maxWorkers: 2,
+    projects: [
+      { extends: true, test: { name: "apex", include: ["test/**/*.test.ts"], exclude: ["test/**/*.globals.test.ts"] } },
+      // LangGraph's checkpointer conformance suite expects vitest globals (describe, it, expect).
+      { extends: true, test: { name: "langgraph-conformance", include: ["test/**/*.globals.test.ts"], globals: true } },
+    ],
   },
 });

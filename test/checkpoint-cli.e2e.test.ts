@@ -116,44 +116,44 @@ async function undecodable(path: string): Promise<void> {
 describe("apex checkpoint", () => {
   it("create, list, show and diff; beforeTask, onError and onPause take checkpoints; clear errors", async () => {
     project = new Project(config());
-    const ready = project.start(["--task", "checkpoint commands"]);
+    const ready = project.start(["--task", "checkpoint commands"]); // the start takes checkpoint-001 (onStart)
     ok(["task", "add", "first"]);
     ok(["task", "add", "second"]);
     // A claim takes a beforeTask checkpoint before the task is assigned.
     expect(ok(["task", "claim", "--agent", "worker", "--json"])).toMatchObject({ id: "t-0001", status: "active", assignee: "worker" });
-    expect(list().items[0]).toMatchObject({ name: "checkpoint-001", trigger: "beforeTask", description: "before task t-0001: first (worker)" });
+    expect(list().items[0]).toMatchObject({ name: "checkpoint-002", trigger: "beforeTask", description: "before task t-0001: first (worker)" });
 
     ok(["memory", "set", "/notes/plan", '{"step": 1}']);
     const created = ok(["checkpoint", "create", "Before major refactoring", "--pin", "--json"]);
-    expect(created).toMatchObject({ name: "checkpoint-002", trigger: "manual", description: "Before major refactoring", pinned: true, session_id: ready.session_id, task_count: 2 });
+    expect(created).toMatchObject({ name: "checkpoint-003", trigger: "manual", description: "Before major refactoring", pinned: true, session_id: ready.session_id, task_count: 2 });
     ok(["memory", "set", "/notes/plan", '{"step": 2}']);
     ok(["memory", "set", "/notes/extra", "true"]);
     ok(["task", "done", "t-0001"]);
-    expect(ok(["checkpoint", "create", "after the refactoring"])).toContain("Created checkpoint-003");
+    expect(ok(["checkpoint", "create", "after the refactoring"])).toContain("Created checkpoint-004");
 
     const all = list();
-    expect(all).toMatchObject({ session_id: ready.session_id, total: 3 });
-    expect(all.items.map((item) => item.name)).toEqual(["checkpoint-003", "checkpoint-002", "checkpoint-001"]);
-    expect(list(["--oldest", "--limit", "1", "--offset", "1"]).items.map((item) => item.name)).toEqual(["checkpoint-002"]);
+    expect(all).toMatchObject({ session_id: ready.session_id, total: 4 });
+    expect(all.items.map((item) => item.name)).toEqual(["checkpoint-004", "checkpoint-003", "checkpoint-002", "checkpoint-001"]);
+    expect(list(["--oldest", "--limit", "1", "--offset", "2"]).items.map((item) => item.name)).toEqual(["checkpoint-003"]);
     const text = ok(["checkpoint", "list", "--limit", "2"]);
-    expect(text).toMatch(/checkpoint-002 +[0-9a-f]{8} +\S+ +manual +pinned +Before major refactoring/);
-    expect(text).toContain("Showing 1–2 of 3; next page: apex checkpoint list --offset 2 --limit 2");
-    expect(text).toContain("(3, newest first)");
+    expect(text).toMatch(/checkpoint-003 +[0-9a-f]{8} +\S+ +manual +pinned +Before major refactoring/);
+    expect(text).toContain("Showing 1–2 of 4; next page: apex checkpoint list --offset 2 --limit 2");
+    expect(text).toContain("(4, newest first)");
 
     // show: by name, by unique id prefix, latest.
-    const shown = ok(["checkpoint", "show", "checkpoint-002", "--json"]);
+    const shown = ok(["checkpoint", "show", "checkpoint-003", "--json"]);
     expect(shown.manifest).toMatchObject({ id: created.id, description: "Before major refactoring", trigger: "manual", pinned: true });
     expect(shown.tasks["t-0001"]).toMatchObject({ status: "active", assignee: "worker" });
     expect(ok(["checkpoint", "show", created.id.slice(0, 8), "--json"]).manifest.id).toBe(created.id);
-    expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.name).toBe("checkpoint-003");
-    expect(ok(["checkpoint", "show", "checkpoint-002"])).toMatch(/t-0001 +active +\(worker\) first/);
+    expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.name).toBe("checkpoint-004");
+    expect(ok(["checkpoint", "show", "checkpoint-003"])).toMatch(/t-0001 +active +\(worker\) first/);
 
     // diff: memory paths, task and agent changes.
-    const diff = ok(["checkpoint", "diff", "checkpoint-002", "latest", "--json"]);
+    const diff = ok(["checkpoint", "diff", "checkpoint-003", "latest", "--json"]);
     expect(diff.memory).toEqual({ added: ["/notes/extra"], removed: [], changed: ["/notes/plan"] });
     expect(diff.tasks.changed).toEqual([expect.objectContaining({ id: "t-0001", before: expect.objectContaining({ status: "active" }), after: expect.objectContaining({ status: "completed" }) })]);
     expect(diff.agents.changed.map((change: { id: string }) => change.id)).toEqual(["worker"]);
-    const diffText = ok(["checkpoint", "diff", "checkpoint-002", "checkpoint-003"]);
+    const diffText = ok(["checkpoint", "diff", "checkpoint-003", "checkpoint-004"]);
     expect(diffText).toContain("Memory: 1 added, 0 removed, 1 changed");
     expect(diffText).toContain("  + /notes/extra");
     expect(diffText).toContain("  ~ t-0001: status active → completed");
@@ -164,17 +164,17 @@ describe("apex checkpoint", () => {
     const afterError = list().items[0]!;
     expect(afterError).toMatchObject({ trigger: "onError" });
     expect(afterError.description).toMatch(/^error in user:\S+: Task t-0002 \(second\) failed: tests are red$/);
-    expect(list().total).toBe(4);
+    expect(list().total).toBe(5);
 
     // Pause takes an onPause checkpoint (with the agents stopped); pin, unpin and delete.
     ok(["pause"]);
-    expect(list().items[0]).toMatchObject({ name: "checkpoint-005", trigger: "onPause", description: "pause" });
+    expect(list().items[0]).toMatchObject({ name: "checkpoint-006", trigger: "onPause", description: "pause" });
     ok(["resume"]);
-    expect(ok(["checkpoint", "unpin", "checkpoint-002", "--json"])).toMatchObject({ pinned: false });
-    expect(ok(["checkpoint", "pin", "checkpoint-003", "--json"])).toMatchObject({ pinned: true });
-    expect(fails(["checkpoint", "delete", "checkpoint-003"], 4).stderr).toContain("is pinned");
-    expect(ok(["checkpoint", "delete", "checkpoint-001", "--json"])).toMatchObject({ name: "checkpoint-001" });
-    expect(list().items.map((item) => item.name)).toEqual(["checkpoint-005", "checkpoint-004", "checkpoint-003", "checkpoint-002"]);
+    expect(ok(["checkpoint", "unpin", "checkpoint-003", "--json"])).toMatchObject({ pinned: false });
+    expect(ok(["checkpoint", "pin", "checkpoint-004", "--json"])).toMatchObject({ pinned: true });
+    expect(fails(["checkpoint", "delete", "checkpoint-004"], 4).stderr).toContain("is pinned");
+    expect(ok(["checkpoint", "delete", "checkpoint-002", "--json"])).toMatchObject({ name: "checkpoint-002" });
+    expect(list().items.map((item) => item.name)).toEqual(["checkpoint-006", "checkpoint-005", "checkpoint-004", "checkpoint-003", "checkpoint-001"]);
 
     // Errors: not found 3, ambiguous 4, too short a prefix 2.
     expect(fails(["checkpoint", "show", "checkpoint-099"], 3).stderr).toContain("No checkpoint-099 in session");
@@ -190,7 +190,7 @@ describe("apex checkpoint", () => {
     const store = Store.open(project.storeDir);
     try {
       const catalog = store.environment.openDB({ name: "checkpoints" });
-      store.environment.transactionSync(() => catalog.put(["i", twin], { s: ready.session_id, n: 3 }));
+      store.environment.transactionSync(() => catalog.put(["i", twin], { s: ready.session_id, n: 4 }));
       await store.environment.flushed;
     } finally {
       await store.close();
@@ -198,7 +198,7 @@ describe("apex checkpoint", () => {
     const ambiguous = fails(["checkpoint", "show", created.id.slice(0, 8)], 4);
     expect(ambiguous.stderr).toContain("APEX_E_AMBIGUOUS");
     expect(ambiguous.stderr).toContain(created.id);
-  });
+  }, 120_000);
 
   it("interval checkpoints: taken while something changed, skipped when nothing did, none while paused", async () => {
     project = new Project(config());
@@ -207,6 +207,10 @@ describe("apex checkpoint", () => {
     project.remember();
     expect(started.status, started.stderr).toBe(0);
     const intervals = () => list().items.filter((item) => item.trigger === "interval").length;
+    // The start's onStart checkpoint holds the state, and nothing changes: the ticks write nothing.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    expect(intervals()).toBe(0);
+    ok(["memory", "set", "/notes/n", "0"]);
     await waitFor("the first interval checkpoint", () => intervals() === 1, 10_000);
     // Nothing changes: the next ticks write nothing.
     await new Promise((resolve) => setTimeout(resolve, 2500));
@@ -243,13 +247,13 @@ describe("apex checkpoint", () => {
       ok(["task", "claim", "--agent", "worker"]);
       ok(["task", "done", id]);
     }
-    expect(list().total).toBe(0); // no built-in trigger configured, fewer than 2 completed at each claim
+    expect(list().total).toBe(1); // the start's onStart only: no built-in trigger configured, fewer than 2 completed at each claim
     ok(["task", "claim", "--agent", "worker"]); // 2 completed: the trigger fires before t-0003 is assigned
-    expect(list().items).toEqual([expect.objectContaining({ trigger: "everyNTasks", description: "after 2 completed tasks" })]);
+    expect(list().items).toEqual([expect.objectContaining({ trigger: "everyNTasks", description: "after 2 completed tasks" }), expect.objectContaining({ trigger: "onStart" })]);
     expect(ok(["checkpoint", "show", "latest", "--json"]).tasks["t-0003"]).toMatchObject({ status: "pending" });
     ok(["task", "done", "t-0003"]);
     ok(["task", "claim", "--agent", "worker"]); // 3 completed: no new multiple of 2
-    expect(list().total).toBe(1);
+    expect(list().total).toBe(2);
 
     // The trigger plugin failing is reported (an error event naming it) but neither vetoes the
     // milestone nor takes an onError checkpoint (which would fire the failing tap again).
@@ -258,10 +262,10 @@ describe("apex checkpoint", () => {
       (event) => event.type === "error",
     );
     expect(errors).toEqual([expect.objectContaining({ origin: "plugin:every-n-tasks-checkpoint" })]);
-    expect(list().total).toBe(1);
+    expect(list().total).toBe(2);
     // Other errors still take their onError checkpoint.
     ok(["task", "fail", "t-0004", "--reason", "broken"]);
-    expect(list().items.map((item) => item.trigger)).toEqual(["onError", "everyNTasks"]);
+    expect(list().items.map((item) => item.trigger)).toEqual(["onError", "everyNTasks", "onStart"]);
   });
 
   it("checkpoints a hook takes without a supervisor run beforeCheckpoint (git state) and afterCheckpoint (retention)", async () => {
@@ -284,8 +288,8 @@ describe("apex checkpoint", () => {
     ok(["task", "claim", "--agent", "worker"]);
     const items = list().items;
     expect(items.map((item) => item.trigger)).toEqual(["beforeTask"]); // retention kept the latest only
-    expect(list()).toMatchObject({ total: 1, taken: 3 });
-    expect(ok(["checkpoint", "list"])).toContain("(1 kept of 3 taken, newest first)");
+    expect(list()).toMatchObject({ total: 1, taken: 4 });
+    expect(ok(["checkpoint", "list"])).toContain("(1 kept of 4 taken, newest first)");
     expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.git_state).toMatchObject({ branch: "main", commit: head });
   });
 });
@@ -341,11 +345,11 @@ describe("apex start --continue", () => {
     expect(continued).toMatchObject({ continued: true, restored_from: target.id });
     expect(continued.restore).toMatchObject({ id: target.id, saved_before: expect.any(String) });
     expect(memory("/project/x")).toBe(1);
-    // Held only while it was read: the checkpoint of the restored state applies the policy to it again.
-    expect(list().items.map((item) => item.trigger)).toEqual(["restore"]);
+    // The restored state is the session's latest checkpoint now.
+    expect(list().items[0]!.trigger).toBe("restore");
   });
 
-  it("after kill -9: restores memory exactly, active tasks go back to their agent, agents get their saved context; the replaced state is saved", async () => {
+  it("after kill -9: --continue last goes on from the live state (every acknowledged write kept), active tasks go back to their agent with its saved context", async () => {
     project = new Project(config());
     const ready = project.start(["--task", "survive a crash"]);
     ok(["task", "add", "first"]);
@@ -354,30 +358,33 @@ describe("apex start --continue", () => {
     ok(["agent", "report", "--agent", "worker", "--context", '{"note": "at the checkpoint", "step": 3}']);
     ok(["memory", "set", "/notes/a", "1"]);
     const saved = ok(["checkpoint", "create", "known good", "--json"]);
-    // Work after the checkpoint, lost in the crash as far as the restore is concerned.
+    // Work after the checkpoint: acknowledged, so it survives the crash.
     ok(["memory", "set", "/notes/a", "2"]);
     ok(["memory", "set", "/notes/b", "3"]);
-    ok(["task", "done", "t-0001"]);
+    ok(["task", "add", "third"]);
+    ok(["task", "claim", "--agent", "worker"]);
     ok(["agent", "report", "--agent", "worker", "--context", '{"note": "later"}']);
     const oldWorker = ready.agents[0]!;
+    const before = list().items.length;
 
     await supervisorKilled(ready.supervisor_pid);
     const continued = ok(["start", "--continue", "last", "--json"]);
     project.remember();
-    expect(continued).toMatchObject({ session_id: ready.session_id, continued: true, restored_from: saved.id });
-    expect(continued.restore).toMatchObject({ id: saved.id, name: "checkpoint-002", forced: false, tasks: { active: [{ id: "t-0001", assignee: "worker" }] } });
+    expect(continued).toMatchObject({ session_id: ready.session_id, continued: true, restored_from: null, restore: null });
+    expect(continued.reconciled).toEqual({ requeued: [], resumed: [{ agent: "worker", task: "t-0002" }], stopped_agents: [] });
     expect(continued.reaped.map((item: { agent: string }) => item.agent)).toEqual(["worker"]);
     expect(isAlive(oldWorker.pid!)).toBe(false);
     expect(groupMembers(oldWorker.pgid!)).toEqual([]);
 
-    // Memory exactly as it was at the checkpoint.
-    expect(memory("/notes/a")).toBe(1);
-    expect(memory("/notes/b")).toBeUndefined();
-    // The active task went back to its agent, which got its saved context and the task.
-    expect(ok(["task", "show", "t-0001", "--json"])).toMatchObject({ status: "active", assignee: "worker" });
-    expect(ok(["task", "show", "t-0002", "--json"])).toMatchObject({ status: "pending" });
-    const agent = ok(["agent", "list", "--json"]).find((item: { name: string }) => item.name === "worker");
-    expect(agent).toMatchObject({ task: "t-0001" });
+    // Memory as it was when the supervisor died: nothing rolled back.
+    expect(memory("/notes/a")).toBe(2);
+    expect(memory("/notes/b")).toBe(3);
+    // The active tasks stay with their agent, restarted with its latest context and its task.
+    expect(ok(["task", "list", "--json"]).map((task: { id: string; status: string }) => [task.id, task.status])).toEqual([
+      ["t-0001", "active"],
+      ["t-0002", "active"],
+      ["t-0003", "pending"],
+    ]);
     const resume = await waitFor("the worker's resume files", () => {
       try {
         return { context: JSON.parse(readFileSync(join(project!.dir, "resume-worker.json"), "utf8")), task: readFileSync(join(project!.dir, "task-worker.txt"), "utf8") };
@@ -385,33 +392,52 @@ describe("apex start --continue", () => {
         return undefined;
       }
     });
-    expect(resume).toEqual({ context: { note: "at the checkpoint", step: 3 }, task: "t-0001" });
-    expect(project.status()).toMatchObject({ session: { session_id: ready.session_id, status: "active", restored_from: saved.id }, tasks: { active: 1, pending: 1, completed: 0 } });
-
-    // The state the restore replaced was checkpointed first; the restored one is the latest now.
+    expect(resume).toEqual({ context: { note: "later" }, task: "t-0002" });
+    expect(project.status()).toMatchObject({ session: { session_id: ready.session_id, status: "active" }, tasks: { active: 2, pending: 1, completed: 0 } });
+    // No restore, so no replaced state: the continued state is checkpointed as it is.
     const items = list().items;
-    expect(items.slice(0, 2).map((item) => [item.name, item.trigger])).toEqual([
-      ["checkpoint-004", "restore"],
-      ["checkpoint-003", "beforeRestore"],
-    ]);
-    const replaced = ok(["checkpoint", "diff", "checkpoint-002", "checkpoint-003", "--json"]);
-    expect(replaced.memory).toEqual({ added: ["/notes/b"], removed: [], changed: ["/notes/a"] });
-    expect(ok(["checkpoint", "diff", "checkpoint-002", "checkpoint-004", "--json"]).memory).toEqual({ added: [], removed: [], changed: [] });
-    // The session kept its id and recorded the resume.
+    expect(items.map((item) => item.trigger)).not.toContain("beforeRestore");
+    expect(items.slice(0, items.length - before).map((item) => item.trigger)).toEqual(["continue"]);
+    expect(ok(["checkpoint", "diff", saved.id, items[0]!.id, "--json"]).memory).toEqual({ added: ["/notes/b"], removed: [], changed: ["/notes/a"] });
     const record = memory(`/sessions/${ready.session_id}`) as { history: Array<Record<string, unknown>> };
     expect(record.history.map((entry) => entry.event)).toEqual(["started", "continued"]);
-    expect(record.history[1]).toMatchObject({ from: "interrupted", checkpoint: saved.id });
+    expect(record.history[1]).toMatchObject({ from: "interrupted", checkpoint: null });
 
-    // `--continue` of a checkpoint by id goes back to it (here: the saved state of the crash).
-    ok(["stop"]);
-    const back = ok(["start", "--continue", items[1]!.id.slice(0, 8), "--json"]);
+    // Only a named checkpoint rolls back. The running session is checkpointed (beforeRestore) and stopped first, as the output says.
+    const back = project.apex(["start", "--continue", saved.id.slice(0, 8)]);
     project.remember();
-    expect(back).toMatchObject({ session_id: ready.session_id, restored_from: items[1]!.id });
-    expect(memory("/notes/b")).toBe(3);
-    expect(ok(["task", "show", "t-0001", "--json"])).toMatchObject({ status: "completed" });
+    expect(back.status, back.stderr).toBe(0);
+    expect(back.stdout).toMatch(new RegExp(`Session ${ready.session_id} was active: saved as (checkpoint-\\d+) \\(beforeRestore\\), stopped`));
+    const replaced = /saved as (checkpoint-\d+)/.exec(back.stdout)![1]!;
+    expect(back.stdout).toContain(`restored ${saved.name} (${saved.id.slice(0, 8)})`);
+    expect(back.stdout).toContain(`the state it replaced is saved as ${replaced}`);
+    expect(memory("/notes/a")).toBe(1);
+    expect(memory("/notes/b")).toBeUndefined();
+    // Tasks too: t-0002 was pending at the checkpoint, t-0003 did not exist yet.
+    expect(ok(["task", "list", "--json"]).map((task: { id: string; status: string }) => [task.id, task.status])).toEqual([
+      ["t-0001", "active"],
+      ["t-0002", "pending"],
+    ]);
+    const replacedItem = list().items.find((item) => item.name === replaced)!;
+    expect(replacedItem).toMatchObject({ trigger: "beforeRestore" });
+    expect(ok(["checkpoint", "diff", saved.id, replaced, "--json"]).memory).toEqual({ added: ["/notes/b"], removed: [], changed: ["/notes/a"] });
+    expect(project.status().session).toMatchObject({ session_id: ready.session_id, status: "active", restored_from: saved.id });
   });
 
-  it("--force-recovery restores what still verifies of a damaged checkpoint and lists what was lost; validate, repair, reconstruct", async () => {
+  it("apex start takes the session's first checkpoint; --continue of the running session itself is refused, a bad reference stops nothing", () => {
+    project = new Project(config());
+    const ready = project.start(["--task", "first checkpoint"]);
+    expect((ready as unknown as { checkpoint: unknown }).checkpoint).toMatchObject({ name: "checkpoint-001", trigger: "onStart" });
+    expect(project.status().last_checkpoint).toMatchObject({ sequence: 1, trigger: "onStart" });
+    expect(ok(["status"])).toMatch(/checkpoint\s+1 \(onStart\)/);
+
+    const same = fails(["start", "--continue", "last"], 4);
+    expect(same.stderr).toContain("there is nothing to continue");
+    expect(fails(["start", "--continue", "no-such-checkpoint"], 3).stderr).toContain("APEX_E_NOT_FOUND");
+    expect(project.status().session).toMatchObject({ session_id: ready.session_id, status: "active", supervisor: { pid: ready.supervisor_pid, alive: true } });
+  });
+
+  it("--force-recovery restores what still verifies of a damaged checkpoint and lists what was lost, checkpointing and stopping the running session first; validate, repair (of a running session), reconstruct", async () => {
     project = new Project(config());
     const ready = project.start(["--task", "damage"]);
     const sid = ready.session_id;
@@ -423,98 +449,133 @@ describe("apex start --continue", () => {
     ok(["memory", "set", "/keep/a", "5"]);
     const second = ok(["checkpoint", "create", "two", "--json"]);
     ok(["stop"]);
-    expect(ok(["session", "validate"])).toContain("The project store is valid: 2 checkpoints, 2 verify");
+    expect(ok(["session", "validate"])).toContain("The project store is valid: 3 checkpoints, 3 verify");
 
-    // "v1" is held by checkpoint-001 only.
+    // "v1" is held by the first manual checkpoint only.
     const hash = await damageValue(first.id, "/old/x");
     const invalid = fails(["session", "validate", sid.slice(0, 8), "--json"], 1);
     const report = JSON.parse(invalid.stdout);
-    expect(report).toMatchObject({ session_id: sid, ok: false, checkpoints: { total: 2, verified: 1 } });
-    expect(report.problems).toEqual([expect.objectContaining({ code: "value-corrupt", hash, path: "/old/x", checkpoint: `${sid}/checkpoint-001` })]);
+    expect(report).toMatchObject({ session_id: sid, ok: false, checkpoints: { total: 3, verified: 2 } });
+    expect(report.problems).toEqual([expect.objectContaining({ code: "value-corrupt", hash, path: "/old/x", checkpoint: `${sid}/${first.name}` })]);
     const text = fails(["session", "validate"], 1).stdout;
     expect(text).toContain("value-corrupt");
-    expect(text).toContain(`${sid}/checkpoint-001 (${first.id.slice(0, 8)}): its memory tree references damaged objects`);
+    expect(text).toContain(`${sid}/${first.name} (${first.id.slice(0, 8)}): its memory tree references damaged objects`);
 
     // A plain --continue refuses it before anything changes.
     const refused = fails(["start", "--continue", first.id], 1);
-    expect(refused.stderr).toContain("checkpoint-001 does not verify");
+    expect(refused.stderr).toContain(`${first.name} does not verify`);
     expect(refused.stderr).toContain(`apex start --force-recovery ${first.id}`);
     expect(ok(["session", "history", "--json"])[0]).toMatchObject({ session_id: sid, status: "stopped" });
 
-    // --force-recovery: what was lost is printed before the agents start.
-    const recovered = project.apex(["start", "--force-recovery", `${sid}/checkpoint-001`]);
+    // --force-recovery while the session runs: it is checkpointed and stopped first; what was lost is printed before the agents start.
+    ok(["start", "--continue", "last"]);
+    project.remember();
+    const recovered = project.apex(["start", "--force-recovery", `${sid}/${first.name}`]);
     project.remember();
     expect(recovered.status, recovered.stderr).toBe(0);
     const out = recovered.stdout;
-    expect(out).toContain(`Force recovery from ${sid}/checkpoint-001`);
+    expect(out).toContain(`Force recovery from ${sid}/${first.name}`);
     expect(out).toContain(`memory  /old/x: value ${hash.slice(0, 12)} is corrupt`);
+    expect(out).toMatch(new RegExp(`Session ${sid} was active: saved as checkpoint-004 \\(beforeRestore\\), stopped`));
     expect(out.indexOf("Lost (1):")).toBeLessThan(out.indexOf("continued (supervisor pid"));
     expect(out).toContain("recovered from");
     expect(memory("/keep/a")).toBe(1); // restored from the checkpoint
     expect(memory("/old/x")).toBe("v2"); // lost from the checkpoint: its current value stays
     expect(ok(["task", "list", "--json"]).map((task: { title: string }) => task.title)).toEqual(["keep me"]);
-    // Nothing changed since checkpoint-002, so no copy of the replaced state was needed.
-    expect(list().items.map((item) => [item.name, item.trigger, item.description])).toEqual([
-      ["checkpoint-003", "recovery", `force-recovered from ${sid}/checkpoint-001: 1 item lost`],
-      ["checkpoint-002", "manual", "two"],
-      ["checkpoint-001", "manual", "one"],
+    // The replaced state is the beforeRestore checkpoint the handover wrote: no second copy.
+    expect(list().items.map((item) => [item.name, item.trigger])).toEqual([
+      ["checkpoint-005", "recovery"],
+      ["checkpoint-004", "beforeRestore"],
+      [second.name, "manual"],
+      [first.name, "manual"],
+      ["checkpoint-001", "onStart"],
     ]);
+    expect(list().items[0]!.description).toBe(`force-recovered from ${sid}/${first.name}: 1 item lost`);
 
-    // Repair needs the session stopped; --dry-run does not.
-    expect(fails(["session", "repair"], 4).stderr).toContain("repair needs it stopped");
+    // Repair of a running session: checkpointed, stopped, repaired, continued (--dry-run leaves it running).
     const plan = ok(["session", "repair", sid, "--dry-run", "--json"]);
     expect(plan.dry_run).toBe(true);
-    expect(plan.actions).toEqual(expect.arrayContaining([expect.objectContaining({ action: "remove-checkpoint", target: `${sid}/checkpoint-001` })]));
+    expect(plan.actions).toEqual(expect.arrayContaining([expect.objectContaining({ action: "remove-checkpoint", target: `${sid}/${first.name}` })]));
     expect(plan.actions.filter((action: { action: string }) => action.action === "remove-checkpoint")).toHaveLength(1);
-    ok(["stop"]);
     const repaired = ok(["session", "repair", sid]);
-    expect(repaired).toContain("Removed 1 checkpoint that does not verify; kept 2 that verify");
+    project.remember();
+    expect(repaired).toContain(`Session ${sid} was active: saved as checkpoint-006 (onStop), stopped`);
+    expect(repaired).toContain("Removed 1 checkpoint that does not verify; kept 5 that verify");
     expect(repaired).toContain("The store is valid now.");
+    expect(repaired).toContain(`Session ${sid} continued after the repair`);
+    expect(project.status().session).toMatchObject({ session_id: sid, status: "active" });
+    expect(memory("/keep/a")).toBe(1);
+    ok(["stop"]);
     ok(["session", "validate"]);
-    expect(list().items.map((item) => item.name)).toEqual(["checkpoint-003", "checkpoint-002"]);
+    expect(list().items.map((item) => item.name)).toEqual(["checkpoint-006", "checkpoint-005", "checkpoint-004", second.name, "checkpoint-001"]);
 
     // Reconstruct from damaged live records: the task comes from the checkpoint, the memory value is named as missing.
     await undecodable(`/sessions/${sid}/tasks/t-0001`);
     await undecodable("/notes/only-live");
     expect(fails(["session", "validate", sid], 1).stdout).toContain("record-undecodable");
     const rebuilt = ok(["session", "reconstruct", sid.slice(0, 8), "--json"]);
-    expect(rebuilt).toMatchObject({ sessionId: `${sid}-r1`, from: { sessionId: sid, checkpoint: { name: "checkpoint-003" } }, current: true });
+    expect(rebuilt).toMatchObject({ sessionId: `${sid}-r1`, from: { sessionId: sid, checkpoint: { name: "checkpoint-006" } }, current: false });
     expect(rebuilt.tasks).toEqual([{ id: "t-0001", source: "checkpoint" }]);
     expect(rebuilt.missing).toEqual(["Memory /notes/only-live: the value cannot be decoded and no verifying checkpoint has it."]);
     expect(list(["--session", `${sid}-r1`]).items.map((item) => item.trigger)).toEqual(["reconstruct"]);
     ok(["session", "validate", `${sid}-r1`]);
     expect(fails(["session", "reconstruct", "nosuchsession"], 3).stderr).toContain("APEX_E_NO_SESSION");
-  });
+    // The reconstructed session is listed and stands in nobody's way; --continue brings it back.
+    expect(ok(["session", "list", "--json"]).find((row: { session_id: string }) => row.session_id === `${sid}-r1`)).toMatchObject({ status: "stopped" });
+    const fresh = project.start(["--task", "after the reconstruction"]);
+    expect(fresh.session_id).not.toBe(`${sid}-r1`);
+    const back = project.apex(["start", "--continue", `${sid}-r1`]);
+    project.remember();
+    expect(back.status, back.stderr).toBe(0);
+    expect(back.stdout).toContain(`Session ${fresh.session_id} was active: saved as`);
+    expect(project.status().session).toMatchObject({ session_id: `${sid}-r1`, status: "active" });
+    expect(ok(["task", "list", "--json"]).map((task: { title: string }) => task.title)).toEqual(["keep me"]);
+  }, 180_000);
 
-  it("session.auto_recovery: the next status, or start, continues an interrupted session from its latest checkpoint", async () => {
+  it("session.auto_recovery: status only reports the interrupted session; the next start (any form) or resume continues it from the live state, with a notice", async () => {
     project = new Project(config({ autoRecovery: true }));
     const ready = project.start(["--task", "auto"]);
     ok(["memory", "set", "/state", '"checkpointed"']);
-    const saved = ok(["checkpoint", "create", "good", "--json"]);
-    ok(["memory", "set", "/state", '"lost in the crash"']);
+    ok(["checkpoint", "create", "good", "--json"]);
+    ok(["memory", "set", "/state", '"written after the checkpoint"']);
     process.kill(ready.supervisor_pid, "SIGKILL");
     await waitFor("the supervisor to die", () => !isAlive(ready.supervisor_pid), 5000);
 
+    // A read command: it reports, starts nothing, and names the command that recovers.
     const status = project.apex(["status", "--json"]);
-    project.remember();
     expect(status.status, status.stderr).toBe(0);
-    expect(JSON.parse(status.stderr.trim())).toMatchObject({ notice: { auto_recovery: true, session_id: ready.session_id, checkpoint: { id: saved.id } } });
-    const shown = JSON.parse(status.stdout);
-    expect(shown.session).toMatchObject({ session_id: ready.session_id, status: "active", restored_from: saved.id });
-    expect(shown.session.supervisor.pid).not.toBe(ready.supervisor_pid);
-    expect(memory("/state")).toBe("checkpointed");
-    // A status with nothing interrupted does nothing of the sort.
+    expect(status.stderr).toBe("");
+    expect(JSON.parse(status.stdout)).toMatchObject({
+      session: { session_id: ready.session_id, status: "interrupted", supervisor: { pid: ready.supervisor_pid, alive: false } },
+      recover_with: "apex start --continue last",
+    });
+    expect(ok(["status"])).toContain("apex start --continue last");
     expect(project.apex(["status"]).stderr).toBe("");
+    expect(project.status().session).toMatchObject({ status: "interrupted" });
 
-    // `apex start --task …` recovers it too, and says why no new session started.
-    process.kill(shown.session.supervisor.pid, "SIGKILL");
-    await waitFor("the supervisor to die", () => !isAlive(shown.session.supervisor.pid), 5000);
+    // `apex start --task …` recovers it from the live state, and says why no new session started.
     const start = project.apex(["start", "--task", "something new"]);
     project.remember();
     expect(start.status).toBe(4);
-    expect(start.stderr).toContain(`notice: session ${ready.session_id} was interrupted; auto_recovery continued it`);
+    expect(start.stderr).toContain(`notice: session ${ready.session_id} was interrupted; auto_recovery continues it from the live state`);
     expect(start.stderr).toContain("No new session was started");
     expect(start.stdout).toContain(`Session ${ready.session_id} continued`);
-    expect(project.status().session).toMatchObject({ session_id: ready.session_id, status: "active" });
+    expect(start.stdout).toContain("continued from the live state: memory as it is");
+    expect(memory("/state")).toBe("written after the checkpoint");
+    const shown = project.status();
+    expect(shown.session).toMatchObject({ session_id: ready.session_id, status: "active" });
+    expect(shown.session!.supervisor!.pid).not.toBe(ready.supervisor_pid);
+
+    // `apex resume` recovers it too.
+    ok(["memory", "set", "/state", '"written before the second crash"']);
+    process.kill(shown.session!.supervisor!.pid, "SIGKILL");
+    await waitFor("the supervisor to die", () => !isAlive(shown.session!.supervisor!.pid), 5000);
+    const resumed = project.apex(["resume", "--json"]);
+    project.remember();
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(JSON.parse(resumed.stderr.trim())).toEqual({ notice: { auto_recovery: true, session_id: ready.session_id, from: "live" } });
+    expect(JSON.parse(resumed.stdout)).toMatchObject({ session_id: ready.session_id, continued: true, restored_from: null });
+    expect(memory("/state")).toBe("written before the second crash");
+    expect(list().items.map((item) => item.trigger)).not.toContain("beforeRestore");
   });
 });

@@ -790,7 +790,8 @@ describe("validation, repair and recovery", () => {
     });
     await store.set("/sessions/s1/tasks/t-0003", { id: "t-0003", title: "live only", status: "pending", assignee: null });
 
-    const report = await reconstructSession(store, "s1", { makeCurrent: true, now: () => new Date("2030-01-01T00:00:00Z") });
+    const current = store.get("/sessions/current");
+    const report = await reconstructSession(store, "s1", { now: () => new Date("2030-01-01T00:00:00Z") });
     expect(report.sessionId).toBe("s1-r1");
     expect(report.from.checkpoint).toMatchObject({ id: good.id, name: "checkpoint-001" });
     expect(report.skippedCheckpoints).toEqual(["checkpoint-002"]);
@@ -804,8 +805,18 @@ describe("validation, repair and recovery", () => {
       "Checkpoints that do not verify were skipped: checkpoint-002.",
       "Memory /memory/c: the value cannot be decoded and no verifying checkpoint has it.",
     ]);
-    expect(store.get("/sessions/s1-r1")).toMatchObject({ session_id: "s1-r1", status: "paused", restored_from: good.id, agents: ["coder", "adversary"], supervisor: null });
-    expect(store.get("/sessions/current")).toEqual({ session_id: "s1-r1" });
+    // Kept with the ended sessions, not current: it stands in nobody's way until it is continued.
+    expect(store.has("/sessions/s1-r1")).toBe(false);
+    expect(store.get("/sessions/history/s1-r1")).toMatchObject({
+      session_id: "s1-r1",
+      status: "stopped",
+      ended_at: "2030-01-01T00:00:00.000Z",
+      restored_from: good.id,
+      agents: ["coder", "adversary"],
+      supervisor: null,
+      history: [{ event: "reconstructed", from: "s1", checkpoint: good.id }],
+    });
+    expect(store.get("/sessions/current")).toEqual(current);
     expect(store.get("/sessions/s1-r1/tasks/t-0002")).toEqual({ id: "t-0002", title: "second", status: "pending", assignee: null });
     expect(store.get("/memory/b")).toBe(2);
     expect(store.has("/memory/c")).toBe(false);

@@ -16,6 +16,9 @@ describe("supervisor crash and --continue", () => {
     project = new Project("");
     const out = join(project.dir, "resume-context.json");
     project.writeConfig([
+      // auto_recovery would continue the session at the `apex start --task` below (tested in checkpoint-cli.e2e).
+      "session:",
+      "  auto_recovery: false",
       "agents:",
       "  loop:",
       "    command: sh",

@@ -61,7 +61,7 @@ describe("the audit trail and reports", () => {
     expect(project.apex(["memory", "set", "/test/go", "true"]).status).toBe(0);
     await waitFor("the session to complete", () => endedSessions().some((session) => session.session_id === sid && session.status === "completed"), 30_000);
 
-    // Continued from its latest checkpoint: the worker finds nothing left and the session completes again.
+    // Continued from the live state: the worker finds nothing left and the session completes again.
     const continued = project.apex(["start", "--continue", "last", "--json"]);
     expect(continued.status).toBe(0);
     await waitFor("the continued session to complete", () => trailOf(sid).events.filter((event) => event.type === "session.completed").length === 2, 30_000);
@@ -82,15 +82,18 @@ describe("the audit trail and reports", () => {
     expect(first("milestone")).toMatchObject({ actor: "agent:worker", text: "ship it" });
     expect(first("session.paused")).toMatchObject({ actor: "supervisor" });
     expect(first("session.resumed")).toMatchObject({ actor: "supervisor" });
-    expect(first("checkpoint", { trigger: "onPause" })).toMatchObject({ sequence: 1 });
+    expect(first("checkpoint", { trigger: "onStart" })).toMatchObject({ sequence: 1 });
+    expect(first("checkpoint", { trigger: "onPause" })).toMatchObject({ sequence: 2 });
     expect(first("checkpoint", { trigger: "beforeGit" })).toBeDefined();
     expect(first("git.operation")).toMatchObject({ actor: "plugin:git", command: "commit", args: ["commit", "-m", "wip"], source: "cli" });
     expect(first("git.synced")).toMatchObject({ actor: "plugin:git", branch: expect.any(String), commit: expect.stringMatching(/^[0-9a-f]{40}$/) });
     expect(first("retention.delete")).toMatchObject({ actor: "plugin:retention", name: "checkpoint-001" });
     expect(first("session.completed")).toMatchObject({ actor: "supervisor" });
     expect(first("session.continued")).toMatchObject({ actor: "supervisor", from: "completed" });
-    expect(first("session.restored")).toMatchObject({ actor: "supervisor", checkpoint: expect.any(String) });
-    const order = ["session.started", "task.added", "session.paused", "git.operation", "git.synced", "session.completed", "session.continued", "session.restored"];
+    // Nothing is restored: the live state goes on, its records matched to the agents that run.
+    expect(first("session.restored")).toBeUndefined();
+    expect(first("session.reconciled")).toMatchObject({ actor: "supervisor", from: "live", requeued: [], stopped_agents: [] });
+    const order = ["session.started", "task.added", "session.paused", "git.operation", "git.synced", "session.completed", "session.continued", "session.reconciled"];
     const positions = order.map((type) => events.findIndex((event) => event.type === type));
     expect(positions).toEqual([...positions].sort((a, b) => a - b));
 
@@ -102,7 +105,7 @@ describe("the audit trail and reports", () => {
     expect(lines).toHaveLength(events.length + 1);
     expect(text.stdout).toMatch(/^ *1 {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {2}session started: audit me {2}\[supervisor\]$/m);
     expect(text.stdout).toMatch(/task t-0001 claimed by worker: write the thing {2}\[agent:worker\]$/m);
-    expect(text.stdout).toMatch(/checkpoint 1 \(onPause\) {2}\[supervisor\]$/m);
+    expect(text.stdout).toMatch(/checkpoint 2 \(onPause\) {2}\[supervisor\]$/m);
     expect(text.stdout).toMatch(/git\.synced .* {2}\[plugin:git\]$/m);
 
     // Without an ID: the ended sessions, as before.

@@ -617,3 +617,53 @@ describe("hash filter", () => {
     expect(written.stats.valuesWritten).toBe(0);
   });
 });
+
+describe("whole-tree reads grouped by pack", () => {
+  it("getRawGrouped reads each pack once, whatever order the hashes come in, and returns what getRaw returns", async () => {
+    const objects = ObjectStore.of(store);
+    // Five batches written one after the other: five packs of values (each batch fits one pack).
+    const batches: Hash[][] = [];
+    for (let batch = 0; batch < 5; batch++) {
+      const hashes: Hash[] = [];
+      const items = Array.from({ length: 20 }, (_, i) => {
+        const bytes = encodeValue(`batch ${batch} value ${i} ${"x".repeat(100)}`);
+        const hash = sha256(bytes);
+        hashes.push(hash);
+        return { kind: "value" as const, hash, bytes };
+      });
+      await store.transaction(() => objects.appendObjects(items));
+      batches.push(hashes);
+    }
+    // Tree order interleaves the packs: one object of each pack in turn.
+    const interleaved = Array.from({ length: 20 }, (_, i) => batches.map((hashes) => hashes[i]!)).flat();
+    const reads: number[] = [];
+    const original = objects.packs.getBinaryFast.bind(objects.packs);
+    objects.packs.getBinaryFast = (key: number) => {
+      reads.push(key);
+      return original(key);
+    };
+    try {
+      const grouped = objects.getRawGrouped("value", interleaved);
+      expect(reads.length).toBe(5);
+      expect(new Set(reads).size).toBe(5);
+      expect(grouped.size).toBe(100);
+      reads.length = 0;
+      for (const hash of interleaved) expect(grouped.get(hash)!.equals(objects.getRaw("value", hash)!)).toBe(true);
+      expect(reads.length).toBe(100); // one read per object the other way
+    } finally {
+      objects.packs.getBinaryFast = original;
+    }
+  });
+
+  it("a view hands prefetched values out once and still verifies them against their hash", async () => {
+    const objects = ObjectStore.of(store);
+    const bytes = encodeValue({ note: "prefetched" });
+    const hash = sha256(bytes);
+    await store.transaction(() => objects.appendObjects([{ kind: "value", hash, bytes }]));
+    const view = objects.view();
+    view.prefetchValues([hash, "0".repeat(64)]); // an unknown hash is left out
+    expect(view.readValue(hash)).toEqual({ note: "prefetched" });
+    expect(view.readValue(hash)).toEqual({ note: "prefetched" }); // the second read goes to the pack
+    expect(() => view.readValue("0".repeat(64))).toThrow(ObjectDamageError);
+  });
+});

@@ -127,8 +127,9 @@ Examples:
     .addHelpText(
       "after",
       `
-Repair needs the session stopped (\`apex stop\`): it rewrites objects, checkpoint records and
-manifests that a running supervisor uses. Exit code: 0 when the store is valid afterwards
+Repair rewrites objects, checkpoint records and manifests that a running supervisor uses: a
+running session is checkpointed and stopped first, and continued from its live state once the
+repair is done (the output says so). Exit code: 0 when the store is valid afterwards
 (--dry-run: when the plan could be made), 1 when problems remain.`,
     )
     .action(async (id: string | undefined, options: { dryRun?: boolean; json?: boolean }, command: Command) => {
@@ -142,6 +143,12 @@ manifests that a running supervisor uses. Exit code: 0 when the store is valid a
     .argument("<id>", "the damaged session (id or unique prefix)")
     .option("--as <id>", "id of the new session (default <id>-r1, -r2, …)")
     .option("--json", "print the report as JSON")
+    .addHelpText(
+      "after",
+      `
+The new session is kept with the ended ones, as stopped: \`apex session list\` shows it and it
+blocks nothing; \`apex start --continue <new id>\` brings it back.`,
+    )
     .action(async (id: string, options: { as?: string; json?: boolean }, command: Command) => {
       const { reconstructCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
       await reconstructCommand(projectOf(command), id, options);

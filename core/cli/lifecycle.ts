@@ -8,7 +8,7 @@ export function registerLifecycleCommands(program: Command): void {
     .command("start")
     .description("start a session: a detached supervisor runs the configured agents")
     .option("-t, --task <text>", "what the session is for (recorded as its initial task)")
-    .option("-c, --continue <last|SESSION|CHECKPOINT>", "continue an interrupted or ended session from a checkpoint (default: its latest); ends its leftover agents first")
+    .option("-c, --continue <last|SESSION|CHECKPOINT>", "continue an interrupted or ended session: last|SESSION from the live state, CHECKPOINT rolled back to it; ends its leftover agents first")
     .option("--force-recovery <CHECKPOINT>", "continue from a damaged checkpoint: restore what still verifies and list exactly what was lost")
     .option("-a, --attach", "stay in the foreground and stream the session's events; Ctrl-C detaches")
     .option("--json", "print the started session as JSON (with --attach: one event per line)")
@@ -19,9 +19,13 @@ Agents get APEX_SESSION_ID, APEX_AGENT, APEX_SOCKET, APEX_HOME, APEX_CONFIG, APE
 APEX_SUPERVISOR_PID, APEX_INITIAL_TASK and, when continued, APEX_RESUME_CONTEXT (the
 context the agent reported, as the checkpoint holds it) and APEX_RESUME_TASK (its active task).
 
---continue restores the checkpoint exactly (memory, tasks, agent states), after saving the
-state it replaces as a checkpoint. With session.auto_recovery (the default), a plain
-\`apex start\` or \`apex status\` continues an interrupted session from its latest checkpoint.
+--continue last|SESSION goes on from the live state: memory as it is (every acknowledged
+write kept), leftover agents ended, active tasks back to their restarted agents.
+--continue CHECKPOINT rolls memory, tasks and agent states back to that checkpoint, after
+saving the state it replaces as a beforeRestore checkpoint (retention keeps it).
+A session that holds the project is checkpointed and stopped first (said in the output).
+With session.auto_recovery (the default), any \`apex start\` and \`apex resume\` continue an
+interrupted session from the live state, with a notice; \`apex status\` only reports it.
 
 Examples:
   apex start --task "Implement user authentication"
@@ -43,15 +47,15 @@ Examples:
       }
       const { startSession } = await import("../session/cli/start.js");
       if (options.continue === undefined) {
-        // session.auto_recovery: an interrupted session is continued from its latest checkpoint first.
-        const { findRecoverable, recoveryNotice } = await import("../../plugins/checkpoint/plugin-recovery.js");
-        const recoverable = await findRecoverable(location);
+        // session.auto_recovery: an interrupted session is continued from the live store first.
+        const { findAutoRecoverable, autoRecoveryNotice } = await import("../session/cli/auto-recovery.js");
+        const recoverable = await findAutoRecoverable(location);
         if (recoverable) {
-          recoveryNotice(recoverable, Boolean(options.json));
-          await startSession(location, { continue: recoverable.sessionId, json: Boolean(options.json), attach: Boolean(options.attach) && options.task === undefined });
+          autoRecoveryNotice(recoverable, Boolean(options.json));
+          await startSession(location, { continue: recoverable, json: Boolean(options.json), attach: Boolean(options.attach) && options.task === undefined });
           if (options.task !== undefined) {
             const { ApexError } = await import("../errors.js");
-            throw new ApexError("APEX_E_SESSION_ACTIVE", `No new session was started: the recovered session ${recoverable.sessionId} runs now (a project runs one session at a time).`, {
+            throw new ApexError("APEX_E_SESSION_ACTIVE", `No new session was started: the recovered session ${recoverable} runs now (a project runs one session at a time).`, {
               hint: 'Add the work to it (`apex task add "…"`), or end it (`apex stop`) and start again.',
             });
           }
@@ -67,10 +71,7 @@ Examples:
     .option("--json", "print the status as JSON")
     .action(async (options: { json?: boolean }, command: Command) => {
       const location = projectOf(command);
-      // session.auto_recovery: only a supervisor that died leaves its runtime file behind, so this is
-      // a stat and a read of a small file unless something crashed.
-      const { autoRecoverForStatus } = await import("../../plugins/checkpoint/plugin-recovery.js");
-      await autoRecoverForStatus(location, Boolean(options.json));
+      // A read command: an interrupted session is reported with the command that recovers it, never acted on.
       const { showStatus } = await import("../session/cli/status.js");
       await showStatus(location, Boolean(options.json));
     });

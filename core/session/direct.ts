@@ -1,6 +1,7 @@
 import type { ProjectLocation } from "../config/locate.js";
 import { ApexError } from "../errors.js";
 import { Store } from "../store/store.js";
+import { checkpointServiceFor } from "./checkpoints.js";
 import type { SessionClient } from "./client.js";
 import { sessionMethods } from "./methods.js";
 import { SessionService } from "./service.js";
@@ -44,7 +45,8 @@ function requireSessionId(store: Store): string {
 }
 
 function clientOver(service: SessionService, store: Store): SessionClient {
-  const methods = sessionMethods(service);
+  // With plugins loaded (write access), the checkpoint service's methods too (checkpoint.*, langgraph.*), as the supervisor serves them.
+  const methods = { ...(checkpointServiceFor(store)?.methods ?? {}), ...sessionMethods(service) };
   return {
     via: "store",
     async call(method, params = {}) {

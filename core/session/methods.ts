@@ -122,6 +122,7 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
         force: params.force === true,
         ...(typeof params.grace_ms === "number" ? { graceMs: params.grace_ms } : {}),
         ...(typeof params.reason === "string" ? { reason: params.reason } : {}),
+        ...(checkpointParam(params.checkpoint) ? { checkpoint: checkpointParam(params.checkpoint)! } : {}),
       }),
     )
     .register("agent.list", () => supervisor.agentsView())
@@ -189,4 +190,12 @@ function statusParam(params: Record<string, unknown>): TaskStatus | undefined {
     throw new ApexError("APEX_E_USAGE", `Unknown task status ${JSON.stringify(status)}.`, { hint: `One of: ${TASK_STATUSES.join(", ")}.` });
   }
   return status as TaskStatus;
+}
+
+/** session.stop's `checkpoint` parameter: the trigger and description of a checkpoint to write before stopping. */
+function checkpointParam(value: unknown): { trigger: string; description: string } | undefined {
+  if (!value || typeof value !== "object") return undefined;
+  const { trigger, description } = value as { trigger?: unknown; description?: unknown };
+  if (typeof trigger !== "string" || !/^[A-Za-z][\w.:-]{0,63}$/.test(trigger)) throw new ApexError("APEX_E_BAD_INPUT", "session.stop: checkpoint.trigger must be a trigger name.");
+  return { trigger, description: typeof description === "string" ? description : trigger };
 }

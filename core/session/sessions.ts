@@ -47,7 +47,7 @@ export function historySessions(store: Store): SessionRecord[] {
   return out.sort((a, b) => (key(a) < key(b) ? 1 : key(a) > key(b) ? -1 : 0));
 }
 
-/** The current session first, then the ended ones. */
+/** The current session first, then the ended ones (reconstructed sessions are kept with them). */
 export function allSessions(store: Store): SessionRecord[] {
   const current = currentSession(store);
   const history = historySessions(store).filter((record) => record.session_id !== current?.session_id);

@@ -55,6 +55,8 @@ export interface StatusReport {
   last_checkpoint: null | { key: string; id: string | null; sequence: number | null; trigger: string | null; created_at: string | null; description: string | null };
   /** When interrupted: agents whose processes still run without a supervisor. */
   left_running: Array<{ agent: string; pids: number[] }>;
+  /** When interrupted: the command that continues the session from the live state (status itself never does). */
+  recover_with?: string | null;
   /** With no session current: the last one that ended. */
   last_session: null | { session_id: string; status: string; ended_at: string | null; outcome: string | null };
 }
@@ -109,6 +111,7 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
     tasks,
     last_checkpoint: lastCheckpoint(store, sid),
     left_running: status === "interrupted" ? agents.filter((agent) => agent.processes.length > 0).map((agent) => ({ agent: agent.name, pids: agent.processes })) : [],
+    recover_with: status === "interrupted" ? "apex start --continue last" : null,
     last_session: null,
   };
 }

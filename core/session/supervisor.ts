@@ -62,6 +62,10 @@ export interface ReadyReport {
   restored_from: string | null;
   /** What the restore did (the checkpoint service's report; with --force-recovery, what was lost). */
   restore: JsonValue | null;
+  /** Continuing: how tasks and agent records were matched to the agents that run now. */
+  reconciled: { requeued: string[]; resumed: Array<{ agent: string; task: string }>; stopped_agents: string[] } | null;
+  /** The checkpoint taken once the agents run (the session's first one, or the continued state); null when none was written. */
+  checkpoint: { id: string; name: string; trigger: string } | null;
   reaped: Array<{ agent: string; pids: number[] }>;
   agents: Array<{ name: string; pid: number | null; pgid: number | null; status: AgentStatus }>;
   event_seq: number;
@@ -151,8 +155,9 @@ export class Supervisor {
       const target = await resolveContinueTarget(store, request.continueTarget ?? "last", service);
       // Refused before anything changes: the session keeps the state it had.
       if ((target.checkpoint !== undefined || request.forceRecovery) && !service) throw noCheckpointService(target.checkpoint ?? "latest");
-      // Resolved (`last`: the latest) and verified here, before the claim: a refusal leaves the session as it was.
-      if (service?.prepare) {
+      // Only a named checkpoint rolls memory back; `last` and a session continue from the live store.
+      // The checkpoint is verified here, before the claim: a refusal leaves the session as it was.
+      if (service?.prepare && (target.checkpoint !== undefined || request.forceRecovery)) {
         const prepared = await service.prepare({ sessionId: target.sessionId, checkpoint: target.checkpoint, force: Boolean(request.forceRecovery) });
         target.checkpoint = prepared.checkpoint;
       }
@@ -182,22 +187,31 @@ export class Supervisor {
         }
       }
     }
-    const restored = claim.continued
-      ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery) })
-      : undefined;
-    if (restored) {
-      await this.service.write((batch, record) => {
-        const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
-        // The "continued" entry claimContinuedSession wrote names the checkpoint it came back to.
-        const history = [...session.history];
-        const last = history[history.length - 1];
-        if (last?.event === "continued") {
-          history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
-        }
-        batch.set(sessionPath(this.sessionId), { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
-        this.settleRestoredRecords(batch);
+    // Continuing rolls memory back only to a checkpoint the user named (--continue CHECKPOINT,
+    // --force-recovery); `--continue last|SESSION` and auto recovery go on from the live store,
+    // which holds every write that was acknowledged.
+    const restored =
+      claim.continued && claim.checkpoint !== undefined
+        ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery) })
+        : undefined;
+    let reconciled: ReadyReport["reconciled"] = null;
+    if (claim.continued) {
+      reconciled = await this.service.write((batch, record) => {
+        const settled = this.reconcileRecords(batch);
         recountTasks(batch, this.store, this.sessionId);
-        record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
+        if (restored) {
+          const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
+          // The "continued" entry claimContinuedSession wrote names the checkpoint it came back to.
+          const history = [...session.history];
+          const last = history[history.length - 1];
+          if (last?.event === "continued") {
+            history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
+          }
+          batch.set(sessionPath(this.sessionId), { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
+          record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
+        }
+        record("session.reconciled", { ...settled, from: restored ? "checkpoint" : "live" });
+        return settled;
       }, "supervisor");
     }
     await this.server.listen();
@@ -219,6 +233,7 @@ export class Supervisor {
       for (const slot of this.slots.values()) await this.startAgent(slot, claim.continued);
       this.armTimers();
     });
+    const checkpoint = await this.startCheckpoint(claim, restored !== undefined);
     const session = this.service.session();
     return {
       session_id: this.sessionId,
@@ -229,6 +244,8 @@ export class Supervisor {
       continued: claim.continued,
       restored_from: restored?.checkpoint ?? null,
       restore: restored?.details ?? null,
+      reconciled,
+      checkpoint,
       reaped,
       agents: [...this.slots.values()].map((slot) => ({
         name: slot.name,
@@ -238,6 +255,26 @@ export class Supervisor {
       })),
       event_seq: this.eventSeq(),
     };
+  }
+
+  /**
+   * The checkpoint a start takes once the agents run: a new session's first checkpoint
+   * (trigger onStart), or the state a session continued from the live store goes on with
+   * (trigger continue). Skipped when the latest checkpoint already holds that state (an onStart
+   * trigger of the checkpoint plugin, a restore). A failure is logged: the session runs all the same.
+   */
+  private async startCheckpoint(claim: Claim, restored: boolean): Promise<ReadyReport["checkpoint"]> {
+    const service = checkpointServiceFor(this.store);
+    if (!service || restored) return null;
+    const trigger = claim.continued ? "continue" : "onStart";
+    const description = claim.continued ? "continued from the live state" : "session start";
+    try {
+      const created = await service.create({ sessionId: this.sessionId, trigger, description, skipUnchanged: true });
+      return created ? { id: created.id, name: checkpointLabel(created.sequence), trigger: created.trigger } : null;
+    } catch (error) {
+      this.log(`no ${trigger} checkpoint: ${(error as Error).message}`);
+      return null;
+    }
   }
 
   /** A failed launch: end what started and record the session as failed. */
@@ -253,23 +290,47 @@ export class Supervisor {
   }
 
   /**
-   * After a restore: agent records of agents this config no longer runs are marked stopped
-   * (nothing will start them), and active tasks of such agents go back to pending. Active
-   * tasks of configured agents stay active: they go back to their agent, which gets the task
-   * id as APEX_RESUME_TASK next to its restored context.
+   * Continuing (from the live store or after a restore), once the old processes were reaped:
+   * the records are made to match what will run. Agent records of agents this config no longer
+   * runs are marked stopped (nothing will start them) and their active tasks go back to
+   * pending, for any agent to claim. Active tasks of configured agents stay active: they go
+   * back to their agent, restarted with the task id as APEX_RESUME_TASK next to its saved
+   * context. An agent record still naming a task that is no longer its active task lets go of it.
    */
-  private settleRestoredRecords(batch: WriteBatch): void {
-    for (const key of this.store.keysBelow(agentsPrefix(this.sessionId))) {
-      const name = key.slice(agentsPrefix(this.sessionId).length + 1);
-      if (name.includes("/") || name.endsWith(CONTEXT_SUFFIX) || this.slots.has(name)) continue;
-      const agent = batch.get(key) as AgentRecord | undefined;
-      if (agent && agent.status !== "stopped") batch.set(key, { ...agent, status: "stopped", task: null });
-    }
+  private reconcileRecords(batch: WriteBatch): { requeued: string[]; resumed: Array<{ agent: string; task: string }>; stopped_agents: string[] } {
+    const requeued: string[] = [];
+    const resumed: Array<{ agent: string; task: string }> = [];
+    const stoppedAgents: string[] = [];
+    const activeOf = new Map<string, string[]>();
     for (const key of this.store.keysBelow(tasksPrefix(this.sessionId))) {
       const task = batch.get(key) as TaskRecord | undefined;
-      if (!task || task.status !== "active" || (task.assignee !== null && this.slots.has(task.assignee))) continue;
+      if (!task || task.status !== "active") continue;
+      if (task.assignee !== null && this.slots.has(task.assignee)) {
+        activeOf.set(task.assignee, [...(activeOf.get(task.assignee) ?? []), task.id]);
+        continue;
+      }
       batch.set(key, { ...task, status: "pending", assignee: null, claimed_at: null });
+      requeued.push(task.id);
     }
+    for (const key of this.store.keysBelow(agentsPrefix(this.sessionId))) {
+      const name = key.slice(agentsPrefix(this.sessionId).length + 1);
+      if (name.includes("/") || name.endsWith(CONTEXT_SUFFIX)) continue;
+      const agent = batch.get(key) as AgentRecord | undefined;
+      if (!agent) continue;
+      if (!this.slots.has(name)) {
+        // Reported once, when it is found still standing (a later continue finds it stopped already).
+        if (agent.status !== "stopped" || agent.task !== null) {
+          batch.set(key, { ...agent, status: "stopped", task: null });
+          stoppedAgents.push(name);
+        }
+        continue;
+      }
+      const active = activeOf.get(name) ?? [];
+      const task = agent.task !== null && active.includes(agent.task) ? agent.task : (active[0] ?? null);
+      if (task !== agent.task) batch.set(key, { ...agent, task });
+      if (task !== null) resumed.push({ agent: name, task });
+    }
+    return { requeued, resumed, stopped_agents: stoppedAgents };
   }
 
   /** The active task a restored agent goes back to: the one its record names, else its first active one. */
@@ -562,10 +623,27 @@ export class Supervisor {
     }
   }
 
-  /** `apex stop`: ends the agents, records the session as stopped, fires onStop; the supervisor then exits. */
-  stop(options: { force?: boolean; graceMs?: number; reason?: string }): Promise<Record<string, JsonValue>> {
+  /**
+   * `apex stop`: ends the agents, records the session as stopped, fires onStop; the supervisor
+   * then exits. With `checkpoint`, a checkpoint of the session is written first (another session
+   * or checkpoint is about to take the project over); if it cannot be written, nothing is
+   * stopped and the error says why.
+   */
+  stop(options: { force?: boolean; graceMs?: number; reason?: string; checkpoint?: { trigger: string; description: string } }): Promise<Record<string, JsonValue>> {
     if (this.stopping) return this.stopping;
-    this.stopping = this.runLifecycle(async () => {
+    let checkpointFailed = false;
+    const run = this.runLifecycle(async () => {
+      let checkpoint: JsonValue = null;
+      const service = options.checkpoint ? checkpointServiceFor(this.store) : undefined;
+      if (options.checkpoint && service) {
+        try {
+          const created = await service.create({ sessionId: this.sessionId, ...options.checkpoint });
+          checkpoint = created ? { id: created.id, name: checkpointLabel(created.sequence), trigger: created.trigger } : null;
+        } catch (error) {
+          checkpointFailed = true;
+          throw error;
+        }
+      }
       this.clearTimers();
       for (const slot of this.slots.values()) {
         if (slot.restartTimer) clearTimeout(slot.restartTimer);
@@ -576,9 +654,14 @@ export class Supervisor {
       const reason = options.reason ?? "stopped by the user";
       await this.finish("stopped", reason);
       this.scheduleShutdown(0);
-      return { session_id: this.sessionId, status: "stopped", reason, processes_ended: ended };
+      return { session_id: this.sessionId, status: "stopped", reason, processes_ended: ended, checkpoint };
     });
-    return this.stopping;
+    this.stopping = run;
+    // A checkpoint that could not be written stopped nothing: the session goes on as it was.
+    run.catch(() => {
+      if (checkpointFailed && this.stopping === run) this.stopping = undefined;
+    });
+    return run;
   }
 
   /** The session ended by itself (completed or failed): record it and exit. */
@@ -820,6 +903,10 @@ export class Supervisor {
     this.log(`received ${signal}: stopping the session`);
     await this.stop({ reason: `the supervisor received ${signal}` });
   }
+}
+
+function checkpointLabel(sequence: number): string {
+  return `checkpoint-${String(sequence).padStart(3, "0")}`;
 }
 
 function shellQuote(text: string): string {

@@ -797,6 +797,49 @@ export class ObjectStore {
   }
 
   /**
+   * The stored bytes of many objects, unchecked, read grouped by pack: one read of each pack
+   * that holds any of them, in pack order, instead of one read per object in the caller's
+   * order. A whole tree read in tree order visits packs written in another order (values are
+   * packed in the order checkpoints wrote them), and each single read copies its whole pack
+   * out of LMDB. Objects not indexed, or whose pack is gone, are left out of the result.
+   */
+  getRawGrouped(kind: ObjectKind, hashes: Iterable<Hash>, packCache?: PackCache, synced = false): Map<Hash, Buffer> {
+    const byPack = new Map<number, Array<{ hash: Hash; location: ObjectLocation }>>();
+    const found = new Map<Hash, Buffer>();
+    for (const hash of hashes) {
+      let location: ObjectLocation | undefined;
+      try {
+        location = this.locate(kind, hash, synced);
+      } catch {
+        found.set(hash, Buffer.alloc(0)); // an unreadable index record: bytes that do not match the hash
+        continue;
+      }
+      if (!location) continue;
+      let wanted = byPack.get(location.pack);
+      if (!wanted) byPack.set(location.pack, (wanted = []));
+      wanted.push({ hash, location });
+    }
+    for (const pack of [...byPack.keys()].sort((a, b) => a - b)) {
+      const wanted = byPack.get(pack)!;
+      if (wanted[0]!.location.codec) {
+        for (const { hash, location } of wanted) {
+          const bytes = this.readCompressed(location, packCache);
+          if (bytes) found.set(hash, bytes);
+        }
+        continue;
+      }
+      const stored = this.packs.getBinaryFast(pack); // valid until the next read: copy out of it now
+      if (!stored) continue;
+      const copy = wanted.length === 1 ? undefined : copyOf(stored);
+      for (const { hash, location } of wanted) {
+        const end = location.offset + location.length;
+        found.set(hash, copy ? copy.subarray(location.offset, end) : copyOf(stored.subarray(location.offset, end)));
+      }
+    }
+    return found;
+  }
+
+  /**
    * An object of a compressed pack: the pack is decompressed once per cache. A pack that
    * does not decompress to its recorded size gives every object in it empty bytes, which
    * do not match their hash.
@@ -1296,6 +1339,8 @@ export class ObjectView {
   /** Objects to store at flush(). */
   private readonly pending = new Map<Hash, { kind: ObjectKind; bytes: Buffer }>();
   private readonly packCache = new PackCache();
+  /** Values read ahead by prefetchValues, each until it is read. */
+  private readonly prefetched = new Map<Hash, Buffer>();
   readonly overlayTrees: Map<Hash, Buffer> | undefined;
   readonly overlayValues: Map<Hash, Buffer> | undefined;
 
@@ -1361,7 +1406,31 @@ export class ObjectView {
 
   private bytesOf(kind: ObjectKind, hash: Hash): Buffer | undefined {
     const overlay = kind === "value" ? this.overlayValues : this.overlayTrees;
-    return overlay?.get(hash) ?? this.pending.get(hash)?.bytes ?? this.objects.getRaw(kind, hash, this.packCache, true);
+    const found = overlay?.get(hash) ?? this.pending.get(hash)?.bytes;
+    if (found) return found;
+    if (kind === "value") {
+      const prefetched = this.prefetched.get(hash);
+      if (prefetched) {
+        this.prefetched.delete(hash); // read once: the map holds only what is still to come
+        return prefetched;
+      }
+    }
+    return this.objects.getRaw(kind, hash, this.packCache, true);
+  }
+
+  /**
+   * Reads the values a whole-tree read is about to ask for (restore, verify, a LangGraph
+   * getTuple) grouped by pack, one read per pack (ObjectStore.getRawGrouped); each is then
+   * handed out once by the reads that follow, which still verify it against its hash.
+   */
+  prefetchValues(hashes: Iterable<Hash>): void {
+    const wanted: Hash[] = [];
+    for (const hash of hashes) {
+      if (this.overlayValues?.has(hash) || this.pending.has(hash) || this.prefetched.has(hash)) continue;
+      wanted.push(hash);
+    }
+    if (wanted.length === 0) return;
+    for (const [hash, bytes] of this.objects.getRawGrouped("value", wanted, this.packCache, true)) this.prefetched.set(hash, bytes);
   }
 
   /** The verified bytes of a value. */

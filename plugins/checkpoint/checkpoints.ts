@@ -438,7 +438,9 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
       ...(options.memory !== false ? { memory: { scope, base: catalog.base(key) } } : {}),
       ...(withSession ? { session: { id: target } } : {}),
     });
-    const writes: Array<{ path: string; bytes?: Buffer }> = [];
+    // The differences first, the values they need then, read grouped by pack (a whole-tree
+    // read in tree order would visit the packs in another order than they were written).
+    const writes: Array<{ path: string; hash?: Hash; bytes?: Buffer }> = [];
     // Every path written is checked to stay inside the session (contained.ts): the cost follows the difference.
     const escapes: ContainmentProblem[] = [];
     const collect = (mount: string, from: Hash | null, to: Hash | null): PathChanges => {
@@ -449,7 +451,7 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
         const escape = change.after ? writeProblem(tree, mount, change.segments) : undefined;
         if (escape) escapes.push(escape);
         if (change.after) {
-          writes.push({ path, bytes: view.encodedValue(change.after) }); // a value object goes back as it is
+          writes.push({ path, hash: change.after });
           changes.set.push(path);
         } else {
           writes.push({ path });
@@ -463,6 +465,8 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     const tasks = options.tasks !== false ? collect(tasksRoot(target), current.tasks!.root, manifest.tasks.root) : none();
     const agents = options.agents !== false ? collect(agentsRoot(target), current.agents!.root, manifest.agents.root) : none();
     refuseEscapes(manifest, escapes);
+    view.prefetchValues(writes.flatMap((write) => (write.hash ? [write.hash] : [])));
+    for (const write of writes) if (write.hash) write.bytes = view.encodedValue(write.hash); // a value object goes back as it is
     let revision = current.revision;
     if (!options.dryRun && writes.length > 0) {
       revision = store.batchSync((batch) => {

@@ -38,6 +38,7 @@ import {
 } from "./checkpoints.js";
 import { summaryOf } from "./catalog.js";
 import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
+import type { Handover } from "../../core/session/cli/handover.js";
 
 // ------------------------------------------------------------------------------------ routing
 
@@ -301,13 +302,38 @@ function printProblems(problems: StoreProblem[]): void {
 
 export async function repairCommand(location: ProjectLocation, ref: string | undefined, options: { dryRun?: boolean; json?: boolean }): Promise<void> {
   const dryRun = options.dryRun === true;
-  const live = process.env.APEX_SOCKET ? { pid: Number(process.env.APEX_SUPERVISOR_PID) || 0 } : liveSupervisor(location.storeDir);
-  if (live && (!dryRun || process.env.APEX_SOCKET)) {
-    throw new ApexError("APEX_E_SESSION_ACTIVE", `A session is running (supervisor pid ${live.pid}); repair needs it stopped.`, {
-      hint: "Repair rewrites objects, checkpoint records and manifests of the whole store, which the running supervisor uses. Preview with `apex session repair --dry-run`; to repair, `apex stop`, repair, then `apex start --continue last`.",
+  if (process.env.APEX_SOCKET) {
+    // An agent would stop its own session: repair is for the user's terminal.
+    throw new ApexError("APEX_E_SESSION_ACTIVE", `A session is running (supervisor pid ${Number(process.env.APEX_SUPERVISOR_PID) || 0}); repair needs it stopped.`, {
+      hint: "Repair rewrites objects, checkpoint records and manifests of the whole store, which the running supervisor uses: run `apex session repair` from a terminal outside the session.",
     });
   }
   if (!Store.exists(location.storeDir)) throw noStore();
+  // Repair rewrites objects, checkpoint records and manifests the running supervisor caches and
+  // writes: a running session is checkpointed and stopped first, and continued afterwards.
+  let handover: Handover | undefined;
+  if (!dryRun && liveSupervisor(location.storeDir)) {
+    const { makeWay, handoverLine } = await import("../../core/session/cli/handover.js");
+    handover = await makeWay(location, { target: undefined, rollback: false, reason: "repair the store", liveOnly: true });
+    if (handover && !options.json) printLine(handoverLine(handover));
+  }
+  try {
+    await repairStopped(location, ref, { dryRun, json: options.json === true });
+  } finally {
+    if (handover) await continueAfterRepair(location, handover, options.json === true);
+  }
+}
+
+/** Brings the session repair stopped back, from the live state (repair never touches memory, tasks or agent records). */
+async function continueAfterRepair(location: ProjectLocation, handover: Handover, json: boolean): Promise<void> {
+  const { launchSupervisor } = await import("../../core/session/launch.js");
+  const ready = await launchSupervisor(location, { mode: "continue", continueTarget: handover.session_id });
+  if (json) process.stderr.write(`${JSON.stringify({ notice: { continued: ready.session_id, supervisor_pid: ready.supervisor_pid, handover } })}\n`);
+  else printLine(`Session ${paint(ready.session_id, "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);
+}
+
+async function repairStopped(location: ProjectLocation, ref: string | undefined, options: { dryRun: boolean; json: boolean }): Promise<void> {
+  const dryRun = options.dryRun;
   const sessionId = await sessionIdOf(location, ref);
   // Read out of process first: if reading the store crashes the reader, repairing it here would crash too.
   const before = await validateOutOfProcess(location.storeDir);
@@ -368,12 +394,8 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
   const report = socket
     ? ((await callWriter(socket, "session.reconstruct", params)) as ReconstructReport & { checkpoint: CheckpointSummary })
     : await withWriteStore(location, async (store) => {
-        const current = store.get("/sessions/current") as { session_id?: string } | undefined;
-        const currentRecord = current?.session_id ? (store.get(`/sessions/${current.session_id}`) as { status?: string } | undefined) : undefined;
-        // With no running session current, the new one becomes current (`apex start --continue last` picks it up).
-        const makeCurrent = !currentRecord || ["completed", "failed", "stopped"].includes(String(currentRecord.status));
-        const built = await reconstructSession(store, sessionId, { ...(options.as ? { newSessionId: options.as } : {}), makeCurrent });
-        return { ...built, checkpoint: summaryOf(built.checkpoint), current: makeCurrent };
+        const built = await reconstructSession(store, sessionId, options.as ? { newSessionId: options.as } : {});
+        return { ...built, checkpoint: summaryOf(built.checkpoint), current: false };
       });
   if (options.json) return printJson(report);
   const from = report.from.checkpoint ? `${report.from.checkpoint.name}, the latest checkpoint that verifies` : "no checkpoint verifies: live records only";
@@ -389,13 +411,7 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
     printLine(paint(`Missing (${report.missing.length}):`, "red"));
     for (const line of report.missing) printLine(`  - ${line}`);
   }
-  const isCurrent = (report as { current?: boolean }).current === true;
   printLine(
-    paint(
-      isCurrent
-        ? `Next: apex start --continue ${report.sessionId}`
-        : `Next: end the current session (\`apex stop\`), then apex start --continue ${report.sessionId}`,
-      "gray",
-    ),
+    paint(`It is listed by \`apex session list\` as stopped and blocks nothing. Next: apex start --continue ${report.sessionId} (a running session is checkpointed and stopped first)`, "gray"),
   );
 }

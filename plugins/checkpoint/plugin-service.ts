@@ -22,6 +22,7 @@ import {
 import type { LostItem } from "./recover.js";
 import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from "./manifest.js";
 import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
+import { LangGraphStore } from "./langgraph.js";
 import { checkpointPage } from "./plugin-list.js";
 import { defaultSessionIfAny, resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import { inScope, normalizeScope, scopeKey, type MemoryScope } from "./scope.js";
@@ -231,10 +232,11 @@ export class SessionCheckpoints {
       return ms;
     };
     lap();
-    // The state being replaced is saved first, unless the latest checkpoint already holds it.
-    const saved = this.unchangedSinceLatest(sessionId)
-      ? undefined
-      : await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before restoring ${manifest.name}` });
+    // The state being replaced is saved first as a beforeRestore checkpoint, which retention
+    // keeps; only when the latest checkpoint already holds that state and is kept as well
+    // (beforeRestore, manual, pinned) is no copy written, and that one is named instead.
+    const held = this.heldByLatest(sessionId);
+    const saved = held ? undefined : await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before restoring ${manifest.name}` });
     const saveMs = lap();
     const result = await restoreCheckpoint(this.store, manifest, { targetSessionId: sessionId });
     release();
@@ -256,7 +258,7 @@ export class SessionCheckpoints {
       memory: { set: result.memory.set.length, deleted: result.memory.deleted.length, keys: manifest.memory.keys },
       tasks: { set: result.tasks.set.length, deleted: result.tasks.deleted.length, active: this.activeTasks(sessionId) },
       agents: { set: result.agents.set.length, deleted: result.agents.deleted.length },
-      saved_before: saved ? saved.summary.name : null,
+      saved_before: saved ? saved.summary.name : (held?.name ?? null),
       checkpoint_after: after ? after.summary.name : null,
       // Verification ran before the session was claimed (prepare); it is part of the restore all the same.
       duration_ms: Math.round(performance.now() - started + verifyMs),
@@ -274,8 +276,9 @@ export class SessionCheckpoints {
    */
   private async forceRestore(sessionId: string, located: Located, started: number, release: () => void): Promise<RestoreOutcome> {
     const warnings: string[] = [];
-    let saved: string | null = null;
-    if (!this.unchangedSinceLatest(sessionId)) {
+    const held = this.heldByLatest(sessionId);
+    let saved: string | null = held?.name ?? null;
+    if (!held) {
       try {
         saved = (await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before recovering ${checkpointName(located.sequence)}` }))?.summary.name ?? null;
       } catch (error) {
@@ -309,6 +312,17 @@ export class SessionCheckpoints {
     return { checkpoint: located.id, details };
   }
 
+  /**
+   * The session's latest checkpoint when it holds the current state and retention keeps it on
+   * its own account (a beforeRestore or manual checkpoint, or a pinned one), else undefined.
+   */
+  private heldByLatest(sessionId: string): CheckpointSummary | undefined {
+    if (!this.unchangedSinceLatest(sessionId)) return undefined;
+    const latest = Catalog.of(this.store).latest(sessionId);
+    if (!latest) return undefined;
+    return latest.pinned || latest.trigger === RESTORE_TRIGGERS.before || latest.trigger === "manual" ? latest : undefined;
+  }
+
   private activeTasks(sessionId: string): JsonValue[] {
     const out: JsonValue[] = [];
     for (const key of this.store.keysBelow(tasksRoot(sessionId))) {
@@ -327,7 +341,7 @@ export class SessionCheckpoints {
       interval: this.options.interval,
       async create(request) {
         // The supervisor's timer: nothing new since the latest checkpoint, nothing written.
-        return self.create({ ...request, skipUnchanged: request.trigger === "interval" });
+        return self.create({ ...request, skipUnchanged: request.skipUnchanged === true || request.trigger === "interval" });
       },
       restore: (request) => this.restore(request),
       prepare: (request) => this.prepare(request),
@@ -352,7 +366,15 @@ export class SessionCheckpoints {
    */
   methods(): Record<string, (params: Record<string, unknown>) => unknown> {
     const sessionOf = (params: Record<string, unknown>) => optionalString(params, "session") ?? currentSessionId(this.store);
+    const langgraph = new LangGraphStore(this.store, {
+      scope: this.scope,
+      serialize: (fn) => this.serialize(fn),
+      ...(this.options.afterCheckpoint ? { afterCheckpoint: this.options.afterCheckpoint } : {}),
+      ...(this.options.warn ? { warn: this.options.warn } : {}),
+    });
     return {
+      // LangGraph checkpoints (the ApexSaver of `apex-sessions/langgraph`), see langgraph.ts.
+      ...langgraph.methods((params) => sessionFor(this.store, optionalString(params, "session"))),
       "checkpoint.create": async (params) => {
         const created = await this.create({
           sessionId: sessionOf(params),
@@ -395,7 +417,7 @@ export class SessionCheckpoints {
         this.serialize(async () => {
           const newSessionId = optionalString(params, "new_session_id");
           const sessionId = resolveSessionRef(this.store, requiredString(params, "session_id"));
-          // A session runs (this supervisor's): the new one is not made current; it is continued once that one ends.
+          // Like every reconstructed session, the new one is kept with the ended ones until it is continued.
           const report = await reconstructSession(this.store, sessionId, newSessionId ? { newSessionId } : {});
           return { ...report, checkpoint: summaryOf(report.checkpoint), current: false } as unknown as JsonValue;
         }),

@@ -242,13 +242,6 @@ function relativeRecords(values: Map<string, JsonValue>, mount: string): Record<
 export interface ReconstructOptions {
   /** Id of the new session; default `<old>-r<N>` with the first free N. */
   newSessionId?: string;
-  /**
-   * Status of the new session record; default "paused". With no supervisor it shows as
-   * interrupted, ready for `apex start --continue`.
-   */
-  status?: string;
-  /** Point /sessions/current at the new session. */
-  makeCurrent?: boolean;
   actor?: string;
   now?: () => Date;
 }
@@ -380,32 +373,36 @@ export async function reconstructSession(store: Store, sessionId: string, option
     }
 
     const newId = options.newSessionId ?? freeSessionId(store, catalog, sessionId);
-    if (store.has(sessionPath(newId)) || catalog.lastSequence(newId) > 0) {
+    if (store.has(sessionPath(newId)) || store.has(historyPath(newId)) || catalog.lastSequence(newId) > 0) {
       throw new ApexError("APEX_E_CONFLICT", `Session ${newId} already exists.`, { hint: "Choose another id for the reconstructed session." });
     }
     const now = (options.now?.() ?? new Date()).toISOString();
+    const old = isRecord(oldRecord) ? (oldRecord as Record<string, JsonValue>) : {};
+    // A session that is not running, kept with the ended ones: `session list` shows it, it never
+    // stands in the way of `apex start --task`, and `apex start --continue <id>` brings it back.
     const record: Record<string, JsonValue> = {
-      ...(isRecord(oldRecord) ? (oldRecord as Record<string, JsonValue>) : {}),
+      ...old,
       session_id: newId,
-      status: options.status ?? "paused",
+      status: "stopped",
       created_at: now,
       updated_at: now,
       supervisor: null,
-      outcome: null,
-      ended_at: null,
+      outcome: `reconstructed from session ${sessionId}${base ? ` (${base.name})` : ""}`,
+      ended_at: now,
       restored_from: base?.id ?? null,
       reconstructed_from: { session_id: sessionId, checkpoint_id: base?.id ?? null, at: now },
+      history: [{ event: "reconstructed", at: now, from: sessionId, checkpoint: base?.id ?? null }],
     };
     const actor = options.actor ?? ACTORS.recover;
     store.batchSync((batch) => {
+      // At /sessions/<id> while its first checkpoint is written (checkpoints are of existing sessions), then moved below.
       batch.set(sessionPath(newId), record);
       for (const [id, { value }] of tasks) batch.set(`${tasksRoot(newId)}/${id}`, value);
-      for (const [id, { value }] of agents) batch.set(`${agentsRoot(newId)}/${id}`, value);
+      for (const [id, { value }] of agents) batch.set(`${agentsRoot(newId)}/${id}`, withoutProcess(id, value));
       for (const fix of memoryFixes) {
         if (fix.value === undefined) batch.delete(fix.path);
         else batch.set(fix.path, fix.value);
       }
-      if (options.makeCurrent) batch.set("/sessions/current", { session_id: newId });
     }, actor);
     const created = writeCheckpoint(store, {
       sessionId: newId,
@@ -418,6 +415,10 @@ export async function reconstructSession(store: Store, sessionId: string, option
       createdAt: now,
       actor,
     });
+    store.batchSync((batch) => {
+      batch.delete(sessionPath(newId));
+      batch.set(historyPath(newId), record);
+    }, actor);
     report = {
       sessionId: newId,
       from: { sessionId, checkpoint: base ? { sessionId, sequence: base.sequence, id: base.id, name: base.name } : null },
@@ -435,6 +436,19 @@ export async function reconstructSession(store: Store, sessionId: string, option
 function freeSessionId(store: Store, catalog: Catalog, sessionId: string): string {
   for (let n = 1; ; n++) {
     const candidate = `${sessionId}-r${n}`;
-    if (!store.has(sessionPath(candidate)) && catalog.lastSequence(candidate) === 0) return candidate;
+    if (!store.has(sessionPath(candidate)) && !store.has(historyPath(candidate)) && catalog.lastSequence(candidate) === 0) return candidate;
   }
+}
+
+function historyPath(sessionId: string): string {
+  return `/sessions/history/${sessionId}`;
+}
+
+/**
+ * An agent record copied into a reconstructed session names no process: the processes it
+ * named belong to the old session, and continuing the new one must never end them.
+ */
+function withoutProcess(id: string, value: JsonValue): JsonValue {
+  if (id.endsWith(".context") || !isRecord(value)) return value;
+  return { ...(value as Record<string, JsonValue>), status: "stopped", pid: null, pgid: null, start_time: null };
 }

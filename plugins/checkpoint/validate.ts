@@ -5,6 +5,7 @@ import {
   decodeValueObject,
   isObjectDamage,
   sha256,
+  visitReachable,
   type Hash,
   type ObjectKind,
   type ObjectView,
@@ -650,7 +651,12 @@ export function verifyCheckpoint(store: Store, manifest: CheckpointManifest): St
   if (manifestHash(manifest) !== manifest.hash) {
     add({ ...context, code: "manifest-hash-mismatch", severity: "error", message: `The manifest of ${label} does not match its hash: it was modified or corrupted.` });
   }
-  const checker = new TreeChecker(ObjectStore.of(store).view({ fresh: true }), add);
+  const view = ObjectStore.of(store).view({ fresh: true });
+  // The values are read grouped by pack before the walk checks them (each is still re-hashed).
+  const values: Hash[] = [];
+  visitReachable(view, [manifest.memory.root, manifest.tasks.root, manifest.agents.root], { value: (hash) => values.push(hash), damaged: () => {} });
+  view.prefetchValues(values);
+  const checker = new TreeChecker(view, add);
   const trees: Array<[string, Hash | null, number, string]> = [
     ["memory", manifest.memory.root, manifest.memory.keys, "/"],
     ["tasks", manifest.tasks.root, manifest.tasks.count, tasksRoot(manifest.session_id)],

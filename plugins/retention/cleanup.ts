@@ -2,6 +2,7 @@ import { isApexError } from "../../core/errors.js";
 import { appendEvent } from "../../core/session/service.js";
 import type { Store } from "../../core/store/store.js";
 import { checkpointHolds, deleteCheckpoint, sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
+import { langGraphHeads } from "../checkpoint/langgraph.js";
 import { describePolicy } from "./options.js";
 import { applyPolicy, RETENTION_TIME_ZONE, type PolicyItem, type PolicyResult, type RetentionPolicy } from "./policy.js";
 import { branchPoints, findKnownSession, knownSessions, sessionCheckpoints, type CheckpointRow, type SessionInfo } from "./sessions.js";
@@ -39,8 +40,8 @@ export interface PlanOptions {
 
 /**
  * What the policy keeps and removes in each session, read from the store; writes nothing.
- * Per session: pinned checkpoints, the latest one, those another session branches from, and
- * those a restore in this process is reading are protected.
+ * Per session: pinned checkpoints, the latest one, those another session branches from, those
+ * a restore in this process is reading, and the latest of each LangGraph thread are protected.
  */
 export function planRetention(store: Store, policy: RetentionPolicy, options: PlanOptions = {}): RetentionPlan {
   const all = knownSessions(store);
@@ -50,10 +51,11 @@ export function planRetention(store: Store, policy: RetentionPolicy, options: Pl
   const now = options.now ?? Date.now();
   const sessions: SessionPlan[] = [];
   for (const session of targets) {
+    const heads = langGraphHeads(store, session.sessionId);
     const items: PlannedCheckpoint[] = sessionCheckpoints(store, session.sessionId).map((row) => ({
       ...row,
       time: Date.parse(row.createdAt),
-      protected: [...(branches.get(row.id) ?? []), ...(held.get(row.id) ?? []).map((reason) => `in use: ${reason}`)],
+      protected: [...(branches.get(row.id) ?? []), ...(held.get(row.id) ?? []).map((reason) => `in use: ${reason}`), ...(heads.get(row.id) ?? [])],
     }));
     if (items.length === 0 && options.sessionId === undefined) continue;
     sessions.push({ session, result: applyPolicy(items, policy, { now }) });

@@ -27,6 +27,17 @@ export async function pauseSession(location: ProjectLocation, json: boolean): Pr
 }
 
 export async function resumeSession(location: ProjectLocation, json: boolean): Promise<void> {
+  if (!liveSupervisor(location.storeDir)) {
+    // session.auto_recovery: resuming an interrupted session continues it from the live store.
+    const { findAutoRecoverable, autoRecoveryNotice } = await import("./auto-recovery.js");
+    const recoverable = await findAutoRecoverable(location);
+    if (recoverable) {
+      autoRecoveryNotice(recoverable, json);
+      const { startSession } = await import("./start.js");
+      await startSession(location, { continue: recoverable, json });
+      return;
+    }
+  }
   const runtime = await requireSupervisor(location, "resume");
   const reply = (await callSupervisor(runtime.socket, "session.resume", {}, 120_000)) as ControlReply;
   report(reply, json, `Resumed session ${reply.session_id}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued.`);

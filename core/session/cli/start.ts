@@ -6,6 +6,7 @@ import { launchSupervisor } from "../launch.js";
 import type { SessionEvent } from "../records.js";
 import type { ReadyReport } from "../supervisor.js";
 import { formatEvent } from "./format.js";
+import type { Handover } from "./handover.js";
 
 export interface StartOptions {
   task?: string;
@@ -24,13 +25,28 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   // Config errors are reported here, with their file positions, before anything starts.
   const { loadConfig } = await import("../../config/load.js");
   await loadConfig(location);
+  let handover: Handover | undefined;
   if (options.continue === undefined) await refuseIfActive(location);
+  else {
+    // Another session in the way is checkpointed and stopped first (a bad reference fails here, before that).
+    const { makeWay, resolveTarget } = await import("./handover.js");
+    const target = await resolveTarget(location, options.continue);
+    handover = await makeWay(location, {
+      target,
+      rollback: target?.checkpoint !== undefined,
+      reason: target?.checkpoint !== undefined ? `continue from checkpoint ${options.continue}` : `continue session ${target?.sessionId ?? options.continue}`,
+    });
+    if (handover && !options.json) {
+      const { handoverLine } = await import("./handover.js");
+      printLine(handoverLine(handover));
+    }
+  }
 
   const ready = await launchSupervisor(
     location,
     options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget: options.continue },
   );
-  if (options.json) printJson(ready);
+  if (options.json) printJson(handover ? { ...ready, handover } : ready);
   else printReady(ready);
   if (options.attach) await attach(ready, Boolean(options.json));
 }
@@ -62,6 +78,13 @@ function printReady(ready: ReadyReport): void {
   printLine(`Session ${paint(ready.session_id, "bold")} ${verb} (supervisor pid ${ready.supervisor_pid}).`);
   for (const reaped of ready.reaped) printLine(`  reaped the old processes of ${reaped.agent}: ${reaped.pids.join(", ")}`);
   if (ready.restored_from) printLine(`  ${restoreLine(ready)}`);
+  else if (ready.continued) printLine("  continued from the live state: memory as it is");
+  const reconciled = ready.reconciled;
+  if (reconciled) {
+    for (const { agent, task } of reconciled.resumed) printLine(`  ${task} goes back to ${agent} (APEX_RESUME_TASK)`);
+    if (reconciled.requeued.length > 0) printLine(`  back to pending (their agent no longer runs): ${reconciled.requeued.join(", ")}`);
+  }
+  if (ready.checkpoint) printLine(`  checkpoint ${ready.checkpoint.name} (${ready.checkpoint.trigger})`);
   for (const agent of ready.agents) {
     printLine(`  ${agent.name.padEnd(12)} ${agent.status.padEnd(10)} pid ${agent.pid ?? "-"}`);
   }

@@ -99,6 +99,11 @@ function printStatus(report: StatusReport): void {
     } else {
       printLine("  No agent process is left running.");
     }
-    printLine(paint("Recover with `apex start --continue last` (ends the leftovers first) or end it with `apex stop`.", "gray"));
+    printLine(
+      paint(
+        `Recover with \`${report.recover_with ?? "apex start --continue last"}\` (ends the leftovers first; memory stays as it is, nothing is rolled back) or end it with \`apex stop\`. With session.auto_recovery, the next \`apex start\` or \`apex resume\` recovers it.`,
+        "gray",
+      ),
+    );
   }
 }

@@ -17,8 +17,8 @@ import { currentSession, noSessionError, supervisorAlive } from "../sessions.js"
  */
 export async function stopWithoutSupervisor(
   location: ProjectLocation,
-  options: { force: boolean; graceMs: number },
-): Promise<{ session_id: string; status: string; reason: string; processes_ended: number }> {
+  options: { force: boolean; graceMs: number; reason?: string; checkpoint?: { trigger: string; description: string } },
+): Promise<{ session_id: string; status: string; reason: string; processes_ended: number; checkpoint: { id: string; name: string; trigger: string } | null }> {
   if (!Store.exists(location.storeDir)) throw noSessionError();
   const { loadConfig } = await import("../../config/load.js");
   const config = await loadConfig(location);
@@ -50,12 +50,23 @@ export async function stopWithoutSupervisor(
       if (!agent.pgid || agent.start_time === null) continue;
       ended += (await terminateGroup(agent.pgid, agent.start_time, agentMarker(sid, agent.nonce), { force: options.force, graceMs: options.graceMs })).length;
     }
-    const reason = "stopped by the user (the supervisor was not running)";
+    const reason = options.reason ?? "stopped by the user (the supervisor was not running)";
     const warn = (message: string) => process.stderr.write(`warning: ${message}\n`);
     let engine: Engine | undefined;
+    let checkpoint: { id: string; name: string; trigger: string } | null = null;
     try {
       const { createSessionEngine } = await import("../hooks.js");
       engine = await createSessionEngine(config, store, warn);
+      if (options.checkpoint) {
+        // The session's state as the crash left it, before it moves to the history (memory stays live).
+        const { checkpointServiceFor } = await import("../checkpoints.js");
+        try {
+          const created = await checkpointServiceFor(store)?.create({ sessionId: sid, ...options.checkpoint });
+          if (created) checkpoint = { id: created.id, name: `checkpoint-${String(created.sequence).padStart(3, "0")}`, trigger: created.trigger };
+        } catch (error) {
+          warn(`no checkpoint of session ${sid} before it stops: ${(error as Error).message}`);
+        }
+      }
       // As the supervisor does: the session is still current (an onStop checkpoint is taken here).
       await engine.fire("beforeStop", { sessionId: sid, session: store.get(sessionPath(sid)) as SessionRecord, reason });
     } catch (error) {
@@ -86,7 +97,7 @@ export async function stopWithoutSupervisor(
     } catch (error) {
       warn(`onStop: ${(error as Error).message}`);
     }
-    return { session_id: sid, status: "stopped", reason, processes_ended: ended };
+    return { session_id: sid, status: "stopped", reason, processes_ended: ended, checkpoint };
   } finally {
     await store.close();
   }

@@ -1,0 +1,38 @@
+/**
+ * `session.auto_recovery`: an interrupted session (its supervisor died: kill -9, OOM, power
+ * loss) is continued from the live store by the next `apex start`, whatever its form, and by
+ * `apex resume`, with a notice. `apex status` only reports it: reading never starts anything.
+ */
+import type { ProjectLocation } from "../../config/locate.js";
+import { paint } from "../../cli/output.js";
+
+/** The current session when it is interrupted and the config asks for auto recovery; else undefined. */
+export async function findAutoRecoverable(location: ProjectLocation): Promise<string | undefined> {
+  if (process.env.APEX_SOCKET) return undefined; // inside an agent: its supervisor is alive
+  const { Store } = await import("../../store/store.js");
+  if (!Store.exists(location.storeDir)) return undefined;
+  const { currentSession, effectiveStatus } = await import("../sessions.js");
+  let sessionId: string | undefined;
+  const store = Store.open(location.storeDir, { readOnly: true });
+  try {
+    const session = currentSession(store);
+    if (session && effectiveStatus(session) === "interrupted") sessionId = session.session_id;
+  } finally {
+    await store.close();
+  }
+  if (!sessionId) return undefined;
+  const { loadConfig } = await import("../../config/load.js");
+  const config = await loadConfig(location);
+  return config.session.auto_recovery ? sessionId : undefined;
+}
+
+/** The notice (on stderr) that auto_recovery continued a session. */
+export function autoRecoveryNotice(sessionId: string, json: boolean): void {
+  if (json) {
+    process.stderr.write(`${JSON.stringify({ notice: { auto_recovery: true, session_id: sessionId, from: "live" } })}\n`);
+    return;
+  }
+  process.stderr.write(
+    `${paint("notice:", "yellow", process.stderr)} session ${sessionId} was interrupted; auto_recovery continues it from the live state (memory as it is, every acknowledged write kept). Turn this off with session.auto_recovery: false.\n`,
+  );
+}

@@ -1,0 +1,137 @@
+/**
+ * Making way for a continue: `apex start --continue`, `--force-recovery` and `apex session
+ * repair` while another session holds the project. Instead of refusing, the session in the
+ * way is checkpointed and stopped (its supervisor does both; an interrupted one is stopped
+ * here, its leftovers reaped by verified pid and start time), and the command goes on. The
+ * checkpoint comes first: if it cannot be written nothing is stopped, and the refusal names
+ * the command that stops the session without it. Memory is never touched here: what a
+ * continue does to it is the continue's business (a rollback saves what it replaces).
+ */
+import type { ProjectLocation } from "../../config/locate.js";
+import { ApexError, isApexError } from "../../errors.js";
+import { paint } from "../../cli/output.js";
+import { callSupervisor } from "../../rpc/call.js";
+import { isSameProcessAlive, sleep } from "../proc.js";
+import { liveSupervisor } from "../runtime.js";
+import type { ContinueTarget } from "../sessions.js";
+
+/** What was done with the session that was in the way. */
+export interface Handover {
+  session_id: string;
+  /** Its status before: active, paused or interrupted. */
+  was: string;
+  /** The checkpoint of its state written before it stopped (null: none needed or no checkpoint plugin). */
+  checkpoint: { id: string; name: string; trigger: string } | null;
+  processes_ended: number;
+}
+
+/**
+ * What `--continue ARG` names, read from the store (read-only, so this works beside a live
+ * supervisor): a session (continued from the live store) or a checkpoint (a rollback).
+ * Short checkpoint forms (`checkpoint-007`, `latest`) are resolved by the checkpoint code, as
+ * the supervisor resolves them. Undefined when the store does not exist yet.
+ */
+export async function resolveTarget(location: ProjectLocation, argument: string): Promise<ContinueTarget | undefined> {
+  const { Store } = await import("../../store/store.js");
+  if (!Store.exists(location.storeDir)) return undefined;
+  const [{ resolveContinueTarget }, { resolveCheckpoint }, { defaultSessionIfAny }] = await Promise.all([
+    import("../sessions.js"),
+    import("../../../plugins/checkpoint/refs.js"),
+    import("../../../plugins/checkpoint/plugin-sessions.js"),
+  ]);
+  const store = Store.open(location.storeDir, { readOnly: true });
+  try {
+    return await resolveContinueTarget(store, argument, {
+      resolve: async (ref) => {
+        try {
+          const sessionId = defaultSessionIfAny(store);
+          const located = resolveCheckpoint(store, ref, sessionId ? { sessionId } : {});
+          return { sessionId: located.sessionId, checkpoint: located.id };
+        } catch (error) {
+          if (isApexError(error) && (error.code === "APEX_E_CHECKPOINT_NOT_FOUND" || error.code === "APEX_E_NO_SESSION")) return undefined;
+          throw error;
+        }
+      },
+    });
+  } finally {
+    await store.close();
+  }
+}
+
+export interface MakeWayRequest {
+  /** The session the command continues (undefined: none, as for repair). */
+  target: ContinueTarget | undefined;
+  /** True when the command replaces memory (a named checkpoint, force recovery). */
+  rollback: boolean;
+  /** Why the session is stopped, recorded as its outcome ("stopped to continue …"). */
+  reason: string;
+  /** Only a live supervisor is in the way (repair works beside an interrupted session). */
+  liveOnly?: boolean;
+}
+
+/**
+ * Stops the current session when it is in the way of `request`, after checkpointing it.
+ * Undefined when nothing is in the way: no current session, an ended one, or the target
+ * itself when it is interrupted (the continue reaps and continues it). The target itself
+ * while it runs is in the way only for a rollback; continuing it as it is is refused (exit 4:
+ * it already runs).
+ */
+export async function makeWay(location: ProjectLocation, request: MakeWayRequest): Promise<Handover | undefined> {
+  const current = await currentOf(location);
+  if (!current) return undefined;
+  const same = request.target !== undefined && request.target.sessionId === current.session_id;
+  const live = liveSupervisor(location.storeDir);
+  if (current.status === "interrupted" || !live) {
+    if (same || request.liveOnly) return undefined;
+  } else if (same && !request.rollback) {
+    throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${current.session_id} is ${current.status} (supervisor pid ${live.pid}); there is nothing to continue.`, {
+      hint: "See it with `apex status`; `apex start --continue CHECKPOINT` goes back to one of its checkpoints (`apex checkpoint list`).",
+      details: { session_id: current.session_id, status: current.status },
+    });
+  }
+  // The same session rolled back: this checkpoint holds the state the restore replaces, so it is
+  // a beforeRestore checkpoint (kept by retention); otherwise it is the session's final state.
+  const checkpoint = same && request.rollback
+    ? { trigger: "beforeRestore", description: `state before ${request.reason}` }
+    : { trigger: "onStop", description: `session end: stopped to ${request.reason}` };
+  const reason = `stopped to ${request.reason}`;
+  if (live && current.status !== "interrupted") {
+    let reply: { checkpoint?: Handover["checkpoint"]; processes_ended?: number };
+    try {
+      reply = (await callSupervisor(live.socket, "session.stop", { reason, checkpoint }, 120_000)) as typeof reply;
+    } catch (error) {
+      if (isApexError(error) && (error.code === "APEX_E_RPC" || error.code === "APEX_E_TIMEOUT")) throw error;
+      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${current.session_id} is ${current.status} and could not be checkpointed before stopping it: ${(error as Error).message}`, {
+        hint: "Nothing was stopped or changed. Stop it without that checkpoint with `apex stop`, then run this command again.",
+        details: { session_id: current.session_id, status: current.status },
+        cause: error,
+      });
+    }
+    const deadline = Date.now() + 15_000;
+    while (isSameProcessAlive(live.pid, live.start_time) && Date.now() < deadline) await sleep(20);
+    return { session_id: current.session_id, was: current.status, checkpoint: reply.checkpoint ?? null, processes_ended: reply.processes_ended ?? 0 };
+  }
+  const { stopWithoutSupervisor } = await import("./stop-offline.js");
+  const stopped = await stopWithoutSupervisor(location, { force: false, graceMs: 5000, reason, checkpoint });
+  return { session_id: current.session_id, was: current.status, checkpoint: stopped.checkpoint, processes_ended: stopped.processes_ended };
+}
+
+/** "Session 3f2a… was active: saved as checkpoint-007 (onStop), stopped (4 processes ended)." */
+export function handoverLine(handover: Handover): string {
+  const saved = handover.checkpoint ? `saved as ${handover.checkpoint.name} (${handover.checkpoint.trigger}), ` : "";
+  return `Session ${paint(handover.session_id, "bold")} was ${handover.was}: ${saved}stopped (${handover.processes_ended} process${handover.processes_ended === 1 ? "" : "es"} ended).`;
+}
+
+async function currentOf(location: ProjectLocation): Promise<{ session_id: string; status: string } | undefined> {
+  const { Store } = await import("../../store/store.js");
+  if (!Store.exists(location.storeDir)) return undefined;
+  const { currentSession, effectiveStatus, isEnded } = await import("../sessions.js");
+  const store = Store.open(location.storeDir, { readOnly: true });
+  try {
+    const session = currentSession(store);
+    if (!session || isEnded(session)) return undefined;
+    return { session_id: session.session_id, status: effectiveStatus(session) };
+  } finally {
+    await store.close();
+  }
+}

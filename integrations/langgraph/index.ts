@@ -1,0 +1,386 @@
+/**
+ * `import { ApexSaver } from "apex-sessions/langgraph"`: a LangGraph.js checkpointer that keeps
+ * a graph's state in an APEX session. Each LangGraph checkpoint becomes an APEX checkpoint
+ * (trigger `langgraph`) whose project memory holds the channel values below
+ * `/langgraph/<thread>/<namespace>/`, so a channel that did not change is stored once, and
+ * `apex checkpoint list|show|diff`, retention and archives work on them
+ * (plugins/checkpoint/langgraph.ts is the store side and documents the layout).
+ *
+ * Where it writes (core/session/client.ts decides, as for every APEX command):
+ *  - inside an APEX agent (APEX_SOCKET set): through the supervisor's control socket, into the
+ *    agent's session (APEX_SESSION_ID); the agent never opens the store;
+ *  - elsewhere: through the project's supervisor while one runs, else on the store directly,
+ *    with the project's plugins loaded (retention runs after each checkpoint as it would).
+ *
+ * `@langchain/langgraph-checkpoint` is an optional peer dependency of APEX: only this module
+ * loads it.
+ */
+import {
+  BaseCheckpointSaver,
+  JsonPlusSerializer,
+  TASKS,
+  WRITES_IDX_MAP,
+  compareWritesSortKeys,
+  maxChannelVersion,
+  writesSortKey,
+  type ChannelVersions,
+  type Checkpoint,
+  type CheckpointListOptions,
+  type CheckpointMetadata,
+  type CheckpointPendingWrite,
+  type CheckpointTuple,
+  type PendingWrite,
+  type SerializerProtocol,
+} from "@langchain/langgraph-checkpoint";
+import type { RunnableConfig } from "@langchain/core/runnables";
+import { locateProject } from "../../core/config/locate.js";
+import { ApexError } from "../../core/errors.js";
+import { openSessionClient, type SessionClient } from "../../core/session/client.js";
+import type { ChannelWrite, PutRequest, SerializedValue, StoredWrite, TupleRecord } from "../../plugins/checkpoint/langgraph.js";
+
+export interface ApexSaverOptions {
+  /**
+   * The project directory (where apex.config.yaml is, or below it). Default: inside an APEX
+   * agent, the agent's session; elsewhere the working directory.
+   */
+  project?: string;
+  /** The APEX session the threads belong to. Default: the agent's session, else the project's current one. */
+  session?: string;
+  /** LangGraph's serializer (default JsonPlusSerializer). */
+  serde?: SerializerProtocol;
+  /**
+   * Plain-object channel values with at least this many keys are stored key by key, so a step
+   * that changes a few keys writes only those (default 64).
+   */
+  splitKeys?: number;
+}
+
+type Version = string | number;
+
+/** What this saver last wrote, or read, for a thread's namespace: lets the next put send only what changed. */
+interface ThreadCache {
+  checkpointId: string;
+  versions: Map<string, Version>;
+  splits: Map<string, { v: Version; keys: Map<string, CachedKey> }>;
+}
+
+interface CachedKey {
+  serialized: SerializedValue;
+  /** The value itself when it is a primitive (compared with ===, no serialization needed). */
+  primitive?: unknown;
+}
+
+const DEFAULT_SPLIT_KEYS = 64;
+const NOT_PRIMITIVE = Symbol("not primitive");
+
+export class ApexSaver extends BaseCheckpointSaver {
+  private readonly options: ApexSaverOptions;
+  private client: Promise<SessionClient> | undefined;
+  private readonly cache = new Map<string, ThreadCache>();
+  /** Puts run one after the other: each builds on what the previous one left in the cache. */
+  private putQueue: Promise<unknown> = Promise.resolve();
+  private readonly splitKeys: number;
+
+  constructor(options: ApexSaverOptions = {}) {
+    super(options.serde);
+    this.options = options;
+    this.splitKeys = options.splitKeys ?? DEFAULT_SPLIT_KEYS;
+  }
+
+  /** Releases the store (when this saver opened it itself). */
+  async close(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    if (client) await (await client).close();
+  }
+
+  // ---------------------------------------------------------------------------------- reads
+
+  override async getTuple(config: RunnableConfig): Promise<CheckpointTuple | undefined> {
+    const threadId = config.configurable?.thread_id as string | undefined;
+    if (threadId === undefined || threadId === null) return undefined;
+    const ns = (config.configurable?.checkpoint_ns as string | undefined) ?? "";
+    const checkpointId = (config.configurable?.checkpoint_id as string | undefined) ?? undefined;
+    const record = (await this.call("langgraph.getTuple", { thread_id: String(threadId), checkpoint_ns: ns, ...(checkpointId ? { checkpoint_id: checkpointId } : {}) })) as TupleRecord | null | undefined;
+    if (!record) return undefined;
+    return this.tupleOf(record, true);
+  }
+
+  override async *list(config: RunnableConfig, options: CheckpointListOptions = {}): AsyncGenerator<CheckpointTuple> {
+    const threadId = config.configurable?.thread_id as string | undefined;
+    const ns = config.configurable?.checkpoint_ns as string | undefined;
+    const checkpointId = config.configurable?.checkpoint_id as string | undefined;
+    const before = options.before?.configurable?.checkpoint_id as string | undefined;
+    const records = (await this.call("langgraph.list", {
+      ...(threadId !== undefined && threadId !== null ? { thread_id: String(threadId) } : {}),
+      ...(ns !== undefined ? { checkpoint_ns: ns } : {}),
+      ...(checkpointId ? { checkpoint_id: checkpointId } : {}),
+      ...(before ? { before } : {}),
+      ...(options.limit !== undefined ? { limit: options.limit } : {}),
+      ...(options.filter ? { filter: options.filter } : {}),
+    })) as TupleRecord[];
+    for (const record of records) yield await this.tupleOf(record, false);
+  }
+
+  // ---------------------------------------------------------------------------------- writes
+
+  override async put(config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, newVersions: ChannelVersions): Promise<RunnableConfig> {
+    const threadId = config.configurable?.thread_id as string | undefined;
+    if (threadId === undefined || threadId === null) {
+      throw new Error('Failed to put checkpoint: the RunnableConfig has no "thread_id" in its "configurable" property.');
+    }
+    const ns = (config.configurable?.checkpoint_ns as string | undefined) ?? "";
+    const parentId = (config.configurable?.checkpoint_id as string | undefined) ?? null;
+    const run = this.putQueue.then(() => this.putNow(String(threadId), ns, parentId, checkpoint, metadata, newVersions));
+    this.putQueue = run.catch(() => undefined);
+    await run;
+    return { configurable: { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpoint.id } };
+  }
+
+  private async putNow(threadId: string, ns: string, parentId: string | null, checkpoint: Checkpoint, metadata: CheckpointMetadata, newVersions: ChannelVersions): Promise<void> {
+    const { channel_values: values = {}, channel_versions: versions = {}, ...rest } = checkpoint;
+    const key = cacheKey(threadId, ns);
+    const base = {
+      thread_id: threadId,
+      checkpoint_ns: ns,
+      checkpoint_id: checkpoint.id,
+      parent_id: parentId,
+      format: typeof checkpoint.v === "number" ? checkpoint.v : 4,
+      rest: await this.serialize(rest),
+      metadata: await this.serialize(metadata),
+    };
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const cached = this.cache.get(key);
+      const delta = attempt === 0 && cached !== undefined && parentId !== null && cached.checkpointId === parentId ? cached : undefined;
+      // The cache is updated in place as the request is built (a 10k-channel state is not
+      // copied every step); it is dropped unless the store accepts the request.
+      this.cache.delete(key);
+      const next: ThreadCache = delta ?? { checkpointId: checkpoint.id, versions: new Map(), splits: new Map() };
+      const channels: Record<string, ChannelWrite> = {};
+      const channelValues = values as Record<string, unknown>;
+      let count = 0;
+      for (const name in versions) {
+        if (!hasOwn(versions, name)) continue;
+        count += 1;
+        const version = (versions as Record<string, Version>)[name]!;
+        const known = delta?.versions.get(name);
+        if (hasOwn(newVersions, name) && hasOwn(channelValues, name)) {
+          channels[name] = await this.channelWrite(name, version, channelValues[name], delta, next);
+        } else if (!delta || known !== version) {
+          channels[name] = { v: version };
+          next.splits.delete(name);
+        }
+        if (known !== version) next.versions.set(name, version);
+      }
+      let removed: string[] = [];
+      if (delta && count !== delta.versions.size) {
+        removed = [...delta.versions.keys()].filter((name) => !hasOwn(versions, name));
+        for (const name of removed) {
+          next.versions.delete(name);
+          next.splits.delete(name);
+        }
+      }
+      const request: PutRequest = { ...base, mode: delta ? "delta" : "full", channels, ...(removed.length > 0 ? { removed } : {}) };
+      const answer = (await this.call("langgraph.put", request as unknown as Record<string, unknown>)) as { stale?: boolean };
+      if (answer?.stale) continue; // the memory is not what this saver thought: send the whole checkpoint
+      next.checkpointId = checkpoint.id;
+      this.cache.set(key, next);
+      return;
+    }
+    throw new ApexError("APEX_E_CONFLICT", `The LangGraph checkpoint ${checkpoint.id} of thread ${threadId} could not be written: the memory changed while it was sent.`);
+  }
+
+  /** A channel's new value: whole, or key by key for a large plain object (only the keys that changed since the cached version). */
+  private async channelWrite(name: string, version: Version, value: unknown, delta: ThreadCache | undefined, next: ThreadCache): Promise<ChannelWrite> {
+    if (!isSplittable(value, this.splitKeys)) {
+      next.splits.delete(name);
+      return { v: version, value: await this.serialize(value) };
+    }
+    const previous = delta?.splits.get(name);
+    const keys = new Map<string, CachedKey>();
+    const set: Record<string, SerializedValue> = {};
+    for (const [key, item] of Object.entries(value)) {
+      const known = previous?.keys.get(key);
+      const primitive = isPrimitive(item) ? item : NOT_PRIMITIVE;
+      if (known && primitive !== NOT_PRIMITIVE && known.primitive === primitive) {
+        keys.set(key, known);
+        continue;
+      }
+      const serialized = await this.serialize(item);
+      const entry: CachedKey = primitive === NOT_PRIMITIVE ? { serialized } : { serialized, primitive };
+      keys.set(key, entry);
+      if (!known || !sameSerialized(known.serialized, serialized)) set[key] = serialized;
+    }
+    const deleted = previous ? [...previous.keys.keys()].filter((key) => !keys.has(key)) : [];
+    next.splits.set(name, { v: version, keys });
+    return { v: version, split: previous ? { base: previous.v, set, delete: deleted } : { full: true, set } };
+  }
+
+  override async putWrites(config: RunnableConfig, writes: PendingWrite[], taskId: string, taskPath?: string): Promise<void> {
+    const threadId = config.configurable?.thread_id as string | undefined;
+    const checkpointId = config.configurable?.checkpoint_id as string | undefined;
+    if (threadId === undefined || threadId === null) throw new Error('Failed to put writes: the RunnableConfig has no "thread_id" in its "configurable" property.');
+    if (checkpointId === undefined || checkpointId === null) throw new Error('Failed to put writes: the RunnableConfig has no "checkpoint_id" in its "configurable" property.');
+    const serialized = await Promise.all(
+      writes.map(async ([channel, value], index) => ({ channel, idx: WRITES_IDX_MAP[channel] ?? index, value: await this.serialize(value) })),
+    );
+    await this.call("langgraph.putWrites", {
+      thread_id: String(threadId),
+      checkpoint_ns: (config.configurable?.checkpoint_ns as string | undefined) ?? "",
+      checkpoint_id: checkpointId,
+      task_id: taskId,
+      task_path: taskPath ?? "",
+      writes: serialized,
+    });
+  }
+
+  override async deleteThread(threadId: string): Promise<void> {
+    await this.call("langgraph.deleteThread", { thread_id: String(threadId) });
+    for (const key of [...this.cache.keys()]) if (key.startsWith(`${String(threadId)}\u0000`)) this.cache.delete(key);
+  }
+
+  // ---------------------------------------------------------------------------------- helpers
+
+  private async tupleOf(record: TupleRecord, remember: boolean): Promise<CheckpointTuple> {
+    const rest = (await this.deserialize(record.rest)) as Omit<Checkpoint, "channel_values" | "channel_versions">;
+    const channelValues: Record<string, unknown> = {};
+    const channelVersions: Record<string, Version> = {};
+    const cache: ThreadCache = { checkpointId: record.checkpoint_id, versions: new Map(), splits: new Map() };
+    const values = new ValueBatch(this);
+    for (const [name, channel] of Object.entries(record.channels)) {
+      channelVersions[name] = channel.v;
+      cache.versions.set(name, channel.v);
+      if (channel.value) values.add(channel.value, (value) => (channelValues[name] = value));
+      else if (channel.split) {
+        const object: Record<string, unknown> = {};
+        const keys = new Map<string, CachedKey>();
+        for (const [key, serialized] of Object.entries(channel.split)) {
+          values.add(serialized, (value) => {
+            object[key] = value;
+            keys.set(key, isPrimitive(value) ? { serialized, primitive: value } : { serialized });
+          });
+        }
+        channelValues[name] = object;
+        cache.splits.set(name, { v: channel.v, keys });
+      }
+    }
+    await values.load();
+    const checkpoint = { ...rest, channel_values: channelValues, channel_versions: channelVersions } as Checkpoint;
+    if (record.format < 4 && record.parent_sends) {
+      // Checkpoints before format 4 kept pending sends as writes of the parent: LangGraph expects them as the tasks channel.
+      const sends = sortWrites(record.parent_sends);
+      channelValues[TASKS] = await Promise.all(sends.map((write) => this.deserialize(write.value)));
+      const existing = Object.values(channelVersions);
+      channelVersions[TASKS] = existing.length > 0 ? maxChannelVersion(...existing) : this.getNextVersion(undefined);
+    }
+    const pendingWrites: CheckpointPendingWrite[] = await Promise.all(
+      sortWrites(record.writes).map(async (write) => [write.task_id, write.channel, await this.deserialize(write.value)] as CheckpointPendingWrite),
+    );
+    if (remember) this.cache.set(cacheKey(record.thread_id, record.checkpoint_ns), cache);
+    const tuple: CheckpointTuple = {
+      config: { configurable: { thread_id: record.thread_id, checkpoint_ns: record.checkpoint_ns, checkpoint_id: record.checkpoint_id } },
+      checkpoint,
+      metadata: (await this.deserialize(record.metadata)) as CheckpointMetadata,
+      pendingWrites,
+    };
+    if (record.parent_id !== null) tuple.parentConfig = { configurable: { thread_id: record.thread_id, checkpoint_ns: record.checkpoint_ns, checkpoint_id: record.parent_id } };
+    return tuple;
+  }
+
+  private async serialize(value: unknown): Promise<SerializedValue> {
+    const [type, bytes] = await this.serde.dumpsTyped(value);
+    if (type === "json") return { t: type, d: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8") };
+    return { t: type, b: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64") };
+  }
+
+  private deserialize(value: SerializedValue): Promise<unknown> {
+    return this.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64")));
+  }
+
+  private async call(method: string, params: Record<string, unknown>): Promise<unknown> {
+    this.client ??= this.connect();
+    let client: SessionClient;
+    try {
+      client = await this.client;
+    } catch (error) {
+      this.client = undefined; // a later call tries again (a session may have been started meanwhile)
+      throw error;
+    }
+    const session = this.options.session ?? (client.via === "socket" && this.options.project === undefined ? process.env.APEX_SESSION_ID : undefined);
+    return client.call(method, session ? { ...params, session } : params);
+  }
+
+  private async connect(): Promise<SessionClient> {
+    // Inside an agent, APEX_SOCKET reaches its supervisor; `project` names another project explicitly.
+    const saved = process.env.APEX_SOCKET;
+    if (this.options.project !== undefined) delete process.env.APEX_SOCKET;
+    try {
+      return await openSessionClient(locateProject(this.options.project !== undefined ? { cwd: this.options.project } : {}), "write");
+    } finally {
+      if (saved !== undefined) process.env.APEX_SOCKET = saved;
+    }
+  }
+}
+
+/**
+ * Values to deserialize, in one go where that is the same as one by one: LangGraph's
+ * JsonPlusSerializer revives an array element by element, so the JSON texts of many values
+ * parse as one array (one JSON.parse of the whole state instead of one call per value).
+ */
+class ValueBatch {
+  private readonly json: string[] = [];
+  private readonly jsonTargets: Array<(value: unknown) => void> = [];
+  private readonly others: Array<{ value: SerializedValue; target: (value: unknown) => void }> = [];
+
+  constructor(private readonly saver: { serde: SerializerProtocol }) {}
+
+  add(value: SerializedValue, target: (value: unknown) => void): void {
+    if (value.t === "json" && value.d !== undefined && this.saver.serde instanceof JsonPlusSerializer) {
+      this.json.push(value.d);
+      this.jsonTargets.push(target);
+    } else this.others.push({ value, target });
+  }
+
+  async load(): Promise<void> {
+    if (this.json.length > 0) {
+      const text = `[${this.json.join(",")}]`;
+      // Without an "lc" key anywhere, JsonPlusSerializer's reviver returns what JSON.parse does
+      // (it only revives objects marked lc: 1 or 2), one promise per value and object later.
+      const loaded = (text.includes('"lc"') ? await this.saver.serde.loadsTyped("json", text) : JSON.parse(text)) as unknown[];
+      for (let i = 0; i < loaded.length; i++) this.jsonTargets[i]!(loaded[i]);
+    }
+    for (const { value, target } of this.others) {
+      target(await this.saver.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64"))));
+    }
+  }
+}
+
+function hasOwn(object: object, key: string): boolean {
+  return Object.prototype.hasOwnProperty.call(object, key);
+}
+
+function cacheKey(threadId: string, ns: string): string {
+  return `${threadId}\u0000${ns}`;
+}
+
+function sortWrites(writes: StoredWrite[]): StoredWrite[] {
+  return [...writes].sort((a, b) => compareWritesSortKeys(writesSortKey(a.task_path ?? "", a.task_id, a.idx), writesSortKey(b.task_path ?? "", b.task_id, b.idx)));
+}
+
+function isPrimitive(value: unknown): boolean {
+  return value === null || (typeof value !== "object" && typeof value !== "function");
+}
+
+function isSplittable(value: unknown, minKeys: number): value is Record<string, unknown> {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return false;
+  if ("lc" in value || "toJSON" in value) return false; // LangChain's own serialized forms stay whole
+  let count = 0;
+  for (const _ in value) if (++count >= minKeys) return true;
+  return false;
+}
+
+function sameSerialized(a: SerializedValue, b: SerializedValue): boolean {
+  return a.t === b.t && a.d === b.d && a.b === b.b;
+}

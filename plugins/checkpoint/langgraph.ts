@@ -1,0 +1,627 @@
+/**
+ * LangGraph checkpoints as APEX checkpoints: the store side of `apex-sessions/langgraph`
+ * (the ApexSaver adapter, integrations/langgraph/), served as control methods `langgraph.*`
+ * by the supervisor while one runs and called in the adapter's own process otherwise.
+ *
+ * The mapping (docs/architecture.md, "LangGraph"):
+ *  - a LangGraph thread is a named part of an APEX session; the session holds any number of them;
+ *  - the channel values of a thread's namespace live in project memory below
+ *    `/langgraph/<thread>/<namespace>/<channel>`, one record per channel holding its version and
+ *    its serialized value (`{v, t, d}`: LangGraph's serializer type and text, or `b`: base64);
+ *    a plain object channel with many keys is split into one record per key below the channel
+ *    (`{v, split: true}` at the channel), so a step that changes 1% of a 10k-key state writes 1%;
+ *    `/langgraph/<thread>/<namespace>` itself records which LangGraph checkpoint that memory is;
+ *  - each `put` writes the changed channels and takes an APEX checkpoint (trigger `langgraph`,
+ *    the LangGraph metadata in its `data.langgraph`) in one transaction, so an unchanged channel
+ *    is one shared value object, and checkpoint list/show/diff, retention and archive see them;
+ *  - per checkpoint an index record below `/sessions/<sid>/langgraph/<thread>/<namespace>/`
+ *    (`checkpoints/<id>`: the APEX checkpoint, parent, the rest of the LangGraph checkpoint,
+ *    metadata) and the pending writes (`writes/<id>/<task>/<idx>`). These are session records,
+ *    outside every checkpoint tree, so restoring an APEX checkpoint (`apex start --continue`)
+ *    never drops a write LangGraph saved after the checkpoint it restores.
+ *
+ * Nothing here imports LangGraph: values arrive serialized by the adapter.
+ */
+import { isDeepStrictEqual } from "node:util";
+import type { CheckpointInfo } from "../../core/engine.js";
+import { ApexError } from "../../core/errors.js";
+import { ObjectStore, collectEntries, listDirectory, lookupEntry, type DirEntry, type Hash, type ObjectView } from "../../core/store/objects.js";
+import { subtreeRange } from "../../core/store/paths.js";
+import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
+import { checkpointInfo, writeCheckpoint } from "./checkpoints.js";
+import { isRecord, manifestPath, type CheckpointManifest } from "./manifest.js";
+import { ACTORS, requireSession } from "./refs.js";
+import { inScope, pathSegments, type MemoryScope } from "./scope.js";
+
+export const LANGGRAPH_TRIGGER = "langgraph";
+export const LANGGRAPH_MEMORY_ROOT = "/langgraph";
+
+/** A value as LangGraph's serializer wrote it: its type and its bytes, as UTF-8 text (`d`) or base64 (`b`). */
+export interface SerializedValue {
+  t: string;
+  d?: string;
+  b?: string;
+}
+
+/** One channel in a put: its new version and value (absent: the version is known, the value is not stored). */
+export interface ChannelWrite {
+  v: string | number;
+  value?: SerializedValue;
+  /** A plain object stored key by key: the keys set and removed since `base` (or all keys, `full`). */
+  split?: { base?: string | number | null; full?: boolean; set: Record<string, SerializedValue>; delete?: string[] };
+}
+
+export interface PutRequest {
+  thread_id: string;
+  checkpoint_ns: string;
+  checkpoint_id: string;
+  parent_id: string | null;
+  /** checkpoint.v, kept in the index for the pending-sends migration of format < 4. */
+  format: number;
+  /** The LangGraph checkpoint without channel_values and channel_versions, serialized. */
+  rest: SerializedValue;
+  metadata: SerializedValue;
+  /**
+   * "delta": `channels` are the channels whose version changed since `parent_id`, `removed`
+   * those gone; valid only if the memory holds `parent_id` (else the answer is `{stale: true}`).
+   * "full": `channels` holds every channel of the checkpoint; a channel without a value keeps
+   * the value the parent checkpoint had at that version.
+   */
+  mode: "delta" | "full";
+  channels: Record<string, ChannelWrite>;
+  removed?: string[];
+}
+
+export interface StoredWrite {
+  task_id: string;
+  channel: string;
+  idx: number;
+  task_path: string;
+  value: SerializedValue;
+}
+
+export interface TupleRecord {
+  thread_id: string;
+  checkpoint_ns: string;
+  checkpoint_id: string;
+  parent_id: string | null;
+  format: number;
+  rest: SerializedValue;
+  metadata: SerializedValue;
+  channels: Record<string, { v: string | number; value?: SerializedValue; split?: Record<string, SerializedValue> }>;
+  writes: StoredWrite[];
+  /** For format < 4: the parent's writes to the tasks channel (pending sends, migrated by the adapter). */
+  parent_sends?: StoredWrite[];
+  /** The APEX checkpoint that holds it. */
+  apex: { id: string; session_id: string; name: string };
+}
+
+interface IndexRecord {
+  apex_id: string;
+  sequence: number;
+  parent_id: string | null;
+  format: number;
+  rest: SerializedValue;
+  metadata: SerializedValue;
+  /** The metadata as JSON when the serializer wrote JSON: what `list` filters on. */
+  metadata_json?: JsonValue;
+}
+
+/** The special channels LangGraph writes with fixed negative indexes (WRITES_IDX_MAP), replaced instead of kept. */
+const TASKS_CHANNEL = "__pregel_tasks";
+
+// ------------------------------------------------------------------------------------ paths
+
+/**
+ * A LangGraph name (thread id, namespace, channel, key) as one path segment: percent-encoded
+ * (so `/` and control characters cannot split or break a path), `~` for the empty name, and
+ * `.`/`..` encoded (segments APEX paths refuse).
+ */
+export function nameSegment(name: string): string {
+  if (name === "") return "~";
+  const encoded = encodeURIComponent(name).replace(/~/g, "%7E");
+  return encoded === "." ? "%2E" : encoded === ".." ? "%2E%2E" : encoded;
+}
+
+export function segmentName(segment: string): string {
+  return segment === "~" ? "" : decodeURIComponent(segment);
+}
+
+export function memoryDir(threadId: string, ns: string): string {
+  return `${LANGGRAPH_MEMORY_ROOT}/${nameSegment(threadId)}/${nameSegment(ns)}`;
+}
+
+/** `/sessions/<sid>/langgraph-heads`: each thread namespace's latest APEX checkpoint, which retention keeps. */
+export function headsPath(sessionId: string): string {
+  return `/sessions/${sessionId}/langgraph-heads`;
+}
+
+/**
+ * APEX checkpoint id -> why retention must keep it ("langgraph thread <id>"): the latest
+ * checkpoint of each LangGraph thread namespace of the session, so that a thread whose last
+ * step is older than other threads' steps still resumes from where it stopped.
+ */
+export function langGraphHeads(store: Store, sessionId: string): Map<string, string[]> {
+  const heads = new Map<string, string[]>();
+  const record = store.get(headsPath(sessionId));
+  if (!isRecord(record)) return heads;
+  for (const [where, id] of Object.entries(record)) {
+    if (typeof id !== "string") continue;
+    heads.set(id, [...(heads.get(id) ?? []), `langgraph thread ${where}`]);
+  }
+  return heads;
+}
+
+function headKey(threadId: string, ns: string): string {
+  return ns === "" ? threadId : `${threadId}/${ns}`;
+}
+
+function indexRoot(sessionId: string): string {
+  return `/sessions/${sessionId}/langgraph`;
+}
+
+function indexDir(sessionId: string, threadId: string, ns: string): string {
+  return `${indexRoot(sessionId)}/${nameSegment(threadId)}/${nameSegment(ns)}`;
+}
+
+function checkpointKey(sessionId: string, threadId: string, ns: string, checkpointId: string): string {
+  return `${indexDir(sessionId, threadId, ns)}/checkpoints/${nameSegment(checkpointId)}`;
+}
+
+function writesDir(sessionId: string, threadId: string, ns: string, checkpointId: string): string {
+  return `${indexDir(sessionId, threadId, ns)}/writes/${nameSegment(checkpointId)}`;
+}
+
+// ------------------------------------------------------------------------------------ the store side
+
+export interface LangGraphStoreOptions {
+  /** The memory checkpoints cover (the checkpoint plugin's `paths`). */
+  scope: MemoryScope;
+  /** Runs a write after every other write of the session's checkpoints (their one queue). */
+  serialize: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** The afterCheckpoint hook (retention, audit trail). */
+  afterCheckpoint?: (info: CheckpointInfo) => Promise<void>;
+  warn?: (message: string) => void;
+}
+
+export class LangGraphStore {
+  constructor(
+    readonly store: Store,
+    private readonly options: LangGraphStoreOptions,
+  ) {}
+
+  /** The control methods (`langgraph.put`, …); `session` in params names the session, else the current one. */
+  methods(sessionOf: (params: Record<string, unknown>) => string): Record<string, (params: Record<string, unknown>) => unknown> {
+    return {
+      "langgraph.put": (params) => this.put(sessionOf(params), params as unknown as PutRequest) as Promise<JsonValue>,
+      "langgraph.putWrites": (params) =>
+        this.putWrites(sessionOf(params), {
+          thread_id: requiredString(params, "thread_id"),
+          checkpoint_ns: requiredString(params, "checkpoint_ns"),
+          checkpoint_id: requiredString(params, "checkpoint_id"),
+          task_id: requiredString(params, "task_id"),
+          task_path: typeof params.task_path === "string" ? params.task_path : "",
+          writes: Array.isArray(params.writes) ? (params.writes as Array<{ channel: string; idx: number; value: SerializedValue }>) : [],
+        }) as Promise<JsonValue>,
+      "langgraph.getTuple": (params) =>
+        this.getTuple(sessionOf(params), requiredString(params, "thread_id"), requiredString(params, "checkpoint_ns"), optionalString(params, "checkpoint_id")) as unknown as JsonValue,
+      "langgraph.list": (params) =>
+        this.list(sessionOf(params), {
+          thread_id: optionalString(params, "thread_id"),
+          checkpoint_ns: optionalString(params, "checkpoint_ns"),
+          checkpoint_id: optionalString(params, "checkpoint_id"),
+          before: optionalString(params, "before"),
+          limit: typeof params.limit === "number" ? params.limit : undefined,
+          filter: isRecord(params.filter) ? (params.filter as Record<string, JsonValue>) : undefined,
+        }) as unknown as JsonValue,
+      "langgraph.deleteThread": (params) => this.deleteThread(sessionOf(params), requiredString(params, "thread_id")) as Promise<JsonValue>,
+    };
+  }
+
+  // ---------------------------------------------------------------------------------- put
+
+  /**
+   * Writes the changed channels, the APEX checkpoint and the index record in one transaction.
+   * Resolves to `{stale: true}` (nothing written) when a delta does not apply to the memory as
+   * it is; the adapter then sends the whole checkpoint.
+   */
+  put(sessionId: string, request: PutRequest): Promise<{ stale?: true; apex?: { id: string; name: string } }> {
+    checkPutRequest(request);
+    const dir = memoryDir(request.thread_id, request.checkpoint_ns);
+    if (!inScope(this.options.scope, `${dir}/x`)) {
+      throw new ApexError("APEX_E_CONFIG", `The checkpoint plugin's paths do not cover ${LANGGRAPH_MEMORY_ROOT}, where LangGraph channel values are kept.`, {
+        hint: `Add "${LANGGRAPH_MEMORY_ROOT}/**" to plugins.checkpoint.paths in apex.config.yaml.`,
+      });
+    }
+    return this.options.serialize(async () => {
+      const store = this.store;
+      let manifest: CheckpointManifest | undefined;
+      let stale = false;
+      await store.transaction(() => {
+        requireSession(store, sessionId);
+        store.batchSync((batch) => {
+          const head = batch.get(dir);
+          const holdsParent = isRecord(head) && head.checkpoint === request.parent_id && request.parent_id !== null;
+          if (request.mode === "delta") {
+            if (!holdsParent || !this.applyDelta(batch, dir, request)) {
+              stale = true;
+              return;
+            }
+          } else {
+            this.applyFull(batch, sessionId, dir, request, holdsParent);
+          }
+          batch.set(dir, { checkpoint: request.checkpoint_id });
+        }, ACTORS.checkpoint);
+        if (stale) return;
+        const metadataJson = jsonOf(request.metadata);
+        const { manifest: written } = writeCheckpoint(store, {
+          sessionId,
+          trigger: LANGGRAPH_TRIGGER,
+          description: describeStep(request, metadataJson),
+          pinned: false,
+          gitState: null,
+          data: {
+            langgraph: {
+              thread_id: request.thread_id,
+              checkpoint_ns: request.checkpoint_ns,
+              checkpoint_id: request.checkpoint_id,
+              parent_id: request.parent_id,
+              memory: dir,
+              metadata: metadataJson ?? null,
+            },
+          },
+          scope: this.options.scope,
+          createdAt: new Date().toISOString(),
+          actor: ACTORS.checkpoint,
+        });
+        manifest = written;
+        const index: IndexRecord = {
+          apex_id: written.id,
+          sequence: written.sequence,
+          parent_id: request.parent_id,
+          format: request.format,
+          rest: request.rest,
+          metadata: request.metadata,
+          ...(metadataJson !== undefined ? { metadata_json: metadataJson } : {}),
+        };
+        store.batchSync((batch) => {
+          batch.set(checkpointKey(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id), index as unknown as JsonValue);
+          const heads = batch.get(headsPath(sessionId));
+          batch.set(headsPath(sessionId), { ...(isRecord(heads) ? (heads as Record<string, JsonValue>) : {}), [headKey(request.thread_id, request.checkpoint_ns)]: written.id });
+        }, ACTORS.checkpoint);
+      });
+      if (stale || !manifest) return { stale: true as const };
+      try {
+        await this.options.afterCheckpoint?.(checkpointInfo(manifest));
+      } catch (error) {
+        this.options.warn?.(`afterCheckpoint after ${sessionId}/${manifest.name}: ${(error as Error).message}`);
+      }
+      return { apex: { id: manifest.id, name: manifest.name } };
+    });
+  }
+
+  /** Applies the changed channels to a memory that holds the parent checkpoint; false if a split channel's base does not match. */
+  private applyDelta(batch: WriteBatch, dir: string, request: PutRequest): boolean {
+    for (const [name, write] of Object.entries(request.channels)) {
+      const path = `${dir}/${nameSegment(name)}`;
+      if (write.split && !write.split.full) {
+        const current = batch.get(path);
+        if (!isRecord(current) || current.split !== true || current.v !== write.split.base) return false;
+      }
+      writeChannel(batch, path, write);
+    }
+    for (const name of request.removed ?? []) {
+      const path = `${dir}/${nameSegment(name)}`;
+      batch.delete(path);
+      batch.deleteTree(path);
+    }
+    return true;
+  }
+
+  /**
+   * The whole checkpoint: the memory is first put back to the parent's channels (unless it holds
+   * them), then every channel listed is written, and channels not listed are removed.
+   */
+  private applyFull(batch: WriteBatch, sessionId: string, dir: string, request: PutRequest, holdsParent: boolean): void {
+    if (!holdsParent) {
+      batch.deleteTree(dir);
+      const parent = request.parent_id === null ? undefined : this.locate(sessionId, request.thread_id, request.checkpoint_ns, request.parent_id);
+      if (parent) {
+        const view = ObjectStore.of(this.store).view();
+        const entry = lookupEntry(view, parent.manifest.memory.root, pathSegments(dir));
+        const hashes: Array<{ path: string; hash: Hash }> = [];
+        collectValues(view, entry?.tree ?? null, dir, hashes);
+        view.prefetchValues(hashes.map((item) => item.hash));
+        for (const { path, hash } of hashes) batch.setEncoded(path, view.encodedValue(hash));
+      }
+    }
+    const listed = new Set<string>();
+    for (const [name, write] of Object.entries(request.channels)) {
+      const path = `${dir}/${nameSegment(name)}`;
+      listed.add(nameSegment(name));
+      if (write.value !== undefined || write.split) {
+        writeChannel(batch, path, write);
+        continue;
+      }
+      // No value sent: the parent's value at that version stays; another version's is unknown.
+      const current = batch.get(path);
+      if (isRecord(current) && current.v === write.v) continue;
+      batch.delete(path);
+      batch.deleteTree(path);
+      batch.set(path, { v: write.v });
+    }
+    for (const key of [...this.childNames(dir)]) {
+      if (listed.has(key)) continue;
+      batch.delete(`${dir}/${key}`);
+      batch.deleteTree(`${dir}/${key}`);
+    }
+  }
+
+  /** The names directly below a memory directory (as segments). */
+  private *childNames(dir: string): Iterable<string> {
+    const seen = new Set<string>();
+    for (const key of this.store.keysBelow(dir)) {
+      const name = key.slice(dir.length + 1).split("/")[0]!;
+      if (!seen.has(name)) {
+        seen.add(name);
+        yield name;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------- writes
+
+  putWrites(
+    sessionId: string,
+    request: { thread_id: string; checkpoint_ns: string; checkpoint_id: string; task_id: string; task_path: string; writes: Array<{ channel: string; idx: number; value: SerializedValue }> },
+  ): Promise<{ written: number }> {
+    return this.options.serialize(async () => {
+      requireSession(this.store, sessionId);
+      const dir = `${writesDir(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)}/${nameSegment(request.task_id)}`;
+      const { value: written } = await this.store.batch((batch) => {
+        let count = 0;
+        for (const write of request.writes) {
+          if (typeof write.channel !== "string" || !Number.isSafeInteger(write.idx) || !isSerialized(write.value)) {
+            throw new ApexError("APEX_E_BAD_INPUT", "langgraph.putWrites: each write needs a channel, an integer idx and a serialized value.");
+          }
+          const path = `${dir}/${write.idx}`;
+          // A regular write is kept once written (a task retried writes the same); special ones (errors, interrupts) are replaced.
+          if (write.idx >= 0 && batch.get(path) !== undefined) continue;
+          const record: StoredWrite = { task_id: request.task_id, channel: write.channel, idx: write.idx, task_path: request.task_path, value: write.value };
+          batch.set(path, record as unknown as JsonValue);
+          count += 1;
+        }
+        return count;
+      }, ACTORS.checkpoint);
+      return { written };
+    });
+  }
+
+  // ---------------------------------------------------------------------------------- reads
+
+  /** One checkpoint tuple (the latest of the thread's namespace without `checkpointId`); undefined if there is none. */
+  getTuple(sessionId: string, threadId: string, ns: string, checkpointId: string | undefined): TupleRecord | undefined {
+    const id = checkpointId ?? this.checkpointIds(sessionId, threadId, ns, { reverse: true, limit: 1 })[0];
+    if (id === undefined) return undefined;
+    const located = this.locate(sessionId, threadId, ns, id);
+    return located && this.tuple(sessionId, threadId, ns, id, located);
+  }
+
+  list(
+    sessionId: string,
+    options: { thread_id?: string | undefined; checkpoint_ns?: string | undefined; checkpoint_id?: string | undefined; before?: string | undefined; limit?: number | undefined; filter?: Record<string, JsonValue> | undefined },
+  ): TupleRecord[] {
+    const out: TupleRecord[] = [];
+    let remaining = options.limit ?? Infinity;
+    const threads = options.thread_id !== undefined ? [options.thread_id] : this.names(indexRoot(sessionId));
+    for (const threadId of threads) {
+      const namespaces = options.checkpoint_ns !== undefined ? [options.checkpoint_ns] : this.names(`${indexRoot(sessionId)}/${nameSegment(threadId)}`);
+      for (const ns of namespaces) {
+        for (const id of this.checkpointIds(sessionId, threadId, ns, { reverse: true })) {
+          if (remaining <= 0) return out;
+          if (options.checkpoint_id !== undefined && id !== options.checkpoint_id) continue;
+          if (options.before !== undefined && !(id < options.before)) continue;
+          const located = this.locate(sessionId, threadId, ns, id);
+          if (!located) continue;
+          if (options.filter && !matchesFilter(located.index.metadata_json, options.filter)) continue;
+          out.push(this.tuple(sessionId, threadId, ns, id, located));
+          remaining -= 1;
+        }
+      }
+    }
+    return out;
+  }
+
+  deleteThread(sessionId: string, threadId: string): Promise<{ deleted: number }> {
+    return this.options.serialize(async () => {
+      requireSession(this.store, sessionId);
+      const memory = `${LANGGRAPH_MEMORY_ROOT}/${nameSegment(threadId)}`;
+      const index = `${indexRoot(sessionId)}/${nameSegment(threadId)}`;
+      const { value: deleted } = await this.store.batch((batch) => {
+        const heads = batch.get(headsPath(sessionId));
+        if (isRecord(heads)) {
+          const kept = Object.fromEntries(Object.entries(heads as Record<string, JsonValue>).filter(([where]) => where !== threadId && !where.startsWith(`${threadId}/`)));
+          batch.set(headsPath(sessionId), kept);
+        }
+        return batch.deleteTree(memory) + batch.deleteTree(index);
+      }, ACTORS.checkpoint);
+      return { deleted };
+    });
+  }
+
+  /** The index record of a checkpoint and its APEX manifest; undefined if either is gone (retention may delete manifests). */
+  private locate(sessionId: string, threadId: string, ns: string, checkpointId: string): { index: IndexRecord; manifest: CheckpointManifest } | undefined {
+    const index = this.store.get(checkpointKey(sessionId, threadId, ns, checkpointId)) as IndexRecord | undefined;
+    if (!isRecord(index)) return undefined;
+    const manifest = this.store.get(manifestPath(sessionId, index.sequence)) as CheckpointManifest | undefined;
+    if (!isRecord(manifest) || manifest.id !== index.apex_id) return undefined;
+    return { index, manifest };
+  }
+
+  private tuple(sessionId: string, threadId: string, ns: string, checkpointId: string, located: { index: IndexRecord; manifest: CheckpointManifest }): TupleRecord {
+    const { index, manifest } = located;
+    const tuple: TupleRecord = {
+      thread_id: threadId,
+      checkpoint_ns: ns,
+      checkpoint_id: checkpointId,
+      parent_id: index.parent_id,
+      format: index.format,
+      rest: index.rest,
+      metadata: index.metadata,
+      channels: this.readChannels(manifest, memoryDir(threadId, ns)),
+      writes: this.writesOf(sessionId, threadId, ns, checkpointId),
+      apex: { id: manifest.id, session_id: manifest.session_id, name: manifest.name },
+    };
+    if (index.format < 4 && index.parent_id !== null) {
+      tuple.parent_sends = this.writesOf(sessionId, threadId, ns, index.parent_id).filter((write) => write.channel === TASKS_CHANNEL);
+    }
+    return tuple;
+  }
+
+  /** The channels of a thread's namespace as a checkpoint's memory holds them: every value read grouped by pack. */
+  private readChannels(manifest: CheckpointManifest, dir: string): TupleRecord["channels"] {
+    const view = ObjectStore.of(this.store).view();
+    const entry = lookupEntry(view, manifest.memory.root, pathSegments(dir));
+    const channels: TupleRecord["channels"] = {};
+    if (!entry?.tree) return channels;
+    // Entries in bucket order (no sort: the result is a map), each split channel's keys below it.
+    const top = collectEntries(view, entry.tree, []);
+    const hashes: Hash[] = [];
+    const below = new Map<string, DirEntry[]>();
+    for (const channel of top) {
+      if (channel.value) hashes.push(channel.value);
+      if (channel.tree) {
+        const keys = collectEntries(view, channel.tree, []);
+        below.set(channel.name, keys);
+        for (const key of keys) if (key.value) hashes.push(key.value);
+      }
+    }
+    view.prefetchValues(hashes);
+    for (const channel of top) {
+      if (!channel.value) continue;
+      const record = view.readValue(channel.value) as Record<string, JsonValue>;
+      const read: TupleRecord["channels"][string] = { v: record.v as string | number };
+      if (record.split === true) {
+        const keys: Record<string, SerializedValue> = {};
+        for (const key of below.get(channel.name) ?? []) if (key.value) keys[segmentName(key.name)] = serializedOf(view.readValue(key.value) as Record<string, JsonValue>);
+        read.split = keys;
+      } else if (typeof record.t === "string") {
+        read.value = serializedOf(record);
+      }
+      channels[segmentName(channel.name)] = read;
+    }
+    return channels;
+  }
+
+  private writesOf(sessionId: string, threadId: string, ns: string, checkpointId: string): StoredWrite[] {
+    const out: StoredWrite[] = [];
+    for (const { value } of this.store.tree(writesDir(sessionId, threadId, ns, checkpointId))) {
+      if (isRecord(value) && typeof value.task_id === "string") out.push(value as unknown as StoredWrite);
+    }
+    return out;
+  }
+
+  /** The checkpoint ids of a thread's namespace, in id order (uuid6 ids: time order). */
+  private checkpointIds(sessionId: string, threadId: string, ns: string, options: { reverse?: boolean; limit?: number }): string[] {
+    const dir = `${indexDir(sessionId, threadId, ns)}/checkpoints`;
+    const range = subtreeRange(dir);
+    const kv = this.store.openDatabase<unknown, string>("kv");
+    const keys = options.reverse ? kv.getKeys({ start: range.end, end: range.start, reverse: true, ...(options.limit ? { limit: options.limit } : {}) }) : kv.getKeys({ ...range, ...(options.limit ? { limit: options.limit } : {}) });
+    const ids: string[] = [];
+    for (const key of keys) {
+      const rest = String(key).slice(dir.length + 1);
+      if (rest && !rest.includes("/") && String(key) !== range.end) ids.push(segmentName(rest));
+    }
+    return ids;
+  }
+
+  /** The names (decoded) of the directories directly below an index path. */
+  private names(path: string): string[] {
+    const names = new Set<string>();
+    for (const key of this.store.keysBelow(path)) names.add(key.slice(path.length + 1).split("/")[0]!);
+    return [...names].map(segmentName);
+  }
+}
+
+// ------------------------------------------------------------------------------------ helpers
+
+function writeChannel(batch: WriteBatch, path: string, write: ChannelWrite): void {
+  if (write.split) {
+    if (write.split.full || !isRecord(batch.get(path)) || (batch.get(path) as Record<string, JsonValue>).split !== true) batch.deleteTree(path);
+    batch.set(path, { v: write.v, split: true });
+    for (const [key, value] of Object.entries(write.split.set)) batch.set(`${path}/${nameSegment(key)}`, recordOf(value));
+    for (const key of write.split.delete ?? []) batch.delete(`${path}/${nameSegment(key)}`);
+    return;
+  }
+  if (isRecord(batch.get(path)) && (batch.get(path) as Record<string, JsonValue>).split === true) batch.deleteTree(path);
+  batch.set(path, write.value ? { v: write.v, ...recordOf(write.value) } : { v: write.v });
+}
+
+function recordOf(value: SerializedValue): { [key: string]: JsonValue } {
+  return value.b !== undefined ? { t: value.t, b: value.b } : { t: value.t, d: value.d ?? "" };
+}
+
+function serializedOf(record: Record<string, JsonValue>): SerializedValue {
+  return typeof record.b === "string" ? { t: String(record.t), b: record.b } : { t: String(record.t), d: String(record.d ?? "") };
+}
+
+/** Every value below a tree (paths relative to it, prefixed with `prefix`), tree nodes read in tree order. */
+function collectValues(view: ObjectView, dir: Hash | null, prefix: string, out: Array<{ path: string; hash: Hash }>): void {
+  if (!dir) return;
+  for (const entry of listDirectory(view, dir)) {
+    const path = `${prefix}/${entry.name}`;
+    if (entry.value) out.push({ path, hash: entry.value });
+    if (entry.tree) collectValues(view, entry.tree, path, out);
+  }
+}
+
+function jsonOf(value: SerializedValue): JsonValue | undefined {
+  if (value.t !== "json" || value.d === undefined) return undefined;
+  try {
+    return JSON.parse(value.d) as JsonValue;
+  } catch {
+    return undefined;
+  }
+}
+
+function matchesFilter(metadata: JsonValue | undefined, filter: Record<string, JsonValue>): boolean {
+  const record = isRecord(metadata) ? (metadata as Record<string, JsonValue>) : {};
+  return Object.entries(filter).every(([key, value]) => isDeepStrictEqual(record[key], value));
+}
+
+function describeStep(request: PutRequest, metadata: JsonValue | undefined): string {
+  const meta = isRecord(metadata) ? (metadata as Record<string, JsonValue>) : {};
+  const where = `${request.thread_id}${request.checkpoint_ns ? `/${request.checkpoint_ns}` : ""}`;
+  const step = typeof meta.step === "number" ? ` step ${meta.step}` : "";
+  const source = typeof meta.source === "string" ? ` (${meta.source})` : "";
+  return `langgraph ${where}${step}${source}`;
+}
+
+function isSerialized(value: unknown): value is SerializedValue {
+  return isRecord(value) && typeof value.t === "string" && (typeof value.d === "string" || typeof value.b === "string");
+}
+
+function checkPutRequest(request: PutRequest): void {
+  const bad = (what: string) => new ApexError("APEX_E_BAD_INPUT", `langgraph.put: ${what}.`);
+  if (!isRecord(request)) throw bad("the request must be an object");
+  for (const name of ["thread_id", "checkpoint_ns", "checkpoint_id"] as const) if (typeof request[name] !== "string") throw bad(`${name} must be a string`);
+  if (request.thread_id === "" || request.checkpoint_id === "") throw bad("thread_id and checkpoint_id must not be empty");
+  if (request.parent_id !== null && typeof request.parent_id !== "string") throw bad("parent_id must be a string or null");
+  if (request.mode !== "delta" && request.mode !== "full") throw bad('mode must be "delta" or "full"');
+  if (!isSerialized(request.rest) || !isSerialized(request.metadata)) throw bad("rest and metadata must be serialized values");
+  if (!isRecord(request.channels)) throw bad("channels must be an object");
+  if (typeof request.format !== "number") throw bad("format must be a number");
+}
+
+function requiredString(params: Record<string, unknown>, name: string): string {
+  const value = params[name];
+  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
+  return value;
+}
+
+function optionalString(params: Record<string, unknown>, name: string): string | undefined {
+  const value = params[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
+  return value;
+}

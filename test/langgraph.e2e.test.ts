@@ -1,0 +1,61 @@
+// A real LangGraph graph run as an APEX agent with ApexSaver: human input through an
+// interrupt, everything killed with SIGKILL mid-run, `apex start --continue last`, and the
+// graph resumes from its last step with the human input it had.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, groupMembers, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+describe("a LangGraph StateGraph as an APEX agent", () => {
+  it("interrupt for human input, kill -9 mid-run, start --continue last: resumes from its last step", async () => {
+    project = new Project("");
+    const log = join(project.dir, "nodes.log");
+    // No auto recovery: the session stays interrupted until `apex start --continue last`.
+    project.writeConfig(["session:", "  auto_recovery: false", "agents:", nodeAgent("graph", "langgraph-graph.mjs", { env: { APEX_TEST_OUT: log }, restart: "never" }), "plugins:", "  checkpoint: {}", ""].join("\n"));
+    const ready = project.start(["--task", "review with a human"]);
+    const agentStatus = () => project!.status().agents.find((agent) => agent.name === "graph")?.reported_status;
+    await waitFor("the graph to wait for a human", () => agentStatus() === "waiting", 30_000);
+    expect(project.apex(["memory", "set", "/human/answer", '"blue"']).status).toBe(0);
+    await waitFor("work2 to start", () => existsSync(`${log}.hung`), 30_000);
+
+    // A crash of everything: the supervisor and the agent's process group, with SIGKILL.
+    const pgid = ready.agents.find((agent) => agent.name === "graph")!.pgid!;
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    process.kill(-pgid, "SIGKILL");
+    await waitFor("the agent to be gone", () => groupMembers(pgid).length === 0, 10_000);
+    await waitFor("status interrupted", () => project!.status().session?.status === "interrupted", 10_000);
+
+    const continued = project.start(["--continue", "last"]);
+    expect(continued).toMatchObject({ session_id: ready.session_id, continued: true });
+    const final = await waitFor(
+      "the graph to finish",
+      () => (existsSync(`${log}.final`) ? (JSON.parse(readFileSync(`${log}.final`, "utf8")) as { values: { steps: string[]; answer: string }; next: string[] }) : undefined),
+      30_000,
+    ).catch((error) => {
+      throw new Error(`${(error as Error).message}; the agent's log:\n${project!.apex(["logs", "graph", "-n", "60"]).stdout}`);
+    });
+    expect(final.values).toEqual({ steps: ["prepare", "ask:blue", "work1", "work2", "work3:blue"], answer: "blue" });
+    expect(final.next).toEqual([]);
+    // Each step ran once, except ask (LangGraph runs an interrupted node again on resume) and
+    // work2 (killed mid-run, so run again): the continued agent started from work2, not earlier.
+    expect(readFileSync(log, "utf8").trim().split("\n")).toEqual(["prepare", "ask", "ask", "work1", "work2", "work2", "work3"]);
+
+    // Each LangGraph step is an APEX checkpoint, with its metadata, that the checkpoint commands read.
+    const page = JSON.parse(project.apex(["checkpoint", "list", "--limit", "100", "--json"]).stdout) as { items: Array<{ id: string; trigger: string; name: string }> };
+    const steps = page.items.filter((item) => item.trigger === "langgraph");
+    expect(steps.length).toBeGreaterThanOrEqual(6);
+    const shown = JSON.parse(project.apex(["checkpoint", "show", steps[0]!.id, "--json"]).stdout);
+    expect(shown.manifest.data.langgraph).toMatchObject({ thread_id: "review", checkpoint_ns: "", metadata: { source: "loop" } });
+    const diff = JSON.parse(project.apex(["checkpoint", "diff", steps[steps.length - 1]!.id, steps[0]!.id, "--json"]).stdout);
+    // From the graph's input to its last step: the steps channel appeared, the thread's record moved on.
+    expect(diff.memory.added).toContain("/langgraph/review/~/steps");
+    expect(diff.memory.changed).toContain("/langgraph/review/~");
+    expect(project.apex(["session", "validate"]).status).toBe(0);
+  });
+});

@@ -1,0 +1,189 @@
+// ApexSaver on a real store (no supervisor: the saver writes the store itself, with the
+// project's plugins): the mapping of channels to memory, large object channels stored key by
+// key, forks and a saver whose view of the memory is out of date, retention and LangGraph
+// threads, names that are not path segments, bad requests.
+import { readFileSync, readdirSync } from "node:fs";
+import { join, relative } from "node:path";
+import { uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
+import { afterEach, describe, expect, it } from "vitest";
+import { ApexSaver } from "../integrations/langgraph/index.js";
+import { Store } from "../core/store/store.js";
+import { diffCheckpoints, listCheckpoints } from "../plugins/checkpoint/checkpoints.js";
+import { REPO_ROOT } from "./helpers/cli.js";
+import { langGraphProject } from "./helpers/langgraph.js";
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function setup(config = "plugins:\n  checkpoint: {}\n") {
+  const project = await langGraphProject("apex-langgraph-unit-", config);
+  cleanups.push(project.cleanup);
+  const saver = new ApexSaver({ project: project.dir });
+  cleanups.push(() => saver.close());
+  return { ...project, saver };
+}
+
+function checkpointOf(values: Record<string, unknown>, versions: Record<string, number | string>): Checkpoint {
+  return { v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: values, channel_versions: versions, versions_seen: { node: { x: 1 } } };
+}
+
+async function readStore<T>(dir: string, fn: (store: Store) => T): Promise<T> {
+  const store = Store.open(join(dir, ".apex"), { readOnly: true });
+  try {
+    return fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
+  it("stores each channel once at /langgraph/<thread>/<ns>/<channel>; a step's APEX checkpoint changes only the channels that changed", async () => {
+    const { dir, sessionId, saver } = await setup();
+    let config = { configurable: { thread_id: "t1", checkpoint_ns: "" } } as Record<string, any>;
+    const values: Record<string, string> = { a: "A0", b: "B0", c: "C0" };
+    config = await saver.put(config, checkpointOf({ ...values }, { a: 1, b: 1, c: 1 }), { source: "input", step: -1, parents: {} }, { a: 1, b: 1, c: 1 });
+    values.b = "B1";
+    const second = await saver.put(config, checkpointOf({ ...values }, { a: 1, b: 2, c: 1 }), { source: "loop", step: 0, parents: {} }, { b: 2 });
+    const tuple = await saver.getTuple(second);
+    expect(tuple!.checkpoint.channel_values).toEqual({ a: "A0", b: "B1", c: "C0" });
+    expect(tuple!.checkpoint.channel_versions).toEqual({ a: 1, b: 2, c: 1 });
+    expect(tuple!.metadata).toEqual({ source: "loop", step: 0, parents: {} });
+    expect(tuple!.parentConfig?.configurable?.checkpoint_id).toBe(config.configurable.checkpoint_id);
+
+    await saver.close();
+    const { page, diff, memory } = await readStore(dir, (store) => {
+      const page = listCheckpoints(store, sessionId);
+      const [newest, oldest] = page.items;
+      return { page, diff: diffCheckpoints(store, oldest!.id, newest!.id), memory: store.get("/langgraph/t1/~/b") };
+    });
+    expect(page.items.map((item) => item.trigger)).toEqual(["langgraph", "langgraph"]);
+    expect(diff.memory).toEqual({ added: [], removed: [], changed: ["/langgraph/t1/~", "/langgraph/t1/~/b"] });
+    expect(memory).toMatchObject({ v: 2, t: "json", d: '"B1"' });
+  });
+
+  it("a large plain-object channel is stored key by key: a step writes only the keys that changed, deleted keys go", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const state: Record<string, string> = {};
+    for (let i = 0; i < 200; i++) state[`k${i}`] = `value ${i}`;
+    let config = { configurable: { thread_id: "big", checkpoint_ns: "" } } as Record<string, any>;
+    config = await saver.put(config, checkpointOf({ state: { ...state } }, { state: 1 }), { source: "input", step: -1, parents: {} }, { state: 1 });
+    state.k7 = "changed";
+    delete state.k8;
+    state["new/key"] = "added";
+    config = await saver.put(config, checkpointOf({ state: { ...state } }, { state: 2 }), { source: "loop", step: 0, parents: {} }, { state: 2 });
+    const tuple = await saver.getTuple(config);
+    expect(tuple!.checkpoint.channel_values.state).toEqual(state);
+
+    // A fresh saver (no cache) reads the same back.
+    await saver.close();
+    const other = new ApexSaver({ project: dir });
+    cleanups.push(() => other.close());
+    expect((await other.getTuple({ configurable: { thread_id: "big", checkpoint_ns: "" } }))!.checkpoint.channel_values.state).toEqual(state);
+    await other.close();
+    const diff = await readStore(dir, (store) => {
+      const [newest, oldest] = listCheckpoints(store, sessionId).items;
+      return diffCheckpoints(store, oldest!.id, newest!.id).memory;
+    });
+    expect(diff).toEqual({
+      added: ["/langgraph/big/~/state/new%2Fkey"],
+      removed: ["/langgraph/big/~/state/k8"],
+      changed: ["/langgraph/big/~", "/langgraph/big/~/state", "/langgraph/big/~/state/k7"],
+    });
+  });
+
+  it("a fork from an older checkpoint, and a saver whose cache is out of date, still store exactly the checkpoint given", async () => {
+    const { dir, saver } = await setup();
+    const base = { configurable: { thread_id: "fork", checkpoint_ns: "" } } as Record<string, any>;
+    const first = await saver.put(base, checkpointOf({ a: "a1", b: "b1" }, { a: 1, b: 1 }), { source: "input", step: -1, parents: {} }, { a: 1, b: 1 });
+    // Another saver (another process) moves the thread on: this saver's cache no longer matches the memory.
+    const other = new ApexSaver({ project: dir });
+    cleanups.push(() => other.close());
+    await other.put(first, checkpointOf({ a: "a2", b: "b1" }, { a: 2, b: 1 }), { source: "loop", step: 0, parents: {} }, { a: 2 });
+    await other.close();
+    // A fork from the first checkpoint, sent as a delta against it: refused as stale, then sent whole.
+    const forked = await saver.put(first, checkpointOf({ a: "a1", b: "b3" }, { a: 1, b: 3 }), { source: "update", step: 0, parents: {} }, { b: 3 });
+    expect((await saver.getTuple(forked))!.checkpoint.channel_values).toEqual({ a: "a1", b: "b3" });
+    const history = [];
+    for await (const tuple of saver.list({ configurable: { thread_id: "fork" } })) history.push(tuple.checkpoint.channel_values);
+    expect(history).toEqual([{ a: "a1", b: "b3" }, { a: "a2", b: "b1" }, { a: "a1", b: "b1" }]);
+  });
+
+  it("pending writes come back in LangGraph's order, special writes replace, regular ones are kept once", async () => {
+    const { saver } = await setup();
+    const config = await saver.put({ configurable: { thread_id: "w", checkpoint_ns: "" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {});
+    await saver.putWrites(config, [["x", 2], ["y", 3]], "task-b");
+    await saver.putWrites(config, [["x", 1]], "task-a");
+    await saver.putWrites(config, [["x", 99]], "task-a"); // a retried task writes again: the first stays
+    await saver.putWrites(config, [["__error__", "first"]], "task-c");
+    await saver.putWrites(config, [["__error__", "second"]], "task-c");
+    expect((await saver.getTuple(config))!.pendingWrites).toEqual([
+      ["task-a", "x", 1],
+      ["task-b", "x", 2],
+      ["task-b", "y", 3],
+      ["task-c", "__error__", "second"],
+    ]);
+  });
+
+  it("thread ids, namespaces and channel names that are not path segments round-trip", async () => {
+    const { saver } = await setup();
+    const names = ["a/b", "..", "~", "", "x%y", "ü ✓"];
+    for (const name of names.filter(Boolean)) {
+      const config = await saver.put({ configurable: { thread_id: name, checkpoint_ns: name === ".." ? "" : `${name}|sub:1` } }, checkpointOf({ [name]: name, ".": 1 }, { [name]: 1, ".": 1 }), { source: "input", step: -1, parents: {} }, { [name]: 1, ".": 1 });
+      const tuple = await saver.getTuple(config);
+      expect(tuple!.config).toEqual(config);
+      expect(tuple!.checkpoint.channel_values).toEqual({ [name]: name, ".": 1 });
+    }
+  });
+
+  it("retention keeps the latest checkpoint of every thread, however many steps other threads take", async () => {
+    const { saver } = await setup("plugins:\n  checkpoint: {}\n  retention:\n    keep_last: 2\n    auto_cleanup: true\n");
+    const quiet = await saver.put({ configurable: { thread_id: "quiet", checkpoint_ns: "" } }, checkpointOf({ a: "still here" }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    let busy = { configurable: { thread_id: "busy", checkpoint_ns: "" } } as Record<string, any>;
+    for (let step = 0; step < 6; step++) busy = await saver.put(busy, checkpointOf({ n: step }, { n: step + 1 }), { source: "loop", step, parents: {} }, { n: step + 1 });
+    expect((await saver.getTuple({ configurable: { thread_id: "quiet", checkpoint_ns: "" } }))!.checkpoint.channel_values).toEqual({ a: "still here" });
+    expect((await saver.getTuple(quiet))!.checkpoint.channel_values).toEqual({ a: "still here" });
+    const kept = [];
+    for await (const tuple of saver.list({ configurable: { thread_id: "busy" } })) kept.push(tuple.metadata?.step);
+    expect(kept).toEqual([5, 4]); // retention applies to LangGraph steps as to any checkpoint
+  });
+
+  it("refuses bad requests with a clear error and writes nothing", async () => {
+    const { dir, sessionId, saver } = await setup();
+    await expect(saver.put({ configurable: {} }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toThrow(/thread_id/);
+    await expect(saver.putWrites({ configurable: { thread_id: "t" } }, [["x", 1]], "task")).rejects.toThrow(/checkpoint_id/);
+    const client = await (saver as unknown as { connect(): Promise<{ call(m: string, p: unknown): Promise<unknown>; close(): Promise<void> }> }).connect();
+    cleanups.push(() => client.close());
+    await expect(client.call("langgraph.put", { thread_id: "t", checkpoint_ns: "", checkpoint_id: "c", parent_id: null, mode: "sideways" })).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
+    await client.close();
+    await saver.close();
+    expect(await readStore(dir, (store) => listCheckpoints(store, sessionId).total)).toBe(0);
+  });
+
+  it("refuses to write when the checkpoint plugin's paths leave out /langgraph", async () => {
+    const { saver } = await setup("plugins:\n  checkpoint:\n    paths: ['/app/**']\n");
+    await expect(saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({
+      code: "APEX_E_CONFIG",
+    });
+  });
+});
+
+describe("LangGraph stays optional", () => {
+  it("is an optional peer dependency, and only the adapter imports it", () => {
+    const pkg = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8"));
+    expect(pkg.dependencies["@langchain/langgraph-checkpoint"]).toBeUndefined();
+    expect(pkg.peerDependenciesMeta["@langchain/langgraph-checkpoint"]).toEqual({ optional: true });
+    expect(pkg.exports["./langgraph"]).toMatchObject({ default: "./dist/integrations/langgraph/index.js" });
+    const importers: string[] = [];
+    const scan = (dir: string) => {
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) scan(path);
+        else if (path.endsWith(".ts") && /from "@langchain\//.test(readFileSync(path, "utf8"))) importers.push(relative(REPO_ROOT, path));
+      }
+    };
+    for (const dir of ["core", "plugins", "agents", "integrations"]) scan(join(REPO_ROOT, dir));
+    expect(importers).toEqual(["integrations/langgraph/index.ts"]);
+  });
+});
