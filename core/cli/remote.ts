@@ -15,7 +15,7 @@ export function registerRemoteCommands(program: Command): void {
     .option("--tls-key <file>", "PEM private key of --tls-cert")
     .option("--insecure", "allow plain HTTP on a non-loopback address (tokens would cross the network in clear)")
     .option("--cors <origin...>", "browser origins allowed to call the API (none by default)")
-    .option("--json", "print the address as JSON")
+    .option("--json", "print {url, port, pid} once listening")
     .addHelpText(
       "after",
       `
@@ -37,7 +37,7 @@ Examples:
     .command("connect")
     .description("attach to a remote session: its status, then its events live, until Ctrl-C")
     .argument("<target>", "HOST[:PORT]/SESSION or HOST:SESSION (default port 7433)")
-    .option("--json", "print the status and each event as JSON lines")
+    .option("--json", "print {connected, status}, then one JSON object per event, a line each")
     .addHelpText(
       "after",
       `
@@ -57,7 +57,7 @@ Examples:
     .command("login")
     .description("save a token for a host in the credentials file (mode 0600), for --remote and connect")
     .argument("<host>", "HOST[:PORT], or HOST[:PORT]/SESSION to check the token first")
-    .option("--json", "print what was saved (never the token) as JSON")
+    .option("--json", "print {host, session, file} (never the token)")
     .addHelpText(
       "after",
       `
@@ -82,7 +82,7 @@ Examples:
     .option("--role <role>", "viewer (reads), operator (also pause, resume, checkpoint, tasks, memory set) or owner", "viewer")
     .option("--expires <duration>", "how long the token is valid, e.g. 12h, 7d (default: until revoked)")
     .option("--url <url>", "the server's address for the invite (default: the running `apex serve`, else http://127.0.0.1:7433)")
-    .option("--json", "print the grant and the token as JSON")
+    .option("--json", "print {token_id, user, role, created_at, created_by, expires_at, last_used_at, session_id, token, url, connect}")
     .addHelpText("after", "\nExamples:\n  apex session share current alice@example.com --role operator --expires 7d\n  apex session share 3f2a bob --json")
     .action(async (sessionRef: string, user: string, options: { role: string; expires?: string; url?: string; json?: boolean }, command: Command) => {
       const { shareCommand } = await import("../../plugins/sharing/cli.js");
@@ -93,7 +93,7 @@ Examples:
     .description("revoke a user's access to the session at once (their open streams are closed)")
     .argument("<session>", "the session: its id, a unique prefix, or `current`")
     .argument("<user>", "the user to revoke")
-    .option("--json", "print the result as JSON")
+    .option("--json", "print {session_id, user, revoked}")
     .addHelpText("after", "\nExamples:\n  apex session unshare current alice@example.com")
     .action(async (sessionRef: string, user: string, options: { json?: boolean }, command: Command) => {
       const { unshareCommand } = await import("../../plugins/sharing/cli.js");
@@ -103,7 +103,7 @@ Examples:
     .command("shares")
     .description("the session's grants: user, role, created, expires, last used")
     .argument("<session>", "the session: its id, a unique prefix, or `current`")
-    .option("--json", "print the grants as JSON")
+    .option("--json", "print [{token_id, user, role, created_at, created_by, expires_at, last_used_at}]")
     .addHelpText("after", "\nExamples:\n  apex session shares current\n  apex session shares 3f2a --json")
     .action(async (sessionRef: string, options: { json?: boolean }, command: Command) => {
       const { sharesCommand } = await import("../../plugins/sharing/cli.js");
