@@ -11,8 +11,17 @@ import type { SupervisorRequest } from "./supervisor.js";
 
 const REPORT_FD = 3;
 
+// The log lives on the store's filesystem: when that disk is full, a failed write of a log line
+// (an 'error' on stdout, or a throw inside the uncaughtException handler) must not end the
+// supervisor, which would take the session down with the disk.
+for (const stream of [process.stdout, process.stderr]) stream.on("error", () => undefined);
+
 function log(message: string): void {
-  process.stdout.write(`[${new Date().toISOString()}] ${message}\n`);
+  try {
+    process.stdout.write(`[${new Date().toISOString()}] ${message}\n`);
+  } catch {
+    // The line is lost; the session goes on.
+  }
 }
 
 function report(message: unknown): Promise<void> {
