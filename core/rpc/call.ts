@@ -60,6 +60,19 @@ export interface Subscription {
   close(): void;
 }
 
+/** Waits for a subscription to end, closing it on Ctrl-C or SIGTERM (`logs -f`, `connect`). */
+export async function followUntilInterrupted(subscription: Subscription): Promise<void> {
+  const stop = () => subscription.close();
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  try {
+    await subscription.done;
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+  }
+}
+
 /** Calls a streaming method and hands each event to `onEvent` until the stream ends. */
 export function subscribeSupervisor(socketPath: string, method: string, params: unknown, onEvent: (event: unknown) => void): Subscription {
   if (isRemoteEndpoint(socketPath)) {

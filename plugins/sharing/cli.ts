@@ -145,7 +145,7 @@ export async function sharesCommand(location: ProjectLocation, ref: string, json
 export async function connectCommand(targetText: string, json: boolean): Promise<void> {
   const target = parseRemote(targetText);
   const endpoint = remoteEndpoint(target);
-  const { callSupervisor, subscribeSupervisor } = await import("../../core/rpc/call.js");
+  const { callSupervisor, followUntilInterrupted, subscribeSupervisor } = await import("../../core/rpc/call.js");
   const me = (await callSupervisor(endpoint, "whoami", {})) as { user: string; role: string; session_id: string };
   const status = (await callSupervisor(endpoint, "session.status", {})) as StatusReport;
   const { formatEvent, paintStatus } = await import("../../core/session/cli/format.js");
@@ -168,15 +168,7 @@ export async function connectCommand(targetText: string, json: boolean): Promise
       printLine(`${formatEvent(e)}  ${paint(`[${e.actor}]`, "gray")}`);
     }
   });
-  const stop = () => subscription.close();
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  try {
-    await subscription.done;
-  } finally {
-    process.off("SIGINT", stop);
-    process.off("SIGTERM", stop);
-  }
+  await followUntilInterrupted(subscription);
 }
 
 export async function loginCommand(hostText: string, json: boolean): Promise<void> {

@@ -63,7 +63,7 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
 
 /** `apex --remote … logs`: the same lines, read by the server (`logs.read`, then the `logs.follow` stream). */
 async function showRemoteLogs(agent: string | undefined, options: LogsOptions): Promise<void> {
-  const [{ callSupervisor, subscribeSupervisor }, { forcedEndpoint }] = await Promise.all([import("../../rpc/call.js"), import("../runtime.js")]);
+  const [{ callSupervisor, followUntilInterrupted, subscribeSupervisor }, { forcedEndpoint }] = await Promise.all([import("../../rpc/call.js"), import("../runtime.js")]);
   const endpoint = forcedEndpoint()!;
   const count = options.lines ?? (options.follow ? 10 : 50);
   const reply = (await callSupervisor(endpoint, "logs.read", { agent: agent ?? null, lines: count })) as { agents: string[]; lines: LogLine[] };
@@ -71,15 +71,7 @@ async function showRemoteLogs(agent: string | undefined, options: LogsOptions): 
   for (const line of reply.lines) print(line);
   if (!options.follow) return;
   const subscription = subscribeSupervisor(endpoint, "logs.follow", { agent: agent ?? null }, (event) => print(event as LogLine));
-  const stop = () => subscription.close();
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  try {
-    await subscription.done;
-  } finally {
-    process.off("SIGINT", stop);
-    process.off("SIGTERM", stop);
-  }
+  await followUntilInterrupted(subscription);
 }
 
 function linePrinter(agents: string[], json: boolean): (line: LogLine) => void {
