@@ -1,0 +1,179 @@
+/**
+ * The storage port: the one way anything in APEX reaches storage.
+ *
+ * A backend (LMDB, the embedded default; PostgreSQL, for teams) implements
+ * {@link StorageBackend}. Nothing outside a backend imports its driver. The rest of APEX
+ * (core, plugins, the CLI) sees a store only through this interface, and `apex.store` in
+ * the plugin API is typed as it.
+ *
+ * Two parts, and transactions that span both:
+ * - the **keyspace**: one ordered, path-keyed namespace of JSON values with a global
+ *   revision bumped once per changed path, a change log (`changesSince`), ordered prefix
+ *   ranges and a change signal (`subscribe`);
+ * - **named tables** for plugins (the checkpoint engine's packs and indexes, catalogs,
+ *   leases): ordered key → value maps that are not logged and bump no revision.
+ *
+ * Reads are synchronous (LMDB answers in microseconds and the checkpoint engine walks trees
+ * record by record); writes go through `batch`/`transaction`, which resolve once the commit is
+ * durable. A backend whose driver is asynchronous provides the synchronous calls itself (the
+ * PostgreSQL backend runs its client in a worker and waits on it).
+ */
+
+/** A JSON value as stored in the keyspace. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+export type ChangeKind = "put" | "delete";
+
+/** One entry of the revision log. */
+export interface Change {
+  revision: number;
+  path: string;
+  kind: ChangeKind;
+  /** Who made the change: "user:<name>", "agent:<name>", "plugin:<name>", "supervisor". */
+  actor: string;
+  /** Milliseconds since the epoch. */
+  time: number;
+}
+
+export interface Entry {
+  path: string;
+  value: JsonValue;
+}
+
+/** A write batch applied in one transaction: all or nothing. Every changed path gets its own revision. */
+export interface WriteBatch {
+  set(path: string, value: JsonValue): void;
+  /** Sets a value given in its encoding (value-codec.ts), e.g. a checkpoint's value object. */
+  setEncoded(path: string, bytes: Buffer): void;
+  delete(path: string): boolean;
+  deleteTree(path: string): number;
+  /** Deletes a key that damage made (it may not even be a valid path), logged like any delete. For repair. */
+  deleteDamaged(key: string): boolean;
+  get(path: string): JsonValue | undefined;
+}
+
+/** An ordered range of keys: `start` inclusive, `end` exclusive (with `reverse`, from `start` down to `end`). */
+export interface KeyRange<K> {
+  start?: K;
+  end?: K;
+  reverse?: boolean;
+  limit?: number;
+}
+
+/** How a table orders and stores its keys: as UTF-8 strings, unsigned 32-bit integers, raw bytes, or tuples of strings and numbers (ordered element by element). */
+export type TableKeyKind = "string" | "uint32" | "binary" | "tuple";
+/** How a table stores its values: raw bytes, or structured values (JSON-like, numbers included). */
+export type TableValueKind = "binary" | "structured";
+
+export type TableKey = string | number | Buffer | Array<string | number>;
+
+export interface TableOptions {
+  keys: TableKeyKind;
+  values: TableValueKind;
+}
+
+/**
+ * A named table. Writes (put, remove) must run inside {@link StorageBackend.transaction};
+ * reads may run anywhere and see the transaction's own writes when inside one.
+ */
+export interface Table<K extends TableKey = TableKey, V = Buffer> {
+  get(key: K): V | undefined;
+  /** For binary tables: the value, possibly in a buffer the next read reuses (copy it to keep it). */
+  getBinaryFast(key: K): Buffer | undefined;
+  put(key: K, value: V, options?: { append?: boolean }): unknown;
+  remove(key: K): unknown;
+  doesExist(key: K): boolean;
+  getKeys(range?: KeyRange<K>): Iterable<K>;
+  getRange(range?: KeyRange<K>): Iterable<{ key: K; value: V }>;
+  getCount(range?: KeyRange<K>): number;
+  getStats(): { entryCount?: number } & Record<string, unknown>;
+}
+
+/** What a backend says about itself (`apex plugins list`, `apex status --json`, errors). */
+export interface BackendInfo {
+  /** "lmdb", "postgres", … */
+  backend: string;
+  /** Where the data lives, printable: a directory, or a URL without its password. */
+  location: string;
+}
+
+export interface StoreOpenOptions {
+  readOnly?: boolean;
+  /** Default actor recorded in the revision log. */
+  actor?: string;
+  /** Where notices go (an existing store made owner-only, …); default stderr. */
+  onNotice?: (message: string) => void;
+}
+
+export interface StorageBackend {
+  readonly info: BackendInfo;
+  /** The project's store directory (`.apex/`): logs, sockets and bundles live there whatever the backend. */
+  readonly dir: string;
+  readonly readOnly: boolean;
+  readonly actor: string;
+
+  // The keyspace: reads.
+  get(path: string): JsonValue | undefined;
+  /** The record at `path` in the value encoding (value-codec.ts), as stored. */
+  getEncoded(path: string): Buffer | undefined;
+  has(path: string): boolean;
+  /** The current global revision (0 for a new store). */
+  revision(): number;
+  /** Entries whose path matches the glob, in key order. */
+  query(glob: string, options?: { limit?: number }): Iterable<Entry>;
+  /** The entry at `path` and every entry below it, in key order. */
+  tree(path: string): Iterable<Entry>;
+  /** Paths directly or indirectly below `path` (without values). */
+  keysBelow(path: string): Iterable<string>;
+  /** Keyspace keys in a raw key range (UTF-8 byte order), without values. */
+  keys(range: KeyRange<string>): Iterable<string>;
+  /** Keyspace entries in a raw key range (UTF-8 byte order). */
+  entries(range: KeyRange<string>): Iterable<Entry>;
+  /** Changes with a revision greater than `since`, oldest first. */
+  changesSince(since: number, options?: { limit?: number }): Iterable<Change>;
+  /**
+   * Calls `listener` (at most every few milliseconds) after the revision may have changed, by
+   * this process or another. LMDB: a poll of the revision; PostgreSQL: LISTEN/NOTIFY.
+   * Returns the function that stops it.
+   */
+  subscribe(listener: () => void): () => void;
+
+  // The keyspace: writes.
+  set(path: string, value: JsonValue, actor?: string): Promise<number>;
+  delete(path: string, options?: { recursive?: boolean; actor?: string }): Promise<{ deleted: number; revision: number }>;
+  batch<T>(fn: (batch: WriteBatch) => T, actor?: string): Promise<{ value: T; revision: number }>;
+  /** Synchronous variant of batch: committed (durably) before it returns. */
+  batchSync<T>(fn: (batch: WriteBatch) => T, actor?: string): { value: T; revision: number };
+
+  // Tables and transactions.
+  /** Opens (creating on first write) a named table. The same name always gets the same options. */
+  table<K extends TableKey = TableKey, V = Buffer>(name: string, options: TableOptions): Table<K, V>;
+  /**
+   * Runs `fn` (synchronous) in one write transaction over the keyspace and every table, and
+   * resolves with its result once the commit is durable. batch()/batchSync() inside it join it.
+   */
+  transaction<T>(fn: () => T): Promise<T>;
+
+  /** Waits for pending writes and releases the backend. */
+  close(): Promise<void>;
+}
+
+/** Which backend holds a project's data, resolved from `APEX_STORE_URL`, else the config's `store:` section, else LMDB in `dir`. */
+export interface StoreSpec {
+  /** "lmdb" (default) or a registered backend's name ("postgres"). */
+  backend: string;
+  /** The project's store directory (`.apex/`, or APEX_HOME). LMDB keeps its data there; every backend keeps logs and sockets there. */
+  dir: string;
+  /** Where a server backend's data is (`postgres://…`). */
+  url?: string;
+  /** The project id a shared backend keys its data by (two hosts with one id see the same sessions). */
+  project?: string;
+}
+
+/** What a backend registers (`registerBackend("storage", name, …)`, or the built-in registry). */
+export interface StorageBackendFactory {
+  /** Opens (creating it unless read-only) the store. Read-only opens of a missing store throw APEX_E_NO_STORE. */
+  open(spec: StoreSpec, options: StoreOpenOptions): StorageBackend;
+  /** True when a store exists for the spec (cheap: CLI commands ask it before anything else). */
+  exists(spec: StoreSpec): boolean;
+}
