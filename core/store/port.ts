@@ -148,6 +148,8 @@ export interface StorageBackend {
   // Tables and transactions.
   /** Opens (creating on first write) a named table. The same name always gets the same options. */
   table<K extends TableKey = TableKey, V = Buffer>(name: string, options: TableOptions): Table<K, V>;
+  /** The names of the tables that exist (for copying a store to another backend, backups and validation). */
+  tableNames(): string[];
   /**
    * Runs `fn` (synchronous) in one write transaction over the keyspace and every table, and
    * resolves with its result once the commit is durable. batch()/batchSync() inside it join it.
