@@ -15,7 +15,7 @@ import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { APEX, compare, median, numberOption, printTable, tempProject, timeOnce } from "./lib.mjs";
-import { Store } from "../dist/core/store/store.js";
+import { openStore } from "../dist/core/store/open.js";
 import { writeCheckpoint } from "../dist/plugins/checkpoint/checkpoints.js";
 import { normalizeScope } from "../dist/plugins/checkpoint/scope.js";
 
@@ -68,14 +68,14 @@ try {
   listing.apex("memory", "set", "/notes/bench", '{"n": 0}');
   listing.apex("stop");
   // The checkpoints are real ones (manifest, summary, id record), written in a few transactions.
-  const store = Store.open(join(listing.dir, ".apex"), { actor: "user:bench" });
+  const store = await openStore(join(listing.dir, ".apex"), { actor: "user:bench" });
   try {
     const scope = normalizeScope(undefined);
     // Checkpoints are written of a session that is there (/sessions/<sid>): bring its record back for the writing.
     await store.batch((batch) => batch.set(`/sessions/${session}`, { ...batch.get(`/sessions/history/${session}`), status: "active" }));
     for (let written = 0; written < CHECKPOINTS; ) {
       const chunk = Math.min(1000, CHECKPOINTS - written);
-      store.environment.transactionSync(() => {
+      await store.transaction(() => {
         for (let i = 0; i < chunk; i++) {
           writeCheckpoint(store, {
             sessionId: session,
@@ -94,7 +94,6 @@ try {
     }
     // Back to the way `apex stop` left it: ended, in the history.
     await store.batch((batch) => batch.delete(`/sessions/${session}`));
-    await store.environment.flushed;
   } finally {
     await store.close();
   }

@@ -10,8 +10,8 @@
 import { createHash } from "node:crypto";
 import { statSync } from "node:fs";
 import { join } from "node:path";
-import { OBJECT_DATABASES, checkpointWorkload, mb, median, numberOption, pagesOf, printTable, tempProject } from "./lib.mjs";
-import { Store } from "../dist/core/store/store.js";
+import { OBJECT_DATABASES, checkpointWorkload, mb, median, numberOption, pagesOf, printTable, statsOf, tempProject } from "./lib.mjs";
+import { openStore } from "../dist/core/store/open.js";
 import { Catalog } from "../dist/plugins/checkpoint/catalog.js";
 import { createCheckpoint, listCheckpoints, restoreMemory, validateStore } from "../dist/plugins/checkpoint/checkpoints.js";
 
@@ -23,10 +23,9 @@ const sizeOf = (value) => Buffer.byteLength(JSON.stringify(value));
 
 /** Bytes of LMDB pages in use across every database of the environment (free pages excluded). */
 function usedBytes(store) {
-  const root = store.environment;
-  const stats = root.getStats();
-  let pages = stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages;
-  for (const name of DATABASES) pages += pagesOf(root, name);
+  const stats = statsOf(store, "meta");
+  let pages = 0;
+  for (const name of DATABASES) pages += pagesOf(store, name);
   return { bytes: pages * stats.pageSize, highWater: (stats.lastPageNumber + 1) * stats.pageSize };
 }
 
@@ -35,12 +34,11 @@ const CHECKPOINT_DATABASES = [...Object.keys(OBJECT_DATABASES), "checkpoints"];
 const DATABASES = ["kv", "log", "meta", ...CHECKPOINT_DATABASES];
 
 function checkpointBytes(store) {
-  const root = store.environment;
-  return CHECKPOINT_DATABASES.reduce((sum, name) => sum + pagesOf(root, name), 0) * root.getStats().pageSize;
+  return CHECKPOINT_DATABASES.reduce((sum, name) => sum + pagesOf(store, name), 0) * statsOf(store, "meta").pageSize;
 }
 
 const project = tempProject("apex-bench-checkpoint-");
-const store = Store.open(join(project.dir, ".apex"), { actor: "user:bench" });
+const store = await openStore(join(project.dir, ".apex"), { actor: "user:bench" });
 try {
   await store.batch((batch) => {
     batch.set("/sessions/s1", { session_id: "s1", status: "active", agents: ["coder"] });
@@ -58,13 +56,12 @@ try {
       }
     });
   }
-  await store.environment.flushed;
 
   let started = performance.now();
   const first = await createCheckpoint(store, { sessionId: "s1", trigger: "manual", description: "initial" });
   const firstMs = performance.now() - started;
 
-  const perDatabase = () => Object.fromEntries(DATABASES.map((name) => [name, pagesOf(store.environment, name) * 4096]));
+  const perDatabase = () => Object.fromEntries(DATABASES.map((name) => [name, pagesOf(store, name) * 4096]));
   const dbBefore = perDatabase();
   const before = usedBytes(store);
   const beforeCheckpoint = checkpointBytes(store);
@@ -87,7 +84,6 @@ try {
         batch.set(paths[i], value);
       }
     });
-    await store.environment.flushed; // the memory writes' own sync is not the checkpoint's cost
     started = performance.now();
     const cpu = process.cpuUsage();
     const created = await createCheckpoint(store, { sessionId: "s1", trigger: "interval", description: `round ${round}` });
@@ -124,7 +120,7 @@ try {
   if (!report.ok) throw new Error(`validate found problems: ${JSON.stringify(report.problems.slice(0, 3))}`);
 
   // 10,000 checkpoints in one session: list reads only compact summaries.
-  store.environment.transactionSync(() => {
+  await store.transaction(() => {
     const catalog = Catalog.of(store);
     const template = manifests.at(-1);
     for (let sequence = 1; sequence <= 10_000; sequence++) {

@@ -11,8 +11,8 @@
 //     (target: compressed < 2x uncompressed and < 1 s);
 //   - reading every value of the first checkpoint, and validate, after compression.
 import { join } from "node:path";
-import { OBJECT_DATABASES, checkpointWorkload, mb, median, numberOption, pagesOf, printTable, tempProject } from "./lib.mjs";
-import { Store } from "../dist/core/store/store.js";
+import { OBJECT_DATABASES, checkpointWorkload, mb, median, numberOption, pagesOf, printTable, statsOf, tempProject } from "./lib.mjs";
+import { openStore } from "../dist/core/store/open.js";
 import { ObjectStore } from "../dist/core/store/objects.js";
 import { createCheckpoint, readCheckpointMemory, restoreMemory, validateStore } from "../dist/plugins/checkpoint/checkpoints.js";
 import { compressColdData } from "../dist/plugins/compression/compress.js";
@@ -26,12 +26,11 @@ const CHANGED = Math.max(1, Math.round(KEYS / 100));
 const { random: next, paths, valueFor } = checkpointWorkload(KEYS);
 /** Bytes of LMDB pages in use across the object databases. */
 function objectPages(store) {
-  const root = store.environment;
-  return Object.keys(OBJECT_DATABASES).reduce((sum, name) => sum + pagesOf(root, name), 0) * root.getStats().pageSize;
+  return Object.keys(OBJECT_DATABASES).reduce((sum, name) => sum + pagesOf(store, name), 0) * statsOf(store, "meta").pageSize;
 }
 
 async function buildStore(dir) {
-  const store = Store.open(dir, { actor: "user:bench" });
+  const store = await openStore(dir, { actor: "user:bench" });
   await store.batch((batch) => {
     batch.set("/sessions/s1", { session_id: "s1", status: "active", agents: ["coder"] });
     batch.set("/sessions/s1/agents/coder", { name: "coder", status: "running" });
@@ -52,7 +51,6 @@ async function buildStore(dir) {
     });
     manifests.push((await createCheckpoint(store, { sessionId: "s1", trigger: "interval", description: `round ${round}` })).manifest);
   }
-  await store.environment.flushed;
   return { store, manifests };
 }
 
@@ -102,8 +100,8 @@ try {
     // Each algorithm works on its own copy of the same store.
     const dir = join(project.dir, algorithm);
     (await import("node:fs")).mkdirSync(dir);
-    await built.store.environment.backup(join(dir, "store.mdb"), true);
-    const store = Store.open(dir, { actor: "user:bench" });
+    await built.store.snapshotTo(join(dir, "store.mdb"));
+    const store = await openStore(dir, { actor: "user:bench" });
     stores.push(store);
 
     const uncompressedRestores = await restoreTimes(store, manifests);

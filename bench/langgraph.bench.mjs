@@ -14,7 +14,7 @@ import { MemorySaver, uuid6 } from "@langchain/langgraph-checkpoint";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import { ApexSaver } from "apex-sessions/langgraph";
 import { median, numberOption, printTable, tempProject } from "./lib.mjs";
-import { Store } from "../dist/core/store/store.js";
+import { openStore } from "../dist/core/store/open.js";
 
 const KEYS = numberOption("keys", 10_000);
 const STEPS = numberOption("steps", 100);
@@ -107,7 +107,7 @@ try {
     const apexProject = tempProject("apex-bench-langgraph-");
     cleanups.push(apexProject.cleanup);
     writeFileSync(join(apexProject.dir, "apex.config.yaml"), "plugins:\n  checkpoint: {}\n");
-    const store = Store.open(join(apexProject.dir, ".apex"));
+    const store = await openStore(join(apexProject.dir, ".apex"));
     await store.batch((batch) => {
       batch.set("/sessions/bench", { session_id: "bench", status: "stopped", agents: [], supervisor: null, history: [] });
       batch.set("/sessions/current", { session_id: "bench" });

@@ -106,10 +106,20 @@ export function checkpointWorkload(keys) {
 /** The object store's databases and their key encodings (core/store/objects.ts and its index journal and hash filter). */
 export const OBJECT_DATABASES = Object.freeze({ blobs: "binary", trees: "binary", packs: "uint32", "index-journal": "uint32", "index-filter": "uint32" });
 
-/** LMDB pages in use (free pages excluded) of one named database of an environment. */
-export function pagesOf(root, name) {
-  const keyEncoding = OBJECT_DATABASES[name];
-  const s = root.openDB({ name, ...(keyEncoding ? { encoding: "binary", keyEncoding } : {}) }).getStats();
+/** How each named table is opened (the keyspace's own databases give their raw records whatever the options). */
+function tableOptions(name) {
+  if (name === "checkpoints") return { keys: "tuple", values: "structured" };
+  return { keys: OBJECT_DATABASES[name] ?? "string", values: "binary" };
+}
+
+/** LMDB statistics of one named table of an LMDB store (they include the environment's: pageSize, lastPageNumber). */
+export function statsOf(store, name) {
+  return store.table(name, tableOptions(name)).getStats();
+}
+
+/** LMDB pages in use (free pages excluded) of one named table of an LMDB store. */
+export function pagesOf(store, name) {
+  const s = statsOf(store, name);
   return s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
 }
 

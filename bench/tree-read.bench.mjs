@@ -8,7 +8,7 @@
 //   node bench/tree-read.bench.mjs [--keys 10000] [--steps 100] [--runs 7]
 import { join } from "node:path";
 import { median, numberOption, printTable, tempProject } from "./lib.mjs";
-import { Store } from "../dist/core/store/store.js";
+import { openStore } from "../dist/core/store/open.js";
 import { ObjectStore, ObjectView } from "../dist/core/store/objects.js";
 import { writeCheckpoint, restoreCheckpoint } from "../dist/plugins/checkpoint/checkpoints.js";
 import { verifyCheckpoint } from "../dist/plugins/checkpoint/validate.js";
@@ -20,7 +20,7 @@ const RUNS = numberOption("runs", 7);
 const filler = "x".repeat(940);
 
 const work = tempProject("apex-bench-treeread-");
-const store = Store.open(join(work.dir, ".apex"), { actor: "user:bench" });
+const store = await openStore(join(work.dir, ".apex"), { actor: "user:bench" });
 const rows = [];
 try {
   const scope = normalizeScope(undefined);

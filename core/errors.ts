@@ -33,6 +33,8 @@ export const ErrorCodes = {
   APEX_E_PLUGIN_OPTIONS: ExitCode.usage,
   /** A command of a built-in plugin the config does not enable. */
   APEX_E_PLUGIN_DISABLED: ExitCode.usage,
+  /** The configured storage backend (store: or APEX_STORE_URL) cannot be loaded: its module or its driver is missing. */
+  APEX_E_BACKEND_UNAVAILABLE: ExitCode.usage,
   // runtime (1)
   APEX_E_PLUGIN_FAILED: ExitCode.failure,
   APEX_E_PLUGIN_TIMEOUT: ExitCode.failure,

@@ -19,7 +19,9 @@ export type {
   TaskContext,
 } from "./engine.js";
 export { ApexError, ErrorCodes, ExitCode, type ErrorCode } from "./errors.js";
-export { Store, type JsonValue, type Change, type Entry } from "./store/store.js";
+export type { Store, JsonValue, Change, Entry } from "./store/store.js";
+export type { StorageBackend, StorageBackendFactory, StoreSpec, Table, TableOptions } from "./store/port.js";
+export { openStore, storeExists } from "./store/open.js";
 export { loadConfig } from "./config/load.js";
 export { locateProject } from "./config/locate.js";
 export type { Config } from "./config/types.js";

@@ -4,7 +4,8 @@ import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ObjectStore } from "../core/store/objects.js";
-import { Store, type JsonValue } from "../core/store/store.js";
+import { type Store, type JsonValue } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
 import {
   createCheckpoint,
@@ -112,7 +113,7 @@ function snapshot(store: Store, sessionId: string) {
 }
 
 async function withStore<T>(dir: string, fn: (store: Store) => Promise<T> | T): Promise<T> {
-  const store = Store.open(join(dir, ".apex"));
+  const store = await openStore(join(dir, ".apex"));
   try {
     return await fn(store);
   } finally {
@@ -525,7 +526,7 @@ describe("apex backup", () => {
     expect(result.bytes).toBeLessThanOrEqual(result.source_bytes);
     expect(readdirSync(join(dir, "copy"))).toEqual(["store.mdb"]); // no partial or lock files left
 
-    const copy = Store.open(join(dir, "copy"), { readOnly: true });
+    const copy = await openStore(join(dir, "copy"), { readOnly: true });
     try {
       expect(copy.revision()).toBe(revision);
       expect(validateStore(copy)).toMatchObject({ ok: true, problems: [] });

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ObjectStore, lookupEntry } from "../core/store/objects.js";
-import { Store } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { getCheckpoint, getCheckpointValue } from "../plugins/checkpoint/checkpoints.js";
 import { FIXTURES, Project, groupMembers, isAlive, waitFor, type CliResult } from "./fixtures/agents/harness.js";
 
@@ -86,7 +86,7 @@ function supervisorKilled(pid: number): Promise<unknown> {
 
 /** Flips one bit of the stored bytes of a checkpoint's memory value (no supervisor may run). */
 async function damageValue(checkpointId: string, path: string): Promise<string> {
-  const store = Store.open(project!.storeDir);
+  const store = await openStore(project!.storeDir);
   try {
     const manifest = getCheckpoint(store, checkpointId);
     const objects = ObjectStore.of(store);
@@ -94,8 +94,7 @@ async function damageValue(checkpointId: string, path: string): Promise<string> 
     const location = objects.locate("value", hash)!;
     const pack = Buffer.from(objects.packs.get(location.pack)!);
     pack[location.offset + 1] = pack[location.offset + 1]! ^ 0x20;
-    store.environment.transactionSync(() => objects.packs.put(location.pack, pack));
-    await store.environment.flushed;
+    await store.transaction(() => objects.packs.put(location.pack, pack));
     return hash;
   } finally {
     await store.close();
@@ -104,11 +103,10 @@ async function damageValue(checkpointId: string, path: string): Promise<string> 
 
 /** Writes bytes that do not decode as a record under `path` (no supervisor may run). */
 async function undecodable(path: string): Promise<void> {
-  const store = Store.open(project!.storeDir);
+  const store = await openStore(project!.storeDir);
   try {
-    const raw = store.environment.openDB({ name: "kv", encoding: "binary" });
-    store.environment.transactionSync(() => raw.put(path, Buffer.from([0xc1])));
-    await store.environment.flushed;
+    const raw = store.table("kv", { keys: "string", values: "binary" });
+    await store.transaction(() => raw.put(path, Buffer.from([0xc1])));
   } finally {
     await store.close();
   }
@@ -188,11 +186,10 @@ describe("apex checkpoint", () => {
     expect(fails(["checkpoint", "create", "no session"], 3).stderr).toContain("APEX_E_NO_SESSION");
     // Two ids sharing a prefix: ambiguous.
     const twin = `${created.id.slice(0, 8)}-ffff-4fff-8fff-ffffffffffff`;
-    const store = Store.open(project.storeDir);
+    const store = await openStore(project.storeDir);
     try {
-      const catalog = store.environment.openDB({ name: "checkpoints" });
-      store.environment.transactionSync(() => catalog.put(["i", twin], { s: ready.session_id, n: 4 }));
-      await store.environment.flushed;
+      const catalog = store.table<Array<string | number>, unknown>("checkpoints", { keys: "tuple", values: "structured" });
+      await store.transaction(() => catalog.put(["i", twin], { s: ready.session_id, n: 4 }));
     } finally {
       await store.close();
     }
@@ -300,7 +297,7 @@ describe("apex checkpoint", () => {
 describe("the onStop trigger", () => {
   /** A value of a checkpoint's memory, read from the store (no supervisor may run). */
   async function valueIn(checkpointId: string, path: string): Promise<unknown> {
-    const store = Store.open(project!.storeDir, { readOnly: true });
+    const store = await openStore(project!.storeDir, { readOnly: true });
     try {
       return getCheckpointValue(store, checkpointId, path);
     } finally {

@@ -3,7 +3,8 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Store, type JsonValue } from "../core/store/store.js";
+import { type Store, type JsonValue } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { listCheckpoints, resolveCheckpoint, restoreCheckpoint, validateStore } from "../plugins/checkpoint/checkpoints.js";
 import { REPO_ROOT, tempDir } from "./helpers/cli.js";
 // @ts-expect-error -- a plain ESM fixture shared with the child process (no type declarations)
@@ -91,7 +92,7 @@ describe("crash safety: kill -9 at random moments while checkpoints are being cr
     const temp = tempDir("apex-crash-");
     dir = temp.dir;
     cleanup = temp.cleanup;
-    const store = Store.open(dir);
+    const store = await openStore(dir);
     await store.set(`/sessions/${SESSION}`, { session_id: SESSION, status: "active", agents: ["coder"] });
     await store.close();
   });
@@ -128,7 +129,7 @@ describe("crash safety: kill -9 at random moments while checkpoints are being cr
       }
       const loopSeconds = (Date.now() - started) / 1000;
 
-      const store = Store.open(dir);
+      const store = await openStore(dir);
       try {
         const report = validateStore(store);
         expect(report.problems).toEqual([]);

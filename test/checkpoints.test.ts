@@ -7,7 +7,8 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vite
 import type { CheckpointDraft } from "../core/engine.js";
 import { ApexError } from "../core/errors.js";
 import { ObjectStore, canonicalJson, lookupEntry, sha256, type Hash } from "../core/store/objects.js";
-import { Store, type JsonValue } from "../core/store/store.js";
+import { type Store, type JsonValue } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
 import {
   checkpointInfo,
@@ -34,6 +35,7 @@ import {
 } from "../plugins/checkpoint/checkpoints.js";
 import { createCheckpointService } from "../plugins/checkpoint/service.js";
 import { REPO_ROOT, random, tempDir } from "./helpers/cli.js";
+import { transactionSync } from "./helpers/store.js";
 
 // Checkpoint ids come from uuid.v4; a test can queue the ids it needs (to build an ambiguous prefix).
 const ids = vi.hoisted(() => ({ queue: [] as string[] }));
@@ -70,7 +72,7 @@ async function newStore(): Promise<void> {
   const temp = tempDir("apex-checkpoints-");
   dir = temp.dir;
   cleanup = temp.cleanup;
-  store = Store.open(dir, { actor: "user:test" });
+  store = await openStore(dir, { actor: "user:test" });
   await store.batch((batch) => {
     batch.set("/sessions/s1", { session_id: "s1", status: "active", agents: ["coder", "adversary"] });
     batch.set("/sessions/current", { session_id: "s1" });
@@ -181,7 +183,7 @@ describe("createCheckpoint", () => {
   });
 
   it("numbers past 999 and never reuses a number, even after deleting the latest", async () => {
-    store.environment.transactionSync(() => Catalog.of(store).setLastSequence("s1", 998));
+    await store.transaction(() => Catalog.of(store).setLastSequence("s1", 998));
     for (let i = 0; i < 3; i++) await create();
     expect(listCheckpoints(store, "s1").items.map((item) => item.name)).toEqual(["checkpoint-1001", "checkpoint-1000", "checkpoint-999"]);
     expect(store.has("/sessions/s1/checkpoint-1000")).toBe(true);
@@ -237,8 +239,8 @@ describe("createCheckpoint", () => {
     await create();
     const revision = await store.set("/x/k1", "one");
     await store.set("/x/k2", "two");
-    const log = store.openDatabase<unknown, number>("log");
-    store.environment.transactionSync(() => log.remove(revision));
+    const log = store.table<number>("log", { keys: "tuple", values: "binary" });
+    await store.transaction(() => log.remove(revision));
     const next = await create();
     expect(next.stats.memory.full).toBe(true);
     expect(getCheckpointValue(store, next.manifest, "/x/k1")).toBe("one");
@@ -253,7 +255,7 @@ describe("createCheckpoint", () => {
     const objects = ObjectStore.of(store);
     const view = objects.view();
     const damaged = lookupEntry(view, first.manifest.memory.root, ["y", "d3"])!.tree!;
-    store.environment.transactionSync(() => objects.removeRaw("tree", damaged));
+    await store.transaction(() => objects.removeRaw("tree", damaged));
     objects.clearNodeCache(); // as in a process started after the damage
     await store.set("/y/d3/k3", "changed");
     const next = await create();
@@ -464,7 +466,7 @@ describe("resolving references and listing", () => {
   it("lists pages of summaries newest first without decoding manifests, fast at 10,000 checkpoints", async () => {
     const { manifest } = await create();
     // Synthetic catalog entries: the listing reads only summaries.
-    store.environment.transactionSync(() => {
+    await store.transaction(() => {
       const catalog = Catalog.of(store);
       for (let sequence = 2; sequence <= 10_000; sequence++) {
         catalog.putCheckpoint({ ...manifest, id: `00000000-0000-4000-8000-${String(sequence).padStart(12, "0")}`, sequence, name: `checkpoint-${String(sequence).padStart(3, "0")}` });
@@ -534,7 +536,7 @@ describe("pin, delete and sweep", () => {
     await store.set("/d/e", 1);
     const { manifest } = await create();
     const objects = ObjectStore.of(store);
-    store.environment.transactionSync(() => objects.removeRaw("tree", manifest.memory.root!));
+    await store.transaction(() => objects.removeRaw("tree", manifest.memory.root!));
     expect(await rejected(sweepUnreferenced(store))).toMatchObject({ code: "APEX_E_INTEGRITY" });
     const forced = await sweepUnreferenced(store, { allowDamaged: true });
     expect(forced.damaged).toEqual([manifest.memory.root]);
@@ -607,7 +609,7 @@ describe("validation, repair and recovery", () => {
     const location = objects.locate(kind, hash)!;
     const pack = Buffer.from(objects.packs.get(location.pack)!);
     pack[location.offset + at] = pack[location.offset + at]! ^ 0x20;
-    store.environment.transactionSync(() => objects.packs.put(location.pack, pack));
+    transactionSync(store, () => objects.packs.put(location.pack, pack));
   }
 
   it("names each corrupted value and tree node, in process and out of process", async () => {
@@ -691,13 +693,13 @@ describe("validation, repair and recovery", () => {
     // The root of checkpoint-001 is gone, but the live memory rebuilt with "v1" has the same tree.
     await store.set("/old/x", "v1");
     const rootBytes = objects.getRaw("tree", first.memory.root!)!;
-    store.environment.transactionSync(() => objects.removeRaw("tree", first.memory.root!));
+    await store.transaction(() => objects.removeRaw("tree", first.memory.root!));
     const healed = await forceRecover(store, first.id, { dryRun: true });
     expect(healed.memory.lost).toEqual([]);
     expect(healed.memory.recovered).toBe(first.memory.keys);
 
     await store.set("/old/x", "v2");
-    store.environment.transactionSync(() => {
+    await store.transaction(() => {
       objects.putRaw("tree", first.memory.root!, rootBytes);
       objects.removeRaw("tree", oldDir);
     });
@@ -716,9 +718,9 @@ describe("validation, repair and recovery", () => {
       batch.set("/sessions/s1/tasks/t-0009", { id: "t-0009", title: "orphan", status: "active", assignee: "ghost" });
       batch.set("/sessions/current", { session_id: "gone" });
     });
-    const kvRaw = store.environment.openDB({ name: "kv", encoding: "binary" });
-    store.environment.transactionSync(() => kvRaw.put("/notes/broken", NOT_JSON));
-    store.environment.transactionSync(() => Catalog.of(store).removeId(third.id));
+    const kvRaw = store.table("kv", { keys: "string", values: "binary" });
+    await store.transaction(() => kvRaw.put("/notes/broken", NOT_JSON));
+    await store.transaction(() => Catalog.of(store).removeId(third.id));
 
     const before = validateStore(store);
     const codes = before.problems.map((problem) => problem.code).sort();
@@ -758,7 +760,7 @@ describe("validation, repair and recovery", () => {
   it("repairs a missing tree node from the live state and a tampered manifest by removing it", async () => {
     const { second, first } = await twoCheckpoints();
     const objects = ObjectStore.of(store);
-    store.environment.transactionSync(() => objects.removeRaw("tree", second.memory.root!));
+    await store.transaction(() => objects.removeRaw("tree", second.memory.root!));
     await store.set("/sessions/s1/checkpoint-001", { ...first, description: "edited by hand" } as unknown as JsonValue);
     const before = validateStore(store);
     expect(before.problems.map((problem) => problem.code).sort()).toEqual(["base-damaged", "index-mismatch", "manifest-hash-mismatch", "tree-missing"]);
@@ -781,9 +783,9 @@ describe("validation, repair and recovery", () => {
     const bad = (await create()).manifest;
     expect(bad.tasks.root).not.toBe(good.tasks.root);
     const objects = ObjectStore.of(store);
-    store.environment.transactionSync(() => objects.removeRaw("tree", bad.tasks.root!));
-    const kvRaw = store.environment.openDB({ name: "kv", encoding: "binary" });
-    store.environment.transactionSync(() => {
+    await store.transaction(() => objects.removeRaw("tree", bad.tasks.root!));
+    const kvRaw = store.table("kv", { keys: "string", values: "binary" });
+    await store.transaction(() => {
       kvRaw.put("/sessions/s1/tasks/t-0002", NOT_JSON); // undecodable: the checkpoint has it
       kvRaw.put("/memory/b", NOT_JSON); // undecodable: the checkpoint has it
       kvRaw.put("/memory/c", NOT_JSON); // undecodable: only the damaged checkpoint has it

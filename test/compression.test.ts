@@ -16,7 +16,8 @@ import {
   type Hash,
   type PackCodec,
 } from "../core/store/objects.js";
-import { Store, type JsonValue } from "../core/store/store.js";
+import { type Store, type JsonValue } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import {
   checkpointInfo,
   createCheckpoint,
@@ -33,6 +34,7 @@ import { compressColdData } from "../plugins/compression/compress.js";
 import { parseDurationOption } from "../core/config/duration.js";
 import type { CompressionOptions } from "../plugins/compression/options.js";
 import { runApex, tempDir } from "./helpers/cli.js";
+import { LmdbStore, transactionSync } from "./helpers/store.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -40,7 +42,7 @@ let store: Store;
 
 beforeEach(() => {
   ({ dir, cleanup } = tempDir("apex-compression-"));
-  store = Store.open(join(dir, ".apex"));
+  store = LmdbStore.open(join(dir, ".apex"));
 });
 afterEach(async () => {
   await store.close();
@@ -132,7 +134,7 @@ describe("pack codecs in the object store", () => {
   it("reads objects of compressed packs transparently; hashes are those of the uncompressed bytes", async () => {
     const objects = ObjectStore.of(store);
     const values = Array.from({ length: 50 }, (_, i) => canonicalBytes({ i, body: text(i, 500) }));
-    store.environment.transactionSync(() => {
+    await store.transaction(() => {
       objects.putMany(values.map((bytes) => ({ kind: "value" as const, hash: sha256(bytes), bytes, codec: "gzip" as PackCodec })));
     });
     const view = objects.view({ fresh: true });
@@ -151,7 +153,7 @@ describe("pack codecs in the object store", () => {
     expect(() => decompressPack(PACK_CODEC_IDS.gzip, Buffer.from("not gzip"), rawSize!)).toThrow();
     const damaged = Buffer.from(objects.packs.get(pack)!);
     damaged[damaged.length - 6] ^= 0xff;
-    store.environment.transactionSync(() => objects.packs.put(pack, damaged));
+    await store.transaction(() => objects.packs.put(pack, damaged));
     expect(() => objects.view({ fresh: true }).valueBytes(sha256(values[0]!))).toThrow(expect.objectContaining({ code: "APEX_E_INTEGRITY", reason: "corrupt" }));
   });
 });
@@ -209,7 +211,7 @@ describe.each(["brotli", "gzip"] as const)("compressing cold checkpoint data wit
     const { pack } = objects.locate("value", victim)!;
     const bytes = Buffer.from(objects.packs.get(pack)!);
     bytes[Math.floor(bytes.length / 2)] ^= 0x55;
-    store.environment.transactionSync(() => objects.packs.put(pack, bytes));
+    await store.transaction(() => objects.packs.put(pack, bytes));
     const report = validateStore(store);
     expect(report.ok).toBe(false);
     expect(report.problems.map((problem) => problem.code)).toContain("value-corrupt");
@@ -274,7 +276,7 @@ describe("compression and the rest of the store", () => {
         // Another writer (a repair, a sweep) moves one object before the write transaction.
         if (phase === "compressing" && done === total) {
           const bytes = objects.getRaw("value", target)!;
-          store.environment.transactionSync(() => objects.putRaw("value", target, bytes));
+          transactionSync(store, () => objects.putRaw("value", target, bytes));
         }
       },
     });
@@ -403,7 +405,7 @@ describe("apex session compress (end to end)", () => {
     expect(text.stdout).toMatch(/Nothing to compress with brotli 6/);
     expect(text.stdout).toMatch(/already compressed/);
 
-    store = Store.open(join(dir, ".apex"));
+    store = await openStore(join(dir, ".apex"));
     expect(manifests.map(memoryOf)).toEqual(memories);
     expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
   });
@@ -421,7 +423,7 @@ describe("apex session compress (end to end)", () => {
     const missing = apex("session", "compress", "nope-nope");
     expect(missing.status).toBe(3);
     expect(missing.stderr).toMatch(/APEX_E_NO_SESSION/);
-    store = Store.open(join(dir, ".apex"));
+    store = await openStore(join(dir, ".apex"));
     expect(ObjectStore.of(store).usage()).toEqual(before);
   });
 

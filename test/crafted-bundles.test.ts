@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { brotliCompressSync, brotliDecompressSync, createGzip } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { encodeTreeNode, ObjectStore, type Hash } from "../core/store/objects.js";
-import { Store, type JsonValue } from "../core/store/store.js";
+import { type Store, type JsonValue } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { HEADER_BYTES, readBundle, type BundleContent } from "../plugins/archive/bundle.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
 import { createCheckpoint, restoreCheckpoint, validateStore } from "../plugins/checkpoint/checkpoints.js";
@@ -47,7 +48,7 @@ function project(name: string): string {
 }
 
 async function withStore<T>(dir: string, fn: (store: Store) => Promise<T> | T): Promise<T> {
-  const store = Store.open(join(dir, ".apex"));
+  const store = await openStore(join(dir, ".apex"));
   try {
     return await fn(store);
   } finally {

@@ -7,7 +7,7 @@ import { locateProject } from "../core/config/locate.js";
 import type { CheckpointDraft } from "../core/engine.js";
 import { ApexError } from "../core/errors.js";
 import { loadPlugins } from "../core/plugins.js";
-import { Store } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { checkoutCheckpoint, restoreBranchName } from "../plugins/git/checkout.js";
 import { compareGitState } from "../plugins/git/compare.js";
 import { HOOK_MARKER } from "../plugins/git/hooks.js";
@@ -104,7 +104,7 @@ async function project(options: ProjectOptions = {}): Promise<string> {
 }
 
 async function seed(dir: string, entries: Record<string, unknown>): Promise<void> {
-  const store = Store.open(join(dir, ".apex"));
+  const store = await openStore(join(dir, ".apex"));
   try {
     await store.batch((batch) => {
       for (const [path, value] of Object.entries(entries)) batch.set(path, value as never);

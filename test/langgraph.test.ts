@@ -7,7 +7,8 @@ import { join, relative } from "node:path";
 import { uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
-import { Store } from "../core/store/store.js";
+import { type Store } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { diffCheckpoints, listCheckpoints } from "../plugins/checkpoint/checkpoints.js";
 import { REPO_ROOT } from "./helpers/cli.js";
 import { langGraphProject } from "./helpers/langgraph.js";
@@ -30,7 +31,7 @@ function checkpointOf(values: Record<string, unknown>, versions: Record<string, 
 }
 
 async function readStore<T>(dir: string, fn: (store: Store) => T): Promise<T> {
-  const store = Store.open(join(dir, ".apex"), { readOnly: true });
+  const store = await openStore(join(dir, ".apex"), { readOnly: true });
   try {
     return fn(store);
   } finally {

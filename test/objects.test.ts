@@ -23,9 +23,11 @@ import {
 } from "../core/store/objects.js";
 import { JOURNAL_MERGE_ENTRIES } from "../core/store/index-journal.js";
 import { FILTER_DB, HashFilter } from "../core/store/hash-filter.js";
-import { Store, type JsonValue } from "../core/store/store.js";
+import { type Store, type JsonValue } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { encodeValue } from "../core/store/value-codec.js";
 import { random, tempDir } from "./helpers/cli.js";
+import { LmdbStore, transactionSync } from "./helpers/store.js";
 
 
 let store: Store;
@@ -34,7 +36,7 @@ let cleanup: () => void;
 beforeEach(() => {
   const temp = tempDir("apex-objects-");
   cleanup = temp.cleanup;
-  store = Store.open(temp.dir);
+  store = LmdbStore.open(temp.dir);
 });
 
 afterEach(async () => {
@@ -54,7 +56,7 @@ function apply(root: Hash | null, state: Map<string, JsonValue>, changes: Map<st
   for (const path of changes.keys()) set.add(segmentsOf(path));
   let result!: ReturnType<typeof updateTree>;
   let usedView!: ObjectView;
-  store.environment.transactionSync(() => {
+  transactionSync(store, () => {
     usedView = view ?? ObjectStore.of(store).view(); // as checkpoints do: a writing view starts inside its transaction
     result = updateTree(usedView, root, set, (segments) => state.get(`/${segments.join("/")}`));
   });
@@ -323,11 +325,11 @@ describe("damage detection", () => {
     const original = objects.getRaw("value", valueHash)!;
     const flipped = Buffer.from(original);
     flipped[2] = flipped[2]! ^ 0x01;
-    store.environment.transactionSync(() => objects.putRaw("value", valueHash, flipped));
+    transactionSync(store, () => objects.putRaw("value", valueHash, flipped));
     expect(() => objects.view().readValue(valueHash)).toThrow(ObjectDamageError);
     expect(() => objects.view().readValue(valueHash)).toThrow(/does not match its hash/);
 
-    store.environment.transactionSync(() => objects.removeRaw("tree", root!));
+    transactionSync(store, () => objects.removeRaw("tree", root!));
     // Views that build trees share decoded nodes (verified when first read); a fresh view reads the store.
     expect(objects.view().readNode(root!)).toMatchObject({ kind: "leaf" });
     const error = (() => {
@@ -341,7 +343,7 @@ describe("damage detection", () => {
     expect(error).toMatchObject({ code: "APEX_E_INTEGRITY", kind: "tree", hash: root, reason: "missing", exitCode: 1 });
 
     const garbage = Buffer.from("not a node");
-    store.environment.transactionSync(() => objects.putRaw("tree", sha256(garbage), garbage));
+    transactionSync(store, () => objects.putRaw("tree", sha256(garbage), garbage));
     expect(() => objects.view({ fresh: true }).readNode(sha256(garbage))).toThrow(/cannot be decoded/);
   });
 
@@ -351,7 +353,7 @@ describe("damage detection", () => {
     const objects = ObjectStore.of(store);
     const hash = lookupEntry(objects.view(), root, ["v"])!.value!;
     const { pack } = objects.locate("value", hash)!;
-    store.environment.transactionSync(() => objects.packs.remove(pack));
+    transactionSync(store, () => objects.packs.remove(pack));
     expect(() => objects.view().readValue(hash)).toThrow(/is missing/);
     const rebuilt = build(state);
     expect(rebuilt.stats.valuesWritten).toBe(1);
@@ -363,7 +365,7 @@ describe("damage detection", () => {
     build(new Map<string, JsonValue>([["/a", 1]]));
     const objects = ObjectStore.of(store);
     const last = objects.lastPackId();
-    store.environment.transactionSync(() => {
+    transactionSync(store, () => {
       for (const id of [...objects.packIds()]) objects.packs.remove(id);
     });
     build(new Map<string, JsonValue>([["/b", 2]]));
@@ -385,7 +387,7 @@ describe("index journal", () => {
     expect([...objects.hashes("value")]).toHaveLength(200);
     expect(contents(root)).toEqual(state);
 
-    store.environment.transactionSync(() => objects.mergeJournal());
+    transactionSync(store, () => objects.mergeJournal());
     expect(indexed("value")).toBe(200);
     expect(objects.count("value")).toBe(200);
     expect(objects.count("tree")).toBe(indexed("tree"));
@@ -400,7 +402,7 @@ describe("index journal", () => {
     const { root } = build(state);
     const objects = ObjectStore.of(store);
     const hash = lookupEntry(objects.view(), root, ["dir-0", "key-0"])!.value!;
-    store.environment.transactionSync(() => objects.removeRaw("value", hash));
+    transactionSync(store, () => objects.removeRaw("value", hash));
     expect(objects.has("value", hash)).toBe(false);
     expect(objects.count("value")).toBe(19);
     expect(indexed("value")).toBe(19);
@@ -422,7 +424,7 @@ describe("index journal", () => {
     const view = objects.view();
     let written: Hash | undefined;
     expect(() =>
-      store.environment.transactionSync(() => {
+      transactionSync(store, () => {
         const set = new ChangeSet();
         set.add(["lost"]);
         updateTree(view, null, set, () => ({ never: "committed" }));
@@ -442,11 +444,10 @@ describe("index journal", () => {
   it("is seen by another process reading the same store", async () => {
     const state = sample(50, "d");
     const { root } = build(state);
-    await store.environment.flushed;
     const script = `
-      const { Store } = await import(${JSON.stringify(new URL("../dist/core/store/store.js", import.meta.url).href)});
+      const { openStore } = await import(${JSON.stringify(new URL("../dist/core/store/open.js", import.meta.url).href)});
       const { ObjectStore, walkTree } = await import(${JSON.stringify(new URL("../dist/core/store/objects.js", import.meta.url).href)});
-      const store = Store.open(${JSON.stringify(store.dir)}, { readOnly: true });
+      const store = await openStore(${JSON.stringify(store.dir)}, { readOnly: true });
       const view = ObjectStore.of(store).view();
       let n = 0;
       for (const { hash } of walkTree(view, ${JSON.stringify(root)})) { view.readValue(hash); n++; }
@@ -461,8 +462,8 @@ describe("index journal, damaged", () => {
   it("keeps appending after the last record when its header is unreadable", () => {
     const first = new Map<string, JsonValue>([["/a", 1]]);
     build(first);
-    const journal = store.environment.openDB({ name: "index-journal", encoding: "binary", keyEncoding: "uint32" });
-    store.environment.transactionSync(() => journal.put(0, Buffer.from([0xff])));
+    const journal = store.table("index-journal", { keys: "uint32", values: "binary" });
+    transactionSync(store, () => journal.put(0, Buffer.from([0xff])));
     const second = new Map<string, JsonValue>([["/b", 2]]);
     const { root } = build(second);
     expect([...journal.getKeys({ start: 1 })]).toEqual([1, 2]);
@@ -474,7 +475,7 @@ describe("hash filter", () => {
   const next = random(7);
   const randomHash = () => sha256(String(next()));
   const sample = (count: number, tag: string) => new Map<string, JsonValue>(Array.from({ length: count }, (_, i) => [`/dir-${i % 7}/key-${i}`, { tag, i }]));
-  const filterTable = () => store.environment.openDB({ name: FILTER_DB, encoding: "binary", keyEncoding: "uint32" });
+  const filterTable = () => store.table(FILTER_DB, { keys: "uint32", values: "binary" });
 
   /** Counts the lookups that reach the hash indexes' B-trees while `fn` runs. */
   function indexLookups(fn: () => void): number {
@@ -499,7 +500,7 @@ describe("hash filter", () => {
   /** Whether a write view (made inside a write transaction, as a checkpoint's is) takes `hash` for stored. */
   function storedForWrite(kind: "value" | "tree", hash: Hash): boolean {
     let stored = false;
-    store.environment.transactionSync(() => {
+    transactionSync(store, () => {
       stored = ObjectStore.of(store).view().objects.stored(kind, hash, true);
     });
     return stored;
@@ -509,7 +510,7 @@ describe("hash filter", () => {
   function allStored(kind: "value" | "tree"): boolean {
     const objects = ObjectStore.of(store);
     let all = false;
-    store.environment.transactionSync(() => {
+    transactionSync(store, () => {
       const view = objects.view(); // syncs the journal and the filter
       all = [...objects.hashes(kind)].every((hash) => view.objects.stored(kind, hash, true));
     });
@@ -539,7 +540,7 @@ describe("hash filter", () => {
     const objects = ObjectStore.of(store);
     const old = sample(300, "old");
     build(old);
-    store.environment.transactionSync(() => objects.mergeJournal());
+    transactionSync(store, () => objects.mergeJournal());
     expect(HashFilter.readHeader(filterTable())).toMatchObject({ count: objects.count("value") + objects.count("tree") });
 
     const lookups = indexLookups(() => build(sample(300, "new")));
@@ -552,14 +553,14 @@ describe("hash filter", () => {
   it("without a filter (or an unreadable one), looks every object up, and the next merge rebuilds it", () => {
     const objects = ObjectStore.of(store);
     build(sample(100, "a"));
-    store.environment.transactionSync(() => objects.mergeJournal());
-    store.environment.transactionSync(() => filterTable().put(0, Buffer.from([0x01, 0xff])));
+    transactionSync(store, () => objects.mergeJournal());
+    transactionSync(store, () => filterTable().put(0, Buffer.from([0x01, 0xff])));
     expect(HashFilter.readHeader(filterTable())).toBeUndefined();
 
     const lookups = indexLookups(() => build(sample(100, "b")));
     expect(lookups).toBeGreaterThanOrEqual(100); // every new value asked the index
     expect(allStored("value")).toBe(true);
-    store.environment.transactionSync(() => objects.mergeJournal());
+    transactionSync(store, () => objects.mergeJournal());
     expect(HashFilter.readHeader(filterTable())?.count).toBe(objects.count("value") + objects.count("tree"));
     expect(allStored("value") && allStored("tree")).toBe(true);
   });
@@ -567,10 +568,10 @@ describe("hash filter", () => {
   it("covers objects put into the indexes directly (repair, compression, imports)", () => {
     const objects = ObjectStore.of(store);
     build(sample(50, "a"));
-    store.environment.transactionSync(() => objects.mergeJournal());
+    transactionSync(store, () => objects.mergeJournal());
     const bytes = encodeValue({ planted: true });
     const hash = sha256(bytes);
-    store.environment.transactionSync(() => objects.putMany([{ kind: "value", hash, bytes }]));
+    transactionSync(store, () => objects.putMany([{ kind: "value", hash, bytes }]));
     expect(storedForWrite("value", hash)).toBe(true);
     expect(allStored("value")).toBe(true);
   });
@@ -578,10 +579,10 @@ describe("hash filter", () => {
   it("forgets what an aborted transaction added", () => {
     const objects = ObjectStore.of(store);
     build(sample(40, "a"));
-    store.environment.transactionSync(() => objects.mergeJournal());
+    transactionSync(store, () => objects.mergeJournal());
     const before = HashFilter.readHeader(filterTable());
     expect(() =>
-      store.environment.transactionSync(() => {
+      transactionSync(store, () => {
         build(sample(40, "lost"));
         objects.mergeJournal();
         throw new Error("abort");
@@ -597,15 +598,14 @@ describe("hash filter", () => {
   it("is reloaded when another process changes the indexes", async () => {
     const objects = ObjectStore.of(store);
     build(sample(30, "a"));
-    store.environment.transactionSync(() => objects.mergeJournal());
+    await store.transaction(() => objects.mergeJournal());
     expect(allStored("value")).toBe(true); // this process now holds the filter in memory
-    await store.environment.flushed;
     const planted = { from: "another process" };
     const script = `
-      const { Store } = await import(${JSON.stringify(new URL("../dist/core/store/store.js", import.meta.url).href)});
+      const { openStore } = await import(${JSON.stringify(new URL("../dist/core/store/open.js", import.meta.url).href)});
       const { ObjectStore, sha256 } = await import(${JSON.stringify(new URL("../dist/core/store/objects.js", import.meta.url).href)});
       const { encodeValue } = await import(${JSON.stringify(new URL("../dist/core/store/value-codec.js", import.meta.url).href)});
-      const store = Store.open(${JSON.stringify(store.dir)});
+      const store = await openStore(${JSON.stringify(store.dir)});
       const bytes = encodeValue(${JSON.stringify(planted)});
       await store.transaction(() => ObjectStore.of(store).putMany([{ kind: "value", hash: sha256(bytes), bytes }]));
       await store.close();`;

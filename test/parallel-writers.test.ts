@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Store } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { REPO_ROOT, tempDir } from "./helpers/cli.js";
 
 let dir: string;
@@ -26,12 +26,12 @@ describe("parallel direct writers", () => {
     writeFileSync(
       script,
       [
-        `import { Store } from ${JSON.stringify(join(REPO_ROOT, "dist/core/store/store.js"))};`,
+        `import { openStore } from ${JSON.stringify(join(REPO_ROOT, "dist/core/store/open.js"))};`,
         "const [storeDir, id, writes] = process.argv.slice(2);",
         "let failures = 0;",
         "for (let i = 0; i < Number(writes); i++) {",
         "  // A fresh store handle per write, as each `apex memory set` is a fresh process.",
-        "  const store = Store.open(storeDir);",
+        "  const store = await openStore(storeDir);",
         "  try { await store.set(`/w/${id}/${i}`, { id: Number(id), i }); } catch (error) { failures += 1; console.error(String(error && error.stack || error)); }",
         "  await store.close();",
         "}",
@@ -53,7 +53,7 @@ describe("parallel direct writers", () => {
       expect(result.code).toBe(0);
       expect(result.stdout).toBe("0");
     }
-    const store = Store.open(storeDir, { readOnly: true });
+    const store = await openStore(storeDir, { readOnly: true });
     try {
       expect(store.revision()).toBe(WRITERS * WRITES);
       expect(Array.from(store.query("/w/**")).length).toBe(WRITERS * WRITES);

@@ -1,9 +1,11 @@
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Store, type JsonValue } from "../core/store/store.js";
+import { type JsonValue } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { createCheckpoint, listCheckpoints, pinCheckpoint, readCheckpointMemory, validateStore } from "../plugins/checkpoint/checkpoints.js";
 import { runApex, tempDir } from "./helpers/cli.js";
+import { LmdbStore } from "./helpers/store.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -50,7 +52,7 @@ function record(sessionId: string, status: string): Record<string, JsonValue> {
 async function seedProject(): Promise<Map<string, Record<string, JsonValue>>> {
   writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
   const storeDir = join(dir, ".apex");
-  const store = Store.open(storeDir);
+  const store = await openStore(storeDir);
   const memories = new Map<string, Record<string, JsonValue>>();
   try {
     await store.set("/sessions/s-old", record("s-old", "active"));
@@ -85,7 +87,7 @@ async function seedProject(): Promise<Map<string, Record<string, JsonValue>>> {
 }
 
 function checkpointNames(sessionId: string): string[] {
-  const store = Store.open(join(dir, ".apex"), { readOnly: true });
+  const store = LmdbStore.open(join(dir, ".apex"), { readOnly: true });
   try {
     return listCheckpoints(store, sessionId, { order: "oldest" }).items.map((item) => item.name);
   } finally {
@@ -231,7 +233,7 @@ describe("apex session cleanup (end to end)", () => {
     expect(existsSync(join(dir, ".apex/logs/s-main/coder.resume.json"))).toBe(true);
     expect(existsSync(join(dir, ".apex/supervisor.json.999999999.tmp"))).toBe(false);
 
-    const store = Store.open(join(dir, ".apex"), { readOnly: true });
+    const store = await openStore(join(dir, ".apex"), { readOnly: true });
     try {
       const validation = validateStore(store);
       expect(validation.problems.filter((problem) => problem.severity === "error")).toEqual([]);

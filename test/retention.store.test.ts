@@ -5,7 +5,8 @@ import type { Config } from "../core/config/types.js";
 import { Engine } from "../core/engine.js";
 import { ObjectStore, sha256 } from "../core/store/objects.js";
 import { encodeValue } from "../core/store/value-codec.js";
-import { Store, type JsonValue } from "../core/store/store.js";
+import { type Store, type JsonValue } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import {
   checkpointInfo,
   createCheckpoint,
@@ -26,6 +27,7 @@ import { findTemporaryFiles, removeTemporaryFiles } from "../plugins/retention/t
 import { applyPolicy, type RetentionPolicy } from "../plugins/retention/policy.js";
 import type { RetentionOptions } from "../plugins/retention/options.js";
 import { tempDir } from "./helpers/cli.js";
+import { LmdbStore } from "./helpers/store.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -33,7 +35,7 @@ let store: Store;
 
 beforeEach(() => {
   ({ dir, cleanup } = tempDir("apex-retention-"));
-  store = Store.open(dir);
+  store = LmdbStore.open(dir);
 });
 afterEach(async () => {
   await store.close();

@@ -8,7 +8,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ApexError } from "../dist/core/errors.js";
 import { callSupervisor, subscribeSupervisor } from "../dist/core/rpc/call.js";
 import { RpcServer, STREAM } from "../dist/core/rpc/server.js";
-import { Store } from "../dist/core/store/store.js";
+import { openStore } from "../dist/core/store/open.js";
+import type { Store } from "../dist/core/store/store.js";
 import { parseProcStat, readProcStat, processGroups } from "../dist/core/session/proc.js";
 import { socketPathFor } from "../dist/core/session/runtime.js";
 import { pauseVerifyMs } from "../dist/core/session/supervisor.js";
@@ -160,7 +161,7 @@ describe("tasks", () => {
   });
 
   it("keeps task counts, events and agent tasks consistent through every transition", async () => {
-    const store = Store.open(join(dir, "store"));
+    const store = await openStore(join(dir, "store"));
     try {
       await seedSession(store);
       const service = new SessionService(store, "s-1", noHooks);
@@ -196,7 +197,7 @@ describe("tasks", () => {
   });
 
   it("fires beforeTask before the assignment and lets it veto", async () => {
-    const store = Store.open(join(dir, "store"));
+    const store = await openStore(join(dir, "store"));
     try {
       await seedSession(store);
       const calls: string[] = [];
@@ -218,7 +219,7 @@ describe("tasks", () => {
   });
 
   it("claims in one process never hand out a task twice (50 concurrent claims over 40 tasks)", async () => {
-    const store = Store.open(join(dir, "store"));
+    const store = await openStore(join(dir, "store"));
     try {
       await seedSession(store);
       const service = new SessionService(store, "s-1", noHooks);
@@ -235,16 +236,16 @@ describe("tasks", () => {
 
   it("claims from two processes writing the store directly (no supervisor) never collide", async () => {
     const storeDir = join(dir, "store");
-    const store = Store.open(storeDir);
+    const store = await openStore(storeDir);
     await seedSession(store);
     const service = new SessionService(store, "s-1", noHooks);
     for (let i = 0; i < 60; i++) await service.addTask({ title: `t${i}` }, "user:t");
     await store.close();
 
     const script = `
-      import { Store } from ${JSON.stringify(join(REPO_ROOT, "dist/core/store/store.js"))};
+      import { openStore } from ${JSON.stringify(join(REPO_ROOT, "dist/core/store/open.js"))};
       import { SessionService } from ${JSON.stringify(join(REPO_ROOT, "dist/core/session/service.js"))};
-      const store = Store.open(process.argv[2]);
+      const store = await openStore(process.argv[2]);
       const service = new SessionService(store, "s-1", { fire: async () => {} });
       const got = [];
       for (;;) {
@@ -267,7 +268,7 @@ describe("tasks", () => {
     const [a, b] = await Promise.all([run("a"), run("b")]);
     expect(a.length + b.length).toBe(60);
     expect(new Set([...a, ...b]).size).toBe(60);
-    const check = Store.open(storeDir, { readOnly: true });
+    const check = await openStore(storeDir, { readOnly: true });
     try {
       expect(check.get(taskCountsPath("s-1"))).toEqual({ pending: 0, active: 60, completed: 0, failed: 0, total: 60 });
     } finally {

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../core/rpc/remote.js";
 import { authenticate, grantPath, roleAllows } from "../core/session/grants.js";
-import { Store } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded } from "../plugins/sharing/roles.js";
 import { tempDir } from "./helpers/cli.js";
@@ -56,7 +56,7 @@ describe("token checks on a real store", () => {
   it("accepts the token whose hash is stored, and refuses unknown, altered and expired ones alike", async () => {
     const temp = tempDir();
     cleanup = temp.cleanup;
-    const store = Store.open(temp.dir, { actor: "user:test" });
+    const store = await openStore(temp.dir, { actor: "user:test" });
     const token = `apx_0123456789abcdef_${"b".repeat(43)}`;
     const record = (expires: string | null) => ({
       token_id: "0123456789abcdef",

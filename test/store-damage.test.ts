@@ -6,7 +6,8 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Store } from "../core/store/store.js";
+import { type Store } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { encodeValue } from "../core/store/value-codec.js";
 import { createCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { repairStore, validateStore } from "../plugins/checkpoint/validate.js";
@@ -55,7 +56,7 @@ describe("a damaged store file", () => {
   describe("live records against the latest checkpoint", () => {
     let store: Store;
     beforeEach(async () => {
-      store = Store.open(storeDir());
+      store = await openStore(storeDir());
       await store.batch((batch) => {
         batch.set("/sessions/s1", { session_id: "s1", status: "active" });
         batch.set("/sessions/current", { session_id: "s1" });
@@ -83,7 +84,7 @@ describe("a damaged store file", () => {
         `root.close().then(() => process.exit(0));`,
       ].join("\n");
       execFileSync(process.execPath, ["-e", script], { stdio: "inherit", timeout: 30_000 });
-      store = Store.open(storeDir());
+      store = await openStore(storeDir());
     }
 
     it("finds a record changed, removed or added with no logged write; repair keeps them and says so", async () => {

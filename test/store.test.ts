@@ -1,9 +1,11 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { Store } from "../core/store/store.js";
+import { type Store } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { checkPath, pathProblem, prefixRange, subtreeRange } from "../core/store/paths.js";
 import { compileGlob } from "../core/store/glob.js";
 import { ApexError } from "../core/errors.js";
 import { tempDir } from "./helpers/cli.js";
+import { LmdbStore } from "./helpers/store.js";
 
 const cleanups: Array<() => void | Promise<void>> = [];
 afterEach(async () => {
@@ -12,7 +14,7 @@ afterEach(async () => {
 
 function freshStore(): Store {
   const { dir, cleanup } = tempDir("apex-store-");
-  const store = Store.open(dir, { actor: "user:test" });
+  const store = LmdbStore.open(dir, { actor: "user:test" });
   cleanups.push(cleanup, () => store.close());
   return store;
 }
@@ -146,13 +148,13 @@ describe("store", () => {
   it("read-only opens fail clearly when there is no store", () => {
     const { dir, cleanup } = tempDir();
     cleanups.push(cleanup);
-    expect(() => Store.open(dir, { readOnly: true })).toThrowError(/No APEX store/);
+    expect(() => LmdbStore.open(dir, { readOnly: true })).toThrowError(/No APEX store/);
   });
 
   it("a read-only store sees writes committed by another handle", async () => {
     const store = freshStore();
     await store.set("/x", 1);
-    const reader = Store.open(store.dir, { readOnly: true });
+    const reader = await openStore(store.dir, { readOnly: true });
     cleanups.push(() => reader.close());
     expect(reader.get("/x")).toBe(1);
     await store.set("/x", 2);

@@ -2,10 +2,12 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ObjectStore, canonicalJson, decodeValueObject, lookupEntry, sha256 } from "../core/store/objects.js";
-import { Store, type JsonValue } from "../core/store/store.js";
+import { type Store, type JsonValue } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { VALUE_TAG, decodeValue, encodeJson, encodeValue } from "../core/store/value-codec.js";
 import { createCheckpoint, restoreMemory } from "../plugins/checkpoint/checkpoints.js";
 import { random, tempDir } from "./helpers/cli.js";
+import { LmdbStore } from "./helpers/store.js";
 
 const INTEGERS = [
   0, 1, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1, -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), -(2 ** 31) - 1, -(2 ** 53 - 1),
@@ -134,7 +136,7 @@ describe("the keyspace in the value encoding", () => {
 
   beforeEach(() => {
     ({ dir, cleanup } = tempDir("apex-value-codec-"));
-    store = Store.open(dir);
+    store = LmdbStore.open(dir);
   });
 
   afterEach(async () => {
@@ -168,7 +170,7 @@ describe("the keyspace in the value encoding", () => {
     expect(root.openDB({ name: "kv", encoding: "binary" }).getBinary("/old")![0]).not.toBe(VALUE_TAG);
     await root.close();
 
-    store = Store.open(dir);
+    store = await openStore(dir);
     expect(store.get("/old")).toEqual(legacy);
     expect([...store.query("/**")].map((entry) => entry.value)).toEqual([legacy]);
     expect(store.getEncoded("/old")!.equals(encodeValue(legacy))).toBe(true);

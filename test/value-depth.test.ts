@@ -1,10 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ObjectStore, canonicalJson, decodeValueObject, lookupEntry } from "../core/store/objects.js";
-import { Store, type JsonValue } from "../core/store/store.js";
+import { type Store, type JsonValue } from "../core/store/store.js";
+import { openStore } from "../core/store/open.js";
 import { MAX_DEPTH, VALUE_TAG, decodeValue, encodeJson, encodeValue } from "../core/store/value-codec.js";
 import { createCheckpoint, restoreMemory } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { tempDir } from "./helpers/cli.js";
+import { LmdbStore } from "./helpers/store.js";
 
 /** `levels` arrays inside each other around 1 (`nested(2)` is [[1]]), alternating with objects when `mixed`. */
 function nested(levels: number, mixed = false): JsonValue {
@@ -54,7 +56,7 @@ describe("nesting depth", () => {
     let store: Store;
     beforeEach(() => {
       ({ dir, cleanup } = tempDir("apex-depth-"));
-      store = Store.open(dir);
+      store = LmdbStore.open(dir);
     });
     afterEach(async () => {
       await store.close();

@@ -19,8 +19,8 @@ export function projectOf(command: Command): ProjectLocation {
 
 /** Opens the store read-only (read commands never take the write lock). */
 export async function openStoreForRead(location: ProjectLocation): Promise<Store> {
-  const { Store } = await import("../store/store.js");
-  return Store.open(location.storeDir, { readOnly: true });
+  const { openStore, storeExists } = await import("../store/open.js");
+  return await openStore(location, { readOnly: true });
 }
 
 /**

@@ -3,7 +3,8 @@ import type { ProjectLocation } from "../config/locate.js";
 import { ApexError } from "../errors.js";
 import { compileGlob, type Glob } from "../store/glob.js";
 import { checkPath, pathProblem } from "../store/paths.js";
-import { Store, type Entry, type JsonValue } from "../store/store.js";
+import { type Entry, type JsonValue } from "../store/store.js";
+import { openStore, storeExists } from "../store/open.js";
 import { openWriter } from "./context.js";
 import { decodeUtf8Input, readUtf8Input } from "./input-text.js";
 import { paint, printJson } from "./output.js";
@@ -26,7 +27,7 @@ export async function openReader(location: ProjectLocation): Promise<MemoryReade
     const { openRemoteReader } = await import("./remote-reader.js");
     return openRemoteReader(endpoint);
   }
-  const store = Store.open(location.storeDir, { readOnly: true });
+  const store = await openStore(location, { readOnly: true });
   return {
     get: async (path) => store.get(path),
     query: async (glob, limit) => Array.from(store.query(glob, limit === undefined ? {} : { limit })),
@@ -262,9 +263,9 @@ async function readCheckpointRecord(location: ProjectLocation, path: string): Pr
       const { callSupervisor } = await import("../rpc/call.js");
       return (await callSupervisor(endpoint, "checkpoint.show", { ref })) as JsonValue;
     }
-    if (!Store.exists(location.storeDir)) return undefined;
+    if (!(await storeExists(location))) return undefined;
     const { checkpointRecord } = await import("../../plugins/checkpoint/record.js");
-    const store = Store.open(location.storeDir, { readOnly: true });
+    const store = await openStore(location, { readOnly: true });
     try {
       return checkpointRecord(store, ref) as unknown as JsonValue;
     } finally {
@@ -278,7 +279,7 @@ async function readCheckpointRecord(location: ProjectLocation, path: string): Pr
 
 /** A reader over an empty keyspace when no store exists yet: reads then find nothing. */
 async function openReaderOrEmpty(location: ProjectLocation): Promise<MemoryReader> {
-  if (!forcedEndpoint() && !Store.exists(location.storeDir)) {
+  if (!forcedEndpoint() && !(await storeExists(location))) {
     return { get: async () => undefined, query: async () => [], close: async () => {} };
   }
   return openReader(location);

@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ProjectLocation } from "../config/locate.js";
 import type { Glob } from "../store/glob.js";
-import { Store, type Change, type JsonValue } from "../store/store.js";
+import { type Store, type Change, type JsonValue } from "../store/store.js";
+import { openStore, storeExists } from "../store/open.js";
 import { paint } from "./output.js";
 import { forcedEndpoint } from "../session/runtime.js";
 
@@ -41,7 +42,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
   let store: Store | undefined;
   try {
     while (!interrupted && Date.now() < deadline) {
-      if (!store && Store.exists(location.storeDir)) store = Store.open(location.storeDir, { readOnly: true });
+      if (!store && (await storeExists(location))) store = await openStore(location, { readOnly: true });
       if (store) break;
       await sleep(POLL_MS);
     }

@@ -5,7 +5,8 @@ import type { Config } from "../config/types.js";
 import { ApexError } from "../errors.js";
 import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../engine.js";
 import { printJson, printLine } from "./output.js";
-import { Store } from "../store/store.js";
+import { type Store } from "../store/store.js";
+import { openStore, storeExists } from "../store/open.js";
 
 /** Work main does after the command ran (closing the store a plugin command opened). */
 export const closeAfterParse: Array<() => Promise<void>> = [];
@@ -26,7 +27,7 @@ export async function registerPluginCommands(program: Command, argv: string[], w
     config,
     projectDir: config.projectDir,
     engine,
-    store: async () => (store ??= Store.open(config.storeDir)),
+    store: async () => (store ??= await openStore(config)),
     invoke: (name, input) => runAtWriter(engine, name, input, context, config.storeDir),
     print: (text) => printLine(text),
     printJson: (value) => printJson(value),

@@ -31,13 +31,24 @@ export function registerPluginsCommands(program: Command): void {
   plugins
     .command("list")
     .description("list every plugin: source, version, enabled, hooks tapped, and what it adds")
-    .option("--json", "print {plugins: [{name, source, version, enabled, requires, hooks, triggers, commands, backends, at, problem?}]}")
+    .option("--json", "print {storage: {backend, location}, plugins: [{name, source, version, enabled, requires, hooks, triggers, commands, backends, at, problem?}]}")
     .addHelpText("after", examples("apex plugins list", "apex plugins list --json | jq '.plugins[] | select(.enabled) | .name'"))
     .action(async (options: { json?: boolean }, command: Command) => {
-      const rows = await listPlugins(projectOf(command));
-      if (options.json) printJson({ plugins: rows });
-      else printPluginTable(rows);
+      const location = projectOf(command);
+      const rows = await listPlugins(location);
+      const storage = await storageInUse(location);
+      if (options.json) printJson({ storage, plugins: rows });
+      else {
+        printLine(`storage: ${storage.backend} (${storage.location})`);
+        printPluginTable(rows);
+      }
     });
+}
+
+/** The storage backend the project's store is on and where (a server URL without its password), without opening it. */
+export async function storageInUse(location: ReturnType<typeof projectOf>): Promise<{ backend: string; location: string }> {
+  const { describeStore, resolveStoreSpec } = await import("../store/open.js");
+  return describeStore(await resolveStoreSpec(location));
 }
 
 /** Loads the config, applies the enabled plugins to an engine and reports what each one tapped. */

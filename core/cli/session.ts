@@ -104,8 +104,8 @@ export async function openSessionReader(location: ProjectLocation): Promise<Memo
   const { openReader } = await import("./memory-actions.js");
   const { forcedEndpoint } = await import("../session/runtime.js");
   if (!forcedEndpoint()) {
-    const { Store } = await import("../store/store.js");
-    if (!Store.exists(location.storeDir)) {
+    const { openStore, storeExists } = await import("../store/open.js");
+    if (!(await storeExists(location))) {
       const { ApexError } = await import("../errors.js");
       throw new ApexError("APEX_E_NO_SESSION", "This project has no session yet.", { hint: 'Start one: apex start --task "…"' });
     }

@@ -16,8 +16,8 @@ export async function openMemoryWriter(location: ProjectLocation): Promise<Memor
   const socket = writerEndpoint(location.storeDir);
   if (socket) return socketWriter(socket);
   await assertConfigValid(location);
-  const { Store } = await import("../store/store.js");
-  return directWriter(Store.open(location.storeDir));
+  const { openStore, storeExists } = await import("../store/open.js");
+  return directWriter(await openStore(location));
 }
 
 export function socketWriter(socket: string): MemoryWriter {

@@ -1,4 +1,4 @@
-import { existsSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { ApexError } from "../errors.js";
 
@@ -64,8 +64,4 @@ function isFile(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-export function storeExists(location: ProjectLocation): boolean {
-  return existsSync(join(location.storeDir, "store.mdb"));
 }

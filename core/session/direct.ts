@@ -1,6 +1,7 @@
 import type { ProjectLocation } from "../config/locate.js";
 import { ApexError } from "../errors.js";
-import { Store } from "../store/store.js";
+import { type Store } from "../store/store.js";
+import { openStore, storeExists } from "../store/open.js";
 import { checkpointServiceFor } from "./checkpoints.js";
 import type { SessionClient } from "./client.js";
 import { sessionMethods } from "./methods.js";
@@ -13,9 +14,9 @@ import { currentSession, noSessionError, readableSessionId } from "./sessions.js
  * hooks fire as they would in the supervisor.
  */
 export async function directClient(location: ProjectLocation, access: "read" | "write", session?: string): Promise<SessionClient> {
-  if (!Store.exists(location.storeDir)) throw noSessionError();
+  if (!(await storeExists(location))) throw noSessionError();
   if (access === "read") {
-    const store = Store.open(location.storeDir, { readOnly: true });
+    const store = await openStore(location, { readOnly: true });
     try {
       // Reads also work once the session ended: the latest one, or the one --session names.
       const service = new SessionService(store, readableSessionId(store, session), { fire: async () => {} });
@@ -28,7 +29,7 @@ export async function directClient(location: ProjectLocation, access: "read" | "
   const { loadConfig } = await import("../config/load.js");
   const { createSessionEngine } = await import("./hooks.js");
   const config = await loadConfig(location);
-  const store = Store.open(location.storeDir);
+  const store = await openStore(location);
   try {
     const sessionId = requireSessionId(store);
     const engine = await createSessionEngine(config, store, (message) => process.stderr.write(`warning: ${message}\n`));

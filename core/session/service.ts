@@ -360,8 +360,7 @@ export class SessionService extends SessionReader {
 
 /** The session's events with a sequence number above `seq`, oldest first (a range read from there on). */
 export function* eventsAfter(store: Store, sessionId: string, seq: number): Iterable<SessionEvent> {
-  const kv = store.openDatabase<SessionEvent, string>("kv");
-  for (const { value } of kv.getRange({ start: eventPath(sessionId, seq + 1), end: `${eventsPrefix(sessionId)}0` })) yield value;
+  for (const { value } of store.entries({ start: eventPath(sessionId, seq + 1), end: `${eventsPrefix(sessionId)}0` })) yield value as unknown as SessionEvent;
 }
 
 /** Records an event in the write's batch; `by` names who asked for it when that is not the writer (a stop requested by a user). */

@@ -167,8 +167,7 @@ function lastCheckpoint(store: Store, sid: string): StatusReport["last_checkpoin
   const prefix = checkpointPrefix(sid);
   const range = prefixRange(prefix);
   let best: { key: string; n: number } | undefined;
-  const kv = store.openDatabase<unknown, string>("kv");
-  for (const key of kv.getKeys({ start: range.start, ...(range.end ? { end: range.end } : {}) })) {
+  for (const key of store.keys({ start: range.start, ...(range.end ? { end: range.end } : {}) })) {
     const n = Number(String(key).slice(prefix.length));
     if (!Number.isFinite(n)) continue;
     if (!best || n > best.n) best = { key: String(key), n };

@@ -41,13 +41,13 @@ async function main(): Promise<void> {
   const request = JSON.parse(process.argv[2] ?? "{}") as SupervisorRequest;
   process.title = "apex-supervisor";
   const { loadConfig } = await import("../config/load.js");
-  const { Store } = await import("../store/store.js");
+  const { openStore, storeExists } = await import("../store/open.js");
   const { createSessionEngine } = await import("./hooks.js");
   const { Supervisor } = await import("./supervisor.js");
 
   const location = { configPath: request.configPath, projectDir: request.projectDir, storeDir: request.storeDir };
   const config = await loadConfig(location);
-  const store = Store.open(request.storeDir, { actor: "supervisor" });
+  const store = await openStore(request, { actor: "supervisor" });
   let launched: Awaited<ReturnType<typeof Supervisor.launch>>;
   try {
     const engine = await createSessionEngine(config, store, (message) => log(`warning: ${message}`));

@@ -1,10 +1,10 @@
 import * as cryptoModule from "node:crypto";
 import { createHash } from "node:crypto";
 import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gunzipSync, gzipSync, type BrotliOptions, type ZlibOptions } from "node:zlib";
-import type { Database } from "lmdb";
 import { ApexError } from "../errors.js";
 import { FILTER_DB, HashFilter, type FilterTable } from "./hash-filter.js";
 import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "./index-journal.js";
+import type { TableKey } from "./port.js";
 import type { JsonValue, Store } from "./store.js";
 import { MAX_DEPTH, compareCodePoints, decodeValue, describeNotJson, encodeJson, isEncodedValue, tooDeepError } from "./value-codec.js";
 import { varintSize, writeVarint } from "./varint.js";
@@ -578,22 +578,6 @@ interface Table<K> {
   getKeys(options?: { start?: K; reverse?: boolean; limit?: number }): Iterable<K>;
   getRange(options: { start?: K }): Iterable<{ key: K; value: Buffer }>;
   getStats(): { entryCount?: number } & Record<string, unknown>;
-}
-
-function readOnlyTable<K>(): Table<K> {
-  const refuse = () => {
-    throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
-  };
-  return {
-    get: () => undefined,
-    getBinaryFast: () => undefined,
-    put: refuse,
-    remove: refuse,
-    doesExist: () => false,
-    getKeys: () => [],
-    getRange: () => [],
-    getStats: () => ({ entryCount: 0 }),
-  };
 }
 
 export const VALUES_DB = "blobs";
@@ -1203,9 +1187,8 @@ export interface ReclaimResult {
 }
 
 function openTable<K>(store: Store, name: string, keyEncoding: "binary" | "uint32"): Table<K> {
-  // A read-only environment returns nothing for a sub-database it does not contain yet.
-  const db = store.environment.openDB({ name, encoding: "binary", keyEncoding }) as Database | undefined;
-  return db ? (db as unknown as Table<K>) : readOnlyTable<K>();
+  // The backend's own table (for LMDB, lmdb-js's database handle): the hot reads go straight to it.
+  return store.table<K & TableKey, Buffer>(name, { keys: keyEncoding, values: "binary" }) as unknown as Table<K>;
 }
 
 export function encodeLocation(location: ObjectLocation): Buffer {

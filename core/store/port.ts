@@ -156,6 +156,13 @@ export interface StorageBackend {
    */
   transaction<T>(fn: () => T): Promise<T>;
 
+  /**
+   * Optional, for backends that keep the store in one file: writes a consistent, compacted
+   * copy of it to `file` without blocking writers (LMDB: its copy with compaction). `apex
+   * archive backup` uses it; a backend without it has no such backup.
+   */
+  snapshotTo?(file: string): Promise<void>;
+
   /** Waits for pending writes and releases the backend. */
   close(): Promise<void>;
 }

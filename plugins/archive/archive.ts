@@ -4,7 +4,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import { makeDirIfMissing } from "../../core/store/private.js";
 import type { PackCodec } from "../../core/store/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { CATALOG_DB, type IdRecord } from "../checkpoint/catalog.js";
+import { Catalog } from "../checkpoint/catalog.js";
 import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
 import { branchPoints, knownSessions } from "../retention/sessions.js";
 import { encodeBundle, readBundle } from "./bundle.js";
@@ -269,30 +269,6 @@ async function removeSession(store: Store, collected: CollectedSession): Promise
       batch.deleteTree(livePath(sessionId));
     }, ARCHIVE_ACTOR);
     // The catalog: summaries, id records and the sequence counter of the session.
-    const catalog = store.environment.openDB({ name: CATALOG_DB }) as unknown as {
-      get(key: unknown[]): unknown;
-      remove(key: unknown[]): unknown;
-      getKeys(options: { start: unknown[]; end: unknown[] }): Iterable<unknown[]>;
-    };
-    const ids = new Set(collected.checkpoints.map((checkpoint) => checkpoint.id));
-    for (const key of [...catalog.getKeys({ start: ["s", sessionId, 0], end: ["s", sessionId, Number.MAX_SAFE_INTEGER] })]) {
-      try {
-        const summary = catalog.get(key) as { id?: unknown } | undefined;
-        if (typeof summary?.id === "string") ids.add(summary.id);
-      } catch {
-        // an undecodable summary: removed all the same
-      }
-      catalog.remove(key);
-    }
-    for (const id of ids) {
-      let record: IdRecord | undefined;
-      try {
-        record = catalog.get(["i", id]) as IdRecord | undefined;
-      } catch {
-        record = undefined;
-      }
-      if (record?.s === sessionId) catalog.remove(["i", id]);
-    }
-    catalog.remove(["n", sessionId]);
+    Catalog.of(store).removeSession(sessionId, collected.checkpoints.map((checkpoint) => checkpoint.id));
   });
 }

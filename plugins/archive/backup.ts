@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { ObjectStore } from "../../core/store/objects.js";
 import { makeDirIfMissing, makePrivate, makePrivateDir } from "../../core/store/private.js";
-import { STORE_FILE, Store } from "../../core/store/store.js";
+import { type Store, STORE_FILE } from "../../core/store/store.js";
+import { openStore, storeExists } from "../../core/store/open.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/checkpoints.js";
 import { formatBytes } from "../../core/cli/output.js";
@@ -60,7 +61,7 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
   if (existsSync(final)) {
     throw new ApexError("APEX_E_CONFLICT", `${target} already holds a store (${STORE_FILE}); a backup never overwrites one.`, { hint: "Give a directory without a store.mdb to --to." });
   }
-  const live = Store.open(options.storeDir, { readOnly: true });
+  const live = await openStore(options.storeDir, { readOnly: true });
   let partial: string | undefined;
   try {
     const sourceBytes = statSync(join(options.storeDir, STORE_FILE)).size;
@@ -78,7 +79,8 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
         }, 200)
       : undefined;
     try {
-      await live.environment.backup(copyFile, true);
+      if (!live.snapshotTo) throw new ApexError("APEX_E_USAGE", `A backup copies an LMDB store; this store is on ${live.info.backend} (${live.info.location}).`);
+      await live.snapshotTo(copyFile);
       makePrivate(copyFile); // a copy of the store is as private as the store
     } finally {
       if (timer) clearInterval(timer);
@@ -86,7 +88,7 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
     const after = live.revision();
 
     options.onProgress?.("verifying the copy");
-    const copy = Store.open(partial, { readOnly: true });
+    const copy = await openStore(partial, { readOnly: true });
     let revision: number;
     let counts: StoreCounts;
     let validation: BackupResult["validation"];

@@ -2,7 +2,8 @@ import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { Store } from "../../core/store/store.js";
+import { type Store } from "../../core/store/store.js";
+import { openStore, storeExists } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../core/config/duration.js";
 import { formatBytes, plural } from "../../core/cli/output.js";
 import { Progress } from "../compression/progress.js";
@@ -222,7 +223,7 @@ export async function runExport(input: CommandInput, context: CommandContext, se
     throw new ApexError("APEX_E_CONFLICT", `${file} already exists; not overwriting it.`, { hint: "Choose another file, or pass --force to replace it." });
   }
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session export needs the project's config.");
-  const store = Store.open(context.config.storeDir, { readOnly: true });
+  const store = await openStore(context.config, { readOnly: true });
   const progress = new Progress();
   try {
     const sessionId = resolveSessionId(store, target);

@@ -1,5 +1,3 @@
-import type { Database } from "lmdb";
-import { ApexError } from "../../core/errors.js";
 import type { Hash } from "../../core/store/objects.js";
 import type { Store } from "../../core/store/store.js";
 import type { CheckpointManifest } from "./manifest.js";
@@ -16,6 +14,8 @@ import type { CheckpointManifest } from "./manifest.js";
  * Written in the same LMDB transaction as the manifest, so they always agree with it.
  */
 export const CATALOG_DB = "checkpoints";
+/** Tuple keys, structured values. */
+export const CATALOG_TABLE = { keys: "tuple", values: "structured" } as const;
 
 /** What listing needs of a manifest: its own fields, and its trees' roots and sizes flattened. */
 export interface CheckpointSummary
@@ -58,22 +58,9 @@ interface CatalogDb {
   get(key: CatalogKey): unknown;
   put(key: CatalogKey, value: unknown): unknown;
   remove(key: CatalogKey): unknown;
-  getRange(options: { start?: CatalogKey; end?: CatalogKey; reverse?: boolean; offset?: number; limit?: number }): Iterable<{ key: CatalogKey; value: unknown }>;
+  getRange(options: { start?: CatalogKey; end?: CatalogKey; reverse?: boolean; limit?: number }): Iterable<{ key: CatalogKey; value: unknown }>;
   getKeys(options: { start?: CatalogKey; end?: CatalogKey; reverse?: boolean; limit?: number }): Iterable<CatalogKey>;
   getCount(options: { start?: CatalogKey; end?: CatalogKey }): number;
-}
-
-const EMPTY_DB: CatalogDb = {
-  get: () => undefined,
-  put: () => readOnly(),
-  remove: () => readOnly(),
-  getRange: () => [],
-  getKeys: () => [],
-  getCount: () => 0,
-};
-
-function readOnly(): never {
-  throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
 }
 
 const MAX_SEQUENCE = Number.MAX_SAFE_INTEGER;
@@ -83,8 +70,7 @@ export class Catalog {
   private readonly db: CatalogDb;
 
   private constructor(store: Store) {
-    const db = store.environment.openDB({ name: CATALOG_DB }) as Database | undefined;
-    this.db = db ? (db as unknown as CatalogDb) : EMPTY_DB;
+    this.db = store.table<CatalogKey, unknown>(CATALOG_DB, CATALOG_TABLE) as CatalogDb;
   }
 
   static of(store: Store): Catalog {
@@ -123,14 +109,18 @@ export class Catalog {
 
   /** Summaries of a session by sequence (newest first with `reverse`). */
   summaries(sessionId: string, options: { reverse?: boolean; offset?: number; limit?: number } = {}): Iterable<CheckpointSummary> {
-    const range = options.reverse
+    const range: { start: CatalogKey; end: CatalogKey; reverse?: boolean } = options.reverse
       ? { start: ["s", sessionId, MAX_SEQUENCE], end: ["s", sessionId, 0], reverse: true }
       : { start: ["s", sessionId, 0], end: ["s", sessionId, MAX_SEQUENCE] };
-    const iterable = this.db.getRange({
-      ...range,
-      ...(options.offset ? { offset: options.offset } : {}),
-      ...(options.limit !== undefined ? { limit: options.limit } : {}),
-    });
+    if (options.offset) {
+      // Skip over keys only (no summary decoded): the offset-th key is where the page starts.
+      let start: CatalogKey | undefined;
+      let seen = 0;
+      for (const key of this.db.getKeys({ ...range, limit: options.offset + 1 })) if (seen++ === options.offset) start = key;
+      if (start === undefined) return [];
+      range.start = start;
+    }
+    const iterable = this.db.getRange({ ...range, ...(options.limit !== undefined ? { limit: options.limit } : {}) });
     return mapValues(iterable);
   }
 
@@ -177,6 +167,34 @@ export class Catalog {
 
   removeSummary(sessionId: string, sequence: number): void {
     this.db.remove(["s", sessionId, sequence]);
+  }
+
+  /**
+   * Drops everything the catalog holds of a session (archived away): its summaries, the id
+   * records of its checkpoints (those listed in `ids` and those its summaries name) and its
+   * sequence counter. Call inside the write transaction that removes the session.
+   */
+  removeSession(sessionId: string, ids: Iterable<string> = []): void {
+    const all = new Set(ids);
+    for (const key of [...this.db.getKeys({ start: ["s", sessionId, 0], end: ["s", sessionId, MAX_SEQUENCE] })]) {
+      try {
+        const summary = this.db.get(key) as { id?: unknown } | undefined;
+        if (typeof summary?.id === "string") all.add(summary.id);
+      } catch {
+        // an undecodable summary: removed all the same
+      }
+      this.db.remove(key);
+    }
+    for (const id of all) {
+      let record: IdRecord | undefined;
+      try {
+        record = this.db.get(["i", id]) as IdRecord | undefined;
+      } catch {
+        record = undefined;
+      }
+      if (record?.s === sessionId) this.db.remove(["i", id]);
+    }
+    this.db.remove(["n", sessionId]);
   }
 
   removeId(id: string): void {

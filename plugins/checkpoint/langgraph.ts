@@ -525,8 +525,7 @@ export class LangGraphStore {
   private checkpointIds(sessionId: string, threadId: string, ns: string, options: { reverse?: boolean; limit?: number }): string[] {
     const dir = `${indexDir(sessionId, threadId, ns)}/checkpoints`;
     const range = subtreeRange(dir);
-    const kv = this.store.openDatabase<unknown, string>("kv");
-    const keys = options.reverse ? kv.getKeys({ start: range.end, end: range.start, reverse: true, ...(options.limit ? { limit: options.limit } : {}) }) : kv.getKeys({ ...range, ...(options.limit ? { limit: options.limit } : {}) });
+    const keys = options.reverse ? this.store.keys({ start: range.end, end: range.start, reverse: true, ...(options.limit ? { limit: options.limit } : {}) }) : this.store.keys({ ...range, ...(options.limit ? { limit: options.limit } : {}) });
     const ids: string[] = [];
     for (const key of keys) {
       const rest = String(key).slice(dir.length + 1);

@@ -19,7 +19,8 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { forcedEndpoint, liveSupervisor, writerEndpoint } from "../../core/session/runtime.js";
-import { Store, type JsonValue } from "../../core/store/store.js";
+import { type Store, type JsonValue } from "../../core/store/store.js";
+import { openStore, storeExists } from "../../core/store/open.js";
 import type { CheckpointSummary } from "./catalog.js";
 import {
   deleteCheckpoint,
@@ -64,8 +65,8 @@ async function callWriter(socket: string, method: string, params: Record<string,
 }
 
 async function withReadStore<T>(location: ProjectLocation, fn: (store: Store) => T | Promise<T>): Promise<T> {
-  if (!Store.exists(location.storeDir)) throw noStore();
-  const store = Store.open(location.storeDir, { readOnly: true });
+  if (!(await storeExists(location))) throw noStore();
+  const store = await openStore(location, { readOnly: true });
   try {
     return await fn(store);
   } finally {
@@ -74,11 +75,11 @@ async function withReadStore<T>(location: ProjectLocation, fn: (store: Store) =>
 }
 
 async function withWriteStore<T>(location: ProjectLocation, fn: (store: Store) => T | Promise<T>): Promise<T> {
-  if (!Store.exists(location.storeDir)) throw noStore();
+  if (!(await storeExists(location))) throw noStore();
   // Nothing is written while apex.config.yaml is invalid (as for every other write).
   const { loadConfig } = await import("../../core/config/load.js");
   await loadConfig(location);
-  const store = Store.open(location.storeDir);
+  const store = await openStore(location);
   try {
     return await fn(store);
   } finally {
@@ -94,11 +95,11 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
   let summary: CreatedCheckpoint;
   if (socket) summary = (await callWriter(socket, "checkpoint.create", params)) as CreatedCheckpoint;
   else {
-    if (!Store.exists(location.storeDir)) throw noStore();
+    if (!(await storeExists(location))) throw noStore();
     const { loadConfig } = await import("../../core/config/load.js");
     const { createSessionEngine } = await import("../../core/session/hooks.js");
     const config = await loadConfig(location);
-    const store = Store.open(location.storeDir);
+    const store = await openStore(location);
     try {
       // The engine binds beforeCheckpoint and afterCheckpoint for checkpoints of this store.
       await createSessionEngine(config, store, (message) => process.stderr.write(`warning: ${message}\n`));
@@ -278,7 +279,7 @@ async function sessionIdOf(location: ProjectLocation, ref: string | undefined): 
 }
 
 export async function validateCommand(location: ProjectLocation, ref: string | undefined, options: { json?: boolean }): Promise<void> {
-  if (!process.env.APEX_SOCKET && !Store.exists(location.storeDir)) throw noStore();
+  if (!process.env.APEX_SOCKET && !(await storeExists(location))) throw noStore();
   const sessionId = await sessionIdOf(location, ref);
   const report = await validate(location, sessionId);
   process.exitCode = report.ok ? 0 : 1;
@@ -321,7 +322,7 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
       hint: "Repair rewrites objects, checkpoint records and manifests of the whole store, which the running supervisor uses: run `apex session repair` from a terminal outside the session.",
     });
   }
-  if (!Store.exists(location.storeDir)) throw noStore();
+  if (!(await storeExists(location))) throw noStore();
   // Repair rewrites objects, checkpoint records and manifests the running supervisor caches and
   // writes: a running session is checkpointed and stopped first, and continued afterwards.
   let handover: Handover | undefined;
@@ -359,7 +360,7 @@ async function repairStopped(location: ProjectLocation, ref: string | undefined,
   let result: RepairResult;
   if (before.problems.length === 0) result = { dryRun, actions: [], before, ...(dryRun ? {} : { after: before }) };
   else {
-    const store = Store.open(location.storeDir, { readOnly: dryRun });
+    const store = await openStore(location, { readOnly: dryRun });
     try {
       result = await repairStore(store, { dryRun });
     } finally {
@@ -395,7 +396,7 @@ async function repairStopped(location: ProjectLocation, ref: string | undefined,
 // ------------------------------------------------------------------------------------ session reconstruct
 
 export async function reconstructCommand(location: ProjectLocation, ref: string, options: { as?: string; json?: boolean }): Promise<void> {
-  if (!process.env.APEX_SOCKET && !Store.exists(location.storeDir)) throw noStore();
+  if (!process.env.APEX_SOCKET && !(await storeExists(location))) throw noStore();
   const sessionId = (await sessionIdOf(location, ref))!;
   if (!process.env.APEX_SOCKET) {
     const check = await validateOutOfProcess(location.storeDir, { sessionId });

@@ -7,7 +7,8 @@
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, printJson, printLine, table } from "../../core/cli/output.js";
 import { ApexError } from "../../core/errors.js";
-import { Store } from "../../core/store/store.js";
+import { type Store } from "../../core/store/store.js";
+import { openStore, storeExists } from "../../core/store/open.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { sessionFor } from "./plugin-sessions.js";
 
@@ -97,11 +98,11 @@ export async function listCheckpointsCommand(location: ProjectLocation, options:
     const params = { session: options.session, limit: options.limit, offset: options.offset, oldest: options.oldest === true };
     page = (await callSupervisor(endpoint, "checkpoint.list", params)) as CheckpointPage;
   } else {
-    if (!Store.exists(location.storeDir)) {
+    if (!(await storeExists(location))) {
       throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
     }
     const explain = await keptBy?.();
-    const store = Store.open(location.storeDir, { readOnly: true });
+    const store = await openStore(location, { readOnly: true });
     try {
       page = checkpointPage(store, options, explain);
     } finally {

@@ -41,11 +41,11 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
   }
   const { loadConfig } = await import("../../core/config/load.js");
   await loadConfig(location);
-  const { Store } = await import("../../core/store/store.js");
-  if (!Store.exists(location.storeDir)) throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.");
+  const { openStore, storeExists } = await import("../../core/store/open.js");
+  if (!(await storeExists(location))) throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.");
   const { forceRecover, resolveCheckpoint } = await import("./checkpoints.js");
   const { recoveryDetails } = await import("./plugin-service.js");
-  const store = Store.open(location.storeDir, { readOnly: true });
+  const store = await openStore(location, { readOnly: true });
   let preview: RecoveryView;
   let checkpointId: string;
   let targetSession: string;

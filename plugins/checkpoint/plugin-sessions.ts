@@ -21,9 +21,8 @@ export function resolveSessionRef(store: Store, ref: string): string {
   if (knownSession(store, text)) return text;
   if (text.length >= MIN_PREFIX) {
     const found = new Set<string>();
-    const kv = store.openDatabase<unknown, string>("kv");
     for (const base of ["/sessions/", "/sessions/history/"]) {
-      for (const key of kv.getKeys({ start: `${base}${text}`, end: `${base}${text}\u{10ffff}` })) {
+      for (const key of store.keys({ start: `${base}${text}`, end: `${base}${text}\u{10ffff}` })) {
         const id = String(key).slice(base.length).split("/")[0]!;
         if (id !== "current" && id !== "history") found.add(id);
         if (found.size > 10) break;

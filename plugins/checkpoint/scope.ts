@@ -22,7 +22,6 @@ export interface MemoryScope {
 
 export const SESSIONS_ROOT = "/sessions";
 /** The store's path -> value database (see core/store/store.ts). */
-const KV_DB = "kv";
 
 export const DEFAULT_SCOPE: Readonly<MemoryScope> = Object.freeze({ include: ["/"], exclude: [SESSIONS_ROOT] });
 
@@ -121,7 +120,6 @@ export function segmentsPath(segments: readonly string[]): string {
  * plain subtrees (such as /sessions) are jumped over, not scanned.
  */
 export function* keysInScope(store: Store, scope: MemoryScope): Iterable<string> {
-  const kv = store.openDatabase<unknown, string>(KV_DB);
   const seen = scope.include.length > 1 ? new Set<string>() : undefined;
   for (const entry of scope.include) {
     const m = matcher(entry);
@@ -131,7 +129,7 @@ export function* keysInScope(store: Store, scope: MemoryScope): Iterable<string>
     }
     const range = m.plain ? subtreeRange(entry) : m.glob!.range;
     for (const part of cutExcluded(scope, range)) {
-      for (const key of kv.getKeys(part)) {
+      for (const key of store.keys(part)) {
         const path = key as string;
         // Ranges still hold excluded paths themselves (e.g. "/sessions" before "/sessions/").
         if (!inScope(scope, path) || seen?.has(path)) continue;

@@ -8,7 +8,7 @@
  * prints it as JSON on stdout. Exit code: 0 valid, 1 problems found, 2 could not validate.
  */
 import { isApexError } from "../../core/errors.js";
-import { Store } from "../../core/store/store.js";
+import { openStore, storeExists } from "../../core/store/open.js";
 import { validateStore } from "./validate.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -19,7 +19,7 @@ async function main(argv: string[]): Promise<number> {
     else return fail(`unexpected argument ${JSON.stringify(rest[i])}`);
   }
   if (!dir) return fail("usage: validate-worker <store-dir> [--session <id>]");
-  const store = Store.open(dir, { readOnly: true });
+  const store = await openStore(dir, { readOnly: true });
   try {
     const report = validateStore(store, sessionId ? { sessionId } : {});
     await send({ type: "report", report });

@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { packageRoot } from "../../core/config/schemas.js";
 import type { ApexApi, CommandContext, CommandSpec } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { Store } from "../../core/store/store.js";
+import { openStore, storeExists } from "../../core/store/open.js";
 import { countOf } from "./compare.js";
 import { fireBeforeGit } from "./fire.js";
 import { installHooks, uninstallHooks, type HookTarget, type InstallReport, type UninstallReport } from "./hooks.js";
@@ -115,7 +115,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     arguments: [{ syntax: "[id]", description: "the session (default: the current one); a unique prefix will do" }],
     options: [{ flags: "--json", description: "print {session_id, repository, git: {branch, commit, dirty, synced_at}, checkpoint, changes, dirty_files: [{status, path}]}" }],
     async action(input, context) {
-      if (context.engine.store === undefined && context.config && !Store.exists(context.config.storeDir)) {
+      if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) {
         throw new ApexError("APEX_E_NO_SESSION", "This project has no APEX store yet, so no session to sync.", { hint: 'Start a session: apex start --task "…"' });
       }
       const store = await context.store();

@@ -1,5 +1,5 @@
 import type { CommandContext, GitContext } from "../../core/engine.js";
-import { Store } from "../../core/store/store.js";
+import { openStore, storeExists } from "../../core/store/open.js";
 
 export interface FireResult {
   /** The session beforeGit fired in; null when no session is active (nothing fired). */
@@ -20,7 +20,7 @@ const ENDED = new Set(["completed", "failed", "stopped"]);
 export async function fireBeforeGit(context: CommandContext, args: string[], source: GitContext["source"]): Promise<FireResult> {
   const result: FireResult = { session_id: null, fired: false, args, source };
   // Opening the store for writing would create it: a project that never ran APEX has no session.
-  if (context.engine.store === undefined && context.config && !Store.exists(context.config.storeDir)) return result;
+  if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) return result;
   const store = await context.store();
   const current = store.get("/sessions/current") as { session_id?: unknown } | null | undefined;
   const sessionId = current && typeof current === "object" && typeof current.session_id === "string" ? current.session_id : undefined;

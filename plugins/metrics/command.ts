@@ -2,7 +2,7 @@ import { table } from "../../core/cli/output.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { currentSession, historySessions } from "../../core/session/sessions.js";
-import { Store } from "../../core/store/store.js";
+import { openStore, storeExists } from "../../core/store/open.js";
 import { formatMs, metricRows, utilizationRows } from "./format.js";
 import { isRecord, metricsPath, type SessionMetrics } from "./record.js";
 import type { MetricsRuntime } from "./runtime.js";
@@ -26,7 +26,7 @@ export async function runMetricsCommand(input: CommandInput, context: CommandCon
 
 async function recorded(context: CommandContext): Promise<SessionMetrics> {
   // Opening the store for writing would create it: a project that never ran APEX has no session.
-  if (context.engine.store === undefined && context.config && !Store.exists(context.config.storeDir)) throw noSession();
+  if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) throw noSession();
   const store = await context.store();
   const session = currentSession(store) ?? historySessions(store)[0];
   if (!session) throw noSession();

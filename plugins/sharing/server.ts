@@ -325,9 +325,9 @@ class Gate {
     if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, 120_000)) as typeof caller;
     else {
       // No supervisor: read the grant from the store (the session may have ended; its grants stay).
-      const { Store } = await import("../../core/store/store.js");
-      if (!Store.exists(this.location.storeDir)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
-      const store = Store.open(this.location.storeDir, { readOnly: true });
+      const { openStore, storeExists } = await import("../../core/store/open.js");
+      if (!(await storeExists(this.location))) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+      const store = await openStore(this.location, { readOnly: true });
       try {
         caller = authenticate(store, sessionId, token);
       } finally {

@@ -1,6 +1,6 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Store } from "../../core/store/store.js";
+import { openStore } from "../../core/store/open.js";
 import { tempDir } from "./cli.js";
 
 /**
@@ -10,7 +10,7 @@ import { tempDir } from "./cli.js";
 export async function langGraphProject(prefix = "apex-langgraph-", config?: string): Promise<{ dir: string; sessionId: string; cleanup: () => void }> {
   const { dir, cleanup } = tempDir(prefix);
   if (config !== undefined) writeFileSync(join(dir, "apex.config.yaml"), config);
-  const store = Store.open(join(dir, ".apex"));
+  const store = await openStore(join(dir, ".apex"));
   const sessionId = "lg-session";
   try {
     await store.batch((batch) => {

@@ -9,11 +9,11 @@ import { paint } from "../../cli/output.js";
 /** The current session when it is interrupted and the config asks for auto recovery; else undefined. */
 export async function findAutoRecoverable(location: ProjectLocation): Promise<string | undefined> {
   if (process.env.APEX_SOCKET) return undefined; // inside an agent: its supervisor is alive
-  const { Store } = await import("../../store/store.js");
-  if (!Store.exists(location.storeDir)) return undefined;
+  const { openStore, storeExists } = await import("../../store/open.js");
+  if (!(await storeExists(location))) return undefined;
   const { currentSession, effectiveStatus } = await import("../sessions.js");
   let sessionId: string | undefined;
-  const store = Store.open(location.storeDir, { readOnly: true });
+  const store = await openStore(location, { readOnly: true });
   try {
     const session = currentSession(store);
     if (session && effectiveStatus(session) === "interrupted") sessionId = session.session_id;

@@ -1,12 +1,12 @@
 import type { ProjectLocation } from "../../config/locate.js";
 import { ApexError } from "../../errors.js";
-import { Store } from "../../store/store.js";
+import { openStore, storeExists } from "../../store/open.js";
 import { currentSession, effectiveStatus, noSessionError } from "../sessions.js";
 
 /** Why an action that needs the supervisor cannot run: no session, or an interrupted one. */
 export async function explainNoSupervisor(location: ProjectLocation, action: string): Promise<ApexError> {
-  if (!Store.exists(location.storeDir)) return noSessionError();
-  const store = Store.open(location.storeDir, { readOnly: true });
+  if (!(await storeExists(location))) return noSessionError();
+  const store = await openStore(location, { readOnly: true });
   try {
     const session = currentSession(store);
     if (!session) return noSessionError();

@@ -32,14 +32,14 @@ export interface Handover {
  * the supervisor resolves them. Undefined when the store does not exist yet.
  */
 export async function resolveTarget(location: ProjectLocation, argument: string): Promise<ContinueTarget | undefined> {
-  const { Store } = await import("../../store/store.js");
-  if (!Store.exists(location.storeDir)) return undefined;
+  const { openStore, storeExists } = await import("../../store/open.js");
+  if (!(await storeExists(location))) return undefined;
   const [{ resolveContinueTarget }, { resolveCheckpoint }, { defaultSessionIfAny }] = await Promise.all([
     import("../sessions.js"),
     import("../../../plugins/checkpoint/refs.js"),
     import("../../../plugins/checkpoint/plugin-sessions.js"),
   ]);
-  const store = Store.open(location.storeDir, { readOnly: true });
+  const store = await openStore(location, { readOnly: true });
   try {
     return await resolveContinueTarget(store, argument, {
       resolve: async (ref) => {
@@ -123,10 +123,10 @@ export function handoverLine(handover: Handover): string {
 }
 
 async function currentOf(location: ProjectLocation): Promise<{ session_id: string; status: string } | undefined> {
-  const { Store } = await import("../../store/store.js");
-  if (!Store.exists(location.storeDir)) return undefined;
+  const { openStore, storeExists } = await import("../../store/open.js");
+  if (!(await storeExists(location))) return undefined;
   const { currentSession, effectiveStatus, isEnded } = await import("../sessions.js");
-  const store = Store.open(location.storeDir, { readOnly: true });
+  const store = await openStore(location, { readOnly: true });
   try {
     const session = currentSession(store);
     if (!session || isEnded(session)) return undefined;

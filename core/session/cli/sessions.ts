@@ -1,6 +1,6 @@
 import type { ProjectLocation } from "../../config/locate.js";
 import { printJson, printLine, table } from "../../cli/output.js";
-import { Store } from "../../store/store.js";
+import { openStore, storeExists } from "../../store/open.js";
 import type { SessionRecord } from "../records.js";
 import { allSessions, effectiveStatus, historySessions } from "../sessions.js";
 import { paintStatus } from "./format.js";
@@ -22,8 +22,8 @@ async function readSessions(location: ProjectLocation, which: "all" | "history")
     const { callSupervisor } = await import("../../rpc/call.js");
     records = (await callSupervisor(endpoint, which === "all" ? "session.list" : "session.history", {})) as SessionRecord[];
   } else {
-    if (!Store.exists(location.storeDir)) return [];
-    const store = Store.open(location.storeDir, { readOnly: true });
+    if (!(await storeExists(location))) return [];
+    const store = await openStore(location, { readOnly: true });
     try {
       records = which === "all" ? allSessions(store) : historySessions(store);
     } finally {

@@ -74,10 +74,10 @@ async function continueRemote(options: StartOptions): Promise<void> {
 
 /** The friendly early refusal; the supervisor makes the same check atomically. */
 async function refuseIfActive(location: ProjectLocation): Promise<void> {
-  const { Store } = await import("../../store/store.js");
-  if (!Store.exists(location.storeDir)) return;
+  const { openStore, storeExists } = await import("../../store/open.js");
+  if (!(await storeExists(location))) return;
   const { currentSession, effectiveStatus, isEnded } = await import("../sessions.js");
-  const store = Store.open(location.storeDir, { readOnly: true });
+  const store = await openStore(location, { readOnly: true });
   try {
     const session = currentSession(store);
     if (!session || isEnded(session)) return;

@@ -5,8 +5,6 @@
  * store opened read-only, which is how an interrupted session is seen. Inside an agent the
  * supervisor always answers, so that the agent never opens LMDB.
  */
-import { existsSync } from "node:fs";
-import { join } from "node:path";
 import type { ProjectLocation } from "../../config/locate.js";
 import { paint, printJson, printLine, table } from "../../cli/output.js";
 import { callSupervisor } from "../../rpc/call.js";
@@ -36,9 +34,10 @@ async function readStatus(location: ProjectLocation): Promise<StatusReport> {
       // fall through to the store
     }
   }
-  if (!existsSync(join(location.storeDir, "store.mdb"))) return buildEmpty();
-  const [{ Store }, { buildStatusReport }] = await Promise.all([import("../../store/store.js"), import("../status-report.js")]);
-  const store = Store.open(location.storeDir, { readOnly: true });
+  const { openStore, storeExists } = await import("../../store/open.js");
+  if (!(await storeExists(location))) return buildEmpty();
+  const { buildStatusReport } = await import("../status-report.js");
+  const store = await openStore(location, { readOnly: true });
   try {
     return buildStatusReport(store, location.storeDir);
   } finally {

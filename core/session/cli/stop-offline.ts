@@ -2,7 +2,7 @@ import { currentActor } from "../../actor.js";
 import type { ProjectLocation } from "../../config/locate.js";
 import type { Engine } from "../../engine.js";
 import { ApexError } from "../../errors.js";
-import { Store } from "../../store/store.js";
+import { openStore, storeExists } from "../../store/open.js";
 import { terminateGroup } from "../agents.js";
 import { agentMarker, carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../proc.js";
 import { CURRENT_SESSION_PATH, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../records.js";
@@ -19,10 +19,10 @@ export async function stopWithoutSupervisor(
   location: ProjectLocation,
   options: { force: boolean; graceMs: number; reason?: string; checkpoint?: { trigger: string; description: string } },
 ): Promise<{ session_id: string; status: string; reason: string; processes_ended: number; checkpoint: { id: string; name: string; trigger: string } | null }> {
-  if (!Store.exists(location.storeDir)) throw noSessionError();
+  if (!(await storeExists(location))) throw noSessionError();
   const { loadConfig } = await import("../../config/load.js");
   const config = await loadConfig(location);
-  const store = Store.open(location.storeDir);
+  const store = await openStore(location);
   try {
     const session = currentSession(store);
     if (!session) throw noSessionError();

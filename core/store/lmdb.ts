@@ -1,0 +1,576 @@
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { createRequire } from "node:module";
+import type { Database, RootDatabase } from "lmdb";
+import type {
+  BackendInfo,
+  Change,
+  ChangeKind,
+  Entry,
+  JsonValue,
+  KeyRange,
+  StorageBackend,
+  StorageBackendFactory,
+  StoreOpenOptions,
+  StoreSpec,
+  Table,
+  TableKey,
+  TableOptions,
+  WriteBatch,
+} from "./port.js";
+import { currentActor } from "../actor.js";
+import { ApexError } from "../errors.js";
+import { compileGlob } from "./glob.js";
+import { checkPath, pathProblem, subtreeRange } from "./paths.js";
+import { makePrivate, makePrivateDir, tightenStoreDir } from "./private.js";
+import { RecordDamage, damageError, isDamage, writeFailure } from "./store-errors.js";
+import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "./value-codec.js";
+
+/**
+ * One log record per write batch, keyed by the batch's first revision: the i-th path got
+ * revision key + i. Grouping keeps a 100k-key import from writing 100k log records.
+ */
+interface LogRecord {
+  /** Changed paths, in revision order. */
+  p: string[];
+  /** Kinds, one character per path: "p" put, "d" delete. */
+  k: string;
+  a: string;
+  t: number;
+}
+
+// lmdb's CommonJS build is one bundled file: it loads in about half the time of its ESM
+// module graph, and every CLI command pays that time at start-up.
+const requireLmdb = createRequire(import.meta.url);
+const { open, asBinary } = requireLmdb("lmdb") as typeof import("lmdb");
+
+interface Decoder {
+  decode(bytes: Uint8Array, size?: unknown): unknown;
+}
+
+let legacyDecoder: Decoder | undefined;
+
+/**
+ * Records written before the value encoding are lmdb-js's default msgpack (msgpackr, as lmdb-js
+ * configures it for a database without shared structures): decoded with lmdb-js's own copy.
+ */
+function legacy(): Decoder {
+  if (!legacyDecoder) {
+    const { Encoder } = createRequire(requireLmdb.resolve("lmdb"))("msgpackr") as { Encoder: new (options: object) => Decoder };
+    legacyDecoder = new Encoder({ copyBuffers: true });
+  }
+  return legacyDecoder;
+}
+
+/** A keyspace record: the value encoding, or a record written before it. A record that does not decode is damage (RecordDamage). */
+function decodeRecord(bytes: Uint8Array, size?: unknown): JsonValue {
+  const length = typeof size === "number" ? size : bytes.length;
+  try {
+    if (length > 0 && bytes[0] === VALUE_TAG) return decodeValue(bytes, length);
+    return legacy().decode(bytes, size) as JsonValue;
+  } catch (error) {
+    throw new RecordDamage(`a record does not decode: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+const KV_ENCODER = { encode: (value: unknown) => encodeJson(value), decode: decodeRecord };
+
+const REVISION_KEY = "revision";
+/** The LMDB data file in the store directory. */
+export { STORE_FILE } from "./store.js";
+import { STORE_FILE, lmdbDataDir, lmdbStoreExists } from "./store.js";
+/** The keyspace's own databases: not tables (tableNames() leaves them out; table() gives their raw records). */
+const KEYSPACE_DBS = new Set(["kv", "log", "meta"]);
+/** How often subscribe() polls the revision. */
+const SUBSCRIBE_POLL_MS = 50;
+/**
+ * Virtual address space reserved up front (the file itself grows only as data is written).
+ * Growing the map in small steps during a large import costs more than the import.
+ */
+const INITIAL_MAP_SIZE = 4 * 1024 ** 3;
+
+/**
+ * The LMDB backend: the project keyspace as one ordered, path-keyed LMDB database with a
+ * global revision and a change log, and the named tables as further databases of the same
+ * environment. Every write bumps the revision once per changed path and appends a log
+ * record, so "changes since revision R" is a range read over the log. This is the only
+ * module that imports lmdb.
+ */
+export class LmdbStore implements StorageBackend {
+  readonly info: BackendInfo;
+  readonly dir: string;
+  readonly readOnly: boolean;
+  readonly actor: string;
+  private readonly root: RootDatabase;
+  private readonly kv: Database<JsonValue, string>;
+  private readonly log: Database<LogRecord, number>;
+  private readonly meta: Database<unknown, string>;
+  private readonly tables = new Map<string, { options: TableOptions; table: Table<any, any> }>();
+  private closed = false;
+  /** True while a transaction() callback runs. */
+  private inTransaction = false;
+
+  private constructor(dir: string, dataDir: string, root: RootDatabase, options: StoreOpenOptions) {
+    this.info = { backend: "lmdb", location: dataDir };
+    this.dir = dir;
+    this.readOnly = options.readOnly ?? false;
+    this.actor = options.actor ?? currentActor();
+    this.root = root;
+    // Values are stored in the value encoding (value-codec.ts), the bytes a checkpoint hashes.
+    // (lmdb-js takes an `encoder` for any database; its types list it for the root only.)
+    this.kv = root.openDB<JsonValue, string>({ name: "kv", encoder: KV_ENCODER } as { name: string });
+    this.log = root.openDB<LogRecord, number>({ name: "log" });
+    this.meta = root.openDB<unknown, string>({ name: "meta" });
+  }
+
+  /** True when a store has been created in `dir` (LMDB's data directory). */
+  static exists(dir: string): boolean {
+    return existsSync(join(dir, STORE_FILE));
+  }
+
+  /**
+   * Opens the store whose data is in `dataDir` (`dir`, the project's store directory, unless
+   * the spec names another). Read-only opens of a missing store fail with APEX_E_NO_STORE;
+   * writable opens create it.
+   */
+  static open(dir: string, options: StoreOpenOptions = {}, dataDir: string = dir): LmdbStore {
+    const file = join(dataDir, STORE_FILE);
+    if (options.readOnly && !existsSync(file)) {
+      throw new ApexError("APEX_E_NO_STORE", `No APEX store at ${dataDir} yet.`, {
+        hint: "Write something first (`apex memory set /hello '\"world\"'`) or start a session.",
+      });
+    }
+    // Private whatever the umask (core/store/private.ts); a store made before that is tightened once.
+    const tightened = tightenStoreDir(dataDir);
+    if (tightened.length > 0) {
+      const notice = options.onNotice ?? ((message: string) => process.stderr.write(`notice: ${message}\n`));
+      notice(`${dataDir} could be read by other users; ${tightened.length} entr${tightened.length === 1 ? "y was" : "ies were"} made owner-only (directories 0700, files 0600).`);
+    }
+    if (!options.readOnly) {
+      const created = !existsSync(file);
+      makePrivateDir(dataDir);
+      if (created) writeStoreGitignore(dataDir);
+    }
+    try {
+      // overlappingSync (lmdb-js's default on Linux) defers syncing the meta page past the
+      // commit. With several processes on one store and writers killed with SIGKILL, the crash
+      // test saw it corrupt the free list ("freelist entry had bad/duplicate entries",
+      // "mdb_page_touch no parent"), lose a checkpoint already reported as saved, and serve a
+      // stale tree: in 5 of 20 runs of 200 kills. LMDB's own durable commit never did (0 of
+      // 8+ runs), at no measurable cost here: every commit is synced before it returns.
+      const root = open({ path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE, overlappingSync: false });
+      // lmdb creates the data and lock files with the umask's mode.
+      if (!options.readOnly) for (const name of [STORE_FILE, `${STORE_FILE}-lock`]) makePrivate(join(dataDir, name));
+      return new LmdbStore(dir, dataDir, root, options);
+    } catch (error) {
+      throw new ApexError("APEX_E_STORE", `Cannot open the store at ${file}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /**
+   * A named table: lmdb-js's own database handle (no wrapper, so that the object store's hot
+   * reads cost what LMDB's do). Keys "string" and "tuple" use lmdb-js's ordered-binary key
+   * encoding (tuples are its ordered arrays), "uint32" and "binary" its key encodings of those
+   * names; values "binary" are raw bytes, "structured" lmdb-js's default msgpack. In a
+   * read-only store a table that does not exist yet reads as empty. The keyspace's own
+   * databases (kv, log, meta) give their raw records, whatever the options: for repair and
+   * the tests that plant damage.
+   */
+  table<K extends TableKey = TableKey, V = Buffer>(name: string, options: TableOptions): Table<K, V> {
+    const known = this.tables.get(name);
+    if (known) {
+      if (known.options.keys !== options.keys || known.options.values !== options.values) {
+        throw new ApexError("APEX_E_INTERNAL", `Table ${name} is opened with keys "${known.options.keys}" and values "${known.options.values}", not "${options.keys}"/"${options.values}".`);
+      }
+      return known.table as Table<K, V>;
+    }
+    const dbOptions: Record<string, unknown> = { name };
+    if (KEYSPACE_DBS.has(name)) dbOptions.encoding = "binary";
+    else {
+      if (options.values === "binary") dbOptions.encoding = "binary";
+      if (options.keys === "uint32" || options.keys === "binary") dbOptions.keyEncoding = options.keys;
+    }
+    // A read-only environment returns nothing for a database it does not contain yet.
+    const db = this.root.openDB(dbOptions as { name: string }) as Database | undefined;
+    const table = (db ?? emptyTable()) as unknown as Table<K, V>;
+    if (db) this.tables.set(name, { options, table });
+    return table;
+  }
+
+  tableNames(): string[] {
+    const names: string[] = [];
+    // The root database lists the named databases.
+    for (const key of this.root.getKeys()) {
+      if (typeof key === "string" && !KEYSPACE_DBS.has(key)) names.push(key);
+    }
+    return names.sort();
+  }
+
+  keys(range: KeyRange<string>): Iterable<string> {
+    return this.readingAll("reading the keyspace", this.kv.getKeys(range) as Iterable<string>);
+  }
+
+  *entries(range: KeyRange<string>): Iterable<Entry> {
+    for (const { key, value } of this.readingAll("reading the keyspace", this.kv.getRange(range))) yield { path: key, value };
+  }
+
+  subscribe(listener: () => void): () => void {
+    let last = this.revision();
+    const timer = setInterval(() => {
+      if (this.closed) return;
+      let now: number;
+      try {
+        now = this.revision();
+      } catch {
+        return;
+      }
+      if (now !== last) {
+        last = now;
+        listener();
+      }
+    }, SUBSCRIBE_POLL_MS);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  /**
+   * A consistent, compacted copy of the LMDB file at `file`, made in one read transaction
+   * (writers are not blocked). LMDB-only: archive backups use it.
+   */
+  async snapshotTo(file: string): Promise<void> {
+    await this.root.backup(file, true);
+  }
+
+  get(path: string): JsonValue | undefined {
+    checkPath(path);
+    return this.reading(`reading ${path}`, () => this.kv.get(path));
+  }
+
+  /**
+   * The record at `path` in the value encoding (value-codec.ts), as stored: a checkpoint
+   * hashes it without decoding it. A record written before that encoding is re-encoded;
+   * one that is not JSON throws APEX_E_BAD_JSON.
+   */
+  getEncoded(path: string): Buffer | undefined {
+    checkPath(path);
+    const bytes = this.reading(`reading ${path}`, () => this.kv.getBinary(path));
+    if (bytes === undefined || isEncodedValue(bytes)) return bytes;
+    return encodeJson(legacy().decode(bytes));
+  }
+
+  has(path: string): boolean {
+    checkPath(path);
+    return this.reading(`reading ${path}`, () => this.kv.doesExist(path));
+  }
+
+  /** The current global revision (0 for a new store). */
+  revision(): number {
+    return this.reading("reading the revision", () => (this.meta.get(REVISION_KEY) as number | undefined) ?? 0);
+  }
+
+  /** Entries whose path matches the glob, in key order. */
+  *query(glob: string, options: { limit?: number } = {}): Iterable<Entry> {
+    yield* this.readingAll(`reading ${glob}`, this.queryRaw(glob, options));
+  }
+
+  private *queryRaw(glob: string, options: { limit?: number }): Iterable<Entry> {
+    const compiled = compileGlob(glob);
+    if (compiled.literal) {
+      const value = this.kv.get(compiled.prefix);
+      if (value !== undefined) yield { path: compiled.prefix, value };
+      return;
+    }
+    let count = 0;
+    const limit = options.limit ?? Infinity;
+    for (const { key, value } of this.kv.getRange(compiled.range)) {
+      if (!compiled.matches(key)) continue;
+      yield { path: key, value };
+      if (++count >= limit) return;
+    }
+  }
+
+  /** The entry at `path` and every entry below it, in key order. */
+  *tree(path: string): Iterable<Entry> {
+    yield* this.readingAll(`reading ${path}`, this.treeRaw(path));
+  }
+
+  private *treeRaw(path: string): Iterable<Entry> {
+    if (path !== "/") {
+      const own = this.kv.get(checkPath(path));
+      if (own !== undefined) yield { path, value: own };
+    }
+    for (const { key, value } of this.kv.getRange(subtreeRange(path))) yield { path: key, value };
+  }
+
+  /** Paths directly or indirectly below `path` (without values). */
+  *keysBelow(path: string): Iterable<string> {
+    for (const key of this.readingAll(`reading the paths below ${path}`, this.kv.getKeys(subtreeRange(path)))) yield key as string;
+  }
+
+  /** Changes with a revision greater than `since`, oldest first. */
+  *changesSince(since: number, options: { limit?: number } = {}): Iterable<Change> {
+    yield* this.readingAll("reading the revision log", this.changesSinceRaw(since, options));
+  }
+
+  private *changesSinceRaw(since: number, options: { limit?: number }): Iterable<Change> {
+    let remaining = options.limit ?? Infinity;
+    if (remaining <= 0) return;
+    // The batch holding revision since+1 may start before it.
+    let start = since + 1;
+    for (const key of this.log.getKeys({ start: since + 1, reverse: true, limit: 1 })) start = key as number;
+    for (const { key, value } of this.log.getRange({ start })) {
+      for (let i = Math.max(0, since + 1 - key); i < value.p.length; i++) {
+        yield { revision: key + i, path: value.p[i]!, kind: value.k[i] === "d" ? "delete" : "put", actor: value.a, time: value.t };
+        if (--remaining <= 0) return;
+      }
+    }
+  }
+
+  /** Sets one value. Resolves once the write is durable; returns its revision. */
+  async set(path: string, value: JsonValue, actor?: string): Promise<number> {
+    checkPath(path);
+    const result = await this.batch((batch) => batch.set(path, value), actor);
+    return result.revision;
+  }
+
+  /** Deletes one path (and, with `recursive`, everything below it). Returns how many were deleted. */
+  async delete(path: string, options: { recursive?: boolean; actor?: string } = {}): Promise<{ deleted: number; revision: number }> {
+    checkPath(path);
+    const result = await this.batch((batch) => {
+      let deleted = batch.delete(path) ? 1 : 0;
+      if (options.recursive) deleted += batch.deleteTree(path);
+      return deleted;
+    }, options.actor);
+    return { deleted: result.value, revision: result.revision };
+  }
+
+  /**
+   * Runs `fn` inside one write transaction. Every set/delete is logged with its own
+   * revision; the whole batch commits atomically or not at all.
+   */
+  async batch<T>(fn: (batch: WriteBatch) => T, actor = this.actor): Promise<{ value: T; revision: number }> {
+    // A synchronous transaction, committed (and synced) before it returns: lmdb-js's
+    // asynchronous one reports a failed commit as "Commit failed" with the cause in a promise
+    // that rejects unhandled, after printing it with its stack.
+    return this.transaction(() => this.batchSync(fn, actor));
+  }
+
+  /**
+   * Runs `fn` in one write transaction over every database of the environment (the keyspace
+   * and what plugins keep beside it: objects, catalogs) and resolves with its result once
+   * the commit is on disk. Use batch()/batchSync() inside it for logged keyspace writes.
+   */
+  async transaction<T>(fn: () => T): Promise<T> {
+    this.assertWritable();
+    if (this.inTransaction) return fn();
+    let out!: T;
+    try {
+      this.root.transactionSync(() => {
+        this.inTransaction = true;
+        try {
+          out = fn();
+        } finally {
+          this.inTransaction = false;
+        }
+      });
+      await this.root.flushed;
+    } catch (error) {
+      throw writeFailure(error, this.dir, "this write");
+    }
+    return out;
+  }
+
+  /**
+   * LMDB only (not part of the port): transaction() that returns once committed, for tests
+   * and tools that write between synchronous steps. With overlappingSync off, the commit is
+   * synced before it returns.
+   */
+  transactionSync<T>(fn: () => T): T {
+    this.assertWritable();
+    if (this.inTransaction) return fn();
+    let out!: T;
+    try {
+      this.root.transactionSync(() => {
+        this.inTransaction = true;
+        try {
+          out = fn();
+        } finally {
+          this.inTransaction = false;
+        }
+      });
+    } catch (error) {
+      throw writeFailure(error, this.dir, "this write");
+    }
+    return out;
+  }
+
+  /** Synchronous variant of {@link batch}: holds the write lock only for the call. */
+  batchSync<T>(fn: (batch: WriteBatch) => T, actor = this.actor): { value: T; revision: number } {
+    this.assertWritable();
+    // Inside transaction() it is part of that transaction: a nested LMDB transaction would
+    // cost a copy of the dirty page list and buy nothing, since an error aborts both.
+    if (this.inTransaction) return this.applyBatch(fn, actor);
+    let out!: { value: T; revision: number };
+    try {
+      this.root.transactionSync(() => {
+        out = this.applyBatch(fn, actor);
+      });
+    } catch (error) {
+      throw writeFailure(error, this.dir, "this write");
+    }
+    return out;
+  }
+
+  private applyBatch<T>(fn: (batch: WriteBatch) => T, actor: string): { value: T; revision: number } {
+    const first = this.revision() + 1;
+    const paths: string[] = [];
+    let kinds = "";
+    const record = (path: string, kind: ChangeKind) => {
+      paths.push(path);
+      kinds += kind === "put" ? "p" : "d";
+    };
+    const kv = this.kv;
+    const batch: WriteBatch = {
+      set(path, value) {
+        checkPath(path);
+        if (value === undefined) throw new ApexError("APEX_E_BAD_JSON", `No value given for ${path}.`);
+        let bytes: Buffer;
+        try {
+          bytes = encodeJson(value);
+        } catch (error) {
+          if (error instanceof ApexError) throw new ApexError(error.code, `${path}: ${error.message}`, { details: { path } });
+          throw error;
+        }
+        kv.put(path, asBinary(bytes) as unknown as JsonValue);
+        record(path, "put");
+      },
+      setEncoded(path, bytes) {
+        checkPath(path);
+        if (!isEncodedValue(bytes)) throw new ApexError("APEX_E_INTERNAL", `setEncoded(${path}): not in the value encoding.`);
+        kv.put(path, asBinary(bytes) as unknown as JsonValue);
+        record(path, "put");
+      },
+      delete(path) {
+        checkPath(path);
+        if (!kv.doesExist(path)) return false;
+        kv.remove(path);
+        record(path, "delete");
+        return true;
+      },
+      deleteDamaged(key) {
+        if (!kv.doesExist(key)) return false;
+        kv.remove(key);
+        // A key that is not a path was never written as one: the log (which checkpoints read) keeps paths only.
+        if (pathProblem(key) === undefined) record(key, "delete");
+        return true;
+      },
+      deleteTree(path) {
+        const keys = Array.from(kv.getKeys(subtreeRange(path))) as string[];
+        for (const key of keys) {
+          kv.remove(key);
+          record(key, "delete");
+        }
+        return keys.length;
+      },
+      get(path) {
+        return kv.get(checkPath(path));
+      },
+    };
+    const value = fn(batch);
+    if (value instanceof Promise) throw new Error("Store.batch callbacks must be synchronous");
+    const revision = first - 1 + paths.length;
+    if (paths.length > 0) {
+      this.log.put(first, { p: paths, k: kinds, a: actor, t: Date.now() });
+      this.meta.put(REVISION_KEY, revision);
+    }
+    return { value, revision };
+  }
+
+  /**
+   * Runs a read, turning an LMDB error that means a damaged file into APEX_E_STORE_DAMAGED,
+   * which names the store and points to `apex session validate` and `repair`.
+   */
+  private reading<T>(doing: string, read: () => T): T {
+    try {
+      return read();
+    } catch (error) {
+      throw isDamage(error) ? damageError(this.dir, doing, error) : error;
+    }
+  }
+
+  /** reading(), for an iteration. */
+  private *readingAll<T>(doing: string, items: Iterable<T>): Iterable<T> {
+    const iterator = items[Symbol.iterator]();
+    let done = false;
+    try {
+      for (;;) {
+        let next: IteratorResult<T>;
+        try {
+          next = iterator.next();
+        } catch (error) {
+          done = true;
+          throw isDamage(error) ? damageError(this.dir, doing, error) : error;
+        }
+        if (next.done) {
+          done = true;
+          return;
+        }
+        yield next.value;
+      }
+    } finally {
+      // A consumer that stops early: let LMDB's range close its cursor.
+      if (!done) iterator.return?.();
+    }
+  }
+
+  private assertWritable(): void {
+    if (this.closed) throw new ApexError("APEX_E_STORE", "The store is closed.");
+    if (this.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
+  }
+
+  /** Waits for pending writes and closes the environment. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.root.close();
+  }
+}
+
+
+/**
+ * A new store's directory, with a `.gitignore` of `*` so that the store (which changes with
+ * every command) never shows in `git status` of the project around it. An existing
+ * `.gitignore` is left as it is.
+ */
+function writeStoreGitignore(dir: string): void {
+  try {
+    writeFileSync(join(dir, ".gitignore"), "# APEX's store: never part of the project's history\n*\n", { flag: "wx", mode: 0o600 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
+}
+
+
+/** A table that does not exist yet in a read-only store: reads as empty, refuses writes. */
+function emptyTable(): Table<TableKey, unknown> {
+  const refuse = () => {
+    throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
+  };
+  return {
+    get: () => undefined,
+    getBinaryFast: () => undefined,
+    put: refuse,
+    remove: refuse,
+    doesExist: () => false,
+    getKeys: () => [],
+    getRange: () => [],
+    getCount: () => 0,
+    getStats: () => ({ entryCount: 0 }),
+  };
+}
+
+/** The built-in default backend. */
+export const lmdbBackend: StorageBackendFactory = {
+  open: (spec, options) => LmdbStore.open(spec.dir, options, lmdbDataDir(spec)),
+  exists: (spec) => lmdbStoreExists(spec),
+};

@@ -1,0 +1,144 @@
+/**
+ * The one way to open a project's store. openStore() resolves which backend holds it (a
+ * StoreSpec: APEX_STORE_URL, else the config's `store:` section, else LMDB in the store
+ * directory) and asks that backend's factory, found in one registry: LMDB built in, the
+ * others (PostgreSQL) loaded from the built-in plugin registry only when configured.
+ */
+import { readFileSync } from "node:fs";
+import { basename, resolve } from "node:path";
+import { ApexError } from "../errors.js";
+import type { BackendInfo, StorageBackend, StorageBackendFactory, StoreOpenOptions, StoreSpec } from "./port.js";
+import { lmdbDataDir, lmdbStoreExists } from "./store.js";
+
+/** Where a project is: its config file (if any), its directory and its store directory. */
+export interface StoreLocation {
+  configPath?: string | undefined;
+  projectDir?: string;
+  storeDir: string;
+}
+
+/** What openStore accepts: a project location (its config and environment decide), a resolved spec, or an LMDB store directory. */
+export type StoreTarget = StoreLocation | StoreSpec | string;
+
+/** The config's `store:` section (schemas/apex.config.schema.json). */
+interface StoreSection {
+  backend: "lmdb" | "postgres";
+  url?: string;
+  project?: string;
+}
+
+const factories = new Map<string, StorageBackendFactory>();
+
+/** The factory of a backend: LMDB built in, any other from the built-in registry (plugins/index.ts), loaded on first use. */
+export async function backendFactory(name: string): Promise<StorageBackendFactory> {
+  const known = factories.get(name);
+  if (known) return known;
+  let factory: StorageBackendFactory | undefined;
+  if (name === "lmdb") factory = (await import("./lmdb.js")).lmdbBackend;
+  else {
+    const { builtinStorageBackends } = await import("../../plugins/index.js");
+    const load = builtinStorageBackends[name];
+    if (!load) {
+      throw new ApexError("APEX_E_BACKEND_UNAVAILABLE", `There is no storage backend '${name}'.`, { hint: `Built-in backends: lmdb, ${Object.keys(builtinStorageBackends).join(", ")}.` });
+    }
+    try {
+      factory = await load();
+    } catch (error) {
+      if (error instanceof ApexError) throw error;
+      const message = (error as Error).message;
+      const ownModule = /Cannot find (module|package) '[^']*\/backend\.js'/.test(message);
+      throw new ApexError("APEX_E_BACKEND_UNAVAILABLE", `The ${name} storage backend cannot be loaded: ${message}`, {
+        hint: ownModule
+          ? `This APEX is built without the ${name} backend. Use the default LMDB store (drop \`store:\` and APEX_STORE_URL).`
+          : `Install its driver beside APEX${name === "postgres" ? " (`npm install pg`)" : ""}, or use the default LMDB store (drop \`store:\` and APEX_STORE_URL).`,
+        cause: error,
+      });
+    }
+    if (!factory || typeof factory.open !== "function" || typeof factory.exists !== "function") {
+      throw new ApexError("APEX_E_BACKEND_UNAVAILABLE", `The ${name} storage backend does not export a factory (open, exists).`);
+    }
+  }
+  factories.set(name, factory);
+  return factory;
+}
+
+/** Which backend holds the store of `target`. Reads the config only when its text has a top-level `store:` key. */
+export async function resolveStoreSpec(target: StoreTarget, env: NodeJS.ProcessEnv = process.env): Promise<StoreSpec> {
+  if (typeof target === "string") return { backend: "lmdb", dir: resolve(target) };
+  if ("backend" in target) return target;
+  const dir = target.storeDir;
+  const projectDir = target.projectDir ?? (target.configPath ? resolve(target.configPath, "..") : process.cwd());
+  const section = target.configPath ? await readStoreSection(target.configPath) : undefined;
+  const project = section?.project ?? basename(projectDir);
+  const fromEnv = env.APEX_STORE_URL;
+  if (fromEnv !== undefined && fromEnv !== "") return specOfUrl(fromEnv, dir, project, projectDir);
+  if (!section) return { backend: "lmdb", dir };
+  if (section.backend === "lmdb") return section.url ? { backend: "lmdb", dir, url: `lmdb:${resolve(projectDir, section.url)}` } : { backend: "lmdb", dir };
+  return { backend: section.backend, dir, url: section.url!, project };
+}
+
+/** APEX_STORE_URL: postgres://… (or postgresql://…) for PostgreSQL, lmdb:PATH for LMDB at PATH. */
+function specOfUrl(url: string, dir: string, project: string, cwd: string): StoreSpec {
+  if (/^postgres(ql)?:\/\//.test(url)) return { backend: "postgres", dir, url, project };
+  if (url.startsWith("lmdb:") && url.length > "lmdb:".length) return { backend: "lmdb", dir, url: `lmdb:${resolve(cwd, url.slice("lmdb:".length))}` };
+  throw new ApexError("APEX_E_CONFIG", `APEX_STORE_URL must be postgres://… or lmdb:PATH, not ${JSON.stringify(redactUrl(url))}.`, {
+    hint: "Unset it to use the config's store: section (or LMDB in .apex/).",
+  });
+}
+
+const sections = new Map<string, StoreSection | undefined>();
+
+/**
+ * The `store:` section of a config file. Commands that only stat files must not parse YAML
+ * (CLI start-up is benchmarked): the text is parsed, and the whole document checked, only
+ * when it has a top-level `store:` key. Problems under `store` (and YAML syntax errors) are
+ * config errors; the rest of the document is the config loader's business.
+ */
+async function readStoreSection(configPath: string): Promise<StoreSection | undefined> {
+  let text: string;
+  try {
+    text = readFileSync(configPath, "utf8");
+  } catch {
+    return undefined; // the config loader reports an unreadable config
+  }
+  if (!/^store[ \t]*:/m.test(text)) return undefined;
+  const key = `${configPath}\0${text}`;
+  if (sections.has(key)) return sections.get(key);
+  const [{ checkDocument }, { configError }] = await Promise.all([import("../config/document.js"), import("../config/validate.js")]);
+  const checked = checkDocument(text, configPath);
+  const issues = checked.issues.filter((issue) => issue.path === "store" || issue.path.startsWith("store."));
+  if (issues.length > 0) throw configError(issues);
+  const section = checked.data.store as StoreSection | undefined;
+  sections.set(key, section);
+  return section;
+}
+
+/** Opens the project's store (creating it unless read-only). */
+export async function openStore(target: StoreTarget, options: StoreOpenOptions = {}): Promise<StorageBackend> {
+  const spec = await resolveStoreSpec(target);
+  return (await backendFactory(spec.backend)).open(spec, options);
+}
+
+/** True when the project's store exists (for LMDB one stat, without loading lmdb). */
+export async function storeExists(target: StoreTarget): Promise<boolean> {
+  const spec = await resolveStoreSpec(target);
+  if (spec.backend === "lmdb") return lmdbStoreExists(spec);
+  return (await backendFactory(spec.backend)).exists(spec);
+}
+
+/** What `apex plugins list` shows of the store in use, without opening it: the backend and where its data is (no password). */
+export function describeStore(spec: StoreSpec): BackendInfo {
+  if (spec.backend === "lmdb") return { backend: "lmdb", location: lmdbDataDir(spec) };
+  return { backend: spec.backend, location: spec.url ? redactUrl(spec.url) : spec.dir };
+}
+
+/** A URL with its password replaced by "***". */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return url.replace(/\/\/([^:/@]*):[^@/]*@/, "//$1:***@");
+  }
+}

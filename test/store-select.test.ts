@@ -1,0 +1,103 @@
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { ApexError } from "../core/errors.js";
+import { backendFactory, redactUrl, resolveStoreSpec } from "../core/store/open.js";
+import { runApex, tempDir } from "./helpers/cli.js";
+
+const cleanups: Array<() => void> = [];
+afterEach(() => {
+  for (const cleanup of cleanups.splice(0)) cleanup();
+});
+
+function project(config?: string): string {
+  const { dir, cleanup } = tempDir("apex-store-select-");
+  cleanups.push(cleanup);
+  if (config !== undefined) writeFileSync(join(dir, "apex.config.yaml"), config);
+  return dir;
+}
+
+function storage(dir: string, env: NodeJS.ProcessEnv = {}): { backend: string; location: string } {
+  const result = runApex(["plugins", "list", "--json"], { cwd: dir, env });
+  expect(result.status, result.stderr).toBe(0);
+  return (JSON.parse(result.stdout) as { storage: { backend: string; location: string } }).storage;
+}
+
+describe("which store a project uses", () => {
+  it("LMDB in .apex/ by default, and `apex plugins list` says so", () => {
+    const dir = project();
+    expect(storage(dir)).toEqual({ backend: "lmdb", location: join(dir, ".apex") });
+    const text = runApex(["plugins", "list"], { cwd: dir });
+    expect(text.stdout.split("\n")[0]).toBe(`storage: lmdb (${join(dir, ".apex")})`);
+    expect(runApex(["memory", "set", "/a", "1"], { cwd: dir }).status).toBe(0);
+    expect(existsSync(join(dir, ".apex", "store.mdb"))).toBe(true);
+  });
+
+  it("the config's store: section puts LMDB elsewhere; APEX_STORE_URL overrides it", () => {
+    const dir = project("store:\n  backend: lmdb\n  url: data\n");
+    expect(storage(dir)).toEqual({ backend: "lmdb", location: join(dir, "data") });
+    expect(runApex(["memory", "set", "/a", "1"], { cwd: dir }).status).toBe(0);
+    expect(existsSync(join(dir, "data", "store.mdb"))).toBe(true);
+    expect(existsSync(join(dir, ".apex", "store.mdb"))).toBe(false);
+    expect(runApex(["memory", "show", "/a"], { cwd: dir }).stdout.trim()).toBe("1");
+
+    const env = { APEX_STORE_URL: `lmdb:${join(dir, "elsewhere")}` };
+    expect(storage(dir, env)).toEqual({ backend: "lmdb", location: join(dir, "elsewhere") });
+    expect(runApex(["memory", "set", "/b", "2"], { cwd: dir, env }).status).toBe(0);
+    expect(existsSync(join(dir, "elsewhere", "store.mdb"))).toBe(true);
+    // /a is in the config's store, not in the one APEX_STORE_URL names.
+    expect(runApex(["memory", "show", "/a"], { cwd: dir, env }).status).toBe(3);
+  });
+
+  it("shows a PostgreSQL store without its password, from the config or APEX_STORE_URL", () => {
+    const dir = project("store:\n  backend: postgres\n  url: postgres://apex:s3cret@db.example:5432/apex\n  project: team-a\n");
+    expect(storage(dir)).toEqual({ backend: "postgres", location: "postgres://apex:***@db.example:5432/apex" });
+    const env = { APEX_STORE_URL: "postgresql://ops:hunter2@other:5433/x" };
+    expect(storage(dir, env)).toEqual({ backend: "postgres", location: "postgresql://ops:***@other:5433/x" });
+    const text = runApex(["plugins", "list"], { cwd: dir, env });
+    expect(text.stdout).toContain("storage: postgres (postgresql://ops:***@other:5433/x)");
+    expect(text.stdout).not.toContain("hunter2");
+  });
+
+  it("resolves the spec: project id from the section (else the directory's name), env over config", async () => {
+    const dir = project("store:\n  backend: postgres\n  url: postgres://h/db\n  project: team-a\n");
+    const location = { configPath: join(dir, "apex.config.yaml"), projectDir: dir, storeDir: join(dir, ".apex") };
+    expect(await resolveStoreSpec(location, {})).toEqual({ backend: "postgres", dir: location.storeDir, url: "postgres://h/db", project: "team-a" });
+    expect(await resolveStoreSpec(location, { APEX_STORE_URL: "lmdb:/tmp/x" })).toEqual({ backend: "lmdb", dir: location.storeDir, url: "lmdb:/tmp/x" });
+    const bare = project();
+    expect(await resolveStoreSpec({ configPath: undefined, projectDir: bare, storeDir: join(bare, ".apex") }, { APEX_STORE_URL: "postgres://h/db" })).toMatchObject({ project: bare.split("/").pop() });
+    expect(redactUrl("postgres://u:p@h/db")).toBe("postgres://u:***@h/db");
+  });
+
+  it("a bad store: section is a config error (exit 2) naming the line, and nothing is written", () => {
+    const dir = project("session:\n  max_checkpoints: 5\nstore:\n  backend: postgress\n  urll: x\n");
+    const result = runApex(["memory", "set", "/a", "1"], { cwd: dir });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain("APEX_E_CONFIG");
+    expect(result.stderr).toMatch(/apex\.config\.yaml:4:\d+: store\.backend/);
+    expect(result.stderr).toMatch(/apex\.config\.yaml:5:\d+: store\.urll: unknown key/);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+
+    const noUrl = project("store:\n  backend: postgres\n");
+    const missing = runApex(["memory", "set", "/a", "1"], { cwd: noUrl });
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toMatch(/store\.url: required key is missing/);
+    expect(existsSync(join(noUrl, ".apex"))).toBe(false);
+  });
+
+  it("an APEX_STORE_URL that names no backend is a config error (exit 2), and nothing is written", () => {
+    const dir = project();
+    const result = runApex(["memory", "set", "/a", "1"], { cwd: dir, env: { APEX_STORE_URL: "mysql://u:pw@h/db" } });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain("APEX_STORE_URL must be postgres://… or lmdb:PATH");
+    expect(result.stderr).not.toContain(":pw@");
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("a backend that is not there is APEX_E_BACKEND_UNAVAILABLE (exit 2)", async () => {
+    const error = await backendFactory("nosuch").catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ApexError);
+    expect((error as ApexError).code).toBe("APEX_E_BACKEND_UNAVAILABLE");
+    expect((error as ApexError).exitCode).toBe(2);
+  });
+});
