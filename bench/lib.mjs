@@ -103,7 +103,7 @@ export function checkpointWorkload(keys) {
   return { random, paths, valueFor };
 }
 
-/** The object store's databases and their key encodings (core/store/objects.ts and its index journal and hash filter). */
+/** The object store's databases and their key encodings (plugins/checkpoint/engine/objects.ts and its index journal and hash filter). */
 export const OBJECT_DATABASES = Object.freeze({ blobs: "binary", trees: "binary", packs: "uint32", "index-journal": "uint32", "index-filter": "uint32" });
 
 /** How each named table is opened (the keyspace's own databases give their raw records whatever the options). */

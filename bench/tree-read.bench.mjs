@@ -9,7 +9,7 @@
 import { join } from "node:path";
 import { median, numberOption, printTable, tempProject } from "./lib.mjs";
 import { openStore } from "../dist/core/store/open.js";
-import { ObjectStore, ObjectView } from "../dist/core/store/objects.js";
+import { ObjectStore, ObjectView } from "../dist/plugins/checkpoint/engine/objects.js";
 import { writeCheckpoint, restoreCheckpoint } from "../dist/plugins/checkpoint/checkpoints.js";
 import { verifyCheckpoint } from "../dist/plugins/checkpoint/validate.js";
 import { normalizeScope } from "../dist/plugins/checkpoint/scope.js";

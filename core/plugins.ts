@@ -21,8 +21,8 @@ export const APEX_VERSION: string = (JSON.parse(readFileSync(join(packageRoot(),
 /** The built-in plugins, by name, in the order `apex plugins list` shows them. */
 export async function builtinPlugins(): Promise<ReadonlyMap<string, ApexPlugin<any>>> {
   // Imported lazily: the built-ins import definePlugin from this module.
-  const { builtinPlugins: list } = await import("../plugins/index.js");
-  return new Map(list.map((plugin) => [plugin.name, plugin]));
+  const { loadBuiltinPlugins } = await import("../plugins/index.js");
+  return new Map((await loadBuiltinPlugins()).map((plugin) => [plugin.name, plugin]));
 }
 
 interface Resolved {

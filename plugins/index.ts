@@ -1,16 +1,49 @@
+/**
+ * The one built-in registry: the only module of plugins/ that core imports. Core reaches the
+ * built-in plugins, their command groups, the storage backends beside LMDB and the few plugin
+ * services core commands call (`apex start --continue` resolving a checkpoint, `memory show`
+ * of a checkpoint record) through it, each loaded on first use.
+ */
+import type { Command } from "commander";
 import type { ApexPlugin } from "../core/engine.js";
 import type { StorageBackendFactory } from "../core/store/port.js";
-import archive from "./archive/index.js";
-import checkpoint from "./checkpoint/index.js";
-import compression from "./compression/index.js";
-import git from "./git/index.js";
-import history from "./history/index.js";
-import metrics from "./metrics/index.js";
-import retention from "./retention/index.js";
-import sharing from "./sharing/index.js";
+import { registerCheckpointCommands } from "./checkpoint/cli.js";
+import { registerRemoteCommands } from "./sharing/remote-cli.js";
+
+const PLUGINS: ReadonlyArray<() => Promise<{ default: ApexPlugin<any> }>> = [
+  () => import("./checkpoint/index.js"),
+  () => import("./retention/index.js"),
+  () => import("./git/index.js"),
+  () => import("./compression/index.js"),
+  () => import("./sharing/index.js"),
+  () => import("./metrics/index.js"),
+  () => import("./history/index.js"),
+  () => import("./archive/index.js"),
+];
 
 /** The built-in plugins, in the order `apex plugins list` shows them. */
-export const builtinPlugins: readonly ApexPlugin<any>[] = [checkpoint, retention, git, compression, sharing, metrics, history, archive];
+export async function loadBuiltinPlugins(): Promise<ApexPlugin<any>[]> {
+  return (await Promise.all(PLUGINS.map((load) => load()))).map((module) => module.default);
+}
+
+/**
+ * Command groups of built-in plugins that the CLI defines whatever the config (their actions
+ * load the plugin's code): `apex checkpoint …` with the integrity commands of `apex session
+ * …`, and `apex serve|connect|login` with `apex session share…`. Each is placed after the core
+ * group it names, so `apex --help` keeps its order.
+ */
+export const builtinCommandGroups: ReadonlyArray<{ name: string; after: string; register: (program: Command) => void }> = [
+  { name: "checkpoint", after: "session", register: registerCheckpointCommands },
+  { name: "remote", after: "checkpoint", register: registerRemoteCommands },
+];
+
+/** Plugin code that core commands call, loaded when they run. */
+export const builtinServices = {
+  checkpointRefs: () => import("./checkpoint/refs.js"),
+  checkpointSessions: () => import("./checkpoint/plugin-sessions.js"),
+  checkpointRecord: () => import("./checkpoint/record.js"),
+  checkpointRecovery: () => import("./checkpoint/plugin-recovery.js"),
+};
 
 /**
  * The storage backends beside LMDB (built into core/store/lmdb.ts), loaded only when a

@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { ObjectStore, lookupEntry } from "../core/store/objects.js";
+import { ObjectStore, lookupEntry } from "../plugins/checkpoint/engine/objects.js";
 import { openStore } from "../core/store/open.js";
 import { getCheckpoint, getCheckpointValue } from "../plugins/checkpoint/checkpoints.js";
 import { FIXTURES, Project, groupMembers, isAlive, waitFor, type CliResult } from "./fixtures/agents/harness.js";

@@ -6,7 +6,7 @@ import { AsyncSeriesWaterfallHook } from "tapable";
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import type { CheckpointDraft } from "../core/engine.js";
 import { ApexError } from "../core/errors.js";
-import { ObjectStore, canonicalJson, lookupEntry, sha256, type Hash } from "../core/store/objects.js";
+import { ObjectStore, canonicalJson, lookupEntry, sha256, type Hash } from "../plugins/checkpoint/engine/objects.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
@@ -55,7 +55,7 @@ const NOT_JSON = Buffer.from([0xd6, 0xff, 0, 0, 0, 0]);
 
 /** Child processes run the compiled library: make sure it is there and not older than the sources. */
 function requireBuild(): void {
-  const pairs = ["core/store/objects.ts", "plugins/checkpoint/checkpoints.ts", "plugins/checkpoint/validate.ts", "plugins/checkpoint/snapshot.ts"];
+  const pairs = ["plugins/checkpoint/engine/objects.ts", "plugins/checkpoint/checkpoints.ts", "plugins/checkpoint/validate.ts", "plugins/checkpoint/snapshot.ts"];
   for (const source of pairs) {
     const built = join(REPO_ROOT, "dist", source.replace(/\.ts$/, ".js"));
     if (!existsSync(built) || statSync(built).mtimeMs < statSync(join(REPO_ROOT, source)).mtimeMs) {

@@ -15,7 +15,7 @@ import {
   walkTree,
   type Hash,
   type PackCodec,
-} from "../core/store/objects.js";
+} from "../plugins/checkpoint/engine/objects.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import {

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { brotliCompressSync, brotliDecompressSync, createGzip } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { encodeTreeNode, ObjectStore, type Hash } from "../core/store/objects.js";
+import { encodeTreeNode, ObjectStore, type Hash } from "../plugins/checkpoint/engine/objects.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { HEADER_BYTES, readBundle, type BundleContent } from "../plugins/archive/bundle.js";

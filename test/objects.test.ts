@@ -20,9 +20,9 @@ import {
   type ObjectView,
   type SplitNode,
   type TreeChange,
-} from "../core/store/objects.js";
-import { JOURNAL_MERGE_ENTRIES } from "../core/store/index-journal.js";
-import { FILTER_DB, HashFilter } from "../core/store/hash-filter.js";
+} from "../plugins/checkpoint/engine/objects.js";
+import { JOURNAL_MERGE_ENTRIES } from "../plugins/checkpoint/engine/index-journal.js";
+import { FILTER_DB, HashFilter } from "../plugins/checkpoint/engine/hash-filter.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { encodeValue } from "../core/store/value-codec.js";
@@ -446,7 +446,7 @@ describe("index journal", () => {
     const { root } = build(state);
     const script = `
       const { openStore } = await import(${JSON.stringify(new URL("../dist/core/store/open.js", import.meta.url).href)});
-      const { ObjectStore, walkTree } = await import(${JSON.stringify(new URL("../dist/core/store/objects.js", import.meta.url).href)});
+      const { ObjectStore, walkTree } = await import(${JSON.stringify(new URL("../dist/plugins/checkpoint/engine/objects.js", import.meta.url).href)});
       const store = await openStore(${JSON.stringify(store.dir)}, { readOnly: true });
       const view = ObjectStore.of(store).view();
       let n = 0;
@@ -603,7 +603,7 @@ describe("hash filter", () => {
     const planted = { from: "another process" };
     const script = `
       const { openStore } = await import(${JSON.stringify(new URL("../dist/core/store/open.js", import.meta.url).href)});
-      const { ObjectStore, sha256 } = await import(${JSON.stringify(new URL("../dist/core/store/objects.js", import.meta.url).href)});
+      const { ObjectStore, sha256 } = await import(${JSON.stringify(new URL("../dist/plugins/checkpoint/engine/objects.js", import.meta.url).href)});
       const { encodeValue } = await import(${JSON.stringify(new URL("../dist/core/store/value-codec.js", import.meta.url).href)});
       const store = await openStore(${JSON.stringify(store.dir)});
       const bytes = encodeValue(${JSON.stringify(planted)});

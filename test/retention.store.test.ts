@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Config } from "../core/config/types.js";
 import { Engine } from "../core/engine.js";
-import { ObjectStore, sha256 } from "../core/store/objects.js";
+import { ObjectStore, sha256 } from "../plugins/checkpoint/engine/objects.js";
 import { encodeValue } from "../core/store/value-codec.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";

@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ObjectStore, canonicalJson, decodeValueObject, lookupEntry, sha256 } from "../core/store/objects.js";
+import { ObjectStore, canonicalJson, decodeValueObject, lookupEntry, sha256 } from "../plugins/checkpoint/engine/objects.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { VALUE_TAG, decodeValue, encodeJson, encodeValue } from "../core/store/value-codec.js";

@@ -42,7 +42,7 @@ Examples:
           const { ApexError } = await import("../errors.js");
           throw new ApexError("APEX_E_USAGE", "--force-recovery names the checkpoint to continue from; leave out --task and --continue.");
         }
-        const { forceRecoveryStart } = await import("../../plugins/checkpoint/plugin-recovery.js");
+        const { forceRecoveryStart } = await (await import("../../plugins/index.js")).builtinServices.checkpointRecovery();
         await forceRecoveryStart(location, options.forceRecovery, options);
         return;
       }

@@ -254,7 +254,7 @@ const CHECKPOINT_PATH = /^\/sessions\/[^/]+\/checkpoint-(?:\d+|latest)$/;
  * what is stored, as for any path).
  */
 async function readCheckpointRecord(location: ProjectLocation, path: string): Promise<JsonValue | undefined> {
-  const { checkpointRefOfPath } = await import("../../plugins/checkpoint/record.js");
+  const { checkpointRefOfPath } = await (await import("../../plugins/index.js")).builtinServices.checkpointRecord();
   const ref = checkpointRefOfPath(path);
   if (ref === undefined) return undefined;
   try {
@@ -264,7 +264,7 @@ async function readCheckpointRecord(location: ProjectLocation, path: string): Pr
       return (await callSupervisor(endpoint, "checkpoint.show", { ref })) as JsonValue;
     }
     if (!(await storeExists(location))) return undefined;
-    const { checkpointRecord } = await import("../../plugins/checkpoint/record.js");
+    const { checkpointRecord } = await (await import("../../plugins/index.js")).builtinServices.checkpointRecord();
     const store = await openStore(location, { readOnly: true });
     try {
       return checkpointRecord(store, ref) as unknown as JsonValue;

@@ -2,7 +2,7 @@ import { existsSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { makeDirIfMissing } from "../../core/store/private.js";
-import type { PackCodec } from "../../core/store/objects.js";
+import type { PackCodec } from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, linkSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { ApexError } from "../../core/errors.js";
-import { ObjectStore } from "../../core/store/objects.js";
+import { ObjectStore } from "../checkpoint/engine/objects.js";
 import { makeDirIfMissing, makePrivate, makePrivateDir } from "../../core/store/private.js";
 import { type Store, STORE_FILE } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";

@@ -16,7 +16,7 @@ import {
   type ObjectKind,
   type PackCodec,
   type TreeNode,
-} from "../../core/store/objects.js";
+} from "../checkpoint/engine/objects.js";
 import { pathProblem } from "../../core/store/paths.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { containmentProblems } from "../checkpoint/contained.js";

@@ -10,7 +10,7 @@ import {
   sha256,
   type Hash,
   type ObjectKind,
-} from "../../core/store/objects.js";
+} from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { checkSessionId, manifestHash, manifestPath, manifestShapeProblems, parseCheckpointName, type CheckpointManifest } from "../checkpoint/manifest.js";

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { ApexError } from "../../core/errors.js";
-import { sha256 } from "../../core/store/objects.js";
+import { sha256 } from "../checkpoint/engine/objects.js";
 import { BUNDLE_EXTENSION, DEFAULT_MAX_BUNDLE_BYTES, HEADER_BYTES } from "./bundle.js";
 
 /**

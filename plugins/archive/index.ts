@@ -14,6 +14,8 @@ const PLUGIN_NAME = "archive" as const;
 export default definePlugin<ArchivePluginOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
+  // Archives and backups are made of the checkpoint engine's objects and catalog.
+  requires: ["checkpoint"],
   schema: builtinPluginSchema(PLUGIN_NAME),
   apply(apex, options) {
     const settings = settingsFromOptions(options);

@@ -1,6 +1,6 @@
 import { ApexError } from "../../core/errors.js";
 import { isSameProcessAlive } from "../../core/session/proc.js";
-import { ObjectStore, PackCache, sha256, type Hash, type ObjectKind } from "../../core/store/objects.js";
+import { ObjectStore, PackCache, sha256, type Hash, type ObjectKind } from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { checkpointName } from "../checkpoint/manifest.js";

@@ -2,7 +2,7 @@ import { isAbsolute, resolve } from "node:path";
 import { parseDuration } from "../../core/config/duration.js";
 import type { Config } from "../../core/config/types.js";
 import { ApexError } from "../../core/errors.js";
-import { MAX_CODEC_LEVEL, type PackCodec } from "../../core/store/objects.js";
+import { MAX_CODEC_LEVEL, type PackCodec } from "../checkpoint/engine/objects.js";
 import { DEFAULT_MAX_BUNDLE_BYTES, DEFAULT_MAX_COMPRESSION_RATIO, type ReadLimits } from "./bundle.js";
 
 /** The plugin's options as apex.config.yaml gives them (schemas/plugins/archive.schema.json). */

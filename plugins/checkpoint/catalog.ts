@@ -1,4 +1,4 @@
-import type { Hash } from "../../core/store/objects.js";
+import type { Hash } from "./engine/objects.js";
 import type { Store } from "../../core/store/store.js";
 import type { CheckpointManifest } from "./manifest.js";
 

@@ -11,7 +11,7 @@ import {
   type Hash,
   type ObjectView,
   type WriteStats,
-} from "../../core/store/objects.js";
+} from "./engine/objects.js";
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";

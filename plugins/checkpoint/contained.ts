@@ -1,6 +1,6 @@
 import { ApexError } from "../../core/errors.js";
 import { pathProblem } from "../../core/store/paths.js";
-import type { Hash, TreeNode } from "../../core/store/objects.js";
+import type { Hash, TreeNode } from "./engine/objects.js";
 import { agentsRoot, tasksRoot, type CheckpointManifest } from "./manifest.js";
 import { SESSIONS_ROOT } from "./scope.js";
 

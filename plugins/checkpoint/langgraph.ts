@@ -25,7 +25,7 @@
 import { isDeepStrictEqual } from "node:util";
 import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { ObjectStore, collectEntries, listDirectory, lookupEntry, type DirEntry, type Hash, type ObjectView } from "../../core/store/objects.js";
+import { ObjectStore, collectEntries, listDirectory, lookupEntry, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
 import { subtreeRange } from "../../core/store/paths.js";
 import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
 import { checkpointInfo, writeCheckpoint } from "./checkpoints.js";

@@ -1,5 +1,5 @@
 import { ApexError } from "../../core/errors.js";
-import { canonicalJson, isHash, sha256, type Hash } from "../../core/store/objects.js";
+import { canonicalJson, isHash, sha256, type Hash } from "./engine/objects.js";
 import { pathProblem } from "../../core/store/paths.js";
 import type { JsonValue } from "../../core/store/store.js";
 import type { MemoryScope } from "./scope.js";
@@ -15,7 +15,7 @@ export const MANIFEST_FORMAT = 1;
 
 /**
  * An immutable checkpoint manifest, stored as JSON at /sessions/<sid>/checkpoint-<NNN>.
- * Memory, tasks and agent states are Merkle trees (see core/store/objects.ts); the
+ * Memory, tasks and agent states are Merkle trees (see plugins/checkpoint/engine/objects.ts); the
  * manifest holds their root hashes, so a manifest is small whatever the memory size.
  */
 export interface CheckpointManifest {

@@ -16,7 +16,7 @@
  * Nothing here is stored: `memory_keys` is read from the memory tree when asked for (a page
  * costs a walk of that many paths), so a checkpoint is written as fast as before.
  */
-import { ObjectStore, walkTree, type Hash } from "../../core/store/objects.js";
+import { ObjectStore, walkTree, type Hash } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import type { CheckpointManifest } from "./manifest.js";
 import { getCheckpoint, type ResolveOptions } from "./refs.js";

@@ -7,7 +7,7 @@ import {
   type Hash,
   type ObjectDamageError,
   type ObjectView,
-} from "../../core/store/objects.js";
+} from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type Located } from "./catalog.js";
 import { writeCheckpoint } from "./checkpoints.js";

@@ -1,5 +1,5 @@
 import { ApexError } from "../../core/errors.js";
-import type { Hash } from "../../core/store/objects.js";
+import type { Hash } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type Located } from "./catalog.js";
 import {

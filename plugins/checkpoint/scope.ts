@@ -1,6 +1,6 @@
 import { ApexError } from "../../core/errors.js";
 import { compileGlob, type Glob } from "../../core/store/glob.js";
-import { compareCodePoints } from "../../core/store/objects.js";
+import { compareCodePoints } from "./engine/objects.js";
 import { checkPath, isWithin, subtreeRange } from "../../core/store/paths.js";
 import type { Store } from "../../core/store/store.js";
 

@@ -1,6 +1,6 @@
 import { ApexError, isApexError } from "../../core/errors.js";
 import { decodeValue } from "../../core/store/value-codec.js";
-import { ChangeSet, EncodedValue, canonicalJson, isObjectDamage, updateTree, type Hash, type ObjectView } from "../../core/store/objects.js";
+import { ChangeSet, EncodedValue, canonicalJson, isObjectDamage, updateTree, type Hash, type ObjectView } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import type { MemoryBase } from "./catalog.js";
 import { agentsRoot, tasksRoot } from "./manifest.js";

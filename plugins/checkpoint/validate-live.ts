@@ -1,4 +1,4 @@
-import { canonicalJson, decodeValueObject, sha256, walkTree, type Hash, type ObjectView } from "../../core/store/objects.js";
+import { canonicalJson, decodeValueObject, sha256, walkTree, type Hash, type ObjectView } from "./engine/objects.js";
 import type { Store } from "../../core/store/store.js";
 import { isEncodedValue } from "../../core/store/value-codec.js";
 import { checkpointName, type CheckpointManifest } from "./manifest.js";

@@ -9,7 +9,7 @@ import {
   type Hash,
   type ObjectKind,
   type ObjectView,
-} from "../../core/store/objects.js";
+} from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { isApexError } from "../../core/errors.js";
 import { Catalog, summaryOf, type CheckpointSummary } from "./catalog.js";

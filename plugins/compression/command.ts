@@ -1,6 +1,6 @@
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { MAX_CODEC_LEVEL, type PackCodec } from "../../core/store/objects.js";
+import { MAX_CODEC_LEVEL, type PackCodec } from "../checkpoint/engine/objects.js";
 import { findKnownSession, knownSessions } from "../retention/sessions.js";
 import { compressColdData, type ColdPolicy, type CompressResult } from "./compress.js";
 import { parseDurationOption } from "../../core/config/duration.js";

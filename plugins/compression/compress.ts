@@ -15,7 +15,7 @@ import {
   type ObjectView,
   type PackCodec,
   type PreparedPack,
-} from "../../core/store/objects.js";
+} from "../checkpoint/engine/objects.js";
 import type { Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary } from "../checkpoint/catalog.js";
 
@@ -34,7 +34,7 @@ import { Catalog, type CheckpointSummary } from "../checkpoint/catalog.js";
  * write transaction that points their index records at the new packs (with the codec in
  * the location record) and deletes the packs left without live objects (or rewrites those
  * left mostly empty). Hashes stay those of the uncompressed bytes, and reads decompress
- * transparently (core/store/objects.ts), so restores, diffs and validation are unchanged.
+ * transparently (plugins/checkpoint/engine/objects.ts), so restores, diffs and validation are unchanged.
  * Tree nodes are left alone: they are mostly hashes, which do not compress, and every
  * checkpoint reads them.
  */

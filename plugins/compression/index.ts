@@ -19,6 +19,8 @@ export const AUTO_MAX_BYTES = 16 * 1024 * 1024;
 export default definePlugin<CompressionOptions>({
   name: PLUGIN_NAME,
   version: APEX_VERSION,
+  // Compresses the checkpoint engine's packs.
+  requires: ["checkpoint"],
   schema: builtinPluginSchema(PLUGIN_NAME),
   apply(apex, options) {
     const settings = settingsFromOptions(options);

@@ -1,6 +1,6 @@
 import { formatDuration, parseDuration } from "../../core/config/duration.js";
 import { ApexError } from "../../core/errors.js";
-import { MAX_CODEC_LEVEL, type PackCodec } from "../../core/store/objects.js";
+import { MAX_CODEC_LEVEL, type PackCodec } from "../checkpoint/engine/objects.js";
 import type { ColdPolicy } from "./compress.js";
 
 /** The plugin's options as apex.config.yaml gives them (schemas/plugins/compression.schema.json). */

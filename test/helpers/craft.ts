@@ -3,7 +3,7 @@
 // that only APEX's content checks can catch what was changed.
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { decodeTreeNode, encodeTreeNode, sha256, type DirEntry, type Hash, type ObjectKind, type TreeNode } from "../../core/store/objects.js";
+import { decodeTreeNode, encodeTreeNode, sha256, type DirEntry, type Hash, type ObjectKind, type TreeNode } from "../../plugins/checkpoint/engine/objects.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { encodeValue } from "../../core/store/value-codec.js";
 import { encodeBundle, type BundleContent, type BundleInput } from "../../plugins/archive/bundle.js";

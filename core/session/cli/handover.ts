@@ -36,8 +36,8 @@ export async function resolveTarget(location: ProjectLocation, argument: string)
   if (!(await storeExists(location))) return undefined;
   const [{ resolveContinueTarget }, { resolveCheckpoint }, { defaultSessionIfAny }] = await Promise.all([
     import("../sessions.js"),
-    import("../../../plugins/checkpoint/refs.js"),
-    import("../../../plugins/checkpoint/plugin-sessions.js"),
+    import("../../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointRefs()),
+    import("../../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointSessions()),
   ]);
   const store = await openStore(location, { readOnly: true });
   try {

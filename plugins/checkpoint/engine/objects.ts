@@ -1,15 +1,15 @@
 import * as cryptoModule from "node:crypto";
 import { createHash } from "node:crypto";
 import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gunzipSync, gzipSync, type BrotliOptions, type ZlibOptions } from "node:zlib";
-import { ApexError } from "../errors.js";
+import { ApexError } from "../../../core/errors.js";
 import { FILTER_DB, HashFilter, type FilterTable } from "./hash-filter.js";
 import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "./index-journal.js";
-import type { TableKey } from "./port.js";
-import type { JsonValue, Store } from "./store.js";
-import { MAX_DEPTH, compareCodePoints, decodeValue, describeNotJson, encodeJson, isEncodedValue, tooDeepError } from "./value-codec.js";
+import type { TableKey } from "../../../core/store/port.js";
+import type { JsonValue, Store } from "../../../core/store/store.js";
+import { MAX_DEPTH, compareCodePoints, decodeValue, describeNotJson, encodeJson, isEncodedValue, tooDeepError } from "../../../core/store/value-codec.js";
 import { varintSize, writeVarint } from "./varint.js";
 
-export { compareCodePoints } from "./value-codec.js";
+export { compareCodePoints } from "../../../core/store/value-codec.js";
 
 /**
  * Content-addressed objects: JSON values ("blobs") and the Merkle tree of the path

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { projectOf } from "./context.js";
+import { projectOf } from "../../core/cli/context.js";
 
 /**
  * `apex serve`, `apex connect`, `apex login` and `apex session share|unshare|shares`: a
@@ -29,7 +29,7 @@ Examples:
   apex serve --listen 127.0.0.1:0 --json`,
     )
     .action(async (options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; json?: boolean }, command: Command) => {
-      const { serveCommand } = await import("../../plugins/sharing/cli.js");
+      const { serveCommand } = await import("./cli.js");
       await serveCommand(projectOf(command), options);
     });
 
@@ -49,7 +49,7 @@ Examples:
   APEX_TOKEN=apx_… apex connect 127.0.0.1:7433/3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b`,
     )
     .action(async (target: string, options: { json?: boolean }) => {
-      const { connectCommand } = await import("../../plugins/sharing/cli.js");
+      const { connectCommand } = await import("./cli.js");
       await connectCommand(target, Boolean(options.json));
     });
 
@@ -69,7 +69,7 @@ Examples:
   apex login 127.0.0.1:7433/3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b --token apx_…`,
     )
     .action(async (host: string, options: { json?: boolean }) => {
-      const { loginCommand } = await import("../../plugins/sharing/cli.js");
+      const { loginCommand } = await import("./cli.js");
       await loginCommand(host, Boolean(options.json));
     });
 
@@ -85,7 +85,7 @@ Examples:
     .option("--json", "print {token_id, user, role, created_at, created_by, expires_at, last_used_at, session_id, token, url, connect}")
     .addHelpText("after", "\nExamples:\n  apex session share current alice@example.com --role operator --expires 7d\n  apex session share 3f2a bob --json")
     .action(async (sessionRef: string, user: string, options: { role: string; expires?: string; url?: string; json?: boolean }, command: Command) => {
-      const { shareCommand } = await import("../../plugins/sharing/cli.js");
+      const { shareCommand } = await import("./cli.js");
       await shareCommand(projectOf(command), sessionRef, user, options);
     });
   session
@@ -96,7 +96,7 @@ Examples:
     .option("--json", "print {session_id, user, revoked}")
     .addHelpText("after", "\nExamples:\n  apex session unshare current alice@example.com")
     .action(async (sessionRef: string, user: string, options: { json?: boolean }, command: Command) => {
-      const { unshareCommand } = await import("../../plugins/sharing/cli.js");
+      const { unshareCommand } = await import("./cli.js");
       await unshareCommand(projectOf(command), sessionRef, user, Boolean(options.json));
     });
   session
@@ -106,7 +106,7 @@ Examples:
     .option("--json", "print [{token_id, user, role, created_at, created_by, expires_at, last_used_at}]")
     .addHelpText("after", "\nExamples:\n  apex session shares current\n  apex session shares 3f2a --json")
     .action(async (sessionRef: string, options: { json?: boolean }, command: Command) => {
-      const { sharesCommand } = await import("../../plugins/sharing/cli.js");
+      const { sharesCommand } = await import("./cli.js");
       await sharesCommand(projectOf(command), sessionRef, Boolean(options.json));
     });
 }

@@ -1,9 +1,9 @@
 import type { Command } from "commander";
-import type { ProjectLocation } from "../config/locate.js";
-import type { KeptBy } from "../../plugins/checkpoint/plugin-list.js";
-import { projectOf } from "./context.js";
-import { wholeNumber } from "./option-values.js";
-import { examples } from "./output.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import type { KeptBy } from "./plugin-list.js";
+import { projectOf } from "../../core/cli/context.js";
+import { wholeNumber } from "../../core/cli/option-values.js";
+import { examples } from "../../core/cli/output.js";
 
 const REF_HELP = "a checkpoint: its id, a unique id prefix (4+ characters), checkpoint-007, latest, or <session>/checkpoint-007";
 
@@ -40,7 +40,7 @@ Examples:
     .option("--json", "print {id, name, session_id, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …} plus agents: [names] and agent_contexts")
     .addHelpText("after", examples('apex checkpoint create "Before major refactoring"', 'apex checkpoint create "Release 1.0" --pin --json'))
     .action(async (description: string | undefined, options: { pin?: boolean; json?: boolean }, command: Command) => {
-      const { createCheckpointCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
+      const { createCheckpointCommand } = await import("./plugin-cli.js");
       await createCheckpointCommand(projectOf(command), description, options);
     });
 
@@ -54,7 +54,7 @@ Examples:
     .option("--json", "print {session_id, total, taken, offset, limit, order, items: [{id, name, sequence, created_at, trigger, description, pinned, parent, revision, memory_keys, task_count, agent_count}]}")
     .addHelpText("after", examples("apex checkpoint list", "apex checkpoint list --limit 50 --offset 50", "apex checkpoint list --session 3f2a --json"))
     .action(async (options: { session?: string; limit?: number; offset?: number; oldest?: boolean; json?: boolean }, command: Command) => {
-      const { listCheckpointsCommand } = await import("../../plugins/checkpoint/plugin-list.js");
+      const { listCheckpointsCommand } = await import("./plugin-list.js");
       const location = projectOf(command);
       await listCheckpointsCommand(location, options, () => retentionReasons(location));
     });
@@ -72,7 +72,7 @@ Examples:
     )
     .addHelpText("after", examples("apex checkpoint show latest", "apex checkpoint show checkpoint-003 --json", "apex checkpoint show latest --keys-offset 100 --json"))
     .action(async (ref: string, options: { session?: string; json?: boolean; keysLimit?: number; keysOffset?: number }, command: Command) => {
-      const { showCheckpointCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
+      const { showCheckpointCommand } = await import("./plugin-cli.js");
       await showCheckpointCommand(projectOf(command), ref, options);
     });
 
@@ -85,7 +85,7 @@ Examples:
     .option("--json", "print {from, to, memory: {added, removed, changed}, tasks: {added, removed, changed: [{id, before, after}]}, agents: {…}} (from/to: {sessionId, name, id})")
     .addHelpText("after", examples("apex checkpoint diff checkpoint-003 latest", "apex checkpoint diff 1ae4 7c2b --json"))
     .action(async (a: string, b: string, options: { session?: string; json?: boolean }, command: Command) => {
-      const { diffCheckpointsCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
+      const { diffCheckpointsCommand } = await import("./plugin-cli.js");
       await diffCheckpointsCommand(projectOf(command), a, b, options);
     });
 
@@ -101,7 +101,7 @@ Examples:
       .option("--json", "print the checkpoint's summary {id, name, session_id, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …}")
       .addHelpText("after", examples(`apex checkpoint ${name} checkpoint-003`, `apex checkpoint ${name} latest --json`))
       .action(async (ref: string, options: { session?: string; json?: boolean }, command: Command) => {
-        const { pinCheckpointCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
+        const { pinCheckpointCommand } = await import("./plugin-cli.js");
         await pinCheckpointCommand(projectOf(command), ref, pinned, options);
       });
   }
@@ -115,7 +115,7 @@ Examples:
     .option("--json", "print {sessionId, name, id} of the deleted checkpoint")
     .addHelpText("after", examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4 --force --json"))
     .action(async (ref: string, options: { session?: string; force?: boolean; json?: boolean }, command: Command) => {
-      const { deleteCheckpointCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
+      const { deleteCheckpointCommand } = await import("./plugin-cli.js");
       await deleteCheckpointCommand(projectOf(command), ref, options);
     });
 
@@ -130,7 +130,7 @@ Examples:
     .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{sessionId, name, id, reasons}]}, problems: [{severity, code, message, checkpoint?, path?}]}")
     .addHelpText("after", examples("apex session validate", "apex session validate 3f2a --json"))
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
-      const { validateCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
+      const { validateCommand } = await import("./plugin-cli.js");
       await validateCommand(projectOf(command), id, options);
     });
 
@@ -150,7 +150,7 @@ repair is done (the output says so). Exit code: 0 when the store is valid afterw
 ${examples("apex session repair --dry-run", "apex session repair 3f2a --json")}`,
     )
     .action(async (id: string | undefined, options: { dryRun?: boolean; json?: boolean }, command: Command) => {
-      const { repairCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
+      const { repairCommand } = await import("./plugin-cli.js");
       await repairCommand(projectOf(command), id, options);
     });
 
@@ -168,7 +168,7 @@ blocks nothing; \`apex start --continue <new id>\` brings it back.
 ${examples("apex session reconstruct 3f2a9c1e", "apex session reconstruct 3f2a --as rebuilt --json")}`,
     )
     .action(async (id: string, options: { as?: string; json?: boolean }, command: Command) => {
-      const { reconstructCommand } = await import("../../plugins/checkpoint/plugin-cli.js");
+      const { reconstructCommand } = await import("./plugin-cli.js");
       await reconstructCommand(projectOf(command), id, options);
     });
 }
@@ -180,7 +180,7 @@ ${examples("apex session reconstruct 3f2a9c1e", "apex session reconstruct 3f2a -
  */
 async function retentionReasons(location: ProjectLocation): Promise<KeptBy | undefined> {
   if (await retentionLeftOut(location)) return undefined;
-  const { loadConfig } = await import("../config/load.js");
+  const { loadConfig } = await import("../../core/config/load.js");
   let config: Awaited<ReturnType<typeof loadConfig>>;
   try {
     config = await loadConfig(location);
@@ -189,7 +189,7 @@ async function retentionReasons(location: ProjectLocation): Promise<KeptBy | und
   }
   const entry = config.plugins.find((plugin) => plugin.name === "retention" && plugin.enabled);
   if (!entry) return undefined;
-  const { keptByRetention } = await import("../../plugins/retention/explain.js");
+  const { keptByRetention } = await import("../retention/explain.js");
   return (store, sessionId) => keptByRetention(store, sessionId, entry.options, config);
 }
 

@@ -1,0 +1,53 @@
+import { readFileSync, readdirSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
+import { describe, expect, it } from "vitest";
+// @ts-expect-error: a plain ES module script without type declarations
+import { cycles, importGraph } from "../scripts/import-cycles.mjs";
+import { REPO_ROOT } from "./helpers/cli.js";
+
+function sourceFiles(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out.push(...sourceFiles(path));
+    else if (name.endsWith(".ts")) out.push(path);
+  }
+  return out;
+}
+
+describe("the module structure", () => {
+  it("no import cycle runs through core/ (static and dynamic imports; core reaches plugins only through the registry)", () => {
+    const graph = importGraph({ dynamic: true }) as Map<string, string[]>;
+    expect(graph.size).toBeGreaterThan(100);
+    const throughCore = (cycles(graph) as string[][]).filter((component) => component.some((file) => file.startsWith("core/")));
+    expect(throughCore).toEqual([]);
+  });
+
+  it("the cycle check finds a cycle when there is one", () => {
+    const graph = new Map([
+      ["/r/core/a.ts", ["/r/plugins/b.ts"]],
+      ["/r/plugins/b.ts", ["/r/core/c.ts"]],
+      ["/r/core/c.ts", ["/r/core/a.ts"]],
+      ["/r/core/d.ts", []],
+    ]);
+    expect((cycles(graph) as string[][]).map((component) => component.length)).toEqual([3]);
+  });
+
+  it("core imports no plugin module except the built-in registry (plugins/index.ts)", () => {
+    const offenders: string[] = [];
+    for (const file of sourceFiles(join(REPO_ROOT, "core"))) {
+      const text = readFileSync(file, "utf8");
+      for (const match of text.matchAll(/(?:from\s+|import\()\s*"((?:\.\.\/)+plugins\/[^"]+)"/g)) {
+        if (!match[1]!.endsWith("plugins/index.js")) offenders.push(`${relative(REPO_ROOT, file)}: ${match[1]}`);
+      }
+    }
+    expect(offenders).toEqual([]);
+  });
+
+  it("the checkpoint engine lives in its plugin, not in core", () => {
+    const core = sourceFiles(join(REPO_ROOT, "core")).map((file) => relative(REPO_ROOT, file));
+    for (const name of ["objects.ts", "index-journal.ts", "hash-filter.ts"]) {
+      expect(core.filter((file) => file.endsWith(`/${name}`))).toEqual([]);
+    }
+  });
+});
