@@ -57,6 +57,8 @@ export interface KeyRange<K> {
   start?: K;
   end?: K;
   reverse?: boolean;
+  /** Skips this many entries of the range first (a page of a listing). */
+  offset?: number;
   limit?: number;
 }
 

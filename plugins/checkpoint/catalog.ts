@@ -58,7 +58,7 @@ interface CatalogDb {
   get(key: CatalogKey): unknown;
   put(key: CatalogKey, value: unknown): unknown;
   remove(key: CatalogKey): unknown;
-  getRange(options: { start?: CatalogKey; end?: CatalogKey; reverse?: boolean; limit?: number }): Iterable<{ key: CatalogKey; value: unknown }>;
+  getRange(options: { start?: CatalogKey; end?: CatalogKey; reverse?: boolean; offset?: number; limit?: number }): Iterable<{ key: CatalogKey; value: unknown }>;
   getKeys(options: { start?: CatalogKey; end?: CatalogKey; reverse?: boolean; limit?: number }): Iterable<CatalogKey>;
   getCount(options: { start?: CatalogKey; end?: CatalogKey }): number;
 }
@@ -112,15 +112,11 @@ export class Catalog {
     const range: { start: CatalogKey; end: CatalogKey; reverse?: boolean } = options.reverse
       ? { start: ["s", sessionId, MAX_SEQUENCE], end: ["s", sessionId, 0], reverse: true }
       : { start: ["s", sessionId, 0], end: ["s", sessionId, MAX_SEQUENCE] };
-    if (options.offset) {
-      // Skip over keys only (no summary decoded): the offset-th key is where the page starts.
-      let start: CatalogKey | undefined;
-      let seen = 0;
-      for (const key of this.db.getKeys({ ...range, limit: options.offset + 1 })) if (seen++ === options.offset) start = key;
-      if (start === undefined) return [];
-      range.start = start;
-    }
-    const iterable = this.db.getRange({ ...range, ...(options.limit !== undefined ? { limit: options.limit } : {}) });
+    const iterable = this.db.getRange({
+      ...range,
+      ...(options.offset ? { offset: options.offset } : {}),
+      ...(options.limit !== undefined ? { limit: options.limit } : {}),
+    });
     return mapValues(iterable);
   }
 
