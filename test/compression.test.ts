@@ -30,6 +30,7 @@ import {
   type CheckpointManifest,
 } from "../plugins/checkpoint/checkpoints.js";
 import compression from "../plugins/compression/index.js";
+import checkpoint from "../plugins/checkpoint/index.js";
 import { compressColdData } from "../plugins/compression/compress.js";
 import { parseDurationOption } from "../core/config/duration.js";
 import type { CompressionOptions } from "../plugins/compression/options.js";
@@ -328,6 +329,8 @@ describe("automatic compression after each checkpoint (after: N)", () => {
   async function engineWith(options: CompressionOptions): Promise<Engine> {
     const config = { session: { max_checkpoints: 100, auto_checkpoint_interval: 300, auto_recovery: true, session_timeout: 0, backup_location: ".apex/backups" } } as Config;
     const engine = new Engine({ config, store, warn: (message) => { throw new Error(`unexpected warning: ${message}`); } });
+    // compression requires the checkpoint plugin, applied first.
+    await engine.use(checkpoint, { options: {}, source: { kind: "built-in", label: "built-in" } });
     await engine.use(compression, { options, source: { kind: "built-in", label: "built-in" } });
     return engine;
   }

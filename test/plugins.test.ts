@@ -320,8 +320,9 @@ describe("apex plugins list and plugin commands (end to end, built CLI)", () => 
     const lines = result.stdout.trimEnd().split("\n");
     expect(lines[0]).toMatch(/^NAME +SOURCE +VERSION +ENABLED +HOOKS +ADDS$/);
     expect(lines[1]).toMatch(/^hello +file:\.\/plugins\/hello\.mjs +1\.2\.3 +yes +onStart +command hello$/);
-    // header, hello, and the eight built-ins
-    expect(lines).toHaveLength(10);
+    // header, hello, the eight built-ins, and the storage backend in use
+    expect(lines).toHaveLength(11);
+    expect(lines[10]).toBe(`storage: lmdb (${join(dir, ".apex")})`);
   });
 
   it("`apex hello --name x` runs the command the local plugin adds", () => {

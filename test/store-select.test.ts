@@ -28,7 +28,7 @@ describe("which store a project uses", () => {
     const dir = project();
     expect(storage(dir)).toEqual({ backend: "lmdb", location: join(dir, ".apex") });
     const text = runApex(["plugins", "list"], { cwd: dir });
-    expect(text.stdout.split("\n")[0]).toBe(`storage: lmdb (${join(dir, ".apex")})`);
+    expect(text.stdout.trimEnd().split("\n").at(-1)).toBe(`storage: lmdb (${join(dir, ".apex")})`);
     expect(runApex(["memory", "set", "/a", "1"], { cwd: dir }).status).toBe(0);
     expect(existsSync(join(dir, ".apex", "store.mdb"))).toBe(true);
   });

@@ -39,8 +39,8 @@ export function registerPluginsCommands(program: Command): void {
       const storage = await storageInUse(location);
       if (options.json) printJson({ storage, plugins: rows });
       else {
-        printLine(`storage: ${storage.backend} (${storage.location})`);
         printPluginTable(rows);
+        printLine(`storage: ${storage.backend} (${storage.location})`);
       }
     });
 }
