@@ -3,7 +3,8 @@ import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
 // @ts-expect-error: a plain ES module script without type declarations
 import { cycles, importGraph } from "../scripts/import-cycles.mjs";
-import { REPO_ROOT } from "./helpers/cli.js";
+import { writeFileSync } from "node:fs";
+import { REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
 
 function sourceFiles(dir: string): string[] {
   const out: string[] = [];
@@ -48,6 +49,21 @@ describe("the module structure", () => {
     const core = sourceFiles(join(REPO_ROOT, "core")).map((file) => relative(REPO_ROOT, file));
     for (const name of ["objects.ts", "index-journal.ts", "hash-filter.ts"]) {
       expect(core.filter((file) => file.endsWith(`/${name}`))).toEqual([]);
+    }
+  });
+
+  it.each(["archive", "compression"])("%s requires the checkpoint plugin: enabling it alone is a config error (exit 2)", (name) => {
+    const { dir, cleanup } = tempDir("apex-requires-");
+    try {
+      writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  ${name}: {}\n`);
+      const result = runApex(["plugins", "list"], { cwd: dir });
+      expect(result.status).toBe(2);
+      expect(result.stderr).toContain(`APEX_E_PLUGIN_DEPENDENCY`);
+      expect(result.stderr).toContain(`The dependency 'checkpoint' of plugin '${name}' is not enabled`);
+      writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  checkpoint: {}\n  ${name}: {}\n`);
+      expect(runApex(["plugins", "list"], { cwd: dir }).status).toBe(0);
+    } finally {
+      cleanup();
     }
   });
 });
