@@ -62,14 +62,14 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "unknown-top-level-key.yaml",
       {},
       "APEX_E_CONFIG",
-      `unknown-top-level-key.yaml:1:1: sesion: unknown key. Expected one of session, agents, plugins. Did you mean "session"?`,
+      `unknown-top-level-key.yaml:1:1: sesion: unknown key. Expected one of session, store, agents, plugins. Did you mean "session"?`,
     ],
     [
       "plugin written at the top level",
       "misplaced-plugin.yaml",
       {},
       "APEX_E_CONFIG",
-      `misplaced-plugin.yaml:1:1: retention: unknown key. Expected one of session, agents, plugins. Did you mean "plugins.retention"?`,
+      `misplaced-plugin.yaml:1:1: retention: unknown key. Expected one of session, store, agents, plugins. Did you mean "plugins.retention"?`,
     ],
     [
       "unknown option of a built-in plugin",
