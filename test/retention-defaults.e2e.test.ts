@@ -150,6 +150,7 @@ describe("every command of the flow works with the default config (issue 12)", (
         "session:",
         '  session_timeout: "30days"',
         "plugins:",
+        "  checkpoint: {}",
         "  retention:",
         '    keep_within: "90"',
         "    by_trigger:",

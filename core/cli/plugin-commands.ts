@@ -70,11 +70,23 @@ async function refuseDisabledPluginCommand(config: Config, words: readonly strin
   const { Engine } = await import("../engine.js");
   const enabled = new Set(config.plugins.filter((entry) => entry.enabled).map((entry) => entry.name));
   const typed = words.join(" ");
-  for (const [name, plugin] of await builtinPlugins()) {
+  const builtins = await builtinPlugins();
+  for (const [name, plugin] of builtins) {
     if (enabled.has(name)) continue;
     const scratch = new Engine({ config, warn: () => undefined });
+    // The built-ins it requires first (archive and compression build on checkpoint), as loadPlugins applies them.
+    const applied = new Set<string>();
+    const apply = async (current: typeof plugin): Promise<void> => {
+      if (applied.has(current.name)) return;
+      applied.add(current.name);
+      for (const dependency of current.requires ?? []) {
+        const required = builtins.get(dependency);
+        if (required) await apply(required);
+      }
+      await scratch.use(current, { options: {}, source: { kind: "built-in", label: "built-in" } });
+    };
     try {
-      await scratch.use(plugin, { options: {}, source: { kind: "built-in", label: "built-in" } });
+      await apply(plugin);
     } catch {
       continue;
     }
