@@ -775,6 +775,14 @@ export class PostgresBackend implements StorageBackend {
     return rows.map((row) => row[0] as string);
   }
 
+  /** The key and value kinds of a table that exists (for copying a store: the port's tableNames() gives names only). */
+  tableOptions(name: string): TableOptions | undefined {
+    const entry = this.tables.get(name);
+    if (entry?.known) return entry.options;
+    const rows = this.sql(`SELECT keys, vals FROM apex.tables WHERE project = $1 AND name = $2`, [this.project, name], `reading table ${name}`);
+    return rows.length > 0 ? ({ keys: rows[0]![0], values: rows[0]![1] } as TableOptions) : undefined;
+  }
+
   /** @internal (PgTable) */
   tableGet(table: string, key: Buffer): Buffer | undefined {
     this.assertOpen();
