@@ -11,10 +11,10 @@
  * which .ci/run installs when it is missing); PG_BIN overrides the directory.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir, userInfo } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 
 /**
  * @typedef {object} PostgresCluster
@@ -60,8 +60,8 @@ let databaseCounter = 0;
 /** @returns {Promise<PostgresCluster>} */
 export async function startPostgres() {
   const bin = postgresBinDir();
-  const root = mkdtempSync(join(tmpdir(), "apex-pg-"));
   const asRoot = userInfo().uid === 0;
+  const root = mkdtempSync(join(asRoot ? baseDirForPostgres() : tmpdir(), "apex-pg-"));
   // As root, everything runs as the `postgres` system user, which must own the directory.
   const run = (command, args) => {
     const file = join(bin, command);
@@ -128,6 +128,22 @@ export async function startPostgres() {
       rmSync(root, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Run as root, the cluster's directory must be reachable by the `postgres` user: the temporary
+ * directory when every directory above it lets others through, else /var/tmp (a /tmp made 0700
+ * would otherwise stop initdb at the first chdir).
+ */
+function baseDirForPostgres() {
+  const traversable = (dir) => {
+    for (let at = resolve(dir); ; at = dirname(at)) {
+      if ((statSync(at).mode & 0o001) === 0) return false;
+      if (at === dirname(at)) return true;
+    }
+  };
+  for (const candidate of [tmpdir(), "/var/tmp"]) if (traversable(candidate)) return candidate;
+  throw new Error(`no temporary directory the postgres user can reach (${tmpdir()} and /var/tmp are closed to others)`);
 }
 
 function alive(pid) {

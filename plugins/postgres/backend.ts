@@ -151,7 +151,8 @@ function databaseOf(url: string): string {
   }
 }
 
-const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET"]);
+/** Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or starting (57P01-57P03). */
+const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "57P01", "57P02", "57P03"]);
 
 /** A connection failure as the ApexError a user can act on. */
 export function connectError(url: string, error: unknown): ApexError {
@@ -404,7 +405,11 @@ export class PostgresBackend implements StorageBackend {
   }
 
   has(path: string): boolean {
-    return this.getEncoded(path) !== undefined;
+    checkPath(path);
+    this.assertOpen();
+    const pending = this.tx?.kv.get(path);
+    if (pending !== undefined) return pending !== null;
+    return this.sql(`SELECT 1 FROM apex.kv WHERE project = $1 AND path = $2`, [this.project, path], `reading ${path}`).length > 0;
   }
 
   revision(): number {
