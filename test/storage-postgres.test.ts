@@ -161,6 +161,11 @@ describe("postgres backend", () => {
       const until = Date.now() + 5000;
       while (calls === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
       expect(calls).toBe(1);
+      // The last unsubscribe closes the LISTEN connection (it would hold the process open).
+      stop();
+      const gone = Date.now() + 10_000;
+      while ((await listening()).length > 0 && Date.now() < gone) await new Promise((r) => setTimeout(r, 20));
+      expect(await listening()).toEqual([]);
     } finally {
       stop();
       await client.end();

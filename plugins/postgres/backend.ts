@@ -545,8 +545,16 @@ export class PostgresBackend implements StorageBackend {
 
   subscribe(listener: () => void): () => void {
     this.assertOpen();
-    this.listen ??= new Listener(this.url, this.channel);
-    return this.listen.add(listener);
+    const listen = (this.listen ??= new Listener(this.url, this.channel));
+    const remove = listen.add(listener);
+    return () => {
+      remove();
+      // The last one out closes the LISTEN connection, which would otherwise hold the process open.
+      if (listen.size === 0 && this.listen === listen) {
+        this.listen = undefined;
+        void listen.close();
+      }
+    };
   }
 
   // ---- keyspace writes
@@ -962,6 +970,10 @@ class Listener {
       this.timer = undefined;
       for (const listener of [...this.listeners]) listener();
     }, 5);
+  }
+
+  get size(): number {
+    return this.listeners.size;
   }
 
   add(listener: () => void): () => void {

@@ -153,13 +153,24 @@ function workerMain(): void {
     return out;
   };
 
+  /** True while a request is being handled: only then may an answer be posted (the caller takes exactly one). */
+  let busy = false;
   const answer = (reply: unknown) => {
+    if (!busy) return;
+    busy = false;
     port.postMessage(reply);
     Atomics.store(flag, 0, 1);
     Atomics.notify(flag, 0);
   };
 
+  // Anything thrown outside a request's handling still answers the caller blocked on it.
+  process.on("uncaughtException", (error) => {
+    lost = { message: `the PostgreSQL client failed: ${error.message}`, code: "ECONNRESET" };
+    answer({ error: lost, fatal: true });
+  });
+
   port.on("message", async (request: { op: string; url?: string; setup?: string[]; steps?: Array<{ text: string; values?: unknown[]; name?: string }> }) => {
+    busy = true;
     if (lost) return answer({ error: lost, fatal: true });
     try {
       if (request.op === "connect") {
