@@ -73,28 +73,38 @@ export async function startPostgres() {
   };
   const data = join(root, "data");
   const socketDir = join(root, "socket");
-  const pwfile = join(root, "pwfile");
-  writeFileSync(pwfile, `${PASSWORD}\n`, { mode: 0o600 });
-  execFileSync("mkdir", ["-p", socketDir]);
-  if (asRoot) {
-    const { uid, gid } = postgresUser();
-    for (const path of [root, socketDir, pwfile]) chownSync(path, uid, gid);
-    chmodSync(root, 0o700);
+  let port;
+  let pid;
+  try {
+    const pwfile = join(root, "pwfile");
+    writeFileSync(pwfile, `${PASSWORD}\n`, { mode: 0o600 });
+    execFileSync("mkdir", ["-p", socketDir]);
+    if (asRoot) {
+      const { uid, gid } = postgresUser();
+      for (const path of [root, socketDir, pwfile]) chownSync(path, uid, gid);
+      chmodSync(root, 0o700);
+    }
+    run("initdb", ["-D", data, "-U", SUPERUSER, `--pwfile=${pwfile}`, "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"]);
+    port = await freePort();
+    const options = [
+      `-p ${port}`,
+      `-k ${socketDir}`,
+      "-c listen_addresses=127.0.0.1",
+      // A test cluster: small, quiet, durable commits kept (the crash test relies on them).
+      "-c shared_buffers=32MB",
+      "-c max_connections=60",
+      "-c fsync=on",
+      "-c synchronous_commit=on",
+    ].join(" ");
+    run("pg_ctl", ["-D", data, "-o", options, "-l", join(root, "server.log"), "-w", "-t", "60", "start"]);
+    pid = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]);
+  } catch (error) {
+    // A cluster that did not come up leaves nothing behind: its server (if any) and its directory.
+    const started = existsSync(join(data, "postmaster.pid")) ? Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]) : 0;
+    if (started > 0 && alive(started)) process.kill(started, "SIGKILL");
+    rmSync(root, { recursive: true, force: true });
+    throw error;
   }
-  run("initdb", ["-D", data, "-U", SUPERUSER, `--pwfile=${pwfile}`, "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"]);
-  const port = await freePort();
-  const options = [
-    `-p ${port}`,
-    `-k ${socketDir}`,
-    "-c listen_addresses=127.0.0.1",
-    // A test cluster: small, quiet, durable commits kept (the crash test relies on them).
-    "-c shared_buffers=32MB",
-    "-c max_connections=60",
-    "-c fsync=on",
-    "-c synchronous_commit=on",
-  ].join(" ");
-  run("pg_ctl", ["-D", data, "-o", options, "-l", join(root, "server.log"), "-w", "-t", "60", "start"]);
-  const pid = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]);
 
   const url = (database, over = {}) =>
     `postgres://${SUPERUSER}:${encodeURIComponent(over.password ?? PASSWORD)}@127.0.0.1:${over.port ?? port}/${database}`;
