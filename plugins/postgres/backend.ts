@@ -1,0 +1,994 @@
+/**
+ * The PostgreSQL storage backend: the storage port (core/store/port.ts) over one PostgreSQL
+ * database that several projects, hosts and teams can share.
+ *
+ * Layout: one schema, `apex`, with a `project` column in every table (not one schema per
+ * project): no DDL after the first open, one set of prepared statements whatever the project,
+ * projects listed and sized with a query, and two installations pointed at one id meet in the
+ * same rows. Every primary key starts with the project, so a project's reads are index ranges.
+ *   apex.projects (project, revision)          the global revision of each project
+ *   apex.kv       (project, path, value)       the keyspace; path is text COLLATE "C" (UTF-8 byte
+ *                                              order), value is APEX's value encoding (value-codec.ts)
+ *   apex.log      (project, first, paths, kinds, actor, time)
+ *                                              one record per batch, as LMDB's LogRecord
+ *   apex.tables   (project, name, keys, vals)  the named tables and their key/value kinds
+ *   apex.rows     (project, tbl, key, value)   every named table's rows; key is bytea ordered as
+ *                                              LMDB orders the key (keys.ts)
+ *
+ * Reads are synchronous over the asynchronous driver through a worker (bridge.ts). A write
+ * transaction is BEGIN + pg_advisory_xact_lock on the project (one writer per project, as LMDB's
+ * write lock) + the revision, in one crossing; its writes are buffered and sent in one statement
+ * at commit (or before a range read that must see them), followed by COMMIT with
+ * synchronous_commit on: transaction() resolves only once the commit is durable. A commit that
+ * changed the keyspace NOTIFYs the project's channel, which subscribe() LISTENs on.
+ */
+import { createHash } from "node:crypto";
+import { createRequire } from "node:module";
+import { currentActor } from "../../core/actor.js";
+import { ApexError, isApexError } from "../../core/errors.js";
+import { compileGlob } from "../../core/store/glob.js";
+import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
+import type {
+  BackendInfo,
+  Change,
+  Entry,
+  JsonValue,
+  KeyRange,
+  StorageBackend,
+  StorageBackendFactory,
+  StoreOpenOptions,
+  StoreSpec,
+  Table,
+  TableKey,
+  TableOptions,
+  WriteBatch,
+} from "../../core/store/port.js";
+import { decodeValue, encodeJson, isEncodedValue } from "../../core/store/value-codec.js";
+import { BridgeError, SyncBridge, type Rows, type Statement } from "./bridge.js";
+import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys.js";
+
+/** The project id used when the store spec names none. */
+export const DEFAULT_PROJECT = "default";
+
+/** pg_advisory_xact_lock's first key: "APEX" in ASCII; the second is hashtext(project). */
+const LOCK_CLASS = 0x41504558;
+/** The lock that serialises creating the schema (two first opens at once). */
+const SCHEMA_LOCK = [LOCK_CLASS, 0] as const;
+
+const DDL = [
+  `CREATE SCHEMA IF NOT EXISTS apex`,
+  `CREATE TABLE IF NOT EXISTS apex.projects (project text COLLATE "C" PRIMARY KEY, revision bigint NOT NULL DEFAULT 0, created timestamptz NOT NULL DEFAULT now())`,
+  `CREATE TABLE IF NOT EXISTS apex.kv (project text COLLATE "C" NOT NULL, path text COLLATE "C" NOT NULL, value bytea NOT NULL, PRIMARY KEY (project, path))`,
+  `CREATE TABLE IF NOT EXISTS apex.log (project text COLLATE "C" NOT NULL, first bigint NOT NULL, paths text[] NOT NULL, kinds text NOT NULL, actor text NOT NULL, time bigint NOT NULL, PRIMARY KEY (project, first))`,
+  `CREATE TABLE IF NOT EXISTS apex.tables (project text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL, keys text NOT NULL, vals text NOT NULL, PRIMARY KEY (project, name))`,
+  `CREATE TABLE IF NOT EXISTS apex.rows (project text COLLATE "C" NOT NULL, tbl text COLLATE "C" NOT NULL, key bytea NOT NULL, value bytea NOT NULL, PRIMARY KEY (project, tbl, key))`,
+];
+
+/**
+ * Everything a write transaction buffered, in one statement with a fixed text (prepared once
+ * per connection): keyspace upserts and deletes, log records, the new revision and its NOTIFY,
+ * new tables, row upserts and deletes. Empty arrays make a part do nothing.
+ */
+const FLUSH = `WITH
+kv_up AS (INSERT INTO apex.kv (project, path, value) SELECT $1, p, v FROM unnest($2::text[], $3::bytea[]) AS x(p, v)
+  ON CONFLICT (project, path) DO UPDATE SET value = EXCLUDED.value RETURNING 1),
+kv_del AS (DELETE FROM apex.kv WHERE project = $1 AND path = ANY($4::text[]) RETURNING 1),
+log AS (INSERT INTO apex.log (project, first, paths, kinds, actor, time)
+  SELECT $1, f, string_to_array(p, E'\\n'), k, a, t FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::bigint[]) AS x(f, p, k, a, t) RETURNING 1),
+rev AS (UPDATE apex.projects SET revision = $10::bigint WHERE project = $1 AND $11::boolean RETURNING 1),
+note AS (SELECT pg_notify($12, $10::bigint::text) WHERE $11::boolean),
+tbl AS (INSERT INTO apex.tables (project, name, keys, vals) SELECT $1, n, k, v FROM unnest($13::text[], $14::text[], $15::text[]) AS x(n, k, v)
+  ON CONFLICT DO NOTHING RETURNING 1),
+row_up AS (INSERT INTO apex.rows (project, tbl, key, value) SELECT $1, t, k, v FROM unnest($16::text[], $17::bytea[], $18::bytea[]) AS x(t, k, v)
+  ON CONFLICT (project, tbl, key) DO UPDATE SET value = EXCLUDED.value RETURNING 1),
+row_del AS (DELETE FROM apex.rows r USING unnest($19::text[], $20::bytea[]) AS x(t, k) WHERE r.project = $1 AND r.tbl = x.t AND r.key = x.k RETURNING 1)
+SELECT (SELECT count(*) FROM kv_up), (SELECT count(*) FROM kv_del), (SELECT count(*) FROM log), (SELECT count(*) FROM rev),
+  (SELECT count(*) FROM note), (SELECT count(*) FROM tbl), (SELECT count(*) FROM row_up), (SELECT count(*) FROM row_del)`;
+
+/** A buffered transaction flushes once its writes pass this many bytes (a large import stays in bounded memory). */
+const FLUSH_BYTES = 16 * 1024 * 1024;
+/** Range reads fetch pages that grow from the first (often all a caller wants) to the last. */
+const FIRST_PAGE = 128;
+const MAX_PAGE = 4096;
+
+interface LogRecord {
+  first: number;
+  paths: string[];
+  kinds: string;
+  actor: string;
+  time: number;
+}
+
+interface PendingRow {
+  key: Buffer;
+  /** null: removed. */
+  value: Buffer | null;
+}
+
+/** The state of an open write transaction. */
+interface Transaction {
+  /** The revision when it began (under the project's lock). */
+  base: number;
+  /** Log records, in order; `changes` is the number of paths they hold. */
+  log: LogRecord[];
+  changes: number;
+  /** Keyspace writes not yet sent: encoded value, or null for a delete. */
+  kv: Map<string, Buffer | null>;
+  /** Table writes not yet sent, by table and by key (as latin1 text, a cheap map key). */
+  rows: Map<string, Map<string, PendingRow>>;
+  /** Tables first written in this transaction. */
+  newTables: Map<string, TableOptions>;
+  /** Revision changes already sent (the NOTIFY goes with the last flush). */
+  /** How many flushes this transaction made (a batch's log record ends at a flush). */
+  flushes: number;
+  bytes: number;
+  pending: boolean;
+}
+
+/** A bytea from the worker (structured clone makes Buffers plain Uint8Arrays) as a Buffer, without a copy. */
+function toBuffer(value: unknown): Buffer {
+  const bytes = value as Uint8Array;
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** The URL without its password: for messages, `info.location` and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "";
+    return parsed.toString();
+  } catch {
+    return url.replace(/(:\/\/[^:@/]*):[^@/]*@/, "$1@");
+  }
+}
+
+/** The server-side database name in a URL (for messages). */
+function databaseOf(url: string): string {
+  try {
+    return decodeURIComponent(new URL(url).pathname.replace(/^\//, "")) || "(the user's default)";
+  } catch {
+    return "(unknown)";
+  }
+}
+
+/** Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or starting (57P01-57P03). */
+const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "57P01", "57P02", "57P03"]);
+
+/** A connection failure as the ApexError a user can act on. */
+export function connectError(url: string, error: unknown): ApexError {
+  if (isApexError(error)) return error;
+  const failure = error instanceof BridgeError ? error.failure : { message: String((error as Error)?.message ?? error), code: (error as { code?: string })?.code };
+  const where = redactUrl(url);
+  const code = failure.code ?? "";
+  if (code === "28P01" || code === "28000" || /password|SASL|authentication/i.test(failure.message)) {
+    return new ApexError("APEX_E_STORE_AUTH", `PostgreSQL at ${where} refused the credentials: ${failure.message}.`, {
+      hint: "Check the user and password in the store URL (store.url in apex.config.yaml, or APEX_STORE_URL), or the server's pg_hba.conf.",
+      details: { url: where, sqlstate: code || undefined },
+      cause: error,
+    });
+  }
+  if (code === "3D000") {
+    const name = databaseOf(url);
+    return new ApexError("APEX_E_STORE_NO_DATABASE", `The database ${JSON.stringify(name)} does not exist at ${where}.`, {
+      hint: `Create it first (\`createdb ${name}\`, or CREATE DATABASE), then run the command again.`,
+      details: { url: where, database: name },
+      cause: error,
+    });
+  }
+  if (UNREACHABLE.has(code)) {
+    return new ApexError("APEX_E_STORE_UNREACHABLE", `Cannot reach PostgreSQL at ${where}: ${failure.message}.`, {
+      hint: "Is the server running, and are the host and port in the store URL right (store.url in apex.config.yaml, or APEX_STORE_URL)?",
+      details: { url: where, code },
+      cause: error,
+    });
+  }
+  return new ApexError("APEX_E_STORE", `Cannot open the PostgreSQL store at ${where}: ${failure.message}.`, { details: { url: where, code: code || undefined }, cause: error });
+}
+
+/**
+ * Bridges kept after exists() for the open() that usually follows it, one per URL (the worker
+ * does not hold the process open).
+ */
+const idle = new Map<string, SyncBridge>();
+
+function takeBridge(url: string): SyncBridge {
+  const kept = idle.get(url);
+  if (kept) {
+    idle.delete(url);
+    return kept;
+  }
+  const bridge = new SyncBridge();
+  try {
+    bridge.connect(url, ["SET synchronous_commit = on", "SET client_min_messages = warning"]);
+  } catch (error) {
+    void bridge.close();
+    throw connectError(url, error);
+  }
+  return bridge;
+}
+
+function keepBridge(url: string, bridge: SyncBridge): void {
+  const previous = idle.get(url);
+  idle.set(url, bridge);
+  if (previous) void previous.close();
+}
+
+function projectOf(spec: StoreSpec): string {
+  const project = spec.project ?? DEFAULT_PROJECT;
+  if (typeof project !== "string" || project.length === 0 || project.length > 200 || /[\u0000-\u001f]/.test(project)) {
+    throw new ApexError("APEX_E_CONFIG", `Invalid project id ${JSON.stringify(project)} for the PostgreSQL store.`, {
+      hint: "A project id is 1 to 200 printable characters.",
+    });
+  }
+  return project;
+}
+
+function urlOf(spec: StoreSpec): string {
+  if (!spec.url) {
+    throw new ApexError("APEX_E_CONFIG", "The postgres store backend needs a URL.", {
+      hint: "Set store.url in apex.config.yaml (store: { backend: postgres, url: postgres://user@host/db }) or APEX_STORE_URL.",
+    });
+  }
+  return spec.url;
+}
+
+/** Whether the schema exists and the project has a row; checks the server's encoding on the way. */
+function probe(bridge: SyncBridge, url: string, project: string): { schema: boolean; exists: boolean } {
+  let rows: Rows;
+  try {
+    rows = bridge.query(`SELECT current_setting('server_encoding'), to_regclass('apex.projects') IS NOT NULL AND to_regclass('apex.rows') IS NOT NULL`);
+  } catch (error) {
+    throw connectError(url, error);
+  }
+  const [encoding, schema] = rows[0] as [string, boolean];
+  if (encoding !== "UTF8") {
+    throw new ApexError("APEX_E_STORE", `The database at ${redactUrl(url)} is encoded in ${encoding}; APEX needs UTF8 (paths are ordered by their UTF-8 bytes).`, {
+      hint: "Create the database with ENCODING 'UTF8' (createdb -E UTF8 -T template0 NAME).",
+    });
+  }
+  if (!schema) return { schema: false, exists: false };
+  const found = bridge.query(`SELECT 1 FROM apex.projects WHERE project = $1`, [project]);
+  return { schema: true, exists: found.length > 0 };
+}
+
+export const postgresBackend: StorageBackendFactory = {
+  open(spec: StoreSpec, options: StoreOpenOptions = {}): StorageBackend {
+    return PostgresBackend.open(spec, options);
+  },
+  exists(spec: StoreSpec): boolean {
+    const url = urlOf(spec);
+    const project = projectOf(spec);
+    const bridge = takeBridge(url);
+    try {
+      const { exists } = probe(bridge, url, project);
+      keepBridge(url, bridge);
+      return exists;
+    } catch (error) {
+      void bridge.close();
+      throw error;
+    }
+  },
+};
+
+export class PostgresBackend implements StorageBackend {
+  readonly info: BackendInfo;
+  readonly dir: string;
+  readonly readOnly: boolean;
+  readonly actor: string;
+  /** The project id this store's rows carry. */
+  readonly project: string;
+  private readonly url: string;
+  private readonly bridge: SyncBridge;
+  /** The NOTIFY channel of this project (an identifier: a hash of the id). */
+  private readonly channel: string;
+  private readonly tables = new Map<string, { options: TableOptions; known: boolean; handle: PgTable }>();
+  private tx: Transaction | undefined;
+  private closed = false;
+  private readonly statementNames = new Map<string, string>();
+  private listen: Listener | undefined;
+
+  private constructor(spec: StoreSpec, url: string, project: string, bridge: SyncBridge, options: StoreOpenOptions) {
+    this.dir = spec.dir;
+    this.url = url;
+    this.project = project;
+    this.bridge = bridge;
+    this.readOnly = options.readOnly ?? false;
+    this.actor = options.actor ?? currentActor();
+    this.info = { backend: "postgres", location: `${redactUrl(url)}#${project}` };
+    this.channel = `apex_${createHash("sha256").update(project).digest("hex").slice(0, 32)}`;
+  }
+
+  static open(spec: StoreSpec, options: StoreOpenOptions = {}): PostgresBackend {
+    const url = urlOf(spec);
+    const project = projectOf(spec);
+    const readOnly = options.readOnly ?? false;
+    const bridge = takeBridge(url);
+    try {
+      const { exists } = probe(bridge, url, project);
+      if (readOnly) {
+        if (!exists) {
+          throw new ApexError("APEX_E_NO_STORE", `No APEX store for project ${JSON.stringify(project)} at ${redactUrl(url)} yet.`, {
+            hint: "Write something first (`apex memory set /hello '\"world\"'`) or start a session.",
+          });
+        }
+        // The server refuses any write from this connection, whatever the code does.
+        bridge.run([{ text: "SET default_transaction_read_only = on" }]);
+      } else if (!exists) {
+        bridge.run([
+          { text: "BEGIN" },
+          { text: "SELECT pg_advisory_xact_lock($1, $2)", values: [...SCHEMA_LOCK] },
+          ...DDL.map((text) => ({ text })),
+          { text: "INSERT INTO apex.projects (project) VALUES ($1) ON CONFLICT DO NOTHING", values: [project] },
+          { text: "COMMIT" },
+        ]);
+      }
+      const backend = new PostgresBackend(spec, url, project, bridge, options);
+      for (const [name, keys, vals] of bridge.query(`SELECT name, keys, vals FROM apex.tables WHERE project = $1`, [project]) as Array<[string, string, string]>) {
+        const tableOptions = { keys, values: vals } as TableOptions;
+        backend.tables.set(name, { options: tableOptions, known: true, handle: new PgTable(backend, name, tableOptions) });
+      }
+      return backend;
+    } catch (error) {
+      try {
+        bridge.run([{ text: "ROLLBACK" }]);
+      } catch {
+        /* not in a transaction, or the connection is gone */
+      }
+      void bridge.close();
+      throw isApexError(error) ? error : connectError(url, error);
+    }
+  }
+
+  // ---- plumbing
+
+  /** Runs statements, turning driver errors into ApexErrors that name the store. */
+  private run(steps: Statement[], doing: string): Rows[] {
+    try {
+      return this.bridge.run(steps);
+    } catch (error) {
+      throw this.failure(error, doing);
+    }
+  }
+
+  private failure(error: unknown, doing: string): ApexError {
+    if (isApexError(error)) return error;
+    const failure = error instanceof BridgeError ? error.failure : { message: String(error), code: undefined };
+    if (failure.code && UNREACHABLE.has(failure.code)) return connectError(this.url, error);
+    if (failure.code === "25006") return new ApexError("APEX_E_INTERNAL", `The PostgreSQL store was opened read-only (${doing}).`, { cause: error });
+    return new ApexError("APEX_E_STORE", `PostgreSQL store at ${this.info.location}: ${failure.message} (${doing}).`, {
+      details: { sqlstate: failure.code },
+      cause: error,
+    });
+  }
+
+  /** A prepared statement's name for a text (the same text always gets the same name). */
+  private named(text: string): string {
+    let name = this.statementNames.get(text);
+    if (!name) {
+      name = `apex_${this.statementNames.size}`;
+      this.statementNames.set(text, name);
+    }
+    return name;
+  }
+
+  private sql(text: string, values: unknown[], doing: string): Rows {
+    return this.run([{ text, values, name: this.named(text) }], doing)[0]!;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new ApexError("APEX_E_STORE", "The store is closed.");
+  }
+
+  private assertWritable(): void {
+    this.assertOpen();
+    if (this.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
+  }
+
+  // ---- keyspace reads
+
+  get(path: string): JsonValue | undefined {
+    const bytes = this.getEncoded(path);
+    return bytes === undefined ? undefined : decodeValue(bytes);
+  }
+
+  getEncoded(path: string): Buffer | undefined {
+    checkPath(path);
+    return this.rawGet(path);
+  }
+
+  private rawGet(key: string): Buffer | undefined {
+    this.assertOpen();
+    const pending = this.tx?.kv.get(key);
+    if (pending !== undefined) return pending ?? undefined;
+    const rows = this.sql(`SELECT value FROM apex.kv WHERE project = $1 AND path = $2`, [this.project, key], `reading ${key}`);
+    return rows.length > 0 ? toBuffer(rows[0]![0]) : undefined;
+  }
+
+  has(path: string): boolean {
+    checkPath(path);
+    this.assertOpen();
+    const pending = this.tx?.kv.get(path);
+    if (pending !== undefined) return pending !== null;
+    return this.sql(`SELECT 1 FROM apex.kv WHERE project = $1 AND path = $2`, [this.project, path], `reading ${path}`).length > 0;
+  }
+
+  revision(): number {
+    this.assertOpen();
+    if (this.tx) return this.tx.base + this.tx.changes;
+    const rows = this.sql(`SELECT revision FROM apex.projects WHERE project = $1`, [this.project], "reading the revision");
+    return rows.length > 0 ? (rows[0]![0] as number) : 0;
+  }
+
+  *query(glob: string, options: { limit?: number } = {}): Iterable<Entry> {
+    const compiled = compileGlob(glob);
+    if (compiled.literal) {
+      if (pathProblem(compiled.prefix) !== undefined) return;
+      const value = this.get(compiled.prefix);
+      if (value !== undefined) yield { path: compiled.prefix, value };
+      return;
+    }
+    let count = 0;
+    const limit = options.limit ?? Infinity;
+    if (limit <= 0) return;
+    const range: KeyRange<string> = { start: compiled.range.start };
+    if (compiled.range.end !== undefined) range.end = compiled.range.end;
+    for (const [path, value] of this.scanKv(range, true)) {
+      if (!compiled.matches(path)) continue;
+      yield { path, value: decodeValue(value!) };
+      if (++count >= limit) return;
+    }
+  }
+
+  *tree(path: string): Iterable<Entry> {
+    if (path !== "/") {
+      const own = this.get(checkPath(path));
+      if (own !== undefined) yield { path, value: own };
+    }
+    for (const [key, value] of this.scanKv(subtreeRange(path), true)) yield { path: key, value: decodeValue(value!) };
+  }
+
+  *keysBelow(path: string): Iterable<string> {
+    for (const [key] of this.scanKv(subtreeRange(path), false)) yield key;
+  }
+
+  *keys(range: KeyRange<string>): Iterable<string> {
+    for (const [key] of this.scanKv(range, false)) yield key;
+  }
+
+  *entries(range: KeyRange<string>): Iterable<Entry> {
+    for (const [path, value] of this.scanKv(range, true)) yield { path, value: decodeValue(value!) };
+  }
+
+  private scanKv(range: KeyRange<string>, values: boolean): Iterable<[string, Buffer | undefined]> {
+    return this.scan<string>({ from: "apex.kv", keyColumn: "path", where: [], params: [], range, values, doing: "reading the keyspace" });
+  }
+
+  /**
+   * Keyset paging over an ordered key column: each page continues after the last key of the one
+   * before, so a page costs one index range scan whatever the depth. Inside a write transaction
+   * the buffered writes are sent first, so the scan sees them.
+   */
+  *scan<K extends string | Buffer>(options: {
+    from: string;
+    keyColumn: string;
+    where: string[];
+    params: unknown[];
+    range: KeyRange<K>;
+    values: boolean;
+    doing: string;
+  }): Generator<[K, Buffer | undefined]> {
+    this.assertOpen();
+    if (this.tx?.pending) this.flush();
+    const { range } = options;
+    const reverse = range.reverse ?? false;
+    let remaining = range.limit ?? Infinity;
+    // Forward: [start, end). Reverse: from start (inclusive) down to end (exclusive).
+    let lower: { key: K; inclusive: boolean } | undefined;
+    let upper: { key: K; inclusive: boolean } | undefined;
+    if (reverse) {
+      if (range.start !== undefined) upper = { key: range.start, inclusive: true };
+      if (range.end !== undefined) lower = { key: range.end, inclusive: false };
+    } else {
+      if (range.start !== undefined) lower = { key: range.start, inclusive: true };
+      if (range.end !== undefined) upper = { key: range.end, inclusive: false };
+    }
+    let page = FIRST_PAGE;
+    while (remaining > 0) {
+      const size = Math.min(page, remaining);
+      const params: unknown[] = [this.project, ...options.params];
+      const where = ["project = $1", ...options.where];
+      if (lower) {
+        params.push(lower.key);
+        where.push(`${options.keyColumn} ${lower.inclusive ? ">=" : ">"} $${params.length}`);
+      }
+      if (upper) {
+        params.push(upper.key);
+        where.push(`${options.keyColumn} ${upper.inclusive ? "<=" : "<"} $${params.length}`);
+      }
+      params.push(size);
+      const text = `SELECT ${options.keyColumn}${options.values ? ", value" : ""} FROM ${options.from} WHERE ${where.join(" AND ")} ORDER BY ${options.keyColumn} ${reverse ? "DESC" : "ASC"} LIMIT $${params.length}`;
+      const rows = this.sql(text, params, options.doing);
+      for (const row of rows) yield [(typeof row[0] === "string" ? row[0] : toBuffer(row[0])) as K, options.values ? toBuffer(row[1]) : undefined];
+      remaining -= rows.length;
+      if (rows.length < size) return;
+      const last = (typeof rows[rows.length - 1]![0] === "string" ? rows[rows.length - 1]![0] : toBuffer(rows[rows.length - 1]![0])) as K;
+      if (reverse) upper = { key: last, inclusive: false };
+      else lower = { key: last, inclusive: false };
+      page = Math.min(page * 4, MAX_PAGE);
+    }
+  }
+
+  *changesSince(since: number, options: { limit?: number } = {}): Iterable<Change> {
+    this.assertOpen();
+    if (this.tx?.pending) this.flush();
+    let remaining = options.limit ?? Infinity;
+    if (remaining <= 0) return;
+    // The batch holding revision since+1 may start before it.
+    let rows = this.sql(
+      `SELECT first, paths, kinds, actor, time FROM apex.log WHERE project = $1
+         AND first >= coalesce((SELECT max(first) FROM apex.log WHERE project = $1 AND first <= $2), $2) ORDER BY first LIMIT $3`,
+      [this.project, since + 1, FIRST_PAGE],
+      "reading the revision log",
+    );
+    for (;;) {
+      for (const [first, paths, kinds, actor, time] of rows as Array<[number, string[], string, string, number]>) {
+        for (let i = Math.max(0, since + 1 - first); i < paths.length; i++) {
+          yield { revision: first + i, path: paths[i]!, kind: kinds[i] === "d" ? "delete" : "put", actor, time };
+          if (--remaining <= 0) return;
+        }
+      }
+      if (rows.length < FIRST_PAGE) return;
+      const last = rows[rows.length - 1]![0] as number;
+      rows = this.sql(`SELECT first, paths, kinds, actor, time FROM apex.log WHERE project = $1 AND first > $2 ORDER BY first LIMIT $3`, [this.project, last, FIRST_PAGE], "reading the revision log");
+    }
+  }
+
+  subscribe(listener: () => void): () => void {
+    this.assertOpen();
+    const listen = (this.listen ??= new Listener(this.url, this.channel));
+    const remove = listen.add(listener);
+    return () => {
+      remove();
+      // The last one out closes the LISTEN connection, which would otherwise hold the process open.
+      if (listen.size === 0 && this.listen === listen) {
+        this.listen = undefined;
+        void listen.close();
+      }
+    };
+  }
+
+  // ---- keyspace writes
+
+  async set(path: string, value: JsonValue, actor?: string): Promise<number> {
+    checkPath(path);
+    const result = await this.batch((batch) => batch.set(path, value), actor);
+    return result.revision;
+  }
+
+  async delete(path: string, options: { recursive?: boolean; actor?: string } = {}): Promise<{ deleted: number; revision: number }> {
+    checkPath(path);
+    const result = await this.batch((batch) => {
+      let deleted = batch.delete(path) ? 1 : 0;
+      if (options.recursive) deleted += batch.deleteTree(path);
+      return deleted;
+    }, options.actor);
+    return { deleted: result.value, revision: result.revision };
+  }
+
+  async batch<T>(fn: (batch: WriteBatch) => T, actor = this.actor): Promise<{ value: T; revision: number }> {
+    return this.transaction(() => this.batchSync(fn, actor));
+  }
+
+  batchSync<T>(fn: (batch: WriteBatch) => T, actor = this.actor): { value: T; revision: number } {
+    this.assertWritable();
+    if (this.tx) return this.applyBatch(fn, actor);
+    return this.transactionSync(() => this.applyBatch(fn, actor));
+  }
+
+  async transaction<T>(fn: () => T): Promise<T> {
+    this.assertWritable();
+    if (this.tx) return fn();
+    return this.transactionSync(fn);
+  }
+
+  /** BEGIN under the project's lock, run fn, send what it buffered, COMMIT (durable before it returns). */
+  private transactionSync<T>(fn: () => T): T {
+    const rows = this.run(
+      [
+        { text: "BEGIN" },
+        { text: "SELECT pg_advisory_xact_lock($1, hashtext($2))", values: [LOCK_CLASS, this.project], name: "apex_lock" },
+        { text: "SELECT revision FROM apex.projects WHERE project = $1", values: [this.project], name: "apex_revision" },
+      ],
+      "starting a write",
+    );
+    const base = rows[2]!.length > 0 ? (rows[2]![0]![0] as number) : 0;
+    const tx: Transaction = { base, log: [], changes: 0, kv: new Map(), rows: new Map(), newTables: new Map(), flushes: 0, bytes: 0, pending: false };
+    this.tx = tx;
+    let out: T;
+    try {
+      out = fn();
+      if (out instanceof Promise) throw new Error("Storage transactions must be synchronous");
+      this.flush(true);
+      this.run([{ text: "COMMIT" }], "committing");
+    } catch (error) {
+      this.tx = undefined;
+      try {
+        this.bridge.run([{ text: "ROLLBACK" }]);
+      } catch {
+        /* the connection is gone: the server rolls back */
+      }
+      throw error;
+    }
+    this.tx = undefined;
+    // Tables created by this transaction now exist for the next ones.
+    for (const name of tx.newTables.keys()) {
+      const entry = this.tables.get(name);
+      if (entry) entry.known = true;
+    }
+    return out;
+  }
+
+  /** Sends the transaction's buffered writes (and, at commit, the revision and its NOTIFY) in one statement. */
+  private flush(commit = false): void {
+    const tx = this.tx!;
+    const revision = tx.base + tx.changes;
+    const revisionChanged = commit && revision !== tx.base;
+    if (!tx.pending && !revisionChanged) return;
+    const kvPut: [string[], Buffer[]] = [[], []];
+    const kvDelete: string[] = [];
+    for (const [path, value] of tx.kv) {
+      if (value === null) kvDelete.push(path);
+      else {
+        kvPut[0].push(path);
+        kvPut[1].push(value);
+      }
+    }
+    const log: [number[], string[], string[], string[], number[]] = [[], [], [], [], []];
+    for (const record of tx.log) {
+      log[0].push(record.first);
+      log[1].push(record.paths.join("\n"));
+      log[2].push(record.kinds);
+      log[3].push(record.actor);
+      log[4].push(record.time);
+    }
+    const tables: [string[], string[], string[]] = [[], [], []];
+    for (const [name, options] of tx.newTables) {
+      if (this.tables.get(name)?.known) continue;
+      tables[0].push(name);
+      tables[1].push(options.keys);
+      tables[2].push(options.values);
+    }
+    const rowPut: [string[], Buffer[], Buffer[]] = [[], [], []];
+    const rowDelete: [string[], Buffer[]] = [[], []];
+    for (const [table, rows] of tx.rows) {
+      for (const { key, value } of rows.values()) {
+        if (value === null) {
+          rowDelete[0].push(table);
+          rowDelete[1].push(key);
+        } else {
+          rowPut[0].push(table);
+          rowPut[1].push(key);
+          rowPut[2].push(value);
+        }
+      }
+    }
+    this.run(
+      [
+        {
+          text: FLUSH,
+          name: "apex_flush",
+          values: [this.project, ...kvPut, kvDelete, ...log, revision, revisionChanged, this.channel, ...tables, ...rowPut, ...rowDelete],
+        },
+      ],
+      "writing",
+    );
+    tx.kv.clear();
+    tx.rows.clear();
+    tx.log = [];
+    tx.flushes++;
+    tx.bytes = 0;
+    tx.pending = false;
+  }
+
+  private noteWrite(bytes: number): void {
+    const tx = this.tx!;
+    tx.pending = true;
+    tx.bytes += bytes;
+    if (tx.bytes >= FLUSH_BYTES) this.flush();
+  }
+
+  private applyBatch<T>(fn: (batch: WriteBatch) => T, actor: string): { value: T; revision: number } {
+    const tx = this.tx!;
+    const time = Date.now();
+    // One log record per batch, started by its first change; a flush in the middle of a large
+    // batch sends the record so far, and the rest of the batch goes on in a new one.
+    let current: LogRecord | undefined;
+    let generation = -1;
+    const record = (path: string, kind: "p" | "d") => {
+      if (!current || generation !== tx.flushes) {
+        current = { first: tx.base + tx.changes + 1, paths: [], kinds: "", actor, time };
+        generation = tx.flushes;
+        tx.log.push(current);
+      }
+      current.paths.push(path);
+      current.kinds += kind;
+      tx.changes++;
+    };
+    const put = (path: string, bytes: Buffer) => {
+      tx.kv.set(path, bytes);
+      record(path, "p");
+      this.noteWrite(bytes.length + path.length);
+    };
+    const remove = (key: string, logged: boolean) => {
+      tx.kv.set(key, null);
+      if (logged) record(key, "d");
+      this.noteWrite(key.length);
+    };
+    const batch: WriteBatch = {
+      set(path, value) {
+        checkPath(path);
+        if (value === undefined) throw new ApexError("APEX_E_BAD_JSON", `No value given for ${path}.`);
+        let bytes: Buffer;
+        try {
+          bytes = encodeJson(value);
+        } catch (error) {
+          if (error instanceof ApexError) throw new ApexError(error.code, `${path}: ${error.message}`, { details: { path } });
+          throw error;
+        }
+        put(path, bytes);
+      },
+      setEncoded(path, bytes) {
+        checkPath(path);
+        if (!isEncodedValue(bytes)) throw new ApexError("APEX_E_INTERNAL", `setEncoded(${path}): not in the value encoding.`);
+        put(path, bytes);
+      },
+      delete: (path) => {
+        checkPath(path);
+        if (this.rawGet(path) === undefined) return false;
+        remove(path, true);
+        return true;
+      },
+      deleteDamaged: (key) => {
+        if (this.rawGet(key) === undefined) return false;
+        remove(key, pathProblem(key) === undefined);
+        return true;
+      },
+      deleteTree: (path) => {
+        const keys = Array.from(this.keysBelow(path));
+        for (const key of keys) remove(key, true);
+        return keys.length;
+      },
+      get: (path) => this.get(path),
+    };
+    const value = fn(batch);
+    if (value instanceof Promise) throw new Error("Store.batch callbacks must be synchronous");
+    return { value, revision: tx.base + tx.changes };
+  }
+
+  // ---- tables
+
+  table<K extends TableKey = TableKey, V = Buffer>(name: string, options: TableOptions): Table<K, V> {
+    this.assertOpen();
+    const entry = this.tables.get(name);
+    if (entry) {
+      if (entry.options.keys !== options.keys || entry.options.values !== options.values) {
+        throw new ApexError("APEX_E_INTERNAL", `Table ${name} holds ${entry.options.keys} keys and ${entry.options.values} values, not ${options.keys}/${options.values}.`);
+      }
+      return entry.handle as unknown as Table<K, V>;
+    }
+    const handle = new PgTable(this, name, options);
+    this.tables.set(name, { options, known: false, handle });
+    return handle as unknown as Table<K, V>;
+  }
+
+  tableNames(): string[] {
+    this.assertOpen();
+    if (this.tx?.pending) this.flush();
+    const rows = this.sql(`SELECT name FROM apex.tables WHERE project = $1 ORDER BY name`, [this.project], "listing the tables");
+    return rows.map((row) => row[0] as string);
+  }
+
+  /** The key and value kinds of a table that exists (for copying a store: the port's tableNames() gives names only). */
+  tableOptions(name: string): TableOptions | undefined {
+    const entry = this.tables.get(name);
+    if (entry?.known) return entry.options;
+    const rows = this.sql(`SELECT keys, vals FROM apex.tables WHERE project = $1 AND name = $2`, [this.project, name], `reading table ${name}`);
+    return rows.length > 0 ? ({ keys: rows[0]![0], values: rows[0]![1] } as TableOptions) : undefined;
+  }
+
+  /** @internal (PgTable) */
+  tableGet(table: string, key: Buffer): Buffer | undefined {
+    this.assertOpen();
+    const pending = this.tx?.rows.get(table)?.get(key.toString("latin1"));
+    if (pending) return pending.value ?? undefined;
+    const rows = this.sql(`SELECT value FROM apex.rows WHERE project = $1 AND tbl = $2 AND key = $3`, [this.project, table, key], `reading table ${table}`);
+    return rows.length > 0 ? toBuffer(rows[0]![0]) : undefined;
+  }
+
+  /** @internal (PgTable) */
+  tableWrite(table: string, options: TableOptions, key: Buffer, value: Buffer | null): void {
+    this.assertWritable();
+    const tx = this.tx;
+    if (!tx) throw new ApexError("APEX_E_INTERNAL", `Writes to table ${table} must run inside transaction().`);
+    if (!this.tables.get(table)?.known) tx.newTables.set(table, options);
+    let rows = tx.rows.get(table);
+    if (!rows) tx.rows.set(table, (rows = new Map()));
+    rows.set(key.toString("latin1"), { key, value });
+    this.noteWrite(key.length + (value?.length ?? 0));
+  }
+
+  /** @internal (PgTable) */
+  tableScan(table: string, range: KeyRange<Buffer>, values: boolean): Iterable<[Buffer, Buffer | undefined]> {
+    return this.scan<Buffer>({ from: "apex.rows", keyColumn: "key", where: ["tbl = $2"], params: [table], range, values, doing: `reading table ${table}` });
+  }
+
+  /** @internal (PgTable) */
+  tableCount(table: string, range: { start?: Buffer; end?: Buffer; reverse?: boolean }): number {
+    this.assertOpen();
+    if (this.tx?.pending) this.flush();
+    const params: unknown[] = [this.project, table];
+    const where = ["project = $1", "tbl = $2"];
+    const [low, high] = range.reverse ? [range.end, range.start] : [range.start, range.end];
+    if (low !== undefined) {
+      params.push(low);
+      where.push(`key ${range.reverse ? ">" : ">="} $${params.length}`);
+    }
+    if (high !== undefined) {
+      params.push(high);
+      where.push(`key ${range.reverse ? "<=" : "<"} $${params.length}`);
+    }
+    const rows = this.sql(`SELECT count(*) FROM apex.rows WHERE ${where.join(" AND ")}`, params, `counting table ${table}`);
+    return rows[0]![0] as number;
+  }
+
+  // ---- closing
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.listen?.close();
+    await this.bridge.close();
+  }
+}
+
+class PgTable<K extends TableKey = TableKey, V = Buffer> implements Table<K, V> {
+  constructor(
+    private readonly backend: PostgresBackend,
+    private readonly name: string,
+    private readonly options: TableOptions,
+  ) {}
+
+  private key(key: K): Buffer {
+    return encodeKey(this.options.keys, key, this.name);
+  }
+
+  get(key: K): V | undefined {
+    const bytes = this.backend.tableGet(this.name, this.key(key));
+    return bytes === undefined ? undefined : (decodeTableValue(this.options.values, bytes) as V);
+  }
+
+  getBinaryFast(key: K): Buffer | undefined {
+    return this.backend.tableGet(this.name, this.key(key));
+  }
+
+  put(key: K, value: V): boolean {
+    this.backend.tableWrite(this.name, this.options, this.key(key), encodeTableValue(this.options.values, value, this.name));
+    return true;
+  }
+
+  remove(key: K): boolean {
+    const encoded = this.key(key);
+    const existed = this.backend.tableGet(this.name, encoded) !== undefined;
+    this.backend.tableWrite(this.name, this.options, encoded, null);
+    return existed;
+  }
+
+  doesExist(key: K): boolean {
+    return this.backend.tableGet(this.name, this.key(key)) !== undefined;
+  }
+
+  private range(range: KeyRange<K> = {}): KeyRange<Buffer> {
+    const out: KeyRange<Buffer> = {};
+    if (range.start !== undefined) out.start = this.key(range.start);
+    if (range.end !== undefined) out.end = this.key(range.end);
+    if (range.reverse !== undefined) out.reverse = range.reverse;
+    if (range.limit !== undefined) out.limit = range.limit;
+    return out;
+  }
+
+  *getKeys(range?: KeyRange<K>): Iterable<K> {
+    for (const [key] of this.backend.tableScan(this.name, this.range(range), false)) yield decodeKey(this.options.keys, key) as K;
+  }
+
+  *getRange(range?: KeyRange<K>): Iterable<{ key: K; value: V }> {
+    for (const [key, value] of this.backend.tableScan(this.name, this.range(range), true)) {
+      yield { key: decodeKey(this.options.keys, key) as K, value: decodeTableValue(this.options.values, value!) as V };
+    }
+  }
+
+  getCount(range?: KeyRange<K>): number {
+    const encoded = this.range(range);
+    if (encoded.limit !== undefined) return Array.from(this.backend.tableScan(this.name, encoded, false)).length;
+    return this.backend.tableCount(this.name, encoded);
+  }
+
+  getStats(): { entryCount?: number } & Record<string, unknown> {
+    return { entryCount: this.backend.tableCount(this.name, {}) };
+  }
+}
+
+/**
+ * LISTEN on the project's channel, on its own connection in this thread (notifications arrive
+ * as events; no polling). Listeners are called at most every few milliseconds. A lost
+ * connection is re-established, and the listeners called once then (changes may have been missed).
+ */
+class Listener {
+  private readonly listeners = new Set<() => void>();
+  private client: import("pg").Client | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** Resolves once LISTEN is in place (tests wait for it; callers need not). */
+  ready: Promise<void>;
+
+  constructor(
+    private readonly url: string,
+    private readonly channel: string,
+  ) {
+    this.ready = this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    const pg = createRequire(import.meta.url)("pg") as typeof import("pg");
+    const client = new pg.Client({ connectionString: this.url, application_name: "apex-listen" });
+    this.client = client;
+    client.on("notification", () => this.signal());
+    client.on("error", () => this.reconnect());
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${this.channel}`);
+    } catch {
+      this.reconnect();
+    }
+  }
+
+  private reconnect(): void {
+    if (this.stopped || this.retry) return;
+    const old = this.client;
+    this.client = undefined;
+    void old?.end().catch(() => undefined);
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      if (this.stopped) return;
+      this.ready = this.connect().then(() => this.signal());
+    }, 1000);
+  }
+
+  private signal(): void {
+    if (this.timer || this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      for (const listener of [...this.listeners]) listener();
+    }, 5);
+  }
+
+  get size(): number {
+    return this.listeners.size;
+  }
+
+  add(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.retry);
+    const client = this.client;
+    this.client = undefined;
+    await client?.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * Synchronous calls over node-postgres, which is asynchronous: the client runs in a worker
+ * thread, and the calling thread posts a request on a MessagePort and blocks in Atomics.wait
+ * until the worker has posted the answer and flipped a shared flag; it then takes the answer
+ * with receiveMessageOnPort. One crossing costs a few tens of microseconds (bench/sync-bridge.bench.mjs
+ * measures it against synckit), and a request may carry several statements, which the worker
+ * runs one after the other on its one connection.
+ *
+ * The worker's code is the function workerMain below, sent as source (an `eval` worker):
+ * that works the same from the compiled dist/ and from the TypeScript sources under test,
+ * and it loads `pg` by the path this module resolves, so nothing else ever loads it.
+ */
+import { createRequire } from "node:module";
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
+import { ApexError } from "../../core/errors.js";
+
+/** One statement: text and parameters; `name` makes it a prepared statement (parsed once per connection). */
+export interface Statement {
+  text: string;
+  values?: unknown[];
+  name?: string;
+}
+
+/** The rows of one statement, each an array of column values (rowMode "array"). */
+export type Rows = unknown[][];
+
+/** What the worker reports for a failed request: enough for the caller to build a clear ApexError. */
+export interface WorkerFailure {
+  message: string;
+  /** A Node system error code (ECONNREFUSED, ENOTFOUND, …) or PostgreSQL's SQLSTATE (28P01, 3D000, …). */
+  code?: string;
+  /** The index of the statement that failed in a `run` request. */
+  step?: number;
+}
+
+export class BridgeError extends Error {
+  readonly failure: WorkerFailure;
+  constructor(failure: WorkerFailure) {
+    super(failure.message);
+    this.failure = failure;
+  }
+}
+
+type Request =
+  | { op: "connect"; url: string; setup: string[] }
+  | { op: "run"; steps: Statement[] }
+  | { op: "close" };
+
+/** How long one call may block before the caller gives up (a statement_timeout should fire long before). */
+const CALL_TIMEOUT_MS = 10 * 60_000;
+
+export class SyncBridge {
+  private readonly worker: Worker;
+  private readonly port: MessagePort;
+  private readonly flag: Int32Array;
+  private closed = false;
+  /** Set when the worker reported a fatal problem (lost connection): every later call fails fast. */
+  private broken: WorkerFailure | undefined;
+
+  constructor() {
+    const { port1, port2 } = new MessageChannel();
+    this.flag = new Int32Array(new SharedArrayBuffer(4));
+    const pgPath = createRequire(import.meta.url).resolve("pg");
+    this.worker = new Worker(`(${workerMain.toString()})()`, {
+      eval: true,
+      workerData: { port: port2, flag: this.flag, pgPath },
+      transferList: [port2],
+    });
+    // The worker never keeps the process alive: pending writes are awaited by their callers.
+    this.worker.unref();
+    this.worker.on("error", () => undefined);
+    this.port = port1;
+    this.port.unref();
+  }
+
+  /** Connects the worker's client and runs `setup` (session settings) on it. */
+  connect(url: string, setup: string[]): void {
+    this.call({ op: "connect", url, setup });
+  }
+
+  /** Runs statements one after the other on the connection; returns the rows of each. */
+  run(steps: Statement[]): Rows[] {
+    return this.call({ op: "run", steps }) as Rows[];
+  }
+
+  /** Runs one statement and returns its rows. */
+  query(text: string, values?: unknown[], name?: string): Rows {
+    const statement: Statement = { text };
+    if (values) statement.values = values;
+    if (name) statement.name = name;
+    return this.run([statement])[0]!;
+  }
+
+  private call(request: Request): unknown {
+    if (this.closed) throw new ApexError("APEX_E_STORE", "The PostgreSQL store is closed.");
+    if (this.broken) throw new BridgeError(this.broken);
+    Atomics.store(this.flag, 0, 0);
+    this.port.postMessage(request);
+    const deadline = Date.now() + CALL_TIMEOUT_MS;
+    for (;;) {
+      const result = Atomics.wait(this.flag, 0, 0, Math.max(1, deadline - Date.now()));
+      if (result !== "timed-out" || Atomics.load(this.flag, 0) !== 0) break;
+      if (Date.now() >= deadline) {
+        this.broken = { message: `no answer from the PostgreSQL client within ${CALL_TIMEOUT_MS / 1000} s`, code: "ETIMEDOUT" };
+        throw new ApexError("APEX_E_TIMEOUT", `The PostgreSQL store did not answer within ${CALL_TIMEOUT_MS / 1000} s.`);
+      }
+    }
+    const message = receiveMessageOnPort(this.port);
+    if (!message) throw new ApexError("APEX_E_INTERNAL", "The PostgreSQL client signalled an answer but sent none.");
+    const reply = message.message as { ok?: unknown; error?: WorkerFailure; fatal?: boolean };
+    if (reply.error) {
+      if (reply.fatal) this.broken = reply.error;
+      throw new BridgeError(reply.error);
+    }
+    return reply.ok;
+  }
+
+  /** Ends the connection and the worker. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (!this.broken) this.call({ op: "close" });
+    } catch {
+      /* closing anyway */
+    }
+    this.closed = true;
+    this.port.close();
+    await this.worker.terminate();
+  }
+}
+
+/**
+ * The worker: one pg.Client, requests handled one at a time (the caller is blocked while it
+ * waits, so there is never more than one). Self-contained: it is sent as source text.
+ */
+function workerMain(): void {
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const { workerData } = require("node:worker_threads") as typeof import("node:worker_threads");
+  const { port, flag, pgPath } = workerData as { port: import("node:worker_threads").MessagePort; flag: Int32Array; pgPath: string };
+  const pg = require(pgPath) as typeof import("pg");
+  // int8 (revisions, counts) as numbers: APEX's revisions stay far below 2^53.
+  const arrayOfText = (pg.types.getTypeParser as unknown as (oid: number) => (value: string) => string[])(1009);
+  const parsers: Record<number, (value: string) => unknown> = { 20: Number, 1016: (value: string) => arrayOfText(value).map(Number) };
+  const types = { getTypeParser: (oid: number, format?: string) => parsers[oid] ?? pg.types.getTypeParser(oid, format as "text") };
+  let client: import("pg").Client | undefined;
+  let lost: { message: string; code?: string } | undefined;
+
+  const failure = (error: unknown, step?: number) => {
+    const e = error as { message?: string; code?: string };
+    const out: { message: string; code?: string; step?: number } = { message: String(e?.message ?? error) };
+    if (typeof e?.code === "string") out.code = e.code;
+    if (step !== undefined) out.step = step;
+    return out;
+  };
+
+  /** True while a request is being handled: only then may an answer be posted (the caller takes exactly one). */
+  let busy = false;
+  const answer = (reply: unknown) => {
+    if (!busy) return;
+    busy = false;
+    port.postMessage(reply);
+    Atomics.store(flag, 0, 1);
+    Atomics.notify(flag, 0);
+  };
+
+  // Anything thrown outside a request's handling still answers the caller blocked on it.
+  process.on("uncaughtException", (error) => {
+    lost = { message: `the PostgreSQL client failed: ${error.message}`, code: "ECONNRESET" };
+    answer({ error: lost, fatal: true });
+  });
+
+  port.on("message", async (request: { op: string; url?: string; setup?: string[]; steps?: Array<{ text: string; values?: unknown[]; name?: string }> }) => {
+    busy = true;
+    if (lost) return answer({ error: lost, fatal: true });
+    try {
+      if (request.op === "connect") {
+        client = new pg.Client({ connectionString: request.url, types, application_name: "apex" } as import("pg").ClientConfig);
+        client.on("error", (error) => {
+          lost = { message: `lost the connection to PostgreSQL: ${error.message}`, code: (error as { code?: string }).code ?? "ECONNRESET" };
+        });
+        await client.connect();
+        for (const text of request.setup ?? []) await client.query(text);
+        return answer({ ok: null });
+      }
+      if (request.op === "close") {
+        const c = client;
+        client = undefined;
+        if (c) await c.end();
+        return answer({ ok: null });
+      }
+      if (!client) throw new Error("not connected");
+      const results: unknown[][][] = [];
+      const steps = request.steps ?? [];
+      for (let i = 0; i < steps.length; i++) {
+        const step = steps[i]!;
+        try {
+          const config: import("pg").QueryArrayConfig = { text: step.text, rowMode: "array" };
+          if (step.values) config.values = step.values;
+          if (step.name) config.name = step.name;
+          const result = await client.query(config);
+          results.push(result.rows);
+        } catch (error) {
+          return answer({ error: failure(error, i), fatal: lost !== undefined });
+        }
+      }
+      return answer({ ok: results });
+    } catch (error) {
+      return answer({ error: failure(error), fatal: lost !== undefined });
+    }
+  });
+}

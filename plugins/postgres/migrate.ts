@@ -1,0 +1,213 @@
+/**
+ * Copies a store from one storage backend to another through the port alone (LMDB → PostgreSQL,
+ * PostgreSQL → LMDB, or between two servers), then verifies the copy against the source.
+ *
+ * - The keyspace and its revision log: the source's log is replayed on the target, batch by
+ *   batch, with the same paths, kinds and actors in the same order, so every path gets the same
+ *   revision number on both sides (checkpoints record revisions and read changes since them).
+ *   Only a path's last put in the log carries its value (as stored, in the value encoding, so
+ *   checkpoint hashes stay equal); earlier puts write a placeholder that later changes replace.
+ *   The log's times are the copy's: the port writes a batch with the time of its commit.
+ * - Every table named by `tableNames()`, row by row, keys and values as the table's kinds say.
+ *   The port does not say a table's kinds; they come from `tables` (the plugins that own them
+ *   know them), else from the source when it can say (the PostgreSQL backend's tableOptions()).
+ * - Verification reads both stores back: every keyspace record byte for byte, the revision and
+ *   every change (revision, path, kind, actor), every table's rows.
+ * The source is only read. The target must be empty: nothing is written to a store that
+ * already holds data.
+ */
+import { isDeepStrictEqual } from "node:util";
+import { ApexError } from "../../core/errors.js";
+import type { Change, StorageBackend, TableKey, TableOptions } from "../../core/store/port.js";
+import { encodeJson } from "../../core/store/value-codec.js";
+
+export interface MigrateOptions {
+  /** The kinds of each table, by name (the tables' owners know them). */
+  tables?: Record<string, TableOptions>;
+  /** Progress lines ("copied 10000 changes"). */
+  onProgress?: (message: string) => void;
+}
+
+export interface MigrateReport {
+  revision: number;
+  changes: number;
+  entries: number;
+  tables: Record<string, number>;
+  verified: true;
+}
+
+/** A backend that can say the kinds of its tables (the PostgreSQL backend can). */
+interface TableCatalog {
+  tableOptions(name: string): TableOptions | undefined;
+}
+
+/** Changes applied per target transaction (each batch of the source stays one batch). */
+const CHANGES_PER_TRANSACTION = 5000;
+const ROWS_PER_TRANSACTION = 2000;
+const PLACEHOLDER = encodeJson(null);
+
+export async function migrateStore(source: StorageBackend, target: StorageBackend, options: MigrateOptions = {}): Promise<MigrateReport> {
+  const progress = options.onProgress ?? (() => undefined);
+  assertEmpty(target);
+  const names = source.tableNames();
+  const tableOptions = new Map<string, TableOptions>();
+  const unknown: string[] = [];
+  for (const name of names) {
+    const known = options.tables?.[name] ?? (source as unknown as Partial<TableCatalog>).tableOptions?.(name);
+    if (known) tableOptions.set(name, known);
+    else unknown.push(name);
+  }
+  if (unknown.length > 0) {
+    throw new ApexError("APEX_E_USAGE", `Cannot copy table${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: ${unknown.length > 1 ? "their" : "its"} key and value kinds are not known.`, {
+      hint: "Enable the plugins that own them (they declare their tables), then run the migration again. Nothing was written.",
+      details: { tables: unknown },
+    });
+  }
+
+  // The keyspace: which put of each path is its last (the one that carries the value).
+  const revision = source.revision();
+  const lastPut = new Map<string, number>();
+  let changes = 0;
+  for (const change of source.changesSince(0)) {
+    changes++;
+    if (change.kind === "put") lastPut.set(change.path, change.revision);
+  }
+  progress(`replaying ${changes} changes (revision ${revision})`);
+  let group: Change[] = [];
+  const flushGroup = async () => {
+    const pending = group;
+    group = [];
+    await target.transaction(() => {
+      let start = 0;
+      // Consecutive changes by one actor at one instant were one batch; each stays one batch.
+      while (start < pending.length) {
+        let end = start + 1;
+        while (end < pending.length && pending[end]!.actor === pending[start]!.actor && pending[end]!.time === pending[start]!.time) end++;
+        const slice = pending.slice(start, end);
+        target.batchSync((batch) => {
+          for (const change of slice) {
+            if (change.kind === "delete") {
+              if (!batch.delete(change.path)) throw integrity(`the log deletes ${change.path} at revision ${change.revision}, which the copy does not hold`);
+              continue;
+            }
+            const bytes = lastPut.get(change.path) === change.revision ? source.getEncoded(change.path) : undefined;
+            batch.setEncoded(change.path, bytes ?? PLACEHOLDER);
+          }
+        }, slice[0]!.actor);
+        start = end;
+      }
+    });
+  };
+  for (const change of source.changesSince(0)) {
+    group.push(change);
+    if (group.length >= CHANGES_PER_TRANSACTION) await flushGroup();
+  }
+  if (group.length > 0) await flushGroup();
+
+  // Tables, row by row.
+  const tableCounts: Record<string, number> = {};
+  for (const name of names) {
+    const kinds = tableOptions.get(name)!;
+    const from = source.table<TableKey, unknown>(name, kinds);
+    const to = target.table<TableKey, unknown>(name, kinds);
+    let rows: Array<{ key: TableKey; value: unknown }> = [];
+    let count = 0;
+    const flushRows = async () => {
+      const pending = rows;
+      rows = [];
+      await target.transaction(() => {
+        for (const { key, value } of pending) to.put(key, value);
+      });
+    };
+    for (const row of from.getRange()) {
+      rows.push({ key: row.key, value: kinds.values === "binary" ? Buffer.from(row.value as Buffer) : row.value });
+      count++;
+      if (rows.length >= ROWS_PER_TRANSACTION) await flushRows();
+    }
+    if (rows.length > 0) await flushRows();
+    tableCounts[name] = count;
+    progress(`copied table ${name}: ${count} rows`);
+  }
+
+  const entries = verify(source, target, tableOptions);
+  progress(`verified: ${entries} records, revision ${revision}, ${names.length} tables`);
+  return { revision, changes, entries, tables: tableCounts, verified: true };
+}
+
+function integrity(message: string): ApexError {
+  return new ApexError("APEX_E_INTEGRITY", `The copy does not match its source: ${message}.`);
+}
+
+function assertEmpty(target: StorageBackend): void {
+  if (target.readOnly) throw new ApexError("APEX_E_USAGE", "The target store was opened read-only.");
+  const holds = target.revision() > 0 || !firstOf(target.keys({})).done || target.tableNames().length > 0;
+  if (holds) {
+    throw new ApexError("APEX_E_CONFLICT", `The target store (${target.info.backend} at ${target.info.location}) already holds data; a migration copies into an empty store only.`, {
+      hint: "Point --to at a new database (or another project id), or an empty directory.",
+    });
+  }
+}
+
+function firstOf<T>(items: Iterable<T>): IteratorResult<T> {
+  const iterator = items[Symbol.iterator]();
+  const first = iterator.next();
+  iterator.return?.();
+  return first;
+}
+
+/** Reads both stores back in step; the first difference throws APEX_E_INTEGRITY. Returns the number of keyspace records. */
+function verify(source: StorageBackend, target: StorageBackend, tables: Map<string, TableOptions>): number {
+  if (source.revision() !== target.revision()) throw integrity(`revision ${target.revision()}, the source's is ${source.revision()}`);
+  let entries = 0;
+  const sourceKeys = source.keys({})[Symbol.iterator]();
+  const targetKeys = target.keys({})[Symbol.iterator]();
+  for (;;) {
+    const a = sourceKeys.next();
+    const b = targetKeys.next();
+    if (a.done || b.done) {
+      if (!a.done || !b.done) throw integrity(`${a.done ? `the copy has ${b.value} more` : `the copy lacks ${a.value}`}`);
+      break;
+    }
+    if (a.value !== b.value) throw integrity(`key ${b.value} where the source has ${a.value}`);
+    const left = source.getEncoded(a.value);
+    const right = target.getEncoded(b.value);
+    if (!left || !right || !left.equals(right)) throw integrity(`the value of ${a.value} differs`);
+    entries++;
+  }
+  const sourceChanges = source.changesSince(0)[Symbol.iterator]();
+  const targetChanges = target.changesSince(0)[Symbol.iterator]();
+  for (;;) {
+    const a = sourceChanges.next();
+    const b = targetChanges.next();
+    if (a.done || b.done) {
+      if (!a.done || !b.done) throw integrity("the revision logs differ in length");
+      break;
+    }
+    const x = a.value;
+    const y = b.value;
+    if (x.revision !== y.revision || x.path !== y.path || x.kind !== y.kind || x.actor !== y.actor) {
+      throw integrity(`change ${y.revision} is ${y.kind} ${y.path} by ${y.actor}; the source's is ${x.kind} ${x.path} by ${x.actor}`);
+    }
+  }
+  for (const [name, kinds] of tables) {
+    const left = source.table<TableKey, unknown>(name, kinds).getRange()[Symbol.iterator]();
+    const right = target.table<TableKey, unknown>(name, kinds).getRange()[Symbol.iterator]();
+    for (;;) {
+      const a = left.next();
+      const b = right.next();
+      if (a.done || b.done) {
+        if (!a.done || !b.done) throw integrity(`table ${name} has a different number of rows`);
+        break;
+      }
+      if (!isDeepStrictEqual(normal(a.value.key), normal(b.value.key)) || !isDeepStrictEqual(normal(a.value.value), normal(b.value.value))) {
+        throw integrity(`table ${name} differs at key ${JSON.stringify(normal(a.value.key))}`);
+      }
+    }
+  }
+  return entries;
+}
+
+/** Buffers compare by content whatever their class (a Uint8Array view, a pooled Buffer). */
+function normal(value: unknown): unknown {
+  return value instanceof Uint8Array ? Buffer.from(value).toString("hex") : value;
+}

@@ -1,0 +1,175 @@
+/**
+ * A throwaway PostgreSQL cluster for tests: initdb in a temporary directory, a free TCP port on
+ * 127.0.0.1 (password authentication) and a unix socket directory inside the temporary directory
+ * (trusted), run by a non-root user. Run as root, the cluster belongs to Debian's `postgres`
+ * system user (runuser), and the temporary directory is handed to it. Stopped by its pid and the
+ * directory removed by stop().
+ *
+ * Used by the tests (test/support/postgres.ts) and the benchmarks (bench/postgres.bench.mjs).
+ *
+ * Debian's server binaries live in /usr/lib/postgresql/<version>/bin (the `postgresql` package,
+ * which .ci/run installs when it is missing); PG_BIN overrides the directory.
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir, userInfo } from "node:os";
+import { dirname, join, resolve } from "node:path";
+
+/**
+ * @typedef {object} PostgresCluster
+ * @property {string} host
+ * @property {number} port
+ * @property {string} user
+ * @property {string} password
+ * @property {string} socketDir the unix socket directory (trusted connections)
+ * @property {(database: string, options?: { password?: string, port?: number }) => string} url a URL for `database` over TCP with the password
+ * @property {(name?: string) => string} createDatabase creates a new, empty database and returns its URL
+ * @property {number} pid the server's pid (the postmaster)
+ * @property {() => Promise<void>} stop
+ */
+
+const SUPERUSER = "apex";
+const PASSWORD = "apex-test-secret";
+
+export function postgresBinDir() {
+  if (process.env.PG_BIN) return process.env.PG_BIN;
+  const root = "/usr/lib/postgresql";
+  const versions = existsSync(root) ? readdirSync(root).filter((name) => existsSync(join(root, name, "bin", "initdb"))) : [];
+  versions.sort((a, b) => Number(b) - Number(a));
+  if (versions.length === 0) throw new Error("PostgreSQL server binaries not found (install Debian's `postgresql` package or set PG_BIN)");
+  return join(root, versions[0], "bin");
+}
+
+/** A TCP port nothing listens on right now. */
+/** @returns {Promise<number>} */
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+let databaseCounter = 0;
+
+/** @returns {Promise<PostgresCluster>} */
+export async function startPostgres() {
+  const bin = postgresBinDir();
+  const asRoot = userInfo().uid === 0;
+  const root = mkdtempSync(join(asRoot ? baseDirForPostgres() : tmpdir(), "apex-pg-"));
+  // As root, everything runs as the `postgres` system user, which must own the directory.
+  const run = (command, args) => {
+    const file = join(bin, command);
+    const result = asRoot
+      ? spawnSync("runuser", ["-u", "postgres", "--", file, ...args], { encoding: "utf8", cwd: root })
+      : spawnSync(file, args, { encoding: "utf8", cwd: root });
+    if (result.status !== 0) throw new Error(`${command} failed (${result.status}): ${result.stderr || result.stdout}`);
+    return result.stdout;
+  };
+  const data = join(root, "data");
+  const socketDir = join(root, "socket");
+  let port;
+  let pid;
+  try {
+    const pwfile = join(root, "pwfile");
+    writeFileSync(pwfile, `${PASSWORD}\n`, { mode: 0o600 });
+    execFileSync("mkdir", ["-p", socketDir]);
+    if (asRoot) {
+      const { uid, gid } = postgresUser();
+      for (const path of [root, socketDir, pwfile]) chownSync(path, uid, gid);
+      chmodSync(root, 0o700);
+    }
+    run("initdb", ["-D", data, "-U", SUPERUSER, `--pwfile=${pwfile}`, "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"]);
+    port = await freePort();
+    const options = [
+      `-p ${port}`,
+      `-k ${socketDir}`,
+      "-c listen_addresses=127.0.0.1",
+      // A test cluster: small, quiet, durable commits kept (the crash test relies on them).
+      "-c shared_buffers=32MB",
+      "-c max_connections=60",
+      "-c fsync=on",
+      "-c synchronous_commit=on",
+    ].join(" ");
+    run("pg_ctl", ["-D", data, "-o", options, "-l", join(root, "server.log"), "-w", "-t", "60", "start"]);
+    pid = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]);
+  } catch (error) {
+    // A cluster that did not come up leaves nothing behind: its server (if any) and its directory.
+    const started = existsSync(join(data, "postmaster.pid")) ? Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]) : 0;
+    if (started > 0 && alive(started)) process.kill(started, "SIGKILL");
+    rmSync(root, { recursive: true, force: true });
+    throw error;
+  }
+
+  const url = (database, over = {}) =>
+    `postgres://${SUPERUSER}:${encodeURIComponent(over.password ?? PASSWORD)}@127.0.0.1:${over.port ?? port}/${database}`;
+  const psql = (sql) => run("psql", ["-h", socketDir, "-p", String(port), "-U", SUPERUSER, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qAtc", sql]);
+
+  let stopped = false;
+  return {
+    host: "127.0.0.1",
+    port,
+    user: SUPERUSER,
+    password: PASSWORD,
+    socketDir,
+    pid,
+    url,
+    createDatabase(name = `t${process.pid}_${++databaseCounter}`) {
+      psql(`CREATE DATABASE "${name}"`);
+      return url(name);
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      // Fast shutdown (SIGINT to the postmaster), by pid; then the directory goes.
+      try {
+        process.kill(pid, "SIGINT");
+      } catch {
+        /* already gone */
+      }
+      const deadline = Date.now() + 30_000;
+      while (alive(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      if (alive(pid)) process.kill(pid, "SIGKILL");
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Run as root, the cluster's directory must be reachable by the `postgres` user: the temporary
+ * directory when every directory above it lets others through, else /var/tmp (a /tmp made 0700
+ * would otherwise stop initdb at the first chdir).
+ */
+function baseDirForPostgres() {
+  const traversable = (dir) => {
+    for (let at = resolve(dir); ; at = dirname(at)) {
+      if ((statSync(at).mode & 0o001) === 0) return false;
+      if (at === dirname(at)) return true;
+    }
+  };
+  for (const candidate of [tmpdir(), "/var/tmp"]) if (traversable(candidate)) return candidate;
+  throw new Error(`no temporary directory the postgres user can reach (${tmpdir()} and /var/tmp are closed to others)`);
+}
+
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function postgresUser() {
+  const line = readFileSync("/etc/passwd", "utf8")
+    .split("\n")
+    .find((entry) => entry.startsWith("postgres:"));
+  if (!line) throw new Error("running as root needs the `postgres` system user (Debian's postgresql package creates it)");
+  const fields = line.split(":");
+  return { uid: Number(fields[2]), gid: Number(fields[3]) };
+}

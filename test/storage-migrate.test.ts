@@ -1,0 +1,107 @@
+/**
+ * Copying a store between backends through the port (plugins/postgres/migrate.ts): LMDB (the
+ * current Store) to PostgreSQL and back, revisions, log, values and tables identical, the source
+ * untouched, and refusals that write nothing.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { StorageBackend, StoreSpec, TableOptions } from "../core/store/port.js";
+import { postgresBackend } from "../plugins/postgres/backend.js";
+import { migrateStore } from "../plugins/postgres/migrate.js";
+import { tempDir } from "./helpers/cli.js";
+import { openLmdbPort } from "./support/lmdb-port.js";
+import { startPostgres, type PostgresCluster } from "./support/postgres.js";
+
+let cluster: PostgresCluster;
+let url: string;
+let projects = 0;
+const cleanups: Array<() => void> = [];
+const opened: StorageBackend[] = [];
+
+beforeAll(async () => {
+  cluster = await startPostgres();
+  url = cluster.createDatabase();
+}, 120_000);
+afterEach(async () => {
+  for (const backend of opened.splice(0).reverse()) await backend.close();
+});
+afterAll(async () => {
+  await cluster?.stop();
+  for (const cleanup of cleanups) cleanup();
+});
+
+const pgSpec = (): StoreSpec => ({ backend: "postgres", dir: "/x", url, project: `m${++projects}` });
+const track = <T extends StorageBackend>(backend: T) => (opened.push(backend), backend);
+const lmdbDir = () => {
+  const { dir, cleanup } = tempDir("apex-migrate-");
+  cleanups.push(cleanup);
+  return dir;
+};
+const TABLES: Record<string, TableOptions> = {
+  objects: { keys: "binary", values: "binary" },
+  catalog: { keys: "tuple", values: "structured" },
+  packs: { keys: "uint32", values: "binary" },
+};
+
+/** A store with history: puts, overwrites, deletes, a tree delete, several actors, and tables. */
+async function fill(store: StorageBackend): Promise<void> {
+  await store.set("/notes/a", { text: "first" }, "user:ann");
+  await store.batch((batch) => {
+    for (let i = 0; i < 300; i++) batch.set(`/mem/${i}`, { i, s: "é\u{1F600}".repeat(i % 5) });
+    batch.set("/notes/a", { text: "second" });
+    batch.set("/tmp/x", 1);
+  }, "agent:bob");
+  await store.delete("/tmp/x", { actor: "plugin:retention" });
+  await store.batch((batch) => {
+    batch.set("/gone/1", 1);
+    batch.set("/gone/2", 2);
+    batch.deleteTree("/gone");
+    batch.set("/notes/a", { text: "third" });
+  }, "agent:bob");
+  await store.delete("/mem", { recursive: true, actor: "user:ann" });
+  await store.set("/mem/again", [1, 2, 3], "user:ann");
+  await store.transaction(() => {
+    const objects = store.table<Buffer, Buffer>("objects", TABLES.objects!);
+    for (let i = 0; i < 50; i++) objects.put(Buffer.from([i, 255 - i]), Buffer.alloc(100, i));
+    store.table<Array<string | number>, unknown>("catalog", TABLES.catalog!).put(["s1", 3], { checkpoints: [1, 2], label: "x" });
+    store.table<number, Buffer>("packs", TABLES.packs!).put(70000, Buffer.from("pack"));
+  });
+}
+
+describe("store migration between backends", () => {
+  it("copies LMDB to PostgreSQL and back with identical revisions, log, values and tables", async () => {
+    const lmdb = track(openLmdbPort(lmdbDir(), { actor: "user:test" }));
+    await fill(lmdb);
+    const before = { revision: lmdb.revision(), changes: Array.from(lmdb.changesSince(0)) };
+
+    const pg = track(postgresBackend.open(pgSpec(), {}));
+    const report = await migrateStore(lmdb, pg, { tables: TABLES });
+    expect(report).toMatchObject({ revision: before.revision, changes: before.revision, entries: 2, tables: { objects: 50, catalog: 1, packs: 1 }, verified: true });
+    expect(pg.revision()).toBe(before.revision);
+    expect(pg.get("/notes/a")).toEqual({ text: "third" });
+    expect(Array.from(pg.changesSince(0), (c) => [c.revision, c.path, c.kind, c.actor])).toEqual(before.changes.map((c) => [c.revision, c.path, c.kind, c.actor]));
+    expect(pg.getEncoded("/mem/again")!.equals(lmdb.getEncoded("/mem/again")!)).toBe(true);
+    // The source is untouched.
+    expect(lmdb.revision()).toBe(before.revision);
+
+    // And back to a new LMDB store, with the kinds from the PostgreSQL source itself.
+    const back = track(openLmdbPort(lmdbDir(), { actor: "user:test" }));
+    const again = await migrateStore(pg, back);
+    expect(again.verified).toBe(true);
+    expect(Array.from(back.tree("/"))).toEqual(Array.from(lmdb.tree("/")));
+    expect(back.table<number, Buffer>("packs", TABLES.packs!).get(70000)).toEqual(Buffer.from("pack"));
+  });
+
+  it("refuses a target that holds data, and tables of unknown kinds, writing nothing", async () => {
+    const lmdb = track(openLmdbPort(lmdbDir(), { actor: "user:test" }));
+    await fill(lmdb);
+    const busy = track(postgresBackend.open(pgSpec(), {}));
+    await busy.set("/already", true);
+    await expect(migrateStore(lmdb, busy, { tables: TABLES })).rejects.toMatchObject({ code: "APEX_E_CONFLICT" });
+    expect(busy.revision()).toBe(1);
+
+    const empty = track(postgresBackend.open(pgSpec(), {}));
+    await expect(migrateStore(lmdb, empty, { tables: { objects: TABLES.objects! } })).rejects.toMatchObject({ code: "APEX_E_USAGE", details: { tables: ["catalog", "packs"] } });
+    expect(empty.revision()).toBe(0);
+    expect(empty.tableNames()).toEqual([]);
+  });
+});

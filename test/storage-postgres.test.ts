@@ -1,0 +1,230 @@
+/**
+ * The PostgreSQL backend against a real server (a throwaway cluster, test/support/postgres.ts):
+ * the port's conformance suite, then what only a server store has: several projects in one
+ * database, connection errors, read-only opens that write nothing, LISTEN/NOTIFY.
+ */
+import pg from "pg";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { ApexError } from "../core/errors.js";
+import type { StorageBackend, StoreSpec } from "../core/store/port.js";
+import { PostgresBackend, postgresBackend, redactUrl } from "../plugins/postgres/backend.js";
+import { describePort } from "./support/port-suite.js";
+import { freePort, startPostgres, type PostgresCluster } from "./support/postgres.js";
+
+let cluster: PostgresCluster;
+let url: string;
+let projects = 0;
+
+beforeAll(async () => {
+  cluster = await startPostgres();
+  url = cluster.createDatabase();
+}, 120_000);
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+/** Each test's store is a new project in the file's database. */
+const spec = (project = `p${++projects}`): StoreSpec => ({ backend: "postgres", dir: "/nonexistent/.apex", url, project });
+
+describePort("postgres", {
+  fresh() {
+    const s = spec();
+    return { open: (options) => postgresBackend.open(s, options ?? {}) };
+  },
+});
+
+describe("postgres backend", () => {
+  const opened: StorageBackend[] = [];
+  afterEach(async () => {
+    for (const backend of opened.splice(0).reverse()) await backend.close();
+  });
+  const open = (s: StoreSpec, readOnly = false) => {
+    const backend = postgresBackend.open(s, { actor: "user:test", readOnly });
+    opened.push(backend);
+    return backend;
+  };
+
+  it("keeps two projects in one database apart", async () => {
+    const a = open(spec("alpha"));
+    const b = open(spec("beta"));
+    await a.set("/same/path", "alpha's");
+    await b.batch((batch) => {
+      batch.set("/same/path", "beta's");
+      batch.set("/only/beta", 1);
+    });
+    const table = (backend: StorageBackend) => backend.table<string, Buffer>("t", { keys: "string", values: "binary" });
+    await a.transaction(() => table(a).put("k", Buffer.from("a")));
+    expect(a.get("/same/path")).toBe("alpha's");
+    expect(b.get("/same/path")).toBe("beta's");
+    expect(a.revision()).toBe(1);
+    expect(b.revision()).toBe(2);
+    expect(Array.from(a.keysBelow("/"))).toEqual(["/same/path"]);
+    expect(Array.from(b.changesSince(0), (c) => c.path)).toEqual(["/same/path", "/only/beta"]);
+    expect(table(a).get("k")).toEqual(Buffer.from("a"));
+    expect(table(b).get("k")).toBeUndefined();
+    expect(b.tableNames()).toEqual([]);
+    expect(a.info).toEqual({ backend: "postgres", location: `${redactUrl(url)}#alpha` });
+    expect(a.info.location).not.toContain(cluster.password);
+  });
+
+  it("says cheaply whether a project's store exists, and a read-only open creates nothing", async () => {
+    const s = spec();
+    expect(postgresBackend.exists(s)).toBe(false);
+    expect(() => open(s, true)).toThrowError(expect.objectContaining({ code: "APEX_E_NO_STORE" }));
+    expect(postgresBackend.exists(s)).toBe(false);
+    // On a database APEX never used, a read-only open does not even create the schema.
+    const empty = cluster.createDatabase();
+    const emptySpec = { ...s, url: empty };
+    expect(postgresBackend.exists(emptySpec)).toBe(false);
+    expect(() => open(emptySpec, true)).toThrowError(expect.objectContaining({ code: "APEX_E_NO_STORE" }));
+    const writer = open(s);
+    expect(postgresBackend.exists(s)).toBe(true);
+    await writer.set("/x", 1);
+    const reader = open(s, true);
+    // The server itself refuses writes on a read-only connection.
+    expect(() => (reader as PostgresBackend)["run"]([{ text: "INSERT INTO apex.projects (project) VALUES ('intruder')" }], "testing")).toThrowError(ApexError);
+    expect(reader.get("/x")).toBe(1);
+    // exists() is one query on a connection it keeps for the open() that usually follows it.
+    const apexConnections = async () => {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        return Number((await client.query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'apex' AND datname = current_database()")).rows[0].n);
+      } finally {
+        await client.end();
+      }
+    };
+    const before = await apexConnections();
+    for (let i = 0; i < 5; i++) expect(postgresBackend.exists(s)).toBe(true);
+    expect(await apexConnections()).toBe(before + 1);
+    open(s, true);
+    expect(await apexConnections()).toBe(before + 1);
+    // The read-only attempts did not create the schema in the empty database.
+    const client = new pg.Client({ connectionString: empty });
+    await client.connect();
+    try {
+      const { rows } = await client.query("SELECT to_regclass('apex.projects') AS t, (SELECT count(*) FROM pg_namespace WHERE nspname = 'apex') AS n");
+      expect(rows[0]).toEqual({ t: null, n: "0" });
+    } finally {
+      await client.end();
+    }
+  });
+
+  it("turns connection refused, bad credentials and a missing database into clear errors without the password", async () => {
+    const deadPort = await freePort();
+    const cases: Array<[string, string, RegExp]> = [
+      [cluster.url("postgres", { port: deadPort }), "APEX_E_STORE_UNREACHABLE", /Cannot reach PostgreSQL/],
+      [cluster.url("postgres", { password: "wrong-secret" }), "APEX_E_STORE_AUTH", /refused the credentials/],
+      [cluster.url("no_such_db"), "APEX_E_STORE_NO_DATABASE", /"no_such_db" does not exist/],
+    ];
+    for (const [target, code, message] of cases) {
+      const s = { ...spec(), url: target };
+      for (const attempt of [() => postgresBackend.open(s, {}), () => postgresBackend.exists(s)]) {
+        let caught: unknown;
+        try {
+          attempt();
+        } catch (error) {
+          caught = error;
+        }
+        expect(caught).toBeInstanceOf(ApexError);
+        const error = caught as ApexError;
+        expect(error.code).toBe(code);
+        expect(error.message).toMatch(message);
+        expect(error.message).toContain(`127.0.0.1:${target.includes(String(deadPort)) ? deadPort : cluster.port}`);
+        expect(error.message).not.toContain(cluster.password);
+        expect(error.message).not.toContain("wrong-secret");
+        expect(error.hint).toBeTruthy();
+      }
+    }
+    expect(() => postgresBackend.open({ backend: "postgres", dir: "/x" }, {})).toThrowError(expect.objectContaining({ code: "APEX_E_CONFIG" }));
+  });
+
+  it("watches through LISTEN on the project's channel, not by polling", async () => {
+    const s = spec();
+    const writer = open(s);
+    const watcher = open(s);
+    let calls = 0;
+    const stop = watcher.subscribe(() => calls++);
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      const listening = async () =>
+        (await client.query("SELECT query FROM pg_stat_activity WHERE application_name = 'apex-listen' AND datname = current_database()")).rows.map((r) => r.query as string);
+      const deadline = Date.now() + 10_000;
+      while (!(await listening()).some((q) => /^LISTEN apex_[0-9a-f]{32}$/.test(q)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect((await listening()).some((q) => /^LISTEN apex_[0-9a-f]{32}$/.test(q))).toBe(true);
+      // A table-only transaction changes no revision and wakes nobody; a keyspace write does.
+      await writer.transaction(() => writer.table<string, Buffer>("t", { keys: "string", values: "binary" }).put("k", Buffer.from("v")));
+      await new Promise((r) => setTimeout(r, 200));
+      expect(calls).toBe(0);
+      await writer.set("/w", 1);
+      const until = Date.now() + 5000;
+      while (calls === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      expect(calls).toBe(1);
+      // The last unsubscribe closes the LISTEN connection (it would hold the process open).
+      stop();
+      const gone = Date.now() + 10_000;
+      while ((await listening()).length > 0 && Date.now() < gone) await new Promise((r) => setTimeout(r, 20));
+      expect(await listening()).toEqual([]);
+    } finally {
+      stop();
+      await client.end();
+    }
+  });
+
+  it("reports a connection the server ended as unreachable, naming the URL", async () => {
+    const s = spec();
+    const store = open(s);
+    await store.set("/x", 1);
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      await client.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'apex' AND pid <> pg_backend_pid() AND datname = current_database()");
+    } finally {
+      await client.end();
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    let caught: unknown;
+    try {
+      store.get("/x");
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE" });
+    expect((caught as Error).message).not.toContain(cluster.password);
+    // A new open works.
+    expect(open(s).get("/x")).toBe(1);
+  });
+
+  it("serialises writers of one project: a second writer waits for the first's commit", async () => {
+    const s = spec();
+    const a = open(s);
+    const b = open(s);
+    await a.set("/counter", 0);
+    // Read-modify-write from two instances: under the project's lock none is lost.
+    for (let i = 0; i < 20; i++) {
+      for (const writer of [a, b]) {
+        await writer.batch((batch) => batch.set("/counter", (batch.get("/counter") as number) + 1));
+      }
+    }
+    expect(a.get("/counter")).toBe(40);
+    expect(b.revision()).toBe(41);
+  });
+
+  it("sends a large batch in bounded pieces and still commits it as one", async () => {
+    const s = spec();
+    const store = open(s);
+    const value = "v".repeat(1000);
+    // ~24 MB of writes: more than one flush inside the transaction.
+    const { revision } = await store.batch((batch) => {
+      for (let i = 0; i < 24_000; i++) batch.set(`/big/${String(i).padStart(6, "0")}`, value);
+    });
+    expect(revision).toBe(24_000);
+    const other = open(s);
+    expect(Array.from(other.keysBelow("/big")).length).toBe(24_000);
+    const changes = Array.from(other.changesSince(0));
+    expect(changes.length).toBe(24_000);
+    expect(changes.map((c) => c.revision)).toEqual(Array.from({ length: 24_000 }, (_, i) => i + 1));
+    expect(changes[23_999]!.path).toBe("/big/023999");
+  });
+});

@@ -1,0 +1,275 @@
+/**
+ * The storage port's conformance suite, written once over any StorageBackend: every backend
+ * (LMDB, PostgreSQL, …) must pass it unchanged, so that what runs on one runs on the other.
+ *
+ * `harness.fresh()` makes a new, empty store and returns a function that opens it (again, as a
+ * second independent instance, or read-only); the suite closes every instance it opens.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { ApexError } from "../../core/errors.js";
+import type { StorageBackend, StoreOpenOptions, Table } from "../../core/store/port.js";
+import { encodeJson } from "../../core/store/value-codec.js";
+
+export interface PortHarness {
+  /** A new empty store; `open` opens an instance of it (each call a separate instance). */
+  fresh(): { open(options?: StoreOpenOptions): StorageBackend };
+}
+
+const utf8Order = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
+
+async function eventually(check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("timed out waiting");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+export function describePort(name: string, harness: PortHarness): void {
+  describe(`storage port: ${name}`, () => {
+    const opened: StorageBackend[] = [];
+    afterEach(async () => {
+      for (const backend of opened.splice(0).reverse()) await backend.close();
+    });
+    const fresh = () => {
+      const store = harness.fresh();
+      const open = (options: StoreOpenOptions = {}) => {
+        const backend = store.open({ actor: "user:test", ...options });
+        opened.push(backend);
+        return backend;
+      };
+      return { store: open(), open };
+    };
+
+    it("gets, sets and deletes values; every changed path bumps the revision by one", async () => {
+      const { store } = fresh();
+      expect(store.revision()).toBe(0);
+      expect(store.get("/a")).toBeUndefined();
+      expect(await store.set("/a", { n: 1, s: "x", list: [1.5, null, true] })).toBe(1);
+      expect(store.get("/a")).toEqual({ n: 1, s: "x", list: [1.5, null, true] });
+      expect(store.has("/a")).toBe(true);
+      // The stored bytes are APEX's value encoding: a checkpoint hashes the same bytes on every backend.
+      expect(store.getEncoded("/a")!.equals(encodeJson({ list: [1.5, null, true], n: 1, s: "x" }))).toBe(true);
+      const { revision } = await store.batch((batch) => {
+        batch.set("/b", "two");
+        batch.set("/c", 3);
+        batch.set("/b", "two again");
+      });
+      expect(revision).toBe(4);
+      expect(store.revision()).toBe(4);
+      expect(store.get("/b")).toBe("two again");
+      expect(await store.delete("/a")).toEqual({ deleted: 1, revision: 5 });
+      expect(await store.delete("/a")).toEqual({ deleted: 0, revision: 5 });
+      expect(store.has("/a")).toBe(false);
+      expect(() => store.get("no-slash")).toThrowError(ApexError);
+    });
+
+    it("orders keys by their UTF-8 bytes, outside the BMP too, in tree, keysBelow, query, keys and entries", async () => {
+      const { store } = fresh();
+      // UTF-16 order would put U+1F600 (a surrogate pair, 0xD83D…) before U+E000; UTF-8 puts it after.
+      const names = ["a", "é", "\u{E000}", "\u{1F600}", "z", "A", "a0", "a/deeper"];
+      await store.batch((batch) => {
+        for (const [i, n] of names.entries()) batch.set(`/k/${n}`, i);
+        batch.set("/k", "own");
+        batch.set("/kz", "outside");
+      });
+      const expected = names.map((n) => `/k/${n}`).sort(utf8Order);
+      expect(Array.from(store.keysBelow("/k"))).toEqual(expected);
+      expect(Array.from(store.tree("/k"), (e) => e.path)).toEqual(["/k", ...expected]);
+      expect(Array.from(store.query("/k/*"), (e) => e.path)).toEqual(expected.filter((p) => p !== "/k/a/deeper"));
+      expect(Array.from(store.query("/k/**", { limit: 3 }), (e) => e.path)).toEqual(expected.slice(0, 3));
+      expect(Array.from(store.query("/k/\u{1F600}"))).toEqual([{ path: "/k/\u{1F600}", value: 3 }]);
+      expect(Array.from(store.keys({ start: "/k/", end: "/k0" }))).toEqual(expected);
+      expect(Array.from(store.keys({ start: "/k/\u{E000}", end: "/k0", limit: 2 }))).toEqual(["/k/\u{E000}", "/k/\u{1F600}"]);
+      expect(Array.from(store.keys({ start: "/k/\u{1F600}", end: "/k/", reverse: true }))).toEqual([...expected].reverse());
+      expect(Array.from(store.keys({ start: "/k/z", end: "/k/a", reverse: true, limit: 2 }))).toEqual(["/k/z", "/k/a0"]);
+      expect(Array.from(store.entries({ start: "/k/\u{1F600}", end: "/k0" }))).toEqual([{ path: "/k/\u{1F600}", value: 3 }]);
+      // A range read past many keys pages through them in order.
+      await store.batch((batch) => {
+        for (let i = 0; i < 1500; i++) batch.set(`/many/${String(i).padStart(5, "0")}`, i);
+      });
+      const many = Array.from(store.entries({ start: "/many/", end: "/many0" }));
+      expect(many.length).toBe(1500);
+      expect(many[1499]).toEqual({ path: "/many/01499", value: 1499 });
+      expect(Array.from(store.keys({ start: "/many0", end: "/many/", reverse: true })).slice(0, 2)).toEqual(["/many/01499", "/many/01498"]);
+    });
+
+    it("logs one revision per changed path; changesSince starts inside a batch and honours limit", async () => {
+      const { store } = fresh();
+      await store.set("/x", 1, "user:alice");
+      await store.batch((batch) => {
+        batch.set("/y", 2);
+        batch.delete("/x");
+        batch.set("/z", 3);
+      }, "agent:bob");
+      await store.delete("/z", { actor: "plugin:p" });
+      const all = Array.from(store.changesSince(0));
+      expect(all.map((c) => [c.revision, c.path, c.kind, c.actor])).toEqual([
+        [1, "/x", "put", "user:alice"],
+        [2, "/y", "put", "agent:bob"],
+        [3, "/x", "delete", "agent:bob"],
+        [4, "/z", "put", "agent:bob"],
+        [5, "/z", "delete", "plugin:p"],
+      ]);
+      expect(all[1]!.time).toBe(all[2]!.time);
+      expect(Array.from(store.changesSince(2), (c) => c.revision)).toEqual([3, 4, 5]);
+      expect(Array.from(store.changesSince(1, { limit: 2 }), (c) => c.revision)).toEqual([2, 3]);
+      expect(Array.from(store.changesSince(5))).toEqual([]);
+      // Many batches: the log pages too.
+      for (let i = 0; i < 300; i++) store.batchSync((batch) => batch.set(`/n/${i}`, i));
+      const since = Array.from(store.changesSince(5));
+      expect(since.length).toBe(300);
+      expect(since[299]).toMatchObject({ revision: 305, path: "/n/299", kind: "put" });
+    });
+
+    it("deletes trees, recursively, each deleted path logged", async () => {
+      const { store } = fresh();
+      await store.batch((batch) => {
+        for (const p of ["/t", "/t/a", "/t/a/b", "/t/\u{1F600}", "/t0", "/u"]) batch.set(p, p);
+      });
+      expect(await store.delete("/t", { recursive: true })).toEqual({ deleted: 4, revision: 10 });
+      expect(Array.from(store.keysBelow("/"))).toEqual(["/t0", "/u"]);
+      expect(Array.from(store.changesSince(6), (c) => `${c.kind}:${c.path}`)).toEqual(["delete:/t", "delete:/t/a", "delete:/t/a/b", "delete:/t/\u{1F600}"]);
+    });
+
+    it("writes a batch all or nothing: a throw writes nothing and bumps no revision", async () => {
+      const { store, open } = fresh();
+      await store.set("/keep", 1);
+      await expect(
+        store.batch((batch) => {
+          batch.set("/keep", 2);
+          batch.set("/new", 3);
+          throw new Error("changed my mind");
+        }),
+      ).rejects.toThrow("changed my mind");
+      expect(() =>
+        store.batchSync((batch) => {
+          for (let i = 0; i < 50; i++) batch.set(`/sync/${i}`, i);
+          throw new Error("no");
+        }),
+      ).toThrow("no");
+      const other = open();
+      for (const reader of [store, other]) {
+        expect(reader.get("/keep")).toBe(1);
+        expect(reader.has("/new")).toBe(false);
+        expect(Array.from(reader.keysBelow("/sync"))).toEqual([]);
+        expect(reader.revision()).toBe(1);
+      }
+      // A value JSON cannot hold is refused before anything is written.
+      await expect(store.set("/bad", Number.NaN as unknown as number)).rejects.toThrow();
+      expect(store.revision()).toBe(1);
+    });
+
+    it("runs a transaction over the keyspace and tables at once, seen by another instance once it resolves", async () => {
+      const { store, open } = fresh();
+      const objects = store.table<Buffer, Buffer>("objects", { keys: "binary", values: "binary" });
+      const hash = Buffer.from("00ff10", "hex");
+      const result = await store.transaction(() => {
+        objects.put(hash, Buffer.from("payload"));
+        // Reads inside see the transaction's own writes: point and range, keyspace and table.
+        expect(objects.get(hash)).toEqual(Buffer.from("payload"));
+        expect(Array.from(objects.getKeys())).toEqual([hash]);
+        const inner = store.batchSync((batch) => batch.set("/ref", hash.toString("hex")));
+        expect(store.get("/ref")).toBe("00ff10");
+        expect(Array.from(store.keysBelow("/"))).toEqual(["/ref"]);
+        return inner.revision;
+      });
+      expect(result).toBe(1);
+      const other = open();
+      expect(other.get("/ref")).toBe("00ff10");
+      expect(other.table<Buffer, Buffer>("objects", { keys: "binary", values: "binary" }).get(hash)).toEqual(Buffer.from("payload"));
+      expect(other.tableNames()).toContain("objects");
+
+      await expect(
+        store.transaction(() => {
+          objects.put(Buffer.from("01", "hex"), Buffer.from("lost"));
+          store.batchSync((batch) => batch.set("/lost", true));
+          throw new Error("abort");
+        }),
+      ).rejects.toThrow("abort");
+      expect(other.has("/lost")).toBe(false);
+      expect(objects.doesExist(Buffer.from("01", "hex"))).toBe(false);
+      expect(other.revision()).toBe(1);
+      // Table writes outside a transaction are refused.
+      expect(() => objects.put(Buffer.from("02", "hex"), Buffer.from("x"))).toThrow();
+    });
+
+    it("orders and ranges tables of every key kind as LMDB does", async () => {
+      const { store } = fresh();
+      const strings = store.table<string, Buffer>("strings", { keys: "string", values: "binary" });
+      const numbers = store.table<number, unknown>("numbers", { keys: "uint32", values: "structured" });
+      const bytes = store.table<Buffer, Buffer>("bytes", { keys: "binary", values: "binary" });
+      const tuples = store.table<Array<string | number>, unknown>("tuples", { keys: "tuple", values: "structured" });
+      const stringKeys = ["b", "a", "\u{1F600}", "\u{E000}", "ab", "é"];
+      const numberKeys = [65536, 1, 256, 0, 4294967295, 2];
+      const byteKeys = ["02", "01", "0100", "ff", "00ff", "01ff"].map((h) => Buffer.from(h, "hex"));
+      const tupleKeys: Array<Array<string | number>> = [["b", 0], ["a", 10], ["a", 2], ["a", 1], ["a", "x"], ["ab", 0]];
+      await store.transaction(() => {
+        for (const k of stringKeys) strings.put(k, Buffer.from(k));
+        for (const k of numberKeys) numbers.put(k, { n: k, nested: { list: [k, "s"] } });
+        for (const k of byteKeys) bytes.put(k, k);
+        for (const k of tupleKeys) tuples.put(k, { k });
+      });
+      expect(Array.from(strings.getKeys())).toEqual([...stringKeys].sort(utf8Order));
+      expect(Array.from(numbers.getKeys())).toEqual([0, 1, 2, 256, 65536, 4294967295]);
+      expect(Array.from(bytes.getKeys(), (k) => k.toString("hex"))).toEqual(["00ff", "01", "0100", "01ff", "02", "ff"]);
+      expect(Array.from(tuples.getKeys())).toEqual([["a", 1], ["a", 2], ["a", 10], ["a", "x"], ["ab", 0], ["b", 0]]);
+
+      expect(numbers.get(256)).toEqual({ n: 256, nested: { list: [256, "s"] } });
+      expect(Array.from(numbers.getKeys({ start: 2, end: 65536 }))).toEqual([2, 256]);
+      expect(Array.from(numbers.getKeys({ start: 65536, end: 1, reverse: true }))).toEqual([65536, 256, 2]);
+      expect(Array.from(numbers.getRange({ start: 1, limit: 2 }), (e) => e.key)).toEqual([1, 2]);
+      expect(Array.from(strings.getKeys({ start: "\u{E000}", reverse: true, limit: 3 }))).toEqual(["\u{E000}", "é", "b"]);
+      expect(Array.from(bytes.getRange({ start: Buffer.from("01", "hex"), end: Buffer.from("02", "hex") }), (e) => e.value.toString("hex"))).toEqual(["01", "0100", "01ff"]);
+      expect(Array.from(tuples.getKeys({ start: ["a"], end: ["a", "z"] }))).toEqual([["a", 1], ["a", 2], ["a", 10], ["a", "x"]]);
+      expect(Array.from(tuples.getRange({ start: ["a", 5], limit: 1 }))).toEqual([{ key: ["a", 10], value: { k: ["a", 10] } }]);
+      expect(strings.getCount()).toBe(6);
+      expect(numbers.getCount({ start: 2 })).toBe(4);
+      expect(bytes.getStats().entryCount).toBe(6);
+      expect(strings.getBinaryFast("é")).toEqual(Buffer.from("é"));
+
+      await store.transaction(() => {
+        expect(numbers.remove(256)).toBeTruthy();
+        expect(numbers.doesExist(256)).toBe(false);
+        expect(Array.from(numbers.getKeys({ start: 2, end: 65537 }))).toEqual([2, 65536]);
+      });
+      expect(numbers.get(256)).toBeUndefined();
+      expect(store.tableNames().filter((n) => ["strings", "numbers", "bytes", "tuples"].includes(n)).sort()).toEqual(["bytes", "numbers", "strings", "tuples"]);
+      // Tables are not the keyspace: no revision, no log.
+      expect(store.revision()).toBe(0);
+    });
+
+    it("signals a change made by another instance to subscribers", async () => {
+      const { store, open } = fresh();
+      const watcher = open();
+      let calls = 0;
+      const stop = watcher.subscribe(() => calls++);
+      // Let the subscription settle (LISTEN in place, or a first poll).
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const before = calls;
+      await store.set("/watched", 1);
+      await eventually(() => calls > before);
+      stop();
+      const after = calls;
+      await store.set("/watched", 2);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(calls).toBe(after);
+      expect(watcher.get("/watched")).toBe(2);
+    });
+
+    it("refuses writes on a read-only open, and a read-only open of a missing store", async () => {
+      const { store, open } = fresh();
+      expect(() => harness.fresh().open({ readOnly: true })).toThrowError(expect.objectContaining({ code: "APEX_E_NO_STORE" }));
+      await store.set("/x", 1);
+      const reader = open({ readOnly: true });
+      expect(reader.readOnly).toBe(true);
+      expect(reader.get("/x")).toBe(1);
+      await expect(reader.set("/x", 2)).rejects.toThrowError(ApexError);
+      expect(() => reader.batchSync((batch) => batch.set("/y", 1))).toThrowError(ApexError);
+      await expect(reader.transaction(() => 1)).rejects.toThrowError(ApexError);
+      expect(store.get("/x")).toBe(1);
+    });
+  });
+}
+
+export type { Table };
