@@ -103,12 +103,18 @@ describe("apex serve: roles", () => {
     }
     // The CLI over --remote prints what it prints locally.
     project.apex(["task", "add", "write the parser"]);
-    for (const args of [["task", "list"], ["task", "list", "--json"], ["memory", "query", "/**", "--json"]]) {
+    for (const args of [["task", "list"], ["task", "list", "--json"]]) {
       const local = project.apex(args);
       const far = remote(project, server.url, sid, viewer.token, args);
       expect(far.status, far.stderr).toBe(0);
       expect(far.stdout).toBe(local.stdout);
     }
+    // The whole keyspace as the owner sees it, less the grants (their hashes are nobody else's business).
+    const everything = JSON.parse(project.apex(["memory", "query", "/**", "--json"]).stdout) as Record<string, unknown>;
+    const grants = Object.keys(everything).filter((path) => path.startsWith(`/sessions/${sid}/grants/`));
+    expect(grants).toHaveLength(3);
+    for (const path of grants) delete everything[path];
+    expect(JSON.parse(remote(project, server.url, sid, viewer.token, ["memory", "query", "/**", "--json"]).stdout)).toEqual(everything);
     expect(remote(project, server.url, sid, viewer.token, ["logs", "-n", "1"]).stdout).toContain("alpha | tick");
 
     // Acts: viewer refused (403 / exit 4, nothing done), operator allowed.

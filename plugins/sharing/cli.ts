@@ -53,19 +53,15 @@ export async function serveCommand(
 
 // ------------------------------------------------------------------------------------ share, unshare, shares
 
-async function withSession<T>(location: ProjectLocation, ref: string, fn: (client: SessionClient, sessionId: string) => Promise<T>): Promise<T> {
-  const client = await openSessionClient(location, "write");
+/**
+ * Runs a grant method on the session `ref` names: `current`, or any session of the project by
+ * id or unique prefix (an ended one too: it stays readable through `apex serve`).
+ */
+async function withSession<T>(location: ProjectLocation, ref: string, fn: (client: SessionClient, params: { session?: string }) => Promise<T>): Promise<T> {
+  const session = ref === "current" ? undefined : ref;
+  const client = await openSessionClient(location, "write", session);
   try {
-    const status = (await client.call("session.status", {})) as StatusReport;
-    const sessionId = status.session?.session_id;
-    if (!sessionId) throw new ApexError("APEX_E_NO_SESSION", "No session is active in this project, so there is nothing to share.", { hint: 'Start one: apex start --task "…"' });
-    const matches = ref === "current" || ref === sessionId || (ref.length >= 4 && sessionId.startsWith(ref));
-    if (!matches) {
-      throw new ApexError("APEX_E_NO_SESSION", `No active session ${JSON.stringify(ref)}: the active session is ${sessionId}.`, {
-        hint: "Only the active session can be shared; name it by id, a prefix of 4+ characters, or `current`.",
-      });
-    }
-    return await fn(client, sessionId);
+    return await fn(client, session === undefined ? {} : { session });
   } finally {
     await client.close();
   }
@@ -90,8 +86,8 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
     }
     expiresIn = parseDuration(options.expires);
   }
-  const reply = await withSession(location, ref, (client) =>
-    client.call("share.create", { user, role: options.role, expires_in_s: expiresIn, actor: currentActor() }),
+  const reply = await withSession(location, ref, (client, session) =>
+    client.call("share.create", { ...session, user, role: options.role, expires_in_s: expiresIn, actor: currentActor() }),
   ) as { session_id: string; grant: GrantView; token: string };
   const url = serverUrl(location, options.url);
   const origin = new URL(url);
@@ -113,7 +109,7 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
 }
 
 export async function unshareCommand(location: ProjectLocation, ref: string, user: string, json: boolean): Promise<void> {
-  const reply = (await withSession(location, ref, (client) => client.call("share.revoke", { user, actor: currentActor() }))) as {
+  const reply = (await withSession(location, ref, (client, session) => client.call("share.revoke", { ...session, user, actor: currentActor() }))) as {
     session_id: string;
     user: string;
     revoked: number;
@@ -123,7 +119,7 @@ export async function unshareCommand(location: ProjectLocation, ref: string, use
 }
 
 export async function sharesCommand(location: ProjectLocation, ref: string, json: boolean): Promise<void> {
-  const grants = (await withSession(location, ref, (client) => client.call("share.list", {}))) as GrantView[];
+  const grants = (await withSession(location, ref, (client, session) => client.call("share.list", session))) as GrantView[];
   if (json) {
     printJson(grants);
     return;
