@@ -144,6 +144,7 @@ export async function connectCommand(targetText: string, json: boolean): Promise
   const { callSupervisor, followUntilInterrupted, subscribeSupervisor } = await import("../../core/rpc/call.js");
   const me = (await callSupervisor(endpoint, "whoami", {})) as { user: string; role: string; session_id: string };
   const status = (await callSupervisor(endpoint, "session.status", {})) as StatusReport;
+  if (!json && process.stdout.isTTY) return liveView(target.origin, endpoint, me, status);
   const { formatEvent, paintStatus } = await import("../../core/session/cli/format.js");
   if (json) printJson({ connected: me, status });
   else {
@@ -166,6 +167,68 @@ export async function connectCommand(targetText: string, json: boolean): Promise
   });
   await followUntilInterrupted(subscription);
 }
+
+const RECENT_EVENTS = 50;
+const REFRESH_MS = 2000;
+
+/**
+ * The terminal view of `apex connect`: the screen redrawn on every event (status fetched
+ * again) and every 2 s (CPU, uptime), on an alternate screen that Ctrl-C leaves as it was.
+ */
+async function liveView(origin: string, endpoint: string, me: { user: string; role: string }, first: StatusReport): Promise<void> {
+  const [{ callSupervisor, subscribeSupervisor }, { renderMonitor, SCREEN }] = await Promise.all([import("../../core/rpc/call.js"), import("./monitor.js")]);
+  const { paint } = await import("../../core/cli/output.js");
+  const recent = ((await callSupervisor(endpoint, "events.list", {}).catch(() => [])) as MonitorEvent[]).slice(-RECENT_EVENTS);
+  const state: import("./monitor.js").MonitorState = { origin, me, status: first, events: recent, notice: null, now: new Date() };
+  const out = process.stdout;
+  const draw = () => {
+    state.now = new Date();
+    out.write(SCREEN.frame(renderMonitor(state, out.columns || 100, out.rows || 30, (text, color) => paint(text, color))));
+  };
+  let refreshing = false;
+  const refresh = async () => {
+    if (refreshing) return;
+    refreshing = true;
+    try {
+      state.status = (await callSupervisor(endpoint, "session.status", {})) as StatusReport;
+    } catch (error) {
+      state.notice = `Cannot refresh: ${(error as Error).message}`;
+    } finally {
+      refreshing = false;
+    }
+    draw();
+  };
+  out.write(SCREEN.enter);
+  draw();
+  const subscription = subscribeSupervisor(endpoint, "events.subscribe", {}, (event) => {
+    state.events.push(event as MonitorEvent);
+    if (state.events.length > RECENT_EVENTS) state.events.shift();
+    void refresh();
+  });
+  subscription.done.then(
+    () => {
+      state.notice = "The session's event stream ended (Ctrl-C detaches).";
+      draw();
+    },
+    (error: Error) => {
+      state.notice = `The event stream stopped: ${error.message}`;
+      draw();
+    },
+  );
+  const timer = setInterval(() => void refresh(), REFRESH_MS);
+  out.on("resize", draw);
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
+  clearInterval(timer);
+  out.off("resize", draw);
+  subscription.close();
+  out.write(SCREEN.leave);
+  printLine(`Detached from ${origin}.`);
+}
+
+type MonitorEvent = import("./monitor.js").MonitorState["events"][number];
 
 export async function loginCommand(hostText: string, json: boolean): Promise<void> {
   const token = process.env.APEX_TOKEN || (await readLine());
