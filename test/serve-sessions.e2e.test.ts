@@ -151,3 +151,30 @@ describe("apex serve: grants' last use", () => {
     expect(records()).toBe(snapshot);
   });
 });
+
+describe("apex serve: merging is the owner's", () => {
+  it("refuses session.merge to viewers and operators with the usual 403, and lets an owner's call through to the session", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const url = await serve(project);
+    const events = () => project!.apex(["session", "history", sid, "--json"]).stdout;
+    const before = events();
+    for (const [user, role, article] of [["vera", "viewer", "a"], ["otto", "operator", "an"]] as const) {
+      const grant = share(project, "current", user, role);
+      const refused = await rpc(url, sid, "session.merge", grant.token, { from: "some-branch" });
+      expect(refused.status).toBe(403);
+      expect(refused.body).toEqual({
+        error: {
+          code: "APEX_E_FORBIDDEN",
+          message: `${user} is ${article} ${role} of this session; session.merge needs owner.`,
+          hint: "The session's owner can change the role: `apex session share SESSION USER --role operator`.",
+        },
+      });
+    }
+    const owner = share(project, "current", "olga", "owner");
+    const passed = await rpc(url, sid, "session.merge", owner.token, { from: "some-branch" });
+    expect(passed.status).not.toBe(403);
+    // Nothing merged, nothing recorded but the three shares.
+    expect(JSON.parse(events()).events.length).toBe(JSON.parse(before).events.length + 3);
+  });
+});

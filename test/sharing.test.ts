@@ -4,7 +4,7 @@ import { parseRemote, remoteEndpoint } from "../core/rpc/remote.js";
 import { authenticate, grantPath, roleAllows } from "../core/session/grants.js";
 import { Store } from "../core/store/store.js";
 import { parseListen } from "../plugins/sharing/server.js";
-import { roleNeeded } from "../plugins/sharing/roles.js";
+import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
 import { tempDir } from "./helpers/cli.js";
 
 const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
@@ -46,6 +46,15 @@ describe("roles", () => {
     expect(roleNeeded("memory.delete", {})).toBe("owner");
     expect(roleNeeded("plugin.command", { name: "checkpoint create" })).toBe("operator");
     expect(roleNeeded("plugin.command", { name: "git" })).toBe("owner");
+  });
+
+  it("names what the owner alone may do: share, merge, stop", () => {
+    const table = roleTable();
+    for (const method of ["share.create", "share.revoke", "share.list", "session.merge", "session.stop"]) expect(table.get(method), method).toBe("owner");
+    expect(roleNeeded("session.merge", {})).toBe("owner");
+    expect(roleNeeded("plugin.command", { name: "session merge" })).toBe("owner");
+    // Nothing an operator may do merges or shares.
+    expect([...table].filter(([, role]) => role !== "owner").map(([method]) => method).filter((method) => /merge|share/.test(method))).toEqual([]);
   });
 });
 
