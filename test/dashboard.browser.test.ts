@@ -76,6 +76,11 @@ describe("the dashboard in headless Chromium", () => {
     await waitFor("a new point", async () => Number(await memoryChart.getAttribute("data-points")) === before.length + 1);
     const after = (await memoryChart.getAttribute("data-keys"))!.split(",").map(Number);
     expect(after.at(-1)).toBe(before.at(-1)! + 2);
+    // Two checkpoints ticked: their diff.
+    await page.locator("#timeline li", { hasText: "before the demo" }).locator("input").check();
+    await page.locator("#timeline li", { hasText: "more memory" }).locator("input").check();
+    await page.locator("#diff", { hasText: "added   /notes/one" }).waitFor();
+    expect(await page.locator("#diff").textContent()).toMatch(/added +\/notes\/two/);
 
     expect(project.apex(["pause"]).status).toBe(0);
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "paused" }).waitFor({ timeout: 10_000 });

@@ -176,5 +176,14 @@ describe("apex serve: merging is the owner's", () => {
     expect(passed.status).not.toBe(403);
     // Nothing merged, nothing recorded but the three shares.
     expect(JSON.parse(events()).events.length).toBe(JSON.parse(before).events.length + 3);
+
+    // An owner shares over --remote: the invite names the server as they reached it.
+    const port = new URL(url).port;
+    const invite = project.apex(["--remote", `localhost:${port}/${sid}`, "session", "share", "current", "nina", "--json"], { env: { APEX_TOKEN: owner.token } });
+    expect(invite.status, invite.stderr).toBe(0);
+    const shared = JSON.parse(invite.stdout) as { url: string; connect: string; created_by: string };
+    expect(shared.url).toMatch(new RegExp(`^http://localhost:${port}/#session=${sid}&token=apx_`));
+    expect(shared.connect).toContain(`apex connect localhost:${port}/${sid}`);
+    expect(shared.created_by).toBe("user:olga");
   });
 });

@@ -157,7 +157,9 @@ describe("apex serve: roles", () => {
     expect(created.body.result.grant.created_by).toBe("user:olga");
 
     // Everyone's actions are attributed in the audit trail, and status shows who is connected.
+    expect(project.apex(["checkpoint", "create", "by the owner"], { env: { USER: "olivia" } }).status).toBe(0);
     const history = project.apex(["session", "history", sid]).stdout;
+    expect(history).toMatch(/checkpoint \d+ \(manual\).*\[user:olivia\]/);
     expect(history).toMatch(/session paused .*\[user:otto\]/);
     expect(history).toMatch(/checkpoint \d+ \(manual\).*\[user:otto\]/);
     expect(history).toMatch(/resumed.*\[user:otto\]/);

@@ -69,6 +69,8 @@ async function withSession<T>(location: ProjectLocation, ref: string, fn: (clien
 
 function serverUrl(location: ProjectLocation, explicit: string | undefined): string {
   if (explicit) return explicit.replace(/\/+$/, "");
+  // An owner sharing over --remote: the invite names the server they reached, not a local one.
+  if (process.env.APEX_REMOTE) return parseRemote(process.env.APEX_REMOTE).origin;
   try {
     const written = JSON.parse(readFileSync(join(location.storeDir, SERVE_FILE), "utf8")) as { url?: string };
     if (typeof written.url === "string") return written.url;
