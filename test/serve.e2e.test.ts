@@ -322,6 +322,13 @@ describe("apex serve: bad input and abuse", () => {
       body: "{}",
     });
     expect(cross.headers.get("access-control-allow-origin")).toBeNull();
+    const allowed = await serve(project, ["--cors", "https://ui.example"]);
+    const granted = await fetch(`${allowed.url}/api/sessions/${sid}/rpc/session.status`, {
+      method: "POST",
+      headers: { origin: "https://ui.example", "content-type": "application/json", authorization: `Bearer ${operator.token}` },
+      body: "{}",
+    });
+    expect(granted.headers.get("access-control-allow-origin")).toBe("https://ui.example");
 
     // Repeated failures from one client are slowed down.
     const timeOf = async () => {
@@ -351,6 +358,10 @@ describe("apex serve without a supervisor", () => {
     expect(status.status, status.stderr).toBe(0);
     expect(JSON.parse(status.stdout).session.status).toBe("interrupted");
     expect(remote(project, server.url, sid, operator.token, ["task", "list"]).status).toBe(0);
+    // Checkpoints are read from the store too (the checkpoint plugin's methods live in the supervisor).
+    const checkpoints = remote(project, server.url, sid, operator.token, ["checkpoint", "list"]);
+    expect(checkpoints.status, checkpoints.stderr).toBe(0);
+    expect(checkpoints.stdout).toBe(project.apex(["checkpoint", "list"]).stdout);
     const pause = remote(project, server.url, sid, operator.token, ["pause"]);
     expect(pause.status).toBe(4);
     expect(pause.stderr).toContain("APEX_E_SESSION_STATE");
