@@ -117,5 +117,12 @@ describe("the dashboard in headless Chromium", () => {
     await other.locator("#login-token").fill("apx_0000000000000000_" + "A".repeat(43));
     await other.locator("#login button[type=submit]").click();
     await other.locator("#login-error", { hasText: "not valid" }).waitFor();
+
+    // The session ends: the page keeps showing it, read-only (buttons greyed out).
+    expect(project.apex(["stop"]).status).toBe(0);
+    await page.locator("#session-status", { hasText: "stopped" }).waitFor({ timeout: 10_000 });
+    expect(await page.locator("#btn-pause").isDisabled()).toBe(true);
+    await page.locator("#timeline li", { hasText: "before the demo" }).waitFor();
+    await page.locator('tr[data-agent="alpha"] .status', { hasText: "stopped" }).waitFor();
   });
 });

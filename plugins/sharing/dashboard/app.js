@@ -6,6 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const state = { session: "", token: "", role: "viewer", samples: [[], [], []], chart: null, memoryChart: null, lastCpu: null, merges: [], lastSeq: null, selected: [] };
   const ROLES = ["viewer", "operator", "owner"];
+  const ENDED = ["completed", "failed", "stopped"];
 
   function credentials() {
     const fragment = new URLSearchParams(location.hash.slice(1));
@@ -130,6 +131,12 @@
     const badge = $("session-status");
     badge.textContent = session ? session.status : "no session";
     badge.className = `badge status-${session ? session.status : "none"}`;
+    // An ended session is read-only: its buttons stay, greyed, with the reason.
+    const ended = Boolean(session && ENDED.includes(session.status));
+    for (const button of $("controls").querySelectorAll("button")) {
+      button.disabled = ended;
+      button.title = ended ? `Session ${session.status}: read-only` : "";
+    }
     const body = $("agents").tBodies[0];
     body.replaceChildren();
     for (const agent of status.agents) {
