@@ -5,6 +5,7 @@ import { authenticate, grantPath, roleAllows } from "../core/session/grants.js";
 import { Store } from "../core/store/store.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
+import { pinnedParams, visiblePath } from "../plugins/sharing/scope.js";
 import { tempDir } from "./helpers/cli.js";
 
 const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
@@ -86,5 +87,20 @@ describe("token checks on a real store", () => {
     await store.set(grantPath(SID, "0123456789abcdef"), record(new Date(Date.now() - 1000).toISOString()));
     expect(() => authenticate(store, SID, token)).toThrowError(/expired/);
     await store.close();
+  });
+});
+
+describe("a grant's reach", () => {
+  it("pins every call to the grant's session and hides other sessions' records and all grants", () => {
+    expect(pinnedParams(SID, { session: "other", glob: "/**" })).toEqual({ session: SID, glob: "/**" });
+    expect(pinnedParams(SID, { session_id: "other" })).toEqual({ session: SID, session_id: SID });
+    expect(pinnedParams(SID, { source: "feature", destination: "main" })).toEqual({ session: SID, source: "feature", destination: SID });
+    expect(visiblePath(SID, "/notes/a")).toBe(true);
+    expect(visiblePath(SID, "/sessions/current")).toBe(true);
+    expect(visiblePath(SID, `/sessions/${SID}/tasks/t-0001`)).toBe(true);
+    expect(visiblePath(SID, `/sessions/history/${SID}`)).toBe(true);
+    expect(visiblePath(SID, `/sessions/${SID}/grants/0123456789abcdef`)).toBe(false);
+    expect(visiblePath(SID, "/sessions/other/tasks/t-0001")).toBe(false);
+    expect(visiblePath(SID, "/sessions/history/other")).toBe(false);
   });
 });

@@ -8,7 +8,13 @@ import { ApexError } from "../../core/errors.js";
  * another session's records, or any session's grants, are left out.
  */
 export function pinnedParams(sessionId: string, params: Record<string, unknown>): Record<string, unknown> {
-  return { ...params, session: sessionId, ...("session_id" in params ? { session_id: sessionId } : {}) };
+  return {
+    ...params,
+    session: sessionId,
+    ...("session_id" in params ? { session_id: sessionId } : {}),
+    // A merge through the server lands in the grant's session, whatever the body says.
+    ...("destination" in params ? { destination: sessionId } : {}),
+  };
 }
 
 /** True for a memory path a caller of `sessionId` may see. */
