@@ -47,6 +47,8 @@ describe("roles", () => {
     expect(roleNeeded("memory.delete", {})).toBe("owner");
     expect(roleNeeded("plugin.command", { name: "checkpoint create" })).toBe("operator");
     expect(roleNeeded("plugin.command", { name: "git" })).toBe("owner");
+    // Printed output cannot be checked for another session's checkpoints: reads go through checkpoint.* methods.
+    expect(roleNeeded("plugin.command", { name: "checkpoint show" })).toBe("owner");
   });
 
   it("names what the owner alone may do: share, merge, stop", () => {
@@ -95,6 +97,7 @@ describe("a grant's reach", () => {
     expect(pinnedParams(SID, { session: "other", glob: "/**" })).toEqual({ session: SID, glob: "/**" });
     expect(pinnedParams(SID, { session_id: "other" })).toEqual({ session: SID, session_id: SID });
     expect(pinnedParams(SID, { source: "feature", destination: "main" })).toEqual({ session: SID, source: "feature", destination: SID });
+    expect(pinnedParams(SID, { name: "checkpoint create", options: { session: "other" } })).toEqual({ session: SID, name: "checkpoint create", options: { session: SID } });
     expect(visiblePath(SID, "/notes/a")).toBe(true);
     expect(visiblePath(SID, "/sessions/current")).toBe(true);
     expect(visiblePath(SID, `/sessions/${SID}/tasks/t-0001`)).toBe(true);

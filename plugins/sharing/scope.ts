@@ -14,6 +14,8 @@ export function pinnedParams(sessionId: string, params: Record<string, unknown>)
     ...("session_id" in params ? { session_id: sessionId } : {}),
     // A merge through the server lands in the grant's session, whatever the body says.
     ...("destination" in params ? { destination: sessionId } : {}),
+    // A forwarded plugin command's --session option too.
+    ...(params.options && typeof params.options === "object" && !Array.isArray(params.options) ? { options: { ...(params.options as object), session: sessionId } } : {}),
   };
 }
 
