@@ -124,6 +124,19 @@ describe("apex serve: every session of the project", () => {
     expect(late.session_id).toBe(a);
     expect(remote(project, url, a, late.token, ["task", "list"]).stdout).toContain("parse the logs");
     expect(project.apex(["session", "shares", a.slice(0, 8), "--json"]).stdout).toContain('"user": "lena"');
+    // Unsharing an ended session closes its user's open streams within a second too.
+    const follow = await fetch(`${url}/api/sessions/${a}/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${late.token}` },
+      body: JSON.stringify({ "logs.follow": {} }),
+    });
+    expect(follow.status).toBe(200);
+    const followed = follow.text();
+    const revokedAt = Date.now();
+    expect(project.apex(["session", "unshare", a, "lena"]).status).toBe(0);
+    expect(await followed).toContain("APEX_E_UNAUTHORIZED");
+    expect(Date.now() - revokedAt).toBeLessThan(5000);
+    expect((await rpc(url, a, "task.list", late.token)).status).toBe(401);
     // Unknown sessions: 401 for any token (no grant can exist), never a look at the store's other records.
     expect((await rpc(url, "0000aaaa-0000-0000-0000-000000000000", "session.status", viewerA.token)).status).toBe(401);
   });
