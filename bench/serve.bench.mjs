@@ -1,7 +1,8 @@
 // Remote sessions benchmark: a real `apex serve` on loopback in front of a live session.
 //  - 10 clients × 1,000 requests (task.list; --status-load: session.status) with no error; p50 and p99;
 //  - 20 watchers on the event stream, each receiving every one of 200 events, in order;
-//  - the server's added latency for `status`: HTTP (keep-alive) against the supervisor's socket.
+//  - the server's added latency for `status`: HTTP (keep-alive) against the supervisor's socket;
+//  - task.list of the same session once it has ended (answered from the store, read-only) against while it ran.
 import { spawn, spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -129,6 +130,24 @@ try {
   const socketMs = median(socketTimes);
   const httpMs = median(httpTimes);
 
+  // 4. The same reads once the session has ended: served from the store, no supervisor.
+  const liveTimes = [];
+  for (let i = 0; i < LATENCY_RUNS; i++) {
+    const t = performance.now();
+    await rpc("task.list", viewer);
+    liveTimes.push(performance.now() - t);
+  }
+  if (apex("stop").status !== 0) throw new Error("apex stop failed");
+  const endedTimes = [];
+  let endedTasks = 0;
+  for (let i = 0; i < LATENCY_RUNS; i++) {
+    const t = performance.now();
+    endedTasks = (await rpc("task.list", viewer)).length;
+    endedTimes.push(performance.now() - t);
+  }
+  const liveMs = median(liveTimes);
+  const endedMs = median(endedTimes);
+
   const ok = printTable("apex serve", [
     {
       label: `${CLIENTS} clients × ${REQUESTS} ${LOAD_METHOD} requests`,
@@ -153,6 +172,15 @@ try {
       display: `${httpMs.toFixed(2)} ms (+${(httpMs - socketMs).toFixed(2)} ms)`,
       target: "(no target)",
       pass: true,
+    },
+    {
+      label: "task.list of an ended session vs live",
+      ms: endedMs,
+      baselineMs: liveMs,
+      ratio: endedMs / liveMs,
+      display: `${endedMs.toFixed(2)} ms (${endedTasks} tasks)`,
+      target: "all tasks, read-only",
+      pass: endedTasks === EVENTS,
     },
   ]);
   process.exitCode = ok ? 0 : 1;

@@ -1,10 +1,12 @@
 // The dashboard in a real browser: Debian's headless Chromium driven by playwright-core, against
 // a real `apex serve` in front of a live session. Logs in with a token, sees an agent pause live
-// when `apex pause` runs in a terminal, resumes as an operator, and finds no buttons as a viewer.
+// when `apex pause` runs in a terminal, resumes as an operator, and finds no buttons as a viewer;
+// draws the session tree from branch records (parent_checkpoint, name) and memory size per checkpoint.
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type BrowserContext } from "playwright-core";
 import { afterEach, describe, expect, it } from "vitest";
+import { Store } from "../core/store/store.js";
 import { Project, REPO_ROOT, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
@@ -24,7 +26,7 @@ afterEach(async () => {
 });
 
 describe("the dashboard in headless Chromium", () => {
-  it("shows a pause live, lets an operator resume, and shows a viewer no buttons", async () => {
+  it("shows a pause live, the session tree and memory size, lets an operator resume, and shows a viewer no buttons", async () => {
     project = new Project(CONFIG);
     const sid = project.start().session_id;
     const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
@@ -37,6 +39,15 @@ describe("the dashboard in headless Chromium", () => {
     const operator = shareAs("otto", "operator");
     const viewer = shareAs("vera", "viewer");
     expect(project.apex(["checkpoint", "create", "before the demo"]).status).toBe(0);
+    // Branch records as `apex session branch` writes them (a name, the checkpoint branched from),
+    // and an older session without a parent: the tree draws from these fields.
+    const first = JSON.parse(project.apex(["checkpoint", "list", "--json", "--oldest"]).stdout).items[0] as { id: string; name: string; sequence: number };
+    const store = Store.open(project.storeDir);
+    const record = (id: string, fields: Record<string, unknown>) => ({ session_id: id, project_id: "p", status: "stopped", initial_task: null, agents: [], supervisor: null, created_at: new Date().toISOString(), updated_at: new Date().toISOString(), ended_at: new Date().toISOString(), ...fields });
+    await store.set("/sessions/history/0ld0ld00-0000-4000-8000-000000000000", record("0ld0ld00-0000-4000-8000-000000000000", { created_at: "2026-01-01T00:00:00.000Z" }) as never);
+    await store.set("/sessions/history/b1b1b1b1-0000-4000-8000-000000000000", record("b1b1b1b1-0000-4000-8000-000000000000", { name: "experiment", parent_checkpoint: { id: first.id, session_id: sid, sequence: first.sequence, name: first.name }, parent_session: sid }) as never);
+    await store.set("/sessions/history/c2c2c2c2-0000-4000-8000-000000000000", record("c2c2c2c2-0000-4000-8000-000000000000", { name: "spike", parent_checkpoint: { id: "x", session_id: "b1b1b1b1-0000-4000-8000-000000000000", sequence: 1, name: "checkpoint-001" } }) as never);
+    await store.close();
 
     context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
@@ -45,6 +56,31 @@ describe("the dashboard in headless Chromium", () => {
     // The token left the address bar as soon as the page read it.
     expect(page.url()).toBe(`${url}/`);
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "running" }).waitFor();
+
+    // The session tree: this session at the root (marked), its branch under it with the checkpoint it
+    // started from, the branch's own branch below that, and the unrelated older session as another root.
+    const here = page.locator(`#tree > li[data-session="${sid}"].here`);
+    await here.waitFor();
+    await here.locator(':scope > ul > li[data-session="b1b1b1b1-0000-4000-8000-000000000000"]', { hasText: `experiment stopped from ${first.name}` }).waitFor();
+    await here.locator('li[data-session="b1b1b1b1-0000-4000-8000-000000000000"] > ul > li[data-session="c2c2c2c2-0000-4000-8000-000000000000"]', { hasText: "spike" }).waitFor();
+    expect(await page.locator("#tree > li").evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.session))).toEqual(["0ld0ld00-0000-4000-8000-000000000000", sid]);
+
+    // Memory size per checkpoint: a point per checkpoint, one more when a checkpoint records more keys.
+    const memoryChart = page.locator("#memory-chart");
+    await waitFor("the memory plot", async () => Number(await memoryChart.getAttribute("data-points")) >= 2);
+    const before = (await memoryChart.getAttribute("data-keys"))!.split(",").map(Number);
+    expect(await page.locator("#memory-chart .uplot, #chart .uplot").count()).toBe(2);
+    expect(project.apex(["memory", "set", "/notes/one", "1"]).status).toBe(0);
+    expect(project.apex(["memory", "set", "/notes/two", "2"]).status).toBe(0);
+    expect(project.apex(["checkpoint", "create", "more memory"]).status).toBe(0);
+    await waitFor("a new point", async () => Number(await memoryChart.getAttribute("data-points")) === before.length + 1);
+    const after = (await memoryChart.getAttribute("data-keys"))!.split(",").map(Number);
+    expect(after.at(-1)).toBe(before.at(-1)! + 2);
+    // Two checkpoints ticked: their diff.
+    await page.locator("#timeline li", { hasText: "before the demo" }).locator("input").check();
+    await page.locator("#timeline li", { hasText: "more memory" }).locator("input").check();
+    await page.locator("#diff", { hasText: "added   /notes/one" }).waitFor();
+    expect(await page.locator("#diff").textContent()).toMatch(/added +\/notes\/two/);
 
     expect(project.apex(["pause"]).status).toBe(0);
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "paused" }).waitFor({ timeout: 10_000 });
@@ -81,5 +117,12 @@ describe("the dashboard in headless Chromium", () => {
     await other.locator("#login-token").fill("apx_0000000000000000_" + "A".repeat(43));
     await other.locator("#login button[type=submit]").click();
     await other.locator("#login-error", { hasText: "not valid" }).waitFor();
+
+    // The session ends: the page keeps showing it, read-only (buttons greyed out).
+    expect(project.apex(["stop"]).status).toBe(0);
+    await page.locator("#session-status", { hasText: "stopped" }).waitFor({ timeout: 10_000 });
+    expect(await page.locator("#btn-pause").isDisabled()).toBe(true);
+    await page.locator("#timeline li", { hasText: "before the demo" }).waitFor();
+    await page.locator('tr[data-agent="alpha"] .status', { hasText: "stopped" }).waitFor();
   });
 });

@@ -103,12 +103,18 @@ describe("apex serve: roles", () => {
     }
     // The CLI over --remote prints what it prints locally.
     project.apex(["task", "add", "write the parser"]);
-    for (const args of [["task", "list"], ["task", "list", "--json"], ["memory", "query", "/**", "--json"]]) {
+    for (const args of [["task", "list"], ["task", "list", "--json"]]) {
       const local = project.apex(args);
       const far = remote(project, server.url, sid, viewer.token, args);
       expect(far.status, far.stderr).toBe(0);
       expect(far.stdout).toBe(local.stdout);
     }
+    // The whole keyspace as the owner sees it, less the grants (their hashes are nobody else's business).
+    const everything = JSON.parse(project.apex(["memory", "query", "/**", "--json"]).stdout) as Record<string, unknown>;
+    const grants = Object.keys(everything).filter((path) => path.startsWith(`/sessions/${sid}/grants/`));
+    expect(grants).toHaveLength(3);
+    for (const path of grants) delete everything[path];
+    expect(JSON.parse(remote(project, server.url, sid, viewer.token, ["memory", "query", "/**", "--json"]).stdout)).toEqual(everything);
     expect(remote(project, server.url, sid, viewer.token, ["logs", "-n", "1"]).stdout).toContain("alpha | tick");
 
     // Acts: viewer refused (403 / exit 4, nothing done), operator allowed.
@@ -151,7 +157,9 @@ describe("apex serve: roles", () => {
     expect(created.body.result.grant.created_by).toBe("user:olga");
 
     // Everyone's actions are attributed in the audit trail, and status shows who is connected.
+    expect(project.apex(["checkpoint", "create", "by the owner"], { env: { USER: "olivia" } }).status).toBe(0);
     const history = project.apex(["session", "history", sid]).stdout;
+    expect(history).toMatch(/checkpoint \d+ \(manual\).*\[user:olivia\]/);
     expect(history).toMatch(/session paused .*\[user:otto\]/);
     expect(history).toMatch(/checkpoint \d+ \(manual\).*\[user:otto\]/);
     expect(history).toMatch(/resumed.*\[user:otto\]/);
@@ -314,6 +322,13 @@ describe("apex serve: bad input and abuse", () => {
       body: "{}",
     });
     expect(cross.headers.get("access-control-allow-origin")).toBeNull();
+    const allowed = await serve(project, ["--cors", "https://ui.example"]);
+    const granted = await fetch(`${allowed.url}/api/sessions/${sid}/rpc/session.status`, {
+      method: "POST",
+      headers: { origin: "https://ui.example", "content-type": "application/json", authorization: `Bearer ${operator.token}` },
+      body: "{}",
+    });
+    expect(granted.headers.get("access-control-allow-origin")).toBe("https://ui.example");
 
     // Repeated failures from one client are slowed down.
     const timeOf = async () => {
@@ -343,6 +358,10 @@ describe("apex serve without a supervisor", () => {
     expect(status.status, status.stderr).toBe(0);
     expect(JSON.parse(status.stdout).session.status).toBe("interrupted");
     expect(remote(project, server.url, sid, operator.token, ["task", "list"]).status).toBe(0);
+    // Checkpoints are read from the store too (the checkpoint plugin's methods live in the supervisor).
+    const checkpoints = remote(project, server.url, sid, operator.token, ["checkpoint", "list"]);
+    expect(checkpoints.status, checkpoints.stderr).toBe(0);
+    expect(checkpoints.stdout).toBe(project.apex(["checkpoint", "list"]).stdout);
     const pause = remote(project, server.url, sid, operator.token, ["pause"]);
     expect(pause.status).toBe(4);
     expect(pause.stderr).toContain("APEX_E_SESSION_STATE");

@@ -4,7 +4,8 @@ import { parseRemote, remoteEndpoint } from "../core/rpc/remote.js";
 import { authenticate, grantPath, roleAllows } from "../core/session/grants.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
-import { roleNeeded } from "../plugins/sharing/roles.js";
+import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
+import { pinnedParams, visiblePath } from "../plugins/sharing/scope.js";
 import { tempDir } from "./helpers/cli.js";
 
 const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
@@ -46,6 +47,17 @@ describe("roles", () => {
     expect(roleNeeded("memory.delete", {})).toBe("owner");
     expect(roleNeeded("plugin.command", { name: "checkpoint create" })).toBe("operator");
     expect(roleNeeded("plugin.command", { name: "git" })).toBe("owner");
+    // Printed output cannot be checked for another session's checkpoints: reads go through checkpoint.* methods.
+    expect(roleNeeded("plugin.command", { name: "checkpoint show" })).toBe("owner");
+  });
+
+  it("names what the owner alone may do: share, merge, stop", () => {
+    const table = roleTable();
+    for (const method of ["share.create", "share.revoke", "share.list", "session.merge", "session.stop"]) expect(table.get(method), method).toBe("owner");
+    expect(roleNeeded("session.merge", {})).toBe("owner");
+    expect(roleNeeded("plugin.command", { name: "session merge" })).toBe("owner");
+    // Nothing an operator may do merges or shares.
+    expect([...table].filter(([, role]) => role !== "owner").map(([method]) => method).filter((method) => /merge|share/.test(method))).toEqual([]);
   });
 });
 
@@ -77,5 +89,21 @@ describe("token checks on a real store", () => {
     await store.set(grantPath(SID, "0123456789abcdef"), record(new Date(Date.now() - 1000).toISOString()));
     expect(() => authenticate(store, SID, token)).toThrowError(/expired/);
     await store.close();
+  });
+});
+
+describe("a grant's reach", () => {
+  it("pins every call to the grant's session and hides other sessions' records and all grants", () => {
+    expect(pinnedParams(SID, { session: "other", glob: "/**" })).toEqual({ session: SID, glob: "/**" });
+    expect(pinnedParams(SID, { session_id: "other" })).toEqual({ session: SID, session_id: SID });
+    expect(pinnedParams(SID, { source: "feature", destination: "main" })).toEqual({ session: SID, source: "feature", destination: SID });
+    expect(pinnedParams(SID, { name: "checkpoint create", options: { session: "other" } })).toEqual({ session: SID, name: "checkpoint create", options: { session: SID } });
+    expect(visiblePath(SID, "/notes/a")).toBe(true);
+    expect(visiblePath(SID, "/sessions/current")).toBe(true);
+    expect(visiblePath(SID, `/sessions/${SID}/tasks/t-0001`)).toBe(true);
+    expect(visiblePath(SID, `/sessions/history/${SID}`)).toBe(true);
+    expect(visiblePath(SID, `/sessions/${SID}/grants/0123456789abcdef`)).toBe(false);
+    expect(visiblePath(SID, "/sessions/other/tasks/t-0001")).toBe(false);
+    expect(visiblePath(SID, "/sessions/history/other")).toBe(false);
   });
 });

@@ -6,7 +6,7 @@ import { checkpointServiceFor } from "./checkpoints.js";
 import type { SessionClient } from "./client.js";
 import { sessionMethods } from "./methods.js";
 import { SessionService } from "./service.js";
-import { currentSession, noSessionError, readableSessionId } from "./sessions.js";
+import { currentSession, noSessionError, readableSessionId, resolveSessionId } from "./sessions.js";
 
 /**
  * The session methods run in this process on the store: reads on a read-only store; writes
@@ -31,7 +31,8 @@ export async function directClient(location: ProjectLocation, access: "read" | "
   const config = await loadConfig(location);
   const store = await openStore(location);
   try {
-    const sessionId = requireSessionId(store);
+    // A write names a session only to reach its records (`apex session share ENDED-SESSION`).
+    const sessionId = session !== undefined ? resolveSessionId(store, session) : requireSessionId(store);
     const engine = await createSessionEngine(config, store, (message) => process.stderr.write(`warning: ${message}\n`));
     return clientOver(new SessionService(store, sessionId, engine), store);
   } catch (error) {

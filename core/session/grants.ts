@@ -1,8 +1,8 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { ApexError } from "../errors.js";
-import type { JsonValue, Store } from "../store/store.js";
-import { nowIso } from "./records.js";
-import type { SessionService } from "./service.js";
+import type { JsonValue, Store, WriteBatch } from "../store/store.js";
+import { appendEvent, type SessionService } from "./service.js";
+import { resolveSessionId } from "./sessions.js";
 
 /**
  * Grants: who may reach a session through `apex serve`, with which role. A grant is a record
@@ -103,9 +103,16 @@ export function unauthorized(message: string): ApexError {
 /** The methods behind `apex session share|unshare|shares`; served by the writer (supervisor or direct). */
 export function grantMethods(service: SessionService, actorOf: (params: Record<string, unknown>) => string): Record<string, (params: Record<string, unknown>) => unknown> {
   const store = service.store;
-  const sessionId = service.sessionId;
+  /** The session a grant method is about: `session` (any session of the project, also an ended one), else the service's. */
+  const target = (params: Record<string, unknown>): string => (typeof params.session === "string" ? resolveSessionId(store, params.session) : service.sessionId);
+  /** A write with its audit event in the trail of the session it is about. */
+  const write = (sessionId: string, fn: (batch: WriteBatch, record: (type: string, data: Record<string, JsonValue>) => void) => void, actor: string): Promise<void> =>
+    sessionId === service.sessionId
+      ? service.write((batch, record) => fn(batch, (type, data) => record(type, data)), actor)
+      : store.batch((batch) => fn(batch, (type, data) => void appendEvent(batch, sessionId, type, actor, data)), actor).then(() => undefined);
   return {
     "share.create": async (params) => {
+      const sessionId = target(params);
       const user = checkUser(params.user);
       const role = checkRole(params.role ?? "viewer");
       const expiresIn = params.expires_in_s;
@@ -125,34 +132,46 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
         expires_at: typeof expiresIn === "number" ? new Date(now + expiresIn * 1000).toISOString() : null,
         last_used_at: null,
       };
-      await service.write((batch, record) => {
+      await write(sessionId, (batch, record) => {
         batch.set(grantPath(sessionId, tokenId), grant as unknown as JsonValue);
         record("share.created", { user, role, token_id: tokenId, expires_at: grant.expires_at });
       }, actorOf(params));
       return { session_id: sessionId, grant: view(grant), token } as unknown as JsonValue;
     },
     "share.revoke": async (params) => {
+      const sessionId = target(params);
       const user = checkUser(params.user);
       const grants = listGrants(store, sessionId).filter((grant) => grant.user === user);
       if (grants.length === 0) {
         throw new ApexError("APEX_E_NOT_FOUND", `Session ${sessionId} is not shared with ${user}.`, { hint: "List its grants with `apex session shares`." });
       }
-      await service.write((batch, record) => {
+      await write(sessionId, (batch, record) => {
         for (const grant of grants) batch.delete(grantPath(sessionId, grant.token_id));
         record("share.revoked", { user, token_ids: grants.map((grant) => grant.token_id) });
       }, actorOf(params));
       return { session_id: sessionId, user, revoked: grants.length };
     },
-    "share.list": () => listGrants(store, sessionId).map(view) as unknown as JsonValue,
-    "share.authenticate": (params) => authenticate(store, typeof params.session === "string" ? params.session : sessionId, params.token),
+    "share.list": (params) => listGrants(store, target(params)).map(view) as unknown as JsonValue,
+    "share.authenticate": (params) => authenticate(store, typeof params.session === "string" ? params.session : service.sessionId, params.token),
+    // Any session's grant: `apex serve` reaches ended sessions' grants through the live writer too.
     "share.touch": async (params) => {
-      const tokenId = typeof params.token_id === "string" ? params.token_id : "";
-      const path = grantPath(sessionId, tokenId);
-      const grant = store.get(path) as GrantRecord | undefined;
-      if (!grant) return { touched: false };
-      if (grant.last_used_at && Date.now() - Date.parse(grant.last_used_at) < TOUCH_INTERVAL_MS) return { touched: false };
-      await store.set(path, { ...grant, last_used_at: nowIso() } as unknown as JsonValue, "supervisor");
-      return { touched: true };
+      const sessionId = typeof params.session === "string" ? params.session : service.sessionId;
+      return { touched: await touchGrant(store, sessionId, typeof params.token_id === "string" ? params.token_id : "") };
     },
   };
+}
+
+/**
+ * Records that a grant was used now, unless it was within TOUCH_INTERVAL_MS (a request must
+ * not cost a commit). Called by the session's writer: the supervisor, or `apex serve` on the
+ * store when none runs. Resolves to whether it wrote.
+ */
+export async function touchGrant(store: Store, sessionId: string, tokenId: string, now = Date.now()): Promise<boolean> {
+  if (!/^[0-9a-f]{16}$/.test(tokenId)) return false;
+  const path = grantPath(sessionId, tokenId);
+  const grant = store.get(path) as GrantRecord | undefined;
+  if (!grant) return false;
+  if (grant.last_used_at && now - Date.parse(grant.last_used_at) < TOUCH_INTERVAL_MS) return false;
+  await store.set(path, { ...grant, last_used_at: new Date(now).toISOString() } as unknown as JsonValue, "plugin:sharing");
+  return true;
 }

@@ -13,6 +13,7 @@
  *  - repair: refused while a supervisor runs, except --dry-run. It rewrites objects, catalog
  *    records and manifests of the whole store, which the running supervisor caches and writes.
  */
+import { currentActor } from "../../core/actor.js";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, plural, printJson, printLine } from "../../core/cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
@@ -90,7 +91,8 @@ async function withWriteStore<T>(location: ProjectLocation, fn: (store: Store) =
 // ------------------------------------------------------------------------------------ create
 
 export async function createCheckpointCommand(location: ProjectLocation, description: string | undefined, options: { pin?: boolean; json?: boolean }): Promise<void> {
-  const params = { description: description ?? "", pin: options.pin === true };
+  // The actor: the audit trail names who checkpointed (the supervisor records it as given).
+  const params = { description: description ?? "", pin: options.pin === true, actor: currentActor() };
   const socket = writerSocket(location);
   let summary: CreatedCheckpoint;
   if (socket) summary = (await callWriter(socket, "checkpoint.create", params)) as CreatedCheckpoint;

@@ -53,19 +53,15 @@ export async function serveCommand(
 
 // ------------------------------------------------------------------------------------ share, unshare, shares
 
-async function withSession<T>(location: ProjectLocation, ref: string, fn: (client: SessionClient, sessionId: string) => Promise<T>): Promise<T> {
-  const client = await openSessionClient(location, "write");
+/**
+ * Runs a grant method on the session `ref` names: `current`, or any session of the project by
+ * id or unique prefix (an ended one too: it stays readable through `apex serve`).
+ */
+async function withSession<T>(location: ProjectLocation, ref: string, fn: (client: SessionClient, params: { session?: string }) => Promise<T>): Promise<T> {
+  const session = ref === "current" ? undefined : ref;
+  const client = await openSessionClient(location, "write", session);
   try {
-    const status = (await client.call("session.status", {})) as StatusReport;
-    const sessionId = status.session?.session_id;
-    if (!sessionId) throw new ApexError("APEX_E_NO_SESSION", "No session is active in this project, so there is nothing to share.", { hint: 'Start one: apex start --task "…"' });
-    const matches = ref === "current" || ref === sessionId || (ref.length >= 4 && sessionId.startsWith(ref));
-    if (!matches) {
-      throw new ApexError("APEX_E_NO_SESSION", `No active session ${JSON.stringify(ref)}: the active session is ${sessionId}.`, {
-        hint: "Only the active session can be shared; name it by id, a prefix of 4+ characters, or `current`.",
-      });
-    }
-    return await fn(client, sessionId);
+    return await fn(client, session === undefined ? {} : { session });
   } finally {
     await client.close();
   }
@@ -73,6 +69,8 @@ async function withSession<T>(location: ProjectLocation, ref: string, fn: (clien
 
 function serverUrl(location: ProjectLocation, explicit: string | undefined): string {
   if (explicit) return explicit.replace(/\/+$/, "");
+  // An owner sharing over --remote: the invite names the server they reached, not a local one.
+  if (process.env.APEX_REMOTE) return parseRemote(process.env.APEX_REMOTE).origin;
   try {
     const written = JSON.parse(readFileSync(join(location.storeDir, SERVE_FILE), "utf8")) as { url?: string };
     if (typeof written.url === "string") return written.url;
@@ -90,8 +88,8 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
     }
     expiresIn = parseDuration(options.expires);
   }
-  const reply = await withSession(location, ref, (client) =>
-    client.call("share.create", { user, role: options.role, expires_in_s: expiresIn, actor: currentActor() }),
+  const reply = await withSession(location, ref, (client, session) =>
+    client.call("share.create", { ...session, user, role: options.role, expires_in_s: expiresIn, actor: currentActor() }),
   ) as { session_id: string; grant: GrantView; token: string };
   const url = serverUrl(location, options.url);
   const origin = new URL(url);
@@ -113,7 +111,7 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
 }
 
 export async function unshareCommand(location: ProjectLocation, ref: string, user: string, json: boolean): Promise<void> {
-  const reply = (await withSession(location, ref, (client) => client.call("share.revoke", { user, actor: currentActor() }))) as {
+  const reply = (await withSession(location, ref, (client, session) => client.call("share.revoke", { ...session, user, actor: currentActor() }))) as {
     session_id: string;
     user: string;
     revoked: number;
@@ -123,7 +121,7 @@ export async function unshareCommand(location: ProjectLocation, ref: string, use
 }
 
 export async function sharesCommand(location: ProjectLocation, ref: string, json: boolean): Promise<void> {
-  const grants = (await withSession(location, ref, (client) => client.call("share.list", {}))) as GrantView[];
+  const grants = (await withSession(location, ref, (client, session) => client.call("share.list", session))) as GrantView[];
   if (json) {
     printJson(grants);
     return;
@@ -148,6 +146,7 @@ export async function connectCommand(targetText: string, json: boolean): Promise
   const { callSupervisor, followUntilInterrupted, subscribeSupervisor } = await import("../../core/rpc/call.js");
   const me = (await callSupervisor(endpoint, "whoami", {})) as { user: string; role: string; session_id: string };
   const status = (await callSupervisor(endpoint, "session.status", {})) as StatusReport;
+  if (!json && process.stdout.isTTY) return liveView(target.origin, endpoint, me, status);
   const { formatEvent, paintStatus } = await import("../../core/session/cli/format.js");
   if (json) printJson({ connected: me, status });
   else {
@@ -170,6 +169,68 @@ export async function connectCommand(targetText: string, json: boolean): Promise
   });
   await followUntilInterrupted(subscription);
 }
+
+const RECENT_EVENTS = 50;
+const REFRESH_MS = 2000;
+
+/**
+ * The terminal view of `apex connect`: the screen redrawn on every event (status fetched
+ * again) and every 2 s (CPU, uptime), on an alternate screen that Ctrl-C leaves as it was.
+ */
+async function liveView(origin: string, endpoint: string, me: { user: string; role: string }, first: StatusReport): Promise<void> {
+  const [{ callSupervisor, subscribeSupervisor }, { renderMonitor, SCREEN }] = await Promise.all([import("../../core/rpc/call.js"), import("./monitor.js")]);
+  const { paint } = await import("../../core/cli/output.js");
+  const recent = ((await callSupervisor(endpoint, "events.list", {}).catch(() => [])) as MonitorEvent[]).slice(-RECENT_EVENTS);
+  const state: import("./monitor.js").MonitorState = { origin, me, status: first, events: recent, notice: null, now: new Date() };
+  const out = process.stdout;
+  const draw = () => {
+    state.now = new Date();
+    out.write(SCREEN.frame(renderMonitor(state, out.columns || 100, out.rows || 30, (text, color) => paint(text, color))));
+  };
+  let refreshing = false;
+  const refresh = async () => {
+    if (refreshing) return;
+    refreshing = true;
+    try {
+      state.status = (await callSupervisor(endpoint, "session.status", {})) as StatusReport;
+    } catch (error) {
+      state.notice = `Cannot refresh: ${(error as Error).message}`;
+    } finally {
+      refreshing = false;
+    }
+    draw();
+  };
+  out.write(SCREEN.enter);
+  draw();
+  const subscription = subscribeSupervisor(endpoint, "events.subscribe", {}, (event) => {
+    state.events.push(event as MonitorEvent);
+    if (state.events.length > RECENT_EVENTS) state.events.shift();
+    void refresh();
+  });
+  subscription.done.then(
+    () => {
+      state.notice = "The session's event stream ended (Ctrl-C detaches).";
+      draw();
+    },
+    (error: Error) => {
+      state.notice = `The event stream stopped: ${error.message}`;
+      draw();
+    },
+  );
+  const timer = setInterval(() => void refresh(), REFRESH_MS);
+  out.on("resize", draw);
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
+  clearInterval(timer);
+  out.off("resize", draw);
+  subscription.close();
+  out.write(SCREEN.leave);
+  printLine(`Detached from ${origin}.`);
+}
+
+type MonitorEvent = import("./monitor.js").MonitorState["events"][number];
 
 export async function loginCommand(hostText: string, json: boolean): Promise<void> {
   const token = process.env.APEX_TOKEN || (await readLine());

@@ -9,7 +9,7 @@ import { projectOf } from "../../core/cli/context.js";
 export function registerRemoteCommands(program: Command): void {
   program
     .command("serve")
-    .description("serve the project's session over HTTP(S) to the users it is shared with (API, live events, dashboard at /)")
+    .description("serve the project's sessions over HTTP(S) to the users they are shared with (API, live events, dashboard at /)")
     .option("--listen <host:port>", "address to listen on; port 0 picks a free one", "127.0.0.1:7433")
     .option("--tls-cert <file>", "PEM certificate: serve HTTPS")
     .option("--tls-key <file>", "PEM private key of --tls-cert")
@@ -35,12 +35,14 @@ Examples:
 
   program
     .command("connect")
-    .description("attach to a remote session: its status, then its events live, until Ctrl-C")
+    .description("attach to a remote session: on a terminal a live view redrawn until Ctrl-C; on a pipe its status, then its events line by line")
     .argument("<target>", "HOST[:PORT]/SESSION or HOST:SESSION (default port 7433)")
     .option("--json", "print {connected, status}, then one JSON object per event, a line each")
     .addHelpText(
       "after",
       `
+On a terminal: status line, agents (state, PID, CPU, task), task counts, last checkpoint,
+who is connected and the recent events, redrawn on each event and every 2 s.
 The token comes from --token, APEX_TOKEN or \`apex login HOST\`.
 To run one command against the session instead: apex --remote HOST/SESSION status
 
@@ -77,7 +79,7 @@ Examples:
   session
     .command("share")
     .description("share the session with a user: prints an invite (URL and `apex connect` line) with a token shown once")
-    .argument("<session>", "the session: its id, a unique prefix, or `current`")
+    .argument("<session>", "the session: `current`, or any session of the project by id or unique prefix (an ended one is shared read-only)")
     .argument("<user>", "who gets access, e.g. alice@example.com")
     .option("--role <role>", "viewer (reads), operator (also pause, resume, checkpoint, tasks, memory set) or owner", "viewer")
     .option("--expires <duration>", "how long the token is valid, e.g. 12h, 7d (default: until revoked)")

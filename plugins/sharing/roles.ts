@@ -27,17 +27,29 @@ const VIEWER_METHODS = [
   "logs.follow",
 ];
 const OPERATOR_METHODS = ["session.continue", "session.pause", "session.resume", "checkpoint.create", "task.add", "task.reopen", "memory.set"];
+/**
+ * Named here so that the table reads whole: owner also shares, merges and stops. (Any method
+ * not listed needs owner too; `session.merge` is refused to viewers and operators whether or
+ * not this project's APEX serves it yet.)
+ */
+const OWNER_METHODS = ["share.create", "share.revoke", "share.list", "session.merge", "session.stop"];
 /** Plumbing between the server and the session's writer: never a remote caller's to call. */
 const INTERNAL = new Set(["share.authenticate", "share.touch", "session.connections"]);
 
-const NEEDED = new Map<string, Role>([...VIEWER_METHODS.map((m) => [m, "viewer"] as const), ...OPERATOR_METHODS.map((m) => [m, "operator"] as const)]);
+const NEEDED = new Map<string, Role>([
+  ...VIEWER_METHODS.map((m) => [m, "viewer"] as const),
+  ...OPERATOR_METHODS.map((m) => [m, "operator"] as const),
+  ...OWNER_METHODS.map((m) => [m, "owner"] as const),
+]);
 
-/** Plugin commands forwarded as `plugin.command`: the checkpoint reads and create, like their methods. */
+/**
+ * Plugin commands forwarded as `plugin.command`: checkpoint create, like its method. Reads of
+ * checkpoints go through `checkpoint.list|show|diff`, whose results the server checks belong to
+ * the grant's session; a command's printed output cannot be checked, so other commands need owner.
+ */
 const PLUGIN_COMMANDS = new Map<string, Role>([
-  ["checkpoint list", "viewer"],
-  ["checkpoint show", "viewer"],
-  ["checkpoint diff", "viewer"],
   ["checkpoint create", "operator"],
+  ["session merge", "owner"],
 ]);
 
 export function isInternalMethod(method: string): boolean {
@@ -47,4 +59,9 @@ export function isInternalMethod(method: string): boolean {
 export function roleNeeded(method: string, params: Record<string, unknown>): Role {
   if (method === "plugin.command") return PLUGIN_COMMANDS.get(String(params.name)) ?? "owner";
   return NEEDED.get(method) ?? "owner";
+}
+
+/** The role table as it is served: each method named in it, with the role it needs. */
+export function roleTable(): ReadonlyMap<string, Role> {
+  return NEEDED;
 }

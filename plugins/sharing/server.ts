@@ -10,10 +10,13 @@ import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/e
 import { callSupervisor, subscribeSupervisor, SupervisorChannel, type Subscription } from "../../core/rpc/call.js";
 import { errorBody } from "../../core/rpc/protocol.js";
 import { isLoopback } from "../../core/rpc/remote.js";
-import { authenticate, roleAllows, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "../../core/session/grants.js";
+import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "../../core/session/grants.js";
+import type { SessionEvent } from "../../core/session/records.js";
+import { readOnlySession, readStored, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../core/session/cli/logs.js";
 import { agentLogDir, liveSupervisor } from "../../core/session/runtime.js";
 import { isInternalMethod, roleNeeded } from "./roles.js";
+import { hiddenRead, pinnedParams, scopedResult } from "./scope.js";
 
 /**
  * `apex serve`: a project's session over HTTP(S) for the users it is shared with. Every
@@ -49,6 +52,7 @@ const DASHBOARD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../../..
 const VENDORED: Record<string, string> = { "uplot.js": "uplot/dist/uPlot.iife.min.js", "uplot.css": "uplot/dist/uPlot.min.css" };
 const STREAM_METHODS = ["events.subscribe", "logs.follow", "memory.watch"] as const;
 const RECHECK_MS = 1000;
+const STORED_EVENTS_POLL_MS = 500;
 const HEARTBEAT_MS = 15_000;
 const REPORT_MS = 10_000;
 /** Failed authentications from one client before replies slow down, and the longest delay. */
@@ -157,12 +161,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (!roleAllows(caller.role, needed)) throw forbidden(caller, method, needed);
     connections.saw(caller);
     // The caller is the actor: whatever the body says, the audit trail names the grant's user.
-    const actorParams = { ...params, actor: `user:${caller.user}` };
+    // The grant's session, whatever the body names (a grant is for one session).
+    const actorParams = { ...pinnedParams(sid, params), actor: `user:${caller.user}` };
     let result: unknown;
     if (method === "whoami") result = { user: caller.user, role: caller.role, session_id: sid };
     else if (method === "logs.read") result = gate.readLogs(sid, params);
     else if (method === "session.continue") result = await gate.continueSession(sid, params);
-    else result = await gate.call(sid, method, actorParams);
+    else if (hiddenRead(sid, method, params)) result = undefined;
+    else result = scopedResult(sid, method, params, await gate.call(sid, method, actorParams));
     await reply.send(result === undefined ? {} : { result });
   });
 
@@ -178,7 +184,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     for (const method of wanted) {
       if (!roleAllows(caller.role, roleNeeded(method, {}))) throw forbidden(caller, method, roleNeeded(method, {}));
     }
-    gate.requireSession(sid);
+    await gate.requireSession(sid);
     reply.hijack();
     openStream(request.raw, reply.raw, caller, token, sid, body as Record<string, Record<string, unknown>>);
   });
@@ -228,7 +234,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     );
     if (body["events.subscribe"]) {
       const socket = gate.supervisorSocket(sid);
-      if (!socket) return fail(new ApexError("APEX_E_SESSION_STATE", `Session ${sid} has no running supervisor, so it has no live events.`));
+      if (!socket) {
+        followStoredEvents(sid, body["events.subscribe"]);
+        return;
+      }
       const subscription = subscribeSupervisor(socket, "events.subscribe", body["events.subscribe"], (event) => {
         const data = event as { type?: string; token_ids?: string[] };
         send("events.subscribe", event);
@@ -236,6 +245,27 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       });
       subscription.done.then(() => stream.close("the session's supervisor ended the stream"), fail);
       subscriptions.push(subscription);
+    }
+    /**
+     * Events of a session no supervisor serves: read from the store (replayed from `from_seq`,
+     * as the supervisor does), polled while the session may still change, ended once it has.
+     */
+    function followStoredEvents(sessionId: string, params: Record<string, unknown>): void {
+      void (async () => {
+        let last = typeof params.from_seq === "number" ? params.from_seq : undefined;
+        while (!closed) {
+          // Without from_seq, only what comes next (as from the supervisor).
+          if (last === undefined) last = (await gate.storedEvents(sessionId, 0)).events.at(-1)?.seq ?? 0;
+          const { events, ended } = await gate.storedEvents(sessionId, last);
+          for (const event of events) {
+            send("events.subscribe", event);
+            last = event.seq;
+          }
+          if (ended) return stream.close(`session ${sessionId} has ended`);
+          // A supervisor that took the session back writes its events to the store too.
+          await sleep(STORED_EVENTS_POLL_MS);
+        }
+      })().catch(fail);
     }
     if (body["logs.follow"]) {
       const agent = typeof body["logs.follow"].agent === "string" ? body["logs.follow"].agent : undefined;
@@ -248,7 +278,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       let since = typeof body["memory.watch"].since === "number" ? body["memory.watch"].since : undefined;
       void (async () => {
         while (!closed) {
-          const reply = (await gate.call(sid, "memory.changes", { since, glob })) as { revision: number; changes: unknown[] };
+          const params = { since, glob, session: sid };
+          const reply = scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)) as { revision: number; changes: unknown[] };
           for (const change of reply.changes) send("memory.watch", change);
           since = reply.revision;
           await sleep(250);
@@ -292,6 +323,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
  */
 class Gate {
   private channel: SupervisorChannel | undefined;
+  /** When this server last recorded each grant's use (token id → ms). */
+  private readonly touched = new Map<string, number>();
 
   constructor(private readonly location: ProjectLocation) {}
 
@@ -313,10 +346,10 @@ class Gate {
     return runtime && runtime.session_id === sessionId ? runtime.socket : undefined;
   }
 
-  /** A session this server can act on: the live one, or with none live the project's current one. */
-  requireSession(sessionId: string): void {
-    const runtime = liveSupervisor(this.location.storeDir);
-    if (runtime && runtime.session_id !== sessionId) throw notServed(sessionId);
+  /** A session of this project (any: live, interrupted, ended), or APEX_E_NO_SESSION. */
+  async requireSession(sessionId: string): Promise<void> {
+    if (this.supervisorSocket(sessionId)) return;
+    await withReadStore(this.location, (store) => storedSession(store, sessionId));
   }
 
   async authenticate(sessionId: string, token: string): Promise<Caller> {
@@ -334,30 +367,60 @@ class Gate {
         await store.close();
       }
     }
-    if (runtime && (!caller.last_used_at || Date.now() - Date.parse(caller.last_used_at) >= TOUCH_INTERVAL_MS)) {
-      this.call(sessionId, "share.touch", { token_id: caller.token_id }).catch(() => undefined);
-    }
+    this.touch(caller);
     return { user: caller.user, role: caller.role, token_id: caller.token_id, session_id: sessionId };
   }
 
-  async call(sessionId: string, method: string, params: Record<string, unknown>, anySession = false): Promise<unknown> {
+  /**
+   * Records when a grant was last used: by the session's writer (the live supervisor, else the
+   * store directly), at most once per TOUCH_INTERVAL_MS per grant, so that requests cost no commit.
+   */
+  private touch(caller: Caller & { last_used_at: string | null }): void {
+    const now = Date.now();
+    const stored = caller.last_used_at ? Date.parse(caller.last_used_at) : 0;
+    const last = Math.max(stored, this.touched.get(caller.token_id) ?? 0);
+    if (now - last < TOUCH_INTERVAL_MS) return;
+    this.touched.set(caller.token_id, now);
+    const params = { session: caller.session_id, token_id: caller.token_id };
     const runtime = liveSupervisor(this.location.storeDir);
-    if (runtime) {
-      if (!anySession && runtime.session_id !== sessionId) throw notServed(sessionId);
-      return this.channelTo(runtime.socket).call(method, params, 120_000);
-    }
+    const done = runtime
+      ? this.channelTo(runtime.socket).call("share.touch", params, 120_000)
+      : (async () => {
+          const { Store } = await import("../../core/store/store.js");
+          const store = Store.open(this.location.storeDir);
+          try {
+            await touchGrant(store, caller.session_id, caller.token_id, now);
+          } finally {
+            await store.close();
+          }
+        })();
+    // Forget the attempt if it failed, so that the next request tries again.
+    done.catch(() => this.touched.delete(caller.token_id));
+  }
+
+  /**
+   * A method of a session: the live supervisor's when it serves that session; else reads come
+   * from the store (any session of the project), and writes go to the store directly only for
+   * the current session (an interrupted one); any other session is read-only.
+   */
+  async call(sessionId: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+    const socket = this.supervisorSocket(sessionId);
+    if (socket) return this.channelTo(socket).call(method, params, 120_000);
+    if (STORED_READS.has(method)) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params));
+    const session = await withReadStore(this.location, (store) => storedSession(store, sessionId));
+    if (session.frozen) throw readOnlySession(session, method);
     const { directClient } = await import("../../core/session/direct.js");
-    const write = !isReadMethod(method);
-    const client = await directClient(this.location, write ? "write" : "read");
+    const client = await directClient(this.location, "write");
     try {
-      if (!anySession) {
-        const current = (await client.call("session.status", {})) as { session?: { session_id: string } | null };
-        if (current.session?.session_id !== sessionId) throw notServed(sessionId);
-      }
       return await client.call(method, params);
     } finally {
       await client.close();
     }
+  }
+
+  /** Events of a session no supervisor serves, after `seq`, from the store. */
+  storedEvents(sessionId: string, seq: number): Promise<{ events: SessionEvent[]; ended: boolean }> {
+    return withReadStore(this.location, (store) => storedEvents(store, sessionId, seq));
   }
 
   /** `start --continue` of this session by an operator: the supervisor is launched here, as `apex start --continue` would. */
@@ -436,32 +499,6 @@ class ConnectionReporter {
     if (!socket) return;
     await callSupervisor(socket, "session.connections", { server: this.serverId, users: [...users.values()] }, 5000).catch(() => undefined);
   }
-}
-
-const READ_METHODS = new Set([
-  "hello",
-  "session.status",
-  "session.list",
-  "session.history",
-  "task.list",
-  "task.get",
-  "milestone.list",
-  "events.list",
-  "memory.get",
-  "memory.query",
-  "memory.changes",
-  "share.list",
-  "share.authenticate",
-]);
-
-function isReadMethod(method: string): boolean {
-  return READ_METHODS.has(method);
-}
-
-function notServed(sessionId: string): ApexError {
-  return new ApexError("APEX_E_NO_SESSION", `Session ${sessionId} is not the session this server serves.`, {
-    hint: "The owner's `apex status` shows the current session; ask them for a new invite.",
-  });
 }
 
 function forbidden(caller: Caller, method: string, needed: Role): ApexError {

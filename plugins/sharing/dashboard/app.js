@@ -4,8 +4,9 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const state = { session: "", token: "", role: "viewer", samples: [[], [], []], chart: null, selected: [] };
+  const state = { session: "", token: "", role: "viewer", samples: [[], [], []], chart: null, memoryChart: null, lastCpu: null, merges: [], lastSeq: null, selected: [] };
   const ROLES = ["viewer", "operator", "owner"];
+  const ENDED = ["completed", "failed", "stopped"];
 
   function credentials() {
     const fragment = new URLSearchParams(location.hash.slice(1));
@@ -63,10 +64,13 @@
     $("who").textContent = `${me.user} (${me.role})`;
     $("session-id").textContent = state.session;
     buildControls();
-    buildChart();
+    buildCharts();
     await refresh();
+    await seedEvents();
+    await refreshTree();
     follow();
     setInterval(refresh, 2000);
+    setInterval(refreshTree, 15000);
   }
 
   function allowed(role) {
@@ -107,11 +111,14 @@
       const [status, tasks, checkpoints] = await Promise.all([
         call("session.status"),
         call("task.list"),
-        call("checkpoint.list", { limit: 20 }).catch(() => ({ items: [] })),
+        // Oldest first: the memory plot runs left to right; the timeline shows the newest 20.
+        call("checkpoint.list", { limit: 500, oldest: true }).catch(() => ({ items: [] })),
       ]);
+      const items = checkpoints.items || [];
       renderStatus(status);
       renderTasks(tasks);
-      renderCheckpoints(checkpoints.items || []);
+      renderCheckpoints(items.slice(-20).reverse());
+      plotMemory(items);
       sample(status);
     } catch (error) {
       if (error.status === 401) return showLogin(error.message);
@@ -124,6 +131,12 @@
     const badge = $("session-status");
     badge.textContent = session ? session.status : "no session";
     badge.className = `badge status-${session ? session.status : "none"}`;
+    // An ended session is read-only: its buttons stay, greyed, with the reason.
+    const ended = Boolean(session && ENDED.includes(session.status));
+    for (const button of $("controls").querySelectorAll("button")) {
+      button.disabled = ended;
+      button.title = ended ? `Session ${session.status}: read-only` : "";
+    }
     const body = $("agents").tBodies[0];
     body.replaceChildren();
     for (const agent of status.agents) {
@@ -179,28 +192,134 @@
     }
   }
 
-  function buildChart() {
+  function buildCharts() {
     if (typeof uPlot !== "function") return;
+    const width = Math.min(640, $("chart").clientWidth || 600);
     state.chart = new uPlot(
       {
-        width: Math.min(640, $("chart").clientWidth || 600),
-        height: 220,
-        series: [{}, { label: "tasks completed", stroke: "#1a7f37" }, { label: "agent CPU (s)", stroke: "#3056d3", scale: "cpu" }],
-        axes: [{}, { label: "tasks" }, { side: 1, scale: "cpu", label: "CPU s" }],
+        width,
+        height: 200,
+        series: [{}, { label: "tasks completed", stroke: "#1a7f37" }, { label: "agent utilization (%)", stroke: "#3056d3", scale: "%" }],
+        axes: [{}, { label: "tasks" }, { side: 1, scale: "%", label: "CPU %" }],
+        scales: { "%": { range: [0, 100] } },
       },
       state.samples,
       $("chart"),
     );
+    state.memoryChart = new uPlot(
+      {
+        width,
+        height: 160,
+        series: [{}, { label: "memory keys", stroke: "#8250df", points: { show: true } }],
+        axes: [{}, { label: "keys" }],
+      },
+      [[], []],
+      $("memory-chart"),
+    );
   }
 
+  /** Agent utilization: the agents' CPU time over wall time since the last sample, per agent. */
   function sample(status) {
     if (!state.chart) return;
-    const [times, done, cpu] = state.samples;
-    times.push(Date.now() / 1000);
+    const now = Date.now() / 1000;
+    const cpu = status.agents.reduce((sum, agent) => sum + agent.cpu_seconds, 0);
+    const previous = state.lastCpu;
+    state.lastCpu = { at: now, cpu };
+    if (!previous || now <= previous.at) return;
+    const agents = Math.max(1, status.agents.length);
+    const [times, done, utilization] = state.samples;
+    times.push(now);
     done.push(status.tasks.completed);
-    cpu.push(status.agents.reduce((sum, agent) => sum + agent.cpu_seconds, 0));
+    utilization.push(Math.max(0, Math.min(100, ((cpu - previous.cpu) / (now - previous.at) / agents) * 100)));
     if (times.length > 300) for (const series of state.samples) series.shift();
     state.chart.setData(state.samples);
+  }
+
+  /** Memory size over the session's life: the key count each checkpoint recorded. */
+  function plotMemory(items) {
+    const box = $("memory-chart");
+    box.dataset.points = String(items.length);
+    box.dataset.keys = items.map((item) => item.memory_keys).join(",");
+    if (!state.memoryChart) return;
+    state.memoryChart.setData([items.map((item) => Date.parse(item.created_at) / 1000), items.map((item) => item.memory_keys)]);
+  }
+
+  /**
+   * The project's sessions as a tree: a branch (a session record with parent_checkpoint) under
+   * the session it branched from, labelled with that checkpoint; merges into the viewed session
+   * (its session.merged events) listed under it. Without branches, a flat list.
+   */
+  async function refreshTree() {
+    let sessions;
+    try {
+      sessions = await call("session.list");
+    } catch (error) {
+      return;
+    }
+    const byId = new Map(sessions.map((record) => [record.session_id, record]));
+    const children = new Map();
+    const roots = [];
+    for (const record of sessions) {
+      const parent = parentOf(record);
+      if (parent && byId.has(parent) && parent !== record.session_id) {
+        if (!children.has(parent)) children.set(parent, []);
+        children.get(parent).push(record);
+      } else roots.push(record);
+    }
+    const byCreation = (a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0);
+    const seen = new Set();
+    const node = (record) => {
+      seen.add(record.session_id);
+      const item = document.createElement("li");
+      item.dataset.session = record.session_id;
+      if (record.session_id === state.session) item.className = "here";
+      const label = document.createElement("span");
+      label.className = "node";
+      label.append(`${record.name || record.session_id.slice(0, 8)} `, text("span", record.status, `status status-${record.status}`));
+      item.append(label);
+      if (record.parent_checkpoint) {
+        const from = record.parent_checkpoint;
+        item.append(" ", text("span", `from ${typeof from === "string" ? from : from.name || from.id}`, "from"));
+      }
+      if (record.session_id === state.session) {
+        for (const merge of state.merges) item.append(text("div", `⇠ merged ${merge.name || ""} from ${nameOf(byId, merge.session_id)}`, "merge"));
+      }
+      const kids = (children.get(record.session_id) || []).filter((kid) => !seen.has(kid.session_id)).sort(byCreation);
+      if (kids.length) {
+        const list = document.createElement("ul");
+        for (const kid of kids) list.append(node(kid));
+        item.append(list);
+      }
+      return item;
+    };
+    $("tree").replaceChildren(...roots.sort(byCreation).map(node));
+  }
+
+  function parentOf(record) {
+    const from = record.parent_checkpoint;
+    if (from && typeof from === "object" && typeof from.session_id === "string") return from.session_id;
+    return typeof record.parent_session === "string" ? record.parent_session : null;
+  }
+
+  function nameOf(byId, id) {
+    const record = byId.get(id);
+    return record && record.name ? record.name : String(id || "?").slice(0, 8);
+  }
+
+  /** The last events before the page opened, and the merges among all of them. */
+  async function seedEvents() {
+    try {
+      const events = await call("events.list");
+      state.merges = events.filter((event) => event.type === "session.merged" && event.from).map((event) => event.from);
+      for (const event of events.slice(-20)) showEvent(event);
+      if (events.length) state.lastSeq = events[events.length - 1].seq;
+    } catch (error) {
+      // the live stream still shows what comes next
+    }
+  }
+
+  function showEvent(event) {
+    $("events").prepend(text("li", `${event.at.slice(11, 19)} ${event.type} · ${event.actor}`));
   }
 
   /** Server-sent events over fetch (EventSource cannot send the Authorization header). */
@@ -209,7 +328,8 @@
       const response = await fetch(`/api/sessions/${encodeURIComponent(state.session)}/stream`, {
         method: "POST",
         headers: { "content-type": "application/json", authorization: `Bearer ${state.token}` },
-        body: JSON.stringify({ "events.subscribe": {} }),
+        // From the last event shown, so that none is missed or shown twice.
+        body: JSON.stringify({ "events.subscribe": state.lastSeq === null ? {} : { from_seq: state.lastSeq } }),
       });
       if (!response.ok) throw new Error((await response.json()).error.message);
       const reader = response.body.getReader();
@@ -246,9 +366,10 @@
       return;
     }
     if (kind !== "events.subscribe") return;
-    const entry = text("li", `${payload.at.slice(11, 19)} ${payload.type} · ${payload.actor}`);
-    $("events").prepend(entry);
+    showEvent(payload);
+    if (payload.type === "session.merged" && payload.from) state.merges.push(payload.from);
     refresh();
+    if (/^session\./.test(payload.type)) refreshTree();
   }
 
   $("login").addEventListener("submit", (event) => {

@@ -1,0 +1,173 @@
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { ApexError } from "../../core/errors.js";
+import { sessionMethods } from "../../core/session/methods.js";
+import { ENDED_STATUSES, type SessionEvent, type SessionRecord } from "../../core/session/records.js";
+import { eventsAfter, SessionService } from "../../core/session/service.js";
+import { currentSession, effectiveStatus, findSession } from "../../core/session/sessions.js";
+import { sessionReport } from "../../core/session/status-report.js";
+import { compileGlob } from "../../core/store/glob.js";
+import { checkPath } from "../../core/store/paths.js";
+import { Store, type JsonValue } from "../../core/store/store.js";
+
+/**
+ * Reads of a session that no live supervisor serves, straight from the store (read-only):
+ * the current session while its supervisor is down, and every other session of the project
+ * (ended, reconstructed). A session that is not the current one is *frozen*: its project
+ * memory is what its latest checkpoint holds (the live keyspace belongs to whichever session
+ * runs now), and nothing of it can be changed here.
+ */
+export const STORED_READS = new Set([
+  "hello",
+  "session.status",
+  "session.list",
+  "session.history",
+  "agent.list",
+  "task.list",
+  "task.get",
+  "milestone.list",
+  "events.list",
+  "memory.get",
+  "memory.query",
+  "memory.changes",
+  "checkpoint.list",
+  "checkpoint.show",
+  "checkpoint.diff",
+  "share.list",
+]);
+
+export interface StoredSession {
+  record: SessionRecord;
+  /** Not the project's current session: read-only, memory as of its latest checkpoint. */
+  frozen: boolean;
+  ended: boolean;
+}
+
+export async function withReadStore<T>(location: ProjectLocation, fn: (store: Store) => T | Promise<T>): Promise<T> {
+  if (!Store.exists(location.storeDir)) throw noSuchSession("(none)");
+  const store = Store.open(location.storeDir, { readOnly: true });
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+export function storedSession(store: Store, sessionId: string): StoredSession {
+  let record: SessionRecord | undefined;
+  try {
+    record = findSession(store, sessionId);
+  } catch {
+    record = undefined; // not a valid path segment: no such session
+  }
+  if (!record || typeof record !== "object" || record.session_id !== sessionId) throw noSuchSession(sessionId);
+  return { record, frozen: currentSession(store)?.session_id !== sessionId, ended: ENDED_STATUSES.has(record.status) };
+}
+
+/** One read method of `sessionId`, answered from the store as the supervisor would answer it. */
+export async function readStored(store: Store, sessionId: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+  const session = storedSession(store, sessionId);
+  const service = new SessionService(store, sessionId, { fire: async () => {} });
+  const methods = sessionMethods(service);
+  switch (method) {
+    case "hello":
+      return { session_id: sessionId, status: effectiveStatus(session.record), read_only: session.frozen, methods: [...STORED_READS] };
+    case "session.status":
+      return sessionReport(store, session.record);
+    case "agent.list":
+      return sessionReport(store, session.record).agents.map((agent) => ({ name: agent.name, status: agent.status, pid: agent.pid, pgid: agent.pgid, restarts: agent.restarts }));
+    case "memory.get":
+    case "memory.query":
+    case "memory.changes":
+      return session.frozen ? frozenMemory(store, sessionId, method, params) : methods[method]!(params);
+    case "checkpoint.list": {
+      const { checkpointPage } = await import("../checkpoint/plugin-list.js");
+      return checkpointPage(store, {
+        session: sessionId,
+        ...(typeof params.limit === "number" ? { limit: params.limit } : {}),
+        ...(typeof params.offset === "number" ? { offset: params.offset } : {}),
+        oldest: params.oldest === true,
+      });
+    }
+    case "checkpoint.show": {
+      const { checkpointRecord } = await import("../checkpoint/record.js");
+      return checkpointRecord(store, stringParam(params, "ref"), {
+        sessionId,
+        ...(typeof params.keysLimit === "number" ? { keysLimit: params.keysLimit } : {}),
+        ...(typeof params.keysOffset === "number" ? { keysOffset: params.keysOffset } : {}),
+      });
+    }
+    case "checkpoint.diff": {
+      const { diffCheckpoints } = await import("../checkpoint/checkpoints.js");
+      return diffCheckpoints(store, stringParam(params, "from"), stringParam(params, "to"), { sessionId });
+    }
+    default: {
+      const fn = methods[method];
+      if (!STORED_READS.has(method) || !fn) throw new ApexError("APEX_E_INTERNAL", `${method} is not a read.`);
+      // A read that names another session through params reads that one; here it is always this one.
+      return fn({ ...params, session: sessionId });
+    }
+  }
+}
+
+/**
+ * Memory of a frozen session: the project memory its latest checkpoint holds (nothing, if it
+ * has none), beside the session records under /sessions/, which are read live (they are the
+ * session's own, and `session history` reads them). `memory.changes` reports nothing: a
+ * checkpoint does not change.
+ */
+async function frozenMemory(store: Store, sessionId: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+  if (method === "memory.changes") return { revision: typeof params.since === "number" ? params.since : store.revision(), changes: [] };
+  const { catalogLatest, getCheckpointValue, readCheckpointMemory } = await checkpointReads();
+  const latest = catalogLatest(store, sessionId);
+  if (method === "memory.get") {
+    const path = checkPath(stringParam(params, "path"));
+    if (isRecordPath(path)) return store.get(path);
+    return latest ? getCheckpointValue(store, latest, path, { sessionId }) : undefined;
+  }
+  const glob = compileGlob(stringParam(params, "glob"));
+  const limit = typeof params.limit === "number" ? params.limit : Infinity;
+  const out: Array<{ path: string; value: JsonValue }> = [];
+  for (const entry of store.query(glob.source)) if (isRecordPath(entry.path)) out.push({ path: entry.path, value: entry.value });
+  if (latest) {
+    for (const entry of readCheckpointMemory(store, latest, { sessionId })) if (!isRecordPath(entry.path) && glob.matches(entry.path)) out.push(entry);
+  }
+  out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return out.slice(0, limit);
+}
+
+function isRecordPath(path: string): boolean {
+  return path === "/sessions" || path.startsWith("/sessions/");
+}
+
+async function checkpointReads() {
+  const [{ getCheckpointValue, readCheckpointMemory }, { Catalog }] = await Promise.all([import("../checkpoint/checkpoints.js"), import("../checkpoint/catalog.js")]);
+  return {
+    getCheckpointValue,
+    readCheckpointMemory,
+    /** The id of the session's latest checkpoint, if it has one. */
+    catalogLatest: (store: Store, sessionId: string): string | undefined => Catalog.of(store).latest(sessionId)?.id,
+  };
+}
+
+/** Events of a session after `seq`, and whether the session has ended (no more will come). */
+export function storedEvents(store: Store, sessionId: string, seq: number): { events: SessionEvent[]; ended: boolean } {
+  const session = storedSession(store, sessionId);
+  return { events: Array.from(eventsAfter(store, sessionId, seq)), ended: session.ended };
+}
+
+export function readOnlySession(session: StoredSession, method: string): ApexError {
+  const what = session.ended ? `ended (${session.record.status})` : "not the project's current session";
+  return new ApexError("APEX_E_SESSION_STATE", `Session ${session.record.session_id} is ${what}: it can be read, not changed (${method}).`, {
+    hint: "Its status, tasks, checkpoints, memory as of its latest checkpoint, logs and events stay readable.",
+  });
+}
+
+export function noSuchSession(sessionId: string): ApexError {
+  return new ApexError("APEX_E_NO_SESSION", `No session ${sessionId} in this project.`, { hint: "The owner's `apex session list` shows the project's sessions." });
+}
+
+function stringParam(params: Record<string, unknown>, name: string): string {
+  const value = params[name];
+  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
+  return value;
+}

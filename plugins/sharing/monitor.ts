@@ -1,0 +1,113 @@
+import type { Color } from "../../core/cli/output.js";
+import type { SessionEvent } from "../../core/session/records.js";
+import type { StatusReport } from "../../core/session/status-report.js";
+import { formatEvent } from "../../core/session/cli/format.js";
+
+/**
+ * `apex connect` on a terminal: one screen, redrawn in place (like pm2 monit or a tmux status
+ * line) — the session's status line, its agents with their state, task counts, the last
+ * checkpoint and the most recent events. `renderMonitor` is a pure function of what the
+ * client knows and the terminal's size; `connectCommand` redraws with it.
+ */
+export interface MonitorState {
+  origin: string;
+  me: { user: string; role: string };
+  status: StatusReport | null;
+  /** Oldest first; the screen shows the newest that fit. */
+  events: SessionEvent[];
+  /** Shown under the events: why the stream ended, or the last error. */
+  notice: string | null;
+  /** When the screen was drawn (the status line shows the time). */
+  now: Date;
+}
+
+type Segment = readonly [text: string, color?: Color];
+type Line = Segment[];
+
+const STATUS_COLORS: Record<string, Color> = {
+  active: "green",
+  running: "green",
+  completed: "green",
+  paused: "yellow",
+  restarting: "yellow",
+  starting: "yellow",
+  interrupted: "red",
+  failed: "red",
+  gone: "red",
+  orphaned: "red",
+  stopped: "gray",
+  exited: "gray",
+};
+
+/** The screen as lines of at most `width` visible characters, at most `height` lines. */
+export function renderMonitor(state: MonitorState, width: number, height: number, colorize: (text: string, color: Color) => string = (text) => text): string[] {
+  const lines: Line[] = [];
+  const status = state.status;
+  const session = status?.session;
+  const clock = state.now.toISOString().slice(11, 19);
+  lines.push([
+    ["APEX ", "bold"],
+    [session ? session.session_id : "no session"],
+    ["  "],
+    [session ? session.status : "-", session ? STATUS_COLORS[session.status] : undefined],
+    [`  ${state.me.user} (${state.me.role}) @ ${state.origin}  ${clock}`, "gray"],
+  ]);
+  if (status && session) {
+    const t = status.tasks;
+    lines.push([["tasks       "], [`${t.pending} pending · ${t.active} active · ${t.completed} completed · ${t.failed} failed`]]);
+    const checkpoint = status.last_checkpoint;
+    lines.push([
+      ["checkpoint  "],
+      [checkpoint ? `${checkpoint.sequence ?? "?"} (${checkpoint.trigger ?? "?"})${checkpoint.description ? ` "${checkpoint.description}"` : ""} at ${(checkpoint.created_at ?? "").slice(11, 19)}` : "none yet"],
+    ]);
+    if (status.connected?.length) lines.push([["connected   "], [status.connected.map((user) => `${user.user} (${user.role})`).join(", ")]]);
+    lines.push([]);
+    lines.push([[`${"AGENT".padEnd(14)}${"STATE".padEnd(12)}${"PID".padEnd(9)}${"CPU".padEnd(10)}TASK`, "bold"]]);
+    for (const agent of status.agents) {
+      lines.push([
+        [agent.name.slice(0, 13).padEnd(14)],
+        [agent.status.padEnd(12), STATUS_COLORS[agent.status]],
+        [(agent.pid === null ? "-" : String(agent.pid)).padEnd(9)],
+        [`${agent.cpu_seconds.toFixed(2)}s`.padEnd(10)],
+        [agent.task ?? "-"],
+      ]);
+    }
+    if (status.agents.length === 0) lines.push([["(no agents)", "gray"]]);
+  }
+  lines.push([]);
+  lines.push([["RECENT EVENTS", "bold"]]);
+  const footer: Line[] = [];
+  if (state.notice) footer.push([[state.notice, "yellow"]]);
+  footer.push([["Ctrl-C detaches.", "gray"]]);
+  const room = Math.max(0, height - lines.length - footer.length);
+  const shown = room === 0 ? [] : state.events.slice(-room);
+  for (const event of shown) lines.push([[formatEvent(event)], [`  [${event.actor}]`, "gray"]]);
+  if (state.events.length === 0 && room > 0) lines.push([["(none yet)", "gray"]]);
+  lines.push(...footer);
+  return lines.slice(0, Math.max(1, height)).map((line) => fit(line, width, colorize));
+}
+
+/** Cuts a line to `width` visible characters (the last one an ellipsis when cut), then colours it. */
+function fit(line: Line, width: number, colorize: (text: string, color: Color) => string): string {
+  let left = Math.max(1, width);
+  let out = "";
+  const total = line.reduce((sum, [text]) => sum + [...text].length, 0);
+  const cut = total > left;
+  if (cut) left -= 1;
+  for (const [text, color] of line) {
+    if (left <= 0) break;
+    const chars = [...text];
+    const part = chars.slice(0, left).join("");
+    left -= Math.min(chars.length, left);
+    out += color ? colorize(part, color) : part;
+  }
+  return cut ? `${out}…` : out;
+}
+
+/** ANSI control sequences of the live view: an alternate screen, like top or pm2 monit. */
+export const SCREEN = {
+  enter: "\u001b[?1049h\u001b[?25l",
+  leave: "\u001b[?25h\u001b[?1049l",
+  /** Cursor home; each line clears its rest; then clear below. */
+  frame: (lines: string[]) => `\u001b[H${lines.map((line) => `${line}\u001b[K`).join("\n")}\u001b[J`,
+};

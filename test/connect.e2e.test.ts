@@ -1,0 +1,141 @@
+// `apex connect`: on a terminal, a screen redrawn in place until Ctrl-C (driven here through
+// util-linux `script`, which gives the CLI a real pseudo-terminal); on a pipe, events line by
+// line. A real `apex serve` on loopback in front of a live session; the built CLI.
+import { spawn } from "node:child_process";
+import { afterEach, describe, expect, it } from "vitest";
+import { renderMonitor, type MonitorState } from "../plugins/sharing/monitor.js";
+import { APEX_BIN, Project, cleanEnv, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+
+const CONFIG = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
+
+let project: Project | undefined;
+const stops: Array<() => Promise<unknown>> = [];
+
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop();
+  project?.cleanup();
+  project = undefined;
+});
+
+async function served(p: Project): Promise<{ url: string; sid: string; operator: string; viewer: string }> {
+  const sid = p.start().session_id;
+  const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+  stops.push(async () => {
+    if (run.child.exitCode === null) run.child.kill("SIGTERM");
+    await run.done;
+  });
+  const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+  const token = (user: string, role: string) => JSON.parse(p.apex(["session", "share", "current", user, "--role", role, "--json"]).stdout).token as string;
+  return { url, sid, operator: token("otto", "operator"), viewer: token("vera", "viewer") };
+}
+
+describe("apex connect on a terminal", () => {
+  it("redraws the status, agents, tasks, last checkpoint and events in place until Ctrl-C", async () => {
+    project = new Project(CONFIG);
+    const { url, sid, operator, viewer } = await served(project);
+    expect(project.apex(["task", "add", "write the parser"]).status).toBe(0);
+    const target = `${url.replace("http://", "")}/${sid}`;
+    // script(1) runs the command on a pseudo-terminal of 100×30 (stty), copying its output to stdout.
+    const command = `stty cols 100 rows 30; exec ${process.execPath} ${APEX_BIN} connect ${target}`;
+    const child = spawn("script", ["-qfc", command, "/dev/null"], { cwd: project.dir, env: { ...cleanEnv(), APEX_TOKEN: viewer, TERM: "xterm" }, detached: true });
+    let screen = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (screen += chunk));
+    const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+    stops.push(async () => {
+      if (child.exitCode === null) process.kill(-child.pid!, "SIGKILL");
+      await exited;
+    });
+
+    await waitFor("the first screen", () => screen.includes("RECENT EVENTS"));
+    expect(screen).toContain("\u001b[?1049h"); // alternate screen, like top
+    expect(screen).toContain(`APEX ${sid}  active  vera (viewer)`);
+    expect(screen).toMatch(/tasks {7}1 pending · 0 active · 0 completed · 0 failed/);
+    expect(screen).toMatch(/alpha {9}running/);
+    const frames = () => screen.split("\u001b[H").length;
+    const before = frames();
+
+    // An operator pauses from elsewhere: the view redraws with the new state and the event.
+    const remote = project.apex(["--remote", target, "pause"], { env: { APEX_TOKEN: operator } });
+    expect(remote.status, remote.stderr).toBe(0);
+    await waitFor("the paused screen", () => {
+      const last = screen.slice(screen.lastIndexOf("\u001b[H"));
+      return last.includes(`${sid}  paused`) && /alpha {9}paused/.test(last) && last.includes("session paused") && last.includes("[user:otto]") && last.includes("checkpoint  ");
+    });
+    expect(frames()).toBeGreaterThan(before);
+    const last = screen.slice(screen.lastIndexOf("\u001b[H"));
+    expect(last).toMatch(/checkpoint {2}\d+ \(onPause\)/);
+    // Every line fits the terminal's width.
+    for (const line of last.split(/\r?\n/)) expect(line.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "").length).toBeLessThanOrEqual(100);
+
+    // Ctrl-C: the screen is restored and the command ends with 0.
+    child.stdin.write("\u0003");
+    expect(await exited).toBe(0);
+    expect(screen).toContain("\u001b[?1049l");
+    expect(screen).toContain(`Detached from ${url}.`);
+  });
+});
+
+describe("apex connect on a pipe", () => {
+  it("prints the status, then one line per event", async () => {
+    project = new Project(CONFIG);
+    const { url, sid, operator, viewer } = await served(project);
+    const target = `${url.replace("http://", "")}/${sid}`;
+    const run = project.apexAsync(["connect", target], { env: { APEX_TOKEN: viewer } });
+    stops.push(async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGINT");
+      await run.done;
+    });
+    await waitFor("the header", () => run.output().includes("alpha"));
+    expect(run.output()).toContain(`Connected to ${url} as vera (viewer)`);
+    expect(project.apex(["--remote", target, "pause"], { env: { APEX_TOKEN: operator } }).status).toBe(0);
+    await waitFor("the pause, line by line", () => /session paused .*\[user:otto\]\n/.test(run.output()));
+    expect(run.output()).not.toContain("\u001b[");
+    run.child.kill("SIGINT");
+    expect((await run.done).status).toBe(0);
+  });
+});
+
+describe("the live view's renderer", () => {
+  const state = (overrides: Partial<MonitorState> = {}): MonitorState => ({
+    origin: "http://127.0.0.1:7433",
+    me: { user: "vera", role: "viewer" },
+    now: new Date("2026-12-02T10:00:05Z"),
+    notice: null,
+    events: Array.from({ length: 30 }, (_, i) => ({ seq: i + 1, at: `2026-12-02T10:00:${String(i).padStart(2, "0")}Z`, type: "task.added", actor: "user:otto", task: `t-${i}`, title: `task number ${i}` })),
+    status: {
+      session: { session_id: "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b", project_id: "p", status: "paused", stored_status: "paused", initial_task: "x", created_at: "", updated_at: "", supervisor: null, restored_from: null },
+      agents: [
+        { name: "a-very-long-agent-name", status: "paused", pid: 42, pgid: 42, alive: true, process_state: "T", processes: [42], task: "t-0001", reported_status: null, restarts: 0, uptime_seconds: 3, cpu_seconds: 1.234, last_exit: null },
+      ],
+      tasks: { pending: 2, active: 1, completed: 3, failed: 0, total: 6 },
+      last_checkpoint: { key: "k", id: "c", sequence: 7, trigger: "onPause", created_at: "2026-12-02T10:00:04Z", description: "paused by otto" },
+      left_running: [],
+      last_session: null,
+      connected: [{ user: "otto", role: "operator", since: "", streams: 1 }],
+    },
+    ...overrides,
+  });
+
+  it("fits a 40×16 terminal: cut lines end in an ellipsis, the newest events fill the rest", () => {
+    const lines = renderMonitor(state(), 40, 16);
+    expect(lines).toHaveLength(16);
+    for (const line of lines) expect([...line].length).toBeLessThanOrEqual(40);
+    expect(lines[0]).toBe("APEX 3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a…");
+    expect(lines[1]).toBe("tasks       2 pending · 1 active · 3 co…");
+    expect(lines[2]).toBe('checkpoint  7 (onPause) "paused by otto…');
+    expect(lines[3]).toBe("connected   otto (operator)");
+    expect(lines[6]).toBe("a-very-long-a paused      42       1.23…");
+    expect(lines.at(-1)).toBe("Ctrl-C detaches.");
+    // The newest events, oldest of them first, as many as fit.
+    expect(lines[9]).toContain("t-24");
+    expect(lines.at(-2)).toContain("t-29");
+  });
+
+  it("colours with the given painter only, and says when there is nothing yet", () => {
+    const lines = renderMonitor(state({ events: [], notice: "The session's event stream ended." }), 120, 30, (text, color) => `<${color}>${text}</>`);
+    expect(lines[0]).toContain("<yellow>paused</>");
+    expect(lines.join("\n")).toContain("<gray>(none yet)</>");
+    expect(lines.at(-2)).toBe("<yellow>The session's event stream ended.</>");
+    expect(renderMonitor(state({ status: null }), 80, 10)[0]).toContain("APEX no session  -");
+  });
+});

@@ -1,0 +1,202 @@
+// Every session of a project over `apex serve`, not only the running one: an ended session is
+// readable (status, tasks, checkpoints, memory as of its latest checkpoint, logs, events) and
+// read-only; a grant reads its own session and no other; grants record when they were last used
+// also when no supervisor runs. A real server on loopback, the built CLI and HTTP.
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+
+const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
+
+let project: Project | undefined;
+const stops: Array<() => Promise<unknown>> = [];
+
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop();
+  project?.cleanup();
+  project = undefined;
+});
+
+async function serve(p: Project): Promise<string> {
+  const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+  stops.push(async () => {
+    if (run.child.exitCode === null) run.child.kill("SIGTERM");
+    await run.done;
+  });
+  return waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+}
+
+function share(p: Project, session: string, user: string, role: string): { token: string; session_id: string } {
+  const result = p.apex(["session", "share", session, user, "--role", role, "--json"]);
+  expect(result.status, result.stderr).toBe(0);
+  return JSON.parse(result.stdout);
+}
+
+async function rpc(url: string, sid: string, method: string, token: string, body: unknown = {}): Promise<{ status: number; body: any }> {
+  const response = await fetch(`${url}/api/sessions/${sid}/rpc/${method}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+function remote(p: Project, url: string, sid: string, token: string, args: string[]) {
+  return p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, ...args], { env: { APEX_TOKEN: token } });
+}
+
+describe("apex serve: every session of the project", () => {
+  it("reads an ended session while another runs, refuses to change it, and keeps each grant to its own session", async () => {
+    project = new Project(CONFIG);
+    const a = project.start().session_id;
+    expect(project.apex(["task", "add", "parse the logs"]).status).toBe(0);
+    expect(project.apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
+    expect(project.apex(["checkpoint", "create", "the first one"]).status).toBe(0);
+    // After A's latest checkpoint: not part of what A shows once it has ended.
+    expect(project.apex(["memory", "set", "/notes/a", "2"]).status).toBe(0);
+    const viewerA = share(project, "current", "vera", "viewer");
+    const operatorA = share(project, "current", "otto", "operator");
+    await waitFor("a log line of A", () => project!.apex(["logs", "-n", "1"]).stdout.includes("alpha | tick"));
+    expect(project.apex(["stop"]).status).toBe(0);
+
+    const b = project.start().session_id;
+    expect(project.apex(["memory", "set", "/notes/a", "3"]).status).toBe(0);
+    expect(project.apex(["task", "add", "only in B"]).status).toBe(0);
+    const viewerB = share(project, "current", "vic", "viewer");
+    const url = await serve(project);
+
+    // Reads of ended A: the same output as the local commands that name A.
+    const status = JSON.parse(remote(project, url, a, viewerA.token, ["status", "--json"]).stdout);
+    expect(status.session).toMatchObject({ session_id: a, status: "stopped" });
+    expect(status.last_checkpoint.description).toBe("the first one");
+    for (const [far, near] of [
+      [["task", "list"], ["task", "list", "--session", a]],
+      [["checkpoint", "list"], ["checkpoint", "list", "--session", a]],
+      [["session", "history", a], ["session", "history", a]],
+    ]) {
+      const result = remote(project, url, a, viewerA.token, far!);
+      expect(result.status, result.stderr).toBe(0);
+      expect(result.stdout).toBe(project.apex(near!).stdout);
+    }
+    expect(remote(project, url, a, viewerA.token, ["task", "list"]).stdout).not.toContain("only in B");
+    expect(remote(project, url, a, viewerA.token, ["session", "history", a]).stdout).toMatch(/share\.created|shared/);
+    // Memory as of A's latest checkpoint, not the live value B wrote since.
+    expect(JSON.parse(remote(project, url, a, viewerA.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 1 });
+    expect(JSON.parse(remote(project, url, b, viewerB.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 3 });
+    expect(remote(project, url, a, viewerA.token, ["logs", "-n", "5"]).stdout).toContain("alpha | tick");
+    const events = await rpc(url, a, "events.list", viewerA.token);
+    expect(events.body.result.map((event: { type: string }) => event.type)).toEqual(expect.arrayContaining(["session.started", "session.stopped"]));
+
+    // The event stream of an ended session replays from from_seq, then ends.
+    const stream = await fetch(`${url}/api/sessions/${a}/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${viewerA.token}` },
+      body: JSON.stringify({ "events.subscribe": { from_seq: 0 } }),
+    });
+    const text = await stream.text();
+    expect(text).toContain('"type":"session.stopped"');
+    expect(text).toMatch(/event: end\ndata: .*has ended/);
+
+    // Read-only: an operator of A can change nothing of it (exit 4, nothing written).
+    for (const args of [["pause"], ["memory", "set", "/notes/a", "9"], ["task", "add", "late"]]) {
+      const refused = remote(project, url, a, operatorA.token, args);
+      expect(refused.status, args.join(" ")).toBe(4);
+      expect(refused.stderr).toContain("APEX_E_SESSION_STATE");
+      expect(refused.stderr).toContain(`Session ${a} is ended (stopped): it can be read, not changed`);
+    }
+    expect(project.apex(["task", "list", "--session", a, "--json"]).stdout).not.toContain("late");
+    expect(JSON.parse(project.apex(["memory", "show", "/notes/a", "--json"]).stdout).value).toBe(3);
+
+    // A grant is for its own session: B's token does not open A, and naming A in the body does not either.
+    expect((await rpc(url, a, "session.status", viewerB.token)).status).toBe(401);
+    const pinned = await rpc(url, b, "task.list", viewerB.token, { session: a });
+    expect(pinned.body.result.map((task: { title: string }) => task.title)).toContain("only in B");
+    expect(pinned.body.result.map((task: { title: string }) => task.title)).not.toContain("parse the logs");
+    const foreign = await rpc(url, b, "checkpoint.show", viewerB.token, { ref: `${a}/checkpoint-002` });
+    expect(foreign.status).toBe(404);
+    expect(foreign.body.error.code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
+    const records = (await rpc(url, b, "memory.query", viewerB.token, { glob: "/sessions/**" })).body.result as Array<{ path: string }>;
+    expect(records.some((entry) => entry.path.startsWith(`/sessions/${b}/tasks/`))).toBe(true);
+    expect(records.filter((entry) => entry.path.includes(a) || entry.path.includes("/grants/"))).toEqual([]);
+    expect((await rpc(url, b, "memory.get", viewerB.token, { path: `/sessions/${a}` })).body).toEqual({});
+
+    // An ended session can be shared too; the invite reads it.
+    const late = share(project, a, "lena", "viewer");
+    expect(late.session_id).toBe(a);
+    expect(remote(project, url, a, late.token, ["task", "list"]).stdout).toContain("parse the logs");
+    expect(project.apex(["session", "shares", a.slice(0, 8), "--json"]).stdout).toContain('"user": "lena"');
+    // Unsharing an ended session closes its user's open streams within a second too.
+    const follow = await fetch(`${url}/api/sessions/${a}/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${late.token}` },
+      body: JSON.stringify({ "logs.follow": {} }),
+    });
+    expect(follow.status).toBe(200);
+    const followed = follow.text();
+    const revokedAt = Date.now();
+    expect(project.apex(["session", "unshare", a, "lena"]).status).toBe(0);
+    expect(await followed).toContain("APEX_E_UNAUTHORIZED");
+    expect(Date.now() - revokedAt).toBeLessThan(5000);
+    expect((await rpc(url, a, "task.list", late.token)).status).toBe(401);
+    // Unknown sessions: 401 for any token (no grant can exist), never a look at the store's other records.
+    expect((await rpc(url, "0000aaaa-0000-0000-0000-000000000000", "session.status", viewerA.token)).status).toBe(401);
+  });
+});
+
+describe("apex serve: grants' last use", () => {
+  it("records last_used_at without a supervisor, at most once a minute per grant", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const viewer = share(project, "current", "vera", "viewer");
+    expect(project.apex(["stop"]).status).toBe(0);
+    const url = await serve(project);
+    const lastUsed = () => (JSON.parse(project!.apex(["session", "shares", sid, "--json"]).stdout) as Array<{ user: string; last_used_at: string | null }>).find((g) => g.user === "vera")!.last_used_at;
+    expect(lastUsed()).toBeNull();
+    const before = Date.now();
+    expect((await rpc(url, sid, "session.status", viewer.token)).status).toBe(200);
+    const first = await waitFor("last_used_at", () => lastUsed() ?? undefined);
+    expect(Date.parse(first)).toBeGreaterThanOrEqual(before - 1000);
+    const records = () => project!.apex(["memory", "query", "/sessions/**", "--json"]).stdout;
+    const snapshot = records();
+    // More requests within the minute: nothing written.
+    for (let i = 0; i < 5; i++) expect((await rpc(url, sid, "task.list", viewer.token)).status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(lastUsed()).toBe(first);
+    expect(records()).toBe(snapshot);
+  });
+});
+
+describe("apex serve: merging is the owner's", () => {
+  it("refuses session.merge to viewers and operators with the usual 403, and lets an owner's call through to the session", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const url = await serve(project);
+    const events = () => project!.apex(["session", "history", sid, "--json"]).stdout;
+    const before = events();
+    for (const [user, role, article] of [["vera", "viewer", "a"], ["otto", "operator", "an"]] as const) {
+      const grant = share(project, "current", user, role);
+      const refused = await rpc(url, sid, "session.merge", grant.token, { from: "some-branch" });
+      expect(refused.status).toBe(403);
+      expect(refused.body).toEqual({
+        error: {
+          code: "APEX_E_FORBIDDEN",
+          message: `${user} is ${article} ${role} of this session; session.merge needs owner.`,
+          hint: "The session's owner can change the role: `apex session share SESSION USER --role operator`.",
+        },
+      });
+    }
+    const owner = share(project, "current", "olga", "owner");
+    const passed = await rpc(url, sid, "session.merge", owner.token, { from: "some-branch" });
+    expect(passed.status).not.toBe(403);
+    // Nothing merged, nothing recorded but the three shares.
+    expect(JSON.parse(events()).events.length).toBe(JSON.parse(before).events.length + 3);
+
+    // An owner shares over --remote: the invite names the server as they reached it.
+    const port = new URL(url).port;
+    const invite = project.apex(["--remote", `localhost:${port}/${sid}`, "session", "share", "current", "nina", "--json"], { env: { APEX_TOKEN: owner.token } });
+    expect(invite.status, invite.stderr).toBe(0);
+    const shared = JSON.parse(invite.stdout) as { url: string; connect: string; created_by: string };
+    expect(shared.url).toMatch(new RegExp(`^http://localhost:${port}/#session=${sid}&token=apx_`));
+    expect(shared.connect).toContain(`apex connect localhost:${port}/${sid}`);
+    expect(shared.created_by).toBe("user:olga");
+  });
+});
