@@ -76,6 +76,8 @@ export async function locateSession(reader: MemoryReader, ref: string | undefine
   }
   const exact = sessions.get(ref);
   if (exact) return { sessionId: ref, record: exact };
+  const named = [...sessions.values()].find((record) => record.name === ref);
+  if (named) return { sessionId: named.session_id, record: named };
   const matches = ref.length >= 4 ? [...sessions.keys()].filter((id) => id.startsWith(ref)) : [];
   if (matches.length === 1) return { sessionId: matches[0]!, record: sessions.get(matches[0]!)! };
   if (matches.length > 1) {

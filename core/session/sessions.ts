@@ -1,6 +1,7 @@
 import { ApexError } from "../errors.js";
 import type { Store } from "../store/store.js";
 import type { CheckpointService } from "./checkpoints.js";
+import { sessionIdByName } from "./names.js";
 import { isSameProcessAlive } from "./proc.js";
 import {
   CURRENT_SESSION_PATH,
@@ -76,6 +77,8 @@ export async function resolveContinueTarget(store: Store, argument: string, serv
   // Any session record, also one that is neither current nor ended (a reconstructed session).
   const exact = argument.includes("/") ? undefined : safeFind(store, argument);
   if (exact) return { sessionId: exact.session_id, checkpoint: undefined };
+  const named = sessionIdByName(store, argument);
+  if (named) return { sessionId: named, checkpoint: undefined };
   const sessions = allSessions(store);
   const byPrefix = argument.length >= 4 ? sessions.filter((record) => record.session_id.startsWith(argument)) : [];
   if (byPrefix.length === 1) return { sessionId: byPrefix[0]!.session_id, checkpoint: undefined };
@@ -126,6 +129,8 @@ function findCheckpoint(store: Store, argument: string): ContinueTarget | undefi
 export function resolveSessionId(store: Store, ref: string): string {
   const text = ref.trim();
   if (text && !text.includes("/") && safeFind(store, text)) return text;
+  const named = sessionIdByName(store, text);
+  if (named) return named;
   const matches = new Set<string>();
   if (text.length >= 4 && !/[*?\\/]/.test(text)) {
     for (const { path } of store.query(`/sessions/${text}*`)) matches.add(path.split("/")[2]!);

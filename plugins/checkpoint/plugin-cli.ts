@@ -148,6 +148,7 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   row("description", m.description || "-");
   row("pinned", m.pinned ? "yes" : "no");
   row("parent", m.parent ?? "-");
+  if (m.merge_parent) row("merged from", m.merge_parent);
   row("revision", String(m.revision));
   row("memory", `${m.memory.keys} keys${m.memory.root ? ` (root ${m.memory.root.slice(0, 12)})` : ""}; paths ${m.memory.scope.include.join(", ")}`);
   const git = m.git_state as { branch?: unknown; commit?: unknown; dirty?: unknown } | null;

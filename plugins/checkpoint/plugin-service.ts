@@ -22,6 +22,7 @@ import type { LostItem } from "./recover.js";
 import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from "./manifest.js";
 import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
 import { LangGraphStore } from "./langgraph.js";
+import { branchMethods } from "./branch-methods.js";
 import { checkpointPage } from "./plugin-list.js";
 import { agentsOf, checkpointRecord } from "./record.js";
 import { defaultSessionIfAny, resolveSessionRef, sessionFor } from "./plugin-sessions.js";
@@ -417,6 +418,13 @@ export class SessionCheckpoints {
         const sessionId = optionalString(params, "session_id");
         return validateOutOfProcess(this.store.dir, sessionId ? { sessionId: resolveSessionRef(this.store, sessionId) } : {}) as unknown as Promise<JsonValue>;
       },
+      // Branch and merge (branch-methods.ts): writes, so they run where the writer is.
+      ...branchMethods(this.store, {
+        serialize: (fn) => this.serialize(fn),
+        scope: this.scope,
+        ...(this.options.enrich ? { enrich: this.options.enrich } : {}),
+        ...(this.options.afterCheckpoint ? { afterCheckpoint: this.options.afterCheckpoint } : {}),
+      }),
       "session.reconstruct": (params) =>
         this.serialize(async () => {
           const newSessionId = optionalString(params, "new_session_id");

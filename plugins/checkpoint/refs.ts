@@ -21,6 +21,7 @@ export const ACTORS = {
   restore: "system:restore",
   recover: "system:recover",
   repair: "system:repair",
+  merge: "system:merge",
 } as const;
 
 export interface ResolveOptions {

@@ -64,6 +64,8 @@ export function knownSessions(store: Store): SessionInfo[] {
 export function findKnownSession(sessions: readonly SessionInfo[], argument: string): SessionInfo {
   const exact = sessions.find((session) => session.sessionId === argument);
   if (exact) return exact;
+  const named = sessions.find((session) => session.record?.name === argument);
+  if (named) return named;
   const matches = argument.length >= 4 ? sessions.filter((session) => session.sessionId.startsWith(argument)) : [];
   if (matches.length === 1) return matches[0]!;
   if (matches.length > 1) {
