@@ -7,6 +7,7 @@ import { registerMemoryCommands } from "./memory.js";
 import { registerPluginsCommands } from "./plugins.js";
 import { registerRemoteCommands } from "./remote.js";
 import { registerSessionCommands } from "./session.js";
+import { registerSessionBranchCommands } from "./session-branch.js";
 import { registerTaskCommands } from "./task.js";
 
 /**
@@ -22,5 +23,6 @@ export const commandGroups: Array<(program: Command) => void> = [
   registerAgentCommands,
   registerSessionCommands,
   registerCheckpointCommands,
+  registerSessionBranchCommands,
   registerRemoteCommands,
 ];

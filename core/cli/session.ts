@@ -17,7 +17,7 @@ export function registerSessionCommands(program: Command): void {
   session
     .command("list")
     .description("every session of the project with its status (the current one first)")
-    .option("--json", "print [{session_id, status, created_at, ended_at, initial_task, outcome}]")
+    .option("--json", "print [{session_id, name, parent, status, created_at, ended_at, initial_task, outcome}] (name and parent: a branch session's)")
     .addHelpText("after", examples("apex session list", "apex session list --json"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { listSessions } = await import("../session/cli/sessions.js");

@@ -55,6 +55,27 @@ export function allSessions(store: Store): SessionRecord[] {
   return current ? [current, ...history] : history;
 }
 
+/**
+ * The session whose state the live keyspace holds: the current one, else the one that ran last
+ * (the latest "started" or "continued" in the records' history). A branch that never ran, or an
+ * older session, holds nothing of it: continuing one restores its latest checkpoint instead.
+ */
+export function liveMemoryOwner(store: Store): string | undefined {
+  const current = currentSession(store);
+  if (current) return current.session_id;
+  let owner: string | undefined;
+  let latest = "";
+  for (const record of historySessions(store)) {
+    for (const entry of Array.isArray(record.history) ? record.history : []) {
+      if ((entry.event === "started" || entry.event === "continued") && typeof entry.at === "string" && entry.at > latest) {
+        latest = entry.at;
+        owner = record.session_id;
+      }
+    }
+  }
+  return owner;
+}
+
 export interface ContinueTarget {
   sessionId: string;
   /** The checkpoint to restore, when the argument named one. */

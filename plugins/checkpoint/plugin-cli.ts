@@ -41,16 +41,16 @@ import { checkpointRecord, type CheckpointRecord, type KeysPage } from "./record
 
 // ------------------------------------------------------------------------------------ routing
 
-function noStore(): ApexError {
+export function noStore(): ApexError {
   return new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
 }
 
 /** The socket of the store's writer, if a supervisor runs (inside an agent: always its supervisor). */
-function writerSocket(location: ProjectLocation): string | undefined {
+export function writerSocket(location: ProjectLocation): string | undefined {
   return writerEndpoint(location.storeDir);
 }
 
-async function callWriter(socket: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+export async function callWriter(socket: string, method: string, params: Record<string, unknown>): Promise<unknown> {
   try {
     return await callSupervisor(socket, method, params, 600_000);
   } catch (error) {
@@ -63,7 +63,7 @@ async function callWriter(socket: string, method: string, params: Record<string,
   }
 }
 
-async function withReadStore<T>(location: ProjectLocation, fn: (store: Store) => T | Promise<T>): Promise<T> {
+export async function withReadStore<T>(location: ProjectLocation, fn: (store: Store) => T | Promise<T>): Promise<T> {
   if (!Store.exists(location.storeDir)) throw noStore();
   const store = Store.open(location.storeDir, { readOnly: true });
   try {

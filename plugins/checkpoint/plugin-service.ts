@@ -158,7 +158,7 @@ export class SessionCheckpoints {
   // ------------------------------------------------------------------------------- restore
 
   /** The restore step of `apex start --continue` (see CheckpointService.restore). */
-  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean }): Promise<RestoreOutcome | undefined> {
+  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean; replacesOtherSession?: boolean }): Promise<RestoreOutcome | undefined> {
     return this.serialize(async () => {
       const started = performance.now();
       const located = this.locate(request.sessionId, request.checkpoint);
@@ -170,7 +170,9 @@ export class SessionCheckpoints {
       // retention that one triggers); the restore releases it once it has been read.
       const release = holdCheckpoint(this.store, located.id, "restore");
       try {
-        return await (request.force ? this.forceRestore(request.sessionId, located, started, release) : this.verifiedRestore(request.sessionId, located, started, release));
+        return await (request.force
+          ? this.forceRestore(request.sessionId, located, started, release)
+          : this.verifiedRestore(request.sessionId, located, started, release, request.replacesOtherSession === true));
       } finally {
         release();
       }
@@ -216,7 +218,7 @@ export class SessionCheckpoints {
     return manifest;
   }
 
-  private async verifiedRestore(sessionId: string, located: Located, started: number, release: () => void): Promise<RestoreOutcome> {
+  private async verifiedRestore(sessionId: string, located: Located, started: number, release: () => void, otherSessionsState = false): Promise<RestoreOutcome> {
     // Verified before anything changes (by prepare, before the session was claimed, or here).
     const manifest = this.verified?.id === located.id ? loadManifest(this.store, located) : this.verify(located, sessionId);
     const verifyMs = this.verified?.ms ?? 0;
@@ -236,8 +238,10 @@ export class SessionCheckpoints {
     // The state being replaced is saved first as a beforeRestore checkpoint, which retention
     // keeps; only when the latest checkpoint already holds that state and is kept as well
     // (beforeRestore, manual, pinned) is no copy written, and that one is named instead.
-    const held = this.heldByLatest(sessionId);
-    const saved = held ? undefined : await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before restoring ${manifest.name}` });
+    // Live memory that is another session's (continuing a branch or an older session) is that
+    // session's business (making way checkpointed it): nothing of it is saved as this session's.
+    const held = otherSessionsState ? undefined : this.heldByLatest(sessionId);
+    const saved = held || otherSessionsState ? undefined : await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before restoring ${manifest.name}` });
     const saveMs = lap();
     const result = await restoreCheckpoint(this.store, manifest, { targetSessionId: sessionId });
     release();

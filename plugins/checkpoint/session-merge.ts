@@ -1,6 +1,7 @@
 import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { appendEvent, recountTasks } from "../../core/session/service.js";
+import { liveMemoryOwner } from "../../core/session/sessions.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { writeCheckpoint } from "./checkpoints.js";
@@ -102,7 +103,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     const theirs = loadManifest(store, locatedOf(theirsSummary));
     const oursSummary = catalog.latest(destinationId);
     const ours = oursSummary ? loadManifest(store, locatedOf(oursSummary)) : undefined;
-    const live = currentSessionOf(store) === destinationId;
+    const live = liveMemoryOwnerOf(store) === destinationId;
     if (!ours && !live) {
       throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${destinationId} has no checkpoint to merge into.`, { hint: "Continue it and create one, or merge the other way." });
     }
@@ -238,12 +239,11 @@ function lines(changes: readonly MergeChange[]): ChangeLine[] {
   return changes.map((change) => ({ path: change.path, kind: change.kind, ...(change.resolved ? { resolved: true } : {}) }));
 }
 
-function currentSessionOf(store: Store): string | undefined {
+function liveMemoryOwnerOf(store: Store): string | undefined {
   try {
-    const current = store.get("/sessions/current") as { session_id?: unknown } | undefined;
-    return typeof current?.session_id === "string" ? current.session_id : undefined;
+    return liveMemoryOwner(store);
   } catch {
-    return undefined;
+    return undefined; // unreadable records: treat DST as not holding live memory (a checkpoint only)
   }
 }
 
