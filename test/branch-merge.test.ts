@@ -9,6 +9,7 @@ import { applyToTree, objectView, type MergeChange } from "../plugins/checkpoint
 import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
 import { drawTree, sessionTree } from "../plugins/checkpoint/tree.js";
+import { applyRetention } from "../plugins/retention/cleanup.js";
 import { tempDir } from "./helpers/cli.js";
 
 let store: Store;
@@ -40,7 +41,8 @@ const located = (sessionId: string) => {
   return { sessionId, sequence: summary.sequence, id: summary.id };
 };
 const value = (sessionId: string, path: string) => getCheckpointValue(store, latest(sessionId), path);
-const checkpoint = async (sessionId = "main") => (await createCheckpoint(store, { sessionId, trigger: "manual", now })).manifest;
+// Interval checkpoints: retention keeps manual ones on their own account.
+const checkpoint = async (sessionId = "main") => (await createCheckpoint(store, { sessionId, trigger: "interval", now })).manifest;
 
 /** A checkpoint on a session that is not running: its latest trees with `memory` and `tasks` changed (null: deleted). */
 async function commit(sessionId: string, memory: Record<string, JsonValue | null>, tasks: Record<string, JsonValue | null> = {}) {
@@ -53,7 +55,7 @@ async function commit(sessionId: string, memory: Record<string, JsonValue | null
     const t = applyToTree(view, parent.tasks.root, changes(Object.fromEntries(Object.entries(tasks).map(([id, v]) => [`/${id}`, v]))));
     writeDerivedCheckpoint(store, {
       sessionId,
-      trigger: "manual",
+      trigger: "interval",
       description: "work",
       parent: parent.id,
       createdAt: now().toISOString(),
@@ -322,6 +324,29 @@ describe("tasks and live memory", () => {
     const lines = drawTree(tree);
     expect(lines[0]).toMatch(/^\* +\w{8} \[dst\] checkpoint-002 merge/);
     expect(lines.some((line) => /^\|\\$/.test(line))).toBe(true);
-    expect(lines.at(-1)).toMatch(/\[main\] checkpoint-001 manual/);
+    expect(lines.at(-1)).toMatch(/\[main\] checkpoint-001 interval/);
+  });
+});
+
+describe("retention", () => {
+  it("keeps the checkpoints branches and merges need as a base, so the next merge finds the same base", async () => {
+    const { c1, dst, src } = await twoBranches();
+    for (let i = 0; i < 3; i++) await commit(src, { [`/src/${i}`]: i });
+    const mergedIn = latest(src);
+    await mergeSessions(store, { source: "src", destination: "dst" });
+    const mergePoint = latest(dst);
+    for (let i = 0; i < 3; i++) await commit(dst, { [`/dst/${i}`]: i });
+    for (let i = 3; i < 6; i++) await commit(src, { [`/src/${i}`]: i });
+    for (let i = 0; i < 3; i++) await checkpoint();
+    const outcome = await applyRetention(store, { keepLast: 1, maxCheckpoints: 100 }, { sweep: "always" });
+    const deleted = new Set(outcome.deleted.map((entry) => entry.id));
+    expect(deleted.size).toBeGreaterThan(0);
+    for (const kept of [c1.id, mergedIn.id, mergePoint.id]) expect(deleted.has(kept)).toBe(false);
+    const reasons = outcome.plan.sessions.flatMap((plan) => plan.result.decisions).filter((decision) => decision.item.id === mergedIn.id)[0]!.reasons;
+    expect(reasons).toContain(`merged into ${dst}`);
+    const report = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
+    expect(report.base?.id).toBe(mergedIn.id);
+    expect(report.memory.changes.map((change) => change.path)).toEqual(["/src/3", "/src/4", "/src/5"]);
+    expect(validateStore(store).problems).toEqual([]);
   });
 });
