@@ -150,6 +150,11 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
     return;
   }
   const base = report.base ? `${report.base.session_id.slice(0, 8)}/${report.base.name}` : "none (unrelated histories)";
+  const empty = report.memory.changes.length + report.tasks.changes.length + report.memory.conflicts.length + report.tasks.conflicts.length === 0;
+  if (empty) {
+    printLine(`Nothing to merge: ${src} changes nothing ${dst} does not have since ${base}.`);
+    return;
+  }
   printLine(`${report.dry_run ? "Would merge" : "Merged"} ${src} into ${dst} (base ${base}${report.other_bases.length > 0 ? `; ${report.other_bases.length} other common ancestor(s) not used` : ""}, strategy ${report.strategy}).`);
   for (const [part, plan] of [
     ["memory", report.memory],
@@ -161,7 +166,6 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
       printLine(`  ${mark}: ${part === "tasks" ? `task ${describeConflict(conflict).slice(1)}` : describeConflict(conflict)}`);
     }
   }
-  if (report.memory.changes.length + report.tasks.changes.length + report.memory.conflicts.length + report.tasks.conflicts.length === 0) printLine("  nothing to take from the source");
   if (report.refused) printLine(paint("Refused: conflicts under --strategy fail. Nothing written; settle them with --strategy ours|theirs.", "red"));
   if (report.checkpoint) printLine(`  merge checkpoint ${report.checkpoint.name} (${report.checkpoint.id}), parents ${report.checkpoint.parent?.slice(0, 8) ?? "-"} and ${report.checkpoint.merge_parent.slice(0, 8)}${report.applied === "live" ? "; live memory updated" : ""}`);
   const gitDone = report.git as { source_branch?: string; commit?: string } | null;

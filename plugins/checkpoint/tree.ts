@@ -192,7 +192,12 @@ export function drawTree(tree: SessionTree): string[] {
     const [first, ...others] = node.parents;
     columns[at] = first ?? null;
     for (const other of others) {
-      if (columns.includes(other)) continue;
+      const known = columns.indexOf(other);
+      if (known >= 0) {
+        // Already awaited in another column: the edge goes there ("|/" leftwards, "|\\" rightwards).
+        if (known !== at) lines.push(render(new Map([[known < at ? at * 2 - 1 : at * 2 + 1, known < at ? "/" : "\\"]])));
+        continue;
+      }
       let free = columns.indexOf(null);
       if (free < 0 || free < at) free = columns.push(other) - 1;
       else columns[free] = other;
