@@ -30,6 +30,7 @@ export function checkSessionName(name: string): string {
 
 interface Queryable {
   query(glob: string): Iterable<Entry>;
+  get(path: string): JsonValue | undefined;
 }
 
 /** Every session record (current, ended, branched) with a name: name -> session id. */
@@ -40,7 +41,10 @@ export function sessionNames(store: Queryable): Map<string, string> {
     if (record && typeof record === "object" && typeof record.name === "string" && typeof record.session_id === "string") names.set(record.name, record.session_id);
   };
   for (const { value } of store.query(`${HISTORY_PREFIX}/*`)) add(value);
-  for (const { path, value } of store.query("/sessions/*")) if (path !== "/sessions/current") add(value);
+  // A session's record is at /sessions/<sid> only while it is current (making way moves the one in
+  // the way to the history): one record to read, not a scan of every session's keys.
+  const current = store.get("/sessions/current") as { session_id?: unknown } | undefined;
+  if (typeof current?.session_id === "string") add(store.get(`/sessions/${current.session_id}`));
   return names;
 }
 
