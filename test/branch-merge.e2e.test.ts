@@ -132,6 +132,31 @@ describe("the flow's commands, verbatim", () => {
   });
 });
 
+describe("continuing a session that does not hold the live memory", () => {
+  it("restores that session's own latest checkpoint, never the memory another session left", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
+    const p = project;
+    const first = p.start(["--task", "first"]).session_id;
+    expect(p.apex(["memory", "set", "/x", '"first"']).status).toBe(0);
+    expect(p.apex(["stop"]).status).toBe(0);
+    p.start(["--task", "second"]);
+    expect(p.apex(["memory", "set", "/x", '"second"']).status).toBe(0);
+    expect(p.apex(["memory", "set", "/only-second", "1"]).status).toBe(0);
+    const continued = json<{ restored_from: string | null; restore: { saved_before: string | null } }>(p.apex(["start", "--continue", first, "--json"]));
+    expect(continued.restored_from).not.toBeNull();
+    // Nothing of the second session's memory was saved as the first one's.
+    expect(continued.restore.saved_before).toBeNull();
+    expect(json<{ value: string }>(p.apex(["memory", "show", "/x", "--json"])).value).toBe("first");
+    expect(p.apex(["memory", "show", "/only-second"]).status).toBe(3);
+    // The session that ran last continues from the live state, as before.
+    expect(p.apex(["stop"]).status).toBe(0);
+    expect(p.apex(["memory", "set", "/after-stop", "1"]).status).toBe(0);
+    const again = json<{ restored_from: string | null }>(p.apex(["start", "--continue", first, "--json"]));
+    expect(again.restored_from).toBeNull();
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/after-stop", "--json"])).value).toBe(1);
+  });
+});
+
 describe("--worktree and --git", () => {
   function repoProject() {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-branch-git-");

@@ -34,7 +34,7 @@ import {
 import { agentLogDir, removeRuntime, socketPathFor, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
 import { recountTasks, SessionService } from "./service.js";
-import { liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
+import { findSession, isEnded, liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
 
 /** What `apex start` asks the supervisor to do. */
 export interface SupervisorRequest {
@@ -114,6 +114,25 @@ export interface Connection {
  * them by policy, pauses, resumes and stops them, runs the session's timers, and serves the
  * control socket every CLI command that touches live processes uses.
  */
+/**
+ * Before another session takes the live memory: the ended session that holds it gets its final
+ * state checkpointed (trigger onStop, only when something changed since its latest checkpoint),
+ * so that continuing it later restores its own last state. A failure is logged; the start goes on.
+ */
+async function saveFinalState(store: Store, nextSessionId: string | undefined, log: (message: string) => void): Promise<void> {
+  const service = checkpointServiceFor(store);
+  if (!service) return;
+  try {
+    const owner = liveMemoryOwner(store);
+    if (!owner || owner === nextSessionId) return;
+    const record = findSession(store, owner);
+    if (!record || !isEnded(record)) return;
+    await service.create({ sessionId: owner, trigger: "onStop", description: "final state, saved before another session takes the live memory", skipUnchanged: true });
+  } catch (error) {
+    log(`warning: the final state of the previous session could not be checkpointed: ${(error as Error).message}`);
+  }
+}
+
 export class Supervisor {
   readonly service: SessionService;
   readonly server: RpcServer;
@@ -165,10 +184,13 @@ export class Supervisor {
     const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso(), nonce };
     let claim: Claim;
     let foreignState = false;
-    if (request.mode === "start") claim = await claimNewSession(store, config, request, self);
-    else {
+    if (request.mode === "start") {
+      await saveFinalState(store, undefined, log);
+      claim = await claimNewSession(store, config, request, self);
+    } else {
       const service = checkpointServiceFor(store);
       const target = await resolveContinueTarget(store, request.continueTarget ?? "last", service);
+      await saveFinalState(store, target.sessionId, log);
       // The live keyspace holds the memory of the running or last-run session (liveMemoryOwner).
       // Another session (a branch, an older session) comes back with its own state: its latest
       // checkpoint, restored without saving the other session's memory as its own.
