@@ -18,7 +18,7 @@ export interface CheckpointService {
    * Writes a checkpoint of the session now (the interval timer calls it with trigger "interval").
    * Resolves to undefined when none was written (an interval checkpoint with nothing changed).
    */
-  create(request: { sessionId: string; trigger: string; description: string; skipUnchanged?: boolean }): Promise<CheckpointInfo | undefined>;
+  create(request: { sessionId: string; trigger: string; description: string; skipUnchanged?: boolean | "memory" }): Promise<CheckpointInfo | undefined>;
   /**
    * Restores the project memory, tasks and agent contexts of `sessionId` from a checkpoint
    * (`checkpoint` undefined: the session's latest). Runs in the supervisor, after the old

@@ -116,7 +116,7 @@ export interface Connection {
  */
 /**
  * Before another session takes the live memory: the ended session that holds it gets its final
- * state checkpointed (trigger onStop, only when something changed since its latest checkpoint),
+ * state checkpointed (trigger onStop, only when its memory changed since its latest checkpoint),
  * so that continuing it later restores its own last state. A failure is logged; the start goes on.
  */
 async function saveFinalState(store: Store, nextSessionId: string | undefined, log: (message: string) => void): Promise<void> {
@@ -127,7 +127,7 @@ async function saveFinalState(store: Store, nextSessionId: string | undefined, l
     if (!owner || owner === nextSessionId) return;
     const record = findSession(store, owner);
     if (!record || !isEnded(record)) return;
-    await service.create({ sessionId: owner, trigger: "onStop", description: "final state, saved before another session takes the live memory", skipUnchanged: true });
+    await service.create({ sessionId: owner, trigger: "onStop", description: "final state, saved before another session takes the live memory", skipUnchanged: "memory" });
   } catch (error) {
     log(`warning: the final state of the previous session could not be checkpointed: ${(error as Error).message}`);
   }

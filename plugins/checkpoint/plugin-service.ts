@@ -53,8 +53,8 @@ export interface CreateRequest {
   trigger: string;
   description?: string;
   pin?: boolean;
-  /** Write nothing when memory, tasks and agent states did not change since the session's latest checkpoint. */
-  skipUnchanged?: boolean;
+  /** Write nothing when memory, tasks and agent states (`"memory"`: memory) did not change since the session's latest checkpoint. */
+  skipUnchanged?: boolean | "memory";
 }
 
 /** Triggers APEX itself uses for checkpoints it takes around a restore. */
@@ -103,7 +103,7 @@ export class SessionCheckpoints {
   }
 
   private async write(request: CreateRequest): Promise<(CheckpointInfo & { summary: CheckpointSummary }) | undefined> {
-    if (request.skipUnchanged && this.unchangedSinceLatest(request.sessionId)) return undefined;
+    if (request.skipUnchanged && this.unchangedSinceLatest(request.sessionId, request.skipUnchanged === "memory")) return undefined;
     const { manifest } = await createCheckpoint(this.store, {
       sessionId: request.sessionId,
       trigger: request.trigger,
@@ -127,7 +127,7 @@ export class SessionCheckpoints {
    * write to memory in scope, to the session's tasks or to its agent states in the revision
    * log after the revision that checkpoint captured (and the log is complete since).
    */
-  unchangedSinceLatest(sessionId: string): boolean {
+  unchangedSinceLatest(sessionId: string, memoryOnly = false): boolean {
     let latest: CheckpointSummary | undefined;
     try {
       latest = Catalog.of(this.store).latest(sessionId);
@@ -150,6 +150,7 @@ export class SessionCheckpoints {
       expected += 1;
       // The supervisor's own bookkeeping of agent processes (pid, status on start, pause, exit) is not work to save.
       if (change.path.startsWith(agents) && change.actor === "supervisor") continue;
+      if (memoryOnly && (change.path.startsWith(tasks) || change.path.startsWith(agents))) continue;
       if (change.path.startsWith(tasks) || change.path.startsWith(agents) || inScope(this.scope, change.path)) return false;
     }
     return expected - 1 === this.store.revision();
@@ -346,7 +347,7 @@ export class SessionCheckpoints {
       interval: this.options.interval,
       async create(request) {
         // The supervisor's timer: nothing new since the latest checkpoint, nothing written.
-        return self.create({ ...request, skipUnchanged: request.skipUnchanged === true || request.trigger === "interval" });
+        return self.create({ ...request, skipUnchanged: request.skipUnchanged === "memory" ? "memory" : request.skipUnchanged === true || request.trigger === "interval" });
       },
       restore: (request) => this.restore(request),
       prepare: (request) => this.prepare(request),
