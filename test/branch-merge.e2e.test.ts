@@ -81,6 +81,11 @@ describe("the flow's commands, verbatim", () => {
     expect(event.parents).toEqual([mergeCheckpoint.manifest.parent, mergeCheckpoint.manifest.merge_parent]);
     expect(event.actor).toMatch(/^user:/);
 
+    // The name is accepted wherever a session id is.
+    expect(p.apex(["logs", "--session", "experimental-feature", "-n", "1"]).status).toBe(0);
+    expect(json<Array<{ title: string }>>(p.apex(["task", "list", "--session", "experimental-feature", "--json"])).map((task) => task.title)).toContain("try the experiment");
+    expect(json<{ session_id: string }>(p.apex(["checkpoint", "list", "--session", "experimental-feature", "--json"])).session_id).toBe(experimental.session_id);
+
     // The tree shows the branch point and the merge point.
     const tree = p.apex(["session", "tree"]);
     expect(tree.status, tree.stderr).toBe(0);
