@@ -61,6 +61,8 @@ export const ErrorCodes = {
   APEX_E_NO_TASK: ExitCode.conflict,
   APEX_E_AMBIGUOUS: ExitCode.conflict,
   APEX_E_LOCKED: ExitCode.conflict,
+  // session merge: paths changed on both sides to different values, under --strategy fail (4)
+  APEX_E_MERGE_CONFLICT: ExitCode.conflict,
   // plugins: no backend registered under a name (2)
   APEX_E_BACKEND_UNKNOWN: ExitCode.usage,
   // git plugin: git missing or failing (1), no repository or commit (3), dirty tree, taken branch, foreign hook (4)

@@ -5,6 +5,7 @@
  * of a checkpoint record) through it, each loaded on first use.
  */
 import type { Command } from "commander";
+import { registerSessionBranchCommands } from "./checkpoint/branch-commands.js";
 import type { ApexPlugin } from "../core/engine.js";
 import type { StorageBackendFactory } from "../core/store/port.js";
 import { registerCheckpointCommands } from "./checkpoint/cli.js";
@@ -34,7 +35,8 @@ export async function loadBuiltinPlugins(): Promise<ApexPlugin<any>[]> {
  */
 export const builtinCommandGroups: ReadonlyArray<{ name: string; after: string; register: (program: Command) => void }> = [
   { name: "checkpoint", after: "session", register: registerCheckpointCommands },
-  { name: "remote", after: "checkpoint", register: registerRemoteCommands },
+  { name: "session-branch", after: "checkpoint", register: registerSessionBranchCommands },
+  { name: "remote", after: "session-branch", register: registerRemoteCommands },
 ];
 
 /** Plugin code that core commands call, loaded when they run. */

@@ -17,7 +17,7 @@ export function registerSessionCommands(program: Command): void {
   session
     .command("list")
     .description("every session of the project with its status (the current one first)")
-    .option("--json", "print [{session_id, status, created_at, ended_at, initial_task, outcome}]")
+    .option("--json", "print [{session_id, name, parent, status, created_at, ended_at, initial_task, outcome}] (name and parent: a branch session's)")
     .addHelpText("after", examples("apex session list", "apex session list --json"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { listSessions } = await import("../session/cli/sessions.js");
@@ -76,6 +76,8 @@ export async function locateSession(reader: MemoryReader, ref: string | undefine
   }
   const exact = sessions.get(ref);
   if (exact) return { sessionId: ref, record: exact };
+  const named = [...sessions.values()].find((record) => record.name === ref);
+  if (named) return { sessionId: named.session_id, record: named };
   const matches = ref.length >= 4 ? [...sessions.keys()].filter((id) => id.startsWith(ref)) : [];
   if (matches.length === 1) return { sessionId: matches[0]!, record: sessions.get(matches[0]!)! };
   if (matches.length > 1) {

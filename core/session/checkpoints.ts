@@ -18,7 +18,7 @@ export interface CheckpointService {
    * Writes a checkpoint of the session now (the interval timer calls it with trigger "interval").
    * Resolves to undefined when none was written (an interval checkpoint with nothing changed).
    */
-  create(request: { sessionId: string; trigger: string; description: string; skipUnchanged?: boolean }): Promise<CheckpointInfo | undefined>;
+  create(request: { sessionId: string; trigger: string; description: string; skipUnchanged?: boolean | "memory" }): Promise<CheckpointInfo | undefined>;
   /**
    * Restores the project memory, tasks and agent contexts of `sessionId` from a checkpoint
    * (`checkpoint` undefined: the session's latest). Runs in the supervisor, after the old
@@ -29,7 +29,7 @@ export interface CheckpointService {
    * still verifies and `details` lists exactly what was lost; without it, a checkpoint that does
    * not verify is refused before anything changes.
    */
-  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean }): Promise<RestoreOutcome | undefined>;
+  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean; replacesOtherSession?: boolean }): Promise<RestoreOutcome | undefined>;
   /**
    * Runs before the session is claimed for `--continue`: pins down the checkpoint to restore
    * (the session's latest when none is named; undefined when it has none) and, unless
@@ -97,14 +97,15 @@ export async function restoreSessionFromCheckpoint(
   store: Store,
   sessionId: string,
   checkpoint: string | undefined,
-  options: { force?: boolean } = {},
+  /** replacesOtherSession: live memory is another session's, so it is not saved as this one's state before the restore. */
+  options: { force?: boolean; replacesOtherSession?: boolean } = {},
 ): Promise<RestoreOutcome | undefined> {
   const service = checkpointServiceFor(store);
   if (!service) {
     if (checkpoint === undefined && !options.force) return undefined;
     throw noCheckpointService(checkpoint ?? "latest");
   }
-  return service.restore({ sessionId, checkpoint, ...(options.force ? { force: true } : {}) });
+  return service.restore({ sessionId, checkpoint, ...(options.force ? { force: true } : {}), ...(options.replacesOtherSession ? { replacesOtherSession: true } : {}) });
 }
 
 /** The refusal when a checkpoint is asked for but no checkpoint plugin provides a service. */

@@ -392,13 +392,19 @@ export function moveTaskCount(batch: WriteBatch, sessionId: string, from: TaskSt
  */
 export function recountTasks(batch: WriteBatch, store: Store, sessionId: string): TaskCounts {
   const counts: TaskCounts = { pending: 0, active: 0, completed: 0, failed: 0, total: 0 };
+  let highest = 0;
   for (const key of store.keysBelow(tasksPrefix(sessionId))) {
     const task = batch.get(key) as TaskRecord | undefined;
     if (!task || !(task.status in counts)) continue;
     counts[task.status] += 1;
     counts.total += 1;
+    const n = taskNumber(key.slice(key.lastIndexOf("/") + 1));
+    if (Number.isFinite(n) && n > highest) highest = n;
   }
   batch.set(taskCountsPath(sessionId), counts);
+  // Tasks a restore brought (a branch's first run, a merge) keep their ids: new ones are numbered after them.
+  const counters = readCounters(batch, sessionId);
+  if (highest > counters.tasks) batch.set(countersPath(sessionId), { ...counters, tasks: highest });
   return counts;
 }
 

@@ -1,6 +1,7 @@
 import { ApexError } from "../errors.js";
 import type { Store } from "../store/store.js";
 import type { CheckpointService } from "./checkpoints.js";
+import { sessionIdByName } from "./names.js";
 import { isSameProcessAlive } from "./proc.js";
 import {
   CURRENT_SESSION_PATH,
@@ -54,6 +55,27 @@ export function allSessions(store: Store): SessionRecord[] {
   return current ? [current, ...history] : history;
 }
 
+/**
+ * The session whose state the live keyspace holds: the current one, else the one that ran last
+ * (the latest "started" or "continued" in the records' history). A branch that never ran, or an
+ * older session, holds nothing of it: continuing one restores its latest checkpoint instead.
+ */
+export function liveMemoryOwner(store: Store): string | undefined {
+  const current = currentSession(store);
+  if (current) return current.session_id;
+  let owner: string | undefined;
+  let latest = "";
+  for (const record of historySessions(store)) {
+    for (const entry of Array.isArray(record.history) ? record.history : []) {
+      if ((entry.event === "started" || entry.event === "continued") && typeof entry.at === "string" && entry.at > latest) {
+        latest = entry.at;
+        owner = record.session_id;
+      }
+    }
+  }
+  return owner;
+}
+
 export interface ContinueTarget {
   sessionId: string;
   /** The checkpoint to restore, when the argument named one. */
@@ -76,6 +98,8 @@ export async function resolveContinueTarget(store: Store, argument: string, serv
   // Any session record, also one that is neither current nor ended (a reconstructed session).
   const exact = argument.includes("/") ? undefined : safeFind(store, argument);
   if (exact) return { sessionId: exact.session_id, checkpoint: undefined };
+  const named = sessionIdByName(store, argument);
+  if (named) return { sessionId: named, checkpoint: undefined };
   const sessions = allSessions(store);
   const byPrefix = argument.length >= 4 ? sessions.filter((record) => record.session_id.startsWith(argument)) : [];
   if (byPrefix.length === 1) return { sessionId: byPrefix[0]!.session_id, checkpoint: undefined };
@@ -126,6 +150,8 @@ function findCheckpoint(store: Store, argument: string): ContinueTarget | undefi
 export function resolveSessionId(store: Store, ref: string): string {
   const text = ref.trim();
   if (text && !text.includes("/") && safeFind(store, text)) return text;
+  const named = sessionIdByName(store, text);
+  if (named) return named;
   const matches = new Set<string>();
   if (text.length >= 4 && !/[*?\\/]/.test(text)) {
     for (const { path } of store.query(`/sessions/${text}*`)) matches.add(path.split("/")[2]!);

@@ -34,7 +34,7 @@ import {
 import { agentLogDir, removeRuntime, socketPathFor, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
 import { recountTasks, SessionService } from "./service.js";
-import { resolveContinueTarget } from "./sessions.js";
+import { findSession, isEnded, liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
 
 /** What `apex start` asks the supervisor to do. */
 export interface SupervisorRequest {
@@ -114,6 +114,25 @@ export interface Connection {
  * them by policy, pauses, resumes and stops them, runs the session's timers, and serves the
  * control socket every CLI command that touches live processes uses.
  */
+/**
+ * Before another session takes the live memory: the ended session that holds it gets its final
+ * state checkpointed (trigger onStop, only when its memory changed since its latest checkpoint),
+ * so that continuing it later restores its own last state. A failure is logged; the start goes on.
+ */
+async function saveFinalState(store: Store, nextSessionId: string | undefined, log: (message: string) => void): Promise<void> {
+  const service = checkpointServiceFor(store);
+  if (!service) return;
+  try {
+    const owner = liveMemoryOwner(store);
+    if (!owner || owner === nextSessionId) return;
+    const record = findSession(store, owner);
+    if (!record || !isEnded(record)) return;
+    await service.create({ sessionId: owner, trigger: "onStop", description: "final state, saved before another session takes the live memory", skipUnchanged: "memory" });
+  } catch (error) {
+    log(`warning: the final state of the previous session could not be checkpointed: ${(error as Error).message}`);
+  }
+}
+
 export class Supervisor {
   readonly service: SessionService;
   readonly server: RpcServer;
@@ -164,10 +183,22 @@ export class Supervisor {
     const nonce = process.env[SUPERVISOR_NONCE_VAR] ?? null;
     const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso(), nonce };
     let claim: Claim;
-    if (request.mode === "start") claim = await claimNewSession(store, config, request, self);
-    else {
+    let foreignState = false;
+    if (request.mode === "start") {
+      await saveFinalState(store, undefined, log);
+      claim = await claimNewSession(store, config, request, self);
+    } else {
       const service = checkpointServiceFor(store);
       const target = await resolveContinueTarget(store, request.continueTarget ?? "last", service);
+      await saveFinalState(store, target.sessionId, log);
+      // The live keyspace holds the memory of the running or last-run session (liveMemoryOwner).
+      // Another session (a branch, an older session) comes back with its own state: its latest
+      // checkpoint, restored without saving the other session's memory as its own.
+      const owner = liveMemoryOwner(store);
+      if (target.checkpoint === undefined && !request.forceRecovery && typeof owner === "string" && owner !== target.sessionId && service?.prepare) {
+        target.checkpoint = (await service.prepare({ sessionId: target.sessionId, checkpoint: undefined })).checkpoint;
+        if (target.checkpoint !== undefined) foreignState = true;
+      }
       // Refused before anything changes: the session keeps the state it had.
       if ((target.checkpoint !== undefined || request.forceRecovery) && !service) throw noCheckpointService(target.checkpoint ?? "latest");
       // Only a named checkpoint rolls memory back; `last` and a session continue from the live store.
@@ -180,7 +211,7 @@ export class Supervisor {
     }
     const supervisor = new Supervisor(config, store, deps.engine, claim.sessionId, socketPath, log, deps.onExit);
     try {
-      const ready = await supervisor.begin(request, claim);
+      const ready = await supervisor.begin(request, claim, foreignState);
       return { supervisor, ready };
     } catch (error) {
       await supervisor.abort(error);
@@ -188,7 +219,7 @@ export class Supervisor {
     }
   }
 
-  private async begin(request: SupervisorRequest, claim: Claim): Promise<ReadyReport> {
+  private async begin(request: SupervisorRequest, claim: Claim, foreignState = false): Promise<ReadyReport> {
     this.log(`session ${this.sessionId}: ${claim.continued ? "continuing" : "starting"} (pid ${process.pid})`);
     const reaped: ReadyReport["reaped"] = [];
     if (claim.continued) {
@@ -207,7 +238,7 @@ export class Supervisor {
     // which holds every write that was acknowledged.
     const restored =
       claim.continued && claim.checkpoint !== undefined
-        ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery) })
+        ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery), ...(foreignState ? { replacesOtherSession: true } : {}) })
         : undefined;
     let reconciled: ReadyReport["reconciled"] = null;
     if (claim.continued) {
@@ -348,6 +379,12 @@ export class Supervisor {
     return { requeued, resumed, stopped_agents: stoppedAgents };
   }
 
+  /** Where agents run: the git worktree a branch session was created with (`session branch --worktree`), else the project. */
+  private workingTree(): string {
+    const worktree = (this.service.session() as { worktree?: { path?: unknown } | null }).worktree;
+    return typeof worktree?.path === "string" && worktree.path ? worktree.path : this.config.projectDir;
+  }
+
   /** The active task a restored agent goes back to: the one its record names, else its first active one. */
   private resumeTask(slot: AgentSlot): string | undefined {
     const own = this.service.agent(slot.name)?.task;
@@ -420,7 +457,7 @@ export class Supervisor {
         name: slot.name,
         sessionId: this.sessionId,
         spec: slot.spec,
-        cwd: resolve(this.config.projectDir, slot.spec.cwd || "."),
+        cwd: resolve(this.workingTree(), slot.spec.cwd || "."),
         env: this.agentEnv(slot, resumeContext, resumeTask),
         ...files,
       });

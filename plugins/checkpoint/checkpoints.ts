@@ -140,6 +140,8 @@ export interface CheckpointParams {
   scope: MemoryScope;
   createdAt: string;
   actor: string;
+  /** A merge checkpoint's second parent (the merged source checkpoint's id). */
+  mergeParent?: string;
 }
 
 /**
@@ -169,6 +171,7 @@ export function writeCheckpoint(store: Store, params: CheckpointParams): Created
     sequence,
     name: checkpointName(sequence),
     parent: parent?.id ?? null,
+    ...(params.mergeParent ? { merge_parent: params.mergeParent } : {}),
     created_at: params.createdAt,
     description: params.description,
     trigger: params.trigger,

@@ -27,8 +27,10 @@ export interface CheckpointManifest {
   sequence: number;
   /** "checkpoint-007". */
   name: string;
-  /** Id of the session's previous checkpoint, null for the first. */
+  /** Id of the session's previous checkpoint, null for the first (a branch's first: the checkpoint it branched from). */
   parent: string | null;
+  /** A merge checkpoint's second parent: the checkpoint of the source session merged in (plugins/checkpoint/merge.ts). */
+  merge_parent?: string;
   /** ISO 8601. */
   created_at: string;
   description: string;
@@ -132,6 +134,7 @@ export function manifestShapeProblems(value: unknown): string[] {
   need("sequence", Number.isSafeInteger(value.sequence) && (value.sequence as number) >= 1, "a positive integer");
   need("name", typeof value.name === "string" && value.name === checkpointName(value.sequence as number), "checkpoint-<sequence>");
   need("parent", value.parent === null || typeof value.parent === "string", "a uuid or null");
+  need("merge_parent", value.merge_parent === undefined || (typeof value.merge_parent === "string" && value.merge_parent.length > 0), "a uuid when present");
   need("created_at", typeof value.created_at === "string", "an ISO date");
   need("description", typeof value.description === "string", "a string");
   need("trigger", typeof value.trigger === "string" && TRIGGER_PATTERN.test(value.trigger), "a trigger name");

@@ -43,16 +43,16 @@ import { checkpointRecord, type CheckpointRecord, type KeysPage } from "./record
 
 // ------------------------------------------------------------------------------------ routing
 
-function noStore(): ApexError {
+export function noStore(): ApexError {
   return new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
 }
 
 /** The socket of the store's writer, if a supervisor runs (inside an agent: always its supervisor). */
-function writerSocket(location: ProjectLocation): string | undefined {
+export function writerSocket(location: ProjectLocation): string | undefined {
   return writerEndpoint(location.storeDir);
 }
 
-async function callWriter(socket: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+export async function callWriter(socket: string, method: string, params: Record<string, unknown>): Promise<unknown> {
   try {
     return await callSupervisor(socket, method, params, 600_000);
   } catch (error) {
@@ -65,7 +65,7 @@ async function callWriter(socket: string, method: string, params: Record<string,
   }
 }
 
-async function withReadStore<T>(location: ProjectLocation, fn: (store: Store) => T | Promise<T>): Promise<T> {
+export async function withReadStore<T>(location: ProjectLocation, fn: (store: Store) => T | Promise<T>): Promise<T> {
   if (!(await storeExists(location))) throw noStore();
   const store = await openStore(location, { readOnly: true });
   try {
@@ -151,6 +151,7 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   row("description", m.description || "-");
   row("pinned", m.pinned ? "yes" : "no");
   row("parent", m.parent ?? "-");
+  if (m.merge_parent) row("merged from", m.merge_parent);
   row("revision", String(m.revision));
   row("memory", `${m.memory.keys} keys${m.memory.root ? ` (root ${m.memory.root.slice(0, 12)})` : ""}; paths ${m.memory.scope.include.join(", ")}`);
   const git = m.git_state as { branch?: unknown; commit?: unknown; dirty?: unknown } | null;

@@ -22,6 +22,7 @@ import type { LostItem } from "./recover.js";
 import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from "./manifest.js";
 import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
 import { LangGraphStore } from "./langgraph.js";
+import { branchMethods } from "./branch-methods.js";
 import { checkpointPage } from "./plugin-list.js";
 import { agentsOf, checkpointRecord } from "./record.js";
 import { defaultSessionIfAny, resolveSessionRef, sessionFor } from "./plugin-sessions.js";
@@ -52,8 +53,8 @@ export interface CreateRequest {
   trigger: string;
   description?: string;
   pin?: boolean;
-  /** Write nothing when memory, tasks and agent states did not change since the session's latest checkpoint. */
-  skipUnchanged?: boolean;
+  /** Write nothing when memory, tasks and agent states (`"memory"`: memory) did not change since the session's latest checkpoint. */
+  skipUnchanged?: boolean | "memory";
 }
 
 /** Triggers APEX itself uses for checkpoints it takes around a restore. */
@@ -102,7 +103,7 @@ export class SessionCheckpoints {
   }
 
   private async write(request: CreateRequest): Promise<(CheckpointInfo & { summary: CheckpointSummary }) | undefined> {
-    if (request.skipUnchanged && this.unchangedSinceLatest(request.sessionId)) return undefined;
+    if (request.skipUnchanged && this.unchangedSinceLatest(request.sessionId, request.skipUnchanged === "memory")) return undefined;
     const { manifest } = await createCheckpoint(this.store, {
       sessionId: request.sessionId,
       trigger: request.trigger,
@@ -126,7 +127,7 @@ export class SessionCheckpoints {
    * write to memory in scope, to the session's tasks or to its agent states in the revision
    * log after the revision that checkpoint captured (and the log is complete since).
    */
-  unchangedSinceLatest(sessionId: string): boolean {
+  unchangedSinceLatest(sessionId: string, memoryOnly = false): boolean {
     let latest: CheckpointSummary | undefined;
     try {
       latest = Catalog.of(this.store).latest(sessionId);
@@ -149,6 +150,7 @@ export class SessionCheckpoints {
       expected += 1;
       // The supervisor's own bookkeeping of agent processes (pid, status on start, pause, exit) is not work to save.
       if (change.path.startsWith(agents) && change.actor === "supervisor") continue;
+      if (memoryOnly && (change.path.startsWith(tasks) || change.path.startsWith(agents))) continue;
       if (change.path.startsWith(tasks) || change.path.startsWith(agents) || inScope(this.scope, change.path)) return false;
     }
     return expected - 1 === this.store.revision();
@@ -157,7 +159,7 @@ export class SessionCheckpoints {
   // ------------------------------------------------------------------------------- restore
 
   /** The restore step of `apex start --continue` (see CheckpointService.restore). */
-  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean }): Promise<RestoreOutcome | undefined> {
+  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean; replacesOtherSession?: boolean }): Promise<RestoreOutcome | undefined> {
     return this.serialize(async () => {
       const started = performance.now();
       const located = this.locate(request.sessionId, request.checkpoint);
@@ -169,7 +171,9 @@ export class SessionCheckpoints {
       // retention that one triggers); the restore releases it once it has been read.
       const release = holdCheckpoint(this.store, located.id, "restore");
       try {
-        return await (request.force ? this.forceRestore(request.sessionId, located, started, release) : this.verifiedRestore(request.sessionId, located, started, release));
+        return await (request.force
+          ? this.forceRestore(request.sessionId, located, started, release)
+          : this.verifiedRestore(request.sessionId, located, started, release, request.replacesOtherSession === true));
       } finally {
         release();
       }
@@ -215,7 +219,7 @@ export class SessionCheckpoints {
     return manifest;
   }
 
-  private async verifiedRestore(sessionId: string, located: Located, started: number, release: () => void): Promise<RestoreOutcome> {
+  private async verifiedRestore(sessionId: string, located: Located, started: number, release: () => void, otherSessionsState = false): Promise<RestoreOutcome> {
     // Verified before anything changes (by prepare, before the session was claimed, or here).
     const manifest = this.verified?.id === located.id ? loadManifest(this.store, located) : this.verify(located, sessionId);
     const verifyMs = this.verified?.ms ?? 0;
@@ -235,8 +239,10 @@ export class SessionCheckpoints {
     // The state being replaced is saved first as a beforeRestore checkpoint, which retention
     // keeps; only when the latest checkpoint already holds that state and is kept as well
     // (beforeRestore, manual, pinned) is no copy written, and that one is named instead.
-    const held = this.heldByLatest(sessionId);
-    const saved = held ? undefined : await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before restoring ${manifest.name}` });
+    // Live memory that is another session's (continuing a branch or an older session) is that
+    // session's business (making way checkpointed it): nothing of it is saved as this session's.
+    const held = otherSessionsState ? undefined : this.heldByLatest(sessionId);
+    const saved = held || otherSessionsState ? undefined : await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before restoring ${manifest.name}` });
     const saveMs = lap();
     const result = await restoreCheckpoint(this.store, manifest, { targetSessionId: sessionId });
     release();
@@ -341,7 +347,7 @@ export class SessionCheckpoints {
       interval: this.options.interval,
       async create(request) {
         // The supervisor's timer: nothing new since the latest checkpoint, nothing written.
-        return self.create({ ...request, skipUnchanged: request.skipUnchanged === true || request.trigger === "interval" });
+        return self.create({ ...request, skipUnchanged: request.skipUnchanged === "memory" ? "memory" : request.skipUnchanged === true || request.trigger === "interval" });
       },
       restore: (request) => this.restore(request),
       prepare: (request) => this.prepare(request),
@@ -417,6 +423,13 @@ export class SessionCheckpoints {
         const sessionId = optionalString(params, "session_id");
         return validateOutOfProcess(this.store.dir, sessionId ? { sessionId: resolveSessionRef(this.store, sessionId) } : {}) as unknown as Promise<JsonValue>;
       },
+      // Branch and merge (branch-methods.ts): writes, so they run where the writer is.
+      ...branchMethods(this.store, {
+        serialize: (fn) => this.serialize(fn),
+        scope: this.scope,
+        ...(this.options.enrich ? { enrich: this.options.enrich } : {}),
+        ...(this.options.afterCheckpoint ? { afterCheckpoint: this.options.afterCheckpoint } : {}),
+      }),
       "session.reconstruct": (params) =>
         this.serialize(async () => {
           const newSessionId = optionalString(params, "new_session_id");

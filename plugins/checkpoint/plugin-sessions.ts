@@ -1,4 +1,5 @@
 import { ApexError } from "../../core/errors.js";
+import { sessionIdByName } from "../../core/session/names.js";
 import { currentSession, historySessions } from "../../core/session/sessions.js";
 import type { Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
@@ -19,6 +20,8 @@ export function resolveSessionRef(store: Store, ref: string): string {
   const text = ref.trim();
   if (!text || text.includes("/")) throw new ApexError("APEX_E_USAGE", `${JSON.stringify(ref)} is not a session id.`, { hint: "See `apex session list`." });
   if (knownSession(store, text)) return text;
+  const named = sessionIdByName(store, text);
+  if (named) return named;
   if (text.length >= MIN_PREFIX) {
     const found = new Set<string>();
     for (const base of ["/sessions/", "/sessions/history/"]) {

@@ -48,6 +48,8 @@ export interface CheckpointRecord {
   trigger: string;
   pinned: boolean;
   parent: string | null;
+  /** A merge checkpoint's second parent (null for any other checkpoint). */
+  merge_parent: string | null;
   agent_states: Record<string, AgentState>;
   memory_keys: string[];
   memory_keys_count: number;
@@ -105,6 +107,7 @@ export function checkpointRecord(store: Store, ref: string | CheckpointManifest,
     trigger: manifest.trigger,
     pinned: manifest.pinned,
     parent: manifest.parent,
+    merge_parent: manifest.merge_parent ?? null,
     agent_states,
     memory_keys,
     memory_keys_count: manifest.memory.keys,

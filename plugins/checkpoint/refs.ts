@@ -21,6 +21,7 @@ export const ACTORS = {
   restore: "system:restore",
   recover: "system:recover",
   repair: "system:repair",
+  merge: "system:merge",
 } as const;
 
 export interface ResolveOptions {
@@ -226,7 +227,8 @@ export function assertWritable(store: Store): void {
 }
 
 export function requireSession(store: Store, sessionId: string): void {
-  if (!store.has(sessionPath(sessionId))) {
+  // An ended session (its record in the history) can still get its final state checkpointed.
+  if (!store.has(sessionPath(sessionId)) && !store.has(`/sessions/history/${sessionId}`)) {
     throw new ApexError("APEX_E_NO_SESSION", `No session ${sessionId}.`, { hint: "List sessions with `apex session list`." });
   }
 }

@@ -5,7 +5,7 @@ import { checkpointHolds, deleteCheckpoint, sweepUnreferenced, type SweepResult 
 import { langGraphHeads } from "../checkpoint/langgraph.js";
 import { describePolicy } from "./options.js";
 import { applyPolicy, RETENTION_TIME_ZONE, type PolicyItem, type PolicyResult, type RetentionPolicy } from "./policy.js";
-import { branchPoints, findKnownSession, knownSessions, restoreBases, sessionCheckpoints, type CheckpointRow, type SessionInfo } from "./sessions.js";
+import { branchPoints, findKnownSession, knownSessions, mergePoints, restoreBases, sessionCheckpoints, type CheckpointRow, type SessionInfo } from "./sessions.js";
 
 /** The actor retention's writes are logged under, in the revision log and the audit trail. */
 export const RETENTION_ACTOR = "plugin:retention";
@@ -41,7 +41,8 @@ export interface PlanOptions {
 /**
  * What the policy keeps and removes in each session, read from the store; writes nothing.
  * Per session: pinned checkpoints, the latest one, manual and replaced-state ones (unless the
- * policy has rules for them), those another session branches from, the one a session was last
+ * policy has rules for them), those another session branches from, merge checkpoints and the
+ * checkpoints merged in (the graph merges find their base in), the one a session was last
  * restored from, those a restore in this process is reading, and the latest of each LangGraph
  * thread are protected.
  */
@@ -50,6 +51,7 @@ export function planRetention(store: Store, policy: RetentionPolicy, options: Pl
   const targets = options.sessionId === undefined ? all : [findKnownSession(all, options.sessionId)];
   const branches = branchPoints(store, all);
   const bases = restoreBases(store, all);
+  const merges = mergePoints(store, all);
   const held = checkpointHolds(store);
   const now = options.now ?? Date.now();
   const sessions: SessionPlan[] = [];
@@ -58,7 +60,7 @@ export function planRetention(store: Store, policy: RetentionPolicy, options: Pl
     const items: PlannedCheckpoint[] = sessionCheckpoints(store, session.sessionId).map((row) => ({
       ...row,
       time: Date.parse(row.createdAt),
-      protected: [...(branches.get(row.id) ?? []), ...(bases.get(row.id) ?? []), ...(held.get(row.id) ?? []).map((reason) => `in use: ${reason}`), ...(heads.get(row.id) ?? [])],
+      protected: [...(branches.get(row.id) ?? []), ...(merges.get(row.id) ?? []), ...(bases.get(row.id) ?? []), ...(held.get(row.id) ?? []).map((reason) => `in use: ${reason}`), ...(heads.get(row.id) ?? [])],
     }));
     if (items.length === 0 && options.sessionId === undefined) continue;
     sessions.push({ session, result: applyPolicy(items, policy, { now }) });

@@ -2,6 +2,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { listCheckpoints, resolveCheckpoint } from "../checkpoint/checkpoints.js";
+import { MERGE_TRIGGER, mergeSourceOf } from "../checkpoint/merge-base.js";
 
 /**
  * What retention reads from the store: which sessions exist, their checkpoints, and the
@@ -64,6 +65,8 @@ export function knownSessions(store: Store): SessionInfo[] {
 export function findKnownSession(sessions: readonly SessionInfo[], argument: string): SessionInfo {
   const exact = sessions.find((session) => session.sessionId === argument);
   if (exact) return exact;
+  const named = sessions.find((session) => session.record?.name === argument);
+  if (named) return named;
   const matches = argument.length >= 4 ? sessions.filter((session) => session.sessionId.startsWith(argument)) : [];
   if (matches.length === 1) return matches[0]!;
   if (matches.length > 1) {
@@ -140,6 +143,32 @@ export function restoreBases(store: Store, sessions: readonly SessionInfo[]): Ma
     }
   }
   return bases;
+}
+
+/**
+ * Checkpoint id -> why merges need it: each merge checkpoint ("merge point of <sid>": its second
+ * parent is an edge of the checkpoint graph) and the checkpoint it merged in ("merged into
+ * <sid>": the base of the next merge between the two sessions, see checkpoint/merge-base.ts).
+ */
+export function mergePoints(store: Store, sessions: readonly SessionInfo[]): Map<string, string[]> {
+  const points = new Map<string, string[]>();
+  const protect = (id: string, reason: string) => {
+    const reasons = points.get(id) ?? [];
+    if (!reasons.includes(reason)) reasons.push(reason);
+    points.set(id, reasons);
+  };
+  const catalog = Catalog.of(store);
+  for (const { sessionId } of sessions) {
+    for (const summary of catalog.summaries(sessionId)) {
+      if (summary.trigger !== MERGE_TRIGGER) continue;
+      protect(summary.id, `merge point of ${sessionId}`);
+      const from = mergeSourceOf(store, summary);
+      if (!from) continue;
+      const merged = catalog.summary(from.sessionId, from.sequence);
+      if (merged) protect(merged.id, `merged into ${sessionId}`);
+    }
+  }
+  return points;
 }
 
 interface Reference {

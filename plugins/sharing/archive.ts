@@ -7,7 +7,8 @@ import { currentSession, effectiveStatus, findSession } from "../../core/session
 import { sessionReport } from "../../core/session/status-report.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { checkPath } from "../../core/store/paths.js";
-import { Store, type JsonValue } from "../../core/store/store.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { openStore, storeExists } from "../../core/store/open.js";
 
 /**
  * Reads of a session that no live supervisor serves, straight from the store (read-only):
@@ -43,8 +44,8 @@ export interface StoredSession {
 }
 
 export async function withReadStore<T>(location: ProjectLocation, fn: (store: Store) => T | Promise<T>): Promise<T> {
-  if (!Store.exists(location.storeDir)) throw noSuchSession("(none)");
-  const store = Store.open(location.storeDir, { readOnly: true });
+  if (!(await storeExists(location))) throw noSuchSession("(none)");
+  const store = await openStore(location, { readOnly: true });
   try {
     return await fn(store);
   } finally {

@@ -386,8 +386,8 @@ class Gate {
     const done = runtime
       ? this.channelTo(runtime.socket).call("share.touch", params, 120_000)
       : (async () => {
-          const { Store } = await import("../../core/store/store.js");
-          const store = Store.open(this.location.storeDir);
+          const { openStore } = await import("../../core/store/open.js");
+          const store = await openStore(this.location);
           try {
             await touchGrant(store, caller.session_id, caller.token_id, now);
           } finally {

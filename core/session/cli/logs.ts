@@ -36,7 +36,7 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
   if (process.env.APEX_REMOTE) return showRemoteLogs(agent, options);
   const sessionId =
     options.session !== undefined
-      ? logSessionByRef(location.storeDir, options.session)
+      ? logSessionByRef(location.storeDir, options.session, await sessionNamed(location.storeDir, options.session))
       : (process.env.APEX_SESSION_ID ?? readRuntime(location.storeDir)?.session_id ?? latestLogSession(location.storeDir));
   if (!sessionId) {
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
@@ -109,14 +109,29 @@ export function logFiles(dir: string): LogFile[] {
 }
 
 /** The session `--session` names (an id, or a unique prefix of 4+ characters) among those with logs. */
-function logSessionByRef(storeDir: string, ref: string): string {
+function logSessionByRef(storeDir: string, ref: string, named: string | undefined): string {
   const root = join(storeDir, "logs");
   const sessions = existsSync(root) ? readdirSync(root) : [];
   if (sessions.includes(ref)) return ref;
+  if (named && sessions.includes(named)) return named;
   const matches = ref.length >= 4 ? sessions.filter((name) => name.startsWith(ref)) : [];
   if (matches.length === 1) return matches[0]!;
   if (matches.length > 1) throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(ref)} matches ${matches.length} sessions with logs.`, { hint: "Give more characters of the session id." });
   throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(ref)} has logs in this project.`, { hint: "See `apex session list`." });
+}
+
+/** The id of the session named `name` (a branch session), read from the store (loaded only for a name). */
+async function sessionNamed(storeDir: string, name: string): Promise<string | undefined> {
+  const { SESSION_NAME_PATTERN, sessionIdByName } = await import("../names.js");
+  if (!SESSION_NAME_PATTERN.test(name)) return undefined;
+  const { openStore, storeExists } = await import("../../store/open.js");
+  if (!(await storeExists(storeDir))) return undefined;
+  const store = await openStore(storeDir, { readOnly: true });
+  try {
+    return sessionIdByName(store, name);
+  } finally {
+    await store.close();
+  }
 }
 
 /** The session whose log directory changed last. */

@@ -8,6 +8,10 @@ import { forcedEndpoint } from "../runtime.js";
 
 interface SessionRow {
   session_id: string;
+  /** A branch session's name (`apex session branch CHECKPOINT NAME`), else null. */
+  name: string | null;
+  /** The checkpoint a branch session started from: <session>/<checkpoint-NNN>, else null. */
+  parent: string | null;
   status: string;
   created_at: string;
   ended_at: string | null;
@@ -32,12 +36,19 @@ async function readSessions(location: ProjectLocation, which: "all" | "history")
   }
   return records.map((record) => ({
     session_id: record.session_id,
+    name: typeof record.name === "string" ? record.name : null,
+    parent: parentOf(record),
     status: effectiveStatus(record),
     created_at: record.created_at,
     ended_at: record.ended_at ?? null,
     initial_task: record.initial_task,
     outcome: record.outcome ?? null,
   }));
+}
+
+function parentOf(record: SessionRecord): string | null {
+  const parent = record.parent_checkpoint as { session_id?: unknown; name?: unknown } | null | undefined;
+  return parent && typeof parent.session_id === "string" && typeof parent.name === "string" ? `${parent.session_id}/${parent.name}` : null;
 }
 
 export async function listSessions(location: ProjectLocation, json: boolean): Promise<void> {
@@ -50,7 +61,17 @@ export async function listSessions(location: ProjectLocation, json: boolean): Pr
     printLine("No sessions yet.");
     return;
   }
-  printLine(table(["SESSION", "STATUS", "STARTED", "TASK"], rows.map((row) => [row.session_id, paintStatus(row.status), row.created_at, row.initial_task ?? "-"])));
+  const branched = rows.some((row) => row.name !== null || row.parent !== null);
+  if (!branched) {
+    printLine(table(["SESSION", "STATUS", "STARTED", "TASK"], rows.map((row) => [row.session_id, paintStatus(row.status), row.created_at, row.initial_task ?? "-"])));
+    return;
+  }
+  printLine(
+    table(
+      ["SESSION", "NAME", "STATUS", "PARENT", "STARTED", "TASK"],
+      rows.map((row) => [row.session_id, row.name ?? "-", paintStatus(row.status), row.parent ? `${row.parent.slice(0, 8)}${row.parent.slice(row.parent.indexOf("/"))}` : "-", row.created_at, row.initial_task ?? "-"]),
+    ),
+  );
 }
 
 export async function sessionHistory(location: ProjectLocation, json: boolean): Promise<void> {

@@ -1,0 +1,150 @@
+// Branch and merge benchmark (issue "Parallel development tracks"), in process, against the built library.
+//   node bench/branch-merge.bench.mjs [--keys 10000] [--big 100000] [--rounds 15]
+// Project memory of ~1 KB values (the checkpoint benchmarks' workload). Measures, as ratios in one run:
+//   - `session branch` of a checkpoint of --keys keys against `checkpoint show` of it (target: within 2×);
+//   - merging two branches that each changed 1% of --keys keys (disjoint paths) against
+//     `checkpoint create` after a 1% change (target: within 3×);
+//   - the same merge (same absolute change) on --big keys against the --keys figure (target: under 1.5×).
+import { join } from "node:path";
+import { checkpointWorkload, median, numberOption, printTable, tempProject } from "./lib.mjs";
+import { Store } from "../dist/core/store/store.js";
+import { Catalog } from "../dist/plugins/checkpoint/catalog.js";
+import { createCheckpoint, loadManifest } from "../dist/plugins/checkpoint/checkpoints.js";
+import { createBranch, writeDerivedCheckpoint } from "../dist/plugins/checkpoint/branch.js";
+import { applyToTree, objectView } from "../dist/plugins/checkpoint/merge.js";
+import { mergeSessions } from "../dist/plugins/checkpoint/session-merge.js";
+import { checkpointRecord } from "../dist/plugins/checkpoint/record.js";
+
+const KEYS = numberOption("keys", 10_000);
+const BIG = numberOption("big", 100_000);
+const ROUNDS = numberOption("rounds", 15);
+const CHANGED = Math.max(1, Math.round(KEYS / 100));
+
+/** A store holding `keys` keys in session "main", with its first checkpoint. */
+async function setup(keys) {
+  const project = tempProject("apex-bench-branch-");
+  const store = Store.open(join(project.dir, ".apex"), { actor: "user:bench" });
+  const workload = checkpointWorkload(keys);
+  await store.batch((batch) => {
+    batch.set("/sessions/main", { session_id: "main", status: "active", agents: ["coder"], history: [{ event: "started", at: new Date().toISOString() }] });
+    batch.set("/sessions/current", { session_id: "main" });
+    batch.set("/sessions/main/tasks/t-0001", { id: "t-0001", title: "bench", status: "active", assignee: "coder" });
+  });
+  for (let start = 0; start < keys; start += 2000) {
+    await store.batch((batch) => {
+      for (let i = start; i < Math.min(keys, start + 2000); i++) batch.set(workload.paths[i], workload.valueFor(i, 0));
+    });
+  }
+  const base = (await createCheckpoint(store, { sessionId: "main", trigger: "interval" })).manifest;
+  return { project, store, workload, base, keys };
+}
+
+const latest = (store, sessionId) => {
+  const summary = Catalog.of(store).latest(sessionId);
+  return loadManifest(store, { sessionId, sequence: summary.sequence, id: summary.id });
+};
+
+/** A checkpoint on a branch that is not running: its latest trees with `indexes` changed. */
+async function work(context, sessionId, indexes, version) {
+  const { store, workload } = context;
+  await store.transaction(() => {
+    const parent = latest(store, sessionId);
+    const view = objectView(store);
+    const changes = indexes.map((i) => ({ path: workload.paths[i], kind: "modified", hash: view.writeValue(workload.valueFor(i, version)) }));
+    const memory = applyToTree(view, parent.memory.root, changes);
+    writeDerivedCheckpoint(store, {
+      sessionId,
+      trigger: "interval",
+      description: "work",
+      parent: parent.id,
+      createdAt: new Date().toISOString(),
+      roots: { memory: { ...parent.memory, root: memory.root, keys: parent.memory.keys + memory.delta }, tasks: parent.tasks, agents: parent.agents },
+      gitState: null,
+      data: {},
+      actor: "user:bench",
+    });
+  });
+}
+
+/** Two fresh branches of the base checkpoint, each changing `changed` keys (disjoint), then the merge of one into the other. */
+async function mergeRounds(context, rounds, changed) {
+  const times = [];
+  for (let round = 0; round < rounds; round++) {
+    const a = (await createBranch(context.store, context.base.id, `a-${round}`)).session_id;
+    const b = (await createBranch(context.store, context.base.id, `b-${round}`)).session_id;
+    const picks = new Set();
+    while (picks.size < changed * 2) picks.add(Math.floor(context.workload.random() * context.keys));
+    const chosen = [...picks];
+    await work(context, a, chosen.slice(0, changed), round + 1);
+    await work(context, b, chosen.slice(changed), round + 1);
+    const started = performance.now();
+    const report = await mergeSessions(context.store, { source: b, destination: a });
+    times.push(performance.now() - started);
+    if (report.memory.changes.length !== changed || report.memory.conflicts.length !== 0) throw new Error(`unexpected merge: ${report.memory.changes.length} changes`);
+  }
+  return median(times);
+}
+
+const small = await setup(KEYS);
+const rows = [];
+try {
+  // Branch vs show.
+  const showMs = [];
+  const branchMs = [];
+  const showCpu = [];
+  const branchCpu = [];
+  const cpuMs = (start) => {
+    const used = process.cpuUsage(start);
+    return (used.user + used.system) / 1000;
+  };
+  for (let round = 0; round < ROUNDS; round++) {
+    let started = performance.now();
+    let cpu = process.cpuUsage();
+    checkpointRecord(small.store, small.base.id);
+    showMs.push(performance.now() - started);
+    showCpu.push(cpuMs(cpu));
+    started = performance.now();
+    cpu = process.cpuUsage();
+    await createBranch(small.store, small.base.id, `branch-${round}`);
+    branchMs.push(performance.now() - started);
+    branchCpu.push(cpuMs(cpu));
+  }
+  const show = median(showMs);
+  const branch = median(branchMs);
+  rows.push({ label: `session branch (${KEYS} keys)`, ms: branch, baselineMs: show, ratio: branch / show, target: "≤ 2× checkpoint show", pass: branch / show <= 2 });
+  // The wall time of a branch is mostly its synced commit (show only reads); its CPU time says what it computes.
+  const [branchCpuMs, showCpuMs] = [median(branchCpu), median(showCpu)];
+  rows.push({ label: "  the same, CPU time (the commit's disk flushes excluded)", ms: branchCpuMs, baselineMs: showCpuMs, ratio: branchCpuMs / showCpuMs, target: "-", pass: true });
+
+  // Merge vs create after a 1% change.
+  const createMs = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    await small.store.batch((batch) => {
+      for (let k = 0; k < CHANGED; k++) {
+        const i = Math.floor(small.workload.random() * KEYS);
+        batch.set(small.workload.paths[i], small.workload.valueFor(i, 1000 + round));
+      }
+    });
+    const started = performance.now();
+    await createCheckpoint(small.store, { sessionId: "main", trigger: "interval" });
+    createMs.push(performance.now() - started);
+  }
+  const create = median(createMs);
+  const merge = await mergeRounds(small, ROUNDS, CHANGED);
+  rows.push({ label: `session merge, 1% of ${KEYS} keys on each side`, ms: merge, baselineMs: create, ratio: merge / create, target: "≤ 3× checkpoint create", pass: merge / create <= 3 });
+} finally {
+  await small.store.close();
+  small.project.cleanup();
+}
+
+const big = await setup(BIG);
+try {
+  const mergeSmall = rows[2].ms;
+  const mergeBig = await mergeRounds(big, ROUNDS, CHANGED);
+  rows.push({ label: `session merge, ${CHANGED} keys a side of ${BIG}`, ms: mergeBig, baselineMs: mergeSmall, ratio: mergeBig / mergeSmall, target: `< 1.5× the ${KEYS}-key merge`, pass: mergeBig / mergeSmall < 1.5 });
+} finally {
+  await big.store.close();
+  big.project.cleanup();
+}
+
+process.exitCode = printTable("Branch and merge", rows) ? 0 : 1;

@@ -1,0 +1,59 @@
+import { ApexError } from "../errors.js";
+import type { Entry, JsonValue } from "../store/store.js";
+import { HISTORY_PREFIX } from "./records.js";
+
+/**
+ * Session names: a branch session (`apex session branch CHECKPOINT NAME`) carries `name` in its
+ * record, unique in the project, and the name is accepted wherever a session id is. Resolution
+ * order everywhere: an exact id, then an exact name, then a unique id prefix.
+ */
+
+/** Letters, digits, `.`, `_`, `-`; starts with a letter; usable as a git branch `apex/NAME`. */
+export const SESSION_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
+/** Words that already mean something where a session is named. */
+const RESERVED_NAMES = new Set(["last", "current", "latest", "history"]);
+
+export function checkSessionName(name: string): string {
+  const problem =
+    typeof name !== "string" || !SESSION_NAME_PATTERN.test(name)
+      ? "use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter"
+      : RESERVED_NAMES.has(name.toLowerCase())
+        ? `'${name}' already means something where a session is named`
+        : /\.\.|\.lock$|\.$/.test(name)
+          ? "it cannot contain '..' or end with '.' or '.lock' (it names a git branch too)"
+          : /^checkpoint-\d+$/.test(name)
+            ? "it would read as a checkpoint name"
+            : undefined;
+  if (problem) throw new ApexError("APEX_E_USAGE", `Invalid session name ${JSON.stringify(name)}: ${problem}.`);
+  return name;
+}
+
+interface Queryable {
+  query(glob: string): Iterable<Entry>;
+  get(path: string): JsonValue | undefined;
+}
+
+/** Every session record (current, ended, branched) with a name: name -> session id. */
+export function sessionNames(store: Queryable): Map<string, string> {
+  const names = new Map<string, string>();
+  const add = (value: JsonValue | undefined) => {
+    const record = value as { session_id?: unknown; name?: unknown } | undefined;
+    if (record && typeof record === "object" && typeof record.name === "string" && typeof record.session_id === "string") names.set(record.name, record.session_id);
+  };
+  for (const { value } of store.query(`${HISTORY_PREFIX}/*`)) add(value);
+  // A session's record is at /sessions/<sid> only while it is current (making way moves the one in
+  // the way to the history): one record to read, not a scan of every session's keys.
+  const current = store.get("/sessions/current") as { session_id?: unknown } | undefined;
+  if (typeof current?.session_id === "string") add(store.get(`/sessions/${current.session_id}`));
+  return names;
+}
+
+/** The id of the session named `name`, if one is. */
+export function sessionIdByName(store: Queryable, name: string): string | undefined {
+  if (!SESSION_NAME_PATTERN.test(name)) return undefined;
+  try {
+    return sessionNames(store).get(name);
+  } catch {
+    return undefined; // an unreadable record names nothing; validate reports it
+  }
+}

@@ -1,0 +1,245 @@
+/**
+ * The actions behind `apex session branch|merge|tree`. Writes go where the store's writer is:
+ * the live supervisor when one runs (`session.branch`, `session.merge` among the checkpoint
+ * service's methods), else this process, with the project's plugins loaded so the merge
+ * checkpoint gets its git state (beforeCheckpoint) and retention runs after it.
+ */
+import { spawnSync } from "node:child_process";
+import { basename, dirname, join, resolve } from "node:path";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { currentActor } from "../../core/actor.js";
+import { paint, printJson, printLine } from "../../core/cli/output.js";
+import { ApexError } from "../../core/errors.js";
+import { callSupervisor } from "../../core/rpc/call.js";
+import { checkpointServiceFor } from "../../core/session/checkpoints.js";
+import { forcedEndpoint } from "../../core/session/runtime.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { openStore, storeExists } from "../../core/store/open.js";
+import { branchSource, checkNewSessionName, type BranchReport } from "./branch.js";
+import { sessionRecord } from "./merge-base.js";
+import { describeConflict } from "./merge.js";
+import { callWriter, noStore, withReadStore, writerSocket } from "./plugin-cli.js";
+import { resolveSessionRef } from "./plugin-sessions.js";
+import type { SessionMergeReport } from "./session-merge.js";
+import { drawTree, type SessionTree } from "./tree.js";
+
+/** Calls a write method where the writer is. */
+async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>): Promise<unknown> {
+  const socket = writerSocket(location);
+  if (socket) return callWriter(socket, method, params);
+  if (!(await storeExists(location))) throw noStore();
+  const { loadConfig } = await import("../../core/config/load.js");
+  const { createSessionEngine } = await import("../../core/session/hooks.js");
+  const config = await loadConfig(location);
+  const store = await openStore(location);
+  try {
+    await createSessionEngine(config, store, (message) => process.stderr.write(`warning: ${message}\n`));
+    const fn = checkpointServiceFor(store)?.methods?.[method];
+    if (!fn) {
+      throw new ApexError("APEX_E_USAGE", "The checkpoint plugin is disabled in apex.config.yaml; branches and merges are made of checkpoints.", {
+        hint: "Enable `checkpoint` under `plugins:` in apex.config.yaml.",
+      });
+    }
+    return await fn(params);
+  } finally {
+    await store.close();
+  }
+}
+
+// ------------------------------------------------------------------------------------ branch
+
+export async function branchCommand(location: ProjectLocation, checkpoint: string, name: string, options: { worktree?: string | boolean; json?: boolean }): Promise<void> {
+  // Checked before a worktree is made: a bad name or reference leaves nothing behind.
+  const source = await withReadStore(location, (store) => {
+    checkNewSessionName(store, name);
+    const manifest = branchSource(store, checkpoint);
+    const git = manifest.git_state as { commit?: unknown } | null;
+    return { commit: typeof git?.commit === "string" ? git.commit : null, label: `${manifest.session_id}/${manifest.name}` };
+  });
+  let worktree: { path: string; branch: string; commit: string | null } | undefined;
+  if (options.worktree !== undefined && options.worktree !== false) {
+    const dir = typeof options.worktree === "string" ? resolve(options.worktree) : join(dirname(location.projectDir), `${basename(location.projectDir)}-${name}`);
+    worktree = createWorktree(location.projectDir, dir, `apex/${name}`, source.commit, source.label);
+  }
+  let report: BranchReport;
+  try {
+    report = (await callWrite(location, "session.branch", { checkpoint, name, worktree: worktree ?? null, actor: currentActor() })) as BranchReport;
+  } catch (error) {
+    if (worktree) removeWorktree(location.projectDir, worktree);
+    throw error;
+  }
+  if (options.json) return printJson(report);
+  printLine(`Branched ${paint(report.name, "bold")} (${report.session_id}) from ${report.parent_checkpoint.session_id}/${report.parent_checkpoint.name}.`);
+  if (report.worktree) printLine(`  git worktree ${report.worktree.path} on ${report.worktree.branch} at ${report.worktree.commit?.slice(0, 12) ?? "-"}`);
+  printLine(paint(`Next: apex start --continue ${report.name} · apex session tree · apex session merge ${report.name} <session>`, "gray"));
+}
+
+function git(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}): { code: number; out: string; err: string } {
+  const result = spawnSync("git", args, { cwd, encoding: "utf8", env: { ...process.env, ...env } });
+  if (result.error) throw new ApexError("APEX_E_GIT_UNAVAILABLE", `git could not run: ${result.error.message}`);
+  return { code: result.status ?? 1, out: result.stdout.trim(), err: result.stderr.trim() };
+}
+
+function createWorktree(repo: string, dir: string, branch: string, commit: string | null, label: string): { path: string; branch: string; commit: string | null } {
+  if (!commit) {
+    throw new ApexError("APEX_E_GIT_COMMIT_MISSING", `${label} recorded no git commit, so there is nothing to check out for --worktree.`, {
+      hint: "Branch without --worktree, or from a checkpoint taken in a git repository with the git plugin enabled.",
+    });
+  }
+  if (git(repo, ["check-ref-format", "--branch", branch]).code !== 0) throw new ApexError("APEX_E_USAGE", `${branch} is not a valid git branch name.`);
+  if (git(repo, ["rev-parse", "--verify", "--quiet", `refs/heads/${branch}`]).code === 0) {
+    throw new ApexError("APEX_E_BRANCH_EXISTS", `The git branch ${branch} exists already; not creating the worktree.`, { hint: "Choose another session name, or delete the branch." });
+  }
+  const added = git(repo, ["worktree", "add", "-b", branch, dir, commit]);
+  if (added.code !== 0) throw new ApexError("APEX_E_GIT_FAILED", `git worktree add failed: ${added.err || added.out}`);
+  return { path: dir, branch, commit };
+}
+
+function removeWorktree(repo: string, worktree: { path: string; branch: string }): void {
+  git(repo, ["worktree", "remove", "--force", worktree.path]);
+  git(repo, ["branch", "-D", worktree.branch]);
+}
+
+// ------------------------------------------------------------------------------------ merge
+
+export async function mergeCommand(location: ProjectLocation, src: string, dst: string, options: { dryRun?: boolean; strategy?: string; git?: boolean; json?: boolean }): Promise<void> {
+  const params = { source: src, destination: dst, strategy: options.strategy ?? "fail", actor: currentActor() };
+  let gitReport: JsonValue | undefined;
+  if (options.git && !options.dryRun) {
+    // The memory merge is checked first (a refusal changes nothing, git included), then git merges.
+    const plan = (await callRead(location, "session.merge", { ...params, dry_run: true })) as SessionMergeReport;
+    if (plan.refused) return printMerge(await refusedReport(location, params), options);
+    gitReport = await mergeGit(location, plan);
+  }
+  if (options.dryRun) {
+    const report = (await callRead(location, "session.merge", { ...params, dry_run: true })) as SessionMergeReport;
+    printMerge(report, options);
+    if (report.refused) process.exitCode = 4;
+    return;
+  }
+  const report = (await callWrite(location, "session.merge", { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) })) as SessionMergeReport;
+  printMerge(report, options);
+}
+
+/** A dry run reads: over the socket when one runs (or inside an agent), else the store read-only. */
+async function callRead(location: ProjectLocation, method: string, params: Record<string, unknown>): Promise<unknown> {
+  const endpoint = forcedEndpoint() ?? writerSocket(location);
+  if (endpoint) return callSupervisor(endpoint, method, params, 600_000);
+  return withReadStore(location, async (store) => {
+    const { mergeSessions } = await import("./session-merge.js");
+    return mergeSessions(store, {
+      source: String(params.source),
+      destination: String(params.destination),
+      strategy: typeof params.strategy === "string" ? params.strategy : undefined,
+      dryRun: true,
+    });
+  });
+}
+
+/** The real merge's refusal, for the exit code and message, when the dry run said it would refuse. */
+async function refusedReport(location: ProjectLocation, params: Record<string, unknown>): Promise<never> {
+  await callWrite(location, "session.merge", params);
+  throw new ApexError("APEX_E_INTERNAL", "The merge was expected to be refused.");
+}
+
+function printMerge(report: SessionMergeReport, options: { json?: boolean }): void {
+  if (options.json) return printJson(report);
+  const src = `${report.source.session_id.slice(0, 8)}/${report.source.checkpoint.name}`;
+  const dst = report.destination.session_id.slice(0, 8);
+  if (report.relation === "up-to-date" || report.relation === "same") {
+    printLine(`Already up to date: ${src} is already part of ${dst}.`);
+    return;
+  }
+  const base = report.base ? `${report.base.session_id.slice(0, 8)}/${report.base.name}` : "none (unrelated histories)";
+  const empty = report.memory.changes.length + report.tasks.changes.length + report.memory.conflicts.length + report.tasks.conflicts.length === 0;
+  if (empty) {
+    printLine(`Nothing to merge: ${src} changes nothing ${dst} does not have since ${base}.`);
+    return;
+  }
+  printLine(`${report.dry_run ? "Would merge" : "Merged"} ${src} into ${dst} (base ${base}${report.other_bases.length > 0 ? `; ${report.other_bases.length} other common ancestor(s) not used` : ""}, strategy ${report.strategy}).`);
+  for (const [part, plan] of [
+    ["memory", report.memory],
+    ["tasks", report.tasks],
+  ] as const) {
+    for (const change of plan.changes) printLine(`  ${change.kind.padEnd(8)} ${part === "tasks" ? `task ${change.path.slice(1)}` : change.path}${change.resolved ? " (conflict, theirs)" : ""}`);
+    for (const conflict of plan.conflicts) {
+      const mark = conflict.resolution === "none" ? paint("conflict", "red") : `conflict, ${conflict.resolution}`;
+      printLine(`  ${mark}: ${part === "tasks" ? `task ${describeConflict(conflict).slice(1)}` : describeConflict(conflict)}`);
+    }
+  }
+  if (report.refused) printLine(paint("Refused: conflicts under --strategy fail. Nothing written; settle them with --strategy ours|theirs.", "red"));
+  if (report.checkpoint) printLine(`  merge checkpoint ${report.checkpoint.name} (${report.checkpoint.id}), parents ${report.checkpoint.parent?.slice(0, 8) ?? "-"} and ${report.checkpoint.merge_parent.slice(0, 8)}${report.applied === "live" ? "; live memory updated" : ""}`);
+  const gitDone = report.git as { source_branch?: string; commit?: string } | null;
+  if (gitDone?.commit) printLine(`  git: merged ${gitDone.source_branch} (HEAD ${gitDone.commit.slice(0, 12)})`);
+}
+
+/**
+ * `--git`: SRC's git branch merged into DST's working tree (DST's worktree when it has one,
+ * else the project). beforeGit fires first (`apex git notify`, where the writer is). A conflict
+ * aborts the merge (`git merge --abort`), so both histories stay as they were, and names the files.
+ */
+async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Promise<JsonValue> {
+  const { sourceBranch, directory } = await withReadStore(location, (store) => {
+    const source = sessionRecord(store, resolveSessionRef(store, plan.source.session_id));
+    const destination = sessionRecord(store, resolveSessionRef(store, plan.destination.session_id));
+    const sourceWorktree = source?.worktree as { branch?: unknown } | null | undefined;
+    const destinationWorktree = destination?.worktree as { path?: unknown } | null | undefined;
+    return {
+      sourceBranch: typeof sourceWorktree?.branch === "string" ? sourceWorktree.branch : undefined,
+      directory: typeof destinationWorktree?.path === "string" ? destinationWorktree.path : location.projectDir,
+    };
+  });
+  if (!sourceBranch) {
+    throw new ApexError("APEX_E_USAGE", `Session ${plan.source.session_id} has no git branch of its own to merge.`, {
+      hint: "--git merges the branch of a session created with `apex session branch … --worktree`.",
+    });
+  }
+  if (git(directory, ["rev-parse", "--is-inside-work-tree"]).code !== 0) throw new ApexError("APEX_E_NOT_A_REPOSITORY", `${directory} is not a git working tree.`);
+  if (git(directory, ["status", "--porcelain", "--untracked-files=no"]).out !== "") {
+    throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has uncommitted changes; not merging ${sourceBranch} into it.`, { hint: "Commit or stash them first." });
+  }
+  const destinationBranch = git(directory, ["rev-parse", "--abbrev-ref", "HEAD"]).out;
+  const before = git(directory, ["rev-parse", "HEAD"]).out;
+  fireBeforeGit(location, directory, ["merge", sourceBranch]);
+  const merged = git(directory, ["merge", "--no-edit", sourceBranch], { APEX_GIT_BEFORE_FIRED: "1" });
+  if (merged.code !== 0) {
+    const files = git(directory, ["diff", "--name-only", "--diff-filter=U"]).out.split("\n").filter(Boolean);
+    git(directory, ["merge", "--abort"]);
+    throw new ApexError("APEX_E_MERGE_CONFLICT", `git merge of ${sourceBranch} into ${destinationBranch} conflicts${files.length > 0 ? ` in ${files.join(", ")}` : `: ${merged.err || merged.out}`}; it was aborted (both branches are as they were) and no memory was merged.`, {
+      hint: "Resolve it by hand (git merge in that directory), then run apex session merge without --git.",
+      details: { files, directory, source_branch: sourceBranch, destination_branch: destinationBranch, head: before },
+    });
+  }
+  return { source_branch: sourceBranch, destination_branch: destinationBranch, directory, before, commit: git(directory, ["rev-parse", "HEAD"]).out };
+}
+
+/** beforeGit through `apex git notify` (the git plugin's command, run where the writer is); nothing when the plugin is off. */
+function fireBeforeGit(location: ProjectLocation, cwd: string, args: string[]): void {
+  const bin = resolve(dirname(new URL(import.meta.url).pathname), "../../../bin/apex.js");
+  const result = spawnSync(process.execPath, [bin, ...(location.configPath ? ["--config", location.configPath] : []), "git", "notify", "--json", "--", ...args], {
+    cwd: location.projectDir,
+    encoding: "utf8",
+    env: process.env,
+  });
+  if (result.status === 0) return;
+  const text = `${result.stderr ?? ""}${result.stdout ?? ""}`;
+  if (/unknown command|APEX_E_USAGE/i.test(text) && /git/.test(text)) return; // no git plugin: nothing to fire
+  throw new ApexError("APEX_E_GIT_FAILED", `beforeGit failed before the git merge in ${cwd}; nothing was merged: ${text.trim().split("\n")[0] ?? ""}`);
+}
+
+// ------------------------------------------------------------------------------------ tree
+
+export async function treeCommand(location: ProjectLocation, options: { json?: boolean }): Promise<void> {
+  const endpoint = forcedEndpoint();
+  const tree = endpoint
+    ? ((await callSupervisor(endpoint, "session.tree", {})) as SessionTree)
+    : (await storeExists(location))
+      ? await withReadStore(location, async (store) => (await import("./tree.js")).sessionTree(store))
+      : { sessions: [], nodes: [] };
+  if (options.json) return printJson(tree);
+  if (tree.nodes.length === 0) {
+    printLine("No checkpoints yet: the tree is drawn from them.");
+    return;
+  }
+  for (const line of drawTree(tree)) printLine(line);
+}

@@ -1,0 +1,62 @@
+import type { Command } from "commander";
+import { projectOf } from "../../core/cli/context.js";
+import { examples } from "../../core/cli/output.js";
+
+/** `apex session branch|merge|tree`: parallel tracks from checkpoints, merged back (plugins/checkpoint/branch-cli.ts). */
+export function registerSessionBranchCommands(program: Command): void {
+  const session =
+    program.commands.find((command) => command.name() === "session") ?? program.command("session").description("the project's sessions");
+
+  session
+    .command("branch")
+    .description("a new session whose state is a checkpoint (memory, tasks, agent contexts, git commit), named NAME; copies nothing")
+    .argument("<checkpoint>", "a checkpoint: its id, a unique id prefix, checkpoint-007, latest, or <session>/checkpoint-007")
+    .argument("<name>", "the new session's name (unique; usable wherever a session id is)")
+    .option("--worktree [dir]", "also create a git worktree on a new branch apex/NAME at the checkpoint's commit, where the session's agents run (default ../<project>-NAME)")
+    .option("--json", "print {session_id, name, parent_checkpoint: {id, session_id, sequence, name}, checkpoint: {id, name, sequence}, worktree: {path, branch, commit} | null}")
+    .addHelpText(
+      "after",
+      `
+The branch is kept with the stopped sessions until \`apex start --continue NAME\` runs it (the
+running session is checkpointed and stopped first: one session is active at a time).
+${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session branch latest try-b --worktree", "apex start --continue experimental-feature")}`,
+    )
+    .action(async (checkpoint: string, name: string, options: { worktree?: string | boolean; json?: boolean }, command: Command) => {
+      const { branchCommand } = await import("./branch-cli.js");
+      await branchCommand(projectOf(command), checkpoint, name, options);
+    });
+
+  session
+    .command("merge")
+    .description("merge SRC's latest checkpoint into DST (three-way, against their nearest common ancestor); the result is a merge checkpoint on DST")
+    .argument("<src>", "the session merged in (id, name or unique id prefix)")
+    .argument("<dst>", "the session merged into")
+    .option("--dry-run", "print every change and conflict; write nothing (exit 4 when the merge would be refused)")
+    .option("--strategy <strategy>", "conflicts (a path changed on both sides differently): fail (refuse, exit 4), ours (keep DST's) or theirs (take SRC's)", "fail")
+    .option("--git", "also merge SRC's git branch into DST's (beforeGit fires first; a conflict aborts the git merge and names the files)")
+    .option("--json", "print {source, destination, base, relation, strategy, dry_run, applied, refused, memory: {changes, conflicts}, tasks: {changes, conflicts}, checkpoint, git}")
+    .addHelpText(
+      "after",
+      `
+A path changed on one side takes that side; changed on both sides to different values is a
+conflict {path, base, ours, theirs}; deletions count as changes; the same change on both sides
+is not a conflict. Tasks are a union by id; a completed task stays completed. When DST holds
+the live memory (it runs, or ran last) the changes are applied to it with the merge checkpoint
+in one transaction, through its supervisor while it runs.
+${examples("apex session merge experimental-feature main --dry-run", "apex session merge 7c1d 3f2a --strategy theirs", "apex session merge try-b main --git --json")}`,
+    )
+    .action(async (src: string, dst: string, options: { dryRun?: boolean; strategy?: string; git?: boolean; json?: boolean }, command: Command) => {
+      const { mergeCommand } = await import("./branch-cli.js");
+      await mergeCommand(projectOf(command), src, dst, options);
+    });
+
+  session
+    .command("tree")
+    .description("sessions with their branch and merge points, drawn like git log --graph --oneline")
+    .option("--json", "print {sessions: [{session_id, name, status, parent, checkpoints, latest}], nodes: [{id, session_id, name, trigger, created_at, parents, folded, head}]}")
+    .addHelpText("after", examples("apex session tree", "apex session tree --json"))
+    .action(async (options: { json?: boolean }, command: Command) => {
+      const { treeCommand } = await import("./branch-cli.js");
+      await treeCommand(projectOf(command), options);
+    });
+}

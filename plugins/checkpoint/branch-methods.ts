@@ -1,0 +1,56 @@
+import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
+import { ApexError } from "../../core/errors.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { createBranch } from "./branch.js";
+import type { MemoryScope } from "./scope.js";
+import { mergeSessions } from "./session-merge.js";
+import { sessionTree } from "./tree.js";
+
+/**
+ * The control methods behind `apex session branch|merge|tree`: served by the supervisor while
+ * one runs (it is the store's one writer, so a merge into the running session is applied
+ * between two of its own writes), called in the CLI process otherwise.
+ */
+export function branchMethods(
+  store: Store,
+  options: {
+    serialize: <T>(fn: () => Promise<T>) => Promise<T>;
+    scope: MemoryScope;
+    enrich?: (draft: CheckpointDraft) => Promise<CheckpointDraft>;
+    afterCheckpoint?: (info: CheckpointInfo) => Promise<void>;
+  },
+): Record<string, (params: Record<string, unknown>) => unknown> {
+  return {
+    "session.branch": (params) =>
+      options.serialize(async () => {
+        const worktree = params.worktree as { path: string; branch: string; commit: string | null } | null | undefined;
+        const report = await createBranch(store, text(params, "checkpoint"), text(params, "name"), {
+          ...(worktree ? { worktree } : {}),
+          ...(typeof params.actor === "string" ? { actor: params.actor } : {}),
+        });
+        return report as unknown as JsonValue;
+      }),
+    "session.merge": (params) => {
+      const run = async () =>
+        (await mergeSessions(store, {
+          source: text(params, "source"),
+          destination: text(params, "destination"),
+          strategy: typeof params.strategy === "string" ? params.strategy : undefined,
+          dryRun: params.dry_run === true,
+          actor: typeof params.actor === "string" ? params.actor : undefined,
+          scope: options.scope,
+          ...(options.enrich ? { enrich: options.enrich } : {}),
+          ...(options.afterCheckpoint ? { afterCheckpoint: options.afterCheckpoint } : {}),
+          ...(params.git !== undefined ? { git: params.git as JsonValue } : {}),
+        })) as unknown as JsonValue;
+      return params.dry_run === true ? run() : options.serialize(run);
+    },
+    "session.tree": () => sessionTree(store) as unknown as JsonValue,
+  };
+}
+
+function text(params: Record<string, unknown>, name: string): string {
+  const value = params[name];
+  if (typeof value !== "string" || value.length === 0) throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} is required.`);
+  return value;
+}

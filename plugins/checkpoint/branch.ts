@@ -1,0 +1,162 @@
+import { v4 as uuidv4 } from "uuid";
+import { ApexError } from "../../core/errors.js";
+import { checkSessionName, sessionNames } from "../../core/session/names.js";
+import { appendEvent } from "../../core/session/service.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { Catalog } from "./catalog.js";
+import { checkpointName, manifestPath, signManifest, MANIFEST_FORMAT, type CheckpointManifest } from "./manifest.js";
+import { ACTORS, assertWritable, getCheckpoint } from "./refs.js";
+import { BRANCH_TRIGGER, sessionRecord } from "./merge-base.js";
+import { defaultSessionIfAny } from "./plugin-sessions.js";
+
+/**
+ * `apex session branch CHECKPOINT NAME`: a new session whose state is a checkpoint. Nothing is
+ * copied: the branch's first checkpoint (trigger `branch`, parent: the checkpoint it branched
+ * from) names the same three tree roots, so creating it writes a session record, one manifest,
+ * its catalog records and two audit events, whatever the size of memory. The session is kept
+ * with the stopped ones (it runs nothing yet); `apex start --continue NAME` runs it, restoring
+ * that checkpoint.
+ */
+
+export interface BranchOptions {
+  /** The git worktree created for the branch (done by the caller, recorded here). */
+  worktree?: { path: string; branch: string; commit: string | null } | undefined;
+  actor?: string;
+  now?: () => Date;
+}
+
+export interface BranchReport {
+  session_id: string;
+  name: string;
+  parent_checkpoint: { id: string; session_id: string; sequence: number; name: string };
+  checkpoint: { id: string; name: string; sequence: number };
+  worktree: { path: string; branch: string; commit: string | null } | null;
+}
+
+/** The checkpoint `ref` names, looked up in the current session (else the one that ended last) for short forms. */
+export function branchSource(store: Store, ref: string): CheckpointManifest {
+  const sessionId = defaultSessionIfAny(store);
+  return getCheckpoint(store, ref, sessionId ? { sessionId } : {});
+}
+
+/** Refuses a name that is invalid or taken (by a name or a session id). */
+export function checkNewSessionName(store: Store, name: string): void {
+  checkSessionName(name);
+  const taken = sessionNames(store).get(name);
+  if (taken || sessionRecord(store, name)) {
+    throw new ApexError("APEX_E_CONFLICT", `A session named ${JSON.stringify(name)} already exists${taken ? ` (${taken})` : ""}.`, {
+      hint: "Session names are unique in a project; choose another (`apex session list` shows them).",
+    });
+  }
+}
+
+export async function createBranch(store: Store, ref: string, name: string, options: BranchOptions = {}): Promise<BranchReport> {
+  assertWritable(store);
+  let report!: BranchReport;
+  await store.transaction(() => {
+    const source = branchSource(store, ref);
+    checkNewSessionName(store, name);
+    const sessionId = uuidv4();
+    const at = (options.now?.() ?? new Date()).toISOString();
+    const actor = options.actor ?? "user";
+    const parentRecord = sessionRecord(store, source.session_id);
+    const projectConfig = store.get("/projects/config") as { project_id?: unknown } | undefined;
+    const parent = { id: source.id, session_id: source.session_id, sequence: source.sequence, name: source.name };
+    const agents = Array.isArray(parentRecord?.agents) ? parentRecord.agents.filter((agent): agent is string => typeof agent === "string") : [];
+    const record: Record<string, JsonValue> = {
+      session_id: sessionId,
+      name,
+      project_id: typeof parentRecord?.project_id === "string" ? parentRecord.project_id : typeof projectConfig?.project_id === "string" ? projectConfig.project_id : null,
+      created_at: at,
+      updated_at: at,
+      // Not running: kept with the stopped sessions until `apex start --continue NAME`.
+      status: "stopped",
+      initial_task: typeof parentRecord?.initial_task === "string" ? parentRecord.initial_task : null,
+      agents,
+      supervisor: null,
+      history: [{ event: "branched", at, checkpoint: source.id }],
+      outcome: `branched from ${source.session_id}/${source.name}`,
+      ended_at: at,
+      restored_from: null,
+      parent_checkpoint: parent,
+      parent_session: source.session_id,
+      worktree: options.worktree ?? null,
+    };
+    const manifest = writeDerivedCheckpoint(store, {
+      sessionId,
+      trigger: BRANCH_TRIGGER,
+      description: `branch ${name} from ${source.session_id.slice(0, 8)}/${source.name}`,
+      parent: source.id,
+      createdAt: at,
+      roots: source,
+      gitState: withWorktree(source.git_state, options.worktree),
+      data: { branch: { name, from: parent } },
+      actor: ACTORS.checkpoint,
+    });
+    store.batchSync((batch) => {
+      batch.set(`/sessions/history/${sessionId}`, record);
+      appendEvent(batch, sessionId, "session.branched", actor, { name, from: parent, checkpoint: manifest.id, worktree: options.worktree ?? null });
+      appendEvent(batch, source.session_id, "session.branch", actor, { name, session: sessionId, checkpoint: source.id });
+    }, actor);
+    report = {
+      session_id: sessionId,
+      name,
+      parent_checkpoint: parent,
+      checkpoint: { id: manifest.id, name: manifest.name, sequence: manifest.sequence },
+      worktree: options.worktree ?? null,
+    };
+  });
+  return report;
+}
+
+function withWorktree(gitState: JsonValue | null, worktree: BranchOptions["worktree"]): JsonValue | null {
+  if (!worktree) return gitState;
+  const base = gitState && typeof gitState === "object" && !Array.isArray(gitState) ? gitState : {};
+  return { ...base, branch: worktree.branch, commit: worktree.commit, dirty: false, worktree: worktree.path };
+}
+
+export interface DerivedCheckpoint {
+  sessionId: string;
+  trigger: string;
+  description: string;
+  parent: string | null;
+  mergeParent?: string;
+  createdAt: string;
+  /** Whose trees it holds (memory, tasks, agents). */
+  roots: Pick<CheckpointManifest, "memory" | "tasks" | "agents">;
+  gitState: JsonValue | null;
+  data: { [key: string]: JsonValue };
+  actor: string;
+}
+
+/**
+ * Writes a checkpoint from trees that already exist (a branch's first checkpoint, a merge into
+ * a session that is not running). Call inside a write transaction. It is not the base of the
+ * next incremental build: that stays the live state's.
+ */
+export function writeDerivedCheckpoint(store: Store, params: DerivedCheckpoint): CheckpointManifest {
+  const catalog = Catalog.of(store);
+  const sequence = catalog.allocateSequence(params.sessionId);
+  const manifest = signManifest({
+    format: MANIFEST_FORMAT,
+    id: uuidv4(),
+    session_id: params.sessionId,
+    sequence,
+    name: checkpointName(sequence),
+    parent: params.parent,
+    ...(params.mergeParent ? { merge_parent: params.mergeParent } : {}),
+    created_at: params.createdAt,
+    description: params.description,
+    trigger: params.trigger,
+    pinned: false,
+    revision: store.revision(),
+    memory: { root: params.roots.memory.root, keys: params.roots.memory.keys, scope: params.roots.memory.scope },
+    tasks: { root: params.roots.tasks.root, count: params.roots.tasks.count },
+    agents: { root: params.roots.agents.root, count: params.roots.agents.count },
+    git_state: params.gitState,
+    data: params.data,
+  });
+  store.batchSync((batch) => batch.set(manifestPath(params.sessionId, sequence), manifest as unknown as JsonValue), params.actor);
+  catalog.putCheckpoint(manifest);
+  return manifest;
+}

@@ -1,0 +1,258 @@
+import { ApexError } from "../../core/errors.js";
+import {
+  ChangeSet,
+  EncodedValue,
+  ObjectStore,
+  canonicalJson,
+  diffTrees,
+  updateTree,
+  type Hash,
+  type ObjectView,
+} from "./engine/objects.js";
+import type { JsonValue } from "../../core/store/store.js";
+import { segmentsPath } from "./scope.js";
+
+/**
+ * The three-way merge of checkpoint trees. Both sides are diffed against the base with
+ * `diffTrees`, which skips every subtree whose hash is equal on both sides, so the cost
+ * follows what changed since the base, not the size of memory. The merged tree is the
+ * "ours" tree with the changes taken from "theirs" applied by `updateTree`, which rebuilds
+ * only the nodes on those paths.
+ *
+ * Rules, per path (a value at a path; a deletion is a change like any other):
+ * - changed on one side only: that side's value (or deletion) is taken;
+ * - changed on both sides to the same value (or both deleted): not a conflict;
+ * - changed on both sides to different values: a conflict {path, base, ours, theirs}. The
+ *   strategy decides: `fail` (default) refuses the whole merge, `ours` keeps ours, `theirs`
+ *   takes theirs.
+ * Tasks (keyed by task id) are a union: a task either side added is kept, a task deleted on one
+ * side stays when the other changed it; a task changed on both sides takes the completed side
+ * when only one is completed (a completed task stays completed); both completed with different
+ * results, or both changed otherwise, is a conflict the strategy decides. Agent states are
+ * those of "ours": the destination's agents are the ones that run.
+ */
+
+export type MergeStrategy = "fail" | "ours" | "theirs";
+export const MERGE_STRATEGIES: readonly MergeStrategy[] = ["fail", "ours", "theirs"];
+
+export function checkStrategy(value: string | undefined): MergeStrategy {
+  const strategy = (value ?? "fail") as MergeStrategy;
+  if (!MERGE_STRATEGIES.includes(strategy)) {
+    throw new ApexError("APEX_E_USAGE", `Unknown merge strategy ${JSON.stringify(value)}.`, { hint: "Use --strategy fail, ours or theirs." });
+  }
+  return strategy;
+}
+
+/** Roots of the three trees a merge reads, from a checkpoint (or the live state hashed). */
+export interface MergeSide {
+  memory: Hash | null;
+  tasks: Hash | null;
+}
+
+export type ChangeKind = "added" | "modified" | "deleted";
+
+/** A change the merge makes to "ours": taken from theirs. */
+export interface MergeChange {
+  path: string;
+  kind: ChangeKind;
+  /** Value hash after the change (undefined: deleted). */
+  hash?: Hash;
+  /** True when it settles a conflict by the strategy. */
+  resolved?: boolean;
+}
+
+export interface MergeConflict {
+  path: string;
+  /** Values (null: the path has none there). */
+  base: JsonValue | null;
+  ours: JsonValue | null;
+  theirs: JsonValue | null;
+  /** Who wins under the chosen strategy; "none" under fail. */
+  resolution: "ours" | "theirs" | "none";
+  reason?: string;
+}
+
+export interface TreeMergePlan {
+  /** Changes applied to ours, in tree order. */
+  changes: MergeChange[];
+  conflicts: MergeConflict[];
+  /** Paths both sides changed the same way. */
+  same: number;
+  /** Paths changed on ours only (kept). */
+  oursOnly: number;
+}
+
+export interface MergePlan {
+  memory: TreeMergePlan;
+  tasks: TreeMergePlan;
+  strategy: MergeStrategy;
+}
+
+interface SideChange {
+  before?: Hash;
+  after?: Hash;
+}
+
+function changesOf(view: ObjectView, base: Hash | null, side: Hash | null): Map<string, SideChange & { segments: string[] }> {
+  const changes = new Map<string, SideChange & { segments: string[] }>();
+  diffTrees(view, base, side, (change) => {
+    changes.set(segmentsPath(change.segments), { segments: change.segments, ...(change.before ? { before: change.before } : {}), ...(change.after ? { after: change.after } : {}) });
+  });
+  return changes;
+}
+
+function kindOf(change: SideChange): ChangeKind {
+  return !change.before ? "added" : !change.after ? "deleted" : "modified";
+}
+
+function valueOrNull(view: ObjectView, hash: Hash | undefined): JsonValue | null {
+  return hash ? view.readValue(hash) : null;
+}
+
+/** Plans the merge of `theirs` into `ours` against `base`; reads only the changed subtrees. */
+export function planMerge(view: ObjectView, base: MergeSide | null, ours: MergeSide, theirs: MergeSide, strategy: MergeStrategy): MergePlan {
+  return {
+    memory: planTree(view, base?.memory ?? null, ours.memory, theirs.memory, strategy, "memory"),
+    tasks: planTree(view, base?.tasks ?? null, ours.tasks, theirs.tasks, strategy, "tasks"),
+    strategy,
+  };
+}
+
+function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs: Hash | null, strategy: MergeStrategy, kind: "memory" | "tasks"): TreeMergePlan {
+  const plan: TreeMergePlan = { changes: [], conflicts: [], same: 0, oursOnly: 0 };
+  if (theirs === base || theirs === ours) {
+    if (ours !== base && theirs !== ours) plan.oursOnly = changesOf(view, base, ours).size;
+    return plan;
+  }
+  const oursChanges = ours === base ? new Map<string, SideChange & { segments: string[] }>() : changesOf(view, base, ours);
+  let matched = 0;
+  diffTrees(view, base, theirs, (change) => {
+    const path = segmentsPath(change.segments);
+    const mine = oursChanges.get(path);
+    const their: SideChange = { ...(change.before ? { before: change.before } : {}), ...(change.after ? { after: change.after } : {}) };
+    if (!mine) {
+      // Tasks are a union: a task one side deleted is not deleted by the merge.
+      if (kind === "tasks" && !their.after) return;
+      plan.changes.push({ path, kind: kindOf(their), ...(their.after ? { hash: their.after } : {}) });
+      return;
+    }
+    matched += 1;
+    if (mine.after === their.after) {
+      plan.same += 1;
+      return;
+    }
+    if (kind === "tasks") {
+      const decided = decideTask(view, path, change.before, mine.after, their.after, strategy);
+      if (decided.conflict) plan.conflicts.push(decided.conflict);
+      if (decided.take === "theirs") plan.changes.push({ path, kind: kindOf({ ...(mine.after ? { before: mine.after } : {}), ...(their.after ? { after: their.after } : {}) }), ...(their.after ? { hash: their.after } : {}), ...(decided.conflict ? { resolved: true } : {}) });
+      return;
+    }
+    const resolution = strategy === "fail" ? "none" : strategy;
+    plan.conflicts.push({
+      path,
+      base: valueOrNull(view, change.before),
+      ours: valueOrNull(view, mine.after),
+      theirs: valueOrNull(view, their.after),
+      resolution,
+    });
+    if (strategy === "theirs") {
+      plan.changes.push({ path, kind: kindOf({ ...(mine.after ? { before: mine.after } : {}), ...(their.after ? { after: their.after } : {}) }), ...(their.after ? { hash: their.after } : {}), resolved: true });
+    }
+  });
+  plan.oursOnly = oursChanges.size - matched;
+  return plan;
+}
+
+function decideTask(
+  view: ObjectView,
+  id: string,
+  baseHash: Hash | undefined,
+  oursHash: Hash | undefined,
+  theirsHash: Hash | undefined,
+  strategy: MergeStrategy,
+): { take: "ours" | "theirs"; conflict?: MergeConflict } {
+  // One side deleted it, the other changed it: the union keeps the changed task.
+  if (!oursHash) return { take: "theirs" };
+  if (!theirsHash) return { take: "ours" };
+  const ours = view.readValue(oursHash);
+  const theirs = view.readValue(theirsHash);
+  const completed = (task: JsonValue) => isRecord(task) && task.status === "completed";
+  if (completed(ours) && !completed(theirs)) return { take: "ours" };
+  if (completed(theirs) && !completed(ours)) return { take: "theirs" };
+  if (completed(ours) && completed(theirs) && sameJson((ours as Record<string, JsonValue>).result, (theirs as Record<string, JsonValue>).result)) return { take: "ours" };
+  const reason = completed(ours) ? "completed on both sides with different results" : "changed on both sides";
+  const conflict: MergeConflict = {
+    path: id,
+    base: valueOrNull(view, baseHash),
+    ours,
+    theirs,
+    resolution: strategy === "fail" ? "none" : strategy,
+    reason,
+  };
+  return { take: strategy === "theirs" ? "theirs" : "ours", conflict };
+}
+
+function sameJson(a: JsonValue | undefined, b: JsonValue | undefined): boolean {
+  return canonicalJson(a ?? null) === canonicalJson(b ?? null);
+}
+
+function isRecord(value: unknown): value is Record<string, JsonValue> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** True when the plan changes nothing in ours. */
+export function isEmptyPlan(plan: MergePlan): boolean {
+  return plan.memory.changes.length === 0 && plan.tasks.changes.length === 0;
+}
+
+/** True when the plan refuses: conflicts under the `fail` strategy. */
+export function refusedBy(plan: MergePlan): MergeConflict[] {
+  return plan.strategy === "fail" ? [...plan.memory.conflicts, ...plan.tasks.conflicts.map((conflict) => ({ ...conflict, path: `tasks${conflict.path}` }))] : [];
+}
+
+/**
+ * The merged tree: `root` with the plan's changes applied. Writes the new nodes (call inside
+ * a write transaction, unless the view is an overlay); values are the very objects theirs
+ * holds, so their hashes are kept.
+ */
+export function applyToTree(view: ObjectView, root: Hash | null, changes: readonly MergeChange[]): { root: Hash | null; delta: number } {
+  if (changes.length === 0) return { root, delta: 0 };
+  const set = new ChangeSet();
+  const byPath = new Map<string, MergeChange>();
+  for (const change of changes) {
+    const segments = change.path.split("/").slice(1);
+    set.add(segments);
+    byPath.set(change.path, change);
+  }
+  const updated = updateTree(view, root, set, (segments) => {
+    const change = byPath.get(segmentsPath(segments));
+    return change?.hash ? new EncodedValue(view.valueBytes(change.hash)) : undefined;
+  });
+  return { root: updated.root, delta: updated.valueDelta };
+}
+
+/** The encoded values the changes set, read grouped by pack (for writing them to the live keyspace). */
+export function encodedValues(view: ObjectView, changes: readonly MergeChange[]): Map<Hash, Buffer> {
+  const hashes = changes.flatMap((change) => (change.hash ? [change.hash] : []));
+  view.prefetchValues(hashes);
+  const out = new Map<Hash, Buffer>();
+  for (const hash of hashes) if (!out.has(hash)) out.set(hash, view.encodedValue(hash));
+  return out;
+}
+
+/** A view on the store's objects (an overlay keeps what it builds in memory). */
+export function objectView(store: Parameters<typeof ObjectStore.of>[0], options: { overlay?: boolean } = {}): ObjectView {
+  return ObjectStore.of(store).view(options.overlay ? { overlay: true } : {});
+}
+
+/** What a conflict looks like in one line. */
+export function describeConflict(conflict: MergeConflict): string {
+  const show = (value: JsonValue | null) => (value === null ? "(none)" : clip(canonicalJson(value)));
+  return `${conflict.path}: base ${show(conflict.base)}, ours ${show(conflict.ours)}, theirs ${show(conflict.theirs)}${conflict.reason ? ` (${conflict.reason})` : ""}`;
+}
+
+function clip(text: string): string {
+  return text.length > 60 ? `${text.slice(0, 59)}…` : text;
+}
+
+export type { Hash, ObjectView };

@@ -1,0 +1,280 @@
+import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
+import { ApexError } from "../../core/errors.js";
+import { appendEvent, recountTasks } from "../../core/session/service.js";
+import { liveMemoryOwner } from "../../core/session/sessions.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
+import { writeCheckpoint } from "./checkpoints.js";
+import { writeDerivedCheckpoint } from "./branch.js";
+import { tasksRoot, type CheckpointManifest } from "./manifest.js";
+import { findMergeBase, MERGE_TRIGGER, type Relation } from "./merge-base.js";
+import {
+  applyToTree,
+  checkStrategy,
+  encodedValues,
+  isEmptyPlan,
+  objectView,
+  planMerge,
+  refusedBy,
+  type MergeChange,
+  type MergeConflict,
+  type MergePlan,
+  type MergeStrategy,
+} from "./merge.js";
+import { resolveSessionRef } from "./plugin-sessions.js";
+import { ACTORS, assertWritable, loadManifest } from "./refs.js";
+import { DEFAULT_SCOPE, normalizeScope, scopeKey, type MemoryScope } from "./scope.js";
+import { buildSnapshot } from "./snapshot.js";
+
+/**
+ * `apex session merge SRC DST`: SRC's latest checkpoint merged into DST (merge.ts has the
+ * rules, merge-base.ts the base). Where the result goes:
+ * - DST holds the live keyspace (it is /sessions/current: running, or the last to run): the
+ *   live state is hashed as "ours", the changes are written to live memory and tasks, and the
+ *   merge checkpoint is taken of the result, in one transaction. While DST runs this happens
+ *   in its supervisor (the one writer), so agents read the state before or after, never between.
+ * - otherwise: a merge checkpoint on DST built from DST's latest checkpoint; `apex start
+ *   --continue DST` restores it.
+ * Either way the checkpoint has two parents (parent: DST's previous, merge_parent: SRC's), and
+ * DST's audit trail gets a `session.merged` event with both and the actor.
+ */
+
+export interface SessionMergeRequest {
+  source: string;
+  destination: string;
+  strategy?: string | undefined;
+  dryRun?: boolean;
+  actor?: string | undefined;
+  /** The memory a checkpoint covers (the checkpoint plugin's paths); default DST's latest checkpoint's. */
+  scope?: MemoryScope | undefined;
+  /** beforeCheckpoint, for the merge checkpoint's git state. */
+  enrich?: ((draft: CheckpointDraft) => Promise<CheckpointDraft>) | undefined;
+  afterCheckpoint?: ((info: CheckpointInfo) => Promise<void>) | undefined;
+  /** What `--git` did, recorded in the merge checkpoint and the audit event. */
+  git?: JsonValue | undefined;
+  now?: () => Date;
+}
+
+export interface ChangeLine {
+  path: string;
+  kind: MergeChange["kind"];
+  resolved?: boolean;
+}
+
+export interface SessionMergeReport {
+  source: { session_id: string; checkpoint: { id: string; name: string } };
+  destination: { session_id: string; checkpoint: { id: string; name: string } | null };
+  base: { id: string; session_id: string; name: string; created_at: string } | null;
+  /** Other maximal common ancestors (criss-cross), not chosen. */
+  other_bases: string[];
+  relation: Relation;
+  strategy: MergeStrategy;
+  dry_run: boolean;
+  /** Where the result went: live memory and a checkpoint, a checkpoint only, or nowhere (up to date, dry run, refused). */
+  applied: "live" | "checkpoint" | "none";
+  refused: boolean;
+  memory: { changes: ChangeLine[]; conflicts: MergeConflict[]; same: number; kept_ours: number };
+  tasks: { changes: ChangeLine[]; conflicts: MergeConflict[]; same: number; kept_ours: number };
+  /** The merge checkpoint written (null: none). */
+  checkpoint: { id: string; name: string; sequence: number; parent: string | null; merge_parent: string } | null;
+  git: JsonValue | null;
+}
+
+export async function mergeSessions(store: Store, request: SessionMergeRequest): Promise<SessionMergeReport> {
+  const strategy = checkStrategy(request.strategy);
+  const dryRun = request.dryRun === true;
+  if (!dryRun) assertWritable(store);
+  const sourceId = resolveSessionRef(store, request.source);
+  const destinationId = resolveSessionRef(store, request.destination);
+  if (sourceId === destinationId) throw new ApexError("APEX_E_USAGE", `Cannot merge session ${sourceId} into itself.`, { hint: "Name two different sessions: apex session merge SRC DST." });
+  const catalog = Catalog.of(store);
+  const theirsSummary = catalog.latest(sourceId);
+  if (!theirsSummary) {
+    throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${sourceId} has no checkpoint to merge.`, { hint: "Create one in it (`apex checkpoint create` while it runs)." });
+  }
+  // The git state of the merge checkpoint, before the transaction (beforeCheckpoint is asynchronous).
+  let gitState: JsonValue | null | undefined;
+  if (!dryRun && request.enrich) {
+    const draft = await request.enrich({ sessionId: destinationId, trigger: MERGE_TRIGGER, description: "", data: {} });
+    gitState = (draft.data.git_state ?? null) as JsonValue | null;
+  }
+  let report!: SessionMergeReport;
+  let written: CheckpointManifest | undefined;
+  const run = () => {
+    const theirs = loadManifest(store, locatedOf(theirsSummary));
+    const oursSummary = catalog.latest(destinationId);
+    const ours = oursSummary ? loadManifest(store, locatedOf(oursSummary)) : undefined;
+    const live = liveMemoryOwnerOf(store) === destinationId;
+    if (!ours && !live) {
+      throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${destinationId} has no checkpoint to merge into.`, { hint: "Continue it and create one, or merge the other way." });
+    }
+    const found = ours ? findMergeBase(store, locatedOf(ours), locatedOf(theirs)) : { relation: "unrelated" as Relation, base: null, candidates: [] };
+    const base = found.base ? loadManifest(store, locatedOf(found.base)) : null;
+    const scope = request.scope ?? normalizeScope(ours?.memory.scope ?? DEFAULT_SCOPE);
+    const upToDate = found.relation === "up-to-date" || found.relation === "same";
+    const view = objectView(store, { overlay: live || dryRun });
+    let oursRoots = ours ? { memory: ours.memory.root, tasks: ours.tasks.root } : { memory: null, tasks: null };
+    if (live && !upToDate) {
+      const snapshot = buildSnapshot(store, view, { memory: { scope, base: catalog.base(scopeKey(scope)) }, session: { id: destinationId } });
+      oursRoots = { memory: snapshot.memory!.root, tasks: snapshot.tasks!.root };
+    }
+    const plan: MergePlan = upToDate
+      ? { memory: { changes: [], conflicts: [], same: 0, oursOnly: 0 }, tasks: { changes: [], conflicts: [], same: 0, oursOnly: 0 }, strategy }
+      : planMerge(view, base && { memory: base.memory.root, tasks: base.tasks.root }, oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy);
+    const refused = refusedBy(plan);
+    report = {
+      source: { session_id: sourceId, checkpoint: { id: theirs.id, name: theirs.name } },
+      destination: { session_id: destinationId, checkpoint: ours ? { id: ours.id, name: ours.name } : null },
+      base: base && { id: base.id, session_id: base.session_id, name: base.name, created_at: base.created_at },
+      other_bases: found.candidates.slice(1).map((candidate) => candidate.id),
+      relation: found.relation,
+      strategy,
+      dry_run: dryRun,
+      applied: "none",
+      refused: refused.length > 0,
+      memory: { changes: lines(plan.memory.changes), conflicts: plan.memory.conflicts, same: plan.memory.same, kept_ours: plan.memory.oursOnly },
+      tasks: { changes: lines(plan.tasks.changes), conflicts: plan.tasks.conflicts, same: plan.tasks.same, kept_ours: plan.tasks.oursOnly },
+      checkpoint: null,
+      git: request.git ?? null,
+    };
+    // Nothing to take and nothing to settle (the source only checkpointed what was merged already): no merge checkpoint.
+    if (upToDate || dryRun || (isEmptyPlan(plan) && plan.memory.conflicts.length + plan.tasks.conflicts.length === 0)) return;
+    if (refused.length > 0) {
+      throw new ApexError("APEX_E_MERGE_CONFLICT", `Merging ${sourceId} into ${destinationId} conflicts at ${refused.length} path${refused.length === 1 ? "" : "s"}: ${refused.slice(0, 3).map((conflict) => conflict.path).join(", ")}${refused.length > 3 ? ", …" : ""}. Nothing was written.`, {
+        hint: "See every conflict with --dry-run; settle them with --strategy ours|theirs, or change one side and merge again.",
+        details: report as unknown as Record<string, JsonValue>,
+      });
+    }
+    const createdAt = (request.now?.() ?? new Date()).toISOString();
+    const actor = request.actor ?? "user";
+    const merge: { [key: string]: JsonValue } = {
+      from: { session_id: theirs.session_id, sequence: theirs.sequence, id: theirs.id, name: theirs.name },
+      base: base ? { session_id: base.session_id, sequence: base.sequence, id: base.id, name: base.name } : null,
+      strategy,
+      changes: plan.memory.changes.length + plan.tasks.changes.length,
+      conflicts_settled: plan.memory.conflicts.length + plan.tasks.conflicts.length,
+      actor,
+      metrics: combinedMetrics(store, destinationId, sourceId),
+      ...(request.git !== undefined ? { git: request.git } : {}),
+    };
+    const description = `merge ${sourceId.slice(0, 8)}/${theirs.name} into ${destinationId.slice(0, 8)}`;
+    if (live) {
+      report.applied = "live";
+      const memoryChanges = plan.memory.changes;
+      const taskChanges = plan.tasks.changes;
+      const values = encodedValues(view, [...memoryChanges, ...taskChanges]);
+      store.batchSync((batch) => {
+        for (const change of memoryChanges) {
+          if (change.hash) batch.setEncoded(change.path, values.get(change.hash)!);
+          else batch.delete(change.path);
+        }
+        for (const change of taskChanges) {
+          const path = `${tasksRoot(destinationId)}${change.path}`;
+          if (change.hash) batch.setEncoded(path, values.get(change.hash)!);
+          else batch.delete(path);
+        }
+      }, ACTORS.merge);
+      // Counts again, and task ids merged in are taken: the next task added gets a higher one.
+      if (taskChanges.length > 0) store.batchSync((batch) => void recountTasks(batch, store, destinationId), ACTORS.merge);
+      written = writeCheckpoint(store, {
+        sessionId: destinationId,
+        trigger: MERGE_TRIGGER,
+        description,
+        pinned: false,
+        gitState: gitState ?? ours?.git_state ?? null,
+        data: { merge },
+        scope,
+        createdAt,
+        actor: ACTORS.merge,
+        mergeParent: theirs.id,
+      }).manifest;
+    } else {
+      report.applied = "checkpoint";
+      const memory = applyToTree(view, ours!.memory.root, plan.memory.changes);
+      const tasks = applyToTree(view, ours!.tasks.root, plan.tasks.changes);
+      written = writeDerivedCheckpoint(store, {
+        sessionId: destinationId,
+        trigger: MERGE_TRIGGER,
+        description,
+        parent: ours!.id,
+        mergeParent: theirs.id,
+        createdAt,
+        roots: {
+          memory: { root: memory.root, keys: ours!.memory.keys + memory.delta, scope: ours!.memory.scope },
+          tasks: { root: tasks.root, count: ours!.tasks.count + tasks.delta },
+          agents: ours!.agents,
+        },
+        gitState: gitState ?? ours!.git_state,
+        data: { merge },
+        actor: ACTORS.merge,
+      });
+    }
+    report.checkpoint = { id: written.id, name: written.name, sequence: written.sequence, parent: written.parent, merge_parent: theirs.id };
+    store.batchSync((batch) => {
+      appendEvent(batch, destinationId, "session.merged", actor, {
+        from: merge.from!,
+        base: merge.base!,
+        parents: [written!.parent, theirs.id],
+        checkpoint: written!.id,
+        name: written!.name,
+        strategy,
+        changes: merge.changes!,
+        conflicts_settled: merge.conflicts_settled!,
+        applied: report.applied,
+        ...(request.git !== undefined ? { git: request.git } : {}),
+      });
+    }, actor);
+  };
+  if (dryRun) run();
+  else await store.transaction(run);
+  if (written && request.afterCheckpoint) {
+    await request.afterCheckpoint({ sessionId: destinationId, id: written.id, sequence: written.sequence, trigger: written.trigger }).catch(() => undefined);
+  }
+  return report;
+}
+
+function locatedOf(item: CheckpointSummary | CheckpointManifest): Located {
+  return { sessionId: item.session_id, sequence: item.sequence, id: item.id };
+}
+
+function lines(changes: readonly MergeChange[]): ChangeLine[] {
+  return changes.map((change) => ({ path: change.path, kind: change.kind, ...(change.resolved ? { resolved: true } : {}) }));
+}
+
+function liveMemoryOwnerOf(store: Store): string | undefined {
+  try {
+    return liveMemoryOwner(store);
+  } catch {
+    return undefined; // unreadable records: treat DST as not holding live memory (a checkpoint only)
+  }
+}
+
+/**
+ * The two sessions' metrics records combined: counts (whole numbers) added, anything else as
+ * DST has it; the source's record kept beside it.
+ */
+function combinedMetrics(store: Store, destinationId: string, sourceId: string): JsonValue {
+  const read = (id: string) => {
+    try {
+      return store.get(`/sessions/${id}/metrics`) ?? null;
+    } catch {
+      return null;
+    }
+  };
+  const ours = read(destinationId);
+  const theirs = read(sourceId);
+  if (ours === null && theirs === null) return null;
+  return { combined: combine(ours, theirs), source: theirs };
+}
+
+function combine(a: JsonValue | null, b: JsonValue | null): JsonValue | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  if (typeof a === "number" && typeof b === "number") return Number.isInteger(a) && Number.isInteger(b) ? a + b : a;
+  if (typeof a === "object" && typeof b === "object" && !Array.isArray(a) && !Array.isArray(b)) {
+    const out: { [key: string]: JsonValue } = { ...b, ...a };
+    for (const key of Object.keys(a)) if (key in b) out[key] = combine(a[key] ?? null, b[key] ?? null)!;
+    return out;
+  }
+  return a;
+}

@@ -1,0 +1,218 @@
+import { effectiveStatus } from "../../core/session/sessions.js";
+import type { SessionRecord } from "../../core/session/records.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { Catalog, type CheckpointSummary } from "./catalog.js";
+import { branchPointOf, mergeSourceOf, MERGE_TRIGGER, sessionRecord, type Point } from "./merge-base.js";
+
+/**
+ * `apex session tree`: sessions with their branch and merge points, drawn like
+ * `git log --graph --oneline`. A node is a checkpoint that matters to the shape: each
+ * session's first and latest, merge checkpoints, the checkpoints sessions branched from and
+ * those merged in. The checkpoints between two nodes of a session are folded into a count.
+ */
+
+export interface TreeSession {
+  session_id: string;
+  name: string | null;
+  status: string;
+  created_at: string | null;
+  parent: { session_id: string; checkpoint: string; name: string; sequence: number } | null;
+  checkpoints: number;
+  latest: string | null;
+}
+
+export interface TreeNode {
+  id: string;
+  session_id: string;
+  name: string;
+  sequence: number;
+  trigger: string;
+  description: string;
+  created_at: string;
+  /** First parent (previous node of the session, or the branch point), then the merged-in checkpoint. */
+  parents: string[];
+  /** Checkpoints of the session folded between this node and its first parent. */
+  folded: number;
+  /** The session's latest checkpoint. */
+  head: boolean;
+}
+
+export interface SessionTree {
+  sessions: TreeSession[];
+  /** Newest first; every node comes before its parents. */
+  nodes: TreeNode[];
+}
+
+export function sessionTree(store: Store): SessionTree {
+  const catalog = Catalog.of(store);
+  const ids = new Set<string>();
+  for (const path of store.keysBelow("/sessions")) {
+    const parts = path.slice("/sessions/".length).split("/");
+    if (parts.length === 1 && parts[0] !== "current" && parts[0] !== "history") ids.add(parts[0]!);
+    else if (parts.length === 2 && parts[0] === "history") ids.add(parts[1]!);
+  }
+  for (const { sessionId } of catalog.counters()) ids.add(sessionId);
+  ids.delete("current");
+  ids.delete("history");
+
+  const summaries = new Map<string, CheckpointSummary[]>();
+  for (const id of ids) summaries.set(id, [...catalog.summaries(id)]);
+  const wanted = new Map<string, Set<number>>();
+  const want = (point: Point | undefined): CheckpointSummary | undefined => {
+    if (!point) return undefined;
+    const list = summaries.get(point.sessionId) ?? [];
+    let found: CheckpointSummary | undefined;
+    for (const summary of list) if (summary.sequence <= point.sequence) found = summary;
+    if (found) (wanted.get(point.sessionId) ?? wanted.set(point.sessionId, new Set()).get(point.sessionId)!).add(found.sequence);
+    return found;
+  };
+  const mergeFrom = new Map<string, CheckpointSummary>();
+  const branchFrom = new Map<string, CheckpointSummary>();
+  const sessions: TreeSession[] = [];
+  for (const id of ids) {
+    const list = summaries.get(id)!;
+    if (list.length > 0) {
+      want({ sessionId: id, sequence: list[0]!.sequence });
+      want({ sessionId: id, sequence: list.at(-1)!.sequence });
+    }
+    for (const summary of list) {
+      if (summary.trigger !== MERGE_TRIGGER) continue;
+      want({ sessionId: id, sequence: summary.sequence });
+      const from = mergeSourceOf(store, summary);
+      const target = want(from);
+      if (target) mergeFrom.set(summary.id, target);
+    }
+    const branch = branchPointOf(store, id);
+    const point = want(branch);
+    if (point) branchFrom.set(id, point);
+    const record = sessionRecord(store, id);
+    sessions.push({
+      session_id: id,
+      name: typeof record?.name === "string" ? record.name : null,
+      status: record ? safeStatus(record) : "unknown",
+      created_at: typeof record?.created_at === "string" ? record.created_at : (list[0]?.created_at ?? null),
+      parent: point ? { session_id: point.session_id, checkpoint: point.id, name: point.name, sequence: point.sequence } : null,
+      checkpoints: list.length,
+      latest: list.at(-1)?.id ?? null,
+    });
+  }
+
+  const nodes: TreeNode[] = [];
+  for (const [id, sequences] of wanted) {
+    const list = summaries.get(id)!;
+    const shown = list.filter((summary) => sequences.has(summary.sequence));
+    shown.forEach((summary, index) => {
+      const previous = shown[index - 1];
+      const parents: string[] = [];
+      let folded = 0;
+      if (previous) {
+        parents.push(previous.id);
+        folded = list.filter((other) => other.sequence > previous.sequence && other.sequence < summary.sequence).length;
+      } else {
+        const branch = branchFrom.get(id);
+        if (branch) parents.push(branch.id);
+        folded = list.filter((other) => other.sequence < summary.sequence).length;
+      }
+      const merged = mergeFrom.get(summary.id);
+      if (merged) parents.push(merged.id);
+      nodes.push({
+        id: summary.id,
+        session_id: id,
+        name: summary.name,
+        sequence: summary.sequence,
+        trigger: summary.trigger,
+        description: summary.description,
+        created_at: summary.created_at,
+        parents,
+        folded,
+        head: summary.sequence === list.at(-1)!.sequence,
+      });
+    });
+  }
+  sessions.sort((a, b) => (a.created_at ?? "").localeCompare(b.created_at ?? "") || a.session_id.localeCompare(b.session_id));
+  return { sessions, nodes: topological(nodes) };
+}
+
+/** Newest first, every node before its parents (creation time, then sequence, then id). */
+function topological(nodes: TreeNode[]): TreeNode[] {
+  const byId = new Map(nodes.map((node) => [node.id, node]));
+  const children = new Map<string, number>();
+  for (const node of nodes) for (const parent of node.parents) if (byId.has(parent)) children.set(parent, (children.get(parent) ?? 0) + 1);
+  const newer = (a: TreeNode, b: TreeNode) => (a.created_at > b.created_at ? -1 : a.created_at < b.created_at ? 1 : b.sequence - a.sequence || (a.id < b.id ? 1 : -1));
+  const ready = nodes.filter((node) => !children.get(node.id));
+  const out: TreeNode[] = [];
+  while (ready.length > 0) {
+    ready.sort(newer);
+    const node = ready.shift()!;
+    out.push(node);
+    for (const parent of node.parents) {
+      if (!byId.has(parent)) continue;
+      const left = (children.get(parent) ?? 0) - 1;
+      children.set(parent, left);
+      if (left === 0) ready.push(byId.get(parent)!);
+    }
+  }
+  return out;
+}
+
+/** The graph as text lines, like `git log --graph --oneline`. */
+export function drawTree(tree: SessionTree): string[] {
+  const sessions = new Map(tree.sessions.map((session) => [session.session_id, session]));
+  const lines: string[] = [];
+  let columns: Array<string | null> = [];
+  // Columns at even positions; a connector to the column on the left sits in the gap before it.
+  const render = (marks: Map<number, string>) => {
+    const chars: string[] = [];
+    columns.forEach((expected, index) => {
+      if (index > 0) chars.push(marks.get(index * 2 - 1) ?? " ");
+      chars.push(marks.get(index * 2) ?? (expected === null ? " " : "|"));
+    });
+    return chars.join("").replace(/\s+$/, "");
+  };
+  for (const node of tree.nodes) {
+    let at = columns.indexOf(node.id);
+    if (at < 0) {
+      at = columns.indexOf(null);
+      if (at < 0) at = columns.push(node.id) - 1;
+      else columns[at] = node.id;
+    }
+    // Other columns that waited for this node join it first ("|/").
+    for (let index = columns.length - 1; index > at; index--) {
+      if (columns[index] !== node.id) continue;
+      columns[index] = null;
+      lines.push(render(new Map([[index * 2 - 1, "/"]])));
+    }
+    while (columns.length > 0 && columns.at(-1) === null) columns = columns.slice(0, -1);
+    const session = sessions.get(node.session_id);
+    const who = session?.name ?? node.session_id.slice(0, 8);
+    const head = node.head ? ` (${who}: ${session?.status ?? "?"})` : "";
+    const folded = node.folded > 0 ? `  (+${node.folded} checkpoint${node.folded === 1 ? "" : "s"})` : "";
+    const description = node.description ? `: ${node.description}` : "";
+    lines.push(`${render(new Map([[at * 2, "*"]]))}  ${node.id.slice(0, 8)} [${who}] ${node.name} ${node.trigger}${head}${description}${folded}`);
+    const [first, ...others] = node.parents;
+    columns[at] = first ?? null;
+    for (const other of others) {
+      const known = columns.indexOf(other);
+      if (known >= 0) {
+        // Already awaited in another column: the edge goes there ("|/" leftwards, "|\\" rightwards).
+        if (known !== at) lines.push(render(new Map([[known < at ? at * 2 - 1 : at * 2 + 1, known < at ? "/" : "\\"]])));
+        continue;
+      }
+      let free = columns.indexOf(null);
+      if (free < 0 || free < at) free = columns.push(other) - 1;
+      else columns[free] = other;
+      // A merge opens a column for its second parent ("|\").
+      lines.push(render(new Map([[free * 2 - 1, "\\"], [free * 2, " "]])));
+    }
+    while (columns.length > 0 && columns.at(-1) === null) columns = columns.slice(0, -1);
+  }
+  return lines;
+}
+
+function safeStatus(record: Record<string, JsonValue>): string {
+  try {
+    return effectiveStatus(record as unknown as SessionRecord);
+  } catch {
+    return typeof record.status === "string" ? record.status : "unknown";
+  }
+}

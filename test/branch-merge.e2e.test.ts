@@ -1,0 +1,238 @@
+// Branch a session from a checkpoint, run it, merge it back, draw the tree: through the built
+// CLI, with real supervisors and agents, a real LMDB store and real git worktrees.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+const extra: string[] = [];
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+  for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+const gitEnv = { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com" };
+const git = (dir: string, ...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8", env: gitEnv }).trim();
+
+// The agent writes where it runs, then idles.
+const agent = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "pwd > ran-here.txt; while true; do sleep 0.5; done"]`].join("\n");
+
+function json<T>(result: { status: number; stdout: string; stderr: string }): T {
+  expect(result.status, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as T;
+}
+
+describe("the flow's commands, verbatim", () => {
+  it("apex session branch <checkpoint-uuid> \"experimental-feature\", run it, apex session merge <experimental-uuid> <main-uuid>", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
+    const p = project;
+    const main = p.start(["--task", "main work"]).session_id;
+    expect(p.apex(["memory", "set", "/notes/a", '"base"']).status).toBe(0);
+    expect(p.apex(["memory", "set", "/notes/b", '"base"']).status).toBe(0);
+    const checkpoint = json<{ id: string }>(p.apex(["checkpoint", "create", "before the experiment", "--json"])).id;
+
+    const branched = p.apex(["session", "branch", checkpoint, "experimental-feature"]);
+    expect(branched.status, branched.stderr).toBe(0);
+    expect(branched.stdout).toContain("Branched experimental-feature");
+    const sessions = json<Array<{ session_id: string; name: string | null; parent: string | null; status: string }>>(p.apex(["session", "list", "--json"]));
+    const experimental = sessions.find((session) => session.name === "experimental-feature")!;
+    expect(experimental).toMatchObject({ status: "stopped", parent: `${main}/checkpoint-002` });
+    // A name is taken once.
+    const taken = p.apex(["session", "branch", checkpoint, "experimental-feature"]);
+    expect(taken.status).toBe(4);
+
+    // main goes on; then the branch runs (main is checkpointed and stopped first) from the checkpoint's state.
+    expect(p.apex(["memory", "set", "/notes/a", '"main"']).status).toBe(0);
+    const continued = p.start(["--continue", "experimental-feature"]);
+    expect(continued.session_id).toBe(experimental.session_id);
+    expect(json<{ value: string }>(p.apex(["memory", "show", "/notes/a", "--json"])).value).toBe("base");
+    expect(p.apex(["memory", "set", "/notes/b", '"experiment"']).status).toBe(0);
+    expect(p.apex(["memory", "set", "/notes/c", '"new"']).status).toBe(0);
+    expect(p.apex(["task", "add", "try the experiment"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "experiment done"]).status).toBe(0);
+
+    // The flow's second command, with both ids.
+    const merged = p.apex(["session", "merge", experimental.session_id, main]);
+    expect(merged.status, merged.stderr).toBe(0);
+    expect(merged.stdout).toMatch(/modified \/notes\/b/);
+    expect(merged.stdout).toMatch(/added +\/notes\/c/);
+    const mergeCheckpoint = json<{ manifest: { trigger: string; merge_parent: string; parent: string } }>(p.apex(["checkpoint", "show", `${main}/latest`, "--json"]));
+    expect(mergeCheckpoint.manifest.trigger).toBe("merge");
+    expect(p.apex(["checkpoint", "show", `${main}/latest`]).stdout).toMatch(/merged from +[0-9a-f-]{36}/);
+
+    // Continuing main brings the merged state back: main's change and the experiment's.
+    p.start(["--continue", main]);
+    const notes = json<{ children: Record<string, string> }>(p.apex(["memory", "show", "/notes", "--json"])).children;
+    expect(notes).toEqual({ "/notes/a": "main", "/notes/b": "experiment", "/notes/c": "new" });
+    expect(json<Array<{ title: string }>>(p.apex(["task", "list", "--json"])).map((task) => task.title)).toContain("try the experiment");
+
+    // Merging again changes nothing (the branch's stop checkpoint holds no change); the audit trail records the merge with both parents and the actor.
+    const listed = p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout;
+    const again = p.apex(["session", "merge", "experimental-feature", main]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/Already up to date|Nothing to merge/);
+    expect(p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout).toBe(listed);
+    const trail = json<{ events: Array<{ type: string; parents?: string[]; actor: string }> }>(p.apex(["session", "history", main, "--json"])).events;
+    const event = trail.find((entry) => entry.type === "session.merged")!;
+    expect(event.parents).toEqual([mergeCheckpoint.manifest.parent, mergeCheckpoint.manifest.merge_parent]);
+    expect(event.actor).toMatch(/^user:/);
+
+    // The name is accepted wherever a session id is.
+    expect(p.apex(["logs", "--session", "experimental-feature", "-n", "1"]).status).toBe(0);
+    expect(json<Array<{ title: string }>>(p.apex(["task", "list", "--session", "experimental-feature", "--json"])).map((task) => task.title)).toContain("try the experiment");
+    expect(json<{ session_id: string }>(p.apex(["checkpoint", "list", "--session", "experimental-feature", "--json"])).session_id).toBe(experimental.session_id);
+
+    // The tree shows the branch point and the merge point.
+    const tree = p.apex(["session", "tree"]);
+    expect(tree.status, tree.stderr).toBe(0);
+    // The merge's edge to the branch ("|/|": the branch's column is on the left by then), the branch point ("|/").
+    expect(tree.stdout, tree.stdout).toMatch(/^\|\/\|$/m);
+    expect(tree.stdout).toMatch(/^\|\/$/m);
+    expect(tree.stdout).toMatch(/\[experimental-feature\] checkpoint-001 branch/);
+    expect(json<{ nodes: Array<{ trigger: string; parents: string[] }> }>(p.apex(["session", "tree", "--json"])).nodes.find((node) => node.trigger === "merge")!.parents).toHaveLength(2);
+  });
+
+  it("into the running session: through its supervisor, live memory updated with the checkpoint; a conflict refuses and writes nothing", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
+    const p = project;
+    const main = p.start(["--task", "main work"]).session_id;
+    expect(p.apex(["memory", "set", "/x", "1"]).status).toBe(0);
+    expect(p.apex(["memory", "set", "/y", "1"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "side"]).status).toBe(0);
+    p.start(["--continue", "side"]);
+    expect(p.apex(["memory", "set", "/x", "2"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "side work"]).status).toBe(0);
+    p.start(["--continue", main]);
+    expect(p.apex(["memory", "set", "/y", "3"]).status).toBe(0);
+
+    const merged = json<{ applied: string; checkpoint: { name: string } }>(p.apex(["session", "merge", "side", main, "--json"]));
+    expect(merged.applied).toBe("live");
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/x", "--json"])).value).toBe(2);
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/y", "--json"])).value).toBe(3);
+    expect(p.status().session).toMatchObject({ session_id: main, status: "active" });
+
+    // Both change /x: refused (exit 4), the dry run lists the conflict, nothing is written.
+    expect(p.apex(["memory", "set", "/x", "10"]).status).toBe(0);
+    p.start(["--continue", "side"]);
+    expect(p.apex(["memory", "set", "/x", "20"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "side again"]).status).toBe(0);
+    p.start(["--continue", main]);
+    const before = p.apex(["checkpoint", "list", "--json"]).stdout;
+    const dry = p.apex(["session", "merge", "side", main, "--dry-run", "--json"]);
+    expect(dry.status).toBe(4);
+    expect(JSON.parse(dry.stdout).memory.conflicts).toEqual([{ path: "/x", base: 2, ours: 10, theirs: 20, resolution: "none" }]);
+    const refused = p.apex(["session", "merge", "side", main]);
+    expect(refused.status).toBe(4);
+    expect(refused.stderr).toContain("APEX_E_MERGE_CONFLICT");
+    expect(p.apex(["checkpoint", "list", "--json"]).stdout).toBe(before);
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/x", "--json"])).value).toBe(10);
+    const theirs = json<{ applied: string }>(p.apex(["session", "merge", "side", main, "--strategy", "theirs", "--json"]));
+    expect(theirs.applied).toBe("live");
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/x", "--json"])).value).toBe(20);
+  });
+});
+
+describe("continuing a session that does not hold the live memory", () => {
+  it("restores that session's own latest checkpoint, never the memory another session left", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
+    const p = project;
+    const first = p.start(["--task", "first"]).session_id;
+    expect(p.apex(["memory", "set", "/x", '"first"']).status).toBe(0);
+    expect(p.apex(["stop"]).status).toBe(0);
+    p.start(["--task", "second"]);
+    expect(p.apex(["memory", "set", "/x", '"second"']).status).toBe(0);
+    expect(p.apex(["memory", "set", "/only-second", "1"]).status).toBe(0);
+    const continued = json<{ restored_from: string | null; restore: { saved_before: string | null } }>(p.apex(["start", "--continue", first, "--json"]));
+    expect(continued.restored_from).not.toBeNull();
+    // Nothing of the second session's memory was saved as the first one's.
+    expect(continued.restore.saved_before).toBeNull();
+    expect(json<{ value: string }>(p.apex(["memory", "show", "/x", "--json"])).value).toBe("first");
+    expect(p.apex(["memory", "show", "/only-second"]).status).toBe(3);
+    // The session that ran last continues from the live state, as before.
+    expect(p.apex(["stop"]).status).toBe(0);
+    expect(p.apex(["memory", "set", "/after-stop", "1"]).status).toBe(0);
+    const again = json<{ restored_from: string | null }>(p.apex(["start", "--continue", first, "--json"]));
+    expect(again.restored_from).toBeNull();
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/after-stop", "--json"])).value).toBe(1);
+  });
+});
+
+describe("--worktree and --git", () => {
+  function repoProject() {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-branch-git-");
+    const dir = project.dir;
+    git(dir, "init", "-q", "-b", "main");
+    writeFileSync(join(dir, ".gitignore"), "ran-here.txt\n");
+    writeFileSync(join(dir, "shared.txt"), "one\ntwo\nthree\n");
+    git(dir, "add", ".");
+    git(dir, "commit", "-qm", "init");
+    const worktree = join(mkdtempSync(join(tmpdir(), "apex-worktree-")), "feature");
+    extra.push(join(worktree, ".."));
+    return { p: project, dir, worktree };
+  }
+
+  it("the branch gets a git worktree on apex/NAME at the checkpoint's commit where its agents run; --git merges its branch", () => {
+    const { p, dir, worktree } = repoProject();
+    const main = p.start(["--task", "main"]).session_id;
+    const commit = git(dir, "rev-parse", "HEAD");
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const report = json<{ worktree: { path: string; branch: string; commit: string } }>(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree, "--json"]));
+    expect(report.worktree).toEqual({ path: worktree, branch: "apex/feature", commit });
+    expect(git(worktree, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
+
+    p.start(["--continue", "feature"]);
+    const deadline = Date.now() + 10_000;
+    while (!existsSync(join(worktree, "ran-here.txt")) && Date.now() < deadline) execFileSync("sleep", ["0.1"]);
+    expect(readFileSync(join(worktree, "ran-here.txt"), "utf8").trim()).toBe(worktree);
+    writeFileSync(join(worktree, "feature.txt"), "feature\n");
+    git(worktree, "add", "feature.txt");
+    git(worktree, "commit", "-qm", "feature");
+    expect(p.apex(["memory", "set", "/feature", "true"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "feature work"]).status).toBe(0);
+    p.start(["--continue", main]);
+
+    const merged = json<{ git: { source_branch: string; commit: string }; applied: string }>(p.apex(["session", "merge", "feature", main, "--git", "--json"]));
+    expect(merged.git.source_branch).toBe("apex/feature");
+    expect(git(dir, "rev-parse", "HEAD")).toBe(merged.git.commit);
+    expect(readFileSync(join(dir, "feature.txt"), "utf8")).toBe("feature\n");
+    expect(json<{ value: boolean }>(p.apex(["memory", "show", "/feature", "--json"])).value).toBe(true);
+    // beforeGit fired first: the checkpoint plugin's beforeGit checkpoint is in main.
+    const triggers = json<{ items: Array<{ trigger: string }> }>(p.apex(["checkpoint", "list", "--json"])).items.map((item) => item.trigger);
+    expect(triggers).toContain("beforeGit");
+  });
+
+  it("a git conflict aborts cleanly: both histories intact, the files named, no memory merged", () => {
+    const { p, dir, worktree } = repoProject();
+    const main = p.start(["--task", "main"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    writeFileSync(join(worktree, "shared.txt"), "one\nFEATURE\nthree\n");
+    git(worktree, "commit", "-qam", "feature edit");
+    writeFileSync(join(dir, "shared.txt"), "one\nMAIN\nthree\n");
+    git(dir, "commit", "-qam", "main edit");
+    const heads = [git(dir, "rev-parse", "HEAD"), git(worktree, "rev-parse", "HEAD")];
+    p.start(["--continue", "feature"]);
+    expect(p.apex(["memory", "set", "/feature", "true"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "feature work"]).status).toBe(0);
+    p.start(["--continue", main]);
+    const before = p.apex(["checkpoint", "list", "--json"]).stdout;
+
+    const result = p.apex(["session", "merge", "feature", main, "--git"]);
+    expect(result.status).toBe(4);
+    expect(result.stderr).toContain("shared.txt");
+    expect(result.stderr).toContain("aborted");
+    expect([git(dir, "rev-parse", "HEAD"), git(worktree, "rev-parse", "HEAD")]).toEqual(heads);
+    expect(git(dir, "status", "--porcelain", "--untracked-files=no")).toBe("");
+    expect(existsSync(join(dir, ".git", "MERGE_HEAD"))).toBe(false);
+    expect(p.apex(["memory", "show", "/feature"]).status).toBe(3);
+    // The memory side did not move either (the beforeGit checkpoint aside).
+    const after = json<{ items: Array<{ trigger: string }> }>(p.apex(["checkpoint", "list", "--json"])).items.filter((item) => item.trigger === "merge");
+    expect(after).toEqual([]);
+    expect(before).not.toBe("");
+  });
+});

@@ -1,0 +1,352 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { isApexError, type ApexError } from "../core/errors.js";
+import { Store, type JsonValue } from "../core/store/store.js";
+import { createBranch } from "../plugins/checkpoint/branch.js";
+import { writeDerivedCheckpoint } from "../plugins/checkpoint/branch.js";
+import { Catalog } from "../plugins/checkpoint/catalog.js";
+import { createCheckpoint, getCheckpointValue, loadManifest, readCheckpointMemory, showCheckpoint, validateStore } from "../plugins/checkpoint/checkpoints.js";
+import { applyToTree, objectView, type MergeChange } from "../plugins/checkpoint/merge.js";
+import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
+import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
+import { drawTree, sessionTree } from "../plugins/checkpoint/tree.js";
+import { applyRetention } from "../plugins/retention/cleanup.js";
+import { tempDir } from "./helpers/cli.js";
+
+let store: Store;
+let cleanup: () => void;
+let tick = 0;
+/** Creation times one second apart, so "created last" is never a tie by accident. */
+const now = () => new Date(Date.UTC(2026, 0, 1, 0, 0, tick++));
+
+beforeEach(async () => {
+  const temp = tempDir("apex-merge-");
+  cleanup = temp.cleanup;
+  store = Store.open(temp.dir, { actor: "user:test" });
+  await store.batch((batch) => {
+    batch.set("/sessions/main", { session_id: "main", status: "active", agents: ["coder"], created_at: "2026-01-01T00:00:00.000Z" });
+    batch.set("/sessions/current", { session_id: "main" });
+    batch.set("/sessions/main/tasks/t-0001", { id: "t-0001", title: "first", status: "pending", result: null });
+    for (let i = 0; i < 20; i++) batch.set(`/app/k${i}`, { i });
+    batch.set("/notes/x", "base");
+  });
+});
+afterEach(async () => {
+  await store.close();
+  cleanup();
+});
+
+const latest = (sessionId: string) => loadManifest(store, { ...Catalog.of(store).latest(sessionId)!, sessionId, id: Catalog.of(store).latest(sessionId)!.id });
+const located = (sessionId: string) => {
+  const summary = Catalog.of(store).latest(sessionId)!;
+  return { sessionId, sequence: summary.sequence, id: summary.id };
+};
+const value = (sessionId: string, path: string) => getCheckpointValue(store, latest(sessionId), path);
+// Interval checkpoints: retention keeps manual ones on their own account.
+const checkpoint = async (sessionId = "main") => (await createCheckpoint(store, { sessionId, trigger: "interval", now })).manifest;
+
+/** A checkpoint on a session that is not running: its latest trees with `memory` and `tasks` changed (null: deleted). */
+async function commit(sessionId: string, memory: Record<string, JsonValue | null>, tasks: Record<string, JsonValue | null> = {}) {
+  await store.transaction(() => {
+    const parent = latest(sessionId);
+    const view = objectView(store);
+    const changes = (entries: Record<string, JsonValue | null>): MergeChange[] =>
+      Object.entries(entries).map(([path, v]) => (v === null ? { path, kind: "deleted" } : { path, kind: "modified", hash: view.writeValue(v) }));
+    const m = applyToTree(view, parent.memory.root, changes(memory));
+    const t = applyToTree(view, parent.tasks.root, changes(Object.fromEntries(Object.entries(tasks).map(([id, v]) => [`/${id}`, v]))));
+    writeDerivedCheckpoint(store, {
+      sessionId,
+      trigger: "interval",
+      description: "work",
+      parent: parent.id,
+      createdAt: now().toISOString(),
+      roots: { memory: { ...parent.memory, root: m.root, keys: parent.memory.keys + m.delta }, tasks: { root: t.root, count: parent.tasks.count + t.delta }, agents: parent.agents },
+      gitState: null,
+      data: {},
+      actor: "user:test",
+    });
+  });
+}
+
+async function branch(from: string, name: string): Promise<string> {
+  return (await createBranch(store, from, name, { now })).session_id;
+}
+
+async function refusal(promise: Promise<unknown>): Promise<ApexError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (isApexError(error)) return error;
+    throw error;
+  }
+  throw new Error("expected a refusal");
+}
+
+/** Two branches of main's first checkpoint, neither running: "dst" and "src". */
+async function twoBranches() {
+  const c1 = await checkpoint();
+  const dst = await branch(c1.id, "dst");
+  const src = await branch(c1.id, "src");
+  return { c1, dst, src };
+}
+
+describe("branch", () => {
+  it("is a session named NAME whose first checkpoint holds the very trees of the checkpoint, copying nothing", async () => {
+    const c1 = await checkpoint();
+    const objectsBefore = Catalog.of(store).count("main");
+    const revision = store.revision();
+    const report = await createBranch(store, c1.id, "experimental-feature", { now });
+    const first = latest(report.session_id);
+    expect(first.parent).toBe(c1.id);
+    expect(first.trigger).toBe("branch");
+    expect([first.memory.root, first.tasks.root, first.agents.root]).toEqual([c1.memory.root, c1.tasks.root, c1.agents.root]);
+    expect(Catalog.of(store).count("main")).toBe(objectsBefore);
+    // A record, a manifest and two audit events (with their counters): no memory key is written.
+    const written = [...store.changesSince(revision)].map((change) => change.path);
+    expect(written.every((path) => path.startsWith("/sessions/"))).toBe(true);
+    const record = store.get(`/sessions/history/${report.session_id}`) as Record<string, JsonValue>;
+    expect(record).toMatchObject({ name: "experimental-feature", status: "stopped", parent_checkpoint: { id: c1.id, session_id: "main", sequence: 1 } });
+    expect(validateStore(store).problems).toEqual([]);
+  });
+
+  it("refuses a taken or invalid name, writing nothing", async () => {
+    const c1 = await checkpoint();
+    await createBranch(store, c1.id, "exp", { now });
+    const revision = store.revision();
+    expect((await refusal(createBranch(store, c1.id, "exp"))).code).toBe("APEX_E_CONFLICT");
+    expect((await refusal(createBranch(store, c1.id, "no/slash"))).code).toBe("APEX_E_USAGE");
+    expect((await refusal(createBranch(store, c1.id, "latest"))).code).toBe("APEX_E_USAGE");
+    expect(store.revision()).toBe(revision);
+  });
+});
+
+describe("merge cases", () => {
+  it("clean: each side's changes are kept, the result has two parents, and the audit trail names both", async () => {
+    const { dst, src } = await twoBranches();
+    await commit(dst, { "/app/k1": "dst", "/dst-only": 1 });
+    await commit(src, { "/app/k2": "src", "/app/k3": null });
+    const report = await mergeSessions(store, { source: "src", destination: "dst", actor: "user:test" });
+    expect(report.applied).toBe("checkpoint");
+    expect(report.base?.id).toBe(latest("main").id);
+    const merged = latest(dst);
+    expect(merged.trigger).toBe("merge");
+    expect(merged.merge_parent).toBe(latest(src).id);
+    expect(value(dst, "/app/k1")).toBe("dst");
+    expect(value(dst, "/app/k2")).toBe("src");
+    expect(value(dst, "/app/k3")).toBeUndefined();
+    expect(value(dst, "/dst-only")).toBe(1);
+    expect(merged.memory.keys).toBe([...readCheckpointMemory(store, merged)].length);
+    const events = [...store.query(`/sessions/${dst}/events/*`)].map((entry) => entry.value as Record<string, JsonValue>);
+    expect(events.at(-1)).toMatchObject({ type: "session.merged", actor: "user:test", parents: [merged.parent, latest(src).id] });
+    expect(validateStore(store).problems).toEqual([]);
+  });
+
+  it("conflict: refused with exit 4 and every conflict, nothing written; --dry-run shows the same and writes nothing", async () => {
+    const { dst, src } = await twoBranches();
+    await commit(dst, { "/app/k1": "dst" });
+    await commit(src, { "/app/k1": "src", "/app/k2": "src" });
+    const revision = store.revision();
+    const count = Catalog.of(store).count(dst);
+    const error = await refusal(mergeSessions(store, { source: "src", destination: "dst" }));
+    expect(error.code).toBe("APEX_E_MERGE_CONFLICT");
+    expect(error.exitCode).toBe(4);
+    expect(store.revision()).toBe(revision);
+    expect(Catalog.of(store).count(dst)).toBe(count);
+    const dry = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
+    expect(dry.refused).toBe(true);
+    expect(dry.memory.conflicts).toEqual([{ path: "/app/k1", base: { i: 1 }, ours: "dst", theirs: "src", resolution: "none" }]);
+    expect(dry.memory.changes).toEqual([{ path: "/app/k2", kind: "modified" }]);
+    expect(store.revision()).toBe(revision);
+  });
+
+  it.each([
+    ["ours", "dst"],
+    ["theirs", "src"],
+  ])("--strategy %s settles a conflict with that side", async (strategy, winner) => {
+    const { dst, src } = await twoBranches();
+    await commit(dst, { "/app/k1": "dst" });
+    await commit(src, { "/app/k1": "src", "/app/k2": "src" });
+    const report = await mergeSessions(store, { source: "src", destination: "dst", strategy });
+    expect(report.memory.conflicts.map((conflict) => conflict.resolution)).toEqual([strategy]);
+    expect(value(dst, "/app/k1")).toBe(winner);
+    expect(value(dst, "/app/k2")).toBe("src");
+  });
+
+  it("delete vs modify is a conflict; a deletion on one side only is taken", async () => {
+    const { dst, src } = await twoBranches();
+    await commit(dst, { "/app/k1": "changed", "/app/k5": null });
+    await commit(src, { "/app/k1": null, "/app/k6": null });
+    const dry = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
+    expect(dry.memory.conflicts).toEqual([{ path: "/app/k1", base: { i: 1 }, ours: "changed", theirs: null, resolution: "none" }]);
+    await mergeSessions(store, { source: "src", destination: "dst", strategy: "theirs" });
+    expect(value(dst, "/app/k1")).toBeUndefined();
+    expect(value(dst, "/app/k5")).toBeUndefined();
+    expect(value(dst, "/app/k6")).toBeUndefined();
+  });
+
+  it("the same change on both sides is not a conflict; merging twice is a no-op", async () => {
+    const { dst, src } = await twoBranches();
+    await commit(dst, { "/app/k1": "same", "/app/k9": null });
+    await commit(src, { "/app/k1": "same", "/app/k9": null, "/new": true });
+    const first = await mergeSessions(store, { source: "src", destination: "dst" });
+    expect(first.memory.conflicts).toEqual([]);
+    expect(first.memory.same).toBe(2);
+    expect(first.memory.changes).toEqual([{ path: "/new", kind: "added" }]);
+    const revision = store.revision();
+    const again = await mergeSessions(store, { source: "src", destination: "dst" });
+    expect(again.relation).toBe("up-to-date");
+    expect(again.checkpoint).toBeNull();
+    expect(store.revision()).toBe(revision);
+  });
+
+  it("branch of a branch: the base is found through both branch points", async () => {
+    const c1 = await checkpoint();
+    const exp = await branch(c1.id, "exp");
+    await commit(exp, { "/app/k1": "exp" });
+    const deeper = await branch(latest(exp).id, "deeper");
+    await commit(deeper, { "/app/k2": "deeper" });
+    const dst = await branch(c1.id, "dst");
+    await commit(dst, { "/app/k3": "dst" });
+    const base = findMergeBase(store, located(dst), located(deeper));
+    expect(base.base?.id).toBe(c1.id);
+    await mergeSessions(store, { source: "deeper", destination: "dst" });
+    expect([value(dst, "/app/k1"), value(dst, "/app/k2"), value(dst, "/app/k3")]).toEqual(["exp", "deeper", "dst"]);
+  });
+
+  it("merge back and forth: each merge takes only what is new since the last one", async () => {
+    const { dst, src } = await twoBranches();
+    await commit(src, { "/app/k1": "src-1" });
+    const merged = latest(src);
+    await mergeSessions(store, { source: "src", destination: "dst" });
+    // dst changes the path src changed; merged back, it is no conflict (src did not change it since).
+    await commit(dst, { "/app/k1": "dst-2" });
+    const back = await mergeSessions(store, { source: "dst", destination: "src" });
+    expect(back.base?.id).toBe(merged.id);
+    expect(back.memory.conflicts).toEqual([]);
+    expect(value(src, "/app/k1")).toBe("dst-2");
+    await commit(src, { "/app/k4": "src-3" });
+    const forth = await mergeSessions(store, { source: "src", destination: "dst" });
+    expect(forth.memory.conflicts).toEqual([]);
+    expect(forth.memory.changes).toEqual([{ path: "/app/k4", kind: "modified" }]);
+    expect(value(dst, "/app/k1")).toBe("dst-2");
+  });
+
+  it("criss-cross: of the two maximal common ancestors the one created last is the base, every time", async () => {
+    const { dst, src } = await twoBranches();
+    await commit(dst, { "/a": "dst-1" });
+    const dst1 = latest(dst);
+    await commit(src, { "/b": "src-1" });
+    const src1 = latest(src);
+    await mergeSessions(store, { source: "src", destination: "dst" }); // dst: merge of src1
+    // src merges dst1 (not the merge): written by hand as a merge checkpoint of dst1 on src.
+    await store.transaction(() => {
+      const view = objectView(store);
+      const m = applyToTree(view, src1.memory.root, [{ path: "/a", kind: "added", hash: view.writeValue("dst-1") }]);
+      writeDerivedCheckpoint(store, {
+        sessionId: src,
+        trigger: "merge",
+        description: "criss",
+        parent: src1.id,
+        mergeParent: dst1.id,
+        createdAt: now().toISOString(),
+        roots: { memory: { ...src1.memory, root: m.root, keys: src1.memory.keys + m.delta }, tasks: src1.tasks, agents: src1.agents },
+        gitState: null,
+        data: { merge: { from: { session_id: dst, sequence: dst1.sequence, id: dst1.id, name: dst1.name } } },
+        actor: "user:test",
+      });
+    });
+    await commit(dst, { "/c": "dst-2" });
+    await commit(src, { "/d": "src-2" });
+    const found = findMergeBase(store, located(dst), located(src));
+    expect(found.candidates.map((candidate) => candidate.id).sort()).toEqual([dst1.id, src1.id].sort());
+    // src1 was created after dst1.
+    expect(found.base?.id).toBe(src1.id);
+    expect(findMergeBase(store, located(dst), located(src)).base?.id).toBe(src1.id);
+    const report = await mergeSessions(store, { source: "src", destination: "dst" });
+    expect(report.other_bases).toEqual([dst1.id]);
+    expect(report.memory.conflicts).toEqual([]);
+    expect([value(dst, "/a"), value(dst, "/b"), value(dst, "/c"), value(dst, "/d")]).toEqual(["dst-1", "src-1", "dst-2", "src-2"]);
+  });
+});
+
+describe("tasks and live memory", () => {
+  it("tasks: union by id, a completed task stays completed, different results are a conflict", async () => {
+    const { dst, src } = await twoBranches();
+    const done = (result: string) => ({ id: "t-0001", title: "first", status: "completed", result });
+    await commit(dst, {}, { "t-0002": { id: "t-0002", title: "dst task", status: "pending", result: null } });
+    await commit(src, {}, { "t-0001": done("ok"), "t-0003": { id: "t-0003", title: "src task", status: "pending", result: null } });
+    await mergeSessions(store, { source: "src", destination: "dst" });
+    const tasks = showCheckpoint(store, latest(dst)).tasks as Record<string, { status: string; result: JsonValue }>;
+    expect(Object.keys(tasks).sort()).toEqual(["t-0001", "t-0002", "t-0003"]);
+    expect(tasks["t-0001"]!.status).toBe("completed");
+    // Both complete t-0001, with different results.
+    await commit(dst, {}, { "t-0001": done("dst") });
+    await commit(src, {}, { "t-0001": done("src") });
+    const error = await refusal(mergeSessions(store, { source: "src", destination: "dst" }));
+    expect(error.code).toBe("APEX_E_MERGE_CONFLICT");
+    expect((error.details as { tasks: { conflicts: Array<{ path: string; reason: string }> } }).tasks.conflicts).toMatchObject([
+      { path: "/t-0001", reason: "completed on both sides with different results" },
+    ]);
+  });
+
+  it("into the session that holds live memory: memory, tasks and the merge checkpoint in one transaction", async () => {
+    const c1 = await checkpoint();
+    const exp = await branch(c1.id, "exp");
+    await commit(exp, { "/app/k1": "exp", "/app/k2": null }, { "t-0007": { id: "t-0007", title: "from exp", status: "pending", result: null } });
+    await store.set("/app/k3", "live, not yet checkpointed");
+    const report = await mergeSessions(store, { source: "exp", destination: "main" });
+    expect(report.applied).toBe("live");
+    expect(store.get("/app/k1")).toBe("exp");
+    expect(store.has("/app/k2")).toBe(false);
+    expect(store.get("/app/k3")).toBe("live, not yet checkpointed");
+    expect(store.get("/sessions/main/tasks/t-0007")).toMatchObject({ title: "from exp" });
+    expect(store.get("/sessions/main/counters")).toMatchObject({ tasks: 7 });
+    const merged = latest("main");
+    expect(merged.merge_parent).toBe(latest(exp).id);
+    expect(value("main", "/app/k3")).toBe("live, not yet checkpointed");
+    expect(value("main", "/app/k1")).toBe("exp");
+    // A live change on the same path is a conflict with the live state, refused with nothing written.
+    await store.set("/app/k5", "live");
+    await commit(exp, { "/app/k5": "exp" });
+    const revision = store.revision();
+    expect((await refusal(mergeSessions(store, { source: "exp", destination: "main" }))).code).toBe("APEX_E_MERGE_CONFLICT");
+    expect(store.revision()).toBe(revision);
+    expect(store.get("/app/k5")).toBe("live");
+  });
+
+  it("session tree draws the branch and merge points", async () => {
+    const { dst, src } = await twoBranches();
+    await commit(src, { "/x": 1 });
+    await mergeSessions(store, { source: "src", destination: "dst" });
+    const tree = sessionTree(store);
+    const merge = tree.nodes.find((node) => node.trigger === "merge")!;
+    expect(merge.parents).toEqual([tree.nodes.find((node) => node.session_id === dst && node.trigger === "branch")!.id, latest(src).id]);
+    expect(tree.sessions.find((session) => session.session_id === src)).toMatchObject({ name: "src", parent: { session_id: "main", sequence: 1 } });
+    const lines = drawTree(tree);
+    expect(lines[0]).toMatch(/^\* +\w{8} \[dst\] checkpoint-002 merge/);
+    expect(lines.some((line) => /^\|\\$/.test(line))).toBe(true);
+    expect(lines.at(-1)).toMatch(/\[main\] checkpoint-001 interval/);
+  });
+});
+
+describe("retention", () => {
+  it("keeps the checkpoints branches and merges need as a base, so the next merge finds the same base", async () => {
+    const { c1, dst, src } = await twoBranches();
+    for (let i = 0; i < 3; i++) await commit(src, { [`/src/${i}`]: i });
+    const mergedIn = latest(src);
+    await mergeSessions(store, { source: "src", destination: "dst" });
+    const mergePoint = latest(dst);
+    for (let i = 0; i < 3; i++) await commit(dst, { [`/dst/${i}`]: i });
+    for (let i = 3; i < 6; i++) await commit(src, { [`/src/${i}`]: i });
+    for (let i = 0; i < 3; i++) await checkpoint();
+    const outcome = await applyRetention(store, { keepLast: 1, maxCheckpoints: 100 }, { sweep: "always" });
+    const deleted = new Set(outcome.deleted.map((entry) => entry.id));
+    expect(deleted.size).toBeGreaterThan(0);
+    for (const kept of [c1.id, mergedIn.id, mergePoint.id]) expect(deleted.has(kept)).toBe(false);
+    const reasons = outcome.plan.sessions.flatMap((plan) => plan.result.decisions).filter((decision) => decision.item.id === mergedIn.id)[0]!.reasons;
+    expect(reasons).toContain(`merged into ${dst}`);
+    const report = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
+    expect(report.base?.id).toBe(mergedIn.id);
+    expect(report.memory.changes.map((change) => change.path)).toEqual(["/src/3", "/src/4", "/src/5"]);
+    expect(validateStore(store).problems).toEqual([]);
+  });
+});
