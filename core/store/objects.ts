@@ -1502,6 +1502,26 @@ function* pendingObjects(pending: ReadonlyMap<Hash, { kind: ObjectKind; bytes: B
 export class ChangeSet {
   self = false;
   readonly children = new Map<string, ChangeSet>();
+  /**
+   * Set by `graft`: the subtree below this path becomes this tree as it is (null: none), instead
+   * of being updated path by path. For trees built outside the keyspace (LangGraph channels).
+   * updateTree's valueDelta does not count the values below a graft; it lists the subtrees replaced.
+   */
+  subtree?: { tree: Hash | null };
+
+  /** Replaces the subtree at a path (relative segments) with `tree`; its own value is changed only if also `add`ed. */
+  graft(segments: readonly string[], tree: Hash | null): void {
+    let node: ChangeSet = this;
+    for (const segment of segments) {
+      let child = node.children.get(segment);
+      if (!child) {
+        child = new ChangeSet();
+        node.children.set(segment, child);
+      }
+      node = child;
+    }
+    node.subtree = { tree };
+  }
 
   /** Marks a path (relative segments) as changed. */
   add(segments: readonly string[]): void {
@@ -1526,8 +1546,10 @@ export class ChangeSet {
 
 export interface TreeUpdate {
   root: Hash | null;
-  /** Change in the number of values the tree holds. */
+  /** Change in the number of values the tree holds (values below grafts not counted). */
   valueDelta: number;
+  /** The subtrees that grafts (ChangeSet.graft) replaced. */
+  replaced: Hash[];
 }
 
 /**
@@ -1547,11 +1569,13 @@ export function updateTree(
   const builder = new TreeBuilder(view, read, label);
   const result = builder.updateDirectory(root, changes, []);
   view.flush();
-  return { root: result, valueDelta: builder.valueDelta };
+  return { root: result, valueDelta: builder.valueDelta, replaced: builder.replaced };
 }
 
 class TreeBuilder {
   valueDelta = 0;
+  /** The subtrees grafts replaced. */
+  readonly replaced: Hash[] = [];
   constructor(
     private readonly view: ObjectView,
     private readonly read: (segments: readonly string[]) => JsonValue | EncodedValue | undefined,
@@ -1620,7 +1644,11 @@ class TreeBuilder {
     const path = [...segments, name];
     let value = old?.value;
     let tree = old?.tree;
-    if (change.children.size > 0) tree = this.updateDirectory(tree ?? null, change, path) ?? undefined;
+    if (change.subtree) {
+      if (tree && tree !== change.subtree.tree) this.replaced.push(tree);
+      tree = change.subtree.tree ?? undefined;
+    }
+    else if (change.children.size > 0) tree = this.updateDirectory(tree ?? null, change, path) ?? undefined;
     if (change.self) {
       const current = this.read(path);
       if (current === undefined) {
