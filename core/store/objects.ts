@@ -672,6 +672,7 @@ export class ObjectStore {
   readonly nodeCache = new NodeCache(SHARED_NODE_CACHE_SIZE);
   /** sha256 of directory entry names (which bucket of a split node a name falls into). */
   private readonly nameDigests = new Map<string, Buffer>();
+  private readonly keyBuffer = Buffer.alloc(HASH_BYTES);
 
   private constructor(store: Store) {
     this.store = store;
@@ -762,7 +763,10 @@ export class ObjectStore {
   locate(kind: ObjectKind, hash: Hash, synced = false): ObjectLocation | undefined {
     const journaled = this.journal.get(kind, hash, synced);
     if (journaled) return { pack: journaled.pack, offset: journaled.offset, length: journaled.length };
-    const record = this.index(kind).get(Buffer.from(hash, "hex"));
+    // One key buffer for every lookup and the record read in place (decoded before the next
+    // read): a whole-tree read locates thousands of objects, and each allocation is garbage.
+    const key = this.keyBuffer.write(hash, "hex") === HASH_BYTES ? this.keyBuffer : Buffer.from(hash, "hex");
+    const record = this.index(kind).getBinaryFast(key);
     if (!record) return undefined;
     try {
       return decodeLocation(record);
@@ -1343,6 +1347,8 @@ export class ObjectView {
   private readonly packCache = new PackCache();
   /** Values read ahead by prefetchValues, each until it is read. */
   private readonly prefetched = new Map<Hash, Buffer>();
+  /** Tree nodes read ahead by prefetchNodes, each until it is read. */
+  private readonly prefetchedNodes = new Map<Hash, Buffer>();
   readonly overlayTrees: Map<Hash, Buffer> | undefined;
   readonly overlayValues: Map<Hash, Buffer> | undefined;
 
@@ -1410,12 +1416,11 @@ export class ObjectView {
     const overlay = kind === "value" ? this.overlayValues : this.overlayTrees;
     const found = overlay?.get(hash) ?? this.pending.get(hash)?.bytes;
     if (found) return found;
-    if (kind === "value") {
-      const prefetched = this.prefetched.get(hash);
-      if (prefetched) {
-        this.prefetched.delete(hash); // read once: the map holds only what is still to come
-        return prefetched;
-      }
+    const ahead = kind === "value" ? this.prefetched : this.prefetchedNodes;
+    const prefetched = ahead.get(hash);
+    if (prefetched) {
+      ahead.delete(hash); // read once: the map holds only what is still to come
+      return prefetched;
     }
     return this.objects.getRaw(kind, hash, this.packCache, true);
   }
@@ -1433,6 +1438,17 @@ export class ObjectView {
     }
     if (wanted.length === 0) return;
     for (const [hash, bytes] of this.objects.getRawGrouped("value", wanted, this.packCache, true)) this.prefetched.set(hash, bytes);
+  }
+
+  /** As prefetchValues, for tree nodes not already decoded in the node cache (a tree read level by level). */
+  prefetchNodes(hashes: Iterable<Hash>): void {
+    const wanted: Hash[] = [];
+    for (const hash of hashes) {
+      if (this.nodeCache.get(hash) || this.overlayTrees?.has(hash) || this.pending.has(hash) || this.prefetchedNodes.has(hash)) continue;
+      wanted.push(hash);
+    }
+    if (wanted.length === 0) return;
+    for (const [hash, bytes] of this.objects.getRawGrouped("tree", wanted, this.packCache, true)) this.prefetchedNodes.set(hash, bytes);
   }
 
   /** The verified bytes of a value. */

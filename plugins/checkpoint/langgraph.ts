@@ -437,13 +437,13 @@ export class LangGraphStore {
     const channels: TupleRecord["channels"] = {};
     if (!entry?.tree) return channels;
     // Entries in bucket order (no sort: the result is a map), each split channel's keys below it.
-    const top = collectEntries(view, entry.tree, []);
+    const top = directoryEntries(view, entry.tree);
     const hashes: Hash[] = [];
     const below = new Map<string, DirEntry[]>();
     for (const channel of top) {
       if (channel.value) hashes.push(channel.value);
       if (channel.tree) {
-        const keys = collectEntries(view, channel.tree, []);
+        const keys = directoryEntries(view, channel.tree);
         below.set(channel.name, keys);
         for (const key of keys) if (key.value) hashes.push(key.value);
       }
@@ -560,6 +560,27 @@ function buildChannels(view: ObjectView, parent: DirEntry | undefined, request: 
   const updated = updateTree(view, base, changes, (segments) => records.get(segments.join("/")));
   for (const tree of updated.replaced) grafted -= countValues(view, tree);
   return { tree: updated.root, values: valuesBelow(view, parent) + updated.valueDelta + grafted };
+}
+
+/**
+ * The entries of a directory (bucket order), its partition nodes read level by level, each
+ * level's nodes grouped by pack: a checkpoint's nodes lie in the packs of the many steps that
+ * wrote them, and read one by one each would be a read of its own.
+ */
+function directoryEntries(view: ObjectView, dir: Hash): DirEntry[] {
+  const entries: DirEntry[] = [];
+  let level = [dir];
+  while (level.length > 0) {
+    view.prefetchNodes(level);
+    const next: Hash[] = [];
+    for (const hash of level) {
+      const node = view.readNode(hash);
+      if (node.kind === "leaf") for (const entry of node.entries) entries.push(entry);
+      else for (const bucket of node.buckets) next.push(bucket.hash);
+    }
+    level = next;
+  }
+  return entries;
 }
 
 /** The values below a thread namespace's entry: as its record counts them, else counted. */
