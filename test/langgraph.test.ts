@@ -171,6 +171,15 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await readStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
   });
 
+  it("a step that drops one channel and adds another drops it (as many channels as before)", async () => {
+    const { saver } = await setup();
+    const first = await saver.put({ configurable: { thread_id: "swap", checkpoint_ns: "" } }, checkpointOf({ a: 1, b: 2 }, { a: 1, b: 1 }), { source: "input", step: -1, parents: {} }, { a: 1, b: 1 });
+    const second = await saver.put(first, checkpointOf({ a: 1, c: 3 }, { a: 1, c: 2 }), { source: "loop", step: 0, parents: {} }, { c: 2 });
+    const tuple = await saver.getTuple(second);
+    expect(tuple!.checkpoint.channel_values).toEqual({ a: 1, c: 3 });
+    expect(tuple!.checkpoint.channel_versions).toEqual({ a: 1, c: 2 });
+  });
+
   it("pending writes come back in LangGraph's order, special writes replace, regular ones are kept once", async () => {
     const { saver } = await setup();
     const config = await saver.put({ configurable: { thread_id: "w", checkpoint_ns: "" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {});

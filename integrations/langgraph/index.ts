@@ -61,6 +61,8 @@ type Version = string | number;
 interface ThreadCache {
   checkpointId: string;
   versions: Map<string, Version>;
+  /** The channel names and versions as the last put had them, in its order. */
+  order?: { names: string[]; versions: Version[] };
   splits: Map<string, { v: Version; keys: Map<string, CachedKey> }>;
 }
 
@@ -158,21 +160,35 @@ export class ApexSaver extends BaseCheckpointSaver {
       const next: ThreadCache = delta ?? { checkpointId: checkpoint.id, versions: new Map(), splits: new Map() };
       const channels: Record<string, ChannelWrite> = {};
       const channelValues = values as Record<string, unknown>;
+      // The channel versions as arrays, compared position by position with the parent's (the
+      // same names in the same order, step after step): a 10k-channel state is walked without
+      // a lookup per channel; a channel elsewhere is looked up by name.
       const names = Object.keys(versions);
+      const current = Object.values(versions) as Version[];
       const count = names.length;
-      for (const name of names) {
-        const version = (versions as Record<string, Version>)[name]!;
+      const previous = delta?.order;
+      const knownBefore = delta?.versions.size ?? 0;
+      let added = 0;
+      for (let i = 0; i < count; i++) {
+        const name = names[i]!;
+        const version = current[i]!;
+        if (previous && previous.names[i] === name && previous.versions[i] === version) continue;
         const known = delta?.versions.get(name);
+        if (known === undefined) added += 1;
+        // The same version as the parent's: the same value, already stored.
+        if (delta && known === version) continue;
         if (hasOwn(newVersions, name) && hasOwn(channelValues, name)) {
           channels[name] = await this.channelWrite(name, version, channelValues[name], delta, next);
-        } else if (!delta || known !== version) {
+        } else {
           channels[name] = { v: version };
           next.splits.delete(name);
         }
-        if (known !== version) next.versions.set(name, version);
+        next.versions.set(name, version);
       }
+      next.order = { names, versions: current };
       let removed: string[] = [];
-      if (delta && count !== delta.versions.size) {
+      // Fewer of the parent's channels than it had: some are gone (even if as many were added).
+      if (delta && count - added < knownBefore) {
         removed = [...delta.versions.keys()].filter((name) => !hasOwn(versions, name));
         for (const name of removed) {
           next.versions.delete(name);
