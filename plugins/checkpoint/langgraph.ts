@@ -25,7 +25,7 @@
 import { isDeepStrictEqual } from "node:util";
 import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { ChangeSet, ObjectStore, collectEntries, findInDirectory, lookupEntry, updateTree, type DirEntry, type Hash, type ObjectView } from "../../core/store/objects.js";
+import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, decodeValueObject, findInDirectory, lookupEntry, updateTree, type DirEntry, type Hash, type ObjectView } from "../../core/store/objects.js";
 import { subtreeRange } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
@@ -186,6 +186,9 @@ export interface LangGraphStoreOptions {
 }
 
 export class LangGraphStore {
+  /** Channel values read lately, verified and decoded, by hash (content-addressed: never stale). */
+  private readonly values = new ValueCache(VALUE_CACHE_BYTES);
+
   constructor(
     readonly store: Store,
     private readonly options: LangGraphStoreOptions,
@@ -448,14 +451,29 @@ export class LangGraphStore {
         for (const key of keys) if (key.value) hashes.push(key.value);
       }
     }
-    view.prefetchValues(hashes);
+    // Values read by an earlier getTuple of this process are taken as they were verified then.
+    const cache = this.values;
+    view.prefetchValues(hashes.filter((hash) => !cache.has(hash)));
+    const readValue = (hash: Hash): Record<string, JsonValue> => {
+      let record = cache.get(hash);
+      if (!record) {
+        const bytes = view.valueBytes(hash);
+        try {
+          record = decodeValueObject(bytes) as Record<string, JsonValue>;
+        } catch (error) {
+          throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
+        }
+        cache.set(hash, record, bytes.length);
+      }
+      return record;
+    };
     for (const channel of top) {
       if (!channel.value) continue;
-      const record = view.readValue(channel.value) as Record<string, JsonValue>;
+      const record = readValue(channel.value);
       const read: TupleRecord["channels"][string] = { v: record.v as string | number };
       if (record.split === true) {
         const keys: Record<string, SerializedValue> = {};
-        for (const key of below.get(channel.name) ?? []) if (key.value) keys[segmentName(key.name)] = serializedOf(view.readValue(key.value) as Record<string, JsonValue>);
+        for (const key of below.get(channel.name) ?? []) if (key.value) keys[segmentName(key.name)] = serializedOf(readValue(key.value));
         read.split = keys;
       } else if (typeof record.t === "string") {
         read.value = serializedOf(record);
@@ -496,6 +514,45 @@ export class LangGraphStore {
 }
 
 // ------------------------------------------------------------------------------------ helpers
+
+/** Bytes of channel values a LangGraphStore keeps decoded (a 10k-key state of ~1 KB values is ~10 MB). */
+export const VALUE_CACHE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Decoded values by hash, up to a number of encoded bytes: two generations (as the object
+ * store's node cache) rather than an LRU list, a hit in the old one moving the value back.
+ */
+class ValueCache {
+  private young = new Map<Hash, { record: Record<string, JsonValue>; size: number }>();
+  private old = new Map<Hash, { record: Record<string, JsonValue>; size: number }>();
+  private youngBytes = 0;
+
+  constructor(private readonly capacity: number) {}
+
+  has(hash: Hash): boolean {
+    return this.young.has(hash) || this.old.has(hash);
+  }
+
+  get(hash: Hash): Record<string, JsonValue> | undefined {
+    const found = this.young.get(hash);
+    if (found) return found.record;
+    const aging = this.old.get(hash);
+    if (!aging) return undefined;
+    this.old.delete(hash);
+    this.set(hash, aging.record, aging.size);
+    return aging.record;
+  }
+
+  set(hash: Hash, record: Record<string, JsonValue>, size: number): void {
+    if (this.youngBytes + size > this.capacity / 2) {
+      this.old = this.young;
+      this.young = new Map();
+      this.youngBytes = 0;
+    }
+    this.young.set(hash, { record, size });
+    this.youngBytes += size;
+  }
+}
 
 /**
  * The tree of a thread namespace's channels after a put: the parent checkpoint's (`parent`: the
