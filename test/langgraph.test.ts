@@ -85,11 +85,19 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
       const manual = await createCheckpoint(store, { sessionId, trigger: "manual" });
       expect(getCheckpointValue(store, manual.manifest.id, "/langgraph/t1/~/b")).toMatchObject({ v: 2, d: '"B1"' });
       expect(getCheckpointValue(store, manual.manifest.id, "/app/notes")).toBe("kept by the manual checkpoint");
+      // A hole in the revision log: the tree is rebuilt from the keyspace, the channels come from the base.
+      const revision = await store.set("/app/gap", 1);
+      await store.set("/app/after-gap", 2);
+      store.environment.transactionSync(() => store.openDatabase<unknown, number>("log").remove(revision));
+      const rebuilt = await createCheckpoint(store, { sessionId, trigger: "manual" });
+      expect(rebuilt.stats.memory.full).toBe(true);
+      expect(getCheckpointValue(store, rebuilt.manifest.id, "/langgraph/t1/~/b")).toMatchObject({ v: 2, d: '"B1"' });
+      expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
 
-      const [, , oldest] = listCheckpoints(store, sessionId).items;
+      const oldest = listCheckpoints(store, sessionId).items.at(-1);
       await store.set("/app/later", 1);
       const restored = await restoreCheckpoint(store, oldest!.id);
-      expect([...restored.memory.set, ...restored.memory.deleted].sort()).toEqual(["/app/later", "/app/notes"]);
+      expect([...restored.memory.set, ...restored.memory.deleted].sort()).toEqual(["/app/after-gap", "/app/gap", "/app/later", "/app/notes"]);
       expect([...store.keysBelow("/langgraph")]).toEqual([]);
       // The memory base is the restored checkpoint's tree: the next checkpoint holds its channels.
       const after = await createCheckpoint(store, { sessionId, trigger: "manual" });
