@@ -7,7 +7,7 @@
 //   - the same merge (same absolute change) on --big keys against the --keys figure (target: under 1.5×).
 import { join } from "node:path";
 import { checkpointWorkload, median, numberOption, printTable, tempProject } from "./lib.mjs";
-import { Store } from "../dist/core/store/store.js";
+import { LmdbStore } from "../dist/core/store/lmdb.js";
 import { Catalog } from "../dist/plugins/checkpoint/catalog.js";
 import { createCheckpoint, loadManifest } from "../dist/plugins/checkpoint/checkpoints.js";
 import { createBranch, writeDerivedCheckpoint } from "../dist/plugins/checkpoint/branch.js";
@@ -23,7 +23,7 @@ const CHANGED = Math.max(1, Math.round(KEYS / 100));
 /** A store holding `keys` keys in session "main", with its first checkpoint. */
 async function setup(keys) {
   const project = tempProject("apex-bench-branch-");
-  const store = Store.open(join(project.dir, ".apex"), { actor: "user:bench" });
+  const store = LmdbStore.open(join(project.dir, ".apex"), { actor: "user:bench" });
   const workload = checkpointWorkload(keys);
   await store.batch((batch) => {
     batch.set("/sessions/main", { session_id: "main", status: "active", agents: ["coder"], history: [{ event: "started", at: new Date().toISOString() }] });

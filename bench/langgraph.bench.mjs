@@ -3,8 +3,10 @@
 // SqliteSaver and MemorySaver, on the same workload:
 // - a state of 10k keys of ~1 KB, as 10k channels and as one channel (a plain object);
 // - 100 steps, each changing 1% of the keys (the changed channels get new versions);
-// - `put` per step (median), bytes on disk after the 100 steps, `getTuple` of the 50th step
-//   (first read by a fresh saver, then the median of warm reads).
+// - `put` per step (median, wall and CPU time; the savers take each step in turn, so that all
+//   see the same machine load), bytes on disk after the 100 steps (and where APEX's are),
+//   `getTuple` of the 50th step (by a new saver, ApexSaver's and SqliteSaver's alternately;
+//   then a second read by the same saver).
 // Targets: ApexSaver.put ≥ 10× faster than SqliteSaver.put, ≥ 50× smaller on disk, getTuple
 // no slower than SqliteSaver's.
 //   node bench/langgraph.bench.mjs [--keys 10000] [--steps 100] [--runs 5]
@@ -13,8 +15,10 @@ import { join } from "node:path";
 import { MemorySaver, uuid6 } from "@langchain/langgraph-checkpoint";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import { ApexSaver } from "apex-sessions/langgraph";
-import { median, numberOption, printTable, tempProject } from "./lib.mjs";
+import { median, numberOption, pagesOf, printTable, tempProject } from "./lib.mjs";
 import { openStore } from "../dist/core/store/open.js";
+import { LmdbStore } from "../dist/core/store/lmdb.js";
+import { ObjectStore } from "../dist/plugins/checkpoint/engine/objects.js";
 
 const KEYS = numberOption("keys", 10_000);
 const STEPS = numberOption("steps", 100);
@@ -34,13 +38,22 @@ function* stepChanges() {
   }
 }
 
-/** The puts of one saver for one shape: "channels" (a channel per key) or "object" (one channel). */
-async function runWorkload(saver, shape) {
+const cpuMs = () => {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1000;
+};
+
+/**
+ * The puts of several savers for one shape, "channels" (a channel per key) or "object" (one
+ * channel), in lockstep: each step is put to every saver in turn (the order alternating), so
+ * that all see the same machine load. Per saver: first put, median put (wall and CPU ms).
+ */
+async function runWorkloads(savers, shape) {
   const thread = { configurable: { thread_id: `bench-${shape}`, checkpoint_ns: "" } };
   const values = {};
   for (let i = 0; i < KEYS; i++) values[keyName(i)] = `${i}:0:${filler}`;
   const versions = {};
-  let config = thread;
+  const runs = savers.map(() => ({ config: thread, times: [], cpu: [], configs: [] }));
   const put = async (step, changed) => {
     const newVersions = {};
     let checkpoint;
@@ -49,30 +62,35 @@ async function runWorkload(saver, shape) {
         versions[key] = step + 1;
         newVersions[key] = step + 1;
       }
-      checkpoint = { v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: { ...values }, channel_versions: { ...versions }, versions_seen: { node: { trigger: step } } };
     } else {
       versions.state = step + 1;
       newVersions.state = step + 1;
-      checkpoint = { v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: { state: { ...values } }, channel_versions: { ...versions }, versions_seen: { node: { trigger: step } } };
     }
-    const started = performance.now();
-    config = await saver.put(config, checkpoint, { source: "loop", step, parents: {} }, newVersions);
-    return { ms: performance.now() - started, config };
+    const order = savers.map((_, i) => i);
+    if (step % 2) order.reverse();
+    for (const i of order) {
+      // Each saver gets its own copy of the checkpoint, as LangGraph hands one to its saver.
+      const channelValues = shape === "channels" ? { ...values } : { state: { ...values } };
+      checkpoint = { v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: channelValues, channel_versions: { ...versions }, versions_seen: { node: { trigger: step } } };
+      const run = runs[i];
+      const cpu = cpuMs();
+      const started = performance.now();
+      run.config = await savers[i].put(run.config, checkpoint, { source: "loop", step, parents: {} }, newVersions);
+      run.times.push(performance.now() - started);
+      run.cpu.push(cpuMs() - cpu);
+      run.configs.push(run.config);
+    }
   };
   const all = Array.from({ length: KEYS }, (_, i) => i);
   for (const i of all) if (shape === "channels") versions[keyName(i)] = 1;
-  const first = await put(0, shape === "channels" ? all.map(keyName) : []);
-  const times = [];
-  const configs = [first.config];
+  await put(0, shape === "channels" ? all.map(keyName) : []);
   let step = 1;
   for (const changed of stepChanges()) {
     for (const i of changed) values[keyName(i)] = `${i}:${step}:${filler}`;
-    const result = await put(step, changed.map(keyName));
-    times.push(result.ms);
-    configs.push(result.config);
+    await put(step, changed.map(keyName));
     step += 1;
   }
-  return { firstMs: first.ms, putMs: median(times), configs };
+  return runs.map((run) => ({ firstMs: run.times[0], putMs: median(run.times.slice(1)), putCpuMs: median(run.cpu.slice(1)), configs: run.configs }));
 }
 
 function bytesOnDisk(path) {
@@ -83,20 +101,56 @@ function bytesOnDisk(path) {
   return total;
 }
 
-async function timeGetTuple(makeSaver, config) {
-  const fresh = makeSaver();
-  let started = performance.now();
-  const tuple = await fresh.getTuple(config);
-  const firstMs = performance.now() - started;
-  if (!tuple) throw new Error("getTuple of the 50th step found nothing");
-  const warm = [];
-  for (let i = 0; i < RUNS; i++) {
-    started = performance.now();
-    await fresh.getTuple(config);
-    warm.push(performance.now() - started);
+/** Where APEX's bytes are: LMDB pages per database, the object bytes in packs, free pages. */
+async function apexBreakdown(dir) {
+  const store = LmdbStore.open(dir, { readOnly: true });
+  try {
+    const root = store.environment;
+    const stats = root.getStats();
+    const pages = {};
+    for (const name of ["packs", "blobs", "trees", "index-journal", "index-filter", "kv", "log", "checkpoints"]) {
+      try {
+        pages[name] = pagesOf(root, name) * stats.pageSize;
+      } catch {
+        pages[name] = 0;
+      }
+    }
+    const objects = ObjectStore.of(store);
+    const bytes = { value: 0, tree: 0 };
+    for (const kind of ["value", "tree"]) for (const hash of objects.hashes(kind)) bytes[kind] += objects.locate(kind, hash)?.length ?? 0;
+    const used = Object.values(pages).reduce((a, b) => a + b, 0);
+    return { file: (stats.lastPageNumber + 1) * stats.pageSize, pages, values: bytes.value, trees: bytes.tree, free: (stats.lastPageNumber + 1) * stats.pageSize - used };
+  } finally {
+    await store.close();
   }
-  await fresh.close?.();
-  return { firstMs, warmMs: median(warm), tuple };
+}
+
+/** getTuple of one checkpoint by a new saver of each kind, alternately, `RUNS` times; then warm reads of the last savers. */
+async function timeGetTuples(makers, configs) {
+  const first = makers.map(() => ({ ms: [], cpu: [] }));
+  const warm = makers.map(() => ({ ms: [], cpu: [] }));
+  const tuples = [];
+  for (let round = 0; round < RUNS; round++) {
+    const order = makers.map((_, i) => i);
+    if (round % 2) order.reverse();
+    for (const i of order) {
+      const saver = makers[i]();
+      let cpu = cpuMs();
+      let started = performance.now();
+      const tuple = await saver.getTuple(configs[i]);
+      first[i].ms.push(performance.now() - started);
+      first[i].cpu.push(cpuMs() - cpu);
+      if (!tuple) throw new Error("getTuple of the 50th step found nothing");
+      tuples[i] = tuple;
+      cpu = cpuMs();
+      started = performance.now();
+      await saver.getTuple(configs[i]);
+      warm[i].ms.push(performance.now() - started);
+      warm[i].cpu.push(cpuMs() - cpu);
+      await saver.close?.();
+    }
+  }
+  return makers.map((_, i) => ({ firstMs: median(first[i].ms), firstCpuMs: median(first[i].cpu), warmMs: median(warm[i].ms), warmCpuMs: median(warm[i].cpu), tuple: tuples[i] }));
 }
 
 const cleanups = [];
@@ -113,30 +167,31 @@ try {
       batch.set("/sessions/current", { session_id: "bench" });
     });
     await store.close();
-    const apex = new ApexSaver({ project: apexProject.dir });
-    const apexRun = await runWorkload(apex, shape);
-    await apex.close();
-    const apexBytes = bytesOnDisk(join(apexProject.dir, ".apex"));
-    const apexGet = await timeGetTuple(() => new ApexSaver({ project: apexProject.dir }), apexRun.configs[50]);
-
     const sqliteProject = tempProject("apex-bench-sqlite-");
     cleanups.push(sqliteProject.cleanup);
     const sqliteFile = join(sqliteProject.dir, "checkpoints.db");
+
+    const apex = new ApexSaver({ project: apexProject.dir });
     const sqlite = SqliteSaver.fromConnString(sqliteFile);
-    const sqliteRun = await runWorkload(sqlite, shape);
+    const [apexRun, sqliteRun, memoryRun] = await runWorkloads([apex, sqlite, new MemorySaver()], shape);
+    await apex.close();
     sqlite.db.pragma("wal_checkpoint(TRUNCATE)");
     sqlite.db.close();
+    const apexBytes = bytesOnDisk(join(apexProject.dir, ".apex"));
     const sqliteBytes = bytesOnDisk(sqliteProject.dir);
-    const sqliteGet = await timeGetTuple(() => SqliteSaver.fromConnString(sqliteFile), sqliteRun.configs[50]);
+    const breakdown = await apexBreakdown(join(apexProject.dir, ".apex"));
 
-    const memoryRun = await runWorkload(new MemorySaver(), shape);
-
-    const a = apexGet.tuple.checkpoint.channel_values;
-    const b = sqliteGet.tuple.checkpoint.channel_values;
-    if (JSON.stringify(shape === "channels" ? a[keyName(7)] : a.state[keyName(7)]) !== JSON.stringify(shape === "channels" ? b[keyName(7)] : b.state[keyName(7)])) {
+    const [apexGet, sqliteGet] = await timeGetTuples(
+      [() => new ApexSaver({ project: apexProject.dir }), () => SqliteSaver.fromConnString(sqliteFile)],
+      [apexRun.configs[50], sqliteRun.configs[50]],
+    );
+    const flat = (values) => (shape === "channels" ? values : values.state);
+    const a = flat(apexGet.tuple.checkpoint.channel_values);
+    const b = flat(sqliteGet.tuple.checkpoint.channel_values);
+    if (Object.keys(a).length !== KEYS || Object.keys(b).length !== KEYS || Object.keys(a).some((key) => a[key] !== b[key])) {
       throw new Error("ApexSaver and SqliteSaver read back different states for the 50th step");
     }
-    results[shape] = { apexRun, apexBytes, apexGet, sqliteRun, sqliteBytes, sqliteGet, memoryRun };
+    results[shape] = { apexRun, apexBytes, apexGet, sqliteRun, sqliteBytes, sqliteGet, memoryRun, breakdown };
   }
 } finally {
   for (const cleanup of cleanups) cleanup();
@@ -144,10 +199,13 @@ try {
 
 const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 const rows = [];
+const faster = (label, apexMs, baseMs, times, note = "") => ({ label, ms: apexMs, baselineMs: baseMs, ratio: apexMs / baseMs, target: `≥ ${times}× faster than SqliteSaver${note}`, pass: baseMs / apexMs >= times });
+const noSlower = (label, apexMs, baseMs) => ({ label, ms: apexMs, baselineMs: baseMs, ratio: apexMs / baseMs, target: "≤ SqliteSaver's", pass: apexMs <= baseMs });
 for (const [shape, r] of Object.entries(results)) {
   const label = shape === "channels" ? `${KEYS} channels` : `one channel of ${KEYS} keys`;
   rows.push(
-    { label: `${label}: ApexSaver.put, median of ${STEPS} steps (1% changed)`, ms: r.apexRun.putMs, baselineMs: r.sqliteRun.putMs, ratio: r.apexRun.putMs / r.sqliteRun.putMs, target: "≥ 10× faster than SqliteSaver", pass: r.sqliteRun.putMs / r.apexRun.putMs >= 10 },
+    faster(`${label}: ApexSaver.put, median of ${STEPS} steps (1% changed)`, r.apexRun.putMs, r.sqliteRun.putMs, 10),
+    faster(`  CPU time of the same puts`, r.apexRun.putCpuMs, r.sqliteRun.putCpuMs, 10),
     { label: `  MemorySaver.put (for reference)`, ms: r.memoryRun.putMs, target: "-", pass: true },
     { label: `  first put (the whole state): ApexSaver vs SqliteSaver`, ms: r.apexRun.firstMs, baselineMs: r.sqliteRun.firstMs, ratio: r.apexRun.firstMs / r.sqliteRun.firstMs, target: "-", pass: true },
     {
@@ -158,9 +216,17 @@ for (const [shape, r] of Object.entries(results)) {
       target: "≥ 50× smaller than SqliteSaver",
       pass: r.sqliteBytes / r.apexBytes >= 50,
     },
-    { label: `${label}: getTuple of step 50, first read by a new saver`, ms: r.apexGet.firstMs, baselineMs: r.sqliteGet.firstMs, ratio: r.apexGet.firstMs / r.sqliteGet.firstMs, target: "≤ SqliteSaver's", pass: r.apexGet.firstMs <= r.sqliteGet.firstMs },
-    { label: `  warm, median of ${RUNS}`, ms: r.apexGet.warmMs, baselineMs: r.sqliteGet.warmMs, ratio: r.apexGet.warmMs / r.sqliteGet.warmMs, target: "≤ SqliteSaver's", pass: r.apexGet.warmMs <= r.sqliteGet.warmMs },
+    noSlower(`${label}: getTuple of step 50, first read by a new saver (median of ${RUNS})`, r.apexGet.firstMs, r.sqliteGet.firstMs),
+    noSlower(`  CPU time of the same reads`, r.apexGet.firstCpuMs, r.sqliteGet.firstCpuMs),
+    noSlower(`  warm (the same saver again), median of ${RUNS}`, r.apexGet.warmMs, r.sqliteGet.warmMs),
   );
 }
 const ok = printTable(`LangGraph checkpointers: ApexSaver vs SqliteSaver (baseline column) and MemorySaver`, rows);
+for (const [shape, r] of Object.entries(results)) {
+  const b = r.breakdown;
+  console.log(
+    `\nAPEX store after ${STEPS} steps (${shape}): file ${mb(b.file)}; value objects ${mb(b.values)} and tree nodes ${mb(b.trees)} in packs of ${mb(b.pages.packs)} of pages; ` +
+      `hash indexes ${mb(b.pages.blobs + b.pages.trees + b.pages["index-journal"] + b.pages["index-filter"])}; keyspace and log ${mb(b.pages.kv + b.pages.log)}; catalog ${mb(b.pages.checkpoints)}; free pages ${mb(b.free)}.`,
+  );
+}
 process.exitCode = ok ? 0 : 1;

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isApexError, type ApexError } from "../core/errors.js";
-import { Store, type JsonValue } from "../core/store/store.js";
+import type { JsonValue, Store } from "../core/store/store.js";
+import { LmdbStore } from "./helpers/store.js";
 import { createBranch } from "../plugins/checkpoint/branch.js";
 import { writeDerivedCheckpoint } from "../plugins/checkpoint/branch.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
@@ -21,7 +22,7 @@ const now = () => new Date(Date.UTC(2026, 0, 1, 0, 0, tick++));
 beforeEach(async () => {
   const temp = tempDir("apex-merge-");
   cleanup = temp.cleanup;
-  store = Store.open(temp.dir, { actor: "user:test" });
+  store = LmdbStore.open(temp.dir, { actor: "user:test" });
   await store.batch((batch) => {
     batch.set("/sessions/main", { session_id: "main", status: "active", agents: ["coder"], created_at: "2026-01-01T00:00:00.000Z" });
     batch.set("/sessions/current", { session_id: "main" });

@@ -6,7 +6,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type BrowserContext } from "playwright-core";
 import { afterEach, describe, expect, it } from "vitest";
-import { Store } from "../core/store/store.js";
+import { LmdbStore } from "./helpers/store.js";
 import { Project, REPO_ROOT, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
@@ -42,7 +42,7 @@ describe("the dashboard in headless Chromium", () => {
     // Branch records as `apex session branch` writes them (a name, the checkpoint branched from),
     // and an older session without a parent: the tree draws from these fields.
     const first = JSON.parse(project.apex(["checkpoint", "list", "--json", "--oldest"]).stdout).items[0] as { id: string; name: string; sequence: number };
-    const store = Store.open(project.storeDir);
+    const store = LmdbStore.open(project.storeDir);
     const record = (id: string, fields: Record<string, unknown>) => ({ session_id: id, project_id: "p", status: "stopped", initial_task: null, agents: [], supervisor: null, created_at: new Date().toISOString(), updated_at: new Date().toISOString(), ended_at: new Date().toISOString(), ...fields });
     await store.set("/sessions/history/0ld0ld00-0000-4000-8000-000000000000", record("0ld0ld00-0000-4000-8000-000000000000", { created_at: "2026-01-01T00:00:00.000Z" }) as never);
     await store.set("/sessions/history/b1b1b1b1-0000-4000-8000-000000000000", record("b1b1b1b1-0000-4000-8000-000000000000", { name: "experiment", parent_checkpoint: { id: first.id, session_id: sid, sequence: first.sequence, name: first.name }, parent_session: sid }) as never);

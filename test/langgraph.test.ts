@@ -9,7 +9,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { type Store } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
-import { diffCheckpoints, listCheckpoints } from "../plugins/checkpoint/checkpoints.js";
+import { LmdbStore } from "./helpers/store.js";
+import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
+import { validateStore } from "../plugins/checkpoint/validate.js";
 import { REPO_ROOT } from "./helpers/cli.js";
 import { langGraphProject } from "./helpers/langgraph.js";
 
@@ -54,14 +56,79 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(tuple!.parentConfig?.configurable?.checkpoint_id).toBe(config.configurable.checkpoint_id);
 
     await saver.close();
-    const { page, diff, memory } = await readStore(dir, (store) => {
+    const { page, diff, memory, live, valid } = await readStore(dir, (store) => {
       const page = listCheckpoints(store, sessionId);
       const [newest, oldest] = page.items;
-      return { page, diff: diffCheckpoints(store, oldest!.id, newest!.id), memory: store.get("/langgraph/t1/~/b") };
+      return {
+        page,
+        diff: diffCheckpoints(store, oldest!.id, newest!.id),
+        memory: getCheckpointValue(store, newest!.id, "/langgraph/t1/~/b"),
+        live: [...store.keysBelow("/langgraph")],
+        valid: validateStore(store),
+      };
     });
     expect(page.items.map((item) => item.trigger)).toEqual(["langgraph", "langgraph"]);
     expect(diff.memory).toEqual({ added: [], removed: [], changed: ["/langgraph/t1/~", "/langgraph/t1/~/b"] });
     expect(memory).toMatchObject({ v: 2, t: "json", d: '"B1"' });
+    expect(live).toEqual([]); // in checkpoint trees only, never a live record as well
+    expect(valid).toMatchObject({ ok: true, problems: [] }); // the manifests count the values their trees hold
+  });
+
+  it("channels live only in checkpoint trees: other checkpoints carry them, restores and validation leave them alone, deleteThread drops them from the next", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const thread = { configurable: { thread_id: "t1", checkpoint_ns: "" } } as Record<string, any>;
+    const first = await saver.put(thread, checkpointOf({ a: "A0", b: "B0" }, { a: 1, b: 1 }), { source: "input", step: -1, parents: {} }, { a: 1, b: 1 });
+    const second = await saver.put(first, checkpointOf({ a: "A0", b: "B1" }, { a: 1, b: 2 }), { source: "loop", step: 0, parents: {} }, { b: 2 });
+    await saver.close();
+
+    const store = LmdbStore.open(join(dir, ".apex"));
+    try {
+      await store.set("/app/notes", "kept by the manual checkpoint");
+      const manual = await createCheckpoint(store, { sessionId, trigger: "manual" });
+      expect(getCheckpointValue(store, manual.manifest.id, "/langgraph/t1/~/b")).toMatchObject({ v: 2, d: '"B1"' });
+      expect(getCheckpointValue(store, manual.manifest.id, "/app/notes")).toBe("kept by the manual checkpoint");
+      // A hole in the revision log: the tree is rebuilt from the keyspace, the channels come from the base.
+      const revision = await store.set("/app/gap", 1);
+      await store.set("/app/after-gap", 2);
+      store.environment.transactionSync(() => store.openDatabase<unknown, number>("log").remove(revision));
+      const rebuilt = await createCheckpoint(store, { sessionId, trigger: "manual" });
+      expect(rebuilt.stats.memory.full).toBe(true);
+      expect(getCheckpointValue(store, rebuilt.manifest.id, "/langgraph/t1/~/b")).toMatchObject({ v: 2, d: '"B1"' });
+      expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+
+      const oldest = listCheckpoints(store, sessionId).items.at(-1);
+      await store.set("/app/later", 1);
+      const restored = await restoreCheckpoint(store, oldest!.id);
+      expect([...restored.memory.set, ...restored.memory.deleted].sort()).toEqual(["/app/after-gap", "/app/gap", "/app/later", "/app/notes"]);
+      expect([...store.keysBelow("/langgraph")]).toEqual([]);
+      // The memory base is the restored checkpoint's tree: the next checkpoint holds its channels.
+      const after = await createCheckpoint(store, { sessionId, trigger: "manual" });
+      expect(getCheckpointValue(store, after.manifest.id, "/langgraph/t1/~/b")).toMatchObject({ v: 1, d: '"B0"' });
+      expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
+    } finally {
+      await store.close();
+    }
+
+    // LangGraph reads its own checkpoints, whatever the memory base holds.
+    const other = new ApexSaver({ project: dir });
+    cleanups.push(() => other.close());
+    expect((await other.getTuple(thread))!.checkpoint.channel_values).toEqual({ a: "A0", b: "B1" });
+    const third = await other.put(second, checkpointOf({ a: "A2", b: "B1" }, { a: 3, b: 2 }), { source: "loop", step: 1, parents: {} }, { a: 3 });
+    expect((await other.getTuple(third))!.checkpoint.channel_values).toEqual({ a: "A2", b: "B1" });
+    await other.deleteThread("t1");
+    expect(await other.getTuple(thread)).toBeUndefined();
+    await other.close();
+
+    const reopened = LmdbStore.open(join(dir, ".apex"));
+    try {
+      await reopened.set("/app/final", true);
+      const next = await createCheckpoint(reopened, { sessionId, trigger: "manual" });
+      expect(getCheckpointValue(reopened, next.manifest.id, "/langgraph/t1/~/b")).toBeUndefined();
+      expect(getCheckpointValue(reopened, next.manifest.id, "/app/final")).toBe(true);
+      expect(validateStore(reopened)).toMatchObject({ ok: true, problems: [] });
+    } finally {
+      await reopened.close();
+    }
   });
 
   it("a large plain-object channel is stored key by key: a step writes only the keys that changed, deleted keys go", async () => {
@@ -83,10 +150,11 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     cleanups.push(() => other.close());
     expect((await other.getTuple({ configurable: { thread_id: "big", checkpoint_ns: "" } }))!.checkpoint.channel_values.state).toEqual(state);
     await other.close();
-    const diff = await readStore(dir, (store) => {
+    const { diff, valid } = await readStore(dir, (store) => {
       const [newest, oldest] = listCheckpoints(store, sessionId).items;
-      return diffCheckpoints(store, oldest!.id, newest!.id).memory;
+      return { diff: diffCheckpoints(store, oldest!.id, newest!.id).memory, valid: validateStore(store) };
     });
+    expect(valid).toMatchObject({ ok: true, problems: [] });
     expect(diff).toEqual({
       added: ["/langgraph/big/~/state/new%2Fkey"],
       removed: ["/langgraph/big/~/state/k8"],
@@ -109,6 +177,17 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const history = [];
     for await (const tuple of saver.list({ configurable: { thread_id: "fork" } })) history.push(tuple.checkpoint.channel_values);
     expect(history).toEqual([{ a: "a1", b: "b3" }, { a: "a2", b: "b1" }, { a: "a1", b: "b1" }]);
+    await saver.close();
+    expect(await readStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
+  });
+
+  it("a step that drops one channel and adds another drops it (as many channels as before)", async () => {
+    const { saver } = await setup();
+    const first = await saver.put({ configurable: { thread_id: "swap", checkpoint_ns: "" } }, checkpointOf({ a: 1, b: 2 }, { a: 1, b: 1 }), { source: "input", step: -1, parents: {} }, { a: 1, b: 1 });
+    const second = await saver.put(first, checkpointOf({ a: 1, c: 3 }, { a: 1, c: 2 }), { source: "loop", step: 0, parents: {} }, { c: 2 });
+    const tuple = await saver.getTuple(second);
+    expect(tuple!.checkpoint.channel_values).toEqual({ a: 1, c: 3 });
+    expect(tuple!.checkpoint.channel_versions).toEqual({ a: 1, c: 2 });
   });
 
   it("pending writes come back in LangGraph's order, special writes replace, regular ones are kept once", async () => {

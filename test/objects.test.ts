@@ -480,19 +480,21 @@ describe("hash filter", () => {
   /** Counts the lookups that reach the hash indexes' B-trees while `fn` runs. */
   function indexLookups(fn: () => void): number {
     const objects = ObjectStore.of(store);
-    const tables = [objects.values, objects.trees] as Array<{ get: (key: Buffer) => unknown }>;
-    const originals = tables.map((table) => table.get);
+    const tables = [objects.values, objects.trees] as Array<{ get: (key: Buffer) => unknown; getBinaryFast: (key: Buffer) => unknown }>;
+    const originals = tables.map((table) => ({ get: table.get, getBinaryFast: table.getBinaryFast }));
     let count = 0;
     tables.forEach((table, i) => {
-      table.get = (key: Buffer) => {
-        count += 1;
-        return originals[i]!.call(table, key);
-      };
+      for (const method of ["get", "getBinaryFast"] as const) {
+        table[method] = (key: Buffer) => {
+          count += 1;
+          return originals[i]![method].call(table, key);
+        };
+      }
     });
     try {
       fn();
     } finally {
-      tables.forEach((table, i) => (table.get = originals[i]!));
+      tables.forEach((table, i) => Object.assign(table, originals[i]!));
     }
     return count;
   }

@@ -1,10 +1,10 @@
 /**
- * The storage port's conformance suite on LMDB (the current Store through test/support/lmdb-port.ts):
+ * The storage port's conformance suite on LMDB (the LMDB backend itself, core/store/lmdb.ts):
  * the reference the other backends are held to.
  */
 import { afterAll } from "vitest";
 import { tempDir } from "./helpers/cli.js";
-import { openLmdbPort } from "./support/lmdb-port.js";
+import { LmdbStore } from "./helpers/store.js";
 import { describePort } from "./support/port-suite.js";
 
 const cleanups: Array<() => void> = [];
@@ -16,6 +16,6 @@ describePort("lmdb", {
   fresh() {
     const { dir, cleanup } = tempDir("apex-port-");
     cleanups.push(cleanup);
-    return { open: (options) => openLmdbPort(dir, options ?? {}) };
+    return { open: (options) => LmdbStore.open(dir, options ?? {}) };
   },
 });

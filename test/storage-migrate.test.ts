@@ -8,7 +8,7 @@ import type { StorageBackend, StoreSpec, TableOptions } from "../core/store/port
 import { postgresBackend } from "../plugins/postgres/backend.js";
 import { migrateStore } from "../plugins/postgres/migrate.js";
 import { tempDir } from "./helpers/cli.js";
-import { openLmdbPort } from "./support/lmdb-port.js";
+import { LmdbStore } from "./helpers/store.js";
 import { startPostgres, type PostgresCluster } from "./support/postgres.js";
 
 let cluster: PostgresCluster;
@@ -69,7 +69,7 @@ async function fill(store: StorageBackend): Promise<void> {
 
 describe("store migration between backends", () => {
   it("copies LMDB to PostgreSQL and back with identical revisions, log, values and tables", async () => {
-    const lmdb = track(openLmdbPort(lmdbDir(), { actor: "user:test" }));
+    const lmdb = track(LmdbStore.open(lmdbDir(), { actor: "user:test" }));
     await fill(lmdb);
     const before = { revision: lmdb.revision(), changes: Array.from(lmdb.changesSince(0)) };
 
@@ -84,7 +84,7 @@ describe("store migration between backends", () => {
     expect(lmdb.revision()).toBe(before.revision);
 
     // And back to a new LMDB store, with the kinds from the PostgreSQL source itself.
-    const back = track(openLmdbPort(lmdbDir(), { actor: "user:test" }));
+    const back = track(LmdbStore.open(lmdbDir(), { actor: "user:test" }));
     const again = await migrateStore(pg, back);
     expect(again.verified).toBe(true);
     expect(Array.from(back.tree("/"))).toEqual(Array.from(lmdb.tree("/")));
@@ -92,7 +92,7 @@ describe("store migration between backends", () => {
   });
 
   it("refuses a target that holds data, and tables of unknown kinds, writing nothing", async () => {
-    const lmdb = track(openLmdbPort(lmdbDir(), { actor: "user:test" }));
+    const lmdb = track(LmdbStore.open(lmdbDir(), { actor: "user:test" }));
     await fill(lmdb);
     const busy = track(postgresBackend.open(pgSpec(), {}));
     await busy.set("/already", true);

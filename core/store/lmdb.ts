@@ -192,9 +192,38 @@ export class LmdbStore implements StorageBackend {
     }
     // A read-only environment returns nothing for a database it does not contain yet.
     const db = this.root.openDB(dbOptions as { name: string }) as Database | undefined;
-    const table = (db ?? emptyTable()) as unknown as Table<K, V>;
+    const table = (db ? this.guarded(db) : emptyTable()) as unknown as Table<K, V>;
     if (db) this.tables.set(name, { options, table });
     return table;
+  }
+
+  /**
+   * lmdb's own handle for reads (the object store's hot path pays nothing), with put and
+   * remove refused outside transaction(): lmdb-js would otherwise queue them as asynchronous
+   * writes, committed later by its write thread, outside any APEX transaction.
+   */
+  private guarded(db: Database): Table {
+    const raw = db as unknown as Table;
+    const writing = (what: string) => {
+      if (!this.inTransaction) throw new ApexError("APEX_E_INTERNAL", `Table ${what} outside a transaction: use store.transaction().`);
+    };
+    return {
+      get: raw.get.bind(db),
+      getBinaryFast: raw.getBinaryFast.bind(db),
+      doesExist: raw.doesExist.bind(db),
+      getKeys: raw.getKeys.bind(db),
+      getRange: raw.getRange.bind(db),
+      getCount: raw.getCount.bind(db),
+      getStats: raw.getStats.bind(db),
+      put: (key, value, options) => {
+        writing("put");
+        return raw.put(key, value, options);
+      },
+      remove: (key) => {
+        writing("remove");
+        return raw.remove(key);
+      },
+    };
   }
 
   tableNames(): string[] {
@@ -413,7 +442,12 @@ export class LmdbStore implements StorageBackend {
     let out!: { value: T; revision: number };
     try {
       this.root.transactionSync(() => {
-        out = this.applyBatch(fn, actor);
+        this.inTransaction = true;
+        try {
+          out = this.applyBatch(fn, actor);
+        } finally {
+          this.inTransaction = false;
+        }
       });
     } catch (error) {
       throw writeFailure(error, this.dir, "this write");

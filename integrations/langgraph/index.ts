@@ -61,13 +61,15 @@ type Version = string | number;
 interface ThreadCache {
   checkpointId: string;
   versions: Map<string, Version>;
+  /** The channel names and versions as the last put had them, in its order. */
+  order?: { names: string[]; versions: Version[] };
   splits: Map<string, { v: Version; keys: Map<string, CachedKey> }>;
 }
 
 interface CachedKey {
   serialized: SerializedValue;
-  /** The value itself when it is a primitive (compared with ===, no serialization needed). */
-  primitive?: unknown;
+  /** The value itself when it is a primitive (compared with ===, no serialization needed), else NOT_PRIMITIVE. */
+  primitive: unknown;
 }
 
 const DEFAULT_SPLIT_KEYS = 64;
@@ -158,22 +160,35 @@ export class ApexSaver extends BaseCheckpointSaver {
       const next: ThreadCache = delta ?? { checkpointId: checkpoint.id, versions: new Map(), splits: new Map() };
       const channels: Record<string, ChannelWrite> = {};
       const channelValues = values as Record<string, unknown>;
-      let count = 0;
-      for (const name in versions) {
-        if (!hasOwn(versions, name)) continue;
-        count += 1;
-        const version = (versions as Record<string, Version>)[name]!;
+      // The channel versions as arrays, compared position by position with the parent's (the
+      // same names in the same order, step after step): a 10k-channel state is walked without
+      // a lookup per channel; a channel elsewhere is looked up by name.
+      const names = Object.keys(versions);
+      const current = Object.values(versions) as Version[];
+      const count = names.length;
+      const previous = delta?.order;
+      const knownBefore = delta?.versions.size ?? 0;
+      let added = 0;
+      for (let i = 0; i < count; i++) {
+        const name = names[i]!;
+        const version = current[i]!;
+        if (previous && previous.names[i] === name && previous.versions[i] === version) continue;
         const known = delta?.versions.get(name);
+        if (known === undefined) added += 1;
+        // The same version as the parent's: the same value, already stored.
+        if (delta && known === version) continue;
         if (hasOwn(newVersions, name) && hasOwn(channelValues, name)) {
           channels[name] = await this.channelWrite(name, version, channelValues[name], delta, next);
-        } else if (!delta || known !== version) {
+        } else {
           channels[name] = { v: version };
           next.splits.delete(name);
         }
-        if (known !== version) next.versions.set(name, version);
+        next.versions.set(name, version);
       }
+      next.order = { names, versions: current };
       let removed: string[] = [];
-      if (delta && count !== delta.versions.size) {
+      // Fewer of the parent's channels than it had: some are gone (even if as many were added).
+      if (delta && count - added < knownBefore) {
         removed = [...delta.versions.keys()].filter((name) => !hasOwn(versions, name));
         for (const name of removed) {
           next.versions.delete(name);
@@ -197,21 +212,26 @@ export class ApexSaver extends BaseCheckpointSaver {
       return { v: version, value: await this.serialize(value) };
     }
     const previous = delta?.splits.get(name);
-    const keys = new Map<string, CachedKey>();
+    // The cached keys are updated in place (the cache is dropped if the store refuses the put).
+    const keys = previous?.keys ?? new Map<string, CachedKey>();
+    const before = keys.size;
+    let kept = 0;
     const set: Record<string, SerializedValue> = {};
-    for (const [key, item] of Object.entries(value)) {
-      const known = previous?.keys.get(key);
+    for (const key of Object.keys(value)) {
+      const item = value[key];
+      const known = keys.get(key);
+      if (known) kept += 1;
       const primitive = isPrimitive(item) ? item : NOT_PRIMITIVE;
-      if (known && primitive !== NOT_PRIMITIVE && known.primitive === primitive) {
-        keys.set(key, known);
-        continue;
-      }
+      if (known && primitive !== NOT_PRIMITIVE && known.primitive === primitive) continue;
       const serialized = await this.serialize(item);
-      const entry: CachedKey = primitive === NOT_PRIMITIVE ? { serialized } : { serialized, primitive };
-      keys.set(key, entry);
+      keys.set(key, { serialized, primitive });
       if (!known || !sameSerialized(known.serialized, serialized)) set[key] = serialized;
     }
-    const deleted = previous ? [...previous.keys.keys()].filter((key) => !keys.has(key)) : [];
+    const deleted: string[] = [];
+    if (kept < before) {
+      for (const key of keys.keys()) if (!hasOwn(value, key)) deleted.push(key);
+      for (const key of deleted) keys.delete(key);
+    }
     next.splits.set(name, { v: version, keys });
     return { v: version, split: previous ? { base: previous.v, set, delete: deleted } : { full: true, set } };
   }
@@ -257,7 +277,7 @@ export class ApexSaver extends BaseCheckpointSaver {
         for (const [key, serialized] of Object.entries(channel.split)) {
           values.add(serialized, (value) => {
             object[key] = value;
-            keys.set(key, isPrimitive(value) ? { serialized, primitive: value } : { serialized });
+            keys.set(key, { serialized, primitive: isPrimitive(value) ? value : NOT_PRIMITIVE });
           });
         }
         channelValues[name] = object;

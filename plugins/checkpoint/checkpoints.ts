@@ -2,8 +2,11 @@ import { v4 as uuidv4 } from "uuid";
 import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import {
+  ChangeSet,
   ObjectStore,
   canonicalJson,
+  isObjectDamage,
+  updateTree,
   diffTrees,
   visitReachable,
   lookupEntry,
@@ -40,7 +43,7 @@ import {
   resolveCheckpoint,
   type ResolveOptions,
 } from "./refs.js";
-import { normalizeScope, pathSegments, scopeKey, segmentsPath, type MemoryScope } from "./scope.js";
+import { DETACHED_ROOTS, isDetached, normalizeScope, pathSegments, scopeKey, segmentsPath, type MemoryScope } from "./scope.js";
 import { buildSnapshot, type SessionBase, type TreeResult } from "./snapshot.js";
 
 export type { CheckpointManifest, CheckpointTrigger } from "./manifest.js";
@@ -142,6 +145,11 @@ export interface CheckpointParams {
   actor: string;
   /** A merge checkpoint's second parent (the merged source checkpoint's id). */
   mergeParent?: string;
+  /**
+   * Changes the memory tree built from the keyspace before it is recorded, e.g. to put a
+   * detached subtree (scope.ts: DETACHED_ROOTS) in it; returns the new root and value count.
+   */
+  graft?: (view: ObjectView, memory: { root: Hash | null; count: number }) => { root: Hash | null; count: number };
 }
 
 /**
@@ -156,11 +164,15 @@ export function writeCheckpoint(store: Store, params: CheckpointParams): Created
   const view = ObjectStore.of(store).view();
   const parent = latestSummary(catalog, sessionId);
   const key = scopeKey(scope);
+  const base = catalog.base(key);
   const snapshot = buildSnapshot(store, view, {
-    memory: { scope, base: catalog.base(key) },
+    memory: { scope, base },
     session: { id: sessionId, base: parent && sessionBaseOf(parent) },
   });
-  const memory = snapshot.memory!;
+  let memory = snapshot.memory!;
+  // Rebuilt from the keyspace alone, the tree lacks the detached subtrees: the base still has them.
+  if (memory.full && base) memory = { ...memory, ...carryDetached(view, base, memory) };
+  if (params.graft) memory = { ...memory, ...params.graft(view, memory) };
   const tasks = snapshot.tasks!;
   const agents = snapshot.agents!;
   const sequence = catalog.allocateSequence(sessionId);
@@ -187,6 +199,42 @@ export function writeCheckpoint(store: Store, params: CheckpointParams): Created
   catalog.putCheckpoint(manifest);
   catalog.setBase(key, { root: memory.root, revision: snapshot.revision, keys: memory.count });
   return { manifest, stats: { ...view.stats, memory: buildInfo(memory), tasks: buildInfo(tasks), agents: buildInfo(agents) } };
+}
+
+/**
+ * Puts the detached subtrees (DETACHED_ROOTS) of `base` into `memory`, a tree rebuilt from the
+ * keyspace. A base node that cannot be read leaves that subtree out (validate reports it).
+ */
+function carryDetached(view: ObjectView, base: { root: Hash | null }, memory: { root: Hash | null; count: number }): { root: Hash | null; count: number } {
+  let { root, count } = memory;
+  for (const path of DETACHED_ROOTS) {
+    const segments = pathSegments(path);
+    try {
+      const old = lookupEntry(view, base.root, segments);
+      if (!old?.tree || lookupEntry(view, root, segments)?.tree) continue;
+      const changes = new ChangeSet();
+      changes.graft(segments, old.tree);
+      root = updateTree(view, root, changes, () => undefined).root;
+      count += countValues(view, old.tree);
+    } catch (error) {
+      if (!isObjectDamage(error)) throw error;
+    }
+  }
+  return { root, count };
+}
+
+/** The number of values below a tree node (what a manifest counts; every node below is read). */
+export function countValues(view: ObjectView, tree: Hash | null): number {
+  if (!tree) return 0;
+  const node = view.readNode(tree);
+  let count = 0;
+  if (node.kind === "split") for (const bucket of node.buckets) count += countValues(view, bucket.hash);
+  else
+    for (const entry of node.entries) {
+      if (entry.value) count += 1;
+      if (entry.tree) count += countValues(view, entry.tree);
+    }
+  return count;
 }
 
 function buildInfo(result: TreeResult): Omit<TreeResult, "root" | "count"> {
@@ -451,6 +499,7 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
       const tree = mount === "" ? "memory" : mount.endsWith("/tasks") ? "tasks" : "agents";
       diffTrees(view, from, to, (change) => {
         const path = `${mount}${segmentsPath(change.segments)}`;
+        if (mount === "" && isDetached(path)) return; // no live record mirrors it (scope.ts)
         const escape = change.after ? writeProblem(tree, mount, change.segments) : undefined;
         if (escape) escapes.push(escape);
         if (change.after) {

@@ -25,13 +25,14 @@
 import { isDeepStrictEqual } from "node:util";
 import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { ObjectStore, collectEntries, listDirectory, lookupEntry, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
+import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, decodeValueObject, findInDirectory, lookupEntry, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
 import { subtreeRange } from "../../core/store/paths.js";
-import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
-import { checkpointInfo, writeCheckpoint } from "./checkpoints.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
+import { Catalog } from "./catalog.js";
+import { checkpointInfo, countValues, writeCheckpoint } from "./checkpoints.js";
 import { isRecord, manifestPath, type CheckpointManifest } from "./manifest.js";
 import { ACTORS, requireSession } from "./refs.js";
-import { inScope, pathSegments, type MemoryScope } from "./scope.js";
+import { inScope, pathSegments, scopeKey, type MemoryScope } from "./scope.js";
 
 export const LANGGRAPH_TRIGGER = "langgraph";
 export const LANGGRAPH_MEMORY_ROOT = "/langgraph";
@@ -185,6 +186,9 @@ export interface LangGraphStoreOptions {
 }
 
 export class LangGraphStore {
+  /** Channel values read lately, verified and decoded, by hash (content-addressed: never stale). */
+  private readonly values = new ValueCache(VALUE_CACHE_BYTES);
+
   constructor(
     readonly store: Store,
     private readonly options: LangGraphStoreOptions,
@@ -221,9 +225,12 @@ export class LangGraphStore {
   // ---------------------------------------------------------------------------------- put
 
   /**
-   * Writes the changed channels, the APEX checkpoint and the index record in one transaction.
-   * Resolves to `{stale: true}` (nothing written) when a delta does not apply to the memory as
-   * it is; the adapter then sends the whole checkpoint.
+   * Writes the thread namespace's channels as a tree derived from the parent checkpoint's
+   * (only the changed channels are written), the APEX checkpoint whose memory holds that tree,
+   * and the index record, in one transaction. The channels are never live records (scope.ts:
+   * DETACHED_ROOTS). Resolves to `{stale: true}` (nothing written) when a delta does not apply
+   * to the parent as stored (no such checkpoint, or a split channel at another version); the
+   * adapter then sends the whole checkpoint.
    */
   put(sessionId: string, request: PutRequest): Promise<{ stale?: true; apex?: { id: string; name: string } }> {
     checkPutRequest(request);
@@ -236,23 +243,15 @@ export class LangGraphStore {
     return this.options.serialize(async () => {
       const store = this.store;
       let manifest: CheckpointManifest | undefined;
-      let stale = false;
       await store.transaction(() => {
         requireSession(store, sessionId);
-        store.batchSync((batch) => {
-          const head = batch.get(dir);
-          const holdsParent = isRecord(head) && head.checkpoint === request.parent_id && request.parent_id !== null;
-          if (request.mode === "delta") {
-            if (!holdsParent || !this.applyDelta(batch, dir, request)) {
-              stale = true;
-              return;
-            }
-          } else {
-            this.applyFull(batch, sessionId, dir, request, holdsParent);
-          }
-          batch.set(dir, { checkpoint: request.checkpoint_id });
-        }, ACTORS.checkpoint);
-        if (stale) return;
+        const view = ObjectStore.of(store).view();
+        const parent = request.parent_id === null ? undefined : this.locate(sessionId, request.thread_id, request.checkpoint_ns, request.parent_id);
+        if (request.mode === "delta" && !parent) return;
+        const segments = pathSegments(dir);
+        const built = buildChannels(view, parent && lookupEntry(view, parent.manifest.memory.root, segments), request);
+        if (!built) return;
+        const record: JsonValue = { checkpoint: request.checkpoint_id, values: built.values };
         const metadataJson = jsonOf(request.metadata);
         const { manifest: written } = writeCheckpoint(store, {
           sessionId,
@@ -273,6 +272,14 @@ export class LangGraphStore {
           scope: this.options.scope,
           createdAt: new Date().toISOString(),
           actor: ACTORS.checkpoint,
+          graft: (memoryView, memory) => {
+            const replaced = valuesAt(memoryView, lookupEntry(memoryView, memory.root, segments));
+            const changes = new ChangeSet();
+            changes.add(segments);
+            changes.graft(segments, built.tree);
+            const root = updateTree(memoryView, memory.root, changes, () => record).root;
+            return { root, count: memory.count - replaced + 1 + built.values };
+          },
         });
         manifest = written;
         const index: IndexRecord = {
@@ -290,7 +297,7 @@ export class LangGraphStore {
           batch.set(headsPath(sessionId), { ...(isRecord(heads) ? (heads as Record<string, JsonValue>) : {}), [headKey(request.thread_id, request.checkpoint_ns)]: written.id });
         }, ACTORS.checkpoint);
       });
-      if (stale || !manifest) return { stale: true as const };
+      if (!manifest) return { stale: true as const };
       try {
         await this.options.afterCheckpoint?.(checkpointInfo(manifest));
       } catch (error) {
@@ -299,76 +306,6 @@ export class LangGraphStore {
       return { apex: { id: manifest.id, name: manifest.name } };
     });
   }
-
-  /** Applies the changed channels to a memory that holds the parent checkpoint; false if a split channel's base does not match. */
-  private applyDelta(batch: WriteBatch, dir: string, request: PutRequest): boolean {
-    for (const [name, write] of Object.entries(request.channels)) {
-      const path = `${dir}/${nameSegment(name)}`;
-      if (write.split && !write.split.full) {
-        const current = batch.get(path);
-        if (!isRecord(current) || current.split !== true || current.v !== write.split.base) return false;
-      }
-      writeChannel(batch, path, write);
-    }
-    for (const name of request.removed ?? []) {
-      const path = `${dir}/${nameSegment(name)}`;
-      batch.delete(path);
-      batch.deleteTree(path);
-    }
-    return true;
-  }
-
-  /**
-   * The whole checkpoint: the memory is first put back to the parent's channels (unless it holds
-   * them), then every channel listed is written, and channels not listed are removed.
-   */
-  private applyFull(batch: WriteBatch, sessionId: string, dir: string, request: PutRequest, holdsParent: boolean): void {
-    if (!holdsParent) {
-      batch.deleteTree(dir);
-      const parent = request.parent_id === null ? undefined : this.locate(sessionId, request.thread_id, request.checkpoint_ns, request.parent_id);
-      if (parent) {
-        const view = ObjectStore.of(this.store).view();
-        const entry = lookupEntry(view, parent.manifest.memory.root, pathSegments(dir));
-        const hashes: Array<{ path: string; hash: Hash }> = [];
-        collectValues(view, entry?.tree ?? null, dir, hashes);
-        view.prefetchValues(hashes.map((item) => item.hash));
-        for (const { path, hash } of hashes) batch.setEncoded(path, view.encodedValue(hash));
-      }
-    }
-    const listed = new Set<string>();
-    for (const [name, write] of Object.entries(request.channels)) {
-      const path = `${dir}/${nameSegment(name)}`;
-      listed.add(nameSegment(name));
-      if (write.value !== undefined || write.split) {
-        writeChannel(batch, path, write);
-        continue;
-      }
-      // No value sent: the parent's value at that version stays; another version's is unknown.
-      const current = batch.get(path);
-      if (isRecord(current) && current.v === write.v) continue;
-      batch.delete(path);
-      batch.deleteTree(path);
-      batch.set(path, { v: write.v });
-    }
-    for (const key of [...this.childNames(dir)]) {
-      if (listed.has(key)) continue;
-      batch.delete(`${dir}/${key}`);
-      batch.deleteTree(`${dir}/${key}`);
-    }
-  }
-
-  /** The names directly below a memory directory (as segments). */
-  private *childNames(dir: string): Iterable<string> {
-    const seen = new Set<string>();
-    for (const key of this.store.keysBelow(dir)) {
-      const name = key.slice(dir.length + 1).split("/")[0]!;
-      if (!seen.has(name)) {
-        seen.add(name);
-        yield name;
-      }
-    }
-  }
-
   // ---------------------------------------------------------------------------------- writes
 
   putWrites(
@@ -432,19 +369,37 @@ export class LangGraphStore {
     return out;
   }
 
+  /**
+   * Deletes a thread's index and pending writes, and its channels from the memory the next
+   * checkpoint starts from (the memory base; earlier checkpoints keep theirs).
+   */
   deleteThread(sessionId: string, threadId: string): Promise<{ deleted: number }> {
     return this.options.serialize(async () => {
-      requireSession(this.store, sessionId);
-      const memory = `${LANGGRAPH_MEMORY_ROOT}/${nameSegment(threadId)}`;
+      const store = this.store;
+      requireSession(store, sessionId);
       const index = `${indexRoot(sessionId)}/${nameSegment(threadId)}`;
-      const { value: deleted } = await this.store.batch((batch) => {
-        const heads = batch.get(headsPath(sessionId));
-        if (isRecord(heads)) {
-          const kept = Object.fromEntries(Object.entries(heads as Record<string, JsonValue>).filter(([where]) => where !== threadId && !where.startsWith(`${threadId}/`)));
-          batch.set(headsPath(sessionId), kept);
-        }
-        return batch.deleteTree(memory) + batch.deleteTree(index);
-      }, ACTORS.checkpoint);
+      let deleted = 0;
+      await store.transaction(() => {
+        deleted = store.batchSync((batch) => {
+          const heads = batch.get(headsPath(sessionId));
+          if (isRecord(heads)) {
+            const kept = Object.fromEntries(Object.entries(heads as Record<string, JsonValue>).filter(([where]) => where !== threadId && !where.startsWith(`${threadId}/`)));
+            batch.set(headsPath(sessionId), kept);
+          }
+          return batch.deleteTree(index);
+        }, ACTORS.checkpoint).value;
+        const catalog = Catalog.of(store);
+        const key = scopeKey(this.options.scope);
+        const base = catalog.base(key);
+        const segments = pathSegments(`${LANGGRAPH_MEMORY_ROOT}/${nameSegment(threadId)}`);
+        const view = ObjectStore.of(store).view();
+        const entry = base && lookupEntry(view, base.root, segments);
+        if (!base || !entry?.tree) return;
+        const changes = new ChangeSet();
+        changes.graft(segments, null);
+        const root = updateTree(view, base.root, changes, () => undefined).root;
+        catalog.setBase(key, { root, revision: base.revision, keys: base.keys - countValues(view, entry.tree) });
+      });
       return { deleted };
     });
   }
@@ -485,25 +440,40 @@ export class LangGraphStore {
     const channels: TupleRecord["channels"] = {};
     if (!entry?.tree) return channels;
     // Entries in bucket order (no sort: the result is a map), each split channel's keys below it.
-    const top = collectEntries(view, entry.tree, []);
+    const top = directoryEntries(view, entry.tree);
     const hashes: Hash[] = [];
     const below = new Map<string, DirEntry[]>();
     for (const channel of top) {
       if (channel.value) hashes.push(channel.value);
       if (channel.tree) {
-        const keys = collectEntries(view, channel.tree, []);
+        const keys = directoryEntries(view, channel.tree);
         below.set(channel.name, keys);
         for (const key of keys) if (key.value) hashes.push(key.value);
       }
     }
-    view.prefetchValues(hashes);
+    // Values read by an earlier getTuple of this process are taken as they were verified then.
+    const cache = this.values;
+    view.prefetchValues(hashes.filter((hash) => !cache.has(hash)));
+    const readValue = (hash: Hash): Record<string, JsonValue> => {
+      let record = cache.get(hash);
+      if (!record) {
+        const bytes = view.valueBytes(hash);
+        try {
+          record = decodeValueObject(bytes) as Record<string, JsonValue>;
+        } catch (error) {
+          throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
+        }
+        cache.set(hash, record, bytes.length);
+      }
+      return record;
+    };
     for (const channel of top) {
       if (!channel.value) continue;
-      const record = view.readValue(channel.value) as Record<string, JsonValue>;
+      const record = readValue(channel.value);
       const read: TupleRecord["channels"][string] = { v: record.v as string | number };
       if (record.split === true) {
         const keys: Record<string, SerializedValue> = {};
-        for (const key of below.get(channel.name) ?? []) if (key.value) keys[segmentName(key.name)] = serializedOf(view.readValue(key.value) as Record<string, JsonValue>);
+        for (const key of below.get(channel.name) ?? []) if (key.value) keys[segmentName(key.name)] = serializedOf(readValue(key.value));
         read.split = keys;
       } else if (typeof record.t === "string") {
         read.value = serializedOf(record);
@@ -544,16 +514,142 @@ export class LangGraphStore {
 
 // ------------------------------------------------------------------------------------ helpers
 
-function writeChannel(batch: WriteBatch, path: string, write: ChannelWrite): void {
-  if (write.split) {
-    if (write.split.full || !isRecord(batch.get(path)) || (batch.get(path) as Record<string, JsonValue>).split !== true) batch.deleteTree(path);
-    batch.set(path, { v: write.v, split: true });
-    for (const [key, value] of Object.entries(write.split.set)) batch.set(`${path}/${nameSegment(key)}`, recordOf(value));
-    for (const key of write.split.delete ?? []) batch.delete(`${path}/${nameSegment(key)}`);
-    return;
+/** Bytes of channel values a LangGraphStore keeps decoded (a 10k-key state of ~1 KB values is ~10 MB). */
+export const VALUE_CACHE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Decoded values by hash, up to a number of encoded bytes: two generations (as the object
+ * store's node cache) rather than an LRU list, a hit in the old one moving the value back.
+ */
+class ValueCache {
+  private young = new Map<Hash, { record: Record<string, JsonValue>; size: number }>();
+  private old = new Map<Hash, { record: Record<string, JsonValue>; size: number }>();
+  private youngBytes = 0;
+
+  constructor(private readonly capacity: number) {}
+
+  has(hash: Hash): boolean {
+    return this.young.has(hash) || this.old.has(hash);
   }
-  if (isRecord(batch.get(path)) && (batch.get(path) as Record<string, JsonValue>).split === true) batch.deleteTree(path);
-  batch.set(path, write.value ? { v: write.v, ...recordOf(write.value) } : { v: write.v });
+
+  get(hash: Hash): Record<string, JsonValue> | undefined {
+    const found = this.young.get(hash);
+    if (found) return found.record;
+    const aging = this.old.get(hash);
+    if (!aging) return undefined;
+    this.old.delete(hash);
+    this.set(hash, aging.record, aging.size);
+    return aging.record;
+  }
+
+  set(hash: Hash, record: Record<string, JsonValue>, size: number): void {
+    if (this.youngBytes + size > this.capacity / 2) {
+      this.old = this.young;
+      this.young = new Map();
+      this.youngBytes = 0;
+    }
+    this.young.set(hash, { record, size });
+    this.youngBytes += size;
+  }
+}
+
+/**
+ * The tree of a thread namespace's channels after a put: the parent checkpoint's (`parent`: the
+ * namespace's entry in its memory) with the request's channels applied, only the changed paths
+ * rebuilt. Undefined when a delta does not apply (a split channel is not at the delta's base).
+ * `values`: how many values the tree holds, for the manifest's count.
+ */
+function buildChannels(view: ObjectView, parent: DirEntry | undefined, request: PutRequest): { tree: Hash | null; values: number } | undefined {
+  const base = parent?.tree ?? null;
+  const changes = new ChangeSet();
+  const records = new Map<string, JsonValue | undefined>();
+  // Values below grafted subtrees, added and replaced, which updateTree does not count.
+  let grafted = 0;
+  const set = (segments: string[], value: JsonValue | undefined) => {
+    changes.add(segments);
+    records.set(segments.join("/"), value);
+  };
+  const entryOf = (segment: string) => (base ? findInDirectory(view, base, segment) : undefined);
+  const listed = new Set<string>();
+  for (const [name, write] of Object.entries(request.channels)) {
+    const segment = nameSegment(name);
+    listed.add(segment);
+    if (write.split) {
+      const entry = entryOf(segment);
+      if (write.split.full) {
+        // The whole key set: a subtree of its own in place of the old one.
+        const keys = new ChangeSet();
+        const keyRecords = new Map<string, JsonValue>();
+        for (const [key, value] of Object.entries(write.split.set)) {
+          keys.add([nameSegment(key)]);
+          keyRecords.set(nameSegment(key), recordOf(value));
+        }
+        const built = updateTree(view, null, keys, (segments) => keyRecords.get(segments[0]!));
+        grafted += built.valueDelta;
+        changes.graft([segment], built.root);
+      } else {
+        const current = entry?.value ? view.readValue(entry.value) : undefined;
+        if (!isRecord(current) || current.split !== true || current.v !== write.split.base) return undefined;
+        for (const [key, value] of Object.entries(write.split.set)) set([segment, nameSegment(key)], recordOf(value));
+        for (const key of write.split.delete ?? []) set([segment, nameSegment(key)], undefined);
+      }
+      set([segment], { v: write.v, split: true });
+      continue;
+    }
+    if (write.value === undefined && request.mode === "full") {
+      // No value sent: the parent's value at that version stays; another version's is unknown.
+      const entry = entryOf(segment);
+      const current = entry?.value ? view.readValue(entry.value) : undefined;
+      if (isRecord(current) && current.v === write.v) continue;
+    }
+    changes.graft([segment], null); // a channel stored key by key before: its keys go
+    set([segment], write.value ? { v: write.v, ...recordOf(write.value) } : { v: write.v });
+  }
+  const removed =
+    request.mode === "full"
+      ? (base ? collectEntries(view, base, []) : []).map((entry) => entry.name).filter((segment) => !listed.has(segment))
+      : (request.removed ?? []).map(nameSegment);
+  for (const segment of removed) {
+    changes.graft([segment], null);
+    set([segment], undefined);
+  }
+  const updated = updateTree(view, base, changes, (segments) => records.get(segments.join("/")));
+  for (const tree of updated.replaced) grafted -= countValues(view, tree);
+  return { tree: updated.root, values: valuesBelow(view, parent) + updated.valueDelta + grafted };
+}
+
+/**
+ * The entries of a directory (bucket order), its partition nodes read level by level, each
+ * level's nodes grouped by pack: a checkpoint's nodes lie in the packs of the many steps that
+ * wrote them, and read one by one each would be a read of its own.
+ */
+function directoryEntries(view: ObjectView, dir: Hash): DirEntry[] {
+  const entries: DirEntry[] = [];
+  let level = [dir];
+  while (level.length > 0) {
+    view.prefetchNodes(level);
+    const next: Hash[] = [];
+    for (const hash of level) {
+      const node = view.readNode(hash);
+      if (node.kind === "leaf") for (const entry of node.entries) entries.push(entry);
+      else for (const bucket of node.buckets) next.push(bucket.hash);
+    }
+    level = next;
+  }
+  return entries;
+}
+
+/** The values below a thread namespace's entry: as its record counts them, else counted. */
+function valuesBelow(view: ObjectView, entry: DirEntry | undefined): number {
+  if (!entry?.tree) return 0;
+  const record = entry.value ? view.readValue(entry.value) : undefined;
+  if (isRecord(record) && Number.isSafeInteger(record.values)) return record.values as number;
+  return countValues(view, entry.tree);
+}
+
+/** The values at and below an entry. */
+function valuesAt(view: ObjectView, entry: DirEntry | undefined): number {
+  return (entry?.value ? 1 : 0) + valuesBelow(view, entry);
 }
 
 function recordOf(value: SerializedValue): { [key: string]: JsonValue } {
@@ -562,16 +658,6 @@ function recordOf(value: SerializedValue): { [key: string]: JsonValue } {
 
 function serializedOf(record: Record<string, JsonValue>): SerializedValue {
   return typeof record.b === "string" ? { t: String(record.t), b: record.b } : { t: String(record.t), d: String(record.d ?? "") };
-}
-
-/** Every value below a tree (paths relative to it, prefixed with `prefix`), tree nodes read in tree order. */
-function collectValues(view: ObjectView, dir: Hash | null, prefix: string, out: Array<{ path: string; hash: Hash }>): void {
-  if (!dir) return;
-  for (const entry of listDirectory(view, dir)) {
-    const path = `${prefix}/${entry.name}`;
-    if (entry.value) out.push({ path, hash: entry.value });
-    if (entry.tree) collectValues(view, entry.tree, path, out);
-  }
 }
 
 function jsonOf(value: SerializedValue): JsonValue | undefined {

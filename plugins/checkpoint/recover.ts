@@ -23,7 +23,7 @@ import {
   type CheckpointManifest,
 } from "./manifest.js";
 import { ACTORS, assertWritable, loadManifest, manifestKeys, resolveCheckpoint, type ResolveOptions } from "./refs.js";
-import { DEFAULT_SCOPE, keysInScope, normalizeScope, pathSegments, scopeKey, type MemoryScope } from "./scope.js";
+import { DEFAULT_SCOPE, isDetached, keysInScope, normalizeScope, pathSegments, scopeKey, type MemoryScope } from "./scope.js";
 import { buildSnapshot, readJsonRecord } from "./snapshot.js";
 import { verifyCheckpoint } from "./validate.js";
 
@@ -186,7 +186,7 @@ export async function forceRecover(store: Store, ref: string, options: ForceReco
       }
     }
     for (const [path, value] of memory.values) {
-      if (seen.has(path)) continue;
+      if (seen.has(path) || isDetached(path)) continue; // kept in checkpoint trees only (scope.ts)
       set.push(path);
       writes.push({ path, value });
     }

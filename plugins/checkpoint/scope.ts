@@ -107,6 +107,19 @@ export function inScope(scope: MemoryScope, path: string): boolean {
   return !scope.exclude.some((entry) => matches(entry, path));
 }
 
+/**
+ * Memory kept only in checkpoint trees, never as live records: LangGraph channel values
+ * (langgraph.ts), which each LangGraph step writes straight into its checkpoint's tree as a
+ * subtree derived from the previous step's. The memory base carries these subtrees from one
+ * checkpoint to the next (writeCheckpoint); restores, recoveries and the live-record check
+ * leave them alone, since no live record mirrors them.
+ */
+export const DETACHED_ROOTS: readonly string[] = ["/langgraph"];
+
+export function isDetached(path: string): boolean {
+  return DETACHED_ROOTS.some((root) => isWithin(path, root));
+}
+
 export function pathSegments(path: string): string[] {
   return path.slice(1).split("/");
 }

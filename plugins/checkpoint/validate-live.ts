@@ -2,7 +2,7 @@ import { canonicalJson, decodeValueObject, sha256, walkTree, type Hash, type Obj
 import type { Store } from "../../core/store/store.js";
 import { isEncodedValue } from "../../core/store/value-codec.js";
 import { checkpointName, type CheckpointManifest } from "./manifest.js";
-import { inScope, keysInScope, segmentsPath } from "./scope.js";
+import { inScope, isDetached, keysInScope, segmentsPath } from "./scope.js";
 
 /**
  * Live memory records have no hash of their own, so a damaged byte in one can read back as a
@@ -40,7 +40,7 @@ export function checkLiveRecords(store: Store, view: ObjectView, manifest: Check
   for (const { segments, hash } of walkTree(view, manifest.memory.root)) {
     const path = segmentsPath(segments);
     inTree.add(path);
-    if (changed.has(path) || !inScope(scope, path)) continue;
+    if (changed.has(path) || !inScope(scope, path) || isDetached(path)) continue; // detached: no live record (scope.ts)
     if (undecodable.has(path)) {
       findings.push({ kind: "record-damaged", path, hash, checkpoint: label, restorable: true });
       continue;

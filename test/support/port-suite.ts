@@ -226,7 +226,7 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(strings.getCount()).toBe(6);
       expect(numbers.getCount({ start: 2 })).toBe(4);
       expect(bytes.getStats().entryCount).toBe(6);
-      expect(strings.getBinaryFast("é")).toEqual(Buffer.from("é"));
+      expect(strings.getBinaryFast("é")?.toString("hex")).toBe(Buffer.from("é").toString("hex"));
 
       await store.transaction(() => {
         expect(numbers.remove(256)).toBeTruthy();

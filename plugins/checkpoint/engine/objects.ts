@@ -656,6 +656,7 @@ export class ObjectStore {
   readonly nodeCache = new NodeCache(SHARED_NODE_CACHE_SIZE);
   /** sha256 of directory entry names (which bucket of a split node a name falls into). */
   private readonly nameDigests = new Map<string, Buffer>();
+  private readonly keyBuffer = Buffer.alloc(HASH_BYTES);
 
   private constructor(store: Store) {
     this.store = store;
@@ -746,7 +747,10 @@ export class ObjectStore {
   locate(kind: ObjectKind, hash: Hash, synced = false): ObjectLocation | undefined {
     const journaled = this.journal.get(kind, hash, synced);
     if (journaled) return { pack: journaled.pack, offset: journaled.offset, length: journaled.length };
-    const record = this.index(kind).get(Buffer.from(hash, "hex"));
+    // One key buffer for every lookup and the record read in place (decoded before the next
+    // read): a whole-tree read locates thousands of objects, and each allocation is garbage.
+    const key = this.keyBuffer.write(hash, "hex") === HASH_BYTES ? this.keyBuffer : Buffer.from(hash, "hex");
+    const record = this.index(kind).getBinaryFast(key);
     if (!record) return undefined;
     try {
       return decodeLocation(record);
@@ -1326,6 +1330,8 @@ export class ObjectView {
   private readonly packCache = new PackCache();
   /** Values read ahead by prefetchValues, each until it is read. */
   private readonly prefetched = new Map<Hash, Buffer>();
+  /** Tree nodes read ahead by prefetchNodes, each until it is read. */
+  private readonly prefetchedNodes = new Map<Hash, Buffer>();
   readonly overlayTrees: Map<Hash, Buffer> | undefined;
   readonly overlayValues: Map<Hash, Buffer> | undefined;
 
@@ -1393,12 +1399,11 @@ export class ObjectView {
     const overlay = kind === "value" ? this.overlayValues : this.overlayTrees;
     const found = overlay?.get(hash) ?? this.pending.get(hash)?.bytes;
     if (found) return found;
-    if (kind === "value") {
-      const prefetched = this.prefetched.get(hash);
-      if (prefetched) {
-        this.prefetched.delete(hash); // read once: the map holds only what is still to come
-        return prefetched;
-      }
+    const ahead = kind === "value" ? this.prefetched : this.prefetchedNodes;
+    const prefetched = ahead.get(hash);
+    if (prefetched) {
+      ahead.delete(hash); // read once: the map holds only what is still to come
+      return prefetched;
     }
     return this.objects.getRaw(kind, hash, this.packCache, true);
   }
@@ -1416,6 +1421,17 @@ export class ObjectView {
     }
     if (wanted.length === 0) return;
     for (const [hash, bytes] of this.objects.getRawGrouped("value", wanted, this.packCache, true)) this.prefetched.set(hash, bytes);
+  }
+
+  /** As prefetchValues, for tree nodes not already decoded in the node cache (a tree read level by level). */
+  prefetchNodes(hashes: Iterable<Hash>): void {
+    const wanted: Hash[] = [];
+    for (const hash of hashes) {
+      if (this.nodeCache.get(hash) || this.overlayTrees?.has(hash) || this.pending.has(hash) || this.prefetchedNodes.has(hash)) continue;
+      wanted.push(hash);
+    }
+    if (wanted.length === 0) return;
+    for (const [hash, bytes] of this.objects.getRawGrouped("tree", wanted, this.packCache, true)) this.prefetchedNodes.set(hash, bytes);
   }
 
   /** The verified bytes of a value. */
@@ -1485,6 +1501,26 @@ function* pendingObjects(pending: ReadonlyMap<Hash, { kind: ObjectKind; bytes: B
 export class ChangeSet {
   self = false;
   readonly children = new Map<string, ChangeSet>();
+  /**
+   * Set by `graft`: the subtree below this path becomes this tree as it is (null: none), instead
+   * of being updated path by path. For trees built outside the keyspace (LangGraph channels).
+   * updateTree's valueDelta does not count the values below a graft; it lists the subtrees replaced.
+   */
+  subtree?: { tree: Hash | null };
+
+  /** Replaces the subtree at a path (relative segments) with `tree`; its own value is changed only if also `add`ed. */
+  graft(segments: readonly string[], tree: Hash | null): void {
+    let node: ChangeSet = this;
+    for (const segment of segments) {
+      let child = node.children.get(segment);
+      if (!child) {
+        child = new ChangeSet();
+        node.children.set(segment, child);
+      }
+      node = child;
+    }
+    node.subtree = { tree };
+  }
 
   /** Marks a path (relative segments) as changed. */
   add(segments: readonly string[]): void {
@@ -1509,8 +1545,10 @@ export class ChangeSet {
 
 export interface TreeUpdate {
   root: Hash | null;
-  /** Change in the number of values the tree holds. */
+  /** Change in the number of values the tree holds (values below grafts not counted). */
   valueDelta: number;
+  /** The subtrees that grafts (ChangeSet.graft) replaced. */
+  replaced: Hash[];
 }
 
 /**
@@ -1530,11 +1568,13 @@ export function updateTree(
   const builder = new TreeBuilder(view, read, label);
   const result = builder.updateDirectory(root, changes, []);
   view.flush();
-  return { root: result, valueDelta: builder.valueDelta };
+  return { root: result, valueDelta: builder.valueDelta, replaced: builder.replaced };
 }
 
 class TreeBuilder {
   valueDelta = 0;
+  /** The subtrees grafts replaced. */
+  readonly replaced: Hash[] = [];
   constructor(
     private readonly view: ObjectView,
     private readonly read: (segments: readonly string[]) => JsonValue | EncodedValue | undefined,
@@ -1603,7 +1643,11 @@ class TreeBuilder {
     const path = [...segments, name];
     let value = old?.value;
     let tree = old?.tree;
-    if (change.children.size > 0) tree = this.updateDirectory(tree ?? null, change, path) ?? undefined;
+    if (change.subtree) {
+      if (tree && tree !== change.subtree.tree) this.replaced.push(tree);
+      tree = change.subtree.tree ?? undefined;
+    }
+    else if (change.children.size > 0) tree = this.updateDirectory(tree ?? null, change, path) ?? undefined;
     if (change.self) {
       const current = this.read(path);
       if (current === undefined) {
