@@ -30,6 +30,7 @@ import {
   validateOutOfProcess,
   type CheckpointDiff,
   type ReconstructReport,
+  type RepairAction,
   type RepairResult,
   type StoreProblem,
   type ValidationReport,
@@ -274,7 +275,13 @@ async function validate(location: ProjectLocation, sessionId: string | undefined
 async function sessionIdOf(location: ProjectLocation, ref: string | undefined): Promise<string | undefined> {
   if (ref === undefined) return undefined;
   if (process.env.APEX_SOCKET) return ref;
-  return withReadStore(location, (store) => resolveSessionRef(store, ref));
+  try {
+    return await withReadStore(location, (store) => resolveSessionRef(store, ref));
+  } catch (error) {
+    // Validate and repair are what a damaged store needs: a session list they cannot read does not stop them.
+    if (isApexError(error) && error.code === "APEX_E_STORE_DAMAGED") return ref;
+    throw error;
+  }
 }
 
 export async function validateCommand(location: ProjectLocation, ref: string | undefined, options: { json?: boolean }): Promise<void> {
@@ -357,7 +364,8 @@ async function repairStopped(location: ProjectLocation, ref: string | undefined,
     });
   }
   let result: RepairResult;
-  if (before.problems.length === 0) result = { dryRun, actions: [], before, ...(dryRun ? {} : { after: before }) };
+  if (before.problems.some((problem) => problem.code === "store-damaged")) result = await repairDamagedFile(location, before, dryRun);
+  else if (before.problems.length === 0) result = { dryRun, actions: [], before, ...(dryRun ? {} : { after: before }) };
   else {
     const store = Store.open(location.storeDir, { readOnly: dryRun });
     try {
@@ -389,6 +397,35 @@ async function repairStopped(location: ProjectLocation, ref: string | undefined,
   else {
     printLine(paint(`Problems remain:`, "red"));
     printProblems(after?.problems ?? []);
+  }
+}
+
+/**
+ * LMDB-level damage (validate read the file record by record): every record that still reads is
+ * copied into a fresh store file, which takes the damaged file's place (kept beside it); then
+ * the new file is validated and repaired as any store is. Acknowledged writes that still read
+ * are all in the copy.
+ */
+async function repairDamagedFile(location: ProjectLocation, before: ValidationReport, dryRun: boolean): Promise<RepairResult> {
+  const regions = before.problems.filter((problem) => problem.code === "store-damaged").length - 1;
+  if (dryRun) {
+    return { dryRun, actions: [{ action: "copy-store", target: `${location.storeDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${before.records} records that read into a fresh store file` }], before };
+  }
+  const { replaceWithSalvage } = await import("../../core/store/salvage-process.js");
+  const salvaged = replaceWithSalvage(location.storeDir);
+  const copyAction: RepairAction = {
+    action: "copy-store",
+    target: `${location.storeDir}/store.mdb`,
+    reason: `${regions} damaged region${regions === 1 ? "" : "s"}: copied the ${salvaged.copied} records that read into a fresh store file (${salvaged.lost} could not be read); the damaged file is kept as ${salvaged.damagedFile}`,
+  };
+  const copied = await validateOutOfProcess(location.storeDir);
+  if (copied.problems.length === 0) return { dryRun, actions: [copyAction], before, after: copied };
+  const store = Store.open(location.storeDir);
+  try {
+    const rest = await repairStore(store, { dryRun: false });
+    return { ...rest, actions: [copyAction, ...rest.actions], before };
+  } finally {
+    await store.close();
   }
 }
 
