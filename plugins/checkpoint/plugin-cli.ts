@@ -13,6 +13,11 @@
  *  - repair: refused while a supervisor runs, except --dry-run. It rewrites objects, catalog
  *    records and manifests of the whole store, which the running supervisor caches and writes.
  */
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, plural, printJson, printLine } from "../../core/cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
@@ -366,13 +371,17 @@ async function repairStopped(location: ProjectLocation, ref: string | undefined,
   let result: RepairResult;
   if (before.problems.some((problem) => problem.code === "store-damaged")) result = await repairDamagedFile(location, before, dryRun);
   else if (before.problems.length === 0) result = { dryRun, actions: [], before, ...(dryRun ? {} : { after: before }) };
-  else {
-    const store = Store.open(location.storeDir, { readOnly: dryRun });
+  else if (dryRun) {
+    const store = Store.open(location.storeDir, { readOnly: true });
     try {
       result = await repairStore(store, { dryRun });
     } finally {
       await store.close();
     }
+  } else {
+    const repaired = repairOutOfProcess(location.storeDir);
+    // A damaged page crashed the repairer: copy what reads into a fresh file and repair that.
+    result = "crashed" in repaired ? await repairDamagedFile(location, before, false, repaired.crashed) : repaired;
   }
   const after = result.after;
   process.exitCode = dryRun || after?.ok ? 0 : 1;
@@ -406,8 +415,8 @@ async function repairStopped(location: ProjectLocation, ref: string | undefined,
  * the new file is validated and repaired as any store is. Acknowledged writes that still read
  * are all in the copy.
  */
-async function repairDamagedFile(location: ProjectLocation, before: ValidationReport, dryRun: boolean): Promise<RepairResult> {
-  const regions = before.problems.filter((problem) => problem.code === "store-damaged").length - 1;
+async function repairDamagedFile(location: ProjectLocation, before: ValidationReport, dryRun: boolean, crashed?: string): Promise<RepairResult> {
+  const regions = crashed ? 1 : before.problems.filter((problem) => problem.code === "store-damaged").length - 1;
   if (dryRun) {
     return { dryRun, actions: [{ action: "copy-store", target: `${location.storeDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${before.records} records that read into a fresh store file` }], before };
   }
@@ -416,16 +425,35 @@ async function repairDamagedFile(location: ProjectLocation, before: ValidationRe
   const copyAction: RepairAction = {
     action: "copy-store",
     target: `${location.storeDir}/store.mdb`,
-    reason: `${regions} damaged region${regions === 1 ? "" : "s"}: copied the ${salvaged.copied} records that read into a fresh store file (${salvaged.lost} could not be read); the damaged file is kept as ${salvaged.damagedFile}`,
+    reason: `${crashed ? `repairing in place ${crashed}; ` : ""}${regions} damaged region${regions === 1 ? "" : "s"}: copied the ${salvaged.copied} records that read into a fresh store file (${salvaged.lost} could not be read); the damaged file is kept as ${salvaged.damagedFile}`,
   };
   const copied = await validateOutOfProcess(location.storeDir);
   if (copied.problems.length === 0) return { dryRun, actions: [copyAction], before, after: copied };
-  const store = Store.open(location.storeDir);
+  const rest = repairOutOfProcess(location.storeDir);
+  if ("crashed" in rest) {
+    throw new ApexError("APEX_E_STORE_DAMAGED", `The store file was copied (${copyAction.reason}), but repairing the copy ${rest.crashed}.`, {
+      hint: "Restore a backup of .apex/, or recover what still verifies into a new session with `apex session reconstruct <session>`.",
+    });
+  }
+  return { ...rest, actions: [copyAction, ...rest.actions], before };
+}
+
+const REPAIR_WORKER = fileURLToPath(new URL("./repair-worker.js", import.meta.url));
+
+/** repairStore in a child process (repair-worker.ts): a damaged page that crashes the reader ends the child, not the command. */
+function repairOutOfProcess(storeDir: string): RepairResult | { crashed: string } {
+  const work = mkdtempSync(join(tmpdir(), "apex-repair-"));
   try {
-    const rest = await repairStore(store, { dryRun: false });
-    return { ...rest, actions: [copyAction, ...rest.actions], before };
+    const resultFile = join(work, "result.json");
+    const child = spawnSync(process.execPath, [REPAIR_WORKER, storeDir, resultFile], { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"], maxBuffer: 16 * 1024 * 1024 });
+    if (child.signal) return { crashed: `was killed by ${child.signal}` };
+    if (child.status !== 0 && /APEX_E_STORE_DAMAGED|store file .* is damaged/.test(child.stderr ?? "")) return { crashed: "met damage LMDB cannot read past" };
+    if (child.status !== 0 || !existsSync(resultFile)) {
+      throw new ApexError("APEX_E_INTEGRITY", `Repair failed: ${(child.stderr ?? "").trim().split("\n").slice(-3).join(" | ") || `exit code ${child.status}`}.`);
+    }
+    return JSON.parse(readFileSync(resultFile, "utf8")) as RepairResult;
   } finally {
-    await store.close();
+    rmSync(work, { recursive: true, force: true });
   }
 }
 
