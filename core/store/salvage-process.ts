@@ -89,6 +89,12 @@ export function replaceWithSalvage(storeDir: string): SalvageReplacement {
   const copy = join(workDir, "store.mdb");
   try {
     const run = salvageOutOfProcess(file, { copyTo: copy });
+    if (run.tables.every((table) => table.records === 0)) {
+      throw new ApexError("APEX_E_STORE_DAMAGED", `No record of the store file ${file} could be read${run.crashes.length > 0 ? ` (the reader was killed by ${run.crashes[0]!.signal})` : ""}; it was left as it is.`, {
+        hint: "The file is probably truncated or overwritten: restore a backup of .apex/.",
+        details: { store: file },
+      });
+    }
     const damagedFile = `${file}.damaged-${stamp}`;
     renameSync(file, damagedFile);
     renameSync(copy, file);
