@@ -4,6 +4,7 @@ import { createRequire } from "node:module";
 import type { Database, RootDatabase } from "lmdb";
 import { currentActor } from "../actor.js";
 import { ApexError } from "../errors.js";
+import { checkStoreFileLength } from "./file-check.js";
 import { compileGlob } from "./glob.js";
 import { checkPath, pathProblem, subtreeRange } from "./paths.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "./private.js";
@@ -159,6 +160,8 @@ export class Store {
       const notice = options.onNotice ?? ((message: string) => process.stderr.write(`notice: ${message}\n`));
       notice(`${dir} could be read by other users; ${tightened.length} entr${tightened.length === 1 ? "y was" : "ies were"} made owner-only (directories 0700, files 0600).`);
     }
+    // A truncated file would crash the first read (SIGBUS): named as damage instead (file-check.ts).
+    checkStoreFileLength(file, dir);
     if (!options.readOnly) {
       const created = !existsSync(file);
       makePrivateDir(dir);
