@@ -74,7 +74,7 @@ export function validateOutOfProcess(storeDir: string, options: OutOfProcessOpti
       if (message?.type === "error") {
         return reject(new ApexError(message.error.code, message.error.message, message.error.hint ? { hint: message.error.hint } : {}));
       }
-      if (signal && !timedOut) return settle(() => damageReport(storeDir, `The validator was killed by ${signal} while reading the store.`));
+      if (signal && !timedOut) return settle(() => damageReport(storeDir, `The validator was killed by ${signal} while reading the store.`, true));
       const how = timedOut ? `was stopped after ${options.timeoutMs ?? 600_000} ms` : signal ? `was killed by ${signal}` : `exited with code ${code}`;
       resolve(crashedReport(`The validator ${how} while reading the store${stderr.trim() ? `: ${stderr.trim().split("\n").slice(-3).join(" | ")}` : ""}.`));
     });
@@ -87,7 +87,7 @@ export function validateOutOfProcess(storeDir: string, options: OutOfProcessOpti
  * (core/store/salvage.ts). Checkpoints could not be verified past the damage; `session repair`
  * copies what reads into a fresh store file, then validates and repairs that.
  */
-export function damageReport(storeDir: string, stoppedBy: string): ValidationReport {
+export function damageReport(storeDir: string, stoppedBy: string, crashed = false): ValidationReport {
   const scan = salvageOutOfProcess(join(storeDir, STORE_FILE));
   const problems: StoreProblem[] = [{ code: "store-damaged", severity: "error", message: `${stoppedBy} Checkpoints and records could not be checked past the damage.` }];
   let read = 0;
@@ -101,6 +101,8 @@ export function damageReport(storeDir: string, stoppedBy: string): ValidationRep
     }
   }
   problems[0]!.message += ` Read record by record: ${read} records read, ${unreadable} unreadable, ${problems.length - 1} damaged region${problems.length === 2 ? "" : "s"}.`;
+  // A validator that died although every record reads: a crash of the validator, not damage that was found.
+  if (problems.length === 1 && crashed) problems[0]!.code = "validator-crashed";
   return {
     ok: false,
     problems,
