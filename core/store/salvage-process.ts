@@ -6,7 +6,11 @@ import { fileURLToPath } from "node:url";
 import { ApexError } from "../errors.js";
 import type { CrashPoint, ScanResult } from "./salvage.js";
 
-const WORKER = fileURLToPath(new URL("./salvage-worker.js", import.meta.url));
+/** The compiled worker beside this module; from the TypeScript sources (tests), the build's. */
+function workerPath(): string {
+  const beside = fileURLToPath(new URL("./salvage-worker.js", import.meta.url));
+  return existsSync(beside) ? beside : fileURLToPath(new URL("../../dist/core/store/salvage-worker.js", import.meta.url));
+}
 /** Restarts after a crash of the reader before giving up. Each restart skips past where the last one died. */
 const MAX_RESTARTS = 40;
 
@@ -29,7 +33,7 @@ export function salvageOutOfProcess(file: string, options: { copyTo?: string } =
       const resultFile = join(work, `result-${attempt}.json`);
       const requestFile = join(work, `request-${attempt}.json`);
       writeFileSync(requestFile, JSON.stringify({ file, progressFile, resultFile, crashes, ...(options.copyTo ? { copyTo: options.copyTo } : {}) }), { mode: 0o600 });
-      const child = spawnSync(process.execPath, [WORKER, requestFile], { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"], maxBuffer: 16 * 1024 * 1024 });
+      const child = spawnSync(process.execPath, [workerPath(), requestFile], { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"], maxBuffer: 16 * 1024 * 1024 });
       if (child.status === 0 && existsSync(resultFile)) return { ...(JSON.parse(readFileSync(resultFile, "utf8")) as ScanResult), crashes };
       if (!child.signal) {
         throw new ApexError("APEX_E_STORE_DAMAGED", `Reading the store file ${file} record by record failed: ${(child.stderr ?? "").trim().split("\n").slice(-3).join(" | ") || `exit code ${child.status}`}.`, {

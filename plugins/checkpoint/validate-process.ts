@@ -74,7 +74,16 @@ export function validateOutOfProcess(storeDir: string, options: OutOfProcessOpti
       if (message?.type === "error") {
         return reject(new ApexError(message.error.code, message.error.message, message.error.hint ? { hint: message.error.hint } : {}));
       }
-      if (signal && !timedOut) return settle(() => damageReport(storeDir, `The validator was killed by ${signal} while reading the store.`, true));
+      if (signal && !timedOut) {
+        const stoppedBy = `The validator was killed by ${signal} while reading the store.`;
+        return settle(() => {
+          try {
+            return damageReport(storeDir, stoppedBy, true);
+          } catch (error) {
+            return crashedReport(`${stoppedBy} Reading it record by record failed too: ${(error as Error).message}`);
+          }
+        });
+      }
       const how = timedOut ? `was stopped after ${options.timeoutMs ?? 600_000} ms` : signal ? `was killed by ${signal}` : `exited with code ${code}`;
       resolve(crashedReport(`The validator ${how} while reading the store${stderr.trim() ? `: ${stderr.trim().split("\n").slice(-3).join(" | ")}` : ""}.`));
     });
