@@ -499,4 +499,32 @@ describe("APEX signals only processes it can prove it started", () => {
     expect(nonce).toMatch(/^[0-9a-f]{32}$/);
     expect(recorded).toBe(nonce);
   });
+
+  it("status of an interrupted session lists as left running only what carries the agent's marker, never a forged record's foreign process", async () => {
+    session = new Project(["session:", "  auto_recovery: false", "agents:", "  worker:", "    command: sleep", '    args: ["600"]', "plugins: {}", ""].join("\n"), "apex-forged-status-");
+    const ready = session.start();
+    const worker = ready.agents[0]!;
+    session.rememberGroups(session.status());
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the supervisor's end", () => !isAlive(ready.supervisor_pid));
+
+    // A second agent record names a live foreign process by its real pid, group and start time,
+    // with the nonce of the real agent (which the foreign process does not carry).
+    const alien = startForeign();
+    await withStore(session.dir, async (store) => {
+      await store.batch((batch) => {
+        const agent = batch.get(`/sessions/${ready.session_id}/agents/worker`) as Record<string, JsonValue>;
+        batch.set(`/sessions/${ready.session_id}/agents/ghost`, { ...agent, name: "ghost", pid: alien.pid, pgid: alien.pid, start_time: alien.startTime });
+      });
+    });
+    const status = session.status();
+    expect(status.session!.status).toBe("interrupted");
+    expect(status.left_running).toEqual([{ agent: "worker", pids: [worker.pid] }]);
+    const ghost = status.agents.find((agent) => agent.name === "ghost")!;
+    expect(ghost).toMatchObject({ alive: false, status: "gone", processes: [] });
+    expect(status.agents.find((agent) => agent.name === "worker")).toMatchObject({ alive: true, status: "orphaned", processes: [worker.pid] });
+    const text = session.apex(["status"]).stdout;
+    expect(text.split("\n").filter((line) => line.includes("still running"))).toEqual([`  still running: worker (pids ${worker.pid})`]);
+    expect(isAlive(alien.pid, alien.startTime)).toBe(true);
+  });
 });

@@ -2,16 +2,17 @@
 // validate and repair; a live record whose bytes changed without a logged write is found by
 // validate and put back by repair from the latest checkpoint. (bench/store-damage.mjs
 // measures the same over random byte flips.)
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { type Store } from "../core/store/store.js";
+import type { JsonValue, Store } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
+import { LmdbStore } from "./helpers/store.js";
 import { encodeValue } from "../core/store/value-codec.js";
 import { createCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { repairStore, validateStore } from "../plugins/checkpoint/validate.js";
-import { REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
+import { APEX_BIN, REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -50,7 +51,88 @@ describe("a damaged store file", () => {
     }
     const validated = runApex(["session", "validate"], { cwd: dir });
     expect(validated.status).toBe(1);
-    expect(validated.stderr).toContain("error[APEX_E_STORE_DAMAGED]");
+    expect(validated.stdout).toContain("store-damaged");
+  });
+
+  it("validate goes on past LMDB-level damage, reports each damaged region and points to repair; repair copies every record that still reads into a fresh file, which validates", async () => {
+    const notes: Record<string, JsonValue> = {};
+    for (let i = 0; i < 600; i++) notes[`/notes/${String(i).padStart(4, "0")}`] = { i, text: `note ${i} `.repeat(8) };
+    expect(runApex(["memory", "import", "-"], { cwd: dir, input: JSON.stringify(notes) }).status).toBe(0);
+    expect(breakPagesHolding("note 300 note 300")).toBeGreaterThan(0);
+    // What still reads, one key at a time: every one of these must survive the repair.
+    const readable = new Map<string, JsonValue>();
+    const reader = LmdbStore.open(storeDir(), { readOnly: true });
+    try {
+      for (const path of Object.keys(notes)) {
+        try {
+          const value = reader.get(path);
+          if (value !== undefined) readable.set(path, value);
+        } catch (error) {
+          expect((error as { code?: string }).code).toBe("APEX_E_STORE_DAMAGED");
+        }
+      }
+    } finally {
+      await reader.close();
+    }
+    expect(readable.size).toBeLessThan(600);
+    expect(readable.size).toBeGreaterThan(100);
+
+    const validated = runApex(["session", "validate", "--json"], { cwd: dir });
+    expect(validated.status, validated.stderr).toBe(1);
+    const report = JSON.parse(validated.stdout) as { problems: Array<{ code: string; message: string }> };
+    const damaged = report.problems.filter((problem) => problem.code === "store-damaged");
+    expect(damaged.length).toBeGreaterThanOrEqual(2);
+    expect(damaged[0]!.message).toMatch(/records read, \d+ unreadable, \d+ damaged regions?\./);
+    expect(damaged.slice(1).every((problem) => /^table kv, after key [0-9a-f]+: /.test(problem.message))).toBe(true);
+    const text = runApex(["session", "validate"], { cwd: dir });
+    expect(text.stdout).toContain("Next: apex session repair");
+    expect(text.stderr).toBe("");
+
+    const repaired = runApex(["session", "repair", "--json"], { cwd: dir });
+    expect(repaired.status, repaired.stderr).toBe(0);
+    const repair = JSON.parse(repaired.stdout) as { actions: Array<{ action: string; reason: string }>; after: { ok: boolean } };
+    expect(repair.actions[0]).toMatchObject({ action: "copy-store", reason: expect.stringContaining("the damaged file is kept as") });
+    expect(repair.after.ok).toBe(true);
+    expect(runApex(["session", "validate"], { cwd: dir }).status).toBe(0);
+    const after = LmdbStore.open(storeDir(), { readOnly: true });
+    try {
+      for (const [path, value] of readable) expect(after.get(path), path).toEqual(value);
+      expect(after.revision()).toBeGreaterThanOrEqual(600);
+    } finally {
+      await after.close();
+    }
+    // The repaired store takes writes again.
+    expect(runApex(["memory", "set", "/notes/after", "1"], { cwd: dir }).status).toBe(0);
+  });
+
+  it("a store file whose pages crash the reader (truncated: SIGBUS) is reported by validate as damaged, not as a crash, and repair says it cannot save it and leaves it as it is", async () => {
+    const notes: Record<string, JsonValue> = {};
+    for (let i = 0; i < 3000; i++) notes[`/notes/${i}`] = { i, text: "word ".repeat(20) };
+    expect(runApex(["memory", "import", "-"], { cwd: dir, input: JSON.stringify(notes) }).status).toBe(0);
+    const file = join(storeDir(), "store.mdb");
+    const bytes = readFileSync(file);
+    const truncated = bytes.subarray(0, Math.floor((bytes.length * 0.8) / PAGE) * PAGE);
+    writeFileSync(file, truncated);
+    // Reading a page past the end of the mapped file would be a SIGBUS: ordinary commands say what is wrong instead.
+    for (const args of [["memory", "export"], ["status"], ["memory", "set", "/x", "1"]]) {
+      const read = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: dir, encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } });
+      expect(read.signal, args.join(" ")).toBeNull();
+      expect(read.status, args.join(" ")).toBe(1);
+      expect(read.stderr).toContain(`error[APEX_E_STORE_DAMAGED]: The store file ${file} is damaged: it ends at ${truncated.length} bytes, but its index needs ${bytes.length} (it was truncated).`);
+      expect(read.stderr).toContain("apex session repair");
+    }
+
+    const validated = runApex(["session", "validate", "--json"], { cwd: dir });
+    expect(validated.status, validated.stderr).toBe(1);
+    const report = JSON.parse(validated.stdout) as { problems: Array<{ code: string; message: string }> };
+    expect(report.problems.every((problem) => problem.code === "store-damaged")).toBe(true);
+    // The record-by-record reader met the crash too, in a child process, and said so.
+    expect(report.problems.some((problem) => /crashed the reader|killed by SIG(BUS|SEGV)/.test(problem.message))).toBe(true);
+    const repaired = runApex(["session", "repair"], { cwd: dir });
+    expect(repaired.status).toBe(1);
+    expect(repaired.stderr).toMatch(/error\[APEX_E_STORE_DAMAGED\]: No record of the store file .* could be read \(the reader was killed by SIG(BUS|SEGV)\); it was left as it is\./);
+    expect(repaired.stderr).not.toMatch(/^\s+at /m);
+    expect(readFileSync(file).equals(truncated)).toBe(true);
   });
 
   describe("live records against the latest checkpoint", () => {

@@ -3,10 +3,11 @@
 // read neither the store, nor the logs, nor connect to the socket. The read attempts run as
 // `nobody` (root bypasses file modes, so the check must not run as root).
 import { spawnSync } from "node:child_process";
-import { chmodSync, lstatSync, readdirSync, statSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, isAlive, waitFor } from "./fixtures/agents/harness.js";
+import { Project, REPO_ROOT, isAlive, waitFor } from "./fixtures/agents/harness.js";
 
 let project: Project | undefined;
 afterEach(() => {
@@ -127,5 +128,26 @@ describe("the store is private", () => {
     expect(asNobody(["cat", join(project.storeDir, "store.mdb")]).stderr).toContain("Permission denied");
     // Once private, no more notices.
     expect(project.apex(["memory", "show", "/secret"]).stderr).toBe("");
+  });
+});
+
+describe("a store directory given as a relative path", () => {
+  it("is made owner-only without touching the directories above the ones it created (the working directory and its parents keep their modes)", () => {
+    const parent = mkdtempSync(join(tmpdir(), "apex-relative-"));
+    try {
+      const cwd = join(parent, "project");
+      mkdirSync(cwd, { mode: 0o755 });
+      chmodSync(parent, 0o755);
+      chmodSync(cwd, 0o755);
+      const script = `import(${JSON.stringify(join(REPO_ROOT, "dist/core/store/lmdb.js"))}).then(async ({ LmdbStore }) => { const store = LmdbStore.open("nested/.apex"); await store.set("/a", 1); await store.close(); })`;
+      const result = spawnSync(process.execPath, ["-e", script], { cwd, encoding: "utf8" });
+      expect(result.status, result.stderr).toBe(0);
+      expect(statSync(join(cwd, "nested/.apex")).mode & 0o777).toBe(0o700);
+      expect(statSync(join(cwd, "nested")).mode & 0o777).toBe(0o700);
+      expect(statSync(cwd).mode & 0o777).toBe(0o755);
+      expect(statSync(parent).mode & 0o777).toBe(0o755);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
   });
 });

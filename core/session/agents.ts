@@ -2,7 +2,10 @@ import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { ApexError } from "../errors.js";
 import { openPrivate } from "../store/private.js";
 import type { AgentConfig } from "../config/types.js";
-import { agentMarker, carriesMarker, liveMembers, newNonce, processGroups, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcStat } from "./proc.js";
+import { agentMarker, newNonce, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcStat } from "./proc.js";
+
+// Which processes of a group APEX can prove it started is decided in proc.ts, for signalling and for what status reports alike.
+export { ownMembers, provenMembers } from "./proc.js";
 
 /** Everything needed to run one agent process. */
 export interface AgentLaunch {
@@ -143,32 +146,6 @@ export function signalProvenGroup(pgid: number, startTime: number, marker: Proce
   if (proven.leaderProven) signalGroup(pgid, signal);
   else for (const member of proven.members) signalProcess(member.pid, signal);
   return proven.members.length;
-}
-
-/**
- * The members of group `pgid` APEX may signal: all its live members that started no earlier
- * than its leader when the leader is alive, has `leaderStartTime` and carries `marker`;
- * otherwise only the members that carry `marker` themselves.
- */
-export function provenMembers(
-  pgid: number,
-  leaderStartTime: number,
-  marker: ProcessMarker,
-  scan?: Map<number, ProcStat[]>,
-): { leaderProven: boolean; members: ProcStat[] } {
-  const members = ownMembers(pgid, leaderStartTime, scan);
-  const leader = members.find((member) => member.pid === pgid);
-  if (leader && carriesMarker(leader.pid, marker)) return { leaderProven: true, members };
-  return { leaderProven: false, members: members.filter((member) => carriesMarker(member.pid, marker)) };
-}
-
-/** Live members of group `pgid` that started no earlier than its leader did (the leader may be gone); `scan` is a processGroups result to reuse. */
-export function ownMembers(pgid: number, leaderStartTime: number, scan?: Map<number, ProcStat[]>) {
-  const members = liveMembers((scan ?? processGroups([pgid])).get(pgid) ?? []);
-  const leader = members.find((member) => member.pid === pgid);
-  // A leader with another start time means the group id now belongs to someone else.
-  if (leader && leader.startTime !== leaderStartTime) return [];
-  return members.filter((member) => member.startTime >= leaderStartTime);
 }
 
 /** The last `lines` lines of a file (at most 64 KiB are read), or [] when it does not exist. */

@@ -189,6 +189,32 @@ export function groupCpuSeconds(members: ProcStat[]): number {
   return ticks / CLOCK_TICKS_PER_SECOND;
 }
 
+/**
+ * The members of group `pgid` APEX may signal: all its live members that started no earlier
+ * than its leader when the leader is alive, has `leaderStartTime` and carries `marker`;
+ * otherwise only the members that carry `marker` themselves.
+ */
+export function provenMembers(
+  pgid: number,
+  leaderStartTime: number,
+  marker: ProcessMarker,
+  scan?: Map<number, ProcStat[]>,
+): { leaderProven: boolean; members: ProcStat[] } {
+  const members = ownMembers(pgid, leaderStartTime, scan);
+  const leader = members.find((member) => member.pid === pgid);
+  if (leader && carriesMarker(leader.pid, marker)) return { leaderProven: true, members };
+  return { leaderProven: false, members: members.filter((member) => carriesMarker(member.pid, marker)) };
+}
+
+/** Live members of group `pgid` that started no earlier than its leader did (the leader may be gone); `scan` is a processGroups result to reuse. */
+export function ownMembers(pgid: number, leaderStartTime: number, scan?: Map<number, ProcStat[]>) {
+  const members = liveMembers((scan ?? processGroups([pgid])).get(pgid) ?? []);
+  const leader = members.find((member) => member.pid === pgid);
+  // A leader with another start time means the group id now belongs to someone else.
+  if (leader && leader.startTime !== leaderStartTime) return [];
+  return members.filter((member) => member.startTime >= leaderStartTime);
+}
+
 /** Sends `signal` to a whole process group; false when the group no longer exists. */
 export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
   if (!Number.isInteger(pgid) || pgid <= 1) return false;

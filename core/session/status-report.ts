@@ -1,6 +1,6 @@
 import type { Store } from "../store/store.js";
 import { prefixRange } from "../store/paths.js";
-import { groupCpuSeconds, liveMembers, processGroups, type ProcStat } from "./proc.js";
+import { agentMarker, groupCpuSeconds, processGroups, provenMembers, type ProcStat } from "./proc.js";
 import {
   CONTEXT_SUFFIX,
   agentsPrefix,
@@ -92,7 +92,7 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
   for (const { path, value } of store.query(`${agentsPrefix(sid)}/*`)) if (!path.endsWith(CONTEXT_SUFFIX)) agentRecords.push(value as AgentRecord);
   const groups = processGroups(agentRecords.map((agent) => agent.pgid ?? 0));
   const now = Date.now();
-  const agents = agentRecords.map((agent) => agentView(agent, groups, now));
+  const agents = agentRecords.map((agent) => agentView(sid, agent, groups, now));
   // Without a supervisor, whatever still runs is an orphan: nobody restarts, pauses or stops it.
   if (status === "interrupted") for (const agent of agents) if (agent.alive) agent.status = "orphaned";
   const tasks = taskCounts(store, sid);
@@ -118,8 +118,8 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
   };
 }
 
-function agentView(agent: AgentRecord, groups: Map<number, ProcStat[]>, now: number): AgentStatusView {
-  const members = ownGroupMembers(agent, groups);
+function agentView(sessionId: string, agent: AgentRecord, groups: Map<number, ProcStat[]>, now: number): AgentStatusView {
+  const members = ownGroupMembers(sessionId, agent, groups);
   const leader = members.find((member) => member.pid === agent.pid);
   const alive = leader !== undefined;
   const recordedLive = agent.status === "running" || agent.status === "paused" || agent.status === "starting";
@@ -140,13 +140,17 @@ function agentView(agent: AgentRecord, groups: Map<number, ProcStat[]>, now: num
   };
 }
 
-/** Live members of the agent's group, verified by start time so that a recycled pid is not counted. */
-function ownGroupMembers(agent: AgentRecord, groups: Map<number, ProcStat[]>): ProcStat[] {
+/**
+ * Live members of the agent's group that APEX can prove it started (proc.ts provenMembers):
+ * pid and start time say only that a process is the one a record names, and a record can be
+ * forged to name any process; the nonce in the process's environment proves it is APEX's. So a
+ * forged record never makes status show a foreign process as the agent, or as left running.
+ */
+function ownGroupMembers(sessionId: string, agent: AgentRecord, groups: Map<number, ProcStat[]>): ProcStat[] {
   if (!agent.pgid || agent.start_time === null) return [];
-  const members = liveMembers(groups.get(agent.pgid) ?? []);
-  const leader = members.find((member) => member.pid === agent.pgid);
-  if (leader && leader.startTime !== agent.start_time) return [];
-  return members.filter((member) => member.startTime >= agent.start_time!);
+  const marker = agentMarker(sessionId, agent.nonce);
+  if (!marker) return [];
+  return provenMembers(agent.pgid, agent.start_time, marker, groups).members;
 }
 
 /** Tasks by status: the counts kept with every task change, or (for an older store) a scan. */

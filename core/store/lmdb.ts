@@ -22,6 +22,7 @@ import { currentActor } from "../actor.js";
 import { ApexError } from "../errors.js";
 import { compileGlob } from "./glob.js";
 import { checkPath, pathProblem, subtreeRange } from "./paths.js";
+import { checkStoreFileLength } from "./file-check.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "./private.js";
 import { RecordDamage, damageError, isDamage, writeFailure } from "./store-errors.js";
 import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "./value-codec.js";
@@ -146,6 +147,8 @@ export class LmdbStore implements StorageBackend {
       const notice = options.onNotice ?? ((message: string) => process.stderr.write(`notice: ${message}\n`));
       notice(`${dataDir} could be read by other users; ${tightened.length} entr${tightened.length === 1 ? "y was" : "ies were"} made owner-only (directories 0700, files 0600).`);
     }
+    // A truncated file would crash the first read (SIGBUS): named as damage instead (file-check.ts).
+    checkStoreFileLength(file, dataDir);
     if (!options.readOnly) {
       const created = !existsSync(file);
       makePrivateDir(dataDir);

@@ -32,9 +32,12 @@ function tolerant(fn: () => void): void {
 
 /** Creates `dir` (and missing parents) owner-only; an existing `dir` is made owner-only too. */
 export function makePrivateDir(dir: string): void {
-  const first = mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+  const created = mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
   // mkdir's mode is cut by the umask: set it on every directory made here, and on `dir`.
   const made: string[] = [resolve(dir)];
+  // mkdir returns the first directory it made as `dir` was given (relative when `dir` is):
+  // compared unresolved, the loop went on up to / and made the cwd's parents (/tmp) owner-only.
+  const first = created === undefined ? undefined : resolve(created);
   if (first) for (let at = dirname(made[0]!); at.length >= first.length && at !== dirname(at); at = dirname(at)) made.push(at);
   for (const path of made) {
     tolerant(() => {

@@ -13,6 +13,11 @@
  *  - repair: refused while a supervisor runs, except --dry-run. It rewrites objects, catalog
  *    records and manifests of the whole store, which the running supervisor caches and writes.
  */
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { currentActor } from "../../core/actor.js";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, plural, printJson, printLine } from "../../core/cli/output.js";
@@ -32,6 +37,7 @@ import {
   validateOutOfProcess,
   type CheckpointDiff,
   type ReconstructReport,
+  type RepairAction,
   type RepairResult,
   type StoreProblem,
   type ValidationReport,
@@ -278,7 +284,13 @@ async function validate(location: ProjectLocation, sessionId: string | undefined
 async function sessionIdOf(location: ProjectLocation, ref: string | undefined): Promise<string | undefined> {
   if (ref === undefined) return undefined;
   if (process.env.APEX_SOCKET) return ref;
-  return withReadStore(location, (store) => resolveSessionRef(store, ref));
+  try {
+    return await withReadStore(location, (store) => resolveSessionRef(store, ref));
+  } catch (error) {
+    // Validate and repair are what a damaged store needs: a session list they cannot read does not stop them.
+    if (isApexError(error) && error.code === "APEX_E_STORE_DAMAGED") return ref;
+    throw error;
+  }
 }
 
 export async function validateCommand(location: ProjectLocation, ref: string | undefined, options: { json?: boolean }): Promise<void> {
@@ -361,14 +373,19 @@ async function repairStopped(location: ProjectLocation, ref: string | undefined,
     });
   }
   let result: RepairResult;
-  if (before.problems.length === 0) result = { dryRun, actions: [], before, ...(dryRun ? {} : { after: before }) };
-  else {
-    const store = await openStore(location, { readOnly: dryRun });
+  if (before.problems.some((problem) => problem.code === "store-damaged")) result = await repairDamagedFile(location, before, dryRun);
+  else if (before.problems.length === 0) result = { dryRun, actions: [], before, ...(dryRun ? {} : { after: before }) };
+  else if (dryRun) {
+    const store = await openStore(location, { readOnly: true });
     try {
       result = await repairStore(store, { dryRun });
     } finally {
       await store.close();
     }
+  } else {
+    const repaired = repairOutOfProcess(location.storeDir);
+    // A damaged page crashed the repairer: copy what reads into a fresh file and repair that.
+    result = "crashed" in repaired ? await repairDamagedFile(location, before, false, repaired.crashed) : repaired;
   }
   const after = result.after;
   process.exitCode = dryRun || after?.ok ? 0 : 1;
@@ -393,6 +410,54 @@ async function repairStopped(location: ProjectLocation, ref: string | undefined,
   else {
     printLine(paint(`Problems remain:`, "red"));
     printProblems(after?.problems ?? []);
+  }
+}
+
+/**
+ * LMDB-level damage (validate read the file record by record): every record that still reads is
+ * copied into a fresh store file, which takes the damaged file's place (kept beside it); then
+ * the new file is validated and repaired as any store is. Acknowledged writes that still read
+ * are all in the copy.
+ */
+async function repairDamagedFile(location: ProjectLocation, before: ValidationReport, dryRun: boolean, crashed?: string): Promise<RepairResult> {
+  const regions = crashed ? 1 : before.problems.filter((problem) => problem.code === "store-damaged").length - 1;
+  if (dryRun) {
+    return { dryRun, actions: [{ action: "copy-store", target: `${location.storeDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${before.records} records that read into a fresh store file` }], before };
+  }
+  const { replaceWithSalvage } = await import("../../core/store/lmdb-salvage-process.js");
+  const salvaged = replaceWithSalvage(location.storeDir);
+  const copyAction: RepairAction = {
+    action: "copy-store",
+    target: `${location.storeDir}/store.mdb`,
+    reason: `${crashed ? `repairing in place ${crashed}; ` : ""}${regions} damaged region${regions === 1 ? "" : "s"}: copied the ${salvaged.copied} records that read into a fresh store file (${salvaged.lost} could not be read); the damaged file is kept as ${salvaged.damagedFile}`,
+  };
+  const copied = await validateOutOfProcess(location.storeDir);
+  if (copied.problems.length === 0) return { dryRun, actions: [copyAction], before, after: copied };
+  const rest = repairOutOfProcess(location.storeDir);
+  if ("crashed" in rest) {
+    throw new ApexError("APEX_E_STORE_DAMAGED", `The store file was copied (${copyAction.reason}), but repairing the copy ${rest.crashed}.`, {
+      hint: "Restore a backup of .apex/, or recover what still verifies into a new session with `apex session reconstruct <session>`.",
+    });
+  }
+  return { ...rest, actions: [copyAction, ...rest.actions], before };
+}
+
+const REPAIR_WORKER = fileURLToPath(new URL("./repair-worker.js", import.meta.url));
+
+/** repairStore in a child process (repair-worker.ts): a damaged page that crashes the reader ends the child, not the command. */
+function repairOutOfProcess(storeDir: string): RepairResult | { crashed: string } {
+  const work = mkdtempSync(join(tmpdir(), "apex-repair-"));
+  try {
+    const resultFile = join(work, "result.json");
+    const child = spawnSync(process.execPath, [REPAIR_WORKER, storeDir, resultFile], { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"], maxBuffer: 16 * 1024 * 1024 });
+    if (child.signal) return { crashed: `was killed by ${child.signal}` };
+    if (child.status !== 0 && /APEX_E_STORE_DAMAGED|store file .* is damaged/.test(child.stderr ?? "")) return { crashed: "met damage LMDB cannot read past" };
+    if (child.status !== 0 || !existsSync(resultFile)) {
+      throw new ApexError("APEX_E_INTEGRITY", `Repair failed: ${(child.stderr ?? "").trim().split("\n").slice(-3).join(" | ") || `exit code ${child.status}`}.`);
+    }
+    return JSON.parse(readFileSync(resultFile, "utf8")) as RepairResult;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
   }
 }
 

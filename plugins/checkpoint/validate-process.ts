@@ -2,7 +2,10 @@ import { fork } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ApexError, type ErrorCode } from "../../core/errors.js";
-import type { ValidationReport } from "./validate.js";
+import { STORE_FILE } from "../../core/store/store.js";
+import { salvageOutOfProcess } from "../../core/store/lmdb-salvage-process.js";
+import { join } from "node:path";
+import type { StoreProblem, ValidationReport } from "./validate.js";
 
 /** The compiled entry module that validates a store in a child process. */
 export const VALIDATE_WORKER = fileURLToPath(new URL("./validate-worker.js", import.meta.url));
@@ -52,16 +55,70 @@ export function validateOutOfProcess(storeDir: string, options: OutOfProcessOpti
       clearTimeout(timer);
       reject(new ApexError("APEX_E_PROCESS", `Cannot start the validator: ${error.message}`, { cause: error }));
     });
+    const settle = (build: () => ValidationReport) => {
+      try {
+        resolve(build());
+      } catch (error) {
+        reject(error);
+      }
+    };
     child.on("exit", (code, signal) => {
       clearTimeout(timer);
       if (message?.type === "report") return resolve(message.report);
+      // Damage LMDB reports, or a damaged page that crashed the reader: read the file record by
+      // record past the damage (in child processes too), and report every damaged region.
+      if (message?.type === "error" && message.error.code === "APEX_E_STORE_DAMAGED") {
+        const stoppedBy = message.error.message;
+        return settle(() => damageReport(storeDir, stoppedBy));
+      }
       if (message?.type === "error") {
         return reject(new ApexError(message.error.code, message.error.message, message.error.hint ? { hint: message.error.hint } : {}));
+      }
+      if (signal && !timedOut) {
+        const stoppedBy = `The validator was killed by ${signal} while reading the store.`;
+        return settle(() => {
+          try {
+            return damageReport(storeDir, stoppedBy, true);
+          } catch (error) {
+            return crashedReport(`${stoppedBy} Reading it record by record failed too: ${(error as Error).message}`);
+          }
+        });
       }
       const how = timedOut ? `was stopped after ${options.timeoutMs ?? 600_000} ms` : signal ? `was killed by ${signal}` : `exited with code ${code}`;
       resolve(crashedReport(`The validator ${how} while reading the store${stderr.trim() ? `: ${stderr.trim().split("\n").slice(-3).join(" | ")}` : ""}.`));
     });
   });
+}
+
+/**
+ * A report of LMDB-level damage: what stopped validation, then one `store-damaged` problem per
+ * damaged region of each table, found by reading every table record by record
+ * (core/store/salvage.ts). Checkpoints could not be verified past the damage; `session repair`
+ * copies what reads into a fresh store file, then validates and repairs that.
+ */
+export function damageReport(storeDir: string, stoppedBy: string, crashed = false): ValidationReport {
+  const scan = salvageOutOfProcess(join(storeDir, STORE_FILE));
+  const problems: StoreProblem[] = [{ code: "store-damaged", severity: "error", message: `${stoppedBy} Checkpoints and records could not be checked past the damage.` }];
+  let read = 0;
+  let unreadable = 0;
+  for (const region of scan.damaged) problems.push({ code: "store-damaged", severity: "error", message: `the list of tables: ${region.message}` });
+  for (const table of scan.tables) {
+    read += table.records;
+    unreadable += Math.max(0, table.entries - table.records);
+    for (const region of table.damaged) {
+      problems.push({ code: "store-damaged", severity: "error", message: `table ${table.name}, ${region.after === null ? "at its start" : `after key ${region.after}`}: ${region.message}` });
+    }
+  }
+  problems[0]!.message += ` Read record by record: ${read} records read, ${unreadable} unreadable, ${problems.length - 1} damaged region${problems.length === 2 ? "" : "s"}.`;
+  // A validator that died although every record reads: a crash of the validator, not damage that was found.
+  if (problems.length === 1 && crashed) problems[0]!.code = "validator-crashed";
+  return {
+    ok: false,
+    problems,
+    checkpoints: { total: 0, verified: 0, damaged: [] },
+    objects: { scanned: false, values: 0, trees: 0, unreferencedValues: 0, unreferencedTrees: 0, packs: 0, packBytes: 0, garbageBytes: 0 },
+    records: read,
+  };
 }
 
 function crashedReport(message: string): ValidationReport {

@@ -65,6 +65,7 @@ export type ProblemCode =
   | "current-session-missing"
   | "task-unknown-agent"
   | "checkpoint-escapes-session"
+  | "store-damaged"
   | "validator-crashed";
 
 export interface StoreProblem {
@@ -740,7 +741,8 @@ export type RepairActionKind =
   | "remove-record"
   | "restore-record"
   | "clear-current-session"
-  | "unassign-task";
+  | "unassign-task"
+  | "copy-store";
 
 export interface RepairAction {
   action: RepairActionKind;

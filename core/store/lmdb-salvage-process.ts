@@ -1,0 +1,118 @@
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ApexError } from "../errors.js";
+import type { CrashPoint, ScanResult } from "./lmdb-salvage.js";
+
+/** The compiled worker beside this module; from the TypeScript sources (tests), the build's. */
+function workerPath(): string {
+  const beside = fileURLToPath(new URL("./lmdb-salvage-worker.js", import.meta.url));
+  return existsSync(beside) ? beside : fileURLToPath(new URL("../../dist/core/store/lmdb-salvage-worker.js", import.meta.url));
+}
+/** Restarts after a crash of the reader before giving up. Each restart skips past where the last one died. */
+const MAX_RESTARTS = 40;
+
+export interface SalvageRun extends ScanResult {
+  /** How the readers that died ended, in order. */
+  crashes: CrashPoint[];
+}
+
+/**
+ * Scans the store file `file` in child processes (lmdb-salvage.ts), restarting the reader past the
+ * point where it died whenever a damaged page kills it with a signal. With `copyTo`, every
+ * record that reads is copied into a new store file there.
+ */
+export function salvageOutOfProcess(file: string, options: { copyTo?: string } = {}): SalvageRun {
+  const work = mkdtempSync(join(tmpdir(), "apex-salvage-"));
+  try {
+    const crashes: CrashPoint[] = [];
+    for (let attempt = 0; attempt <= MAX_RESTARTS; attempt++) {
+      const progressFile = join(work, `progress-${attempt}`);
+      const resultFile = join(work, `result-${attempt}.json`);
+      const requestFile = join(work, `request-${attempt}.json`);
+      writeFileSync(requestFile, JSON.stringify({ file, progressFile, resultFile, crashes, ...(options.copyTo ? { copyTo: options.copyTo } : {}) }), { mode: 0o600 });
+      const child = spawnSync(process.execPath, [workerPath(), requestFile], { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"], maxBuffer: 16 * 1024 * 1024 });
+      if (child.status === 0 && existsSync(resultFile)) return { ...(JSON.parse(readFileSync(resultFile, "utf8")) as ScanResult), crashes };
+      if (!child.signal) {
+        throw new ApexError("APEX_E_STORE_DAMAGED", `Reading the store file ${file} record by record failed: ${(child.stderr ?? "").trim().split("\n").slice(-3).join(" | ") || `exit code ${child.status}`}.`, {
+          hint: "Restore a backup of .apex/, or recover what still verifies into a new session with `apex session reconstruct <session>`.",
+          details: { store: file },
+        });
+      }
+      const at = lastProgress(progressFile);
+      const previous = crashes.find((crash) => crash.table === at.table && crash.after === at.after);
+      if (previous) previous.attempts += 1;
+      else crashes.push({ table: at.table, after: at.after, attempts: 1, signal: child.signal });
+    }
+    throw new ApexError("APEX_E_STORE_DAMAGED", `Reading the store file ${file} crashed the reader ${MAX_RESTARTS + 1} times; what follows the last crash could not be read.`, {
+      hint: "Restore a backup of .apex/, or recover what still verifies into a new session with `apex session reconstruct <session>`.",
+      details: { store: file },
+    });
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** The table and key after which the reader died: the last line of its progress file. */
+function lastProgress(progressFile: string): { table: string; after: string | null } {
+  let text = "";
+  try {
+    text = readFileSync(progressFile, "utf8");
+  } catch {
+    return { table: "", after: null };
+  }
+  const lines = text.split("\n").filter((line) => line.length > 0);
+  const last = lines.at(-1);
+  if (last === undefined) return { table: "", after: null };
+  const tab = last.indexOf("\t");
+  const table = last.slice(0, tab);
+  const key = last.slice(tab + 1);
+  return { table, after: key === "" ? null : key };
+}
+
+export interface SalvageReplacement extends SalvageRun {
+  /** Where the damaged file was kept. */
+  damagedFile: string;
+  /** Records copied into the new store file. */
+  copied: number;
+  /** Records the tables' headers counted that could not be read. */
+  lost: number;
+}
+
+/**
+ * Copies every record of `<storeDir>/store.mdb` that still reads into a fresh store file and
+ * puts it in the damaged file's place; the damaged file is kept beside it as
+ * `store.mdb.damaged-<time>`. No process may have the store open (repair stops the session first).
+ */
+export function replaceWithSalvage(storeDir: string): SalvageReplacement {
+  const file = join(storeDir, "store.mdb");
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const workDir = join(storeDir, `salvage-${stamp}`);
+  const copy = join(workDir, "store.mdb");
+  try {
+    const run = salvageOutOfProcess(file, { copyTo: copy });
+    if (run.tables.every((table) => table.records === 0)) {
+      throw new ApexError("APEX_E_STORE_DAMAGED", `No record of the store file ${file} could be read${run.crashes.length > 0 ? ` (the reader was killed by ${run.crashes[0]!.signal})` : ""}; it was left as it is.`, {
+        hint: "The file is probably truncated or overwritten: restore a backup of .apex/.",
+        details: { store: file },
+      });
+    }
+    const damagedFile = `${file}.damaged-${stamp}`;
+    renameSync(file, damagedFile);
+    renameSync(copy, file);
+    chmodSync(file, 0o600);
+    // The lock file describes readers of the old file; LMDB makes a new one.
+    rmSync(`${file}-lock`, { force: true });
+    let copied = 0;
+    let lost = 0;
+    for (const table of run.tables) {
+      copied += table.records;
+      lost += Math.max(0, table.entries - table.records);
+    }
+    return { ...run, damagedFile, copied, lost };
+  } finally {
+    rmSync(workDir, { recursive: true, force: true });
+  }
+}
