@@ -52,9 +52,5 @@ export const builtinServices = {
  * project's `store:` or APEX_STORE_URL names them: their drivers stay out of CLI start-up.
  */
 export const builtinStorageBackends: Readonly<Record<string, () => Promise<StorageBackendFactory>>> = {
-  postgres: async () => {
-    // Named through a variable: the module ships with the PostgreSQL backend (and needs `pg`).
-    const specifier = "./postgres/backend.js";
-    return ((await import(specifier)) as { postgresBackend: StorageBackendFactory }).postgresBackend;
-  },
+  postgres: async () => (await import("./postgres/backend.js")).postgresBackend,
 };

@@ -116,7 +116,9 @@ async function readStoreSection(configPath: string): Promise<StoreSection | unde
 /** Opens the project's store (creating it unless read-only). */
 export async function openStore(target: StoreTarget, options: StoreOpenOptions = {}): Promise<StorageBackend> {
   const spec = await resolveStoreSpec(target);
-  return (await backendFactory(spec.backend)).open(spec, options);
+  const store = (await backendFactory(spec.backend)).open(spec, options);
+  store.spec = spec;
+  return store;
 }
 
 /** True when the project's store exists (for LMDB one stat, without loading lmdb). */

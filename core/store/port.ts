@@ -113,6 +113,8 @@ export interface StorageBackend {
   readonly dir: string;
   readonly readOnly: boolean;
   readonly actor: string;
+  /** How it was opened (openStore sets it), so that a child process (a validator, say) can open the same store. */
+  spec?: StoreSpec;
 
   // The keyspace: reads.
   get(path: string): JsonValue | undefined;

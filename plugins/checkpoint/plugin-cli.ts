@@ -26,7 +26,7 @@ import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { forcedEndpoint, liveSupervisor, writerEndpoint } from "../../core/session/runtime.js";
 import { type Store, type JsonValue } from "../../core/store/store.js";
-import { openStore, storeExists } from "../../core/store/open.js";
+import { openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import type { CheckpointSummary } from "./catalog.js";
 import {
   deleteCheckpoint,
@@ -278,7 +278,7 @@ export async function deleteCheckpointCommand(location: ProjectLocation, ref: st
 /** Validates in a child process; a crash of the reader becomes a `validator-crashed` problem. */
 async function validate(location: ProjectLocation, sessionId: string | undefined): Promise<ValidationReport> {
   if (process.env.APEX_SOCKET) return (await callSupervisor(process.env.APEX_SOCKET, "session.validate", sessionId ? { session_id: sessionId } : {}, 600_000)) as ValidationReport;
-  return validateOutOfProcess(location.storeDir, sessionId ? { sessionId } : {});
+  return validateOutOfProcess(await resolveStoreSpec(location), sessionId ? { sessionId } : {});
 }
 
 async function sessionIdOf(location: ProjectLocation, ref: string | undefined): Promise<string | undefined> {
@@ -365,7 +365,7 @@ async function repairStopped(location: ProjectLocation, ref: string | undefined,
   const dryRun = options.dryRun;
   const sessionId = await sessionIdOf(location, ref);
   // Read out of process first: if reading the store crashes the reader, repairing it here would crash too.
-  const before = await validateOutOfProcess(location.storeDir);
+  const before = await validateOutOfProcess(await resolveStoreSpec(location));
   const crashed = before.problems.find((problem) => problem.code === "validator-crashed");
   if (crashed) {
     throw new ApexError("APEX_E_INTEGRITY", `Cannot repair: ${crashed.message}`, {
@@ -431,7 +431,7 @@ async function repairDamagedFile(location: ProjectLocation, before: ValidationRe
     target: `${location.storeDir}/store.mdb`,
     reason: `${crashed ? `repairing in place ${crashed}; ` : ""}${regions} damaged region${regions === 1 ? "" : "s"}: copied the ${salvaged.copied} records that read into a fresh store file (${salvaged.lost} could not be read); the damaged file is kept as ${salvaged.damagedFile}`,
   };
-  const copied = await validateOutOfProcess(location.storeDir);
+  const copied = await validateOutOfProcess(await resolveStoreSpec(location));
   if (copied.problems.length === 0) return { dryRun, actions: [copyAction], before, after: copied };
   const rest = repairOutOfProcess(location.storeDir);
   if ("crashed" in rest) {
@@ -467,7 +467,7 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
   if (!process.env.APEX_SOCKET && !(await storeExists(location))) throw noStore();
   const sessionId = (await sessionIdOf(location, ref))!;
   if (!process.env.APEX_SOCKET) {
-    const check = await validateOutOfProcess(location.storeDir, { sessionId });
+    const check = await validateOutOfProcess(await resolveStoreSpec(location), { sessionId });
     const crashed = check.problems.find((problem) => problem.code === "validator-crashed");
     if (crashed) throw new ApexError("APEX_E_INTEGRITY", `Cannot reconstruct: ${crashed.message}`, { hint: "Restore a backup of .apex/." });
   }

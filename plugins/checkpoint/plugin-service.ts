@@ -421,7 +421,7 @@ export class SessionCheckpoints {
       // In a child process, as always: a damaged record must not take the supervisor down.
       "session.validate": (params) => {
         const sessionId = optionalString(params, "session_id");
-        return validateOutOfProcess(this.store.dir, sessionId ? { sessionId: resolveSessionRef(this.store, sessionId) } : {}) as unknown as Promise<JsonValue>;
+        return validateOutOfProcess(this.store.spec ?? this.store.dir, sessionId ? { sessionId: resolveSessionRef(this.store, sessionId) } : {}) as unknown as Promise<JsonValue>;
       },
       // Branch and merge (branch-methods.ts): writes, so they run where the writer is.
       ...branchMethods(this.store, {

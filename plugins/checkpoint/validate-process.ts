@@ -2,7 +2,8 @@ import { fork } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ApexError, type ErrorCode } from "../../core/errors.js";
-import { STORE_FILE } from "../../core/store/store.js";
+import { STORE_FILE, lmdbDataDir } from "../../core/store/store.js";
+import type { StoreSpec } from "../../core/store/port.js";
 import { salvageOutOfProcess } from "../../core/store/lmdb-salvage-process.js";
 import { join } from "node:path";
 import type { StoreProblem, ValidationReport } from "./validate.js";
@@ -28,7 +29,10 @@ type WorkerMessage =
  * `validator-crashed` problem saying how it died, instead of a crash of the caller.
  * Rejects only when validation could not start (no store, no worker module).
  */
-export function validateOutOfProcess(storeDir: string, options: OutOfProcessOptions = {}): Promise<ValidationReport> {
+export function validateOutOfProcess(target: StoreSpec | string, options: OutOfProcessOptions = {}): Promise<ValidationReport> {
+  // An LMDB store's file can be read record by record past damage; other backends report their own errors.
+  const lmdbDir = typeof target === "string" ? target : target.backend === "lmdb" ? lmdbDataDir(target) : undefined;
+  const storeDir = lmdbDir ?? "";
   const workerPath = options.workerPath ?? VALIDATE_WORKER;
   if (!existsSync(workerPath)) {
     return Promise.reject(
@@ -36,7 +40,7 @@ export function validateOutOfProcess(storeDir: string, options: OutOfProcessOpti
     );
   }
   return new Promise((resolve, reject) => {
-    const args = [storeDir, ...(options.sessionId ? ["--session", options.sessionId] : [])];
+    const args = [typeof target === "string" ? target : JSON.stringify(target), ...(options.sessionId ? ["--session", options.sessionId] : [])];
     const child = fork(workerPath, args, { stdio: ["ignore", "ignore", "pipe", "ipc"], execArgv: [] });
     let message: WorkerMessage | undefined;
     let stderr = "";
@@ -67,14 +71,14 @@ export function validateOutOfProcess(storeDir: string, options: OutOfProcessOpti
       if (message?.type === "report") return resolve(message.report);
       // Damage LMDB reports, or a damaged page that crashed the reader: read the file record by
       // record past the damage (in child processes too), and report every damaged region.
-      if (message?.type === "error" && message.error.code === "APEX_E_STORE_DAMAGED") {
+      if (message?.type === "error" && message.error.code === "APEX_E_STORE_DAMAGED" && lmdbDir !== undefined) {
         const stoppedBy = message.error.message;
         return settle(() => damageReport(storeDir, stoppedBy));
       }
       if (message?.type === "error") {
         return reject(new ApexError(message.error.code, message.error.message, message.error.hint ? { hint: message.error.hint } : {}));
       }
-      if (signal && !timedOut) {
+      if (signal && !timedOut && lmdbDir !== undefined) {
         const stoppedBy = `The validator was killed by ${signal} while reading the store.`;
         return settle(() => {
           try {
@@ -93,7 +97,7 @@ export function validateOutOfProcess(storeDir: string, options: OutOfProcessOpti
 /**
  * A report of LMDB-level damage: what stopped validation, then one `store-damaged` problem per
  * damaged region of each table, found by reading every table record by record
- * (core/store/salvage.ts). Checkpoints could not be verified past the damage; `session repair`
+ * (core/store/lmdb-salvage.ts). Checkpoints could not be verified past the damage; `session repair`
  * copies what reads into a fresh store file, then validates and repairs that.
  */
 export function damageReport(storeDir: string, stoppedBy: string, crashed = false): ValidationReport {

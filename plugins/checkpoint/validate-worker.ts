@@ -8,7 +8,8 @@
  * prints it as JSON on stdout. Exit code: 0 valid, 1 problems found, 2 could not validate.
  */
 import { isApexError } from "../../core/errors.js";
-import { openStore, storeExists } from "../../core/store/open.js";
+import { openStore } from "../../core/store/open.js";
+import type { StoreSpec } from "../../core/store/port.js";
 import { validateStore } from "./validate.js";
 
 async function main(argv: string[]): Promise<number> {
@@ -19,7 +20,8 @@ async function main(argv: string[]): Promise<number> {
     else return fail(`unexpected argument ${JSON.stringify(rest[i])}`);
   }
   if (!dir) return fail("usage: validate-worker <store-dir> [--session <id>]");
-  const store = await openStore(dir, { readOnly: true });
+  // A resolved store spec (JSON, any backend), or an LMDB store directory.
+  const store = await openStore(dir.startsWith("{") ? (JSON.parse(dir) as StoreSpec) : dir, { readOnly: true });
   try {
     const report = validateStore(store, sessionId ? { sessionId } : {});
     await send({ type: "report", report });

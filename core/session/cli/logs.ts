@@ -36,7 +36,7 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
   if (process.env.APEX_REMOTE) return showRemoteLogs(agent, options);
   const sessionId =
     options.session !== undefined
-      ? logSessionByRef(location.storeDir, options.session, await sessionNamed(location.storeDir, options.session))
+      ? logSessionByRef(location.storeDir, options.session, await sessionNamed(location, options.session))
       : (process.env.APEX_SESSION_ID ?? readRuntime(location.storeDir)?.session_id ?? latestLogSession(location.storeDir));
   if (!sessionId) {
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
@@ -121,12 +121,12 @@ function logSessionByRef(storeDir: string, ref: string, named: string | undefine
 }
 
 /** The id of the session named `name` (a branch session), read from the store (loaded only for a name). */
-async function sessionNamed(storeDir: string, name: string): Promise<string | undefined> {
+async function sessionNamed(location: ProjectLocation, name: string): Promise<string | undefined> {
   const { SESSION_NAME_PATTERN, sessionIdByName } = await import("../names.js");
   if (!SESSION_NAME_PATTERN.test(name)) return undefined;
   const { openStore, storeExists } = await import("../../store/open.js");
-  if (!(await storeExists(storeDir))) return undefined;
-  const store = await openStore(storeDir, { readOnly: true });
+  if (!(await storeExists(location))) return undefined;
+  const store = await openStore(location, { readOnly: true });
   try {
     return sessionIdByName(store, name);
   } finally {
