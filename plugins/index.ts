@@ -9,6 +9,7 @@ import { registerSessionBranchCommands } from "./checkpoint/branch-commands.js";
 import type { ApexPlugin } from "../core/engine.js";
 import type { StorageBackendFactory } from "../core/store/port.js";
 import { registerCheckpointCommands } from "./checkpoint/cli.js";
+import { registerStoreCommands } from "./postgres/cli.js";
 import { registerRemoteCommands } from "./sharing/remote-cli.js";
 
 const PLUGINS: ReadonlyArray<() => Promise<{ default: ApexPlugin<any> }>> = [
@@ -30,13 +31,14 @@ export async function loadBuiltinPlugins(): Promise<ApexPlugin<any>[]> {
 /**
  * Command groups of built-in plugins that the CLI defines whatever the config (their actions
  * load the plugin's code): `apex checkpoint …` with the integrity commands of `apex session
- * …`, and `apex serve|connect|login` with `apex session share…`. Each is placed after the core
+ * …`, and `apex serve|connect|login` with `apex session share…`, and `apex store migrate`. Each is placed after the core
  * group it names, so `apex --help` keeps its order.
  */
 export const builtinCommandGroups: ReadonlyArray<{ name: string; after: string; register: (program: Command) => void }> = [
   { name: "checkpoint", after: "session", register: registerCheckpointCommands },
   { name: "session-branch", after: "checkpoint", register: registerSessionBranchCommands },
   { name: "remote", after: "session-branch", register: registerRemoteCommands },
+  { name: "store", after: "plugins", register: registerStoreCommands },
 ];
 
 /** Plugin code that core commands call, loaded when they run. */

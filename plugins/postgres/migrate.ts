@@ -74,9 +74,11 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
   }
   progress(`replaying ${changes} changes (revision ${revision})`);
   let group: Change[] = [];
+  let replayed = 0;
   const flushGroup = async () => {
     const pending = group;
     group = [];
+    replayed += pending.length;
     await target.transaction(() => {
       let start = 0;
       // Consecutive changes by one actor at one instant were one batch; each stays one batch.
@@ -100,7 +102,10 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
   };
   for (const change of source.changesSince(0)) {
     group.push(change);
-    if (group.length >= CHANGES_PER_TRANSACTION) await flushGroup();
+    if (group.length >= CHANGES_PER_TRANSACTION) {
+      await flushGroup();
+      progress(`replayed ${replayed} of ${changes} changes`);
+    }
   }
   if (group.length > 0) await flushGroup();
 

@@ -1,0 +1,136 @@
+/**
+ * `apex store migrate --to URL`: copies the project's store (opened read-only) into an empty
+ * store on another backend with migrateStore, then validates every checkpoint on the target
+ * and prints how to switch the project to it. Refuses, writing nothing, while a supervisor
+ * runs (the store would change under the copy) and when the target already holds data.
+ */
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { printJson, printLine } from "../../core/cli/output.js";
+import { ApexError } from "../../core/errors.js";
+import { backendFactory, describeStore, openStore, redactUrl, resolveStoreSpec, storeExists } from "../../core/store/open.js";
+import type { StorageBackend, StoreSpec, TableOptions } from "../../core/store/port.js";
+import { currentSession, supervisorAlive } from "../../core/session/sessions.js";
+import { liveSupervisor } from "../../core/session/runtime.js";
+import { CATALOG_DB, CATALOG_TABLE } from "../checkpoint/catalog.js";
+import { FILTER_DB } from "../checkpoint/engine/hash-filter.js";
+import { JOURNAL_DB, PACKS_DB, TREES_DB, VALUES_DB } from "../checkpoint/engine/objects.js";
+import { validateStore } from "../checkpoint/validate.js";
+import { migrateStore } from "./migrate.js";
+
+/** The tables of the built-in plugins with their kinds (the port's tableNames() gives names only). */
+const TABLES: Record<string, TableOptions> = {
+  [VALUES_DB]: { keys: "binary", values: "binary" },
+  [TREES_DB]: { keys: "binary", values: "binary" },
+  [PACKS_DB]: { keys: "uint32", values: "binary" },
+  [JOURNAL_DB]: { keys: "uint32", values: "binary" },
+  [FILTER_DB]: { keys: "uint32", values: "binary" },
+  [CATALOG_DB]: CATALOG_TABLE,
+};
+
+export interface MigrateCommandResult {
+  source: { backend: string; location: string };
+  target: { backend: string; location: string };
+  project?: string;
+  revision: number;
+  changes: number;
+  records: number;
+  tables: Record<string, number>;
+  checkpoints: { total: number; verified: number };
+  verified: true;
+  switch: { config: string; env: string };
+}
+
+export async function migrateStoreCommand(location: ProjectLocation, options: { to: string; json?: boolean }): Promise<void> {
+  const targetSpec = await targetSpecOf(location, options.to);
+  const sourceSpec = await resolveStoreSpec(location);
+  if (!(await storeExists(location))) {
+    throw new ApexError("APEX_E_NO_STORE", `There is no store to migrate (${describeStore(sourceSpec).backend} at ${describeStore(sourceSpec).location}).`, {
+      hint: "Run `apex start` in this project first, or point APEX_STORE_URL at the store to copy.",
+    });
+  }
+  if (sameStore(sourceSpec, targetSpec)) {
+    throw new ApexError("APEX_E_CONFLICT", "The target is the project's own store.", { hint: "Point --to at another database, project id or directory." });
+  }
+  const running = liveSupervisor(location.storeDir);
+  if (running) throw supervisorRunning(running.pid);
+
+  const progress = (message: string) => process.stderr.write(`apex store migrate: ${message}\n`);
+  let source: StorageBackend | undefined;
+  let target: StorageBackend | undefined;
+  try {
+    source = await openStore(location, { readOnly: true });
+    const session = currentSession(source);
+    if (session && (session.status === "active" || session.status === "paused") && supervisorAlive(session)) throw supervisorRunning(session.supervisor?.pid);
+    target = (await backendFactory(targetSpec.backend)).open(targetSpec, {});
+    target.spec = targetSpec;
+    const report = await migrateStore(source, target, { tables: TABLES, onProgress: progress });
+    progress("validating checkpoints on the target");
+    const validation = validateStore(target);
+    if (!validation.ok || validation.checkpoints.verified !== validation.checkpoints.total) {
+      const first = validation.problems.find((problem) => problem.severity === "error");
+      throw new ApexError("APEX_E_INTEGRITY", `The copy's checkpoints do not verify: ${validation.checkpoints.verified} of ${validation.checkpoints.total}${first ? ` (${first.message})` : ""}.`, {
+        hint: "The source is unchanged; drop the target and run the migration again.",
+      });
+    }
+    const result: MigrateCommandResult = {
+      source: describeStore(sourceSpec),
+      target: describeStore(targetSpec),
+      ...(targetSpec.project ? { project: targetSpec.project } : {}),
+      revision: report.revision,
+      changes: report.changes,
+      records: report.entries,
+      tables: report.tables,
+      checkpoints: { total: validation.checkpoints.total, verified: validation.checkpoints.verified },
+      verified: true,
+      switch: switchLines(targetSpec, options.to),
+    };
+    if (options.json) {
+      printJson(result);
+      return;
+    }
+    printLine(`Copied the store (${result.source.backend} at ${result.source.location}) to ${result.target.backend} at ${result.target.location}${result.project ? `, project ${result.project}` : ""}.`);
+    printLine(`  revision ${result.revision}, ${result.records} records, ${Object.entries(result.tables).map(([name, rows]) => `${name} ${rows}`).join(", ") || "no tables"}`);
+    printLine(`  ${result.checkpoints.verified} of ${result.checkpoints.total} checkpoints verified on the target; the source is unchanged.`);
+    printLine("To use it, put in apex.config.yaml:");
+    printLine(`  ${result.switch.config}`);
+    printLine(`or set: ${result.switch.env}`);
+  } finally {
+    await target?.close();
+    await source?.close();
+  }
+}
+
+/** The target's spec: --to read as APEX_STORE_URL would be (same project id), else a usage error. */
+async function targetSpecOf(location: ProjectLocation, url: string): Promise<StoreSpec> {
+  try {
+    return await resolveStoreSpec(location, { ...process.env, APEX_STORE_URL: url });
+  } catch (error) {
+    if (error instanceof ApexError && error.code === "APEX_E_CONFIG" && error.message.startsWith("APEX_STORE_URL")) {
+      throw new ApexError("APEX_E_USAGE", `--to must be postgres://… or lmdb:PATH, not ${JSON.stringify(redactUrl(url))}.`, {
+        hint: "e.g. apex store migrate --to postgres://apex@localhost:5432/apex, or --to lmdb:/srv/apex/store",
+      });
+    }
+    throw error;
+  }
+}
+
+function sameStore(a: StoreSpec, b: StoreSpec): boolean {
+  if (a.backend !== b.backend) return false;
+  if (a.backend === "lmdb") return describeStore(a).location === describeStore(b).location;
+  return a.url === b.url && a.project === b.project;
+}
+
+function supervisorRunning(pid: number | undefined): ApexError {
+  return new ApexError("APEX_E_SESSION_ACTIVE", `A supervisor is running${pid ? ` (pid ${pid})` : ""}: the store would change under the copy.`, {
+    hint: "Stop the session (`apex stop`), then run the migration again. Nothing was written.",
+  });
+}
+
+/** The config line and the environment variable that point the project at the target. */
+function switchLines(spec: StoreSpec, url: string): { config: string; env: string } {
+  if (spec.backend === "postgres") {
+    return { config: `store: { backend: postgres, url: ${JSON.stringify(url)}, project: ${spec.project} }`, env: `APEX_STORE_URL=${url}` };
+  }
+  const path = describeStore(spec).location;
+  return { config: `store: { backend: lmdb, url: ${JSON.stringify(path)} }`, env: `APEX_STORE_URL=lmdb:${path}` };
+}
