@@ -1,0 +1,130 @@
+// `apex store migrate --to URL` through the built CLI: a project with a real session (the
+// reference agents, memory, checkpoints) copied from LMDB to a real throwaway PostgreSQL
+// cluster and back to an LMDB directory. Every read command gives the same answer on each
+// copy, object hashes are identical, the source's file is byte for byte unchanged, and the
+// refusals (running supervisor, non-empty target, bad URL) write nothing.
+import { createHash } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Project, REPO_ROOT } from "./fixtures/agents/harness.js";
+import { startPostgres, type PostgresCluster } from "./support/postgres.js";
+
+let cluster: PostgresCluster;
+let project: Project;
+let backDir: string;
+
+const agent = (name: string) => [`  ${name}:`, "    command: node", `    args: [${JSON.stringify(join(REPO_ROOT, "agents", `${name}.mjs`))}]`, "    env:", '      APEX_AGENT_PACE: "0.2"'].join("\n");
+const CONFIG = ["session:", "  auto_recovery: false", "agents:", agent("supervisor"), agent("coder"), agent("adversary"), "plugins:", "  checkpoint: {}", "  retention: {}", "  metrics: {}", "  history: {}", ""].join("\n");
+
+beforeAll(async () => {
+  cluster = await startPostgres();
+  project = new Project(CONFIG, "apex-migrate-");
+  backDir = mkdtempSync(join(tmpdir(), "apex-migrate-back-"));
+  rmSync(backDir, { recursive: true });
+}, 120_000);
+afterAll(async () => {
+  project?.cleanup();
+  if (backDir) rmSync(backDir, { recursive: true, force: true });
+  await cluster?.stop();
+});
+
+const env = (url?: string) => (url ? { APEX_STORE_URL: url } : {});
+
+function ok(args: string[], url?: string): any {
+  const result = project.apex(args, { env: env(url) });
+  if (result.status !== 0) throw new Error(`apex ${args.join(" ")} exited ${result.status}: ${result.stderr}\n${result.stdout}`);
+  return args.includes("--json") ? JSON.parse(result.stdout) : result.stdout;
+}
+
+const dataFile = () => join(project.storeDir, "store.mdb");
+const hashFile = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
+
+/** What the read commands say of the project's store (APEX_STORE_URL = url, else the source). */
+function reads(url?: string) {
+  const checkpoints = ok(["checkpoint", "list", "--oldest", "--json"], url);
+  return {
+    sessions: ok(["session", "list", "--json"], url),
+    notes: ok(["memory", "show", "/notes", "--json"], url),
+    plan: ok(["memory", "show", "/notes/plan", "--json"], url),
+    checkpoints,
+    diff: ok(["checkpoint", "diff", checkpoints.items[0].id, checkpoints.items.at(-1).id, "--json"], url),
+    shows: checkpoints.items.map((item: { id: string }) => ok(["checkpoint", "show", item.id, "--json"], url)),
+    validate: ok(["session", "validate", "--json"], url),
+  };
+}
+
+describe("apex store migrate", () => {
+  let source: ReturnType<typeof reads>;
+  let pgUrl: string;
+
+  it("refuses while a supervisor runs, writing nothing to the target", () => {
+    project.start(["--task", "migrate me"]);
+    ok(["memory", "set", "/notes/plan", JSON.stringify({ steps: ["copy", "verify"], owner: "ann" })]);
+    ok(["checkpoint", "create", "before the second note"]);
+    ok(["memory", "set", "/notes/second", JSON.stringify("é and \u{1F600}")]);
+    ok(["checkpoint", "create", "after the second note", "--pin"]);
+
+    pgUrl = cluster.createDatabase();
+    const refused = project.apex(["store", "migrate", "--to", pgUrl, "--json"]);
+    expect(refused.status, refused.stderr).toBe(4);
+    expect(JSON.parse(refused.stderr.trim().split("\n").at(-1)!).error.code).toBe("APEX_E_SESSION_ACTIVE");
+    ok(["stop"]);
+    // The target stayed empty: a migration into it now succeeds (it refuses a target with data, below).
+  }, 120_000);
+
+  it("copies LMDB to PostgreSQL: same answers, same hashes, the source file unchanged", () => {
+    source = reads();
+    expect(source.checkpoints.items.length).toBeGreaterThanOrEqual(2);
+    expect(source.validate.ok).toBe(true);
+    const before = hashFile(dataFile());
+
+    const result = project.apex(["store", "migrate", "--to", pgUrl, "--json"]);
+    expect(result.status, result.stderr).toBe(0);
+    const report = JSON.parse(result.stdout);
+    expect(report).toMatchObject({ source: { backend: "lmdb" }, target: { backend: "postgres" }, verified: true });
+    expect(report.checkpoints.total).toBe(source.validate.checkpoints.total);
+    expect(report.checkpoints.verified).toBe(report.checkpoints.total);
+    expect(report.tables.checkpoints).toBeGreaterThan(0);
+    expect(report.switch.env).toBe(`APEX_STORE_URL=${pgUrl}`);
+    expect(report.switch.config).toContain("backend: postgres");
+    expect(result.stderr).toMatch(/copied table blobs: \d+ rows/);
+    expect(result.stderr).toContain("validating checkpoints on the target");
+
+    expect(hashFile(dataFile())).toBe(before);
+    const target = reads(pgUrl);
+    expect(target).toEqual(source);
+    // Object hashes: checkpoint ids and the memory roots of their manifests.
+    expect(target.shows.map((show: any) => [show.checkpoint_id, show.manifest])).toEqual(source.shows.map((show: any) => [show.checkpoint_id, show.manifest]));
+    expect(source.plan.value).toEqual({ steps: ["copy", "verify"], owner: "ann" });
+  }, 240_000);
+
+  it("prints the config line to switch in human output, and refuses a target that holds data", () => {
+    const again = project.apex(["store", "migrate", "--to", pgUrl]);
+    expect(again.status, again.stderr).toBe(4);
+    expect(again.stderr).toContain("error[APEX_E_CONFLICT]");
+    expect(again.stderr).toContain("already holds data");
+    // Still the same copy afterwards.
+    expect(reads(pgUrl)).toEqual(source);
+  }, 120_000);
+
+  it("rejects a bad URL with a usage error and writes nothing", () => {
+    for (const bad of ["mysql://localhost/apex", "lmdb:", "postgres-ish"]) {
+      const result = project.apex(["store", "migrate", "--to", bad, "--json"]);
+      expect(result.status, `${bad}: ${result.stderr}`).toBe(2);
+      expect(JSON.parse(result.stderr.trim().split("\n").at(-1)!).error.code).toBe("APEX_E_USAGE");
+    }
+    const missing = project.apex(["store", "migrate"]);
+    expect(missing.status).toBe(2);
+    expect(existsSync(join(project.dir, "postgres-ish"))).toBe(false);
+  }, 60_000);
+
+  it("copies PostgreSQL back to an LMDB directory with the same answers", () => {
+    const result = project.apex(["store", "migrate", "--to", `lmdb:${backDir}`], { env: env(pgUrl) });
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toContain(`store: { backend: lmdb, url: ${JSON.stringify(backDir)} }`);
+    expect(result.stdout).toMatch(/(\d+) of \1 checkpoints verified on the target/);
+    expect(reads(`lmdb:${backDir}`)).toEqual(source);
+  }, 240_000);
+});
