@@ -127,7 +127,10 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
     for (const row of from.getRange()) {
       rows.push({ key: row.key, value: kinds.values === "binary" ? Buffer.from(row.value as Buffer) : row.value });
       count++;
-      if (rows.length >= ROWS_PER_TRANSACTION) await flushRows();
+      if (rows.length >= ROWS_PER_TRANSACTION) {
+        await flushRows();
+        progress(`copying table ${name}: ${count} rows so far`);
+      }
     }
     if (rows.length > 0) await flushRows();
     tableCounts[name] = count;
