@@ -70,6 +70,11 @@ describe("apex store migrate", () => {
     const refused = project.apex(["store", "migrate", "--to", pgUrl, "--json"]);
     expect(refused.status, refused.stderr).toBe(4);
     expect(JSON.parse(refused.stderr.trim().split("\n").at(-1)!).error.code).toBe("APEX_E_SESSION_ACTIVE");
+    const lmdbTarget = join(backDir, "..", `${backDir.split("/").at(-1)}-refused`);
+    const refusedLmdb = project.apex(["store", "migrate", "--to", `lmdb:${lmdbTarget}`]);
+    expect(refusedLmdb.status).toBe(4);
+    expect(refusedLmdb.stderr).toContain("A supervisor is running");
+    expect(existsSync(lmdbTarget)).toBe(false);
     ok(["stop"]);
     // The target stayed empty: a migration into it now succeeds (it refuses a target with data, below).
   }, 120_000);
@@ -126,5 +131,12 @@ describe("apex store migrate", () => {
     expect(result.stdout).toContain(`store: { backend: lmdb, url: ${JSON.stringify(backDir)} }`);
     expect(result.stdout).toMatch(/(\d+) of \1 checkpoints verified on the target/);
     expect(reads(`lmdb:${backDir}`)).toEqual(source);
+
+    // An LMDB target that holds data is refused too, and its file left as it was.
+    const copied = hashFile(join(backDir, "store.mdb"));
+    const again = project.apex(["store", "migrate", "--to", `lmdb:${backDir}`]);
+    expect(again.status, again.stderr).toBe(4);
+    expect(again.stderr).toContain("error[APEX_E_CONFLICT]");
+    expect(hashFile(join(backDir, "store.mdb"))).toBe(copied);
   }, 240_000);
 });
