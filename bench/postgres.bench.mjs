@@ -156,7 +156,7 @@ async function apexRun(url) {
  * a restore-style read of the 50th checkpoint's memory (its tree, every value).
  */
 async function apexCheckpointSteps(url) {
-  const { createCheckpoint, getCheckpointValue } = await import(join(REPO, "dist/plugins/checkpoint/checkpoints.js"));
+  const { createCheckpoint, restoreCheckpoint } = await import(join(REPO, "dist/plugins/checkpoint/checkpoints.js"));
   const store = postgresBackend.open(spec(url, "checkpoints"), { actor: "user:bench" });
   try {
     await store.batch((batch) => {
@@ -183,10 +183,13 @@ async function apexCheckpointSteps(url) {
       step += 1;
     }
     const middle = ids[Math.floor(ids.length / 2) - 1];
+    // Restore of the 50th checkpoint's memory: every value read back from its tree and written live.
     started = performance.now();
-    const state = getCheckpointValue(store, middle, "/state");
+    await restoreCheckpoint(store, middle, { tasks: false, agents: false });
     const readMs = performance.now() - started;
-    if (Object.keys(state ?? {}).length !== KEYS) throw new Error(`checkpoint ${middle} read back ${Object.keys(state ?? {}).length} keys, not ${KEYS}`);
+    let count = 0;
+    for (const _ of store.keysBelow("/state")) count++;
+    if (count !== KEYS) throw new Error(`the restore of checkpoint ${middle} left ${count} keys under /state, not ${KEYS}`);
     return { putMs: median(times), firstMs, readMs };
   } finally {
     await store.close();
@@ -229,7 +232,7 @@ try {
       target: "≥ 20× smaller",
       pass: checkpointBytes * 20 <= lgBytes,
     },
-    { label: `read the 50th checkpoint's state (tree, every value) vs getTuple(step 50), first`, ms: checkpoint.readMs, baselineMs: lg.getFirstMs, ratio: checkpoint.readMs / lg.getFirstMs, target: "-", pass: true },
+    { label: `restore the 50th checkpoint (every value read from its tree, written live) vs getTuple(step 50)`, ms: checkpoint.readMs, baselineMs: lg.getFirstMs, ratio: checkpoint.readMs / lg.getFirstMs, target: "-", pass: true },
     { label: `APEX keyspace batch of the ${CHANGED} changed values (memory writes)`, ms: apex.batchMs, baselineMs: lg.putMs, ratio: apex.batchMs / lg.putMs, target: "-", pass: true },
     { label: `APEX table puts: ${CHANGED} content-addressed objects + 1 record`, ms: apex.tableMs, baselineMs: lg.putMs, ratio: apex.tableMs / lg.putMs, target: "-", pass: true },
     { label: `first write of the whole state: APEX keyspace vs PostgresSaver.put`, ms: apex.firstMs, baselineMs: lg.firstMs, ratio: apex.firstMs / lg.firstMs, target: "-", pass: true },
