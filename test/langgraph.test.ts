@@ -90,7 +90,8 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
       // A hole in the revision log: the tree is rebuilt from the keyspace, the channels come from the base.
       const revision = await store.set("/app/gap", 1);
       await store.set("/app/after-gap", 2);
-      store.environment.transactionSync(() => store.openDatabase<unknown, number>("log").remove(revision));
+      const log = store.table<number>("log", { keys: "tuple", values: "binary" });
+      await store.transaction(() => log.remove(revision));
       const rebuilt = await createCheckpoint(store, { sessionId, trigger: "manual" });
       expect(rebuilt.stats.memory.full).toBe(true);
       expect(getCheckpointValue(store, rebuilt.manifest.id, "/langgraph/t1/~/b")).toMatchObject({ v: 2, d: '"B1"' });

@@ -51,7 +51,7 @@ describe("apex serve: every session of the project", () => {
     expect(project.apex(["task", "add", "parse the logs"]).status).toBe(0);
     expect(project.apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
     expect(project.apex(["checkpoint", "create", "the first one"]).status).toBe(0);
-    // After A's latest checkpoint: not part of what A shows once it has ended.
+    // After A's manual checkpoint: B's start saves A's final state (memory 2) before B takes the live memory.
     expect(project.apex(["memory", "set", "/notes/a", "2"]).status).toBe(0);
     const viewerA = share(project, "current", "vera", "viewer");
     const operatorA = share(project, "current", "otto", "operator");
@@ -67,7 +67,7 @@ describe("apex serve: every session of the project", () => {
     // Reads of ended A: the same output as the local commands that name A.
     const status = JSON.parse(remote(project, url, a, viewerA.token, ["status", "--json"]).stdout);
     expect(status.session).toMatchObject({ session_id: a, status: "stopped" });
-    expect(status.last_checkpoint.description).toBe("the first one");
+    expect(status.last_checkpoint.description).toBe("final state, saved before another session takes the live memory");
     for (const [far, near] of [
       [["task", "list"], ["task", "list", "--session", a]],
       [["checkpoint", "list"], ["checkpoint", "list", "--session", a]],
@@ -80,7 +80,7 @@ describe("apex serve: every session of the project", () => {
     expect(remote(project, url, a, viewerA.token, ["task", "list"]).stdout).not.toContain("only in B");
     expect(remote(project, url, a, viewerA.token, ["session", "history", a]).stdout).toMatch(/share\.created|shared/);
     // Memory as of A's latest checkpoint, not the live value B wrote since.
-    expect(JSON.parse(remote(project, url, a, viewerA.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 1 });
+    expect(JSON.parse(remote(project, url, a, viewerA.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 2 });
     expect(JSON.parse(remote(project, url, b, viewerB.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 3 });
     expect(remote(project, url, a, viewerA.token, ["logs", "-n", "5"]).stdout).toContain("alpha | tick");
     const events = await rpc(url, a, "events.list", viewerA.token);

@@ -105,7 +105,13 @@ export class SyncBridge {
         throw new ApexError("APEX_E_TIMEOUT", `The PostgreSQL store did not answer within ${CALL_TIMEOUT_MS / 1000} s.`);
       }
     }
-    const message = receiveMessageOnPort(this.port);
+    let message = receiveMessageOnPort(this.port);
+    // The flag can be seen before the message is in this port's queue (seen under load, with large
+    // answers): wait for it a little, a millisecond at a time, before calling it lost.
+    for (let waited = 0; !message && waited < 5_000; waited++) {
+      Atomics.wait(this.flag, 0, 1, 1);
+      message = receiveMessageOnPort(this.port);
+    }
     if (!message) throw new ApexError("APEX_E_INTERNAL", "The PostgreSQL client signalled an answer but sent none.");
     const reply = message.message as { ok?: unknown; error?: WorkerFailure; fatal?: boolean };
     if (reply.error) {

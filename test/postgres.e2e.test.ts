@@ -1,0 +1,82 @@
+// A whole session on PostgreSQL through the built CLI: the project's config says
+// `store: { backend: postgres, url }`, and every command of the flow works there — start,
+// memory, checkpoints and their diff, pause (seen in /proc), resume, stop, validation, ended
+// sessions — with nothing of the session written to LMDB in .apex/.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { Project, groupMembers, shellAgents } from "./fixtures/agents/harness.js";
+import { startPostgres, type PostgresCluster } from "./support/postgres.js";
+
+let cluster: PostgresCluster;
+let project: Project | undefined;
+
+beforeAll(async () => {
+  cluster = await startPostgres();
+}, 120_000);
+afterAll(async () => {
+  await cluster?.stop();
+});
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+const AGENTS = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
+
+function json<T>(result: { status: number | null; stdout: string; stderr: string }): T {
+  expect(result.status, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as T;
+}
+
+describe("a session on PostgreSQL", () => {
+  it("runs the session flow with the store in the database, not in .apex/", async () => {
+    const url = cluster.createDatabase();
+    project = new Project(`${AGENTS}\nstore:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n  project: e2e\n`);
+    const plugins = json<{ storage: { backend: string; location: string } }>(project.apex(["plugins", "list", "--json"]));
+    expect(plugins.storage.backend).toBe("postgres");
+    expect(plugins.storage.location).not.toContain(cluster.password);
+
+    const ready = project.start(["--task", "on postgres"]);
+    expect(project.apex(["memory", "set", "/design/auth", '{"method":"jwt"}']).status).toBe(0);
+    const first = json<{ id: string }>(project.apex(["checkpoint", "create", "before change", "--json"]));
+    expect(project.apex(["memory", "set", "/design/auth", '{"method":"oauth"}']).status).toBe(0);
+    const second = json<{ id: string }>(project.apex(["checkpoint", "create", "after change", "--json"]));
+    const diff = json<{ memory: { changed: Array<string | { path: string }> } }>(project.apex(["checkpoint", "diff", first.id, second.id, "--json"]));
+    expect(diff.memory.changed.map((change) => (typeof change === "string" ? change : change.path))).toContain("/design/auth");
+    expect(json<{ value: unknown }>(project.apex(["memory", "show", "/design/auth", "--json"])).value).toEqual({ method: "oauth" });
+
+    // Pause reaches every agent process (state T in /proc), and resume continues them.
+    expect(project.apex(["pause"]).status).toBe(0);
+    for (const agent of ready.agents) {
+      const members = groupMembers(agent.pgid!);
+      expect(members.length).toBeGreaterThan(0);
+      expect(members.map((member) => member.state)).toEqual(members.map(() => "T"));
+    }
+    expect(project.apex(["resume"]).status).toBe(0);
+    for (const agent of ready.agents) expect(groupMembers(agent.pgid!).some((member) => member.state === "T")).toBe(false);
+
+    expect(project.apex(["stop"]).status).toBe(0);
+    const validate = json<{ ok: boolean; checkpoints: { total: number; verified: number } }>(project.apex(["session", "validate", "--json"]));
+    expect(validate.ok).toBe(true);
+    expect(validate.checkpoints.verified).toBe(validate.checkpoints.total);
+    expect(validate.checkpoints.total).toBeGreaterThanOrEqual(4);
+    // The ended session stays readable, from the database.
+    const sessions = json<Array<{ session_id: string; status: string }>>(project.apex(["session", "list", "--json"]));
+    expect(sessions.map((session) => [session.session_id, session.status])).toContainEqual([ready.session_id, "stopped"]);
+    const list = json<{ items: Array<{ id: string }> }>(project.apex(["checkpoint", "list", "--json"]));
+    expect(list.items.map((checkpoint) => checkpoint.id)).toEqual(expect.arrayContaining([first.id, second.id]));
+    // Logs and the socket live in .apex/; the data does not.
+    expect(existsSync(join(project.dir, ".apex", "store.mdb"))).toBe(false);
+  }, 180_000);
+
+  it("says which database it cannot reach, without its password (exit 1, nothing written)", () => {
+    const url = cluster.url("postgres", { port: 1 });
+    project = new Project(`${AGENTS}\nstore:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n`);
+    const result = project.apex(["memory", "set", "/a", "1"]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain("APEX_E_STORE_UNREACHABLE");
+    expect(result.stderr).not.toContain(cluster.password);
+    expect(existsSync(join(project.dir, ".apex", "store.mdb"))).toBe(false);
+  });
+});
