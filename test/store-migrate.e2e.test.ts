@@ -3,6 +3,7 @@
 // cluster and back to an LMDB directory. Every read command gives the same answer on each
 // copy, object hashes are identical, the source's file is byte for byte unchanged, and the
 // refusals (running supervisor, non-empty target, bad URL) write nothing.
+import { redactUrl } from "../core/store/open.js";
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -92,7 +93,10 @@ describe("apex store migrate", () => {
     expect(report.checkpoints.total).toBe(source.validate.checkpoints.total);
     expect(report.checkpoints.verified).toBe(report.checkpoints.total);
     expect(report.tables.checkpoints).toBeGreaterThan(0);
-    expect(report.switch.env).toBe(`APEX_STORE_URL=${pgUrl}`);
+    // The password is never printed: the URL is shown with *** in its place.
+    expect(report.switch.env).toBe(`APEX_STORE_URL=${redactUrl(pgUrl)}`);
+    expect(redactUrl(pgUrl)).not.toBe(pgUrl);
+    expect(result.stdout).not.toContain(new URL(pgUrl).password);
     expect(report.switch.config).toContain("backend: postgres");
     expect(result.stderr).toMatch(/copied table blobs: \d+ rows/);
     expect(result.stderr).toContain("validating checkpoints on the target");

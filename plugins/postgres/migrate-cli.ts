@@ -126,10 +126,15 @@ function supervisorRunning(pid: number | undefined): ApexError {
   });
 }
 
-/** The config line and the environment variable that point the project at the target. */
+/**
+ * The config line and the environment variable that point the project at the target. A
+ * password in the URL is printed as *** (output ends up in terminals' scrollback and CI logs):
+ * put it back, or keep it in ~/.pgpass or PGPASSWORD.
+ */
 function switchLines(spec: StoreSpec, url: string): { config: string; env: string } {
   if (spec.backend === "postgres") {
-    return { config: `store: { backend: postgres, url: ${JSON.stringify(url)}, project: ${spec.project} }`, env: `APEX_STORE_URL=${url}` };
+    const shown = redactUrl(url);
+    return { config: `store: { backend: postgres, url: ${JSON.stringify(shown)}, project: ${spec.project} }`, env: `APEX_STORE_URL=${shown}` };
   }
   const path = describeStore(spec).location;
   return { config: `store: { backend: lmdb, url: ${JSON.stringify(path)} }`, env: `APEX_STORE_URL=lmdb:${path}` };
