@@ -18,6 +18,7 @@ import type {
   TableOptions,
   WriteBatch,
 } from "./port.js";
+import { deleteOne, setOne } from "./port.js";
 import { currentActor } from "../actor.js";
 import { ApexError } from "../errors.js";
 import { compileGlob } from "./glob.js";
@@ -361,19 +362,13 @@ export class LmdbStore implements StorageBackend {
   /** Sets one value. Resolves once the write is durable; returns its revision. */
   async set(path: string, value: JsonValue, actor?: string): Promise<number> {
     checkPath(path);
-    const result = await this.batch((batch) => batch.set(path, value), actor);
-    return result.revision;
+    return setOne(this, path, value, actor);
   }
 
   /** Deletes one path (and, with `recursive`, everything below it). Returns how many were deleted. */
   async delete(path: string, options: { recursive?: boolean; actor?: string } = {}): Promise<{ deleted: number; revision: number }> {
     checkPath(path);
-    const result = await this.batch((batch) => {
-      let deleted = batch.delete(path) ? 1 : 0;
-      if (options.recursive) deleted += batch.deleteTree(path);
-      return deleted;
-    }, options.actor);
-    return { deleted: result.value, revision: result.revision };
+    return deleteOne(this, path, options);
   }
 
   /**

@@ -190,3 +190,19 @@ export interface StorageBackendFactory {
   /** True when a store exists for the spec (cheap: CLI commands ask it before anything else). */
   exists(spec: StoreSpec): boolean;
 }
+
+/** `set` of the port, for any backend: one path in one batch; resolves with its revision once durable. */
+export async function setOne(store: StorageBackend, path: string, value: JsonValue, actor?: string): Promise<number> {
+  const result = await store.batch((batch) => batch.set(path, value), actor);
+  return result.revision;
+}
+
+/** `delete` of the port, for any backend: one path (and, with `recursive`, everything below it) in one batch. */
+export async function deleteOne(store: StorageBackend, path: string, options: { recursive?: boolean; actor?: string } = {}): Promise<{ deleted: number; revision: number }> {
+  const result = await store.batch((batch) => {
+    let deleted = batch.delete(path) ? 1 : 0;
+    if (options.recursive) deleted += batch.deleteTree(path);
+    return deleted;
+  }, options.actor);
+  return { deleted: result.value, revision: result.revision };
+}

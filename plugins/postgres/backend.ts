@@ -43,6 +43,7 @@ import type {
   TableOptions,
   WriteBatch,
 } from "../../core/store/port.js";
+import { deleteOne, setOne } from "../../core/store/port.js";
 import { decodeValue, encodeJson, isEncodedValue } from "../../core/store/value-codec.js";
 import { BridgeError, SyncBridge, type Rows, type Statement } from "./bridge.js";
 import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys.js";
@@ -561,18 +562,12 @@ export class PostgresBackend implements StorageBackend {
 
   async set(path: string, value: JsonValue, actor?: string): Promise<number> {
     checkPath(path);
-    const result = await this.batch((batch) => batch.set(path, value), actor);
-    return result.revision;
+    return setOne(this, path, value, actor);
   }
 
   async delete(path: string, options: { recursive?: boolean; actor?: string } = {}): Promise<{ deleted: number; revision: number }> {
     checkPath(path);
-    const result = await this.batch((batch) => {
-      let deleted = batch.delete(path) ? 1 : 0;
-      if (options.recursive) deleted += batch.deleteTree(path);
-      return deleted;
-    }, options.actor);
-    return { deleted: result.value, revision: result.revision };
+    return deleteOne(this, path, options);
   }
 
   async batch<T>(fn: (batch: WriteBatch) => T, actor = this.actor): Promise<{ value: T; revision: number }> {

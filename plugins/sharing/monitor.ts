@@ -1,7 +1,7 @@
 import type { Color } from "../../core/cli/output.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { formatEvent } from "../../core/session/cli/format.js";
+import { STATUS_COLORS, formatEvent } from "../../core/session/cli/format.js";
 
 /**
  * `apex connect` on a terminal: one screen, redrawn in place (like pm2 monit or a tmux status
@@ -23,21 +23,6 @@ export interface MonitorState {
 
 type Segment = readonly [text: string, color?: Color];
 type Line = Segment[];
-
-const STATUS_COLORS: Record<string, Color> = {
-  active: "green",
-  running: "green",
-  completed: "green",
-  paused: "yellow",
-  restarting: "yellow",
-  starting: "yellow",
-  interrupted: "red",
-  failed: "red",
-  gone: "red",
-  orphaned: "red",
-  stopped: "gray",
-  exited: "gray",
-};
 
 /** The screen as lines of at most `width` visible characters, at most `height` lines. */
 export function renderMonitor(state: MonitorState, width: number, height: number, colorize: (text: string, color: Color) => string = (text) => text): string[] {

@@ -13,7 +13,8 @@ export function formatDuration(seconds: number | null | undefined): string {
   return `${rest}s`;
 }
 
-const STATUS_COLORS: Record<string, Color> = {
+/** The colour of each session, agent and task status, in every view (status, connect's live view). */
+export const STATUS_COLORS: Record<string, Color> = {
   active: "green",
   running: "green",
   completed: "green",
