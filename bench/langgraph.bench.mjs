@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { MemorySaver, uuid6 } from "@langchain/langgraph-checkpoint";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import { ApexSaver } from "apex-sessions/langgraph";
-import { median, numberOption, pagesOf, printTable, tempProject } from "./lib.mjs";
+import { median, numberOption, pagesOf, printTable, statsOf, stepWorkload, tempProject } from "./lib.mjs";
 import { openStore } from "../dist/core/store/open.js";
 import { LmdbStore } from "../dist/core/store/lmdb.js";
 import { ObjectStore } from "../dist/plugins/checkpoint/engine/objects.js";
@@ -23,20 +23,7 @@ import { ObjectStore } from "../dist/plugins/checkpoint/engine/objects.js";
 const KEYS = numberOption("keys", 10_000);
 const STEPS = numberOption("steps", 100);
 const RUNS = numberOption("runs", 5);
-const CHANGED = Math.max(1, Math.round(KEYS / 100));
-const filler = "x".repeat(1000);
-const keyName = (i) => `k${String(i).padStart(5, "0")}`;
-
-/** A deterministic sequence of steps: which keys change at each step. */
-function* stepChanges() {
-  let seed = 42;
-  const next = () => ((seed = (seed * 1103515245 + 12345) >>> 0) % KEYS);
-  for (let step = 1; step <= STEPS; step++) {
-    const keys = new Set();
-    while (keys.size < CHANGED) keys.add(next());
-    yield [...keys];
-  }
-}
+const { changed: CHANGED, filler, keyName, stepChanges } = stepWorkload(KEYS, STEPS);
 
 const cpuMs = () => {
   const usage = process.cpuUsage();
@@ -105,12 +92,11 @@ function bytesOnDisk(path) {
 async function apexBreakdown(dir) {
   const store = LmdbStore.open(dir, { readOnly: true });
   try {
-    const root = store.environment;
-    const stats = root.getStats();
+    const stats = statsOf(store, "meta");
     const pages = {};
     for (const name of ["packs", "blobs", "trees", "index-journal", "index-filter", "kv", "log", "checkpoints"]) {
       try {
-        pages[name] = pagesOf(root, name) * stats.pageSize;
+        pages[name] = pagesOf(store, name) * stats.pageSize;
       } catch {
         pages[name] = 0;
       }

@@ -124,3 +124,27 @@ export function pagesOf(store, name) {
 }
 
 export const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(2)} MB`;
+
+/**
+ * The LangGraph-style workload both savers' benchmarks share (bench/langgraph.bench.mjs,
+ * bench/postgres.bench.mjs): `keys` keys of ~1 KB, and `steps` deterministic steps that each
+ * change 1% of them.
+ */
+export function stepWorkload(keys, steps) {
+  const changed = Math.max(1, Math.round(keys / 100));
+  return {
+    changed,
+    filler: "x".repeat(1000),
+    keyName: (i) => `k${String(i).padStart(5, "0")}`,
+    /** Which keys change at each step, the same sequence in every run. */
+    *stepChanges() {
+      let seed = 42;
+      const next = () => ((seed = (seed * 1103515245 + 12345) >>> 0) % keys);
+      for (let step = 1; step <= steps; step++) {
+        const picked = new Set();
+        while (picked.size < changed) picked.add(next());
+        yield [...picked];
+      }
+    },
+  };
+}

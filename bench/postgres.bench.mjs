@@ -16,7 +16,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { uuid6 } from "@langchain/langgraph-checkpoint";
 import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
-import { REPO, median, numberOption, printTable } from "./lib.mjs";
+import { REPO, median, numberOption, printTable, stepWorkload } from "./lib.mjs";
 import { startPostgres } from "../scripts/pg-cluster.mjs";
 
 const { postgresBackend } = await import(join(REPO, "dist/plugins/postgres/backend.js"));
@@ -24,20 +24,7 @@ const { postgresBackend } = await import(join(REPO, "dist/plugins/postgres/backe
 const KEYS = numberOption("keys", 10_000);
 const STEPS = numberOption("steps", 100);
 const RUNS = numberOption("runs", 5);
-const CHANGED = Math.max(1, Math.round(KEYS / 100));
-const filler = "x".repeat(1000);
-const keyName = (i) => `k${String(i).padStart(5, "0")}`;
-
-/** The same deterministic steps as bench/langgraph.bench.mjs: which keys change at each step. */
-function* stepChanges() {
-  let seed = 42;
-  const next = () => ((seed = (seed * 1103515245 + 12345) >>> 0) % KEYS);
-  for (let step = 1; step <= STEPS; step++) {
-    const keys = new Set();
-    while (keys.size < CHANGED) keys.add(next());
-    yield [...keys];
-  }
-}
+const { changed: CHANGED, filler, keyName, stepChanges } = stepWorkload(KEYS, STEPS);
 
 async function langGraphRun(url) {
   const saver = PostgresSaver.fromConnString(url);
