@@ -388,18 +388,9 @@ export class LmdbStore implements StorageBackend {
    * the commit is on disk. Use batch()/batchSync() inside it for logged keyspace writes.
    */
   async transaction<T>(fn: () => T): Promise<T> {
-    this.assertWritable();
-    if (this.inTransaction) return fn();
-    let out!: T;
+    if (this.inTransaction) return this.transactionSync(fn);
+    const out = this.transactionSync(fn);
     try {
-      this.root.transactionSync(() => {
-        this.inTransaction = true;
-        try {
-          out = fn();
-        } finally {
-          this.inTransaction = false;
-        }
-      });
       await this.root.flushed;
     } catch (error) {
       throw writeFailure(error, this.dir, "this write");
@@ -408,9 +399,10 @@ export class LmdbStore implements StorageBackend {
   }
 
   /**
-   * LMDB only (not part of the port): transaction() that returns once committed, for tests
-   * and tools that write between synchronous steps. With overlappingSync off, the commit is
-   * synced before it returns.
+   * The one synchronous write transaction under transaction() and batchSync(): joins the
+   * transaction already open, else commits (synced: overlappingSync is off) before it
+   * returns. Not part of the port; tests and tools that write between synchronous steps call
+   * it directly.
    */
   transactionSync<T>(fn: () => T): T {
     this.assertWritable();
@@ -433,24 +425,9 @@ export class LmdbStore implements StorageBackend {
 
   /** Synchronous variant of {@link batch}: holds the write lock only for the call. */
   batchSync<T>(fn: (batch: WriteBatch) => T, actor = this.actor): { value: T; revision: number } {
-    this.assertWritable();
     // Inside transaction() it is part of that transaction: a nested LMDB transaction would
     // cost a copy of the dirty page list and buy nothing, since an error aborts both.
-    if (this.inTransaction) return this.applyBatch(fn, actor);
-    let out!: { value: T; revision: number };
-    try {
-      this.root.transactionSync(() => {
-        this.inTransaction = true;
-        try {
-          out = this.applyBatch(fn, actor);
-        } finally {
-          this.inTransaction = false;
-        }
-      });
-    } catch (error) {
-      throw writeFailure(error, this.dir, "this write");
-    }
-    return out;
+    return this.transactionSync(() => this.applyBatch(fn, actor));
   }
 
   private applyBatch<T>(fn: (batch: WriteBatch) => T, actor: string): { value: T; revision: number } {

@@ -32,7 +32,6 @@ type WorkerMessage =
 export function validateOutOfProcess(target: StoreSpec | string, options: OutOfProcessOptions = {}): Promise<ValidationReport> {
   // An LMDB store's file can be read record by record past damage; other backends report their own errors.
   const lmdbDir = typeof target === "string" ? target : target.backend === "lmdb" ? lmdbDataDir(target) : undefined;
-  const storeDir = lmdbDir ?? "";
   const workerPath = options.workerPath ?? VALIDATE_WORKER;
   if (!existsSync(workerPath)) {
     return Promise.reject(
@@ -73,7 +72,7 @@ export function validateOutOfProcess(target: StoreSpec | string, options: OutOfP
       // record past the damage (in child processes too), and report every damaged region.
       if (message?.type === "error" && message.error.code === "APEX_E_STORE_DAMAGED" && lmdbDir !== undefined) {
         const stoppedBy = message.error.message;
-        return settle(() => damageReport(storeDir, stoppedBy));
+        return settle(() => damageReport(lmdbDir, stoppedBy));
       }
       if (message?.type === "error") {
         return reject(new ApexError(message.error.code, message.error.message, message.error.hint ? { hint: message.error.hint } : {}));
@@ -82,7 +81,7 @@ export function validateOutOfProcess(target: StoreSpec | string, options: OutOfP
         const stoppedBy = `The validator was killed by ${signal} while reading the store.`;
         return settle(() => {
           try {
-            return damageReport(storeDir, stoppedBy, true);
+            return damageReport(lmdbDir, stoppedBy, true);
           } catch (error) {
             return crashedReport(`${stoppedBy} Reading it record by record failed too: ${(error as Error).message}`);
           }
