@@ -57,6 +57,10 @@ export const ErrorCodes = {
   APEX_E_CONFLICT: ExitCode.conflict,
   APEX_E_SESSION_ACTIVE: ExitCode.conflict,
   APEX_E_SESSION_STATE: ExitCode.conflict,
+  // several hosts: the session's supervisor runs on another host (its pids cannot be signalled
+  // from here), or this supervisor's lease on it is gone
+  APEX_E_SESSION_REMOTE: ExitCode.conflict,
+  APEX_E_LEASE_LOST: ExitCode.conflict,
   APEX_E_TASK_STATE: ExitCode.conflict,
   APEX_E_NO_TASK: ExitCode.conflict,
   APEX_E_AMBIGUOUS: ExitCode.conflict,

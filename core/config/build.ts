@@ -1,6 +1,7 @@
 /** A checked document becomes the typed, deeply frozen Config the rest of APEX reads. */
 import type { ProjectLocation } from "./locate.js";
 import { parseDuration } from "./duration.js";
+import { ApexError } from "../errors.js";
 import { positionOf } from "./source.js";
 import type { AgentConfig, Config, ConfigSource, PluginEntry, RestartPolicy, SessionSettings } from "./types.js";
 
@@ -18,7 +19,7 @@ export interface BuildInput {
 export function buildConfig(input: BuildInput): Config {
   const { data, source, location, fallback } = input;
   const config: Config = {
-    session: sessionOf(data.session as Record<string, unknown>, input.checkpointInterval),
+    session: sessionOf(data.session as Record<string, unknown>, input.checkpointInterval, source),
     agents: agentsOf((fallback.agents ?? data.agents ?? {}) as Record<string, Record<string, unknown>>),
     plugins: fallback.plugins
       ? pluginsOf(fallback.plugins.data, fallback.plugins.source)
@@ -31,12 +32,13 @@ export function buildConfig(input: BuildInput): Config {
   return deepFreeze(config, new Set([source]));
 }
 
-function sessionOf(session: Record<string, unknown>, checkpointInterval: number | undefined): SessionSettings {
+function sessionOf(session: Record<string, unknown>, checkpointInterval: number | undefined, source: ConfigSource): SessionSettings {
   return {
     auto_checkpoint_interval: checkpointInterval ?? parseDuration(session.auto_checkpoint_interval as number | string),
     max_checkpoints: session.max_checkpoints as number,
     auto_recovery: session.auto_recovery as boolean,
     session_timeout: parseDuration(session.session_timeout as number | string),
+    lease_ttl: leaseTtl(session.lease_ttl, source),
     backup_location: session.backup_location as string,
   };
 }
@@ -75,4 +77,14 @@ function deepFreeze<T>(value: T, skip: Set<unknown>): T {
     if (!skip.has(child)) deepFreeze(child, skip);
   }
   return Object.freeze(value);
+}
+
+/** `session.lease_ttl` in seconds: a lease of no time would expire before its first renewal. */
+function leaseTtl(value: unknown, source: ConfigSource): number {
+  const seconds = parseDuration(value as number | string);
+  if (seconds >= 1) return seconds;
+  const at = positionOf(source, ["session", "lease_ttl"]);
+  throw new ApexError("APEX_E_CONFIG", `${at.file}:${at.line}:${at.col}: session.lease_ttl must be at least 1 second (got ${JSON.stringify(value)}).`, {
+    hint: "The supervisor renews its lease every third of it; 15 (seconds) is the default.",
+  });
 }

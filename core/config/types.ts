@@ -42,6 +42,8 @@ export interface SessionSettings {
   auto_recovery: boolean;
   /** Seconds a session may run; 0 means no limit. */
   session_timeout: number;
+  /** Seconds a supervisor's lease on its session lasts (renewed every third of it); at least 1. */
+  lease_ttl: number;
   /** As written; relative paths are relative to `Config.projectDir`. */
   backup_location: string;
 }

@@ -3,6 +3,7 @@ import type { AgentConfig, Config } from "../config/types.js";
 import type { JsonValue, Store } from "../store/store.js";
 import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, agentPath, currentSessionOf, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "./records.js";
 import { appendEvent } from "./service.js";
+import { holderText, onOtherHost, supervisorHost } from "./lease.js";
 import { effectiveStatus, findSession, isEnded, supervisorAlive, type ContinueTarget } from "./sessions.js";
 import type { SupervisorRequest } from "./supervisor.js";
 
@@ -15,9 +16,20 @@ export interface Claim {
   continued: boolean;
   checkpoint: string | undefined;
   previousAgents: AgentRecord[];
+  /** The generation this claim holds (the lease's fencing token). */
+  generation: number;
+  /** The host of the supervisor the session had before, when it was another one (a takeover): its pids mean nothing here. */
+  takenOverFrom: string | undefined;
 }
 
-export type SupervisorIdentity = { pid: number; start_time: number; socket: string; started_at: string; nonce: string | null };
+/** Who claims: the supervisor process, its host and how long its lease lasts. */
+export type SupervisorIdentity = { pid: number; start_time: number; socket: string; started_at: string; nonce: string | null; host: string; lease_ttl_ms: number };
+
+/** The supervisor field a claim writes: the identity with its generation and a fresh lease. */
+function supervisorRecord(self: SupervisorIdentity, generation: number): NonNullable<SessionRecord["supervisor"]> {
+  const { lease_ttl_ms, ...identity } = self;
+  return { ...identity, generation, lease_expires_at: new Date(Date.now() + lease_ttl_ms).toISOString() };
+}
 
 /** A new session: refused while another one is current and not ended. One transaction decides. */
 export async function claimNewSession(store: Store, config: Config, request: SupervisorRequest, self: SupervisorIdentity): Promise<Claim> {
@@ -41,8 +53,8 @@ export async function claimNewSession(store: Store, config: Config, request: Sup
       status: "active",
       initial_task: request.task ?? null,
       agents: names,
-      supervisor: self,
-      history: [{ event: "started", at }],
+      supervisor: supervisorRecord(self, 1),
+      history: [{ event: "started", at, host: self.host }],
       outcome: null,
       ended_at: null,
       restored_from: null,
@@ -52,23 +64,39 @@ export async function claimNewSession(store: Store, config: Config, request: Sup
     for (const name of names) batch.set(agentPath(sessionId, name), emptyAgentRecord(name, config.agents[name]!));
     appendEvent(batch, sessionId, "session.started", "supervisor", { initial_task: request.task ?? null, agents: names });
   }, "supervisor");
-  return { sessionId, continued: false, checkpoint: undefined, previousAgents: [] };
+  return { sessionId, continued: false, checkpoint: undefined, previousAgents: [], generation: 1, takenOverFrom: undefined };
 }
 
 /** Continues a session: the current one if it is interrupted, or an ended one brought back. */
 export async function claimContinuedSession(store: Store, config: Config, target: ContinueTarget, self: SupervisorIdentity): Promise<Claim> {
   let previousAgents: AgentRecord[] = [];
+  let generation = 1;
+  let takenOverFrom: string | undefined;
   await store.batch((batch) => {
     const record = findSession(batch, target.sessionId);
     if (!record) throw new ApexError("APEX_E_NO_SESSION", `The session ${target.sessionId} does not exist.`);
-    if (supervisorAlive(record) && record.supervisor?.pid !== self.pid && !isEnded(record)) {
-      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${target.sessionId} is running (supervisor pid ${record.supervisor!.pid}); there is nothing to continue.`, {
-        hint: "See it with `apex status`; `apex stop` ends it.",
-      });
+    const previous = record.supervisor;
+    if (supervisorAlive(record) && !(previous?.pid === self.pid && supervisorHost(previous) === self.host) && !isEnded(record)) {
+      const remote = onOtherHost(previous);
+      throw new ApexError(
+        "APEX_E_SESSION_ACTIVE",
+        `Session ${target.sessionId} is running (supervisor ${holderText(previous)}${remote ? `, lease until ${previous!.lease_expires_at}` : ""}); there is nothing to continue.`,
+        {
+          hint: remote
+            ? `It runs on host ${supervisorHost(previous)}: it can be taken over from here only once its lease expires (its supervisor stopped renewing it). See it with \`apex status\`.`
+            : "See it with `apex status`; `apex stop` ends it.",
+          details: { session_id: target.sessionId, host: supervisorHost(previous), lease_expires_at: previous?.lease_expires_at ?? null },
+        },
+      );
     }
     refuseIfCurrent(batch.get(CURRENT_SESSION_PATH), (id) => batch.get(sessionPath(id)) as SessionRecord | undefined, target.sessionId);
     const at = nowIso();
     const from = effectiveStatus(record);
+    generation = (typeof previous?.generation === "number" ? previous.generation : 0) + 1;
+    const previousHost = supervisorHost(previous);
+    // Another host's supervisor held it and its lease expired: this is a takeover, recorded as one.
+    const takeover = previousHost !== null && previousHost !== self.host && !isEnded(record);
+    takenOverFrom = takeover ? previousHost : undefined;
     const names = Object.keys(config.agents);
     previousAgents = [];
     for (const name of new Set([...record.agents, ...names])) {
@@ -80,8 +108,18 @@ export async function claimContinuedSession(store: Store, config: Config, target
       status: "active",
       updated_at: at,
       agents: names,
-      supervisor: self,
-      history: [...record.history, { event: "continued", at, from, checkpoint: target.checkpoint ?? null }],
+      supervisor: supervisorRecord(self, generation),
+      history: [
+        ...record.history,
+        {
+          event: "continued",
+          at,
+          from,
+          checkpoint: target.checkpoint ?? null,
+          host: self.host,
+          ...(takeover ? { taken_over_from: { host: previousHost, generation: previous!.generation ?? null, lease_expired_at: previous!.lease_expires_at ?? null } } : {}),
+        },
+      ],
     };
     next.ended_at = null;
     next.outcome = null;
@@ -92,9 +130,17 @@ export async function claimContinuedSession(store: Store, config: Config, target
       const agent = batch.get(agentPath(target.sessionId, name)) as AgentRecord | undefined;
       batch.set(agentPath(target.sessionId, name), { ...(agent ?? emptyAgentRecord(name, config.agents[name]!)), status: "starting", restarts: 0 });
     }
-    appendEvent(batch, target.sessionId, "session.continued", "supervisor", { from, checkpoint: target.checkpoint ?? null });
+    if (takeover) {
+      appendEvent(batch, target.sessionId, "session.taken_over", "supervisor", {
+        from_host: previousHost,
+        to_host: self.host,
+        generation,
+        lease_expired_at: previous!.lease_expires_at ?? null,
+      });
+    }
+    appendEvent(batch, target.sessionId, "session.continued", "supervisor", { from, checkpoint: target.checkpoint ?? null, host: self.host, generation });
   }, "supervisor");
-  return { sessionId: target.sessionId, continued: true, checkpoint: target.checkpoint, previousAgents };
+  return { sessionId: target.sessionId, continued: true, checkpoint: target.checkpoint, previousAgents, generation, takenOverFrom };
 }
 
 function refuseIfCurrent(current: unknown, read: (id: string) => SessionRecord | undefined, allowed: string | undefined): void {
@@ -102,13 +148,27 @@ function refuseIfCurrent(current: unknown, read: (id: string) => SessionRecord |
   if (!id || id === allowed) return;
   const record = read(id);
   if (!record || isEnded(record)) return;
+  throw sessionInTheWay(record);
+}
+
+/**
+ * The refusal of a claim while `record` (not ended) is the project's session: it names the host
+ * whose supervisor holds the lease when that is another one.
+ */
+export function sessionInTheWay(record: SessionRecord): ApexError {
+  const id = record.session_id;
   const status = effectiveStatus(record);
-  throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${id} is ${status}; a project runs one session at a time.`, {
+  const host = supervisorHost(record.supervisor);
+  const remote = status !== "interrupted" && onOtherHost(record.supervisor);
+  const where = remote ? ` on host ${host} (lease until ${record.supervisor!.lease_expires_at})` : "";
+  return new ApexError("APEX_E_SESSION_ACTIVE", `Session ${id} is ${status}${where}; a project runs one session at a time.`, {
     hint:
       status === "interrupted"
         ? "Recover it with `apex start --continue last`, or end it with `apex stop`."
-        : "End it with `apex stop` first, or keep working in it (`apex status`, `apex resume`).",
-    details: { session_id: id, status },
+        : remote
+          ? `Its supervisor runs on ${host}: stop it there (or through \`apex --remote\`); once its lease expires without renewal, \`apex start --continue ${id}\` takes it over here.`
+          : `End it with \`apex stop\` first${status === "paused" ? ", or `apex resume` it" : ""}; \`apex status\` shows it.`,
+    details: { session_id: id, status, host },
   });
 }
 

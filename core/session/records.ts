@@ -46,8 +46,21 @@ export interface SessionRecord {
   initial_task: string | null;
   /** Names of the session's agents, in config order. */
   agents: string[];
-  /** nonce: the APEX_SUPERVISOR_NONCE in the supervisor's environment, which proves a pid is it (core/session/proc.ts). */
-  supervisor: { pid: number; start_time: number; socket: string; started_at: string; nonce?: string | null } | null;
+  /**
+   * nonce: the APEX_SUPERVISOR_NONCE in the supervisor's environment, which proves a pid is it
+   * (core/session/proc.ts). host, generation, lease_expires_at: the lease (core/session/lease.ts);
+   * the generation is bumped by every claim of the session, the lease renewed every ttl/3.
+   */
+  supervisor: {
+    pid: number;
+    start_time: number;
+    socket: string;
+    started_at: string;
+    nonce?: string | null;
+    host?: string;
+    generation?: number;
+    lease_expires_at?: string;
+  } | null;
   history: SessionHistoryEntry[];
   /** How it ended ("stopped by the user", "all agents exited with code 0 and …"); null while it runs. */
   outcome: string | null;

@@ -2,7 +2,8 @@ import { ApexError } from "../errors.js";
 import type { Store } from "../store/store.js";
 import type { CheckpointService } from "./checkpoints.js";
 import { sessionIdByName } from "./names.js";
-import { isSameProcessAlive } from "./proc.js";
+import { leaseValid, onOtherHost } from "./lease.js";
+import { isOwnProcess, supervisorMarker } from "./proc.js";
 import {
   CURRENT_SESSION_PATH,
   ENDED_STATUSES,
@@ -24,9 +25,17 @@ export function findSession(store: Pick<Store, "get">, sessionId: string): Sessi
   return (store.get(sessionPath(sessionId)) ?? store.get(historyPath(sessionId))) as SessionRecord | undefined;
 }
 
-/** True when the session's recorded supervisor is still the same live process. */
-export function supervisorAlive(record: SessionRecord): boolean {
-  return record.supervisor !== null && isSameProcessAlive(record.supervisor.pid, record.supervisor.start_time);
+/**
+ * True when the session's recorded supervisor still runs. The one liveness rule every caller
+ * uses. On its own host: the same process (pid and start time) carrying the supervisor's nonce
+ * in its environment, so a pid reused by another program, or a record naming a foreign process,
+ * never counts. On another host a pid means nothing: the lease must not have expired.
+ */
+export function supervisorAlive(record: SessionRecord, now = Date.now()): boolean {
+  const supervisor = record.supervisor;
+  if (!supervisor) return false;
+  if (onOtherHost(supervisor)) return leaseValid(supervisor, now);
+  return isOwnProcess(supervisor.pid, supervisor.start_time, supervisorMarker(supervisor.nonce));
 }
 
 /** The status to show: a stored active or paused session whose supervisor is gone is `interrupted`. */

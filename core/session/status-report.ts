@@ -13,6 +13,7 @@ import {
   type SessionStatus,
   type TaskRecord,
 } from "./records.js";
+import { onOtherHost, supervisorHost } from "./lease.js";
 import { currentSession, effectiveStatus, historySessions, supervisorAlive } from "./sessions.js";
 
 export interface AgentStatusView {
@@ -47,7 +48,13 @@ export interface StatusReport {
     initial_task: string | null;
     created_at: string;
     updated_at: string;
-    supervisor: { pid: number; alive: boolean; socket: string } | null;
+    supervisor: { pid: number; alive: boolean; socket: string; host: string | null; generation: number | null; lease_expires_at: string | null } | null;
+    /** The host whose supervisor runs (or ran) the session; null for a record older than hosts. */
+    host: string | null;
+    /** True when that host is not this one: its processes are not looked for in this machine's /proc. */
+    remote: boolean;
+    /** When the supervisor's lease runs out (or ran out: an interrupted session's). */
+    lease_expires_at: string | null;
     restored_from: string | null;
   };
   agents: AgentStatusView[];
@@ -90,13 +97,15 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
   const status = effectiveStatus(session);
   const agentRecords: AgentRecord[] = [];
   for (const { path, value } of store.query(`${agentsPrefix(sid)}/*`)) if (!path.endsWith(CONTEXT_SUFFIX)) agentRecords.push(value as AgentRecord);
-  const groups = processGroups(agentRecords.map((agent) => agent.pgid ?? 0));
+  const supervisor = session.supervisor;
+  // Another host's pids mean nothing here: its agents are shown as their records say.
+  const remote = onOtherHost(supervisor);
+  const groups = remote ? new Map<number, ProcStat[]>() : processGroups(agentRecords.map((agent) => agent.pgid ?? 0));
   const now = Date.now();
-  const agents = agentRecords.map((agent) => agentView(sid, agent, groups, now));
+  const agents = agentRecords.map((agent) => agentView(sid, agent, groups, now, remote));
   // Without a supervisor, whatever still runs is an orphan: nobody restarts, pauses or stops it.
   if (status === "interrupted") for (const agent of agents) if (agent.alive) agent.status = "orphaned";
   const tasks = taskCounts(store, sid);
-  const supervisor = session.supervisor;
   return {
     session: {
       session_id: sid,
@@ -106,26 +115,38 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
       initial_task: session.initial_task,
       created_at: session.created_at,
       updated_at: session.updated_at,
-      supervisor: supervisor ? { pid: supervisor.pid, alive: supervisorAlive(session), socket: supervisor.socket } : null,
+      supervisor: supervisor
+        ? {
+            pid: supervisor.pid,
+            alive: supervisorAlive(session),
+            socket: supervisor.socket,
+            host: supervisorHost(supervisor),
+            generation: typeof supervisor.generation === "number" ? supervisor.generation : null,
+            lease_expires_at: supervisor.lease_expires_at ?? null,
+          }
+        : null,
+      host: supervisorHost(supervisor),
+      remote,
+      lease_expires_at: supervisor?.lease_expires_at ?? null,
       restored_from: session.restored_from ?? null,
     },
     agents,
     tasks,
     last_checkpoint: lastCheckpoint(store, sid),
     left_running: status === "interrupted" ? agents.filter((agent) => agent.processes.length > 0).map((agent) => ({ agent: agent.name, pids: agent.processes })) : [],
-    recover_with: status === "interrupted" ? "apex start --continue last" : null,
+    recover_with: status === "interrupted" ? (remote ? `apex start --continue ${sid}` : "apex start --continue last") : null,
     last_session: null,
   };
 }
 
-function agentView(sessionId: string, agent: AgentRecord, groups: Map<number, ProcStat[]>, now: number): AgentStatusView {
+function agentView(sessionId: string, agent: AgentRecord, groups: Map<number, ProcStat[]>, now: number, remote: boolean): AgentStatusView {
   const members = ownGroupMembers(sessionId, agent, groups);
   const leader = members.find((member) => member.pid === agent.pid);
   const alive = leader !== undefined;
   const recordedLive = agent.status === "running" || agent.status === "paused" || agent.status === "starting";
   return {
     name: agent.name,
-    status: recordedLive && !alive ? "gone" : agent.status,
+    status: recordedLive && !alive && !remote ? "gone" : agent.status,
     pid: agent.pid,
     pgid: agent.pgid,
     alive,

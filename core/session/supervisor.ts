@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { appendFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -33,6 +34,7 @@ import {
 } from "./records.js";
 import { agentLogDir, removeRuntime, socketPathFor, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
+import { LeaseHolder, localHost } from "./lease.js";
 import { recountTasks, SessionService } from "./service.js";
 import { findSession, isEnded, liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
 
@@ -145,6 +147,8 @@ export class Supervisor {
   private idleRemainingMs = 0;
   private idleDeadline = 0;
   private shutdownStarted = false;
+  /** The lease on the session (set by launch once the claim holds it). */
+  lease: LeaseHolder | undefined;
   /** Who made the request being served: checkpoints taken for it are attributed to them. */
   private readonly requestActor = new AsyncLocalStorage<string>();
   private readonly connectionReports = new Map<string, { at: number; users: Connection[] }>();
@@ -181,11 +185,15 @@ export class Supervisor {
     const socketPath = socketPathFor(request.storeDir);
     // The nonce `apex start` put in this process's environment: with it, `apex stop --force` can prove the pid is this supervisor.
     const nonce = process.env[SUPERVISOR_NONCE_VAR] ?? null;
-    const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso(), nonce };
+    const host = localHost();
+    const leaseTtlMs = config.session.lease_ttl * 1000;
+    const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso(), nonce, host, lease_ttl_ms: leaseTtlMs };
     let claim: Claim;
+    let claimedAt = 0;
     let foreignState = false;
     if (request.mode === "start") {
       await saveFinalState(store, undefined, log);
+      claimedAt = performance.now();
       claim = await claimNewSession(store, config, request, self);
     } else {
       const service = checkpointServiceFor(store);
@@ -207,9 +215,15 @@ export class Supervisor {
         const prepared = await service.prepare({ sessionId: target.sessionId, checkpoint: target.checkpoint, force: Boolean(request.forceRecovery) });
         target.checkpoint = prepared.checkpoint;
       }
+      claimedAt = performance.now();
       claim = await claimContinuedSession(store, config, target, self);
     }
     const supervisor = new Supervisor(config, store, deps.engine, claim.sessionId, socketPath, log, deps.onExit);
+    if (claim.takenOverFrom) log(`session ${claim.sessionId}: taken over from host ${claim.takenOverFrom} (its lease had expired); generation ${claim.generation} on host ${host}`);
+    // From here on every write of this process checks the lease; it is renewed every ttl/3.
+    supervisor.lease = new LeaseHolder(store, claim.sessionId, { host, generation: claim.generation, nonce }, leaseTtlMs, (reason) => void supervisor.leaseLost(reason), log, claimedAt);
+    supervisor.lease.fence();
+    supervisor.lease.start();
     try {
       const ready = await supervisor.begin(request, claim, foreignState);
       return { supervisor, ready };
@@ -222,7 +236,8 @@ export class Supervisor {
   private async begin(request: SupervisorRequest, claim: Claim, foreignState = false): Promise<ReadyReport> {
     this.log(`session ${this.sessionId}: ${claim.continued ? "continuing" : "starting"} (pid ${process.pid})`);
     const reaped: ReadyReport["reaped"] = [];
-    if (claim.continued) {
+    // Taken over from another host: the old records' pids are that host's, nothing to reap here.
+    if (claim.continued && !claim.takenOverFrom) {
       for (const agent of claim.previousAgents) {
         if (!agent.pgid || agent.start_time === null) continue;
         // Only what carries the marker recorded with it is ours: a forged record names no process APEX will signal.
@@ -760,8 +775,33 @@ export class Supervisor {
     return results.reduce((sum, n) => sum + n, 0);
   }
 
+  /**
+   * The lease is gone (another host took the session over, or it ran out unrenewed): this process
+   * may no longer act for the session. It ends its own agents (their process groups, proven by
+   * their markers) and exits, writing nothing: the store is the new holder's.
+   */
+  async leaseLost(reason: string): Promise<void> {
+    if (this.shutdownStarted) return;
+    this.log(`session ${this.sessionId}: ${reason}; stopping this supervisor's agents and exiting`);
+    this.stopping ??= Promise.resolve({ session_id: this.sessionId, status: "lost", reason });
+    this.clearTimers();
+    for (const slot of this.slots.values()) {
+      if (slot.restartTimer) clearTimeout(slot.restartTimer);
+      slot.restartTimer = undefined;
+      slot.restartDeferred = false;
+    }
+    const ended = await this.terminateAll({ graceMs: 2000 }).catch((error) => {
+      this.log(`cannot end the agents: ${(error as Error).message}`);
+      return 0;
+    });
+    this.log(`${ended} agent processes ended`);
+    await this.shutdown(0);
+  }
+
   /** Writes the final records: agents, session status and outcome, history; fires onStop. */
   private async finish(status: "stopped" | "completed" | "failed", outcome: string, actor = "supervisor"): Promise<void> {
+    // The record leaves /sessions/<sid>: nothing to renew from now on.
+    this.lease?.release();
     try {
       await this.engine.fire("beforeStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
     } catch (error) {
@@ -975,6 +1015,7 @@ export class Supervisor {
   async shutdown(code: number): Promise<void> {
     this.shutdownStarted = true;
     this.clearTimers();
+    this.lease?.stop();
     // The runtime file goes first: from now on CLI commands no longer route to this process.
     removeRuntime(this.config.storeDir);
     await this.server.close().catch(() => undefined);

@@ -1,6 +1,7 @@
 import type { ProjectLocation } from "../../config/locate.js";
 import { ApexError } from "../../errors.js";
 import { openStore, storeExists } from "../../store/open.js";
+import { onOtherHost, remoteSessionError } from "../lease.js";
 import { currentSession, effectiveStatus, noSessionError } from "../sessions.js";
 
 /** Why an action that needs the supervisor cannot run: no session, or an interrupted one. */
@@ -11,6 +12,7 @@ export async function explainNoSupervisor(location: ProjectLocation, action: str
     const session = currentSession(store);
     if (!session) return noSessionError();
     const status = effectiveStatus(session);
+    if (status !== "interrupted" && onOtherHost(session.supervisor)) return remoteSessionError(session, action);
     return new ApexError("APEX_E_SESSION_STATE", `Cannot ${action}: session ${session.session_id} is ${status} (its supervisor is not running).`, {
       hint: "`apex start --continue last` recovers it (the old agents are ended first); `apex stop` ends it.",
       details: { session_id: session.session_id, status },

@@ -79,6 +79,8 @@ export interface MakeWayRequest {
 export async function makeWay(location: ProjectLocation, request: MakeWayRequest): Promise<Handover | undefined> {
   const current = await currentOf(location);
   if (!current) return undefined;
+  // Live on another host: not this host's to checkpoint or stop (the claim would refuse it too).
+  if (current.remote) throw current.remote;
   const same = request.target !== undefined && request.target.sessionId === current.session_id;
   const live = liveSupervisor(location.storeDir);
   if (current.status === "interrupted" || !live) {
@@ -122,15 +124,17 @@ export function handoverLine(handover: Handover): string {
   return `Session ${paint(handover.session_id, "bold")} was ${handover.was}: ${saved}stopped (${handover.processes_ended} process${handover.processes_ended === 1 ? "" : "es"} ended).`;
 }
 
-async function currentOf(location: ProjectLocation): Promise<{ session_id: string; status: string } | undefined> {
+async function currentOf(location: ProjectLocation): Promise<{ session_id: string; status: string; remote: ApexError | undefined } | undefined> {
   const { openStore, storeExists } = await import("../../store/open.js");
   if (!(await storeExists(location))) return undefined;
-  const { currentSession, effectiveStatus, isEnded } = await import("../sessions.js");
+  const [{ currentSession, effectiveStatus, isEnded }, { onOtherHost }, { sessionInTheWay }] = await Promise.all([import("../sessions.js"), import("../lease.js"), import("../claim.js")]);
   const store = await openStore(location, { readOnly: true });
   try {
     const session = currentSession(store);
     if (!session || isEnded(session)) return undefined;
-    return { session_id: session.session_id, status: effectiveStatus(session) };
+    const status = effectiveStatus(session);
+    const remote = status !== "interrupted" && onOtherHost(session.supervisor) ? sessionInTheWay(session) : undefined;
+    return { session_id: session.session_id, status, remote };
   } finally {
     await store.close();
   }

@@ -5,6 +5,7 @@ import type { SessionRecord } from "../records.js";
 import { allSessions, effectiveStatus, historySessions } from "../sessions.js";
 import { paintStatus } from "./format.js";
 import { forcedEndpoint } from "../runtime.js";
+import { supervisorHost } from "../lease.js";
 
 interface SessionRow {
   session_id: string;
@@ -13,6 +14,8 @@ interface SessionRow {
   /** The checkpoint a branch session started from: <session>/<checkpoint-NNN>, else null. */
   parent: string | null;
   status: string;
+  /** The host whose supervisor runs (or last ran) the session; null for records older than hosts. */
+  host: string | null;
   created_at: string;
   ended_at: string | null;
   initial_task: string | null;
@@ -39,6 +42,7 @@ async function readSessions(location: ProjectLocation, which: "all" | "history")
     name: typeof record.name === "string" ? record.name : null,
     parent: parentOf(record),
     status: effectiveStatus(record),
+    host: supervisorHost(record.supervisor),
     created_at: record.created_at,
     ended_at: record.ended_at ?? null,
     initial_task: record.initial_task,
@@ -63,13 +67,13 @@ export async function listSessions(location: ProjectLocation, json: boolean): Pr
   }
   const branched = rows.some((row) => row.name !== null || row.parent !== null);
   if (!branched) {
-    printLine(table(["SESSION", "STATUS", "STARTED", "TASK"], rows.map((row) => [row.session_id, paintStatus(row.status), row.created_at, row.initial_task ?? "-"])));
+    printLine(table(["SESSION", "STATUS", "HOST", "STARTED", "TASK"], rows.map((row) => [row.session_id, paintStatus(row.status), row.host ?? "-", row.created_at, row.initial_task ?? "-"])));
     return;
   }
   printLine(
     table(
-      ["SESSION", "NAME", "STATUS", "PARENT", "STARTED", "TASK"],
-      rows.map((row) => [row.session_id, row.name ?? "-", paintStatus(row.status), row.parent ? `${row.parent.slice(0, 8)}${row.parent.slice(row.parent.indexOf("/"))}` : "-", row.created_at, row.initial_task ?? "-"]),
+      ["SESSION", "NAME", "STATUS", "HOST", "PARENT", "STARTED", "TASK"],
+      rows.map((row) => [row.session_id, row.name ?? "-", paintStatus(row.status), row.host ?? "-", row.parent ? `${row.parent.slice(0, 8)}${row.parent.slice(row.parent.indexOf("/"))}` : "-", row.created_at, row.initial_task ?? "-"]),
     ),
   );
 }

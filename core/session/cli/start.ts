@@ -76,19 +76,12 @@ async function continueRemote(options: StartOptions): Promise<void> {
 async function refuseIfActive(location: ProjectLocation): Promise<void> {
   const { openStore, storeExists } = await import("../../store/open.js");
   if (!(await storeExists(location))) return;
-  const { currentSession, effectiveStatus, isEnded } = await import("../sessions.js");
+  const [{ currentSession, isEnded }, { sessionInTheWay }] = await Promise.all([import("../sessions.js"), import("../claim.js")]);
   const store = await openStore(location, { readOnly: true });
   try {
     const session = currentSession(store);
     if (!session || isEnded(session)) return;
-    const status = effectiveStatus(session);
-    throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${session.session_id} is ${status}; a project runs one session at a time.`, {
-      hint:
-        status === "interrupted"
-          ? "Recover it with `apex start --continue last`, or end it with `apex stop`."
-          : `End it with \`apex stop\` first${status === "paused" ? ", or `apex resume` it" : ""}; \`apex status\` shows it.`,
-      details: { session_id: session.session_id, status },
-    });
+    throw sessionInTheWay(session);
   } finally {
     await store.close();
   }

@@ -56,6 +56,15 @@ function buildEmpty(): StatusReport {
   };
 }
 
+/** "pid 123", "pid 123 (not running)", or for another host's supervisor "pid 123 on host host-a (lease until …)". */
+function supervisorLine(session: NonNullable<StatusReport["session"]>, supervisor: NonNullable<NonNullable<StatusReport["session"]>["supervisor"]>): string {
+  if (session.remote) {
+    const lease = supervisor.lease_expires_at ? ` (lease ${supervisor.alive ? "until" : "expired at"} ${supervisor.lease_expires_at})` : "";
+    return `pid ${supervisor.pid} on host ${supervisor.host}${lease}${supervisor.alive ? "" : ` ${paint("(not renewing)", "red")}`}`;
+  }
+  return `pid ${supervisor.pid}${supervisor.host ? ` on ${supervisor.host}` : ""} ${supervisor.alive ? "" : paint("(not running)", "red")}`.trimEnd();
+}
+
 function printStatus(report: StatusReport): void {
   const session = report.session;
   if (!session) {
@@ -65,11 +74,11 @@ function printStatus(report: StatusReport): void {
     printLine(paint('Start one: apex start --task "…"', "gray"));
     return;
   }
-  printLine(`Session ${paint(session.session_id, "bold")}  ${paintStatus(session.status)}`);
+  printLine(`Session ${paint(session.session_id, "bold")}  ${paintStatus(session.status)}${session.remote && session.status !== "interrupted" ? ` on host ${session.host}` : ""}`);
   if (session.initial_task) printLine(`  task        ${session.initial_task}`);
   printLine(`  started     ${session.created_at}`);
   const supervisor = session.supervisor;
-  printLine(`  supervisor  ${supervisor ? `pid ${supervisor.pid} ${supervisor.alive ? "" : paint("(not running)", "red")}`.trimEnd() : "-"}`);
+  printLine(`  supervisor  ${supervisor ? supervisorLine(session, supervisor) : "-"}`);
   const t = report.tasks;
   printLine(`  tasks       ${t.pending} pending, ${t.active} active, ${t.completed} completed, ${t.failed} failed`);
   if (report.connected?.length) {
@@ -96,7 +105,14 @@ function printStatus(report: StatusReport): void {
   }
   if (session.status === "interrupted") {
     printLine();
-    printLine(paint("The supervisor is not running: the session was interrupted.", "red"));
+    if (session.remote) {
+      printLine(paint(`The supervisor on host ${session.host} stopped renewing its lease, which expired at ${session.lease_expires_at ?? "(unknown)"}: the session was interrupted.`, "red"));
+    } else printLine(paint("The supervisor is not running: the session was interrupted.", "red"));
+    if (session.remote) {
+      printLine(`  Its agents ran on host ${session.host}: whether any of their processes is left there cannot be seen from this host.`);
+      printLine(paint(`Take it over on this host with \`${report.recover_with}\` (its agents start here with their saved context) or end it with \`apex stop\`.`, "gray"));
+      return;
+    }
     if (report.left_running.length > 0) {
       for (const left of report.left_running) printLine(`  still running: ${left.agent} (pids ${left.pids.join(", ")})`);
     } else {

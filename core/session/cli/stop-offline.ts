@@ -8,6 +8,7 @@ import { agentMarker, carriesMarker, isSameProcessAlive, signalProcess, sleep, s
 import { CURRENT_SESSION_PATH, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../records.js";
 import { removeRuntime } from "../runtime.js";
 import { appendEvent, SessionReader } from "../service.js";
+import { onOtherHost, remoteSessionError } from "../lease.js";
 import { currentSession, noSessionError, supervisorAlive } from "../sessions.js";
 
 /**
@@ -27,6 +28,8 @@ export async function stopWithoutSupervisor(
     const session = currentSession(store);
     if (!session) throw noSessionError();
     const sid = session.session_id;
+    // Another host's live supervisor: its pids are not this machine's to signal, even with --force.
+    if (supervisorAlive(session) && onOtherHost(session.supervisor)) throw remoteSessionError(session, "stop");
     if (supervisorAlive(session)) {
       if (!options.force) {
         throw new ApexError("APEX_E_SESSION_STATE", `The supervisor (pid ${session.supervisor!.pid}) is alive but does not answer.`, {

@@ -1,0 +1,217 @@
+/**
+ * Several hosts, one store (PostgreSQL): which host's supervisor holds a session.
+ *
+ * A session record's `supervisor` names its host, a `generation` (bumped by every claim of the
+ * session) and `lease_expires_at`. The supervisor renews the lease every ttl/3 in a transaction
+ * that checks the generation is still its own. From the supervisor's host, liveness is the
+ * process itself (sessions.ts `supervisorAlive`); from any other host, a pid means nothing and
+ * the lease is the answer: a session whose lease has not expired runs there.
+ *
+ * The holder fences the supervisor's own writes: once the lease it last wrote has run out (the
+ * process was frozen, the database unreachable), no write leaves the process before a renewal
+ * has succeeded; a renewal that finds the session claimed by another generation ends the agents
+ * and the supervisor without writing anything more.
+ */
+import { hostname } from "node:os";
+import { performance } from "node:perf_hooks";
+import { ApexError } from "../errors.js";
+import type { Store, WriteBatch } from "../store/store.js";
+import { sessionPath, type SessionRecord } from "./records.js";
+
+/** Default `session.lease_ttl`, in seconds. */
+export const DEFAULT_LEASE_TTL_SECONDS = 15;
+
+/** This machine's name in session records: APEX_HOST when set, else the system's host name. */
+export function localHost(): string {
+  return process.env.APEX_HOST?.trim() || hostname();
+}
+
+type SupervisorField = SessionRecord["supervisor"];
+
+/** The host the record's supervisor runs on (null: a record written before hosts were recorded, taken as this one). */
+export function supervisorHost(supervisor: SupervisorField): string | null {
+  return typeof supervisor?.host === "string" && supervisor.host ? supervisor.host : null;
+}
+
+/** True when the record's supervisor runs on another host than this one: its pid means nothing here. */
+export function onOtherHost(supervisor: SupervisorField): boolean {
+  const host = supervisorHost(supervisor);
+  return host !== null && host !== localHost();
+}
+
+/** When the lease runs out, in milliseconds since the epoch (NaN when the record has none). */
+export function leaseExpiry(supervisor: SupervisorField): number {
+  return typeof supervisor?.lease_expires_at === "string" ? Date.parse(supervisor.lease_expires_at) : Number.NaN;
+}
+
+/** True while the record's lease has not expired. A record without one holds none. */
+export function leaseValid(supervisor: SupervisorField, now = Date.now()): boolean {
+  const expiry = leaseExpiry(supervisor);
+  return Number.isFinite(expiry) && expiry > now;
+}
+
+/**
+ * The refusal of a command that would signal the processes of a session whose supervisor runs
+ * on another host (pause, resume, stop): this host cannot reach that host's pids.
+ */
+export function remoteSessionError(record: SessionRecord, action: string): ApexError {
+  const host = supervisorHost(record.supervisor);
+  return new ApexError("APEX_E_SESSION_REMOTE", `Cannot ${action} session ${record.session_id} from here: it runs on host ${host} (supervisor pid ${record.supervisor?.pid}, lease until ${record.supervisor?.lease_expires_at}).`, {
+    hint: `Run the command on ${host}, or through its server (\`apex --remote HOST/SESSION ${action}\` with \`apex serve\` running there).`,
+    details: { session_id: record.session_id, host, lease_expires_at: record.supervisor?.lease_expires_at ?? null },
+  });
+}
+
+/** Who holds a session, for messages: "host-a (pid 123)". */
+export function holderText(supervisor: SupervisorField): string {
+  if (!supervisor) return "no supervisor";
+  const host = supervisorHost(supervisor);
+  return host ? `host ${host} (pid ${supervisor.pid})` : `pid ${supervisor.pid}`;
+}
+
+/** What a renewal found. */
+export type RenewOutcome =
+  | { kind: "renewed"; expires_at: string }
+  /** Another claim took the session: `holder` is the supervisor it names now. */
+  | { kind: "lost"; holder: NonNullable<SupervisorField> | null }
+  /** The session's record is no longer at /sessions/<sid>: it ended. */
+  | { kind: "ended" };
+
+export interface LeaseIdentity {
+  host: string;
+  generation: number;
+  nonce: string | null;
+}
+
+/**
+ * The supervisor's side of the lease. `start` renews every ttl/3; `fence` makes every write of
+ * the store object check the lease first; `onLost` is called once, when the lease is gone (taken
+ * over, or run out without a successful renewal), after which every write is refused.
+ */
+export class LeaseHolder {
+  /** performance.now() until which the lease this process last wrote is valid. */
+  private deadline: number;
+  private timer: NodeJS.Timeout | undefined;
+  private lostReason: string | undefined;
+  private depth = 0;
+  private renewSync: ((fn: (batch: WriteBatch) => RenewOutcome, actor?: string) => { value: RenewOutcome }) | undefined;
+  private ended = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly sessionId: string,
+    private readonly identity: LeaseIdentity,
+    readonly ttlMs: number,
+    private readonly onLost: (reason: string) => void,
+    private readonly log: (message: string) => void,
+    /** performance.now() when the claim that wrote the first lease began. */
+    claimedAt: number,
+  ) {
+    this.deadline = claimedAt + ttlMs;
+  }
+
+  get lost(): boolean {
+    return this.lostReason !== undefined;
+  }
+
+  /** Every write of `store` (transaction, batch, set, delete) checks the lease first; renewals bypass it. */
+  fence(): void {
+    const store = this.store;
+    const transaction = store.transaction.bind(store);
+    const batchSync = store.batchSync.bind(store);
+    this.renewSync = batchSync as typeof this.renewSync;
+    store.transaction = <T>(fn: () => T): Promise<T> => {
+      if (this.depth === 0) this.check();
+      return transaction(() => this.nested(fn));
+    };
+    store.batchSync = (fn, actor) => {
+      if (this.depth === 0) this.check();
+      return this.nested(() => batchSync(fn, actor));
+    };
+  }
+
+  private nested<T>(fn: () => T): T {
+    this.depth++;
+    try {
+      return fn();
+    } finally {
+      this.depth--;
+    }
+  }
+
+  /** Throws unless the lease is held; past its deadline, renews first (synchronously). */
+  private check(): void {
+    if (!this.lostReason && performance.now() >= this.deadline && !this.ended) this.renew();
+    if (this.lostReason) {
+      throw new ApexError("APEX_E_LEASE_LOST", `This supervisor no longer holds session ${this.sessionId}: ${this.lostReason}.`, {
+        hint: "`apex status` shows where the session runs now.",
+        details: { session_id: this.sessionId },
+      });
+    }
+  }
+
+  /** Renews every ttl/3 (unref'd: it never keeps the process alive). */
+  start(): void {
+    this.timer = setInterval(() => {
+      if (!this.lost && !this.ended) this.renew();
+    }, Math.max(50, Math.floor(this.ttlMs / 3)));
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** The supervisor ends the session itself: no more renewals (its record leaves /sessions/<sid>). */
+  release(): void {
+    this.ended = true;
+    this.stop();
+  }
+
+  /**
+   * One renewal, in one transaction: extends the lease when the record still names this
+   * generation on this host; otherwise the lease is lost. A renewal that fails (the store cannot
+   * be reached) is retried at the next tick; past the deadline it loses the lease too.
+   */
+  renew(): RenewOutcome | undefined {
+    const started = performance.now();
+    const write = this.renewSync ?? ((fn: (batch: WriteBatch) => RenewOutcome, actor?: string) => this.store.batchSync(fn, actor));
+    let outcome: RenewOutcome;
+    try {
+      outcome = this.nested(() => write((batch) => this.renewIn(batch), "supervisor")).value;
+    } catch (error) {
+      if (performance.now() >= this.deadline) this.lose(`its lease ran out and could not be renewed (${(error as Error).message})`);
+      else this.log(`lease: renewal failed, retrying: ${(error as Error).message}`);
+      return undefined;
+    }
+    if (outcome.kind === "renewed") this.deadline = started + this.ttlMs;
+    else if (outcome.kind === "ended") this.lose("the session was ended by another process");
+    else {
+      const holder = outcome.holder;
+      const by = holder ? `host ${supervisorHost(holder) ?? "(unknown)"} took it over (generation ${String(holder.generation ?? "?")})` : "its record no longer names a supervisor";
+      this.lose(by);
+    }
+    return outcome;
+  }
+
+  private renewIn(batch: WriteBatch): RenewOutcome {
+    const record = batch.get(sessionPath(this.sessionId)) as SessionRecord | undefined;
+    if (!record) return { kind: "ended" };
+    const supervisor = record.supervisor;
+    if (!supervisor || supervisor.generation !== this.identity.generation || supervisor.host !== this.identity.host || (supervisor.nonce ?? null) !== this.identity.nonce) {
+      return { kind: "lost", holder: supervisor };
+    }
+    const expires_at = new Date(Date.now() + this.ttlMs).toISOString();
+    batch.set(sessionPath(this.sessionId), { ...record, supervisor: { ...supervisor, lease_expires_at: expires_at } });
+    return { kind: "renewed", expires_at };
+  }
+
+  private lose(reason: string): void {
+    if (this.lostReason) return;
+    this.lostReason = reason;
+    this.stop();
+    this.log(`lease lost: ${reason}`);
+    this.onLost(reason);
+  }
+}
