@@ -1,0 +1,268 @@
+// Several hosts, one PostgreSQL database: two project directories with the same project id,
+// APEX_HOST=host-a and host-b, the built CLI, real supervisors and agents. One host's session is
+// seen (and refused) from the other; a frozen supervisor's lease runs out, the other host takes
+// the session over, and the frozen one, woken up, finds its lease gone, ends its agents and exits.
+// Claims racing from two processes on one database: exactly one wins.
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { claimNewSession } from "../dist/core/session/claim.js";
+import { sessionPath, type SessionRecord } from "../dist/core/session/records.js";
+import { openStore } from "../dist/core/store/open.js";
+import { Project, REPO_ROOT, events, groupMembers, isAlive, procInfo, type CliResult, waitFor } from "./fixtures/agents/harness.js";
+import { startPostgres, type PostgresCluster } from "./support/postgres.js";
+
+let cluster: PostgresCluster;
+const projects: Project[] = [];
+const frozen: Array<{ pid: number; startTime: number }> = [];
+
+beforeAll(async () => {
+  cluster = await startPostgres();
+}, 120_000);
+afterAll(async () => {
+  await cluster?.stop();
+});
+afterEach(() => {
+  for (const { pid, startTime } of frozen.splice(0)) if (isAlive(pid, startTime)) process.kill(pid, "SIGCONT");
+  // The host that holds the session last is cleaned up first, so its stop ends the session.
+  for (const project of projects.splice(0).reverse()) project.cleanup();
+});
+
+/** A project directory that plays one host: every command runs with APEX_HOST set. */
+class HostProject extends Project {
+  constructor(
+    readonly host: string,
+    config: string,
+  ) {
+    super(config, `apex-${host}-`);
+    projects.push(this);
+  }
+
+  override apex(args: string[], options: { env?: NodeJS.ProcessEnv; timeout?: number } = {}): CliResult {
+    return super.apex(args, { ...options, env: { APEX_HOST: this.host, ...options.env } });
+  }
+}
+
+// The agent copies the context it is given back (APEX_RESUME_CONTEXT) into its working directory.
+const AGENT = 'if [ -n "$APEX_RESUME_CONTEXT" ]; then cp "$APEX_RESUME_CONTEXT" resumed.json; fi; while true; do sleep 0.2; done';
+
+function config(url: string, project: string, ttl: number): string {
+  return [
+    "session:",
+    `  lease_ttl: ${ttl}`,
+    "agents:",
+    "  worker:",
+    "    command: sh",
+    `    args: ["-c", ${JSON.stringify(AGENT)}]`,
+    "plugins: {}",
+    "store:",
+    "  backend: postgres",
+    `  url: ${JSON.stringify(url)}`,
+    `  project: ${project}`,
+    "",
+  ].join("\n");
+}
+
+interface Status {
+  session: null | {
+    session_id: string;
+    status: string;
+    host: string | null;
+    remote: boolean;
+    lease_expires_at: string | null;
+    supervisor: { pid: number; alive: boolean; host: string | null; generation: number | null } | null;
+  };
+  agents: Array<{ name: string; pid: number | null; pgid: number | null; alive: boolean; status: string }>;
+  recover_with?: string | null;
+}
+
+function json<T>(result: CliResult): T {
+  expect(result.status, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as T;
+}
+
+const status = (project: Project) => json<Status>(project.apex(["status", "--json"]));
+
+describe("two hosts on one PostgreSQL database", () => {
+  it("see one session, refuse a second, and hand it over once the holder's lease expired; the old holder ends its agents and exits", async () => {
+    const url = cluster.createDatabase();
+    const a = new HostProject("host-a", config(url, "shared", 4));
+    const b = new HostProject("host-b", config(url, "shared", 4));
+
+    const ready = a.start(["--task", "work across hosts"]);
+    const sid = ready.session_id;
+    const agentA = ready.agents[0]!;
+    expect(agentA.pid).toBeGreaterThan(0);
+
+    // From host-b: the session runs on host-a (no local pid check: its agents are as recorded).
+    const seen = status(b);
+    expect(seen.session).toMatchObject({ session_id: sid, status: "active", host: "host-a", remote: true, supervisor: { pid: ready.supervisor_pid, alive: true, host: "host-a", generation: 1 } });
+    expect(seen.agents).toMatchObject([{ name: "worker", status: "running", alive: false }]);
+    expect(b.apex(["status"]).stdout).toMatch(new RegExp(`active on host host-a[\\s\\S]*supervisor  pid ${ready.supervisor_pid} on host host-a \\(lease until `));
+    expect(json<Array<{ session_id: string; status: string; host: string }>>(b.apex(["session", "list", "--json"]))).toEqual([expect.objectContaining({ session_id: sid, status: "active", host: "host-a" })]);
+    expect(b.apex(["session", "list"]).stdout).toMatch(new RegExp(`HOST[\\s\\S]*${sid}  active  host-a`));
+
+    // A second session from host-b is refused, naming host-a; so are pause and stop, which would signal host-a's pids.
+    const second = b.apex(["start", "--task", "another"]);
+    expect(second.status, second.stderr).toBe(4);
+    expect(second.stderr).toContain("APEX_E_SESSION_ACTIVE");
+    expect(second.stderr).toContain("on host host-a");
+    for (const command of [["pause"], ["stop"], ["stop", "--force"]]) {
+      const refused = b.apex(command);
+      expect(refused.status, `${command.join(" ")}: ${refused.stderr}`).toBe(4);
+      expect(refused.stderr).toContain("APEX_E_SESSION_REMOTE");
+      expect(refused.stderr).toContain("runs on host host-a");
+    }
+    const early = b.apex(["start", "--continue", sid]);
+    expect(early.status, early.stderr).toBe(4);
+    expect(early.stderr).toContain("host-a");
+    expect(isAlive(ready.supervisor_pid)).toBe(true);
+    expect(isAlive(agentA.pid!)).toBe(true);
+
+    // The agent's context, saved through host-a's supervisor.
+    expect(a.apex(["agent", "report", "--agent", "worker", "--context", '{"step":7}']).status).toBe(0);
+
+    // A frozen laptop: host-a's supervisor stops renewing; once the lease expires host-b sees the session interrupted.
+    const supervisorStart = procInfo(ready.supervisor_pid)!.startTime;
+    frozen.push({ pid: ready.supervisor_pid, startTime: supervisorStart });
+    process.kill(ready.supervisor_pid, "SIGSTOP");
+    const interrupted = await waitFor("host-b to see the session interrupted", () => {
+      const report = status(b);
+      return report.session?.status === "interrupted" ? report : undefined;
+    }, 60_000);
+    expect(interrupted.session).toMatchObject({ host: "host-a", remote: true, supervisor: { alive: false } });
+    expect(Date.parse(interrupted.session!.lease_expires_at!)).toBeLessThanOrEqual(Date.now());
+    expect(interrupted.recover_with).toBe(`apex start --continue ${sid}`);
+    const text = b.apex(["status"]).stdout;
+    expect(text).toContain(`The supervisor on host host-a stopped renewing its lease, which expired at ${interrupted.session!.lease_expires_at}`);
+
+    // host-b takes it over: its agents start here with their saved context; nothing of host-a's is reaped here.
+    const taken = b.start(["--continue", sid]);
+    expect(taken).toMatchObject({ session_id: sid, continued: true, reaped: [] });
+    const agentB = taken.agents[0]!;
+    expect(agentB.pid).not.toBe(agentA.pid);
+    expect(readlinkSync(`/proc/${agentB.pid}/cwd`)).toBe(b.dir);
+    await waitFor("the resumed context on host-b", () => existsSync(join(b.dir, "resumed.json")));
+    expect(JSON.parse(readFileSync(join(b.dir, "resumed.json"), "utf8"))).toEqual({ step: 7 });
+    const owner = status(b);
+    expect(owner.session).toMatchObject({ status: "active", host: "host-b", remote: false, supervisor: { pid: taken.supervisor_pid, alive: true, generation: 2 } });
+    const trail = events(b, sid);
+    expect(trail.find((event) => event.type === "session.taken_over")).toMatchObject({ from_host: "host-a", to_host: "host-b", generation: 2 });
+    const record = json<{ value: SessionRecord }>(b.apex(["memory", "show", `/sessions/${sid}`, "--json"])).value;
+    expect(record.history.at(-1)).toMatchObject({ event: "continued", from: "interrupted", host: "host-b", taken_over_from: { host: "host-a", generation: 1 } });
+
+    // host-a wakes up: its renewal finds the session taken, so it ends its own agents and exits.
+    process.kill(ready.supervisor_pid, "SIGCONT");
+    await waitFor("host-a's supervisor to exit", () => !isAlive(ready.supervisor_pid, supervisorStart), 60_000);
+    await waitFor("host-a's agents to end", () => groupMembers(agentA.pgid!).length === 0, 30_000);
+    expect(a.supervisorLog()).toContain("host host-b took it over (generation 2)");
+    expect(a.supervisorLog()).toContain("stopping this supervisor's agents and exiting");
+
+    // host-b stays the owner, seen so from both hosts; its agent still runs.
+    expect(status(b).session).toMatchObject({ status: "active", host: "host-b", supervisor: { alive: true, generation: 2 } });
+    expect(status(a).session).toMatchObject({ status: "active", host: "host-b", remote: true, supervisor: { alive: true, generation: 2 } });
+    expect(json<Array<{ host: string }>>(a.apex(["session", "list", "--json"]))[0]).toMatchObject({ host: "host-b" });
+    expect(isAlive(agentB.pid!)).toBe(true);
+    expect(json<{ value: SessionRecord }>(b.apex(["memory", "show", `/sessions/${sid}`, "--json"])).value.supervisor).toMatchObject({ host: "host-b", generation: 2 });
+
+    const stopped = b.apex(["stop"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    await waitFor("host-b's agent to end", () => !isAlive(agentB.pid!), 30_000);
+  }, 300_000);
+});
+
+describe("claims racing on one database", () => {
+  /** Runs `body` (an async function of (store, round)) in a child process per host; each round starts at the same instant in both. */
+  async function race(hosts: string[], url: string, projectOf: string, rounds: number, body: string): Promise<Array<Array<{ ok: boolean; code?: string; message?: string; generation?: number }>>> {
+    const dir = mkdtempSync(join(tmpdir(), "apex-race-"));
+    try {
+      const script = join(dir, "race.mjs");
+      writeFileSync(
+        script,
+        `
+        import { openStore } from ${JSON.stringify(join(REPO_ROOT, "dist/core/store/open.js"))};
+        import * as claims from ${JSON.stringify(join(REPO_ROOT, "dist/core/session/claim.js"))};
+        const [url, prefix, rounds, start] = process.argv.slice(2);
+        const config = { agents: { w: { command: "sh", args: [], env: {}, cwd: ".", restart: "never", max_restarts: 0, restart_delay: 0 } } };
+        const host = process.env.APEX_HOST;
+        const self = { pid: process.pid, start_time: 0, socket: "/x.sock", started_at: new Date().toISOString(), nonce: null, host, lease_ttl_ms: 60000 };
+        const run = async (store, round) => { ${body} };
+        const out = [];
+        for (let round = 0; round < Number(rounds); round++) {
+          const store = await openStore({ backend: "postgres", dir: ${JSON.stringify(dir)}, url, project: prefix + round });
+          const at = Number(start) + round * 500;
+          while (Date.now() < at - 5) await new Promise((resolve) => setTimeout(resolve, 1));
+          while (Date.now() < at) {}
+          try { const claim = await run(store, round); out.push({ ok: true, generation: claim.generation }); }
+          catch (error) { out.push({ ok: false, code: error.code, message: error.message }); }
+          await store.close();
+        }
+        process.stdout.write(JSON.stringify(out));`,
+      );
+      const start = Date.now() + 1500;
+      const runs = hosts.map(
+        (host) =>
+          new Promise<Array<{ ok: boolean; code?: string; message?: string; generation?: number }>>((resolve, reject) => {
+            const child = spawn(process.execPath, [script, url, projectOf, String(rounds), String(start)], { env: { ...process.env, APEX_HOST: host } });
+            let out = "";
+            let err = "";
+            child.stdout.on("data", (chunk) => (out += chunk));
+            child.stderr.on("data", (chunk) => (err += chunk));
+            child.on("close", (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`${host}: exit ${code}: ${err}`))));
+          }),
+      );
+      return await Promise.all(runs);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  const ROUNDS = 8;
+
+  it("two new sessions at once from two processes: exactly one is claimed, the other refused naming its host", async () => {
+    const url = cluster.createDatabase();
+    const [x, y] = await race(["host-x", "host-y"], url, "new-", ROUNDS, `return claims.claimNewSession(store, config, { mode: "start", task: "race" }, self);`);
+    for (let round = 0; round < ROUNDS; round++) {
+      const outcomes = [x![round]!, y![round]!];
+      expect(outcomes.filter((outcome) => outcome.ok), `round ${round}: ${JSON.stringify(outcomes)}`).toHaveLength(1);
+      const winner = outcomes[0]!.ok ? "host-x" : "host-y";
+      const loser = outcomes.find((outcome) => !outcome.ok)!;
+      expect(loser.code).toBe("APEX_E_SESSION_ACTIVE");
+      expect(loser.message).toContain(`on host ${winner}`);
+    }
+  }, 120_000);
+
+  it("two takeovers of one expired session at once: exactly one wins, with generation 2", async () => {
+    const url = cluster.createDatabase();
+    const sessions: string[] = [];
+    // Each round's session was started by a host whose lease ran out at once.
+    for (let round = 0; round < ROUNDS; round++) {
+      const store = await openStore({ backend: "postgres", dir: tmpdir(), url, project: `take-${round}` });
+      try {
+        const config = { agents: { w: { command: "sh", args: [], env: {}, cwd: ".", restart: "never", max_restarts: 0, restart_delay: 0 } } } as never;
+        const claim = await claimNewSession(store, config, { mode: "start", projectDir: tmpdir(), configPath: undefined, storeDir: tmpdir(), task: "old" }, { pid: 1, start_time: 0, socket: "/x.sock", started_at: new Date().toISOString(), nonce: null, host: "host-gone", lease_ttl_ms: 1 });
+        sessions.push(claim.sessionId);
+      } finally {
+        await store.close();
+      }
+    }
+    const body = `const sessionId = ${JSON.stringify(sessions)}[round]; return claims.claimContinuedSession(store, config, { sessionId, checkpoint: undefined }, self);`;
+    const [x, y] = await race(["host-x", "host-y"], url, "take-", ROUNDS, body);
+    for (let round = 0; round < ROUNDS; round++) {
+      const outcomes = [x![round]!, y![round]!];
+      expect(outcomes.filter((outcome) => outcome.ok), `round ${round}: ${JSON.stringify(outcomes)}`).toHaveLength(1);
+      expect(outcomes.find((outcome) => outcome.ok)!.generation).toBe(2);
+      expect(outcomes.find((outcome) => !outcome.ok)!.code).toBe("APEX_E_SESSION_ACTIVE");
+      const store = await openStore({ backend: "postgres", dir: tmpdir(), url, project: `take-${round}` }, { readOnly: true });
+      try {
+        const record = store.get(sessionPath(sessions[round]!)) as SessionRecord;
+        expect(record.supervisor).toMatchObject({ host: outcomes[0]!.ok ? "host-x" : "host-y", generation: 2 });
+        expect(record.history.filter((entry) => entry.event === "continued")).toHaveLength(1);
+      } finally {
+        await store.close();
+      }
+    }
+  }, 120_000);
+});
