@@ -187,6 +187,13 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       ].join("\n"),
     ],
     [
+      "lease shorter than a second",
+      "lease-ttl-short.yaml",
+      {},
+      "APEX_E_CONFIG",
+      `lease-ttl-short.yaml:2:14: session.lease_ttl: must be a duration of at least 1 second (got 0.5). The supervisor renews its lease every third of it.`,
+    ],
+    [
       "many errors at once, in document order",
       "multiple-errors.yaml",
       {},
@@ -194,7 +201,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       [
         `multiple-errors.yaml:2:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got -1). Time between automatic checkpoints.`,
         `multiple-errors.yaml:3:20: session.max_checkpoints: must be an integer ≥ 1 (got "many"). Most checkpoints a session keeps.`,
-        `multiple-errors.yaml:4:3: session.sesion_timeout: unknown key. Expected one of auto_checkpoint_interval, max_checkpoints, auto_recovery, session_timeout, backup_location. Did you mean "session_timeout"?`,
+        `multiple-errors.yaml:4:3: session.sesion_timeout: unknown key. Expected one of auto_checkpoint_interval, max_checkpoints, auto_recovery, session_timeout, lease_ttl, backup_location. Did you mean "session_timeout"?`,
         `multiple-errors.yaml:8:30: agents.coder.args[1]: must be a string, a number, true or false (got a mapping). Arguments passed to the command.`,
         `multiple-errors.yaml:9:14: agents.coder.restart: must be one of "never", "on-failure", "always" (got "sometimes"). When to restart the agent after it exits: never, on-failure (a non-zero exit code or a signal), or always.`,
         `multiple-errors.yaml:10:19: agents.coder.max_restarts: must be an integer ≥ 0 (got -2). Restarts allowed before the agent is marked failed.`,
@@ -261,6 +268,7 @@ describe("valid configs", () => {
       max_checkpoints: 100,
       auto_recovery: true,
       session_timeout: 7200,
+      lease_ttl: 15,
       backup_location: ".apex/backups",
     });
     // Sections left out come from the default apex.config.yaml; its reference agents run from the APEX package.
@@ -288,6 +296,7 @@ describe("valid configs", () => {
       max_checkpoints: 20,
       auto_recovery: false,
       session_timeout: 5400,
+      lease_ttl: 15,
       backup_location: "backups",
     });
     expect(config.agents).toEqual({
@@ -380,6 +389,7 @@ describe("finding the config", () => {
       max_checkpoints: 100,
       auto_recovery: true,
       session_timeout: 7200,
+      lease_ttl: 15,
       backup_location: ".apex/backups",
     });
     expect(config.agents).toEqual(referenceAgents(join(REPO_ROOT, "agents")));

@@ -1,8 +1,8 @@
 /** A checked document becomes the typed, deeply frozen Config the rest of APEX reads. */
 import type { ProjectLocation } from "./locate.js";
 import { parseDuration } from "./duration.js";
-import { ApexError } from "../errors.js";
 import { positionOf } from "./source.js";
+import { configError } from "./validate.js";
 import type { AgentConfig, Config, ConfigSource, PluginEntry, RestartPolicy, SessionSettings } from "./types.js";
 
 export interface BuildInput {
@@ -79,12 +79,11 @@ function deepFreeze<T>(value: T, skip: Set<unknown>): T {
   return Object.freeze(value);
 }
 
-/** `session.lease_ttl` in seconds: a lease of no time would expire before its first renewal. */
+/** `session.lease_ttl` in seconds: a lease shorter than a second would expire between renewals. */
 function leaseTtl(value: unknown, source: ConfigSource): number {
   const seconds = parseDuration(value as number | string);
   if (seconds >= 1) return seconds;
   const at = positionOf(source, ["session", "lease_ttl"]);
-  throw new ApexError("APEX_E_CONFIG", `${at.file}:${at.line}:${at.col}: session.lease_ttl must be at least 1 second (got ${JSON.stringify(value)}).`, {
-    hint: "The supervisor renews its lease every third of it; 15 (seconds) is the default.",
-  });
+  const expected = "a duration of at least 1 second";
+  throw configError([{ ...at, path: "session.lease_ttl", message: `must be ${expected} (got ${JSON.stringify(value)}). The supervisor renews its lease every third of it.`, expected }]);
 }
