@@ -163,15 +163,16 @@ export class ApexSaver extends BaseCheckpointSaver {
       // The channel versions as arrays, compared position by position with the parent's (the
       // same names in the same order, step after step): a 10k-channel state is walked without
       // a lookup per channel; a channel elsewhere is looked up by name.
+      // (Object.values of a 10k-key object is several times slower than its keys and a lookup each.)
       const names = Object.keys(versions);
-      const current = Object.values(versions) as Version[];
       const count = names.length;
+      const current = new Array<Version>(count);
       const previous = delta?.order;
       const knownBefore = delta?.versions.size ?? 0;
       let added = 0;
       for (let i = 0; i < count; i++) {
         const name = names[i]!;
-        const version = current[i]!;
+        const version = (current[i] = (versions as Record<string, Version>)[name]!);
         if (previous && previous.names[i] === name && previous.versions[i] === version) continue;
         const known = delta?.versions.get(name);
         if (known === undefined) added += 1;
