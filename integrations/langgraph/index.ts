@@ -208,7 +208,10 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   /** A channel's new value: whole, or key by key for a large plain object (only the keys that changed since the cached version). */
   private async channelWrite(name: string, version: Version, value: unknown, delta: ThreadCache | undefined, next: ThreadCache): Promise<ChannelWrite> {
-    if (!isSplittable(value, this.splitKeys)) {
+    // The keys are listed once: on a large object (dictionary mode) every listing walks them all.
+    const object = isPlainObject(value) ? value : undefined;
+    const names = object ? Object.keys(object) : [];
+    if (!object || names.length < this.splitKeys) {
       next.splits.delete(name);
       return { v: version, value: await this.serialize(value) };
     }
@@ -218,8 +221,8 @@ export class ApexSaver extends BaseCheckpointSaver {
     const before = keys.size;
     let kept = 0;
     const set: Record<string, SerializedValue> = {};
-    for (const key of Object.keys(value)) {
-      const item = value[key];
+    for (const key of names) {
+      const item = object[key];
       const known = keys.get(key);
       if (known) kept += 1;
       const primitive = isPrimitive(item) ? item : NOT_PRIMITIVE;
@@ -230,7 +233,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     }
     const deleted: string[] = [];
     if (kept < before) {
-      for (const key of keys.keys()) if (!hasOwn(value, key)) deleted.push(key);
+      for (const key of keys.keys()) if (!hasOwn(object, key)) deleted.push(key);
       for (const key of deleted) keys.delete(key);
     }
     next.splits.set(name, { v: version, keys });
@@ -401,14 +404,12 @@ function isPrimitive(value: unknown): boolean {
   return value === null || (typeof value !== "object" && typeof value !== "function");
 }
 
-function isSplittable(value: unknown, minKeys: number): value is Record<string, unknown> {
+/** A plain object that may be stored key by key (with enough keys, see ApexSaverOptions.splitKeys). */
+function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (value === null || typeof value !== "object" || Array.isArray(value)) return false;
   const proto = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null) return false;
-  if ("lc" in value || "toJSON" in value) return false; // LangChain's own serialized forms stay whole
-  let count = 0;
-  for (const _ in value) if (++count >= minKeys) return true;
-  return false;
+  return !("lc" in value || "toJSON" in value); // LangChain's own serialized forms stay whole
 }
 
 function sameSerialized(a: SerializedValue, b: SerializedValue): boolean {
