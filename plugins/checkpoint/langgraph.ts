@@ -125,7 +125,9 @@ export function nameSegment(name: string): string {
 }
 
 export function segmentName(segment: string): string {
-  return segment === "~" ? "" : decodeURIComponent(segment);
+  if (segment === "~") return "";
+  // Most names need no decoding (a 10k-channel read decodes 10k names).
+  return segment.includes("%") ? decodeURIComponent(segment) : segment;
 }
 
 export function memoryDir(threadId: string, ns: string): string {
