@@ -65,6 +65,7 @@ export function buildSnapshot(store: Store, view: ObjectView, options: SnapshotO
   const agentsPrefix = sessionId ? `${agentsRoot(sessionId)}/` : undefined;
 
   // The changed paths, to be read in one go where the backend can (prefetchRecords).
+  const collect = store.getEncodedMany !== undefined;
   const memoryPaths: string[] = [];
   const sessionPaths: string[] = [];
   const bases = [memoryBase?.revision, sessionBase?.revision].filter((value): value is number => value !== undefined);
@@ -81,14 +82,14 @@ export function buildSnapshot(store: Store, view: ObjectView, options: SnapshotO
       const path = change.path;
       if (memoryBase && change.revision > memoryBase.revision && inScope(scope!, path)) {
         memoryChanges.add(pathSegments(path));
-        memoryPaths.push(path);
+        if (collect) memoryPaths.push(path);
       } else if (sessionBase && change.revision > sessionBase.revision) {
         if (tasksPrefix && path.startsWith(tasksPrefix)) {
           taskChanges.add(pathSegments(path.slice(tasksPrefix.length - 1)));
-          sessionPaths.push(path);
+          if (collect) sessionPaths.push(path);
         } else if (agentsPrefix && path.startsWith(agentsPrefix)) {
           agentChanges.add(pathSegments(path.slice(agentsPrefix.length - 1)));
-          sessionPaths.push(path);
+          if (collect) sessionPaths.push(path);
         }
       }
     }
