@@ -271,14 +271,19 @@ export class ApexSaver extends BaseCheckpointSaver {
     const channelVersions: Record<string, Version> = {};
     const cache: ThreadCache = { checkpointId: record.checkpoint_id, versions: new Map(), splits: new Map() };
     const values = new ValueBatch(this);
-    for (const [name, channel] of Object.entries(record.channels)) {
+    // Keys and a lookup each, not Object.entries: a 10k-channel record is a dictionary-mode object.
+    const channels = record.channels;
+    for (const name of Object.keys(channels)) {
+      const channel = channels[name]!;
       channelVersions[name] = channel.v;
       cache.versions.set(name, channel.v);
       if (channel.value) values.add(channel.value, (value) => (channelValues[name] = value));
       else if (channel.split) {
         const object: Record<string, unknown> = {};
         const keys = new Map<string, CachedKey>();
-        for (const [key, serialized] of Object.entries(channel.split)) {
+        const split = channel.split;
+        for (const key of Object.keys(split)) {
+          const serialized = split[key]!;
           values.add(serialized, (value) => {
             object[key] = value;
             keys.set(key, { serialized, primitive: isPrimitive(value) ? value : NOT_PRIMITIVE });
