@@ -235,6 +235,29 @@ describe("postgres backend", () => {
     expect(() => store.getEncodedMany!(["not a path"])).toThrowError(expect.objectContaining({ code: expect.stringMatching(/^APEX_E_/) }));
   });
 
+  it("a checkpoint reads the records that changed since the last one in one go, not path by path", async () => {
+    const { createCheckpoint } = await import("../plugins/checkpoint/checkpoints.js");
+    const store = open(spec()) as PostgresBackend;
+    await store.batch((batch) => {
+      batch.set("/sessions/s1", { session_id: "s1", status: "active", agents: [] });
+      for (let i = 0; i < 200; i++) batch.set(`/notes/${i}`, { i });
+    });
+    await createCheckpoint(store, { sessionId: "s1", trigger: "manual" });
+    await store.batch((batch) => {
+      for (let i = 0; i < 50; i++) batch.set(`/notes/${i}`, { i, changed: true });
+    });
+    const many: string[][] = [];
+    const single: string[] = [];
+    const original = { many: store.getEncodedMany.bind(store), one: store.getEncoded.bind(store) };
+    store.getEncodedMany = (paths) => (many.push([...paths]), original.many(paths));
+    store.getEncoded = (path) => (single.push(path), original.one(path));
+    const { manifest } = await createCheckpoint(store, { sessionId: "s1", trigger: "manual" });
+    expect(many.length).toBe(1);
+    expect(new Set(many[0])).toEqual(new Set(Array.from({ length: 50 }, (_, i) => `/notes/${i}`)));
+    expect(single.filter((path) => path.startsWith("/notes/"))).toEqual([]);
+    expect(manifest.memory.keys).toBe(200);
+  });
+
   it("sends a large batch in bounded pieces and still commits it as one", async () => {
     const s = spec();
     const store = open(s);
