@@ -6,7 +6,7 @@
 //     `checkpoint create` after a 1% change (target: within 3×);
 //   - the same merge (same absolute change) on --big keys against the --keys figure (target: under 1.5×).
 import { join } from "node:path";
-import { checkpointWorkload, median, numberOption, printTable, tempProject } from "./lib.mjs";
+import { apexArgs, checkpointWorkload, median, numberOption, printTable, tempProject, timeOnce } from "./lib.mjs";
 import { LmdbStore } from "../dist/core/store/lmdb.js";
 import { Catalog } from "../dist/plugins/checkpoint/catalog.js";
 import { createCheckpoint, loadManifest } from "../dist/plugins/checkpoint/checkpoints.js";
@@ -115,6 +115,18 @@ try {
   // The wall time of a branch is mostly its synced commit (show only reads); its CPU time says what it computes.
   const [branchCpuMs, showCpuMs] = [median(branchCpu), median(showCpu)];
   rows.push({ label: "  the same, CPU time (the commit's disk flushes excluded)", ms: branchCpuMs, baselineMs: showCpuMs, ratio: branchCpuMs / showCpuMs, target: "-", pass: true });
+  // The commands themselves, as a user runs them (the built CLI, a process each, interleaved).
+  const cliShow = [];
+  const cliBranch = [];
+  const cli = (...args) => timeOnce(process.execPath, apexArgs(...args), { cwd: small.project.dir });
+  cli("checkpoint", "show", small.base.id);
+  cli("session", "branch", small.base.id, "cli-warmup");
+  for (let round = 0; round < ROUNDS; round++) {
+    cliShow.push(cli("checkpoint", "show", small.base.id));
+    cliBranch.push(cli("session", "branch", small.base.id, `cli-${round}`));
+  }
+  const [cliBranchMs, cliShowMs] = [median(cliBranch), median(cliShow)];
+  rows.push({ label: "  the commands: `apex session branch` vs `apex checkpoint show`", ms: cliBranchMs, baselineMs: cliShowMs, ratio: cliBranchMs / cliShowMs, target: "-", pass: true });
 
   // Merge vs create after a 1% change.
   const createMs = [];
@@ -139,7 +151,7 @@ try {
 
 const big = await setup(BIG);
 try {
-  const mergeSmall = rows[2].ms;
+  const mergeSmall = rows.find((row) => row.label.startsWith("session merge, 1%")).ms;
   const mergeBig = await mergeRounds(big, ROUNDS, CHANGED);
   rows.push({ label: `session merge, ${CHANGED} keys a side of ${BIG}`, ms: mergeBig, baselineMs: mergeSmall, ratio: mergeBig / mergeSmall, target: `< 1.5× the ${KEYS}-key merge`, pass: mergeBig / mergeSmall < 1.5 });
 } finally {

@@ -9,7 +9,8 @@
 // database size after the 100 steps (pg_total_relation_size of each side's tables). Read-back:
 // getTuple of step 50 against reading the whole state back from APEX's keyspace.
 // APEX's checkpoint create itself (the checkpoint engine on the storage port) runs in a database
-// of its own (apexCheckpointSteps), so its size is the size of what checkpoints need.
+// of its own (apexCheckpoints), so its size is the size of what checkpoints need; its steps and
+// PostgresSaver's are taken in turn (lockstep), so that both see the same machine load.
 //   node bench/postgres.bench.mjs [--keys 10000] [--steps 100] [--runs 5]
 import { createHash } from "node:crypto";
 import { join } from "node:path";
@@ -26,7 +27,8 @@ const STEPS = numberOption("steps", 100);
 const RUNS = numberOption("runs", 5);
 const { changed: CHANGED, filler, keyName, stepChanges } = stepWorkload(KEYS, STEPS);
 
-async function langGraphRun(url) {
+/** LangGraph's PostgresSaver, a step at a time (stepped in turn with APEX's checkpoints: both see the same load). */
+async function langGraphSaver(url) {
   const saver = PostgresSaver.fromConnString(url);
   await saver.setup();
   const values = {};
@@ -49,28 +51,29 @@ async function langGraphRun(url) {
     configs.push(config);
     return performance.now() - started;
   };
-  const firstMs = await put(0, Object.keys(values));
-  const times = [];
-  let step = 1;
-  for (const changed of stepChanges()) {
-    for (const i of changed) values[keyName(i)] = `${i}:${step}:${filler}`;
-    times.push(await put(step, changed.map(keyName)));
-    step += 1;
-  }
-  const fresh = PostgresSaver.fromConnString(url);
-  let started = performance.now();
-  const tuple = await fresh.getTuple(configs[50]);
-  const getFirstMs = performance.now() - started;
-  if (!tuple || tuple.checkpoint.channel_values[keyName(7)] === undefined) throw new Error("getTuple of step 50 found no state");
-  const warm = [];
-  for (let i = 0; i < RUNS; i++) {
-    started = performance.now();
-    await fresh.getTuple(configs[50]);
-    warm.push(performance.now() - started);
-  }
-  await fresh.end();
-  await saver.end();
-  return { firstMs, putMs: median(times), getFirstMs, getWarmMs: median(warm) };
+  return {
+    first: () => put(0, Object.keys(values)),
+    async step(step, changed) {
+      for (const i of changed) values[keyName(i)] = `${i}:${step}:${filler}`;
+      return put(step, changed.map(keyName));
+    },
+    async finish() {
+      const fresh = PostgresSaver.fromConnString(url);
+      let started = performance.now();
+      const tuple = await fresh.getTuple(configs[50]);
+      const getFirstMs = performance.now() - started;
+      if (!tuple || tuple.checkpoint.channel_values[keyName(7)] === undefined) throw new Error("getTuple of step 50 found no state");
+      const warm = [];
+      for (let i = 0; i < RUNS; i++) {
+        started = performance.now();
+        await fresh.getTuple(configs[50]);
+        warm.push(performance.now() - started);
+      }
+      await fresh.end();
+      await saver.end();
+      return { getFirstMs, getWarmMs: median(warm) };
+    },
+  };
 }
 
 const spec = (url, project) => ({ backend: "postgres", dir: "/nonexistent/.apex", url, project });
@@ -137,50 +140,72 @@ async function apexRun(url) {
 }
 
 /**
- * APEX's checkpoint create on PostgreSQL, in a database of its own: a session, the state of
- * KEYS keys written and checkpointed once, then STEPS steps that each change 1% of the keys
- * (memory writes, not timed) and create a checkpoint (timed), as the supervisor would. Then
- * a restore-style read of the 50th checkpoint's memory (its tree, every value).
+ * APEX's checkpoint create on PostgreSQL, in a database of its own, a step at a time: a
+ * session, the state of KEYS keys written and checkpointed once, then steps that each change 1%
+ * of the keys (memory writes, not timed) and create a checkpoint (timed), as the supervisor
+ * would. Then a restore-style read of the 50th checkpoint's memory (its tree, every value).
  */
-async function apexCheckpointSteps(url) {
+async function apexCheckpoints(url) {
   const { createCheckpoint, restoreCheckpoint } = await import(join(REPO, "dist/plugins/checkpoint/checkpoints.js"));
   const store = postgresBackend.open(spec(url, "checkpoints"), { actor: "user:bench" });
-  try {
-    await store.batch((batch) => {
-      batch.set("/sessions/s1", { session_id: "s1", status: "active", agents: ["coder"] });
-      batch.set("/sessions/s1/agents/coder", { name: "coder", status: "running" });
-    });
-    await store.batch((batch) => {
-      for (let i = 0; i < KEYS; i++) batch.set(`/state/${keyName(i)}`, `${i}:0:${filler}`);
-    });
-    let started = performance.now();
-    await createCheckpoint(store, { sessionId: "s1", trigger: "manual", description: "initial" });
-    const firstMs = performance.now() - started;
-    const times = [];
-    const ids = [];
-    let step = 1;
-    for (const changed of stepChanges()) {
+  const ids = [];
+  return {
+    async first() {
+      await store.batch((batch) => {
+        batch.set("/sessions/s1", { session_id: "s1", status: "active", agents: ["coder"] });
+        batch.set("/sessions/s1/agents/coder", { name: "coder", status: "running" });
+      });
+      await store.batch((batch) => {
+        for (let i = 0; i < KEYS; i++) batch.set(`/state/${keyName(i)}`, `${i}:0:${filler}`);
+      });
+      const started = performance.now();
+      await createCheckpoint(store, { sessionId: "s1", trigger: "manual", description: "initial" });
+      return performance.now() - started;
+    },
+    async step(step, changed) {
       await store.batch((batch) => {
         for (const i of changed) batch.set(`/state/${keyName(i)}`, `${i}:${step}:${filler}`);
       });
-      started = performance.now();
+      const started = performance.now();
       const created = await createCheckpoint(store, { sessionId: "s1", trigger: "interval" });
-      times.push(performance.now() - started);
+      const ms = performance.now() - started;
       ids.push(created.manifest.id);
-      step += 1;
-    }
-    const middle = ids[Math.floor(ids.length / 2) - 1];
-    // Restore of the 50th checkpoint's memory: every value read back from its tree and written live.
-    started = performance.now();
-    await restoreCheckpoint(store, middle, { tasks: false, agents: false });
-    const readMs = performance.now() - started;
-    let count = 0;
-    for (const _ of store.keysBelow("/state")) count++;
-    if (count !== KEYS) throw new Error(`the restore of checkpoint ${middle} left ${count} keys under /state, not ${KEYS}`);
-    return { putMs: median(times), firstMs, readMs };
-  } finally {
-    await store.close();
+      return ms;
+    },
+    async finish() {
+      try {
+        const middle = ids[Math.floor(ids.length / 2) - 1];
+        // Restore of the 50th checkpoint's memory: every value read back from its tree and written live.
+        const started = performance.now();
+        await restoreCheckpoint(store, middle, { tasks: false, agents: false });
+        const readMs = performance.now() - started;
+        let count = 0;
+        for (const _ of store.keysBelow("/state")) count++;
+        if (count !== KEYS) throw new Error(`the restore of checkpoint ${middle} left ${count} keys under /state, not ${KEYS}`);
+        return { readMs };
+      } finally {
+        await store.close();
+      }
+    },
+  };
+}
+
+/** PostgresSaver.put and APEX's checkpoint create, step by step in turn (the order alternating), so that both see the same load. */
+async function lockstep(lgUrl, apexUrl) {
+  const sides = [await langGraphSaver(lgUrl), await apexCheckpoints(apexUrl)];
+  const firsts = [await sides[0].first(), await sides[1].first()];
+  const times = [[], []];
+  let step = 1;
+  for (const changed of stepChanges()) {
+    const order = step % 2 ? [0, 1] : [1, 0];
+    for (const i of order) times[i].push(await sides[i].step(step, changed));
+    step += 1;
   }
+  const [lgRead, apexRead] = [await sides[0].finish(), await sides[1].finish()];
+  return {
+    lg: { firstMs: firsts[0], putMs: median(times[0]), ...lgRead },
+    checkpoint: { firstMs: firsts[1], putMs: median(times[1]), ...apexRead },
+  };
 }
 
 async function sizeOf(url, tables) {
@@ -200,12 +225,11 @@ let rows;
 try {
   const langGraphUrl = cluster.createDatabase("langgraph");
   const apexUrl = cluster.createDatabase("apex");
-  const lg = await langGraphRun(langGraphUrl);
+  const checkpointUrl = cluster.createDatabase("apex_checkpoints");
+  const { lg, checkpoint } = await lockstep(langGraphUrl, checkpointUrl);
   const lgBytes = await sizeOf(langGraphUrl, ["public.checkpoints", "public.checkpoint_blobs", "public.checkpoint_writes", "public.checkpoint_migrations"]);
   const apex = await apexRun(apexUrl);
   const apexBytes = await sizeOf(apexUrl, ["apex.projects", "apex.kv", "apex.log", "apex.tables", "apex.rows"]);
-  const checkpointUrl = cluster.createDatabase("apex_checkpoints");
-  const checkpoint = await apexCheckpointSteps(checkpointUrl);
   const checkpointBytes = await sizeOf(checkpointUrl, ["apex.projects", "apex.kv", "apex.log", "apex.tables", "apex.rows"]);
   const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
   rows = [

@@ -218,6 +218,20 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     }
   });
 
+  it("string values read back exactly, escapes, quotes and JSON-looking text included, as whole channels and as keys of a split one", async () => {
+    const { dir, saver } = await setup();
+    const strings = ["plain", "", 'say "hi"', "back\\slash", "line\nbreak", "tab\t", '"quoted"', "ü ✓ \u2028", "\ud83d\ude00", '{"lc":1}', "[1,2]"];
+    const values: Record<string, unknown> = Object.fromEntries(strings.map((text, i) => [`c${i}`, text]));
+    const split = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`k${i}`, strings[i % strings.length]!]));
+    values.split = split;
+    const versions = Object.fromEntries(Object.keys(values).map((name) => [name, 1]));
+    const config = await saver.put({ configurable: { thread_id: "strings", checkpoint_ns: "" } }, checkpointOf(values, versions), { source: "input", step: -1, parents: {} }, versions);
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    const tuple = await fresh.getTuple(config);
+    expect(tuple!.checkpoint.channel_values).toEqual(values);
+  });
+
   it("retention keeps the latest checkpoint of every thread, however many steps other threads take", async () => {
     const { saver } = await setup("plugins:\n  checkpoint: {}\n  retention:\n    keep_last: 2\n    auto_cleanup: true\n");
     const quiet = await saver.put({ configurable: { thread_id: "quiet", checkpoint_ns: "" } }, checkpointOf({ a: "still here" }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });

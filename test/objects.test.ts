@@ -25,7 +25,7 @@ import { JOURNAL_MERGE_ENTRIES } from "../plugins/checkpoint/engine/index-journa
 import { FILTER_DB, HashFilter } from "../plugins/checkpoint/engine/hash-filter.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
-import { encodeValue } from "../core/store/value-codec.js";
+import { decodeValue, encodeValue } from "../core/store/value-codec.js";
 import { random, tempDir } from "./helpers/cli.js";
 import { LmdbStore, transactionSync } from "./helpers/store.js";
 
@@ -655,6 +655,41 @@ describe("whole-tree reads grouped by pack", () => {
     } finally {
       objects.packs.getBinaryFast = original;
     }
+  });
+
+  it("visitValues hands each value's verified bytes over where they lie, one read per pack, and names a missing or corrupt one", async () => {
+    const objects = ObjectStore.of(store);
+    const batches: Hash[][] = [];
+    for (let batch = 0; batch < 3; batch++) {
+      const items = Array.from({ length: 10 }, (_, i) => {
+        const bytes = encodeValue({ batch, i, text: "y".repeat(200) });
+        return { kind: "value" as const, hash: sha256(bytes), bytes };
+      });
+      await store.transaction(() => objects.appendObjects(items));
+      batches.push(items.map((item) => item.hash));
+    }
+    const interleaved = Array.from({ length: 10 }, (_, i) => batches.map((hashes) => hashes[i]!)).flat();
+    const reads: number[] = [];
+    const original = objects.packs.getBinaryFast.bind(objects.packs);
+    objects.packs.getBinaryFast = (key: number) => {
+      reads.push(key);
+      return original(key);
+    };
+    const seen = new Map<Hash, JsonValue>();
+    try {
+      objects.view().visitValues(interleaved, (hash, bytes) => seen.set(hash, decodeValue(bytes)));
+    } finally {
+      objects.packs.getBinaryFast = original;
+    }
+    expect(reads.length).toBe(3);
+    expect(seen.size).toBe(30);
+    expect(seen.get(batches[1]![4]!)).toEqual({ batch: 1, i: 4, text: "y".repeat(200) });
+
+    const unknown = "0".repeat(64);
+    expect(() => objects.view().visitValues([batches[0]![0]!, unknown], () => undefined)).toThrowError(expect.objectContaining({ hash: unknown, reason: "missing" }));
+    const planted = sha256(encodeValue("what it should be"));
+    await store.transaction(() => objects.putMany([{ kind: "value", hash: planted, bytes: encodeValue("something else") }]));
+    expect(() => objects.view().visitValues([planted], () => undefined)).toThrowError(expect.objectContaining({ hash: planted, reason: "corrupt" }));
   });
 
   it("a view hands prefetched values out once and still verifies them against their hash", async () => {

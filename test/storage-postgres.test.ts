@@ -211,6 +211,53 @@ describe("postgres backend", () => {
     expect(b.revision()).toBe(41);
   });
 
+  it("reads many records in one go as getEncoded reads them one by one, seeing a transaction's own writes", async () => {
+    const store = open(spec());
+    await store.batch((batch) => {
+      for (let i = 0; i < 2500; i++) batch.set(`/many/${String(i).padStart(4, "0")}`, { i });
+      batch.set("/gone", "soon");
+    });
+    // More paths than one statement takes, a missing one and a repeated one.
+    const paths = [...Array.from({ length: 2500 }, (_, i) => `/many/${String(i).padStart(4, "0")}`), "/missing", "/many/0007"];
+    const many = store.getEncodedMany!(paths);
+    expect(many.length).toBe(paths.length);
+    paths.forEach((path, i) => expect(many[i]).toEqual(store.getEncoded(path)));
+    expect(many[2500]).toBeUndefined();
+    await store.transaction(() => {
+      store.batchSync((batch) => {
+        batch.set("/many/0001", "changed");
+        batch.delete("/gone");
+      });
+      const inside = store.getEncodedMany!(["/many/0001", "/gone", "/many/0002"]);
+      expect(inside).toEqual([store.getEncoded("/many/0001"), undefined, store.getEncoded("/many/0002")]);
+      expect(store.get("/many/0001")).toBe("changed");
+    });
+    expect(() => store.getEncodedMany!(["not a path"])).toThrowError(expect.objectContaining({ code: expect.stringMatching(/^APEX_E_/) }));
+  });
+
+  it("a checkpoint reads the records that changed since the last one in one go, not path by path", async () => {
+    const { createCheckpoint } = await import("../plugins/checkpoint/checkpoints.js");
+    const store = open(spec()) as PostgresBackend;
+    await store.batch((batch) => {
+      batch.set("/sessions/s1", { session_id: "s1", status: "active", agents: [] });
+      for (let i = 0; i < 200; i++) batch.set(`/notes/${i}`, { i });
+    });
+    await createCheckpoint(store, { sessionId: "s1", trigger: "manual" });
+    await store.batch((batch) => {
+      for (let i = 0; i < 50; i++) batch.set(`/notes/${i}`, { i, changed: true });
+    });
+    const many: string[][] = [];
+    const single: string[] = [];
+    const original = { many: store.getEncodedMany.bind(store), one: store.getEncoded.bind(store) };
+    store.getEncodedMany = (paths) => (many.push([...paths]), original.many(paths));
+    store.getEncoded = (path) => (single.push(path), original.one(path));
+    const { manifest } = await createCheckpoint(store, { sessionId: "s1", trigger: "manual" });
+    expect(many.length).toBe(1);
+    expect(new Set(many[0])).toEqual(new Set(Array.from({ length: 50 }, (_, i) => `/notes/${i}`)));
+    expect(single.filter((path) => path.startsWith("/notes/"))).toEqual([]);
+    expect(manifest.memory.keys).toBe(200);
+  });
+
   it("sends a large batch in bounded pieces and still commits it as one", async () => {
     const s = spec();
     const store = open(s);

@@ -120,6 +120,12 @@ export interface StorageBackend {
   get(path: string): JsonValue | undefined;
   /** The record at `path` in the value encoding (value-codec.ts), as stored. */
   getEncoded(path: string): Buffer | undefined;
+  /**
+   * getEncoded of many paths, in their order (undefined where there is no record). Optional: a
+   * backend whose reads are round trips (PostgreSQL) answers them in one; callers without it
+   * read path by path.
+   */
+  getEncodedMany?(paths: readonly string[]): Array<Buffer | undefined>;
   has(path: string): boolean;
   /** The current global revision (0 for a new store). */
   revision(): number;

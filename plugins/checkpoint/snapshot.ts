@@ -64,6 +64,10 @@ export function buildSnapshot(store: Store, view: ObjectView, options: SnapshotO
   const tasksPrefix = sessionId ? `${tasksRoot(sessionId)}/` : undefined;
   const agentsPrefix = sessionId ? `${agentsRoot(sessionId)}/` : undefined;
 
+  // The changed paths, to be read in one go where the backend can (prefetchRecords).
+  const collect = store.getEncodedMany !== undefined;
+  const memoryPaths: string[] = [];
+  const sessionPaths: string[] = [];
   const bases = [memoryBase?.revision, sessionBase?.revision].filter((value): value is number => value !== undefined);
   if (bases.length > 0) {
     const from = Math.min(...bases);
@@ -78,9 +82,15 @@ export function buildSnapshot(store: Store, view: ObjectView, options: SnapshotO
       const path = change.path;
       if (memoryBase && change.revision > memoryBase.revision && inScope(scope!, path)) {
         memoryChanges.add(pathSegments(path));
+        if (collect) memoryPaths.push(path);
       } else if (sessionBase && change.revision > sessionBase.revision) {
-        if (tasksPrefix && path.startsWith(tasksPrefix)) taskChanges.add(pathSegments(path.slice(tasksPrefix.length - 1)));
-        else if (agentsPrefix && path.startsWith(agentsPrefix)) agentChanges.add(pathSegments(path.slice(agentsPrefix.length - 1)));
+        if (tasksPrefix && path.startsWith(tasksPrefix)) {
+          taskChanges.add(pathSegments(path.slice(tasksPrefix.length - 1)));
+          if (collect) sessionPaths.push(path);
+        } else if (agentsPrefix && path.startsWith(agentsPrefix)) {
+          agentChanges.add(pathSegments(path.slice(agentsPrefix.length - 1)));
+          if (collect) sessionPaths.push(path);
+        }
       }
     }
     if (complete && expected <= revision) complete = false;
@@ -91,8 +101,9 @@ export function buildSnapshot(store: Store, view: ObjectView, options: SnapshotO
   }
 
   const snapshot: Snapshot = { revision };
+  const prefetched = prefetchRecords(store, memoryBase || sessionBase ? [...memoryPaths, ...sessionPaths] : []);
   if (scope) {
-    const readMemory = (segments: readonly string[]) => readRecord(store, segmentsPath(segments), options.skipUnreadable);
+    const readMemory = (segments: readonly string[]) => readRecord(store, segmentsPath(segments), options.skipUnreadable, prefetched);
     const base = memoryBase && { root: memoryBase.root, count: memoryBase.keys };
     snapshot.memory = buildTree(view, base, memoryChanges, readMemory, segmentsPath, () => {
       const all = new ChangeSet();
@@ -102,8 +113,8 @@ export function buildSnapshot(store: Store, view: ObjectView, options: SnapshotO
   }
   if (sessionId) {
     const skip = options.skipUnreadable ?? false;
-    snapshot.tasks = buildMountTree(store, view, tasksRoot(sessionId), sessionBase?.tasks, taskChanges, skip);
-    snapshot.agents = buildMountTree(store, view, agentsRoot(sessionId), sessionBase?.agents, agentChanges, skip);
+    snapshot.tasks = buildMountTree(store, view, tasksRoot(sessionId), sessionBase?.tasks, taskChanges, skip, prefetched);
+    snapshot.agents = buildMountTree(store, view, agentsRoot(sessionId), sessionBase?.agents, agentChanges, skip, prefetched);
   }
   return snapshot;
 }
@@ -116,9 +127,10 @@ function buildMountTree(
   base: { root: Hash | null; count: number } | undefined,
   changes: ChangeSet,
   skipUnreadable: boolean,
+  prefetched?: ReadonlyMap<string, Buffer | undefined>,
 ): TreeResult {
   const label = (segments: readonly string[]) => `${mount}${segmentsPath(segments)}`;
-  const read = (segments: readonly string[]) => readRecord(store, label(segments), skipUnreadable);
+  const read = (segments: readonly string[]) => readRecord(store, label(segments), skipUnreadable, prefetched);
   return buildTree(view, base, changes, read, label, () => {
     const all = new ChangeSet();
     for (const key of store.keysBelow(mount)) all.add(pathSegments(key.slice(mount.length)));
@@ -149,14 +161,33 @@ function buildTree(
 }
 
 /**
+ * The records at `paths` read in one go, where the backend reads many at once (getEncodedMany:
+ * PostgreSQL, whose every read is a round trip); undefined where it does not (LMDB reads each in
+ * place for less than a map costs) or when there is nothing to read, or the read fails (each
+ * record is then read on its own, and its own error names its path).
+ */
+function prefetchRecords(store: Store, paths: readonly string[]): ReadonlyMap<string, Buffer | undefined> | undefined {
+  if (paths.length === 0 || !store.getEncodedMany) return undefined;
+  let records: Array<Buffer | undefined>;
+  try {
+    records = store.getEncodedMany(paths);
+  } catch {
+    return undefined;
+  }
+  const found = new Map<string, Buffer | undefined>();
+  for (let i = 0; i < paths.length; i++) found.set(paths[i]!, records[i]);
+  return found;
+}
+
+/**
  * Reads one record for hashing, as stored (in the value encoding, so it is hashed without
  * being decoded), naming the path if it cannot be read or is not JSON (or, with `skip`,
- * leaving it out).
+ * leaving it out). `prefetched`: records already read (prefetchRecords).
  */
-export function readRecord(store: Store, path: string, skip = false): EncodedValue | undefined {
+export function readRecord(store: Store, path: string, skip = false, prefetched?: ReadonlyMap<string, Buffer | undefined>): EncodedValue | undefined {
   let bytes: Buffer | undefined;
   try {
-    bytes = store.getEncoded(path);
+    bytes = prefetched?.has(path) ? prefetched.get(path) : store.getEncoded(path);
   } catch (error) {
     if (skip) return undefined;
     if (isApexError(error) && error.code === "APEX_E_BAD_JSON") throw new ApexError("APEX_E_BAD_JSON", `${path}: ${error.message}`, { details: { path } });

@@ -86,6 +86,9 @@ row_del AS (DELETE FROM apex.rows r USING unnest($19::text[], $20::bytea[]) AS x
 SELECT (SELECT count(*) FROM kv_up), (SELECT count(*) FROM kv_del), (SELECT count(*) FROM log), (SELECT count(*) FROM rev),
   (SELECT count(*) FROM note), (SELECT count(*) FROM tbl), (SELECT count(*) FROM row_up), (SELECT count(*) FROM row_del)`;
 
+/** Paths read per statement by getEncodedMany. */
+const MANY_PATHS_CHUNK = 2000;
+
 /** A buffered transaction flushes once its writes pass this many bytes (a large import stays in bounded memory). */
 const FLUSH_BYTES = 16 * 1024 * 1024;
 /** Range reads fetch pages that grow from the first (often all a caller wants) to the last. */
@@ -403,6 +406,26 @@ export class PostgresBackend implements StorageBackend {
     if (pending !== undefined) return pending ?? undefined;
     const rows = this.sql(`SELECT value FROM apex.kv WHERE project = $1 AND path = $2`, [this.project, key], `reading ${key}`);
     return rows.length > 0 ? toBuffer(rows[0]![0]) : undefined;
+  }
+
+  getEncodedMany(paths: readonly string[]): Array<Buffer | undefined> {
+    this.assertOpen();
+    const found = new Map<string, Buffer | undefined>();
+    const wanted: string[] = [];
+    for (const path of paths) {
+      checkPath(path);
+      if (found.has(path)) continue;
+      const pending = this.tx?.kv.get(path);
+      found.set(path, pending ?? undefined);
+      if (pending === undefined) wanted.push(path);
+    }
+    // One statement per chunk instead of a round trip per path (a checkpoint re-reads every changed path).
+    for (let start = 0; start < wanted.length; start += MANY_PATHS_CHUNK) {
+      const chunk = wanted.slice(start, start + MANY_PATHS_CHUNK);
+      const rows = this.sql(`SELECT path, value FROM apex.kv WHERE project = $1 AND path = ANY($2::text[])`, [this.project, chunk], `reading ${chunk.length} paths`);
+      for (const [path, value] of rows as Array<[string, unknown]>) found.set(path, toBuffer(value));
+    }
+    return paths.map((path) => found.get(path));
   }
 
   has(path: string): boolean {

@@ -794,14 +794,41 @@ export class ObjectStore {
    * out of LMDB. Objects not indexed, or whose pack is gone, are left out of the result.
    */
   getRawGrouped(kind: ObjectKind, hashes: Iterable<Hash>, packCache?: PackCache, synced = false): Map<Hash, Buffer> {
-    const byPack = new Map<number, Array<{ hash: Hash; location: ObjectLocation }>>();
     const found = new Map<Hash, Buffer>();
+    // A pack read whole is copied once and sliced; a single object of a pack is copied alone.
+    let copied: { id: number; copy: Buffer } | undefined;
+    this.visitRawGrouped(
+      kind,
+      hashes,
+      (hash, bytes, pack, many) => {
+        if (!pack) return void found.set(hash, bytes); // a slice of a decompressed pack: not reused
+        if (!many) return void found.set(hash, copyOf(bytes));
+        // (lmdb-js may hand out the same Buffer object for every read: packs are told apart by id)
+        if (copied?.id !== pack.id) copied = { id: pack.id, copy: copyOf(pack.bytes) };
+        const offset = bytes.byteOffset - pack.bytes.byteOffset;
+        found.set(hash, copied.copy.subarray(offset, offset + bytes.length));
+      },
+      packCache,
+      synced,
+    );
+    return found;
+  }
+
+  /**
+   * getRawGrouped without the copies: each object's stored bytes are handed to `visit` while
+   * they are valid (a view into the store's memory until its next read: `visit` must not read
+   * the store, and copies what it keeps), with the whole pack they lie in and its id (undefined
+   * when the bytes stay valid: a decompressed pack's) and whether several wanted objects lie there. A whole-tree read that decodes every value at once (a LangGraph
+   * getTuple) copies nothing. Objects not indexed, or whose pack is gone, are not visited.
+   */
+  visitRawGrouped(kind: ObjectKind, hashes: Iterable<Hash>, visit: (hash: Hash, bytes: Buffer, pack: { id: number; bytes: Buffer } | undefined, many: boolean) => void, packCache?: PackCache, synced = false): void {
+    const byPack = new Map<number, Array<{ hash: Hash; location: ObjectLocation }>>();
     for (const hash of hashes) {
       let location: ObjectLocation | undefined;
       try {
         location = this.locate(kind, hash, synced);
       } catch {
-        found.set(hash, Buffer.alloc(0)); // an unreadable index record: bytes that do not match the hash
+        visit(hash, Buffer.alloc(0), undefined, false); // an unreadable index record: bytes that do not match the hash
         continue;
       }
       if (!location) continue;
@@ -814,19 +841,16 @@ export class ObjectStore {
       if (wanted[0]!.location.codec) {
         for (const { hash, location } of wanted) {
           const bytes = this.readCompressed(location, packCache);
-          if (bytes) found.set(hash, bytes);
+          if (bytes) visit(hash, bytes, undefined, false);
         }
         continue;
       }
-      const stored = this.packs.getBinaryFast(pack); // valid until the next read: copy out of it now
+      const stored = this.packs.getBinaryFast(pack); // valid until the next read
       if (!stored) continue;
-      const copy = wanted.length === 1 ? undefined : copyOf(stored);
-      for (const { hash, location } of wanted) {
-        const end = location.offset + location.length;
-        found.set(hash, copy ? copy.subarray(location.offset, end) : copyOf(stored.subarray(location.offset, end)));
-      }
+      const many = wanted.length > 1;
+      const whole = { id: pack, bytes: stored };
+      for (const { hash, location } of wanted) visit(hash, stored.subarray(location.offset, location.offset + location.length), whole, many);
     }
-    return found;
   }
 
   /**
@@ -1421,6 +1445,41 @@ export class ObjectView {
     }
     if (wanted.length === 0) return;
     for (const [hash, bytes] of this.objects.getRawGrouped("value", wanted, this.packCache, true)) this.prefetched.set(hash, bytes);
+  }
+
+  /**
+   * Reads many values at once, grouped by pack (ObjectStore.visitRawGrouped), and hands each
+   * one's verified bytes to `visit` while they are valid: `visit` must not read the store and
+   * copies what it keeps (decoding does). Nothing is copied or held: a whole-state read (a
+   * LangGraph getTuple) decodes each value where it lies. Throws ObjectDamageError for a value
+   * that is missing or does not match its hash.
+   */
+  visitValues(hashes: readonly Hash[], visit: (hash: Hash, bytes: Buffer) => void): void {
+    const fromStore: Hash[] = [];
+    for (const hash of hashes) {
+      const bytes = this.overlayValues?.get(hash) ?? this.pending.get(hash)?.bytes ?? this.prefetched.get(hash);
+      if (!bytes) fromStore.push(hash);
+      else {
+        if (sha256(bytes) !== hash) throw new ObjectDamageError("value", hash, "corrupt");
+        visit(hash, bytes);
+      }
+    }
+    let visited = 0;
+    this.objects.visitRawGrouped(
+      "value",
+      fromStore,
+      (hash, bytes) => {
+        if (sha256(bytes) !== hash) throw new ObjectDamageError("value", hash, "corrupt");
+        visit(hash, bytes);
+        visited += 1;
+      },
+      this.packCache,
+      true,
+    );
+    if (visited < fromStore.length) {
+      // Which one is missing (a damaged store): read each again.
+      for (const hash of fromStore) if (!this.objects.getRaw("value", hash, this.packCache, true)) throw new ObjectDamageError("value", hash, "missing");
+    }
   }
 
   /** As prefetchValues, for tree nodes not already decoded in the node cache (a tree read level by level). */
