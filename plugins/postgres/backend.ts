@@ -548,7 +548,22 @@ export class PostgresBackend implements StorageBackend {
     this.assertOpen();
     const listen = (this.listen ??= new Listener(this.url, this.channel));
     const remove = listen.add(listener);
+    // LISTEN takes a round trip to be in place: a commit before it would go unnoticed (LMDB's
+    // poll compares with the revision at subscribe time). So compare once LISTEN is there.
+    const base = this.revision();
+    let stopped = false;
+    void listen.ready.then(() => {
+      if (stopped || this.closed) return;
+      let now: number;
+      try {
+        now = this.revision();
+      } catch {
+        return;
+      }
+      if (now !== base) listener();
+    });
     return () => {
+      stopped = true;
       remove();
       // The last one out closes the LISTEN connection, which would otherwise hold the process open.
       if (listen.size === 0 && this.listen === listen) {
