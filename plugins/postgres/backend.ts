@@ -494,6 +494,8 @@ export class PostgresBackend implements StorageBackend {
       if (range.end !== undefined) upper = { key: range.end, inclusive: false };
     }
     let page = FIRST_PAGE;
+    // The range's offset skips entries of the first page's query; later pages go on from the last key.
+    let skip = range.offset ?? 0;
     while (remaining > 0) {
       const size = Math.min(page, remaining);
       const params: unknown[] = [this.project, ...options.params];
@@ -507,7 +509,12 @@ export class PostgresBackend implements StorageBackend {
         where.push(`${options.keyColumn} ${upper.inclusive ? "<=" : "<"} $${params.length}`);
       }
       params.push(size);
-      const text = `SELECT ${options.keyColumn}${options.values ? ", value" : ""} FROM ${options.from} WHERE ${where.join(" AND ")} ORDER BY ${options.keyColumn} ${reverse ? "DESC" : "ASC"} LIMIT $${params.length}`;
+      let text = `SELECT ${options.keyColumn}${options.values ? ", value" : ""} FROM ${options.from} WHERE ${where.join(" AND ")} ORDER BY ${options.keyColumn} ${reverse ? "DESC" : "ASC"} LIMIT $${params.length}`;
+      if (skip > 0) {
+        params.push(skip);
+        text += ` OFFSET $${params.length}`;
+        skip = 0;
+      }
       const rows = this.sql(text, params, options.doing);
       for (const row of rows) yield [(typeof row[0] === "string" ? row[0] : toBuffer(row[0])) as K, options.values ? toBuffer(row[1]) : undefined];
       remaining -= rows.length;
@@ -903,6 +910,7 @@ class PgTable<K extends TableKey = TableKey, V = Buffer> implements Table<K, V> 
     if (range.end !== undefined) out.end = this.key(range.end);
     if (range.reverse !== undefined) out.reverse = range.reverse;
     if (range.limit !== undefined) out.limit = range.limit;
+    if (range.offset !== undefined) out.offset = range.offset;
     return out;
   }
 
@@ -918,7 +926,7 @@ class PgTable<K extends TableKey = TableKey, V = Buffer> implements Table<K, V> 
 
   getCount(range?: KeyRange<K>): number {
     const encoded = this.range(range);
-    if (encoded.limit !== undefined) return Array.from(this.backend.tableScan(this.name, encoded, false)).length;
+    if (encoded.limit !== undefined || encoded.offset !== undefined) return Array.from(this.backend.tableScan(this.name, encoded, false)).length;
     return this.backend.tableCount(this.name, encoded);
   }
 
