@@ -26,6 +26,7 @@
  *   own crash and concurrency cases are in storage-postgres*.test.ts.
  */
 import { basename, join } from "node:path";
+import pg from "pg";
 import { afterEach, describe } from "vitest";
 import { openStore } from "../../core/store/open.js";
 import type { StoreOpenOptions, StoreSpec } from "../../core/store/port.js";
@@ -60,6 +61,12 @@ export interface TestBackend {
   openProject(projectDir: string, options?: StoreOpenOptions): Promise<Store>;
   /** The environment that puts the CLI (and the supervisors and agents it starts) on this backend. */
   env(): Promise<Record<string, string>>;
+
+  // Damage, planted below the port (as a disk or a hand in the database would), for validation and repair.
+  /** Writes `bytes` as the keyspace record at `key`, as stored, bypassing the value encoding and the revision log. */
+  putRawRecord(store: Store, key: string, bytes: Buffer): Promise<void>;
+  /** Removes the revision log record of the batch whose first revision is `first`. */
+  removeLogRecord(store: Store, first: number): Promise<void>;
 }
 
 /** Runs `body` (its tests and hooks) once for each backend, in a describe block named after it. */
@@ -80,6 +87,18 @@ function database(): Promise<string> {
 }
 
 let projects = 0;
+
+/** One statement on a PostgreSQL store's database, `$1` being its project id. */
+async function sql(store: Store, text: string, values: unknown[]): Promise<void> {
+  const spec = store.spec!;
+  const client = new pg.Client({ connectionString: spec.url });
+  await client.connect();
+  try {
+    await client.query(text, [spec.project, ...values]);
+  } finally {
+    await client.end();
+  }
+}
 
 function testBackend(name: BackendName): TestBackend & { cleanup(): Promise<void> } {
   const closers: Array<() => Promise<void> | void> = [];
@@ -111,6 +130,22 @@ function testBackend(name: BackendName): TestBackend & { cleanup(): Promise<void
     },
     async env() {
       return name === "lmdb" ? {} : { APEX_STORE_URL: await database() };
+    },
+    async putRawRecord(store, key, bytes) {
+      if (name === "lmdb") {
+        const kv = store.table<string, Buffer>("kv", { keys: "string", values: "binary" });
+        await store.transaction(() => kv.put(key, bytes));
+      } else {
+        await sql(store, `INSERT INTO apex.kv (project, path, value) VALUES ($1, $2, $3) ON CONFLICT (project, path) DO UPDATE SET value = EXCLUDED.value`, [key, bytes]);
+      }
+    },
+    async removeLogRecord(store, first) {
+      if (name === "lmdb") {
+        const log = store.table<number>("log", { keys: "tuple", values: "binary" });
+        await store.transaction(() => log.remove(first));
+      } else {
+        await sql(store, `DELETE FROM apex.log WHERE project = $1 AND first = $2`, [first]);
+      }
     },
     async cleanup() {
       // Stores first (newest first), then their directories.
