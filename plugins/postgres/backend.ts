@@ -608,8 +608,14 @@ export class PostgresBackend implements StorageBackend {
     return this.transactionSync(fn);
   }
 
-  /** BEGIN under the project's lock, run fn, send what it buffered, COMMIT (durable before it returns). */
-  private transactionSync<T>(fn: () => T): T {
+  /**
+   * BEGIN under the project's lock, run fn, send what it buffered, COMMIT (durable before it
+   * returns); joins the transaction already open. Not part of the port (as LMDB's
+   * transactionSync): tests and tools that write between synchronous steps call it directly.
+   */
+  transactionSync<T>(fn: () => T): T {
+    this.assertWritable();
+    if (this.tx) return fn();
     const rows = this.run(
       [
         { text: "BEGIN" },
