@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import {
   ChangeSet,
   LEAF_MAX,
@@ -26,23 +26,12 @@ import { FILTER_DB, HashFilter } from "../plugins/checkpoint/engine/hash-filter.
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { encodeValue } from "../core/store/value-codec.js";
-import { random, tempDir } from "./helpers/cli.js";
-import { LmdbStore, transactionSync } from "./helpers/store.js";
+import { random } from "./helpers/cli.js";
+import { transactionSync } from "./helpers/store.js";
+import { forEachBackend } from "./support/backends.js";
 
 
 let store: Store;
-let cleanup: () => void;
-
-beforeEach(() => {
-  const temp = tempDir("apex-objects-");
-  cleanup = temp.cleanup;
-  store = LmdbStore.open(temp.dir);
-});
-
-afterEach(async () => {
-  await store.close();
-  cleanup();
-});
 
 const segmentsOf = (path: string) => path.slice(1).split("/");
 
@@ -158,6 +147,11 @@ describe("tree node encoding", () => {
     expect(patchNode(encodeTreeNode(split), split, { ...split, count: 21, buckets: [{ index: 1, hash: hashB, count: 21 }] })).toBeUndefined();
     expect(patchNode(undefined, split, split)).toBeUndefined();
   });
+});
+
+forEachBackend((backend) => {
+beforeEach(async () => {
+  store = await backend.fresh();
 });
 
 describe("Merkle tree of the path hierarchy", () => {
@@ -447,7 +441,7 @@ describe("index journal", () => {
     const script = `
       const { openStore } = await import(${JSON.stringify(new URL("../dist/core/store/open.js", import.meta.url).href)});
       const { ObjectStore, walkTree } = await import(${JSON.stringify(new URL("../dist/plugins/checkpoint/engine/objects.js", import.meta.url).href)});
-      const store = await openStore(${JSON.stringify(store.dir)}, { readOnly: true });
+      const store = await openStore(${JSON.stringify(store.spec)}, { readOnly: true });
       const view = ObjectStore.of(store).view();
       let n = 0;
       for (const { hash } of walkTree(view, ${JSON.stringify(root)})) { view.readValue(hash); n++; }
@@ -607,7 +601,7 @@ describe("hash filter", () => {
       const { openStore } = await import(${JSON.stringify(new URL("../dist/core/store/open.js", import.meta.url).href)});
       const { ObjectStore, sha256 } = await import(${JSON.stringify(new URL("../dist/plugins/checkpoint/engine/objects.js", import.meta.url).href)});
       const { encodeValue } = await import(${JSON.stringify(new URL("../dist/core/store/value-codec.js", import.meta.url).href)});
-      const store = await openStore(${JSON.stringify(store.dir)});
+      const store = await openStore(${JSON.stringify(store.spec)});
       const bytes = encodeValue(${JSON.stringify(planted)});
       await store.transaction(() => ObjectStore.of(store).putMany([{ kind: "value", hash: sha256(bytes), bytes }]));
       await store.close();`;
@@ -668,4 +662,5 @@ describe("whole-tree reads grouped by pack", () => {
     expect(view.readValue(hash)).toEqual({ note: "prefetched" }); // the second read goes to the pack
     expect(() => view.readValue("0".repeat(64))).toThrow(ObjectDamageError);
   });
+});
 });
