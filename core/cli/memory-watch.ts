@@ -41,7 +41,10 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
   }
   let store: Store | undefined;
   try {
-    while (!interrupted && Date.now() < deadline) {
+    // The store is looked for, and the log read, at least once whatever the timeout: opening a
+    // server store can take longer than a short --timeout, which ends the following, not the
+    // replay of what was there when the watch began.
+    for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
       if (!store && (await storeExists(location))) store = await openStore(location, { readOnly: true });
       if (store) break;
       await sleep(POLL_MS);
@@ -49,7 +52,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     if (!store) return;
     let since = options.since ?? store.revision();
     if (withCurrent) for (const entry of store.query(glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
-    while (!interrupted && Date.now() < deadline) {
+    for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
       for (const change of store.changesSince(since)) {
         since = change.revision;
         if (glob.matches(change.path)) print(change, store, Boolean(options.json));
