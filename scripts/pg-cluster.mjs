@@ -93,7 +93,7 @@ export async function startPostgres() {
       "-c listen_addresses=127.0.0.1",
       // A test cluster: small, quiet, durable commits kept (the crash test relies on them).
       "-c shared_buffers=32MB",
-      "-c max_connections=60",
+      "-c max_connections=100",
       "-c fsync=on",
       "-c synchronous_commit=on",
     ].join(" ");

@@ -18,8 +18,12 @@ export type { PostgresCluster } from "../../scripts/pg-cluster.mjs";
 export interface SharedPostgres {
   /** A URL of the maintenance database, with the superuser's password. */
   adminUrl: string;
-  /** The URL of `database` on the cluster. */
-  url(database: string): string;
+  port: number;
+  password: string;
+  /** The URL of `database` on the cluster (another password or port, for tests of failures). */
+  url(database: string, over?: { password?: string; port?: number }): string;
+  /** A new, empty database; returns its URL. */
+  createDatabase(): Promise<string>;
 }
 
 let shared: Promise<SharedPostgres> | undefined;
@@ -45,7 +49,7 @@ async function connectShared(): Promise<SharedPostgres> {
     try {
       const cluster = await startPostgres();
       const url = cluster.url("postgres");
-      writeFileSync(join(state, "cluster.tmp"), JSON.stringify({ pid: cluster.pid, root: cluster.root, url }));
+      writeFileSync(join(state, "cluster.tmp"), JSON.stringify({ pid: cluster.pid, root: cluster.root, url, port: cluster.port, user: cluster.user, password: cluster.password }));
       // Renamed into place only once complete: the waiting files read it whole.
       renameSync(join(state, "cluster.tmp"), info);
     } catch (error) {
@@ -59,8 +63,10 @@ async function connectShared(): Promise<SharedPostgres> {
     if (Date.now() > deadline) throw new Error("timed out waiting for the shared PostgreSQL cluster to start");
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  const { url: adminUrl } = JSON.parse(readFileSync(info, "utf8")) as { url: string };
-  return { adminUrl, url: (database) => adminUrl.replace(/\/[^/]*$/, `/${database}`) };
+  const { url: adminUrl, port, user, password } = JSON.parse(readFileSync(info, "utf8")) as { url: string; port: number; user: string; password: string };
+  const url = (database: string, over: { password?: string; port?: number } = {}) =>
+    `postgres://${user}:${encodeURIComponent(over.password ?? password)}@127.0.0.1:${over.port ?? port}/${database}`;
+  return { adminUrl, port, password, url, createDatabase: () => createSharedDatabase() };
 }
 
 let databases = 0;
