@@ -1,4 +1,4 @@
-import { beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   ChangeSet,
   LEAF_MAX,
@@ -26,8 +26,8 @@ import { FILTER_DB, HashFilter } from "../plugins/checkpoint/engine/hash-filter.
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { encodeValue } from "../core/store/value-codec.js";
-import { random } from "./helpers/cli.js";
-import { transactionSync } from "./helpers/store.js";
+import { random, tempDir } from "./helpers/cli.js";
+import { LmdbStore, transactionSync } from "./helpers/store.js";
 import { forEachBackend } from "./support/backends.js";
 
 
@@ -149,12 +149,21 @@ describe("tree node encoding", () => {
   });
 });
 
-forEachBackend((backend) => {
-beforeEach(async () => {
-  store = await backend.fresh();
-});
-
+// The tree's shape and what an update reads and writes are the engine's own, whatever holds the
+// nodes (counted, not timed): on LMDB only. What depends on the store (damage, the journal and
+// filter across transactions and processes, grouped reads) runs on each backend below.
 describe("Merkle tree of the path hierarchy", () => {
+  let cleanup: () => void;
+  beforeEach(() => {
+    const temp = tempDir("apex-objects-");
+    cleanup = temp.cleanup;
+    store = LmdbStore.open(temp.dir, { actor: "user:test" });
+  });
+  afterEach(async () => {
+    await store.close();
+    cleanup();
+  });
+
   it("stores a value once however many paths hold it", () => {
     const state = new Map<string, JsonValue>();
     for (let i = 0; i < 50; i++) state.set(`/copies/c${i}`, { same: "value", n: [1, 2, 3] });
@@ -306,6 +315,11 @@ describe("Merkle tree of the path hierarchy", () => {
     expect(nodes(first.root) + nodes(second.root)).toBeGreaterThan(150);
     expect(reads).toBeLessThanOrEqual(2 * (1 + 8 + 8) + 2);
   });
+});
+
+forEachBackend((backend) => {
+beforeEach(async () => {
+  store = await backend.fresh();
 });
 
 describe("damage detection", () => {

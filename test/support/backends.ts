@@ -24,6 +24,10 @@
  * - `apex backup` (snapshotTo: LMDB's compacting copy; the port makes it optional);
  * - several processes writing one LMDB environment (parallel-writers.test.ts); PostgreSQL's
  *   own crash and concurrency cases are in storage-postgres*.test.ts.
+ * And, to keep the run's time in bounds, what does not depend on the store: the Merkle tree's
+ * shape and update costs (objects.test.ts), tampered bundles (checked before anything is
+ * written, archive.test.ts), the CLI's compress command (compression.test.ts; the same code in
+ * process runs on both).
  */
 import { basename, join } from "node:path";
 import pg from "pg";
