@@ -6,6 +6,9 @@ export default defineConfig({
     hookTimeout: 60_000,
     // End-to-end tests start real processes; two cores do not take more in parallel.
     maxWorkers: 2,
+    // One throwaway PostgreSQL cluster per run for the suites that run on every backend, started
+    // by the first test file that needs it and stopped here (test/support/backends.ts).
+    globalSetup: ["test/support/postgres-global.ts"],
     projects: [
       { extends: true, test: { name: "apex", include: ["test/**/*.test.ts"], exclude: ["test/**/*.globals.test.ts"] } },
       // LangGraph's checkpointer conformance suite expects vitest globals (describe, it, expect).

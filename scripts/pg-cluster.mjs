@@ -26,6 +26,7 @@ import { dirname, join, resolve } from "node:path";
  * @property {(database: string, options?: { password?: string, port?: number }) => string} url a URL for `database` over TCP with the password
  * @property {(name?: string) => string} createDatabase creates a new, empty database and returns its URL
  * @property {number} pid the server's pid (the postmaster)
+ * @property {string} root the cluster's temporary directory (data, socket, log)
  * @property {() => Promise<void>} stop
  */
 
@@ -92,7 +93,7 @@ export async function startPostgres() {
       "-c listen_addresses=127.0.0.1",
       // A test cluster: small, quiet, durable commits kept (the crash test relies on them).
       "-c shared_buffers=32MB",
-      "-c max_connections=60",
+      "-c max_connections=100",
       "-c fsync=on",
       "-c synchronous_commit=on",
     ].join(" ");
@@ -118,6 +119,7 @@ export async function startPostgres() {
     password: PASSWORD,
     socketDir,
     pid,
+    root,
     url,
     createDatabase(name = `t${process.pid}_${++databaseCounter}`) {
       psql(`CREATE DATABASE "${name}"`);
@@ -126,18 +128,27 @@ export async function startPostgres() {
     async stop() {
       if (stopped) return;
       stopped = true;
-      // Fast shutdown (SIGINT to the postmaster), by pid; then the directory goes.
-      try {
-        process.kill(pid, "SIGINT");
-      } catch {
-        /* already gone */
-      }
-      const deadline = Date.now() + 30_000;
-      while (alive(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-      if (alive(pid)) process.kill(pid, "SIGKILL");
-      rmSync(root, { recursive: true, force: true });
+      await stopPostgres({ pid, root });
     },
   };
+}
+
+/**
+ * Stops a cluster by its postmaster's pid (fast shutdown: SIGINT, SIGKILL after 30 s) and removes
+ * its directory. Also for a cluster another process started (the tests' shared cluster is started
+ * by the first test file that needs it and stopped by the test run's teardown).
+ * @param {{ pid: number, root: string }} cluster
+ */
+export async function stopPostgres({ pid, root }) {
+  try {
+    process.kill(pid, "SIGINT");
+  } catch {
+    /* already gone */
+  }
+  const deadline = Date.now() + 30_000;
+  while (alive(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  if (alive(pid)) process.kill(pid, "SIGKILL");
+  rmSync(root, { recursive: true, force: true });
 }
 
 /**

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ObjectStore } from "../plugins/checkpoint/engine/objects.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
@@ -19,6 +19,7 @@ import {
 import { compressColdData } from "../plugins/compression/compress.js";
 import { BUNDLE_VERSION, HEADER_BYTES, encodeBundle, readBundle, type BundleContent, type BundleInput } from "../plugins/archive/bundle.js";
 import { runApex, tempDir } from "./helpers/cli.js";
+import { forEachBackend, type TestBackend } from "./support/backends.js";
 
 let root: string;
 let cleanup: () => void;
@@ -31,15 +32,22 @@ const CONFIG = "plugins:\n  checkpoint: {}\n  archive: {}\n";
 const DAY = 86_400_000;
 const NOW = Date.now();
 
-/** A project directory with the archive plugin enabled. */
+/**
+ * The backend the CLI and withStore use: LMDB unless a block runs on each backend
+ * (forEachBackend below sets it for its tests).
+ */
+let backend: TestBackend | undefined;
+let env: Record<string, string> = {};
+
+/** A project directory with the archive plugin enabled (named apart per test: a PostgreSQL project id is the directory's name). */
 function project(name: string): string {
-  const dir = join(root, name);
+  const dir = join(root, `${name}-${basename(root)}`);
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
   return dir;
 }
 
-const apexIn = (dir: string) => (...args: string[]) => runApex(args, { cwd: dir });
+const apexIn = (dir: string) => (...args: string[]) => runApex(args, { cwd: dir, env });
 
 function record(sessionId: string, at: number): Record<string, JsonValue> {
   const iso = new Date(at).toISOString();
@@ -113,7 +121,7 @@ function snapshot(store: Store, sessionId: string) {
 }
 
 async function withStore<T>(dir: string, fn: (store: Store) => Promise<T> | T): Promise<T> {
-  const store = await openStore(join(dir, ".apex"));
+  const store = backend ? await openStore(await backend.projectSpec(dir)) : await openStore(join(dir, ".apex"));
   try {
     return await fn(store);
   } finally {
@@ -140,6 +148,16 @@ function json(result: { stdout: string }): any {
 function errorOf(result: { stderr: string }): { code: string; exitCode: number; message: string } {
   return JSON.parse(result.stderr).error;
 }
+
+forEachBackend((each) => {
+beforeEach(async () => {
+  backend = each;
+  env = await each.env();
+});
+afterEach(() => {
+  backend = undefined;
+  env = {};
+});
 
 describe("apex session archive / unarchive", () => {
   it("moves ended sessions older than the cutoff into one bundle each and brings one back identical", async () => {
@@ -329,6 +347,9 @@ describe("apex session export / import", () => {
   });
 });
 
+});
+
+// The bundle's checks run before anything is written, whatever the backend: LMDB only.
 describe("tampered bundles are refused and nothing is written", () => {
   async function exported(): Promise<{ file: Buffer; content: BundleContent; target: string; revision: number }> {
     const source = project("source");

@@ -1,7 +1,6 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { isApexError, type ApexError } from "../core/errors.js";
 import type { JsonValue, Store } from "../core/store/store.js";
-import { LmdbStore } from "./helpers/store.js";
 import { createBranch } from "../plugins/checkpoint/branch.js";
 import { writeDerivedCheckpoint } from "../plugins/checkpoint/branch.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
@@ -11,18 +10,15 @@ import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
 import { drawTree, sessionTree } from "../plugins/checkpoint/tree.js";
 import { applyRetention } from "../plugins/retention/cleanup.js";
-import { tempDir } from "./helpers/cli.js";
+import { forEachBackend } from "./support/backends.js";
 
 let store: Store;
-let cleanup: () => void;
 let tick = 0;
 /** Creation times one second apart, so "created last" is never a tie by accident. */
 const now = () => new Date(Date.UTC(2026, 0, 1, 0, 0, tick++));
 
-beforeEach(async () => {
-  const temp = tempDir("apex-merge-");
-  cleanup = temp.cleanup;
-  store = LmdbStore.open(temp.dir, { actor: "user:test" });
+async function seed(fresh: Store): Promise<void> {
+  store = fresh;
   await store.batch((batch) => {
     batch.set("/sessions/main", { session_id: "main", status: "active", agents: ["coder"], created_at: "2026-01-01T00:00:00.000Z" });
     batch.set("/sessions/current", { session_id: "main" });
@@ -30,11 +26,7 @@ beforeEach(async () => {
     for (let i = 0; i < 20; i++) batch.set(`/app/k${i}`, { i });
     batch.set("/notes/x", "base");
   });
-});
-afterEach(async () => {
-  await store.close();
-  cleanup();
-});
+}
 
 const latest = (sessionId: string) => loadManifest(store, { ...Catalog.of(store).latest(sessionId)!, sessionId, id: Catalog.of(store).latest(sessionId)!.id });
 const located = (sessionId: string) => {
@@ -89,6 +81,9 @@ async function twoBranches() {
   const src = await branch(c1.id, "src");
   return { c1, dst, src };
 }
+
+forEachBackend((backend) => {
+beforeEach(async () => seed(await backend.fresh()));
 
 describe("branch", () => {
   it("is a session named NAME whose first checkpoint holds the very trees of the checkpoint, copying nothing", async () => {
@@ -350,4 +345,5 @@ describe("retention", () => {
     expect(report.memory.changes.map((change) => change.path)).toEqual(["/src/3", "/src/4", "/src/5"]);
     expect(validateStore(store).problems).toEqual([]);
   });
+});
 });

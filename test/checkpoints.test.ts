@@ -8,7 +8,6 @@ import type { CheckpointDraft } from "../core/engine.js";
 import { ApexError } from "../core/errors.js";
 import { ObjectStore, canonicalJson, lookupEntry, sha256, type Hash } from "../plugins/checkpoint/engine/objects.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
-import { openStore } from "../core/store/open.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
 import {
   checkpointInfo,
@@ -34,8 +33,8 @@ import {
   type CheckpointManifest,
 } from "../plugins/checkpoint/checkpoints.js";
 import { createCheckpointService } from "../plugins/checkpoint/service.js";
-import { REPO_ROOT, random, tempDir } from "./helpers/cli.js";
-import { transactionSync } from "./helpers/store.js";
+import { REPO_ROOT, random } from "./helpers/cli.js";
+import { forEachBackend, type TestBackend } from "./support/backends.js";
 
 // Checkpoint ids come from uuid.v4; a test can queue the ids it needs (to build an ambiguous prefix).
 const ids = vi.hoisted(() => ({ queue: [] as string[] }));
@@ -65,14 +64,9 @@ function requireBuild(): void {
 }
 
 let store: Store;
-let dir: string;
-let cleanup: () => void;
 
-async function newStore(): Promise<void> {
-  const temp = tempDir("apex-checkpoints-");
-  dir = temp.dir;
-  cleanup = temp.cleanup;
-  store = await openStore(dir, { actor: "user:test" });
+async function newStore(backend: TestBackend): Promise<void> {
+  store = await backend.fresh();
   await store.batch((batch) => {
     batch.set("/sessions/s1", { session_id: "s1", status: "active", agents: ["coder", "adversary"] });
     batch.set("/sessions/current", { session_id: "s1" });
@@ -82,11 +76,8 @@ async function newStore(): Promise<void> {
   });
 }
 
-beforeEach(newStore);
-afterEach(async () => {
+afterEach(() => {
   ids.queue.length = 0;
-  await store.close();
-  cleanup();
 });
 
 /** The project memory: every path outside /sessions. */
@@ -116,6 +107,9 @@ async function rejected(promise: Promise<unknown>): Promise<ApexError> {
   }
   throw new Error("expected a rejection");
 }
+
+forEachBackend((backend) => {
+beforeEach(() => newStore(backend));
 
 describe("createCheckpoint", () => {
   it("writes a manifest with per-session sequence, parent, counts and an integrity hash", async () => {
@@ -239,8 +233,7 @@ describe("createCheckpoint", () => {
     await create();
     const revision = await store.set("/x/k1", "one");
     await store.set("/x/k2", "two");
-    const log = store.table<number>("log", { keys: "tuple", values: "binary" });
-    await store.transaction(() => log.remove(revision));
+    await backend.removeLogRecord(store, revision);
     const next = await create();
     expect(next.stats.memory.full).toBe(true);
     expect(getCheckpointValue(store, next.manifest, "/x/k1")).toBe("one");
@@ -548,7 +541,7 @@ describe("concurrent creation", () => {
 
   it("gives 20 processes creating at once 20 checkpoints with sequences 1..20, nothing lost", async () => {
     const script = join(REPO_ROOT, "test/fixtures/checkpoint-create.mjs");
-    const children = Array.from({ length: 20 }, () => spawn(process.execPath, [script, dir, "s1"], { stdio: ["pipe", "pipe", "inherit"] }));
+    const children = Array.from({ length: 20 }, () => spawn(process.execPath, [script, JSON.stringify(store.spec), "s1"], { stdio: ["pipe", "pipe", "inherit"] }));
     const outputs = children.map((child) => {
       const lines = createInterface({ input: child.stdout! });
       const seen: string[] = [];
@@ -604,12 +597,12 @@ describe("validation, repair and recovery", () => {
   }
 
   /** Flips one bit of an object where it is stored: inside its pack, in place. */
-  function flipByte(kind: "value" | "tree", hash: Hash, at = 1): void {
+  async function flipByte(kind: "value" | "tree", hash: Hash, at = 1): Promise<void> {
     const objects = ObjectStore.of(store);
     const location = objects.locate(kind, hash)!;
     const pack = Buffer.from(objects.packs.get(location.pack)!);
     pack[location.offset + at] = pack[location.offset + at]! ^ 0x20;
-    transactionSync(store, () => objects.packs.put(location.pack, pack));
+    await store.transaction(() => objects.packs.put(location.pack, pack));
   }
 
   it("names each corrupted value and tree node, in process and out of process", async () => {
@@ -617,8 +610,8 @@ describe("validation, repair and recovery", () => {
     const third = (await create()).manifest;
     expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
     const oldDirOfSecond = lookupEntry(ObjectStore.of(store).view(), second.memory.root, ["old"])!.tree!;
-    flipByte("value", v1);
-    flipByte("tree", oldDirOfSecond, 5);
+    await flipByte("value", v1);
+    await flipByte("tree", oldDirOfSecond, 5);
     const report = validateStore(store);
     expect(report.ok).toBe(false);
     expect(report.problems).toEqual([
@@ -634,20 +627,20 @@ describe("validation, repair and recovery", () => {
       ["checkpoint-003", ["its memory tree references damaged objects"]],
     ]);
 
-    const outside = await validateOutOfProcess(dir, { workerPath: DIST_WORKER });
+    const outside = await validateOutOfProcess(store.spec!, { workerPath: DIST_WORKER });
     expect(outside.problems.map((problem) => [problem.code, problem.hash])).toEqual(report.problems.map((problem) => [problem.code, problem.hash]));
   });
 
   it("reports a crashing validator as a finding, not a crash of the caller", async () => {
-    const crashed = await validateOutOfProcess(dir, { workerPath: join(REPO_ROOT, "test/fixtures/checkpoint-crashing-validator.mjs") });
+    const crashed = await validateOutOfProcess(store.spec!, { workerPath: join(REPO_ROOT, "test/fixtures/checkpoint-crashing-validator.mjs") });
     expect(crashed.ok).toBe(false);
     expect(crashed.problems).toEqual([expect.objectContaining({ code: "validator-crashed", message: expect.stringContaining("SIGSEGV") })]);
-    expect(await rejected(validateOutOfProcess(join(dir, "nowhere"), { workerPath: DIST_WORKER }))).toMatchObject({ code: "APEX_E_NO_STORE" });
+    expect(await rejected(validateOutOfProcess(await backend.spec(join(store.dir, "nowhere")), { workerPath: DIST_WORKER }))).toMatchObject({ code: "APEX_E_NO_STORE" });
   });
 
   it("force-recovers what still verifies from a damaged checkpoint and lists exactly what was lost", async () => {
     const { v1, first, firstMemory } = await twoCheckpoints();
-    flipByte("value", v1);
+    await flipByte("value", v1);
     await store.set("/keep/k0", "changed later");
     await store.set("/added/later", true);
     expect(await rejected(restoreMemory(store, first.id))).toMatchObject({ code: "APEX_E_INTEGRITY" });
@@ -667,7 +660,7 @@ describe("validation, repair and recovery", () => {
 
   it("force-recovery with intoSession writes memory, tasks and agent records in one transaction", async () => {
     const { v1, first } = await twoCheckpoints();
-    flipByte("value", v1);
+    await flipByte("value", v1);
     const tasks = "/sessions/s1/tasks";
     await store.batch((batch) => {
       batch.set("/keep/k0", "changed later");
@@ -712,14 +705,13 @@ describe("validation, repair and recovery", () => {
   it("repairs: heals from the live state, removes only checkpoints that do not verify, fixes records", async () => {
     const { v1, v2, first, second } = await twoCheckpoints();
     const third = (await create()).manifest;
-    flipByte("value", v1); // only checkpoint-001 has it: unrecoverable
-    flipByte("value", v2); // checkpoints 002 and 003 have it, and so does the live memory: healable
+    await flipByte("value", v1); // only checkpoint-001 has it: unrecoverable
+    await flipByte("value", v2); // checkpoints 002 and 003 have it, and so does the live memory: healable
     await store.batch((batch) => {
       batch.set("/sessions/s1/tasks/t-0009", { id: "t-0009", title: "orphan", status: "active", assignee: "ghost" });
       batch.set("/sessions/current", { session_id: "gone" });
     });
-    const kvRaw = store.table("kv", { keys: "string", values: "binary" });
-    await store.transaction(() => kvRaw.put("/notes/broken", NOT_JSON));
+    await backend.putRawRecord(store, "/notes/broken", NOT_JSON);
     await store.transaction(() => Catalog.of(store).removeId(third.id));
 
     const before = validateStore(store);
@@ -727,7 +719,7 @@ describe("validation, repair and recovery", () => {
     expect(codes).toEqual(
       ["base-damaged", "current-session-missing", "index-missing", "record-undecodable", "task-unknown-agent", "value-corrupt", "value-corrupt"].sort(),
     );
-    expect(before.problems.find((problem) => problem.code === "record-undecodable")).toMatchObject({ path: "/notes/broken", message: expect.stringContaining("not a JSON value") });
+    expect(before.problems.find((problem) => problem.code === "record-undecodable")).toMatchObject({ path: "/notes/broken", message: expect.stringMatching(/^The record at \/notes\/broken (is not a JSON value|cannot be decoded)/) });
     expect(before.problems.find((problem) => problem.code === "task-unknown-agent")!.message).toContain("ghost");
     expect(before.checkpoints.damaged.map((item) => item.name)).toEqual(["checkpoint-001", "checkpoint-002", "checkpoint-003"]);
 
@@ -784,12 +776,9 @@ describe("validation, repair and recovery", () => {
     expect(bad.tasks.root).not.toBe(good.tasks.root);
     const objects = ObjectStore.of(store);
     await store.transaction(() => objects.removeRaw("tree", bad.tasks.root!));
-    const kvRaw = store.table("kv", { keys: "string", values: "binary" });
-    await store.transaction(() => {
-      kvRaw.put("/sessions/s1/tasks/t-0002", NOT_JSON); // undecodable: the checkpoint has it
-      kvRaw.put("/memory/b", NOT_JSON); // undecodable: the checkpoint has it
-      kvRaw.put("/memory/c", NOT_JSON); // undecodable: only the damaged checkpoint has it
-    });
+    await backend.putRawRecord(store, "/sessions/s1/tasks/t-0002", NOT_JSON); // undecodable: the checkpoint has it
+    await backend.putRawRecord(store, "/memory/b", NOT_JSON); // undecodable: the checkpoint has it
+    await backend.putRawRecord(store, "/memory/c", NOT_JSON); // undecodable: only the damaged checkpoint has it
     await store.set("/sessions/s1/tasks/t-0003", { id: "t-0003", title: "live only", status: "pending", assignee: null });
 
     const current = store.get("/sessions/current");
@@ -847,4 +836,5 @@ describe("session service (core/session/checkpoints.ts contract)", () => {
     expect(await service.resolve!(info!.id.slice(0, 6))).toEqual({ sessionId: "s1", checkpoint: info!.id });
     expect(await service.resolve!("ffffffff")).toBeUndefined();
   });
+});
 });

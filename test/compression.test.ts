@@ -36,6 +36,7 @@ import { parseDurationOption } from "../core/config/duration.js";
 import type { CompressionOptions } from "../plugins/compression/options.js";
 import { runApex, tempDir } from "./helpers/cli.js";
 import { LmdbStore, transactionSync } from "./helpers/store.js";
+import { forEachBackend } from "./support/backends.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -43,7 +44,6 @@ let store: Store;
 
 beforeEach(() => {
   ({ dir, cleanup } = tempDir("apex-compression-"));
-  store = LmdbStore.open(join(dir, ".apex"));
 });
 afterEach(async () => {
   await store.close();
@@ -121,6 +121,11 @@ function valuesOf(manifest: CheckpointManifest): Set<Hash> {
 function isCompressed(hash: Hash): boolean {
   return ObjectStore.of(store).locate("value", hash)?.codec !== undefined;
 }
+
+forEachBackend((backend) => {
+beforeEach(async () => {
+  store = await backend.openProject(dir);
+});
 
 describe("pack codecs in the object store", () => {
   it("location records carry the codec and the uncompressed size; old records still decode", () => {
@@ -375,7 +380,13 @@ describe("automatic compression after each checkpoint (after: N)", () => {
   });
 });
 
+});
+
+// The command end to end, on LMDB (the store-level cases above run on each backend).
 describe("apex session compress (end to end)", () => {
+  beforeEach(() => {
+    store = LmdbStore.open(join(dir, ".apex"));
+  });
   const CONFIG = "plugins:\n  checkpoint: {}\n  compression:\n    after: 2\n";
   const apex = (...args: string[]) => runApex(args, { cwd: dir });
 

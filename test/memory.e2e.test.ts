@@ -2,7 +2,9 @@ import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { storeExists } from "../core/store/open.js";
 import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
+import { forEachBackend } from "./support/backends.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -11,9 +13,13 @@ beforeEach(() => {
 });
 afterEach(() => cleanup());
 
-const apex = (args: string[], input?: string) => runApex(args, input === undefined ? { cwd: dir } : { cwd: dir, input });
+forEachBackend((backend) => describe("apex memory (end to end)", () => {
+  let env: Record<string, string>;
+  beforeEach(async () => {
+    env = await backend.env();
+  });
+  const apex = (args: string[], input?: string) => runApex(args, input === undefined ? { cwd: dir, env } : { cwd: dir, env, input });
 
-describe("apex memory (end to end)", () => {
   it("set, show, query, delete through the real CLI", () => {
     expect(apex(["memory", "set", "/notes/today", '{"todo": 3}']).status).toBe(0);
     expect(apex(["memory", "set", "/notes/😀/deep", '"astral"']).status).toBe(0);
@@ -39,11 +45,12 @@ describe("apex memory (end to end)", () => {
     [["memory", "set", "/a", "{nope"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
     [["memory", "set", "/a", "undefined"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
     [["memory", "query", "notes/*"], "APEX_E_BAD_GLOB", `Invalid glob "notes/*": it must start with '/'.`],
-  ])("bad input %j exits 2 and writes nothing", (args, code, message) => {
+  ])("bad input %j exits 2 and writes nothing", async (args, code, message) => {
     const result = apex(args);
     expect(result.status).toBe(2);
     expect(result.stderr).toContain(`error[${code}]: ${message}`);
     expect(existsSync(join(dir, ".apex"))).toBe(false);
+    expect(await storeExists(await backend.projectSpec(dir))).toBe(false);
   });
 
   it("--json errors are machine-readable", () => {
@@ -59,18 +66,19 @@ describe("apex memory (end to end)", () => {
 
     const other = tempDir("apex-memory-import-");
     try {
-      const imported = runApex(["memory", "import", "-", "--json"], { cwd: other.dir, input: exported });
+      const imported = runApex(["memory", "import", "-", "--json"], { cwd: other.dir, env, input: exported });
       expect(imported.status).toBe(0);
       expect(JSON.parse(imported.stdout)).toEqual({ count: 2, revision: 2 });
-      expect(runApex(["memory", "export"], { cwd: other.dir }).stdout).toBe(exported);
+      expect(runApex(["memory", "export"], { cwd: other.dir, env }).stdout).toBe(exported);
 
       const bad = runApex(["memory", "import", "-"], {
         cwd: other.dir,
+        env,
         input: '{"path": "/ok", "value": 1}\n{"path": "/fine", "value": 2}\n{"path": "nope", "value": 3}\n',
       });
       expect(bad.status).toBe(2);
       expect(bad.stderr).toContain(`stdin:3: invalid path "nope": it must start with '/'.`);
-      expect(runApex(["memory", "show", "/ok"], { cwd: other.dir }).status).toBe(3);
+      expect(runApex(["memory", "show", "/ok"], { cwd: other.dir, env }).status).toBe(3);
     } finally {
       other.cleanup();
     }
@@ -88,7 +96,7 @@ describe("apex memory (end to end)", () => {
     apex(["memory", "set", "/w/before", "0"]);
     const watcher = spawn(process.execPath, [APEX_BIN, "memory", "watch", "/w/**", "--changes-only", "--json", "--timeout", "20"], {
       cwd: dir,
-      env: { ...cleanEnv(), NO_COLOR: "1" },
+      env: { ...cleanEnv(), NO_COLOR: "1", ...env },
     });
     let output = "";
     watcher.stdout.setEncoding("utf8").on("data", (chunk: string) => (output += chunk));
@@ -117,4 +125,4 @@ describe("apex memory (end to end)", () => {
     expect(result.status).toBe(0);
     expect(result.stdout.trim().split("\n").map((line) => JSON.parse(line).path)).toEqual(["/r/b"]);
   });
-});
+}));

@@ -28,21 +28,10 @@ import { openStore } from "../core/store/open.js";
 import { decodeValue, encodeValue } from "../core/store/value-codec.js";
 import { random, tempDir } from "./helpers/cli.js";
 import { LmdbStore, transactionSync } from "./helpers/store.js";
+import { forEachBackend } from "./support/backends.js";
 
 
 let store: Store;
-let cleanup: () => void;
-
-beforeEach(() => {
-  const temp = tempDir("apex-objects-");
-  cleanup = temp.cleanup;
-  store = LmdbStore.open(temp.dir);
-});
-
-afterEach(async () => {
-  await store.close();
-  cleanup();
-});
 
 const segmentsOf = (path: string) => path.slice(1).split("/");
 
@@ -160,7 +149,21 @@ describe("tree node encoding", () => {
   });
 });
 
+// The tree's shape and what an update reads and writes are the engine's own, whatever holds the
+// nodes (counted, not timed): on LMDB only. What depends on the store (damage, the journal and
+// filter across transactions and processes, grouped reads) runs on each backend below.
 describe("Merkle tree of the path hierarchy", () => {
+  let cleanup: () => void;
+  beforeEach(() => {
+    const temp = tempDir("apex-objects-");
+    cleanup = temp.cleanup;
+    store = LmdbStore.open(temp.dir, { actor: "user:test" });
+  });
+  afterEach(async () => {
+    await store.close();
+    cleanup();
+  });
+
   it("stores a value once however many paths hold it", () => {
     const state = new Map<string, JsonValue>();
     for (let i = 0; i < 50; i++) state.set(`/copies/c${i}`, { same: "value", n: [1, 2, 3] });
@@ -314,6 +317,11 @@ describe("Merkle tree of the path hierarchy", () => {
   });
 });
 
+forEachBackend((backend) => {
+beforeEach(async () => {
+  store = await backend.fresh();
+});
+
 describe("damage detection", () => {
   it("reports missing, corrupted and undecodable objects with their kind and hash", () => {
     const state = new Map<string, JsonValue>([["/x/y", "value"]]);
@@ -447,7 +455,7 @@ describe("index journal", () => {
     const script = `
       const { openStore } = await import(${JSON.stringify(new URL("../dist/core/store/open.js", import.meta.url).href)});
       const { ObjectStore, walkTree } = await import(${JSON.stringify(new URL("../dist/plugins/checkpoint/engine/objects.js", import.meta.url).href)});
-      const store = await openStore(${JSON.stringify(store.dir)}, { readOnly: true });
+      const store = await openStore(${JSON.stringify(store.spec)}, { readOnly: true });
       const view = ObjectStore.of(store).view();
       let n = 0;
       for (const { hash } of walkTree(view, ${JSON.stringify(root)})) { view.readValue(hash); n++; }
@@ -607,7 +615,7 @@ describe("hash filter", () => {
       const { openStore } = await import(${JSON.stringify(new URL("../dist/core/store/open.js", import.meta.url).href)});
       const { ObjectStore, sha256 } = await import(${JSON.stringify(new URL("../dist/plugins/checkpoint/engine/objects.js", import.meta.url).href)});
       const { encodeValue } = await import(${JSON.stringify(new URL("../dist/core/store/value-codec.js", import.meta.url).href)});
-      const store = await openStore(${JSON.stringify(store.dir)});
+      const store = await openStore(${JSON.stringify(store.spec)});
       const bytes = encodeValue(${JSON.stringify(planted)});
       await store.transaction(() => ObjectStore.of(store).putMany([{ kind: "value", hash: sha256(bytes), bytes }]));
       await store.close();`;
@@ -703,4 +711,5 @@ describe("whole-tree reads grouped by pack", () => {
     expect(view.readValue(hash)).toEqual({ note: "prefetched" }); // the second read goes to the pack
     expect(() => view.readValue("0".repeat(64))).toThrow(ObjectDamageError);
   });
+});
 });

@@ -4,19 +4,16 @@
 // sessions — with nothing of the session written to LMDB in .apex/.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Project, groupMembers, shellAgents } from "./fixtures/agents/harness.js";
-import { startPostgres, type PostgresCluster } from "./support/postgres.js";
+import { sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
-let cluster: PostgresCluster;
+let cluster: SharedPostgres;
 let project: Project | undefined;
 
 beforeAll(async () => {
-  cluster = await startPostgres();
+  cluster = await sharedPostgres();
 }, 120_000);
-afterAll(async () => {
-  await cluster?.stop();
-});
 afterEach(() => {
   project?.cleanup();
   project = undefined;
@@ -31,7 +28,7 @@ function json<T>(result: { status: number | null; stdout: string; stderr: string
 
 describe("a session on PostgreSQL", () => {
   it("runs the session flow with the store in the database, not in .apex/", async () => {
-    const url = cluster.createDatabase();
+    const url = await cluster.createDatabase();
     project = new Project(`${AGENTS}\nstore:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n  project: e2e\n`);
     const plugins = json<{ storage: { backend: string; location: string } }>(project.apex(["plugins", "list", "--json"]));
     expect(plugins.storage.backend).toBe("postgres");

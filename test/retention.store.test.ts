@@ -1,12 +1,11 @@
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import type { Config } from "../core/config/types.js";
 import { Engine } from "../core/engine.js";
 import { ObjectStore, sha256 } from "../plugins/checkpoint/engine/objects.js";
 import { encodeValue } from "../core/store/value-codec.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
-import { openStore } from "../core/store/open.js";
 import {
   checkpointInfo,
   createCheckpoint,
@@ -26,21 +25,10 @@ import { knownSessions } from "../plugins/retention/sessions.js";
 import { findTemporaryFiles, removeTemporaryFiles } from "../plugins/retention/temporary.js";
 import { applyPolicy, type RetentionPolicy } from "../plugins/retention/policy.js";
 import type { RetentionOptions } from "../plugins/retention/options.js";
-import { tempDir } from "./helpers/cli.js";
-import { LmdbStore } from "./helpers/store.js";
+import { forEachBackend } from "./support/backends.js";
 
 let dir: string;
-let cleanup: () => void;
 let store: Store;
-
-beforeEach(() => {
-  ({ dir, cleanup } = tempDir("apex-retention-"));
-  store = LmdbStore.open(dir);
-});
-afterEach(async () => {
-  await store.close();
-  cleanup();
-});
 
 const SESSION = "s-main";
 
@@ -101,6 +89,12 @@ async function writeStep(step: number): Promise<void> {
 
 const HOUR = 3_600_000;
 const START = Date.parse("2026-11-16T06:00:00Z"); // a Monday
+
+forEachBackend((backend) => {
+beforeEach(async () => {
+  store = await backend.fresh();
+  dir = store.dir;
+});
 
 describe("auto_cleanup after every checkpoint", () => {
   it("keeps exactly what the policy keeps over the whole history, at every step", async () => {
@@ -401,4 +395,5 @@ describe("the cleanup command, in process", () => {
     });
     expect(surviving()).toEqual(["checkpoint-002", "checkpoint-003"]);
   });
+});
 });

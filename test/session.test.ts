@@ -17,6 +17,7 @@ import { SessionService, checkTaskId, recountTasks } from "../dist/core/session/
 import { agentPath, sessionPath, taskCountsPath, CURRENT_SESSION_PATH } from "../dist/core/session/records.js";
 import { buildStatusReport } from "../dist/core/session/status-report.js";
 import { REPO_ROOT } from "./fixtures/agents/harness.js";
+import { forEachBackend } from "./support/backends.js";
 
 let dir: string;
 beforeEach(() => {
@@ -151,7 +152,7 @@ describe("control protocol", () => {
   });
 });
 
-describe("tasks", () => {
+describe("task ids", () => {
   it("normalises task ids", () => {
     expect(checkTaskId("t-1")).toBe("t-0001");
     expect(checkTaskId("12")).toBe("t-0012");
@@ -159,9 +160,14 @@ describe("tasks", () => {
     expect(() => checkTaskId("x-1")).toThrow(/is not a task id/);
     expect(() => checkTaskId("t-0")).toThrow(/is not a task id/);
   });
+});
+
+forEachBackend((backend) => describe("tasks", () => {
+  const open = async () => openStore(await backend.spec(join(dir, "store")));
+
 
   it("keeps task counts, events and agent tasks consistent through every transition", async () => {
-    const store = await openStore(join(dir, "store"));
+    const store = await open();
     try {
       await seedSession(store);
       const service = new SessionService(store, "s-1", noHooks);
@@ -197,7 +203,7 @@ describe("tasks", () => {
   });
 
   it("fires beforeTask before the assignment and lets it veto", async () => {
-    const store = await openStore(join(dir, "store"));
+    const store = await open();
     try {
       await seedSession(store);
       const calls: string[] = [];
@@ -219,7 +225,7 @@ describe("tasks", () => {
   });
 
   it("claims in one process never hand out a task twice (50 concurrent claims over 40 tasks)", async () => {
-    const store = await openStore(join(dir, "store"));
+    const store = await open();
     try {
       await seedSession(store);
       const service = new SessionService(store, "s-1", noHooks);
@@ -235,8 +241,8 @@ describe("tasks", () => {
   });
 
   it("claims from two processes writing the store directly (no supervisor) never collide", async () => {
-    const storeDir = join(dir, "store");
-    const store = await openStore(storeDir);
+    const store = await open();
+    const spec = JSON.stringify(store.spec);
     await seedSession(store);
     const service = new SessionService(store, "s-1", noHooks);
     for (let i = 0; i < 60; i++) await service.addTask({ title: `t${i}` }, "user:t");
@@ -245,7 +251,7 @@ describe("tasks", () => {
     const script = `
       import { openStore } from ${JSON.stringify(join(REPO_ROOT, "dist/core/store/open.js"))};
       import { SessionService } from ${JSON.stringify(join(REPO_ROOT, "dist/core/session/service.js"))};
-      const store = await openStore(process.argv[2]);
+      const store = await openStore(JSON.parse(process.argv[2]));
       const service = new SessionService(store, "s-1", { fire: async () => {} });
       const got = [];
       for (;;) {
@@ -258,7 +264,7 @@ describe("tasks", () => {
     writeFileSync(file, script);
     const run = (agent: string) =>
       new Promise<string[]>((resolve, reject) => {
-        const child = spawn(process.execPath, [file, storeDir, agent]);
+        const child = spawn(process.execPath, [file, spec, agent]);
         let out = "";
         let err = "";
         child.stdout.on("data", (chunk) => (out += chunk));
@@ -268,11 +274,11 @@ describe("tasks", () => {
     const [a, b] = await Promise.all([run("a"), run("b")]);
     expect(a.length + b.length).toBe(60);
     expect(new Set([...a, ...b]).size).toBe(60);
-    const check = await openStore(storeDir, { readOnly: true });
+    const check = await openStore(JSON.parse(spec), { readOnly: true });
     try {
       expect(check.get(taskCountsPath("s-1"))).toEqual({ pending: 0, active: 60, completed: 0, failed: 0, total: 60 });
     } finally {
       await check.close();
     }
   });
-});
+}));

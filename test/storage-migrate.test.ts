@@ -9,23 +9,22 @@ import { postgresBackend } from "../plugins/postgres/backend.js";
 import { migrateStore } from "../plugins/postgres/migrate.js";
 import { tempDir } from "./helpers/cli.js";
 import { LmdbStore } from "./helpers/store.js";
-import { startPostgres, type PostgresCluster } from "./support/postgres.js";
+import { sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
-let cluster: PostgresCluster;
+let cluster: SharedPostgres;
 let url: string;
 let projects = 0;
 const cleanups: Array<() => void> = [];
 const opened: StorageBackend[] = [];
 
 beforeAll(async () => {
-  cluster = await startPostgres();
-  url = cluster.createDatabase();
+  cluster = await sharedPostgres();
+  url = await cluster.createDatabase();
 }, 120_000);
 afterEach(async () => {
   for (const backend of opened.splice(0).reverse()) await backend.close();
 });
 afterAll(async () => {
-  await cluster?.stop();
   for (const cleanup of cleanups) cleanup();
 });
 

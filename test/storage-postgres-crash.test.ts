@@ -10,21 +10,20 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StoreSpec } from "../core/store/port.js";
 import { postgresBackend } from "../plugins/postgres/backend.js";
 import { REPO_ROOT, tempDir } from "./helpers/cli.js";
-import { startPostgres, type PostgresCluster } from "./support/postgres.js";
+import { sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 const BUILT = join(REPO_ROOT, "dist/plugins/postgres/backend.js");
 const KEYS_PER_BATCH = 3000;
 
-let cluster: PostgresCluster;
+let cluster: SharedPostgres;
 let url: string;
 const temp = tempDir("apex-pg-crash-");
 
 beforeAll(async () => {
-  cluster = await startPostgres();
-  url = cluster.createDatabase();
+  cluster = await sharedPostgres();
+  url = await cluster.createDatabase();
 }, 120_000);
 afterAll(async () => {
-  await cluster?.stop();
   temp.cleanup();
 });
 

@@ -4,24 +4,21 @@
  * database, connection errors, read-only opens that write nothing, LISTEN/NOTIFY.
  */
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
 import type { StorageBackend, StoreSpec } from "../core/store/port.js";
 import { PostgresBackend, postgresBackend, redactUrl } from "../plugins/postgres/backend.js";
 import { describePort } from "./support/port-suite.js";
-import { freePort, startPostgres, type PostgresCluster } from "./support/postgres.js";
+import { freePort, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
-let cluster: PostgresCluster;
+let cluster: SharedPostgres;
 let url: string;
 let projects = 0;
 
 beforeAll(async () => {
-  cluster = await startPostgres();
-  url = cluster.createDatabase();
+  cluster = await sharedPostgres();
+  url = await cluster.createDatabase();
 }, 120_000);
-afterAll(async () => {
-  await cluster?.stop();
-});
 
 /** Each test's store is a new project in the file's database. */
 const spec = (project = `p${++projects}`): StoreSpec => ({ backend: "postgres", dir: "/nonexistent/.apex", url, project });
@@ -73,7 +70,7 @@ describe("postgres backend", () => {
     expect(() => open(s, true)).toThrowError(expect.objectContaining({ code: "APEX_E_NO_STORE" }));
     expect(postgresBackend.exists(s)).toBe(false);
     // On a database APEX never used, a read-only open does not even create the schema.
-    const empty = cluster.createDatabase();
+    const empty = await cluster.createDatabase();
     const emptySpec = { ...s, url: empty };
     expect(postgresBackend.exists(emptySpec)).toBe(false);
     expect(() => open(emptySpec, true)).toThrowError(expect.objectContaining({ code: "APEX_E_NO_STORE" }));

@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, REPO_ROOT } from "./fixtures/agents/harness.js";
-import { startPostgres, type PostgresCluster } from "./support/postgres.js";
+import { sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
-let cluster: PostgresCluster;
+let cluster: SharedPostgres;
 let project: Project;
 let backDir: string;
 
@@ -20,7 +20,7 @@ const agent = (name: string) => [`  ${name}:`, "    command: node", `    args: [
 const CONFIG = ["session:", "  auto_recovery: false", "agents:", agent("supervisor"), agent("coder"), agent("adversary"), "plugins:", "  checkpoint: {}", "  retention: {}", "  metrics: {}", "  history: {}", ""].join("\n");
 
 beforeAll(async () => {
-  cluster = await startPostgres();
+  cluster = await sharedPostgres();
   project = new Project(CONFIG, "apex-migrate-");
   backDir = mkdtempSync(join(tmpdir(), "apex-migrate-back-"));
   rmSync(backDir, { recursive: true });
@@ -28,7 +28,6 @@ beforeAll(async () => {
 afterAll(async () => {
   project?.cleanup();
   if (backDir) rmSync(backDir, { recursive: true, force: true });
-  await cluster?.stop();
 });
 
 const env = (url?: string) => (url ? { APEX_STORE_URL: url } : {});
@@ -60,14 +59,14 @@ describe("apex store migrate", () => {
   let source: ReturnType<typeof reads>;
   let pgUrl: string;
 
-  it("refuses while a supervisor runs, writing nothing to the target", () => {
+  it("refuses while a supervisor runs, writing nothing to the target", async () => {
     project.start(["--task", "migrate me"]);
     ok(["memory", "set", "/notes/plan", JSON.stringify({ steps: ["copy", "verify"], owner: "ann" })]);
     ok(["checkpoint", "create", "before the second note"]);
     ok(["memory", "set", "/notes/second", JSON.stringify("é and \u{1F600}")]);
     ok(["checkpoint", "create", "after the second note", "--pin"]);
 
-    pgUrl = cluster.createDatabase();
+    pgUrl = await cluster.createDatabase();
     const refused = project.apex(["store", "migrate", "--to", pgUrl, "--json"]);
     expect(refused.status, refused.stderr).toBe(4);
     expect(JSON.parse(refused.stderr.trim().split("\n").at(-1)!).error.code).toBe("APEX_E_SESSION_ACTIVE");

@@ -1,23 +1,15 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { type Store } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { checkPath, pathProblem, prefixRange, subtreeRange } from "../core/store/paths.js";
 import { compileGlob } from "../core/store/glob.js";
 import { ApexError } from "../core/errors.js";
 import { tempDir } from "./helpers/cli.js";
-import { LmdbStore } from "./helpers/store.js";
+import { forEachBackend } from "./support/backends.js";
 
 const cleanups: Array<() => void | Promise<void>> = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
-
-function freshStore(): Store {
-  const { dir, cleanup } = tempDir("apex-store-");
-  const store = LmdbStore.open(dir, { actor: "user:test" });
-  cleanups.push(cleanup, () => store.close());
-  return store;
-}
 
 describe("paths", () => {
   it.each([
@@ -85,9 +77,10 @@ describe("globs", () => {
   });
 });
 
-describe("store", () => {
+forEachBackend((backend) => describe("store", () => {
+  const freshStore = () => backend.fresh();
   it("stores JSON values and counts revisions", async () => {
-    const store = freshStore();
+    const store = await freshStore();
     expect(store.revision()).toBe(0);
     expect(await store.set("/a", { x: [1, "two", null, true] })).toBe(1);
     expect(await store.set("/b", "text")).toBe(2);
@@ -96,7 +89,7 @@ describe("store", () => {
   });
 
   it("logs every change with its actor, kind and revision", async () => {
-    const store = freshStore();
+    const store = await freshStore();
     await store.set("/a", 1);
     await store.set("/a/b", 2, "agent:coder");
     await store.delete("/a", { recursive: true });
@@ -111,7 +104,7 @@ describe("store", () => {
   });
 
   it("prefix scans see every UTF-8 path, including astral characters", async () => {
-    const store = freshStore();
+    const store = await freshStore();
     const paths = ["/a/b", "/a/\uffff", "/a/\u{10000}", "/a/😀/deep", "/a/\u{10ffff}", "/a-sibling", "/a0", "/b"];
     await store.batch((batch) => {
       for (const path of paths) batch.set(path, path);
@@ -123,7 +116,7 @@ describe("store", () => {
   });
 
   it("recursive delete removes only the subtree", async () => {
-    const store = freshStore();
+    const store = await freshStore();
     await store.batch((batch) => {
       for (const path of ["/a", "/a/b", "/a/b/c", "/ab", "/a-b"]) batch.set(path, 1);
     });
@@ -133,7 +126,7 @@ describe("store", () => {
   });
 
   it("a batch is all or nothing", async () => {
-    const store = freshStore();
+    const store = await freshStore();
     await store.set("/keep", 1);
     await expect(
       store.batch((batch) => {
@@ -145,21 +138,20 @@ describe("store", () => {
     expect(store.revision()).toBe(1);
   });
 
-  it("read-only opens fail clearly when there is no store", () => {
+  it("read-only opens fail clearly when there is no store", async () => {
     const { dir, cleanup } = tempDir();
     cleanups.push(cleanup);
-    expect(() => LmdbStore.open(dir, { readOnly: true })).toThrowError(/No APEX store/);
+    await expect(openStore(await backend.spec(dir), { readOnly: true })).rejects.toThrowError(expect.objectContaining({ code: "APEX_E_NO_STORE", message: expect.stringMatching(/No APEX store/) }));
   });
 
   it("a read-only store sees writes committed by another handle", async () => {
-    const store = freshStore();
+    const store = await freshStore();
     await store.set("/x", 1);
-    const reader = await openStore(store.dir, { readOnly: true });
-    cleanups.push(() => reader.close());
+    const reader = await backend.reopen(store, { readOnly: true });
     expect(reader.get("/x")).toBe(1);
     await store.set("/x", 2);
     await new Promise((resolve) => setTimeout(resolve, 10));
     expect(reader.get("/x")).toBe(2);
     expect(reader.revision()).toBe(2);
   });
-});
+}));

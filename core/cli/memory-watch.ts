@@ -7,6 +7,8 @@ import { paint } from "./output.js";
 import { forcedEndpoint } from "../session/runtime.js";
 
 const POLL_MS = 100;
+/** How often the log is read when the store signals nothing (a signal lost with a connection). */
+const RECHECK_MS = 1000;
 
 export interface WatchOptions {
   since?: number;
@@ -18,17 +20,21 @@ export interface WatchOptions {
 
 /**
  * Prints the current value of every path under the glob (kind `current`), then follows the
- * revision log and prints every change (kind `put` or `delete`). Polls the log (a cheap range
- * read from the last seen revision), so writes by any process are seen. The values are read
- * after the revision they start from, so a write in between is printed twice (as a current
- * value and as a change) rather than missed.
+ * revision log and prints every change (kind `put` or `delete`). The log (a cheap range read
+ * from the last seen revision) is read when the store signals a change (`subscribe`: LMDB polls
+ * its revision, PostgreSQL LISTENs), and once a second in any case, so writes by any process
+ * are seen. The values are read after the revision they start from, so a write in between is
+ * printed twice (as a current value and as a change) rather than missed.
  */
 export async function watchChanges(location: ProjectLocation, glob: Glob, options: WatchOptions): Promise<void> {
   const withCurrent = options.changesOnly !== true && options.since === undefined;
   const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout * 1000;
   let interrupted = false;
+  /** Ends the current wait for a change (a signal from the store, or SIGINT/SIGTERM). */
+  let wake: (() => void) | undefined;
   const onSignal = () => {
     interrupted = true;
+    wake?.();
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
@@ -40,25 +46,46 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     return;
   }
   let store: Store | undefined;
+  let unsubscribe: (() => void) | undefined;
   try {
-    while (!interrupted && Date.now() < deadline) {
+    // The store is looked for, and the log read, at least once whatever the timeout: opening a
+    // server store can take longer than a short --timeout, which ends the following, not the
+    // replay of what was there when the watch began.
+    for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
       if (!store && (await storeExists(location))) store = await openStore(location, { readOnly: true });
       if (store) break;
       await sleep(POLL_MS);
     }
     if (!store) return;
+    // Subscribed before the first read, so that a commit after it is signalled.
+    let signalled = false;
+    unsubscribe = store.subscribe(() => {
+      signalled = true;
+      wake?.();
+    });
     let since = options.since ?? store.revision();
     if (withCurrent) for (const entry of store.query(glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
-    while (!interrupted && Date.now() < deadline) {
+    for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
+      signalled = false;
       for (const change of store.changesSince(since)) {
         since = change.revision;
         if (glob.matches(change.path)) print(change, store, Boolean(options.json));
       }
-      await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
+      if (signalled || interrupted) continue;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => done(), Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
+        const done = () => {
+          clearTimeout(timer);
+          wake = undefined;
+          resolve();
+        };
+        wake = done;
+      });
     }
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    unsubscribe?.();
     await store?.close();
   }
 }

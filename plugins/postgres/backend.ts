@@ -517,6 +517,8 @@ export class PostgresBackend implements StorageBackend {
       if (range.end !== undefined) upper = { key: range.end, inclusive: false };
     }
     let page = FIRST_PAGE;
+    // The range's offset skips entries of the first page's query; later pages go on from the last key.
+    let skip = range.offset ?? 0;
     while (remaining > 0) {
       const size = Math.min(page, remaining);
       const params: unknown[] = [this.project, ...options.params];
@@ -530,7 +532,12 @@ export class PostgresBackend implements StorageBackend {
         where.push(`${options.keyColumn} ${upper.inclusive ? "<=" : "<"} $${params.length}`);
       }
       params.push(size);
-      const text = `SELECT ${options.keyColumn}${options.values ? ", value" : ""} FROM ${options.from} WHERE ${where.join(" AND ")} ORDER BY ${options.keyColumn} ${reverse ? "DESC" : "ASC"} LIMIT $${params.length}`;
+      let text = `SELECT ${options.keyColumn}${options.values ? ", value" : ""} FROM ${options.from} WHERE ${where.join(" AND ")} ORDER BY ${options.keyColumn} ${reverse ? "DESC" : "ASC"} LIMIT $${params.length}`;
+      if (skip > 0) {
+        params.push(skip);
+        text += ` OFFSET $${params.length}`;
+        skip = 0;
+      }
       const rows = this.sql(text, params, options.doing);
       for (const row of rows) yield [(typeof row[0] === "string" ? row[0] : toBuffer(row[0])) as K, options.values ? toBuffer(row[1]) : undefined];
       remaining -= rows.length;
@@ -571,7 +578,22 @@ export class PostgresBackend implements StorageBackend {
     this.assertOpen();
     const listen = (this.listen ??= new Listener(this.url, this.channel));
     const remove = listen.add(listener);
+    // LISTEN takes a round trip to be in place: a commit before it would go unnoticed (LMDB's
+    // poll compares with the revision at subscribe time). So compare once LISTEN is there.
+    const base = this.revision();
+    let stopped = false;
+    void listen.ready.then(() => {
+      if (stopped || this.closed) return;
+      let now: number;
+      try {
+        now = this.revision();
+      } catch {
+        return;
+      }
+      if (now !== base) listener();
+    });
     return () => {
+      stopped = true;
       remove();
       // The last one out closes the LISTEN connection, which would otherwise hold the process open.
       if (listen.size === 0 && this.listen === listen) {
@@ -609,8 +631,14 @@ export class PostgresBackend implements StorageBackend {
     return this.transactionSync(fn);
   }
 
-  /** BEGIN under the project's lock, run fn, send what it buffered, COMMIT (durable before it returns). */
-  private transactionSync<T>(fn: () => T): T {
+  /**
+   * BEGIN under the project's lock, run fn, send what it buffered, COMMIT (durable before it
+   * returns); joins the transaction already open. Not part of the port (as LMDB's
+   * transactionSync): tests and tools that write between synchronous steps call it directly.
+   */
+  transactionSync<T>(fn: () => T): T {
+    this.assertWritable();
+    if (this.tx) return fn();
     const rows = this.run(
       [
         { text: "BEGIN" },
@@ -911,6 +939,7 @@ class PgTable<K extends TableKey = TableKey, V = Buffer> implements Table<K, V> 
     if (range.end !== undefined) out.end = this.key(range.end);
     if (range.reverse !== undefined) out.reverse = range.reverse;
     if (range.limit !== undefined) out.limit = range.limit;
+    if (range.offset !== undefined) out.offset = range.offset;
     return out;
   }
 
@@ -926,7 +955,7 @@ class PgTable<K extends TableKey = TableKey, V = Buffer> implements Table<K, V> 
 
   getCount(range?: KeyRange<K>): number {
     const encoded = this.range(range);
-    if (encoded.limit !== undefined) return Array.from(this.backend.tableScan(this.name, encoded, false)).length;
+    if (encoded.limit !== undefined || encoded.offset !== undefined) return Array.from(this.backend.tableScan(this.name, encoded, false)).length;
     return this.backend.tableCount(this.name, encoded);
   }
 

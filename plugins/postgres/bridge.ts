@@ -65,6 +65,10 @@ export class SyncBridge {
       eval: true,
       workerData: { port: port2, flag: this.flag, pgPath },
       transferList: [port2],
+      // The worker's source is CommonJS. A worker inherits the process's execArgv by default, and
+      // with --input-type=module (node -e scripts) it would fail to load before it could answer,
+      // leaving the caller blocked until CALL_TIMEOUT_MS: it needs none of the process's flags.
+      execArgv: [],
     });
     // The worker never keeps the process alive: pending writes are awaited by their callers.
     this.worker.unref();

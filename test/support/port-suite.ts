@@ -92,6 +92,12 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(many.length).toBe(1500);
       expect(many[1499]).toEqual({ path: "/many/01499", value: 1499 });
       expect(Array.from(store.keys({ start: "/many0", end: "/many/", reverse: true })).slice(0, 2)).toEqual(["/many/01499", "/many/01498"]);
+      // An offset skips entries of the range first (a page of a listing), in both directions.
+      expect(Array.from(store.keys({ start: "/many/", end: "/many0", offset: 1300, limit: 2 }))).toEqual(["/many/01300", "/many/01301"]);
+      expect(Array.from(store.entries({ start: "/many0", end: "/many/", reverse: true, offset: 1498 }))).toEqual([
+        { path: "/many/00001", value: 1 },
+        { path: "/many/00000", value: 0 },
+      ]);
     });
 
     it("logs one revision per changed path; changesSince starts inside a batch and honours limit", async () => {
@@ -219,6 +225,7 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(Array.from(numbers.getKeys({ start: 2, end: 65536 }))).toEqual([2, 256]);
       expect(Array.from(numbers.getKeys({ start: 65536, end: 1, reverse: true }))).toEqual([65536, 256, 2]);
       expect(Array.from(numbers.getRange({ start: 1, limit: 2 }), (e) => e.key)).toEqual([1, 2]);
+      expect(Array.from(numbers.getRange({ start: 1, offset: 1, limit: 2 }), (e) => e.key)).toEqual([2, 256]);
       expect(Array.from(strings.getKeys({ start: "\u{E000}", reverse: true, limit: 3 }))).toEqual(["\u{E000}", "é", "b"]);
       expect(Array.from(bytes.getRange({ start: Buffer.from("01", "hex"), end: Buffer.from("02", "hex") }), (e) => e.value.toString("hex"))).toEqual(["01", "0100", "01ff"]);
       expect(Array.from(tuples.getKeys({ start: ["a"], end: ["a", "z"] }))).toEqual([["a", 1], ["a", 2], ["a", 10], ["a", "x"]]);

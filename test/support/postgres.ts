@@ -1,6 +1,86 @@
 /**
  * A throwaway PostgreSQL cluster for tests (scripts/pg-cluster.mjs, shared with the benchmarks):
  * initdb in a temporary directory, a free port, run by a non-root user, stopped by pid.
+ *
+ * sharedPostgres(): the one cluster of a test run, for the suites that run on every backend
+ * (test/support/backends.ts). The first test file that asks starts it (the others wait for it);
+ * the run's global setup (postgres-global.ts) stops it at the end.
  */
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import pg from "pg";
+import { inject } from "vitest";
+import { startPostgres } from "../../scripts/pg-cluster.mjs";
+
 export { freePort, postgresBinDir, startPostgres } from "../../scripts/pg-cluster.mjs";
 export type { PostgresCluster } from "../../scripts/pg-cluster.mjs";
+
+export interface SharedPostgres {
+  /** A URL of the maintenance database, with the superuser's password. */
+  adminUrl: string;
+  port: number;
+  password: string;
+  /** The URL of `database` on the cluster (another password or port, for tests of failures). */
+  url(database: string, over?: { password?: string; port?: number }): string;
+  /** A new, empty database; returns its URL. */
+  createDatabase(): Promise<string>;
+}
+
+let shared: Promise<SharedPostgres> | undefined;
+
+/** The test run's shared cluster, started on first use. */
+export function sharedPostgres(): Promise<SharedPostgres> {
+  return (shared ??= connectShared());
+}
+
+async function connectShared(): Promise<SharedPostgres> {
+  const state = inject("apexPostgresState");
+  if (!state) throw new Error("the shared PostgreSQL cluster needs vitest's global setup (test/support/postgres-global.ts)");
+  const info = join(state, "cluster.json");
+  const failed = join(state, "failed.txt");
+  let starter = false;
+  try {
+    mkdirSync(join(state, "lock"));
+    starter = true;
+  } catch {
+    /* another test file starts it */
+  }
+  if (starter) {
+    try {
+      const cluster = await startPostgres();
+      const url = cluster.url("postgres");
+      writeFileSync(join(state, "cluster.tmp"), JSON.stringify({ pid: cluster.pid, root: cluster.root, url, port: cluster.port, user: cluster.user, password: cluster.password }));
+      // Renamed into place only once complete: the waiting files read it whole.
+      renameSync(join(state, "cluster.tmp"), info);
+    } catch (error) {
+      writeFileSync(failed, String((error as Error).stack ?? error));
+      throw error;
+    }
+  }
+  const deadline = Date.now() + 180_000;
+  while (!existsSync(info)) {
+    if (existsSync(failed)) throw new Error(`the shared PostgreSQL cluster did not start: ${readFileSync(failed, "utf8")}`);
+    if (Date.now() > deadline) throw new Error("timed out waiting for the shared PostgreSQL cluster to start");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const { url: adminUrl, port, user, password } = JSON.parse(readFileSync(info, "utf8")) as { url: string; port: number; user: string; password: string };
+  const url = (database: string, over: { password?: string; port?: number } = {}) =>
+    `postgres://${user}:${encodeURIComponent(over.password ?? password)}@127.0.0.1:${over.port ?? port}/${database}`;
+  return { adminUrl, port, password, url, createDatabase: () => createSharedDatabase() };
+}
+
+let databases = 0;
+
+/** A new, empty database on the shared cluster; returns its URL. */
+export async function createSharedDatabase(prefix = "t"): Promise<string> {
+  const cluster = await sharedPostgres();
+  const name = `${prefix}_${process.pid}_${Date.now().toString(36)}_${++databases}`;
+  const client = new pg.Client({ connectionString: cluster.adminUrl });
+  await client.connect();
+  try {
+    await client.query(`CREATE DATABASE "${name}"`);
+  } finally {
+    await client.end();
+  }
+  return cluster.url(name);
+}
