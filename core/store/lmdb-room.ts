@@ -87,6 +87,19 @@ export function commitBound(touched: Array<{ tally: DbTally; pages: DbPages }>, 
   return (dirty + freeList) * pageSize + SLACK_BYTES;
 }
 
+/**
+ * commitBound() without reading the databases' pages, for a tree no deeper than 24 levels
+ * (LMDB's pages hold at least two keys, so that is 2^24 leaves even for the largest keys):
+ * when it fits, the commit fits, and the statistics need not be read.
+ */
+export function quickBound(tallies: Iterable<DbTally>, pageSize = 4096): number {
+  const touched = Array.from(tallies, (tally) => ({
+    tally,
+    pages: { pageSize, treeDepth: 24, treeBranchPageCount: Infinity, treeLeafPageCount: 0, overflowPages: 0 },
+  }));
+  return commitBound(touched, { pageSize, treeDepth: 24, treeBranchPageCount: 0, treeLeafPageCount: 0, overflowPages: 0 });
+}
+
 /** Free bytes on the filesystem holding `dir` for this process (root may use the reserved blocks), or Infinity when it cannot be told. */
 export function freeBytes(dir: string): number {
   try {

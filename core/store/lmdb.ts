@@ -26,7 +26,7 @@ import { checkPath, pathProblem, subtreeRange } from "./paths.js";
 import { checkStoreFileLength } from "./file-check.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "./private.js";
 import { RecordDamage, damageError, diskFullError, fileDiskFullError, isDamage, isFileDiskFull, writeFailure } from "./store-errors.js";
-import { commitBound, freeBytes, sizeOf, tallyWrite, type DbPages, type DbTally } from "./lmdb-room.js";
+import { commitBound, freeBytes, quickBound, sizeOf, tallyWrite, type DbPages, type DbTally } from "./lmdb-room.js";
 import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "./value-codec.js";
 
 /**
@@ -430,7 +430,7 @@ export class LmdbStore implements StorageBackend {
         try {
           out = fn();
           // Thrown here, the error aborts the transaction: LMDB writes nothing.
-          this.assertRoom(this.commitBytes(), "this write");
+          this.assertCommitRoom();
         } finally {
           this.inTransaction = false;
           this.tally = undefined;
@@ -461,10 +461,16 @@ export class LmdbStore implements StorageBackend {
    * Refuses a commit that may not fit on the store's filesystem, before LMDB writes any of it
    * (lmdb-room.ts: LMDB's own failure on a full disk corrupts the process's heap).
    */
-  private assertRoom(bytes: number, doing: string): void {
-    if (bytes <= 0) return;
+  private assertRoom(bytes: number, doing: string, free = freeBytes(this.info.location)): void {
+    if (bytes > 0 && bytes > free) throw diskFullError(this.info.location, doing, undefined, bytes);
+  }
+
+  /** assertRoom() for the open transaction: the databases' pages are read only when the disk is nearly full. */
+  private assertCommitRoom(): void {
+    if (!this.tally || this.tally.size === 0) return;
     const free = freeBytes(this.info.location);
-    if (bytes > free) throw diskFullError(this.info.location, doing, undefined, bytes);
+    if (quickBound(this.tally.values()) <= free) return;
+    this.assertRoom(this.commitBytes(), "this write", free);
   }
 
   /** Synchronous variant of {@link batch}: holds the write lock only for the call. */
