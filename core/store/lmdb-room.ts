@@ -104,6 +104,8 @@ export function quickBound(tallies: Iterable<DbTally>, pageSize = 4096): number 
 export function freeBytes(dir: string): number {
   try {
     const stats = statfsSync(dir);
+    // A filesystem that reports no size at all (some FUSE ones) tells nothing about its room.
+    if (stats.blocks === 0) return Infinity;
     const blocks = process.getuid?.() === 0 ? stats.bfree : stats.bavail;
     return blocks * stats.bsize;
   } catch {
