@@ -1,6 +1,7 @@
 import { AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncBailHook, SyncHook, SyncLoopHook, SyncWaterfallHook } from "tapable";
 import { ApexError, isApexError } from "./errors.js";
 import { didYouMean } from "./suggest.js";
+import { fileDiskFullError, isFileDiskFull } from "./store/store-errors.js";
 import type { Config } from "./config/types.js";
 import type { Store, JsonValue } from "./store/store.js";
 
@@ -598,6 +599,16 @@ export class Engine {
     if (isApexError(error) && attributed.has(error)) return { error, fresh: !reported.has(error) };
     const owner = this.#owner(plugin);
     const message = error instanceof Error ? error.message : String(error);
+    if (!isApexError(error) && isFileDiskFull(error)) {
+      // A full disk is the machine's failure, not the plugin's: no blame, no advice to disable it.
+      const path = (error as { path?: unknown }).path;
+      const full =
+        typeof path === "string"
+          ? fileDiskFullError(path, error)
+          : new ApexError("APEX_E_DISK_FULL", `The disk is full: ${message}.`, { hint: "Free space on that filesystem and run the command again.", cause: error, details: { plugin, hook: hookName } });
+      attributed.add(full);
+      return { error: full, fresh: true };
+    }
     const code = isApexError(error) ? error.code : owner.isPlugin ? "APEX_E_PLUGIN_FAILED" : "APEX_E_INTERNAL";
     const hint = (isApexError(error) && error.hint) || owner.hint;
     const failure = new ApexError(code, `${owner.label} failed in ${hookName}: ${message}`, {

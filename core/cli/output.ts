@@ -1,5 +1,5 @@
 import { ApexError, isApexError, toApexError } from "../errors.js";
-import { isDamage } from "../store/store-errors.js";
+import { fileDiskFullError, isDamage, isFileDiskFull } from "../store/store-errors.js";
 
 /** Colour only on a TTY, never with NO_COLOR. */
 export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {
@@ -45,6 +45,7 @@ export function reportError(error: unknown, json: boolean): number {
 function classify(error: unknown): unknown {
   if (isApexError(error)) return error;
   const code = (error as { code?: unknown } | undefined)?.code;
+  if (isFileDiskFull(error) && typeof (error as { path?: unknown }).path === "string") return fileDiskFullError((error as { path: string }).path, error);
   if (code === "ENOSPC" || code === "EDQUOT") {
     const path = (error as { path?: string }).path;
     return new ApexError("APEX_E_DISK_FULL", `The disk is full${path ? `: cannot write ${path}` : ""}.`, {

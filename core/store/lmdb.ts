@@ -25,7 +25,8 @@ import { compileGlob } from "./glob.js";
 import { checkPath, pathProblem, subtreeRange } from "./paths.js";
 import { checkStoreFileLength } from "./file-check.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "./private.js";
-import { RecordDamage, damageError, isDamage, writeFailure } from "./store-errors.js";
+import { RecordDamage, damageError, diskFullError, fileDiskFullError, isDamage, isFileDiskFull, writeFailure } from "./store-errors.js";
+import { commitBound, freeBytes, quickBound, sizeOf, tallyWrite, type DbPages, type DbTally } from "./lmdb-room.js";
 import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "./value-codec.js";
 
 /**
@@ -90,6 +91,8 @@ const SUBSCRIBE_POLL_MS = 50;
  * Growing the map in small steps during a large import costs more than the import.
  */
 const INITIAL_MAP_SIZE = 4 * 1024 ** 3;
+/** What creating a named database may write: its record in the main database, and the meta page. */
+const SMALL_COMMIT_BYTES = 64 * 1024;
 
 /**
  * The LMDB backend: the project keyspace as one ordered, path-keyed LMDB database with a
@@ -111,6 +114,8 @@ export class LmdbStore implements StorageBackend {
   private closed = false;
   /** True while a transaction() callback runs. */
   private inTransaction = false;
+  /** What the open write transaction puts into each database: checked against the free space before it commits (lmdb-room.ts). */
+  private tally: Map<Database<any, any>, DbTally> | undefined;
 
   private constructor(dir: string, dataDir: string, root: RootDatabase, options: StoreOpenOptions) {
     this.info = { backend: "lmdb", location: dataDir };
@@ -194,6 +199,8 @@ export class LmdbStore implements StorageBackend {
       if (options.values === "binary") dbOptions.encoding = "binary";
       if (options.keys === "uint32" || options.keys === "binary") dbOptions.keyEncoding = options.keys;
     }
+    // Creating a database is a commit of its own: it needs room too (lmdb-room.ts).
+    if (!this.readOnly && !this.root.doesExist(name)) this.assertRoom(SMALL_COMMIT_BYTES, `creating the table ${name}`);
     // A read-only environment returns nothing for a database it does not contain yet.
     const db = this.root.openDB(dbOptions as { name: string }) as Database | undefined;
     const table = (db ? this.guarded(db) : emptyTable()) as unknown as Table<K, V>;
@@ -221,10 +228,12 @@ export class LmdbStore implements StorageBackend {
       getStats: raw.getStats.bind(db),
       put: (key, value, options) => {
         writing("put");
+        this.count(db, sizeOf(key), sizeOf(value));
         return raw.put(key, value, options);
       },
       remove: (key) => {
         writing("remove");
+        this.count(db, sizeOf(key), 0);
         return raw.remove(key);
       },
     };
@@ -271,7 +280,13 @@ export class LmdbStore implements StorageBackend {
    * (writers are not blocked). LMDB-only: archive backups use it.
    */
   async snapshotTo(file: string): Promise<void> {
-    await this.root.backup(file, true);
+    try {
+      await this.root.backup(file, true);
+    } catch (error) {
+      // lmdb-js reports a failed copy by its message only ("No space left on device").
+      if (isFileDiskFull(error) || /No space left on device|Disk quota exceeded|File too large/.test((error as Error).message ?? "")) throw fileDiskFullError(file, error);
+      throw error;
+    }
   }
 
   get(path: string): JsonValue | undefined {
@@ -411,16 +426,51 @@ export class LmdbStore implements StorageBackend {
     try {
       this.root.transactionSync(() => {
         this.inTransaction = true;
+        this.tally = new Map();
         try {
           out = fn();
+          // Thrown here, the error aborts the transaction: LMDB writes nothing.
+          this.assertCommitRoom();
         } finally {
           this.inTransaction = false;
+          this.tally = undefined;
         }
       });
     } catch (error) {
       throw writeFailure(error, this.dir, "this write");
     }
     return out;
+  }
+
+  /** Counts a put (or, with no value bytes, a delete) into `db` for the commit's room check. */
+  private count(db: Database<any, any>, keyBytes: number, valueBytes: number): void {
+    if (!this.tally) return;
+    let tally = this.tally.get(db);
+    if (!tally) this.tally.set(db, (tally = { ops: 0, inlineBytes: 0, overflowPages: 0 }));
+    tallyWrite(tally, keyBytes, valueBytes);
+  }
+
+  /** An upper bound of what the open transaction's commit may add to the store file. */
+  private commitBytes(): number {
+    if (!this.tally || this.tally.size === 0) return 0;
+    const touched = Array.from(this.tally, ([db, tally]) => ({ tally, pages: db.getStats() as unknown as DbPages }));
+    return commitBound(touched, this.root.getStats() as unknown as DbPages);
+  }
+
+  /**
+   * Refuses a commit that may not fit on the store's filesystem, before LMDB writes any of it
+   * (lmdb-room.ts: LMDB's own failure on a full disk corrupts the process's heap).
+   */
+  private assertRoom(bytes: number, doing: string, free = freeBytes(this.info.location)): void {
+    if (bytes > 0 && bytes > free) throw diskFullError(this.info.location, doing, undefined, bytes);
+  }
+
+  /** assertRoom() for the open transaction: the databases' pages are read only when the disk is nearly full. */
+  private assertCommitRoom(): void {
+    if (!this.tally || this.tally.size === 0) return;
+    const free = freeBytes(this.info.location);
+    if (quickBound(this.tally.values()) <= free) return;
+    this.assertRoom(this.commitBytes(), "this write", free);
   }
 
   /** Synchronous variant of {@link batch}: holds the write lock only for the call. */
@@ -439,6 +489,7 @@ export class LmdbStore implements StorageBackend {
       kinds += kind === "put" ? "p" : "d";
     };
     const kv = this.kv;
+    const count = (key: string, valueBytes: number) => this.count(kv, Buffer.byteLength(key), valueBytes);
     const batch: WriteBatch = {
       set(path, value) {
         checkPath(path);
@@ -451,24 +502,28 @@ export class LmdbStore implements StorageBackend {
           throw error;
         }
         kv.put(path, asBinary(bytes) as unknown as JsonValue);
+        count(path, bytes.length);
         record(path, "put");
       },
       setEncoded(path, bytes) {
         checkPath(path);
         if (!isEncodedValue(bytes)) throw new ApexError("APEX_E_INTERNAL", `setEncoded(${path}): not in the value encoding.`);
         kv.put(path, asBinary(bytes) as unknown as JsonValue);
+        count(path, bytes.length);
         record(path, "put");
       },
       delete(path) {
         checkPath(path);
         if (!kv.doesExist(path)) return false;
         kv.remove(path);
+        count(path, 0);
         record(path, "delete");
         return true;
       },
       deleteDamaged(key) {
         if (!kv.doesExist(key)) return false;
         kv.remove(key);
+        count(key, 0);
         // A key that is not a path was never written as one: the log (which checkpoints read) keeps paths only.
         if (pathProblem(key) === undefined) record(key, "delete");
         return true;
@@ -477,6 +532,7 @@ export class LmdbStore implements StorageBackend {
         const keys = Array.from(kv.getKeys(subtreeRange(path))) as string[];
         for (const key of keys) {
           kv.remove(key);
+          count(key, 0);
           record(key, "delete");
         }
         return keys.length;
@@ -489,8 +545,11 @@ export class LmdbStore implements StorageBackend {
     if (value instanceof Promise) throw new Error("Store.batch callbacks must be synchronous");
     const revision = first - 1 + paths.length;
     if (paths.length > 0) {
-      this.log.put(first, { p: paths, k: kinds, a: actor, t: Date.now() });
+      const entry: LogRecord = { p: paths, k: kinds, a: actor, t: Date.now() };
+      this.log.put(first, entry);
+      this.count(this.log, 8, sizeOf(entry));
       this.meta.put(REVISION_KEY, revision);
+      this.count(this.meta, REVISION_KEY.length, 9);
     }
     return { value, revision };
   }

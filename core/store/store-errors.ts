@@ -1,4 +1,5 @@
-import { readFileSync, realpathSync, statfsSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync, statfsSync } from "node:fs";
+import { dirname } from "node:path";
 import { ApexError } from "../errors.js";
 
 /**
@@ -64,14 +65,41 @@ export function isDiskFull(error: unknown, dir: string): boolean {
 }
 
 /** The APEX_E_DISK_FULL error for the store in `dir`, naming its filesystem. */
-export function diskFullError(dir: string, doing: string, cause?: unknown): ApexError {
+export function diskFullError(dir: string, doing: string, cause?: unknown, needed?: number): ApexError {
   const fs = filesystemOf(dir);
   const where = fs ? `${fs.mount} (${fs.type}${fs.source && fs.source !== fs.type ? ` ${fs.source}` : ""}, ${formatFree(fs.free)} free)` : dir;
-  return new ApexError("APEX_E_DISK_FULL", `The disk is full: ${doing} needs more room on the filesystem of the store, ${where}. Nothing of it was written.`, {
+  const room = needed === undefined ? "more room" : `up to ${formatFree(needed)}`;
+  return new ApexError("APEX_E_DISK_FULL", `The disk is full: ${doing} needs ${room} on the filesystem of the store, ${where}. Nothing of it was written.`, {
     hint: `Free space on ${fs?.mount ?? dir} and run the command again; what was saved before is intact (\`apex session validate\` checks it).`,
-    details: { store: dir, ...(fs ? { filesystem: fs.mount, type: fs.type, free: fs.free } : {}) },
+    details: { store: dir, ...(fs ? { filesystem: fs.mount, type: fs.type, free: fs.free } : {}), ...(needed === undefined ? {} : { needed }) },
     cause,
   });
+}
+
+/**
+ * The APEX_E_DISK_FULL error for a file APEX writes outside the store (a bundle, a backup),
+ * naming the file and its filesystem.
+ */
+export function fileDiskFullError(path: string, cause?: unknown): ApexError {
+  const fs = filesystemOf(existingAncestor(path));
+  const where = fs ? `${fs.mount} (${fs.type}${fs.source && fs.source !== fs.type ? ` ${fs.source}` : ""}, ${formatFree(fs.free)} free)` : dirname(path);
+  return new ApexError("APEX_E_DISK_FULL", `The disk is full: cannot write ${path}, on the filesystem ${where}. Nothing of it was kept.`, {
+    hint: `Free space on ${fs?.mount ?? dirname(path)}, or write to another filesystem, and run the command again.`,
+    details: { file: path, ...(fs ? { filesystem: fs.mount, type: fs.type, free: fs.free } : {}) },
+    cause,
+  });
+}
+
+/** True for a file-system error (node:fs) that means the disk or the user's quota is full. */
+export function isFileDiskFull(error: unknown): boolean {
+  const code = errnoOf(error);
+  return code === "ENOSPC" || code === "EDQUOT" || code === "EFBIG";
+}
+
+function existingAncestor(path: string): string {
+  let dir = dirname(path);
+  while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
 }
 
 function formatFree(bytes: number): string {

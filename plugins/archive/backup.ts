@@ -63,8 +63,11 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
   }
   const live = await openStore(options.storeDir, { readOnly: true });
   let partial: string | undefined;
+  let createdTarget = false;
+  let done = false;
   try {
     const sourceBytes = statSync(join(options.storeDir, STORE_FILE)).size;
+    createdTarget = !existsSync(target);
     makeDirIfMissing(target);
     partial = join(target, `.apex-backup-partial-${process.pid}-${randomBytes(4).toString("hex")}`);
     makePrivateDir(partial);
@@ -131,6 +134,7 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
     }
     unlinkSync(copyFile);
     syncDirectory(target);
+    done = true;
     return {
       directory: target,
       file: final,
@@ -143,6 +147,8 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
     };
   } finally {
     if (partial) rmSync(partial, { recursive: true, force: true });
+    // A backup that failed leaves nothing behind, not even the directory it made.
+    if (!done && createdTarget) rmSync(target, { recursive: true, force: true });
     await live.close();
   }
 }

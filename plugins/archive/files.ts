@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { ApexError } from "../../core/errors.js";
+import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors.js";
 import { sha256 } from "../checkpoint/engine/objects.js";
 import { BUNDLE_EXTENSION, DEFAULT_MAX_BUNDLE_BYTES, HEADER_BYTES } from "./bundle.js";
 
@@ -25,14 +26,20 @@ export function bundleFileName(sessionId: string): string {
  */
 export function writeFileAtomic(path: string, data: Buffer, options: { overwrite: boolean }): void {
   const temporary = join(dirname(path), `.${basename(path)}.partial-${process.pid}-${randomBytes(4).toString("hex")}`);
-  const fd = openSync(temporary, "wx", 0o600);
+  let fd: number;
+  try {
+    fd = openSync(temporary, "wx", 0o600);
+  } catch (error) {
+    throw isFileDiskFull(error) ? fileDiskFullError(path, error) : error;
+  }
   try {
     for (let at = 0; at < data.length; ) at += writeSync(fd, data, at, Math.min(data.length - at, 1 << 24));
     fsyncSync(fd);
   } catch (error) {
     closeSync(fd);
     unlinkSync(temporary);
-    throw error;
+    // A full disk is the machine's failure, not the plugin's: named as such, with the file and its filesystem.
+    throw isFileDiskFull(error) ? fileDiskFullError(path, error) : error;
   }
   closeSync(fd);
   try {
