@@ -1,7 +1,22 @@
 import { ApexError } from "../errors.js";
 import type { AgentConfig, Config } from "../config/types.js";
 import type { JsonValue, Store } from "../store/store.js";
-import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, agentPath, currentSessionOf, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "./records.js";
+import {
+  CURRENT_SESSION_PATH,
+  PROJECT_CONFIG_PATH,
+  activeEntryOf,
+  agentPath,
+  currentSessionOf,
+  historyPath,
+  nowIso,
+  readActiveSessions,
+  sessionPath,
+  setActiveSession,
+  worktreeOf,
+  type AgentRecord,
+  type SessionRecord,
+} from "./records.js";
+import { samePath } from "./binding.js";
 import { appendEvent } from "./service.js";
 import { effectiveStatus, findSession, isEnded, supervisorAlive, type ContinueTarget } from "./sessions.js";
 import type { SupervisorRequest } from "./supervisor.js";
@@ -19,13 +34,13 @@ export interface Claim {
 
 export type SupervisorIdentity = { pid: number; start_time: number; socket: string; started_at: string; nonce: string | null };
 
-/** A new session: refused while another one is current and not ended. One transaction decides. */
+/** A new session, in the project's own working tree: refused while another one is active there. One transaction decides. */
 export async function claimNewSession(store: Store, config: Config, request: SupervisorRequest, self: SupervisorIdentity): Promise<Claim> {
   const { v4: uuidv4 } = await import("uuid");
   const sessionId = uuidv4();
   const at = nowIso();
   await store.batch((batch) => {
-    refuseIfCurrent(batch.get(CURRENT_SESSION_PATH), (id) => batch.get(sessionPath(id)) as SessionRecord | undefined, undefined);
+    refuseIfBound(batch, null, undefined);
     const stored = batch.get(PROJECT_CONFIG_PATH) as Record<string, JsonValue> | undefined;
     let projectId = typeof stored?.project_id === "string" ? stored.project_id : undefined;
     if (!projectId) {
@@ -49,6 +64,7 @@ export async function claimNewSession(store: Store, config: Config, request: Sup
     };
     batch.set(sessionPath(sessionId), session);
     batch.set(CURRENT_SESSION_PATH, currentSessionOf(session));
+    setActiveSession(batch, sessionId, activeEntryOf(session));
     for (const name of names) batch.set(agentPath(sessionId, name), emptyAgentRecord(name, config.agents[name]!));
     appendEvent(batch, sessionId, "session.started", "supervisor", { initial_task: request.task ?? null, agents: names });
   }, "supervisor");
@@ -66,7 +82,7 @@ export async function claimContinuedSession(store: Store, config: Config, target
         hint: "See it with `apex status`; `apex stop` ends it.",
       });
     }
-    refuseIfCurrent(batch.get(CURRENT_SESSION_PATH), (id) => batch.get(sessionPath(id)) as SessionRecord | undefined, target.sessionId);
+    refuseIfBound(batch, worktreeOf(record), target.sessionId);
     const at = nowIso();
     const from = effectiveStatus(record);
     const names = Object.keys(config.agents);
@@ -87,7 +103,9 @@ export async function claimContinuedSession(store: Store, config: Config, target
     next.outcome = null;
     batch.delete(historyPath(target.sessionId));
     batch.set(sessionPath(target.sessionId), next);
-    batch.set(CURRENT_SESSION_PATH, currentSessionOf(next));
+    // /sessions/current names the session of the project's own working tree; a worktree session is only in /sessions/active.
+    if (worktreeOf(next) === null) batch.set(CURRENT_SESSION_PATH, currentSessionOf(next));
+    setActiveSession(batch, target.sessionId, activeEntryOf(next));
     for (const name of names) {
       const agent = batch.get(agentPath(target.sessionId, name)) as AgentRecord | undefined;
       batch.set(agentPath(target.sessionId, name), { ...(agent ?? emptyAgentRecord(name, config.agents[name]!)), status: "starting", restarts: 0 });
@@ -97,19 +115,33 @@ export async function claimContinuedSession(store: Store, config: Config, target
   return { sessionId: target.sessionId, continued: true, checkpoint: target.checkpoint, previousAgents };
 }
 
-function refuseIfCurrent(current: unknown, read: (id: string) => SessionRecord | undefined, allowed: string | undefined): void {
-  const id = (current as { session_id?: string } | undefined)?.session_id;
-  if (!id || id === allowed) return;
-  const record = read(id);
-  if (!record || isEnded(record)) return;
-  const status = effectiveStatus(record);
-  throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${id} is ${status}; a project runs one session at a time.`, {
-    hint:
-      status === "interrupted"
-        ? "Recover it with `apex start --continue last`, or end it with `apex stop`."
-        : "End it with `apex stop` first, or keep working in it (`apex status`, `apex resume`).",
-    details: { session_id: id, status },
-  });
+/**
+ * One session per working tree: sessions of a project run side by side, each in its own (the
+ * project's, or a branch's git worktree), but two in one tree would change the same files.
+ * Refused while another session not ended is bound to `worktree` (null: the project's own tree).
+ */
+function refuseIfBound(batch: Pick<Store, "get">, worktree: string | null, allowed: string | undefined): void {
+  const candidates = new Set(Object.keys(readActiveSessions(batch)));
+  // Stores written before /sessions/active: the pointer still names the project's session.
+  const pointer = (batch.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined)?.session_id;
+  if (pointer) candidates.add(pointer);
+  for (const id of candidates) {
+    if (id === allowed) continue;
+    const record = batch.get(sessionPath(id)) as SessionRecord | undefined;
+    if (!record || isEnded(record)) continue;
+    const theirs = worktreeOf(record);
+    if (theirs === null ? worktree !== null : worktree === null || !samePath(theirs, worktree)) continue;
+    const status = effectiveStatus(record);
+    const where = worktree === null ? "the project's working tree" : `the worktree ${worktree}`;
+    const label = typeof record.name === "string" ? `${record.name} (${id})` : id;
+    throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${label} is ${status} in ${where}; one session at a time runs in a working tree.`, {
+      hint:
+        status === "interrupted"
+          ? "Recover it with `apex start --continue last`, or end it with `apex stop`."
+          : "End it with `apex stop` first, keep working in it (`apex status`, `apex resume`), or branch with --worktree to run beside it.",
+      details: { session_id: id, status, worktree },
+    });
+  }
 }
 
 export function emptyAgentRecord(name: string, spec: AgentConfig): AgentRecord {
