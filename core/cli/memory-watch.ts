@@ -47,12 +47,18 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
       await sleep(POLL_MS);
     }
     if (!store) return;
+    const { memoryViewOf } = await import("../session/memory-view.js");
+    const { boundSessionId } = await import("../session/sessions.js");
+    // The working memory of the session this command acts on (its own root in a git worktree).
+    const view = memoryViewOf(store, boundSessionId(store));
     let since = options.since ?? store.revision();
-    if (withCurrent) for (const entry of store.query(glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
+    if (withCurrent) for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
     while (!interrupted && Date.now() < deadline) {
       for (const change of store.changesSince(since)) {
         since = change.revision;
-        if (glob.matches(change.path)) print(change, store, Boolean(options.json));
+        if (!view.covers(change.path)) continue;
+        const path = view.unpath(change.path);
+        if (glob.matches(path)) print({ ...change, path }, store, Boolean(options.json), change.path);
       }
       await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
     }
@@ -89,8 +95,8 @@ async function watchThroughSupervisor(
   }
 }
 
-function print(change: Change, store: Store, json: boolean): void {
-  printChange(change, change.kind === "put" ? store.get(change.path) : undefined, json);
+function print(change: Change, store: Store, json: boolean, storedPath = change.path): void {
+  printChange(change, change.kind === "put" ? store.get(storedPath) : undefined, json);
 }
 
 function printCurrent(path: string, value: JsonValue, revision: number, json: boolean): void {

@@ -1,5 +1,6 @@
-import { readFileSync, realpathSync, statSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { realpathSync } from "node:fs";
+import { resolve } from "node:path";
+import { linkedWorktreeOf } from "../config/locate.js";
 import { ApexError } from "../errors.js";
 import type { JsonValue } from "../store/store.js";
 import { ACTIVE_SESSIONS_PATH, CURRENT_SESSION_PATH, HISTORY_PREFIX, readActiveSessions, worktreeOf, type SessionRecord } from "./records.js";
@@ -118,45 +119,7 @@ export function boundSession(store: Readable, resolveRef: (ref: string) => strin
   return chooseSession({ worktree, worktreeSession, projectSession, active });
 }
 
-export { ACTIVE_SESSIONS_PATH };
-
-// ------------------------------------------------------------------------------ git worktrees
-
-/**
- * The top of the linked git worktree `dir` is in (where `.git` is a file, `gitdir: …/worktrees/NAME`),
- * or undefined in a main working tree or outside git. Stats only, no git process.
- */
-export function linkedWorktreeOf(dir: string): string | undefined {
-  let current = resolve(dir);
-  for (;;) {
-    const marker = join(current, ".git");
-    try {
-      const stat = statSync(marker);
-      if (stat.isDirectory()) return undefined;
-      if (stat.isFile()) return mainWorktreeOf(current) ? current : undefined;
-    } catch {
-      // not here: go up
-    }
-    const parent = dirname(current);
-    if (parent === current) return undefined;
-    current = parent;
-  }
-}
-
-/** The main working tree of the linked worktree at `worktree`, from its `.git` file. */
-export function mainWorktreeOf(worktree: string): string | undefined {
-  try {
-    const text = readFileSync(join(worktree, ".git"), "utf8");
-    const match = /^gitdir:\s*(.+)$/m.exec(text);
-    if (!match) return undefined;
-    const gitdir = resolve(worktree, match[1]!.trim());
-    if (basename(dirname(gitdir)) !== "worktrees") return undefined;
-    const common = dirname(dirname(gitdir));
-    return basename(common) === ".git" ? dirname(common) : undefined;
-  } catch {
-    return undefined;
-  }
-}
+export { ACTIVE_SESSIONS_PATH, linkedWorktreeOf };
 
 export function samePath(a: string, b: string): boolean {
   return a === b || canonical(a) === canonical(b);

@@ -12,7 +12,7 @@ import { ApexError, isApexError } from "../../errors.js";
 import { paint } from "../../cli/output.js";
 import { callSupervisor } from "../../rpc/call.js";
 import { isSameProcessAlive, sleep } from "../proc.js";
-import { liveSupervisor } from "../runtime.js";
+import { liveSupervisorOf } from "../runtime.js";
 import type { ContinueTarget } from "../sessions.js";
 
 /** What was done with the session that was in the way. */
@@ -77,10 +77,10 @@ export interface MakeWayRequest {
  * it already runs).
  */
 export async function makeWay(location: ProjectLocation, request: MakeWayRequest): Promise<Handover | undefined> {
-  const current = await currentOf(location);
+  const current = await currentOf(location, request.target);
   if (!current) return undefined;
   const same = request.target !== undefined && request.target.sessionId === current.session_id;
-  const live = liveSupervisor(location.storeDir);
+  const live = liveSupervisorOf(location.storeDir, current.session_id);
   if (current.status === "interrupted" || !live) {
     if (same || request.liveOnly) return undefined;
   } else if (same && !request.rollback) {
@@ -122,13 +122,30 @@ export function handoverLine(handover: Handover): string {
   return `Session ${paint(handover.session_id, "bold")} was ${handover.was}: ${saved}stopped (${handover.processes_ended} process${handover.processes_ended === 1 ? "" : "es"} ended).`;
 }
 
-async function currentOf(location: ProjectLocation): Promise<{ session_id: string; status: string } | undefined> {
+/**
+ * The session in the way of `target`: the one active in the working tree the target runs in (its
+ * git worktree, or the project's own), since sessions in other trees run beside it. Without a
+ * target (repair), the session this command is bound to.
+ */
+async function currentOf(location: ProjectLocation, target: ContinueTarget | undefined): Promise<{ session_id: string; status: string } | undefined> {
   const { openStore, storeExists } = await import("../../store/open.js");
   if (!(await storeExists(location))) return undefined;
-  const { currentSession, effectiveStatus, isEnded } = await import("../sessions.js");
+  const { activeSessions, currentSession, effectiveStatus, findSession, isEnded, projectSession } = await import("../sessions.js");
+  const { worktreeOf } = await import("../records.js");
+  const { samePath } = await import("../binding.js");
   const store = await openStore(location, { readOnly: true });
   try {
-    const session = currentSession(store);
+    const targetRecord = target ? findSession(store, target.sessionId) : undefined;
+    const tree = targetRecord ? worktreeOf(targetRecord) : undefined;
+    const session =
+      target === undefined || !targetRecord
+        ? currentSession(store)
+        : tree === null
+          ? projectSession(store)
+          : activeSessions(store).find((record) => {
+              const theirs = worktreeOf(record);
+              return theirs !== null && samePath(theirs, tree!);
+            });
     if (!session || isEnded(session)) return undefined;
     return { session_id: session.session_id, status: effectiveStatus(session) };
   } finally {

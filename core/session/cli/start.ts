@@ -76,13 +76,14 @@ async function continueRemote(options: StartOptions): Promise<void> {
 async function refuseIfActive(location: ProjectLocation): Promise<void> {
   const { openStore, storeExists } = await import("../../store/open.js");
   if (!(await storeExists(location))) return;
-  const { currentSession, effectiveStatus, isEnded } = await import("../sessions.js");
+  const { effectiveStatus, isEnded, projectSession } = await import("../sessions.js");
   const store = await openStore(location, { readOnly: true });
   try {
-    const session = currentSession(store);
+    // A new session runs in the project's own working tree: refused while one is active there (branches in worktrees run beside it).
+    const session = projectSession(store);
     if (!session || isEnded(session)) return;
     const status = effectiveStatus(session);
-    throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${session.session_id} is ${status}; a project runs one session at a time.`, {
+    throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${session.session_id} is ${status} in the project's working tree; one session at a time runs in a working tree.`, {
       hint:
         status === "interrupted"
           ? "Recover it with `apex start --continue last`, or end it with `apex stop`."
