@@ -93,7 +93,8 @@ describe("branches run side by side", () => {
     // Merge both into the running main (through main's supervisor): the union, nothing confused.
     expect(p.apex(["--session", "alpha", "checkpoint", "create", "alpha done"]).status).toBe(0);
     expect(p.apex(["--session", "beta", "checkpoint", "create", "beta done"]).status).toBe(0);
-    const first = json<{ applied: string }>(p.apex(["session", "merge", "alpha", main, "--json"]));
+    const mergeRun = p.apex(["session", "merge", "alpha", main, "--json"]);
+    const first = json<{ applied: string }>(mergeRun);
     expect(first.applied).toBe("live");
     expect(p.apex(["session", "merge", "beta", main, "--strategy", "ours", "--json"]).status).toBe(0);
     expect(json<{ value: string }>(track(undefined, "/track/alpha")).value).toBe(a.session_id);
@@ -119,10 +120,10 @@ describe("branches run side by side", () => {
     expect(ambiguous.stderr).toContain("beta");
     expect(p.apex(["memory", "show", "/track/alpha"]).status).toBe(2);
     // Named, or from a worktree, it is not.
-    expect(json<{ session_id: string }>(p.apex(["--session", "beta", "status", "--json"])).session_id).toBe(b.session_id);
-    expect(json<{ session_id: string }>(p.apex(["status", "--json"], { cwd: wtA })).session_id).toBe(a.session_id);
+    expect(json<{ session: { session_id: string } }>(p.apex(["--session", "beta", "status", "--json"])).session.session_id).toBe(b.session_id);
+    expect(json<{ session: { session_id: string } }>(p.apex(["status", "--json"], { cwd: wtA })).session.session_id).toBe(a.session_id);
     expect(p.apex(["stop"], { cwd: wtA }).status).toBe(0);
     // One left: it is the only active one.
-    expect(json<{ session_id: string }>(p.apex(["status", "--json"])).session_id).toBe(b.session_id);
+    expect(json<{ session: { session_id: string } }>(p.apex(["status", "--json"])).session.session_id).toBe(b.session_id);
   }, 240_000);
 });
