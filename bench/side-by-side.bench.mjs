@@ -8,15 +8,16 @@
 // machine load. "each" is measured one session at a time with the other active and idle; the
 // row "both at once" drives both sessions concurrently and is reported, not held to the target
 // (two writers share the store's one write lock and, here, two CPU cores).
-//   node bench/side-by-side.bench.mjs [--writes 100] [--rounds 4]
+//   node bench/side-by-side.bench.mjs [--writes 50] [--cycles 3] [--rounds 4]
 import { execFileSync, spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { APEX, median, numberOption, printTable, tempProject } from "./lib.mjs";
 import { callSupervisor } from "../dist/core/rpc/call.js";
 
-const WRITES = numberOption("writes", 100);
+const WRITES = numberOption("writes", 50);
 const ROUNDS = numberOption("rounds", 4);
+const CYCLES = numberOption("cycles", 3);
 const TARGET = 1.2;
 const value = { text: "x".repeat(1000) };
 
@@ -68,24 +69,36 @@ try {
   apex("checkpoint", "create", "base");
   apex("session", "branch", "latest", "track", "--worktree", join(worktrees.dir, "track"));
   await workload(main.socket, "warm", 20);
-  for (let round = 0; round < ROUNDS; round++) {
-    // One session alone.
-    const alone = await workload(main.socket, "main", WRITES);
-    samples.aloneWrite.push(alone.write);
-    samples.aloneCheckpoint.push(alone.checkpoint);
-    // The branch runs beside it.
-    const branch = JSON.parse(apex("start", "--continue", "track", "--json"));
+  let branch;
+  const startBranch = async () => {
+    branch = JSON.parse(apex("start", "--continue", "track", "--json"));
     await workload(branch.socket, "warm", 10);
-    const side = await workload(main.socket, "main", WRITES);
-    samples.sideWrite.push(side.write);
-    samples.sideCheckpoint.push(side.checkpoint);
-    const inBranch = await workload(branch.socket, "track", WRITES);
-    samples.branchWrite.push(inBranch.write);
-    samples.branchCheckpoint.push(inBranch.checkpoint);
-    const [x, y] = await Promise.all([workload(main.socket, "main", WRITES), workload(branch.socket, "track", WRITES)]);
-    samples.bothWrite.push(x.write, y.write);
-    samples.bothCheckpoint.push(x.checkpoint, y.checkpoint);
+  };
+  const stopBranch = () => {
     apex("--session", "track", "stop");
+    branch = undefined;
+  };
+  const record = (write, checkpoint, result) => {
+    samples[write].push(result.write);
+    samples[checkpoint].push(result.checkpoint);
+  };
+  // ABBA: alone, side, side, alone, … so that a drift of the machine's load weighs on both alike.
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const phase of round % 2 === 0 ? ["alone", "side"] : ["side", "alone"]) {
+      if (phase === "alone") {
+        if (branch) stopBranch();
+        for (let cycle = 0; cycle < CYCLES; cycle++) record("aloneWrite", "aloneCheckpoint", await workload(main.socket, "main", WRITES));
+      } else {
+        if (!branch) await startBranch();
+        for (let cycle = 0; cycle < CYCLES; cycle++) {
+          record("sideWrite", "sideCheckpoint", await workload(main.socket, "main", WRITES));
+          record("branchWrite", "branchCheckpoint", await workload(branch.socket, "track", WRITES));
+          const [x, y] = await Promise.all([workload(main.socket, "main", WRITES), workload(branch.socket, "track", WRITES)]);
+          record("bothWrite", "bothCheckpoint", x);
+          record("bothWrite", "bothCheckpoint", y);
+        }
+      }
+    }
   }
 } finally {
   spawnSync(process.execPath, [APEX, "--session", "track", "stop", "--force"], { cwd: work.dir, env });
@@ -105,5 +118,5 @@ const rows = [
   row("memory.set, both at once (reported)", m.bothWrite, m.aloneWrite, undefined),
   row("checkpoint create, both at once (reported)", m.bothCheckpoint, m.aloneCheckpoint, undefined),
 ];
-const met = printTable(`Sessions side by side (${WRITES} writes of ~1 KB then a checkpoint, ${ROUNDS} rounds; baseline: one session alone)`, rows);
+const met = printTable(`Sessions side by side (${CYCLES}× ${WRITES} writes of ~1 KB then a checkpoint per phase, ${ROUNDS} rounds ABBA; baseline: one session alone)`, rows);
 process.exitCode = met ? 0 : 1;
