@@ -12,7 +12,6 @@ export function buildProgram(): Command {
     .description("APEX: supervised multi-agent development sessions with checkpoints, restore and plugins.")
     .version(VERSION, "-V, --version")
     .addOption(new Option("--config <path>", "use this apex.config.yaml (default: search upwards; env APEX_CONFIG)"))
-    .addOption(new Option("--session <id|name>", "act on this session of the project (default: the agent's, else the one bound to this worktree, else the only active one)"))
     .addOption(new Option("--remote <host/session>", "act on a session served by `apex serve` elsewhere: HOST[:PORT]/SESSION (env APEX_REMOTE)"))
     .addOption(new Option("--token <token>", "the token of an invite, for --remote and `apex connect` (env APEX_TOKEN; or `apex login HOST`)"))
     .showHelpAfterError("(run with --help for usage)")
@@ -20,6 +19,11 @@ export function buildProgram(): Command {
     .addHelpText(
       "after",
       `
+Session:
+  --session ID|NAME          act on this session of the project, before or after the command
+                             (default: the agent's, else the one bound to this worktree, else
+                             the project's, else the only active one)
+
 Environment:
   APEX_CONFIG                path of apex.config.yaml (like --config)
   APEX_HOME                  store directory (default: .apex/ beside the config file)
@@ -130,8 +134,13 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
   let command: Command | undefined = program;
   for (const word of commandWords(args)) command = command?.commands.find((sub) => sub.name() === word || sub.aliases().includes(word)) ?? command;
   const declares = command !== program && command?.options.some((option) => option.long === "--session");
-  if (declares) return argv;
-  return [...argv.slice(0, 2), ...args.slice(0, at), ...args.slice(at + width)];
+  const rest = [...args.slice(0, at), ...args.slice(at + width)];
+  if (declares) {
+    // Given to the command as its own option, wherever it stood on the line.
+    const end = rest.indexOf("--");
+    rest.splice(end < 0 ? rest.length : end, 0, "--session", value);
+  }
+  return [...argv.slice(0, 2), ...rest];
 }
 
 /**
