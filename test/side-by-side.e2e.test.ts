@@ -46,7 +46,9 @@ describe("branches run side by side", () => {
     const wtA = join(parent, "alpha");
     const wtB = join(parent, "beta");
 
-    const main = p.start(["--task", "main line"]).session_id;
+    const started = p.start(["--task", "main line"]);
+    const main = started.session_id;
+    const mainPid = started.supervisor_pid;
     await waitFor("main's agent", () => existsSync(join(dir, "ran-here.txt")), 30_000);
     expect(p.apex(["memory", "set", "/shared", '"base"']).status).toBe(0);
     expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
@@ -93,9 +95,10 @@ describe("branches run side by side", () => {
     // Merge both into the running main (through main's supervisor): the union, nothing confused.
     expect(p.apex(["--session", "alpha", "checkpoint", "create", "alpha done"]).status).toBe(0);
     expect(p.apex(["--session", "beta", "checkpoint", "create", "beta done"]).status).toBe(0);
-    const mergeRun = p.apex(["session", "merge", "alpha", main, "--json"]);
-    const first = json<{ applied: string }>(mergeRun);
+    // Run from alpha's worktree (bound to alpha), the merge still goes to main's supervisor, main's one writer.
+    const first = json<{ applied: string; writer_pid: number }>(p.apex(["session", "merge", "alpha", main, "--json"], { cwd: wtA }));
     expect(first.applied).toBe("live");
+    expect(first.writer_pid).toBe(mainPid);
     expect(p.apex(["session", "merge", "beta", main, "--strategy", "ours", "--json"]).status).toBe(0);
     expect(json<{ value: string }>(track(undefined, "/track/alpha")).value).toBe(a.session_id);
     expect(json<{ value: string }>(track(undefined, "/track/beta")).value).toBe(b.session_id);

@@ -78,6 +78,8 @@ export interface SessionMergeReport {
   /** The merge checkpoint written (null: none). */
   checkpoint: { id: string; name: string; sequence: number; parent: string | null; merge_parent: string } | null;
   git: JsonValue | null;
+  /** The process that wrote it (added by the control method): DST's supervisor while DST runs. */
+  writer_pid?: number;
 }
 
 export async function mergeSessions(store: Store, request: SessionMergeRequest): Promise<SessionMergeReport> {
