@@ -64,6 +64,8 @@ export const ErrorCodes = {
   APEX_E_TASK_STATE: ExitCode.conflict,
   APEX_E_NO_TASK: ExitCode.conflict,
   APEX_E_AMBIGUOUS: ExitCode.conflict,
+  /** Several sessions are active and nothing (agent, --session, worktree) says which one a command means. */
+  APEX_E_AMBIGUOUS_SESSION: ExitCode.usage,
   APEX_E_LOCKED: ExitCode.conflict,
   // session merge: paths changed on both sides to different values, under --strategy fail (4)
   APEX_E_MERGE_CONFLICT: ExitCode.conflict,

@@ -192,9 +192,10 @@ describe("--worktree and --git", () => {
     writeFileSync(join(worktree, "feature.txt"), "feature\n");
     git(worktree, "add", "feature.txt");
     git(worktree, "commit", "-qm", "feature");
-    expect(p.apex(["memory", "set", "/feature", "true"]).status).toBe(0);
-    expect(p.apex(["checkpoint", "create", "feature work"]).status).toBe(0);
-    p.start(["--continue", main]);
+    // The branch runs beside main (its own worktree): commands name it, or run in its worktree.
+    expect(p.apex(["memory", "set", "/feature", "true"], { cwd: worktree }).status).toBe(0);
+    expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
+    expect(p.apex(["memory", "show", "/feature"]).status).toBe(3); // main does not see it before the merge
 
     const merged = json<{ git: { source_branch: string; commit: string }; applied: string }>(p.apex(["session", "merge", "feature", main, "--git", "--json"]));
     expect(merged.git.source_branch).toBe("apex/feature");
@@ -217,9 +218,8 @@ describe("--worktree and --git", () => {
     git(dir, "commit", "-qam", "main edit");
     const heads = [git(dir, "rev-parse", "HEAD"), git(worktree, "rev-parse", "HEAD")];
     p.start(["--continue", "feature"]);
-    expect(p.apex(["memory", "set", "/feature", "true"]).status).toBe(0);
-    expect(p.apex(["checkpoint", "create", "feature work"]).status).toBe(0);
-    p.start(["--continue", main]);
+    expect(p.apex(["--session", "feature", "memory", "set", "/feature", "true"]).status).toBe(0);
+    expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
     const before = p.apex(["checkpoint", "list", "--json"]).stdout;
 
     const result = p.apex(["session", "merge", "feature", main, "--git"]);

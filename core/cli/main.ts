@@ -19,6 +19,11 @@ export function buildProgram(): Command {
     .addHelpText(
       "after",
       `
+Session:
+  --session ID|NAME          act on this session of the project, before or after the command
+                             (default: the agent's, else the one bound to this worktree, else
+                             the project's, else the only active one)
+
 Environment:
   APEX_CONFIG                path of apex.config.yaml (like --config)
   APEX_HOME                  store directory (default: .apex/ beside the config file)
@@ -51,6 +56,7 @@ export async function main(argv: string[]): Promise<number> {
       assertArgumentsUtf8(argv);
     }
     applyRemoteFlags(argv.slice(2));
+    argv = await applySessionFlag(program, argv);
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
     if (needsPluginCommands(program, argv)) {
       const { registerPluginCommands, closeAfterParse } = await import("./plugin-commands.js");
@@ -98,6 +104,43 @@ function applyRemoteFlags(args: string[]): void {
       else if (arg.startsWith(`${flag}=`)) process.env[variable] = arg.slice(flag.length + 1);
     }
   }
+}
+
+/**
+ * `--session ID|NAME` selects the session a command acts on (core/session/binding.ts), before or
+ * after the command words. Commands that declare their own `--session` (task list, checkpoint
+ * show, …) also get it as their option; for the others it is taken out of the arguments here.
+ */
+async function applySessionFlag(program: Command, argv: string[]): Promise<string[]> {
+  const args = argv.slice(2);
+  let value: string | undefined;
+  let at = -1;
+  let width = 0;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--") break;
+    if (arg === "--session" && args[i + 1] !== undefined) {
+      [value, at, width] = [args[i + 1], i, 2];
+      break;
+    }
+    if (arg.startsWith("--session=")) {
+      [value, at, width] = [arg.slice("--session=".length), i, 1];
+      break;
+    }
+  }
+  if (value === undefined) return argv;
+  const { setSessionFlag } = await import("../session/binding.js");
+  setSessionFlag(value);
+  let command: Command | undefined = program;
+  for (const word of commandWords(args)) command = command?.commands.find((sub) => sub.name() === word || sub.aliases().includes(word)) ?? command;
+  const declares = command !== program && command?.options.some((option) => option.long === "--session");
+  const rest = [...args.slice(0, at), ...args.slice(at + width)];
+  if (declares) {
+    // Given to the command as its own option, wherever it stood on the line.
+    const end = rest.indexOf("--");
+    rest.splice(end < 0 ? rest.length : end, 0, "--session", value);
+  }
+  return [...argv.slice(0, 2), ...rest];
 }
 
 /**
@@ -182,7 +225,7 @@ export function commandWords(args: string[]): string[] {
   for (let i = 0; i < args.length && words.length < 2; i++) {
     const arg = args[i]!;
     if (arg === "--") break;
-    if (arg === "--config" || arg === "--remote" || arg === "--token") {
+    if (arg === "--config" || arg === "--remote" || arg === "--token" || arg === "--session") {
       i++;
       continue;
     }

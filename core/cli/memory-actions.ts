@@ -9,6 +9,8 @@ import { openWriter } from "./context.js";
 import { decodeUtf8Input, readUtf8Input } from "./input-text.js";
 import { paint, printJson } from "./output.js";
 import { forcedEndpoint } from "../session/runtime.js";
+import { MemoryView, memoryViewOf } from "../session/memory-view.js";
+import { boundSessionId } from "../session/sessions.js";
 
 /** Read access to the memory: the store itself, or the supervisor when running inside an agent. */
 export interface MemoryReader {
@@ -21,16 +23,24 @@ export interface MemoryReader {
  * Agents (APEX_SOCKET set) read through the supervisor so that no agent process ever opens
  * LMDB; everyone else reads the store directly, read-only.
  */
-export async function openReader(location: ProjectLocation): Promise<MemoryReader> {
+export async function openReader(location: ProjectLocation, options: { records?: boolean } = {}): Promise<MemoryReader> {
   const endpoint = forcedEndpoint();
   if (endpoint) {
     const { openRemoteReader } = await import("./remote-reader.js");
     return openRemoteReader(endpoint);
   }
   const store = await openStore(location, { readOnly: true });
+  let view: MemoryView;
+  try {
+    // The working memory of the session this command acts on (its own root in a git worktree).
+    view = options.records ? MemoryView.ROOT : memoryViewOf(store, boundSessionId(store));
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
   return {
-    get: async (path) => store.get(path),
-    query: async (glob, limit) => Array.from(store.query(glob, limit === undefined ? {} : { limit })),
+    get: async (path) => view.get((stored) => store.get(stored), path),
+    query: async (glob, limit) => view.entries(store.query(view.glob(glob), limit === undefined ? {} : { limit }), glob),
     close: () => store.close(),
   };
 }

@@ -57,6 +57,10 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
       await sleep(POLL_MS);
     }
     if (!store) return;
+    const { memoryViewOf } = await import("../session/memory-view.js");
+    const { boundSessionId } = await import("../session/sessions.js");
+    // The working memory of the session this command acts on (its own root in a git worktree).
+    const view = memoryViewOf(store, boundSessionId(store));
     // Subscribed before the first read, so that a commit after it is signalled.
     let signalled = false;
     unsubscribe = store.subscribe(() => {
@@ -64,12 +68,14 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
       wake?.();
     });
     let since = options.since ?? store.revision();
-    if (withCurrent) for (const entry of store.query(glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
+    if (withCurrent) for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
     for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
       signalled = false;
       for (const change of store.changesSince(since)) {
         since = change.revision;
-        if (glob.matches(change.path)) print(change, store, Boolean(options.json));
+        if (!view.covers(change.path)) continue;
+        const path = view.unpath(change.path);
+        if (glob.matches(path)) print({ ...change, path }, store, Boolean(options.json), change.path);
       }
       if (signalled || interrupted) continue;
       await new Promise<void>((resolve) => {
@@ -116,8 +122,8 @@ async function watchThroughSupervisor(
   }
 }
 
-function print(change: Change, store: Store, json: boolean): void {
-  printChange(change, change.kind === "put" ? store.get(change.path) : undefined, json);
+function print(change: Change, store: Store, json: boolean, storedPath = change.path): void {
+  printChange(change, change.kind === "put" ? store.get(storedPath) : undefined, json);
 }
 
 function printCurrent(path: string, value: JsonValue, revision: number, json: boolean): void {

@@ -112,7 +112,8 @@ export async function openSessionReader(location: ProjectLocation): Promise<Memo
       throw new ApexError("APEX_E_NO_SESSION", "This project has no session yet.", { hint: 'Start one: apex start --task "…"' });
     }
   }
-  return openReader(location);
+  // Session records are the same for every session: no binding to decide (and none to be ambiguous about).
+  return openReader(location, { records: true });
 }
 
 /** `apex session history <id>`: one line per event, with its time and actor. */

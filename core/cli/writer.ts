@@ -4,6 +4,7 @@ import { callSupervisor } from "../rpc/call.js";
 import { writerEndpoint } from "../session/runtime.js";
 import type { Entry, JsonValue, Store } from "../store/store.js";
 import type { MemoryWriter } from "./context.js";
+import type { MemoryView } from "../session/memory-view.js";
 
 /**
  * A writer for the project memory. While a supervisor holds the project it is the store's one
@@ -16,8 +17,16 @@ export async function openMemoryWriter(location: ProjectLocation): Promise<Memor
   const socket = writerEndpoint(location.storeDir);
   if (socket) return socketWriter(socket);
   await assertConfigValid(location);
-  const { openStore, storeExists } = await import("../store/open.js");
-  return directWriter(await openStore(location));
+  const { openStore } = await import("../store/open.js");
+  const { memoryViewOf } = await import("../session/memory-view.js");
+  const { boundSessionId } = await import("../session/sessions.js");
+  const store = await openStore(location);
+  try {
+    return directWriter(store, memoryViewOf(store, boundSessionId(store)));
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
 }
 
 export function socketWriter(socket: string): MemoryWriter {
@@ -37,17 +46,18 @@ export function socketWriter(socket: string): MemoryWriter {
   };
 }
 
-export function directWriter(store: Store): MemoryWriter {
+/** Writes the working memory of the session this command acts on (memory-view.ts), in this process. */
+export function directWriter(store: Store, view: Pick<MemoryView, "path">): MemoryWriter {
   return {
     async set(path: string, value: JsonValue) {
-      return { revision: await store.set(path, value) };
+      return { revision: await store.set(view.path(path), value) };
     },
     async delete(path: string, recursive: boolean) {
-      return store.delete(path, { recursive });
+      return store.delete(view.path(path), { recursive });
     },
     async importEntries(entries: Entry[]) {
       const { revision } = await store.batch((batch) => {
-        for (const entry of entries) batch.set(entry.path, entry.value);
+        for (const entry of entries) batch.set(view.path(entry.path), entry.value);
       });
       return { count: entries.length, revision };
     },

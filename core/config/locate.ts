@@ -1,5 +1,5 @@
-import { statSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { readFileSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import { ApexError } from "../errors.js";
 
 export const CONFIG_FILE_NAME = "apex.config.yaml";
@@ -44,8 +44,67 @@ export function locateProject(options: LocateOptions = {}): ProjectLocation {
   }
   const projectDir = configPath ? dirname(configPath) : cwd;
   const storeDir = env.APEX_HOME ? resolve(cwd, env.APEX_HOME) : join(projectDir, STORE_DIR_NAME);
+  if (!explicit && !env.APEX_HOME && !isDirectory(storeDir)) {
+    // In a branch session's git worktree (`apex session branch --worktree`), which has no store of
+    // its own: the project is the main working tree's, whose store binds the worktree to its session.
+    const main = projectOfWorktree(cwd);
+    if (main) return main;
+  }
   return { configPath, projectDir, storeDir };
 }
+
+function projectOfWorktree(cwd: string): ProjectLocation | undefined {
+  const worktree = linkedWorktreeOf(cwd);
+  const main = worktree && mainWorktreeOf(worktree);
+  if (!main || !isDirectory(join(main, STORE_DIR_NAME))) return undefined;
+  const configPath = join(main, CONFIG_FILE_NAME);
+  return { configPath: isFile(configPath) ? configPath : undefined, projectDir: main, storeDir: join(main, STORE_DIR_NAME) };
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+/**
+ * The top of the linked git worktree `dir` is in (where `.git` is a file, `gitdir: …/worktrees/NAME`),
+ * or undefined in a main working tree or outside git. Stats only, no git process.
+ */
+export function linkedWorktreeOf(dir: string): string | undefined {
+  let current = resolve(dir);
+  for (;;) {
+    const marker = join(current, ".git");
+    try {
+      const stat = statSync(marker);
+      if (stat.isDirectory()) return undefined;
+      if (stat.isFile()) return mainWorktreeOf(current) ? current : undefined;
+    } catch {
+      // not here: go up
+    }
+    const parent = dirname(current);
+    if (parent === current) return undefined;
+    current = parent;
+  }
+}
+
+/** The main working tree of the linked worktree at `worktree`, from its `.git` file. */
+export function mainWorktreeOf(worktree: string): string | undefined {
+  try {
+    const text = readFileSync(join(worktree, ".git"), "utf8");
+    const match = /^gitdir:\s*(.+)$/m.exec(text);
+    if (!match) return undefined;
+    const gitdir = resolve(worktree, match[1]!.trim());
+    if (basename(dirname(gitdir)) !== "worktrees") return undefined;
+    const common = dirname(dirname(gitdir));
+    return basename(common) === ".git" ? dirname(common) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+
 
 function findUp(start: string, name: string): string | undefined {
   let dir = start;

@@ -1,7 +1,22 @@
 import { ApexError } from "../errors.js";
 import type { AgentConfig, Config } from "../config/types.js";
 import type { JsonValue, Store } from "../store/store.js";
-import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, agentPath, currentSessionOf, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "./records.js";
+import {
+  CURRENT_SESSION_PATH,
+  PROJECT_CONFIG_PATH,
+  activeEntryOf,
+  agentPath,
+  currentSessionOf,
+  historyPath,
+  nowIso,
+  readActiveSessions,
+  sessionPath,
+  setActiveSession,
+  worktreeOf,
+  type AgentRecord,
+  type SessionRecord,
+} from "./records.js";
+import { samePath } from "./binding.js";
 import { appendEvent } from "./service.js";
 import { holderText, onOtherHost, supervisorHost } from "./lease.js";
 import { effectiveStatus, findSession, isEnded, supervisorAlive, type ContinueTarget } from "./sessions.js";
@@ -31,13 +46,13 @@ function supervisorRecord(self: SupervisorIdentity, generation: number): NonNull
   return { ...identity, generation, lease_expires_at: new Date(Date.now() + lease_ttl_ms).toISOString() };
 }
 
-/** A new session: refused while another one is current and not ended. One transaction decides. */
+/** A new session, in the project's own working tree: refused while another one is active there. One transaction decides. */
 export async function claimNewSession(store: Store, config: Config, request: SupervisorRequest, self: SupervisorIdentity): Promise<Claim> {
   const { v4: uuidv4 } = await import("uuid");
   const sessionId = uuidv4();
   const at = nowIso();
   await store.batch((batch) => {
-    refuseIfCurrent(batch.get(CURRENT_SESSION_PATH), (id) => batch.get(sessionPath(id)) as SessionRecord | undefined, undefined);
+    refuseIfBound(batch, null, undefined);
     const stored = batch.get(PROJECT_CONFIG_PATH) as Record<string, JsonValue> | undefined;
     let projectId = typeof stored?.project_id === "string" ? stored.project_id : undefined;
     if (!projectId) {
@@ -61,6 +76,7 @@ export async function claimNewSession(store: Store, config: Config, request: Sup
     };
     batch.set(sessionPath(sessionId), session);
     batch.set(CURRENT_SESSION_PATH, currentSessionOf(session));
+    setActiveSession(batch, sessionId, activeEntryOf(session));
     for (const name of names) batch.set(agentPath(sessionId, name), emptyAgentRecord(name, config.agents[name]!));
     appendEvent(batch, sessionId, "session.started", "supervisor", { initial_task: request.task ?? null, agents: names });
   }, "supervisor");
@@ -89,7 +105,7 @@ export async function claimContinuedSession(store: Store, config: Config, target
         },
       );
     }
-    refuseIfCurrent(batch.get(CURRENT_SESSION_PATH), (id) => batch.get(sessionPath(id)) as SessionRecord | undefined, target.sessionId);
+    refuseIfBound(batch, worktreeOf(record), target.sessionId);
     const at = nowIso();
     const from = effectiveStatus(record);
     generation = (typeof previous?.generation === "number" ? previous.generation : 0) + 1;
@@ -125,7 +141,9 @@ export async function claimContinuedSession(store: Store, config: Config, target
     next.outcome = null;
     batch.delete(historyPath(target.sessionId));
     batch.set(sessionPath(target.sessionId), next);
-    batch.set(CURRENT_SESSION_PATH, currentSessionOf(next));
+    // /sessions/current names the session of the project's own working tree; a worktree session is only in /sessions/active.
+    if (worktreeOf(next) === null) batch.set(CURRENT_SESSION_PATH, currentSessionOf(next));
+    setActiveSession(batch, target.sessionId, activeEntryOf(next));
     for (const name of names) {
       const agent = batch.get(agentPath(target.sessionId, name)) as AgentRecord | undefined;
       batch.set(agentPath(target.sessionId, name), { ...(agent ?? emptyAgentRecord(name, config.agents[name]!)), status: "starting", restarts: 0 });
@@ -143,32 +161,47 @@ export async function claimContinuedSession(store: Store, config: Config, target
   return { sessionId: target.sessionId, continued: true, checkpoint: target.checkpoint, previousAgents, generation, takenOverFrom };
 }
 
-function refuseIfCurrent(current: unknown, read: (id: string) => SessionRecord | undefined, allowed: string | undefined): void {
-  const id = (current as { session_id?: string } | undefined)?.session_id;
-  if (!id || id === allowed) return;
-  const record = read(id);
-  if (!record || isEnded(record)) return;
-  throw sessionInTheWay(record);
+/**
+ * One session per working tree: sessions of a project run side by side, each in its own (the
+ * project's, or a branch's git worktree), but two in one tree would change the same files.
+ * Refused while another session not ended is bound to `worktree` (null: the project's own tree).
+ */
+function refuseIfBound(batch: Pick<Store, "get">, worktree: string | null, allowed: string | undefined): void {
+  const candidates = new Set(Object.keys(readActiveSessions(batch)));
+  // Stores written before /sessions/active: the pointer still names the project's session.
+  const pointer = (batch.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined)?.session_id;
+  if (pointer) candidates.add(pointer);
+  for (const id of candidates) {
+    if (id === allowed) continue;
+    const record = batch.get(sessionPath(id)) as SessionRecord | undefined;
+    if (!record || isEnded(record)) continue;
+    const theirs = worktreeOf(record);
+    if (theirs === null ? worktree !== null : worktree === null || !samePath(theirs, worktree)) continue;
+    throw sessionInTheWay(record, worktree);
+  }
 }
 
 /**
- * The refusal of a claim while `record` (not ended) is the project's session: it names the host
- * whose supervisor holds the lease when that is another one.
+ * The refusal of a claim while `record` (not ended) is the session of the working tree
+ * `worktree` (null: the project's own): it names the host whose supervisor holds the lease
+ * when that is another one.
  */
-export function sessionInTheWay(record: SessionRecord): ApexError {
+export function sessionInTheWay(record: SessionRecord, worktree: string | null = null): ApexError {
   const id = record.session_id;
   const status = effectiveStatus(record);
   const host = supervisorHost(record.supervisor);
   const remote = status !== "interrupted" && onOtherHost(record.supervisor);
-  const where = remote ? ` on host ${host} (lease until ${record.supervisor!.lease_expires_at})` : "";
-  return new ApexError("APEX_E_SESSION_ACTIVE", `Session ${id} is ${status}${where}; a project runs one session at a time.`, {
+  const where = worktree === null ? "the project's working tree" : `the worktree ${worktree}`;
+  const on = remote ? ` on host ${host} (lease until ${record.supervisor!.lease_expires_at})` : "";
+  const label = typeof record.name === "string" ? `${record.name} (${id})` : id;
+  return new ApexError("APEX_E_SESSION_ACTIVE", `Session ${label} is ${status}${on} in ${where}; one session at a time runs in a working tree.`, {
     hint:
       status === "interrupted"
         ? "Recover it with `apex start --continue last`, or end it with `apex stop`."
         : remote
           ? `Its supervisor runs on ${host}: stop it there (or through \`apex --remote\`); once its lease expires without renewal, \`apex start --continue ${id}\` takes it over here.`
-          : `End it with \`apex stop\` first${status === "paused" ? ", or `apex resume` it" : ""}; \`apex status\` shows it.`,
-    details: { session_id: id, status, host },
+          : `End it with \`apex stop\` first${status === "paused" ? ", or `apex resume` it" : ""}, or branch with --worktree to run beside it; \`apex status\` shows it.`,
+    details: { session_id: id, status, host, worktree },
   });
 }
 

@@ -10,6 +10,7 @@ import { eventsAfter, SessionReader, type SessionService } from "./service.js";
 import type { Supervisor } from "./supervisor.js";
 import { allSessions, historySessions, resolveSessionId } from "./sessions.js";
 import { grantMethods } from "./grants.js";
+import { memoryViewOf, type MemoryView } from "./memory-view.js";
 
 /** A method body shared by the supervisor and by CLI commands that write directly (no supervisor). */
 export type SessionMethod = (params: Record<string, unknown>) => unknown;
@@ -28,13 +29,16 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
     const id = resolveSessionId(store, ref);
     return id === service.sessionId ? service : new SessionReader(store, id);
   };
+  // The session's working memory: its own root when it runs in a git worktree (memory-view.ts).
+  let cachedView: MemoryView | undefined;
+  const view = () => (cachedView ??= memoryViewOf(store, service.sessionId));
   return {
-    "memory.get": (params) => store.get(checkPath(stringParam(params, "path"))),
+    "memory.get": (params) => view().get((path) => store.get(path), checkPath(stringParam(params, "path"))),
     "memory.query": (params) => {
       const glob = stringParam(params, "glob");
       compileGlob(glob);
       const limit = typeof params.limit === "number" ? params.limit : undefined;
-      return Array.from(store.query(glob, limit === undefined ? {} : { limit }));
+      return view().entries(store.query(view().glob(glob), limit === undefined ? {} : { limit }), glob);
     },
     // For `apex memory watch` inside an agent: poll this instead of reading the revision log.
     "memory.changes": (params) => {
@@ -45,9 +49,11 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
       let revision = since;
       for (const change of store.changesSince(since, { limit })) {
         revision = change.revision;
-        if (glob && !glob.matches(change.path)) continue;
+        if (!view().covers(change.path)) continue;
+        const path = view().unpath(change.path);
+        if (glob && !glob.matches(path)) continue;
         const value = change.kind === "put" ? (store.get(change.path) ?? null) : null;
-        changes.push({ ...change, value });
+        changes.push({ ...change, path, value });
       }
       return { revision, changes };
     },
@@ -55,14 +61,14 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
       const path = checkPath(stringParam(params, "path"));
       if (!("value" in params) || params.value === undefined) throw new ApexError("APEX_E_BAD_JSON", `No value given for ${path}.`);
       const actor = actorParam(params);
-      const revision = await store.set(path, params.value as JsonValue, actor);
+      const revision = await store.set(view().path(path), params.value as JsonValue, actor);
       service.noteActivity(actor);
       return { revision };
     },
     "memory.delete": async (params) => {
       const path = checkPath(stringParam(params, "path"));
       const actor = actorParam(params);
-      const result = await store.delete(path, { recursive: params.recursive === true, actor });
+      const result = await store.delete(view().path(path), { recursive: params.recursive === true, actor });
       service.noteActivity(actor);
       return result;
     },
@@ -72,7 +78,7 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
       for (const entry of entries) checkPath(entry.path);
       const actor = actorParam(params);
       const { revision } = await store.batch((batch) => {
-        for (const entry of entries) batch.set(entry.path, entry.value);
+        for (const entry of entries) batch.set(view().path(entry.path), entry.value);
       }, actor);
       service.noteActivity(actor);
       return { count: entries.length, revision };

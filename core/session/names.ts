@@ -45,6 +45,9 @@ export function sessionNames(store: Queryable): Map<string, string> {
   // the way to the history): one record to read, not a scan of every session's keys.
   const current = store.get("/sessions/current") as { session_id?: unknown } | undefined;
   if (typeof current?.session_id === "string") add(store.get(`/sessions/${current.session_id}`));
+  // Sessions running in their own worktrees, side by side with the current one (records.ts: /sessions/active).
+  const active = store.get("/sessions/active");
+  if (active && typeof active === "object" && !Array.isArray(active)) for (const id of Object.keys(active)) add(store.get(`/sessions/${id}`));
   return names;
 }
 

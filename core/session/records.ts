@@ -3,8 +3,11 @@
  *
  * ```
  * /projects/config                         { project_id, created_at }
- * /sessions/current                        CurrentSession: the active session's id and information
- * /sessions/<sid>                          SessionRecord (while the session is current)
+ * /sessions/current                        CurrentSession: the session active in the project's own working tree
+ * /sessions/active                         ActiveSessions: every session not ended, with its working tree
+ * /sessions/<sid>                          SessionRecord (while the session is not ended)
+ * /sessions/<sid>/memory/<path>            the working memory of a session that runs in its own git
+ *                                          worktree (`session branch --worktree`); others use the root
  * /sessions/history/<sid>                  SessionRecord (once it ended: stopped, completed, failed)
  * /sessions/<sid>/agents/<name>            AgentRecord
  * /sessions/<sid>/agents/<name>.context    the agent's last reported context (any JSON)
@@ -67,6 +70,7 @@ export interface SessionRecord {
   ended_at: string | null;
   /** The checkpoint this session (or its latest continuation) was restored from. */
   restored_from: string | null;
+  // A branch session's record also holds `name`, `parent_checkpoint` and `worktree` ({path, branch, commit}): see worktreeOf.
 }
 
 export interface AgentRecord {
@@ -176,6 +180,54 @@ export function setSessionRecord(batch: WriteBatch, session: SessionRecord): voi
 
 export const PROJECT_CONFIG_PATH = "/projects/config";
 export const CURRENT_SESSION_PATH = "/sessions/current";
+/**
+ * The sessions not ended, each with the working tree it is bound to: sessions of one project run
+ * side by side, one per working tree (the project's own, or a branch's git worktree). Written in
+ * the same transaction as each claim and each end, so a lookup reads one record, not every session.
+ */
+export const ACTIVE_SESSIONS_PATH = "/sessions/active";
+
+export interface ActiveSessionEntry {
+  [key: string]: JsonValue;
+  /** The git worktree it runs in; null: the project's own working tree. */
+  worktree: string | null;
+  name: string | null;
+}
+export type ActiveSessions = { [sessionId: string]: ActiveSessionEntry };
+
+export function readActiveSessions(store: { get(path: string): JsonValue | undefined }): ActiveSessions {
+  const value = store.get(ACTIVE_SESSIONS_PATH);
+  return value && typeof value === "object" && !Array.isArray(value) ? (value as ActiveSessions) : {};
+}
+
+/** Adds (entry) or removes (null) a session in /sessions/active; call inside the claim's or end's batch. */
+export function setActiveSession(batch: WriteBatch, sessionId: string, entry: ActiveSessionEntry | null): void {
+  const next = { ...readActiveSessions(batch) };
+  if (entry) next[sessionId] = entry;
+  else delete next[sessionId];
+  if (Object.keys(next).length === 0) batch.delete(ACTIVE_SESSIONS_PATH);
+  else batch.set(ACTIVE_SESSIONS_PATH, next);
+}
+
+export function activeEntryOf(session: SessionRecord): ActiveSessionEntry {
+  return { worktree: worktreeOf(session), name: typeof session.name === "string" ? session.name : null };
+}
+
+/** The git worktree a session runs in, or null for the project's own working tree. */
+export function worktreeOf(session: { [key: string]: JsonValue }): string | null {
+  const path = (session.worktree as { path?: unknown } | null | undefined)?.path;
+  return typeof path === "string" && path ? path : null;
+}
+
+/**
+ * Where a session's working memory lives in the keyspace: "" (the root: paths as agents name
+ * them) for a session of the project's own working tree, `/sessions/<sid>/memory` for one that
+ * runs in its own git worktree. Two sessions active at once are in different working trees
+ * (claim.ts), so no two of them share a memory root, and a write in one is not seen in the other.
+ */
+export function memoryRootOf(session: { [key: string]: JsonValue; session_id: string }): string {
+  return worktreeOf(session) ? `/sessions/${session.session_id}/memory` : "";
+}
 export const HISTORY_PREFIX = "/sessions/history";
 
 export const sessionPath = (sid: string) => `/sessions/${sid}`;
@@ -195,13 +247,18 @@ export const checkpointPrefix = (sid: string) => `/sessions/${sid}/checkpoint-`;
 
 export const CONTEXT_SUFFIX = ".context";
 
-/** Task ids: t-0001, t-0002, … (more digits past 9999). Listings sort by number. */
-export function taskId(n: number): string {
-  return `t-${String(n).padStart(4, "0")}`;
+/**
+ * Task ids: t-0001, t-0002, … (more digits past 9999). Listings sort by number. A branch session
+ * adds its name (`t-0005.experiment`): the main line and each branch go on numbering from the
+ * same checkpoint, so without it two different tasks would share an id and a merge (a union by
+ * id) would take one for the other.
+ */
+export function taskId(n: number, branch?: string | null): string {
+  return `t-${String(n).padStart(4, "0")}${branch ? `.${branch}` : ""}`;
 }
 
 export function taskNumber(id: string): number {
-  const match = /^t-(\d+)$/.exec(id);
+  const match = /^t-(\d+)(?:\.[A-Za-z][A-Za-z0-9._-]*)?$/.exec(id);
   return match ? Number(match[1]) : Number.NaN;
 }
 

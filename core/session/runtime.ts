@@ -1,14 +1,18 @@
 import { createHash } from "node:crypto";
-import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { ambiguousSession, agentSession, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
 import { isSameProcessAlive } from "./proc.js";
+import { makePrivateDir } from "../store/private.js";
 import { parseRemote, remoteEndpoint } from "../rpc/remote.js";
 
 /**
- * The supervisor's runtime file, `<store>/supervisor.json`: which process serves the project
- * and on which socket. CLI commands read it (and /proc) to find a live supervisor without
- * opening LMDB, which keeps pause, resume and agent commands lean.
+ * Supervisors' runtime files: which process serves a session and on which socket. Every
+ * supervisor writes `<store>/run/<sid>.json`; the one of the project's own working tree also
+ * `<store>/supervisor.json` (and keeps `<store>/supervisor.sock`), the paths it had before sessions
+ * ran side by side. CLI commands read them (and /proc) to find a live supervisor without opening
+ * the store, which keeps pause, resume and agent commands lean.
  */
 export interface SupervisorRuntime {
   pid: number;
@@ -18,6 +22,9 @@ export interface SupervisorRuntime {
   session_id: string;
   started_at: string;
   log: string;
+  /** The git worktree the session runs in; null (or absent, in files written before): the project's own. */
+  worktree?: string | null;
+  name?: string | null;
 }
 
 export const RUNTIME_FILE = "supervisor.json";
@@ -25,8 +32,11 @@ export const SUPERVISOR_LOG = "supervisor.log";
 /** sun_path holds 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
 
-export function runtimeFile(storeDir: string): string {
-  return join(storeDir, RUNTIME_FILE);
+export const RUN_DIR = "run";
+
+/** The project's session's runtime file (`supervisor.json`), or with `sessionId` that session's (`run/<sid>.json`). */
+export function runtimeFile(storeDir: string, sessionId?: string): string {
+  return sessionId === undefined ? join(storeDir, RUNTIME_FILE) : join(storeDir, RUN_DIR, `${sessionId}.json`);
 }
 
 export function supervisorLogFile(storeDir: string): string {
@@ -41,41 +51,104 @@ export function agentLogDir(storeDir: string, sessionId: string): string {
  * `<store>/supervisor.sock`, or, when that path does not fit in a unix socket address,
  * a path under the system temp directory derived from the store's path.
  */
-export function socketPathFor(storeDir: string): string {
-  const preferred = join(storeDir, "supervisor.sock");
+export function socketPathFor(storeDir: string, sessionId?: string): string {
+  const preferred = sessionId === undefined ? join(storeDir, "supervisor.sock") : join(storeDir, RUN_DIR, `${sessionId}.sock`);
   if (Buffer.byteLength(preferred) <= MAX_SOCKET_PATH_BYTES) return preferred;
-  const digest = createHash("sha256").update(storeDir).digest("hex").slice(0, 20);
+  const digest = createHash("sha256").update(sessionId === undefined ? storeDir : `${storeDir}\0${sessionId}`).digest("hex").slice(0, 20);
   return join(tmpdir(), `apex-${digest}.sock`);
 }
 
-export function readRuntime(storeDir: string): SupervisorRuntime | undefined {
+export function readRuntime(storeDir: string, sessionId?: string): SupervisorRuntime | undefined {
   try {
-    const parsed = JSON.parse(readFileSync(runtimeFile(storeDir), "utf8")) as SupervisorRuntime;
+    const parsed = JSON.parse(readFileSync(runtimeFile(storeDir, sessionId), "utf8")) as SupervisorRuntime;
     return typeof parsed.pid === "number" && typeof parsed.socket === "string" ? parsed : undefined;
   } catch {
     return undefined;
   }
 }
 
-/** The runtime of a supervisor that is still alive (same pid and start time), if any. */
-export function liveSupervisor(storeDir: string): SupervisorRuntime | undefined {
-  const runtime = readRuntime(storeDir);
-  if (runtime && isSameProcessAlive(runtime.pid, runtime.start_time)) return runtime;
+function alive(runtime: SupervisorRuntime | undefined): SupervisorRuntime | undefined {
+  return runtime && isSameProcessAlive(runtime.pid, runtime.start_time) ? runtime : undefined;
+}
+
+/** Every live supervisor of the project, one per session. */
+export function liveSupervisors(storeDir: string): SupervisorRuntime[] {
+  const out = new Map<string, SupervisorRuntime>();
+  let names: string[] = [];
+  try {
+    names = readdirSync(join(storeDir, RUN_DIR)).filter((name) => name.endsWith(".json"));
+  } catch {
+    // no run/ directory: at most the project's own supervisor
+  }
+  for (const name of names) {
+    const runtime = alive(readRuntime(storeDir, name.slice(0, -".json".length)));
+    if (runtime) out.set(runtime.session_id, runtime);
+  }
+  const project = alive(readRuntime(storeDir));
+  if (project && !out.has(project.session_id)) out.set(project.session_id, project);
+  return [...out.values()];
+}
+
+/** The live supervisor of one session, if it runs. */
+export function liveSupervisorOf(storeDir: string, sessionId: string): SupervisorRuntime | undefined {
+  const own = alive(readRuntime(storeDir, sessionId));
+  if (own) return own;
+  const project = alive(readRuntime(storeDir));
+  return project?.session_id === sessionId ? project : undefined;
+}
+
+/**
+ * The live supervisor of the session this command acts on (binding.ts), decided from the runtime
+ * files alone: the agent's session, `--session` (an id, a name or a unique id prefix of a running
+ * session), the session running in this git worktree, the project's session, the only one
+ * running. Undefined when the session meant does not run, or when only the store can tell
+ * which session is meant (the caller then goes to the store, which applies the same rule).
+ */
+export function liveSupervisor(storeDir: string, cwd = process.cwd()): SupervisorRuntime | undefined {
+  const agent = agentSession();
+  if (agent) return liveSupervisorOf(storeDir, agent);
+  const flag = sessionFlag();
+  const running = liveSupervisors(storeDir);
+  if (flag !== undefined) {
+    const exact = running.find((runtime) => runtime.session_id === flag || runtime.name === flag);
+    if (exact) return exact;
+    const prefixed = flag.length >= 4 ? running.filter((runtime) => runtime.session_id.startsWith(flag)) : [];
+    return prefixed.length === 1 ? prefixed[0] : undefined;
+  }
+  const worktree = linkedWorktreeOf(cwd);
+  if (worktree && !samePath(worktree, dirname(storeDir))) {
+    // In a branch's worktree: its session, or (not running, or not a branch's) the store decides.
+    return running.find((runtime) => typeof runtime.worktree === "string" && samePath(runtime.worktree, worktree));
+  }
+  const project = readRuntime(storeDir);
+  if (project) return alive(project);
+  if (running.length === 1) return running[0];
+  if (running.length > 1) throw ambiguousSession(running.map((runtime) => ({ session_id: runtime.session_id, name: runtime.name ?? null, worktree: runtime.worktree ?? null })));
   return undefined;
 }
 
+/** Writes `run/<sid>.json`, and for the project's own session `supervisor.json` too. */
 export function writeRuntime(storeDir: string, runtime: SupervisorRuntime): void {
-  const file = runtimeFile(storeDir);
-  const temporary = `${file}.${process.pid}.tmp`;
-  writeFileSync(temporary, `${JSON.stringify(runtime, null, 2)}\n`, { mode: 0o600 });
-  renameSync(temporary, file);
+  makePrivateDir(join(storeDir, RUN_DIR));
+  const files = [runtimeFile(storeDir, runtime.session_id)];
+  if (!runtime.worktree) files.push(runtimeFile(storeDir));
+  for (const file of files) {
+    const temporary = `${file}.${process.pid}.tmp`;
+    writeFileSync(temporary, `${JSON.stringify(runtime, null, 2)}\n`, { mode: 0o600 });
+    renameSync(temporary, file);
+  }
 }
 
-/** Removes the runtime file if it still names this process. */
-export function removeRuntime(storeDir: string, pid = process.pid): void {
-  const runtime = readRuntime(storeDir);
-  if (runtime && runtime.pid !== pid) return;
-  rmSync(runtimeFile(storeDir), { force: true });
+/** Removes the runtime files of `sessionId` (and the project's, when it names that session) if they still name this process. */
+export function removeRuntime(storeDir: string, pid = process.pid, sessionId?: string): void {
+  const files = sessionId === undefined ? [undefined] : [sessionId, undefined];
+  for (const id of files) {
+    const runtime = readRuntime(storeDir, id);
+    if (!runtime) continue;
+    if (runtime.pid !== pid) continue;
+    if (sessionId !== undefined && runtime.session_id !== sessionId) continue;
+    rmSync(runtimeFile(storeDir, id), { force: true });
+  }
 }
 
 /**
@@ -89,7 +162,10 @@ export function forcedEndpoint(): string | undefined {
   return process.env.APEX_SOCKET || undefined;
 }
 
-/** Where the store's one writer is reached: the forced endpoint, else a live supervisor's socket. */
-export function writerEndpoint(storeDir: string): string | undefined {
-  return forcedEndpoint() ?? liveSupervisor(storeDir)?.socket;
+/**
+ * Where the writer of the session this command acts on is reached: the forced endpoint, else its
+ * live supervisor's socket (`sessionId`: that session's, whatever the binding says).
+ */
+export function writerEndpoint(storeDir: string, sessionId?: string): string | undefined {
+  return forcedEndpoint() ?? (sessionId === undefined ? liveSupervisor(storeDir) : liveSupervisorOf(storeDir, sessionId))?.socket;
 }

@@ -62,7 +62,7 @@ export class SessionReader {
       const task = value as TaskRecord;
       if (status === undefined || task.status === status) out.push(task);
     }
-    return out.sort((a, b) => taskNumber(a.id) - taskNumber(b.id));
+    return out.sort((a, b) => taskNumber(a.id) - taskNumber(b.id) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   task(id: string): TaskRecord {
@@ -139,7 +139,7 @@ export class SessionService extends SessionReader {
       counters.tasks += 1;
       batch.set(countersPath(this.sessionId), counters);
       const created: TaskRecord = {
-        id: taskId(counters.tasks),
+        id: taskId(counters.tasks, branchTag(batch.get(sessionPath(this.sessionId)) as SessionRecord | undefined)),
         title,
         status: "pending",
         assignee: request.assign ?? null,
@@ -423,11 +423,17 @@ function agentOf(actor: string): string | undefined {
   return actor.startsWith("agent:") ? actor.slice("agent:".length) : undefined;
 }
 
-/** Checks a task id and writes it the canonical way ("t-1" and "1" name t-0001). */
+/** Checks a task id and writes it the canonical way ("t-1" and "1" name t-0001; "t-5.exp" a branch's t-0005.exp). */
 export function checkTaskId(id: string): string {
-  const match = /^(?:t-)?(\d+)$/.exec(id.trim());
+  const match = /^(?:t-)?(\d+)(?:\.([A-Za-z][A-Za-z0-9._-]*))?$/.exec(id.trim());
   if (!match || Number(match[1]) < 1) {
     throw new ApexError("APEX_E_BAD_INPUT", `${JSON.stringify(id)} is not a task id.`, { hint: "Task ids look like t-0001; see `apex task list`." });
   }
-  return taskId(Number(match[1]));
+  return taskId(Number(match[1]), match[2]);
+}
+
+/** A branch session's tasks carry its name (records.ts: taskId); a session branched from nothing numbers plainly. */
+function branchTag(record: SessionRecord | undefined): string | null {
+  const branched = record && (record as { parent_checkpoint?: unknown }).parent_checkpoint;
+  return branched && typeof record.name === "string" ? record.name : null;
 }

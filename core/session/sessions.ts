@@ -1,6 +1,7 @@
 import { ApexError } from "../errors.js";
 import type { Store } from "../store/store.js";
 import type { CheckpointService } from "./checkpoints.js";
+import { boundSession } from "./binding.js";
 import { sessionIdByName } from "./names.js";
 import { leaseValid, onOtherHost } from "./lease.js";
 import { isOwnProcess, supervisorMarker } from "./proc.js";
@@ -9,16 +10,43 @@ import {
   ENDED_STATUSES,
   HISTORY_PREFIX,
   historyPath,
+  memoryRootOf,
+  readActiveSessions,
   sessionPath,
   type SessionRecord,
   type SessionStatus,
 } from "./records.js";
 
-/** The current session's record, if a session is current. */
-export function currentSession(store: Pick<Store, "get">): SessionRecord | undefined {
+/**
+ * The record of the session this command acts on (binding.ts: the agent's, `--session`, the one
+ * bound to this worktree, the only active one), if that session is not ended. Several active
+ * sessions and nothing to choose between them: APEX_E_AMBIGUOUS_SESSION.
+ */
+export function currentSession(store: Pick<Store, "get" | "query">): SessionRecord | undefined {
+  const id = boundSessionId(store);
+  return id === undefined ? undefined : (store.get(sessionPath(id)) as SessionRecord | undefined);
+}
+
+/** The id of the session this command acts on (binding.ts), active or ended; undefined when nothing decides. */
+export function boundSessionId(store: Pick<Store, "get" | "query">): string | undefined {
+  return boundSession(store, (ref) => resolveSessionId(store as Store, ref))?.sessionId;
+}
+
+/** The session active in the project's own working tree (/sessions/current), whatever this command is bound to. */
+export function projectSession(store: Pick<Store, "get">): SessionRecord | undefined {
   const current = store.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined;
   if (!current?.session_id) return undefined;
   return store.get(sessionPath(current.session_id)) as SessionRecord | undefined;
+}
+
+/** Every session not ended (/sessions/active), in no particular order. */
+export function activeSessions(store: Pick<Store, "get">): SessionRecord[] {
+  const out: SessionRecord[] = [];
+  for (const id of Object.keys(readActiveSessions(store))) {
+    const record = store.get(sessionPath(id)) as SessionRecord | undefined;
+    if (record && typeof record === "object") out.push(record);
+  }
+  return out;
 }
 
 export function findSession(store: Pick<Store, "get">, sessionId: string): SessionRecord | undefined {
@@ -57,11 +85,13 @@ export function historySessions(store: Store): SessionRecord[] {
   return out.sort((a, b) => (key(a) < key(b) ? 1 : key(a) > key(b) ? -1 : 0));
 }
 
-/** The current session first, then the ended ones (reconstructed sessions are kept with them). */
+/** The active sessions (the project's own first), then the ended ones (reconstructed sessions are kept with them). */
 export function allSessions(store: Store): SessionRecord[] {
-  const current = currentSession(store);
-  const history = historySessions(store).filter((record) => record.session_id !== current?.session_id);
-  return current ? [current, ...history] : history;
+  const project = projectSession(store);
+  const active = activeSessions(store).filter((record) => record.session_id !== project?.session_id);
+  if (project) active.unshift(project);
+  const ids = new Set(active.map((record) => record.session_id));
+  return [...active, ...historySessions(store).filter((record) => !ids.has(record.session_id))];
 }
 
 /**
@@ -70,11 +100,12 @@ export function allSessions(store: Store): SessionRecord[] {
  * older session, holds nothing of it: continuing one restores its latest checkpoint instead.
  */
 export function liveMemoryOwner(store: Store): string | undefined {
-  const current = currentSession(store);
+  const current = projectSession(store);
   if (current) return current.session_id;
   let owner: string | undefined;
   let latest = "";
   for (const record of historySessions(store)) {
+    if (memoryRootOf(record) !== "") continue; // a worktree session's memory has its own root
     for (const entry of Array.isArray(record.history) ? record.history : []) {
       if ((entry.event === "started" || entry.event === "continued") && typeof entry.at === "string" && entry.at > latest) {
         latest = entry.at;
@@ -83,6 +114,19 @@ export function liveMemoryOwner(store: Store): string | undefined {
     }
   }
   return owner;
+}
+
+/**
+ * True when the keyspace holds `sessionId`'s working memory: for a session of the project's own
+ * working tree, when it owns the root (liveMemoryOwner); for a worktree session, once it has run
+ * (its own root, /sessions/<sid>/memory, is written by its first start from its checkpoint).
+ */
+export function holdsLiveMemory(store: Store, sessionId: string): boolean {
+  const record = findSession(store, sessionId);
+  if (record && memoryRootOf(record) !== "") {
+    return Array.isArray(record.history) && record.history.some((entry) => entry.event === "started" || entry.event === "continued");
+  }
+  return liveMemoryOwner(store) === sessionId;
 }
 
 export interface ContinueTarget {
@@ -181,7 +225,9 @@ export function resolveSessionId(store: Store, ref: string): string {
  */
 export function readableSessionId(store: Store, ref?: string): string {
   if (ref !== undefined) return resolveSessionId(store, ref);
-  const session = currentSession(store) ?? historySessions(store)[0];
+  const bound = boundSessionId(store);
+  if (bound !== undefined && findSession(store, bound)) return bound;
+  const session = historySessions(store)[0];
   if (!session) throw noSessionError();
   return session.session_id;
 }

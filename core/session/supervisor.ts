@@ -22,9 +22,12 @@ import {
   agentsPrefix,
   countersPath,
   historyPath,
+  memoryRootOf,
   nowIso,
   sessionPath,
+  setActiveSession,
   setSessionRecord,
+  worktreeOf,
   tasksPrefix,
   type AgentRecord,
   type AgentStatus,
@@ -36,7 +39,8 @@ import { agentLogDir, removeRuntime, socketPathFor, writeRuntime } from "./runti
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
 import { LeaseHolder, localHost } from "./lease.js";
 import { recountTasks, SessionService } from "./service.js";
-import { findSession, isEnded, liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
+import { findSession, holdsLiveMemory, isEnded, liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
+import { setOwnSession } from "./binding.js";
 
 /** What `apex start` asks the supervisor to do. */
 export interface SupervisorRequest {
@@ -182,28 +186,36 @@ export class Supervisor {
     deps: { config: Config; store: Store; engine: Engine; log: (message: string) => void; onExit: (code: number) => void },
   ): Promise<{ supervisor: Supervisor; ready: ReadyReport }> {
     const { store, config, log } = deps;
-    const socketPath = socketPathFor(request.storeDir);
     // The nonce `apex start` put in this process's environment: with it, `apex stop --force` can prove the pid is this supervisor.
     const nonce = process.env[SUPERVISOR_NONCE_VAR] ?? null;
     const host = localHost();
     const leaseTtlMs = config.session.lease_ttl * 1000;
-    const self = { pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket: socketPath, started_at: nowIso(), nonce, host, lease_ttl_ms: leaseTtlMs };
+    // The project's own session serves <store>/supervisor.sock; a session in a git worktree its own socket under run/.
+    const identity = (socket: string) => ({ pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket, started_at: nowIso(), nonce, host, lease_ttl_ms: leaseTtlMs });
     let claim: Claim;
     let claimedAt = 0;
     let foreignState = false;
+    let socketPath: string;
     if (request.mode === "start") {
       await saveFinalState(store, undefined, log);
+      socketPath = socketPathFor(request.storeDir);
       claimedAt = performance.now();
-      claim = await claimNewSession(store, config, request, self);
+      claim = await claimNewSession(store, config, request, identity(socketPath));
     } else {
       const service = checkpointServiceFor(store);
       const target = await resolveContinueTarget(store, request.continueTarget ?? "last", service);
-      await saveFinalState(store, target.sessionId, log);
-      // The live keyspace holds the memory of the running or last-run session (liveMemoryOwner).
-      // Another session (a branch, an older session) comes back with its own state: its latest
-      // checkpoint, restored without saving the other session's memory as its own.
+      const targetRecord = findSession(store, target.sessionId);
+      const inWorktree = targetRecord !== undefined && memoryRootOf(targetRecord) !== "";
+      socketPath = socketPathFor(request.storeDir, inWorktree ? target.sessionId : undefined);
+      // A session in its own worktree has its own memory root: it displaces nobody's live memory.
+      if (!inWorktree) await saveFinalState(store, target.sessionId, log);
+      // The live keyspace holds the memory of the running or last-run session of the project's
+      // working tree (liveMemoryOwner), and each worktree session's own root once it has run.
+      // A session that does not hold its memory there (a branch, an older session) comes back
+      // with its own state: its latest checkpoint, restored without saving another's memory as its own.
       const owner = liveMemoryOwner(store);
-      if (target.checkpoint === undefined && !request.forceRecovery && typeof owner === "string" && owner !== target.sessionId && service?.prepare) {
+      const foreign = inWorktree ? !holdsLiveMemory(store, target.sessionId) : typeof owner === "string" && owner !== target.sessionId;
+      if (target.checkpoint === undefined && !request.forceRecovery && foreign && service?.prepare) {
         target.checkpoint = (await service.prepare({ sessionId: target.sessionId, checkpoint: undefined })).checkpoint;
         if (target.checkpoint !== undefined) foreignState = true;
       }
@@ -216,8 +228,9 @@ export class Supervisor {
         target.checkpoint = prepared.checkpoint;
       }
       claimedAt = performance.now();
-      claim = await claimContinuedSession(store, config, target, self);
+      claim = await claimContinuedSession(store, config, target, identity(socketPath));
     }
+    setOwnSession(claim.sessionId);
     const supervisor = new Supervisor(config, store, deps.engine, claim.sessionId, socketPath, log, deps.onExit);
     if (claim.takenOverFrom) log(`session ${claim.sessionId}: taken over from host ${claim.takenOverFrom} (its lease had expired); generation ${claim.generation} on host ${host}`);
     // From here on every write of this process checks the lease; it is renewed every ttl/3.
@@ -277,6 +290,7 @@ export class Supervisor {
     }
     await this.server.listen();
     this.registerMethods();
+    const own = this.service.session();
     writeRuntime(request.storeDir, {
       pid: process.pid,
       start_time: processStartTime(process.pid) ?? 0,
@@ -284,6 +298,8 @@ export class Supervisor {
       session_id: this.sessionId,
       started_at: nowIso(),
       log: join(request.storeDir, "supervisor.log"),
+      worktree: worktreeOf(own),
+      name: typeof own.name === "string" ? own.name : null,
     });
     this.tapEngine();
     await this.engine.fire("onStart", this.service.context());
@@ -347,7 +363,7 @@ export class Supervisor {
     await this.terminateAll({ graceMs: 2000 }).catch(() => undefined);
     await this.finish("failed", `could not start: ${message}`).catch((inner) => this.log(`cannot record the failure: ${String(inner)}`));
     await this.server.close().catch(() => undefined);
-    removeRuntime(this.config.storeDir);
+    removeRuntime(this.config.storeDir, process.pid, this.sessionId);
   }
 
   /**
@@ -829,6 +845,7 @@ export class Supervisor {
       batch.set(historyPath(this.sessionId), next);
       const current = batch.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined;
       if (current?.session_id === this.sessionId) batch.delete(CURRENT_SESSION_PATH);
+      setActiveSession(batch, this.sessionId, null);
       record(`session.${status}`, { reason: outcome }, actor);
     }, "supervisor");
     this.log(`session ${status}: ${outcome}`);
@@ -1017,7 +1034,7 @@ export class Supervisor {
     this.clearTimers();
     this.lease?.stop();
     // The runtime file goes first: from now on CLI commands no longer route to this process.
-    removeRuntime(this.config.storeDir);
+    removeRuntime(this.config.storeDir, process.pid, this.sessionId);
     await this.server.close().catch(() => undefined);
     await this.store.close().catch(() => undefined);
     this.log(`supervisor exits (${code})`);

@@ -5,6 +5,7 @@
  * checkpoint gets its git state (beforeCheckpoint) and retention runs after it.
  */
 import { spawnSync } from "node:child_process";
+import { realpathSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
@@ -23,9 +24,9 @@ import { resolveSessionRef } from "./plugin-sessions.js";
 import type { SessionMergeReport } from "./session-merge.js";
 import { drawTree, type SessionTree } from "./tree.js";
 
-/** Calls a write method where the writer is. */
-async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>): Promise<unknown> {
-  const socket = writerSocket(location);
+/** Calls a write method where the writer is: `sessionId`'s own supervisor when it runs (a merge goes through DST's). */
+async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string): Promise<unknown> {
+  const socket = writerSocket(location, sessionId);
   if (socket) return callWriter(socket, method, params);
   if (!(await storeExists(location))) throw noStore();
   const { loadConfig } = await import("../../core/config/load.js");
@@ -60,6 +61,8 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   if (options.worktree !== undefined && options.worktree !== false) {
     const dir = typeof options.worktree === "string" ? resolve(options.worktree) : join(dirname(location.projectDir), `${basename(location.projectDir)}-${name}`);
     worktree = createWorktree(location.projectDir, dir, `apex/${name}`, source.commit, source.label);
+    // Its canonical path: the worktree binds commands run in it to the branch session (core/session/binding.ts).
+    worktree.path = realpathSync(worktree.path);
   }
   let report: BranchReport;
   try {
@@ -117,7 +120,9 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
     if (report.refused) process.exitCode = 4;
     return;
   }
-  const report = (await callWrite(location, "session.merge", { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) })) as SessionMergeReport;
+  // Into an active DST through DST's own supervisor (the one writer of its memory): its agents see the state before or after.
+  const destination = await withReadStore(location, (store) => resolveSessionRef(store, dst)).catch(() => undefined);
+  const report = (await callWrite(location, "session.merge", { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) }, destination)) as SessionMergeReport;
   printMerge(report, options);
 }
 
@@ -138,7 +143,7 @@ async function callRead(location: ProjectLocation, method: string, params: Recor
 
 /** The real merge's refusal, for the exit code and message, when the dry run said it would refuse. */
 async function refusedReport(location: ProjectLocation, params: Record<string, unknown>): Promise<never> {
-  await callWrite(location, "session.merge", params);
+  await callWrite(location, "session.merge", params, undefined);
   throw new ApexError("APEX_E_INTERNAL", "The merge was expected to be refused.");
 }
 

@@ -31,8 +31,9 @@ export function branchMethods(
         return report as unknown as JsonValue;
       }),
     "session.merge": (params) => {
+      // writer_pid: the process that wrote the merge (DST's supervisor while DST runs: its one writer).
       const run = async () =>
-        (await mergeSessions(store, {
+        ({ ...(await mergeSessions(store, {
           source: text(params, "source"),
           destination: text(params, "destination"),
           strategy: typeof params.strategy === "string" ? params.strategy : undefined,
@@ -42,7 +43,7 @@ export function branchMethods(
           ...(options.enrich ? { enrich: options.enrich } : {}),
           ...(options.afterCheckpoint ? { afterCheckpoint: options.afterCheckpoint } : {}),
           ...(params.git !== undefined ? { git: params.git as JsonValue } : {}),
-        })) as unknown as JsonValue;
+        })), writer_pid: process.pid }) as unknown as JsonValue;
       return params.dry_run === true ? run() : options.serialize(run);
     },
     "session.tree": () => sessionTree(store) as unknown as JsonValue,

@@ -43,7 +43,7 @@ import {
   resolveCheckpoint,
   type ResolveOptions,
 } from "./refs.js";
-import { DETACHED_ROOTS, isDetached, normalizeScope, pathSegments, scopeKey, segmentsPath, type MemoryScope } from "./scope.js";
+import { baseKey, DETACHED_ROOTS, isDetached, memoryMountOf, normalizeScope, pathSegments, segmentsPath, type MemoryScope } from "./scope.js";
 import { buildSnapshot, type SessionBase, type TreeResult } from "./snapshot.js";
 
 export type { CheckpointManifest, CheckpointTrigger } from "./manifest.js";
@@ -163,10 +163,12 @@ export function writeCheckpoint(store: Store, params: CheckpointParams): Created
   const catalog = Catalog.of(store);
   const view = ObjectStore.of(store).view();
   const parent = latestSummary(catalog, sessionId);
-  const key = scopeKey(scope);
+  // A session in a git worktree has its own memory root: its checkpoints capture that, from its own base.
+  const mount = memoryMountOf(store, sessionId);
+  const key = baseKey(scope, mount);
   const base = catalog.base(key);
   const snapshot = buildSnapshot(store, view, {
-    memory: { scope, base },
+    memory: { scope, base, mount },
     session: { id: sessionId, base: parent && sessionBaseOf(parent) },
   });
   let memory = snapshot.memory!;
@@ -483,10 +485,12 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     if (withSession) requireSession(store, target);
     const catalog = Catalog.of(store);
     const scope = normalizeScope(manifest.memory.scope);
-    const key = scopeKey(scope);
+    // The memory goes back where the target session keeps it: the root, or its own root in a git worktree.
+    const mount = memoryMountOf(store, target);
+    const key = baseKey(scope, mount);
     const view = ObjectStore.of(store).view({ overlay: true });
     const current = buildSnapshot(store, view, {
-      ...(options.memory !== false ? { memory: { scope, base: catalog.base(key) } } : {}),
+      ...(options.memory !== false ? { memory: { scope, base: catalog.base(key), mount } } : {}),
       ...(withSession ? { session: { id: target } } : {}),
     });
     // The differences first, the values they need then, read grouped by pack (a whole-tree
@@ -494,13 +498,13 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     const writes: Array<{ path: string; hash?: Hash; bytes?: Buffer }> = [];
     // Every path written is checked to stay inside the session (contained.ts): the cost follows the difference.
     const escapes: ContainmentProblem[] = [];
-    const collect = (mount: string, from: Hash | null, to: Hash | null): PathChanges => {
+    const collect = (tree: "memory" | "tasks" | "agents", root: string, from: Hash | null, to: Hash | null): PathChanges => {
       const changes: PathChanges = { set: [], deleted: [] };
-      const tree = mount === "" ? "memory" : mount.endsWith("/tasks") ? "tasks" : "agents";
       diffTrees(view, from, to, (change) => {
-        const path = `${mount}${segmentsPath(change.segments)}`;
-        if (mount === "" && isDetached(path)) return; // no live record mirrors it (scope.ts)
-        const escape = change.after ? writeProblem(tree, mount, change.segments) : undefined;
+        const relative = segmentsPath(change.segments);
+        const path = `${root}${relative}`;
+        if (tree === "memory" && isDetached(relative)) return; // no live record mirrors it (scope.ts)
+        const escape = change.after ? writeProblem(tree, tree === "memory" ? "" : root, change.segments) : undefined;
         if (escape) escapes.push(escape);
         if (change.after) {
           writes.push({ path, hash: change.after });
@@ -513,9 +517,9 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
       return changes;
     };
     const none = (): PathChanges => ({ set: [], deleted: [] });
-    const memory = options.memory !== false ? collect("", current.memory!.root, manifest.memory.root) : none();
-    const tasks = options.tasks !== false ? collect(tasksRoot(target), current.tasks!.root, manifest.tasks.root) : none();
-    const agents = options.agents !== false ? collect(agentsRoot(target), current.agents!.root, manifest.agents.root) : none();
+    const memory = options.memory !== false ? collect("memory", mount, current.memory!.root, manifest.memory.root) : none();
+    const tasks = options.tasks !== false ? collect("tasks", tasksRoot(target), current.tasks!.root, manifest.tasks.root) : none();
+    const agents = options.agents !== false ? collect("agents", agentsRoot(target), current.agents!.root, manifest.agents.root) : none();
     refuseEscapes(manifest, escapes);
     view.prefetchValues(writes.flatMap((write) => (write.hash ? [write.hash] : [])));
     for (const write of writes) if (write.hash) write.bytes = view.encodedValue(write.hash); // a value object goes back as it is

@@ -1,3 +1,4 @@
+import { boundSessionId } from "../../core/session/sessions.js";
 import { AsyncLocalStorage } from "node:async_hooks";
 import { AsyncSeriesHook } from "tapable";
 import { parseDuration } from "../../core/config/duration.js";
@@ -89,9 +90,13 @@ export default definePlugin<CheckpointPluginOptions>({
     });
     provideCheckpointService(store, checkpoints.service());
 
+    // The session this process acts on (a supervisor: its own; core/session/binding.ts).
     const currentSession = (): string | undefined => {
-      const current = store.get("/sessions/current") as { session_id?: unknown } | undefined;
-      return typeof current?.session_id === "string" ? current.session_id : undefined;
+      try {
+        return boundSessionId(store);
+      } catch {
+        return undefined;
+      }
     };
 
     // Set while an onError event is handled here: an error raised meanwhile (a failing

@@ -24,7 +24,7 @@ import { paint, plural, printJson, printLine } from "../../core/cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
-import { forcedEndpoint, liveSupervisor, writerEndpoint } from "../../core/session/runtime.js";
+import { forcedEndpoint, liveSupervisor, liveSupervisorOf, liveSupervisors, writerEndpoint } from "../../core/session/runtime.js";
 import { type Store, type JsonValue } from "../../core/store/store.js";
 import { openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import type { CheckpointSummary } from "./catalog.js";
@@ -53,9 +53,25 @@ export function noStore(): ApexError {
   return new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
 }
 
-/** The socket of the store's writer, if a supervisor runs (inside an agent: always its supervisor). */
-export function writerSocket(location: ProjectLocation): string | undefined {
-  return writerEndpoint(location.storeDir);
+/**
+ * The socket of a writer, if a supervisor runs (inside an agent: always its supervisor): `sessionId`'s
+ * own when it runs, else the one of the session this command is bound to, else any live one (each
+ * supervisor's checkpoint service writes any session's checkpoints).
+ */
+export function writerSocket(location: ProjectLocation, sessionId?: string): string | undefined {
+  const forced = forcedEndpoint();
+  if (forced) return forced;
+  if (sessionId !== undefined) {
+    const own = liveSupervisorOf(location.storeDir, sessionId);
+    if (own) return own.socket;
+  }
+  try {
+    const bound = writerEndpoint(location.storeDir);
+    if (bound) return bound;
+  } catch (error) {
+    if (!isApexError(error) || error.code !== "APEX_E_AMBIGUOUS_SESSION") throw error;
+  }
+  return liveSupervisors(location.storeDir)[0]?.socket;
 }
 
 export async function callWriter(socket: string, method: string, params: Record<string, unknown>): Promise<unknown> {

@@ -26,7 +26,7 @@ import { branchMethods } from "./branch-methods.js";
 import { checkpointPage } from "./plugin-list.js";
 import { agentsOf, checkpointRecord } from "./record.js";
 import { defaultSessionIfAny, resolveSessionRef, sessionFor } from "./plugin-sessions.js";
-import { inScope, normalizeScope, scopeKey, type MemoryScope } from "./scope.js";
+import { inScope, memoryMountOf, normalizeScope, scopeKey, type MemoryScope } from "./scope.js";
 
 /**
  * The checkpoint plugin's side of a session: writing checkpoints (one at a time, skipping
@@ -144,6 +144,9 @@ export class SessionCheckpoints {
     }
     const tasks = `${tasksRoot(sessionId)}/`;
     const agents = `${agentsRoot(sessionId)}/`;
+    // A session in a git worktree keeps its memory below its own root; other sessions' writes are not its changes.
+    const mount = memoryMountOf(this.store, sessionId);
+    const inMemory = (path: string) => (mount === "" ? inScope(this.scope, path) : path.startsWith(`${mount}/`) && inScope(this.scope, path.slice(mount.length)));
     let expected = latest.revision + 1;
     for (const change of this.store.changesSince(latest.revision)) {
       if (change.revision !== expected) return false; // a hole in the log: cannot tell
@@ -151,7 +154,7 @@ export class SessionCheckpoints {
       // The supervisor's own bookkeeping of agent processes (pid, status on start, pause, exit) is not work to save.
       if (change.path.startsWith(agents) && change.actor === "supervisor") continue;
       if (memoryOnly && (change.path.startsWith(tasks) || change.path.startsWith(agents))) continue;
-      if (change.path.startsWith(tasks) || change.path.startsWith(agents) || inScope(this.scope, change.path)) return false;
+      if (change.path.startsWith(tasks) || change.path.startsWith(agents) || inMemory(change.path)) return false;
     }
     return expected - 1 === this.store.revision();
   }

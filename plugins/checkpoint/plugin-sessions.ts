@@ -1,6 +1,6 @@
 import { ApexError } from "../../core/errors.js";
 import { sessionIdByName } from "../../core/session/names.js";
-import { currentSession, historySessions } from "../../core/session/sessions.js";
+import { boundSessionId, historySessions } from "../../core/session/sessions.js";
 import type { Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
 
@@ -53,7 +53,10 @@ function knownSession(store: Store, id: string): boolean {
 
 /** The session checkpoint commands default to: the current one, else the one that ended last. */
 export function defaultSession(store: Store): string {
-  const session = currentSession(store) ?? historySessions(store)[0];
+  // The session this command is bound to (the agent's, --session, this worktree's, the only active one), active or ended.
+  const bound = boundSessionId(store);
+  if (bound !== undefined && (store.has(`/sessions/${bound}`) || store.has(`/sessions/history/${bound}`))) return bound;
+  const session = historySessions(store)[0];
   if (!session) {
     throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   }
@@ -63,7 +66,7 @@ export function defaultSession(store: Store): string {
 /** The default session, or undefined when the project has none. */
 export function defaultSessionIfAny(store: Store): string | undefined {
   try {
-    return (currentSession(store) ?? historySessions(store)[0])?.session_id;
+    return defaultSession(store);
   } catch {
     return undefined;
   }

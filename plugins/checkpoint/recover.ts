@@ -23,7 +23,7 @@ import {
   type CheckpointManifest,
 } from "./manifest.js";
 import { ACTORS, assertWritable, loadManifest, manifestKeys, resolveCheckpoint, type ResolveOptions } from "./refs.js";
-import { DEFAULT_SCOPE, isDetached, keysInScope, normalizeScope, pathSegments, scopeKey, type MemoryScope } from "./scope.js";
+import { baseKey, DEFAULT_SCOPE, inScope, isDetached, keysInScope, memoryMountOf, normalizeScope, pathSegments, type MemoryScope } from "./scope.js";
 import { buildSnapshot, readJsonRecord } from "./snapshot.js";
 import { verifyCheckpoint } from "./validate.js";
 
@@ -157,7 +157,9 @@ export async function forceRecover(store: Store, ref: string, options: ForceReco
     const view = ObjectStore.of(store).view({ overlay: true, fresh: true });
     assertContained((hash) => view.readNode(hash), manifest);
     // The live state's objects, so damaged objects it still has can be read from it.
-    const current = buildSnapshot(store, view, { memory: { scope, base: Catalog.of(store).base(scopeKey(scope)) }, skipUnreadable: true });
+    // Into a session in a git worktree: its own memory root (scope.ts: memoryMountOf).
+    const mount = options.intoSession !== undefined ? memoryMountOf(store, options.intoSession) : "";
+    const current = buildSnapshot(store, view, { memory: { scope, base: Catalog.of(store).base(baseKey(scope, mount)), mount }, skipUnreadable: true });
     const memory = salvageTree(view, manifest.memory.root, "/");
     const tasks = salvageTree(view, manifest.tasks.root, tasksRoot(manifest.session_id));
     const agents = salvageTree(view, manifest.agents.root, agentsRoot(manifest.session_id));
@@ -167,28 +169,30 @@ export async function forceRecover(store: Store, ref: string, options: ForceReco
     const kept: string[] = [];
     const writes: Array<{ path: string; value?: JsonValue }> = [];
     const seen = new Set<string>();
-    for (const path of keysInScope(store, scope)) {
+    const liveKeys = (): Iterable<string> =>
+      mount === "" ? keysInScope(store, scope) : [...store.keysBelow(mount)].map((key) => key.slice(mount.length)).filter((path) => inScope(scope, path));
+    for (const path of liveKeys()) {
       seen.add(path);
       const wanted = memory.values.get(path);
       if (wanted === undefined) {
         if (coveredByLoss(path, memory.lost)) kept.push(path);
         else {
           deleted.push(path);
-          writes.push({ path });
+          writes.push({ path: `${mount}${path}` });
         }
         continue;
       }
-      const now = readJsonRecord(store, path); // unreadable now: overwrite with the checkpoint's value
+      const now = readJsonRecord(store, `${mount}${path}`); // unreadable now: overwrite with the checkpoint's value
       const same = now.ok && now.value !== undefined && canonicalJson(now.value) === canonicalJson(wanted);
       if (!same) {
         set.push(path);
-        writes.push({ path, value: wanted });
+        writes.push({ path: `${mount}${path}`, value: wanted });
       }
     }
     for (const [path, value] of memory.values) {
       if (seen.has(path) || isDetached(path)) continue; // kept in checkpoint trees only (scope.ts)
       set.push(path);
-      writes.push({ path, value });
+      writes.push({ path: `${mount}${path}`, value });
     }
     const keptRecords = { tasks: [] as string[], agents: [] as string[] };
     if (options.intoSession !== undefined) {

@@ -1,4 +1,5 @@
-import { ApexError } from "../../core/errors.js";
+import { boundSessionId } from "../../core/session/sessions.js";
+import { ApexError, isApexError } from "../../core/errors.js";
 import type { Hash } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type Located } from "./catalog.js";
@@ -84,13 +85,15 @@ function notFound(message: string, ref: string): ApexError {
 
 /** The session /sessions/current points at. */
 export function currentSessionId(store: Store): string {
-  let current: JsonValue | undefined;
+  // The session this process acts on (core/session/binding.ts): a supervisor's own, --session, this worktree's, …
+  let id: string | undefined;
   try {
-    current = store.get("/sessions/current");
-  } catch {
-    current = undefined;
+    const bound = boundSessionId(store);
+    id = bound !== undefined && store.has(`/sessions/${bound}`) ? bound : undefined;
+  } catch (error) {
+    if (isApexError(error) && error.code === "APEX_E_AMBIGUOUS_SESSION") throw error;
+    id = undefined;
   }
-  const id = isRecord(current) ? current.session_id : undefined;
   if (typeof id !== "string" || !id) {
     throw new ApexError("APEX_E_NO_SESSION", "There is no current session.", {
       hint: 'Start one with `apex start --task "…"`, or name a checkpoint of another session as <session>/checkpoint-007 (`apex session list` shows the sessions).',

@@ -3,6 +3,7 @@ import { compileGlob, type Glob } from "../../core/store/glob.js";
 import { compareCodePoints } from "./engine/objects.js";
 import { checkPath, isWithin, subtreeRange } from "../../core/store/paths.js";
 import type { Store } from "../../core/store/store.js";
+import { memoryRootOf } from "../../core/session/records.js";
 
 /**
  * Which keyspace paths a checkpoint's memory covers: those matched by one of `include`
@@ -76,6 +77,28 @@ function simplify(entries: string[]): string[] {
 
 export function scopeKey(scope: MemoryScope): string {
   return JSON.stringify([scope.include, scope.exclude]);
+}
+
+/**
+ * The catalog's memory base key: the scope's, and for a session with its own memory root
+ * (core/session/records.ts: memoryRootOf) that root too, so sessions running side by side each
+ * build their next checkpoint from their own memory.
+ */
+export function baseKey(scope: MemoryScope, mount = ""): string {
+  return mount === "" ? scopeKey(scope) : `${mount}\n${scopeKey(scope)}`;
+}
+
+/** The keyspace root of `sessionId`'s working memory: "" (the root) or `/sessions/<sid>/memory`. */
+export function memoryMountOf(store: Pick<Store, "get">, sessionId: string): string {
+  let record: unknown;
+  try {
+    record = store.get(`/sessions/${sessionId}`) ?? store.get(`/sessions/history/${sessionId}`);
+  } catch {
+    return "";
+  }
+  return record && typeof record === "object" && typeof (record as { session_id?: unknown }).session_id === "string"
+    ? memoryRootOf(record as Parameters<typeof memoryRootOf>[0])
+    : "";
 }
 
 interface Matcher {

@@ -1,7 +1,7 @@
 import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { appendEvent, recountTasks } from "../../core/session/service.js";
-import { liveMemoryOwner } from "../../core/session/sessions.js";
+import { holdsLiveMemory } from "../../core/session/sessions.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { writeCheckpoint } from "./checkpoints.js";
@@ -23,7 +23,7 @@ import {
 } from "./merge.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
 import { ACTORS, assertWritable, loadManifest } from "./refs.js";
-import { DEFAULT_SCOPE, normalizeScope, scopeKey, type MemoryScope } from "./scope.js";
+import { baseKey, DEFAULT_SCOPE, memoryMountOf, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
 
 /**
@@ -78,6 +78,8 @@ export interface SessionMergeReport {
   /** The merge checkpoint written (null: none). */
   checkpoint: { id: string; name: string; sequence: number; parent: string | null; merge_parent: string } | null;
   git: JsonValue | null;
+  /** The process that wrote it (added by the control method): DST's supervisor while DST runs. */
+  writer_pid?: number;
 }
 
 export async function mergeSessions(store: Store, request: SessionMergeRequest): Promise<SessionMergeReport> {
@@ -104,7 +106,9 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     const theirs = loadManifest(store, locatedOf(theirsSummary));
     const oursSummary = catalog.latest(destinationId);
     const ours = oursSummary ? loadManifest(store, locatedOf(oursSummary)) : undefined;
-    const live = liveMemoryOwnerOf(store) === destinationId;
+    const live = holdsLiveMemoryOf(store, destinationId);
+    // DST's working memory: the root, or its own root when it runs in a git worktree.
+    const mount = memoryMountOf(store, destinationId);
     if (!ours && !live) {
       throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${destinationId} has no checkpoint to merge into.`, { hint: "Continue it and create one, or merge the other way." });
     }
@@ -115,7 +119,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     const view = objectView(store, { overlay: live || dryRun });
     let oursRoots = ours ? { memory: ours.memory.root, tasks: ours.tasks.root } : { memory: null, tasks: null };
     if (live && !upToDate) {
-      const snapshot = buildSnapshot(store, view, { memory: { scope, base: catalog.base(scopeKey(scope)) }, session: { id: destinationId } });
+      const snapshot = buildSnapshot(store, view, { memory: { scope, base: catalog.base(baseKey(scope, mount)), mount }, session: { id: destinationId } });
       oursRoots = { memory: snapshot.memory!.root, tasks: snapshot.tasks!.root };
     }
     const plan: MergePlan = upToDate
@@ -165,8 +169,8 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       const values = encodedValues(view, [...memoryChanges, ...taskChanges]);
       store.batchSync((batch) => {
         for (const change of memoryChanges) {
-          if (change.hash) batch.setEncoded(change.path, values.get(change.hash)!);
-          else batch.delete(change.path);
+          if (change.hash) batch.setEncoded(`${mount}${change.path}`, values.get(change.hash)!);
+          else batch.delete(`${mount}${change.path}`);
         }
         for (const change of taskChanges) {
           const path = `${tasksRoot(destinationId)}${change.path}`;
@@ -241,11 +245,11 @@ function lines(changes: readonly MergeChange[]): ChangeLine[] {
   return changes.map((change) => ({ path: change.path, kind: change.kind, ...(change.resolved ? { resolved: true } : {}) }));
 }
 
-function liveMemoryOwnerOf(store: Store): string | undefined {
+function holdsLiveMemoryOf(store: Store, sessionId: string): boolean {
   try {
-    return liveMemoryOwner(store);
+    return holdsLiveMemory(store, sessionId);
   } catch {
-    return undefined; // unreadable records: treat DST as not holding live memory (a checkpoint only)
+    return false; // unreadable records: treat DST as not holding live memory (a checkpoint only)
   }
 }
 

@@ -36,8 +36,8 @@ export interface Snapshot {
 }
 
 export interface SnapshotOptions {
-  /** Hash the project memory of this scope. */
-  memory?: { scope: MemoryScope; base?: MemoryBase | undefined };
+  /** Hash the project memory of this scope; `mount`: below this keyspace root (a worktree session's own memory). */
+  memory?: { scope: MemoryScope; base?: MemoryBase | undefined; mount?: string | undefined };
   /** Hash this session's tasks and agent states. */
   session?: { id: string; base?: SessionBase | undefined };
   /**
@@ -53,6 +53,8 @@ const MAX_SESSION_LOG_SCAN = 100_000;
 export function buildSnapshot(store: Store, view: ObjectView, options: SnapshotOptions): Snapshot {
   const revision = store.revision();
   const scope = options.memory?.scope;
+  const mount = options.memory?.mount ?? "";
+  const memoryPrefix = `${mount}/`;
   const sessionId = options.session?.id;
   let memoryBase = options.memory?.base && options.memory.base.revision <= revision ? options.memory.base : undefined;
   let sessionBase = options.session?.base && options.session.base.revision <= revision ? options.session.base : undefined;
@@ -80,8 +82,8 @@ export function buildSnapshot(store: Store, view: ObjectView, options: SnapshotO
       }
       expected += 1;
       const path = change.path;
-      if (memoryBase && change.revision > memoryBase.revision && inScope(scope!, path)) {
-        memoryChanges.add(pathSegments(path));
+      if (memoryBase && change.revision > memoryBase.revision && (mount === "" ? inScope(scope!, path) : path.startsWith(memoryPrefix) && inScope(scope!, path.slice(mount.length)))) {
+        memoryChanges.add(pathSegments(mount === "" ? path : path.slice(mount.length)));
         if (collect) memoryPaths.push(path);
       } else if (sessionBase && change.revision > sessionBase.revision) {
         if (tasksPrefix && path.startsWith(tasksPrefix)) {
@@ -103,11 +105,17 @@ export function buildSnapshot(store: Store, view: ObjectView, options: SnapshotO
   const snapshot: Snapshot = { revision };
   const prefetched = prefetchRecords(store, memoryBase || sessionBase ? [...memoryPaths, ...sessionPaths] : []);
   if (scope) {
-    const readMemory = (segments: readonly string[]) => readRecord(store, segmentsPath(segments), options.skipUnreadable, prefetched);
+    const label = (segments: readonly string[]) => `${mount}${segmentsPath(segments)}`;
+    const readMemory = (segments: readonly string[]) => readRecord(store, label(segments), options.skipUnreadable, prefetched);
     const base = memoryBase && { root: memoryBase.root, count: memoryBase.keys };
-    snapshot.memory = buildTree(view, base, memoryChanges, readMemory, segmentsPath, () => {
+    snapshot.memory = buildTree(view, base, memoryChanges, readMemory, label, () => {
       const all = new ChangeSet();
-      for (const key of keysInScope(store, scope)) all.add(pathSegments(key));
+      if (mount === "") for (const key of keysInScope(store, scope)) all.add(pathSegments(key));
+      else
+        for (const key of store.keysBelow(mount)) {
+          const relative = key.slice(mount.length);
+          if (inScope(scope, relative)) all.add(pathSegments(relative));
+        }
       return all;
     });
   }

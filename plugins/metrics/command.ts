@@ -1,7 +1,7 @@
 import { table } from "../../core/cli/output.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { currentSession, historySessions } from "../../core/session/sessions.js";
+import { findSession, readableSessionId } from "../../core/session/sessions.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { formatMs, metricRows, utilizationRows } from "./format.js";
 import { isRecord, metricsPath, type SessionMetrics } from "./record.js";
@@ -28,7 +28,12 @@ async function recorded(context: CommandContext): Promise<SessionMetrics> {
   // Opening the store for writing would create it: a project that never ran APEX has no session.
   if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) throw noSession();
   const store = await context.store();
-  const session = currentSession(store) ?? historySessions(store)[0];
+  let session;
+  try {
+    session = findSession(store, readableSessionId(store));
+  } catch {
+    session = undefined;
+  }
   if (!session) throw noSession();
   const stored = store.get(metricsPath(session.session_id));
   if (!isRecord(stored) || stored.session_id !== session.session_id) {

@@ -14,7 +14,7 @@ import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, 
 import type { SessionEvent } from "../../core/session/records.js";
 import { readOnlySession, readStored, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../core/session/cli/logs.js";
-import { agentLogDir, liveSupervisor } from "../../core/session/runtime.js";
+import { agentLogDir, liveSupervisorOf, liveSupervisors } from "../../core/session/runtime.js";
 import { isInternalMethod, roleNeeded } from "./roles.js";
 import { hiddenRead, pinnedParams, scopedResult } from "./scope.js";
 
@@ -342,8 +342,8 @@ class Gate {
   }
 
   supervisorSocket(sessionId: string): string | undefined {
-    const runtime = liveSupervisor(this.location.storeDir);
-    return runtime && runtime.session_id === sessionId ? runtime.socket : undefined;
+    // Sessions run side by side: the supervisor of this session, whichever else runs.
+    return liveSupervisorOf(this.location.storeDir, sessionId)?.socket;
   }
 
   /** A session of this project (any: live, interrupted, ended), or APEX_E_NO_SESSION. */
@@ -353,7 +353,7 @@ class Gate {
   }
 
   async authenticate(sessionId: string, token: string): Promise<Caller> {
-    const runtime = liveSupervisor(this.location.storeDir);
+    const runtime = liveSupervisorOf(this.location.storeDir, sessionId);
     let caller: Caller & { last_used_at: string | null };
     if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, 120_000)) as typeof caller;
     else {
@@ -382,7 +382,7 @@ class Gate {
     if (now - last < TOUCH_INTERVAL_MS) return;
     this.touched.set(caller.token_id, now);
     const params = { session: caller.session_id, token_id: caller.token_id };
-    const runtime = liveSupervisor(this.location.storeDir);
+    const runtime = liveSupervisorOf(this.location.storeDir, caller.session_id);
     const done = runtime
       ? this.channelTo(runtime.socket).call("share.touch", params, 120_000)
       : (async () => {
@@ -429,9 +429,10 @@ class Gate {
     if (!(target === "last" || target === sessionId || (target.length >= 4 && sessionId.startsWith(target)))) {
       throw new ApexError("APEX_E_USAGE", `A remote --continue names this session (${sessionId}) or \`last\`, not ${JSON.stringify(target)}.`);
     }
-    const runtime = liveSupervisor(this.location.storeDir);
+    // Sessions run side by side: only this session's own supervisor is in the way (the claim checks its working tree).
+    const runtime = liveSupervisorOf(this.location.storeDir, sessionId);
     if (runtime) {
-      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${runtime.session_id} is running; a project runs one session at a time.`, {
+      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${runtime.session_id} is running.`, {
         hint: runtime.session_id === sessionId ? "It is already running: `apex status`." : "Its owner ends it first.",
       });
     }
@@ -485,19 +486,24 @@ class ConnectionReporter {
   }
 
   private async report(): Promise<void> {
-    const users = new Map<string, { user: string; role: Role; since: string; streams: number }>();
+    // Per session: sessions run side by side, and each supervisor shows the users of its own session.
+    const bySession = new Map<string, Map<string, { user: string; role: Role; since: string; streams: number }>>();
+    const usersOf = (sessionId: string) => bySession.get(sessionId) ?? bySession.set(sessionId, new Map()).get(sessionId)!;
     for (const stream of this.streams) {
+      const users = usersOf(stream.caller.session_id);
       const entry = users.get(stream.caller.token_id) ?? { user: stream.caller.user, role: stream.caller.role, since: this.recent.get(stream.caller.token_id)?.since ?? new Date().toISOString(), streams: 0 };
       entry.streams++;
       users.set(stream.caller.token_id, entry);
     }
     for (const [tokenId, seen] of this.recent) {
+      const users = usersOf(seen.caller.session_id);
       if (Date.now() - seen.seen > 30_000) this.recent.delete(tokenId);
       else if (!users.has(tokenId)) users.set(tokenId, { user: seen.caller.user, role: seen.caller.role, since: seen.since, streams: 0 });
     }
-    const socket = liveSupervisor(this.location.storeDir)?.socket;
-    if (!socket) return;
-    await callSupervisor(socket, "session.connections", { server: this.serverId, users: [...users.values()] }, 5000).catch(() => undefined);
+    for (const runtime of liveSupervisors(this.location.storeDir)) {
+      const users = bySession.get(runtime.session_id) ?? new Map();
+      await callSupervisor(runtime.socket, "session.connections", { server: this.serverId, users: [...users.values()] }, 5000).catch(() => undefined);
+    }
   }
 }
 

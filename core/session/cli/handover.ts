@@ -12,7 +12,7 @@ import { ApexError, isApexError } from "../../errors.js";
 import { paint } from "../../cli/output.js";
 import { callSupervisor } from "../../rpc/call.js";
 import { isSameProcessAlive, sleep } from "../proc.js";
-import { liveSupervisor } from "../runtime.js";
+import { liveSupervisorOf } from "../runtime.js";
 import type { ContinueTarget } from "../sessions.js";
 
 /** What was done with the session that was in the way. */
@@ -77,12 +77,12 @@ export interface MakeWayRequest {
  * it already runs).
  */
 export async function makeWay(location: ProjectLocation, request: MakeWayRequest): Promise<Handover | undefined> {
-  const current = await currentOf(location);
+  const current = await currentOf(location, request.target);
   if (!current) return undefined;
   // Live on another host: not this host's to checkpoint or stop (the claim would refuse it too).
   if (current.remote) throw current.remote;
   const same = request.target !== undefined && request.target.sessionId === current.session_id;
-  const live = liveSupervisor(location.storeDir);
+  const live = liveSupervisorOf(location.storeDir, current.session_id);
   if (current.status === "interrupted" || !live) {
     if (same || request.liveOnly) return undefined;
   } else if (same && !request.rollback) {
@@ -124,13 +124,30 @@ export function handoverLine(handover: Handover): string {
   return `Session ${paint(handover.session_id, "bold")} was ${handover.was}: ${saved}stopped (${handover.processes_ended} process${handover.processes_ended === 1 ? "" : "es"} ended).`;
 }
 
-async function currentOf(location: ProjectLocation): Promise<{ session_id: string; status: string; remote: ApexError | undefined } | undefined> {
+/**
+ * The session in the way of `target`: the one active in the working tree the target runs in (its
+ * git worktree, or the project's own), since sessions in other trees run beside it. Without a
+ * target (repair), the session this command is bound to. `remote` is the refusal to give when
+ * that session is live on another host (not this host's to checkpoint or stop).
+ */
+async function currentOf(location: ProjectLocation, target: ContinueTarget | undefined): Promise<{ session_id: string; status: string; remote: ApexError | undefined } | undefined> {
   const { openStore, storeExists } = await import("../../store/open.js");
   if (!(await storeExists(location))) return undefined;
-  const [{ currentSession, effectiveStatus, isEnded }, { onOtherHost }, { sessionInTheWay }] = await Promise.all([import("../sessions.js"), import("../lease.js"), import("../claim.js")]);
+  const { activeSessions, currentSession, effectiveStatus, findSession, isEnded, projectSession } = await import("../sessions.js");
+  const [{ worktreeOf }, { samePath }, { onOtherHost }, { sessionInTheWay }] = await Promise.all([import("../records.js"), import("../binding.js"), import("../lease.js"), import("../claim.js")]);
   const store = await openStore(location, { readOnly: true });
   try {
-    const session = currentSession(store);
+    const targetRecord = target ? findSession(store, target.sessionId) : undefined;
+    const tree = targetRecord ? worktreeOf(targetRecord) : undefined;
+    const session =
+      target === undefined || !targetRecord
+        ? currentSession(store)
+        : tree === null
+          ? projectSession(store)
+          : activeSessions(store).find((record) => {
+              const theirs = worktreeOf(record);
+              return theirs !== null && samePath(theirs, tree!);
+            });
     if (!session || isEnded(session)) return undefined;
     const status = effectiveStatus(session);
     const remote = status !== "interrupted" && onOtherHost(session.supervisor) ? sessionInTheWay(session) : undefined;

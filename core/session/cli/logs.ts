@@ -11,7 +11,7 @@ import { ApexError } from "../../errors.js";
 import { paint, printLine } from "../../cli/output.js";
 import { tailLines } from "../agents.js";
 import { sleep } from "../proc.js";
-import { agentLogDir, readRuntime } from "../runtime.js";
+import { agentLogDir, liveSupervisor, readRuntime } from "../runtime.js";
 
 export interface LogsOptions {
   follow?: boolean;
@@ -37,7 +37,8 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
   const sessionId =
     options.session !== undefined
       ? logSessionByRef(location.storeDir, options.session, await sessionNamed(location, options.session))
-      : (process.env.APEX_SESSION_ID ?? readRuntime(location.storeDir)?.session_id ?? latestLogSession(location.storeDir));
+      : // The running session this command is bound to (binding.ts), else the project's last supervisor's, else the latest logs.
+        (process.env.APEX_SESSION_ID ?? liveSupervisor(location.storeDir)?.session_id ?? readRuntime(location.storeDir)?.session_id ?? latestLogSession(location.storeDir));
   if (!sessionId) {
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   }

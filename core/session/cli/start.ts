@@ -76,10 +76,11 @@ async function continueRemote(options: StartOptions): Promise<void> {
 async function refuseIfActive(location: ProjectLocation): Promise<void> {
   const { openStore, storeExists } = await import("../../store/open.js");
   if (!(await storeExists(location))) return;
-  const [{ currentSession, isEnded }, { sessionInTheWay }] = await Promise.all([import("../sessions.js"), import("../claim.js")]);
+  const [{ isEnded, projectSession }, { sessionInTheWay }] = await Promise.all([import("../sessions.js"), import("../claim.js")]);
   const store = await openStore(location, { readOnly: true });
   try {
-    const session = currentSession(store);
+    // A new session runs in the project's own working tree: refused while one is active there (branches in worktrees run beside it).
+    const session = projectSession(store);
     if (!session || isEnded(session)) return;
     throw sessionInTheWay(session);
   } finally {

@@ -5,7 +5,7 @@ import { ApexError } from "../../errors.js";
 import { openStore, storeExists } from "../../store/open.js";
 import { terminateGroup } from "../agents.js";
 import { agentMarker, carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../proc.js";
-import { CURRENT_SESSION_PATH, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../records.js";
+import { CURRENT_SESSION_PATH, setActiveSession, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../records.js";
 import { removeRuntime } from "../runtime.js";
 import { appendEvent, SessionReader } from "../service.js";
 import { onOtherHost, remoteSessionError } from "../lease.js";
@@ -91,10 +91,11 @@ export async function stopWithoutSupervisor(
         updated_at: at,
         history: [...record.history, { event: "stopped", at, reason, from: "interrupted" }],
       });
-      batch.delete(CURRENT_SESSION_PATH);
+      if ((batch.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined)?.session_id === sid) batch.delete(CURRENT_SESSION_PATH);
+      setActiveSession(batch, sid, null);
       appendEvent(batch, sid, "session.stopped", currentActor(), { reason });
     });
-    removeRuntime(location.storeDir, session.supervisor?.pid ?? process.pid);
+    removeRuntime(location.storeDir, session.supervisor?.pid ?? process.pid, sid);
     try {
       await engine?.fire("onStop", { sessionId: sid, session: store.get(historyPath(sid)) as SessionRecord, reason });
     } catch (error) {

@@ -1,0 +1,132 @@
+// Sessions of one project running side by side: two branches, each in its own git worktree with
+// its own supervisor and agents, next to the main session; each one's memory writes unseen by the
+// others until a merge. Through the built CLI, with real supervisors, agents, LMDB and git.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, waitFor } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+const extra: string[] = [];
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+  for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+const gitEnv = { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com" };
+const git = (dir: string, ...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8", env: gitEnv }).trim();
+
+// A real agent process: it reports where it runs through `apex` (its supervisor's socket), adds a task, then idles.
+const agent = [
+  "agents:",
+  "  writer:",
+  "    command: sh",
+  `    args: ["-c", "here=$(basename $(pwd)); apex memory set /track/$here '\\"'$APEX_SESSION_ID'\\"' && apex task add \\"work in $here\\" && pwd > ran-here.txt; while true; do sleep 0.5; done"]`,
+].join("\n");
+
+function json<T>(result: { status: number; stdout: string; stderr: string }): T {
+  expect(result.status, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as T;
+}
+
+describe("branches run side by side", () => {
+  it("two branches in their own worktrees run beside main, write memory the others do not see, and merge back", async () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-side-");
+    const p = project;
+    const dir = p.dir;
+    git(dir, "init", "-q", "-b", "main");
+    writeFileSync(join(dir, ".gitignore"), "ran-here.txt\n.apex/\n");
+    git(dir, "add", ".");
+    git(dir, "commit", "-qm", "init");
+    const parent = mkdtempSync(join(tmpdir(), "apex-side-wt-"));
+    extra.push(parent);
+    const wtA = join(parent, "alpha");
+    const wtB = join(parent, "beta");
+
+    const started = p.start(["--task", "main line"]);
+    const main = started.session_id;
+    const mainPid = started.supervisor_pid;
+    await waitFor("main's agent", () => existsSync(join(dir, "ran-here.txt")), 30_000);
+    expect(p.apex(["memory", "set", "/shared", '"base"']).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "alpha", "--worktree", wtA]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "beta", "--worktree", wtB]).status).toBe(0);
+
+    // Both branches start while main runs: nothing is stopped to make way.
+    const a = p.start(["--continue", "alpha"]);
+    const b = p.start(["--continue", "beta"]);
+    expect(new Set([main, a.session_id, b.session_id]).size).toBe(3);
+    expect(a.supervisor_pid).not.toBe(b.supervisor_pid);
+    await waitFor("the branches' agents", () => existsSync(join(wtA, "ran-here.txt")) && existsSync(join(wtB, "ran-here.txt")), 30_000);
+    expect(readFileSync(join(wtA, "ran-here.txt"), "utf8").trim()).toBe(wtA);
+    const sessions = json<Array<{ session_id: string; status: string }>>(p.apex(["session", "list", "--json"]));
+    for (const id of [main, a.session_id, b.session_id]) expect(sessions.find((session) => session.session_id === id)?.status).toBe("active");
+
+    // Each agent's write is in its own session's memory only.
+    const track = (session: string | undefined, path: string, cwd?: string) =>
+      p.apex([...(session ? ["--session", session] : []), "memory", "show", path, "--json"], cwd ? { cwd } : {});
+    await waitFor("alpha's write", () => track("alpha", "/track/alpha").status === 0, 30_000);
+    await waitFor("beta's write", () => track("beta", "/track/beta").status === 0, 30_000);
+    expect(json<{ value: string }>(track("alpha", "/track/alpha")).value).toBe(a.session_id);
+    expect(track("alpha", "/track/beta").status).toBe(3);
+    expect(track("beta", "/track/alpha").status).toBe(3);
+    expect(track(undefined, "/track/alpha").status).toBe(3); // the project's working tree: main
+    expect(track(undefined, "/track/beta").status).toBe(3);
+    // In a worktree, commands act on its session without --session; /sessions/current answers for it.
+    expect(json<{ value: string }>(track(undefined, "/track/alpha", wtA)).value).toBe(a.session_id);
+    expect(track(undefined, "/track/beta", wtA).status).toBe(3);
+    expect(json<{ value: { session_id: string } }>(track(undefined, "/sessions/current", wtB)).value.session_id).toBe(b.session_id);
+    expect(json<{ value: { session_id: string } }>(track(undefined, "/sessions/current")).value.session_id).toBe(main);
+    // A user write in one branch, unseen by the other and by main.
+    expect(p.apex(["memory", "set", "/shared", '"alpha"'], { cwd: wtA }).status).toBe(0);
+    expect(json<{ value: string }>(track("beta", "/shared")).value).toBe("base");
+    expect(json<{ value: string }>(track(undefined, "/shared")).value).toBe("base");
+
+    // Tasks each branch added have different ids (the branch's name is part of them).
+    const tasks = (session: string) => json<Array<{ id: string; title: string }>>(p.apex(["--session", session, "task", "list", "--json"]));
+    const alphaTask = tasks("alpha").find((task) => task.title === "work in alpha")!;
+    const betaTask = tasks("beta").find((task) => task.title === "work in beta")!;
+    expect(alphaTask.id).toMatch(/^t-\d{4}\.alpha$/);
+    expect(betaTask.id).toMatch(/^t-\d{4}\.beta$/);
+
+    // Merge both into the running main (through main's supervisor): the union, nothing confused.
+    expect(p.apex(["--session", "alpha", "checkpoint", "create", "alpha done"]).status).toBe(0);
+    expect(p.apex(["--session", "beta", "checkpoint", "create", "beta done"]).status).toBe(0);
+    // Run from alpha's worktree (bound to alpha), the merge still goes to main's supervisor, main's one writer.
+    const first = json<{ applied: string; writer_pid: number }>(p.apex(["session", "merge", "alpha", main, "--json"], { cwd: wtA }));
+    expect(first.applied).toBe("live");
+    expect(first.writer_pid).toBe(mainPid);
+    expect(p.apex(["session", "merge", "beta", main, "--strategy", "ours", "--json"]).status).toBe(0);
+    expect(json<{ value: string }>(track(undefined, "/track/alpha")).value).toBe(a.session_id);
+    expect(json<{ value: string }>(track(undefined, "/track/beta")).value).toBe(b.session_id);
+    expect(json<{ value: string }>(track(undefined, "/shared")).value).toBe("alpha");
+    const merged = tasks(main);
+    expect(merged.filter((task) => task.title === "work in alpha").map((task) => task.id)).toEqual([alphaTask.id]);
+    expect(merged.filter((task) => task.title === "work in beta").map((task) => task.id)).toEqual([betaTask.id]);
+    // The branches did not get main's or each other's state.
+    expect(track("beta", "/track/alpha").status).toBe(3);
+
+    const tree = p.apex(["session", "tree"]);
+    expect(tree.status, tree.stderr).toBe(0);
+    expect(tree.stdout).toContain("alpha");
+    expect(tree.stdout).toContain("beta");
+
+    // With main stopped, the project's working tree is bound to nothing and two sessions are active: ambiguous.
+    expect(p.apex(["stop"]).status).toBe(0);
+    const ambiguous = p.apex(["status"]);
+    expect(ambiguous.status).toBe(2);
+    expect(ambiguous.stderr).toContain("APEX_E_AMBIGUOUS_SESSION");
+    expect(ambiguous.stderr).toContain("alpha");
+    expect(ambiguous.stderr).toContain("beta");
+    expect(p.apex(["memory", "show", "/track/alpha"]).status).toBe(2);
+    // Named, or from a worktree, it is not.
+    expect(json<{ session: { session_id: string } }>(p.apex(["--session", "beta", "status", "--json"])).session.session_id).toBe(b.session_id);
+    expect(json<{ session: { session_id: string } }>(p.apex(["status", "--json"], { cwd: wtA })).session.session_id).toBe(a.session_id);
+    expect(p.apex(["stop"], { cwd: wtA }).status).toBe(0);
+    // One left: it is the only active one.
+    expect(json<{ session: { session_id: string } }>(p.apex(["status", "--json"])).session.session_id).toBe(b.session_id);
+  }, 240_000);
+});
