@@ -1,10 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ProjectLocation } from "../config/locate.js";
 import type { Glob } from "../store/glob.js";
-import { type Store, type Change, type JsonValue } from "../store/store.js";
-import { openStore, storeExists } from "../store/open.js";
+import type { Change, JsonValue } from "../store/store.js";
+import { openSessionClient, type SessionClient } from "../session/client.js";
 import { paint } from "./output.js";
-import { forcedEndpoint } from "../session/runtime.js";
 
 const POLL_MS = 100;
 
@@ -32,54 +31,40 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
-  const endpoint = forcedEndpoint();
-  if (endpoint) {
-    await watchThroughSupervisor(endpoint, glob, { ...options, withCurrent }, deadline, () => interrupted);
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-    return;
-  }
-  let store: Store | undefined;
+  let client: SessionClient | undefined;
   try {
+    // With no store yet, wait for one (the first write creates it).
     while (!interrupted && Date.now() < deadline) {
-      if (!store && (await storeExists(location))) store = await openStore(location, { readOnly: true });
-      if (store) break;
+      client = await openSessionClient(location, "read");
+      if (!client.empty) break;
+      await client.close();
+      client = undefined;
       await sleep(POLL_MS);
     }
-    if (!store) return;
-    let since = options.since ?? store.revision();
-    if (withCurrent) for (const entry of store.query(glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
-    while (!interrupted && Date.now() < deadline) {
-      for (const change of store.changesSince(since)) {
-        since = change.revision;
-        if (glob.matches(change.path)) print(change, store, Boolean(options.json));
-      }
-      await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
-    }
+    if (client) await follow(client, glob, { ...options, withCurrent }, deadline, () => interrupted);
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    await store?.close();
+    await client?.close();
   }
 }
 
-/** Inside an agent: poll the supervisor's revision log, so the agent never opens LMDB. */
-async function watchThroughSupervisor(
-  socket: string,
+/** Polls the revision log where the session is (inside an agent, the supervisor's, so the agent never opens LMDB). */
+async function follow(
+  client: SessionClient,
   glob: Glob,
   options: { since?: number; json?: boolean; withCurrent: boolean },
   deadline: number,
   interrupted: () => boolean,
 ): Promise<void> {
-  const { callSupervisor } = await import("../rpc/call.js");
   let since = options.since;
   if (options.withCurrent) {
-    since = ((await callSupervisor(socket, "memory.changes", {})) as { revision: number }).revision;
-    const entries = (await callSupervisor(socket, "memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
+    since = ((await client.call("memory.changes", {})) as { revision: number }).revision;
+    const entries = (await client.call("memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
     for (const entry of entries) printCurrent(entry.path, entry.value, since, Boolean(options.json));
   }
   while (!interrupted() && Date.now() < deadline) {
-    const reply = (await callSupervisor(socket, "memory.changes", { since, glob: glob.source })) as {
+    const reply = (await client.call("memory.changes", { since, glob: glob.source })) as {
       revision: number;
       changes: Array<Change & { value: JsonValue | null }>;
     };
@@ -87,10 +72,6 @@ async function watchThroughSupervisor(
     since = reply.revision;
     await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
   }
-}
-
-function print(change: Change, store: Store, json: boolean): void {
-  printChange(change, change.kind === "put" ? store.get(change.path) : undefined, json);
 }
 
 function printCurrent(path: string, value: JsonValue, revision: number, json: boolean): void {

@@ -10,9 +10,9 @@ import { eventsAfter, SessionReader, type SessionService } from "./service.js";
 import type { Supervisor } from "./supervisor.js";
 import { allSessions, historySessions, resolveSessionId } from "./sessions.js";
 import { grantMethods } from "./grants.js";
+import { memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
 
-/** A method body shared by the supervisor and by CLI commands that write directly (no supervisor). */
-export type SessionMethod = (params: Record<string, unknown>) => unknown;
+export type { SessionMethod };
 
 /**
  * The methods on a session's records: memory, tasks, milestones, agent reports. The
@@ -29,28 +29,7 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
     return id === service.sessionId ? service : new SessionReader(store, id);
   };
   return {
-    "memory.get": (params) => store.get(checkPath(stringParam(params, "path"))),
-    "memory.query": (params) => {
-      const glob = stringParam(params, "glob");
-      compileGlob(glob);
-      const limit = typeof params.limit === "number" ? params.limit : undefined;
-      return Array.from(store.query(glob, limit === undefined ? {} : { limit }));
-    },
-    // For `apex memory watch` inside an agent: poll this instead of reading the revision log.
-    "memory.changes": (params) => {
-      const since = typeof params.since === "number" ? params.since : store.revision();
-      const glob = typeof params.glob === "string" ? compileGlob(params.glob) : undefined;
-      const limit = typeof params.limit === "number" ? params.limit : 10_000;
-      const changes: JsonValue[] = [];
-      let revision = since;
-      for (const change of store.changesSince(since, { limit })) {
-        revision = change.revision;
-        if (glob && !glob.matches(change.path)) continue;
-        const value = change.kind === "put" ? (store.get(change.path) ?? null) : null;
-        changes.push({ ...change, value });
-      }
-      return { revision, changes };
-    },
+    ...memoryReadMethods(store),
     "memory.set": async (params) => {
       const path = checkPath(stringParam(params, "path"));
       if (!("value" in params) || params.value === undefined) throw new ApexError("APEX_E_BAD_JSON", `No value given for ${path}.`);
@@ -180,12 +159,6 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
       for (const event of eventsAfter(supervisor.store, supervisor.sessionId, last)) send(event);
       return STREAM;
     });
-}
-
-function stringParam(params: Record<string, unknown>, name: string): string {
-  const value = params[name];
-  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
-  return value;
 }
 
 function optionalString(params: Record<string, unknown>, name: string): string | undefined {

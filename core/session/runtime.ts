@@ -3,7 +3,6 @@ import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isSameProcessAlive } from "./proc.js";
-import { parseRemote, remoteEndpoint } from "../rpc/remote.js";
 
 /**
  * The supervisor's runtime file, `<store>/supervisor.json`: which process serves the project
@@ -76,20 +75,4 @@ export function removeRuntime(storeDir: string, pid = process.pid): void {
   const runtime = readRuntime(storeDir);
   if (runtime && runtime.pid !== pid) return;
   rmSync(runtimeFile(storeDir), { force: true });
-}
-
-/**
- * The endpoint a command must use instead of the store, if any: a remote session
- * (`apex --remote HOST/SESSION`, or APEX_REMOTE), else, inside an agent, its supervisor's
- * socket (APEX_SOCKET). callSupervisor takes either.
- */
-export function forcedEndpoint(): string | undefined {
-  const remote = process.env.APEX_REMOTE;
-  if (remote) return remoteEndpoint(parseRemote(remote));
-  return process.env.APEX_SOCKET || undefined;
-}
-
-/** Where the store's one writer is reached: the forced endpoint, else a live supervisor's socket. */
-export function writerEndpoint(storeDir: string): string | undefined {
-  return forcedEndpoint() ?? liveSupervisor(storeDir)?.socket;
 }

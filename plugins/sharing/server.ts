@@ -410,7 +410,7 @@ class Gate {
     const session = await withReadStore(this.location, (store) => storedSession(store, sessionId));
     if (session.frozen) throw readOnlySession(session, method);
     const { directClient } = await import("../../core/session/direct.js");
-    const client = await directClient(this.location, "write");
+    const client = await directClient(this.location, "write", {});
     try {
       return await client.call(method, params);
     } finally {
