@@ -34,7 +34,7 @@ export async function backendFactory(name: string): Promise<StorageBackendFactor
   const known = factories.get(name);
   if (known) return known;
   let factory: StorageBackendFactory | undefined;
-  if (name === "lmdb") factory = (await import("./lmdb.js")).lmdbBackend;
+  if (name === "lmdb") factory = (await import("../../plugins/lmdb/backend.js")).lmdbBackend;
   else {
     const { builtinStorageBackends } = await import("../../plugins/index.js");
     const load = builtinStorageBackends[name];

@@ -435,7 +435,7 @@ async function repairDamagedFile(location: ProjectLocation, before: ValidationRe
   if (dryRun) {
     return { dryRun, actions: [{ action: "copy-store", target: `${location.storeDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${before.records} records that read into a fresh store file` }], before };
   }
-  const { replaceWithSalvage } = await import("../../core/store/lmdb-salvage-process.js");
+  const { replaceWithSalvage } = await import("../lmdb/salvage-process.js");
   const salvaged = replaceWithSalvage(location.storeDir);
   const copyAction: RepairAction = {
     action: "copy-store",

@@ -8,7 +8,7 @@
  * and the points where earlier readers died. The result is written as JSON to the result file.
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import { scanStoreFile, type CrashPoint } from "./lmdb-salvage.js";
+import { scanStoreFile, type CrashPoint } from "./salvage.js";
 
 interface Request {
   file: string;

@@ -17,16 +17,16 @@ import type {
   TableKey,
   TableOptions,
   WriteBatch,
-} from "./port.js";
-import { deleteOne, setOne } from "./port.js";
-import { currentActor } from "../actor.js";
-import { ApexError } from "../errors.js";
-import { compileGlob } from "./glob.js";
-import { checkPath, pathProblem, subtreeRange } from "./paths.js";
+} from "../../core/store/port.js";
+import { deleteOne, setOne } from "../../core/store/port.js";
+import { currentActor } from "../../core/actor.js";
+import { ApexError } from "../../core/errors.js";
+import { compileGlob } from "../../core/store/glob.js";
+import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import { checkStoreFileLength } from "./file-check.js";
-import { makePrivate, makePrivateDir, tightenStoreDir } from "./private.js";
-import { RecordDamage, damageError, isDamage, writeFailure } from "./store-errors.js";
-import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "./value-codec.js";
+import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
+import { RecordDamage, damageError, isDamage, writeFailure } from "../../core/store/store-errors.js";
+import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "../../core/store/value-codec.js";
 
 /**
  * One log record per write batch, keyed by the batch's first revision: the i-th path got
@@ -79,8 +79,8 @@ const KV_ENCODER = { encode: (value: unknown) => encodeJson(value), decode: deco
 
 const REVISION_KEY = "revision";
 /** The LMDB data file in the store directory. */
-export { STORE_FILE } from "./store.js";
-import { STORE_FILE, lmdbDataDir, lmdbStoreExists } from "./store.js";
+export { STORE_FILE } from "../../core/store/store.js";
+import { STORE_FILE, lmdbDataDir, lmdbStoreExists } from "../../core/store/store.js";
 /** The keyspace's own databases: not tables (tableNames() leaves them out; table() gives their raw records). */
 const KEYSPACE_DBS = new Set(["kv", "log", "meta"]);
 /** How often subscribe() polls the revision. */
