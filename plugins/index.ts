@@ -1,6 +1,6 @@
 /**
  * The one built-in registry: the only module of plugins/ that core imports. Core reaches the
- * built-in plugins, their command groups, the storage backends beside LMDB and the few plugin
+ * built-in plugins, their command groups, the storage backends (LMDB too) and the few plugin
  * services core commands call (`apex start --continue` resolving a checkpoint, `memory show`
  * of a checkpoint record) through it, each loaded on first use.
  */
@@ -50,9 +50,11 @@ export const builtinServices = {
 };
 
 /**
- * The storage backends beside LMDB (built into core/store/lmdb.ts), loaded only when a
- * project's `store:` or APEX_STORE_URL names them: their drivers stay out of CLI start-up.
+ * The storage backends, each loaded only when a project's store is on it: LMDB (the default,
+ * plugins/lmdb/), and those a project's `store:` or APEX_STORE_URL names. Their drivers stay
+ * out of CLI start-up.
  */
 export const builtinStorageBackends: Readonly<Record<string, () => Promise<StorageBackendFactory>>> = {
+  lmdb: async () => (await import("./lmdb/backend.js")).lmdbBackend,
   postgres: async () => (await import("./postgres/backend.js")).postgresBackend,
 };
