@@ -1,7 +1,7 @@
 import { connect } from "node:net";
 import { ApexError } from "../errors.js";
 import { errorFromBody, lineSplitter, type RpcReply } from "./protocol.js";
-import { isRemoteEndpoint } from "./remote.js";
+import { isRemoteEndpoint } from "../../plugins/sharing/remote.js";
 
 /**
  * One request over the supervisor's control socket (or, for an http(s) endpoint, `apex serve`). The protocol is newline-delimited
@@ -10,7 +10,7 @@ import { isRemoteEndpoint } from "./remote.js";
  */
 export function callSupervisor(socketPath: string, method: string, params: unknown, timeoutMs = 30_000): Promise<unknown> {
   // A remote session (`apex --remote`): the same call over `apex serve`'s HTTP API.
-  if (isRemoteEndpoint(socketPath)) return import("./http-client.js").then(({ callRemote }) => callRemote(socketPath, method, params, timeoutMs));
+  if (isRemoteEndpoint(socketPath)) return import("../../plugins/sharing/http-client.js").then(({ callRemote }) => callRemote(socketPath, method, params, timeoutMs));
   return new Promise((resolve, reject) => {
     const socket = connect(socketPath);
     let settled = false;
@@ -78,7 +78,7 @@ export function subscribeSupervisor(socketPath: string, method: string, params: 
   if (isRemoteEndpoint(socketPath)) {
     let inner: Subscription | undefined;
     let closed = false;
-    const done = import("./http-client.js").then(({ subscribeRemote }) => {
+    const done = import("../../plugins/sharing/http-client.js").then(({ subscribeRemote }) => {
       if (closed) return;
       inner = subscribeRemote(socketPath, method, params, onEvent);
       return inner.done;

@@ -4,7 +4,7 @@ export { currentActor };
 import type { ProjectLocation } from "../config/locate.js";
 import type { ApexError } from "../errors.js";
 import { callSupervisor, subscribeSupervisor, type Subscription } from "../rpc/call.js";
-import { parseRemote, remoteEndpoint } from "../rpc/remote.js";
+import { parseRemote, remoteEndpoint } from "../../plugins/sharing/remote.js";
 import type { Store } from "../store/store.js";
 import { liveSupervisor, type SupervisorRuntime } from "./runtime.js";
 

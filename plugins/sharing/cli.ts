@@ -8,7 +8,7 @@ import { currentActor } from "../../core/actor.js";
 import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { GrantView } from "../../core/session/grants.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { parseHostPort, parseRemote, saveCredential, credentialsFile } from "../../core/rpc/remote.js";
+import { parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
 
 /** `<store>/serve.json`: where a running `apex serve` listens, for the invites `session share` prints. */
 const SERVE_FILE = "serve.json";

@@ -9,7 +9,7 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/errors.js";
 import { callSupervisor, subscribeSupervisor, SupervisorChannel, type Subscription } from "../../core/rpc/call.js";
 import { errorBody } from "../../core/rpc/protocol.js";
-import { isLoopback } from "../../core/rpc/remote.js";
+import { isLoopback } from "./remote.js";
 import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "../../core/session/grants.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readOnlySession, readStored, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
