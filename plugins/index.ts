@@ -8,6 +8,7 @@ import type { Command } from "commander";
 import { registerSessionBranchCommands } from "./checkpoint/branch-commands.js";
 import type { ApexPlugin } from "../core/engine.js";
 import type { StorageBackendFactory } from "../core/store/port.js";
+import type { SessionTransport } from "../core/session/client.js";
 import { registerCheckpointCommands } from "./checkpoint/cli.js";
 import { registerStoreCommands } from "./postgres/cli.js";
 import { registerRemoteCommands } from "./sharing/remote-cli.js";
@@ -57,4 +58,13 @@ export const builtinServices = {
 export const builtinStorageBackends: Readonly<Record<string, () => Promise<StorageBackendFactory>>> = {
   lmdb: async () => (await import("./lmdb/backend.js")).lmdbBackend,
   postgres: async () => (await import("./postgres/backend.js")).postgresBackend,
+};
+
+/**
+ * The transports to sessions on other hosts, behind openSessionClient (`apex --remote`,
+ * `apex connect`): `http`, `apex serve`'s HTTP(S) API (the sharing plugin), loaded only when
+ * a command names a remote session.
+ */
+export const builtinTransports: Readonly<Record<string, () => Promise<SessionTransport>>> = {
+  http: async () => (await import("./sharing/transport.js")).httpTransport,
 };

@@ -4,7 +4,6 @@ export { currentActor };
 import type { ProjectLocation } from "../config/locate.js";
 import type { ApexError } from "../errors.js";
 import { callSupervisor, subscribeSupervisor, type Subscription } from "../rpc/call.js";
-import { parseRemote, remoteEndpoint } from "../../plugins/sharing/remote.js";
 import type { Store } from "../store/store.js";
 import { liveSupervisor, type SupervisorRuntime } from "./runtime.js";
 
@@ -25,7 +24,7 @@ export interface SessionClient {
   /** The same method names and params as the control socket. */
   call(method: string, params?: Record<string, unknown>, timeoutMs?: number): Promise<unknown>;
   /**
-   * Where the session is reached through an endpoint, calls `method`; where it is the store in
+   * Where the session is reached over a socket or HTTP, calls `method`; where it is the store in
    * this process, runs `here` on it (read-only for reads). For work a plugin does on the store
    * itself (a checkpoint record, a diff) that its supervisor serves under `method`.
    */
@@ -37,6 +36,15 @@ export interface SessionClient {
   /** The local supervisor a socket client talks to (its pid and start time tell when it exited). */
   readonly supervisor?: SupervisorRuntime;
   close(): Promise<void>;
+}
+
+/**
+ * A way to reach sessions on other hosts, registered in the built-in registry
+ * (`builtinTransports` in plugins/index.ts; the sharing plugin's `http` is `apex serve`'s API).
+ */
+export interface SessionTransport {
+  /** A client for the session `target` names (`HOST[:PORT]/SESSION`, `HOST:SESSION`, either with http(s)://). */
+  connect(target: string): SessionClient;
 }
 
 export interface OpenSessionOptions {
@@ -60,10 +68,10 @@ export async function openSessionClient(location: ProjectLocation, access: "read
     const writer = liveSessionClient(location);
     if (writer) return writer;
   } else {
-    const endpoint = forcedEndpoint();
-    if (endpoint) return endpointClient(endpoint);
+    const forced = forcedClient();
+    if (forced) return forced;
     const runtime = opts.supervisorFirstMs === undefined ? undefined : liveSupervisor(location.storeDir);
-    if (runtime) return supervisorFirst(endpointClient(runtime.socket, runtime), opts.supervisorFirstMs!, () => openDirect(location, access, opts));
+    if (runtime) return supervisorFirst(socketClient(runtime.socket, runtime), opts.supervisorFirstMs!, () => openDirect(location, access, opts));
   }
   return openDirect(location, access, opts);
 }
@@ -74,11 +82,11 @@ export async function openSessionClient(location: ProjectLocation, access: "read
  * when none runs. `local`: never a remote one, for work that then runs here.
  */
 export function liveSessionClient(location: Pick<ProjectLocation, "storeDir">, options: { local?: boolean } = {}): SessionClient | undefined {
-  if (process.env.APEX_REMOTE) return options.local ? undefined : endpointClient(forcedEndpoint()!);
+  if (process.env.APEX_REMOTE) return options.local ? undefined : remoteClient(process.env.APEX_REMOTE);
   const runtime = liveSupervisor(location.storeDir);
   const socket = process.env.APEX_SOCKET || runtime?.socket;
   if (!socket) return undefined;
-  return endpointClient(socket, runtime?.socket === socket ? runtime : undefined);
+  return socketClient(socket, runtime?.socket === socket ? runtime : undefined);
 }
 
 /**
@@ -87,18 +95,51 @@ export function liveSessionClient(location: Pick<ProjectLocation, "storeDir">, o
  * that otherwise work on local files (`apex logs`) or launch here (`apex start`).
  */
 export function remoteSessionClient(target: string | undefined = process.env.APEX_REMOTE): SessionClient | undefined {
-  return target ? endpointClient(remoteEndpoint(parseRemote(target))) : undefined;
+  return target ? remoteClient(target) : undefined;
 }
 
 /**
- * The endpoint a command must use instead of the store, if any: a remote session
+ * What a command must use instead of the store, if anything: a remote session
  * (`apex --remote HOST/SESSION`, or APEX_REMOTE), else, inside an agent, its supervisor's
  * socket (APEX_SOCKET).
  */
-function forcedEndpoint(): string | undefined {
+function forcedClient(): SessionClient | undefined {
   const remote = process.env.APEX_REMOTE;
-  if (remote) return remoteEndpoint(parseRemote(remote));
-  return process.env.APEX_SOCKET || undefined;
+  if (remote) return remoteClient(remote);
+  return process.env.APEX_SOCKET ? socketClient(process.env.APEX_SOCKET) : undefined;
+}
+
+/**
+ * A session on another host, through the registered transport. The transport (and with it
+ * node:http) is loaded on the first call, as before, so that a local command never loads it;
+ * a target it cannot read fails that call.
+ */
+function remoteClient(target: string): SessionClient {
+  const connected = import("../../plugins/index.js").then(async ({ builtinTransports }) => (await builtinTransports.http!()).connect(target));
+  connected.catch(() => {}); // reported by the call that awaits it
+  return {
+    via: "remote",
+    call: async (method, params, timeoutMs) => (await connected).call(method, params, timeoutMs),
+    run: async (method, params, here, timeoutMs) => (await connected).run(method, params, here, timeoutMs),
+    subscribe(method, params, onEvent) {
+      let inner: Subscription | undefined;
+      let closed = false;
+      const done = connected.then((client) => {
+        if (closed) return;
+        inner = client.subscribe(method, params, onEvent);
+        return inner.done;
+      });
+      return {
+        done,
+        close() {
+          closed = true;
+          inner?.close();
+        },
+      };
+    },
+    empty: false,
+    close: async () => {},
+  };
 }
 
 async function openDirect(location: ProjectLocation, access: "read" | "write", options: OpenSessionOptions): Promise<SessionClient> {
@@ -106,13 +147,13 @@ async function openDirect(location: ProjectLocation, access: "read" | "write", o
   return directClient(location, access, options);
 }
 
-function endpointClient(endpoint: string, supervisor?: SupervisorRuntime): SessionClient {
-  const call = (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000) => callSupervisor(endpoint, method, params, timeoutMs);
+function socketClient(socket: string, supervisor?: SupervisorRuntime): SessionClient {
+  const call = (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000) => callSupervisor(socket, method, params, timeoutMs);
   return {
-    via: endpoint.startsWith("http://") || endpoint.startsWith("https://") ? "remote" : "socket",
+    via: "socket",
     call,
     run: async (method, params, _here, timeoutMs) => (await call(method, params, timeoutMs)) as never,
-    subscribe: (method, params, onEvent) => subscribeSupervisor(endpoint, method, params, onEvent),
+    subscribe: (method, params, onEvent) => subscribeSupervisor(socket, method, params, onEvent),
     empty: false,
     ...(supervisor ? { supervisor } : {}),
     close: async () => {},
