@@ -9,7 +9,7 @@ import { buildStatusReport, sessionReport } from "./status-report.js";
 import { eventsAfter, SessionReader, type SessionService } from "./service.js";
 import type { Supervisor } from "./supervisor.js";
 import { allSessions, historySessions, resolveSessionId } from "./sessions.js";
-import { grantMethods } from "./grants.js";
+import { grantMethods } from "../../plugins/sharing/grants.js";
 import { memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
 
 export type { SessionMethod };

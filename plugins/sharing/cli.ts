@@ -6,7 +6,7 @@ import { ApexError } from "../../core/errors.js";
 import { paint, printJson, printLine, table } from "../../core/cli/output.js";
 import { currentActor } from "../../core/actor.js";
 import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
-import type { GrantView } from "../../core/session/grants.js";
+import type { GrantView } from "./grants.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 import { parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
 

@@ -10,7 +10,7 @@ import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/e
 import { callSupervisor, subscribeSupervisor, SupervisorChannel, type Subscription } from "../../core/rpc/call.js";
 import { errorBody } from "../../core/rpc/protocol.js";
 import { isLoopback } from "./remote.js";
-import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "../../core/session/grants.js";
+import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readOnlySession, readStored, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../core/session/cli/logs.js";
