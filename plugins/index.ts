@@ -9,6 +9,8 @@ import { registerSessionBranchCommands } from "./checkpoint/branch-commands.js";
 import type { ApexPlugin } from "../core/engine.js";
 import type { StorageBackendFactory } from "../core/store/port.js";
 import type { SessionTransport } from "../core/session/client.js";
+import type { SessionMethod } from "../core/session/memory-methods.js";
+import type { SessionService } from "../core/session/service.js";
 import { registerCheckpointCommands } from "./checkpoint/cli.js";
 import { registerStoreCommands } from "./postgres/cli.js";
 import { registerRemoteCommands } from "./sharing/remote-cli.js";
@@ -49,6 +51,17 @@ export const builtinServices = {
   checkpointRecord: () => import("./checkpoint/record.js"),
   checkpointRecovery: () => import("./checkpoint/plugin-recovery.js"),
 };
+
+/**
+ * Session methods of built-in plugins that the supervisor (or a command writing to the store
+ * directly) serves whatever the config, because their commands exist whatever the config: the
+ * sharing plugin's grants (`apex session share|unshare|shares`, and `apex serve` checking a
+ * token). The names are listed here; the code is loaded on the first call of one of them.
+ */
+export const builtinSessionMethods: ReadonlyArray<{
+  names: readonly string[];
+  load: () => Promise<(service: SessionService, actorOf: (params: Record<string, unknown>) => string) => Record<string, SessionMethod>>;
+}> = [{ names: ["share.create", "share.revoke", "share.list", "share.authenticate", "share.touch"], load: async () => (await import("./sharing/grants.js")).grantMethods }];
 
 /**
  * The storage backends, each loaded only when a project's store is on it: LMDB (the default,

@@ -9,7 +9,7 @@ import { buildStatusReport, sessionReport } from "./status-report.js";
 import { eventsAfter, SessionReader, type SessionService } from "./service.js";
 import type { Supervisor } from "./supervisor.js";
 import { allSessions, historySessions, resolveSessionId } from "./sessions.js";
-import { grantMethods } from "../../plugins/sharing/grants.js";
+import { builtinSessionMethods } from "../../plugins/index.js";
 import { memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
 
 export type { SessionMethod };
@@ -89,8 +89,23 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
     },
     "session.list": () => allSessions(store),
     "session.history": () => historySessions(store),
-    ...grantMethods(service, actorParam),
+    ...builtinPluginMethods(service),
   };
+}
+
+/** The methods built-in plugins add to every session (builtinSessionMethods), each group loaded on its first call. */
+function builtinPluginMethods(service: SessionService): Record<string, SessionMethod> {
+  const methods: Record<string, SessionMethod> = {};
+  for (const group of builtinSessionMethods) {
+    let loaded: Promise<Record<string, SessionMethod>> | undefined;
+    for (const name of group.names) {
+      methods[name] = async (params) => {
+        loaded ??= group.load().then((make) => make(service, actorParam));
+        return (await loaded)[name]!(params);
+      };
+    }
+  }
+  return methods;
 }
 
 /**
