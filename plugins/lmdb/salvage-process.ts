@@ -20,7 +20,7 @@ export interface SalvageRun extends ScanResult {
 }
 
 /**
- * Scans the store file `file` in child processes (lmdb-salvage.ts), restarting the reader past the
+ * Scans the store file `file` in child processes (salvage.ts), restarting the reader past the
  * point where it died whenever a damaged page kills it with a signal. With `copyTo`, every
  * record that reads is copied into a new store file there.
  */
