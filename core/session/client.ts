@@ -3,7 +3,7 @@ import { currentActor } from "../actor.js";
 export { currentActor };
 import type { ProjectLocation } from "../config/locate.js";
 import type { ApexError } from "../errors.js";
-import { callSupervisor, subscribeSupervisor, type Subscription } from "../rpc/call.js";
+import type { Subscription } from "../rpc/call.js";
 import type { Store } from "../store/store.js";
 import { liveSupervisor, type SupervisorRuntime } from "./runtime.js";
 
@@ -121,24 +121,27 @@ function remoteClient(target: string): SessionClient {
     via: "remote",
     call: async (method, params, timeoutMs) => (await connected).call(method, params, timeoutMs),
     run: async (method, params, here, timeoutMs) => (await connected).run(method, params, here, timeoutMs),
-    subscribe(method, params, onEvent) {
-      let inner: Subscription | undefined;
-      let closed = false;
-      const done = connected.then((client) => {
-        if (closed) return;
-        inner = client.subscribe(method, params, onEvent);
-        return inner.done;
-      });
-      return {
-        done,
-        close() {
-          closed = true;
-          inner?.close();
-        },
-      };
-    },
+    subscribe: (method, params, onEvent) => deferredSubscription(connected.then((client) => () => client.subscribe(method, params, onEvent))),
     empty: false,
     close: async () => {},
+  };
+}
+
+/** A subscription whose connection is made once `start` has loaded; closing it before then cancels it. */
+function deferredSubscription(start: Promise<() => Subscription>): Subscription {
+  let inner: Subscription | undefined;
+  let closed = false;
+  const done = start.then((open) => {
+    if (closed) return;
+    inner = open();
+    return inner.done;
+  });
+  return {
+    done,
+    close() {
+      closed = true;
+      inner?.close();
+    },
   };
 }
 
@@ -147,13 +150,16 @@ async function openDirect(location: ProjectLocation, access: "read" | "write", o
   return directClient(location, access, options);
 }
 
+/** The control socket's client code, loaded on the first call (a command that reads the store here never needs it). */
+const rpc = () => import("../rpc/call.js");
+
 function socketClient(socket: string, supervisor?: SupervisorRuntime): SessionClient {
-  const call = (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000) => callSupervisor(socket, method, params, timeoutMs);
+  const call = async (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000) => (await rpc()).callSupervisor(socket, method, params, timeoutMs);
   return {
     via: "socket",
     call,
     run: async (method, params, _here, timeoutMs) => (await call(method, params, timeoutMs)) as never,
-    subscribe: (method, params, onEvent) => subscribeSupervisor(socket, method, params, onEvent),
+    subscribe: (method, params, onEvent) => deferredSubscription(rpc().then(({ subscribeSupervisor }) => () => subscribeSupervisor(socket, method, params, onEvent))),
     empty: false,
     ...(supervisor ? { supervisor } : {}),
     close: async () => {},

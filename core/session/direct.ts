@@ -6,7 +6,6 @@ import type { Entry, JsonValue, Store } from "../store/store.js";
 import { openStore, storeExists } from "../store/open.js";
 import type { OpenSessionOptions, SessionClient } from "./client.js";
 import { memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
-import { currentSession, noSessionError, readableSessionId, resolveSessionId } from "./sessions.js";
 
 /**
  * The session methods run in this process on the store: reads on a read-only store; writes
@@ -14,7 +13,8 @@ import { currentSession, noSessionError, readableSessionId, resolveSessionId } f
  * hooks fire as they would in the supervisor.
  */
 export async function directClient(location: ProjectLocation, access: "read" | "write", options: OpenSessionOptions): Promise<SessionClient> {
-  const noStore = options.noStore ?? noSessionError;
+  // The session records' module only when a session is needed (`memory show` is benchmarked).
+  const noStore = async () => options.noStore?.() ?? (await import("./sessions.js")).noSessionError();
   if (access === "read") {
     if (!(await storeExists(location))) return clientOver(undefined, readMethods(undefined, location, options.session), noStore);
     const store = await openStore(location, { readOnly: true });
@@ -25,14 +25,15 @@ export async function directClient(location: ProjectLocation, access: "read" | "
     const store = await openStore(location);
     return clientOver(store, memoryWriteMethods(store), noStore);
   }
-  if (!(await storeExists(location))) throw noStore();
+  if (!(await storeExists(location))) throw await noStore();
+  const { currentSession, noSessionError, resolveSessionId } = await import("./sessions.js");
   const { loadConfig } = await import("../config/load.js");
   const { createSessionEngine } = await import("./hooks.js");
   const config = await loadConfig(location);
   const store = await openStore(location);
   try {
     // A write names a session only to reach its records (`apex session share ENDED-SESSION`).
-    const sessionId = options.session !== undefined ? resolveSessionId(store, options.session) : requireSessionId(store);
+    const sessionId = options.session !== undefined ? resolveSessionId(store, options.session) : (currentSession(store) ?? throwError(noSessionError())).session_id;
     const engine = await createSessionEngine(config, store, (message) => process.stderr.write(`warning: ${message}\n`));
     const [{ SessionService }, { sessionMethods }, { checkpointServiceFor }] = await Promise.all([import("./service.js"), import("./methods.js"), import("./checkpoints.js")]);
     // With plugins loaded, the checkpoint service's methods too (checkpoint.*, langgraph.*), as the supervisor serves them.
@@ -44,10 +45,8 @@ export async function directClient(location: ProjectLocation, access: "read" | "
   }
 }
 
-function requireSessionId(store: Store): string {
-  const session = currentSession(store);
-  if (!session) throw noSessionError();
-  return session.session_id;
+function throwError(error: ApexError): never {
+  throw error;
 }
 
 type MethodLookup = (method: string) => SessionMethod | undefined | Promise<SessionMethod | undefined>;
@@ -73,6 +72,7 @@ function readMethods(store: Store | undefined, location: ProjectLocation, sessio
     return own[method] ?? (await sessionMethod(method));
   };
   async function sessionMethod(method: string): Promise<SessionMethod | undefined> {
+    const { noSessionError, readableSessionId } = await import("./sessions.js");
     if (!store) throw noSessionError();
     if (!sessionMethods) {
       const [{ SessionService }, methods] = await Promise.all([import("./service.js"), import("./methods.js")]);
@@ -118,7 +118,7 @@ function memoryWriteMethods(store: Store): MethodLookup {
   return (method) => methods[method];
 }
 
-function clientOver(store: Store | undefined, lookup: MethodLookup, noStore: () => ApexError): SessionClient {
+function clientOver(store: Store | undefined, lookup: MethodLookup, noStore: () => Promise<ApexError>): SessionClient {
   return {
     via: "store",
     async call(method, params = {}) {
@@ -131,7 +131,7 @@ function clientOver(store: Store | undefined, lookup: MethodLookup, noStore: () 
       return fn(params);
     },
     async run(_method, _params, here) {
-      if (!store) throw noStore();
+      if (!store) throw await noStore();
       return here(store);
     },
     subscribe(method) {
