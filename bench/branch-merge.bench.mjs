@@ -7,7 +7,7 @@
 //   - the same merge (same absolute change) on --big keys against the --keys figure (target: under 1.5×).
 import { join } from "node:path";
 import { apexArgs, checkpointWorkload, median, numberOption, printTable, tempProject, timeOnce } from "./lib.mjs";
-import { LmdbStore } from "../dist/core/store/lmdb.js";
+import { LmdbStore } from "../dist/plugins/lmdb/backend.js";
 import { Catalog } from "../dist/plugins/checkpoint/catalog.js";
 import { createCheckpoint, loadManifest } from "../dist/plugins/checkpoint/checkpoints.js";
 import { createBranch, writeDerivedCheckpoint } from "../dist/plugins/checkpoint/branch.js";

@@ -17,7 +17,7 @@ import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import { ApexSaver } from "apex-sessions/langgraph";
 import { median, numberOption, pagesOf, printTable, statsOf, stepWorkload, tempProject } from "./lib.mjs";
 import { openStore } from "../dist/core/store/open.js";
-import { LmdbStore } from "../dist/core/store/lmdb.js";
+import { LmdbStore } from "../dist/plugins/lmdb/backend.js";
 import { ObjectStore } from "../dist/plugins/checkpoint/engine/objects.js";
 
 const KEYS = numberOption("keys", 10_000);

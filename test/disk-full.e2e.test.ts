@@ -5,7 +5,7 @@
 //
 // Twice: with the commands writing the store themselves (the session's supervisor killed first),
 // and through a live supervisor, which must outlive the full disk. lmdb-js's own handling of a
-// failed page write corrupts the heap (core/store/lmdb-room.ts), which used to end the supervisor
+// failed page write corrupts the heap (plugins/lmdb/room.ts), which used to end the supervisor
 // with SIGABRT ("free(): invalid size") at its exit: APEX now refuses a commit that may not fit
 // before LMDB writes anything, so no LMDB write error may reach stderr either.
 //

@@ -1,11 +1,11 @@
-// The room check before an LMDB commit (core/store/lmdb-room.ts): its bound must never be
+// The room check before an LMDB commit (plugins/lmdb/room.ts): its bound must never be
 // below what a commit really adds to the store file, or LMDB would meet the full disk itself
 // (and lmdb-js's failure path corrupts the heap). Measured on a real store: each transaction's
 // bound, taken just before it commits, against the file's growth.
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { LmdbStore } from "../core/store/lmdb.js";
+import { LmdbStore } from "../plugins/lmdb/backend.js";
 import { tempDir } from "./helpers/cli.js";
 
 let cleanup: (() => void) | undefined;

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
-import { parseRemote, remoteEndpoint } from "../core/rpc/remote.js";
-import { authenticate, grantPath, roleAllows } from "../core/session/grants.js";
+import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
+import { authenticate, grantPath, roleAllows } from "../plugins/sharing/grants.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";

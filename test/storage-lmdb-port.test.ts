@@ -1,5 +1,5 @@
 /**
- * The storage port's conformance suite on LMDB (the LMDB backend itself, core/store/lmdb.ts):
+ * The storage port's conformance suite on LMDB (the LMDB backend itself, plugins/lmdb/backend.ts):
  * the reference the other backends are held to.
  */
 import { afterAll } from "vitest";

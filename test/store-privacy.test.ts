@@ -142,7 +142,7 @@ describe("a store directory given as a relative path", () => {
       mkdirSync(cwd, { mode: 0o755 });
       chmodSync(parent, 0o755);
       chmodSync(cwd, 0o755);
-      const script = `import(${JSON.stringify(join(REPO_ROOT, "dist/core/store/lmdb.js"))}).then(async ({ LmdbStore }) => { const store = LmdbStore.open("nested/.apex"); await store.set("/a", 1); await store.close(); })`;
+      const script = `import(${JSON.stringify(join(REPO_ROOT, "dist/plugins/lmdb/backend.js"))}).then(async ({ LmdbStore }) => { const store = LmdbStore.open("nested/.apex"); await store.set("/a", 1); await store.close(); })`;
       const result = spawnSync(process.execPath, ["-e", script], { cwd, encoding: "utf8" });
       expect(result.status, result.stderr).toBe(0);
       expect(statSync(join(cwd, "nested/.apex")).mode & 0o777).toBe(0o700);

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { locateProject, type ProjectLocation } from "../config/locate.js";
-import type { Entry, JsonValue, Store } from "../store/store.js";
+import type { Entry, JsonValue } from "../store/store.js";
 
 /** Options every command can see (declared on the root program). */
 export interface GlobalOptions {
@@ -15,12 +15,6 @@ export function globalOptions(command: Command): GlobalOptions {
 /** Where the project's config and store are, honouring --config, APEX_CONFIG and APEX_HOME. */
 export function projectOf(command: Command): ProjectLocation {
   return locateProject({ configFlag: globalOptions(command).config });
-}
-
-/** Opens the store read-only (read commands never take the write lock). */
-export async function openStoreForRead(location: ProjectLocation): Promise<Store> {
-  const { openStore, storeExists } = await import("../store/open.js");
-  return await openStore(location, { readOnly: true });
 }
 
 /**

@@ -90,7 +90,7 @@ export async function main(argv: string[]): Promise<number> {
 
 /**
  * `--remote` and `--token` are read before commander parses anything and set APEX_REMOTE and
- * APEX_TOKEN, which the session routing (forcedEndpoint) and the HTTP transport read.
+ * APEX_TOKEN, which the session routing (openSessionClient) and the HTTP transport read.
  */
 function applyRemoteFlags(args: string[]): void {
   for (let i = 0; i < args.length; i++) {
@@ -144,7 +144,7 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
 }
 
 /**
- * The commands that work against a remote session: their code routes through forcedEndpoint.
+ * The commands that work against a remote session: their code reaches the session through openSessionClient.
  * Anything else would act on the local project, so it is refused rather than run.
  */
 const REMOTE_COMMANDS: Record<string, string[] | true> = {

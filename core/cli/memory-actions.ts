@@ -4,15 +4,12 @@ import { ApexError } from "../errors.js";
 import { compileGlob, type Glob } from "../store/glob.js";
 import { checkPath, pathProblem } from "../store/paths.js";
 import { type Entry, type JsonValue } from "../store/store.js";
-import { openStore, storeExists } from "../store/open.js";
+import { openSessionClient, type SessionClient } from "../session/client.js";
 import { openWriter } from "./context.js";
 import { decodeUtf8Input, readUtf8Input } from "./input-text.js";
 import { paint, printJson } from "./output.js";
-import { forcedEndpoint } from "../session/runtime.js";
-import { MemoryView, memoryViewOf } from "../session/memory-view.js";
-import { boundSessionId } from "../session/sessions.js";
 
-/** Read access to the memory: the store itself, or the supervisor when running inside an agent. */
+/** Read access to the memory, wherever openSessionClient reaches the session. */
 export interface MemoryReader {
   get(path: string): Promise<JsonValue | undefined>;
   query(glob: string, limit?: number): Promise<Entry[]>;
@@ -21,27 +18,18 @@ export interface MemoryReader {
 
 /**
  * Agents (APEX_SOCKET set) read through the supervisor so that no agent process ever opens
- * LMDB; everyone else reads the store directly, read-only.
+ * LMDB; everyone else reads the store directly, read-only. A project without a store yet reads
+ * as an empty keyspace.
  */
-export async function openReader(location: ProjectLocation, options: { records?: boolean } = {}): Promise<MemoryReader> {
-  const endpoint = forcedEndpoint();
-  if (endpoint) {
-    const { openRemoteReader } = await import("./remote-reader.js");
-    return openRemoteReader(endpoint);
-  }
-  const store = await openStore(location, { readOnly: true });
-  let view: MemoryView;
-  try {
-    // The working memory of the session this command acts on (its own root in a git worktree).
-    view = options.records ? MemoryView.ROOT : memoryViewOf(store, boundSessionId(store));
-  } catch (error) {
-    await store.close();
-    throw error;
-  }
+export async function openReader(location: ProjectLocation): Promise<MemoryReader> {
+  return readerOver(await openSessionClient(location, "read"));
+}
+
+export function readerOver(client: SessionClient): MemoryReader {
   return {
-    get: async (path) => view.get((stored) => store.get(stored), path),
-    query: async (glob, limit) => view.entries(store.query(view.glob(glob), limit === undefined ? {} : { limit }), glob),
-    close: () => store.close(),
+    get: async (path) => (await client.call("memory.get", { path })) as JsonValue | undefined,
+    query: async (glob, limit) => (await client.call("memory.query", { glob, limit })) as Entry[],
+    close: () => client.close(),
   };
 }
 
@@ -53,7 +41,7 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
     else process.stdout.write(`${JSON.stringify(checkpoint, null, 2)}\n`);
     return;
   }
-  const reader = await openReaderOrEmpty(location);
+  const reader = await openReader(location);
   try {
     const value = await reader.get(path);
     if (value !== undefined) {
@@ -81,7 +69,7 @@ export async function queryMemory(
   options: { json?: boolean; keys?: boolean; limit?: number },
 ): Promise<void> {
   const compiled = compileGlob(glob);
-  const reader = await openReaderOrEmpty(location);
+  const reader = await openReader(location);
   try {
     const entries = await readMatching(reader, compiled, options.limit);
     if (options.json) {
@@ -149,7 +137,7 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
 
 export async function exportMemory(location: ProjectLocation, glob: string): Promise<void> {
   const compiled = compileGlob(glob);
-  const reader = await openReaderOrEmpty(location);
+  const reader = await openReader(location);
   try {
     await writeChunked(jsonObjectChunks(await readMatching(reader, compiled)));
   } finally {
@@ -268,31 +256,18 @@ async function readCheckpointRecord(location: ProjectLocation, path: string): Pr
   const ref = checkpointRefOfPath(path);
   if (ref === undefined) return undefined;
   try {
-    const endpoint = forcedEndpoint();
-    if (endpoint) {
-      const { callSupervisor } = await import("../rpc/call.js");
-      return (await callSupervisor(endpoint, "checkpoint.show", { ref })) as JsonValue;
-    }
-    if (!(await storeExists(location))) return undefined;
     const { checkpointRecord } = await (await import("../../plugins/index.js")).builtinServices.checkpointRecord();
-    const store = await openStore(location, { readOnly: true });
+    const client = await openSessionClient(location, "read");
     try {
-      return checkpointRecord(store, ref) as unknown as JsonValue;
+      if (client.empty) return undefined;
+      return (await client.run("checkpoint.show", { ref }, (store) => checkpointRecord(store, ref))) as unknown as JsonValue;
     } finally {
-      await store.close();
+      await client.close();
     }
   } catch {
     // Not a checkpoint (or one that cannot be read): the stored value, if any, is shown as is.
     return undefined;
   }
-}
-
-/** A reader over an empty keyspace when no store exists yet: reads then find nothing. */
-async function openReaderOrEmpty(location: ProjectLocation): Promise<MemoryReader> {
-  if (!forcedEndpoint() && !(await storeExists(location))) {
-    return { get: async () => undefined, query: async () => [], close: async () => {} };
-  }
-  return openReader(location);
 }
 
 function* jsonObjectChunks(entries: Entry[]): Iterable<string> {

@@ -1,10 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ProjectLocation } from "../config/locate.js";
 import type { Glob } from "../store/glob.js";
-import { type Store, type Change, type JsonValue } from "../store/store.js";
-import { openStore, storeExists } from "../store/open.js";
+import type { Change, JsonValue, Store } from "../store/store.js";
+import { openSessionClient, type SessionClient } from "../session/client.js";
 import { paint } from "./output.js";
-import { forcedEndpoint } from "../session/runtime.js";
 
 const POLL_MS = 100;
 /** How often the log is read when the store signals nothing (a signal lost with a connection). */
@@ -38,81 +37,47 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
-  const endpoint = forcedEndpoint();
-  if (endpoint) {
-    await watchThroughSupervisor(endpoint, glob, { ...options, withCurrent }, deadline, () => interrupted);
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-    return;
-  }
-  let store: Store | undefined;
-  let unsubscribe: (() => void) | undefined;
+  let client: SessionClient | undefined;
   try {
-    // The store is looked for, and the log read, at least once whatever the timeout: opening a
-    // server store can take longer than a short --timeout, which ends the following, not the
-    // replay of what was there when the watch began.
+    // With no store yet, wait for one (the first write creates it). It is looked for, and the
+    // log read, at least once whatever the timeout: opening a server store can take longer than
+    // a short --timeout, which ends the following, not the replay of what was there when the
+    // watch began.
     for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
-      if (!store && (await storeExists(location))) store = await openStore(location, { readOnly: true });
-      if (store) break;
+      client = await openSessionClient(location, "read");
+      if (!client.empty) break;
+      await client.close();
+      client = undefined;
       await sleep(POLL_MS);
     }
-    if (!store) return;
-    const { memoryViewOf } = await import("../session/memory-view.js");
-    const { boundSessionId } = await import("../session/sessions.js");
-    // The working memory of the session this command acts on (its own root in a git worktree).
-    const view = memoryViewOf(store, boundSessionId(store));
-    // Subscribed before the first read, so that a commit after it is signalled.
-    let signalled = false;
-    unsubscribe = store.subscribe(() => {
-      signalled = true;
-      wake?.();
-    });
-    let since = options.since ?? store.revision();
-    if (withCurrent) for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
-    for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
-      signalled = false;
-      for (const change of store.changesSince(since)) {
-        since = change.revision;
-        if (!view.covers(change.path)) continue;
-        const path = view.unpath(change.path);
-        if (glob.matches(path)) print({ ...change, path }, store, Boolean(options.json), change.path);
-      }
-      if (signalled || interrupted) continue;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => done(), Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
-        const done = () => {
-          clearTimeout(timer);
-          wake = undefined;
-          resolve();
-        };
-        wake = done;
-      });
-    }
+    if (!client) return;
+    const watch = { ...options, withCurrent };
+    // Read here: wake on the store's own change signal. Through a supervisor or a server: poll it.
+    if (client.via === "store") await client.run("memory.changes", {}, (store) => followStore(store, glob, watch, deadline, () => interrupted, (done) => (wake = done)));
+    else await follow(client, glob, watch, deadline, () => interrupted);
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    unsubscribe?.();
-    await store?.close();
+    await client?.close();
   }
 }
 
-/** Inside an agent: poll the supervisor's revision log, so the agent never opens LMDB. */
-async function watchThroughSupervisor(
-  socket: string,
+/** Polls the revision log where the session is (inside an agent, the supervisor's, so the agent never opens LMDB). */
+async function follow(
+  client: SessionClient,
   glob: Glob,
   options: { since?: number; json?: boolean; withCurrent: boolean },
   deadline: number,
   interrupted: () => boolean,
 ): Promise<void> {
-  const { callSupervisor } = await import("../rpc/call.js");
   let since = options.since;
   if (options.withCurrent) {
-    since = ((await callSupervisor(socket, "memory.changes", {})) as { revision: number }).revision;
-    const entries = (await callSupervisor(socket, "memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
+    since = ((await client.call("memory.changes", {})) as { revision: number }).revision;
+    const entries = (await client.call("memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
     for (const entry of entries) printCurrent(entry.path, entry.value, since, Boolean(options.json));
   }
   while (!interrupted() && Date.now() < deadline) {
-    const reply = (await callSupervisor(socket, "memory.changes", { since, glob: glob.source })) as {
+    const reply = (await client.call("memory.changes", { since, glob: glob.source })) as {
       revision: number;
       changes: Array<Change & { value: JsonValue | null }>;
     };
@@ -122,8 +87,55 @@ async function watchThroughSupervisor(
   }
 }
 
-function print(change: Change, store: Store, json: boolean, storedPath = change.path): void {
-  printChange(change, change.kind === "put" ? store.get(storedPath) : undefined, json);
+/**
+ * Follows the revision log of a store read in this process, reading it when the store signals a
+ * change and once every RECHECK_MS besides. `setWake` hands out the function that ends a wait.
+ */
+async function followStore(
+  store: Store,
+  glob: Glob,
+  options: { since?: number; json?: boolean; withCurrent: boolean },
+  deadline: number,
+  interrupted: () => boolean,
+  setWake: (done: (() => void) | undefined) => void,
+): Promise<void> {
+  const [{ memoryViewOf }, { boundSessionId }] = await Promise.all([import("../session/memory-view.js"), import("../session/sessions.js")]);
+  // The working memory of the session this command acts on (its own root in a git worktree).
+  const view = memoryViewOf(store, boundSessionId(store));
+  // Subscribed before the first read, so that a commit after it is signalled.
+  let signalled = false;
+  let wake: (() => void) | undefined;
+  const unsubscribe = store.subscribe(() => {
+    signalled = true;
+    wake?.();
+  });
+  try {
+    let since = options.since ?? store.revision();
+    if (options.withCurrent) for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
+    for (let first = true; first || (!interrupted() && Date.now() < deadline); first = false) {
+      signalled = false;
+      for (const change of store.changesSince(since)) {
+        since = change.revision;
+        if (!view.covers(change.path)) continue;
+        const path = view.unpath(change.path);
+        if (glob.matches(path)) printChange({ ...change, path }, change.kind === "put" ? store.get(change.path) : undefined, Boolean(options.json));
+      }
+      if (signalled || interrupted()) continue;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => done(), Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
+        const done = () => {
+          clearTimeout(timer);
+          wake = undefined;
+          setWake(undefined);
+          resolve();
+        };
+        wake = done;
+        setWake(done);
+      });
+    }
+  } finally {
+    unsubscribe();
+  }
 }
 
 function printCurrent(path: string, value: JsonValue, revision: number, json: boolean): void {

@@ -148,12 +148,11 @@ function toCommander(
  * (which runs it with its own engine and store and sends the output back), or here.
  */
 async function runAtWriter(engine: Engine, name: string, input: CommandInput, context: CommandContext, storeDir: string): Promise<number> {
-  const { liveSupervisor } = await import("../session/runtime.js");
+  const { liveSessionClient } = await import("../session/client.js");
   // With a remote session the command runs here, and its own calls go to the remote server.
-  const supervisor = process.env.APEX_REMOTE ? undefined : liveSupervisor(storeDir);
+  const supervisor = liveSessionClient({ storeDir }, { local: true });
   if (!supervisor) return (await engine.runCommand(name, input, context)) ?? 0;
-  const { callSupervisor } = await import("../rpc/call.js");
-  const reply = (await callSupervisor(supervisor.socket, "plugin.command", { name, args: input.args, options: input.options }, 600_000)) as {
+  const reply = (await supervisor.call("plugin.command", { name, args: input.args, options: input.options }, 600_000)) as {
     output: string;
     exitCode: number;
   };

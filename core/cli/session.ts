@@ -103,17 +103,15 @@ export async function readAuditTrail(reader: MemoryReader, sessionId: string): P
 
 /** Opens the store (or, inside an agent, the supervisor's socket) for reading; a project without a store has no session. */
 export async function openSessionReader(location: ProjectLocation): Promise<MemoryReader> {
-  const { openReader } = await import("./memory-actions.js");
-  const { forcedEndpoint } = await import("../session/runtime.js");
-  if (!forcedEndpoint()) {
-    const { openStore, storeExists } = await import("../store/open.js");
-    if (!(await storeExists(location))) {
-      const { ApexError } = await import("../errors.js");
-      throw new ApexError("APEX_E_NO_SESSION", "This project has no session yet.", { hint: 'Start one: apex start --task "…"' });
-    }
-  }
+  const [{ readerOver }, { openSessionClient }] = await Promise.all([import("./memory-actions.js"), import("../session/client.js")]);
   // Session records are the same for every session: no binding to decide (and none to be ambiguous about).
-  return openReader(location, { records: true });
+  const client = await openSessionClient(location, "read", { records: true });
+  if (client.empty) {
+    await client.close();
+    const { ApexError } = await import("../errors.js");
+    throw new ApexError("APEX_E_NO_SESSION", "This project has no session yet.", { hint: 'Start one: apex start --task "…"' });
+  }
+  return readerOver(client);
 }
 
 /** `apex session history <id>`: one line per event, with its time and actor. */

@@ -1,16 +1,13 @@
 import { connect } from "node:net";
 import { ApexError } from "../errors.js";
 import { errorFromBody, lineSplitter, type RpcReply } from "./protocol.js";
-import { isRemoteEndpoint } from "./remote.js";
 
 /**
- * One request over the supervisor's control socket (or, for an http(s) endpoint, `apex serve`). The protocol is newline-delimited
+ * One request over the supervisor's control socket. The protocol is newline-delimited
  * JSON: `{id, method, params}` answered by `{id, result}` or `{id, error: {code, message, hint}}`.
  * Errors come back as the ApexError the supervisor raised (same code, message and hint).
  */
 export function callSupervisor(socketPath: string, method: string, params: unknown, timeoutMs = 30_000): Promise<unknown> {
-  // A remote session (`apex --remote`): the same call over `apex serve`'s HTTP API.
-  if (isRemoteEndpoint(socketPath)) return import("./http-client.js").then(({ callRemote }) => callRemote(socketPath, method, params, timeoutMs));
   return new Promise((resolve, reject) => {
     const socket = connect(socketPath);
     let settled = false;
@@ -75,22 +72,6 @@ export async function followUntilInterrupted(subscription: Subscription): Promis
 
 /** Calls a streaming method and hands each event to `onEvent` until the stream ends. */
 export function subscribeSupervisor(socketPath: string, method: string, params: unknown, onEvent: (event: unknown) => void): Subscription {
-  if (isRemoteEndpoint(socketPath)) {
-    let inner: Subscription | undefined;
-    let closed = false;
-    const done = import("./http-client.js").then(({ subscribeRemote }) => {
-      if (closed) return;
-      inner = subscribeRemote(socketPath, method, params, onEvent);
-      return inner.done;
-    });
-    return {
-      done,
-      close() {
-        closed = true;
-        inner?.close();
-      },
-    };
-  }
   const socket = connect(socketPath);
   let closedByUs = false;
   const done = new Promise<void>((resolve, reject) => {

@@ -2,42 +2,205 @@ import { currentActor } from "../actor.js";
 
 export { currentActor };
 import type { ProjectLocation } from "../config/locate.js";
-import { callSupervisor } from "../rpc/call.js";
-import { forcedEndpoint, liveSupervisor } from "./runtime.js";
+import type { ApexError } from "../errors.js";
+import type { Subscription } from "../rpc/call.js";
+import type { Store } from "../store/store.js";
+import { liveSupervisor, liveSupervisorOf, type SupervisorRuntime } from "./runtime.js";
 
 /**
- * How CLI commands reach a session:
+ * How CLI commands reach a session, decided here and nowhere else:
  *  - a remote session (`apex --remote`, APEX_REMOTE): always `apex serve` over HTTP(S);
  *  - inside an agent (APEX_SOCKET set): always the supervisor's socket; the agent's process
  *    group never opens LMDB, so a SIGSTOPped agent can never hold the store's lock;
  *  - writes from anyone else: the socket while a supervisor is alive (it is the one writer),
  *    else the store directly, with the same code the supervisor would run;
- *  - reads from anyone else: the store, read-only.
+ *  - reads from anyone else: the store, read-only (`supervisorFirstMs`: the live supervisor
+ *    first, the store when it does not answer in time).
+ * Actions only a live supervisor can do (pause, resume, stop) take `liveSessionClient`.
  */
 export interface SessionClient {
+  /** The supervisor's unix socket, `apex serve` over HTTP(S), or the store in this process. */
+  readonly via: "socket" | "remote" | "store";
   /** The same method names and params as the control socket. */
-  call(method: string, params?: Record<string, unknown>): Promise<unknown>;
+  call(method: string, params?: Record<string, unknown>, timeoutMs?: number): Promise<unknown>;
+  /**
+   * Where the session is reached over a socket or HTTP, calls `method`; where it is the store in
+   * this process, runs `here` on it (read-only for reads). For work a plugin does on the store
+   * itself (a checkpoint record, a diff) that its supervisor serves under `method`.
+   */
+  run<T>(method: string, params: Record<string, unknown>, here: (store: Store) => T | Promise<T>, timeoutMs?: number): Promise<T>;
+  /** A streaming method (`logs.follow`, `events.subscribe`): each event to `onEvent` until the stream ends. */
+  subscribe(method: string, params: Record<string, unknown>, onEvent: (event: unknown) => void): Subscription;
+  /** True when the session is read here and the project has no store yet: every read finds nothing. */
+  readonly empty: boolean;
+  /** The local supervisor a socket client talks to (its pid and start time tell when it exited). */
+  readonly supervisor?: SupervisorRuntime;
   close(): Promise<void>;
-  readonly via: "socket" | "store";
 }
 
-/** `session`: for reads, the session `--session` names (else the current one, or the one that ended last). */
-export async function openSessionClient(location: ProjectLocation, access: "read" | "write", session?: string): Promise<SessionClient> {
-  const endpoint = forcedEndpoint();
-  if (endpoint) return socketClient(endpoint);
+/**
+ * A way to reach sessions on other hosts, registered in the built-in registry
+ * (`builtinTransports` in plugins/index.ts; the sharing plugin's `http` is `apex serve`'s API).
+ */
+export interface SessionTransport {
+  /** A client for the session `target` names (`HOST[:PORT]/SESSION`, `HOST:SESSION`, either with http(s)://). */
+  connect(target: string): SessionClient;
+}
+
+export interface OpenSessionOptions {
+  /** For reads, the session `--session` names (else the current one, or the one that ended last); for writes, whose records. */
+  session?: string;
+  /** Reads: ask a live supervisor first, reading the store when it has not answered within this time (`apex status`). */
+  supervisorFirstMs?: number;
+  /**
+   * Writes with no supervisor: "session" (default) loads the project's plugins so hooks fire
+   * as in the supervisor, and needs a session; "store" only checks the config (nothing is
+   * written while it is invalid) and works without a session (memory writes).
+   */
+  direct?: "session" | "store";
+  /**
+   * Reads of the sessions' records only (`session list`, `history`): memory paths as stored, with
+   * no session binding to decide (and none to be ambiguous about when several sessions run).
+   */
+  records?: boolean;
+  /** The error when the project has no store yet and something must be read or written there. */
+  noStore?: () => ApexError;
+}
+
+export async function openSessionClient(location: ProjectLocation, access: "read" | "write", options: OpenSessionOptions | string = {}): Promise<SessionClient> {
+  const opts: OpenSessionOptions = typeof options === "string" ? { session: options } : options;
   if (access === "write") {
-    const runtime = liveSupervisor(location.storeDir);
-    if (runtime) return socketClient(runtime.socket);
+    const writer = liveSessionClient(location);
+    if (writer) return writer;
+  } else {
+    const forced = forcedClient();
+    if (forced) return forced;
+    const runtime = opts.supervisorFirstMs === undefined ? undefined : liveSupervisor(location.storeDir);
+    if (runtime) return supervisorFirst(socketClient(runtime.socket, runtime), opts.supervisorFirstMs!, () => openDirect(location, access, opts));
   }
-  const { directClient } = await import("./direct.js");
-  return directClient(location, access, session);
+  return openDirect(location, access, opts);
 }
 
-function socketClient(socket: string): SessionClient {
+/**
+ * The session's writer, for what only a live supervisor can do: a remote session's server,
+ * else inside an agent its supervisor, else the local supervisor when it is alive; undefined
+ * when none runs. `local`: never a remote one, for work that then runs here.
+ */
+export function liveSessionClient(location: Pick<ProjectLocation, "storeDir">, options: { local?: boolean; session?: string } = {}): SessionClient | undefined {
+  if (process.env.APEX_REMOTE) return options.local ? undefined : remoteClient(process.env.APEX_REMOTE);
+  // `session`: that session's own supervisor, whatever this command is bound to (side by side, each has one).
+  if (options.session !== undefined) {
+    const own = liveSupervisorOf(location.storeDir, options.session);
+    return own ? socketClient(own.socket, own) : undefined;
+  }
+  const runtime = liveSupervisor(location.storeDir);
+  const socket = process.env.APEX_SOCKET || runtime?.socket;
+  if (!socket) return undefined;
+  return socketClient(socket, runtime?.socket === socket ? runtime : undefined);
+}
+
+/**
+ * A session on another host, reached through `apex serve`: the one named (`apex connect
+ * HOST/SESSION`), else the one `apex --remote` (APEX_REMOTE) names, else none: for commands
+ * that otherwise work on local files (`apex logs`) or launch here (`apex start`).
+ */
+export function remoteSessionClient(target: string | undefined = process.env.APEX_REMOTE): SessionClient | undefined {
+  return target ? remoteClient(target) : undefined;
+}
+
+/**
+ * What a command must use instead of the store, if anything: a remote session
+ * (`apex --remote HOST/SESSION`, or APEX_REMOTE), else, inside an agent, its supervisor's
+ * socket (APEX_SOCKET).
+ */
+function forcedClient(): SessionClient | undefined {
+  const remote = process.env.APEX_REMOTE;
+  if (remote) return remoteClient(remote);
+  return process.env.APEX_SOCKET ? socketClient(process.env.APEX_SOCKET) : undefined;
+}
+
+/**
+ * A session on another host, through the registered transport. The transport (and with it
+ * node:http) is loaded on the first call, as before, so that a local command never loads it;
+ * a target it cannot read fails that call.
+ */
+function remoteClient(target: string): SessionClient {
+  const connected = import("../../plugins/index.js").then(async ({ builtinTransports }) => (await builtinTransports.http!()).connect(target));
+  connected.catch(() => {}); // reported by the call that awaits it
   return {
-    via: "socket",
-    call: (method, params = {}) => callSupervisor(socket, method, params, 120_000),
+    via: "remote",
+    call: async (method, params, timeoutMs) => (await connected).call(method, params, timeoutMs),
+    run: async (method, params, here, timeoutMs) => (await connected).run(method, params, here, timeoutMs),
+    subscribe: (method, params, onEvent) => deferredSubscription(connected.then((client) => () => client.subscribe(method, params, onEvent))),
+    empty: false,
     close: async () => {},
   };
 }
 
+/** A subscription whose connection is made once `start` has loaded; closing it before then cancels it. */
+function deferredSubscription(start: Promise<() => Subscription>): Subscription {
+  let inner: Subscription | undefined;
+  let closed = false;
+  const done = start.then((open) => {
+    if (closed) return;
+    inner = open();
+    return inner.done;
+  });
+  return {
+    done,
+    close() {
+      closed = true;
+      inner?.close();
+    },
+  };
+}
+
+async function openDirect(location: ProjectLocation, access: "read" | "write", options: OpenSessionOptions): Promise<SessionClient> {
+  const { directClient } = await import("./direct.js");
+  return directClient(location, access, options);
+}
+
+/** The control socket's client code, loaded on the first call (a command that reads the store here never needs it). */
+const rpc = () => import("../rpc/call.js");
+
+function socketClient(socket: string, supervisor?: SupervisorRuntime): SessionClient {
+  const call = async (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000) => (await rpc()).callSupervisor(socket, method, params, timeoutMs);
+  return {
+    via: "socket",
+    call,
+    run: async (method, params, _here, timeoutMs) => (await call(method, params, timeoutMs)) as never,
+    subscribe: (method, params, onEvent) => deferredSubscription(rpc().then(({ subscribeSupervisor }) => () => subscribeSupervisor(socket, method, params, onEvent))),
+    empty: false,
+    ...(supervisor ? { supervisor } : {}),
+    close: async () => {},
+  };
+}
+
+/** Calls go to the supervisor; one that fails or does not answer in time is made on the store instead. */
+function supervisorFirst(live: SessionClient, timeoutMs: number, openStoreClient: () => Promise<SessionClient>): SessionClient {
+  let fallback: Promise<SessionClient> | undefined;
+  const store = () => (fallback ??= openStoreClient());
+  return {
+    via: live.via,
+    async call(method, params = {}) {
+      try {
+        return await live.call(method, params, timeoutMs);
+      } catch {
+        return (await store()).call(method, params);
+      }
+    },
+    async run(method, params, here) {
+      try {
+        return (await live.call(method, params, timeoutMs)) as never;
+      } catch {
+        return (await store()).run(method, params, here);
+      }
+    },
+    subscribe: live.subscribe,
+    empty: false,
+    ...(live.supervisor ? { supervisor: live.supervisor } : {}),
+    async close() {
+      if (fallback) await (await fallback).close();
+    },
+  };
+}

@@ -9,11 +9,11 @@ import { buildStatusReport, sessionReport } from "./status-report.js";
 import { eventsAfter, SessionReader, type SessionService } from "./service.js";
 import type { Supervisor } from "./supervisor.js";
 import { allSessions, historySessions, resolveSessionId } from "./sessions.js";
-import { grantMethods } from "./grants.js";
+import { builtinSessionMethods } from "../../plugins/index.js";
+import { memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
 import { memoryViewOf, type MemoryView } from "./memory-view.js";
 
-/** A method body shared by the supervisor and by CLI commands that write directly (no supervisor). */
-export type SessionMethod = (params: Record<string, unknown>) => unknown;
+export type { SessionMethod };
 
 /**
  * The methods on a session's records: memory, tasks, milestones, agent reports. The
@@ -33,30 +33,7 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
   let cachedView: MemoryView | undefined;
   const view = () => (cachedView ??= memoryViewOf(store, service.sessionId));
   return {
-    "memory.get": (params) => view().get((path) => store.get(path), checkPath(stringParam(params, "path"))),
-    "memory.query": (params) => {
-      const glob = stringParam(params, "glob");
-      compileGlob(glob);
-      const limit = typeof params.limit === "number" ? params.limit : undefined;
-      return view().entries(store.query(view().glob(glob), limit === undefined ? {} : { limit }), glob);
-    },
-    // For `apex memory watch` inside an agent: poll this instead of reading the revision log.
-    "memory.changes": (params) => {
-      const since = typeof params.since === "number" ? params.since : store.revision();
-      const glob = typeof params.glob === "string" ? compileGlob(params.glob) : undefined;
-      const limit = typeof params.limit === "number" ? params.limit : 10_000;
-      const changes: JsonValue[] = [];
-      let revision = since;
-      for (const change of store.changesSince(since, { limit })) {
-        revision = change.revision;
-        if (!view().covers(change.path)) continue;
-        const path = view().unpath(change.path);
-        if (glob && !glob.matches(path)) continue;
-        const value = change.kind === "put" ? (store.get(change.path) ?? null) : null;
-        changes.push({ ...change, path, value });
-      }
-      return { revision, changes };
-    },
+    ...memoryReadMethods(store, view),
     "memory.set": async (params) => {
       const path = checkPath(stringParam(params, "path"));
       if (!("value" in params) || params.value === undefined) throw new ApexError("APEX_E_BAD_JSON", `No value given for ${path}.`);
@@ -116,8 +93,23 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
     },
     "session.list": () => allSessions(store),
     "session.history": () => historySessions(store),
-    ...grantMethods(service, actorParam),
+    ...builtinPluginMethods(service),
   };
+}
+
+/** The methods built-in plugins add to every session (builtinSessionMethods), each group loaded on its first call. */
+function builtinPluginMethods(service: SessionService): Record<string, SessionMethod> {
+  const methods: Record<string, SessionMethod> = {};
+  for (const group of builtinSessionMethods) {
+    let loaded: Promise<Record<string, SessionMethod>> | undefined;
+    for (const name of group.names) {
+      methods[name] = async (params) => {
+        loaded ??= group.load().then((make) => make(service, actorParam));
+        return (await loaded)[name]!(params);
+      };
+    }
+  }
+  return methods;
 }
 
 /**
@@ -186,12 +178,6 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
       for (const event of eventsAfter(supervisor.store, supervisor.sessionId, last)) send(event);
       return STREAM;
     });
-}
-
-function stringParam(params: Record<string, unknown>, name: string): string {
-  const value = params[name];
-  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
-  return value;
 }
 
 function optionalString(params: Record<string, unknown>, name: string): string | undefined {

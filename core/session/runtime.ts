@@ -5,7 +5,6 @@ import { dirname, join } from "node:path";
 import { ambiguousSession, agentSession, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
 import { isSameProcessAlive } from "./proc.js";
 import { makePrivateDir } from "../store/private.js";
-import { parseRemote, remoteEndpoint } from "../rpc/remote.js";
 
 /**
  * Supervisors' runtime files: which process serves a session and on which socket. Every
@@ -149,23 +148,4 @@ export function removeRuntime(storeDir: string, pid = process.pid, sessionId?: s
     if (sessionId !== undefined && runtime.session_id !== sessionId) continue;
     rmSync(runtimeFile(storeDir, id), { force: true });
   }
-}
-
-/**
- * The endpoint a command must use instead of the store, if any: a remote session
- * (`apex --remote HOST/SESSION`, or APEX_REMOTE), else, inside an agent, its supervisor's
- * socket (APEX_SOCKET). callSupervisor takes either.
- */
-export function forcedEndpoint(): string | undefined {
-  const remote = process.env.APEX_REMOTE;
-  if (remote) return remoteEndpoint(parseRemote(remote));
-  return process.env.APEX_SOCKET || undefined;
-}
-
-/**
- * Where the writer of the session this command acts on is reached: the forced endpoint, else its
- * live supervisor's socket (`sessionId`: that session's, whatever the binding says).
- */
-export function writerEndpoint(storeDir: string, sessionId?: string): string | undefined {
-  return forcedEndpoint() ?? (sessionId === undefined ? liveSupervisor(storeDir) : liveSupervisorOf(storeDir, sessionId))?.socket;
 }

@@ -1,8 +1,8 @@
 /**
  * The one way to open a project's store. openStore() resolves which backend holds it (a
  * StoreSpec: APEX_STORE_URL, else the config's `store:` section, else LMDB in the store
- * directory) and asks that backend's factory, found in one registry: LMDB built in, the
- * others (PostgreSQL) loaded from the built-in plugin registry only when configured.
+ * directory) and asks that backend's factory, found in one registry: the built-in plugin
+ * registry (plugins/index.ts), which loads a backend (LMDB, PostgreSQL) only when it is used.
  */
 import { readFileSync } from "node:fs";
 import { basename, resolve } from "node:path";
@@ -29,34 +29,31 @@ interface StoreSection {
 
 const factories = new Map<string, StorageBackendFactory>();
 
-/** The factory of a backend: LMDB built in, any other from the built-in registry (plugins/index.ts), loaded on first use. */
+/** The factory of a backend, from the built-in registry (plugins/index.ts), loaded on first use. */
 export async function backendFactory(name: string): Promise<StorageBackendFactory> {
   const known = factories.get(name);
   if (known) return known;
-  let factory: StorageBackendFactory | undefined;
-  if (name === "lmdb") factory = (await import("./lmdb.js")).lmdbBackend;
-  else {
-    const { builtinStorageBackends } = await import("../../plugins/index.js");
-    const load = builtinStorageBackends[name];
-    if (!load) {
-      throw new ApexError("APEX_E_BACKEND_UNAVAILABLE", `There is no storage backend '${name}'.`, { hint: `Built-in backends: lmdb, ${Object.keys(builtinStorageBackends).join(", ")}.` });
-    }
-    try {
-      factory = await load();
-    } catch (error) {
-      if (error instanceof ApexError) throw error;
-      const message = (error as Error).message;
-      const ownModule = /Cannot find (module|package) '[^']*\/backend\.js'/.test(message);
-      throw new ApexError("APEX_E_BACKEND_UNAVAILABLE", `The ${name} storage backend cannot be loaded: ${message}`, {
-        hint: ownModule
-          ? `This APEX is built without the ${name} backend. Use the default LMDB store (drop \`store:\` and APEX_STORE_URL).`
-          : `Install its driver beside APEX${name === "postgres" ? " (`npm install pg`)" : ""}, or use the default LMDB store (drop \`store:\` and APEX_STORE_URL).`,
-        cause: error,
-      });
-    }
-    if (!factory || typeof factory.open !== "function" || typeof factory.exists !== "function") {
-      throw new ApexError("APEX_E_BACKEND_UNAVAILABLE", `The ${name} storage backend does not export a factory (open, exists).`);
-    }
+  const { builtinStorageBackends } = await import("../../plugins/index.js");
+  const load = builtinStorageBackends[name];
+  if (!load) {
+    throw new ApexError("APEX_E_BACKEND_UNAVAILABLE", `There is no storage backend '${name}'.`, { hint: `Built-in backends: ${Object.keys(builtinStorageBackends).join(", ")}.` });
+  }
+  let factory: StorageBackendFactory;
+  try {
+    factory = await load();
+  } catch (error) {
+    if (error instanceof ApexError) throw error;
+    const message = (error as Error).message;
+    const ownModule = /Cannot find (module|package) '[^']*\/backend\.js'/.test(message);
+    throw new ApexError("APEX_E_BACKEND_UNAVAILABLE", `The ${name} storage backend cannot be loaded: ${message}`, {
+      hint: ownModule
+        ? `This APEX is built without the ${name} backend. Use the default LMDB store (drop \`store:\` and APEX_STORE_URL).`
+        : `Install its driver beside APEX${name === "postgres" ? " (`npm install pg`)" : ""}, or use the default LMDB store (drop \`store:\` and APEX_STORE_URL).`,
+      cause: error,
+    });
+  }
+  if (!factory || typeof factory.open !== "function" || typeof factory.exists !== "function") {
+    throw new ApexError("APEX_E_BACKEND_UNAVAILABLE", `The ${name} storage backend does not export a factory (open, exists).`);
   }
   factories.set(name, factory);
   return factory;

@@ -11,23 +11,22 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
 import { paint, printJson, printLine } from "../../core/cli/output.js";
 import { ApexError } from "../../core/errors.js";
-import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
-import { forcedEndpoint } from "../../core/session/runtime.js";
+import { openSessionClient } from "../../core/session/client.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { branchSource, checkNewSessionName, type BranchReport } from "./branch.js";
 import { sessionRecord } from "./merge-base.js";
 import { describeConflict } from "./merge.js";
-import { callWriter, noStore, withReadStore, writerSocket } from "./plugin-cli.js";
+import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
 import type { SessionMergeReport } from "./session-merge.js";
 import { drawTree, type SessionTree } from "./tree.js";
 
 /** Calls a write method where the writer is: `sessionId`'s own supervisor when it runs (a merge goes through DST's). */
 async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string): Promise<unknown> {
-  const socket = writerSocket(location, sessionId);
-  if (socket) return callWriter(socket, method, params);
+  const writer = writerClient(location, sessionId);
+  if (writer) return callWriter(writer, method, params);
   if (!(await storeExists(location))) throw noStore();
   const { loadConfig } = await import("../../core/config/load.js");
   const { createSessionEngine } = await import("../../core/session/hooks.js");
@@ -128,8 +127,8 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
 
 /** A dry run reads: over the socket when one runs (or inside an agent), else the store read-only. */
 async function callRead(location: ProjectLocation, method: string, params: Record<string, unknown>): Promise<unknown> {
-  const endpoint = forcedEndpoint() ?? writerSocket(location);
-  if (endpoint) return callSupervisor(endpoint, method, params, 600_000);
+  const writer = writerClient(location);
+  if (writer) return writer.call(method, params, 600_000);
   return withReadStore(location, async (store) => {
     const { mergeSessions } = await import("./session-merge.js");
     return mergeSessions(store, {
@@ -235,12 +234,13 @@ function fireBeforeGit(location: ProjectLocation, cwd: string, args: string[]): 
 // ------------------------------------------------------------------------------------ tree
 
 export async function treeCommand(location: ProjectLocation, options: { json?: boolean }): Promise<void> {
-  const endpoint = forcedEndpoint();
-  const tree = endpoint
-    ? ((await callSupervisor(endpoint, "session.tree", {})) as SessionTree)
-    : (await storeExists(location))
-      ? await withReadStore(location, async (store) => (await import("./tree.js")).sessionTree(store))
-      : { sessions: [], nodes: [] };
+  const client = await openSessionClient(location, "read");
+  let tree: SessionTree;
+  try {
+    tree = client.empty ? { sessions: [], nodes: [] } : await client.run("session.tree", {}, async (store) => (await import("./tree.js")).sessionTree(store), 30_000);
+  } finally {
+    await client.close();
+  }
   if (options.json) return printJson(tree);
   if (tree.nodes.length === 0) {
     printLine("No checkpoints yet: the tree is drawn from them.");

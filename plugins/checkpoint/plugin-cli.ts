@@ -24,7 +24,8 @@ import { paint, plural, printJson, printLine } from "../../core/cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
-import { forcedEndpoint, liveSupervisor, liveSupervisorOf, liveSupervisors, writerEndpoint } from "../../core/session/runtime.js";
+import { liveSessionClient, openSessionClient, type SessionClient } from "../../core/session/client.js";
+import { liveSupervisors } from "../../core/session/runtime.js";
 import { type Store, type JsonValue } from "../../core/store/store.js";
 import { openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import type { CheckpointSummary } from "./catalog.js";
@@ -54,29 +55,29 @@ export function noStore(): ApexError {
 }
 
 /**
- * The socket of a writer, if a supervisor runs (inside an agent: always its supervisor): `sessionId`'s
- * own when it runs, else the one of the session this command is bound to, else any live one (each
- * supervisor's checkpoint service writes any session's checkpoints).
+ * The store's writer, if a supervisor runs (inside an agent, or for a remote session: always
+ * that one): `sessionId`'s own when it runs, else the one of the session this command is bound
+ * to, else any live one (each supervisor's checkpoint service writes any session's checkpoints).
  */
-export function writerSocket(location: ProjectLocation, sessionId?: string): string | undefined {
-  const forced = forcedEndpoint();
-  if (forced) return forced;
+export function writerClient(location: ProjectLocation, sessionId?: string): SessionClient | undefined {
+  if (process.env.APEX_REMOTE || process.env.APEX_SOCKET) return liveSessionClient(location);
   if (sessionId !== undefined) {
-    const own = liveSupervisorOf(location.storeDir, sessionId);
-    if (own) return own.socket;
+    const own = liveSessionClient(location, { session: sessionId });
+    if (own) return own;
   }
   try {
-    const bound = writerEndpoint(location.storeDir);
+    const bound = liveSessionClient(location);
     if (bound) return bound;
   } catch (error) {
     if (!isApexError(error) || error.code !== "APEX_E_AMBIGUOUS_SESSION") throw error;
   }
-  return liveSupervisors(location.storeDir)[0]?.socket;
+  const any = liveSupervisors(location.storeDir)[0];
+  return any ? liveSessionClient(location, { session: any.session_id }) : undefined;
 }
 
-export async function callWriter(socket: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+export async function callWriter(writer: SessionClient, method: string, params: Record<string, unknown>): Promise<unknown> {
   try {
-    return await callSupervisor(socket, method, params, 600_000);
+    return await writer.call(method, params, 600_000);
   } catch (error) {
     if (isApexError(error) && error.code === "APEX_E_RPC" && /Unknown method/.test(error.message)) {
       throw new ApexError("APEX_E_USAGE", `The running session has no checkpoint plugin, so it cannot ${method.replace(".", " ")}.`, {
@@ -94,6 +95,19 @@ export async function withReadStore<T>(location: ProjectLocation, fn: (store: St
     return await fn(store);
   } finally {
     await store.close();
+  }
+}
+
+/**
+ * A read where the session is: `method` on the supervisor inside an agent or on a remote
+ * session's server, else `here` on the store opened read-only in this process.
+ */
+export async function readAtSession<T>(location: ProjectLocation, method: string, params: Record<string, unknown>, here: (store: Store) => T | Promise<T>): Promise<T> {
+  const client = await openSessionClient(location, "read", { noStore });
+  try {
+    return await client.run(method, params, here, 30_000);
+  } finally {
+    await client.close();
   }
 }
 
@@ -115,9 +129,9 @@ async function withWriteStore<T>(location: ProjectLocation, fn: (store: Store) =
 export async function createCheckpointCommand(location: ProjectLocation, description: string | undefined, options: { pin?: boolean; json?: boolean }): Promise<void> {
   // The actor: the audit trail names who checkpointed (the supervisor records it as given).
   const params = { description: description ?? "", pin: options.pin === true, actor: currentActor() };
-  const socket = writerSocket(location);
+  const writer = writerClient(location);
   let summary: CreatedCheckpoint;
-  if (socket) summary = (await callWriter(socket, "checkpoint.create", params)) as CreatedCheckpoint;
+  if (writer) summary = (await callWriter(writer, "checkpoint.create", params)) as CreatedCheckpoint;
   else {
     if (!(await storeExists(location))) throw noStore();
     const { loadConfig } = await import("../../core/config/load.js");
@@ -159,10 +173,9 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
     ...(options.keysLimit !== undefined ? { keysLimit: options.keysLimit } : {}),
     ...(options.keysOffset !== undefined ? { keysOffset: options.keysOffset } : {}),
   };
-  const endpoint = forcedEndpoint();
-  const record = endpoint
-    ? ((await callSupervisor(endpoint, "checkpoint.show", { ref, session: options.session, ...page })) as CheckpointRecord)
-    : await withReadStore(location, (store) => checkpointRecord(store, ref, { sessionId: sessionFor(store, options.session), ...page }));
+  const record = await readAtSession(location, "checkpoint.show", { ref, session: options.session, ...page }, (store) =>
+    checkpointRecord(store, ref, { sessionId: sessionFor(store, options.session), ...page }),
+  );
   if (options.json) return printJson(record);
   const m = record.manifest;
   printLine(`${paint(m.name, "bold")}  ${m.id}`);
@@ -216,10 +229,9 @@ function describeAgent(agent: JsonValue): string {
 const DIFF_LINES = 100;
 
 export async function diffCheckpointsCommand(location: ProjectLocation, a: string, b: string, options: ReadOptions): Promise<void> {
-  const endpoint = forcedEndpoint();
-  const diff = endpoint
-    ? ((await callSupervisor(endpoint, "checkpoint.diff", { from: a, to: b, session: options.session })) as CheckpointDiff)
-    : await withReadStore(location, (store) => diffCheckpoints(store, a, b, { sessionId: sessionFor(store, options.session) }));
+  const diff = await readAtSession(location, "checkpoint.diff", { from: a, to: b, session: options.session }, (store) =>
+    diffCheckpoints(store, a, b, { sessionId: sessionFor(store, options.session) }),
+  );
   if (options.json) return printJson(diff);
   const name = (side: CheckpointDiff["from"]) => `${side.sessionId}/${side.name} (${side.id.slice(0, 8)})`;
   printLine(`From ${name(diff.from)} to ${name(diff.to)}`);
@@ -272,18 +284,18 @@ function clipText(text: string): string {
 // ------------------------------------------------------------------------------------ pin, delete
 
 export async function pinCheckpointCommand(location: ProjectLocation, ref: string, pinned: boolean, options: ReadOptions): Promise<void> {
-  const socket = writerSocket(location);
-  const summary = socket
-    ? ((await callWriter(socket, "checkpoint.pin", { ref, pinned, session: options.session })) as CheckpointSummary)
+  const writer = writerClient(location);
+  const summary = writer
+    ? ((await callWriter(writer, "checkpoint.pin", { ref, pinned, session: options.session })) as CheckpointSummary)
     : await withWriteStore(location, async (store) => summaryOf(await pinCheckpoint(store, ref, pinned, { sessionId: sessionFor(store, options.session) })));
   if (options.json) return printJson(summary);
   printLine(`${summary.session_id}/${summary.name} is ${pinned ? "pinned: retention never deletes it" : "no longer pinned"}.`);
 }
 
 export async function deleteCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions & { force?: boolean }): Promise<void> {
-  const socket = writerSocket(location);
-  const deleted = socket
-    ? ((await callWriter(socket, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; name: string; id: string })
+  const writer = writerClient(location);
+  const deleted = writer
+    ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; name: string; id: string })
     : await withWriteStore(location, (store) => deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true }));
   if (options.json) return printJson(deleted);
   printLine(`Deleted ${deleted.sessionId}/${deleted.name} (${deleted.id}). Objects no other checkpoint uses are freed by the next sweep (\`apex session cleanup\`).`);
@@ -357,7 +369,7 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
   // Repair rewrites objects, checkpoint records and manifests the running supervisor caches and
   // writes: a running session is checkpointed and stopped first, and continued afterwards.
   let handover: Handover | undefined;
-  if (!dryRun && liveSupervisor(location.storeDir)) {
+  if (!dryRun && liveSessionClient(location, { local: true })) {
     const { makeWay, handoverLine } = await import("../../core/session/cli/handover.js");
     handover = await makeWay(location, { target: undefined, rollback: false, reason: "repair the store", liveOnly: true });
     if (handover && !options.json) printLine(handoverLine(handover));
@@ -440,7 +452,7 @@ async function repairDamagedFile(location: ProjectLocation, before: ValidationRe
   if (dryRun) {
     return { dryRun, actions: [{ action: "copy-store", target: `${location.storeDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${before.records} records that read into a fresh store file` }], before };
   }
-  const { replaceWithSalvage } = await import("../../core/store/lmdb-salvage-process.js");
+  const { replaceWithSalvage } = await import("../lmdb/salvage-process.js");
   const salvaged = replaceWithSalvage(location.storeDir);
   const copyAction: RepairAction = {
     action: "copy-store",
@@ -487,10 +499,10 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
     const crashed = check.problems.find((problem) => problem.code === "validator-crashed");
     if (crashed) throw new ApexError("APEX_E_INTEGRITY", `Cannot reconstruct: ${crashed.message}`, { hint: "Restore a backup of .apex/." });
   }
-  const socket = writerSocket(location);
+  const writer = writerClient(location);
   const params = { session_id: sessionId, ...(options.as ? { new_session_id: options.as } : {}) };
-  const report = socket
-    ? ((await callWriter(socket, "session.reconstruct", params)) as ReconstructReport & { checkpoint: CheckpointSummary })
+  const report = writer
+    ? ((await callWriter(writer, "session.reconstruct", params)) as ReconstructReport & { checkpoint: CheckpointSummary })
     : await withWriteStore(location, async (store) => {
         const built = await reconstructSession(store, sessionId, options.as ? { newSessionId: options.as } : {});
         return { ...built, checkpoint: summaryOf(built.checkpoint), current: false };

@@ -8,7 +8,6 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, printJson, printLine, table } from "../../core/cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import { type Store } from "../../core/store/store.js";
-import { openStore, storeExists } from "../../core/store/open.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { sessionFor } from "./plugin-sessions.js";
 
@@ -91,23 +90,14 @@ function listItem(summary: CheckpointSummary, reasons: Map<string, string[]> | u
 
 export async function listCheckpointsCommand(location: ProjectLocation, options: ListOptions, keptBy?: () => Promise<KeptBy | undefined>): Promise<void> {
   let page: CheckpointPage;
-  const { forcedEndpoint } = await import("../../core/session/runtime.js");
-  const endpoint = forcedEndpoint();
-  if (endpoint) {
-    const { callSupervisor } = await import("../../core/rpc/call.js");
+  const { openSessionClient } = await import("../../core/session/client.js");
+  const noStore = () => new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
+  const client = await openSessionClient(location, "read", { noStore });
+  try {
     const params = { session: options.session, limit: options.limit, offset: options.offset, oldest: options.oldest === true };
-    page = (await callSupervisor(endpoint, "checkpoint.list", params)) as CheckpointPage;
-  } else {
-    if (!(await storeExists(location))) {
-      throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
-    }
-    const explain = await keptBy?.();
-    const store = await openStore(location, { readOnly: true });
-    try {
-      page = checkpointPage(store, options, explain);
-    } finally {
-      await store.close();
-    }
+    page = await client.run("checkpoint.list", params, async (store) => checkpointPage(store, options, await keptBy?.()), 30_000);
+  } finally {
+    await client.close();
   }
   if (options.json) {
     printJson(page);

@@ -5,7 +5,7 @@
  *   node dist/plugins/checkpoint/repair-worker.js <store-dir> <result-file>
  */
 import { writeFileSync } from "node:fs";
-import { LmdbStore } from "../../core/store/lmdb.js";
+import { LmdbStore } from "../lmdb/backend.js";
 import { repairStore } from "./validate.js";
 
 const [dir, resultFile] = process.argv.slice(2) as [string, string];

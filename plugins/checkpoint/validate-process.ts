@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { ApexError, type ErrorCode } from "../../core/errors.js";
 import { STORE_FILE, lmdbDataDir } from "../../core/store/store.js";
 import type { StoreSpec } from "../../core/store/port.js";
-import { salvageOutOfProcess } from "../../core/store/lmdb-salvage-process.js";
+import { salvageOutOfProcess } from "../lmdb/salvage-process.js";
 import { join } from "node:path";
 import type { StoreProblem, ValidationReport } from "./validate.js";
 
@@ -96,7 +96,7 @@ export function validateOutOfProcess(target: StoreSpec | string, options: OutOfP
 /**
  * A report of LMDB-level damage: what stopped validation, then one `store-damaged` problem per
  * damaged region of each table, found by reading every table record by record
- * (core/store/lmdb-salvage.ts). Checkpoints could not be verified past the damage; `session repair`
+ * (plugins/lmdb/salvage.ts). Checkpoints could not be verified past the damage; `session repair`
  * copies what reads into a fresh store file, then validates and repairs that.
  */
 export function damageReport(storeDir: string, stoppedBy: string, crashed = false): ValidationReport {

@@ -5,10 +5,10 @@ import { parseDuration, isDuration } from "../../core/config/duration.js";
 import { ApexError } from "../../core/errors.js";
 import { paint, printJson, printLine, table } from "../../core/cli/output.js";
 import { currentActor } from "../../core/actor.js";
-import { openSessionClient, type SessionClient } from "../../core/session/client.js";
-import type { GrantView } from "../../core/session/grants.js";
+import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
+import type { GrantView } from "./grants.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { parseHostPort, parseRemote, remoteEndpoint, saveCredential, credentialsFile } from "../../core/rpc/remote.js";
+import { parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
 
 /** `<store>/serve.json`: where a running `apex serve` listens, for the invites `session share` prints. */
 const SERVE_FILE = "serve.json";
@@ -59,7 +59,7 @@ export async function serveCommand(
  */
 async function withSession<T>(location: ProjectLocation, ref: string, fn: (client: SessionClient, params: { session?: string }) => Promise<T>): Promise<T> {
   const session = ref === "current" ? undefined : ref;
-  const client = await openSessionClient(location, "write", session);
+  const client = await openSessionClient(location, "write", { session });
   try {
     return await fn(client, session === undefined ? {} : { session });
   } finally {
@@ -142,11 +142,11 @@ export async function sharesCommand(location: ProjectLocation, ref: string, json
 
 export async function connectCommand(targetText: string, json: boolean): Promise<void> {
   const target = parseRemote(targetText);
-  const endpoint = remoteEndpoint(target);
-  const { callSupervisor, followUntilInterrupted, subscribeSupervisor } = await import("../../core/rpc/call.js");
-  const me = (await callSupervisor(endpoint, "whoami", {})) as { user: string; role: string; session_id: string };
-  const status = (await callSupervisor(endpoint, "session.status", {})) as StatusReport;
-  if (!json && process.stdout.isTTY) return liveView(target.origin, endpoint, me, status);
+  const remote = remoteSessionClient(targetText)!;
+  const { followUntilInterrupted } = await import("../../core/rpc/call.js");
+  const me = (await remote.call("whoami", {}, 30_000)) as { user: string; role: string; session_id: string };
+  const status = (await remote.call("session.status", {}, 30_000)) as StatusReport;
+  if (!json && process.stdout.isTTY) return liveView(target.origin, remote, me, status);
   const { formatEvent, paintStatus } = await import("../../core/session/cli/format.js");
   if (json) printJson({ connected: me, status });
   else {
@@ -160,7 +160,7 @@ export async function connectCommand(targetText: string, json: boolean): Promise
       if (status.connected?.length) printLine(`  connected  ${status.connected.map((user) => `${user.user} (${user.role})`).join(", ")}`);
     }
   }
-  const subscription = subscribeSupervisor(endpoint, "events.subscribe", {}, (event) => {
+  const subscription = remote.subscribe("events.subscribe", {}, (event) => {
     if (json) process.stdout.write(`${JSON.stringify(event)}\n`);
     else {
       const e = event as Parameters<typeof formatEvent>[0];
@@ -177,10 +177,10 @@ const REFRESH_MS = 2000;
  * The terminal view of `apex connect`: the screen redrawn on every event (status fetched
  * again) and every 2 s (CPU, uptime), on an alternate screen that Ctrl-C leaves as it was.
  */
-async function liveView(origin: string, endpoint: string, me: { user: string; role: string }, first: StatusReport): Promise<void> {
-  const [{ callSupervisor, subscribeSupervisor }, { renderMonitor, SCREEN }] = await Promise.all([import("../../core/rpc/call.js"), import("./monitor.js")]);
+async function liveView(origin: string, remote: SessionClient, me: { user: string; role: string }, first: StatusReport): Promise<void> {
+  const { renderMonitor, SCREEN } = await import("./monitor.js");
   const { paint } = await import("../../core/cli/output.js");
-  const recent = ((await callSupervisor(endpoint, "events.list", {}).catch(() => [])) as MonitorEvent[]).slice(-RECENT_EVENTS);
+  const recent = ((await remote.call("events.list", {}, 30_000).catch(() => [])) as MonitorEvent[]).slice(-RECENT_EVENTS);
   const state: import("./monitor.js").MonitorState = { origin, me, status: first, events: recent, notice: null, now: new Date() };
   const out = process.stdout;
   const draw = () => {
@@ -192,7 +192,7 @@ async function liveView(origin: string, endpoint: string, me: { user: string; ro
     if (refreshing) return;
     refreshing = true;
     try {
-      state.status = (await callSupervisor(endpoint, "session.status", {})) as StatusReport;
+      state.status = (await remote.call("session.status", {}, 30_000)) as StatusReport;
     } catch (error) {
       state.notice = `Cannot refresh: ${(error as Error).message}`;
     } finally {
@@ -202,7 +202,7 @@ async function liveView(origin: string, endpoint: string, me: { user: string; ro
   };
   out.write(SCREEN.enter);
   draw();
-  const subscription = subscribeSupervisor(endpoint, "events.subscribe", {}, (event) => {
+  const subscription = remote.subscribe("events.subscribe", {}, (event) => {
     state.events.push(event as MonitorEvent);
     if (state.events.length > RECENT_EVENTS) state.events.shift();
     void refresh();
@@ -244,8 +244,7 @@ export async function loginCommand(hostText: string, json: boolean): Promise<voi
     host = target.host;
     session = target.sessionId;
     process.env.APEX_TOKEN = token;
-    const { callSupervisor } = await import("../../core/rpc/call.js");
-    await callSupervisor(remoteEndpoint(target), "whoami", {});
+    await remoteSessionClient(hostText)!.call("whoami", {}, 30_000);
   } else {
     const { hostname, port } = parseHostPort(hostText);
     host = `${hostname}:${port}`;

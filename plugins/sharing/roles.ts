@@ -1,4 +1,4 @@
-import type { Role } from "../../core/session/grants.js";
+import type { Role } from "./grants.js";
 
 /**
  * The role each control method needs when it arrives through `apex serve`. A method missing

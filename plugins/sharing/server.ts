@@ -9,8 +9,8 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/errors.js";
 import { callSupervisor, subscribeSupervisor, SupervisorChannel, type Subscription } from "../../core/rpc/call.js";
 import { errorBody } from "../../core/rpc/protocol.js";
-import { isLoopback } from "../../core/rpc/remote.js";
-import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "../../core/session/grants.js";
+import { isLoopback } from "./remote.js";
+import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readOnlySession, readStored, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../core/session/cli/logs.js";
@@ -410,7 +410,7 @@ class Gate {
     const session = await withReadStore(this.location, (store) => storedSession(store, sessionId));
     if (session.frozen) throw readOnlySession(session, method);
     const { directClient } = await import("../../core/session/direct.js");
-    const client = await directClient(this.location, "write");
+    const client = await directClient(this.location, "write", {});
     try {
       return await client.call(method, params);
     } finally {

@@ -1,4 +1,4 @@
-import { LmdbStore } from "../../core/store/lmdb.js";
+import { LmdbStore } from "../../plugins/lmdb/backend.js";
 import type { Store } from "../../core/store/store.js";
 
 export { LmdbStore };

@@ -6,10 +6,10 @@
 import type { ProjectLocation } from "../../config/locate.js";
 import { ApexError } from "../../errors.js";
 import { plural, printJson, printLine } from "../../cli/output.js";
-import { callSupervisor } from "../../rpc/call.js";
 import { isSameProcessAlive, sleep } from "../proc.js";
 import { currentActor } from "../../actor.js";
-import { forcedEndpoint, liveSupervisor, type SupervisorRuntime } from "../runtime.js";
+import { liveSessionClient, type SessionClient } from "../client.js";
+import type { SupervisorRuntime } from "../runtime.js";
 
 interface ControlReply {
   session_id: string;
@@ -22,13 +22,13 @@ interface ControlReply {
 }
 
 export async function pauseSession(location: ProjectLocation, json: boolean): Promise<void> {
-  const endpoint = await requireSupervisor(location, "pause");
-  const reply = (await callSupervisor(endpoint, "session.pause", { actor: currentActor() }, 120_000)) as ControlReply;
+  const client = await requireSupervisor(location, "pause");
+  const reply = (await client.call("session.pause", { actor: currentActor() }, 120_000)) as ControlReply;
   report(reply, json, `Paused session ${reply.session_id}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} stopped.`);
 }
 
 export async function resumeSession(location: ProjectLocation, json: boolean): Promise<void> {
-  if (!process.env.APEX_REMOTE && !liveSupervisor(location.storeDir)) {
+  if (!liveSessionClient(location)) {
     // session.auto_recovery: resuming an interrupted session continues it from the live store.
     const { findAutoRecoverable, autoRecoveryNotice } = await import("./auto-recovery.js");
     const recoverable = await findAutoRecoverable(location);
@@ -39,25 +39,22 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
       return;
     }
   }
-  const endpoint = await requireSupervisor(location, "resume");
-  const reply = (await callSupervisor(endpoint, "session.resume", { actor: currentActor() }, 120_000)) as ControlReply;
+  const client = await requireSupervisor(location, "resume");
+  const reply = (await client.call("session.resume", { actor: currentActor() }, 120_000)) as ControlReply;
   report(reply, json, `Resumed session ${reply.session_id}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued.`);
 }
 
 export async function stopSession(location: ProjectLocation, options: { force?: boolean; grace?: number; json?: boolean }): Promise<void> {
   const params = { force: Boolean(options.force), ...(options.grace !== undefined ? { grace_ms: options.grace * 1000 } : {}), actor: currentActor() };
-  if (process.env.APEX_REMOTE) {
-    const reply = (await callSupervisor(forcedEndpoint()!, "session.stop", params, 120_000)) as ControlReply;
-    report(reply, Boolean(options.json), `Stopped session ${reply.session_id} (${reply.processes_ended ?? 0} processes ended).`);
-    return;
-  }
-  const runtime = liveSupervisor(location.storeDir);
-  if (runtime) {
+  const client = liveSessionClient(location);
+  if (client) {
+    const runtime = client.supervisor;
     let reply: ControlReply | undefined;
     try {
-      reply = (await callSupervisor(runtime.socket, "session.stop", params, 120_000)) as ControlReply;
+      reply = (await client.call("session.stop", params, 120_000)) as ControlReply;
     } catch (error) {
-      if (!(error instanceof ApexError) || !["APEX_E_RPC", "APEX_E_TIMEOUT"].includes(error.code)) throw error;
+      // A remote session's server answers for its supervisor: its errors are final.
+      if (!runtime || !(error instanceof ApexError) || !["APEX_E_RPC", "APEX_E_TIMEOUT"].includes(error.code)) throw error;
       // The supervisor went away meanwhile (the session ended by itself, or it crashed): the
       // offline path says which. One that is alive but does not answer (hung, stopped) is
       // ended with its agents only with --force.
@@ -65,7 +62,7 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
       if (isSameProcessAlive(runtime.pid, runtime.start_time) && !options.force) throw error;
     }
     if (reply) {
-      await waitForExit(runtime, 10_000);
+      if (runtime) await waitForExit(runtime, 10_000);
       report(reply, Boolean(options.json), `Stopped session ${reply.session_id} (${reply.processes_ended ?? 0} processes ended).`);
       return;
     }
@@ -85,9 +82,9 @@ function report(reply: ControlReply, json: boolean, text: string): void {
 }
 
 /** Where the live supervisor answers (a remote session's server, or the local socket), or an error that says why there is none. */
-async function requireSupervisor(location: ProjectLocation, action: string): Promise<string> {
-  const endpoint = process.env.APEX_REMOTE ? forcedEndpoint() : liveSupervisor(location.storeDir)?.socket;
-  if (endpoint) return endpoint;
+async function requireSupervisor(location: ProjectLocation, action: string): Promise<SessionClient> {
+  const client = liveSessionClient(location);
+  if (client) return client;
   const { explainNoSupervisor } = await import("./explain.js");
   throw await explainNoSupervisor(location, action);
 }

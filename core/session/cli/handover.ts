@@ -10,9 +10,8 @@
 import type { ProjectLocation } from "../../config/locate.js";
 import { ApexError, isApexError } from "../../errors.js";
 import { paint } from "../../cli/output.js";
-import { callSupervisor } from "../../rpc/call.js";
 import { isSameProcessAlive, sleep } from "../proc.js";
-import { liveSupervisorOf } from "../runtime.js";
+import { liveSessionClient } from "../client.js";
 import type { ContinueTarget } from "../sessions.js";
 
 /** What was done with the session that was in the way. */
@@ -82,8 +81,9 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
   // Live on another host: not this host's to checkpoint or stop (the claim would refuse it too).
   if (current.remote) throw current.remote;
   const same = request.target !== undefined && request.target.sessionId === current.session_id;
-  const live = liveSupervisorOf(location.storeDir, current.session_id);
-  if (current.status === "interrupted" || !live) {
+  const client = liveSessionClient(location, { local: true, session: current.session_id });
+  const live = client?.supervisor;
+  if (current.status === "interrupted" || !client || !live) {
     if (same || request.liveOnly) return undefined;
   } else if (same && !request.rollback) {
     throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${current.session_id} is ${current.status} (supervisor pid ${live.pid}); there is nothing to continue.`, {
@@ -97,10 +97,10 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
     ? { trigger: "beforeRestore", description: `state before ${request.reason}` }
     : { trigger: "onStop", description: `session end: stopped to ${request.reason}` };
   const reason = `stopped to ${request.reason}`;
-  if (live && current.status !== "interrupted") {
+  if (client && live && current.status !== "interrupted") {
     let reply: { checkpoint?: Handover["checkpoint"]; processes_ended?: number };
     try {
-      reply = (await callSupervisor(live.socket, "session.stop", { reason, checkpoint }, 120_000)) as typeof reply;
+      reply = (await client.call("session.stop", { reason, checkpoint }, 120_000)) as typeof reply;
     } catch (error) {
       if (isApexError(error) && (error.code === "APEX_E_RPC" || error.code === "APEX_E_TIMEOUT")) throw error;
       throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${current.session_id} is ${current.status} and could not be checkpointed before stopping it: ${(error as Error).message}`, {

@@ -12,6 +12,7 @@ import { paint, printLine } from "../../cli/output.js";
 import { tailLines } from "../agents.js";
 import { sleep } from "../proc.js";
 import { agentLogDir, liveSupervisor, readRuntime } from "../runtime.js";
+import { remoteSessionClient, type SessionClient } from "../client.js";
 
 export interface LogsOptions {
   follow?: boolean;
@@ -33,7 +34,8 @@ export interface LogLine {
 }
 
 export async function showLogs(location: ProjectLocation, agent: string | undefined, options: LogsOptions): Promise<void> {
-  if (process.env.APEX_REMOTE) return showRemoteLogs(agent, options);
+  const remote = remoteSessionClient();
+  if (remote) return showRemoteLogs(remote, agent, options);
   const sessionId =
     options.session !== undefined
       ? logSessionByRef(location.storeDir, options.session, await sessionNamed(location, options.session))
@@ -63,15 +65,14 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
 }
 
 /** `apex --remote … logs`: the same lines, read by the server (`logs.read`, then the `logs.follow` stream). */
-async function showRemoteLogs(agent: string | undefined, options: LogsOptions): Promise<void> {
-  const [{ callSupervisor, followUntilInterrupted, subscribeSupervisor }, { forcedEndpoint }] = await Promise.all([import("../../rpc/call.js"), import("../runtime.js")]);
-  const endpoint = forcedEndpoint()!;
+async function showRemoteLogs(remote: SessionClient, agent: string | undefined, options: LogsOptions): Promise<void> {
+  const { followUntilInterrupted } = await import("../../rpc/call.js");
   const count = options.lines ?? (options.follow ? 10 : 50);
-  const reply = (await callSupervisor(endpoint, "logs.read", { agent: agent ?? null, lines: count })) as { agents: string[]; lines: LogLine[] };
+  const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count }, 30_000)) as { agents: string[]; lines: LogLine[] };
   const print = linePrinter(reply.agents, Boolean(options.json));
   for (const line of reply.lines) print(line);
   if (!options.follow) return;
-  const subscription = subscribeSupervisor(endpoint, "logs.follow", { agent: agent ?? null }, (event) => print(event as LogLine));
+  const subscription = remote.subscribe("logs.follow", { agent: agent ?? null }, (event) => print(event as LogLine));
   await followUntilInterrupted(subscription);
 }
 

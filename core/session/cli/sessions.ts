@@ -1,10 +1,9 @@
 import type { ProjectLocation } from "../../config/locate.js";
 import { printJson, printLine, table } from "../../cli/output.js";
-import { openStore, storeExists } from "../../store/open.js";
+import { openSessionClient } from "../client.js";
 import type { SessionRecord } from "../records.js";
-import { allSessions, effectiveStatus, historySessions } from "../sessions.js";
+import { effectiveStatus } from "../sessions.js";
 import { paintStatus } from "./format.js";
-import { forcedEndpoint } from "../runtime.js";
 import { supervisorHost } from "../lease.js";
 
 interface SessionRow {
@@ -23,19 +22,12 @@ interface SessionRow {
 }
 
 async function readSessions(location: ProjectLocation, which: "all" | "history"): Promise<SessionRow[]> {
+  const client = await openSessionClient(location, "read");
   let records: SessionRecord[];
-  const endpoint = forcedEndpoint();
-  if (endpoint) {
-    const { callSupervisor } = await import("../../rpc/call.js");
-    records = (await callSupervisor(endpoint, which === "all" ? "session.list" : "session.history", {})) as SessionRecord[];
-  } else {
-    if (!(await storeExists(location))) return [];
-    const store = await openStore(location, { readOnly: true });
-    try {
-      records = which === "all" ? allSessions(store) : historySessions(store);
-    } finally {
-      await store.close();
-    }
+  try {
+    records = (await client.call(which === "all" ? "session.list" : "session.history", {}, 30_000)) as SessionRecord[];
+  } finally {
+    await client.close();
   }
   return records.map((record) => ({
     session_id: record.session_id,

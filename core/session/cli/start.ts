@@ -2,6 +2,7 @@ import type { ProjectLocation } from "../../config/locate.js";
 import { ApexError } from "../../errors.js";
 import { paint, printJson, printLine } from "../../cli/output.js";
 import { subscribeSupervisor } from "../../rpc/call.js";
+import { remoteSessionClient, type SessionClient } from "../client.js";
 import { launchSupervisor } from "../launch.js";
 import type { SessionEvent } from "../records.js";
 import type { ReadyReport } from "../supervisor.js";
@@ -17,7 +18,8 @@ export interface StartOptions {
 
 /** `apex start`: a new session, or `--continue` an interrupted or ended one. */
 export async function startSession(location: ProjectLocation, options: StartOptions): Promise<void> {
-  if (process.env.APEX_REMOTE) return continueRemote(options);
+  const remote = remoteSessionClient();
+  if (remote) return continueRemote(remote, options);
   if (options.task !== undefined && options.continue !== undefined) {
     throw new ApexError("APEX_E_USAGE", "--task starts a new session and --continue resumes one; give one of them.", {
       hint: 'Add work to a continued session with `apex task add "…"`.',
@@ -59,15 +61,13 @@ export async function startSession(location: ProjectLocation, options: StartOpti
  * `apex --remote HOST/SESSION start --continue SESSION|last`: an operator brings the remote
  * session back; its server launches the supervisor on its machine.
  */
-async function continueRemote(options: StartOptions): Promise<void> {
+async function continueRemote(remote: SessionClient, options: StartOptions): Promise<void> {
   if (options.continue === undefined || options.task !== undefined || options.attach) {
     throw new ApexError("APEX_E_USAGE", "On a remote session, start only continues it: apex --remote HOST/SESSION start --continue SESSION.", {
       hint: "A new session is started on its own machine; `apex connect` follows it.",
     });
   }
-  const { forcedEndpoint } = await import("../runtime.js");
-  const { callSupervisor } = await import("../../rpc/call.js");
-  const ready = (await callSupervisor(forcedEndpoint()!, "session.continue", { continue: options.continue }, 120_000)) as ReadyReport;
+  const ready = (await remote.call("session.continue", { continue: options.continue }, 120_000)) as ReadyReport;
   if (options.json) printJson(ready);
   else printReady(ready);
 }

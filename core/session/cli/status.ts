@@ -7,8 +7,7 @@
  */
 import type { ProjectLocation } from "../../config/locate.js";
 import { paint, printJson, printLine, table } from "../../cli/output.js";
-import { callSupervisor } from "../../rpc/call.js";
-import { forcedEndpoint, liveSupervisor } from "../runtime.js";
+import { openSessionClient } from "../client.js";
 import type { StatusReport } from "../status-report.js";
 
 /** How long a live supervisor gets to answer before status reads the store itself. */
@@ -22,38 +21,14 @@ export async function showStatus(location: ProjectLocation, json: boolean): Prom
 }
 
 async function readStatus(location: ProjectLocation): Promise<StatusReport> {
-  const endpoint = forcedEndpoint();
-  if (endpoint) return (await callSupervisor(endpoint, "session.status", {})) as StatusReport;
   // A live supervisor answers from the store it holds open, which spares this process loading
-  // LMDB (a third of the command's time). If it is slow or gone, read the store directly.
-  const runtime = liveSupervisor(location.storeDir);
-  if (runtime) {
-    try {
-      return (await callSupervisor(runtime.socket, "session.status", {}, SUPERVISOR_ANSWER_MS)) as StatusReport;
-    } catch {
-      // fall through to the store
-    }
-  }
-  const { openStore, storeExists } = await import("../../store/open.js");
-  if (!(await storeExists(location))) return buildEmpty();
-  const { buildStatusReport } = await import("../status-report.js");
-  const store = await openStore(location, { readOnly: true });
+  // LMDB (a third of the command's time). If it is slow or gone, the store is read directly.
+  const client = await openSessionClient(location, "read", { supervisorFirstMs: SUPERVISOR_ANSWER_MS });
   try {
-    return buildStatusReport(store, location.storeDir);
+    return (await client.call("session.status", {}, 30_000)) as StatusReport;
   } finally {
-    await store.close();
+    await client.close();
   }
-}
-
-function buildEmpty(): StatusReport {
-  return {
-    session: null,
-    agents: [],
-    tasks: { pending: 0, active: 0, completed: 0, failed: 0, total: 0 },
-    last_checkpoint: null,
-    left_running: [],
-    last_session: null,
-  };
 }
 
 /** "pid 123", "pid 123 (not running)", or for another host's supervisor "pid 123 on host host-a (lease until …)". */

@@ -17,17 +17,17 @@ import type {
   TableKey,
   TableOptions,
   WriteBatch,
-} from "./port.js";
-import { deleteOne, setOne } from "./port.js";
-import { currentActor } from "../actor.js";
-import { ApexError } from "../errors.js";
-import { compileGlob } from "./glob.js";
-import { checkPath, pathProblem, subtreeRange } from "./paths.js";
+} from "../../core/store/port.js";
+import { deleteOne, setOne } from "../../core/store/port.js";
+import { currentActor } from "../../core/actor.js";
+import { ApexError } from "../../core/errors.js";
+import { compileGlob } from "../../core/store/glob.js";
+import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import { checkStoreFileLength } from "./file-check.js";
-import { makePrivate, makePrivateDir, tightenStoreDir } from "./private.js";
-import { RecordDamage, damageError, diskFullError, fileDiskFullError, isDamage, isFileDiskFull, writeFailure } from "./store-errors.js";
-import { commitBound, freeBytes, quickBound, sizeOf, tallyWrite, type DbPages, type DbTally } from "./lmdb-room.js";
-import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "./value-codec.js";
+import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
+import { RecordDamage, damageError, diskFullError, fileDiskFullError, isDamage, isFileDiskFull, writeFailure } from "../../core/store/store-errors.js";
+import { commitBound, freeBytes, quickBound, sizeOf, tallyWrite, type DbPages, type DbTally } from "./room.js";
+import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "../../core/store/value-codec.js";
 
 /**
  * One log record per write batch, keyed by the batch's first revision: the i-th path got
@@ -80,8 +80,8 @@ const KV_ENCODER = { encode: (value: unknown) => encodeJson(value), decode: deco
 
 const REVISION_KEY = "revision";
 /** The LMDB data file in the store directory. */
-export { STORE_FILE } from "./store.js";
-import { STORE_FILE, lmdbDataDir, lmdbStoreExists } from "./store.js";
+export { STORE_FILE } from "../../core/store/store.js";
+import { STORE_FILE, lmdbDataDir, lmdbStoreExists } from "../../core/store/store.js";
 /** The keyspace's own databases: not tables (tableNames() leaves them out; table() gives their raw records). */
 const KEYSPACE_DBS = new Set(["kv", "log", "meta"]);
 /** How often subscribe() polls the revision. */
@@ -114,7 +114,7 @@ export class LmdbStore implements StorageBackend {
   private closed = false;
   /** True while a transaction() callback runs. */
   private inTransaction = false;
-  /** What the open write transaction puts into each database: checked against the free space before it commits (lmdb-room.ts). */
+  /** What the open write transaction puts into each database: checked against the free space before it commits (room.ts). */
   private tally: Map<Database<any, any>, DbTally> | undefined;
 
   private constructor(dir: string, dataDir: string, root: RootDatabase, options: StoreOpenOptions) {
@@ -199,7 +199,7 @@ export class LmdbStore implements StorageBackend {
       if (options.values === "binary") dbOptions.encoding = "binary";
       if (options.keys === "uint32" || options.keys === "binary") dbOptions.keyEncoding = options.keys;
     }
-    // Creating a database is a commit of its own: it needs room too (lmdb-room.ts).
+    // Creating a database is a commit of its own: it needs room too (room.ts).
     if (!this.readOnly && !this.root.doesExist(name)) this.assertRoom(SMALL_COMMIT_BYTES, `creating the table ${name}`);
     // A read-only environment returns nothing for a database it does not contain yet.
     const db = this.root.openDB(dbOptions as { name: string }) as Database | undefined;
@@ -459,7 +459,7 @@ export class LmdbStore implements StorageBackend {
 
   /**
    * Refuses a commit that may not fit on the store's filesystem, before LMDB writes any of it
-   * (lmdb-room.ts: LMDB's own failure on a full disk corrupts the process's heap).
+   * (room.ts: LMDB's own failure on a full disk corrupts the process's heap).
    */
   private assertRoom(bytes: number, doing: string, free = freeBytes(this.info.location)): void {
     if (bytes > 0 && bytes > free) throw diskFullError(this.info.location, doing, undefined, bytes);

@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { ApexError } from "../errors.js";
+import { ApexError } from "../../core/errors.js";
 
 /**
  * A cheap look at a store file before LMDB maps it. LMDB reads pages through a memory map, so a

@@ -1,14 +1,14 @@
 /**
- * Runs a salvage scan (lmdb-salvage.ts) in its own process, so that a damaged page that crashes the
+ * Runs a salvage scan (salvage.ts) in its own process, so that a damaged page that crashes the
  * reader ends this process, not the command:
  *
- *   node dist/core/store/lmdb-salvage-worker.js <request.json>
+ *   node dist/plugins/lmdb/salvage-worker.js <request.json>
  *
  * The request names the store file, the progress and result files, an optional copy target
  * and the points where earlier readers died. The result is written as JSON to the result file.
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import { scanStoreFile, type CrashPoint } from "./lmdb-salvage.js";
+import { scanStoreFile, type CrashPoint } from "./salvage.js";
 
 interface Request {
   file: string;

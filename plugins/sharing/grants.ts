@@ -1,8 +1,8 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { ApexError } from "../errors.js";
-import type { JsonValue, Store, WriteBatch } from "../store/store.js";
-import { appendEvent, type SessionService } from "./service.js";
-import { resolveSessionId } from "./sessions.js";
+import { ApexError } from "../../core/errors.js";
+import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
+import { appendEvent, type SessionService } from "../../core/session/service.js";
+import { resolveSessionId } from "../../core/session/sessions.js";
 
 /**
  * Grants: who may reach a session through `apex serve`, with which role. A grant is a record

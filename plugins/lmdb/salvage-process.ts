@@ -3,13 +3,13 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ApexError } from "../errors.js";
-import type { CrashPoint, ScanResult } from "./lmdb-salvage.js";
+import { ApexError } from "../../core/errors.js";
+import type { CrashPoint, ScanResult } from "./salvage.js";
 
 /** The compiled worker beside this module; from the TypeScript sources (tests), the build's. */
 function workerPath(): string {
-  const beside = fileURLToPath(new URL("./lmdb-salvage-worker.js", import.meta.url));
-  return existsSync(beside) ? beside : fileURLToPath(new URL("../../dist/core/store/lmdb-salvage-worker.js", import.meta.url));
+  const beside = fileURLToPath(new URL("./salvage-worker.js", import.meta.url));
+  return existsSync(beside) ? beside : fileURLToPath(new URL("../../dist/plugins/lmdb/salvage-worker.js", import.meta.url));
 }
 /** Restarts after a crash of the reader before giving up. Each restart skips past where the last one died. */
 const MAX_RESTARTS = 40;
@@ -20,7 +20,7 @@ export interface SalvageRun extends ScanResult {
 }
 
 /**
- * Scans the store file `file` in child processes (lmdb-salvage.ts), restarting the reader past the
+ * Scans the store file `file` in child processes (salvage.ts), restarting the reader past the
  * point where it died whenever a damaged page kills it with a signal. With `copyTo`, every
  * record that reads is copied into a new store file there.
  */

@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import { ApexError } from "../errors.js";
+import { ApexError } from "../../core/errors.js";
 
 /**
  * Where a remote session is: `apex --remote`, `APEX_REMOTE`, `apex connect` and `apex login`

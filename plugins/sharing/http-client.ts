@@ -1,9 +1,9 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
-import { ApexError } from "../errors.js";
-import { errorFromBody, type RpcErrorBody } from "./protocol.js";
+import { ApexError } from "../../core/errors.js";
+import { errorFromBody, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { tokenFor } from "./remote.js";
-import type { Subscription } from "./call.js";
+import type { Subscription } from "../../core/rpc/call.js";
 
 /**
  * The remote transport behind callSupervisor and subscribeSupervisor: the same methods and

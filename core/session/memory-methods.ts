@@ -1,0 +1,49 @@
+import { ApexError } from "../errors.js";
+import { compileGlob } from "../store/glob.js";
+import { checkPath } from "../store/paths.js";
+import type { JsonValue, Store } from "../store/store.js";
+import { MemoryView } from "./memory-view.js";
+
+/** A method body shared by the supervisor and by CLI commands that reach the store directly (no supervisor). */
+export type SessionMethod = (params: Record<string, unknown>) => unknown;
+
+/**
+ * The reads of the project memory: they need no session, and load nothing beyond the store
+ * (`apex memory get` is benchmarked). The supervisor serves them; with none running, the
+ * session client runs them here.
+ */
+export function memoryReadMethods(store: Store, view: () => MemoryView = () => MemoryView.ROOT): Record<string, SessionMethod> {
+  return {
+    // The session's working memory: its own root when it runs in a git worktree (memory-view.ts).
+    "memory.get": (params) => view().get((path) => store.get(path), checkPath(stringParam(params, "path"))),
+    "memory.query": (params) => {
+      const glob = stringParam(params, "glob");
+      compileGlob(glob);
+      const limit = typeof params.limit === "number" ? params.limit : undefined;
+      return view().entries(store.query(view().glob(glob), limit === undefined ? {} : { limit }), glob);
+    },
+    // For `apex memory watch`: poll this instead of reading the revision log.
+    "memory.changes": (params) => {
+      const since = typeof params.since === "number" ? params.since : store.revision();
+      const glob = typeof params.glob === "string" ? compileGlob(params.glob) : undefined;
+      const limit = typeof params.limit === "number" ? params.limit : 10_000;
+      const changes: JsonValue[] = [];
+      let revision = since;
+      for (const change of store.changesSince(since, { limit })) {
+        revision = change.revision;
+        if (!view().covers(change.path)) continue;
+        const path = view().unpath(change.path);
+        if (glob && !glob.matches(path)) continue;
+        const value = change.kind === "put" ? (store.get(change.path) ?? null) : null;
+        changes.push({ ...change, path, value });
+      }
+      return { revision, changes };
+    },
+  };
+}
+
+export function stringParam(params: Record<string, unknown>, name: string): string {
+  const value = params[name];
+  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
+  return value;
+}
