@@ -24,6 +24,7 @@ import { ApexError } from "../errors.js";
 import { compileGlob } from "./glob.js";
 import { checkPath, pathProblem, subtreeRange } from "./paths.js";
 import { checkStoreFileLength } from "./file-check.js";
+import { checkAfterCrash, markOpen } from "./lmdb-open-marks.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "./private.js";
 import { RecordDamage, damageError, isDamage, writeFailure } from "./store-errors.js";
 import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "./value-codec.js";
@@ -109,6 +110,8 @@ export class LmdbStore implements StorageBackend {
   private readonly meta: Database<unknown, string>;
   private readonly tables = new Map<string, { options: TableOptions; table: Table<any, any> }>();
   private closed = false;
+  /** Takes back this process's mark that the store is open (lmdb-open-marks.ts). */
+  private unmark: () => void = () => {};
   /** True while a transaction() callback runs. */
   private inTransaction = false;
 
@@ -118,11 +121,27 @@ export class LmdbStore implements StorageBackend {
     this.readOnly = options.readOnly ?? false;
     this.actor = options.actor ?? currentActor();
     this.root = root;
-    // Values are stored in the value encoding (value-codec.ts), the bytes a checkpoint hashes.
-    // (lmdb-js takes an `encoder` for any database; its types list it for the root only.)
-    this.kv = root.openDB<JsonValue, string>({ name: "kv", encoder: KV_ENCODER } as { name: string });
-    this.log = root.openDB<LogRecord, number>({ name: "log" });
-    this.meta = root.openDB<unknown, string>({ name: "meta" });
+    let kv!: Database<JsonValue, string>;
+    let log!: Database<LogRecord, number>;
+    let meta!: Database<unknown, string>;
+    const openKeyspace = () => {
+      // Values are stored in the value encoding (value-codec.ts), the bytes a checkpoint hashes.
+      // (lmdb-js takes an `encoder` for any database; its types list it for the root only.)
+      kv = root.openDB<JsonValue, string>({ name: "kv", encoder: KV_ENCODER } as { name: string });
+      log = root.openDB<LogRecord, number>({ name: "log" });
+      meta = root.openDB<unknown, string>({ name: "meta" });
+    };
+    // In a writable environment lmdb-js opens each named database in a write transaction of
+    // its own, and its native beginTxn ignores mdb_txn_begin's result: a begin that fails
+    // (seen with twenty processes opening one store at once) leaves the open without any
+    // transaction ("No current read transaction available", "No transaction to renew"). The
+    // three are opened in one transaction: one begin per open instead of three, and a failed
+    // one fails the open as a whole, before anything is written.
+    if (this.readOnly) openKeyspace();
+    else root.transactionSync(openKeyspace);
+    this.kv = kv;
+    this.log = log;
+    this.meta = meta;
   }
 
   /** True when a store has been created in `dir` (LMDB's data directory). */
@@ -150,6 +169,8 @@ export class LmdbStore implements StorageBackend {
     }
     // A truncated file would crash the first read (SIGBUS): named as damage instead (file-check.ts).
     checkStoreFileLength(file, dataDir);
+    // A process that died with the store open may have met a damaged page: the file is read whole, out of process, first.
+    if (options.afterCrash !== "skip" && existsSync(file)) checkAfterCrash(dataDir, file);
     if (!options.readOnly) {
       const created = !existsSync(file);
       makePrivateDir(dataDir);
@@ -165,7 +186,9 @@ export class LmdbStore implements StorageBackend {
       const root = open({ path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE, overlappingSync: false });
       // lmdb creates the data and lock files with the umask's mode.
       if (!options.readOnly) for (const name of [STORE_FILE, `${STORE_FILE}-lock`]) makePrivate(join(dataDir, name));
-      return new LmdbStore(dir, dataDir, root, options);
+      const store = new LmdbStore(dir, dataDir, root, options);
+      store.unmark = markOpen(dataDir);
+      return store;
     } catch (error) {
       throw new ApexError("APEX_E_STORE", `Cannot open the store at ${file}: ${(error as Error).message}`, { cause: error });
     }
@@ -541,7 +564,11 @@ export class LmdbStore implements StorageBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.root.close();
+    try {
+      await this.root.close();
+    } finally {
+      this.unmark();
+    }
   }
 }
 
