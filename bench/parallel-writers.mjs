@@ -1,7 +1,9 @@
 // Twenty `apex memory set` loops on one store with no supervisor, each write a fresh process,
 // as twenty shell loops would run them: counts the writes that fail, how they fail (a message,
 // a signal), and checks every acknowledged write is in the store afterwards.
-// Usage: node bench/parallel-writers.mjs [writers=20] [writes=30] [rounds=1]
+// Usage: node bench/parallel-writers.mjs [writers=20] [writes=30] [rounds=1] [--store]
+// --store: each write is a fresh node process that opens the store (dist/core/store/open.js),
+// sets one key and closes it, without the rest of the CLI: the same opens, at a third the cost.
 // The failure this measures is rare and load-dependent (about 1 in 1,000 to 2,500 writes on a
 // loaded 2-core machine); run several rounds to see it.
 import { spawn, spawnSync } from "node:child_process";
@@ -10,15 +12,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { APEX } from "./lib.mjs";
 
-const WRITERS = Number(process.argv[2] ?? 20);
-const WRITES = Number(process.argv[3] ?? 30);
-const ROUNDS = Number(process.argv[4] ?? 1);
+const args = process.argv.slice(2).filter((arg) => arg !== "--store");
+const STORE_ONLY = process.argv.includes("--store");
+const WRITERS = Number(args[0] ?? 20);
+const WRITES = Number(args[1] ?? 30);
+const ROUNDS = Number(args[2] ?? 1);
+const OPEN = new URL("../dist/core/store/open.js", import.meta.url).href;
+const ONE_WRITE = `const { openStore } = await import(${JSON.stringify(OPEN)}); const store = await openStore(process.argv[1]); await store.set(process.argv[2], Number(process.argv[3])); await store.close();`;
 const env = { ...process.env, NO_COLOR: "1" };
 for (const key of Object.keys(env)) if (key.startsWith("APEX_")) delete env[key];
 
 function run(cwd, args) {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [APEX, ...args], { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
+    const argv = STORE_ONLY ? ["--input-type=module", "-e", ONE_WRITE, join(cwd, ".apex"), args[2], args[3]] : [APEX, ...args];
+    const child = spawn(process.execPath, argv, { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
     let stderr = "";
     child.stderr.setEncoding("utf8").on("data", (chunk) => (stderr += chunk));
     child.stdout.resume();

@@ -1,7 +1,8 @@
 // Damage to the store file, measured: one random byte changed in `store.mdb` (25 times, fixed
 // seed), then what the user sees through the real CLI:
 //   - reads (`memory export`, `checkpoint list`): right answer, a clear error (error[APEX_E_…]
-//     with exit 1), a wrong answer without a word, or a crash (SIGSEGV/SIGBUS);
+//     with exit 1), a wrong answer without a word, or a crash (SIGSEGV/SIGBUS); after a crash,
+//     whether the next command names the damage (plugins/lmdb/open-marks.ts) or crashes again;
 //   - `session validate`: does it find the damage (a flip that changed what reads return, or
 //     that LMDB itself trips on, must be found; a flip in an unused page changes nothing);
 //   - `session repair`: afterwards, does validate pass and do reads work, or did repair say
@@ -111,6 +112,9 @@ for (let flip = 0; flip < FLIPS; flip++) {
   try {
     const changed = digest(join(dir, ".apex", "store.mdb")) !== pristineDigest;
     const reads = [readOutcome(apex(dir, ["memory", "export"]), expected.export), readOutcome(apex(dir, ["checkpoint", "list", "--limit", "100", "--json"]), expected.list)];
+    // After a read died by a signal, the next command: does it say the store is damaged (and where to go), or crash again?
+    const again = reads.some((read) => read.startsWith("crash")) ? apex(dir, ["memory", "export"]) : undefined;
+    const next = again === undefined ? "-" : again.signal ? `crash:${again.signal}` : /error\[APEX_E_STORE_DAMAGED\][^\n]*died while reading it/.test(again.stderr) && /session repair/.test(again.stderr) ? "named the crash" : readOutcome(again, expected.export);
     const validate = apex(dir, ["session", "validate", "--json"]);
     const found = validate.status !== 0;
     const repair = apex(dir, ["session", "repair", base.sessionId, "--json"]);
@@ -120,7 +124,7 @@ for (let flip = 0; flip < FLIPS; flip++) {
     const worksAfter = after.status === 0 && readsAfter.every((result) => result.status === 0);
     // Memory as it was: no memory write followed the last checkpoint, so repair can put all of it back.
     const restored = readsAfter[0].status === 0 && readsAfter[0].stdout === expected.export;
-    rows.push({ flip, changed, offset, page: Math.floor(offset / 4096), xor, reads, found, repair: repairSaid, validAfter: after.status === 0, worksAfter, restored, changedReads: reads.some((read) => read !== "ok") });
+    rows.push({ flip, changed, offset, page: Math.floor(offset / 4096), xor, reads, next, found, repair: repairSaid, validAfter: after.status === 0, worksAfter, restored, changedReads: reads.some((read) => read !== "ok") });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -128,10 +132,10 @@ for (let flip = 0; flip < FLIPS; flip++) {
 rmSync(base.dir, { recursive: true, force: true });
 
 console.log(`store.mdb of ${size} bytes (${size / 4096} pages), ${FLIPS} flips, seed ${SEED}`);
-console.log("flip  data     offset   page  reads (export, list)          validate  repair                       valid after  reads after  memory as before");
+console.log("flip  data     offset   page  reads (export, list)          next command     validate  repair                       valid after  reads after  memory as before");
 for (const row of rows) {
   console.log(
-    `${String(row.flip).padStart(4)}  ${(row.changed ? "changed" : "same").padEnd(7)}  ${String(row.offset).padStart(7)}  ${String(row.page).padStart(4)}  ${row.reads.join(", ").padEnd(28)}  ${(row.found ? "found" : "clean").padEnd(8)}  ${row.repair.padEnd(28)} ${String(row.validAfter).padEnd(12)} ${String(row.worksAfter).padEnd(12)} ${row.restored}`,
+    `${String(row.flip).padStart(4)}  ${(row.changed ? "changed" : "same").padEnd(7)}  ${String(row.offset).padStart(7)}  ${String(row.page).padStart(4)}  ${row.reads.join(", ").padEnd(28)}  ${row.next.padEnd(15)}  ${(row.found ? "found" : "clean").padEnd(8)}  ${row.repair.padEnd(28)} ${String(row.validAfter).padEnd(12)} ${String(row.worksAfter).padEnd(12)} ${row.restored}`,
   );
 }
 const count = (predicate) => rows.filter(predicate).length;
@@ -140,5 +144,6 @@ const changedData = rows.filter((row) => row.changed);
 console.log("");
 console.log(`stored data: ${changedData.length} of ${FLIPS} flips changed what the store holds (the others hit free pages or unused bytes)`);
 console.log(`reads: ${count((row) => row.reads.every((read) => read === "ok"))} of ${FLIPS} flips changed nothing a read sees; reads that crashed (SIGSEGV/SIGBUS): ${count((row) => row.reads.some((read) => read.startsWith("crash")))}; failed without a code: ${count((row) => row.reads.includes("unclear"))}; wrong answer without a word: ${count((row) => row.reads.includes("silent-wrong"))}`);
+console.log(`after a read crashed, the next command named the damage and pointed to validate/repair in ${count((row) => row.next === "named the crash")} of ${count((row) => row.next !== "-")} (crashed again: ${count((row) => row.next.startsWith("crash"))})`);
 console.log(`validate: found damage in ${count((row) => row.found)} of ${FLIPS}; in ${changedData.filter((row) => row.found).length} of the ${changedData.length} that changed stored data; of the ${harmful.length} flips that reads notice, validate found ${harmful.filter((row) => row.found).length}`);
 console.log(`repair: store valid and readable afterwards in ${count((row) => row.validAfter && row.worksAfter)} of ${FLIPS}, with memory exactly as before the flip in ${count((row) => row.restored)}; otherwise said what it could not save in ${count((row) => !(row.validAfter && row.worksAfter) && row.repair === "said what it could not save")}, crashed in ${count((row) => row.repair.startsWith("crash"))}, failed without a word in ${count((row) => row.repair === "failed without a word")}`);

@@ -35,7 +35,7 @@ describe("the dashboard in headless Chromium", () => {
       await run.done;
     };
     const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
-    const shareAs = (user: string, role: string) => JSON.parse(project!.apex(["session", "share", "current", user, "--role", role, "--json"]).stdout) as { url: string; token: string };
+    const shareAs = (user: string, role: string, session = "current") => JSON.parse(project!.apex(["session", "share", session, user, "--role", role, "--json"]).stdout) as { url: string; token: string };
     const operator = shareAs("otto", "operator");
     const viewer = shareAs("vera", "viewer");
     expect(project.apex(["checkpoint", "create", "before the demo"]).status).toBe(0);
@@ -57,13 +57,11 @@ describe("the dashboard in headless Chromium", () => {
     expect(page.url()).toBe(`${url}/`);
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "running" }).waitFor();
 
-    // The session tree: this session at the root (marked), its branch under it with the checkpoint it
-    // started from, the branch's own branch below that, and the unrelated older session as another root.
+    // The session tree as a grant of this session sees it: this session (marked) and what it descends
+    // from, which is nothing here; its branches and the unrelated older session are not its grant's to see.
     const here = page.locator(`#tree > li[data-session="${sid}"].here`);
     await here.waitFor();
-    await here.locator(':scope > ul > li[data-session="b1b1b1b1-0000-4000-8000-000000000000"]', { hasText: `experiment stopped from ${first.name}` }).waitFor();
-    await here.locator('li[data-session="b1b1b1b1-0000-4000-8000-000000000000"] > ul > li[data-session="c2c2c2c2-0000-4000-8000-000000000000"]', { hasText: "spike" }).waitFor();
-    expect(await page.locator("#tree > li").evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.session))).toEqual(["0ld0ld00-0000-4000-8000-000000000000", sid]);
+    expect(await page.locator("#tree li").evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.session))).toEqual([sid]);
 
     // Memory size per checkpoint: a point per checkpoint, one more when a checkpoint records more keys.
     const memoryChart = page.locator("#memory-chart");
@@ -109,6 +107,19 @@ describe("the dashboard in headless Chromium", () => {
     await other.locator('tr[data-agent="beta"]').waitFor();
     expect(await other.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(0);
     await other.screenshot({ path: join(shots, "dashboard-viewer.png"), fullPage: true });
+
+    // A grant of the branch's branch: the tree from the session it descends from, down to it (marked),
+    // each branch labelled with the checkpoint it started from; the unrelated older session is left out.
+    const spike = shareAs("sam", "viewer", "c2c2c2c2-0000-4000-8000-000000000000");
+    const third = await context.newPage();
+    await third.goto(spike.url);
+    await third.locator("#who", { hasText: "sam (viewer)" }).waitFor();
+    const root = third.locator(`#tree > li[data-session="${sid}"]`);
+    await root.waitFor();
+    await root.locator(':scope > ul > li[data-session="b1b1b1b1-0000-4000-8000-000000000000"]', { hasText: `experiment stopped from ${first.name}` }).waitFor();
+    await root.locator('li[data-session="b1b1b1b1-0000-4000-8000-000000000000"] > ul > li[data-session="c2c2c2c2-0000-4000-8000-000000000000"].here', { hasText: "spike" }).waitFor();
+    expect(await third.locator("#tree > li").evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.session))).toEqual([sid]);
+    await third.close();
 
     // A wrong token gets the login form back with the server's message.
     await other.evaluate(() => sessionStorage.clear());

@@ -5,7 +5,7 @@ import { authenticate, grantPath, roleAllows } from "../plugins/sharing/grants.j
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
-import { pinnedParams, visiblePath } from "../plugins/sharing/scope.js";
+import { pinnedParams, scopedListing, visiblePath } from "../plugins/sharing/scope.js";
 import { tempDir } from "./helpers/cli.js";
 
 const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
@@ -93,17 +93,41 @@ describe("token checks on a real store", () => {
 });
 
 describe("a grant's reach", () => {
-  it("pins every call to the grant's session and hides other sessions' records and all grants", () => {
+  it("pins every call to the grant's session and hides other sessions' records, the project-wide records and all grants", () => {
     expect(pinnedParams(SID, { session: "other", glob: "/**" })).toEqual({ session: SID, glob: "/**" });
     expect(pinnedParams(SID, { session_id: "other" })).toEqual({ session: SID, session_id: SID });
     expect(pinnedParams(SID, { source: "feature", destination: "main" })).toEqual({ session: SID, source: "feature", destination: SID });
     expect(pinnedParams(SID, { name: "checkpoint create", options: { session: "other" } })).toEqual({ session: SID, name: "checkpoint create", options: { session: SID } });
     expect(visiblePath(SID, "/notes/a")).toBe(true);
-    expect(visiblePath(SID, "/sessions/current")).toBe(true);
+    expect(visiblePath(SID, "/sessions/current")).toBe(false);
+    expect(visiblePath(SID, "/projects/config")).toBe(false);
     expect(visiblePath(SID, `/sessions/${SID}/tasks/t-0001`)).toBe(true);
     expect(visiblePath(SID, `/sessions/history/${SID}`)).toBe(true);
     expect(visiblePath(SID, `/sessions/${SID}/grants/0123456789abcdef`)).toBe(false);
     expect(visiblePath(SID, "/sessions/other/tasks/t-0001")).toBe(false);
     expect(visiblePath(SID, "/sessions/history/other")).toBe(false);
+  });
+
+  it("lists only the grant's session and its ancestry, and in the tree only the checkpoints it descends from", () => {
+    const record = (id: string) => ({ session_id: id, status: "stopped", initial_task: `task of ${id}` });
+    const ancestry = new Map([["feature", Number.MAX_SAFE_INTEGER], ["main", 2]]);
+    expect(scopedListing("session.list", [record("feature"), record("main"), record("sibling"), record("other")], ancestry)).toEqual([record("feature"), record("main")]);
+    expect(scopedListing("session.history", [record("other")], ancestry)).toEqual([]);
+    const node = (id: string, session: string, sequence: number, parents: string[], head = false) => ({ id, session_id: session, sequence, parents, head });
+    const tree = {
+      sessions: [
+        { session_id: "main", parent: null, latest: "m3" },
+        { session_id: "feature", parent: { session_id: "main" }, latest: "f1" },
+        { session_id: "sibling", parent: { session_id: "main" }, latest: "s1" },
+      ],
+      nodes: [node("f1", "feature", 1, ["m2"], true), node("s1", "sibling", 1, ["m2"], true), node("m3", "main", 3, ["m2", "s1"], true), node("m2", "main", 2, ["m1"]), node("m1", "main", 1, [])],
+    };
+    expect(scopedListing("session.tree", tree, ancestry)).toEqual({
+      sessions: [
+        { session_id: "main", parent: null, latest: null },
+        { session_id: "feature", parent: { session_id: "main" }, latest: "f1" },
+      ],
+      nodes: [node("f1", "feature", 1, ["m2"], true), node("m2", "main", 2, ["m1"]), node("m1", "main", 1, [])],
+    });
   });
 });

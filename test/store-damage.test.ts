@@ -2,8 +2,8 @@
 // validate and repair; a live record whose bytes changed without a logged write is found by
 // validate and put back by repair from the latest checkpoint. (bench/store-damage.mjs
 // measures the same over random byte flips.)
-import { execFileSync, spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { JsonValue, Store } from "../core/store/store.js";
@@ -133,6 +133,77 @@ describe("a damaged store file", () => {
     expect(repaired.stderr).toMatch(/error\[APEX_E_STORE_DAMAGED\]: No record of the store file .* could be read \(the reader was killed by SIG(BUS|SEGV)\); it was left as it is\./);
     expect(repaired.stderr).not.toMatch(/^\s+at /m);
     expect(readFileSync(file).equals(truncated)).toBe(true);
+  });
+
+  describe("a process that died with the store open", () => {
+    /**
+     * A process holding the store open, then ended by `signal`, as a read that meets a damaged
+     * page pointer ends (SIGSEGV, SIGBUS: no JavaScript handler runs, the command says nothing).
+     */
+    async function dieWithStoreOpen(signal: NodeJS.Signals, beforeDeath: () => void = () => {}): Promise<number> {
+      const script = [
+        `import { openStore } from ${JSON.stringify(join(REPO_ROOT, "dist/core/store/open.js"))};`,
+        "const store = await openStore(process.argv[1], { readOnly: true });",
+        'store.get("/notes/0001");',
+        'process.stdout.write("open\\n");',
+        "setInterval(() => {}, 1000);",
+      ].join("\n");
+      const holder = spawn(process.execPath, ["--input-type=module", "-e", script, storeDir()], { stdio: ["ignore", "pipe", "inherit"] });
+      const ended = new Promise<NodeJS.Signals | null>((resolve) => holder.on("close", (_code, how) => resolve(how)));
+      try {
+        await new Promise<void>((resolve, reject) => {
+          holder.stdout.on("data", (chunk: Buffer) => chunk.toString().includes("open") && resolve());
+          holder.on("close", () => reject(new Error("the holder ended before it opened the store")));
+        });
+        beforeDeath();
+      } finally {
+        holder.kill(signal);
+      }
+      expect(await ended).toBe(signal);
+      return holder.pid!;
+    }
+    const marks = () => (existsSync(join(storeDir(), "open")) ? readdirSync(join(storeDir(), "open")) : []);
+
+    beforeEach(() => {
+      const notes: Record<string, JsonValue> = {};
+      for (let i = 0; i < 600; i++) notes[`/notes/${String(i).padStart(4, "0")}`] = { i, text: `note ${i} `.repeat(8) };
+      expect(runApex(["memory", "import", "-"], { cwd: dir, input: JSON.stringify(notes) }).status).toBe(0);
+    });
+
+    it("makes the next command read the file whole first: damage is named, with the command that died, and every command says so until repair", async () => {
+      const pid = await dieWithStoreOpen("SIGSEGV", () => expect(breakPagesHolding("note 300 note 300")).toBeGreaterThan(0));
+      expect(marks()).toEqual([String(pid)]);
+      // A read that does not touch the damaged page would go on as if nothing happened; it refuses instead.
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const next = runApex(["memory", "show", "/notes/0001"], { cwd: dir });
+        expect(next.status, next.stdout).toBe(1);
+        expect(next.stderr).toContain(`error[APEX_E_STORE_DAMAGED]: The store file ${storeDir()}/store.mdb is damaged: pid ${pid}`);
+        expect(next.stderr).toContain("died while reading it");
+        expect(next.stderr).toContain("apex session validate");
+        expect(next.stderr).toContain("apex session repair");
+        expect(next.stderr).not.toMatch(/^\s+at /m);
+      }
+      // validate and repair read the file out of process themselves: they run, and repair clears the way.
+      expect(runApex(["session", "validate"], { cwd: dir }).status).toBe(1);
+      const repaired = runApex(["session", "repair", "--json"], { cwd: dir });
+      expect(repaired.status, repaired.stderr).toBe(0);
+      const after = runApex(["memory", "show", "/notes/0001"], { cwd: dir });
+      expect(after.status, after.stderr).toBe(0);
+      expect(JSON.parse(after.stdout)).toEqual({ i: 1, text: "note 1 ".repeat(8) });
+      expect(marks()).toEqual([]);
+    });
+
+    it("lets the next command go on when the file reads whole (the process died for another reason), and forgets the mark", async () => {
+      await dieWithStoreOpen("SIGKILL");
+      expect(marks()).toHaveLength(1);
+      const next = runApex(["memory", "show", "/notes/0001"], { cwd: dir });
+      expect(next.status, next.stderr).toBe(0);
+      expect(next.stderr).toBe("");
+      expect(marks()).toEqual([]);
+      // An ordinary command leaves no mark behind.
+      expect(runApex(["memory", "set", "/notes/more", "1"], { cwd: dir }).status).toBe(0);
+      expect(marks()).toEqual([]);
+    });
   });
 
   describe("live records against the latest checkpoint", () => {

@@ -24,6 +24,7 @@ import { ApexError } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import { checkStoreFileLength } from "./file-check.js";
+import { checkAfterCrash, markOpen } from "./open-marks.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
 import { RecordDamage, damageError, diskFullError, fileDiskFullError, isDamage, isFileDiskFull, writeFailure } from "../../core/store/store-errors.js";
 import { commitBound, freeBytes, quickBound, sizeOf, tallyWrite, type DbPages, type DbTally } from "./room.js";
@@ -112,6 +113,8 @@ export class LmdbStore implements StorageBackend {
   private readonly meta: Database<unknown, string>;
   private readonly tables = new Map<string, { options: TableOptions; table: Table<any, any> }>();
   private closed = false;
+  /** Takes back this process's mark that the store is open (plugins/lmdb/open-marks.ts). */
+  private unmark: () => void = () => {};
   /** True while a transaction() callback runs. */
   private inTransaction = false;
   /** What the open write transaction puts into each database: checked against the free space before it commits (room.ts). */
@@ -123,6 +126,12 @@ export class LmdbStore implements StorageBackend {
     this.readOnly = options.readOnly ?? false;
     this.actor = options.actor ?? currentActor();
     this.root = root;
+    // Each named database of a writable environment is opened by lmdb-js in a write transaction
+    // of its own, whose native begin ignores mdb_txn_begin's result: with twenty processes
+    // opening one store at once, a begin that fails leaves the open with no transaction ("No
+    // current read transaction available", "No transaction to renew"). Opening the three in one
+    // transaction was measured and made it worse (5 failures in 1,200 fresh-process writes
+    // against 0 in 2,400: docs/architecture.md), so they are opened one by one, as lmdb-js does.
     // Values are stored in the value encoding (value-codec.ts), the bytes a checkpoint hashes.
     // (lmdb-js takes an `encoder` for any database; its types list it for the root only.)
     this.kv = root.openDB<JsonValue, string>({ name: "kv", encoder: KV_ENCODER } as { name: string });
@@ -155,6 +164,8 @@ export class LmdbStore implements StorageBackend {
     }
     // A truncated file would crash the first read (SIGBUS): named as damage instead (file-check.ts).
     checkStoreFileLength(file, dataDir);
+    // A process that died with the store open may have met a damaged page: the file is read whole, out of process, first.
+    if (options.afterCrash !== "skip" && existsSync(file)) checkAfterCrash(dataDir, file);
     if (!options.readOnly) {
       const created = !existsSync(file);
       makePrivateDir(dataDir);
@@ -170,7 +181,9 @@ export class LmdbStore implements StorageBackend {
       const root = open({ path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE, overlappingSync: false });
       // lmdb creates the data and lock files with the umask's mode.
       if (!options.readOnly) for (const name of [STORE_FILE, `${STORE_FILE}-lock`]) makePrivate(join(dataDir, name));
-      return new LmdbStore(dir, dataDir, root, options);
+      const store = new LmdbStore(dir, dataDir, root, options);
+      store.unmark = markOpen(dataDir);
+      return store;
     } catch (error) {
       throw new ApexError("APEX_E_STORE", `Cannot open the store at ${file}: ${(error as Error).message}`, { cause: error });
     }
@@ -600,7 +613,11 @@ export class LmdbStore implements StorageBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.root.close();
+    try {
+      await this.root.close();
+    } finally {
+      this.unmark();
+    }
   }
 }
 

@@ -22,6 +22,7 @@ export const STORED_READS = new Set([
   "session.status",
   "session.list",
   "session.history",
+  "session.tree",
   "agent.list",
   "task.list",
   "task.get",
@@ -80,6 +81,10 @@ export async function readStored(store: Store, sessionId: string, method: string
     case "memory.query":
     case "memory.changes":
       return session.frozen ? frozenMemory(store, sessionId, method, params) : methods[method]!(params);
+    case "session.tree": {
+      const { sessionTree } = await import("../checkpoint/tree.js");
+      return sessionTree(store);
+    }
     case "checkpoint.list": {
       const { checkpointPage } = await import("../checkpoint/plugin-list.js");
       return checkpointPage(store, {
@@ -148,6 +153,33 @@ async function checkpointReads() {
     /** The id of the session's latest checkpoint, if it has one. */
     catalogLatest: (store: Store, sessionId: string): string | undefined => Catalog.of(store).latest(sessionId)?.id,
   };
+}
+
+/**
+ * The sessions `sessionId` descends from (itself included), each with the highest checkpoint
+ * sequence it descends from: what a grant of `sessionId` sees of the project's sessions.
+ */
+export async function sessionAncestry(store: Store, sessionId: string): Promise<Map<string, number>> {
+  const { ancestryOf } = await import("../checkpoint/merge-base.js");
+  return new Map(ancestryOf(store, { sessionId, sequence: Number.MAX_SAFE_INTEGER }));
+}
+
+/**
+ * The session `ref` names (id, name or unique prefix), if `user` holds a grant of it that has
+ * not expired; else undefined, whether the session is unknown or not shared with them (the
+ * answer must not tell which).
+ */
+export async function readableByUser(store: Store, user: string, ref: string, now = Date.now()): Promise<string | undefined> {
+  const { resolveSessionRef } = await import("../checkpoint/plugin-sessions.js");
+  const { listGrants } = await import("./grants.js");
+  let sessionId: string;
+  try {
+    sessionId = resolveSessionRef(store, ref);
+  } catch {
+    return undefined;
+  }
+  const granted = listGrants(store, sessionId).some((grant) => grant.user === user && (grant.expires_at === null || Date.parse(grant.expires_at) > now));
+  return granted ? sessionId : undefined;
 }
 
 /** Events of a session after `seq`, and whether the session has ended (no more will come). */

@@ -10,6 +10,7 @@ const VIEWER_METHODS = [
   "session.status",
   "session.list",
   "session.history",
+  "session.tree",
   "agent.list",
   "task.list",
   "task.get",

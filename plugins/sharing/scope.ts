@@ -19,12 +19,20 @@ export function pinnedParams(sessionId: string, params: Record<string, unknown>)
   };
 }
 
+/**
+ * Records of the project as a whole, not of one session: `/sessions/current` names (and
+ * copies) whichever session runs now, `/projects/config` the project's id. A grant is for one
+ * session, so they are never shown through one; the grant's own record is at /sessions/<sid>.
+ */
+const PROJECT_RECORDS = new Set(["/sessions/current", "/projects/config"]);
+
 /** True for a memory path a caller of `sessionId` may see. */
 export function visiblePath(sessionId: string, path: string): boolean {
+  if (PROJECT_RECORDS.has(path) || path.startsWith("/sessions/current/")) return false;
   const parts = path.split("/");
   if (parts[1] !== "sessions" || parts.length < 3) return true;
   const owner = parts[2] === "history" ? parts[3] : parts[2];
-  if (owner === undefined || owner === "current" || (owner === "active" && parts.length === 3)) return true;
+  if (owner === undefined || (owner === "active" && parts.length === 3)) return true;
   if (owner !== sessionId) return false;
   const rest = parts[2] === "history" ? parts.slice(4) : parts.slice(3);
   return rest[0] !== "grants";
@@ -67,6 +75,35 @@ export function scopedResult(sessionId: string, method: string, params: Record<s
     default:
       return result;
   }
+}
+
+/** The listings of the project's sessions: a grant sees its own session's ancestry in them, nothing else. */
+export const SESSION_LISTINGS = new Set(["session.list", "session.history", "session.tree"]);
+
+/**
+ * A session listing as a grant of one session may see it. `ancestry` maps each session the
+ * grant's session descends from (itself, the sessions it was branched from and merged from,
+ * and theirs) to the highest checkpoint sequence it descends from. Records of other sessions
+ * (siblings, descendants, unrelated sessions: their ids, status and first task) are left out;
+ * in the tree, so are an ancestor's checkpoints made after the point it was branched or
+ * merged from, and edges to what is left out.
+ */
+export function scopedListing(method: string, result: unknown, ancestry: ReadonlyMap<string, number>): unknown {
+  const known = (value: unknown) => typeof value === "string" && ancestry.has(value);
+  if (method === "session.list" || method === "session.history") {
+    return Array.isArray(result) ? result.filter((record: { session_id?: unknown }) => known(record?.session_id)) : [];
+  }
+  const tree = result as { sessions?: Array<{ session_id?: unknown; parent?: { session_id?: unknown } | null; latest?: unknown }>; nodes?: Array<{ id: string; session_id?: unknown; sequence?: unknown; parents?: string[]; head?: boolean }> } | undefined;
+  if (!tree || !Array.isArray(tree.sessions) || !Array.isArray(tree.nodes)) return { sessions: [], nodes: [] };
+  const nodes = tree.nodes.filter((node) => known(node.session_id) && typeof node.sequence === "number" && node.sequence <= ancestry.get(node.session_id as string)!);
+  const kept = new Set(nodes.map((node) => node.id));
+  const heads = new Set(nodes.filter((node) => node.head).map((node) => node.id));
+  return {
+    sessions: tree.sessions
+      .filter((session) => known(session.session_id))
+      .map((session) => ({ ...session, parent: session.parent && known(session.parent.session_id) ? session.parent : null, latest: heads.has(session.latest as string) ? session.latest : null })),
+    nodes: nodes.map((node) => ({ ...node, parents: (node.parents ?? []).filter((parent) => kept.has(parent)) })),
+  };
 }
 
 /** memory.get of a path the caller may not see: answered as if nothing were stored there, without asking. */

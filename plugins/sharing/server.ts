@@ -12,11 +12,11 @@ import { errorBody } from "../../core/rpc/protocol.js";
 import { isLoopback } from "./remote.js";
 import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import type { SessionEvent } from "../../core/session/records.js";
-import { readOnlySession, readStored, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
+import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../core/session/cli/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors } from "../../core/session/runtime.js";
 import { isInternalMethod, roleNeeded } from "./roles.js";
-import { hiddenRead, pinnedParams, scopedResult } from "./scope.js";
+import { hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
 /**
  * `apex serve`: a project's session over HTTP(S) for the users it is shared with. Every
@@ -162,12 +162,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     connections.saw(caller);
     // The caller is the actor: whatever the body says, the audit trail names the grant's user.
     // The grant's session, whatever the body names (a grant is for one session).
-    const actorParams = { ...pinnedParams(sid, params), actor: `user:${caller.user}` };
+    const actorParams: Record<string, unknown> = { ...pinnedParams(sid, params), actor: `user:${caller.user}` };
+    if (method === "plugin.command" && params.name === "session merge") {
+      // Its arguments name both sessions, unpinned: a remote merge goes through session.merge, which checks them.
+      throw new ApexError("APEX_E_FORBIDDEN", "session merge is not served as a plugin command; call session.merge (its destination is this session).");
+    }
+    // A merge reads its source: the caller needs a grant of it too, not only owner of the destination.
+    if (method === "session.merge") Object.assign(actorParams, { source: await gate.mergeSource(caller, sid, params), destination: sid });
     let result: unknown;
     if (method === "whoami") result = { user: caller.user, role: caller.role, session_id: sid };
     else if (method === "logs.read") result = gate.readLogs(sid, params);
     else if (method === "session.continue") result = await gate.continueSession(sid, params);
     else if (hiddenRead(sid, method, params)) result = undefined;
+    else if (SESSION_LISTINGS.has(method)) result = scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid));
     else result = scopedResult(sid, method, params, await gate.call(sid, method, actorParams));
     await reply.send(result === undefined ? {} : { result });
   });
@@ -416,6 +423,25 @@ class Gate {
     } finally {
       await client.close();
     }
+  }
+
+  /** The sessions a grant of `sessionId` sees in listings: its own and those it descends from. */
+  ancestry(sessionId: string): Promise<Map<string, number>> {
+    return withReadStore(this.location, (store) => sessionAncestry(store, sessionId));
+  }
+
+  /**
+   * The source of a merge into `sessionId`, resolved, if the caller holds a grant of it; else
+   * APEX_E_FORBIDDEN (the same for a session that does not exist), before anything is written.
+   */
+  async mergeSource(caller: Caller, sessionId: string, params: Record<string, unknown>): Promise<string> {
+    const ref = params.source;
+    if (typeof ref !== "string" || ref.length === 0) throw new ApexError("APEX_E_BAD_INPUT", "The parameter source is required.");
+    const source = await withReadStore(this.location, (store) => readableByUser(store, caller.user, ref));
+    if (source) return source;
+    throw new ApexError("APEX_E_FORBIDDEN", `${caller.user} may not read session ${JSON.stringify(ref)}; merging it into ${sessionId} needs owner of ${sessionId} and a grant of the source. Nothing was merged.`, {
+      hint: "The source session's owner can share it: `apex session share SOURCE USER --role viewer`.",
+    });
   }
 
   /** Events of a session no supervisor serves, after `seq`, from the store. */

@@ -1,0 +1,164 @@
+// What a grant of one session sees of the rest of the project through `apex serve`: in the
+// listings of sessions (list, history, tree) only its own session's ancestry (the sessions it
+// was branched and merged from); never the project-wide records (/sessions/current,
+// /projects/config); and a merge into its session only from a session its user may read too.
+// A real server on loopback, real tokens, the built CLI and HTTP.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+
+const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
+
+let project: Project | undefined;
+const stops: Array<() => Promise<unknown>> = [];
+
+afterAll(async () => {
+  for (const stop of stops.splice(0)) await stop();
+  project?.cleanup();
+  project = undefined;
+});
+
+async function serve(p: Project): Promise<string> {
+  const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+  stops.push(async () => {
+    if (run.child.exitCode === null) run.child.kill("SIGTERM");
+    await run.done;
+  });
+  return waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+}
+
+function ok(result: { status: number; stdout: string; stderr: string }): string {
+  expect(result.status, result.stderr).toBe(0);
+  return result.stdout;
+}
+
+function share(p: Project, session: string, user: string, role: string): { token: string; session_id: string } {
+  return JSON.parse(ok(p.apex(["session", "share", session, user, "--role", role, "--json"])));
+}
+
+async function rpc(url: string, sid: string, method: string, token: string, body: unknown = {}): Promise<{ status: number; body: any }> {
+  const response = await fetch(`${url}/api/sessions/${sid}/rpc/${method}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+function remote(p: Project, url: string, sid: string, token: string, args: string[]) {
+  return p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, ...args], { env: { APEX_TOKEN: token } });
+}
+
+const sorted = (ids: Iterable<string>) => [...ids].sort();
+
+/** The project: main, two branches of it, a session merged into one branch, an unrelated session; the branch runs. */
+let p: Project;
+let url: string;
+let main: string, feature: string, sibling: string, merged: string, other: string, point: string;
+
+beforeAll(async () => {
+  project = new Project(CONFIG);
+  p = project;
+  // main, with two branches from one checkpoint; two unrelated sessions, one merged into the branch later.
+  main = p.start(["--task", "main: the secret plan"]).session_id;
+  ok(p.apex(["memory", "set", "/notes/a", "1"]));
+  point = (JSON.parse(ok(p.apex(["checkpoint", "create", "branch point", "--json"]))) as { id: string }).id;
+  ok(p.apex(["session", "branch", point, "feature"]));
+  ok(p.apex(["session", "branch", point, "sibling"]));
+  ok(p.apex(["stop"]));
+  merged = p.start(["--task", "merged: work merged into feature"]).session_id;
+  ok(p.apex(["memory", "set", "/notes/m", "1"]));
+  ok(p.apex(["checkpoint", "create", "to merge"]));
+  ok(p.apex(["stop"]));
+  other = p.start(["--task", "other: an unrelated secret"]).session_id;
+  ok(p.apex(["memory", "set", "/notes/x", "1"]));
+  ok(p.apex(["checkpoint", "create", "unrelated work"]));
+  ok(p.apex(["stop"]));
+  feature = p.start(["--continue", "feature"]).session_id;
+  ok(p.apex(["session", "merge", merged, feature]));
+  const all = JSON.parse(ok(p.apex(["session", "list", "--json"]))) as Array<{ session_id: string; name: string | null }>;
+  sibling = all.find((record) => record.name === "sibling")!.session_id;
+  // The project's own user sees every session.
+  expect(sorted(all.map((record) => record.session_id))).toEqual(sorted([main, feature, sibling, merged, other]));
+
+  url = await serve(p);
+}, 240_000);
+
+describe("apex serve: a grant sees its own session's ancestry, not the project", () => {
+  it("lists, in session list/history/tree, the grant's session and those it branched and merged from, nothing else", async () => {
+    const vera = share(p, feature, "vera", "viewer");
+    const ancestry = sorted([feature, main, merged]);
+
+    // Listings: the grant's session, the one it branched from, the one merged into it; not the sibling, not the unrelated one.
+    const list = await rpc(url, feature, "session.list", vera.token);
+    expect(list.status).toBe(200);
+    expect(sorted(list.body.result.map((record: { session_id: string }) => record.session_id))).toEqual(ancestry);
+    expect(JSON.stringify(list.body)).not.toContain("an unrelated secret");
+    const history = await rpc(url, feature, "session.history", vera.token);
+    expect(sorted(history.body.result.map((record: { session_id: string }) => record.session_id))).toEqual(sorted([main, merged]));
+    const tree = await rpc(url, feature, "session.tree", vera.token);
+    expect(tree.status).toBe(200);
+    expect(sorted(tree.body.result.sessions.map((session: { session_id: string }) => session.session_id))).toEqual(ancestry);
+    const nodes = tree.body.result.nodes as Array<{ id: string; session_id: string; parents: string[] }>;
+    expect(nodes.filter((node) => !ancestry.includes(node.session_id))).toEqual([]);
+    // The branch still hangs from main's checkpoint, and the merge still shows both parents.
+    expect(nodes.some((node) => node.id === point)).toBe(true);
+    expect(nodes.some((node) => node.session_id === feature && node.parents.some((parent) => nodes.find((n) => n.id === parent)?.session_id === merged))).toBe(true);
+    // The same through the CLI, as the remote user runs it.
+    const remoteList = JSON.parse(ok(remote(p, url, feature, vera.token, ["session", "list", "--json"]))) as Array<{ session_id: string }>;
+    expect(sorted(remoteList.map((record) => record.session_id))).toEqual(ancestry);
+  });
+
+  it("never shows the project-wide records (/sessions/current, /projects/config) through a grant", async () => {
+    const vera = share(p, feature, "vera2", "viewer");
+    // Project-wide records: not through the grant of the running session, nor through another session's grant.
+    const otto = share(p, other, "otto", "viewer");
+    for (const [sid, token] of [[feature, vera.token], [other, otto.token]] as const) {
+      const records = (await rpc(url, sid, "memory.query", token, { glob: "/**" })).body.result as Array<{ path: string }>;
+      expect(records.length).toBeGreaterThan(0);
+      expect(records.filter((entry) => entry.path === "/sessions/current" || entry.path === "/projects/config")).toEqual([]);
+      expect(records.filter((entry) => entry.path.startsWith("/sessions/") && !entry.path.includes(sid))).toEqual([]);
+      expect((await rpc(url, sid, "memory.get", token, { path: "/sessions/current" })).body).toEqual({});
+      expect((await rpc(url, sid, "memory.get", token, { path: "/projects/config" })).body).toEqual({});
+      expect(remote(p, url, sid, token, ["memory", "show", "/sessions/current"]).stdout).not.toContain(feature);
+    }
+    const changes = (await rpc(url, feature, "memory.changes", vera.token, { since: 0, glob: "/**" })).body.result.changes as Array<{ path: string }>;
+    expect(changes.length).toBeGreaterThan(0);
+    expect(changes.filter((change) => change.path === "/sessions/current" || change.path === "/projects/config")).toEqual([]);
+    // The unrelated session's grant sees only that session in the listings.
+    expect((await rpc(url, other, "session.list", otto.token)).body.result.map((record: { session_id: string }) => record.session_id)).toEqual([other]);
+  });
+
+  it("refuses a merge whose source the caller holds no grant of (403, nothing written), and lets it through with one", async () => {
+    // A merge into the grant's session: owner of it is not enough, the user needs a grant of the source too.
+    const olga = share(p, feature, "olga", "owner");
+    const checkpoints = () => ok(p.apex(["checkpoint", "list", "--session", feature, "--json"]));
+    const trail = () => ok(p.apex(["session", "history", feature, "--json"]));
+    const before = { checkpoints: checkpoints(), memory: ok(p.apex(["memory", "show", "/notes", "--json"])) };
+    const merges = () => (JSON.parse(trail()) as { events: Array<{ type: string }> }).events.filter((entry) => entry.type === "session.merged").length;
+    const mergesBefore = merges();
+    for (const source of [other, other.slice(0, 8), "no-such-session"]) {
+      const refused = await rpc(url, feature, "session.merge", olga.token, { source, strategy: "theirs" });
+      expect(refused.status, source).toBe(403);
+      expect(refused.body.error.code).toBe("APEX_E_FORBIDDEN");
+      expect(refused.body.error.message).toBe(`olga may not read session "${source}"; merging it into ${feature} needs owner of ${feature} and a grant of the source. Nothing was merged.`);
+    }
+    const dryRun = await rpc(url, feature, "session.merge", olga.token, { source: other, dry_run: true });
+    expect(dryRun.status).toBe(403);
+    // Nor as a forwarded plugin command, whose arguments would name both sessions.
+    const forwarded = await rpc(url, feature, "plugin.command", olga.token, { name: "session merge", args: [other, feature], options: {} });
+    expect(forwarded.status).toBe(403);
+    // Nothing written: no merge checkpoint, no event, memory as it was.
+    expect(checkpoints()).toBe(before.checkpoints);
+    expect(ok(p.apex(["memory", "show", "/notes", "--json"]))).toBe(before.memory);
+    expect(merges()).toBe(mergesBefore);
+
+    // With a grant of the source, the same merge goes through, attributed to olga.
+    share(p, other, "olga", "viewer");
+    const allowed = await rpc(url, feature, "session.merge", olga.token, { source: other.slice(0, 8) });
+    expect(allowed.status, JSON.stringify(allowed.body)).toBe(200);
+    expect(allowed.body.result.source.session_id).toBe(other);
+    expect(allowed.body.result.destination.session_id).toBe(feature);
+    const event = (JSON.parse(trail()) as { events: Array<{ type: string; actor: string }> }).events.filter((entry) => entry.type === "session.merged").at(-1)!;
+    expect(event.actor).toBe("user:olga");
+  });
+});
