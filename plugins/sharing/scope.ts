@@ -21,10 +21,11 @@ export function pinnedParams(sessionId: string, params: Record<string, unknown>)
 
 /**
  * Records of the project as a whole, not of one session: `/sessions/current` names (and
- * copies) whichever session runs now, `/projects/config` the project's id. A grant is for one
- * session, so they are never shown through one; the grant's own record is at /sessions/<sid>.
+ * copies) whichever session runs in the project's tree now, `/sessions/active` every session
+ * running, `/projects/config` the project's id. A grant is for one session, so they are never
+ * shown through one; the grant's own record is at /sessions/<sid>.
  */
-const PROJECT_RECORDS = new Set(["/sessions/current", "/projects/config"]);
+const PROJECT_RECORDS = new Set(["/sessions/current", "/sessions/active", "/projects/config"]);
 
 /** True for a memory path a caller of `sessionId` may see. */
 export function visiblePath(sessionId: string, path: string): boolean {
@@ -32,29 +33,16 @@ export function visiblePath(sessionId: string, path: string): boolean {
   const parts = path.split("/");
   if (parts[1] !== "sessions" || parts.length < 3) return true;
   const owner = parts[2] === "history" ? parts[3] : parts[2];
-  if (owner === undefined || (owner === "active" && parts.length === 3)) return true;
+  if (owner === undefined) return true;
   if (owner !== sessionId) return false;
   const rest = parts[2] === "history" ? parts.slice(4) : parts.slice(3);
   return rest[0] !== "grants";
 }
 
-/** /sessions/active as a caller of `sessionId` sees it: that session's entry only (the others name other sessions). */
-function ownActiveEntry(sessionId: string, value: unknown): unknown {
-  if (!value || typeof value !== "object" || Array.isArray(value)) return value;
-  const own = (value as Record<string, unknown>)[sessionId];
-  return own === undefined ? {} : { [sessionId]: own };
-}
-
 export function scopedResult(sessionId: string, method: string, params: Record<string, unknown>, result: unknown): unknown {
   switch (method) {
-    case "memory.get":
-      return params.path === "/sessions/active" ? ownActiveEntry(sessionId, result) : result;
     case "memory.query":
-      return Array.isArray(result)
-        ? result
-            .filter((entry: { path?: unknown }) => typeof entry?.path === "string" && visiblePath(sessionId, entry.path))
-            .map((entry: { path: string; value?: unknown }) => (entry.path === "/sessions/active" ? { ...entry, value: ownActiveEntry(sessionId, entry.value) } : entry))
-        : result;
+      return Array.isArray(result) ? result.filter((entry: { path?: unknown }) => typeof entry?.path === "string" && visiblePath(sessionId, entry.path)) : result;
     case "memory.changes": {
       const reply = result as { changes?: Array<{ path?: unknown }> } | undefined;
       if (!reply || !Array.isArray(reply.changes)) return result;
