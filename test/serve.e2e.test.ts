@@ -110,11 +110,11 @@ describe("apex serve: roles", () => {
       expect(far.stdout).toBe(local.stdout);
     }
     // The whole keyspace as the owner sees it, less the grants (their hashes are nobody else's business)
-    // and the project-wide records (which session runs now, the project's id): a grant is for one session.
+    // and the project-wide records (which sessions run now, the project's id): a grant is for one session.
     const everything = JSON.parse(project.apex(["memory", "query", "/**", "--json"]).stdout) as Record<string, unknown>;
     const grants = Object.keys(everything).filter((path) => path.startsWith(`/sessions/${sid}/grants/`));
     expect(grants).toHaveLength(3);
-    for (const path of [...grants, "/sessions/current", "/projects/config"]) delete everything[path];
+    for (const path of [...grants, "/sessions/current", "/sessions/active", "/projects/config"]) delete everything[path];
     expect(JSON.parse(remote(project, server.url, sid, viewer.token, ["memory", "query", "/**", "--json"]).stdout)).toEqual(everything);
     expect(remote(project, server.url, sid, viewer.token, ["logs", "-n", "1"]).stdout).toContain("alpha | tick");
 
