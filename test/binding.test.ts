@@ -5,7 +5,9 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { isApexError } from "../core/errors.js";
-import { boundSession, chooseSession, setSessionFlag, type BindingCandidate, type BindingInput } from "../core/session/binding.js";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { boundSession, chooseSession, commandDirectory, setSessionFlag, type BindingCandidate, type BindingInput } from "../core/session/binding.js";
 import { memoryViewOf } from "../core/session/memory-view.js";
 import { sessionMethods } from "../core/session/methods.js";
 import { ACTIVE_SESSIONS_PATH, CURRENT_SESSION_PATH, taskNumber } from "../core/session/records.js";
@@ -176,6 +178,39 @@ describe.each(backends)("each session's own working memory (%s)", (_backend, ope
       expect(() => boundSession(store, resolve, cwd.dir)).toThrow(/2 sessions of this project are active/);
     } finally {
       cwd.cleanup();
+    }
+  });
+});
+
+describe("APEX_WORKTREE", () => {
+  it("binds like the working tree it names (what APEX's git hooks pass, running APEX in the project)", async () => {
+    const temp = tempDir("apex-binding-tree-");
+    const store = await openStore(join(temp.dir, "store"), { actor: "user:test" });
+    try {
+      // A linked git worktree as git lays it out: a .git file naming <main>/.git/worktrees/<name>.
+      const main = join(temp.dir, "main");
+      const tree = join(temp.dir, "alpha");
+      mkdirSync(join(main, ".git", "worktrees", "alpha"), { recursive: true });
+      mkdirSync(tree);
+      writeFileSync(join(tree, ".git"), `gitdir: ${join(main, ".git", "worktrees", "alpha")}\n`);
+      await twoSessions(store);
+      await store.batch((batch) => {
+        batch.set("/sessions/alpha", { session_id: "alpha", project_id: "p", status: "active", agents: [], history: [], supervisor: null, name: "alpha", worktree: { path: tree, branch: "apex/alpha", commit: null } });
+        batch.set(ACTIVE_SESSIONS_PATH, { main: { worktree: null, name: null }, alpha: { worktree: tree, name: "alpha" } });
+      });
+      const resolve = (ref: string) => resolveSessionId(store, ref);
+      expect(boundSession(store, resolve, main)).toEqual({ sessionId: "main", source: "project" });
+      process.env.APEX_WORKTREE = tree;
+      try {
+        expect(commandDirectory()).toBe(tree);
+        expect(boundSession(store, resolve)).toEqual({ sessionId: "alpha", source: "worktree" });
+      } finally {
+        delete process.env.APEX_WORKTREE;
+      }
+      expect(commandDirectory()).toBe(process.cwd());
+    } finally {
+      await store.close();
+      temp.cleanup();
     }
   });
 });

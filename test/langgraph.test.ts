@@ -132,6 +132,61 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     }
   });
 
+  it("sessions side by side keep their own threads: the same thread id in a worktree session and the project's, deleteThread in one leaves the other", async () => {
+    const { dir, sessionId: main } = await setup();
+    const branch = "lg-branch";
+    const seeded = LmdbStore.open(join(dir, ".apex"));
+    try {
+      // A branch session in its own git worktree: its working memory has its own root (memory-view.ts).
+      await seeded.set(`/sessions/${branch}`, { session_id: branch, status: "stopped", agents: [], supervisor: null, history: [], worktree: { path: join(dir, "wt"), branch: "apex/b", commit: null } });
+    } finally {
+      await seeded.close();
+    }
+    const inMain = new ApexSaver({ project: dir, session: main });
+    const inBranch = new ApexSaver({ project: dir, session: branch });
+    cleanups.push(() => inMain.close(), () => inBranch.close());
+    const thread = { configurable: { thread_id: "t1", checkpoint_ns: "" } } as Record<string, any>;
+    await inMain.put(thread, checkpointOf({ a: "main" }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    await inBranch.put(thread, checkpointOf({ a: "branch", b: "only here" }, { a: 1, b: 1 }), { source: "input", step: -1, parents: {} }, { a: 1, b: 1 });
+    expect((await inMain.getTuple(thread))!.checkpoint.channel_values).toEqual({ a: "main" });
+    expect((await inBranch.getTuple(thread))!.checkpoint.channel_values).toEqual({ a: "branch", b: "only here" });
+
+    // The next checkpoint of each session carries its own thread's channels, not the other's.
+    await inMain.close();
+    await inBranch.close();
+    const store = LmdbStore.open(join(dir, ".apex"));
+    try {
+      const mainNext = await createCheckpoint(store, { sessionId: main, trigger: "manual" });
+      const branchNext = await createCheckpoint(store, { sessionId: branch, trigger: "manual" });
+      expect(getCheckpointValue(store, mainNext.manifest.id, "/langgraph/t1/~/a")).toMatchObject({ d: '"main"' });
+      expect(getCheckpointValue(store, mainNext.manifest.id, "/langgraph/t1/~/b")).toBeUndefined();
+      expect(getCheckpointValue(store, branchNext.manifest.id, "/langgraph/t1/~/a")).toMatchObject({ d: '"branch"' });
+    } finally {
+      await store.close();
+    }
+
+    // Deleting the branch's thread drops it from the branch's next checkpoint only.
+    const again = new ApexSaver({ project: dir, session: branch });
+    cleanups.push(() => again.close());
+    await again.deleteThread("t1");
+    expect(await again.getTuple(thread)).toBeUndefined();
+    await again.close();
+    const mainSaver = new ApexSaver({ project: dir, session: main });
+    cleanups.push(() => mainSaver.close());
+    expect((await mainSaver.getTuple(thread))!.checkpoint.channel_values).toEqual({ a: "main" });
+    await mainSaver.close();
+    const reopened = LmdbStore.open(join(dir, ".apex"));
+    try {
+      const mainLast = await createCheckpoint(reopened, { sessionId: main, trigger: "manual" });
+      const branchLast = await createCheckpoint(reopened, { sessionId: branch, trigger: "manual" });
+      expect(getCheckpointValue(reopened, mainLast.manifest.id, "/langgraph/t1/~/a")).toMatchObject({ d: '"main"' });
+      expect(getCheckpointValue(reopened, branchLast.manifest.id, "/langgraph/t1/~/a")).toBeUndefined();
+      expect(validateStore(reopened)).toMatchObject({ ok: true, problems: [] });
+    } finally {
+      await reopened.close();
+    }
+  });
+
   it("a large plain-object channel is stored key by key: a step writes only the keys that changed, deleted keys go", async () => {
     const { dir, sessionId, saver } = await setup();
     const state: Record<string, string> = {};

@@ -2,8 +2,12 @@
 // readable (status, tasks, checkpoints, memory as of its latest checkpoint, logs, events) and
 // read-only; a grant reads its own session and no other; grants record when they were last used
 // also when no supervisor runs. A real server on loopback, the built CLI and HTTP.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { isAlive, Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 
@@ -198,5 +202,65 @@ describe("apex serve: merging is the owner's", () => {
     expect(shared.url).toMatch(new RegExp(`^http://localhost:${port}/#session=${sid}&token=apx_`));
     expect(shared.connect).toContain(`apex connect localhost:${port}/${sid}`);
     expect(shared.created_by).toBe("user:olga");
+  });
+});
+
+describe("apex serve: sessions side by side", () => {
+  it("answers each running session from its own supervisor, and an interrupted branch stays its own session: its live memory, writable", async () => {
+    // The git plugin records the commit the branch's worktree starts from.
+    project = new Project(CONFIG.replace("  checkpoint: {}\n", "  checkpoint: {}\n  git: {}\n"));
+    const p = project;
+    const gitEnv = { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com" };
+    const git = (...args: string[]) => execFileSync("git", args, { cwd: p.dir, encoding: "utf8", env: gitEnv });
+    git("init", "-q", "-b", "main");
+    writeFileSync(join(p.dir, ".gitignore"), ".apex/\n");
+    git("add", ".");
+    git("commit", "-qm", "init");
+    const parent = mkdtempSync(join(tmpdir(), "apex-serve-wt-"));
+    stops.push(async () => rmSync(parent, { recursive: true, force: true }));
+    const wt = join(parent, "alpha");
+
+    const mainStart = p.start();
+    const main = mainStart.session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "alpha", "--worktree", wt]).status).toBe(0);
+    const alphaStart = p.start(["--continue", "alpha"]);
+    const alpha = alphaStart.session_id;
+    expect(p.apex(["memory", "set", "/notes/where", '"main"']).status).toBe(0);
+    expect(p.apex(["memory", "set", "/notes/where", '"alpha"'], { cwd: wt }).status).toBe(0);
+    const ownerMain = share(p, main, "mia", "owner");
+    const ownerAlpha = share(p, alpha, "al", "owner");
+    const url = await serve(p);
+
+    // Both run: each answered by its own supervisor, with its own memory.
+    for (const [sid, token, pid, where] of [
+      [main, ownerMain.token, mainStart.supervisor_pid, "main"],
+      [alpha, ownerAlpha.token, alphaStart.supervisor_pid, "alpha"],
+    ] as const) {
+      const hello = await rpc(url, sid, "hello", token);
+      expect(hello.body.result).toMatchObject({ session_id: sid });
+      const status = await rpc(url, sid, "session.status", token);
+      expect(status.body.result.session).toMatchObject({ session_id: sid, status: "active" });
+      expect(status.body.result.session.supervisor.pid).toBe(pid);
+      expect((await rpc(url, sid, "memory.get", token, { path: "/notes/where" })).body.result).toBe(where);
+    }
+    // Without a grant (a local owner too) the API answers nothing of either.
+    for (const sid of [main, alpha]) {
+      const anonymous = await fetch(`${url}/api/sessions/${sid}/rpc/session.status`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+      expect(anonymous.status).toBe(401);
+    }
+
+    // alpha's supervisor dies: alpha is interrupted, still a session of its own worktree, not a frozen one.
+    process.kill(alphaStart.supervisor_pid, "SIGKILL");
+    await waitFor("alpha's supervisor to be gone", () => !isAlive(alphaStart.supervisor_pid), 30_000);
+    const interrupted = await rpc(url, alpha, "session.status", ownerAlpha.token);
+    expect(interrupted.body.result.session).toMatchObject({ session_id: alpha, status: "interrupted" });
+    expect((await rpc(url, alpha, "hello", ownerAlpha.token)).body.result).toMatchObject({ session_id: alpha, read_only: false });
+    expect((await rpc(url, alpha, "memory.get", ownerAlpha.token, { path: "/notes/where" })).body.result).toBe("alpha");
+    const written = await rpc(url, alpha, "memory.set", ownerAlpha.token, { path: "/notes/where", value: "alpha again" });
+    expect(written.status, JSON.stringify(written.body)).toBe(200);
+    expect(JSON.parse(p.apex(["memory", "show", "/notes/where", "--json"], { cwd: wt }).stdout).value).toBe("alpha again");
+    expect(JSON.parse(p.apex(["memory", "show", "/notes/where", "--json"]).stdout).value).toBe("main");
+    expect((await rpc(url, main, "memory.get", ownerMain.token, { path: "/notes/where" })).body.result).toBe("main");
   });
 });

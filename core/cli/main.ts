@@ -29,6 +29,8 @@ Environment:
   APEX_HOME                  store directory (default: .apex/ beside the config file)
   APEX_CHECKPOINT_INTERVAL   seconds between automatic checkpoints
   APEX_REMOTE, APEX_TOKEN    like --remote and --token
+  APEX_WORKTREE              the working tree that binds the session, instead of the current
+                             directory (APEX's git hooks set it)
   NO_COLOR                   disable colours
 
 Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 not found, 4 conflict or refused.

@@ -82,6 +82,15 @@ export function setOwnSession(sessionId: string): void {
   ownSession = sessionId;
 }
 
+/**
+ * The directory whose working tree binds a command (rule 3): where it runs, or APEX_WORKTREE when
+ * set. APEX's git hooks set it: they run APEX in the project directory, for a git operation that
+ * may be in a branch's worktree.
+ */
+export function commandDirectory(): string {
+  return process.env.APEX_WORKTREE || process.cwd();
+}
+
 export function agentSession(): string | undefined {
   return ownSession ?? (process.env.APEX_SESSION_ID || undefined);
 }
@@ -95,7 +104,7 @@ interface Readable {
  * The session this process acts on, read from the store (the flag resolved by `resolveRef`).
  * Undefined when no rule decides and no session is active.
  */
-export function boundSession(store: Readable, resolveRef: (ref: string) => string, cwd = process.cwd()): Binding | undefined {
+export function boundSession(store: Readable, resolveRef: (ref: string) => string, cwd = commandDirectory()): Binding | undefined {
   const agent = agentSession();
   if (agent) return { sessionId: agent, source: "agent" };
   const flag = flagSession !== undefined ? resolveRef(flagSession) : undefined;

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { ambiguousSession, agentSession, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
+import { ambiguousSession, agentSession, commandDirectory, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
 import { isSameProcessAlive } from "./proc.js";
 import { makePrivateDir } from "../store/private.js";
 
@@ -103,7 +103,7 @@ export function liveSupervisorOf(storeDir: string, sessionId: string): Superviso
  * running. Undefined when the session meant does not run, or when only the store can tell
  * which session is meant (the caller then goes to the store, which applies the same rule).
  */
-export function liveSupervisor(storeDir: string, cwd = process.cwd()): SupervisorRuntime | undefined {
+export function liveSupervisor(storeDir: string, cwd = commandDirectory()): SupervisorRuntime | undefined {
   const agent = agentSession();
   if (agent) return liveSupervisorOf(storeDir, agent);
   const flag = sessionFlag();

@@ -1,7 +1,7 @@
 import { ApexError } from "../errors.js";
 import type { Store } from "../store/store.js";
 import type { CheckpointService } from "./checkpoints.js";
-import { boundSession } from "./binding.js";
+import { boundSession, type Binding } from "./binding.js";
 import { sessionIdByName } from "./names.js";
 import { leaseValid, onOtherHost } from "./lease.js";
 import { isOwnProcess, supervisorMarker } from "./proc.js";
@@ -29,7 +29,12 @@ export function currentSession(store: Pick<Store, "get" | "query">): SessionReco
 
 /** The id of the session this command acts on (binding.ts), active or ended; undefined when nothing decides. */
 export function boundSessionId(store: Pick<Store, "get" | "query">): string | undefined {
-  return boundSession(store, (ref) => resolveSessionId(store as Store, ref))?.sessionId;
+  return sessionBinding(store)?.sessionId;
+}
+
+/** The session this command acts on and which rule chose it (binding.ts); undefined when nothing decides. */
+export function sessionBinding(store: Pick<Store, "get" | "query">): Binding | undefined {
+  return boundSession(store, (ref) => resolveSessionId(store as Store, ref));
 }
 
 /** The session active in the project's own working tree (/sessions/current), whatever this command is bound to. */

@@ -204,7 +204,7 @@ async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Pr
   }
   const destinationBranch = git(directory, ["rev-parse", "--abbrev-ref", "HEAD"]).out;
   const before = git(directory, ["rev-parse", "HEAD"]).out;
-  fireBeforeGit(location, directory, ["merge", sourceBranch]);
+  fireBeforeGit(location, directory, ["merge", sourceBranch], plan.destination.session_id);
   const merged = git(directory, ["merge", "--no-edit", sourceBranch], { APEX_GIT_BEFORE_FIRED: "1" });
   if (merged.code !== 0) {
     const files = git(directory, ["diff", "--name-only", "--diff-filter=U"]).out.split("\n").filter(Boolean);
@@ -217,13 +217,18 @@ async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Pr
   return { source_branch: sourceBranch, destination_branch: destinationBranch, directory, before, commit: git(directory, ["rev-parse", "HEAD"]).out };
 }
 
-/** beforeGit through `apex git notify` (the git plugin's command, run where the writer is); nothing when the plugin is off. */
-function fireBeforeGit(location: ProjectLocation, cwd: string, args: string[]): void {
+/**
+ * beforeGit in DST, whose working tree the merge changes, through `apex --session DST git notify`
+ * (the git plugin's command, run in DST's supervisor when it runs); nothing when the plugin is off.
+ * Not in the session of an agent that runs the merge: its own variables are left out.
+ */
+function fireBeforeGit(location: ProjectLocation, cwd: string, args: string[], destination: string): void {
   const bin = resolve(dirname(new URL(import.meta.url).pathname), "../../../bin/apex.js");
-  const result = spawnSync(process.execPath, [bin, ...(location.configPath ? ["--config", location.configPath] : []), "git", "notify", "--json", "--", ...args], {
+  const { APEX_SESSION_ID: _agent, APEX_SOCKET: _socket, APEX_WORKTREE: _tree, ...env } = process.env;
+  const result = spawnSync(process.execPath, [bin, ...(location.configPath ? ["--config", location.configPath] : []), "--session", destination, "git", "notify", "--json", "--", ...args], {
     cwd: location.projectDir,
     encoding: "utf8",
-    env: process.env,
+    env,
   });
   if (result.status === 0) return;
   const text = `${result.stderr ?? ""}${result.stdout ?? ""}`;

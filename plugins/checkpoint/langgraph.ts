@@ -32,7 +32,7 @@ import { Catalog } from "./catalog.js";
 import { checkpointInfo, countValues, writeCheckpoint } from "./checkpoints.js";
 import { isRecord, manifestPath, type CheckpointManifest } from "./manifest.js";
 import { ACTORS, requireSession } from "./refs.js";
-import { inScope, pathSegments, scopeKey, type MemoryScope } from "./scope.js";
+import { baseKey, inScope, memoryMountOf, pathSegments, type MemoryScope } from "./scope.js";
 
 export const LANGGRAPH_TRIGGER = "langgraph";
 export const LANGGRAPH_MEMORY_ROOT = "/langgraph";
@@ -372,8 +372,9 @@ export class LangGraphStore {
   }
 
   /**
-   * Deletes a thread's index and pending writes, and its channels from the memory the next
-   * checkpoint starts from (the memory base; earlier checkpoints keep theirs).
+   * Deletes a thread's index and pending writes, and its channels from the memory the session's
+   * next checkpoint starts from (its memory base; earlier checkpoints keep theirs). Sessions side
+   * by side each have their own base: a thread of the same id in another session stays.
    */
   deleteThread(sessionId: string, threadId: string): Promise<{ deleted: number }> {
     return this.options.serialize(async () => {
@@ -391,7 +392,8 @@ export class LangGraphStore {
           return batch.deleteTree(index);
         }, ACTORS.checkpoint).value;
         const catalog = Catalog.of(store);
-        const key = scopeKey(this.options.scope);
+        // The session's own base: a session in a git worktree has its own memory root (scope.ts: baseKey).
+        const key = baseKey(this.options.scope, memoryMountOf(store, sessionId));
         const base = catalog.base(key);
         const segments = pathSegments(`${LANGGRAPH_MEMORY_ROOT}/${nameSegment(threadId)}`);
         const view = ObjectStore.of(store).view();

@@ -1,4 +1,5 @@
-import { join } from "node:path";
+import { isAbsolute, join, relative } from "node:path";
+import { linkedWorktreeOf, mainWorktreeOf } from "../../core/config/locate.js";
 import { packageRoot } from "../../core/config/schemas.js";
 import type { ApexApi, CommandContext, CommandSpec } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
@@ -7,7 +8,7 @@ import { countOf } from "./compare.js";
 import { fireBeforeGit } from "./fire.js";
 import { installHooks, uninstallHooks, type HookTarget, type InstallReport, type UninstallReport } from "./hooks.js";
 import { isReadOnlyGitCommand, passthroughDirectory, runGitInteractive } from "./passthrough.js";
-import { hookTimeoutSeconds, repositoryDir, type GitPluginOptions } from "./repository.js";
+import { hookTimeoutSeconds, repositoryDir, repositoryIn, sessionWorktree, type GitPluginOptions } from "./repository.js";
 import { describeState, formatChangedFile, shortCommit } from "./state.js";
 import { resolveSessionId, syncGit, type SyncReport } from "./sync.js";
 
@@ -32,7 +33,8 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
           hint: "See `apex git --help` for the git subcommands of APEX (install-hooks, uninstall-hooks, …).",
         });
       }
-      const cwd = await passthroughDirectory(repository(context), process.cwd());
+      // In a branch's git worktree of the project, git runs there (and beforeGit fires in its session).
+      const cwd = await passthroughDirectory(repositoryIn(context.projectDir ?? process.cwd(), options, projectWorktreeOf(context, process.cwd())), process.cwd());
       if (!isReadOnlyGitCommand(args)) {
         // Like a hook, a failing beforeGit costs a warning, not the git operation.
         const problem = await context.invoke("git notify", { args: [args], options: {} }).then(
@@ -112,7 +114,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     name: "session sync-git",
     description: "Record the repository's git state in the session and show what changed since its latest checkpoint (commits, branch, uncommitted files)",
     examples: ["apex session sync-git", "apex session sync-git 3f2a --json"],
-    arguments: [{ syntax: "[id]", description: "the session (default: the current one); a unique prefix will do" }],
+    arguments: [{ syntax: "[id]", description: "the session (default: the one this command is bound to, as for every command); a unique prefix will do" }],
     options: [{ flags: "--json", description: "print {session_id, repository, git: {branch, commit, dirty, synced_at}, checkpoint, changes, dirty_files: [{status, path}]}" }],
     async action(input, context) {
       if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) {
@@ -120,11 +122,21 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
       }
       const store = await context.store();
       const sessionId = resolveSessionId(store, input.args[0] as string | undefined);
-      const report = await syncGit(store, sessionId, repository(context));
+      // A session in a branch's git worktree: that worktree's git state.
+      const report = await syncGit(store, sessionId, repositoryIn(context.projectDir ?? process.cwd(), options, sessionWorktree(store, sessionId)));
       if (input.options.json) return context.printJson(report);
       for (const line of formatSyncReport(report)) context.print(line);
     },
   });
+}
+
+/** The linked git worktree of the project `dir` is in (a branch session's), or null. */
+function projectWorktreeOf(context: Pick<CommandContext, "projectDir">, dir: string): string | null {
+  const worktree = linkedWorktreeOf(dir);
+  const main = worktree && mainWorktreeOf(worktree);
+  if (!worktree || !main || !context.projectDir) return null;
+  const inside = relative(main, context.projectDir);
+  return inside.startsWith("..") || isAbsolute(inside) ? null : worktree;
 }
 
 /** Where the hooks find APEX: this node and this APEX, the project's config and store. */

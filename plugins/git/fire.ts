@@ -1,8 +1,9 @@
 import type { CommandContext, GitContext } from "../../core/engine.js";
-import { openStore, storeExists } from "../../core/store/open.js";
+import { sessionBinding } from "../../core/session/sessions.js";
+import { storeExists } from "../../core/store/open.js";
 
 export interface FireResult {
-  /** The session beforeGit fired in; null when no session is active (nothing fired). */
+  /** The session beforeGit fired in; null when no session is bound (nothing fired). */
   session_id: string | null;
   fired: boolean;
   args: string[];
@@ -12,19 +13,29 @@ export interface FireResult {
 const ENDED = new Set(["completed", "failed", "stopped"]);
 
 /**
- * Fires beforeGit in the project's current session (the session record at /sessions/<id>, found
- * through /sessions/current). Without a store or an active session it fires nothing: git runs
- * outside sessions too. Runs where the command runs: in the CLI, or in the supervisor when the
- * CLI forwards the command there, always through the command's store and engine.
+ * Fires beforeGit in the session bound to the git operation (core/session/binding.ts): the
+ * agent's (APEX_SESSION_ID), `--session`, else the session of the working tree git runs in (a
+ * branch's worktree, or the project's own, where /sessions/current names it; git hooks pass
+ * their tree as APEX_WORKTREE). Never in a session of another tree just because it is the only
+ * one active, nor when several are and nothing says which: git changes one working tree.
+ * Without a store or such a session it fires nothing: git runs outside sessions too. Runs where
+ * the command runs: in the CLI, or in the bound session's supervisor when the CLI forwards the
+ * command there, always through the command's store and engine.
  */
 export async function fireBeforeGit(context: CommandContext, args: string[], source: GitContext["source"]): Promise<FireResult> {
   const result: FireResult = { session_id: null, fired: false, args, source };
   // Opening the store for writing would create it: a project that never ran APEX has no session.
   if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) return result;
   const store = await context.store();
-  const current = store.get("/sessions/current") as { session_id?: unknown } | null | undefined;
-  const sessionId = current && typeof current === "object" && typeof current.session_id === "string" ? current.session_id : undefined;
-  if (!sessionId) return result;
+  let binding;
+  try {
+    binding = sessionBinding(store);
+  } catch (error) {
+    if ((error as { code?: unknown }).code === "APEX_E_AMBIGUOUS_SESSION") return result;
+    throw error;
+  }
+  if (!binding || binding.source === "only-active") return result;
+  const sessionId = binding.sessionId;
   const session = store.get(`/sessions/${sessionId}`);
   if (session === null || typeof session !== "object" || Array.isArray(session)) return result;
   if (typeof session.status === "string" && ENDED.has(session.status)) return result;

@@ -334,10 +334,16 @@ apex_fire() {
   else
     set -- git hook-fired "$apex_hook" -- "$@"
   fi
+  # APEX runs in the project; the working tree git runs in (a branch's worktree, say) binds the session.
+  apex_tree=$(git rev-parse --show-toplevel 2>/dev/null) || apex_tree=
   (
     cd "$apex_project" || exit 1
     APEX_HOME=$apex_home
     export APEX_HOME
+    if [ -n "$apex_tree" ]; then
+      APEX_WORKTREE=$apex_tree
+      export APEX_WORKTREE
+    fi
     exec "$apex_node" "$apex_cli" "$@"
   ) </dev/null 1>&2 &
   apex_pid=$!

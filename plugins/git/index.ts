@@ -2,19 +2,19 @@ import { builtinPluginSchema } from "../../core/config/schemas.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
 import { hookTarget, registerGitCommands } from "./commands.js";
 import { installHooks } from "./hooks.js";
-import { PLUGIN_NAME, repositoryDir, type GitPluginOptions } from "./repository.js";
+import { PLUGIN_NAME, repositoryDir, repositoryIn, sessionWorktree, type GitPluginOptions } from "./repository.js";
 import { readGitState } from "./state.js";
 
 export { compareGitState, diffGitState, differenceMessages, type GitChanges, type GitComparison } from "./compare.js";
 export { checkoutCheckpoint, restoreBranchName, type CheckoutResult } from "./checkout.js";
 export { installHooks, uninstallHooks, GIT_HOOKS } from "./hooks.js";
-export { gitPluginOptions, projectRepository, repositoryDir, type GitPluginOptions } from "./repository.js";
+export { gitPluginOptions, projectRepository, repositoryDir, repositoryIn, type GitPluginOptions } from "./repository.js";
 export { readGitState, readWorkingTree, type GitState, type WorkingTree, type ChangedFile } from "./state.js";
 export { latestCheckpoint, syncGit, type CheckpointRef, type SyncReport } from "./sync.js";
 
 /**
  * Records the project repository's git state in every checkpoint (`git_state`: branch, HEAD
- * commit, dirty) and fires beforeGit before git changes the project: through `apex git -- …`,
+ * commit, dirty; of a session in a branch's git worktree, that worktree's) and fires beforeGit before git changes the project: through `apex git -- …`,
  * and, with `hooks: true` (or `apex git install-hooks`), through git hooks, so that commits,
  * merges, rebases and checkouts made by anyone get their checkpoint first.
  */
@@ -28,7 +28,8 @@ export default definePlugin<GitPluginOptions>({
 
     apex.hooks.beforeCheckpoint.tapPromise(PLUGIN_NAME, async (draft) => {
       const ignore = apex.config ? [apex.config.storeDir] : [];
-      draft.data.git_state = await readGitState(repository, (message) => apex.warn(message), { ignore });
+      const tree = repositoryIn(projectDir, options, sessionWorktree(apex.store, draft.sessionId));
+      draft.data.git_state = await readGitState(tree, (message) => apex.warn(message), { ignore });
       return draft;
     });
 

@@ -1,6 +1,8 @@
-import { resolve } from "node:path";
+import { isAbsolute, relative, resolve } from "node:path";
 import { parseDuration } from "../../core/config/duration.js";
 import type { Config } from "../../core/config/types.js";
+import { historyPath, sessionPath, worktreeOf } from "../../core/session/records.js";
+import type { JsonValue, Store } from "../../core/store/store.js";
 import { DEFAULT_HOOK_TIMEOUT_SECONDS } from "./hooks.js";
 
 export const PLUGIN_NAME = "git" as const;
@@ -15,6 +17,18 @@ export interface GitPluginOptions {
 /** The project repository: `repository` resolved against the project directory. */
 export function repositoryDir(projectDir: string, options: GitPluginOptions = {}): string {
   return resolve(projectDir, options.repository ?? ".");
+}
+
+/**
+ * The repository a session works on: the project repository, or, for a session running in a
+ * branch's git worktree (`worktree`), the same directory inside that worktree. A `repository`
+ * outside the project is not checked out in the worktree: it stays as it is.
+ */
+export function repositoryIn(projectDir: string, options: GitPluginOptions, worktree: string | null | undefined): string {
+  const repository = repositoryDir(projectDir, options);
+  if (!worktree) return repository;
+  const inside = relative(projectDir, repository);
+  return inside.startsWith("..") || isAbsolute(inside) ? repository : resolve(worktree, inside);
 }
 
 /** The git plugin's options in a config, or undefined when the plugin is not enabled. */
@@ -34,4 +48,11 @@ export function projectRepository(config: Config): string | undefined {
 
 export function hookTimeoutSeconds(options: GitPluginOptions): number {
   return options.hook_timeout === undefined ? DEFAULT_HOOK_TIMEOUT_SECONDS : parseDuration(options.hook_timeout);
+}
+
+/** The git worktree a session runs in (its record, active or ended), or null: the project's own tree. */
+export function sessionWorktree(store: Pick<Store, "get"> | undefined, sessionId: string): string | null {
+  if (!store || !/^[^/*?\\]+$/.test(sessionId)) return null;
+  const record = (store.get(sessionPath(sessionId)) ?? store.get(historyPath(sessionId))) as { [key: string]: JsonValue } | undefined;
+  return record && typeof record === "object" && !Array.isArray(record) ? worktreeOf(record) : null;
 }

@@ -1,4 +1,5 @@
 import { ApexError } from "../../core/errors.js";
+import { boundSessionId } from "../../core/session/sessions.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { diffGitState, type GitChanges } from "./compare.js";
 import { noRepository } from "./git.js";
@@ -78,13 +79,14 @@ export async function syncGit(store: Store, sessionId: string, repoDir: string, 
 }
 
 /**
- * The session `id` names (a unique prefix of at least 4 characters will do), or the current
- * session without an id. Looks in /sessions and /sessions/history.
+ * The session `id` names (a unique prefix of at least 4 characters will do), or without an id
+ * the session this command is bound to (core/session/binding.ts: the agent's, `--session`, this
+ * worktree's, the project's, the only active one). Looks in /sessions and /sessions/history.
  */
 export function resolveSessionId(store: Store, id: string | undefined): string {
   if (id === undefined) {
-    const current = store.get("/sessions/current") as { session_id?: unknown } | null | undefined;
-    if (current && typeof current === "object" && typeof current.session_id === "string") return current.session_id;
+    const bound = boundSessionId(store);
+    if (bound) return bound;
     throw new ApexError("APEX_E_NO_SESSION", "No session is active in this project.", {
       hint: "Name a session: apex session sync-git <ID> (see `apex session list`).",
     });

@@ -1,9 +1,9 @@
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { sessionMethods } from "../../core/session/methods.js";
-import { ENDED_STATUSES, type SessionEvent, type SessionRecord } from "../../core/session/records.js";
+import { CURRENT_SESSION_PATH, ENDED_STATUSES, readActiveSessions, type SessionEvent, type SessionRecord } from "../../core/session/records.js";
 import { eventsAfter, SessionService } from "../../core/session/service.js";
-import { currentSession, effectiveStatus, findSession } from "../../core/session/sessions.js";
+import { effectiveStatus, findSession } from "../../core/session/sessions.js";
 import { sessionReport } from "../../core/session/status-report.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { checkPath } from "../../core/store/paths.js";
@@ -12,10 +12,11 @@ import { openStore, storeExists } from "../../core/store/open.js";
 
 /**
  * Reads of a session that no live supervisor serves, straight from the store (read-only):
- * the current session while its supervisor is down, and every other session of the project
- * (ended, reconstructed). A session that is not the current one is *frozen*: its project
- * memory is what its latest checkpoint holds (the live keyspace belongs to whichever session
- * runs now), and nothing of it can be changed here.
+ * a session not ended while its supervisor is down, and every other session of the project
+ * (ended, reconstructed). A session that is not the one of its working tree (the project's, or
+ * a branch's git worktree; sessions run side by side) is *frozen*: its project memory is what
+ * its latest checkpoint holds (the live keyspace belongs to whichever session runs there now),
+ * and nothing of it can be changed here.
  */
 export const STORED_READS = new Set([
   "hello",
@@ -39,7 +40,7 @@ export const STORED_READS = new Set([
 
 export interface StoredSession {
   record: SessionRecord;
-  /** Not the project's current session: read-only, memory as of its latest checkpoint. */
+  /** Not the session of its working tree (ended, say): read-only, memory as of its latest checkpoint. */
   frozen: boolean;
   ended: boolean;
 }
@@ -62,7 +63,19 @@ export function storedSession(store: Store, sessionId: string): StoredSession {
     record = undefined; // not a valid path segment: no such session
   }
   if (!record || typeof record !== "object" || record.session_id !== sessionId) throw noSuchSession(sessionId);
-  return { record, frozen: currentSession(store)?.session_id !== sessionId, ended: ENDED_STATUSES.has(record.status) };
+  return { record, frozen: !holdsWorkingTree(store, record), ended: ENDED_STATUSES.has(record.status) };
+}
+
+/**
+ * True when the session is not ended and is the session of its working tree (the project's own:
+ * /sessions/current; a branch's git worktree: /sessions/active), so the live keyspace holds its
+ * working memory. Decided for that session, never by what this server's directory is bound to:
+ * sessions run side by side, each with its own.
+ */
+function holdsWorkingTree(store: Store, record: SessionRecord): boolean {
+  if (ENDED_STATUSES.has(record.status)) return false;
+  const current = store.get(CURRENT_SESSION_PATH) as { session_id?: unknown } | undefined;
+  return current?.session_id === record.session_id || Object.hasOwn(readActiveSessions(store), record.session_id);
 }
 
 /** One read method of `sessionId`, answered from the store as the supervisor would answer it. */
@@ -189,7 +202,7 @@ export function storedEvents(store: Store, sessionId: string, seq: number): { ev
 }
 
 export function readOnlySession(session: StoredSession, method: string): ApexError {
-  const what = session.ended ? `ended (${session.record.status})` : "not the project's current session";
+  const what = session.ended ? `ended (${session.record.status})` : "not the session of its working tree";
   return new ApexError("APEX_E_SESSION_STATE", `Session ${session.record.session_id} is ${what}: it can be read, not changed (${method}).`, {
     hint: "Its status, tasks, checkpoints, memory as of its latest checkpoint, logs and events stay readable.",
   });

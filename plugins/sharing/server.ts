@@ -407,8 +407,8 @@ class Gate {
 
   /**
    * A method of a session: the live supervisor's when it serves that session; else reads come
-   * from the store (any session of the project), and writes go to the store directly only for
-   * the current session (an interrupted one); any other session is read-only.
+   * from the store (any session of the project), and writes go to the store directly only for a
+   * session of its working tree whose supervisor is down (interrupted); any other is read-only.
    */
   async call(sessionId: string, method: string, params: Record<string, unknown>): Promise<unknown> {
     const socket = this.supervisorSocket(sessionId);
@@ -417,7 +417,8 @@ class Gate {
     const session = await withReadStore(this.location, (store) => storedSession(store, sessionId));
     if (session.frozen) throw readOnlySession(session, method);
     const { directClient } = await import("../../core/session/direct.js");
-    const client = await directClient(this.location, "write", {});
+    // That session's records and working memory, whatever this server's directory is bound to.
+    const client = await directClient(this.location, "write", { session: sessionId });
     try {
       return await client.call(method, params);
     } finally {

@@ -1,0 +1,109 @@
+// The claim rule "one session per working tree" (core/session/claim.ts), on each storage backend:
+// a session claimed in a worktree where another one is not ended is refused, naming that one, and
+// writes nothing; in another worktree, or the project's own tree, it is claimed beside it.
+import { mkdirSync, symlinkSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import type { Config } from "../core/config/types.js";
+import { ApexError } from "../core/errors.js";
+import { claimContinuedSession, claimNewSession, type SupervisorIdentity } from "../core/session/claim.js";
+import type { SessionRecord } from "../core/session/records.js";
+import type { Store } from "../core/store/store.js";
+import { tempDir } from "./helpers/cli.js";
+import { forEachBackend } from "./support/backends.js";
+
+const config = { agents: {} } as unknown as Config;
+const self: SupervisorIdentity = { pid: process.pid, start_time: 0, socket: "/nonexistent.sock", started_at: new Date().toISOString(), nonce: null, host: hostname(), lease_ttl_ms: 60_000 };
+
+function branchRecord(id: string, name: string, worktree: string): SessionRecord {
+  const at = "2026-01-01T00:00:00.000Z";
+  return {
+    session_id: id,
+    project_id: "p",
+    created_at: at,
+    updated_at: at,
+    status: "stopped",
+    initial_task: null,
+    agents: [],
+    supervisor: null,
+    history: [],
+    outcome: "stopped",
+    ended_at: at,
+    restored_from: null,
+    name,
+    worktree: { path: worktree, branch: `apex/${name}`, commit: null },
+  } as unknown as SessionRecord;
+}
+
+async function refusal(claim: Promise<unknown>): Promise<ApexError> {
+  const error = await claim.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  expect(error).toBeInstanceOf(ApexError);
+  return error as ApexError;
+}
+
+function sessionsState(store: Store) {
+  return { active: store.get("/sessions/active") ?? null, current: store.get("/sessions/current") ?? null };
+}
+
+forEachBackend((backend) => {
+  describe("one session per working tree", () => {
+    it("refuses a second session in the same worktree (naming the one there), allows one in another worktree", async () => {
+      const store = await backend.fresh();
+      const { dir, cleanup } = tempDir("apex-claim-wt-");
+      try {
+        const alphaTree = join(dir, "alpha");
+        const betaTree = join(dir, "beta");
+        mkdirSync(alphaTree);
+        mkdirSync(betaTree);
+        // The same worktree, named through a symbolic link: still the same tree.
+        symlinkSync(alphaTree, join(dir, "alpha-link"));
+        await store.batch((batch) => {
+          for (const record of [branchRecord("s-alpha", "alpha", alphaTree), branchRecord("s-twin", "twin", join(dir, "alpha-link")), branchRecord("s-beta", "beta", betaTree)]) {
+            batch.set(`/sessions/history/${record.session_id}`, record as never);
+          }
+        });
+
+        const alpha = await claimContinuedSession(store, config, { sessionId: "s-alpha", checkpoint: undefined }, self);
+        expect(alpha).toMatchObject({ sessionId: "s-alpha", continued: true });
+        const before = sessionsState(store);
+
+        const refused = await refusal(claimContinuedSession(store, config, { sessionId: "s-twin", checkpoint: undefined }, self));
+        expect(refused.code).toBe("APEX_E_SESSION_ACTIVE");
+        expect(refused.exitCode).toBe(4);
+        expect(refused.message).toContain("Session alpha (s-alpha) is");
+        expect(refused.message).toContain(`in the worktree ${join(dir, "alpha-link")}`);
+        expect(refused.details).toMatchObject({ session_id: "s-alpha" });
+        // Nothing written: the twin is still ended, the active sessions as they were.
+        expect(store.get("/sessions/s-twin")).toBeUndefined();
+        expect((store.get("/sessions/history/s-twin") as SessionRecord).status).toBe("stopped");
+        expect(sessionsState(store)).toEqual(before);
+
+        // Another worktree, and the project's own tree: beside it.
+        expect(await claimContinuedSession(store, config, { sessionId: "s-beta", checkpoint: undefined }, self)).toMatchObject({ sessionId: "s-beta" });
+        const main = await claimNewSession(store, config, {} as never, self);
+        expect(Object.keys(store.get("/sessions/active") as object).sort()).toEqual([main.sessionId, "s-alpha", "s-beta"].sort());
+        expect((store.get("/sessions/current") as { session_id: string }).session_id).toBe(main.sessionId);
+
+        // A second session in the project's own tree is refused, naming the first; the branches do not count there.
+        const second = await refusal(claimNewSession(store, config, {} as never, self));
+        expect(second.code).toBe("APEX_E_SESSION_ACTIVE");
+        expect(second.message).toContain(`Session ${main.sessionId} is`);
+        expect(second.message).toContain("in the project's working tree");
+        expect(Object.keys(store.get("/sessions/active") as object)).toHaveLength(3);
+
+        // Once alpha ended, its worktree takes the twin.
+        await store.batch((batch) => {
+          const record = batch.get("/sessions/s-alpha") as SessionRecord;
+          batch.set("/sessions/s-alpha", { ...record, status: "stopped" } as never);
+        });
+        expect(await claimContinuedSession(store, config, { sessionId: "s-twin", checkpoint: undefined }, self)).toMatchObject({ sessionId: "s-twin" });
+      } finally {
+        cleanup();
+      }
+    });
+  });
+});
