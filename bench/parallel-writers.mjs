@@ -18,7 +18,14 @@ const WRITERS = Number(args[0] ?? 20);
 const WRITES = Number(args[1] ?? 30);
 const ROUNDS = Number(args[2] ?? 1);
 const OPEN = new URL("../dist/core/store/open.js", import.meta.url).href;
-const ONE_WRITE = `const { openStore } = await import(${JSON.stringify(OPEN)}); const store = await openStore(process.argv[1]); await store.set(process.argv[2], Number(process.argv[3])); await store.close();`;
+// Each step names itself when it fails, so that a failed open tells apart from a failed write.
+const ONE_WRITE = [
+  `const { openStore } = await import(${JSON.stringify(OPEN)});`,
+  "const step = async (name, fn) => { try { return await fn(); } catch (error) { process.stderr.write(`${name} failed: ${String(error?.message ?? error).replace(/\\s+/g, ' ')}\\n`); process.exit(1); } };",
+  "const store = await step('open', () => openStore(process.argv[1]));",
+  "await step('write', () => store.set(process.argv[2], Number(process.argv[3])));",
+  "await step('close', () => store.close());",
+].join(" ");
 const env = { ...process.env, NO_COLOR: "1" };
 for (const key of Object.keys(env)) if (key.startsWith("APEX_")) delete env[key];
 
@@ -44,14 +51,14 @@ for (let round = 0; round < ROUNDS; round++) {
         const result = await run(dir, ["memory", "set", `/w/${id}/${i}`, String(i)]);
         total += 1;
         if (result.code === 0) acknowledged.push(`/w/${id}/${i}`);
-        else failures.push({ round, write: `/w/${id}/${i}`, code: result.code, signal: result.signal, stderr: result.stderr.trim().split("\n")[0] });
+        else failures.push({ round, write: `/w/${id}/${i}`, code: result.code, signal: result.signal, stderr: result.stderr.trim().split("\n").join(" | ") });
       }
     }),
   );
   const exported = spawnSync(process.execPath, [APEX, "memory", "export", "/w"], { cwd: dir, env, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
   const stored = exported.status === 0 ? Object.keys(JSON.parse(exported.stdout)) : [];
   const missing = acknowledged.filter((path) => !stored.includes(path));
-  console.log(`round ${round + 1}: ${WRITERS * WRITES - acknowledged.length} of ${WRITERS * WRITES} writes failed; ${missing.length} acknowledged writes missing${exported.status === 0 ? "" : ` (export failed: ${exported.stderr.trim()})`}`);
+  console.log(`round ${round + 1}: ${WRITERS * WRITES - acknowledged.length} of ${WRITERS * WRITES} writes failed; ${missing.length} acknowledged writes missing${missing.length > 0 ? ` (${missing.join(", ")})` : ""}${exported.status === 0 ? "" : ` (export failed: ${exported.stderr.trim()})`}`);
   rmSync(dir, { recursive: true, force: true });
 }
 console.log(`${failures.length} of ${total} writes failed`);

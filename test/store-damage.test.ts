@@ -282,4 +282,41 @@ describe("a damaged store file", () => {
       expect(store.get("/notes/8")).toEqual({ i: 8, text: "note 8" });
     });
   });
+
+  it("a real byte flipped in a live record's value is found after the session stopped (no current session)", () => {
+    const config = ["agents:", "  worker:", "    command: sh", '    args: ["-c", "while true; do sleep 0.2; done"]', "plugins:", "  checkpoint: {}", ""].join("\n");
+    writeFileSync(join(dir, "apex.config.yaml"), config);
+    const must = (args: string[]) => {
+      const result = runApex(args, { cwd: dir, timeout: 60_000 });
+      expect(result.status, `apex ${args.join(" ")}: ${result.stderr}`).toBe(0);
+      return result.stdout;
+    };
+    must(["start", "--task", "damage"]);
+    must(["memory", "set", "/notes/flip", JSON.stringify({ text: "flip-me-marker" })]);
+    must(["memory", "set", "/notes/other", JSON.stringify("untouched")]);
+    must(["checkpoint", "create", "before the flip"]);
+    must(["stop", "--force"]);
+    expect(runApex(["memory", "show", "/sessions/current"], { cwd: dir }).status).toBe(3);
+    expect(runApex(["session", "validate"], { cwd: dir }).status).toBe(0);
+
+    // The marker is in the live record and in the checkpoint's value object (and maybe in
+    // pages LMDB no longer uses): flip one byte in each copy in turn until a read returns a
+    // different, well-formed value, as a random flip of that byte would.
+    const file = join(storeDir(), "store.mdb");
+    const pristine = readFileSync(file);
+    let flipped = false;
+    for (let at = pristine.indexOf("flip-me-marker"); at !== -1 && !flipped; at = pristine.indexOf("flip-me-marker", at + 1)) {
+      const bytes = Buffer.from(pristine);
+      bytes[at] ^= 0x01; // "f" becomes "g"
+      writeFileSync(file, bytes);
+      const shown = runApex(["memory", "show", "/notes/flip"], { cwd: dir });
+      if (shown.status === 0 && shown.stdout.includes("glip-me-marker")) flipped = true;
+    }
+    expect(flipped).toBe(true);
+
+    const validated = runApex(["session", "validate", "--json"], { cwd: dir });
+    expect(validated.status, validated.stderr).toBe(1);
+    const report = JSON.parse(validated.stdout) as { problems: Array<{ code: string; path?: string }> };
+    expect(report.problems.map((problem) => [problem.code, problem.path])).toEqual([["record-damaged", "/notes/flip"]]);
+  });
 });

@@ -30,6 +30,7 @@ import { ACTORS, assertWritable, manifestKeys, removeCheckpointRecords } from ".
 import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
 import { checkLiveRecords, type LiveRecordFinding } from "./validate-live.js";
+import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, historyPath, memoryRootOf } from "../../core/session/records.js";
 
 /**
  * Validation re-hashes every checkpoint manifest, tree node and value, and checks the
@@ -448,21 +449,7 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
 
 /** Live records against the latest verifying checkpoint: damage that decodes fine is found too. */
 function checkLiveMemory(store: Store, view: ObjectView, state: ValidationState, add: (problem: StoreProblem) => void): void {
-  // Only checkpoints taken in this store count (an imported session's revisions are another
-  // store's): those of the current session.
-  let current: unknown;
-  try {
-    current = store.get("/sessions/current");
-  } catch {
-    return;
-  }
-  const currentId = isRecord(current) && typeof current.session_id === "string" ? current.session_id : undefined;
-  if (!currentId) return;
-  let latest: CheckpointManifest | undefined;
-  for (const entry of state.slots) {
-    if (entry.sessionId !== currentId) continue;
-    if (entry.reasons.length === 0 && entry.manifest && (!latest || entry.manifest.revision > latest.revision)) latest = entry.manifest;
-  }
+  const latest = liveMemoryBase(store, state);
   if (!latest) return;
   const findings = checkLiveRecords(store, view, latest, new Set(state.undecodableRecords));
   for (const finding of findings ?? []) {
@@ -478,6 +465,52 @@ function checkLiveMemory(store: Store, view: ObjectView, state: ValidationState,
   // An undecodable record the checkpoint has is put back, not deleted.
   const restorable = new Set(state.liveFindings.filter((finding) => finding.restorable).map((finding) => finding.path));
   state.undecodableRecords = state.undecodableRecords.filter((path) => !restorable.has(path));
+}
+
+/**
+ * The checkpoint live memory is compared with: the verifying checkpoint with the highest
+ * revision among those taken in this store of the project's own memory (the keyspace's root).
+ * Those are the checkpoints of this project's sessions (the session record's project_id is the
+ * store's) without a memory root of their own, whether the session runs or has ended (a
+ * session stopped, even with --force, leaves no /sessions/current). An imported session's
+ * revisions are another store's, and a side-by-side session's memory lives under its own root:
+ * neither counts. A store without a project record falls back to the current session.
+ */
+function liveMemoryBase(store: Store, state: ValidationState): CheckpointManifest | undefined {
+  const read = (path: string): unknown => {
+    try {
+      return store.get(path);
+    } catch {
+      return undefined;
+    }
+  };
+  const config = read(PROJECT_CONFIG_PATH);
+  const projectId = isRecord(config) && typeof config.project_id === "string" ? config.project_id : undefined;
+  const current = read(CURRENT_SESSION_PATH);
+  const currentId = isRecord(current) && typeof current.session_id === "string" ? current.session_id : undefined;
+  const own = new Map<string, boolean>();
+  const ownRootSession = (sessionId: string): boolean => {
+    let known = own.get(sessionId);
+    if (known === undefined) {
+      const record = read(sessionPath(sessionId)) ?? read(historyPath(sessionId));
+      known =
+        isRecord(record) &&
+        record.session_id === sessionId &&
+        (projectId === undefined ? sessionId === currentId : record.project_id === projectId) &&
+        memoryRootOf(record as { [key: string]: JsonValue; session_id: string }) === "";
+      own.set(sessionId, known);
+    }
+    return known;
+  };
+  const revision = store.revision();
+  let latest: CheckpointManifest | undefined;
+  for (const entry of state.slots) {
+    const manifest = entry.manifest;
+    if (entry.reasons.length > 0 || !manifest || manifest.revision > revision) continue;
+    if (latest && manifest.revision <= latest.revision) continue;
+    if (ownRootSession(entry.sessionId)) latest = manifest;
+  }
+  return latest;
 }
 
 function describeScopeKey(key: string): string {

@@ -28,8 +28,11 @@ export function checkStoreFileLength(file: string, dir: string): void {
   const head = Buffer.alloc(8192);
   let length: number;
   try {
-    size = fstatSync(fd).size;
+    // The meta pages first, the size after: another process may commit between the two, and
+    // LMDB extends the file before it writes the meta page naming the new pages (the file
+    // never shrinks). Taken the other way round, a commit in between read as truncation.
     length = readSync(fd, head, 0, head.length, 0);
+    size = fstatSync(fd).size;
   } finally {
     closeSync(fd);
   }
