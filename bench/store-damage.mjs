@@ -2,7 +2,7 @@
 // seed), then what the user sees through the real CLI:
 //   - reads (`memory export`, `checkpoint list`): right answer, a clear error (error[APEX_E_…]
 //     with exit 1), a wrong answer without a word, or a crash (SIGSEGV/SIGBUS); after a crash,
-//     whether the next command names the damage (plugins/lmdb/open-marks.ts) or crashes again;
+//     what the next command does after a read died (names the damage or crashes again);
 //   - `session validate`: does it find the damage (a flip that changed what reads return, or
 //     that LMDB itself trips on, must be found; a flip in an unused page changes nothing);
 //   - `session repair`: afterwards, does validate pass and do reads work, or did repair say

@@ -105,12 +105,6 @@ export interface StoreOpenOptions {
   actor?: string;
   /** Where notices go (an existing store made owner-only, …); default stderr. */
   onNotice?: (message: string) => void;
-  /**
-   * LMDB: after a process died with the store open, the file is read whole out of process
-   * before it is trusted (plugins/lmdb/open-marks.ts). "skip" for validate and repair, which read it
-   * out of process themselves.
-   */
-  afterCrash?: "check" | "skip";
 }
 
 export interface StorageBackend {

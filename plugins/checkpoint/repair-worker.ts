@@ -10,7 +10,7 @@ import { repairStore } from "./validate.js";
 
 const [dir, resultFile] = process.argv.slice(2) as [string, string];
 // The salvage path works on LMDB's file; other backends repair in process.
-const store = LmdbStore.open(dir, { afterCrash: "skip" });
+const store = LmdbStore.open(dir);
 try {
   const result = await repairStore(store, { dryRun: false });
   writeFileSync(resultFile, JSON.stringify(result), { mode: 0o600 });

@@ -21,7 +21,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!dir) return fail("usage: validate-worker <store-dir> [--session <id>]");
   // A resolved store spec (JSON, any backend), or an LMDB store directory.
-  const store = await openStore(dir.startsWith("{") ? (JSON.parse(dir) as StoreSpec) : dir, { readOnly: true, afterCrash: "skip" });
+  const store = await openStore(dir.startsWith("{") ? (JSON.parse(dir) as StoreSpec) : dir, { readOnly: true });
   try {
     const report = validateStore(store, sessionId ? { sessionId } : {});
     await send({ type: "report", report });

@@ -24,7 +24,6 @@ import { ApexError } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import { checkStoreFileLength } from "./file-check.js";
-import { checkAfterCrash, markOpen } from "./open-marks.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
 import { RecordDamage, damageError, diskFullError, fileDiskFullError, isDamage, isFileDiskFull, writeFailure } from "../../core/store/store-errors.js";
 import { commitBound, freeBytes, quickBound, sizeOf, tallyWrite, type DbPages, type DbTally } from "./room.js";
@@ -113,8 +112,6 @@ export class LmdbStore implements StorageBackend {
   private readonly meta: Database<unknown, string>;
   private readonly tables = new Map<string, { options: TableOptions; table: Table<any, any> }>();
   private closed = false;
-  /** Takes back this process's mark that the store is open (plugins/lmdb/open-marks.ts). */
-  private unmark: () => void = () => {};
   /** True while a transaction() callback runs. */
   private inTransaction = false;
   /** What the open write transaction puts into each database: checked against the free space before it commits (room.ts). */
@@ -164,8 +161,6 @@ export class LmdbStore implements StorageBackend {
     }
     // A truncated file would crash the first read (SIGBUS): named as damage instead (file-check.ts).
     checkStoreFileLength(file, dataDir);
-    // A process that died with the store open may have met a damaged page: the file is read whole, out of process, first.
-    if (options.afterCrash !== "skip" && existsSync(file)) checkAfterCrash(dataDir, file);
     if (!options.readOnly) {
       const created = !existsSync(file);
       makePrivateDir(dataDir);
@@ -181,9 +176,7 @@ export class LmdbStore implements StorageBackend {
       const root = open({ path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE, overlappingSync: false });
       // lmdb creates the data and lock files with the umask's mode.
       if (!options.readOnly) for (const name of [STORE_FILE, `${STORE_FILE}-lock`]) makePrivate(join(dataDir, name));
-      const store = new LmdbStore(dir, dataDir, root, options);
-      store.unmark = markOpen(dataDir);
-      return store;
+      return new LmdbStore(dir, dataDir, root, options);
     } catch (error) {
       throw new ApexError("APEX_E_STORE", `Cannot open the store at ${file}: ${(error as Error).message}`, { cause: error });
     }
@@ -613,11 +606,7 @@ export class LmdbStore implements StorageBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    try {
-      await this.root.close();
-    } finally {
-      this.unmark();
-    }
+    await this.root.close();
   }
 }
 
