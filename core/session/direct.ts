@@ -66,7 +66,10 @@ function readMethods(store: Store | undefined, location: ProjectLocation, sessio
   };
   let sessionMethods: Record<string, SessionMethod> | undefined;
   return async (method) => {
-    if (method === "session.status" && !store) return () => emptyStatus();
+    if (method === "session.status" && !store) {
+      const { emptyStatusReport } = await import("./status-report.js");
+      return () => emptyStatusReport() as unknown as JsonValue;
+    }
     if (method === "session.status" && store) {
       const { buildStatusReport } = await import("./status-report.js");
       return (params) => (params.session === undefined && params.readable !== true ? buildStatusReport(store, location.storeDir) : sessionMethod(method).then((fn) => fn?.(params)));
@@ -92,17 +95,6 @@ const emptyMemory: Record<string, SessionMethod> = {
   "memory.changes": () => ({ revision: 0, changes: [] }),
 };
 
-/** What `apex status` reports for a project with no store yet. */
-function emptyStatus(): JsonValue {
-  return {
-    session: null,
-    agents: [],
-    tasks: { pending: 0, active: 0, completed: 0, failed: 0, total: 0 },
-    last_checkpoint: null,
-    left_running: [],
-    last_session: null,
-  };
-}
 
 /**
  * The working memory of the session this command is bound to (binding.ts: its own root when it

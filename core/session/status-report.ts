@@ -76,14 +76,7 @@ export interface StatusReport {
  */
 export function buildStatusReport(store: Store, _storeDir?: string): StatusReport {
   const session = currentSession(store);
-  const empty: StatusReport = {
-    session: null,
-    agents: [],
-    tasks: { pending: 0, active: 0, completed: 0, failed: 0, total: 0 },
-    last_checkpoint: null,
-    left_running: [],
-    last_session: null,
-  };
+  const empty = emptyStatusReport();
   if (!session) {
     const last = historySessions(store)[0];
     if (last) empty.last_session = { session_id: last.session_id, status: last.status, ended_at: last.ended_at ?? null, outcome: last.outcome ?? null };
@@ -207,5 +200,17 @@ function lastCheckpoint(store: Store, sid: string): StatusReport["last_checkpoin
     trigger: text("trigger"),
     created_at: text("created_at") ?? text("time"),
     description: text("description"),
+  };
+}
+
+/** The report of a project with no session: nothing runs, nothing ran (or only `last_session`). */
+export function emptyStatusReport(): StatusReport {
+  return {
+    session: null,
+    agents: [],
+    tasks: { pending: 0, active: 0, completed: 0, failed: 0, total: 0 },
+    last_checkpoint: null,
+    left_running: [],
+    last_session: null,
   };
 }
