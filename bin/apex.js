@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Entry point of the `apex` command. The TypeScript sources are compiled to dist/ by
 // `npm install` (the "prepare" script), so there is no separate build step to remember.
-import { main, reportUnhandledRejection } from "../dist/core/cli/main.js";
+import { main, reportUnhandledRejection } from "../dist/cli/main.js";
 
 process.on("unhandledRejection", reportUnhandledRejection);
 

@@ -1,4 +1,4 @@
-// Import cycles among APEX's modules: the static imports of every .ts file under core/,
+// Import cycles among APEX's modules: the static imports of every .ts file under core/, cli/,
 // plugins/, integrations/ and agents/ (type-only imports and dynamic import() left out: they
 // do not run at load time), read with the TypeScript compiler's parser, and the strongly
 // connected components of that graph (Tarjan). Prints {files, cycles: [[file, …], …]} as JSON;
@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import ts from "typescript";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const ROOTS = ["core", "plugins", "integrations", "agents"];
+const ROOTS = ["core", "cli", "plugins", "integrations", "agents"];
 /**
  * The built-in registry: core loads plugins (and storage backends) through it, by design, and
  * plugins build on core; the edges from core into it are the one sanctioned way in, and are

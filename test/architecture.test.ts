@@ -16,6 +16,15 @@ function sourceFiles(dir: string): string[] {
   return out;
 }
 
+/** Lines holding code: blank lines and lines that are only comment (`//`, or inside `/* … *\/`) are not counted. */
+function codeLines(text: string): number {
+  const stripped = text.replace(/\/\*[\s\S]*?\*\//g, (comment) => "\n".repeat(comment.split("\n").length - 1));
+  return stripped.split("\n").filter((line) => {
+    const trimmed = line.trim();
+    return trimmed !== "" && !trimmed.startsWith("//");
+  }).length;
+}
+
 describe("the module structure", () => {
   it("no import cycle runs through core/ (static and dynamic imports; core reaches plugins only through the registry)", () => {
     const graph = importGraph({ dynamic: true }) as Map<string, string[]>;
@@ -43,6 +52,26 @@ describe("the module structure", () => {
       }
     }
     expect(offenders).toEqual([]);
+  });
+
+  it("core never imports the CLI front end (cli/): the CLI is a client of core, like a plugin's commands", () => {
+    const offenders: string[] = [];
+    for (const file of sourceFiles(join(REPO_ROOT, "core"))) {
+      const text = readFileSync(file, "utf8");
+      for (const match of text.matchAll(/(?:from\s+|import\()\s*"((?:\.\.\/)+cli\/[^"]+)"/g)) offenders.push(`${relative(REPO_ROOT, file)}: ${match[1]}`);
+    }
+    expect(offenders).toEqual([]);
+  });
+
+  it("core stays under 7,000 lines of code (blank lines and comments not counted)", () => {
+    let code = 0;
+    for (const file of sourceFiles(join(REPO_ROOT, "core"))) code += codeLines(readFileSync(file, "utf8"));
+    expect(code).toBeGreaterThan(3000);
+    expect(code).toBeLessThan(7000);
+  });
+
+  it("the line count leaves out comments and blank lines, and counts code after a closed comment", () => {
+    expect(codeLines("/**\n * doc\n */\nconst a = 1; // note\n\n// only a comment\nlet b = /* inline */ 2;\n")).toBe(2);
   });
 
   it("the checkpoint engine lives in its plugin, not in core", () => {

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { DURATION_PATTERN, formatDuration, isDuration, parseDuration, parseDurationOption } from "../core/config/duration.js";
-import { seconds } from "../core/cli/option-values.js";
+import { seconds } from "../cli/option-values.js";
 import { REPO_ROOT } from "./helpers/cli.js";
 
 const MINUTE = 60;

@@ -361,7 +361,7 @@ function escape(text: string): string {
 
 /** Builds dist/ when a source file is newer than the CLI entry it compiles to (`npm test` builds first anyway). */
 function buildIfStale(): void {
-  const built = join(REPO_ROOT, "dist/core/cli/main.js");
+  const built = join(REPO_ROOT, "dist/cli/main.js");
   const builtAt = existsSync(built) ? statSync(built).mtimeMs : 0;
   const newest = Math.max(...["core", "plugins"].map((dir) => newestMtime(join(REPO_ROOT, dir))));
   if (newest <= builtAt && existsSync(join(REPO_ROOT, "dist/core/plugins.js"))) return;

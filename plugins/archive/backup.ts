@@ -8,7 +8,7 @@ import { type Store, STORE_FILE } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/checkpoints.js";
-import { formatBytes } from "../../core/cli/output.js";
+import { formatBytes } from "../../cli/output.js";
 import { syncDirectory } from "./files.js";
 
 export interface BackupOptions {

@@ -5,7 +5,7 @@ import { ApexError } from "../../core/errors.js";
 import { type Store } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../core/config/duration.js";
-import { formatBytes, plural } from "../../core/cli/output.js";
+import { formatBytes, plural } from "../../cli/output.js";
 import { Progress } from "../compression/progress.js";
 import { archiveSessions, type ArchiveResult } from "./archive.js";
 import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup.js";

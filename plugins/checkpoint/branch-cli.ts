@@ -9,7 +9,7 @@ import { realpathSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
-import { paint, printJson, printLine } from "../../core/cli/output.js";
+import { paint, printJson, printLine } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { openSessionClient } from "../../core/session/client.js";

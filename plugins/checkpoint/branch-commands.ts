@@ -1,6 +1,6 @@
 import type { Command } from "commander";
-import { projectOf } from "../../core/cli/context.js";
-import { examples } from "../../core/cli/output.js";
+import { projectOf } from "../../cli/context.js";
+import { examples } from "../../cli/output.js";
 
 /** `apex session branch|merge|tree`: parallel tracks from checkpoints, merged back (plugins/checkpoint/branch-cli.ts). */
 export function registerSessionBranchCommands(program: Command): void {

@@ -1,9 +1,9 @@
 import type { Command } from "commander";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import type { KeptBy } from "./plugin-list.js";
-import { projectOf } from "../../core/cli/context.js";
-import { wholeNumber } from "../../core/cli/option-values.js";
-import { examples } from "../../core/cli/output.js";
+import { projectOf } from "../../cli/context.js";
+import { wholeNumber } from "../../cli/option-values.js";
+import { examples } from "../../cli/output.js";
 
 const REF_HELP = "a checkpoint: its id, a unique id prefix (4+ characters), checkpoint-007, latest, or <session>/checkpoint-007";
 

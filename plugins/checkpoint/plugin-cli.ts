@@ -20,7 +20,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { currentActor } from "../../core/actor.js";
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { paint, plural, printJson, printLine } from "../../core/cli/output.js";
+import { paint, plural, printJson, printLine } from "../../cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
@@ -45,7 +45,7 @@ import {
 } from "./checkpoints.js";
 import { summaryOf } from "./catalog.js";
 import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
-import type { Handover } from "../../core/session/cli/handover.js";
+import type { Handover } from "../../cli/session/handover.js";
 import { checkpointRecord, type CheckpointRecord, type KeysPage } from "./record.js";
 
 // ------------------------------------------------------------------------------------ routing
@@ -370,7 +370,7 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
   // writes: a running session is checkpointed and stopped first, and continued afterwards.
   let handover: Handover | undefined;
   if (!dryRun && liveSessionClient(location, { local: true })) {
-    const { makeWay, handoverLine } = await import("../../core/session/cli/handover.js");
+    const { makeWay, handoverLine } = await import("../../cli/session/handover.js");
     handover = await makeWay(location, { target: undefined, rollback: false, reason: "repair the store", liveOnly: true });
     if (handover && !options.json) printLine(handoverLine(handover));
   }

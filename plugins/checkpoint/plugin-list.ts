@@ -5,7 +5,7 @@
  * so that the agent never opens LMDB.
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { paint, printJson, printLine, table } from "../../core/cli/output.js";
+import { paint, printJson, printLine, table } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import { type Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";

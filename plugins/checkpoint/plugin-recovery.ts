@@ -3,7 +3,7 @@
  * from the live store and lives with the session code: core/session/cli/auto-recovery.ts.)
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { paint, plural, printJson, printLine } from "../../core/cli/output.js";
+import { paint, plural, printJson, printLine } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import type { ReadyReport } from "../../core/session/supervisor.js";
 
@@ -61,7 +61,7 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
   }
   if (!options.json) printRecovery(preview);
   // A session that holds the project (this one running, or another) is checkpointed and stopped first.
-  const { makeWay, handoverLine } = await import("../../core/session/cli/handover.js");
+  const { makeWay, handoverLine } = await import("../../cli/session/handover.js");
   const handover = await makeWay(location, {
     target: { sessionId: targetSession, checkpoint: checkpointId },
     rollback: true,

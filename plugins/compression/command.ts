@@ -5,7 +5,7 @@ import { findKnownSession, knownSessions } from "../retention/sessions.js";
 import { compressColdData, type ColdPolicy, type CompressResult } from "./compress.js";
 import { parseDurationOption } from "../../core/config/duration.js";
 import { describePolicy, type CompressionSettings } from "./options.js";
-import { formatBytes, plural } from "../../core/cli/output.js";
+import { formatBytes, plural } from "../../cli/output.js";
 import { Progress } from "./progress.js";
 
 /**

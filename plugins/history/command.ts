@@ -1,6 +1,6 @@
 import { writeFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { openSessionReader } from "../../core/cli/session.js";
+import { openSessionReader } from "../../cli/session.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { renderMarkdown } from "./markdown.js";

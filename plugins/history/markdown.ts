@@ -1,4 +1,4 @@
-import { formatEvent } from "../../core/session/cli/format.js";
+import { formatEvent } from "../../cli/session/format.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { formatMs, formatSeconds, metricRows, utilizationRows } from "../metrics/format.js";

@@ -1,5 +1,5 @@
-import { locateSession, readAuditTrail } from "../../core/cli/session.js";
-import type { MemoryReader } from "../../core/cli/memory-actions.js";
+import { locateSession, readAuditTrail } from "../../cli/session.js";
+import type { MemoryReader } from "../../cli/memory-actions.js";
 import {
   CONTEXT_SUFFIX,
   agentsPrefix,

@@ -1,4 +1,4 @@
-import { table } from "../../core/cli/output.js";
+import { table } from "../../cli/output.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { findSession, readableSessionId } from "../../core/session/sessions.js";

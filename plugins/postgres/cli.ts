@@ -1,6 +1,6 @@
 import type { Command } from "commander";
-import { projectOf } from "../../core/cli/context.js";
-import { examples } from "../../core/cli/output.js";
+import { projectOf } from "../../cli/context.js";
+import { examples } from "../../cli/output.js";
 
 /**
  * `apex store …`: `apex store migrate --to URL` copies the project's store to another backend

@@ -5,7 +5,7 @@
  * runs (the store would change under the copy) and when the target already holds data.
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { printJson, printLine } from "../../core/cli/output.js";
+import { printJson, printLine } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import { backendFactory, describeStore, openStore, redactUrl, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import type { StorageBackend, StoreSpec, TableOptions } from "../../core/store/port.js";

@@ -1,4 +1,4 @@
-import { formatBytes, plural } from "../../core/cli/output.js";
+import { formatBytes, plural } from "../../cli/output.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import type { Store } from "../../core/store/store.js";

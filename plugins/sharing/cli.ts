@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { parseDuration, isDuration } from "../../core/config/duration.js";
 import { ApexError } from "../../core/errors.js";
-import { paint, printJson, printLine, table } from "../../core/cli/output.js";
+import { paint, printJson, printLine, table } from "../../cli/output.js";
 import { currentActor } from "../../core/actor.js";
 import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { GrantView } from "./grants.js";
@@ -147,7 +147,7 @@ export async function connectCommand(targetText: string, json: boolean): Promise
   const me = (await remote.call("whoami", {}, 30_000)) as { user: string; role: string; session_id: string };
   const status = (await remote.call("session.status", {}, 30_000)) as StatusReport;
   if (!json && process.stdout.isTTY) return liveView(target.origin, remote, me, status);
-  const { formatEvent, paintStatus } = await import("../../core/session/cli/format.js");
+  const { formatEvent, paintStatus } = await import("../../cli/session/format.js");
   if (json) printJson({ connected: me, status });
   else {
     printLine(`Connected to ${target.origin} as ${paint(me.user, "bold")} (${me.role}). Ctrl-C detaches.`);
@@ -179,7 +179,7 @@ const REFRESH_MS = 2000;
  */
 async function liveView(origin: string, remote: SessionClient, me: { user: string; role: string }, first: StatusReport): Promise<void> {
   const { renderMonitor, SCREEN } = await import("./monitor.js");
-  const { paint } = await import("../../core/cli/output.js");
+  const { paint } = await import("../../cli/output.js");
   const recent = ((await remote.call("events.list", {}, 30_000).catch(() => [])) as MonitorEvent[]).slice(-RECENT_EVENTS);
   const state: import("./monitor.js").MonitorState = { origin, me, status: first, events: recent, notice: null, now: new Date() };
   const out = process.stdout;

@@ -1,7 +1,7 @@
-import type { Color } from "../../core/cli/output.js";
+import type { Color } from "../../cli/output.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { STATUS_COLORS, formatEvent } from "../../core/session/cli/format.js";
+import { STATUS_COLORS, formatEvent } from "../../cli/session/format.js";
 
 /**
  * `apex connect` on a terminal: one screen, redrawn in place (like pm2 monit or a tmux status

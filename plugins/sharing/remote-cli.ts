@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { projectOf } from "../../core/cli/context.js";
+import { projectOf } from "../../cli/context.js";
 
 /**
  * `apex serve`, `apex connect`, `apex login` and `apex session share|unshare|shares`: a

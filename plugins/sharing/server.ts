@@ -13,7 +13,7 @@ import { isLoopback } from "./remote.js";
 import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
-import { followLogs, logFiles, readLogTail, type LogLine } from "../../core/session/cli/logs.js";
+import { followLogs, logFiles, readLogTail, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors } from "../../core/session/runtime.js";
 import { isInternalMethod, roleNeeded } from "./roles.js";
 import { hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";

@@ -1,10 +1,10 @@
-import type { ProjectLocation } from "../../config/locate.js";
-import { printJson, printLine, table } from "../../cli/output.js";
-import { openSessionClient } from "../client.js";
-import type { SessionRecord } from "../records.js";
-import { effectiveStatus } from "../sessions.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { printJson, printLine, table } from "../output.js";
+import { openSessionClient } from "../../core/session/client.js";
+import type { SessionRecord } from "../../core/session/records.js";
+import { effectiveStatus } from "../../core/session/sessions.js";
 import { paintStatus } from "./format.js";
-import { supervisorHost } from "../lease.js";
+import { supervisorHost } from "../../core/session/lease.js";
 
 interface SessionRow {
   session_id: string;

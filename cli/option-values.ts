@@ -1,5 +1,5 @@
-import { parseDurationOption } from "../config/duration.js";
-import { ApexError } from "../errors.js";
+import { parseDurationOption } from "../core/config/duration.js";
+import { ApexError } from "../core/errors.js";
 
 /**
  * Parsers for commander options, each naming its option in the error (exit 2), so

@@ -1,5 +1,5 @@
-import { ApexError, isApexError, toApexError } from "../errors.js";
-import { fileDiskFullError, isDamage, isFileDiskFull } from "../store/store-errors.js";
+import { ApexError, isApexError, toApexError } from "../core/errors.js";
+import { fileDiskFullError, isDamage, isFileDiskFull } from "../core/store/store-errors.js";
 
 /** Colour only on a TTY, never with NO_COLOR. */
 export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { isUtf8 } from "node:buffer";
-import { ApexError } from "../errors.js";
+import { ApexError } from "../core/errors.js";
 
 /**
  * Text that enters APEX from outside (arguments, stdin, files) must be valid UTF-8: Node would

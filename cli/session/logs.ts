@@ -6,13 +6,13 @@
  */
 import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { ProjectLocation } from "../../config/locate.js";
-import { ApexError } from "../../errors.js";
-import { paint, printLine } from "../../cli/output.js";
-import { tailLines } from "../agents.js";
-import { sleep } from "../proc.js";
-import { agentLogDir, liveSupervisor, readRuntime } from "../runtime.js";
-import { remoteSessionClient, type SessionClient } from "../client.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { ApexError } from "../../core/errors.js";
+import { paint, printLine } from "../output.js";
+import { tailLines } from "../../core/session/agents.js";
+import { sleep } from "../../core/session/proc.js";
+import { agentLogDir, liveSupervisor, readRuntime } from "../../core/session/runtime.js";
+import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 
 export interface LogsOptions {
   follow?: boolean;
@@ -66,7 +66,7 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
 
 /** `apex --remote … logs`: the same lines, read by the server (`logs.read`, then the `logs.follow` stream). */
 async function showRemoteLogs(remote: SessionClient, agent: string | undefined, options: LogsOptions): Promise<void> {
-  const { followUntilInterrupted } = await import("../../rpc/call.js");
+  const { followUntilInterrupted } = await import("../../core/rpc/call.js");
   const count = options.lines ?? (options.follow ? 10 : 50);
   const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count }, 30_000)) as { agents: string[]; lines: LogLine[] };
   const print = linePrinter(reply.agents, Boolean(options.json));
@@ -124,9 +124,9 @@ function logSessionByRef(storeDir: string, ref: string, named: string | undefine
 
 /** The id of the session named `name` (a branch session), read from the store (loaded only for a name). */
 async function sessionNamed(location: ProjectLocation, name: string): Promise<string | undefined> {
-  const { SESSION_NAME_PATTERN, sessionIdByName } = await import("../names.js");
+  const { SESSION_NAME_PATTERN, sessionIdByName } = await import("../../core/session/names.js");
   if (!SESSION_NAME_PATTERN.test(name)) return undefined;
-  const { openStore, storeExists } = await import("../../store/open.js");
+  const { openStore, storeExists } = await import("../../core/store/open.js");
   if (!(await storeExists(location))) return undefined;
   const store = await openStore(location, { readOnly: true });
   try {

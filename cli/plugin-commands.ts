@@ -1,12 +1,12 @@
 import { Command } from "commander";
-import { locateProject } from "../config/locate.js";
-import { displayPath } from "../config/source.js";
-import type { Config } from "../config/types.js";
-import { ApexError } from "../errors.js";
-import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../engine.js";
+import { locateProject } from "../core/config/locate.js";
+import { displayPath } from "../core/config/source.js";
+import type { Config } from "../core/config/types.js";
+import { ApexError } from "../core/errors.js";
+import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../core/engine.js";
 import { printJson, printLine } from "./output.js";
-import { type Store } from "../store/store.js";
-import { openStore, storeExists } from "../store/open.js";
+import { type Store } from "../core/store/store.js";
+import { openStore, storeExists } from "../core/store/open.js";
 
 /** Work main does after the command ran (closing the store a plugin command opened). */
 export const closeAfterParse: Array<() => Promise<void>> = [];
@@ -18,9 +18,9 @@ export const closeAfterParse: Array<() => Promise<void>> = [];
  */
 export async function registerPluginCommands(program: Command, argv: string[], words: readonly string[] = []): Promise<void> {
   const location = locateProject({ configFlag: configFlagOf(argv.slice(2)) });
-  const { loadConfig } = await import("../config/load.js");
+  const { loadConfig } = await import("../core/config/load.js");
   const config = await loadConfig(location);
-  const { loadPlugins } = await import("../plugins.js");
+  const { loadPlugins } = await import("../core/plugins.js");
   const engine = await loadPlugins(config);
   let store: Store | undefined;
   const context: CommandContext = {
@@ -66,8 +66,8 @@ function namesCommand(program: Command, words: readonly string[]): boolean {
  * engine to learn its commands; applying only taps hooks and registers things.
  */
 async function refuseDisabledPluginCommand(config: Config, words: readonly string[]): Promise<void> {
-  const { builtinPlugins } = await import("../plugins.js");
-  const { Engine } = await import("../engine.js");
+  const { builtinPlugins } = await import("../core/plugins.js");
+  const { Engine } = await import("../core/engine.js");
   const enabled = new Set(config.plugins.filter((entry) => entry.enabled).map((entry) => entry.name));
   const typed = words.join(" ");
   const builtins = await builtinPlugins();
@@ -148,7 +148,7 @@ function toCommander(
  * (which runs it with its own engine and store and sends the output back), or here.
  */
 async function runAtWriter(engine: Engine, name: string, input: CommandInput, context: CommandContext, storeDir: string): Promise<number> {
-  const { liveSessionClient } = await import("../session/client.js");
+  const { liveSessionClient } = await import("../core/session/client.js");
   // With a remote session the command runs here, and its own calls go to the remote server.
   const supervisor = liveSessionClient({ storeDir }, { local: true });
   if (!supervisor) return (await engine.runCommand(name, input, context)) ?? 0;

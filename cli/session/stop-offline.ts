@@ -1,15 +1,15 @@
-import { currentActor } from "../../actor.js";
-import type { ProjectLocation } from "../../config/locate.js";
-import type { Engine } from "../../engine.js";
-import { ApexError } from "../../errors.js";
-import { openStore, storeExists } from "../../store/open.js";
-import { terminateGroup } from "../agents.js";
-import { agentMarker, carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../proc.js";
-import { CURRENT_SESSION_PATH, setActiveSession, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../records.js";
-import { removeRuntime } from "../runtime.js";
-import { appendEvent, SessionReader } from "../service.js";
-import { onOtherHost, remoteSessionError } from "../lease.js";
-import { currentSession, noSessionError, supervisorAlive } from "../sessions.js";
+import { currentActor } from "../../core/actor.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import type { Engine } from "../../core/engine.js";
+import { ApexError } from "../../core/errors.js";
+import { openStore, storeExists } from "../../core/store/open.js";
+import { terminateGroup } from "../../core/session/agents.js";
+import { agentMarker, carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../../core/session/proc.js";
+import { CURRENT_SESSION_PATH, setActiveSession, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../../core/session/records.js";
+import { removeRuntime } from "../../core/session/runtime.js";
+import { appendEvent, SessionReader } from "../../core/session/service.js";
+import { onOtherHost, remoteSessionError } from "../../core/session/lease.js";
+import { currentSession, noSessionError, supervisorAlive } from "../../core/session/sessions.js";
 
 /**
  * `apex stop` with no supervisor to ask (it crashed, was killed, or hangs and --force was
@@ -21,7 +21,7 @@ export async function stopWithoutSupervisor(
   options: { force: boolean; graceMs: number; reason?: string; checkpoint?: { trigger: string; description: string } },
 ): Promise<{ session_id: string; status: string; reason: string; processes_ended: number; checkpoint: { id: string; name: string; trigger: string } | null }> {
   if (!(await storeExists(location))) throw noSessionError();
-  const { loadConfig } = await import("../../config/load.js");
+  const { loadConfig } = await import("../../core/config/load.js");
   const config = await loadConfig(location);
   const store = await openStore(location);
   try {
@@ -58,11 +58,11 @@ export async function stopWithoutSupervisor(
     let engine: Engine | undefined;
     let checkpoint: { id: string; name: string; trigger: string } | null = null;
     try {
-      const { createSessionEngine } = await import("../hooks.js");
+      const { createSessionEngine } = await import("../../core/session/hooks.js");
       engine = await createSessionEngine(config, store, warn);
       if (options.checkpoint) {
         // The session's state as the crash left it, before it moves to the history (memory stays live).
-        const { checkpointServiceFor } = await import("../checkpoints.js");
+        const { checkpointServiceFor } = await import("../../core/session/checkpoints.js");
         try {
           const created = await checkpointServiceFor(store)?.create({ sessionId: sid, ...options.checkpoint });
           if (created) checkpoint = { id: created.id, name: `checkpoint-${String(created.sequence).padStart(3, "0")}`, trigger: created.trigger };

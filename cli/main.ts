@@ -1,5 +1,5 @@
 import { Command, CommanderError, Option } from "commander";
-import { ApexError } from "../errors.js";
+import { ApexError } from "../core/errors.js";
 import { reportError } from "./output.js";
 import { commandGroups } from "./commands.js";
 
@@ -131,7 +131,7 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
     }
   }
   if (value === undefined) return argv;
-  const { setSessionFlag } = await import("../session/binding.js");
+  const { setSessionFlag } = await import("../core/session/binding.js");
   setSessionFlag(value);
   let command: Command | undefined = program;
   for (const word of commandWords(args)) command = command?.commands.find((sub) => sub.name() === word || sub.aliases().includes(word)) ?? command;

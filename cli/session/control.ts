@@ -3,13 +3,13 @@
  * supervisor does the work; this side reads <store>/supervisor.json and /proc, and sends one
  * request on the socket. The store is opened only to explain why no supervisor answers.
  */
-import type { ProjectLocation } from "../../config/locate.js";
-import { ApexError } from "../../errors.js";
-import { plural, printJson, printLine } from "../../cli/output.js";
-import { isSameProcessAlive, sleep } from "../proc.js";
-import { currentActor } from "../../actor.js";
-import { liveSessionClient, type SessionClient } from "../client.js";
-import type { SupervisorRuntime } from "../runtime.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { ApexError } from "../../core/errors.js";
+import { plural, printJson, printLine } from "../output.js";
+import { isSameProcessAlive, sleep } from "../../core/session/proc.js";
+import { currentActor } from "../../core/actor.js";
+import { liveSessionClient, type SessionClient } from "../../core/session/client.js";
+import type { SupervisorRuntime } from "../../core/session/runtime.js";
 
 interface ControlReply {
   session_id: string;

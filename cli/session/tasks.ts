@@ -3,13 +3,13 @@
  * reached through {@link openSessionClient} (socket inside agents and while a supervisor
  * runs, the store otherwise).
  */
-import type { ProjectLocation } from "../../config/locate.js";
-import { ApexError } from "../../errors.js";
-import { paint, printJson, printLine, table } from "../../cli/output.js";
-import type { JsonValue } from "../../store/store.js";
-import { currentActor, openSessionClient, type SessionClient } from "../client.js";
-import { TASK_STATUSES, type AgentRecord, type MilestoneRecord, type TaskRecord, type TaskStatus } from "../records.js";
-import type { StatusReport } from "../status-report.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { ApexError } from "../../core/errors.js";
+import { paint, printJson, printLine, table } from "../output.js";
+import type { JsonValue } from "../../core/store/store.js";
+import { currentActor, openSessionClient, type SessionClient } from "../../core/session/client.js";
+import { TASK_STATUSES, type AgentRecord, type MilestoneRecord, type TaskRecord, type TaskStatus } from "../../core/session/records.js";
+import type { StatusReport } from "../../core/session/status-report.js";
 import { formatDuration, paintStatus } from "./format.js";
 
 async function withClient<T>(location: ProjectLocation, access: "read" | "write", fn: (client: SessionClient) => Promise<T>, session?: string): Promise<T> {

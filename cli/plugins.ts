@@ -47,14 +47,14 @@ export function registerPluginsCommands(program: Command): void {
 
 /** The storage backend the project's store is on and where (a server URL without its password), without opening it. */
 export async function storageInUse(location: ReturnType<typeof projectOf>): Promise<{ backend: string; location: string }> {
-  const { describeStore, resolveStoreSpec } = await import("../store/open.js");
+  const { describeStore, resolveStoreSpec } = await import("../core/store/open.js");
   return describeStore(await resolveStoreSpec(location));
 }
 
 /** Loads the config, applies the enabled plugins to an engine and reports what each one tapped. */
 export async function listPlugins(location: ReturnType<typeof projectOf>): Promise<PluginListRow[]> {
-  const { loadConfig } = await import("../config/load.js");
-  const { builtinPlugins, loadPlugins } = await import("../plugins.js");
+  const { loadConfig } = await import("../core/config/load.js");
+  const { builtinPlugins, loadPlugins } = await import("../core/plugins.js");
   const config = await loadConfig(location);
   const engine = await loadPlugins(config);
   const rows: PluginListRow[] = engine.plugins.map((record) => {

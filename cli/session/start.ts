@@ -1,11 +1,11 @@
-import type { ProjectLocation } from "../../config/locate.js";
-import { ApexError } from "../../errors.js";
-import { paint, printJson, printLine } from "../../cli/output.js";
-import { subscribeSupervisor } from "../../rpc/call.js";
-import { remoteSessionClient, type SessionClient } from "../client.js";
-import { launchSupervisor } from "../launch.js";
-import type { SessionEvent } from "../records.js";
-import type { ReadyReport } from "../supervisor.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { ApexError } from "../../core/errors.js";
+import { paint, printJson, printLine } from "../output.js";
+import { subscribeSupervisor } from "../../core/rpc/call.js";
+import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
+import { launchSupervisor } from "../../core/session/launch.js";
+import type { SessionEvent } from "../../core/session/records.js";
+import type { ReadyReport } from "../../core/session/supervisor.js";
 import { formatEvent } from "./format.js";
 import type { Handover } from "./handover.js";
 
@@ -26,10 +26,10 @@ export async function startSession(location: ProjectLocation, options: StartOpti
     });
   }
   // Config errors are reported here, with their file positions, before anything starts.
-  const { loadConfig } = await import("../../config/load.js");
+  const { loadConfig } = await import("../../core/config/load.js");
   const config = await loadConfig(location);
   // So is an agent whose program is missing: before any process starts, not as crashing agents.
-  const { assertAgentProgramsExist } = await import("../../config/agent-programs.js");
+  const { assertAgentProgramsExist } = await import("../../core/config/agent-programs.js");
   assertAgentProgramsExist(config);
   let handover: Handover | undefined;
   if (options.continue === undefined) await refuseIfActive(location);
@@ -74,9 +74,9 @@ async function continueRemote(remote: SessionClient, options: StartOptions): Pro
 
 /** The friendly early refusal; the supervisor makes the same check atomically. */
 async function refuseIfActive(location: ProjectLocation): Promise<void> {
-  const { openStore, storeExists } = await import("../../store/open.js");
+  const { openStore, storeExists } = await import("../../core/store/open.js");
   if (!(await storeExists(location))) return;
-  const [{ isEnded, projectSession }, { sessionInTheWay }] = await Promise.all([import("../sessions.js"), import("../claim.js")]);
+  const [{ isEnded, projectSession }, { sessionInTheWay }] = await Promise.all([import("../../core/session/sessions.js"), import("../../core/session/claim.js")]);
   const store = await openStore(location, { readOnly: true });
   try {
     // A new session runs in the project's own working tree: refused while one is active there (branches in worktrees run beside it).

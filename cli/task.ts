@@ -29,7 +29,7 @@ Examples:
     .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
     .addHelpText("after", examples('apex task add "Write the login form" --assign coder', 'apex task add "Release candidate" --milestone --json'))
     .action(async (title: string, options: { milestone?: boolean; assign?: string; json?: boolean }, command: Command) => {
-      const { addTask } = await import("../session/cli/tasks.js");
+      const { addTask } = await import("./session/tasks.js");
       await addTask(projectOf(command), title, options);
     });
 
@@ -41,7 +41,7 @@ Examples:
     .option("--json", "print [{id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}]")
     .addHelpText("after", examples("apex task list", "apex task list --status pending", "apex task list --session 3f2a --json"))
     .action(async (options: { status?: string; session?: string; json?: boolean }, command: Command) => {
-      const { listTasks } = await import("../session/cli/tasks.js");
+      const { listTasks } = await import("./session/tasks.js");
       await listTasks(projectOf(command), options);
     });
 
@@ -53,7 +53,7 @@ Examples:
     .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
     .addHelpText("after", examples("apex task show t-0001", "apex task show t-3 --json"))
     .action(async (id: string, options: { session?: string; json?: boolean }, command: Command) => {
-      const { showTask } = await import("../session/cli/tasks.js");
+      const { showTask } = await import("./session/tasks.js");
       await showTask(projectOf(command), id, Boolean(options.json), options.session);
     });
 
@@ -64,7 +64,7 @@ Examples:
     .option("--json", "print the claimed task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
     .addHelpText("after", examples("apex task claim --agent coder", "apex task claim --json"))
     .action(async (options: { agent?: string; json?: boolean }, command: Command) => {
-      const { claimTask } = await import("../session/cli/tasks.js");
+      const { claimTask } = await import("./session/tasks.js");
       await claimTask(projectOf(command), options);
     });
 
@@ -76,7 +76,7 @@ Examples:
     .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
     .addHelpText("after", examples("apex task done t-0001", `apex task done t-0001 --result '{"files": ["login.ts"]}'`))
     .action(async (id: string, options: { result?: string; json?: boolean }, command: Command) => {
-      const { completeTask } = await import("../session/cli/tasks.js");
+      const { completeTask } = await import("./session/tasks.js");
       await completeTask(projectOf(command), id, options);
     });
 
@@ -88,7 +88,7 @@ Examples:
     .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
     .addHelpText("after", examples('apex task fail t-0002 --reason "the API is down"'))
     .action(async (id: string, options: { reason: string; json?: boolean }, command: Command) => {
-      const { failTask } = await import("../session/cli/tasks.js");
+      const { failTask } = await import("./session/tasks.js");
       await failTask(projectOf(command), id, options);
     });
 
@@ -101,7 +101,7 @@ Examples:
     .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
     .addHelpText("after", examples('apex task reopen t-0001 --reason "the form accepts empty passwords" --assign coder'))
     .action(async (id: string, options: { reason?: string; assign?: string; json?: boolean }, command: Command) => {
-      const { reopenTask } = await import("../session/cli/tasks.js");
+      const { reopenTask } = await import("./session/tasks.js");
       await reopenTask(projectOf(command), id, options);
     });
 
@@ -114,7 +114,7 @@ Examples:
     .option("--json", "print the milestone {n, text, at, by, task} (without TEXT: [{n, text, at, by, task}])")
     .addHelpText("after", examples('apex milestone "Login works end to end" --task t-0004', "apex milestone", "apex milestone --session 3f2a --json"))
     .action(async (text: string | undefined, options: { task?: string; session?: string; json?: boolean }, command: Command) => {
-      const { milestone } = await import("../session/cli/tasks.js");
+      const { milestone } = await import("./session/tasks.js");
       await milestone(projectOf(command), text, options);
     });
 }

@@ -5,10 +5,10 @@
  * store opened read-only, which is how an interrupted session is seen. Inside an agent the
  * supervisor always answers, so that the agent never opens LMDB.
  */
-import type { ProjectLocation } from "../../config/locate.js";
-import { paint, printJson, printLine, table } from "../../cli/output.js";
-import { openSessionClient } from "../client.js";
-import type { StatusReport } from "../status-report.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { paint, printJson, printLine, table } from "../output.js";
+import { openSessionClient } from "../../core/session/client.js";
+import type { StatusReport } from "../../core/session/status-report.js";
 
 /** How long a live supervisor gets to answer before status reads the store itself. */
 const SUPERVISOR_ANSWER_MS = 1000;

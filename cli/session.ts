@@ -1,6 +1,6 @@
 import type { Command } from "commander";
-import type { ProjectLocation } from "../config/locate.js";
-import type { SessionEvent, SessionRecord } from "../session/records.js";
+import type { ProjectLocation } from "../core/config/locate.js";
+import type { SessionEvent, SessionRecord } from "../core/session/records.js";
 import type { MemoryReader } from "./memory-actions.js";
 import { projectOf } from "./context.js";
 import { examples } from "./output.js";
@@ -20,7 +20,7 @@ export function registerSessionCommands(program: Command): void {
     .option("--json", "print [{session_id, name, parent, status, created_at, ended_at, initial_task, outcome}] (name and parent: a branch session's)")
     .addHelpText("after", examples("apex session list", "apex session list --json"))
     .action(async (options: { json?: boolean }, command: Command) => {
-      const { listSessions } = await import("../session/cli/sessions.js");
+      const { listSessions } = await import("./session/sessions.js");
       await listSessions(projectOf(command), Boolean(options.json));
     });
 
@@ -35,7 +35,7 @@ export function registerSessionCommands(program: Command): void {
     .addHelpText("after", "\nExamples:\n  apex session history\n  apex session history 3f2a\n  apex session history last --json")
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       if (id === undefined) {
-        const { sessionHistory } = await import("../session/cli/sessions.js");
+        const { sessionHistory } = await import("./session/sessions.js");
         await sessionHistory(projectOf(command), Boolean(options.json));
         return;
       }
@@ -55,8 +55,8 @@ export interface LocatedSession {
  * through `reader`, so it works on the store and, inside an agent, over the supervisor's socket.
  */
 export async function locateSession(reader: MemoryReader, ref: string | undefined): Promise<LocatedSession> {
-  const { ApexError } = await import("../errors.js");
-  const { CURRENT_SESSION_PATH, HISTORY_PREFIX, sessionPath } = await import("../session/records.js");
+  const { ApexError } = await import("../core/errors.js");
+  const { CURRENT_SESSION_PATH, HISTORY_PREFIX, sessionPath } = await import("../core/session/records.js");
   const pointer = (await reader.get(CURRENT_SESSION_PATH)) as { session_id?: unknown } | undefined;
   const currentId = typeof pointer?.session_id === "string" ? pointer.session_id : undefined;
   const sessions = new Map<string, SessionRecord>();
@@ -97,18 +97,18 @@ function addSession(sessions: Map<string, SessionRecord>, value: unknown): void 
 
 /** The session's audit trail, oldest first (/sessions/<sid>/events/<8-digit seq> sorts by seq). */
 export async function readAuditTrail(reader: MemoryReader, sessionId: string): Promise<SessionEvent[]> {
-  const { eventsPrefix } = await import("../session/records.js");
+  const { eventsPrefix } = await import("../core/session/records.js");
   return (await reader.query(`${eventsPrefix(sessionId)}/*`)).map((entry) => entry.value as SessionEvent);
 }
 
 /** Opens the store (or, inside an agent, the supervisor's socket) for reading; a project without a store has no session. */
 export async function openSessionReader(location: ProjectLocation): Promise<MemoryReader> {
-  const [{ readerOver }, { openSessionClient }] = await Promise.all([import("./memory-actions.js"), import("../session/client.js")]);
+  const [{ readerOver }, { openSessionClient }] = await Promise.all([import("./memory-actions.js"), import("../core/session/client.js")]);
   // Session records are the same for every session: no binding to decide (and none to be ambiguous about).
   const client = await openSessionClient(location, "read", { records: true });
   if (client.empty) {
     await client.close();
-    const { ApexError } = await import("../errors.js");
+    const { ApexError } = await import("../core/errors.js");
     throw new ApexError("APEX_E_NO_SESSION", "This project has no session yet.", { hint: 'Start one: apex start --task "…"' });
   }
   return readerOver(client);
@@ -120,14 +120,14 @@ async function showAuditTrail(location: ProjectLocation, ref: string, json: bool
   try {
     const { sessionId, record } = await locateSession(reader, ref);
     const events = await readAuditTrail(reader, sessionId);
-    const { effectiveStatus } = await import("../session/sessions.js");
+    const { effectiveStatus } = await import("../core/session/sessions.js");
     const status = effectiveStatus(record);
     const { paint, printJson, printLine } = await import("./output.js");
     if (json) {
       printJson({ session_id: sessionId, status, events });
       return;
     }
-    const { formatEvent, paintStatus } = await import("../session/cli/format.js");
+    const { formatEvent, paintStatus } = await import("./session/format.js");
     printLine(`Session ${sessionId} (${paintStatus(status)}): ${events.length} event${events.length === 1 ? "" : "s"}`);
     const width = String(events.at(-1)?.seq ?? 0).length;
     for (const event of events) {

@@ -1,8 +1,8 @@
-import type { ProjectLocation } from "../../config/locate.js";
-import { ApexError } from "../../errors.js";
-import { openStore, storeExists } from "../../store/open.js";
-import { onOtherHost, remoteSessionError } from "../lease.js";
-import { currentSession, effectiveStatus, noSessionError } from "../sessions.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { ApexError } from "../../core/errors.js";
+import { openStore, storeExists } from "../../core/store/open.js";
+import { onOtherHost, remoteSessionError } from "../../core/session/lease.js";
+import { currentSession, effectiveStatus, noSessionError } from "../../core/session/sessions.js";
 
 /** Why an action that needs the supervisor cannot run: no session, or an interrupted one. */
 export async function explainNoSupervisor(location: ProjectLocation, action: string): Promise<ApexError> {

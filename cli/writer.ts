@@ -1,8 +1,8 @@
-import type { ProjectLocation } from "../config/locate.js";
-import { currentActor, openSessionClient } from "../session/client.js";
-import type { Entry, JsonValue } from "../store/store.js";
+import type { ProjectLocation } from "../core/config/locate.js";
+import { currentActor, openSessionClient } from "../core/session/client.js";
+import type { Entry, JsonValue } from "../core/store/store.js";
 import type { MemoryWriter } from "./context.js";
-import type { MemoryView } from "../session/memory-view.js";
+import type { MemoryView } from "../core/session/memory-view.js";
 
 /**
  * A writer for the project memory. While a supervisor holds the project it is the store's one

@@ -1,5 +1,5 @@
-import { paint, type Color } from "../../cli/output.js";
-import type { SessionEvent } from "../records.js";
+import { paint, type Color } from "../output.js";
+import type { SessionEvent } from "../../core/session/records.js";
 
 /** 3725 → "1h 2m 5s". */
 export function formatDuration(seconds: number | null | undefined): string {

@@ -3,15 +3,15 @@
  * loss) is continued from the live store by the next `apex start`, whatever its form, and by
  * `apex resume`, with a notice. `apex status` only reports it: reading never starts anything.
  */
-import type { ProjectLocation } from "../../config/locate.js";
-import { paint } from "../../cli/output.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { paint } from "../output.js";
 
 /** The current session when it is interrupted and the config asks for auto recovery; else undefined. */
 export async function findAutoRecoverable(location: ProjectLocation): Promise<string | undefined> {
   if (process.env.APEX_SOCKET) return undefined; // inside an agent: its supervisor is alive
-  const { openStore, storeExists } = await import("../../store/open.js");
+  const { openStore, storeExists } = await import("../../core/store/open.js");
   if (!(await storeExists(location))) return undefined;
-  const { currentSession, effectiveStatus } = await import("../sessions.js");
+  const { currentSession, effectiveStatus } = await import("../../core/session/sessions.js");
   let sessionId: string | undefined;
   const store = await openStore(location, { readOnly: true });
   try {
@@ -21,7 +21,7 @@ export async function findAutoRecoverable(location: ProjectLocation): Promise<st
     await store.close();
   }
   if (!sessionId) return undefined;
-  const { loadConfig } = await import("../../config/load.js");
+  const { loadConfig } = await import("../../core/config/load.js");
   const config = await loadConfig(location);
   return config.session.auto_recovery ? sessionId : undefined;
 }

@@ -19,7 +19,7 @@ export function registerAgentCommands(program: Command): void {
     .option("--json", "print the agent record {name, status, pid, pgid, reported_status, task, last_report_at, restarts, …}")
     .addHelpText("after", examples("apex agent report --status reviewing --task t-0002", `apex agent report --agent coder --context '{"plan": ["tests"]}' --json`))
     .action(async (options: { agent?: string; status?: string; task?: string; context?: string; json?: boolean }, command: Command) => {
-      const { reportAgent } = await import("../session/cli/tasks.js");
+      const { reportAgent } = await import("./session/tasks.js");
       await reportAgent(projectOf(command), options);
     });
 
@@ -30,7 +30,7 @@ export function registerAgentCommands(program: Command): void {
     .option("--json", "print [{name, status, pid, pgid, alive, processes, reported_status, task, uptime_seconds, cpu_seconds, restarts}]")
     .addHelpText("after", examples("apex agent list", "apex agent list --session 3f2a --json"))
     .action(async (options: { session?: string; json?: boolean }, command: Command) => {
-      const { listAgents } = await import("../session/cli/tasks.js");
+      const { listAgents } = await import("./session/tasks.js");
       await listAgents(projectOf(command), Boolean(options.json), options.session);
     });
 }

@@ -39,23 +39,23 @@ Examples:
       const location = projectOf(command);
       if (options.forceRecovery !== undefined) {
         if (options.task !== undefined || options.continue !== undefined) {
-          const { ApexError } = await import("../errors.js");
+          const { ApexError } = await import("../core/errors.js");
           throw new ApexError("APEX_E_USAGE", "--force-recovery names the checkpoint to continue from; leave out --task and --continue.");
         }
-        const { forceRecoveryStart } = await (await import("../../plugins/index.js")).builtinServices.checkpointRecovery();
+        const { forceRecoveryStart } = await (await import("../plugins/index.js")).builtinServices.checkpointRecovery();
         await forceRecoveryStart(location, options.forceRecovery, options);
         return;
       }
-      const { startSession } = await import("../session/cli/start.js");
+      const { startSession } = await import("./session/start.js");
       if (options.continue === undefined) {
         // session.auto_recovery: an interrupted session is continued from the live store first.
-        const { findAutoRecoverable, autoRecoveryNotice } = await import("../session/cli/auto-recovery.js");
+        const { findAutoRecoverable, autoRecoveryNotice } = await import("./session/auto-recovery.js");
         const recoverable = await findAutoRecoverable(location);
         if (recoverable) {
           autoRecoveryNotice(recoverable, Boolean(options.json));
           await startSession(location, { continue: recoverable, json: Boolean(options.json), attach: Boolean(options.attach) && options.task === undefined });
           if (options.task !== undefined) {
-            const { ApexError } = await import("../errors.js");
+            const { ApexError } = await import("../core/errors.js");
             throw new ApexError("APEX_E_SESSION_ACTIVE", `No new session was started: the recovered session ${recoverable} runs now (a project runs one session at a time).`, {
               hint: 'Add the work to it (`apex task add "…"`), or end it (`apex stop`) and start again.',
             });
@@ -74,7 +74,7 @@ Examples:
     .action(async (options: { json?: boolean }, command: Command) => {
       const location = projectOf(command);
       // A read command: an interrupted session is reported with the command that recovers it, never acted on.
-      const { showStatus } = await import("../session/cli/status.js");
+      const { showStatus } = await import("./session/status.js");
       await showStatus(location, Boolean(options.json));
     });
 
@@ -84,7 +84,7 @@ Examples:
     .option("--json", "print {session_id, status: \"paused\", agents, processes, warnings}")
     .addHelpText("after", examples("apex pause", "apex pause --json"))
     .action(async (options: { json?: boolean }, command: Command) => {
-      const { pauseSession } = await import("../session/cli/control.js");
+      const { pauseSession } = await import("./session/control.js");
       await pauseSession(projectOf(command), Boolean(options.json));
     });
 
@@ -94,7 +94,7 @@ Examples:
     .option("--json", "print {session_id, status: \"active\", agents, processes, warnings}")
     .addHelpText("after", examples("apex resume"))
     .action(async (options: { json?: boolean }, command: Command) => {
-      const { resumeSession } = await import("../session/cli/control.js");
+      const { resumeSession } = await import("./session/control.js");
       await resumeSession(projectOf(command), Boolean(options.json));
     });
 
@@ -106,7 +106,7 @@ Examples:
     .option("--json", "print {session_id, status: \"stopped\", reason, processes_ended}")
     .addHelpText("after", examples("apex stop", "apex stop --grace 30", "apex stop --force"))
     .action(async (options: { force?: boolean; grace?: number; json?: boolean }, command: Command) => {
-      const { stopSession } = await import("../session/cli/control.js");
+      const { stopSession } = await import("./session/control.js");
       await stopSession(projectOf(command), options);
     });
 
@@ -120,7 +120,7 @@ Examples:
     .option("--json", "one JSON object per line: {agent, stream: stdout|stderr, line}")
     .addHelpText("after", examples("apex logs", "apex logs coder -f", "apex logs -n 200 --session 3f2a9c1e --json"))
     .action(async (agent: string | undefined, options: { follow?: boolean; lines?: number; session?: string; json?: boolean }, command: Command) => {
-      const { showLogs } = await import("../session/cli/logs.js");
+      const { showLogs } = await import("./session/logs.js");
       await showLogs(projectOf(command), agent, options);
     });
 }

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
-import type { ProjectLocation } from "../config/locate.js";
-import type { Config, ConfigIssue } from "../config/types.js";
-import { isApexError } from "../errors.js";
+import type { ProjectLocation } from "../core/config/locate.js";
+import type { Config, ConfigIssue } from "../core/config/types.js";
+import { isApexError } from "../core/errors.js";
 import { projectOf } from "./context.js";
 import { paint, plural, printJson, printLine } from "./output.js";
 
@@ -79,14 +79,14 @@ Examples:
 }
 
 async function validateCommand(location: ProjectLocation, json: boolean): Promise<void> {
-  const { loadConfig } = await import("../config/load.js");
-  const { displayPath } = await import("../config/source.js");
+  const { loadConfig } = await import("../core/config/load.js");
+  const { displayPath } = await import("../core/config/source.js");
   const file = location.configPath === undefined ? null : displayPath(location.configPath);
   let config: Config;
   try {
     config = await loadConfig(location);
     // A program that cannot be found is a config error too, as `apex start` reports it.
-    const { assertAgentProgramsExist } = await import("../config/agent-programs.js");
+    const { assertAgentProgramsExist } = await import("../core/config/agent-programs.js");
     assertAgentProgramsExist(config);
   } catch (error) {
     const issues = configIssuesOf(error);
@@ -98,7 +98,7 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   }
   // Plugin names, dependencies and third-party options are checked by loading the plugins,
   // as `apex start` would: an unknown plugin is a config error too (did-you-mean, exit 2).
-  const { loadPlugins } = await import("../plugins.js");
+  const { loadPlugins } = await import("../core/plugins.js");
   await loadPlugins(config);
   if (json) {
     printJson({ valid: true, file, errors: [] });
@@ -137,14 +137,14 @@ function countSummary(config: Config): string {
 }
 
 async function showCommand(location: ProjectLocation, json: boolean): Promise<void> {
-  const { loadConfig } = await import("../config/load.js");
+  const { loadConfig } = await import("../core/config/load.js");
   const config = await loadConfig(location);
   if (json) {
     printJson(config);
     return;
   }
   const { stringify } = await import("yaml");
-  const { displayPath } = await import("../config/source.js");
+  const { displayPath } = await import("../core/config/source.js");
   const origin = config.configPath ? `${displayPath(config.configPath)} with defaults filled in` : "the built-in defaults (no apex.config.yaml found)";
   const plugins = Object.fromEntries(config.plugins.map((plugin) => [plugin.name, plugin.enabled ? plugin.options : false]));
   const document = { session: config.session, agents: config.agents, plugins };
@@ -153,7 +153,7 @@ async function showCommand(location: ProjectLocation, json: boolean): Promise<vo
 }
 
 async function pathCommand(location: ProjectLocation, json: boolean): Promise<void> {
-  const { schemasDir } = await import("../config/schemas.js");
+  const { schemasDir } = await import("../core/config/schemas.js");
   const schema = `${schemasDir()}/apex.config.schema.json`;
   if (json) {
     printJson({ config: location.configPath ?? null, projectDir: location.projectDir, storeDir: location.storeDir, schema });

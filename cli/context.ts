@@ -1,6 +1,6 @@
 import type { Command } from "commander";
-import { locateProject, type ProjectLocation } from "../config/locate.js";
-import type { Entry, JsonValue } from "../store/store.js";
+import { locateProject, type ProjectLocation } from "../core/config/locate.js";
+import type { Entry, JsonValue } from "../core/store/store.js";
 
 /** Options every command can see (declared on the root program). */
 export interface GlobalOptions {

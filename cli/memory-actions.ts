@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
-import type { ProjectLocation } from "../config/locate.js";
-import { ApexError } from "../errors.js";
-import { compileGlob, type Glob } from "../store/glob.js";
-import { checkPath, pathProblem } from "../store/paths.js";
-import { type Entry, type JsonValue } from "../store/store.js";
-import { openSessionClient, type SessionClient } from "../session/client.js";
+import type { ProjectLocation } from "../core/config/locate.js";
+import { ApexError } from "../core/errors.js";
+import { compileGlob, type Glob } from "../core/store/glob.js";
+import { checkPath, pathProblem } from "../core/store/paths.js";
+import { type Entry, type JsonValue } from "../core/store/store.js";
+import { openSessionClient, type SessionClient } from "../core/session/client.js";
 import { openWriter } from "./context.js";
 import { decodeUtf8Input, readUtf8Input } from "./input-text.js";
 import { paint, printJson } from "./output.js";
@@ -252,11 +252,11 @@ const CHECKPOINT_PATH = /^\/sessions\/[^/]+\/checkpoint-(?:\d+|latest)$/;
  * what is stored, as for any path).
  */
 async function readCheckpointRecord(location: ProjectLocation, path: string): Promise<JsonValue | undefined> {
-  const { checkpointRefOfPath } = await (await import("../../plugins/index.js")).builtinServices.checkpointRecord();
+  const { checkpointRefOfPath } = await (await import("../plugins/index.js")).builtinServices.checkpointRecord();
   const ref = checkpointRefOfPath(path);
   if (ref === undefined) return undefined;
   try {
-    const { checkpointRecord } = await (await import("../../plugins/index.js")).builtinServices.checkpointRecord();
+    const { checkpointRecord } = await (await import("../plugins/index.js")).builtinServices.checkpointRecord();
     const client = await openSessionClient(location, "read");
     try {
       if (client.empty) return undefined;

@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { ProjectLocation } from "../config/locate.js";
-import type { Glob } from "../store/glob.js";
-import type { Change, JsonValue, Store } from "../store/store.js";
-import { openSessionClient, type SessionClient } from "../session/client.js";
+import type { ProjectLocation } from "../core/config/locate.js";
+import type { Glob } from "../core/store/glob.js";
+import type { Change, JsonValue, Store } from "../core/store/store.js";
+import { openSessionClient, type SessionClient } from "../core/session/client.js";
 import { paint } from "./output.js";
 
 const POLL_MS = 100;
@@ -99,7 +99,7 @@ async function followStore(
   interrupted: () => boolean,
   setWake: (done: (() => void) | undefined) => void,
 ): Promise<void> {
-  const [{ memoryViewOf }, { boundSessionId }] = await Promise.all([import("../session/memory-view.js"), import("../session/sessions.js")]);
+  const [{ memoryViewOf }, { boundSessionId }] = await Promise.all([import("../core/session/memory-view.js"), import("../core/session/sessions.js")]);
   // The working memory of the session this command acts on (its own root in a git worktree).
   const view = memoryViewOf(store, boundSessionId(store));
   // Subscribed before the first read, so that a commit after it is signalled.

@@ -7,12 +7,12 @@
  * the command that stops the session without it. Memory is never touched here: what a
  * continue does to it is the continue's business (a rollback saves what it replaces).
  */
-import type { ProjectLocation } from "../../config/locate.js";
-import { ApexError, isApexError } from "../../errors.js";
-import { paint } from "../../cli/output.js";
-import { isSameProcessAlive, sleep } from "../proc.js";
-import { liveSessionClient } from "../client.js";
-import type { ContinueTarget } from "../sessions.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { ApexError, isApexError } from "../../core/errors.js";
+import { paint } from "../output.js";
+import { isSameProcessAlive, sleep } from "../../core/session/proc.js";
+import { liveSessionClient } from "../../core/session/client.js";
+import type { ContinueTarget } from "../../core/session/sessions.js";
 
 /** What was done with the session that was in the way. */
 export interface Handover {
@@ -31,12 +31,12 @@ export interface Handover {
  * the supervisor resolves them. Undefined when the store does not exist yet.
  */
 export async function resolveTarget(location: ProjectLocation, argument: string): Promise<ContinueTarget | undefined> {
-  const { openStore, storeExists } = await import("../../store/open.js");
+  const { openStore, storeExists } = await import("../../core/store/open.js");
   if (!(await storeExists(location))) return undefined;
   const [{ resolveContinueTarget }, { resolveCheckpoint }, { defaultSessionIfAny }] = await Promise.all([
-    import("../sessions.js"),
-    import("../../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointRefs()),
-    import("../../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointSessions()),
+    import("../../core/session/sessions.js"),
+    import("../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointRefs()),
+    import("../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointSessions()),
   ]);
   const store = await openStore(location, { readOnly: true });
   try {
@@ -131,10 +131,10 @@ export function handoverLine(handover: Handover): string {
  * that session is live on another host (not this host's to checkpoint or stop).
  */
 async function currentOf(location: ProjectLocation, target: ContinueTarget | undefined): Promise<{ session_id: string; status: string; remote: ApexError | undefined } | undefined> {
-  const { openStore, storeExists } = await import("../../store/open.js");
+  const { openStore, storeExists } = await import("../../core/store/open.js");
   if (!(await storeExists(location))) return undefined;
-  const { activeSessions, currentSession, effectiveStatus, findSession, isEnded, projectSession } = await import("../sessions.js");
-  const [{ worktreeOf }, { samePath }, { onOtherHost }, { sessionInTheWay }] = await Promise.all([import("../records.js"), import("../binding.js"), import("../lease.js"), import("../claim.js")]);
+  const { activeSessions, currentSession, effectiveStatus, findSession, isEnded, projectSession } = await import("../../core/session/sessions.js");
+  const [{ worktreeOf }, { samePath }, { onOtherHost }, { sessionInTheWay }] = await Promise.all([import("../../core/session/records.js"), import("../../core/session/binding.js"), import("../../core/session/lease.js"), import("../../core/session/claim.js")]);
   const store = await openStore(location, { readOnly: true });
   try {
     const targetRecord = target ? findSession(store, target.sessionId) : undefined;
