@@ -17,7 +17,7 @@ import { SessionService, checkTaskId, recountTasks } from "../dist/core/session/
 import { agentPath, sessionPath, taskCountsPath, CURRENT_SESSION_PATH } from "../dist/core/session/records.js";
 import { buildStatusReport } from "../dist/core/session/status-report.js";
 import { REPO_ROOT, waitFor } from "./fixtures/agents/harness.js";
-import { buildVforkHold, procStatus, SIGSTOP_BIT } from "./support/vfork-hold.js";
+import { buildVforkHold, otherThreadStates, procStatus, signalBit, SIGSTOP_BIT } from "./support/vfork-hold.js";
 import { forEachBackend } from "./support/backends.js";
 
 let dir: string;
@@ -151,6 +151,47 @@ describe("/proc/<pid>/status: a stop on its way", () => {
       process.kill(child, "SIGKILL");
       await waitFor("the parent stopped", () => readProcStat(pid)?.state === "T");
       expect(stopProgress(readProcStat(pid)!)).toBe("stopped");
+      process.kill(pid, "SIGCONT");
+      expect(await exited).toEqual({ code: 0, signal: null });
+    } finally {
+      const child = childPid();
+      if (child) process.kill(child, "SIGKILL");
+      if (parent.exitCode === null && parent.signalCode === null) process.kill(pid, "SIGKILL");
+    }
+  });
+  it("sees a process as stopping when another of its threads took the SIGSTOP and stopped while the main thread is in D", async () => {
+    const binary = buildVforkHold(dir);
+    const parent = spawn(binary, ["600", "--sibling"], { stdio: "ignore" });
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => parent.on("exit", (code, signal) => resolve({ code, signal })));
+    const pid = parent.pid!;
+    const pgid = readProcStat(pid)!.pgrp;
+    const childPid = () => processGroups([pgid]).get(pgid)!.find((member) => member.ppid === pid)?.pid;
+    try {
+      const child = await waitFor("the vfork child", childPid);
+      // The main thread waits in D with a SIGUSR1 of its own pending: a SIGSTOP goes to the other thread.
+      await waitFor("the main thread in D with SIGUSR1 pending", () => {
+        const status = procStatus(pid);
+        return status?.state === "D" && (status.sigPnd & signalBit("SIGUSR1")) !== 0n;
+      });
+      expect(stopProgress(readProcStat(pid)!)).toBe("running");
+
+      process.kill(pid, "SIGSTOP");
+      await waitFor("the other thread stopped", () => otherThreadStates(pid).includes("T"));
+      const status = procStatus(pid)!;
+      expect(status.state).toBe("D");
+      expect((status.shdPnd | status.sigPnd) & SIGSTOP_BIT).toBe(0n); // taken: no SIGSTOP shows as pending
+      expect(stopProgress(readProcStat(pid)!)).toBe("stopping");
+
+      process.kill(pid, "SIGCONT");
+      await waitFor("the other thread running again", () => !otherThreadStates(pid).includes("T"));
+      expect(stopProgress(readProcStat(pid)!)).toBe("running");
+
+      // Stopped again, then the wait ends: the main thread stops too instead of running on to its exit.
+      process.kill(pid, "SIGSTOP");
+      await waitFor("the other thread stopped again", () => otherThreadStates(pid).includes("T"));
+      expect(stopProgress(readProcStat(pid)!)).toBe("stopping");
+      process.kill(child, "SIGKILL");
+      await waitFor("the main thread stopped", () => readProcStat(pid)?.state === "T");
       process.kill(pid, "SIGCONT");
       expect(await exited).toEqual({ code: 0, signal: null });
     } finally {

@@ -180,11 +180,12 @@ export function liveMembers(members: ProcStat[]): ProcStat[] {
 
 /**
  * Where a process stands after a SIGSTOP: `stopped` (state T, or t when traced); `stopping`,
- * in uninterruptible sleep (state D) with the SIGSTOP pending, so it stops the moment that
- * sleep ends, before it runs one more instruction of its own (a pending SIGSTOP is acted on
- * on the way back to user space; it cannot be blocked, ignored or caught, and only SIGCONT
- * or SIGKILL take it back); or `running`, anything else, a D process whose stop is not
- * pending included.
+ * in uninterruptible sleep (state D) with the stop on its way, so it stops the moment that
+ * sleep ends, before it runs one more instruction of its own (a pending stop is acted on on
+ * the way back to user space; it cannot be blocked, ignored or caught, and only SIGCONT or
+ * SIGKILL take it back); or `running`, anything else, a D process with no stop on its way
+ * included. The stop is on its way while SIGSTOP is pending, or once another thread of the
+ * process took the signal and stopped (state T): a stop then holds every thread of the process.
  */
 export type StopProgress = "stopped" | "stopping" | "running";
 
@@ -241,7 +242,35 @@ export function stopProgress(member: ProcStat): StopProgress {
   if (member.state === "T" || member.state === "t") return "stopped";
   if (member.state !== "D") return "running";
   const status = readProcStatus(member.pid);
-  return status ? stopProgressOf(status) : "running";
+  if (!status) return "running";
+  const progress = stopProgressOf(status);
+  return progress === "running" && status.state === "D" && anotherThreadStopped(member.pid) ? "stopping" : progress;
+}
+
+/**
+ * True when a thread of `pid` other than its main one is in state T. A SIGSTOP sent to a
+ * process is taken by whichever thread can take it (not the main thread when it is in D with a
+ * signal of its own pending); that thread starts a stop of the whole process and stops, and
+ * the main thread stops as soon as its sleep ends, though no SIGSTOP shows as pending any more.
+ * T (not t, a tracer's stop) is only ever such a stop.
+ */
+function anotherThreadStopped(pid: number): boolean {
+  let threads: string[];
+  try {
+    threads = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return false;
+  }
+  for (const tid of threads) {
+    if (Number(tid) === pid) continue;
+    try {
+      const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, "latin1");
+      if (text.charAt(text.lastIndexOf(")") + 2) === "T") return true;
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return false;
 }
 
 /** CPU seconds used by a process group: utime + stime of its processes and of the children they waited for. */

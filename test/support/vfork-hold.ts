@@ -2,7 +2,7 @@
 // vfork() waiting for its sleeping child). Needs a C compiler (gcc); without one the tests
 // that use it fail here, loudly, rather than skip.
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { constants } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT } from "../fixtures/agents/harness.js";
@@ -12,7 +12,7 @@ const SOURCE = join(REPO_ROOT, "test/fixtures/processes/vfork-hold.c");
 /** Compiles vfork-hold into `dir` and returns the executable's path. */
 export function buildVforkHold(dir: string): string {
   const binary = join(dir, "vfork-hold");
-  const result = spawnSync("gcc", ["-O2", "-o", binary, SOURCE], { encoding: "utf8" });
+  const result = spawnSync("gcc", ["-O2", "-pthread", "-o", binary, SOURCE], { encoding: "utf8" });
   if (result.error) throw new Error(`cannot run gcc to build ${SOURCE} (install gcc; .ci/run does): ${result.error.message}`);
   if (result.status !== 0) throw new Error(`gcc failed to build ${SOURCE}:\n${result.stderr}`);
   return binary;
@@ -30,5 +30,26 @@ export function procStatus(pid: number): { state: string; sigPnd: bigint; shdPnd
   return { state: field("State").charAt(0), sigPnd: BigInt(`0x${field("SigPnd")}`), shdPnd: BigInt(`0x${field("ShdPnd")}`) };
 }
 
-/** The bit of SIGSTOP in a pending-signals mask: bit n-1 for signal n (19 on x86 and ARM: bit 18, 0x40000). */
-export const SIGSTOP_BIT = 1n << BigInt(constants.signals.SIGSTOP - 1);
+/** The bit of a signal in a pending-signals mask: bit n-1 for signal n (SIGSTOP, 19 on x86 and ARM: bit 18, 0x40000). */
+export function signalBit(signal: NodeJS.Signals): bigint {
+  return 1n << BigInt(constants.signals[signal] - 1);
+}
+export const SIGSTOP_BIT = signalBit("SIGSTOP");
+
+/** The state letter of each thread of `pid` but its main one, from /proc/<pid>/task/<tid>/stat. */
+export function otherThreadStates(pid: number): string[] {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`).filter((tid) => Number(tid) !== pid);
+  } catch {
+    return [];
+  }
+  return tids.map((tid) => {
+    try {
+      const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, "latin1");
+      return text.slice(text.lastIndexOf(")") + 2).split(" ")[0]!;
+    } catch {
+      return "gone";
+    }
+  });
+}
