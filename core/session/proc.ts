@@ -189,7 +189,7 @@ export function liveMembers(members: ProcStat[]): ProcStat[] {
  */
 export type StopProgress = "stopped" | "stopping" | "running";
 
-/** The SIGSTOP and SIGCONT of this platform (19 and 18 on x86 and ARM, other numbers on MIPS, SPARC, PA-RISC). */
+/** SIGSTOP's number on this platform: 19 on x86 and ARM, another on MIPS, SPARC, PA-RISC and Alpha. */
 const SIGSTOP_NUMBER = constants.signals.SIGSTOP;
 
 /** The lines of /proc/<pid>/status that say whether a stop is on its way. */

@@ -31,8 +31,9 @@ export interface AgentStatusView {
   /** Live processes in the agent's process group. */
   processes: number[];
   /**
-   * Those of `processes` in uninterruptible I/O (state D) with a SIGSTOP pending: they run
-   * nothing more and stop (state T) the moment the I/O ends. A pause counts them as stopped.
+   * Those of `processes` in uninterruptible I/O (state D) with their stop on its way (a SIGSTOP
+   * pending, or taken by another of their threads, proc.ts StopProgress): they run nothing more
+   * and stop (state T) the moment the I/O ends. A pause counts them as stopped.
    */
   stopping: number[];
   task: string | null;
