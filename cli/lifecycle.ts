@@ -81,7 +81,7 @@ Examples:
   program
     .command("pause")
     .description("stop every agent process (SIGSTOP to each process group), checkpoint, mark the session paused")
-    .option("--json", "print {session_id, status: \"paused\", agents, processes, warnings}")
+    .option("--json", "print {session_id, status: \"paused\", agents, processes, stopping: [{agent, pid}], warnings}")
     .addHelpText("after", examples("apex pause", "apex pause --json"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { pauseSession } = await import("./session/control.js");

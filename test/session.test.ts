@@ -10,13 +10,14 @@ import { callSupervisor, subscribeSupervisor } from "../dist/core/rpc/call.js";
 import { RpcServer, STREAM } from "../dist/core/rpc/server.js";
 import { openStore } from "../dist/core/store/open.js";
 import type { Store } from "../dist/core/store/store.js";
-import { parseProcStat, readProcStat, processGroups } from "../dist/core/session/proc.js";
+import { parseProcStat, parseProcStatus, readProcStat, processGroups, stopProgress, stopProgressOf } from "../dist/core/session/proc.js";
 import { socketPathFor } from "../dist/core/session/runtime.js";
 import { pauseVerifyMs } from "../dist/core/session/supervisor.js";
 import { SessionService, checkTaskId, recountTasks } from "../dist/core/session/service.js";
 import { agentPath, sessionPath, taskCountsPath, CURRENT_SESSION_PATH } from "../dist/core/session/records.js";
 import { buildStatusReport } from "../dist/core/session/status-report.js";
-import { REPO_ROOT } from "./fixtures/agents/harness.js";
+import { REPO_ROOT, waitFor } from "./fixtures/agents/harness.js";
+import { buildVforkHold, otherThreadStates, procStatus, signalBit, SIGSTOP_BIT } from "./support/vfork-hold.js";
 import { forEachBackend } from "./support/backends.js";
 
 let dir: string;
@@ -77,6 +78,127 @@ describe("/proc", () => {
     expect(self.startTime).toBeGreaterThan(0);
     expect(processGroups([self.pgrp]).get(self.pgrp)!.map((member) => member.pid)).toContain(process.pid);
     expect(readProcStat(2 ** 22 + 12345)).toBeUndefined();
+  });
+});
+
+// /proc/<pid>/status of a vfork() parent waiting for its child, with SIGSTOP pending (as this kernel writes it).
+const STATUS_D_STOP_PENDING = `Name:\tvfork-hold
+Umask:\t0022
+State:\tD (disk sleep)
+Tgid:\t9162
+Pid:\t9162
+PPid:\t1
+SigQ:\t1/127573
+SigPnd:\t0000000000000000
+ShdPnd:\t0000000000040000
+SigBlk:\t0000000000000000
+SigIgn:\t0000000000000000
+SigCgt:\t0000000000000000
+`;
+
+describe("/proc/<pid>/status: a stop on its way", () => {
+  it("reads the state and both pending-signal masks", () => {
+    expect(parseProcStatus(STATUS_D_STOP_PENDING)).toEqual({ state: "D", sigPnd: 0n, shdPnd: 0x40000n });
+    expect(parseProcStatus("Name:\tx\nState:\tS (sleeping)\nSigPnd:\t0000000000000000\n")).toBeUndefined(); // no ShdPnd
+    expect(parseProcStatus("State:\tS (sleeping)\nSigPnd:\tzz\nShdPnd:\t0\n")).toBeUndefined();
+    // A mask wider than 53 bits stays exact (real-time signals sit in the high bits).
+    expect(parseProcStatus("State:\tS (sleeping)\nSigPnd:\t8000000000040000\nShdPnd:\t0\n")!.sigPnd).toBe(0x8000000000040000n);
+  });
+
+  it.each([
+    ["T (stopped)", "0", "0", "stopped"],
+    ["t (tracing stop)", "0", "0", "stopped"],
+    ["D (disk sleep)", "0", "40000", "stopping"], // SIGSTOP (19) pending for the process, where kill() puts it
+    ["D (disk sleep)", "40000", "0", "stopping"], // … or for the thread
+    ["D (disk sleep)", "0", "c0000", "stopping"], // with SIGTSTP too
+    ["D (disk sleep)", "0", "0", "running"], // no stop pending: it runs on once the I/O ends
+    ["D (disk sleep)", "0", "80000", "running"], // SIGTSTP alone (signal 20) can be caught or ignored
+    ["D (disk sleep)", "0", "20000", "running"], // SIGCONT (18)
+    ["S (sleeping)", "0", "40000", "running"], // wakes to stop: not stopped until it is
+    ["R (running)", "0", "0", "running"],
+  ])("state %s, SigPnd %s, ShdPnd %s: %s", (state, sigPnd, shdPnd, progress) => {
+    const status = parseProcStatus(`State:\t${state}\nSigPnd:\t${sigPnd.padStart(16, "0")}\nShdPnd:\t${shdPnd.padStart(16, "0")}\n`)!;
+    expect(stopProgressOf(status)).toBe(progress);
+  });
+
+  it("sees a real process in state D with its SIGSTOP pending as stopping, and as running once SIGCONT takes the stop back", async () => {
+    const binary = buildVforkHold(dir);
+    const parent = spawn(binary, ["600"], { stdio: "ignore" });
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => parent.on("exit", (code, signal) => resolve({ code, signal })));
+    const pid = parent.pid!;
+    const pgid = readProcStat(pid)!.pgrp;
+    const childPid = () => processGroups([pgid]).get(pgid)!.find((member) => member.ppid === pid)?.pid;
+    try {
+      const child = await waitFor("the vfork child", childPid);
+      await waitFor("the parent in state D", () => readProcStat(pid)?.state === "D");
+      // In D with no stop pending: a pause must not count it (it would run on when the I/O ends).
+      expect(stopProgress(readProcStat(pid)!)).toBe("running");
+
+      process.kill(pid, "SIGSTOP");
+      const pending = procStatus(pid)!;
+      expect(pending.state).toBe("D");
+      expect((pending.shdPnd | pending.sigPnd) & SIGSTOP_BIT).toBe(SIGSTOP_BIT);
+      expect(stopProgress(readProcStat(pid)!)).toBe("stopping");
+
+      // SIGCONT takes the pending stop back: still in D, running again as far as a pause goes.
+      process.kill(pid, "SIGCONT");
+      expect((procStatus(pid)!.shdPnd | procStatus(pid)!.sigPnd) & SIGSTOP_BIT).toBe(0n);
+      expect(stopProgress(readProcStat(pid)!)).toBe("running");
+
+      // Stopping again, then ending the wait: the parent stops at once instead of running on to its exit.
+      process.kill(pid, "SIGSTOP");
+      expect(stopProgress(readProcStat(pid)!)).toBe("stopping");
+      process.kill(child, "SIGKILL");
+      await waitFor("the parent stopped", () => readProcStat(pid)?.state === "T");
+      expect(stopProgress(readProcStat(pid)!)).toBe("stopped");
+      process.kill(pid, "SIGCONT");
+      expect(await exited).toEqual({ code: 0, signal: null });
+    } finally {
+      const child = childPid();
+      if (child) process.kill(child, "SIGKILL");
+      if (parent.exitCode === null && parent.signalCode === null) process.kill(pid, "SIGKILL");
+    }
+  });
+  it("sees a process as stopping when another of its threads took the SIGSTOP and stopped while the main thread is in D", async () => {
+    const binary = buildVforkHold(dir);
+    const parent = spawn(binary, ["600", "--sibling"], { stdio: "ignore" });
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => parent.on("exit", (code, signal) => resolve({ code, signal })));
+    const pid = parent.pid!;
+    const pgid = readProcStat(pid)!.pgrp;
+    const childPid = () => processGroups([pgid]).get(pgid)!.find((member) => member.ppid === pid)?.pid;
+    try {
+      const child = await waitFor("the vfork child", childPid);
+      // The main thread waits in D with a SIGUSR1 of its own pending: a SIGSTOP goes to the other thread.
+      await waitFor("the main thread in D with SIGUSR1 pending", () => {
+        const status = procStatus(pid);
+        return status?.state === "D" && (status.sigPnd & signalBit("SIGUSR1")) !== 0n;
+      });
+      expect(stopProgress(readProcStat(pid)!)).toBe("running");
+
+      process.kill(pid, "SIGSTOP");
+      await waitFor("the other thread stopped", () => otherThreadStates(pid).includes("T"));
+      const status = procStatus(pid)!;
+      expect(status.state).toBe("D");
+      expect((status.shdPnd | status.sigPnd) & SIGSTOP_BIT).toBe(0n); // taken: no SIGSTOP shows as pending
+      expect(stopProgress(readProcStat(pid)!)).toBe("stopping");
+
+      process.kill(pid, "SIGCONT");
+      await waitFor("the other thread running again", () => !otherThreadStates(pid).includes("T"));
+      expect(stopProgress(readProcStat(pid)!)).toBe("running");
+
+      // Stopped again, then the wait ends: the main thread stops too instead of running on to its exit.
+      process.kill(pid, "SIGSTOP");
+      await waitFor("the other thread stopped again", () => otherThreadStates(pid).includes("T"));
+      expect(stopProgress(readProcStat(pid)!)).toBe("stopping");
+      process.kill(child, "SIGKILL");
+      await waitFor("the main thread stopped", () => readProcStat(pid)?.state === "T");
+      process.kill(pid, "SIGCONT");
+      expect(await exited).toEqual({ code: 0, signal: null });
+    } finally {
+      const child = childPid();
+      if (child) process.kill(child, "SIGKILL");
+      if (parent.exitCode === null && parent.signalCode === null) process.kill(pid, "SIGKILL");
+    }
   });
 });
 

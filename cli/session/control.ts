@@ -16,6 +16,8 @@ interface ControlReply {
   status: string;
   agents?: number;
   processes?: number;
+  /** Pause: processes in uninterruptible I/O whose SIGSTOP is pending (they stop when it ends). */
+  stopping?: Array<{ agent: string; pid: number }>;
   warnings?: string[];
   reason?: string;
   processes_ended?: number;
@@ -24,7 +26,11 @@ interface ControlReply {
 export async function pauseSession(location: ProjectLocation, json: boolean): Promise<void> {
   const client = await requireSupervisor(location, "pause");
   const reply = (await client.call("session.pause", { actor: currentActor() }, 120_000)) as ControlReply;
-  report(reply, json, `Paused session ${reply.session_id}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} stopped.`);
+  const stopping = reply.stopping ?? [];
+  const pending = stopping.length
+    ? ` ${stopping.map(({ agent, pid }) => `${agent}'s pid ${pid}`).join(", ")} ${stopping.length === 1 ? "is" : "are"} in uninterruptible I/O with the stop pending: ${stopping.length === 1 ? "it stops" : "they stop"} the moment that ends and run${stopping.length === 1 ? "s" : ""} nothing before.`
+    : "";
+  report(reply, json, `Paused session ${reply.session_id}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} stopped.${pending}`);
 }
 
 export async function resumeSession(location: ProjectLocation, json: boolean): Promise<void> {

@@ -49,7 +49,7 @@ export function formatEvent(event: SessionEvent): string {
       what = `session continued (was ${text("from")})`;
       break;
     case "session.paused":
-      what = `session paused (${text("processes")} processes stopped)`;
+      what = `session paused (${text("processes")} processes stopped${Array.isArray(e.stopping) ? `, ${e.stopping.length} of them once their uninterruptible I/O ends` : ""})`;
       break;
     case "session.resumed":
       what = "session resumed";

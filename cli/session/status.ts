@@ -77,6 +77,10 @@ function printStatus(report: StatusReport): void {
       agent.task ?? "-",
     ]);
     printLine(table(["AGENT", "STATUS", "PID", "PGID", "PROCS", "UPTIME", "CPU", "RESTARTS", "TASK"], rows));
+    for (const agent of report.agents) {
+      const stopping = agent.stopping ?? []; // a server older than this field leaves it out
+      if (stopping.length > 0) printLine(`  ${agent.name}: pid ${stopping.join(", ")} in uninterruptible I/O with a stop pending (stops the moment the I/O ends)`);
+    }
   }
   if (session.status === "interrupted") {
     printLine();

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
+import { constants } from "node:os";
 
 /**
  * What APEX reads about a process from /proc/<pid>/stat. Linux only: process groups,
@@ -177,9 +178,99 @@ export function liveMembers(members: ProcStat[]): ProcStat[] {
   return members.filter((member) => member.state !== "Z" && member.state !== "X");
 }
 
-/** True when every live member of the group is stopped (T, or t when traced). */
-export function isGroupStopped(members: ProcStat[]): boolean {
-  return liveMembers(members).every((member) => member.state === "T" || member.state === "t");
+/**
+ * Where a process stands after a SIGSTOP: `stopped` (state T, or t when traced); `stopping`,
+ * in uninterruptible sleep (state D) with the stop on its way, so it stops the moment that
+ * sleep ends, before it runs one more instruction of its own (a pending stop is acted on on
+ * the way back to user space; it cannot be blocked, ignored or caught, and only SIGCONT or
+ * SIGKILL take it back); or `running`, anything else, a D process with no stop on its way
+ * included. The stop is on its way while SIGSTOP is pending, or once another thread of the
+ * process took the signal and stopped (state T): a stop then holds every thread of the process.
+ */
+export type StopProgress = "stopped" | "stopping" | "running";
+
+/** SIGSTOP's number on this platform: 19 on x86 and ARM, another on MIPS, SPARC, PA-RISC and Alpha. */
+const SIGSTOP_NUMBER = constants.signals.SIGSTOP;
+
+/** The lines of /proc/<pid>/status that say whether a stop is on its way. */
+export interface ProcStatus {
+  /** The state letter of the `State:` line (R, S, D, T, …). */
+  state: string;
+  /** `SigPnd`: signals pending for this thread; `ShdPnd`: for the whole process (where kill() puts them). Bit n-1 is signal n. */
+  sigPnd: bigint;
+  shdPnd: bigint;
+}
+
+/** Parses the text of /proc/<pid>/status (only State, SigPnd and ShdPnd); undefined when a line is missing. */
+export function parseProcStatus(text: string): ProcStatus | undefined {
+  const line = (name: string) => new RegExp(`^${name}:[ \\t]*(\\S+)`, "m").exec(text)?.[1];
+  const state = line("State");
+  const sigPnd = line("SigPnd");
+  const shdPnd = line("ShdPnd");
+  if (!state || !sigPnd || !shdPnd || !/^[0-9a-f]+$/i.test(sigPnd) || !/^[0-9a-f]+$/i.test(shdPnd)) return undefined;
+  return { state, sigPnd: BigInt(`0x${sigPnd}`), shdPnd: BigInt(`0x${shdPnd}`) };
+}
+
+/** Reads /proc/<pid>/status, or undefined when the process does not exist. */
+export function readProcStatus(pid: number): ProcStatus | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    return parseProcStatus(readFileSync(`/proc/${pid}/status`, "latin1"));
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when `signal` (a number) is set in the pending mask. */
+export function isSignalPending(mask: bigint, signal: number): boolean {
+  return ((mask >> BigInt(signal - 1)) & 1n) === 1n;
+}
+
+/** The stop progress /proc/<pid>/status shows (state and pending signals read together, from one file). */
+export function stopProgressOf(status: ProcStatus): StopProgress {
+  if (status.state === "T" || status.state === "t") return "stopped";
+  if (status.state === "D" && (isSignalPending(status.shdPnd, SIGSTOP_NUMBER) || isSignalPending(status.sigPnd, SIGSTOP_NUMBER))) return "stopping";
+  return "running";
+}
+
+/**
+ * The stop progress of a process seen in a scan of /proc/<pid>/stat. Only a process in state D
+ * costs a second read (its status file), so scanning stays cheap; a process that left D
+ * meanwhile is judged by what the status file shows now.
+ */
+export function stopProgress(member: ProcStat): StopProgress {
+  if (member.state === "T" || member.state === "t") return "stopped";
+  if (member.state !== "D") return "running";
+  const status = readProcStatus(member.pid);
+  if (!status) return "running";
+  const progress = stopProgressOf(status);
+  return progress === "running" && status.state === "D" && anotherThreadStopped(member.pid) ? "stopping" : progress;
+}
+
+/**
+ * True when a thread of `pid` other than its main one is in state T. A SIGSTOP sent to a
+ * process is taken by whichever thread can take it (not the main thread when it is in D with a
+ * signal of its own pending); that thread starts a stop of the whole process and stops, and
+ * the main thread stops as soon as its sleep ends, though no SIGSTOP shows as pending any more.
+ * T (not t, a tracer's stop) is only ever such a stop.
+ */
+function anotherThreadStopped(pid: number): boolean {
+  let threads: string[];
+  try {
+    threads = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return false;
+  }
+  for (const tid of threads) {
+    if (Number(tid) === pid) continue;
+    try {
+      const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, "latin1");
+      if (text.charAt(text.lastIndexOf(")") + 2) === "T") return true;
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return false;
 }
 
 /** CPU seconds used by a process group: utime + stime of its processes and of the children they waited for. */

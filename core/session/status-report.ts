@@ -1,6 +1,6 @@
 import type { Store } from "../store/store.js";
 import { prefixRange } from "../store/paths.js";
-import { agentMarker, groupCpuSeconds, processGroups, provenMembers, type ProcStat } from "./proc.js";
+import { agentMarker, groupCpuSeconds, processGroups, provenMembers, stopProgress, type ProcStat } from "./proc.js";
 import {
   CONTEXT_SUFFIX,
   agentsPrefix,
@@ -30,6 +30,12 @@ export interface AgentStatusView {
   process_state: string | null;
   /** Live processes in the agent's process group. */
   processes: number[];
+  /**
+   * Those of `processes` in uninterruptible I/O (state D) with their stop on its way (a SIGSTOP
+   * pending, or taken by another of their threads, proc.ts StopProgress): they run nothing more
+   * and stop (state T) the moment the I/O ends. A pause counts them as stopped.
+   */
+  stopping: number[];
   task: string | null;
   reported_status: string | null;
   restarts: number;
@@ -145,6 +151,7 @@ function agentView(sessionId: string, agent: AgentRecord, groups: Map<number, Pr
     alive,
     process_state: leader?.state ?? null,
     processes: members.map((member) => member.pid),
+    stopping: members.filter((member) => stopProgress(member) === "stopping").map((member) => member.pid),
     task: agent.task,
     reported_status: agent.reported_status,
     restarts: agent.restarts,

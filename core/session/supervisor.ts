@@ -13,7 +13,7 @@ import type { JsonValue, Store, WriteBatch } from "../store/store.js";
 import { AgentProcess, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
 import { actorParam, registerSupervisorMethods } from "./methods.js";
-import { agentMarker, isGroupStopped, processGroups, processStartTime, signalProcess, sleep, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
+import { agentMarker, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
 import {
   CONTEXT_SUFFIX,
   CURRENT_SESSION_PATH,
@@ -624,7 +624,7 @@ export class Supervisor {
       this.pauseTimers();
       const groups = this.runningGroups();
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
-      const processes = await this.waitForGroups(groups, "stopped");
+      const { processes, stopping } = await this.waitForGroups(groups, "stopped");
       for (const group of groups) group.slot.status = "paused";
       const markAgents = (status: "paused" | "running") =>
         this.service.write((batch) => {
@@ -641,7 +641,7 @@ export class Supervisor {
         } catch (error) {
           warnings.push((error as Error).message);
         }
-        await this.setStatus("paused", "session.paused", { processes }, actor);
+        await this.setStatus("paused", "session.paused", { processes, ...(stopping.length ? { stopping: stopping.map(({ pid }) => pid) } : {}) }, actor);
       } catch (error) {
         // The pause could not be recorded (a full disk, say): the agents run on, as the session record says.
         for (const group of groups) {
@@ -652,8 +652,8 @@ export class Supervisor {
         this.resumeTimers();
         throw error;
       }
-      this.log(`paused: ${processes} processes stopped`);
-      return { session_id: this.sessionId, status: "paused", agents: groups.length, processes, warnings };
+      this.log(`paused: ${processes} processes stopped${stopping.length ? ` (${stopping.map(({ agent, pid }) => `${agent} pid ${pid}`).join(", ")} in uninterruptible I/O, stop pending)` : ""}`);
+      return { session_id: this.sessionId, status: "paused", agents: groups.length, processes, stopping, warnings };
     });
   }
 
@@ -662,7 +662,7 @@ export class Supervisor {
       this.assertStatus("paused", "resume");
       const groups = this.runningGroups();
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
-      const processes = await this.waitForGroups(groups, "running");
+      const { processes } = await this.waitForGroups(groups, "running");
       for (const group of groups) group.slot.status = "running";
       await this.service.write((batch) => {
         for (const group of groups) {
@@ -687,31 +687,44 @@ export class Supervisor {
   }
 
   /**
-   * Polls /proc until every live process of every group is stopped (state T), or none is,
-   * re-sending the signal to stragglers (a child forked just as the signal went out).
+   * Polls /proc until every live process of every group is stopped, or none is, re-sending the
+   * signal to stragglers (a child forked just as the signal went out). A process in
+   * uninterruptible sleep (state D) with its SIGSTOP pending counts as stopped for a pause: it
+   * cannot run again before it stops (proc.ts StopProgress); it is returned in `stopping`. For a
+   * resume such a process still lags, and gets SIGCONT again (SIGCONT takes a pending stop back).
    */
-  private async waitForGroups(groups: Array<{ pgid: number; startTime: number; marker: ProcessMarker }>, want: "stopped" | "running"): Promise<number> {
+  private async waitForGroups(
+    groups: Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }>,
+    want: "stopped" | "running",
+  ): Promise<{ processes: number; stopping: Array<{ agent: string; pid: number }> }> {
     const windowMs = pauseVerifyMs();
     const deadline = Date.now() + windowMs;
     for (;;) {
       const scan = processGroups(groups.map((group) => group.pgid));
       let count = 0;
       const lagging: Array<{ pid: number; state: string }> = [];
+      const stopping: Array<{ agent: string; pid: number }> = [];
       for (const group of groups) {
         const members = provenMembers(group.pgid, group.startTime, group.marker, scan).members;
         count += members.length;
+        let groupStopped = true;
         for (const member of members) {
-          const stopped = member.state === "T" || member.state === "t";
-          if (want === "stopped" ? !stopped : stopped) lagging.push({ pid: member.pid, state: member.state });
+          const progress = stopProgress(member);
+          if (progress === "stopping") stopping.push({ agent: group.slot.name, pid: member.pid });
+          if (progress === "running") groupStopped = false;
+          if (want === "stopped" ? progress === "running" : progress !== "running") lagging.push({ pid: member.pid, state: member.state });
         }
-        if (want === "stopped" && !isGroupStopped(members)) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP", scan);
+        if (want === "stopped" && !groupStopped) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP", scan);
       }
-      if (lagging.length === 0) return count;
+      if (lagging.length === 0) return { processes: count, stopping: want === "stopped" ? stopping : [] };
       if (want === "running") for (const { pid } of lagging) signalProcess(pid, "SIGCONT");
       if (Date.now() > deadline) {
         const which = lagging.map(({ pid, state }) => `${pid} (state ${state})`).join(", ");
+        const inIo = want === "stopped" && lagging.some(({ state }) => state === "D");
         throw new ApexError("APEX_E_PROCESS", `Processes ${which} did not ${want === "stopped" ? "stop" : "continue"} within ${(windowMs / 1000).toFixed(1)} s.`, {
-          hint: "A process in uninterruptible I/O (state D) acts on signals once the I/O completes; try again.",
+          hint: inIo
+            ? "A process in uninterruptible I/O (state D) with no stop pending acts on SIGSTOP only once the I/O completes; try again."
+            : "Something else may be signalling these processes (a debugger, a job-control shell); try again.",
           details: { processes: lagging, window_ms: windowMs },
         });
       }
