@@ -329,7 +329,8 @@ describe("the agents together (stand-in CLI)", () => {
     }
     expect(runs[1]!.output()).toMatch(/claimed t-0001: Design the user model/);
     expect(runs[2]!.output()).toMatch(/sent t-0001 back to the coder: missing input validation/);
-  }, 60_000);
+    // Three agents, six commits and a generated test run: ~15 s idle, past 60 s at load 35.
+  }, 180_000);
 
   it("a restarted supervisor does not plan twice; SIGTERM exits 0 and reports stopped", async () => {
     const { state, env } = setup();

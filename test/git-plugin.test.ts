@@ -92,7 +92,11 @@ interface ProjectOptions {
  */
 async function project(options: ProjectOptions = {}): Promise<string> {
   const dir = temp();
-  const gitOptions = options.gitOptions?.length ? `\n${options.gitOptions.map((line) => `    ${line}`).join("\n")}` : " {}";
+  // Git gives up on a hook after hook_timeout (10 s by default); a loaded test machine can take
+  // longer than that to start the CLI, so the tests allow more unless they set it themselves.
+  const lines = options.gitOptions ?? [];
+  const withTimeout = lines.some((line) => line.startsWith("hook_timeout")) ? lines : [...lines, "hook_timeout: 120"];
+  const gitOptions = `\n${withTimeout.map((line) => `    ${line}`).join("\n")}`;
   const recorder = ["file: fired.log", ...(options.recorder ?? [])].map((line) => `    ${line}`).join("\n");
   writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n  git:${gitOptions}\n  ${RECORDER}:\n${recorder}\n`);
   if (options.repo !== false) {
