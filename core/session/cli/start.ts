@@ -79,7 +79,7 @@ export async function startSession(location: ProjectLocation, options: StartOpti
  * session back; its server launches the supervisor on its machine.
  */
 async function continueRemote(remote: SessionClient, options: StartOptions): Promise<void> {
-  if (options.continue === undefined || options.task !== undefined || options.attach) {
+  if (options.continue === undefined || options.task !== undefined || options.attach || options.gitCheckout) {
     throw new ApexError("APEX_E_USAGE", "On a remote session, start only continues it: apex --remote HOST/SESSION start --continue SESSION.", {
       hint: "A new session is started on its own machine; `apex connect` follows it.",
     });
