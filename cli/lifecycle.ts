@@ -11,6 +11,7 @@ export function registerLifecycleCommands(program: Command): void {
     .option("-t, --task <text>", "what the session is for (recorded as its initial task)")
     .option("-c, --continue <last|SESSION|CHECKPOINT>", "continue an interrupted or ended session: last|SESSION from the live state, CHECKPOINT rolled back to it; ends its leftover agents first")
     .option("--force-recovery <CHECKPOINT>", "continue from a damaged checkpoint: restore what still verifies and list exactly what was lost")
+    .option("--git-checkout", "with --continue: first check out the checkpoint's git commit on a new branch apex/<session>/<checkpoint>, in the session's own git worktree (a branch made with --worktree), else in the project's")
     .option("-a, --attach", "stay in the foreground and stream the session's events; Ctrl-C detaches")
     .option("--json", "print {session_id, status, supervisor_pid, socket, continued, restored_from, restore, reaped, agents: [{name, pid, pgid, status}]} (with --attach: then one event {seq, at, type, actor, …} per line)")
     .addHelpText(
@@ -33,10 +34,15 @@ Examples:
   apex start --task "Fix the flaky tests" --attach
   apex start --continue last
   apex start --continue 3f2a9c1e           (a session: its latest checkpoint; or a checkpoint id)
+  apex start --continue alpha --git-checkout   (the code too: the commit of alpha's latest checkpoint)
   apex start --force-recovery checkpoint-007`,
     )
-    .action(async (options: { task?: string; continue?: string; forceRecovery?: string; attach?: boolean; json?: boolean }, command: Command) => {
+    .action(async (options: { task?: string; continue?: string; forceRecovery?: string; attach?: boolean; json?: boolean; gitCheckout?: boolean }, command: Command) => {
       const location = projectOf(command);
+      if (options.gitCheckout && options.continue === undefined) {
+        const { ApexError } = await import("../errors.js");
+        throw new ApexError("APEX_E_USAGE", "--git-checkout checks out the commit of the checkpoint a session continues from; give --continue.");
+      }
       if (options.forceRecovery !== undefined) {
         if (options.task !== undefined || options.continue !== undefined) {
           const { ApexError } = await import("../core/errors.js");

@@ -50,6 +50,7 @@ export const builtinServices = {
   checkpointSessions: () => import("./checkpoint/plugin-sessions.js"),
   checkpointRecord: () => import("./checkpoint/record.js"),
   checkpointRecovery: () => import("./checkpoint/plugin-recovery.js"),
+  gitStart: () => import("./git/start.js"),
 };
 
 /**

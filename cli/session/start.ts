@@ -8,12 +8,16 @@ import type { SessionEvent } from "../../core/session/records.js";
 import type { ReadyReport } from "../../core/session/supervisor.js";
 import { formatEvent } from "./format.js";
 import type { Handover } from "./handover.js";
+import type { Config } from "../../config/types.js";
+import type { ContinueTarget } from "../sessions.js";
 
 export interface StartOptions {
   task?: string;
   continue?: string;
   attach?: boolean;
   json?: boolean;
+  /** With `continue`: check out the checkpoint's git commit first, in the session's worktree (else the project's). */
+  gitCheckout?: boolean;
 }
 
 /** `apex start`: a new session, or `--continue` an interrupted or ended one. */
@@ -31,12 +35,20 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   // So is an agent whose program is missing: before any process starts, not as crashing agents.
   const { assertAgentProgramsExist } = await import("../../core/config/agent-programs.js");
   assertAgentProgramsExist(config);
+  if (options.gitCheckout && options.continue === undefined) {
+    throw new ApexError("APEX_E_USAGE", "--git-checkout checks out the commit of the checkpoint a session continues from; give --continue.");
+  }
+  const gitStart = await (await import("../../../plugins/index.js")).builtinServices.gitStart();
+  await refreshGitHooks(gitStart, config, Boolean(options.json));
   let handover: Handover | undefined;
+  let checkout: CheckoutPlan | undefined;
   if (options.continue === undefined) await refuseIfActive(location);
   else {
     // Another session in the way is checkpointed and stopped first (a bad reference fails here, before that).
     const { makeWay, resolveTarget } = await import("./handover.js");
     const target = await resolveTarget(location, options.continue);
+    // So does a checkout git would refuse (uncommitted changes, the commit missing): before anything is stopped.
+    if (options.gitCheckout) checkout = await planGitCheckout(location, gitStart, config, target, options.continue);
     handover = await makeWay(location, {
       target,
       rollback: target?.checkpoint !== undefined,
@@ -48,12 +60,17 @@ export async function startSession(location: ProjectLocation, options: StartOpti
     }
   }
 
+  // The agents start on the checked-out code.
+  const checkedOut = checkout && { repository: checkout.repository, ...(await gitStart.applyCheckout(checkout)) };
   const ready = await launchSupervisor(
     location,
     options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget: options.continue },
   );
-  if (options.json) printJson(handover ? { ...ready, handover } : ready);
-  else printReady(ready);
+  if (options.json) printJson({ ...ready, ...(handover ? { handover } : {}), ...(checkedOut ? { git_checkout: checkedOut } : {}) });
+  else {
+    if (checkedOut) printLine(`Checked out ${checkedOut.commit.slice(0, 12)} on the new branch ${checkedOut.branch} in ${checkedOut.repository}.`);
+    printReady(ready);
+  }
   if (options.attach) await attach(ready, Boolean(options.json));
 }
 
@@ -62,7 +79,7 @@ export async function startSession(location: ProjectLocation, options: StartOpti
  * session back; its server launches the supervisor on its machine.
  */
 async function continueRemote(remote: SessionClient, options: StartOptions): Promise<void> {
-  if (options.continue === undefined || options.task !== undefined || options.attach) {
+  if (options.continue === undefined || options.task !== undefined || options.attach || options.gitCheckout) {
     throw new ApexError("APEX_E_USAGE", "On a remote session, start only continues it: apex --remote HOST/SESSION start --continue SESSION.", {
       hint: "A new session is started on its own machine; `apex connect` follows it.",
     });
@@ -70,6 +87,49 @@ async function continueRemote(remote: SessionClient, options: StartOptions): Pro
   const ready = (await remote.call("session.continue", { continue: options.continue }, 120_000)) as ReadyReport;
   if (options.json) printJson(ready);
   else printReady(ready);
+}
+
+type GitStart = Awaited<ReturnType<(typeof import("../../../plugins/index.js"))["builtinServices"]["gitStart"]>>;
+type CheckoutPlan = Awaited<ReturnType<GitStart["planContinueCheckout"]>>;
+
+/**
+ * APEX's git hooks written by an older APEX (before they passed APEX_WORKTREE, say) are rewritten
+ * to this APEX's script, with a notice; other hooks are never touched. A failure is a warning:
+ * it must not keep a session from starting.
+ */
+async function refreshGitHooks(gitStart: GitStart, config: Config, json: boolean): Promise<void> {
+  let report: Awaited<ReturnType<GitStart["refreshHooksOnStart"]>>;
+  try {
+    report = await gitStart.refreshHooksOnStart(config);
+  } catch (error) {
+    process.stderr.write(`warning: APEX's git hooks could not be checked: ${(error as Error).message}\n`);
+    return;
+  }
+  if (!report || report.refreshed.length === 0) return;
+  const hooks = report.refreshed.map((entry) => entry.hook);
+  if (json) {
+    process.stderr.write(`${JSON.stringify({ notice: { git_hooks_refreshed: hooks, hooks_dir: report.hooks_dir } })}\n`);
+    return;
+  }
+  process.stderr.write(
+    `${paint("notice:", "yellow", process.stderr)} refreshed APEX's git hooks ${hooks.join(", ")} in ${report.hooks_dir}: an older APEX wrote them (as \`apex git install-hooks\` would); other hooks there are left as they are.\n`,
+  );
+}
+
+/** The checkout `--git-checkout` makes: of the checkpoint continued from (a session: its latest), in that session's worktree. */
+async function planGitCheckout(location: ProjectLocation, gitStart: GitStart, config: Config, target: ContinueTarget | undefined, argument: string): Promise<CheckoutPlan> {
+  if (!target) throw new ApexError("APEX_E_NO_SESSION", `No session or checkpoint '${argument}' to continue: this project has no store yet.`);
+  const [{ openStore }, { getCheckpoint }] = await Promise.all([
+    import("../../store/open.js"),
+    import("../../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointRefs()),
+  ]);
+  const store = await openStore(location, { readOnly: true });
+  try {
+    const manifest = getCheckpoint(store, target.checkpoint ?? "latest", { sessionId: target.sessionId });
+    return await gitStart.planContinueCheckout(config, store, { sessionId: target.sessionId, name: manifest.name, gitState: manifest.git_state });
+  } finally {
+    await store.close();
+  }
 }
 
 /** The friendly early refusal; the supervisor makes the same check atomically. */

@@ -20,6 +20,22 @@ export interface CheckoutResult {
  * nothing to save first.
  */
 export async function checkoutCheckpoint(repoDir: string, gitState: unknown, branchName: string, ignore: readonly string[] = []): Promise<CheckoutResult> {
+  return applyCheckout(await planCheckout(repoDir, gitState, branchName, ignore));
+}
+
+/** A checkout every check passed for: `applyCheckout` makes it. */
+export interface CheckoutPlan {
+  repository: string;
+  branch: string;
+  commit: string;
+}
+
+/**
+ * Every check of checkoutCheckpoint, changing nothing: so that a command can refuse before it
+ * does anything else (`apex start --continue --git-checkout` refuses before stopping a session
+ * in the way).
+ */
+export async function planCheckout(repoDir: string, gitState: unknown, branchName: string, ignore: readonly string[] = []): Promise<CheckoutPlan> {
   const state = asGitState(gitState);
   if (!state || state.commit === null) {
     throw new ApexError("APEX_E_GIT_COMMIT_MISSING", "The checkpoint recorded no git commit, so there is nothing to check out.", {
@@ -55,13 +71,18 @@ export async function checkoutCheckpoint(repoDir: string, gitState: unknown, bra
       details: { commit: state.commit },
     });
   }
-  const result = await runGit(repoDir, ["checkout", "--quiet", "-b", branchName, state.commit], { env: { [BEFORE_GIT_FIRED_ENV]: "1" } });
+  return { repository: repoDir, branch: branchName, commit: state.commit };
+}
+
+/** Checks out a planned checkout: a new branch at the commit, in the plan's repository (working tree). */
+export async function applyCheckout(plan: CheckoutPlan): Promise<CheckoutResult> {
+  const result = await runGit(plan.repository, ["checkout", "--quiet", "-b", plan.branch, plan.commit], { env: { [BEFORE_GIT_FIRED_ENV]: "1" } });
   if (result.exitCode !== 0) {
-    throw new ApexError("APEX_E_GIT_FAILED", `git checkout -b ${branchName} ${shortCommit(state.commit)} failed: ${firstLine(result.stderr)}`, {
+    throw new ApexError("APEX_E_GIT_FAILED", `git checkout -b ${plan.branch} ${shortCommit(plan.commit)} failed: ${firstLine(result.stderr)}`, {
       details: { stderr: result.stderr },
     });
   }
-  return { branch: branchName, commit: state.commit };
+  return { branch: plan.branch, commit: plan.commit };
 }
 
 /**

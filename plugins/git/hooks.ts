@@ -129,6 +129,49 @@ export async function installHooks(repoDir: string, target: HookTarget): Promise
   return { repository: location.repository, hooks_dir: location.hooksDir, hooks: changes, warnings };
 }
 
+export interface RefreshReport {
+  repository: string;
+  hooks_dir: string;
+  /** APEX hooks rewritten because their script was not the one this APEX writes. */
+  refreshed: Array<{ hook: GitHookName; path: string }>;
+}
+
+/**
+ * Rewrites the APEX hooks whose script differs from the one this APEX would install (written by
+ * an older APEX, e.g. before hooks passed git's top level as APEX_WORKTREE, or for another APEX
+ * program or hook timeout). Only files that are APEX hooks are read and rewritten: a user's own
+ * hook, the hooks APEX kept beside its own (`<hook>.apex-orig`) and hooks APEX never installed
+ * are left as they are, and nothing is installed where no APEX hook is. Undefined outside a
+ * repository.
+ */
+export async function refreshStaleHooks(repoDir: string, target: HookTarget): Promise<RefreshReport | undefined> {
+  let location: HookLocation;
+  try {
+    location = await locateHooks(repoDir);
+  } catch (error) {
+    if (error instanceof ApexError && error.code === "APEX_E_NOT_A_REPOSITORY") return undefined;
+    throw error;
+  }
+  const refreshed: RefreshReport["refreshed"] = [];
+  for (const hook of GIT_HOOKS) {
+    const path = join(location.hooksDir, hook);
+    if (!isApexHook(path)) continue;
+    const script = hookScript(hook, target, location.commonDir);
+    if (readFileSync(path, "utf8") === script) continue;
+    const temporary = `${path}.apex-tmp-${process.pid}`;
+    try {
+      writeFileSync(temporary, script, { mode: 0o755 });
+      chmodSync(temporary, 0o755);
+      renameSync(temporary, path);
+    } catch (error) {
+      rmSync(temporary, { force: true });
+      throw new ApexError("APEX_E_GIT_FAILED", `Cannot refresh the ${hook} hook at ${path}: ${(error as Error).message}`, { cause: error });
+    }
+    refreshed.push({ hook, path });
+  }
+  return { repository: location.repository, hooks_dir: location.hooksDir, refreshed };
+}
+
 /** Removes the APEX hooks and puts back the hooks they kept, byte for byte. */
 export async function uninstallHooks(repoDir: string): Promise<UninstallReport> {
   const location = await locateHooks(repoDir);
