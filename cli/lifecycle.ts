@@ -40,7 +40,7 @@ Examples:
     .action(async (options: { task?: string; continue?: string; forceRecovery?: string; attach?: boolean; json?: boolean; gitCheckout?: boolean }, command: Command) => {
       const location = projectOf(command);
       if (options.gitCheckout && options.continue === undefined) {
-        const { ApexError } = await import("../errors.js");
+        const { ApexError } = await import("../core/errors.js");
         throw new ApexError("APEX_E_USAGE", "--git-checkout checks out the commit of the checkpoint a session continues from; give --continue.");
       }
       if (options.forceRecovery !== undefined) {

@@ -8,8 +8,8 @@ import type { SessionEvent } from "../../core/session/records.js";
 import type { ReadyReport } from "../../core/session/supervisor.js";
 import { formatEvent } from "./format.js";
 import type { Handover } from "./handover.js";
-import type { Config } from "../../config/types.js";
-import type { ContinueTarget } from "../sessions.js";
+import type { Config } from "../../core/config/types.js";
+import type { ContinueTarget } from "../../core/session/sessions.js";
 
 export interface StartOptions {
   task?: string;
@@ -38,7 +38,7 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   if (options.gitCheckout && options.continue === undefined) {
     throw new ApexError("APEX_E_USAGE", "--git-checkout checks out the commit of the checkpoint a session continues from; give --continue.");
   }
-  const gitStart = await (await import("../../../plugins/index.js")).builtinServices.gitStart();
+  const gitStart = await (await import("../../plugins/index.js")).builtinServices.gitStart();
   await refreshGitHooks(gitStart, config, Boolean(options.json));
   let handover: Handover | undefined;
   let checkout: CheckoutPlan | undefined;
@@ -89,7 +89,7 @@ async function continueRemote(remote: SessionClient, options: StartOptions): Pro
   else printReady(ready);
 }
 
-type GitStart = Awaited<ReturnType<(typeof import("../../../plugins/index.js"))["builtinServices"]["gitStart"]>>;
+type GitStart = Awaited<ReturnType<(typeof import("../../plugins/index.js"))["builtinServices"]["gitStart"]>>;
 type CheckoutPlan = Awaited<ReturnType<GitStart["planContinueCheckout"]>>;
 
 /**
@@ -120,8 +120,8 @@ async function refreshGitHooks(gitStart: GitStart, config: Config, json: boolean
 async function planGitCheckout(location: ProjectLocation, gitStart: GitStart, config: Config, target: ContinueTarget | undefined, argument: string): Promise<CheckoutPlan> {
   if (!target) throw new ApexError("APEX_E_NO_SESSION", `No session or checkpoint '${argument}' to continue: this project has no store yet.`);
   const [{ openStore }, { getCheckpoint }] = await Promise.all([
-    import("../../store/open.js"),
-    import("../../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointRefs()),
+    import("../../core/store/open.js"),
+    import("../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointRefs()),
   ]);
   const store = await openStore(location, { readOnly: true });
   try {
