@@ -1,6 +1,6 @@
 /**
  * `apex start --force-recovery <checkpoint>` from the CLI. (`session.auto_recovery` continues
- * from the live store and lives with the session code: core/session/cli/auto-recovery.ts.)
+ * from the live store and lives with the session code: cli/session/auto-recovery.ts.)
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, plural, printJson, printLine } from "../../cli/output.js";
