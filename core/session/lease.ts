@@ -32,7 +32,7 @@ export const DEFAULT_LEASE_TTL_SECONDS = 15;
 
 /** The named table holding one lease per session (string key: the session id). */
 export const LEASES_TABLE = "leases";
-const LEASES_OPTIONS = { keys: "string", values: "structured" } as const;
+export const LEASES_OPTIONS = { keys: "string", values: "structured" } as const;
 
 /** A session's lease, as the `leases` table holds it. */
 export interface LeaseRow {
