@@ -184,19 +184,19 @@ export class LeaseHolder {
     store.transaction = <T>(fn: () => T): Promise<T> => {
       if (this.depth > 0) return transaction(fn);
       this.check();
-      return transaction(() => this.nested(() => {
-        this.checkRow();
-        return fn();
-      }));
+      return transaction(() => this.nested(() => this.fenced(fn)));
     };
     store.batchSync = (fn, actor) => {
       if (this.depth > 0) return batchSync(fn, actor);
       this.check();
-      return this.nested(() => batchSync((batch) => {
-        this.checkRow();
-        return fn(batch);
-      }, actor));
+      return this.nested(() => batchSync((batch) => this.fenced(() => fn(batch)), actor));
     };
+  }
+
+  /** Runs `fn` inside a write transaction once the lease row is found to name this holder. */
+  private fenced<T>(fn: () => T): T {
+    this.checkRow();
+    return fn();
   }
 
   /** Inside a write transaction: throws (aborting it) unless the lease row still names this holder. */
@@ -280,7 +280,8 @@ export class LeaseHolder {
     const record = batch.get(sessionPath(this.sessionId)) as SessionRecord | undefined;
     if (!record) return { kind: "ended" };
     const row = readLease(this.store, this.sessionId);
-    if (!row || !this.owns(row)) return { kind: "lost", holder: row ? { ...(record.supervisor ?? { pid: 0, start_time: 0, socket: "", started_at: "" }), host: row.host, generation: row.generation } : record.supervisor };
+    if (!row) return { kind: "lost", holder: record.supervisor };
+    if (!this.owns(row)) return { kind: "lost", holder: { pid: 0, start_time: 0, socket: "", started_at: "", ...record.supervisor, host: row.host, generation: row.generation } };
     const expires_at = new Date(Date.now() + this.ttlMs).toISOString();
     // A table row: the renewal bumps no revision and adds nothing to the change log.
     writeLease(this.store, this.sessionId, { ...row, expires_at });
