@@ -8,12 +8,13 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { claimContinuedSession, claimNewSession } from "../dist/core/session/claim.js";
-import { LeaseHolder, leaseValid, localHost } from "../dist/core/session/lease.js";
+import { LeaseHolder, leaseValid, localHost, readLease } from "../dist/core/session/lease.js";
 import { eventsPrefix, sessionPath, type SessionRecord } from "../dist/core/session/records.js";
-import { effectiveStatus, supervisorAlive } from "../dist/core/session/sessions.js";
+import { effectiveStatus, findSession, supervisorAlive } from "../dist/core/session/sessions.js";
 import { openStore } from "../dist/core/store/open.js";
 import type { Store } from "../dist/core/store/store.js";
 import { procInfo } from "./fixtures/agents/harness.js";
+import { forEachBackend } from "./support/backends.js";
 
 const NONCE = "0123456789abcdef0123456789abcdef";
 const OTHER_NONCE = "fedcba9876543210fedcba9876543210";
@@ -127,7 +128,10 @@ describe("claims and the supervisor's lease", () => {
       expect(first.generation).toBe(1);
       const held = store.get(sessionPath(first.sessionId)) as SessionRecord;
       expect(held.supervisor).toMatchObject({ host: "host-a", generation: 1, nonce: NONCE });
-      expect(Date.parse(held.supervisor!.lease_expires_at!)).toBeGreaterThan(Date.now());
+      // The expiry is the lease row's, never stored in the record; the session readers add it.
+      expect(held.supervisor!.lease_expires_at).toBeUndefined();
+      expect(readLease(store, first.sessionId)).toMatchObject({ host: "host-a", generation: 1, nonce: NONCE });
+      expect(Date.parse(findSession(store, first.sessionId)!.supervisor!.lease_expires_at!)).toBeGreaterThan(Date.now());
 
       // From host-b, while the lease runs: refused, naming host-a.
       const refused = await asHost("host-b", () => errorOf(claimNewSession(store, CONFIG, { mode: "start", projectDir: dir, configPath: undefined, storeDir: dir, task: "u" }, identity("host-b", 2000, OTHER_NONCE))));
@@ -143,6 +147,7 @@ describe("claims and the supervisor's lease", () => {
       expect(taken).toMatchObject({ generation: 2, takenOverFrom: "host-a", continued: true });
       const now = store.get(sessionPath(first.sessionId)) as SessionRecord;
       expect(now.supervisor).toMatchObject({ host: "host-b", generation: 2, nonce: OTHER_NONCE });
+      expect(readLease(store, first.sessionId)).toMatchObject({ host: "host-b", generation: 2, nonce: OTHER_NONCE });
       expect(now.history.at(-1)).toMatchObject({ event: "continued", from: "interrupted", host: "host-b", taken_over_from: { host: "host-a", generation: 1 } });
       expect(events(store, first.sessionId).map((event) => event.type)).toEqual(["session.started", "session.taken_over", "session.continued"]);
       expect(events(store, first.sessionId)[1]).toMatchObject({ from_host: "host-a", to_host: "host-b", generation: 2 });
@@ -162,17 +167,20 @@ describe("claims and the supervisor's lease", () => {
       const lost: string[] = [];
       const holder = new LeaseHolder(store, claim.sessionId, { host: "host-a", generation: 1, nonce: NONCE }, 300, (reason) => lost.push(reason), () => undefined, claimedAt);
       holder.fence();
-      const before = (store.get(sessionPath(claim.sessionId)) as SessionRecord).supervisor!.lease_expires_at!;
+      const before = readLease(store, claim.sessionId)!.expires_at;
+      const revision = store.revision();
       await new Promise((resolve) => setTimeout(resolve, 20));
       expect(holder.renew()).toMatchObject({ kind: "renewed" });
-      const after = (store.get(sessionPath(claim.sessionId)) as SessionRecord).supervisor!.lease_expires_at!;
+      const after = readLease(store, claim.sessionId)!.expires_at;
       expect(Date.parse(after)).toBeGreaterThan(Date.parse(before));
+      // A renewal is not a keyspace revision.
+      expect(store.revision()).toBe(revision);
 
       // Past the deadline (a frozen process), the next write renews first, since nobody took the session.
       await new Promise((resolve) => setTimeout(resolve, 400));
       await store.set("/notes/a", 1);
       expect(store.get("/notes/a")).toBe(1);
-      expect(Date.parse((store.get(sessionPath(claim.sessionId)) as SessionRecord).supervisor!.lease_expires_at!)).toBeGreaterThan(Date.now());
+      expect(Date.parse(readLease(store, claim.sessionId)!.expires_at)).toBeGreaterThan(Date.now());
 
       // Expired again, and this time host-b takes it over (writing around the fence, as another process would).
       await new Promise((resolve) => setTimeout(resolve, 400));
@@ -194,5 +202,49 @@ describe("claims and the supervisor's lease", () => {
     } finally {
       await store.close();
     }
+  });
+});
+
+// On each backend: the lease lives in the leases table, so a running holder leaves the keyspace
+// alone, and the generation in that row fences every write, whatever the holder's clock says.
+forEachBackend((backend) => {
+  it("a holder renewing for 3×ttl adds no revision and no change; the lease row moves on", async () => {
+    const store = await backend.fresh();
+    const claim = await asHost("host-a", () => claimNewSession(store, CONFIG, { mode: "start", projectDir: dir, configPath: undefined, storeDir: dir, task: "t" }, identity("host-a", 600)));
+    const holder = new LeaseHolder(store, claim.sessionId, { host: "host-a", generation: 1, nonce: NONCE }, 600, () => undefined, () => undefined, performance.now());
+    holder.fence();
+    const revision = store.revision();
+    const first = readLease(store, claim.sessionId)!.expires_at;
+    holder.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1800));
+    } finally {
+      holder.stop();
+    }
+    expect(holder.lost).toBe(false);
+    expect(store.revision()).toBe(revision);
+    expect(Array.from(store.changesSince(revision))).toEqual([]);
+    // Renewed (at least once: the timer runs every 200 ms, on a loaded machine fewer times).
+    expect(Date.parse(readLease(store, claim.sessionId)!.expires_at)).toBeGreaterThan(Date.parse(first));
+    // And the record read through the session readers carries the row's expiry.
+    expect(findSession(store, claim.sessionId)!.supervisor!.lease_expires_at).toBe(readLease(store, claim.sessionId)!.expires_at);
+  });
+
+  it("a write of a holder taken over is refused by the lease row, before its own deadline passed", async () => {
+    const store = await backend.fresh();
+    const claim = await asHost("host-a", () => claimNewSession(store, CONFIG, { mode: "start", projectDir: dir, configPath: undefined, storeDir: dir, task: "t" }, identity("host-a", 1)));
+    const lost: string[] = [];
+    // Its own clock says the lease runs for another minute (a skewed clock, say).
+    const holder = new LeaseHolder(store, claim.sessionId, { host: "host-a", generation: 1, nonce: NONCE }, 60_000, (reason) => lost.push(reason), () => undefined, performance.now());
+    holder.fence();
+    await store.set("/notes/a", 1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const other = await backend.reopen(store);
+    await asHost("host-b", () => claimContinuedSession(other, CONFIG, { sessionId: claim.sessionId, checkpoint: undefined }, identity("host-b", 60_000, OTHER_NONCE)));
+    const refused = await errorOf(store.set("/notes/b", 2));
+    expect(refused.code).toBe("APEX_E_LEASE_LOST");
+    expect(lost).toEqual(["host host-b took it over (generation 2)"]);
+    expect(store.get("/notes/b")).toBeUndefined();
+    expect(store.get("/notes/a")).toBe(1);
   });
 });

@@ -41,6 +41,53 @@ describe("postgres backend", () => {
     return backend;
   };
 
+  it("reads a range as one snapshot: a commit by another connection in the middle of a long scan is not in it", async () => {
+    const s = spec();
+    const store = open(s);
+    const other = open(s);
+    const key = (i: number) => `/r/${String(i).padStart(5, "0")}`;
+    await store.batch((batch) => {
+      for (let i = 0; i < 3000; i++) batch.set(key(i), i);
+    });
+    const seen: Array<[string, unknown]> = [];
+    // Pages of 128, 512, 2048, …: the write lands after the first page, before the later ones.
+    for (const { path, value } of store.tree("/r")) {
+      seen.push([path, value]);
+      if (seen.length === 200) {
+        other.batchSync((batch) => {
+          batch.set(key(2999), "changed");
+          batch.delete(key(1500));
+          batch.set("/r/99999", "added");
+        });
+      }
+    }
+    expect(seen).toHaveLength(3000);
+    expect(seen.at(-1)).toEqual([key(2999), 2999]);
+    expect(seen).toContainEqual([key(1500), 1500]);
+    expect(seen.map(([path]) => path)).not.toContain("/r/99999");
+    // The revision log, read in pages of 128 batches, likewise.
+    for (let i = 0; i < 150; i++) await store.set(`/log/${i}`, i);
+    const revision = store.revision();
+    let changes = 0;
+    for (const _change of store.changesSince(3003)) {
+      if (++changes === 50) other.batchSync((batch) => batch.set("/r/late", 1));
+    }
+    expect(changes).toBe(revision - 3003);
+    // Once the scan is over, reads see the commits.
+    expect(store.get(key(2999))).toBe("changed");
+    expect(store.get(key(1500))).toBeUndefined();
+    expect(Array.from(store.keysBelow("/r"))).toHaveLength(3001);
+    expect(Array.from(store.changesSince(revision), (change) => change.path)).toEqual(["/r/late"]);
+    // readView: several reads, one view; afterwards, the present.
+    const [before, after] = store.readView(() => {
+      const first = store.get("/r/late");
+      other.batchSync((batch) => batch.set("/r/late", 2));
+      return [first, store.get("/r/late")];
+    });
+    expect(after).toBe(before);
+    expect(store.get("/r/late")).toBe(2);
+  });
+
   it("keeps two projects in one database apart", async () => {
     const a = open(spec("alpha"));
     const b = open(spec("beta"));

@@ -18,7 +18,7 @@ import {
 } from "./records.js";
 import { samePath } from "./binding.js";
 import { appendEvent } from "./service.js";
-import { holderText, onOtherHost, supervisorHost } from "./lease.js";
+import { holderText, onOtherHost, supervisorHost, withLease, writeLease, type RecordSource } from "./lease.js";
 import { effectiveStatus, findSession, isEnded, supervisorAlive, type ContinueTarget } from "./sessions.js";
 import type { SupervisorRequest } from "./supervisor.js";
 
@@ -40,10 +40,15 @@ export interface Claim {
 /** Who claims: the supervisor process, its host and how long its lease lasts. */
 export type SupervisorIdentity = { pid: number; start_time: number; socket: string; started_at: string; nonce: string | null; host: string; lease_ttl_ms: number };
 
-/** The supervisor field a claim writes: the identity with its generation and a fresh lease. */
+/** The supervisor field a claim writes: the identity with its generation (the lease itself is a row of the leases table). */
 function supervisorRecord(self: SupervisorIdentity, generation: number): NonNullable<SessionRecord["supervisor"]> {
-  const { lease_ttl_ms, ...identity } = self;
-  return { ...identity, generation, lease_expires_at: new Date(Date.now() + lease_ttl_ms).toISOString() };
+  const { lease_ttl_ms: _ttl, ...identity } = self;
+  return { ...identity, generation };
+}
+
+/** The claim's lease row, written in the claim's transaction. */
+function claimLease(store: Store, sessionId: string, self: SupervisorIdentity, generation: number): void {
+  writeLease(store, sessionId, { host: self.host, generation, nonce: self.nonce, expires_at: new Date(Date.now() + self.lease_ttl_ms).toISOString() });
 }
 
 /** A new session, in the project's own working tree: refused while another one is active there. One transaction decides. */
@@ -52,7 +57,7 @@ export async function claimNewSession(store: Store, config: Config, request: Sup
   const sessionId = uuidv4();
   const at = nowIso();
   await store.batch((batch) => {
-    refuseIfBound(batch, null, undefined);
+    refuseIfBound(batch, store, null, undefined);
     const stored = batch.get(PROJECT_CONFIG_PATH) as Record<string, JsonValue> | undefined;
     let projectId = typeof stored?.project_id === "string" ? stored.project_id : undefined;
     if (!projectId) {
@@ -75,6 +80,7 @@ export async function claimNewSession(store: Store, config: Config, request: Sup
       restored_from: null,
     };
     batch.set(sessionPath(sessionId), session);
+    claimLease(store, sessionId, self, 1);
     batch.set(CURRENT_SESSION_PATH, currentSessionOf(session));
     setActiveSession(batch, sessionId, activeEntryOf(session));
     for (const name of names) batch.set(agentPath(sessionId, name), emptyAgentRecord(name, config.agents[name]!));
@@ -89,7 +95,8 @@ export async function claimContinuedSession(store: Store, config: Config, target
   let generation = 1;
   let takenOverFrom: string | undefined;
   await store.batch((batch) => {
-    const record = findSession(batch, target.sessionId);
+    // The lease as this transaction sees it: a takeover waits for it to expire.
+    const record = withLease(store, findSession(batch, target.sessionId));
     if (!record) throw new ApexError("APEX_E_NO_SESSION", `The session ${target.sessionId} does not exist.`);
     const previous = record.supervisor;
     if (supervisorAlive(record) && !(previous?.pid === self.pid && supervisorHost(previous) === self.host) && !isEnded(record)) {
@@ -105,7 +112,7 @@ export async function claimContinuedSession(store: Store, config: Config, target
         },
       );
     }
-    refuseIfBound(batch, worktreeOf(record), target.sessionId);
+    refuseIfBound(batch, store, worktreeOf(record), target.sessionId);
     const at = nowIso();
     const from = effectiveStatus(record);
     generation = (typeof previous?.generation === "number" ? previous.generation : 0) + 1;
@@ -141,6 +148,7 @@ export async function claimContinuedSession(store: Store, config: Config, target
     next.outcome = null;
     batch.delete(historyPath(target.sessionId));
     batch.set(sessionPath(target.sessionId), next);
+    claimLease(store, target.sessionId, self, generation);
     // /sessions/current names the session of the project's own working tree; a worktree session is only in /sessions/active.
     if (worktreeOf(next) === null) batch.set(CURRENT_SESSION_PATH, currentSessionOf(next));
     setActiveSession(batch, target.sessionId, activeEntryOf(next));
@@ -166,14 +174,14 @@ export async function claimContinuedSession(store: Store, config: Config, target
  * project's, or a branch's git worktree), but two in one tree would change the same files.
  * Refused while another session not ended is bound to `worktree` (null: the project's own tree).
  */
-function refuseIfBound(batch: Pick<Store, "get">, worktree: string | null, allowed: string | undefined): void {
+function refuseIfBound(batch: Pick<Store, "get">, leases: RecordSource, worktree: string | null, allowed: string | undefined): void {
   const candidates = new Set(Object.keys(readActiveSessions(batch)));
   // Stores written before /sessions/active: the pointer still names the project's session.
   const pointer = (batch.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined)?.session_id;
   if (pointer) candidates.add(pointer);
   for (const id of candidates) {
     if (id === allowed) continue;
-    const record = batch.get(sessionPath(id)) as SessionRecord | undefined;
+    const record = withLease(leases, batch.get(sessionPath(id)) as SessionRecord | undefined);
     if (!record || isEnded(record)) continue;
     const theirs = worktreeOf(record);
     if (theirs === null ? worktree !== null : worktree === null || !samePath(theirs, worktree)) continue;

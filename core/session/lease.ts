@@ -1,25 +1,82 @@
 /**
  * Several hosts, one store (PostgreSQL): which host's supervisor holds a session.
  *
- * A session record's `supervisor` names its host, a `generation` (bumped by every claim of the
- * session) and `lease_expires_at`. The supervisor renews the lease every ttl/3 in a transaction
- * that checks the generation is still its own. From the supervisor's host, liveness is the
- * process itself (sessions.ts `supervisorAlive`); from any other host, a pid means nothing and
- * the lease is the answer: a session whose lease has not expired runs there.
+ * The lease is a row of the `leases` table (a named table of the port: no revision, no change
+ * log), keyed by session id: `{host, generation, nonce, expires_at}`. A claim writes it in the
+ * same transaction as the session record, whose `supervisor` names the same host and generation
+ * (bumped by every claim of the session). The supervisor renews the row every ttl/3; a renewal
+ * is therefore not a keyspace revision (`memory watch`, the audit trail, "changed since the last
+ * checkpoint" and the log's size see nothing of it). Readers of session records (sessions.ts)
+ * put the row's expiry into `supervisor.lease_expires_at` of the record they return
+ * ({@link withLease}); it is never stored in the record.
  *
- * The holder fences the supervisor's own writes: once the lease it last wrote has run out (the
- * process was frozen, the database unreachable), no write leaves the process before a renewal
- * has succeeded; a renewal that finds the session claimed by another generation ends the agents
- * and the supervisor without writing anything more.
+ * From the supervisor's host, liveness is the process itself (sessions.ts `supervisorAlive`);
+ * from any other host, a pid means nothing and the lease is the answer: a session whose lease
+ * has not expired runs there.
+ *
+ * The holder fences the supervisor's own writes: every write transaction of its store first
+ * reads the row, in that transaction, and refuses to go on when another generation holds it
+ * (the generation is the fencing token: a supervisor that was taken over writes nothing more,
+ * whatever the clocks say); and once the lease it last wrote has run out (the process was
+ * frozen, the database unreachable), no write leaves the process before a renewal has
+ * succeeded. Losing the lease ends the agents and the supervisor without writing anything more.
  */
 import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
 import { ApexError } from "../errors.js";
-import type { Store, WriteBatch } from "../store/store.js";
+import type { Store, Table, WriteBatch } from "../store/store.js";
 import { sessionPath, type SessionRecord } from "./records.js";
 
 /** Default `session.lease_ttl`, in seconds. */
 export const DEFAULT_LEASE_TTL_SECONDS = 15;
+
+/** The named table holding one lease per session (string key: the session id). */
+export const LEASES_TABLE = "leases";
+export const LEASES_OPTIONS = { keys: "string", values: "structured" } as const;
+
+/** A session's lease, as the `leases` table holds it. */
+export interface LeaseRow {
+  host: string;
+  /** The claim's generation: the fencing token. */
+  generation: number;
+  /** The holder's APEX_SUPERVISOR_NONCE (null when it has none). */
+  nonce: string | null;
+  /** ISO time when the lease runs out unless renewed. */
+  expires_at: string;
+}
+
+export function leaseTable(store: Pick<Store, "table">): Table<string, LeaseRow> {
+  return store.table<string, LeaseRow>(LEASES_TABLE, LEASES_OPTIONS);
+}
+
+/** The lease row of a session (inside a transaction: as that transaction sees it). */
+export function readLease(store: Pick<Store, "table">, sessionId: string): LeaseRow | undefined {
+  const row = leaseTable(store).get(sessionId);
+  return row && typeof row === "object" && typeof row.generation === "number" ? row : undefined;
+}
+
+/** Writes a session's lease row: call inside the claim's (or the renewal's) transaction. */
+export function writeLease(store: Pick<Store, "table">, sessionId: string, row: LeaseRow): void {
+  leaseTable(store).put(sessionId, row);
+}
+
+/** Where session records are read from: the store (with its tables), or a write batch, a reader without them. */
+export type RecordSource = Pick<Store, "get"> & { table?: Store["table"] };
+
+/**
+ * The record as readers see it: when `source` has tables and the lease row names the record's
+ * generation and host, `supervisor.lease_expires_at` is the row's expiry (a copy; the stored
+ * record never holds it). Without a row (a record written before leases moved to their table)
+ * the record is returned as it is. A source without tables knows no lease: a session on another
+ * host then reads as not renewed, so anything that decides on liveness reads through the store.
+ */
+export function withLease<R extends SessionRecord | undefined>(source: RecordSource, record: R): R {
+  const supervisor = record?.supervisor;
+  if (!record || !supervisor || typeof source.table !== "function") return record;
+  const row = readLease(source as Pick<Store, "table">, record.session_id);
+  if (!row || row.generation !== supervisor.generation || (supervisor.host !== undefined && row.host !== supervisor.host)) return record;
+  return { ...record, supervisor: { ...supervisor, lease_expires_at: row.expires_at } };
+}
 
 /** This machine's name in session records: APEX_HOST when set, else the system's host name. */
 export function localHost(): string {
@@ -114,20 +171,44 @@ export class LeaseHolder {
     return this.lostReason !== undefined;
   }
 
-  /** Every write of `store` (transaction, batch, set, delete) checks the lease first; renewals bypass it. */
+  /**
+   * Every write of `store` (transaction, batch, set, delete) checks the lease first: before the
+   * transaction, the deadline (renewing past it); inside it, the lease row, which must still name
+   * this holder's generation, host and nonce. Renewals bypass it.
+   */
   fence(): void {
     const store = this.store;
     const transaction = store.transaction.bind(store);
     const batchSync = store.batchSync.bind(store);
     this.renewSync = batchSync as typeof this.renewSync;
     store.transaction = <T>(fn: () => T): Promise<T> => {
-      if (this.depth === 0) this.check();
-      return transaction(() => this.nested(fn));
+      if (this.depth > 0) return transaction(fn);
+      this.check();
+      return transaction(() => this.nested(() => this.fenced(fn)));
     };
     store.batchSync = (fn, actor) => {
-      if (this.depth === 0) this.check();
-      return this.nested(() => batchSync(fn, actor));
+      if (this.depth > 0) return batchSync(fn, actor);
+      this.check();
+      return this.nested(() => batchSync((batch) => this.fenced(() => fn(batch)), actor));
     };
+  }
+
+  /** Runs `fn` inside a write transaction once the lease row is found to name this holder. */
+  private fenced<T>(fn: () => T): T {
+    this.checkRow();
+    return fn();
+  }
+
+  /** Inside a write transaction: throws (aborting it) unless the lease row still names this holder. */
+  private checkRow(): void {
+    const row = readLease(this.store, this.sessionId);
+    if (!row || this.owns(row)) return;
+    this.lose(`host ${row.host} took it over (generation ${row.generation})`);
+    this.check();
+  }
+
+  private owns(row: LeaseRow): boolean {
+    return row.generation === this.identity.generation && row.host === this.identity.host && (row.nonce ?? null) === this.identity.nonce;
   }
 
   private nested<T>(fn: () => T): T {
@@ -198,12 +279,12 @@ export class LeaseHolder {
   private renewIn(batch: WriteBatch): RenewOutcome {
     const record = batch.get(sessionPath(this.sessionId)) as SessionRecord | undefined;
     if (!record) return { kind: "ended" };
-    const supervisor = record.supervisor;
-    if (!supervisor || supervisor.generation !== this.identity.generation || supervisor.host !== this.identity.host || (supervisor.nonce ?? null) !== this.identity.nonce) {
-      return { kind: "lost", holder: supervisor };
-    }
+    const row = readLease(this.store, this.sessionId);
+    if (!row) return { kind: "lost", holder: record.supervisor };
+    if (!this.owns(row)) return { kind: "lost", holder: { pid: 0, start_time: 0, socket: "", started_at: "", ...record.supervisor, host: row.host, generation: row.generation } };
     const expires_at = new Date(Date.now() + this.ttlMs).toISOString();
-    batch.set(sessionPath(this.sessionId), { ...record, supervisor: { ...supervisor, lease_expires_at: expires_at } });
+    // A table row: the renewal bumps no revision and adds nothing to the change log.
+    writeLease(this.store, this.sessionId, { ...row, expires_at });
     return { kind: "renewed", expires_at };
   }
 

@@ -51,8 +51,10 @@ export interface SessionRecord {
   agents: string[];
   /**
    * nonce: the APEX_SUPERVISOR_NONCE in the supervisor's environment, which proves a pid is it
-   * (core/session/proc.ts). host, generation, lease_expires_at: the lease (core/session/lease.ts);
-   * the generation is bumped by every claim of the session, the lease renewed every ttl/3.
+   * (core/session/proc.ts). host, generation: who holds the lease (core/session/lease.ts); the
+   * generation is bumped by every claim of the session. lease_expires_at is not stored: the lease
+   * is a row of the `leases` table, renewed every ttl/3, and the session readers (sessions.ts)
+   * add its expiry to the records they return.
    */
   supervisor: {
     pid: number;
@@ -173,6 +175,11 @@ export function currentSessionOf(session: SessionRecord): CurrentSession {
 
 /** Writes a session's record and, when it is the current session, /sessions/current with it. */
 export function setSessionRecord(batch: WriteBatch, session: SessionRecord): void {
+  // The lease's expiry lives in the leases table; a record read with it does not store it.
+  if (session.supervisor?.lease_expires_at !== undefined) {
+    const { lease_expires_at: _expiry, ...supervisor } = session.supervisor;
+    session = { ...session, supervisor };
+  }
   batch.set(sessionPath(session.session_id), session);
   const current = batch.get(CURRENT_SESSION_PATH) as { session_id?: unknown } | undefined;
   if (current?.session_id === session.session_id) batch.set(CURRENT_SESSION_PATH, currentSessionOf(session));

@@ -1,3 +1,4 @@
+import { withLease } from "./lease.js";
 import { ApexError } from "../errors.js";
 import type { ErrorContext, SessionContext } from "../engine.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
@@ -37,9 +38,9 @@ export class SessionReader {
     readonly sessionId: string,
   ) {}
 
-  /** The session record, wherever it is (current or history). */
+  /** The session record, wherever it is (current or history), with its lease (lease.ts withLease). */
   session(): SessionRecord {
-    const record = (this.store.get(sessionPath(this.sessionId)) ?? this.store.get(historyPath(this.sessionId))) as SessionRecord | undefined;
+    const record = withLease(this.store, (this.store.get(sessionPath(this.sessionId)) ?? this.store.get(historyPath(this.sessionId))) as SessionRecord | undefined);
     if (!record) throw new ApexError("APEX_E_NO_SESSION", `The session ${this.sessionId} does not exist.`);
     return record;
   }

@@ -3,7 +3,7 @@ import type { Store } from "../store/store.js";
 import type { CheckpointService } from "./checkpoints.js";
 import { boundSession, type Binding } from "./binding.js";
 import { sessionIdByName } from "./names.js";
-import { leaseValid, onOtherHost } from "./lease.js";
+import { leaseValid, onOtherHost, withLease, type RecordSource } from "./lease.js";
 import { isOwnProcess, supervisorMarker } from "./proc.js";
 import {
   CURRENT_SESSION_PATH,
@@ -22,9 +22,9 @@ import {
  * bound to this worktree, the only active one), if that session is not ended. Several active
  * sessions and nothing to choose between them: APEX_E_AMBIGUOUS_SESSION.
  */
-export function currentSession(store: Pick<Store, "get" | "query">): SessionRecord | undefined {
+export function currentSession(store: Pick<Store, "get" | "query"> & RecordSource): SessionRecord | undefined {
   const id = boundSessionId(store);
-  return id === undefined ? undefined : (store.get(sessionPath(id)) as SessionRecord | undefined);
+  return id === undefined ? undefined : withLease(store, store.get(sessionPath(id)) as SessionRecord | undefined);
 }
 
 /** The id of the session this command acts on (binding.ts), active or ended; undefined when nothing decides. */
@@ -38,31 +38,33 @@ export function sessionBinding(store: Pick<Store, "get" | "query">): Binding | u
 }
 
 /** The session active in the project's own working tree (/sessions/current), whatever this command is bound to. */
-export function projectSession(store: Pick<Store, "get">): SessionRecord | undefined {
+export function projectSession(store: RecordSource): SessionRecord | undefined {
   const current = store.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined;
   if (!current?.session_id) return undefined;
-  return store.get(sessionPath(current.session_id)) as SessionRecord | undefined;
+  return withLease(store, store.get(sessionPath(current.session_id)) as SessionRecord | undefined);
 }
 
 /** Every session not ended (/sessions/active), in no particular order. */
-export function activeSessions(store: Pick<Store, "get">): SessionRecord[] {
+export function activeSessions(store: RecordSource): SessionRecord[] {
   const out: SessionRecord[] = [];
   for (const id of Object.keys(readActiveSessions(store))) {
     const record = store.get(sessionPath(id)) as SessionRecord | undefined;
-    if (record && typeof record === "object") out.push(record);
+    if (record && typeof record === "object") out.push(withLease(store, record));
   }
   return out;
 }
 
-export function findSession(store: Pick<Store, "get">, sessionId: string): SessionRecord | undefined {
-  return (store.get(sessionPath(sessionId)) ?? store.get(historyPath(sessionId))) as SessionRecord | undefined;
+/** A session's record, live or ended; read from the store (not a write batch), it carries its lease (lease.ts withLease). */
+export function findSession(store: RecordSource, sessionId: string): SessionRecord | undefined {
+  return withLease(store, (store.get(sessionPath(sessionId)) ?? store.get(historyPath(sessionId))) as SessionRecord | undefined);
 }
 
 /**
  * True when the session's recorded supervisor still runs. The one liveness rule every caller
  * uses. On its own host: the same process (pid and start time) carrying the supervisor's nonce
  * in its environment, so a pid reused by another program, or a record naming a foreign process,
- * never counts. On another host a pid means nothing: the lease must not have expired.
+ * never counts. On another host a pid means nothing: the lease must not have expired (the
+ * record must come from a reader that adds it: sessions.ts's readers over the store).
  */
 export function supervisorAlive(record: SessionRecord, now = Date.now()): boolean {
   const supervisor = record.supervisor;

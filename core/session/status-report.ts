@@ -1,4 +1,5 @@
 import type { Store } from "../store/store.js";
+import { readView } from "../store/port.js";
 import { prefixRange } from "../store/paths.js";
 import { agentMarker, groupCpuSeconds, processGroups, provenMembers, stopProgress, type ProcStat } from "./proc.js";
 import {
@@ -81,6 +82,11 @@ export interface StatusReport {
  * purpose: no config, no plugins, no socket round trip.
  */
 export function buildStatusReport(store: Store, _storeDir?: string): StatusReport {
+  // One view of the store for the whole report (a commit in the middle is not half in it).
+  return readView(store, () => statusReportOf(store));
+}
+
+function statusReportOf(store: Store): StatusReport {
   const session = currentSession(store);
   const empty = emptyStatusReport();
   if (!session) {

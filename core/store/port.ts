@@ -129,6 +129,15 @@ export interface StorageBackend {
   has(path: string): boolean;
   /** The current global revision (0 for a new store). */
   revision(): number;
+  /**
+   * Runs `fn` (synchronous) with all its reads in one view of the store: a commit by another
+   * process meanwhile is not seen. For answers built from several reads (a status report, a
+   * checkpoint's tree). Ranges are views of their own. Optional: LMDB's reads within one turn of
+   * the event loop share one read transaction already (lmdb-js renews it at the next turn), so it
+   * has nothing to add; PostgreSQL runs them in a REPEATABLE READ READ ONLY transaction.
+   * {@link readView} calls it where there is one.
+   */
+  readView?<T>(fn: () => T): T;
   /** Entries whose path matches the glob, in key order. */
   query(glob: string, options?: { limit?: number }): Iterable<Entry>;
   /** The entry at `path` and every entry below it, in key order. */
@@ -195,6 +204,11 @@ export interface StorageBackendFactory {
   open(spec: StoreSpec, options: StoreOpenOptions): StorageBackend;
   /** True when a store exists for the spec (cheap: CLI commands ask it before anything else). */
   exists(spec: StoreSpec): boolean;
+}
+
+/** `fn`'s reads in one view of the store (StorageBackend.readView), on any backend. */
+export function readView<T>(store: Pick<StorageBackend, "readView">, fn: () => T): T {
+  return store.readView ? store.readView(fn) : fn();
 }
 
 /** `set` of the port, for any backend: one path in one batch; resolves with its revision once durable. */

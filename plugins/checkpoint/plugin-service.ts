@@ -3,6 +3,7 @@ import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import type { CheckpointService, RestoreOutcome } from "../../core/session/checkpoints.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
+import { readView } from "../../core/store/port.js";
 import { Catalog, summaryOf, type CheckpointSummary, type Located } from "./catalog.js";
 import {
   checkpointInfo,
@@ -404,23 +405,25 @@ export class SessionCheckpoints {
           return deleted as unknown as JsonValue;
         }),
       // Reads, for commands run inside agents (which never open the store themselves).
+      // Each answer from one view of the store (readView): a commit in the middle is not half in it.
       "checkpoint.list": (params) =>
-        checkpointPage(this.store, {
+        readView(this.store, () => checkpointPage(this.store, {
           ...(optionalString(params, "session") !== undefined ? { session: optionalString(params, "session")! } : {}),
           ...(typeof params.limit === "number" ? { limit: params.limit } : {}),
           ...(typeof params.offset === "number" ? { offset: params.offset } : {}),
           oldest: params.oldest === true,
-        }) as unknown as JsonValue,
+        })) as unknown as JsonValue,
       "checkpoint.show": (params) =>
-        checkpointRecord(this.store, requiredString(params, "ref"), {
+        readView(this.store, () => checkpointRecord(this.store, requiredString(params, "ref"), {
           sessionId: sessionFor(this.store, optionalString(params, "session")),
           ...(typeof params.keysLimit === "number" ? { keysLimit: params.keysLimit } : {}),
           ...(typeof params.keysOffset === "number" ? { keysOffset: params.keysOffset } : {}),
-        }) as unknown as JsonValue,
-      "checkpoint.diff": (params) => {
-        const sessionId = sessionFor(this.store, optionalString(params, "session"));
-        return diffCheckpoints(this.store, requiredString(params, "from"), requiredString(params, "to"), { sessionId }) as unknown as JsonValue;
-      },
+        })) as unknown as JsonValue,
+      "checkpoint.diff": (params) =>
+        readView(this.store, () => {
+          const sessionId = sessionFor(this.store, optionalString(params, "session"));
+          return diffCheckpoints(this.store, requiredString(params, "from"), requiredString(params, "to"), { sessionId }) as unknown as JsonValue;
+        }),
       // In a child process, as always: a damaged record must not take the supervisor down.
       "session.validate": (params) => {
         const sessionId = optionalString(params, "session_id");

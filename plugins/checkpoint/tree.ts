@@ -1,6 +1,7 @@
 import { effectiveStatus } from "../../core/session/sessions.js";
 import type { SessionRecord } from "../../core/session/records.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
+import { withLease } from "../../core/session/lease.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { branchPointOf, mergeSourceOf, MERGE_TRIGGER, sessionRecord, type Point } from "./merge-base.js";
 
@@ -89,7 +90,7 @@ export function sessionTree(store: Store): SessionTree {
     sessions.push({
       session_id: id,
       name: typeof record?.name === "string" ? record.name : null,
-      status: record ? safeStatus(record) : "unknown",
+      status: record ? safeStatus(store, record) : "unknown",
       created_at: typeof record?.created_at === "string" ? record.created_at : (list[0]?.created_at ?? null),
       parent: point ? { session_id: point.session_id, checkpoint: point.id, name: point.name, sequence: point.sequence } : null,
       checkpoints: list.length,
@@ -209,9 +210,10 @@ export function drawTree(tree: SessionTree): string[] {
   return lines;
 }
 
-function safeStatus(record: Record<string, JsonValue>): string {
+function safeStatus(store: Store, record: Record<string, JsonValue>): string {
   try {
-    return effectiveStatus(record as unknown as SessionRecord);
+    // With its lease: the expiry is a row of the leases table, not part of the stored record.
+    return effectiveStatus(withLease(store, record as unknown as SessionRecord));
   } catch {
     return typeof record.status === "string" ? record.status : "unknown";
   }

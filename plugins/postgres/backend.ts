@@ -287,6 +287,13 @@ export class PostgresBackend implements StorageBackend {
   private readonly channel: string;
   private readonly tables = new Map<string, { options: TableOptions; known: boolean; handle: PgTable }>();
   private tx: Transaction | undefined;
+  /**
+   * The read view outside write transactions (REPEATABLE READ READ ONLY on this connection):
+   * `holders` counts the scans and readView() calls that want one; it is begun in the same
+   * crossing as their first statement, and committed in the same crossing as the first statement
+   * after the last holder let go (or by `timer` at the end of the event loop's turn).
+   */
+  private view = { holders: 0, open: false, timer: undefined as NodeJS.Timeout | undefined };
   private closed = false;
   private readonly statementNames = new Map<string, string>();
   private listen: Listener | undefined;
@@ -345,12 +352,70 @@ export class PostgresBackend implements StorageBackend {
 
   // ---- plumbing
 
-  /** Runs statements, turning driver errors into ApexErrors that name the store. */
-  private run(steps: Statement[], doing: string): Rows[] {
+  /**
+   * Runs statements, turning driver errors into ApexErrors that name the store. Outside a write
+   * transaction it also begins the read view a holder wants, or commits the one nobody holds any
+   * more, in the same crossing; `write`: the steps begin a write transaction (which ends the view).
+   */
+  private run(steps: Statement[], doing: string, write = false): Rows[] {
+    const view = this.view;
+    let prefix: Statement[] = [];
+    if (!this.tx) {
+      if (view.open && (write || view.holders === 0)) {
+        prefix = [{ text: "COMMIT" }];
+        view.open = false;
+      } else if (!view.open && view.holders > 0 && !write) {
+        prefix = [{ text: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" }];
+        view.open = true;
+        // A scan its caller left suspended (or forgot) must not hold every later read in an old view.
+        clearTimeout(view.timer);
+        view.timer = setTimeout(() => this.endView(), 0);
+        view.timer.unref();
+      }
+    }
     try {
-      return this.bridge.run(steps);
+      return prefix.length === 0 ? this.bridge.run(steps) : this.bridge.run([...prefix, ...steps]).slice(prefix.length);
     } catch (error) {
+      // A failed statement aborts the view's transaction: the next read begins a new one.
+      if (view.open && !this.tx) {
+        view.open = false;
+        try {
+          this.bridge.run([{ text: "ROLLBACK" }]);
+        } catch {
+          /* the connection is gone */
+        }
+      }
       throw this.failure(error, doing);
+    }
+  }
+
+  /** Ends the read view now (the end of a turn of the event loop); a holder still reading begins a new one. */
+  private endView(): void {
+    const view = this.view;
+    clearTimeout(view.timer);
+    view.timer = undefined;
+    if (!view.open || this.tx || this.closed) return;
+    view.open = false;
+    try {
+      this.bridge.run([{ text: "COMMIT" }]);
+    } catch {
+      /* the connection is gone: so is the view */
+    }
+  }
+
+  /**
+   * Runs `fn` (synchronous) with every read in one view of the store: a commit made by another
+   * connection meanwhile is not seen, however many statements the reads take. Inside a write
+   * transaction the reads are that transaction's (under the project's lock: nobody else writes).
+   */
+  readView<T>(fn: () => T): T {
+    this.assertOpen();
+    if (this.tx) return fn();
+    this.view.holders++;
+    try {
+      return fn();
+    } finally {
+      this.view.holders--;
     }
   }
 
@@ -419,12 +484,16 @@ export class PostgresBackend implements StorageBackend {
       found.set(path, pending ?? undefined);
       if (pending === undefined) wanted.push(path);
     }
-    // One statement per chunk instead of a round trip per path (a checkpoint re-reads every changed path).
-    for (let start = 0; start < wanted.length; start += MANY_PATHS_CHUNK) {
-      const chunk = wanted.slice(start, start + MANY_PATHS_CHUNK);
-      const rows = this.sql(`SELECT path, value FROM apex.kv WHERE project = $1 AND path = ANY($2::text[])`, [this.project, chunk], `reading ${chunk.length} paths`);
-      for (const [path, value] of rows as Array<[string, unknown]>) found.set(path, toBuffer(value));
-    }
+    // One statement per chunk instead of a round trip per path (a checkpoint re-reads every changed path); several chunks in one view.
+    const readChunks = () => {
+      for (let start = 0; start < wanted.length; start += MANY_PATHS_CHUNK) {
+        const chunk = wanted.slice(start, start + MANY_PATHS_CHUNK);
+        const rows = this.sql(`SELECT path, value FROM apex.kv WHERE project = $1 AND path = ANY($2::text[])`, [this.project, chunk], `reading ${chunk.length} paths`);
+        for (const [path, value] of rows as Array<[string, unknown]>) found.set(path, toBuffer(value));
+      }
+    };
+    if (wanted.length > MANY_PATHS_CHUNK) this.readView(readChunks);
+    else readChunks();
     return paths.map((path) => found.get(path));
   }
 
@@ -503,6 +572,25 @@ export class PostgresBackend implements StorageBackend {
   }): Generator<[K, Buffer | undefined]> {
     this.assertOpen();
     if (this.tx?.pending) this.flush();
+    // Its pages are separate statements: outside a write transaction they share one read view.
+    const held = !this.tx;
+    if (held) this.view.holders++;
+    try {
+      yield* this.pages(options);
+    } finally {
+      if (held) this.view.holders--;
+    }
+  }
+
+  private *pages<K extends string | Buffer>(options: {
+    from: string;
+    keyColumn: string;
+    where: string[];
+    params: unknown[];
+    range: KeyRange<K>;
+    values: boolean;
+    doing: string;
+  }): Generator<[K, Buffer | undefined]> {
     const { range } = options;
     const reverse = range.reverse ?? false;
     let remaining = range.limit ?? Infinity;
@@ -552,6 +640,17 @@ export class PostgresBackend implements StorageBackend {
   *changesSince(since: number, options: { limit?: number } = {}): Iterable<Change> {
     this.assertOpen();
     if (this.tx?.pending) this.flush();
+    // Pages of the log in one read view, as scan() does.
+    const held = !this.tx;
+    if (held) this.view.holders++;
+    try {
+      yield* this.logPages(since, options);
+    } finally {
+      if (held) this.view.holders--;
+    }
+  }
+
+  private *logPages(since: number, options: { limit?: number }): Generator<Change> {
     let remaining = options.limit ?? Infinity;
     if (remaining <= 0) return;
     // The batch holding revision since+1 may start before it.
@@ -646,6 +745,7 @@ export class PostgresBackend implements StorageBackend {
         { text: "SELECT revision FROM apex.projects WHERE project = $1", values: [this.project], name: "apex_revision" },
       ],
       "starting a write",
+      true,
     );
     const base = rows[2]!.length > 0 ? (rows[2]![0]![0] as number) : 0;
     const tx: Transaction = { base, log: [], changes: 0, kv: new Map(), rows: new Map(), newTables: new Map(), flushes: 0, bytes: 0, pending: false };
@@ -892,6 +992,8 @@ export class PostgresBackend implements StorageBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // An open read view ends with the connection.
+    clearTimeout(this.view.timer);
     await this.listen?.close();
     await this.bridge.close();
   }

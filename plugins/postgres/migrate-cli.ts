@@ -16,8 +16,9 @@ import { FILTER_DB } from "../checkpoint/engine/hash-filter.js";
 import { JOURNAL_DB, PACKS_DB, TREES_DB, VALUES_DB } from "../checkpoint/engine/objects.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { migrateStore } from "./migrate.js";
+import { LEASES_OPTIONS, LEASES_TABLE } from "../../core/session/lease.js";
 
-/** The tables of the built-in plugins with their kinds (the port's tableNames() gives names only). */
+/** The tables of core and the built-in plugins with their kinds (the port's tableNames() gives names only). */
 const TABLES: Record<string, TableOptions> = {
   [VALUES_DB]: { keys: "binary", values: "binary" },
   [TREES_DB]: { keys: "binary", values: "binary" },
@@ -25,6 +26,8 @@ const TABLES: Record<string, TableOptions> = {
   [JOURNAL_DB]: { keys: "uint32", values: "binary" },
   [FILTER_DB]: { keys: "uint32", values: "binary" },
   [CATALOG_DB]: CATALOG_TABLE,
+  // The sessions' leases (core/session/lease.ts).
+  [LEASES_TABLE]: LEASES_OPTIONS,
 };
 
 export interface MigrateCommandResult {
