@@ -1,5 +1,7 @@
 import { ApexError, isApexError, toApexError } from "../core/errors.js";
-import { fileDiskFullError, isDamage, isFileDiskFull } from "../core/store/store-errors.js";
+import { fileDiskFullError, isFileDiskFull } from "../core/store/store-errors.js";
+// A raw LMDB error that reached the command (the backend maps those it sees) is still told as damage.
+import { isDamage } from "../plugins/lmdb/errors.js";
 
 /** Colour only on a TTY, never with NO_COLOR. */
 export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {

@@ -25,7 +25,8 @@ import { compileGlob } from "../../core/store/glob.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import { checkStoreFileLength } from "./file-check.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
-import { RecordDamage, damageError, diskFullError, fileDiskFullError, isDamage, isFileDiskFull, writeFailure } from "../../core/store/store-errors.js";
+import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors.js";
+import { RecordDamage, damageError, diskFullError, isDamage, writeFailure } from "./errors.js";
 import { commitBound, freeBytes, quickBound, sizeOf, tallyWrite, type DbPages, type DbTally } from "./room.js";
 import { decodeValue, encodeJson, isEncodedValue, VALUE_TAG } from "../../core/store/value-codec.js";
 

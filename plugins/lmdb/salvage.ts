@@ -17,7 +17,7 @@ import { appendFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import type { Database, RootDatabase } from "lmdb";
-import { isDamage } from "../../core/store/store-errors.js";
+import { isDamage } from "./errors.js";
 
 const requireLmdb = createRequire(import.meta.url);
 const { open } = requireLmdb("lmdb") as typeof import("lmdb");
