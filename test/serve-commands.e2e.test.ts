@@ -154,10 +154,12 @@ describe("apex serve: plugin commands forwarded by a grant of one session", () =
     const live = await command(url, feature, olga, "session metrics", [], { json: true });
     expect(live.status, JSON.stringify(live.body)).toBe(200);
     expect(JSON.parse(live.body.result.output).session_id).toBe(feature);
-    // `other` has ended: run by the server, the command would act on the session of the server's directory (feature).
+    // No supervisor runs `other`: run by the server, the command would act on the session the server's directory is bound to.
     const ended = await command(url, other, oscar, "session metrics", [], { json: true });
     expect(ended.status, JSON.stringify(ended.body)).toBe(409);
     expect(ended.body.error.code).toBe("APEX_E_SESSION_STATE");
+    expect(ended.body.error.message).toBe(`\`apex session metrics\` is served remotely only while session ${other}'s supervisor runs: it acts on the running session.`);
+    expect(ended.body.error.hint).toBe(`The metrics last recorded: \`apex memory show /sessions/${other}/metrics\`.`);
     expect(JSON.stringify(ended.body)).not.toContain(feature);
   });
 });

@@ -45,7 +45,10 @@ describe("roles", () => {
     expect(roleNeeded("session.pause", {})).toBe("operator");
     expect(roleNeeded("session.stop", {})).toBe("owner");
     expect(roleNeeded("memory.delete", {})).toBe("owner");
-    expect(roleNeeded("plugin.command", { name: "checkpoint create" })).toBe("operator");
+    // A plugin command needs its rule's role (plugins/sharing/command-scope.ts); checkpoint create is the checkpoint.create method.
+    expect(roleNeeded("checkpoint.create", {})).toBe("operator");
+    expect(roleNeeded("plugin.command", { name: "checkpoint create" })).toBe("owner");
+    expect(roleNeeded("plugin.command", { name: "session compress" })).toBe("owner");
     expect(roleNeeded("plugin.command", { name: "git" })).toBe("owner");
     // Printed output cannot be checked for another session's checkpoints: reads go through checkpoint.* methods.
     expect(roleNeeded("plugin.command", { name: "checkpoint show" })).toBe("owner");
