@@ -11,9 +11,10 @@ import type { Role } from "./grants.js";
  *   when absent. A reference to any other session is refused (403 APEX_E_FORBIDDEN, the same as
  *   for a session that does not exist). Only the options listed pass; any other (an output file
  *   on the server, say) is refused.
- * - `live`: acts on the session whose supervisor runs it, so it is served only while the grant's
- *   session's supervisor runs (run by the server without one, it would act on the session the
- *   server's own directory is bound to).
+ * - `live`: acts on the session of the process running it, so it is served only while the grant's
+ *   session's supervisor runs. (Forwarded commands run only in that supervisor today: the store's
+ *   direct client does not serve `plugin.command`. Run anywhere else, such a command would act on
+ *   the session the server's own directory is bound to; the rule keeps that from happening.)
  * - `refused`: acts on the server's files or on the whole project; run it on the server's host.
  *
  * A command missing here (a third-party plugin's, say) is refused: nothing tells what it reaches.
