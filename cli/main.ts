@@ -161,7 +161,7 @@ const REMOTE_COMMANDS: Record<string, string[] | true> = {
   task: ["add", "list", "show", "claim", "done", "fail", "reopen", "milestone"],
   agent: ["report", "list"],
   checkpoint: ["create", "list", "show", "diff"],
-  session: ["list", "history", "share", "unshare", "shares"],
+  session: ["list", "history", "tree", "merge", "share", "unshare", "shares"],
 };
 
 function checkRemoteCommand(words: string[]): void {

@@ -1,10 +1,16 @@
 import { createHash } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
 import { authenticate, grantPath, roleAllows } from "../plugins/sharing/grants.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
+import { REMOTE_PLUGIN_COMMANDS, remotePluginCommand } from "../plugins/sharing/command-scope.js";
+import { loadConfig } from "../core/config/load.js";
+import { locateProject } from "../core/config/locate.js";
+import { loadPlugins } from "../core/plugins.js";
 import { pinnedParams, scopedListing, visiblePath } from "../plugins/sharing/scope.js";
 import { tempDir } from "./helpers/cli.js";
 
@@ -45,7 +51,10 @@ describe("roles", () => {
     expect(roleNeeded("session.pause", {})).toBe("operator");
     expect(roleNeeded("session.stop", {})).toBe("owner");
     expect(roleNeeded("memory.delete", {})).toBe("owner");
-    expect(roleNeeded("plugin.command", { name: "checkpoint create" })).toBe("operator");
+    // A plugin command needs its rule's role (plugins/sharing/command-scope.ts); checkpoint create is the checkpoint.create method.
+    expect(roleNeeded("checkpoint.create", {})).toBe("operator");
+    expect(roleNeeded("plugin.command", { name: "checkpoint create" })).toBe("owner");
+    expect(roleNeeded("plugin.command", { name: "session compress" })).toBe("owner");
     expect(roleNeeded("plugin.command", { name: "git" })).toBe("owner");
     // Printed output cannot be checked for another session's checkpoints: reads go through checkpoint.* methods.
     expect(roleNeeded("plugin.command", { name: "checkpoint show" })).toBe("owner");
@@ -129,5 +138,39 @@ describe("a grant's reach", () => {
       ],
       nodes: [node("f1", "feature", 1, ["m2"], true), node("m2", "main", 2, ["m1"]), node("m1", "main", 1, [])],
     });
+  });
+});
+
+describe("plugin commands forwarded through apex serve (command-scope.ts)", () => {
+  it("has a rule for every command the built-in plugins register", async () => {
+    const { dir, cleanup } = tempDir("apex-command-scope-");
+    try {
+      const names = ["checkpoint", "retention", "git", "compression", "sharing", "metrics", "history", "archive"];
+      writeFileSync(join(dir, "apex.config.yaml"), `plugins:\n${names.map((name) => `  ${name}: {}`).join("\n")}\n`);
+      const config = await loadConfig(locateProject({ cwd: dir, env: {} }), { env: {}, cwd: dir });
+      const engine = await loadPlugins(config, { warn: () => {} });
+      const registered = engine.commands.map(({ spec }) => spec.name);
+      expect(registered.length).toBeGreaterThan(10);
+      expect(registered.filter((name) => !REMOTE_PLUGIN_COMMANDS.has(name))).toEqual([]);
+    } finally {
+      cleanup();
+    }
+  });
+
+  const sid = "11111111-2222-3333-4444-555555555555";
+  const lookup = (live: boolean) => ({ resolve: async (ref: string) => (sid.startsWith(ref) ? sid : ref === "other" ? "99999999-0000" : undefined), live: () => live });
+  const code = (promise: Promise<unknown>) => promise.then(() => "ok", (error: { code?: string }) => error.code);
+
+  it("pins a session argument, keeps only the listed options, refuses the rest", async () => {
+    expect(await remotePluginCommand(sid, { name: "session compress", args: [], options: { after: "2", session: "other" } }, lookup(true))).toEqual({ name: "session compress", args: [sid], options: { after: "2" } });
+    expect(await remotePluginCommand(sid, { name: "session report", args: [sid.slice(0, 8)], options: { json: true } }, lookup(true))).toEqual({ name: "session report", args: [sid], options: { json: true } });
+    for (const ref of ["other", "nothing-like-it", "current"]) expect(await code(remotePluginCommand(sid, { name: "session compress", args: [ref] }, lookup(true))), ref).toBe("APEX_E_FORBIDDEN");
+    expect(await code(remotePluginCommand(sid, { name: "session report", args: [], options: { output: "/tmp/x" } }, lookup(true)))).toBe("APEX_E_FORBIDDEN");
+    expect(await code(remotePluginCommand(sid, { name: "session report", args: [sid, "extra"] }, lookup(true)))).toBe("APEX_E_BAD_INPUT");
+    expect(await code(remotePluginCommand(sid, { name: "session metrics" }, lookup(false)))).toBe("APEX_E_SESSION_STATE");
+    expect(await remotePluginCommand(sid, { name: "session metrics", options: { json: true } }, lookup(true))).toEqual({ name: "session metrics", args: [], options: { json: true } });
+    for (const name of ["backup", "session export", "git", "store migrate", "a third-party command", ""]) {
+      expect(await code(remotePluginCommand(sid, { name, args: [] }, lookup(true))), name).toBe("APEX_E_FORBIDDEN");
+    }
   });
 });

@@ -106,6 +106,13 @@ function removeWorktree(repo: string, worktree: { path: string; branch: string }
 
 export async function mergeCommand(location: ProjectLocation, src: string, dst: string, options: { dryRun?: boolean; strategy?: string; git?: boolean; json?: boolean }): Promise<void> {
   const params = { source: src, destination: dst, strategy: options.strategy ?? "fail", actor: currentActor() };
+  const remote = Boolean(process.env.APEX_REMOTE);
+  if (remote && options.git) {
+    // The git merge runs in the repository on this host; the remote session's repository is on the server's.
+    throw new ApexError("APEX_E_USAGE", "`apex session merge --git` does not work on a remote session: git merges in the server's repository.", {
+      hint: "Merge the memory remotely without --git, and the git branches on the server's host.",
+    });
+  }
   let gitReport: JsonValue | undefined;
   if (options.git && !options.dryRun) {
     // The memory merge is checked first (a refusal changes nothing, git included), then git merges.
@@ -120,7 +127,8 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
     return;
   }
   // Into an active DST through DST's own supervisor (the one writer of its memory): its agents see the state before or after.
-  const destination = await withReadStore(location, (store) => resolveSessionRef(store, dst)).catch(() => undefined);
+  // (A remote merge goes to the server, which merges into the session its grant is for.)
+  const destination = remote ? undefined : await withReadStore(location, (store) => resolveSessionRef(store, dst)).catch(() => undefined);
   const report = (await callWrite(location, "session.merge", { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) }, destination)) as SessionMergeReport;
   printMerge(report, options);
 }

@@ -1,3 +1,4 @@
+import { pluginCommandRole } from "./command-scope.js";
 import type { Role } from "./grants.js";
 
 /**
@@ -43,22 +44,13 @@ const NEEDED = new Map<string, Role>([
   ...OWNER_METHODS.map((m) => [m, "owner"] as const),
 ]);
 
-/**
- * Plugin commands forwarded as `plugin.command`: checkpoint create, like its method. Reads of
- * checkpoints go through `checkpoint.list|show|diff`, whose results the server checks belong to
- * the grant's session; a command's printed output cannot be checked, so other commands need owner.
- */
-const PLUGIN_COMMANDS = new Map<string, Role>([
-  ["checkpoint create", "operator"],
-  ["session merge", "owner"],
-]);
-
 export function isInternalMethod(method: string): boolean {
   return INTERNAL.has(method);
 }
 
 export function roleNeeded(method: string, params: Record<string, unknown>): Role {
-  if (method === "plugin.command") return PLUGIN_COMMANDS.get(String(params.name)) ?? "owner";
+  // Plugin commands: their table in command-scope.ts, which also says how each is pinned or refused.
+  if (method === "plugin.command") return pluginCommandRole(params.name);
   return NEEDED.get(method) ?? "owner";
 }
 

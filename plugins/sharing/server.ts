@@ -15,6 +15,8 @@ import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors } from "../../core/session/runtime.js";
+import { resolveSessionId } from "../../core/session/sessions.js";
+import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, roleNeeded } from "./roles.js";
 import { hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
@@ -163,12 +165,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // The caller is the actor: whatever the body says, the audit trail names the grant's user.
     // The grant's session, whatever the body names (a grant is for one session).
     const actorParams: Record<string, unknown> = { ...pinnedParams(sid, params), actor: `user:${caller.user}` };
-    if (method === "plugin.command" && params.name === "session merge") {
-      // Its arguments name both sessions, unpinned: a remote merge goes through session.merge, which checks them.
-      throw new ApexError("APEX_E_FORBIDDEN", "session merge is not served as a plugin command; call session.merge (its destination is this session).");
-    }
+    // A plugin command's arguments: pinned to this session, or refused (command-scope.ts), before it runs.
+    if (method === "plugin.command") Object.assign(actorParams, await remotePluginCommand(sid, params, gate.commandLookup(sid)));
     // A merge reads its source: the caller needs a grant of it too, not only owner of the destination.
-    if (method === "session.merge") Object.assign(actorParams, { source: await gate.mergeSource(caller, sid, params), destination: sid });
+    if (method === "session.merge") Object.assign(actorParams, { source: await gate.mergeSource(caller, sid, params), destination: await gate.mergeDestination(sid, params) });
     let result: unknown;
     if (method === "whoami") result = { user: caller.user, role: caller.role, session_id: sid };
     else if (method === "logs.read") result = gate.readLogs(sid, params);
@@ -443,6 +443,29 @@ class Gate {
     throw new ApexError("APEX_E_FORBIDDEN", `${caller.user} may not read session ${JSON.stringify(ref)}; merging it into ${sessionId} needs owner of ${sessionId} and a grant of the source. Nothing was merged.`, {
       hint: "The source session's owner can share it: `apex session share SOURCE USER --role viewer`.",
     });
+  }
+
+  /**
+   * The destination of a merge through a grant of `sessionId`: that session. A destination the
+   * body names must be it; another (or one that does not exist) is APEX_E_FORBIDDEN.
+   */
+  async mergeDestination(sessionId: string, params: Record<string, unknown>): Promise<string> {
+    const ref = params.destination;
+    if (ref === undefined || ref === null || ref === "" || ref === sessionId) return sessionId;
+    if (typeof ref === "string" && (await this.resolveSession(ref)) === sessionId) return sessionId;
+    throw new ApexError("APEX_E_FORBIDDEN", `A merge through this grant goes into session ${sessionId}, not into ${JSON.stringify(ref)}. Nothing was merged.`, {
+      hint: "Name this session as the destination (or leave it out).",
+    });
+  }
+
+  /** The id a session reference names in this project, or undefined (unknown or ambiguous). */
+  resolveSession(ref: string): Promise<string | undefined> {
+    return withReadStore(this.location, (store) => resolveSessionId(store, ref)).catch(() => undefined);
+  }
+
+  /** What command-scope.ts needs to pin a forwarded plugin command to `sessionId`. */
+  commandLookup(sessionId: string): CommandSessionLookup {
+    return { resolve: (ref) => this.resolveSession(ref), live: () => this.supervisorSocket(sessionId) !== undefined };
   }
 
   /** Events of a session no supervisor serves, after `seq`, from the store. */
