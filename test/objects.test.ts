@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   ChangeSet,
@@ -447,6 +448,47 @@ describe("index journal", () => {
     const { root } = build(state);
     expect(objects.has("value", written!)).toBe(false);
     expect(contents(root)).toEqual(state);
+  });
+
+  it("records objects of packs compressed as they were written, which read back the same before and after a merge and from another process", async () => {
+    const objects = ObjectStore.of(store);
+    const text = (i: number) => encodeValue({ i, text: `value ${i} `.repeat(80) }); // compresses well
+    const noise = () => randomBytes(1200); // does not (bytes stored unchecked: no value encoding needed here)
+    const items = [...Array.from({ length: 40 }, (_, i) => text(i)), ...Array.from({ length: 40 }, () => noise())].map((bytes) => ({ kind: "value" as const, hash: sha256(bytes), bytes }));
+    await store.transaction(() => objects.appendObjects(items, { compressValues: true }));
+    const compressed = items.filter((item) => objects.locate("value", item.hash)!.codec !== undefined);
+    // The text went into compressed packs; a pack of noise that would not shrink stayed as it was.
+    expect(compressed.length).toBeGreaterThanOrEqual(40);
+    expect(compressed.length).toBeLessThan(items.length);
+    for (const item of compressed.slice(0, 40)) expect(decodeValue(item.bytes)).toHaveProperty("text");
+    expect(objects.usage().bytes).toBeLessThan(items.reduce((sum, item) => sum + item.bytes.length, 0) * 0.75);
+    const readAll = () => {
+      const view = objects.view({ fresh: true });
+      for (const item of items) expect(view.valueBytes(item.hash).equals(item.bytes)).toBe(true);
+      const grouped = objects.getRawGrouped("value", items.map((item) => item.hash));
+      for (const item of items) expect(grouped.get(item.hash)!.equals(item.bytes)).toBe(true);
+    };
+    readAll();
+    const script = `
+      const { openStore } = await import(${JSON.stringify(new URL("../dist/core/store/open.js", import.meta.url).href)});
+      const { ObjectStore } = await import(${JSON.stringify(new URL("../dist/plugins/checkpoint/engine/objects.js", import.meta.url).href)});
+      const store = await openStore(${JSON.stringify(store.spec)}, { readOnly: true });
+      const view = ObjectStore.of(store).view({ fresh: true });
+      const hashes = ${JSON.stringify(items.map((item) => item.hash))};
+      let bytes = 0, compressed = 0;
+      for (const hash of hashes) { bytes += view.valueBytes(hash).length; if (ObjectStore.of(store).locate("value", hash).codec) compressed++; }
+      process.stdout.write(bytes + " " + compressed);
+      await store.close();`;
+    const { execFileSync } = await import("node:child_process");
+    expect(execFileSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" })).toBe(`${items.reduce((sum, item) => sum + item.bytes.length, 0)} ${compressed.length}`);
+    transactionSync(store, () => objects.mergeJournal());
+    expect(indexed("value")).toBe(items.length);
+    for (const item of compressed) expect(objects.locate("value", item.hash)!.codec).toBeDefined();
+    readAll();
+    // Without the option (every other checkpoint write), packs are stored as they are.
+    const plain = Array.from({ length: 10 }, (_, i) => text(1000 + i)).map((bytes) => ({ kind: "value" as const, hash: sha256(bytes), bytes }));
+    await store.transaction(() => objects.appendObjects(plain));
+    for (const item of plain) expect(objects.locate("value", item.hash)!.codec).toBeUndefined();
   });
 
   it("is seen by another process reading the same store", async () => {

@@ -488,6 +488,18 @@ export const MAX_CODEC_LEVEL: Readonly<Record<PackCodec, number>> = Object.freez
  * decompresses in a fraction of a millisecond when one object of it is read.
  */
 export const COMPRESSED_PACK_TARGET_BYTES = 64 * 1024;
+/**
+ * The codec and level value packs are compressed with as they are written by a view with
+ * `compressValues` (LangGraph puts: plugins/checkpoint/langgraph.ts): the fastest level, so that
+ * the commit hardly waits for it. A pack is stored compressed only
+ * if that saves at least 1/WRITE_COMPRESS_MIN_SAVING of its bytes (values that are already
+ * compressed, or random, stay as they are and cost nothing to read), and only from
+ * WRITE_COMPRESS_MIN_BYTES on. Tree node packs are never compressed: they are mostly hashes.
+ */
+export const WRITE_CODEC: PackCodec = "gzip";
+export const WRITE_CODEC_LEVEL = 1;
+export const WRITE_COMPRESS_MIN_SAVING = 8;
+export const WRITE_COMPRESS_MIN_BYTES = 512;
 /** Largest uncompressed size a location record may claim: a damaged record must not make a read allocate gigabytes. */
 export const MAX_RAW_PACK_BYTES = 256 * 1024 * 1024;
 
@@ -746,7 +758,14 @@ export class ObjectStore {
    */
   locate(kind: ObjectKind, hash: Hash, synced = false): ObjectLocation | undefined {
     const journaled = this.journal.get(kind, hash, synced);
-    if (journaled) return { pack: journaled.pack, offset: journaled.offset, length: journaled.length };
+    if (journaled) {
+      if (!journaled.codec) return { pack: journaled.pack, offset: journaled.offset, length: journaled.length };
+      const { codec, rawSize = 0 } = journaled;
+      if (!CODEC_BY_ID.has(codec) || rawSize > MAX_RAW_PACK_BYTES || journaled.offset + journaled.length > rawSize) {
+        throw new ObjectDamageError(kind, hash, "corrupt", "its journal entry is unreadable");
+      }
+      return { pack: journaled.pack, offset: journaled.offset, length: journaled.length, codec, rawSize };
+    }
     // One key buffer for every lookup and the record read in place (decoded before the next
     // read): a whole-tree read locates thousands of objects, and each allocation is garbage.
     const key = this.keyBuffer.write(hash, "hex") === HASH_BYTES ? this.keyBuffer : Buffer.from(hash, "hex");
@@ -838,9 +857,12 @@ export class ObjectStore {
     }
     for (const pack of [...byPack.keys()].sort((a, b) => a - b)) {
       const wanted = byPack.get(pack)!;
-      if (wanted[0]!.location.codec) {
+      const first = wanted[0]!.location;
+      if (first.codec) {
+        // Decompressed once for the group, with or without a cache.
+        const raw = this.decompressed(first, packCache);
         for (const { hash, location } of wanted) {
-          const bytes = this.readCompressed(location, packCache);
+          const bytes = location.codec === first.codec && location.rawSize === first.rawSize ? raw?.subarray(location.offset, location.offset + location.length) : this.readCompressed(location, packCache);
           if (bytes) visit(hash, bytes, undefined, false);
         }
         continue;
@@ -859,6 +881,11 @@ export class ObjectStore {
    * do not match their hash.
    */
   private readCompressed(location: ObjectLocation, packCache: PackCache | undefined): Buffer | undefined {
+    return this.decompressed(location, packCache)?.subarray(location.offset, location.offset + location.length);
+  }
+
+  /** The uncompressed bytes of the compressed pack `location` lies in (empty if it does not decompress as recorded). */
+  private decompressed(location: ObjectLocation, packCache: PackCache | undefined): Buffer | undefined {
     let raw = packCache?.getDecompressed(location.pack);
     if (!raw) {
       const pack = this.packs.getBinaryFast(location.pack);
@@ -871,7 +898,7 @@ export class ObjectStore {
       }
       packCache?.setDecompressed(location.pack, raw);
     }
-    return raw.subarray(location.offset, location.offset + location.length);
+    return raw;
   }
 
   /** True when the object is indexed and its pack exists (its bytes are not checked). */
@@ -899,15 +926,16 @@ export class ObjectStore {
   }
 
   /**
-   * Stores new objects (uncompressed) the fast way: in new packs, with their locations
-   * appended to the index journal rather than inserted into the hash indexes. A journal
+   * Stores new objects the fast way: in new packs, with their locations appended to the
+   * index journal rather than inserted into the hash indexes. With `compressValues`, value
+   * packs are compressed with WRITE_CODEC when that saves (see WRITE_CODEC). A journal
    * past JOURNAL_MERGE_ENTRIES is merged first. Call inside a write transaction. Returns the
    * number of packs written.
    */
-  appendObjects(objects: Iterable<NewObject>): number {
+  appendObjects(objects: Iterable<NewObject>, options: { compressValues?: boolean } = {}): number {
     if (this.journal.size >= JOURNAL_MERGE_ENTRIES) this.mergeJournal();
     const entries: JournalEntry[] = [];
-    const packs = this.writePacks(objects, {}, (kind, hash, location) => entries.push({ kind, hash, pack: location.pack, offset: location.offset, length: location.length }));
+    const packs = this.writePacks(objects, { compressValues: options.compressValues ?? false }, (kind, hash, location) => entries.push({ kind, hash, ...location }));
     this.journal.append(entries);
     return packs;
   }
@@ -928,7 +956,7 @@ export class ObjectStore {
 
   private writePacks(
     objects: Iterable<NewObject & { codec?: PackCodec | undefined }>,
-    options: { level?: number },
+    options: { level?: number; compressValues?: boolean },
     record: (kind: ObjectKind, hash: Hash, location: ObjectLocation) => void,
   ): number {
     let packId = this.lastPackId();
@@ -953,8 +981,16 @@ export class ObjectStore {
         raw.set(part.length === part.byteLength ? part : part.subarray(0, part.length), at);
         at += part.length;
       }
-      const compressed = pack.codec ? { codec: PACK_CODEC_IDS[pack.codec], rawSize: raw.length } : {};
-      this.packs.put(packId, pack.codec ? compressPack(pack.codec, raw, options.level) : raw, { append: true });
+      let compressed = pack.codec ? { codec: PACK_CODEC_IDS[pack.codec], rawSize: raw.length } : {};
+      let stored = pack.codec ? compressPack(pack.codec, raw, options.level) : raw;
+      if (!pack.codec && options.compressValues && pack.kind === "value" && raw.length >= WRITE_COMPRESS_MIN_BYTES) {
+        const packed = compressPack(WRITE_CODEC, raw, WRITE_CODEC_LEVEL);
+        if (packed.length <= raw.length - raw.length / WRITE_COMPRESS_MIN_SAVING) {
+          stored = packed;
+          compressed = { codec: PACK_CODEC_IDS[WRITE_CODEC], rawSize: raw.length };
+        }
+      }
+      this.packs.put(packId, stored, { append: true });
       for (const { hash, offset, length } of pack.entries) record(pack.kind, hash, { pack: packId, offset, length, ...compressed });
       pack.parts = [];
       pack.size = 0;
@@ -1077,8 +1113,10 @@ export class ObjectStore {
    * store. `fresh`: do not use the store-wide cache of decoded nodes (validation, repair:
    * every node is read and re-hashed).
    */
-  view(options: { overlay?: boolean; fresh?: boolean } = {}): ObjectView {
-    return new ObjectView(this, options.overlay ?? false, options.fresh ? new NodeCache(Number.MAX_SAFE_INTEGER) : this.nodeCache);
+  view(options: { overlay?: boolean; fresh?: boolean; compressValues?: boolean } = {}): ObjectView {
+    const view = new ObjectView(this, options.overlay ?? false, options.fresh ? new NodeCache(Number.MAX_SAFE_INTEGER) : this.nodeCache);
+    view.compressValues = options.compressValues ?? false;
+    return view;
   }
 
   /** How the packs are used: sizes, bytes index records point at, and records whose pack is gone. */
@@ -1358,6 +1396,8 @@ export class ObjectView {
   private readonly prefetchedNodes = new Map<Hash, Buffer>();
   readonly overlayTrees: Map<Hash, Buffer> | undefined;
   readonly overlayValues: Map<Hash, Buffer> | undefined;
+  /** flush() compresses value packs with WRITE_CODEC where that saves (ObjectStore.appendObjects). */
+  compressValues = false;
 
   constructor(objects: ObjectStore, overlay: boolean, nodeCache: NodeCache) {
     objects.sync(); // once for the view's work: its own writes keep the journal in step
@@ -1414,7 +1454,7 @@ export class ObjectView {
   /** Stores the buffered writes as packs. Call inside the write transaction that wrote them. */
   flush(): void {
     if (this.pending.size === 0) return;
-    this.stats.packsWritten += this.objects.appendObjects(pendingObjects(this.pending));
+    this.stats.packsWritten += this.objects.appendObjects(pendingObjects(this.pending), { compressValues: this.compressValues });
     this.pending.clear();
     this.packCache.clear(); // pack ids were read before the write: nothing stale, but keep memory bounded
   }
