@@ -476,7 +476,7 @@ export class LangGraphStore {
       }
       read.set(hash, record);
       cache.set(hash, record, bytes.length);
-    });
+    }, { trustChecksums: true });
     const readValue = (hash: Hash): Record<string, JsonValue> => read.get(hash)!;
     for (const channel of top) {
       if (!channel.value) continue;
