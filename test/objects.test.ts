@@ -7,6 +7,7 @@ import {
   ObjectStore,
   canonicalJson,
   compareCodePoints,
+  copyOf,
   decodeTreeNode,
   diffTrees,
   encodeTreeNode,
@@ -740,6 +741,32 @@ describe("whole-tree reads grouped by pack", () => {
     const planted = sha256(encodeValue("what it should be"));
     await store.transaction(() => objects.putMany([{ kind: "value", hash: planted, bytes: encodeValue("something else") }]));
     expect(() => objects.view().visitValues([planted], () => undefined)).toThrowError(expect.objectContaining({ hash: planted, reason: "corrupt" }));
+  });
+
+  it("visitValues with trustChecksums takes the values of a gzip pack as checked by its CRC, and still names the values of a damaged pack or a misplaced one", async () => {
+    const objects = ObjectStore.of(store);
+    const items = Array.from({ length: 20 }, (_, i) => {
+      const bytes = encodeValue({ i, text: `value ${i} `.repeat(40) });
+      return { kind: "value" as const, hash: sha256(bytes), bytes };
+    });
+    await store.transaction(() => objects.appendObjects(items, { compressValues: true }));
+    const hashes = items.map((item) => item.hash);
+    const location = objects.locate("value", hashes[0]!)!;
+    expect(location.codec).toBeDefined();
+    const seen = new Map<Hash, JsonValue>();
+    objects.view().visitValues(hashes, (hash, bytes) => seen.set(hash, decodeValue(bytes)), { trustChecksums: true });
+    expect(seen.get(hashes[7]!)).toEqual({ i: 7, text: "value 7 ".repeat(40) });
+
+    // An object planted under another's hash in an uncompressed pack is still re-hashed.
+    const planted = sha256(encodeValue("what it should be"));
+    await store.transaction(() => objects.putMany([{ kind: "value", hash: planted, bytes: encodeValue("something else") }]));
+    expect(() => objects.view().visitValues([planted], () => undefined, { trustChecksums: true })).toThrowError(expect.objectContaining({ hash: planted, reason: "corrupt" }));
+
+    // One byte of the compressed pack changed: it fails its CRC, and every value in it is corrupt.
+    const stored = copyOf(objects.packs.getBinaryFast(location.pack)!);
+    stored[Math.floor(stored.length / 2)]! ^= 0xff;
+    await store.transaction(() => objects.packs.put(location.pack, stored));
+    expect(() => objects.view().visitValues(hashes, () => undefined, { trustChecksums: true })).toThrowError(expect.objectContaining({ reason: "corrupt" }));
   });
 
   it("a view hands prefetched values out once and still verifies them against their hash", async () => {
