@@ -535,7 +535,9 @@ export function decompressPack(codecId: number, stored: Uint8Array, rawSize: num
   if (!codec) throw new Error(`unknown codec ${codecId}`);
   if (!Number.isSafeInteger(rawSize) || rawSize < 0 || rawSize > MAX_RAW_PACK_BYTES) throw new Error(`implausible pack size ${rawSize}`);
   // One byte more than expected: a pack that decodes to more is caught below, not truncated.
-  const options = { maxOutputLength: rawSize + 1 };
+  // Output in one chunk of that size: zlib's 16 KB chunks would be allocated one by one and
+  // then copied together (a LangGraph getTuple decompresses hundreds of 32 KB packs).
+  const options = { maxOutputLength: rawSize + 1, chunkSize: Math.max(64, rawSize + 1) };
   const raw = codec === "gzip" ? gunzipSync(stored, options) : brotliDecompressSync(stored, options);
   if (raw.length !== rawSize) throw new Error(`the pack decompresses to ${raw.length} bytes, not ${rawSize}`);
   return raw;
