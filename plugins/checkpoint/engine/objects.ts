@@ -816,14 +816,22 @@ export class ObjectStore {
    */
   getRawGrouped(kind: ObjectKind, hashes: Iterable<Hash>, packCache?: PackCache, synced = false): Map<Hash, Buffer> {
     const found = new Map<Hash, Buffer>();
-    // Each object copied alone, never its whole pack: a backend that maps its file into memory
-    // (LMDB) reads a pack without copying it, and the objects a tree still wants from an old
-    // pack are often a small part of it (copying whole packs made grouped reads slower than
-    // one read per object).
+    // A pack mostly wanted is copied once and sliced; otherwise each object is copied alone: a
+    // backend that maps its file into memory (LMDB) reads a pack without copying it, and the
+    // objects a tree still wants from an old pack are often a small part of it (copying every
+    // pack whole made grouped reads slower than one read per object).
+    let copied: { id: number; copy: Buffer } | undefined;
     this.visitRawGrouped(
       kind,
       hashes,
-      (hash, bytes, pack) => void found.set(hash, pack ? copyOf(bytes) : bytes), // (a slice of a decompressed pack is not reused)
+      (hash, bytes, pack, mostly) => {
+        if (!pack) return void found.set(hash, bytes); // a slice of a decompressed pack: not reused
+        if (!mostly) return void found.set(hash, copyOf(bytes));
+        // (lmdb-js may hand out the same Buffer object for every read: packs are told apart by id)
+        if (copied?.id !== pack.id) copied = { id: pack.id, copy: copyOf(pack.bytes) };
+        const offset = bytes.byteOffset - pack.bytes.byteOffset;
+        found.set(hash, copied.copy.subarray(offset, offset + bytes.length));
+      },
       packCache,
       synced,
     );
@@ -834,15 +842,15 @@ export class ObjectStore {
    * getRawGrouped without the copies: each object's stored bytes are handed to `visit` while
    * they are valid (a view into the store's memory until its next read: `visit` must not read
    * the store, and copies what it keeps), with the whole pack they lie in and its id (undefined
-   * when the bytes stay valid: a decompressed pack's), whether several wanted objects lie there,
-   * and whether the bytes were checked by the pack's own checksum as it was decompressed (a gzip
+   * when the bytes stay valid: a decompressed pack's), whether the wanted objects make up at
+   * least half of the pack's bytes, and whether the bytes were checked by the pack's own checksum as it was decompressed (a gzip
    * pack's CRC-32). A whole-tree read that decodes every value at once (a LangGraph getTuple)
    * copies nothing. Objects not indexed, or whose pack is gone, are not visited.
    */
   visitRawGrouped(
     kind: ObjectKind,
     hashes: Iterable<Hash>,
-    visit: (hash: Hash, bytes: Buffer, pack: { id: number; bytes: Buffer } | undefined, many: boolean, checksummed: boolean) => void,
+    visit: (hash: Hash, bytes: Buffer, pack: { id: number; bytes: Buffer } | undefined, mostly: boolean, checksummed: boolean) => void,
     packCache?: PackCache,
     synced = false,
   ): void {
@@ -876,9 +884,11 @@ export class ObjectStore {
       }
       const stored = this.packs.getBinaryFast(pack); // valid until the next read
       if (!stored) continue;
-      const many = wanted.length > 1;
+      let wantedBytes = 0;
+      for (const { location } of wanted) wantedBytes += location.length;
+      const mostly = wanted.length > 1 && wantedBytes * 2 >= stored.length;
       const whole = { id: pack, bytes: stored };
-      for (const { hash, location } of wanted) visit(hash, stored.subarray(location.offset, location.offset + location.length), whole, many, false);
+      for (const { hash, location } of wanted) visit(hash, stored.subarray(location.offset, location.offset + location.length), whole, mostly, false);
     }
   }
 
