@@ -9,7 +9,11 @@
 //   then a second read by the same saver).
 // Targets: ApexSaver.put ≥ 10× faster than SqliteSaver.put, ≥ 50× smaller on disk, getTuple
 // no slower than SqliteSaver's.
-//   node bench/langgraph.bench.mjs [--keys 10000] [--steps 100] [--runs 5]
+// The values are `<key>:<step>:` and 1,000 times "x" (compressible almost to nothing: ApexSaver
+// compresses the packs of channel values it writes, SqliteSaver does not compress); with --text,
+// ~1,000 characters of words drawn at random for each value (compresses ~2.7× with gzip level 1),
+// the figure to expect from text.
+//   node bench/langgraph.bench.mjs [--keys 10000] [--steps 100] [--runs 5] [--text]
 import { readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MemorySaver, uuid6 } from "@langchain/langgraph-checkpoint";
@@ -23,7 +27,22 @@ import { ObjectStore } from "../dist/plugins/checkpoint/engine/objects.js";
 const KEYS = numberOption("keys", 10_000);
 const STEPS = numberOption("steps", 100);
 const RUNS = numberOption("runs", 5);
-const { changed: CHANGED, filler, keyName, stepChanges } = stepWorkload(KEYS, STEPS);
+const { changed: CHANGED, filler: REPEATED, keyName, stepChanges } = stepWorkload(KEYS, STEPS);
+const TEXT = process.argv.includes("--text");
+const WORDS = "state agent tool call result message user assistant the of and to in is that it for on with as was at by from this plan step check file test code error value note task done next read write graph node edge".split(" ");
+let textSeed = 2024;
+/** A value's filler: the repeated character, or (--text) words drawn by a seeded generator (mulberry32). */
+function filler() {
+  if (!TEXT) return REPEATED;
+  let text = "";
+  while (text.length < 1000) {
+    textSeed = (textSeed + 0x6d2b79f5) | 0;
+    let t = Math.imul(textSeed ^ (textSeed >>> 15), 1 | textSeed);
+    t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
+    text += `${WORDS[((t ^ (t >>> 14)) >>> 0) % WORDS.length]} `;
+  }
+  return text;
+}
 
 const cpuMs = () => {
   const usage = process.cpuUsage();
@@ -38,7 +57,7 @@ const cpuMs = () => {
 async function runWorkloads(savers, shape) {
   const thread = { configurable: { thread_id: `bench-${shape}`, checkpoint_ns: "" } };
   const values = {};
-  for (let i = 0; i < KEYS; i++) values[keyName(i)] = `${i}:0:${filler}`;
+  for (let i = 0; i < KEYS; i++) values[keyName(i)] = `${i}:0:${filler()}`;
   const versions = {};
   const runs = savers.map(() => ({ config: thread, times: [], cpu: [], configs: [] }));
   const put = async (step, changed) => {
@@ -73,7 +92,7 @@ async function runWorkloads(savers, shape) {
   await put(0, shape === "channels" ? all.map(keyName) : []);
   let step = 1;
   for (const changed of stepChanges()) {
-    for (const i of changed) values[keyName(i)] = `${i}:${step}:${filler}`;
+    for (const i of changed) values[keyName(i)] = `${i}:${step}:${filler()}`;
     await put(step, changed.map(keyName));
     step += 1;
   }
@@ -207,11 +226,11 @@ for (const [shape, r] of Object.entries(results)) {
     noSlower(`  warm (the same saver again), median of ${RUNS}`, r.apexGet.warmMs, r.sqliteGet.warmMs),
   );
 }
-const ok = printTable(`LangGraph checkpointers: ApexSaver vs SqliteSaver (baseline column) and MemorySaver`, rows);
+const ok = printTable(`LangGraph checkpointers: ApexSaver vs SqliteSaver (baseline column) and MemorySaver; values: ${TEXT ? "words (--text)" : 'one repeated character ("x")'}`, rows);
 for (const [shape, r] of Object.entries(results)) {
   const b = r.breakdown;
   console.log(
-    `\nAPEX store after ${STEPS} steps (${shape}): file ${mb(b.file)}; value objects ${mb(b.values)} and tree nodes ${mb(b.trees)} in packs of ${mb(b.pages.packs)} of pages; ` +
+    `\nAPEX store after ${STEPS} steps (${shape}): file ${mb(b.file)}; value objects ${mb(b.values)} (uncompressed) and tree nodes ${mb(b.trees)} in packs of ${mb(b.pages.packs)} of pages; ` +
       `hash indexes ${mb(b.pages.blobs + b.pages.trees + b.pages["index-journal"] + b.pages["index-filter"])}; keyspace and log ${mb(b.pages.kv + b.pages.log)}; catalog ${mb(b.pages.checkpoints)}; free pages ${mb(b.free)}.`,
   );
 }

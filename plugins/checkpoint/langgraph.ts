@@ -247,7 +247,9 @@ export class LangGraphStore {
       let manifest: CheckpointManifest | undefined;
       await store.transaction(() => {
         requireSession(store, sessionId);
-        const view = ObjectStore.of(store).view();
+        // Channel values compressed as they are written (LangGraph states repeat most of their
+        // text step after step); the rest of the checkpoint is written as every checkpoint is.
+        const view = ObjectStore.of(store).view({ compressValues: true });
         const parent = request.parent_id === null ? undefined : this.locate(sessionId, request.thread_id, request.checkpoint_ns, request.parent_id);
         if (request.mode === "delta" && !parent) return;
         const segments = pathSegments(dir);
@@ -474,7 +476,7 @@ export class LangGraphStore {
       }
       read.set(hash, record);
       cache.set(hash, record, bytes.length);
-    });
+    }, { trustChecksums: true });
     const readValue = (hash: Hash): Record<string, JsonValue> => read.get(hash)!;
     for (const channel of top) {
       if (!channel.value) continue;

@@ -15,8 +15,9 @@ import { readVarint, varintBytes, writeVarint } from "./varint.js";
  *
  * Storage: a sub-database with uint32 keys.
  *   key 0:  header   varint generation, varint last record key, 4-byte nonce of that record
- *   key n:  record   4-byte nonce, then entries: kind byte (1 value, 2 tree), 32-byte hash,
- *                    varint pack, varint offset, varint length
+ *   key n:  record   4-byte nonce, then entries: kind byte (1 value, 2 tree; 3 value and 4 tree
+ *                    in a compressed pack), 32-byte hash, varint pack, varint offset, varint
+ *                    length, and for kinds 3 and 4: varint codec id, varint uncompressed pack size
  * A merge bumps the generation. Every record carries a random nonce (repeated in the header),
  * so a reader notices records it saw in a transaction that was then aborted.
  */
@@ -27,6 +28,10 @@ export interface JournalLocation {
   pack: number;
   offset: number;
   length: number;
+  /** Set for an object in a compressed pack (as in the hash indexes' location records): the codec id. */
+  codec?: number;
+  /** Set with `codec`: the pack's uncompressed size. */
+  rawSize?: number;
 }
 
 export interface JournalEntry extends JournalLocation {
@@ -50,6 +55,8 @@ const HEADER_KEY = 0;
 const HASH_BYTES = 32;
 const NONCE_BYTES = 4;
 const KIND_BYTE: Readonly<Record<JournalKind, number>> = { value: 1, tree: 2 };
+/** The kind byte of an entry whose object lies in a compressed pack. */
+const COMPRESSED_KIND_BYTE: Readonly<Record<JournalKind, number>> = { value: 3, tree: 4 };
 
 interface Header {
   generation: number;
@@ -107,7 +114,7 @@ export class IndexJournal {
     this.writeHeader({ generation: header.generation, lastKey: key, nonce });
     // In step with the store (sync above): take the entries in directly. Should the
     // transaction abort, the next sync finds the header changed and reloads.
-    for (const entry of entries) this.maps[entry.kind].set(entry.hash, { pack: entry.pack, offset: entry.offset, length: entry.length });
+    for (const entry of entries) this.maps[entry.kind].set(entry.hash, locationOf(entry));
     this.lastKey = key;
     this.lastNonce = nonce;
   }
@@ -156,7 +163,9 @@ export class IndexJournal {
   private readRecord(record: Buffer): void {
     let at = NONCE_BYTES;
     while (at < record.length) {
-      const kind = record[at] === KIND_BYTE.value ? "value" : record[at] === KIND_BYTE.tree ? "tree" : undefined;
+      const kindByte = record[at];
+      const compressed = kindByte === COMPRESSED_KIND_BYTE.value || kindByte === COMPRESSED_KIND_BYTE.tree;
+      const kind = kindByte === KIND_BYTE.value || kindByte === COMPRESSED_KIND_BYTE.value ? "value" : kindByte === KIND_BYTE.tree || kindByte === COMPRESSED_KIND_BYTE.tree ? "tree" : undefined;
       if (!kind || at + 1 + HASH_BYTES > record.length) return;
       const hash = record.toString("hex", at + 1, at + 1 + HASH_BYTES);
       at += 1 + HASH_BYTES;
@@ -167,7 +176,15 @@ export class IndexJournal {
       const length = readVarint(record, offset.next);
       if (!length || pack.value === 0) return;
       at = length.next;
-      this.maps[kind].set(hash, { pack: pack.value, offset: offset.value, length: length.value });
+      if (!compressed) {
+        this.maps[kind].set(hash, { pack: pack.value, offset: offset.value, length: length.value });
+        continue;
+      }
+      const codec = readVarint(record, at);
+      const rawSize = codec && readVarint(record, codec.next);
+      if (!codec || !rawSize || codec.value === 0) return;
+      at = rawSize.next;
+      this.maps[kind].set(hash, { pack: pack.value, offset: offset.value, length: length.value, codec: codec.value, rawSize: rawSize.value });
     }
   }
 
@@ -186,18 +203,26 @@ export class IndexJournal {
 }
 
 function encodeRecord(nonce: number, entries: readonly JournalEntry[]): Buffer {
-  // Each entry: kind, hash, and three varints of at most 8 bytes.
-  const out = Buffer.allocUnsafe(NONCE_BYTES + entries.length * (1 + HASH_BYTES + 24));
+  // Each entry: kind, hash, and up to five varints of at most 8 bytes.
+  const out = Buffer.allocUnsafe(NONCE_BYTES + entries.length * (1 + HASH_BYTES + 40));
   out.writeUInt32BE(nonce >>> 0, 0);
   let at = NONCE_BYTES;
   for (const entry of entries) {
-    out[at++] = KIND_BYTE[entry.kind];
+    out[at++] = entry.codec ? COMPRESSED_KIND_BYTE[entry.kind] : KIND_BYTE[entry.kind];
     at += out.write(entry.hash, at, HASH_BYTES, "hex");
     at = writeVarint(out, at, entry.pack);
     at = writeVarint(out, at, entry.offset);
     at = writeVarint(out, at, entry.length);
+    if (entry.codec) {
+      at = writeVarint(out, at, entry.codec);
+      at = writeVarint(out, at, entry.rawSize ?? 0);
+    }
   }
   return out.subarray(0, at);
+}
+
+function locationOf(entry: JournalEntry): JournalLocation {
+  return entry.codec ? { pack: entry.pack, offset: entry.offset, length: entry.length, codec: entry.codec, rawSize: entry.rawSize ?? 0 } : { pack: entry.pack, offset: entry.offset, length: entry.length };
 }
 
 function nonceBytes(nonce: number): Buffer {

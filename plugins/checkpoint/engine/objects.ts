@@ -488,6 +488,18 @@ export const MAX_CODEC_LEVEL: Readonly<Record<PackCodec, number>> = Object.freez
  * decompresses in a fraction of a millisecond when one object of it is read.
  */
 export const COMPRESSED_PACK_TARGET_BYTES = 64 * 1024;
+/**
+ * The codec and level value packs are compressed with as they are written by a view with
+ * `compressValues` (LangGraph puts: plugins/checkpoint/langgraph.ts): the fastest level, so that
+ * the commit hardly waits for it. A pack is stored compressed only
+ * if that saves at least 1/WRITE_COMPRESS_MIN_SAVING of its bytes (values that are already
+ * compressed, or random, stay as they are and cost nothing to read), and only from
+ * WRITE_COMPRESS_MIN_BYTES on. Tree node packs are never compressed: they are mostly hashes.
+ */
+export const WRITE_CODEC: PackCodec = "gzip";
+export const WRITE_CODEC_LEVEL = 1;
+export const WRITE_COMPRESS_MIN_SAVING = 8;
+export const WRITE_COMPRESS_MIN_BYTES = 512;
 /** Largest uncompressed size a location record may claim: a damaged record must not make a read allocate gigabytes. */
 export const MAX_RAW_PACK_BYTES = 256 * 1024 * 1024;
 
@@ -523,7 +535,9 @@ export function decompressPack(codecId: number, stored: Uint8Array, rawSize: num
   if (!codec) throw new Error(`unknown codec ${codecId}`);
   if (!Number.isSafeInteger(rawSize) || rawSize < 0 || rawSize > MAX_RAW_PACK_BYTES) throw new Error(`implausible pack size ${rawSize}`);
   // One byte more than expected: a pack that decodes to more is caught below, not truncated.
-  const options = { maxOutputLength: rawSize + 1 };
+  // Output in one chunk of that size: zlib's 16 KB chunks would be allocated one by one and
+  // then copied together (a LangGraph getTuple decompresses hundreds of 32 KB packs).
+  const options = { maxOutputLength: rawSize + 1, chunkSize: Math.max(64, rawSize + 1) };
   const raw = codec === "gzip" ? gunzipSync(stored, options) : brotliDecompressSync(stored, options);
   if (raw.length !== rawSize) throw new Error(`the pack decompresses to ${raw.length} bytes, not ${rawSize}`);
   return raw;
@@ -746,7 +760,14 @@ export class ObjectStore {
    */
   locate(kind: ObjectKind, hash: Hash, synced = false): ObjectLocation | undefined {
     const journaled = this.journal.get(kind, hash, synced);
-    if (journaled) return { pack: journaled.pack, offset: journaled.offset, length: journaled.length };
+    if (journaled) {
+      if (!journaled.codec) return { pack: journaled.pack, offset: journaled.offset, length: journaled.length };
+      const { codec, rawSize = 0 } = journaled;
+      if (!CODEC_BY_ID.has(codec) || rawSize > MAX_RAW_PACK_BYTES || journaled.offset + journaled.length > rawSize) {
+        throw new ObjectDamageError(kind, hash, "corrupt", "its journal entry is unreadable");
+      }
+      return { pack: journaled.pack, offset: journaled.offset, length: journaled.length, codec, rawSize };
+    }
     // One key buffer for every lookup and the record read in place (decoded before the next
     // read): a whole-tree read locates thousands of objects, and each allocation is garbage.
     const key = this.keyBuffer.write(hash, "hex") === HASH_BYTES ? this.keyBuffer : Buffer.from(hash, "hex");
@@ -795,14 +816,17 @@ export class ObjectStore {
    */
   getRawGrouped(kind: ObjectKind, hashes: Iterable<Hash>, packCache?: PackCache, synced = false): Map<Hash, Buffer> {
     const found = new Map<Hash, Buffer>();
-    // A pack read whole is copied once and sliced; a single object of a pack is copied alone.
+    // A pack mostly wanted is copied once and sliced; otherwise each object is copied alone: a
+    // backend that maps its file into memory (LMDB) reads a pack without copying it, and the
+    // objects a tree still wants from an old pack are often a small part of it (copying every
+    // pack whole made grouped reads slower than one read per object).
     let copied: { id: number; copy: Buffer } | undefined;
     this.visitRawGrouped(
       kind,
       hashes,
-      (hash, bytes, pack, many) => {
+      (hash, bytes, pack, mostly) => {
         if (!pack) return void found.set(hash, bytes); // a slice of a decompressed pack: not reused
-        if (!many) return void found.set(hash, copyOf(bytes));
+        if (!mostly) return void found.set(hash, copyOf(bytes));
         // (lmdb-js may hand out the same Buffer object for every read: packs are told apart by id)
         if (copied?.id !== pack.id) copied = { id: pack.id, copy: copyOf(pack.bytes) };
         const offset = bytes.byteOffset - pack.bytes.byteOffset;
@@ -818,17 +842,25 @@ export class ObjectStore {
    * getRawGrouped without the copies: each object's stored bytes are handed to `visit` while
    * they are valid (a view into the store's memory until its next read: `visit` must not read
    * the store, and copies what it keeps), with the whole pack they lie in and its id (undefined
-   * when the bytes stay valid: a decompressed pack's) and whether several wanted objects lie there. A whole-tree read that decodes every value at once (a LangGraph
-   * getTuple) copies nothing. Objects not indexed, or whose pack is gone, are not visited.
+   * when the bytes stay valid: a decompressed pack's), whether the wanted objects make up at
+   * least half of the pack's bytes, and whether the bytes were checked by the pack's own checksum as it was decompressed (a gzip
+   * pack's CRC-32). A whole-tree read that decodes every value at once (a LangGraph getTuple)
+   * copies nothing. Objects not indexed, or whose pack is gone, are not visited.
    */
-  visitRawGrouped(kind: ObjectKind, hashes: Iterable<Hash>, visit: (hash: Hash, bytes: Buffer, pack: { id: number; bytes: Buffer } | undefined, many: boolean) => void, packCache?: PackCache, synced = false): void {
+  visitRawGrouped(
+    kind: ObjectKind,
+    hashes: Iterable<Hash>,
+    visit: (hash: Hash, bytes: Buffer, pack: { id: number; bytes: Buffer } | undefined, mostly: boolean, checksummed: boolean) => void,
+    packCache?: PackCache,
+    synced = false,
+  ): void {
     const byPack = new Map<number, Array<{ hash: Hash; location: ObjectLocation }>>();
     for (const hash of hashes) {
       let location: ObjectLocation | undefined;
       try {
         location = this.locate(kind, hash, synced);
       } catch {
-        visit(hash, Buffer.alloc(0), undefined, false); // an unreadable index record: bytes that do not match the hash
+        visit(hash, Buffer.alloc(0), undefined, false, false); // an unreadable index record: bytes that do not match the hash
         continue;
       }
       if (!location) continue;
@@ -838,18 +870,25 @@ export class ObjectStore {
     }
     for (const pack of [...byPack.keys()].sort((a, b) => a - b)) {
       const wanted = byPack.get(pack)!;
-      if (wanted[0]!.location.codec) {
+      const first = wanted[0]!.location;
+      if (first.codec) {
+        // Decompressed once for the group, with or without a cache.
+        const raw = this.decompressed(first, packCache);
         for (const { hash, location } of wanted) {
-          const bytes = this.readCompressed(location, packCache);
-          if (bytes) visit(hash, bytes, undefined, false);
+          const same = location.codec === first.codec && location.rawSize === first.rawSize;
+          const bytes = same ? raw?.subarray(location.offset, location.offset + location.length) : this.readCompressed(location, packCache);
+          // A gzip pack that decompressed (to its recorded size) passed its CRC-32.
+          if (bytes) visit(hash, bytes, undefined, false, same && first.codec === PACK_CODEC_IDS.gzip && raw!.length > 0);
         }
         continue;
       }
       const stored = this.packs.getBinaryFast(pack); // valid until the next read
       if (!stored) continue;
-      const many = wanted.length > 1;
+      let wantedBytes = 0;
+      for (const { location } of wanted) wantedBytes += location.length;
+      const mostly = wanted.length > 1 && wantedBytes * 2 >= stored.length;
       const whole = { id: pack, bytes: stored };
-      for (const { hash, location } of wanted) visit(hash, stored.subarray(location.offset, location.offset + location.length), whole, many);
+      for (const { hash, location } of wanted) visit(hash, stored.subarray(location.offset, location.offset + location.length), whole, mostly, false);
     }
   }
 
@@ -859,6 +898,11 @@ export class ObjectStore {
    * do not match their hash.
    */
   private readCompressed(location: ObjectLocation, packCache: PackCache | undefined): Buffer | undefined {
+    return this.decompressed(location, packCache)?.subarray(location.offset, location.offset + location.length);
+  }
+
+  /** The uncompressed bytes of the compressed pack `location` lies in (empty if it does not decompress as recorded). */
+  private decompressed(location: ObjectLocation, packCache: PackCache | undefined): Buffer | undefined {
     let raw = packCache?.getDecompressed(location.pack);
     if (!raw) {
       const pack = this.packs.getBinaryFast(location.pack);
@@ -871,7 +915,7 @@ export class ObjectStore {
       }
       packCache?.setDecompressed(location.pack, raw);
     }
-    return raw.subarray(location.offset, location.offset + location.length);
+    return raw;
   }
 
   /** True when the object is indexed and its pack exists (its bytes are not checked). */
@@ -899,15 +943,16 @@ export class ObjectStore {
   }
 
   /**
-   * Stores new objects (uncompressed) the fast way: in new packs, with their locations
-   * appended to the index journal rather than inserted into the hash indexes. A journal
+   * Stores new objects the fast way: in new packs, with their locations appended to the
+   * index journal rather than inserted into the hash indexes. With `compressValues`, value
+   * packs are compressed with WRITE_CODEC when that saves (see WRITE_CODEC). A journal
    * past JOURNAL_MERGE_ENTRIES is merged first. Call inside a write transaction. Returns the
    * number of packs written.
    */
-  appendObjects(objects: Iterable<NewObject>): number {
+  appendObjects(objects: Iterable<NewObject>, options: { compressValues?: boolean } = {}): number {
     if (this.journal.size >= JOURNAL_MERGE_ENTRIES) this.mergeJournal();
     const entries: JournalEntry[] = [];
-    const packs = this.writePacks(objects, {}, (kind, hash, location) => entries.push({ kind, hash, pack: location.pack, offset: location.offset, length: location.length }));
+    const packs = this.writePacks(objects, { compressValues: options.compressValues ?? false }, (kind, hash, location) => entries.push({ kind, hash, ...location }));
     this.journal.append(entries);
     return packs;
   }
@@ -928,7 +973,7 @@ export class ObjectStore {
 
   private writePacks(
     objects: Iterable<NewObject & { codec?: PackCodec | undefined }>,
-    options: { level?: number },
+    options: { level?: number; compressValues?: boolean },
     record: (kind: ObjectKind, hash: Hash, location: ObjectLocation) => void,
   ): number {
     let packId = this.lastPackId();
@@ -953,8 +998,16 @@ export class ObjectStore {
         raw.set(part.length === part.byteLength ? part : part.subarray(0, part.length), at);
         at += part.length;
       }
-      const compressed = pack.codec ? { codec: PACK_CODEC_IDS[pack.codec], rawSize: raw.length } : {};
-      this.packs.put(packId, pack.codec ? compressPack(pack.codec, raw, options.level) : raw, { append: true });
+      let compressed = pack.codec ? { codec: PACK_CODEC_IDS[pack.codec], rawSize: raw.length } : {};
+      let stored = pack.codec ? compressPack(pack.codec, raw, options.level) : raw;
+      if (!pack.codec && options.compressValues && pack.kind === "value" && raw.length >= WRITE_COMPRESS_MIN_BYTES) {
+        const packed = compressPack(WRITE_CODEC, raw, WRITE_CODEC_LEVEL);
+        if (packed.length <= raw.length - raw.length / WRITE_COMPRESS_MIN_SAVING) {
+          stored = packed;
+          compressed = { codec: PACK_CODEC_IDS[WRITE_CODEC], rawSize: raw.length };
+        }
+      }
+      this.packs.put(packId, stored, { append: true });
       for (const { hash, offset, length } of pack.entries) record(pack.kind, hash, { pack: packId, offset, length, ...compressed });
       pack.parts = [];
       pack.size = 0;
@@ -1077,8 +1130,10 @@ export class ObjectStore {
    * store. `fresh`: do not use the store-wide cache of decoded nodes (validation, repair:
    * every node is read and re-hashed).
    */
-  view(options: { overlay?: boolean; fresh?: boolean } = {}): ObjectView {
-    return new ObjectView(this, options.overlay ?? false, options.fresh ? new NodeCache(Number.MAX_SAFE_INTEGER) : this.nodeCache);
+  view(options: { overlay?: boolean; fresh?: boolean; compressValues?: boolean } = {}): ObjectView {
+    const view = new ObjectView(this, options.overlay ?? false, options.fresh ? new NodeCache(Number.MAX_SAFE_INTEGER) : this.nodeCache);
+    view.compressValues = options.compressValues ?? false;
+    return view;
   }
 
   /** How the packs are used: sizes, bytes index records point at, and records whose pack is gone. */
@@ -1358,6 +1413,8 @@ export class ObjectView {
   private readonly prefetchedNodes = new Map<Hash, Buffer>();
   readonly overlayTrees: Map<Hash, Buffer> | undefined;
   readonly overlayValues: Map<Hash, Buffer> | undefined;
+  /** flush() compresses value packs with WRITE_CODEC where that saves (ObjectStore.appendObjects). */
+  compressValues = false;
 
   constructor(objects: ObjectStore, overlay: boolean, nodeCache: NodeCache) {
     objects.sync(); // once for the view's work: its own writes keep the journal in step
@@ -1414,7 +1471,7 @@ export class ObjectView {
   /** Stores the buffered writes as packs. Call inside the write transaction that wrote them. */
   flush(): void {
     if (this.pending.size === 0) return;
-    this.stats.packsWritten += this.objects.appendObjects(pendingObjects(this.pending));
+    this.stats.packsWritten += this.objects.appendObjects(pendingObjects(this.pending), { compressValues: this.compressValues });
     this.pending.clear();
     this.packCache.clear(); // pack ids were read before the write: nothing stale, but keep memory bounded
   }
@@ -1453,8 +1510,13 @@ export class ObjectView {
    * copies what it keeps (decoding does). Nothing is copied or held: a whole-state read (a
    * LangGraph getTuple) decodes each value where it lies. Throws ObjectDamageError for a value
    * that is missing or does not match its hash.
+   * `trustChecksums`: a value of a pack whose own checksum was verified as it was decompressed
+   * (gzip's CRC-32) is not re-hashed. That check covers the pack's bytes, not the index record
+   * that places the value in it: for reads that serve data (a LangGraph getTuple, where hashing
+   * every value cost as much as reading it), never for validation, which re-hashes everything.
    */
-  visitValues(hashes: readonly Hash[], visit: (hash: Hash, bytes: Buffer) => void): void {
+  visitValues(hashes: readonly Hash[], visit: (hash: Hash, bytes: Buffer) => void, options: { trustChecksums?: boolean } = {}): void {
+    const trust = options.trustChecksums ?? false;
     const fromStore: Hash[] = [];
     for (const hash of hashes) {
       const bytes = this.overlayValues?.get(hash) ?? this.pending.get(hash)?.bytes ?? this.prefetched.get(hash);
@@ -1468,8 +1530,8 @@ export class ObjectView {
     this.objects.visitRawGrouped(
       "value",
       fromStore,
-      (hash, bytes) => {
-        if (sha256(bytes) !== hash) throw new ObjectDamageError("value", hash, "corrupt");
+      (hash, bytes, _pack, _many, checksummed) => {
+        if (!(trust && checksummed) && sha256(bytes) !== hash) throw new ObjectDamageError("value", hash, "corrupt");
         visit(hash, bytes);
         visited += 1;
       },
