@@ -24,6 +24,7 @@ import { ApexError } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import { checkStoreFileLength } from "./file-check.js";
+import { repairStaleStart, STALE_START } from "./last-commit.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
 import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors.js";
 import { RecordDamage, damageError, diskFullError, isDamage, writeFailure } from "./errors.js";
@@ -84,7 +85,8 @@ const REVISION_KEY = "revision";
 export { STORE_FILE } from "../../core/store/store.js";
 import { STORE_FILE, lmdbDataDir, lmdbStoreExists } from "../../core/store/store.js";
 /** The keyspace's own databases: not tables (tableNames() leaves them out; table() gives their raw records). */
-const KEYSPACE_DBS = new Set(["kv", "log", "meta"]);
+const KEYSPACE_DB_NAMES = ["kv", "log", "meta"];
+const KEYSPACE_DBS = new Set(KEYSPACE_DB_NAMES);
 /** How often subscribe() polls the revision. */
 const SUBSCRIBE_POLL_MS = 50;
 /**
@@ -94,6 +96,8 @@ const SUBSCRIBE_POLL_MS = 50;
 const INITIAL_MAP_SIZE = 4 * 1024 ** 3;
 /** What creating a named database may write: its record in the main database, and the meta page. */
 const SMALL_COMMIT_BYTES = 64 * 1024;
+/** How often a write transaction that started from a set-back commit id is run again (last-commit.ts); once is the rule. */
+const STALE_START_ATTEMPTS = 5;
 
 /**
  * The LMDB backend: the project keyspace as one ordered, path-keyed LMDB database with a
@@ -108,10 +112,12 @@ export class LmdbStore implements StorageBackend {
   readonly readOnly: boolean;
   readonly actor: string;
   private readonly root: RootDatabase;
-  private readonly kv: Database<JsonValue, string>;
-  private readonly log: Database<LogRecord, number>;
-  private readonly meta: Database<unknown, string>;
+  private kv!: Database<JsonValue, string>;
+  private log!: Database<LogRecord, number>;
+  private meta!: Database<unknown, string>;
   private readonly tables = new Map<string, { options: TableOptions; table: Table<any, any> }>();
+  /** LMDB's lock file beside the data file. */
+  private readonly lockFile: string;
   private closed = false;
   /** True while a transaction() callback runs. */
   private inTransaction = false;
@@ -132,9 +138,17 @@ export class LmdbStore implements StorageBackend {
     // against 0 in 2,400: docs/architecture.md), so they are opened one by one, as lmdb-js does.
     // Values are stored in the value encoding (value-codec.ts), the bytes a checkpoint hashes.
     // (lmdb-js takes an `encoder` for any database; its types list it for the root only.)
-    this.kv = root.openDB<JsonValue, string>({ name: "kv", encoder: KV_ENCODER } as { name: string });
-    this.log = root.openDB<LogRecord, number>({ name: "log" });
-    this.meta = root.openDB<unknown, string>({ name: "meta" });
+    this.lockFile = join(dataDir, `${STORE_FILE}-lock`);
+    const openAll = () => {
+      this.kv = root.openDB<JsonValue, string>({ name: "kv", encoder: KV_ENCODER } as { name: string });
+      this.log = root.openDB<LogRecord, number>({ name: "log" });
+      this.meta = root.openDB<unknown, string>({ name: "meta" });
+    };
+    // Creating a database commits: in a new store that is done inside transactionSync(), which
+    // makes sure the commit builds on the newest state (last-commit.ts). Opening existing ones
+    // writes nothing.
+    if (!this.readOnly && !KEYSPACE_DB_NAMES.every((name) => root.doesExist(name))) this.transactionSync(openAll);
+    else openAll();
   }
 
   /** True when a store has been created in `dir` (LMDB's data directory). */
@@ -206,10 +220,13 @@ export class LmdbStore implements StorageBackend {
       if (options.values === "binary") dbOptions.encoding = "binary";
       if (options.keys === "uint32" || options.keys === "binary") dbOptions.keyEncoding = options.keys;
     }
+    const creating = !this.readOnly && !this.root.doesExist(name);
     // Creating a database is a commit of its own: it needs room too (room.ts).
-    if (!this.readOnly && !this.root.doesExist(name)) this.assertRoom(SMALL_COMMIT_BYTES, `creating the table ${name}`);
-    // A read-only environment returns nothing for a database it does not contain yet.
-    const db = this.root.openDB(dbOptions as { name: string }) as Database | undefined;
+    if (creating) this.assertRoom(SMALL_COMMIT_BYTES, `creating the table ${name}`);
+    // A read-only environment returns nothing for a database it does not contain yet. A
+    // creation commits inside transactionSync(), on the newest state (last-commit.ts).
+    const openIt = () => this.root.openDB(dbOptions as { name: string }) as Database | undefined;
+    const db = creating ? this.transactionSync(openIt) : openIt();
     const table = (db ? this.guarded(db) : emptyTable()) as unknown as Table<K, V>;
     if (db) this.tables.set(name, { options, table });
     return table;
@@ -430,23 +447,38 @@ export class LmdbStore implements StorageBackend {
     this.assertWritable();
     if (this.inTransaction) return fn();
     let out!: T;
-    try {
-      this.root.transactionSync(() => {
-        this.inTransaction = true;
-        this.tally = new Map();
-        try {
-          out = fn();
-          // Thrown here, the error aborts the transaction: LMDB writes nothing.
-          this.assertCommitRoom();
-        } finally {
-          this.inTransaction = false;
-          this.tally = undefined;
-        }
-      });
-    } catch (error) {
-      throw writeFailure(error, this.dir, "this write");
+    for (let attempt = 1; ; attempt++) {
+      try {
+        this.root.transactionSync(() => {
+          // Another process's open may have set LMDB's last commit id back (last-commit.ts):
+          // committed on that older state, this write would replace the newest commit.
+          if (this.startedStale()) throw STALE_START;
+          this.inTransaction = true;
+          this.tally = new Map();
+          try {
+            out = fn();
+            // Thrown here, the error aborts the transaction: LMDB writes nothing.
+            this.assertCommitRoom();
+          } finally {
+            this.inTransaction = false;
+            this.tally = undefined;
+          }
+        });
+        return out;
+      } catch (error) {
+        // Put right and aborted before `fn` ran: run it again from the newest commit.
+        if (error === STALE_START && attempt < STALE_START_ATTEMPTS) continue;
+        if (error === STALE_START) throw new ApexError("APEX_E_STORE", `The store's last commit id kept being set back by other processes (${attempt} tries); nothing was written.`, { hint: "Try again." });
+        throw writeFailure(error, this.dir, "this write");
+      }
     }
-    return out;
+  }
+
+  /** True (and LMDB's lock file put right) when the open write transaction started from an older commit than the newest. */
+  private startedStale(): boolean {
+    const txnId = (this.root as unknown as { getWriteTxnId(): number }).getWriteTxnId();
+    const newest = (this.root as unknown as { env: { info(): { lastTxnId: number } } }).env.info().lastTxnId;
+    return repairStaleStart(this.lockFile, txnId, newest);
   }
 
   /** Counts a put (or, with no value bytes, a delete) into `db` for the commit's room check. */
