@@ -57,6 +57,8 @@ export const ErrorCodes = {
   APEX_E_CONFLICT: ExitCode.conflict,
   APEX_E_SESSION_ACTIVE: ExitCode.conflict,
   APEX_E_SESSION_STATE: ExitCode.conflict,
+  /** The store file is open in another process, and the command must replace it (repair of a damaged file). */
+  APEX_E_STORE_IN_USE: ExitCode.conflict,
   // several hosts: the session's supervisor runs on another host (its pids cannot be signalled
   // from here), or this supervisor's lease on it is gone
   APEX_E_SESSION_REMOTE: ExitCode.conflict,

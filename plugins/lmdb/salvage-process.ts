@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -88,6 +88,7 @@ export interface SalvageReplacement extends SalvageRun {
  */
 export function replaceWithSalvage(storeDir: string): SalvageReplacement {
   const file = join(storeDir, "store.mdb");
+  refuseIfInUse(file);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const workDir = join(storeDir, `salvage-${stamp}`);
   const copy = join(workDir, "store.mdb");
@@ -99,6 +100,7 @@ export function replaceWithSalvage(storeDir: string): SalvageReplacement {
         details: { store: file },
       });
     }
+    refuseIfInUse(file); // the copy took a while: checked again just before the swap
     const damagedFile = `${file}.damaged-${stamp}`;
     renameSync(file, damagedFile);
     renameSync(copy, file);
@@ -115,4 +117,63 @@ export function replaceWithSalvage(storeDir: string): SalvageReplacement {
   } finally {
     rmSync(workDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The other processes that have the store file or its lock file mapped (LMDB maps both for as
+ * long as a process has the store open): from /proc/<pid>/maps, matched by inode. Processes
+ * of other users cannot be read, and cannot open the store either (it is owner-only).
+ */
+export function processesUsingStore(file: string): Array<{ pid: number; command: string }> {
+  const inodes = new Set<number>();
+  for (const path of [file, `${file}-lock`]) {
+    try {
+      inodes.add(statSync(path).ino);
+    } catch {
+      // not there: nobody maps it
+    }
+  }
+  if (inodes.size === 0) return [];
+  const found: Array<{ pid: number; command: string }> = [];
+  let pids: string[];
+  try {
+    pids = readdirSync("/proc").filter((name) => /^\d+$/.test(name));
+  } catch {
+    return [];
+  }
+  for (const name of pids) {
+    const pid = Number(name);
+    if (pid === process.pid) continue;
+    let maps: string;
+    try {
+      maps = readFileSync(`/proc/${pid}/maps`, "utf8");
+    } catch {
+      continue;
+    }
+    // address perms offset dev inode path
+    const uses = maps.split("\n").some((line) => {
+      const fields = line.split(/\s+/, 6);
+      return fields.length >= 6 && inodes.has(Number(fields[4])) && /store\.mdb(-lock)?( \(deleted\))?$/.test(line);
+    });
+    if (!uses) continue;
+    let command = "";
+    try {
+      command = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean).join(" ");
+    } catch {
+      // ended meanwhile
+    }
+    found.push({ pid, command });
+  }
+  return found;
+}
+
+/** Replacing the file under a process that has it open would split the store in two (its writes go to the old file, with its own lock file): refused. */
+function refuseIfInUse(file: string): void {
+  const users = processesUsingStore(file);
+  if (users.length === 0) return;
+  const named = users.slice(0, 5).map((user) => `${user.pid}${user.command ? ` (${user.command.slice(0, 80)})` : ""}`).join(", ");
+  throw new ApexError("APEX_E_STORE_IN_USE", `The store file ${file} is open in ${users.length} other process${users.length === 1 ? "" : "es"}: ${named}. Repair replaces the file, so nothing was changed.`, {
+    hint: "End those processes (apex serve, apex memory watch, agents of another session, scripts using the store), then run the repair again.",
+    details: { store: file, pids: users.map((user) => user.pid) },
+  });
 }
