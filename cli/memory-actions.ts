@@ -4,6 +4,7 @@ import { ApexError } from "../core/errors.js";
 import { compileGlob, type Glob } from "../core/store/glob.js";
 import { checkPath, pathProblem } from "../core/store/paths.js";
 import { type Entry, type JsonValue } from "../core/store/store.js";
+import type { SessionRecord } from "../core/session/records.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
 import { openWriter } from "./context.js";
 import { decodeUtf8Input, readUtf8Input } from "./input-text.js";
@@ -13,6 +14,8 @@ import { paint, printJson } from "./output.js";
 export interface MemoryReader {
   get(path: string): Promise<JsonValue | undefined>;
   query(glob: string, limit?: number): Promise<Entry[]>;
+  /** The project's session records as the session readers give them: with their leases. */
+  sessions?(): Promise<SessionRecord[]>;
   close(): Promise<void>;
 }
 
@@ -29,6 +32,7 @@ export function readerOver(client: SessionClient): MemoryReader {
   return {
     get: async (path) => (await client.call("memory.get", { path })) as JsonValue | undefined,
     query: async (glob, limit) => (await client.call("memory.query", { glob, limit })) as Entry[],
+    sessions: async () => (await client.call("session.list")) as SessionRecord[],
     close: () => client.close(),
   };
 }

@@ -55,6 +55,17 @@ export interface LocatedSession {
  * through `reader`, so it works on the store and, inside an agent, over the supervisor's socket.
  */
 export async function locateSession(reader: MemoryReader, ref: string | undefined): Promise<LocatedSession> {
+  const located = await locateRecord(reader, ref);
+  // Memory reads give the record as stored; its lease (a row of the leases table, never in the
+  // record) comes with the session readers' records, and decides whether a session live on
+  // another host runs or was interrupted.
+  if (!located.record.supervisor || !reader.sessions) return located;
+  const withLease = (await reader.sessions()).find((record) => record.session_id === located.sessionId);
+  const expiry = withLease?.supervisor?.lease_expires_at;
+  return expiry === undefined ? located : { ...located, record: { ...located.record, supervisor: { ...located.record.supervisor, lease_expires_at: expiry } } };
+}
+
+async function locateRecord(reader: MemoryReader, ref: string | undefined): Promise<LocatedSession> {
   const { ApexError } = await import("../core/errors.js");
   const { CURRENT_SESSION_PATH, HISTORY_PREFIX, sessionPath } = await import("../core/session/records.js");
   const pointer = (await reader.get(CURRENT_SESSION_PATH)) as { session_id?: unknown } | undefined;

@@ -248,3 +248,31 @@ forEachBackend((backend) => {
     expect(store.get("/notes/a")).toBe(1);
   });
 });
+
+describe("session history sees the lease", () => {
+  it("a session live on another host is active while its lease runs, interrupted once it ran out (from the built CLI)", async () => {
+    const { runApex } = await import("./helpers/cli.js");
+    const { writeLease } = await import("../dist/core/session/lease.js");
+    const store = await openStore(join(dir, ".apex"));
+    let sessionId: string;
+    try {
+      const claimed = await asHost("host-a", () => claimNewSession(store, CONFIG, { mode: "start", projectDir: dir, configPath: undefined, storeDir: join(dir, ".apex"), task: "t" }, identity("host-a", 60_000)));
+      sessionId = claimed.sessionId;
+    } finally {
+      await store.close();
+    }
+    const history = () => {
+      const result = runApex(["session", "history", sessionId, "--json"], { cwd: dir, env: { APEX_HOST: "host-b" } });
+      expect(result.status, result.stderr).toBe(0);
+      return JSON.parse(result.stdout) as { status: string };
+    };
+    expect(history().status).toBe("active");
+    const again = await openStore(join(dir, ".apex"));
+    try {
+      await again.transaction(() => writeLease(again, sessionId, { host: "host-a", generation: 1, nonce: NONCE, expires_at: inMs(-1000) }));
+    } finally {
+      await again.close();
+    }
+    expect(history().status).toBe("interrupted");
+  });
+});
