@@ -7,7 +7,8 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, shellAgents } from "./fixtures/agents/harness.js";
+import { ok, remote, rpc, serve, share } from "./support/serve.js";
 
 const PLUGINS = "plugins:\n  checkpoint: {}\n  compression: {}\n  history: {}\n  metrics: {}\n  retention: {}\n  archive: {}\n";
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" }).replace("plugins: {}\n", PLUGINS);
@@ -23,39 +24,8 @@ afterAll(async () => {
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
-async function serve(p: Project): Promise<string> {
-  const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
-  stops.push(async () => {
-    if (run.child.exitCode === null) run.child.kill("SIGTERM");
-    await run.done;
-  });
-  return waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
-}
-
-function ok(result: { status: number; stdout: string; stderr: string }): string {
-  expect(result.status, result.stderr).toBe(0);
-  return result.stdout;
-}
-
-function share(p: Project, session: string, user: string, role: string): { token: string } {
-  return JSON.parse(ok(p.apex(["session", "share", session, user, "--role", role, "--json"])));
-}
-
-async function rpc(url: string, sid: string, method: string, token: string, body: unknown = {}): Promise<{ status: number; body: any }> {
-  const response = await fetch(`${url}/api/sessions/${sid}/rpc/${method}`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-    body: JSON.stringify(body),
-  });
-  return { status: response.status, body: await response.json() };
-}
-
 const command = (url: string, sid: string, token: string, name: string, args: unknown[] = [], options: Record<string, unknown> = {}) =>
   rpc(url, sid, "plugin.command", token, { name, args, options });
-
-function remote(p: Project, url: string, sid: string, token: string, args: string[]) {
-  return p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, ...args], { env: { APEX_TOKEN: token } });
-}
 
 /** main (ended) with a branch `feature` of it, which runs; `other`, unrelated and ended. */
 let p: Project;
@@ -84,7 +54,7 @@ beforeAll(async () => {
   ok(p.apex(["memory", "set", "/notes/feature", JSON.stringify("featured ".repeat(2000))]));
   ok(p.apex(["checkpoint", "create", "featured"]));
   ok(p.apex(["checkpoint", "create", "featured again"]));
-  url = await serve(p);
+  url = await serve(p, stops);
   olga = share(p, feature, "olga", "owner").token;
   oscar = share(p, other, "oscar", "owner").token;
 }, 240_000);

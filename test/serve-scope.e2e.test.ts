@@ -4,7 +4,8 @@
 // /projects/config); and a merge into its session only from a session its user may read too.
 // A real server on loopback, real tokens, the built CLI and HTTP.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, shellAgents } from "./fixtures/agents/harness.js";
+import { ok, remote, rpc, serve, share } from "./support/serve.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.5; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 
@@ -16,37 +17,6 @@ afterAll(async () => {
   project?.cleanup();
   project = undefined;
 });
-
-async function serve(p: Project): Promise<string> {
-  const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
-  stops.push(async () => {
-    if (run.child.exitCode === null) run.child.kill("SIGTERM");
-    await run.done;
-  });
-  return waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
-}
-
-function ok(result: { status: number; stdout: string; stderr: string }): string {
-  expect(result.status, result.stderr).toBe(0);
-  return result.stdout;
-}
-
-function share(p: Project, session: string, user: string, role: string): { token: string; session_id: string } {
-  return JSON.parse(ok(p.apex(["session", "share", session, user, "--role", role, "--json"])));
-}
-
-async function rpc(url: string, sid: string, method: string, token: string, body: unknown = {}): Promise<{ status: number; body: any }> {
-  const response = await fetch(`${url}/api/sessions/${sid}/rpc/${method}`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-    body: JSON.stringify(body),
-  });
-  return { status: response.status, body: await response.json() };
-}
-
-function remote(p: Project, url: string, sid: string, token: string, args: string[]) {
-  return p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, ...args], { env: { APEX_TOKEN: token } });
-}
 
 const sorted = (ids: Iterable<string>) => [...ids].sort();
 
@@ -80,7 +50,7 @@ beforeAll(async () => {
   // The project's own user sees every session.
   expect(sorted(all.map((record) => record.session_id))).toEqual(sorted([main, feature, sibling, merged, other]));
 
-  url = await serve(p);
+  url = await serve(p, stops);
 }, 240_000);
 
 describe("apex serve: a grant sees its own session's ancestry, not the project", () => {

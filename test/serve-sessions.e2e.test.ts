@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { isAlive, Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { remote, rpc, serve, share } from "./support/serve.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 
@@ -19,34 +20,6 @@ afterEach(async () => {
   project?.cleanup();
   project = undefined;
 });
-
-async function serve(p: Project): Promise<string> {
-  const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
-  stops.push(async () => {
-    if (run.child.exitCode === null) run.child.kill("SIGTERM");
-    await run.done;
-  });
-  return waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
-}
-
-function share(p: Project, session: string, user: string, role: string): { token: string; session_id: string } {
-  const result = p.apex(["session", "share", session, user, "--role", role, "--json"]);
-  expect(result.status, result.stderr).toBe(0);
-  return JSON.parse(result.stdout);
-}
-
-async function rpc(url: string, sid: string, method: string, token: string, body: unknown = {}): Promise<{ status: number; body: any }> {
-  const response = await fetch(`${url}/api/sessions/${sid}/rpc/${method}`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-    body: JSON.stringify(body),
-  });
-  return { status: response.status, body: await response.json() };
-}
-
-function remote(p: Project, url: string, sid: string, token: string, args: string[]) {
-  return p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, ...args], { env: { APEX_TOKEN: token } });
-}
 
 describe("apex serve: every session of the project", () => {
   it("reads an ended session while another runs, refuses to change it, and keeps each grant to its own session", async () => {
@@ -66,7 +39,7 @@ describe("apex serve: every session of the project", () => {
     expect(project.apex(["memory", "set", "/notes/a", "3"]).status).toBe(0);
     expect(project.apex(["task", "add", "only in B"]).status).toBe(0);
     const viewerB = share(project, "current", "vic", "viewer");
-    const url = await serve(project);
+    const url = await serve(project, stops);
 
     // Reads of ended A: the same output as the local commands that name A.
     const status = JSON.parse(remote(project, url, a, viewerA.token, ["status", "--json"]).stdout);
@@ -152,7 +125,7 @@ describe("apex serve: grants' last use", () => {
     const sid = project.start().session_id;
     const viewer = share(project, "current", "vera", "viewer");
     expect(project.apex(["stop"]).status).toBe(0);
-    const url = await serve(project);
+    const url = await serve(project, stops);
     const lastUsed = () => (JSON.parse(project!.apex(["session", "shares", sid, "--json"]).stdout) as Array<{ user: string; last_used_at: string | null }>).find((g) => g.user === "vera")!.last_used_at;
     expect(lastUsed()).toBeNull();
     const before = Date.now();
@@ -173,7 +146,7 @@ describe("apex serve: merging is the owner's", () => {
   it("refuses session.merge to viewers and operators with the usual 403, and lets an owner's call through to the session", async () => {
     project = new Project(CONFIG);
     const sid = project.start().session_id;
-    const url = await serve(project);
+    const url = await serve(project, stops);
     const events = () => project!.apex(["session", "history", sid, "--json"]).stdout;
     const before = events();
     for (const [user, role, article] of [["vera", "viewer", "a"], ["otto", "operator", "an"]] as const) {
@@ -230,7 +203,7 @@ describe("apex serve: sessions side by side", () => {
     expect(p.apex(["memory", "set", "/notes/where", '"alpha"'], { cwd: wt }).status).toBe(0);
     const ownerMain = share(p, main, "mia", "owner");
     const ownerAlpha = share(p, alpha, "al", "owner");
-    const url = await serve(p);
+    const url = await serve(p, stops);
 
     // Both run: each answered by its own supervisor, with its own memory.
     for (const [sid, token, pid, where] of [

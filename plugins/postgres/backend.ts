@@ -86,6 +86,17 @@ row_del AS (DELETE FROM apex.rows r USING unnest($19::text[], $20::bytea[]) AS x
 SELECT (SELECT count(*) FROM kv_up), (SELECT count(*) FROM kv_del), (SELECT count(*) FROM log), (SELECT count(*) FROM rev),
   (SELECT count(*) FROM note), (SELECT count(*) FROM tbl), (SELECT count(*) FROM row_up), (SELECT count(*) FROM row_del)`;
 
+/** A keyset-paged scan: the table, its ordered key column, the fixed conditions and the range. */
+interface ScanOptions<K extends string | Buffer> {
+  from: string;
+  keyColumn: string;
+  where: string[];
+  params: unknown[];
+  range: KeyRange<K>;
+  values: boolean;
+  doing: string;
+}
+
 /** Paths read per statement by getEncodedMany. */
 const MANY_PATHS_CHUNK = 2000;
 
@@ -561,15 +572,7 @@ export class PostgresBackend implements StorageBackend {
    * before, so a page costs one index range scan whatever the depth. Inside a write transaction
    * the buffered writes are sent first, so the scan sees them.
    */
-  *scan<K extends string | Buffer>(options: {
-    from: string;
-    keyColumn: string;
-    where: string[];
-    params: unknown[];
-    range: KeyRange<K>;
-    values: boolean;
-    doing: string;
-  }): Generator<[K, Buffer | undefined]> {
+  *scan<K extends string | Buffer>(options: ScanOptions<K>): Generator<[K, Buffer | undefined]> {
     this.assertOpen();
     if (this.tx?.pending) this.flush();
     // Its pages are separate statements: outside a write transaction they share one read view.
@@ -582,15 +585,7 @@ export class PostgresBackend implements StorageBackend {
     }
   }
 
-  private *pages<K extends string | Buffer>(options: {
-    from: string;
-    keyColumn: string;
-    where: string[];
-    params: unknown[];
-    range: KeyRange<K>;
-    values: boolean;
-    doing: string;
-  }): Generator<[K, Buffer | undefined]> {
+  private *pages<K extends string | Buffer>(options: ScanOptions<K>): Generator<[K, Buffer | undefined]> {
     const { range } = options;
     const reverse = range.reverse ?? false;
     let remaining = range.limit ?? Infinity;

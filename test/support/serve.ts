@@ -1,0 +1,40 @@
+// What the `apex serve` e2e tests share: a server on loopback for a project (ended by the test's
+// cleanup list), a grant, a call of the HTTP API, and a command through `apex --remote`.
+import { expect } from "vitest";
+import { waitFor, type Project } from "../fixtures/agents/harness.js";
+
+/** Starts `apex serve` on a free loopback port; its stop joins `stops`. Returns its URL. */
+export async function serve(p: Project, stops: Array<() => Promise<unknown>>): Promise<string> {
+  const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+  stops.push(async () => {
+    if (run.child.exitCode === null) run.child.kill("SIGTERM");
+    await run.done;
+  });
+  return waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+}
+
+/** A command's stdout, once it exited 0 (its stderr is the failure message otherwise). */
+export function ok(result: { status: number; stdout: string; stderr: string }): string {
+  expect(result.status, result.stderr).toBe(0);
+  return result.stdout;
+}
+
+/** `apex session share SESSION USER --role ROLE --json`. */
+export function share(p: Project, session: string, user: string, role: string): { token: string; session_id: string } {
+  return JSON.parse(ok(p.apex(["session", "share", session, user, "--role", role, "--json"])));
+}
+
+/** One method of the HTTP API, as a grant's bearer. */
+export async function rpc(url: string, sid: string, method: string, token: string, body: unknown = {}): Promise<{ status: number; body: any }> {
+  const response = await fetch(`${url}/api/sessions/${sid}/rpc/${method}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+/** An `apex --remote HOST/SESSION …` command with the grant's token. */
+export function remote(p: Project, url: string, sid: string, token: string, args: string[]) {
+  return p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, ...args], { env: { APEX_TOKEN: token } });
+}
