@@ -149,6 +149,7 @@ async function refuseIfActive(location: ProjectLocation): Promise<void> {
 }
 
 function printReady(ready: ReadyReport): void {
+  for (const warning of ready.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
   const verb = ready.continued ? "continued" : "started";
   printLine(`Session ${paint(ready.session_id, "bold")} ${verb} (supervisor pid ${ready.supervisor_pid}).`);
   for (const reaped of ready.reaped) printLine(`  reaped the old processes of ${reaped.agent}: ${reaped.pids.join(", ")}`);

@@ -45,12 +45,18 @@ async function main(): Promise<void> {
   const { createSessionEngine } = await import("./hooks.js");
   const { Supervisor } = await import("./supervisor.js");
 
+  const startWarnings: string[] = [];
+  let started = false;
   const location = { configPath: request.configPath, projectDir: request.projectDir, storeDir: request.storeDir };
   const config = await loadConfig(location);
   const store = await openStore(request, { actor: "supervisor" });
   let launched: Awaited<ReturnType<typeof Supervisor.launch>>;
   try {
-    const engine = await createSessionEngine(config, store, (message) => log(`warning: ${message}`));
+    const engine = await createSessionEngine(config, store, (message) => {
+      log(`warning: ${message}`);
+      // Until the session is ready, `apex start` is waiting and tells the user too.
+      if (!started) startWarnings.push(message);
+    });
     launched = await Supervisor.launch(request, {
       config,
       store,
@@ -70,7 +76,8 @@ async function main(): Promise<void> {
   for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
     process.on(signal, () => void supervisor.onSignal(signal));
   }
-  await report({ ready });
+  started = true;
+  await report({ ready: startWarnings.length > 0 ? { ...ready, warnings: startWarnings } : ready });
 }
 
 process.on("uncaughtException", (error) => {

@@ -77,6 +77,8 @@ export interface ReadyReport {
   reaped: Array<{ agent: string; pids: number[] }>;
   agents: Array<{ name: string; pid: number | null; pgid: number | null; status: AgentStatus }>;
   event_seq: number;
+  /** What plugins warned of while the session started (also in the supervisor log); absent when nothing. */
+  warnings?: string[];
 }
 
 interface AgentSlot {

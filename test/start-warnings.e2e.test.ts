@@ -1,0 +1,37 @@
+// A plugin's warning while a session starts (here: git hooks asked for, no repository) reaches the
+// user of `apex start`, in text on stderr and in --json, not only the supervisor's log.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, shellAgents } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+describe("apex start tells the plugins' start-up warnings", () => {
+  it("in text and in --json, and says nothing more when there is none", () => {
+    const agents = { alpha: "while true; do sleep 0.5; done" };
+    project = new Project(shellAgents(agents).replace("plugins: {}\n", "plugins:\n  git:\n    hooks: true\n"));
+    const started = project.apex(["start", "--task", "t", "--json"]);
+    expect(started.status, started.stderr).toBe(0);
+    const ready = JSON.parse(started.stdout) as { warnings?: string[] };
+    expect(ready.warnings).toEqual([expect.stringMatching(/^plugin git: git hooks not installed: No git repository at /)]);
+    expect(readFileSync(join(project.storeDir, "supervisor.log"), "utf8")).toContain("warning: plugin git: git hooks not installed");
+    expect(project.apex(["stop"]).status).toBe(0);
+
+    const text = project.apex(["start", "--task", "t"]);
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stderr).toMatch(/^warning: plugin git: git hooks not installed: No git repository at /m);
+    expect(project.apex(["stop"]).status).toBe(0);
+
+    project.writeConfig(shellAgents(agents));
+    const quiet = project.apex(["start", "--task", "t", "--json"]);
+    expect(quiet.status, quiet.stderr).toBe(0);
+    expect(JSON.parse(quiet.stdout)).not.toHaveProperty("warnings");
+    expect(quiet.stderr).not.toContain("warning:");
+    expect(project.apex(["stop"]).status).toBe(0);
+  });
+});
