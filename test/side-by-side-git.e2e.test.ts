@@ -2,12 +2,12 @@
 // user there, or through `apex git --`) fires beforeGit, and takes its checkpoint, in that branch's
 // session with that worktree's git state; one in the project's own tree fires in the project's
 // session. Through the built CLI, with real supervisors, agents, git hooks, LMDB and git.
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { cleanEnv, Project, waitFor } from "./fixtures/agents/harness.js";
+import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
 const extra: string[] = [];
@@ -17,13 +17,7 @@ afterEach(() => {
   for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-const gitConfig = join(mkdtempSync(join(tmpdir(), "apex-sbs-git-home-")), "gitconfig");
-writeFileSync(gitConfig, "");
-const GIT_ENV = { GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com", GIT_CONFIG_GLOBAL: gitConfig, GIT_CONFIG_NOSYSTEM: "1" };
-// Supervisors and their agents inherit it through `apex start`.
-Object.assign(process.env, GIT_ENV);
-// A user's git, without any APEX variable of this process.
-const git = (dir: string, ...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8", env: { ...cleanEnv(), ...GIT_ENV } }).trim();
+const { GIT_ENV, git } = isolatedGit("apex-sbs-git-home-");
 
 // An agent that commits once in a branch's worktree (where .git is a file), then idles.
 const agent = [

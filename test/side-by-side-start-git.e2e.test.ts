@@ -3,12 +3,13 @@
 // for the session of that tree; and APEX's git hooks written by an older APEX are refreshed when a
 // session starts, with a notice, while every other hook stays byte for byte. Through the built CLI,
 // with real supervisors, agents, git worktrees, git hooks and LMDB.
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { cleanEnv, Project } from "./fixtures/agents/harness.js";
+import { isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
 const extra: string[] = [];
@@ -18,11 +19,7 @@ afterEach(() => {
   for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-const gitConfig = join(mkdtempSync(join(tmpdir(), "apex-start-git-home-")), "gitconfig");
-writeFileSync(gitConfig, "");
-const GIT_ENV = { GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com", GIT_CONFIG_GLOBAL: gitConfig, GIT_CONFIG_NOSYSTEM: "1" };
-Object.assign(process.env, GIT_ENV);
-const git = (dir: string, ...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8", env: { ...cleanEnv(), ...GIT_ENV } }).trim();
+const { GIT_ENV, git } = isolatedGit("apex-start-git-home-");
 
 const CONFIG = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`, "plugins:", "  checkpoint: {}", "  git: {}", ""].join("\n");
 

@@ -1,0 +1,18 @@
+// Git for the e2e tests: an identity and an empty global config of their own (nothing of the
+// machine's git config applies), set on this process so that the supervisors and agents that
+// `apex start` launches inherit them, and a user's `git` run with them.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { cleanEnv } from "../fixtures/agents/harness.js";
+
+export function isolatedGit(prefix: string): { GIT_ENV: Record<string, string>; git: (dir: string, ...args: string[]) => string } {
+  const gitConfig = join(mkdtempSync(join(tmpdir(), prefix)), "gitconfig");
+  writeFileSync(gitConfig, "");
+  const GIT_ENV = { GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com", GIT_CONFIG_GLOBAL: gitConfig, GIT_CONFIG_NOSYSTEM: "1" };
+  Object.assign(process.env, GIT_ENV);
+  // A user's git, without any APEX variable of this process.
+  const git = (dir: string, ...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8", env: { ...cleanEnv(), ...GIT_ENV } }).trim();
+  return { GIT_ENV, git };
+}
