@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project } from "./fixtures/agents/harness.js";
+import { initRepo, isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
 const extra: string[] = [];
@@ -15,8 +16,7 @@ afterEach(() => {
   for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-const gitEnv = { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com" };
-const git = (dir: string, ...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8", env: gitEnv }).trim();
+const { git } = isolatedGit("apex-branch-git-home-");
 
 // The agent writes where it runs, then idles.
 const agent = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "pwd > ran-here.txt; while true; do sleep 0.5; done"]`].join("\n");
@@ -166,11 +166,7 @@ describe("--worktree and --git", () => {
   function repoProject() {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-branch-git-");
     const dir = project.dir;
-    git(dir, "init", "-q", "-b", "main");
-    writeFileSync(join(dir, ".gitignore"), "ran-here.txt\n");
-    writeFileSync(join(dir, "shared.txt"), "one\ntwo\nthree\n");
-    git(dir, "add", ".");
-    git(dir, "commit", "-qm", "init");
+    initRepo(git, dir, { ".gitignore": "ran-here.txt\n", "shared.txt": "one\ntwo\nthree\n" });
     const worktree = join(mkdtempSync(join(tmpdir(), "apex-worktree-")), "feature");
     extra.push(join(worktree, ".."));
     return { p: project, dir, worktree };

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
-import { isolatedGit } from "./support/git.js";
+import { initRepo, isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
 const extra: string[] = [];
@@ -42,10 +42,7 @@ describe("beforeGit in the session bound to the git operation", () => {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git:\n    hooks: true\n    hook_timeout: 120\n`, "apex-sbs-git-");
     const p = project;
     const dir = p.dir;
-    git(dir, "init", "-q", "-b", "main");
-    writeFileSync(join(dir, ".gitignore"), ".apex/\n");
-    git(dir, "add", ".");
-    git(dir, "commit", "-qm", "init");
+    initRepo(git, dir, { ".gitignore": ".apex/\n" });
     const parent = mkdtempSync(join(tmpdir(), "apex-sbs-git-wt-"));
     extra.push(parent);
     const wt = join(parent, "alpha");

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { cleanEnv, Project } from "./fixtures/agents/harness.js";
-import { isolatedGit } from "./support/git.js";
+import { initRepo, isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
 const extra: string[] = [];
@@ -31,10 +31,7 @@ function json<T>(result: { status: number; stdout: string; stderr: string }): T 
 function gitProject(prefix: string): { p: Project; dir: string } {
   project = new Project(CONFIG, prefix);
   const dir = project.dir;
-  git(dir, "init", "-q", "-b", "main");
-  writeFileSync(join(dir, ".gitignore"), ".apex/\n");
-  git(dir, "add", ".");
-  git(dir, "commit", "-qm", "init");
+  initRepo(git, dir, { ".gitignore": ".apex/\n" });
   return { p: project, dir };
 }
 

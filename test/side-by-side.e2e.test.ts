@@ -1,12 +1,12 @@
 // Sessions of one project running side by side: two branches, each in its own git worktree with
 // its own supervisor and agents, next to the main session; each one's memory writes unseen by the
 // others until a merge. Through the built CLI, with real supervisors, agents, LMDB and git.
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { initRepo, isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
 const extra: string[] = [];
@@ -16,8 +16,7 @@ afterEach(() => {
   for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-const gitEnv = { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com" };
-const git = (dir: string, ...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8", env: gitEnv }).trim();
+const { git } = isolatedGit("apex-side-git-home-");
 
 // A real agent process: it reports where it runs through `apex` (its supervisor's socket), adds a task, then idles.
 const agent = [
@@ -37,10 +36,7 @@ describe("branches run side by side", () => {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-side-");
     const p = project;
     const dir = p.dir;
-    git(dir, "init", "-q", "-b", "main");
-    writeFileSync(join(dir, ".gitignore"), "ran-here.txt\n.apex/\n");
-    git(dir, "add", ".");
-    git(dir, "commit", "-qm", "init");
+    initRepo(git, dir, { ".gitignore": "ran-here.txt\n.apex/\n" });
     const parent = mkdtempSync(join(tmpdir(), "apex-side-wt-"));
     extra.push(parent);
     const wtA = join(parent, "alpha");

@@ -16,3 +16,11 @@ export function isolatedGit(prefix: string): { GIT_ENV: Record<string, string>; 
   const git = (dir: string, ...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8", env: { ...cleanEnv(), ...GIT_ENV } }).trim();
   return { GIT_ENV, git };
 }
+
+/** Makes `dir` a repository on `main` whose first commit holds `files` (name → content) and what was there. */
+export function initRepo(git: (dir: string, ...args: string[]) => string, dir: string, files: Record<string, string>): void {
+  git(dir, "init", "-q", "-b", "main");
+  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
+  git(dir, "add", ".");
+  git(dir, "commit", "-qm", "init");
+}
