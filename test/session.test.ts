@@ -121,15 +121,24 @@ describe("/proc/<pid>/status: a stop on its way", () => {
     expect(stopProgressOf(status)).toBe(progress);
   });
 
-  it("sees a real process in state D with its SIGSTOP pending as stopping, and as running once SIGCONT takes the stop back", async () => {
-    const binary = buildVforkHold(dir);
-    const parent = spawn(binary, ["600"], { stdio: "ignore" });
+  /** Runs `body` with a real vfork-hold process (its pid, its vfork child's pid, its exit); both end afterwards, whatever happened. */
+  async function withVforkHold(args: string[], body: (hold: { pid: number; child: number; exited: Promise<{ code: number | null; signal: string | null }> }) => Promise<void>): Promise<void> {
+    const parent = spawn(buildVforkHold(dir), args, { stdio: "ignore" });
     const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => parent.on("exit", (code, signal) => resolve({ code, signal })));
     const pid = parent.pid!;
     const pgid = readProcStat(pid)!.pgrp;
     const childPid = () => processGroups([pgid]).get(pgid)!.find((member) => member.ppid === pid)?.pid;
     try {
-      const child = await waitFor("the vfork child", childPid);
+      await body({ pid, child: await waitFor("the vfork child", childPid), exited });
+    } finally {
+      const child = childPid();
+      if (child) process.kill(child, "SIGKILL");
+      if (parent.exitCode === null && parent.signalCode === null) process.kill(pid, "SIGKILL");
+    }
+  }
+
+  it("sees a real process in state D with its SIGSTOP pending as stopping, and as running once SIGCONT takes the stop back", async () => {
+    await withVforkHold(["600"], async ({ pid, child, exited }) => {
       await waitFor("the parent in state D", () => readProcStat(pid)?.state === "D");
       // In D with no stop pending: a pause must not count it (it would run on when the I/O ends).
       expect(stopProgress(readProcStat(pid)!)).toBe("running");
@@ -153,21 +162,10 @@ describe("/proc/<pid>/status: a stop on its way", () => {
       expect(stopProgress(readProcStat(pid)!)).toBe("stopped");
       process.kill(pid, "SIGCONT");
       expect(await exited).toEqual({ code: 0, signal: null });
-    } finally {
-      const child = childPid();
-      if (child) process.kill(child, "SIGKILL");
-      if (parent.exitCode === null && parent.signalCode === null) process.kill(pid, "SIGKILL");
-    }
+    });
   });
   it("sees a process as stopping when another of its threads took the SIGSTOP and stopped while the main thread is in D", async () => {
-    const binary = buildVforkHold(dir);
-    const parent = spawn(binary, ["600", "--sibling"], { stdio: "ignore" });
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => parent.on("exit", (code, signal) => resolve({ code, signal })));
-    const pid = parent.pid!;
-    const pgid = readProcStat(pid)!.pgrp;
-    const childPid = () => processGroups([pgid]).get(pgid)!.find((member) => member.ppid === pid)?.pid;
-    try {
-      const child = await waitFor("the vfork child", childPid);
+    await withVforkHold(["600", "--sibling"], async ({ pid, child, exited }) => {
       // The main thread waits in D with a SIGUSR1 of its own pending: a SIGSTOP goes to the other thread.
       await waitFor("the main thread in D with SIGUSR1 pending", () => {
         const status = procStatus(pid);
@@ -194,11 +192,7 @@ describe("/proc/<pid>/status: a stop on its way", () => {
       await waitFor("the main thread stopped", () => readProcStat(pid)?.state === "T");
       process.kill(pid, "SIGCONT");
       expect(await exited).toEqual({ code: 0, signal: null });
-    } finally {
-      const child = childPid();
-      if (child) process.kill(child, "SIGKILL");
-      if (parent.exitCode === null && parent.signalCode === null) process.kill(pid, "SIGKILL");
-    }
+    });
   });
 });
 
