@@ -240,6 +240,29 @@ describe("postgres backend", () => {
     expect(open(s).get("/x")).toBe(1);
   });
 
+  it("the driver bridge takes only its answer flag for an answer: a stray notify while a call waits does not end it", async () => {
+    const { SyncBridge } = await import("../plugins/postgres/bridge.js");
+    const { Worker } = await import("node:worker_threads");
+    const bridge = new SyncBridge();
+    bridge.connect(url, []);
+    const flag = (bridge as unknown as { flag: Int32Array }).flag;
+    // Another thread notifies the bridge's flag over and over, as a late notify of the previous
+    // answer does; each call below waits ~20 ms for the server, long enough to be woken.
+    const stop = new Int32Array(new SharedArrayBuffer(4));
+    const noise = new Worker(
+      `const { workerData: { flag, stop } } = require("node:worker_threads");
+       while (Atomics.load(stop, 0) === 0) { Atomics.notify(flag, 0); Atomics.wait(stop, 0, 0, 1); }`,
+      { eval: true, workerData: { flag, stop } },
+    );
+    try {
+      for (let i = 0; i < 20; i++) expect(bridge.query("SELECT $1::int AS n, pg_sleep(0.02)", [i])[0]![0]).toBe(i);
+    } finally {
+      Atomics.store(stop, 0, 1);
+      await noise.terminate();
+      await bridge.close();
+    }
+  });
+
   it("serialises writers of one project: a second writer waits for the first's commit", async () => {
     const s = spec();
     const a = open(s);

@@ -101,17 +101,20 @@ export class SyncBridge {
     Atomics.store(this.flag, 0, 0);
     this.port.postMessage(request);
     const deadline = Date.now() + CALL_TIMEOUT_MS;
-    for (;;) {
-      const result = Atomics.wait(this.flag, 0, 0, Math.max(1, deadline - Date.now()));
-      if (result !== "timed-out" || Atomics.load(this.flag, 0) !== 0) break;
-      if (Date.now() >= deadline) {
+    // Only the flag says the answer is there. A wait can end with "ok" while it is still 0: the
+    // worker notifies after storing the flag of the previous answer, and that notify may land
+    // in this call's wait (taken for an answer, it made the call fail with no message to read).
+    while (Atomics.load(this.flag, 0) === 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
         this.broken = { message: `no answer from the PostgreSQL client within ${CALL_TIMEOUT_MS / 1000} s`, code: "ETIMEDOUT" };
         throw new ApexError("APEX_E_TIMEOUT", `The PostgreSQL store did not answer within ${CALL_TIMEOUT_MS / 1000} s.`);
       }
+      Atomics.wait(this.flag, 0, 0, left);
     }
+    // The worker posts the message before it stores the flag, so the message is queued by now;
+    // should it not be readable yet, it is waited for, a millisecond at a time, for up to 5 s.
     let message = receiveMessageOnPort(this.port);
-    // The flag can be seen before the message is in this port's queue (seen under load, with large
-    // answers): wait for it a little, a millisecond at a time, before calling it lost.
     for (let waited = 0; !message && waited < 5_000; waited++) {
       Atomics.wait(this.flag, 0, 1, 1);
       message = receiveMessageOnPort(this.port);
