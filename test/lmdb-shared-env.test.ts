@@ -75,6 +75,27 @@ describe("read-only and writable opens in one process", () => {
     expect(writer.get("/a")).toBe(2);
   });
 
+  it("opens for writing at once beside a writable handle, read-only handles beside it or not", async () => {
+    const dir = await storeWith(1);
+    const first = await openStore(dir);
+    open.push(first);
+    const reader = await openStore(dir, { readOnly: true });
+    open.push(reader);
+    // Their environment is the writable one: nothing to wait for, nothing to refuse.
+    const second = LmdbStore.open(dir);
+    open.push(second);
+    await second.set("/a", 2);
+    expect(reader.get("/a")).toBe(2);
+    await first.close();
+    open.splice(open.indexOf(first), 1);
+    const third = await openStore(dir);
+    open.push(third);
+    await third.set("/a", 3);
+    // (lmdb-js keeps a handle's read snapshot until the next turn of the event loop.)
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(reader.get("/a")).toBe(3);
+  });
+
   it("gives up with APEX_E_STORE_IN_USE when the read-only handle is never closed", async () => {
     const dir = await storeWith(1);
     const reader = await openStore(dir, { readOnly: true });

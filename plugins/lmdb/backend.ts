@@ -25,7 +25,7 @@ import { compileGlob } from "../../core/store/glob.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import { checkStoreFileLength } from "./file-check.js";
 import { repairStaleStart, STALE_START } from "./last-commit.js";
-import { fileKey, readerClosed, readerOpened, readersOf, readOnlyHere, whenWritable } from "./shared-env.js";
+import { fileKey, handleClosed, handleOpened, readOnlyHandles, readOnlyHere, whenWritable } from "./shared-env.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
 import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors.js";
 import { RecordDamage, damageError, diskFullError, isDamage, writeFailure } from "./errors.js";
@@ -48,9 +48,7 @@ interface LogRecord {
 // lmdb's CommonJS build is one bundled file: it loads in about half the time of its ESM
 // module graph, and every CLI command pays that time at start-up.
 const requireLmdb = createRequire(import.meta.url);
-const { open, asBinary, nativeAddon } = requireLmdb("lmdb") as typeof import("lmdb") & { nativeAddon: { getEnvFlags(address: number): number } };
-/** LMDB's MDB_RDONLY environment flag. */
-const MDB_RDONLY = 0x20000;
+const { open, asBinary } = requireLmdb("lmdb") as typeof import("lmdb");
 
 interface Decoder {
   decode(bytes: Uint8Array, size?: unknown): unknown;
@@ -122,8 +120,8 @@ export class LmdbStore implements StorageBackend {
   /** LMDB's lock file beside the data file. */
   private readonly lockFile: string;
   private closed = false;
-  /** A read-only handle's data file, as this process counts its read-only handles (shared-env.ts). */
-  private readerKey: string | undefined;
+  /** The data file's identity, as this process counts its handles of it (shared-env.ts). */
+  private handleKey: string | undefined;
   /** True while a transaction() callback runs. */
   private inTransaction = false;
   /** What the open write transaction puts into each database: checked against the free space before it commits (room.ts). */
@@ -186,8 +184,9 @@ export class LmdbStore implements StorageBackend {
       makePrivateDir(dataDir);
       if (created) writeStoreGitignore(dataDir);
     }
-    // lmdb-js would give this open the read-only environment of this process's open handles (shared-env.ts).
-    if (!options.readOnly && readersOf(fileKey(file)) > 0) throw readOnlyHere(file, readersOf(fileKey(file)));
+    // lmdb-js would give this open the read-only environment of this process's open handles, and
+    // its own open fails on it after taking a reference to it that nothing can drop (shared-env.ts).
+    if (!options.readOnly && readOnlyHandles(fileKey(file)) > 0) throw readOnlyHere(file, readOnlyHandles(fileKey(file)));
     let root: RootDatabase | undefined;
     try {
       // overlappingSync (lmdb-js's default on Linux) defers syncing the meta page past the
@@ -197,15 +196,13 @@ export class LmdbStore implements StorageBackend {
       // stale tree: in 5 of 20 runs of 200 kills. LMDB's own durable commit never did (0 of
       // 8+ runs), at no measurable cost here: every commit is synced before it returns.
       root = open({ path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE, overlappingSync: false });
-      // A read-only environment this backend did not count (salvage's reader, another copy of it).
-      if (!options.readOnly && nativeAddon.getEnvFlags((root as unknown as { env: { address: number } }).env.address) & MDB_RDONLY) throw readOnlyHere(file, 0);
       // lmdb creates the data and lock files with the umask's mode.
       if (!options.readOnly) for (const name of [STORE_FILE, `${STORE_FILE}-lock`]) makePrivate(join(dataDir, name));
       const store = new LmdbStore(dir, dataDir, root, options);
-      if (options.readOnly) readerOpened((store.readerKey = fileKey(file)!));
+      handleOpened((store.handleKey = fileKey(file)!), options.readOnly ?? false);
       return store;
     } catch (error) {
-      // An open that failed keeps no environment: lmdb-js would give it to every later open of the file in this process.
+      // An open that failed after lmdb's keeps no environment: lmdb-js would give it to every later open of the file in this process.
       void root?.close().catch(() => undefined);
       if (error instanceof ApexError) throw error;
       throw new ApexError("APEX_E_STORE", `Cannot open the store at ${file}: ${(error as Error).message}`, { cause: error });
@@ -657,7 +654,7 @@ export class LmdbStore implements StorageBackend {
     try {
       await this.root.close();
     } finally {
-      if (this.readerKey !== undefined) readerClosed(this.readerKey);
+      if (this.handleKey !== undefined) handleClosed(this.handleKey);
     }
   }
 }
