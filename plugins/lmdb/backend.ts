@@ -694,7 +694,7 @@ function emptyTable(): Table<TableKey, unknown> {
 
 /** The built-in default backend. */
 export const lmdbBackend: StorageBackendFactory = {
-  // A writable open waits for this process's read-only handles of the file to close (shared-env.ts).
+  // A writable open waits while this process's handles of the file share a read-only environment (shared-env.ts).
   open: (spec, options) =>
     options.readOnly ? LmdbStore.open(spec.dir, options, lmdbDataDir(spec)) : whenWritable(join(lmdbDataDir(spec), STORE_FILE), () => LmdbStore.open(spec.dir, options, lmdbDataDir(spec))),
   exists: (spec) => lmdbStoreExists(spec),
