@@ -106,7 +106,7 @@ describe("tree node encoding", () => {
   const hashB = sha256("b");
 
   it("round-trips leaves and split nodes", () => {
-    const leaf = { kind: "leaf" as const, entries: [{ name: "a", value: hashA }, { name: "b\u{1F600}", value: hashA, tree: hashB }, { name: "c", tree: hashB }] };
+    const leaf = { kind: "leaf" as const, entries: [{ name: "a", value: hashA }, { name: "ab", value: hashB }, { name: "b\u{1F600}", value: hashA, tree: hashB }, { name: "c", tree: hashB }, { name: "é", value: hashB }] };
     expect(decodeTreeNode(encodeTreeNode(leaf))).toEqual(leaf);
     const split = { kind: "split" as const, depth: 3, count: 40, buckets: [{ index: 0, hash: hashA, count: 20 }, { index: 7, hash: hashB, count: 20 }] };
     expect(decodeTreeNode(encodeTreeNode(split))).toEqual(split);
@@ -114,6 +114,11 @@ describe("tree node encoding", () => {
 
   it.each([
     ["names out of order", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "b", value: hashA }, { name: "a", value: hashA }] }), "names out of order"],
+    ["the same name twice", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "ab", value: hashA }, { name: "ab", value: hashB }] }), "names out of order"],
+    ["a name before its own prefix", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "ab", value: hashA }, { name: "a", value: hashA }] }), "names out of order"],
+    ["a name with a slash", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "a/b", value: hashA }] }), "invalid name"],
+    ["a non-ASCII name with a slash", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "é/b", value: hashA }] }), "invalid name"],
+    ["a name that is not UTF-8", () => Buffer.concat([Buffer.from([0x4c, 1, 2, 0x7a, 0xff, 1]), Buffer.from(hashA, "hex")]), "invalid name"],
     ["an empty leaf", () => encodeTreeNode({ kind: "leaf", entries: [] }), "empty leaf"],
     ["trailing bytes", () => Buffer.concat([encodeTreeNode({ kind: "leaf", entries: [{ name: "a", value: hashA }] }), Buffer.from([0])]), "trailing bytes"],
     ["a truncated hash", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "a", value: hashA }] }).subarray(0, 20), "truncated node"],
