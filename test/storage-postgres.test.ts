@@ -3,10 +3,12 @@
  * the port's conformance suite, then what only a server store has: several projects in one
  * database, connection errors, read-only opens that write nothing, LISTEN/NOTIFY.
  */
+import { createHash, randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
 import type { StorageBackend, StoreSpec } from "../core/store/port.js";
+import { decodeValue, encodeJson } from "../core/store/value-codec.js";
 import { PostgresBackend, postgresBackend, redactUrl } from "../plugins/postgres/backend.js";
 import { describePort } from "./support/port-suite.js";
 import { freePort, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
@@ -19,6 +21,17 @@ beforeAll(async () => {
   cluster = await sharedPostgres();
   url = await cluster.createDatabase();
 }, 120_000);
+
+/** Rows of one statement on a connection of its own. */
+async function query(database: string, text: string, values: unknown[] = []): Promise<Array<Record<string, any>>> {
+  const client = new pg.Client({ connectionString: database });
+  await client.connect();
+  try {
+    return (await client.query(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
 
 /** Each test's store is a new project in the file's database. */
 const spec = (project = `p${++projects}`): StoreSpec => ({ backend: "postgres", dir: "/nonexistent/.apex", url, project });
@@ -323,6 +336,93 @@ describe("postgres backend", () => {
     expect(new Set(many[0])).toEqual(new Set(Array.from({ length: 50 }, (_, i) => `/notes/${i}`)));
     expect(single.filter((path) => path.startsWith("/notes/"))).toEqual([]);
     expect(manifest.memory.keys).toBe(200);
+  });
+
+  it("stores values that compress (keyspace and tables) deflated, others as they are, and reads back the bytes written", async () => {
+    const s = spec();
+    const store = open(s);
+    const text = { note: "the same few words again and again ".repeat(40) };
+    const random = randomBytes(2048);
+    const rowBytes = Buffer.from("row ".repeat(500));
+    const hashes = Buffer.concat(Array.from({ length: 64 }, (_, i) => createHash("sha256").update(String(i)).digest()));
+    const table = store.table<string, Buffer>("t", { keys: "string", values: "binary" });
+    await store.batch((batch) => {
+      batch.set("/c/text", text);
+      batch.set("/c/small", "tiny");
+    });
+    await store.transaction(() => {
+      table.put("text", rowBytes);
+      table.put("hashes", hashes);
+      table.put("random", random);
+    });
+    const stored = await query(url, `SELECT path AS key, codec, octet_length(value) AS bytes FROM apex.kv WHERE project = $1
+      UNION ALL SELECT convert_from(key, 'UTF8'), codec, octet_length(value) FROM apex.rows WHERE project = $1 ORDER BY 1`, [s.project]);
+    const byKey = Object.fromEntries(stored.map((row) => [row.key, row]));
+    expect(byKey["/c/text"]).toMatchObject({ codec: 1 });
+    expect(byKey["/c/text"].bytes).toBeLessThan(store.getEncoded("/c/text")!.length / 4);
+    expect(byKey["text"]).toMatchObject({ codec: 1 });
+    expect(byKey["text"].bytes).toBeLessThan(rowBytes.length / 4);
+    // Random bytes, short values and SHA-256 hashes (tree nodes, hash indexes) are not worth it.
+    for (const key of ["random", "/c/small", "hashes"]) expect(byKey[key]).toMatchObject({ codec: 0 });
+    for (const reader of [store, open(s, true)]) {
+      expect(reader.get("/c/text")).toEqual(text);
+      expect(reader.getEncodedMany!(["/c/text", "/c/small"]).map((bytes) => decodeValue(bytes!))).toEqual([text, "tiny"]);
+      expect(Array.from(reader.tree("/c"), (entry) => [entry.path, entry.value])).toEqual([
+        ["/c/small", "tiny"],
+        ["/c/text", text],
+      ]);
+      const readerTable = reader.table<string, Buffer>("t", { keys: "string", values: "binary" });
+      expect(readerTable.get("text")).toEqual(rowBytes);
+      expect(readerTable.get("hashes")).toEqual(hashes);
+      expect(Array.from(readerTable.getRange(), ({ key, value }) => [key, value])).toEqual([
+        ["hashes", hashes],
+        ["random", random],
+        ["text", rowBytes],
+      ]);
+    }
+    // Overwritten with a value too short to compress: the row's codec goes back to 0.
+    await store.set("/c/text", "short");
+    expect(open(s, true).get("/c/text")).toBe("short");
+    expect((await query(url, `SELECT codec FROM apex.kv WHERE project = $1 AND path = '/c/text'`, [s.project]))[0]).toEqual({ codec: 0 });
+  });
+
+  it("reads a store whose tables predate the codec column, and adds the column on the first writable open", async () => {
+    const old = await cluster.createDatabase();
+    const s = { ...spec("old"), url: old };
+    // The schema and rows as an APEX without compression left them.
+    await query(old, `CREATE SCHEMA apex`);
+    await query(old, `CREATE TABLE apex.projects (project text COLLATE "C" PRIMARY KEY, revision bigint NOT NULL DEFAULT 0, created timestamptz NOT NULL DEFAULT now())`);
+    await query(old, `CREATE TABLE apex.kv (project text COLLATE "C" NOT NULL, path text COLLATE "C" NOT NULL, value bytea NOT NULL, PRIMARY KEY (project, path))`);
+    await query(old, `CREATE TABLE apex.log (project text COLLATE "C" NOT NULL, first bigint NOT NULL, paths text[] NOT NULL, kinds text NOT NULL, actor text NOT NULL, time bigint NOT NULL, PRIMARY KEY (project, first))`);
+    await query(old, `CREATE TABLE apex.tables (project text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL, keys text NOT NULL, vals text NOT NULL, PRIMARY KEY (project, name))`);
+    await query(old, `CREATE TABLE apex.rows (project text COLLATE "C" NOT NULL, tbl text COLLATE "C" NOT NULL, key bytea NOT NULL, value bytea NOT NULL, PRIMARY KEY (project, tbl, key))`);
+    const note = { note: "x".repeat(3000) };
+    const rowBytes = Buffer.from("row ".repeat(500));
+    await query(old, `INSERT INTO apex.projects (project, revision) VALUES ($1, 1)`, [s.project]);
+    await query(old, `INSERT INTO apex.kv (project, path, value) VALUES ($1, '/old/note', $2)`, [s.project, encodeJson(note)]);
+    await query(old, `INSERT INTO apex.log (project, first, paths, kinds, actor, time) VALUES ($1, 1, '{/old/note}', 'p', 'user:test', 0)`, [s.project]);
+    await query(old, `INSERT INTO apex.tables VALUES ($1, 't', 'string', 'binary')`, [s.project]);
+    await query(old, `INSERT INTO apex.rows VALUES ($1, 't', $2, $3)`, [s.project, Buffer.from("k"), rowBytes]);
+    const codecColumns = async () => Number((await query(old, `SELECT count(*) AS n FROM pg_attribute WHERE attrelid IN ('apex.kv'::regclass, 'apex.rows'::regclass) AND attname = 'codec'`))[0].n);
+    // Read-only, it reads the old rows and changes nothing.
+    const reader = open(s, true);
+    expect(reader.get("/old/note")).toEqual(note);
+    expect(Array.from(reader.tree("/old"), (entry) => entry.value)).toEqual([note]);
+    expect(reader.table<string, Buffer>("t", { keys: "string", values: "binary" }).get("k")).toEqual(rowBytes);
+    expect(await codecColumns()).toBe(0);
+    await reader.close();
+    // Writable, it adds the column; old rows read as they are, new ones are compressed.
+    const writer = open(s);
+    expect(await codecColumns()).toBe(2);
+    expect(writer.get("/old/note")).toEqual(note);
+    expect(writer.table<string, Buffer>("t", { keys: "string", values: "binary" }).get("k")).toEqual(rowBytes);
+    await writer.set("/new/note", note);
+    expect(open(s, true).get("/new/note")).toEqual(note);
+    expect(await query(old, `SELECT path, codec FROM apex.kv ORDER BY path`)).toEqual([
+      { path: "/new/note", codec: 1 },
+      { path: "/old/note", codec: 0 },
+    ]);
+    expect(Array.from(writer.changesSince(0), (change) => change.path)).toEqual(["/old/note", "/new/note"]);
   });
 
   it("sends a large batch in bounded pieces and still commits it as one", async () => {
