@@ -10,6 +10,7 @@ import { ApexError } from "../core/errors.js";
 import type { StorageBackend, StoreSpec } from "../core/store/port.js";
 import { decodeValue, encodeJson } from "../core/store/value-codec.js";
 import { PostgresBackend, postgresBackend, redactUrl } from "../plugins/postgres/backend.js";
+import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { describePort } from "./support/port-suite.js";
 import { freePort, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
@@ -41,6 +42,32 @@ describePort("postgres", {
     const s = spec();
     return { open: (options) => postgresBackend.open(s, options ?? {}) };
   },
+});
+
+describe("postgres value codec", () => {
+  const hashes = Buffer.concat(Array.from({ length: 40 }, (_, i) => createHash("sha256").update(String(i)).digest()));
+  it.each([
+    ["a short value", Buffer.from("y".repeat(127)), CODEC_RAW],
+    ["a value that compresses", Buffer.from("y".repeat(128)), CODEC_DEFLATE],
+    ["JSON text", Buffer.from(JSON.stringify(Array.from({ length: 30 }, (_, i) => ({ id: i, status: "done" })))), CODEC_DEFLATE],
+    ["SHA-256 hashes (not tried)", hashes, CODEC_RAW],
+    ["random bytes", randomBytes(4096), CODEC_RAW],
+    ["base64 of random bytes (saves more than 1/8)", Buffer.from(randomBytes(3072).toString("base64")), CODEC_DEFLATE],
+  ])("%s: stored with the codec that pays, read back as written", (_name, bytes, codec) => {
+    const stored = storedForm(bytes);
+    expect(stored.codec).toBe(codec);
+    if (codec === CODEC_DEFLATE) expect(stored.bytes.length).toBeLessThanOrEqual(bytes.length * (7 / 8));
+    else expect(stored.bytes).toBe(bytes);
+    expect(writtenForm(stored.bytes, stored.codec)).toEqual(bytes);
+  });
+
+  it("reads a row that does not inflate, or has an unknown codec, as empty bytes (which no value decodes from)", () => {
+    const { bytes } = storedForm(Buffer.from("z".repeat(500)));
+    expect(writtenForm(bytes.subarray(0, 3), CODEC_DEFLATE)).toEqual(Buffer.alloc(0));
+    expect(writtenForm(Buffer.from("not deflate at all"), CODEC_DEFLATE)).toEqual(Buffer.alloc(0));
+    expect(writtenForm(bytes, 7)).toEqual(Buffer.alloc(0));
+    expect(writtenForm(bytes, CODEC_RAW)).toBe(bytes);
+  });
 });
 
 describe("postgres backend", () => {
