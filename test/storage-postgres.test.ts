@@ -452,6 +452,62 @@ describe("postgres backend", () => {
     expect(Array.from(writer.changesSince(0), (change) => change.path)).toEqual(["/old/note", "/new/note"]);
   });
 
+  it("reads a record once per write transaction (nobody else writes under the project's lock), and then what it wrote", async () => {
+    const s = spec();
+    const store = open(s) as PostgresBackend;
+    const table = store.table<string, Buffer>("t", { keys: "string", values: "binary" });
+    await store.transaction(() => table.put("header", Buffer.from("one")));
+    await store.set("/config", { a: 1 });
+    const bridge = store["bridge"];
+    const run = bridge.run.bind(bridge);
+    let crossings = 0;
+    bridge.run = (steps) => (crossings++, run(steps));
+    try {
+      await store.transaction(() => {
+        const start = crossings;
+        for (let i = 0; i < 3; i++) {
+          expect(table.get("header")).toEqual(Buffer.from("one"));
+          expect(table.get("absent")).toBeUndefined();
+          expect(store.has("/config")).toBe(true);
+          expect(store.get("/config")).toEqual({ a: 1 });
+          expect(store.has("/nothing")).toBe(false);
+        }
+        expect(crossings - start).toBe(4);
+        table.put("header", Buffer.from("two"));
+        table.put("absent", Buffer.from("now here"));
+        store.batchSync((batch) => {
+          batch.delete("/config");
+          batch.set("/nothing", "something");
+        });
+        // A range read sends the writes; the reads after it get them without asking the server.
+        expect(Array.from(table.getKeys())).toEqual(["absent", "header"]);
+        expect(Array.from(store.keysBelow("/"))).toEqual(["/nothing"]);
+        const sent = crossings;
+        expect(table.get("header")).toEqual(Buffer.from("two"));
+        expect(table.get("absent")).toEqual(Buffer.from("now here"));
+        expect(store.get("/config")).toBeUndefined();
+        expect(store.get("/nothing")).toBe("something");
+        expect(crossings).toBe(sent);
+      });
+      // The next transaction reads afresh: a commit by another connection in between is seen.
+      const other = open(s);
+      await other.transaction(() => other.table<string, Buffer>("t", { keys: "string", values: "binary" }).put("header", Buffer.from("three")));
+      await store.transaction(() => expect(table.get("header")).toEqual(Buffer.from("three")));
+      // A transaction that rolls back leaves nothing behind it either.
+      await expect(
+        store.transaction(() => {
+          table.put("header", Buffer.from("rolled back"));
+          Array.from(table.getKeys());
+          throw new Error("abort");
+        }),
+      ).rejects.toThrow("abort");
+      await store.transaction(() => expect(table.get("header")).toEqual(Buffer.from("three")));
+      expect(table.get("header")).toEqual(Buffer.from("three"));
+    } finally {
+      bridge.run = run;
+    }
+  });
+
   it("sends a large batch in bounded pieces and still commits it as one", async () => {
     const s = spec();
     const store = open(s);

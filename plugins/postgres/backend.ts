@@ -111,6 +111,9 @@ interface ScanOptions<K extends string | Buffer> {
 /** Paths read per statement by getEncodedMany. */
 const MANY_PATHS_CHUNK = 2000;
 
+/** Bytes of records a write transaction keeps to read again (see Transaction.cache). */
+const TX_CACHE_BYTES = 8 * 1024 * 1024;
+
 /** A buffered transaction flushes once its writes pass this many bytes (a large import stays in bounded memory). */
 const FLUSH_BYTES = 16 * 1024 * 1024;
 /** Range reads fetch pages that grow from the first (often all a caller wants) to the last. */
@@ -144,6 +147,13 @@ interface Transaction {
   rows: Map<string, Map<string, PendingRow>>;
   /** Tables first written in this transaction. */
   newTables: Map<string, TableOptions>;
+  /**
+   * Records this transaction read or sent, by path or by table and key (null: none): under the
+   * project's lock nobody else writes them, so a second read needs no round trip (a checkpoint
+   * reads the journal's header four times). Bounded by `cachedBytes`.
+   */
+  cache: { kv: Map<string, Buffer | null>; rows: Map<string, Buffer | null> };
+  cachedBytes: number;
   /** Revision changes already sent (the NOTIFY goes with the last flush). */
   /** How many flushes this transaction made (a batch's log record ends at a flush). */
   flushes: number;
@@ -504,8 +514,25 @@ export class PostgresBackend implements StorageBackend {
     this.assertOpen();
     const pending = this.tx?.kv.get(key);
     if (pending !== undefined) return pending ?? undefined;
+    const cached = this.tx?.cache.kv.get(key);
+    if (cached !== undefined) return cached ?? undefined;
     const rows = this.sql(`SELECT value, ${this.codec} FROM apex.kv WHERE project = $1 AND path = $2`, [this.project, key], `reading ${key}`);
-    return rows.length > 0 ? writtenForm(toBuffer(rows[0]![0]), rows[0]![1] as number) : undefined;
+    const value = rows.length > 0 ? writtenForm(toBuffer(rows[0]![0]), rows[0]![1] as number) : undefined;
+    this.remember("kv", key, value);
+    return value;
+  }
+
+  /**
+   * Keeps a record read or sent inside a write transaction for the transaction's next reads of
+   * it; past TX_CACHE_BYTES only records already kept are updated (never left stale).
+   */
+  private remember(where: "kv" | "rows", key: string, value: Buffer | undefined): void {
+    const tx = this.tx;
+    if (!tx) return;
+    const cache = tx.cache[where];
+    if (tx.cachedBytes >= TX_CACHE_BYTES && !cache.has(key)) return;
+    cache.set(key, value ?? null);
+    tx.cachedBytes += key.length + (value?.length ?? 0);
   }
 
   getEncodedMany(paths: readonly string[]): Array<Buffer | undefined> {
@@ -535,8 +562,8 @@ export class PostgresBackend implements StorageBackend {
   has(path: string): boolean {
     checkPath(path);
     this.assertOpen();
-    const pending = this.tx?.kv.get(path);
-    if (pending !== undefined) return pending !== null;
+    // In a write transaction, the record itself: it is often read next, and then is at hand.
+    if (this.tx) return this.rawGet(path) !== undefined;
     return this.sql(`SELECT 1 FROM apex.kv WHERE project = $1 AND path = $2`, [this.project, path], `reading ${path}`).length > 0;
   }
 
@@ -767,7 +794,7 @@ export class PostgresBackend implements StorageBackend {
       true,
     );
     const base = rows[2]!.length > 0 ? (rows[2]![0]![0] as number) : 0;
-    const tx: Transaction = { base, log: [], changes: 0, kv: new Map(), rows: new Map(), newTables: new Map(), flushes: 0, bytes: 0, pending: false };
+    const tx: Transaction = { base, log: [], changes: 0, kv: new Map(), rows: new Map(), newTables: new Map(), cache: { kv: new Map(), rows: new Map() }, cachedBytes: 0, flushes: 0, bytes: 0, pending: false };
     this.tx = tx;
     let out: T;
     try {
@@ -854,6 +881,11 @@ export class PostgresBackend implements StorageBackend {
       ],
       "writing",
     );
+    // What was sent is what the transaction now reads: kept in its cache instead of the buffer.
+    for (const [path, value] of tx.kv) this.remember("kv", path, value ?? undefined);
+    for (const [table, rows] of tx.rows) {
+      for (const [key, { value }] of rows) this.remember("rows", `${table}\u0000${key}`, value ?? undefined);
+    }
     tx.kv.clear();
     tx.rows.clear();
     tx.log = [];
@@ -973,8 +1005,13 @@ export class PostgresBackend implements StorageBackend {
     this.assertOpen();
     const pending = this.tx?.rows.get(table)?.get(key.toString("latin1"));
     if (pending) return pending.value ?? undefined;
+    const cacheKey = this.tx ? `${table}\u0000${key.toString("latin1")}` : "";
+    const cached = this.tx?.cache.rows.get(cacheKey);
+    if (cached !== undefined) return cached ?? undefined;
     const rows = this.sql(`SELECT value, ${this.codec} FROM apex.rows WHERE project = $1 AND tbl = $2 AND key = $3`, [this.project, table, key], `reading table ${table}`);
-    return rows.length > 0 ? writtenForm(toBuffer(rows[0]![0]), rows[0]![1] as number) : undefined;
+    const value = rows.length > 0 ? writtenForm(toBuffer(rows[0]![0]), rows[0]![1] as number) : undefined;
+    this.remember("rows", cacheKey, value);
+    return value;
   }
 
   /** @internal (PgTable) */
