@@ -72,7 +72,9 @@ const DDL = [
 /**
  * A schema made before values were compressed (no `codec` columns) gets them on the first
  * writable open: with a constant default, adding a column changes no row (old rows read as
- * codec 0, their bytes as they are), and an older APEX that writes without it stores codec 0.
+ * codec 0, their bytes as they are). An older APEX's new rows get codec 0 too, but its update of
+ * a compressed row would leave codec 1 under raw bytes: every host writing to one database must
+ * run an APEX that knows the column.
  */
 const ADD_CODEC = [`ALTER TABLE apex.kv ADD COLUMN IF NOT EXISTS codec smallint NOT NULL DEFAULT 0`, `ALTER TABLE apex.rows ADD COLUMN IF NOT EXISTS codec smallint NOT NULL DEFAULT 0`];
 
