@@ -1,5 +1,5 @@
 // The values of the PostgreSQL benchmarks' keys (~1 KB each), in three kinds:
-// - "x" (the default): `i:step:` then a shared filler of "x"s; compresses ~30× on its own;
+// - "x" (the default): `i:step:` then a shared filler of "x"s; compresses ~60× on its own;
 // - "random": `i:step:` then pseudo-random base64 text; does not compress at all;
 // - "text": a small JSON record (title, author, tags, a body of English-like sentences drawn from
 //   a vocabulary of a few hundred words, some of them stock sentences that recur), different for

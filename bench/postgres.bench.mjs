@@ -15,7 +15,7 @@
 // of its own (apexCheckpoints), so its size is the size of what checkpoints need; its steps and
 // PostgresSaver's are taken in turn (lockstep), so that both see the same machine load.
 // Values (bench/postgres-values.mjs): `--values x` (the default: a shared filler of "x"s, which
-// compresses ~30×), `--values random` (or `--incompressible`: pseudo-random text), `--values text`
+// compresses ~60×), `--values random` (or `--incompressible`: pseudo-random text), `--values text`
 // (JSON notes of English-like text, ~3× in blocks). bench/postgres-size.mjs shows where APEX's
 // bytes go.
 //   node bench/postgres.bench.mjs [--keys 10000] [--steps 100] [--runs 5] [--values x|random|text]
