@@ -14,13 +14,18 @@
 // APEX's checkpoint create itself (the checkpoint engine on the storage port) runs in a database
 // of its own (apexCheckpoints), so its size is the size of what checkpoints need; its steps and
 // PostgresSaver's are taken in turn (lockstep), so that both see the same machine load.
-//   node bench/postgres.bench.mjs [--keys 10000] [--steps 100] [--runs 5] [--incompressible]
+// Values (bench/postgres-values.mjs): `--values x` (the default: a shared filler of "x"s, which
+// compresses ~60×), `--values random` (or `--incompressible`: pseudo-random text), `--values text`
+// (JSON notes of English-like text, ~3× in blocks). bench/postgres-size.mjs shows where APEX's
+// bytes go.
+//   node bench/postgres.bench.mjs [--keys 10000] [--steps 100] [--runs 5] [--values x|random|text]
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import pg from "pg";
 import { uuid6 } from "@langchain/langgraph-checkpoint";
 import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import { REPO, median, numberOption, printTable, stepWorkload } from "./lib.mjs";
+import { valueMaker } from "./postgres-values.mjs";
 import { startPostgres } from "../scripts/pg-cluster.mjs";
 
 const { postgresBackend } = await import(join(REPO, "dist/plugins/postgres/backend.js"));
@@ -30,16 +35,12 @@ const STEPS = numberOption("steps", 100);
 const RUNS = numberOption("runs", 5);
 const { changed: CHANGED, filler, keyName, stepChanges } = stepWorkload(KEYS, STEPS);
 /**
- * `--incompressible`: each value's ~1 KB is its own pseudo-random text instead of the shared
- * filler of "x"s, which PostgreSQL's TOAST compression (pglz, on values over ~2 KB: LangGraph's
- * one-channel blob, not APEX's 1 KB records) shrinks to almost nothing.
+ * The kind of values. PostgreSQL compresses (TOAST, pglz) only values of rows over ~2 KB:
+ * LangGraph's one-channel blob, APEX's value packs; APEX's backend compresses the rest itself.
  */
-const INCOMPRESSIBLE = process.argv.includes("--incompressible");
-function valueOf(i, step) {
-  if (!INCOMPRESSIBLE) return `${i}:${step}:${filler}`;
-  const random = Array.from({ length: 12 }, (_, n) => createHash("sha512").update(`${i}:${step}:${n}`).digest("base64")).join("");
-  return `${i}:${step}:${random.slice(0, filler.length)}`;
-}
+const valuesAt = process.argv.indexOf("--values");
+const VALUES = process.argv.includes("--incompressible") ? "random" : valuesAt > 0 ? process.argv[valuesAt + 1] : "x";
+const valueOf = valueMaker(VALUES, filler);
 
 /**
  * LangGraph's PostgresSaver, a step at a time (stepped in turn with APEX's checkpoints: both see
@@ -293,5 +294,5 @@ try {
 } finally {
   await cluster.stop();
 }
-const ok = printTable(`PostgreSQL: APEX's backend vs LangGraph's PostgresSaver (baseline column), one server${INCOMPRESSIBLE ? ", incompressible values" : ""}`, rows);
+const ok = printTable(`PostgreSQL: APEX's backend vs LangGraph's PostgresSaver (baseline column), one server, values: ${VALUES}`, rows);
 process.exitCode = ok ? 0 : 1;

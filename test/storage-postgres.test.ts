@@ -3,11 +3,14 @@
  * the port's conformance suite, then what only a server store has: several projects in one
  * database, connection errors, read-only opens that write nothing, LISTEN/NOTIFY.
  */
+import { createHash, randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
 import type { StorageBackend, StoreSpec } from "../core/store/port.js";
+import { decodeValue, encodeJson } from "../core/store/value-codec.js";
 import { PostgresBackend, postgresBackend, redactUrl } from "../plugins/postgres/backend.js";
+import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { describePort } from "./support/port-suite.js";
 import { freePort, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
@@ -20,6 +23,17 @@ beforeAll(async () => {
   url = await cluster.createDatabase();
 }, 120_000);
 
+/** Rows of one statement on a connection of its own. */
+async function query(database: string, text: string, values: unknown[] = []): Promise<Array<Record<string, any>>> {
+  const client = new pg.Client({ connectionString: database });
+  await client.connect();
+  try {
+    return (await client.query(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
 /** Each test's store is a new project in the file's database. */
 const spec = (project = `p${++projects}`): StoreSpec => ({ backend: "postgres", dir: "/nonexistent/.apex", url, project });
 
@@ -28,6 +42,32 @@ describePort("postgres", {
     const s = spec();
     return { open: (options) => postgresBackend.open(s, options ?? {}) };
   },
+});
+
+describe("postgres value codec", () => {
+  const hashes = Buffer.concat(Array.from({ length: 40 }, (_, i) => createHash("sha256").update(String(i)).digest()));
+  it.each([
+    ["a short value", Buffer.from("y".repeat(127)), CODEC_RAW],
+    ["a value that compresses", Buffer.from("y".repeat(128)), CODEC_DEFLATE],
+    ["JSON text", Buffer.from(JSON.stringify(Array.from({ length: 30 }, (_, i) => ({ id: i, status: "done" })))), CODEC_DEFLATE],
+    ["SHA-256 hashes (not tried)", hashes, CODEC_RAW],
+    ["random bytes", randomBytes(4096), CODEC_RAW],
+    ["base64 of random bytes (saves more than 1/8)", Buffer.from(randomBytes(3072).toString("base64")), CODEC_DEFLATE],
+  ])("%s: stored with the codec that pays, read back as written", (_name, bytes, codec) => {
+    const stored = storedForm(bytes);
+    expect(stored.codec).toBe(codec);
+    if (codec === CODEC_DEFLATE) expect(stored.bytes.length).toBeLessThanOrEqual(bytes.length * (7 / 8));
+    else expect(stored.bytes).toBe(bytes);
+    expect(writtenForm(stored.bytes, stored.codec)).toEqual(bytes);
+  });
+
+  it("reads a row that does not inflate, or has an unknown codec, as empty bytes (which no value decodes from)", () => {
+    const { bytes } = storedForm(Buffer.from("z".repeat(500)));
+    expect(writtenForm(bytes.subarray(0, 3), CODEC_DEFLATE)).toEqual(Buffer.alloc(0));
+    expect(writtenForm(Buffer.from("not deflate at all"), CODEC_DEFLATE)).toEqual(Buffer.alloc(0));
+    expect(writtenForm(bytes, 7)).toEqual(Buffer.alloc(0));
+    expect(writtenForm(bytes, CODEC_RAW)).toBe(bytes);
+  });
 });
 
 describe("postgres backend", () => {
@@ -323,6 +363,149 @@ describe("postgres backend", () => {
     expect(new Set(many[0])).toEqual(new Set(Array.from({ length: 50 }, (_, i) => `/notes/${i}`)));
     expect(single.filter((path) => path.startsWith("/notes/"))).toEqual([]);
     expect(manifest.memory.keys).toBe(200);
+  });
+
+  it("stores values that compress (keyspace and tables) deflated, others as they are, and reads back the bytes written", async () => {
+    const s = spec();
+    const store = open(s);
+    const text = { note: "the same few words again and again ".repeat(40) };
+    const random = randomBytes(2048);
+    const rowBytes = Buffer.from("row ".repeat(500));
+    const hashes = Buffer.concat(Array.from({ length: 64 }, (_, i) => createHash("sha256").update(String(i)).digest()));
+    const table = store.table<string, Buffer>("t", { keys: "string", values: "binary" });
+    await store.batch((batch) => {
+      batch.set("/c/text", text);
+      batch.set("/c/small", "tiny");
+    });
+    await store.transaction(() => {
+      table.put("text", rowBytes);
+      table.put("hashes", hashes);
+      table.put("random", random);
+    });
+    const stored = await query(url, `SELECT path AS key, codec, octet_length(value) AS bytes FROM apex.kv WHERE project = $1
+      UNION ALL SELECT convert_from(key, 'UTF8'), codec, octet_length(value) FROM apex.rows WHERE project = $1 ORDER BY 1`, [s.project]);
+    const byKey = Object.fromEntries(stored.map((row) => [row.key, row]));
+    expect(byKey["/c/text"]).toMatchObject({ codec: 1 });
+    expect(byKey["/c/text"].bytes).toBeLessThan(store.getEncoded("/c/text")!.length / 4);
+    expect(byKey["text"]).toMatchObject({ codec: 1 });
+    expect(byKey["text"].bytes).toBeLessThan(rowBytes.length / 4);
+    // Random bytes, short values and SHA-256 hashes (tree nodes, hash indexes) are not worth it.
+    for (const key of ["random", "/c/small", "hashes"]) expect(byKey[key]).toMatchObject({ codec: 0 });
+    for (const reader of [store, open(s, true)]) {
+      expect(reader.get("/c/text")).toEqual(text);
+      expect(reader.getEncodedMany!(["/c/text", "/c/small"]).map((bytes) => decodeValue(bytes!))).toEqual([text, "tiny"]);
+      expect(Array.from(reader.tree("/c"), (entry) => [entry.path, entry.value])).toEqual([
+        ["/c/small", "tiny"],
+        ["/c/text", text],
+      ]);
+      const readerTable = reader.table<string, Buffer>("t", { keys: "string", values: "binary" });
+      expect(readerTable.get("text")).toEqual(rowBytes);
+      expect(readerTable.get("hashes")).toEqual(hashes);
+      expect(Array.from(readerTable.getRange(), ({ key, value }) => [key, value])).toEqual([
+        ["hashes", hashes],
+        ["random", random],
+        ["text", rowBytes],
+      ]);
+    }
+    // Overwritten with a value too short to compress: the row's codec goes back to 0.
+    await store.set("/c/text", "short");
+    expect(open(s, true).get("/c/text")).toBe("short");
+    expect((await query(url, `SELECT codec FROM apex.kv WHERE project = $1 AND path = '/c/text'`, [s.project]))[0]).toEqual({ codec: 0 });
+  });
+
+  it("reads a store whose tables predate the codec column, and adds the column on the first writable open", async () => {
+    const old = await cluster.createDatabase();
+    const s = { ...spec("old"), url: old };
+    // The schema and rows as an APEX without compression left them.
+    await query(old, `CREATE SCHEMA apex`);
+    await query(old, `CREATE TABLE apex.projects (project text COLLATE "C" PRIMARY KEY, revision bigint NOT NULL DEFAULT 0, created timestamptz NOT NULL DEFAULT now())`);
+    await query(old, `CREATE TABLE apex.kv (project text COLLATE "C" NOT NULL, path text COLLATE "C" NOT NULL, value bytea NOT NULL, PRIMARY KEY (project, path))`);
+    await query(old, `CREATE TABLE apex.log (project text COLLATE "C" NOT NULL, first bigint NOT NULL, paths text[] NOT NULL, kinds text NOT NULL, actor text NOT NULL, time bigint NOT NULL, PRIMARY KEY (project, first))`);
+    await query(old, `CREATE TABLE apex.tables (project text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL, keys text NOT NULL, vals text NOT NULL, PRIMARY KEY (project, name))`);
+    await query(old, `CREATE TABLE apex.rows (project text COLLATE "C" NOT NULL, tbl text COLLATE "C" NOT NULL, key bytea NOT NULL, value bytea NOT NULL, PRIMARY KEY (project, tbl, key))`);
+    const note = { note: "x".repeat(3000) };
+    const rowBytes = Buffer.from("row ".repeat(500));
+    await query(old, `INSERT INTO apex.projects (project, revision) VALUES ($1, 1)`, [s.project]);
+    await query(old, `INSERT INTO apex.kv (project, path, value) VALUES ($1, '/old/note', $2)`, [s.project, encodeJson(note)]);
+    await query(old, `INSERT INTO apex.log (project, first, paths, kinds, actor, time) VALUES ($1, 1, '{/old/note}', 'p', 'user:test', 0)`, [s.project]);
+    await query(old, `INSERT INTO apex.tables VALUES ($1, 't', 'string', 'binary')`, [s.project]);
+    await query(old, `INSERT INTO apex.rows VALUES ($1, 't', $2, $3)`, [s.project, Buffer.from("k"), rowBytes]);
+    const codecColumns = async () => Number((await query(old, `SELECT count(*) AS n FROM pg_attribute WHERE attrelid IN ('apex.kv'::regclass, 'apex.rows'::regclass) AND attname = 'codec'`))[0].n);
+    // Read-only, it reads the old rows and changes nothing.
+    const reader = open(s, true);
+    expect(reader.get("/old/note")).toEqual(note);
+    expect(Array.from(reader.tree("/old"), (entry) => entry.value)).toEqual([note]);
+    expect(reader.table<string, Buffer>("t", { keys: "string", values: "binary" }).get("k")).toEqual(rowBytes);
+    expect(await codecColumns()).toBe(0);
+    await reader.close();
+    // Writable, it adds the column; old rows read as they are, new ones are compressed.
+    const writer = open(s);
+    expect(await codecColumns()).toBe(2);
+    expect(writer.get("/old/note")).toEqual(note);
+    expect(writer.table<string, Buffer>("t", { keys: "string", values: "binary" }).get("k")).toEqual(rowBytes);
+    await writer.set("/new/note", note);
+    expect(open(s, true).get("/new/note")).toEqual(note);
+    expect(await query(old, `SELECT path, codec FROM apex.kv ORDER BY path`)).toEqual([
+      { path: "/new/note", codec: 1 },
+      { path: "/old/note", codec: 0 },
+    ]);
+    expect(Array.from(writer.changesSince(0), (change) => change.path)).toEqual(["/old/note", "/new/note"]);
+  });
+
+  it("reads a record once per write transaction (nobody else writes under the project's lock), and then what it wrote", async () => {
+    const s = spec();
+    const store = open(s) as PostgresBackend;
+    const table = store.table<string, Buffer>("t", { keys: "string", values: "binary" });
+    await store.transaction(() => table.put("header", Buffer.from("one")));
+    await store.set("/config", { a: 1 });
+    const bridge = store["bridge"];
+    const run = bridge.run.bind(bridge);
+    let crossings = 0;
+    bridge.run = (steps) => (crossings++, run(steps));
+    try {
+      await store.transaction(() => {
+        const start = crossings;
+        for (let i = 0; i < 3; i++) {
+          expect(table.get("header")).toEqual(Buffer.from("one"));
+          expect(table.get("absent")).toBeUndefined();
+          expect(store.has("/config")).toBe(true);
+          expect(store.get("/config")).toEqual({ a: 1 });
+          expect(store.has("/nothing")).toBe(false);
+        }
+        expect(crossings - start).toBe(4);
+        table.put("header", Buffer.from("two"));
+        table.put("absent", Buffer.from("now here"));
+        store.batchSync((batch) => {
+          batch.delete("/config");
+          batch.set("/nothing", "something");
+        });
+        // A range read sends the writes; the reads after it get them without asking the server.
+        expect(Array.from(table.getKeys())).toEqual(["absent", "header"]);
+        expect(Array.from(store.keysBelow("/"))).toEqual(["/nothing"]);
+        const sent = crossings;
+        expect(table.get("header")).toEqual(Buffer.from("two"));
+        expect(table.get("absent")).toEqual(Buffer.from("now here"));
+        expect(store.get("/config")).toBeUndefined();
+        expect(store.get("/nothing")).toBe("something");
+        expect(crossings).toBe(sent);
+      });
+      // The next transaction reads afresh: a commit by another connection in between is seen.
+      const other = open(s);
+      await other.transaction(() => other.table<string, Buffer>("t", { keys: "string", values: "binary" }).put("header", Buffer.from("three")));
+      await store.transaction(() => expect(table.get("header")).toEqual(Buffer.from("three")));
+      // A transaction that rolls back leaves nothing behind it either.
+      await expect(
+        store.transaction(() => {
+          table.put("header", Buffer.from("rolled back"));
+          Array.from(table.getKeys());
+          throw new Error("abort");
+        }),
+      ).rejects.toThrow("abort");
+      await store.transaction(() => expect(table.get("header")).toEqual(Buffer.from("three")));
+      expect(table.get("header")).toEqual(Buffer.from("three"));
+    } finally {
+      bridge.run = run;
+    }
   });
 
   it("sends a large batch in bounded pieces and still commits it as one", async () => {

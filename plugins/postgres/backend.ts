@@ -7,13 +7,16 @@
  * projects listed and sized with a query, and two installations pointed at one id meet in the
  * same rows. Every primary key starts with the project, so a project's reads are index ranges.
  *   apex.projects (project, revision)          the global revision of each project
- *   apex.kv       (project, path, value)       the keyspace; path is text COLLATE "C" (UTF-8 byte
- *                                              order), value is APEX's value encoding (value-codec.ts)
+ *   apex.kv       (project, path, value, codec)
+ *                                              the keyspace; path is text COLLATE "C" (UTF-8 byte
+ *                                              order), value is APEX's value encoding (value-codec.ts),
+ *                                              compressed when that pays (codec, see codec.ts)
  *   apex.log      (project, first, paths, kinds, actor, time)
  *                                              one record per batch, as LMDB's LogRecord
  *   apex.tables   (project, name, keys, vals)  the named tables and their key/value kinds
- *   apex.rows     (project, tbl, key, value)   every named table's rows; key is bytea ordered as
- *                                              LMDB orders the key (keys.ts)
+ *   apex.rows     (project, tbl, key, value, codec)
+ *                                              every named table's rows; key is bytea ordered as
+ *                                              LMDB orders the key (keys.ts); value as apex.kv's
  *
  * Reads are synchronous over the asynchronous driver through a worker (bridge.ts). A write
  * transaction is BEGIN + pg_advisory_xact_lock on the project (one writer per project, as LMDB's
@@ -46,6 +49,7 @@ import type {
 import { deleteOne, setOne } from "../../core/store/port.js";
 import { decodeValue, encodeJson, isEncodedValue } from "../../core/store/value-codec.js";
 import { BridgeError, SyncBridge, type Rows, type Statement } from "./bridge.js";
+import { storedForm, writtenForm } from "./codec.js";
 import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys.js";
 
 /** The project id used when the store spec names none. */
@@ -59,11 +63,20 @@ const SCHEMA_LOCK = [LOCK_CLASS, 0] as const;
 const DDL = [
   `CREATE SCHEMA IF NOT EXISTS apex`,
   `CREATE TABLE IF NOT EXISTS apex.projects (project text COLLATE "C" PRIMARY KEY, revision bigint NOT NULL DEFAULT 0, created timestamptz NOT NULL DEFAULT now())`,
-  `CREATE TABLE IF NOT EXISTS apex.kv (project text COLLATE "C" NOT NULL, path text COLLATE "C" NOT NULL, value bytea NOT NULL, PRIMARY KEY (project, path))`,
+  `CREATE TABLE IF NOT EXISTS apex.kv (project text COLLATE "C" NOT NULL, path text COLLATE "C" NOT NULL, value bytea NOT NULL, codec smallint NOT NULL DEFAULT 0, PRIMARY KEY (project, path))`,
   `CREATE TABLE IF NOT EXISTS apex.log (project text COLLATE "C" NOT NULL, first bigint NOT NULL, paths text[] NOT NULL, kinds text NOT NULL, actor text NOT NULL, time bigint NOT NULL, PRIMARY KEY (project, first))`,
   `CREATE TABLE IF NOT EXISTS apex.tables (project text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL, keys text NOT NULL, vals text NOT NULL, PRIMARY KEY (project, name))`,
-  `CREATE TABLE IF NOT EXISTS apex.rows (project text COLLATE "C" NOT NULL, tbl text COLLATE "C" NOT NULL, key bytea NOT NULL, value bytea NOT NULL, PRIMARY KEY (project, tbl, key))`,
+  `CREATE TABLE IF NOT EXISTS apex.rows (project text COLLATE "C" NOT NULL, tbl text COLLATE "C" NOT NULL, key bytea NOT NULL, value bytea NOT NULL, codec smallint NOT NULL DEFAULT 0, PRIMARY KEY (project, tbl, key))`,
 ];
+
+/**
+ * A schema made before values were compressed (no `codec` columns) gets them on the first
+ * writable open: with a constant default, adding a column changes no row (old rows read as
+ * codec 0, their bytes as they are). An older APEX's new rows get codec 0 too, but its update of
+ * a compressed row would leave codec 1 under raw bytes: every host writing to one database must
+ * run an APEX that knows the column.
+ */
+const ADD_CODEC = [`ALTER TABLE apex.kv ADD COLUMN IF NOT EXISTS codec smallint NOT NULL DEFAULT 0`, `ALTER TABLE apex.rows ADD COLUMN IF NOT EXISTS codec smallint NOT NULL DEFAULT 0`];
 
 /**
  * Everything a write transaction buffered, in one statement with a fixed text (prepared once
@@ -71,8 +84,8 @@ const DDL = [
  * new tables, row upserts and deletes. Empty arrays make a part do nothing.
  */
 const FLUSH = `WITH
-kv_up AS (INSERT INTO apex.kv (project, path, value) SELECT $1, p, v FROM unnest($2::text[], $3::bytea[]) AS x(p, v)
-  ON CONFLICT (project, path) DO UPDATE SET value = EXCLUDED.value RETURNING 1),
+kv_up AS (INSERT INTO apex.kv (project, path, value, codec) SELECT $1, p, v, c FROM unnest($2::text[], $3::bytea[], $21::smallint[]) AS x(p, v, c)
+  ON CONFLICT (project, path) DO UPDATE SET value = EXCLUDED.value, codec = EXCLUDED.codec RETURNING 1),
 kv_del AS (DELETE FROM apex.kv WHERE project = $1 AND path = ANY($4::text[]) RETURNING 1),
 log AS (INSERT INTO apex.log (project, first, paths, kinds, actor, time)
   SELECT $1, f, string_to_array(p, E'\\n'), k, a, t FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::bigint[]) AS x(f, p, k, a, t) RETURNING 1),
@@ -80,8 +93,8 @@ rev AS (UPDATE apex.projects SET revision = $10::bigint WHERE project = $1 AND $
 note AS (SELECT pg_notify($12, $10::bigint::text) WHERE $11::boolean),
 tbl AS (INSERT INTO apex.tables (project, name, keys, vals) SELECT $1, n, k, v FROM unnest($13::text[], $14::text[], $15::text[]) AS x(n, k, v)
   ON CONFLICT DO NOTHING RETURNING 1),
-row_up AS (INSERT INTO apex.rows (project, tbl, key, value) SELECT $1, t, k, v FROM unnest($16::text[], $17::bytea[], $18::bytea[]) AS x(t, k, v)
-  ON CONFLICT (project, tbl, key) DO UPDATE SET value = EXCLUDED.value RETURNING 1),
+row_up AS (INSERT INTO apex.rows (project, tbl, key, value, codec) SELECT $1, t, k, v, c FROM unnest($16::text[], $17::bytea[], $18::bytea[], $22::smallint[]) AS x(t, k, v, c)
+  ON CONFLICT (project, tbl, key) DO UPDATE SET value = EXCLUDED.value, codec = EXCLUDED.codec RETURNING 1),
 row_del AS (DELETE FROM apex.rows r USING unnest($19::text[], $20::bytea[]) AS x(t, k) WHERE r.project = $1 AND r.tbl = x.t AND r.key = x.k RETURNING 1)
 SELECT (SELECT count(*) FROM kv_up), (SELECT count(*) FROM kv_del), (SELECT count(*) FROM log), (SELECT count(*) FROM rev),
   (SELECT count(*) FROM note), (SELECT count(*) FROM tbl), (SELECT count(*) FROM row_up), (SELECT count(*) FROM row_del)`;
@@ -99,6 +112,9 @@ interface ScanOptions<K extends string | Buffer> {
 
 /** Paths read per statement by getEncodedMany. */
 const MANY_PATHS_CHUNK = 2000;
+
+/** Bytes of records a write transaction keeps to read again (see Transaction.cache). */
+const TX_CACHE_BYTES = 8 * 1024 * 1024;
 
 /** A buffered transaction flushes once its writes pass this many bytes (a large import stays in bounded memory). */
 const FLUSH_BYTES = 16 * 1024 * 1024;
@@ -133,6 +149,13 @@ interface Transaction {
   rows: Map<string, Map<string, PendingRow>>;
   /** Tables first written in this transaction. */
   newTables: Map<string, TableOptions>;
+  /**
+   * Records this transaction read or sent, by path or by table and key (null: none): under the
+   * project's lock nobody else writes them, so a second read needs no round trip (a checkpoint
+   * reads the journal's header four times). Bounded by `cachedBytes`.
+   */
+  cache: { kv: Map<string, Buffer | null>; rows: Map<string, Buffer | null> };
+  cachedBytes: number;
   /** Revision changes already sent (the NOTIFY goes with the last flush). */
   /** How many flushes this transaction made (a batch's log record ends at a flush). */
   flushes: number;
@@ -247,23 +270,27 @@ function urlOf(spec: StoreSpec): string {
   return spec.url;
 }
 
-/** Whether the schema exists and the project has a row; checks the server's encoding on the way. */
-function probe(bridge: SyncBridge, url: string, project: string): { schema: boolean; exists: boolean } {
+/**
+ * Whether the schema exists, whether its tables have the `codec` columns, and whether the project
+ * has a row; checks the server's encoding on the way.
+ */
+function probe(bridge: SyncBridge, url: string, project: string): { schema: boolean; codec: boolean; exists: boolean } {
   let rows: Rows;
   try {
-    rows = bridge.query(`SELECT current_setting('server_encoding'), to_regclass('apex.projects') IS NOT NULL AND to_regclass('apex.rows') IS NOT NULL`);
+    rows = bridge.query(`SELECT current_setting('server_encoding'), to_regclass('apex.projects') IS NOT NULL AND to_regclass('apex.rows') IS NOT NULL,
+      (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2`);
   } catch (error) {
     throw connectError(url, error);
   }
-  const [encoding, schema] = rows[0] as [string, boolean];
+  const [encoding, schema, codec] = rows[0] as [string, boolean, boolean];
   if (encoding !== "UTF8") {
     throw new ApexError("APEX_E_STORE", `The database at ${redactUrl(url)} is encoded in ${encoding}; APEX needs UTF8 (paths are ordered by their UTF-8 bytes).`, {
       hint: "Create the database with ENCODING 'UTF8' (createdb -E UTF8 -T template0 NAME).",
     });
   }
-  if (!schema) return { schema: false, exists: false };
+  if (!schema) return { schema: false, codec: false, exists: false };
   const found = bridge.query(`SELECT 1 FROM apex.projects WHERE project = $1`, [project]);
-  return { schema: true, exists: found.length > 0 };
+  return { schema: true, codec, exists: found.length > 0 };
 }
 
 export const postgresBackend: StorageBackendFactory = {
@@ -308,8 +335,14 @@ export class PostgresBackend implements StorageBackend {
   private closed = false;
   private readonly statementNames = new Map<string, string>();
   private listen: Listener | undefined;
+  /**
+   * What reads select as a value's codec: the column, or 0 for a store opened read-only whose
+   * schema predates it (only a writable open adds it).
+   */
+  private readonly codec: string;
 
-  private constructor(spec: StoreSpec, url: string, project: string, bridge: SyncBridge, options: StoreOpenOptions) {
+  private constructor(spec: StoreSpec, url: string, project: string, bridge: SyncBridge, options: StoreOpenOptions, codecColumn: boolean) {
+    this.codec = codecColumn ? "codec" : "0";
     this.dir = spec.dir;
     this.url = url;
     this.project = project;
@@ -326,7 +359,7 @@ export class PostgresBackend implements StorageBackend {
     const readOnly = options.readOnly ?? false;
     const bridge = takeBridge(url);
     try {
-      const { exists } = probe(bridge, url, project);
+      const { schema, codec, exists } = probe(bridge, url, project);
       if (readOnly) {
         if (!exists) {
           throw new ApexError("APEX_E_NO_STORE", `No APEX store for project ${JSON.stringify(project)} at ${redactUrl(url)} yet.`, {
@@ -340,11 +373,14 @@ export class PostgresBackend implements StorageBackend {
           { text: "BEGIN" },
           { text: "SELECT pg_advisory_xact_lock($1, $2)", values: [...SCHEMA_LOCK] },
           ...DDL.map((text) => ({ text })),
+          ...(schema && !codec ? ADD_CODEC.map((text) => ({ text })) : []),
           { text: "INSERT INTO apex.projects (project) VALUES ($1) ON CONFLICT DO NOTHING", values: [project] },
           { text: "COMMIT" },
         ]);
+      } else if (!codec) {
+        bridge.run([{ text: "BEGIN" }, { text: "SELECT pg_advisory_xact_lock($1, $2)", values: [...SCHEMA_LOCK] }, ...ADD_CODEC.map((text) => ({ text })), { text: "COMMIT" }]);
       }
-      const backend = new PostgresBackend(spec, url, project, bridge, options);
+      const backend = new PostgresBackend(spec, url, project, bridge, options, codec || !readOnly);
       for (const [name, keys, vals] of bridge.query(`SELECT name, keys, vals FROM apex.tables WHERE project = $1`, [project]) as Array<[string, string, string]>) {
         const tableOptions = { keys, values: vals } as TableOptions;
         backend.tables.set(name, { options: tableOptions, known: true, handle: new PgTable(backend, name, tableOptions) });
@@ -480,8 +516,25 @@ export class PostgresBackend implements StorageBackend {
     this.assertOpen();
     const pending = this.tx?.kv.get(key);
     if (pending !== undefined) return pending ?? undefined;
-    const rows = this.sql(`SELECT value FROM apex.kv WHERE project = $1 AND path = $2`, [this.project, key], `reading ${key}`);
-    return rows.length > 0 ? toBuffer(rows[0]![0]) : undefined;
+    const cached = this.tx?.cache.kv.get(key);
+    if (cached !== undefined) return cached ?? undefined;
+    const rows = this.sql(`SELECT value, ${this.codec} FROM apex.kv WHERE project = $1 AND path = $2`, [this.project, key], `reading ${key}`);
+    const value = rows.length > 0 ? writtenForm(toBuffer(rows[0]![0]), rows[0]![1] as number) : undefined;
+    this.remember("kv", key, value);
+    return value;
+  }
+
+  /**
+   * Keeps a record read or sent inside a write transaction for the transaction's next reads of
+   * it; past TX_CACHE_BYTES only records already kept are updated (never left stale).
+   */
+  private remember(where: "kv" | "rows", key: string, value: Buffer | undefined): void {
+    const tx = this.tx;
+    if (!tx) return;
+    const cache = tx.cache[where];
+    if (tx.cachedBytes >= TX_CACHE_BYTES && !cache.has(key)) return;
+    cache.set(key, value ?? null);
+    tx.cachedBytes += key.length + (value?.length ?? 0);
   }
 
   getEncodedMany(paths: readonly string[]): Array<Buffer | undefined> {
@@ -499,8 +552,8 @@ export class PostgresBackend implements StorageBackend {
     const readChunks = () => {
       for (let start = 0; start < wanted.length; start += MANY_PATHS_CHUNK) {
         const chunk = wanted.slice(start, start + MANY_PATHS_CHUNK);
-        const rows = this.sql(`SELECT path, value FROM apex.kv WHERE project = $1 AND path = ANY($2::text[])`, [this.project, chunk], `reading ${chunk.length} paths`);
-        for (const [path, value] of rows as Array<[string, unknown]>) found.set(path, toBuffer(value));
+        const rows = this.sql(`SELECT path, value, ${this.codec} FROM apex.kv WHERE project = $1 AND path = ANY($2::text[])`, [this.project, chunk], `reading ${chunk.length} paths`);
+        for (const [path, value, codec] of rows as Array<[string, unknown, number]>) found.set(path, writtenForm(toBuffer(value), codec));
       }
     };
     if (wanted.length > MANY_PATHS_CHUNK) this.readView(readChunks);
@@ -511,8 +564,8 @@ export class PostgresBackend implements StorageBackend {
   has(path: string): boolean {
     checkPath(path);
     this.assertOpen();
-    const pending = this.tx?.kv.get(path);
-    if (pending !== undefined) return pending !== null;
+    // In a write transaction, the record itself: it is often read next, and then is at hand.
+    if (this.tx) return this.rawGet(path) !== undefined;
     return this.sql(`SELECT 1 FROM apex.kv WHERE project = $1 AND path = $2`, [this.project, path], `reading ${path}`).length > 0;
   }
 
@@ -615,14 +668,14 @@ export class PostgresBackend implements StorageBackend {
         where.push(`${options.keyColumn} ${upper.inclusive ? "<=" : "<"} $${params.length}`);
       }
       params.push(size);
-      let text = `SELECT ${options.keyColumn}${options.values ? ", value" : ""} FROM ${options.from} WHERE ${where.join(" AND ")} ORDER BY ${options.keyColumn} ${reverse ? "DESC" : "ASC"} LIMIT $${params.length}`;
+      let text = `SELECT ${options.keyColumn}${options.values ? `, value, ${this.codec}` : ""} FROM ${options.from} WHERE ${where.join(" AND ")} ORDER BY ${options.keyColumn} ${reverse ? "DESC" : "ASC"} LIMIT $${params.length}`;
       if (skip > 0) {
         params.push(skip);
         text += ` OFFSET $${params.length}`;
         skip = 0;
       }
       const rows = this.sql(text, params, options.doing);
-      for (const row of rows) yield [(typeof row[0] === "string" ? row[0] : toBuffer(row[0])) as K, options.values ? toBuffer(row[1]) : undefined];
+      for (const row of rows) yield [(typeof row[0] === "string" ? row[0] : toBuffer(row[0])) as K, options.values ? writtenForm(toBuffer(row[1]), row[2] as number) : undefined];
       remaining -= rows.length;
       if (rows.length < size) return;
       const last = (typeof rows[rows.length - 1]![0] === "string" ? rows[rows.length - 1]![0] : toBuffer(rows[rows.length - 1]![0])) as K;
@@ -743,7 +796,7 @@ export class PostgresBackend implements StorageBackend {
       true,
     );
     const base = rows[2]!.length > 0 ? (rows[2]![0]![0] as number) : 0;
-    const tx: Transaction = { base, log: [], changes: 0, kv: new Map(), rows: new Map(), newTables: new Map(), flushes: 0, bytes: 0, pending: false };
+    const tx: Transaction = { base, log: [], changes: 0, kv: new Map(), rows: new Map(), newTables: new Map(), cache: { kv: new Map(), rows: new Map() }, cachedBytes: 0, flushes: 0, bytes: 0, pending: false };
     this.tx = tx;
     let out: T;
     try {
@@ -775,13 +828,17 @@ export class PostgresBackend implements StorageBackend {
     const revision = tx.base + tx.changes;
     const revisionChanged = commit && revision !== tx.base;
     if (!tx.pending && !revisionChanged) return;
+    // Values are compressed here, once each, not as they are buffered: a transaction reads back its own writes, and may overwrite them.
     const kvPut: [string[], Buffer[]] = [[], []];
+    const kvCodecs: number[] = [];
     const kvDelete: string[] = [];
     for (const [path, value] of tx.kv) {
       if (value === null) kvDelete.push(path);
       else {
+        const stored = storedForm(value);
         kvPut[0].push(path);
-        kvPut[1].push(value);
+        kvPut[1].push(stored.bytes);
+        kvCodecs.push(stored.codec);
       }
     }
     const log: [number[], string[], string[], string[], number[]] = [[], [], [], [], []];
@@ -800,6 +857,7 @@ export class PostgresBackend implements StorageBackend {
       tables[2].push(options.values);
     }
     const rowPut: [string[], Buffer[], Buffer[]] = [[], [], []];
+    const rowCodecs: number[] = [];
     const rowDelete: [string[], Buffer[]] = [[], []];
     for (const [table, rows] of tx.rows) {
       for (const { key, value } of rows.values()) {
@@ -807,9 +865,11 @@ export class PostgresBackend implements StorageBackend {
           rowDelete[0].push(table);
           rowDelete[1].push(key);
         } else {
+          const stored = storedForm(value);
           rowPut[0].push(table);
           rowPut[1].push(key);
-          rowPut[2].push(value);
+          rowPut[2].push(stored.bytes);
+          rowCodecs.push(stored.codec);
         }
       }
     }
@@ -818,11 +878,16 @@ export class PostgresBackend implements StorageBackend {
         {
           text: FLUSH,
           name: "apex_flush",
-          values: [this.project, ...kvPut, kvDelete, ...log, revision, revisionChanged, this.channel, ...tables, ...rowPut, ...rowDelete],
+          values: [this.project, ...kvPut, kvDelete, ...log, revision, revisionChanged, this.channel, ...tables, ...rowPut, ...rowDelete, kvCodecs, rowCodecs],
         },
       ],
       "writing",
     );
+    // What was sent is what the transaction now reads: kept in its cache instead of the buffer.
+    for (const [path, value] of tx.kv) this.remember("kv", path, value ?? undefined);
+    for (const [table, rows] of tx.rows) {
+      for (const [key, { value }] of rows) this.remember("rows", `${table}\u0000${key}`, value ?? undefined);
+    }
     tx.kv.clear();
     tx.rows.clear();
     tx.log = [];
@@ -942,8 +1007,13 @@ export class PostgresBackend implements StorageBackend {
     this.assertOpen();
     const pending = this.tx?.rows.get(table)?.get(key.toString("latin1"));
     if (pending) return pending.value ?? undefined;
-    const rows = this.sql(`SELECT value FROM apex.rows WHERE project = $1 AND tbl = $2 AND key = $3`, [this.project, table, key], `reading table ${table}`);
-    return rows.length > 0 ? toBuffer(rows[0]![0]) : undefined;
+    const cacheKey = this.tx ? `${table}\u0000${key.toString("latin1")}` : "";
+    const cached = this.tx?.cache.rows.get(cacheKey);
+    if (cached !== undefined) return cached ?? undefined;
+    const rows = this.sql(`SELECT value, ${this.codec} FROM apex.rows WHERE project = $1 AND tbl = $2 AND key = $3`, [this.project, table, key], `reading table ${table}`);
+    const value = rows.length > 0 ? writtenForm(toBuffer(rows[0]![0]), rows[0]![1] as number) : undefined;
+    this.remember("rows", cacheKey, value);
+    return value;
   }
 
   /** @internal (PgTable) */

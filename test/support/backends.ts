@@ -140,7 +140,7 @@ function testBackend(name: BackendName): TestBackend & { cleanup(): Promise<void
         const kv = store.table<string, Buffer>("kv", { keys: "string", values: "binary" });
         await store.transaction(() => kv.put(key, bytes));
       } else {
-        await sql(store, `INSERT INTO apex.kv (project, path, value) VALUES ($1, $2, $3) ON CONFLICT (project, path) DO UPDATE SET value = EXCLUDED.value`, [key, bytes]);
+        await sql(store, `INSERT INTO apex.kv (project, path, value, codec) VALUES ($1, $2, $3, 0) ON CONFLICT (project, path) DO UPDATE SET value = EXCLUDED.value, codec = 0`, [key, bytes]);
       }
     },
     async removeLogRecord(store, first) {
