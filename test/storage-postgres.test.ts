@@ -450,6 +450,12 @@ describe("postgres backend", () => {
       { path: "/old/note", codec: 0 },
     ]);
     expect(Array.from(writer.changesSince(0), (change) => change.path)).toEqual(["/old/note", "/new/note"]);
+    // An older APEX's write names no codec: it is refused, not stored raw under codec 1.
+    await expect(
+      query(old, `INSERT INTO apex.kv (project, path, value) VALUES ($1, '/new/note', $2) ON CONFLICT (project, path) DO UPDATE SET value = EXCLUDED.value`, [s.project, encodeJson({ raw: true })]),
+    ).rejects.toThrow(/codec/);
+    await expect(query(old, `INSERT INTO apex.rows VALUES ($1, 't', $2, $3)`, [s.project, Buffer.from("k2"), rowBytes])).rejects.toThrow(/codec/);
+    expect(open(s, true).get("/new/note")).toEqual(note);
   });
 
   it("reads a record once per write transaction (nobody else writes under the project's lock), and then what it wrote", async () => {

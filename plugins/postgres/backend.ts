@@ -63,20 +63,24 @@ const SCHEMA_LOCK = [LOCK_CLASS, 0] as const;
 const DDL = [
   `CREATE SCHEMA IF NOT EXISTS apex`,
   `CREATE TABLE IF NOT EXISTS apex.projects (project text COLLATE "C" PRIMARY KEY, revision bigint NOT NULL DEFAULT 0, created timestamptz NOT NULL DEFAULT now())`,
-  `CREATE TABLE IF NOT EXISTS apex.kv (project text COLLATE "C" NOT NULL, path text COLLATE "C" NOT NULL, value bytea NOT NULL, codec smallint NOT NULL DEFAULT 0, PRIMARY KEY (project, path))`,
+  `CREATE TABLE IF NOT EXISTS apex.kv (project text COLLATE "C" NOT NULL, path text COLLATE "C" NOT NULL, value bytea NOT NULL, codec smallint NOT NULL, PRIMARY KEY (project, path))`,
   `CREATE TABLE IF NOT EXISTS apex.log (project text COLLATE "C" NOT NULL, first bigint NOT NULL, paths text[] NOT NULL, kinds text NOT NULL, actor text NOT NULL, time bigint NOT NULL, PRIMARY KEY (project, first))`,
   `CREATE TABLE IF NOT EXISTS apex.tables (project text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL, keys text NOT NULL, vals text NOT NULL, PRIMARY KEY (project, name))`,
-  `CREATE TABLE IF NOT EXISTS apex.rows (project text COLLATE "C" NOT NULL, tbl text COLLATE "C" NOT NULL, key bytea NOT NULL, value bytea NOT NULL, codec smallint NOT NULL DEFAULT 0, PRIMARY KEY (project, tbl, key))`,
+  `CREATE TABLE IF NOT EXISTS apex.rows (project text COLLATE "C" NOT NULL, tbl text COLLATE "C" NOT NULL, key bytea NOT NULL, value bytea NOT NULL, codec smallint NOT NULL, PRIMARY KEY (project, tbl, key))`,
 ];
 
 /**
  * A schema made before values were compressed (no `codec` columns) gets them on the first
  * writable open: with a constant default, adding a column changes no row (old rows read as
- * codec 0, their bytes as they are). An older APEX's new rows get codec 0 too, but its update of
- * a compressed row would leave codec 1 under raw bytes: every host writing to one database must
- * run an APEX that knows the column.
+ * codec 0, their bytes as they are). The default is then dropped, as a new schema has none: every
+ * write of this backend names the codec, and an older APEX's write, which does not, fails on
+ * the NOT NULL column instead of leaving codec 1 under the raw bytes it would write over a
+ * compressed row.
  */
-const ADD_CODEC = [`ALTER TABLE apex.kv ADD COLUMN IF NOT EXISTS codec smallint NOT NULL DEFAULT 0`, `ALTER TABLE apex.rows ADD COLUMN IF NOT EXISTS codec smallint NOT NULL DEFAULT 0`];
+const ADD_CODEC = ["kv", "rows"].flatMap((table) => [
+  `ALTER TABLE apex.${table} ADD COLUMN IF NOT EXISTS codec smallint NOT NULL DEFAULT 0`,
+  `ALTER TABLE apex.${table} ALTER COLUMN codec DROP DEFAULT`,
+]);
 
 /**
  * Everything a write transaction buffered, in one statement with a fixed text (prepared once
