@@ -218,6 +218,50 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     });
   });
 
+  it("a split channel whose keys come in another order, whose objects change in place, and a put after a read, write exactly the keys that changed", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const state: Record<string, unknown> = {};
+    for (let i = 0; i < 100; i++) state[`k${i}`] = i % 10 === 0 ? { nested: i } : `value ${i}`;
+    const nested = state.k10 as { nested: number };
+    let config = { configurable: { thread_id: "order", checkpoint_ns: "" } } as Record<string, any>;
+    let version = 1;
+    const put = async (values: Record<string, unknown>) => {
+      version += 1;
+      config = await saver.put(config, checkpointOf({ state: values }, { state: version }), { source: "loop", step: version, parents: {} }, { state: version });
+    };
+    await put({ ...state });
+    // The same keys backwards, one string changed, one object changed in place, one object unchanged.
+    state.k3 = "changed";
+    nested.nested = -1;
+    await put(Object.fromEntries(Object.keys(state).reverse().map((key) => [key, state[key]])));
+    // A new saver reads the thread (its cache comes from the read), then puts the next step.
+    await saver.close();
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    config = (await reader.getTuple({ configurable: { thread_id: "order", checkpoint_ns: "" } }))!.config as Record<string, any>;
+    delete state.k5;
+    state.k7 = 7;
+    state.added = null;
+    version += 1;
+    config = await reader.put(config, checkpointOf({ state: { ...state } }, { state: version }), { source: "loop", step: version, parents: {} }, { state: version });
+    await reader.close();
+
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    expect((await fresh.getTuple(config))!.checkpoint.channel_values.state).toEqual(state);
+    await fresh.close();
+    const diffs = await readStore(dir, (store) => {
+      const [third, second, first] = listCheckpoints(store, sessionId).items;
+      // (in tree order, which is not name order)
+      const sorted = (diff: { added: string[]; removed: string[]; changed: string[] }) => ({ added: diff.added.sort(), removed: diff.removed.sort(), changed: diff.changed.sort() });
+      return [sorted(diffCheckpoints(store, first!.id, second!.id).memory), sorted(diffCheckpoints(store, second!.id, third!.id).memory)];
+    });
+    expect(diffs).toEqual([
+      { added: [], removed: [], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k10", "/langgraph/order/~/state/k3"] },
+      { added: ["/langgraph/order/~/state/added"], removed: ["/langgraph/order/~/state/k5"], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k7"] },
+    ]);
+  });
+
   it("a fork from an older checkpoint, and a saver whose cache is out of date, still store exactly the checkpoint given", async () => {
     const { dir, saver } = await setup();
     const base = { configurable: { thread_id: "fork", checkpoint_ns: "" } } as Record<string, any>;
