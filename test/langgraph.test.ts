@@ -4,7 +4,7 @@
 // threads, names that are not path segments, bad requests.
 import { readFileSync, readdirSync } from "node:fs";
 import { join, relative } from "node:path";
-import { uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
+import { JsonPlusSerializer, uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { type Store } from "../core/store/store.js";
@@ -319,7 +319,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
 
   it("string values read back exactly, escapes, quotes and JSON-looking text included, as whole channels and as keys of a split one", async () => {
     const { dir, saver } = await setup();
-    const strings = ["plain", "", 'say "hi"', "back\\slash", "line\nbreak", "tab\t", '"quoted"', "ü ✓ \u2028", "\ud83d\ude00", '{"lc":1}', "[1,2]"];
+    const strings = ["plain", "", 'say "hi"', "back\\slash", "line\nbreak", "tab\t", '"quoted"', "ü ✓ \u2028", "\ud83d\ude00", "lone \ud800 surrogate", "\u0001\u007f", '{"lc":1}', "[1,2]"];
     const values: Record<string, unknown> = Object.fromEntries(strings.map((text, i) => [`c${i}`, text]));
     const split = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`k${i}`, strings[i % strings.length]!]));
     values.split = split;
@@ -329,6 +329,14 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     cleanups.push(() => fresh.close());
     const tuple = await fresh.getTuple(config);
     expect(tuple!.checkpoint.channel_values).toEqual(values);
+  });
+
+  it("a string is written as LangGraph's JsonPlusSerializer writes it (the text put takes without the serializer)", async () => {
+    const serde = new JsonPlusSerializer();
+    for (const text of ["plain", "", 'say "hi"', "back\\slash", "line\nbreak", "ü ✓ \u2028", "\ud83d\ude00", "lone \ud800 surrogate", "\udc00", "\u0001", '{"lc":1}']) {
+      const [type, bytes] = await serde.dumpsTyped(text);
+      expect([type, Buffer.from(bytes).toString("utf8")]).toEqual(["json", JSON.stringify(text)]);
+    }
   });
 
   it("retention keeps the latest checkpoint of every thread, however many steps other threads take", async () => {

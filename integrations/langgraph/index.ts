@@ -85,8 +85,8 @@ interface OrderedKeys {
   names: string[];
   /** The value when it is a primitive, else NOT_PRIMITIVE. */
   primitives: unknown[];
-  /** The serialized value of a key that is not a primitive (undefined for primitives: they compare as they are). */
-  serialized: Array<SerializedValue | undefined>;
+  /** The serialized values of the keys that are not primitives (primitives compare as they are). */
+  objects: Map<string, SerializedValue>;
   index?: Map<string, number>;
 }
 
@@ -100,11 +100,14 @@ export class ApexSaver extends BaseCheckpointSaver {
   /** Puts run one after the other: each builds on what the previous one left in the cache. */
   private putQueue: Promise<unknown> = Promise.resolve();
   private readonly splitKeys: number;
+  /** The serializer is LangGraph's JsonPlusSerializer itself (not a subclass): see serializeNow. */
+  private readonly plainJson: boolean;
 
   constructor(options: ApexSaverOptions = {}) {
     super(options.serde);
     this.options = options;
     this.splitKeys = options.splitKeys ?? DEFAULT_SPLIT_KEYS;
+    this.plainJson = Object.getPrototypeOf(this.serde) === JsonPlusSerializer.prototype;
   }
 
   /** Releases the store (when this saver opened it itself). */
@@ -217,7 +220,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     const names = object ? Object.keys(object) : [];
     if (!object || names.length < this.splitKeys) {
       next.splits.delete(name);
-      return { v: version, value: await this.serialize(value) };
+      return { v: version, value: this.serializeNow(value) ?? (await this.serialize(value)) };
     }
     const previous = delta?.splits.get(name);
     const before = previous?.ordered ?? (previous ? orderedOf(previous.keys) : undefined);
@@ -226,12 +229,16 @@ export class ApexSaver extends BaseCheckpointSaver {
     // A changed primitive, or an object (which may have changed in place): serialized, and sent if its text changed.
     for (const { index, known } of changed) {
       const key = names[index]!;
-      const serialized = await this.serialize(object[key]);
-      if (after.primitives[index] === NOT_PRIMITIVE) after.serialized[index] = serialized;
+      const item = object[key];
+      const serialized = this.serializeNow(item) ?? (await this.serialize(item));
+      // (an object's text is what the next step compares with; a primitive's is not kept)
+      if (after.primitives[index] === NOT_PRIMITIVE) after.objects.set(key, serialized);
+      else after.objects.delete(key);
       if (!known || !sameSerialized(known, serialized)) set[key] = serialized;
     }
     const deleted: string[] = [];
     if (before && kept < before.names.length) for (const key of before.names) if (!hasOwn(object, key)) deleted.push(key);
+    for (const key of deleted) after.objects.delete(key);
     next.splits.set(name, { v: version, ordered: after });
     return { v: version, split: previous ? { base: previous.v, set, delete: deleted } : { full: true, set } };
   }
@@ -310,6 +317,17 @@ export class ApexSaver extends BaseCheckpointSaver {
     };
     if (record.parent_id !== null) tuple.parentConfig = { configurable: { thread_id: record.thread_id, checkpoint_ns: record.checkpoint_ns, checkpoint_id: record.parent_id } };
     return tuple;
+  }
+
+  /**
+   * A string value serialized without the serializer's round trip, when that gives the same:
+   * JsonPlusSerializer writes a string as JSON.stringify does (its replacer returns strings as
+   * they are) and encodes that to UTF-8, which serialize() decodes again (JSON.stringify's text
+   * has no lone surrogates, so the round trip changes nothing). A put writes a step's changed
+   * values this way, without a promise and two copies each. Undefined: use serialize().
+   */
+  private serializeNow(value: unknown): SerializedValue | undefined {
+    return typeof value === "string" && this.plainJson ? { t: "json", d: JSON.stringify(value) } : undefined;
   }
 
   private async serialize(value: unknown): Promise<SerializedValue> {
@@ -449,36 +467,55 @@ function diffVersions(versions: Record<string, Version>, delta: ThreadCache | un
 /**
  * A split channel's keys against the previous step's (`before`): which need serializing (a
  * changed primitive, or any object, which may have changed in place; with the serialized value
- * they had, if any) and how many of `before`'s keys are still there. Keys are compared
- * position by position, a key elsewhere is looked up.
+ * they had, if any) and how many of `before`'s keys are still there. `before` is updated in
+ * place while the keys are where they were (the usual step: no copy of 10k entries); from the
+ * first key elsewhere on, the rest is looked up and new arrays are made.
  */
 function diffKeys(object: Record<string, unknown>, names: string[], before: OrderedKeys | undefined): { after: OrderedKeys; changed: Array<{ index: number; known: SerializedValue | undefined }>; kept: number } {
   const count = names.length;
-  const after: OrderedKeys = { names, primitives: new Array<unknown>(count), serialized: new Array<SerializedValue | undefined>(count) };
   const changed: Array<{ index: number; known: SerializedValue | undefined }> = [];
-  let kept = 0;
-  for (let i = 0; i < count; i++) {
+  let i = 0;
+  if (before && before.names.length === count) {
+    const { names: old, primitives } = before;
+    for (; i < count; i++) {
+      const key = names[i]!;
+      if (old[i] !== key) break;
+      const item = object[key];
+      const primitive = isPrimitive(item) ? item : NOT_PRIMITIVE;
+      if (primitive !== NOT_PRIMITIVE && primitives[i] === primitive) continue;
+      primitives[i] = primitive;
+      changed.push({ index: i, known: before.objects.get(key) });
+    }
+    if (i === count) {
+      before.names = names;
+      return { after: before, changed, kept: count };
+    }
+  }
+  // The keys before `i` were in place (their entries in `before` are already the new ones).
+  const after: OrderedKeys = { names, primitives: before ? before.primitives.slice(0, i) : [], objects: before?.objects ?? new Map() };
+  let kept = i;
+  for (; i < count; i++) {
     const key = names[i]!;
     const item = object[key];
     const primitive = isPrimitive(item) ? item : NOT_PRIMITIVE;
-    after.primitives[i] = primitive;
+    after.primitives.push(primitive);
     const at = before === undefined ? -1 : before.names[i] === key ? i : indexOf(before, key);
     if (at >= 0) {
       kept += 1;
       if (primitive !== NOT_PRIMITIVE && before!.primitives[at] === primitive) continue;
     }
-    changed.push({ index: i, known: at >= 0 ? before!.serialized[at] : undefined });
+    changed.push({ index: i, known: at >= 0 ? before!.objects.get(key) : undefined });
   }
   return { after, changed, kept };
 }
 
 /** A split channel's keys as a read found them, in the OrderedKeys form a put compares with. */
 function orderedOf(keys: Map<string, CachedKey>): OrderedKeys {
-  const ordered: OrderedKeys = { names: [], primitives: [], serialized: [] };
+  const ordered: OrderedKeys = { names: [], primitives: [], objects: new Map() };
   for (const [name, { serialized, primitive }] of keys) {
     ordered.names.push(name);
     ordered.primitives.push(primitive);
-    ordered.serialized.push(serialized);
+    if (primitive === NOT_PRIMITIVE) ordered.objects.set(name, serialized);
   }
   return ordered;
 }
