@@ -6,7 +6,8 @@
 // - `put` per step (median, wall and CPU time; the savers take each step in turn, so that all
 //   see the same machine load), bytes on disk after the 100 steps (and where APEX's are),
 //   `getTuple` of the 50th step (by a new saver, ApexSaver's and SqliteSaver's alternately;
-//   then a second read by the same saver).
+//   then a second read by the same saver; and as the first call of a new process, as a resumed
+//   graph makes it: the store or database opened by that call, the page cache warm for both).
 // Targets: ApexSaver.put ≥ 10× faster than SqliteSaver.put, ≥ 50× smaller on disk, getTuple
 // no slower than SqliteSaver's.
 // The values are `<key>:<step>:` and 1,000 times "x" (compressible almost to nothing: ApexSaver
@@ -14,12 +15,14 @@
 // ~1,000 characters of words drawn at random for each value (compresses ~2.7× with gzip level 1),
 // the figure to expect from text.
 //   node bench/langgraph.bench.mjs [--keys 10000] [--steps 100] [--runs 5] [--text]
+import { spawnSync } from "node:child_process";
 import { readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { MemorySaver, uuid6 } from "@langchain/langgraph-checkpoint";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import { ApexSaver } from "apex-sessions/langgraph";
-import { median, numberOption, pagesOf, printTable, statsOf, stepWorkload, tempProject } from "./lib.mjs";
+import { REPO, median, numberOption, pagesOf, printTable, statsOf, stepWorkload, tempProject } from "./lib.mjs";
 import { openStore } from "../dist/core/store/open.js";
 import { LmdbStore } from "../dist/plugins/lmdb/backend.js";
 import { ObjectStore } from "../dist/plugins/checkpoint/engine/objects.js";
@@ -158,6 +161,39 @@ async function timeGetTuples(makers, configs) {
   return makers.map((_, i) => ({ firstMs: median(first[i].ms), firstCpuMs: median(first[i].cpu), warmMs: median(warm[i].ms), warmCpuMs: median(warm[i].cpu), tuple: tuples[i] }));
 }
 
+/**
+ * getTuple of one checkpoint in a new process, as a resumed graph does it: the saver's module
+ * imported, then one getTuple (which opens the store or database), timed in that process (wall
+ * and CPU). `RUNS` processes per saver, ApexSaver's and SqliteSaver's alternately.
+ */
+function timeFreshProcesses(kinds, where, configs) {
+  const script = (kind) => `
+    const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
+    let c = cpu(), t = performance.now();
+    const saver = ${kind === "apex"
+      ? `new (await import(${JSON.stringify(pathToFileURL(join(REPO, "dist/integrations/langgraph/index.js")).href)})).ApexSaver({ project: ${JSON.stringify(where.apex)} })`
+      : `(await import("@langchain/langgraph-checkpoint-sqlite")).SqliteSaver.fromConnString(${JSON.stringify(where.sqlite)})`};
+    const importMs = performance.now() - t, importCpu = cpu() - c;
+    c = cpu(); t = performance.now();
+    const tuple = await saver.getTuple(${JSON.stringify(configs[kind])});
+    const ms = performance.now() - t, cpuMs = cpu() - c;
+    if (!tuple) throw new Error("nothing found");
+    console.log(JSON.stringify({ importMs, importCpu, ms, cpuMs }));
+    process.exit(0);`;
+  const times = Object.fromEntries(kinds.map((kind) => [kind, { ms: [], cpu: [], importMs: [] }]));
+  for (let round = 0; round < RUNS; round++) {
+    for (const kind of round % 2 ? [...kinds].reverse() : kinds) {
+      const result = spawnSync(process.execPath, ["--input-type=module", "-e", script(kind)], { cwd: REPO, encoding: "utf8" });
+      if (result.status !== 0) throw new Error(`getTuple in a new process (${kind}) failed: ${result.stderr}`);
+      const measured = JSON.parse(result.stdout.trim().split("\n").pop());
+      times[kind].ms.push(measured.ms);
+      times[kind].cpu.push(measured.cpuMs);
+      times[kind].importMs.push(measured.importMs);
+    }
+  }
+  return Object.fromEntries(kinds.map((kind) => [kind, { ms: median(times[kind].ms), cpuMs: median(times[kind].cpu), importMs: median(times[kind].importMs) }]));
+}
+
 const cleanups = [];
 const results = {};
 try {
@@ -190,13 +226,14 @@ try {
       [() => new ApexSaver({ project: apexProject.dir }), () => SqliteSaver.fromConnString(sqliteFile)],
       [apexRun.configs[50], sqliteRun.configs[50]],
     );
+    const fresh = timeFreshProcesses(["apex", "sqlite"], { apex: apexProject.dir, sqlite: sqliteFile }, { apex: apexRun.configs[50], sqlite: sqliteRun.configs[50] });
     const flat = (values) => (shape === "channels" ? values : values.state);
     const a = flat(apexGet.tuple.checkpoint.channel_values);
     const b = flat(sqliteGet.tuple.checkpoint.channel_values);
     if (Object.keys(a).length !== KEYS || Object.keys(b).length !== KEYS || Object.keys(a).some((key) => a[key] !== b[key])) {
       throw new Error("ApexSaver and SqliteSaver read back different states for the 50th step");
     }
-    results[shape] = { apexRun, apexBytes, apexGet, sqliteRun, sqliteBytes, sqliteGet, memoryRun, breakdown };
+    results[shape] = { apexRun, apexBytes, apexGet, sqliteRun, sqliteBytes, sqliteGet, memoryRun, breakdown, fresh };
   }
 } finally {
   for (const cleanup of cleanups) cleanup();
@@ -224,6 +261,9 @@ for (const [shape, r] of Object.entries(results)) {
     noSlower(`${label}: getTuple of step 50, first read by a new saver (median of ${RUNS})`, r.apexGet.firstMs, r.sqliteGet.firstMs),
     noSlower(`  CPU time of the same reads`, r.apexGet.firstCpuMs, r.sqliteGet.firstCpuMs),
     noSlower(`  warm (the same saver again), median of ${RUNS}`, r.apexGet.warmMs, r.sqliteGet.warmMs),
+    noSlower(`  in a new process (the saver's first call: opens the store), median of ${RUNS}`, r.fresh.apex.ms, r.fresh.sqlite.ms),
+    noSlower(`  CPU time of the same reads`, r.fresh.apex.cpuMs, r.fresh.sqlite.cpuMs),
+    { label: `  importing the saver's module in that process (for reference)`, ms: r.fresh.apex.importMs, baselineMs: r.fresh.sqlite.importMs, ratio: r.fresh.apex.importMs / r.fresh.sqlite.importMs, target: "-", pass: true },
   );
 }
 const ok = printTable(`LangGraph checkpointers: ApexSaver vs SqliteSaver (baseline column) and MemorySaver; values: ${TEXT ? "words (--text)" : 'one repeated character ("x")'}`, rows);

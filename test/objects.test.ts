@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { gzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   ChangeSet,
@@ -105,7 +106,7 @@ describe("tree node encoding", () => {
   const hashB = sha256("b");
 
   it("round-trips leaves and split nodes", () => {
-    const leaf = { kind: "leaf" as const, entries: [{ name: "a", value: hashA }, { name: "b\u{1F600}", value: hashA, tree: hashB }, { name: "c", tree: hashB }] };
+    const leaf = { kind: "leaf" as const, entries: [{ name: "a", value: hashA }, { name: "ab", value: hashB }, { name: "b\u{1F600}", value: hashA, tree: hashB }, { name: "c", tree: hashB }, { name: "é", value: hashB }] };
     expect(decodeTreeNode(encodeTreeNode(leaf))).toEqual(leaf);
     const split = { kind: "split" as const, depth: 3, count: 40, buckets: [{ index: 0, hash: hashA, count: 20 }, { index: 7, hash: hashB, count: 20 }] };
     expect(decodeTreeNode(encodeTreeNode(split))).toEqual(split);
@@ -113,6 +114,11 @@ describe("tree node encoding", () => {
 
   it.each([
     ["names out of order", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "b", value: hashA }, { name: "a", value: hashA }] }), "names out of order"],
+    ["the same name twice", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "ab", value: hashA }, { name: "ab", value: hashB }] }), "names out of order"],
+    ["a name before its own prefix", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "ab", value: hashA }, { name: "a", value: hashA }] }), "names out of order"],
+    ["a name with a slash", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "a/b", value: hashA }] }), "invalid name"],
+    ["a non-ASCII name with a slash", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "é/b", value: hashA }] }), "invalid name"],
+    ["a name that is not UTF-8", () => Buffer.concat([Buffer.from([0x4c, 1, 2, 0x7a, 0xff, 1]), Buffer.from(hashA, "hex")]), "invalid name"],
     ["an empty leaf", () => encodeTreeNode({ kind: "leaf", entries: [] }), "empty leaf"],
     ["trailing bytes", () => Buffer.concat([encodeTreeNode({ kind: "leaf", entries: [{ name: "a", value: hashA }] }), Buffer.from([0])]), "trailing bytes"],
     ["a truncated hash", () => encodeTreeNode({ kind: "leaf", entries: [{ name: "a", value: hashA }] }).subarray(0, 20), "truncated node"],
@@ -767,6 +773,66 @@ describe("whole-tree reads grouped by pack", () => {
     stored[Math.floor(stored.length / 2)]! ^= 0xff;
     await store.transaction(() => objects.packs.put(location.pack, stored));
     expect(() => objects.view().visitValues(hashes, () => undefined, { trustChecksums: true })).toThrowError(expect.objectContaining({ reason: "corrupt" }));
+  });
+
+  it("visitValues decompresses gzip packs several to a call, hands each value over with its position, and still finds a damaged pack among them", async () => {
+    const objects = ObjectStore.of(store);
+    const batches: Array<Array<{ kind: "value"; hash: Hash; bytes: Buffer }>> = [];
+    for (let batch = 0; batch < 3; batch++) {
+      const items = Array.from({ length: 120 }, (_, i) => {
+        const bytes = encodeValue({ batch, i, text: `value ${batch}/${i} `.repeat(60) });
+        return { kind: "value" as const, hash: sha256(bytes), bytes };
+      });
+      await store.transaction(() => objects.appendObjects(items, { compressValues: true }));
+      batches.push(items);
+    }
+    const items = batches.flat();
+    const packs = [...new Set(items.map((item) => objects.locate("value", item.hash)!.pack))];
+    expect(packs.length).toBeGreaterThanOrEqual(6);
+    for (const item of items) expect(objects.locate("value", item.hash)!.codec).toBe(1);
+    // In an order unlike the packs', one hash twice: each position is visited with its own bytes.
+    const order = [...Array.from({ length: 120 }, (_, i) => batches.map((batch) => batch[i]!)).flat(), items[5]!];
+    const hashes = order.map((item) => item.hash);
+    const seen: Array<Buffer | undefined> = new Array(hashes.length);
+    objects.view().visitValues(hashes, (hash, bytes, at) => {
+      expect(hashes[at]).toBe(hash);
+      seen[at] = copyOf(bytes);
+    }, { trustChecksums: true });
+    for (const [at, item] of order.entries()) expect(seen[at]?.equals(item.bytes)).toBe(true);
+
+    // A pack in the middle of the others damaged: the values of the packs before it are read, then
+    // one of its values is named corrupt.
+    const damaged = packs[Math.floor(packs.length / 2)]!;
+    const stored = copyOf(objects.packs.getBinaryFast(damaged)!);
+    stored[Math.floor(stored.length / 2)]! ^= 0xff;
+    await store.transaction(() => objects.packs.put(damaged, stored));
+    const inDamaged = new Set(items.filter((item) => objects.locate("value", item.hash)!.pack === damaged).map((item) => item.hash));
+    const visited = new Set<Hash>();
+    let error: unknown;
+    try {
+      objects.view().visitValues(hashes, (hash) => void visited.add(hash), { trustChecksums: true });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toMatchObject({ reason: "corrupt" });
+    expect(inDamaged.has((error as ObjectDamageError).hash)).toBe(true);
+    for (const item of items) if (objects.locate("value", item.hash)!.pack < damaged) expect(visited.has(item.hash)).toBe(true);
+    // Without it, the packs around it are read as before.
+    const others = hashes.filter((hash) => !inDamaged.has(hash));
+    let count = 0;
+    objects.view().visitValues(others, () => void (count += 1), { trustChecksums: true });
+    expect(count).toBe(others.length);
+
+    // A pack replaced by a sound gzip member of other bytes (its trailer gives another size than the
+    // location records): its values are not taken from it.
+    const replaced = packs[1]!;
+    const other = gzipSync(Buffer.from("x".repeat(100)));
+    await store.transaction(() => objects.packs.put(replaced, other));
+    const inReplaced = new Set(items.filter((item) => objects.locate("value", item.hash)!.pack === replaced).map((item) => item.hash));
+    const firstPacks = items.filter((item) => objects.locate("value", item.hash)!.pack <= packs[2]!).map((item) => item.hash);
+    expect(() => objects.view().visitValues(firstPacks, () => undefined, { trustChecksums: true })).toThrowError(
+      expect.objectContaining({ reason: "corrupt", hash: expect.toSatisfy((hash: Hash) => inReplaced.has(hash)) }),
+    );
   });
 
   it("a view hands prefetched values out once and still verifies them against their hash", async () => {

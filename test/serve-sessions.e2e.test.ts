@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { isAlive, Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { initRepo, isolatedGit } from "./support/git.js";
 import { remote, rpc, serve, share } from "./support/serve.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
@@ -235,5 +236,42 @@ describe("apex serve: sessions side by side", () => {
     expect(JSON.parse(p.apex(["memory", "show", "/notes/where", "--json"], { cwd: wt }).stdout).value).toBe("alpha again");
     expect(JSON.parse(p.apex(["memory", "show", "/notes/where", "--json"]).stdout).value).toBe("main");
     expect((await rpc(url, main, "memory.get", ownerMain.token, { path: "/notes/where" })).body.result).toBe("main");
+  });
+
+  it("writes to an interrupted branch after a read that held the store while the grant's use was recorded", async () => {
+    // The server reads an interrupted session from a read-only store and records a grant's use
+    // through a writable one, side by side in one process. LMDB gives every open of a file in a
+    // process the environment of the first one still open: the recording, opened while the read
+    // waited for a module it loads on first use, got a read-only environment, failed, and kept
+    // it; every later write of the server failed ("No transaction to renew").
+    const { git } = isolatedGit("apex-serve-renew-git-");
+    project = new Project(CONFIG.replace("  checkpoint: {}\n", "  checkpoint: {}\n  git: {}\n"));
+    const p = project;
+    initRepo(git, p.dir, { ".gitignore": ".apex/\n" });
+    const parent = mkdtempSync(join(tmpdir(), "apex-serve-renew-wt-"));
+    stops.push(async () => rmSync(parent, { recursive: true, force: true }));
+    const wt = join(parent, "alpha");
+    p.start();
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "alpha", "--worktree", wt]).status).toBe(0);
+    const alphaStart = p.start(["--continue", "alpha"]);
+    const alpha = alphaStart.session_id;
+    // Not used before the kill: its first request records its use, beside that request's read.
+    const owner = share(p, alpha, "al", "owner");
+    const url = await serve(p, stops);
+    process.kill(alphaStart.supervisor_pid, "SIGKILL");
+    await waitFor("alpha's supervisor to be gone", () => !isAlive(alphaStart.supervisor_pid), 30_000);
+
+    // session.tree loads its module while it holds the read-only store.
+    const tree = await rpc(url, alpha, "session.tree", owner.token);
+    expect(tree.status, JSON.stringify(tree.body)).toBe(200);
+    for (const value of ["first", "second"]) {
+      const written = await rpc(url, alpha, "memory.set", owner.token, { path: "/notes/where", value });
+      expect(written.status, JSON.stringify(written.body)).toBe(200);
+      expect(JSON.parse(p.apex(["memory", "show", "/notes/where", "--json"], { cwd: wt }).stdout).value).toBe(value);
+    }
+    // The use was recorded too (it waited for the read instead of failing).
+    const lastUsed = () => (JSON.parse(p.apex(["session", "shares", alpha, "--json"]).stdout) as Array<{ user: string; last_used_at: string | null }>).find((g) => g.user === "al")!.last_used_at;
+    await waitFor("the grant's use to be recorded", () => lastUsed() ?? undefined, 30_000);
   });
 });

@@ -113,7 +113,7 @@ async function readStoreSection(configPath: string): Promise<StoreSection | unde
 /** Opens the project's store (creating it unless read-only). */
 export async function openStore(target: StoreTarget, options: StoreOpenOptions = {}): Promise<StorageBackend> {
   const spec = await resolveStoreSpec(target);
-  const store = (await backendFactory(spec.backend)).open(spec, options);
+  const store = await (await backendFactory(spec.backend)).open(spec, options);
   store.spec = spec;
   return store;
 }

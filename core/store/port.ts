@@ -200,8 +200,8 @@ export interface StoreSpec {
 
 /** What a backend registers (`registerBackend("storage", name, …)`, or the built-in registry). */
 export interface StorageBackendFactory {
-  /** Opens (creating it unless read-only) the store. Read-only opens of a missing store throw APEX_E_NO_STORE. */
-  open(spec: StoreSpec, options: StoreOpenOptions): StorageBackend;
+  /** Opens (creating it unless read-only) the store, or resolves with it once it can be opened. Read-only opens of a missing store throw APEX_E_NO_STORE. */
+  open(spec: StoreSpec, options: StoreOpenOptions): StorageBackend | Promise<StorageBackend>;
   /** True when a store exists for the spec (cheap: CLI commands ask it before anything else). */
   exists(spec: StoreSpec): boolean;
 }

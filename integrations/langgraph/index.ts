@@ -280,18 +280,12 @@ export class ApexSaver extends BaseCheckpointSaver {
       const channel = channels[name]!;
       channelVersions[name] = channel.v;
       cache.versions.set(name, channel.v);
-      if (channel.value) values.add(channel.value, (value) => (channelValues[name] = value));
+      if (channel.value) values.add(channel.value, channelValues, name, undefined);
       else if (channel.split) {
         const object: Record<string, unknown> = {};
         const keys = new Map<string, CachedKey>();
         const split = channel.split;
-        for (const key of Object.keys(split)) {
-          const serialized = split[key]!;
-          values.add(serialized, (value) => {
-            object[key] = value;
-            keys.set(key, { serialized, primitive: isPrimitive(value) ? value : NOT_PRIMITIVE });
-          });
-        }
+        for (const key of Object.keys(split)) values.add(split[key]!, object, key, keys);
         channelValues[name] = object;
         cache.splits.set(name, { v: channel.v, keys });
       }
@@ -368,27 +362,39 @@ export class ApexSaver extends BaseCheckpointSaver {
 /**
  * Values to deserialize, in one go where that is the same as one by one: LangGraph's
  * JsonPlusSerializer revives an array element by element, so the JSON texts of many values
- * parse as one array (one JSON.parse of the whole state instead of one call per value).
+ * parse as one array (one JSON.parse of the whole state instead of one call per value). Each
+ * value goes to `object[key]`, and with `keys`, into the saver's cache of a split channel's
+ * keys (a target per value, not a closure: a 10k-key state makes 10k of them).
  */
 class ValueBatch {
   private readonly json: string[] = [];
-  private readonly jsonTargets: Array<(value: unknown) => void> = [];
-  private readonly others: Array<{ value: SerializedValue; target: (value: unknown) => void }> = [];
+  private readonly jsonAt: number[] = [];
+  private readonly others: number[] = [];
+  private readonly values: SerializedValue[] = [];
+  private readonly objects: Array<Record<string, unknown>> = [];
+  private readonly names: string[] = [];
+  private readonly caches: Array<Map<string, CachedKey> | undefined> = [];
 
   constructor(private readonly saver: { serde: SerializerProtocol }) {}
 
-  add(value: SerializedValue, target: (value: unknown) => void): void {
+  add(value: SerializedValue, object: Record<string, unknown>, key: string, keys: Map<string, CachedKey> | undefined): void {
     if (value.t === "json" && value.d !== undefined && this.saver.serde instanceof JsonPlusSerializer) {
       const text = value.d;
       // A JSON string without escapes (what a string value serializes to, most often) is the
       // text between its quotes: no parse, and V8 slices it without copying.
       if (text.length >= 2 && text.charCodeAt(0) === QUOTE && text.charCodeAt(text.length - 1) === QUOTE && text.indexOf("\\") === -1 && text.indexOf('"', 1) === text.length - 1) {
-        target(text.slice(1, -1));
+        const string = text.slice(1, -1);
+        object[key] = string;
+        keys?.set(key, { serialized: value, primitive: string });
         return;
       }
       this.json.push(text);
-      this.jsonTargets.push(target);
-    } else this.others.push({ value, target });
+      this.jsonAt.push(this.values.length);
+    } else this.others.push(this.values.length);
+    this.values.push(value);
+    this.objects.push(object);
+    this.names.push(key);
+    this.caches.push(keys);
   }
 
   async load(): Promise<void> {
@@ -397,11 +403,17 @@ class ValueBatch {
       // Without an "lc" key anywhere, JsonPlusSerializer's reviver returns what JSON.parse does
       // (it only revives objects marked lc: 1 or 2), one promise per value and object later.
       const loaded = (text.includes('"lc"') ? await this.saver.serde.loadsTyped("json", text) : JSON.parse(text)) as unknown[];
-      for (let i = 0; i < loaded.length; i++) this.jsonTargets[i]!(loaded[i]);
+      for (let i = 0; i < loaded.length; i++) this.set(this.jsonAt[i]!, loaded[i]);
     }
-    for (const { value, target } of this.others) {
-      target(await this.saver.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64"))));
+    for (const at of this.others) {
+      const value = this.values[at]!;
+      this.set(at, await this.saver.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64"))));
     }
+  }
+
+  private set(at: number, loaded: unknown): void {
+    this.objects[at]![this.names[at]!] = loaded;
+    this.caches[at]?.set(this.names[at]!, { serialized: this.values[at]!, primitive: isPrimitive(loaded) ? loaded : NOT_PRIMITIVE });
   }
 }
 

@@ -459,37 +459,45 @@ export class LangGraphStore {
       }
     }
     // Values read by an earlier getTuple of this process are taken as they were verified then;
-    // the others are verified and decoded where they lie in their packs (nothing copied).
+    // the others are verified and decoded where they lie in their packs (nothing copied). The
+    // records are kept by position (the order of `hashes`), not in a map by hash.
     const cache = this.values;
-    const read = new Map<Hash, Record<string, JsonValue>>();
+    const records = new Array<Record<string, JsonValue>>(hashes.length);
     const wanted: Hash[] = [];
-    for (const hash of hashes) {
-      const record = cache.get(hash);
-      if (record) read.set(hash, record);
-      else wanted.push(hash);
+    const wantedAt: number[] = [];
+    for (let at = 0; at < hashes.length; at++) {
+      const record = cache.get(hashes[at]!);
+      if (record) records[at] = record;
+      else {
+        wanted.push(hashes[at]!);
+        wantedAt.push(at);
+      }
     }
-    view.visitValues(wanted, (hash, bytes) => {
+    view.visitValues(wanted, (hash, bytes, at) => {
       let record: Record<string, JsonValue>;
       try {
         record = decodeValueObject(bytes) as Record<string, JsonValue>;
       } catch (error) {
         throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
       }
-      read.set(hash, record);
+      records[wantedAt[at]!] = record;
       cache.set(hash, record, bytes.length);
     }, { trustChecksums: true });
-    const readValue = (hash: Hash): Record<string, JsonValue> => read.get(hash)!;
+    // The records in the order `hashes` listed them: each channel's value, then its keys' values.
+    let at = 0;
     for (const channel of top) {
-      if (!channel.value) continue;
-      const record = readValue(channel.value);
-      const read: TupleRecord["channels"][string] = { v: record.v as string | number };
-      if (record.split === true) {
-        const keys: Record<string, SerializedValue> = {};
-        for (const key of below.get(channel.name) ?? []) if (key.value) keys[segmentName(key.name)] = serializedOf(readValue(key.value));
-        read.split = keys;
-      } else if (typeof record.t === "string") {
-        read.value = serializedOf(record);
+      const record = channel.value ? records[at++]! : undefined;
+      const keys = below.get(channel.name) ?? [];
+      if (record?.split === true) {
+        const split: Record<string, SerializedValue> = {};
+        for (const key of keys) if (key.value) split[segmentName(key.name)] = serializedOf(records[at++]!);
+        channels[segmentName(channel.name)] = { v: record.v as string | number, split };
+        continue;
       }
+      for (const key of keys) if (key.value) at += 1;
+      if (!record) continue;
+      const read: TupleRecord["channels"][string] = { v: record.v as string | number };
+      if (typeof record.t === "string") read.value = serializedOf(record);
       channels[segmentName(channel.name)] = read;
     }
     return channels;
@@ -685,8 +693,15 @@ function recordOf(value: SerializedValue): { [key: string]: JsonValue } {
   return value.b !== undefined ? { t: value.t, b: value.b } : { t: value.t, d: value.d ?? "" };
 }
 
+/**
+ * A stored record as LangGraph's serialized value. A record of a key (`{t, d}` or `{t, b}`, as
+ * recordOf writes it) is handed out as it is, not copied (a 10k-key read makes 10k of them):
+ * it is shared with the value cache, and nothing downstream changes it.
+ */
 function serializedOf(record: Record<string, JsonValue>): SerializedValue {
-  return typeof record.b === "string" ? { t: String(record.t), b: record.b } : { t: String(record.t), d: String(record.d ?? "") };
+  const { t, d, b } = record;
+  if (typeof t === "string" && record.v === undefined && (typeof d === "string") !== (typeof b === "string")) return record as unknown as SerializedValue;
+  return typeof b === "string" ? { t: String(t), b } : { t: String(t), d: String(d ?? "") };
 }
 
 function jsonOf(value: SerializedValue): JsonValue | undefined {

@@ -25,6 +25,7 @@ import { compileGlob } from "../../core/store/glob.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import { checkStoreFileLength } from "./file-check.js";
 import { repairStaleStart, STALE_START } from "./last-commit.js";
+import { fileKey, handleClosed, handleOpened, readOnlyHandles, readOnlyHere, whenWritable } from "./shared-env.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
 import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors.js";
 import { RecordDamage, damageError, diskFullError, isDamage, writeFailure } from "./errors.js";
@@ -119,6 +120,8 @@ export class LmdbStore implements StorageBackend {
   /** LMDB's lock file beside the data file. */
   private readonly lockFile: string;
   private closed = false;
+  /** The data file's identity, as this process counts its handles of it (shared-env.ts). */
+  private handleKey: string | undefined;
   /** True while a transaction() callback runs. */
   private inTransaction = false;
   /** What the open write transaction puts into each database: checked against the free space before it commits (room.ts). */
@@ -181,6 +184,10 @@ export class LmdbStore implements StorageBackend {
       makePrivateDir(dataDir);
       if (created) writeStoreGitignore(dataDir);
     }
+    // lmdb-js would give this open the read-only environment of this process's open handles, and
+    // its own open fails on it after taking a reference to it that nothing can drop (shared-env.ts).
+    if (!options.readOnly && readOnlyHandles(fileKey(file)) > 0) throw readOnlyHere(file, readOnlyHandles(fileKey(file)));
+    let root: RootDatabase | undefined;
     try {
       // overlappingSync (lmdb-js's default on Linux) defers syncing the meta page past the
       // commit. With several processes on one store and writers killed with SIGKILL, the crash
@@ -188,11 +195,16 @@ export class LmdbStore implements StorageBackend {
       // "mdb_page_touch no parent"), lose a checkpoint already reported as saved, and serve a
       // stale tree: in 5 of 20 runs of 200 kills. LMDB's own durable commit never did (0 of
       // 8+ runs), at no measurable cost here: every commit is synced before it returns.
-      const root = open({ path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE, overlappingSync: false });
+      root = open({ path: file, maxDbs: 16, readOnly: options.readOnly ?? false, compression: false, mapSize: INITIAL_MAP_SIZE, overlappingSync: false });
       // lmdb creates the data and lock files with the umask's mode.
       if (!options.readOnly) for (const name of [STORE_FILE, `${STORE_FILE}-lock`]) makePrivate(join(dataDir, name));
-      return new LmdbStore(dir, dataDir, root, options);
+      const store = new LmdbStore(dir, dataDir, root, options);
+      handleOpened((store.handleKey = fileKey(file)!), options.readOnly ?? false);
+      return store;
     } catch (error) {
+      // An open that failed after lmdb's keeps no environment: lmdb-js would give it to every later open of the file in this process.
+      void root?.close().catch(() => undefined);
+      if (error instanceof ApexError) throw error;
       throw new ApexError("APEX_E_STORE", `Cannot open the store at ${file}: ${(error as Error).message}`, { cause: error });
     }
   }
@@ -639,7 +651,11 @@ export class LmdbStore implements StorageBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.root.close();
+    try {
+      await this.root.close();
+    } finally {
+      if (this.handleKey !== undefined) handleClosed(this.handleKey);
+    }
   }
 }
 
@@ -678,6 +694,8 @@ function emptyTable(): Table<TableKey, unknown> {
 
 /** The built-in default backend. */
 export const lmdbBackend: StorageBackendFactory = {
-  open: (spec, options) => LmdbStore.open(spec.dir, options, lmdbDataDir(spec)),
+  // A writable open waits while this process's handles of the file share a read-only environment (shared-env.ts).
+  open: (spec, options) =>
+    options.readOnly ? LmdbStore.open(spec.dir, options, lmdbDataDir(spec)) : whenWritable(join(lmdbDataDir(spec), STORE_FILE), () => LmdbStore.open(spec.dir, options, lmdbDataDir(spec))),
   exists: (spec) => lmdbStoreExists(spec),
 };

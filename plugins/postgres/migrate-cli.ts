@@ -64,7 +64,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
     source = await openStore(location, { readOnly: true });
     const session = currentSession(source);
     if (session && (session.status === "active" || session.status === "paused") && supervisorAlive(session)) throw supervisorRunning(session.supervisor?.pid);
-    target = (await backendFactory(targetSpec.backend)).open(targetSpec, {});
+    target = await (await backendFactory(targetSpec.backend)).open(targetSpec, {});
     target.spec = targetSpec;
     const report = await migrateStore(source, target, { tables: TABLES, onProgress: progress });
     progress("validating checkpoints on the target");
