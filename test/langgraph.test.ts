@@ -234,6 +234,12 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     state.k3 = "changed";
     nested.nested = -1;
     await put(Object.fromEntries(Object.keys(state).reverse().map((key) => [key, state[key]])));
+    // The same order again (keys compared in place): a string back to what it was two steps before, then changed again.
+    for (const text of ["value 3", "changed"]) {
+      state.k3 = text;
+      await put(Object.fromEntries(Object.keys(state).reverse().map((key) => [key, state[key]])));
+    }
+    expect((await saver.getTuple(config))!.checkpoint.channel_values.state).toEqual(state);
     // A new saver reads the thread (its cache comes from the read), then puts the next step.
     await saver.close();
     const reader = new ApexSaver({ project: dir });
@@ -251,13 +257,15 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect((await fresh.getTuple(config))!.checkpoint.channel_values.state).toEqual(state);
     await fresh.close();
     const diffs = await readStore(dir, (store) => {
-      const [third, second, first] = listCheckpoints(store, sessionId).items;
+      const steps = listCheckpoints(store, sessionId).items.reverse();
       // (in tree order, which is not name order)
       const sorted = (diff: { added: string[]; removed: string[]; changed: string[] }) => ({ added: diff.added.sort(), removed: diff.removed.sort(), changed: diff.changed.sort() });
-      return [sorted(diffCheckpoints(store, first!.id, second!.id).memory), sorted(diffCheckpoints(store, second!.id, third!.id).memory)];
+      return steps.slice(1).map((to, i) => sorted(diffCheckpoints(store, steps[i]!.id, to.id).memory));
     });
     expect(diffs).toEqual([
       { added: [], removed: [], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k10", "/langgraph/order/~/state/k3"] },
+      { added: [], removed: [], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k3"] },
+      { added: [], removed: [], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k3"] },
       { added: ["/langgraph/order/~/state/added"], removed: ["/langgraph/order/~/state/k5"], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k7"] },
     ]);
   });
