@@ -4,7 +4,7 @@
 // threads, names that are not path segments, bad requests.
 import { readFileSync, readdirSync } from "node:fs";
 import { join, relative } from "node:path";
-import { uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
+import { JsonPlusSerializer, uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { type Store } from "../core/store/store.js";
@@ -218,6 +218,58 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     });
   });
 
+  it("a split channel whose keys come in another order, whose objects change in place, and a put after a read, write exactly the keys that changed", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const state: Record<string, unknown> = {};
+    for (let i = 0; i < 100; i++) state[`k${i}`] = i % 10 === 0 ? { nested: i } : `value ${i}`;
+    const nested = state.k10 as { nested: number };
+    let config = { configurable: { thread_id: "order", checkpoint_ns: "" } } as Record<string, any>;
+    let version = 1;
+    const put = async (values: Record<string, unknown>) => {
+      version += 1;
+      config = await saver.put(config, checkpointOf({ state: values }, { state: version }), { source: "loop", step: version, parents: {} }, { state: version });
+    };
+    await put({ ...state });
+    // The same keys backwards, one string changed, one object changed in place, one object unchanged.
+    state.k3 = "changed";
+    nested.nested = -1;
+    await put(Object.fromEntries(Object.keys(state).reverse().map((key) => [key, state[key]])));
+    // The same order again (keys compared in place): a string back to what it was two steps before, then changed again.
+    for (const text of ["value 3", "changed"]) {
+      state.k3 = text;
+      await put(Object.fromEntries(Object.keys(state).reverse().map((key) => [key, state[key]])));
+    }
+    expect((await saver.getTuple(config))!.checkpoint.channel_values.state).toEqual(state);
+    // A new saver reads the thread (its cache comes from the read), then puts the next step.
+    await saver.close();
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    config = (await reader.getTuple({ configurable: { thread_id: "order", checkpoint_ns: "" } }))!.config as Record<string, any>;
+    delete state.k5;
+    state.k7 = 7;
+    state.added = null;
+    version += 1;
+    config = await reader.put(config, checkpointOf({ state: { ...state } }, { state: version }), { source: "loop", step: version, parents: {} }, { state: version });
+    await reader.close();
+
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    expect((await fresh.getTuple(config))!.checkpoint.channel_values.state).toEqual(state);
+    await fresh.close();
+    const diffs = await readStore(dir, (store) => {
+      const steps = listCheckpoints(store, sessionId).items.reverse();
+      // (in tree order, which is not name order)
+      const sorted = (diff: { added: string[]; removed: string[]; changed: string[] }) => ({ added: diff.added.sort(), removed: diff.removed.sort(), changed: diff.changed.sort() });
+      return steps.slice(1).map((to, i) => sorted(diffCheckpoints(store, steps[i]!.id, to.id).memory));
+    });
+    expect(diffs).toEqual([
+      { added: [], removed: [], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k10", "/langgraph/order/~/state/k3"] },
+      { added: [], removed: [], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k3"] },
+      { added: [], removed: [], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k3"] },
+      { added: ["/langgraph/order/~/state/added"], removed: ["/langgraph/order/~/state/k5"], changed: ["/langgraph/order/~", "/langgraph/order/~/state", "/langgraph/order/~/state/k7"] },
+    ]);
+  });
+
   it("a fork from an older checkpoint, and a saver whose cache is out of date, still store exactly the checkpoint given", async () => {
     const { dir, saver } = await setup();
     const base = { configurable: { thread_id: "fork", checkpoint_ns: "" } } as Record<string, any>;
@@ -275,7 +327,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
 
   it("string values read back exactly, escapes, quotes and JSON-looking text included, as whole channels and as keys of a split one", async () => {
     const { dir, saver } = await setup();
-    const strings = ["plain", "", 'say "hi"', "back\\slash", "line\nbreak", "tab\t", '"quoted"', "ü ✓ \u2028", "\ud83d\ude00", '{"lc":1}', "[1,2]"];
+    const strings = ["plain", "", 'say "hi"', "back\\slash", "line\nbreak", "tab\t", '"quoted"', "ü ✓ \u2028", "\ud83d\ude00", "lone \ud800 surrogate", "\u0001\u007f", '{"lc":1}', "[1,2]"];
     const values: Record<string, unknown> = Object.fromEntries(strings.map((text, i) => [`c${i}`, text]));
     const split = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`k${i}`, strings[i % strings.length]!]));
     values.split = split;
@@ -285,6 +337,14 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     cleanups.push(() => fresh.close());
     const tuple = await fresh.getTuple(config);
     expect(tuple!.checkpoint.channel_values).toEqual(values);
+  });
+
+  it("a string is written as LangGraph's JsonPlusSerializer writes it (the text put takes without the serializer)", async () => {
+    const serde = new JsonPlusSerializer();
+    for (const text of ["plain", "", 'say "hi"', "back\\slash", "line\nbreak", "ü ✓ \u2028", "\ud83d\ude00", "lone \ud800 surrogate", "\udc00", "\u0001", '{"lc":1}']) {
+      const [type, bytes] = await serde.dumpsTyped(text);
+      expect([type, Buffer.from(bytes).toString("utf8")]).toEqual(["json", JSON.stringify(text)]);
+    }
   });
 
   it("retention keeps the latest checkpoint of every thread, however many steps other threads take", async () => {

@@ -63,13 +63,31 @@ interface ThreadCache {
   versions: Map<string, Version>;
   /** The channel names and versions as the last put had them, in its order. */
   order?: { names: string[]; versions: Version[] };
-  splits: Map<string, { v: Version; keys: Map<string, CachedKey> }>;
+  /** Split channels (stored key by key): as a read found them (`keys`), or as the last put had them (`ordered`). */
+  splits: Map<string, SplitCache>;
 }
+
+type SplitCache = { v: Version; keys: Map<string, CachedKey>; ordered?: undefined } | { v: Version; ordered: OrderedKeys; keys?: undefined };
 
 interface CachedKey {
   serialized: SerializedValue;
   /** The value itself when it is a primitive (compared with ===, no serialization needed), else NOT_PRIMITIVE. */
   primitive: unknown;
+}
+
+/**
+ * A split channel's keys in the order its object listed them at the last put, with what each
+ * held: compared position by position with the next step's object (the same keys in the same
+ * order, step after step, when each state is made from the previous one), a 10k-key object is
+ * walked without a lookup per key; a key elsewhere is found through `index` (made when needed).
+ */
+interface OrderedKeys {
+  names: string[];
+  /** The value when it is a primitive, else NOT_PRIMITIVE. */
+  primitives: unknown[];
+  /** The serialized values of the keys that are not primitives (primitives compare as they are). */
+  objects: Map<string, SerializedValue>;
+  index?: Map<string, number>;
 }
 
 const DEFAULT_SPLIT_KEYS = 64;
@@ -82,11 +100,14 @@ export class ApexSaver extends BaseCheckpointSaver {
   /** Puts run one after the other: each builds on what the previous one left in the cache. */
   private putQueue: Promise<unknown> = Promise.resolve();
   private readonly splitKeys: number;
+  /** The serializer is LangGraph's JsonPlusSerializer itself (not a subclass): see serializeNow. */
+  private readonly plainJson: boolean;
 
   constructor(options: ApexSaverOptions = {}) {
     super(options.serde);
     this.options = options;
     this.splitKeys = options.splitKeys ?? DEFAULT_SPLIT_KEYS;
+    this.plainJson = Object.getPrototypeOf(this.serde) === JsonPlusSerializer.prototype;
   }
 
   /** Releases the store (when this saver opened it itself). */
@@ -160,24 +181,10 @@ export class ApexSaver extends BaseCheckpointSaver {
       const next: ThreadCache = delta ?? { checkpointId: checkpoint.id, versions: new Map(), splits: new Map() };
       const channels: Record<string, ChannelWrite> = {};
       const channelValues = values as Record<string, unknown>;
-      // The channel versions as arrays, compared position by position with the parent's (the
-      // same names in the same order, step after step): a 10k-channel state is walked without
-      // a lookup per channel; a channel elsewhere is looked up by name.
-      // (Object.values of a 10k-key object is several times slower than its keys and a lookup each.)
-      const names = Object.keys(versions);
+      const { names, current, changed, added } = diffVersions(versions as Record<string, Version>, delta);
       const count = names.length;
-      const current = new Array<Version>(count);
-      const previous = delta?.order;
       const knownBefore = delta?.versions.size ?? 0;
-      let added = 0;
-      for (let i = 0; i < count; i++) {
-        const name = names[i]!;
-        const version = (current[i] = (versions as Record<string, Version>)[name]!);
-        if (previous && previous.names[i] === name && previous.versions[i] === version) continue;
-        const known = delta?.versions.get(name);
-        if (known === undefined) added += 1;
-        // The same version as the parent's: the same value, already stored.
-        if (delta && known === version) continue;
+      for (const { name, version } of changed) {
         if (hasOwn(newVersions, name) && hasOwn(channelValues, name)) {
           channels[name] = await this.channelWrite(name, version, channelValues[name], delta, next);
         } else {
@@ -213,30 +220,26 @@ export class ApexSaver extends BaseCheckpointSaver {
     const names = object ? Object.keys(object) : [];
     if (!object || names.length < this.splitKeys) {
       next.splits.delete(name);
-      return { v: version, value: await this.serialize(value) };
+      return { v: version, value: this.serializeNow(value) ?? (await this.serialize(value)) };
     }
     const previous = delta?.splits.get(name);
-    // The cached keys are updated in place (the cache is dropped if the store refuses the put).
-    const keys = previous?.keys ?? new Map<string, CachedKey>();
-    const before = keys.size;
-    let kept = 0;
+    const before = previous?.ordered ?? (previous ? orderedOf(previous.keys) : undefined);
+    const { after, changed, kept } = diffKeys(object, names, before);
     const set: Record<string, SerializedValue> = {};
-    for (const key of names) {
+    // A changed primitive, or an object (which may have changed in place): serialized, and sent if its text changed.
+    for (const { index, known } of changed) {
+      const key = names[index]!;
       const item = object[key];
-      const known = keys.get(key);
-      if (known) kept += 1;
-      const primitive = isPrimitive(item) ? item : NOT_PRIMITIVE;
-      if (known && primitive !== NOT_PRIMITIVE && known.primitive === primitive) continue;
-      const serialized = await this.serialize(item);
-      keys.set(key, { serialized, primitive });
-      if (!known || !sameSerialized(known.serialized, serialized)) set[key] = serialized;
+      const serialized = this.serializeNow(item) ?? (await this.serialize(item));
+      // (an object's text is what the next step compares with; a primitive's is not kept)
+      if (after.primitives[index] === NOT_PRIMITIVE) after.objects.set(key, serialized);
+      else after.objects.delete(key);
+      if (!known || !sameSerialized(known, serialized)) set[key] = serialized;
     }
     const deleted: string[] = [];
-    if (kept < before) {
-      for (const key of keys.keys()) if (!hasOwn(object, key)) deleted.push(key);
-      for (const key of deleted) keys.delete(key);
-    }
-    next.splits.set(name, { v: version, keys });
+    if (before && kept < before.names.length) for (const key of before.names) if (!hasOwn(object, key)) deleted.push(key);
+    for (const key of deleted) after.objects.delete(key);
+    next.splits.set(name, { v: version, ordered: after });
     return { v: version, split: previous ? { base: previous.v, set, delete: deleted } : { full: true, set } };
   }
 
@@ -308,6 +311,17 @@ export class ApexSaver extends BaseCheckpointSaver {
     };
     if (record.parent_id !== null) tuple.parentConfig = { configurable: { thread_id: record.thread_id, checkpoint_ns: record.checkpoint_ns, checkpoint_id: record.parent_id } };
     return tuple;
+  }
+
+  /**
+   * A string value serialized without the serializer's round trip, when that gives the same:
+   * JsonPlusSerializer writes a string as JSON.stringify does (its replacer returns strings as
+   * they are) and encodes that to UTF-8, which serialize() decodes again (JSON.stringify's text
+   * has no lone surrogates, so the round trip changes nothing). A put writes a step's changed
+   * values this way, without a promise and two copies each. Undefined: use serialize().
+   */
+  private serializeNow(value: unknown): SerializedValue | undefined {
+    return typeof value === "string" && this.plainJson ? { t: "json", d: JSON.stringify(value) } : undefined;
   }
 
   private async serialize(value: unknown): Promise<SerializedValue> {
@@ -427,6 +441,104 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   const proto = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null) return false;
   return !("lc" in value || "toJSON" in value); // LangChain's own serialized forms stay whole
+}
+
+/*
+ * The walks over a whole state (every channel's version, every key of a split channel) are
+ * plain functions without an await: a loop in an async function that awaits now and then
+ * runs unoptimized after each resumption, and these loops run 10k times a step.
+ */
+
+/**
+ * The channels whose version is not the parent's (all of them without a parent in the cache):
+ * the versions as arrays, compared position by position with the parent's (the same names in
+ * the same order, step after step), so a 10k-channel state is walked without a lookup per
+ * channel; a channel elsewhere is looked up by name. `added`: channels the parent did not have.
+ * (Object.values of a 10k-key object is several times slower than its keys and a lookup each.)
+ */
+function diffVersions(versions: Record<string, Version>, delta: ThreadCache | undefined): { names: string[]; current: Version[]; changed: Array<{ name: string; version: Version }>; added: number } {
+  const names = Object.keys(versions);
+  const count = names.length;
+  const current = new Array<Version>(count);
+  const previous = delta?.order;
+  const changed: Array<{ name: string; version: Version }> = [];
+  let added = 0;
+  for (let i = 0; i < count; i++) {
+    const name = names[i]!;
+    const version = (current[i] = versions[name]!);
+    if (previous && previous.names[i] === name && previous.versions[i] === version) continue;
+    const known = delta?.versions.get(name);
+    if (known === undefined) added += 1;
+    // The same version as the parent's: the same value, already stored.
+    if (delta && known === version) continue;
+    changed.push({ name, version });
+  }
+  return { names, current, changed, added };
+}
+
+/**
+ * A split channel's keys against the previous step's (`before`): which need serializing (a
+ * changed primitive, or any object, which may have changed in place; with the serialized value
+ * they had, if any) and how many of `before`'s keys are still there. `before` is updated in
+ * place while the keys are where they were (the usual step: no copy of 10k entries); from the
+ * first key elsewhere on, the rest is looked up and new arrays are made.
+ */
+function diffKeys(object: Record<string, unknown>, names: string[], before: OrderedKeys | undefined): { after: OrderedKeys; changed: Array<{ index: number; known: SerializedValue | undefined }>; kept: number } {
+  const count = names.length;
+  const changed: Array<{ index: number; known: SerializedValue | undefined }> = [];
+  let i = 0;
+  if (before && before.names.length === count) {
+    const { names: old, primitives } = before;
+    for (; i < count; i++) {
+      const key = names[i]!;
+      if (old[i] !== key) break;
+      const item = object[key];
+      const primitive = isPrimitive(item) ? item : NOT_PRIMITIVE;
+      if (primitive !== NOT_PRIMITIVE && primitives[i] === primitive) continue;
+      primitives[i] = primitive;
+      changed.push({ index: i, known: before.objects.get(key) });
+    }
+    if (i === count) {
+      before.names = names;
+      return { after: before, changed, kept: count };
+    }
+  }
+  // The keys before `i` were in place (their entries in `before` are already the new ones).
+  const after: OrderedKeys = { names, primitives: before ? before.primitives.slice(0, i) : [], objects: before?.objects ?? new Map() };
+  let kept = i;
+  for (; i < count; i++) {
+    const key = names[i]!;
+    const item = object[key];
+    const primitive = isPrimitive(item) ? item : NOT_PRIMITIVE;
+    after.primitives.push(primitive);
+    const at = before === undefined ? -1 : before.names[i] === key ? i : indexOf(before, key);
+    if (at >= 0) {
+      kept += 1;
+      if (primitive !== NOT_PRIMITIVE && before!.primitives[at] === primitive) continue;
+    }
+    changed.push({ index: i, known: at >= 0 ? before!.objects.get(key) : undefined });
+  }
+  return { after, changed, kept };
+}
+
+/** A split channel's keys as a read found them, in the OrderedKeys form a put compares with. */
+function orderedOf(keys: Map<string, CachedKey>): OrderedKeys {
+  const ordered: OrderedKeys = { names: [], primitives: [], objects: new Map() };
+  for (const [name, { serialized, primitive }] of keys) {
+    ordered.names.push(name);
+    ordered.primitives.push(primitive);
+    if (primitive === NOT_PRIMITIVE) ordered.objects.set(name, serialized);
+  }
+  return ordered;
+}
+
+/** Where a key is in ordered keys, -1 if absent. */
+function indexOf(ordered: OrderedKeys, key: string): number {
+  if (!ordered.index) {
+    ordered.index = new Map();
+    for (let i = 0; i < ordered.names.length; i++) ordered.index.set(ordered.names[i]!, i);
+  }
+  return ordered.index.get(key) ?? -1;
 }
 
 function sameSerialized(a: SerializedValue, b: SerializedValue): boolean {

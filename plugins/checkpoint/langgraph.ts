@@ -25,7 +25,8 @@
 import { isDeepStrictEqual } from "node:util";
 import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, decodeValueObject, findInDirectory, lookupEntry, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
+import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
+import { encodeJson } from "../../core/store/value-codec.js";
 import { subtreeRange } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
@@ -607,12 +608,11 @@ function buildChannels(view: ObjectView, parent: DirEntry | undefined, request: 
         grafted += built.valueDelta;
         changes.graft([segment], built.root);
       } else {
-        const current = entry?.value ? view.readValue(entry.value) : undefined;
-        if (!isRecord(current) || current.split !== true || current.v !== write.split.base) return undefined;
+        if (!isSplitRecord(view, entry, write.split.base)) return undefined;
         for (const [key, value] of Object.entries(write.split.set)) set([segment, nameSegment(key)], recordOf(value));
         for (const key of write.split.delete ?? []) set([segment, nameSegment(key)], undefined);
       }
-      set([segment], { v: write.v, split: true });
+      set([segment], splitRecord(write.v));
       continue;
     }
     if (write.value === undefined && request.mode === "full") {
@@ -656,6 +656,24 @@ function directoryEntries(view: ObjectView, dir: Hash): DirEntry[] {
     level = next;
   }
   return entries;
+}
+
+/**
+ * Whether a channel's entry is the record of a split channel at version `base`. A value is
+ * known by its hash: the record a put writes at that version hashes to the entry's value when
+ * it is that record, which spares reading it (it lies in a compressed pack, decompressed whole
+ * for it); anything else (another version, a record written otherwise) is read.
+ */
+function isSplitRecord(view: ObjectView, entry: DirEntry | undefined, base: string | number | null | undefined): boolean {
+  if (!entry?.value) return false;
+  if ((typeof base === "string" || typeof base === "number") && entry.value === sha256(encodeJson(splitRecord(base)))) return true;
+  const current = view.readValue(entry.value);
+  return isRecord(current) && current.split === true && current.v === base;
+}
+
+/** The record of a channel stored key by key (its keys are below it). */
+function splitRecord(version: string | number): { [key: string]: JsonValue } {
+  return { v: version, split: true };
 }
 
 /** The values below a thread namespace's entry: as its record counts them, else counted. */
