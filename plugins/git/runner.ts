@@ -22,8 +22,9 @@ const MAX_OUTPUT = 64 * 1024 * 1024;
  * A process that runs git only now and then (a CLI command) spawns it directly: the shell starts
  * when a second call comes within `idleMs` of the one before, and ends after `idleMs` without a
  * call (or when this process ends: it reads its commands from a pipe and stops at its end). A call
- * with its own `env`, a shell that cannot start or dies, or a git the shell cannot run falls back
- * to runGit, which reports exactly what went wrong; so does a command that fails (exit code ≥ 126).
+ * with its own `env` or in a directory that does not exist, a shell that cannot start or dies, a
+ * git the shell cannot run (exit code 126, 127) and a git killed by a signal fall back to runGit,
+ * which reports exactly what went wrong. A call that times out kills the shell with its git.
  */
 export class GitRunner {
   private shell: Shell | undefined;
@@ -70,7 +71,8 @@ export class GitRunner {
       answer = await this.shellFor(gitEnvironment()).run(cwd, args, options.timeoutMs ?? GIT_TIMEOUT_MS);
     } catch (error) {
       this.close();
-      if (!(error instanceof ShellGone)) throw error;
+      // A timeout or too much output is git's failure; anything else (the shell could not start, died) is the shell's.
+      if (error instanceof ApexError) throw error;
     }
     this.idleTimer = setTimeout(() => this.close(), this.idleMs);
     this.idleTimer.unref();
