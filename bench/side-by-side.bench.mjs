@@ -201,9 +201,12 @@ try {
     },
     side: async (round) => {
       for (const name of ["main", "track"]) if (!running[name]) await start(name);
+      // Each session's cycles follow one another as they do alone, not each right after a cycle
+      // driving both at once (whose garbage it would collect); which session goes first alternates.
+      for (const name of round % 2 === 0 ? ["main", "track"] : ["track", "main"]) {
+        for (let cycle = 0; cycle < CYCLES; cycle++) record(name === "main" ? "mainSide" : "branchSide", round, await workload(running[name], name, WRITES));
+      }
       for (let cycle = 0; cycle < CYCLES; cycle++) {
-        record("mainSide", round, await workload(running.main, "main", WRITES));
-        record("branchSide", round, await workload(running.track, "track", WRITES));
         const [x, y] = await Promise.all([workload(running.main, "main", WRITES), workload(running.track, "track", WRITES)]);
         record("mainBoth", round, x);
         record("branchBoth", round, y);
