@@ -104,7 +104,7 @@ export function noRepository(dir: string, why = "it is not inside a git reposito
   });
 }
 
-function isDirectory(path: string): boolean {
+export function isDirectory(path: string): boolean {
   try {
     return statSync(path).isDirectory();
   } catch {

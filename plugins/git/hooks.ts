@@ -1,7 +1,7 @@
 import { chmodSync, lstatSync, readFileSync, realpathSync, renameSync, rmSync, unlinkSync, writeFileSync, mkdirSync } from "node:fs";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { ApexError } from "../../core/errors.js";
-import { gitOutput, runGit, noRepository } from "./git.js";
+import { runGit, noRepository } from "./git.js";
 
 /**
  * Git hooks that fire beforeGit before git changes the project: a commit (pre-commit), a merge
@@ -79,18 +79,25 @@ export interface UninstallReport {
   warnings: string[];
 }
 
-/** Finds the hooks directory of the repository at (or above) `repoDir`, honouring core.hooksPath. */
-export async function locateHooks(repoDir: string): Promise<HookLocation> {
-  const probe = await runGit(repoDir, ["rev-parse", "--path-format=absolute", "--git-common-dir", "--git-path", "hooks", "--is-bare-repository"]);
-  if (probe.exitCode !== 0) {
+/**
+ * Finds the hooks directory of the repository at (or above) `repoDir`, honouring core.hooksPath,
+ * with one `git rev-parse` (it stops at --show-toplevel in a bare repository, having printed the
+ * rest). `scope: false` leaves out where core.hooksPath is set (another git process), which only
+ * the install warnings need: `apex start` refreshing the hooks runs one git process.
+ */
+export async function locateHooks(repoDir: string, options: { scope?: boolean } = {}): Promise<HookLocation> {
+  const probe = await runGit(repoDir, ["rev-parse", "--path-format=absolute", "--git-common-dir", "--git-path", "hooks", "--is-bare-repository", "--show-toplevel"]);
+  const [commonDir, hooksDir, bare, topLevel] = probe.stdout.trim().split("\n");
+  if (probe.exitCode !== 0 && !(bare === "true" && /must be run in a work tree/.test(probe.stderr))) {
     if (/not a git repository/i.test(probe.stderr)) throw noRepository(repoDir);
     throw new ApexError("APEX_E_GIT_FAILED", `Cannot read the repository at ${repoDir}: ${probe.stderr.trim()}`);
   }
-  const [commonDir, hooksDir, bare] = probe.stdout.trim().split("\n");
-  let repository = realpathSync(commonDir!);
-  if (bare !== "true") repository = realpathSync((await gitOutput(repoDir, ["rev-parse", "--show-toplevel"])).trim());
-  const scope = await runGit(repoDir, ["config", "--show-scope", "--get", "core.hooksPath"]);
-  const hooksPathScope = scope.exitCode === 0 ? scope.stdout.split("\t")[0]?.trim() || undefined : undefined;
+  const repository = realpathSync(bare === "true" ? commonDir! : topLevel!);
+  let hooksPathScope: string | undefined;
+  if (options.scope !== false) {
+    const scope = await runGit(repoDir, ["config", "--show-scope", "--get", "core.hooksPath"]);
+    hooksPathScope = scope.exitCode === 0 ? scope.stdout.split("\t")[0]?.trim() || undefined : undefined;
+  }
   return { repository, hooksDir: resolve(hooksDir!), commonDir: realpathSync(commonDir!), hooksPathScope };
 }
 
@@ -147,7 +154,7 @@ export interface RefreshReport {
 export async function refreshStaleHooks(repoDir: string, target: HookTarget): Promise<RefreshReport | undefined> {
   let location: HookLocation;
   try {
-    location = await locateHooks(repoDir);
+    location = await locateHooks(repoDir, { scope: false });
   } catch (error) {
     if (error instanceof ApexError && error.code === "APEX_E_NOT_A_REPOSITORY") return undefined;
     throw error;
@@ -174,7 +181,7 @@ export async function refreshStaleHooks(repoDir: string, target: HookTarget): Pr
 
 /** Removes the APEX hooks and puts back the hooks they kept, byte for byte. */
 export async function uninstallHooks(repoDir: string): Promise<UninstallReport> {
-  const location = await locateHooks(repoDir);
+  const location = await locateHooks(repoDir, { scope: false });
   const changes: HookChange<UninstallAction>[] = [];
   const warnings: string[] = [];
   for (const hook of GIT_HOOKS) {

@@ -3,6 +3,7 @@ import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
 import { hookTarget, registerGitCommands } from "./commands.js";
 import { installHooks } from "./hooks.js";
 import { PLUGIN_NAME, repositoryDir, repositoryIn, sessionWorktree, type GitPluginOptions } from "./repository.js";
+import { GitRunner } from "./runner.js";
 import { readGitState } from "./state.js";
 
 export { compareGitState, diffGitState, differenceMessages, type GitChanges, type GitComparison } from "./compare.js";
@@ -10,6 +11,7 @@ export { checkoutCheckpoint, restoreBranchName, type CheckoutResult } from "./ch
 export { installHooks, uninstallHooks, GIT_HOOKS } from "./hooks.js";
 export { gitPluginOptions, projectRepository, repositoryDir, repositoryIn, type GitPluginOptions } from "./repository.js";
 export { readGitState, readWorkingTree, type GitState, type WorkingTree, type ChangedFile } from "./state.js";
+export { GitRunner } from "./runner.js";
 export { latestCheckpoint, syncGit, type CheckpointRef, type SyncReport } from "./sync.js";
 
 /**
@@ -26,10 +28,13 @@ export default definePlugin<GitPluginOptions>({
     const projectDir = apex.config?.projectDir ?? process.cwd();
     const repository = repositoryDir(projectDir, options);
 
+    // Every checkpoint runs `git status` afresh; from a process that checkpoints again and again
+    // (a supervisor), through a small shell that spawns git more cheaply than this process can.
+    const runner = new GitRunner();
     apex.hooks.beforeCheckpoint.tapPromise(PLUGIN_NAME, async (draft) => {
       const ignore = apex.config ? [apex.config.storeDir] : [];
       const tree = repositoryIn(projectDir, options, sessionWorktree(apex.store, draft.sessionId));
-      draft.data.git_state = await readGitState(tree, (message) => apex.warn(message), { ignore });
+      draft.data.git_state = await readGitState(tree, (message) => apex.warn(message), { ignore, runner });
       return draft;
     });
 

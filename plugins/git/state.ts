@@ -1,6 +1,7 @@
 import { isAbsolute, relative } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { firstLine, runGit, type RunGitOptions } from "./git.js";
+import type { GitRunner } from "./runner.js";
 
 /**
  * The git state a checkpoint records as `git_state`. `branch` is null on a detached HEAD,
@@ -33,6 +34,8 @@ export interface ReadTreeOptions extends RunGitOptions {
    * (git refuses a pathspec outside the repository).
    */
   ignore?: readonly string[];
+  /** Runs git through this runner (a process that reads the git state again and again: a supervisor's checkpoints). */
+  runner?: GitRunner;
 }
 
 /** `:(exclude)<dir>` pathspecs for the directories inside `repoDir`; git then still lists everything else. */
@@ -56,7 +59,8 @@ export async function readWorkingTree(repoDir: string, options: ReadTreeOptions 
   try {
     const args = ["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--ignore-submodules=none"];
     const excluded = excludePathspecs(repoDir, options.ignore ?? []);
-    result = await runGit(repoDir, excluded.length > 0 ? [...args, "--", ...excluded] : args, options);
+    const argv = excluded.length > 0 ? [...args, "--", ...excluded] : args;
+    result = await (options.runner ? options.runner.run(repoDir, argv, options) : runGit(repoDir, argv, options));
   } catch (error) {
     if ((error as { code?: string }).code === "APEX_E_NOT_A_REPOSITORY") return null;
     throw error;
