@@ -66,6 +66,16 @@ describe("after a session ended", () => {
     const unknown = project.apex(["task", "list", "--session", "no-such-session"]);
     expect(unknown.status).toBe(3);
     expect(unknown.stderr).toContain('No session "no-such-session"');
+
+    // With another session active, stopping or pausing the ended one says it ended (not that no session is active) and leaves the active one alone.
+    const third = project.start(["--task", "third"]);
+    for (const action of ["stop", "pause"]) {
+      const refused = project.apex(["--session", prefix, action]);
+      expect(refused.status, refused.stderr).toBe(4);
+      expect(refused.stderr).toContain(`error[APEX_E_SESSION_STATE]: Cannot ${action}: session ${first.session_id} has ended (stopped).`);
+    }
+    expect(json<{ session: { session_id: string; status: string } }>(project.apex(["status", "--json"])).session).toMatchObject({ session_id: third.session_id, status: "active" });
+    expect(project.apex(["stop"]).status).toBe(0);
   });
 });
 

@@ -2,7 +2,8 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { onOtherHost, remoteSessionError } from "../../core/session/lease.js";
-import { currentSession, effectiveStatus, noSessionError } from "../../core/session/sessions.js";
+import type { Store } from "../../core/store/store.js";
+import { boundSessionId, currentSession, effectiveStatus, findSession, noSessionError } from "../../core/session/sessions.js";
 
 /** Why an action that needs the supervisor cannot run: no session, or an interrupted one. */
 export async function explainNoSupervisor(location: ProjectLocation, action: string): Promise<ApexError> {
@@ -10,7 +11,7 @@ export async function explainNoSupervisor(location: ProjectLocation, action: str
   const store = await openStore(location, { readOnly: true });
   try {
     const session = currentSession(store);
-    if (!session) return noSessionError();
+    if (!session) return noSessionToActOn(store, action);
     const status = effectiveStatus(session);
     if (status !== "interrupted" && onOtherHost(session.supervisor)) return remoteSessionError(session, action);
     return new ApexError("APEX_E_SESSION_STATE", `Cannot ${action}: session ${session.session_id} is ${status} (its supervisor is not running).`, {
@@ -20,4 +21,20 @@ export async function explainNoSupervisor(location: ProjectLocation, action: str
   } finally {
     await store.close();
   }
+}
+
+/**
+ * Why there is no session to act on: the session the command is bound to (`--session`, the
+ * worktree's binding) when that one has ended, else that no session is active.
+ */
+export function noSessionToActOn(store: Store, action: string): ApexError {
+  const id = boundSessionId(store);
+  const ended = id === undefined ? undefined : findSession(store, id);
+  if (!ended) return noSessionError();
+  const name = typeof ended.name === "string" ? ended.name : undefined;
+  const label = name ? `${name} (${ended.session_id})` : ended.session_id;
+  return new ApexError("APEX_E_SESSION_STATE", `Cannot ${action}: session ${label} has ended (${ended.status}).`, {
+    hint: `\`apex start --continue ${name ?? ended.session_id}\` runs it again; \`apex session list\` shows the active ones.`,
+    details: { session_id: ended.session_id, status: ended.status },
+  });
 }

@@ -26,7 +26,7 @@ export async function stopWithoutSupervisor(
   const store = await openStore(location);
   try {
     const session = currentSession(store);
-    if (!session) throw noSessionError();
+    if (!session) throw (await import("./explain.js")).noSessionToActOn(store, "stop");
     const sid = session.session_id;
     // Another host's live supervisor: its pids are not this machine's to signal, even with --force.
     if (supervisorAlive(session) && onOtherHost(session.supervisor)) throw remoteSessionError(session, "stop");
