@@ -148,3 +148,15 @@ export function stepWorkload(keys, steps) {
     },
   };
 }
+
+/** A small seeded generator of numbers in [0, 1) (mulberry32), so that a bench's data reproduces. */
+export function mulberry32(seed) {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

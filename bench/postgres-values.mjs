@@ -5,6 +5,7 @@
 //   a vocabulary of a few hundred words, some of them stock sentences that recur), different for
 //   every key and step; like notes or chat messages, it compresses ~2× alone and ~3× in a block.
 import { createHash } from "node:crypto";
+import { mulberry32 } from "./lib.mjs";
 
 const WORDS = (
   "the of and to in is that it for was on are as with his they at be this from have or by one had not but what all were when we there can an your " +
@@ -20,16 +21,9 @@ const WORDS = (
   "review agent task session checkpoint memory value error retry queue worker request response server client config schema index cache token budget plan step"
 ).split(" ");
 
-/** A deterministic generator of 32-bit numbers (mulberry32) seeded from a text. */
+/** A deterministic generator (mulberry32) seeded from a text. */
 function generator(seed) {
-  let state = createHash("sha256").update(seed).digest().readUInt32LE(0);
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(createHash("sha256").update(seed).digest().readUInt32LE(0));
 }
 
 /** A word, the common ones far more often (roughly as Zipf's law has it). */

@@ -12,21 +12,11 @@ import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { APEX } from "./lib.mjs";
+import { APEX, mulberry32 } from "./lib.mjs";
 
 const FLIPS = Number(process.argv[2] ?? 25);
 const SEED = Number(process.argv[3] ?? 20261202);
 
-function mulberry32(seed) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const env = { ...process.env, NO_COLOR: "1" };
 for (const key of Object.keys(env)) if (key.startsWith("APEX_")) delete env[key];
