@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { builtinCommandGroups } from "../plugins/index.js";
+import { builtinCommandGroups } from "../plugins/commands.js";
 import { registerAgentCommands } from "./agent.js";
 import { registerConfigCommands } from "./config.js";
 import { registerLifecycleCommands } from "./lifecycle.js";

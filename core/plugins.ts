@@ -25,6 +25,14 @@ export async function builtinPlugins(): Promise<ReadonlyMap<string, ApexPlugin<a
   return new Map((await loadBuiltinPlugins()).map((plugin) => [plugin.name, plugin]));
 }
 
+/** The built-in plugins `config.plugins` names, by name (loaded in parallel, only those). */
+async function configuredBuiltins(config: Config): Promise<ReadonlyMap<string, ApexPlugin<any>>> {
+  const names = [...new Set(config.plugins.map((entry) => entry.name).filter(isBuiltinPlugin))];
+  const { loadBuiltinPlugin } = await import("../plugins/index.js");
+  const plugins = await Promise.all(names.map((name) => loadBuiltinPlugin(name)));
+  return new Map(plugins.flatMap((plugin) => (plugin ? [[plugin.name, plugin] as const] : [])));
+}
+
 interface Resolved {
   entry: PluginEntry;
   plugin: ApexPlugin<any>;
@@ -43,12 +51,13 @@ interface Resolved {
  * schema, then applies the enabled plugins in config order (a plugin's `requires` first).
  */
 export async function loadPlugins(config: Config, options: Omit<EngineOptions, "config"> = {}): Promise<Engine> {
-  const builtins = await builtinPlugins();
+  // Only the built-ins the config names are loaded: the others are never applied.
+  const builtins = await configuredBuiltins(config);
   const resolved: Resolved[] = [];
   for (const entry of config.plugins) resolved.push(await resolveEntry(entry, config, builtins));
-  refuseDuplicates(resolved, builtins);
+  refuseDuplicates(resolved);
   const enabled = new Map(resolved.filter((item) => item.entry.enabled).map((item) => [item.plugin.name, item]));
-  checkDependencies(resolved, enabled, builtins, config);
+  checkDependencies(resolved, enabled, config);
   const optionsByEntry = await validateThirdPartyOptions(resolved, config);
 
   const engine = new Engine({ ...options, config });
@@ -67,7 +76,7 @@ async function resolveEntry(entry: PluginEntry, config: Config, builtins: Readon
   const builtin = builtins.get(entry.name);
   if (builtin) return { entry, plugin: builtin, source: { kind: "built-in", label: "built-in" }, label: entry.name };
   try {
-    return await resolveThirdParty(entry, config, builtins);
+    return await resolveThirdParty(entry, config);
   } catch (error) {
     if (entry.enabled || !(error instanceof ApexError)) throw error;
     // A disabled entry may point at something not installed here; list it, do not fail.
@@ -120,9 +129,9 @@ export function checkPluginSources(config: Config): void {
   }
 }
 
-async function resolveThirdParty(entry: PluginEntry, config: Config, builtins: ReadonlyMap<string, ApexPlugin<any>>): Promise<Resolved> {
+async function resolveThirdParty(entry: PluginEntry, config: Config): Promise<Resolved> {
   const at = formatPosition(entry.position);
-  const { file, source } = locateThirdParty(entry, config, builtins.keys());
+  const { file, source } = locateThirdParty(entry, config, BUILTIN_PLUGIN_NAMES);
   const label = entry.name;
   const module = await importPlugin(file, label, at);
   const plugin = pluginOf(module, label, at);
@@ -230,7 +239,7 @@ function shapeProblem(candidate: unknown): string | undefined {
   return undefined;
 }
 
-function refuseDuplicates(resolved: Resolved[], builtins: ReadonlyMap<string, ApexPlugin<any>>): void {
+function refuseDuplicates(resolved: Resolved[]): void {
   const seen = new Map<string, Resolved>();
   for (const item of resolved) {
     if (item.problem) continue;
@@ -243,7 +252,7 @@ function refuseDuplicates(resolved: Resolved[], builtins: ReadonlyMap<string, Ap
         { hint: "Keep one of the two entries; a plugin is loaded once.", details: { plugin: name } },
       );
     }
-    if (item.source.kind !== "built-in" && builtins.has(name)) {
+    if (item.source.kind !== "built-in" && isBuiltinPlugin(name)) {
       throw new ApexError(
         "APEX_E_PLUGIN_DUPLICATE",
         `The plugin ${item.label} at ${formatPosition(item.entry.position)} is named '${name}', like the built-in plugin '${name}'.`,
@@ -254,7 +263,7 @@ function refuseDuplicates(resolved: Resolved[], builtins: ReadonlyMap<string, Ap
   }
 }
 
-function checkDependencies(resolved: Resolved[], enabled: Map<string, Resolved>, builtins: ReadonlyMap<string, ApexPlugin<any>>, config: Config): void {
+function checkDependencies(resolved: Resolved[], enabled: Map<string, Resolved>, config: Config): void {
   const configFile = config.source?.displayFile ?? "apex.config.yaml";
   for (const item of enabled.values()) {
     for (const dependency of item.plugin.requires ?? []) {
@@ -263,7 +272,7 @@ function checkDependencies(resolved: Resolved[], enabled: Map<string, Resolved>,
       const where = `plugin '${item.plugin.name}' is enabled at ${formatPosition(item.entry.position)}`;
       const how = disabled
         ? `'${dependency}' is disabled at ${formatPosition(disabled.entry.position)}: enable it there.`
-        : builtins.has(dependency)
+        : isBuiltinPlugin(dependency)
           ? `Enable the built-in plugin '${dependency}' under \`plugins:\` in ${configFile}.`
           : `Install the plugin named '${dependency}' and add it under \`plugins:\` in ${configFile}.`;
       throw new ApexError("APEX_E_PLUGIN_DEPENDENCY", `The dependency '${dependency}' of plugin '${item.plugin.name}' is not enabled (${where}).`, {

@@ -1,48 +1,40 @@
 /**
  * The one built-in registry: the only module of plugins/ that core imports. Core reaches the
- * built-in plugins, their command groups, the storage backends (LMDB too) and the few plugin
+ * built-in plugins, the storage backends (LMDB too) and the few plugin
  * services core commands call (`apex start --continue` resolving a checkpoint, `memory show`
  * of a checkpoint record) through it, each loaded on first use.
  */
-import type { Command } from "commander";
-import { registerSessionBranchCommands } from "./checkpoint/branch-commands.js";
 import type { ApexPlugin } from "../core/engine.js";
 import type { StorageBackendFactory } from "../core/store/port.js";
 import type { SessionTransport } from "../core/session/client.js";
 import type { SessionMethod } from "../core/session/memory-methods.js";
 import type { SessionService } from "../core/session/service.js";
-import { registerCheckpointCommands } from "./checkpoint/cli.js";
-import { registerStoreCommands } from "./postgres/cli.js";
-import { registerRemoteCommands } from "./sharing/remote-cli.js";
 
-const PLUGINS: ReadonlyArray<() => Promise<{ default: ApexPlugin<any> }>> = [
-  () => import("./checkpoint/index.js"),
-  () => import("./retention/index.js"),
-  () => import("./git/index.js"),
-  () => import("./compression/index.js"),
-  () => import("./sharing/index.js"),
-  () => import("./metrics/index.js"),
-  () => import("./history/index.js"),
-  () => import("./archive/index.js"),
-];
+/** The built-in plugins by name, in the order `apex plugins list` shows them (BUILTIN_PLUGIN_NAMES). */
+const PLUGINS: Readonly<Record<string, () => Promise<{ default: ApexPlugin<any> }>>> = {
+  checkpoint: () => import("./checkpoint/index.js"),
+  retention: () => import("./retention/index.js"),
+  git: () => import("./git/index.js"),
+  compression: () => import("./compression/index.js"),
+  sharing: () => import("./sharing/index.js"),
+  metrics: () => import("./metrics/index.js"),
+  history: () => import("./history/index.js"),
+  archive: () => import("./archive/index.js"),
+};
 
 /** The built-in plugins, in the order `apex plugins list` shows them. */
 export async function loadBuiltinPlugins(): Promise<ApexPlugin<any>[]> {
-  return (await Promise.all(PLUGINS.map((load) => load()))).map((module) => module.default);
+  return (await Promise.all(Object.values(PLUGINS).map((load) => load()))).map((module) => module.default);
 }
 
 /**
- * Command groups of built-in plugins that the CLI defines whatever the config (their actions
- * load the plugin's code): `apex checkpoint …` with the integrity commands of `apex session
- * …`, and `apex serve|connect|login` with `apex session share…`, and `apex store migrate`. Each is placed after the core
- * group it names, so `apex --help` keeps its order.
+ * One built-in plugin, or undefined when none has that name: a process loads only the
+ * built-ins its config names (a command, or a LangGraph saver's first call, pays for no other).
  */
-export const builtinCommandGroups: ReadonlyArray<{ name: string; after: string; register: (program: Command) => void }> = [
-  { name: "checkpoint", after: "session", register: registerCheckpointCommands },
-  { name: "session-branch", after: "checkpoint", register: registerSessionBranchCommands },
-  { name: "remote", after: "session-branch", register: registerRemoteCommands },
-  { name: "store", after: "plugins", register: registerStoreCommands },
-];
+export async function loadBuiltinPlugin(name: string): Promise<ApexPlugin<any> | undefined> {
+  const load = Object.prototype.hasOwnProperty.call(PLUGINS, name) ? PLUGINS[name] : undefined;
+  return load ? (await load()).default : undefined;
+}
 
 /** Plugin code that core commands call, loaded when they run. */
 export const builtinServices = {

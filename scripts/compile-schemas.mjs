@@ -2,7 +2,7 @@
 // ajv's standalone code generation: a command then loads plain functions instead of loading
 // ajv and compiling the schemas (~180 ms a command). Run by `npm run build` after tsc.
 // core/config/schemas.ts uses a validator only if its schema file still hashes the same.
-import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -40,6 +40,16 @@ const index = [
   "",
 ].join("\n");
 
+// The built-in defaults (apex.config.yaml at the package root), checked as core/config/defaults.ts
+// checks them, with the hashes of the texts they were checked from: a command then takes the data
+// instead of parsing and checking the file (core/config/defaults.ts uses it only if all still hash the same).
+const { DEFAULTS_FILE_NAME, PRECOMPILED_DEFAULTS, defaultsHashes } = await import(join(root, "dist/core/config/defaults.js"));
+const { checkDocument } = await import(join(root, "dist/core/config/document.js"));
+const defaultsFile = join(root, DEFAULTS_FILE_NAME);
+const defaultsText = readFileSync(defaultsFile, "utf8");
+const checkedDefaults = checkDocument(defaultsText, defaultsFile);
+const defaultsOk = checkedDefaults.issues.length === 0 && !checkedDefaults.omitted.agents && !checkedDefaults.omitted.plugins;
+
 // Written beside the target and renamed into place: a half-written set is never loaded.
 const target = join(root, PRECOMPILED_DIR);
 const staging = `${target}.tmp-${process.pid}`;
@@ -48,6 +58,8 @@ mkdirSync(staging, { recursive: true });
 writeFileSync(join(staging, "document.cjs"), documentCode);
 writeFileSync(join(staging, "plugins.cjs"), pluginsCode);
 writeFileSync(join(staging, "index.cjs"), index);
+// Broken defaults are not precompiled: every command then reports them (APEX_E_INTERNAL).
+if (defaultsOk) writeFileSync(join(staging, PRECOMPILED_DEFAULTS), JSON.stringify({ hashes: defaultsHashes(defaultsText), data: checkedDefaults.data }));
 rmSync(target, { recursive: true, force: true });
 renameSync(staging, target);
-console.log(`precompiled ${1 + BUILTIN_PLUGIN_NAMES.length} schema validators into ${PRECOMPILED_DIR}/`);
+console.log(`precompiled ${1 + BUILTIN_PLUGIN_NAMES.length} schema validators${defaultsOk ? " and the checked defaults" : ""} into ${PRECOMPILED_DIR}/`);

@@ -5,7 +5,9 @@ import { afterEach, beforeEach, describe, expect, it, onTestFinished } from "vit
 import { parseDuration } from "../core/config/duration.js";
 import { loadConfig } from "../core/config/load.js";
 import { locateProject } from "../core/config/locate.js";
-import { displayPath, parseSource } from "../core/config/source.js";
+import { builtinDefaults, defaultsHashes, matchingDefaults } from "../core/config/defaults.js";
+import { checkDocument } from "../core/config/document.js";
+import { displayPath, parseSource, positionOf } from "../core/config/source.js";
 import type { Config } from "../core/config/types.js";
 import { builtinPluginSchema, configSchema, documentAjv, matchingValidator, precompiledValidator, schemaTextHash } from "../core/config/schemas.js";
 import { compileSchema, configError, createAjv, formatIssues, resolveOptions, validateOptions } from "../core/config/validate.js";
@@ -557,6 +559,29 @@ describe("precompiled validators (scripts/compile-schemas.mjs)", () => {
     expect(matchingValidator(built as never, "b.json", "1111")).toBeUndefined();
     expect(matchingValidator(null, "a.json", "1111")).toBeUndefined(); // not built
     expect(schemaTextHash("apex.config.schema.json")).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it("the checked defaults are built too: the same data as checking apex.config.yaml now, its positions parsed when asked", async () => {
+    const text = readFileSync(DEFAULT_CONFIG, "utf8");
+    const built = JSON.parse(readFileSync(join(REPO_ROOT, "dist/validators/defaults.json"), "utf8"));
+    const checked = checkDocument(text, DEFAULT_CONFIG);
+    expect(checked.issues).toEqual([]);
+    expect(matchingDefaults(built, text)?.data).toEqual(checked.data);
+    const defaults = await builtinDefaults();
+    expect(defaults.data).toEqual(checked.data);
+    expect(defaults.source.text).toBe(text);
+    expect(positionOf(defaults.source, ["plugins", "checkpoint"], "key")).toEqual(positionOf(checked.source, ["plugins", "checkpoint"], "key"));
+  });
+
+  it("the checked defaults are used only when built from the defaults and schemas read now", () => {
+    const text = readFileSync(DEFAULT_CONFIG, "utf8");
+    const built = { hashes: defaultsHashes(text), data: { agents: {} } };
+    expect(matchingDefaults(built, text)).toBe(built);
+    expect(matchingDefaults(built, `${text}\n# edited\n`)).toBeUndefined(); // the defaults edited since the build
+    const staleSchema = { ...built, hashes: { ...built.hashes, "plugins/retention.schema.json": "0".repeat(64) } };
+    expect(matchingDefaults(staleSchema, text)).toBeUndefined(); // a schema edited since the build
+    const { ["plugins/git.schema.json"]: _omitted, ...fewer } = built.hashes;
+    expect(matchingDefaults({ ...built, hashes: fewer }, text)).toBeUndefined();
   });
 });
 

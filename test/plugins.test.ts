@@ -48,6 +48,28 @@ const session = (): SessionContext & Record<string, any> => ({ sessionId: "s-1",
 const taskOf = (context: SessionContext, id: string): TaskContext => ({ ...context, task: { id, title: `task ${id}` } });
 
 describe("loading plugins from the config", () => {
+  it("loads only the built-ins the config names, and not the CLI's command modules (a new process, the built code)", () => {
+    const dir = project("plugins:\n  checkpoint: {}\n  git: false\n");
+    // A loader hook reports every module the process loads; the process loads the config and applies its plugins.
+    const hook = `data:text/javascript,${encodeURIComponent('import { register } from "node:module"; register("data:text/javascript," + encodeURIComponent("export async function load(url, context, next) { process.stderr.write(\\"LOADED \\" + url + \\"\\\\n\\"); return next(url, context); }"));')}`;
+    const script = [
+      `const { loadConfig } = await import(${JSON.stringify(join(REPO_ROOT, "dist/core/config/load.js"))});`,
+      `const { locateProject } = await import(${JSON.stringify(join(REPO_ROOT, "dist/core/config/locate.js"))});`,
+      `const { loadPlugins } = await import(${JSON.stringify(join(REPO_ROOT, "dist/core/plugins.js"))});`,
+      `const engine = await loadPlugins(await loadConfig(locateProject({ cwd: ${JSON.stringify(dir)} })));`,
+      `console.log(JSON.stringify(engine.plugins.map((plugin) => [plugin.name, plugin.enabled])));`,
+    ].join("\n");
+    const result = spawnSync(process.execPath, ["--import", hook, "--input-type=module", "-e", script], { cwd: dir, encoding: "utf8" });
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual([["checkpoint", true], ["git", false]]);
+    const loaded = result.stderr.split("\n").filter((line) => line.startsWith("LOADED ")).map((line) => relative(join(REPO_ROOT, "dist"), new URL(line.slice(7)).pathname));
+    expect(loaded).toContain("plugins/checkpoint/index.js");
+    expect(loaded).toContain("plugins/git/index.js"); // named (disabled): listed as the config has it
+    for (const name of ["retention", "compression", "sharing", "metrics", "history", "archive"]) expect(loaded).not.toContain(`plugins/${name}/index.js`);
+    // The command groups and the CLI's command modules stay out (the checkpoint plugin's list printing uses cli/output.js).
+    expect(loaded.filter((file) => (file.startsWith("cli/") && file !== "cli/output.js") || file === "plugins/commands.js" || file.endsWith("/cli.js"))).toEqual([]);
+  });
+
   it("without a plugins section, loads the default built-ins", async () => {
     const engine = await load(project("session:\n  max_checkpoints: 10\n"));
     expect(engine.plugins.map((plugin) => [plugin.name, plugin.source.label, plugin.enabled])).toEqual([

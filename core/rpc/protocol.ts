@@ -73,3 +73,9 @@ export function lineSplitter(onLine: (line: string) => void, onOverflow: () => v
     }
   };
 }
+
+/**
+ * What a streaming method returns (rpc/server.ts): the call stays open. Here, beside the wire
+ * format, so that the session methods name it without loading the server (and node:net).
+ */
+export const STREAM: unique symbol = Symbol("rpc.stream");

@@ -1,7 +1,7 @@
 import { chmodSync, existsSync, rmSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { ApexError } from "../errors.js";
-import { errorBody, lineSplitter, type RpcReply, type RpcRequest } from "./protocol.js";
+import { errorBody, lineSplitter, STREAM, type RpcReply, type RpcRequest } from "./protocol.js";
 
 /** What a handler knows about the call it serves. */
 export interface RpcCallContext {
@@ -20,7 +20,7 @@ export interface RpcCallContext {
  */
 export type RpcHandler = (params: Record<string, unknown>, ctx: RpcCallContext) => unknown | Promise<unknown>;
 
-export const STREAM: unique symbol = Symbol("rpc.stream");
+export { STREAM };
 
 /**
  * The control socket server. Methods are registered by name; each request line is

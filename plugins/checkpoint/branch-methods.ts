@@ -1,15 +1,13 @@
 import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { createBranch } from "./branch.js";
 import type { MemoryScope } from "./scope.js";
-import { mergeSessions } from "./session-merge.js";
-import { sessionTree } from "./tree.js";
 
 /**
  * The control methods behind `apex session branch|merge|tree`: served by the supervisor while
  * one runs (it is the store's one writer, so a merge into the running session is applied
- * between two of its own writes), called in the CLI process otherwise.
+ * between two of its own writes), called in the CLI process otherwise. Their code is loaded on
+ * the first call: a process that only reads or writes checkpoints never loads it.
  */
 export function branchMethods(
   store: Store,
@@ -24,6 +22,7 @@ export function branchMethods(
     "session.branch": (params) =>
       options.serialize(async () => {
         const worktree = params.worktree as { path: string; branch: string; commit: string | null } | null | undefined;
+        const { createBranch } = await import("./branch.js");
         const report = await createBranch(store, text(params, "checkpoint"), text(params, "name"), {
           ...(worktree ? { worktree } : {}),
           ...(typeof params.actor === "string" ? { actor: params.actor } : {}),
@@ -33,7 +32,7 @@ export function branchMethods(
     "session.merge": (params) => {
       // writer_pid: the process that wrote the merge (DST's supervisor while DST runs: its one writer).
       const run = async () =>
-        ({ ...(await mergeSessions(store, {
+        ({ ...(await (await import("./session-merge.js")).mergeSessions(store, {
           source: text(params, "source"),
           destination: text(params, "destination"),
           strategy: typeof params.strategy === "string" ? params.strategy : undefined,
@@ -46,7 +45,7 @@ export function branchMethods(
         })), writer_pid: process.pid }) as unknown as JsonValue;
       return params.dry_run === true ? run() : options.serialize(run);
     },
-    "session.tree": () => sessionTree(store) as unknown as JsonValue,
+    "session.tree": async () => (await import("./tree.js")).sessionTree(store) as unknown as JsonValue,
   };
 }
 
