@@ -2,7 +2,7 @@ import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { ApexError } from "../errors.js";
 import { openPrivate } from "../store/private.js";
 import type { AgentConfig } from "../config/types.js";
-import { agentMarker, newNonce, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcStat } from "./proc.js";
+import { agentMarker, newNonce, sealedStdio, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcStat } from "./proc.js";
 
 // Which processes of a group APEX can prove it started is decided in proc.ts, for signalling and for what status reports alike.
 export { ownMembers, provenMembers } from "./proc.js";
@@ -52,6 +52,7 @@ export class AgentProcess {
     const { spec } = launch;
     const out = openPrivate(launch.stdoutFile, "a");
     const err = openPrivate(launch.stderrFile, "a");
+    const sealed = sealedStdio();
     // A command line without args runs through /bin/sh (pipes, `&`, quotes); with args it runs as is.
     const useShell = spec.args.length === 0 && /[\s|&;<>()$`"'*?~\\]/.test(spec.command);
     const nonce = newNonce();
@@ -65,10 +66,9 @@ export class AgentProcess {
         shell: useShell,
         detached: true,
         cleanup: false,
-        stdin: "ignore",
-        // A plain descriptor goes to child_process.spawn as is (execa's types only list 1-9).
-        stdout: out as 1,
-        stderr: err as 2,
+        // A plain descriptor goes to child_process.spawn as is (execa's types only list 1-9); a
+        // descriptor this process would leak (the store's data file) is /dev/null in the agent.
+        stdio: ["ignore", out, err, ...sealed.extra] as unknown as ["ignore", 1, 2],
         buffer: false,
         reject: false,
         forceKillAfterDelay: false,
@@ -77,6 +77,7 @@ export class AgentProcess {
       // The child has its own copies of the descriptors.
       closeSync(out);
       closeSync(err);
+      sealed.release();
     }
     const pid = subprocess.pid;
     if (pid === undefined) {

@@ -331,6 +331,36 @@ export function signalProcess(pid: number, signal: NodeJS.Signals | 0): boolean 
 }
 
 /** Seconds since boot, from /proc/uptime. */
+/**
+ * `stdio` entries past stderr that give a child /dev/null in place of each descriptor of this
+ * process it would otherwise inherit: those opened without close-on-exec (LMDB opens its data
+ * file so, on purpose), so that agents and git do not hold the store open. `release` closes the
+ * /dev/null descriptor once the child is spawned. Nothing to add where /proc cannot be read.
+ */
+export function sealedStdio(): { extra: Array<"ignore" | number>; release(): void } {
+  const extra: Array<"ignore" | number> = [];
+  let devNull = -1;
+  let names: string[] = [];
+  try {
+    names = readdirSync("/proc/self/fd");
+  } catch {
+    // not Linux: nothing known to seal
+  }
+  for (const fd of names.map(Number).filter((fd) => fd > 2).sort((a, b) => a - b)) {
+    let flags: RegExpExecArray | null;
+    try {
+      flags = /^flags:\s*([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"));
+    } catch {
+      continue; // closed meanwhile (the directory's own descriptor)
+    }
+    if (!flags || (parseInt(flags[1]!, 8) & 0o2000000) !== 0) continue;
+    if (devNull < 0) devNull = openSync("/dev/null", "r");
+    while (extra.length < fd - 3) extra.push("ignore");
+    extra.push(devNull);
+  }
+  return { extra, release: () => devNull >= 0 && closeSync(devNull) };
+}
+
 export function systemUptimeSeconds(): number {
   try {
     return Number(readFileSync("/proc/uptime", "latin1").split(" ")[0]);

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { ApexError } from "../../core/errors.js";
+import { sealedStdio } from "../../core/session/proc.js";
 import { GIT_TIMEOUT_MS, gitEnvironment, isDirectory, runGit, type GitResult, type RunGitOptions } from "./git.js";
 import { shellQuote } from "./hooks.js";
 
@@ -107,8 +108,14 @@ class Shell {
     env: NodeJS.ProcessEnv,
     readonly envKey: string,
   ) {
-    // Its own process group: a command that times out is killed with the git it runs.
-    this.child = spawn(path, ["-s"], { env, stdio: ["pipe", "pipe", "pipe"], detached: true, windowsHide: true });
+    // Its own process group: a command that times out is killed with the git it runs. It lives
+    // as long as the supervisor, so it must not hold the store's data file open (sealedStdio).
+    const sealed = sealedStdio();
+    try {
+      this.child = spawn(path, ["-s"], { env, stdio: ["pipe", "pipe", "pipe", ...sealed.extra], detached: true, windowsHide: true }) as ChildProcessWithoutNullStreams;
+    } finally {
+      sealed.release();
+    }
     const ended = () => {
       this.gone = true;
       this.wake?.();
