@@ -9,7 +9,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { REPO, numberOption, stepWorkload } from "./lib.mjs";
 import { valueMaker } from "./postgres-values.mjs";
-import { startPostgres } from "../scripts/pg-cluster.mjs";
+import { startPostgres, stopWhenThisProcessEnds } from "../scripts/pg-cluster.mjs";
 
 const { postgresBackend } = await import(join(REPO, "dist/plugins/postgres/backend.js"));
 const { createCheckpoint } = await import(join(REPO, "dist/plugins/checkpoint/checkpoints.js"));
@@ -23,6 +23,7 @@ const { filler, keyName, stepChanges } = stepWorkload(KEYS, STEPS);
 const valueOf = valueMaker(KIND, filler);
 
 const cluster = await startPostgres();
+stopWhenThisProcessEnds(cluster);
 try {
   const url = cluster.createDatabase("apex_size");
   const store = postgresBackend.open({ backend: "postgres", dir: "/nonexistent/.apex", url, project: "checkpoints" }, { actor: "user:bench" });

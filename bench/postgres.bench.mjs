@@ -26,7 +26,7 @@ import { uuid6 } from "@langchain/langgraph-checkpoint";
 import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import { REPO, median, numberOption, printTable, stepWorkload } from "./lib.mjs";
 import { valueMaker } from "./postgres-values.mjs";
-import { startPostgres } from "../scripts/pg-cluster.mjs";
+import { startPostgres, stopWhenThisProcessEnds } from "../scripts/pg-cluster.mjs";
 
 const { postgresBackend } = await import(join(REPO, "dist/plugins/postgres/backend.js"));
 
@@ -250,6 +250,7 @@ async function sizeOf(url, tables) {
 }
 
 const cluster = await startPostgres();
+stopWhenThisProcessEnds(cluster);
 const LG_TABLES = ["public.checkpoints", "public.checkpoint_blobs", "public.checkpoint_writes", "public.checkpoint_migrations"];
 const APEX_TABLES = ["apex.projects", "apex.kv", "apex.log", "apex.tables", "apex.rows"];
 const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;

@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { MessageChannel, Worker, receiveMessageOnPort } from "node:worker_threads";
 import { REPO, median } from "./lib.mjs";
-import { startPostgres } from "../scripts/pg-cluster.mjs";
+import { startPostgres, stopWhenThisProcessEnds } from "../scripts/pg-cluster.mjs";
 
 const { SyncBridge } = await import(join(REPO, "dist/plugins/postgres/bridge.js"));
 const { createSyncFn } = createRequire(import.meta.url)("synckit");
@@ -43,6 +43,7 @@ function echoBridge() {
 }
 
 const cluster = await startPostgres();
+stopWhenThisProcessEnds(cluster);
 try {
   const url = cluster.createDatabase();
   const setup = new (await import("pg")).default.Client({ connectionString: url });

@@ -152,6 +152,41 @@ export async function stopPostgres({ pid, root }) {
 }
 
 /**
+ * For a process that owns its cluster (a bench): the server is killed, and its directory removed,
+ * when this process ends without stop(), by an exception, `process.exit` or SIGINT/SIGTERM/SIGHUP
+ * (which then end the process as they would have). A cluster shared between processes (the
+ * tests') must not use this: its first user's exit would stop it under the others.
+ * @param {PostgresCluster} cluster
+ */
+export function stopWhenThisProcessEnds(cluster) {
+  const { pid, root } = cluster;
+  let stopped = false;
+  const stop = cluster.stop;
+  cluster.stop = () => {
+    stopped = true; // its pid may then be another process's
+    return stop();
+  };
+  const kill = () => {
+    if (stopped || !alive(pid)) return;
+    stopped = true;
+    try {
+      process.kill(pid, "SIGKILL"); // the server's children end with their postmaster
+      rmSync(root, { recursive: true, force: true });
+    } catch {
+      /* gone meanwhile, or a child still writing: the directory stays */
+    }
+  };
+  process.on("exit", kill);
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+    process.once(signal, () => {
+      kill();
+      // Alone, this listener kept the signal from ending the process: end it the same way.
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    });
+  }
+}
+
+/**
  * Run as root, the cluster's directory must be reachable by the `postgres` user: the temporary
  * directory when every directory above it lets others through, else /var/tmp (a /tmp made 0700
  * would otherwise stop initdb at the first chdir).
