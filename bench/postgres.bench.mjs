@@ -32,6 +32,11 @@ const { postgresBackend } = await import(join(REPO, "dist/plugins/postgres/backe
 
 const KEYS = numberOption("keys", 10_000);
 const STEPS = numberOption("steps", 100);
+// Both sides read back the state of step 50.
+if (STEPS < 50) {
+  console.error("--steps must be at least 50: the bench reads back step 50");
+  process.exit(2);
+}
 const RUNS = numberOption("runs", 5);
 const { changed: CHANGED, filler, keyName, stepChanges } = stepWorkload(KEYS, STEPS);
 /**
