@@ -88,6 +88,7 @@ try {
     SELECT 'kv' AS kind, count(*) AS n, sum(octet_length(path)) AS keys, sum(octet_length(value)) AS raw, sum(pg_column_size(value)) AS stored, sum(pg_column_size(t.*)) AS row FROM apex.kv t
     UNION ALL SELECT 'log', count(*), 0, sum(octet_length(array_to_string(paths, ''))), sum(pg_column_size(paths)), sum(pg_column_size(t.*)) FROM apex.log t
     UNION ALL SELECT 'rows:' || tbl, count(*), sum(octet_length(key)), sum(octet_length(value)), sum(pg_column_size(value)), sum(pg_column_size(t.*)) FROM apex.rows t GROUP BY tbl
+    UNION ALL SELECT 'groups:' || tbl || ' (' || sum(n) || ')', count(*), sum(octet_length(first)), sum(octet_length(entries)), sum(pg_column_size(entries)), sum(pg_column_size(t.*)) FROM apex.groups t GROUP BY tbl
     ORDER BY 6 DESC`);
   console.log(`${"rows of".padEnd(22)}${"count".padStart(8)}${"keys".padStart(10)}${"values".padStart(10)}${"stored".padStart(10)}${"tuples".padStart(10)}`);
   for (const r of kinds.rows) console.log(`${r.kind.padEnd(22)}${String(r.n).padStart(8)}${kb(r.keys)}${kb(r.raw)}${kb(r.stored)}${kb(r.row)}`);

@@ -257,7 +257,8 @@ async function sizeOf(url, tables) {
 const cluster = await startPostgres();
 stopWhenThisProcessEnds(cluster);
 const LG_TABLES = ["public.checkpoints", "public.checkpoint_blobs", "public.checkpoint_writes", "public.checkpoint_migrations"];
-const APEX_TABLES = ["apex.projects", "apex.kv", "apex.log", "apex.tables", "apex.rows"];
+// Every table of either layout (apex.projects is a view from layout 2 on; a name that does not exist counts 0).
+const APEX_TABLES = ["apex.projects", "apex.stores", "apex.kv", "apex.log", "apex.tables", "apex.rows", "apex.groups", "apex.layout"];
 const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 let rows = [];
 try {

@@ -50,6 +50,7 @@ import { deleteOne, setOne } from "../../core/store/port.js";
 import { decodeValue, encodeJson, isEncodedValue } from "../../core/store/value-codec.js";
 import { BridgeError, SyncBridge, type Rows, type Statement } from "./bridge.js";
 import { storedForm, writtenForm } from "./codec.js";
+import { GROUP_BYTES, decodeGroup, encodeGroup, findInGroup, mergeGroup, packGroups, type GroupEntry } from "./groups.js";
 import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys.js";
 
 /** The project id used when the store spec names none. */
@@ -60,14 +61,41 @@ const LOCK_CLASS = 0x41504558;
 /** The lock that serialises creating the schema (two first opens at once). */
 const SCHEMA_LOCK = [LOCK_CLASS, 0] as const;
 
+/**
+ * The layout of the schema this code writes. 1 (implicit: no apex.layout table): a row of
+ * apex.rows per table entry, the revisions in apex.projects. 2: binary-keyed tables in
+ * apex.groups (groups.ts), the revisions in apex.stores, and apex.projects a view that raises
+ * OLDER_APEX, so that an APEX that knows only layout 1 is refused before it reads or writes a
+ * row (it would see the hash indexes empty and write its own beside them).
+ */
+export const LAYOUT = 2;
+
+/** What an APEX that predates layout 2 is told, from the first statement it runs on the schema. */
+const OLDER_APEX =
+  "This database's APEX schema was upgraded (layout 2: grouped hash index rows) by a newer APEX; this APEX cannot read or write it. Upgrade APEX on this host.";
+
 const DDL = [
   `CREATE SCHEMA IF NOT EXISTS apex`,
-  `CREATE TABLE IF NOT EXISTS apex.projects (project text COLLATE "C" PRIMARY KEY, revision bigint NOT NULL DEFAULT 0, created timestamptz NOT NULL DEFAULT now())`,
+  `CREATE TABLE IF NOT EXISTS apex.stores (project text COLLATE "C" PRIMARY KEY, revision bigint NOT NULL DEFAULT 0, created timestamptz NOT NULL DEFAULT now())`,
   `CREATE TABLE IF NOT EXISTS apex.kv (project text COLLATE "C" NOT NULL, path text COLLATE "C" NOT NULL, value bytea NOT NULL, codec smallint NOT NULL, PRIMARY KEY (project, path))`,
   `CREATE TABLE IF NOT EXISTS apex.log (project text COLLATE "C" NOT NULL, first bigint NOT NULL, paths text[] NOT NULL, kinds text NOT NULL, actor text NOT NULL, time bigint NOT NULL, PRIMARY KEY (project, first))`,
   `CREATE TABLE IF NOT EXISTS apex.tables (project text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL, keys text NOT NULL, vals text NOT NULL, PRIMARY KEY (project, name))`,
   `CREATE TABLE IF NOT EXISTS apex.rows (project text COLLATE "C" NOT NULL, tbl text COLLATE "C" NOT NULL, key bytea NOT NULL, value bytea NOT NULL, codec smallint NOT NULL, PRIMARY KEY (project, tbl, key))`,
 ];
+
+/**
+ * Layout 2 beside what DDL creates (also the last steps of the upgrade from layout 1). No column
+ * has a default: every write names every value, as for `codec`.
+ */
+const LAYOUT_2 = [
+  `CREATE TABLE IF NOT EXISTS apex.groups (project text COLLATE "C" NOT NULL, tbl text COLLATE "C" NOT NULL, first bytea NOT NULL, n integer NOT NULL, entries bytea NOT NULL, codec smallint NOT NULL, PRIMARY KEY (project, tbl, first))`,
+  `CREATE TABLE IF NOT EXISTS apex.layout (version integer NOT NULL)`,
+  `INSERT INTO apex.layout (version) SELECT ${LAYOUT} WHERE NOT EXISTS (SELECT 1 FROM apex.layout)`,
+  `CREATE OR REPLACE FUNCTION apex.older_apex() RETURNS TABLE (project text, revision bigint, created timestamptz) LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION '${OLDER_APEX.replace(/'/g, "''")}' USING ERRCODE = 'AX002'; END $$`,
+  `CREATE OR REPLACE VIEW apex.projects AS SELECT * FROM apex.older_apex()`,
+];
+
 
 /**
  * A schema made before values were compressed (no `codec` columns) gets them on the first
@@ -93,15 +121,27 @@ kv_up AS (INSERT INTO apex.kv (project, path, value, codec) SELECT $1, p, v, c F
 kv_del AS (DELETE FROM apex.kv WHERE project = $1 AND path = ANY($4::text[]) RETURNING 1),
 log AS (INSERT INTO apex.log (project, first, paths, kinds, actor, time)
   SELECT $1, f, string_to_array(p, E'\\n'), k, a, t FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::bigint[]) AS x(f, p, k, a, t) RETURNING 1),
-rev AS (UPDATE apex.projects SET revision = $10::bigint WHERE project = $1 AND $11::boolean RETURNING 1),
+rev AS (UPDATE apex.stores SET revision = $10::bigint WHERE project = $1 AND $11::boolean RETURNING 1),
 note AS (SELECT pg_notify($12, $10::bigint::text) WHERE $11::boolean),
 tbl AS (INSERT INTO apex.tables (project, name, keys, vals) SELECT $1, n, k, v FROM unnest($13::text[], $14::text[], $15::text[]) AS x(n, k, v)
   ON CONFLICT DO NOTHING RETURNING 1),
 row_up AS (INSERT INTO apex.rows (project, tbl, key, value, codec) SELECT $1, t, k, v, c FROM unnest($16::text[], $17::bytea[], $18::bytea[], $22::smallint[]) AS x(t, k, v, c)
   ON CONFLICT (project, tbl, key) DO UPDATE SET value = EXCLUDED.value, codec = EXCLUDED.codec RETURNING 1),
-row_del AS (DELETE FROM apex.rows r USING unnest($19::text[], $20::bytea[]) AS x(t, k) WHERE r.project = $1 AND r.tbl = x.t AND r.key = x.k RETURNING 1)
+row_del AS (DELETE FROM apex.rows r USING unnest($19::text[], $20::bytea[]) AS x(t, k) WHERE r.project = $1 AND r.tbl = x.t AND r.key = x.k RETURNING 1),
+grp_up AS (INSERT INTO apex.groups (project, tbl, first, n, entries, codec) SELECT $1, t, f, n, e, c FROM unnest($23::text[], $24::bytea[], $25::integer[], $26::bytea[], $27::smallint[]) AS x(t, f, n, e, c)
+  ON CONFLICT (project, tbl, first) DO UPDATE SET n = EXCLUDED.n, entries = EXCLUDED.entries, codec = EXCLUDED.codec RETURNING 1),
+grp_del AS (DELETE FROM apex.groups g USING unnest($28::text[], $29::bytea[]) AS x(t, f) WHERE g.project = $1 AND g.tbl = x.t AND g.first = x.f RETURNING 1)
 SELECT (SELECT count(*) FROM kv_up), (SELECT count(*) FROM kv_del), (SELECT count(*) FROM log), (SELECT count(*) FROM rev),
-  (SELECT count(*) FROM note), (SELECT count(*) FROM tbl), (SELECT count(*) FROM row_up), (SELECT count(*) FROM row_del)`;
+  (SELECT count(*) FROM note), (SELECT count(*) FROM tbl), (SELECT count(*) FROM row_up), (SELECT count(*) FROM row_del),
+  (SELECT count(*) FROM grp_up), (SELECT count(*) FROM grp_del)`;
+
+/**
+ * The rows of apex.groups the given keys fall in (for each key, the row with the greatest first
+ * ≤ it), each once: what a write transaction merges its writes to grouped tables into.
+ */
+const GROUPS_OF_KEYS = `SELECT DISTINCT ON (g.tbl, g.first) g.tbl, g.first, g.entries, g.codec FROM unnest($2::text[], $3::bytea[]) AS k(t, key)
+  CROSS JOIN LATERAL (SELECT tbl, first, entries, codec FROM apex.groups WHERE project = $1 AND tbl = k.t AND first <= k.key ORDER BY first DESC LIMIT 1) g
+  ORDER BY g.tbl, g.first`;
 
 /** A keyset-paged scan: the table, its ordered key column, the fixed conditions and the range. */
 interface ScanOptions<K extends string | Buffer> {
@@ -274,28 +314,95 @@ function urlOf(spec: StoreSpec): string {
   return spec.url;
 }
 
+interface Probe {
+  /** The schema exists (layout 1 or later). */
+  schema: boolean;
+  /** Its tables have the `codec` columns. */
+  codec: boolean;
+  /** Its layout: 0 without a schema, 1 before apex.layout existed. */
+  layout: number;
+  /** The project has a row. */
+  exists: boolean;
+}
+
 /**
- * Whether the schema exists, whether its tables have the `codec` columns, and whether the project
- * has a row; checks the server's encoding on the way.
+ * The state of the schema and whether the project has a row; checks the server's encoding on the
+ * way, and refuses a schema a newer APEX laid out.
  */
-function probe(bridge: SyncBridge, url: string, project: string): { schema: boolean; codec: boolean; exists: boolean } {
+function probe(bridge: SyncBridge, url: string, project: string): Probe {
   let rows: Rows;
   try {
     rows = bridge.query(`SELECT current_setting('server_encoding'), to_regclass('apex.projects') IS NOT NULL AND to_regclass('apex.rows') IS NOT NULL,
-      (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2`);
+      (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2,
+      to_regclass('apex.layout') IS NOT NULL`);
   } catch (error) {
     throw connectError(url, error);
   }
-  const [encoding, schema, codec] = rows[0] as [string, boolean, boolean];
+  const [encoding, schema, codec, versioned] = rows[0] as [string, boolean, boolean, boolean];
   if (encoding !== "UTF8") {
     throw new ApexError("APEX_E_STORE", `The database at ${redactUrl(url)} is encoded in ${encoding}; APEX needs UTF8 (paths are ordered by their UTF-8 bytes).`, {
       hint: "Create the database with ENCODING 'UTF8' (createdb -E UTF8 -T template0 NAME).",
     });
   }
-  if (!schema) return { schema: false, codec: false, exists: false };
-  const found = bridge.query(`SELECT 1 FROM apex.projects WHERE project = $1`, [project]);
-  return { schema: true, codec, exists: found.length > 0 };
+  if (!schema) return { schema: false, codec: false, layout: 0, exists: false };
+  if (!versioned) return { schema: true, codec, layout: 1, exists: bridge.query(`SELECT 1 FROM apex.projects WHERE project = $1`, [project]).length > 0 };
+  const [layout, exists] = bridge.query(`SELECT (SELECT max(version) FROM apex.layout), EXISTS (SELECT 1 FROM apex.stores WHERE project = $1)`, [project])[0] as [number, boolean];
+  if (layout > LAYOUT) {
+    throw new ApexError("APEX_E_STORE_VERSION", `The APEX schema at ${redactUrl(url)} has layout ${layout}, written by a newer APEX; this one knows layouts up to ${LAYOUT}.`, {
+      hint: "Upgrade APEX on this host: a newer layout is never read or written by an older APEX.",
+      details: { url: redactUrl(url), layout, known: LAYOUT },
+    });
+  }
+  return { schema: true, codec, layout, exists };
 }
+
+/**
+ * Layout 1 → 2, inside the opening transaction (under the schema lock): apex.projects becomes
+ * apex.stores and a view that refuses older APEXes, and every row of every binary-keyed table of
+ * every project moves from apex.rows into apex.groups (read in key order, a page at a time).
+ */
+function upgradeToGroups(bridge: SyncBridge): void {
+  bridge.run([{ text: "ALTER TABLE apex.projects RENAME TO stores" }, ...LAYOUT_2.map((text) => ({ text }))]);
+  const tables = bridge.query(`SELECT project, name FROM apex.tables WHERE keys = 'binary' ORDER BY project, name`) as Array<[string, string]>;
+  for (const [project, table] of tables) {
+    let carry: GroupEntry[] = [];
+    let first: Buffer = Buffer.alloc(0);
+    let after: Buffer | undefined;
+    const write = (pieces: Array<{ first: Buffer; entries: GroupEntry[] }>) => {
+      const groups = pieces.filter((group) => group.entries.length > 0);
+      if (groups.length === 0) return;
+      const columns: [Buffer[], number[], Buffer[], number[]] = [[], [], [], []];
+      for (const group of groups) {
+        const stored = storedForm(encodeGroup(group.entries));
+        columns[0].push(group.first);
+        columns[1].push(group.entries.length);
+        columns[2].push(stored.bytes);
+        columns[3].push(stored.codec);
+      }
+      bridge.query(`INSERT INTO apex.groups (project, tbl, first, n, entries, codec) SELECT $1, $2, f, n, e, c FROM unnest($3::bytea[], $4::integer[], $5::bytea[], $6::smallint[]) AS x(f, n, e, c)`, [project, table, ...columns]);
+    };
+    for (;;) {
+      const rows = (after === undefined
+        ? bridge.query(`SELECT key, value, codec FROM apex.rows WHERE project = $1 AND tbl = $2 ORDER BY key LIMIT ${UPGRADE_PAGE}`, [project, table])
+        : bridge.query(`SELECT key, value, codec FROM apex.rows WHERE project = $1 AND tbl = $2 AND key > $3 ORDER BY key LIMIT ${UPGRADE_PAGE}`, [project, table, after])) as Array<[unknown, unknown, number]>;
+      for (const [key, value, codec] of rows) carry.push({ key: Buffer.from(toBuffer(key)), value: Buffer.from(writtenForm(toBuffer(value), codec)) });
+      const last = rows.length < UPGRADE_PAGE;
+      // Filled to 3/4, as random inserts leave a row on average; the last piece of a page goes on with the next page.
+      const groups = packGroups(first, carry, Math.floor((GROUP_BYTES * 3) / 4));
+      const kept = last ? groups : groups.slice(0, -1);
+      write(kept);
+      if (last) break;
+      const rest = groups[groups.length - 1]!;
+      first = rest.first;
+      carry = rest.entries;
+      after = toBuffer(rows[rows.length - 1]![0]);
+    }
+  }
+  bridge.run([{ text: "DELETE FROM apex.rows r USING apex.tables t WHERE t.project = r.project AND t.name = r.tbl AND t.keys = 'binary'" }]);
+}
+
+/** Rows of apex.rows read per statement by the upgrade to layout 2. */
+const UPGRADE_PAGE = 20_000;
 
 export const postgresBackend: StorageBackendFactory = {
   open(spec: StoreSpec, options: StoreOpenOptions = {}): StorageBackend {
@@ -344,9 +451,15 @@ export class PostgresBackend implements StorageBackend {
    * schema predates it (only a writable open adds it).
    */
   private readonly codec: string;
+  /** The schema's layout (see LAYOUT): a writable open has upgraded it; a read-only one reads it as it is. */
+  private readonly layout: number;
+  /** The table of the projects' revisions in that layout. */
+  private readonly stores: string;
 
-  private constructor(spec: StoreSpec, url: string, project: string, bridge: SyncBridge, options: StoreOpenOptions, codecColumn: boolean) {
+  private constructor(spec: StoreSpec, url: string, project: string, bridge: SyncBridge, options: StoreOpenOptions, codecColumn: boolean, layout: number) {
     this.codec = codecColumn ? "codec" : "0";
+    this.layout = layout;
+    this.stores = layout >= 2 ? "apex.stores" : "apex.projects";
     this.dir = spec.dir;
     this.url = url;
     this.project = project;
@@ -363,28 +476,28 @@ export class PostgresBackend implements StorageBackend {
     const readOnly = options.readOnly ?? false;
     const bridge = takeBridge(url);
     try {
-      const { schema, codec, exists } = probe(bridge, url, project);
+      let state = probe(bridge, url, project);
       if (readOnly) {
-        if (!exists) {
+        if (!state.exists) {
           throw new ApexError("APEX_E_NO_STORE", `No APEX store for project ${JSON.stringify(project)} at ${redactUrl(url)} yet.`, {
             hint: "Write something first (`apex memory set /hello '\"world\"'`) or start a session.",
           });
         }
         // The server refuses any write from this connection, whatever the code does.
         bridge.run([{ text: "SET default_transaction_read_only = on" }]);
-      } else if (!exists) {
-        bridge.run([
-          { text: "BEGIN" },
-          { text: "SELECT pg_advisory_xact_lock($1, $2)", values: [...SCHEMA_LOCK] },
-          ...DDL.map((text) => ({ text })),
-          ...(schema && !codec ? ADD_CODEC.map((text) => ({ text })) : []),
-          { text: "INSERT INTO apex.projects (project) VALUES ($1) ON CONFLICT DO NOTHING", values: [project] },
-          { text: "COMMIT" },
-        ]);
-      } else if (!codec) {
-        bridge.run([{ text: "BEGIN" }, { text: "SELECT pg_advisory_xact_lock($1, $2)", values: [...SCHEMA_LOCK] }, ...ADD_CODEC.map((text) => ({ text })), { text: "COMMIT" }]);
+      } else if (!state.exists || !state.codec || state.layout < LAYOUT) {
+        // Under the schema lock, looked at again: another first open may have done it meanwhile.
+        bridge.run([{ text: "BEGIN" }, { text: "SELECT pg_advisory_xact_lock($1, $2)", values: [...SCHEMA_LOCK] }]);
+        state = probe(bridge, url, project);
+        if (!state.schema) bridge.run([...DDL, ...LAYOUT_2].map((text) => ({ text })));
+        else {
+          if (!state.codec) bridge.run(ADD_CODEC.map((text) => ({ text })));
+          if (state.layout < LAYOUT) upgradeToGroups(bridge);
+        }
+        bridge.run([{ text: "INSERT INTO apex.stores (project) VALUES ($1) ON CONFLICT DO NOTHING", values: [project] }, { text: "COMMIT" }]);
+        state = { schema: true, codec: true, layout: LAYOUT, exists: true };
       }
-      const backend = new PostgresBackend(spec, url, project, bridge, options, codec || !readOnly);
+      const backend = new PostgresBackend(spec, url, project, bridge, options, state.codec, state.layout);
       for (const [name, keys, vals] of bridge.query(`SELECT name, keys, vals FROM apex.tables WHERE project = $1`, [project]) as Array<[string, string, string]>) {
         const tableOptions = { keys, values: vals } as TableOptions;
         backend.tables.set(name, { options: tableOptions, known: true, handle: new PgTable(backend, name, tableOptions) });
@@ -576,7 +689,7 @@ export class PostgresBackend implements StorageBackend {
   revision(): number {
     this.assertOpen();
     if (this.tx) return this.tx.base + this.tx.changes;
-    const rows = this.sql(`SELECT revision FROM apex.projects WHERE project = $1`, [this.project], "reading the revision");
+    const rows = this.sql(`SELECT revision FROM ${this.stores} WHERE project = $1`, [this.project], "reading the revision");
     return rows.length > 0 ? (rows[0]![0] as number) : 0;
   }
 
@@ -689,6 +802,75 @@ export class PostgresBackend implements StorageBackend {
     }
   }
 
+  /**
+   * A grouped table's entries in a key range: the rows the range falls in, paged by their first
+   * key (a few rows first, more later), their entries filtered to the range; offset and limit
+   * count entries. In one read view outside a write transaction, as scan().
+   */
+  private *scanGroups(table: string, range: KeyRange<Buffer>): Generator<[Buffer, Buffer]> {
+    this.assertOpen();
+    if (this.tx?.pending) this.flush();
+    const held = !this.tx;
+    if (held) this.view.holders++;
+    try {
+      yield* this.groupPages(table, range);
+    } finally {
+      if (held) this.view.holders--;
+    }
+  }
+
+  private *groupPages(table: string, range: KeyRange<Buffer>): Generator<[Buffer, Buffer]> {
+    const reverse = range.reverse ?? false;
+    // Forward: [start, end). Reverse: from start (inclusive) down to end (exclusive).
+    const low = reverse ? range.end : range.start;
+    const high = reverse ? range.start : range.end;
+    const inRange = (key: Buffer) =>
+      (low === undefined || (reverse ? Buffer.compare(key, low) > 0 : Buffer.compare(key, low) >= 0)) &&
+      (high === undefined || (reverse ? Buffer.compare(key, high) <= 0 : Buffer.compare(key, high) < 0));
+    let remaining = range.limit ?? Infinity;
+    let skip = range.offset ?? 0;
+    let page = 8;
+    let last: Buffer | undefined;
+    const doing = `reading table ${table}`;
+    while (remaining > 0) {
+      const params: unknown[] = [this.project, table];
+      const where = ["project = $1", "tbl = $2"];
+      const bound = (sql: (at: string) => string, value: Buffer) => {
+        params.push(value);
+        where.push(sql(`$${params.length}`));
+      };
+      if (!reverse) {
+        // The row the range's first key falls in may start before it.
+        if (last !== undefined) bound((at) => `first > ${at}`, last);
+        else if (low !== undefined) bound((at) => `first >= coalesce((SELECT max(first) FROM apex.groups WHERE project = $1 AND tbl = $2 AND first <= ${at}), ${at})`, low);
+        if (high !== undefined) bound((at) => `first < ${at}`, high);
+      } else {
+        if (last !== undefined) bound((at) => `first < ${at}`, last);
+        else if (high !== undefined) bound((at) => `first <= ${at}`, high);
+      }
+      params.push(page);
+      const rows = this.sql(`SELECT first, entries, codec FROM apex.groups WHERE ${where.join(" AND ")} ORDER BY first ${reverse ? "DESC" : "ASC"} LIMIT $${params.length}`, params, doing);
+      for (const [first, stored, codec] of rows as Array<[unknown, unknown, number]>) {
+        const entries = decodeGroup(writtenForm(toBuffer(stored), codec));
+        if (reverse) entries.reverse();
+        for (const { key, value } of entries) {
+          if (!inRange(key)) continue;
+          if (skip > 0) {
+            skip -= 1;
+            continue;
+          }
+          yield [key, value];
+          if (--remaining <= 0) return;
+        }
+        last = toBuffer(first);
+        // Reverse: the rows below this one hold keys below its first.
+        if (reverse && low !== undefined && Buffer.compare(last, low) <= 0) return;
+      }
+      if (rows.length < page) return;
+      page = Math.min(page * 4, 128);
+    }
+  }
+
   *changesSince(since: number, options: { limit?: number } = {}): Iterable<Change> {
     this.assertOpen();
     if (this.tx?.pending) this.flush();
@@ -794,7 +976,7 @@ export class PostgresBackend implements StorageBackend {
       [
         { text: "BEGIN" },
         { text: "SELECT pg_advisory_xact_lock($1, hashtext($2))", values: [LOCK_CLASS, this.project], name: "apex_lock" },
-        { text: "SELECT revision FROM apex.projects WHERE project = $1", values: [this.project], name: "apex_revision" },
+        { text: "SELECT revision FROM apex.stores WHERE project = $1", values: [this.project], name: "apex_revision" },
       ],
       "starting a write",
       true,
@@ -863,7 +1045,12 @@ export class PostgresBackend implements StorageBackend {
     const rowPut: [string[], Buffer[], Buffer[]] = [[], [], []];
     const rowCodecs: number[] = [];
     const rowDelete: [string[], Buffer[]] = [[], []];
+    const grouped = new Map<string, Map<string, PendingRow>>();
     for (const [table, rows] of tx.rows) {
+      if (this.grouped(table, this.tables.get(table)?.options ?? tx.newTables.get(table))) {
+        grouped.set(table, rows);
+        continue;
+      }
       for (const { key, value } of rows.values()) {
         if (value === null) {
           rowDelete[0].push(table);
@@ -877,12 +1064,13 @@ export class PostgresBackend implements StorageBackend {
         }
       }
     }
+    const groups = this.mergeGroups(grouped);
     this.run(
       [
         {
           text: FLUSH,
           name: "apex_flush",
-          values: [this.project, ...kvPut, kvDelete, ...log, revision, revisionChanged, this.channel, ...tables, ...rowPut, ...rowDelete, kvCodecs, rowCodecs],
+          values: [this.project, ...kvPut, kvDelete, ...log, revision, revisionChanged, this.channel, ...tables, ...rowPut, ...rowDelete, kvCodecs, rowCodecs, ...groups.put, ...groups.delete],
         },
       ],
       "writing",
@@ -898,6 +1086,79 @@ export class PostgresBackend implements StorageBackend {
     tx.flushes++;
     tx.bytes = 0;
     tx.pending = false;
+  }
+
+  /**
+   * The rows of apex.groups that the buffered writes to grouped tables change: the rows their keys
+   * fall in are read (one statement), the writes merged into them, and the results cut to size;
+   * rows left empty are deleted. Keys below every row of their table start a new first row.
+   */
+  private mergeGroups(writes: ReadonlyMap<string, ReadonlyMap<string, PendingRow>>): {
+    put: [string[], Buffer[], number[], Buffer[], number[]];
+    delete: [string[], Buffer[]];
+  } {
+    const put: [string[], Buffer[], number[], Buffer[], number[]] = [[], [], [], [], []];
+    const remove: [string[], Buffer[]] = [[], []];
+    if (writes.size === 0) return { put, delete: remove };
+    const keys: [string[], Buffer[]] = [[], []];
+    for (const [table, rows] of writes) {
+      for (const { key } of rows.values()) {
+        keys[0].push(table);
+        keys[1].push(key);
+      }
+    }
+    const current = new Map<string, Array<{ first: Buffer; entries: GroupEntry[] }>>();
+    for (const [table, first, stored, codec] of this.sql(GROUPS_OF_KEYS, [this.project, ...keys], "reading grouped rows to write") as Array<[string, unknown, unknown, number]>) {
+      let list = current.get(table);
+      if (!list) current.set(table, (list = []));
+      list.push({ first: toBuffer(first), entries: decodeGroup(writtenForm(toBuffer(stored), codec)) });
+    }
+    for (const [table, rows] of writes) {
+      // Sorted by first (the statement's order): each write goes to the last row whose first ≤ its key.
+      const existing = current.get(table) ?? [];
+      const byRow = new Map<number, Map<string, PendingRow>>();
+      let below: Map<string, PendingRow> | undefined;
+      let lowest: Buffer | undefined;
+      for (const [id, row] of rows) {
+        let lo = 0;
+        let hi = existing.length - 1;
+        let at = -1;
+        while (lo <= hi) {
+          const mid = (lo + hi) >> 1;
+          if (Buffer.compare(existing[mid]!.first, row.key) <= 0) {
+            at = mid;
+            lo = mid + 1;
+          } else hi = mid - 1;
+        }
+        if (at < 0) {
+          if (row.value === null) continue; // below every row: not stored
+          (below ??= new Map()).set(id, row);
+          if (lowest === undefined || Buffer.compare(row.key, lowest) < 0) lowest = row.key;
+          continue;
+        }
+        let mine = byRow.get(at);
+        if (!mine) byRow.set(at, (mine = new Map()));
+        mine.set(id, row);
+      }
+      const rewrite = (first: Buffer, entries: readonly GroupEntry[], mine: ReadonlyMap<string, PendingRow>, existed: boolean) => {
+        const pieces = mergeGroup(first, entries, mine);
+        if (pieces.length === 0 && existed) {
+          remove[0].push(table);
+          remove[1].push(first);
+        }
+        for (const piece of pieces) {
+          const stored = storedForm(piece.bytes);
+          put[0].push(table);
+          put[1].push(piece.first);
+          put[2].push(piece.entries.length);
+          put[3].push(stored.bytes);
+          put[4].push(stored.codec);
+        }
+      };
+      for (const [at, mine] of byRow) rewrite(existing[at]!.first, existing[at]!.entries, mine, true);
+      if (below) rewrite(lowest!, [], below, false);
+    }
+    return { put, delete: remove };
   }
 
   private noteWrite(bytes: number): void {
@@ -1014,10 +1275,39 @@ export class PostgresBackend implements StorageBackend {
     const cacheKey = this.tx ? `${table}\u0000${key.toString("latin1")}` : "";
     const cached = this.tx?.cache.rows.get(cacheKey);
     if (cached !== undefined) return cached ?? undefined;
+    if (this.grouped(table)) return this.groupGet(table, key, cacheKey);
     const rows = this.sql(`SELECT value, ${this.codec} FROM apex.rows WHERE project = $1 AND tbl = $2 AND key = $3`, [this.project, table, key], `reading table ${table}`);
     const value = rows.length > 0 ? writtenForm(toBuffer(rows[0]![0]), rows[0]![1] as number) : undefined;
     this.remember("rows", cacheKey, value);
     return value;
+  }
+
+  /** Whether a table's entries are stored grouped (groups.ts): binary keys, in layout 2. */
+  private grouped(table: string, options = this.tables.get(table)?.options): boolean {
+    return this.layout >= 2 && options?.keys === "binary";
+  }
+
+  /**
+   * A grouped table's entry: the row its key falls in, one index probe. In a write transaction
+   * every entry of that row is kept for the transaction's next reads (under the project's lock).
+   */
+  private groupGet(table: string, key: Buffer, cacheKey: string): Buffer | undefined {
+    const rows = this.sql(`SELECT entries, codec FROM apex.groups WHERE project = $1 AND tbl = $2 AND first <= $3 ORDER BY first DESC LIMIT 1`, [this.project, table, key], `reading table ${table}`);
+    if (rows.length === 0) {
+      this.remember("rows", cacheKey, undefined);
+      return undefined;
+    }
+    const bytes = writtenForm(toBuffer(rows[0]![0]), rows[0]![1] as number);
+    if (!this.tx) return findInGroup(bytes, key);
+    let found: Buffer | undefined;
+    for (const entry of decodeGroup(bytes)) {
+      const id = entry.key.toString("latin1");
+      if (this.tx.rows.get(table)?.has(id)) continue; // written since: the pending write is what reads see
+      if (entry.key.equals(key)) found = entry.value;
+      this.remember("rows", `${table}\u0000${id}`, entry.value);
+    }
+    this.remember("rows", cacheKey, found);
+    return found;
   }
 
   /** @internal (PgTable) */
@@ -1034,6 +1324,7 @@ export class PostgresBackend implements StorageBackend {
 
   /** @internal (PgTable) */
   tableScan(table: string, range: KeyRange<Buffer>, values: boolean): Iterable<[Buffer, Buffer | undefined]> {
+    if (this.grouped(table)) return this.scanGroups(table, range);
     return this.scan<Buffer>({ from: "apex.rows", keyColumn: "key", where: ["tbl = $2"], params: [table], range, values, doing: `reading table ${table}` });
   }
 
@@ -1041,6 +1332,14 @@ export class PostgresBackend implements StorageBackend {
   tableCount(table: string, range: { start?: Buffer; end?: Buffer; reverse?: boolean }): number {
     this.assertOpen();
     if (this.tx?.pending) this.flush();
+    if (this.grouped(table)) {
+      if (range.start === undefined && range.end === undefined) {
+        return this.sql(`SELECT coalesce(sum(n), 0) FROM apex.groups WHERE project = $1 AND tbl = $2`, [this.project, table], `counting table ${table}`)[0]![0] as number;
+      }
+      let count = 0;
+      for (const _ of this.scanGroups(table, range)) count += 1;
+      return count;
+    }
     const params: unknown[] = [this.project, table];
     const where = ["project = $1", "tbl = $2"];
     const [low, high] = range.reverse ? [range.end, range.start] : [range.start, range.end];
