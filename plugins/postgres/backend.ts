@@ -6,7 +6,7 @@
  * project): no DDL after the first open, one set of prepared statements whatever the project,
  * projects listed and sized with a query, and two installations pointed at one id meet in the
  * same rows. Every primary key starts with the project, so a project's reads are index ranges.
- *   apex.projects (project, revision)          the global revision of each project
+ *   apex.stores   (project, revision)          the global revision of each project (layout 1: apex.projects)
  *   apex.kv       (project, path, value, codec)
  *                                              the keyspace; path is text COLLATE "C" (UTF-8 byte
  *                                              order), value is APEX's value encoding (value-codec.ts),
@@ -15,8 +15,13 @@
  *                                              one record per batch, as LMDB's LogRecord
  *   apex.tables   (project, name, keys, vals)  the named tables and their key/value kinds
  *   apex.rows     (project, tbl, key, value, codec)
- *                                              every named table's rows; key is bytea ordered as
+ *                                              the rows of named tables; key is bytea ordered as
  *                                              LMDB orders the key (keys.ts); value as apex.kv's
+ *   apex.groups   (project, tbl, first, n, entries, codec)
+ *                                              binary-keyed tables (the hash indexes), many
+ *                                              entries to a row (groups.ts)
+ *   apex.layout   (version)                    the layout (LAYOUT); apex.projects is a view that
+ *                                              refuses an APEX from before layout 2
  *
  * Reads are synchronous over the asynchronous driver through a worker (bridge.ts). A write
  * transaction is BEGIN + pg_advisory_xact_lock on the project (one writer per project, as LMDB's
@@ -842,7 +847,7 @@ export class PostgresBackend implements StorageBackend {
       if (!reverse) {
         // The row the range's first key falls in may start before it.
         if (last !== undefined) bound((at) => `first > ${at}`, last);
-        else if (low !== undefined) bound((at) => `first >= coalesce((SELECT max(first) FROM apex.groups WHERE project = $1 AND tbl = $2 AND first <= ${at}), ${at})`, low);
+        else if (low !== undefined) bound((at) => `first >= coalesce((SELECT first FROM apex.groups WHERE project = $1 AND tbl = $2 AND first <= ${at} ORDER BY first DESC LIMIT 1), ${at})`, low);
         if (high !== undefined) bound((at) => `first < ${at}`, high);
       } else {
         if (last !== undefined) bound((at) => `first < ${at}`, last);

@@ -5,6 +5,7 @@
  * `harness.fresh()` makes a new, empty store and returns a function that opens it (again, as a
  * second independent instance, or read-only); the suite closes every instance it opens.
  */
+import { createHash } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexError } from "../../core/errors.js";
 import type { StorageBackend, StoreOpenOptions, Table } from "../../core/store/port.js";
@@ -244,6 +245,81 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(store.tableNames().filter((n) => ["strings", "numbers", "bytes", "tuples"].includes(n)).sort()).toEqual(["bytes", "numbers", "strings", "tuples"]);
       // Tables are not the keyspace: no revision, no log.
       expect(store.revision()).toBe(0);
+    });
+
+    it("keeps a binary-keyed table of thousands of entries in order through inserts, overwrites and deletes (PostgreSQL: many to a row)", async () => {
+      const { store, open } = fresh();
+      const table = store.table<Buffer, Buffer>("many", { keys: "binary", values: "binary" });
+      let seed = 7;
+      const next = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 0x1_0000_0000);
+      const keyOf = (i: number) => createHash("sha256").update(`k${i}`).digest();
+      const model = new Map<string, Buffer>();
+      const check = (reader: StorageBackend) => {
+        const t = reader.table<Buffer, Buffer>("many", { keys: "binary", values: "binary" });
+        const keys = [...model.keys()].sort();
+        expect(Array.from(t.getKeys(), (k) => k.toString("hex"))).toEqual(keys);
+        expect(t.getStats().entryCount).toBe(keys.length);
+        for (let probe = 0; probe < 6; probe++) {
+          const a = keys[Math.floor(next() * keys.length)]!;
+          const b = keys[Math.floor(next() * keys.length)]!;
+          const [low, high] = a < b ? [a, b] : [b, a];
+          const start = Buffer.from(low, "hex");
+          const end = Buffer.from(high, "hex");
+          const inside = keys.filter((k) => k >= low && k < high);
+          expect(Array.from(t.getKeys({ start, end }), (k) => k.toString("hex"))).toEqual(inside);
+          expect(t.getCount({ start, end })).toBe(inside.length);
+          const down = keys.filter((k) => k <= high && k > low).reverse();
+          expect(Array.from(t.getKeys({ start: end, end: start, reverse: true }), (k) => k.toString("hex"))).toEqual(down);
+          expect(Array.from(t.getRange({ start, offset: 3, limit: 50 }), (e) => e.key.toString("hex"))).toEqual(keys.filter((k) => k >= low).slice(3, 53));
+          // A key between two stored ones, and one below them all.
+          const between = Buffer.concat([start, Buffer.from([0])]);
+          expect(t.get(between)).toBeUndefined();
+          expect(t.get(Buffer.from([0]))).toEqual(model.get("00"));
+          expect(t.get(start)).toEqual(model.get(low));
+        }
+        expect(Array.from(t.getKeys({ reverse: true, limit: 5 }), (k) => k.toString("hex"))).toEqual(keys.slice(-5).reverse());
+      };
+      // Inserts in rounds (a row fills and is cut), values of every size (one past the size of a row).
+      for (let round = 0; round < 4; round++) {
+        await store.transaction(() => {
+          for (let i = round * 700; i < (round + 1) * 700; i++) {
+            const value = Buffer.alloc(i % 97 === 0 ? 2500 : 1 + (i % 9), i % 251);
+            table.put(keyOf(i), value);
+            model.set(keyOf(i).toString("hex"), value);
+          }
+          // Read back inside the transaction, before it is sent.
+          expect(table.get(keyOf(round * 700 + 1))).toEqual(model.get(keyOf(round * 700 + 1).toString("hex")));
+        });
+        check(store);
+      }
+      // Overwrites and deletes of a third, and every key of a stretch (whole rows emptied).
+      const sorted = [...model.keys()].sort();
+      await store.transaction(() => {
+        for (const [at, hex] of sorted.entries()) {
+          if (at % 3 === 0 || (at > 1000 && at < 1400)) {
+            expect(table.remove(Buffer.from(hex, "hex"))).toBeTruthy();
+            model.delete(hex);
+          } else if (at % 3 === 1) {
+            const value = Buffer.from(`new ${at}`);
+            table.put(Buffer.from(hex, "hex"), value);
+            model.set(hex, value);
+          }
+        }
+      });
+      check(store);
+      // Keys below every stored one, and the lowest stored keys removed.
+      await store.transaction(() => {
+        for (const hex of ["00", "0000", "000001"]) {
+          table.put(Buffer.from(hex, "hex"), Buffer.from(hex));
+          model.set(hex, Buffer.from(hex));
+        }
+        for (const hex of [...model.keys()].sort().slice(3, 8)) {
+          table.remove(Buffer.from(hex, "hex"));
+          model.delete(hex);
+        }
+      });
+      check(store);
+      check(open({ readOnly: true }));
     });
 
     it("signals a change made by another instance to subscribers", async () => {

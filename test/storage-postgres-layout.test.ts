@@ -1,0 +1,201 @@
+/**
+ * The PostgreSQL schema's layouts (plugins/postgres/backend.ts, LAYOUT): a database laid out by
+ * an APEX before layout 2 (a row of apex.rows per hash index entry, revisions in apex.projects)
+ * is read as it is by a read-only open, and upgraded by the first writable open, every project
+ * in it, with the same objects; after that an older APEX is refused at its first statement, and
+ * a layout newer than this code knows is refused by it.
+ *
+ * The layout-1 database is written here with the statements the APEX before layout 2 ran, from a
+ * real checkpoint store (LMDB, through the port): an upgrade is tested on what that APEX wrote,
+ * not on what this one would.
+ */
+import pg from "pg";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { StorageBackend, StoreSpec, TableOptions } from "../core/store/port.js";
+import { CATALOG_DB, CATALOG_TABLE } from "../plugins/checkpoint/catalog.js";
+import { createCheckpoint } from "../plugins/checkpoint/checkpoints.js";
+import { FILTER_DB } from "../plugins/checkpoint/engine/hash-filter.js";
+import { JOURNAL_DB, ObjectStore, PACKS_DB, TREES_DB, VALUES_DB } from "../plugins/checkpoint/engine/objects.js";
+import { validateStore } from "../plugins/checkpoint/validate.js";
+import { LAYOUT, postgresBackend } from "../plugins/postgres/backend.js";
+import { encodeKey, encodeTableValue } from "../plugins/postgres/keys.js";
+import { tempDir } from "./helpers/cli.js";
+import { LmdbStore } from "./helpers/store.js";
+import { sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+
+let cluster: SharedPostgres;
+const cleanups: Array<() => void> = [];
+const opened: StorageBackend[] = [];
+
+beforeAll(async () => {
+  cluster = await sharedPostgres();
+}, 120_000);
+afterEach(async () => {
+  for (const backend of opened.splice(0).reverse()) await backend.close();
+});
+afterAll(() => {
+  for (const cleanup of cleanups) cleanup();
+});
+
+const track = <T extends StorageBackend>(backend: T) => (opened.push(backend), backend);
+
+async function query(database: string, text: string, values: unknown[] = []): Promise<Array<Record<string, any>>> {
+  const client = new pg.Client({ connectionString: database });
+  await client.connect();
+  try {
+    return (await client.query(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** The schema as the APEX before layout 2 created it. */
+const LAYOUT_1 = [
+  `CREATE SCHEMA IF NOT EXISTS apex`,
+  `CREATE TABLE IF NOT EXISTS apex.projects (project text COLLATE "C" PRIMARY KEY, revision bigint NOT NULL DEFAULT 0, created timestamptz NOT NULL DEFAULT now())`,
+  `CREATE TABLE IF NOT EXISTS apex.kv (project text COLLATE "C" NOT NULL, path text COLLATE "C" NOT NULL, value bytea NOT NULL, codec smallint NOT NULL, PRIMARY KEY (project, path))`,
+  `CREATE TABLE IF NOT EXISTS apex.log (project text COLLATE "C" NOT NULL, first bigint NOT NULL, paths text[] NOT NULL, kinds text NOT NULL, actor text NOT NULL, time bigint NOT NULL, PRIMARY KEY (project, first))`,
+  `CREATE TABLE IF NOT EXISTS apex.tables (project text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL, keys text NOT NULL, vals text NOT NULL, PRIMARY KEY (project, name))`,
+  `CREATE TABLE IF NOT EXISTS apex.rows (project text COLLATE "C" NOT NULL, tbl text COLLATE "C" NOT NULL, key bytea NOT NULL, value bytea NOT NULL, codec smallint NOT NULL, PRIMARY KEY (project, tbl, key))`,
+];
+
+/** The checkpoint engine's tables and their kinds. */
+const TABLES: Record<string, TableOptions> = {
+  [VALUES_DB]: { keys: "binary", values: "binary" },
+  [TREES_DB]: { keys: "binary", values: "binary" },
+  [PACKS_DB]: { keys: "uint32", values: "binary" },
+  [JOURNAL_DB]: { keys: "uint32", values: "binary" },
+  [FILTER_DB]: { keys: "uint32", values: "binary" },
+  [CATALOG_DB]: CATALOG_TABLE,
+};
+
+/** Writes `source` into a layout-1 database as project `project`, row by row as that APEX stored it (codec 0: raw). */
+async function writeLayout1(database: string, project: string, source: StorageBackend): Promise<void> {
+  const client = new pg.Client({ connectionString: database });
+  await client.connect();
+  try {
+    for (const text of LAYOUT_1) await client.query(text);
+    await client.query(`INSERT INTO apex.projects (project, revision) VALUES ($1, $2)`, [project, source.revision()]);
+    const paths = Array.from(source.keys({}));
+    await client.query(`INSERT INTO apex.kv (project, path, value, codec) SELECT $1, p, v, 0 FROM unnest($2::text[], $3::bytea[]) AS x(p, v)`, [project, paths, paths.map((path) => source.getEncoded(path)!)]);
+    for (const change of source.changesSince(0)) {
+      await client.query(`INSERT INTO apex.log (project, first, paths, kinds, actor, time) VALUES ($1, $2, $3, $4, $5, $6)`, [
+        project,
+        change.revision,
+        [change.path],
+        change.kind === "delete" ? "d" : "p",
+        change.actor,
+        change.time,
+      ]);
+    }
+    for (const name of source.tableNames()) {
+      const options = TABLES[name];
+      if (!options) throw new Error(`unexpected table ${name}`);
+      await client.query(`INSERT INTO apex.tables (project, name, keys, vals) VALUES ($1, $2, $3, $4)`, [project, name, options.keys, options.values]);
+      const keys: Buffer[] = [];
+      const values: Buffer[] = [];
+      for (const { key, value } of source.table(name, options).getRange()) {
+        keys.push(encodeKey(options.keys, key, name));
+        values.push(encodeTableValue(options.values, value, name));
+      }
+      await client.query(`INSERT INTO apex.rows (project, tbl, key, value, codec) SELECT $1, $2, k, v, 0 FROM unnest($3::bytea[], $4::bytea[]) AS x(k, v)`, [project, name, keys, values]);
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+/** A checkpoint store on LMDB: checkpoints whose objects are in the hash indexes (a journal merge) and in the journal. */
+async function checkpointStore(): Promise<StorageBackend> {
+  const { dir, cleanup } = tempDir("apex-layout-");
+  cleanups.push(cleanup);
+  const store = track(LmdbStore.open(dir, { actor: "user:test" }));
+  await store.batch((batch) => {
+    batch.set("/sessions/s1", { session_id: "s1", status: "active", agents: ["coder"] });
+    for (let i = 0; i < 400; i++) batch.set(`/state/k${i}`, { i, note: `note ${i} `.repeat(1 + (i % 7)) });
+  });
+  await createCheckpoint(store, { sessionId: "s1", trigger: "manual" });
+  for (let step = 1; step <= 5; step++) {
+    await store.batch((batch) => {
+      for (let i = step; i < 400; i += 13) batch.set(`/state/k${i}`, { i, step });
+    });
+    await createCheckpoint(store, { sessionId: "s1", trigger: "interval" });
+    if (step === 3) await store.transaction(() => ObjectStore.of(store).mergeJournal());
+  }
+  return store;
+}
+
+const hashesOf = (store: StorageBackend) => ({
+  values: [...ObjectStore.of(store).hashes("value")].sort(),
+  trees: [...ObjectStore.of(store).hashes("tree")].sort(),
+});
+
+describe("postgres schema layouts", () => {
+  it("reads a layout-1 database as it is, upgrades it on the first writable open (every project), and refuses an older APEX after", async () => {
+    const source = await checkpointStore();
+    const expected = hashesOf(source);
+    expect(source.table(VALUES_DB, TABLES[VALUES_DB]!).getStats().entryCount).toBeGreaterThan(400);
+    const database = await cluster.createDatabase();
+    await writeLayout1(database, "one", source);
+    await writeLayout1(database, "two", source);
+    const specOf = (project: string): StoreSpec => ({ backend: "postgres", dir: "/nonexistent/.apex", url: database, project });
+    const layoutTable = async () => (await query(database, `SELECT to_regclass('apex.layout') IS NOT NULL AS present`))[0]!.present;
+
+    // Read-only: the rows as they are; nothing changes.
+    const reader = track(postgresBackend.open(specOf("one"), { readOnly: true }));
+    expect(validateStore(reader)).toMatchObject({ ok: true, checkpoints: { total: 6, verified: 6 } });
+    expect(hashesOf(reader)).toEqual(expected);
+    expect(await layoutTable()).toBe(false);
+
+    // The first writable open upgrades the whole schema, in one transaction.
+    const writer = track(postgresBackend.open(specOf("one"), { actor: "user:test" }));
+    expect(await layoutTable()).toBe(true);
+    expect(await query(database, `SELECT version FROM apex.layout`)).toEqual([{ version: LAYOUT }]);
+    expect((await query(database, `SELECT relkind FROM pg_class WHERE oid = 'apex.projects'::regclass`))[0]).toEqual({ relkind: "v" });
+    expect(await query(database, `SELECT count(*)::int AS n FROM apex.rows WHERE tbl IN ($1, $2)`, [VALUES_DB, TREES_DB])).toEqual([{ n: 0 }]);
+    const grouped = await query(database, `SELECT project, tbl, count(*)::int AS rows, sum(n)::int AS entries FROM apex.groups GROUP BY 1, 2 ORDER BY 1, 2`);
+    // The hash indexes' entries (the journal's stay rows of apex.rows).
+    const entries = Object.fromEntries([VALUES_DB, TREES_DB].map((name) => [name, source.table(name, TABLES[name]!).getStats().entryCount]));
+    expect(grouped.map((row) => [row.project, row.tbl, row.entries])).toEqual(["one", "two"].flatMap((project) => [VALUES_DB, TREES_DB].map((tbl) => [project, tbl, entries[tbl]])));
+    // Many entries to a row.
+    for (const row of grouped) expect(row.rows * 10).toBeLessThan(row.entries);
+    for (const project of ["one", "two"]) {
+      const store = project === "one" ? writer : track(postgresBackend.open(specOf(project), { readOnly: true }));
+      expect(validateStore(store)).toMatchObject({ ok: true, checkpoints: { total: 6, verified: 6 } });
+      expect(hashesOf(store)).toEqual(expected);
+      expect(store.revision()).toBe(source.revision());
+      expect(store.get("/state/k13")).toEqual(source.get("/state/k13"));
+    }
+    // Checkpoints go on, and a journal merge writes into the groups.
+    await writer.set("/state/k0", { after: "upgrade" });
+    await createCheckpoint(writer, { sessionId: "s1", trigger: "manual" });
+    await writer.transaction(() => ObjectStore.of(writer).mergeJournal());
+    expect(validateStore(writer)).toMatchObject({ ok: true, checkpoints: { total: 7, verified: 7 } });
+    // A second writable open (another host) finds nothing to do.
+    track(postgresBackend.open(specOf("two"), { actor: "user:test" }));
+    expect(validateStore(track(postgresBackend.open(specOf("two"), { readOnly: true })))).toMatchObject({ ok: true, checkpoints: { total: 6, verified: 6 } });
+
+    // An APEX before layout 2: its probe passes, its first statement on the project is refused.
+    const [probe] = await query(
+      database,
+      `SELECT to_regclass('apex.projects') IS NOT NULL AND to_regclass('apex.rows') IS NOT NULL AS schema,
+        (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2 AS codec`,
+    );
+    expect(probe).toEqual({ schema: true, codec: true });
+    await expect(query(database, `SELECT 1 FROM apex.projects WHERE project = $1`, ["one"])).rejects.toThrow(/upgraded \(layout 2.*by a newer APEX/);
+    await expect(query(database, `SELECT revision FROM apex.projects WHERE project = $1`, ["new"])).rejects.toThrow(/newer APEX/);
+    await expect(query(database, `INSERT INTO apex.projects (project) VALUES ($1)`, ["new"])).rejects.toThrow();
+  });
+
+  it("refuses a schema laid out by a newer APEX, writable or read-only, and writes nothing", async () => {
+    const database = await cluster.createDatabase();
+    const spec: StoreSpec = { backend: "postgres", dir: "/nonexistent/.apex", url: database, project: "p" };
+    const store = track(postgresBackend.open(spec, { actor: "user:test" }));
+    await store.set("/x", 1);
+    await query(database, `UPDATE apex.layout SET version = $1`, [LAYOUT + 1]);
+    for (const readOnly of [false, true]) {
+      expect(() => track(postgresBackend.open(spec, { readOnly }))).toThrowError(expect.objectContaining({ code: "APEX_E_STORE_VERSION", exitCode: 4 }));
+    }
+    expect(await query(database, `SELECT version FROM apex.layout`)).toEqual([{ version: LAYOUT + 1 }]);
+  });
+});
