@@ -76,39 +76,104 @@ export function findInGroup(bytes: Buffer, key: Buffer): Buffer | undefined {
   return found;
 }
 
+/** An entry of a merged row: a stretch of the stored row's bytes, or a new entry to encode. */
+interface Item {
+  size: number;
+  /** Kept: the stored row's bytes [start, end), the key at [keyStart, keyEnd). */
+  start: number;
+  end: number;
+  keyStart: number;
+  keyEnd: number;
+  /** Written. */
+  entry?: GroupEntry;
+}
+
+/** A row as merged: its first key, its entry count and its bytes. */
+export interface MergedGroup {
+  first: Buffer;
+  n: number;
+  bytes: Buffer;
+}
+
 /**
- * A row's entries after the writes that fall in it (value null: removed), cut into rows of at
- * most GROUP_BYTES of about equal size. The first piece keeps the row's `first` (the lowest key it
- * covers); the others start at their first key. Nothing left: no piece (the row is deleted).
+ * A row's entries after the writes that fall in it, `writes` sorted by key (value null: removed),
+ * cut into rows of at most GROUP_BYTES of about equal size. The first piece keeps the row's
+ * `first` (the lowest key it covers); the others start at their first key. Nothing left: no piece
+ * (the row is deleted). The stored entries are not decoded: a merge copies their bytes (a journal
+ * merge rewrites thousands of rows at once).
  */
-export function mergeGroup(first: Buffer, current: readonly GroupEntry[], writes: ReadonlyMap<string, { key: Buffer; value: Buffer | null }>): Array<{ first: Buffer; entries: GroupEntry[]; bytes: Buffer }> {
-  const merged = new Map<string, GroupEntry>();
-  for (const entry of current) merged.set(entry.key.toString("latin1"), entry);
-  for (const [id, { key, value }] of writes) {
-    if (value === null) merged.delete(id);
-    else merged.set(id, { key, value });
-  }
-  const entries = [...merged.values()].sort((a, b) => Buffer.compare(a.key, b.key));
-  if (entries.length === 0) return [];
+export function mergeGroup(first: Buffer, stored: Buffer, writes: ReadonlyArray<{ key: Buffer; value: Buffer | null }>): MergedGroup[] {
+  const items: Item[] = [];
+  let w = 0;
+  const write = (entry: { key: Buffer; value: Buffer | null }) => {
+    if (entry.value !== null) items.push({ size: entrySize(entry as GroupEntry), start: 0, end: 0, keyStart: 0, keyEnd: 0, entry: entry as GroupEntry });
+  };
+  visitStored(stored, (start, keyStart, keyEnd, end) => {
+    // Writes below this key come first; a write of this key replaces it.
+    while (w < writes.length) {
+      const order = stored.compare(writes[w]!.key, 0, writes[w]!.key.length, keyStart, keyEnd);
+      if (order > 0) {
+        write(writes[w++]!);
+        continue;
+      }
+      if (order === 0) {
+        write(writes[w++]!);
+        return;
+      }
+      break;
+    }
+    items.push({ size: end - start, start, end, keyStart, keyEnd });
+  });
+  while (w < writes.length) write(writes[w++]!);
+  if (items.length === 0) return [];
   let total = 0;
-  for (const entry of entries) total += entrySize(entry);
+  for (const item of items) total += item.size;
   const pieces = Math.ceil(total / GROUP_BYTES);
   const target = total / pieces;
-  const out: Array<{ first: Buffer; entries: GroupEntry[]; bytes: Buffer }> = [];
-  let piece: GroupEntry[] = [];
+  const out: MergedGroup[] = [];
+  let from = 0;
   let size = 0;
-  for (const entry of entries) {
-    const bytes = entrySize(entry);
-    if (piece.length > 0 && (size + bytes > GROUP_BYTES || (size >= target && out.length < pieces - 1))) {
-      out.push({ first: out.length === 0 ? first : piece[0]!.key, entries: piece, bytes: encodeGroup(piece) });
-      piece = [];
-      size = 0;
+  const cut = (to: number) => {
+    const bytes = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (let i = from; i < to; i++) {
+      const item = items[i]!;
+      if (!item.entry) at += stored.copy(bytes, at, item.start, item.end);
+      else {
+        at = writeVarint(bytes, at, item.entry.key.length);
+        at += item.entry.key.copy(bytes, at);
+        at = writeVarint(bytes, at, item.entry.value.length);
+        at += item.entry.value.copy(bytes, at);
+      }
     }
-    piece.push(entry);
+    const head = items[from]!;
+    const key = out.length === 0 ? first : head.entry ? head.entry.key : Buffer.from(stored.subarray(head.keyStart, head.keyEnd));
+    out.push({ first: key, n: to - from, bytes });
+    from = to;
+    size = 0;
+  };
+  for (let i = 0; i < items.length; i++) {
+    const bytes = items[i]!.size;
+    if (i > from && (size + bytes > GROUP_BYTES || (size >= target && out.length < pieces - 1))) cut(i);
     size += bytes;
   }
-  out.push({ first: out.length === 0 ? first : piece[0]!.key, entries: piece, bytes: encodeGroup(piece) });
+  cut(items.length);
   return out;
+}
+
+/** The entries of a stored row as offsets: key [keyStart, keyEnd), entry [start, end). */
+function visitStored(bytes: Buffer, visit: (start: number, keyStart: number, keyEnd: number, end: number) => void): void {
+  let at = 0;
+  while (at < bytes.length) {
+    const keyLength = readVarint(bytes, at);
+    if (!keyLength || keyLength.next + keyLength.value > bytes.length) return;
+    const keyEnd = keyLength.next + keyLength.value;
+    const valueLength = readVarint(bytes, keyEnd);
+    if (!valueLength || valueLength.next + valueLength.value > bytes.length) return;
+    const end = valueLength.next + valueLength.value;
+    visit(at, keyLength.next, keyEnd, end);
+    at = end;
+  }
 }
 
 /**
