@@ -11,6 +11,7 @@ import type { StorageBackend, StoreSpec } from "../core/store/port.js";
 import { decodeValue, encodeJson } from "../core/store/value-codec.js";
 import { PostgresBackend, postgresBackend, redactUrl } from "../plugins/postgres/backend.js";
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
+import { GROUP_BYTES } from "../plugins/postgres/groups.js";
 import { describePort } from "./support/port-suite.js";
 import { freePort, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
@@ -512,6 +513,32 @@ describe("postgres backend", () => {
     } finally {
       bridge.run = run;
     }
+  });
+
+  it("stores a binary-keyed table many entries to a row, each row under the TOAST threshold, and no other table so", async () => {
+    const s = spec();
+    const store = open(s);
+    const index = store.table<Buffer, Buffer>("index", { keys: "binary", values: "binary" });
+    const other = store.table<number, Buffer>("other", { keys: "uint32", values: "binary" });
+    const keyOf = (i: number) => createHash("sha256").update(`h${i}`).digest();
+    for (let round = 0; round < 3; round++) {
+      await store.transaction(() => {
+        for (let i = round * 3000; i < (round + 1) * 3000; i++) index.put(keyOf(i), Buffer.from([1, i & 0x7f, 2, 3, 4, 5]));
+        other.put(round, Buffer.from("row"));
+      });
+    }
+    // A sweep: every other entry removed.
+    await store.transaction(() => {
+      for (let i = 0; i < 9000; i += 2) index.remove(keyOf(i));
+    });
+    const [rows] = await query(url, `SELECT count(*)::int AS rows, sum(n)::int AS entries, max(octet_length(entries)) AS widest FROM apex.groups WHERE project = $1 AND tbl = 'index'`, [s.project]);
+    expect(rows!.entries).toBe(4500);
+    expect(rows!.rows).toBeLessThan(4500 / 10);
+    expect(rows!.widest).toBeLessThanOrEqual(GROUP_BYTES);
+    expect(await query(url, `SELECT tbl, count(*)::int AS n FROM apex.rows WHERE project = $1 GROUP BY tbl`, [s.project])).toEqual([{ tbl: "other", n: 3 }]);
+    expect(index.getStats().entryCount).toBe(4500);
+    expect(index.get(keyOf(1))).toEqual(Buffer.from([1, 1, 2, 3, 4, 5]));
+    expect(index.get(keyOf(2))).toBeUndefined();
   });
 
   it("sends a large batch in bounded pieces and still commits it as one", async () => {

@@ -82,6 +82,8 @@ export interface Table<K extends TableKey = TableKey, V = Buffer> {
   get(key: K): V | undefined;
   /** For binary tables: the value, possibly in a buffer the next read reuses (copy it to keep it). */
   getBinaryFast(key: K): Buffer | undefined;
+  /** Optional, for a backend whose reads are round trips: the values of many keys in a few statements. */
+  getBinaryMany?(keys: readonly K[]): Array<Buffer | undefined>;
   put(key: K, value: V, options?: { append?: boolean }): unknown;
   remove(key: K): unknown;
   doesExist(key: K): boolean;

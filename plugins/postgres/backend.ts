@@ -1106,36 +1106,21 @@ export class PostgresBackend implements StorageBackend {
   }
 
   /**
-   * The rows of apex.groups that the buffered writes to grouped tables change: the rows their keys
-   * fall in are read, the writes merged into them, and the results cut to size; rows left empty
-   * are deleted. Keys below every row of their table start a new first row.
+   * The stored rows of apex.groups that keys fall in, by table in order of first (keys by table,
+   * sorted by their latin1 text `id`). Up to PROBED_KEYS keys: an index probe each, in the
+   * statement that reads the rows; more: the first keys of every row of the tables (an
+   * index-only scan) searched here in one pass, then the rows wanted.
    */
-  private mergeGroups(writes: ReadonlyMap<string, ReadonlyMap<string, PendingRow>>): {
-    put: [string[], Buffer[], number[], Buffer[], number[]];
-    delete: [string[], Buffer[]];
-  } {
-    const put: [string[], Buffer[], number[], Buffer[], number[]] = [[], [], [], [], []];
-    const remove: [string[], Buffer[]] = [[], []];
-    if (writes.size === 0) return { put, delete: remove };
-    // Keys are compared as latin1 text (the pending map's keys): code unit order is byte order
-    // (a prefix first), and comparing strings costs a fraction of Buffer.compare's call.
-    const sorted = new Map<string, Array<{ id: string; row: PendingRow }>>();
+  private groupsOf(keys: ReadonlyMap<string, ReadonlyArray<{ id: string; key: Buffer }>>, doing: string): Map<string, Array<{ first: Buffer; id: string; stored: Buffer }>> {
     let count = 0;
-    for (const [table, rows] of writes) {
-      const list = [...rows.keys()].sort().map((id) => ({ id, row: rows.get(id)! }));
-      sorted.set(table, list);
-      count += list.length;
-    }
-    const doing = "reading grouped rows to write";
+    for (const list of keys.values()) count += list.length;
     let rows: Rows;
     if (count <= PROBED_KEYS) {
-      // A few keys: an index probe each, in the statement that reads the rows.
-      const keys: [string[], Buffer[]] = [[], []];
-      for (const [table, list] of sorted) for (const { row } of list) (keys[0].push(table), keys[1].push(row.key));
-      rows = this.sql(GROUPS_OF_KEYS, [this.project, ...keys], doing);
+      const flat: [string[], Buffer[]] = [[], []];
+      for (const [table, list] of keys) for (const { key } of list) (flat[0].push(table), flat[1].push(key));
+      rows = this.sql(GROUPS_OF_KEYS, [this.project, ...flat], doing);
     } else {
-      // Many (a journal merge): the first keys of every row of the tables (an index-only scan), searched here in one pass.
-      const firsts = this.sql(`SELECT tbl, first FROM apex.groups WHERE project = $1 AND tbl = ANY($2::text[]) ORDER BY tbl, first`, [this.project, [...sorted.keys()]], doing) as Array<[string, unknown]>;
+      const firsts = this.sql(`SELECT tbl, first FROM apex.groups WHERE project = $1 AND tbl = ANY($2::text[]) ORDER BY tbl, first`, [this.project, [...keys.keys()]], doing) as Array<[string, unknown]>;
       const byTable = new Map<string, Array<{ first: Buffer; id: string }>>();
       for (const [table, first] of firsts) {
         let list = byTable.get(table);
@@ -1144,7 +1129,7 @@ export class PostgresBackend implements StorageBackend {
         list.push({ first: bytes, id: bytes.toString("latin1") });
       }
       const wanted: [string[], Buffer[]] = [[], []];
-      for (const [table, list] of sorted) {
+      for (const [table, list] of keys) {
         const starts = byTable.get(table) ?? [];
         let at = -1;
         let taken = -1;
@@ -1166,6 +1151,26 @@ export class PostgresBackend implements StorageBackend {
       const bytes = toBuffer(first);
       list.push({ first: bytes, id: bytes.toString("latin1"), stored: writtenForm(toBuffer(stored), codec) });
     }
+    return current;
+  }
+
+  /**
+   * The rows of apex.groups that the buffered writes to grouped tables change: the rows their keys
+   * fall in are read, the writes merged into them, and the results cut to size; rows left empty
+   * are deleted. Keys below every row of their table start a new first row.
+   */
+  private mergeGroups(writes: ReadonlyMap<string, ReadonlyMap<string, PendingRow>>): {
+    put: [string[], Buffer[], number[], Buffer[], number[]];
+    delete: [string[], Buffer[]];
+  } {
+    const put: [string[], Buffer[], number[], Buffer[], number[]] = [[], [], [], [], []];
+    const remove: [string[], Buffer[]] = [[], []];
+    if (writes.size === 0) return { put, delete: remove };
+    // Keys are compared as latin1 text (the pending map's keys): code unit order is byte order
+    // (a prefix first), and comparing strings costs a fraction of Buffer.compare's call.
+    const sorted = new Map<string, Array<{ id: string; key: Buffer; row: PendingRow }>>();
+    for (const [table, rows] of writes) sorted.set(table, [...rows.keys()].sort().map((id) => ({ id, key: rows.get(id)!.key, row: rows.get(id)! })));
+    const current = this.groupsOf(sorted, "reading grouped rows to write");
     for (const [table, list] of sorted) {
       const emit = (first: Buffer, stored: Buffer, mine: PendingRow[], existed: boolean) => {
         const pieces = mergeGroup(first, stored, mine);
@@ -1327,6 +1332,55 @@ export class PostgresBackend implements StorageBackend {
     return value;
   }
 
+  /**
+   * @internal (PgTable) The values of many keys: grouped, the rows they fall in (groupsOf);
+   * else `key = ANY` by chunks; in one read view outside a write transaction.
+   */
+  tableGetMany(table: string, keys: readonly Buffer[]): Array<Buffer | undefined> {
+    this.assertOpen();
+    const out = new Array<Buffer | undefined>(keys.length);
+    const wanted = new Map<string, { key: Buffer; at: number[] }>();
+    keys.forEach((key, at) => {
+      const id = key.toString("latin1");
+      const pending = this.tx?.rows.get(table)?.get(id);
+      if (pending) return void (out[at] = pending.value ?? undefined);
+      const cached = this.tx?.cache.rows.get(`${table}\u0000${id}`);
+      if (cached !== undefined) return void (out[at] = cached ?? undefined);
+      const entry = wanted.get(id);
+      if (entry) entry.at.push(at);
+      else wanted.set(id, { key, at: [at] });
+    });
+    if (wanted.size === 0) return out;
+    const found = (id: string, value: Buffer | undefined) => {
+      for (const at of wanted.get(id)!.at) out[at] = value;
+      this.remember("rows", `${table}\u0000${id}`, value);
+    };
+    const doing = `reading table ${table}`;
+    const read = () => {
+      if (this.grouped(table)) {
+        const sorted = [...wanted.keys()].sort().map((id) => ({ id, key: wanted.get(id)!.key }));
+        const groups = this.groupsOf(new Map([[table, sorted]]), doing).get(table) ?? [];
+        let at = -1;
+        for (const { id, key } of sorted) {
+          while (at + 1 < groups.length && groups[at + 1]!.id <= id) at += 1;
+          found(id, at < 0 ? undefined : findInGroup(groups[at]!.stored, key));
+        }
+        return;
+      }
+      const ids = [...wanted.keys()];
+      for (let start = 0; start < ids.length; start += MANY_PATHS_CHUNK) {
+        const chunk = ids.slice(start, start + MANY_PATHS_CHUNK);
+        const rows = this.sql(`SELECT key, value, ${this.codec} FROM apex.rows WHERE project = $1 AND tbl = $2 AND key = ANY($3::bytea[])`, [this.project, table, chunk.map((id) => wanted.get(id)!.key)], doing);
+        const values = new Map<string, Buffer>();
+        for (const [key, value, codec] of rows as Array<[unknown, unknown, number]>) values.set(toBuffer(key).toString("latin1"), writtenForm(toBuffer(value), codec));
+        for (const id of chunk) found(id, values.get(id));
+      }
+    };
+    if (this.tx) read();
+    else this.readView(read);
+    return out;
+  }
+
   /** Whether a table's entries are stored grouped (groups.ts): binary keys, in layout 2. */
   private grouped(table: string, options = this.tables.get(table)?.options): boolean {
     return this.layout >= 2 && options?.keys === "binary";
@@ -1415,6 +1469,10 @@ class PgTable<K extends TableKey = TableKey, V = Buffer> implements Table<K, V> 
 
   getBinaryFast(key: K): Buffer | undefined {
     return this.backend.tableGet(this.name, this.key(key));
+  }
+
+  getBinaryMany(keys: readonly K[]): Array<Buffer | undefined> {
+    return this.backend.tableGetMany(this.name, keys.map((key) => this.key(key)));
   }
 
   put(key: K, value: V): boolean {

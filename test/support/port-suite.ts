@@ -278,6 +278,14 @@ export function describePort(name: string, harness: PortHarness): void {
           expect(t.get(start)).toEqual(model.get(low));
         }
         expect(Array.from(t.getKeys({ reverse: true, limit: 5 }), (k) => k.toString("hex"))).toEqual(keys.slice(-5).reverse());
+        // Many at once (a backend may read them in a few statements): present, absent, repeated; few and many.
+        if (t.getBinaryMany) {
+          for (const size of [3, 400]) {
+            const wanted = Array.from({ length: size }, (_, i) => (i % 5 === 4 ? Buffer.from(`absent${i}`) : Buffer.from(keys[Math.floor(next() * keys.length)]!, "hex")));
+            wanted.push(wanted[0]!);
+            expect(t.getBinaryMany(wanted)).toEqual(wanted.map((k) => model.get(k.toString("hex"))));
+          }
+        }
       };
       // Inserts in rounds (a row fills and is cut), values of every size (one past the size of a row).
       for (let round = 0; round < 4; round++) {
@@ -289,6 +297,7 @@ export function describePort(name: string, harness: PortHarness): void {
           }
           // Read back inside the transaction, before it is sent.
           expect(table.get(keyOf(round * 700 + 1))).toEqual(model.get(keyOf(round * 700 + 1).toString("hex")));
+          if (table.getBinaryMany) expect(table.getBinaryMany([keyOf(round * 700 + 2), keyOf(0)])).toEqual([keyOf(round * 700 + 2), keyOf(0)].map((k) => model.get(k.toString("hex"))));
         });
         check(store);
       }
