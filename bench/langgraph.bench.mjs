@@ -187,14 +187,14 @@ function timeFreshProcesses(kinds, where, configs) {
     if (!tuple) throw new Error("nothing found");
     console.log(JSON.stringify({ importMs, importCpu, ms, cpuMs }));
     process.exit(0);`;
-  const times = Object.fromEntries(kinds.map((kind) => [kind, { ms: [], cpu: [], importMs: [], totalMs: [], totalCpu: [] }]));
+  const times = Object.fromEntries(kinds.map((kind) => [kind, { ms: [], cpuMs: [], importMs: [], totalMs: [], totalCpu: [] }]));
   for (let round = 0; round < RUNS; round++) {
     for (const kind of round % 2 ? [...kinds].reverse() : kinds) {
       const result = spawnSync(process.execPath, ["--input-type=module", "-e", script(kind)], { cwd: REPO, encoding: "utf8" });
       if (result.status !== 0) throw new Error(`getTuple in a new process (${kind}) failed: ${result.stderr}`);
       const measured = JSON.parse(result.stdout.trim().split("\n").pop());
       times[kind].ms.push(measured.ms);
-      times[kind].cpu.push(measured.cpuMs);
+      times[kind].cpuMs.push(measured.cpuMs);
       times[kind].importMs.push(measured.importMs);
       times[kind].totalMs.push(measured.importMs + measured.ms);
       times[kind].totalCpu.push(measured.importCpu + measured.cpuMs);
