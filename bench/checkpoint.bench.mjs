@@ -13,7 +13,8 @@ import { join } from "node:path";
 import { OBJECT_DATABASES, checkpointWorkload, mb, median, numberOption, pagesOf, printTable, statsOf, tempProject } from "./lib.mjs";
 import { openStore } from "../dist/core/store/open.js";
 import { Catalog } from "../dist/plugins/checkpoint/catalog.js";
-import { createCheckpoint, listCheckpoints, restoreMemory, validateStore } from "../dist/plugins/checkpoint/checkpoints.js";
+import { createCheckpoint, listCheckpoints, restoreMemory } from "../dist/plugins/checkpoint/checkpoints.js";
+import { validateStore } from "../dist/plugins/checkpoint/validate.js";
 
 const KEYS = numberOption("keys", 10_000);
 const ROUNDS = numberOption("rounds", 100);

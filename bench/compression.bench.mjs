@@ -14,7 +14,8 @@ import { join } from "node:path";
 import { OBJECT_DATABASES, checkpointWorkload, mb, median, numberOption, pagesOf, printTable, statsOf, tempProject } from "./lib.mjs";
 import { openStore } from "../dist/core/store/open.js";
 import { ObjectStore } from "../dist/plugins/checkpoint/engine/objects.js";
-import { createCheckpoint, readCheckpointMemory, restoreMemory, validateStore } from "../dist/plugins/checkpoint/checkpoints.js";
+import { createCheckpoint, readCheckpointMemory, restoreMemory } from "../dist/plugins/checkpoint/checkpoints.js";
+import { validateStore } from "../dist/plugins/checkpoint/validate.js";
 import { compressColdData } from "../dist/plugins/compression/compress.js";
 
 const KEYS = numberOption("keys", 10_000);

@@ -7,7 +7,9 @@
 //   see the same machine load), bytes on disk after the 100 steps (and where APEX's are),
 //   `getTuple` of the 50th step (by a new saver, ApexSaver's and SqliteSaver's alternately;
 //   then a second read by the same saver; and as the first call of a new process, as a resumed
-//   graph makes it: the store or database opened by that call, the page cache warm for both).
+//   graph makes it: the store or database opened by that call, the page cache warm for both;
+//   alone, and with the import of the saver's module before it, where SqliteSaver loads its
+//   native module while ApexSaver loads LMDB's in the call).
 // Targets: ApexSaver.put ≥ 10× faster than SqliteSaver.put, ≥ 50× smaller on disk, getTuple
 // no slower than SqliteSaver's.
 // The values are `<key>:<step>:` and 1,000 times "x" (compressible almost to nothing: ApexSaver
@@ -162,13 +164,18 @@ async function timeGetTuples(makers, configs) {
 }
 
 /**
- * getTuple of one checkpoint in a new process, as a resumed graph does it: the saver's module
- * imported, then one getTuple (which opens the store or database), timed in that process (wall
- * and CPU). `RUNS` processes per saver, ApexSaver's and SqliteSaver's alternately.
+ * getTuple of one checkpoint in a new process, as a resumed graph does it: LangGraph's own
+ * modules loaded first (a graph has them before it makes its saver; both savers share them),
+ * then the saver's module imported and the saver made, then one getTuple (which opens the
+ * store or database), each timed in that process (wall and CPU). `RUNS` processes per saver,
+ * ApexSaver's and SqliteSaver's alternately. The saver's own start-up is counted with the
+ * call as well as apart: SqliteSaver loads its native module (better-sqlite3) as it is
+ * imported, ApexSaver loads LMDB's in its first call, so the call alone would favour SqliteSaver.
  */
 function timeFreshProcesses(kinds, where, configs) {
   const script = (kind) => `
     const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
+    await import("@langchain/langgraph-checkpoint");
     let c = cpu(), t = performance.now();
     const saver = ${kind === "apex"
       ? `new (await import(${JSON.stringify(pathToFileURL(join(REPO, "dist/integrations/langgraph/index.js")).href)})).ApexSaver({ project: ${JSON.stringify(where.apex)} })`
@@ -180,18 +187,20 @@ function timeFreshProcesses(kinds, where, configs) {
     if (!tuple) throw new Error("nothing found");
     console.log(JSON.stringify({ importMs, importCpu, ms, cpuMs }));
     process.exit(0);`;
-  const times = Object.fromEntries(kinds.map((kind) => [kind, { ms: [], cpu: [], importMs: [] }]));
+  const times = Object.fromEntries(kinds.map((kind) => [kind, { ms: [], cpuMs: [], importMs: [], totalMs: [], totalCpu: [] }]));
   for (let round = 0; round < RUNS; round++) {
     for (const kind of round % 2 ? [...kinds].reverse() : kinds) {
       const result = spawnSync(process.execPath, ["--input-type=module", "-e", script(kind)], { cwd: REPO, encoding: "utf8" });
       if (result.status !== 0) throw new Error(`getTuple in a new process (${kind}) failed: ${result.stderr}`);
       const measured = JSON.parse(result.stdout.trim().split("\n").pop());
       times[kind].ms.push(measured.ms);
-      times[kind].cpu.push(measured.cpuMs);
+      times[kind].cpuMs.push(measured.cpuMs);
       times[kind].importMs.push(measured.importMs);
+      times[kind].totalMs.push(measured.importMs + measured.ms);
+      times[kind].totalCpu.push(measured.importCpu + measured.cpuMs);
     }
   }
-  return Object.fromEntries(kinds.map((kind) => [kind, { ms: median(times[kind].ms), cpuMs: median(times[kind].cpu), importMs: median(times[kind].importMs) }]));
+  return Object.fromEntries(kinds.map((kind) => [kind, Object.fromEntries(Object.entries(times[kind]).map(([name, values]) => [name, median(values)]))]));
 }
 
 const cleanups = [];
@@ -263,7 +272,9 @@ for (const [shape, r] of Object.entries(results)) {
     noSlower(`  warm (the same saver again), median of ${RUNS}`, r.apexGet.warmMs, r.sqliteGet.warmMs),
     noSlower(`  in a new process (the saver's first call: opens the store), median of ${RUNS}`, r.fresh.apex.ms, r.fresh.sqlite.ms),
     noSlower(`  CPU time of the same reads`, r.fresh.apex.cpuMs, r.fresh.sqlite.cpuMs),
-    { label: `  importing the saver's module in that process (for reference)`, ms: r.fresh.apex.importMs, baselineMs: r.fresh.sqlite.importMs, ratio: r.fresh.apex.importMs / r.fresh.sqlite.importMs, target: "-", pass: true },
+    noSlower(`  the saver's module imported and made, then that call (LangGraph's modules loaded before)`, r.fresh.apex.totalMs, r.fresh.sqlite.totalMs),
+    noSlower(`  CPU time of the same`, r.fresh.apex.totalCpu, r.fresh.sqlite.totalCpu),
+    { label: `  of which the saver's module and construction (for reference)`, ms: r.fresh.apex.importMs, baselineMs: r.fresh.sqlite.importMs, ratio: r.fresh.apex.importMs / r.fresh.sqlite.importMs, target: "-", pass: true },
   );
 }
 const ok = printTable(`LangGraph checkpointers: ApexSaver vs SqliteSaver (baseline column) and MemorySaver; values: ${TEXT ? "words (--text)" : 'one repeated character ("x")'}`, rows);

@@ -14,8 +14,8 @@ import {
   readCheckpointMemory,
   resolveCheckpoint,
   showCheckpoint,
-  validateStore,
 } from "../plugins/checkpoint/checkpoints.js";
+import { validateStore } from "../plugins/checkpoint/validate.js";
 import { compressColdData } from "../plugins/compression/compress.js";
 import { BUNDLE_VERSION, HEADER_BYTES, encodeBundle, readBundle, type BundleContent, type BundleInput } from "../plugins/archive/bundle.js";
 import { runApex, tempDir } from "./helpers/cli.js";

@@ -5,7 +5,8 @@ import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
-import { listCheckpoints, resolveCheckpoint, restoreCheckpoint, validateStore } from "../plugins/checkpoint/checkpoints.js";
+import { listCheckpoints, resolveCheckpoint, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
+import { validateStore } from "../plugins/checkpoint/validate.js";
 import { REPO_ROOT, tempDir } from "./helpers/cli.js";
 // @ts-expect-error -- a plain ESM fixture shared with the child process (no type declarations)
 import { SESSION, memoryAt, tasksAt } from "./fixtures/checkpoint-crash-state.mjs";

@@ -14,33 +14,30 @@ import {
   createCheckpoint,
   deleteCheckpoint,
   diffCheckpoints,
-  forceRecover,
   getCheckpoint,
   getCheckpointValue,
   listCheckpoints,
   pinCheckpoint,
   readCheckpointMemory,
-  reconstructSession,
-  repairStore,
   resolveCheckpoint,
   restoreCheckpoint,
   restoreMemory,
   showCheckpoint,
   sweepUnreferenced,
-  validateOutOfProcess,
-  validateStore,
-  verifyCheckpoint,
   type CheckpointManifest,
 } from "../plugins/checkpoint/checkpoints.js";
+import { forceRecover, reconstructSession } from "../plugins/checkpoint/recover.js";
+import { repairStore, validateStore, verifyCheckpoint } from "../plugins/checkpoint/validate.js";
+import { validateOutOfProcess } from "../plugins/checkpoint/validate-process.js";
 import { createCheckpointService } from "../plugins/checkpoint/service.js";
 import { REPO_ROOT, random } from "./helpers/cli.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
 
-// Checkpoint ids come from uuid.v4; a test can queue the ids it needs (to build an ambiguous prefix).
+// Checkpoint ids come from node:crypto's randomUUID; a test can queue the ids it needs (to build an ambiguous prefix).
 const ids = vi.hoisted(() => ({ queue: [] as string[] }));
-vi.mock("uuid", async (importOriginal) => {
-  const real = await importOriginal<typeof import("uuid")>();
-  return { ...real, v4: () => ids.queue.shift() ?? real.v4() };
+vi.mock("node:crypto", async (importOriginal) => {
+  const real = await importOriginal<typeof import("node:crypto")>();
+  return { ...real, randomUUID: () => ids.queue.shift() ?? real.randomUUID() };
 });
 
 const DIST_WORKER = join(REPO_ROOT, "dist/plugins/checkpoint/validate-worker.js");

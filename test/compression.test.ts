@@ -26,9 +26,9 @@ import {
   readCheckpointMemory,
   restoreCheckpoint,
   sweepUnreferenced,
-  validateStore,
   type CheckpointManifest,
 } from "../plugins/checkpoint/checkpoints.js";
+import { validateStore } from "../plugins/checkpoint/validate.js";
 import compression from "../plugins/compression/index.js";
 import checkpoint from "../plugins/checkpoint/index.js";
 import { compressColdData } from "../plugins/compression/compress.js";

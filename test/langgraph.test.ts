@@ -2,7 +2,7 @@
 // project's plugins): the mapping of channels to memory, large object channels stored key by
 // key, forks and a saver whose view of the memory is out of date, retention and LangGraph
 // threads, names that are not path segments, bad requests.
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { JsonPlusSerializer, uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
@@ -369,6 +369,32 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     await client.close();
     await saver.close();
     expect(await readStore(dir, (store) => listCheckpoints(store, sessionId).total)).toBe(0);
+  });
+
+  it("reads need neither the config nor the plugins (a new process's getTuple loads neither); the first write loads them, and writes nothing while one fails", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const thread = { configurable: { thread_id: "t", checkpoint_ns: "" } };
+    const first = await saver.put(thread, checkpointOf({ a: "A0" }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    await saver.close();
+    // A plugin that throws as it is imported: the reads of a new saver go on, its put stops there.
+    writeFileSync(join(dir, "broken.mjs"), 'throw new Error("broken plugin");\n');
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  checkpoint: {}\n  ./broken.mjs: {}\n");
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    expect((await reader.getTuple(thread))!.checkpoint.channel_values).toEqual({ a: "A0" });
+    expect((await reader.getTuple(first))!.config.configurable?.checkpoint_id).toBe(first.configurable.checkpoint_id);
+    const listed = [];
+    for await (const tuple of reader.list(thread)) listed.push(tuple.config.configurable?.checkpoint_id);
+    expect(listed).toEqual([first.configurable.checkpoint_id]);
+    await expect(reader.put(first, checkpointOf({ a: "A1" }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 })).rejects.toThrow(/broken plugin/);
+    await expect(reader.putWrites(first, [["a", "w"]], "task")).rejects.toThrow(/broken plugin/);
+    // Tried again by the next write: once the config is fixed, the same saver writes (a delta from what it read).
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  checkpoint: {}\n");
+    const second = await reader.put(first, checkpointOf({ a: "A1" }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 });
+    expect((await reader.getTuple(second))!.checkpoint.channel_values).toEqual({ a: "A1" });
+    await reader.close();
+    const stored = await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, writes: [...store.keysBelow(`/sessions/${sessionId}/langgraph/t/~/writes`)] }));
+    expect(stored).toEqual({ total: 2, writes: [] });
   });
 
   it("refuses to write when the checkpoint plugin's paths leave out /langgraph", async () => {

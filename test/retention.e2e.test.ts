@@ -3,7 +3,8 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
-import { createCheckpoint, listCheckpoints, pinCheckpoint, readCheckpointMemory, validateStore } from "../plugins/checkpoint/checkpoints.js";
+import { createCheckpoint, listCheckpoints, pinCheckpoint, readCheckpointMemory } from "../plugins/checkpoint/checkpoints.js";
+import { validateStore } from "../plugins/checkpoint/validate.js";
 import { runApex, tempDir } from "./helpers/cli.js";
 import { LmdbStore } from "./helpers/store.js";
 

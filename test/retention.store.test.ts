@@ -15,9 +15,9 @@ import {
   pinCheckpoint,
   readCheckpointMemory,
   restoreCheckpoint,
-  validateStore,
   type CheckpointManifest,
 } from "../plugins/checkpoint/checkpoints.js";
+import { validateStore } from "../plugins/checkpoint/validate.js";
 import retention from "../plugins/retention/index.js";
 import { applyRetention, planRetention, DELETE_EVENT, RETENTION_ACTOR } from "../plugins/retention/cleanup.js";
 import { runCleanupCommand } from "../plugins/retention/command.js";

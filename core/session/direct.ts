@@ -29,22 +29,27 @@ export async function directClient(location: ProjectLocation, access: "read" | "
   }
   if (!(await storeExists(location))) throw await noStore();
   const { currentSession, noSessionError, resolveSessionId } = await import("./sessions.js");
-  const { loadConfig } = await import("../config/load.js");
-  const { createSessionEngine } = await import("./hooks.js");
-  const config = await loadConfig(location);
   const store = await openStore(location);
+  let sessionId: string;
   try {
     // A write names a session only to reach its records (`apex session share ENDED-SESSION`).
-    const sessionId = options.session !== undefined ? resolveSessionId(store, options.session) : (currentSession(store) ?? throwError(noSessionError())).session_id;
-    const engine = await createSessionEngine(config, store, (message) => process.stderr.write(`warning: ${message}\n`));
-    const [{ SessionService }, { sessionMethods }, { checkpointServiceFor }] = await Promise.all([import("./service.js"), import("./methods.js"), import("./checkpoints.js")]);
-    // With plugins loaded, the checkpoint service's methods too (checkpoint.*, langgraph.*), as the supervisor serves them.
-    const methods = { ...(checkpointServiceFor(store)?.methods ?? {}), ...sessionMethods(new SessionService(store, sessionId, engine)) };
-    return clientOver(store, (method) => methods[method], noStore);
+    sessionId = options.session !== undefined ? resolveSessionId(store, options.session) : (currentSession(store) ?? throwError(noSessionError())).session_id;
   } catch (error) {
     await store.close();
     throw error;
   }
+  // The config and the plugins are loaded by the first method called, not by the open: work run
+  // on the store itself (`run`: ApexSaver.getTuple, a resumed graph's first call in a new
+  // process) needs neither, and loading them was most of what that call paid before it read
+  // anything. Nothing is written before they are loaded; one that failed to load is tried again.
+  let methods: Promise<Record<string, SessionMethod>> | undefined;
+  const loadMethods = async (): Promise<Record<string, SessionMethod>> => {
+    const [{ loadConfig }, { createSessionEngine }, { SessionService }, { sessionMethods }, { checkpointServiceFor }] = await Promise.all([import("../config/load.js"), import("./hooks.js"), import("./service.js"), import("./methods.js"), import("./checkpoints.js")]);
+    const engine = await createSessionEngine(await loadConfig(location), store, (message) => process.stderr.write(`warning: ${message}\n`));
+    // With plugins loaded, the checkpoint service's methods too (checkpoint.*, langgraph.*), as the supervisor serves them.
+    return { ...(checkpointServiceFor(store)?.methods ?? {}), ...sessionMethods(new SessionService(store, sessionId, engine)) };
+  };
+  return clientOver(store, async (method) => (await (methods ??= loadMethods().catch((error: unknown) => ((methods = undefined), Promise.reject(error)))))[method], noStore);
 }
 
 function throwError(error: ApexError): never {

@@ -37,6 +37,7 @@ import { locateProject } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { openSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { ChannelWrite, PutRequest, SerializedValue, StoredWrite, TupleRecord } from "../../plugins/checkpoint/langgraph.js";
+import type { LangGraphReadMethod } from "../../plugins/checkpoint/langgraph-reads.js";
 
 export interface ApexSaverOptions {
   /**
@@ -124,7 +125,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     if (threadId === undefined || threadId === null) return undefined;
     const ns = (config.configurable?.checkpoint_ns as string | undefined) ?? "";
     const checkpointId = (config.configurable?.checkpoint_id as string | undefined) ?? undefined;
-    const record = (await this.call("langgraph.getTuple", { thread_id: String(threadId), checkpoint_ns: ns, ...(checkpointId ? { checkpoint_id: checkpointId } : {}) })) as TupleRecord | null | undefined;
+    const record = (await this.read("langgraph.getTuple", { thread_id: String(threadId), checkpoint_ns: ns, ...(checkpointId ? { checkpoint_id: checkpointId } : {}) })) as TupleRecord | null | undefined;
     if (!record) return undefined;
     return this.tupleOf(record, true);
   }
@@ -134,7 +135,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     const ns = config.configurable?.checkpoint_ns as string | undefined;
     const checkpointId = config.configurable?.checkpoint_id as string | undefined;
     const before = options.before?.configurable?.checkpoint_id as string | undefined;
-    const records = (await this.call("langgraph.list", {
+    const records = (await this.read("langgraph.list", {
       ...(threadId !== undefined && threadId !== null ? { thread_id: String(threadId) } : {}),
       ...(ns !== undefined ? { checkpoint_ns: ns } : {}),
       ...(checkpointId ? { checkpoint_id: checkpointId } : {}),
@@ -335,16 +336,34 @@ export class ApexSaver extends BaseCheckpointSaver {
   }
 
   private async call(method: string, params: Record<string, unknown>): Promise<unknown> {
+    const client = await this.connected();
+    return client.call(method, this.withSession(client, params));
+  }
+
+  /**
+   * A read: the method where a supervisor (or `apex serve`) serves it, else run here on the
+   * store the client opened, without loading the project's config and plugins (the direct
+   * client loads them for its first write).
+   */
+  private async read(method: LangGraphReadMethod, params: Record<string, unknown>): Promise<unknown> {
+    const client = await this.connected();
+    const full = this.withSession(client, params);
+    return client.run(method, full, async (store) => (await import("../../plugins/checkpoint/langgraph-reads.js")).readLangGraph(store, method, full));
+  }
+
+  private async connected(): Promise<SessionClient> {
     this.client ??= this.connect();
-    let client: SessionClient;
     try {
-      client = await this.client;
+      return await this.client;
     } catch (error) {
       this.client = undefined; // a later call tries again (a session may have been started meanwhile)
       throw error;
     }
+  }
+
+  private withSession(client: SessionClient, params: Record<string, unknown>): Record<string, unknown> {
     const session = this.options.session ?? (client.via === "socket" && this.options.project === undefined ? process.env.APEX_SESSION_ID : undefined);
-    return client.call(method, session ? { ...params, session } : params);
+    return session ? { ...params, session } : params;
   }
 
   private async connect(): Promise<SessionClient> {

@@ -7,7 +7,7 @@ import { makeDirIfMissing, makePrivate, makePrivateDir } from "../../core/store/
 import { type Store, STORE_FILE } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { Catalog } from "../checkpoint/catalog.js";
-import { validateStore } from "../checkpoint/checkpoints.js";
+import { validateStore } from "../checkpoint/validate.js";
 import { formatBytes } from "../../cli/output.js";
 import { syncDirectory } from "./files.js";
 

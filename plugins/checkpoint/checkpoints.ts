@@ -1,4 +1,6 @@
-import { v4 as uuidv4 } from "uuid";
+// Checkpoint ids are random UUIDs (v4) from node:crypto: the uuid package is 15 modules more
+// for every process that loads this one (LangGraph reads in a new process do).
+import { randomUUID } from "node:crypto";
 import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import {
@@ -180,7 +182,7 @@ export function writeCheckpoint(store: Store, params: CheckpointParams): Created
   const sequence = catalog.allocateSequence(sessionId);
   const manifest = signManifest({
     format: MANIFEST_FORMAT,
-    id: uuidv4(),
+    id: randomUUID(),
     session_id: sessionId,
     sequence,
     name: checkpointName(sequence),
@@ -686,11 +688,3 @@ export async function sweepUnreferenced(store: Store, options: SweepOptions = {}
   else await store.transaction(run);
   return result;
 }
-
-// ---------------------------------------------------------------------------------------------
-
-export { validateStore, verifyCheckpoint, repairStore } from "./validate.js";
-export type { ValidationReport, StoreProblem, ProblemCode, RepairResult, RepairAction } from "./validate.js";
-export { forceRecover, reconstructSession } from "./recover.js";
-export type { RecoveryReport, ReconstructReport } from "./recover.js";
-export { validateOutOfProcess, VALIDATE_WORKER } from "./validate-process.js";

@@ -33,16 +33,11 @@ import {
   deleteCheckpoint,
   diffCheckpoints,
   pinCheckpoint,
-  reconstructSession,
-  repairStore,
-  validateOutOfProcess,
   type CheckpointDiff,
-  type ReconstructReport,
-  type RepairAction,
-  type RepairResult,
-  type StoreProblem,
-  type ValidationReport,
 } from "./checkpoints.js";
+import { reconstructSession, type ReconstructReport } from "./recover.js";
+import { repairStore, type RepairAction, type RepairResult, type StoreProblem, type ValidationReport } from "./validate.js";
+import { validateOutOfProcess } from "./validate-process.js";
 import { summaryOf } from "./catalog.js";
 import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import type { Handover } from "../../cli/session/handover.js";

@@ -43,7 +43,7 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
   await loadConfig(location);
   const { openStore, storeExists } = await import("../../core/store/open.js");
   if (!(await storeExists(location))) throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.");
-  const { forceRecover, resolveCheckpoint } = await import("./checkpoints.js");
+  const [{ forceRecover }, { resolveCheckpoint }] = await Promise.all([import("./recover.js"), import("./checkpoints.js")]);
   const { recoveryDetails } = await import("./plugin-service.js");
   const store = await openStore(location, { readOnly: true });
   let preview: RecoveryView;

@@ -10,15 +10,14 @@ import {
   createCheckpoint,
   deleteCheckpoint,
   holdCheckpoint,
-  forceRecover,
   pinCheckpoint,
-  reconstructSession,
   diffCheckpoints,
   restoreCheckpoint,
-  validateOutOfProcess,
-  verifyCheckpoint,
   type CheckpointManifest,
 } from "./checkpoints.js";
+import { forceRecover, reconstructSession } from "./recover.js";
+import { validateOutOfProcess } from "./validate-process.js";
+import { verifyCheckpoint } from "./validate.js";
 import type { LostItem } from "./recover.js";
 import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from "./manifest.js";
 import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
