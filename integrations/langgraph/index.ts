@@ -504,9 +504,10 @@ function diffKeys(object: Record<string, unknown>, names: string[], before: Orde
       const key = names[i]!;
       if (old[i] !== key) break;
       const item = object[key];
-      const primitive = isPrimitive(item) ? item : NOT_PRIMITIVE;
-      if (primitive !== NOT_PRIMITIVE && primitives[i] === primitive) continue;
-      primitives[i] = primitive;
+      // Equal to what it held: a primitive that did not change (`primitives` holds primitives
+      // and NOT_PRIMITIVE, which no value is), tested before classifying the value at all.
+      if (primitives[i] === item) continue;
+      primitives[i] = isPrimitive(item) ? item : NOT_PRIMITIVE;
       changed.push({ index: i, known: before.objects.get(key) });
     }
     if (i === count) {
