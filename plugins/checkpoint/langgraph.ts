@@ -121,9 +121,13 @@ const TASKS_CHANNEL = "__pregel_tasks";
  */
 export function nameSegment(name: string): string {
   if (name === "") return "~";
+  // Characters encodeURIComponent keeps (but "~"): most names are already their segment (a put writes 100s).
+  if (PLAIN_SEGMENT.test(name)) return name === "." ? "%2E" : name === ".." ? "%2E%2E" : name;
   const encoded = encodeURIComponent(name).replace(/~/g, "%7E");
   return encoded === "." ? "%2E" : encoded === ".." ? "%2E%2E" : encoded;
 }
+
+const PLAIN_SEGMENT = /^[A-Za-z0-9\-_.!*'()]+$/;
 
 export function segmentName(segment: string): string {
   if (segment === "~") return "";
