@@ -73,6 +73,25 @@ describe("the value encoding", () => {
     }
   });
 
+
+  it("decodes the same values with the bytes' text at hand (strings taken as slices of it where they are ASCII)", () => {
+    const next = random(11);
+    const values: JsonValue[] = [...STRINGS, { t: "json", d: JSON.stringify("x".repeat(2000)), v: 3 }, ["é".repeat(100), "a".repeat(100), "\ud800".repeat(40)]];
+    for (let i = 0; i < 300; i++) values.push(randomValue(next));
+    // The values one after the other in one buffer, behind some bytes, as in a decompressed pack.
+    const encoded = values.map((value) => encodeValue(value));
+    const whole = Buffer.concat([Buffer.from([0xff, 0x80, 0x41]), ...encoded]);
+    const text = whole.toString("latin1");
+    let at = 3;
+    for (let i = 0; i < values.length; i++) {
+      const bytes = whole.subarray(at, at + encoded[i]!.length);
+      expect(canonicalJson(decodeValue(bytes, bytes.length, { text, at }))).toBe(canonicalJson(values[i]));
+      at += encoded[i]!.length;
+    }
+    // A string with bytes past ASCII is decoded as UTF-8, not read as Latin-1 from the text.
+    const damaged = encodeValue("a".repeat(70) + "é");
+    expect(decodeValue(damaged, damaged.length, { text: damaged.toString("latin1"), at: 0 })).toBe("a".repeat(70) + "é");
+  });
   it("uses the smallest forms, and writes -0 as 0", () => {
     expect([...encodeValue(0)]).toEqual([VALUE_TAG, 0]);
     expect([...encodeValue(-0)]).toEqual([VALUE_TAG, 0]);

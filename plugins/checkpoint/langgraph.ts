@@ -473,10 +473,10 @@ export class LangGraphStore {
         wantedAt.push(at);
       }
     }
-    view.visitValues(wanted, (hash, bytes, at) => {
+    view.visitValues(wanted, (hash, bytes, at, around) => {
       let record: Record<string, JsonValue>;
       try {
-        record = decodeValueObject(bytes) as Record<string, JsonValue>;
+        record = decodeValueObject(bytes, around) as Record<string, JsonValue>;
       } catch (error) {
         throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
       }

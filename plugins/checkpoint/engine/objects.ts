@@ -6,7 +6,7 @@ import { FILTER_DB, HashFilter, type FilterTable } from "./hash-filter.js";
 import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "./index-journal.js";
 import type { TableKey } from "../../../core/store/port.js";
 import type { JsonValue, Store } from "../../../core/store/store.js";
-import { MAX_DEPTH, compareCodePoints, decodeValue, describeNotJson, encodeJson, isEncodedValue, tooDeepError } from "../../../core/store/value-codec.js";
+import { MAX_DEPTH, compareCodePoints, decodeValue, type ByteText, describeNotJson, encodeJson, isEncodedValue, tooDeepError } from "../../../core/store/value-codec.js";
 import { varintSize, writeVarint } from "./varint.js";
 
 export { compareCodePoints } from "../../../core/store/value-codec.js";
@@ -177,8 +177,8 @@ export class EncodedValue {
  * The JSON value a value object holds: the value encoding (value-codec.ts), or canonical
  * JSON text, which value objects written before that encoding are. Throws if it is neither.
  */
-export function decodeValueObject(bytes: Buffer): JsonValue {
-  return isEncodedValue(bytes) ? decodeValue(bytes) : (JSON.parse(bytes.toString("utf8")) as JsonValue);
+export function decodeValueObject(bytes: Buffer, around?: ByteText): JsonValue {
+  return isEncodedValue(bytes) ? decodeValue(bytes, bytes.length, around) : (JSON.parse(bytes.toString("utf8")) as JsonValue);
 }
 
 export function canonicalBytes(value: unknown): Buffer {
@@ -522,6 +522,11 @@ export const WRITE_COMPRESS_MIN_SAVING = 8;
 export const WRITE_COMPRESS_MIN_BYTES = 512;
 /** Largest uncompressed size a location record may claim: a damaged record must not make a read allocate gigabytes. */
 export const MAX_RAW_PACK_BYTES = 256 * 1024 * 1024;
+/**
+ * Decompressed buffers at least this large are read as text for the strings of their values
+ * (ByteText): a text this long lies in V8's large-object space, which scavenges do not copy.
+ */
+const TEXT_BUFFER_BYTES = 256 * 1024;
 /** Uncompressed bytes of gzip packs decompressed in one call by a grouped read (ObjectStore.decompressGzipRun). */
 const GZIP_RUN_BYTES = 1024 * 1024;
 
@@ -873,7 +878,7 @@ export class ObjectStore {
   visitRawGrouped(
     kind: ObjectKind,
     hashes: Iterable<Hash>,
-    visit: (hash: Hash, bytes: Buffer, pack: { id: number; bytes: Buffer } | undefined, mostly: boolean, checksummed: boolean, at: number) => void,
+    visit: (hash: Hash, bytes: Buffer, pack: { id: number; bytes: Buffer } | undefined, mostly: boolean, checksummed: boolean, at: number, decompressed: boolean) => void,
     packCache?: PackCache,
     synced = false,
   ): void {
@@ -885,7 +890,7 @@ export class ObjectStore {
       try {
         location = this.locate(kind, hash, synced);
       } catch {
-        visit(hash, Buffer.alloc(0), undefined, false, false, at); // an unreadable index record: bytes that do not match the hash
+        visit(hash, Buffer.alloc(0), undefined, false, false, at, false); // an unreadable index record: bytes that do not match the hash
         continue;
       }
       if (!location) continue;
@@ -908,7 +913,7 @@ export class ObjectStore {
           const same = location.codec === first.codec && location.rawSize === first.rawSize;
           const bytes = same ? raw?.subarray(location.offset, location.offset + location.length) : this.readCompressed(location, packCache);
           // A gzip pack that decompressed (to its recorded size) passed its CRC-32.
-          if (bytes) visit(hash, bytes, undefined, false, same && first.codec === PACK_CODEC_IDS.gzip && raw!.length > 0, at);
+          if (bytes) visit(hash, bytes, undefined, false, same && first.codec === PACK_CODEC_IDS.gzip && raw!.length > 0, at, true);
         }
         continue;
       }
@@ -918,7 +923,7 @@ export class ObjectStore {
       for (const { location } of wanted) wantedBytes += location.length;
       const mostly = wanted.length > 1 && wantedBytes * 2 >= stored.length;
       const whole = { id: pack, bytes: stored };
-      for (const { hash, location, at } of wanted) visit(hash, stored.subarray(location.offset, location.offset + location.length), whole, mostly, false, at);
+      for (const { hash, location, at } of wanted) visit(hash, stored.subarray(location.offset, location.offset + location.length), whole, mostly, false, at, false);
     }
   }
 
@@ -1585,7 +1590,7 @@ export class ObjectView {
    * that places the value in it: for reads that serve data (a LangGraph getTuple, where hashing
    * every value cost as much as reading it), never for validation, which re-hashes everything.
    */
-  visitValues(hashes: readonly Hash[], visit: (hash: Hash, bytes: Buffer, at: number) => void, options: { trustChecksums?: boolean } = {}): void {
+  visitValues(hashes: readonly Hash[], visit: (hash: Hash, bytes: Buffer, at: number, around: ByteText | undefined) => void, options: { trustChecksums?: boolean } = {}): void {
     const trust = options.trustChecksums ?? false;
     const fromStore: Hash[] = [];
     // Where each hash read from the store is in `hashes` (`at`), when some were not.
@@ -1599,16 +1604,28 @@ export class ObjectView {
       } else {
         positions ??= Array.from({ length: fromStore.length }, (_, i) => i);
         if (sha256(bytes) !== hash) throw new ObjectDamageError("value", hash, "corrupt");
-        visit(hash, bytes, at);
+        visit(hash, bytes, at, undefined);
       }
     }
     let visited = 0;
+    // The text of the decompressed buffer the last values lay in (see ByteText), made once for it.
+    let textOf: ArrayBufferLike | undefined;
+    let text: string | undefined;
     this.objects.visitRawGrouped(
       "value",
       fromStore,
-      (hash, bytes, _pack, _many, checksummed, at) => {
+      (hash, bytes, _pack, _many, checksummed, at, decompressed) => {
         if (!(trust && checksummed) && sha256(bytes) !== hash) throw new ObjectDamageError("value", hash, "corrupt");
-        visit(hash, bytes, positions ? positions[at]! : at);
+        let around: ByteText | undefined;
+        // Decompressed buffers are never written again: a text of one stays true to it.
+        if (decompressed && bytes.buffer.byteLength >= TEXT_BUFFER_BYTES) {
+          if (textOf !== bytes.buffer) {
+            textOf = bytes.buffer;
+            text = Buffer.from(bytes.buffer, 0, bytes.buffer.byteLength).toString("latin1");
+          }
+          around = { text: text!, at: bytes.byteOffset };
+        }
+        visit(hash, bytes, positions ? positions[at]! : at, around);
         visited += 1;
       },
       this.packCache,
