@@ -1688,18 +1688,61 @@ export class ObjectView {
   readNode(hash: Hash): TreeNode {
     const cached = this.nodeCache.get(hash);
     if (cached) return cached.node;
-    let bytes = this.bytesOf("tree", hash);
+    const bytes = this.bytesOf("tree", hash);
     if (!bytes) throw new ObjectDamageError("tree", hash, "missing");
     if (sha256(bytes) !== hash) throw new ObjectDamageError("tree", hash, "corrupt");
+    // A slice of a decompressed pack would keep the whole pack alive in the cache.
+    return this.decodeNode(hash, bytes, bytes.buffer.byteLength > 8192);
+  }
+
+  /**
+   * The nodes `hashes` name, in that order: those not in the node cache read grouped by pack
+   * (ObjectStore.visitRawGrouped), each verified against its hash and decoded where it lies,
+   * only its bytes copied (for the cache). A tree read level by level (a LangGraph getTuple
+   * reads thousands of small nodes from hundreds of packs) reads each level this way. Throws
+   * ObjectDamageError as readNode does.
+   */
+  readNodes(hashes: readonly Hash[]): TreeNode[] {
+    const nodes = new Array<TreeNode>(hashes.length);
+    const fromStore: Hash[] = [];
+    const positions: number[] = [];
+    for (let at = 0; at < hashes.length; at++) {
+      const hash = hashes[at]!;
+      const cached = this.nodeCache.get(hash);
+      if (cached) nodes[at] = cached.node;
+      else if (this.overlayTrees?.has(hash) || this.pending.has(hash) || this.prefetchedNodes.has(hash)) nodes[at] = this.readNode(hash);
+      else {
+        fromStore.push(hash);
+        positions.push(at);
+      }
+    }
+    if (fromStore.length === 0) return nodes;
+    let visited = 0;
+    this.objects.visitRawGrouped(
+      "tree",
+      fromStore,
+      (hash, bytes, _pack, _mostly, _checksummed, at) => {
+        if (sha256(bytes) !== hash) throw new ObjectDamageError("tree", hash, "corrupt");
+        nodes[positions[at]!] = this.decodeNode(hash, bytes, true); // the bytes are valid until the next read
+        visited += 1;
+      },
+      this.packCache,
+      true,
+    );
+    // One that is missing (a damaged store): readNode says which.
+    if (visited < fromStore.length) for (let i = 0; i < fromStore.length; i++) nodes[positions[i]!] ??= this.readNode(fromStore[i]!);
+    return nodes;
+  }
+
+  /** A verified node's bytes decoded and cached (a copy of them when `copy`). */
+  private decodeNode(hash: Hash, bytes: Buffer, copy: boolean): TreeNode {
     let node: TreeNode;
     try {
       node = decodeTreeNode(bytes);
     } catch (error) {
       throw new ObjectDamageError("tree", hash, "undecodable", (error as Error).message);
     }
-    // A slice of a decompressed pack would keep the whole pack alive in the cache.
-    if (bytes.buffer.byteLength > 8192) bytes = copyOf(bytes);
-    this.nodeCache.set(hash, { node, bytes });
+    this.nodeCache.set(hash, { node, bytes: copy ? copyOf(bytes) : bytes });
     return node;
   }
 }
