@@ -322,7 +322,7 @@ export interface ByteText {
  */
 export function decodeValue(bytes: Uint8Array, size: number = bytes.length, around?: ByteText): JsonValue {
   // lmdb-js hands decoders a view of a larger shared buffer, with the record's size.
-  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, size);
+  const buffer = size === bytes.length && Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, size);
   if (buffer.length === 0 || buffer[0] !== VALUE_TAG) throw new Error("not an encoded value (no tag)");
   const reader: Reader = { buffer, at: 1, open: 0, around };
   const value = read(reader, 0);

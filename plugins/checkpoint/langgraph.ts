@@ -464,14 +464,19 @@ export class LangGraphStore {
     // records are kept by position (the order of `hashes`), not in a map by hash.
     const cache = this.values;
     const records = new Array<Record<string, JsonValue>>(hashes.length);
-    const wanted: Hash[] = [];
-    const wantedAt: number[] = [];
-    for (let at = 0; at < hashes.length; at++) {
-      const record = cache.get(hashes[at]!);
-      if (record) records[at] = record;
-      else {
-        wanted.push(hashes[at]!);
-        wantedAt.push(at);
+    // (the first read of a saver finds the cache empty: every value is wanted, where it is listed)
+    let wanted = hashes;
+    let wantedAt: number[] | undefined;
+    if (!cache.empty) {
+      wanted = [];
+      wantedAt = [];
+      for (let at = 0; at < hashes.length; at++) {
+        const record = cache.get(hashes[at]!);
+        if (record) records[at] = record;
+        else {
+          wanted.push(hashes[at]!);
+          wantedAt.push(at);
+        }
       }
     }
     view.visitValues(wanted, (hash, bytes, at, around) => {
@@ -481,7 +486,7 @@ export class LangGraphStore {
       } catch (error) {
         throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
       }
-      records[wantedAt[at]!] = record;
+      records[wantedAt ? wantedAt[at]! : at] = record;
       cache.set(hash, record, bytes.length);
     }, { trustChecksums: true });
     // The records in the order `hashes` listed them: each channel's value, then its keys' values.
@@ -554,6 +559,10 @@ class ValueCache {
 
   has(hash: Hash): boolean {
     return this.young.has(hash) || this.old.has(hash);
+  }
+
+  get empty(): boolean {
+    return this.young.size === 0 && this.old.size === 0;
   }
 
   get(hash: Hash): Record<string, JsonValue> | undefined {
