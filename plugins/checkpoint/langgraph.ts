@@ -503,9 +503,9 @@ export class LangGraphStore {
       }
       if (keys) for (const key of keys) if (key.value) at += 1;
       if (!record) continue;
-      const read: TupleRecord["channels"][string] = { v: record.v as string | number };
-      if (typeof record.t === "string") read.value = serializedOf(record);
-      channels[segmentName(channel.name)] = read;
+      // (made whole: a property added later would grow the object a property store of its own)
+      const v = record.v as string | number;
+      channels[segmentName(channel.name)] = typeof record.t === "string" ? { v, value: serializedOf(record) } : { v };
     }
     return channels;
   }

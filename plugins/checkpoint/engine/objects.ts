@@ -1362,19 +1362,43 @@ export function encodeLocation(location: ObjectLocation): Buffer {
 }
 
 export function decodeLocation(bytes: Uint8Array): ObjectLocation {
-  const reader = new ByteReader(bytes);
-  const location: ObjectLocation = { pack: reader.varint(), offset: reader.varint(), length: reader.varint() };
-  if (reader.position < bytes.length) {
-    const codec = reader.varint();
-    const rawSize = reader.varint();
+  // Read in place and made in one go (a whole-tree read decodes thousands: no reader object,
+  // and no codec fields added to a location afterwards, which grows it a property store).
+  const pack = varintAt(bytes, 0);
+  const offset = varintAt(bytes, varintEnd);
+  const length = varintAt(bytes, varintEnd);
+  let location: ObjectLocation;
+  if (varintEnd < bytes.length) {
+    const codec = varintAt(bytes, varintEnd);
+    const rawSize = varintAt(bytes, varintEnd);
     if (!CODEC_BY_ID.has(codec)) throw new Error(`unknown codec ${codec}`);
-    if (rawSize > MAX_RAW_PACK_BYTES || location.offset + location.length > rawSize) throw new Error(`slice past the end of the uncompressed pack`);
-    location.codec = codec;
-    location.rawSize = rawSize;
-  }
-  reader.end();
-  if (location.pack === 0) throw new Error("pack id 0");
+    if (rawSize > MAX_RAW_PACK_BYTES || offset + length > rawSize) throw new Error(`slice past the end of the uncompressed pack`);
+    location = { pack, offset, length, codec, rawSize };
+  } else location = { pack, offset, length };
+  if (varintEnd !== bytes.length) throw new Error(`${bytes.length - varintEnd} trailing bytes`);
+  if (pack === 0) throw new Error("pack id 0");
   return location;
+}
+
+/** Where the last varintAt ended. */
+let varintEnd = 0;
+
+/** The varint at `start` (as ByteReader.varint reads it: minimal, at most 8 bytes); sets varintEnd. */
+function varintAt(bytes: Uint8Array, start: number): number {
+  let value = 0;
+  let scale = 1;
+  for (let i = 0; i < 8; i++) {
+    if (start + i >= bytes.length) throw new Error("truncated node");
+    const byte = bytes[start + i]!;
+    value += (byte & 0x7f) * scale;
+    if (!(byte & 0x80)) {
+      if (i > 0 && byte === 0) throw new Error("non-minimal varint");
+      varintEnd = start + i + 1;
+      return value;
+    }
+    scale *= 128;
+  }
+  throw new Error("varint too long");
 }
 
 /**
