@@ -901,9 +901,9 @@ describe("whole-tree reads grouped by pack", () => {
     for (let batch = 0; batch < 3; batch++) await store.transaction(() => objects.appendObjects(items.slice(batch * 200, batch * 200 + 200), { compressValues: true }));
     let withText = 0;
     const decoded: JsonValue[] = new Array(items.length);
-    objects.view().visitValues(items.map((item) => item.hash), (_hash, bytes, at, around) => {
-      if (around) withText += 1;
-      decoded[at] = decodeValueObject(bytes, around);
+    objects.view().visitValues(items.map((item) => item.hash), (_hash, bytes, at, slice) => {
+      if (slice) withText += 1;
+      decoded[at] = decodeValueObject(bytes, slice);
     }, { trustChecksums: true });
     expect(withText).toBeGreaterThan(0);
     expect(decoded).toEqual(values);

@@ -1,4 +1,3 @@
-import { isAscii } from "node:buffer";
 import { ApexError } from "../errors.js";
 import type { JsonValue } from "./store.js";
 
@@ -304,27 +303,16 @@ export function isEncodedValue(bytes: Uint8Array): boolean {
 }
 
 /**
- * The bytes around an encoded value as Latin-1 text (one character per byte): `text` from
- * byte `at` of the value on. A string of ASCII bytes is then taken as a slice of that text
- * instead of decoded into a string of its own (see decodeValue).
- */
-export interface ByteText {
-  text: string;
-  at: number;
-}
-
-/**
  * Decodes an encoded value; throws on anything that is not one (a wrong tag, a type it never writes, a short or long buffer).
- * `around`: the value's bytes as text (ByteText), when the caller has them: a long string of
- * ASCII is then a slice of that text (V8 shares its characters), not a copy. A whole-state read
- * decodes megabytes of strings, and each copy in the young generation is copied again by every
- * scavenge while the read goes on; a slice of a text in the large-object space is not.
+ * `slice`: a string's UTF-8 bytes (buffer[start, end)) as a string the caller has at hand, or
+ * undefined to decode them. A whole-state read (the checkpoint engine's StringSlicer) takes
+ * long ASCII strings as slices of a decompressed pack's text: V8 shares their characters.
  */
-export function decodeValue(bytes: Uint8Array, size: number = bytes.length, around?: ByteText): JsonValue {
+export function decodeValue(bytes: Uint8Array, size: number = bytes.length, slice?: (buffer: Buffer, start: number, end: number) => string | undefined): JsonValue {
   // lmdb-js hands decoders a view of a larger shared buffer, with the record's size.
   const buffer = size === bytes.length && Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, size);
   if (buffer.length === 0 || buffer[0] !== VALUE_TAG) throw new Error("not an encoded value (no tag)");
-  const reader: Reader = { buffer, at: 1, open: 0, around };
+  const reader: Reader = { buffer, at: 1, open: 0, slice };
   const value = read(reader, 0);
   if (reader.at !== buffer.length) throw new Error(`${buffer.length - reader.at} bytes after the value`);
   return value;
@@ -335,7 +323,7 @@ interface Reader {
   at: number;
   /** After readItem: how many items (or members) the array (or map) it returned still needs; 0 after anything else. */
   open: number;
-  around: ByteText | undefined;
+  slice: ((buffer: Buffer, start: number, end: number) => string | undefined) | undefined;
 }
 
 /**
@@ -482,13 +470,8 @@ function readString(reader: Reader, length: number): string {
     }
     return out;
   }
-  const around = reader.around;
-  if (around !== undefined && length >= SLICED_STRING_BYTES && isAscii(buffer.subarray(start, end))) return around.text.slice(around.at + start, around.at + end);
-  return decodeUtf8(buffer, start, end);
+  return (reader.slice && reader.slice(buffer, start, end)) ?? decodeUtf8(buffer, start, end);
 }
-
-/** Strings shorter than this are copied even when a text to slice is at hand (a slice costs an object of its own). */
-const SLICED_STRING_BYTES = 64;
 
 function decodeUtf8(buffer: Buffer, start: number, end: number): string {
   // 0xed followed by 0xa0..0xbf starts an encoded surrogate, which toString would replace.

@@ -479,10 +479,10 @@ export class LangGraphStore {
         }
       }
     }
-    view.visitValues(wanted, (hash, bytes, at, around) => {
+    view.visitValues(wanted, (hash, bytes, at, slice) => {
       let record: Record<string, JsonValue>;
       try {
-        record = decodeValueObject(bytes, around) as Record<string, JsonValue>;
+        record = decodeValueObject(bytes, slice) as Record<string, JsonValue>;
       } catch (error) {
         throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
       }

@@ -1,3 +1,4 @@
+import { isAscii } from "node:buffer";
 import * as cryptoModule from "node:crypto";
 import { createHash } from "node:crypto";
 import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gunzipSync, gzipSync, type BrotliOptions, type ZlibOptions } from "node:zlib";
@@ -6,7 +7,7 @@ import { FILTER_DB, HashFilter, type FilterTable } from "./hash-filter.js";
 import { IndexJournal, JOURNAL_MERGE_ENTRIES, type JournalEntry, type JournalTable } from "./index-journal.js";
 import type { TableKey } from "../../../core/store/port.js";
 import type { JsonValue, Store } from "../../../core/store/store.js";
-import { MAX_DEPTH, compareCodePoints, decodeValue, type ByteText, describeNotJson, encodeJson, isEncodedValue, tooDeepError } from "../../../core/store/value-codec.js";
+import { MAX_DEPTH, compareCodePoints, decodeValue, describeNotJson, encodeJson, isEncodedValue, tooDeepError } from "../../../core/store/value-codec.js";
 import { varintSize, writeVarint } from "./varint.js";
 
 export { compareCodePoints } from "../../../core/store/value-codec.js";
@@ -177,8 +178,24 @@ export class EncodedValue {
  * The JSON value a value object holds: the value encoding (value-codec.ts), or canonical
  * JSON text, which value objects written before that encoding are. Throws if it is neither.
  */
-export function decodeValueObject(bytes: Buffer, around?: ByteText): JsonValue {
-  return isEncodedValue(bytes) ? decodeValue(bytes, bytes.length, around) : (JSON.parse(bytes.toString("utf8")) as JsonValue);
+export function decodeValueObject(bytes: Buffer, slice?: StringSlicer): JsonValue {
+  return isEncodedValue(bytes) ? decodeValue(bytes, bytes.length, slice) : (JSON.parse(bytes.toString("utf8")) as JsonValue);
+}
+
+/** Takes a string's bytes (buffer[start, end)) as a string at hand, or says to decode them (undefined): see decodeValue. */
+export type StringSlicer = (buffer: Buffer, start: number, end: number) => string | undefined;
+
+/** Strings shorter than this are decoded even when a text to slice is at hand (a slice costs an object of its own). */
+const SLICED_STRING_BYTES = 64;
+
+/**
+ * A StringSlicer over `text`, the Latin-1 text of a whole ArrayBuffer (one character per byte):
+ * a string of 64 or more ASCII bytes in it is taken as a slice of the text, whose characters V8
+ * shares (Latin-1 and UTF-8 agree on ASCII); any other string is decoded.
+ */
+export function textSlicer(text: string): StringSlicer {
+  return (buffer, start, end) =>
+    end - start >= SLICED_STRING_BYTES && isAscii(buffer.subarray(start, end)) ? text.slice(buffer.byteOffset + start, buffer.byteOffset + end) : undefined;
 }
 
 export function canonicalBytes(value: unknown): Buffer {
@@ -524,7 +541,7 @@ export const WRITE_COMPRESS_MIN_BYTES = 512;
 export const MAX_RAW_PACK_BYTES = 256 * 1024 * 1024;
 /**
  * Decompressed buffers at least this large are read as text for the strings of their values
- * (ByteText): a text this long lies in V8's large-object space, which scavenges do not copy.
+ * (textSlicer): a text this long lies in V8's large-object space, which scavenges do not copy.
  */
 const TEXT_BUFFER_BYTES = 256 * 1024;
 /** Uncompressed bytes of gzip packs decompressed in one call by a grouped read (ObjectStore.decompressGzipRun). */
@@ -1614,7 +1631,7 @@ export class ObjectView {
    * that places the value in it: for reads that serve data (a LangGraph getTuple, where hashing
    * every value cost as much as reading it), never for validation, which re-hashes everything.
    */
-  visitValues(hashes: readonly Hash[], visit: (hash: Hash, bytes: Buffer, at: number, around: ByteText | undefined) => void, options: { trustChecksums?: boolean } = {}): void {
+  visitValues(hashes: readonly Hash[], visit: (hash: Hash, bytes: Buffer, at: number, slice: StringSlicer | undefined) => void, options: { trustChecksums?: boolean } = {}): void {
     const trust = options.trustChecksums ?? false;
     const fromStore: Hash[] = [];
     // Where each hash read from the store is in `hashes` (`at`), when some were not.
@@ -1632,24 +1649,21 @@ export class ObjectView {
       }
     }
     let visited = 0;
-    // The text of the decompressed buffer the last values lay in (see ByteText), made once for it.
+    // A slicer over the text of the decompressed buffer the last values lay in, made once for it.
     let textOf: ArrayBufferLike | undefined;
-    let text: string | undefined;
+    let slicer: StringSlicer | undefined;
     this.objects.visitRawGrouped(
       "value",
       fromStore,
       (hash, bytes, _pack, _many, checksummed, at, decompressed) => {
         if (!(trust && checksummed) && sha256(bytes) !== hash) throw new ObjectDamageError("value", hash, "corrupt");
-        let around: ByteText | undefined;
         // Decompressed buffers are never written again: a text of one stays true to it.
-        if (decompressed && bytes.buffer.byteLength >= TEXT_BUFFER_BYTES) {
-          if (textOf !== bytes.buffer) {
-            textOf = bytes.buffer;
-            text = Buffer.from(bytes.buffer, 0, bytes.buffer.byteLength).toString("latin1");
-          }
-          around = { text: text!, at: bytes.byteOffset };
+        const large = decompressed && bytes.buffer.byteLength >= TEXT_BUFFER_BYTES;
+        if (large && textOf !== bytes.buffer) {
+          textOf = bytes.buffer;
+          slicer = textSlicer(Buffer.from(bytes.buffer, 0, bytes.buffer.byteLength).toString("latin1"));
         }
-        visit(hash, bytes, positions ? positions[at]! : at, around);
+        visit(hash, bytes, positions ? positions[at]! : at, large ? slicer : undefined);
         visited += 1;
       },
       this.packCache,
