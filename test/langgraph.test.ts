@@ -10,6 +10,7 @@ import { ApexSaver } from "../integrations/langgraph/index.js";
 import { type Store } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { LmdbStore } from "./helpers/store.js";
+import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
 import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { REPO_ROOT } from "./helpers/cli.js";
@@ -337,6 +338,53 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     cleanups.push(() => fresh.close());
     const tuple = await fresh.getTuple(config);
     expect(tuple!.checkpoint.channel_values).toEqual(values);
+  });
+
+  it("a damaged tree node or channel value fails getTuple with APEX_E_INTEGRITY, for a channel and for a key of a split one", async () => {
+    const values: Record<string, unknown> = Object.fromEntries(Array.from({ length: 80 }, (_, i) => [`c${i}`, `channel ${i} `.repeat(40)]));
+    values.state = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`k${i}`, `key ${i} `.repeat(40)]));
+    const versions = Object.fromEntries(Object.keys(values).map((name) => [name, 1]));
+    // What to damage: the node below the split channel, a key's value (in a compressed pack), a channel's value.
+    const cases: Array<{ kind: "tree" | "value"; path: string[]; hashOf: (entry: DirEntry) => string | undefined }> = [
+      { kind: "tree", path: ["state"], hashOf: (entry) => entry.tree },
+      { kind: "value", path: ["state", "k7"], hashOf: (entry) => entry.value },
+      { kind: "value", path: ["c3"], hashOf: (entry) => entry.value },
+    ];
+    for (const { kind, path, hashOf } of cases) {
+      const { dir, sessionId, saver } = await setup();
+      const config = await saver.put({ configurable: { thread_id: "damaged", checkpoint_ns: "" } }, checkpointOf(values, versions), { source: "input", step: -1, parents: {} }, versions);
+      await saver.close();
+      const read = async () => {
+        const reader = new ApexSaver({ project: dir });
+        try {
+          return await reader.getTuple(config);
+        } finally {
+          await reader.close();
+        }
+      };
+      expect((await read())!.checkpoint.channel_values).toEqual(values);
+      const store = await openStore(join(dir, ".apex"));
+      let damaged: string;
+      try {
+        const objects = ObjectStore.of(store);
+        const manifest = store.get(`/sessions/${sessionId}/checkpoint-001`) as { memory: { root: string } };
+        damaged = hashOf(lookupEntry(objects.view({ fresh: true }), manifest.memory.root, ["langgraph", "damaged", "~", ...path])!)!;
+        const location = objects.locate(kind, damaged)!;
+        expect(Boolean(location.codec)).toBe(kind === "value"); // channel values are written compressed
+        const pack = copyOf(objects.packs.getBinaryFast(location.pack)!);
+        pack[location.codec ? pack.length >> 1 : location.offset + (location.length >> 1)]! ^= 0x20;
+        await store.transaction(() => objects.packs.put(location.pack, pack));
+      } finally {
+        await store.close();
+      }
+      const error = await read().then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
+      expect(error).toMatchObject({ code: "APEX_E_INTEGRITY", kind, reason: "corrupt" });
+      // A compressed pack is damaged as a whole: the value named is one of that pack's.
+      if (kind === "tree") expect(error).toMatchObject({ hash: damaged });
+    }
   });
 
   it("a string is written as LangGraph's JsonPlusSerializer writes it (the text put takes without the serializer)", async () => {

@@ -10,6 +10,7 @@ import {
   compareCodePoints,
   copyOf,
   decodeTreeNode,
+  decodeValueObject,
   diffTrees,
   encodeTreeNode,
   listDirectory,
@@ -833,6 +834,79 @@ describe("whole-tree reads grouped by pack", () => {
     expect(() => objects.view().visitValues(firstPacks, () => undefined, { trustChecksums: true })).toThrowError(
       expect.objectContaining({ reason: "corrupt", hash: expect.toSatisfy((hash: Hash) => inReplaced.has(hash)) }),
     );
+  });
+
+  it("readNodes reads a level of nodes grouped by pack, as readNode reads them one by one, and reports damage as readNode does", async () => {
+    const state = new Map<string, JsonValue>();
+    for (let i = 0; i < 300; i++) state.set(`/d/k${i}`, i);
+    const { root } = build(state);
+    // Entries changed in later transactions: the directory's nodes lie in several packs.
+    for (let step = 0; step < 4; step++) apply(root, state, new Map(Array.from({ length: 5 }, (_, i) => [`/d/k${step * 50 + i}`, `step ${step}`])));
+    const objects = ObjectStore.of(store);
+    const dir = lookupEntry(objects.view(), root, ["d"])!.tree!;
+    // Level by level, each node as a fresh view's readNode has it.
+    const levels: Hash[][] = [];
+    for (let level = [dir]; level.length > 0; ) {
+      levels.push(level);
+      const next: Hash[] = [];
+      for (const hash of level) {
+        const node = objects.view({ fresh: true }).readNode(hash);
+        if (node.kind === "split") for (const bucket of node.buckets) next.push(bucket.hash);
+      }
+      level = next;
+    }
+    expect(levels.length).toBeGreaterThanOrEqual(3);
+    const all = levels.flat();
+    expect(new Set(all.map((hash) => objects.locate("tree", hash)!.pack)).size).toBeGreaterThan(1);
+    for (const level of levels) {
+      const hashes = [...level, level[0]!]; // one twice: each position gets its node
+      const nodes = objects.view({ fresh: true }).readNodes(hashes);
+      expect(nodes).toEqual(hashes.map((hash) => objects.view({ fresh: true }).readNode(hash)));
+    }
+
+    // A node's bytes damaged in its pack, another node's index record gone: named as readNode names them.
+    const [damaged, gone] = [levels[1]![0]!, levels[1]![1]!];
+    const location = objects.locate("tree", damaged)!;
+    const pack = copyOf(objects.packs.getBinaryFast(location.pack)!);
+    pack[location.offset + 1]! ^= 0x01;
+    await store.transaction(() => objects.packs.put(location.pack, pack));
+    const errorOf = (fn: () => unknown) => {
+      try {
+        fn();
+      } catch (caught) {
+        return caught;
+      }
+      return undefined;
+    };
+    expect(errorOf(() => objects.view({ fresh: true }).readNodes(levels[1]!))).toMatchObject({ code: "APEX_E_INTEGRITY", kind: "tree", hash: damaged, reason: "corrupt" });
+    transactionSync(store, () => objects.removeRaw("tree", gone));
+    const rest = levels[1]!.filter((hash) => hash !== damaged);
+    expect(errorOf(() => objects.view({ fresh: true }).readNodes(rest))).toMatchObject({ code: "APEX_E_INTEGRITY", kind: "tree", hash: gone, reason: "missing" });
+    const garbage = Buffer.from("not a node");
+    transactionSync(store, () => objects.putRaw("tree", sha256(garbage), garbage));
+    expect(errorOf(() => objects.view({ fresh: true }).readNodes([sha256(garbage)]))).toMatchObject({ kind: "tree", reason: "undecodable" });
+  });
+
+  it("visitValues hands over the text of large decompressed buffers, and values decode from it as from their bytes", async () => {
+    const objects = ObjectStore.of(store);
+    const values: JsonValue[] = Array.from({ length: 600 }, (_, i) => ({
+      t: "json",
+      d: JSON.stringify(i % 3 === 0 ? `é ${i} `.repeat(200) : `plain ${i} `.repeat(150)),
+      v: i,
+    }));
+    const items = values.map((value) => {
+      const bytes = encodeValue(value);
+      return { kind: "value" as const, hash: sha256(bytes), bytes };
+    });
+    for (let batch = 0; batch < 3; batch++) await store.transaction(() => objects.appendObjects(items.slice(batch * 200, batch * 200 + 200), { compressValues: true }));
+    let withText = 0;
+    const decoded: JsonValue[] = new Array(items.length);
+    objects.view().visitValues(items.map((item) => item.hash), (_hash, bytes, at, slice) => {
+      if (slice) withText += 1;
+      decoded[at] = decodeValueObject(bytes, slice);
+    }, { trustChecksums: true });
+    expect(withText).toBeGreaterThan(0);
+    expect(decoded).toEqual(values);
   });
 
   it("a view hands prefetched values out once and still verifies them against their hash", async () => {

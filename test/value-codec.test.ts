@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ObjectStore, canonicalJson, decodeValueObject, lookupEntry, sha256 } from "../plugins/checkpoint/engine/objects.js";
+import { ObjectStore, canonicalJson, decodeValueObject, lookupEntry, sha256, textSlicer } from "../plugins/checkpoint/engine/objects.js";
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { VALUE_TAG, decodeValue, encodeJson, encodeValue } from "../core/store/value-codec.js";
@@ -73,6 +73,32 @@ describe("the value encoding", () => {
     }
   });
 
+
+  it("decodes the same values with the bytes' text at hand (strings taken as slices of it where they are ASCII)", () => {
+    const next = random(11);
+    const values: JsonValue[] = [...STRINGS, { t: "json", d: JSON.stringify("x".repeat(2000)), v: 3 }, ["é".repeat(100), "a".repeat(100), "\ud800".repeat(40)]];
+    for (let i = 0; i < 300; i++) values.push(randomValue(next));
+    // The values one after the other in one buffer, behind some bytes, as in a decompressed pack.
+    const encoded = values.map((value) => encodeValue(value));
+    const whole = Buffer.concat([Buffer.from([0xff, 0x80, 0x41]), ...encoded]);
+    const slice = textSlicer(Buffer.from(whole.buffer, 0, whole.buffer.byteLength).toString("latin1"));
+    let sliced = 0;
+    const counting = (buffer: Buffer, start: number, end: number) => {
+      const string = slice(buffer, start, end);
+      if (string !== undefined) sliced += 1;
+      return string;
+    };
+    let at = 3;
+    for (let i = 0; i < values.length; i++) {
+      const bytes = whole.subarray(at, at + encoded[i]!.length);
+      expect(canonicalJson(decodeValue(bytes, bytes.length, counting))).toBe(canonicalJson(values[i]));
+      at += encoded[i]!.length;
+    }
+    expect(sliced).toBeGreaterThan(0);
+    // A string with bytes past ASCII is decoded as UTF-8, not read as Latin-1 from the text.
+    const mixed = encodeValue("a".repeat(70) + "é");
+    expect(decodeValue(mixed, mixed.length, textSlicer(Buffer.from(mixed.buffer, 0, mixed.buffer.byteLength).toString("latin1")))).toBe("a".repeat(70) + "é");
+  });
   it("uses the smallest forms, and writes -0 as 0", () => {
     expect([...encodeValue(0)]).toEqual([VALUE_TAG, 0]);
     expect([...encodeValue(-0)]).toEqual([VALUE_TAG, 0]);

@@ -302,12 +302,17 @@ export function isEncodedValue(bytes: Uint8Array): boolean {
   return bytes.length > 0 && bytes[0] === VALUE_TAG;
 }
 
-/** Decodes an encoded value; throws on anything that is not one (a wrong tag, a type it never writes, a short or long buffer). */
-export function decodeValue(bytes: Uint8Array, size: number = bytes.length): JsonValue {
+/**
+ * Decodes an encoded value; throws on anything that is not one (a wrong tag, a type it never writes, a short or long buffer).
+ * `slice`: a string's UTF-8 bytes (buffer[start, end)) as a string the caller has at hand, or
+ * undefined to decode them. A whole-state read (the checkpoint engine's StringSlicer) takes
+ * long ASCII strings as slices of a decompressed pack's text: V8 shares their characters.
+ */
+export function decodeValue(bytes: Uint8Array, size: number = bytes.length, slice?: (buffer: Buffer, start: number, end: number) => string | undefined): JsonValue {
   // lmdb-js hands decoders a view of a larger shared buffer, with the record's size.
-  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, size);
+  const buffer = size === bytes.length && Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, size);
   if (buffer.length === 0 || buffer[0] !== VALUE_TAG) throw new Error("not an encoded value (no tag)");
-  const reader: Reader = { buffer, at: 1, open: 0 };
+  const reader: Reader = { buffer, at: 1, open: 0, slice };
   const value = read(reader, 0);
   if (reader.at !== buffer.length) throw new Error(`${buffer.length - reader.at} bytes after the value`);
   return value;
@@ -318,6 +323,7 @@ interface Reader {
   at: number;
   /** After readItem: how many items (or members) the array (or map) it returned still needs; 0 after anything else. */
   open: number;
+  slice: ((buffer: Buffer, start: number, end: number) => string | undefined) | undefined;
 }
 
 /**
@@ -464,7 +470,7 @@ function readString(reader: Reader, length: number): string {
     }
     return out;
   }
-  return decodeUtf8(buffer, start, end);
+  return (reader.slice && reader.slice(buffer, start, end)) ?? decodeUtf8(buffer, start, end);
 }
 
 function decodeUtf8(buffer: Buffer, start: number, end: number): string {

@@ -64,16 +64,13 @@ interface ThreadCache {
   versions: Map<string, Version>;
   /** The channel names and versions as the last put had them, in its order. */
   order?: { names: string[]; versions: Version[] };
-  /** Split channels (stored key by key): as a read found them (`keys`), or as the last put had them (`ordered`). */
+  /** Split channels (stored key by key): their keys as the last put had them, or as a read found them. */
   splits: Map<string, SplitCache>;
 }
 
-type SplitCache = { v: Version; keys: Map<string, CachedKey>; ordered?: undefined } | { v: Version; ordered: OrderedKeys; keys?: undefined };
-
-interface CachedKey {
-  serialized: SerializedValue;
-  /** The value itself when it is a primitive (compared with ===, no serialization needed), else NOT_PRIMITIVE. */
-  primitive: unknown;
+interface SplitCache {
+  v: Version;
+  ordered: OrderedKeys;
 }
 
 /**
@@ -224,7 +221,7 @@ export class ApexSaver extends BaseCheckpointSaver {
       return { v: version, value: this.serializeNow(value) ?? (await this.serialize(value)) };
     }
     const previous = delta?.splits.get(name);
-    const before = previous?.ordered ?? (previous ? orderedOf(previous.keys) : undefined);
+    const before = previous?.ordered;
     const { after, changed, kept } = diffKeys(object, names, before);
     const set: Record<string, SerializedValue> = {};
     // A changed primitive, or an object (which may have changed in place): serialized, and sent if its text changed.
@@ -284,11 +281,12 @@ export class ApexSaver extends BaseCheckpointSaver {
       if (channel.value) values.add(channel.value, channelValues, name, undefined);
       else if (channel.split) {
         const object: Record<string, unknown> = {};
-        const keys = new Map<string, CachedKey>();
+        // The keys as a put compares them (OrderedKeys), in the order of the object handed out.
+        const ordered: OrderedKeys = { names: [], primitives: [], objects: new Map() };
         const split = channel.split;
-        for (const key of Object.keys(split)) values.add(split[key]!, object, key, keys);
+        for (const key of Object.keys(split)) values.add(split[key]!, object, key, ordered);
         channelValues[name] = object;
-        cache.splits.set(name, { v: channel.v, keys });
+        cache.splits.set(name, { v: channel.v, ordered });
       }
     }
     await values.load();
@@ -382,7 +380,7 @@ export class ApexSaver extends BaseCheckpointSaver {
  * Values to deserialize, in one go where that is the same as one by one: LangGraph's
  * JsonPlusSerializer revives an array element by element, so the JSON texts of many values
  * parse as one array (one JSON.parse of the whole state instead of one call per value). Each
- * value goes to `object[key]`, and with `keys`, into the saver's cache of a split channel's
+ * value goes to `object[key]`, and with `ordered`, into the saver's cache of a split channel's
  * keys (a target per value, not a closure: a 10k-key state makes 10k of them).
  */
 class ValueBatch {
@@ -392,11 +390,15 @@ class ValueBatch {
   private readonly values: SerializedValue[] = [];
   private readonly objects: Array<Record<string, unknown>> = [];
   private readonly names: string[] = [];
-  private readonly caches: Array<Map<string, CachedKey> | undefined> = [];
+  private readonly caches: Array<OrderedKeys | undefined> = [];
+  /** Where each value's key is in its `caches` entry. */
+  private readonly cacheAt: number[] = [];
 
   constructor(private readonly saver: { serde: SerializerProtocol }) {}
 
-  add(value: SerializedValue, object: Record<string, unknown>, key: string, keys: Map<string, CachedKey> | undefined): void {
+  add(value: SerializedValue, object: Record<string, unknown>, key: string, ordered: OrderedKeys | undefined): void {
+    // The key's place in `ordered`: the value itself once it is known to be a primitive.
+    const at = ordered ? ordered.names.push(key) - 1 : -1;
     if (value.t === "json" && value.d !== undefined && this.saver.serde instanceof JsonPlusSerializer) {
       const text = value.d;
       // A JSON string without escapes (what a string value serializes to, most often) is the
@@ -404,7 +406,7 @@ class ValueBatch {
       if (text.length >= 2 && text.charCodeAt(0) === QUOTE && text.charCodeAt(text.length - 1) === QUOTE && text.indexOf("\\") === -1 && text.indexOf('"', 1) === text.length - 1) {
         const string = text.slice(1, -1);
         object[key] = string;
-        keys?.set(key, { serialized: value, primitive: string });
+        ordered?.primitives.push(string);
         return;
       }
       this.json.push(text);
@@ -413,7 +415,9 @@ class ValueBatch {
     this.values.push(value);
     this.objects.push(object);
     this.names.push(key);
-    this.caches.push(keys);
+    this.caches.push(ordered);
+    this.cacheAt.push(at);
+    ordered?.primitives.push(NOT_PRIMITIVE); // until it is loaded
   }
 
   async load(): Promise<void> {
@@ -431,8 +435,13 @@ class ValueBatch {
   }
 
   private set(at: number, loaded: unknown): void {
-    this.objects[at]![this.names[at]!] = loaded;
-    this.caches[at]?.set(this.names[at]!, { serialized: this.values[at]!, primitive: isPrimitive(loaded) ? loaded : NOT_PRIMITIVE });
+    const name = this.names[at]!;
+    this.objects[at]![name] = loaded;
+    const ordered = this.caches[at];
+    if (!ordered) return;
+    // A primitive compares with ===; an object by the text it was read from.
+    if (isPrimitive(loaded)) ordered.primitives[this.cacheAt[at]!] = loaded;
+    else ordered.objects.set(name, this.values[at]!);
   }
 }
 
@@ -550,17 +559,6 @@ function diffKeys(object: Record<string, unknown>, names: string[], before: Orde
     changed.push({ index: i, known: at >= 0 ? before!.objects.get(key) : undefined });
   }
   return { after, changed, kept };
-}
-
-/** A split channel's keys as a read found them, in the OrderedKeys form a put compares with. */
-function orderedOf(keys: Map<string, CachedKey>): OrderedKeys {
-  const ordered: OrderedKeys = { names: [], primitives: [], objects: new Map() };
-  for (const [name, { serialized, primitive }] of keys) {
-    ordered.names.push(name);
-    ordered.primitives.push(primitive);
-    if (primitive === NOT_PRIMITIVE) ordered.objects.set(name, serialized);
-  }
-  return ordered;
 }
 
 /** Where a key is in ordered keys, -1 if absent. */

@@ -453,12 +453,13 @@ export class LangGraphStore {
     // Entries in bucket order (no sort: the result is a map), each split channel's keys below it.
     const top = directoryEntries(view, entry.tree);
     const hashes: Hash[] = [];
-    const below = new Map<string, DirEntry[]>();
-    for (const channel of top) {
+    // The entries below each channel that has any, by the channel's position in `top`.
+    const below: Array<DirEntry[] | undefined> = new Array(top.length);
+    for (let i = 0; i < top.length; i++) {
+      const channel = top[i]!;
       if (channel.value) hashes.push(channel.value);
       if (channel.tree) {
-        const keys = directoryEntries(view, channel.tree);
-        below.set(channel.name, keys);
+        const keys = (below[i] = directoryEntries(view, channel.tree));
         for (const key of keys) if (key.value) hashes.push(key.value);
       }
     }
@@ -467,42 +468,48 @@ export class LangGraphStore {
     // records are kept by position (the order of `hashes`), not in a map by hash.
     const cache = this.values;
     const records = new Array<Record<string, JsonValue>>(hashes.length);
-    const wanted: Hash[] = [];
-    const wantedAt: number[] = [];
-    for (let at = 0; at < hashes.length; at++) {
-      const record = cache.get(hashes[at]!);
-      if (record) records[at] = record;
-      else {
-        wanted.push(hashes[at]!);
-        wantedAt.push(at);
+    // (the first read of a saver finds the cache empty: every value is wanted, where it is listed)
+    let wanted = hashes;
+    let wantedAt: number[] | undefined;
+    if (!cache.empty) {
+      wanted = [];
+      wantedAt = [];
+      for (let at = 0; at < hashes.length; at++) {
+        const record = cache.get(hashes[at]!);
+        if (record) records[at] = record;
+        else {
+          wanted.push(hashes[at]!);
+          wantedAt.push(at);
+        }
       }
     }
-    view.visitValues(wanted, (hash, bytes, at) => {
+    view.visitValues(wanted, (hash, bytes, at, slice) => {
       let record: Record<string, JsonValue>;
       try {
-        record = decodeValueObject(bytes) as Record<string, JsonValue>;
+        record = decodeValueObject(bytes, slice) as Record<string, JsonValue>;
       } catch (error) {
         throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
       }
-      records[wantedAt[at]!] = record;
+      records[wantedAt ? wantedAt[at]! : at] = record;
       cache.set(hash, record, bytes.length);
     }, { trustChecksums: true });
     // The records in the order `hashes` listed them: each channel's value, then its keys' values.
     let at = 0;
-    for (const channel of top) {
+    for (let i = 0; i < top.length; i++) {
+      const channel = top[i]!;
       const record = channel.value ? records[at++]! : undefined;
-      const keys = below.get(channel.name) ?? [];
+      const keys = below[i];
       if (record?.split === true) {
         const split: Record<string, SerializedValue> = {};
-        for (const key of keys) if (key.value) split[segmentName(key.name)] = serializedOf(records[at++]!);
+        if (keys) for (const key of keys) if (key.value) split[segmentName(key.name)] = serializedOf(records[at++]!);
         channels[segmentName(channel.name)] = { v: record.v as string | number, split };
         continue;
       }
-      for (const key of keys) if (key.value) at += 1;
+      if (keys) for (const key of keys) if (key.value) at += 1;
       if (!record) continue;
-      const read: TupleRecord["channels"][string] = { v: record.v as string | number };
-      if (typeof record.t === "string") read.value = serializedOf(record);
-      channels[segmentName(channel.name)] = read;
+      // (made whole: a property added later would grow the object a property store of its own)
+      const v = record.v as string | number;
+      channels[segmentName(channel.name)] = typeof record.t === "string" ? { v, value: serializedOf(record) } : { v };
     }
     return channels;
   }
@@ -546,8 +553,10 @@ export const VALUE_CACHE_BYTES = 64 * 1024 * 1024;
  * store's node cache) rather than an LRU list, a hit in the old one moving the value back.
  */
 class ValueCache {
-  private young = new Map<Hash, { record: Record<string, JsonValue>; size: number }>();
-  private old = new Map<Hash, { record: Record<string, JsonValue>; size: number }>();
+  // The records themselves, not wrapped with their size (a 10k-value read would make 10k more
+  // objects for the young generation to copy): a record moved back from `old` is counted by its text.
+  private young = new Map<Hash, Record<string, JsonValue>>();
+  private old = new Map<Hash, Record<string, JsonValue>>();
   private youngBytes = 0;
 
   constructor(private readonly capacity: number) {}
@@ -556,14 +565,18 @@ class ValueCache {
     return this.young.has(hash) || this.old.has(hash);
   }
 
+  get empty(): boolean {
+    return this.young.size === 0 && this.old.size === 0;
+  }
+
   get(hash: Hash): Record<string, JsonValue> | undefined {
     const found = this.young.get(hash);
-    if (found) return found.record;
+    if (found) return found;
     const aging = this.old.get(hash);
     if (!aging) return undefined;
     this.old.delete(hash);
-    this.set(hash, aging.record, aging.size);
-    return aging.record;
+    this.set(hash, aging, sizeOf(aging));
+    return aging;
   }
 
   set(hash: Hash, record: Record<string, JsonValue>, size: number): void {
@@ -572,9 +585,15 @@ class ValueCache {
       this.young = new Map();
       this.youngBytes = 0;
     }
-    this.young.set(hash, { record, size });
+    this.young.set(hash, record);
     this.youngBytes += size;
   }
+}
+
+/** About the encoded size of a record: its text, most of it. */
+function sizeOf(record: Record<string, JsonValue>): number {
+  const text = record.d ?? record.b;
+  return 16 + (typeof text === "string" ? text.length : 0);
 }
 
 /**
@@ -643,17 +662,15 @@ function buildChannels(view: ObjectView, parent: DirEntry | undefined, request: 
 
 /**
  * The entries of a directory (bucket order), its partition nodes read level by level, each
- * level's nodes grouped by pack: a checkpoint's nodes lie in the packs of the many steps that
- * wrote them, and read one by one each would be a read of its own.
+ * level's nodes grouped by pack (ObjectView.readNodes): a checkpoint's nodes lie in the packs
+ * of the many steps that wrote them, and read one by one each would be a read of its own.
  */
 function directoryEntries(view: ObjectView, dir: Hash): DirEntry[] {
   const entries: DirEntry[] = [];
   let level = [dir];
   while (level.length > 0) {
-    view.prefetchNodes(level);
     const next: Hash[] = [];
-    for (const hash of level) {
-      const node = view.readNode(hash);
+    for (const node of view.readNodes(level)) {
       if (node.kind === "leaf") for (const entry of node.entries) entries.push(entry);
       else for (const bucket of node.buckets) next.push(bucket.hash);
     }
@@ -699,12 +716,13 @@ function recordOf(value: SerializedValue): { [key: string]: JsonValue } {
 
 /**
  * A stored record as LangGraph's serialized value. A record of a key (`{t, d}` or `{t, b}`, as
- * recordOf writes it) is handed out as it is, not copied (a 10k-key read makes 10k of them):
- * it is shared with the value cache, and nothing downstream changes it.
+ * recordOf writes it) or of a channel (the same with its version `v`) is handed out as it is,
+ * not copied (a 10k-value read makes 10k of them): it is shared with the value cache, and
+ * nothing downstream changes it (the adapter reads `t`, `d` and `b`).
  */
 function serializedOf(record: Record<string, JsonValue>): SerializedValue {
   const { t, d, b } = record;
-  if (typeof t === "string" && record.v === undefined && (typeof d === "string") !== (typeof b === "string")) return record as unknown as SerializedValue;
+  if (typeof t === "string" && (typeof d === "string") !== (typeof b === "string")) return record as unknown as SerializedValue;
   return typeof b === "string" ? { t: String(t), b } : { t: String(t), d: String(d ?? "") };
 }
 

@@ -1,3 +1,4 @@
+import { isAscii } from "node:buffer";
 import * as cryptoModule from "node:crypto";
 import { createHash } from "node:crypto";
 import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants, gunzipSync, gzipSync, type BrotliOptions, type ZlibOptions } from "node:zlib";
@@ -177,8 +178,24 @@ export class EncodedValue {
  * The JSON value a value object holds: the value encoding (value-codec.ts), or canonical
  * JSON text, which value objects written before that encoding are. Throws if it is neither.
  */
-export function decodeValueObject(bytes: Buffer): JsonValue {
-  return isEncodedValue(bytes) ? decodeValue(bytes) : (JSON.parse(bytes.toString("utf8")) as JsonValue);
+export function decodeValueObject(bytes: Buffer, slice?: StringSlicer): JsonValue {
+  return isEncodedValue(bytes) ? decodeValue(bytes, bytes.length, slice) : (JSON.parse(bytes.toString("utf8")) as JsonValue);
+}
+
+/** Takes a string's bytes (buffer[start, end)) as a string at hand, or says to decode them (undefined): see decodeValue. */
+export type StringSlicer = (buffer: Buffer, start: number, end: number) => string | undefined;
+
+/** Strings shorter than this are decoded even when a text to slice is at hand (a slice costs an object of its own). */
+const SLICED_STRING_BYTES = 64;
+
+/**
+ * A StringSlicer over `text`, the Latin-1 text of a whole ArrayBuffer (one character per byte):
+ * a string of 64 or more ASCII bytes in it is taken as a slice of the text, whose characters V8
+ * shares (Latin-1 and UTF-8 agree on ASCII); any other string is decoded.
+ */
+export function textSlicer(text: string): StringSlicer {
+  return (buffer, start, end) =>
+    end - start >= SLICED_STRING_BYTES && isAscii(buffer.subarray(start, end)) ? text.slice(buffer.byteOffset + start, buffer.byteOffset + end) : undefined;
 }
 
 export function canonicalBytes(value: unknown): Buffer {
@@ -522,6 +539,11 @@ export const WRITE_COMPRESS_MIN_SAVING = 8;
 export const WRITE_COMPRESS_MIN_BYTES = 512;
 /** Largest uncompressed size a location record may claim: a damaged record must not make a read allocate gigabytes. */
 export const MAX_RAW_PACK_BYTES = 256 * 1024 * 1024;
+/**
+ * Decompressed buffers at least this large are read as text for the strings of their values
+ * (textSlicer): a text this long lies in V8's large-object space, which scavenges do not copy.
+ */
+const TEXT_BUFFER_BYTES = 256 * 1024;
 /** Uncompressed bytes of gzip packs decompressed in one call by a grouped read (ObjectStore.decompressGzipRun). */
 const GZIP_RUN_BYTES = 1024 * 1024;
 
@@ -890,7 +912,7 @@ export class ObjectStore {
   visitRawGrouped(
     kind: ObjectKind,
     hashes: Iterable<Hash>,
-    visit: (hash: Hash, bytes: Buffer, pack: { id: number; bytes: Buffer } | undefined, mostly: boolean, checksummed: boolean, at: number) => void,
+    visit: (hash: Hash, bytes: Buffer, pack: { id: number; bytes: Buffer } | undefined, mostly: boolean, checksummed: boolean, at: number, decompressed: boolean) => void,
     packCache?: PackCache,
     synced = false,
   ): void {
@@ -904,7 +926,7 @@ export class ObjectStore {
       try {
         location = records?.has(hash) ? this.fromRecord(kind, hash, records.get(hash)) : this.locate(kind, hash, synced);
       } catch {
-        visit(hash, Buffer.alloc(0), undefined, false, false, at); // an unreadable index record: bytes that do not match the hash
+        visit(hash, Buffer.alloc(0), undefined, false, false, at, false); // an unreadable index record: bytes that do not match the hash
         continue;
       }
       if (!location) continue;
@@ -927,7 +949,7 @@ export class ObjectStore {
           const same = location.codec === first.codec && location.rawSize === first.rawSize;
           const bytes = same ? raw?.subarray(location.offset, location.offset + location.length) : this.readCompressed(location, packCache);
           // A gzip pack that decompressed (to its recorded size) passed its CRC-32.
-          if (bytes) visit(hash, bytes, undefined, false, same && first.codec === PACK_CODEC_IDS.gzip && raw!.length > 0, at);
+          if (bytes) visit(hash, bytes, undefined, false, same && first.codec === PACK_CODEC_IDS.gzip && raw!.length > 0, at, true);
         }
         continue;
       }
@@ -937,7 +959,7 @@ export class ObjectStore {
       for (const { location } of wanted) wantedBytes += location.length;
       const mostly = wanted.length > 1 && wantedBytes * 2 >= stored.length;
       const whole = { id: pack, bytes: stored };
-      for (const { hash, location, at } of wanted) visit(hash, stored.subarray(location.offset, location.offset + location.length), whole, mostly, false, at);
+      for (const { hash, location, at } of wanted) visit(hash, stored.subarray(location.offset, location.offset + location.length), whole, mostly, false, at, false);
     }
   }
 
@@ -1376,19 +1398,43 @@ export function encodeLocation(location: ObjectLocation): Buffer {
 }
 
 export function decodeLocation(bytes: Uint8Array): ObjectLocation {
-  const reader = new ByteReader(bytes);
-  const location: ObjectLocation = { pack: reader.varint(), offset: reader.varint(), length: reader.varint() };
-  if (reader.position < bytes.length) {
-    const codec = reader.varint();
-    const rawSize = reader.varint();
+  // Read in place and made in one go (a whole-tree read decodes thousands: no reader object,
+  // and no codec fields added to a location afterwards, which grows it a property store).
+  const pack = varintAt(bytes, 0);
+  const offset = varintAt(bytes, varintEnd);
+  const length = varintAt(bytes, varintEnd);
+  let location: ObjectLocation;
+  if (varintEnd < bytes.length) {
+    const codec = varintAt(bytes, varintEnd);
+    const rawSize = varintAt(bytes, varintEnd);
     if (!CODEC_BY_ID.has(codec)) throw new Error(`unknown codec ${codec}`);
-    if (rawSize > MAX_RAW_PACK_BYTES || location.offset + location.length > rawSize) throw new Error(`slice past the end of the uncompressed pack`);
-    location.codec = codec;
-    location.rawSize = rawSize;
-  }
-  reader.end();
-  if (location.pack === 0) throw new Error("pack id 0");
+    if (rawSize > MAX_RAW_PACK_BYTES || offset + length > rawSize) throw new Error(`slice past the end of the uncompressed pack`);
+    location = { pack, offset, length, codec, rawSize };
+  } else location = { pack, offset, length };
+  if (varintEnd !== bytes.length) throw new Error(`${bytes.length - varintEnd} trailing bytes`);
+  if (pack === 0) throw new Error("pack id 0");
   return location;
+}
+
+/** Where the last varintAt ended. */
+let varintEnd = 0;
+
+/** The varint at `start` (as ByteReader.varint reads it: minimal, at most 8 bytes); sets varintEnd. */
+function varintAt(bytes: Uint8Array, start: number): number {
+  let value = 0;
+  let scale = 1;
+  for (let i = 0; i < 8; i++) {
+    if (start + i >= bytes.length) throw new Error("truncated node");
+    const byte = bytes[start + i]!;
+    value += (byte & 0x7f) * scale;
+    if (!(byte & 0x80)) {
+      if (i > 0 && byte === 0) throw new Error("non-minimal varint");
+      varintEnd = start + i + 1;
+      return value;
+    }
+    scale *= 128;
+  }
+  throw new Error("varint too long");
 }
 
 /**
@@ -1604,7 +1650,7 @@ export class ObjectView {
    * that places the value in it: for reads that serve data (a LangGraph getTuple, where hashing
    * every value cost as much as reading it), never for validation, which re-hashes everything.
    */
-  visitValues(hashes: readonly Hash[], visit: (hash: Hash, bytes: Buffer, at: number) => void, options: { trustChecksums?: boolean } = {}): void {
+  visitValues(hashes: readonly Hash[], visit: (hash: Hash, bytes: Buffer, at: number, slice: StringSlicer | undefined) => void, options: { trustChecksums?: boolean } = {}): void {
     const trust = options.trustChecksums ?? false;
     const fromStore: Hash[] = [];
     // Where each hash read from the store is in `hashes` (`at`), when some were not.
@@ -1618,16 +1664,25 @@ export class ObjectView {
       } else {
         positions ??= Array.from({ length: fromStore.length }, (_, i) => i);
         if (sha256(bytes) !== hash) throw new ObjectDamageError("value", hash, "corrupt");
-        visit(hash, bytes, at);
+        visit(hash, bytes, at, undefined);
       }
     }
     let visited = 0;
+    // A slicer over the text of the decompressed buffer the last values lay in, made once for it.
+    let textOf: ArrayBufferLike | undefined;
+    let slicer: StringSlicer | undefined;
     this.objects.visitRawGrouped(
       "value",
       fromStore,
-      (hash, bytes, _pack, _many, checksummed, at) => {
+      (hash, bytes, _pack, _many, checksummed, at, decompressed) => {
         if (!(trust && checksummed) && sha256(bytes) !== hash) throw new ObjectDamageError("value", hash, "corrupt");
-        visit(hash, bytes, positions ? positions[at]! : at);
+        // Decompressed buffers are never written again: a text of one stays true to it.
+        const large = decompressed && bytes.buffer.byteLength >= TEXT_BUFFER_BYTES;
+        if (large && textOf !== bytes.buffer) {
+          textOf = bytes.buffer;
+          slicer = textSlicer(Buffer.from(bytes.buffer, 0, bytes.buffer.byteLength).toString("latin1"));
+        }
+        visit(hash, bytes, positions ? positions[at]! : at, large ? slicer : undefined);
         visited += 1;
       },
       this.packCache,
@@ -1698,18 +1753,61 @@ export class ObjectView {
   readNode(hash: Hash): TreeNode {
     const cached = this.nodeCache.get(hash);
     if (cached) return cached.node;
-    let bytes = this.bytesOf("tree", hash);
+    const bytes = this.bytesOf("tree", hash);
     if (!bytes) throw new ObjectDamageError("tree", hash, "missing");
     if (sha256(bytes) !== hash) throw new ObjectDamageError("tree", hash, "corrupt");
+    // A slice of a decompressed pack would keep the whole pack alive in the cache.
+    return this.decodeNode(hash, bytes, bytes.buffer.byteLength > 8192);
+  }
+
+  /**
+   * The nodes `hashes` name, in that order: those not in the node cache read grouped by pack
+   * (ObjectStore.visitRawGrouped), each verified against its hash and decoded where it lies,
+   * only its bytes copied (for the cache). A tree read level by level (a LangGraph getTuple
+   * reads thousands of small nodes from hundreds of packs) reads each level this way. Throws
+   * ObjectDamageError as readNode does.
+   */
+  readNodes(hashes: readonly Hash[]): TreeNode[] {
+    const nodes = new Array<TreeNode>(hashes.length);
+    const fromStore: Hash[] = [];
+    const positions: number[] = [];
+    for (let at = 0; at < hashes.length; at++) {
+      const hash = hashes[at]!;
+      const cached = this.nodeCache.get(hash);
+      if (cached) nodes[at] = cached.node;
+      else if (this.overlayTrees?.has(hash) || this.pending.has(hash) || this.prefetchedNodes.has(hash)) nodes[at] = this.readNode(hash);
+      else {
+        fromStore.push(hash);
+        positions.push(at);
+      }
+    }
+    if (fromStore.length === 0) return nodes;
+    let visited = 0;
+    this.objects.visitRawGrouped(
+      "tree",
+      fromStore,
+      (hash, bytes, _pack, _mostly, _checksummed, at) => {
+        if (sha256(bytes) !== hash) throw new ObjectDamageError("tree", hash, "corrupt");
+        nodes[positions[at]!] = this.decodeNode(hash, bytes, true); // the bytes are valid until the next read
+        visited += 1;
+      },
+      this.packCache,
+      true,
+    );
+    // One that is missing (a damaged store): readNode says which.
+    if (visited < fromStore.length) for (let i = 0; i < fromStore.length; i++) nodes[positions[i]!] ??= this.readNode(fromStore[i]!);
+    return nodes;
+  }
+
+  /** A verified node's bytes decoded and cached (a copy of them when `copy`). */
+  private decodeNode(hash: Hash, bytes: Buffer, copy: boolean): TreeNode {
     let node: TreeNode;
     try {
       node = decodeTreeNode(bytes);
     } catch (error) {
       throw new ObjectDamageError("tree", hash, "undecodable", (error as Error).message);
     }
-    // A slice of a decompressed pack would keep the whole pack alive in the cache.
-    if (bytes.buffer.byteLength > 8192) bytes = copyOf(bytes);
-    this.nodeCache.set(hash, { node, bytes });
+    this.nodeCache.set(hash, { node, bytes: copy ? copyOf(bytes) : bytes });
     return node;
   }
 }
