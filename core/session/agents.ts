@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { ApexError } from "../errors.js";
 import { openPrivate } from "../store/private.js";
 import type { AgentConfig } from "../config/types.js";
@@ -171,12 +171,4 @@ export function tailLines(file: string, lines: number): string[] {
   if (all[all.length - 1] === "") all.pop();
   if (length < size) all.shift(); // probably a partial first line
   return all.slice(-lines);
-}
-
-export function readText(file: string): string {
-  try {
-    return readFileSync(file, "utf8");
-  } catch {
-    return "";
-  }
 }

@@ -27,9 +27,6 @@ import { ApexError } from "../errors.js";
 import type { Store, Table, WriteBatch } from "../store/store.js";
 import { sessionPath, type SessionRecord } from "./records.js";
 
-/** Default `session.lease_ttl`, in seconds. */
-export const DEFAULT_LEASE_TTL_SECONDS = 15;
-
 /** The named table holding one lease per session (string key: the session id). */
 export const LEASES_TABLE = "leases";
 export const LEASES_OPTIONS = { keys: "string", values: "structured" } as const;

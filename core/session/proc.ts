@@ -361,14 +361,6 @@ export function sealedStdio(): { extra: Array<"ignore" | number>; release(): voi
   return { extra, release: () => devNull >= 0 && closeSync(devNull) };
 }
 
-export function systemUptimeSeconds(): number {
-  try {
-    return Number(readFileSync("/proc/uptime", "latin1").split(" ")[0]);
-  } catch {
-    return 0;
-  }
-}
-
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
