@@ -198,4 +198,27 @@ describe("postgres schema layouts", () => {
     }
     expect(await query(database, `SELECT version FROM apex.layout`)).toEqual([{ version: LAYOUT + 1 }]);
   });
+
+  it("names a schema this role may not read as the store's error, from exists() and open() alike", async () => {
+    const database = await cluster.createDatabase();
+    const spec: StoreSpec = { backend: "postgres", dir: "/nonexistent/.apex", url: database, project: "p" };
+    const store = track(postgresBackend.open(spec, { actor: "user:test" }));
+    await store.set("/x", 1);
+    const role = `r_${process.pid}_${Date.now().toString(36)}`;
+    await query(database, `CREATE ROLE ${role} LOGIN PASSWORD 'pw'`);
+    await query(database, `GRANT USAGE ON SCHEMA apex TO ${role}`);
+    try {
+      // The role connects and may look into the schema, but not read its tables.
+      const url = new URL(database);
+      url.username = role;
+      url.password = "pw";
+      const theirs: StoreSpec = { ...spec, url: url.toString() };
+      for (const attempt of [() => postgresBackend.exists(theirs), () => track(postgresBackend.open(theirs, { readOnly: true }))]) {
+        expect(attempt).toThrowError(expect.objectContaining({ code: "APEX_E_STORE", message: expect.stringMatching(/permission denied/) }));
+      }
+    } finally {
+      await query(database, `DROP OWNED BY ${role}`);
+      await query(database, `DROP ROLE ${role}`);
+    }
+  });
 });

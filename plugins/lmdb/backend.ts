@@ -150,7 +150,7 @@ export class LmdbStore implements StorageBackend {
     // Creating a database commits: in a new store that is done inside transactionSync(), which
     // makes sure the commit builds on the newest state (last-commit.ts). Opening existing ones
     // writes nothing.
-    if (!this.readOnly && !KEYSPACE_DB_NAMES.every((name) => root.doesExist(name))) this.transactionSync(openAll);
+    if (!this.readOnly && !KEYSPACE_DB_NAMES.every((name) => namedDatabaseExists(root, name))) this.transactionSync(openAll);
     else openAll();
   }
 
@@ -232,7 +232,7 @@ export class LmdbStore implements StorageBackend {
       if (options.values === "binary") dbOptions.encoding = "binary";
       if (options.keys === "uint32" || options.keys === "binary") dbOptions.keyEncoding = options.keys;
     }
-    const creating = !this.readOnly && !this.root.doesExist(name);
+    const creating = !this.readOnly && !namedDatabaseExists(this.root, name);
     // Creating a database is a commit of its own: it needs room too (room.ts).
     if (creating) this.assertRoom(SMALL_COMMIT_BYTES, `creating the table ${name}`);
     // A read-only environment returns nothing for a database it does not contain yet. A
@@ -673,6 +673,18 @@ function writeStoreGitignore(dir: string): void {
   }
 }
 
+
+/**
+ * Whether the environment holds a named database. The root database lists them by name, but
+ * its `doesExist(name)` always answers false: a named database's record is not a value that
+ * LMDB's get returns. The root's keys are read instead (a seek, not a scan). A database
+ * created by another process after this one's read snapshot reads as missing: the creating
+ * path then opens it, which is correct, only slower.
+ */
+export function namedDatabaseExists(root: RootDatabase, name: string): boolean {
+  for (const key of root.getKeys({ start: name, limit: 1 })) return key === name;
+  return false;
+}
 
 /** A table that does not exist yet in a read-only store: reads as empty, refuses writes. */
 function emptyTable(): Table<TableKey, unknown> {

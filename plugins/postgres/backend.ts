@@ -435,7 +435,8 @@ export const postgresBackend: StorageBackendFactory = {
       return exists;
     } catch (error) {
       void bridge.close();
-      throw error;
+      // A driver error past the first statement (a schema this role may not read) named as the store's, as open() does.
+      throw connectError(url, error);
     }
   },
 };
