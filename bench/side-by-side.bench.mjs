@@ -13,12 +13,14 @@
 // runner's own CPU (ns) and git's (reaped children, in 10 ms ticks), per checkpoint.
 // A cycle is `--writes` writes of new values (each write's value is new, so each checkpoint
 // stores new objects in the object store both sessions share) and then a checkpoint.
-// Each session is compared with itself: a ratio pairs phases measured by one and the same
-// supervisor process (a supervisor started anew runs code V8 has not optimised yet, so comparing
-// a new branch supervisor with a long-running main one measured the warm-up, not the sessions).
-// A round has three phases: main alone (the branch stopped), both active, the branch alone (main
-// stopped); rounds alternate their order (ABC, CBA, …), so each stop or start restarts only the
-// session not measured across it, and a drift of the machine's load weighs on both sides.
+// Each session is compared with itself, in one process: a supervisor started anew runs code V8
+// has not optimised yet (1.5× the CPU after one warm-up cycle, 1.3× after ten), so a ratio pairs
+// phases of one and the same supervisor process, warmed up. A round measures one session (main,
+// the branch, main, …): alone (the other stopped), then beside the other, started again for it and
+// not measured there; the session measured has run since the round before (where it was started
+// and warmed up beside the other, or at the outset). Alone comes first in every round (the other
+// must be stopped for it and started for the phase beside), so a drift of the load within a
+// round is not balanced; rounds are short (~15 s) for that reason.
 // "Beside" (held): in the both-active phase the two sessions take turns, cycle by cycle, so every
 // checkpoint of one follows a cycle of the other's writes and checkpoint (what it costs to scan
 // and catch up with another session's work is in the figure), while no two cycles overlap (the
@@ -30,12 +32,12 @@
 // store's one write lock). Every phase begins with --settle unmeasured turns (see SETTLE).
 // Statistics: one sample per cycle. A single checkpoint's CPU time varies 3–4× between identical
 // cycles on a loaded machine (caches and cores shared with other work), so a ratio needs many
-// samples: every figure is the median over all cycles of its phase (--rounds × --cycles), with
+// samples: every figure is the median over all cycles of its phase (--rounds / 2 × --cycles), with
 // its interquartile range; the ratio is the ratio of those medians, held to the target, printed
 // with a 90% interval from a bootstrap over rounds (rounds drawn with replacement, so a round
 // measured during a burst of load weighs as it would in another run) and the range of the
 // ratios of single rounds.
-//   node bench/side-by-side.bench.mjs [--writes 50] [--cycles 6] [--rounds 6] [--both 3] [--settle 3] [--warmup 10]
+//   node bench/side-by-side.bench.mjs [--writes 50] [--cycles 6] [--rounds 8] [--both 3] [--settle 2] [--warmup 20]
 import { execFileSync, spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -43,20 +45,19 @@ import { APEX, median, numberOption, printTable, tempProject } from "./lib.mjs";
 import { callSupervisor } from "../dist/core/rpc/call.js";
 
 const WRITES = numberOption("writes", 50);
-const ROUNDS = numberOption("rounds", 6);
+const ROUNDS = numberOption("rounds", 8);
 const CYCLES = numberOption("cycles", 6);
 /** Cycles per round that drive both sessions at once (reported only). */
 const BOTH = numberOption("both", 3);
 const TARGET = 1.2;
-// A branch supervisor is started anew for every side-by-side phase: its first checkpoints run code
-// V8 has not optimised yet (measured: 1.5× the CPU of a warm one after 1 warm-up cycle), so it warms up first.
-const WARMUP = numberOption("warmup", 10);
+// A supervisor started again for a phase runs code V8 has not optimised yet (measured: 1.5× the CPU
+// of a warm one after 1 warm-up cycle, 1.3× after 10), so it warms up first.
+const WARMUP = numberOption("warmup", 20);
 /**
- * Unmeasured turns at the start of every phase. A session started or stopped slows the session
- * that keeps running for about a second (measured: its next 2–3 checkpoints cost 2–4× their CPU,
- * in the phase that follows a start, i.e. the one beside), which the median of a few cycles did not hide.
+ * Unmeasured turns at the start of every phase: in runs without them, the 2nd and 3rd checkpoints
+ * of the phase beside (right after the other's start) cost 1.5–2× the median of the later ones.
  */
-const SETTLE = numberOption("settle", 3);
+const SETTLE = numberOption("settle", 2);
 const value = { text: "x".repeat(1000) };
 /** Writes so far: each value carries its number, so no two writes store the same object. */
 let written = 0;
@@ -184,9 +185,9 @@ async function workload(session, prefix, count) {
 
 const MEASURES = ["writeWall", "writeCpu", "checkpointWall", "checkpointCpu", "checkpointGit"];
 /**
- * samples[phase][measure][round] = values of that round. Phases: mainAlone, branchAlone (each with
- * the other stopped, taking turns with the peer), mainSide, branchSide (taking turns with each
- * other), mainBoth, branchBoth (both driven at once).
+ * samples[phase][measure][round] = values of that round (main's phases in even rounds, the
+ * branch's in odd ones). Phases: mainAlone, branchAlone (the other stopped, taking turns with the
+ * peer), mainSide, branchSide (taking turns with each other), mainBoth, branchBoth (both driven at once).
  */
 const PHASES = ["mainAlone", "branchAlone", "mainSide", "branchSide", "mainBoth", "branchBoth"];
 const samples = Object.fromEntries(PHASES.map((phase) => [phase, Object.fromEntries(MEASURES.map((measure) => [measure, Array.from({ length: ROUNDS }, () => [])]))]));
@@ -227,8 +228,9 @@ try {
    * own store) doing the same work, as it takes turns with the other session of its project
    * beside it: what differs is only whether the one in between shares its store.
    */
-  const alone = async (name, phase, round) => {
-    const first = round % 2 === 0 ? [name, "peer"] : ["peer", name];
+  const alone = async (name, round) => {
+    const phase = name === "main" ? "mainAlone" : "branchAlone";
+    const first = [name, "peer"];
     for (let cycle = 0; cycle < SETTLE; cycle++) for (const who of first) await workload(running[who], who, WRITES);
     for (let cycle = 0; cycle < CYCLES; cycle++) {
       for (const who of first) {
@@ -237,36 +239,32 @@ try {
       }
     }
   };
-  const measure = {
-    mainAlone: async (round) => {
-      if (running.track) await stop("track");
-      if (!running.main) await start("main");
-      await alone("main", "mainAlone", round);
-    },
-    branchAlone: async (round) => {
-      if (running.main) await stop("main");
-      if (!running.track) await start("track");
-      await alone("track", "branchAlone", round);
-    },
-    side: async (round) => {
-      for (const name of ["main", "track"]) if (!running[name]) await start(name);
-      // The sessions take turns cycle by cycle (which one begins alternates with the rounds);
-      // the cycles driving both at once come after, so no held cycle collects their garbage.
-      const order = round % 2 === 0 ? ["main", "track"] : ["track", "main"];
-      for (let cycle = 0; cycle < SETTLE; cycle++) for (const name of order) await workload(running[name], name, WRITES);
-      for (let cycle = 0; cycle < CYCLES; cycle++) {
-        for (const name of order) record(name === "main" ? "mainSide" : "branchSide", round, await workload(running[name], name, WRITES));
+  /** Both sessions take turns cycle by cycle; only `name`'s cycles are recorded (the other was just started). */
+  const beside = async (name, round) => {
+    const order = [name, other(name)];
+    for (let cycle = 0; cycle < SETTLE; cycle++) for (const who of order) await workload(running[who], who, WRITES);
+    for (let cycle = 0; cycle < CYCLES; cycle++) {
+      for (const who of order) {
+        const result = await workload(running[who], who, WRITES);
+        if (who === name) record(name === "main" ? "mainSide" : "branchSide", round, result);
       }
-      for (let cycle = 0; cycle < BOTH; cycle++) {
-        const [x, y] = await Promise.all([workload(running.main, "main", WRITES), workload(running.track, "track", WRITES)]);
-        record("mainBoth", round, x);
-        record("branchBoth", round, y);
-      }
-    },
+    }
+    // The cycles driving both at once come after, so no held cycle collects their garbage.
+    for (let cycle = 0; cycle < BOTH; cycle++) {
+      const [x, y] = await Promise.all([workload(running.main, "main", WRITES), workload(running.track, "track", WRITES)]);
+      record(name === "main" ? "mainBoth" : "branchBoth", round, name === "main" ? x : y);
+    }
   };
-  // ABC, CBA, …: each stop or start restarts only the session whose ratio does not span it.
+  // A round measures one session (main, the branch, main, …): alone (the other stopped), then
+  // beside the other, started again for it. The session measured has run since the round before
+  // (started there, or at the outset), so both its phases are of one warm process.
   for (let round = 0; round < ROUNDS; round++) {
-    for (const phase of round % 2 === 0 ? ["mainAlone", "side", "branchAlone"] : ["branchAlone", "side", "mainAlone"]) await measure[phase](round);
+    const name = round % 2 === 0 ? "main" : "track";
+    if (running[other(name)]) await stop(other(name));
+    if (!running[name]) await start(name);
+    await alone(name, round);
+    await start(other(name));
+    await beside(name, round);
   }
 } finally {
   spawnSync(process.execPath, [APEX, "--session", "track", "stop", "--force"], { cwd: work.dir, env });
@@ -291,7 +289,9 @@ const summary = (phase, measure) => {
 };
 /** The ratio of medians round by round: its lowest and highest. */
 const roundRange = (phase, baseline, measure) => {
-  const ratios = samples[phase][measure].map((values, round) => median(values) / median(samples[baseline][measure][round]));
+  const ratios = samples[phase][measure]
+    .map((values, round) => (values.length > 0 && samples[baseline][measure][round].length > 0 ? median(values) / median(samples[baseline][measure][round]) : undefined))
+    .filter((ratio) => ratio !== undefined);
   return `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`;
 };
 /** A seeded generator (mulberry32): the interval is the same for the same samples. */
@@ -302,22 +302,23 @@ const seeded = (seed) => () => {
   return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
 };
 /**
- * A 90% interval of the ratio of medians: rounds are drawn with replacement (the same rounds for
- * both phases, which were measured in them side by side), their cycles pooled, the ratio of
- * medians taken; the 5th and 95th percentiles of 2000 such ratios.
+ * A 90% interval of the ratio of medians: the session's rounds are drawn with replacement (the
+ * same rounds for both phases, which were measured in them one after the other), their cycles
+ * pooled, the ratio of medians taken; the 5th and 95th percentiles of 2000 such ratios.
  */
 const interval = (phase, baseline, measure) => {
   const random = seeded(ROUNDS * 7919 + CYCLES);
+  const rounds = samples[phase][measure].flatMap((values, round) => (values.length > 0 && samples[baseline][measure][round].length > 0 ? [round] : []));
   const ratios = [];
   for (let draw = 0; draw < 2000; draw++) {
     const measured = [];
     const base = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      const round = Math.floor(random() * ROUNDS);
+    for (let i = 0; i < rounds.length; i++) {
+      const round = rounds[Math.floor(random() * rounds.length)];
       measured.push(...samples[phase][measure][round]);
       base.push(...samples[baseline][measure][round]);
     }
-    ratios.push(median(measured) / median(base));
+    if (measured.length > 0 && base.length > 0) ratios.push(median(measured) / median(base));
   }
   return `${quantile(ratios, 0.05).toFixed(2)}–${quantile(ratios, 0.95).toFixed(2)}`;
 };
@@ -338,7 +339,7 @@ const row = (label, phase, baselinePhase, measure, target) => {
   };
 };
 const title = (what) =>
-  `${what} (${ROUNDS} rounds ABC/CBA of ${CYCLES} cycles per phase (${BOTH} both at once), a cycle: ${WRITES} writes of ~1 KB then a checkpoint; baseline: the same session alone; [interquartile range]; ratio of medians with a 90% bootstrap interval over rounds and the range of single rounds)`;
+  `${what} (${ROUNDS} rounds, each of one session alone then beside the other, ${CYCLES} cycles a phase (${BOTH} both at once), a cycle: ${WRITES} writes of ~1 KB then a checkpoint; baseline: the same session alone; [interquartile range]; ratio of medians with a 90% bootstrap interval over the session's rounds and the range of single rounds)`;
 const met = printTable(title("Sessions side by side, CPU time of the serving supervisor"), [
   row("memory.set CPU, main beside a running branch", "mainSide", "mainAlone", "writeCpu", TARGET),
   row("memory.set CPU, the branch beside running main", "branchSide", "branchAlone", "writeCpu", TARGET),
