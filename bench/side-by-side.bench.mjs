@@ -18,9 +18,9 @@
 // phases of one and the same supervisor process, warmed up. A round measures one session (main,
 // the branch, main, …): alone (the other stopped), then beside the other, started again for it and
 // not measured there; the session measured has run since the round before (where it was started
-// and warmed up beside the other, or at the outset). Alone comes first in every round (the other
-// must be stopped for it and started for the phase beside), so a drift of the load within a
-// round is not balanced; rounds are short (~15 s) for that reason.
+// and warmed up beside the other, or at the outset), or was started and warmed up for the round.
+// A session's rounds alternate the order of its phases (alone first, then beside first), so a
+// drift of the load within a round weighs on both sides alike; rounds are short (~15 s).
 // "Beside" (held): in the both-active phase the two sessions take turns, cycle by cycle, so every
 // checkpoint of one follows a cycle of the other's writes and checkpoint (what it costs to scan
 // and catch up with another session's work is in the figure), while no two cycles overlap (the
@@ -239,7 +239,7 @@ try {
       }
     }
   };
-  /** Both sessions take turns cycle by cycle; only `name`'s cycles are recorded (the other was just started). */
+  /** Both sessions take turns cycle by cycle; only `name`'s cycles are recorded. */
   const beside = async (name, round) => {
     const order = [name, other(name)];
     for (let cycle = 0; cycle < SETTLE; cycle++) for (const who of order) await workload(running[who], who, WRITES);
@@ -255,16 +255,24 @@ try {
       record(name === "main" ? "mainBoth" : "branchBoth", round, name === "main" ? x : y);
     }
   };
-  // A round measures one session (main, the branch, main, …): alone (the other stopped), then
-  // beside the other, started again for it. The session measured has run since the round before
-  // (started there, or at the outset), so both its phases are of one warm process.
+  // A round measures one session (main, the branch, main, …) alone (the other stopped) and
+  // beside the other; both phases are of one warm process. Each session's rounds alternate the
+  // order of its two phases (alone then beside, beside then alone, …), so a drift of the
+  // machine's load within a round weighs on both sides alike.
   for (let round = 0; round < ROUNDS; round++) {
     const name = round % 2 === 0 ? "main" : "track";
-    if (running[other(name)]) await stop(other(name));
-    if (!running[name]) await start(name);
-    await alone(name, round);
-    await start(other(name));
-    await beside(name, round);
+    if (Math.floor(round / 2) % 2 === 0) {
+      if (running[other(name)]) await stop(other(name));
+      if (!running[name]) await start(name);
+      await alone(name, round);
+      await start(other(name));
+      await beside(name, round);
+    } else {
+      for (const who of [name, other(name)]) if (!running[who]) await start(who);
+      await beside(name, round);
+      await stop(other(name));
+      await alone(name, round);
+    }
   }
 } finally {
   spawnSync(process.execPath, [APEX, "--session", "track", "stop", "--force"], { cwd: work.dir, env });
@@ -339,7 +347,7 @@ const row = (label, phase, baselinePhase, measure, target) => {
   };
 };
 const title = (what) =>
-  `${what} (${ROUNDS} rounds, each of one session alone then beside the other, ${CYCLES} cycles a phase (${BOTH} both at once), a cycle: ${WRITES} writes of ~1 KB then a checkpoint; baseline: the same session alone; [interquartile range]; ratio of medians with a 90% bootstrap interval over the session's rounds and the range of single rounds)`;
+  `${what} (${ROUNDS} rounds, each of one session alone and beside the other (the order alternating), ${CYCLES} cycles a phase (${BOTH} both at once), a cycle: ${WRITES} writes of ~1 KB then a checkpoint; baseline: the same session alone; [interquartile range]; ratio of medians with a 90% bootstrap interval over the session's rounds and the range of single rounds)`;
 const met = printTable(title("Sessions side by side, CPU time of the serving supervisor"), [
   row("memory.set CPU, main beside a running branch", "mainSide", "mainAlone", "writeCpu", TARGET),
   row("memory.set CPU, the branch beside running main", "branchSide", "branchAlone", "writeCpu", TARGET),
