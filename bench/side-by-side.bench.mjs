@@ -7,21 +7,37 @@
 // What is held to the target is the CPU time the serving supervisor spends on the work (the sum
 // over its threads of /proc/<pid>/task/*/schedstat, in ns): on a loaded 2-core machine the wall
 // time mostly measures who else got the cores, while the CPU time measures whether the work itself
-// grows when another session is active (scanning its changes, reloading caches it invalidated).
-// Wall times are printed beside it. The git a checkpoint runs (`git status`, through the git
-// plugin's runner shell from a supervisor's second checkpoint on) is counted apart: the runner's
-// own CPU (ns) and git's (reaped children, in 10 ms ticks), per checkpoint.
-// Each session is compared with itself: a ratio pairs phases measured by one and the same
-// supervisor process (a supervisor started anew runs code V8 has not optimised yet, so comparing
-// a new branch supervisor with a long-running main one measured the warm-up, not the sessions).
-// A round has three phases: main alone (the branch stopped), both active, the branch alone (main
-// stopped); rounds alternate their order (ABC, CBA, …), so each stop or start restarts only the
-// session not measured across it, and a drift of the machine's load weighs on both sides. Every
-// figure is the median over all cycles of its phase with its interquartile range; the ratio is
-// the ratio of those medians, with its range over the rounds. "each" is measured one session at a
-// time with the other active and idle; the row "both at once" drives both concurrently and is
-// reported, not held (two writers share the store's one write lock).
-//   node bench/side-by-side.bench.mjs [--writes 50] [--cycles 3] [--rounds 6] [--warmup 10]
+// grows when another session is active (scanning its changes, catching up with the objects it
+// stored). Wall times are printed beside it. The git a checkpoint runs (`git status`, through the
+// git plugin's runner shell from a supervisor's second checkpoint on) is counted apart: the
+// runner's own CPU (ns) and git's (reaped children, in 10 ms ticks), per checkpoint.
+// A cycle is `--writes` writes of new values (each write's value is new, so each checkpoint
+// stores new objects in the object store both sessions share) and then a checkpoint.
+// Each session is compared with itself, in one process: a supervisor started anew runs code V8
+// has not optimised yet (1.5× the CPU after one warm-up cycle, 1.3× after ten), so a ratio pairs
+// phases of one and the same supervisor process, warmed up. A round measures one session (main,
+// the branch, main, …): alone (the other stopped), then beside the other, started again for it and
+// not measured there; the session measured has run since the round before (where it was started
+// and warmed up beside the other, or at the outset), or was started and warmed up for the round.
+// A session's rounds alternate the order of its phases (alone first, then beside first), so a
+// drift of the load within a round weighs on both sides alike; rounds are short (~15 s).
+// "Beside" (held): in the both-active phase the two sessions take turns, cycle by cycle, so every
+// checkpoint of one follows a cycle of the other's writes and checkpoint (what it costs to scan
+// and catch up with another session's work is in the figure), while no two cycles overlap (the
+// figure is not a measure of two processes sharing two cores). "Alone" takes turns the same way
+// with a peer: a session of another project (its own store) doing the same work, so the two
+// phases differ only in whether the session in between shares the store (a session working
+// back to back without a break keeps its caches warmer, which is not what is compared here).
+// "Both at once" drives both concurrently and is reported, not held (two writers share the
+// store's one write lock). Every phase begins with --settle unmeasured turns (see SETTLE).
+// Statistics: one sample per cycle. A single checkpoint's CPU time varies 3–4× between identical
+// cycles on a loaded machine (caches and cores shared with other work), so a ratio needs many
+// samples: every figure is the median over all cycles of its phase (--rounds / 2 × --cycles), with
+// its interquartile range; the ratio is the ratio of those medians, held to the target, printed
+// with a 90% interval from a bootstrap over rounds (rounds drawn with replacement, so a round
+// measured during a burst of load weighs as it would in another run) and the range of the
+// ratios of single rounds.
+//   node bench/side-by-side.bench.mjs [--writes 50] [--cycles 6] [--rounds 8] [--both 3] [--settle 2] [--warmup 20]
 import { execFileSync, spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -29,13 +45,22 @@ import { APEX, median, numberOption, printTable, tempProject } from "./lib.mjs";
 import { callSupervisor } from "../dist/core/rpc/call.js";
 
 const WRITES = numberOption("writes", 50);
-const ROUNDS = numberOption("rounds", 6);
-const CYCLES = numberOption("cycles", 3);
+const ROUNDS = numberOption("rounds", 8);
+const CYCLES = numberOption("cycles", 6);
+/** Cycles per round that drive both sessions at once (reported only). */
+const BOTH = numberOption("both", 3);
 const TARGET = 1.2;
-// A branch supervisor is started anew for every side-by-side phase: its first checkpoints run code
-// V8 has not optimised yet (measured: 1.5× the CPU of a warm one after 1 warm-up cycle), so it warms up first.
-const WARMUP = numberOption("warmup", 10);
+// A supervisor started again for a phase runs code V8 has not optimised yet (measured: 1.5× the CPU
+// of a warm one after 1 warm-up cycle, 1.3× after 10), so it warms up first.
+const WARMUP = numberOption("warmup", 20);
+/**
+ * Unmeasured turns at the start of every phase: in runs without them, the 2nd and 3rd checkpoints
+ * of the phase beside (right after the other's start) cost 1.5–2× the median of the later ones.
+ */
+const SETTLE = numberOption("settle", 2);
 const value = { text: "x".repeat(1000) };
+/** Writes so far: each value carries its number, so no two writes store the same object. */
+let written = 0;
 
 const env = { ...process.env, NO_COLOR: "1", GIT_AUTHOR_NAME: "b", GIT_AUTHOR_EMAIL: "b@example.com", GIT_COMMITTER_NAME: "b", GIT_COMMITTER_EMAIL: "b@example.com" };
 for (const key of Object.keys(env)) if (key.startsWith("APEX_")) delete env[key];
@@ -111,12 +136,22 @@ function gitCpuMs(pid) {
 
 const work = tempProject("apex-bench-side-");
 const worktrees = tempProject("apex-bench-side-wt-");
-const apex = (...argv) => {
-  const result = spawnSync(process.execPath, [APEX, ...argv], { cwd: work.dir, env, encoding: "utf8" });
+const elsewhere = tempProject("apex-bench-side-peer-");
+const apexIn = (dir, ...argv) => {
+  const result = spawnSync(process.execPath, [APEX, ...argv], { cwd: dir, env, encoding: "utf8" });
   if (result.status !== 0) throw new Error(`apex ${argv.join(" ")} exited ${result.status}: ${result.stderr}`);
   return result.stdout;
 };
-const git = (...argv) => execFileSync("git", argv, { cwd: work.dir, env, encoding: "utf8" });
+const apex = (...argv) => apexIn(work.dir, ...argv);
+const gitIn = (dir, ...argv) => execFileSync("git", argv, { cwd: dir, env, encoding: "utf8" });
+/** A git repository with the bench's config, committed. */
+const initProject = (dir) => {
+  writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+  writeFileSync(join(dir, ".gitignore"), ".apex/\n");
+  gitIn(dir, "init", "-q", "-b", "main");
+  gitIn(dir, "add", ".");
+  gitIn(dir, "commit", "-qm", "init");
+};
 
 /**
  * `count` writes and then one checkpoint in a session: per write, the median wall ms and the
@@ -128,7 +163,7 @@ async function workload(session, prefix, count) {
   const cpuBefore = cpuMs(session.pid);
   for (let i = 0; i < count; i++) {
     const start = performance.now();
-    await callSupervisor(session.socket, "memory.set", { path: `/bench/${prefix}/${i % 50}`, value: { ...value, i }, actor: "user:bench" });
+    await callSupervisor(session.socket, "memory.set", { path: `/bench/${prefix}/${i % 50}`, value: { ...value, i, n: (written += 1) }, actor: "user:bench" });
     walls.push(performance.now() - start);
   }
   const cpuMiddle = cpuMs(session.pid);
@@ -150,9 +185,9 @@ async function workload(session, prefix, count) {
 
 const MEASURES = ["writeWall", "writeCpu", "checkpointWall", "checkpointCpu", "checkpointGit"];
 /**
- * samples[phase][measure][round] = values of that round. Phases: mainAlone, branchAlone (each with
- * the other stopped), mainSide, branchSide (each with the other active and idle), mainBoth, branchBoth
- * (both driven at once).
+ * samples[phase][measure][round] = values of that round (main's phases in even rounds, the
+ * branch's in odd ones). Phases: mainAlone, branchAlone (the other stopped, taking turns with the
+ * peer), mainSide, branchSide (taking turns with each other), mainBoth, branchBoth (both driven at once).
  */
 const PHASES = ["mainAlone", "branchAlone", "mainSide", "branchSide", "mainBoth", "branchBoth"];
 const samples = Object.fromEntries(PHASES.map((phase) => [phase, Object.fromEntries(MEASURES.map((measure) => [measure, Array.from({ length: ROUNDS }, () => [])]))]));
@@ -160,14 +195,14 @@ const record = (phase, round, result) => {
   for (const measure of MEASURES) samples[phase][measure][round].push(result[measure]);
 };
 
-const running = { main: undefined, track: undefined };
+const running = { main: undefined, track: undefined, peer: undefined };
 let mainId;
 try {
-  writeFileSync(join(work.dir, "apex.config.yaml"), CONFIG);
-  writeFileSync(join(work.dir, ".gitignore"), ".apex/\n");
-  git("init", "-q", "-b", "main");
-  git("add", ".");
-  git("commit", "-qm", "init");
+  initProject(work.dir);
+  initProject(elsewhere.dir);
+  const peerReady = JSON.parse(apexIn(elsewhere.dir, "start", "--task", "bench peer", "--json"));
+  running.peer = { socket: peerReady.socket, pid: peerReady.supervisor_pid };
+  for (let i = 0; i < WARMUP; i++) await workload(running.peer, "warm", 10);
   const ready = JSON.parse(apex("start", "--task", "bench main", "--json"));
   mainId = ready.session_id;
   running.main = { socket: ready.socket, pid: ready.supervisor_pid };
@@ -188,41 +223,65 @@ try {
     running[name] = undefined;
     await workload(running[other(name)], "warm", 10);
   };
-  const measure = {
-    mainAlone: async (round) => {
-      if (running.track) await stop("track");
-      if (!running.main) await start("main");
-      for (let cycle = 0; cycle < CYCLES; cycle++) record("mainAlone", round, await workload(running.main, "main", WRITES));
-    },
-    branchAlone: async (round) => {
-      if (running.main) await stop("main");
-      if (!running.track) await start("track");
-      for (let cycle = 0; cycle < CYCLES; cycle++) record("branchAlone", round, await workload(running.track, "track", WRITES));
-    },
-    side: async (round) => {
-      for (const name of ["main", "track"]) if (!running[name]) await start(name);
-      // Each session's cycles follow one another as they do alone, not each right after a cycle
-      // driving both at once (whose garbage it would collect); which session goes first alternates.
-      for (const name of round % 2 === 0 ? ["main", "track"] : ["track", "main"]) {
-        for (let cycle = 0; cycle < CYCLES; cycle++) record(name === "main" ? "mainSide" : "branchSide", round, await workload(running[name], name, WRITES));
+  /**
+   * A session alone in its project takes turns with the peer, a session of another project (its
+   * own store) doing the same work, as it takes turns with the other session of its project
+   * beside it: what differs is only whether the one in between shares its store.
+   */
+  const alone = async (name, round) => {
+    const phase = name === "main" ? "mainAlone" : "branchAlone";
+    const first = [name, "peer"];
+    for (let cycle = 0; cycle < SETTLE; cycle++) for (const who of first) await workload(running[who], who, WRITES);
+    for (let cycle = 0; cycle < CYCLES; cycle++) {
+      for (const who of first) {
+        const result = await workload(running[who], who, WRITES);
+        if (who === name) record(phase, round, result);
       }
-      for (let cycle = 0; cycle < CYCLES; cycle++) {
-        const [x, y] = await Promise.all([workload(running.main, "main", WRITES), workload(running.track, "track", WRITES)]);
-        record("mainBoth", round, x);
-        record("branchBoth", round, y);
-      }
-    },
+    }
   };
-  // ABC, CBA, …: each stop or start restarts only the session whose ratio does not span it.
+  /** Both sessions take turns cycle by cycle; only `name`'s cycles are recorded. */
+  const beside = async (name, round) => {
+    const order = [name, other(name)];
+    for (let cycle = 0; cycle < SETTLE; cycle++) for (const who of order) await workload(running[who], who, WRITES);
+    for (let cycle = 0; cycle < CYCLES; cycle++) {
+      for (const who of order) {
+        const result = await workload(running[who], who, WRITES);
+        if (who === name) record(name === "main" ? "mainSide" : "branchSide", round, result);
+      }
+    }
+    // The cycles driving both at once come after, so no held cycle collects their garbage.
+    for (let cycle = 0; cycle < BOTH; cycle++) {
+      const [x, y] = await Promise.all([workload(running.main, "main", WRITES), workload(running.track, "track", WRITES)]);
+      record(name === "main" ? "mainBoth" : "branchBoth", round, name === "main" ? x : y);
+    }
+  };
+  // A round measures one session (main, the branch, main, …) alone (the other stopped) and
+  // beside the other; both phases are of one warm process. Each session's rounds alternate the
+  // order of its two phases (alone then beside, beside then alone, …), so a drift of the
+  // machine's load within a round weighs on both sides alike.
   for (let round = 0; round < ROUNDS; round++) {
-    for (const phase of round % 2 === 0 ? ["mainAlone", "side", "branchAlone"] : ["branchAlone", "side", "mainAlone"]) await measure[phase](round);
+    const name = round % 2 === 0 ? "main" : "track";
+    if (Math.floor(round / 2) % 2 === 0) {
+      if (running[other(name)]) await stop(other(name));
+      if (!running[name]) await start(name);
+      await alone(name, round);
+      await start(other(name));
+      await beside(name, round);
+    } else {
+      for (const who of [name, other(name)]) if (!running[who]) await start(who);
+      await beside(name, round);
+      await stop(other(name));
+      await alone(name, round);
+    }
   }
 } finally {
   spawnSync(process.execPath, [APEX, "--session", "track", "stop", "--force"], { cwd: work.dir, env });
   if (mainId) spawnSync(process.execPath, [APEX, "--session", mainId, "stop", "--force"], { cwd: work.dir, env });
+  if (running.peer) spawnSync(process.execPath, [APEX, "stop", "--force"], { cwd: elsewhere.dir, env });
   spawnSync("git", ["worktree", "remove", "--force", join(worktrees.dir, "track")], { cwd: work.dir, env });
   work.cleanup();
   worktrees.cleanup();
+  elsewhere.cleanup();
 }
 
 const quantile = (values, q) => {
@@ -238,13 +297,44 @@ const summary = (phase, measure) => {
 };
 /** The ratio of medians round by round: its lowest and highest. */
 const roundRange = (phase, baseline, measure) => {
-  const ratios = samples[phase][measure].map((values, round) => median(values) / median(samples[baseline][measure][round]));
+  const ratios = samples[phase][measure]
+    .map((values, round) => (values.length > 0 && samples[baseline][measure][round].length > 0 ? median(values) / median(samples[baseline][measure][round]) : undefined))
+    .filter((ratio) => ratio !== undefined);
   return `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`;
+};
+/** A seeded generator (mulberry32): the interval is the same for the same samples. */
+const seeded = (seed) => () => {
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+};
+/**
+ * A 90% interval of the ratio of medians: the session's rounds are drawn with replacement (the
+ * same rounds for both phases, which were measured in them one after the other), their cycles
+ * pooled, the ratio of medians taken; the 5th and 95th percentiles of 2000 such ratios.
+ */
+const interval = (phase, baseline, measure) => {
+  const random = seeded(ROUNDS * 7919 + CYCLES);
+  const rounds = samples[phase][measure].flatMap((values, round) => (values.length > 0 && samples[baseline][measure][round].length > 0 ? [round] : []));
+  const ratios = [];
+  for (let draw = 0; draw < 2000; draw++) {
+    const measured = [];
+    const base = [];
+    for (let i = 0; i < rounds.length; i++) {
+      const round = rounds[Math.floor(random() * rounds.length)];
+      measured.push(...samples[phase][measure][round]);
+      base.push(...samples[baseline][measure][round]);
+    }
+    if (measured.length > 0 && base.length > 0) ratios.push(median(measured) / median(base));
+  }
+  return `${quantile(ratios, 0.05).toFixed(2)}–${quantile(ratios, 0.95).toFixed(2)}`;
 };
 const row = (label, phase, baselinePhase, measure, target) => {
   const measured = summary(phase, measure);
   const baseline = summary(baselinePhase, measure);
   const ratio = measured.median / baseline.median;
+  const spread = `90% ${interval(phase, baselinePhase, measure)}; rounds ${roundRange(phase, baselinePhase, measure)}`;
   return {
     label,
     ms: measured.median,
@@ -252,12 +342,12 @@ const row = (label, phase, baselinePhase, measure, target) => {
     display: `${measured.median.toFixed(2)} ms [${measured.spread}]`,
     baselineDisplay: `${baseline.median.toFixed(2)} ms [${baseline.spread}]`,
     ratio,
-    target: target === undefined ? `(reported; rounds ${roundRange(phase, baselinePhase, measure)})` : `≤ ${target}× (rounds ${roundRange(phase, baselinePhase, measure)})`,
+    target: target === undefined ? `(reported; ${spread})` : `≤ ${target}× (${spread})`,
     pass: target === undefined || ratio <= target,
   };
 };
 const title = (what) =>
-  `${what} (${CYCLES}× ${WRITES} writes of ~1 KB then a checkpoint per phase, ${ROUNDS} rounds ABC/CBA; baseline: the same session alone; [interquartile range])`;
+  `${what} (${ROUNDS} rounds, each of one session alone and beside the other (the order alternating), ${CYCLES} cycles a phase (${BOTH} both at once), a cycle: ${WRITES} writes of ~1 KB then a checkpoint; baseline: the same session alone; [interquartile range]; ratio of medians with a 90% bootstrap interval over the session's rounds and the range of single rounds)`;
 const met = printTable(title("Sessions side by side, CPU time of the serving supervisor"), [
   row("memory.set CPU, main beside a running branch", "mainSide", "mainAlone", "writeCpu", TARGET),
   row("memory.set CPU, the branch beside running main", "branchSide", "branchAlone", "writeCpu", TARGET),
