@@ -221,7 +221,7 @@ try {
   const stop = async (name) => {
     apex("--session", ref(name), "stop");
     running[name] = undefined;
-    await workload(running[other(name)], "warm", 10);
+    if (running[other(name)]) await workload(running[other(name)], "warm", 10);
   };
   /**
    * A session alone in its project takes turns with the peer, a session of another project (its
