@@ -21,7 +21,7 @@ import { LAYOUT, postgresBackend } from "../plugins/postgres/backend.js";
 import { encodeKey, encodeTableValue } from "../plugins/postgres/keys.js";
 import { tempDir } from "./helpers/cli.js";
 import { LmdbStore } from "./helpers/store.js";
-import { sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+import { query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
 const cleanups: Array<() => void> = [];
@@ -39,15 +39,6 @@ afterAll(() => {
 
 const track = <T extends StorageBackend>(backend: T) => (opened.push(backend), backend);
 
-async function query(database: string, text: string, values: unknown[] = []): Promise<Array<Record<string, any>>> {
-  const client = new pg.Client({ connectionString: database });
-  await client.connect();
-  try {
-    return (await client.query(text, values)).rows;
-  } finally {
-    await client.end();
-  }
-}
 
 /** The schema as the APEX before layout 2 created it. */
 const LAYOUT_1 = [

@@ -13,7 +13,7 @@ import { PostgresBackend, postgresBackend, redactUrl } from "../plugins/postgres
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { GROUP_BYTES } from "../plugins/postgres/groups.js";
 import { describePort } from "./support/port-suite.js";
-import { freePort, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+import { freePort, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
 let url: string;
@@ -24,16 +24,6 @@ beforeAll(async () => {
   url = await cluster.createDatabase();
 }, 120_000);
 
-/** Rows of one statement on a connection of its own. */
-async function query(database: string, text: string, values: unknown[] = []): Promise<Array<Record<string, any>>> {
-  const client = new pg.Client({ connectionString: database });
-  await client.connect();
-  try {
-    return (await client.query(text, values)).rows;
-  } finally {
-    await client.end();
-  }
-}
 
 /** Each test's store is a new project in the file's database. */
 const spec = (project = `p${++projects}`): StoreSpec => ({ backend: "postgres", dir: "/nonexistent/.apex", url, project });

@@ -84,3 +84,14 @@ export async function createSharedDatabase(prefix = "t"): Promise<string> {
   }
   return cluster.url(name);
 }
+
+/** Rows of one statement on a connection of its own. */
+export async function query(database: string, text: string, values: unknown[] = []): Promise<Array<Record<string, any>>> {
+  const client = new pg.Client({ connectionString: database });
+  await client.connect();
+  try {
+    return (await client.query(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
