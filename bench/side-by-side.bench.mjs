@@ -16,11 +16,17 @@
 // Each session is compared with itself, in one process: a supervisor started anew runs code V8
 // has not optimised yet (1.5× the CPU after one warm-up cycle, 1.3× after ten), so a ratio pairs
 // phases of one and the same supervisor process, warmed up. A round measures one session (main,
-// the branch, main, …): alone (the other stopped), then beside the other, started again for it and
-// not measured there; the session measured has run since the round before (where it was started
-// and warmed up beside the other, or at the outset), or was started and warmed up for the round.
-// A session's rounds alternate the order of its phases (alone first, then beside first), so a
-// drift of the load within a round weighs on both sides alike; rounds are short (~15 s).
+// the branch, main, …): alone (the other stopped) and beside the other, the order alternating
+// from one of the session's rounds to the next (alone first, then beside first), so a drift of the
+// load within a round weighs on both sides alike; rounds are short (~15 s).
+// AGE: a supervisor keeps optimising for hundreds of checkpoints (TurboFan compiles on V8's worker
+// threads, ~1–2 functions a checkpoint, still after 40 cycles; its CPU is counted in whichever
+// request it overlaps), so its first phase after a start costs more than its second. Every round
+// therefore starts the measured session anew, whichever phase comes first, and the session in
+// between (the peer alone, the other session beside) anew right before that phase: the ages
+// match on both sides. (Before, a session was started again only when the round needed it
+// stopped, which made main the younger in its alone phases and the branch in its phases beside:
+// main 0.68–0.84×, the branch 1.06–1.63× with the same work on both sides.)
 // "Beside" (held): in the both-active phase the two sessions take turns, cycle by cycle, so every
 // checkpoint of one follows a cycle of the other's writes and checkpoint (what it costs to scan
 // and catch up with another session's work is in the figure), while no two cycles overlap (the
@@ -37,7 +43,7 @@
 // with a 90% interval from a bootstrap over rounds (rounds drawn with replacement, so a round
 // measured during a burst of load weighs as it would in another run) and the range of the
 // ratios of single rounds.
-//   node bench/side-by-side.bench.mjs [--writes 50] [--cycles 6] [--rounds 8] [--both 3] [--settle 2] [--warmup 20]
+//   node bench/side-by-side.bench.mjs [--writes 50] [--cycles 6] [--rounds 8] [--both 3] [--settle 2] [--warmup 60]
 import { execFileSync, spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -51,8 +57,10 @@ const CYCLES = numberOption("cycles", 6);
 const BOTH = numberOption("both", 3);
 const TARGET = 1.2;
 // A supervisor started again for a phase runs code V8 has not optimised yet (measured: 1.5× the CPU
-// of a warm one after 1 warm-up cycle, 1.3× after 10), so it warms up first.
-const WARMUP = numberOption("warmup", 20);
+// of a warm one after 1 warm-up cycle, 1.3× after 10), so it warms up first. With every round
+// starting its sessions anew (AGE), 20 left the rounds' ratios at 0.5–3.4× (90% intervals up to
+// 0.6–2.7×); 60 (~2 s a start) brought them to 0.7–1.9× (0.9–1.2× for main).
+const WARMUP = numberOption("warmup", 60);
 /**
  * Unmeasured turns at the start of every phase: in runs without them, the 2nd and 3rd checkpoints
  * of the phase beside (right after the other's start) cost 1.5–2× the median of the later ones.
@@ -88,6 +96,11 @@ function cpuMs(pid) {
     }
   }
   return ns / 1e6;
+}
+
+/** ms of CPU of the process's JavaScript thread (its main thread, whose id is the pid). */
+function jsCpuMs(pid) {
+  return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, "utf8").split(" ")[0]) / 1e6;
 }
 
 /** ms of CPU of the process's ended and reaped children (git), in clock ticks of 10 ms. */
@@ -167,23 +180,26 @@ async function workload(session, prefix, count) {
     walls.push(performance.now() - start);
   }
   const cpuMiddle = cpuMs(session.pid);
+  const jsMiddle = jsCpuMs(session.pid);
   const gitBefore = gitCpuMs(session.pid);
   const start = performance.now();
   await callSupervisor(session.socket, "checkpoint.create", { description: "bench", actor: "user:bench" }, 120_000);
   const checkpointWall = performance.now() - start;
   const checkpointCpu = cpuMs(session.pid) - cpuMiddle;
+  const checkpointJs = jsCpuMs(session.pid) - jsMiddle;
   const gitAfter = gitCpuMs(session.pid);
   return {
     writeWall: median(walls),
     writeCpu: (cpuMiddle - cpuBefore) / count,
     checkpointWall,
     checkpointCpu,
+    checkpointJs,
     // A runner that ended was reaped by the supervisor: its CPU and its children's moved into the supervisor's cutime.
     checkpointGit: gitAfter.ms - gitBefore.ms,
   };
 }
 
-const MEASURES = ["writeWall", "writeCpu", "checkpointWall", "checkpointCpu", "checkpointGit"];
+const MEASURES = ["writeWall", "writeCpu", "checkpointWall", "checkpointCpu", "checkpointJs", "checkpointGit"];
 /**
  * samples[phase][measure][round] = values of that round (main's phases in even rounds, the
  * branch's in odd ones). Phases: mainAlone, branchAlone (the other stopped, taking turns with the
@@ -197,11 +213,13 @@ const record = (phase, round, result) => {
 
 const running = { main: undefined, track: undefined, peer: undefined };
 let mainId;
+let peerId;
 try {
   initProject(work.dir);
   initProject(elsewhere.dir);
   const peerReady = JSON.parse(apexIn(elsewhere.dir, "start", "--task", "bench peer", "--json"));
   running.peer = { socket: peerReady.socket, pid: peerReady.supervisor_pid };
+  peerId = peerReady.session_id;
   for (let i = 0; i < WARMUP; i++) await workload(running.peer, "warm", 10);
   const ready = JSON.parse(apex("start", "--task", "bench main", "--json"));
   mainId = ready.session_id;
@@ -217,6 +235,13 @@ try {
     running[name] = { socket: started.socket, pid: started.supervisor_pid };
     for (let i = 0; i < WARMUP; i++) await workload(running[name], "warm", 10);
     if (running[other(name)]) await workload(running[other(name)], "warm", 10);
+  };
+  /** Starts the peer again (`start --continue`) and warms it up. */
+  const restartPeer = async () => {
+    apexIn(elsewhere.dir, "stop");
+    const started = JSON.parse(apexIn(elsewhere.dir, "start", "--continue", peerId, "--json"));
+    running.peer = { socket: started.socket, pid: started.supervisor_pid };
+    for (let i = 0; i < WARMUP; i++) await workload(running.peer, "warm", 10);
   };
   const stop = async (name) => {
     apex("--session", ref(name), "stop");
@@ -256,21 +281,25 @@ try {
     }
   };
   // A round measures one session (main, the branch, main, …) alone (the other stopped) and
-  // beside the other; both phases are of one warm process. Each session's rounds alternate the
-  // order of its two phases (alone then beside, beside then alone, …), so a drift of the
-  // machine's load within a round weighs on both sides alike.
+  // beside the other; both phases are of one process. Each session's rounds alternate the order
+  // of its two phases (alone then beside, beside then alone, …), so a drift of the machine's load
+  // within a round weighs on both sides alike. Every round starts the measured session anew, and
+  // the session in between (the peer alone, the other session beside) anew right before its
+  // phase: see AGE.
   for (let round = 0; round < ROUNDS; round++) {
     const name = round % 2 === 0 ? "main" : "track";
+    for (const who of [name, other(name)]) if (running[who]) await stop(who);
+    await start(name);
     if (Math.floor(round / 2) % 2 === 0) {
-      if (running[other(name)]) await stop(other(name));
-      if (!running[name]) await start(name);
+      await restartPeer();
       await alone(name, round);
       await start(other(name));
       await beside(name, round);
     } else {
-      for (const who of [name, other(name)]) if (!running[who]) await start(who);
+      await start(other(name));
       await beside(name, round);
       await stop(other(name));
+      await restartPeer();
       await alone(name, round);
     }
   }
@@ -353,6 +382,8 @@ const met = printTable(title("Sessions side by side, CPU time of the serving sup
   row("memory.set CPU, the branch beside running main", "branchSide", "branchAlone", "writeCpu", TARGET),
   row("checkpoint create CPU, main beside the branch", "mainSide", "mainAlone", "checkpointCpu", TARGET),
   row("checkpoint create CPU, the branch beside main", "branchSide", "branchAlone", "checkpointCpu", TARGET),
+  row("checkpoint create CPU of the JS thread alone, main beside the branch", "mainSide", "mainAlone", "checkpointJs", undefined),
+  row("checkpoint create CPU of the JS thread alone, the branch beside main", "branchSide", "branchAlone", "checkpointJs", undefined),
   row("memory.set CPU, main, both at once", "mainBoth", "mainAlone", "writeCpu", undefined),
   row("memory.set CPU, the branch, both at once", "branchBoth", "branchAlone", "writeCpu", undefined),
   row("checkpoint create CPU, main, both at once", "mainBoth", "mainAlone", "checkpointCpu", undefined),
