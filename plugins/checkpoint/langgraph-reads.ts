@@ -1,6 +1,6 @@
 import { ApexError } from "../../core/errors.js";
 import type { Store } from "../../core/store/store.js";
-import { LangGraphStore } from "./langgraph.js";
+import { LangGraphStore, optionalString } from "./langgraph.js";
 import { sessionFor } from "./plugin-sessions.js";
 import { DEFAULT_SCOPE } from "./scope.js";
 
@@ -24,15 +24,8 @@ export function readLangGraph(store: Store, method: LangGraphReadMethod, params:
       scope: { include: [...DEFAULT_SCOPE.include], exclude: [...DEFAULT_SCOPE.exclude] },
       serialize: () => Promise.reject(new ApexError("APEX_E_INTERNAL", "This LangGraph store only reads.")),
     });
-    methods = reader.methods((request) => sessionFor(store, sessionParam(request)));
+    methods = reader.methods((request) => sessionFor(store, optionalString(request, "session")));
     readers.set(store, methods);
   }
   return methods[method]!(params);
-}
-
-function sessionParam(params: Record<string, unknown>): string | undefined {
-  const value = params.session;
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", "The parameter session must be a string.");
-  return value;
 }

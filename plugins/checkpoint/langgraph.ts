@@ -770,7 +770,8 @@ function requiredString(params: Record<string, unknown>, name: string): string {
   return value;
 }
 
-function optionalString(params: Record<string, unknown>, name: string): string | undefined {
+/** A request parameter that may be absent; anything but a string is bad input. */
+export function optionalString(params: Record<string, unknown>, name: string): string | undefined {
   const value = params[name];
   if (value === undefined || value === null) return undefined;
   if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);

@@ -21,7 +21,7 @@ import { verifyCheckpoint } from "./validate.js";
 import type { LostItem } from "./recover.js";
 import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from "./manifest.js";
 import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
-import { LangGraphStore } from "./langgraph.js";
+import { LangGraphStore, optionalString } from "./langgraph.js";
 import { branchMethods } from "./branch-methods.js";
 import { checkpointPage } from "./plugin-list.js";
 import { agentsOf, checkpointRecord } from "./record.js";
@@ -490,13 +490,6 @@ function safeGet(store: Store, path: string): JsonValue | undefined {
   } catch {
     return undefined;
   }
-}
-
-function optionalString(params: Record<string, unknown>, name: string): string | undefined {
-  const value = params[name];
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The parameter ${name} must be a string.`);
-  return value;
 }
 
 function requiredString(params: Record<string, unknown>, name: string): string {
