@@ -149,7 +149,7 @@ describe("the code the coder writes", () => {
         if (revision === 1 && (kind === "model" || kind === "core")) expect(issues).toEqual(["missing input validation"]);
         else expect(issues).toEqual([]);
       }
-      const run = spawnSync(process.execPath, ["--test"], { cwd: workspace, encoding: "utf8" });
+      const run = spawnSync(process.execPath, ["--test", "--test-reporter=tap"], { cwd: workspace, encoding: "utf8" });
       expect(run.stdout + run.stderr).toMatch(/# pass [1-9]/);
       expect(run.status).toBe(0);
     }
@@ -319,7 +319,7 @@ describe("the agents together (stand-in CLI)", () => {
     const workspace = join(home, "workspace");
     expect(gitIn(workspace, ["rev-list", "--count", "HEAD"])).toBe("6");
     expect(gitIn(workspace, ["status", "--porcelain"])).toBe("");
-    const tests = spawnSync(process.execPath, ["--test"], { cwd: workspace, encoding: "utf8" });
+    const tests = spawnSync(process.execPath, ["--test", "--test-reporter=tap"], { cwd: workspace, encoding: "utf8" });
     expect(tests.status, tests.stdout + tests.stderr).toBe(0);
     // every agent reported, and ended with "done"
     for (const name of AGENTS) {
@@ -483,7 +483,7 @@ describe("apex start with the reference agents", () => {
 
       expect(Number(gitIn(workspace, ["rev-list", "--count", "HEAD"]))).toBeGreaterThanOrEqual(list.length + 2);
       expect(gitIn(workspace, ["log", "--format=%s"])).toContain("revision 2: missing input validation");
-      const tests = spawnSync(process.execPath, ["--test"], { cwd: workspace, encoding: "utf8" });
+      const tests = spawnSync(process.execPath, ["--test", "--test-reporter=tap"], { cwd: workspace, encoding: "utf8" });
       expect(tests.status, tests.stdout + tests.stderr).toBe(0);
     },
     150_000,

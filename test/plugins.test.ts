@@ -50,8 +50,9 @@ const taskOf = (context: SessionContext, id: string): TaskContext => ({ ...conte
 describe("loading plugins from the config", () => {
   it("loads only the built-ins the config names, and not the CLI's command modules (a new process, the built code)", () => {
     const dir = project("plugins:\n  checkpoint: {}\n  git: false\n");
-    // A loader hook reports every module the process loads; the process loads the config and applies its plugins.
-    const hook = `data:text/javascript,${encodeURIComponent('import { register } from "node:module"; register("data:text/javascript," + encodeURIComponent("export async function load(url, context, next) { process.stderr.write(\\"LOADED \\" + url + \\"\\\\n\\"); return next(url, context); }"));')}`;
+    // A loader hook reports every module the process loads (writeSync: the hooks run on their own thread, whose
+    // process.stderr Node 24 may not flush before the process exits); the process loads the config and applies its plugins.
+    const hook = `data:text/javascript,${encodeURIComponent('import { register } from "node:module"; register("data:text/javascript," + encodeURIComponent("import { writeSync } from \\"node:fs\\"; export async function load(url, context, next) { writeSync(2, \\"LOADED \\" + url + \\"\\\\n\\"); return next(url, context); }"));')}`;
     const script = [
       `const { loadConfig } = await import(${JSON.stringify(join(REPO_ROOT, "dist/core/config/load.js"))});`,
       `const { locateProject } = await import(${JSON.stringify(join(REPO_ROOT, "dist/core/config/locate.js"))});`,

@@ -80,7 +80,10 @@ export interface TableOptions {
  */
 export interface Table<K extends TableKey = TableKey, V = Buffer> {
   get(key: K): V | undefined;
-  /** For binary tables: the value, possibly in a buffer the next read reuses (copy it to keep it). */
+  /**
+   * For binary tables: the value, possibly a view of a buffer the next read reuses (copy it to
+   * keep it). Always an exact view: its length, byteLength and every Buffer method see the value only.
+   */
   getBinaryFast(key: K): Buffer | undefined;
   /** Optional, for a backend whose reads are round trips: the values of many keys in a few statements. */
   getBinaryMany?(keys: readonly K[]): Array<Buffer | undefined>;

@@ -245,7 +245,8 @@ export class LmdbStore implements StorageBackend {
   }
 
   /**
-   * lmdb's own handle for reads (the object store's hot path pays nothing), with put and
+   * lmdb's own handle for reads (the object store's hot path pays nothing but getBinaryFast's
+   * view, see exactView), with put and
    * remove refused outside transaction(): lmdb-js would otherwise queue them as asynchronous
    * writes, committed later by its write thread, outside any APEX transaction.
    */
@@ -256,7 +257,7 @@ export class LmdbStore implements StorageBackend {
     };
     return {
       get: raw.get.bind(db),
-      getBinaryFast: raw.getBinaryFast.bind(db),
+      getBinaryFast: (key) => exactView(raw.getBinaryFast.call(db, key)),
       doesExist: raw.doesExist.bind(db),
       getKeys: raw.getKeys.bind(db),
       getRange: raw.getRange.bind(db),
@@ -684,6 +685,17 @@ function writeStoreGitignore(dir: string): void {
 export function namedDatabaseExists(root: RootDatabase, name: string): boolean {
   for (const key of root.getKeys({ start: name, limit: 1 })) return key === name;
   return false;
+}
+
+/**
+ * lmdb-js's getBinaryFast hands out its shared read buffer with an own `length` property set to
+ * the value's size. Buffer methods that take the array's real size ignore it: on every Node
+ * version equals, compare and hashing; from Node 24 also toString with an encoding, subarray(),
+ * slice(), indexOf and Buffer.concat, which then read the bytes of earlier, larger values. The
+ * port hands out an exact view instead: no copy, still only valid until the next read.
+ */
+export function exactView(bytes: Buffer | undefined): Buffer | undefined {
+  return bytes && bytes.length !== bytes.byteLength ? bytes.subarray(0, bytes.length) : bytes;
 }
 
 /** A table that does not exist yet in a read-only store: reads as empty, refuses writes. */

@@ -235,6 +235,9 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(numbers.getCount({ start: 2 })).toBe(4);
       expect(bytes.getStats().entryCount).toBe(6);
       expect(strings.getBinaryFast("é")?.toString("hex")).toBe(Buffer.from("é").toString("hex"));
+      // An exact view, whatever the backend reads into (lmdb-js: a shared buffer with an own `length`).
+      const fast = strings.getBinaryFast("é")!;
+      expect([fast.byteLength, fast.length, fast.equals(Buffer.from("é")), fast.subarray().length]).toEqual([2, 2, true, 2]);
 
       await store.transaction(() => {
         expect(numbers.remove(256)).toBeTruthy();
