@@ -38,8 +38,10 @@ export function readerOver(client: SessionClient): MemoryReader {
 }
 
 export async function showMemory(location: ProjectLocation, path: string, json: boolean): Promise<void> {
-  checkPath(path);
-  const checkpoint = CHECKPOINT_PATH.test(path) ? await readCheckpointRecord(location, path) : undefined;
+  // The root holds no value of its own: `/` shows everything below it, as `memory query '/**'`.
+  const root = path === "/";
+  if (!root) checkPath(path);
+  const checkpoint = !root && CHECKPOINT_PATH.test(path) ? await readCheckpointRecord(location, path) : undefined;
   if (checkpoint !== undefined) {
     if (json) printJson({ path, value: checkpoint });
     else process.stdout.write(`${JSON.stringify(checkpoint, null, 2)}\n`);
@@ -47,13 +49,13 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
   }
   const reader = await openReader(location);
   try {
-    const value = await reader.get(path);
+    const value = root ? undefined : await reader.get(path);
     if (value !== undefined) {
       if (json) printJson({ path, value });
       else process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
       return;
     }
-    const below = await reader.query(`${escapeGlob(path)}/**`);
+    const below = await reader.query(root ? "/**" : `${escapeGlob(path)}/**`);
     if (below.length === 0) {
       throw new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}.`, {
         hint: `List what exists with: apex memory query '${parentGlob(path)}'`,

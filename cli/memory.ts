@@ -24,8 +24,8 @@ Examples:
 
   memory
     .command("show")
-    .description("print the value at PATH (or, if PATH only has children, the subtree)")
-    .argument("<path>", "absolute path, e.g. /notes/today")
+    .description("print the value at PATH (or, if PATH only has children, the subtree; / shows everything)")
+    .argument("<path>", "absolute path, e.g. /notes/today, or / for the whole memory")
     .option("--json", "print {path, value} ({path, value: null, children: {path: value}} for a subtree; a checkpoint's path gives its record)")
     .addHelpText(
       "after",

@@ -32,6 +32,11 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     const queried = apex(["memory", "query", "/notes/**", "--json"]);
     expect(JSON.parse(queried.stdout)).toEqual({ "/notes/today": { todo: 3 }, "/notes/😀/deep": "astral" });
     expect(apex(["memory", "query", "/notes/*", "--keys"]).stdout).toBe("/notes/today\n");
+    // The root holds no value: `show /` is everything below it (the session's records left out, as by query '/**').
+    const everything = apex(["memory", "show", "/", "--json"]);
+    expect(everything.status, everything.stderr).toBe(0);
+    expect(JSON.parse(everything.stdout)).toEqual({ path: "/", value: null, children: JSON.parse(apex(["memory", "query", "/**", "--json"]).stdout) });
+    expect(JSON.parse(everything.stdout).children).toMatchObject({ "/notes/today": { todo: 3 }, "/notes/😀/deep": "astral", "/other": 1 });
 
     expect(apex(["memory", "delete", "/notes", "--recursive", "--json"]).stdout).toContain('"deleted": 2');
     const missing = apex(["memory", "show", "/notes/today"]);

@@ -78,15 +78,15 @@ Examples:
 
   checkpoint
     .command("diff")
-    .description("what changed from checkpoint A to checkpoint B: memory paths added, removed and changed; tasks and agents")
-    .argument("<a>", REF_HELP)
-    .argument("<b>", "the other checkpoint")
+    .description("what changed from checkpoint FROM to checkpoint TO: memory paths added, removed and changed; tasks and agents")
+    .argument("<from>", REF_HELP)
+    .argument("<to>", "the checkpoint compared with FROM, given the same ways")
     .option("--session <id>", "the session for checkpoint-007 and latest")
     .option("--json", "print {from, to, memory: {added, removed, changed}, tasks: {added, removed, changed: [{id, before, after}]}, agents: {…}} (from/to: {sessionId, name, id})")
     .addHelpText("after", examples("apex checkpoint diff checkpoint-003 latest", "apex checkpoint diff 1ae4 7c2b --json"))
-    .action(async (a: string, b: string, options: { session?: string; json?: boolean }, command: Command) => {
+    .action(async (from: string, to: string, options: { session?: string; json?: boolean }, command: Command) => {
       const { diffCheckpointsCommand } = await import("./plugin-cli.js");
-      await diffCheckpointsCommand(projectOf(command), a, b, options);
+      await diffCheckpointsCommand(projectOf(command), from, to, options);
     });
 
   for (const [name, pinned] of [
