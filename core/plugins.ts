@@ -50,7 +50,20 @@ interface Resolved {
  * duplicates, checks dependencies, validates third-party options against the plugin's own
  * schema, then applies the enabled plugins in config order (a plugin's `requires` first).
  */
-export async function loadPlugins(config: Config, options: Omit<EngineOptions, "config"> = {}): Promise<Engine> {
+export async function loadPlugins(config: Config, options: Omit<EngineOptions, "config"> = {}, plugins?: ResolvedPlugins): Promise<Engine> {
+  const { resolved, enabled, optionsByEntry } = plugins ?? (await resolvePlugins(config));
+  const engine = new Engine({ ...options, config });
+  for (const item of applyOrder(resolved, enabled)) {
+    const init = { source: item.source, enabled: item.entry.enabled, at: formatPosition(item.entry.position) };
+    await engine.use(item.plugin, item.problem ? { ...init, problem: item.problem } : { ...init, options: optionsByEntry.get(item) ?? item.entry.options });
+  }
+  return engine;
+}
+
+export type ResolvedPlugins = Awaited<ReturnType<typeof resolvePlugins>>;
+
+/** The config's plugins found, their dependencies and options checked, none applied: what loadPlugins refuses, before anything is opened. */
+export async function resolvePlugins(config: Config) {
   // Only the built-ins the config names are loaded: the others are never applied.
   const builtins = await configuredBuiltins(config);
   const resolved: Resolved[] = [];
@@ -58,14 +71,7 @@ export async function loadPlugins(config: Config, options: Omit<EngineOptions, "
   refuseDuplicates(resolved);
   const enabled = new Map(resolved.filter((item) => item.entry.enabled).map((item) => [item.plugin.name, item]));
   checkDependencies(resolved, enabled, config);
-  const optionsByEntry = await validateThirdPartyOptions(resolved, config);
-
-  const engine = new Engine({ ...options, config });
-  for (const item of applyOrder(resolved, enabled)) {
-    const init = { source: item.source, enabled: item.entry.enabled, at: formatPosition(item.entry.position) };
-    await engine.use(item.plugin, item.problem ? { ...init, problem: item.problem } : { ...init, options: optionsByEntry.get(item) ?? item.entry.options });
-  }
-  return engine;
+  return { resolved, enabled, optionsByEntry: await validateThirdPartyOptions(resolved, config) };
 }
 
 export function formatPosition(position: SourcePosition): string {

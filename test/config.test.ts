@@ -838,4 +838,18 @@ describe("apex config (end to end, built CLI)", () => {
     writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  ./plugins/disabled.mjs: false\n");
     expect(apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
   });
+
+  it("apex start refuses a plugin the config cannot have before its supervisor opens the store, and a first start leaves no .apex behind", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  retension: {}\n");
+    const first = apex(["start", "--task", "x", "--json"]);
+    expect(first.status).toBe(2);
+    expect(JSON.parse(first.stderr)).toMatchObject({ error: { code: "APEX_E_PLUGIN_UNKNOWN", exitCode: 2 } });
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  ./plugins/missing.mjs: {}\n");
+    const missing = apex(["start", "--task", "x"]);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toContain("The plugin file ./plugins/missing.mjs at apex.config.yaml:2:3 does not exist");
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
 });

@@ -1,5 +1,6 @@
 import type { Config } from "../config/types.js";
 import type { Engine } from "../engine.js";
+import type { ResolvedPlugins } from "../plugins.js";
 import type { Store } from "../store/store.js";
 import { bindCheckpointHooks } from "./checkpoints.js";
 
@@ -10,9 +11,9 @@ import { bindCheckpointHooks } from "./checkpoints.js";
  */
 export type SessionEngine = Pick<Engine, "fire" | "hooks">;
 
-export async function createSessionEngine(config: Config, store: Store, warn: (message: string) => void): Promise<Engine> {
+export async function createSessionEngine(config: Config, store: Store, warn: (message: string) => void, plugins?: ResolvedPlugins): Promise<Engine> {
   const { loadPlugins } = await import("../plugins.js");
-  const engine = await loadPlugins(config, { store, warn });
+  const engine = await loadPlugins(config, { store, warn }, plugins);
   // Every checkpoint this process writes (by command, hook or timer) runs beforeCheckpoint
   // and afterCheckpoint on this engine: git state in, retention after.
   bindCheckpointHooks(store, engine);

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { closeSync } from "node:fs";
+import { closeSync, existsSync, readdirSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { ProjectLocation } from "../config/locate.js";
 import { ApexError } from "../errors.js";
@@ -19,6 +19,7 @@ const READY_TIMEOUT_MS = 60_000;
  * own session, stdio on <store>/supervisor.log, unref'd.
  */
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir">): Promise<ReadyReport> {
+  const created = !existsSync(location.storeDir);
   makePrivateDir(location.storeDir);
   const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir };
   const logFile = supervisorLogFile(location.storeDir);
@@ -84,6 +85,11 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
         }, 200);
       });
     });
+  } catch (error) {
+    // Refused for its config (exit 2: the supervisor checks plugins before it opens the store), a
+    // first start leaves nothing behind: the directory it made held only the log of the refusal.
+    if (created && error instanceof ApexError && error.exitCode === 2 && readdirSync(location.storeDir).every((name) => logFile.endsWith(`/${name}`))) rmSync(location.storeDir, { recursive: true, force: true });
+    throw error;
   } finally {
     channel.destroy();
     child.unref();

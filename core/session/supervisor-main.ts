@@ -49,6 +49,8 @@ async function main(): Promise<void> {
   let started = false;
   const location = { configPath: request.configPath, projectDir: request.projectDir, storeDir: request.storeDir };
   const config = await loadConfig(location);
+  // A plugin the config cannot have (unknown, missing a dependency, bad options) is refused before the store is opened or created.
+  const plugins = await (await import("../plugins.js")).resolvePlugins(config);
   const store = await openStore(request, { actor: "supervisor" });
   let launched: Awaited<ReturnType<typeof Supervisor.launch>>;
   try {
@@ -56,7 +58,7 @@ async function main(): Promise<void> {
       log(`warning: ${message}`);
       // Until the session is ready, `apex start` is waiting and tells the user too.
       if (!started) startWarnings.push(message);
-    });
+    }, plugins);
     launched = await Supervisor.launch(request, {
       config,
       store,
