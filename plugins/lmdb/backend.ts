@@ -693,9 +693,13 @@ export function namedDatabaseExists(root: RootDatabase, name: string): boolean {
  * version equals, compare and hashing; from Node 24 also toString with an encoding, subarray(),
  * slice(), indexOf and Buffer.concat, which then read the bytes of earlier, larger values. The
  * port hands out an exact view instead: no copy, still only valid until the next read.
+ * A value larger than that buffer (16 MiB) comes as a plain Uint8Array of its own, without
+ * Buffer's methods (readUInt32LE, toString with an encoding): a Buffer over its bytes instead.
  */
 export function exactView(bytes: Buffer | undefined): Buffer | undefined {
-  return bytes && bytes.length !== bytes.byteLength ? bytes.subarray(0, bytes.length) : bytes;
+  if (bytes === undefined || bytes === null) return bytes;
+  if (!Buffer.isBuffer(bytes)) return Buffer.from((bytes as Uint8Array).buffer, (bytes as Uint8Array).byteOffset, (bytes as Uint8Array).byteLength);
+  return bytes.length !== bytes.byteLength ? bytes.subarray(0, bytes.length) : bytes;
 }
 
 /** A table that does not exist yet in a read-only store: reads as empty, refuses writes. */
