@@ -16,6 +16,7 @@ import { FILTER_DB } from "../checkpoint/engine/hash-filter.js";
 import { JOURNAL_DB, PACKS_DB, TREES_DB, VALUES_DB } from "../checkpoint/engine/objects.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { migrateStore } from "./migrate.js";
+import { postgresUrlProblem } from "./backend.js";
 import { LEASES_OPTIONS, LEASES_TABLE } from "../../core/session/lease.js";
 
 /** The tables of core and the built-in plugins with their kinds (the port's tableNames() gives names only). */
@@ -64,7 +65,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
     source = await openStore(location, { readOnly: true });
     const session = currentSession(source);
     if (session && (session.status === "active" || session.status === "paused") && supervisorAlive(session)) throw supervisorRunning(session.supervisor?.pid);
-    target = await (await backendFactory(targetSpec.backend)).open(targetSpec, {});
+    target = await openTarget(targetSpec, options.to);
     target.spec = targetSpec;
     const report = await migrateStore(source, target, { tables: TABLES, onProgress: progress });
     progress("validating checkpoints on the target");
@@ -106,12 +107,31 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
 /** The target's spec: --to read as APEX_STORE_URL would be (same project id), else a usage error. */
 async function targetSpecOf(location: ProjectLocation, url: string): Promise<StoreSpec> {
   try {
-    return await resolveStoreSpec(location, { ...process.env, APEX_STORE_URL: url });
+    const spec = await resolveStoreSpec(location, { ...process.env, APEX_STORE_URL: url });
+    const problem = spec.backend === "postgres" ? postgresUrlProblem(url) : undefined;
+    if (problem) {
+      throw new ApexError("APEX_E_USAGE", `--to ${redactUrl(url)} ${problem}.`, {
+        hint: "e.g. apex store migrate --to postgres://apex@localhost:5432/apex (a port from 1 to 65535). Nothing was written.",
+      });
+    }
+    return spec;
   } catch (error) {
     if (error instanceof ApexError && error.code === "APEX_E_CONFIG" && error.message.startsWith("APEX_STORE_URL")) {
       throw new ApexError("APEX_E_USAGE", `--to must be postgres://… or lmdb:PATH, not ${JSON.stringify(redactUrl(url))}.`, {
         hint: "e.g. apex store migrate --to postgres://apex@localhost:5432/apex, or --to lmdb:/srv/apex/store",
       });
+    }
+    throw error;
+  }
+}
+
+/** The target store, opened to write; a target the backend cannot use at all (a file for a directory) is a bad --to. */
+async function openTarget(spec: StoreSpec, url: string): Promise<StorageBackend> {
+  try {
+    return await (await backendFactory(spec.backend)).open(spec, {});
+  } catch (error) {
+    if (error instanceof ApexError && error.code === "APEX_E_CONFIG") {
+      throw new ApexError("APEX_E_USAGE", `--to ${redactUrl(url)}: ${error.message}`, { hint: "Point --to at an empty directory or a new database. Nothing was written.", details: error.details, cause: error });
     }
     throw error;
   }
