@@ -411,6 +411,11 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const { dir, sessionId, saver } = await setup();
     await expect(saver.put({ configurable: {} }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toThrow(/thread_id/);
     await expect(saver.putWrites({ configurable: { thread_id: "t" } }, [["x", 1]], "task")).rejects.toThrow(/checkpoint_id/);
+    // A name that is not valid Unicode (a lone surrogate) has no path segment: bad input, not an internal "URI malformed".
+    await expect(saver.put({ configurable: { thread_id: "t\ud800" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
+    await expect(saver.put({ configurable: { thread_id: "t" } }, checkpointOf({ "c\udc00": 1 }, { "c\udc00": 1 }), { source: "input", step: -1, parents: {} }, { "c\udc00": 1 })).rejects.toMatchObject({
+      code: "APEX_E_BAD_INPUT",
+    });
     const client = await (saver as unknown as { connect(): Promise<{ call(m: string, p: unknown): Promise<unknown>; close(): Promise<void> }> }).connect();
     cleanups.push(() => client.close());
     await expect(client.call("langgraph.put", { thread_id: "t", checkpoint_ns: "", checkpoint_id: "c", parent_id: null, mode: "sideways" })).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
