@@ -4,6 +4,7 @@
 // copy, object hashes are identical, the source's file is byte for byte unchanged, and the
 // refusals (running supervisor, non-empty target, bad URL) write nothing.
 import { redactUrl } from "../core/store/open.js";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
@@ -190,5 +191,19 @@ describe("apex store migrate", () => {
     expect(again.status, again.stderr).toBe(4);
     expect(again.stderr).toContain("error[APEX_E_CONFLICT]");
     expect(hashFile(join(backDir, "store.mdb"))).toBe(copied);
+
+    // A directory with a space (and not ASCII): the printed variable can be pasted into a shell as it is.
+    const spaced = `${backDir} copy ü`;
+    try {
+      const copy = project.apex(["store", "migrate", "--to", `lmdb:${spaced}`, "--json"], { env: env(pgUrl) });
+      expect(copy.status, copy.stderr).toBe(0);
+      const report = JSON.parse(copy.stdout);
+      expect(report.switch.env).toBe(`APEX_STORE_URL='lmdb:${spaced}'`);
+      const shell = spawnSync("/bin/sh", ["-c", `${report.switch.env}; printf %s "$APEX_STORE_URL"`], { encoding: "utf8" });
+      expect(shell.stdout).toBe(`lmdb:${spaced}`);
+      expect(ok(["memory", "show", "/notes/plan", "--json"], `lmdb:${spaced}`)).toEqual(source.plan);
+    } finally {
+      rmSync(spaced, { recursive: true, force: true });
+    }
   }, 240_000);
 });

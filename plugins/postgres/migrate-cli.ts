@@ -160,5 +160,10 @@ function switchLines(spec: StoreSpec, url: string): { config: string; env: strin
     return { config: `store: { backend: postgres, url: ${JSON.stringify(shown)}, project: ${spec.project} }`, env: `APEX_STORE_URL=${shown}` };
   }
   const path = describeStore(spec).location;
-  return { config: `store: { backend: lmdb, url: ${JSON.stringify(path)} }`, env: `APEX_STORE_URL=lmdb:${path}` };
+  return { config: `store: { backend: lmdb, url: ${JSON.stringify(path)} }`, env: `APEX_STORE_URL=${shellWord(`lmdb:${path}`)}` };
+}
+
+/** A word a POSIX shell reads back as `text`: as it is when nothing in it is special, else single-quoted. */
+function shellWord(text: string): string {
+  return /^[\p{L}\p{N}_@%+=:,./~-]+$/u.test(text) ? text : `'${text.replace(/'/g, "'\\''")}'`;
 }
