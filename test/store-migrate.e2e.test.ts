@@ -6,7 +6,7 @@
 import { redactUrl } from "../core/store/open.js";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -151,6 +151,24 @@ describe("apex store migrate", () => {
       expect(readFileSync(file, "utf8")).toBe("not a directory\n");
     } finally {
       rmSync(file, { force: true });
+    }
+    // A directory that holds other files is not an empty target: refused before anything in it is touched
+    // (the store would have made it and every file in it owner-only).
+    const busy = join(backDir, "..", `${backDir.split("/").at(-1)}-busy`);
+    mkdirSync(busy, { mode: 0o755 });
+    writeFileSync(join(busy, "notes.txt"), "mine\n", { mode: 0o644 });
+    chmodSync(busy, 0o755);
+    chmodSync(join(busy, "notes.txt"), 0o644);
+    try {
+      const result = project.apex(["store", "migrate", "--to", `lmdb:${busy}`, "--json"]);
+      expect(result.status, result.stderr).toBe(4);
+      const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error;
+      expect(error.code).toBe("APEX_E_CONFLICT");
+      expect(error.message).toContain("notes.txt");
+      expect(readdirSync(busy)).toEqual(["notes.txt"]);
+      expect([statSync(busy).mode & 0o777, statSync(join(busy, "notes.txt")).mode & 0o777]).toEqual([0o755, 0o644]);
+    } finally {
+      rmSync(busy, { recursive: true, force: true });
     }
   }, 60_000);
 

@@ -4,6 +4,8 @@
  * and prints how to switch the project to it. Refuses, writing nothing, while a supervisor
  * runs (the store would change under the copy) and when the target already holds data.
  */
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { printJson, printLine } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
@@ -55,6 +57,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
   if (sameStore(sourceSpec, targetSpec)) {
     throw new ApexError("APEX_E_CONFLICT", "The target is the project's own store.", { hint: "Point --to at another database, project id or directory." });
   }
+  if (targetSpec.backend === "lmdb") refuseForeignFiles(describeStore(targetSpec).location);
   const running = liveSupervisor(location.storeDir);
   if (running) throw supervisorRunning(running.pid);
 
@@ -134,6 +137,30 @@ async function openTarget(spec: StoreSpec, url: string): Promise<StorageBackend>
       throw new ApexError("APEX_E_USAGE", `--to ${redactUrl(url)}: ${error.message}`, { hint: "Point --to at an empty directory or a new database. Nothing was written.", details: error.details, cause: error });
     }
     throw error;
+  }
+}
+
+/**
+ * An LMDB target is an empty directory, or one that holds only a store (refused later when it
+ * holds data): a store made in a directory of other files would make the directory and every
+ * file in it owner-only, and its `.gitignore` (`*`) would hide them from git.
+ */
+function refuseForeignFiles(dir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return; // missing (it is made), or not a directory (the open names it)
+  }
+  const own = (name: string) =>
+    name === "store.mdb" || name === "store.mdb-lock" || (name === ".gitignore" && readFileSync(join(dir, name), "utf8").split("\n").filter((line) => line !== "" && !line.startsWith("#")).join("\n") === "*");
+  const foreign = names.filter((name) => !own(name)).sort();
+  if (foreign.length > 0) {
+    const shown = foreign.slice(0, 5).join(", ") + (foreign.length > 5 ? `, … (${foreign.length} in all)` : "");
+    throw new ApexError("APEX_E_CONFLICT", `The target directory ${dir} is not empty (${shown}); a migration copies into an empty directory.`, {
+      hint: "Point --to at a new or empty directory. Nothing was written.",
+      details: { dir, entries: foreign.slice(0, 100) },
+    });
   }
 }
 
