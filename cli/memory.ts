@@ -42,7 +42,7 @@ Examples:
     .argument("<glob>", "e.g. '/notes/*', '/a/**', or /notes (the subtree)")
     .option("--json", "print one JSON object {path: value, …}")
     .option("--keys", "print paths only")
-    .option("--limit <n>", "stop after N entries", wholeNumber("--limit"))
+    .option("--limit <n>", "stop after N entries (N ≥ 1)", wholeNumber("--limit", 1))
     .addHelpText("after", examples("apex memory query '/notes/*'", "apex memory query /notes --keys", "apex memory query '/sessions/*/checkpoint-*' --keys --limit 20"))
     .action(async (glob: string, options: { json?: boolean; keys?: boolean; limit?: number }, command: Command) => {
       const { queryMemory } = await import("./memory-actions.js");

@@ -344,6 +344,21 @@ describe("apex session export / import", () => {
     expect(apex("session", "export", "s-none", "-o", join(root, "x.apexbundle")).status).toBe(3);
     expect(existsSync(join(root, "x.apexbundle"))).toBe(false);
     expect(apex("session", "import", join(root, "missing.apexbundle")).status).toBe(3);
+    // -o naming a directory (with --force too: never replaced), or a file in a directory that does not exist.
+    const folder = join(root, "bundles");
+    mkdirSync(join(folder, "inside"), { recursive: true });
+    for (const args of [["-o", folder], ["-o", folder, "--force"]]) {
+      const result = apex("session", "export", "s-old", ...args, "--json");
+      expect(result.status, result.stderr).toBe(2);
+      expect(errorOf(result)).toMatchObject({ code: "APEX_E_USAGE" });
+      expect(errorOf(result).message).toContain(`${folder} is a directory`);
+    }
+    expect(readdirSync(folder)).toEqual(["inside"]);
+    const nowhere = apex("session", "export", "s-old", "-o", join(root, "no-such-dir", "s.apexbundle"), "--json");
+    expect(nowhere.status, nowhere.stderr).toBe(3);
+    expect(errorOf(nowhere)).toMatchObject({ code: "APEX_E_NOT_FOUND" });
+    expect(errorOf(nowhere).message).toContain(join(root, "no-such-dir"));
+    expect(existsSync(join(root, "no-such-dir"))).toBe(false);
   });
 });
 

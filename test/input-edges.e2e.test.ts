@@ -116,3 +116,32 @@ describe("a plugin file that exists but does not load", () => {
     expect(apex(["memory", "set", "/a", "1"]).status).toBe(0);
   });
 });
+
+describe("usage errors the argument parser finds", () => {
+  it("are one JSON line on stderr with --json (APEX_E_USAGE, exit 2), the text otherwise; nothing is written", () => {
+    const cases: Array<[string[], RegExp]> = [
+      [["checkpoint", "show", "--json"], /missing required argument 'checkpoint'/],
+      [["memory", "set", "/x", "--json"], /missing required argument 'json'/],
+      [["checkpoint", "list", "--bogus", "--json"], /unknown option '--bogus'/],
+      [["memory", "show", "/a", "/b", "--json"], /too many arguments/],
+      [["store", "migrate", "--json"], /required option '--to <url>' not specified/],
+      [["session", "frobnicate", "--json"], /unknown command 'frobnicate'/],
+      [["memory", "query", "/**", "--limit", "--json"], /argument missing|--limit/],
+    ];
+    for (const [args, message] of cases) {
+      const result = apex(args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(2);
+      const lines = result.stderr.trim().split("\n");
+      expect(lines, args.join(" ")).toHaveLength(1);
+      const error = JSON.parse(lines[0]!).error;
+      expect(error).toMatchObject({ code: "APEX_E_USAGE", exitCode: 2 });
+      expect(error.message).toMatch(message);
+      expect(error.message).not.toMatch(/^error:/);
+      expect(result.stdout).toBe("");
+      const text = apex(args.filter((arg) => arg !== "--json"));
+      expect(text.status).toBe(2);
+      expect(text.stderr).toMatch(message);
+    }
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+});

@@ -411,6 +411,11 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const { dir, sessionId, saver } = await setup();
     await expect(saver.put({ configurable: {} }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toThrow(/thread_id/);
     await expect(saver.putWrites({ configurable: { thread_id: "t" } }, [["x", 1]], "task")).rejects.toThrow(/checkpoint_id/);
+    // A name that is not valid Unicode (a lone surrogate) has no path segment: bad input, not an internal "URI malformed".
+    await expect(saver.put({ configurable: { thread_id: "t\ud800" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
+    await expect(saver.put({ configurable: { thread_id: "t" } }, checkpointOf({ "c\udc00": 1 }, { "c\udc00": 1 }), { source: "input", step: -1, parents: {} }, { "c\udc00": 1 })).rejects.toMatchObject({
+      code: "APEX_E_BAD_INPUT",
+    });
     const client = await (saver as unknown as { connect(): Promise<{ call(m: string, p: unknown): Promise<unknown>; close(): Promise<void> }> }).connect();
     cleanups.push(() => client.close());
     await expect(client.call("langgraph.put", { thread_id: "t", checkpoint_ns: "", checkpoint_id: "c", parent_id: null, mode: "sideways" })).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
@@ -443,6 +448,42 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     await reader.close();
     const stored = await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, writes: [...store.keysBelow(`/sessions/${sessionId}/langgraph/t/~/writes`)] }));
     expect(stored).toEqual({ total: 2, writes: [] });
+  });
+
+  it("an ended session's threads read when the saver names the session, and refuse writes; an unknown session is named", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const thread = { configurable: { thread_id: "t", checkpoint_ns: "" } };
+    const first = await saver.put(thread, checkpointOf({ a: "A0" }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    await saver.close();
+    // The session ends as `apex stop` leaves it: its record moves to the history, no session is current.
+    const store = await openStore(join(dir, ".apex"));
+    try {
+      await store.batch((batch) => {
+        batch.delete(`/sessions/${sessionId}`);
+        batch.delete("/sessions/current");
+        batch.set(`/sessions/history/${sessionId}`, { session_id: sessionId, status: "stopped", agents: [], supervisor: null, history: [], ended_at: new Date().toISOString() });
+      });
+    } finally {
+      await store.close();
+    }
+    const ended = new ApexSaver({ project: dir, session: sessionId });
+    cleanups.push(() => ended.close());
+    expect((await ended.getTuple(thread))!.checkpoint.channel_values).toEqual({ a: "A0" });
+    const listed = [];
+    for await (const tuple of ended.list(thread)) listed.push(tuple.config.configurable?.checkpoint_id);
+    expect(listed).toEqual([first.configurable.checkpoint_id]);
+    await expect(ended.put(first, checkpointOf({ a: "A1" }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 })).rejects.toMatchObject({ code: "APEX_E_SESSION_STATE" });
+    await expect(ended.putWrites(first, [["a", "w"]], "task")).rejects.toMatchObject({ code: "APEX_E_SESSION_STATE" });
+    await expect(ended.deleteThread("t")).rejects.toMatchObject({ code: "APEX_E_SESSION_STATE" });
+    await ended.close();
+    // Without a session named, there is none to use; a session that does not exist is named.
+    const unnamed = new ApexSaver({ project: dir });
+    cleanups.push(() => unnamed.close());
+    await expect(unnamed.getTuple(thread)).rejects.toMatchObject({ code: "APEX_E_NO_SESSION" });
+    const unknown = new ApexSaver({ project: dir, session: "no-such-session" });
+    cleanups.push(() => unknown.close());
+    await expect(unknown.getTuple(thread)).rejects.toThrow(/no-such-session/);
+    expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, writes: [...store.keysBelow(`/sessions/${sessionId}/langgraph/t/~/writes`)] }))).toEqual({ total: 1, writes: [] });
   });
 
   it("refuses to write when the checkpoint plugin's paths leave out /langgraph", async () => {

@@ -4,6 +4,7 @@
  * database, connection errors, read-only opens that write nothing, LISTEN/NOTIFY.
  */
 import { createHash, randomBytes } from "node:crypto";
+import { createServer, type AddressInfo } from "node:net";
 import pg from "pg";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
@@ -12,6 +13,7 @@ import { decodeValue, encodeJson } from "../core/store/value-codec.js";
 import { PostgresBackend, postgresBackend, redactUrl } from "../plugins/postgres/backend.js";
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { GROUP_BYTES } from "../plugins/postgres/groups.js";
+import { connectTimeoutMs } from "../plugins/postgres/bridge.js";
 import { describePort } from "./support/port-suite.js";
 import { freePort, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
@@ -213,6 +215,38 @@ describe("postgres backend", () => {
     }
     expect(() => postgresBackend.open({ backend: "postgres", dir: "/x" }, {})).toThrowError(expect.objectContaining({ code: "APEX_E_CONFIG" }));
   });
+
+  it("gives up connecting after the URL's connect_timeout (else PGCONNECT_TIMEOUT, else 10 s) to a server that never answers", async () => {
+    // Accepted by the kernel, never answered: the caller is blocked in the bridge meanwhile.
+    const silent = createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const port = (silent.address() as AddressInfo).port;
+    try {
+      const target = `postgres://apex:secret@127.0.0.1:${port}/db?connect_timeout=2`;
+      for (const attempt of [() => postgresBackend.open({ ...spec(), url: target }, {}), () => postgresBackend.exists({ ...spec(), url: target })]) {
+        const started = Date.now();
+        let caught: unknown;
+        try {
+          attempt();
+        } catch (error) {
+          caught = error;
+        }
+        expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE" });
+        expect((caught as Error).message).toContain("no answer within 2 s");
+        expect((caught as Error).message).not.toContain("secret");
+        expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+        expect(Date.now() - started).toBeLessThan(30_000);
+      }
+    } finally {
+      silent.close();
+    }
+    expect(connectTimeoutMs("postgres://h/db", {})).toBe(10_000);
+    expect(connectTimeoutMs("postgres://h/db", { PGCONNECT_TIMEOUT: "5" })).toBe(5_000);
+    expect(connectTimeoutMs("postgres://h/db?connect_timeout=7", { PGCONNECT_TIMEOUT: "5" })).toBe(7_000);
+    expect(connectTimeoutMs("postgres://h/db?connect_timeout=0", {})).toBe(0);
+    expect(connectTimeoutMs("postgres://h/db?connect_timeout=1", {})).toBe(2_000);
+    expect(connectTimeoutMs("postgres://h/db?connect_timeout=soon", {})).toBe(10_000);
+  }, 90_000);
 
   it("watches through LISTEN on the project's channel, not by polling", async () => {
     const s = spec();

@@ -4,8 +4,10 @@
 // copy, object hashes are identical, the source's file is byte for byte unchanged, and the
 // refusals (running supervisor, non-empty target, bad URL) write nothing.
 import { redactUrl } from "../core/store/open.js";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -126,7 +128,73 @@ describe("apex store migrate", () => {
     const missing = project.apex(["store", "migrate"]);
     expect(missing.status).toBe(2);
     expect(existsSync(join(project.dir, "postgres-ish"))).toBe(false);
+    // A postgres:// URL that is not a URL (a port out of range or not a number) is named as the bad --to.
+    for (const bad of ["postgres://apex:secret@127.0.0.1:99999/apex", "postgres://apex:secret@127.0.0.1:abc/apex"]) {
+      const result = project.apex(["store", "migrate", "--to", bad, "--json"]);
+      expect(result.status, `${bad}: ${result.stderr}`).toBe(2);
+      const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error;
+      expect(error.code).toBe("APEX_E_USAGE");
+      expect(error.message).toContain("--to");
+      expect(result.stderr).not.toContain("secret");
+    }
+    // An LMDB target that is a file, or below one, is a usage error, not an internal one.
+    const file = join(backDir, "..", `${backDir.split("/").at(-1)}-file`);
+    writeFileSync(file, "not a directory\n");
+    try {
+      for (const target of [file, join(file, "below")]) {
+        const result = project.apex(["store", "migrate", "--to", `lmdb:${target}`, "--json"]);
+        expect(result.status, `${target}: ${result.stderr}`).toBe(2);
+        const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error;
+        expect(error.code).toBe("APEX_E_USAGE");
+        expect(error.message).toContain(file);
+      }
+      expect(readFileSync(file, "utf8")).toBe("not a directory\n");
+    } finally {
+      rmSync(file, { force: true });
+    }
+    // A directory that holds other files is not an empty target: refused before anything in it is touched
+    // (the store would have made it and every file in it owner-only).
+    const busy = join(backDir, "..", `${backDir.split("/").at(-1)}-busy`);
+    mkdirSync(busy, { mode: 0o755 });
+    writeFileSync(join(busy, "notes.txt"), "mine\n", { mode: 0o644 });
+    chmodSync(busy, 0o755);
+    chmodSync(join(busy, "notes.txt"), 0o644);
+    try {
+      const result = project.apex(["store", "migrate", "--to", `lmdb:${busy}`, "--json"]);
+      expect(result.status, result.stderr).toBe(4);
+      const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error;
+      expect(error.code).toBe("APEX_E_CONFLICT");
+      expect(error.message).toContain("notes.txt");
+      expect(readdirSync(busy)).toEqual(["notes.txt"]);
+      expect([statSync(busy).mode & 0o777, statSync(join(busy, "notes.txt")).mode & 0o777]).toEqual([0o755, 0o644]);
+    } finally {
+      rmSync(busy, { recursive: true, force: true });
+    }
   }, 60_000);
+
+  it("gives up on a server that accepts the connection but never answers, with APEX_E_STORE_UNREACHABLE (no hang)", async () => {
+    const silent = createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const port = (silent.address() as AddressInfo).port;
+    const run = project.apexAsync(["store", "migrate", "--to", `postgres://apex:secret@127.0.0.1:${port}/apex`, "--json"]);
+    const started = Date.now();
+    // A hang is ended here (by its pid), so that it fails the test rather than outliving it.
+    const guard = setTimeout(() => run.child.kill("SIGKILL"), 90_000);
+    try {
+      const result = await run.done;
+      expect(result.status, result.stderr).toBe(1);
+      const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error;
+      expect(error.code).toBe("APEX_E_STORE_UNREACHABLE");
+      expect(error.message).toContain(`127.0.0.1:${port}`);
+      expect(result.stderr).not.toContain("secret");
+      // The default connect timeout is 10 s; a hang would last until the call timeout (10 min).
+      expect(Date.now() - started).toBeLessThan(60_000);
+    } finally {
+      clearTimeout(guard);
+      if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
+      silent.close();
+    }
+  }, 120_000);
 
   it("copies PostgreSQL back to an LMDB directory with the same answers", () => {
     const result = project.apex(["store", "migrate", "--to", `lmdb:${backDir}`], { env: env(pgUrl) });
@@ -141,5 +209,19 @@ describe("apex store migrate", () => {
     expect(again.status, again.stderr).toBe(4);
     expect(again.stderr).toContain("error[APEX_E_CONFLICT]");
     expect(hashFile(join(backDir, "store.mdb"))).toBe(copied);
+
+    // A directory with a space (and not ASCII): the printed variable can be pasted into a shell as it is.
+    const spaced = `${backDir} copy ü`;
+    try {
+      const copy = project.apex(["store", "migrate", "--to", `lmdb:${spaced}`, "--json"], { env: env(pgUrl) });
+      expect(copy.status, copy.stderr).toBe(0);
+      const report = JSON.parse(copy.stdout);
+      expect(report.switch.env).toBe(`APEX_STORE_URL='lmdb:${spaced}'`);
+      const shell = spawnSync("/bin/sh", ["-c", `${report.switch.env}; printf %s "$APEX_STORE_URL"`], { encoding: "utf8" });
+      expect(shell.stdout).toBe(`lmdb:${spaced}`);
+      expect(ok(["memory", "show", "/notes/plan", "--json"], `lmdb:${spaced}`)).toEqual(source.plan);
+    } finally {
+      rmSync(spaced, { recursive: true, force: true });
+    }
   }, 240_000);
 });

@@ -94,6 +94,29 @@ describe("which store a project uses", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("a store URL no backend can use is a config error (exit 2) naming it, and nothing is written: a bad port, an LMDB directory that is a file", () => {
+    const dir = project();
+    for (const url of ["postgres://u:pw@127.0.0.1:99999/db", "postgres://u:pw@127.0.0.1:abc/db"]) {
+      const result = runApex(["memory", "set", "/a", "1", "--json"], { cwd: dir, env: { APEX_STORE_URL: url } });
+      expect(result.status, result.stderr).toBe(2);
+      const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error;
+      expect(error.code).toBe("APEX_E_CONFIG");
+      expect(error.message).toMatch(/bad port "(99999|abc)"/);
+      expect(result.stderr).not.toContain(":pw@");
+    }
+    writeFileSync(join(dir, "notes.txt"), "a file\n");
+    for (const url of ["lmdb:notes.txt", "lmdb:notes.txt/store"]) {
+      for (const args of [["memory", "set", "/a", "1", "--json"], ["memory", "import", "-", "--json"]]) {
+        const result = runApex(args, { cwd: dir, env: { APEX_STORE_URL: url }, input: JSON.stringify({ "/a": 1 }) });
+        expect(result.status, `${url} ${args[1]}: ${result.stderr}`).toBe(2);
+        const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error;
+        expect(error.code).toBe("APEX_E_CONFIG");
+        expect(error.message).toContain(`${join(dir, "notes.txt")} is a file`);
+      }
+    }
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("a backend that is not there is APEX_E_BACKEND_UNAVAILABLE (exit 2)", async () => {
     const error = await backendFactory("nosuch").catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ApexError);

@@ -369,7 +369,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     const saved = process.env.APEX_SOCKET;
     if (this.options.project !== undefined) delete process.env.APEX_SOCKET;
     try {
-      return await openSessionClient(locateProject(this.options.project !== undefined ? { cwd: this.options.project } : {}), "write");
+      return await openSessionClient(locateProject(this.options.project !== undefined ? { cwd: this.options.project } : {}), "write", this.options.session !== undefined ? { session: this.options.session } : {});
     } finally {
       if (saved !== undefined) process.env.APEX_SOCKET = saved;
     }

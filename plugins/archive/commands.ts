@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
-import { join, relative, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { type Store } from "../../core/store/store.js";
@@ -212,6 +212,23 @@ function installJson(result: InstallResult, file: string) {
 // ---------------------------------------------------------------------------------------------
 // apex session export ID -o FILE
 
+/** -o names a file in a directory that exists: a directory is never replaced, even with --force. */
+function checkOutputFile(file: string): void {
+  if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new ApexError("APEX_E_USAGE", `-o ${file} is a directory; give the bundle's file name.`, { hint: `e.g. -o ${join(file, "session.apexbundle")}. Nothing was written.` });
+  }
+  const dir = dirname(file);
+  let parent: ReturnType<typeof statSync> | undefined;
+  try {
+    parent = statSync(dir, { throwIfNoEntry: false });
+  } catch {
+    parent = undefined; // ENOTDIR: a file on the way
+  }
+  if (!parent?.isDirectory()) {
+    throw new ApexError("APEX_E_NOT_FOUND", `The directory ${dir} of -o does not exist.`, { hint: "Create it first, or write the bundle elsewhere. Nothing was written." });
+  }
+}
+
 /** Reads only: runs in the CLI on a read-only store (a live supervisor keeps writing meanwhile). */
 export async function runExport(input: CommandInput, context: CommandContext, settings: ArchiveSettings): Promise<number> {
   const target = argument(input);
@@ -219,6 +236,7 @@ export async function runExport(input: CommandInput, context: CommandContext, se
   const output = input.options.output;
   if (typeof output !== "string" || output === "") throw new ApexError("APEX_E_USAGE", "Give the file to write with -o FILE.", { hint: "apex session export <id> -o session.apexbundle" });
   const file = resolve(output);
+  checkOutputFile(file);
   if (existsSync(file) && !input.options.force) {
     throw new ApexError("APEX_E_CONFLICT", `${file} already exists; not overwriting it.`, { hint: "Choose another file, or pass --force to replace it." });
   }

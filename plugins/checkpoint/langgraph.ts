@@ -123,7 +123,14 @@ export function nameSegment(name: string): string {
   if (name === "") return "~";
   // Characters encodeURIComponent keeps (but "~"): most names are already their segment (a put writes 100s).
   if (PLAIN_SEGMENT.test(name)) return name === "." ? "%2E" : name === ".." ? "%2E%2E" : name;
-  const encoded = encodeURIComponent(name).replace(/~/g, "%7E");
+  let encoded: string;
+  try {
+    encoded = encodeURIComponent(name).replace(/~/g, "%7E");
+  } catch {
+    throw new ApexError("APEX_E_BAD_INPUT", `The LangGraph name ${JSON.stringify(name)} is not valid Unicode (it holds a lone surrogate).`, {
+      hint: "Thread ids, namespaces, channel names and keys must be well-formed strings. Nothing was written.",
+    });
+  }
   return encoded === "." ? "%2E" : encoded === ".." ? "%2E%2E" : encoded;
 }
 

@@ -1,5 +1,5 @@
-import { existsSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { createRequire } from "node:module";
 import type { Database, RootDatabase } from "lmdb";
 import type {
@@ -693,9 +693,13 @@ export function namedDatabaseExists(root: RootDatabase, name: string): boolean {
  * version equals, compare and hashing; from Node 24 also toString with an encoding, subarray(),
  * slice(), indexOf and Buffer.concat, which then read the bytes of earlier, larger values. The
  * port hands out an exact view instead: no copy, still only valid until the next read.
+ * A value larger than that buffer (16 MiB) comes as a plain Uint8Array of its own, without
+ * Buffer's methods (readUInt32LE, toString with an encoding): a Buffer over its bytes instead.
  */
 export function exactView(bytes: Buffer | undefined): Buffer | undefined {
-  return bytes && bytes.length !== bytes.byteLength ? bytes.subarray(0, bytes.length) : bytes;
+  if (bytes === undefined || bytes === null) return bytes;
+  if (!Buffer.isBuffer(bytes)) return Buffer.from((bytes as Uint8Array).buffer, (bytes as Uint8Array).byteOffset, (bytes as Uint8Array).byteLength);
+  return bytes.length !== bytes.byteLength ? bytes.subarray(0, bytes.length) : bytes;
 }
 
 /** A table that does not exist yet in a read-only store: reads as empty, refuses writes. */
@@ -716,10 +720,36 @@ function emptyTable(): Table<TableKey, unknown> {
   };
 }
 
+/**
+ * A store directory that is a file, or below one (`APEX_STORE_URL=lmdb:notes.txt`, a file named
+ * `.apex`): a config error naming it, not the ENOTDIR of the first stat that meets it.
+ */
+function assertStoreDirectory(dataDir: string): void {
+  for (let at = dataDir; ; at = dirname(at)) {
+    let stat: ReturnType<typeof statSync> | undefined;
+    try {
+      stat = statSync(at, { throwIfNoEntry: false });
+    } catch (error) {
+      // ENOTDIR: a file above it, met on the way up; anything else is left to the open.
+      if ((error as NodeJS.ErrnoException).code !== "ENOTDIR") return;
+    }
+    if (stat) {
+      if (stat.isDirectory()) return;
+      throw new ApexError("APEX_E_CONFIG", `The LMDB store directory ${dataDir} cannot be used: ${at} is a file, not a directory.`, {
+        hint: "Point store.url in apex.config.yaml (or APEX_STORE_URL=lmdb:PATH) at a directory, or at a path where one can be made.",
+        details: { dir: dataDir, file: at },
+      });
+    }
+    if (dirname(at) === at) return;
+  }
+}
+
 /** The built-in default backend. */
 export const lmdbBackend: StorageBackendFactory = {
   // A writable open waits while this process's handles of the file share a read-only environment (shared-env.ts).
-  open: (spec, options) =>
-    options.readOnly ? LmdbStore.open(spec.dir, options, lmdbDataDir(spec)) : whenWritable(join(lmdbDataDir(spec), STORE_FILE), () => LmdbStore.open(spec.dir, options, lmdbDataDir(spec))),
+  open: (spec, options) => {
+    assertStoreDirectory(lmdbDataDir(spec));
+    return options.readOnly ? LmdbStore.open(spec.dir, options, lmdbDataDir(spec)) : whenWritable(join(lmdbDataDir(spec), STORE_FILE), () => LmdbStore.open(spec.dir, options, lmdbDataDir(spec)));
+  },
   exists: (spec) => lmdbStoreExists(spec),
 };

@@ -53,7 +53,7 @@ import type {
 } from "../../core/store/port.js";
 import { deleteOne, setOne } from "../../core/store/port.js";
 import { decodeValue, encodeJson, isEncodedValue } from "../../core/store/value-codec.js";
-import { BridgeError, SyncBridge, type Rows, type Statement } from "./bridge.js";
+import { BridgeError, SyncBridge, connectTimeoutMs, type Rows, type Statement } from "./bridge.js";
 import { storedForm, writtenForm } from "./codec.js";
 import { GROUP_BYTES, decodeGroup, encodeGroup, findInGroup, mergeGroup, packGroups, type GroupEntry } from "./groups.js";
 import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys.js";
@@ -328,7 +328,26 @@ function urlOf(spec: StoreSpec): string {
       hint: "Set store.url in apex.config.yaml (store: { backend: postgres, url: postgres://user@host/db }) or APEX_STORE_URL.",
     });
   }
+  const problem = postgresUrlProblem(spec.url);
+  if (problem) {
+    throw new ApexError("APEX_E_CONFIG", `The PostgreSQL store URL ${redactUrl(spec.url)} ${problem}.`, {
+      hint: "Fix store.url in apex.config.yaml, or APEX_STORE_URL: postgres://user:password@host:5432/database (a port from 1 to 65535).",
+      details: { url: redactUrl(spec.url) },
+    });
+  }
   return spec.url;
+}
+
+/** What makes `url` unusable as a postgres:// URL (the driver parses it with WHATWG URL), or undefined. */
+export function postgresUrlProblem(url: string): string | undefined {
+  try {
+    new URL(url);
+  } catch {
+    const port = /^[a-z]+:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/i.exec(url)?.[1];
+    if (port !== undefined && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) return `has a bad port ${JSON.stringify(port)}`;
+    return "is not a valid URL";
+  }
+  return undefined;
 }
 
 interface Probe {
@@ -1546,7 +1565,7 @@ class Listener {
 
   private async connect(): Promise<void> {
     const pg = createRequire(import.meta.url)("pg") as typeof import("pg");
-    const client = new pg.Client({ connectionString: this.url, application_name: "apex-listen" });
+    const client = new pg.Client({ connectionString: this.url, application_name: "apex-listen", connectionTimeoutMillis: connectTimeoutMs(this.url) });
     this.client = client;
     client.on("notification", () => this.signal());
     client.on("error", () => this.reconnect());

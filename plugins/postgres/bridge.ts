@@ -42,12 +42,35 @@ export class BridgeError extends Error {
 }
 
 type Request =
-  | { op: "connect"; url: string; setup: string[] }
+  | { op: "connect"; url: string; setup: string[]; timeoutMs: number }
   | { op: "run"; steps: Statement[] }
   | { op: "close" };
 
 /** How long one call may block before the caller gives up (a statement_timeout should fire long before). */
 const CALL_TIMEOUT_MS = 10 * 60_000;
+
+/** How long a connection may take to be ready when neither the URL nor the environment says. */
+export const DEFAULT_CONNECT_TIMEOUT_S = 10;
+
+/**
+ * How long connecting to `url` may take, in milliseconds, as libpq reads it: the URL's
+ * `connect_timeout`, else PGCONNECT_TIMEOUT, in seconds (0: no limit); else 10 s. node-postgres
+ * has no limit of its own, so a host that drops packets, or a server that accepts the connection
+ * and never answers (another service on the port), would block the caller until CALL_TIMEOUT_MS.
+ */
+export function connectTimeoutMs(url: string, env: NodeJS.ProcessEnv = process.env): number {
+  let given: string | null | undefined;
+  try {
+    given = new URL(url).searchParams.get("connect_timeout");
+  } catch {
+    given = undefined;
+  }
+  given ??= env.PGCONNECT_TIMEOUT;
+  const seconds = given !== undefined && given !== null && given.trim() !== "" ? Number(given) : DEFAULT_CONNECT_TIMEOUT_S;
+  if (!Number.isFinite(seconds) || seconds < 0) return DEFAULT_CONNECT_TIMEOUT_S * 1000;
+  // libpq: 0 waits for ever; a timeout below 2 s is taken as 2 s.
+  return seconds === 0 ? 0 : Math.max(2, Math.floor(seconds)) * 1000;
+}
 
 export class SyncBridge {
   private readonly worker: Worker;
@@ -77,9 +100,9 @@ export class SyncBridge {
     this.port.unref();
   }
 
-  /** Connects the worker's client and runs `setup` (session settings) on it. */
+  /** Connects the worker's client and runs `setup` (session settings) on it; gives up after connectTimeoutMs(url). */
   connect(url: string, setup: string[]): void {
-    this.call({ op: "connect", url, setup });
+    this.call({ op: "connect", url, setup, timeoutMs: connectTimeoutMs(url) });
   }
 
   /** Runs statements one after the other on the connection; returns the rows of each. */
@@ -182,16 +205,26 @@ function workerMain(): void {
     answer({ error: lost, fatal: true });
   });
 
-  port.on("message", async (request: { op: string; url?: string; setup?: string[]; steps?: Array<{ text: string; values?: unknown[]; name?: string }> }) => {
+  port.on("message", async (request: { op: string; url?: string; setup?: string[]; timeoutMs?: number; steps?: Array<{ text: string; values?: unknown[]; name?: string }> }) => {
     busy = true;
     if (lost) return answer({ error: lost, fatal: true });
     try {
       if (request.op === "connect") {
-        client = new pg.Client({ connectionString: request.url, types, application_name: "apex" } as import("pg").ClientConfig);
+        const timeoutMs = request.timeoutMs ?? 0;
+        client = new pg.Client({ connectionString: request.url, types, application_name: "apex", connectionTimeoutMillis: timeoutMs } as import("pg").ClientConfig);
         client.on("error", (error) => {
           lost = { message: `lost the connection to PostgreSQL: ${error.message}`, code: (error as { code?: string }).code ?? "ECONNRESET" };
         });
-        await client.connect();
+        const started = Date.now();
+        try {
+          await client.connect();
+        } catch (error) {
+          // node-postgres ends a connection that is not ready in time with a plain "timeout expired" (or "… due to connection timeout").
+          if (timeoutMs > 0 && Date.now() - started >= timeoutMs - 50 && typeof (error as { code?: unknown })?.code !== "string") {
+            return answer({ error: { message: `no answer within ${timeoutMs / 1000} s (connect_timeout)`, code: "ETIMEDOUT" } });
+          }
+          throw error;
+        }
         for (const text of request.setup ?? []) await client.query(text);
         return answer({ ok: null });
       }

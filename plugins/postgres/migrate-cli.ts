@@ -4,6 +4,8 @@
  * and prints how to switch the project to it. Refuses, writing nothing, while a supervisor
  * runs (the store would change under the copy) and when the target already holds data.
  */
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { printJson, printLine } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
@@ -16,6 +18,7 @@ import { FILTER_DB } from "../checkpoint/engine/hash-filter.js";
 import { JOURNAL_DB, PACKS_DB, TREES_DB, VALUES_DB } from "../checkpoint/engine/objects.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { migrateStore } from "./migrate.js";
+import { postgresUrlProblem } from "./backend.js";
 import { LEASES_OPTIONS, LEASES_TABLE } from "../../core/session/lease.js";
 
 /** The tables of core and the built-in plugins with their kinds (the port's tableNames() gives names only). */
@@ -54,6 +57,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
   if (sameStore(sourceSpec, targetSpec)) {
     throw new ApexError("APEX_E_CONFLICT", "The target is the project's own store.", { hint: "Point --to at another database, project id or directory." });
   }
+  if (targetSpec.backend === "lmdb") refuseForeignFiles(describeStore(targetSpec).location);
   const running = liveSupervisor(location.storeDir);
   if (running) throw supervisorRunning(running.pid);
 
@@ -64,7 +68,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
     source = await openStore(location, { readOnly: true });
     const session = currentSession(source);
     if (session && (session.status === "active" || session.status === "paused") && supervisorAlive(session)) throw supervisorRunning(session.supervisor?.pid);
-    target = await (await backendFactory(targetSpec.backend)).open(targetSpec, {});
+    target = await openTarget(targetSpec, options.to);
     target.spec = targetSpec;
     const report = await migrateStore(source, target, { tables: TABLES, onProgress: progress });
     progress("validating checkpoints on the target");
@@ -106,7 +110,14 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
 /** The target's spec: --to read as APEX_STORE_URL would be (same project id), else a usage error. */
 async function targetSpecOf(location: ProjectLocation, url: string): Promise<StoreSpec> {
   try {
-    return await resolveStoreSpec(location, { ...process.env, APEX_STORE_URL: url });
+    const spec = await resolveStoreSpec(location, { ...process.env, APEX_STORE_URL: url });
+    const problem = spec.backend === "postgres" ? postgresUrlProblem(url) : undefined;
+    if (problem) {
+      throw new ApexError("APEX_E_USAGE", `--to ${redactUrl(url)} ${problem}.`, {
+        hint: "e.g. apex store migrate --to postgres://apex@localhost:5432/apex (a port from 1 to 65535). Nothing was written.",
+      });
+    }
+    return spec;
   } catch (error) {
     if (error instanceof ApexError && error.code === "APEX_E_CONFIG" && error.message.startsWith("APEX_STORE_URL")) {
       throw new ApexError("APEX_E_USAGE", `--to must be postgres://… or lmdb:PATH, not ${JSON.stringify(redactUrl(url))}.`, {
@@ -114,6 +125,42 @@ async function targetSpecOf(location: ProjectLocation, url: string): Promise<Sto
       });
     }
     throw error;
+  }
+}
+
+/** The target store, opened to write; a target the backend cannot use at all (a file for a directory) is a bad --to. */
+async function openTarget(spec: StoreSpec, url: string): Promise<StorageBackend> {
+  try {
+    return await (await backendFactory(spec.backend)).open(spec, {});
+  } catch (error) {
+    if (error instanceof ApexError && error.code === "APEX_E_CONFIG") {
+      throw new ApexError("APEX_E_USAGE", `--to ${redactUrl(url)}: ${error.message}`, { hint: "Point --to at an empty directory or a new database. Nothing was written.", details: error.details, cause: error });
+    }
+    throw error;
+  }
+}
+
+/**
+ * An LMDB target is an empty directory, or one that holds only a store (refused later when it
+ * holds data): a store made in a directory of other files would make the directory and every
+ * file in it owner-only, and its `.gitignore` (`*`) would hide them from git.
+ */
+function refuseForeignFiles(dir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return; // missing (it is made), or not a directory (the open names it)
+  }
+  const own = (name: string) =>
+    name === "store.mdb" || name === "store.mdb-lock" || (name === ".gitignore" && readFileSync(join(dir, name), "utf8").split("\n").filter((line) => line !== "" && !line.startsWith("#")).join("\n") === "*");
+  const foreign = names.filter((name) => !own(name)).sort();
+  if (foreign.length > 0) {
+    const shown = foreign.slice(0, 5).join(", ") + (foreign.length > 5 ? `, … (${foreign.length} in all)` : "");
+    throw new ApexError("APEX_E_CONFLICT", `The target directory ${dir} is not empty (${shown}); a migration copies into an empty directory.`, {
+      hint: "Point --to at a new or empty directory. Nothing was written.",
+      details: { dir, entries: foreign.slice(0, 100) },
+    });
   }
 }
 
@@ -140,5 +187,10 @@ function switchLines(spec: StoreSpec, url: string): { config: string; env: strin
     return { config: `store: { backend: postgres, url: ${JSON.stringify(shown)}, project: ${spec.project} }`, env: `APEX_STORE_URL=${shown}` };
   }
   const path = describeStore(spec).location;
-  return { config: `store: { backend: lmdb, url: ${JSON.stringify(path)} }`, env: `APEX_STORE_URL=lmdb:${path}` };
+  return { config: `store: { backend: lmdb, url: ${JSON.stringify(path)} }`, env: `APEX_STORE_URL=${shellWord(`lmdb:${path}`)}` };
+}
+
+/** A word a POSIX shell reads back as `text`: as it is when nothing in it is special, else single-quoted. */
+function shellWord(text: string): string {
+  return /^[\p{L}\p{N}_@%+=:,./~-]+$/u.test(text) ? text : `'${text.replace(/'/g, "'\\''")}'`;
 }

@@ -250,6 +250,24 @@ export function describePort(name: string, harness: PortHarness): void {
       expect(store.revision()).toBe(0);
     });
 
+    it("hands out a value larger than 16 MiB as a Buffer, from get and getBinaryFast (lmdb-js: a plain Uint8Array past its read buffer)", async () => {
+      const { store, open } = fresh();
+      const table = store.table<number, Buffer>("large", { keys: "uint32", values: "binary" });
+      const large = Buffer.alloc(17 * 1024 * 1024, 0x61);
+      large.writeUInt32LE(0xdeadbeef, large.length - 4);
+      await store.transaction(() => {
+        table.put(1, large);
+        table.put(2, Buffer.from("small"));
+      });
+      for (const reader of [store, open({ readOnly: true })]) {
+        const read = reader.table<number, Buffer>("large", { keys: "uint32", values: "binary" });
+        const fast = read.getBinaryFast(1)!;
+        expect([Buffer.isBuffer(fast), fast.length, fast.readUInt32LE(fast.length - 4), fast.subarray(0, 2).toString("latin1")]).toEqual([true, large.length, 0xdeadbeef, "aa"]);
+        expect(Buffer.isBuffer(read.get(1))).toBe(true);
+        expect(read.getBinaryFast(2)!.toString("latin1")).toBe("small");
+      }
+    });
+
     it("keeps a binary-keyed table of thousands of entries in order through inserts, overwrites and deletes (PostgreSQL: many to a row)", async () => {
       const { store, open } = fresh();
       const table = store.table<Buffer, Buffer>("many", { keys: "binary", values: "binary" });
