@@ -6,6 +6,7 @@ import { writeDerivedCheckpoint } from "../plugins/checkpoint/branch.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
 import { createCheckpoint, getCheckpointValue, loadManifest, readCheckpointMemory, showCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
+import { resolveCheckpoint } from "../plugins/checkpoint/refs.js";
 import { applyToTree, objectView, type MergeChange } from "../plugins/checkpoint/merge.js";
 import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
@@ -112,7 +113,31 @@ describe("branch", () => {
     expect((await refusal(createBranch(store, c1.id, "exp"))).code).toBe("APEX_E_CONFLICT");
     expect((await refusal(createBranch(store, c1.id, "no/slash"))).code).toBe("APEX_E_USAGE");
     expect((await refusal(createBranch(store, c1.id, "latest"))).code).toBe("APEX_E_USAGE");
+    // A name that reads as the start of an id: `--session cafe` would also match a session whose id starts with it.
+    for (const hexLike of ["cafe", "deadbeef", "f34c2a84", "abc-123"]) {
+      const refused = await refusal(createBranch(store, c1.id, hexLike));
+      expect(refused.code, hexLike).toBe("APEX_E_USAGE");
+      expect(refused.message).toContain("start of a session or checkpoint id");
+    }
     expect(store.revision()).toBe(revision);
+    // Short ones and names with other letters stay fine.
+    await createBranch(store, c1.id, "abc", { now });
+    await createBranch(store, c1.id, "cafe-latte", { now });
+  });
+
+  it("takes <session>/checkpoint-NNN and <session>/latest with the session as APEX prints it: a branch's name or an id prefix", async () => {
+    const c1 = await checkpoint();
+    const exp = await branch(c1.id, "exp");
+    await commit(exp, { "/exp": 1 });
+    const second = latest(exp);
+    for (const ref of ["exp/latest", "exp/checkpoint-002", `${exp.slice(0, 8)}/checkpoint-002`, `${exp}/latest`]) {
+      expect(resolveCheckpoint(store, ref).id, ref).toBe(second.id);
+    }
+    expect(resolveCheckpoint(store, "exp/checkpoint-001").id).toBe(latest(exp).parent);
+    const fromPrinted = await createBranch(store, `${exp.slice(0, 8)}/checkpoint-002`, "from-printed", { now });
+    expect(fromPrinted.parent_checkpoint).toMatchObject({ id: second.id, session_id: exp });
+    expect((await refusal(Promise.resolve().then(() => resolveCheckpoint(store, "exp/checkpoint-009")))).code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
+    expect((await refusal(Promise.resolve().then(() => resolveCheckpoint(store, "nosuch/latest")))).code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
   });
 });
 
