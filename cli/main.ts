@@ -76,14 +76,15 @@ export async function main(argv: string[]): Promise<number> {
         for (const group of program.commands) group.addHelpText("after", note);
       }
     }
-    throwInsteadOfExit(program);
+    throwInsteadOfExit(program, json);
     await program.parseAsync(argv);
     for (const finalize of finalizers) await finalize();
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (error) {
     if (error instanceof CommanderError) {
       if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
-      // commander already printed its message; usage errors exit with 2
+      // commander already printed its message (not with --json: there it is the usual JSON error); usage errors exit with 2
+      if (json) reportError(new ApexError("APEX_E_USAGE", `${error.message.replace(/^error: /, "")}.`.replace(/\.\.$/, "."), { hint: "Run the command with --help for its usage." }), true);
       return 2;
     }
     return reportError(error, json);
@@ -185,10 +186,14 @@ export function reportUnhandledRejection(reason: unknown): void {
   process.exitCode = Math.max(1, reportError(reason, process.argv.includes("--json")));
 }
 
-/** Commander exits by itself on usage errors unless every (sub)command is told not to. */
-function throwInsteadOfExit(command: Command): void {
+/**
+ * Commander exits by itself on usage errors unless every (sub)command is told not to. With
+ * --json its text is held back: main() reports the error as JSON like every other one.
+ */
+function throwInsteadOfExit(command: Command, json: boolean): void {
   command.exitOverride();
-  for (const sub of command.commands) throwInsteadOfExit(sub);
+  if (json) command.configureOutput({ outputError: () => {} }).showHelpAfterError(false);
+  for (const sub of command.commands) throwInsteadOfExit(sub, json);
 }
 
 /**

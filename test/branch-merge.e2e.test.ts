@@ -1,7 +1,7 @@
 // Branch a session from a checkpoint, run it, merge it back, draw the tree: through the built
 // CLI, with real supervisors and agents, a real LMDB store and real git worktrees.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -137,6 +137,27 @@ describe("the flow's commands, verbatim", () => {
   });
 });
 
+describe("usage errors with --json", () => {
+  it("are JSON on stderr with APEX_E_USAGE and exit 2, also when the command line itself is wrong", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
+    for (const args of [
+      ["session", "branch", "--bogus"],
+      ["session", "branch"],
+      ["session", "merge", "only-one"],
+      ["session", "share", "current"],
+      ["serve", "--listen"],
+      ["session", "tree", "extra"],
+    ]) {
+      const result = project.apex([...args, "--json"]);
+      expect(result.status, args.join(" ")).toBe(2);
+      expect(JSON.parse(result.stderr).error, `${args.join(" ")}: ${result.stderr}`).toMatchObject({ code: "APEX_E_USAGE", exitCode: 2 });
+      expect(result.stdout).toBe("");
+    }
+    // Without --json, commander's own text as before.
+    expect(project.apex(["session", "branch", "--bogus"]).stderr).toContain("error: unknown option '--bogus'");
+  });
+});
+
 describe("continuing a session that does not hold the live memory", () => {
   it("restores that session's own latest checkpoint, never the memory another session left", () => {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
@@ -201,6 +222,33 @@ describe("--worktree and --git", () => {
     // beforeGit fired first: the checkpoint plugin's beforeGit checkpoint is in main.
     const triggers = json<{ items: Array<{ trigger: string }> }>(p.apex(["checkpoint", "list", "--json"])).items.map((item) => item.trigger);
     expect(triggers).toContain("beforeGit");
+  });
+
+  it("refuses a --worktree directory that exists and is not empty, or an empty name, leaving no git branch and no session", () => {
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const sessions = p.apex(["session", "list", "--json"]).stdout;
+    const occupied = join(worktree, "..", "occupied");
+    mkdirSync(occupied);
+    writeFileSync(join(occupied, "keep.txt"), "mine\n");
+    for (const [target, code, exit] of [
+      [occupied, "APEX_E_CONFLICT", 4],
+      [dir, "APEX_E_CONFLICT", 4],
+      ["", "APEX_E_USAGE", 2],
+    ] as const) {
+      const refused = p.apex(["session", "branch", "latest", "feature", "--worktree", target, "--json"]);
+      expect(refused.status, `${target}: ${refused.stderr}`).toBe(exit);
+      expect(JSON.parse(refused.stderr).error.code).toBe(code);
+      expect(git(dir, "branch", "--list", "apex/*")).toBe("");
+    }
+    expect(readFileSync(join(occupied, "keep.txt"), "utf8")).toBe("mine\n");
+    expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
+    // An empty directory is fine.
+    const empty = join(worktree, "..", "empty");
+    mkdirSync(empty);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", empty]).status).toBe(0);
+    expect(git(empty, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
   });
 
   it("a git conflict aborts cleanly: both histories intact, the files named, no memory merged", () => {
