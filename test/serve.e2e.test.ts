@@ -323,6 +323,25 @@ describe("apex serve: bad input and abuse", () => {
     expect(expired.body.error.message).toContain("expired");
     expect(project.apex(["session", "share", "current", "x", "--expires", "soon"]).status).toBe(2);
     expect(project.apex(["session", "share", "current", "x", "--role", "admin"]).status).toBe(2);
+    // An expiry past what a date can hold, an invite address that is no URL: usage errors, and no grant is made (its token would be lost).
+    const grantsBefore = project.apex(["session", "shares", "current", "--json"]).stdout;
+    for (const extra of [["--expires", "99999999d"], ["--url", "notaurl"], ["--url", "ftp://host/"]]) {
+      const refused = project.apex(["session", "share", "current", "xavier", ...extra, "--json"]);
+      expect(refused.status, `${extra.join(" ")}: ${refused.stderr}`).toBe(2);
+      expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_USAGE");
+    }
+    expect(project.apex(["session", "shares", "current", "--json"]).stdout).toBe(grantsBefore);
+
+    // An address in use, or not of this host: said so (4 and 2), not an internal error; nothing keeps running.
+    const port = new URL(server.url).port;
+    for (const [listen, code, exit] of [
+      [`127.0.0.1:${port}`, "APEX_E_CONFLICT", 4],
+      ["nonexistent.invalid:0", "APEX_E_USAGE", 2],
+    ] as const) {
+      const taken = project.apex(["serve", "--listen", listen, "--insecure", "--json"], { timeout: 30_000 });
+      expect(taken.status, `${listen}: ${taken.stderr}`).toBe(exit);
+      expect(JSON.parse(taken.stderr).error.code).toBe(code);
+    }
 
     // No CORS headers unless configured.
     const cross = await fetch(`${server.url}/api/sessions/${sid}/rpc/session.status`, {
