@@ -7,6 +7,7 @@ import { Catalog } from "../plugins/checkpoint/catalog.js";
 import { createCheckpoint, getCheckpointValue, loadManifest, readCheckpointMemory, showCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { resolveCheckpoint } from "../plugins/checkpoint/refs.js";
+import { resolveSessionRef } from "../plugins/checkpoint/plugin-sessions.js";
 import { applyToTree, objectView, type MergeChange } from "../plugins/checkpoint/merge.js";
 import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
@@ -138,6 +139,20 @@ describe("branch", () => {
     expect(fromPrinted.parent_checkpoint).toMatchObject({ id: second.id, session_id: exp });
     expect((await refusal(Promise.resolve().then(() => resolveCheckpoint(store, "exp/checkpoint-009")))).code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
     expect((await refusal(Promise.resolve().then(() => resolveCheckpoint(store, "nosuch/latest")))).code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
+  });
+
+  it("reads `current` as the current session, as `session share current` does, never as a session of that id", async () => {
+    const { dst } = await twoBranches();
+    expect(resolveSessionRef(store, "current")).toBe("main");
+    expect(resolveCheckpoint(store, "current/latest").sessionId).toBe("main");
+    await commit(dst, { "/from-dst": 1 });
+    const report = await mergeSessions(store, { source: "dst", destination: "current" });
+    expect(report.destination.session_id).toBe("main");
+    expect(await value("main", "/from-dst")).toBe(1);
+    // With no current session it is not found, rather than a session "current" with no checkpoints.
+    await store.batch((batch) => batch.delete("/sessions/current"));
+    const refused = await refusal(Promise.resolve().then(() => resolveSessionRef(store, "current")));
+    expect(refused.code).toBe("APEX_E_NO_SESSION");
   });
 });
 
