@@ -137,6 +137,27 @@ describe("the flow's commands, verbatim", () => {
   });
 });
 
+describe("--session naming a session that does not run", () => {
+  it("status reports that session (a branch not continued yet, an ended one), not 'no session is active'", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
+    const p = project;
+    const main = p.start(["--task", "main work"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const side = json<{ session_id: string }>(p.apex(["session", "branch", "latest", "side", "--json"])).session_id;
+    for (const args of [["--session", "side", "status", "--json"], ["status", "--session", side.slice(0, 8), "--json"]]) {
+      const report = json<{ session: { session_id: string; status: string } | null }>(p.apex(args));
+      expect(report.session, args.join(" ")).toMatchObject({ session_id: side, status: "stopped" });
+    }
+    expect(p.apex(["--session", "side", "status"]).stdout).toMatch(/^Session [0-9a-f-]{36} +stopped/);
+    // The running one as before, by flag or not.
+    expect(json<{ session: { session_id: string; status: string } }>(p.apex(["status", "--json"])).session).toMatchObject({ session_id: main, status: "active" });
+    expect(json<{ session: { session_id: string } }>(p.apex(["--session", main, "status", "--json"])).session.session_id).toBe(main);
+    const unknown = p.apex(["--session", "z".repeat(3000), "status", "--json"]);
+    expect(unknown.status, unknown.stderr).toBe(3);
+    expect(JSON.parse(unknown.stderr).error.code).toBe("APEX_E_NO_SESSION");
+  });
+});
+
 describe("usage errors with --json", () => {
   it("are JSON on stderr with APEX_E_USAGE and exit 2, also when the command line itself is wrong", () => {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
