@@ -8,6 +8,7 @@ import { createCheckpoint, getCheckpointValue, loadManifest, readCheckpointMemor
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { resolveCheckpoint } from "../plugins/checkpoint/refs.js";
 import { resolveSessionRef } from "../plugins/checkpoint/plugin-sessions.js";
+import { resolveSessionId } from "../core/session/sessions.js";
 import { applyToTree, objectView, type MergeChange } from "../plugins/checkpoint/merge.js";
 import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
@@ -153,6 +154,15 @@ describe("branch", () => {
     await store.batch((batch) => batch.delete("/sessions/current"));
     const refused = await refusal(Promise.resolve().then(() => resolveSessionRef(store, "current")));
     expect(refused.code).toBe("APEX_E_NO_SESSION");
+  });
+
+  it("a session reference longer than any id is not found, not a key too long for the store", async () => {
+    await checkpoint();
+    const long = "z".repeat(3000);
+    expect((await refusal(Promise.resolve().then(() => resolveSessionRef(store, long)))).code).toBe("APEX_E_NO_SESSION");
+    expect((await refusal(Promise.resolve().then(() => resolveSessionId(store, long)))).code).toBe("APEX_E_NO_SESSION");
+    expect((await refusal(Promise.resolve().then(() => resolveCheckpoint(store, `${long}/latest`)))).code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
+    expect((await refusal(mergeSessions(store, { source: long, destination: "main" }))).code).toBe("APEX_E_NO_SESSION");
   });
 });
 

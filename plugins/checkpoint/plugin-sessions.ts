@@ -11,6 +11,7 @@ import { Catalog } from "./catalog.js";
  */
 
 const MIN_PREFIX = 4;
+const MAX_PREFIX = 64;
 
 /**
  * The session `ref` names: an id, or a unique prefix of one (4+ characters), among the
@@ -25,7 +26,8 @@ export function resolveSessionRef(store: Store, ref: string): string {
   if (knownSession(store, text)) return text;
   const named = sessionIdByName(store, text);
   if (named) return named;
-  if (text.length >= MIN_PREFIX) {
+  // Longer than any id cannot be the start of one (and would be a key too long for the store).
+  if (text.length >= MIN_PREFIX && text.length <= MAX_PREFIX) {
     const found = new Set<string>();
     for (const base of ["/sessions/", "/sessions/history/"]) {
       for (const key of store.keys({ start: `${base}${text}`, end: `${base}${text}\u{10ffff}` })) {

@@ -42,7 +42,7 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
   if (!text) throw new ApexError("APEX_E_USAGE", "No checkpoint given.", { hint: refHint });
   const slash = text.indexOf("/");
   // The session as APEX prints it (`3f2a9c1e/checkpoint-004`) or by its branch name, not only its full id.
-  if (slash > 0) return resolveCheckpoint(store, text.slice(slash + 1), { sessionId: sessionOfRef(store, text.slice(0, slash)) });
+  if (slash > 0) return resolveCheckpoint(store, text.slice(slash + 1), { sessionId: sessionOfRef(store, text.slice(0, slash), text) });
   const catalog = Catalog.of(store);
   if (text === "latest") {
     const sessionId = options.sessionId ?? currentSessionId(store);
@@ -79,13 +79,13 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
   return matches[0]!;
 }
 
-/** The session part of `<session>/checkpoint-007`: an id, a name or a unique id prefix; as written when it names none (the lookup then says what is missing). */
-function sessionOfRef(store: Store, ref: string): string {
+/** The session part of `<session>/checkpoint-007`: an id, a name or a unique id prefix (of a session with a record or checkpoints). */
+function sessionOfRef(store: Store, ref: string, whole: string): string {
   try {
     return resolveSessionRef(store, ref);
   } catch (error) {
     if (isApexError(error) && error.code === "APEX_E_AMBIGUOUS") throw error;
-    return ref;
+    throw notFound(`No session ${JSON.stringify(ref)} in this project, so no checkpoint ${JSON.stringify(whole)}.`, whole);
   }
 }
 
