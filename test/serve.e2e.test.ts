@@ -477,5 +477,12 @@ describe("apex login and credentials", () => {
     expect(none.stderr).toContain(`apex login ${hostPort}`);
     const wrong = project.apex(["login", hostPort], { env: { APEX_CREDENTIALS: credentials, APEX_TOKEN: "hunter2" } });
     expect(wrong.status).toBe(2);
+    // HOST:SESSION with an id that starts with a digit is a session to check, not a port that cannot be read.
+    for (const target of ["127.0.0.1:0f238b37-353f-4093-982e-f93db4268018", "127.0.0.1:9abc"]) {
+      const digitFirst = project.apex(["login", target, "--json"], { env: { APEX_CREDENTIALS: credentials, APEX_TOKEN: viewer.token } });
+      expect(digitFirst.status, digitFirst.stderr).not.toBe(0);
+      expect(JSON.parse(digitFirst.stderr).error.code, target).not.toBe("APEX_E_USAGE");
+    }
+    expect(project.apex(["login", "127.0.0.1:7433", "--json"], { env: { APEX_CREDENTIALS: join(project.dir, "other.json"), APEX_TOKEN: viewer.token } }).status).toBe(0);
   });
 });

@@ -253,7 +253,7 @@ export async function loginCommand(hostText: string, json: boolean): Promise<voi
   }
   let host: string;
   let session: string | undefined;
-  if (hostText.includes("/") || /:[^\d\]]/.test(hostText.replace(/^https?:\/\//, ""))) {
+  if (namesSession(hostText)) {
     const target = parseRemote(hostText);
     host = target.host;
     session = target.sessionId;
@@ -266,6 +266,16 @@ export async function loginCommand(hostText: string, json: boolean): Promise<voi
   const file = saveCredential(host, token, session);
   if (json) printJson({ host, session: session ?? null, file });
   else printLine(`Saved the token for ${host} in ${file === credentialsFile() ? file : file} (mode 0600).`);
+}
+
+/**
+ * HOST[:PORT]/SESSION or HOST:SESSION, as parseRemote reads them, rather than HOST[:PORT]: after
+ * the last colon a session is anything but a port number (an id may start with a digit).
+ */
+function namesSession(hostText: string): boolean {
+  const bare = hostText.replace(/^https?:\/\//, "");
+  const colon = bare.lastIndexOf(":");
+  return bare.includes("/") || (colon > 0 && !bare.endsWith("]") && !/^\d+$/.test(bare.slice(colon + 1)));
 }
 
 async function readLine(): Promise<string> {
