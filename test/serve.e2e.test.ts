@@ -2,7 +2,7 @@
 // clients (the built CLI with --remote, and HTTP). Roles, revocation during a stream, two
 // operators at once, TLS with a certificate made here, bad input and abuse.
 import { execFileSync } from "node:child_process";
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -267,6 +267,15 @@ describe("apex serve: TLS and addresses", () => {
     const refused = project.apex(["serve", "--listen", "0.0.0.0:0"]);
     expect(refused.status).toBe(2);
     expect(refused.stderr).toContain("Refusing to serve plain HTTP on 0.0.0.0");
+    // A file that is no PEM, or a key that is not the certificate's: a usage error naming the options, not an internal one.
+    const otherKey = join(project.dir, "other-key.pem");
+    execFileSync("openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", otherKey], { stdio: "ignore" });
+    writeFileSync(join(project.dir, "junk.pem"), "not a certificate\n");
+    for (const [certFile, keyFile] of [["junk.pem", "junk.pem"], [cert, otherKey]]) {
+      const unusable = project.apex(["serve", "--listen", "127.0.0.1:0", "--tls-cert", certFile!, "--tls-key", keyFile!, "--json"], { timeout: 30_000 });
+      expect(unusable.status, unusable.stderr).toBe(2);
+      expect(JSON.parse(unusable.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: expect.stringContaining("--tls-cert, --tls-key") });
+    }
     const server = await serve(project, ["--tls-cert", cert, "--tls-key", key]);
     expect(server.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
     const viewer = share(project, "vera", "viewer", ["--url", server.url]);

@@ -103,9 +103,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
   const https = tls ? { cert: readPem(options.tlsCert!, "--tls-cert"), key: readPem(options.tlsKey!, "--tls-key") } : null;
   const { default: Fastify } = await import("fastify");
-  const app = (https
-    ? Fastify({ https, logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })
-    : Fastify({ logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })) as unknown as FastifyInstance;
+  let app: FastifyInstance;
+  try {
+    app = (https
+      ? Fastify({ https, logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })
+      : Fastify({ logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })) as unknown as FastifyInstance;
+  } catch (error) {
+    // Node reads the PEM files here: not PEM, or a key that is not the certificate's.
+    if (!https) throw error;
+    throw new ApexError("APEX_E_USAGE", `The TLS certificate and key (--tls-cert, --tls-key) cannot be used: ${(error as Error).message}.`, {
+      hint: "Give a PEM certificate and its own PEM private key (openssl x509 -in CERT -noout checks the certificate).",
+      cause: error,
+    });
+  }
   const log = options.log ?? (() => {});
   const gate = new Gate(options.location);
   const streams = new Set<OpenStream>();
