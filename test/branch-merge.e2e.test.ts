@@ -272,6 +272,25 @@ describe("--worktree and --git", () => {
     expect(git(empty, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
   });
 
+  it("continuing a branch whose worktree was deleted is refused before anything starts, with the command that recreates it", () => {
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    rmSync(worktree, { recursive: true, force: true });
+    const refused = p.apex(["start", "--continue", "feature", "--json"]);
+    expect(refused.status, refused.stderr).toBe(3);
+    const error = JSON.parse(refused.stderr).error;
+    expect(error.code).toBe("APEX_E_NOT_FOUND");
+    expect(error.hint).toContain(`git worktree add "${worktree}" apex/feature`);
+    expect(p.runningSessions()).toHaveLength(1);
+    expect(json<Array<{ name: string | null; status: string }>>(p.apex(["session", "list", "--json"])).find((session) => session.name === "feature")!.status).toBe("stopped");
+    // Recreated as the hint says, it continues.
+    git(dir, "worktree", "prune");
+    git(dir, "worktree", "add", worktree, "apex/feature");
+    expect(p.start(["--continue", "feature"]).continued).toBe(true);
+  });
+
   it("a git conflict aborts cleanly: both histories intact, the files named, no memory merged", () => {
     const { p, dir, worktree } = repoProject();
     const main = p.start(["--task", "main"]).session_id;

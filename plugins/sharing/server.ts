@@ -74,11 +74,11 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 function listenError(error: unknown, listen: string): unknown {
   const code = (error as { code?: unknown } | undefined)?.code;
   if (code === "EADDRINUSE") {
-    return new ApexError("APEX_E_CONFLICT", `Cannot listen on ${listen}: another process listens there.`, { hint: "Choose another port with --listen HOST:PORT (port 0: any free port).", cause: error });
+    return new ApexError("APEX_E_CONFLICT", `Cannot listen on ${listen}: another process listens there.`, { hint: "Choose another port: --listen HOST:PORT, or sharing.serve.listen in apex.config.yaml (port 0: any free port).", cause: error });
   }
   if (code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "EADDRNOTAVAIL" || code === "EACCES" || code === "EAFNOSUPPORT") {
     const why = code === "EACCES" ? "this user may not listen on that port" : "that is not an address of this host";
-    return new ApexError("APEX_E_USAGE", `Cannot listen on ${listen}: ${why} (${code}).`, { hint: "Listen on one of this host's addresses, e.g. 127.0.0.1:7433 (port 0: any free port).", cause: error });
+    return new ApexError("APEX_E_USAGE", `Cannot listen on ${listen}: ${why} (${code}).`, { hint: "Listen on one of this host's addresses (--listen, or sharing.serve.listen in apex.config.yaml), e.g. 127.0.0.1:7433; port 0: any free port.", cause: error });
   }
   return error;
 }
