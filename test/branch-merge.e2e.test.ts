@@ -291,6 +291,27 @@ describe("--worktree and --git", () => {
     expect(p.start(["--continue", "feature"]).continued).toBe(true);
   });
 
+  it("--git with the source's git branch gone is refused before beforeGit fires: not found, not a conflict, nothing written", () => {
+    const { p, dir, worktree } = repoProject();
+    const main = p.start(["--task", "main"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    p.start(["--continue", "feature"]);
+    expect(p.apex(["--session", "feature", "memory", "set", "/feature", "true"]).status).toBe(0);
+    expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
+    expect(p.apex(["--session", "feature", "stop"]).status).toBe(0);
+    git(dir, "worktree", "remove", "--force", worktree);
+    git(dir, "branch", "-D", "apex/feature");
+    const head = git(dir, "rev-parse", "HEAD");
+    const before = p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout;
+    const refused = p.apex(["session", "merge", "feature", main, "--git", "--json"]);
+    expect(refused.status, refused.stderr).toBe(3);
+    expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_NOT_FOUND", message: expect.stringContaining("apex/feature") });
+    expect(p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout).toBe(before);
+    expect(git(dir, "rev-parse", "HEAD")).toBe(head);
+    expect(p.apex(["memory", "show", "/feature"]).status).toBe(3);
+  });
+
   it("a git conflict aborts cleanly: both histories intact, the files named, no memory merged", () => {
     const { p, dir, worktree } = repoProject();
     const main = p.start(["--task", "main"]).session_id;

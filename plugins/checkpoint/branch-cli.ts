@@ -217,7 +217,18 @@ async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Pr
       hint: "--git merges the branch of a session created with `apex session branch … --worktree`.",
     });
   }
+  // Checked before beforeGit fires: a merge that cannot start writes nothing.
+  if (!existsSync(directory)) {
+    throw new ApexError("APEX_E_NOT_FOUND", `The git worktree of session ${plan.destination.session_id}, ${directory}, no longer exists; nothing was merged.`, {
+      hint: "Recreate it (git worktree prune && git worktree add DIR BRANCH in the project), or merge without --git.",
+    });
+  }
   if (git(directory, ["rev-parse", "--is-inside-work-tree"]).code !== 0) throw new ApexError("APEX_E_NOT_A_REPOSITORY", `${directory} is not a git working tree.`);
+  if (git(directory, ["rev-parse", "--verify", "--quiet", `refs/heads/${sourceBranch}`]).code !== 0) {
+    throw new ApexError("APEX_E_NOT_FOUND", `The git branch ${sourceBranch} of session ${plan.source.session_id} no longer exists; nothing was merged.`, {
+      hint: "Merge the memory without --git, or recreate the branch (git branch BRANCH COMMIT) first.",
+    });
+  }
   if (git(directory, ["status", "--porcelain", "--untracked-files=no"]).out !== "") {
     throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has uncommitted changes; not merging ${sourceBranch} into it.`, { hint: "Commit or stash them first." });
   }
