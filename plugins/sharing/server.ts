@@ -484,7 +484,8 @@ class Gate {
    */
   async mergeDestination(sessionId: string, params: Record<string, unknown>): Promise<string> {
     const ref = params.destination;
-    if (ref === undefined || ref === null || ref === "" || ref === sessionId) return sessionId;
+    // `current` through a grant: the grant's session (as `session share current` is the bound one locally).
+    if (ref === undefined || ref === null || ref === "" || ref === sessionId || ref === "current") return sessionId;
     if (typeof ref === "string" && (await this.resolveSession(ref)) === sessionId) return sessionId;
     throw new ApexError("APEX_E_FORBIDDEN", `A merge through this grant goes into session ${sessionId}, not into ${JSON.stringify(ref)}. Nothing was merged.`, {
       hint: "Name this session as the destination (or leave it out).",
