@@ -459,6 +459,24 @@ describe("--remote refuses commands that would act on the local project", () => 
   });
 });
 
+describe("--remote with --session naming another session", () => {
+  it("is refused (exit 2) rather than answered for the remote session; the remote session's own id is fine", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = await serve(project);
+    const viewer = share(project, "vera", "viewer");
+    for (const args of [["--session", "other", "status", "--json"], ["task", "list", "--session", "other", "--json"]]) {
+      const refused = remote(project, server.url, sid, viewer.token, args);
+      expect(refused.status, args.join(" ")).toBe(2);
+      expect(JSON.parse(refused.stderr).error.message).toContain("does not work with --remote");
+      expect(refused.stdout).toBe("");
+    }
+    const same = remote(project, server.url, sid, viewer.token, ["--session", sid, "status", "--json"]);
+    expect(same.status, same.stderr).toBe(0);
+    expect(JSON.parse(same.stdout).session.session_id).toBe(sid);
+  });
+});
+
 function statSyncOrNull(path: string) {
   try {
     return statSync(path);
