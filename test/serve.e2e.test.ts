@@ -2,7 +2,7 @@
 // clients (the built CLI with --remote, and HTTP). Roles, revocation during a stream, two
 // operators at once, TLS with a certificate made here, bad input and abuse.
 import { execFileSync } from "node:child_process";
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -511,5 +511,11 @@ describe("apex login and credentials", () => {
       expect(JSON.parse(digitFirst.stderr).error.code, target).not.toBe("APEX_E_USAGE");
     }
     expect(project.apex(["login", "127.0.0.1:7433", "--json"], { env: { APEX_CREDENTIALS: join(project.dir, "other.json"), APEX_TOKEN: viewer.token } }).status).toBe(0);
+    // APEX_CREDENTIALS naming a directory: a usage error, and no temporary copy of the token left beside it.
+    const directory = join(project.dir, "creds");
+    const intoDirectory = project.apex(["login", hostPort, "--json"], { env: { APEX_CREDENTIALS: directory, APEX_TOKEN: viewer.token } });
+    expect(intoDirectory.status, intoDirectory.stderr).toBe(2);
+    expect(JSON.parse(intoDirectory.stderr).error.message).toContain("is a directory");
+    expect(readdirSync(project.dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
   });
 });
