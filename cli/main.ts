@@ -132,6 +132,15 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
     }
   }
   if (value === undefined) return argv;
+  if (process.env.APEX_REMOTE) {
+    // A remote command acts on the session of --remote HOST/SESSION, whatever else is named: say so rather than answer for it.
+    const { parseRemote } = await import("../plugins/sharing/remote.js");
+    if (value !== parseRemote(process.env.APEX_REMOTE).sessionId) {
+      throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with --remote: a remote command acts on the session in ${process.env.APEX_REMOTE}.`, {
+        hint: "Leave --session out, or name that session in --remote HOST/SESSION (with a token of it).",
+      });
+    }
+  }
   const { setSessionFlag } = await import("../core/session/binding.js");
   setSessionFlag(value);
   let command: Command | undefined = program;

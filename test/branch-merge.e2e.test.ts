@@ -1,7 +1,7 @@
 // Branch a session from a checkpoint, run it, merge it back, draw the tree: through the built
 // CLI, with real supervisors and agents, a real LMDB store and real git worktrees.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -137,6 +137,48 @@ describe("the flow's commands, verbatim", () => {
   });
 });
 
+describe("--session naming a session that does not run", () => {
+  it("status reports that session (a branch not continued yet, an ended one), not 'no session is active'", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
+    const p = project;
+    const main = p.start(["--task", "main work"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const side = json<{ session_id: string }>(p.apex(["session", "branch", "latest", "side", "--json"])).session_id;
+    for (const args of [["--session", "side", "status", "--json"], ["status", "--session", side.slice(0, 8), "--json"]]) {
+      const report = json<{ session: { session_id: string; status: string } | null }>(p.apex(args));
+      expect(report.session, args.join(" ")).toMatchObject({ session_id: side, status: "stopped" });
+    }
+    expect(p.apex(["--session", "side", "status"]).stdout).toMatch(/^Session [0-9a-f-]{36} +stopped/);
+    // The running one as before, by flag or not.
+    expect(json<{ session: { session_id: string; status: string } }>(p.apex(["status", "--json"])).session).toMatchObject({ session_id: main, status: "active" });
+    expect(json<{ session: { session_id: string } }>(p.apex(["--session", main, "status", "--json"])).session.session_id).toBe(main);
+    const unknown = p.apex(["--session", "z".repeat(3000), "status", "--json"]);
+    expect(unknown.status, unknown.stderr).toBe(3);
+    expect(JSON.parse(unknown.stderr).error.code).toBe("APEX_E_NO_SESSION");
+  });
+});
+
+describe("usage errors with --json", () => {
+  it("are JSON on stderr with APEX_E_USAGE and exit 2, also when the command line itself is wrong", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
+    for (const args of [
+      ["session", "branch", "--bogus"],
+      ["session", "branch"],
+      ["session", "merge", "only-one"],
+      ["session", "share", "current"],
+      ["serve", "--listen"],
+      ["session", "tree", "extra"],
+    ]) {
+      const result = project.apex([...args, "--json"]);
+      expect(result.status, args.join(" ")).toBe(2);
+      expect(JSON.parse(result.stderr).error, `${args.join(" ")}: ${result.stderr}`).toMatchObject({ code: "APEX_E_USAGE", exitCode: 2 });
+      expect(result.stdout).toBe("");
+    }
+    // Without --json, commander's own text as before.
+    expect(project.apex(["session", "branch", "--bogus"]).stderr).toContain("error: unknown option '--bogus'");
+  });
+});
+
 describe("continuing a session that does not hold the live memory", () => {
   it("restores that session's own latest checkpoint, never the memory another session left", () => {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
@@ -201,6 +243,73 @@ describe("--worktree and --git", () => {
     // beforeGit fired first: the checkpoint plugin's beforeGit checkpoint is in main.
     const triggers = json<{ items: Array<{ trigger: string }> }>(p.apex(["checkpoint", "list", "--json"])).items.map((item) => item.trigger);
     expect(triggers).toContain("beforeGit");
+  });
+
+  it("refuses a --worktree directory that exists and is not empty, or an empty name, leaving no git branch and no session", () => {
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const sessions = p.apex(["session", "list", "--json"]).stdout;
+    const occupied = join(worktree, "..", "occupied");
+    mkdirSync(occupied);
+    writeFileSync(join(occupied, "keep.txt"), "mine\n");
+    for (const [target, code, exit] of [
+      [occupied, "APEX_E_CONFLICT", 4],
+      [dir, "APEX_E_CONFLICT", 4],
+      ["", "APEX_E_USAGE", 2],
+    ] as const) {
+      const refused = p.apex(["session", "branch", "latest", "feature", "--worktree", target, "--json"]);
+      expect(refused.status, `${target}: ${refused.stderr}`).toBe(exit);
+      expect(JSON.parse(refused.stderr).error.code).toBe(code);
+      expect(git(dir, "branch", "--list", "apex/*")).toBe("");
+    }
+    expect(readFileSync(join(occupied, "keep.txt"), "utf8")).toBe("mine\n");
+    expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
+    // An empty directory is fine.
+    const empty = join(worktree, "..", "empty");
+    mkdirSync(empty);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", empty]).status).toBe(0);
+    expect(git(empty, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
+  });
+
+  it("continuing a branch whose worktree was deleted is refused before anything starts, with the command that recreates it", () => {
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    rmSync(worktree, { recursive: true, force: true });
+    const refused = p.apex(["start", "--continue", "feature", "--json"]);
+    expect(refused.status, refused.stderr).toBe(3);
+    const error = JSON.parse(refused.stderr).error;
+    expect(error.code).toBe("APEX_E_NOT_FOUND");
+    expect(error.hint).toContain(`git worktree add "${worktree}" apex/feature`);
+    expect(p.runningSessions()).toHaveLength(1);
+    expect(json<Array<{ name: string | null; status: string }>>(p.apex(["session", "list", "--json"])).find((session) => session.name === "feature")!.status).toBe("stopped");
+    // Recreated as the hint says, it continues.
+    git(dir, "worktree", "prune");
+    git(dir, "worktree", "add", worktree, "apex/feature");
+    expect(p.start(["--continue", "feature"]).continued).toBe(true);
+  });
+
+  it("--git with the source's git branch gone is refused before beforeGit fires: not found, not a conflict, nothing written", () => {
+    const { p, dir, worktree } = repoProject();
+    const main = p.start(["--task", "main"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    p.start(["--continue", "feature"]);
+    expect(p.apex(["--session", "feature", "memory", "set", "/feature", "true"]).status).toBe(0);
+    expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
+    expect(p.apex(["--session", "feature", "stop"]).status).toBe(0);
+    git(dir, "worktree", "remove", "--force", worktree);
+    git(dir, "branch", "-D", "apex/feature");
+    const head = git(dir, "rev-parse", "HEAD");
+    const before = p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout;
+    const refused = p.apex(["session", "merge", "feature", main, "--git", "--json"]);
+    expect(refused.status, refused.stderr).toBe(3);
+    expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_NOT_FOUND", message: expect.stringContaining("apex/feature") });
+    expect(p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout).toBe(before);
+    expect(git(dir, "rev-parse", "HEAD")).toBe(head);
+    expect(p.apex(["memory", "show", "/feature"]).status).toBe(3);
   });
 
   it("a git conflict aborts cleanly: both histories intact, the files named, no memory merged", () => {

@@ -6,6 +6,9 @@ import { writeDerivedCheckpoint } from "../plugins/checkpoint/branch.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
 import { createCheckpoint, getCheckpointValue, loadManifest, readCheckpointMemory, showCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
+import { resolveCheckpoint } from "../plugins/checkpoint/refs.js";
+import { resolveSessionRef } from "../plugins/checkpoint/plugin-sessions.js";
+import { resolveSessionId } from "../core/session/sessions.js";
 import { applyToTree, objectView, type MergeChange } from "../plugins/checkpoint/merge.js";
 import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
@@ -112,7 +115,54 @@ describe("branch", () => {
     expect((await refusal(createBranch(store, c1.id, "exp"))).code).toBe("APEX_E_CONFLICT");
     expect((await refusal(createBranch(store, c1.id, "no/slash"))).code).toBe("APEX_E_USAGE");
     expect((await refusal(createBranch(store, c1.id, "latest"))).code).toBe("APEX_E_USAGE");
+    // A name that reads as the start of an id: `--session cafe` would also match a session whose id starts with it.
+    for (const hexLike of ["cafe", "deadbeef", "f34c2a84", "abc-123"]) {
+      const refused = await refusal(createBranch(store, c1.id, hexLike));
+      expect(refused.code, hexLike).toBe("APEX_E_USAGE");
+      expect(refused.message).toContain("start of a session or checkpoint id");
+    }
     expect(store.revision()).toBe(revision);
+    // Short ones and names with other letters stay fine.
+    await createBranch(store, c1.id, "abc", { now });
+    await createBranch(store, c1.id, "cafe-latte", { now });
+  });
+
+  it("takes <session>/checkpoint-NNN and <session>/latest with the session as APEX prints it: a branch's name or an id prefix", async () => {
+    const c1 = await checkpoint();
+    const exp = await branch(c1.id, "exp");
+    await commit(exp, { "/exp": 1 });
+    const second = latest(exp);
+    for (const ref of ["exp/latest", "exp/checkpoint-002", `${exp.slice(0, 8)}/checkpoint-002`, `${exp}/latest`]) {
+      expect(resolveCheckpoint(store, ref).id, ref).toBe(second.id);
+    }
+    expect(resolveCheckpoint(store, "exp/checkpoint-001").id).toBe(latest(exp).parent);
+    const fromPrinted = await createBranch(store, `${exp.slice(0, 8)}/checkpoint-002`, "from-printed", { now });
+    expect(fromPrinted.parent_checkpoint).toMatchObject({ id: second.id, session_id: exp });
+    expect((await refusal(Promise.resolve().then(() => resolveCheckpoint(store, "exp/checkpoint-009")))).code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
+    expect((await refusal(Promise.resolve().then(() => resolveCheckpoint(store, "nosuch/latest")))).code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
+  });
+
+  it("reads `current` as the current session, as `session share current` does, never as a session of that id", async () => {
+    const { dst } = await twoBranches();
+    expect(resolveSessionRef(store, "current")).toBe("main");
+    expect(resolveCheckpoint(store, "current/latest").sessionId).toBe("main");
+    await commit(dst, { "/from-dst": 1 });
+    const report = await mergeSessions(store, { source: "dst", destination: "current" });
+    expect(report.destination.session_id).toBe("main");
+    expect(await value("main", "/from-dst")).toBe(1);
+    // With no current session it is not found, rather than a session "current" with no checkpoints.
+    await store.batch((batch) => batch.delete("/sessions/current"));
+    const refused = await refusal(Promise.resolve().then(() => resolveSessionRef(store, "current")));
+    expect(refused.code).toBe("APEX_E_NO_SESSION");
+  });
+
+  it("a session reference longer than any id is not found, not a key too long for the store", async () => {
+    await checkpoint();
+    const long = "z".repeat(3000);
+    expect((await refusal(Promise.resolve().then(() => resolveSessionRef(store, long)))).code).toBe("APEX_E_NO_SESSION");
+    expect((await refusal(Promise.resolve().then(() => resolveSessionId(store, long)))).code).toBe("APEX_E_NO_SESSION");
+    expect((await refusal(Promise.resolve().then(() => resolveCheckpoint(store, `${long}/latest`)))).code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
+    expect((await refusal(mergeSessions(store, { source: long, destination: "main" }))).code).toBe("APEX_E_NO_SESSION");
   });
 });
 

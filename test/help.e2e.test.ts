@@ -105,6 +105,19 @@ describe("help that teaches", () => {
     expect(help.stdout).toContain("Commands added by plugins are not listed");
   });
 
+  it("the parallel-tracks and sharing pages say what the commands accept today", () => {
+    const project = mkdtempSync(join(dir, "project-"));
+    const page = (...words: string[]) => apex([...words, "--help"], project).stdout.replace(/\s+/g, " ");
+    const branch = page("session", "branch");
+    // Sessions run side by side: a branch with a worktree does not stop the project's session.
+    expect(branch).not.toContain("one session is active at a time");
+    expect(branch).toContain("beside the project's session");
+    expect(branch).toMatch(/not only a-f, digits and '-'/);
+    expect(page("session", "merge")).toMatch(/dst +the session merged into \(id, name, unique id prefix, or current\)/);
+    for (const words of [["session", "share"], ["session", "unshare"], ["session", "shares"]]) expect(page(...words), words.join(" ")).toMatch(/session +the session: .*name/);
+    expect(page("connect")).toContain("branch name");
+  });
+
   it("no hint names an option its command does not have", () => {
     const project = mkdtempSync(join(dir, "project-"));
     const pages = new Map(walk(project).map((page) => [page.words.join(" "), page]));

@@ -177,6 +177,8 @@ describe("apex --remote … session tree|merge", () => {
       const args = ["session", "merge", other, "feature", "--dry-run", "--strategy", "theirs", ...extra];
       expect(ok(remote(p, url, feature, olga, args))).toBe(ok(p.apex(args)));
     }
+    // `current` through a grant is the grant's session, as locally it is the bound one.
+    expect(JSON.parse(ok(remote(p, url, feature, olga, ["session", "merge", other, "current", "--dry-run", "--json"]))).destination.session_id).toBe(feature);
     expect(checkpoints()).toBe(before);
 
     const merged = JSON.parse(ok(remote(p, url, feature, olga, ["session", "merge", other.slice(0, 8), feature, "--strategy", "theirs", "--json"])));

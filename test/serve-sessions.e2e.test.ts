@@ -218,6 +218,15 @@ describe("apex serve: sessions side by side", () => {
       expect(status.body.result.session.supervisor.pid).toBe(pid);
       expect((await rpc(url, sid, "memory.get", token, { path: "/notes/where" })).body.result).toBe(where);
     }
+    // The session in the URL by its branch name or an id prefix, as everywhere else: the same session, the same grant.
+    for (const ref of ["alpha", alpha.slice(0, 8)]) {
+      const byRef = remote(p, url, ref, ownerAlpha.token, ["status", "--json"]);
+      expect(byRef.status, `${ref}: ${byRef.stderr}`).toBe(0);
+      expect(JSON.parse(byRef.stdout).session.session_id).toBe(alpha);
+      expect((await rpc(url, ref, "memory.get", ownerAlpha.token, { path: "/notes/where" })).body.result).toBe("alpha");
+    }
+    // A name is no way around the grant: main's token is not alpha's.
+    expect((await rpc(url, "alpha", "session.status", ownerMain.token)).status).toBe(401);
     // Without a grant (a local owner too) the API answers nothing of either.
     for (const sid of [main, alpha]) {
       const anonymous = await fetch(`${url}/api/sessions/${sid}/rpc/session.status`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });

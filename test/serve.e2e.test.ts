@@ -2,7 +2,7 @@
 // clients (the built CLI with --remote, and HTTP). Roles, revocation during a stream, two
 // operators at once, TLS with a certificate made here, bad input and abuse.
 import { execFileSync } from "node:child_process";
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -267,6 +267,15 @@ describe("apex serve: TLS and addresses", () => {
     const refused = project.apex(["serve", "--listen", "0.0.0.0:0"]);
     expect(refused.status).toBe(2);
     expect(refused.stderr).toContain("Refusing to serve plain HTTP on 0.0.0.0");
+    // A file that is no PEM, or a key that is not the certificate's: a usage error naming the options, not an internal one.
+    const otherKey = join(project.dir, "other-key.pem");
+    execFileSync("openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", otherKey], { stdio: "ignore" });
+    writeFileSync(join(project.dir, "junk.pem"), "not a certificate\n");
+    for (const [certFile, keyFile] of [["junk.pem", "junk.pem"], [cert, otherKey]]) {
+      const unusable = project.apex(["serve", "--listen", "127.0.0.1:0", "--tls-cert", certFile!, "--tls-key", keyFile!, "--json"], { timeout: 30_000 });
+      expect(unusable.status, unusable.stderr).toBe(2);
+      expect(JSON.parse(unusable.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: expect.stringContaining("--tls-cert, --tls-key") });
+    }
     const server = await serve(project, ["--tls-cert", cert, "--tls-key", key]);
     expect(server.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
     const viewer = share(project, "vera", "viewer", ["--url", server.url]);
@@ -323,6 +332,25 @@ describe("apex serve: bad input and abuse", () => {
     expect(expired.body.error.message).toContain("expired");
     expect(project.apex(["session", "share", "current", "x", "--expires", "soon"]).status).toBe(2);
     expect(project.apex(["session", "share", "current", "x", "--role", "admin"]).status).toBe(2);
+    // An expiry past what a date can hold, an invite address that is no URL: usage errors, and no grant is made (its token would be lost).
+    const grantsBefore = project.apex(["session", "shares", "current", "--json"]).stdout;
+    for (const extra of [["--expires", "99999999d"], ["--url", "notaurl"], ["--url", "ftp://host/"]]) {
+      const refused = project.apex(["session", "share", "current", "xavier", ...extra, "--json"]);
+      expect(refused.status, `${extra.join(" ")}: ${refused.stderr}`).toBe(2);
+      expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_USAGE");
+    }
+    expect(project.apex(["session", "shares", "current", "--json"]).stdout).toBe(grantsBefore);
+
+    // An address in use, or not of this host: said so (4 and 2), not an internal error; nothing keeps running.
+    const port = new URL(server.url).port;
+    for (const [listen, code, exit] of [
+      [`127.0.0.1:${port}`, "APEX_E_CONFLICT", 4],
+      ["nonexistent.invalid:0", "APEX_E_USAGE", 2],
+    ] as const) {
+      const taken = project.apex(["serve", "--listen", listen, "--insecure", "--json"], { timeout: 30_000 });
+      expect(taken.status, `${listen}: ${taken.stderr}`).toBe(exit);
+      expect(JSON.parse(taken.stderr).error.code).toBe(code);
+    }
 
     // No CORS headers unless configured.
     const cross = await fetch(`${server.url}/api/sessions/${sid}/rpc/session.status`, {
@@ -431,6 +459,24 @@ describe("--remote refuses commands that would act on the local project", () => 
   });
 });
 
+describe("--remote with --session naming another session", () => {
+  it("is refused (exit 2) rather than answered for the remote session; the remote session's own id is fine", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = await serve(project);
+    const viewer = share(project, "vera", "viewer");
+    for (const args of [["--session", "other", "status", "--json"], ["task", "list", "--session", "other", "--json"]]) {
+      const refused = remote(project, server.url, sid, viewer.token, args);
+      expect(refused.status, args.join(" ")).toBe(2);
+      expect(JSON.parse(refused.stderr).error.message).toContain("does not work with --remote");
+      expect(refused.stdout).toBe("");
+    }
+    const same = remote(project, server.url, sid, viewer.token, ["--session", sid, "status", "--json"]);
+    expect(same.status, same.stderr).toBe(0);
+    expect(JSON.parse(same.stdout).session.session_id).toBe(sid);
+  });
+});
+
 function statSyncOrNull(path: string) {
   try {
     return statSync(path);
@@ -458,5 +504,18 @@ describe("apex login and credentials", () => {
     expect(none.stderr).toContain(`apex login ${hostPort}`);
     const wrong = project.apex(["login", hostPort], { env: { APEX_CREDENTIALS: credentials, APEX_TOKEN: "hunter2" } });
     expect(wrong.status).toBe(2);
+    // HOST:SESSION with an id that starts with a digit is a session to check, not a port that cannot be read.
+    for (const target of ["127.0.0.1:0f238b37-353f-4093-982e-f93db4268018", "127.0.0.1:9abc"]) {
+      const digitFirst = project.apex(["login", target, "--json"], { env: { APEX_CREDENTIALS: credentials, APEX_TOKEN: viewer.token } });
+      expect(digitFirst.status, digitFirst.stderr).not.toBe(0);
+      expect(JSON.parse(digitFirst.stderr).error.code, target).not.toBe("APEX_E_USAGE");
+    }
+    expect(project.apex(["login", "127.0.0.1:7433", "--json"], { env: { APEX_CREDENTIALS: join(project.dir, "other.json"), APEX_TOKEN: viewer.token } }).status).toBe(0);
+    // APEX_CREDENTIALS naming a directory: a usage error, and no temporary copy of the token left beside it.
+    const directory = join(project.dir, "creds");
+    const intoDirectory = project.apex(["login", hostPort, "--json"], { env: { APEX_CREDENTIALS: directory, APEX_TOKEN: viewer.token } });
+    expect(intoDirectory.status, intoDirectory.stderr).toBe(2);
+    expect(JSON.parse(intoDirectory.stderr).error.message).toContain("is a directory");
+    expect(readdirSync(project.dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
   });
 });

@@ -47,6 +47,7 @@ export async function startSession(location: ProjectLocation, options: StartOpti
     // Another session in the way is checkpointed and stopped first (a bad reference fails here, before that).
     const { makeWay, resolveTarget } = await import("./handover.js");
     const target = await resolveTarget(location, options.continue);
+    if (target) await assertWorktreeExists(location, target.sessionId);
     // So does a checkout git would refuse (uncommitted changes, the commit missing): before anything is stopped.
     if (options.gitCheckout) checkout = await planGitCheckout(location, gitStart, config, target, options.continue);
     handover = await makeWay(location, {
@@ -130,6 +131,33 @@ async function planGitCheckout(location: ProjectLocation, gitStart: GitStart, co
   } finally {
     await store.close();
   }
+}
+
+/**
+ * A session made with `session branch --worktree` runs its agents in that worktree: once the
+ * directory is gone they could not start, and the session would fail a moment after "continued".
+ */
+async function assertWorktreeExists(location: ProjectLocation, sessionId: string): Promise<void> {
+  const [{ existsSync }, { openStore }, { findSession }, { worktreeOf }] = await Promise.all([
+    import("node:fs"),
+    import("../../core/store/open.js"),
+    import("../../core/session/sessions.js"),
+    import("../../core/session/records.js"),
+  ]);
+  const store = await openStore(location, { readOnly: true });
+  let record: ReturnType<typeof findSession>;
+  try {
+    record = findSession(store, sessionId);
+  } finally {
+    await store.close();
+  }
+  const path = record ? worktreeOf(record) : null;
+  if (path === null || existsSync(path)) return;
+  const branch = (record!.worktree as { branch?: unknown }).branch;
+  throw new ApexError("APEX_E_NOT_FOUND", `Session ${typeof record!.name === "string" ? record!.name : sessionId} runs in the git worktree ${path}, which no longer exists; nothing was started.`, {
+    hint: `Recreate it from the project: git worktree prune && git worktree add ${JSON.stringify(path)}${typeof branch === "string" ? ` ${branch}` : ""}`,
+    details: { session_id: sessionId, worktree: path },
+  });
 }
 
 /** The friendly early refusal; the supervisor makes the same check atomically. */

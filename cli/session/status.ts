@@ -7,6 +7,7 @@
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, printJson, printLine, table } from "../output.js";
+import { agentSession, sessionFlag } from "../../core/session/binding.js";
 import { openSessionClient } from "../../core/session/client.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 
@@ -25,7 +26,10 @@ async function readStatus(location: ProjectLocation): Promise<StatusReport> {
   // LMDB (a third of the command's time). If it is slow or gone, the store is read directly.
   const client = await openSessionClient(location, "read", { supervisorFirstMs: SUPERVISOR_ANSWER_MS });
   try {
-    return (await client.call("session.status", {}, 30_000)) as StatusReport;
+    // `--session NAME` of a session that does not run (a branch not continued yet, an ended one): that
+    // session's report, not "no session is active" (its record is not where the running ones are).
+    const flag = agentSession() === undefined ? sessionFlag() : undefined;
+    return (await client.call("session.status", flag === undefined ? {} : { session: flag }, 30_000)) as StatusReport;
   } finally {
     await client.close();
   }

@@ -23,7 +23,9 @@ export function checkSessionName(name: string): string {
           ? "it cannot contain '..' or end with '.' or '.lock' (it names a git branch too)"
           : /^checkpoint-\d+$/.test(name)
             ? "it would read as a checkpoint name"
-            : undefined;
+            : /^[a-f][0-9a-f-]{3,}$/.test(name)
+              ? "it would read as the start of a session or checkpoint id (only the letters a-f, digits and '-'), so a command could act on another session"
+              : undefined;
   if (problem) throw new ApexError("APEX_E_USAGE", `Invalid session name ${JSON.stringify(name)}: ${problem}.`);
   return name;
 }

@@ -213,7 +213,7 @@ export function resolveSessionId(store: Store, ref: string): string {
   const named = sessionIdByName(store, text);
   if (named) return named;
   const matches = new Set<string>();
-  if (text.length >= 4 && !/[*?\\/]/.test(text)) {
+  if (text.length >= 4 && text.length <= 64 /* longer is no id: a key too long for the store */ && !/[*?\\/]/.test(text)) {
     for (const { path } of store.query(`/sessions/${text}*`)) matches.add(path.split("/")[2]!);
     for (const { path } of store.query(`${HISTORY_PREFIX}/${text}*`)) matches.add(path.split("/")[3]!);
     matches.delete("current");

@@ -5,7 +5,7 @@
  * checkpoint gets its git state (beforeCheckpoint) and retention runs after it.
  */
 import { spawnSync } from "node:child_process";
-import { realpathSync } from "node:fs";
+import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
@@ -49,6 +49,7 @@ async function callWrite(location: ProjectLocation, method: string, params: Reco
 // ------------------------------------------------------------------------------------ branch
 
 export async function branchCommand(location: ProjectLocation, checkpoint: string, name: string, options: { worktree?: string | boolean; json?: boolean }): Promise<void> {
+  if (options.worktree === "") throw new ApexError("APEX_E_USAGE", "--worktree was given an empty directory.", { hint: "Name a new directory, or give --worktree alone for ../<project>-NAME." });
   // Checked before a worktree is made: a bad name or reference leaves nothing behind.
   const source = await withReadStore(location, (store) => {
     checkNewSessionName(store, name);
@@ -92,8 +93,18 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
   if (git(repo, ["rev-parse", "--verify", "--quiet", `refs/heads/${branch}`]).code === 0) {
     throw new ApexError("APEX_E_BRANCH_EXISTS", `The git branch ${branch} exists already; not creating the worktree.`, { hint: "Choose another session name, or delete the branch." });
   }
+  if (existsSync(dir) && !(statSync(dir).isDirectory() && readdirSync(dir).length === 0)) {
+    throw new ApexError("APEX_E_CONFLICT", `${dir} exists already and is not an empty directory; not creating the worktree there.`, {
+      hint: "Give --worktree a new or empty directory.",
+      details: { path: dir },
+    });
+  }
   const added = git(repo, ["worktree", "add", "-b", branch, dir, commit]);
-  if (added.code !== 0) throw new ApexError("APEX_E_GIT_FAILED", `git worktree add failed: ${added.err || added.out}`);
+  if (added.code !== 0) {
+    // git may have made the branch before it failed; it did not exist before (checked above).
+    git(repo, ["branch", "-D", branch]);
+    throw new ApexError("APEX_E_GIT_FAILED", `git worktree add failed: ${added.err || added.out}`);
+  }
   return { path: dir, branch, commit };
 }
 
@@ -206,7 +217,18 @@ async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Pr
       hint: "--git merges the branch of a session created with `apex session branch … --worktree`.",
     });
   }
+  // Checked before beforeGit fires: a merge that cannot start writes nothing.
+  if (!existsSync(directory)) {
+    throw new ApexError("APEX_E_NOT_FOUND", `The git worktree of session ${plan.destination.session_id}, ${directory}, no longer exists; nothing was merged.`, {
+      hint: "Recreate it (git worktree prune && git worktree add DIR BRANCH in the project), or merge without --git.",
+    });
+  }
   if (git(directory, ["rev-parse", "--is-inside-work-tree"]).code !== 0) throw new ApexError("APEX_E_NOT_A_REPOSITORY", `${directory} is not a git working tree.`);
+  if (git(directory, ["rev-parse", "--verify", "--quiet", `refs/heads/${sourceBranch}`]).code !== 0) {
+    throw new ApexError("APEX_E_NOT_FOUND", `The git branch ${sourceBranch} of session ${plan.source.session_id} no longer exists; nothing was merged.`, {
+      hint: "Merge the memory without --git, or recreate the branch (git branch BRANCH COMMIT) first.",
+    });
+  }
   if (git(directory, ["status", "--porcelain", "--untracked-files=no"]).out !== "") {
     throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has uncommitted changes; not merging ${sourceBranch} into it.`, { hint: "Commit or stash them first." });
   }

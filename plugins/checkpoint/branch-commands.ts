@@ -11,14 +11,16 @@ export function registerSessionBranchCommands(program: Command): void {
     .command("branch")
     .description("a new session whose state is a checkpoint (memory, tasks, agent contexts, git commit), named NAME; copies nothing")
     .argument("<checkpoint>", "a checkpoint: its id, a unique id prefix, checkpoint-007, latest, or <session>/checkpoint-007")
-    .argument("<name>", "the new session's name (unique; usable wherever a session id is)")
+    .argument("<name>", "the new session's name: unique, 1 to 63 letters, digits, '.', '_' or '-' starting with a letter, not only a-f, digits and '-' (it would read as an id); usable wherever a session id is")
     .option("--worktree [dir]", "also create a git worktree on a new branch apex/NAME at the checkpoint's commit, where the session's agents run (default ../<project>-NAME)")
     .option("--json", "print {session_id, name, parent_checkpoint: {id, session_id, sequence, name}, checkpoint: {id, name, sequence}, worktree: {path, branch, commit} | null}")
     .addHelpText(
       "after",
       `
-The branch is kept with the stopped sessions until \`apex start --continue NAME\` runs it (the
-running session is checkpointed and stopped first: one session is active at a time).
+The branch is kept with the stopped sessions until \`apex start --continue NAME\` runs it. With
+--worktree it runs in its worktree, beside the project's session; without, it shares the
+project's tree, so the session running there is checkpointed and stopped first. DIR must be new
+or empty.
 ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session branch latest try-b --worktree", "apex start --continue experimental-feature")}`,
     )
     .action(async (checkpoint: string, name: string, options: { worktree?: string | boolean; json?: boolean }, command: Command) => {
@@ -30,7 +32,7 @@ ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session 
     .command("merge")
     .description("merge SRC's latest checkpoint into DST (three-way, against their nearest common ancestor); the result is a merge checkpoint on DST")
     .argument("<src>", "the session merged in (id, name or unique id prefix)")
-    .argument("<dst>", "the session merged into")
+    .argument("<dst>", "the session merged into (id, name, unique id prefix, or current)")
     .option("--dry-run", "print every change and conflict; write nothing (exit 4 when the merge would be refused)")
     .option("--strategy <strategy>", "conflicts (a path changed on both sides differently): fail (refuse, exit 4), ours (keep DST's) or theirs (take SRC's)", "fail")
     .option("--git", "also merge SRC's git branch into DST's (beforeGit fires first; a conflict aborts the git merge and names the files)")

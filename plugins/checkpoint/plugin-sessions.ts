@@ -11,6 +11,7 @@ import { Catalog } from "./catalog.js";
  */
 
 const MIN_PREFIX = 4;
+const MAX_PREFIX = 64;
 
 /**
  * The session `ref` names: an id, or a unique prefix of one (4+ characters), among the
@@ -19,10 +20,14 @@ const MIN_PREFIX = 4;
 export function resolveSessionRef(store: Store, ref: string): string {
   const text = ref.trim();
   if (!text || text.includes("/")) throw new ApexError("APEX_E_USAGE", `${JSON.stringify(ref)} is not a session id.`, { hint: "See `apex session list`." });
+  // `current` as in `session share current`: the session this command is bound to. Never the
+  // pointer record /sessions/current read as a session of that id.
+  if (text === "current") return currentSession(store);
   if (knownSession(store, text)) return text;
   const named = sessionIdByName(store, text);
   if (named) return named;
-  if (text.length >= MIN_PREFIX) {
+  // Longer than any id cannot be the start of one (and would be a key too long for the store).
+  if (text.length >= MIN_PREFIX && text.length <= MAX_PREFIX) {
     const found = new Set<string>();
     for (const base of ["/sessions/", "/sessions/history/"]) {
       for (const key of store.keys({ start: `${base}${text}`, end: `${base}${text}\u{10ffff}` })) {
@@ -43,7 +48,14 @@ export function resolveSessionRef(store: Store, ref: string): string {
   throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(text)} in this project.`, { hint: "See `apex session list`." });
 }
 
+function currentSession(store: Store): string {
+  const bound = boundSessionId(store);
+  if (bound !== undefined && store.has(`/sessions/${bound}`)) return bound;
+  throw new ApexError("APEX_E_NO_SESSION", "No session is current in this project.", { hint: "Name a session by id or name (`apex session list`)." });
+}
+
 function knownSession(store: Store, id: string): boolean {
+  if (id === "current" || id === "history") return false; // records of the keyspace, not sessions
   try {
     return store.has(`/sessions/${id}`) || store.has(`/sessions/history/${id}`) || Catalog.of(store).lastSequence(id) > 0;
   } catch {

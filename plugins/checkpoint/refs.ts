@@ -3,6 +3,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import type { Hash } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type Located } from "./catalog.js";
+import { resolveSessionRef } from "./plugin-sessions.js";
 import {
   checkpointName,
   isRecord,
@@ -40,7 +41,8 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
   const text = typeof ref === "string" ? ref.trim() : "";
   if (!text) throw new ApexError("APEX_E_USAGE", "No checkpoint given.", { hint: refHint });
   const slash = text.indexOf("/");
-  if (slash > 0) return resolveCheckpoint(store, text.slice(slash + 1), { sessionId: text.slice(0, slash) });
+  // The session as APEX prints it (`3f2a9c1e/checkpoint-004`) or by its branch name, not only its full id.
+  if (slash > 0) return resolveCheckpoint(store, text.slice(slash + 1), { sessionId: sessionOfRef(store, text.slice(0, slash), text) });
   const catalog = Catalog.of(store);
   if (text === "latest") {
     const sessionId = options.sessionId ?? currentSessionId(store);
@@ -75,6 +77,16 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
     });
   }
   return matches[0]!;
+}
+
+/** The session part of `<session>/checkpoint-007`: an id, a name or a unique id prefix (of a session with a record or checkpoints). */
+function sessionOfRef(store: Store, ref: string, whole: string): string {
+  try {
+    return resolveSessionRef(store, ref);
+  } catch (error) {
+    if (isApexError(error) && error.code === "APEX_E_AMBIGUOUS") throw error;
+    throw notFound(`No session ${JSON.stringify(ref)} in this project, so no checkpoint ${JSON.stringify(whole)}.`, whole);
+  }
 }
 
 const refHint = "Refer to a checkpoint by id, a unique id prefix, checkpoint-007, latest or <session>/checkpoint-007 (`apex checkpoint list`).";

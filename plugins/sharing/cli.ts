@@ -80,6 +80,19 @@ function serverUrl(location: ProjectLocation, explicit: string | undefined): str
   return DEFAULT_URL;
 }
 
+function serverOrigin(url: string): URL {
+  let origin: URL | undefined;
+  try {
+    origin = new URL(url);
+  } catch {
+    origin = undefined;
+  }
+  if (!origin || (origin.protocol !== "http:" && origin.protocol !== "https:") || !origin.hostname) {
+    throw new ApexError("APEX_E_USAGE", `--url ${JSON.stringify(url)} is not an http(s) address of the server.`, { hint: "Write it as http://HOST:PORT or https://HOST[:PORT], as `apex serve` printed it." });
+  }
+  return origin;
+}
+
 export async function shareCommand(location: ProjectLocation, ref: string, user: string, options: { role: string; expires?: string; url?: string; json?: boolean }): Promise<void> {
   let expiresIn: number | null = null;
   if (options.expires !== undefined) {
@@ -88,11 +101,12 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
     }
     expiresIn = parseDuration(options.expires);
   }
+  // Read before the grant is made: a token shown only once must not be lost to an invite that cannot be printed.
+  const url = serverUrl(location, options.url);
+  const origin = serverOrigin(url);
   const reply = await withSession(location, ref, (client, session) =>
     client.call("share.create", { ...session, user, role: options.role, expires_in_s: expiresIn, actor: currentActor() }),
   ) as { session_id: string; grant: GrantView; token: string };
-  const url = serverUrl(location, options.url);
-  const origin = new URL(url);
   const host = `${origin.hostname}:${origin.port || (origin.protocol === "https:" ? 443 : 7433)}`;
   // The token rides in the fragment, which a browser never sends to the server.
   const invite = `${url}/#session=${reply.session_id}&token=${reply.token}`;
@@ -239,7 +253,7 @@ export async function loginCommand(hostText: string, json: boolean): Promise<voi
   }
   let host: string;
   let session: string | undefined;
-  if (hostText.includes("/") || /:[^\d\]]/.test(hostText.replace(/^https?:\/\//, ""))) {
+  if (namesSession(hostText)) {
     const target = parseRemote(hostText);
     host = target.host;
     session = target.sessionId;
@@ -252,6 +266,16 @@ export async function loginCommand(hostText: string, json: boolean): Promise<voi
   const file = saveCredential(host, token, session);
   if (json) printJson({ host, session: session ?? null, file });
   else printLine(`Saved the token for ${host} in ${file === credentialsFile() ? file : file} (mode 0600).`);
+}
+
+/**
+ * HOST[:PORT]/SESSION or HOST:SESSION, as parseRemote reads them, rather than HOST[:PORT]: after
+ * the last colon a session is anything but a port number (an id may start with a digit).
+ */
+function namesSession(hostText: string): boolean {
+  const bare = hostText.replace(/^https?:\/\//, "");
+  const colon = bare.lastIndexOf(":");
+  return bare.includes("/") || (colon > 0 && !bare.endsWith("]") && !/^\d+$/.test(bare.slice(colon + 1)));
 }
 
 async function readLine(): Promise<string> {

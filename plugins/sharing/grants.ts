@@ -119,9 +119,13 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
       if (expiresIn !== undefined && expiresIn !== null && (typeof expiresIn !== "number" || !(expiresIn > 0))) {
         throw new ApexError("APEX_E_USAGE", "--expires must be a positive duration such as 7d or 12h.");
       }
+      const now = Date.now();
+      // A date JavaScript can still write (about 270,000 years from now): else the grant could not be recorded.
+      if (typeof expiresIn === "number" && !Number.isFinite(new Date(now + expiresIn * 1000).getTime())) {
+        throw new ApexError("APEX_E_USAGE", `--expires of ${expiresIn} seconds is too far in the future.`, { hint: "Leave --expires out for a grant that lasts until it is revoked." });
+      }
       const tokenId = randomBytes(8).toString("hex");
       const token = `${TOKEN_PREFIX}_${tokenId}_${randomBytes(32).toString("base64url")}`;
-      const now = Date.now();
       const grant: GrantRecord = {
         token_id: tokenId,
         user,

@@ -36,7 +36,7 @@ Examples:
   program
     .command("connect")
     .description("attach to a remote session: on a terminal a live view redrawn until Ctrl-C; on a pipe its status, then its events line by line")
-    .argument("<target>", "HOST[:PORT]/SESSION or HOST:SESSION (default port 7433)")
+    .argument("<target>", "HOST[:PORT]/SESSION or HOST:SESSION (default port 7433; SESSION: id, unique id prefix or branch name)")
     .option("--json", "print {connected, status}, then one JSON object per event, a line each")
     .addHelpText(
       "after",
@@ -79,7 +79,7 @@ Examples:
   session
     .command("share")
     .description("share the session with a user: prints an invite (URL and `apex connect` line) with a token shown once")
-    .argument("<session>", "the session: `current`, or any session of the project by id or unique prefix (an ended one is shared read-only)")
+    .argument("<session>", "the session: `current`, or any session of the project by id, unique prefix or name (an ended one is shared read-only)")
     .argument("<user>", "who gets access, e.g. alice@example.com")
     .option("--role <role>", "viewer (reads), operator (also pause, resume, checkpoint, tasks, memory set) or owner", "viewer")
     .option("--expires <duration>", "how long the token is valid, e.g. 12h, 7d (default: until revoked)")
@@ -93,7 +93,7 @@ Examples:
   session
     .command("unshare")
     .description("revoke a user's access to the session at once (their open streams are closed)")
-    .argument("<session>", "the session: its id, a unique prefix, or `current`")
+    .argument("<session>", "the session: its id, a unique prefix, its name, or `current`")
     .argument("<user>", "the user to revoke")
     .option("--json", "print {session_id, user, revoked}")
     .addHelpText("after", "\nExamples:\n  apex session unshare current alice@example.com")
@@ -104,7 +104,7 @@ Examples:
   session
     .command("shares")
     .description("the session's grants: user, role, created, expires, last used")
-    .argument("<session>", "the session: its id, a unique prefix, or `current`")
+    .argument("<session>", "the session: its id, a unique prefix, its name, or `current`")
     .option("--json", "print [{token_id, user, role, created_at, created_by, expires_at, last_used_at}]")
     .addHelpText("after", "\nExamples:\n  apex session shares current\n  apex session shares 3f2a --json")
     .action(async (sessionRef: string, options: { json?: boolean }, command: Command) => {

@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { ApexError } from "../../core/errors.js";
@@ -103,11 +103,19 @@ export function saveCredential(host: string, token: string, session?: string): s
   const file = credentialsFile();
   const data = readCredentials();
   data.hosts[host] = { token, saved_at: new Date().toISOString(), ...(session ? { session } : {}) };
+  if (existsSync(file) && statSync(file).isDirectory()) {
+    throw new ApexError("APEX_E_USAGE", `The credentials file ${file} is a directory.`, { hint: "Point APEX_CREDENTIALS at a file, e.g. $HOME/.config/apex/credentials.json." });
+  }
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const temporary = `${file}.${process.pid}.tmp`;
-  writeFileSync(temporary, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
-  chmodSync(temporary, 0o600);
-  renameSync(temporary, file);
+  try {
+    writeFileSync(temporary, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
+    chmodSync(temporary, 0o600);
+    renameSync(temporary, file);
+  } catch (error) {
+    rmSync(temporary, { force: true }); // no half-written copy of a token left beside it
+    throw error;
+  }
   return file;
 }
 

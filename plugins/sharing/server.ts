@@ -68,6 +68,21 @@ interface OpenStream {
   close(reason: string): void;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Why the address could not be listened on, for people: taken (4), or not one of this host's (2). */
+function listenError(error: unknown, listen: string): unknown {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (code === "EADDRINUSE") {
+    return new ApexError("APEX_E_CONFLICT", `Cannot listen on ${listen}: another process listens there.`, { hint: "Choose another port: --listen HOST:PORT, or sharing.serve.listen in apex.config.yaml (port 0: any free port).", cause: error });
+  }
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "EADDRNOTAVAIL" || code === "EACCES" || code === "EAFNOSUPPORT") {
+    const why = code === "EACCES" ? "this user may not listen on that port" : "that is not an address of this host";
+    return new ApexError("APEX_E_USAGE", `Cannot listen on ${listen}: ${why} (${code}).`, { hint: "Listen on one of this host's addresses (--listen, or sharing.serve.listen in apex.config.yaml), e.g. 127.0.0.1:7433; port 0: any free port.", cause: error });
+  }
+  return error;
+}
+
 export function parseListen(text: string): { host: string; port: number } {
   const match = /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)?:(\d{1,5})$/.exec(text) ?? /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)$/.exec(text);
   const port = match?.[2] === undefined ? 7433 : Number(match[2]);
@@ -88,9 +103,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
   const https = tls ? { cert: readPem(options.tlsCert!, "--tls-cert"), key: readPem(options.tlsKey!, "--tls-key") } : null;
   const { default: Fastify } = await import("fastify");
-  const app = (https
-    ? Fastify({ https, logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })
-    : Fastify({ logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })) as unknown as FastifyInstance;
+  let app: FastifyInstance;
+  try {
+    app = (https
+      ? Fastify({ https, logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })
+      : Fastify({ logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })) as unknown as FastifyInstance;
+  } catch (error) {
+    // Node reads the PEM files here: not PEM, or a key that is not the certificate's.
+    if (!https) throw error;
+    throw new ApexError("APEX_E_USAGE", `The TLS certificate and key (--tls-cert, --tls-key) cannot be used: ${(error as Error).message}.`, {
+      hint: "Give a PEM certificate and its own PEM private key (openssl x509 -in CERT -noout checks the certificate).",
+      cause: error,
+    });
+  }
   const log = options.log ?? (() => {});
   const gate = new Gate(options.location);
   const streams = new Set<OpenStream>();
@@ -155,7 +180,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   app.get("/api/health", async () => ({ ok: true }));
 
   app.post<{ Params: { sid: string; method: string }; Body: unknown }>("/api/sessions/:sid/rpc/:method", async (request, reply) => {
-    const { sid, method } = request.params;
+    const { method } = request.params;
+    const sid = await gate.sessionInUrl(request.params.sid);
     const params = objectBody(request.body);
     const { caller } = await authenticate(request, sid);
     if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`);
@@ -180,7 +206,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
 
   app.post<{ Params: { sid: string }; Body: unknown }>("/api/sessions/:sid/stream", async (request, reply) => {
-    const { sid } = request.params;
+    const sid = await gate.sessionInUrl(request.params.sid);
     const body = objectBody(request.body);
     const { caller, token } = await authenticate(request, sid);
     const wanted = Object.keys(body);
@@ -296,7 +322,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   connections.start();
-  await app.listen({ host, port });
+  try {
+    await app.listen({ host, port });
+  } catch (error) {
+    connections.stop();
+    await app.close().catch(() => {});
+    gate.close();
+    throw listenError(error, options.listen);
+  }
   const address = app.server.address();
   const boundPort = typeof address === "object" && address ? address.port : port;
   const shownHost = host.includes(":") ? `[${host}]` : host;
@@ -451,11 +484,21 @@ class Gate {
    */
   async mergeDestination(sessionId: string, params: Record<string, unknown>): Promise<string> {
     const ref = params.destination;
-    if (ref === undefined || ref === null || ref === "" || ref === sessionId) return sessionId;
+    // `current` through a grant: the grant's session (as `session share current` is the bound one locally).
+    if (ref === undefined || ref === null || ref === "" || ref === sessionId || ref === "current") return sessionId;
     if (typeof ref === "string" && (await this.resolveSession(ref)) === sessionId) return sessionId;
     throw new ApexError("APEX_E_FORBIDDEN", `A merge through this grant goes into session ${sessionId}, not into ${JSON.stringify(ref)}. Nothing was merged.`, {
       hint: "Name this session as the destination (or leave it out).",
     });
+  }
+
+  /**
+   * The session a URL names: an id as it is; a branch's name or a unique id prefix resolved, as
+   * everywhere else; anything else as written (its token then fails like any other).
+   */
+  async sessionInUrl(ref: string): Promise<string> {
+    if (UUID.test(ref)) return ref;
+    return (await this.resolveSession(ref)) ?? ref;
   }
 
   /** The id a session reference names in this project, or undefined (unknown or ambiguous). */
@@ -476,7 +519,7 @@ class Gate {
   /** `start --continue` of this session by an operator: the supervisor is launched here, as `apex start --continue` would. */
   async continueSession(sessionId: string, params: Record<string, unknown>): Promise<unknown> {
     const target = typeof params.continue === "string" ? params.continue : "";
-    if (!(target === "last" || target === sessionId || (target.length >= 4 && sessionId.startsWith(target)))) {
+    if (!(target === "last" || target === sessionId || (target.length >= 4 && sessionId.startsWith(target)) || (await this.resolveSession(target)) === sessionId)) {
       throw new ApexError("APEX_E_USAGE", `A remote --continue names this session (${sessionId}) or \`last\`, not ${JSON.stringify(target)}.`);
     }
     // Sessions run side by side: only this session's own supervisor is in the way (the claim checks its working tree).
