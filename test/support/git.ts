@@ -2,13 +2,20 @@
 // machine's git config applies), set on this process so that the supervisors and agents that
 // `apex start` launches inherit them, and a user's `git` run with them.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { afterAll, onTestFinished } from "vitest";
+import { getCurrentTest } from "vitest/suite";
 import { cleanEnv } from "../fixtures/agents/harness.js";
 
 export function isolatedGit(prefix: string): { GIT_ENV: Record<string, string>; git: (dir: string, ...args: string[]) => string } {
-  const gitConfig = join(mkdtempSync(join(tmpdir(), prefix)), "gitconfig");
+  const home = mkdtempSync(join(tmpdir(), prefix));
+  // Removed after the file's tests (called at a file's top level), or after the test that called it.
+  const remove = () => rmSync(home, { recursive: true, force: true });
+  if (getCurrentTest()) onTestFinished(remove);
+  else afterAll(remove);
+  const gitConfig = join(home, "gitconfig");
   writeFileSync(gitConfig, "");
   const GIT_ENV = { GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com", GIT_CONFIG_GLOBAL: gitConfig, GIT_CONFIG_NOSYSTEM: "1" };
   Object.assign(process.env, GIT_ENV);
