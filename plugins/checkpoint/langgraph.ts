@@ -33,6 +33,7 @@ import { Catalog } from "./catalog.js";
 import { checkpointInfo, countValues, writeCheckpoint } from "./checkpoints.js";
 import { isRecord, manifestPath, type CheckpointManifest } from "./manifest.js";
 import { ACTORS, requireSession } from "./refs.js";
+import { HISTORY_PREFIX } from "../../core/session/records.js";
 import { baseKey, inScope, memoryMountOf, pathSegments, type MemoryScope } from "./scope.js";
 
 export const LANGGRAPH_TRIGGER = "langgraph";
@@ -258,7 +259,7 @@ export class LangGraphStore {
       const store = this.store;
       let manifest: CheckpointManifest | undefined;
       await store.transaction(() => {
-        requireSession(store, sessionId);
+        requireLiveSession(store, sessionId);
         // Channel values compressed as they are written (LangGraph states repeat most of their
         // text step after step); the rest of the checkpoint is written as every checkpoint is.
         const view = ObjectStore.of(store).view({ compressValues: true });
@@ -329,7 +330,7 @@ export class LangGraphStore {
     request: { thread_id: string; checkpoint_ns: string; checkpoint_id: string; task_id: string; task_path: string; writes: Array<{ channel: string; idx: number; value: SerializedValue }> },
   ): Promise<{ written: number }> {
     return this.options.serialize(async () => {
-      requireSession(this.store, sessionId);
+      requireLiveSession(this.store, sessionId);
       const dir = `${writesDir(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)}/${nameSegment(request.task_id)}`;
       const { value: written } = await this.store.batch((batch) => {
         let count = 0;
@@ -393,7 +394,7 @@ export class LangGraphStore {
   deleteThread(sessionId: string, threadId: string): Promise<{ deleted: number }> {
     return this.options.serialize(async () => {
       const store = this.store;
-      requireSession(store, sessionId);
+      requireLiveSession(store, sessionId);
       const index = `${indexRoot(sessionId)}/${nameSegment(threadId)}`;
       let deleted = 0;
       await store.transaction(() => {
@@ -551,6 +552,16 @@ export class LangGraphStore {
 }
 
 // ------------------------------------------------------------------------------------ helpers
+
+/** A session LangGraph writes to: one not ended. An ended session's threads still read (their history outlives it). */
+function requireLiveSession(store: Store, sessionId: string): void {
+  requireSession(store, sessionId);
+  if (store.has(`/sessions/${sessionId}`)) return;
+  const record = store.get(`${HISTORY_PREFIX}/${sessionId}`) as { status?: string } | undefined;
+  throw new ApexError("APEX_E_SESSION_STATE", `Session ${sessionId} has ended (${record?.status}); its LangGraph threads can be read, not written.`, {
+    hint: `Continue it first (\`apex start --continue ${sessionId}\`), or write to a running session.`,
+  });
+}
 
 /** Bytes of channel values a LangGraphStore keeps decoded (a 10k-key state of ~1 KB values is ~10 MB). */
 export const VALUE_CACHE_BYTES = 64 * 1024 * 1024;

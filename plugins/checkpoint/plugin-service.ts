@@ -4,7 +4,6 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import type { CheckpointService, RestoreOutcome } from "../../core/session/checkpoints.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { readView } from "../../core/store/port.js";
-import { HISTORY_PREFIX } from "../../core/session/records.js";
 import { Catalog, summaryOf, type CheckpointSummary, type Located } from "./catalog.js";
 import {
   checkpointInfo,
@@ -382,25 +381,9 @@ export class SessionCheckpoints {
       ...(this.options.afterCheckpoint ? { afterCheckpoint: this.options.afterCheckpoint } : {}),
       ...(this.options.warn ? { warn: this.options.warn } : {}),
     });
-    const threads = langgraph.methods((params) => sessionFor(this.store, optionalString(params, "session")));
-    // An ended session's threads read (their history outlives the session), but nothing is added to it or deleted from it.
-    for (const name of ["langgraph.put", "langgraph.putWrites", "langgraph.deleteThread"]) {
-      const write = threads[name]!;
-      threads[name] = (params) => {
-        const sessionId = sessionFor(this.store, optionalString(params, "session"));
-        // Ended: moved from /sessions/<id> to the history.
-        const record = this.store.get(`/sessions/${sessionId}`) === undefined ? (this.store.get(`${HISTORY_PREFIX}/${sessionId}`) as { status?: string } | undefined) : undefined;
-        if (record) {
-          throw new ApexError("APEX_E_SESSION_STATE", `Session ${sessionId} has ended (${record.status}); its LangGraph threads can be read, not written.`, {
-            hint: `Continue it first (\`apex start --continue ${sessionId}\`), or write to a running session.`,
-          });
-        }
-        return write(params);
-      };
-    }
     return {
       // LangGraph checkpoints (the ApexSaver of `apex-sessions/langgraph`), see langgraph.ts.
-      ...threads,
+      ...langgraph.methods((params) => sessionFor(this.store, optionalString(params, "session"))),
       "checkpoint.create": async (params) => {
         const created = await this.create({
           sessionId: sessionOf(params),
