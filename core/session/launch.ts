@@ -7,7 +7,7 @@ import { makePrivateDir, openPrivate } from "../store/private.js";
 import { errorFromBody, lineSplitter, type RpcErrorBody } from "../rpc/protocol.js";
 import { tailLines } from "./agents.js";
 import { newNonce, SUPERVISOR_NONCE_VAR } from "./proc.js";
-import { supervisorLogFile } from "./runtime.js";
+import { SUPERVISOR_LOG, supervisorLogFile } from "./runtime.js";
 import type { ReadyReport, SupervisorRequest } from "./supervisor.js";
 
 const SUPERVISOR_MAIN = fileURLToPath(new URL("./supervisor-main.js", import.meta.url));
@@ -88,7 +88,7 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
   } catch (error) {
     // Refused for its config (exit 2: the supervisor checks plugins before it opens the store), a
     // first start leaves nothing behind: the directory it made held only the log of the refusal.
-    if (created && error instanceof ApexError && error.exitCode === 2 && readdirSync(location.storeDir).every((name) => logFile.endsWith(`/${name}`))) rmSync(location.storeDir, { recursive: true, force: true });
+    if (created && error instanceof ApexError && error.exitCode === 2 && readdirSync(location.storeDir).every((name) => name === SUPERVISOR_LOG)) rmSync(location.storeDir, { recursive: true, force: true });
     throw error;
   } finally {
     channel.destroy();
