@@ -3,6 +3,7 @@ import type { ProjectLocation } from "../core/config/locate.js";
 import type { Glob } from "../core/store/glob.js";
 import type { Change, JsonValue, Store } from "../core/store/store.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
+import { isApexError } from "../core/errors.js";
 import { paint } from "./output.js";
 
 const POLL_MS = 100;
@@ -76,14 +77,45 @@ async function follow(
     const entries = (await client.call("memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
     for (const entry of entries) printCurrent(entry.path, entry.value, since, Boolean(options.json));
   }
+  const outage = new Outage();
   while (!interrupted() && Date.now() < deadline) {
-    const reply = (await client.call("memory.changes", { since, glob: glob.source })) as {
-      revision: number;
-      changes: Array<Change & { value: JsonValue | null }>;
-    };
+    let reply: { revision: number; changes: Array<Change & { value: JsonValue | null }> };
+    try {
+      reply = (await client.call("memory.changes", { since, glob: glob.source })) as typeof reply;
+    } catch (error) {
+      if (!outage.began(error)) throw error;
+      await sleep(Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
+      continue;
+    }
+    outage.ended();
     for (const change of reply.changes) printChange(change, change.value ?? undefined, Boolean(options.json));
     since = reply.revision;
     await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
+  }
+}
+
+/**
+ * A store server that cannot be reached for a while (PostgreSQL restarting, a network drop)
+ * does not end a watch: the log is read again from the last revision printed, once a second, so
+ * nothing is missed, and stderr says when the store went away and when it came back.
+ */
+class Outage {
+  private since: number | undefined;
+
+  /** True if `error` is the store being out of reach (then waited out), false for any other error. */
+  began(error: unknown): boolean {
+    if (!isApexError(error) || error.code !== "APEX_E_STORE_UNREACHABLE") return false;
+    if (this.since === undefined) {
+      this.since = Date.now();
+      process.stderr.write(`warning: ${error.message} Still watching; retrying every ${RECHECK_MS / 1000} s (Ctrl-C ends).\n`);
+    }
+    return true;
+  }
+
+  ended(): void {
+    if (this.since === undefined) return;
+    process.stderr.write(`warning: the store is reachable again after ${((Date.now() - this.since) / 1000).toFixed(1)} s; nothing was missed.\n`);
+    this.since = undefined;
   }
 }
 
@@ -112,13 +144,20 @@ async function followStore(
   try {
     let since = options.since ?? store.revision();
     if (options.withCurrent) for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
+    const outage = new Outage();
     for (let first = true; first || (!interrupted() && Date.now() < deadline); first = false) {
       signalled = false;
-      for (const change of store.changesSince(since)) {
-        since = change.revision;
-        if (!view.covers(change.path)) continue;
-        const path = view.unpath(change.path);
-        if (glob.matches(path)) printChange({ ...change, path }, change.kind === "put" ? store.get(change.path) : undefined, Boolean(options.json));
+      try {
+        for (const change of store.changesSince(since)) {
+          if (view.covers(change.path)) {
+            const path = view.unpath(change.path);
+            if (glob.matches(path)) printChange({ ...change, path }, change.kind === "put" ? store.get(change.path) : undefined, Boolean(options.json));
+          }
+          since = change.revision; // (after printing: a read that fails is made again)
+        }
+        outage.ended();
+      } catch (error) {
+        if (!outage.began(error)) throw error;
       }
       if (signalled || interrupted()) continue;
       await new Promise<void>((resolve) => {

@@ -5,8 +5,8 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Project, groupMembers, shellAgents } from "./fixtures/agents/harness.js";
-import { sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+import { Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
 let project: Project | undefined;
@@ -70,6 +70,79 @@ describe("a session on PostgreSQL", () => {
     // Logs and the socket live in .apex/; the data does not.
     expect(existsSync(join(project.dir, ".apex", "store.mdb"))).toBe(false);
   }, 180_000);
+
+  it("outlives the server ending every connection (a restart): the supervisor connects again, keeps its agents and lease, and a watch goes on", async () => {
+    const url = await cluster.createDatabase();
+    const database = new URL(url).pathname.slice(1);
+    // With the plugins that read the store on timers (metrics, the audit trail's git poll).
+    const plugins = AGENTS.replace("plugins:\n  checkpoint: {}\n", "plugins:\n  checkpoint: {}\n  metrics: {}\n  history: {}\n");
+    project = new Project(`${plugins}\nstore:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n  project: restart\n`);
+    const ready = project.start(["--task", "through a restart"]);
+    expect(project.apex(["memory", "set", "/w/before", "1"]).status).toBe(0);
+    const watch = project.apexAsync(["memory", "watch", "/w/**", "--json", "--timeout", "90"]);
+    try {
+      await waitFor("the watch to print the current value", () => watch.output().includes('"/w/before"'));
+      const ended = await query(cluster.adminUrl, "SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()) AS t", [database]);
+      // The supervisor's connection and its LISTEN connection at least.
+      expect(ended[0]!.n).toBeGreaterThanOrEqual(2);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(project.apex(["memory", "set", "/w/after", "2"]).status).toBe(0);
+      await waitFor("the watch to print the write made after the restart", () => watch.output().includes('"/w/after"'), 30_000);
+      const checkpoint = project.apex(["checkpoint", "create", "after the restart", "--json"]);
+      expect(checkpoint.status, checkpoint.stderr).toBe(0);
+      // A lease renewal or two later (every ttl/3), the session is still the same supervisor's, with the same agents.
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      const status = project.status();
+      expect(status.session?.status).toBe("active");
+      expect(status.session?.supervisor).toMatchObject({ pid: ready.supervisor_pid, alive: true });
+      expect(status.agents.map((agent) => [agent.name, agent.pid, agent.status])).toEqual(ready.agents.map((agent) => [agent.name, agent.pid, "running"]));
+      expect(project.apex(["memory", "show", "/w/after", "--json"]).stdout).toContain("2");
+      const log = project.supervisorLog();
+      expect(log).not.toContain("unhandled rejection");
+      expect(log).not.toContain("lease ran out");
+    } finally {
+      watch.child.kill("SIGINT");
+      await watch.done;
+    }
+    expect(watch.errors()).not.toContain("error[");
+    expect(project.apex(["stop"]).status).toBe(0);
+  }, 180_000);
+
+  it("a watch waits out a server it cannot reach, says so, and then prints what was written meanwhile", async () => {
+    const url = await cluster.createDatabase();
+    const database = new URL(url).pathname.slice(1);
+    const relay = await postgresRelay();
+    // No session: the watch reads the store itself, through the relay; writes go straight to the server.
+    project = new Project(`${AGENTS}\nstore:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n  project: outage\n`);
+    try {
+      expect(project.apex(["memory", "set", "/w/before", "1"]).status).toBe(0);
+      const watch = project.apexAsync(["memory", "watch", "/w/**", "--json", "--timeout", "60"], { env: { APEX_STORE_URL: relay.url(database) } });
+      try {
+        await waitFor("the watch to print the current value", () => watch.output().includes('"/w/before"'));
+        await relay.down();
+        await waitFor("the watch to say the store is out of reach", () => watch.errors().includes("Still watching"), 15_000);
+        expect(watch.errors()).toContain("Cannot reach PostgreSQL");
+        expect(watch.errors()).not.toContain(cluster.password);
+        expect(project.apex(["memory", "set", "/w/during", "2"]).status).toBe(0);
+        expect(project.apex(["memory", "delete", "/w/before"]).status).toBe(0);
+        await relay.up();
+        await waitFor("the watch to print the writes made while it could not read", () => watch.output().includes('"/w/during"') && watch.output().includes('"delete"'), 30_000);
+        expect(watch.errors()).toContain("reachable again");
+        expect(watch.child.exitCode).toBeNull();
+      } finally {
+        watch.child.kill("SIGINT");
+        await watch.done;
+      }
+      const lines = watch.output().trim().split("\n").map((line) => JSON.parse(line) as { kind: string; path: string });
+      expect(lines.map((line) => [line.kind, line.path])).toEqual([
+        ["current", "/w/before"],
+        ["put", "/w/during"],
+        ["delete", "/w/before"],
+      ]);
+    } finally {
+      await relay.down();
+    }
+  }, 120_000);
 
   it("says which database it cannot reach, without its password (exit 1, nothing written)", () => {
     const url = cluster.url("postgres", { port: 1 });

@@ -13,9 +13,9 @@ import { decodeValue, encodeJson } from "../core/store/value-codec.js";
 import { PostgresBackend, postgresBackend, redactUrl } from "../plugins/postgres/backend.js";
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { GROUP_BYTES } from "../plugins/postgres/groups.js";
-import { connectTimeoutMs } from "../plugins/postgres/bridge.js";
+import { SyncBridge, connectTimeoutMs } from "../plugins/postgres/bridge.js";
 import { describePort } from "./support/port-suite.js";
-import { freePort, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+import { freePort, postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
 let url: string;
@@ -281,28 +281,120 @@ describe("postgres backend", () => {
     }
   });
 
-  it("reports a connection the server ended as unreachable, naming the URL", async () => {
-    const s = spec();
-    const store = open(s);
-    await store.set("/x", 1);
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
+  /** The pid of the backend's own connection (the bridge's worker), read on that connection. */
+  const serverPid = (store: StorageBackend) => (store as unknown as { bridge: SyncBridge }).bridge.query("SELECT pg_backend_pid()")[0]![0] as number;
+  /** Ends one server connection, synchronously (a second bridge), as a server restart or an idle timeout would. */
+  const terminate = (pid: number) => {
+    const killer = new SyncBridge();
     try {
-      await client.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'apex' AND pid <> pg_backend_pid() AND datname = current_database()");
+      killer.connect(url, []);
+      expect(killer.query("SELECT pg_terminate_backend($1)", [pid])[0]![0]).toBe(true);
     } finally {
-      await client.end();
+      void killer.close();
     }
-    await new Promise((r) => setTimeout(r, 200));
+  };
+  const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+  it("connects again after the server ended its connection: what was committed is there, and the next calls work", async () => {
+    const store = open(spec());
+    await store.set("/x", 1);
+    const before = serverPid(store);
+    terminate(before);
+    sleepSync(200); // the driver sees the connection end
+    // Nothing was sent on the lost connection: the read goes to a new one.
+    expect(store.get("/x")).toBe(1);
+    expect(serverPid(store)).not.toBe(before);
+    await store.set("/y", 2);
+    expect(store.get("/y")).toBe(2);
+    // A connection lost again is made again again.
+    terminate(serverPid(store));
+    sleepSync(200);
+    await store.set("/z", 3);
+    expect([store.get("/x"), store.get("/y"), store.get("/z")]).toEqual([1, 2, 3]);
+  });
+
+  it("a write transaction whose connection is lost fails and writes nothing: its statements never go to the new connection", async () => {
+    const store = open(spec()) as PostgresBackend;
+    await store.set("/kept", 1);
+    const pid = serverPid(store);
     let caught: unknown;
     try {
-      store.get("/x");
+      await store.batch((batch) => {
+        batch.set("/a", 1);
+        terminate(pid);
+        sleepSync(200);
+        // A read inside the transaction after the loss: not answered from another connection.
+        let inner: unknown;
+        try {
+          batch.get("/not-cached");
+        } catch (error) {
+          inner = error;
+        }
+        expect(inner).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE" });
+        batch.set("/b", 2);
+      });
     } catch (error) {
       caught = error;
     }
     expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE" });
     expect((caught as Error).message).not.toContain(cluster.password);
-    // A new open works.
-    expect(open(s).get("/x")).toBe(1);
+    // Nothing of it on the server, and the store goes on (on a new connection).
+    expect([store.get("/a"), store.get("/b"), store.get("/kept")]).toEqual([undefined, undefined, 1]);
+    const revision = store.revision();
+    await store.set("/after", 3);
+    expect(store.revision()).toBe(revision + 1);
+    const rows = await query(url, "SELECT count(*)::int AS n FROM apex.stores WHERE revision > 0");
+    expect(rows[0]!.n).toBeGreaterThan(0);
+  });
+
+  it("the bridge never sends a statement pinned to a lost connection to a new one", () => {
+    const bridge = new SyncBridge();
+    try {
+      bridge.connect(url, ["SET application_name = 'apex-pinned'"]);
+      const first = bridge.connection;
+      const pid = bridge.query("SELECT pg_backend_pid()")[0]![0] as number;
+      terminate(pid);
+      sleepSync(200);
+      expect(() => bridge.run([{ text: "SELECT 1" }], first)).toThrow(/lost the connection/);
+      // Unpinned: a new connection, with the settings connect() was given.
+      expect(bridge.query("SELECT current_setting('application_name')")[0]![0]).toBe("apex-pinned");
+      expect(bridge.connection).toBe(first + 1);
+      expect(() => bridge.run([{ text: "SELECT 1" }], first)).toThrow(/a new one was made since/);
+      expect(bridge.run([{ text: "SELECT 2" }], first + 1)).toEqual([[[2]]]);
+    } finally {
+      void bridge.close();
+    }
+  });
+
+  it("a server out of reach is reported as unreachable, naming the URL, tried again a second later, and used again once back", async () => {
+    // The store reaches the server through a relay: down() is the network (or the server) going
+    // away, up() its return.
+    const relay = await postgresRelay();
+    const relayPort = relay.port;
+    try {
+      const store = open({ ...spec(), url: relay.url(new URL(url).pathname.slice(1)) });
+      await store.set("/x", 1);
+      await relay.down();
+      sleepSync(200);
+      let caught: unknown;
+      try {
+        store.get("/x");
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE" });
+      expect((caught as Error).message).toContain(`127.0.0.1:${relayPort}`);
+      expect((caught as Error).message).not.toContain(cluster.password);
+      await relay.up();
+      // Within a second of the failed attempt: not tried again, the same error at once.
+      expect(() => store.get("/x")).toThrow(/Cannot reach PostgreSQL/);
+      sleepSync(1100);
+      expect(store.get("/x")).toBe(1);
+      await store.set("/y", 2);
+      expect(store.get("/y")).toBe(2);
+    } finally {
+      await relay.down();
+    }
   });
 
   it("the driver bridge takes only its answer flag for an answer: a stray notify while a call waits does not end it", async () => {

@@ -56,19 +56,34 @@ export class GitAudit {
     this.timer = undefined;
   }
 
+  private syncFailing = false;
+
+  /** Never rejects (it runs on a timer): a store that cannot be read now (PostgreSQL restarting) is looked at again on the next tick. */
   private async pollSync(store: Store): Promise<void> {
     const sessionId = this.sessionId;
     if (!sessionId) return;
-    const value = store.get(sessionGitPath(sessionId));
+    let value: JsonValue | undefined;
+    try {
+      value = store.get(sessionGitPath(sessionId));
+    } catch {
+      return;
+    }
     const seen = JSON.stringify(value ?? null);
     if (seen === this.lastSync) return;
-    this.lastSync = seen;
-    if (value === null || typeof value !== "object" || Array.isArray(value)) return;
-    const field = (name: string) => (value[name] === undefined ? null : value[name]!);
+    if (value === null || typeof value !== "object" || Array.isArray(value)) {
+      this.lastSync = seen;
+      return;
+    }
+    const record = value;
+    const field = (name: string) => (record[name] === undefined ? null : record[name]!);
     try {
       await this.record(store, "git.synced", { branch: field("branch"), commit: field("commit"), dirty: field("dirty"), synced_at: field("synced_at") });
+      this.lastSync = seen;
+      this.syncFailing = false;
     } catch (error) {
-      this.apex.warn(`cannot record a git sync: ${(error as Error).message}`);
+      // Tried again on the next tick: warned of once.
+      if (!this.syncFailing) this.apex.warn(`cannot record a git sync (trying again): ${(error as Error).message}`);
+      this.syncFailing = true;
     }
   }
 

@@ -108,9 +108,23 @@ export class MetricsRuntime {
     this.lastSampleAt = Date.now();
     try {
       await sampler.sample(reason);
+      this.recovered("sample");
     } catch (error) {
-      this.apex.warn(`cannot sample the session's metrics: ${(error as Error).message}`);
+      this.failing("sample", `cannot sample the session's metrics: ${(error as Error).message}`);
     }
+  }
+
+  /** Kinds of periodic work failing now: each is warned of once, not at every tick, until it works again. */
+  private readonly failures = new Set<"sample" | "log">();
+
+  private failing(kind: "sample" | "log", message: string): void {
+    if (this.failures.has(kind)) return;
+    this.failures.add(kind);
+    this.apex.warn(`${message} (warned once until it works again)`);
+  }
+
+  private recovered(kind: "sample" | "log"): void {
+    if (this.failures.delete(kind)) this.apex.warn(kind === "sample" ? "metrics are sampled again" : "the revision log is read again");
   }
 
   /** Reads the revision log since the last look; anything that moves a metric asks for a sample. */
@@ -124,9 +138,10 @@ export class MetricsRuntime {
         if (change.path.startsWith(events) || change.path.startsWith(inputs) || change.path === REVIEW_STATS_PATH) relevant = true;
       }
     } catch (error) {
-      this.apex.warn(`cannot read the revision log: ${(error as Error).message}`);
+      this.failing("log", `cannot read the revision log: ${(error as Error).message}`);
       return;
     }
+    this.recovered("log");
     if (relevant) this.request("change");
   }
 

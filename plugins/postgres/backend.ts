@@ -201,6 +201,8 @@ interface PendingRow {
 interface Transaction {
   /** The revision when it began (under the project's lock). */
   base: number;
+  /** The bridge's connection it runs on (SyncBridge.connection): it cannot go on on another. */
+  connection: number;
   /** Log records, in order; `changes` is the number of paths they hold. */
   log: LogRecord[];
   changes: number;
@@ -479,7 +481,7 @@ export class PostgresBackend implements StorageBackend {
    * crossing as their first statement, and committed in the same crossing as the first statement
    * after the last holder let go (or by `timer` at the end of the event loop's turn).
    */
-  private view = { holders: 0, open: false, timer: undefined as NodeJS.Timeout | undefined };
+  private view = { holders: 0, open: false, timer: undefined as NodeJS.Timeout | undefined, connection: 0 };
   private closed = false;
   private readonly statementNames = new Map<string, string>();
   private listen: Listener | undefined;
@@ -521,7 +523,7 @@ export class PostgresBackend implements StorageBackend {
           });
         }
         // The server refuses any write from this connection, whatever the code does.
-        bridge.run([{ text: "SET default_transaction_read_only = on" }]);
+        bridge.addSetup("SET default_transaction_read_only = on");
       } else if (!state.exists || !state.codec || state.layout < LAYOUT) {
         // Under the schema lock, looked at again: another first open may have done it meanwhile.
         bridge.run([{ text: "BEGIN" }, { text: "SELECT pg_advisory_xact_lock($1, $2)", values: [...SCHEMA_LOCK] }]);
@@ -574,14 +576,19 @@ export class PostgresBackend implements StorageBackend {
         view.timer.unref();
       }
     }
+    // A transaction or a read view lives in its connection: its statements never go to another
+    // (a new one, after the connection was lost); a new view may begin on a new connection.
+    const pinned = this.tx ? this.tx.connection : view.open && prefix.length === 0 ? view.connection : undefined;
     try {
-      return prefix.length === 0 ? this.bridge.run(steps) : this.bridge.run([...prefix, ...steps]).slice(prefix.length);
+      const rows = prefix.length === 0 ? this.bridge.run(steps, pinned) : this.bridge.run([...prefix, ...steps], pinned).slice(prefix.length);
+      if (view.open && prefix.length > 0) view.connection = this.bridge.connection;
+      return rows;
     } catch (error) {
       // A failed statement aborts the view's transaction: the next read begins a new one.
       if (view.open && !this.tx) {
         view.open = false;
         try {
-          this.bridge.run([{ text: "ROLLBACK" }]);
+          this.bridge.run([{ text: "ROLLBACK" }], view.connection);
         } catch {
           /* the connection is gone */
         }
@@ -598,7 +605,7 @@ export class PostgresBackend implements StorageBackend {
     if (!view.open || this.tx || this.closed) return;
     view.open = false;
     try {
-      this.bridge.run([{ text: "COMMIT" }]);
+      this.bridge.run([{ text: "COMMIT" }], view.connection);
     } catch {
       /* the connection is gone: so is the view */
     }
@@ -1019,7 +1026,7 @@ export class PostgresBackend implements StorageBackend {
       true,
     );
     const base = rows[2]!.length > 0 ? (rows[2]![0]![0] as number) : 0;
-    const tx: Transaction = { base, log: [], changes: 0, kv: new Map(), rows: new Map(), newTables: new Map(), cache: { kv: new Map(), rows: new Map() }, cachedBytes: 0, flushes: 0, bytes: 0, pending: false };
+    const tx: Transaction = { base, connection: this.bridge.connection, log: [], changes: 0, kv: new Map(), rows: new Map(), newTables: new Map(), cache: { kv: new Map(), rows: new Map() }, cachedBytes: 0, flushes: 0, bytes: 0, pending: false };
     this.tx = tx;
     let out: T;
     try {
@@ -1030,7 +1037,7 @@ export class PostgresBackend implements StorageBackend {
     } catch (error) {
       this.tx = undefined;
       try {
-        this.bridge.run([{ text: "ROLLBACK" }]);
+        this.bridge.run([{ text: "ROLLBACK" }], tx.connection);
       } catch {
         /* the connection is gone: the server rolls back */
       }

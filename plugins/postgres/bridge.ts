@@ -31,6 +31,8 @@ export interface WorkerFailure {
   code?: string;
   /** The index of the statement that failed in a `run` request. */
   step?: number;
+  /** The connection was found lost before anything of the request was sent: it can be sent on a new one. */
+  unsent?: boolean;
 }
 
 export class BridgeError extends Error {
@@ -72,13 +74,24 @@ export function connectTimeoutMs(url: string, env: NodeJS.ProcessEnv = process.e
   return seconds === 0 ? 0 : Math.max(2, Math.floor(seconds)) * 1000;
 }
 
+/** After a failed reconnection, calls fail at once for this long before the next attempt (a server that is down is not asked again at every call). */
+export const RECONNECT_BACKOFF_MS = 1000;
+
 export class SyncBridge {
   private readonly worker: Worker;
   private readonly port: MessagePort;
   private readonly flag: Int32Array;
   private closed = false;
-  /** Set when the worker reported a fatal problem (lost connection): every later call fails fast. */
-  private broken: WorkerFailure | undefined;
+  /**
+   * Set when the worker reported a fatal problem. A lost connection (`reconnect`) is made anew
+   * by the next call that is not pinned to it; a worker that stopped answering is not.
+   */
+  private broken: (WorkerFailure & { reconnect: boolean }) | undefined;
+  /** What connect() was given, to connect again after a loss: the URL and the session settings (with addSetup's). */
+  private target: { url: string; setup: string[] } | undefined;
+  /** No reconnection is tried before this time (Date.now()): the last one failed. */
+  private retryAt = 0;
+  private connections = 0;
 
   constructor() {
     const { port1, port2 } = new MessageChannel();
@@ -103,11 +116,73 @@ export class SyncBridge {
   /** Connects the worker's client and runs `setup` (session settings) on it; gives up after connectTimeoutMs(url). */
   connect(url: string, setup: string[]): void {
     this.call({ op: "connect", url, setup, timeoutMs: connectTimeoutMs(url) });
+    this.target = { url, setup: [...setup] };
+    this.connections += 1;
   }
 
-  /** Runs statements one after the other on the connection; returns the rows of each. */
-  run(steps: Statement[]): Rows[] {
-    return this.call({ op: "run", steps }) as Rows[];
+  /** Runs a session setting now and again on every later connection (a reconnection included). */
+  addSetup(text: string): void {
+    this.run([{ text }]);
+    this.target?.setup.push(text);
+  }
+
+  /**
+   * Which connection the calls go to: it changes when a lost connection is made anew. What
+   * lives in a connection (an open transaction, a read view) is gone with it: a caller that
+   * holds one passes its connection to run() (`pinned`), and the call then fails instead of
+   * running on another connection.
+   */
+  get connection(): number {
+    return this.connections;
+  }
+
+  /**
+   * Runs statements one after the other on the connection; returns the rows of each. After the
+   * connection was lost, a call connects again first (with the same URL and settings), unless
+   * `pinned` names the lost connection; a reconnection that fails is not tried again for
+   * RECONNECT_BACKOFF_MS.
+   */
+  run(steps: Statement[], pinned?: number): Rows[] {
+    if (pinned !== undefined && pinned !== this.connections) {
+      throw new BridgeError({ message: "lost the connection to PostgreSQL (a new one was made since: what ran on the old one is gone)", code: "ECONNRESET" });
+    }
+    const request: Request = { op: "run", steps };
+    if (pinned === undefined && this.reconnectable()) this.reconnect();
+    try {
+      return this.call(request) as Rows[];
+    } catch (error) {
+      // Lost while idle (the server restarted, an idle connection was ended): nothing was sent,
+      // so the request goes to a new connection.
+      if (pinned === undefined && error instanceof BridgeError && error.failure.unsent && this.reconnectable()) {
+        this.reconnect();
+        return this.call(request) as Rows[];
+      }
+      throw error;
+    }
+  }
+
+  private reconnectable(): boolean {
+    return this.broken?.reconnect === true && !this.closed && this.target !== undefined;
+  }
+
+  private reconnect(): void {
+    const lost = this.broken!;
+    if (Date.now() < this.retryAt) throw new BridgeError(lost);
+    const { url, setup } = this.target!;
+    this.broken = undefined;
+    try {
+      this.call({ op: "connect", url, setup, timeoutMs: connectTimeoutMs(url) });
+    } catch (error) {
+      const failure = error instanceof BridgeError ? error.failure : { message: String((error as Error)?.message ?? error) };
+      // Not connected: still lost, whatever the attempt said (a refused connection, a timeout),
+      // unless the worker stopped answering (call() marked it so).
+      const stuck = (this.broken as { reconnect: boolean } | undefined)?.reconnect === false;
+      this.broken = { ...failure, code: failure.code ?? lost.code ?? "ECONNRESET", reconnect: !stuck };
+      this.retryAt = Date.now() + RECONNECT_BACKOFF_MS;
+      throw new BridgeError(this.broken);
+    }
+    this.connections += 1;
+    this.retryAt = 0;
   }
 
   /** Runs one statement and returns its rows. */
@@ -130,7 +205,7 @@ export class SyncBridge {
     while (Atomics.load(this.flag, 0) === 0) {
       const left = deadline - Date.now();
       if (left <= 0) {
-        this.broken = { message: `no answer from the PostgreSQL client within ${CALL_TIMEOUT_MS / 1000} s`, code: "ETIMEDOUT" };
+        this.broken = { message: `no answer from the PostgreSQL client within ${CALL_TIMEOUT_MS / 1000} s`, code: "ETIMEDOUT", reconnect: false };
         throw new ApexError("APEX_E_TIMEOUT", `The PostgreSQL store did not answer within ${CALL_TIMEOUT_MS / 1000} s.`);
       }
       Atomics.wait(this.flag, 0, 0, left);
@@ -145,7 +220,7 @@ export class SyncBridge {
     if (!message) throw new ApexError("APEX_E_INTERNAL", "The PostgreSQL client signalled an answer but sent none.");
     const reply = message.message as { ok?: unknown; error?: WorkerFailure; fatal?: boolean };
     if (reply.error) {
-      if (reply.fatal) this.broken = reply.error;
+      if (reply.fatal) this.broken = { ...reply.error, reconnect: true };
       throw new BridgeError(reply.error);
     }
     return reply.ok;
@@ -207,25 +282,34 @@ function workerMain(): void {
 
   port.on("message", async (request: { op: string; url?: string; setup?: string[]; timeoutMs?: number; steps?: Array<{ text: string; values?: unknown[]; name?: string }> }) => {
     busy = true;
-    if (lost) return answer({ error: lost, fatal: true });
+    if (lost && request.op !== "connect") return answer({ error: { ...lost, unsent: true }, fatal: true });
     try {
       if (request.op === "connect") {
+        // A new connection, replacing one that was lost (whose socket is gone: not waited for).
+        const previous = client;
+        client = undefined;
+        void previous?.end().catch(() => undefined);
         const timeoutMs = request.timeoutMs ?? 0;
-        client = new pg.Client({ connectionString: request.url, types, application_name: "apex", connectionTimeoutMillis: timeoutMs } as import("pg").ClientConfig);
-        client.on("error", (error) => {
-          lost = { message: `lost the connection to PostgreSQL: ${error.message}`, code: (error as { code?: string }).code ?? "ECONNRESET" };
+        const connection = new pg.Client({ connectionString: request.url, types, application_name: "apex", connectionTimeoutMillis: timeoutMs } as import("pg").ClientConfig);
+        client = connection;
+        connection.on("error", (error) => {
+          // (an old connection ending late does not mark its successor lost)
+          if (client === connection) lost = { message: `lost the connection to PostgreSQL: ${error.message}`, code: (error as { code?: string }).code ?? "ECONNRESET" };
         });
+        lost = undefined;
         const started = Date.now();
         try {
-          await client.connect();
+          await connection.connect();
+          for (const text of request.setup ?? []) await connection.query(text);
         } catch (error) {
+          client = undefined;
+          void connection.end().catch(() => undefined);
           // node-postgres ends a connection that is not ready in time with a plain "timeout expired" (or "… due to connection timeout").
           if (timeoutMs > 0 && Date.now() - started >= timeoutMs - 50 && typeof (error as { code?: unknown })?.code !== "string") {
             return answer({ error: { message: `no answer within ${timeoutMs / 1000} s (connect_timeout)`, code: "ETIMEDOUT" } });
           }
           throw error;
         }
-        for (const text of request.setup ?? []) await client.query(text);
         return answer({ ok: null });
       }
       if (request.op === "close") {

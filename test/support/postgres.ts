@@ -6,11 +6,12 @@
  * (test/support/backends.ts). The first test file that asks starts it (the others wait for it);
  * the run's global setup (postgres-global.ts) stops it at the end.
  */
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { inject } from "vitest";
-import { startPostgres } from "../../scripts/pg-cluster.mjs";
+import { freePort, startPostgres } from "../../scripts/pg-cluster.mjs";
 
 export { freePort, postgresBinDir, startPostgres } from "../../scripts/pg-cluster.mjs";
 export type { PostgresCluster } from "../../scripts/pg-cluster.mjs";
@@ -94,4 +95,42 @@ export async function query(database: string, text: string, values: unknown[] = 
   } finally {
     await client.end();
   }
+}
+
+/**
+ * A TCP relay to the shared cluster on a port of its own, in a process of its own (a store's
+ * calls block the thread that makes them): `down()` kills it, cutting every connection through
+ * it, as a server restart or a network drop would; `up()` starts it again on the same port.
+ * `url(database)`: the database's URL through the relay. Stopped by pid.
+ */
+export async function postgresRelay(): Promise<{ port: number; url(database: string): string; up(): Promise<void>; down(): Promise<void> }> {
+  const cluster = await sharedPostgres();
+  const port = await freePort();
+  const script = `const net = require("node:net");
+    net.createServer((client) => {
+      const upstream = net.connect(${cluster.port}, "127.0.0.1");
+      client.on("error", () => upstream.destroy());
+      upstream.on("error", () => client.destroy());
+      client.pipe(upstream).pipe(client);
+    }).listen(${port}, "127.0.0.1", () => console.log("listening"));`;
+  let child: ChildProcess | undefined;
+  const down = async () => {
+    const running = child;
+    child = undefined;
+    if (!running || running.exitCode !== null || running.signalCode !== null) return;
+    const exited = new Promise((resolve) => running.once("exit", resolve));
+    running.kill("SIGKILL");
+    await exited;
+  };
+  const up = async () => {
+    await down();
+    const started = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    child = started;
+    await new Promise<void>((resolve, reject) => {
+      started.stdout!.once("data", () => resolve());
+      started.once("exit", (code) => reject(new Error(`the relay exited (${code})`)));
+    });
+  };
+  await up();
+  return { port, url: (database) => cluster.url(database, { port }), up, down };
 }
