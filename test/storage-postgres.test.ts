@@ -10,7 +10,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
 import type { StorageBackend, StoreSpec } from "../core/store/port.js";
 import { decodeValue, encodeJson } from "../core/store/value-codec.js";
-import { PostgresBackend, postgresBackend, redactUrl } from "../plugins/postgres/backend.js";
+import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, PostgresBackend, postgresBackend, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { GROUP_BYTES } from "../plugins/postgres/groups.js";
 import { SyncBridge, connectTimeoutMs } from "../plugins/postgres/bridge.js";
@@ -394,6 +394,35 @@ describe("postgres backend", () => {
       expect(store.get("/y")).toBe(2);
     } finally {
       await relay.down();
+    }
+  });
+
+  it("a writer frozen inside its transaction holds up the project's other writers only until the server's idle-in-transaction timeout", async () => {
+    // Every connection of the backend carries the timeout (60 s), unless the URL sets its own.
+    const store = open(spec());
+    const setting = (backend: StorageBackend) => (backend as unknown as { bridge: SyncBridge }).bridge.query("SHOW idle_in_transaction_session_timeout")[0]![0];
+    expect(setting(store)).toBe(`${IDLE_IN_TRANSACTION_TIMEOUT_S / 60}min`);
+    const quick = `${url}?options=${encodeURIComponent("-c idle_in_transaction_session_timeout=2s")}`;
+    const s = { ...spec(), url: quick };
+    const writer = open(s);
+    expect(setting(writer)).toBe("2s");
+    await writer.set("/before", 1);
+    // A process of APEX's frozen in the middle of a write transaction (a laptop asleep): it
+    // holds the project's lock, on a connection set up as the backend sets up its own.
+    const frozen = new SyncBridge();
+    try {
+      frozen.connect(quick, sessionSettings(quick));
+      frozen.run([{ text: "BEGIN" }, { text: "SELECT pg_advisory_xact_lock($1, hashtext($2))", values: [LOCK_CLASS, s.project] }]);
+      const started = Date.now();
+      await writer.set("/after", 2); // waits for the lock until the server ends the frozen transaction
+      const waited = Date.now() - started;
+      expect(waited).toBeGreaterThan(1000);
+      expect(waited).toBeLessThan(20_000);
+      expect(writer.get("/after")).toBe(2);
+      // The frozen process, woken, finds its transaction gone: nothing it does next commits.
+      expect(() => frozen.run([{ text: "COMMIT" }], frozen.connection)).toThrow();
+    } finally {
+      void frozen.close();
     }
   });
 

@@ -62,7 +62,7 @@ import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys
 export const DEFAULT_PROJECT = "default";
 
 /** pg_advisory_xact_lock's first key: "APEX" in ASCII; the second is hashtext(project). */
-const LOCK_CLASS = 0x41504558;
+export const LOCK_CLASS = 0x41504558;
 /** The lock that serialises creating the schema (two first opens at once). */
 const SCHEMA_LOCK = [LOCK_CLASS, 0] as const;
 
@@ -292,6 +292,29 @@ export function connectError(url: string, error: unknown): ApexError {
  */
 const idle = new Map<string, SyncBridge>();
 
+/**
+ * How long the server lets a connection sit idle inside a transaction before it ends it, and
+ * with it the transaction and the project's write lock. APEX's transactions are synchronous:
+ * between two statements of one only its own computation runs (milliseconds). What sits idle
+ * that long is a frozen process (a laptop put to sleep, a stopped process, a host cut off)
+ * holding the lock every writer of the project waits for, on every host: a takeover included.
+ * A URL may set its own (`options=-c idle_in_transaction_session_timeout=…`).
+ */
+export const IDLE_IN_TRANSACTION_TIMEOUT_S = 60;
+
+/** The session settings of every connection (made again with them after a loss). */
+export function sessionSettings(url: string): string[] {
+  const settings = ["SET synchronous_commit = on", "SET client_min_messages = warning"];
+  let options = "";
+  try {
+    options = new URL(url).searchParams.get("options") ?? "";
+  } catch {
+    /* checked before any connection (urlOf) */
+  }
+  if (!options.includes("idle_in_transaction_session_timeout")) settings.push(`SET idle_in_transaction_session_timeout = '${IDLE_IN_TRANSACTION_TIMEOUT_S}s'`);
+  return settings;
+}
+
 function takeBridge(url: string): SyncBridge {
   const kept = idle.get(url);
   if (kept) {
@@ -300,7 +323,7 @@ function takeBridge(url: string): SyncBridge {
   }
   const bridge = new SyncBridge();
   try {
-    bridge.connect(url, ["SET synchronous_commit = on", "SET client_min_messages = warning"]);
+    bridge.connect(url, sessionSettings(url));
   } catch (error) {
     void bridge.close();
     throw connectError(url, error);
