@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, groupMembers, isAlive, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
@@ -140,6 +140,33 @@ describe("a session on PostgreSQL", () => {
         ["delete", "/w/before"],
       ]);
     } finally {
+      await relay.down();
+    }
+  }, 120_000);
+
+  it("a supervisor cut off from its database ends its agents before its lease runs out, instead of waiting on the network", async () => {
+    const url = await cluster.createDatabase();
+    const relay = await postgresRelay();
+    const through = relay.url(new URL(url).pathname.slice(1));
+    project = new Project(`${AGENTS}\nsession:\n  lease_ttl: 3\nstore:\n  backend: postgres\n  url: ${JSON.stringify(through)}\n  project: cut\n`);
+    try {
+      const ready = project.start(["--task", "cut off"]);
+      const pids = ready.agents.map((agent) => agent.pid!);
+      expect(pids.every((pid) => procInfo(pid) !== undefined)).toBe(true);
+      // Every packet to the database is dropped from now on: a call waits for an answer that
+      // never comes (the network would give up after minutes).
+      relay.freeze();
+      const cut = Date.now();
+      await waitFor("the agents and the supervisor to end", () => [...pids, ready.supervisor_pid].every((pid) => !isAlive(pid)), 20_000);
+      // Within the lease (3 s) and the grace of ending the agents, not after the network's timeout.
+      expect(Date.now() - cut).toBeLessThan(12_000);
+      expect(project.supervisorLog()).toMatch(/lease lost: its lease ran out and could not be renewed \(Cannot reach PostgreSQL/);
+      // Seen from the database directly, the session is interrupted, and can be continued.
+      relay.thaw();
+      const status = project.apex(["status", "--json"], { env: { APEX_STORE_URL: url } });
+      expect(JSON.parse(status.stdout).session.status).toBe("interrupted");
+    } finally {
+      relay.thaw();
       await relay.down();
     }
   }, 120_000);

@@ -228,12 +228,15 @@ export class LeaseHolder {
     }
   }
 
-  /** Renews every ttl/3 (unref'd: it never keeps the process alive). */
+  /**
+   * Renews every ttl/3 (unref'd: it never keeps the process alive). No store call may block
+   * past the lease (or ttl/3, for one begun after it): a store server out of reach then fails
+   * the renewal in time, and the agents end before another host may take the session over.
+   */
   start(): void {
-    this.timer = setInterval(() => {
-      if (!this.lost && !this.ended) this.renew();
-    }, Math.max(50, Math.floor(this.ttlMs / 3)));
-    this.timer.unref();
+    const third = Math.floor(this.ttlMs / 3);
+    this.store.boundCalls?.((startedAt) => Math.max(this.deadline, startedAt + Math.max(1000, third)));
+    this.timer = setInterval(() => !this.lost && !this.ended && this.renew(), Math.max(50, third)).unref();
   }
 
   stop(): void {

@@ -187,6 +187,14 @@ export interface StorageBackend {
    */
   snapshotTo?(file: string): Promise<void>;
 
+  /**
+   * Optional, for backends that wait on a server: bounds how long one call may block. `until`
+   * gives, for a call started at `startedAt` (performance.now()), the time it may wait until;
+   * past it the call fails (APEX_E_STORE_UNREACHABLE) and the connection is made anew. A
+   * supervisor bounds its calls by its lease, so that a cut network cannot hold it past it.
+   */
+  boundCalls?(until: (startedAt: number) => number): void;
+
   /** Waits for pending writes and releases the backend. */
   close(): Promise<void>;
 }

@@ -576,6 +576,10 @@ export class PostgresBackend implements StorageBackend {
     }
   }
 
+  boundCalls(until: (startedAt: number) => number): void {
+    this.bridge.bound = until;
+  }
+
   // ---- plumbing
 
   /**

@@ -46,7 +46,8 @@ export class BridgeError extends Error {
 type Request =
   | { op: "connect"; url: string; setup: string[]; timeoutMs: number }
   | { op: "run"; steps: Statement[] }
-  | { op: "close" };
+  | { op: "close" }
+  | { op: "abort" };
 
 /** How long one call may block before the caller gives up (a statement_timeout should fire long before). */
 const CALL_TIMEOUT_MS = 10 * 60_000;
@@ -92,6 +93,8 @@ export class SyncBridge {
   /** No reconnection is tried before this time (Date.now()): the last one failed. */
   private retryAt = 0;
   private connections = 0;
+  /** Set by boundCalls: the time (performance.now()) a call begun at `startedAt` may wait until. */
+  bound: ((startedAt: number) => number) | undefined;
 
   constructor() {
     const { port1, port2 } = new MessageChannel();
@@ -198,17 +201,24 @@ export class SyncBridge {
     if (this.broken) throw new BridgeError(this.broken);
     Atomics.store(this.flag, 0, 0);
     this.port.postMessage(request);
-    const deadline = Date.now() + CALL_TIMEOUT_MS;
+    const started = performance.now();
+    const limit = started + CALL_TIMEOUT_MS;
+    const bound = request.op === "close" ? Infinity : (this.bound?.(started) ?? Infinity);
+    const deadline = Math.min(limit, bound);
     // Only the flag says the answer is there. A wait can end with "ok" while it is still 0: the
     // worker notifies after storing the flag of the previous answer, and that notify may land
     // in this call's wait (taken for an answer, it made the call fail with no message to read).
     while (Atomics.load(this.flag, 0) === 0) {
-      const left = deadline - Date.now();
+      const left = deadline - performance.now();
       if (left <= 0) {
+        if (bound < limit && this.abort()) {
+          this.broken = { message: `no answer from PostgreSQL within ${((performance.now() - started) / 1000).toFixed(1)} s, the time this process's lease allows`, code: "ETIMEDOUT", reconnect: true };
+          throw new BridgeError(this.broken);
+        }
         this.broken = { message: `no answer from the PostgreSQL client within ${CALL_TIMEOUT_MS / 1000} s`, code: "ETIMEDOUT", reconnect: false };
         throw new ApexError("APEX_E_TIMEOUT", `The PostgreSQL store did not answer within ${CALL_TIMEOUT_MS / 1000} s.`);
       }
-      Atomics.wait(this.flag, 0, 0, left);
+      Atomics.wait(this.flag, 0, 0, Math.max(1, left));
     }
     // The worker posts the message before it stores the flag, so the message is queued by now;
     // should it not be readable yet, it is waited for, a millisecond at a time, for up to 5 s.
@@ -224,6 +234,27 @@ export class SyncBridge {
       throw new BridgeError(reply.error);
     }
     return reply.ok;
+  }
+
+  /**
+   * Gives up the request in flight: the worker cuts its connection (the request then fails
+   * there), and its answer is taken and dropped. False if it does not come within 5 s (the
+   * worker itself is stuck).
+   */
+  private abort(): boolean {
+    this.port.postMessage({ op: "abort" } satisfies Request);
+    const until = performance.now() + 5_000;
+    while (Atomics.load(this.flag, 0) === 0) {
+      const left = until - performance.now();
+      if (left <= 0) return false;
+      Atomics.wait(this.flag, 0, 0, Math.max(1, left));
+    }
+    let message = receiveMessageOnPort(this.port);
+    for (let waited = 0; !message && waited < 5_000; waited++) {
+      Atomics.wait(this.flag, 0, 1, 1);
+      message = receiveMessageOnPort(this.port);
+    }
+    return message !== undefined;
   }
 
   /** Ends the connection and the worker. */
@@ -281,6 +312,16 @@ function workerMain(): void {
   });
 
   port.on("message", async (request: { op: string; url?: string; setup?: string[]; timeoutMs?: number; steps?: Array<{ text: string; values?: unknown[]; name?: string }> }) => {
+    if (request.op === "abort") {
+      // The caller gave up the request in flight: its connection is cut, so that the request
+      // fails now (and answers) instead of when the network gives up. Nothing in flight: nothing to do.
+      if (!busy) return;
+      lost = { message: "the request was given up (no answer in time)", code: "ETIMEDOUT" };
+      const socket = (client as unknown as { connection?: { stream?: { destroy(): void } } } | undefined)?.connection?.stream;
+      if (socket) socket.destroy();
+      else answer({ error: lost, fatal: true });
+      return;
+    }
     busy = true;
     if (lost && request.op !== "connect") return answer({ error: { ...lost, unsent: true }, fatal: true });
     try {

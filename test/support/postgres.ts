@@ -101,9 +101,11 @@ export async function query(database: string, text: string, values: unknown[] = 
  * A TCP relay to the shared cluster on a port of its own, in a process of its own (a store's
  * calls block the thread that makes them): `down()` kills it, cutting every connection through
  * it, as a server restart or a network drop would; `up()` starts it again on the same port.
- * `url(database)`: the database's URL through the relay. Stopped by pid.
+ * `freeze()` stops it (SIGSTOP) with its connections open: packets go nowhere, and nothing
+ * fails until a timeout; `thaw()` continues it. `url(database)`: the database's URL through
+ * the relay. Stopped by pid.
  */
-export async function postgresRelay(): Promise<{ port: number; url(database: string): string; up(): Promise<void>; down(): Promise<void> }> {
+export async function postgresRelay(): Promise<{ port: number; url(database: string): string; up(): Promise<void>; down(): Promise<void>; freeze(): void; thaw(): void }> {
   const cluster = await sharedPostgres();
   const port = await freePort();
   const script = `const net = require("node:net");
@@ -132,5 +134,8 @@ export async function postgresRelay(): Promise<{ port: number; url(database: str
     });
   };
   await up();
-  return { port, url: (database) => cluster.url(database, { port }), up, down };
+  // Stopped (SIGSTOP), the relay keeps its connections open and forwards nothing: a network that
+  // drops every packet, where nothing fails until a timeout.
+  const signal = (name: NodeJS.Signals) => child?.pid && process.kill(child.pid, name);
+  return { port, url: (database) => cluster.url(database, { port }), up, down, freeze: () => signal("SIGSTOP"), thaw: () => signal("SIGCONT") };
 }
