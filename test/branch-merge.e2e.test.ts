@@ -192,7 +192,7 @@ describe("apex checkpoint delete of a checkpoint a branch or a merge needs", () 
     expect(merge.manifest.trigger).toBe("merge");
     refused([merge.checkpoint_id], `it records a merge into session ${main}`);
     const mergedIn = ids(side)[0]!; // side's newest: its stop checkpoint, what the merge took in
-    refused([mergedIn], `it was merged into session ${main}`);
+    refused([mergedIn], `it was merged into session ${main}, and the next merge between them finds its base there`);
     // No supervisor runs: the same refusals, from the store.
     expect(p.apex(["stop"]).status).toBe(0);
     refused([base], `session side (${side}) branches from it`);

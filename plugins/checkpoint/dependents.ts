@@ -60,25 +60,31 @@ export function knownSessions(store: Store): SessionInfo[] {
  * checkpoint it started from, or take a merge's base away from the next merge. Empty when
  * nothing does.
  */
-export function graphNeeds(store: Store, located: Located): string[] {
-  const sessions = knownSessions(store);
+export function graphNeeds(store: Store, located: Located, sessions: readonly SessionInfo[] = knownSessions(store)): string[] {
   return [...(branchPoints(store, sessions).get(located.id) ?? []), ...(mergePoints(store, sessions).get(located.id) ?? [])];
 }
 
+/** graphNeeds' reasons in words, given who the session is. */
+const NEEDED_BECAUSE: Record<string, (session: string) => string> = {
+  branch: (session) => `${session} branches from it`,
+  "merge point of": (session) => `it records a merge into ${session}`,
+  "merged into": (session) => `it was merged into ${session}, and the next merge between them finds its base there`,
+};
+
 /**
  * deleteCheckpoint's refusal of a checkpoint the graph needs (see graphNeeds): APEX_E_CONFLICT
- * naming each session by id and name, or nothing when nothing needs it.
+ * naming each session by name and id; nothing when nothing needs it.
  */
 export function refuseNeeded(store: Store, located: Located): void {
-  const needs = graphNeeds(store, located);
+  const sessions = knownSessions(store);
+  const needs = graphNeeds(store, located, sessions);
   if (needs.length === 0) return;
-  const names = new Map(knownSessions(store).map((session) => [session.sessionId, session.record?.name]));
-  const session = (sid: string) => (typeof names.get(sid) === "string" ? `session ${names.get(sid)} (${sid})` : `session ${sid}`);
+  const names = new Map(sessions.map((session) => [session.sessionId, session.record?.name]));
   const why = needs.map((reason) => {
-    const [, kind, sid] = /^(branch|merge point of|merged into) (.+)$/.exec(reason) ?? [reason, reason, ""];
-    if (kind === "branch") return `${session(sid!)} branches from it`;
-    if (kind === "merge point of") return `it records a merge into ${session(sid!)}`;
-    return kind === "merged into" ? `it was merged into ${session(sid!)}, whose next merge from there finds its base in it` : reason;
+    const [, kind, sid] = /^(.+) (\S+)$/.exec(reason) ?? [];
+    const name = names.get(sid ?? "");
+    const phrase = kind === undefined ? undefined : NEEDED_BECAUSE[kind];
+    return phrase ? phrase(typeof name === "string" ? `session ${name} (${sid})` : `session ${sid}`) : reason;
   });
   throw new ApexError("APEX_E_CONFLICT", `${located.sessionId}/${checkpointName(located.sequence)} is needed: ${why.join("; ")}. Not deleting it.`, {
     hint: "--force deletes it anyway: a branch keeps its own state, but a later merge between these sessions falls back to an older common checkpoint, where more paths may conflict.",

@@ -7,7 +7,7 @@ import type { SessionInfo } from "../checkpoint/dependents.js";
  * What retention reads from the store: which sessions exist and their checkpoints. The
  * sessions and the checkpoints other sessions need (branch and merge points, restore bases),
  * which must survive whatever the policy says, are the checkpoint plugin's (dependents.ts):
- * a manual `apex checkpoint delete` refuses the same ones.
+ * `apex checkpoint delete` refuses the branch and merge points among them too.
  */
 export { branchPoints, knownSessions, mergePoints, restoreBases, type SessionInfo } from "../checkpoint/dependents.js";
 
