@@ -85,9 +85,11 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   let config: Config;
   try {
     config = await loadConfig(location);
-    // A program that cannot be found is a config error too, as `apex start` reports it.
+    // A program that cannot be found is a config error too, as `apex start` reports it; so is a
+    // store URL that opening the store would refuse (a bad port). Both checks, every problem.
     const { assertAgentProgramsExist } = await import("../core/config/agent-programs.js");
-    assertAgentProgramsExist(config);
+    const later = [...(await issuesOf(async () => assertAgentProgramsExist(config))), ...(await issuesOf(() => checkStore(location, config)))];
+    if (later.length > 0) throw (await import("../core/config/validate.js")).configError(later);
   } catch (error) {
     const issues = configIssuesOf(error);
     if (!issues) throw error;
@@ -107,6 +109,41 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   const summary = countSummary(config);
   if (file === null) printLine(`No apex.config.yaml found here or in a parent directory; the built-in defaults apply (${summary}).`);
   else printLine(`${file} is valid (${summary})`);
+}
+
+/**
+ * The store APEX_STORE_URL or the config's `store:` section names, through the checks its
+ * backend makes when it is opened (StorageBackendFactory.check: the URL and its port for
+ * PostgreSQL, a store directory that is a file for LMDB). A problem is thrown as a config issue
+ * placed where the setting is: APEX_STORE_URL in the environment, else `store.url`.
+ */
+async function checkStore(location: ProjectLocation, config: Config): Promise<void> {
+  const { backendFactory, resolveStoreSpec } = await import("../core/store/open.js");
+  try {
+    const spec = await resolveStoreSpec(location);
+    (await backendFactory(spec.backend)).check?.(spec);
+  } catch (error) {
+    if (!isApexError(error) || error.code !== "APEX_E_CONFIG" || configIssuesOf(error)) throw error;
+    const [{ displayPath, positionOf }, { configError }] = await Promise.all([import("../core/config/source.js"), import("../core/config/validate.js")]);
+    const message = `${error.message}${error.hint ? ` ${error.hint}` : ""}`;
+    const source = config.configPath === undefined ? undefined : config.source;
+    if ((process.env.APEX_STORE_URL ?? "") !== "") throw configError([{ file: "environment", line: 0, col: 0, path: "APEX_STORE_URL", message }]);
+    if (source?.doc.hasIn(["store", "url"])) throw configError([{ ...positionOf(source, ["store", "url"]), path: "store.url", message }]);
+    // The default store directory (.apex/, or APEX_HOME) is what is wrong.
+    throw configError([{ file: displayPath(location.storeDir), line: 0, col: 0, path: "", message }]);
+  }
+}
+
+/** The issues of the config error `check` throws; none when it passes. Any other error is thrown. */
+async function issuesOf(check: () => Promise<void>): Promise<ConfigIssue[]> {
+  try {
+    await check();
+    return [];
+  } catch (error) {
+    const issues = configIssuesOf(error);
+    if (!issues) throw error;
+    return issues;
+  }
 }
 
 /** The issues of a config error (APEX_E_CONFIG, APEX_E_YAML), or undefined for any other error. */

@@ -648,13 +648,12 @@ export class Engine {
   #owner(tapName: string): { isPlugin: boolean; label: string; origin: string; hint: string | undefined } {
     const record = this.#records.find((candidate) => candidate.enabled && candidate.name === tapName);
     if (!record) return { isPlugin: false, label: tapName, origin: `core:${tapName}`, hint: undefined };
-    const where = record.at ? ` at ${record.at}` : "";
-    return {
-      isPlugin: true,
-      label: `plugin ${tapName}`,
-      origin: `plugin:${tapName}`,
-      hint: `The plugin ${tapName} (${record.source.label}) caused this: report it to its author, or set it to false under \`plugins:\`${where} to run without it.`,
-    };
+    // A project without a `plugins:` section (or without a config) runs the list of APEX's shipped default config (record.at is there):
+    // "set it to false there" would send the user to edit APEX's own file, and a section naming only this plugin drops the others.
+    const config = this.config?.configPath === undefined ? undefined : this.config.source?.displayFile;
+    const listed = record.at === undefined || (config !== undefined && this.config?.source?.doc.has("plugins") === true);
+    const off = listed ? `, or set it to false under \`plugins:\`${record.at ? ` at ${record.at}` : ""} to run without it.` : `. It is on because the plugin list comes from APEX's shipped default config (${record.at}): ${config ? `${config} has no \`plugins:\` section` : "the project has no apex.config.yaml"}. To run without it, add a \`plugins:\` section to ${config ?? "a new apex.config.yaml"} that lists the plugins to keep (\`apex config show\` shows them) and \`${tapName}: false\`.`;
+    return { isPlugin: true, label: `plugin ${tapName}`, origin: `plugin:${tapName}`, hint: `The plugin ${tapName} (${record.source.label}) caused this: report it to its author${off}` };
   }
 
   #count(plugin: string, hook: string, started: number, failed: boolean): void {

@@ -158,6 +158,55 @@ describe("--session naming a session that does not run", () => {
   });
 });
 
+describe("apex checkpoint delete of a checkpoint a branch or a merge needs", () => {
+  it("is refused without --force (exit 4, naming the session, deleting nothing), through the supervisor and without one; --force deletes it", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
+    const p = project;
+    const main = p.start(["--task", "main work"]).session_id;
+    expect(p.apex(["memory", "set", "/notes/a", '"base"']).status).toBe(0);
+    const base = json<{ id: string }>(p.apex(["checkpoint", "create", "base", "--json"])).id;
+    const side = json<{ session_id: string }>(p.apex(["session", "branch", base, "side", "--json"])).session_id;
+    const ids = (session: string) => json<{ items: Array<{ id: string }> }>(p.apex(["checkpoint", "list", "--session", session, "--json"])).items.map((item) => item.id);
+    const refused = (args: string[], why: string) => {
+      const before = [ids(main), ids(side)];
+      const result = p.apex(["checkpoint", "delete", ...args, "--json"]);
+      expect(result.status, result.stderr).toBe(4);
+      const error = JSON.parse(result.stderr).error as { code: string; message: string; hint: string };
+      expect(error.code).toBe("APEX_E_CONFLICT");
+      expect(error.message).toContain(why);
+      expect(error.message).toContain("Not deleting it.");
+      expect(error.hint).toContain("--force deletes it anyway");
+      expect([ids(main), ids(side)]).toEqual(before);
+    };
+    // The session runs: the delete goes through its supervisor.
+    expect(p.status().session).toMatchObject({ session_id: main, status: "active" });
+    refused([base], `session side (${side}) branches from it`);
+    // Work on the branch, merged back: the merge checkpoint and the checkpoint merged in are needed too.
+    p.start(["--continue", "side"]);
+    expect(p.apex(["memory", "set", "/notes/b", '"side"']).status).toBe(0);
+    const taken = json<{ id: string }>(p.apex(["checkpoint", "create", "side work", "--json"])).id;
+    expect(p.apex(["checkpoint", "create", "more side work"]).status).toBe(0);
+    p.start(["--continue", main]);
+    expect(p.apex(["session", "merge", "side", main]).status).toBe(0);
+    const merge = json<{ checkpoint_id: string; manifest: { trigger: string } }>(p.apex(["checkpoint", "show", `${main}/latest`, "--json"]));
+    expect(merge.manifest.trigger).toBe("merge");
+    refused([merge.checkpoint_id], `it records a merge into session ${main}`);
+    const mergedIn = ids(side)[0]!; // side's newest: its stop checkpoint, what the merge took in
+    refused([mergedIn], `it was merged into session ${main}, and the next merge between them finds its base there`);
+    // No supervisor runs: the same refusals, from the store.
+    expect(p.apex(["stop"]).status).toBe(0);
+    refused([base], `session side (${side}) branches from it`);
+    // What nothing needs is deleted as before; --force deletes a needed one.
+    const deleted = p.apex(["checkpoint", "delete", taken, "--json"]);
+    expect(deleted.status, deleted.stderr).toBe(0);
+    expect(ids(side)).not.toContain(taken);
+    const forced = p.apex(["checkpoint", "delete", base, "--force", "--json"]);
+    expect(forced.status, forced.stderr).toBe(0);
+    expect(json<{ id: string }>(forced).id).toBe(base);
+    expect(ids(main)).not.toContain(base);
+  });
+});
+
 describe("usage errors with --json", () => {
   it("are JSON on stderr with APEX_E_USAGE and exit 2, also when the command line itself is wrong", () => {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");

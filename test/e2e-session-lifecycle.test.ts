@@ -2,6 +2,8 @@
 // stop, --continue and refusals on each storage backend (forEachBackend: LMDB, and PostgreSQL
 // through APEX_STORE_URL on the run's shared cluster); logs and --attach, which do not depend on
 // the store, on LMDB. Real processes, real /proc, the built CLI.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
 import { Project, groupMembers, isAlive, procInfo, shellAgents, waitFor, type CliResult, type StatusJson } from "./fixtures/agents/harness.js";
@@ -229,5 +231,56 @@ describe("apex logs / start --attach / no session", () => {
       expect(result.status, args.join(" ")).toBe(3);
       expect(result.stderr).toContain("APEX_E_NO_SESSION");
     }
+  });
+
+  it("a broken config: status stays a read (exit 0, like task list), and warns when its next step (start, --continue) would refuse it", async () => {
+    project = new Project(CONFIG);
+    const p = project;
+    const broken: Array<[string, string, RegExp]> = [
+      ["agents: [\n  alpha\n", "APEX_E_YAML", /apex\.config\.yaml:3:1: /],
+      ["session:\n  max_checkpoints: many\n", "APEX_E_CONFIG", /apex\.config\.yaml:2:20: session\.max_checkpoints: must be an integer/],
+    ];
+    for (const [text, code, problem] of broken) {
+      p.writeConfig(text);
+      const status = p.apex(["status"]);
+      expect(status.status, status.stderr).toBe(0);
+      expect(status.stdout).toContain("No session is active");
+      expect(status.stdout).toContain("Fix the config (see the warning above), then start one");
+      expect(status.stderr).toContain(`warning: apex.config.yaml is invalid (${code}), so \`apex start\` would refuse it; \`apex config validate\` lists every problem:`);
+      expect(status.stderr).toMatch(problem);
+      const json = JSON.parse(p.apex(["status", "--json"]).stdout) as { session: unknown; warnings?: string[] };
+      expect(json.session).toBeNull();
+      expect(json.warnings).toEqual([expect.stringContaining(`apex.config.yaml is invalid (${code})`)]);
+      // What the warning says: start refuses it, with the same code (exit 2), and writes nothing.
+      const start = p.apex(["start", "--task", "t"]);
+      expect(start.status).toBe(2);
+      expect(start.stderr).toContain(`error[${code}]`);
+      expect(existsSync(join(p.dir, ".apex", "run"))).toBe(false);
+    }
+    // A valid config: no warning, as before.
+    p.writeConfig(CONFIG);
+    const clean = p.apex(["status"]);
+    expect(clean.stderr).toBe("");
+    expect(clean.stdout).toContain('Start one: apex start --task "…"');
+    expect(JSON.parse(p.apex(["status", "--json"]).stdout)).not.toHaveProperty("warnings");
+
+    // A session that runs is reported as usual: its supervisor answers, the config is not read.
+    const ready = p.start();
+    p.writeConfig("agents: [\n  alpha\n");
+    const running = p.apex(["status", "--json"]);
+    expect(running.status, running.stderr).toBe(0);
+    expect(running.stderr).toBe("");
+    expect(JSON.parse(running.stdout)).toMatchObject({ session: { session_id: ready.session_id, status: "active" } });
+    expect(JSON.parse(running.stdout)).not.toHaveProperty("warnings");
+
+    // Interrupted (supervisor killed): the command that recovers loads the config, so the warning names it.
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("status interrupted", () => (p.status().session?.status === "interrupted" ? true : undefined), 30_000);
+    const interrupted = p.apex(["status"]);
+    expect(interrupted.status).toBe(0);
+    expect(interrupted.stdout).toContain("the session was interrupted");
+    expect(interrupted.stderr).toContain("warning: apex.config.yaml is invalid (APEX_E_YAML), so `apex start --continue` would refuse it");
+    p.writeConfig(CONFIG);
+    expect(p.apex(["stop", "--force"]).status).toBe(0);
   });
 });

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../core/config/load.js";
@@ -7,7 +7,7 @@ import { locateProject } from "../core/config/locate.js";
 import type { Engine, SessionContext, TaskContext } from "../core/engine.js";
 import { ApexError } from "../core/errors.js";
 import { loadPlugins } from "../core/plugins.js";
-import { REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
+import { cleanEnv, REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/plugins");
 const cleanups: Array<() => void> = [];
@@ -82,6 +82,45 @@ describe("loading plugins from the config", () => {
       ["compression", "built-in", true],
       ["archive", "built-in", true],
     ]);
+  });
+
+  it("a built-in that fails at start: the hint says where its entry is, and for the shipped default list that it is APEX's file, not the project's (the built code, run in the project as the supervisor is)", () => {
+    /** The hint of metrics failing in onStart for real: its first read meets a closed store. */
+    const failingHint = (dir: string): string => {
+      const script = [
+        `const { loadConfig } = await import(${JSON.stringify(join(REPO_ROOT, "dist/core/config/load.js"))});`,
+        `const { locateProject } = await import(${JSON.stringify(join(REPO_ROOT, "dist/core/config/locate.js"))});`,
+        `const { loadPlugins } = await import(${JSON.stringify(join(REPO_ROOT, "dist/core/plugins.js"))});`,
+        `const { openStore } = await import(${JSON.stringify(join(REPO_ROOT, "dist/core/store/open.js"))});`,
+        "const location = locateProject({ cwd: process.cwd(), env: {} });",
+        "const store = await openStore(location);",
+        "const engine = await loadPlugins(await loadConfig(location, { env: {} }), { store, warn: () => {} });",
+        "await store.close();",
+        'const error = await engine.fire("onStart", { sessionId: "s-1", session: {} }).then(() => undefined, (thrown) => thrown);',
+        "console.log(JSON.stringify({ code: error?.code, message: error?.message, hint: error?.hint }));",
+      ].join("\n");
+      const result = spawnSync(process.execPath, ["--input-type=module", "-e", script], { cwd: dir, encoding: "utf8", env: cleanEnv() });
+      expect(result.status, result.stderr).toBe(0);
+      const error = JSON.parse(result.stdout) as { code: string; message: string; hint: string };
+      expect(error).toMatchObject({ code: "APEX_E_PLUGIN_FAILED", message: expect.stringMatching(/^plugin metrics failed in onStart: /) });
+      return error.hint;
+    };
+    const shipped = join(REPO_ROOT, "apex.config.yaml");
+    const line = readFileSync(shipped, "utf8").split("\n").findIndex((text) => text.startsWith("  metrics:")) + 1;
+    expect(line).toBeGreaterThan(0);
+    // A config without `plugins:`: the list is the shipped default config's, named by its path.
+    const hint = failingHint(project("session:\n  max_checkpoints: 50\n"));
+    expect(hint).toBe(
+      `The plugin metrics (built-in) caused this: report it to its author. It is on because the plugin list comes from APEX's shipped default config (${shipped}:${line}:3): apex.config.yaml has no \`plugins:\` section. To run without it, add a \`plugins:\` section to apex.config.yaml that lists the plugins to keep (\`apex config show\` shows them) and \`metrics: false\`.`,
+    );
+    // No config file at all: the same, and the file to write is a new one.
+    const bare = tempDir("apex-plugins-");
+    cleanups.push(bare.cleanup);
+    expect(failingHint(bare.dir)).toContain(`(${shipped}:${line}:3): the project has no apex.config.yaml. To run without it, add a \`plugins:\` section to a new apex.config.yaml`);
+    // A config that lists it: its own line, as before.
+    expect(failingHint(project("plugins:\n  checkpoint: {}\n  metrics: {}\n"))).toBe(
+      "The plugin metrics (built-in) caused this: report it to its author, or set it to false under `plugins:` at apex.config.yaml:3:3 to run without it.",
+    );
   });
 
   it("an unknown name gets a did-you-mean against the built-ins", async () => {

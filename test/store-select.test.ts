@@ -117,6 +117,52 @@ describe("which store a project uses", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("apex config validate refuses the store URLs opening the store refuses (exit 2, at store.url or APEX_STORE_URL), writing nothing", () => {
+    const refused = (dir: string, env: NodeJS.ProcessEnv = {}) => {
+      const text = runApex(["config", "validate"], { cwd: dir, env });
+      expect(text.status, text.stdout + text.stderr).toBe(2);
+      const json = runApex(["config", "validate", "--json"], { cwd: dir, env });
+      expect(json.status, json.stderr).toBe(2);
+      const report = JSON.parse(json.stdout) as { valid: boolean; errors: Array<{ file: string; line: number; col: number; path: string; message: string }> };
+      expect(report.valid).toBe(false);
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
+      return { stderr: text.stderr, errors: report.errors };
+    };
+    for (const port of ["99999", "abc"]) {
+      const dir = project(`store:\n  backend: postgres\n  url: "postgres://u:pw@localhost:${port}/db"\n`);
+      const { stderr, errors } = refused(dir);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatchObject({ file: "apex.config.yaml", line: 3, col: 8, path: "store.url" });
+      expect(errors[0]!.message).toContain(`has a bad port "${port}"`);
+      expect(stderr).toContain(`apex.config.yaml:3:8: store.url: The PostgreSQL store URL`);
+      expect(stderr).not.toContain(":pw@");
+      // The same refusal, word for word, as a command that opens the store.
+      const opened = runApex(["memory", "set", "/a", "1", "--json"], { cwd: dir });
+      expect(opened.status).toBe(2);
+      const error = JSON.parse(opened.stderr.trim().split("\n").at(-1)!).error as { code: string; message: string };
+      expect(error.code).toBe("APEX_E_CONFIG");
+      expect(errors[0]!.message.startsWith(error.message)).toBe(true);
+    }
+    // APEX_STORE_URL is what commands open, so validate checks it too: a bad port, a scheme no backend has, an LMDB directory that is a file.
+    const dir = project("session:\n  max_checkpoints: 10\n");
+    writeFileSync(join(dir, "notes.txt"), "a file\n");
+    const cases: Array<[string, string]> = [
+      ["postgres://u@localhost:99999/db", 'bad port "99999"'],
+      ["mysql://u@h/db", "APEX_STORE_URL must be postgres://… or lmdb:PATH"],
+      ["lmdb:notes.txt", `${join(dir, "notes.txt")} is a file`],
+    ];
+    for (const [url, problem] of cases) {
+      const { stderr, errors } = refused(dir, { APEX_STORE_URL: url });
+      expect(errors).toEqual([expect.objectContaining({ file: "environment", path: "APEX_STORE_URL", message: expect.stringContaining(problem) })]);
+      expect(stderr).toContain(`environment: APEX_STORE_URL: `);
+    }
+    // A good URL passes without a server to connect to: validate makes no connection.
+    const good = project(`store:\n  backend: postgres\n  url: "postgres://u@127.0.0.1:1/db"\n`);
+    const valid = runApex(["config", "validate"], { cwd: good });
+    expect(valid.status, valid.stderr).toBe(0);
+    expect(runApex(["config", "validate"], { cwd: dir, env: { APEX_STORE_URL: `lmdb:${join(dir, "data")}` } }).status).toBe(0);
+  });
+
   it("a backend that is not there is APEX_E_BACKEND_UNAVAILABLE (exit 2)", async () => {
     const error = await backendFactory("nosuch").catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(ApexError);

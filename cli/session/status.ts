@@ -1,5 +1,6 @@
 /**
- * `apex status`: read-only and fast (benchmarked against `node -e 0`): no config, no plugins.
+ * `apex status`: read-only and fast (benchmarked against `node -e 0`): no plugins, and the
+ * config only when no session is active or it is interrupted (see configWarnings).
  * The report is built from the store and one scan of /proc, by the live supervisor when there
  * is one (a socket round trip is cheaper than loading LMDB here), else by this process on the
  * store opened read-only, which is how an interrupted session is seen. Inside an agent the
@@ -17,8 +18,32 @@ import { formatDuration, paintStatus } from "./format.js";
 
 export async function showStatus(location: ProjectLocation, json: boolean): Promise<void> {
   const report = await readStatus(location);
-  if (json) printJson(report);
-  else printStatus(report);
+  const warnings = await configWarnings(location, report);
+  if (json) return printJson(warnings.length > 0 ? { ...report, warnings } : report);
+  for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
+  printStatus(report, warnings.length > 0);
+}
+
+/**
+ * Status is a read, like `task list` or `checkpoint list`: it reports whatever the config says,
+ * and a session running under it is reported as usual. But where the report's next step is a
+ * command that loads the config (`apex start` with no session active, `apex start --continue`
+ * for an interrupted one), a config that command would refuse is named now, as a warning. Only
+ * then is the config read: the status of a running session stays a socket round trip.
+ */
+async function configWarnings(location: ProjectLocation, report: StatusReport): Promise<string[]> {
+  // A remote session's next step runs on its host, under that host's config.
+  if (location.configPath === undefined || process.env.APEX_REMOTE || (report.session && report.session.status !== "interrupted")) return [];
+  const [{ loadConfig }, { displayPath }, { isApexError }] = await Promise.all([import("../../core/config/load.js"), import("../../core/config/source.js"), import("../../core/errors.js")]);
+  try {
+    await loadConfig(location);
+    return [];
+  } catch (error) {
+    if (!isApexError(error)) throw error;
+    const next = report.session ? "`apex start --continue`" : "`apex start`";
+    const problems = error.message.split("\n").map((line) => `  ${line}`).join("\n");
+    return [`${displayPath(location.configPath)} is invalid (${error.code}), so ${next} would refuse it; \`apex config validate\` lists every problem:\n${problems}`];
+  }
 }
 
 async function readStatus(location: ProjectLocation): Promise<StatusReport> {
@@ -44,13 +69,13 @@ function supervisorLine(session: NonNullable<StatusReport["session"]>, superviso
   return `pid ${supervisor.pid}${supervisor.host ? ` on ${supervisor.host}` : ""} ${supervisor.alive ? "" : paint("(not running)", "red")}`.trimEnd();
 }
 
-function printStatus(report: StatusReport): void {
+function printStatus(report: StatusReport, configInvalid: boolean): void {
   const session = report.session;
   if (!session) {
     printLine("No session is active in this project.");
     const last = report.last_session;
     if (last) printLine(`Last session: ${last.session_id} ${paintStatus(last.status)}${last.ended_at ? ` at ${last.ended_at}` : ""}${last.outcome ? ` (${last.outcome})` : ""}`);
-    printLine(paint('Start one: apex start --task "…"', "gray"));
+    printLine(paint(configInvalid ? 'Fix the config (see the warning above), then start one: apex start --task "…"' : 'Start one: apex start --task "…"', "gray"));
     return;
   }
   printLine(`Session ${paint(session.session_id, "bold")}  ${paintStatus(session.status)}${session.remote && session.status !== "interrupted" ? ` on host ${session.host}` : ""}`);

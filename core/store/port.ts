@@ -217,6 +217,11 @@ export interface StorageBackendFactory {
   open(spec: StoreSpec, options: StoreOpenOptions): StorageBackend | Promise<StorageBackend>;
   /** True when a store exists for the spec (cheap: CLI commands ask it before anything else). */
   exists(spec: StoreSpec): boolean;
+  /**
+   * Optional: throws the config error (APEX_E_CONFIG) open() would throw for this spec, without
+   * connecting or creating anything (`apex config validate` runs it: one check, two callers).
+   */
+  check?(spec: StoreSpec): void;
 }
 
 /** `fn`'s reads in one view of the store (StorageBackend.readView), on any backend. */

@@ -562,8 +562,14 @@ export async function pinCheckpoint(store: Store, ref: string, pinned: boolean, 
 }
 
 export interface DeleteOptions extends ResolveOptions {
-  /** Delete even if pinned or held. */
+  /** Delete even if pinned, held or refused by `refuse`. */
   force?: boolean;
+  /**
+   * Throws when the checkpoint must stay for a reason this module cannot see: `apex checkpoint
+   * delete` passes dependents.ts's refuseNeeded (branch and merge points). Runs inside the
+   * delete's transaction, after the checkpoint is resolved; not with force.
+   */
+  refuse?: (located: Located) => void;
   actor?: string;
 }
 
@@ -595,8 +601,8 @@ export function checkpointHolds(store: Store): ReadonlyMap<string, readonly stri
 
 /**
  * Deletes a checkpoint's manifest and index records (objects stay until sweepUnreferenced).
- * Its sequence number is not reused. Pinned and held (holdCheckpoint) checkpoints are
- * refused unless `force`.
+ * Its sequence number is not reused. Pinned and held (holdCheckpoint) checkpoints, and those
+ * `refuse` refuses, are refused unless `force`.
  */
 export async function deleteCheckpoint(store: Store, ref: string, options: DeleteOptions = {}): Promise<Located & { name: string }> {
   assertWritable(store);
@@ -623,6 +629,7 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
         hint: "Unpin it first (`apex checkpoint unpin`) or delete with --force.",
       });
     }
+    if (!options.force) options.refuse?.(located);
     removeCheckpointRecords(store, located, options.actor ?? ACTORS.checkpoint);
     deleted = { ...located, name: checkpointName(located.sequence) };
   });

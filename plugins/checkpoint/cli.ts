@@ -108,12 +108,20 @@ Examples:
 
   checkpoint
     .command("delete")
-    .description("delete a checkpoint (its objects go with the next sweep); pinned ones need --force")
+    .description("delete a checkpoint (its objects go with the next sweep); pinned ones, and those a branch or merge needs, need --force")
     .argument("<checkpoint>", REF_HELP)
-    .option("-f, --force", "delete it even if it is pinned")
+    .option("-f, --force", "delete it even if it is pinned, in use, or a branch starts from it or a merge needs it")
     .option("--session <id>", "the session for checkpoint-007 and latest")
     .option("--json", "print {sessionId, name, id} of the deleted checkpoint")
-    .addHelpText("after", examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4 --force --json"))
+    .addHelpText(
+      "after",
+      `
+Refused (exit 4, APEX_E_CONFLICT, nothing deleted) without --force: a pinned checkpoint, one a
+restore is reading, one a branch session starts from (\`apex session branch\`), a merge
+checkpoint and the checkpoint a merge took in (the next merge between those sessions finds its
+base there). Retention keeps these too.
+${examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4 --force --json")}`,
+    )
     .action(async (ref: string, options: { session?: string; force?: boolean; json?: boolean }, command: Command) => {
       const { deleteCheckpointCommand } = await import("./plugin-cli.js");
       await deleteCheckpointCommand(projectOf(command), ref, options);

@@ -42,6 +42,7 @@ import { summaryOf } from "./catalog.js";
 import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import type { Handover } from "../../cli/session/handover.js";
 import { checkpointRecord, type CheckpointRecord, type KeysPage } from "./record.js";
+import { refuseNeeded } from "./dependents.js";
 
 // ------------------------------------------------------------------------------------ routing
 
@@ -291,7 +292,7 @@ export async function deleteCheckpointCommand(location: ProjectLocation, ref: st
   const writer = writerClient(location);
   const deleted = writer
     ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; name: string; id: string })
-    : await withWriteStore(location, (store) => deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true }));
+    : await withWriteStore(location, (store) => deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true, refuse: (located) => refuseNeeded(store, located) }));
   if (options.json) return printJson(deleted);
   printLine(`Deleted ${deleted.sessionId}/${deleted.name} (${deleted.id}). Objects no other checkpoint uses are freed by the next sweep (\`apex session cleanup\`).`);
 }

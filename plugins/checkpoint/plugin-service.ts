@@ -15,6 +15,7 @@ import {
   restoreCheckpoint,
   type CheckpointManifest,
 } from "./checkpoints.js";
+import { refuseNeeded } from "./dependents.js";
 import { forceRecover, reconstructSession } from "./recover.js";
 import { validateOutOfProcess } from "./validate-process.js";
 import { verifyCheckpoint } from "./validate.js";
@@ -400,7 +401,7 @@ export class SessionCheckpoints {
         }),
       "checkpoint.delete": (params) =>
         this.serialize(async () => {
-          const deleted = await deleteCheckpoint(this.store, requiredString(params, "ref"), { sessionId: sessionOf(params), force: params.force === true });
+          const deleted = await deleteCheckpoint(this.store, requiredString(params, "ref"), { sessionId: sessionOf(params), force: params.force === true, refuse: (located) => refuseNeeded(this.store, located) });
           return deleted as unknown as JsonValue;
         }),
       // Reads, for commands run inside agents (which never open the store themselves).

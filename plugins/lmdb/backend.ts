@@ -752,4 +752,6 @@ export const lmdbBackend: StorageBackendFactory = {
     return options.readOnly ? LmdbStore.open(spec.dir, options, lmdbDataDir(spec)) : whenWritable(join(lmdbDataDir(spec), STORE_FILE), () => LmdbStore.open(spec.dir, options, lmdbDataDir(spec)));
   },
   exists: (spec) => lmdbStoreExists(spec),
+  // What open() checks first: the store directory is not a file.
+  check: (spec) => assertStoreDirectory(lmdbDataDir(spec)),
 };

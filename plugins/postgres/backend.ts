@@ -469,6 +469,11 @@ export const postgresBackend: StorageBackendFactory = {
   open(spec: StoreSpec, options: StoreOpenOptions = {}): StorageBackend {
     return PostgresBackend.open(spec, options);
   },
+  // The checks open() and exists() start with: the URL (a port from 1 to 65535) and the project id.
+  check(spec: StoreSpec): void {
+    urlOf(spec);
+    projectOf(spec);
+  },
   exists(spec: StoreSpec): boolean {
     const url = urlOf(spec);
     const project = projectOf(spec);

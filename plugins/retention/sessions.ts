@@ -1,20 +1,15 @@
-import { ApexError, isApexError } from "../../core/errors.js";
-import type { JsonValue, Store } from "../../core/store/store.js";
-import { Catalog } from "../checkpoint/catalog.js";
-import { listCheckpoints, resolveCheckpoint } from "../checkpoint/checkpoints.js";
-import { MERGE_TRIGGER, mergeSourceOf } from "../checkpoint/merge-base.js";
+import { ApexError } from "../../core/errors.js";
+import type { Store } from "../../core/store/store.js";
+import { listCheckpoints } from "../checkpoint/checkpoints.js";
+import type { SessionInfo } from "../checkpoint/dependents.js";
 
 /**
- * What retention reads from the store: which sessions exist, their checkpoints, and the
- * checkpoints other sessions branch from (which must survive whatever the policy says).
+ * What retention reads from the store: which sessions exist and their checkpoints. The
+ * sessions and the checkpoints other sessions need (branch and merge points, restore bases),
+ * which must survive whatever the policy says, are the checkpoint plugin's (dependents.ts):
+ * `apex checkpoint delete` refuses the branch and merge points among them too.
  */
-
-export interface SessionInfo {
-  sessionId: string;
-  /** Where its record lives: "current" (/sessions/<sid>), "ended" (/sessions/history/<sid>) or "none" (only checkpoints remain). */
-  state: "current" | "ended" | "none";
-  record: Record<string, JsonValue> | undefined;
-}
+export { branchPoints, knownSessions, mergePoints, restoreBases, type SessionInfo } from "../checkpoint/dependents.js";
 
 /** One checkpoint of a session, as the catalog lists it. */
 export interface CheckpointRow {
@@ -25,40 +20,6 @@ export interface CheckpointRow {
   createdAt: string;
   pinned: boolean;
   trigger: string;
-}
-
-const RESERVED = new Set(["current", "history"]);
-
-/**
- * Every session the store knows: records of current and ended sessions, and sessions that
- * only have checkpoints left (a sequence counter in the checkpoint catalog). Sorted by the
- * session's creation time, then id.
- */
-export function knownSessions(store: Store): SessionInfo[] {
-  const found = new Map<string, SessionInfo>();
-  // Keys only: a glob query would decode every manifest, task and event below /sessions.
-  const current: string[] = [];
-  const ended: string[] = [];
-  for (const path of store.keysBelow("/sessions")) {
-    const segments = path.slice("/sessions/".length).split("/");
-    if (segments.length === 1) current.push(segments[0]!);
-    else if (segments.length === 2 && segments[0] === "history") ended.push(segments[1]!);
-  }
-  for (const sessionId of current) {
-    const value = store.get(`/sessions/${sessionId}`);
-    if (RESERVED.has(sessionId) || !isRecord(value)) continue;
-    found.set(sessionId, { sessionId, state: "current", record: value });
-  }
-  for (const sessionId of ended) {
-    const value = store.get(`/sessions/history/${sessionId}`);
-    if (found.has(sessionId) || !isRecord(value)) continue;
-    found.set(sessionId, { sessionId, state: "ended", record: value });
-  }
-  for (const { sessionId } of Catalog.of(store).counters()) {
-    if (!found.has(sessionId) && !RESERVED.has(sessionId)) found.set(sessionId, { sessionId, state: "none", record: undefined });
-  }
-  const createdAt = (info: SessionInfo) => (typeof info.record?.created_at === "string" ? info.record.created_at : "");
-  return [...found.values()].sort((a, b) => createdAt(a).localeCompare(createdAt(b)) || a.sessionId.localeCompare(b.sessionId));
 }
 
 /** The session `argument` names: its id, or a unique prefix of at least 4 characters. */
@@ -94,126 +55,4 @@ export function sessionCheckpoints(store: Store, sessionId: string): CheckpointR
     });
   }
   return rows;
-}
-
-/** Fields of a session record that name the checkpoint it was branched from (both spellings are in use). */
-export const BRANCH_FIELDS = ["parent_checkpoint", "branched_from"] as const;
-/** Fields that may name the session a bare `checkpoint-NNN` reference belongs to. */
-const PARENT_SESSION_FIELDS = ["parent_session", "parent_session_id", "parent"] as const;
-
-/**
- * Checkpoint id -> the sessions branched from it ("branch <sid>"). A reference may be a
- * checkpoint id (or unique prefix), `<sid>/checkpoint-NNN`, `checkpoint-NNN` with the parent
- * session in `parent_session`/`parent`, or an object with `id`/`checkpoint` and `session_id`.
- * A reference that matches several checkpoints protects all of them; one that matches none
- * protects nothing (there is nothing left to protect).
- */
-export function branchPoints(store: Store, sessions: readonly SessionInfo[]): Map<string, string[]> {
-  const points = new Map<string, string[]>();
-  const protect = (checkpointId: string, sessionId: string) => {
-    const reasons = points.get(checkpointId) ?? [];
-    const reason = `branch ${sessionId}`;
-    if (!reasons.includes(reason)) reasons.push(reason);
-    points.set(checkpointId, reasons);
-  };
-  for (const session of sessions) {
-    const record = session.record;
-    if (!record) continue;
-    for (const field of BRANCH_FIELDS) {
-      for (const reference of referencesIn(record[field], parentSessionOf(record))) {
-        for (const id of resolveReference(store, reference)) protect(id, session.sessionId);
-      }
-    }
-  }
-  return points;
-}
-
-/**
- * Checkpoint id -> the sessions whose base it is ("base of <sid>"): the checkpoint a session
- * was last restored from (`restored_from` in its record, set by `apex start --continue`), kept
- * while the record names it.
- */
-export function restoreBases(store: Store, sessions: readonly SessionInfo[]): Map<string, string[]> {
-  const bases = new Map<string, string[]>();
-  for (const session of sessions) {
-    const reference = session.record?.restored_from;
-    if (typeof reference !== "string" || reference.trim() === "") continue;
-    for (const id of resolveReference(store, { ref: reference.trim(), sessionId: session.sessionId })) {
-      bases.set(id, [...(bases.get(id) ?? []), `base of ${session.sessionId}`]);
-    }
-  }
-  return bases;
-}
-
-/**
- * Checkpoint id -> why merges need it: each merge checkpoint ("merge point of <sid>": its second
- * parent is an edge of the checkpoint graph) and the checkpoint it merged in ("merged into
- * <sid>": the base of the next merge between the two sessions, see checkpoint/merge-base.ts).
- */
-export function mergePoints(store: Store, sessions: readonly SessionInfo[]): Map<string, string[]> {
-  const points = new Map<string, string[]>();
-  const protect = (id: string, reason: string) => {
-    const reasons = points.get(id) ?? [];
-    if (!reasons.includes(reason)) reasons.push(reason);
-    points.set(id, reasons);
-  };
-  const catalog = Catalog.of(store);
-  for (const { sessionId } of sessions) {
-    for (const summary of catalog.summaries(sessionId)) {
-      if (summary.trigger !== MERGE_TRIGGER) continue;
-      protect(summary.id, `merge point of ${sessionId}`);
-      const from = mergeSourceOf(store, summary);
-      if (!from) continue;
-      const merged = catalog.summary(from.sessionId, from.sequence);
-      if (merged) protect(merged.id, `merged into ${sessionId}`);
-    }
-  }
-  return points;
-}
-
-interface Reference {
-  ref: string;
-  sessionId: string | undefined;
-}
-
-function parentSessionOf(record: Record<string, JsonValue>): string | undefined {
-  for (const field of PARENT_SESSION_FIELDS) {
-    const value = record[field];
-    if (typeof value === "string" && value) return value;
-    if (isRecord(value) && typeof value.session_id === "string") return value.session_id;
-  }
-  return undefined;
-}
-
-function referencesIn(value: JsonValue | undefined, parentSession: string | undefined): Reference[] {
-  if (typeof value === "string") return value.trim() ? [{ ref: value.trim(), sessionId: parentSession }] : [];
-  if (isRecord(value)) {
-    const sessionId = typeof value.session_id === "string" ? value.session_id : parentSession;
-    for (const key of ["id", "checkpoint", "checkpoint_id"]) {
-      const ref = value[key];
-      if (typeof ref === "string" && ref.trim()) return [{ ref: ref.trim(), sessionId }];
-    }
-  }
-  return [];
-}
-
-const BARE_NAME = /^(?:checkpoint-\d+|latest)$/;
-
-function resolveReference(store: Store, { ref, sessionId }: Reference): string[] {
-  // A bare name means nothing without its session; the current session is not a safe guess.
-  if (BARE_NAME.test(ref) && !sessionId) return [];
-  try {
-    return [resolveCheckpoint(store, ref, sessionId ? { sessionId } : {}).id];
-  } catch (error) {
-    if (isApexError(error) && error.code === "APEX_E_AMBIGUOUS") {
-      const candidates = (error.details?.candidates ?? []) as Array<{ id?: unknown }>;
-      return candidates.map((candidate) => candidate.id).filter((id): id is string => typeof id === "string");
-    }
-    if (isApexError(error)) return [];
-    throw error;
-  }
-}
-
-function isRecord(value: unknown): value is Record<string, JsonValue> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
