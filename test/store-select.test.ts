@@ -96,12 +96,12 @@ describe("which store a project uses", () => {
 
   it("a store URL no backend can use is a config error (exit 2) naming it, and nothing is written: a bad port, an LMDB directory that is a file", () => {
     const dir = project();
-    for (const url of ["postgres://u:pw@127.0.0.1:99999/db", "postgres://u:pw@127.0.0.1:abc/db"]) {
+    for (const url of ["postgres://u:pw@127.0.0.1:99999/db", "postgres://u:pw@127.0.0.1:abc/db", "postgres://u:pw@127.0.0.1:0/db"]) {
       const result = runApex(["memory", "set", "/a", "1", "--json"], { cwd: dir, env: { APEX_STORE_URL: url } });
       expect(result.status, result.stderr).toBe(2);
       const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error;
       expect(error.code).toBe("APEX_E_CONFIG");
-      expect(error.message).toMatch(/bad port "(99999|abc)"/);
+      expect(error.message).toMatch(/bad port "(99999|abc|0)"/);
       expect(result.stderr).not.toContain(":pw@");
     }
     writeFileSync(join(dir, "notes.txt"), "a file\n");
@@ -128,7 +128,7 @@ describe("which store a project uses", () => {
       expect(existsSync(join(dir, ".apex"))).toBe(false);
       return { stderr: text.stderr, errors: report.errors };
     };
-    for (const port of ["99999", "abc"]) {
+    for (const port of ["99999", "abc", "0"]) {
       const dir = project(`store:\n  backend: postgres\n  url: "postgres://u:pw@localhost:${port}/db"\n`);
       const { stderr, errors } = refused(dir);
       expect(errors).toHaveLength(1);

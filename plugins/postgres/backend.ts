@@ -366,7 +366,8 @@ function urlOf(spec: StoreSpec): string {
 /** What makes `url` unusable as a postgres:// URL (the driver parses it with WHATWG URL), or undefined. */
 export function postgresUrlProblem(url: string): string | undefined {
   try {
-    new URL(url);
+    // (WHATWG URL takes port 0, which no server listens on)
+    if (new URL(url).port === "0") return 'has a bad port "0"';
   } catch {
     const port = /^[a-z]+:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/i.exec(url)?.[1];
     if (port !== undefined && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) return `has a bad port ${JSON.stringify(port)}`;
