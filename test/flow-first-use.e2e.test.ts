@@ -1,7 +1,7 @@
 // First use of APEX in a project of one's own, through the built CLI: the store never shows up
 // in git, and a config whose agents cannot run is refused before anything starts.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project } from "./fixtures/agents/harness.js";
@@ -113,5 +113,26 @@ describe("agents whose program cannot be found", () => {
     expect(missing.stderr).toContain(`agents.local.command: agent local: the program ./bin/agent.sh does not exist (looked for ${join(project.dir, "work/bin/agent.sh")}).`);
     writeFileSync(join(project.dir, "work/bin/agent.sh"), "#!/bin/sh\nsleep 1\n", { mode: 0o755 });
     expect(project.apex(["config", "validate"]).status).toBe(0);
+  });
+});
+
+describe("start-up", () => {
+  it("the apex command keeps compiled code in the user's cache directory on Node 22.1 and later, and writes none elsewhere", () => {
+    project = new Project(`${idleAgent}\nplugins: {}\n`, "apex-compile-cache-");
+    const cache = join(project.dir, "xdg-cache");
+    const run = (env: NodeJS.ProcessEnv) => project!.apex(["config", "validate"], { env: { XDG_CACHE_HOME: cache, NODE_COMPILE_CACHE: "", ...env } });
+    expect(run({}).status).toBe(0);
+    const kept = join(cache, "apex", "compile-cache");
+    const [major, minor] = process.versions.node.split(".").map(Number) as [number, number];
+    // (a test run on Node 20 checks the other side: no cache where Node has none)
+    if (major > 22 || (major === 22 && minor >= 1)) {
+      expect(readdirSync(kept).length).toBeGreaterThan(0);
+      // Turned off by Node's own switch: nothing new.
+      rmSync(kept, { recursive: true });
+      expect(run({ NODE_DISABLE_COMPILE_CACHE: "1" }).status).toBe(0);
+      expect(existsSync(kept)).toBe(false);
+    } else {
+      expect(existsSync(kept)).toBe(false);
+    }
   });
 });
