@@ -4,6 +4,7 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
+import { connect as netConnect, createServer as netServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -379,6 +380,42 @@ describe("apex serve: bad input and abuse", () => {
     const sixth = await timeOf();
     expect(firstFailure).toBeLessThan(300);
     expect(sixth).toBeGreaterThanOrEqual(350);
+  });
+});
+
+describe("apex serve: stopping", () => {
+  it("ends on SIGTERM and frees its port even while a client is half-way through sending a request", async () => {
+    project = new Project(CONFIG);
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    let slow: Socket | undefined;
+    try {
+      const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+      const port = Number(new URL(url).port);
+      // Headers sent, then 3 bytes of a 100-byte body, and nothing more.
+      slow = await new Promise<Socket>((resolve, reject) => {
+        const socket = netConnect(port, "127.0.0.1", () => {
+          socket.write("POST /api/health HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a");
+          resolve(socket);
+        });
+        socket.on("error", reject);
+      });
+      slow.on("error", () => {});
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const stopped = Date.now();
+      run.child.kill("SIGTERM");
+      const ended = await Promise.race([run.done, new Promise<undefined>((resolve) => setTimeout(resolve, 30_000, undefined))]);
+      expect(ended, "apex serve still runs 30 s after SIGTERM").toBeDefined();
+      expect(ended!.status, ended!.stderr).toBe(0);
+      expect(Date.now() - stopped).toBeLessThan(30_000);
+      // The port is free again.
+      const again = netServer();
+      await new Promise<void>((resolve, reject) => again.once("error", reject).listen(port, "127.0.0.1", resolve));
+      await new Promise((resolve) => again.close(resolve));
+    } finally {
+      slow?.destroy();
+      if (run.child.exitCode === null) run.child.kill("SIGKILL");
+      await run.done;
+    }
   });
 });
 

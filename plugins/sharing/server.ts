@@ -61,6 +61,10 @@ const REPORT_MS = 10_000;
 const FREE_FAILURES = 3;
 const MAX_DELAY_MS = 5000;
 const FAILURE_WINDOW_MS = 10 * 60_000;
+/** How long a client may take to send a whole request (headers and body, at most 1 MiB by default). */
+const REQUEST_TIMEOUT_MS = 60_000;
+/** At close, how long requests under way may take to finish before their connections are cut. */
+const CLOSE_GRACE_MS = 5000;
 
 interface OpenStream {
   caller: Caller;
@@ -104,10 +108,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const https = tls ? { cert: readPem(options.tlsCert!, "--tls-cert"), key: readPem(options.tlsKey!, "--tls-key") } : null;
   const { default: Fastify } = await import("fastify");
   let app: FastifyInstance;
+  // Without a request timeout (fastify's default is none), a client that never finishes sending
+  // its request would hold its connection, and keep a closing server alive, for ever.
+  const settings = { logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024, requestTimeout: REQUEST_TIMEOUT_MS } as const;
   try {
-    app = (https
-      ? Fastify({ https, logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })
-      : Fastify({ logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })) as unknown as FastifyInstance;
+    app = (https ? Fastify({ ...settings, https }) : Fastify(settings)) as unknown as FastifyInstance;
   } catch (error) {
     // Node reads the PEM files here: not PEM, or a key that is not the certificate's.
     if (!https) throw error;
@@ -341,7 +346,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     async close() {
       connections.stop();
       for (const stream of [...streams]) stream.close("the server is shutting down");
-      await app.close();
+      // Requests under way may finish; then connections still open (a client that stopped
+      // half-way through its request) are cut, so that the process ends and the port is free.
+      const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(cut);
+      }
       gate.close();
     },
   };
