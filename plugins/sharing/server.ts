@@ -128,14 +128,21 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const serverId = randomUUID();
   const connections = new ConnectionReporter(options.location, serverId, streams);
 
+  const corsAllowed = (request: FastifyRequest) => Boolean(request.headers.origin && options.corsOrigins?.includes(request.headers.origin));
   app.addHook("onRequest", async (request, reply) => {
-    const origin = request.headers.origin;
-    if (origin && options.corsOrigins?.includes(origin)) {
-      reply.header("access-control-allow-origin", origin);
+    if (corsAllowed(request)) {
+      reply.header("access-control-allow-origin", request.headers.origin);
       reply.header("access-control-allow-headers", "authorization, content-type");
+      reply.header("access-control-allow-methods", "POST");
       reply.header("vary", "origin");
     }
     reply.header("x-content-type-options", "nosniff");
+  });
+  // A browser asks before every API call (they carry an Authorization header): an origin --cors
+  // names gets a 204 with the CORS headers above (else the call is never made); any other, none.
+  app.options("/api/*", async (request, reply) => {
+    if (corsAllowed(request)) reply.header("access-control-max-age", "600");
+    await reply.code(204).header("allow", "POST, OPTIONS").send();
   });
   app.addHook("onResponse", async (request, reply) => {
     // The URL never holds a token (tokens travel in the Authorization header only).
@@ -223,12 +230,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (!roleAllows(caller.role, roleNeeded(method, {}))) throw forbidden(caller, method, roleNeeded(method, {}));
     }
     await gate.requireSession(sid);
+    // The headers set so far (CORS, nosniff) are the reply's, which hijacking leaves behind.
+    const headers = reply.getHeaders();
     reply.hijack();
-    openStream(request.raw, reply.raw, caller, token, sid, body as Record<string, Record<string, unknown>>);
+    openStream(request.raw, reply.raw, caller, token, sid, body as Record<string, Record<string, unknown>>, headers);
   });
 
-  function openStream(req: IncomingMessage, res: ServerResponse, caller: Caller, token: string, sid: string, body: Record<string, Record<string, unknown>>): void {
-    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", connection: "keep-alive", "x-accel-buffering": "no" });
+  function openStream(req: IncomingMessage, res: ServerResponse, caller: Caller, token: string, sid: string, body: Record<string, Record<string, unknown>>, headers: Record<string, unknown>): void {
+    res.writeHead(200, { ...(headers as Record<string, string>), "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", connection: "keep-alive", "x-accel-buffering": "no" });
     res.write(": apex\n\n");
     let closed = false;
     const subscriptions: Subscription[] = [];
