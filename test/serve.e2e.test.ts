@@ -383,6 +383,29 @@ describe("apex serve: bad input and abuse", () => {
   });
 });
 
+describe("apex serve: crafted requests", () => {
+  it("answers each with a status and an APEX error body, never an internal error, and changes nothing", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = await serve(project);
+    const operator = share(project, "otto", "operator");
+    const keys = () => Object.keys(JSON.parse(project!.apex(["memory", "query", "/deep*", "--json"]).stdout) as object);
+    const nested = (levels: number) => `${"[".repeat(levels)}${"]".repeat(levels)}`;
+
+    // Nested deeper than a value may be: a bad request (the supervisor's JSON would overflow the stack).
+    for (const levels of [600, 5000]) {
+      const deep = await rpc(server.url, sid, "memory.set", operator.token, `{"path": "/deep", "value": ${nested(levels)}}`);
+      expect(deep.status, JSON.stringify(deep.body)).toBe(400);
+      expect(deep.body.error.code).toBe("APEX_E_TOO_DEEP");
+    }
+    expect(keys()).toEqual([]);
+    // As deep as a value may be (512 levels) is stored.
+    const deepest = await rpc(server.url, sid, "memory.set", operator.token, `{"path": "/deepest", "value": ${nested(512)}}`);
+    expect(deepest.status, JSON.stringify(deepest.body)).toBe(200);
+    expect(keys()).toEqual(["/deepest"]);
+  });
+});
+
 describe("apex serve: stopping", () => {
   it("ends on SIGTERM and frees its port even while a client is half-way through sending a request", async () => {
     project = new Project(CONFIG);

@@ -9,6 +9,7 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/errors.js";
 import { callSupervisor, subscribeSupervisor, SupervisorChannel, type Subscription } from "../../core/rpc/call.js";
 import { errorBody } from "../../core/rpc/protocol.js";
+import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { isLoopback } from "./remote.js";
 import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import type { SessionEvent } from "../../core/session/records.js";
@@ -61,6 +62,8 @@ const REPORT_MS = 10_000;
 const FREE_FAILURES = 3;
 const MAX_DELAY_MS = 5000;
 const FAILURE_WINDOW_MS = 10 * 60_000;
+/** The deepest request body: a value at the deepest a value may be (MAX_DEPTH), inside a few levels of parameters. */
+const MAX_BODY_DEPTH = MAX_DEPTH + 8;
 /** How long a client may take to send a whole request (headers and body, at most 1 MiB by default). */
 const REQUEST_TIMEOUT_MS = 60_000;
 /** At close, how long requests under way may take to finish before their connections are cut. */
@@ -148,6 +151,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // The URL never holds a token (tokens travel in the Authorization header only).
     const who = (request as FastifyRequest & { caller?: Caller }).caller?.user ?? "-";
     log(`${request.method} ${request.url} ${reply.statusCode} ${who} ${Math.round(reply.elapsedTime)}ms`);
+  });
+  // A body nested deeper than any value may be would overflow the stack where it is turned
+  // back into JSON for the supervisor: refused here, as a bad request.
+  app.addHook("preValidation", async (request) => {
+    if (nestingExceeds(request.body, MAX_BODY_DEPTH)) {
+      throw new ApexError("APEX_E_TOO_DEEP", `The request body nests arrays and objects more than ${MAX_BODY_DEPTH} levels deep.`, {
+        hint: `Values may nest at most ${MAX_DEPTH} levels; store deeper structures flattened, or split across paths.`,
+      });
+    }
   });
   app.setNotFoundHandler(async (request, reply) => {
     await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${request.url.split("?")[0]}.`, hint: "The API is under /api/sessions/SESSION/…" } });
@@ -659,6 +671,18 @@ function readPem(path: string, option: string): Buffer {
   } catch (error) {
     throw new ApexError("APEX_E_NOT_FOUND", `Cannot read ${option} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`);
   }
+}
+
+/** Whether `value` nests arrays and objects more than `limit` levels deep (without recursion: it may be very deep). */
+function nestingExceeds(value: unknown, limit: number): boolean {
+  const pending: Array<[unknown, number]> = [[value, 0]];
+  while (pending.length > 0) {
+    const [item, depth] = pending.pop()!;
+    if (item === null || typeof item !== "object") continue;
+    if (depth + 1 > limit) return true;
+    for (const child of Array.isArray(item) ? item : Object.values(item)) pending.push([child, depth + 1]);
+  }
+  return false;
 }
 
 function sleep(ms: number): Promise<void> {
