@@ -403,8 +403,31 @@ describe("apex serve: crafted requests", () => {
     const deepest = await rpc(server.url, sid, "memory.set", operator.token, `{"path": "/deepest", "value": ${nested(512)}}`);
     expect(deepest.status, JSON.stringify(deepest.body)).toBe(200);
     expect(keys()).toEqual(["/deepest"]);
+
+    // What the HTTP layer answers by itself has the API's error body too.
+    const badEscape = await fetch(`${server.url}/assets/%ff`);
+    expect(badEscape.status).toBe(400);
+    expect(((await badEscape.json()) as { error: { code: string } }).error.code).toBe("APEX_E_BAD_INPUT");
+    const port = Number(new URL(server.url).port);
+    const hugeHeader = await rawHttp(port, `GET / HTTP/1.1\r\nHost: x\r\nx-big: ${"a".repeat(20_000)}\r\n\r\n`);
+    expect(hugeHeader.status).toBe(431);
+    expect(JSON.parse(hugeHeader.body).error.code).toBe("APEX_E_TOO_LARGE");
+    const notHttp = await rawHttp(port, "GARBAGE\r\n\r\n");
+    expect(notHttp.status).toBe(400);
+    expect(JSON.parse(notHttp.body).error.code).toBe("APEX_E_BAD_INPUT");
   });
 });
+
+/** Sends `text` as it is on a new connection; the reply's status and body, once the server closes. */
+function rawHttp(port: number, text: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    let reply = "";
+    const socket = netConnect(port, "127.0.0.1", () => socket.write(text));
+    socket.setEncoding("utf8").on("data", (chunk: string) => (reply += chunk));
+    socket.on("error", reject);
+    socket.on("close", () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(reply)?.[1] ?? 0), body: reply.slice(reply.indexOf("\r\n\r\n") + 4) }));
+  });
+}
 
 describe("apex serve: stopping", () => {
   it("ends on SIGTERM and frees its port even while a client is half-way through sending a request", async () => {

@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
 import { existsSync, readFileSync } from "node:fs";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -113,7 +114,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   let app: FastifyInstance;
   // Without a request timeout (fastify's default is none), a client that never finishes sending
   // its request would hold its connection, and keep a closing server alive, for ever.
-  const settings = { logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024, requestTimeout: REQUEST_TIMEOUT_MS } as const;
+  const settings = {
+    logger: false,
+    bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    // What fastify and Node answer by themselves gets the API's error body too.
+    frameworkErrors: (_error: Error, _request: FastifyRequest, reply: FastifyReply) =>
+      void sendError(reply, new ApexError("APEX_E_BAD_INPUT", "The request's path is not a valid URL (a bad %-escape).", { hint: "Escape the path's characters as UTF-8 (encodeURIComponent)." })),
+    clientErrorHandler: answerClientError,
+  };
   try {
     app = (https ? Fastify({ ...settings, https }) : Fastify(settings)) as unknown as FastifyInstance;
   } catch (error) {
@@ -663,6 +672,26 @@ async function sendError(reply: FastifyReply, error: ApexError): Promise<void> {
   const status = HTTP_STATUS[error.code] ?? (exit === 2 ? 400 : exit === 3 ? 404 : exit === 4 ? 409 : 500);
   if (error.code === "APEX_E_UNAUTHORIZED") reply.header("www-authenticate", 'Bearer realm="apex"');
   await reply.code(status).send({ error: errorBody(error) });
+}
+
+/**
+ * A request Node could not read (headers over its limit, not HTTP, sent too slowly): answered on
+ * the socket itself, since there is no request to reply to, with the API's error body.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (error.code === "ECONNRESET" || socket.destroyed) return;
+  const [status, apexError] =
+    error.code === "HPE_HEADER_OVERFLOW"
+      ? [431, new ApexError("APEX_E_TOO_LARGE", "The request's headers (its URL included) are larger than 16 KiB.")]
+      : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? [408, new ApexError("APEX_E_TIMEOUT", `The request did not arrive whole within ${REQUEST_TIMEOUT_MS / 1000} s.`)]
+        : [400, new ApexError("APEX_E_BAD_INPUT", "The request is not valid HTTP.")];
+  const body = JSON.stringify({ error: errorBody(apexError) });
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
 function readPem(path: string, option: string): Buffer {
