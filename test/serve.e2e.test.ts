@@ -404,6 +404,21 @@ describe("apex serve: crafted requests", () => {
     expect(deepest.status, JSON.stringify(deepest.body)).toBe(200);
     expect(keys()).toEqual(["/deepest"]);
 
+    // A path that exists, with a method it does not take: 405 and what it takes; a path that does not: 404.
+    for (const [method, path, allow] of [
+      ["GET", `/api/sessions/${sid}/rpc/session.status`, "POST, OPTIONS"],
+      ["PUT", `/api/sessions/${sid}/stream`, "POST, OPTIONS"],
+      ["DELETE", "/", "GET, HEAD"],
+      ["POST", "/assets/app.js", "GET, HEAD"],
+    ]) {
+      const wrong = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${operator.token}` } });
+      expect(wrong.status, `${method} ${path}`).toBe(405);
+      expect(wrong.headers.get("allow")).toBe(allow);
+      expect(((await wrong.json()) as { error: { code: string } }).error.code).toBe("APEX_E_BAD_INPUT");
+    }
+    const missing = await fetch(`${server.url}/api/sessions/${sid}/nothing`, { method: "POST" });
+    expect(missing.status).toBe(404);
+
     // What the HTTP layer answers by itself has the API's error body too.
     const badEscape = await fetch(`${server.url}/assets/%ff`);
     expect(badEscape.status).toBe(400);

@@ -76,6 +76,12 @@ interface OpenStream {
   close(reason: string): void;
 }
 
+/** The methods each path of the server takes (for a 405's Allow header); the routes below are the truth. */
+const ROUTE_METHODS: Array<[RegExp, string]> = [
+  [/^\/(assets\/[^/]+|api\/health)?$/, "GET, HEAD"],
+  [/^\/api\/sessions\/[^/]+\/(rpc\/[^/]+|stream)$/, "POST, OPTIONS"],
+];
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Why the address could not be listened on, for people: taken (4), or not one of this host's (2). */
@@ -171,7 +177,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   });
   app.setNotFoundHandler(async (request, reply) => {
-    await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${request.url.split("?")[0]}.`, hint: "The API is under /api/sessions/SESSION/…" } });
+    const path = request.url.split("?")[0]!;
+    // A path that exists, asked with another method: 405 and the methods it takes (Allow).
+    const allow = ROUTE_METHODS.find(([pattern]) => pattern.test(path))?.[1];
+    if (allow) {
+      await reply.code(405).header("allow", allow).send({ error: { code: "APEX_E_BAD_INPUT", message: `${path} takes ${allow}, not ${request.method}.`, hint: "API calls are POST with a JSON object of parameters." } });
+      return;
+    }
+    await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${path}.`, hint: "The API is under /api/sessions/SESSION/…" } });
   });
   app.setErrorHandler(async (error, _request, reply) => {
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
