@@ -419,6 +419,16 @@ describe("apex serve: crafted requests", () => {
     const missing = await fetch(`${server.url}/api/sessions/${sid}/nothing`, { method: "POST" });
     expect(missing.status).toBe(404);
 
+    // A session in the URL with escaped slashes: no grant of it exists (401), and no store path is shown.
+    for (const escaped of [`${sid}%2F..%2F${sid}`, "..%2F..%2Fprojects", `${sid}%2Fgrants`]) {
+      const crafted = await rpc(server.url, escaped, "whoami", operator.token);
+      expect(crafted.status, escaped).toBe(401);
+      expect(crafted.body.error.code).toBe("APEX_E_UNAUTHORIZED");
+      expect(crafted.body.error.message).not.toContain("/sessions/");
+    }
+    // A token put in the query by mistake is answered, but never logged.
+    expect((await fetch(`${server.url}/api/sessions/${sid}/rpc/whoami?token=${operator.token}`, { method: "POST", headers: { authorization: `Bearer ${operator.token}`, "content-type": "application/json" }, body: "{}" })).status).toBe(200);
+
     // What the HTTP layer answers by itself has the API's error body too.
     const badEscape = await fetch(`${server.url}/assets/%ff`);
     expect(badEscape.status).toBe(400);
@@ -430,6 +440,10 @@ describe("apex serve: crafted requests", () => {
     const notHttp = await rawHttp(port, "GARBAGE\r\n\r\n");
     expect(notHttp.status).toBe(400);
     expect(JSON.parse(notHttp.body).error.code).toBe("APEX_E_BAD_INPUT");
+
+    const log = await server.stop();
+    expect(log).toContain(`POST /api/sessions/${sid}/rpc/whoami 200 otto`);
+    expect(log).not.toContain(operator.token);
   });
 });
 

@@ -18,7 +18,8 @@ export interface RemoteTarget {
 }
 
 export const DEFAULT_PORT = 7433;
-const SESSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** What names a session in a remote target or an API path: an id, a unique id prefix or a branch's name. */
+export const SESSION_REF = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function isLoopback(host: string): boolean {
   const bare = host.replace(/^\[|\]$/g, "");
@@ -60,7 +61,7 @@ export function parseRemote(text: string): RemoteTarget {
     hostPart = rest.slice(0, colon);
     sessionId = rest.slice(colon + 1);
   }
-  if (!SESSION.test(sessionId)) throw usage();
+  if (!SESSION_REF.test(sessionId)) throw usage();
   const { hostname, port } = parseHostPort(hostPart);
   const chosen = scheme ?? (isLoopback(hostname) ? "http" : "https");
   return { origin: `${chosen}://${hostname}:${port}`, host: `${hostname}:${port}`, sessionId };

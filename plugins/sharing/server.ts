@@ -11,7 +11,7 @@ import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/e
 import { callSupervisor, subscribeSupervisor, SupervisorChannel, type Subscription } from "../../core/rpc/call.js";
 import { errorBody } from "../../core/rpc/protocol.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
-import { isLoopback } from "./remote.js";
+import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
@@ -163,9 +163,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     await reply.code(204).header("allow", "POST, OPTIONS").send();
   });
   app.addHook("onResponse", async (request, reply) => {
-    // The URL never holds a token (tokens travel in the Authorization header only).
+    // Tokens travel in the Authorization header only; the query is left out all the same, in case a client put one there.
     const who = (request as FastifyRequest & { caller?: Caller }).caller?.user ?? "-";
-    log(`${request.method} ${request.url} ${reply.statusCode} ${who} ${Math.round(reply.elapsedTime)}ms`);
+    log(`${request.method} ${request.url.split("?")[0]} ${reply.statusCode} ${who} ${Math.round(reply.elapsedTime)}ms`);
   });
   // A body nested deeper than any value may be would overflow the stack where it is turned
   // back into JSON for the supervisor: refused here, as a bad request.
@@ -206,6 +206,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const client = request.ip;
     try {
       if (!token) throw new ApexError("APEX_E_UNAUTHORIZED", "No token: send Authorization: Bearer <token>.", { hint: "Tokens come from `apex session share SESSION USER`." });
+      // Not the shape of a session (an escaped '/', say): no grant of it can exist, and it must not reach a store path.
+      if (!SESSION_REF.test(sessionId)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
       const caller = await gate.authenticate(sessionId, token);
       failures.delete(client);
       (request as FastifyRequest & { caller?: Caller }).caller = caller;
