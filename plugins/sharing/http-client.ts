@@ -59,22 +59,40 @@ async function readAll(response: IncomingMessage): Promise<string> {
   return text;
 }
 
-function replyError(status: number, text: string): ApexError {
+function replyError(endpoint: string, response: IncomingMessage, text: string): ApexError {
   try {
     const parsed = JSON.parse(text) as { error?: RpcErrorBody };
     if (parsed.error?.code) return errorFromBody(parsed.error);
   } catch {
     // not ours: fall through
   }
-  return new ApexError("APEX_E_RPC", `The server answered HTTP ${status}: ${text.slice(0, 200)}`);
+  return notApex(endpoint, response, text);
+}
+
+/**
+ * A reply `apex serve` would not give (another kind of server at that address, or a proxy's
+ * page): said so in one line, with the start of its text stripped of markup, never the page.
+ */
+function notApex(endpoint: string, response: IncomingMessage, text: string): ApexError {
+  const type = String(response.headers["content-type"] ?? "no content type").split(";")[0];
+  const gist = text.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim().slice(0, 80);
+  return new ApexError("APEX_E_RPC", `${new URL(endpoint).origin} did not answer as \`apex serve\` does (HTTP ${response.statusCode}, ${type}${gist ? `: ${JSON.stringify(gist)}` : ""}).`, {
+    hint: "Check the host and port: is it the address `apex serve` printed?",
+  });
 }
 
 export async function callRemote(endpoint: string, method: string, params: unknown, timeoutMs: number): Promise<unknown> {
   const response = await open(endpoint, `/rpc/${encodeURIComponent(method)}`, params, timeoutMs).done;
   const text = await readAll(response);
-  if (response.statusCode !== 200) throw replyError(response.statusCode ?? 0, text);
-  const reply = JSON.parse(text) as { result?: unknown };
-  return reply.result;
+  if (response.statusCode !== 200) throw replyError(endpoint, response, text);
+  let reply: unknown;
+  try {
+    reply = JSON.parse(text);
+  } catch {
+    reply = undefined;
+  }
+  if (reply === null || typeof reply !== "object" || Array.isArray(reply)) throw notApex(endpoint, response, text);
+  return (reply as { result?: unknown }).result;
 }
 
 /** One streaming method over server-sent events; `onEvent` gets each event's data. */
@@ -91,7 +109,11 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
       if (closedByUs) return;
       throw error;
     }
-    if (response.statusCode !== 200) throw replyError(response.statusCode ?? 0, await readAll(response));
+    if (response.statusCode !== 200) throw replyError(endpoint, response, await readAll(response));
+    if (!String(response.headers["content-type"] ?? "").startsWith("text/event-stream")) {
+      response.destroy(); // its body may never end: not read
+      throw notApex(endpoint, response, "");
+    }
     response.setEncoding("utf8");
     let buffer = "";
     try {
