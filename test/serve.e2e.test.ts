@@ -2,7 +2,7 @@
 // clients (the built CLI with --remote, and HTTP). Roles, revocation during a stream, two
 // operators at once, TLS with a certificate made here, bad input and abuse.
 import { execFileSync } from "node:child_process";
-import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { connect as netConnect, createServer as netServer, type Socket } from "node:net";
 import { join } from "node:path";
@@ -628,6 +628,33 @@ describe("apex login and credentials", () => {
     const intoDirectory = project.apex(["login", hostPort, "--json"], { env: { APEX_CREDENTIALS: directory, APEX_TOKEN: viewer.token } });
     expect(intoDirectory.status, intoDirectory.stderr).toBe(2);
     expect(JSON.parse(intoDirectory.stderr).error.message).toContain("is a directory");
+    expect(readdirSync(project.dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+  });
+
+  it("refuses a credentials file it cannot read rather than overwrite the tokens in it, and keeps a looser file's tokens at 0600", () => {
+    project = new Project(CONFIG);
+    const credentials = join(project.dir, "credentials.json");
+    const token = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    const env = { APEX_CREDENTIALS: credentials, APEX_TOKEN: token };
+    for (const damaged of ['{"version": 1, "hosts": {"build-box:7433": {"token": "apx_', "[]", '{"hosts": null}']) {
+      writeFileSync(credentials, damaged);
+      const login = project.apex(["login", "127.0.0.1:7433", "--json"], { env });
+      expect(login.status, `${damaged}: ${login.stderr}`).toBe(2);
+      const error = JSON.parse(login.stderr).error as { code: string; message: string };
+      expect(error.code).toBe("APEX_E_CONFIG");
+      expect(error.message).toContain(credentials);
+      expect(readFileSync(credentials, "utf8")).toBe(damaged);
+      // Reading it for a command is the same error, not "no token".
+      const remoteStatus = project.apex(["--remote", "127.0.0.1:9/3f2a9c1e", "status", "--json"], { env: { APEX_CREDENTIALS: credentials } });
+      expect(remoteStatus.status, remoteStatus.stderr).toBe(2);
+      expect(JSON.parse(remoteStatus.stderr).error.code).toBe("APEX_E_CONFIG");
+    }
+    // A file made readable by others: rewritten 0600 at the next login, earlier tokens kept.
+    writeFileSync(credentials, JSON.stringify({ version: 1, hosts: { "build-box:7433": { token, saved_at: "2026-12-01T00:00:00.000Z" } } }), { mode: 0o644 });
+    chmodSync(credentials, 0o644);
+    expect(project.apex(["login", "127.0.0.1:7433", "--json"], { env }).status).toBe(0);
+    expect(statSync(credentials).mode & 0o777).toBe(0o600);
+    expect(Object.keys(JSON.parse(readFileSync(credentials, "utf8")).hosts).sort()).toEqual(["127.0.0.1:7433", "build-box:7433"]);
     expect(readdirSync(project.dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
   });
 });

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { ApexError } from "../../core/errors.js";
@@ -90,27 +90,52 @@ interface CredentialsFile {
   hosts: Record<string, { token: string; saved_at: string; session?: string }>;
 }
 
+/**
+ * The saved tokens; none while the file does not exist. A file that cannot be read or is not
+ * one of ours is APEX_E_CONFIG: treated as empty, `login` would overwrite every token in it.
+ */
 function readCredentials(): CredentialsFile {
+  const file = credentialsFile();
+  let text: string;
   try {
-    const parsed = JSON.parse(readFileSync(credentialsFile(), "utf8")) as CredentialsFile;
-    if (parsed && typeof parsed.hosts === "object" && parsed.hosts) return parsed;
-  } catch {
-    // none yet, or unreadable: treated as empty (login rewrites it)
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return { version: 1, hosts: {} };
+    if ((error as NodeJS.ErrnoException).code === "EISDIR") throw credentialsDirectory(file);
+    throw damagedCredentials(file, (error as NodeJS.ErrnoException).code ?? (error as Error).message, error);
   }
-  return { version: 1, hosts: {} };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw damagedCredentials(file, "not JSON", error);
+  }
+  const hosts = (parsed as Partial<CredentialsFile> | null)?.hosts;
+  if (hosts === null || typeof hosts !== "object" || Array.isArray(hosts)) throw damagedCredentials(file, "no \"hosts\" object");
+  return parsed as CredentialsFile;
+}
+
+function credentialsDirectory(file: string): ApexError {
+  return new ApexError("APEX_E_USAGE", `The credentials file ${file} is a directory.`, { hint: "Point APEX_CREDENTIALS at a file, e.g. $HOME/.config/apex/credentials.json." });
+}
+
+function damagedCredentials(file: string, why: string, cause?: unknown): ApexError {
+  return new ApexError("APEX_E_CONFIG", `The credentials file ${file} cannot be read (${why}); nothing was changed.`, {
+    hint: "Repair it, or remove it and save the tokens again with `apex login HOST` (APEX_CREDENTIALS points elsewhere).",
+    cause,
+  });
 }
 
 export function saveCredential(host: string, token: string, session?: string): string {
   const file = credentialsFile();
   const data = readCredentials();
   data.hosts[host] = { token, saved_at: new Date().toISOString(), ...(session ? { session } : {}) };
-  if (existsSync(file) && statSync(file).isDirectory()) {
-    throw new ApexError("APEX_E_USAGE", `The credentials file ${file} is a directory.`, { hint: "Point APEX_CREDENTIALS at a file, e.g. $HOME/.config/apex/credentials.json." });
-  }
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const temporary = `${file}.${process.pid}.tmp`;
   try {
-    writeFileSync(temporary, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
+    // A new file ("wx"): never through a link or a file someone left at that name.
+    rmSync(temporary, { force: true });
+    writeFileSync(temporary, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600, flag: "wx" });
     chmodSync(temporary, 0o600);
     renameSync(temporary, file);
   } catch (error) {
