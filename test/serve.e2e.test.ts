@@ -429,6 +429,20 @@ describe("apex serve: crafted requests", () => {
     // A token put in the query by mistake is answered, but never logged.
     expect((await fetch(`${server.url}/api/sessions/${sid}/rpc/whoami?token=${operator.token}`, { method: "POST", headers: { authorization: `Bearer ${operator.token}`, "content-type": "application/json" }, body: "{}" })).status).toBe(200);
 
+    // A stream's parameters are checked before it opens: a 400, not a 200 stream that never says anything (or ends in an error).
+    for (const [body, code] of [
+      [{ "logs.follow": null }, "APEX_E_BAD_INPUT"],
+      [{ "events.subscribe": 5 }, "APEX_E_BAD_INPUT"],
+      [{ "events.subscribe": { from_seq: "abc" } }, "APEX_E_BAD_INPUT"],
+      [{ "memory.watch": { since: -1 } }, "APEX_E_BAD_INPUT"],
+      [{ "memory.watch": { glob: "[[" } }, "APEX_E_BAD_GLOB"],
+      [{ "events.subscribe": {}, "logs.follow": { agent: 7 } }, "APEX_E_BAD_INPUT"],
+    ] as const) {
+      const response = await fetch(`${server.url}/api/sessions/${sid}/stream`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${operator.token}` }, body: JSON.stringify(body), signal: AbortSignal.timeout(10_000) });
+      expect(response.status, JSON.stringify(body)).toBe(400);
+      expect(((await response.json()) as { error: { code: string } }).error.code, JSON.stringify(body)).toBe(code);
+    }
+
     // What the HTTP layer answers by itself has the API's error body too.
     const badEscape = await fetch(`${server.url}/assets/%ff`);
     expect(badEscape.status).toBe(400);

@@ -11,6 +11,7 @@ import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/e
 import { callSupervisor, subscribeSupervisor, SupervisorChannel, type Subscription } from "../../core/rpc/call.js";
 import { errorBody } from "../../core/rpc/protocol.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
+import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import type { SessionEvent } from "../../core/session/records.js";
@@ -264,6 +265,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     for (const method of wanted) {
       if (!roleAllows(caller.role, roleNeeded(method, {}))) throw forbidden(caller, method, roleNeeded(method, {}));
+      checkStreamParams(method, body[method]);
     }
     await gate.requireSession(sid);
     // The headers set so far (CORS, nosniff) are the reply's, which hijacking leaves behind.
@@ -655,6 +657,27 @@ class ConnectionReporter {
       await callSupervisor(runtime.socket, "session.connections", { server: this.serverId, users: [...users.values()] }, 5000).catch(() => undefined);
     }
   }
+}
+
+/** What a stream's parameters must be, checked before the stream opens (after, an error could only end it). */
+const STREAM_PARAMS: Record<(typeof STREAM_METHODS)[number], Record<string, "string" | "count">> = {
+  "events.subscribe": { from_seq: "count" },
+  "logs.follow": { agent: "string" },
+  "memory.watch": { glob: "string", since: "count" },
+};
+
+function checkStreamParams(method: string, params: unknown): void {
+  const bad = (what: string) => new ApexError("APEX_E_BAD_INPUT", `${method}: ${what}.`, { hint: `Parameters of ${method}: ${Object.keys(STREAM_PARAMS[method as keyof typeof STREAM_PARAMS]).join(", ")} (or {} for none).` });
+  if (params === null || typeof params !== "object" || Array.isArray(params)) throw bad("the parameters must be a JSON object");
+  const kinds = STREAM_PARAMS[method as keyof typeof STREAM_PARAMS];
+  for (const [name, value] of Object.entries(params)) {
+    const kind = kinds[name];
+    if (kind === undefined || value === undefined || value === null) continue; // others are not read
+    if (kind === "string" ? typeof value !== "string" : !(Number.isSafeInteger(value) && (value as number) >= 0)) {
+      throw bad(`${name} must be ${kind === "string" ? "a string" : "a whole number, 0 or more"}`);
+    }
+  }
+  if (method === "memory.watch" && typeof (params as { glob?: unknown }).glob === "string") compileGlob((params as { glob: string }).glob);
 }
 
 function forbidden(caller: Caller, method: string, needed: Role): ApexError {
