@@ -132,3 +132,58 @@ describe("apex serve: a grant sees its own session's ancestry, not the project",
     expect(event.actor).toBe("user:olga");
   });
 });
+
+describe("apex serve: a grant writes memory, never APEX's records", () => {
+  it("refuses memory writes under /sessions and to the project's records (403, nothing written): no grant can forge a grant, a record or the audit trail", async () => {
+    const otto = share(p, feature, "otto", "operator");
+    const olga = share(p, feature, "olga", "owner");
+    const { createHash } = await import("node:crypto");
+    // A grant record as `apex session share` writes it, for a token the caller made up.
+    const forge = (tokenId: string, session: string) => {
+      const token = `apx_${tokenId}_${"F".repeat(43)}`;
+      const record = { token_id: tokenId, user: "mallory", role: "owner", token_sha256: createHash("sha256").update(token).digest("hex"), created_at: "2026-01-01T00:00:00.000Z", created_by: "user:mallory", expires_at: null, last_used_at: null };
+      return { token, path: `/sessions/${session}/grants/${tokenId}`, record };
+    };
+    const mine = forge("aaaaaaaaaaaaaaaa", feature);
+    const theirs = forge("bbbbbbbbbbbbbbbb", other);
+    // The records the refused writes aim at, as they are (the running session's own record changes as it runs: its status is compared).
+    const records = () => {
+      const all = JSON.parse(ok(p.apex(["memory", "query", "/sessions/**", "--json"]))) as Record<string, { status?: string }>;
+      const paths = Object.keys(all);
+      return {
+        grants: paths.filter((path) => /\/grants\//.test(path)).sort(),
+        otherKeys: paths.filter((path) => path.includes(other)).length,
+        statuses: [all[`/sessions/${feature}`]?.status, all[`/sessions/history/${other}`]?.status ?? all[`/sessions/${other}`]?.status],
+        forgedEvent: paths.includes(`/sessions/${feature}/events/999999`),
+        current: JSON.stringify(all["/sessions/current"]),
+      };
+    };
+    const before = records();
+    expect(before.otherKeys).toBeGreaterThan(0);
+    const projectRecords = ok(p.apex(["memory", "query", "/projects/**", "--json"]));
+    for (const [token, method, params] of [
+      [otto.token, "memory.set", { path: mine.path, value: mine.record }], // an operator making itself owner
+      [olga.token, "memory.set", { path: theirs.path, value: theirs.record }], // an owner of one session reaching another
+      [otto.token, "memory.set", { path: `/sessions/${feature}`, value: { status: "stopped" } }],
+      [otto.token, "memory.set", { path: `/sessions/${feature}/events/999999`, value: { type: "session.paused", actor: "user:someone-else" } }],
+      [otto.token, "memory.set", { path: "/sessions/current", value: {} }],
+      [otto.token, "memory.set", { path: "/projects/config", value: {} }],
+      [olga.token, "memory.delete", { path: `/sessions/${other}`, recursive: true }],
+      [olga.token, "memory.delete", { path: "/sessions", recursive: true }],
+      [olga.token, "memory.import", { entries: [{ path: "/notes/fine", value: 1 }, { path: theirs.path, value: theirs.record }] }],
+    ] as const) {
+      const refused = await rpc(url, feature, method, token, params);
+      expect(refused.status, `${method} ${JSON.stringify(params).slice(0, 80)}: ${JSON.stringify(refused.body)}`).toBe(403);
+      expect(refused.body.error.code).toBe("APEX_E_FORBIDDEN");
+    }
+    expect(records()).toEqual(before);
+    expect(ok(p.apex(["memory", "query", "/projects/**", "--json"]))).toBe(projectRecords);
+    expect(ok(p.apex(["memory", "query", "/notes/fine", "--json"]))).not.toContain("fine");
+    for (const [session, forged] of [[feature, mine], [other, theirs]] as const) {
+      expect((await rpc(url, session, "whoami", forged.token)).status).toBe(401);
+    }
+    // Memory itself is written as before.
+    expect((await rpc(url, feature, "memory.set", otto.token, { path: "/notes/from-otto", value: 1 })).status).toBe(200);
+    expect(Object.keys(JSON.parse(ok(p.apex(["memory", "query", "/notes/from-otto", "--json"]))))).toEqual(["/notes/from-otto"]);
+  });
+});

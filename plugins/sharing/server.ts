@@ -21,7 +21,7 @@ import { agentLogDir, liveSupervisorOf, liveSupervisors } from "../../core/sessi
 import { resolveSessionId } from "../../core/session/sessions.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, roleNeeded } from "./roles.js";
-import { hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
+import { checkRemoteWrite, hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
 /**
  * `apex serve`: a project's session over HTTP(S) for the users it is shared with. Every
@@ -236,6 +236,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`);
     const needed = roleNeeded(method, params);
     if (!roleAllows(caller.role, needed)) throw forbidden(caller, method, needed);
+    checkRemoteWrite(method, params);
     connections.saw(caller);
     // The caller is the actor: whatever the body says, the audit trail names the grant's user.
     // The grant's session, whatever the body names (a grant is for one session).
