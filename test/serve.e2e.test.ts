@@ -443,6 +443,15 @@ describe("apex serve: crafted requests", () => {
       expect(((await response.json()) as { error: { code: string } }).error.code, JSON.stringify(body)).toBe(code);
     }
 
+    // A stream asked as a call: refused at once (it would never answer, and its subscription would outlive the request).
+    for (const method of ["events.subscribe", "logs.follow", "memory.watch"]) {
+      const started = Date.now();
+      const response = await fetch(`${server.url}/api/sessions/${sid}/rpc/${method}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${operator.token}` }, body: "{}", signal: AbortSignal.timeout(30_000) });
+      expect(response.status, method).toBe(400);
+      expect(((await response.json()) as { error: { message: string } }).error.message).toContain("is a stream");
+      expect(Date.now() - started).toBeLessThan(10_000);
+    }
+
     // What the HTTP layer answers by itself has the API's error body too.
     const badEscape = await fetch(`${server.url}/assets/%ff`);
     expect(badEscape.status).toBe(400);

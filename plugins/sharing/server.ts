@@ -234,6 +234,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const params = objectBody(request.body);
     const { caller } = await authenticate(request, sid);
     if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`);
+    // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
+    if ((STREAM_METHODS as readonly string[]).includes(method)) {
+      throw new ApexError("APEX_E_BAD_INPUT", `${method} is a stream, not a call.`, { hint: `POST /api/sessions/SESSION/stream with {"${method}": {…}}.` });
+    }
     const needed = roleNeeded(method, params);
     if (!roleAllows(caller.role, needed)) throw forbidden(caller, method, needed);
     checkRemoteWrite(method, params);
