@@ -187,3 +187,37 @@ describe("apex serve: a grant writes memory, never APEX's records", () => {
     expect(Object.keys(JSON.parse(ok(p.apex(["memory", "query", "/notes/from-otto", "--json"]))))).toEqual(["/notes/from-otto"]);
   });
 });
+
+describe("apex serve: a grant acts on its own session's checkpoints only", () => {
+  it("does not delete or pin another session's checkpoint (404, as for reading it), nor make sessions of the project (403)", async () => {
+    const olga = share(p, feature, "olga-cp", "owner");
+    const theirs = () => JSON.parse(ok(p.apex(["checkpoint", "list", "--session", other, "--json"]))) as { items: Array<{ id: string; name: string; pinned?: boolean }> };
+    const before = theirs();
+    expect(before.items.length).toBeGreaterThan(0);
+    const target = before.items[0]!;
+    for (const [method, params] of [
+      ["checkpoint.delete", { ref: `${other}/${target.name}` }],
+      ["checkpoint.delete", { ref: target.id, force: true }],
+      ["checkpoint.pin", { ref: target.id, pinned: true }],
+    ] as const) {
+      const refused = await rpc(url, feature, method, olga.token, params);
+      expect(refused.status, `${method} ${JSON.stringify(params)}: ${JSON.stringify(refused.body)}`).toBe(404);
+      expect(refused.body.error.code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
+    }
+    expect(theirs()).toEqual(before);
+    const sessions = ok(p.apex(["session", "list", "--json"]));
+    for (const [method, params] of [
+      ["session.branch", { checkpoint: target.id, name: "taken" }],
+      ["session.reconstruct", { session_id: other }],
+    ] as const) {
+      const refused = await rpc(url, feature, method, olga.token, params);
+      expect(refused.status, `${method}: ${JSON.stringify(refused.body)}`).toBe(403);
+      expect(refused.body.error.code).toBe("APEX_E_FORBIDDEN");
+    }
+    expect(ok(p.apex(["session", "list", "--json"]))).toBe(sessions);
+    // Its own session's checkpoint, as before.
+    const own = (JSON.parse(ok(p.apex(["checkpoint", "list", "--session", feature, "--json"]))) as { items: Array<{ id: string }> }).items[0]!;
+    const pinned = await rpc(url, feature, "checkpoint.pin", olga.token, { ref: own.id, pinned: true });
+    expect(pinned.status, JSON.stringify(pinned.body)).toBe(200);
+  });
+});

@@ -94,6 +94,13 @@ export function scopedListing(method: string, result: unknown, ancestry: Readonl
   };
 }
 
+/**
+ * Writes to one checkpoint named by `ref`, which may name any session's (`OTHER/checkpoint-001`,
+ * an id): through a grant, the checkpoint is looked up first (`checkpoint.show`) and must be
+ * of the grant's session, as for reads.
+ */
+export const CHECKPOINT_WRITES = new Set(["checkpoint.delete", "checkpoint.pin"]);
+
 /** The memory methods that write, and where each finds the paths it writes. */
 const MEMORY_WRITES: Record<string, (params: Record<string, unknown>) => unknown[]> = {
   "memory.set": (params) => [params.path],

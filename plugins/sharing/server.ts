@@ -20,8 +20,8 @@ import { followLogs, logFiles, readLogTail, type LogLine } from "../../cli/sessi
 import { agentLogDir, liveSupervisorOf, liveSupervisors } from "../../core/session/runtime.js";
 import { resolveSessionId } from "../../core/session/sessions.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
-import { isInternalMethod, roleNeeded } from "./roles.js";
-import { checkRemoteWrite, hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
+import { isInternalMethod, isProjectMethod, roleNeeded } from "./roles.js";
+import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
 /**
  * `apex serve`: a project's session over HTTP(S) for the users it is shared with. Every
@@ -241,6 +241,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const needed = roleNeeded(method, params);
     if (!roleAllows(caller.role, needed)) throw forbidden(caller, method, needed);
     checkRemoteWrite(method, params);
+    if (isProjectMethod(method)) {
+      throw new ApexError("APEX_E_FORBIDDEN", `${method} makes a new session of the project; a grant is for session ${sid} only. Nothing was done.`, { hint: "Run it on the server's host." });
+    }
+    // Another session's checkpoint: not found, as for checkpoint.show, before anything is written.
+    if (CHECKPOINT_WRITES.has(method)) scopedResult(sid, "checkpoint.show", params, await gate.call(sid, "checkpoint.show", { ref: params.ref, session: sid, keysLimit: 0 }));
     connections.saw(caller);
     // The caller is the actor: whatever the body says, the audit trail names the grant's user.
     // The grant's session, whatever the body names (a grant is for one session).
