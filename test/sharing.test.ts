@@ -31,7 +31,8 @@ describe("remote targets", () => {
     expect(remoteEndpoint(target)).toBe(`${origin}/api/sessions/${SID}`);
   });
 
-  it.each(["build-box", "build-box:7433", "host:99999/s", "/only-a-session", "a b/c", "host/../etc"])("refuses %s with a usage error", (text) => {
+  // A user part (`trusted@other`) would be read by URL as user info: the request would go to `other`.
+  it.each(["build-box", "build-box:7433", "host:99999/s", "/only-a-session", "a b/c", "host/../etc", "trusted.example@other.example/s", "user@host:7433/s", "host#frag/s", "host?q/s"])("refuses %s with a usage error", (text) => {
     expect(() => parseRemote(text)).toThrowError(expect.objectContaining({ code: "APEX_E_USAGE" }));
   });
 

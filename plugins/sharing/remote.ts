@@ -28,7 +28,8 @@ export function isLoopback(host: string): boolean {
 
 /** Splits `host[:port]` (IPv6 in brackets) into its parts; the port defaults to 7433. */
 export function parseHostPort(text: string): { hostname: string; port: number } {
-  const match = /^(\[[0-9A-Fa-f:.]+\]|[^:/\s[\]]+)(?::(\d{1,5}))?$/.exec(text);
+  // A name or an IPv4 address, or IPv6 in brackets: nothing a URL reads otherwise ('@' would make the rest user info).
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*)(?::(\d{1,5}))?$/.exec(text);
   const port = match?.[2] === undefined ? DEFAULT_PORT : Number(match[2]);
   if (!match || port < 1 || port > 65535) {
     throw new ApexError("APEX_E_USAGE", `Cannot read the host ${JSON.stringify(text)}.`, { hint: "Write it as HOST or HOST:PORT, e.g. build-box:7433 or [::1]:7433." });
