@@ -367,6 +367,12 @@ describe("apex serve: bad input and abuse", () => {
       body: "{}",
     });
     expect(granted.headers.get("access-control-allow-origin")).toBe("https://ui.example");
+    // An origin written as a URL (a path, a trailing '/') would never match: refused at start.
+    for (const written of ["https://ui.example/", "ui.example", "https://ui.example/app"]) {
+      const refused = project.apex(["serve", "--listen", "127.0.0.1:0", "--cors", written, "--json"], { timeout: 30_000 });
+      expect(refused.status, `${written}: ${refused.stderr}`).toBe(2);
+      expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_USAGE");
+    }
 
     // Repeated failures from one client are slowed down.
     const timeOf = async () => {

@@ -116,6 +116,20 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       hint: "Pass --tls-cert and --tls-key, listen on 127.0.0.1 (and tunnel), or accept the risk with --insecure.",
     });
   }
+  // An origin as a browser sends it (no path, no trailing '/'): anything else would never match, silently.
+  for (const origin of options.corsOrigins ?? []) {
+    let parsed: string | undefined;
+    try {
+      parsed = new URL(origin).origin;
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed !== origin) {
+      throw new ApexError("APEX_E_USAGE", `--cors ${JSON.stringify(origin)} is not an origin as a browser sends it.`, {
+        hint: `Write SCHEME://HOST[:PORT] without a path or a trailing '/'${parsed && parsed !== "null" ? `, e.g. ${parsed}` : ", e.g. https://ui.example.com"}.`,
+      });
+    }
+  }
   const https = tls ? { cert: readPem(options.tlsCert!, "--tls-cert"), key: readPem(options.tlsKey!, "--tls-key") } : null;
   const { default: Fastify } = await import("fastify");
   let app: FastifyInstance;
