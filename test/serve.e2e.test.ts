@@ -2,7 +2,7 @@
 // clients (the built CLI with --remote, and HTTP). Roles, revocation during a stream, two
 // operators at once, TLS with a certificate made here, bad input and abuse.
 import { execFileSync } from "node:child_process";
-import { chmodSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { connect as netConnect, createServer as netServer, type Socket } from "node:net";
 import { join } from "node:path";
@@ -490,10 +490,17 @@ function rawHttp(port: number, text: string): Promise<{ status: number; body: st
 describe("apex serve: stopping", () => {
   it("ends on SIGTERM and frees its port even while a client is half-way through sending a request", async () => {
     project = new Project(CONFIG);
+    // A serve.json left readable by others (as by an older version): written owner-only all the same.
+    const serveFile = join(project.storeDir, "serve.json");
+    mkdirSync(project.storeDir, { mode: 0o700 });
+    writeFileSync(serveFile, "{}\n", { mode: 0o644 });
+    chmodSync(serveFile, 0o644);
     const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
     let slow: Socket | undefined;
     try {
       const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+      await waitFor("serve.json", () => readFileSync(serveFile, "utf8").includes(url));
+      expect(statSync(serveFile).mode & 0o777).toBe(0o600);
       const port = Number(new URL(url).port);
       // Headers sent, then 3 bytes of a 100-byte body, and nothing more.
       slow = await new Promise<Socket>((resolve, reject) => {
@@ -515,6 +522,7 @@ describe("apex serve: stopping", () => {
       const again = netServer();
       await new Promise<void>((resolve, reject) => again.once("error", reject).listen(port, "127.0.0.1", resolve));
       await new Promise((resolve) => again.close(resolve));
+      expect(existsSync(serveFile)).toBe(false);
     } finally {
       slow?.destroy();
       if (run.child.exitCode === null) run.child.kill("SIGKILL");

@@ -1,4 +1,4 @@
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { parseDuration, isDuration } from "../../core/config/duration.js";
@@ -20,7 +20,7 @@ export async function serveCommand(
   location: ProjectLocation,
   options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; json?: boolean },
 ): Promise<void> {
-  const { startServer } = await import("./server.js");
+  const { startServer, writeServeFile } = await import("./server.js");
   const server = await startServer({
     location,
     listen: options.listen,
@@ -32,7 +32,7 @@ export async function serveCommand(
   });
   const file = join(location.storeDir, SERVE_FILE);
   try {
-    writeFileSync(file, `${JSON.stringify({ url: server.url, pid: process.pid })}\n`, { mode: 0o600 });
+    writeServeFile(location.storeDir, server.url);
   } catch {
     // no store directory yet: invites then name the address given with --url
   }

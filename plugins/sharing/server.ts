@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
-import { existsSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { dirname, join, resolve } from "node:path";
@@ -96,6 +96,17 @@ function listenError(error: unknown, listen: string): unknown {
     return new ApexError("APEX_E_USAGE", `Cannot listen on ${listen}: ${why} (${code}).`, { hint: "Listen on one of this host's addresses (--listen, or sharing.serve.listen in apex.config.yaml), e.g. 127.0.0.1:7433; port 0: any free port.", cause: error });
   }
   return error;
+}
+
+/**
+ * `<store>/serve.json`: where a running server listens, for the invites `session share` prints.
+ * Owner-only like the rest of the store, also when an older copy was looser (its mode is not
+ * changed by writing it).
+ */
+export function writeServeFile(storeDir: string, url: string): void {
+  const file = join(storeDir, "serve.json");
+  writeFileSync(file, `${JSON.stringify({ url, pid: process.pid })}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600);
 }
 
 export function parseListen(text: string): { host: string; port: number } {
