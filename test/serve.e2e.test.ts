@@ -693,5 +693,13 @@ describe("apex login and credentials", () => {
     expect(statSync(credentials).mode & 0o777).toBe(0o600);
     expect(Object.keys(JSON.parse(readFileSync(credentials, "utf8")).hosts).sort()).toEqual(["127.0.0.1:7433", "build-box:7433"]);
     expect(readdirSync(project.dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+
+    // The default place: $XDG_CONFIG_HOME/apex, owner-only (0700) even when it was made looser.
+    const config = join(project.dir, "xdg");
+    mkdirSync(join(config, "apex"), { recursive: true, mode: 0o755 });
+    chmodSync(join(config, "apex"), 0o755);
+    expect(project.apex(["login", "127.0.0.1:7433", "--json"], { env: { XDG_CONFIG_HOME: config, APEX_TOKEN: token } }).status).toBe(0);
+    expect(statSync(join(config, "apex")).mode & 0o777).toBe(0o700);
+    expect(statSync(join(config, "apex", "credentials.json")).mode & 0o777).toBe(0o600);
   });
 });

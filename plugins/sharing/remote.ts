@@ -132,6 +132,8 @@ export function saveCredential(host: string, token: string, session?: string): s
   const data = readCredentials();
   data.hosts[host] = { token, saved_at: new Date().toISOString(), ...(session ? { session } : {}) };
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  // APEX's own directory (not one APEX_CREDENTIALS names, which may be shared) is owner-only, also when it was made looser.
+  if (!process.env.APEX_CREDENTIALS) chmodSync(dirname(file), 0o700);
   const temporary = `${file}.${process.pid}.tmp`;
   try {
     // A new file ("wx"): never through a link or a file someone left at that name.
