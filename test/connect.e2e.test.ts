@@ -144,6 +144,32 @@ describe("the live view's renderer", () => {
   });
 });
 
+describe("apex connect on a pipe when the server stops", () => {
+  it("says why the stream ended, on stderr", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stops.push(async () => {
+      if (server.child.exitCode === null) server.child.kill("SIGTERM");
+      await server.done;
+    });
+    const url = await waitFor("apex serve", () => (server.output().includes("}") ? (JSON.parse(server.output()) as { url: string }).url : undefined), 30_000);
+    const token = JSON.parse(project.apex(["session", "share", "current", "vera", "--role", "viewer", "--json"]).stdout).token as string;
+    const run = project.apexAsync(["connect", `${url.replace("http://", "")}/${sid}`, "--json"], { env: { APEX_TOKEN: token } });
+    stops.push(async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGINT");
+      await run.done;
+    });
+    await waitFor("the status", () => run.output().includes('"connected"'));
+    // The stream is open once the server counts vera as connected.
+    await waitFor("the stream", () => project!.status().connected?.some((user: { user: string; streams: number }) => user.user === "vera" && user.streams > 0));
+    server.child.kill("SIGTERM");
+    const ended = await run.done;
+    expect(ended.status, ended.stderr).toBe(0);
+    expect(ended.stderr).toContain("The event stream ended: the server is shutting down.");
+  });
+});
+
 describe("apex connect and apex login at an address where apex serve is not", () => {
   it("say so in one line (APEX_E_RPC, exit 1), without the other server's page, and save no token", async () => {
     project = new Project(CONFIG);

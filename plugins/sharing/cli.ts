@@ -182,6 +182,9 @@ export async function connectCommand(targetText: string, json: boolean): Promise
     }
   });
   await followUntilInterrupted(subscription);
+  // Ended by the server (the session ended, the server stopped), not by Ctrl-C: said why, on stderr.
+  const reason: unknown = await subscription.done;
+  if (typeof reason === "string") process.stderr.write(`The event stream ended: ${reason}.\n`);
 }
 
 const RECENT_EVENTS = 50;
@@ -222,8 +225,8 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     void refresh();
   });
   subscription.done.then(
-    () => {
-      state.notice = "The session's event stream ended (Ctrl-C detaches).";
+    (reason: unknown) => {
+      state.notice = `The session's event stream ended${typeof reason === "string" ? `: ${reason}` : ""} (Ctrl-C detaches).`;
       draw();
     },
     (error: Error) => {

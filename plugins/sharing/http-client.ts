@@ -127,7 +127,8 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
           const message = parseSse(block);
           if (!message) continue;
           if (message.event === "error") throw errorFromBody(JSON.parse(message.data) as RpcErrorBody);
-          if (message.event === "end") return;
+          // Why the server ended it, as the value `done` resolves to (a Subscription's done carries no value otherwise).
+          if (message.event === "end") return endReason(message.data);
           if (message.event === method) onEvent(JSON.parse(message.data));
         }
       }
@@ -137,12 +138,21 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
     }
   })();
   return {
-    done,
+    done: done as Promise<void>,
     close() {
       closedByUs = true;
       abort();
     },
   };
+}
+
+function endReason(data: string): string | undefined {
+  try {
+    const reason = (JSON.parse(data) as { reason?: unknown }).reason;
+    return typeof reason === "string" ? reason : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function parseSse(block: string): { event: string; data: string } | undefined {
