@@ -1,8 +1,11 @@
 import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
+import { createServer, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
+import { callRemote } from "../plugins/sharing/http-client.js";
 import { authenticate, grantPath, roleAllows } from "../plugins/sharing/grants.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
@@ -173,5 +176,59 @@ describe("plugin commands forwarded through apex serve (command-scope.ts)", () =
     for (const name of ["backup", "session export", "git", "store migrate", "a third-party command", ""]) {
       expect(await code(remotePluginCommand(sid, { name, args: [] }, lookup(true))), name).toBe("APEX_E_FORBIDDEN");
     }
+  });
+});
+
+describe("a remote call against a server that stalls (real HTTP on loopback)", () => {
+  const servers: Server[] = [];
+  afterEach(async () => {
+    for (const server of servers.splice(0)) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+  /** A server whose reply starts (200, JSON) and then goes on as `rest` says. */
+  const stalling = async (rest: (response: ServerResponse) => void): Promise<string> => {
+    const server = createServer((_request, response) => {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.write('{"result": ');
+      rest(response);
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/sessions/${SID}`;
+  };
+  const call = async (endpoint: string, timeoutMs: number) => {
+    const token = process.env.APEX_TOKEN;
+    process.env.APEX_TOKEN = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    const started = Date.now();
+    try {
+      await callRemote(endpoint, "whoami", {}, timeoutMs);
+      return { error: undefined, ms: Date.now() - started };
+    } catch (error) {
+      return { error: error as { code?: string; message: string }, ms: Date.now() - started };
+    } finally {
+      if (token === undefined) delete process.env.APEX_TOKEN;
+      else process.env.APEX_TOKEN = token;
+    }
+  };
+
+  it("gives up after its timeout with APEX_E_TIMEOUT, whether the server trickles or falls silent after the reply began", async () => {
+    const trickle = await stalling((response) => {
+      const timer = setInterval(() => response.write(" "), 100);
+      response.on("close", () => clearInterval(timer));
+    });
+    const silent = await stalling(() => {});
+    for (const endpoint of [trickle, silent]) {
+      const { error, ms } = await call(endpoint, 1000);
+      expect(error?.code, error?.message).toBe("APEX_E_TIMEOUT");
+      expect(ms).toBeLessThan(10_000);
+    }
+  });
+
+  it("says the connection broke (APEX_E_RPC) when the server drops it half-way through the reply", async () => {
+    const dropping = await stalling((response) => setTimeout(() => response.socket?.destroy(), 100));
+    const { error } = await call(dropping, 10_000);
+    expect(error?.code, error?.message).toBe("APEX_E_RPC");
   });
 });

@@ -17,7 +17,7 @@ import type { Subscription } from "../../core/rpc/call.js";
  */
 const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
 
-function open(endpoint: string, path: string, body: unknown, timeoutMs: number): { done: Promise<IncomingMessage>; abort: () => void } {
+function open(endpoint: string, path: string, body: unknown, timeoutMs: number): { done: Promise<IncomingMessage>; abort: () => void; silent: () => boolean } {
   const url = new URL(`${endpoint}${path}`);
   const secure = url.protocol === "https:";
   const host = `${url.hostname}:${url.port || (secure ? 443 : 80)}`;
@@ -25,6 +25,8 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
   const token = tokenFor(host);
   const send = secure ? httpsRequest : httpRequest;
   let abort: () => void = () => {};
+  /** Whether the socket was silent for timeoutMs (and closed for it), before or after the reply began. */
+  let silent = false;
   const done = new Promise<IncomingMessage>((resolve, reject) => {
     const req = send(
       url,
@@ -37,7 +39,10 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
       resolve,
     );
     abort = () => req.destroy();
-    req.on("timeout", () => req.destroy(new ApexError("APEX_E_TIMEOUT", `${host} did not answer within ${Math.round(timeoutMs / 1000)} s.`)));
+    req.on("timeout", () => {
+      silent = true;
+      req.destroy(new ApexError("APEX_E_TIMEOUT", `${host} did not answer within ${Math.round(timeoutMs / 1000)} s.`));
+    });
     req.on("error", (error: NodeJS.ErrnoException) => {
       if (error instanceof ApexError) reject(error);
       else
@@ -49,7 +54,7 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
     });
     req.end(payload);
   });
-  return { done, abort };
+  return { done, abort, silent: () => silent };
 }
 
 async function readAll(response: IncomingMessage): Promise<string> {
@@ -81,9 +86,29 @@ function notApex(endpoint: string, response: IncomingMessage, text: string): Ape
   });
 }
 
+/**
+ * One call, answered whole within `timeoutMs` (else APEX_E_TIMEOUT): the socket's own timeout
+ * covers silence only, and a server that sends a byte now and then would hold the call for ever.
+ */
 export async function callRemote(endpoint: string, method: string, params: unknown, timeoutMs: number): Promise<unknown> {
-  const response = await open(endpoint, `/rpc/${encodeURIComponent(method)}`, params, timeoutMs).done;
-  const text = await readAll(response);
+  const opened = open(endpoint, `/rpc/${encodeURIComponent(method)}`, params, timeoutMs);
+  let late = false;
+  const deadline = setTimeout(() => {
+    late = true;
+    opened.abort();
+  }, timeoutMs);
+  let response: IncomingMessage;
+  let text: string;
+  try {
+    response = await opened.done;
+    text = await readAll(response);
+  } catch (error) {
+    if (late || opened.silent()) throw new ApexError("APEX_E_TIMEOUT", `${new URL(endpoint).host} did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`);
+    if (error instanceof ApexError) throw error;
+    throw new ApexError("APEX_E_RPC", `The connection to ${new URL(endpoint).origin} broke during ${method}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, { cause: error });
+  } finally {
+    clearTimeout(deadline);
+  }
   if (response.statusCode !== 200) throw replyError(endpoint, response, text);
   let reply: unknown;
   try {
