@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
-import { callRemote } from "../plugins/sharing/http-client.js";
+import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
 import { authenticate, grantPath, roleAllows } from "../plugins/sharing/grants.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
@@ -223,6 +223,27 @@ describe("a remote call against a server that stalls (real HTTP on loopback)", (
       const { error, ms } = await call(endpoint, 1000);
       expect(error?.code, error?.message).toBe("APEX_E_TIMEOUT");
       expect(ms).toBeLessThan(10_000);
+    }
+  });
+
+  it("says an event stream broke (APEX_E_RPC) when the server drops the connection", async () => {
+    const server = createServer((_request, response) => {
+      response.writeHead(200, { "content-type": "text/event-stream" });
+      response.write('event: events.subscribe\ndata: {"seq": 1}\n\n');
+      setTimeout(() => response.socket?.destroy(), 100);
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const token = process.env.APEX_TOKEN;
+    process.env.APEX_TOKEN = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    try {
+      const seen: unknown[] = [];
+      const subscription = subscribeRemote(`http://127.0.0.1:${(server.address() as AddressInfo).port}/api/sessions/${SID}`, "events.subscribe", {}, (event) => seen.push(event));
+      await expect(subscription.done).rejects.toMatchObject({ code: "APEX_E_RPC" });
+      expect(seen).toEqual([{ seq: 1 }]);
+    } finally {
+      if (token === undefined) delete process.env.APEX_TOKEN;
+      else process.env.APEX_TOKEN = token;
     }
   });
 

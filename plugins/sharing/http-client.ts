@@ -159,7 +159,12 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
       }
     } catch (error) {
       if (closedByUs) return;
-      throw error;
+      if (error instanceof ApexError) throw error;
+      // The connection broke (the server killed, the network gone): said so, not as an internal error.
+      throw new ApexError("APEX_E_RPC", `The event stream from ${new URL(endpoint).origin} broke: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, {
+        hint: "Is `apex serve` still running there?",
+        cause: error,
+      });
     }
   })();
   return {
