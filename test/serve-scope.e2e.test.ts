@@ -221,3 +221,23 @@ describe("apex serve: a grant acts on its own session's checkpoints only", () =>
     expect(pinned.status, JSON.stringify(pinned.body)).toBe(200);
   });
 });
+
+describe("apex serve: a grant made through a grant", () => {
+  it("ends no later than the grant that made it (403 otherwise, nothing shared)", async () => {
+    const brief = JSON.parse(ok(p.apex(["session", "share", feature, "tess", "--role", "owner", "--expires", "1h", "--json"]))) as { token: string; expires_at: string };
+    const grants = () => (JSON.parse(ok(p.apex(["session", "shares", feature, "--json"]))) as Array<{ user: string }>).map((grant) => grant.user).sort();
+    const before = grants();
+    for (const params of [{ user: "tess-forever", role: "owner" }, { user: "tess-longer", role: "viewer", expires_in_s: 7200 }]) {
+      const refused = await rpc(url, feature, "share.create", brief.token, params);
+      expect(refused.status, JSON.stringify(refused.body)).toBe(403);
+      expect(refused.body.error.message).toContain(brief.expires_at);
+    }
+    expect(grants()).toEqual(before);
+    const within = await rpc(url, feature, "share.create", brief.token, { user: "tess-helper", role: "viewer", expires_in_s: 600 });
+    expect(within.status, JSON.stringify(within.body)).toBe(200);
+    expect(Date.parse(within.body.result.grant.expires_at)).toBeLessThanOrEqual(Date.parse(brief.expires_at));
+    // A grant without an end may make one without an end.
+    const lasting = share(p, feature, "lasting-owner", "owner");
+    expect((await rpc(url, feature, "share.create", lasting.token, { user: "lasting-friend", role: "viewer" })).status).toBe(200);
+  });
+});

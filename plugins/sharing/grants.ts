@@ -36,6 +36,8 @@ export interface Caller {
   role: Role;
   token_id: string;
   session_id: string;
+  /** When the caller's grant ends (null: when revoked); a grant it makes may not outlast it. */
+  expires_at?: string | null;
 }
 
 const TOKEN_PREFIX = "apx";
@@ -93,7 +95,7 @@ export function authenticate(store: Store, sessionId: string, token: unknown, no
   if (grant.expires_at !== null && Date.parse(grant.expires_at) <= now) {
     throw unauthorized(`The token of ${grant.user} expired at ${grant.expires_at}.`);
   }
-  return { user: grant.user, role: grant.role, token_id: grant.token_id, session_id: sessionId, last_used_at: grant.last_used_at };
+  return { user: grant.user, role: grant.role, token_id: grant.token_id, session_id: sessionId, expires_at: grant.expires_at, last_used_at: grant.last_used_at };
 }
 
 export function unauthorized(message: string): ApexError {

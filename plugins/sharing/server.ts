@@ -266,6 +266,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const needed = roleNeeded(method, params);
     if (!roleAllows(caller.role, needed)) throw forbidden(caller, method, needed);
     checkRemoteWrite(method, params);
+    if (method === "share.create") checkGrantLifetime(caller, params);
     if (isProjectMethod(method)) {
       throw new ApexError("APEX_E_FORBIDDEN", `${method} makes a new session of the project; a grant is for session ${sid} only. Nothing was done.`, { hint: "Run it on the server's host." });
     }
@@ -502,7 +503,7 @@ class Gate {
       }
     }
     this.touch(caller);
-    return { user: caller.user, role: caller.role, token_id: caller.token_id, session_id: sessionId };
+    return { user: caller.user, role: caller.role, token_id: caller.token_id, session_id: sessionId, expires_at: caller.expires_at ?? null };
   }
 
   /**
@@ -713,6 +714,21 @@ function checkStreamParams(method: string, params: unknown): void {
     }
   }
   if (method === "memory.watch" && typeof (params as { glob?: unknown }).glob === "string") compileGlob((params as { glob: string }).glob);
+}
+
+/**
+ * A grant made through a grant ends no later than the grant that makes it: else an owner shared
+ * for an hour could make itself (under another name) an owner for ever.
+ */
+function checkGrantLifetime(caller: Caller, params: Record<string, unknown>): void {
+  if (!caller.expires_at) return;
+  const until = Date.parse(caller.expires_at);
+  const asked = typeof params.expires_in_s === "number" ? Date.now() + params.expires_in_s * 1000 : Infinity;
+  if (asked <= until) return;
+  const left = Math.max(1, Math.floor((until - Date.now()) / 1000));
+  throw new ApexError("APEX_E_FORBIDDEN", `${caller.user}'s access ends at ${caller.expires_at}; a grant made with it may not last longer${asked === Infinity ? " (this one has no end)" : ""}. Nothing was shared.`, {
+    hint: `Give --expires ${left}s or less; the session's owner on the server's host can share for longer.`,
+  });
 }
 
 function forbidden(caller: Caller, method: string, needed: Role): ApexError {
