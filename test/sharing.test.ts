@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
 import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
-import { authenticate, grantPath, roleAllows } from "../plugins/sharing/grants.js";
+import { authenticate, checkUser, grantPath, roleAllows } from "../plugins/sharing/grants.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
@@ -44,6 +44,15 @@ describe("remote targets", () => {
     expect(parseListen("[::1]:7433")).toEqual({ host: "::1", port: 7433 });
     expect(parseListen(":8080")).toEqual({ host: "127.0.0.1", port: 8080 });
     expect(() => parseListen("host:123456")).toThrowError(/Cannot read --listen/);
+  });
+});
+
+describe("user names", () => {
+  it("takes logins and e-mail addresses, not spaces, slashes or control characters (a name is printed in terminals and logs)", () => {
+    for (const name of ["alice", "alice@example.com", "zoë.müller", "x".repeat(100)]) expect(checkUser(name)).toBe(name);
+    for (const name of ["", "a b", "a/b", "a\\b", "evil\u001b[2J\u001b[31mowner", "bell\u0007", "del\u007f", "nl\u0085", "x".repeat(101)]) {
+      expect(() => checkUser(name), JSON.stringify(name)).toThrowError(expect.objectContaining({ code: "APEX_E_USAGE" }));
+    }
   });
 });
 

@@ -42,7 +42,8 @@ export interface Caller {
 
 const TOKEN_PREFIX = "apx";
 const TOKEN = /^apx_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
-const USER = /^[^\s/\\]{1,100}$/;
+/** No spaces, slashes or control characters: a name is shown in terminals (status, shares) and logs, where an escape sequence would act. */
+const USER = /^[^\s/\\\p{Cc}]{1,100}$/u;
 /** last_used_at is written at most this often per grant (a request must not cost a commit). */
 export const TOUCH_INTERVAL_MS = 60_000;
 
@@ -60,7 +61,7 @@ export function checkRole(value: unknown): Role {
 
 export function checkUser(value: unknown): string {
   if (typeof value === "string" && USER.test(value)) return value;
-  throw new ApexError("APEX_E_USAGE", `Invalid user name ${JSON.stringify(value)}: 1 to 100 characters, without spaces or slashes.`, {
+  throw new ApexError("APEX_E_USAGE", `Invalid user name ${JSON.stringify(value)}: 1 to 100 characters, without spaces, slashes or control characters.`, {
     hint: "Use a login or an e-mail address, e.g. alice@example.com.",
   });
 }
