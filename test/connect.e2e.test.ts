@@ -2,6 +2,10 @@
 // util-linux `script`, which gives the CLI a real pseudo-terminal); on a pipe, events line by
 // line. A real `apex serve` on loopback in front of a live session; the built CLI.
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { renderMonitor, type MonitorState } from "../plugins/sharing/monitor.js";
 import { APEX_BIN, Project, cleanEnv, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -137,5 +141,69 @@ describe("the live view's renderer", () => {
     expect(lines.join("\n")).toContain("<gray>(none yet)</>");
     expect(lines.at(-2)).toBe("<yellow>The session's event stream ended.</>");
     expect(renderMonitor(state({ status: null }), 80, 10)[0]).toContain("APEX no session  -");
+  });
+});
+
+describe("apex connect on a pipe when the server stops", () => {
+  it("says why the stream ended, on stderr", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stops.push(async () => {
+      if (server.child.exitCode === null) server.child.kill("SIGTERM");
+      await server.done;
+    });
+    const url = await waitFor("apex serve", () => (server.output().includes("}") ? (JSON.parse(server.output()) as { url: string }).url : undefined), 30_000);
+    const token = JSON.parse(project.apex(["session", "share", "current", "vera", "--role", "viewer", "--json"]).stdout).token as string;
+    const run = project.apexAsync(["connect", `${url.replace("http://", "")}/${sid}`, "--json"], { env: { APEX_TOKEN: token } });
+    stops.push(async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGINT");
+      await run.done;
+    });
+    await waitFor("the status", () => run.output().includes('"connected"'));
+    // The stream is open once the server counts vera as connected.
+    await waitFor("the stream", () => project!.status().connected?.some((user: { user: string; streams: number }) => user.user === "vera" && user.streams > 0));
+    server.child.kill("SIGTERM");
+    const ended = await run.done;
+    expect(ended.status, ended.stderr).toBe(0);
+    expect(ended.stderr).toContain("The event stream ended: the server is shutting down.");
+  });
+});
+
+describe("apex connect and apex login at an address where apex serve is not", () => {
+  it("say so in one line (APEX_E_RPC, exit 1), without the other server's page, and save no token", async () => {
+    project = new Project(CONFIG);
+    const listen = async (handler: Parameters<typeof createServer>[1]): Promise<{ server: Server; port: number }> => {
+      const server = createServer(handler);
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      stops.push(() => new Promise((resolve) => server.close(resolve)));
+      return { server, port: (server.address() as AddressInfo).port };
+    };
+    const page = "<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>It works</h1></body></html>";
+    // A web page for every request; a server that takes no POST (as `python3 -m http.server`); nothing at all.
+    const web = await listen((_request, response) => response.writeHead(200, { "content-type": "text/html" }).end(page));
+    const noPost = await listen((_request, response) => response.writeHead(501, { "content-type": "text/html" }).end("<html><body><h1>Error response</h1><p>Error code: 501</p><p>Message: Unsupported method ('POST').</p></body></html>"));
+    const gone = await listen(() => {});
+    await new Promise((resolve) => gone.server.close(resolve));
+    const sid = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
+    const credentials = join(project.dir, "credentials.json");
+    const token = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    for (const [port, says] of [
+      [web.port, "HTTP 200, text/html"],
+      [noPost.port, "HTTP 501, text/html"],
+      [gone.port, "ECONNREFUSED"],
+    ] as const) {
+      for (const args of [["connect", `127.0.0.1:${port}/${sid}`, "--json"], ["login", `127.0.0.1:${port}/${sid}`, "--json"]]) {
+        const run = project.apexAsync(args, { env: { APEX_TOKEN: token, APEX_CREDENTIALS: credentials } });
+        const result = await run.done;
+        expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(1);
+        const error = JSON.parse(result.stderr).error as { code: string; message: string };
+        expect(error.code).toBe("APEX_E_RPC");
+        expect(error.message).toContain(says);
+        expect(error.message).not.toContain("<");
+        expect(error.message).not.toContain("\n");
+        expect(existsSync(credentials)).toBe(false);
+      }
+    }
   });
 });

@@ -3,6 +3,8 @@
 // when `apex pause` runs in a terminal, resumes as an operator, and finds no buttons as a viewer;
 // draws the session tree from branch records (parent_checkpoint, name) and memory size per checkpoint.
 import { mkdirSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { chromium, type BrowserContext } from "playwright-core";
 import { afterEach, describe, expect, it } from "vitest";
@@ -135,5 +137,52 @@ describe("the dashboard in headless Chromium", () => {
     expect(await page.locator("#btn-pause").isDisabled()).toBe(true);
     await page.locator("#timeline li", { hasText: "before the demo" }).waitFor();
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "stopped" }).waitFor();
+  });
+});
+
+describe("the API from a page of another origin, in headless Chromium", () => {
+  it("answers an origin --cors names, calls and streams alike, and no other origin", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    // The other origin's page: any page will do; what matters is where it is loaded from.
+    const pages = createServer((_request, response) => response.writeHead(200, { "content-type": "text/html" }).end("<!doctype html><title>ui</title>"));
+    await new Promise<void>((resolve) => pages.listen(0, "127.0.0.1", resolve));
+    const pagePort = (pages.address() as AddressInfo).port;
+    const allowedOrigin = `http://localhost:${pagePort}`;
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json", "--cors", allowedOrigin]);
+    stopServer = async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+      await new Promise((resolve) => pages.close(resolve));
+    };
+    const api = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+    const { token } = JSON.parse(project.apex(["session", "share", "current", "ursula", "--role", "viewer", "--json"]).stdout) as { token: string };
+
+    const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args: FLAGS });
+    context = await browser.newContext();
+    const page = await context.newPage();
+    /** whoami and the first events of the stream, as the page at `origin` gets them (or why not). */
+    const fromPage = (origin: string) =>
+      page.goto(`${origin}/`).then(() =>
+        page.evaluate(async ({ api, sid, token }) => {
+          const headers = { "content-type": "application/json", authorization: `Bearer ${token}` };
+          try {
+            const call = await fetch(`${api}/api/sessions/${sid}/rpc/whoami`, { method: "POST", headers, body: "{}" });
+            const whoami = (await call.json()) as { result: { user: string } };
+            const stream = await fetch(`${api}/api/sessions/${sid}/stream`, { method: "POST", headers, body: JSON.stringify({ "events.subscribe": { from_seq: 0 } }) });
+            const reader = stream.body!.getReader();
+            let text = "";
+            while (!text.includes("event: events.subscribe")) text += new TextDecoder().decode((await reader.read()).value);
+            await reader.cancel();
+            return { user: whoami.result.user, streamed: true };
+          } catch (error) {
+            return { refused: String(error) };
+          }
+        }, { api, sid, token }),
+      );
+    expect(await fromPage(allowedOrigin)).toEqual({ user: "ursula", streamed: true });
+    // 127.0.0.1 is another origin than localhost: not named by --cors, so the browser refuses.
+    expect(await fromPage(`http://127.0.0.1:${pagePort}`)).toMatchObject({ refused: expect.stringContaining("Failed to fetch") });
+    await browser.close();
   });
 });

@@ -132,3 +132,112 @@ describe("apex serve: a grant sees its own session's ancestry, not the project",
     expect(event.actor).toBe("user:olga");
   });
 });
+
+describe("apex serve: a grant writes memory, never APEX's records", () => {
+  it("refuses memory writes under /sessions and to the project's records (403, nothing written): no grant can forge a grant, a record or the audit trail", async () => {
+    const otto = share(p, feature, "otto", "operator");
+    const olga = share(p, feature, "olga", "owner");
+    const { createHash } = await import("node:crypto");
+    // A grant record as `apex session share` writes it, for a token the caller made up.
+    const forge = (tokenId: string, session: string) => {
+      const token = `apx_${tokenId}_${"F".repeat(43)}`;
+      const record = { token_id: tokenId, user: "mallory", role: "owner", token_sha256: createHash("sha256").update(token).digest("hex"), created_at: "2026-01-01T00:00:00.000Z", created_by: "user:mallory", expires_at: null, last_used_at: null };
+      return { token, path: `/sessions/${session}/grants/${tokenId}`, record };
+    };
+    const mine = forge("aaaaaaaaaaaaaaaa", feature);
+    const theirs = forge("bbbbbbbbbbbbbbbb", other);
+    // The records the refused writes aim at, as they are (the running session's own record changes as it runs: its status is compared).
+    const records = () => {
+      const all = JSON.parse(ok(p.apex(["memory", "query", "/sessions/**", "--json"]))) as Record<string, { status?: string }>;
+      const paths = Object.keys(all);
+      return {
+        grants: paths.filter((path) => /\/grants\//.test(path)).sort(),
+        otherKeys: paths.filter((path) => path.includes(other)).length,
+        statuses: [all[`/sessions/${feature}`]?.status, all[`/sessions/history/${other}`]?.status ?? all[`/sessions/${other}`]?.status],
+        forgedEvent: paths.includes(`/sessions/${feature}/events/999999`),
+        current: JSON.stringify(all["/sessions/current"]),
+      };
+    };
+    const before = records();
+    expect(before.otherKeys).toBeGreaterThan(0);
+    const projectRecords = ok(p.apex(["memory", "query", "/projects/**", "--json"]));
+    for (const [token, method, params] of [
+      [otto.token, "memory.set", { path: mine.path, value: mine.record }], // an operator making itself owner
+      [olga.token, "memory.set", { path: theirs.path, value: theirs.record }], // an owner of one session reaching another
+      [otto.token, "memory.set", { path: `/sessions/${feature}`, value: { status: "stopped" } }],
+      [otto.token, "memory.set", { path: `/sessions/${feature}/events/999999`, value: { type: "session.paused", actor: "user:someone-else" } }],
+      [otto.token, "memory.set", { path: "/sessions/current", value: {} }],
+      [otto.token, "memory.set", { path: "/projects/config", value: {} }],
+      [olga.token, "memory.delete", { path: `/sessions/${other}`, recursive: true }],
+      [olga.token, "memory.delete", { path: "/sessions", recursive: true }],
+      [olga.token, "memory.import", { entries: [{ path: "/notes/fine", value: 1 }, { path: theirs.path, value: theirs.record }] }],
+    ] as const) {
+      const refused = await rpc(url, feature, method, token, params);
+      expect(refused.status, `${method} ${JSON.stringify(params).slice(0, 80)}: ${JSON.stringify(refused.body)}`).toBe(403);
+      expect(refused.body.error.code).toBe("APEX_E_FORBIDDEN");
+    }
+    expect(records()).toEqual(before);
+    expect(ok(p.apex(["memory", "query", "/projects/**", "--json"]))).toBe(projectRecords);
+    expect(ok(p.apex(["memory", "query", "/notes/fine", "--json"]))).not.toContain("fine");
+    for (const [session, forged] of [[feature, mine], [other, theirs]] as const) {
+      expect((await rpc(url, session, "whoami", forged.token)).status).toBe(401);
+    }
+    // Memory itself is written as before.
+    expect((await rpc(url, feature, "memory.set", otto.token, { path: "/notes/from-otto", value: 1 })).status).toBe(200);
+    expect(Object.keys(JSON.parse(ok(p.apex(["memory", "query", "/notes/from-otto", "--json"]))))).toEqual(["/notes/from-otto"]);
+  });
+});
+
+describe("apex serve: a grant acts on its own session's checkpoints only", () => {
+  it("does not delete or pin another session's checkpoint (404, as for reading it), nor make sessions of the project (403)", async () => {
+    const olga = share(p, feature, "olga-cp", "owner");
+    const theirs = () => JSON.parse(ok(p.apex(["checkpoint", "list", "--session", other, "--json"]))) as { items: Array<{ id: string; name: string; pinned?: boolean }> };
+    const before = theirs();
+    expect(before.items.length).toBeGreaterThan(0);
+    const target = before.items[0]!;
+    for (const [method, params] of [
+      ["checkpoint.delete", { ref: `${other}/${target.name}` }],
+      ["checkpoint.delete", { ref: target.id, force: true }],
+      ["checkpoint.pin", { ref: target.id, pinned: true }],
+    ] as const) {
+      const refused = await rpc(url, feature, method, olga.token, params);
+      expect(refused.status, `${method} ${JSON.stringify(params)}: ${JSON.stringify(refused.body)}`).toBe(404);
+      expect(refused.body.error.code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
+    }
+    expect(theirs()).toEqual(before);
+    const sessions = ok(p.apex(["session", "list", "--json"]));
+    for (const [method, params] of [
+      ["session.branch", { checkpoint: target.id, name: "taken" }],
+      ["session.reconstruct", { session_id: other }],
+    ] as const) {
+      const refused = await rpc(url, feature, method, olga.token, params);
+      expect(refused.status, `${method}: ${JSON.stringify(refused.body)}`).toBe(403);
+      expect(refused.body.error.code).toBe("APEX_E_FORBIDDEN");
+    }
+    expect(ok(p.apex(["session", "list", "--json"]))).toBe(sessions);
+    // Its own session's checkpoint, as before.
+    const own = (JSON.parse(ok(p.apex(["checkpoint", "list", "--session", feature, "--json"]))) as { items: Array<{ id: string }> }).items[0]!;
+    const pinned = await rpc(url, feature, "checkpoint.pin", olga.token, { ref: own.id, pinned: true });
+    expect(pinned.status, JSON.stringify(pinned.body)).toBe(200);
+  });
+});
+
+describe("apex serve: a grant made through a grant", () => {
+  it("ends no later than the grant that made it (403 otherwise, nothing shared)", async () => {
+    const brief = JSON.parse(ok(p.apex(["session", "share", feature, "tess", "--role", "owner", "--expires", "1h", "--json"]))) as { token: string; expires_at: string };
+    const grants = () => (JSON.parse(ok(p.apex(["session", "shares", feature, "--json"]))) as Array<{ user: string }>).map((grant) => grant.user).sort();
+    const before = grants();
+    for (const params of [{ user: "tess-forever", role: "owner" }, { user: "tess-longer", role: "viewer", expires_in_s: 7200 }]) {
+      const refused = await rpc(url, feature, "share.create", brief.token, params);
+      expect(refused.status, JSON.stringify(refused.body)).toBe(403);
+      expect(refused.body.error.message).toContain(brief.expires_at);
+    }
+    expect(grants()).toEqual(before);
+    const within = await rpc(url, feature, "share.create", brief.token, { user: "tess-helper", role: "viewer", expires_in_s: 600 });
+    expect(within.status, JSON.stringify(within.body)).toBe(200);
+    expect(Date.parse(within.body.result.grant.expires_at)).toBeLessThanOrEqual(Date.parse(brief.expires_at));
+    // A grant without an end may make one without an end.
+    const lasting = share(p, feature, "lasting-owner", "owner");
+    expect((await rpc(url, feature, "share.create", lasting.token, { user: "lasting-friend", role: "viewer" })).status).toBe(200);
+  });
+});

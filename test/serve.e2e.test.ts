@@ -2,8 +2,9 @@
 // clients (the built CLI with --remote, and HTTP). Roles, revocation during a stream, two
 // operators at once, TLS with a certificate made here, bad input and abuse.
 import { execFileSync } from "node:child_process";
-import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
+import { connect as netConnect, createServer as netServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -366,6 +367,12 @@ describe("apex serve: bad input and abuse", () => {
       body: "{}",
     });
     expect(granted.headers.get("access-control-allow-origin")).toBe("https://ui.example");
+    // An origin written as a URL (a path, a trailing '/') would never match: refused at start.
+    for (const written of ["https://ui.example/", "ui.example", "https://ui.example/app"]) {
+      const refused = project.apex(["serve", "--listen", "127.0.0.1:0", "--cors", written, "--json"], { timeout: 30_000 });
+      expect(refused.status, `${written}: ${refused.stderr}`).toBe(2);
+      expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_USAGE");
+    }
 
     // Repeated failures from one client are slowed down.
     const timeOf = async () => {
@@ -379,6 +386,148 @@ describe("apex serve: bad input and abuse", () => {
     const sixth = await timeOf();
     expect(firstFailure).toBeLessThan(300);
     expect(sixth).toBeGreaterThanOrEqual(350);
+  });
+});
+
+describe("apex serve: crafted requests", () => {
+  it("answers each with a status and an APEX error body, never an internal error, and changes nothing", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const server = await serve(project);
+    const operator = share(project, "otto", "operator");
+    const keys = () => Object.keys(JSON.parse(project!.apex(["memory", "query", "/deep*", "--json"]).stdout) as object);
+    const nested = (levels: number) => `${"[".repeat(levels)}${"]".repeat(levels)}`;
+
+    // Nested deeper than a value may be: a bad request (the supervisor's JSON would overflow the stack).
+    for (const levels of [600, 5000]) {
+      const deep = await rpc(server.url, sid, "memory.set", operator.token, `{"path": "/deep", "value": ${nested(levels)}}`);
+      expect(deep.status, JSON.stringify(deep.body)).toBe(400);
+      expect(deep.body.error.code).toBe("APEX_E_TOO_DEEP");
+    }
+    expect(keys()).toEqual([]);
+    // As deep as a value may be (512 levels) is stored.
+    const deepest = await rpc(server.url, sid, "memory.set", operator.token, `{"path": "/deepest", "value": ${nested(512)}}`);
+    expect(deepest.status, JSON.stringify(deepest.body)).toBe(200);
+    expect(keys()).toEqual(["/deepest"]);
+
+    // A path that exists, with a method it does not take: 405 and what it takes; a path that does not: 404.
+    for (const [method, path, allow] of [
+      ["GET", `/api/sessions/${sid}/rpc/session.status`, "POST, OPTIONS"],
+      ["PUT", `/api/sessions/${sid}/stream`, "POST, OPTIONS"],
+      ["DELETE", "/", "GET, HEAD"],
+      ["POST", "/assets/app.js", "GET, HEAD"],
+    ]) {
+      const wrong = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${operator.token}` } });
+      expect(wrong.status, `${method} ${path}`).toBe(405);
+      expect(wrong.headers.get("allow")).toBe(allow);
+      expect(((await wrong.json()) as { error: { code: string } }).error.code).toBe("APEX_E_BAD_INPUT");
+    }
+    const missing = await fetch(`${server.url}/api/sessions/${sid}/nothing`, { method: "POST" });
+    expect(missing.status).toBe(404);
+
+    // A session in the URL with escaped slashes: no grant of it exists (401), and no store path is shown.
+    for (const escaped of [`${sid}%2F..%2F${sid}`, "..%2F..%2Fprojects", `${sid}%2Fgrants`]) {
+      const crafted = await rpc(server.url, escaped, "whoami", operator.token);
+      expect(crafted.status, escaped).toBe(401);
+      expect(crafted.body.error.code).toBe("APEX_E_UNAUTHORIZED");
+      expect(crafted.body.error.message).not.toContain("/sessions/");
+    }
+    // A token put in the query by mistake is answered, but never logged.
+    expect((await fetch(`${server.url}/api/sessions/${sid}/rpc/whoami?token=${operator.token}`, { method: "POST", headers: { authorization: `Bearer ${operator.token}`, "content-type": "application/json" }, body: "{}" })).status).toBe(200);
+
+    // A stream's parameters are checked before it opens: a 400, not a 200 stream that never says anything (or ends in an error).
+    for (const [body, code] of [
+      [{ "logs.follow": null }, "APEX_E_BAD_INPUT"],
+      [{ "events.subscribe": 5 }, "APEX_E_BAD_INPUT"],
+      [{ "events.subscribe": { from_seq: "abc" } }, "APEX_E_BAD_INPUT"],
+      [{ "memory.watch": { since: -1 } }, "APEX_E_BAD_INPUT"],
+      [{ "memory.watch": { glob: "[[" } }, "APEX_E_BAD_GLOB"],
+      [{ "events.subscribe": {}, "logs.follow": { agent: 7 } }, "APEX_E_BAD_INPUT"],
+    ] as const) {
+      const response = await fetch(`${server.url}/api/sessions/${sid}/stream`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${operator.token}` }, body: JSON.stringify(body), signal: AbortSignal.timeout(10_000) });
+      expect(response.status, JSON.stringify(body)).toBe(400);
+      expect(((await response.json()) as { error: { code: string } }).error.code, JSON.stringify(body)).toBe(code);
+    }
+
+    // A stream asked as a call: refused at once (it would never answer, and its subscription would outlive the request).
+    for (const method of ["events.subscribe", "logs.follow", "memory.watch"]) {
+      const started = Date.now();
+      const response = await fetch(`${server.url}/api/sessions/${sid}/rpc/${method}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${operator.token}` }, body: "{}", signal: AbortSignal.timeout(30_000) });
+      expect(response.status, method).toBe(400);
+      expect(((await response.json()) as { error: { message: string } }).error.message).toContain("is a stream");
+      expect(Date.now() - started).toBeLessThan(10_000);
+    }
+
+    // What the HTTP layer answers by itself has the API's error body too.
+    const badEscape = await fetch(`${server.url}/assets/%ff`);
+    expect(badEscape.status).toBe(400);
+    expect(((await badEscape.json()) as { error: { code: string } }).error.code).toBe("APEX_E_BAD_INPUT");
+    const port = Number(new URL(server.url).port);
+    const hugeHeader = await rawHttp(port, `GET / HTTP/1.1\r\nHost: x\r\nx-big: ${"a".repeat(20_000)}\r\n\r\n`);
+    expect(hugeHeader.status).toBe(431);
+    expect(JSON.parse(hugeHeader.body).error.code).toBe("APEX_E_TOO_LARGE");
+    const notHttp = await rawHttp(port, "GARBAGE\r\n\r\n");
+    expect(notHttp.status).toBe(400);
+    expect(JSON.parse(notHttp.body).error.code).toBe("APEX_E_BAD_INPUT");
+
+    const log = await server.stop();
+    expect(log).toContain(`POST /api/sessions/${sid}/rpc/whoami 200 otto`);
+    expect(log).not.toContain(operator.token);
+  });
+});
+
+/** Sends `text` as it is on a new connection; the reply's status and body, once the server closes. */
+function rawHttp(port: number, text: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    let reply = "";
+    const socket = netConnect(port, "127.0.0.1", () => socket.write(text));
+    socket.setEncoding("utf8").on("data", (chunk: string) => (reply += chunk));
+    socket.on("error", reject);
+    socket.on("close", () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(reply)?.[1] ?? 0), body: reply.slice(reply.indexOf("\r\n\r\n") + 4) }));
+  });
+}
+
+describe("apex serve: stopping", () => {
+  it("ends on SIGTERM and frees its port even while a client is half-way through sending a request", async () => {
+    project = new Project(CONFIG);
+    // A serve.json left readable by others (as by an older version): written owner-only all the same.
+    const serveFile = join(project.storeDir, "serve.json");
+    mkdirSync(project.storeDir, { mode: 0o700 });
+    writeFileSync(serveFile, "{}\n", { mode: 0o644 });
+    chmodSync(serveFile, 0o644);
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    let slow: Socket | undefined;
+    try {
+      const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+      await waitFor("serve.json", () => readFileSync(serveFile, "utf8").includes(url));
+      expect(statSync(serveFile).mode & 0o777).toBe(0o600);
+      const port = Number(new URL(url).port);
+      // Headers sent, then 3 bytes of a 100-byte body, and nothing more.
+      slow = await new Promise<Socket>((resolve, reject) => {
+        const socket = netConnect(port, "127.0.0.1", () => {
+          socket.write("POST /api/health HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a");
+          resolve(socket);
+        });
+        socket.on("error", reject);
+      });
+      slow.on("error", () => {});
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const stopped = Date.now();
+      run.child.kill("SIGTERM");
+      const ended = await Promise.race([run.done, new Promise<undefined>((resolve) => setTimeout(resolve, 30_000, undefined))]);
+      expect(ended, "apex serve still runs 30 s after SIGTERM").toBeDefined();
+      expect(ended!.status, ended!.stderr).toBe(0);
+      expect(Date.now() - stopped).toBeLessThan(30_000);
+      // The port is free again.
+      const again = netServer();
+      await new Promise<void>((resolve, reject) => again.once("error", reject).listen(port, "127.0.0.1", resolve));
+      await new Promise((resolve) => again.close(resolve));
+      expect(existsSync(serveFile)).toBe(false);
+    } finally {
+      slow?.destroy();
+      if (run.child.exitCode === null) run.child.kill("SIGKILL");
+      await run.done;
+    }
   });
 });
 
@@ -517,5 +666,40 @@ describe("apex login and credentials", () => {
     expect(intoDirectory.status, intoDirectory.stderr).toBe(2);
     expect(JSON.parse(intoDirectory.stderr).error.message).toContain("is a directory");
     expect(readdirSync(project.dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+  });
+
+  it("refuses a credentials file it cannot read rather than overwrite the tokens in it, and keeps a looser file's tokens at 0600", () => {
+    project = new Project(CONFIG);
+    const credentials = join(project.dir, "credentials.json");
+    const token = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    const env = { APEX_CREDENTIALS: credentials, APEX_TOKEN: token };
+    for (const damaged of ['{"version": 1, "hosts": {"build-box:7433": {"token": "apx_', "[]", '{"hosts": null}']) {
+      writeFileSync(credentials, damaged);
+      const login = project.apex(["login", "127.0.0.1:7433", "--json"], { env });
+      expect(login.status, `${damaged}: ${login.stderr}`).toBe(2);
+      const error = JSON.parse(login.stderr).error as { code: string; message: string };
+      expect(error.code).toBe("APEX_E_CONFIG");
+      expect(error.message).toContain(credentials);
+      expect(readFileSync(credentials, "utf8")).toBe(damaged);
+      // Reading it for a command is the same error, not "no token".
+      const remoteStatus = project.apex(["--remote", "127.0.0.1:9/3f2a9c1e", "status", "--json"], { env: { APEX_CREDENTIALS: credentials } });
+      expect(remoteStatus.status, remoteStatus.stderr).toBe(2);
+      expect(JSON.parse(remoteStatus.stderr).error.code).toBe("APEX_E_CONFIG");
+    }
+    // A file made readable by others: rewritten 0600 at the next login, earlier tokens kept.
+    writeFileSync(credentials, JSON.stringify({ version: 1, hosts: { "build-box:7433": { token, saved_at: "2026-12-01T00:00:00.000Z" } } }), { mode: 0o644 });
+    chmodSync(credentials, 0o644);
+    expect(project.apex(["login", "127.0.0.1:7433", "--json"], { env }).status).toBe(0);
+    expect(statSync(credentials).mode & 0o777).toBe(0o600);
+    expect(Object.keys(JSON.parse(readFileSync(credentials, "utf8")).hosts).sort()).toEqual(["127.0.0.1:7433", "build-box:7433"]);
+    expect(readdirSync(project.dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+
+    // The default place: $XDG_CONFIG_HOME/apex, owner-only (0700) even when it was made looser.
+    const config = join(project.dir, "xdg");
+    mkdirSync(join(config, "apex"), { recursive: true, mode: 0o755 });
+    chmodSync(join(config, "apex"), 0o755);
+    expect(project.apex(["login", "127.0.0.1:7433", "--json"], { env: { XDG_CONFIG_HOME: config, APEX_TOKEN: token } }).status).toBe(0);
+    expect(statSync(join(config, "apex")).mode & 0o777).toBe(0o700);
+    expect(statSync(join(config, "apex", "credentials.json")).mode & 0o777).toBe(0o600);
   });
 });

@@ -1,9 +1,12 @@
 import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
+import { createServer, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
-import { authenticate, grantPath, roleAllows } from "../plugins/sharing/grants.js";
+import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
+import { authenticate, checkUser, grantPath, roleAllows } from "../plugins/sharing/grants.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
@@ -31,7 +34,8 @@ describe("remote targets", () => {
     expect(remoteEndpoint(target)).toBe(`${origin}/api/sessions/${SID}`);
   });
 
-  it.each(["build-box", "build-box:7433", "host:99999/s", "/only-a-session", "a b/c", "host/../etc"])("refuses %s with a usage error", (text) => {
+  // A user part (`trusted@other`) would be read by URL as user info: the request would go to `other`.
+  it.each(["build-box", "build-box:7433", "host:99999/s", "/only-a-session", "a b/c", "host/../etc", "trusted.example@other.example/s", "user@host:7433/s", "host#frag/s", "host?q/s"])("refuses %s with a usage error", (text) => {
     expect(() => parseRemote(text)).toThrowError(expect.objectContaining({ code: "APEX_E_USAGE" }));
   });
 
@@ -40,6 +44,15 @@ describe("remote targets", () => {
     expect(parseListen("[::1]:7433")).toEqual({ host: "::1", port: 7433 });
     expect(parseListen(":8080")).toEqual({ host: "127.0.0.1", port: 8080 });
     expect(() => parseListen("host:123456")).toThrowError(/Cannot read --listen/);
+  });
+});
+
+describe("user names", () => {
+  it("takes logins and e-mail addresses, not spaces, slashes or control characters (a name is printed in terminals and logs)", () => {
+    for (const name of ["alice", "alice@example.com", "zoë.müller", "x".repeat(100)]) expect(checkUser(name)).toBe(name);
+    for (const name of ["", "a b", "a/b", "a\\b", "evil\u001b[2J\u001b[31mowner", "bell\u0007", "del\u007f", "nl\u0085", "x".repeat(101)]) {
+      expect(() => checkUser(name), JSON.stringify(name)).toThrowError(expect.objectContaining({ code: "APEX_E_USAGE" }));
+    }
   });
 });
 
@@ -172,5 +185,80 @@ describe("plugin commands forwarded through apex serve (command-scope.ts)", () =
     for (const name of ["backup", "session export", "git", "store migrate", "a third-party command", ""]) {
       expect(await code(remotePluginCommand(sid, { name, args: [] }, lookup(true))), name).toBe("APEX_E_FORBIDDEN");
     }
+  });
+});
+
+describe("a remote call against a server that stalls (real HTTP on loopback)", () => {
+  const servers: Server[] = [];
+  afterEach(async () => {
+    for (const server of servers.splice(0)) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+  /** A server whose reply starts (200, JSON) and then goes on as `rest` says. */
+  const stalling = async (rest: (response: ServerResponse) => void): Promise<string> => {
+    const server = createServer((_request, response) => {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.write('{"result": ');
+      rest(response);
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/sessions/${SID}`;
+  };
+  const call = async (endpoint: string, timeoutMs: number) => {
+    const token = process.env.APEX_TOKEN;
+    process.env.APEX_TOKEN = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    const started = Date.now();
+    try {
+      await callRemote(endpoint, "whoami", {}, timeoutMs);
+      return { error: undefined, ms: Date.now() - started };
+    } catch (error) {
+      return { error: error as { code?: string; message: string }, ms: Date.now() - started };
+    } finally {
+      if (token === undefined) delete process.env.APEX_TOKEN;
+      else process.env.APEX_TOKEN = token;
+    }
+  };
+
+  it("gives up after its timeout with APEX_E_TIMEOUT, whether the server trickles or falls silent after the reply began", async () => {
+    const trickle = await stalling((response) => {
+      const timer = setInterval(() => response.write(" "), 100);
+      response.on("close", () => clearInterval(timer));
+    });
+    const silent = await stalling(() => {});
+    for (const endpoint of [trickle, silent]) {
+      const { error, ms } = await call(endpoint, 1000);
+      expect(error?.code, error?.message).toBe("APEX_E_TIMEOUT");
+      expect(ms).toBeLessThan(10_000);
+    }
+  });
+
+  it("says an event stream broke (APEX_E_RPC) when the server drops the connection", async () => {
+    const server = createServer((_request, response) => {
+      response.writeHead(200, { "content-type": "text/event-stream" });
+      response.write('event: events.subscribe\ndata: {"seq": 1}\n\n');
+      setTimeout(() => response.socket?.destroy(), 100);
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const token = process.env.APEX_TOKEN;
+    process.env.APEX_TOKEN = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    try {
+      const seen: unknown[] = [];
+      const subscription = subscribeRemote(`http://127.0.0.1:${(server.address() as AddressInfo).port}/api/sessions/${SID}`, "events.subscribe", {}, (event) => seen.push(event));
+      await expect(subscription.done).rejects.toMatchObject({ code: "APEX_E_RPC" });
+      expect(seen).toEqual([{ seq: 1 }]);
+    } finally {
+      if (token === undefined) delete process.env.APEX_TOKEN;
+      else process.env.APEX_TOKEN = token;
+    }
+  });
+
+  it("says the connection broke (APEX_E_RPC) when the server drops it half-way through the reply", async () => {
+    const dropping = await stalling((response) => setTimeout(() => response.socket?.destroy(), 100));
+    const { error } = await call(dropping, 10_000);
+    expect(error?.code, error?.message).toBe("APEX_E_RPC");
   });
 });

@@ -1,4 +1,4 @@
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { parseDuration, isDuration } from "../../core/config/duration.js";
@@ -20,7 +20,7 @@ export async function serveCommand(
   location: ProjectLocation,
   options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; json?: boolean },
 ): Promise<void> {
-  const { startServer } = await import("./server.js");
+  const { startServer, writeServeFile } = await import("./server.js");
   const server = await startServer({
     location,
     listen: options.listen,
@@ -32,7 +32,7 @@ export async function serveCommand(
   });
   const file = join(location.storeDir, SERVE_FILE);
   try {
-    writeFileSync(file, `${JSON.stringify({ url: server.url, pid: process.pid })}\n`, { mode: 0o600 });
+    writeServeFile(location.storeDir, server.url);
   } catch {
     // no store directory yet: invites then name the address given with --url
   }
@@ -182,6 +182,9 @@ export async function connectCommand(targetText: string, json: boolean): Promise
     }
   });
   await followUntilInterrupted(subscription);
+  // Ended by the server (the session ended, the server stopped), not by Ctrl-C: said why, on stderr.
+  const reason: unknown = await subscription.done;
+  if (typeof reason === "string") process.stderr.write(`The event stream ended: ${reason}.\n`);
 }
 
 const RECENT_EVENTS = 50;
@@ -222,8 +225,8 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     void refresh();
   });
   subscription.done.then(
-    () => {
-      state.notice = "The session's event stream ended (Ctrl-C detaches).";
+    (reason: unknown) => {
+      state.notice = `The session's event stream ended${typeof reason === "string" ? `: ${reason}` : ""} (Ctrl-C detaches).`;
       draw();
     },
     (error: Error) => {

@@ -36,11 +36,14 @@ export interface Caller {
   role: Role;
   token_id: string;
   session_id: string;
+  /** When the caller's grant ends (null: when revoked); a grant it makes may not outlast it. */
+  expires_at?: string | null;
 }
 
 const TOKEN_PREFIX = "apx";
 const TOKEN = /^apx_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
-const USER = /^[^\s/\\]{1,100}$/;
+/** No spaces, slashes or control characters: a name is shown in terminals (status, shares) and logs, where an escape sequence would act. */
+const USER = /^[^\s/\\\p{Cc}]{1,100}$/u;
 /** last_used_at is written at most this often per grant (a request must not cost a commit). */
 export const TOUCH_INTERVAL_MS = 60_000;
 
@@ -58,7 +61,7 @@ export function checkRole(value: unknown): Role {
 
 export function checkUser(value: unknown): string {
   if (typeof value === "string" && USER.test(value)) return value;
-  throw new ApexError("APEX_E_USAGE", `Invalid user name ${JSON.stringify(value)}: 1 to 100 characters, without spaces or slashes.`, {
+  throw new ApexError("APEX_E_USAGE", `Invalid user name ${JSON.stringify(value)}: 1 to 100 characters, without spaces, slashes or control characters.`, {
     hint: "Use a login or an e-mail address, e.g. alice@example.com.",
   });
 }
@@ -93,7 +96,7 @@ export function authenticate(store: Store, sessionId: string, token: unknown, no
   if (grant.expires_at !== null && Date.parse(grant.expires_at) <= now) {
     throw unauthorized(`The token of ${grant.user} expired at ${grant.expires_at}.`);
   }
-  return { user: grant.user, role: grant.role, token_id: grant.token_id, session_id: sessionId, last_used_at: grant.last_used_at };
+  return { user: grant.user, role: grant.role, token_id: grant.token_id, session_id: sessionId, expires_at: grant.expires_at, last_used_at: grant.last_used_at };
 }
 
 export function unauthorized(message: string): ApexError {

@@ -17,7 +17,7 @@ import type { Subscription } from "../../core/rpc/call.js";
  */
 const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
 
-function open(endpoint: string, path: string, body: unknown, timeoutMs: number): { done: Promise<IncomingMessage>; abort: () => void } {
+function open(endpoint: string, path: string, body: unknown, timeoutMs: number): { done: Promise<IncomingMessage>; abort: () => void; silent: () => boolean } {
   const url = new URL(`${endpoint}${path}`);
   const secure = url.protocol === "https:";
   const host = `${url.hostname}:${url.port || (secure ? 443 : 80)}`;
@@ -25,6 +25,8 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
   const token = tokenFor(host);
   const send = secure ? httpsRequest : httpRequest;
   let abort: () => void = () => {};
+  /** Whether the socket was silent for timeoutMs (and closed for it), before or after the reply began. */
+  let silent = false;
   const done = new Promise<IncomingMessage>((resolve, reject) => {
     const req = send(
       url,
@@ -37,7 +39,10 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
       resolve,
     );
     abort = () => req.destroy();
-    req.on("timeout", () => req.destroy(new ApexError("APEX_E_TIMEOUT", `${host} did not answer within ${Math.round(timeoutMs / 1000)} s.`)));
+    req.on("timeout", () => {
+      silent = true;
+      req.destroy(new ApexError("APEX_E_TIMEOUT", `${host} did not answer within ${Math.round(timeoutMs / 1000)} s.`));
+    });
     req.on("error", (error: NodeJS.ErrnoException) => {
       if (error instanceof ApexError) reject(error);
       else
@@ -49,7 +54,7 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
     });
     req.end(payload);
   });
-  return { done, abort };
+  return { done, abort, silent: () => silent };
 }
 
 async function readAll(response: IncomingMessage): Promise<string> {
@@ -59,22 +64,60 @@ async function readAll(response: IncomingMessage): Promise<string> {
   return text;
 }
 
-function replyError(status: number, text: string): ApexError {
+function replyError(endpoint: string, response: IncomingMessage, text: string): ApexError {
   try {
     const parsed = JSON.parse(text) as { error?: RpcErrorBody };
     if (parsed.error?.code) return errorFromBody(parsed.error);
   } catch {
     // not ours: fall through
   }
-  return new ApexError("APEX_E_RPC", `The server answered HTTP ${status}: ${text.slice(0, 200)}`);
+  return notApex(endpoint, response, text);
 }
 
+/**
+ * A reply `apex serve` would not give (another kind of server at that address, or a proxy's
+ * page): said so in one line, with the start of its text stripped of markup, never the page.
+ */
+function notApex(endpoint: string, response: IncomingMessage, text: string): ApexError {
+  const type = String(response.headers["content-type"] ?? "no content type").split(";")[0];
+  const gist = text.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim().slice(0, 80);
+  return new ApexError("APEX_E_RPC", `${new URL(endpoint).origin} did not answer as \`apex serve\` does (HTTP ${response.statusCode}, ${type}${gist ? `: ${JSON.stringify(gist)}` : ""}).`, {
+    hint: "Check the host and port: is it the address `apex serve` printed?",
+  });
+}
+
+/**
+ * One call, answered whole within `timeoutMs` (else APEX_E_TIMEOUT): the socket's own timeout
+ * covers silence only, and a server that sends a byte now and then would hold the call for ever.
+ */
 export async function callRemote(endpoint: string, method: string, params: unknown, timeoutMs: number): Promise<unknown> {
-  const response = await open(endpoint, `/rpc/${encodeURIComponent(method)}`, params, timeoutMs).done;
-  const text = await readAll(response);
-  if (response.statusCode !== 200) throw replyError(response.statusCode ?? 0, text);
-  const reply = JSON.parse(text) as { result?: unknown };
-  return reply.result;
+  const opened = open(endpoint, `/rpc/${encodeURIComponent(method)}`, params, timeoutMs);
+  let late = false;
+  const deadline = setTimeout(() => {
+    late = true;
+    opened.abort();
+  }, timeoutMs);
+  let response: IncomingMessage;
+  let text: string;
+  try {
+    response = await opened.done;
+    text = await readAll(response);
+  } catch (error) {
+    if (late || opened.silent()) throw new ApexError("APEX_E_TIMEOUT", `${new URL(endpoint).host} did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`);
+    if (error instanceof ApexError) throw error;
+    throw new ApexError("APEX_E_RPC", `The connection to ${new URL(endpoint).origin} broke during ${method}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, { cause: error });
+  } finally {
+    clearTimeout(deadline);
+  }
+  if (response.statusCode !== 200) throw replyError(endpoint, response, text);
+  let reply: unknown;
+  try {
+    reply = JSON.parse(text);
+  } catch {
+    reply = undefined;
+  }
+  if (reply === null || typeof reply !== "object" || Array.isArray(reply)) throw notApex(endpoint, response, text);
+  return (reply as { result?: unknown }).result;
 }
 
 /** One streaming method over server-sent events; `onEvent` gets each event's data. */
@@ -91,7 +134,11 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
       if (closedByUs) return;
       throw error;
     }
-    if (response.statusCode !== 200) throw replyError(response.statusCode ?? 0, await readAll(response));
+    if (response.statusCode !== 200) throw replyError(endpoint, response, await readAll(response));
+    if (!String(response.headers["content-type"] ?? "").startsWith("text/event-stream")) {
+      response.destroy(); // its body may never end: not read
+      throw notApex(endpoint, response, "");
+    }
     response.setEncoding("utf8");
     let buffer = "";
     try {
@@ -105,22 +152,37 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
           const message = parseSse(block);
           if (!message) continue;
           if (message.event === "error") throw errorFromBody(JSON.parse(message.data) as RpcErrorBody);
-          if (message.event === "end") return;
+          // Why the server ended it, as the value `done` resolves to (a Subscription's done carries no value otherwise).
+          if (message.event === "end") return endReason(message.data);
           if (message.event === method) onEvent(JSON.parse(message.data));
         }
       }
     } catch (error) {
       if (closedByUs) return;
-      throw error;
+      if (error instanceof ApexError) throw error;
+      // The connection broke (the server killed, the network gone): said so, not as an internal error.
+      throw new ApexError("APEX_E_RPC", `The event stream from ${new URL(endpoint).origin} broke: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, {
+        hint: "Is `apex serve` still running there?",
+        cause: error,
+      });
     }
   })();
   return {
-    done,
+    done: done as Promise<void>,
     close() {
       closedByUs = true;
       abort();
     },
   };
+}
+
+function endReason(data: string): string | undefined {
+  try {
+    const reason = (JSON.parse(data) as { reason?: unknown }).reason;
+    return typeof reason === "string" ? reason : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function parseSse(block: string): { event: string; data: string } | undefined {

@@ -28,7 +28,7 @@ export default definePlugin<SharingOptions>({
     apex.hooks.onStart.tapPromise(PLUGIN_NAME, async () => {
       const config = apex.config;
       if (!config || server) return;
-      const { startServer } = await import("./server.js");
+      const { startServer, writeServeFile } = await import("./server.js");
       const { resolve } = await import("node:path");
       server = await startServer({
         location: { configPath: config.configPath, projectDir: config.projectDir, storeDir: config.storeDir },
@@ -38,8 +38,7 @@ export default definePlugin<SharingOptions>({
         insecure: serve.insecure,
         corsOrigins: serve.cors,
       });
-      const { writeFileSync } = await import("node:fs");
-      writeFileSync(resolve(config.storeDir, "serve.json"), `${JSON.stringify({ url: server.url, pid: process.pid })}\n`, { mode: 0o600 });
+      writeServeFile(config.storeDir, server.url);
     });
     apex.hooks.onStop.tapPromise(PLUGIN_NAME, async () => {
       await server?.close();

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { ApexError } from "../../core/errors.js";
@@ -18,7 +18,8 @@ export interface RemoteTarget {
 }
 
 export const DEFAULT_PORT = 7433;
-const SESSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** What names a session in a remote target or an API path: an id, a unique id prefix or a branch's name. */
+export const SESSION_REF = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function isLoopback(host: string): boolean {
   const bare = host.replace(/^\[|\]$/g, "");
@@ -27,7 +28,8 @@ export function isLoopback(host: string): boolean {
 
 /** Splits `host[:port]` (IPv6 in brackets) into its parts; the port defaults to 7433. */
 export function parseHostPort(text: string): { hostname: string; port: number } {
-  const match = /^(\[[0-9A-Fa-f:.]+\]|[^:/\s[\]]+)(?::(\d{1,5}))?$/.exec(text);
+  // A name or an IPv4 address, or IPv6 in brackets: nothing a URL reads otherwise ('@' would make the rest user info).
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*)(?::(\d{1,5}))?$/.exec(text);
   const port = match?.[2] === undefined ? DEFAULT_PORT : Number(match[2]);
   if (!match || port < 1 || port > 65535) {
     throw new ApexError("APEX_E_USAGE", `Cannot read the host ${JSON.stringify(text)}.`, { hint: "Write it as HOST or HOST:PORT, e.g. build-box:7433 or [::1]:7433." });
@@ -60,7 +62,7 @@ export function parseRemote(text: string): RemoteTarget {
     hostPart = rest.slice(0, colon);
     sessionId = rest.slice(colon + 1);
   }
-  if (!SESSION.test(sessionId)) throw usage();
+  if (!SESSION_REF.test(sessionId)) throw usage();
   const { hostname, port } = parseHostPort(hostPart);
   const chosen = scheme ?? (isLoopback(hostname) ? "http" : "https");
   return { origin: `${chosen}://${hostname}:${port}`, host: `${hostname}:${port}`, sessionId };
@@ -89,27 +91,54 @@ interface CredentialsFile {
   hosts: Record<string, { token: string; saved_at: string; session?: string }>;
 }
 
+/**
+ * The saved tokens; none while the file does not exist. A file that cannot be read or is not
+ * one of ours is APEX_E_CONFIG: treated as empty, `login` would overwrite every token in it.
+ */
 function readCredentials(): CredentialsFile {
+  const file = credentialsFile();
+  let text: string;
   try {
-    const parsed = JSON.parse(readFileSync(credentialsFile(), "utf8")) as CredentialsFile;
-    if (parsed && typeof parsed.hosts === "object" && parsed.hosts) return parsed;
-  } catch {
-    // none yet, or unreadable: treated as empty (login rewrites it)
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return { version: 1, hosts: {} };
+    if ((error as NodeJS.ErrnoException).code === "EISDIR") throw credentialsDirectory(file);
+    throw damagedCredentials(file, (error as NodeJS.ErrnoException).code ?? (error as Error).message, error);
   }
-  return { version: 1, hosts: {} };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw damagedCredentials(file, "not JSON", error);
+  }
+  const hosts = (parsed as Partial<CredentialsFile> | null)?.hosts;
+  if (hosts === null || typeof hosts !== "object" || Array.isArray(hosts)) throw damagedCredentials(file, "no \"hosts\" object");
+  return parsed as CredentialsFile;
+}
+
+function credentialsDirectory(file: string): ApexError {
+  return new ApexError("APEX_E_USAGE", `The credentials file ${file} is a directory.`, { hint: "Point APEX_CREDENTIALS at a file, e.g. $HOME/.config/apex/credentials.json." });
+}
+
+function damagedCredentials(file: string, why: string, cause?: unknown): ApexError {
+  return new ApexError("APEX_E_CONFIG", `The credentials file ${file} cannot be read (${why}); nothing was changed.`, {
+    hint: "Repair it, or remove it and save the tokens again with `apex login HOST` (APEX_CREDENTIALS points elsewhere).",
+    cause,
+  });
 }
 
 export function saveCredential(host: string, token: string, session?: string): string {
   const file = credentialsFile();
   const data = readCredentials();
   data.hosts[host] = { token, saved_at: new Date().toISOString(), ...(session ? { session } : {}) };
-  if (existsSync(file) && statSync(file).isDirectory()) {
-    throw new ApexError("APEX_E_USAGE", `The credentials file ${file} is a directory.`, { hint: "Point APEX_CREDENTIALS at a file, e.g. $HOME/.config/apex/credentials.json." });
-  }
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  // APEX's own directory (not one APEX_CREDENTIALS names, which may be shared) is owner-only, also when it was made looser.
+  if (!process.env.APEX_CREDENTIALS) chmodSync(dirname(file), 0o700);
   const temporary = `${file}.${process.pid}.tmp`;
   try {
-    writeFileSync(temporary, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
+    // A new file ("wx"): never through a link or a file someone left at that name.
+    rmSync(temporary, { force: true });
+    writeFileSync(temporary, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600, flag: "wx" });
     chmodSync(temporary, 0o600);
     renameSync(temporary, file);
   } catch (error) {

@@ -38,6 +38,16 @@ const OWNER_METHODS = ["share.create", "share.revoke", "share.list", "session.me
 /** Plumbing between the server and the session's writer: never a remote caller's to call. */
 const INTERNAL = new Set(["share.authenticate", "share.touch", "session.connections"]);
 
+/**
+ * Methods that make new sessions of the project (from any session's checkpoint, a worktree
+ * anywhere on the server's disk): not one session's to do, so never served through a grant.
+ */
+const PROJECT_METHODS = new Set(["session.branch", "session.reconstruct"]);
+
+export function isProjectMethod(method: string): boolean {
+  return PROJECT_METHODS.has(method);
+}
+
 const NEEDED = new Map<string, Role>([
   ...VIEWER_METHODS.map((m) => [m, "viewer"] as const),
   ...OPERATOR_METHODS.map((m) => [m, "operator"] as const),

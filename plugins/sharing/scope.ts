@@ -94,6 +94,35 @@ export function scopedListing(method: string, result: unknown, ancestry: Readonl
   };
 }
 
+/**
+ * Writes to one checkpoint named by `ref`, which may name any session's (`OTHER/checkpoint-001`,
+ * an id): through a grant, the checkpoint is looked up first (`checkpoint.show`) and must be
+ * of the grant's session, as for reads.
+ */
+export const CHECKPOINT_WRITES = new Set(["checkpoint.delete", "checkpoint.pin"]);
+
+/** The memory methods that write, and where each finds the paths it writes. */
+const MEMORY_WRITES: Record<string, (params: Record<string, unknown>) => unknown[]> = {
+  "memory.set": (params) => [params.path],
+  "memory.delete": (params) => [params.path],
+  "memory.import": (params) => (Array.isArray(params.entries) ? params.entries.map((entry: { path?: unknown } | null) => entry?.path) : []),
+};
+
+/**
+ * A memory write through a grant goes to memory, never to APEX's own records: everything under
+ * /sessions (session records, tasks, the audit trail, grants — a grant written there would be a
+ * token of any role, for any session) and the project's records. Refused (APEX_E_FORBIDDEN)
+ * before anything is written; the project's local user writes them as before.
+ */
+export function checkRemoteWrite(method: string, params: Record<string, unknown>): void {
+  const paths = MEMORY_WRITES[method]?.(params) ?? [];
+  const reserved = paths.find((path) => typeof path === "string" && (path === "/sessions" || path.startsWith("/sessions/") || PROJECT_RECORDS.has(path)));
+  if (reserved === undefined) return;
+  throw new ApexError("APEX_E_FORBIDDEN", `${method} of ${JSON.stringify(reserved)} is refused through apex serve: /sessions/… and /projects/config hold APEX's records, not memory. Nothing was written.`, {
+    hint: "Write memory elsewhere (e.g. /notes/…); tasks, checkpoints and shares have their own commands.",
+  });
+}
+
 /** memory.get of a path the caller may not see: answered as if nothing were stored there, without asking. */
 export function hiddenRead(sessionId: string, method: string, params: Record<string, unknown>): boolean {
   return method === "memory.get" && typeof params.path === "string" && !visiblePath(sessionId, params.path);

@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
-import { existsSync, readFileSync } from "node:fs";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -9,7 +10,9 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/errors.js";
 import { callSupervisor, subscribeSupervisor, SupervisorChannel, type Subscription } from "../../core/rpc/call.js";
 import { errorBody } from "../../core/rpc/protocol.js";
-import { isLoopback } from "./remote.js";
+import { MAX_DEPTH } from "../../core/store/value-codec.js";
+import { compileGlob } from "../../core/store/glob.js";
+import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
@@ -17,8 +20,8 @@ import { followLogs, logFiles, readLogTail, type LogLine } from "../../cli/sessi
 import { agentLogDir, liveSupervisorOf, liveSupervisors } from "../../core/session/runtime.js";
 import { resolveSessionId } from "../../core/session/sessions.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
-import { isInternalMethod, roleNeeded } from "./roles.js";
-import { hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
+import { isInternalMethod, isProjectMethod, roleNeeded } from "./roles.js";
+import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
 /**
  * `apex serve`: a project's session over HTTP(S) for the users it is shared with. Every
@@ -61,12 +64,24 @@ const REPORT_MS = 10_000;
 const FREE_FAILURES = 3;
 const MAX_DELAY_MS = 5000;
 const FAILURE_WINDOW_MS = 10 * 60_000;
+/** The deepest request body: a value at the deepest a value may be (MAX_DEPTH), inside a few levels of parameters. */
+const MAX_BODY_DEPTH = MAX_DEPTH + 8;
+/** How long a client may take to send a whole request (headers and body, at most 1 MiB by default). */
+const REQUEST_TIMEOUT_MS = 60_000;
+/** At close, how long requests under way may take to finish before their connections are cut. */
+const CLOSE_GRACE_MS = 5000;
 
 interface OpenStream {
   caller: Caller;
   token: string;
   close(reason: string): void;
 }
+
+/** The methods each path of the server takes (for a 405's Allow header); the routes below are the truth. */
+const ROUTE_METHODS: Array<[RegExp, string]> = [
+  [/^\/(assets\/[^/]+|api\/health)?$/, "GET, HEAD"],
+  [/^\/api\/sessions\/[^/]+\/(rpc\/[^/]+|stream)$/, "POST, OPTIONS"],
+];
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -81,6 +96,17 @@ function listenError(error: unknown, listen: string): unknown {
     return new ApexError("APEX_E_USAGE", `Cannot listen on ${listen}: ${why} (${code}).`, { hint: "Listen on one of this host's addresses (--listen, or sharing.serve.listen in apex.config.yaml), e.g. 127.0.0.1:7433; port 0: any free port.", cause: error });
   }
   return error;
+}
+
+/**
+ * `<store>/serve.json`: where a running server listens, for the invites `session share` prints.
+ * Owner-only like the rest of the store, also when an older copy was looser (its mode is not
+ * changed by writing it).
+ */
+export function writeServeFile(storeDir: string, url: string): void {
+  const file = join(storeDir, "serve.json");
+  writeFileSync(file, `${JSON.stringify({ url, pid: process.pid })}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600);
 }
 
 export function parseListen(text: string): { host: string; port: number } {
@@ -101,13 +127,36 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       hint: "Pass --tls-cert and --tls-key, listen on 127.0.0.1 (and tunnel), or accept the risk with --insecure.",
     });
   }
+  // An origin as a browser sends it (no path, no trailing '/'): anything else would never match, silently.
+  for (const origin of options.corsOrigins ?? []) {
+    let parsed: string | undefined;
+    try {
+      parsed = new URL(origin).origin;
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed !== origin) {
+      throw new ApexError("APEX_E_USAGE", `--cors ${JSON.stringify(origin)} is not an origin as a browser sends it.`, {
+        hint: `Write SCHEME://HOST[:PORT] without a path or a trailing '/'${parsed && parsed !== "null" ? `, e.g. ${parsed}` : ", e.g. https://ui.example.com"}.`,
+      });
+    }
+  }
   const https = tls ? { cert: readPem(options.tlsCert!, "--tls-cert"), key: readPem(options.tlsKey!, "--tls-key") } : null;
   const { default: Fastify } = await import("fastify");
   let app: FastifyInstance;
+  // Without a request timeout (fastify's default is none), a client that never finishes sending
+  // its request would hold its connection, and keep a closing server alive, for ever.
+  const settings = {
+    logger: false,
+    bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    // What fastify and Node answer by themselves gets the API's error body too.
+    frameworkErrors: (_error: Error, _request: FastifyRequest, reply: FastifyReply) =>
+      void sendError(reply, new ApexError("APEX_E_BAD_INPUT", "The request's path is not a valid URL (a bad %-escape).", { hint: "Escape the path's characters as UTF-8 (encodeURIComponent)." })),
+    clientErrorHandler: answerClientError,
+  };
   try {
-    app = (https
-      ? Fastify({ https, logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })
-      : Fastify({ logger: false, bodyLimit: options.bodyLimit ?? 1024 * 1024 })) as unknown as FastifyInstance;
+    app = (https ? Fastify({ ...settings, https }) : Fastify(settings)) as unknown as FastifyInstance;
   } catch (error) {
     // Node reads the PEM files here: not PEM, or a key that is not the certificate's.
     if (!https) throw error;
@@ -123,22 +172,45 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const serverId = randomUUID();
   const connections = new ConnectionReporter(options.location, serverId, streams);
 
+  const corsAllowed = (request: FastifyRequest) => Boolean(request.headers.origin && options.corsOrigins?.includes(request.headers.origin));
   app.addHook("onRequest", async (request, reply) => {
-    const origin = request.headers.origin;
-    if (origin && options.corsOrigins?.includes(origin)) {
-      reply.header("access-control-allow-origin", origin);
+    if (corsAllowed(request)) {
+      reply.header("access-control-allow-origin", request.headers.origin);
       reply.header("access-control-allow-headers", "authorization, content-type");
+      reply.header("access-control-allow-methods", "POST");
       reply.header("vary", "origin");
     }
     reply.header("x-content-type-options", "nosniff");
   });
+  // A browser asks before every API call (they carry an Authorization header): an origin --cors
+  // names gets a 204 with the CORS headers above (else the call is never made); any other, none.
+  app.options("/api/*", async (request, reply) => {
+    if (corsAllowed(request)) reply.header("access-control-max-age", "600");
+    await reply.code(204).header("allow", "POST, OPTIONS").send();
+  });
   app.addHook("onResponse", async (request, reply) => {
-    // The URL never holds a token (tokens travel in the Authorization header only).
+    // Tokens travel in the Authorization header only; the query is left out all the same, in case a client put one there.
     const who = (request as FastifyRequest & { caller?: Caller }).caller?.user ?? "-";
-    log(`${request.method} ${request.url} ${reply.statusCode} ${who} ${Math.round(reply.elapsedTime)}ms`);
+    log(`${request.method} ${request.url.split("?")[0]} ${reply.statusCode} ${who} ${Math.round(reply.elapsedTime)}ms`);
+  });
+  // A body nested deeper than any value may be would overflow the stack where it is turned
+  // back into JSON for the supervisor: refused here, as a bad request.
+  app.addHook("preValidation", async (request) => {
+    if (nestingExceeds(request.body, MAX_BODY_DEPTH)) {
+      throw new ApexError("APEX_E_TOO_DEEP", `The request body nests arrays and objects more than ${MAX_BODY_DEPTH} levels deep.`, {
+        hint: `Values may nest at most ${MAX_DEPTH} levels; store deeper structures flattened, or split across paths.`,
+      });
+    }
   });
   app.setNotFoundHandler(async (request, reply) => {
-    await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${request.url.split("?")[0]}.`, hint: "The API is under /api/sessions/SESSION/…" } });
+    const path = request.url.split("?")[0]!;
+    // A path that exists, asked with another method: 405 and the methods it takes (Allow).
+    const allow = ROUTE_METHODS.find(([pattern]) => pattern.test(path))?.[1];
+    if (allow) {
+      await reply.code(405).header("allow", allow).send({ error: { code: "APEX_E_BAD_INPUT", message: `${path} takes ${allow}, not ${request.method}.`, hint: "API calls are POST with a JSON object of parameters." } });
+      return;
+    }
+    await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${path}.`, hint: "The API is under /api/sessions/SESSION/…" } });
   });
   app.setErrorHandler(async (error, _request, reply) => {
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
@@ -160,6 +232,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const client = request.ip;
     try {
       if (!token) throw new ApexError("APEX_E_UNAUTHORIZED", "No token: send Authorization: Bearer <token>.", { hint: "Tokens come from `apex session share SESSION USER`." });
+      // Not the shape of a session (an escaped '/', say): no grant of it can exist, and it must not reach a store path.
+      if (!SESSION_REF.test(sessionId)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
       const caller = await gate.authenticate(sessionId, token);
       failures.delete(client);
       (request as FastifyRequest & { caller?: Caller }).caller = caller;
@@ -185,8 +259,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const params = objectBody(request.body);
     const { caller } = await authenticate(request, sid);
     if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`);
+    // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
+    if ((STREAM_METHODS as readonly string[]).includes(method)) {
+      throw new ApexError("APEX_E_BAD_INPUT", `${method} is a stream, not a call.`, { hint: `POST /api/sessions/SESSION/stream with {"${method}": {…}}.` });
+    }
     const needed = roleNeeded(method, params);
     if (!roleAllows(caller.role, needed)) throw forbidden(caller, method, needed);
+    checkRemoteWrite(method, params);
+    if (method === "share.create") checkGrantLifetime(caller, params);
+    if (isProjectMethod(method)) {
+      throw new ApexError("APEX_E_FORBIDDEN", `${method} makes a new session of the project; a grant is for session ${sid} only. Nothing was done.`, { hint: "Run it on the server's host." });
+    }
+    // Another session's checkpoint: not found, as for checkpoint.show, before anything is written.
+    if (CHECKPOINT_WRITES.has(method)) scopedResult(sid, "checkpoint.show", params, await gate.call(sid, "checkpoint.show", { ref: params.ref, session: sid, keysLimit: 0 }));
     connections.saw(caller);
     // The caller is the actor: whatever the body says, the audit trail names the grant's user.
     // The grant's session, whatever the body names (a grant is for one session).
@@ -216,14 +301,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     for (const method of wanted) {
       if (!roleAllows(caller.role, roleNeeded(method, {}))) throw forbidden(caller, method, roleNeeded(method, {}));
+      checkStreamParams(method, body[method]);
     }
     await gate.requireSession(sid);
+    // The headers set so far (CORS, nosniff) are the reply's, which hijacking leaves behind.
+    const headers = reply.getHeaders();
     reply.hijack();
-    openStream(request.raw, reply.raw, caller, token, sid, body as Record<string, Record<string, unknown>>);
+    openStream(request.raw, reply.raw, caller, token, sid, body as Record<string, Record<string, unknown>>, headers);
   });
 
-  function openStream(req: IncomingMessage, res: ServerResponse, caller: Caller, token: string, sid: string, body: Record<string, Record<string, unknown>>): void {
-    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", connection: "keep-alive", "x-accel-buffering": "no" });
+  function openStream(req: IncomingMessage, res: ServerResponse, caller: Caller, token: string, sid: string, body: Record<string, Record<string, unknown>>, headers: Record<string, unknown>): void {
+    res.writeHead(200, { ...(headers as Record<string, string>), "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", connection: "keep-alive", "x-accel-buffering": "no" });
     res.write(": apex\n\n");
     let closed = false;
     const subscriptions: Subscription[] = [];
@@ -341,7 +429,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     async close() {
       connections.stop();
       for (const stream of [...streams]) stream.close("the server is shutting down");
-      await app.close();
+      // Requests under way may finish; then connections still open (a client that stopped
+      // half-way through its request) are cut, so that the process ends and the port is free.
+      const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(cut);
+      }
       gate.close();
     },
   };
@@ -408,7 +503,7 @@ class Gate {
       }
     }
     this.touch(caller);
-    return { user: caller.user, role: caller.role, token_id: caller.token_id, session_id: sessionId };
+    return { user: caller.user, role: caller.role, token_id: caller.token_id, session_id: sessionId, expires_at: caller.expires_at ?? null };
   }
 
   /**
@@ -600,6 +695,42 @@ class ConnectionReporter {
   }
 }
 
+/** What a stream's parameters must be, checked before the stream opens (after, an error could only end it). */
+const STREAM_PARAMS: Record<(typeof STREAM_METHODS)[number], Record<string, "string" | "count">> = {
+  "events.subscribe": { from_seq: "count" },
+  "logs.follow": { agent: "string" },
+  "memory.watch": { glob: "string", since: "count" },
+};
+
+function checkStreamParams(method: string, params: unknown): void {
+  const bad = (what: string) => new ApexError("APEX_E_BAD_INPUT", `${method}: ${what}.`, { hint: `Parameters of ${method}: ${Object.keys(STREAM_PARAMS[method as keyof typeof STREAM_PARAMS]).join(", ")} (or {} for none).` });
+  if (params === null || typeof params !== "object" || Array.isArray(params)) throw bad("the parameters must be a JSON object");
+  const kinds = STREAM_PARAMS[method as keyof typeof STREAM_PARAMS];
+  for (const [name, value] of Object.entries(params)) {
+    const kind = kinds[name];
+    if (kind === undefined || value === undefined || value === null) continue; // others are not read
+    if (kind === "string" ? typeof value !== "string" : !(Number.isSafeInteger(value) && (value as number) >= 0)) {
+      throw bad(`${name} must be ${kind === "string" ? "a string" : "a whole number, 0 or more"}`);
+    }
+  }
+  if (method === "memory.watch" && typeof (params as { glob?: unknown }).glob === "string") compileGlob((params as { glob: string }).glob);
+}
+
+/**
+ * A grant made through a grant ends no later than the grant that makes it: else an owner shared
+ * for an hour could make itself (under another name) an owner for ever.
+ */
+function checkGrantLifetime(caller: Caller, params: Record<string, unknown>): void {
+  if (!caller.expires_at) return;
+  const until = Date.parse(caller.expires_at);
+  const asked = typeof params.expires_in_s === "number" ? Date.now() + params.expires_in_s * 1000 : Infinity;
+  if (asked <= until) return;
+  const left = Math.max(1, Math.floor((until - Date.now()) / 1000));
+  throw new ApexError("APEX_E_FORBIDDEN", `${caller.user}'s access ends at ${caller.expires_at}; a grant made with it may not last longer${asked === Infinity ? " (this one has no end)" : ""}. Nothing was shared.`, {
+    hint: `Give --expires ${left}s or less; the session's owner on the server's host can share for longer.`,
+  });
+}
+
 function forbidden(caller: Caller, method: string, needed: Role): ApexError {
   return new ApexError("APEX_E_FORBIDDEN", `${caller.user} is ${article(caller.role)} ${caller.role} of this session; ${method} needs ${needed}.`, {
     hint: "The session's owner can change the role: `apex session share SESSION USER --role operator`.",
@@ -632,12 +763,44 @@ async function sendError(reply: FastifyReply, error: ApexError): Promise<void> {
   await reply.code(status).send({ error: errorBody(error) });
 }
 
+/**
+ * A request Node could not read (headers over its limit, not HTTP, sent too slowly): answered on
+ * the socket itself, since there is no request to reply to, with the API's error body.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (error.code === "ECONNRESET" || socket.destroyed) return;
+  const [status, apexError] =
+    error.code === "HPE_HEADER_OVERFLOW"
+      ? [431, new ApexError("APEX_E_TOO_LARGE", "The request's headers (its URL included) are larger than 16 KiB.")]
+      : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? [408, new ApexError("APEX_E_TIMEOUT", `The request did not arrive whole within ${REQUEST_TIMEOUT_MS / 1000} s.`)]
+        : [400, new ApexError("APEX_E_BAD_INPUT", "The request is not valid HTTP.")];
+  const body = JSON.stringify({ error: errorBody(apexError) });
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}
+
 function readPem(path: string, option: string): Buffer {
   try {
     return readFileSync(path);
   } catch (error) {
     throw new ApexError("APEX_E_NOT_FOUND", `Cannot read ${option} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`);
   }
+}
+
+/** Whether `value` nests arrays and objects more than `limit` levels deep (without recursion: it may be very deep). */
+function nestingExceeds(value: unknown, limit: number): boolean {
+  const pending: Array<[unknown, number]> = [[value, 0]];
+  while (pending.length > 0) {
+    const [item, depth] = pending.pop()!;
+    if (item === null || typeof item !== "object") continue;
+    if (depth + 1 > limit) return true;
+    for (const child of Array.isArray(item) ? item : Object.values(item)) pending.push([child, depth + 1]);
+  }
+  return false;
 }
 
 function sleep(ms: number): Promise<void> {
