@@ -87,7 +87,7 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
     config = await loadConfig(location);
     // A program that cannot be found is a config error too, as `apex start` reports it; so is a
     // store URL that opening the store would refuse (a bad port). Both checks, every problem.
-    const { assertAgentProgramsExist } = await import("../core/config/agent-programs.js");
+    const { assertAgentProgramsExist } = await import("./agent-programs.js");
     const later = [...(await issuesOf(async () => assertAgentProgramsExist(config))), ...(await issuesOf(() => checkStore(location, config)))];
     if (later.length > 0) throw (await import("../core/config/validate.js")).configError(later);
   } catch (error) {

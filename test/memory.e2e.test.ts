@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { storeExists } from "../core/store/open.js";
 import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend } from "./support/backends.js";
+import { Project, shellAgents } from "./fixtures/agents/harness.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -133,3 +134,28 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(result.stdout.trim().split("\n").map((line) => JSON.parse(line).path)).toEqual(["/r/b"]);
   });
 }));
+
+describe("apex memory set through a running supervisor", () => {
+  let project: Project | undefined;
+  afterEach(() => {
+    project?.cleanup();
+    project = undefined;
+  });
+
+  it("refuses a value nested too deep to send as the store refuses it (exit 2, APEX_E_TOO_DEEP), not with a crash, and writes nothing", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    project.start();
+    const deep = `${"[".repeat(5000)}${"]".repeat(5000)}`;
+    for (const json of [false, true]) {
+      const result = project.apex(["memory", "set", "/deep", deep, ...(json ? ["--json"] : [])]);
+      expect(result.status, result.stderr).toBe(2);
+      expect(result.stderr).toContain("APEX_E_TOO_DEEP");
+      expect(result.stderr).not.toContain("Maximum call stack");
+      expect(result.stderr).not.toMatch(/\n\s+at /);
+    }
+    // Through the supervisor still: what the store keeps is unchanged, and the session runs on.
+    expect(project.apex(["memory", "show", "/deep"]).status).toBe(3);
+    expect(project.apex(["memory", "set", "/shallow", `${"[".repeat(100)}${"]".repeat(100)}`]).status).toBe(0);
+    expect(project.status().session?.status).toBe("active");
+  });
+});

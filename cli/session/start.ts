@@ -33,7 +33,7 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   const { loadConfig } = await import("../../core/config/load.js");
   const config = await loadConfig(location);
   // So is an agent whose program is missing: before any process starts, not as crashing agents.
-  const { assertAgentProgramsExist } = await import("../../core/config/agent-programs.js");
+  const { assertAgentProgramsExist } = await import("../agent-programs.js");
   assertAgentProgramsExist(config);
   if (options.gitCheckout && options.continue === undefined) {
     throw new ApexError("APEX_E_USAGE", "--git-checkout checks out the commit of the checkpoint a session continues from; give --continue.");

@@ -1,6 +1,6 @@
 import { connect } from "node:net";
 import { ApexError } from "../errors.js";
-import { errorFromBody, lineSplitter, type RpcReply } from "./protocol.js";
+import { errorFromBody, lineSplitter, requestLine, type RpcReply } from "./protocol.js";
 
 /**
  * One request over the supervisor's control socket. The protocol is newline-delimited
@@ -9,6 +9,7 @@ import { errorFromBody, lineSplitter, type RpcReply } from "./protocol.js";
  */
 export function callSupervisor(socketPath: string, method: string, params: unknown, timeoutMs = 30_000): Promise<unknown> {
   return new Promise((resolve, reject) => {
+    const line = requestLine(1, method, params);
     const socket = connect(socketPath);
     let settled = false;
     const finish = (error: Error | undefined, value?: unknown) => {
@@ -27,14 +28,14 @@ export function callSupervisor(socketPath: string, method: string, params: unkno
       );
     }, timeoutMs);
     socket.setEncoding("utf8");
-    socket.on("connect", () => socket.write(`${JSON.stringify({ id: 1, method, params })}\n`));
+    socket.on("connect", () => socket.write(line));
     socket.on(
       "data",
       lineSplitter(
-        (line) => {
+        (text) => {
           let reply: RpcReply;
           try {
-            reply = JSON.parse(line) as RpcReply;
+            reply = JSON.parse(text) as RpcReply;
           } catch (error) {
             finish(new ApexError("APEX_E_RPC", `Unreadable reply from the supervisor: ${(error as Error).message}`));
             return;
@@ -72,11 +73,12 @@ export async function followUntilInterrupted(subscription: Subscription): Promis
 
 /** Calls a streaming method and hands each event to `onEvent` until the stream ends. */
 export function subscribeSupervisor(socketPath: string, method: string, params: unknown, onEvent: (event: unknown) => void): Subscription {
+  const request = requestLine(1, method, params);
   const socket = connect(socketPath);
   let closedByUs = false;
   const done = new Promise<void>((resolve, reject) => {
     socket.setEncoding("utf8");
-    socket.on("connect", () => socket.write(`${JSON.stringify({ id: 1, method, params })}\n`));
+    socket.on("connect", () => socket.write(request));
     socket.on(
       "data",
       lineSplitter(
@@ -130,15 +132,21 @@ export class SupervisorChannel {
   constructor(readonly socketPath: string) {}
 
   call(method: string, params: unknown, timeoutMs = 30_000): Promise<unknown> {
-    const socket = this.open();
     const id = this.nextId++;
+    let line: string;
+    try {
+      line = requestLine(id, method, params);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const socket = this.open();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new ApexError("APEX_E_TIMEOUT", `The supervisor did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer, method });
-      socket.write(`${JSON.stringify({ id, method, params })}\n`);
+      socket.write(line);
     });
   }
 

@@ -1,4 +1,5 @@
 import { ApexError, ErrorCodes, type ErrorCode } from "../errors.js";
+import { tooDeepError } from "../store/value-codec.js";
 
 /**
  * The control protocol: newline-delimited JSON over a unix socket.
@@ -32,6 +33,23 @@ export interface RpcReply {
 
 /** Longest line either side accepts (a memory import travels in one request). */
 export const MAX_LINE_BYTES = 256 * 1024 * 1024;
+
+/**
+ * A request's JSON text, made before anything is sent (and outside any socket handler): a value
+ * nested too deep for JSON.stringify's stack is refused as the store refuses it.
+ */
+export function sendableJson(value: unknown): string {
+  try {
+    return JSON.stringify(value);
+  } catch (error) {
+    throw error instanceof RangeError ? tooDeepError() : error;
+  }
+}
+
+/** A request to a supervisor as the line sent (see sendableJson). */
+export function requestLine(id: number, method: string, params: unknown): string {
+  return `${sendableJson({ id, method, params })}\n`;
+}
 
 export function errorBody(error: unknown): RpcErrorBody {
   if (error instanceof ApexError) {

@@ -1,7 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { ApexError } from "../../core/errors.js";
-import { errorFromBody, type RpcErrorBody } from "../../core/rpc/protocol.js";
+import { errorFromBody, sendableJson, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { tokenFor } from "./remote.js";
 import type { Subscription } from "../../core/rpc/call.js";
 
@@ -21,7 +21,7 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
   const url = new URL(`${endpoint}${path}`);
   const secure = url.protocol === "https:";
   const host = `${url.hostname}:${url.port || (secure ? 443 : 80)}`;
-  const payload = Buffer.from(JSON.stringify(body ?? {}));
+  const payload = Buffer.from(sendableJson(body ?? {}));
   const token = tokenFor(host);
   const send = secure ? httpsRequest : httpRequest;
   let abort: () => void = () => {};

@@ -15,9 +15,9 @@
  */
 import { accessSync, constants, statSync } from "node:fs";
 import { delimiter, isAbsolute, join, resolve } from "node:path";
-import { formatPath, positionOf } from "./source.js";
-import type { AgentConfig, Config, ConfigIssue, SourcePosition } from "./types.js";
-import { configError } from "./validate.js";
+import { formatPath, positionOf } from "../core/config/source.js";
+import type { AgentConfig, Config, ConfigIssue, SourcePosition } from "../core/config/types.js";
+import { configError } from "../core/config/validate.js";
 
 const SCRIPT_EXTENSION = /\.(?:[cm]?js|[cm]?ts|py|rb|sh|pl|php)$/;
 const SHELL_SYNTAX = /[\s|&;<>()$`"'*?~\\]/;
