@@ -178,7 +178,7 @@ export class LmdbStore implements StorageBackend {
       notice(`${dataDir} could be read by other users; ${tightened.length} entr${tightened.length === 1 ? "y was" : "ies were"} made owner-only (directories 0700, files 0600).`);
     }
     // A truncated file would crash the first read (SIGBUS): named as damage instead (file-check.ts).
-    checkStoreFileLength(file, dataDir);
+    checkStoreFileLength(file, dataDir, options.readOnly ?? false);
     if (!options.readOnly) {
       const created = !existsSync(file);
       makePrivateDir(dataDir);
