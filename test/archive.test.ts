@@ -585,6 +585,35 @@ describe("apex backup", () => {
     expect(existsSync(join(dir, ".apex/backups", made2!, "store.mdb"))).toBe(true);
   });
 
+  it("paths the system refuses (pseudo file systems, unreadable files) are bad input (2) naming the path and the reason, not a failure of the plugin, and leave nothing", async () => {
+    const dir = project("p1");
+    await threeSessions(dir);
+    const run = (...args: string[]) => runApex([...args, "--json"], { cwd: dir, env, timeout: 30_000 });
+    // Refused even to root: mkdir in /proc/self fails with ENOENT although it exists (Node's recursive
+    // mkdir retried that forever, at 100% CPU), in /sys with EPERM; an open for writing there too.
+    for (const [to, failing] of [
+      ["/proc/self", "/proc/self/.apex-backup-partial-"],
+      ["/proc/self/x/y", "/proc/self/x:"],
+      ["/sys/apex-backup", "/sys/apex-backup:"],
+    ] as const) {
+      const result = run("backup", "--to", to);
+      expect(result.status, `${to}: ${result.stderr}`).toBe(2);
+      expect(errorOf(result)).toMatchObject({ code: "APEX_E_BAD_INPUT" });
+      expect(errorOf(result).message).toContain(`Cannot create the directory ${failing}`);
+    }
+    for (const file of ["/proc/self/s.apexbundle", "/sys/s.apexbundle"]) {
+      const result = run("session", "export", "s-old", "-o", file);
+      expect(result.status, `${file}: ${result.stderr}`).toBe(2);
+      expect(errorOf(result)).toMatchObject({ code: "APEX_E_BAD_INPUT" });
+      expect(errorOf(result).message).toMatch(new RegExp(`^Cannot write ${file}: .* \\(E[A-Z]+\\)\\.$`));
+    }
+    // A file that stats as a regular file but cannot be read.
+    const unreadable = run("session", "import", "/proc/self/mem");
+    expect(unreadable.status, unreadable.stderr).toBe(2);
+    expect(errorOf(unreadable)).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "Cannot read /proc/self/mem: EIO: i/o error, read (EIO)." });
+    expect(readdirSync(join(dir, ".apex")).filter((name) => name.includes("backup"))).toEqual([]);
+  });
+
   it("a project without a store: not found (3)", () => {
     const dir = project("empty");
     const result = runApex(["backup", "--json"], { cwd: dir });

@@ -1,7 +1,6 @@
 import { existsSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { ApexError, isApexError } from "../../core/errors.js";
-import { makeDirIfMissing } from "../../core/store/private.js";
 import type { PackCodec } from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
@@ -9,7 +8,7 @@ import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.j
 import { branchPoints, knownSessions } from "../retention/sessions.js";
 import { encodeBundle, readBundle } from "./bundle.js";
 import { collectSession, historyPath, isRecord, livePath, locateSession, type CollectedSession } from "./collect.js";
-import { bundleFileName, readBundleFile, writeFileAtomic } from "./files.js";
+import { bundleFileName, makeBackupDirectory, readBundleFile, writeFileAtomic } from "./files.js";
 import { ARCHIVE_ACTOR } from "./install.js";
 
 export interface ArchiveOptions {
@@ -220,7 +219,7 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
   const { file: bytes, bodyBytes } = await encodeBundle(collected.input, options.codec, options.level);
   if (options.dryRun) return { ...summary, file: null, bodyBytes, fileBytes: bytes.length };
 
-  makeDirIfMissing(options.directory);
+  makeBackupDirectory(options.directory);
   const file = join(options.directory, bundleFileName(sessionId));
   if (existsSync(file)) {
     throw new ApexError("APEX_E_CONFLICT", `Session ${sessionId} already has a bundle at ${file}; not overwriting it.`, {

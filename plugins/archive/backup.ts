@@ -3,13 +3,13 @@ import { existsSync, linkSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { ObjectStore } from "../checkpoint/engine/objects.js";
-import { makeDirIfMissing, makePrivate, makePrivateDir } from "../../core/store/private.js";
+import { makePrivate } from "../../core/store/private.js";
 import { type Store, STORE_FILE } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { formatBytes } from "../../cli/output.js";
-import { syncDirectory } from "./files.js";
+import { makeBackupDirectory, syncDirectory } from "./files.js";
 
 export interface BackupOptions {
   /** The live store's directory. */
@@ -68,9 +68,9 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
   try {
     const sourceBytes = statSync(join(options.storeDir, STORE_FILE)).size;
     createdTarget = !existsSync(target);
-    makeDirIfMissing(target);
+    makeBackupDirectory(target);
     partial = join(target, `.apex-backup-partial-${process.pid}-${randomBytes(4).toString("hex")}`);
-    makePrivateDir(partial);
+    makeBackupDirectory(partial);
     const copyFile = join(partial, STORE_FILE);
 
     const before = live.revision();
