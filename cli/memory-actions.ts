@@ -156,8 +156,11 @@ export async function watchMemory(
   glob: string,
   options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean },
 ): Promise<void> {
+  const compiled = compileGlob(glob);
+  // A plain path is checked as `memory query` checks it: one that no record can have would be watched forever.
+  if (compiled.literal && compiled.prefix.length > 1) checkPath(compiled.prefix.replace(/\/+$/, ""));
   const { watchChanges } = await import("./memory-watch.js");
-  await watchChanges(location, compileGlob(glob), options);
+  await watchChanges(location, compiled, options);
 }
 
 /**
