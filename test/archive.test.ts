@@ -416,6 +416,12 @@ describe("tampered bundles are refused and nothing is written", () => {
     digest[25] ^= 0x80;
     await expectRefused(target, revision, digest, "APEX_E_BUNDLE_INVALID", /checksum does not match/);
     await expectRefused(target, revision, Buffer.from("PK\u0003\u0004 this is a zip file, not a bundle ........................................"), "APEX_E_BUNDLE_INVALID", /not an APEX session bundle/);
+    // Bytes after the compressed body (it runs to the end of the file): two bundles joined, an appended
+    // tail. Brotli stops at its stream's end, so these imported as if nothing followed.
+    await expectRefused(target, revision, Buffer.concat([file, file]), "APEX_E_BUNDLE_INVALID", new RegExp(`^Refusing the bundle: ${file.length} bytes follow the end of its compressed body`));
+    await expectRefused(target, revision, Buffer.concat([file, Buffer.alloc(100)]), "APEX_E_BUNDLE_INVALID", /100 bytes follow the end of its compressed body/);
+    const { file: gzipped } = await encodeBundle(readBundleInput(readBundle(file)), "gzip");
+    await expectRefused(target, revision, Buffer.concat([gzipped, Buffer.alloc(100)]), "APEX_E_BUNDLE_INVALID", /100 bytes follow the end of its compressed body/);
   });
 
   it("paths outside the session's keyspace: '../x', '/a/../b', other sessions, project memory", async () => {
