@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
+import { accessSync, closeSync, constants, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { ApexError } from "../../core/errors.js";
 
 /**
@@ -118,4 +118,21 @@ function notAFile(path: string, dir: string, hint: string): ApexError {
     hint,
     details: { store: dir },
   });
+}
+
+/**
+ * A store directory this user may not enter (another user's: stores are owner-only) is refused
+ * as such: to a stat it looks like no store at all, which read commands took for "no session yet".
+ */
+export function checkStoreAccess(dir: string): void {
+  try {
+    accessSync(dir, constants.R_OK | constants.X_OK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "EACCES" && code !== "EPERM") return; // missing: no store yet
+    throw new ApexError("APEX_E_FORBIDDEN", `This user may not read the store at ${dir} (${code}).`, {
+      hint: "A store is private to the user who made it (directories 0700): run APEX as that user.",
+      details: { store: dir },
+    });
+  }
 }
