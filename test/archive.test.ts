@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
 import { basename, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -18,7 +19,7 @@ import {
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { compressColdData } from "../plugins/compression/compress.js";
 import { BUNDLE_VERSION, HEADER_BYTES, encodeBundle, readBundle, type BundleContent, type BundleInput } from "../plugins/archive/bundle.js";
-import { runApex, tempDir } from "./helpers/cli.js";
+import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
 
 let root: string;
@@ -619,6 +620,30 @@ describe("apex backup", () => {
     expect(errorOf(unreadable)).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "Cannot read /proc/self/mem: EIO: i/o error, read (EIO)." });
     expect(readdirSync(join(dir, ".apex")).filter((name) => name.includes("backup"))).toEqual([]);
   });
+
+  it("two backups to one new directory at once: the one that fails never removes the copy the other reported saved", async () => {
+    const dir = project("p1");
+    const notes: Record<string, JsonValue> = {};
+    for (let i = 0; i < 20_000; i++) notes[`/notes/${i}`] = { i, text: "word ".repeat(50) };
+    expect(runApex(["memory", "import", "-"], { cwd: dir, input: JSON.stringify(notes) }).status).toBe(0);
+    const backup = (target: string) =>
+      new Promise<{ status: number; stdout: string; stderr: string }>((done) => {
+        execFile(process.execPath, [APEX_BIN, "backup", "--to", target, "--json"], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" } }, (error, stdout, stderr) =>
+          done({ status: error ? Number(error.code) : 0, stdout, stderr }),
+        );
+      });
+    // Both pass the "no store there yet" check, both copy; the second to link its copy in fails.
+    // That one had made the directory (or thought so) and removed it, with the first one's copy in it.
+    for (let round = 0; round < 4; round++) {
+      const target = join(root, `race-${round}`, "backup");
+      const runs = await Promise.all([backup(target), backup(target)]);
+      const saved = runs.filter((run) => run.status === 0);
+      expect(saved.length, runs.map((run) => run.stderr).join("\n")).toBe(1);
+      for (const run of runs.filter((run) => run.status !== 0)) expect(errorOf(run)).toMatchObject({ code: "APEX_E_CONFLICT" });
+      expect(readdirSync(target)).toEqual(["store.mdb"]);
+      expect(statSync(join(target, "store.mdb")).size).toBe(json(saved[0]!).bytes);
+    }
+  }, 120_000);
 
   it("a project without a store: not found (3)", () => {
     const dir = project("empty");

@@ -106,9 +106,10 @@ export function fileError(action: "read" | "write" | "create", path: string, err
 
 /**
  * Makes `dir` and its missing parents, owner-only, one level at a time: Node's recursive mkdir
- * never returns where a parent exists but refuses children with ENOENT (/proc/self/x).
+ * never returns where a parent exists but refuses children with ENOENT (/proc/self/x). Returns
+ * the directories it made, parents first.
  */
-export function makeBackupDirectory(dir: string): void {
+export function makeBackupDirectory(dir: string): string[] {
   const missing: string[] = [];
   const absent = (path: string) => {
     try {
@@ -126,6 +127,7 @@ export function makeBackupDirectory(dir: string): void {
       throw fileError("create", path, error);
     }
   }
+  return missing;
 }
 
 /** Reads a bundle file, refusing one too large to be a bundle within the limit before reading it. */
