@@ -248,7 +248,10 @@ describe("apex session archive / unarchive", () => {
     const dir = project("p1");
     const apex = apexIn(dir);
     await threeSessions(dir);
-    expect(apex("session", "archive", "s-old").status).toBe(0);
+    // By a unique prefix, as the help's example does (it said "No session s-ol").
+    const archived = apex("session", "archive", "s-ol", "--json");
+    expect(archived.status, archived.stderr).toBe(0);
+    expect(json(archived).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-old"]);
     expect(apex("session", "unarchive", "s-old", "--keep").status).toBe(0);
     const again = apex("session", "unarchive", "s-old", "--json");
     expect(again.status).toBe(4);
