@@ -656,6 +656,32 @@ describe("apex backup", () => {
   });
 });
 
+// Processes racing on one LMDB store (timing decides which one loses, so several rounds).
+describe("archive commands at once", () => {
+  it("two archives of one session at once: one archives it, the other says it is gone, never that the store is damaged", async () => {
+    const archive = (dir: string) =>
+      new Promise<{ status: number; stdout: string; stderr: string }>((done) => {
+        execFile(process.execPath, [APEX_BIN, "session", "archive", "s-old", "--json"], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" } }, (error, stdout, stderr) =>
+          done({ status: error ? Number(error.code) : 0, stdout, stderr }),
+        );
+      });
+    // The loser read the session's objects while the winner's sweep removed them: APEX_E_INTEGRITY,
+    // "Tree node … is missing", exit 1, with a hint to validate and repair a store that was fine.
+    for (let round = 0; round < 8; round++) {
+      const dir = project(`race${round}`);
+      await threeSessions(dir);
+      const runs = await Promise.all([archive(dir), archive(dir)]);
+      expect(runs.filter((run) => run.status === 0), runs.map((run) => run.stderr).join("\n")).toHaveLength(1);
+      for (const run of runs.filter((run) => run.status !== 0)) {
+        expect([3, 4], run.stderr).toContain(run.status);
+        expect(["APEX_E_NO_SESSION", "APEX_E_CONFLICT"]).toContain(errorOf(run).code);
+      }
+      const back = apexIn(dir)("session", "unarchive", "s-old", "--json");
+      expect(back.status, back.stderr).toBe(0);
+    }
+  }, 120_000);
+});
+
 describe("--help of every command shows its options and examples", () => {
   it.each([
     [["session", "archive"], ["--older-than", "--dry-run", "--json"]],

@@ -205,7 +205,19 @@ function protectBranchPoints(store: Store, candidates: readonly Candidate[]): Sk
 
 async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOptions, now: Date): Promise<ArchivedSession> {
   const { sessionId } = candidate;
-  const collected = collectSession(store, sessionId, { kind: "archive", createdAt: now.toISOString() });
+  let collected: ReturnType<typeof collectSession>;
+  try {
+    collected = collectSession(store, sessionId, { kind: "archive", createdAt: now.toISOString() });
+  } catch (error) {
+    // Objects gone while they were read, with the session: another archive of it (another
+    // process) removed both. Not damage to repair, as APEX_E_INTEGRITY's hint would say.
+    if (isApexError(error) && error.code === "APEX_E_INTEGRITY" && store.get(`/sessions/history/${sessionId}`) === undefined && store.get(`/sessions/${sessionId}`) === undefined) {
+      throw new ApexError("APEX_E_NO_SESSION", `Session ${sessionId} was archived or removed by another process while it was being read.`, {
+        hint: "See `apex session list`; its bundle is where that process put it (`apex session unarchive` lists them).",
+      });
+    }
+    throw error;
+  }
   if (collected.location.state !== "ended") {
     throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionId} is live again; only ended sessions are archived.`);
   }

@@ -119,15 +119,19 @@ export function makeBackupDirectory(dir: string): string[] {
     }
   };
   for (let at = dir; absent(at) && dirname(at) !== at; at = dirname(at)) missing.unshift(at);
+  const made: string[] = [];
   for (const path of missing) {
     try {
       mkdirSync(path, { mode: 0o700 });
       chmodSync(path, 0o700); // mkdir's mode is cut by the umask
+      made.push(path);
     } catch (error) {
+      // Another process (a second backup or archive) made it meanwhile: it is there, and not ours.
+      if ((error as NodeJS.ErrnoException).code === "EEXIST" && statSync(path, { throwIfNoEntry: false })?.isDirectory()) continue;
       throw fileError("create", path, error);
     }
   }
-  return missing;
+  return made;
 }
 
 /** Reads a bundle file, refusing one too large to be a bundle within the limit before reading it. */
