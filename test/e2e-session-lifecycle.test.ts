@@ -2,7 +2,7 @@
 // stop, --continue and refusals on each storage backend (forEachBackend: LMDB, and PostgreSQL
 // through APEX_STORE_URL on the run's shared cluster); logs and --attach, which do not depend on
 // the store, on LMDB. Real processes, real /proc, the built CLI.
-import { mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
@@ -222,6 +222,30 @@ describe("apex logs / start --attach / no session", () => {
     expect(withDirectory.status, withDirectory.stderr).toBe(0);
     expect(withDirectory.stdout.trim().split("\n").map((line) => (JSON.parse(line) as { agent: string }).agent)).toEqual(["beta"]);
     expect(project.apex(["logs", "gamma", "--session", "0f0e0d0c"]).status).toBe(3);
+  });
+
+  it("logs -f: a log truncated while a line of it is half written ends that line; the new text starts its own", async () => {
+    project = new Project(CONFIG);
+    const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000002");
+    mkdirSync(dir, { recursive: true });
+    const log = join(dir, "beta.log");
+    writeFileSync(log, "first\n");
+    const follow = project.apexAsync(["logs", "--session", "0f0e0d0c", "-f", "-n", "0", "--json"]);
+    try {
+      const lines = () => follow.output().trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { line: string }).line);
+      await new Promise((r) => setTimeout(r, 1000));
+      appendFileSync(log, "more\nhalf a li");
+      await waitFor("the complete line", () => lines().includes("more"));
+      await new Promise((r) => setTimeout(r, 500));
+      // Emptied and written again, shorter than what was read (a longer file cannot be told from one appended to).
+      writeFileSync(log, "anew\n");
+      await waitFor("the new text", () => lines().some((line) => line.includes("anew")));
+      // It was "half a lianew".
+      expect(lines()).toEqual(["more", "half a li", "anew"]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
   });
 
   it("start --attach streams the session's events; Ctrl-C detaches and the session keeps running", async () => {

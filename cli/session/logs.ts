@@ -158,7 +158,12 @@ export async function followLogs(dir: string, initial: LogFile[], agent: string 
     }
     for (const state of offsets.values()) {
       const size = sizeOf(state.file.file);
-      if (size < state.offset) state.offset = 0; // truncated
+      if (size < state.offset) {
+        // Truncated (rotated, emptied): what was left of its last line ends here, not glued to the new text.
+        if (state.partial) print({ agent: state.file.agent, stream: state.file.stream, line: state.partial });
+        state.partial = "";
+        state.offset = 0;
+      }
       if (size === state.offset) continue;
       const chunk = readRange(state.file.file, state.offset, size - state.offset);
       state.offset += chunk.bytes;
