@@ -127,7 +127,11 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
     // Reading bytes and decoding once is about twice as fast as readFileSync(…, "utf8") on large files.
     bytes = readFileSync(file === "-" ? 0 : file);
   } catch (error) {
-    throw new ApexError("APEX_E_NOT_FOUND", `Cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`);
+    const code = (error as NodeJS.ErrnoException).code;
+    // Missing is not found (3); a directory, a file this user may not read or one that fails to read is bad input (2).
+    const missing = code === "ENOENT" || code === "ENOTDIR";
+    const why = code === "EISDIR" ? "it is a directory (EISDIR)" : code === "EACCES" ? "permission denied (EACCES)" : (code ?? (error as Error).message);
+    throw new ApexError(missing ? "APEX_E_NOT_FOUND" : "APEX_E_BAD_INPUT", `Cannot read ${file}: ${why}.`);
   }
   const name = file === "-" ? "stdin" : file;
   const entries = parseImport(decodeUtf8Input(bytes, name), name);
@@ -156,8 +160,11 @@ export async function watchMemory(
   glob: string,
   options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean },
 ): Promise<void> {
+  const compiled = compileGlob(glob);
+  // A plain path is checked as `memory query` checks it: one that no record can have would be watched forever.
+  if (compiled.literal && compiled.prefix.length > 1) checkPath(compiled.prefix.replace(/\/+$/, ""));
   const { watchChanges } = await import("./memory-watch.js");
-  await watchChanges(location, compileGlob(glob), options);
+  await watchChanges(location, compiled, options);
 }
 
 /**

@@ -88,7 +88,8 @@ export const ErrorCodes = {
   APEX_E_BUNDLE_INVALID: ExitCode.usage,
   APEX_E_BUNDLE_VERSION: ExitCode.conflict,
   APEX_E_SESSION_EXISTS: ExitCode.conflict,
-  // remote access (apex serve): no or a bad token, a role that does not allow the action, too many failures (4); a body too large (2)
+  // remote access (apex serve): no or a bad token, a role that does not allow the action, too many failures (4); a body too large (2).
+  // FORBIDDEN also: a local store directory this user may not read (another user's, owner-only)
   APEX_E_UNAUTHORIZED: ExitCode.conflict,
   APEX_E_FORBIDDEN: ExitCode.conflict,
   APEX_E_RATE_LIMITED: ExitCode.conflict,

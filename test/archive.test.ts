@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
 import { basename, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -18,7 +19,7 @@ import {
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { compressColdData } from "../plugins/compression/compress.js";
 import { BUNDLE_VERSION, HEADER_BYTES, encodeBundle, readBundle, type BundleContent, type BundleInput } from "../plugins/archive/bundle.js";
-import { runApex, tempDir } from "./helpers/cli.js";
+import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
 
 let root: string;
@@ -247,7 +248,10 @@ describe("apex session archive / unarchive", () => {
     const dir = project("p1");
     const apex = apexIn(dir);
     await threeSessions(dir);
-    expect(apex("session", "archive", "s-old").status).toBe(0);
+    // By a unique prefix, as the help's example does (it said "No session s-ol").
+    const archived = apex("session", "archive", "s-ol", "--json");
+    expect(archived.status, archived.stderr).toBe(0);
+    expect(json(archived).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-old"]);
     expect(apex("session", "unarchive", "s-old", "--keep").status).toBe(0);
     const again = apex("session", "unarchive", "s-old", "--json");
     expect(again.status).toBe(4);
@@ -416,6 +420,12 @@ describe("tampered bundles are refused and nothing is written", () => {
     digest[25] ^= 0x80;
     await expectRefused(target, revision, digest, "APEX_E_BUNDLE_INVALID", /checksum does not match/);
     await expectRefused(target, revision, Buffer.from("PK\u0003\u0004 this is a zip file, not a bundle ........................................"), "APEX_E_BUNDLE_INVALID", /not an APEX session bundle/);
+    // Bytes after the compressed body (it runs to the end of the file): two bundles joined, an appended
+    // tail. Brotli stops at its stream's end, so these imported as if nothing followed.
+    await expectRefused(target, revision, Buffer.concat([file, file]), "APEX_E_BUNDLE_INVALID", new RegExp(`^Refusing the bundle: ${file.length} bytes follow the end of its compressed body`));
+    await expectRefused(target, revision, Buffer.concat([file, Buffer.alloc(100)]), "APEX_E_BUNDLE_INVALID", /100 bytes follow the end of its compressed body/);
+    const { file: gzipped } = await encodeBundle(readBundleInput(readBundle(file)), "gzip");
+    await expectRefused(target, revision, Buffer.concat([gzipped, Buffer.alloc(100)]), "APEX_E_BUNDLE_INVALID", /100 bytes follow the end of its compressed body/);
   });
 
   it("paths outside the session's keyspace: '../x', '/a/../b', other sessions, project memory", async () => {
@@ -585,12 +595,91 @@ describe("apex backup", () => {
     expect(existsSync(join(dir, ".apex/backups", made2!, "store.mdb"))).toBe(true);
   });
 
+  it("paths the system refuses (pseudo file systems, unreadable files) are bad input (2) naming the path and the reason, not a failure of the plugin, and leave nothing", async () => {
+    const dir = project("p1");
+    await threeSessions(dir);
+    const run = (...args: string[]) => runApex([...args, "--json"], { cwd: dir, env, timeout: 30_000 });
+    // Refused even to root: mkdir in /proc/self fails with ENOENT although it exists (Node's recursive
+    // mkdir retried that forever, at 100% CPU), in /sys with EPERM; an open for writing there too.
+    for (const [to, failing] of [
+      ["/proc/self", "/proc/self/.apex-backup-partial-"],
+      ["/proc/self/x/y", "/proc/self/x:"],
+      ["/sys/apex-backup", "/sys/apex-backup:"],
+    ] as const) {
+      const result = run("backup", "--to", to);
+      expect(result.status, `${to}: ${result.stderr}`).toBe(2);
+      expect(errorOf(result)).toMatchObject({ code: "APEX_E_BAD_INPUT" });
+      expect(errorOf(result).message).toContain(`Cannot create the directory ${failing}`);
+    }
+    for (const file of ["/proc/self/s.apexbundle", "/sys/s.apexbundle"]) {
+      const result = run("session", "export", "s-old", "-o", file);
+      expect(result.status, `${file}: ${result.stderr}`).toBe(2);
+      expect(errorOf(result)).toMatchObject({ code: "APEX_E_BAD_INPUT" });
+      expect(errorOf(result).message).toMatch(new RegExp(`^Cannot write ${file}: .* \\(E[A-Z]+\\)\\.$`));
+    }
+    // A file that stats as a regular file but cannot be read.
+    const unreadable = run("session", "import", "/proc/self/mem");
+    expect(unreadable.status, unreadable.stderr).toBe(2);
+    expect(errorOf(unreadable)).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "Cannot read /proc/self/mem: EIO: i/o error, read (EIO)." });
+    expect(readdirSync(join(dir, ".apex")).filter((name) => name.includes("backup"))).toEqual([]);
+  });
+
+  it("two backups to one new directory at once: the one that fails never removes the copy the other reported saved", async () => {
+    const dir = project("p1");
+    const notes: Record<string, JsonValue> = {};
+    for (let i = 0; i < 20_000; i++) notes[`/notes/${i}`] = { i, text: "word ".repeat(50) };
+    expect(runApex(["memory", "import", "-"], { cwd: dir, input: JSON.stringify(notes) }).status).toBe(0);
+    const backup = (target: string) =>
+      new Promise<{ status: number; stdout: string; stderr: string }>((done) => {
+        execFile(process.execPath, [APEX_BIN, "backup", "--to", target, "--json"], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" } }, (error, stdout, stderr) =>
+          done({ status: error ? Number(error.code) : 0, stdout, stderr }),
+        );
+      });
+    // Both pass the "no store there yet" check, both copy; the second to link its copy in fails.
+    // That one had made the directory (or thought so) and removed it, with the first one's copy in it.
+    for (let round = 0; round < 4; round++) {
+      const target = join(root, `race-${round}`, "backup");
+      const runs = await Promise.all([backup(target), backup(target)]);
+      const saved = runs.filter((run) => run.status === 0);
+      expect(saved.length, runs.map((run) => run.stderr).join("\n")).toBe(1);
+      for (const run of runs.filter((run) => run.status !== 0)) expect(errorOf(run)).toMatchObject({ code: "APEX_E_CONFLICT" });
+      expect(readdirSync(target)).toEqual(["store.mdb"]);
+      expect(statSync(join(target, "store.mdb")).size).toBe(json(saved[0]!).bytes);
+    }
+  }, 120_000);
+
   it("a project without a store: not found (3)", () => {
     const dir = project("empty");
     const result = runApex(["backup", "--json"], { cwd: dir });
     expect(result.status).toBe(3);
     expect(errorOf(result).code).toBe("APEX_E_NO_STORE");
   });
+});
+
+// Processes racing on one LMDB store (timing decides which one loses, so several rounds).
+describe("archive commands at once", () => {
+  it("two archives of one session at once: one archives it, the other says it is gone, never that the store is damaged", async () => {
+    const archive = (dir: string) =>
+      new Promise<{ status: number; stdout: string; stderr: string }>((done) => {
+        execFile(process.execPath, [APEX_BIN, "session", "archive", "s-old", "--json"], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" } }, (error, stdout, stderr) =>
+          done({ status: error ? Number(error.code) : 0, stdout, stderr }),
+        );
+      });
+    // The loser read the session's objects while the winner's sweep removed them: APEX_E_INTEGRITY,
+    // "Tree node … is missing", exit 1, with a hint to validate and repair a store that was fine.
+    for (let round = 0; round < 8; round++) {
+      const dir = project(`race${round}`);
+      await threeSessions(dir);
+      const runs = await Promise.all([archive(dir), archive(dir)]);
+      expect(runs.filter((run) => run.status === 0), runs.map((run) => run.stderr).join("\n")).toHaveLength(1);
+      for (const run of runs.filter((run) => run.status !== 0)) {
+        expect([3, 4], run.stderr).toContain(run.status);
+        expect(["APEX_E_NO_SESSION", "APEX_E_CONFLICT"]).toContain(errorOf(run).code);
+      }
+      const back = apexIn(dir)("session", "unarchive", "s-old", "--json");
+      expect(back.status, back.stderr).toBe(0);
+    }
+  }, 120_000);
 });
 
 describe("--help of every command shows its options and examples", () => {

@@ -179,6 +179,10 @@ describe("apex checkpoint", () => {
     expect(fails(["checkpoint", "show", "checkpoint-099"], 3).stderr).toContain("No checkpoint-099 in session");
     expect(fails(["checkpoint", "show", "abcdef12"], 3).stderr).toContain("APEX_E_CHECKPOINT_NOT_FOUND");
     expect(fails(["checkpoint", "show", "ab"], 2).stderr).toContain("too short");
+    // A prefix longer than any id (here past LMDB's key size) is not found, not an internal error.
+    for (const args of [["checkpoint", "show", "a".repeat(3000)], ["checkpoint", "diff", "latest", "b".repeat(3000)], ["checkpoint", "show", `${ready.session_id.slice(0, 8)}/${"c".repeat(3000)}`]]) {
+      expect(fails(args, 3).stderr).toContain("error[APEX_E_CHECKPOINT_NOT_FOUND]: No checkpoint id starts with");
+    }
     expect(fails(["checkpoint", "list", "--limit", "0"], 2).stderr).toContain("Expected a whole number ≥ 1");
     ok(["stop"]);
     // Listing works on an ended session too (the one that ended last).

@@ -2,7 +2,7 @@
 // stop, --continue and refusals on each storage backend (forEachBackend: LMDB, and PostgreSQL
 // through APEX_STORE_URL on the run's shared cluster); logs and --attach, which do not depend on
 // the store, on LMDB. Real processes, real /proc, the built CLI.
-import { existsSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
@@ -192,6 +192,56 @@ describe("apex logs / start --attach / no session", () => {
       // Anything appended shows up: stop the session, whose exit lines go to the log.
       project.apex(["stop"]);
       await waitFor("followed lines", () => follow.output().includes("killed by SIGTERM") || follow.output().includes("exited with"), 15_000);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+
+  it("logs -n N: the last N lines however long the lines and the file; a line over 64 KiB is cut and says so; a directory named like a log is none", () => {
+    project = new Project(CONFIG);
+    const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000001");
+    mkdirSync(dir, { recursive: true });
+    // 20,000 lines of ~100 bytes (2 MB): -n 5000 reaches far past the last 64 KiB.
+    writeFileSync(join(dir, "beta.log"), Array.from({ length: 20_000 }, (_, i) => `line ${i} ${"x".repeat(90)}\n`).join(""));
+    const tail = project.apex(["logs", "--session", "0f0e0d0c", "-n", "5000"]);
+    expect(tail.status, tail.stderr).toBe(0);
+    const lines = tail.stdout.trimEnd().split("\n");
+    expect(lines).toHaveLength(5000);
+    expect(lines[0]).toBe(`beta | line 15000 ${"x".repeat(90)}`);
+    expect(lines.at(-1)).toBe(`beta | line 19999 ${"x".repeat(90)}`);
+    // A 2 MB line between two short ones (and no final newline): it is one line, cut at 64 KiB.
+    writeFileSync(join(dir, "beta.log"), `before\n${"y".repeat(2_000_000)}\nafter`);
+    const json = project.apex(["logs", "--session", "0f0e0d0c", "-n", "2", "--json"]);
+    const shown = json.stdout.trim().split("\n").map((line) => JSON.parse(line) as { line: string });
+    expect(shown.map((entry) => entry.line.slice(0, 6))).toEqual(["yyyyyy", "after"]);
+    expect(shown[0]!.line).toBe(`${"y".repeat(65536)} … (${2_000_000 - 65536} more bytes)`);
+    expect(project.apex(["logs", "--session", "0f0e0d0c", "-n", "3"]).stdout.split("\n")[0]).toBe("beta | before");
+    mkdirSync(join(dir, "gamma.log"));
+    const withDirectory = project.apex(["logs", "--session", "0f0e0d0c", "-n", "1", "--json"]);
+    expect(withDirectory.status, withDirectory.stderr).toBe(0);
+    expect(withDirectory.stdout.trim().split("\n").map((line) => (JSON.parse(line) as { agent: string }).agent)).toEqual(["beta"]);
+    expect(project.apex(["logs", "gamma", "--session", "0f0e0d0c"]).status).toBe(3);
+  });
+
+  it("logs -f: a log truncated while a line of it is half written ends that line; the new text starts its own", async () => {
+    project = new Project(CONFIG);
+    const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000002");
+    mkdirSync(dir, { recursive: true });
+    const log = join(dir, "beta.log");
+    writeFileSync(log, "first\n");
+    const follow = project.apexAsync(["logs", "--session", "0f0e0d0c", "-f", "-n", "0", "--json"]);
+    try {
+      const lines = () => follow.output().trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { line: string }).line);
+      await new Promise((r) => setTimeout(r, 1000));
+      appendFileSync(log, "more\nhalf a li");
+      await waitFor("the complete line", () => lines().includes("more"));
+      await new Promise((r) => setTimeout(r, 500));
+      // Emptied and written again, shorter than what was read (a longer file cannot be told from one appended to).
+      writeFileSync(log, "anew\n");
+      await waitFor("the new text", () => lines().some((line) => line.includes("anew")));
+      // It was "half a lianew".
+      expect(lines()).toEqual(["more", "half a li", "anew"]);
     } finally {
       follow.child.kill("SIGINT");
       await follow.done;

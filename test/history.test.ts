@@ -179,9 +179,21 @@ describe("the audit trail and reports", () => {
     expect(written.stdout.trim()).toBe(`Wrote the md report of session ${sid} to ${join(dir, "report.md")}.`);
     expect(readFileSync(join(dir, "report.md"), "utf8").replace(/^Generated .*$/m, "")).toBe(md.stdout.replace(/^Generated .*$/m, ""));
 
+    // --json with -o: the report goes to the file, stdout is one JSON document saying where.
+    const toFile = project.apex(["session", "report", sid, "-o", "report.json", "--json"]);
+    expect(toFile.status, toFile.stderr).toBe(0);
+    const written2 = readFileSync(join(dir, "report.json"), "utf8");
+    expect(JSON.parse(toFile.stdout)).toEqual({ session_id: sid, format: "json", file: join(dir, "report.json"), bytes: Buffer.byteLength(written2) });
+    expect(JSON.parse(written2)).toMatchObject({ format: 1, session: { session_id: sid } });
+
     const bad = project.apex(["session", "report", "--format", "xml"]);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain('Unknown report format "xml"');
+    // A bad --format is refused with --json too (it was dropped silently).
+    const badJson = project.apex(["session", "report", "--format", "xml", "--json"]);
+    expect(badJson.status).toBe(2);
+    expect(JSON.parse(badJson.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: 'Unknown report format "xml".' });
+    expect(badJson.stdout).toBe("");
   });
 
   it("a project without sessions says so", () => {

@@ -51,6 +51,12 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     [["memory", "set", "/a", "{nope"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
     [["memory", "set", "/a", "undefined"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
     [["memory", "query", "notes/*"], "APEX_E_BAD_GLOB", `Invalid glob "notes/*": it must start with '/'.`],
+    // A directory, or a file that exists but does not read, is not "not found" (it was exit 3).
+    [["memory", "import", "."], "APEX_E_BAD_INPUT", "Cannot read .: it is a directory (EISDIR)."],
+    [["memory", "import", "/proc/self/mem"], "APEX_E_BAD_INPUT", "Cannot read /proc/self/mem: EIO."],
+    // A plain path no record can have was watched (here: until the timeout; without one, forever).
+    [["memory", "watch", "/a/../b", "--timeout", "2"], "APEX_E_BAD_PATH", `Invalid path "/a/../b": segment 2 is '..'.`],
+    [["memory", "watch", "/a//b", "--timeout", "2"], "APEX_E_BAD_PATH", `Invalid path "/a//b": segment 2 is empty ('//').`],
     // "stop after 0 entries" printed every entry: the store reads a limit of 0 as none.
     [["memory", "query", "/**", "--limit", "0"], "APEX_E_USAGE", `--limit: Expected a whole number ≥ 1, got "0".`],
   ])("bad input %j exits 2 and writes nothing", async (args, code, message) => {

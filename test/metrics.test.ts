@@ -253,5 +253,10 @@ describe("metrics of a running session", () => {
     expect(shown.stdout).toContain(`Metrics of session ${sid} (stopped)`);
     expect(shown.stdout).toMatch(/Tasks\s+2 completed, 0 failed/);
     expect(shown.stdout).toMatch(/worker\s+idle\s+/);
+    // --session picks the session, and one that names none says so (it said the project had no session).
+    expect(JSON.parse(project.apex(["session", "metrics", "--session", sid.slice(0, 8), "--json"]).stdout)).toMatchObject({ session_id: sid });
+    const unknown = project.apex(["session", "metrics", "--session", "nosuchsession", "--json"]);
+    expect(unknown.status).toBe(3);
+    expect(JSON.parse(unknown.stderr).error).toMatchObject({ code: "APEX_E_NO_SESSION", message: 'No session "nosuchsession" in this project.' });
   });
 });

@@ -3,7 +3,7 @@
 // validate and put back by repair from the latest checkpoint. (bench/store-damage.mjs
 // measures the same over random byte flips.)
 import { execFileSync, spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { JsonValue, Store } from "../core/store/store.js";
@@ -133,6 +133,56 @@ describe("a damaged store file", () => {
     expect(repaired.stderr).toMatch(/error\[APEX_E_STORE_DAMAGED\]: No record of the store file .* could be read \(the reader was killed by SIG(BUS|SEGV)\); it was left as it is\./);
     expect(repaired.stderr).not.toMatch(/^\s+at /m);
     expect(readFileSync(file).equals(truncated)).toBe(true);
+  });
+
+  it.each([
+    ["empty", Buffer.alloc(0), "it is empty (0 bytes)"],
+    ["a few bytes", Buffer.from("hello\n"), "its 6 bytes do not start with an LMDB store's header"],
+    ["random bytes", Buffer.from(Array.from({ length: 65536 }, (_, i) => (i * 7919 + 13) % 251)), "its 65536 bytes do not start with an LMDB store's header"],
+  ])("a store file that is %s (no LMDB header, which would crash the reader) is named as damaged by every command; validate reports it, repair leaves it", (_name, bytes, why) => {
+    expect(runApex(["memory", "set", "/notes/a", "1"], { cwd: dir }).status).toBe(0);
+    const file = join(storeDir(), "store.mdb");
+    writeFileSync(file, bytes);
+    const commands = [["status"], ["session", "list", "--json"], ["memory", "show", "/notes/a"], ["checkpoint", "list"], ["session", "export", "x", "-o", join(dir, "x.apexbundle")]];
+    // A writable open lays a new store out in an empty file (as LMDB does in a new one); any other file it refuses.
+    if (bytes.length > 0) commands.push(["memory", "set", "/x", "1"]);
+    for (const args of commands) {
+      const run = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: dir, encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } });
+      expect(run.signal, args.join(" ")).toBeNull();
+      expect(run.status, `${args.join(" ")}: ${run.stderr}`).toBe(1);
+      expect(run.stderr).toContain(`APEX_E_STORE_DAMAGED`);
+      expect(run.stderr).toContain(`The store file ${file} is damaged: ${why}`);
+    }
+    const validated = runApex(["session", "validate", "--json"], { cwd: dir });
+    expect(validated.status, validated.stderr).toBe(1);
+    const report = JSON.parse(validated.stdout) as { ok: boolean; problems: Array<{ code: string; message: string }> };
+    expect(report.ok).toBe(false);
+    expect(report.problems.map((problem) => problem.code)).toEqual(["store-damaged", "store-damaged"]);
+    expect(report.problems[1]!.message).toContain("no record of it can be read");
+    const repaired = runApex(["session", "repair"], { cwd: dir });
+    expect(repaired.status).toBe(1);
+    expect(repaired.stderr).toContain(`error[APEX_E_STORE_DAMAGED]: No record of the store file ${file} could be read; it was left as it is.`);
+    expect(readFileSync(file).equals(bytes)).toBe(true);
+    expect(existsSync(join(dir, "x.apexbundle"))).toBe(false);
+  });
+
+  it("a directory where the store file or its lock file should be is named, not a crash or an internal error", () => {
+    expect(runApex(["memory", "set", "/notes/a", "1"], { cwd: dir }).status).toBe(0);
+    for (const name of ["store.mdb", "store.mdb-lock"]) {
+      const path = join(storeDir(), name);
+      const kept = `${path}.kept`;
+      renameSync(path, kept);
+      mkdirSync(path);
+      for (const args of [["status"], ["memory", "set", "/x", "1"]]) {
+        const run = spawnSync(process.execPath, [APEX_BIN, ...args, "--json"], { cwd: dir, encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } });
+        expect(run.signal, `${name}: ${args.join(" ")}`).toBeNull();
+        expect(run.status, `${name}: ${args.join(" ")}: ${run.stderr}`).toBe(1);
+        expect(JSON.parse(run.stderr).error).toMatchObject({ code: "APEX_E_STORE_DAMAGED", message: `${path} is a directory, not a file of the store.` });
+      }
+      rmdirSync(path);
+      renameSync(kept, path);
+    }
+    expect(runApex(["memory", "show", "/notes/a"], { cwd: dir }).stdout.trim()).toBe("1");
   });
 
   describe("live records against the latest checkpoint", () => {

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, REPO_ROOT, isAlive, waitFor } from "./fixtures/agents/harness.js";
+import { APEX_BIN } from "./helpers/cli.js";
 
 let project: Project | undefined;
 afterEach(() => {
@@ -113,6 +114,22 @@ describe.runIf(root)("the store is private", () => {
     expect(after.some((entry) => entry.path.endsWith(".apexbundle"))).toBe(true);
     expect(after.some((entry) => /backups\/store-[^/]+\/store\.mdb$/.test(entry.path))).toBe(true);
     for (const entry of after) expect(`${entry.path} ${entry.mode.toString(8)}`).toBe(`${entry.path} ${(entry.type === "dir" || entry.path.endsWith("/bin/apex") ? 0o700 : 0o600).toString(8)}`);
+  });
+
+  it("another user's commands are refused (APEX_E_FORBIDDEN, exit 4), not answered as if the project had no store", () => {
+    project = new Project("plugins:\n  checkpoint: {}\n  archive: {}\n", "apex-privacy-");
+    chmodSync(project.dir, 0o755);
+    chmodSync(join(project.dir, "apex.config.yaml"), 0o644);
+    expect(project.apex(["memory", "set", "/secret", '"hidden"']).status).toBe(0);
+    const config = join(project.dir, "apex.config.yaml");
+    // `session list` said "No sessions yet" (exit 0), `checkpoint list` "No session in this project yet", `memory set` APEX_E_INTERNAL.
+    for (const args of [["session", "list"], ["status"], ["checkpoint", "list"], ["memory", "show", "/secret"], ["memory", "set", "/y", "1"], ["session", "export", "x", "-o", "/tmp/never.apexbundle"]]) {
+      const result = asNobody([process.execPath, APEX_BIN, "--config", config, ...args, "--json"]);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(4);
+      expect(JSON.parse(result.stderr).error).toMatchObject({ code: "APEX_E_FORBIDDEN", message: `This user may not read the store at ${project.storeDir} (EACCES).` });
+      expect(result.stdout).toBe("");
+    }
+    expect(project.apex(["memory", "show", "/secret"]).stdout.trim()).toBe('"hidden"');
   });
 
   it("a store made open to others is tightened when it is next opened, with a notice", () => {

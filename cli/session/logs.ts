@@ -4,12 +4,11 @@
  * and restarts) and stderr to <agent>.err.log. Shown lines are prefixed `agent |` for stdout
  * and `agent !` for stderr. No store access: the files and the runtime file are enough.
  */
-import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { paint, printLine } from "../output.js";
-import { tailLines } from "../../core/session/agents.js";
 import { sleep } from "../../core/session/proc.js";
 import { agentLogDir, liveSupervisor, readRuntime } from "../../core/session/runtime.js";
 import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
@@ -96,7 +95,7 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
   }
   const chosen = files.filter((file) => agent === undefined || file.agent === agent);
   const lines: LogLine[] = [];
-  for (const file of chosen) for (const line of tailLines(file.file, count)) lines.push({ agent: file.agent, stream: file.stream, line });
+  for (const file of chosen) for (const line of logTail(file.file, count)) lines.push({ agent: file.agent, stream: file.stream, line });
   return { dir, chosen, lines };
 }
 
@@ -104,6 +103,7 @@ export function logFiles(dir: string): LogFile[] {
   if (!existsSync(dir)) return [];
   const out: LogFile[] = [];
   for (const name of readdirSync(dir).sort()) {
+    if (!isFile(join(dir, name))) continue; // a directory named like a log is none
     if (name.endsWith(".err.log")) out.push({ agent: name.slice(0, -".err.log".length), stream: "stderr", file: join(dir, name) });
     else if (name.endsWith(".log")) out.push({ agent: name.slice(0, -".log".length), stream: "stdout", file: join(dir, name) });
   }
@@ -158,7 +158,12 @@ export async function followLogs(dir: string, initial: LogFile[], agent: string 
     }
     for (const state of offsets.values()) {
       const size = sizeOf(state.file.file);
-      if (size < state.offset) state.offset = 0; // truncated
+      if (size < state.offset) {
+        // Truncated (rotated, emptied): what was left of its last line ends here, not glued to the new text.
+        if (state.partial) print({ agent: state.file.agent, stream: state.file.stream, line: state.partial });
+        state.partial = "";
+        state.offset = 0;
+      }
       if (size === state.offset) continue;
       const chunk = readRange(state.file.file, state.offset, size - state.offset);
       state.offset += chunk.bytes;
@@ -168,6 +173,56 @@ export async function followLogs(dir: string, initial: LogFile[], agent: string 
       for (const line of lines) print({ agent: state.file.agent, stream: state.file.stream, line });
     }
     await sleep(200);
+  }
+}
+
+/** Longest line `logTail` returns whole; a longer one is cut there and says how much is left out. */
+const TAIL_LINE_BYTES = 64 * 1024;
+
+/**
+ * The last `lines` lines of a log, or [] when it does not exist (or is not a file). The file is
+ * scanned backwards 64 KiB at a time for line ends, however long its lines, and each line is read
+ * up to TAIL_LINE_BYTES: a 300 MB line costs a scan, not 300 MB of memory. (The supervisor's own
+ * short tails in error messages use core's tailLines, which reads the last 64 KiB.)
+ */
+export function logTail(file: string, lines: number): string[] {
+  let fd: number;
+  try {
+    fd = openSync(file, "r");
+  } catch {
+    return [];
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile() || stat.size === 0 || lines <= 0) return [];
+    const buffer = Buffer.alloc(Math.min(stat.size, 64 * 1024));
+    readSync(fd, buffer, 0, 1, stat.size - 1);
+    const end = buffer[0] === 0x0a ? stat.size - 1 : stat.size; // a final newline ends the last line
+    const starts: number[] = [];
+    for (let at = end; at > 0 && starts.length < lines; ) {
+      const from = Math.max(0, at - buffer.length);
+      readSync(fd, buffer, 0, at - from, from);
+      for (let i = at - from - 1; i >= 0 && starts.length < lines; i--) if (buffer[i] === 0x0a) starts.push(from + i + 1);
+      at = from;
+    }
+    if (starts.length < lines) starts.push(0);
+    starts.reverse();
+    return starts.map((start, i) => {
+      const length = (i + 1 < starts.length ? starts[i + 1]! - 1 : end) - start;
+      const line = Buffer.alloc(Math.min(length, TAIL_LINE_BYTES));
+      readSync(fd, line, 0, line.length, start);
+      return length > line.length ? `${line.toString("utf8")} … (${length - line.length} more bytes)` : line.toString("utf8");
+    });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
   }
 }
 

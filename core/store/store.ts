@@ -20,7 +20,11 @@ export function lmdbDataDir(spec: StoreSpec): string {
   return spec.dir;
 }
 
-/** True when an LMDB store exists for the spec: one stat, without loading lmdb. */
+/**
+ * True when an LMDB store exists for the spec: a stat or two, without loading lmdb. A directory
+ * this user may not enter (another user's store: `dir/.` does not stat) counts as one, so that
+ * opening it says so (plugins/lmdb, APEX_E_FORBIDDEN) instead of reads answering "no session yet".
+ */
 export function lmdbStoreExists(spec: StoreSpec): boolean {
-  return existsSync(join(lmdbDataDir(spec), STORE_FILE));
+  return existsSync(join(lmdbDataDir(spec), STORE_FILE)) || (existsSync(lmdbDataDir(spec)) && !existsSync(`${lmdbDataDir(spec)}/.`));
 }

@@ -1,7 +1,6 @@
 import { existsSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { ApexError, isApexError } from "../../core/errors.js";
-import { makeDirIfMissing } from "../../core/store/private.js";
 import type { PackCodec } from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
@@ -9,7 +8,7 @@ import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.j
 import { branchPoints, knownSessions } from "../retention/sessions.js";
 import { encodeBundle, readBundle } from "./bundle.js";
 import { collectSession, historyPath, isRecord, livePath, locateSession, type CollectedSession } from "./collect.js";
-import { bundleFileName, readBundleFile, writeFileAtomic } from "./files.js";
+import { bundleFileName, makeBackupDirectory, readBundleFile, writeFileAtomic } from "./files.js";
 import { ARCHIVE_ACTOR } from "./install.js";
 
 export interface ArchiveOptions {
@@ -206,7 +205,19 @@ function protectBranchPoints(store: Store, candidates: readonly Candidate[]): Sk
 
 async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOptions, now: Date): Promise<ArchivedSession> {
   const { sessionId } = candidate;
-  const collected = collectSession(store, sessionId, { kind: "archive", createdAt: now.toISOString() });
+  let collected: ReturnType<typeof collectSession>;
+  try {
+    collected = collectSession(store, sessionId, { kind: "archive", createdAt: now.toISOString() });
+  } catch (error) {
+    // Objects gone while they were read, with the session: another archive of it (another
+    // process) removed both. Not damage to repair, as APEX_E_INTEGRITY's hint would say.
+    if (isApexError(error) && error.code === "APEX_E_INTEGRITY" && store.get(`/sessions/history/${sessionId}`) === undefined && store.get(`/sessions/${sessionId}`) === undefined) {
+      throw new ApexError("APEX_E_NO_SESSION", `Session ${sessionId} was archived or removed by another process while it was being read.`, {
+        hint: "See `apex session list`; its bundle is where that process put it (`apex session unarchive` lists them).",
+      });
+    }
+    throw error;
+  }
   if (collected.location.state !== "ended") {
     throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionId} is live again; only ended sessions are archived.`);
   }
@@ -220,7 +231,7 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
   const { file: bytes, bodyBytes } = await encodeBundle(collected.input, options.codec, options.level);
   if (options.dryRun) return { ...summary, file: null, bodyBytes, fileBytes: bytes.length };
 
-  makeDirIfMissing(options.directory);
+  makeBackupDirectory(options.directory);
   const file = join(options.directory, bundleFileName(sessionId));
   if (existsSync(file)) {
     throw new ApexError("APEX_E_CONFLICT", `Session ${sessionId} already has a bundle at ${file}; not overwriting it.`, {

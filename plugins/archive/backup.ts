@@ -1,15 +1,15 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, linkSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { existsSync, linkSync, rmdirSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { ObjectStore } from "../checkpoint/engine/objects.js";
-import { makeDirIfMissing, makePrivate, makePrivateDir } from "../../core/store/private.js";
+import { makePrivate } from "../../core/store/private.js";
 import { type Store, STORE_FILE } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { formatBytes } from "../../cli/output.js";
-import { syncDirectory } from "./files.js";
+import { makeBackupDirectory, syncDirectory } from "./files.js";
 
 export interface BackupOptions {
   /** The live store's directory. */
@@ -63,14 +63,13 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
   }
   const live = await openStore(options.storeDir, { readOnly: true });
   let partial: string | undefined;
-  let createdTarget = false;
+  let created: string[] = [];
   let done = false;
   try {
     const sourceBytes = statSync(join(options.storeDir, STORE_FILE)).size;
-    createdTarget = !existsSync(target);
-    makeDirIfMissing(target);
+    created = makeBackupDirectory(target);
     partial = join(target, `.apex-backup-partial-${process.pid}-${randomBytes(4).toString("hex")}`);
-    makePrivateDir(partial);
+    makeBackupDirectory(partial);
     const copyFile = join(partial, STORE_FILE);
 
     const before = live.revision();
@@ -147,9 +146,20 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
     };
   } finally {
     if (partial) rmSync(partial, { recursive: true, force: true });
-    // A backup that failed leaves nothing behind, not even the directory it made.
-    if (!done && createdTarget) rmSync(target, { recursive: true, force: true });
+    // A backup that failed leaves nothing behind, not even the directories it made, but only
+    // while they are empty: another backup to the same directory may have put its copy there
+    // meanwhile (the one that made them is then the one that fails: removing the tree took
+    // a backup already reported as saved with it).
+    if (!done) for (const dir of created.reverse()) removeIfEmpty(dir);
     await live.close();
+  }
+}
+
+function removeIfEmpty(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    // not empty, or gone: left as it is
   }
 }
 

@@ -205,14 +205,22 @@ export function readHeader(file: Buffer, limits: ReadLimits = {}): BundleHeader 
 export function readBundle(file: Buffer, limits: ReadLimits = {}): BundleContent {
   const header = readHeader(file, limits);
   let body: Buffer;
+  let trailing = 0;
   try {
     // One byte over the declared size: a body that is longer is caught, not cut.
-    const options = { maxOutputLength: header.bodyBytes + 1 };
-    body = header.codec === "gzip" ? gunzipSync(file.subarray(HEADER_BYTES), options) : brotliDecompressSync(file.subarray(HEADER_BYTES), options);
+    const options = { maxOutputLength: header.bodyBytes + 1, info: true } as const;
+    const compressed = file.subarray(HEADER_BYTES);
+    // `info` gives the engine, whose bytesWritten is how much of the input the stream used.
+    const { buffer, engine } = (header.codec === "gzip" ? gunzipSync(compressed, options) : brotliDecompressSync(compressed, options)) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
+    body = buffer;
+    // The body runs to the end of the file: bytes after its stream (two bundles in one file, an
+    // appended download) are damage, and would count as compressed bytes in the ratio bound.
+    if (engine.bytesWritten < compressed.length) trailing = compressed.length - engine.bytesWritten;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") invalid(`its body decompresses to more than the ${header.bodyBytes} bytes its header declares; decompression was stopped there`);
     invalid(`its body does not decompress (${(error as Error).message}): truncated or damaged`);
   }
+  if (trailing > 0) invalid(`${trailing} bytes follow the end of its compressed body (two files joined, or an appended download?)`);
   if (body.length !== header.bodyBytes) invalid(`its body is ${body.length} bytes, the header says ${header.bodyBytes}`);
   if (!createHash("sha256").update(body).digest().equals(header.digest)) invalid("its checksum does not match: the file was damaged or modified");
 

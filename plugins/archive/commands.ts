@@ -42,7 +42,8 @@ export async function runArchive(input: CommandInput, context: CommandContext, s
   try {
     result = await archiveSessions(store, {
       olderThanMs,
-      sessionId,
+      // An id or a unique prefix, as export takes it (`apex session archive 3f2a9c1e`).
+      sessionId: sessionId === undefined ? undefined : resolveSessionId(store, sessionId),
       directory,
       codec: settings.algorithm,
       level: settings.level,

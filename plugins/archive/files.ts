@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors.js";
@@ -30,7 +30,7 @@ export function writeFileAtomic(path: string, data: Buffer, options: { overwrite
   try {
     fd = openSync(temporary, "wx", 0o600);
   } catch (error) {
-    throw isFileDiskFull(error) ? fileDiskFullError(path, error) : error;
+    throw isFileDiskFull(error) ? fileDiskFullError(path, error) : fileError("write", path, error);
   }
   try {
     for (let at = 0; at < data.length; ) at += writeSync(fd, data, at, Math.min(data.length - at, 1 << 24));
@@ -79,6 +79,61 @@ export function syncDirectory(dir: string): void {
   }
 }
 
+/**
+ * A file the user named (a bundle to read or write, a backup directory) that the system refuses
+ * (no permission, a read-only or pseudo file system, a path that leads nowhere) is their input's
+ * problem, said as such: exit 2, the path and the system's reason, nothing written. Anything
+ * else (not an errno error) is passed on as it is.
+ */
+export function fileError(action: "read" | "write" | "create", path: string, error: unknown): unknown {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code !== "string" || !/^E[A-Z]+$/.test(code)) return error;
+  const reasons: Record<string, string> = {
+    EACCES: "permission denied",
+    EPERM: "operation not permitted",
+    EROFS: "read-only file system",
+    ENOENT: "no such file or directory",
+    ENOTDIR: "a part of the path is not a directory",
+    EISDIR: "it is a directory",
+    EEXIST: "a file or a dangling link is in the way",
+  };
+  const what = action === "create" ? `Cannot create the directory ${path}` : `Cannot ${action} ${path}`;
+  return new ApexError("APEX_E_BAD_INPUT", `${what}: ${reasons[code] ?? (error as Error).message} (${code}).`, {
+    hint: action === "read" ? "Check the path and that this user may read the file." : "Choose a directory this user may write to. Nothing was written.",
+    cause: error,
+  });
+}
+
+/**
+ * Makes `dir` and its missing parents, owner-only, one level at a time: Node's recursive mkdir
+ * never returns where a parent exists but refuses children with ENOENT (/proc/self/x). Returns
+ * the directories it made, parents first.
+ */
+export function makeBackupDirectory(dir: string): string[] {
+  const missing: string[] = [];
+  const absent = (path: string) => {
+    try {
+      return statSync(path, { throwIfNoEntry: false }) === undefined;
+    } catch {
+      return false; // there, but not to be looked into: its mkdir below says why
+    }
+  };
+  for (let at = dir; absent(at) && dirname(at) !== at; at = dirname(at)) missing.unshift(at);
+  const made: string[] = [];
+  for (const path of missing) {
+    try {
+      mkdirSync(path, { mode: 0o700 });
+      chmodSync(path, 0o700); // mkdir's mode is cut by the umask
+      made.push(path);
+    } catch (error) {
+      // Another process (a second backup or archive) made it meanwhile: it is there, and not ours.
+      if ((error as NodeJS.ErrnoException).code === "EEXIST" && statSync(path, { throwIfNoEntry: false })?.isDirectory()) continue;
+      throw fileError("create", path, error);
+    }
+  }
+  return made;
+}
+
 /** Reads a bundle file, refusing one too large to be a bundle within the limit before reading it. */
 export function readBundleFile(path: string, maxBytes = DEFAULT_MAX_BUNDLE_BYTES): Buffer {
   let size: number;
@@ -89,7 +144,8 @@ export function readBundleFile(path: string, maxBytes = DEFAULT_MAX_BUNDLE_BYTES
   } catch (error) {
     if (error instanceof ApexError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
-    throw new ApexError(code === "ENOENT" || code === "ENOTDIR" ? "APEX_E_NOT_FOUND" : "APEX_E_STORE", `Cannot read ${path}: ${(error as Error).message}`, {
+    if (code !== "ENOENT" && code !== "ENOTDIR") throw fileError("read", path, error);
+    throw new ApexError("APEX_E_NOT_FOUND", `Cannot read ${path}: ${(error as Error).message}`, {
       hint: "Give the path of a .apexbundle file (`apex session export` writes one).",
     });
   }
@@ -99,5 +155,9 @@ export function readBundleFile(path: string, maxBytes = DEFAULT_MAX_BUNDLE_BYTES
       hint: "Raise plugins.archive.max_bundle_bytes if you trust this bundle.",
     });
   }
-  return readFileSync(path);
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw fileError("read", path, error);
+  }
 }

@@ -32,6 +32,8 @@ export interface ResolveOptions {
 }
 
 const MIN_PREFIX = 4;
+/** Longest id prefix looked up: far beyond a uuid's 36 characters, well within LMDB's key size (1978 bytes). */
+const MAX_PREFIX = 512;
 
 /**
  * Finds a checkpoint by reference: a uuid, a unique uuid prefix (4+ characters),
@@ -67,6 +69,8 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
       hint: refHint,
     });
   }
+  // No id is that long (the catalog's keys could not hold it), and LMDB refuses a key that long even to look it up.
+  if (prefix.length > MAX_PREFIX) throw notFound(`No checkpoint id starts with ${JSON.stringify(`${text.slice(0, 40)}…`)} (${text.length} characters; an id is a 36-character uuid).`, text);
   const matches = catalog.idsWithPrefix(prefix, 11);
   if (matches.length === 0) throw notFound(`No checkpoint id starts with ${JSON.stringify(text)}.`, text);
   if (matches.length > 1) {

@@ -14,10 +14,12 @@ const FORMATS = ["md", "json"] as const;
  * is); it only reads, from the store or, inside an agent, through the supervisor's socket.
  */
 export async function runReportCommand(input: CommandInput, context: CommandContext): Promise<number> {
-  const format = input.options.json ? "json" : String(input.options.format ?? "md");
-  if (!(FORMATS as readonly string[]).includes(format)) {
-    throw new ApexError("APEX_E_USAGE", `Unknown report format ${JSON.stringify(format)}.`, { hint: "Use --format md or --format json." });
+  const asked = String(input.options.format ?? "md");
+  // Checked with --json too: a bad value is refused, never silently replaced.
+  if (!(FORMATS as readonly string[]).includes(asked)) {
+    throw new ApexError("APEX_E_USAGE", `Unknown report format ${JSON.stringify(asked)}.`, { hint: "Use --format md or --format json." });
   }
+  const format = input.options.json ? "json" : asked;
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session report needs the project's config.");
   const reader = await openSessionReader({ configPath: context.config.configPath, projectDir: context.config.projectDir, storeDir: context.config.storeDir });
   let report;
@@ -40,6 +42,8 @@ export async function runReportCommand(input: CommandInput, context: CommandCont
       hint: "Check that the directory exists and is writable.",
     });
   }
-  context.print(`Wrote the ${format} report of session ${report.session.session_id} to ${file}.`);
+  // With --json, stdout stays one JSON document: what was written where.
+  if (input.options.json) context.printJson({ session_id: report.session.session_id, format, file, bytes: Buffer.byteLength(text) });
+  else context.print(`Wrote the ${format} report of session ${report.session.session_id} to ${file}.`);
   return 0;
 }

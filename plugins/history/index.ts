@@ -38,7 +38,7 @@ export default definePlugin<HistoryOptions>({
       arguments: [{ syntax: "[id]", description: "the session: id, unique prefix, `current` or `last` (default: the current session, else the last one)" }],
       options: [
         { flags: "--format <format>", description: "md (default) or json", default: "md" },
-        { flags: "--json", description: "the same as --format json: {format, generated_at, session, metrics, tasks: {counts, items}, milestones, agents, checkpoints, git, events}" },
+        { flags: "--json", description: "the same as --format json: {format, generated_at, session, metrics, tasks: {counts, items}, milestones, agents, checkpoints, git, events}; with -o, the report goes to FILE and stdout gets {session_id, format, file, bytes}" },
         { flags: "-o, --output <file>", description: "write the report to FILE instead of printing it" },
       ],
       async action(input, context) {

@@ -23,7 +23,7 @@ import { currentActor } from "../../core/actor.js";
 import { ApexError } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
-import { checkStoreFileLength } from "./file-check.js";
+import { checkStoreAccess, checkStoreFileLength } from "./file-check.js";
 import { repairStaleStart, STALE_START } from "./last-commit.js";
 import { fileKey, handleClosed, handleOpened, readOnlyHandles, readOnlyHere, whenWritable } from "./shared-env.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
@@ -178,7 +178,7 @@ export class LmdbStore implements StorageBackend {
       notice(`${dataDir} could be read by other users; ${tightened.length} entr${tightened.length === 1 ? "y was" : "ies were"} made owner-only (directories 0700, files 0600).`);
     }
     // A truncated file would crash the first read (SIGBUS): named as damage instead (file-check.ts).
-    checkStoreFileLength(file, dataDir);
+    checkStoreFileLength(file, dataDir, options.readOnly ?? false);
     if (!options.readOnly) {
       const created = !existsSync(file);
       makePrivateDir(dataDir);
@@ -749,6 +749,7 @@ export const lmdbBackend: StorageBackendFactory = {
   // A writable open waits while this process's handles of the file share a read-only environment (shared-env.ts).
   open: (spec, options) => {
     assertStoreDirectory(lmdbDataDir(spec));
+    checkStoreAccess(lmdbDataDir(spec));
     return options.readOnly ? LmdbStore.open(spec.dir, options, lmdbDataDir(spec)) : whenWritable(join(lmdbDataDir(spec), STORE_FILE), () => LmdbStore.open(spec.dir, options, lmdbDataDir(spec)));
   },
   exists: (spec) => lmdbStoreExists(spec),

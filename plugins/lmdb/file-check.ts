@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { accessSync, closeSync, constants, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { ApexError } from "../../core/errors.js";
 
 /**
@@ -6,28 +6,40 @@ import { ApexError } from "../../core/errors.js";
  * page beyond the end of the file (a truncated copy, a partial restore) is not an error but a
  * SIGBUS that ends the process without a word. The newest of the two meta pages names the root
  * pages of the free list and of the main database, which every open reads: when the file ends
- * before them, the store is reported as damaged instead. One open and an 8 KiB read.
+ * before them, the store is reported as damaged instead. lmdb-js also crashes (SIGSEGV) on a
+ * file whose first meta page is not LMDB's (a few bytes, text, random bytes): such a file is
+ * named as damaged too, and so is a directory where the file or its lock file should be. One
+ * open and an 8 KiB read.
  *
  * Offsets are those of lmdb-js's LMDB (a 24-byte page header, then MDB_meta: magic, version,
  * address, map size, two 48-byte MDB_db records, last page, txn id).
  */
 const MAGIC = 0xbeefc0de;
 const META_AT = 24;
+const META_BYTES = 160;
 const DB_RECORD = 48;
 const ROOT_IN_DB = 40;
 const INVALID_PAGE = 0xffffffffffffffffn;
+/** How long a file without a header is given to get one: another process may be creating the store right now. */
+const CREATION_WAIT_MS = 200;
 
-export function checkStoreFileLength(file: string, dir: string): void {
+type Look =
+  | { kind: "missing" | "directory" | "ok" }
+  | { kind: "empty" | "not-lmdb"; size: number }
+  | { kind: "truncated"; size: number; needed: bigint };
+
+function look(file: string): Look {
   let fd: number;
   try {
     fd = openSync(file, "r");
   } catch {
-    return; // missing: LMDB creates it, or says why it cannot
+    return { kind: "missing" }; // LMDB creates it, or says why it cannot
   }
   let size: number;
   const head = Buffer.alloc(8192);
   let length: number;
   try {
+    if (fstatSync(fd).isDirectory()) return { kind: "directory" };
     // The meta pages first, the size after: another process may commit between the two, and
     // LMDB extends the file before it writes the meta page naming the new pages (the file
     // never shrinks). Taken the other way round, a commit in between read as truncation.
@@ -36,22 +48,91 @@ export function checkStoreFileLength(file: string, dir: string): void {
   } finally {
     closeSync(fd);
   }
-  if (length < META_AT + 160) return; // a new file LMDB has not written yet
+  if (length === 0) return { kind: "empty", size };
+  if (length < META_AT + META_BYTES || head.readUInt32LE(META_AT) !== MAGIC) return { kind: "not-lmdb", size };
   const pageSize = head.readUInt32LE(META_AT + 24);
-  if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) return; // not this format: LMDB decides
+  if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) return { kind: "not-lmdb", size };
   let newest: { txnid: bigint; roots: bigint[] } | undefined;
   for (const page of [0, 1]) {
     const meta = page * pageSize + META_AT;
-    if (meta + 160 > length || head.readUInt32LE(meta) !== MAGIC) continue;
+    if (meta + META_BYTES > length || head.readUInt32LE(meta) !== MAGIC) continue;
     const txnid = head.readBigUInt64LE(meta + 24 + 2 * DB_RECORD + 8);
     const roots = [0, 1].map((db) => head.readBigUInt64LE(meta + 24 + db * DB_RECORD + ROOT_IN_DB)).filter((root) => root !== INVALID_PAGE);
     if (!newest || txnid > newest.txnid) newest = { txnid, roots };
   }
-  if (!newest) return;
+  if (!newest) return { kind: "ok" };
   const needed = newest.roots.reduce((max, root) => (root + 1n > max ? root + 1n : max), 0n) * BigInt(pageSize);
-  if (BigInt(size) >= needed) return;
-  throw new ApexError("APEX_E_STORE_DAMAGED", `The store file ${file} is damaged: it ends at ${size} bytes, but its index needs ${needed} (it was truncated). Reading it would crash APEX.`, {
+  return BigInt(size) >= needed ? { kind: "ok" } : { kind: "truncated", size, needed };
+}
+
+/** Why no record of the store file can be read at all (its header is unusable), or undefined. */
+export function unreadableHeader(file: string): string | undefined {
+  const seen = look(file);
+  if (seen.kind === "directory") return "it is a directory";
+  if (seen.kind === "empty") return "it is empty (0 bytes)";
+  if (seen.kind === "not-lmdb") return `its ${seen.size} bytes do not start with an LMDB store's header`;
+  return undefined;
+}
+
+export function checkStoreFileLength(file: string, dir: string, readOnly = false): void {
+  if (isDirectory(`${file}-lock`)) throw notAFile(`${file}-lock`, dir, "Remove it: LMDB makes the lock file anew.");
+  let seen = look(file);
+  // LMDB writes a new file's two meta pages right after creating it: wait for them once.
+  if (seen.kind === "empty" || seen.kind === "not-lmdb") {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, CREATION_WAIT_MS);
+    seen = look(file);
+  }
+  switch (seen.kind) {
+    case "missing":
+    case "ok":
+      return;
+    case "directory":
+      throw notAFile(file, dir, `Move it away, or restore a backup of ${dir}; without the file, the next write starts an empty store.`);
+    case "empty":
+      if (!readOnly) return; // a writable open lays a new store out in it, as in a new file
+      throw damaged(file, dir, "it is empty (0 bytes): it was truncated, or its creation was cut short");
+    case "not-lmdb":
+      throw damaged(file, dir, `its ${seen.size} bytes do not start with an LMDB store's header (damaged, or another kind of file)`);
+    case "truncated":
+      throw damaged(file, dir, `it ends at ${seen.size} bytes, but its index needs ${seen.needed} (it was truncated)`);
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function damaged(file: string, dir: string, why: string): ApexError {
+  return new ApexError("APEX_E_STORE_DAMAGED", `The store file ${file} is damaged: ${why}. Reading it would crash APEX.`, {
     hint: "Run `apex session validate` to see what can still be read, then `apex session repair` (it copies what reads into a fresh file), or restore a backup of .apex/.",
     details: { store: dir },
   });
+}
+
+function notAFile(path: string, dir: string, hint: string): ApexError {
+  return new ApexError("APEX_E_STORE_DAMAGED", `${path} is a directory, not a file of the store.`, {
+    hint,
+    details: { store: dir },
+  });
+}
+
+/**
+ * A store directory this user may not enter (another user's: stores are owner-only) is refused
+ * as such: to a stat it looks like no store at all, which read commands took for "no session yet".
+ */
+export function checkStoreAccess(dir: string): void {
+  try {
+    accessSync(dir, constants.R_OK | constants.X_OK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "EACCES" && code !== "EPERM") return; // missing: no store yet
+    throw new ApexError("APEX_E_FORBIDDEN", `This user may not read the store at ${dir} (${code}).`, {
+      hint: "A store is private to the user who made it (directories 0700): run APEX as that user.",
+      details: { store: dir },
+    });
+  }
 }

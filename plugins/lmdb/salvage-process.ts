@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ApexError } from "../../core/errors.js";
+import { unreadableHeader } from "./file-check.js";
 import type { CrashPoint, ScanResult } from "./salvage.js";
 
 /** The compiled worker beside this module; from the TypeScript sources (tests), the build's. */
@@ -25,6 +26,9 @@ export interface SalvageRun extends ScanResult {
  * record that reads is copied into a new store file there.
  */
 export function salvageOutOfProcess(file: string, options: { copyTo?: string } = {}): SalvageRun {
+  // A file without a usable header crashes every reader at its open: nothing to restart past.
+  const unusable = unreadableHeader(file);
+  if (unusable !== undefined) return { tables: [], damaged: [{ table: "", after: null, message: `${unusable}: no record of it can be read` }], crashes: [] };
   const work = mkdtempSync(join(tmpdir(), "apex-salvage-"));
   try {
     const crashes: CrashPoint[] = [];
