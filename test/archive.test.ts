@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
 import { basename, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -20,6 +20,7 @@ import { compressColdData } from "../plugins/compression/compress.js";
 import { BUNDLE_VERSION, HEADER_BYTES, encodeBundle, readBundle, type BundleContent, type BundleInput } from "../plugins/archive/bundle.js";
 import { runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
+import { createSharedDatabase } from "./support/postgres.js";
 
 let root: string;
 let cleanup: () => void;
@@ -583,6 +584,45 @@ describe("apex backup", () => {
     const [made2] = readdirSync(join(dir, ".apex/backups"));
     expect(made2).toMatch(/^store-\d{8}T\d{6}Z$/);
     expect(existsSync(join(dir, ".apex/backups", made2!, "store.mdb"))).toBe(true);
+  });
+
+  it("copies the store APEX_STORE_URL names, not an older one left in .apex/", async () => {
+    const dir = project("elsewhere");
+    await withStore(dir, (store) => store.set("/where", "old .apex store"));
+    const other = join(dir, "moved");
+    const moved = { APEX_STORE_URL: `lmdb:${other}` };
+    expect(runApex(["memory", "set", "/where", '"moved store"'], { cwd: dir, env: moved }).status).toBe(0);
+    const made = runApex(["backup", "--to", "copy", "--json"], { cwd: dir, env: moved });
+    expect(made.status).toBe(0);
+    expect(json(made).source_bytes).toBe(statSync(join(other, "store.mdb")).size);
+    const copy = await openStore(join(dir, "copy"), { readOnly: true });
+    try {
+      expect(copy.get("/where")).toBe("moved store");
+    } finally {
+      await copy.close();
+    }
+  });
+
+  it("on PostgreSQL: refused as unsupported (2), naming what backs it up, writing nothing", async () => {
+    const dir = project("pg-backup");
+    const url = await createSharedDatabase("backup");
+    const password = new URL(url).password;
+    const onServer = { APEX_STORE_URL: url };
+    expect(runApex(["memory", "set", "/a", "1"], { cwd: dir, env: onServer }).status).toBe(0);
+    // An LMDB store left in .apex/ (as after `apex store migrate`) is not what it copies either.
+    await withStore(dir, (store) => store.set("/a", 0));
+    for (const args of [["backup"], ["backup", "--to", "copy", "--json"]]) {
+      const refused = runApex(args, { cwd: dir, env: onServer });
+      expect(refused.status).toBe(2);
+      expect(refused.stdout).toBe("");
+      expect(refused.stderr).toContain("APEX_E_USAGE");
+      expect(refused.stderr).toMatch(/copies an LMDB store; this project's store is on postgres/);
+      expect(refused.stderr).toContain("pg_dump");
+      expect(refused.stderr).not.toContain(password);
+    }
+    expect(errorOf(runApex(["backup", "--json"], { cwd: dir, env: onServer })).code).toBe("APEX_E_USAGE");
+    expect(existsSync(join(dir, "copy"))).toBe(false);
+    expect(existsSync(join(dir, ".apex/backups"))).toBe(false);
   });
 
   it("a project without a store: not found (3)", () => {
