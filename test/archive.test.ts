@@ -20,7 +20,7 @@ import { compressColdData } from "../plugins/compression/compress.js";
 import { BUNDLE_VERSION, HEADER_BYTES, encodeBundle, readBundle, type BundleContent, type BundleInput } from "../plugins/archive/bundle.js";
 import { runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
-import { createSharedDatabase } from "./support/postgres.js";
+import { createSharedDatabase, query } from "./support/postgres.js";
 
 let root: string;
 let cleanup: () => void;
@@ -630,6 +630,48 @@ describe("apex backup", () => {
     const result = runApex(["backup", "--json"], { cwd: dir });
     expect(result.status).toBe(3);
     expect(errorOf(result).code).toBe("APEX_E_NO_STORE");
+  });
+});
+
+describe("a PostgreSQL role that may only read", () => {
+  it("reads work and write nothing; archive fails (exit 1), leaving the session and no bundle", async () => {
+    const dir = project("ro");
+    const url = await createSharedDatabase("readonly");
+    const spec = { backend: "postgres" as const, dir: join(dir, ".apex"), url, project: basename(dir) };
+    const store = await openStore(spec);
+    try {
+      await store.set("/projects/config", { project_id: "p-archive", created_at: new Date(NOW - 100 * DAY).toISOString() });
+      await makeSession(store, "s-old", 2, 60);
+    } finally {
+      await store.close();
+    }
+    const role = `apex_ro_${process.pid}_${Date.now().toString(36)}`;
+    const database = new URL(url).pathname.slice(1);
+    for (const statement of [
+      `CREATE ROLE ${role} LOGIN PASSWORD 'ro-secret-pw'`,
+      `GRANT CONNECT ON DATABASE "${database}" TO ${role}`,
+    ]) await query(url, statement);
+    await query(url, `GRANT USAGE ON SCHEMA apex TO ${role}; GRANT SELECT ON ALL TABLES IN SCHEMA apex TO ${role}`);
+    const readOnly = Object.assign(new URL(url), { username: role, password: "ro-secret-pw" }).toString();
+    const state = async () => (await query(url, "SELECT (SELECT string_agg(revision::text, ',') FROM apex.stores) AS revision, (SELECT count(*) FROM apex.log) AS log, (SELECT md5(string_agg(r::text, ',' ORDER BY r::text)) FROM apex.rows r) AS rows, (SELECT md5(string_agg(k::text, ',' ORDER BY k::text)) FROM apex.kv k) AS kv"))[0];
+    const before = await state();
+    const asReader = (...args: string[]) => runApex(args, { cwd: dir, env: { APEX_STORE_URL: readOnly } });
+
+    for (const args of [["status"], ["session", "list"], ["session", "tree"], ["checkpoint", "list", "--session", "s-old"], ["session", "validate"], ["memory", "show", "/notes/shared/counter"]]) {
+      const read = asReader(...args);
+      expect(read.status, `${args.join(" ")}: ${read.stderr}`).toBe(0);
+    }
+    const archived = asReader("session", "archive", "--older-than", "30d", "--json");
+    expect(archived.status, archived.stderr).toBe(1);
+    expect(json(archived)).toMatchObject({ archived: [], skipped: [{ session_id: "s-old", code: "APEX_E_STORE" }] });
+    expect(json(archived).skipped[0].reason).toMatch(/permission denied/);
+    const human = asReader("session", "archive", "--older-than", "30d");
+    expect(human.status).toBe(1);
+    expect(human.stdout).toMatch(/^Nothing archived: 1 session could not be archived/);
+    expect(human.stdout).not.toContain("ro-secret-pw");
+    const backups = join(dir, ".apex/backups");
+    expect(existsSync(backups) ? readdirSync(backups) : []).toEqual([]);
+    expect(await state()).toEqual(before);
   });
 });
 

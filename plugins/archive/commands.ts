@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
-import { ApexError } from "../../core/errors.js";
+import { ApexError, ErrorCodes, ExitCode, type ErrorCode } from "../../core/errors.js";
 import { lmdbDataDir, type Store } from "../../core/store/store.js";
 import { describeStore, openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../core/config/duration.js";
@@ -55,15 +55,22 @@ export async function runArchive(input: CommandInput, context: CommandContext, s
   }
   if (json) context.printJson(archiveJson(result, olderThanMs));
   else printArchive(context, result, olderThanMs);
-  // Sessions left alone because something of them is damaged need attention: exit 1.
-  const damaged = result.skipped.some((skipped) => skipped.code === "APEX_E_INTEGRITY" || skipped.code === "APEX_E_INTERNAL");
-  return result.sweepError || damaged ? 1 : 0;
+  // Sessions left alone because archiving them failed (something of them is damaged, the store
+  // refused the write or could not be reached) need attention: exit 1. Those left by rule (a
+  // branch point, the current session) do not.
+  return result.sweepError || result.skipped.some((skipped) => failedToArchive(skipped.code)) ? 1 : 0;
+}
+
+function failedToArchive(code: string | null): boolean {
+  return code !== null && ErrorCodes[code as ErrorCode] === ExitCode.failure;
 }
 
 function printArchive(context: CommandContext, result: ArchiveResult, olderThanMs: number | undefined): void {
   const where = displayPath(result.directory, context.projectDir);
   const which = olderThanMs !== undefined ? `ended sessions older than ${formatDuration(olderThanMs)}, i.e. ended before ${formatTime(result.cutoff!)}` : "the session";
-  if (result.archived.length === 0) context.print(`Nothing archived: no ${result.cutoff ? which : "session"} to archive.`);
+  const failed = result.skipped.filter((skipped) => failedToArchive(skipped.code)).length;
+  if (result.archived.length === 0 && failed > 0) context.print(`Nothing archived: ${plural(failed, "session")} could not be archived (${which}):`);
+  else if (result.archived.length === 0) context.print(`Nothing archived: no ${result.cutoff ? which : "session"} to archive.`);
   else context.print(`${result.dryRun ? "Would archive" : "Archived"} ${plural(result.archived.length, "session")} (${which}) to ${where}:`);
   for (const session of result.archived) {
     const file = session.file ? ` -> ${displayPath(session.file, context.projectDir)}` : "";
