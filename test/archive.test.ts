@@ -634,7 +634,7 @@ describe("apex backup", () => {
 });
 
 describe("a PostgreSQL role that may only read", () => {
-  it("reads work and write nothing; archive fails (exit 1), leaving the session and no bundle", async () => {
+  it("reads work and write nothing; writes are refused (4, APEX_E_STORE_PERMISSION); archive fails (exit 1), leaving the session and no bundle", async () => {
     const dir = project("ro");
     const url = await createSharedDatabase("readonly");
     const spec = { backend: "postgres" as const, dir: join(dir, ".apex"), url, project: basename(dir) };
@@ -663,12 +663,31 @@ describe("a PostgreSQL role that may only read", () => {
     }
     const archived = asReader("session", "archive", "--older-than", "30d", "--json");
     expect(archived.status, archived.stderr).toBe(1);
-    expect(json(archived)).toMatchObject({ archived: [], skipped: [{ session_id: "s-old", code: "APEX_E_STORE" }] });
+    expect(json(archived)).toMatchObject({ archived: [], skipped: [{ session_id: "s-old", code: "APEX_E_STORE_PERMISSION" }] });
     expect(json(archived).skipped[0].reason).toMatch(/permission denied/);
     const human = asReader("session", "archive", "--older-than", "30d");
     expect(human.status).toBe(1);
     expect(human.stdout).toMatch(/^Nothing archived: 1 session could not be archived/);
     expect(human.stdout).not.toContain("ro-secret-pw");
+    // A write is refused (4) with what to grant, never a bare driver message; the password is not in it.
+    for (const args of [["memory", "set", "/x", "1", "--json"], ["checkpoint", "pin", "s-old/checkpoint-002", "--json"], ["checkpoint", "delete", "s-old/checkpoint-001", "--force", "--json"]]) {
+      const refused = asReader(...args);
+      expect(refused.status, `${args.join(" ")}: ${refused.stderr}`).toBe(4);
+      const error = JSON.parse(refused.stderr.trim().split("\n").at(-1)!).error;
+      expect(error).toMatchObject({ code: "APEX_E_STORE_PERMISSION", details: { sqlstate: "42501" } });
+      expect(error.message).toMatch(/refused writing: permission denied for table/);
+      expect(error.hint).toMatch(/SELECT alone/);
+      expect(refused.stderr).not.toContain("ro-secret-pw");
+    }
+    // On a database without APEX's schema, the first write would create it: refused the same way.
+    const empty = await createSharedDatabase("readonly_empty");
+    await query(url.replace(/\/[^/]*$/, `/${new URL(empty).pathname.slice(1)}`), `GRANT CONNECT ON DATABASE "${new URL(empty).pathname.slice(1)}" TO ${role}`);
+    const emptyReadOnly = Object.assign(new URL(empty), { username: role, password: "ro-secret-pw" }).toString();
+    expect(runApex(["status"], { cwd: dir, env: { APEX_STORE_URL: emptyReadOnly } }).status).toBe(0);
+    const setUp = runApex(["memory", "set", "/x", "1"], { cwd: dir, env: { APEX_STORE_URL: emptyReadOnly } });
+    expect(setUp.status, setUp.stderr).toBe(4);
+    expect(setUp.stderr).toMatch(/APEX_E_STORE_PERMISSION.*refused setting up the store: permission denied for database/);
+    expect(await query(empty, "SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'apex'")).toEqual([{ n: 0 }]);
     const backups = join(dir, ".apex/backups");
     expect(existsSync(backups) ? readdirSync(backups) : []).toEqual([]);
     expect(await state()).toEqual(before);

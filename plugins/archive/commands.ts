@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
-import { ApexError, ErrorCodes, ExitCode, type ErrorCode } from "../../core/errors.js";
+import { ApexError } from "../../core/errors.js";
 import { lmdbDataDir, type Store } from "../../core/store/store.js";
 import { describeStore, openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../core/config/duration.js";
@@ -56,13 +56,15 @@ export async function runArchive(input: CommandInput, context: CommandContext, s
   if (json) context.printJson(archiveJson(result, olderThanMs));
   else printArchive(context, result, olderThanMs);
   // Sessions left alone because archiving them failed (something of them is damaged, the store
-  // refused the write or could not be reached) need attention: exit 1. Those left by rule (a
-  // branch point, the current session) do not.
+  // refused the write or could not be reached) need attention: exit 1.
   return result.sweepError || result.skipped.some((skipped) => failedToArchive(skipped.code)) ? 1 : 0;
 }
 
+/** Sessions left by rule (not old enough, the current one, a branch point) are not failures. */
+const LEFT_BY_RULE = new Set<string | null>([null, "APEX_E_SESSION_ACTIVE", "APEX_E_CONFLICT"]);
+
 function failedToArchive(code: string | null): boolean {
-  return code !== null && ErrorCodes[code as ErrorCode] === ExitCode.failure;
+  return !LEFT_BY_RULE.has(code);
 }
 
 function printArchive(context: CommandContext, result: ArchiveResult, olderThanMs: number | undefined): void {
