@@ -676,7 +676,7 @@ describe("a PostgreSQL role that may only read", () => {
       const error = JSON.parse(refused.stderr.trim().split("\n").at(-1)!).error;
       expect(error).toMatchObject({ code: "APEX_E_STORE_PERMISSION", details: { sqlstate: "42501" } });
       expect(error.message).toMatch(/refused writing: permission denied for table/);
-      expect(error.hint).toMatch(/SELECT alone/);
+      expect(error.hint).toMatch(/INSERT, UPDATE and DELETE/);
       expect(refused.stderr).not.toContain("ro-secret-pw");
     }
     // On a database without APEX's schema, the first write would create it: refused the same way.
@@ -686,11 +686,13 @@ describe("a PostgreSQL role that may only read", () => {
     expect(runApex(["status"], { cwd: dir, env: { APEX_STORE_URL: emptyReadOnly } }).status).toBe(0);
     const setUp = runApex(["memory", "set", "/x", "1"], { cwd: dir, env: { APEX_STORE_URL: emptyReadOnly } });
     expect(setUp.status, setUp.stderr).toBe(4);
-    expect(setUp.stderr).toMatch(/APEX_E_STORE_PERMISSION.*refused setting up the store: permission denied for database/);
+    expect(setUp.stderr).toMatch(/APEX_E_STORE_PERMISSION.*refused opening the store: permission denied for database/);
     expect(await query(empty, "SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'apex'")).toEqual([{ n: 0 }]);
     const backups = join(dir, ".apex/backups");
     expect(existsSync(backups) ? readdirSync(backups) : []).toEqual([]);
     expect(await state()).toEqual(before);
+    for (const database of [url, empty]) await query(database, `DROP OWNED BY ${role}`);
+    await query(url, `DROP ROLE ${role}`);
   });
 });
 

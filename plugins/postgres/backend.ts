@@ -262,7 +262,7 @@ const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETU
  */
 function permissionError(where: string, message: string, doing: string, cause: unknown): ApexError {
   return new ApexError("APEX_E_STORE_PERMISSION", `PostgreSQL at ${where} refused ${doing}: ${message}.`, {
-    hint: "The store URL's role may read but not write here. Read commands work with SELECT alone; to write, use a role with INSERT, UPDATE and DELETE on the tables of schema apex (and, on a database without it, CREATE to make it).",
+    hint: "The store URL's role lacks a privilege here. Read commands need USAGE on schema apex and SELECT on its tables, nothing more; writes also INSERT, UPDATE and DELETE on them (and, on a database without the schema, CREATE to make it).",
     details: { url: where, sqlstate: "42501" },
     cause,
   });
@@ -281,7 +281,7 @@ export function connectError(url: string, error: unknown): ApexError {
       cause: error,
     });
   }
-  if (code === "42501") return permissionError(where, failure.message, "setting up the store", error);
+  if (code === "42501") return permissionError(where, failure.message, "opening the store", error);
   if (code === "3D000") {
     const name = databaseOf(url);
     return new ApexError("APEX_E_STORE_NO_DATABASE", `The database ${JSON.stringify(name)} does not exist at ${where}.`, {
