@@ -26,6 +26,8 @@ import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { liveSessionClient, openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { liveSupervisors } from "../../core/session/runtime.js";
+import { activeSessions, supervisorAlive } from "../../core/session/sessions.js";
+import { holderText, onOtherHost, supervisorHost } from "../../core/session/lease.js";
 import { lmdbDataDir, type Store, type JsonValue } from "../../core/store/store.js";
 import { openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import type { CheckpointSummary } from "./catalog.js";
@@ -365,6 +367,7 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
   // The session named is resolved before anything stops: a name that is not there (or `current`,
   // which stopping would end) must be refused with the session left running.
   const sessionId = await sessionIdOf(location, ref);
+  if (!dryRun) await refuseRemoteSupervisor(location);
   // Repair rewrites objects, checkpoint records and manifests the running supervisor caches and
   // writes: a running session is checkpointed and stopped first, and continued afterwards.
   let handover: Handover | undefined;
@@ -378,6 +381,26 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
   } finally {
     if (handover) await continueAfterRepair(location, handover, options.json === true);
   }
+}
+
+/**
+ * A session whose supervisor runs on another host (a store shared by several hosts) cannot be
+ * stopped from here for the repair, and repair must not rewrite what that supervisor uses under it.
+ */
+async function refuseRemoteSupervisor(location: ProjectLocation): Promise<void> {
+  let remote;
+  try {
+    remote = await withReadStore(location, (store) => activeSessions(store).find((record) => onOtherHost(record.supervisor) && supervisorAlive(record)));
+  } catch (error) {
+    if (isApexError(error) && error.code === "APEX_E_STORE_DAMAGED") return; // a damaged file is LMDB's, on this host
+    throw error;
+  }
+  if (!remote) return;
+  const host = supervisorHost(remote.supervisor);
+  throw new ApexError("APEX_E_SESSION_REMOTE", `Cannot repair the store while session ${remote.session_id} runs on ${holderText(remote.supervisor)}: repair rewrites objects and checkpoint records its supervisor uses, and this host cannot stop it.`, {
+    hint: `Stop the session on ${host} (or through \`apex --remote\`), then repair; \`apex session repair --dry-run\` shows what it would do meanwhile.`,
+    details: { session_id: remote.session_id, host, lease_expires_at: remote.supervisor?.lease_expires_at ?? null },
+  });
 }
 
 /** Brings the session repair stopped back, from the live state (repair never touches memory, tasks or agent records). */
