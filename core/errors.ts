@@ -94,11 +94,13 @@ export const ErrorCodes = {
   APEX_E_FORBIDDEN: ExitCode.conflict,
   APEX_E_RATE_LIMITED: ExitCode.conflict,
   APEX_E_TOO_LARGE: ExitCode.usage,
-  // a server store (PostgreSQL): not reachable (1), credentials refused (2), no such database (3), laid out by a newer APEX (4)
+  // a server store (PostgreSQL): not reachable (1), credentials refused (2), no such database (3), laid out by a newer APEX or a privilege missing (4)
   APEX_E_STORE_UNREACHABLE: ExitCode.failure,
   APEX_E_STORE_AUTH: ExitCode.usage,
   APEX_E_STORE_NO_DATABASE: ExitCode.notFound,
   APEX_E_STORE_VERSION: ExitCode.conflict,
+  /** The server refused the statement for want of a privilege (a role that may only read, asked to write) (4). */
+  APEX_E_STORE_PERMISSION: ExitCode.conflict,
 } as const satisfies Record<string, ExitCodeValue>;
 export type ErrorCode = keyof typeof ErrorCodes;
 

@@ -21,6 +21,7 @@ import { compressColdData } from "../plugins/compression/compress.js";
 import { BUNDLE_VERSION, HEADER_BYTES, encodeBundle, readBundle, type BundleContent, type BundleInput } from "../plugins/archive/bundle.js";
 import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
+import { createSharedDatabase, query } from "./support/postgres.js";
 
 let root: string;
 let cleanup: () => void;
@@ -647,6 +648,44 @@ describe("apex backup", () => {
       expect(statSync(join(target, "store.mdb")).size).toBe(json(saved[0]!).bytes);
     }
   }, 120_000);
+  it("copies the store APEX_STORE_URL names, not an older one left in .apex/", async () => {
+    const dir = project("elsewhere");
+    await withStore(dir, (store) => store.set("/where", "old .apex store"));
+    const other = join(dir, "moved");
+    const moved = { APEX_STORE_URL: `lmdb:${other}` };
+    expect(runApex(["memory", "set", "/where", '"moved store"'], { cwd: dir, env: moved }).status).toBe(0);
+    const made = runApex(["backup", "--to", "copy", "--json"], { cwd: dir, env: moved });
+    expect(made.status).toBe(0);
+    expect(json(made).source_bytes).toBe(statSync(join(other, "store.mdb")).size);
+    const copy = await openStore(join(dir, "copy"), { readOnly: true });
+    try {
+      expect(copy.get("/where")).toBe("moved store");
+    } finally {
+      await copy.close();
+    }
+  });
+
+  it("on PostgreSQL: refused as unsupported (2), naming what backs it up, writing nothing", async () => {
+    const dir = project("pg-backup");
+    const url = await createSharedDatabase("backup");
+    const password = new URL(url).password;
+    const onServer = { APEX_STORE_URL: url };
+    expect(runApex(["memory", "set", "/a", "1"], { cwd: dir, env: onServer }).status).toBe(0);
+    // An LMDB store left in .apex/ (as after `apex store migrate`) is not what it copies either.
+    await withStore(dir, (store) => store.set("/a", 0));
+    for (const args of [["backup"], ["backup", "--to", "copy", "--json"]]) {
+      const refused = runApex(args, { cwd: dir, env: onServer });
+      expect(refused.status).toBe(2);
+      expect(refused.stdout).toBe("");
+      expect(refused.stderr).toContain("APEX_E_USAGE");
+      expect(refused.stderr).toMatch(/copies an LMDB store; this project's store is on postgres/);
+      expect(refused.stderr).toContain("pg_dump");
+      expect(refused.stderr).not.toContain(password);
+    }
+    expect(errorOf(runApex(["backup", "--json"], { cwd: dir, env: onServer })).code).toBe("APEX_E_USAGE");
+    expect(existsSync(join(dir, "copy"))).toBe(false);
+    expect(existsSync(join(dir, ".apex/backups"))).toBe(false);
+  });
 
   it("a project without a store: not found (3)", () => {
     const dir = project("empty");
@@ -680,6 +719,67 @@ describe("archive commands at once", () => {
       expect(back.status, back.stderr).toBe(0);
     }
   }, 120_000);
+describe("a PostgreSQL role that may only read", () => {
+  it("reads work and write nothing; writes are refused (4, APEX_E_STORE_PERMISSION); archive fails (exit 1), leaving the session and no bundle", async () => {
+    const dir = project("ro");
+    const url = await createSharedDatabase("readonly");
+    const spec = { backend: "postgres" as const, dir: join(dir, ".apex"), url, project: basename(dir) };
+    const store = await openStore(spec);
+    try {
+      await store.set("/projects/config", { project_id: "p-archive", created_at: new Date(NOW - 100 * DAY).toISOString() });
+      await makeSession(store, "s-old", 2, 60);
+    } finally {
+      await store.close();
+    }
+    const role = `apex_ro_${process.pid}_${Date.now().toString(36)}`;
+    const database = new URL(url).pathname.slice(1);
+    for (const statement of [
+      `CREATE ROLE ${role} LOGIN PASSWORD 'ro-secret-pw'`,
+      `GRANT CONNECT ON DATABASE "${database}" TO ${role}`,
+    ]) await query(url, statement);
+    await query(url, `GRANT USAGE ON SCHEMA apex TO ${role}; GRANT SELECT ON ALL TABLES IN SCHEMA apex TO ${role}`);
+    const readOnly = Object.assign(new URL(url), { username: role, password: "ro-secret-pw" }).toString();
+    const state = async () => (await query(url, "SELECT (SELECT string_agg(revision::text, ',') FROM apex.stores) AS revision, (SELECT count(*) FROM apex.log) AS log, (SELECT md5(string_agg(r::text, ',' ORDER BY r::text)) FROM apex.rows r) AS rows, (SELECT md5(string_agg(k::text, ',' ORDER BY k::text)) FROM apex.kv k) AS kv"))[0];
+    const before = await state();
+    const asReader = (...args: string[]) => runApex(args, { cwd: dir, env: { APEX_STORE_URL: readOnly } });
+
+    for (const args of [["status"], ["session", "list"], ["session", "tree"], ["checkpoint", "list", "--session", "s-old"], ["session", "validate"], ["memory", "show", "/notes/shared/counter"]]) {
+      const read = asReader(...args);
+      expect(read.status, `${args.join(" ")}: ${read.stderr}`).toBe(0);
+    }
+    const archived = asReader("session", "archive", "--older-than", "30d", "--json");
+    expect(archived.status, archived.stderr).toBe(1);
+    expect(json(archived)).toMatchObject({ archived: [], skipped: [{ session_id: "s-old", code: "APEX_E_STORE_PERMISSION" }] });
+    expect(json(archived).skipped[0].reason).toMatch(/permission denied/);
+    const human = asReader("session", "archive", "--older-than", "30d");
+    expect(human.status).toBe(1);
+    expect(human.stdout).toMatch(/^Nothing archived: 1 session could not be archived/);
+    expect(human.stdout).not.toContain("ro-secret-pw");
+    // A write is refused (4) with what to grant, never a bare driver message; the password is not in it.
+    for (const args of [["memory", "set", "/x", "1", "--json"], ["checkpoint", "pin", "s-old/checkpoint-002", "--json"], ["checkpoint", "delete", "s-old/checkpoint-001", "--force", "--json"]]) {
+      const refused = asReader(...args);
+      expect(refused.status, `${args.join(" ")}: ${refused.stderr}`).toBe(4);
+      const error = JSON.parse(refused.stderr.trim().split("\n").at(-1)!).error;
+      expect(error).toMatchObject({ code: "APEX_E_STORE_PERMISSION", details: { sqlstate: "42501" } });
+      expect(error.message).toMatch(/refused writing: permission denied for table/);
+      expect(error.hint).toMatch(/INSERT, UPDATE and DELETE/);
+      expect(refused.stderr).not.toContain("ro-secret-pw");
+    }
+    // On a database without APEX's schema, the first write would create it: refused the same way.
+    const empty = await createSharedDatabase("readonly_empty");
+    await query(url.replace(/\/[^/]*$/, `/${new URL(empty).pathname.slice(1)}`), `GRANT CONNECT ON DATABASE "${new URL(empty).pathname.slice(1)}" TO ${role}`);
+    const emptyReadOnly = Object.assign(new URL(empty), { username: role, password: "ro-secret-pw" }).toString();
+    expect(runApex(["status"], { cwd: dir, env: { APEX_STORE_URL: emptyReadOnly } }).status).toBe(0);
+    const setUp = runApex(["memory", "set", "/x", "1"], { cwd: dir, env: { APEX_STORE_URL: emptyReadOnly } });
+    expect(setUp.status, setUp.stderr).toBe(4);
+    expect(setUp.stderr).toMatch(/APEX_E_STORE_PERMISSION.*refused opening the store: permission denied for database/);
+    expect(await query(empty, "SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'apex'")).toEqual([{ n: 0 }]);
+    const backups = join(dir, ".apex/backups");
+    expect(existsSync(backups) ? readdirSync(backups) : []).toEqual([]);
+    expect(await state()).toEqual(before);
+    for (const database of [url, empty]) await query(database, `DROP OWNED BY ${role}`);
+    await query(url, `DROP ROLE ${role}`);
+  });
 });
 
 describe("--help of every command shows its options and examples", () => {

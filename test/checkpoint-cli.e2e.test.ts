@@ -502,6 +502,12 @@ describe("apex start --continue", () => {
     ]);
     expect(list().items[0]!.description).toBe(`force-recovered from ${sid}/${first.name}: 1 item lost`);
 
+    // A session that is not there is refused before the running one is checkpointed or stopped.
+    const taken = list().items.length;
+    const unknown = fails(["session", "repair", "nosuchsession"], 3);
+    expect(unknown.stderr).toContain("APEX_E_NO_SESSION");
+    expect(unknown.stdout).not.toContain("was active");
+    expect(list().items.length).toBe(taken);
     // Repair of a running session: checkpointed, stopped, repaired, continued (--dry-run leaves it running).
     const plan = ok(["session", "repair", sid, "--dry-run", "--json"]);
     expect(plan.dry_run).toBe(true);

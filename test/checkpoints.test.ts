@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { AsyncSeriesWaterfallHook } from "tapable";
@@ -30,7 +30,8 @@ import { forceRecover, reconstructSession } from "../plugins/checkpoint/recover.
 import { repairStore, validateStore, verifyCheckpoint } from "../plugins/checkpoint/validate.js";
 import { validateOutOfProcess } from "../plugins/checkpoint/validate-process.js";
 import { createCheckpointService } from "../plugins/checkpoint/service.js";
-import { REPO_ROOT, random } from "./helpers/cli.js";
+import { REPO_ROOT, random, runApex, tempDir } from "./helpers/cli.js";
+import { openStore } from "../core/store/open.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
 
 // Checkpoint ids come from node:crypto's randomUUID; a test can queue the ids it needs (to build an ambiguous prefix).
@@ -823,6 +824,42 @@ describe("validation, repair and recovery", () => {
     expect(report.checkpoint).toMatchObject({ session_id: "s1-r1", sequence: 1, trigger: "reconstruct" });
     expect(verifyCheckpoint(store, report.checkpoint)).toEqual([]);
     expect(validateStore(store, { sessionId: "s1-r1" }).problems).toEqual([]);
+  });
+});
+
+describe("apex session repair through the CLI", () => {
+  it("repairs the project's own store on its backend (PostgreSQL repaired an empty LMDB file it made in .apex/ instead)", async () => {
+    const { dir, cleanup } = tempDir("apex-repair-cli-");
+    try {
+      writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  checkpoint: {}\n");
+      const env = await backend.env();
+      const project = await openStore(await backend.projectSpec(dir), { actor: "user:test" });
+      try {
+        await project.batch((batch) => {
+          batch.set("/sessions/s1", { session_id: "s1", status: "active", agents: ["coder"] });
+          batch.set("/sessions/current", { session_id: "s1" });
+          batch.set("/r/one", "hello");
+        });
+        await createCheckpoint(project, { sessionId: "s1", trigger: "manual" });
+        await backend.putRawRecord(project, "/r/one", NOT_JSON);
+      } finally {
+        await project.close();
+      }
+      const cli = (...args: string[]) => runApex(args, { cwd: dir, env });
+      expect(cli("session", "validate").status).toBe(1);
+      expect(cli("session", "repair", "nosuch").status).toBe(3);
+      const repaired = cli("session", "repair", "--json");
+      expect(repaired.status, repaired.stderr).toBe(0);
+      const report = JSON.parse(repaired.stdout);
+      expect(report.actions).toEqual([expect.objectContaining({ action: "restore-record", target: "/r/one" })]);
+      expect(report.after).toMatchObject({ ok: true, problems: [] });
+      expect(cli("session", "validate").status).toBe(0);
+      expect(cli("memory", "show", "/r/one").stdout.trim()).toBe('"hello"');
+      // Only LMDB has a file in .apex/; on a server the directory keeps logs and sockets alone.
+      expect(existsSync(join(dir, ".apex", "store.mdb"))).toBe(backend.name === "lmdb");
+    } finally {
+      cleanup();
+    }
   });
 });
 

@@ -109,12 +109,14 @@ describe("two hosts on one PostgreSQL database", () => {
     expect(second.status, second.stderr).toBe(4);
     expect(second.stderr).toContain("APEX_E_SESSION_ACTIVE");
     expect(second.stderr).toContain("on host host-a");
-    for (const command of [["pause"], ["stop"], ["stop", "--force"]]) {
+    for (const command of [["pause"], ["stop"], ["stop", "--force"], ["session", "repair"]]) {
       const refused = b.apex(command);
       expect(refused.status, `${command.join(" ")}: ${refused.stderr}`).toBe(4);
       expect(refused.stderr).toContain("APEX_E_SESSION_REMOTE");
       expect(refused.stderr).toContain("runs on host host-a");
     }
+    // Repair's dry run only reads: it goes ahead.
+    expect(b.apex(["session", "repair", "--dry-run"]).status).toBe(0);
     const early = b.apex(["start", "--continue", sid]);
     expect(early.status, early.stderr).toBe(4);
     expect(early.stderr).toContain("host-a");

@@ -205,7 +205,7 @@ describe("postgres schema layouts", () => {
       url.password = "pw";
       const theirs: StoreSpec = { ...spec, url: url.toString() };
       for (const attempt of [() => postgresBackend.exists(theirs), () => track(postgresBackend.open(theirs, { readOnly: true }))]) {
-        expect(attempt).toThrowError(expect.objectContaining({ code: "APEX_E_STORE", message: expect.stringMatching(/permission denied/) }));
+        expect(attempt).toThrowError(expect.objectContaining({ code: "APEX_E_STORE_PERMISSION", exitCode: 4, message: expect.stringMatching(/permission denied/), hint: expect.stringMatching(/SELECT/) }));
       }
     } finally {
       await query(database, `DROP OWNED BY ${role}`);

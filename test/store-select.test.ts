@@ -1,9 +1,10 @@
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
 import { backendFactory, redactUrl, resolveStoreSpec } from "../core/store/open.js";
 import { runApex, tempDir } from "./helpers/cli.js";
+import { createSharedDatabase } from "./support/postgres.js";
 
 const cleanups: Array<() => void> = [];
 afterEach(() => {
@@ -67,6 +68,36 @@ describe("which store a project uses", () => {
     const bare = project();
     expect(await resolveStoreSpec({ configPath: undefined, projectDir: bare, storeDir: join(bare, ".apex") }, { APEX_STORE_URL: "postgres://h/db" })).toMatchObject({ project: bare.split("/").pop() });
     expect(redactUrl("postgres://u:p@h/db")).toBe("postgres://u:***@h/db");
+  });
+
+  it("a project id taken from the directory's name can be written in store.project: the line store migrate prints works as it is", async () => {
+    const parent = project();
+    const name = "My App ✓ it's \"quoted\": #1";
+    const dir = join(parent, name);
+    mkdirSync(dir);
+    expect(runApex(["memory", "set", "/a", '"from lmdb"'], { cwd: dir }).status).toBe(0);
+    const url = await createSharedDatabase("odd_id");
+    const migrated = runApex(["store", "migrate", "--to", url, "--json"], { cwd: dir });
+    expect(migrated.status, migrated.stderr).toBe(0);
+    const report = JSON.parse(migrated.stdout) as { project: string; switch: { config: string } };
+    expect(report.project).toBe(name);
+    // The printed line (its password put back) is the whole config: it validates and names the copy.
+    const password = new URL(url).password;
+    writeFileSync(join(dir, "apex.config.yaml"), `${report.switch.config.replace(":***@", `:${encodeURIComponent(password)}@`)}\n`);
+    const valid = runApex(["config", "validate"], { cwd: dir });
+    expect(valid.status, valid.stderr + valid.stdout).toBe(0);
+    expect(await resolveStoreSpec({ configPath: join(dir, "apex.config.yaml"), projectDir: dir, storeDir: join(dir, ".apex") }, {})).toMatchObject({ backend: "postgres", project: name });
+    const read = runApex(["memory", "show", "/a"], { cwd: dir });
+    expect(read.status, read.stderr).toBe(0);
+    expect(read.stdout.trim()).toBe('"from lmdb"');
+    // What no directory can be called stays a config error.
+    for (const bad of ['"a/b"', '"line\\nbreak"', '""', JSON.stringify("x".repeat(256))]) {
+      const refused = project(`store:\n  backend: postgres\n  url: postgres://h/db\n  project: ${bad}\n`);
+      const result = runApex(["memory", "set", "/a", "1"], { cwd: refused });
+      expect(result.status, bad).toBe(2);
+      expect(result.stderr).toMatch(/APEX_E_CONFIG.*store\.project/);
+      expect(existsSync(join(refused, ".apex"))).toBe(false);
+    }
   });
 
   it("a bad store: section is a config error (exit 2) naming the line, and nothing is written", () => {

@@ -2,8 +2,8 @@ import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { type Store } from "../../core/store/store.js";
-import { openStore, storeExists } from "../../core/store/open.js";
+import { lmdbDataDir, type Store } from "../../core/store/store.js";
+import { describeStore, openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../core/config/duration.js";
 import { formatBytes, plural } from "../../cli/output.js";
 import { Progress } from "../compression/progress.js";
@@ -56,15 +56,24 @@ export async function runArchive(input: CommandInput, context: CommandContext, s
   }
   if (json) context.printJson(archiveJson(result, olderThanMs));
   else printArchive(context, result, olderThanMs);
-  // Sessions left alone because something of them is damaged need attention: exit 1.
-  const damaged = result.skipped.some((skipped) => skipped.code === "APEX_E_INTEGRITY" || skipped.code === "APEX_E_INTERNAL");
-  return result.sweepError || damaged ? 1 : 0;
+  // Sessions left alone because archiving them failed (something of them is damaged, the store
+  // refused the write or could not be reached) need attention: exit 1.
+  return result.sweepError || result.skipped.some((skipped) => failedToArchive(skipped.code)) ? 1 : 0;
+}
+
+/** Sessions left by rule (not old enough, the current one, a branch point) are not failures. */
+const LEFT_BY_RULE = new Set<string | null>([null, "APEX_E_SESSION_ACTIVE", "APEX_E_CONFLICT"]);
+
+function failedToArchive(code: string | null): boolean {
+  return !LEFT_BY_RULE.has(code);
 }
 
 function printArchive(context: CommandContext, result: ArchiveResult, olderThanMs: number | undefined): void {
   const where = displayPath(result.directory, context.projectDir);
   const which = olderThanMs !== undefined ? `ended sessions older than ${formatDuration(olderThanMs)}, i.e. ended before ${formatTime(result.cutoff!)}` : "the session";
-  if (result.archived.length === 0) context.print(`Nothing archived: no ${result.cutoff ? which : "session"} to archive.`);
+  const failed = result.skipped.filter((skipped) => failedToArchive(skipped.code)).length;
+  if (result.archived.length === 0 && failed > 0) context.print(`Nothing archived: ${plural(failed, "session")} could not be archived (${which}):`);
+  else if (result.archived.length === 0) context.print(`Nothing archived: no ${result.cutoff ? which : "session"} to archive.`);
   else context.print(`${result.dryRun ? "Would archive" : "Archived"} ${plural(result.archived.length, "session")} (${which}) to ${where}:`);
   for (const session of result.archived) {
     const file = session.file ? ` -> ${displayPath(session.file, context.projectDir)}` : "";
@@ -230,6 +239,21 @@ function checkOutputFile(file: string): void {
   }
 }
 
+/**
+ * The directory of the LMDB store a backup copies: the project's store as every other command
+ * resolves it (APEX_STORE_URL, else `store:`), not the `.apex/` directory, which after a
+ * migration may hold an older store. A PostgreSQL store has no file to copy: refused, naming
+ * what backs it up instead.
+ */
+async function backupSource(config: NonNullable<CommandContext["config"]>): Promise<string> {
+  const spec = await resolveStoreSpec({ configPath: config.configPath, projectDir: config.projectDir, storeDir: config.storeDir });
+  if (spec.backend === "lmdb") return lmdbDataDir(spec);
+  const { backend, location } = describeStore(spec);
+  throw new ApexError("APEX_E_USAGE", `apex backup copies an LMDB store; this project's store is on ${backend} (${location}).`, {
+    hint: "Back up the database with the server's own tools (pg_dump), or copy this project into an LMDB store with `apex store migrate --to lmdb:PATH` (stop the session first).",
+  });
+}
+
 /** Reads only: runs in the CLI on a read-only store (a live supervisor keeps writing meanwhile). */
 export async function runExport(input: CommandInput, context: CommandContext, settings: ArchiveSettings): Promise<number> {
   const target = argument(input);
@@ -310,11 +334,12 @@ export async function runBackup(input: CommandInput, context: CommandContext): P
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "backup needs the project's config.");
   const to = input.options.to;
   if (to !== undefined && (typeof to !== "string" || to === "")) throw new ApexError("APEX_E_USAGE", "Give a directory to --to.");
+  const storeDir = await backupSource(context.config);
   const target = typeof to === "string" ? resolve(to) : defaultBackupDirectory(backupDirectory(context.config, context.projectDir), new Date());
   const progress = new Progress();
   let result: BackupResult;
   try {
-    result = await backupStore({ storeDir: context.config.storeDir, target, onProgress: (text) => progress.update(text) });
+    result = await backupStore({ storeDir, target, onProgress: (text) => progress.update(text) });
   } finally {
     progress.done();
   }

@@ -85,7 +85,7 @@ export default definePlugin<ArchivePluginOptions>({
 
     register({
       name: "backup",
-      description: "write a consistent, compacted copy of the whole store and verify it",
+      description: "write a consistent, compacted copy of the whole LMDB store and verify it (PostgreSQL: pg_dump)",
       runsIn: "cli",
       options: [
         { flags: "--to <dir>", description: "directory for the copy; it must not hold a store.mdb yet (default: session.backup_location/store-<time>)" },

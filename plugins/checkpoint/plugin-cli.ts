@@ -26,7 +26,9 @@ import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { liveSessionClient, openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { liveSupervisors } from "../../core/session/runtime.js";
-import { type Store, type JsonValue } from "../../core/store/store.js";
+import { activeSessions, supervisorAlive } from "../../core/session/sessions.js";
+import { holderText, onOtherHost, supervisorHost } from "../../core/session/lease.js";
+import { lmdbDataDir, type Store, type JsonValue } from "../../core/store/store.js";
 import { openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import type { CheckpointSummary } from "./catalog.js";
 import {
@@ -362,6 +364,10 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
     });
   }
   if (!(await storeExists(location))) throw noStore();
+  // The session named is resolved before anything stops: a name that is not there (or `current`,
+  // which stopping would end) must be refused with the session left running.
+  const sessionId = await sessionIdOf(location, ref);
+  if (!dryRun) await refuseRemoteSupervisor(location);
   // Repair rewrites objects, checkpoint records and manifests the running supervisor caches and
   // writes: a running session is checkpointed and stopped first, and continued afterwards.
   let handover: Handover | undefined;
@@ -371,10 +377,30 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
     if (handover && !options.json) printLine(handoverLine(handover));
   }
   try {
-    await repairStopped(location, ref, { dryRun, json: options.json === true });
+    await repairStopped(location, sessionId, { dryRun, json: options.json === true });
   } finally {
     if (handover) await continueAfterRepair(location, handover, options.json === true);
   }
+}
+
+/**
+ * A session whose supervisor runs on another host (a store shared by several hosts) cannot be
+ * stopped from here for the repair, and repair must not rewrite what that supervisor uses under it.
+ */
+async function refuseRemoteSupervisor(location: ProjectLocation): Promise<void> {
+  let remote;
+  try {
+    remote = await withReadStore(location, (store) => activeSessions(store).find((record) => onOtherHost(record.supervisor) && supervisorAlive(record)));
+  } catch (error) {
+    if (isApexError(error) && error.code === "APEX_E_STORE_DAMAGED") return; // a damaged file is LMDB's, on this host
+    throw error;
+  }
+  if (!remote) return;
+  const host = supervisorHost(remote.supervisor);
+  throw new ApexError("APEX_E_SESSION_REMOTE", `Cannot repair the store while session ${remote.session_id} runs on ${holderText(remote.supervisor)}: repair rewrites objects and checkpoint records its supervisor uses, and this host cannot stop it.`, {
+    hint: `Stop the session on ${host} (or through \`apex --remote\`), then repair; \`apex session repair --dry-run\` shows what it would do meanwhile.`,
+    details: { session_id: remote.session_id, host, lease_expires_at: remote.supervisor?.lease_expires_at ?? null },
+  });
 }
 
 /** Brings the session repair stopped back, from the live state (repair never touches memory, tasks or agent records). */
@@ -385,11 +411,13 @@ async function continueAfterRepair(location: ProjectLocation, handover: Handover
   else printLine(`Session ${paint(ready.session_id, "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);
 }
 
-async function repairStopped(location: ProjectLocation, ref: string | undefined, options: { dryRun: boolean; json: boolean }): Promise<void> {
+async function repairStopped(location: ProjectLocation, sessionId: string | undefined, options: { dryRun: boolean; json: boolean }): Promise<void> {
   const dryRun = options.dryRun;
-  const sessionId = await sessionIdOf(location, ref);
+  const spec = await resolveStoreSpec(location);
+  // LMDB's file is repaired out of process (a damaged page can crash the reader); a server store in process.
+  const lmdbDir = spec.backend === "lmdb" ? lmdbDataDir(spec) : undefined;
   // Read out of process first: if reading the store crashes the reader, repairing it here would crash too.
-  const before = await validateOutOfProcess(await resolveStoreSpec(location));
+  const before = await validateOutOfProcess(spec);
   const crashed = before.problems.find((problem) => problem.code === "validator-crashed");
   if (crashed) {
     throw new ApexError("APEX_E_INTEGRITY", `Cannot repair: ${crashed.message}`, {
@@ -397,19 +425,19 @@ async function repairStopped(location: ProjectLocation, ref: string | undefined,
     });
   }
   let result: RepairResult;
-  if (before.problems.some((problem) => problem.code === "store-damaged")) result = await repairDamagedFile(location, before, dryRun);
+  if (lmdbDir && before.problems.some((problem) => problem.code === "store-damaged")) result = await repairDamagedFile(location, lmdbDir, before, dryRun);
   else if (before.problems.length === 0) result = { dryRun, actions: [], before, ...(dryRun ? {} : { after: before }) };
-  else if (dryRun) {
-    const store = await openStore(location, { readOnly: true });
+  else if (dryRun || !lmdbDir) {
+    const store = await openStore(spec, { readOnly: dryRun });
     try {
       result = await repairStore(store, { dryRun });
     } finally {
       await store.close();
     }
   } else {
-    const repaired = repairOutOfProcess(location.storeDir);
+    const repaired = repairOutOfProcess(lmdbDir);
     // A damaged page crashed the repairer: copy what reads into a fresh file and repair that.
-    result = "crashed" in repaired ? await repairDamagedFile(location, before, false, repaired.crashed) : repaired;
+    result = "crashed" in repaired ? await repairDamagedFile(location, lmdbDir, before, false, repaired.crashed) : repaired;
   }
   const after = result.after;
   process.exitCode = dryRun || after?.ok ? 0 : 1;
@@ -443,21 +471,21 @@ async function repairStopped(location: ProjectLocation, ref: string | undefined,
  * the new file is validated and repaired as any store is. Acknowledged writes that still read
  * are all in the copy.
  */
-async function repairDamagedFile(location: ProjectLocation, before: ValidationReport, dryRun: boolean, crashed?: string): Promise<RepairResult> {
+async function repairDamagedFile(location: ProjectLocation, dataDir: string, before: ValidationReport, dryRun: boolean, crashed?: string): Promise<RepairResult> {
   const regions = crashed ? 1 : before.problems.filter((problem) => problem.code === "store-damaged").length - 1;
   if (dryRun) {
-    return { dryRun, actions: [{ action: "copy-store", target: `${location.storeDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${before.records} records that read into a fresh store file` }], before };
+    return { dryRun, actions: [{ action: "copy-store", target: `${dataDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${before.records} records that read into a fresh store file` }], before };
   }
   const { replaceWithSalvage } = await import("../lmdb/salvage-process.js");
-  const salvaged = replaceWithSalvage(location.storeDir);
+  const salvaged = replaceWithSalvage(dataDir);
   const copyAction: RepairAction = {
     action: "copy-store",
-    target: `${location.storeDir}/store.mdb`,
+    target: `${dataDir}/store.mdb`,
     reason: `${crashed ? `repairing in place ${crashed}; ` : ""}${regions} damaged region${regions === 1 ? "" : "s"}: copied the ${salvaged.copied} records that read into a fresh store file (${salvaged.lost} could not be read); the damaged file is kept as ${salvaged.damagedFile}`,
   };
   const copied = await validateOutOfProcess(await resolveStoreSpec(location));
   if (copied.problems.length === 0) return { dryRun, actions: [copyAction], before, after: copied };
-  const rest = repairOutOfProcess(location.storeDir);
+  const rest = repairOutOfProcess(dataDir);
   if ("crashed" in rest) {
     throw new ApexError("APEX_E_STORE_DAMAGED", `The store file was copied (${copyAction.reason}), but repairing the copy ${rest.crashed}.`, {
       hint: "Restore a backup of .apex/, or recover what still verifies into a new session with `apex session reconstruct <session>`.",

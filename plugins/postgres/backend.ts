@@ -255,6 +255,19 @@ function databaseOf(url: string): string {
 /** Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or starting (57P01-57P03). */
 const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "57P01", "57P02", "57P03"]);
 
+/**
+ * SQLSTATE 42501: the role may not do what the command needs. A role that may only read gets this
+ * from the first write (or, on a database without APEX's schema yet, from creating it): refused,
+ * naming the privilege to grant, never a bare driver message.
+ */
+function permissionError(where: string, message: string, doing: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_STORE_PERMISSION", `PostgreSQL at ${where} refused ${doing}: ${message}.`, {
+    hint: "The store URL's role lacks a privilege here. Read commands need USAGE on schema apex and SELECT on its tables, nothing more; writes also INSERT, UPDATE and DELETE on them (and, on a database without the schema, CREATE to make it).",
+    details: { url: where, sqlstate: "42501" },
+    cause,
+  });
+}
+
 /** A connection failure as the ApexError a user can act on. */
 export function connectError(url: string, error: unknown): ApexError {
   if (isApexError(error)) return error;
@@ -268,6 +281,7 @@ export function connectError(url: string, error: unknown): ApexError {
       cause: error,
     });
   }
+  if (code === "42501") return permissionError(where, failure.message, "opening the store", error);
   if (code === "3D000") {
     const name = databaseOf(url);
     return new ApexError("APEX_E_STORE_NO_DATABASE", `The database ${JSON.stringify(name)} does not exist at ${where}.`, {
@@ -665,6 +679,7 @@ export class PostgresBackend implements StorageBackend {
     const failure = error instanceof BridgeError ? error.failure : { message: String(error), code: undefined };
     if (failure.code && UNREACHABLE.has(failure.code)) return connectError(this.url, error);
     if (failure.code === "25006") return new ApexError("APEX_E_INTERNAL", `The PostgreSQL store was opened read-only (${doing}).`, { cause: error });
+    if (failure.code === "42501") return permissionError(this.info.location, failure.message, doing, error);
     return new ApexError("APEX_E_STORE", `PostgreSQL store at ${this.info.location}: ${failure.message} (${doing}).`, {
       details: { sqlstate: failure.code },
       cause: error,

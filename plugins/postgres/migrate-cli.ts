@@ -184,10 +184,15 @@ function supervisorRunning(pid: number | undefined): ApexError {
 function switchLines(spec: StoreSpec, url: string): { config: string; env: string } {
   if (spec.backend === "postgres") {
     const shown = redactUrl(url);
-    return { config: `store: { backend: postgres, url: ${JSON.stringify(shown)}, project: ${spec.project} }`, env: `APEX_STORE_URL=${shown}` };
+    return { config: `store: { backend: postgres, url: ${JSON.stringify(shown)}, project: ${yamlScalar(spec.project!)} }`, env: `APEX_STORE_URL=${shown}` };
   }
   const path = describeStore(spec).location;
   return { config: `store: { backend: lmdb, url: ${JSON.stringify(path)} }`, env: `APEX_STORE_URL=${shellWord(`lmdb:${path}`)}` };
+}
+
+/** A YAML scalar that reads back as `text`: plain when nothing in it is special, else JSON's double-quoted form (valid YAML). */
+function yamlScalar(text: string): string {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(text) ? text : JSON.stringify(text);
 }
 
 /** A word a POSIX shell reads back as `text`: as it is when nothing in it is special, else single-quoted. */
