@@ -719,6 +719,8 @@ describe("archive commands at once", () => {
       expect(back.status, back.stderr).toBe(0);
     }
   }, 120_000);
+});
+
 describe("a PostgreSQL role that may only read", () => {
   it("reads work and write nothing; writes are refused (4, APEX_E_STORE_PERMISSION); archive fails (exit 1), leaving the session and no bundle", async () => {
     const dir = project("ro");
