@@ -64,15 +64,19 @@ function classify(error: unknown): unknown {
   return error;
 }
 
-/** Formats a table of rows with left-aligned columns. */
-export function table(headers: string[], rows: string[][]): string {
-  const widths = headers.map((header, i) => Math.max(header.length, ...rows.map((row) => (row[i] ?? "").length)));
+/**
+ * Formats a table of rows with left-aligned columns. A cell a damaged or hand-written record
+ * left without a value (undefined, null) shows as "-" rather than failing the whole listing.
+ */
+export function table(headers: string[], rows: Array<Array<string | null | undefined>>): string {
+  const text = rows.map((row) => row.map((cell) => (cell === undefined || cell === null ? "-" : String(cell))));
+  const widths = headers.map((header, i) => Math.max(header.length, ...text.map((row) => (row[i] ?? "").length)));
   const line = (cells: string[]) =>
     cells
       .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!)))
       .join("  ")
       .trimEnd();
-  return [line(headers), ...rows.map(line)].join("\n");
+  return [line(headers), ...text.map(line)].join("\n");
 }
 
 /** A byte count for people: 512 B, 3.4 MiB. */

@@ -278,7 +278,7 @@ export class Supervisor {
         if (restored) {
           const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
           // The "continued" entry claimContinuedSession wrote names the checkpoint it came back to.
-          const history = [...session.history];
+          const history = [...historyOf(session)];
           const last = history[history.length - 1];
           if (last?.event === "continued") {
             history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
@@ -763,8 +763,8 @@ export class Supervisor {
       }
       const ended = await this.terminateAll({ force: Boolean(options.force), graceMs: options.graceMs ?? DEFAULT_STOP_GRACE_MS });
       const reason = options.reason ?? "stopped by the user";
-      await this.finish("stopped", reason, options.actor);
-      this.scheduleShutdown(0);
+      // Exits even if the records cannot be written (a damaged record): the agents are gone, and a supervisor left running would answer nothing but this failure.
+      await this.finish("stopped", reason, options.actor).finally(() => this.scheduleShutdown(0));
       return { session_id: this.sessionId, status: "stopped", reason, processes_ended: ended, checkpoint };
     });
     this.stopping = run;
@@ -781,8 +781,7 @@ export class Supervisor {
     this.stopping = this.runLifecycle(async () => {
       this.clearTimers();
       await this.terminateAll({ graceMs: 2000 });
-      await this.finish(status, outcome);
-      this.scheduleShutdown(0);
+      await this.finish(status, outcome).finally(() => this.scheduleShutdown(0));
       return { session_id: this.sessionId, status, reason: outcome };
     });
     await this.stopping;
@@ -854,7 +853,7 @@ export class Supervisor {
         outcome,
         ended_at: at,
         updated_at: at,
-        history: [...session.history, { event: status, at, reason: outcome }],
+        history: [...historyOf(session), { event: status, at, reason: outcome }],
       };
       batch.delete(sessionPath(this.sessionId));
       batch.set(historyPath(this.sessionId), next);
@@ -887,7 +886,7 @@ export class Supervisor {
         ...session,
         status,
         updated_at: at,
-        history: [...session.history, { event: status === "paused" ? "paused" : "resumed", at }],
+        history: [...historyOf(session), { event: status === "paused" ? "paused" : "resumed", at }],
       });
       record(eventType, data);
     }, actor);
@@ -1061,6 +1060,11 @@ export class Supervisor {
     this.log(`received ${signal}: stopping the session`);
     await this.stop({ reason: `the supervisor received ${signal}` });
   }
+}
+
+/** A session record's history; a record written by hand (`memory set`) may have none. */
+function historyOf(session: SessionRecord): SessionRecord["history"] {
+  return Array.isArray(session.history) ? session.history : [];
 }
 
 function checkpointLabel(sequence: number): string {
