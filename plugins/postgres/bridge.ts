@@ -141,9 +141,10 @@ export class SyncBridge {
 
   /**
    * Runs statements one after the other on the connection; returns the rows of each. After the
-   * connection was lost, a call connects again first (with the same URL and settings), unless
-   * `pinned` names the lost connection; a reconnection that fails is not tried again for
-   * RECONNECT_BACKOFF_MS.
+   * connection was lost, a call connects again first (with the same URL and settings), as does
+   * one that finds it lost before anything was sent; a reconnection that fails is not tried
+   * again for RECONNECT_BACKOFF_MS. A `pinned` call never reconnects: it fails unless its
+   * connection is the one in use and alive.
    */
   run(steps: Statement[], pinned?: number): Rows[] {
     if (pinned !== undefined && pinned !== this.connections) {
