@@ -221,13 +221,7 @@ export class SyncBridge {
       }
       Atomics.wait(this.flag, 0, 0, Math.max(1, left));
     }
-    // The worker posts the message before it stores the flag, so the message is queued by now;
-    // should it not be readable yet, it is waited for, a millisecond at a time, for up to 5 s.
-    let message = receiveMessageOnPort(this.port);
-    for (let waited = 0; !message && waited < 5_000; waited++) {
-      Atomics.wait(this.flag, 0, 1, 1);
-      message = receiveMessageOnPort(this.port);
-    }
+    const message = this.takeAnswer();
     if (!message) throw new ApexError("APEX_E_INTERNAL", "The PostgreSQL client signalled an answer but sent none.");
     const reply = message.message as { ok?: unknown; error?: WorkerFailure; fatal?: boolean };
     if (reply.error) {
@@ -250,12 +244,21 @@ export class SyncBridge {
       if (left <= 0) return false;
       Atomics.wait(this.flag, 0, 0, Math.max(1, left));
     }
+    return this.takeAnswer() !== undefined;
+  }
+
+  /**
+   * The answer the flag announced. The worker posts the message before it stores the flag, so
+   * the message is queued by now; should it not be readable yet, it is waited for, a
+   * millisecond at a time, for up to 5 s.
+   */
+  private takeAnswer(): { message: unknown } | undefined {
     let message = receiveMessageOnPort(this.port);
     for (let waited = 0; !message && waited < 5_000; waited++) {
       Atomics.wait(this.flag, 0, 1, 1);
       message = receiveMessageOnPort(this.port);
     }
-    return message !== undefined;
+    return message;
   }
 
   /** Ends the connection and the worker. */
