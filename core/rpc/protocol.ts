@@ -73,21 +73,41 @@ export function errorFromBody(body: RpcErrorBody): ApexError {
   });
 }
 
-/** Splits a byte stream into lines; `onLine` gets each complete line without its newline. */
+/**
+ * Splits a byte stream into lines; `onLine` gets each complete line without its newline. Linear in
+ * the bytes: a chunk is searched once, and the parts of a long line are joined once, when its
+ * newline comes (appending to one string and searching all of it again for every chunk made a
+ * 50 MB `memory set` through a supervisor take 20 s).
+ */
 export function lineSplitter(onLine: (line: string) => void, onOverflow: () => void): (chunk: string) => void {
-  let buffer = "";
+  let parts: string[] = [];
+  let partsLength = 0;
+  const emit = (line: string): void => {
+    if (line.trim() !== "") onLine(line);
+  };
   return (chunk: string) => {
-    buffer += chunk;
-    let newline = buffer.indexOf("\n");
+    let start = 0;
+    let newline = chunk.indexOf("\n");
     while (newline >= 0) {
-      const line = buffer.slice(0, newline);
-      buffer = buffer.slice(newline + 1);
-      if (line.trim() !== "") onLine(line);
-      newline = buffer.indexOf("\n");
+      const piece = chunk.slice(start, newline);
+      if (parts.length > 0) {
+        parts.push(piece);
+        const line = parts.join("");
+        parts = [];
+        partsLength = 0;
+        emit(line);
+      } else emit(piece);
+      start = newline + 1;
+      newline = chunk.indexOf("\n", start);
     }
-    if (buffer.length > MAX_LINE_BYTES) {
-      buffer = "";
-      onOverflow();
+    if (start < chunk.length) {
+      parts.push(start === 0 ? chunk : chunk.slice(start));
+      partsLength += chunk.length - start;
+      if (partsLength > MAX_LINE_BYTES) {
+        parts = [];
+        partsLength = 0;
+        onOverflow();
+      }
     }
   };
 }
