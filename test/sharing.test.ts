@@ -256,6 +256,74 @@ describe("a remote call against a server that stalls (real HTTP on loopback)", (
     }
   });
 
+  /** subscribeRemote against a server that answers with `write`; the events seen and how `done` settled. */
+  const subscribeTo = async (write: (response: ServerResponse) => void) => {
+    const server = createServer((_request, response) => {
+      response.writeHead(200, { "content-type": "text/event-stream" });
+      write(response);
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const token = process.env.APEX_TOKEN;
+    process.env.APEX_TOKEN = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    try {
+      const seen: unknown[] = [];
+      const subscription = subscribeRemote(`http://127.0.0.1:${(server.address() as AddressInfo).port}/api/sessions/${SID}`, "memory.watch", {}, (event) => seen.push(event));
+      const started = performance.now();
+      const outcome = await subscription.done.then(
+        (value) => ({ value, error: undefined }),
+        (error: { code?: string; message: string }) => ({ value: undefined, error }),
+      );
+      return { seen, ms: performance.now() - started, ...outcome };
+    } finally {
+      if (token === undefined) delete process.env.APEX_TOKEN;
+      else process.env.APEX_TOKEN = token;
+    }
+  };
+
+  it("reads events whatever the chunks, a 40 MB one and blank lines split across writes, in linear time", async () => {
+    const big = "v".repeat(40 * 1024 * 1024);
+    const { seen, error, ms } = await subscribeTo((response) => {
+      const text = `event: memory.watch\ndata: {"n": 1}\n\nevent: memory.watch\ndata: {"n": 2, "value": "${big}"}\n\nevent: memory.watch\ndata: {"n": 3}\n`;
+      // 64 KiB writes, then the last blank line in two halves.
+      for (let at = 0; at < text.length; at += 65536) response.write(text.slice(at, at + 65536));
+      setTimeout(() => response.end('\nevent: end\ndata: {"reason": "done"}\n\n'), 50);
+    });
+    expect(error, error?.message).toBeUndefined();
+    expect(seen.map((event) => (event as { n: number }).n)).toEqual([1, 2, 3]);
+    expect((seen[1] as { value: string }).value.length).toBe(big.length);
+    // Searching the whole pending text again for each chunk took ~10 s here.
+    expect(ms).toBeLessThan(5000);
+  });
+
+  it("stops reading an event that never ends (APEX_E_RPC) instead of filling memory", async () => {
+    const chunk = "x".repeat(1024 * 1024);
+    const { error } = await subscribeTo((response) => {
+      response.write("event: memory.watch\ndata: ");
+      const pump = () => {
+        while (!response.destroyed && response.write(chunk));
+        if (!response.destroyed) response.once("drain", pump);
+      };
+      pump();
+    });
+    expect(error?.code, error?.message).toBe("APEX_E_RPC");
+    expect(error?.message).toContain("longer than");
+  }, 60_000);
+
+  it("stops reading a reply that never ends (APEX_E_RPC) instead of filling memory", async () => {
+    const chunk = " ".repeat(1024 * 1024);
+    const endless = await stalling((response) => {
+      const pump = () => {
+        while (!response.destroyed && response.write(chunk));
+        if (!response.destroyed) response.once("drain", pump);
+      };
+      pump();
+    });
+    const { error } = await call(endless, 50_000);
+    expect(error?.code, error?.message).toBe("APEX_E_RPC");
+    expect(error?.message).toContain("longer than");
+  }, 60_000);
+
   it("says the connection broke (APEX_E_RPC) when the server drops it half-way through the reply", async () => {
     const dropping = await stalling((response) => setTimeout(() => response.socket?.destroy(), 100));
     const { error } = await call(dropping, 10_000);

@@ -1,7 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { ApexError } from "../../core/errors.js";
-import { errorFromBody, sendableJson, type RpcErrorBody } from "../../core/rpc/protocol.js";
+import { MAX_LINE_BYTES, errorFromBody, sendableJson, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { tokenFor } from "./remote.js";
 import type { Subscription } from "../../core/rpc/call.js";
 
@@ -57,11 +57,62 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
   return { done, abort, silent: () => silent };
 }
 
-async function readAll(response: IncomingMessage): Promise<string> {
+/** A reply longer than a socket line may be (MAX_LINE_BYTES) is refused: a server streaming without end must not exhaust memory. */
+function tooLong(endpoint: string, what: string): ApexError {
+  return new ApexError("APEX_E_RPC", `${new URL(endpoint).origin} sent ${what} longer than ${MAX_LINE_BYTES} characters; it was not read.`, {
+    hint: "Is the address the one `apex serve` printed?",
+  });
+}
+
+async function readAll(endpoint: string, response: IncomingMessage): Promise<string> {
   response.setEncoding("utf8");
   let text = "";
-  for await (const chunk of response) text += chunk;
+  for await (const chunk of response) {
+    text += chunk;
+    if (text.length > MAX_LINE_BYTES) {
+      response.destroy();
+      throw tooLong(endpoint, "a reply");
+    }
+  }
   return text;
+}
+
+/**
+ * Splits server-sent events into their blocks (the text between blank lines). Linear in the
+ * bytes: each chunk is searched once and a block's parts are joined once (searching the whole
+ * pending text again for every chunk is quadratic in an event's size). Undefined once pending
+ * text passes MAX_LINE_BYTES.
+ */
+function sseBlocks(): (chunk: string) => string[] | undefined {
+  let parts: string[] = [];
+  let length = 0;
+  const take = (last: string): string => {
+    const block = parts.length > 0 ? parts.join("") + last : last;
+    parts = [];
+    length = 0;
+    return block;
+  };
+  return (chunk) => {
+    const blocks: string[] = [];
+    let start = 0;
+    // A blank line split across chunks: the pending text ends with its first newline.
+    if (chunk.startsWith("\n") && parts.length > 0 && parts[parts.length - 1]!.endsWith("\n")) {
+      blocks.push(take("").slice(0, -1));
+      start = 1;
+    }
+    let end = chunk.indexOf("\n\n", start);
+    while (end >= 0) {
+      blocks.push(take(chunk.slice(start, end)));
+      start = end + 2;
+      end = chunk.indexOf("\n\n", start);
+    }
+    if (start < chunk.length) {
+      parts.push(chunk.slice(start));
+      length += chunk.length - start;
+      if (length > MAX_LINE_BYTES) return undefined;
+    }
+    return blocks;
+  };
 }
 
 function replyError(endpoint: string, response: IncomingMessage, text: string): ApexError {
@@ -101,7 +152,7 @@ export async function callRemote(endpoint: string, method: string, params: unkno
   let text: string;
   try {
     response = await opened.done;
-    text = await readAll(response);
+    text = await readAll(endpoint, response);
   } catch (error) {
     if (late || opened.silent()) throw new ApexError("APEX_E_TIMEOUT", `${new URL(endpoint).host} did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`);
     if (error instanceof ApexError) throw error;
@@ -134,21 +185,21 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
       if (closedByUs) return;
       throw error;
     }
-    if (response.statusCode !== 200) throw replyError(endpoint, response, await readAll(response));
+    if (response.statusCode !== 200) throw replyError(endpoint, response, await readAll(endpoint, response));
     if (!String(response.headers["content-type"] ?? "").startsWith("text/event-stream")) {
       response.destroy(); // its body may never end: not read
       throw notApex(endpoint, response, "");
     }
     response.setEncoding("utf8");
-    let buffer = "";
+    const split = sseBlocks();
     try {
       for await (const chunk of response) {
-        buffer += chunk as string;
-        let end = buffer.indexOf("\n\n");
-        while (end >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          end = buffer.indexOf("\n\n");
+        const blocks = split(chunk as string);
+        if (!blocks) {
+          response.destroy();
+          throw tooLong(endpoint, "an event");
+        }
+        for (const block of blocks) {
           const message = parseSse(block);
           if (!message) continue;
           if (message.event === "error") throw errorFromBody(JSON.parse(message.data) as RpcErrorBody);
