@@ -3,7 +3,7 @@
 // on the store it names and the supervisor's store is left alone; the same store spelled another
 // way still goes through the socket; what only that supervisor can do is refused
 // (APEX_E_STORE_MISMATCH, exit 4) naming both stores, with nothing written.
-import { existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -35,6 +35,18 @@ function shown(project: Project, path: string, env: NodeJS.ProcessEnv = {}): unk
   expect(result.status, result.stderr).toBe(0);
   const parsed = JSON.parse(result.stdout) as { value: unknown; children?: Record<string, unknown> };
   return parsed.value ?? parsed.children;
+}
+
+/** Where a process's file descriptors lead (/proc/PID/fd). */
+function openFiles(pid: number): string[] {
+  const dir = `/proc/${pid}/fd`;
+  return readdirSync(dir).flatMap((fd) => {
+    try {
+      return [readlinkSync(join(dir, fd))];
+    } catch {
+      return []; // closed meanwhile
+    }
+  });
 }
 
 /** The supervisor stopped (SIGSTOP) while `fn` runs: anything that goes through its socket waits. */
@@ -78,6 +90,12 @@ describe("a command naming another store than the running supervisor's", () => {
       for (const write of writes) void write.done.then(() => exited++);
       await new Promise((resolve) => setTimeout(resolve, Math.max(8_000, 4 * directMs)));
       expect(exited, writes.map((write) => write.errors()).join("\n")).toBe(0);
+      // Waiting on the socket, not on the store: none of them has the store file open.
+      for (const write of writes) {
+        const open = openFiles(write.child.pid!);
+        expect(open.some((target) => target.startsWith("socket:"))).toBe(true);
+        expect(open.filter((target) => target.includes("store.mdb"))).toEqual([]);
+      }
       return writes;
     });
     for (const write of pending) {
