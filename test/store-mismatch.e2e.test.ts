@@ -135,6 +135,22 @@ describe("a command naming another store than the running supervisor's", () => {
     expect(project.apex(["stop"]).status).toBe(0);
   }, 120_000);
 
+  it("a checkpoint command naming another store works there, not in the running session", () => {
+    const project = newProject(AGENT.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n"));
+    project.start();
+    const list = () => (JSON.parse(project.apex(["checkpoint", "list", "--json"]).stdout) as { items: Array<{ id: string }> }).items.map((item) => item.id);
+    const before = list();
+    const other = join(elsewhere(), "store");
+    const env = { APEX_STORE_URL: `lmdb:${other}` };
+    // The other store has no session to checkpoint: said so, where before the running session got the checkpoint.
+    const created = project.apex(["checkpoint", "create", "on the other store"], { env });
+    expect(created.status, created.stderr).toBe(3);
+    expect(created.stderr).toContain("APEX_E_NO_SESSION");
+    expect(list()).toEqual(before);
+    expect(project.apex(["checkpoint", "create", "here"]).status).toBe(0);
+    expect(list().length).toBe(before.length + 1);
+  }, 120_000);
+
   it("a `store:` edited into the config while the supervisor runs names another store too", async () => {
     const project = newProject();
     const ready = project.start();
