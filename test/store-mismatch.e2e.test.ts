@@ -124,6 +124,12 @@ describe("a command naming another store than the running supervisor's", () => {
       expect(result.stderr).toContain(`lmdb:${realpathSync(project.storeDir)}`);
       expect(result.stderr).toContain(`lmdb:${other}`);
     }
+    // A URL no backend reads is a config error (exit 2) while a supervisor runs too, not a write through it.
+    const bogus = project.apex(["memory", "set", "/bogus", "1"], { env: { APEX_STORE_URL: "mysql://db/apex" } });
+    expect(bogus.status).toBe(2);
+    expect(bogus.stderr).toContain("APEX_E_CONFIG");
+    expect(bogus.stderr).toContain("APEX_STORE_URL must be postgres://… or lmdb:PATH");
+    expect(project.apex(["memory", "show", "/bogus"]).status).toBe(3);
     expect(existsSync(other)).toBe(false);
     expect(readFileSync(join(project.storeDir, "supervisor.json"), "utf8")).toBe(runtimeBefore);
     expect(isAlive(ready.supervisor_pid, procInfo(ready.supervisor_pid)!.startTime)).toBe(true);
