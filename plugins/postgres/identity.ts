@@ -22,7 +22,16 @@ export function storeIdentity(spec: StoreSpec, env: NodeJS.ProcessEnv = process.
   const query = url.searchParams;
   const host = (query.get("host") || decodeURIComponent(url.hostname) || env.PGHOST || "localhost").toLowerCase();
   const port = query.get("port") || url.port || env.PGPORT || "5432";
-  const user = decodeURIComponent(url.username) || query.get("user") || env.PGUSER || userInfo().username;
+  const user = decodeURIComponent(url.username) || query.get("user") || env.PGUSER || osUser();
   const database = decodeURIComponent(url.pathname.replace(/^\//, "")) || query.get("dbname") || env.PGDATABASE || user;
   return `postgres://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}/${database} (project ${project})`;
+}
+
+/** The login name, which libpq takes when the URL and PGUSER name none (a uid without a passwd entry has none). */
+function osUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return "";
+  }
 }
