@@ -212,6 +212,30 @@ describe("a command naming another store than the running supervisor's", () => {
   }, 120_000);
 });
 
+describe("apex serve naming another store than the running supervisor's", () => {
+  async function served(project: Project, env: NodeJS.ProcessEnv, fn: (url: string) => Promise<void>): Promise<void> {
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"], { env });
+    try {
+      const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+      await fn(url);
+    } finally {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    }
+  }
+
+  it("does not hand the supervisor's session out: its grant is unknown on the store the server serves", async () => {
+    const project = newProject();
+    const ready = project.start();
+    const shared = project.apex(["session", "share", ready.session_id, "vera", "--role", "viewer", "--json"]);
+    expect(shared.status, shared.stderr).toBe(0);
+    const { token } = JSON.parse(shared.stdout) as { token: string };
+    const status = async (url: string) => (await fetch(`${url}/api/sessions/${ready.session_id}/rpc/session.status`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: "{}" })).status;
+    await served(project, {}, async (url) => expect(await status(url)).toBe(200));
+    await served(project, { APEX_STORE_URL: `lmdb:${join(elsewhere(), "store")}` }, async (url) => expect(await status(url)).toBe(401));
+  }, 120_000);
+});
+
 describe("a supervisor on LMDB, a command naming PostgreSQL", () => {
   let cluster: SharedPostgres;
   beforeAll(async () => {
