@@ -260,4 +260,24 @@ describe("a supervisor on LMDB, a command naming PostgreSQL", () => {
     expect(project.apex(["memory", "show", "/pg"]).status).toBe(3);
     expect(shown(project, "/pg", env)).toBe("in the database");
   }, 120_000);
+
+  it("a supervisor on PostgreSQL: the same database spelled otherwise (password, scheme, parameters) still reaches it", async () => {
+    const url = await cluster.createDatabase();
+    const project = newProject(`${AGENT}store:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n  project: spelled\n`);
+    const ready = project.start();
+    const runtime = readFileSync(join(project.storeDir, "supervisor.json"), "utf8");
+    expect(runtime).not.toContain(cluster.password);
+    expect((JSON.parse(runtime) as { store: string }).store).toMatch(/^postgres:\/\/[^/@]+:\d+\/[^/ ]+ \(project spelled\)$/);
+    const respelled = new URL(url.replace(/^postgres:/, "postgresql:"));
+    respelled.password = "not-the-password";
+    respelled.searchParams.set("application_name", "apex-respelled");
+    const env = { APEX_STORE_URL: respelled.toString() };
+    const pause = project.apex(["pause", "--json"], { env });
+    expect(pause.status, pause.stderr).toBe(0);
+    expect((JSON.parse(pause.stdout) as { session_id: string }).session_id).toBe(ready.session_id);
+    expect(project.apex(["resume"], { env }).status).toBe(0);
+    const startTime = procInfo(ready.supervisor_pid)!.startTime;
+    expect(project.apex(["stop"], { env }).status).toBe(0);
+    await waitFor("the supervisor's exit", () => !isAlive(ready.supervisor_pid, startTime), 30_000);
+  }, 120_000);
 });
