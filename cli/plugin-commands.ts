@@ -6,7 +6,7 @@ import { ApexError } from "../core/errors.js";
 import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../core/engine.js";
 import { printJson, printLine } from "./output.js";
 import { type Store } from "../core/store/store.js";
-import { openStore, storeExists } from "../core/store/open.js";
+import { openStore, storeExists, type StoreLocation } from "../core/store/open.js";
 
 /** Work main does after the command ran (closing the store a plugin command opened). */
 export const closeAfterParse: Array<() => Promise<void>> = [];
@@ -28,7 +28,7 @@ export async function registerPluginCommands(program: Command, argv: string[], w
     projectDir: config.projectDir,
     engine,
     store: async () => (store ??= await openStore(config)),
-    invoke: (name, input) => runAtWriter(engine, name, input, context, config.storeDir),
+    invoke: (name, input) => runAtWriter(engine, name, input, context, config),
     print: (text) => printLine(text),
     printJson: (value) => printJson(value),
   };
@@ -137,7 +137,7 @@ function toCommander(
     const code =
       spec.runsIn === "cli"
         ? await engine.runCommand(spec.name, input, context)
-        : await runAtWriter(engine, spec.name, input, context, context.config!.storeDir);
+        : await runAtWriter(engine, spec.name, input, context, context.config!);
     if (typeof code === "number" && code !== 0) process.exitCode = code;
   });
   return command;
@@ -147,10 +147,11 @@ function toCommander(
  * Runs a plugin command where the store's one writer is: forwarded to the live supervisor
  * (which runs it with its own engine and store and sends the output back), or here.
  */
-async function runAtWriter(engine: Engine, name: string, input: CommandInput, context: CommandContext, storeDir: string): Promise<number> {
+async function runAtWriter(engine: Engine, name: string, input: CommandInput, context: CommandContext, location: StoreLocation): Promise<number> {
   const { liveSessionClient } = await import("../core/session/client.js");
-  // With a remote session the command runs here, and its own calls go to the remote server.
-  const supervisor = liveSessionClient({ storeDir }, { local: true });
+  // With a remote session the command runs here, and its own calls go to the remote server; so
+  // does one whose store is not the supervisor's (APEX_STORE_URL naming another).
+  const supervisor = await liveSessionClient(location, { local: true });
   if (!supervisor) return (await engine.runCommand(name, input, context)) ?? 0;
   const reply = (await supervisor.call("plugin.command", { name, args: input.args, options: input.options }, 600_000)) as {
     output: string;

@@ -5,7 +5,7 @@
  * of a checkpoint record) through it, each loaded on first use.
  */
 import type { ApexPlugin } from "../core/engine.js";
-import type { StorageBackendFactory } from "../core/store/port.js";
+import type { StorageBackendFactory, StoreSpec } from "../core/store/port.js";
 import type { SessionTransport } from "../core/session/client.js";
 import type { SessionMethod } from "../core/session/memory-methods.js";
 import type { SessionService } from "../core/session/service.js";
@@ -64,6 +64,16 @@ export const builtinSessionMethods: ReadonlyArray<{
 export const builtinStorageBackends: Readonly<Record<string, () => Promise<StorageBackendFactory>>> = {
   lmdb: async () => (await import("./lmdb/backend.js")).lmdbBackend,
   postgres: async () => (await import("./postgres/backend.js")).postgresBackend,
+};
+
+/**
+ * Which store a spec names, as one string without a password, per backend: what a supervisor
+ * records of its store and a command compares with the store it names (core/session/client.ts).
+ * Light modules: neither loads its backend's driver.
+ */
+export const builtinStoreIdentities: Readonly<Record<string, () => Promise<(spec: StoreSpec) => string>>> = {
+  lmdb: async () => (await import("./lmdb/identity.js")).storeIdentity,
+  postgres: async () => (await import("./postgres/identity.js")).storeIdentity,
 };
 
 /**

@@ -34,7 +34,7 @@ export async function pauseSession(location: ProjectLocation, json: boolean): Pr
 }
 
 export async function resumeSession(location: ProjectLocation, json: boolean): Promise<void> {
-  if (!liveSessionClient(location)) {
+  if (!(await liveSessionClient(location, { elsewhere: "refuse" }))) {
     // session.auto_recovery: resuming an interrupted session continues it from the live store.
     const { findAutoRecoverable, autoRecoveryNotice } = await import("./auto-recovery.js");
     const recoverable = await findAutoRecoverable(location);
@@ -52,7 +52,7 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
 
 export async function stopSession(location: ProjectLocation, options: { force?: boolean; grace?: number; json?: boolean }): Promise<void> {
   const params = { force: Boolean(options.force), ...(options.grace !== undefined ? { grace_ms: options.grace * 1000 } : {}), actor: currentActor() };
-  const client = liveSessionClient(location);
+  const client = await liveSessionClient(location, { elsewhere: "refuse" });
   if (client) {
     const runtime = client.supervisor;
     let reply: ControlReply | undefined;
@@ -89,7 +89,7 @@ function report(reply: ControlReply, json: boolean, text: string): void {
 
 /** Where the live supervisor answers (a remote session's server, or the local socket), or an error that says why there is none. */
 async function requireSupervisor(location: ProjectLocation, action: string): Promise<SessionClient> {
-  const client = liveSessionClient(location);
+  const client = await liveSessionClient(location, { elsewhere: "refuse" });
   if (client) return client;
   const { explainNoSupervisor } = await import("./explain.js");
   throw await explainNoSupervisor(location, action);

@@ -81,7 +81,7 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
   // Live on another host: not this host's to checkpoint or stop (the claim would refuse it too).
   if (current.remote) throw current.remote;
   const same = request.target !== undefined && request.target.sessionId === current.session_id;
-  const client = liveSessionClient(location, { local: true, session: current.session_id });
+  const client = await liveSessionClient(location, { local: true, session: current.session_id });
   const live = client?.supervisor;
   if (current.status === "interrupted" || !client || !live) {
     if (same || request.liveOnly) return undefined;

@@ -38,6 +38,10 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   if (options.gitCheckout && options.continue === undefined) {
     throw new ApexError("APEX_E_USAGE", "--git-checkout checks out the commit of the checkpoint a session continues from; give --continue.");
   }
+  // The runtime files and sockets in the store directory are one store's at a time: a
+  // supervisor on another store is refused here (APEX_E_STORE_MISMATCH), before anything is written.
+  const [{ onNamedStore }, { liveSupervisors }] = await Promise.all([import("../../core/session/client.js"), import("../../core/session/runtime.js")]);
+  for (const running of liveSupervisors(location.storeDir)) await onNamedStore(location, running, true);
   const gitStart = await (await import("../../plugins/index.js")).builtinServices.gitStart();
   await refreshGitHooks(gitStart, config, Boolean(options.json));
   let handover: Handover | undefined;

@@ -2,18 +2,22 @@ import { currentActor } from "../actor.js";
 
 export { currentActor };
 import type { ProjectLocation } from "../config/locate.js";
-import type { ApexError } from "../errors.js";
+import { ApexError } from "../errors.js";
 import type { Subscription } from "../rpc/call.js";
+import { resolveStoreSpec, storeIdentity, storeSourceDigest, type StoreLocation } from "../store/open.js";
 import type { Store } from "../store/store.js";
+import { agentSession } from "./binding.js";
 import { liveSupervisor, liveSupervisorOf, type SupervisorRuntime } from "./runtime.js";
 
 /**
  * How CLI commands reach a session, decided here and nowhere else:
  *  - a remote session (`apex --remote`, APEX_REMOTE): always `apex serve` over HTTP(S);
  *  - inside an agent (APEX_SOCKET set): always the supervisor's socket; the agent's process
- *    group never opens LMDB, so a SIGSTOPped agent can never hold the store's lock;
- *  - writes from anyone else: the socket while a supervisor is alive (it is the one writer),
- *    else the store directly, with the same code the supervisor would run;
+ *    group never opens LMDB, so a SIGSTOPped agent can never hold the store's lock (naming
+ *    another store than its supervisor's is APEX_E_STORE_MISMATCH);
+ *  - writes from anyone else: the socket while a supervisor is alive on the store the command
+ *    names (it is the one writer; its runtime file says which store: `onNamedStore`), else that
+ *    store directly, with the same code the supervisor would run;
  *  - reads from anyone else: the store, read-only (`supervisorFirstMs`: the live supervisor
  *    first, the store when it does not answer in time).
  * Actions only a live supervisor can do (pause, resume, stop) take `liveSessionClient`.
@@ -70,12 +74,12 @@ export interface OpenSessionOptions {
 export async function openSessionClient(location: ProjectLocation, access: "read" | "write", options: OpenSessionOptions | string = {}): Promise<SessionClient> {
   const opts: OpenSessionOptions = typeof options === "string" ? { session: options } : options;
   if (access === "write") {
-    const writer = liveSessionClient(location);
+    const writer = await liveSessionClient(location);
     if (writer) return writer;
   } else {
-    const forced = forcedClient();
+    const forced = await forcedClient(location);
     if (forced) return forced;
-    const runtime = opts.supervisorFirstMs === undefined ? undefined : liveSupervisor(location.storeDir);
+    const runtime = opts.supervisorFirstMs === undefined ? undefined : await onNamedStore(location, liveSupervisor(location.storeDir));
     if (runtime) return supervisorFirst(socketClient(runtime.socket, runtime), opts.supervisorFirstMs!, () => openDirect(location, access, opts));
   }
   return openDirect(location, access, opts);
@@ -83,20 +87,39 @@ export async function openSessionClient(location: ProjectLocation, access: "read
 
 /**
  * The session's writer, for what only a live supervisor can do: a remote session's server,
- * else inside an agent its supervisor, else the local supervisor when it is alive; undefined
- * when none runs. `local`: never a remote one, for work that then runs here.
+ * else inside an agent its supervisor, else the local supervisor when it is alive and runs on
+ * the store this command names; undefined when none runs. `local`: never a remote one, for work
+ * that then runs here. `elsewhere: "refuse"`: a local supervisor on another store is
+ * APEX_E_STORE_MISMATCH (pause, resume, stop: that session is not this store's) rather than none.
  */
-export function liveSessionClient(location: Pick<ProjectLocation, "storeDir">, options: { local?: boolean; session?: string } = {}): SessionClient | undefined {
+export async function liveSessionClient(location: StoreLocation, options: { local?: boolean; session?: string; elsewhere?: "refuse" } = {}): Promise<SessionClient | undefined> {
   if (process.env.APEX_REMOTE) return options.local ? undefined : remoteClient(process.env.APEX_REMOTE);
+  const refuse = options.elsewhere === "refuse";
   // `session`: that session's own supervisor, whatever this command is bound to (side by side, each has one).
   if (options.session !== undefined) {
-    const own = liveSupervisorOf(location.storeDir, options.session);
+    const own = await onNamedStore(location, liveSupervisorOf(location.storeDir, options.session), refuse);
     return own ? socketClient(own.socket, own) : undefined;
   }
-  const runtime = liveSupervisor(location.storeDir);
-  const socket = process.env.APEX_SOCKET || runtime?.socket;
-  if (!socket) return undefined;
-  return socketClient(socket, runtime?.socket === socket ? runtime : undefined);
+  if (process.env.APEX_SOCKET) return forcedClient(location);
+  const runtime = await onNamedStore(location, liveSupervisor(location.storeDir), refuse);
+  return runtime ? socketClient(runtime.socket, runtime) : undefined;
+}
+
+/**
+ * `runtime` when that supervisor runs on the store this command names (APEX_STORE_URL, else
+ * `store:`, else LMDB in the store directory); else undefined (the command acts on the store it
+ * names), or with `refuse` APEX_E_STORE_MISMATCH naming both. A runtime file without `store`
+ * (written by an older APEX) counts as the named store, as before.
+ */
+export async function onNamedStore(location: StoreLocation, runtime: SupervisorRuntime | undefined, refuse = false): Promise<SupervisorRuntime | undefined> {
+  if (!runtime?.store || runtime.store_source === storeSourceDigest(location)) return runtime;
+  const named = await storeIdentity(await resolveStoreSpec(location));
+  if (named === runtime.store) return runtime;
+  if (!refuse) return undefined;
+  throw new ApexError("APEX_E_STORE_MISMATCH", `Session ${runtime.session_id}'s supervisor (pid ${runtime.pid}) runs on the store ${runtime.store}, and this command names another: ${named}.`, {
+    hint: "Run it without APEX_STORE_URL (and with the store: the session started with) to act on that session; stop it first to run one on the other store.",
+    details: { session_id: runtime.session_id, supervisor_store: runtime.store, named_store: named },
+  });
 }
 
 /**
@@ -111,12 +134,19 @@ export function remoteSessionClient(target: string | undefined = process.env.APE
 /**
  * What a command must use instead of the store, if anything: a remote session
  * (`apex --remote HOST/SESSION`, or APEX_REMOTE), else, inside an agent, its supervisor's
- * socket (APEX_SOCKET).
+ * socket (APEX_SOCKET): the agent's process group never opens a store, so a store other than
+ * its supervisor's is refused.
  */
-function forcedClient(): SessionClient | undefined {
+async function forcedClient(location: StoreLocation): Promise<SessionClient | undefined> {
   const remote = process.env.APEX_REMOTE;
   if (remote) return remoteClient(remote);
-  return process.env.APEX_SOCKET ? socketClient(process.env.APEX_SOCKET) : undefined;
+  const socket = process.env.APEX_SOCKET;
+  if (!socket) return undefined;
+  const session = agentSession();
+  const own = session === undefined ? undefined : liveSupervisorOf(location.storeDir, session);
+  if (own?.socket !== socket) return socketClient(socket);
+  await onNamedStore(location, own, true);
+  return socketClient(socket, own);
 }
 
 /**

@@ -24,6 +24,10 @@ export interface SupervisorRuntime {
   /** The git worktree the session runs in; null (or absent, in files written before): the project's own. */
   worktree?: string | null;
   name?: string | null;
+  /** The store it runs on (`storeIdentity`: no password); absent in files written before, taken as the store a command names. */
+  store?: string;
+  /** `storeSourceDigest` of what it resolved that store from: a command with the same digest names the same store. */
+  store_source?: string;
 }
 
 export const RUNTIME_FILE = "supervisor.json";

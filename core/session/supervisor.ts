@@ -293,6 +293,7 @@ export class Supervisor {
     await this.server.listen();
     this.registerMethods();
     const own = this.service.session();
+    const { storeIdentity, storeSourceDigest } = await import("../store/open.js");
     writeRuntime(request.storeDir, {
       pid: process.pid,
       start_time: processStartTime(process.pid) ?? 0,
@@ -302,6 +303,7 @@ export class Supervisor {
       log: join(request.storeDir, "supervisor.log"),
       worktree: worktreeOf(own),
       name: typeof own.name === "string" ? own.name : null,
+      ...(this.store.spec ? { store: await storeIdentity(this.store.spec), store_source: storeSourceDigest(request) } : {}),
     });
     this.tapEngine();
     await this.engine.fire("onStart", this.service.context());

@@ -4,6 +4,7 @@
  * directory) and asks that backend's factory, found in one registry: the built-in plugin
  * registry (plugins/index.ts), which loads a backend (LMDB, PostgreSQL) only when it is used.
  */
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { ApexError } from "../errors.js";
@@ -64,7 +65,7 @@ export async function resolveStoreSpec(target: StoreTarget, env: NodeJS.ProcessE
   if (typeof target === "string") return { backend: "lmdb", dir: resolve(target) };
   if ("backend" in target) return target;
   const dir = target.storeDir;
-  const projectDir = target.projectDir ?? (target.configPath ? resolve(target.configPath, "..") : process.cwd());
+  const projectDir = projectDirOf(target);
   const section = target.configPath ? await readStoreSection(target.configPath) : undefined;
   const project = section?.project ?? basename(projectDir);
   const fromEnv = env.APEX_STORE_URL;
@@ -72,6 +73,10 @@ export async function resolveStoreSpec(target: StoreTarget, env: NodeJS.ProcessE
   if (!section) return { backend: "lmdb", dir };
   if (section.backend === "lmdb") return section.url ? { backend: "lmdb", dir, url: `lmdb:${resolve(projectDir, section.url)}` } : { backend: "lmdb", dir };
   return { backend: section.backend, dir, url: section.url!, project };
+}
+
+function projectDirOf(target: StoreLocation): string {
+  return target.projectDir ?? (target.configPath ? resolve(target.configPath, "..") : process.cwd());
 }
 
 /** APEX_STORE_URL: postgres://… (or postgresql://…) for PostgreSQL, lmdb:PATH for LMDB at PATH. */
@@ -129,6 +134,28 @@ export async function storeExists(target: StoreTarget): Promise<boolean> {
 export function describeStore(spec: StoreSpec): BackendInfo {
   if (spec.backend === "lmdb") return { backend: "lmdb", location: lmdbDataDir(spec) };
   return { backend: spec.backend, location: spec.url ? redactUrl(spec.url) : spec.dir };
+}
+
+/** Which store a spec names, as one string without a password (the backend's `builtinStoreIdentities`): equal strings, one store. */
+export async function storeIdentity(spec: StoreSpec): Promise<string> {
+  const load = (await import("../../plugins/index.js")).builtinStoreIdentities[spec.backend];
+  return load ? (await load())(spec) : `${spec.backend}:${describeStore(spec).location}`;
+}
+
+/**
+ * What resolveStoreSpec reads (APEX_STORE_URL without its password, the config's text, the
+ * directories), as a digest: two processes with equal digests name the same store, known
+ * without parsing YAML (a command routed to a supervisor need not parse the config).
+ */
+export function storeSourceDigest(target: StoreLocation, env: NodeJS.ProcessEnv = process.env): string {
+  let text = "";
+  try {
+    text = target.configPath ? readFileSync(target.configPath, "utf8") : "";
+  } catch {
+    // as resolveStoreSpec: no config text
+  }
+  const parts = [redactUrl(env.APEX_STORE_URL ?? ""), text, target.configPath ?? "", projectDirOf(target), target.storeDir];
+  return createHash("sha256").update(JSON.stringify(parts)).digest("hex").slice(0, 32);
 }
 
 /** A URL with its password replaced by "***". */

@@ -25,7 +25,7 @@ import { drawTree, type SessionTree } from "./tree.js";
 
 /** Calls a write method where the writer is: `sessionId`'s own supervisor when it runs (a merge goes through DST's). */
 async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string): Promise<unknown> {
-  const writer = writerClient(location, sessionId);
+  const writer = await writerClient(location, sessionId);
   if (writer) return callWriter(writer, method, params);
   if (!(await storeExists(location))) throw noStore();
   const { loadConfig } = await import("../../core/config/load.js");
@@ -146,7 +146,7 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
 
 /** A dry run reads: over the socket when one runs (or inside an agent), else the store read-only. */
 async function callRead(location: ProjectLocation, method: string, params: Record<string, unknown>): Promise<unknown> {
-  const writer = writerClient(location);
+  const writer = await writerClient(location);
   if (writer) return writer.call(method, params, 600_000);
   return withReadStore(location, async (store) => {
     const { mergeSessions } = await import("./session-merge.js");

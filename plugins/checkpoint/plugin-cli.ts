@@ -57,20 +57,23 @@ export function noStore(): ApexError {
  * that one): `sessionId`'s own when it runs, else the one of the session this command is bound
  * to, else any live one (each supervisor's checkpoint service writes any session's checkpoints).
  */
-export function writerClient(location: ProjectLocation, sessionId?: string): SessionClient | undefined {
+export async function writerClient(location: ProjectLocation, sessionId?: string): Promise<SessionClient | undefined> {
   if (process.env.APEX_REMOTE || process.env.APEX_SOCKET) return liveSessionClient(location);
   if (sessionId !== undefined) {
-    const own = liveSessionClient(location, { session: sessionId });
+    const own = await liveSessionClient(location, { session: sessionId });
     if (own) return own;
   }
   try {
-    const bound = liveSessionClient(location);
+    const bound = await liveSessionClient(location);
     if (bound) return bound;
   } catch (error) {
     if (!isApexError(error) || error.code !== "APEX_E_AMBIGUOUS_SESSION") throw error;
   }
-  const any = liveSupervisors(location.storeDir)[0];
-  return any ? liveSessionClient(location, { session: any.session_id }) : undefined;
+  for (const any of liveSupervisors(location.storeDir)) {
+    const client = await liveSessionClient(location, { session: any.session_id });
+    if (client) return client; // one on another store than this command names is not its writer
+  }
+  return undefined;
 }
 
 export async function callWriter(writer: SessionClient, method: string, params: Record<string, unknown>): Promise<unknown> {
@@ -127,7 +130,7 @@ async function withWriteStore<T>(location: ProjectLocation, fn: (store: Store) =
 export async function createCheckpointCommand(location: ProjectLocation, description: string | undefined, options: { pin?: boolean; json?: boolean }): Promise<void> {
   // The actor: the audit trail names who checkpointed (the supervisor records it as given).
   const params = { description: description ?? "", pin: options.pin === true, actor: currentActor() };
-  const writer = writerClient(location);
+  const writer = await writerClient(location);
   let summary: CreatedCheckpoint;
   if (writer) summary = (await callWriter(writer, "checkpoint.create", params)) as CreatedCheckpoint;
   else {
@@ -282,7 +285,7 @@ function clipText(text: string): string {
 // ------------------------------------------------------------------------------------ pin, delete
 
 export async function pinCheckpointCommand(location: ProjectLocation, ref: string, pinned: boolean, options: ReadOptions): Promise<void> {
-  const writer = writerClient(location);
+  const writer = await writerClient(location);
   const summary = writer
     ? ((await callWriter(writer, "checkpoint.pin", { ref, pinned, session: options.session })) as CheckpointSummary)
     : await withWriteStore(location, async (store) => summaryOf(await pinCheckpoint(store, ref, pinned, { sessionId: sessionFor(store, options.session) })));
@@ -291,7 +294,7 @@ export async function pinCheckpointCommand(location: ProjectLocation, ref: strin
 }
 
 export async function deleteCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions & { force?: boolean }): Promise<void> {
-  const writer = writerClient(location);
+  const writer = await writerClient(location);
   const deleted = writer
     ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; name: string; id: string })
     : await withWriteStore(location, (store) => deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true, refuse: (located) => refuseNeeded(store, located) }));
@@ -371,7 +374,7 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
   // Repair rewrites objects, checkpoint records and manifests the running supervisor caches and
   // writes: a running session is checkpointed and stopped first, and continued afterwards.
   let handover: Handover | undefined;
-  if (!dryRun && liveSessionClient(location, { local: true })) {
+  if (!dryRun && (await liveSessionClient(location, { local: true }))) {
     const { makeWay, handoverLine } = await import("../../cli/session/handover.js");
     handover = await makeWay(location, { target: undefined, rollback: false, reason: "repair the store", liveOnly: true });
     if (handover && !options.json) printLine(handoverLine(handover));
@@ -523,7 +526,7 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
     const crashed = check.problems.find((problem) => problem.code === "validator-crashed");
     if (crashed) throw new ApexError("APEX_E_INTEGRITY", `Cannot reconstruct: ${crashed.message}`, { hint: "Restore a backup of .apex/." });
   }
-  const writer = writerClient(location);
+  const writer = await writerClient(location);
   const params = { session_id: sessionId, ...(options.as ? { new_session_id: options.as } : {}) };
   const report = writer
     ? ((await callWriter(writer, "session.reconstruct", params)) as ReconstructReport & { checkpoint: CheckpointSummary })

@@ -17,7 +17,7 @@ import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, 
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../cli/session/logs.js";
-import { agentLogDir, liveSupervisorOf, liveSupervisors } from "../../core/session/runtime.js";
+import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
 import { resolveSessionId } from "../../core/session/sessions.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, isProjectMethod, roleNeeded } from "./roles.js";
@@ -166,11 +166,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
   }
   const log = options.log ?? (() => {});
-  const gate = new Gate(options.location);
+  // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
+  const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
+  const served = await storeIdentity(await resolveStoreSpec(options.location));
+  const onServedStore = (runtime: SupervisorRuntime | undefined) => (runtime && (!runtime.store || runtime.store === served) ? runtime : undefined);
+  const gate = new Gate(options.location, onServedStore);
   const streams = new Set<OpenStream>();
   const failures = new Map<string, { count: number; first: number }>();
   const serverId = randomUUID();
-  const connections = new ConnectionReporter(options.location, serverId, streams);
+  const connections = new ConnectionReporter(options.location, serverId, streams, onServedStore);
 
   const corsAllowed = (request: FastifyRequest) => Boolean(request.headers.origin && options.corsOrigins?.includes(request.headers.origin));
   app.addHook("onRequest", async (request, reply) => {
@@ -461,7 +465,15 @@ class Gate {
   /** When this server last recorded each grant's use (token id → ms). */
   private readonly touched = new Map<string, number>();
 
-  constructor(private readonly location: ProjectLocation) {}
+  constructor(
+    private readonly location: ProjectLocation,
+    private readonly onServedStore: (runtime: SupervisorRuntime | undefined) => SupervisorRuntime | undefined,
+  ) {}
+
+  /** The session's live supervisor, if it runs on the store this server serves (an older runtime file: taken as it). */
+  private supervisorOf(sessionId: string): SupervisorRuntime | undefined {
+    return this.onServedStore(liveSupervisorOf(this.location.storeDir, sessionId));
+  }
 
   /** The connection to the live supervisor, kept open between requests (a new supervisor gets a new one). */
   private channelTo(socket: string): SupervisorChannel {
@@ -478,7 +490,7 @@ class Gate {
 
   supervisorSocket(sessionId: string): string | undefined {
     // Sessions run side by side: the supervisor of this session, whichever else runs.
-    return liveSupervisorOf(this.location.storeDir, sessionId)?.socket;
+    return this.supervisorOf(sessionId)?.socket;
   }
 
   /** A session of this project (any: live, interrupted, ended), or APEX_E_NO_SESSION. */
@@ -488,7 +500,7 @@ class Gate {
   }
 
   async authenticate(sessionId: string, token: string): Promise<Caller> {
-    const runtime = liveSupervisorOf(this.location.storeDir, sessionId);
+    const runtime = this.supervisorOf(sessionId);
     let caller: Caller & { last_used_at: string | null };
     if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, 120_000)) as typeof caller;
     else {
@@ -517,7 +529,7 @@ class Gate {
     if (now - last < TOUCH_INTERVAL_MS) return;
     this.touched.set(caller.token_id, now);
     const params = { session: caller.session_id, token_id: caller.token_id };
-    const runtime = liveSupervisorOf(this.location.storeDir, caller.session_id);
+    const runtime = this.supervisorOf(caller.session_id);
     const done = runtime
       ? this.channelTo(runtime.socket).call("share.touch", params, 120_000)
       : (async () => {
@@ -618,7 +630,7 @@ class Gate {
       throw new ApexError("APEX_E_USAGE", `A remote --continue names this session (${sessionId}) or \`last\`, not ${JSON.stringify(target)}.`);
     }
     // Sessions run side by side: only this session's own supervisor is in the way (the claim checks its working tree).
-    const runtime = liveSupervisorOf(this.location.storeDir, sessionId);
+    const runtime = this.supervisorOf(sessionId);
     if (runtime) {
       throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${runtime.session_id} is running.`, {
         hint: runtime.session_id === sessionId ? "It is already running: `apex status`." : "Its owner ends it first.",
@@ -647,6 +659,7 @@ class ConnectionReporter {
     private readonly location: ProjectLocation,
     private readonly serverId: string,
     private readonly streams: Set<OpenStream>,
+    private readonly onServedStore: (runtime: SupervisorRuntime | undefined) => SupervisorRuntime | undefined,
   ) {}
 
   saw(caller: Caller): void {
@@ -689,6 +702,7 @@ class ConnectionReporter {
       else if (!users.has(tokenId)) users.set(tokenId, { user: seen.caller.user, role: seen.caller.role, since: seen.since, streams: 0 });
     }
     for (const runtime of liveSupervisors(this.location.storeDir)) {
+      if (!this.onServedStore(runtime)) continue;
       const users = bySession.get(runtime.session_id) ?? new Map();
       await callSupervisor(runtime.socket, "session.connections", { server: this.serverId, users: [...users.values()] }, 5000).catch(() => undefined);
     }

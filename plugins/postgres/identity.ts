@@ -1,0 +1,37 @@
+/**
+ * Which PostgreSQL store a spec names, as one string with no user and no password: the server
+ * (host in lower case, port), the database and the project id, which is what keys the data
+ * (backend.ts). So URLs that differ only in the password, the user, `postgresql://` for
+ * `postgres://` or their parameters (order or value: sslmode, options, …) name the same
+ * store. Missing parts are filled in as libpq and node-postgres do (PGHOST, PGPORT, PGUSER,
+ * PGDATABASE, the database named after the user). `localhost` and `127.0.0.1` stay two
+ * names. Loads no pg.
+ */
+import { userInfo } from "node:os";
+import type { StoreSpec } from "../../core/store/port.js";
+import { redactUrl } from "../../core/store/open.js";
+
+export function storeIdentity(spec: StoreSpec, env: NodeJS.ProcessEnv = process.env): string {
+  const project = spec.project ?? "";
+  let url: URL;
+  try {
+    url = new URL(spec.url ?? "");
+  } catch {
+    return `${redactUrl(spec.url ?? "")} (project ${project})`; // opening it reports the URL
+  }
+  const query = url.searchParams;
+  const host = (query.get("host") || decodeURIComponent(url.hostname) || env.PGHOST || "localhost").toLowerCase();
+  const port = query.get("port") || url.port || env.PGPORT || "5432";
+  const user = decodeURIComponent(url.username) || query.get("user") || env.PGUSER || osUser();
+  const database = decodeURIComponent(url.pathname.replace(/^\//, "")) || query.get("dbname") || env.PGDATABASE || user;
+  return `postgres://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}/${database} (project ${project})`;
+}
+
+/** The login name, which libpq takes when the URL and PGUSER name none (a uid without a passwd entry has none). */
+function osUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return "";
+  }
+}
