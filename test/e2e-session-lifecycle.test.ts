@@ -133,12 +133,12 @@ forEachBackend((backend) => describe("apex start / status / pause / resume / che
     expect(JSON.parse(project.apex(["session", "list", "--json"]).stdout).map((row: { status: string }) => row.status)).toEqual(["active", "stopped"]);
   });
 
-  it("a session record overwritten by hand (memory set) does not keep its supervisor alive: stop ends it and every agent, and the listings still print", async () => {
+  it("a session record overwritten by hand (memory set --force) does not keep its supervisor alive: stop ends it and every agent, and the listings still print", async () => {
     project = new Project(CONFIG, undefined, await backend.env());
     const ready = project.start();
     await waitFor("agent processes", () => allPids(project!.status()).length >= 4);
     const pids = allPids(project.status()).map((pid) => ({ pid, start: procInfo(pid)?.startTime }));
-    expect(project.apex(["memory", "set", `/sessions/${ready.session_id}`, '{"x": 1}']).status).toBe(0);
+    expect(project.apex(["memory", "set", "--force", `/sessions/${ready.session_id}`, '{"x": 1}']).status).toBe(0);
     // It was: APEX_E_INTERNAL "session.history is not iterable", and a supervisor that ignored SIGTERM from then on.
     const stopped = project.apex(["stop"]);
     expect(stopped.status, stopped.stderr).toBe(0);

@@ -30,7 +30,9 @@ export const STATUS_COLORS: Record<string, Color> = {
   pending: "cyan",
 };
 
-export function paintStatus(status: string): string {
+export function paintStatus(status: string | undefined): string {
+  // A hand-written record may have none: "unknown", not "undefined".
+  if (typeof status !== "string") return "unknown";
   const color = STATUS_COLORS[status];
   return color ? paint(status, color) : status;
 }
