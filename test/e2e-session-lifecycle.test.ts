@@ -144,11 +144,14 @@ forEachBackend((backend) => describe("apex start / status / pause / resume / che
     expect(stopped.status, stopped.stderr).toBe(0);
     await waitFor("the supervisor to exit", () => !isAlive(ready.supervisor_pid), 15_000);
     for (const { pid, start } of pids) expect(isAlive(pid, start), `pid ${pid} still runs`).toBe(false);
-    for (const args of [["session", "list"], ["status"]]) {
+    for (const args of [["session", "list"], ["status"], ["checkpoint", "list"]]) {
       const listed = project.apex(args);
       expect(listed.status, `${args.join(" ")}: ${listed.stderr}`).toBe(0);
       expect(listed.stderr).not.toContain("APEX_E_INTERNAL");
+      // The record has no session_id, status or created_at: shown as unknown (or "-" in a table), never "undefined".
+      expect(listed.stdout, args.join(" ")).not.toContain("undefined");
     }
+    expect(project.apex(["status"]).stdout).toContain("Last session: unknown stopped");
     // The next session starts as usual.
     expect(project.start(["--task", "next"]).session_id).not.toBe(ready.session_id);
   });
