@@ -216,6 +216,31 @@ describe("memory writes through a running supervisor", () => {
   });
 });
 
+describe("records written by hand (--force) that lack their fields", () => {
+  it("are listed with '-' or 'unknown' in place of what is missing, never 'undefined', and no listing fails", async () => {
+    project = new Project(IDLE, "apex-owned-malformed-");
+    const sid = project.start().session_id;
+    expect(project.apex(["task", "add", "a real task"]).status).toBe(0);
+    expect(project.apex(["milestone", "a real milestone"]).status).toBe(0);
+    const forged = { [`/sessions/${sid}/tasks/t-0009`]: { x: 1 }, [`/sessions/${sid}/agents/ghost`]: { y: 2 }, [`/sessions/${sid}/milestones/0009`]: {}, [`/sessions/${sid}/events/00000999`]: { z: 1 } };
+    expect(spawnImport(project, JSON.stringify(forged), ["--force"]).status).toBe(0);
+    const reads = [["task", "list"], ["task", "show", "t-0009"], ["agent", "list"], ["milestone"], ["session", "history", sid], ["status"]];
+    const check = () => {
+      for (const args of reads) {
+        const result = project!.apex(args);
+        expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+        expect(result.stdout, args.join(" ")).not.toContain("undefined");
+      }
+    };
+    check();
+    expect(project.apex(["task", "list"]).stdout).toContain("a real task");
+    expect(project.apex(["task", "show", "t-0009"]).stdout).toContain("unknown");
+    expect(project.apex(["session", "history", sid]).stdout).toContain('unknown event {"z":1}');
+    expect(project.apex(["stop"]).status).toBe(0);
+    check();
+  });
+});
+
 describe("the direct writer (no supervisor) as a library calls it", () => {
   it("checks the same rule as the CLI: refused without force, nothing of a batch written; force writes", async () => {
     project = new Project("plugins: {}\n", "apex-owned-direct-");

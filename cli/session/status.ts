@@ -97,12 +97,12 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
     const rows = report.agents.map((agent) => [
       agent.name,
       paintStatus(agent.status),
-      agent.pid === null ? "-" : String(agent.pid),
-      agent.pgid === null ? "-" : String(agent.pgid),
+      agent.pid,
+      agent.pgid,
       String(agent.processes.length),
       formatDuration(agent.uptime_seconds),
       `${agent.cpu_seconds.toFixed(2)}s`,
-      String(agent.restarts),
+      agent.restarts,
       agent.task ?? "-",
     ]);
     printLine(table(["AGENT", "STATUS", "PID", "PGID", "PROCS", "UPTIME", "CPU", "RESTARTS", "TASK"], rows));
