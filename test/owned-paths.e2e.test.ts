@@ -241,6 +241,20 @@ describe("records written by hand (--force) that lack their fields", () => {
   });
 });
 
+describe("a session record written by hand (--force) without its fields", () => {
+  it("still gives a session report, with unknown for what is missing", async () => {
+    project = new Project(IDLE.replace("plugins: {}\n", "plugins:\n  history: {}\n"), "apex-owned-report-");
+    const sid = project.start().session_id;
+    expect(project.apex(["memory", "set", "--force", `/sessions/${sid}`, '{"x": 1}']).status).toBe(0);
+    // It was: APEX_E_PLUGIN_FAILED "Cannot read properties of undefined (reading 'join')".
+    const report = project.apex(["session", "report", "--format", "md"]);
+    expect(report.status, report.stderr).toBe(0);
+    expect(report.stdout).toContain("# Session report: unknown");
+    expect(report.stdout).toContain("| Status | unknown |");
+    expect(report.stdout).not.toContain("undefined");
+  });
+});
+
 describe("the direct writer (no supervisor) as a library calls it", () => {
   it("checks the same rule as the CLI: refused without force, nothing of a batch written; force writes", async () => {
     project = new Project("plugins: {}\n", "apex-owned-direct-");
