@@ -22,9 +22,10 @@ export function projectOf(command: Command): ProjectLocation {
  * and over the supervisor's control socket when one does (it is then the one writer).
  */
 export interface MemoryWriter {
-  set(path: string, value: JsonValue): Promise<{ revision: number }>;
-  delete(path: string, recursive: boolean): Promise<{ deleted: number; revision: number }>;
-  importEntries(entries: Entry[]): Promise<{ count: number; revision: number }>;
+  /** `force`: write paths APEX owns too (plugins/owned-paths.ts), an operator's repair. */
+  set(path: string, value: JsonValue, force?: boolean): Promise<{ revision: number }>;
+  delete(path: string, recursive: boolean, force?: boolean): Promise<{ deleted: number; revision: number }>;
+  importEntries(entries: Entry[], force?: boolean): Promise<{ count: number; revision: number }>;
   close(): Promise<void>;
 }
 

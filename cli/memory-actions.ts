@@ -91,12 +91,13 @@ export async function queryMemory(
   }
 }
 
-export async function setMemory(location: ProjectLocation, path: string, json: string, asJson: boolean): Promise<void> {
+export async function setMemory(location: ProjectLocation, path: string, json: string, asJson: boolean, force = false): Promise<void> {
   checkPath(path);
   const value = parseJsonValue(json === "-" ? readUtf8Input(0, "stdin") : json, path);
+  await checkOwned("memory set", [path], { force });
   const writer = await openWriter(location);
   try {
-    const { revision } = await writer.set(path, value);
+    const { revision } = await writer.set(path, value, force);
     if (asJson) printJson({ path, revision });
     else process.stdout.write(`set ${path} (revision ${revision})\n`);
   } finally {
@@ -104,11 +105,12 @@ export async function setMemory(location: ProjectLocation, path: string, json: s
   }
 }
 
-export async function deleteMemory(location: ProjectLocation, path: string, recursive: boolean, asJson: boolean): Promise<void> {
+export async function deleteMemory(location: ProjectLocation, path: string, recursive: boolean, asJson: boolean, force = false): Promise<void> {
   checkPath(path);
+  await checkOwned("memory delete", [path], { recursive, force });
   const writer = await openWriter(location);
   try {
-    const { deleted, revision } = await writer.delete(path, recursive);
+    const { deleted, revision } = await writer.delete(path, recursive, force);
     if (deleted === 0) {
       throw new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}${recursive ? " or below it" : ""}.`, {
         hint: recursive ? undefined : "To delete a whole subtree, add --recursive.",
@@ -121,7 +123,7 @@ export async function deleteMemory(location: ProjectLocation, path: string, recu
   }
 }
 
-export async function importMemory(location: ProjectLocation, file: string, asJson: boolean): Promise<void> {
+export async function importMemory(location: ProjectLocation, file: string, asJson: boolean, force = false): Promise<void> {
   let bytes: Buffer;
   try {
     // Reading bytes and decoding once is about twice as fast as readFileSync(…, "utf8") on large files.
@@ -135,14 +137,25 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   }
   const name = file === "-" ? "stdin" : file;
   const entries = parseImport(decodeUtf8Input(bytes, name), name);
+  await checkOwned("memory import", entries.map((entry) => entry.path), { force });
   const writer = await openWriter(location);
   try {
-    const { count, revision } = await writer.importEntries(entries);
+    const { count, revision } = await writer.importEntries(entries, force);
     if (asJson) printJson({ count, revision });
     else process.stdout.write(`imported ${count} ${count === 1 ? "entry" : "entries"} (revision ${revision})\n`);
   } finally {
     await writer.close();
   }
+}
+
+/**
+ * Refuses a write to paths APEX owns before the store is opened (the session's writer checks
+ * again: plugins/owned-paths.ts is the one rule); with --force, warns on stderr instead.
+ */
+async function checkOwned(command: string, paths: string[], options: { recursive?: boolean; force: boolean }): Promise<void> {
+  const { checkOwnedWrite, forcedWarning } = await import("../plugins/owned-paths.js");
+  const forced = checkOwnedWrite(command, paths, options);
+  if (forced.length > 0) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${forcedWarning(command, forced)}\n`);
 }
 
 export async function exportMemory(location: ProjectLocation, glob: string): Promise<void> {

@@ -3,6 +3,9 @@ import { projectOf } from "./context.js";
 import { seconds, wholeNumber } from "./option-values.js";
 import { examples } from "./output.js";
 
+/** What --force of a memory write means (plugins/owned-paths.ts says which paths APEX owns). */
+const FORCE = "also write paths APEX owns (/sessions/…, /projects/config): repair by hand, with a warning";
+
 /** `apex memory …`: the hierarchical project memory shared by agents and users. */
 export function registerMemoryCommands(program: Command): void {
   const memory = program
@@ -13,13 +16,15 @@ export function registerMemoryCommands(program: Command): void {
       `
 Paths are absolute and '/'-separated: /notes/today, /agents/coder/plan.
 Globs: * matches within one segment, ** any depth, ? one character.
+APEX's own records (/sessions/…, /projects/config) are refused to set, delete and import
+(APEX_E_RESERVED_PATH, exit 4) unless --force; /sessions/<id>/metrics-input/… stays writable.
 
 Examples:
   apex memory set /notes/today '{"todo": 3}'
   apex memory show /notes/today
   apex memory query '/notes/**' --json
   apex memory watch '/sessions/current/**' --timeout 60
-  apex memory export > memory.json && apex memory import memory.json`,
+  apex memory export '/notes/**' > notes.json && apex memory import notes.json`,
     );
 
   memory
@@ -55,10 +60,11 @@ Examples:
     .argument("<path>", "absolute path")
     .argument("<json>", `a JSON value: '{"a": 1}', '"text"', 42, true, null, or - for stdin`)
     .option("--json", "print {path, revision}")
+    .option("--force", FORCE)
     .addHelpText("after", examples(`apex memory set /notes/today '{"todo": 3}'`, `apex memory set /notes/title '"Sprint 4"'`, "echo 42 | apex memory set /answer -"))
-    .action(async (path: string, json: string, options: { json?: boolean }, command: Command) => {
+    .action(async (path: string, json: string, options: { json?: boolean; force?: boolean }, command: Command) => {
       const { setMemory } = await import("./memory-actions.js");
-      await setMemory(projectOf(command), path, json, Boolean(options.json));
+      await setMemory(projectOf(command), path, json, Boolean(options.json), Boolean(options.force));
     });
 
   memory
@@ -67,10 +73,11 @@ Examples:
     .argument("<path>", "absolute path")
     .option("-r, --recursive", "also delete every path below PATH")
     .option("--json", "print {path, deleted, revision}")
+    .option("--force", FORCE)
     .addHelpText("after", examples("apex memory delete /notes/today", "apex memory delete /notes --recursive"))
-    .action(async (path: string, options: { recursive?: boolean; json?: boolean }, command: Command) => {
+    .action(async (path: string, options: { recursive?: boolean; json?: boolean; force?: boolean }, command: Command) => {
       const { deleteMemory } = await import("./memory-actions.js");
-      await deleteMemory(projectOf(command), path, Boolean(options.recursive), Boolean(options.json));
+      await deleteMemory(projectOf(command), path, Boolean(options.recursive), Boolean(options.json), Boolean(options.force));
     });
 
   memory
@@ -92,10 +99,11 @@ Examples:
     .description("import entries from FILE or - (stdin) in one transaction: all or nothing")
     .argument("<file>", "a JSON object of path -> value, or NDJSON lines of {path, value}; - for stdin")
     .option("--json", "print {count, revision}")
+    .option("--force", FORCE)
     .addHelpText("after", examples("apex memory import memory.json", "apex memory export /notes | apex memory import -"))
-    .action(async (file: string, options: { json?: boolean }, command: Command) => {
+    .action(async (file: string, options: { json?: boolean; force?: boolean }, command: Command) => {
       const { importMemory } = await import("./memory-actions.js");
-      await importMemory(projectOf(command), file, Boolean(options.json));
+      await importMemory(projectOf(command), file, Boolean(options.json), Boolean(options.force));
     });
 
   memory

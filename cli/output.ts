@@ -64,11 +64,16 @@ function classify(error: unknown): unknown {
   return error;
 }
 
+/** A record's field in a sentence: one a damaged or hand-written record lacks reads "unknown", never "undefined". */
+export function known(value: unknown): string {
+  return value === undefined || value === null || value === "" ? "unknown" : String(value);
+}
+
 /**
  * Formats a table of rows with left-aligned columns. A cell a damaged or hand-written record
  * left without a value (undefined, null) shows as "-" rather than failing the whole listing.
  */
-export function table(headers: string[], rows: Array<Array<string | null | undefined>>): string {
+export function table(headers: string[], rows: Array<Array<unknown>>): string {
   const text = rows.map((row) => row.map((cell) => (cell === undefined || cell === null ? "-" : String(cell))));
   const widths = headers.map((header, i) => Math.max(header.length, ...text.map((row) => (row[i] ?? "").length)));
   const line = (cells: string[]) =>

@@ -133,7 +133,7 @@ async function showAuditTrail(location: ProjectLocation, ref: string, json: bool
     const events = await readAuditTrail(reader, sessionId);
     const { effectiveStatus } = await import("../core/session/sessions.js");
     const status = effectiveStatus(record);
-    const { paint, printJson, printLine } = await import("./output.js");
+    const { known, paint, printJson, printLine } = await import("./output.js");
     if (json) {
       printJson({ session_id: sessionId, status, events });
       return;
@@ -142,7 +142,7 @@ async function showAuditTrail(location: ProjectLocation, ref: string, json: bool
     printLine(`Session ${sessionId} (${paintStatus(status)}): ${events.length} event${events.length === 1 ? "" : "s"}`);
     const width = String(events.at(-1)?.seq ?? 0).length;
     for (const event of events) {
-      printLine(`${String(event.seq).padStart(width)}  ${event.at.slice(0, 10)} ${formatEvent(event)}  ${paint(`[${event.actor}]`, "gray")}`);
+      printLine(`${String(event.seq ?? "?").padStart(width)}  ${typeof event.at === "string" ? event.at.slice(0, 10) : "----------"} ${formatEvent(event)}  ${paint(`[${known(event.actor)}]`, "gray")}`);
     }
   } finally {
     await reader.close();

@@ -16,14 +16,14 @@ export async function openMemoryWriter(location: ProjectLocation): Promise<Memor
   const actor = currentActor();
   const call = (method: string, params: Record<string, unknown>) => client.call(method, { ...params, actor }, 120_000);
   return {
-    async set(path: string, value: JsonValue) {
-      return (await call("memory.set", { path, value })) as { revision: number };
+    async set(path: string, value: JsonValue, force = false) {
+      return (await call("memory.set", { path, value, ...(force ? { force } : {}) })) as { revision: number };
     },
-    async delete(path: string, recursive: boolean) {
-      return (await call("memory.delete", { path, recursive })) as { deleted: number; revision: number };
+    async delete(path: string, recursive: boolean, force = false) {
+      return (await call("memory.delete", { path, recursive, ...(force ? { force } : {}) })) as { deleted: number; revision: number };
     },
-    async importEntries(entries: Entry[]) {
-      return (await call("memory.import", { entries })) as { count: number; revision: number };
+    async importEntries(entries: Entry[], force = false) {
+      return (await call("memory.import", { entries, ...(force ? { force } : {}) })) as { count: number; revision: number };
     },
     close: () => client.close(),
   };

@@ -90,6 +90,8 @@ export const ErrorCodes = {
   APEX_E_BUNDLE_INVALID: ExitCode.usage,
   APEX_E_BUNDLE_VERSION: ExitCode.conflict,
   APEX_E_SESSION_EXISTS: ExitCode.conflict,
+  /** A memory write (set, delete, import) that reaches a record APEX owns (plugins/owned-paths.ts), without --force. */
+  APEX_E_RESERVED_PATH: ExitCode.conflict,
   // remote access (apex serve): no or a bad token, a role that does not allow the action, too many failures (4); a body too large (2).
   // FORBIDDEN also: a local store directory this user may not read (another user's, owner-only)
   APEX_E_UNAUTHORIZED: ExitCode.conflict,

@@ -43,6 +43,8 @@ export const builtinServices = {
   checkpointRecord: () => import("./checkpoint/record.js"),
   checkpointRecovery: () => import("./checkpoint/plugin-recovery.js"),
   gitStart: () => import("./git/start.js"),
+  /** The paths APEX owns, which memory writes refuse (core's session methods ask it). */
+  ownedPaths: () => import("./owned-paths.js"),
 };
 
 /**

@@ -133,22 +133,25 @@ forEachBackend((backend) => describe("apex start / status / pause / resume / che
     expect(JSON.parse(project.apex(["session", "list", "--json"]).stdout).map((row: { status: string }) => row.status)).toEqual(["active", "stopped"]);
   });
 
-  it("a session record overwritten by hand (memory set) does not keep its supervisor alive: stop ends it and every agent, and the listings still print", async () => {
+  it("a session record overwritten by hand (memory set --force) does not keep its supervisor alive: stop ends it and every agent, and the listings still print", async () => {
     project = new Project(CONFIG, undefined, await backend.env());
     const ready = project.start();
     await waitFor("agent processes", () => allPids(project!.status()).length >= 4);
     const pids = allPids(project.status()).map((pid) => ({ pid, start: procInfo(pid)?.startTime }));
-    expect(project.apex(["memory", "set", `/sessions/${ready.session_id}`, '{"x": 1}']).status).toBe(0);
+    expect(project.apex(["memory", "set", "--force", `/sessions/${ready.session_id}`, '{"x": 1}']).status).toBe(0);
     // It was: APEX_E_INTERNAL "session.history is not iterable", and a supervisor that ignored SIGTERM from then on.
     const stopped = project.apex(["stop"]);
     expect(stopped.status, stopped.stderr).toBe(0);
     await waitFor("the supervisor to exit", () => !isAlive(ready.supervisor_pid), 15_000);
     for (const { pid, start } of pids) expect(isAlive(pid, start), `pid ${pid} still runs`).toBe(false);
-    for (const args of [["session", "list"], ["status"]]) {
+    for (const args of [["session", "list"], ["status"], ["checkpoint", "list"]]) {
       const listed = project.apex(args);
       expect(listed.status, `${args.join(" ")}: ${listed.stderr}`).toBe(0);
       expect(listed.stderr).not.toContain("APEX_E_INTERNAL");
+      // The record has no session_id, status or created_at: shown as unknown (or "-" in a table), never "undefined".
+      expect(listed.stdout, args.join(" ")).not.toContain("undefined");
     }
+    expect(project.apex(["status"]).stdout).toContain("Last session: unknown stopped");
     // The next session starts as usual.
     expect(project.start(["--task", "next"]).session_id).not.toBe(ready.session_id);
   });

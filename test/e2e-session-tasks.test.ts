@@ -204,7 +204,7 @@ describe("timers", () => {
     expect(project.apex(["stop"]).status).toBe(0);
 
     // A checkpoint manifest (as the checkpoint plugin writes them) names the checkpoint to continue from.
-    expect(project.apex(["memory", "set", `/sessions/${ready.session_id}/checkpoint-001`, JSON.stringify({ id: "cp-0123456789", sequence: 1, trigger: "manual" })]).status).toBe(0);
+    expect(project.apex(["memory", "set", "--force", `/sessions/${ready.session_id}/checkpoint-001`, JSON.stringify({ id: "cp-0123456789", sequence: 1, trigger: "manual" })]).status).toBe(0);
     const continued = project.start(["--continue", "cp-012345"]);
     expect(continued).toMatchObject({ session_id: ready.session_id, continued: true });
     expect(readLines(calls).filter((line) => line.call === "restore")).toEqual([{ call: "restore", sessionId: ready.session_id, checkpoint: "cp-0123456789" }]);

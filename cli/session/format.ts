@@ -30,14 +30,17 @@ export const STATUS_COLORS: Record<string, Color> = {
   pending: "cyan",
 };
 
-export function paintStatus(status: string): string {
+export function paintStatus(status: string | undefined): string {
+  // A hand-written record may have none: "unknown", not "undefined".
+  if (typeof status !== "string") return "unknown";
   const color = STATUS_COLORS[status];
   return color ? paint(status, color) : status;
 }
 
 /** One line per event for `apex start --attach`. */
 export function formatEvent(event: SessionEvent): string {
-  const time = event.at.slice(11, 19);
+  // A hand-written event may lack any field: a time of dashes, never a failed listing.
+  const time = typeof event.at === "string" ? event.at.slice(11, 19) : "--:--:--";
   const e = event as Record<string, unknown>;
   const text = (name: string) => (e[name] === null || e[name] === undefined ? "" : String(e[name]));
   let what: string;
@@ -96,8 +99,8 @@ export function formatEvent(event: SessionEvent): string {
       what = `error in ${text("origin")}: ${text("message")}`;
       break;
     default:
-      what = `${event.type} ${JSON.stringify(Object.fromEntries(Object.entries(e).filter(([key]) => !["seq", "at", "type", "actor"].includes(key))))}`;
+      what = `${event.type ?? "unknown event"} ${JSON.stringify(Object.fromEntries(Object.entries(e).filter(([key]) => !["seq", "at", "type", "actor"].includes(key))))}`;
   }
-  const color: Color | undefined = event.type === "error" || event.type.endsWith("failed") ? "red" : event.type === "milestone" ? "magenta" : undefined;
+  const color: Color | undefined = event.type === "error" || String(event.type).endsWith("failed") ? "red" : event.type === "milestone" ? "magenta" : undefined;
   return `${paint(time, "gray")}  ${color ? paint(what, color) : what}`;
 }

@@ -7,7 +7,7 @@
  * supervisor always answers, so that the agent never opens LMDB.
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { paint, printJson, printLine, table } from "../output.js";
+import { known, paint, printJson, printLine, table } from "../output.js";
 import { agentSession, sessionFlag } from "../../core/session/binding.js";
 import { openSessionClient } from "../../core/session/client.js";
 import type { StatusReport } from "../../core/session/status-report.js";
@@ -74,13 +74,13 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
   if (!session) {
     printLine("No session is active in this project.");
     const last = report.last_session;
-    if (last) printLine(`Last session: ${last.session_id} ${paintStatus(last.status)}${last.ended_at ? ` at ${last.ended_at}` : ""}${last.outcome ? ` (${last.outcome})` : ""}`);
+    if (last) printLine(`Last session: ${known(last.session_id)} ${paintStatus(last.status)}${last.ended_at ? ` at ${last.ended_at}` : ""}${last.outcome ? ` (${last.outcome})` : ""}`);
     printLine(paint(configInvalid ? 'Fix the config (see the warning above), then start one: apex start --task "…"' : 'Start one: apex start --task "…"', "gray"));
     return;
   }
-  printLine(`Session ${paint(session.session_id, "bold")}  ${paintStatus(session.status)}${session.remote && session.status !== "interrupted" ? ` on host ${session.host}` : ""}`);
+  printLine(`Session ${paint(known(session.session_id), "bold")}  ${paintStatus(session.status)}${session.remote && session.status !== "interrupted" ? ` on host ${session.host}` : ""}`);
   if (session.initial_task) printLine(`  task        ${session.initial_task}`);
-  printLine(`  started     ${session.created_at}`);
+  printLine(`  started     ${known(session.created_at)}`);
   const supervisor = session.supervisor;
   printLine(`  supervisor  ${supervisor ? supervisorLine(session, supervisor) : "-"}`);
   const t = report.tasks;
@@ -97,12 +97,12 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
     const rows = report.agents.map((agent) => [
       agent.name,
       paintStatus(agent.status),
-      agent.pid === null ? "-" : String(agent.pid),
-      agent.pgid === null ? "-" : String(agent.pgid),
+      agent.pid,
+      agent.pgid,
       String(agent.processes.length),
       formatDuration(agent.uptime_seconds),
       `${agent.cpu_seconds.toFixed(2)}s`,
-      String(agent.restarts),
+      agent.restarts,
       agent.task ?? "-",
     ]);
     printLine(table(["AGENT", "STATUS", "PID", "PGID", "PROCS", "UPTIME", "CPU", "RESTARTS", "TASK"], rows));

@@ -5,7 +5,7 @@
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
-import { paint, printJson, printLine, table } from "../output.js";
+import { known, paint, printJson, printLine, table } from "../output.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { currentActor, openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { TASK_STATUSES, type AgentRecord, type MilestoneRecord, type TaskRecord, type TaskStatus } from "../../core/session/records.js";
@@ -22,7 +22,7 @@ async function withClient<T>(location: ProjectLocation, access: "read" | "write"
 }
 
 function taskLine(task: TaskRecord): string {
-  return `${task.id} ${paintStatus(task.status)}${task.assignee ? ` (${task.assignee})` : ""}: ${task.title}${task.milestone ? paint(" [milestone]", "magenta") : ""}`;
+  return `${known(task.id)} ${paintStatus(task.status)}${task.assignee ? ` (${task.assignee})` : ""}: ${known(task.title)}${task.milestone ? paint(" [milestone]", "magenta") : ""}`;
 }
 
 export async function addTask(location: ProjectLocation, title: string, options: { milestone?: boolean; assign?: string; json?: boolean }): Promise<void> {
@@ -52,7 +52,7 @@ export async function listTasks(location: ProjectLocation, options: { status?: s
     printLine(options.status ? `No ${options.status} tasks.` : 'No tasks yet. Add one with `apex task add "…"`.');
     return;
   }
-  const rows = tasks.map((task) => [task.id, paintStatus(task.status), task.assignee ?? "-", `${task.title}${task.milestone ? " [milestone]" : ""}`]);
+  const rows = tasks.map((task) => [task.id, paintStatus(task.status), task.assignee ?? "-", typeof task.title === "string" ? `${task.title}${task.milestone ? " [milestone]" : ""}` : undefined]);
   printLine(table(["ID", "STATUS", "ASSIGNEE", "TITLE"], rows));
 }
 
@@ -64,7 +64,7 @@ export async function showTask(location: ProjectLocation, id: string, json: bool
     for (const key of ["created_at", "created_by", "claimed_at", "completed_at", "reason", "reopened"] as const) {
       if (task[key] !== null && task[key] !== undefined && task[key] !== 0) printLine(`  ${key.padEnd(13)} ${String(task[key])}`);
     }
-    if (task.result !== null) printLine(`  ${"result".padEnd(13)} ${JSON.stringify(task.result)}`);
+    if (task.result !== null && task.result !== undefined) printLine(`  ${"result".padEnd(13)} ${JSON.stringify(task.result)}`);
   }
 }
 
@@ -106,7 +106,7 @@ export async function milestone(location: ProjectLocation, text: string | undefi
     const list = (await withClient(location, "read", (client) => client.call("milestone.list", sessionParam(options.session)), options.session)) as MilestoneRecord[];
     if (options.json) printJson(list);
     else if (list.length === 0) printLine('No milestones yet. Record one with `apex milestone "…"`.');
-    else for (const item of list) printLine(`${String(item.n).padStart(3)}  ${item.at}  ${item.text}${item.task ? ` (${item.task})` : ""}  ${paint(item.by, "gray")}`);
+    else for (const item of list) printLine(`${String(item.n ?? "?").padStart(3)}  ${known(item.at)}  ${known(item.text)}${item.task ? ` (${item.task})` : ""}  ${paint(known(item.by), "gray")}`);
     return;
   }
   if (options.session !== undefined) {
@@ -154,11 +154,11 @@ export async function listAgents(location: ProjectLocation, json: boolean, sessi
   const rows = report.agents.map((agent) => [
     agent.name,
     paintStatus(agent.status),
-    agent.pid === null ? "-" : String(agent.pid),
+    agent.pid,
     agent.reported_status ?? "-",
     agent.task ?? "-",
     formatDuration(agent.uptime_seconds),
-    String(agent.restarts),
+    agent.restarts,
   ]);
   printLine(table(["AGENT", "STATUS", "PID", "REPORTED", "TASK", "UPTIME", "RESTARTS"], rows));
 }

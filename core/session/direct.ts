@@ -5,7 +5,7 @@ import { checkPath } from "../store/paths.js";
 import type { Entry, JsonValue, Store } from "../store/store.js";
 import { openStore, storeExists } from "../store/open.js";
 import type { OpenSessionOptions, SessionClient } from "./client.js";
-import { memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
+import { checkOwnedWrite, memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
 import { MemoryView, memoryViewOf } from "./memory-view.js";
 import { boundSessionId } from "./sessions.js";
 
@@ -117,10 +117,17 @@ function boundView(store: Store): MemoryView {
 function memoryWriteMethods(store: Store): MethodLookup {
   const view = () => boundView(store);
   const methods: Record<string, SessionMethod> = {
-    "memory.set": async (params) => ({ revision: await store.set(view().path(String(params.path)), params.value as JsonValue) }),
-    "memory.delete": (params) => store.delete(view().path(String(params.path)), { recursive: params.recursive === true }),
+    "memory.set": async (params) => {
+      await checkOwnedWrite("memory set", [String(params.path)], params);
+      return { revision: await store.set(view().path(String(params.path)), params.value as JsonValue) };
+    },
+    "memory.delete": async (params) => {
+      await checkOwnedWrite("memory delete", [String(params.path)], params);
+      return store.delete(view().path(String(params.path)), { recursive: params.recursive === true });
+    },
     "memory.import": async (params) => {
       const entries = params.entries as Entry[];
+      await checkOwnedWrite("memory import", entries.map((entry) => entry.path), params);
       const { revision } = await store.batch((batch) => {
         for (const entry of entries) batch.set(view().path(entry.path), entry.value);
       });

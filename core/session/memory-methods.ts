@@ -3,6 +3,7 @@ import { compileGlob } from "../store/glob.js";
 import { checkPath } from "../store/paths.js";
 import type { JsonValue, Store } from "../store/store.js";
 import { MemoryView } from "./memory-view.js";
+import { builtinServices } from "../../plugins/index.js";
 
 /** A method body shared by the supervisor and by CLI commands that reach the store directly (no supervisor). */
 export type SessionMethod = (params: Record<string, unknown>) => unknown;
@@ -40,6 +41,11 @@ export function memoryReadMethods(store: Store, view: () => MemoryView = () => M
       return { revision, changes };
     },
   };
+}
+
+/** Refuses a memory write that reaches a path APEX owns (plugins/owned-paths.ts), unless `force`; before anything is written. */
+export async function checkOwnedWrite(command: string, paths: string[], params: Record<string, unknown>): Promise<void> {
+  (await builtinServices.ownedPaths()).checkOwnedWrite(command, paths, { recursive: params.recursive === true, force: params.force === true });
 }
 
 export function stringParam(params: Record<string, unknown>, name: string): string {

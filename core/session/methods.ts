@@ -11,7 +11,7 @@ import { eventsAfter, SessionReader, type SessionService } from "./service.js";
 import type { Supervisor } from "./supervisor.js";
 import { allSessions, historySessions, resolveSessionId } from "./sessions.js";
 import { builtinSessionMethods } from "../../plugins/index.js";
-import { memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
+import { checkOwnedWrite, memoryReadMethods, stringParam, type SessionMethod } from "./memory-methods.js";
 import { memoryViewOf, type MemoryView } from "./memory-view.js";
 
 export type { SessionMethod };
@@ -38,6 +38,7 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
     "memory.set": async (params) => {
       const path = checkPath(stringParam(params, "path"));
       if (!("value" in params) || params.value === undefined) throw new ApexError("APEX_E_BAD_JSON", `No value given for ${path}.`);
+      await checkOwnedWrite("memory set", [path], params);
       const actor = actorParam(params);
       const revision = await store.set(view().path(path), params.value as JsonValue, actor);
       service.noteActivity(actor);
@@ -45,6 +46,7 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
     },
     "memory.delete": async (params) => {
       const path = checkPath(stringParam(params, "path"));
+      await checkOwnedWrite("memory delete", [path], params);
       const actor = actorParam(params);
       const result = await store.delete(view().path(path), { recursive: params.recursive === true, actor });
       service.noteActivity(actor);
@@ -54,6 +56,7 @@ export function sessionMethods(service: SessionService): Record<string, SessionM
       if (!Array.isArray(params.entries)) throw new ApexError("APEX_E_BAD_INPUT", "memory.import needs entries: [{path, value}].");
       const entries = params.entries as Array<{ path: string; value: JsonValue }>;
       for (const entry of entries) checkPath(entry.path);
+      await checkOwnedWrite("memory import", entries.map((entry) => entry.path), params);
       const actor = actorParam(params);
       const { revision } = await store.batch((batch) => {
         for (const entry of entries) batch.set(view().path(entry.path), entry.value);

@@ -5,7 +5,7 @@
  * so that the agent never opens LMDB.
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { paint, printJson, printLine, table } from "../../cli/output.js";
+import { known, paint, printJson, printLine, table } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import { type Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
@@ -108,13 +108,13 @@ export async function listCheckpointsCommand(location: ProjectLocation, options:
 
 function printPage(page: CheckpointPage): void {
   if (page.total === 0) {
-    printLine(`Session ${page.session_id} has no checkpoints yet.`);
+    printLine(`Session ${known(page.session_id)} has no checkpoints yet.`);
     printLine(paint('Create one: apex checkpoint create "what this is"', "gray"));
     return;
   }
   // Retention and repair remove checkpoints; their numbers are never reused, so say why they skip.
   const count = page.taken > page.total ? `${page.total} kept of ${page.taken} taken` : `${page.total}`;
-  printLine(`Checkpoints of session ${paint(page.session_id, "bold")} (${count}, ${page.order} first)`);
+  printLine(`Checkpoints of session ${paint(known(page.session_id), "bold")} (${count}, ${page.order} first)`);
   if (page.items.length === 0) {
     printLine(`No checkpoints past offset ${page.offset}.`);
     return;

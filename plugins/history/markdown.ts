@@ -8,20 +8,20 @@ import type { SessionReport } from "./report.js";
 /** The report as Markdown: a summary, then one section each for metrics, tasks, checkpoints, git and events. */
 export function renderMarkdown(report: SessionReport): string {
   const { session, metrics } = report;
-  const out: string[] = [`# Session report: ${session.session_id}`, "", `Generated ${report.generated_at}.`, ""];
+  const out: string[] = [`# Session report: ${session.session_id ?? "unknown"}`, "", `Generated ${report.generated_at}.`, ""];
 
   out.push("## Session", "");
   out.push(
     ...table(
       ["Field", "Value"],
       [
-        ["Status", `${session.effective_status}${session.outcome ? ` (${session.outcome})` : ""}`],
+        ["Status", `${session.effective_status ?? "unknown"}${session.outcome ? ` (${session.outcome})` : ""}`],
         ["Initial task", session.initial_task ?? "-"],
-        ["Started", session.created_at],
+        ["Started", session.created_at ?? "-"],
         ["Ended", session.ended_at ?? "-"],
-        ["Agents", session.agents.join(", ") || "-"],
+        ["Agents", (Array.isArray(session.agents) ? session.agents.join(", ") : "") || "-"],
         ["Restored from", session.restored_from ?? "-"],
-        ["Lifecycle", session.history.map((entry) => `${entry.event} ${entry.at}`).join("; ")],
+        ["Lifecycle", (Array.isArray(session.history) ? session.history : []).map((entry) => `${entry.event} ${entry.at}`).join("; ") || "-"],
       ],
     ),
     "",

@@ -1,4 +1,6 @@
 import { ApexError } from "../../core/errors.js";
+import { isWithin } from "../../core/store/paths.js";
+import { ownerOf, PROJECT_RECORDS, SESSIONS_ROOT } from "../owned-paths.js";
 
 /**
  * A grant is for one session: whatever a remote caller sends, a call reads and acts on the
@@ -20,16 +22,12 @@ export function pinnedParams(sessionId: string, params: Record<string, unknown>)
 }
 
 /**
- * Records of the project as a whole, not of one session: `/sessions/current` names (and
- * copies) whichever session runs in the project's tree now, `/sessions/active` every session
- * running, `/projects/config` the project's id. A grant is for one session, so they are never
- * shown through one; the grant's own record is at /sessions/<sid>.
+ * True for a memory path a caller of `sessionId` may see. The project's records
+ * (owned-paths.ts: PROJECT_RECORDS) are of the project as a whole; a grant is for one session,
+ * so they are never shown through one. The grant's own record is at /sessions/<sid>.
  */
-const PROJECT_RECORDS = new Set(["/sessions/current", "/sessions/active", "/projects/config"]);
-
-/** True for a memory path a caller of `sessionId` may see. */
 export function visiblePath(sessionId: string, path: string): boolean {
-  if (PROJECT_RECORDS.has(path) || path.startsWith("/sessions/current/")) return false;
+  if (Object.hasOwn(PROJECT_RECORDS, path) || path.startsWith("/sessions/current/")) return false;
   const parts = path.split("/");
   if (parts[1] !== "sessions" || parts.length < 3) return true;
   const owner = parts[2] === "history" ? parts[3] : parts[2];
@@ -109,14 +107,17 @@ const MEMORY_WRITES: Record<string, (params: Record<string, unknown>) => unknown
 };
 
 /**
- * A memory write through a grant goes to memory, never to APEX's own records: everything under
- * /sessions (session records, tasks, the audit trail, grants — a grant written there would be a
- * token of any role, for any session) and the project's records. Refused (APEX_E_FORBIDDEN)
- * before anything is written; the project's local user writes them as before.
+ * A memory write through a grant goes to memory, never to APEX's own records (owned-paths.ts:
+ * session records, tasks, the audit trail, grants — a grant written there would be a token of
+ * any role, for any session — and the project's records), whatever its `force` says. Nor to the
+ * areas of /sessions that local agents and users write (metrics input, a worktree session's
+ * memory): they are some session's, and a write does not say which. Refused (APEX_E_FORBIDDEN)
+ * before anything is written; the project's local user writes as `apex memory` allows.
  */
 export function checkRemoteWrite(method: string, params: Record<string, unknown>): void {
   const paths = MEMORY_WRITES[method]?.(params) ?? [];
-  const reserved = paths.find((path) => typeof path === "string" && (path === "/sessions" || path.startsWith("/sessions/") || PROJECT_RECORDS.has(path)));
+  const recursive = params.recursive === true;
+  const reserved = paths.find((path) => typeof path === "string" && (ownerOf(path, recursive) !== undefined || isWithin(path, SESSIONS_ROOT)));
   if (reserved === undefined) return;
   throw new ApexError("APEX_E_FORBIDDEN", `${method} of ${JSON.stringify(reserved)} is refused through apex serve: /sessions/… and /projects/config hold APEX's records, not memory. Nothing was written.`, {
     hint: "Write memory elsewhere (e.g. /notes/…); tasks, checkpoints and shares have their own commands.",

@@ -1,0 +1,118 @@
+/**
+ * The keyspace paths APEX itself owns, and the one rule that keeps hand-made memory writes off
+ * them. `apex memory set|delete|import` (directly, through an agent's supervisor, through
+ * `apex serve`) write memory; a hand-typed `memory set /sessions/current '"x"'` or
+ * `memory delete /sessions --recursive` would instead break every later command. Core's
+ * session methods (through the registry, plugins/index.ts), the CLI and the sharing plugin's
+ * server all ask this module, so there is one list.
+ *
+ * ```
+ * /projects/config                         the project's id (core: written by `apex start`)
+ * /sessions                                every session's records (core and the plugins below),
+ *   except, under /sessions/<sid>/:
+ *   metrics-input/**                       numbers agents report (metrics plugin reads them)
+ *   memory/**                              the working memory of a session in a git worktree
+ * ```
+ */
+import { ApexError } from "../core/errors.js";
+import { isWithin } from "../core/store/paths.js";
+
+export const SESSIONS_ROOT = "/sessions";
+
+/**
+ * Records of the project as a whole, not of one session: `/sessions/current` names (and copies)
+ * whichever session runs in the project's tree now, `/sessions/active` every session running,
+ * `/projects/config` the project's id.
+ */
+export const PROJECT_RECORDS: Readonly<Record<string, string>> = Object.freeze({
+  "/projects/config": "the project's id record (apex start)",
+  "/sessions/current": "the record of the session active in this working tree (apex start, apex stop)",
+  "/sessions/active": "the list of the sessions not ended (apex start, apex stop)",
+});
+
+/**
+ * Areas under /sessions/<sid>/ that agents and users write: numbers for the metrics plugin
+ * (`apex memory set /sessions/$APEX_SESSION_ID/metrics-input/issues_found 3`) and a worktree
+ * session's working memory (memory-view.ts). Everything else under /sessions is APEX's.
+ */
+export const WRITABLE_SESSION_AREAS: ReadonlySet<string> = new Set(["metrics-input", "memory"]);
+
+/** Who writes each child of /sessions/<sid>/, by its first segment. */
+const SESSION_CHILDREN: Readonly<Record<string, string>> = {
+  agents: "agent records (the session's supervisor, apex agent report)",
+  tasks: "tasks (apex task …)",
+  "task-counts": "task counts (apex task …)",
+  counters: "id sequences of tasks, milestones and events",
+  milestones: "milestones (apex milestone)",
+  events: "audit trail",
+  grants: "share grants (sharing plugin: apex session share)",
+  metrics: "metrics (metrics plugin)",
+  git: "git state (git plugin: apex session sync-git)",
+  langgraph: "LangGraph threads (checkpoint plugin)",
+  "langgraph-heads": "LangGraph thread heads (checkpoint plugin)",
+};
+
+/** A path APEX owns, and what owns it (a phrase: "session 3f2a…'s tasks (apex task …)"). */
+export interface OwnedPath {
+  path: string;
+  owner: string;
+}
+
+/**
+ * What owns `path`, or undefined when it is memory anyone may write. With `recursive` (a
+ * delete of the subtree), a path above an owned record is owned too (`/projects` holds
+ * `/projects/config`). Paths are memory paths as a command names them: /projects/config is
+ * refused even in a worktree session, whose memory a merge takes back to the project.
+ */
+export function ownerOf(path: string, recursive = false): string | undefined {
+  const project = PROJECT_RECORDS[path];
+  if (project !== undefined) return project;
+  if (recursive && path !== "/projects/config" && isWithin("/projects/config", path)) return `the subtree holding /projects/config, ${PROJECT_RECORDS["/projects/config"]}`;
+  if (!isWithin(path, SESSIONS_ROOT)) return undefined;
+  const [, , sid, child] = path.split("/");
+  if (sid === undefined) return "the sessions' records (apex start, and every session command)";
+  if (sid === "current") return `${PROJECT_RECORDS["/sessions/current"]} and its metrics`;
+  if (sid === "history") return "the records of ended sessions (apex stop)";
+  if (child === undefined) return `session ${sid}'s record (its status, task and history)`;
+  if (WRITABLE_SESSION_AREAS.has(child)) return undefined;
+  if (child.startsWith("checkpoint-")) return `session ${sid}'s checkpoint manifests (checkpoint plugin: apex checkpoint …)`;
+  return `session ${sid}'s ${SESSION_CHILDREN[child] ?? "records"}`;
+}
+
+/** The paths of a write that APEX owns, each with its owner. */
+export function ownedPaths(paths: readonly string[], recursive = false): OwnedPath[] {
+  const owned: OwnedPath[] = [];
+  for (const path of paths) {
+    const owner = ownerOf(path, recursive);
+    if (owner !== undefined) owned.push({ path, owner });
+  }
+  return owned;
+}
+
+/**
+ * Refuses (APEX_E_RESERVED_PATH, exit 4) a memory write that reaches a path APEX owns, before
+ * anything is written, unless `force` (an operator's repair: `--force`); returns the owned
+ * paths written anyway then. `command` names the write for people: "memory set".
+ */
+export function checkOwnedWrite(command: string, paths: readonly string[], options: { recursive?: boolean; force?: boolean } = {}): OwnedPath[] {
+  const owned = ownedPaths(paths, options.recursive === true);
+  if (owned.length === 0 || options.force === true) return owned;
+  const [first] = owned;
+  const more = owned.length > 1 ? ` (and ${owned.length - 1} more of APEX's paths)` : "";
+  throw new ApexError("APEX_E_RESERVED_PATH", `${command} of ${first!.path}${more} refused: it is ${first!.owner}, which APEX owns, not memory. Nothing was written.`, {
+    hint: `${HINTS[command] ?? HINTS["memory set"]} To repair APEX's records by hand anyway, add --force.`,
+  });
+}
+
+const HINTS: Record<string, string> = {
+  "memory set": "Write memory elsewhere (e.g. /notes/…); agents report numbers under /sessions/<id>/metrics-input/.",
+  "memory delete": "APEX's commands remove its records (apex stop, apex checkpoint delete, apex session archive, apex session unshare).",
+  "memory import": "An export of the whole memory holds APEX's records: export the memory you mean (apex memory export '/notes/**') and import that.",
+};
+
+/** The warning a forced write prints on stderr. */
+export function forcedWarning(command: string, owned: readonly OwnedPath[]): string {
+  const [first] = owned;
+  const more = owned.length > 1 ? ` and ${owned.length - 1} more of APEX's paths` : "";
+  return `${command} --force writes ${first!.path} (${first!.owner})${more}, which APEX owns; a record it cannot read can break later commands.`;
+}
