@@ -65,7 +65,7 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
 
 /** `apex --remote … logs`: the same lines, read by the server (`logs.read`, then the `logs.follow` stream). */
 async function showRemoteLogs(remote: SessionClient, agent: string | undefined, options: LogsOptions): Promise<void> {
-  const { followUntilInterrupted } = await import("../../core/rpc/call.js");
+  const { followUntilInterrupted } = await import("../follow.js");
   const count = options.lines ?? (options.follow ? 10 : 50);
   const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count }, 30_000)) as { agents: string[]; lines: LogLine[] };
   const print = linePrinter(reply.agents, Boolean(options.json));

@@ -157,7 +157,7 @@ export async function sharesCommand(location: ProjectLocation, ref: string, json
 export async function connectCommand(targetText: string, json: boolean): Promise<void> {
   const target = parseRemote(targetText);
   const remote = remoteSessionClient(targetText)!;
-  const { followUntilInterrupted } = await import("../../core/rpc/call.js");
+  const { followUntilInterrupted } = await import("../../cli/follow.js");
   const me = (await remote.call("whoami", {}, 30_000)) as { user: string; role: string; session_id: string };
   const status = (await remote.call("session.status", {}, 30_000)) as StatusReport;
   if (!json && process.stdout.isTTY) return liveView(target.origin, remote, me, status);
