@@ -117,6 +117,15 @@ describe("two hosts on one PostgreSQL database", () => {
     }
     // Repair's dry run only reads: it goes ahead.
     expect(b.apex(["session", "repair", "--dry-run"]).status).toBe(0);
+    // So is a migration of the store from host-b: it names the host and pid to stop, and writes nothing.
+    const target = join(b.dir, "migrated");
+    const migrate = b.apex(["store", "migrate", "--to", `lmdb:${target}`, "--json"]);
+    expect(migrate.status, migrate.stderr).toBe(4);
+    const refusal = JSON.parse(migrate.stderr.trim().split("\n").at(-1)!).error;
+    expect(refusal).toMatchObject({ code: "APEX_E_SESSION_ACTIVE", details: { session_id: sid, host: "host-a", pid: ready.supervisor_pid } });
+    expect(refusal.message).toMatch(new RegExp(`^Session ${sid} is running on host host-a \\(supervisor pid ${ready.supervisor_pid}, lease until \\d{4}-`));
+    expect(refusal.hint).toContain("Stop it on host-a");
+    expect(existsSync(target)).toBe(false);
     const early = b.apex(["start", "--continue", sid]);
     expect(early.status, early.stderr).toBe(4);
     expect(early.stderr).toContain("host-a");
