@@ -148,6 +148,13 @@ describe("two hosts on one PostgreSQL database", () => {
     expect(interrupted.recover_with).toBe(`apex start --continue ${sid}`);
     const text = b.apex(["status"]).stdout;
     expect(text).toContain(`The supervisor on host host-a stopped renewing its lease, which expired at ${interrupted.session!.lease_expires_at}`);
+    // A migration from host-b now copies the store, and warns that host-a may still write to the source.
+    const copy = join(b.dir, "copy");
+    const migrated = b.apex(["store", "migrate", "--to", `lmdb:${copy}`, "--json"]);
+    expect(migrated.status, migrated.stderr).toBe(0);
+    const warning = `session ${sid} is interrupted: its supervisor on host host-a (pid ${ready.supervisor_pid}) stopped renewing its lease, which expired at ${interrupted.session!.lease_expires_at}`;
+    expect(migrated.stderr).toContain(`warning: ${warning}`);
+    expect((JSON.parse(migrated.stdout) as { warnings: string[] }).warnings).toEqual([expect.stringContaining(warning)]);
 
     // host-b takes it over: its agents start here with their saved context; nothing of host-a's is reaped here.
     const taken = b.start(["--continue", sid]);

@@ -20,6 +20,7 @@ import { validateStore } from "../checkpoint/validate.js";
 import { migrateStore } from "./migrate.js";
 import { postgresUrlProblem } from "./backend.js";
 import { LEASES_OPTIONS, LEASES_TABLE, localHost, onOtherHost, supervisorHost } from "../../core/session/lease.js";
+import type { SessionRecord } from "../../core/session/records.js";
 
 /** The tables of core and the built-in plugins with their kinds (the port's tableNames() gives names only). */
 const TABLES: Record<string, TableOptions> = {
@@ -44,6 +45,8 @@ export interface MigrateCommandResult {
   checkpoints: { total: number; verified: number };
   verified: true;
   switch: { config: string; env: string };
+  /** Sessions interrupted on another host, copied as they are (interruptedElsewhere). */
+  warnings?: string[];
 }
 
 export async function migrateStoreCommand(location: ProjectLocation, options: { to: string; json?: boolean }): Promise<void> {
@@ -78,6 +81,8 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
         leaseExpiresAt: onOtherHost(live.supervisor) ? (live.supervisor?.lease_expires_at ?? null) : null,
       });
     }
+    const warnings = interruptedElsewhere(activeSessions(source));
+    for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
     target = await openTarget(targetSpec, options.to);
     target.spec = targetSpec;
     const report = await migrateStore(source, target, { tables: TABLES, onProgress: progress });
@@ -100,6 +105,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
       checkpoints: { total: validation.checkpoints.total, verified: validation.checkpoints.verified },
       verified: true,
       switch: switchLines(targetSpec, options.to),
+      ...(warnings.length > 0 ? { warnings } : {}),
     };
     if (options.json) {
       printJson(result);
@@ -178,6 +184,20 @@ function sameStore(a: StoreSpec, b: StoreSpec): boolean {
   if (a.backend !== b.backend) return false;
   if (a.backend === "lmdb") return describeStore(a).location === describeStore(b).location;
   return a.url === b.url && a.project === b.project;
+}
+
+/**
+ * Sessions of the store left active or paused by a supervisor on another host whose lease ran
+ * out (`apex status` there: interrupted, naming the host). They are copied as they are; said,
+ * since that host may wake up and go on in the source store, which the copy does not follow.
+ */
+function interruptedElsewhere(sessions: SessionRecord[]): string[] {
+  return sessions
+    .filter((session) => (session.status === "active" || session.status === "paused") && onOtherHost(session.supervisor) && !supervisorAlive(session))
+    .map(
+      (session) =>
+        `session ${session.session_id} is interrupted: its supervisor on host ${supervisorHost(session.supervisor)} (pid ${session.supervisor?.pid}) stopped renewing its lease${session.supervisor?.lease_expires_at ? `, which expired at ${session.supervisor.lease_expires_at}` : ""}; it is copied as interrupted, and what that host writes to the source store from now on is not in the copy (stop it there first).`,
+    );
 }
 
 /**
