@@ -3,6 +3,9 @@ import { projectOf } from "./context.js";
 import { seconds, wholeNumber } from "./option-values.js";
 import { examples } from "./output.js";
 
+/** The longest `apex stop --grace`: a stop that waits longer is a hung stop; end such agents with --force. */
+const MAX_GRACE_SECONDS = 3600;
+
 /** `apex start|status|pause|resume|stop|logs`: a session's life. Actions import their code lazily. */
 export function registerLifecycleCommands(program: Command): void {
   program
@@ -108,7 +111,7 @@ Examples:
     .command("stop")
     .description("end the session: SIGTERM to the agents (SIGKILL after a grace period), record it in the history")
     .option("-f, --force", "SIGKILL the agents at once")
-    .option("--grace <seconds>", "seconds between SIGTERM and SIGKILL (default 5)", seconds("--grace"))
+    .option("--grace <seconds>", `seconds between SIGTERM and SIGKILL (default 5, at most ${MAX_GRACE_SECONDS}: 1 hour)`, seconds("--grace", { maxSeconds: MAX_GRACE_SECONDS }))
     .option("--json", "print {session_id, status: \"stopped\", reason, processes_ended}")
     .addHelpText("after", examples("apex stop", "apex stop --grace 30", "apex stop --force"))
     .action(async (options: { force?: boolean; grace?: number; json?: boolean }, command: Command) => {
@@ -120,7 +123,7 @@ Examples:
     .command("logs")
     .description("show the agents' output (stdout lines 'agent |', stderr lines 'agent !')")
     .argument("[agent]", "only this agent")
-    .option("-f, --follow", "keep printing new lines until Ctrl-C")
+    .option("-f, --follow", "keep printing new lines until Ctrl-C; like tail -F, a log rotated (renamed and made anew) or emptied is read to its end, then from the new file's start")
     .option("-n, --lines <n>", "lines per log file (default 50; 10 with --follow)", wholeNumber("--lines"))
     .option("--session <id>", "a past session (default: the current or latest one)")
     .option("--json", "one JSON object per line: {agent, stream: stdout|stderr, line}")

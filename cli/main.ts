@@ -2,6 +2,7 @@ import { Command, CommanderError, Option } from "commander";
 import { ApexError } from "../core/errors.js";
 import { reportError } from "./output.js";
 import { commandGroups } from "./commands.js";
+import { blankValue, refuseBlankValues } from "./option-values.js";
 
 export const VERSION = "0.1.0";
 
@@ -57,6 +58,7 @@ export async function main(argv: string[]): Promise<number> {
       const { assertArgumentsUtf8 } = await import("./input-text.js");
       assertArgumentsUtf8(argv);
     }
+    refuseBlankGlobalFlags(argv.slice(2));
     applyRemoteFlags(argv.slice(2));
     argv = await applySessionFlag(program, argv);
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
@@ -77,6 +79,7 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
     throwInsteadOfExit(program, json);
+    refuseBlankValues(program);
     await program.parseAsync(argv);
     for (const finalize of finalizers) await finalize();
     return typeof process.exitCode === "number" ? process.exitCode : 0;
@@ -88,6 +91,24 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     return reportError(error, json);
+  }
+}
+
+/**
+ * `--config`, `--remote`, `--token` and `--session` are read before commander parses anything
+ * (they choose the project, the transport and the session): an empty value there must be the
+ * same usage error commander's parsers give for every other option, not "flag not given".
+ */
+function refuseBlankGlobalFlags(args: string[]): void {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--") return;
+    for (const flag of ["--config", "--remote", "--token", "--session"]) {
+      const value = arg === flag ? args[i + 1] : arg.startsWith(`${flag}=`) ? arg.slice(flag.length + 1) : undefined;
+      if (value !== undefined && value.trim() === "") {
+        throw blankValue(flag, value);
+      }
+    }
   }
 }
 

@@ -74,6 +74,11 @@ describe("the module structure", () => {
     expect(codeLines("/**\n * doc\n */\nconst a = 1; // note\n\n// only a comment\nlet b = /* inline */ 2;\n")).toBe(2);
   });
 
+  it("tests use vitest's supported entry point, not vitest/suite (deprecated in 4.1: it warns on every run)", () => {
+    const offenders = sourceFiles(join(REPO_ROOT, "test")).filter((file) => /from\s+["']vitest\/suite["']|import\(\s*["']vitest\/suite["']/.test(readFileSync(file, "utf8")));
+    expect(offenders.map((file) => relative(REPO_ROOT, file))).toEqual([]);
+  });
+
   it("the checkpoint engine lives in its plugin, not in core", () => {
     const core = sourceFiles(join(REPO_ROOT, "core")).map((file) => relative(REPO_ROOT, file));
     for (const name of ["objects.ts", "index-journal.ts", "hash-filter.ts"]) {

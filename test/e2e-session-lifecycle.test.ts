@@ -2,7 +2,7 @@
 // stop, --continue and refusals on each storage backend (forEachBackend: LMDB, and PostgreSQL
 // through APEX_STORE_URL on the run's shared cluster); logs and --attach, which do not depend on
 // the store, on LMDB. Real processes, real /proc, the built CLI.
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, linkSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
@@ -265,6 +265,41 @@ describe("apex logs / start --attach / no session", () => {
       await waitFor("the new text", () => lines().some((line) => line.includes("anew")));
       // It was "half a lianew".
       expect(lines()).toEqual(["more", "half a li", "anew"]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+
+  it("logs -f follows a log by its file, like tail -F: replaced by a larger file, it prints the old file's last lines, then the new file from its start", async () => {
+    project = new Project(CONFIG);
+    const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000003");
+    mkdirSync(dir, { recursive: true });
+    const log = join(dir, "beta.log");
+    writeFileSync(log, "first\n");
+    const follow = project.apexAsync(["logs", "--session", "0f0e0d0c", "-f", "-n", "0", "--json"]);
+    try {
+      const lines = () => follow.output().trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { line: string }).line);
+      await new Promise((r) => setTimeout(r, 1000));
+      appendFileSync(log, "old 1\n");
+      await waitFor("the first appended line", () => lines().includes("old 1"));
+      await new Promise((r) => setTimeout(r, 500));
+      // Rotated with no moment without a file at the path: the old file keeps a second name, a
+      // new one, larger than what was read of the old, is renamed over the path. Compared by size
+      // alone, the new file read on from the old offset (the middle of its first line).
+      appendFileSync(log, "old 2\nold tail");
+      linkSync(log, `${log}.1`);
+      writeFileSync(join(dir, "beta.next"), `new 1 ${"x".repeat(40)}\nnew 2\n`);
+      renameSync(join(dir, "beta.next"), log);
+      await waitFor("the new file's lines", () => lines().includes("new 2"));
+      appendFileSync(log, "new 3\n");
+      await waitFor("a line appended to the new file", () => lines().includes("new 3"));
+      // Renamed away with nothing at the path for a while, then a new file: followed from its start.
+      renameSync(log, `${log}.2`);
+      await new Promise((r) => setTimeout(r, 700));
+      writeFileSync(log, "after the gap\n");
+      await waitFor("the file made after the gap", () => lines().includes("after the gap"));
+      expect(lines()).toEqual(["old 1", "old 2", "old tail", `new 1 ${"x".repeat(40)}`, "new 2", "new 3", "after the gap"]);
     } finally {
       follow.child.kill("SIGINT");
       await follow.done;

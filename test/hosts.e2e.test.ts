@@ -117,6 +117,15 @@ describe("two hosts on one PostgreSQL database", () => {
     }
     // Repair's dry run only reads: it goes ahead.
     expect(b.apex(["session", "repair", "--dry-run"]).status).toBe(0);
+    // So is a migration of the store from host-b: it names the host and pid to stop, and writes nothing.
+    const target = join(b.dir, "migrated");
+    const migrate = b.apex(["store", "migrate", "--to", `lmdb:${target}`, "--json"]);
+    expect(migrate.status, migrate.stderr).toBe(4);
+    const refusal = JSON.parse(migrate.stderr.trim().split("\n").at(-1)!).error;
+    expect(refusal).toMatchObject({ code: "APEX_E_SESSION_ACTIVE", details: { session_id: sid, host: "host-a", pid: ready.supervisor_pid } });
+    expect(refusal.message).toMatch(new RegExp(`^Session ${sid} is running on host host-a \\(supervisor pid ${ready.supervisor_pid}, lease until \\d{4}-`));
+    expect(refusal.hint).toContain("Stop it on host-a");
+    expect(existsSync(target)).toBe(false);
     const early = b.apex(["start", "--continue", sid]);
     expect(early.status, early.stderr).toBe(4);
     expect(early.stderr).toContain("host-a");
@@ -139,6 +148,13 @@ describe("two hosts on one PostgreSQL database", () => {
     expect(interrupted.recover_with).toBe(`apex start --continue ${sid}`);
     const text = b.apex(["status"]).stdout;
     expect(text).toContain(`The supervisor on host host-a stopped renewing its lease, which expired at ${interrupted.session!.lease_expires_at}`);
+    // A migration from host-b now copies the store, and warns that host-a may still write to the source.
+    const copy = join(b.dir, "copy");
+    const migrated = b.apex(["store", "migrate", "--to", `lmdb:${copy}`, "--json"]);
+    expect(migrated.status, migrated.stderr).toBe(0);
+    const warning = `session ${sid} is interrupted: its supervisor on host host-a (pid ${ready.supervisor_pid}) stopped renewing its lease, which expired at ${interrupted.session!.lease_expires_at}`;
+    expect(migrated.stderr).toContain(`warning: ${warning}`);
+    expect((JSON.parse(migrated.stdout) as { warnings: string[] }).warnings).toEqual([expect.stringContaining(warning)]);
 
     // host-b takes it over: its agents start here with their saved context; nothing of host-a's is reaped here.
     const taken = b.start(["--continue", sid]);

@@ -145,3 +145,62 @@ describe("usage errors the argument parser finds", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 });
+
+describe("option and argument values", () => {
+  // Every plugin with commands that take values, so their options are checked too.
+  const CONFIG = "plugins:\n  checkpoint: {}\n  retention: {}\n  history: {}\n  compression: {}\n  archive: {}\n";
+  const MAX = String(Number.MAX_SAFE_INTEGER);
+
+  it.each([
+    // Numbers: digits only, exact (a safe integer), within the option's range; Number() would take each of these.
+    [["checkpoint", "list", "--limit", "1e20"], `--limit: Expected a whole number ≥ 1, got "1e20".`],
+    [["checkpoint", "list", "--limit", "99999999999999999"], `--limit: Expected a whole number from 1 to ${MAX}, got "99999999999999999".`],
+    [["checkpoint", "list", "--offset", "0x10"], `--offset: Expected a whole number ≥ 0, got "0x10".`],
+    [["checkpoint", "show", "latest", "--keys-limit", "2.0"], `--keys-limit: Expected a whole number ≥ 0, got "2.0".`],
+    [["memory", "query", "/a", "--limit", " 5"], `--limit: Expected a whole number ≥ 1, got " 5".`],
+    [["memory", "watch", "/a", "--since", "-1"], `--since: Expected a whole number ≥ 0, got "-1".`],
+    [["logs", "-n", "Infinity"], `--lines: Expected a whole number ≥ 0, got "Infinity".`],
+    [["session", "compress", "--after", "1e3"], `--after: Expected a whole number ≥ 0, got "1e3".`],
+    [["session", "compress", "--level", "12"], `--level (brotli): Expected a whole number from 0 to 11, got "12".`],
+    [["stop", "--grace", "2h"], `--grace: "2h" is longer than the longest allowed, 3600 seconds.`],
+    // Empty and blank values: a usage error naming the option, never "as if it were not given".
+    [["session", "reconstruct", "3f2a9c1e", "--as", ""], `--as: Expected a value, got "".`],
+    [["start", "--task", ""], `--task: Expected a value, got "".`],
+    [["start", "--task", "   "], `--task: Expected a value, got "   ".`],
+    [["task", "list", "--session", ""], `--session: Expected a value, got "".`],
+    [["--session", "", "task", "list"], `--session: Expected a value, got "".`],
+    [["task", "list", "--session="], `--session: Expected a value, got "".`],
+    [["task", "add", "x", "--assign", ""], `--assign: Expected a value, got "".`],
+    [["agent", "report", "--agent", "a", "--task", ""], `--task: Expected a value, got "".`],
+    [["session", "report", "-o", ""], `--output: Expected a value, got "".`],
+    [["session", "branch", "latest", "try", "--worktree", ""], `--worktree: Expected a value, got "".`],
+    [["--config", "", "status"], `--config: Expected a value, got "".`],
+    [["--remote", " ", "status"], `--remote: Expected a value, got " ".`],
+    // An empty argument, which plugins read as "no argument": compress and cleanup then took every session.
+    [["session", "compress", ""], `ID: Expected a value, got "".`],
+    [["session", "cleanup", "", "--dry-run"], `ID: Expected a value, got "".`],
+    [["session", "report", ""], `ID: Expected a value, got "".`],
+    [["memory", "watch", ""], `GLOB: Expected a value, got "".`],
+    [["checkpoint", "show", " "], `CHECKPOINT: Expected a value, got " ".`],
+  ])("%j: exit 2, APEX_E_USAGE naming the value, nothing written", (args, message) => {
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+    const result = apex(args);
+    expect(result.status, result.stderr).toBe(2);
+    expect(result.stderr).toContain(`error[APEX_E_USAGE]: ${message}`);
+    expect(result.stdout).toBe("");
+    const json = apex([...args, "--json"]);
+    expect(json.status).toBe(2);
+    expect(JSON.parse(json.stderr.trim()).error).toMatchObject({ code: "APEX_E_USAGE", exitCode: 2, message });
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("the largest exact number and the longest grace are taken", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+    expect(apex(["memory", "set", "/a", "1"]).status).toBe(0);
+    const all = apex(["memory", "query", "/**", "--limit", MAX, "--json"]);
+    expect(all.status, all.stderr).toBe(0);
+    expect(JSON.parse(all.stdout)).toEqual({ "/a": 1 });
+    // No session: the grace is read, then stop says there is nothing to stop (3, not 2).
+    expect(apex(["stop", "--grace", "1h"]).status).toBe(3);
+  });
+});

@@ -57,7 +57,8 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
     const runtime = client.supervisor;
     let reply: ControlReply | undefined;
     try {
-      reply = (await client.call("session.stop", params, 120_000)) as ControlReply;
+      // The supervisor answers once the agents ended: after the grace period at the latest.
+      reply = (await client.call("session.stop", params, 120_000 + (params.grace_ms ?? 0))) as ControlReply;
     } catch (error) {
       // A remote session's server answers for its supervisor: its errors are final.
       if (!runtime || !(error instanceof ApexError) || !["APEX_E_RPC", "APEX_E_TIMEOUT"].includes(error.code)) throw error;

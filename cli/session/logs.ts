@@ -148,31 +148,110 @@ function latestLogSession(storeDir: string): string | undefined {
   return best?.name;
 }
 
-/** Polls the files for appended bytes (and files that appear) until `stopped()`. */
+/** A followed log: the file it has open (which the path may no longer name), and how far it was read. */
+interface Followed {
+  file: LogFile;
+  /** The open file, or undefined while the path names none that could be opened. */
+  fd: number | undefined;
+  /** The open file's identity: a path naming another (dev, ino) was replaced. */
+  dev: number;
+  ino: number;
+  offset: number;
+  /** The start of a line whose end was not written yet. */
+  partial: string;
+}
+
+/**
+ * Follows the logs until `stopped()`, as `tail -F` does: by the file each path names, not by its
+ * size alone. Every 200 ms each open file is read past what was read (a file emptied in place,
+ * shorter than that, is read again from its start), and a path that now names another file (a
+ * log rotated: renamed, and a new one made, whatever its size) is reopened, after the last lines
+ * of the old one were read, and the new one is printed from its start. Logs that appear are
+ * followed from their start. The remote server's `logs.follow` runs this too.
+ */
 export async function followLogs(dir: string, initial: LogFile[], agent: string | undefined, print: (line: LogLine) => void, stopped: () => boolean): Promise<void> {
-  const offsets = new Map<string, { file: LogFile; offset: number; partial: string }>();
-  for (const file of initial) offsets.set(file.file, { file, offset: sizeOf(file.file), partial: "" });
-  while (!stopped()) {
-    for (const file of logFiles(dir)) {
-      if ((agent === undefined || file.agent === agent) && !offsets.has(file.file)) offsets.set(file.file, { file, offset: 0, partial: "" });
-    }
-    for (const state of offsets.values()) {
-      const size = sizeOf(state.file.file);
-      if (size < state.offset) {
-        // Truncated (rotated, emptied): what was left of its last line ends here, not glued to the new text.
-        if (state.partial) print({ agent: state.file.agent, stream: state.file.stream, line: state.partial });
-        state.partial = "";
-        state.offset = 0;
+  const followed = new Map<string, Followed>();
+  for (const file of initial) followed.set(file.file, openFollowed(file, "end"));
+  try {
+    while (!stopped()) {
+      for (const file of logFiles(dir)) {
+        if ((agent === undefined || file.agent === agent) && !followed.has(file.file)) followed.set(file.file, openFollowed(file, "start"));
       }
-      if (size === state.offset) continue;
-      const chunk = readRange(state.file.file, state.offset, size - state.offset);
-      state.offset += chunk.bytes;
-      const text = state.partial + chunk.text;
-      const lines = text.split("\n");
-      state.partial = lines.pop() ?? "";
-      for (const line of lines) print({ agent: state.file.agent, stream: state.file.stream, line });
+      for (const state of followed.values()) pollFollowed(state, print);
+      await sleep(200);
     }
-    await sleep(200);
+  } finally {
+    for (const state of followed.values()) if (state.fd !== undefined) closeSync(state.fd);
+  }
+}
+
+/** Opens a log to follow from its end (lines already shown) or its start (a file new to the follower). */
+function openFollowed(file: LogFile, from: "start" | "end"): Followed {
+  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: "" };
+  reopen(state);
+  if (from === "end" && state.fd !== undefined) state.offset = fstatSync(state.fd).size;
+  return state;
+}
+
+/** Opens what the path names now (nothing when it names nothing), to read from its start. */
+function reopen(state: Followed): void {
+  if (state.fd !== undefined) closeSync(state.fd);
+  state.fd = undefined;
+  state.offset = 0;
+  try {
+    state.fd = openSync(state.file.file, "r");
+  } catch {
+    return; // gone for now: looked for again on the next poll
+  }
+  const stat = fstatSync(state.fd);
+  [state.dev, state.ino] = [stat.dev, stat.ino];
+}
+
+function pollFollowed(state: Followed, print: (line: LogLine) => void): void {
+  if (state.fd === undefined) {
+    reopen(state);
+    if (state.fd === undefined) return;
+  }
+  drain(state, print, false);
+  const now = statIdentity(state.file.file);
+  if (now === undefined || (now.dev === state.dev && now.ino === state.ino)) return; // same file, or the path names none yet: keep reading this one
+  // Replaced: whatever the writer still put into the old file first, then its unfinished last line, then the new file.
+  drain(state, print, true);
+  flushPartial(state, print);
+  reopen(state);
+  drain(state, print, false);
+}
+
+/** Prints what the open file holds past the offset: all of it with `all`, else up to 4 MiB (the next poll reads on). */
+function drain(state: Followed, print: (line: LogLine) => void, all: boolean): void {
+  const fd = state.fd!;
+  const size = fstatSync(fd).size;
+  if (size < state.offset) {
+    // Emptied in place (truncated): what was left of its last line ends here, not glued to the new text.
+    flushPartial(state, print);
+    state.offset = 0;
+  }
+  do {
+    const chunk = readRange(fd, state.offset, all ? 4 * 1024 * 1024 : size - state.offset);
+    if (chunk.bytes === 0) return;
+    state.offset += chunk.bytes;
+    const lines = (state.partial + chunk.text).split("\n");
+    state.partial = lines.pop() ?? "";
+    for (const line of lines) print({ agent: state.file.agent, stream: state.file.stream, line });
+  } while (all);
+}
+
+function flushPartial(state: Followed, print: (line: LogLine) => void): void {
+  if (state.partial) print({ agent: state.file.agent, stream: state.file.stream, line: state.partial });
+  state.partial = "";
+}
+
+function statIdentity(path: string): { dev: number; ino: number } | undefined {
+  try {
+    const stat = statSync(path);
+    return stat.isFile() ? { dev: stat.dev, ino: stat.ino } : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -226,30 +305,18 @@ function isFile(path: string): boolean {
   }
 }
 
-function sizeOf(file: string): number {
-  try {
-    return statSync(file).size;
-  } catch {
-    return 0;
-  }
-}
-
-/** Reads up to 4 MiB; a multi-byte character cut at the end is completed on the next read. */
-function readRange(file: string, offset: number, length: number): { text: string; bytes: number } {
+/** Reads up to 4 MiB from an open file; a multi-byte character cut at the end is completed on the next read. */
+function readRange(fd: number, offset: number, length: number): { text: string; bytes: number } {
+  if (length <= 0) return { text: "", bytes: 0 };
   const buffer = Buffer.alloc(Math.min(length, 4 * 1024 * 1024));
-  const fd = openSync(file, "r");
-  try {
-    let read = readSync(fd, buffer, 0, buffer.length, offset);
-    // Do not split a UTF-8 sequence: stop before an incomplete trailing one.
-    let cut = read;
-    while (cut > 0 && cut > read - 4 && (buffer[cut - 1]! & 0xc0) === 0x80) cut--;
-    if (cut > 0 && buffer[cut - 1]! >= 0xc0) {
-      const lead = buffer[cut - 1]!;
-      const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
-      if (read - (cut - 1) < need) read = cut - 1;
-    }
-    return { text: buffer.subarray(0, read).toString("utf8"), bytes: read };
-  } finally {
-    closeSync(fd);
+  let read = readSync(fd, buffer, 0, buffer.length, offset);
+  // Do not split a UTF-8 sequence: stop before an incomplete trailing one.
+  let cut = read;
+  while (cut > 0 && cut > read - 4 && (buffer[cut - 1]! & 0xc0) === 0x80) cut--;
+  if (cut > 0 && buffer[cut - 1]! >= 0xc0) {
+    const lead = buffer[cut - 1]!;
+    const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
+    if (read - (cut - 1) < need) read = cut - 1;
   }
+  return { text: buffer.subarray(0, read).toString("utf8"), bytes: read };
 }

@@ -137,7 +137,7 @@ export async function reportAgent(location: ProjectLocation, options: { agent?: 
   }
   const params: Record<string, unknown> = { agent };
   if (options.status !== undefined) params.status = options.status;
-  if (options.task !== undefined) params.task = options.task === "" || options.task === "-" ? null : options.task;
+  if (options.task !== undefined) params.task = options.task === "-" ? null : options.task;
   if (context !== undefined) params.context = context;
   const record = (await withClient(location, "write", (client) => client.call("agent.report", params))) as AgentRecord;
   if (options.json) printJson(record);

@@ -8,7 +8,8 @@ import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.j
 import { branchPoints, knownSessions } from "../retention/sessions.js";
 import { encodeBundle, readBundle } from "./bundle.js";
 import { collectSession, historyPath, isRecord, livePath, locateSession, type CollectedSession } from "./collect.js";
-import { bundleFileName, makeBackupDirectory, readBundleFile, writeFileAtomic } from "./files.js";
+import { bundleFileName, makeBackupDirectory, readBundleFile } from "./files.js";
+import { writeFileAtomic } from "../../cli/output-file.js";
 import { ARCHIVE_ACTOR } from "./install.js";
 
 export interface ArchiveOptions {

@@ -9,7 +9,8 @@ import { openStore, storeExists } from "../../core/store/open.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { formatBytes } from "../../cli/output.js";
-import { makeBackupDirectory, syncDirectory } from "./files.js";
+import { makeBackupDirectory } from "./files.js";
+import { syncDirectory } from "../../cli/output-file.js";
 
 export interface BackupOptions {
   /** The live store's directory. */

@@ -11,7 +11,8 @@ import { archiveSessions, type ArchiveResult } from "./archive.js";
 import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup.js";
 import { BUNDLE_EXTENSION, encodeBundle, readBundle } from "./bundle.js";
 import { collectSession } from "./collect.js";
-import { bundleFileName, readBundleFile, writeFileAtomic } from "./files.js";
+import { bundleFileName, readBundleFile } from "./files.js";
+import { checkOutputFile, writeFileAtomic } from "../../cli/output-file.js";
 import { installBundle, verifyBundleFile, type InstallResult } from "./install.js";
 import { backupDirectory, readLimits, type ArchiveSettings } from "./options.js";
 
@@ -222,23 +223,6 @@ function installJson(result: InstallResult, file: string) {
 // ---------------------------------------------------------------------------------------------
 // apex session export ID -o FILE
 
-/** -o names a file in a directory that exists: a directory is never replaced, even with --force. */
-function checkOutputFile(file: string): void {
-  if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) {
-    throw new ApexError("APEX_E_USAGE", `-o ${file} is a directory; give the bundle's file name.`, { hint: `e.g. -o ${join(file, "session.apexbundle")}. Nothing was written.` });
-  }
-  const dir = dirname(file);
-  let parent: ReturnType<typeof statSync> | undefined;
-  try {
-    parent = statSync(dir, { throwIfNoEntry: false });
-  } catch {
-    parent = undefined; // ENOTDIR: a file on the way
-  }
-  if (!parent?.isDirectory()) {
-    throw new ApexError("APEX_E_NOT_FOUND", `The directory ${dir} of -o does not exist.`, { hint: "Create it first, or write the bundle elsewhere. Nothing was written." });
-  }
-}
-
 /**
  * The directory of the LMDB store a backup copies: the project's store as every other command
  * resolves it (APEX_STORE_URL, else `store:`), not the `.apex/` directory, which after a
@@ -261,10 +245,7 @@ export async function runExport(input: CommandInput, context: CommandContext, se
   const output = input.options.output;
   if (typeof output !== "string" || output === "") throw new ApexError("APEX_E_USAGE", "Give the file to write with -o FILE.", { hint: "apex session export <id> -o session.apexbundle" });
   const file = resolve(output);
-  checkOutputFile(file);
-  if (existsSync(file) && !input.options.force) {
-    throw new ApexError("APEX_E_CONFLICT", `${file} already exists; not overwriting it.`, { hint: "Choose another file, or pass --force to replace it." });
-  }
+  checkOutputFile(file, { force: Boolean(input.options.force), what: "the bundle" });
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session export needs the project's config.");
   const store = await openStore(context.config, { readOnly: true });
   const progress = new Progress();

@@ -1,13 +1,12 @@
-import { randomBytes } from "node:crypto";
-import { chmodSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { chmodSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { dirname } from "node:path";
 import { ApexError } from "../../core/errors.js";
-import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors.js";
+import { fileError } from "../../cli/output-file.js";
 import { sha256 } from "../checkpoint/engine/objects.js";
 import { BUNDLE_EXTENSION, DEFAULT_MAX_BUNDLE_BYTES, HEADER_BYTES } from "./bundle.js";
 
 /**
- * The file side of bundles: names, atomic writes, bounded reads. No file-system path ever
+ * The file side of bundles: names, directories, bounded reads (atomic writes: cli/output-file.ts). No file-system path ever
  * comes from inside a bundle: names derive from the session id only after it was checked,
  * and only through bundleFileName.
  */
@@ -17,91 +16,6 @@ const PLAIN_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$/;
 /** The file name an archived session gets in the backup directory: its id when that is a plain name, else a digest of it. */
 export function bundleFileName(sessionId: string): string {
   return PLAIN_NAME.test(sessionId) ? `${sessionId}${BUNDLE_EXTENSION}` : `session-${sha256(sessionId).slice(0, 24)}${BUNDLE_EXTENSION}`;
-}
-
-/**
- * Writes a file so that it is either complete or absent: a temporary file beside it,
- * flushed to disk, then renamed (or, without `overwrite`, hard-linked, which fails if the
- * name is taken) into place, and the directory flushed.
- */
-export function writeFileAtomic(path: string, data: Buffer, options: { overwrite: boolean }): void {
-  const temporary = join(dirname(path), `.${basename(path)}.partial-${process.pid}-${randomBytes(4).toString("hex")}`);
-  let fd: number;
-  try {
-    fd = openSync(temporary, "wx", 0o600);
-  } catch (error) {
-    throw isFileDiskFull(error) ? fileDiskFullError(path, error) : fileError("write", path, error);
-  }
-  try {
-    for (let at = 0; at < data.length; ) at += writeSync(fd, data, at, Math.min(data.length - at, 1 << 24));
-    fsyncSync(fd);
-  } catch (error) {
-    closeSync(fd);
-    unlinkSync(temporary);
-    // A full disk is the machine's failure, not the plugin's: named as such, with the file and its filesystem.
-    throw isFileDiskFull(error) ? fileDiskFullError(path, error) : error;
-  }
-  closeSync(fd);
-  try {
-    if (options.overwrite) renameSync(temporary, path);
-    else {
-      try {
-        linkSync(temporary, path);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === "EEXIST") {
-          throw new ApexError("APEX_E_CONFLICT", `${path} already exists; not overwriting it.`, { hint: "Choose another file, or pass --force to replace it." });
-        }
-        throw error;
-      }
-      unlinkSync(temporary);
-    }
-  } catch (error) {
-    try {
-      unlinkSync(temporary);
-    } catch {
-      // already renamed or gone
-    }
-    throw error;
-  }
-  syncDirectory(dirname(path));
-}
-
-export function syncDirectory(dir: string): void {
-  try {
-    const fd = openSync(dir, "r");
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    // some file systems do not sync directories; the rename itself is atomic
-  }
-}
-
-/**
- * A file the user named (a bundle to read or write, a backup directory) that the system refuses
- * (no permission, a read-only or pseudo file system, a path that leads nowhere) is their input's
- * problem, said as such: exit 2, the path and the system's reason, nothing written. Anything
- * else (not an errno error) is passed on as it is.
- */
-export function fileError(action: "read" | "write" | "create", path: string, error: unknown): unknown {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  if (typeof code !== "string" || !/^E[A-Z]+$/.test(code)) return error;
-  const reasons: Record<string, string> = {
-    EACCES: "permission denied",
-    EPERM: "operation not permitted",
-    EROFS: "read-only file system",
-    ENOENT: "no such file or directory",
-    ENOTDIR: "a part of the path is not a directory",
-    EISDIR: "it is a directory",
-    EEXIST: "a file or a dangling link is in the way",
-  };
-  const what = action === "create" ? `Cannot create the directory ${path}` : `Cannot ${action} ${path}`;
-  return new ApexError("APEX_E_BAD_INPUT", `${what}: ${reasons[code] ?? (error as Error).message} (${code}).`, {
-    hint: action === "read" ? "Check the path and that this user may read the file." : "Choose a directory this user may write to. Nothing was written.",
-    cause: error,
-  });
 }
 
 /**

@@ -6,6 +6,7 @@ import { compressColdData, type ColdPolicy, type CompressResult } from "./compre
 import { parseDurationOption } from "../../core/config/duration.js";
 import { describePolicy, type CompressionSettings } from "./options.js";
 import { formatBytes, plural } from "../../cli/output.js";
+import { parseWholeNumber } from "../../cli/option-values.js";
 import { Progress } from "./progress.js";
 
 /**
@@ -20,7 +21,7 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
   const algorithm = parseAlgorithm(options.algorithm, settings.algorithm);
   const level = parseLevel(options.level, algorithm, options.algorithm !== undefined ? undefined : settings.level);
   const policy: ColdPolicy = { ...settings.policy };
-  if (options.after !== undefined) policy.after = parseCount(options.after, "--after");
+  if (options.after !== undefined) policy.after = parseWholeNumber(options.after, "--after");
   if (options.olderThan !== undefined) policy.olderThanMs = parseDurationOption(options.olderThan, "--older-than");
   const argument = typeof input.args[0] === "string" && input.args[0] !== "" ? input.args[0] : undefined;
 
@@ -63,20 +64,10 @@ function parseAlgorithm(value: unknown, fallback: PackCodec): PackCodec {
   throw new ApexError("APEX_E_USAGE", `Unknown algorithm ${JSON.stringify(value)} for --algorithm.`, { hint: "Use brotli or gzip (zstd is not in Node 20)." });
 }
 
+/** The level as the shared option parser reads numbers (digits only), within the algorithm's range. */
 function parseLevel(value: unknown, algorithm: PackCodec, fallback: number | undefined): number | undefined {
   if (value === undefined) return fallback;
-  const level = Number(value);
-  if (typeof value !== "string" || !/^\d+$/.test(value) || level > MAX_CODEC_LEVEL[algorithm]) {
-    throw new ApexError("APEX_E_USAGE", `Invalid --level ${JSON.stringify(value)} for ${algorithm}: use 0 to ${MAX_CODEC_LEVEL[algorithm]}.`);
-  }
-  return level;
-}
-
-function parseCount(value: unknown, flag: string): number {
-  if (typeof value !== "string" || !/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
-    throw new ApexError("APEX_E_USAGE", `Invalid ${flag} ${JSON.stringify(value)}: give a whole number of checkpoints (0 or more).`);
-  }
-  return Number(value);
+  return parseWholeNumber(value, `--level (${algorithm})`, { max: MAX_CODEC_LEVEL[algorithm] });
 }
 
 function printResult(context: CommandContext, result: CompressResult, policy: ColdPolicy): void {

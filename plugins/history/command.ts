@@ -1,5 +1,5 @@
-import { writeFileSync } from "node:fs";
 import { resolve } from "node:path";
+import { checkOutputFile, writeFileAtomic } from "../../cli/output-file.js";
 import { openSessionReader } from "../../cli/session.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
@@ -9,7 +9,7 @@ import { buildReport } from "./report.js";
 const FORMATS = ["md", "json"] as const;
 
 /**
- * `apex session report [ID] [--format md|json] [-o FILE]`: the session, its metrics, tasks,
+ * `apex session report [ID] [--format md|json] [-o FILE [--force]]`: the session, its metrics, tasks,
  * checkpoints, git range and audit trail. Runs in the CLI (FILE is relative to where the user
  * is); it only reads, from the store or, inside an agent, through the supervisor's socket.
  */
@@ -20,6 +20,12 @@ export async function runReportCommand(input: CommandInput, context: CommandCont
     throw new ApexError("APEX_E_USAGE", `Unknown report format ${JSON.stringify(asked)}.`, { hint: "Use --format md or --format json." });
   }
   const format = input.options.json ? "json" : asked;
+  const output = typeof input.options.output === "string" ? input.options.output : undefined;
+  const force = Boolean(input.options.force);
+  if (force && output === undefined) throw new ApexError("APEX_E_USAGE", "--force replaces the file of -o FILE; give -o FILE, or leave --force out.");
+  // Before the report is built: an existing FILE (without --force) or a missing directory writes nothing.
+  const file = output === undefined ? undefined : resolve(output);
+  if (file !== undefined) checkOutputFile(file, { force, what: "the report" });
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session report needs the project's config.");
   const reader = await openSessionReader({ configPath: context.config.configPath, projectDir: context.config.projectDir, storeDir: context.config.storeDir });
   let report;
@@ -29,19 +35,13 @@ export async function runReportCommand(input: CommandInput, context: CommandCont
     await reader.close();
   }
   const text = format === "json" ? `${JSON.stringify(report, null, 2)}\n` : renderMarkdown(report);
-  const output = typeof input.options.output === "string" ? input.options.output : undefined;
-  if (output === undefined) {
+  if (file === undefined) {
     context.print(text.trimEnd());
     return 0;
   }
-  const file = resolve(output);
-  try {
-    writeFileSync(file, text);
-  } catch (error) {
-    throw new ApexError("APEX_E_BAD_INPUT", `Cannot write the report to ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, {
-      hint: "Check that the directory exists and is writable.",
-    });
-  }
+  // A temporary file beside FILE, renamed over it: a crash leaves the old file or the whole report, never half of one.
+  // Without --force it is linked into place instead, which fails if FILE appeared meanwhile.
+  writeFileAtomic(file, Buffer.from(text), { overwrite: force });
   // With --json, stdout stays one JSON document: what was written where.
   if (input.options.json) context.printJson({ session_id: report.session.session_id, format, file, bytes: Buffer.byteLength(text) });
   else context.print(`Wrote the ${format} report of session ${report.session.session_id} to ${file}.`);

@@ -32,14 +32,15 @@ export default definePlugin<HistoryOptions>({
     apex.registerCommand({
       name: "session report",
       description: "a session's report: the session, its metrics, tasks, checkpoints, git range and audit trail, as Markdown or JSON",
-      examples: ["apex session report", "apex session report 3f2a --format json", "apex session report last -o report.md"],
+      examples: ["apex session report", "apex session report 3f2a --format json", "apex session report last -o report.md", "apex session report last -o report.md --force --json"],
       // FILE is relative to where the user runs the command; the report only reads the store.
       runsIn: "cli",
       arguments: [{ syntax: "[id]", description: "the session: id, unique prefix, `current` or `last` (default: the current session, else the last one)" }],
       options: [
         { flags: "--format <format>", description: "md (default) or json", default: "md" },
         { flags: "--json", description: "the same as --format json: {format, generated_at, session, metrics, tasks: {counts, items}, milestones, agents, checkpoints, git, events}; with -o, the report goes to FILE and stdout gets {session_id, format, file, bytes}" },
-        { flags: "-o, --output <file>", description: "write the report to FILE instead of printing it" },
+        { flags: "-o, --output <file>", description: "write the report to FILE instead of printing it (refused, exit 4, when FILE exists; written whole or not at all)" },
+        { flags: "--force", description: "with -o: replace FILE if it exists" },
       ],
       async action(input, context) {
         const { runReportCommand } = await import("./command.js");

@@ -11,7 +11,7 @@ import { printJson, printLine } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import { backendFactory, describeStore, openStore, redactUrl, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import type { StorageBackend, StoreSpec, TableOptions } from "../../core/store/port.js";
-import { currentSession, supervisorAlive } from "../../core/session/sessions.js";
+import { activeSessions, currentSession, supervisorAlive } from "../../core/session/sessions.js";
 import { liveSupervisor } from "../../core/session/runtime.js";
 import { CATALOG_DB, CATALOG_TABLE } from "../checkpoint/catalog.js";
 import { FILTER_DB } from "../checkpoint/engine/hash-filter.js";
@@ -19,7 +19,8 @@ import { JOURNAL_DB, PACKS_DB, TREES_DB, VALUES_DB } from "../checkpoint/engine/
 import { validateStore } from "../checkpoint/validate.js";
 import { migrateStore } from "./migrate.js";
 import { postgresUrlProblem } from "./backend.js";
-import { LEASES_OPTIONS, LEASES_TABLE } from "../../core/session/lease.js";
+import { LEASES_OPTIONS, LEASES_TABLE, localHost, onOtherHost, supervisorHost } from "../../core/session/lease.js";
+import type { SessionRecord } from "../../core/session/records.js";
 
 /** The tables of core and the built-in plugins with their kinds (the port's tableNames() gives names only). */
 const TABLES: Record<string, TableOptions> = {
@@ -44,6 +45,8 @@ export interface MigrateCommandResult {
   checkpoints: { total: number; verified: number };
   verified: true;
   switch: { config: string; env: string };
+  /** Sessions interrupted on another host, copied as they are (interruptedElsewhere). */
+  warnings?: string[];
 }
 
 export async function migrateStoreCommand(location: ProjectLocation, options: { to: string; json?: boolean }): Promise<void> {
@@ -59,15 +62,27 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
   }
   if (targetSpec.backend === "lmdb") refuseForeignFiles(describeStore(targetSpec).location);
   const running = liveSupervisor(location.storeDir);
-  if (running) throw supervisorRunning(running.pid);
+  if (running) throw supervisorRunning({ sessionId: running.session_id, pid: running.pid, host: localHost(), leaseExpiresAt: null });
 
   const progress = (message: string) => process.stderr.write(`apex store migrate: ${message}\n`);
   let source: StorageBackend | undefined;
   let target: StorageBackend | undefined;
   try {
     source = await openStore(location, { readOnly: true });
-    const session = currentSession(source);
-    if (session && (session.status === "active" || session.status === "paused") && supervisorAlive(session)) throw supervisorRunning(session.supervisor?.pid);
+    // Any session of the project with a live supervisor, here or (its lease unexpired) on another host sharing the store.
+    const live = [currentSession(source), ...activeSessions(source)].find(
+      (session) => session !== undefined && (session.status === "active" || session.status === "paused") && supervisorAlive(session),
+    );
+    if (live) {
+      throw supervisorRunning({
+        sessionId: live.session_id,
+        pid: live.supervisor?.pid,
+        host: supervisorHost(live.supervisor) ?? localHost(),
+        leaseExpiresAt: onOtherHost(live.supervisor) ? (live.supervisor?.lease_expires_at ?? null) : null,
+      });
+    }
+    const warnings = interruptedElsewhere(activeSessions(source));
+    for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
     target = await openTarget(targetSpec, options.to);
     target.spec = targetSpec;
     const report = await migrateStore(source, target, { tables: TABLES, onProgress: progress });
@@ -90,6 +105,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
       checkpoints: { total: validation.checkpoints.total, verified: validation.checkpoints.verified },
       verified: true,
       switch: switchLines(targetSpec, options.to),
+      ...(warnings.length > 0 ? { warnings } : {}),
     };
     if (options.json) {
       printJson(result);
@@ -170,9 +186,32 @@ function sameStore(a: StoreSpec, b: StoreSpec): boolean {
   return a.url === b.url && a.project === b.project;
 }
 
-function supervisorRunning(pid: number | undefined): ApexError {
-  return new ApexError("APEX_E_SESSION_ACTIVE", `A supervisor is running${pid ? ` (pid ${pid})` : ""}: the store would change under the copy.`, {
-    hint: "Stop the session (`apex stop`), then run the migration again. Nothing was written.",
+/**
+ * Sessions of the store left active or paused by a supervisor on another host whose lease ran
+ * out (`apex status` there: interrupted, naming the host). They are copied as they are; said,
+ * since that host may wake up and go on in the source store, which the copy does not follow.
+ */
+function interruptedElsewhere(sessions: SessionRecord[]): string[] {
+  return sessions
+    .filter((session) => (session.status === "active" || session.status === "paused") && onOtherHost(session.supervisor) && !supervisorAlive(session))
+    .map(
+      (session) =>
+        `session ${session.session_id} is interrupted: its supervisor on host ${supervisorHost(session.supervisor)} (pid ${session.supervisor?.pid}) stopped renewing its lease${session.supervisor?.lease_expires_at ? `, which expired at ${session.supervisor.lease_expires_at}` : ""}; it is copied as interrupted, and what that host writes to the source store from now on is not in the copy (stop it there first).`,
+    );
+}
+
+/**
+ * The refusal while a supervisor runs, naming its session, host and pid: from another host
+ * sharing the store, that host is where to stop it (its pid means nothing here).
+ */
+function supervisorRunning(holder: { sessionId: string; pid: number | undefined; host: string; leaseExpiresAt: string | null }): ApexError {
+  const remote = holder.host !== localHost();
+  const where = `${remote ? `on host ${holder.host} ` : ""}(supervisor pid ${holder.pid ?? "unknown"}${holder.leaseExpiresAt ? `, lease until ${holder.leaseExpiresAt}` : ""})`;
+  return new ApexError("APEX_E_SESSION_ACTIVE", `Session ${holder.sessionId} is running ${where}: the store would change under the copy.`, {
+    hint: remote
+      ? `Stop it on ${holder.host} (\`apex stop\` there, or \`apex --remote ${holder.host}/${holder.sessionId} stop\` through its server), then run the migration again. Nothing was written.`
+      : "Stop the session (`apex stop`), then run the migration again. Nothing was written.",
+    details: { session_id: holder.sessionId, host: holder.host, pid: holder.pid ?? null, lease_expires_at: holder.leaseExpiresAt },
   });
 }
 

@@ -5,15 +5,14 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, onTestFinished } from "vitest";
-import { getCurrentTest } from "vitest/suite";
+import { TestRunner, afterAll, onTestFinished } from "vitest";
 import { cleanEnv } from "../fixtures/agents/harness.js";
 
 export function isolatedGit(prefix: string): { GIT_ENV: Record<string, string>; git: (dir: string, ...args: string[]) => string } {
   const home = mkdtempSync(join(tmpdir(), prefix));
   // Removed after the file's tests (called at a file's top level), or after the test that called it.
   const remove = () => rmSync(home, { recursive: true, force: true });
-  if (getCurrentTest()) onTestFinished(remove);
+  if (TestRunner.getCurrentTest()) onTestFinished(remove);
   else afterAll(remove);
   const gitConfig = join(home, "gitconfig");
   writeFileSync(gitConfig, "");

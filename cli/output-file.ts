@@ -1,0 +1,130 @@
+/**
+ * Files a command writes where the user says (`-o FILE`: `apex session report`, `apex session
+ * export`, the archive's bundles): complete or absent, never half written, and never over an
+ * existing file unless the user said --force. One rule for every such command: an existing FILE
+ * is APEX_E_CONFLICT (exit 4), a FILE that is a directory or whose directory is missing is
+ * refused before any work, and a path the system refuses is the user's input (exit 2).
+ */
+import { randomBytes } from "node:crypto";
+import { closeSync, fsyncSync, linkSync, openSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { ApexError } from "../core/errors.js";
+import { fileDiskFullError, isFileDiskFull } from "../core/store/store-errors.js";
+
+/**
+ * Refuses, before any work is done, an output FILE that cannot be written as asked: a
+ * directory (exit 2), in a directory that does not exist (exit 3), or one that exists without
+ * `force` (exit 4). `what` names the file in messages ("the report", "the bundle").
+ */
+export function checkOutputFile(file: string, { force, option = "-o", what = "the file" }: { force: boolean; option?: string; what?: string }): void {
+  let stat: ReturnType<typeof statSync> | undefined;
+  try {
+    stat = statSync(file, { throwIfNoEntry: false });
+  } catch {
+    stat = undefined; // ENOTDIR: a file on the way; the directory check below names it
+  }
+  if (stat?.isDirectory()) {
+    throw new ApexError("APEX_E_USAGE", `${option} ${file} is a directory; give ${what}'s file name.`, { hint: "Nothing was written." });
+  }
+  const dir = dirname(file);
+  let parent: ReturnType<typeof statSync> | undefined;
+  try {
+    parent = statSync(dir, { throwIfNoEntry: false });
+  } catch {
+    parent = undefined; // ENOTDIR: a file on the way
+  }
+  if (!parent?.isDirectory()) {
+    throw new ApexError("APEX_E_NOT_FOUND", `The directory ${dir} of ${option} does not exist.`, { hint: `Create it first, or write ${what} elsewhere. Nothing was written.` });
+  }
+  if (stat && !force) throw existsError(file);
+}
+
+function existsError(file: string): ApexError {
+  return new ApexError("APEX_E_CONFLICT", `${file} already exists; not overwriting it.`, {
+    hint: "Choose another file, or pass --force to replace it.",
+    details: { file },
+  });
+}
+
+/**
+ * Writes a file so that it is either complete or absent: a temporary file beside it,
+ * flushed to disk, then renamed (or, without `overwrite`, hard-linked, which fails if the
+ * name is taken) into place, and the directory flushed.
+ */
+export function writeFileAtomic(path: string, data: Buffer, options: { overwrite: boolean }): void {
+  const temporary = join(dirname(path), `.${basename(path)}.partial-${process.pid}-${randomBytes(4).toString("hex")}`);
+  let fd: number;
+  try {
+    fd = openSync(temporary, "wx", 0o600);
+  } catch (error) {
+    throw isFileDiskFull(error) ? fileDiskFullError(path, error) : fileError("write", path, error);
+  }
+  try {
+    for (let at = 0; at < data.length; ) at += writeSync(fd, data, at, Math.min(data.length - at, 1 << 24));
+    fsyncSync(fd);
+  } catch (error) {
+    closeSync(fd);
+    unlinkSync(temporary);
+    // A full disk is the machine's failure, not the plugin's: named as such, with the file and its filesystem.
+    throw isFileDiskFull(error) ? fileDiskFullError(path, error) : error;
+  }
+  closeSync(fd);
+  try {
+    if (options.overwrite) renameSync(temporary, path);
+    else {
+      try {
+        linkSync(temporary, path);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "EEXIST") throw existsError(path);
+        throw error;
+      }
+      unlinkSync(temporary);
+    }
+  } catch (error) {
+    try {
+      unlinkSync(temporary);
+    } catch {
+      // already renamed or gone
+    }
+    throw error;
+  }
+  syncDirectory(dirname(path));
+}
+
+export function syncDirectory(dir: string): void {
+  try {
+    const fd = openSync(dir, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // some file systems do not sync directories; the rename itself is atomic
+  }
+}
+
+/**
+ * A file the user named (a bundle to read or write, a backup directory) that the system refuses
+ * (no permission, a read-only or pseudo file system, a path that leads nowhere) is their input's
+ * problem, said as such: exit 2, the path and the system's reason, nothing written. Anything
+ * else (not an errno error) is passed on as it is.
+ */
+export function fileError(action: "read" | "write" | "create", path: string, error: unknown): unknown {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code !== "string" || !/^E[A-Z]+$/.test(code)) return error;
+  const reasons: Record<string, string> = {
+    EACCES: "permission denied",
+    EPERM: "operation not permitted",
+    EROFS: "read-only file system",
+    ENOENT: "no such file or directory",
+    ENOTDIR: "a part of the path is not a directory",
+    EISDIR: "it is a directory",
+    EEXIST: "a file or a dangling link is in the way",
+  };
+  const what = action === "create" ? `Cannot create the directory ${path}` : `Cannot ${action} ${path}`;
+  return new ApexError("APEX_E_BAD_INPUT", `${what}: ${reasons[code] ?? (error as Error).message} (${code}).`, {
+    hint: action === "read" ? "Check the path and that this user may read the file." : "Choose a directory this user may write to. Nothing was written.",
+    cause: error,
+  });
+}

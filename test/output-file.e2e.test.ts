@@ -1,0 +1,93 @@
+// Files written where the user says (-o FILE), through the built CLI: `apex session report -o`
+// follows the rule `apex session export -o` follows. An existing FILE is refused without --force
+// (APEX_E_CONFLICT, exit 4, the file untouched), a missing directory is exit 3, a directory exit 2,
+// each before any work; and the report is written whole or not at all: a write that fails half
+// way (the process's file size limit, `ulimit -f`, makes it fail with EFBIG after 1 KiB) leaves
+// the old FILE as it was and no temporary file behind.
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { APEX_BIN, Project, cleanEnv, shellAgents } from "./fixtures/agents/harness.js";
+
+let project: Project;
+let sessionId: string;
+
+beforeAll(() => {
+  project = new Project(shellAgents({ loop: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  history: {}\n  archive: {}\n"), "apex-output-");
+  sessionId = project.start(["--task", "report me"]).session_id;
+  const stopped = project.apex(["stop"]);
+  expect(stopped.status, stopped.stderr).toBe(0);
+}, 120_000);
+afterAll(() => project?.cleanup());
+
+function errorOf(stderr: string): { code: string; message: string; exitCode: number } {
+  return JSON.parse(stderr.trim().split("\n").at(-1)!).error;
+}
+
+describe("-o FILE", () => {
+  it("session report: an existing FILE is kept without --force (exit 4), replaced with it; a missing directory, a directory and --force alone are refused", () => {
+    const file = join(project.dir, "report.md");
+    const first = project.apex(["session", "report", "-o", "report.md"]);
+    expect(first.status, first.stderr).toBe(0);
+    const written = readFileSync(file, "utf8");
+    expect(written).toMatch(new RegExp(`^# Session report: ${sessionId}`));
+
+    writeFileSync(file, "my notes\n");
+    for (const args of [["session", "report", "-o", "report.md", "--json"], ["session", "report", sessionId, "--output", file, "--format", "json", "--json"]]) {
+      const refused = project.apex(args);
+      expect(refused.status, refused.stderr).toBe(4);
+      expect(errorOf(refused.stderr)).toMatchObject({ code: "APEX_E_CONFLICT", message: `${file} already exists; not overwriting it.` });
+      expect(refused.stdout).toBe("");
+      expect(readFileSync(file, "utf8")).toBe("my notes\n");
+    }
+    // The same refusal, word for word, as export's.
+    writeFileSync(join(project.dir, "bundle.apexbundle"), "mine\n");
+    const exported = project.apex(["session", "export", sessionId, "-o", "bundle.apexbundle", "--json"]);
+    expect(exported.status).toBe(4);
+    expect(errorOf(exported.stderr)).toMatchObject({ code: "APEX_E_CONFLICT", message: `${join(project.dir, "bundle.apexbundle")} already exists; not overwriting it.` });
+
+    const forced = project.apex(["session", "report", "-o", "report.md", "--force", "--json"]);
+    expect(forced.status, forced.stderr).toBe(0);
+    expect(JSON.parse(forced.stdout)).toMatchObject({ session_id: sessionId, format: "json", file });
+    expect(JSON.parse(readFileSync(file, "utf8"))).toMatchObject({ session: { session_id: sessionId } });
+    // No temporary file is left beside it.
+    expect(readdirSync(project.dir).filter((name) => name.includes(".partial-"))).toEqual([]);
+
+    mkdirSync(join(project.dir, "reports"));
+    for (const [args, code, exit] of [
+      [["session", "report", "-o", "missing/report.md", "--json"], "APEX_E_NOT_FOUND", 3],
+      [["session", "report", "-o", "reports", "--force", "--json"], "APEX_E_USAGE", 2],
+      [["session", "report", "--force", "--json"], "APEX_E_USAGE", 2],
+    ] as const) {
+      const refused = project.apex([...args]);
+      expect(refused.status, `${args.join(" ")}: ${refused.stderr}`).toBe(exit);
+      expect(errorOf(refused.stderr).code).toBe(code);
+      expect(refused.stdout).toBe("");
+    }
+    expect(readdirSync(join(project.dir, "reports"))).toEqual([]);
+  });
+
+  it("session report --force: a write that fails half way leaves the old FILE whole and no temporary file", () => {
+    const file = join(project.dir, "kept.json");
+    writeFileSync(file, '{"old": true}\n');
+    const before = statSync(file);
+    // The report (several KiB of JSON) is larger than the 1 KiB the process may write to a file.
+    const full = project.apex(["session", "report", "--format", "json"]);
+    expect(Buffer.byteLength(full.stdout)).toBeGreaterThan(2048);
+    const limited = spawnSync("bash", ["-c", `ulimit -f 1; exec "${process.execPath}" "${APEX_BIN}" session report --format json -o kept.json --force --json`], {
+      cwd: project.dir,
+      env: { ...cleanEnv(), NO_COLOR: "1" },
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    // The write failed (EFBIG, said as a full disk), or the process died of SIGXFSZ: either way not a success.
+    expect(limited.status === 0, limited.stderr).toBe(false);
+    expect(readFileSync(file, "utf8")).toBe('{"old": true}\n');
+    expect(statSync(file).ino).toBe(before.ino);
+    if (limited.signal === null) {
+      expect(errorOf(limited.stderr).code).toBe("APEX_E_DISK_FULL");
+      expect(readdirSync(project.dir).filter((name) => name.includes(".partial-"))).toEqual([]);
+    }
+  });
+});
