@@ -40,6 +40,7 @@ export const ErrorCodes = {
   APEX_E_PLUGIN_TIMEOUT: ExitCode.failure,
   APEX_E_STORE: ExitCode.failure,
   APEX_E_DISK_FULL: ExitCode.failure,
+  APEX_E_FILE_TOO_LARGE: ExitCode.failure,
   APEX_E_STORE_DAMAGED: ExitCode.failure,
   APEX_E_RPC: ExitCode.failure,
   APEX_E_PROCESS: ExitCode.failure,

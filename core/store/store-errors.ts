@@ -45,6 +45,14 @@ export function errnoOf(error: unknown): number | string | undefined {
  * naming the file and its filesystem.
  */
 export function fileDiskFullError(path: string, cause?: unknown): ApexError {
+  // EFBIG: the file passed a size limit (the process's, `ulimit -f`, or the filesystem's), not the free space.
+  if (errnoOf(cause) === "EFBIG") {
+    return new ApexError("APEX_E_FILE_TOO_LARGE", `Cannot write ${path}: it would pass the largest file size allowed. Nothing of it was kept.`, {
+      hint: "Raise the file size limit (`ulimit -f`) or write to a filesystem that takes larger files, and run the command again.",
+      details: { file: path },
+      cause,
+    });
+  }
   const fs = filesystemOf(existingAncestor(path));
   const where = fs ? `${fs.mount} (${fs.type}${fs.source && fs.source !== fs.type ? ` ${fs.source}` : ""}, ${formatFree(fs.free)} free)` : dirname(path);
   return new ApexError("APEX_E_DISK_FULL", `The disk is full: cannot write ${path}, on the filesystem ${where}. Nothing of it was kept.`, {
