@@ -2,7 +2,7 @@ import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { ApexError } from "../errors.js";
 import { openPrivate } from "../store/private.js";
 import type { AgentConfig } from "../config/types.js";
-import { agentMarker, newNonce, sealedStdio, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcStat } from "./proc.js";
+import { agentMarker, newNonce, sealedStdio, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcessScan } from "./proc.js";
 
 // Which processes of a group APEX can prove it started is decided in proc.ts, for signalling and for what status reports alike.
 export { ownMembers, provenMembers } from "./proc.js";
@@ -141,11 +141,12 @@ export async function terminateGroup(pgid: number, startTime: number, marker: Pr
 }
 
 /** Sends `signal` to what APEX can prove is its own of group `pgid` (see provenMembers); the number of processes signalled. */
-export function signalProvenGroup(pgid: number, startTime: number, marker: ProcessMarker, signal: NodeJS.Signals, scan?: Map<number, ProcStat[]>): number {
+export function signalProvenGroup(pgid: number, startTime: number, marker: ProcessMarker, signal: NodeJS.Signals, scan?: ProcessScan): number {
   const proven = provenMembers(pgid, startTime, marker, scan);
   if (proven.members.length === 0) return 0;
   if (proven.leaderProven) signalGroup(pgid, signal);
-  else for (const member of proven.members) signalProcess(member.pid, signal);
+  // Processes that left the group (escaped) are signalled one by one, like members of a group whose leader is gone.
+  for (const member of proven.leaderProven ? proven.escaped : proven.members) signalProcess(member.pid, signal);
   return proven.members.length;
 }
 
