@@ -2,7 +2,7 @@
 // processes leave their process group, programs that cannot run, hostile log output, and
 // sessions whose supervisor died while they were paused. Every process a test starts is ended
 // by pid (checked against its start time) or by process group.
-import { readFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, isAlive, procInfo, waitFor, type ProcInfo } from "./fixtures/agents/harness.js";
@@ -107,5 +107,48 @@ describe("processes that leave the agent's process group (setsid)", () => {
     const [first, second] = await escapedProcesses(dir);
     await waitFor("the quick agent's exit", () => project!.status().agents.find((agent) => agent.name === "quick")?.status === "exited", 30_000);
     await waitFor("its escaped processes to end", () => !isAlive(first!.pid, first!.startTime) && !isAlive(second!.pid, second!.startTime), 20_000);
+  });
+});
+
+describe("apex logs with hostile output", () => {
+  it("prints escape sequences, carriage returns and other control characters visibly (--json keeps them exact)", () => {
+    project = new Project("agents: {}\nplugins: {}\n");
+    const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000003");
+    mkdirSync(dir, { recursive: true });
+    // A title change (OSC), a screen clear, a colour, a carriage return that hides what came before, a bidi override, invalid UTF-8.
+    const raw = Buffer.concat([Buffer.from("ok \u001b]0;PWNED\u0007 \u001b[2J \u001b[31mred\rhidden\u202e evil\tTAB\n"), Buffer.from([0xff, 0xfe, 0x0a])]);
+    writeFileSync(join(dir, "beta.log"), raw);
+    const text = project.apex(["logs", "--session", "0f0e0d0c"]);
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/);
+    expect(text.stdout.split("\n")[0]).toBe("beta | ok \\x1b]0;PWNED\\x07 \\x1b[2J \\x1b[31mred\\x0dhidden\\u{202e} evil\tTAB");
+    const json = project.apex(["logs", "--session", "0f0e0d0c", "--json"]);
+    expect(JSON.parse(json.stdout.split("\n")[0]!).line).toBe("ok \u001b]0;PWNED\u0007 \u001b[2J \u001b[31mred\rhidden\u202e evil\tTAB");
+  });
+
+  it("logs -f: a line written without a newline for megabytes is kept to its first 64 KiB, saying how many bytes are left out", async () => {
+    project = new Project("agents: {}\nplugins: {}\n");
+    const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000004");
+    mkdirSync(dir, { recursive: true });
+    const log = join(dir, "beta.log");
+    writeFileSync(log, "first\n");
+    const follow = project.apexAsync(["logs", "--session", "0f0e0d0c", "-f", "-n", "0", "--json"]);
+    try {
+      await new Promise((r) => setTimeout(r, 1000));
+      // 12 MB in pieces, read by the follower as they come (it reads at most 4 MiB at a time).
+      for (let i = 0; i < 6; i++) {
+        appendFileSync(log, "z".repeat(2_000_000));
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      appendFileSync(log, "\nnext\n");
+      const lines = await waitFor("the lines", () => {
+        const shown = follow.output().trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { line: string }).line);
+        return shown.includes("next") ? shown : undefined;
+      });
+      expect(lines).toEqual([`${"z".repeat(65536)} … (${12_000_000 - 65536} more bytes)`, "next"]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
   });
 });

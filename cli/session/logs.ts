@@ -79,8 +79,21 @@ function linePrinter(agents: string[], json: boolean): (line: LogLine) => void {
   const width = Math.max(0, ...agents.map((name) => name.length));
   return ({ agent, stream, line }) => {
     if (json) process.stdout.write(`${JSON.stringify({ agent, stream, line })}\n`);
-    else printLine(`${paint(agent.padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${line}`);
+    else printLine(`${paint(agent.padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${visibleText(line)}`);
   };
+}
+
+/**
+ * Control characters (but tab), DEL, C1 controls and the bidirectional overrides written as
+ * `\xNN` / `\u{NNNN}`: an agent's output is anything, and an escape sequence printed raw acts on
+ * the reader's terminal (sets its title, clears it, rewrites what was shown). `--json` keeps the
+ * text exact.
+ */
+export function visibleText(line: string): string {
+  return line.replace(/[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (char) => {
+    const code = char.charCodeAt(0);
+    return code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u{${code.toString(16)}}`;
+  });
 }
 
 /** The last `count` lines of each log of the session (of one agent if named). */
@@ -150,30 +163,55 @@ function latestLogSession(storeDir: string): string | undefined {
 
 /** Polls the files for appended bytes (and files that appear) until `stopped()`. */
 export async function followLogs(dir: string, initial: LogFile[], agent: string | undefined, print: (line: LogLine) => void, stopped: () => boolean): Promise<void> {
-  const offsets = new Map<string, { file: LogFile; offset: number; partial: string }>();
-  for (const file of initial) offsets.set(file.file, { file, offset: sizeOf(file.file), partial: "" });
+  const offsets = new Map<string, FollowState>();
+  const fresh = (file: LogFile, offset: number): FollowState => ({ file, offset, partial: "", dropped: 0 });
+  for (const file of initial) offsets.set(file.file, fresh(file, sizeOf(file.file)));
   while (!stopped()) {
     for (const file of logFiles(dir)) {
-      if ((agent === undefined || file.agent === agent) && !offsets.has(file.file)) offsets.set(file.file, { file, offset: 0, partial: "" });
+      if ((agent === undefined || file.agent === agent) && !offsets.has(file.file)) offsets.set(file.file, fresh(file, 0));
     }
     for (const state of offsets.values()) {
+      const emit = (line: string) => print({ agent: state.file.agent, stream: state.file.stream, line: state.dropped > 0 ? `${line} … (${state.dropped} more bytes)` : line });
       const size = sizeOf(state.file.file);
       if (size < state.offset) {
         // Truncated (rotated, emptied): what was left of its last line ends here, not glued to the new text.
-        if (state.partial) print({ agent: state.file.agent, stream: state.file.stream, line: state.partial });
-        state.partial = "";
-        state.offset = 0;
+        if (state.partial || state.dropped) emit(state.partial);
+        Object.assign(state, fresh(state.file, 0));
       }
       if (size === state.offset) continue;
       const chunk = readRange(state.file.file, state.offset, size - state.offset);
       state.offset += chunk.bytes;
-      const text = state.partial + chunk.text;
-      const lines = text.split("\n");
-      state.partial = lines.pop() ?? "";
-      for (const line of lines) print({ agent: state.file.agent, stream: state.file.stream, line });
+      const lines = chunk.text.split("\n");
+      const last = lines.pop() ?? "";
+      for (const line of lines) {
+        emit(keepLine(state, line).partial);
+        state.partial = "";
+        state.dropped = 0;
+      }
+      keepLine(state, last);
     }
     await sleep(200);
   }
+}
+
+interface FollowState {
+  file: LogFile;
+  offset: number;
+  /** The start of the line being written, at most TAIL_LINE_BYTES of it; `dropped`: the bytes of it left out. */
+  partial: string;
+  dropped: number;
+}
+
+/** Adds `text` to the line being followed, keeping its first TAIL_LINE_BYTES: an agent writing hundreds of MB without a newline costs no memory. */
+function keepLine(state: FollowState, text: string): FollowState {
+  const room = TAIL_LINE_BYTES - Buffer.byteLength(state.partial);
+  if (state.dropped > 0 || Buffer.byteLength(text) > room) {
+    const bytes = Buffer.from(text);
+    const kept = state.dropped > 0 ? "" : bytes.subarray(0, Math.max(0, room)).toString("utf8").replace(/\uFFFD$/, "");
+    state.partial += kept;
+    state.dropped += bytes.length - Buffer.byteLength(kept);
+  } else state.partial += text;
+  return state;
 }
 
 /** Longest line `logTail` returns whole; a longer one is cut there and says how much is left out. */
