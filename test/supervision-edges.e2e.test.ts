@@ -2,7 +2,7 @@
 // processes leave their process group, programs that cannot run, hostile log output, and
 // sessions whose supervisor died while they were paused. Every process a test starts is ended
 // by pid (checked against its start time) or by process group.
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, isAlive, procInfo, waitFor, type ProcInfo } from "./fixtures/agents/harness.js";
@@ -150,5 +150,25 @@ describe("apex logs with hostile output", () => {
       follow.child.kill("SIGINT");
       await follow.done;
     }
+  });
+});
+
+describe("programs that cannot run", () => {
+  it("a file that is not executable, a directory and a script whose #! interpreter is missing are named as such; start refuses them (exit 2) and writes nothing", () => {
+    project = new Project(
+      ["agents:", "  text:", "    command: ./notes.txt", "  folder:", "    command: ./tools", "  script:", "    command: ./run.sh", "plugins: {}", ""].join("\n"),
+    );
+    writeFileSync(join(project.dir, "notes.txt"), "not a program\n", { mode: 0o644 });
+    mkdirSync(join(project.dir, "tools"));
+    writeFileSync(join(project.dir, "run.sh"), "#!/nonexistent/interpreter\necho hi\n", { mode: 0o755 });
+    const validate = project.apex(["config", "validate"]);
+    expect(validate.status).toBe(2);
+    expect(validate.stderr).toContain(`agents.text.command: agent text: the program ./notes.txt is not executable (${join(project.dir, "notes.txt")})`);
+    expect(validate.stderr).toContain(`agents.folder.command: agent folder: the program ./tools is a directory (${join(project.dir, "tools")}).`);
+    expect(validate.stderr).toContain("agents.script.command: agent script: the program ./run.sh runs through /nonexistent/interpreter (its #! line), which does not exist.");
+    const start = project.apex(["start", "--task", "t"]);
+    expect(start.status).toBe(2);
+    expect(start.stderr).toContain("APEX_E_CONFIG");
+    expect(existsSync(project.storeDir)).toBe(false);
   });
 });
