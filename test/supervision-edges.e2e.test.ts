@@ -172,3 +172,35 @@ describe("programs that cannot run", () => {
     expect(existsSync(project.storeDir)).toBe(false);
   });
 });
+
+describe("a supervisor killed while the session is paused", () => {
+  it("status says the agents' processes are left stopped (state T), and --continue last ends them and runs fresh agents", async () => {
+    project = new Project(
+      ["session:", "  auto_recovery: false", "agents:", "  kid:", "    command: sh", `    args: ["-c", "sh -c 'sleep 1000' & while :; do sleep 0.2; done"]`, "plugins:", "  checkpoint: {}", ""].join("\n"),
+    );
+    const ready = project.start();
+    await waitFor("the grandchild", () => project!.status().agents[0]!.processes.length >= 3);
+    const paused = project.apex(["pause"]);
+    expect(paused.status, paused.stderr).toBe(0);
+    const old = project.status().agents[0]!.processes.map((pid) => procInfo(pid)!);
+    for (const info of old) expect(info.state).toBe("T");
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    const report = await waitFor("interrupted", () => {
+      const status = project!.status();
+      return status.session?.status === "interrupted" ? status : undefined;
+    });
+    const left = report.left_running[0] as { agent: string; pids: number[]; stopped: number[] };
+    expect(left.stopped.sort()).toEqual(old.map((info) => info.pid).sort());
+    const text = project.apex(["status"]).stdout;
+    expect(text).toContain(`left stopped (paused when the supervisor died): kid (pids ${left.stopped.join(", ")})`);
+    expect(text).not.toContain("still running: kid");
+
+    const continued = project.apex(["start", "--continue", "last", "--json"], { timeout: 90_000 });
+    expect(continued.status, continued.stderr).toBe(0);
+    for (const info of old) expect(isAlive(info.pid, info.startTime), `pid ${info.pid}`).toBe(false);
+    const fresh = project.status();
+    expect(fresh.session!.status).toBe("active");
+    expect(fresh.agents[0]).toMatchObject({ status: "running", alive: true });
+    expect(procInfo(fresh.agents[0]!.pid!)!.state).not.toBe("T");
+  });
+});

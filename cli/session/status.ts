@@ -122,7 +122,13 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
       return;
     }
     if (report.left_running.length > 0) {
-      for (const left of report.left_running) printLine(`  still running: ${left.agent} (pids ${left.pids.join(", ")})`);
+      for (const left of report.left_running) {
+        // A server older than the field leaves it out.
+        const stopped = left.stopped ?? [];
+        const running = left.pids.filter((pid) => !stopped.includes(pid));
+        if (running.length > 0) printLine(`  still running: ${left.agent} (pids ${running.join(", ")})`);
+        if (stopped.length > 0) printLine(`  left stopped (paused when the supervisor died): ${left.agent} (pids ${stopped.join(", ")}); nothing resumes them, --continue or stop ends them`);
+      }
     } else {
       printLine("  No agent process is left running.");
     }
