@@ -2,7 +2,7 @@
 // processes leave their process group, programs that cannot run, hostile log output, and
 // sessions whose supervisor died while they were paused. Every process a test starts is ended
 // by pid (checked against its start time) or by process group.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, isAlive, procInfo, waitFor, type ProcInfo } from "./fixtures/agents/harness.js";
@@ -126,6 +126,17 @@ describe("apex logs with hostile output", () => {
     expect(JSON.parse(json.stdout.split("\n")[0]!).line).toBe("ok \u001b]0;PWNED\u0007 \u001b[2J \u001b[31mred\rhidden\u202e evil\tTAB");
   });
 
+  it("a log the supervisor cut goes on from its .1 file", () => {
+    project = new Project("agents: {}\nplugins: {}\n");
+    const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000005");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "beta.log.1"), "old 1\nold 2\nold 3\n");
+    writeFileSync(join(dir, "beta.log"), "[apex x] log cut\nnew\n");
+    const shown = project.apex(["logs", "--session", "0f0e0d0c", "-n", "4"]);
+    expect(shown.stdout.trimEnd().split("\n")).toEqual(["beta | old 2", "beta | old 3", "beta | [apex x] log cut", "beta | new"]);
+    expect(project.apex(["logs", "--session", "0f0e0d0c", "-n", "1"]).stdout).toBe("beta | new\n");
+  });
+
   it("logs -f: a line written without a newline for megabytes is kept to its first 64 KiB, saying how many bytes are left out", async () => {
     project = new Project("agents: {}\nplugins: {}\n");
     const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000004");
@@ -203,4 +214,40 @@ describe("a supervisor killed while the session is paused", () => {
     expect(fresh.agents[0]).toMatchObject({ status: "running", alive: true });
     expect(procInfo(fresh.agents[0]!.pid!)!.state).not.toBe("T");
   });
+});
+
+describe("an agent that floods its output", () => {
+  it("its log files stay bounded (cut at APEX_LOG_MAX_BYTES, the last part kept as .1) and the supervisor answers throughout", async () => {
+    // 120 MB of binary without a newline on stdout, 1 MB at a time, then a line; stderr floods too.
+    const flood = "i=0; while [ $i -lt 120 ]; do head -c 1000000 /dev/urandom; head -c 200000 /dev/zero >&2; sleep 0.02; i=$((i+1)); done; echo; echo flood done; while :; do sleep 0.2; done";
+    project = new Project(["agents:", "  flood:", "    command: sh", `    args: ["-c", ${JSON.stringify(flood)}]`, "plugins: {}", ""].join("\n"));
+    const started = project.apex(["start", "--task", "flood", "--json"], { env: { APEX_LOG_MAX_BYTES: "2000000" } });
+    expect(started.status, started.stderr).toBe(0);
+    const ready = JSON.parse(started.stdout) as { session_id: string };
+    const dir = join(project.storeDir, "logs", ready.session_id);
+    const sizes = () => ["flood.log", "flood.log.1", "flood.err.log", "flood.err.log.1"].map((name) => statSync(join(dir, name), { throwIfNoEntry: false })?.size ?? 0);
+    let largest = 0;
+    await waitFor(
+      "the flood to end",
+      () => {
+        // the supervisor answers while the agent floods
+        expect(project!.apex(["status", "--json"], { timeout: 20_000 }).status).toBe(0);
+        largest = Math.max(largest, ...sizes());
+        return project!.apex(["logs", "flood", "-n", "3", "--json"]).stdout.includes("flood done");
+      },
+      120_000,
+    );
+    const [out, outBefore, err, errBefore] = sizes();
+    // 120 MB went to stdout, 24 MB to stderr: what is kept is a bounded part of it.
+    expect(out! + outBefore!).toBeLessThan(40_000_000);
+    expect(outBefore).toBeLessThanOrEqual(2_000_000);
+    expect(err! + errBefore!).toBeLessThan(20_000_000);
+    expect(errBefore).toBeGreaterThan(0);
+    expect(largest).toBeLessThan(60_000_000);
+    // Random bytes hold every control character: none reaches the terminal as such.
+    const shown = project.apex(["logs", "flood", "-n", "100"]);
+    expect(shown.status).toBe(0);
+    expect(shown.stdout).toContain("flood done");
+    expect(shown.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+  }, 180_000);
 });

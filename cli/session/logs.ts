@@ -108,7 +108,12 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
   }
   const chosen = files.filter((file) => agent === undefined || file.agent === agent);
   const lines: LogLine[] = [];
-  for (const file of chosen) for (const line of logTail(file.file, count)) lines.push({ agent: file.agent, stream: file.stream, line });
+  for (const file of chosen) {
+    const recent = logTail(file.file, count);
+    // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1.
+    const earlier = recent.length < count ? logTail(`${file.file}.1`, count - recent.length) : [];
+    for (const line of [...earlier, ...recent]) lines.push({ agent: file.agent, stream: file.stream, line });
+  }
   return { dir, chosen, lines };
 }
 

@@ -326,12 +326,7 @@ function escapedMembers(proven: ProcStat[], leaderStartTime: number, marker: Pro
   const queue = proven.map((process) => process.pid);
   const escaped: ProcStat[] = [];
   const ours = new Set(queue);
-  const take = (process: ProcStat) => {
-    if (ours.has(process.pid)) return;
-    ours.add(process.pid);
-    escaped.push(process);
-    queue.push(process.pid);
-  };
+  const take = (process: ProcStat) => void (!ours.has(process.pid) && ours.add(process.pid) && escaped.push(process) && queue.push(process.pid));
   for (const process of candidates) if (!ours.has(process.ppid) && !byPid.has(process.ppid) && carriesMarkerOnce(process, marker)) take(process);
   while (queue.length > 0) for (const child of children.get(queue.pop()!) ?? []) take(child);
   return escaped;
@@ -341,13 +336,9 @@ const markerChecks = new Map<string, boolean>();
 
 function carriesMarkerOnce(process: ProcStat, marker: ProcessMarker): boolean {
   const key = `${process.pid}:${process.startTime}:${Object.values(marker).join(":")}`;
-  let carries = markerChecks.get(key);
-  if (carries === undefined) {
-    if (markerChecks.size > 10_000) markerChecks.clear();
-    carries = carriesMarker(process.pid, marker);
-    markerChecks.set(key, carries);
-  }
-  return carries;
+  if (!markerChecks.has(key)) markerChecks.set(key, carriesMarker(process.pid, marker));
+  if (markerChecks.size > 10_000) markerChecks.clear();
+  return markerChecks.get(key) ?? carriesMarker(process.pid, marker);
 }
 
 /** Live members of group `pgid` that started no earlier than its leader did (the leader may be gone); `scan` is a processGroups result to reuse. */

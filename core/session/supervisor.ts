@@ -10,7 +10,7 @@ import type { Engine } from "../engine.js";
 import { RpcServer } from "../rpc/server.js";
 import { makePrivateDir, PRIVATE_EXECUTABLE_MODE, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
-import { AgentProcess, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
+import { AgentProcess, capLogFile, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
 import { actorParam, registerSupervisorMethods } from "./methods.js";
 import { agentMarker, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
@@ -150,9 +150,11 @@ export class Supervisor {
   private lifecycle: Promise<unknown> = Promise.resolve();
   private checkpointTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
+  private logTimer: NodeJS.Timeout | undefined;
   private idleRemainingMs = 0;
   private idleDeadline = 0;
   private shutdownStarted = false;
+  private cappingLogs = false;
   /** The lease on the session (set by launch once the claim holds it). */
   lease: LeaseHolder | undefined;
   /** Who made the request being served: checkpoints taken for it are attributed to them. */
@@ -312,6 +314,7 @@ export class Supervisor {
       for (const slot of this.slots.values()) await this.startAgent(slot, claim.continued);
       this.armTimers();
     });
+    this.logTimer = setInterval(() => void this.capLogs(), 1000);
     const checkpoint = await this.startCheckpoint(claim, restored !== undefined);
     const session = this.service.session();
     return {
@@ -468,6 +471,18 @@ export class Supervisor {
   private logFiles(name: string): { stdoutFile: string; stderrFile: string } {
     const dir = agentLogDir(this.config.storeDir, this.sessionId);
     return { stdoutFile: join(dir, `${name}.log`), stderrFile: join(dir, `${name}.err.log`) };
+  }
+
+  /** Keeps each agent's log files under LOG_MAX_BYTES (agents.ts capLogFile), one check at a time. */
+  private async capLogs(): Promise<void> {
+    if (this.cappingLogs) return;
+    this.cappingLogs = true;
+    for (const slot of this.slots.values()) {
+      for (const file of Object.values(this.logFiles(slot.name))) {
+        if (await capLogFile(file).catch((error: Error) => void this.log(`cannot cut ${file}: ${error.message}`))) appendFileSync(file, `[apex ${nowIso()}] log cut; what came before is in ${file}.1\n`);
+      }
+    }
+    this.cappingLogs = false;
   }
 
   private agentLog(name: string, message: string): void {
@@ -957,6 +972,7 @@ export class Supervisor {
   }
 
   private clearTimers(): void {
+    if (this.logTimer) clearInterval(this.logTimer);
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.checkpointTimer = undefined;
