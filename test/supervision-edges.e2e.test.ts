@@ -251,3 +251,29 @@ describe("an agent that floods its output", () => {
     expect(shown.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
   }, 180_000);
 });
+
+describe("an agent in a crash loop", () => {
+  const ended = (target: Project) =>
+    waitFor("the session to end", () => (JSON.parse(target.apex(["session", "history", "--json"]).stdout) as Array<{ status: string }>)[0], 90_000);
+  const triggers = (target: Project) =>
+    (JSON.parse(target.apex(["checkpoint", "list", "--json", "--limit", "100"]).stdout) as { items: Array<{ trigger: string }> }).items.map((item) => item.trigger);
+
+  it("takes one onError checkpoint for a run of crashes that change nothing (every crash is still an error event), and is bounded by max_restarts", async () => {
+    project = new Project(
+      ["agents:", "  crash:", "    command: sh", `    args: ["-c", "echo boom >&2; exit 1"]`, "    max_restarts: 20", "    restart_delay: 0", "plugins:", "  checkpoint: {}", ""].join("\n"),
+    );
+    const ready = project.start();
+    expect(await ended(project)).toMatchObject({ status: "failed" });
+    expect(triggers(project)).toEqual(["onError", "onStart"]);
+    const errors = Object.values(JSON.parse(project.apex(["memory", "query", `/sessions/${ready.session_id}/events/*`, "--json"]).stdout) as Record<string, { type: string }>).filter((event) => event.type === "error");
+    expect(errors).toHaveLength(21);
+  });
+
+  it("a crash after the agent changed memory still takes its own onError checkpoint", async () => {
+    const script = "apex memory set /attempt \\\"$$\\\" >/dev/null; exit 1";
+    project = new Project(["agents:", "  crash:", "    command: sh", `    args: ["-c", "${script}"]`, "    max_restarts: 2", "    restart_delay: 0", "plugins:", "  checkpoint: {}", ""].join("\n"));
+    project.start();
+    expect(await ended(project)).toMatchObject({ status: "failed" });
+    expect(triggers(project)).toEqual(["onError", "onError", "onError", "onStart"]);
+  });
+});
