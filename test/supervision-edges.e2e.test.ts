@@ -277,3 +277,31 @@ describe("an agent in a crash loop", () => {
     expect(triggers(project)).toEqual(["onError", "onError", "onError", "onStart"]);
   });
 });
+
+describe("text agents and users write, printed for people", () => {
+  it("titles, the initial task, milestones and checkpoint descriptions show their control characters visibly; --json keeps them exact", () => {
+    project = new Project(["agents:", "  idle:", "    command: sh", `    args: ["-c", "while :; do sleep 0.2; done"]`, "plugins:", "  checkpoint: {}", ""].join("\n"));
+    const evil = "a \u001b]0;PWNED\u0007 b \u001b[2J c\rd";
+    const shown = "a \\x1b]0;PWNED\\x07 b \\x1b[2J c\\x0dd";
+    project.start(["--task", evil]);
+    const outputs = [
+      project.apex(["task", "add", evil]),
+      project.apex(["task", "list"]),
+      project.apex(["status"]),
+      project.apex(["milestone", evil]),
+      project.apex(["checkpoint", "create", evil]),
+      project.apex(["checkpoint", "list"]),
+      project.apex(["session", "list"]),
+    ];
+    for (const output of outputs) {
+      expect(output.status, output.stderr).toBe(0);
+      expect(output.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    }
+    expect(outputs[0]!.stdout).toContain(shown);
+    expect(outputs[1]!.stdout).toContain(shown);
+    expect(outputs[2]!.stdout).toContain(`task        ${shown}`);
+    expect(outputs[3]!.stdout).toContain(shown);
+    expect(outputs[5]!.stdout).toContain("a \\x1b]0;PWNED\\x07 b \\x1b[2J c"); // a description has its whitespace made spaces
+    expect((JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ title: string }>)[0]!.title).toBe(evil);
+  });
+});

@@ -1,4 +1,4 @@
-import { paint, type Color } from "../output.js";
+import { paint, visibleText, type Color } from "../output.js";
 import type { SessionEvent } from "../../core/session/records.js";
 
 /** 3725 → "1h 2m 5s". */
@@ -39,7 +39,7 @@ export function paintStatus(status: string): string {
 export function formatEvent(event: SessionEvent): string {
   const time = event.at.slice(11, 19);
   const e = event as Record<string, unknown>;
-  const text = (name: string) => (e[name] === null || e[name] === undefined ? "" : String(e[name]));
+  const text = (name: string) => (e[name] === null || e[name] === undefined ? "" : visibleText(String(e[name])));
   let what: string;
   switch (event.type) {
     case "session.started":

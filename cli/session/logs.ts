@@ -8,7 +8,7 @@ import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, stat
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
-import { paint, printLine } from "../output.js";
+import { paint, printLine, visibleText } from "../output.js";
 import { sleep } from "../../core/session/proc.js";
 import { agentLogDir, liveSupervisor, readRuntime } from "../../core/session/runtime.js";
 import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
@@ -81,19 +81,6 @@ function linePrinter(agents: string[], json: boolean): (line: LogLine) => void {
     if (json) process.stdout.write(`${JSON.stringify({ agent, stream, line })}\n`);
     else printLine(`${paint(agent.padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${visibleText(line)}`);
   };
-}
-
-/**
- * Control characters (but tab), DEL, C1 controls and the bidirectional overrides written as
- * `\xNN` / `\u{NNNN}`: an agent's output is anything, and an escape sequence printed raw acts on
- * the reader's terminal (sets its title, clears it, rewrites what was shown). `--json` keeps the
- * text exact.
- */
-export function visibleText(line: string): string {
-  return line.replace(/[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (char) => {
-    const code = char.charCodeAt(0);
-    return code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u{${code.toString(16)}}`;
-  });
 }
 
 /** The last `count` lines of each log of the session (of one agent if named). */

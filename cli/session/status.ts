@@ -7,7 +7,7 @@
  * supervisor always answers, so that the agent never opens LMDB.
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { paint, printJson, printLine, table } from "../output.js";
+import { paint, printJson, printLine, table, visibleText } from "../output.js";
 import { agentSession, sessionFlag } from "../../core/session/binding.js";
 import { openSessionClient } from "../../core/session/client.js";
 import type { StatusReport } from "../../core/session/status-report.js";
@@ -79,7 +79,7 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
     return;
   }
   printLine(`Session ${paint(session.session_id, "bold")}  ${paintStatus(session.status)}${session.remote && session.status !== "interrupted" ? ` on host ${session.host}` : ""}`);
-  if (session.initial_task) printLine(`  task        ${session.initial_task}`);
+  if (session.initial_task) printLine(`  task        ${visibleText(session.initial_task)}`);
   printLine(`  started     ${session.created_at}`);
   const supervisor = session.supervisor;
   printLine(`  supervisor  ${supervisor ? supervisorLine(session, supervisor) : "-"}`);
