@@ -3,6 +3,7 @@
 // sessions whose supervisor died while they were paused. Every process a test starts is ended
 // by pid (checked against its start time) or by process group.
 import { appendFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, isAlive, procInfo, waitFor, type ProcInfo } from "./fixtures/agents/harness.js";
@@ -303,5 +304,33 @@ describe("text agents and users write, printed for people", () => {
     expect(outputs[3]!.stdout).toContain(shown);
     expect(outputs[5]!.stdout).toContain("a \\x1b]0;PWNED\\x07 b \\x1b[2J c"); // a description has its whitespace made spaces
     expect((JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ title: string }>)[0]!.title).toBe(evil);
+  });
+});
+
+describe("a runtime file left by a dead supervisor", () => {
+  it("naming a live process with the supervisor's pid and start time (a reboot reuses both) is not taken for the supervisor: pause says interrupted, stop ends the leftovers", async () => {
+    project = new Project(["session:", "  auto_recovery: false", "agents:", "  idle:", "    command: sh", `    args: ["-c", "while :; do sleep 0.2; done"]`, "plugins: {}", ""].join("\n"));
+    const ready = project.start();
+    const agent = procInfo(ready.agents[0]!.pid!)!;
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the supervisor's end", () => !isAlive(ready.supervisor_pid));
+    // Another process now has the recorded pid and start time: the runtime file is made to say so.
+    const other = spawn("sleep", ["300"], { stdio: "ignore" });
+    try {
+      const info = procInfo(other.pid!)!;
+      const file = join(project.storeDir, "supervisor.json");
+      writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, "utf8")), pid: info.pid, start_time: info.startTime }));
+      const paused = project.apex(["pause"]);
+      expect(paused.status).toBe(4);
+      expect(paused.stderr).toContain("APEX_E_SESSION_STATE");
+      expect(paused.stderr).toContain("interrupted");
+      const stopped = project.apex(["stop"]);
+      expect(stopped.status, stopped.stderr).toBe(0);
+      expect(stopped.stdout).toContain("its supervisor was not running");
+      expect(isAlive(agent.pid, agent.startTime)).toBe(false);
+      expect(isAlive(info.pid, info.startTime)).toBe(true);
+    } finally {
+      other.kill("SIGKILL");
+    }
   });
 });

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { ambiguousSession, agentSession, commandDirectory, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
-import { isSameProcessAlive } from "./proc.js";
+import { carriesMarker, isSameProcessAlive, supervisorMarker } from "./proc.js";
 import { makePrivateDir } from "../store/private.js";
 
 /**
@@ -24,6 +24,8 @@ export interface SupervisorRuntime {
   /** The git worktree the session runs in; null (or absent, in files written before): the project's own. */
   worktree?: string | null;
   name?: string | null;
+  /** The supervisor's APEX_SUPERVISOR_NONCE: a live process with its pid and start time (after a reboot, say) is it only if it carries it. */
+  nonce?: string | null;
 }
 
 export const RUNTIME_FILE = "supervisor.json";
@@ -67,7 +69,8 @@ export function readRuntime(storeDir: string, sessionId?: string): SupervisorRun
 }
 
 function alive(runtime: SupervisorRuntime | undefined): SupervisorRuntime | undefined {
-  return runtime && isSameProcessAlive(runtime.pid, runtime.start_time) ? runtime : undefined;
+  const proven = (nonce: string | null | undefined) => typeof nonce !== "string" || carriesMarker(runtime!.pid, supervisorMarker(nonce));
+  return runtime && isSameProcessAlive(runtime.pid, runtime.start_time) && proven(runtime.nonce) ? runtime : undefined;
 }
 
 /** Every live supervisor of the project, one per session. */

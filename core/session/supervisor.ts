@@ -304,6 +304,7 @@ export class Supervisor {
       log: join(request.storeDir, "supervisor.log"),
       worktree: worktreeOf(own),
       name: typeof own.name === "string" ? own.name : null,
+      nonce: process.env[SUPERVISOR_NONCE_VAR] ?? null,
     });
     this.tapEngine();
     await this.engine.fire("onStart", this.service.context());
