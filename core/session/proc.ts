@@ -318,27 +318,27 @@ export function provenMembers(
  * read for the marker, once per process (`markerChecks`), so a pause's polling stays cheap.
  */
 function escapedMembers(proven: ProcStat[], leaderStartTime: number, marker: ProcessMarker, others: ProcStat[]): ProcStat[] {
-  const candidates = liveMembers(others).filter((process) => process.startTime >= leaderStartTime);
+  const candidates = liveMembers(others).filter((stat) => stat.startTime >= leaderStartTime);
   if (candidates.length === 0) return [];
-  const byPid = new Map(candidates.map((process) => [process.pid, process]));
+  const byPid = new Map(candidates.map((stat) => [stat.pid, stat]));
   const children = new Map<number, ProcStat[]>();
-  for (const process of candidates) children.set(process.ppid, [...(children.get(process.ppid) ?? []), process]);
-  const queue = proven.map((process) => process.pid);
+  for (const stat of candidates) children.set(stat.ppid, [...(children.get(stat.ppid) ?? []), stat]);
+  const queue = proven.map((stat) => stat.pid);
   const escaped: ProcStat[] = [];
   const ours = new Set(queue);
-  const take = (process: ProcStat) => void (!ours.has(process.pid) && ours.add(process.pid) && escaped.push(process) && queue.push(process.pid));
-  for (const process of candidates) if (!ours.has(process.ppid) && !byPid.has(process.ppid) && carriesMarkerOnce(process, marker)) take(process);
+  const take = (stat: ProcStat) => void (!ours.has(stat.pid) && ours.add(stat.pid) && escaped.push(stat) && queue.push(stat.pid));
+  for (const stat of candidates) if (!ours.has(stat.ppid) && !byPid.has(stat.ppid) && carriesMarkerOnce(stat, marker)) take(stat);
   while (queue.length > 0) for (const child of children.get(queue.pop()!) ?? []) take(child);
   return escaped;
 }
 
 const markerChecks = new Map<string, boolean>();
 
-function carriesMarkerOnce(process: ProcStat, marker: ProcessMarker): boolean {
-  const key = `${process.pid}:${process.startTime}:${Object.values(marker).join(":")}`;
-  if (!markerChecks.has(key)) markerChecks.set(key, carriesMarker(process.pid, marker));
+function carriesMarkerOnce(stat: ProcStat, marker: ProcessMarker): boolean {
+  const key = `${stat.pid}:${stat.startTime}:${Object.values(marker).join(":")}`;
+  if (!markerChecks.has(key)) markerChecks.set(key, carriesMarker(stat.pid, marker));
   if (markerChecks.size > 10_000) markerChecks.clear();
-  return markerChecks.get(key) ?? carriesMarker(process.pid, marker);
+  return markerChecks.get(key) ?? carriesMarker(stat.pid, marker);
 }
 
 /** Live members of group `pgid` that started no earlier than its leader did (the leader may be gone); `scan` is a processGroups result to reuse. */
