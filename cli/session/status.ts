@@ -127,7 +127,7 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
         const stopped = left.stopped ?? [];
         const running = left.pids.filter((pid) => !stopped.includes(pid));
         if (running.length > 0) printLine(`  still running: ${left.agent} (pids ${running.join(", ")})`);
-        if (stopped.length > 0) printLine(`  left stopped (paused when the supervisor died): ${left.agent} (pids ${stopped.join(", ")}); nothing resumes them, --continue or stop ends them`);
+        if (stopped.length > 0) printLine(`  left stopped (paused when the supervisor died): ${left.agent} (pids ${stopped.join(", ")}); they stay stopped until --continue or stop ends them`);
       }
     } else {
       printLine("  No agent process is left running.");
