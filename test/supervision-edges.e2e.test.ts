@@ -144,9 +144,10 @@ describe("apex logs with hostile output", () => {
     mkdirSync(dir, { recursive: true });
     const log = join(dir, "beta.log");
     writeFileSync(log, "first\n");
-    const follow = project.apexAsync(["logs", "--session", "0f0e0d0c", "-f", "-n", "0", "--json"]);
+    const follow = project.apexAsync(["logs", "--session", "0f0e0d0c", "-f", "-n", "1", "--json"]);
     try {
-      await new Promise((r) => setTimeout(r, 1000));
+      // It follows from where the file ends once it printed its last line (a loaded machine starts it slowly).
+      await waitFor("the follower's first line", () => follow.output().includes('"first"'), 30_000);
       // 12 MB in pieces, read by the follower as they come (it reads at most 4 MiB at a time).
       for (let i = 0; i < 6; i++) {
         appendFileSync(log, "z".repeat(2_000_000));
@@ -157,7 +158,7 @@ describe("apex logs with hostile output", () => {
         const shown = follow.output().trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { line: string }).line);
         return shown.includes("next") ? shown : undefined;
       });
-      expect(lines).toEqual([`${"z".repeat(65536)} … (${12_000_000 - 65536} more bytes)`, "next"]);
+      expect(lines).toEqual(["first", `${"z".repeat(65536)} … (${12_000_000 - 65536} more bytes)`, "next"]);
     } finally {
       follow.child.kill("SIGINT");
       await follow.done;

@@ -319,7 +319,6 @@ export function provenMembers(
  */
 function escapedMembers(proven: ProcStat[], leaderStartTime: number, marker: ProcessMarker, others: ProcStat[]): ProcStat[] {
   const candidates = liveMembers(others).filter((stat) => stat.startTime >= leaderStartTime);
-  if (candidates.length === 0) return [];
   const byPid = new Map(candidates.map((stat) => [stat.pid, stat]));
   const children = new Map<number, ProcStat[]>();
   for (const stat of candidates) children.set(stat.ppid, [...(children.get(stat.ppid) ?? []), stat]);

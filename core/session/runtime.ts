@@ -69,8 +69,8 @@ export function readRuntime(storeDir: string, sessionId?: string): SupervisorRun
 }
 
 function alive(runtime: SupervisorRuntime | undefined): SupervisorRuntime | undefined {
-  const proven = (nonce: string | null | undefined) => typeof nonce !== "string" || carriesMarker(runtime!.pid, supervisorMarker(nonce));
-  return runtime && isSameProcessAlive(runtime.pid, runtime.start_time) && proven(runtime.nonce) ? runtime : undefined;
+  // A recorded nonce must be in the process's environment: pid and start time alone repeat after a reboot.
+  return runtime && isSameProcessAlive(runtime.pid, runtime.start_time) && (typeof runtime.nonce !== "string" || carriesMarker(runtime.pid, supervisorMarker(runtime.nonce))) ? runtime : undefined;
 }
 
 /** Every live supervisor of the project, one per session. */

@@ -155,6 +155,7 @@ export class Supervisor {
   private idleDeadline = 0;
   private shutdownStarted = false;
   private cappingLogs = false;
+  private readonly uncuttableLogs = new Set<string>();
   /** The lease on the session (set by launch once the claim holds it). */
   lease: LeaseHolder | undefined;
   /** Who made the request being served: checkpoints taken for it are attributed to them. */
@@ -474,13 +475,16 @@ export class Supervisor {
     return { stdoutFile: join(dir, `${name}.log`), stderrFile: join(dir, `${name}.err.log`) };
   }
 
-  /** Keeps each agent's log files under LOG_MAX_BYTES (agents.ts capLogFile), one check at a time. */
+  /** Keeps each agent's log files under LOG_MAX_BYTES (agents.ts capLogFile), one check at a time; a file that cannot be cut is logged once. */
   private async capLogs(): Promise<void> {
     if (this.cappingLogs) return;
     this.cappingLogs = true;
-    for (const slot of this.slots.values()) {
-      for (const file of Object.values(this.logFiles(slot.name))) {
-        if (await capLogFile(file).catch((error: Error) => void this.log(`cannot cut ${file}: ${error.message}`))) appendFileSync(file, `[apex ${nowIso()}] log cut; what came before is in ${file}.1\n`);
+    for (const file of [...this.slots.values()].flatMap((slot) => Object.values(this.logFiles(slot.name)))) {
+      try {
+        if (await capLogFile(file)) appendFileSync(file, `[apex ${nowIso()}] log cut; what came before is in ${file}.1\n`);
+      } catch (error) {
+        if (!this.uncuttableLogs.has(file)) this.log(`cannot cut ${file}: ${(error as Error).message}`);
+        this.uncuttableLogs.add(file);
       }
     }
     this.cappingLogs = false;
