@@ -13,7 +13,7 @@
  *    script extension (`agents/coder.mjs`, `./run.py`), must exist relative to the working
  *    directory. Other arguments are the program's business.
  */
-import { accessSync, constants, statSync } from "node:fs";
+import { accessSync, closeSync, constants, openSync, readSync, statSync } from "node:fs";
 import { delimiter, isAbsolute, join, resolve } from "node:path";
 import { formatPath, positionOf } from "../core/config/source.js";
 import type { AgentConfig, Config, ConfigIssue, SourcePosition } from "../core/config/types.js";
@@ -49,11 +49,8 @@ function agentIssue(config: Config, name: string, spec: AgentConfig): ConfigIssu
   const cwd = resolve(config.projectDir, spec.cwd || ".");
   if (!isDirectory(cwd)) return at(["cwd"], `agent ${name}: the working directory ${cwd} does not exist.`);
   if (spec.args.length === 0 && SHELL_SYNTAX.test(spec.command)) return undefined;
-  if (!commandResolves(spec.command, cwd, spec.env.PATH ?? process.env.PATH ?? "")) {
-    return spec.command.includes("/")
-      ? at(["command"], `agent ${name}: the program ${spec.command} does not exist (looked for ${resolve(cwd, spec.command)}).`)
-      : at(["command"], `agent ${name}: the program "${spec.command}" is not on PATH.`);
-  }
+  const program = resolveCommand(spec.command, cwd, spec.env.PATH ?? process.env.PATH ?? "");
+  if (program.problem) return at(["command"], `agent ${name}: ${program.problem}`);
   const index = spec.args.findIndex((arg) => !arg.startsWith("-"));
   const script = index >= 0 ? spec.args[index]! : undefined;
   if (script !== undefined && SCRIPT_EXTENSION.test(script) && !/\s/.test(script)) {
@@ -70,20 +67,60 @@ function where(config: Config, path: Array<string | number>): SourcePosition {
   return { file: config.configPath ?? "apex.config.yaml", line: 0, col: 0 };
 }
 
-function commandResolves(command: string, cwd: string, searchPath: string): boolean {
-  if (command.includes("/")) return isExecutable(resolve(cwd, command));
-  if (PROVIDED_COMMANDS.has(command)) return true;
-  return searchPath.split(delimiter).some((dir) => dir !== "" && isExecutable(join(resolve(cwd, dir), command)));
+/**
+ * Where the command is, or why it cannot run: missing, a directory, not executable, or a script
+ * whose `#!` interpreter does not exist (spawn then fails with ENOENT, which reads as if the
+ * script itself were missing).
+ */
+function resolveCommand(command: string, cwd: string, searchPath: string): { problem?: string } {
+  if (command.includes("/")) {
+    const file = resolve(cwd, command);
+    const problem = whyNotRunnable(file);
+    return problem === undefined ? {} : { problem: `the program ${command} ${problem === "does not exist" ? `does not exist (looked for ${file})` : problem}.` };
+  }
+  if (PROVIDED_COMMANDS.has(command)) return {};
+  for (const dir of searchPath.split(delimiter)) {
+    if (dir === "") continue;
+    const file = join(resolve(cwd, dir), command);
+    const problem = whyNotRunnable(file);
+    if (problem === undefined) return {};
+    if (problem.startsWith("runs through")) return { problem: `the program "${command}" (${file}) ${problem}.` };
+  }
+  return { problem: `the program "${command}" is not on PATH.` };
 }
 
-function isExecutable(file: string): boolean {
+function whyNotRunnable(file: string, followShebang = true): string | undefined {
   try {
-    if (!statSync(file).isFile()) return false;
-    accessSync(file, constants.X_OK);
-    return true;
+    if (statSync(file).isDirectory()) return `is a directory (${file})`;
   } catch {
-    return false;
+    return "does not exist";
   }
+  try {
+    accessSync(file, constants.X_OK);
+  } catch {
+    return `is not executable (${file}): make it executable (chmod +x), or make its interpreter the command`;
+  }
+  const interpreter = followShebang ? shebangInterpreter(file) : undefined;
+  const problem = interpreter === undefined ? undefined : whyNotRunnable(interpreter, false);
+  return problem === undefined ? undefined : `runs through ${interpreter} (its #! line), which ${problem}`;
+}
+
+/** The program a script's `#!` line names, when it is an absolute path. */
+function shebangInterpreter(file: string): string | undefined {
+  let head = "";
+  try {
+    const fd = openSync(file, "r");
+    try {
+      const buffer = Buffer.alloc(256);
+      head = buffer.toString("latin1", 0, readSync(fd, buffer, 0, buffer.length, 0));
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return undefined;
+  }
+  const match = /^#!\s*(\/\S+)/.exec(head);
+  return match?.[1];
 }
 
 function isFile(file: string): boolean {

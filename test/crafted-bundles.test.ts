@@ -516,7 +516,7 @@ describe("APEX signals only processes it can prove it started", () => {
     });
     const status = session.status();
     expect(status.session!.status).toBe("interrupted");
-    expect(status.left_running).toEqual([{ agent: "worker", pids: [worker.pid] }]);
+    expect(status.left_running).toEqual([{ agent: "worker", pids: [worker.pid], stopped: [] }]);
     const ghost = status.agents.find((agent) => agent.name === "ghost")!;
     expect(ghost).toMatchObject({ alive: false, status: "gone", processes: [] });
     expect(status.agents.find((agent) => agent.name === "worker")).toMatchObject({ alive: true, status: "orphaned", processes: [worker.pid] });

@@ -1,4 +1,4 @@
-import { paint, type Color } from "../output.js";
+import { paint, visibleText, type Color } from "../output.js";
 import type { SessionEvent } from "../../core/session/records.js";
 
 /** 3725 → "1h 2m 5s". */
@@ -42,7 +42,7 @@ export function formatEvent(event: SessionEvent): string {
   // A hand-written event may lack any field: a time of dashes, never a failed listing.
   const time = typeof event.at === "string" ? event.at.slice(11, 19) : "--:--:--";
   const e = event as Record<string, unknown>;
-  const text = (name: string) => (e[name] === null || e[name] === undefined ? "" : String(e[name]));
+  const text = (name: string) => (e[name] === null || e[name] === undefined ? "" : visibleText(String(e[name])));
   let what: string;
   switch (event.type) {
     case "session.started":

@@ -8,7 +8,7 @@ import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, stat
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
-import { paint, printLine } from "../output.js";
+import { paint, printLine, visibleText } from "../output.js";
 import { sleep } from "../../core/session/proc.js";
 import { agentLogDir, liveSupervisor, readRuntime } from "../../core/session/runtime.js";
 import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
@@ -79,7 +79,7 @@ function linePrinter(agents: string[], json: boolean): (line: LogLine) => void {
   const width = Math.max(0, ...agents.map((name) => name.length));
   return ({ agent, stream, line }) => {
     if (json) process.stdout.write(`${JSON.stringify({ agent, stream, line })}\n`);
-    else printLine(`${paint(agent.padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${line}`);
+    else printLine(`${paint(agent.padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${visibleText(line)}`);
   };
 }
 
@@ -95,7 +95,12 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
   }
   const chosen = files.filter((file) => agent === undefined || file.agent === agent);
   const lines: LogLine[] = [];
-  for (const file of chosen) for (const line of logTail(file.file, count)) lines.push({ agent: file.agent, stream: file.stream, line });
+  for (const file of chosen) {
+    const recent = logTail(file.file, count);
+    // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1.
+    const earlier = recent.length < count ? logTail(`${file.file}.1`, count - recent.length) : [];
+    for (const line of [...earlier, ...recent]) lines.push({ agent: file.agent, stream: file.stream, line });
+  }
   return { dir, chosen, lines };
 }
 
@@ -157,8 +162,9 @@ interface Followed {
   dev: number;
   ino: number;
   offset: number;
-  /** The start of a line whose end was not written yet. */
+  /** The start of a line whose end was not written yet, at most TAIL_LINE_BYTES of it; `dropped`: the bytes of it left out. */
   partial: string;
+  dropped: number;
 }
 
 /**
@@ -187,7 +193,7 @@ export async function followLogs(dir: string, initial: LogFile[], agent: string 
 
 /** Opens a log to follow from its end (lines already shown) or its start (a file new to the follower). */
 function openFollowed(file: LogFile, from: "start" | "end"): Followed {
-  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: "" };
+  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: "", dropped: 0 };
   reopen(state);
   if (from === "end" && state.fd !== undefined) state.offset = fstatSync(state.fd).size;
   return state;
@@ -235,15 +241,26 @@ function drain(state: Followed, print: (line: LogLine) => void, all: boolean): v
     const chunk = readRange(fd, state.offset, all ? 4 * 1024 * 1024 : size - state.offset);
     if (chunk.bytes === 0) return;
     state.offset += chunk.bytes;
-    const lines = (state.partial + chunk.text).split("\n");
-    state.partial = lines.pop() ?? "";
-    for (const line of lines) print({ agent: state.file.agent, stream: state.file.stream, line });
+    const lines = chunk.text.split("\n");
+    const last = lines.pop() ?? "";
+    for (const line of lines) {
+      keepLine(state, line);
+      endLine(state, print);
+    }
+    keepLine(state, last);
   } while (all);
 }
 
-function flushPartial(state: Followed, print: (line: LogLine) => void): void {
-  if (state.partial) print({ agent: state.file.agent, stream: state.file.stream, line: state.partial });
+/** Prints the line being followed (a cut one saying how many bytes were left out) and starts the next. */
+function endLine(state: Followed, print: (line: LogLine) => void): void {
+  print({ agent: state.file.agent, stream: state.file.stream, line: state.dropped > 0 ? `${state.partial} … (${state.dropped} more bytes)` : state.partial });
   state.partial = "";
+  state.dropped = 0;
+}
+
+/** Ends an unfinished last line (its file emptied or replaced), if there is one. */
+function flushPartial(state: Followed, print: (line: LogLine) => void): void {
+  if (state.partial || state.dropped) endLine(state, print);
 }
 
 function statIdentity(path: string): { dev: number; ino: number } | undefined {
@@ -253,6 +270,17 @@ function statIdentity(path: string): { dev: number; ino: number } | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Adds `text` to the line being followed, keeping its first TAIL_LINE_BYTES: an agent writing hundreds of MB without a newline costs no memory. */
+function keepLine(state: Pick<Followed, "partial" | "dropped">, text: string): void {
+  const room = TAIL_LINE_BYTES - Buffer.byteLength(state.partial);
+  if (state.dropped > 0 || Buffer.byteLength(text) > room) {
+    const bytes = Buffer.from(text);
+    const kept = state.dropped > 0 ? "" : bytes.subarray(0, Math.max(0, room)).toString("utf8").replace(/\uFFFD$/, "");
+    state.partial += kept;
+    state.dropped += bytes.length - Buffer.byteLength(kept);
+  } else state.partial += text;
 }
 
 /** Longest line `logTail` returns whole; a longer one is cut there and says how much is left out. */

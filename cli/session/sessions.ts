@@ -1,5 +1,5 @@
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { printJson, printLine, table } from "../output.js";
+import { printJson, printLine, table, visibleText } from "../output.js";
 import { openSessionClient } from "../../core/session/client.js";
 import type { SessionRecord } from "../../core/session/records.js";
 import { effectiveStatus } from "../../core/session/sessions.js";
@@ -59,13 +59,13 @@ export async function listSessions(location: ProjectLocation, json: boolean): Pr
   }
   const branched = rows.some((row) => row.name !== null || row.parent !== null);
   if (!branched) {
-    printLine(table(["SESSION", "STATUS", "HOST", "STARTED", "TASK"], rows.map((row) => [row.session_id, paintStatus(row.status), row.host ?? "-", row.created_at, row.initial_task ?? "-"])));
+    printLine(table(["SESSION", "STATUS", "HOST", "STARTED", "TASK"], rows.map((row) => [row.session_id, paintStatus(row.status), row.host ?? "-", row.created_at, visibleText(row.initial_task ?? "-")])));
     return;
   }
   printLine(
     table(
       ["SESSION", "NAME", "STATUS", "HOST", "PARENT", "STARTED", "TASK"],
-      rows.map((row) => [row.session_id, row.name ?? "-", paintStatus(row.status), row.host ?? "-", row.parent ? `${row.parent.slice(0, 8)}${row.parent.slice(row.parent.indexOf("/"))}` : "-", row.created_at, row.initial_task ?? "-"]),
+      rows.map((row) => [row.session_id, row.name ?? "-", paintStatus(row.status), row.host ?? "-", row.parent ? `${row.parent.slice(0, 8)}${row.parent.slice(row.parent.indexOf("/"))}` : "-", row.created_at, visibleText(row.initial_task ?? "-")]),
     ),
   );
 }
@@ -83,7 +83,7 @@ export async function sessionHistory(location: ProjectLocation, json: boolean): 
   printLine(
     table(
       ["SESSION", "OUTCOME", "STARTED", "ENDED", "WHY"],
-      rows.map((row) => [row.session_id, paintStatus(row.status), row.created_at, row.ended_at ?? "-", row.outcome ?? "-"]),
+      rows.map((row) => [row.session_id, paintStatus(row.status), row.created_at, row.ended_at ?? "-", visibleText(row.outcome ?? "-")]),
     ),
   );
 }

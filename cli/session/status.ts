@@ -7,7 +7,7 @@
  * supervisor always answers, so that the agent never opens LMDB.
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { known, paint, printJson, printLine, table } from "../output.js";
+import { known, paint, printJson, printLine, table, visibleText } from "../output.js";
 import { agentSession, sessionFlag } from "../../core/session/binding.js";
 import { openSessionClient } from "../../core/session/client.js";
 import type { StatusReport } from "../../core/session/status-report.js";
@@ -79,7 +79,7 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
     return;
   }
   printLine(`Session ${paint(known(session.session_id), "bold")}  ${paintStatus(session.status)}${session.remote && session.status !== "interrupted" ? ` on host ${session.host}` : ""}`);
-  if (session.initial_task) printLine(`  task        ${session.initial_task}`);
+  if (session.initial_task) printLine(`  task        ${visibleText(session.initial_task)}`);
   printLine(`  started     ${known(session.created_at)}`);
   const supervisor = session.supervisor;
   printLine(`  supervisor  ${supervisor ? supervisorLine(session, supervisor) : "-"}`);
@@ -122,7 +122,13 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
       return;
     }
     if (report.left_running.length > 0) {
-      for (const left of report.left_running) printLine(`  still running: ${left.agent} (pids ${left.pids.join(", ")})`);
+      for (const left of report.left_running) {
+        // A server older than the field leaves it out.
+        const stopped = left.stopped ?? [];
+        const running = left.pids.filter((pid) => !stopped.includes(pid));
+        if (running.length > 0) printLine(`  still running: ${left.agent} (pids ${running.join(", ")})`);
+        if (stopped.length > 0) printLine(`  left stopped (paused when the supervisor died): ${left.agent} (pids ${stopped.join(", ")}); they stay stopped until --continue or stop ends them`);
+      }
     } else {
       printLine("  No agent process is left running.");
     }

@@ -5,7 +5,7 @@
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
-import { known, paint, printJson, printLine, table } from "../output.js";
+import { known, paint, printJson, printLine, table, visibleText } from "../output.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { currentActor, openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { TASK_STATUSES, type AgentRecord, type MilestoneRecord, type TaskRecord, type TaskStatus } from "../../core/session/records.js";
@@ -22,7 +22,7 @@ async function withClient<T>(location: ProjectLocation, access: "read" | "write"
 }
 
 function taskLine(task: TaskRecord): string {
-  return `${known(task.id)} ${paintStatus(task.status)}${task.assignee ? ` (${task.assignee})` : ""}: ${known(task.title)}${task.milestone ? paint(" [milestone]", "magenta") : ""}`;
+  return `${known(task.id)} ${paintStatus(task.status)}${task.assignee ? ` (${task.assignee})` : ""}: ${visibleText(known(task.title))}${task.milestone ? paint(" [milestone]", "magenta") : ""}`;
 }
 
 export async function addTask(location: ProjectLocation, title: string, options: { milestone?: boolean; assign?: string; json?: boolean }): Promise<void> {
@@ -52,7 +52,7 @@ export async function listTasks(location: ProjectLocation, options: { status?: s
     printLine(options.status ? `No ${options.status} tasks.` : 'No tasks yet. Add one with `apex task add "…"`.');
     return;
   }
-  const rows = tasks.map((task) => [task.id, paintStatus(task.status), task.assignee ?? "-", typeof task.title === "string" ? `${task.title}${task.milestone ? " [milestone]" : ""}` : undefined]);
+  const rows = tasks.map((task) => [task.id, paintStatus(task.status), task.assignee ?? "-", typeof task.title === "string" ? `${visibleText(task.title)}${task.milestone ? " [milestone]" : ""}` : undefined]);
   printLine(table(["ID", "STATUS", "ASSIGNEE", "TITLE"], rows));
 }
 
@@ -118,7 +118,7 @@ export async function milestone(location: ProjectLocation, text: string | undefi
     client.call("milestone.add", { text, task: options.task ?? null, actor: currentActor() }),
   )) as MilestoneRecord;
   if (options.json) printJson(recorded);
-  else printLine(`milestone ${recorded.n}: ${recorded.text}`);
+  else printLine(`milestone ${recorded.n}: ${visibleText(recorded.text)}`);
 }
 
 export async function reportAgent(location: ProjectLocation, options: { agent?: string; status?: string; task?: string; context?: string; json?: boolean }): Promise<void> {
@@ -141,7 +141,7 @@ export async function reportAgent(location: ProjectLocation, options: { agent?: 
   if (context !== undefined) params.context = context;
   const record = (await withClient(location, "write", (client) => client.call("agent.report", params))) as AgentRecord;
   if (options.json) printJson(record);
-  else printLine(`${record.name}: ${record.reported_status ?? "-"}${record.task ? ` (${record.task})` : ""}`);
+  else printLine(`${record.name}: ${visibleText(record.reported_status ?? "-")}${record.task ? ` (${record.task})` : ""}`);
 }
 
 export async function listAgents(location: ProjectLocation, json: boolean, session?: string): Promise<void> {

@@ -1,8 +1,9 @@
-import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { closeSync, createReadStream, createWriteStream, openSync, readSync, statSync, truncateSync } from "node:fs";
+import { pipeline } from "node:stream/promises";
 import { ApexError } from "../errors.js";
-import { openPrivate } from "../store/private.js";
+import { openPrivate, PRIVATE_FILE_MODE } from "../store/private.js";
 import type { AgentConfig } from "../config/types.js";
-import { agentMarker, newNonce, sealedStdio, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcStat } from "./proc.js";
+import { agentMarker, newNonce, sealedStdio, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcessScan } from "./proc.js";
 
 // Which processes of a group APEX can prove it started is decided in proc.ts, for signalling and for what status reports alike.
 export { ownMembers, provenMembers } from "./proc.js";
@@ -141,11 +142,12 @@ export async function terminateGroup(pgid: number, startTime: number, marker: Pr
 }
 
 /** Sends `signal` to what APEX can prove is its own of group `pgid` (see provenMembers); the number of processes signalled. */
-export function signalProvenGroup(pgid: number, startTime: number, marker: ProcessMarker, signal: NodeJS.Signals, scan?: Map<number, ProcStat[]>): number {
+export function signalProvenGroup(pgid: number, startTime: number, marker: ProcessMarker, signal: NodeJS.Signals, scan?: ProcessScan): number {
   const proven = provenMembers(pgid, startTime, marker, scan);
   if (proven.members.length === 0) return 0;
   if (proven.leaderProven) signalGroup(pgid, signal);
-  else for (const member of proven.members) signalProcess(member.pid, signal);
+  // Processes that left the group (escaped) are signalled one by one, like members of a group whose leader is gone.
+  for (const member of proven.leaderProven ? proven.escaped : proven.members) signalProcess(member.pid, signal);
   return proven.members.length;
 }
 
@@ -171,4 +173,21 @@ export function tailLines(file: string, lines: number): string[] {
   if (all[all.length - 1] === "") all.pop();
   if (length < size) all.shift(); // probably a partial first line
   return all.slice(-lines);
+}
+
+/** Largest size of an agent's log file (APEX_LOG_MAX_BYTES in the supervisor's environment, else 64 MiB). */
+export const LOG_MAX_BYTES = Number(process.env.APEX_LOG_MAX_BYTES) > 0 ? Number(process.env.APEX_LOG_MAX_BYTES) : 64 * 1024 * 1024;
+
+/**
+ * Cuts a log file that reached `max` bytes: its last `max` bytes are copied to `<file>.1`
+ * (replacing the previous one) and the file emptied. The agent holds the file open for
+ * appending, so it writes on at the start; what it wrote during the copy is lost. True when the
+ * file was cut.
+ */
+export async function capLogFile(file: string, max = LOG_MAX_BYTES): Promise<boolean> {
+  const size = statSync(file, { throwIfNoEntry: false })?.size ?? 0;
+  if (size < max) return false;
+  await pipeline(createReadStream(file, { start: size - max, end: size - 1 }), createWriteStream(`${file}.1`, { mode: PRIVATE_FILE_MODE }));
+  truncateSync(file, 0);
+  return true;
 }

@@ -164,12 +164,20 @@ export function listProcesses(): ProcStat[] {
   return out;
 }
 
+/**
+ * A scan of /proc: the processes of each group asked for, and in `others` every other process,
+ * where an agent's processes that left its group (setsid, setpgid) are found.
+ */
+export type ProcessScan = Map<number, ProcStat[]> & { others?: ProcStat[] };
+
 /** The processes of each of `pgids`, from one scan of /proc. */
-export function processGroups(pgids: Iterable<number>): Map<number, ProcStat[]> {
-  const groups = new Map<number, ProcStat[]>();
+export function processGroups(pgids: Iterable<number>): ProcessScan {
+  const groups: ProcessScan = new Map<number, ProcStat[]>();
   for (const pgid of pgids) if (pgid > 0) groups.set(pgid, []);
   if (groups.size === 0) return groups;
-  for (const stat of listProcesses()) groups.get(stat.pgrp)?.push(stat);
+  const others: ProcStat[] = [];
+  for (const stat of listProcesses()) (groups.get(stat.pgrp) ?? others).push(stat);
+  groups.others = others;
   return groups;
 }
 
@@ -281,24 +289,59 @@ export function groupCpuSeconds(members: ProcStat[]): number {
 }
 
 /**
- * The members of group `pgid` APEX may signal: all its live members that started no earlier
- * than its leader when the leader is alive, has `leaderStartTime` and carries `marker`;
- * otherwise only the members that carry `marker` themselves.
+ * The processes of agent group `pgid` APEX may signal: all its live members that started no
+ * earlier than its leader when the leader is alive, has `leaderStartTime` and carries `marker`,
+ * otherwise only the members that carry `marker` themselves; and in both cases (`escaped`,
+ * also in `members`) the processes that left the group (setsid, setpgid): those that carry the
+ * marker and every descendant of a process found so. Without them a pause left an agent's
+ * daemonised child running and a stop left it behind as an orphan.
  */
 export function provenMembers(
   pgid: number,
   leaderStartTime: number,
   marker: ProcessMarker,
-  scan?: Map<number, ProcStat[]>,
-): { leaderProven: boolean; members: ProcStat[] } {
-  const members = ownMembers(pgid, leaderStartTime, scan);
+  scan?: ProcessScan,
+): { leaderProven: boolean; members: ProcStat[]; escaped: ProcStat[] } {
+  const groups = scan ?? processGroups([pgid]);
+  const members = ownMembers(pgid, leaderStartTime, groups);
   const leader = members.find((member) => member.pid === pgid);
-  if (leader && carriesMarker(leader.pid, marker)) return { leaderProven: true, members };
-  return { leaderProven: false, members: members.filter((member) => carriesMarker(member.pid, marker)) };
+  const leaderProven = leader !== undefined && carriesMarker(leader.pid, marker);
+  const proven = leaderProven ? members : members.filter((member) => carriesMarker(member.pid, marker));
+  const escaped = escapedMembers(proven, leaderStartTime, marker, groups.others ?? []);
+  return { leaderProven, members: escaped.length ? [...proven, ...escaped] : proven, escaped };
+}
+
+/**
+ * Processes outside the group that are the agent's: started after its leader, and either
+ * carrying its marker (an environment inherited from the agent) or descended from one of
+ * `proven` or from such a process. Only processes whose parent is not in the same position are
+ * read for the marker, once per process (`markerChecks`), so a pause's polling stays cheap.
+ */
+function escapedMembers(proven: ProcStat[], leaderStartTime: number, marker: ProcessMarker, others: ProcStat[]): ProcStat[] {
+  const candidates = liveMembers(others).filter((stat) => stat.startTime >= leaderStartTime);
+  const byPid = new Map(candidates.map((stat) => [stat.pid, stat]));
+  const children = new Map<number, ProcStat[]>();
+  for (const stat of candidates) children.set(stat.ppid, [...(children.get(stat.ppid) ?? []), stat]);
+  const queue = proven.map((stat) => stat.pid);
+  const escaped: ProcStat[] = [];
+  const ours = new Set(queue);
+  const take = (stat: ProcStat) => void (!ours.has(stat.pid) && ours.add(stat.pid) && escaped.push(stat) && queue.push(stat.pid));
+  for (const stat of candidates) if (!ours.has(stat.ppid) && !byPid.has(stat.ppid) && carriesMarkerOnce(stat, marker)) take(stat);
+  while (queue.length > 0) for (const child of children.get(queue.pop()!) ?? []) take(child);
+  return escaped;
+}
+
+const markerChecks = new Map<string, boolean>();
+
+function carriesMarkerOnce(stat: ProcStat, marker: ProcessMarker): boolean {
+  const key = `${stat.pid}:${stat.startTime}:${Object.values(marker).join(":")}`;
+  if (!markerChecks.has(key)) markerChecks.set(key, carriesMarker(stat.pid, marker));
+  if (markerChecks.size > 10_000) markerChecks.clear();
+  return markerChecks.get(key) ?? carriesMarker(stat.pid, marker);
 }
 
 /** Live members of group `pgid` that started no earlier than its leader did (the leader may be gone); `scan` is a processGroups result to reuse. */
-export function ownMembers(pgid: number, leaderStartTime: number, scan?: Map<number, ProcStat[]>) {
+export function ownMembers(pgid: number, leaderStartTime: number, scan?: ProcessScan) {
   const members = liveMembers((scan ?? processGroups([pgid])).get(pgid) ?? []);
   const leader = members.find((member) => member.pid === pgid);
   // A leader with another start time means the group id now belongs to someone else.

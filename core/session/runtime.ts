@@ -3,7 +3,7 @@ import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { ambiguousSession, agentSession, commandDirectory, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
-import { isSameProcessAlive } from "./proc.js";
+import { carriesMarker, isSameProcessAlive, supervisorMarker } from "./proc.js";
 import { makePrivateDir } from "../store/private.js";
 
 /**
@@ -28,6 +28,8 @@ export interface SupervisorRuntime {
   store?: string;
   /** `storeSourceDigest` of what it resolved that store from: a command with the same digest names the same store. */
   store_source?: string;
+  /** The supervisor's APEX_SUPERVISOR_NONCE: a live process with its pid and start time (after a reboot, say) is it only if it carries it. */
+  nonce?: string | null;
 }
 
 export const RUNTIME_FILE = "supervisor.json";
@@ -71,7 +73,8 @@ export function readRuntime(storeDir: string, sessionId?: string): SupervisorRun
 }
 
 function alive(runtime: SupervisorRuntime | undefined): SupervisorRuntime | undefined {
-  return runtime && isSameProcessAlive(runtime.pid, runtime.start_time) ? runtime : undefined;
+  // A recorded nonce must be in the process's environment: pid and start time alone repeat after a reboot.
+  return runtime && isSameProcessAlive(runtime.pid, runtime.start_time) && (typeof runtime.nonce !== "string" || carriesMarker(runtime.pid, supervisorMarker(runtime.nonce))) ? runtime : undefined;
 }
 
 /** Every live supervisor of the project, one per session. */

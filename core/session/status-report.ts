@@ -37,6 +37,8 @@ export interface AgentStatusView {
    * and stop (state T) the moment the I/O ends. A pause counts them as stopped.
    */
   stopping: number[];
+  /** Those of `processes` stopped (state T): paused, or left paused by a supervisor that died. */
+  stopped: number[];
   task: string | null;
   reported_status: string | null;
   restarts: number;
@@ -68,7 +70,8 @@ export interface StatusReport {
   tasks: { pending: number; active: number; completed: number; failed: number; total: number };
   last_checkpoint: null | { key: string; id: string | null; sequence: number | null; trigger: string | null; created_at: string | null; description: string | null };
   /** When interrupted: agents whose processes still run without a supervisor. */
-  left_running: Array<{ agent: string; pids: number[] }>;
+  /** `stopped`: those of `pids` in state T, which stay stopped until --continue or stop ends them. */
+  left_running: Array<{ agent: string; pids: number[]; stopped: number[] }>;
   /** When interrupted: the command that continues the session from the live state (status itself never does). */
   recover_with?: string | null;
   /** With no session current: the last one that ended. */
@@ -138,7 +141,7 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
     agents,
     tasks,
     last_checkpoint: lastCheckpoint(store, sid),
-    left_running: status === "interrupted" ? agents.filter((agent) => agent.processes.length > 0).map((agent) => ({ agent: agent.name, pids: agent.processes })) : [],
+    left_running: status === "interrupted" ? agents.filter((agent) => agent.processes.length > 0).map((agent) => ({ agent: agent.name, pids: agent.processes, stopped: agent.stopped })) : [],
     recover_with: status === "interrupted" ? (remote ? `apex start --continue ${sid}` : "apex start --continue last") : null,
     last_session: null,
   };
@@ -158,6 +161,7 @@ function agentView(sessionId: string, agent: AgentRecord, groups: Map<number, Pr
     process_state: leader?.state ?? null,
     processes: members.map((member) => member.pid),
     stopping: members.filter((member) => stopProgress(member) === "stopping").map((member) => member.pid),
+    stopped: members.filter((member) => member.state === "T" || member.state === "t").map((member) => member.pid),
     task: agent.task,
     reported_status: agent.reported_status,
     restarts: agent.restarts,

@@ -10,7 +10,7 @@ import type { Engine } from "../engine.js";
 import { RpcServer } from "../rpc/server.js";
 import { makePrivateDir, PRIVATE_EXECUTABLE_MODE, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
-import { AgentProcess, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
+import { AgentProcess, capLogFile, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
 import { actorParam, registerSupervisorMethods } from "./methods.js";
 import { agentMarker, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
@@ -150,9 +150,12 @@ export class Supervisor {
   private lifecycle: Promise<unknown> = Promise.resolve();
   private checkpointTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
+  private logTimer: NodeJS.Timeout | undefined;
   private idleRemainingMs = 0;
   private idleDeadline = 0;
   private shutdownStarted = false;
+  private cappingLogs = false;
+  private readonly uncuttableLogs = new Set<string>();
   /** The lease on the session (set by launch once the claim holds it). */
   lease: LeaseHolder | undefined;
   /** Who made the request being served: checkpoints taken for it are attributed to them. */
@@ -304,6 +307,7 @@ export class Supervisor {
       worktree: worktreeOf(own),
       name: typeof own.name === "string" ? own.name : null,
       ...(this.store.spec ? { store: await storeIdentity(this.store.spec), store_source: storeSourceDigest(request) } : {}),
+      nonce: process.env[SUPERVISOR_NONCE_VAR] ?? null,
     });
     this.tapEngine();
     await this.engine.fire("onStart", this.service.context());
@@ -314,6 +318,7 @@ export class Supervisor {
       for (const slot of this.slots.values()) await this.startAgent(slot, claim.continued);
       this.armTimers();
     });
+    this.logTimer = setInterval(() => void this.capLogs(), 1000);
     const checkpoint = await this.startCheckpoint(claim, restored !== undefined);
     const session = this.service.session();
     return {
@@ -470,6 +475,21 @@ export class Supervisor {
   private logFiles(name: string): { stdoutFile: string; stderrFile: string } {
     const dir = agentLogDir(this.config.storeDir, this.sessionId);
     return { stdoutFile: join(dir, `${name}.log`), stderrFile: join(dir, `${name}.err.log`) };
+  }
+
+  /** Keeps each agent's log files under LOG_MAX_BYTES (agents.ts capLogFile), one check at a time; a file that cannot be cut is logged once. */
+  private async capLogs(): Promise<void> {
+    if (this.cappingLogs) return;
+    this.cappingLogs = true;
+    for (const file of [...this.slots.values()].flatMap((slot) => Object.values(this.logFiles(slot.name)))) {
+      try {
+        if (await capLogFile(file)) appendFileSync(file, `[apex ${nowIso()}] log cut; what came before is in ${file}.1\n`);
+      } catch (error) {
+        if (!this.uncuttableLogs.has(file)) this.log(`cannot cut ${file}: ${(error as Error).message}`);
+        this.uncuttableLogs.add(file);
+      }
+    }
+    this.cappingLogs = false;
   }
 
   private agentLog(name: string, message: string): void {
@@ -959,6 +979,7 @@ export class Supervisor {
   }
 
   private clearTimers(): void {
+    if (this.logTimer) clearInterval(this.logTimer);
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.checkpointTimer = undefined;

@@ -6,6 +6,7 @@ import { builtinPluginSchema } from "../../core/config/schemas.js";
 import type { CheckpointInfo, ErrorContext, GitContext, MilestoneContext, StopContext, TaskContext } from "../../core/engine.js";
 import { checkpointHooksFor, provideCheckpointService } from "../../core/session/checkpoints.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
+import { Catalog } from "./catalog.js";
 import { SessionCheckpoints } from "./plugin-service.js";
 
 const PLUGIN_NAME = "checkpoint" as const;
@@ -111,7 +112,10 @@ export default definePlugin<CheckpointPluginOptions>({
         if (!sessionId) return;
         if (triggers.has(triggerName(hook))) {
           try {
-            await checkpoints.create({ sessionId, trigger: triggerName(hook), description: describe(hook, context) });
+            // A crash loop took one identical checkpoint per crash: an agent's crash takes none while the latest
+            // checkpoint is an onError one holding the same state (the supervisor's agent bookkeeping is no change).
+            const crash = hook === "onError" && String((context as ErrorContext).origin).startsWith("agent:") && Catalog.of(store).latest(sessionId)?.trigger === "onError";
+            await checkpoints.create({ sessionId, trigger: triggerName(hook), description: describe(hook, context), ...(crash ? { skipUnchanged: true } : {}) });
           } catch (error) {
             // A failed checkpoint is reported, but never vetoes the task, the milestone or the git operation.
             const message = `no ${hook} checkpoint: ${(error as Error).message}`;

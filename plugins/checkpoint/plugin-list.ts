@@ -5,7 +5,7 @@
  * so that the agent never opens LMDB.
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { known, paint, printJson, printLine, table } from "../../cli/output.js";
+import { known, paint, printJson, printLine, table, visibleText } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import { type Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
@@ -127,7 +127,7 @@ function printPage(page: CheckpointPage): void {
     item.trigger,
     item.pinned ? "pinned" : "",
     ...(retention ? [item.kept_by === null ? "" : item.kept_by.length > 0 ? item.kept_by.join(", ") : "nothing (next cleanup removes it)"] : []),
-    item.description || "-",
+    visibleText(item.description || "-"),
   ]);
   printLine(table(["NAME", "ID", "CREATED", "TRIGGER", "PIN", ...(retention ? ["KEPT BY"] : []), "DESCRIPTION"], rows));
   const shown = page.offset + page.items.length;

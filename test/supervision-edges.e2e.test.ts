@@ -1,0 +1,337 @@
+// Edges of agent supervision, end to end with the built CLI and real processes: agents whose
+// processes leave their process group, programs that cannot run, hostile log output, and
+// sessions whose supervisor died while they were paused. Every process a test starts is ended
+// by pid (checked against its start time) or by process group.
+import { appendFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, isAlive, procInfo, waitFor, type ProcInfo } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+/** Processes outside any agent group a test saw (escaped with setsid): ended by pid after it. */
+const strays: ProcInfo[] = [];
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+  for (const stray of strays.splice(0)) if (isAlive(stray.pid, stray.startTime)) process.kill(stray.pid, "SIGKILL");
+});
+
+function readPid(file: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(file, "utf8").trim());
+    return pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * An agent whose child leaves the agent's process group with setsid and ignores SIGTERM (as
+ * does its own child, a sleep): the daemon an agent may start. Their pids go to escaped.pid and
+ * escaped-child.pid.
+ */
+function escapingAgent(dir: string): string {
+  const escaped = `trap "" TERM; echo $$ > ${join(dir, "escaped.pid")}; sleep 1000 & echo $! > ${join(dir, "escaped-child.pid")}; while :; do sleep 0.2; done`;
+  const script = `setsid sh -c '${escaped}' & while :; do sleep 0.2; done`;
+  return ["agents:", "  escaper:", "    command: sh", `    args: ["-c", ${JSON.stringify(script)}]`, "plugins: {}", ""].join("\n");
+}
+
+async function escapedProcesses(dir: string): Promise<ProcInfo[]> {
+  const found = await waitFor("the escaped processes", () => {
+    const pids = [readPid(join(dir, "escaped.pid")), readPid(join(dir, "escaped-child.pid"))];
+    if (pids.some((pid) => pid === undefined)) return undefined;
+    const infos = pids.map((pid) => procInfo(pid!));
+    return infos.every((info) => info !== undefined) ? (infos as ProcInfo[]) : undefined;
+  });
+  strays.push(...found);
+  return found;
+}
+
+describe("processes that leave the agent's process group (setsid)", () => {
+  it("pause stops them, resume continues them, stop ends them (SIGKILL when they ignore SIGTERM): no orphan", async () => {
+    project = new Project("");
+    project.writeConfig(escapingAgent(project.dir));
+    const ready = project.start();
+    const [escaped, child] = await escapedProcesses(project.dir);
+    const pgid = ready.agents[0]!.pgid!;
+    expect(escaped!.pgrp).not.toBe(pgid);
+    expect(child!.pgrp).toBe(escaped!.pgrp);
+
+    // status counts them among the agent's processes
+    await waitFor("status to count them", () => {
+      const processes = project!.status().agents[0]!.processes;
+      return processes.includes(escaped!.pid) && processes.includes(child!.pid);
+    });
+
+    const paused = project.apex(["pause", "--json"]);
+    expect(paused.status, paused.stderr).toBe(0);
+    for (const info of [escaped!, child!]) expect(procInfo(info.pid)?.state, `pid ${info.pid}`).toBe("T");
+
+    const resumed = project.apex(["resume"]);
+    expect(resumed.status, resumed.stderr).toBe(0);
+    for (const info of [escaped!, child!]) expect(procInfo(info.pid)?.state, `pid ${info.pid}`).not.toBe("T");
+
+    const stopped = project.apex(["stop", "--grace", "1", "--json"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(JSON.parse(stopped.stdout).processes_ended).toBeGreaterThanOrEqual(4);
+    for (const info of [escaped!, child!]) expect(isAlive(info.pid, info.startTime), `pid ${info.pid} left running`).toBe(false);
+  });
+
+  it("after a kill -9 of the supervisor, status lists them as left running and --continue last ends them", async () => {
+    project = new Project("");
+    project.writeConfig(escapingAgent(project.dir).replace("agents:", "session:\n  auto_recovery: false\nagents:"));
+    const ready = project.start();
+    const [escaped, child] = await escapedProcesses(project.dir);
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    const status = await waitFor("interrupted", () => {
+      const report = project!.status();
+      return report.session?.status === "interrupted" ? report : undefined;
+    });
+    expect(status.left_running[0]!.pids).toEqual(expect.arrayContaining([escaped!.pid, child!.pid]));
+
+    const continued = project.apex(["start", "--continue", "last", "--json"], { timeout: 90_000 });
+    expect(continued.status, continued.stderr).toBe(0);
+    expect(JSON.parse(continued.stdout).reaped[0].pids).toEqual(expect.arrayContaining([escaped!.pid, child!.pid]));
+    for (const info of [escaped!, child!]) expect(isAlive(info.pid, info.startTime), `pid ${info.pid} left running`).toBe(false);
+    // the continued agent starts a new escapee: the cleanup finds it by its pid file
+    strays.push(...(await escapedProcesses(project.dir)).filter((info) => info.pid !== escaped!.pid));
+  });
+
+  it("an agent that exits leaves none of its escaped processes behind", async () => {
+    project = new Project("");
+    const dir = project.dir;
+    const escaped = `trap "" TERM; echo $$ > ${join(dir, "escaped.pid")}; sleep 1000 & echo $! > ${join(dir, "escaped-child.pid")}; wait`;
+    const script = `setsid sh -c '${escaped}' & while [ ! -s ${join(dir, "escaped-child.pid")} ]; do sleep 0.1; done; sleep 0.3; exit 0`;
+    project.writeConfig(["agents:", "  quick:", "    command: sh", `    args: ["-c", ${JSON.stringify(script)}]`, "    restart: never", "  keeper:", "    command: sh", `    args: ["-c", "while :; do sleep 0.2; done"]`, "plugins: {}", ""].join("\n"));
+    project.start();
+    const [first, second] = await escapedProcesses(dir);
+    await waitFor("the quick agent's exit", () => project!.status().agents.find((agent) => agent.name === "quick")?.status === "exited", 30_000);
+    await waitFor("its escaped processes to end", () => !isAlive(first!.pid, first!.startTime) && !isAlive(second!.pid, second!.startTime), 20_000);
+  });
+});
+
+describe("apex logs with hostile output", () => {
+  it("prints escape sequences, carriage returns and other control characters visibly (--json keeps them exact)", () => {
+    project = new Project("agents: {}\nplugins: {}\n");
+    const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000003");
+    mkdirSync(dir, { recursive: true });
+    // A title change (OSC), a screen clear, a colour, a carriage return that hides what came before, a bidi override, invalid UTF-8.
+    const raw = Buffer.concat([Buffer.from("ok \u001b]0;PWNED\u0007 \u001b[2J \u001b[31mred\rhidden\u202e evil\tTAB\n"), Buffer.from([0xff, 0xfe, 0x0a])]);
+    writeFileSync(join(dir, "beta.log"), raw);
+    const text = project.apex(["logs", "--session", "0f0e0d0c"]);
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/);
+    expect(text.stdout.split("\n")[0]).toBe("beta | ok \\x1b]0;PWNED\\x07 \\x1b[2J \\x1b[31mred\\x0dhidden\\u{202e} evil\tTAB");
+    const json = project.apex(["logs", "--session", "0f0e0d0c", "--json"]);
+    expect(JSON.parse(json.stdout.split("\n")[0]!).line).toBe("ok \u001b]0;PWNED\u0007 \u001b[2J \u001b[31mred\rhidden\u202e evil\tTAB");
+  });
+
+  it("a log the supervisor cut goes on from its .1 file", () => {
+    project = new Project("agents: {}\nplugins: {}\n");
+    const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000005");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "beta.log.1"), "old 1\nold 2\nold 3\n");
+    writeFileSync(join(dir, "beta.log"), "[apex x] log cut\nnew\n");
+    const shown = project.apex(["logs", "--session", "0f0e0d0c", "-n", "4"]);
+    expect(shown.stdout.trimEnd().split("\n")).toEqual(["beta | old 2", "beta | old 3", "beta | [apex x] log cut", "beta | new"]);
+    expect(project.apex(["logs", "--session", "0f0e0d0c", "-n", "1"]).stdout).toBe("beta | new\n");
+  });
+
+  it("logs -f: a line written without a newline for megabytes is kept to its first 64 KiB, saying how many bytes are left out", async () => {
+    project = new Project("agents: {}\nplugins: {}\n");
+    const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000004");
+    mkdirSync(dir, { recursive: true });
+    const log = join(dir, "beta.log");
+    writeFileSync(log, "first\n");
+    const follow = project.apexAsync(["logs", "--session", "0f0e0d0c", "-f", "-n", "1", "--json"]);
+    try {
+      // It follows from where the file ends once it printed its last line (a loaded machine starts it slowly).
+      await waitFor("the follower's first line", () => follow.output().includes('"first"'), 30_000);
+      // 12 MB in pieces, read by the follower as they come (it reads at most 4 MiB at a time).
+      for (let i = 0; i < 6; i++) {
+        appendFileSync(log, "z".repeat(2_000_000));
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      appendFileSync(log, "\nnext\n");
+      const lines = await waitFor("the lines", () => {
+        const shown = follow.output().trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { line: string }).line);
+        return shown.includes("next") ? shown : undefined;
+      });
+      expect(lines).toEqual(["first", `${"z".repeat(65536)} … (${12_000_000 - 65536} more bytes)`, "next"]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+});
+
+describe("programs that cannot run", () => {
+  it("a file that is not executable, a directory and a script whose #! interpreter is missing are named as such; start refuses them (exit 2) and writes nothing", () => {
+    project = new Project(
+      ["agents:", "  text:", "    command: ./notes.txt", "  folder:", "    command: ./tools", "  script:", "    command: ./run.sh", "plugins: {}", ""].join("\n"),
+    );
+    writeFileSync(join(project.dir, "notes.txt"), "not a program\n", { mode: 0o644 });
+    mkdirSync(join(project.dir, "tools"));
+    writeFileSync(join(project.dir, "run.sh"), "#!/nonexistent/interpreter\necho hi\n", { mode: 0o755 });
+    const validate = project.apex(["config", "validate"]);
+    expect(validate.status).toBe(2);
+    expect(validate.stderr).toContain(`agents.text.command: agent text: the program ./notes.txt is not executable (${join(project.dir, "notes.txt")})`);
+    expect(validate.stderr).toContain(`agents.folder.command: agent folder: the program ./tools is a directory (${join(project.dir, "tools")}).`);
+    expect(validate.stderr).toContain("agents.script.command: agent script: the program ./run.sh runs through /nonexistent/interpreter (its #! line), which does not exist.");
+    const start = project.apex(["start", "--task", "t"]);
+    expect(start.status).toBe(2);
+    expect(start.stderr).toContain("APEX_E_CONFIG");
+    expect(existsSync(project.storeDir)).toBe(false);
+  });
+});
+
+describe("a supervisor killed while the session is paused", () => {
+  it("status says the agents' processes are left stopped (state T), and --continue last ends them and runs fresh agents", async () => {
+    project = new Project(
+      ["session:", "  auto_recovery: false", "agents:", "  kid:", "    command: sh", `    args: ["-c", "sh -c 'sleep 1000' & while :; do sleep 0.2; done"]`, "plugins:", "  checkpoint: {}", ""].join("\n"),
+    );
+    const ready = project.start();
+    await waitFor("the grandchild", () => project!.status().agents[0]!.processes.length >= 3);
+    const paused = project.apex(["pause"]);
+    expect(paused.status, paused.stderr).toBe(0);
+    const old = project.status().agents[0]!.processes.map((pid) => procInfo(pid)!);
+    for (const info of old) expect(info.state).toBe("T");
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    const report = await waitFor("interrupted", () => {
+      const status = project!.status();
+      return status.session?.status === "interrupted" ? status : undefined;
+    });
+    const left = report.left_running[0] as { agent: string; pids: number[]; stopped: number[] };
+    expect(left.stopped.sort()).toEqual(old.map((info) => info.pid).sort());
+    const text = project.apex(["status"]).stdout;
+    expect(text).toContain(`left stopped (paused when the supervisor died): kid (pids ${left.stopped.join(", ")})`);
+    expect(text).not.toContain("still running: kid");
+
+    const continued = project.apex(["start", "--continue", "last", "--json"], { timeout: 90_000 });
+    expect(continued.status, continued.stderr).toBe(0);
+    for (const info of old) expect(isAlive(info.pid, info.startTime), `pid ${info.pid}`).toBe(false);
+    const fresh = project.status();
+    expect(fresh.session!.status).toBe("active");
+    expect(fresh.agents[0]).toMatchObject({ status: "running", alive: true });
+    expect(procInfo(fresh.agents[0]!.pid!)!.state).not.toBe("T");
+  });
+});
+
+describe("an agent that floods its output", () => {
+  it("its log files stay bounded (cut at APEX_LOG_MAX_BYTES, the last part kept as .1) and the supervisor answers throughout", async () => {
+    // 120 MB of binary without a newline on stdout, 1 MB at a time, then a line; stderr floods too.
+    const flood = "i=0; while [ $i -lt 120 ]; do head -c 1000000 /dev/urandom; head -c 200000 /dev/zero >&2; sleep 0.02; i=$((i+1)); done; echo; echo flood done; while :; do sleep 0.2; done";
+    project = new Project(["agents:", "  flood:", "    command: sh", `    args: ["-c", ${JSON.stringify(flood)}]`, "plugins: {}", ""].join("\n"));
+    const started = project.apex(["start", "--task", "flood", "--json"], { env: { APEX_LOG_MAX_BYTES: "2000000" } });
+    expect(started.status, started.stderr).toBe(0);
+    const ready = JSON.parse(started.stdout) as { session_id: string };
+    const dir = join(project.storeDir, "logs", ready.session_id);
+    const sizes = () => ["flood.log", "flood.log.1", "flood.err.log", "flood.err.log.1"].map((name) => statSync(join(dir, name), { throwIfNoEntry: false })?.size ?? 0);
+    let largest = 0;
+    await waitFor(
+      "the flood to end",
+      () => {
+        // the supervisor answers while the agent floods
+        expect(project!.apex(["status", "--json"], { timeout: 20_000 }).status).toBe(0);
+        largest = Math.max(largest, ...sizes());
+        return project!.apex(["logs", "flood", "-n", "3", "--json"]).stdout.includes("flood done");
+      },
+      120_000,
+    );
+    const [out, outBefore, err, errBefore] = sizes();
+    // 120 MB went to stdout, 24 MB to stderr: what is kept is a bounded part of it.
+    expect(out! + outBefore!).toBeLessThan(40_000_000);
+    expect(outBefore).toBeLessThanOrEqual(2_000_000);
+    expect(err! + errBefore!).toBeLessThan(20_000_000);
+    expect(errBefore).toBeGreaterThan(0);
+    expect(largest).toBeLessThan(60_000_000);
+    // Random bytes hold every control character: none reaches the terminal as such.
+    const shown = project.apex(["logs", "flood", "-n", "100"]);
+    expect(shown.status).toBe(0);
+    expect(shown.stdout).toContain("flood done");
+    expect(shown.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+  }, 180_000);
+});
+
+describe("an agent in a crash loop", () => {
+  const ended = (target: Project) =>
+    waitFor("the session to end", () => (JSON.parse(target.apex(["session", "history", "--json"]).stdout) as Array<{ status: string }>)[0], 90_000);
+  const triggers = (target: Project) =>
+    (JSON.parse(target.apex(["checkpoint", "list", "--json", "--limit", "100"]).stdout) as { items: Array<{ trigger: string }> }).items.map((item) => item.trigger);
+
+  it("takes one onError checkpoint for a run of crashes that change nothing (every crash is still an error event), and is bounded by max_restarts", async () => {
+    project = new Project(
+      ["agents:", "  crash:", "    command: sh", `    args: ["-c", "echo boom >&2; exit 1"]`, "    max_restarts: 20", "    restart_delay: 0", "plugins:", "  checkpoint: {}", ""].join("\n"),
+    );
+    const ready = project.start();
+    expect(await ended(project)).toMatchObject({ status: "failed" });
+    expect(triggers(project)).toEqual(["onError", "onStart"]);
+    const errors = Object.values(JSON.parse(project.apex(["memory", "query", `/sessions/${ready.session_id}/events/*`, "--json"]).stdout) as Record<string, { type: string }>).filter((event) => event.type === "error");
+    expect(errors).toHaveLength(21);
+  });
+
+  it("a crash after the agent changed memory still takes its own onError checkpoint", async () => {
+    const script = "apex memory set /attempt \\\"$$\\\" >/dev/null; exit 1";
+    project = new Project(["agents:", "  crash:", "    command: sh", `    args: ["-c", "${script}"]`, "    max_restarts: 2", "    restart_delay: 0", "plugins:", "  checkpoint: {}", ""].join("\n"));
+    project.start();
+    expect(await ended(project)).toMatchObject({ status: "failed" });
+    expect(triggers(project)).toEqual(["onError", "onError", "onError", "onStart"]);
+  });
+});
+
+describe("text agents and users write, printed for people", () => {
+  it("titles, the initial task, milestones and checkpoint descriptions show their control characters visibly; --json keeps them exact", () => {
+    project = new Project(["agents:", "  idle:", "    command: sh", `    args: ["-c", "while :; do sleep 0.2; done"]`, "plugins:", "  checkpoint: {}", ""].join("\n"));
+    const evil = "a \u001b]0;PWNED\u0007 b \u001b[2J c\rd";
+    const shown = "a \\x1b]0;PWNED\\x07 b \\x1b[2J c\\x0dd";
+    project.start(["--task", evil]);
+    const outputs = [
+      project.apex(["task", "add", evil]),
+      project.apex(["task", "list"]),
+      project.apex(["status"]),
+      project.apex(["milestone", evil]),
+      project.apex(["checkpoint", "create", evil]),
+      project.apex(["checkpoint", "list"]),
+      project.apex(["session", "list"]),
+    ];
+    for (const output of outputs) {
+      expect(output.status, output.stderr).toBe(0);
+      expect(output.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    }
+    expect(outputs[0]!.stdout).toContain(shown);
+    expect(outputs[1]!.stdout).toContain(shown);
+    expect(outputs[2]!.stdout).toContain(`task        ${shown}`);
+    expect(outputs[3]!.stdout).toContain(shown);
+    expect(outputs[5]!.stdout).toContain("a \\x1b]0;PWNED\\x07 b \\x1b[2J c"); // a description has its whitespace made spaces
+    expect((JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ title: string }>)[0]!.title).toBe(evil);
+  });
+});
+
+describe("a runtime file left by a dead supervisor", () => {
+  it("naming a live process with the supervisor's pid and start time (a reboot reuses both) is not taken for the supervisor: pause says interrupted, stop ends the leftovers", async () => {
+    project = new Project(["session:", "  auto_recovery: false", "agents:", "  idle:", "    command: sh", `    args: ["-c", "while :; do sleep 0.2; done"]`, "plugins: {}", ""].join("\n"));
+    const ready = project.start();
+    const agent = procInfo(ready.agents[0]!.pid!)!;
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the supervisor's end", () => !isAlive(ready.supervisor_pid));
+    // Another process now has the recorded pid and start time: the runtime file is made to say so.
+    const other = spawn("sleep", ["300"], { stdio: "ignore" });
+    try {
+      const info = procInfo(other.pid!)!;
+      const file = join(project.storeDir, "supervisor.json");
+      writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, "utf8")), pid: info.pid, start_time: info.startTime }));
+      const paused = project.apex(["pause"]);
+      expect(paused.status).toBe(4);
+      expect(paused.stderr).toContain("APEX_E_SESSION_STATE");
+      expect(paused.stderr).toContain("interrupted");
+      const stopped = project.apex(["stop"]);
+      expect(stopped.status, stopped.stderr).toBe(0);
+      expect(stopped.stdout).toContain("its supervisor was not running");
+      expect(isAlive(agent.pid, agent.startTime)).toBe(false);
+      expect(isAlive(info.pid, info.startTime)).toBe(true);
+    } finally {
+      other.kill("SIGKILL");
+    }
+  });
+});
