@@ -3,7 +3,7 @@ import { ApexError } from "../../core/errors.js";
 import { paint, printJson, printLine } from "../output.js";
 import { subscribeSupervisor } from "../../core/rpc/call.js";
 import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
-import { launchSupervisor } from "../../core/session/launch.js";
+import { launchSupervisor } from "./launch.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import type { ReadyReport } from "../../core/session/supervisor.js";
 import { formatEvent } from "./format.js";

@@ -408,7 +408,7 @@ async function refuseRemoteSupervisor(location: ProjectLocation): Promise<void> 
 
 /** Brings the session repair stopped back, from the live state (repair never touches memory, tasks or agent records). */
 async function continueAfterRepair(location: ProjectLocation, handover: Handover, json: boolean): Promise<void> {
-  const { launchSupervisor } = await import("../../core/session/launch.js");
+  const { launchSupervisor } = await import("../../cli/session/launch.js");
   const ready = await launchSupervisor(location, { mode: "continue", continueTarget: handover.session_id });
   if (json) process.stderr.write(`${JSON.stringify({ notice: { continued: ready.session_id, supervisor_pid: ready.supervisor_pid, handover } })}\n`);
   else printLine(`Session ${paint(ready.session_id, "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);

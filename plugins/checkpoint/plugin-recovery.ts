@@ -69,7 +69,7 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
   });
   if (handover && !options.json) printLine(handoverLine(handover));
 
-  const { launchSupervisor } = await import("../../core/session/launch.js");
+  const { launchSupervisor } = await import("../../cli/session/launch.js");
   const ready = await launchSupervisor(location, { mode: "continue", continueTarget: checkpointId, forceRecovery: true });
   const recovery = (ready.restore ?? preview) as unknown as RecoveryView;
   if (options.json) return printJson({ ...ready, recovery, ...(handover ? { handover } : {}) });

@@ -637,7 +637,7 @@ class Gate {
         hint: runtime.session_id === sessionId ? "It is already running: `apex status`." : "Its owner ends it first.",
       });
     }
-    const [{ loadConfig }, { launchSupervisor }] = await Promise.all([import("../../core/config/load.js"), import("../../core/session/launch.js")]);
+    const [{ loadConfig }, { launchSupervisor }] = await Promise.all([import("../../core/config/load.js"), import("../../cli/session/launch.js")]);
     await loadConfig(this.location);
     return launchSupervisor(this.location, { mode: "continue", continueTarget: sessionId });
   }

@@ -1,16 +1,16 @@
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, readdirSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import type { ProjectLocation } from "../config/locate.js";
-import { ApexError } from "../errors.js";
-import { makePrivateDir, openPrivate } from "../store/private.js";
-import { errorFromBody, lineSplitter, type RpcErrorBody } from "../rpc/protocol.js";
-import { tailLines } from "./agents.js";
-import { newNonce, SUPERVISOR_NONCE_VAR } from "./proc.js";
-import { SUPERVISOR_LOG, supervisorLogFile } from "./runtime.js";
-import type { ReadyReport, SupervisorRequest } from "./supervisor.js";
+import type { ProjectLocation } from "../../core/config/locate.js";
+import { ApexError } from "../../core/errors.js";
+import { makePrivateDir, openPrivate } from "../../core/store/private.js";
+import { errorFromBody, lineSplitter, type RpcErrorBody } from "../../core/rpc/protocol.js";
+import { tailLines } from "../../core/session/agents.js";
+import { newNonce, SUPERVISOR_NONCE_VAR } from "../../core/session/proc.js";
+import { SUPERVISOR_LOG, supervisorLogFile } from "../../core/session/runtime.js";
+import type { ReadyReport, SupervisorRequest } from "../../core/session/supervisor.js";
 
-const SUPERVISOR_MAIN = fileURLToPath(new URL("./supervisor-main.js", import.meta.url));
+const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-main.js", import.meta.url));
 const READY_TIMEOUT_MS = 60_000;
 
 /**
