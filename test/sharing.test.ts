@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
 import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
-import { authenticate, checkUser, grantPath, roleAllows } from "../plugins/sharing/grants.js";
+import { authenticate, checkUser, grantPath, madeWith, roleAllows, type GrantRecord } from "../plugins/sharing/grants.js";
+import { LoginThrottle } from "../plugins/sharing/throttle.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
@@ -111,6 +112,85 @@ describe("token checks on a real store", () => {
     await store.set(grantPath(SID, "0123456789abcdef"), record(new Date(Date.now() - 1000).toISOString()));
     expect(() => authenticate(store, SID, token)).toThrowError(/expired/);
     await store.close();
+  });
+});
+
+describe("grants made with grants", () => {
+  let cleanup: (() => void) | undefined;
+  afterEach(() => cleanup?.());
+
+  const tokenOf = (id: string) => `apx_${id}_${"t".repeat(43)}`;
+  const grant = (id: string, user: string, via: string | null, expires: string | null = null): GrantRecord => ({
+    token_id: id,
+    user,
+    role: "owner",
+    token_sha256: createHash("sha256").update(tokenOf(id)).digest("hex"),
+    created_at: new Date().toISOString(),
+    created_by: "user:test",
+    expires_at: expires,
+    last_used_at: null,
+    via_token_id: via,
+  });
+
+  it("authenticate a grant only while every grant in the chain that made it stands (not removed, not expired, no loop)", async () => {
+    const temp = tempDir();
+    cleanup = temp.cleanup;
+    const store = await openStore(temp.dir, { actor: "user:test" });
+    const [root, child, grandchild] = ["1111111111111111", "2222222222222222", "3333333333333333"];
+    await store.set(grantPath(SID, root), grant(root, "root", null) as never);
+    await store.set(grantPath(SID, child), grant(child, "child", root) as never);
+    await store.set(grantPath(SID, grandchild), grant(grandchild, "grandchild", child) as never);
+    expect(authenticate(store, SID, tokenOf(grandchild)).user).toBe("grandchild");
+    // The middle grant removed by hand (not through share.revoke): what it made stops working.
+    await store.delete(grantPath(SID, child));
+    expect(() => authenticate(store, SID, tokenOf(grandchild))).toThrowError(expect.objectContaining({ code: "APEX_E_UNAUTHORIZED", message: expect.stringContaining("revoked or has expired") }));
+    expect(authenticate(store, SID, tokenOf(root)).user).toBe("root");
+    // An expired maker.
+    await store.set(grantPath(SID, child), grant(child, "child", root, new Date(Date.now() - 1000).toISOString()) as never);
+    expect(() => authenticate(store, SID, tokenOf(grandchild))).toThrowError(expect.objectContaining({ code: "APEX_E_UNAUTHORIZED" }));
+    // A loop a hand-edited store could hold ends in a refusal, not a hang.
+    await store.set(grantPath(SID, child), grant(child, "child", grandchild) as never);
+    expect(() => authenticate(store, SID, tokenOf(grandchild))).toThrowError(expect.objectContaining({ code: "APEX_E_UNAUTHORIZED" }));
+    await store.close();
+  });
+
+  it("finds every grant made, directly or in turn, with the revoked ones, and no other", () => {
+    const all = [grant("a", "a", null), grant("b", "b", "a"), grant("c", "c", "b"), grant("d", "d", null), grant("e", "e", "d"), grant("f", "f", "c")];
+    expect(madeWith(all, [all[0]!]).map((g) => g.user).sort()).toEqual(["b", "c", "f"]);
+    expect(madeWith(all, [all[3]!]).map((g) => g.user)).toEqual(["e"]);
+    expect(madeWith(all, [all[5]!])).toEqual([]);
+  });
+});
+
+describe("failed logins per client address", () => {
+  it("slow a client down after three failures, and forget it on success or once its window has passed", () => {
+    const throttle = new LoginThrottle({ windowMs: 60_000 });
+    const delays = Array.from({ length: 10 }, (_, i) => throttle.failed("10.0.0.1", 1000 + i));
+    expect(delays).toEqual([0, 0, 0, 100, 200, 400, 800, 1600, 3200, 5000]);
+    expect(throttle.failed("10.0.0.2", 2000)).toBe(0);
+    throttle.succeeded("10.0.0.1");
+    expect(throttle.failed("10.0.0.1", 2000)).toBe(0);
+    for (let i = 0; i < 5; i++) throttle.failed("10.0.0.3", 3000);
+    // Still counting within the window after its last failure, forgotten after it.
+    expect(throttle.failed("10.0.0.3", 3000 + 59_000)).toBeGreaterThan(0);
+    expect(throttle.failed("10.0.0.3", 3000 + 59_000 + 60_000)).toBe(0);
+  });
+
+  it("stays bounded however many addresses fail: expired ones go first, then the oldest; a client still counting keeps its count", () => {
+    const throttle = new LoginThrottle({ maxClients: 1000, windowMs: 60_000 });
+    for (let i = 0; i < 5; i++) throttle.failed("attacker", 0);
+    let peak = 0;
+    for (let i = 0; i < 100_000; i++) {
+      throttle.failed(`2001:db8::${i.toString(16)}`, 10 + i / 1000);
+      // The attacker keeps failing now and then: it stays at the end, never evicted.
+      if (i % 500 === 0) throttle.failed("attacker", 10 + i / 1000);
+      peak = Math.max(peak, throttle.size);
+    }
+    expect(peak).toBeLessThanOrEqual(1000);
+    expect(throttle.failed("attacker", 200)).toBe(5000);
+    // Long after, a single failure finds every old address expired: the record shrinks to one.
+    throttle.failed("late", 10_000_000);
+    expect(throttle.size).toBe(1);
   });
 });
 

@@ -129,9 +129,17 @@ export async function unshareCommand(location: ProjectLocation, ref: string, use
     session_id: string;
     user: string;
     revoked: number;
+    derived?: Array<{ user: string; role: string; token_id: string }>;
   };
-  if (json) printJson(reply);
-  else printLine(`Revoked ${reply.user}'s access to session ${reply.session_id} (${reply.revoked} token${reply.revoked === 1 ? "" : "s"}).`);
+  const derived = reply.derived ?? [];
+  if (json) {
+    printJson({ ...reply, derived });
+    return;
+  }
+  printLine(`Revoked ${reply.user}'s access to session ${reply.session_id} (${reply.revoked} token${reply.revoked === 1 ? "" : "s"}).`);
+  if (derived.length > 0) {
+    printLine(`Also revoked the grants made with it: ${derived.map((grant) => `${grant.user} (${grant.role})`).join(", ")}.`);
+  }
 }
 
 export async function sharesCommand(location: ProjectLocation, ref: string, json: boolean): Promise<void> {
@@ -146,10 +154,16 @@ export async function sharesCommand(location: ProjectLocation, ref: string, json
   }
   printLine(
     table(
-      ["USER", "ROLE", "CREATED", "EXPIRES", "LAST USED"],
-      grants.map((grant) => [grant.user, grant.role, grant.created_at, grant.expires_at ?? "never", grant.last_used_at ?? "never"]),
+      ["USER", "ROLE", "CREATED", "EXPIRES", "LAST USED", "BY"],
+      // BY: who made it; "via USER" for a grant made with USER's grant through `apex serve` (revoked with it).
+      grants.map((grant) => [grant.user, grant.role, grant.created_at, grant.expires_at ?? "never", grant.last_used_at ?? "never", madeBy(grant)]),
     ),
   );
+}
+
+/** Who made a grant: its creator, or "via USER" for one made with USER's grant (its creator is then that user). */
+function madeBy(grant: GrantView): string {
+  return grant.via_token_id ? `via ${grant.created_by.replace(/^user:/, "")}` : grant.created_by;
 }
 
 // ------------------------------------------------------------------------------------ connect, login

@@ -13,7 +13,8 @@ import { errorBody } from "../../core/rpc/protocol.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
-import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
+import { authenticate, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
+import { LoginThrottle, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../cli/session/logs.js";
@@ -44,6 +45,8 @@ export interface ServeOptions {
   bodyLimit?: number | undefined;
   /** One line per request (never a token) and per notable event. */
   log?: ((line: string) => void) | undefined;
+  /** How failed logins slow a client down, and how many client addresses are remembered (plugins/sharing/throttle.ts). */
+  throttle?: ThrottleOptions | undefined;
 }
 
 export interface RunningServer {
@@ -60,10 +63,6 @@ const RECHECK_MS = 1000;
 const STORED_EVENTS_POLL_MS = 500;
 const HEARTBEAT_MS = 15_000;
 const REPORT_MS = 10_000;
-/** Failed authentications from one client before replies slow down, and the longest delay. */
-const FREE_FAILURES = 3;
-const MAX_DELAY_MS = 5000;
-const FAILURE_WINDOW_MS = 10 * 60_000;
 /** The deepest request body: a value at the deepest a value may be (MAX_DEPTH), inside a few levels of parameters. */
 const MAX_BODY_DEPTH = MAX_DEPTH + 8;
 /** How long a client may take to send a whole request (headers and body, at most 1 MiB by default). */
@@ -168,7 +167,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const log = options.log ?? (() => {});
   const gate = new Gate(options.location);
   const streams = new Set<OpenStream>();
-  const failures = new Map<string, { count: number; first: number }>();
+  const failures = new LoginThrottle(options.throttle);
   const serverId = randomUUID();
   const connections = new ConnectionReporter(options.location, serverId, streams);
 
@@ -225,26 +224,29 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     return sendError(reply, new ApexError("APEX_E_INTERNAL", fastifyError.message));
   });
 
-  /** The caller of a request, or a 401 (slowed down after repeated failures from that client). */
-  const authenticate = async (request: FastifyRequest, sessionId: string): Promise<{ caller: Caller; token: string }> => {
+  /**
+   * The session a request's URL names and its caller, or a 401 (slowed down after repeated
+   * failures from that client). The token's shape is checked first: a request without one is
+   * refused before anything reads the store or asks a supervisor (not even to resolve a
+   * session's name in the URL).
+   */
+  const authenticate = async (request: FastifyRequest, sessionRef: string): Promise<{ sid: string; caller: Caller; token: string }> => {
     const header = request.headers.authorization ?? "";
     const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
     const client = request.ip;
     try {
       if (!token) throw new ApexError("APEX_E_UNAUTHORIZED", "No token: send Authorization: Bearer <token>.", { hint: "Tokens come from `apex session share SESSION USER`." });
+      if (!isTokenShaped(token)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
       // Not the shape of a session (an escaped '/', say): no grant of it can exist, and it must not reach a store path.
-      if (!SESSION_REF.test(sessionId)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
-      const caller = await gate.authenticate(sessionId, token);
-      failures.delete(client);
+      if (!SESSION_REF.test(sessionRef)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+      const sid = await gate.sessionInUrl(sessionRef);
+      const caller = await gate.authenticate(sid, token);
+      failures.succeeded(client);
       (request as FastifyRequest & { caller?: Caller }).caller = caller;
-      return { caller, token };
+      return { sid, caller, token };
     } catch (error) {
-      const now = Date.now();
-      const entry = failures.get(client);
-      const record = entry && now - entry.first < FAILURE_WINDOW_MS ? entry : { count: 0, first: now };
-      record.count++;
-      failures.set(client, record);
-      if (record.count > FREE_FAILURES) await sleep(Math.min(MAX_DELAY_MS, 100 * 2 ** (record.count - FREE_FAILURES - 1)));
+      const delay = failures.failed(client);
+      if (delay > 0) await sleep(delay);
       throw error;
     }
   };
@@ -255,9 +257,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   app.post<{ Params: { sid: string; method: string }; Body: unknown }>("/api/sessions/:sid/rpc/:method", async (request, reply) => {
     const { method } = request.params;
-    const sid = await gate.sessionInUrl(request.params.sid);
+    const { sid, caller } = await authenticate(request, request.params.sid);
     const params = objectBody(request.body);
-    const { caller } = await authenticate(request, sid);
     if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`);
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
     if ((STREAM_METHODS as readonly string[]).includes(method)) {
@@ -276,6 +277,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // The caller is the actor: whatever the body says, the audit trail names the grant's user.
     // The grant's session, whatever the body names (a grant is for one session).
     const actorParams: Record<string, unknown> = { ...pinnedParams(sid, params), actor: `user:${caller.user}` };
+    // A grant made through a grant records it (whatever the body says): revoking the caller's grant revokes this one too.
+    if (method === "share.create") actorParams.via_token_id = caller.token_id;
     // A plugin command's arguments: pinned to this session, or refused (command-scope.ts), before it runs.
     if (method === "plugin.command") Object.assign(actorParams, await remotePluginCommand(sid, params, gate.commandLookup(sid)));
     // A merge reads its source: the caller needs a grant of it too, not only owner of the destination.
@@ -291,9 +294,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
 
   app.post<{ Params: { sid: string }; Body: unknown }>("/api/sessions/:sid/stream", async (request, reply) => {
-    const sid = await gate.sessionInUrl(request.params.sid);
+    const { sid, caller, token } = await authenticate(request, request.params.sid);
     const body = objectBody(request.body);
-    const { caller, token } = await authenticate(request, sid);
     const wanted = Object.keys(body);
     const unknown = wanted.filter((key) => !(STREAM_METHODS as readonly string[]).includes(key));
     if (wanted.length === 0 || unknown.length > 0) {
