@@ -12,6 +12,8 @@
 export interface ThrottleOptions {
   /** Failures from one address answered at once, before replies slow down. */
   freeFailures?: number;
+  /** The first delay, doubled at each further failure (100 ms). */
+  baseDelayMs?: number;
   /** The longest delay of a reply. */
   maxDelayMs?: number;
   /** An address that has not failed for this long starts again from nothing. */
@@ -23,12 +25,14 @@ export interface ThrottleOptions {
 export class LoginThrottle {
   private readonly failures = new Map<string, { count: number; last: number }>();
   private readonly freeFailures: number;
+  private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
   private readonly windowMs: number;
   private readonly maxClients: number;
 
   constructor(options: ThrottleOptions = {}) {
     this.freeFailures = options.freeFailures ?? 3;
+    this.baseDelayMs = options.baseDelayMs ?? 100;
     this.maxDelayMs = options.maxDelayMs ?? 5000;
     this.windowMs = options.windowMs ?? 10 * 60_000;
     this.maxClients = Math.max(1, options.maxClients ?? 10_000);
@@ -41,7 +45,7 @@ export class LoginThrottle {
     this.failures.delete(client);
     this.prune(now);
     this.failures.set(client, { count, last: now });
-    return count > this.freeFailures ? Math.min(this.maxDelayMs, 100 * 2 ** (count - this.freeFailures - 1)) : 0;
+    return count > this.freeFailures ? Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (count - this.freeFailures - 1)) : 0;
   }
 
   /** A successful login: the address starts again from nothing. */

@@ -1,0 +1,108 @@
+// What `apex serve` does before it knows who is asking: a request without a well-formed token
+// is refused before the store is opened or a session named in the URL is looked up, and failed
+// logins slow a client address down in a record that stays bounded however many addresses fail.
+// A real server on loopback (the built CLI, and startServer in this process for the throttle's
+// limits), real requests from several loopback addresses.
+import { request as httpRequest } from "node:http";
+import { createServer as netServer, type Server, type Socket } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { startServer, type RunningServer } from "../plugins/sharing/server.js";
+import { tempDir } from "./helpers/cli.js";
+
+const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A POST to the API from `localAddress` (any address of 127.0.0.0/8 is this host's). */
+function post(url: string, path: string, authorization: string | undefined, localAddress = "127.0.0.1", body = "{}"): Promise<{ status: number; body: any; ms: number }> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      `${url}${path}`,
+      { method: "POST", localAddress, agent: false, headers: { "content-type": "application/json", ...(authorization === undefined ? {} : { authorization }) } },
+      (response) => {
+        let text = "";
+        response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text ? JSON.parse(text) : undefined, ms: performance.now() - started }));
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+describe("apex serve: a request without a well-formed token", () => {
+  it("is refused (401) without opening the store, even for a session named by a branch name", async () => {
+    // The project's store is a PostgreSQL URL at a port where this test counts connections: every store open is seen.
+    const opens: Socket[] = [];
+    const fakeStore: Server = netServer((socket) => {
+      opens.push(socket);
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => fakeStore.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => fakeStore.close(resolve)));
+    const port = (fakeStore.address() as { port: number }).port;
+    const project = new Project(shellAgents({ alpha: "sleep 1" }), "apex-serve-gate-", { APEX_STORE_URL: `postgres://apex@127.0.0.1:${port}/apex?connect_timeout=5` });
+    cleanups.push(() => project.cleanup());
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    cleanups.push(async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    });
+    const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+
+    const headers = [undefined, "", "Bearer", "Basic dXNlcjpwdw==", "Bearer not-a-token", `Bearer apx_0123456789abcdef_short`, `Bearer apx_0123456789ABCDEF_${"a".repeat(43)}`];
+    let address = 1;
+    for (const authorization of headers) {
+      for (const path of [`/api/sessions/${SID}/rpc/session.status`, "/api/sessions/feature/rpc/whoami", "/api/sessions/feature/stream"]) {
+        // Each from its own address, so that no reply is slowed down by the ones before.
+        const body = path.endsWith("/stream") ? '{"events.subscribe":{}}' : "{}";
+        const reply = await post(url, path, authorization, `127.0.0.${++address}`, body);
+        expect(reply.status, `${authorization} ${path}`).toBe(401);
+        expect(reply.body.error.code).toBe("APEX_E_UNAUTHORIZED");
+      }
+    }
+    expect(opens).toHaveLength(0);
+    // A token of the right shape is looked up in the store: the count above would have seen it.
+    const looked = await post(url, `/api/sessions/${SID}/rpc/session.status`, `Bearer apx_0123456789abcdef_${"a".repeat(43)}`, "127.0.1.1");
+    expect(looked.status).not.toBe(200);
+    expect(opens.length).toBeGreaterThan(0);
+  });
+});
+
+describe("apex serve: failed logins", () => {
+  let server: RunningServer | undefined;
+  afterEach(async () => {
+    await server?.close();
+    server = undefined;
+  });
+
+  it("slow down the address that keeps failing, and forget the oldest addresses once the record is full", async () => {
+    const temp = tempDir();
+    cleanups.push(temp.cleanup);
+    // One failure free, then a delay of 4 s; four addresses remembered at most.
+    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", throttle: { freeFailures: 1, baseDelayMs: 4000, maxDelayMs: 4000, maxClients: 4 } });
+    const bad = `Bearer apx_0123456789abcdef_${"x".repeat(43)}`;
+    const path = `/api/sessions/${SID}/rpc/whoami`;
+    const first = await post(server.url, path, bad, "127.0.0.2");
+    expect(first.status).toBe(401);
+    expect(first.ms).toBeLessThan(4000);
+    // The second failure from that address waits.
+    const slowed = await post(server.url, path, bad, "127.0.0.2");
+    expect(slowed.status).toBe(401);
+    expect(slowed.ms).toBeGreaterThanOrEqual(3900);
+    // Another address is not slowed down by it.
+    expect((await post(server.url, path, bad, "127.0.0.3")).ms).toBeLessThan(4000);
+    // Four more addresses fail: the record keeps four, so 127.0.0.2, the oldest, is forgotten and starts again.
+    for (const address of ["127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"]) expect((await post(server.url, path, bad, address)).status).toBe(401);
+    const again = await post(server.url, path, bad, "127.0.0.2");
+    expect(again.status).toBe(401);
+    expect(again.ms).toBeLessThan(4000);
+    // 127.0.0.7 is still remembered: its second failure waits.
+    expect((await post(server.url, path, bad, "127.0.0.7")).ms).toBeGreaterThanOrEqual(3900);
+  }, 60_000);
+});
