@@ -342,3 +342,70 @@ describe("a remote call against a server that stalls (real HTTP on loopback)", (
     expect(error?.code, error?.message).toBe("APEX_E_RPC");
   });
 });
+
+describe("a remote call against a server that is not APEX's (real HTTP on loopback)", () => {
+  const servers: Server[] = [];
+  afterEach(async () => {
+    for (const server of servers.splice(0)) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+  const serving = async (handler: (response: ServerResponse) => void): Promise<string> => {
+    const server = createServer((_request, response) => handler(response));
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/sessions/${SID}`;
+  };
+  const withToken = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const token = process.env.APEX_TOKEN;
+    process.env.APEX_TOKEN = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    try {
+      return await fn();
+    } finally {
+      if (token === undefined) delete process.env.APEX_TOKEN;
+      else process.env.APEX_TOKEN = token;
+    }
+  };
+
+  it("takes only APEX's own error codes (with their exit codes) and only text as a message", async () => {
+    for (const [error, code, exitCode] of [
+      [{ code: "APEX_E_CONFLICT", message: "busy" }, "APEX_E_CONFLICT", 4],
+      [{ code: "constructor", message: "x" }, "APEX_E_RPC", 1],
+      [{ code: "toString", message: { not: "text" }, hint: 42 }, "APEX_E_RPC", 1],
+      [{ code: "__proto__", message: "x" }, "APEX_E_RPC", 1],
+    ] as const) {
+      const endpoint = await serving((response) => {
+        response.writeHead(409, { "content-type": "application/json" });
+        response.end(JSON.stringify({ error }));
+      });
+      const failed = await withToken(() => callRemote(endpoint, "whoami", {}, 10_000).then(() => undefined, (e: unknown) => e as { code: string; exitCode: unknown; message: unknown; hint: unknown }));
+      expect(failed?.code).toBe(code);
+      expect(failed?.exitCode).toBe(exitCode);
+      expect(typeof failed?.message).toBe("string");
+      expect(failed?.hint === undefined || typeof failed?.hint === "string").toBe(true);
+    }
+  });
+
+  it("stops reading a reply or a stream event larger than the control socket takes (256 MiB), with APEX_E_RPC", async () => {
+    const chunk = "x".repeat(1024 * 1024);
+    const endless = (prefix: string, type: string) =>
+      serving((response) => {
+        response.writeHead(200, { "content-type": type });
+        response.write(prefix);
+        const more = () => {
+          while (!response.destroyed && response.write(chunk));
+          if (!response.destroyed) response.once("drain", more);
+        };
+        response.on("close", () => response.destroy());
+        more();
+      });
+    const reply = await endless('{"result": "', "application/json");
+    const failed = await withToken(() => callRemote(reply, "whoami", {}, 120_000).then(() => undefined, (e: unknown) => e as { code: string; message: string }));
+    expect(failed?.code).toBe("APEX_E_RPC");
+    expect(failed?.message).toContain("larger than 256 MiB");
+    const stream = await endless("event: events.subscribe\ndata: ", "text/event-stream");
+    const subscription = await withToken(async () => subscribeRemote(stream, "events.subscribe", {}, () => undefined));
+    await expect(subscription.done).rejects.toMatchObject({ code: "APEX_E_RPC", message: expect.stringContaining("larger than 256 MiB") });
+  }, 120_000);
+});

@@ -176,29 +176,33 @@ export async function connectCommand(targetText: string, json: boolean): Promise
   const status = (await remote.call("session.status", {}, 30_000)) as StatusReport;
   if (!json && process.stdout.isTTY) return liveView(target.origin, remote, me, status);
   const { formatEvent, paintStatus } = await import("../../cli/session/format.js");
+  const { terminalSafe } = await import("../../cli/terminal-text.js");
+  // What the server sent stays on its line: a name or a title must not pass for another line of the report.
+  const one = (value: unknown) => terminalSafe(String(value), { singleLine: true });
   if (json) printJson({ connected: me, status });
   else {
-    printLine(`Connected to ${target.origin} as ${paint(me.user, "bold")} (${me.role}). Ctrl-C detaches.`);
+    printLine(`Connected to ${target.origin} as ${paint(one(me.user), "bold")} (${one(me.role)}). Ctrl-C detaches.`);
     const session = status.session;
     if (session) {
-      printLine(`Session ${paint(session.session_id, "bold")}  ${paintStatus(session.status)}`);
+      printLine(`Session ${paint(one(session.session_id), "bold")}  ${paintStatus(one(session.status))}`);
       const t = status.tasks;
-      printLine(`  tasks  ${t.pending} pending, ${t.active} active, ${t.completed} completed, ${t.failed} failed`);
-      for (const agent of status.agents) printLine(`  ${agent.name.padEnd(12)} ${paintStatus(agent.status)}${agent.task ? `  ${agent.task}` : ""}`);
-      if (status.connected?.length) printLine(`  connected  ${status.connected.map((user) => `${user.user} (${user.role})`).join(", ")}`);
+      if (t) printLine(`  tasks  ${one(t.pending)} pending, ${one(t.active)} active, ${one(t.completed)} completed, ${one(t.failed)} failed`);
+      for (const agent of Array.isArray(status.agents) ? status.agents : []) printLine(`  ${one(agent.name).padEnd(12)} ${paintStatus(one(agent.status))}${agent.task ? `  ${one(agent.task)}` : ""}`);
+      if (Array.isArray(status.connected) && status.connected.length) printLine(`  connected  ${status.connected.map((user) => `${one(user.user)} (${one(user.role)})`).join(", ")}`);
     }
   }
   const subscription = remote.subscribe("events.subscribe", {}, (event) => {
+    if (!isEvent(event)) return; // not an event record: nothing a person could read from it
     if (json) process.stdout.write(`${JSON.stringify(event)}\n`);
     else {
       const e = event as Parameters<typeof formatEvent>[0];
-      printLine(`${formatEvent(e)}  ${paint(`[${e.actor}]`, "gray")}`);
+      printLine(`${formatEvent(e)}  ${paint(`[${one(e.actor)}]`, "gray")}`);
     }
   });
   await followUntilInterrupted(subscription);
   // Ended by the server (the session ended, the server stopped), not by Ctrl-C: said why, on stderr.
   const reason: unknown = await subscription.done;
-  if (typeof reason === "string") process.stderr.write(`The event stream ended: ${reason}.\n`);
+  if (typeof reason === "string") process.stderr.write(`The event stream ended: ${reason.replace(/[\r\n]+/g, " ")}.\n`);
 }
 
 const RECENT_EVENTS = 50;
@@ -211,12 +215,14 @@ const REFRESH_MS = 2000;
 async function liveView(origin: string, remote: SessionClient, me: { user: string; role: string }, first: StatusReport): Promise<void> {
   const { renderMonitor, SCREEN } = await import("./monitor.js");
   const { paint } = await import("../../cli/output.js");
+  const { writeControl } = await import("../../cli/terminal-text.js");
   const recent = ((await remote.call("events.list", {}, 30_000).catch(() => [])) as MonitorEvent[]).slice(-RECENT_EVENTS);
   const state: import("./monitor.js").MonitorState = { origin, me, status: first, events: recent, notice: null, now: new Date() };
   const out = process.stdout;
   const draw = () => {
     state.now = new Date();
-    out.write(SCREEN.frame(renderMonitor(state, out.columns || 100, out.rows || 30, (text, color) => paint(text, color))));
+    // renderMonitor made every text terminal-safe: the frame's own cursor movements pass as they are.
+    writeControl(out, SCREEN.frame(renderMonitor(state, out.columns || 100, out.rows || 30, (text, color) => paint(text, color))));
   };
   let refreshing = false;
   const refresh = async () => {
@@ -231,9 +237,10 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     }
     draw();
   };
-  out.write(SCREEN.enter);
+  writeControl(out, SCREEN.enter);
   draw();
   const subscription = remote.subscribe("events.subscribe", {}, (event) => {
+    if (!isEvent(event)) return;
     state.events.push(event as MonitorEvent);
     if (state.events.length > RECENT_EVENTS) state.events.shift();
     void refresh();
@@ -257,11 +264,16 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
   clearInterval(timer);
   out.off("resize", draw);
   subscription.close();
-  out.write(SCREEN.leave);
+  writeControl(out, SCREEN.leave);
   printLine(`Detached from ${origin}.`);
 }
 
 type MonitorEvent = import("./monitor.js").MonitorState["events"][number];
+
+/** An event as the server sends them: an object with a type (a server that is not APEX's may send anything). */
+function isEvent(value: unknown): value is MonitorEvent {
+  return value !== null && typeof value === "object" && !Array.isArray(value) && typeof (value as { type?: unknown }).type === "string";
+}
 
 export async function loginCommand(hostText: string, json: boolean): Promise<void> {
   const token = process.env.APEX_TOKEN || (await readLine());

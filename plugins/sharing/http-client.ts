@@ -1,7 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { ApexError } from "../../core/errors.js";
-import { errorFromBody, sendableJson, type RpcErrorBody } from "../../core/rpc/protocol.js";
+import { errorFromBody, MAX_LINE_BYTES, sendableJson, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { tokenFor } from "./remote.js";
 import type { Subscription } from "../../core/rpc/call.js";
 
@@ -57,11 +57,27 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
   return { done, abort, silent: () => silent };
 }
 
-async function readAll(response: IncomingMessage): Promise<string> {
+/**
+ * The whole body of a reply, up to the size the control socket takes for one reply
+ * (MAX_LINE_BYTES): a server that never stops sending would otherwise fill this process's memory.
+ */
+async function readAll(response: IncomingMessage, endpoint: string): Promise<string> {
   response.setEncoding("utf8");
   let text = "";
-  for await (const chunk of response) text += chunk;
+  for await (const chunk of response) {
+    text += chunk;
+    if (text.length > MAX_LINE_BYTES) {
+      response.destroy();
+      throw tooLarge(endpoint, "reply");
+    }
+  }
   return text;
+}
+
+function tooLarge(endpoint: string, what: string): ApexError {
+  return new ApexError("APEX_E_RPC", `${new URL(endpoint).origin} sent a ${what} larger than ${MAX_LINE_BYTES / 1024 / 1024} MiB; it was not read further.`, {
+    hint: "Is it `apex serve`? Ask for less (a narrower glob, fewer lines).",
+  });
 }
 
 function replyError(endpoint: string, response: IncomingMessage, text: string): ApexError {
@@ -101,7 +117,7 @@ export async function callRemote(endpoint: string, method: string, params: unkno
   let text: string;
   try {
     response = await opened.done;
-    text = await readAll(response);
+    text = await readAll(response, endpoint);
   } catch (error) {
     if (late || opened.silent()) throw new ApexError("APEX_E_TIMEOUT", `${new URL(endpoint).host} did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`);
     if (error instanceof ApexError) throw error;
@@ -134,16 +150,27 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
       if (closedByUs) return;
       throw error;
     }
-    if (response.statusCode !== 200) throw replyError(endpoint, response, await readAll(response));
+    if (response.statusCode !== 200) throw replyError(endpoint, response, await readAll(response, endpoint));
     if (!String(response.headers["content-type"] ?? "").startsWith("text/event-stream")) {
       response.destroy(); // its body may never end: not read
       throw notApex(endpoint, response, "");
     }
     response.setEncoding("utf8");
-    let buffer = "";
+    // An event arrives in chunks: they are kept apart until one holds its end, so that a long event
+    // costs one copy, not one per chunk (a string grown chunk by chunk is copied whole at each search).
+    let pending: string[] = [];
+    let pendingLength = 0;
     try {
       for await (const chunk of response) {
-        buffer += chunk as string;
+        const text = chunk as string;
+        const before = pending.at(-1)?.slice(-1) ?? "";
+        if (!`${before}${text}`.includes("\n\n")) {
+          pending.push(text);
+          pendingLength += text.length;
+          if (pendingLength > MAX_LINE_BYTES) throw tooLarge(endpoint, "stream event");
+          continue;
+        }
+        let buffer = pending.join("") + text;
         let end = buffer.indexOf("\n\n");
         while (end >= 0) {
           const block = buffer.slice(0, end);
@@ -151,11 +178,13 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
           end = buffer.indexOf("\n\n");
           const message = parseSse(block);
           if (!message) continue;
-          if (message.event === "error") throw errorFromBody(JSON.parse(message.data) as RpcErrorBody);
+          if (message.event === "error") throw errorFromBody(eventData(endpoint, message.data) as RpcErrorBody);
           // Why the server ended it, as the value `done` resolves to (a Subscription's done carries no value otherwise).
           if (message.event === "end") return endReason(message.data);
-          if (message.event === method) onEvent(JSON.parse(message.data));
+          if (message.event === method) onEvent(eventData(endpoint, message.data));
         }
+        pending = buffer ? [buffer] : [];
+        pendingLength = buffer.length;
       }
     } catch (error) {
       if (closedByUs) return;
@@ -174,6 +203,19 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
       abort();
     },
   };
+}
+
+/** An event's data: a JSON object, as `apex serve` sends them; anything else is said in one line (APEX_E_RPC). */
+function eventData(endpoint: string, data: string): unknown {
+  try {
+    const value: unknown = JSON.parse(data);
+    if (value !== null && typeof value === "object") return value;
+  } catch {
+    // said below
+  }
+  throw new ApexError("APEX_E_RPC", `${new URL(endpoint).origin} sent a stream event that is not a JSON object; the stream was closed.`, {
+    hint: "Is it `apex serve`, of this version of APEX?",
+  });
 }
 
 function endReason(data: string): string | undefined {
