@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { startServer, type RunningServer } from "../plugins/sharing/server.js";
 import { tempDir } from "./helpers/cli.js";
+import { serve, share } from "./support/serve.js";
 
 const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -105,4 +106,50 @@ describe("apex serve: failed logins", () => {
     // 127.0.0.7 is still remembered: its second failure waits.
     expect((await post(server.url, path, bad, "127.0.0.7")).ms).toBeGreaterThanOrEqual(3900);
   }, 60_000);
+});
+
+describe("apex serve: open streams per grant", () => {
+  it("holds at most 16 per grant (the next is 429 APEX_E_RATE_LIMITED); another grant is not counted against it, and a closed one frees its place", async () => {
+    const project = new Project(shellAgents({ alpha: "while true; do sleep 0.5; done" }));
+    cleanups.push(() => project.cleanup());
+    project.start();
+    cleanups.push(() => project.apex(["stop"]));
+    const stops: Array<() => Promise<unknown>> = [];
+    cleanups.push(async () => {
+      for (const stop of stops) await stop();
+    });
+    const url = await serve(project, stops);
+    const vera = share(project, "current", "vera", "viewer");
+    const otto = share(project, "current", "otto", "viewer");
+    const aborts: AbortController[] = [];
+    cleanups.push(() => aborts.forEach((abort) => abort.abort()));
+    const open = async (token: string) => {
+      const abort = new AbortController();
+      aborts.push(abort);
+      const response = await fetch(`${url}/api/sessions/${vera.session_id}/stream`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify({ "memory.watch": { glob: "/notes/**" } }),
+        signal: abort.signal,
+      });
+      return { response, abort };
+    };
+    const held = [];
+    for (let i = 0; i < 16; i++) {
+      const stream = await open(vera.token);
+      expect(stream.response.status, `stream ${i + 1}`).toBe(200);
+      held.push(stream);
+    }
+    const refused = await open(vera.token);
+    expect(refused.response.status).toBe(429);
+    expect(((await refused.response.json()) as { error: { code: string } }).error.code).toBe("APEX_E_RATE_LIMITED");
+    expect((await open(otto.token)).response.status).toBe(200);
+    held[0]!.abort.abort();
+    await waitFor("a place freed by the closed stream", async () => {
+      const again = await open(vera.token);
+      if (again.response.status === 200) return true;
+      again.abort.abort();
+      return undefined;
+    }, 30_000);
+  }, 120_000);
 });

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
 import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
 import { authenticate, checkUser, grantPath, madeWith, roleAllows, type GrantRecord } from "../plugins/sharing/grants.js";
-import { LoginThrottle } from "../plugins/sharing/throttle.js";
+import { clientKey, LoginThrottle } from "../plugins/sharing/throttle.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
@@ -174,6 +174,19 @@ describe("failed logins per client address", () => {
     // Still counting within the window after its last failure, forgotten after it.
     expect(throttle.failed("10.0.0.3", 3000 + 59_000)).toBeGreaterThan(0);
     expect(throttle.failed("10.0.0.3", 3000 + 59_000 + 60_000)).toBe(0);
+  });
+
+  it("counts an IPv6 client by its /64 (one host holds them all), IPv4 and IPv4-mapped addresses as they are", () => {
+    expect(clientKey("203.0.113.7")).toBe("203.0.113.7");
+    expect(clientKey("::ffff:203.0.113.7")).toBe("203.0.113.7");
+    expect(clientKey("2001:db8:1:2:aaaa::1")).toBe("2001:db8:1:2::/64");
+    expect(clientKey("2001:0db8:0001:0002:ffff:ffff:ffff:ffff")).toBe("2001:db8:1:2::/64");
+    expect(clientKey("2001:db8::1")).toBe("2001:db8:0:0::/64");
+    expect(clientKey("fe80::1%eth0")).toBe("fe80:0:0:0::/64");
+    expect(clientKey("::1")).toBe("0:0:0:0::/64");
+    const throttle = new LoginThrottle();
+    for (let i = 0; i < 4; i++) throttle.failed(clientKey(`2001:db8:1:2::${i + 1}`), 1000);
+    expect(throttle.failed(clientKey("2001:db8:1:2::99"), 1000)).toBeGreaterThan(0);
   });
 
   it("stays bounded however many addresses fail: expired ones go first, then the oldest; a client still counting keeps its count", () => {

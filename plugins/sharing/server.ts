@@ -14,7 +14,7 @@ import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
-import { LoginThrottle, type ThrottleOptions } from "./throttle.js";
+import { clientKey, LoginThrottle, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../cli/session/logs.js";
@@ -60,6 +60,8 @@ const DASHBOARD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../../..
 const VENDORED: Record<string, string> = { "uplot.js": "uplot/dist/uPlot.iife.min.js", "uplot.css": "uplot/dist/uPlot.min.css" };
 const STREAM_METHODS = ["events.subscribe", "logs.follow", "memory.watch"] as const;
 const RECHECK_MS = 1000;
+/** Open streams one grant may hold at once (dashboard tabs, `apex connect`, `logs -f`, `memory watch`). */
+export const MAX_STREAMS_PER_GRANT = 16;
 const STORED_EVENTS_POLL_MS = 500;
 const HEARTBEAT_MS = 15_000;
 const REPORT_MS = 10_000;
@@ -233,7 +235,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const authenticate = async (request: FastifyRequest, sessionRef: string): Promise<{ sid: string; caller: Caller; token: string }> => {
     const header = request.headers.authorization ?? "";
     const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
-    const client = request.ip;
+    const client = clientKey(request.ip);
     try {
       if (!token) throw new ApexError("APEX_E_UNAUTHORIZED", "No token: send Authorization: Bearer <token>.", { hint: "Tokens come from `apex session share SESSION USER`." });
       if (!isTokenShaped(token)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
@@ -306,6 +308,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       checkStreamParams(method, body[method]);
     }
     await gate.requireSession(sid);
+    // Each open stream re-checks its grant every second and polls for what it follows: a grant may hold only so many.
+    const open = [...streams].filter((stream) => stream.caller.token_id === caller.token_id).length;
+    if (open >= MAX_STREAMS_PER_GRANT) {
+      throw new ApexError("APEX_E_RATE_LIMITED", `${caller.user}'s token already holds ${open} open streams, the most one grant may hold.`, {
+        hint: "Close another view of this session (a dashboard tab, an `apex connect` or `logs -f`) first; one stream can follow several methods at once.",
+      });
+    }
     // The headers set so far (CORS, nosniff) are the reply's, which hijacking leaves behind.
     const headers = reply.getHeaders();
     reply.hijack();

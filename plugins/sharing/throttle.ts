@@ -66,3 +66,23 @@ export class LoginThrottle {
     }
   }
 }
+
+/**
+ * The key a client address is throttled under: an IPv4 address as it is (also one mapped into
+ * IPv6, `::ffff:1.2.3.4`), and an IPv6 address by its /64 prefix — one host usually holds a whole
+ * /64 and could try each of its addresses in turn.
+ */
+export function clientKey(address: string): string {
+  const bare = address.replace(/%.*$/, "");
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(bare);
+  if (mapped) return mapped[1]!;
+  if (!bare.includes(":")) return bare;
+  const [head = "", tail] = bare.split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((group) => (Number.parseInt(group, 16) || 0).toString(16))
+    .join(":")}::/64`;
+}
