@@ -153,3 +153,48 @@ describe("apex serve: open streams per grant", () => {
     }, 30_000);
   }, 120_000);
 });
+
+describe("the client's token", () => {
+  it("is refused before anything is sent when it is not an APEX token (exit 2, never repeated), from --token, APEX_TOKEN or the credentials file", async () => {
+    const project = new Project(shellAgents({}));
+    cleanups.push(() => project.cleanup());
+    // A server that counts what reaches it: nothing should.
+    let requests = 0;
+    const { createServer } = await import("node:http");
+    const server = createServer((_request, response) => {
+      requests++;
+      response.end("{}");
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+    const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    const secret = "hunter2-secret\nInjected: header";
+    for (const [args, env] of [
+      [["--remote", `${host}/abcdefgh`, "status", "--json"], { APEX_TOKEN: secret }],
+      [["--remote", `${host}/abcdefgh`, "--token", "apx_short", "status", "--json"], {}],
+      [["connect", `${host}/abcdefgh`, "--json"], { APEX_TOKEN: "tokén" }],
+    ] as const) {
+      const result = await project.apexAsync([...args], { env }).done;
+      expect(result.status, result.stderr).toBe(2);
+      const error = JSON.parse(result.stderr).error as { code: string; message: string };
+      expect(error.code).toBe("APEX_E_USAGE");
+      expect(error.message).toContain("--token / APEX_TOKEN is not an APEX token");
+      expect(result.stderr).not.toContain("hunter2");
+    }
+    // A token saved by hand in a file others may read: refused just the same, naming the file; a good one is used, with a warning about the mode.
+    const credentials = `${project.dir}/credentials.json`;
+    const { writeFileSync, chmodSync } = await import("node:fs");
+    writeFileSync(credentials, JSON.stringify({ version: 1, hosts: { [host]: { token: "hunter2", saved_at: "2026-12-01T00:00:00.000Z" } } }));
+    chmodSync(credentials, 0o644);
+    const saved = await project.apexAsync(["--remote", `${host}/abcdefgh`, "status", "--json"], { env: { APEX_CREDENTIALS: credentials } }).done;
+    expect(saved.status).toBe(2);
+    expect(saved.stderr).toContain(`the token saved for ${host} in ${credentials} is not an APEX token`);
+    expect(saved.stderr).toContain(`warning: ${credentials} holds tokens and other users may read it (mode 0644): chmod 600 ${credentials}`);
+    expect(requests).toBe(0);
+    writeFileSync(credentials, JSON.stringify({ version: 1, hosts: { [host]: { token: `apx_0123456789abcdef_${"a".repeat(43)}`, saved_at: "2026-12-01T00:00:00.000Z" } } }));
+    chmodSync(credentials, 0o600);
+    const quiet = await project.apexAsync(["--remote", `${host}/abcdefgh`, "status", "--json"], { env: { APEX_CREDENTIALS: credentials } }).done;
+    expect(quiet.stderr).not.toContain("warning");
+    expect(requests).toBeGreaterThan(0);
+  }, 60_000);
+});

@@ -8,7 +8,7 @@ import { currentActor } from "../../core/actor.js";
 import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { GrantView } from "./grants.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
+import { isApexToken, parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
 
 /** `<store>/serve.json`: where a running `apex serve` listens, for the invites `session share` prints. */
 const SERVE_FILE = "serve.json";
@@ -277,7 +277,7 @@ function isEvent(value: unknown): value is MonitorEvent {
 
 export async function loginCommand(hostText: string, json: boolean): Promise<void> {
   const token = process.env.APEX_TOKEN || (await readLine());
-  if (!/^apx_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/.test(token)) {
+  if (!isApexToken(token)) {
     throw new ApexError("APEX_E_USAGE", "That is not an APEX token (apx_…).", { hint: "Copy it from the invite `apex session share` printed." });
   }
   let host: string;
