@@ -7,7 +7,9 @@ import { createServer, type Server } from "node:http";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { ok, remote, serve, share } from "./support/serve.js";
-import { terminalSafe } from "../cli/terminal-text.js";
+import { Writable } from "node:stream";
+import { guardTerminalOutput, terminalSafe, writeControl } from "../cli/terminal-text.js";
+import { Progress } from "../plugins/compression/progress.js";
 
 /** Bytes a terminal would act on: C0 but tab and newline, DEL, C1 (UTF-8 C2 80–9F), bidirectional overrides. */
 function controlBytes(text: string): string[] {
@@ -28,6 +30,40 @@ describe("terminal-safe text", () => {
     expect(JSON.parse(terminalSafe(json))).toEqual({ v: "a\u009b\u007f\u202e" });
     const plain = "plain text, ünïcödé ✓";
     expect(terminalSafe(plain)).toBe(plain);
+  });
+});
+
+describe("a guarded stream", () => {
+  const capture = () => {
+    let written = "";
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        written += chunk.toString("utf8");
+        callback();
+      },
+    }) as unknown as NodeJS.WriteStream;
+    return { stream, text: () => written };
+  };
+
+  it("escapes what is written to it (strings and bytes), passes APEX's colours only where asked, and control sequences only through writeControl", () => {
+    const plain = capture();
+    const coloured = capture();
+    guardTerminalOutput((stream) => stream === coloured.stream, [plain.stream, coloured.stream]);
+    for (const { stream } of [plain, coloured]) {
+      stream.write(`\u001b[31mred\u001b[0m ${EVIL}\n`);
+      stream.write(Buffer.from(`bytes ${EVIL}\n`));
+      writeControl(stream, "\u001b[H\u001b[K");
+    }
+    expect(plain.text()).toBe(`\\u001b[31mred\\u001b[0m ${terminalSafe(EVIL)}\nbytes ${terminalSafe(EVIL)}\n\u001b[H\u001b[K`);
+    expect(coloured.text()).toBe(`\u001b[31mred\u001b[0m ${terminalSafe(EVIL)}\nbytes ${terminalSafe(EVIL)}\n\u001b[H\u001b[K`);
+    // A progress line: its own \r and erase-line pass, the text in it is made safe and kept on the line.
+    const progress = capture();
+    guardTerminalOutput(() => false, [progress.stream]);
+    (progress.stream as { columns?: number }).columns = 200;
+    const bar = new Progress(progress.stream, true);
+    bar.update(`compressing ${EVIL}\nnext`, true);
+    bar.done();
+    expect(progress.text()).toBe(`\r${terminalSafe(`compressing ${EVIL}\nnext`, { singleLine: true })}\u001b[K\r\u001b[K`);
   });
 });
 

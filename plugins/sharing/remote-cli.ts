@@ -103,7 +103,7 @@ Examples:
     });
   session
     .command("shares")
-    .description("the session's grants: user, role, created, expires, last used")
+    .description("the session's grants: user, role, created, expires, last used, and who made each (via USER: made with USER's grant through `apex serve`)")
     .argument("<session>", "the session: its id, a unique prefix, its name, or `current`")
     .option("--json", "print [{token_id, user, role, created_at, created_by, expires_at, last_used_at, via_token_id?}] (via_token_id: the grant it was made with through `apex serve`)")
     .addHelpText("after", "\nExamples:\n  apex session shares current\n  apex session shares 3f2a --json")
