@@ -157,6 +157,8 @@ describe("a hostile server", () => {
       const target = await hostile((method) =>
         method === "whoami"
           ? { status: 200, body: { result: { user: `mallory${EVIL}`, role: `owner${EVIL}`, session_id: "s1" } } }
+          : method === "logs.read"
+            ? { status: 200, body: { result: { agents: Array.from({ length: 300_000 }, (_, i) => `agent-${i}`), lines: [{ agent: `a${EVIL}`, stream: "stdout", line: `one${EVIL}\n12:00:00 forged` }, null, 5, { agent: 7, stream: "stderr", line: ["x"] }] } } }
           : method === "session.status"
             ? { status: 200, body: { result: { session: { session_id: `s1${EVIL}`, status: `active${EVIL}` }, agents: [{ name: `a${EVIL}`, status: "running", task: `t${EVIL}` }], tasks: { pending: `1${EVIL}`, active: 0, completed: 0, failed: 0 }, connected: [{ user: `u${EVIL}`, role: "viewer" }] } } }
             : { status: 409, body: { error: { code: "APEX_E_CONFLICT", message: `refused${EVIL}`, hint: `hint${EVIL}` } } },
@@ -170,6 +172,12 @@ describe("a hostile server", () => {
       expect(controlBytes(connect.stdout + connect.stderr)).toEqual([]);
       // The reason the stream ended is one line.
       expect(connect.stderr.trim().split("\n")).toHaveLength(1);
+      // Log lines of any shape, from an agent list too long to spread into Math.max: each printed on one line.
+      const logs = await p.apexAsync(["--remote", target, "logs"], { env }).done;
+      expect(logs.status, logs.stderr).toBe(0);
+      expect(logs.stdout.trimEnd().split("\n")).toHaveLength(4);
+      expect(logs.stdout).toContain("one\\u001b]0;pwned\\u0007\\u001b[2J\\u009b31m\\u202e\\u000a12:00:00 forged");
+      expect(controlBytes(logs.stdout + logs.stderr)).toEqual([]);
       for (const json of [[], ["--json"]]) {
         const refused = await p.apexAsync(["--remote", target, "pause", ...json], { env }).done;
         expect(refused.status).toBe(4);
