@@ -92,8 +92,14 @@ describe("apex serve: failed logins", () => {
     const first = await post(server.url, path, bad, "127.0.0.2");
     expect(first.status).toBe(401);
     expect(first.ms).toBeLessThan(4000);
-    // The second failure from that address waits.
-    const slowed = await post(server.url, path, bad, "127.0.0.2");
+    // The second failure from that address waits; meanwhile its other requests are refused at once (429), their token not even looked at.
+    const pending = post(server.url, path, bad, "127.0.0.2");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const meanwhile = await post(server.url, path, `Bearer apx_fedcba9876543210_${"y".repeat(43)}`, "127.0.0.2");
+    expect(meanwhile.status).toBe(429);
+    expect(meanwhile.body.error.code).toBe("APEX_E_RATE_LIMITED");
+    expect(meanwhile.body.error.message).toMatch(/try again in \d s/);
+    const slowed = await pending;
     expect(slowed.status).toBe(401);
     expect(slowed.ms).toBeGreaterThanOrEqual(3900);
     // Another address is not slowed down by it.

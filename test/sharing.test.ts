@@ -167,6 +167,11 @@ describe("failed logins per client address", () => {
     const throttle = new LoginThrottle({ windowMs: 60_000 });
     const delays = Array.from({ length: 10 }, (_, i) => throttle.failed("10.0.0.1", 1000 + i));
     expect(delays).toEqual([0, 0, 0, 100, 200, 400, 800, 1600, 3200, 5000]);
+    // The last answer is delayed 5 s from its failure: until then the address waits.
+    expect(throttle.waiting("10.0.0.1", 1009)).toBe(5000);
+    expect(throttle.waiting("10.0.0.1", 1009 + 4000)).toBe(1000);
+    expect(throttle.waiting("10.0.0.1", 1009 + 5000)).toBe(0);
+    expect(throttle.waiting("10.0.0.9", 1009)).toBe(0);
     expect(throttle.failed("10.0.0.2", 2000)).toBe(0);
     throttle.succeeded("10.0.0.1");
     expect(throttle.failed("10.0.0.1", 2000)).toBe(0);

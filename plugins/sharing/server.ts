@@ -236,6 +236,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const header = request.headers.authorization ?? "";
     const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
     const client = clientKey(request.ip);
+    // Its last failure's answer is still delayed: refused at once, and not counted (nothing was tried).
+    const waiting = failures.waiting(client);
+    if (waiting > 0) {
+      throw new ApexError("APEX_E_RATE_LIMITED", `Too many failed logins from this address: try again in ${Math.ceil(waiting / 1000)} s.`, {
+        hint: "Check the token (`apex session share` prints it once); a correct one works once the wait is over.",
+      });
+    }
     try {
       if (!token) throw new ApexError("APEX_E_UNAUTHORIZED", "No token: send Authorization: Bearer <token>.", { hint: "Tokens come from `apex session share SESSION USER`." });
       if (!isTokenShaped(token)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");

@@ -3,6 +3,8 @@
  * each further failure is answered late (100 ms × 2ⁿ, at most 5 s). An address is forgotten
  * once it has not failed for `windowMs`, or when it succeeds.
  *
+ * While a delayed answer is pending, the address's other requests are refused at once.
+ *
  * The record is bounded: a server reachable from many addresses (IPv6 gives every client
  * plenty) keeps at most `maxClients` of them. A Map keeps insertion order and every failure
  * moves its address to the end, so the front holds the addresses that failed longest ago:
@@ -23,7 +25,7 @@ export interface ThrottleOptions {
 }
 
 export class LoginThrottle {
-  private readonly failures = new Map<string, { count: number; last: number }>();
+  private readonly failures = new Map<string, { count: number; last: number; until: number }>();
   private readonly freeFailures: number;
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
@@ -44,8 +46,19 @@ export class LoginThrottle {
     const count = known && now - known.last < this.windowMs ? known.count + 1 : 1;
     this.failures.delete(client);
     this.prune(now);
-    this.failures.set(client, { count, last: now });
-    return count > this.freeFailures ? Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (count - this.freeFailures - 1)) : 0;
+    const delay = count > this.freeFailures ? Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (count - this.freeFailures - 1)) : 0;
+    this.failures.set(client, { count, last: now, until: now + delay });
+    return delay;
+  }
+
+  /**
+   * How long (ms) `client` still waits for the answer to a failure: while it does, its other
+   * requests are refused at once (429), before their token is looked at. Else a client would
+   * send its guesses side by side, each delayed but all at once.
+   */
+  waiting(client: string, now = Date.now()): number {
+    const entry = this.failures.get(client);
+    return entry ? Math.max(0, entry.until - now) : 0;
   }
 
   /** A successful login: the address starts again from nothing. */
