@@ -172,6 +172,12 @@ describe("a hostile server", () => {
       expect(controlBytes(connect.stdout + connect.stderr)).toEqual([]);
       // The reason the stream ended is one line.
       expect(connect.stderr.trim().split("\n")).toHaveLength(1);
+      // A status report `apex status` cannot print whole (a task count that is not a number): one line, before anything is printed.
+      const status = await p.apexAsync(["--remote", target, "status"], { env }).done;
+      expect(status.status).toBe(1);
+      expect(status.stdout).toBe("");
+      expect(status.stderr).toContain("APEX_E_RPC");
+      expect(status.stderr).toContain("status report is not one this version of APEX can read");
       // Log lines of any shape, from an agent list too long to spread into Math.max: each printed on one line.
       const logs = await p.apexAsync(["--remote", target, "logs"], { env }).done;
       expect(logs.status, logs.stderr).toBe(0);
