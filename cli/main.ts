@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from "commander";
 import { ApexError } from "../core/errors.js";
-import { reportError } from "./output.js";
+import { reportError, useColor } from "./output.js";
+import { guardTerminalOutput } from "./terminal-text.js";
 import { commandGroups } from "./commands.js";
 import { blankValue, refuseBlankValues } from "./option-values.js";
 
@@ -55,6 +56,8 @@ export async function main(argv: string[]): Promise<number> {
   const finalizers: Array<() => Promise<void>> = [];
   try {
     if (argv === process.argv) {
+      // Text from other users, agents and remote servers is printed: none of it may act on the terminal.
+      guardTerminalOutput(useColor);
       const { assertArgumentsUtf8 } = await import("./input-text.js");
       assertArgumentsUtf8(argv);
     }

@@ -19,19 +19,7 @@ export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-/**
- * Control characters (but tab), DEL, C1 controls and the bidirectional overrides written as
- * `\xNN` / `\u{NNNN}`: an agent's output is anything, and an escape sequence printed raw acts on
- * the reader's terminal (sets its title, clears it, rewrites what was shown). Used for agents'
- * output (`apex logs`) and for text that agents and users write (titles, milestones, reports).
- * `--json` keeps the text exact.
- */
-export function visibleText(line: string): string {
-  return line.replace(/[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (char) => {
-    const code = char.charCodeAt(0);
-    return code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u{${code.toString(16)}}`;
-  });
-}
+export { visibleText } from "./terminal-text.js";
 
 export function printLine(text = ""): void {
   process.stdout.write(`${text}\n`);

@@ -135,6 +135,25 @@ describe("the live view's renderer", () => {
     expect(lines.at(-2)).toContain("t-29");
   });
 
+  it("shows what the server sent as text: no control character, each field on its line, missing fields as '-'", () => {
+    const evil = "\u001b]0;pwned\u0007\u001b[2J\u009b31m\nforged";
+    const crafted = state({
+      me: { user: `mallory${evil}`, role: "viewer" },
+      notice: `why${evil}`,
+      events: [{ seq: 1, at: "2026-12-02T10:00:00Z", type: "task.added", actor: `user:x${evil}`, task: "t-1", title: `title${evil}` }],
+    });
+    crafted.status!.agents[0]!.task = `task${evil}`;
+    crafted.status!.agents[0]!.name = `agent${evil}`;
+    crafted.status!.last_checkpoint!.description = `desc${evil}`;
+    const lines = renderMonitor(crafted, 400, 30);
+    expect(lines.join("\n")).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    expect(lines.join("\n")).toContain("title\\u001b]0;pwned\\u0007\\u001b[2J\\u009b31m\\u000aforged");
+    expect(lines.filter((line) => line.includes("forged"))).toHaveLength(lines.filter((line) => line.includes("\\u000aforged")).length);
+    // A status with fields left out (another server) still draws.
+    const sparse = state({ status: { session: crafted.status!.session, agents: [{ name: "a", status: "running" }] } as never });
+    expect(renderMonitor(sparse, 80, 20).join("\n")).toContain("a             running     -        -s");
+  });
+
   it("colours with the given painter only, and says when there is nothing yet", () => {
     const lines = renderMonitor(state({ events: [], notice: "The session's event stream ended." }), 120, 30, (text, color) => `<${color}>${text}</>`);
     expect(lines[0]).toContain("<yellow>paused</>");

@@ -241,3 +241,39 @@ describe("apex serve: a grant made through a grant", () => {
     expect((await rpc(url, feature, "share.create", lasting.token, { user: "lasting-friend", role: "viewer" })).status).toBe(200);
   });
 });
+
+describe("apex serve: revoking a grant revokes the grants made with it", () => {
+  it("takes the grants made through the server with that grant (and with those, in turn) with it; others stay", async () => {
+    const olga = JSON.parse(ok(p.apex(["session", "share", feature, "rosa", "--role", "owner", "--json"]))) as { token: string; token_id: string };
+    const bystander = JSON.parse(ok(p.apex(["session", "share", feature, "bystander", "--role", "viewer", "--json"]))) as { token: string; token_id: string };
+    // The body cannot say which grant made the new one: the server records the caller's.
+    const friend = await rpc(url, feature, "share.create", olga.token, { user: "rosa-friend", role: "owner", via_token_id: bystander.token_id });
+    expect(friend.status, JSON.stringify(friend.body)).toBe(200);
+    expect(friend.body.result.grant.via_token_id).toBe(olga.token_id);
+    const second = await rpc(url, feature, "share.create", friend.body.result.token, { user: "rosa-friend-of-friend", role: "viewer" });
+    expect(second.status, JSON.stringify(second.body)).toBe(200);
+    const tokens = { olga: olga.token, friend: friend.body.result.token as string, second: second.body.result.token as string, bystander: bystander.token };
+    for (const [who, token] of Object.entries(tokens)) expect((await rpc(url, feature, "whoami", token)).status, who).toBe(200);
+    const listed = ok(p.apex(["session", "shares", feature]));
+    expect(listed).toMatch(/rosa-friend-of-friend +viewer .* via rosa-friend/);
+
+    const revoked = JSON.parse(ok(p.apex(["session", "unshare", feature, "rosa", "--json"]))) as { revoked: number; derived: Array<{ user: string; role: string }> };
+    expect(revoked.revoked).toBe(1);
+    expect(revoked.derived.map((grant) => `${grant.user}:${grant.role}`)).toEqual(["rosa-friend:owner", "rosa-friend-of-friend:viewer"]);
+    for (const token of [tokens.olga, tokens.friend, tokens.second]) {
+      const refused = await rpc(url, feature, "whoami", token);
+      expect(refused.status).toBe(401);
+      expect(refused.body.error.code).toBe("APEX_E_UNAUTHORIZED");
+    }
+    expect((await rpc(url, feature, "whoami", tokens.bystander)).status).toBe(200);
+    const users = (JSON.parse(ok(p.apex(["session", "shares", feature, "--json"]))) as Array<{ user: string }>).map((grant) => grant.user);
+    expect(users).toContain("bystander");
+    expect(users.filter((user) => user.startsWith("rosa"))).toEqual([]);
+    // The audit trail names every grant that ended (so a stream of any of them closes at once).
+    const events = (await rpc(url, feature, "events.list", tokens.bystander)).body.result as Array<{ type: string; user?: string; token_ids?: string[] }>;
+    const event = events.filter((e) => e.type === "share.revoked" && e.user === "rosa").at(-1);
+    expect(event?.token_ids).toEqual([olga.token_id, friend.body.result.grant.token_id, second.body.result.grant.token_id]);
+    const text = ok(p.apex(["session", "unshare", feature, "bystander"]));
+    expect(text).not.toContain("Also revoked");
+  });
+});

@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
 import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
-import { authenticate, checkUser, grantPath, roleAllows } from "../plugins/sharing/grants.js";
+import { authenticate, checkUser, grantPath, madeWith, roleAllows, type GrantRecord } from "../plugins/sharing/grants.js";
+import { clientKey, LoginThrottle } from "../plugins/sharing/throttle.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
@@ -111,6 +112,103 @@ describe("token checks on a real store", () => {
     await store.set(grantPath(SID, "0123456789abcdef"), record(new Date(Date.now() - 1000).toISOString()));
     expect(() => authenticate(store, SID, token)).toThrowError(/expired/);
     await store.close();
+  });
+});
+
+describe("grants made with grants", () => {
+  let cleanup: (() => void) | undefined;
+  afterEach(() => cleanup?.());
+
+  const tokenOf = (id: string) => `apx_${id}_${"t".repeat(43)}`;
+  const grant = (id: string, user: string, via: string | null, expires: string | null = null): GrantRecord => ({
+    token_id: id,
+    user,
+    role: "owner",
+    token_sha256: createHash("sha256").update(tokenOf(id)).digest("hex"),
+    created_at: new Date().toISOString(),
+    created_by: "user:test",
+    expires_at: expires,
+    last_used_at: null,
+    via_token_id: via,
+  });
+
+  it("authenticate a grant only while every grant in the chain that made it stands (not removed, not expired, no loop)", async () => {
+    const temp = tempDir();
+    cleanup = temp.cleanup;
+    const store = await openStore(temp.dir, { actor: "user:test" });
+    const [root, child, grandchild] = ["1111111111111111", "2222222222222222", "3333333333333333"];
+    await store.set(grantPath(SID, root), grant(root, "root", null) as never);
+    await store.set(grantPath(SID, child), grant(child, "child", root) as never);
+    await store.set(grantPath(SID, grandchild), grant(grandchild, "grandchild", child) as never);
+    expect(authenticate(store, SID, tokenOf(grandchild)).user).toBe("grandchild");
+    // The middle grant removed by hand (not through share.revoke): what it made stops working.
+    await store.delete(grantPath(SID, child));
+    expect(() => authenticate(store, SID, tokenOf(grandchild))).toThrowError(expect.objectContaining({ code: "APEX_E_UNAUTHORIZED", message: expect.stringContaining("revoked or has expired") }));
+    expect(authenticate(store, SID, tokenOf(root)).user).toBe("root");
+    // An expired maker.
+    await store.set(grantPath(SID, child), grant(child, "child", root, new Date(Date.now() - 1000).toISOString()) as never);
+    expect(() => authenticate(store, SID, tokenOf(grandchild))).toThrowError(expect.objectContaining({ code: "APEX_E_UNAUTHORIZED" }));
+    // A loop a hand-edited store could hold ends in a refusal, not a hang.
+    await store.set(grantPath(SID, child), grant(child, "child", grandchild) as never);
+    expect(() => authenticate(store, SID, tokenOf(grandchild))).toThrowError(expect.objectContaining({ code: "APEX_E_UNAUTHORIZED" }));
+    await store.close();
+  });
+
+  it("finds every grant made, directly or in turn, with the revoked ones, and no other", () => {
+    const all = [grant("a", "a", null), grant("b", "b", "a"), grant("c", "c", "b"), grant("d", "d", null), grant("e", "e", "d"), grant("f", "f", "c")];
+    expect(madeWith(all, [all[0]!]).map((g) => g.user).sort()).toEqual(["b", "c", "f"]);
+    expect(madeWith(all, [all[3]!]).map((g) => g.user)).toEqual(["e"]);
+    expect(madeWith(all, [all[5]!])).toEqual([]);
+  });
+});
+
+describe("failed logins per client address", () => {
+  it("slow a client down after three failures, and forget it on success or once its window has passed", () => {
+    const throttle = new LoginThrottle({ windowMs: 60_000 });
+    const delays = Array.from({ length: 10 }, (_, i) => throttle.failed("10.0.0.1", 1000 + i));
+    expect(delays).toEqual([0, 0, 0, 100, 200, 400, 800, 1600, 3200, 5000]);
+    // The last answer is delayed 5 s from its failure: until then the address waits.
+    expect(throttle.waiting("10.0.0.1", 1009)).toBe(5000);
+    expect(throttle.waiting("10.0.0.1", 1009 + 4000)).toBe(1000);
+    expect(throttle.waiting("10.0.0.1", 1009 + 5000)).toBe(0);
+    expect(throttle.waiting("10.0.0.9", 1009)).toBe(0);
+    expect(throttle.failed("10.0.0.2", 2000)).toBe(0);
+    throttle.succeeded("10.0.0.1");
+    expect(throttle.failed("10.0.0.1", 2000)).toBe(0);
+    for (let i = 0; i < 5; i++) throttle.failed("10.0.0.3", 3000);
+    // Still counting within the window after its last failure, forgotten after it.
+    expect(throttle.failed("10.0.0.3", 3000 + 59_000)).toBeGreaterThan(0);
+    expect(throttle.failed("10.0.0.3", 3000 + 59_000 + 60_000)).toBe(0);
+  });
+
+  it("counts an IPv6 client by its /64 (one host holds them all), IPv4 and IPv4-mapped addresses as they are", () => {
+    expect(clientKey("203.0.113.7")).toBe("203.0.113.7");
+    expect(clientKey("::ffff:203.0.113.7")).toBe("203.0.113.7");
+    expect(clientKey("2001:db8:1:2:aaaa::1")).toBe("2001:db8:1:2::/64");
+    expect(clientKey("2001:0db8:0001:0002:ffff:ffff:ffff:ffff")).toBe("2001:db8:1:2::/64");
+    expect(clientKey("2001:db8::1")).toBe("2001:db8:0:0::/64");
+    expect(clientKey("fe80::1%eth0")).toBe("fe80:0:0:0::/64");
+    expect(clientKey("::1")).toBe("0:0:0:0::/64");
+    const throttle = new LoginThrottle();
+    for (let i = 0; i < 4; i++) throttle.failed(clientKey(`2001:db8:1:2::${i + 1}`), 1000);
+    expect(throttle.failed(clientKey("2001:db8:1:2::99"), 1000)).toBeGreaterThan(0);
+  });
+
+  it("stays bounded however many addresses fail: expired ones go first, then the oldest; a client still counting keeps its count", () => {
+    const throttle = new LoginThrottle({ maxClients: 1000, windowMs: 60_000 });
+    for (let i = 0; i < 5; i++) throttle.failed("attacker", 0);
+    let peak = 0;
+    for (let i = 0; i < 100_000; i++) {
+      throttle.failed(`2001:db8::${i.toString(16)}`, 10 + i / 1000);
+      // The attacker keeps failing now and then: it stays at the end, never evicted.
+      if (i % 500 === 0) throttle.failed("attacker", 10 + i / 1000);
+      peak = Math.max(peak, throttle.size);
+    }
+    expect(peak).toBeLessThanOrEqual(1000);
+    expect(throttle.failed("attacker", 200)).toBe(5000);
+    // Long after, a single failure finds every old address expired: the record shrinks to one.
+    throttle.failed("late", 10_000_000);
+    expect(throttle.size).toBe(1);
   });
 });
 
@@ -329,4 +427,71 @@ describe("a remote call against a server that stalls (real HTTP on loopback)", (
     const { error } = await call(dropping, 10_000);
     expect(error?.code, error?.message).toBe("APEX_E_RPC");
   });
+});
+
+describe("a remote call against a server that is not APEX's (real HTTP on loopback)", () => {
+  const servers: Server[] = [];
+  afterEach(async () => {
+    for (const server of servers.splice(0)) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+  const serving = async (handler: (response: ServerResponse) => void): Promise<string> => {
+    const server = createServer((_request, response) => handler(response));
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/sessions/${SID}`;
+  };
+  const withToken = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const token = process.env.APEX_TOKEN;
+    process.env.APEX_TOKEN = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    try {
+      return await fn();
+    } finally {
+      if (token === undefined) delete process.env.APEX_TOKEN;
+      else process.env.APEX_TOKEN = token;
+    }
+  };
+
+  it("takes only APEX's own error codes (with their exit codes) and only text as a message", async () => {
+    for (const [error, code, exitCode] of [
+      [{ code: "APEX_E_CONFLICT", message: "busy" }, "APEX_E_CONFLICT", 4],
+      [{ code: "constructor", message: "x" }, "APEX_E_RPC", 1],
+      [{ code: "toString", message: { not: "text" }, hint: 42 }, "APEX_E_RPC", 1],
+      [{ code: "__proto__", message: "x" }, "APEX_E_RPC", 1],
+    ] as const) {
+      const endpoint = await serving((response) => {
+        response.writeHead(409, { "content-type": "application/json" });
+        response.end(JSON.stringify({ error }));
+      });
+      const failed = await withToken(() => callRemote(endpoint, "whoami", {}, 10_000).then(() => undefined, (e: unknown) => e as { code: string; exitCode: unknown; message: unknown; hint: unknown }));
+      expect(failed?.code).toBe(code);
+      expect(failed?.exitCode).toBe(exitCode);
+      expect(typeof failed?.message).toBe("string");
+      expect(failed?.hint === undefined || typeof failed?.hint === "string").toBe(true);
+    }
+  });
+
+  it("stops reading a reply or a stream event larger than the control socket takes (256 MiB), with APEX_E_RPC", async () => {
+    const chunk = "x".repeat(1024 * 1024);
+    const endless = (prefix: string, type: string) =>
+      serving((response) => {
+        response.writeHead(200, { "content-type": type });
+        response.write(prefix);
+        const more = () => {
+          while (!response.destroyed && response.write(chunk));
+          if (!response.destroyed) response.once("drain", more);
+        };
+        response.on("close", () => response.destroy());
+        more();
+      });
+    const reply = await endless('{"result": "', "application/json");
+    const failed = await withToken(() => callRemote(reply, "whoami", {}, 120_000).then(() => undefined, (e: unknown) => e as { code: string; message: string }));
+    expect(failed?.code).toBe("APEX_E_RPC");
+    expect(failed?.message).toContain("larger than 256 MiB");
+    const stream = await endless("event: events.subscribe\ndata: ", "text/event-stream");
+    const subscription = await withToken(async () => subscribeRemote(stream, "events.subscribe", {}, () => undefined));
+    await expect(subscription.done).rejects.toMatchObject({ code: "APEX_E_RPC", message: expect.stringContaining("larger than 256 MiB") });
+  }, 120_000);
 });

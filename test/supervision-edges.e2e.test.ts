@@ -122,7 +122,7 @@ describe("apex logs with hostile output", () => {
     const text = project.apex(["logs", "--session", "0f0e0d0c"]);
     expect(text.status, text.stderr).toBe(0);
     expect(text.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/);
-    expect(text.stdout.split("\n")[0]).toBe("beta | ok \\x1b]0;PWNED\\x07 \\x1b[2J \\x1b[31mred\\x0dhidden\\u{202e} evil\tTAB");
+    expect(text.stdout.split("\n")[0]).toBe("beta | ok \\u001b]0;PWNED\\u0007 \\u001b[2J \\u001b[31mred\\u000dhidden\\u202e evil\tTAB");
     const json = project.apex(["logs", "--session", "0f0e0d0c", "--json"]);
     expect(JSON.parse(json.stdout.split("\n")[0]!).line).toBe("ok \u001b]0;PWNED\u0007 \u001b[2J \u001b[31mred\rhidden\u202e evil\tTAB");
   });
@@ -284,7 +284,7 @@ describe("text agents and users write, printed for people", () => {
   it("titles, the initial task, milestones and checkpoint descriptions show their control characters visibly; --json keeps them exact", () => {
     project = new Project(["agents:", "  idle:", "    command: sh", `    args: ["-c", "while :; do sleep 0.2; done"]`, "plugins:", "  checkpoint: {}", ""].join("\n"));
     const evil = "a \u001b]0;PWNED\u0007 b \u001b[2J c\rd";
-    const shown = "a \\x1b]0;PWNED\\x07 b \\x1b[2J c\\x0dd";
+    const shown = "a \\u001b]0;PWNED\\u0007 b \\u001b[2J c\\u000dd";
     project.start(["--task", evil]);
     const outputs = [
       project.apex(["task", "add", evil]),
@@ -303,7 +303,7 @@ describe("text agents and users write, printed for people", () => {
     expect(outputs[1]!.stdout).toContain(shown);
     expect(outputs[2]!.stdout).toContain(`task        ${shown}`);
     expect(outputs[3]!.stdout).toContain(shown);
-    expect(outputs[5]!.stdout).toContain("a \\x1b]0;PWNED\\x07 b \\x1b[2J c"); // a description has its whitespace made spaces
+    expect(outputs[5]!.stdout).toContain("a \\u001b]0;PWNED\\u0007 b \\u001b[2J c"); // a description has its whitespace made spaces
     expect((JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ title: string }>)[0]!.title).toBe(evil);
   });
 });

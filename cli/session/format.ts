@@ -1,4 +1,5 @@
-import { paint, visibleText, type Color } from "../output.js";
+import { paint, type Color } from "../output.js";
+import { terminalSafe } from "../terminal-text.js";
 import type { SessionEvent } from "../../core/session/records.js";
 
 /** 3725 → "1h 2m 5s". */
@@ -37,12 +38,17 @@ export function paintStatus(status: string | undefined): string {
   return color ? paint(status, color) : status;
 }
 
-/** One line per event for `apex start --attach`. */
+/**
+ * One line per event for `apex start --attach`, `apex connect` and the live view. Each field is
+ * kept on the line (a newline in a task title shows as \u000a): an event may come from another
+ * user or a remote server, and must not pass for several.
+ */
 export function formatEvent(event: SessionEvent): string {
   // A hand-written event may lack any field: a time of dashes, never a failed listing.
   const time = typeof event.at === "string" ? event.at.slice(11, 19) : "--:--:--";
   const e = event as Record<string, unknown>;
-  const text = (name: string) => (e[name] === null || e[name] === undefined ? "" : visibleText(String(e[name])));
+  const text = (name: string) => (e[name] === null || e[name] === undefined ? "" : terminalSafe(String(e[name]), { singleLine: true }));
+  const type = terminalSafe(String(event.type), { singleLine: true });
   let what: string;
   switch (event.type) {
     case "session.started":
@@ -60,7 +66,7 @@ export function formatEvent(event: SessionEvent): string {
     case "session.stopped":
     case "session.completed":
     case "session.failed":
-      what = `session ${event.type.slice("session.".length)}: ${text("reason")}`;
+      what = `session ${type.slice("session.".length)}: ${text("reason")}`;
       break;
     case "agent.started":
       what = `${text("agent")} started (pid ${text("pid")}${Number(e.restarts) > 0 ? `, restart ${text("restarts")}` : ""})`;
@@ -99,8 +105,8 @@ export function formatEvent(event: SessionEvent): string {
       what = `error in ${text("origin")}: ${text("message")}`;
       break;
     default:
-      what = `${event.type ?? "unknown event"} ${JSON.stringify(Object.fromEntries(Object.entries(e).filter(([key]) => !["seq", "at", "type", "actor"].includes(key))))}`;
+      what = `${type} ${terminalSafe(JSON.stringify(Object.fromEntries(Object.entries(e).filter(([key]) => !["seq", "at", "type", "actor"].includes(key)))), { singleLine: true })}`;
   }
-  const color: Color | undefined = event.type === "error" || String(event.type).endsWith("failed") ? "red" : event.type === "milestone" ? "magenta" : undefined;
+  const color: Color | undefined = type === "error" || type.endsWith("failed") ? "red" : type === "milestone" ? "magenta" : undefined;
   return `${paint(time, "gray")}  ${color ? paint(what, color) : what}`;
 }

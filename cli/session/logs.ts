@@ -67,19 +67,26 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
 async function showRemoteLogs(remote: SessionClient, agent: string | undefined, options: LogsOptions): Promise<void> {
   const { followUntilInterrupted } = await import("../follow.js");
   const count = options.lines ?? (options.follow ? 10 : 50);
-  const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count }, 30_000)) as { agents: string[]; lines: LogLine[] };
-  const print = linePrinter(reply.agents, Boolean(options.json));
-  for (const line of reply.lines) print(line);
+  const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count }, 30_000)) as { agents?: unknown; lines?: unknown };
+  // What another host sent: read as log lines whatever its shape, never trusted to be one.
+  const agents = Array.isArray(reply?.agents) ? reply.agents.map(String) : [];
+  const print = linePrinter(agents, Boolean(options.json));
+  for (const line of Array.isArray(reply?.lines) ? reply.lines : []) print(line as LogLine);
   if (!options.follow) return;
   const subscription = remote.subscribe("logs.follow", { agent: agent ?? null }, (event) => print(event as LogLine));
   await followUntilInterrupted(subscription);
 }
 
+/** Agent names are padded to the longest, up to this many characters (a name is never cut). */
+const MAX_AGENT_COLUMN = 32;
+
 function linePrinter(agents: string[], json: boolean): (line: LogLine) => void {
-  const width = Math.max(0, ...agents.map((name) => name.length));
-  return ({ agent, stream, line }) => {
+  const width = Math.min(MAX_AGENT_COLUMN, agents.reduce((longest, name) => Math.max(longest, name.length), 0));
+  return (entry) => {
+    const { agent, stream, line } = entry ?? ({} as Partial<LogLine>);
     if (json) process.stdout.write(`${JSON.stringify({ agent, stream, line })}\n`);
-    else printLine(`${paint(agent.padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${visibleText(line)}`);
+    // One log line is one line of output: control characters and line breaks (possible only in a line another host sent) are shown, not obeyed.
+    else printLine(`${paint(String(agent ?? "?").padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${visibleText(String(line ?? ""))}`);
   };
 }
 

@@ -7,6 +7,7 @@
  * supervisor always answers, so that the agent never opens LMDB.
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
+import { ApexError } from "../../core/errors.js";
 import { known, paint, printJson, printLine, table, visibleText } from "../output.js";
 import { agentSession, sessionFlag } from "../../core/session/binding.js";
 import { openSessionClient } from "../../core/session/client.js";
@@ -54,9 +55,39 @@ async function readStatus(location: ProjectLocation): Promise<StatusReport> {
     // `--session NAME` of a session that does not run (a branch not continued yet, an ended one): that
     // session's report, not "no session is active" (its record is not where the running ones are).
     const flag = agentSession() === undefined ? sessionFlag() : undefined;
-    return (await client.call("session.status", flag === undefined ? {} : { session: flag }, 30_000)) as StatusReport;
+    const report = await client.call("session.status", flag === undefined ? {} : { session: flag }, 30_000);
+    if (client.via === "remote") checkRemoteReport(report);
+    return report as StatusReport;
   } finally {
     await client.close();
+  }
+}
+
+/**
+ * A report from another host is checked for what the printer reads before anything is printed:
+ * a server that is not this version of APEX gets one line (APEX_E_RPC), not a crash half-way.
+ */
+function checkRemoteReport(report: unknown): void {
+  const r = report as { session?: unknown; agents?: unknown; tasks?: Record<string, unknown> } | null;
+  const session = r?.session as { session_id?: unknown; status?: unknown } | null | undefined;
+  const counts = r?.tasks;
+  const readable =
+    r !== null &&
+    typeof r === "object" &&
+    (session === null ||
+      session === undefined ||
+      (typeof session === "object" &&
+        typeof session.session_id === "string" &&
+        typeof session.status === "string" &&
+        Array.isArray(r.agents) &&
+        r.agents.every((agent) => agent !== null && typeof agent === "object") &&
+        counts !== null &&
+        typeof counts === "object" &&
+        ["pending", "active", "completed", "failed"].every((key) => typeof counts[key] === "number")));
+  if (!readable) {
+    throw new ApexError("APEX_E_RPC", "The server's status report is not one this version of APEX can read (a session without its agents or task counts).", {
+      hint: "Is it `apex serve`, of the same version of APEX?",
+    });
   }
 }
 

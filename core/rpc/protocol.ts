@@ -66,10 +66,12 @@ export function errorBody(error: unknown): RpcErrorBody {
 
 /** Turns an error reply back into the ApexError the supervisor raised. */
 export function errorFromBody(body: RpcErrorBody): ApexError {
-  const code: ErrorCode = body.code in ErrorCodes ? (body.code as ErrorCode) : "APEX_E_RPC";
-  return new ApexError(code, body.message, {
-    ...(body.hint ? { hint: body.hint } : {}),
-    ...(body.details ? { details: body.details } : {}),
+  // The other end may not be APEX (a remote server): only its own codes keep their exit code, and only text is a message.
+  const code: ErrorCode = typeof body.code === "string" && Object.hasOwn(ErrorCodes, body.code) ? (body.code as ErrorCode) : "APEX_E_RPC";
+  const message = typeof body.message === "string" ? body.message : `The other end failed without a message (${JSON.stringify(String(body.code)).slice(0, 80)}).`;
+  return new ApexError(code, message, {
+    ...(typeof body.hint === "string" && body.hint ? { hint: body.hint } : {}),
+    ...(body.details && typeof body.details === "object" && !Array.isArray(body.details) ? { details: body.details } : {}),
   });
 }
 

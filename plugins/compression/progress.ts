@@ -1,3 +1,5 @@
+import { terminalSafe, writeControl } from "../../cli/terminal-text.js";
+
 /**
  * Progress of long operations on a terminal: one line on stderr, rewritten with \r at most
  * ten times a second, erased when done. Silent when stderr is not a TTY (pipes, CI, a
@@ -18,13 +20,14 @@ export class Progress {
     if (!force && now - this.last < 100) return;
     this.last = now;
     const width = Math.max(20, (this.stream.columns ?? 80) - 1);
-    this.stream.write(`\r${text.length > width ? `${text.slice(0, width - 1)}…` : text}\u001b[K`);
+    const safe = terminalSafe(text, { singleLine: true });
+    writeControl(this.stream, `\r${safe.length > width ? `${safe.slice(0, width - 1)}…` : safe}\u001b[K`);
     this.shown = true;
   }
 
   done(): void {
     if (!this.shown) return;
-    this.stream.write("\r\u001b[K");
+    writeControl(this.stream, "\r\u001b[K");
     this.shown = false;
   }
 }

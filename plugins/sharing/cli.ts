@@ -8,7 +8,7 @@ import { currentActor } from "../../core/actor.js";
 import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { GrantView } from "./grants.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
+import { isApexToken, parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
 
 /** `<store>/serve.json`: where a running `apex serve` listens, for the invites `session share` prints. */
 const SERVE_FILE = "serve.json";
@@ -129,9 +129,17 @@ export async function unshareCommand(location: ProjectLocation, ref: string, use
     session_id: string;
     user: string;
     revoked: number;
+    derived?: Array<{ user: string; role: string; token_id: string }>;
   };
-  if (json) printJson(reply);
-  else printLine(`Revoked ${reply.user}'s access to session ${reply.session_id} (${reply.revoked} token${reply.revoked === 1 ? "" : "s"}).`);
+  const derived = reply.derived ?? [];
+  if (json) {
+    printJson({ ...reply, derived });
+    return;
+  }
+  printLine(`Revoked ${reply.user}'s access to session ${reply.session_id} (${reply.revoked} token${reply.revoked === 1 ? "" : "s"}).`);
+  if (derived.length > 0) {
+    printLine(`Also revoked the grants made with it: ${derived.map((grant) => `${grant.user} (${grant.role})`).join(", ")}.`);
+  }
 }
 
 export async function sharesCommand(location: ProjectLocation, ref: string, json: boolean): Promise<void> {
@@ -146,10 +154,16 @@ export async function sharesCommand(location: ProjectLocation, ref: string, json
   }
   printLine(
     table(
-      ["USER", "ROLE", "CREATED", "EXPIRES", "LAST USED"],
-      grants.map((grant) => [grant.user, grant.role, grant.created_at, grant.expires_at ?? "never", grant.last_used_at ?? "never"]),
+      ["USER", "ROLE", "CREATED", "EXPIRES", "LAST USED", "BY"],
+      // BY: who made it; "via USER" for a grant made with USER's grant through `apex serve` (revoked with it).
+      grants.map((grant) => [grant.user, grant.role, grant.created_at, grant.expires_at ?? "never", grant.last_used_at ?? "never", madeBy(grant)]),
     ),
   );
+}
+
+/** Who made a grant: its creator, or "via USER" for one made with USER's grant (its creator is then that user). */
+function madeBy(grant: GrantView): string {
+  return grant.via_token_id ? `via ${grant.created_by.replace(/^user:/, "")}` : grant.created_by;
 }
 
 // ------------------------------------------------------------------------------------ connect, login
@@ -162,29 +176,33 @@ export async function connectCommand(targetText: string, json: boolean): Promise
   const status = (await remote.call("session.status", {}, 30_000)) as StatusReport;
   if (!json && process.stdout.isTTY) return liveView(target.origin, remote, me, status);
   const { formatEvent, paintStatus } = await import("../../cli/session/format.js");
+  const { terminalSafe } = await import("../../cli/terminal-text.js");
+  // What the server sent stays on its line: a name or a title must not pass for another line of the report.
+  const one = (value: unknown) => terminalSafe(String(value), { singleLine: true });
   if (json) printJson({ connected: me, status });
   else {
-    printLine(`Connected to ${target.origin} as ${paint(me.user, "bold")} (${me.role}). Ctrl-C detaches.`);
+    printLine(`Connected to ${target.origin} as ${paint(one(me.user), "bold")} (${one(me.role)}). Ctrl-C detaches.`);
     const session = status.session;
     if (session) {
-      printLine(`Session ${paint(session.session_id, "bold")}  ${paintStatus(session.status)}`);
+      printLine(`Session ${paint(one(session.session_id), "bold")}  ${paintStatus(one(session.status))}`);
       const t = status.tasks;
-      printLine(`  tasks  ${t.pending} pending, ${t.active} active, ${t.completed} completed, ${t.failed} failed`);
-      for (const agent of status.agents) printLine(`  ${agent.name.padEnd(12)} ${paintStatus(agent.status)}${agent.task ? `  ${agent.task}` : ""}`);
-      if (status.connected?.length) printLine(`  connected  ${status.connected.map((user) => `${user.user} (${user.role})`).join(", ")}`);
+      if (t) printLine(`  tasks  ${one(t.pending)} pending, ${one(t.active)} active, ${one(t.completed)} completed, ${one(t.failed)} failed`);
+      for (const agent of Array.isArray(status.agents) ? status.agents : []) printLine(`  ${one(agent.name).padEnd(12)} ${paintStatus(one(agent.status))}${agent.task ? `  ${one(agent.task)}` : ""}`);
+      if (Array.isArray(status.connected) && status.connected.length) printLine(`  connected  ${status.connected.map((user) => `${one(user.user)} (${one(user.role)})`).join(", ")}`);
     }
   }
   const subscription = remote.subscribe("events.subscribe", {}, (event) => {
+    if (!isEvent(event)) return; // not an event record: nothing a person could read from it
     if (json) process.stdout.write(`${JSON.stringify(event)}\n`);
     else {
       const e = event as Parameters<typeof formatEvent>[0];
-      printLine(`${formatEvent(e)}  ${paint(`[${e.actor}]`, "gray")}`);
+      printLine(`${formatEvent(e)}  ${paint(`[${one(e.actor)}]`, "gray")}`);
     }
   });
   await followUntilInterrupted(subscription);
   // Ended by the server (the session ended, the server stopped), not by Ctrl-C: said why, on stderr.
   const reason: unknown = await subscription.done;
-  if (typeof reason === "string") process.stderr.write(`The event stream ended: ${reason}.\n`);
+  if (typeof reason === "string") process.stderr.write(`The event stream ended: ${reason.replace(/[\r\n]+/g, " ")}.\n`);
 }
 
 const RECENT_EVENTS = 50;
@@ -197,12 +215,14 @@ const REFRESH_MS = 2000;
 async function liveView(origin: string, remote: SessionClient, me: { user: string; role: string }, first: StatusReport): Promise<void> {
   const { renderMonitor, SCREEN } = await import("./monitor.js");
   const { paint } = await import("../../cli/output.js");
+  const { writeControl } = await import("../../cli/terminal-text.js");
   const recent = ((await remote.call("events.list", {}, 30_000).catch(() => [])) as MonitorEvent[]).slice(-RECENT_EVENTS);
   const state: import("./monitor.js").MonitorState = { origin, me, status: first, events: recent, notice: null, now: new Date() };
   const out = process.stdout;
   const draw = () => {
     state.now = new Date();
-    out.write(SCREEN.frame(renderMonitor(state, out.columns || 100, out.rows || 30, (text, color) => paint(text, color))));
+    // renderMonitor made every text terminal-safe: the frame's own cursor movements pass as they are.
+    writeControl(out, SCREEN.frame(renderMonitor(state, out.columns || 100, out.rows || 30, (text, color) => paint(text, color))));
   };
   let refreshing = false;
   const refresh = async () => {
@@ -217,9 +237,10 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     }
     draw();
   };
-  out.write(SCREEN.enter);
+  writeControl(out, SCREEN.enter);
   draw();
   const subscription = remote.subscribe("events.subscribe", {}, (event) => {
+    if (!isEvent(event)) return;
     state.events.push(event as MonitorEvent);
     if (state.events.length > RECENT_EVENTS) state.events.shift();
     void refresh();
@@ -243,15 +264,20 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
   clearInterval(timer);
   out.off("resize", draw);
   subscription.close();
-  out.write(SCREEN.leave);
+  writeControl(out, SCREEN.leave);
   printLine(`Detached from ${origin}.`);
 }
 
 type MonitorEvent = import("./monitor.js").MonitorState["events"][number];
 
+/** An event as the server sends them: an object with a type (a server that is not APEX's may send anything). */
+function isEvent(value: unknown): value is MonitorEvent {
+  return value !== null && typeof value === "object" && !Array.isArray(value) && typeof (value as { type?: unknown }).type === "string";
+}
+
 export async function loginCommand(hostText: string, json: boolean): Promise<void> {
   const token = process.env.APEX_TOKEN || (await readLine());
-  if (!/^apx_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/.test(token)) {
+  if (!isApexToken(token)) {
     throw new ApexError("APEX_E_USAGE", "That is not an APEX token (apx_…).", { hint: "Copy it from the invite `apex session share` printed." });
   }
   let host: string;

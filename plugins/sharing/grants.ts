@@ -10,6 +10,11 @@ import { resolveSessionId } from "../../core/session/sessions.js";
  * `apex session share`, and only its sha256 is stored. Revoking deletes the record, so the
  * next request with the token fails.
  *
+ * A grant made through `apex serve` (by an owner's token) records the grant it was made with
+ * (`via_token_id`) and lives no longer than it: it ends no later (checked when it is made),
+ * revoking that grant revokes it too (and what was made with it, in turn), and it authenticates
+ * only while the chain of grants that made it still stands.
+ *
  *   viewer    reads: status, tasks, checkpoints, memory, logs, events
  *   operator  also acts: pause, resume, checkpoint create, task add/reopen, memory set
  *   owner     everything, sharing included (the project's local user is always owner)
@@ -26,6 +31,11 @@ export interface GrantRecord {
   created_by: string;
   expires_at: string | null;
   last_used_at: string | null;
+  /**
+   * The grant whose token made this one through `apex serve`; absent or null when it was made on
+   * the server's host (`apex session share`). Revoking that grant revokes this one.
+   */
+  via_token_id?: string | null;
 }
 
 /** What listings show: never the hash. */
@@ -42,6 +52,9 @@ export interface Caller {
 
 const TOKEN_PREFIX = "apx";
 const TOKEN = /^apx_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+const TOKEN_ID = /^[0-9a-f]{16}$/;
+/** How many grants may stand between a grant and the host's user (a hand-edited store could make a loop). */
+const MAX_CHAIN = 64;
 /** No spaces, slashes or control characters: a name is shown in terminals (status, shares) and logs, where an escape sequence would act. */
 const USER = /^[^\s/\\\p{Cc}]{1,100}$/u;
 /** last_used_at is written at most this often per grant (a request must not cost a commit). */
@@ -64,6 +77,14 @@ export function checkUser(value: unknown): string {
   throw new ApexError("APEX_E_USAGE", `Invalid user name ${JSON.stringify(value)}: 1 to 100 characters, without spaces, slashes or control characters.`, {
     hint: "Use a login or an e-mail address, e.g. alice@example.com.",
   });
+}
+
+/**
+ * Whether `token` has the shape of an APEX token. Checked before anything else is looked at (the
+ * store, the session in the URL): a request without one is refused without touching either.
+ */
+export function isTokenShaped(token: unknown): token is string {
+  return typeof token === "string" && TOKEN.test(token);
 }
 
 function sha256(text: string): Buffer {
@@ -96,6 +117,15 @@ export function authenticate(store: Store, sessionId: string, token: unknown, no
   if (grant.expires_at !== null && Date.parse(grant.expires_at) <= now) {
     throw unauthorized(`The token of ${grant.user} expired at ${grant.expires_at}.`);
   }
+  // A grant made with another grant stands only while that one does (revoked, expired, or removed by hand).
+  let via = grant.via_token_id;
+  for (let depth = 0; via; depth++) {
+    const maker = TOKEN_ID.test(via) ? (store.get(grantPath(sessionId, via)) as GrantRecord | undefined) : undefined;
+    if (!maker || depth >= MAX_CHAIN || (maker.expires_at !== null && Date.parse(maker.expires_at) <= now)) {
+      throw unauthorized(`The token of ${grant.user} was made with a grant that has been revoked or has expired.`);
+    }
+    via = maker.via_token_id;
+  }
   return { user: grant.user, role: grant.role, token_id: grant.token_id, session_id: sessionId, expires_at: grant.expires_at, last_used_at: grant.last_used_at };
 }
 
@@ -127,6 +157,11 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
       if (typeof expiresIn === "number" && !Number.isFinite(new Date(now + expiresIn * 1000).getTime())) {
         throw new ApexError("APEX_E_USAGE", `--expires of ${expiresIn} seconds is too far in the future.`, { hint: "Leave --expires out for a grant that lasts until it is revoked." });
       }
+      // Set by `apex serve` (never taken from a remote body): the grant the caller's token stands for.
+      const via = params.via_token_id;
+      if (via !== undefined && via !== null && (typeof via !== "string" || !TOKEN_ID.test(via) || !store.get(grantPath(sessionId, via)))) {
+        throw unauthorized("The grant this share would be made with has been revoked. Nothing was shared.");
+      }
       const tokenId = randomBytes(8).toString("hex");
       const token = `${TOKEN_PREFIX}_${tokenId}_${randomBytes(32).toString("base64url")}`;
       const grant: GrantRecord = {
@@ -138,25 +173,34 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
         created_by: actorOf(params),
         expires_at: typeof expiresIn === "number" ? new Date(now + expiresIn * 1000).toISOString() : null,
         last_used_at: null,
+        ...(typeof via === "string" ? { via_token_id: via } : {}),
       };
       await write(sessionId, (batch, record) => {
         batch.set(grantPath(sessionId, tokenId), grant as unknown as JsonValue);
-        record("share.created", { user, role, token_id: tokenId, expires_at: grant.expires_at });
+        record("share.created", { user, role, token_id: tokenId, expires_at: grant.expires_at, ...(typeof via === "string" ? { via_token_id: via } : {}) });
       }, actorOf(params));
       return { session_id: sessionId, grant: view(grant), token } as unknown as JsonValue;
     },
     "share.revoke": async (params) => {
       const sessionId = target(params);
       const user = checkUser(params.user);
-      const grants = listGrants(store, sessionId).filter((grant) => grant.user === user);
+      const all = listGrants(store, sessionId);
+      const grants = all.filter((grant) => grant.user === user);
       if (grants.length === 0) {
         throw new ApexError("APEX_E_NOT_FOUND", `Session ${sessionId} is not shared with ${user}.`, { hint: "List its grants with `apex session shares`." });
       }
+      const derived = madeWith(all, grants);
+      const gone = [...grants, ...derived];
       await write(sessionId, (batch, record) => {
-        for (const grant of grants) batch.delete(grantPath(sessionId, grant.token_id));
-        record("share.revoked", { user, token_ids: grants.map((grant) => grant.token_id) });
+        for (const grant of gone) batch.delete(grantPath(sessionId, grant.token_id));
+        // token_ids names every grant that ends, so that the streams of the derived ones close at once too.
+        record("share.revoked", {
+          user,
+          token_ids: gone.map((grant) => grant.token_id),
+          ...(derived.length > 0 ? { derived: derived.map((grant) => ({ user: grant.user, token_id: grant.token_id })) } : {}),
+        });
       }, actorOf(params));
-      return { session_id: sessionId, user, revoked: grants.length };
+      return { session_id: sessionId, user, revoked: grants.length, derived: derived.map((grant) => ({ user: grant.user, role: grant.role, token_id: grant.token_id })) };
     },
     "share.list": (params) => listGrants(store, target(params)).map(view) as unknown as JsonValue,
     "share.authenticate": (params) => authenticate(store, typeof params.session === "string" ? params.session : service.sessionId, params.token),
@@ -166,6 +210,25 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
       return { touched: await touchGrant(store, sessionId, typeof params.token_id === "string" ? params.token_id : "") };
     },
   };
+}
+
+/**
+ * The grants made, through `apex serve`, with any of `roots` — and those made with them, in turn —
+ * in the order they were made. Revoking `roots` revokes these too.
+ */
+export function madeWith(all: GrantRecord[], roots: GrantRecord[]): GrantRecord[] {
+  const gone = new Set(roots.map((grant) => grant.token_id));
+  const found: GrantRecord[] = [];
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const grant of all) {
+      if (gone.has(grant.token_id) || !grant.via_token_id || !gone.has(grant.via_token_id)) continue;
+      gone.add(grant.token_id);
+      found.push(grant);
+      grew = true;
+    }
+  }
+  return found.sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0));
 }
 
 /**

@@ -202,10 +202,10 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
         for (const block of blocks) {
           const message = parseSse(block);
           if (!message) continue;
-          if (message.event === "error") throw errorFromBody(JSON.parse(message.data) as RpcErrorBody);
+          if (message.event === "error") throw errorFromBody(eventData(endpoint, message.data) as RpcErrorBody);
           // Why the server ended it, as the value `done` resolves to (a Subscription's done carries no value otherwise).
           if (message.event === "end") return endReason(message.data);
-          if (message.event === method) onEvent(JSON.parse(message.data));
+          if (message.event === method) onEvent(eventData(endpoint, message.data));
         }
       }
     } catch (error) {
@@ -225,6 +225,19 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
       abort();
     },
   };
+}
+
+/** An event's data: a JSON object, as `apex serve` sends them; anything else is said in one line (APEX_E_RPC). */
+function eventData(endpoint: string, data: string): unknown {
+  try {
+    const value: unknown = JSON.parse(data);
+    if (value !== null && typeof value === "object") return value;
+  } catch {
+    // said below
+  }
+  throw new ApexError("APEX_E_RPC", `${new URL(endpoint).origin} sent a stream event that is not a JSON object; the stream was closed.`, {
+    hint: "Is it `apex serve`, of this version of APEX?",
+  });
 }
 
 function endReason(data: string): string | undefined {

@@ -2,6 +2,7 @@ import type { Color } from "../../cli/output.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 import { STATUS_COLORS, formatEvent } from "../../cli/session/format.js";
+import { terminalSafe } from "../../cli/terminal-text.js";
 
 /**
  * `apex connect` on a terminal: one screen, redrawn in place (like pm2 monit or a tmux status
@@ -32,32 +33,36 @@ export function renderMonitor(state: MonitorState, width: number, height: number
   const clock = state.now.toISOString().slice(11, 19);
   lines.push([
     ["APEX ", "bold"],
-    [session ? session.session_id : "no session"],
+    [session ? String(session.session_id) : "no session"],
     ["  "],
-    [session ? session.status : "-", session ? STATUS_COLORS[session.status] : undefined],
+    [session ? String(session.status) : "-", session ? STATUS_COLORS[session.status] : undefined],
     [`  ${state.me.user} (${state.me.role}) @ ${state.origin}  ${clock}`, "gray"],
   ]);
   if (status && session) {
-    const t = status.tasks;
+    const t = status.tasks ?? { pending: 0, active: 0, completed: 0, failed: 0 };
     lines.push([["tasks       "], [`${t.pending} pending · ${t.active} active · ${t.completed} completed · ${t.failed} failed`]]);
     const checkpoint = status.last_checkpoint;
     lines.push([
       ["checkpoint  "],
       [checkpoint ? `${checkpoint.sequence ?? "?"} (${checkpoint.trigger ?? "?"})${checkpoint.description ? ` "${checkpoint.description}"` : ""} at ${(checkpoint.created_at ?? "").slice(11, 19)}` : "none yet"],
     ]);
-    if (status.connected?.length) lines.push([["connected   "], [status.connected.map((user) => `${user.user} (${user.role})`).join(", ")]]);
+    if (Array.isArray(status.connected) && status.connected.length) lines.push([["connected   "], [status.connected.map((user) => `${user.user} (${user.role})`).join(", ")]]);
     lines.push([]);
     lines.push([[`${"AGENT".padEnd(14)}${"STATE".padEnd(12)}${"PID".padEnd(9)}${"CPU".padEnd(10)}TASK`, "bold"]]);
-    for (const agent of status.agents) {
+    // A server that is not this version of APEX may leave fields out: shown as "-", never a crash.
+    const agents = Array.isArray(status.agents) ? status.agents : [];
+    for (const agent of agents) {
+      const name = terminalSafe(String(agent.name), { singleLine: true });
+      const state = String(agent.status);
       lines.push([
-        [agent.name.slice(0, 13).padEnd(14)],
-        [agent.status.padEnd(12), STATUS_COLORS[agent.status]],
-        [(agent.pid === null ? "-" : String(agent.pid)).padEnd(9)],
-        [`${agent.cpu_seconds.toFixed(2)}s`.padEnd(10)],
+        [[...name].slice(0, 13).join("").padEnd(14)],
+        [state.padEnd(12), STATUS_COLORS[state]],
+        [(typeof agent.pid === "number" ? String(agent.pid) : "-").padEnd(9)],
+        [`${typeof agent.cpu_seconds === "number" ? agent.cpu_seconds.toFixed(2) : "-"}s`.padEnd(10)],
         [agent.task ?? "-"],
       ]);
     }
-    if (status.agents.length === 0) lines.push([["(no agents)", "gray"]]);
+    if (agents.length === 0) lines.push([["(no agents)", "gray"]]);
   }
   lines.push([]);
   lines.push([["RECENT EVENTS", "bold"]]);
@@ -72,8 +77,13 @@ export function renderMonitor(state: MonitorState, width: number, height: number
   return lines.slice(0, Math.max(1, height)).map((line) => fit(line, width, colorize));
 }
 
-/** Cuts a line to `width` visible characters (the last one an ellipsis when cut), then colours it. */
-function fit(line: Line, width: number, colorize: (text: string, color: Color) => string): string {
+/**
+ * Cuts a line to `width` visible characters (the last one an ellipsis when cut), then colours it.
+ * What the server sent (names, titles, events) is made terminal-safe and kept on its line first:
+ * the screen is written with its control sequences as they are.
+ */
+function fit(raw: Line, width: number, colorize: (text: string, color: Color) => string): string {
+  const line = raw.map(([text, color]) => [terminalSafe(text, { singleLine: true }), color] as const);
   let left = Math.max(1, width);
   let out = "";
   const total = line.reduce((sum, [text]) => sum + [...text].length, 0);

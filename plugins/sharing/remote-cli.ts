@@ -92,10 +92,10 @@ Examples:
     });
   session
     .command("unshare")
-    .description("revoke a user's access to the session at once (their open streams are closed)")
+    .description("revoke a user's access to the session at once, and every grant made with it through `apex serve` (open streams are closed)")
     .argument("<session>", "the session: its id, a unique prefix, its name, or `current`")
     .argument("<user>", "the user to revoke")
-    .option("--json", "print {session_id, user, revoked}")
+    .option("--json", "print {session_id, user, revoked, derived: [{user, role, token_id}]} (derived: grants made with the revoked ones, revoked too)")
     .addHelpText("after", "\nExamples:\n  apex session unshare current alice@example.com")
     .action(async (sessionRef: string, user: string, options: { json?: boolean }, command: Command) => {
       const { unshareCommand } = await import("./cli.js");
@@ -103,9 +103,9 @@ Examples:
     });
   session
     .command("shares")
-    .description("the session's grants: user, role, created, expires, last used")
+    .description("the session's grants: user, role, created, expires, last used, and who made each (via USER: made with USER's grant through `apex serve`)")
     .argument("<session>", "the session: its id, a unique prefix, its name, or `current`")
-    .option("--json", "print [{token_id, user, role, created_at, created_by, expires_at, last_used_at}]")
+    .option("--json", "print [{token_id, user, role, created_at, created_by, expires_at, last_used_at, via_token_id?}] (via_token_id: the grant it was made with through `apex serve`)")
     .addHelpText("after", "\nExamples:\n  apex session shares current\n  apex session shares 3f2a --json")
     .action(async (sessionRef: string, options: { json?: boolean }, command: Command) => {
       const { sharesCommand } = await import("./cli.js");

@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { ApexError } from "../../core/errors.js";
@@ -148,12 +148,45 @@ export function saveCredential(host: string, token: string, session?: string): s
   return file;
 }
 
-/** The token for a host: APEX_TOKEN (or --token, which sets it), else the credentials file. */
+/**
+ * Says, on stderr, when the credentials file can be read by other users of this machine (made
+ * by hand, or copied with its mode): the tokens in it are theirs too. `apex login` rewrites it 0600.
+ */
+function warnIfReadableByOthers(file: string): void {
+  let mode: number;
+  try {
+    mode = statSync(file).mode & 0o777;
+  } catch {
+    return;
+  }
+  if ((mode & 0o077) === 0) return;
+  process.stderr.write(`warning: ${file} holds tokens and other users may read it (mode ${mode.toString(8).padStart(4, "0")}): chmod 600 ${file}\n`);
+}
+
+/** What `apex session share` hands out: `apx_<16 hex id>_<43 base64url characters>`. */
+export function isApexToken(text: unknown): text is string {
+  return typeof text === "string" && /^apx_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/.test(text);
+}
+
+/**
+ * The token for a host: APEX_TOKEN (or --token, which sets it), else the credentials file.
+ * One that is not an APEX token is a usage error here, before anything is sent (in a header it
+ * could not even be written if it held a line break), and the message never repeats it.
+ */
 export function tokenFor(host: string): string {
-  const token = process.env.APEX_TOKEN || readCredentials().hosts[host]?.token;
+  const fromEnv = process.env.APEX_TOKEN;
+  const saved = fromEnv ? undefined : readCredentials().hosts[host]?.token;
+  if (saved) warnIfReadableByOthers(credentialsFile());
+  const token = fromEnv || saved;
   if (!token) {
     throw new ApexError("APEX_E_UNAUTHORIZED", `No token for ${host}.`, {
       hint: `Pass --token, set APEX_TOKEN, or save one with \`apex login ${host}\`.`,
+    });
+  }
+  if (!isApexToken(token)) {
+    const where = fromEnv ? "--token / APEX_TOKEN" : `the token saved for ${host} in ${credentialsFile()}`;
+    throw new ApexError("APEX_E_USAGE", `${where} is not an APEX token (apx_ followed by 16 hex digits, _ and 43 characters).`, {
+      hint: "Copy the token whole from the invite `apex session share` printed (`apex login HOST` saves it).",
     });
   }
   return token;

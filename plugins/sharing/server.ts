@@ -14,7 +14,8 @@ import { errorBody } from "../../core/rpc/protocol.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
-import { authenticate, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
+import { authenticate, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
+import { clientKey, LoginThrottle, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../cli/session/logs.js";
@@ -45,6 +46,8 @@ export interface ServeOptions {
   bodyLimit?: number | undefined;
   /** One line per request (never a token) and per notable event. */
   log?: ((line: string) => void) | undefined;
+  /** How failed logins slow a client down, and how many client addresses are remembered (plugins/sharing/throttle.ts). */
+  throttle?: ThrottleOptions | undefined;
 }
 
 export interface RunningServer {
@@ -58,13 +61,11 @@ const DASHBOARD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../../..
 const VENDORED: Record<string, string> = { "uplot.js": "uplot/dist/uPlot.iife.min.js", "uplot.css": "uplot/dist/uPlot.min.css" };
 const STREAM_METHODS = ["events.subscribe", "logs.follow", "memory.watch"] as const;
 const RECHECK_MS = 1000;
+/** Open streams one grant may hold at once (dashboard tabs, `apex connect`, `logs -f`, `memory watch`). */
+export const MAX_STREAMS_PER_GRANT = 16;
 const STORED_EVENTS_POLL_MS = 500;
 const HEARTBEAT_MS = 15_000;
 const REPORT_MS = 10_000;
-/** Failed authentications from one client before replies slow down, and the longest delay. */
-const FREE_FAILURES = 3;
-const MAX_DELAY_MS = 5000;
-const FAILURE_WINDOW_MS = 10 * 60_000;
 /** The deepest request body: a value at the deepest a value may be (MAX_DEPTH), inside a few levels of parameters. */
 const MAX_BODY_DEPTH = MAX_DEPTH + 8;
 /** How long a client may take to send a whole request (headers and body, at most 1 MiB by default). */
@@ -173,7 +174,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const onServedStore = (runtime: SupervisorRuntime | undefined) => (runtime && (!runtime.store || runtime.store === served) ? runtime : undefined);
   const gate = new Gate(options.location, onServedStore);
   const streams = new Set<OpenStream>();
-  const failures = new Map<string, { count: number; first: number }>();
+  const failures = new LoginThrottle(options.throttle);
   const serverId = randomUUID();
   const connections = new ConnectionReporter(options.location, serverId, streams, onServedStore);
 
@@ -230,26 +231,36 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     return sendError(reply, new ApexError("APEX_E_INTERNAL", fastifyError.message));
   });
 
-  /** The caller of a request, or a 401 (slowed down after repeated failures from that client). */
-  const authenticate = async (request: FastifyRequest, sessionId: string): Promise<{ caller: Caller; token: string }> => {
+  /**
+   * The session a request's URL names and its caller, or a 401 (slowed down after repeated
+   * failures from that client). The token's shape is checked first: a request without one is
+   * refused before anything reads the store or asks a supervisor (not even to resolve a
+   * session's name in the URL).
+   */
+  const authenticate = async (request: FastifyRequest, sessionRef: string): Promise<{ sid: string; caller: Caller; token: string }> => {
     const header = request.headers.authorization ?? "";
     const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
-    const client = request.ip;
+    const client = clientKey(request.ip);
+    // Its last failure's answer is still delayed: refused at once, and not counted (nothing was tried).
+    const waiting = failures.waiting(client);
+    if (waiting > 0) {
+      throw new ApexError("APEX_E_RATE_LIMITED", `Too many failed logins from this address: try again in ${Math.ceil(waiting / 1000)} s.`, {
+        hint: "Check the token (`apex session share` prints it once); a correct one works once the wait is over.",
+      });
+    }
     try {
       if (!token) throw new ApexError("APEX_E_UNAUTHORIZED", "No token: send Authorization: Bearer <token>.", { hint: "Tokens come from `apex session share SESSION USER`." });
+      if (!isTokenShaped(token)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
       // Not the shape of a session (an escaped '/', say): no grant of it can exist, and it must not reach a store path.
-      if (!SESSION_REF.test(sessionId)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
-      const caller = await gate.authenticate(sessionId, token);
-      failures.delete(client);
+      if (!SESSION_REF.test(sessionRef)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+      const sid = await gate.sessionInUrl(sessionRef);
+      const caller = await gate.authenticate(sid, token);
+      failures.succeeded(client);
       (request as FastifyRequest & { caller?: Caller }).caller = caller;
-      return { caller, token };
+      return { sid, caller, token };
     } catch (error) {
-      const now = Date.now();
-      const entry = failures.get(client);
-      const record = entry && now - entry.first < FAILURE_WINDOW_MS ? entry : { count: 0, first: now };
-      record.count++;
-      failures.set(client, record);
-      if (record.count > FREE_FAILURES) await sleep(Math.min(MAX_DELAY_MS, 100 * 2 ** (record.count - FREE_FAILURES - 1)));
+      const delay = failures.failed(client);
+      if (delay > 0) await sleep(delay);
       throw error;
     }
   };
@@ -260,9 +271,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   app.post<{ Params: { sid: string; method: string }; Body: unknown }>("/api/sessions/:sid/rpc/:method", async (request, reply) => {
     const { method } = request.params;
-    const sid = await gate.sessionInUrl(request.params.sid);
+    const { sid, caller } = await authenticate(request, request.params.sid);
     const params = objectBody(request.body);
-    const { caller } = await authenticate(request, sid);
     if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`);
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
     if ((STREAM_METHODS as readonly string[]).includes(method)) {
@@ -281,6 +291,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // The caller is the actor: whatever the body says, the audit trail names the grant's user.
     // The grant's session, whatever the body names (a grant is for one session).
     const actorParams: Record<string, unknown> = { ...pinnedParams(sid, params), actor: `user:${caller.user}` };
+    // A grant made through a grant records it (whatever the body says): revoking the caller's grant revokes this one too.
+    if (method === "share.create") actorParams.via_token_id = caller.token_id;
     // A plugin command's arguments: pinned to this session, or refused (command-scope.ts), before it runs.
     if (method === "plugin.command") Object.assign(actorParams, await remotePluginCommand(sid, params, gate.commandLookup(sid)));
     // A merge reads its source: the caller needs a grant of it too, not only owner of the destination.
@@ -296,9 +308,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
 
   app.post<{ Params: { sid: string }; Body: unknown }>("/api/sessions/:sid/stream", async (request, reply) => {
-    const sid = await gate.sessionInUrl(request.params.sid);
+    const { sid, caller, token } = await authenticate(request, request.params.sid);
     const body = objectBody(request.body);
-    const { caller, token } = await authenticate(request, sid);
     const wanted = Object.keys(body);
     const unknown = wanted.filter((key) => !(STREAM_METHODS as readonly string[]).includes(key));
     if (wanted.length === 0 || unknown.length > 0) {
@@ -309,6 +320,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       checkStreamParams(method, body[method]);
     }
     await gate.requireSession(sid);
+    // Each open stream re-checks its grant every second and polls for what it follows: a grant may hold only so many.
+    const open = [...streams].filter((stream) => stream.caller.token_id === caller.token_id).length;
+    if (open >= MAX_STREAMS_PER_GRANT) {
+      throw new ApexError("APEX_E_RATE_LIMITED", `${caller.user}'s token already holds ${open} open streams, the most one grant may hold.`, {
+        hint: "Close another view of this session (a dashboard tab, an `apex connect` or `logs -f`) first; one stream can follow several methods at once.",
+      });
+    }
     // The headers set so far (CORS, nosniff) are the reply's, which hijacking leaves behind.
     const headers = reply.getHeaders();
     reply.hijack();

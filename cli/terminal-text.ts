@@ -1,0 +1,90 @@
+/**
+ * Text that reaches a terminal carries no control characters but newline and tab. Task titles,
+ * log lines, memory values, user names and error messages may come from another user, an agent
+ * or a remote server (`apex connect`, `--remote`); an escape sequence among them would act on
+ * the reader's terminal (move the cursor, rewrite what was printed, set the window title, write
+ * the clipboard). Each such character is shown as its escape instead, `\u001b`: visible as text,
+ * and, inside a JSON string, the same character again (JSON.stringify already escapes the C0
+ * controls; DEL, C1 and the bidirectional overrides it leaves as they are are escaped here).
+ *
+ * The CLI installs this on stdout and stderr (`guardTerminalOutput`); the colours APEX paints
+ * itself (cli/output.ts `paint`) pass on a stream that shows colour, and the few writers of
+ * cursor movements (the live view of `apex connect`, progress lines) use `writeControl`, with
+ * their text made safe first.
+ */
+
+/** C0 but tab and newline, a carriage return not followed by a newline, DEL, C1, and the bidirectional embeddings, overrides and isolates. */
+const UNSAFE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]|\r(?!\n)/;
+const UNSAFE_ALL = new RegExp(UNSAFE.source, "g");
+/** The same, with tab and newline (and CR-LF) too: text that must stay on one line. */
+const UNSAFE_LINE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+/** Every control character but tab: one line of an agent's output, or a title, with its tabs. */
+const UNSAFE_BUT_TAB = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+/** Exactly the sequences `paint` writes (cli/output.ts), kept on a stream that shows colour. */
+const OWN_COLOURS = new RegExp(`\\u001b\\[(?:0|1|2|3[1-6]|90)m|${UNSAFE.source}`, "g");
+
+function escaped(char: string): string {
+  return `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`;
+}
+
+export interface SafeTextOptions {
+  /** Keep the colour sequences APEX paints (only for a stream that shows colour). */
+  keepColours?: boolean;
+  /** Escape newlines and tabs too: the text is one cell or one line of a screen. */
+  singleLine?: boolean;
+}
+
+/**
+ * One line of an agent's output (`apex logs`) or a text agents and users write (titles,
+ * milestones, reports) as one line: every control character but tab shown as its escape, a
+ * line break too. `--json` keeps the text exact.
+ */
+export function visibleText(text: string): string {
+  return text.replace(UNSAFE_BUT_TAB, escaped);
+}
+
+/** `text` with every control character shown as its escape (see above). */
+export function terminalSafe(text: string, options: SafeTextOptions = {}): string {
+  if (options.singleLine) return text.replace(UNSAFE_LINE, escaped);
+  if (!UNSAFE.test(text)) return text;
+  if (options.keepColours) return text.replace(OWN_COLOURS, (match) => (match.length > 1 ? match : escaped(match)));
+  return text.replace(UNSAFE_ALL, escaped);
+}
+
+type Write = NodeJS.WriteStream["write"];
+const unguarded = new WeakMap<NodeJS.WriteStream, Write>();
+
+/**
+ * Makes every later write to `streams` terminal-safe. `keepColours(stream)` says whether the
+ * stream shows APEX's colours (so they pass).
+ */
+export function guardTerminalOutput(keepColours: (stream: NodeJS.WriteStream) => boolean, streams: NodeJS.WriteStream[] = [process.stdout, process.stderr]): void {
+  for (const stream of streams) {
+    if (unguarded.has(stream)) continue;
+    const write = stream.write.bind(stream) as Write;
+    unguarded.set(stream, write);
+    const options = { keepColours: keepColours(stream) };
+    stream.write = ((chunk: unknown, encoding?: unknown, callback?: unknown) => {
+      let data = chunk;
+      let enc = encoding;
+      if (typeof chunk === "string") data = terminalSafe(chunk, options);
+      else if (chunk instanceof Uint8Array) {
+        const text = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("utf8");
+        if (UNSAFE.test(text)) {
+          data = terminalSafe(text, options);
+          if (typeof enc === "string") enc = "utf8";
+        }
+      }
+      return (write as (...args: unknown[]) => boolean)(data, enc, callback);
+    }) as Write;
+  }
+}
+
+/**
+ * Writes terminal control sequences as they are (cursor movement, clearing a line): for the
+ * live view and progress lines, whose text was made safe with `terminalSafe` first.
+ */
+export function writeControl(stream: NodeJS.WriteStream, text: string): boolean {
+  const write = unguarded.get(stream);
+  return write ? (write as (text: string) => boolean)(text) : stream.write(text);
+}

@@ -1,0 +1,101 @@
+/**
+ * Failed logins per client address, for `apex serve`: after a few failures from one address,
+ * each further failure is answered late (100 ms × 2ⁿ, at most 5 s). An address is forgotten
+ * once it has not failed for `windowMs`, or when it succeeds.
+ *
+ * While a delayed answer is pending, the address's other requests are refused at once.
+ *
+ * The record is bounded: a server reachable from many addresses (IPv6 gives every client
+ * plenty) keeps at most `maxClients` of them. A Map keeps insertion order and every failure
+ * moves its address to the end, so the front holds the addresses that failed longest ago:
+ * those are dropped first, the expired ones as soon as a failure is recorded, the oldest
+ * still counting only when the record is full.
+ */
+export interface ThrottleOptions {
+  /** Failures from one address answered at once, before replies slow down. */
+  freeFailures?: number;
+  /** The first delay, doubled at each further failure (100 ms). */
+  baseDelayMs?: number;
+  /** The longest delay of a reply. */
+  maxDelayMs?: number;
+  /** An address that has not failed for this long starts again from nothing. */
+  windowMs?: number;
+  /** Addresses remembered at most. */
+  maxClients?: number;
+}
+
+export class LoginThrottle {
+  private readonly failures = new Map<string, { count: number; last: number; until: number }>();
+  private readonly freeFailures: number;
+  private readonly baseDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly windowMs: number;
+  private readonly maxClients: number;
+
+  constructor(options: ThrottleOptions = {}) {
+    this.freeFailures = options.freeFailures ?? 3;
+    this.baseDelayMs = options.baseDelayMs ?? 100;
+    this.maxDelayMs = options.maxDelayMs ?? 5000;
+    this.windowMs = options.windowMs ?? 10 * 60_000;
+    this.maxClients = Math.max(1, options.maxClients ?? 10_000);
+  }
+
+  /** Records a failure from `client`; resolves to how long its reply should wait (ms). */
+  failed(client: string, now = Date.now()): number {
+    const known = this.failures.get(client);
+    const count = known && now - known.last < this.windowMs ? known.count + 1 : 1;
+    this.failures.delete(client);
+    this.prune(now);
+    const delay = count > this.freeFailures ? Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (count - this.freeFailures - 1)) : 0;
+    this.failures.set(client, { count, last: now, until: now + delay });
+    return delay;
+  }
+
+  /**
+   * How long (ms) `client` still waits for the answer to a failure: while it does, its other
+   * requests are refused at once (429), before their token is looked at. Else a client would
+   * send its guesses side by side, each delayed but all at once.
+   */
+  waiting(client: string, now = Date.now()): number {
+    const entry = this.failures.get(client);
+    return entry ? Math.max(0, entry.until - now) : 0;
+  }
+
+  /** A successful login: the address starts again from nothing. */
+  succeeded(client: string): void {
+    this.failures.delete(client);
+  }
+
+  /** How many addresses are remembered now. */
+  get size(): number {
+    return this.failures.size;
+  }
+
+  /** Drops the addresses whose window has passed, then the oldest while there is no room for one more. */
+  private prune(now: number): void {
+    for (const [client, entry] of this.failures) {
+      if (now - entry.last < this.windowMs && this.failures.size < this.maxClients) break;
+      this.failures.delete(client);
+    }
+  }
+}
+
+/**
+ * The key a client address is throttled under: an IPv4 address as it is (also one mapped into
+ * IPv6, `::ffff:1.2.3.4`), and an IPv6 address by its /64 prefix — one host usually holds a whole
+ * /64 and could try each of its addresses in turn.
+ */
+export function clientKey(address: string): string {
+  const bare = address.replace(/%.*$/, "");
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(bare);
+  if (mapped) return mapped[1]!;
+  if (!bare.includes(":")) return bare;
+  const [head = "", tail] = bare.split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((group) => (Number.parseInt(group, 16) || 0).toString(16))
+    .join(":")}::/64`;
+}

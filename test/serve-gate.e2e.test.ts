@@ -1,0 +1,206 @@
+// What `apex serve` does before it knows who is asking: a request without a well-formed token
+// is refused before the store is opened or a session named in the URL is looked up, and failed
+// logins slow a client address down in a record that stays bounded however many addresses fail.
+// A real server on loopback (the built CLI, and startServer in this process for the throttle's
+// limits), real requests from several loopback addresses.
+import { request as httpRequest } from "node:http";
+import { createServer as netServer, type Server, type Socket } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { startServer, type RunningServer } from "../plugins/sharing/server.js";
+import { tempDir } from "./helpers/cli.js";
+import { serve, share } from "./support/serve.js";
+
+const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A POST to the API from `localAddress` (any address of 127.0.0.0/8 is this host's). */
+function post(url: string, path: string, authorization: string | undefined, localAddress = "127.0.0.1", body = "{}"): Promise<{ status: number; body: any; ms: number }> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      `${url}${path}`,
+      { method: "POST", localAddress, agent: false, headers: { "content-type": "application/json", ...(authorization === undefined ? {} : { authorization }) } },
+      (response) => {
+        let text = "";
+        response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text ? JSON.parse(text) : undefined, ms: performance.now() - started }));
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+describe("apex serve: a request without a well-formed token", () => {
+  it("is refused (401) without opening the store, even for a session named by a branch name", async () => {
+    // The project's store is a PostgreSQL URL at a port where this test counts connections: every store open is seen.
+    const opens: Socket[] = [];
+    const fakeStore: Server = netServer((socket) => {
+      opens.push(socket);
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => fakeStore.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => fakeStore.close(resolve)));
+    const port = (fakeStore.address() as { port: number }).port;
+    const project = new Project(shellAgents({ alpha: "sleep 1" }), "apex-serve-gate-", { APEX_STORE_URL: `postgres://apex@127.0.0.1:${port}/apex?connect_timeout=5` });
+    cleanups.push(() => project.cleanup());
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    cleanups.push(async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    });
+    const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+
+    const headers = [undefined, "", "Bearer", "Basic dXNlcjpwdw==", "Bearer not-a-token", `Bearer apx_0123456789abcdef_short`, `Bearer apx_0123456789ABCDEF_${"a".repeat(43)}`];
+    let address = 1;
+    for (const authorization of headers) {
+      for (const path of [`/api/sessions/${SID}/rpc/session.status`, "/api/sessions/feature/rpc/whoami", "/api/sessions/feature/stream"]) {
+        // Each from its own address, so that no reply is slowed down by the ones before.
+        const body = path.endsWith("/stream") ? '{"events.subscribe":{}}' : "{}";
+        const reply = await post(url, path, authorization, `127.0.0.${++address}`, body);
+        expect(reply.status, `${authorization} ${path}`).toBe(401);
+        expect(reply.body.error.code).toBe("APEX_E_UNAUTHORIZED");
+      }
+    }
+    expect(opens).toHaveLength(0);
+    // A token of the right shape is looked up in the store: the count above would have seen it.
+    const looked = await post(url, `/api/sessions/${SID}/rpc/session.status`, `Bearer apx_0123456789abcdef_${"a".repeat(43)}`, "127.0.1.1");
+    expect(looked.status).not.toBe(200);
+    expect(opens.length).toBeGreaterThan(0);
+  });
+});
+
+describe("apex serve: failed logins", () => {
+  let server: RunningServer | undefined;
+  afterEach(async () => {
+    await server?.close();
+    server = undefined;
+  });
+
+  it("slow down the address that keeps failing, and forget the oldest addresses once the record is full", async () => {
+    const temp = tempDir();
+    cleanups.push(temp.cleanup);
+    // One failure free, then a delay of 4 s; four addresses remembered at most.
+    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", throttle: { freeFailures: 1, baseDelayMs: 4000, maxDelayMs: 4000, maxClients: 4 } });
+    const bad = `Bearer apx_0123456789abcdef_${"x".repeat(43)}`;
+    const path = `/api/sessions/${SID}/rpc/whoami`;
+    const first = await post(server.url, path, bad, "127.0.0.2");
+    expect(first.status).toBe(401);
+    expect(first.ms).toBeLessThan(4000);
+    // The second failure from that address waits; meanwhile its other requests are refused at once (429), their token not even looked at.
+    const pending = post(server.url, path, bad, "127.0.0.2");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const meanwhile = await post(server.url, path, `Bearer apx_fedcba9876543210_${"y".repeat(43)}`, "127.0.0.2");
+    expect(meanwhile.status).toBe(429);
+    expect(meanwhile.body.error.code).toBe("APEX_E_RATE_LIMITED");
+    expect(meanwhile.body.error.message).toMatch(/try again in \d s/);
+    const slowed = await pending;
+    expect(slowed.status).toBe(401);
+    expect(slowed.ms).toBeGreaterThanOrEqual(3900);
+    // Another address is not slowed down by it.
+    expect((await post(server.url, path, bad, "127.0.0.3")).ms).toBeLessThan(4000);
+    // Four more addresses fail: the record keeps four, so 127.0.0.2, the oldest, is forgotten and starts again.
+    for (const address of ["127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"]) expect((await post(server.url, path, bad, address)).status).toBe(401);
+    const again = await post(server.url, path, bad, "127.0.0.2");
+    expect(again.status).toBe(401);
+    expect(again.ms).toBeLessThan(4000);
+    // 127.0.0.7 is still remembered: its second failure waits.
+    expect((await post(server.url, path, bad, "127.0.0.7")).ms).toBeGreaterThanOrEqual(3900);
+  }, 60_000);
+});
+
+describe("apex serve: open streams per grant", () => {
+  it("holds at most 16 per grant (the next is 429 APEX_E_RATE_LIMITED); another grant is not counted against it, and a closed one frees its place", async () => {
+    const project = new Project(shellAgents({ alpha: "while true; do sleep 0.5; done" }));
+    cleanups.push(() => project.cleanup());
+    project.start();
+    cleanups.push(() => project.apex(["stop"]));
+    const stops: Array<() => Promise<unknown>> = [];
+    cleanups.push(async () => {
+      for (const stop of stops) await stop();
+    });
+    const url = await serve(project, stops);
+    const vera = share(project, "current", "vera", "viewer");
+    const otto = share(project, "current", "otto", "viewer");
+    const aborts: AbortController[] = [];
+    cleanups.push(() => aborts.forEach((abort) => abort.abort()));
+    const open = async (token: string) => {
+      const abort = new AbortController();
+      aborts.push(abort);
+      const response = await fetch(`${url}/api/sessions/${vera.session_id}/stream`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify({ "memory.watch": { glob: "/notes/**" } }),
+        signal: abort.signal,
+      });
+      return { response, abort };
+    };
+    const held = [];
+    for (let i = 0; i < 16; i++) {
+      const stream = await open(vera.token);
+      expect(stream.response.status, `stream ${i + 1}`).toBe(200);
+      held.push(stream);
+    }
+    const refused = await open(vera.token);
+    expect(refused.response.status).toBe(429);
+    expect(((await refused.response.json()) as { error: { code: string } }).error.code).toBe("APEX_E_RATE_LIMITED");
+    expect((await open(otto.token)).response.status).toBe(200);
+    held[0]!.abort.abort();
+    await waitFor("a place freed by the closed stream", async () => {
+      const again = await open(vera.token);
+      if (again.response.status === 200) return true;
+      again.abort.abort();
+      return undefined;
+    }, 30_000);
+  }, 120_000);
+});
+
+describe("the client's token", () => {
+  it("is refused before anything is sent when it is not an APEX token (exit 2, never repeated), from --token, APEX_TOKEN or the credentials file", async () => {
+    const project = new Project(shellAgents({}));
+    cleanups.push(() => project.cleanup());
+    // A server that counts what reaches it: nothing should.
+    let requests = 0;
+    const { createServer } = await import("node:http");
+    const server = createServer((_request, response) => {
+      requests++;
+      response.end("{}");
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+    const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    const secret = "hunter2-secret\nInjected: header";
+    for (const [args, env] of [
+      [["--remote", `${host}/abcdefgh`, "status", "--json"], { APEX_TOKEN: secret }],
+      [["--remote", `${host}/abcdefgh`, "--token", "apx_short", "status", "--json"], {}],
+      [["connect", `${host}/abcdefgh`, "--json"], { APEX_TOKEN: "tokén" }],
+    ] as const) {
+      const result = await project.apexAsync([...args], { env }).done;
+      expect(result.status, result.stderr).toBe(2);
+      const error = JSON.parse(result.stderr).error as { code: string; message: string };
+      expect(error.code).toBe("APEX_E_USAGE");
+      expect(error.message).toContain("--token / APEX_TOKEN is not an APEX token");
+      expect(result.stderr).not.toContain("hunter2");
+    }
+    // A token saved by hand in a file others may read: refused just the same, naming the file; a good one is used, with a warning about the mode.
+    const credentials = `${project.dir}/credentials.json`;
+    const { writeFileSync, chmodSync } = await import("node:fs");
+    writeFileSync(credentials, JSON.stringify({ version: 1, hosts: { [host]: { token: "hunter2", saved_at: "2026-12-01T00:00:00.000Z" } } }));
+    chmodSync(credentials, 0o644);
+    const saved = await project.apexAsync(["--remote", `${host}/abcdefgh`, "status", "--json"], { env: { APEX_CREDENTIALS: credentials } }).done;
+    expect(saved.status).toBe(2);
+    expect(saved.stderr).toContain(`the token saved for ${host} in ${credentials} is not an APEX token`);
+    expect(saved.stderr).toContain(`warning: ${credentials} holds tokens and other users may read it (mode 0644): chmod 600 ${credentials}`);
+    expect(requests).toBe(0);
+    writeFileSync(credentials, JSON.stringify({ version: 1, hosts: { [host]: { token: `apx_0123456789abcdef_${"a".repeat(43)}`, saved_at: "2026-12-01T00:00:00.000Z" } } }));
+    chmodSync(credentials, 0o600);
+    const quiet = await project.apexAsync(["--remote", `${host}/abcdefgh`, "status", "--json"], { env: { APEX_CREDENTIALS: credentials } }).done;
+    expect(quiet.stderr).not.toContain("warning");
+    expect(requests).toBeGreaterThan(0);
+  }, 60_000);
+});
