@@ -125,7 +125,7 @@ describe("the flow's commands, verbatim", () => {
     const before = p.apex(["checkpoint", "list", "--json"]).stdout;
     const dry = p.apex(["session", "merge", "side", main, "--dry-run", "--json"]);
     expect(dry.status).toBe(4);
-    expect(JSON.parse(dry.stdout).memory.conflicts).toEqual([{ path: "/x", base: 2, ours: 10, theirs: 20, resolution: "none" }]);
+    expect(JSON.parse(dry.stdout).memory.conflicts).toEqual([{ path: "/x", base: 2, ours: 10, theirs: 20, absent: [], resolution: "none" }]);
     const refused = p.apex(["session", "merge", "side", main]);
     expect(refused.status).toBe(4);
     expect(refused.stderr).toContain("APEX_E_MERGE_CONFLICT");
@@ -134,6 +134,15 @@ describe("the flow's commands, verbatim", () => {
     const theirs = json<{ applied: string }>(p.apex(["session", "merge", "side", main, "--strategy", "theirs", "--json"]));
     expect(theirs.applied).toBe("live");
     expect(json<{ value: number }>(p.apex(["memory", "show", "/x", "--json"])).value).toBe(20);
+
+    // A dry run's --json has one shape, read by DST's supervisor or, once it stopped, from the store.
+    expect(p.apex(["memory", "set", "/y", "30"]).status).toBe(0);
+    const live = json<Record<string, unknown>>(p.apex(["session", "merge", main, "side", "--dry-run", "--json"]));
+    expect(p.apex(["stop"]).status).toBe(0);
+    const stored = json<Record<string, unknown>>(p.apex(["session", "merge", main, "side", "--dry-run", "--json"]));
+    expect(Object.keys(stored).sort()).toEqual(Object.keys(live).sort());
+    expect(stored).not.toHaveProperty("writer_pid");
+    expect((stored.memory as { changes: unknown[] }).changes).toEqual((live.memory as { changes: unknown[] }).changes);
   });
 });
 
