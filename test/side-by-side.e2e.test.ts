@@ -1,9 +1,9 @@
 // Sessions of one project running side by side: two branches, each in its own git worktree with
 // its own supervisor and agents, next to the main session; each one's memory writes unseen by the
 // others until a merge. Through the built CLI, with real supervisors, agents, LMDB and git.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { initRepo, isolatedGit } from "./support/git.js";
@@ -125,4 +125,25 @@ describe("branches run side by side", () => {
     // One left: it is the only active one.
     expect(json<{ session: { session_id: string } }>(p.apex(["status", "--json"])).session.session_id).toBe(b.session_id);
   }, 240_000);
+
+  it("a command run with --config from a worktree of another repository goes through the project's supervisor", () => {
+    project = new Project(`${agent.replace(/args: .*/, `args: ["-c", "while true; do sleep 0.5; done"]`)}\nplugins:\n  checkpoint: {}\n`, "apex-side-");
+    const p = project;
+    const main = p.start(["--task", "main line"]).session_id;
+    // Another repository, and a linked worktree of it: where the command runs.
+    const other = mkdtempSync(join(tmpdir(), "apex-side-other-"));
+    extra.push(other);
+    initRepo(git, join(other), { "readme.txt": "another repository\n" });
+    const elsewhere = join(other, "..", `${basename(other)}-wt`);
+    extra.push(elsewhere);
+    git(other, "worktree", "add", "-q", "--detach", elsewhere);
+    // The supervisor loaded the config when it started; a write made here would load it again,
+    // and refuse it (exit 2): a write through the supervisor does not read it.
+    writeFileSync(join(p.dir, "apex.config.yaml"), `${readFileSync(join(p.dir, "apex.config.yaml"), "utf8")}bogus: [\n`);
+    const set = p.apex(["--config", join(p.dir, "apex.config.yaml"), "memory", "set", "/from/elsewhere", "1"], { cwd: elsewhere });
+    expect(set.status, set.stderr).toBe(0);
+    const status = json<{ session: { session_id: string } }>(p.apex(["--config", join(p.dir, "apex.config.yaml"), "status", "--json"], { cwd: elsewhere }));
+    expect(status.session.session_id).toBe(main);
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/from/elsewhere", "--json"])).value).toBe(1);
+  }, 120_000);
 });
