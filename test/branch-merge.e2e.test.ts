@@ -343,6 +343,14 @@ describe("--worktree and --git", () => {
     expect(error.hint).toContain(`git worktree add "${worktree}" apex/feature`);
     expect(p.runningSessions()).toHaveLength(1);
     expect(json<Array<{ name: string | null; status: string }>>(p.apex(["session", "list", "--json"])).find((session) => session.name === "feature")!.status).toBe("stopped");
+    // A plain directory made in its place is not the worktree either: its agents would run outside the repository.
+    mkdirSync(worktree);
+    writeFileSync(join(worktree, "notes.txt"), "not a worktree\n");
+    const plain = p.apex(["start", "--continue", "feature", "--json"]);
+    expect(plain.status, plain.stderr).toBe(3);
+    expect(JSON.parse(plain.stderr).error.message).toContain("no longer a git worktree of this project");
+    expect(p.runningSessions()).toHaveLength(1);
+    rmSync(worktree, { recursive: true, force: true });
     // Recreated as the hint says, it continues.
     git(dir, "worktree", "prune");
     git(dir, "worktree", "add", worktree, "apex/feature");

@@ -129,7 +129,7 @@ export function liveSupervisor(storeDir: string, cwd = commandDirectory()): Supe
 }
 
 /** True when `worktree` is a linked worktree of the repository the project directory is in. */
-function worktreeOfProject(worktree: string, projectDir: string): boolean {
+export function worktreeOfProject(worktree: string, projectDir: string): boolean {
   const main = mainWorktreeOf(worktree);
   if (main === undefined) return false;
   const [top, project] = [canonicalPath(main), canonicalPath(projectDir)];
