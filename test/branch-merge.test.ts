@@ -116,7 +116,8 @@ describe("branch", () => {
     expect((await refusal(createBranch(store, c1.id, "no/slash"))).code).toBe("APEX_E_USAGE");
     expect((await refusal(createBranch(store, c1.id, "latest"))).code).toBe("APEX_E_USAGE");
     // A name that reads as the start of an id: `--session cafe` would also match a session whose id starts with it.
-    for (const hexLike of ["cafe", "deadbeef", "f34c2a84", "deadbeef-1a"]) {
+    // Checkpoint refs ignore case (`checkpoint show F34C2A84` finds f34c2a84-…): so does this check.
+    for (const hexLike of ["cafe", "deadbeef", "f34c2a84", "deadbeef-1a", "CAFE", "F34C2A84", "DeadBeef-1A"]) {
       const refused = await refusal(createBranch(store, c1.id, hexLike));
       expect(refused.code, hexLike).toBe("APEX_E_USAGE");
       expect(refused.message).toContain("start of a session or checkpoint id");
