@@ -191,4 +191,21 @@ describe("branches run side by side", () => {
     expect(status.session.session_id).toBe(main);
     expect(json<{ value: number }>(p.apex(["memory", "show", "/from/elsewhere", "--json"])).value).toBe(1);
   }, 120_000);
+
+  it("a write in a worktree of the project that no branch runs in goes through the session it binds to, whose supervisor runs", () => {
+    project = new Project(`${agent.replace(/args: .*/, `args: ["-c", "while true; do sleep 0.5; done"]`)}\nplugins:\n  checkpoint: {}\n`, "apex-side-");
+    const p = project;
+    initRepo(git, p.dir, { ".gitignore": ".apex/\n" });
+    const main = p.start(["--task", "main line"]).session_id;
+    const parent = mkdtempSync(join(tmpdir(), "apex-side-manual-"));
+    extra.push(parent);
+    const manual = join(parent, "manual");
+    git(p.dir, "worktree", "add", "-q", "--detach", manual);
+    // As above: a write made in this process would load the broken config and refuse (exit 2).
+    writeFileSync(join(p.dir, "apex.config.yaml"), `${readFileSync(join(p.dir, "apex.config.yaml"), "utf8")}bogus: [\n`);
+    const set = p.apex(["memory", "set", "/from/manual", "1"], { cwd: manual });
+    expect(set.status, set.stderr).toBe(0);
+    expect(json<{ session: { session_id: string } }>(p.apex(["status", "--json"], { cwd: manual })).session.session_id).toBe(main);
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/from/manual", "--json"])).value).toBe(1);
+  }, 120_000);
 });

@@ -5,7 +5,7 @@ import type { ProjectLocation } from "../config/locate.js";
 import type { ApexError } from "../errors.js";
 import type { Subscription } from "../rpc/call.js";
 import type { Store } from "../store/store.js";
-import { liveSupervisor, liveSupervisorOf, type SupervisorRuntime } from "./runtime.js";
+import { liveSupervisor, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "./runtime.js";
 
 /**
  * How CLI commands reach a session, decided here and nowhere else:
@@ -70,7 +70,7 @@ export interface OpenSessionOptions {
 export async function openSessionClient(location: ProjectLocation, access: "read" | "write", options: OpenSessionOptions | string = {}): Promise<SessionClient> {
   const opts: OpenSessionOptions = typeof options === "string" ? { session: options } : options;
   if (access === "write") {
-    const writer = liveSessionClient(location);
+    const writer = liveSessionClient(location) ?? (await boundWriter(location));
     if (writer) return writer;
   } else {
     const forced = forcedClient();
@@ -79,6 +79,27 @@ export async function openSessionClient(location: ProjectLocation, access: "read
     if (runtime) return supervisorFirst(socketClient(runtime.socket, runtime), opts.supervisorFirstMs!, () => openDirect(location, access, opts));
   }
   return openDirect(location, access, opts);
+}
+
+/**
+ * When the runtime files alone could not tell (a worktree of the project that no running branch
+ * is bound to), the store's binding decides which session a write is for; if that session's
+ * supervisor runs, the write goes through it, never around it.
+ */
+async function boundWriter(location: ProjectLocation): Promise<SessionClient | undefined> {
+  if (liveSupervisors(location.storeDir).length === 0) return undefined;
+  const [{ openStore }, { boundSessionId }] = await Promise.all([import("../store/open.js"), import("./sessions.js")]);
+  const store = await openStore(location, { readOnly: true });
+  let sessionId: string | undefined;
+  try {
+    sessionId = boundSessionId(store);
+  } catch {
+    return undefined; // ambiguous: the direct client says so
+  } finally {
+    await store.close();
+  }
+  const runtime = sessionId === undefined ? undefined : liveSupervisorOf(location.storeDir, sessionId);
+  return runtime ? socketClient(runtime.socket, runtime) : undefined;
 }
 
 /**
