@@ -1,9 +1,9 @@
 // Sessions of one project running side by side: two branches, each in its own git worktree with
 // its own supervisor and agents, next to the main session; each one's memory writes unseen by the
 // others until a merge. Through the built CLI, with real supervisors, agents, LMDB and git.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { initRepo, isolatedGit } from "./support/git.js";
@@ -157,6 +157,12 @@ describe("branches run side by side", () => {
       expect(p.apex(["memory", "set", "/from/branch", "1"], { cwd: join(worktree, "app") }).status).toBe(0);
       expect(p.apex(["--session", "sub", "memory", "show", "/from/branch"], { cwd: app }).status).toBe(0);
       expect(p.apex(["--session", main, "memory", "show", "/from/branch"], { cwd: app }).status).toBe(3);
+      // The default worktree is beside the repository, not inside its working tree (../app-NAME).
+      const beside = join(dirname(p.dir), `${basename(p.dir)}-other`);
+      extra.push(beside);
+      const other = json<{ worktree: { path: string } }>(p.apex(["session", "branch", "latest", "other", "--worktree", "--json"], { cwd: app }));
+      expect(other.worktree.path).toBe(realpathSync(beside));
+      expect(existsSync(join(p.dir, "app-other"))).toBe(false);
     } finally {
       for (const session of ["sub", undefined]) p.apex([...(session ? ["--session", session] : []), "stop", "--force"], { cwd: app, timeout: 30_000 });
       for (const ready of started) {

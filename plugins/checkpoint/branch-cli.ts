@@ -59,7 +59,10 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   });
   let worktree: { path: string; branch: string; commit: string | null } | undefined;
   if (options.worktree !== undefined && options.worktree !== false) {
-    const dir = typeof options.worktree === "string" ? resolve(options.worktree) : join(dirname(location.projectDir), `${basename(location.projectDir)}-${name}`);
+    // By default beside the repository (a project in a subdirectory of it too: not inside its working tree).
+    const top = typeof options.worktree === "string" ? undefined : git(location.projectDir, ["rev-parse", "--show-toplevel"]);
+    const base = top?.code === 0 && top.out ? top.out : location.projectDir;
+    const dir = typeof options.worktree === "string" ? resolve(options.worktree) : join(dirname(base), `${basename(base)}-${name}`);
     worktree = createWorktree(location.projectDir, dir, `apex/${name}`, source.commit, source.label);
     // Its canonical path: the worktree binds commands run in it to the branch session (core/session/binding.ts).
     worktree.path = realpathSync(worktree.path);
