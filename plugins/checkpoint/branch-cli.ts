@@ -49,7 +49,7 @@ async function callWrite(location: ProjectLocation, method: string, params: Reco
 // ------------------------------------------------------------------------------------ branch
 
 export async function branchCommand(location: ProjectLocation, checkpoint: string, name: string, options: { worktree?: string | boolean; json?: boolean }): Promise<void> {
-  if (options.worktree === "") throw new ApexError("APEX_E_USAGE", "--worktree was given an empty directory.", { hint: "Name a new directory, or give --worktree alone for ../<project>-NAME." });
+  if (options.worktree === "") throw new ApexError("APEX_E_USAGE", "--worktree was given an empty directory.", { hint: "Name a new directory, or give --worktree alone for ../<repository>-NAME." });
   // Checked before a worktree is made: a bad name or reference leaves nothing behind.
   const source = await withReadStore(location, (store) => {
     checkNewSessionName(store, name);
