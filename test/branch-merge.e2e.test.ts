@@ -330,6 +330,21 @@ describe("--worktree and --git", () => {
     expect(git(empty, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
   });
 
+  it("a worktree from a checkpoint taken with uncommitted changes says they are not in it", () => {
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "clean"]).status).toBe(0);
+    const clean = p.apex(["session", "branch", "latest", "clean-one", "--worktree", join(worktree, "..", "clean-one")]);
+    expect(clean.status, clean.stderr).toBe(0);
+    expect(clean.stderr).not.toContain("uncommitted");
+    writeFileSync(join(dir, "shared.txt"), "one\ntwo\nchanged\n");
+    expect(p.apex(["checkpoint", "create", "with a change"]).status).toBe(0);
+    const dirty = p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]);
+    expect(dirty.status, dirty.stderr).toBe(0);
+    expect(dirty.stderr).toMatch(/warning: .*checkpoint-\d+ was taken with uncommitted changes in the working tree; the worktree has commit [0-9a-f]{12} without them/);
+    expect(readFileSync(join(worktree, "shared.txt"), "utf8")).toBe("one\ntwo\nthree\n");
+  });
+
   it("continuing a branch whose worktree was deleted is refused before anything starts, with the command that recreates it", () => {
     const { p, dir, worktree } = repoProject();
     p.start(["--task", "main"]);

@@ -54,8 +54,8 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   const source = await withReadStore(location, (store) => {
     checkNewSessionName(store, name);
     const manifest = branchSource(store, checkpoint);
-    const git = manifest.git_state as { commit?: unknown } | null;
-    return { commit: typeof git?.commit === "string" ? git.commit : null, label: `${manifest.session_id}/${manifest.name}` };
+    const git = manifest.git_state as { commit?: unknown; dirty?: unknown } | null;
+    return { commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, label: `${manifest.session_id}/${manifest.name}` };
   });
   let worktree: { path: string; branch: string; commit: string | null } | undefined;
   if (options.worktree !== undefined && options.worktree !== false) {
@@ -73,6 +73,10 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   } catch (error) {
     if (worktree) removeWorktree(location.projectDir, worktree);
     throw error;
+  }
+  if (report.worktree && source.dirty) {
+    // The worktree is the commit: what was not committed when the checkpoint was taken is not in it.
+    process.stderr.write(`warning: ${source.label} was taken with uncommitted changes in the working tree; the worktree has commit ${report.worktree.commit?.slice(0, 12) ?? "-"} without them.\n`);
   }
   if (options.json) return printJson(report);
   printLine(`Branched ${paint(report.name, "bold")} (${report.session_id}) from ${report.parent_checkpoint.session_id}/${report.parent_checkpoint.name}.`);
