@@ -125,7 +125,7 @@ describe("the flow's commands, verbatim", () => {
     const before = p.apex(["checkpoint", "list", "--json"]).stdout;
     const dry = p.apex(["session", "merge", "side", main, "--dry-run", "--json"]);
     expect(dry.status).toBe(4);
-    expect(JSON.parse(dry.stdout).memory.conflicts).toEqual([{ path: "/x", base: 2, ours: 10, theirs: 20, resolution: "none" }]);
+    expect(JSON.parse(dry.stdout).memory.conflicts).toEqual([{ path: "/x", base: 2, ours: 10, theirs: 20, absent: [], resolution: "none" }]);
     const refused = p.apex(["session", "merge", "side", main]);
     expect(refused.status).toBe(4);
     expect(refused.stderr).toContain("APEX_E_MERGE_CONFLICT");
@@ -134,6 +134,15 @@ describe("the flow's commands, verbatim", () => {
     const theirs = json<{ applied: string }>(p.apex(["session", "merge", "side", main, "--strategy", "theirs", "--json"]));
     expect(theirs.applied).toBe("live");
     expect(json<{ value: number }>(p.apex(["memory", "show", "/x", "--json"])).value).toBe(20);
+
+    // A dry run's --json has one shape, read by DST's supervisor or, once it stopped, from the store.
+    expect(p.apex(["memory", "set", "/y", "30"]).status).toBe(0);
+    const live = json<Record<string, unknown>>(p.apex(["session", "merge", main, "side", "--dry-run", "--json"]));
+    expect(p.apex(["stop"]).status).toBe(0);
+    const stored = json<Record<string, unknown>>(p.apex(["session", "merge", main, "side", "--dry-run", "--json"]));
+    expect(Object.keys(stored).sort()).toEqual(Object.keys(live).sort());
+    expect(stored).not.toHaveProperty("writer_pid");
+    expect((stored.memory as { changes: unknown[] }).changes).toEqual((live.memory as { changes: unknown[] }).changes);
   });
 });
 
@@ -321,6 +330,21 @@ describe("--worktree and --git", () => {
     expect(git(empty, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
   });
 
+  it("a worktree from a checkpoint taken with uncommitted changes says they are not in it", () => {
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "clean"]).status).toBe(0);
+    const clean = p.apex(["session", "branch", "latest", "clean-one", "--worktree", join(worktree, "..", "clean-one")]);
+    expect(clean.status, clean.stderr).toBe(0);
+    expect(clean.stderr).not.toContain("uncommitted");
+    writeFileSync(join(dir, "shared.txt"), "one\ntwo\nchanged\n");
+    expect(p.apex(["checkpoint", "create", "with a change"]).status).toBe(0);
+    const dirty = p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]);
+    expect(dirty.status, dirty.stderr).toBe(0);
+    expect(dirty.stderr).toMatch(/warning: .*checkpoint-\d+ was taken with uncommitted changes in the working tree; the worktree has commit [0-9a-f]{12} without them/);
+    expect(readFileSync(join(worktree, "shared.txt"), "utf8")).toBe("one\ntwo\nthree\n");
+  });
+
   it("continuing a branch whose worktree was deleted is refused before anything starts, with the command that recreates it", () => {
     const { p, dir, worktree } = repoProject();
     p.start(["--task", "main"]);
@@ -334,6 +358,14 @@ describe("--worktree and --git", () => {
     expect(error.hint).toContain(`git worktree add "${worktree}" apex/feature`);
     expect(p.runningSessions()).toHaveLength(1);
     expect(json<Array<{ name: string | null; status: string }>>(p.apex(["session", "list", "--json"])).find((session) => session.name === "feature")!.status).toBe("stopped");
+    // A plain directory made in its place is not the worktree either: its agents would run outside the repository.
+    mkdirSync(worktree);
+    writeFileSync(join(worktree, "notes.txt"), "not a worktree\n");
+    const plain = p.apex(["start", "--continue", "feature", "--json"]);
+    expect(plain.status, plain.stderr).toBe(3);
+    expect(JSON.parse(plain.stderr).error.message).toContain("no longer a git worktree of this project");
+    expect(p.runningSessions()).toHaveLength(1);
+    rmSync(worktree, { recursive: true, force: true });
     // Recreated as the hint says, it continues.
     git(dir, "worktree", "prune");
     git(dir, "worktree", "add", worktree, "apex/feature");

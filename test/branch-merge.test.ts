@@ -9,7 +9,7 @@ import { validateStore } from "../plugins/checkpoint/validate.js";
 import { resolveCheckpoint } from "../plugins/checkpoint/refs.js";
 import { resolveSessionRef } from "../plugins/checkpoint/plugin-sessions.js";
 import { resolveSessionId } from "../core/session/sessions.js";
-import { applyToTree, objectView, type MergeChange } from "../plugins/checkpoint/merge.js";
+import { applyToTree, describeConflict, objectView, type MergeChange } from "../plugins/checkpoint/merge.js";
 import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
 import { drawTree, sessionTree } from "../plugins/checkpoint/tree.js";
@@ -41,14 +41,14 @@ const value = (sessionId: string, path: string) => getCheckpointValue(store, lat
 // Interval checkpoints: retention keeps manual ones on their own account.
 const checkpoint = async (sessionId = "main") => (await createCheckpoint(store, { sessionId, trigger: "interval", now })).manifest;
 
-/** A checkpoint on a session that is not running: its latest trees with `memory` and `tasks` changed (null: deleted). */
-async function commit(sessionId: string, memory: Record<string, JsonValue | null>, tasks: Record<string, JsonValue | null> = {}) {
+/** A checkpoint on a session that is not running: its latest trees with `memory` and `tasks` changed (null: deleted; `nulls`: set to null). */
+async function commit(sessionId: string, memory: Record<string, JsonValue | null>, tasks: Record<string, JsonValue | null> = {}, nulls: string[] = []) {
   await store.transaction(() => {
     const parent = latest(sessionId);
     const view = objectView(store);
     const changes = (entries: Record<string, JsonValue | null>): MergeChange[] =>
       Object.entries(entries).map(([path, v]) => (v === null ? { path, kind: "deleted" } : { path, kind: "modified", hash: view.writeValue(v) }));
-    const m = applyToTree(view, parent.memory.root, changes(memory));
+    const m = applyToTree(view, parent.memory.root, [...changes(memory), ...nulls.map((path): MergeChange => ({ path, kind: "modified", hash: view.writeValue(null) }))]);
     const t = applyToTree(view, parent.tasks.root, changes(Object.fromEntries(Object.entries(tasks).map(([id, v]) => [`/${id}`, v]))));
     writeDerivedCheckpoint(store, {
       sessionId,
@@ -116,7 +116,8 @@ describe("branch", () => {
     expect((await refusal(createBranch(store, c1.id, "no/slash"))).code).toBe("APEX_E_USAGE");
     expect((await refusal(createBranch(store, c1.id, "latest"))).code).toBe("APEX_E_USAGE");
     // A name that reads as the start of an id: `--session cafe` would also match a session whose id starts with it.
-    for (const hexLike of ["cafe", "deadbeef", "f34c2a84", "deadbeef-1a"]) {
+    // Checkpoint refs ignore case (`checkpoint show F34C2A84` finds f34c2a84-…): so does this check.
+    for (const hexLike of ["cafe", "deadbeef", "f34c2a84", "deadbeef-1a", "CAFE", "F34C2A84", "DeadBeef-1A"]) {
       const refused = await refusal(createBranch(store, c1.id, hexLike));
       expect(refused.code, hexLike).toBe("APEX_E_USAGE");
       expect(refused.message).toContain("start of a session or checkpoint id");
@@ -199,7 +200,7 @@ describe("merge cases", () => {
     expect(Catalog.of(store).count(dst)).toBe(count);
     const dry = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
     expect(dry.refused).toBe(true);
-    expect(dry.memory.conflicts).toEqual([{ path: "/app/k1", base: { i: 1 }, ours: "dst", theirs: "src", resolution: "none" }]);
+    expect(dry.memory.conflicts).toEqual([{ path: "/app/k1", base: { i: 1 }, ours: "dst", theirs: "src", absent: [], resolution: "none" }]);
     expect(dry.memory.changes).toEqual([{ path: "/app/k2", kind: "modified" }]);
     expect(store.revision()).toBe(revision);
   });
@@ -222,11 +223,25 @@ describe("merge cases", () => {
     await commit(dst, { "/app/k1": "changed", "/app/k5": null });
     await commit(src, { "/app/k1": null, "/app/k6": null });
     const dry = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
-    expect(dry.memory.conflicts).toEqual([{ path: "/app/k1", base: { i: 1 }, ours: "changed", theirs: null, resolution: "none" }]);
+    expect(dry.memory.conflicts).toEqual([{ path: "/app/k1", base: { i: 1 }, ours: "changed", theirs: null, absent: ["theirs"], resolution: "none" }]);
     await mergeSessions(store, { source: "src", destination: "dst", strategy: "theirs" });
     expect(value(dst, "/app/k1")).toBeUndefined();
     expect(value(dst, "/app/k5")).toBeUndefined();
     expect(value(dst, "/app/k6")).toBeUndefined();
+  });
+
+  it("a null value against a deletion is a conflict that tells them apart (in --json and in the text)", async () => {
+    const { dst, src } = await twoBranches();
+    await commit(dst, {}, {}, ["/app/k1", "/app/k2"]);
+    await commit(src, { "/app/k1": null, "/app/k3": "src" }, {}, ["/app/k2"]);
+    const dry = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
+    // Both sides set /app/k2 to null: the same change.
+    expect(dry.memory.conflicts).toEqual([{ path: "/app/k1", base: { i: 1 }, ours: null, theirs: null, absent: ["theirs"], resolution: "none" }]);
+    expect(describeConflict(dry.memory.conflicts[0]!)).toBe('/app/k1: base {"i":1}, ours null, theirs (none)');
+    await commit(dst, { "/app/new": "dst" });
+    await commit(src, {}, {}, ["/app/new"]);
+    const added = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
+    expect(added.memory.conflicts.find((conflict) => conflict.path === "/app/new")).toMatchObject({ base: null, ours: "dst", theirs: null, absent: ["base"] });
   });
 
   it("the same change on both sides is not a conflict; merging twice is a no-op", async () => {

@@ -1,9 +1,9 @@
 // Sessions of one project running side by side: two branches, each in its own git worktree with
 // its own supervisor and agents, next to the main session; each one's memory writes unseen by the
 // others until a merge. Through the built CLI, with real supervisors, agents, LMDB and git.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { initRepo, isolatedGit } from "./support/git.js";
@@ -125,4 +125,93 @@ describe("branches run side by side", () => {
     // One left: it is the only active one.
     expect(json<{ session: { session_id: string } }>(p.apex(["status", "--json"])).session.session_id).toBe(b.session_id);
   }, 240_000);
+
+  it("a project in a subdirectory of its repository: the branch's agents and commands work in that subdirectory of its worktree", async () => {
+    // The repository is p.dir; the project is p.dir/app (its store app/.apex, which the harness does not watch: stopped below by pid).
+    project = new Project("", "apex-side-sub-");
+    const p = project;
+    rmSync(join(p.dir, "apex.config.yaml"));
+    const app = join(p.dir, "app");
+    mkdirSync(app);
+    writeFileSync(join(app, "apex.config.yaml"), `${agent.replace(/args: .*/, `args: ["-c", "pwd > ran-here.txt; while true; do sleep 0.5; done"]`)}\nplugins:\n  checkpoint: {}\n  git: {}\n`);
+    initRepo(git, p.dir, { ".gitignore": ".apex/\nran-here.txt\n" });
+    const parent = mkdtempSync(join(tmpdir(), "apex-side-sub-wt-"));
+    extra.push(parent);
+    const worktree = join(parent, "sub");
+    const started: Array<{ supervisor_pid: number; agents: Array<{ pgid: number | null }> }> = [];
+    const start = (args: string[]) => {
+      const ready = json<{ session_id: string; supervisor_pid: number; agents: Array<{ pgid: number | null }> }>(p.apex(["start", ...args, "--json"], { cwd: app }));
+      started.push(ready);
+      return ready.session_id;
+    };
+    try {
+      const main = start(["--task", "main line"]);
+      expect(p.apex(["checkpoint", "create", "base"], { cwd: app }).status).toBe(0);
+      expect(p.apex(["session", "branch", "latest", "sub", "--worktree", worktree], { cwd: app }).status).toBe(0);
+      const sub = start(["--continue", "sub"]);
+      await waitFor("the branch's agent", () => existsSync(join(worktree, "app", "ran-here.txt")), 30_000);
+      expect(readFileSync(join(worktree, "app", "ran-here.txt"), "utf8").trim()).toBe(join(worktree, "app"));
+      expect(existsSync(join(worktree, "ran-here.txt"))).toBe(false);
+      // In the worktree's app/: the project's store, bound to the branch's session.
+      expect(json<{ session: { session_id: string } }>(p.apex(["status", "--json"], { cwd: join(worktree, "app") })).session.session_id).toBe(sub);
+      expect(p.apex(["memory", "set", "/from/branch", "1"], { cwd: join(worktree, "app") }).status).toBe(0);
+      expect(p.apex(["--session", "sub", "memory", "show", "/from/branch"], { cwd: app }).status).toBe(0);
+      expect(p.apex(["--session", main, "memory", "show", "/from/branch"], { cwd: app }).status).toBe(3);
+      // The default worktree is beside the repository, not inside its working tree (../app-NAME).
+      const beside = join(dirname(p.dir), `${basename(p.dir)}-other`);
+      extra.push(beside);
+      const other = json<{ worktree: { path: string } }>(p.apex(["session", "branch", "latest", "other", "--worktree", "--json"], { cwd: app }));
+      expect(other.worktree.path).toBe(realpathSync(beside));
+      expect(existsSync(join(p.dir, "app-other"))).toBe(false);
+    } finally {
+      for (const session of ["sub", undefined]) p.apex([...(session ? ["--session", session] : []), "stop", "--force"], { cwd: app, timeout: 30_000 });
+      for (const ready of started) {
+        for (const target of [ready.supervisor_pid, ...ready.agents.flatMap((agent) => (agent.pgid ? [-agent.pgid] : []))]) {
+          try {
+            process.kill(target, "SIGKILL");
+          } catch {
+            // already ended
+          }
+        }
+      }
+    }
+  }, 120_000);
+
+  it("a command run with --config from a worktree of another repository goes through the project's supervisor", () => {
+    project = new Project(`${agent.replace(/args: .*/, `args: ["-c", "while true; do sleep 0.5; done"]`)}\nplugins:\n  checkpoint: {}\n`, "apex-side-");
+    const p = project;
+    const main = p.start(["--task", "main line"]).session_id;
+    // Another repository, and a linked worktree of it: where the command runs.
+    const other = mkdtempSync(join(tmpdir(), "apex-side-other-"));
+    extra.push(other);
+    initRepo(git, join(other), { "readme.txt": "another repository\n" });
+    const elsewhere = join(other, "..", `${basename(other)}-wt`);
+    extra.push(elsewhere);
+    git(other, "worktree", "add", "-q", "--detach", elsewhere);
+    // The supervisor loaded the config when it started; a write made here would load it again,
+    // and refuse it (exit 2): a write through the supervisor does not read it.
+    writeFileSync(join(p.dir, "apex.config.yaml"), `${readFileSync(join(p.dir, "apex.config.yaml"), "utf8")}bogus: [\n`);
+    const set = p.apex(["--config", join(p.dir, "apex.config.yaml"), "memory", "set", "/from/elsewhere", "1"], { cwd: elsewhere });
+    expect(set.status, set.stderr).toBe(0);
+    const status = json<{ session: { session_id: string } }>(p.apex(["--config", join(p.dir, "apex.config.yaml"), "status", "--json"], { cwd: elsewhere }));
+    expect(status.session.session_id).toBe(main);
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/from/elsewhere", "--json"])).value).toBe(1);
+  }, 120_000);
+
+  it("a write in a worktree of the project that no branch runs in goes through the session it binds to, whose supervisor runs", () => {
+    project = new Project(`${agent.replace(/args: .*/, `args: ["-c", "while true; do sleep 0.5; done"]`)}\nplugins:\n  checkpoint: {}\n`, "apex-side-");
+    const p = project;
+    initRepo(git, p.dir, { ".gitignore": ".apex/\n" });
+    const main = p.start(["--task", "main line"]).session_id;
+    const parent = mkdtempSync(join(tmpdir(), "apex-side-manual-"));
+    extra.push(parent);
+    const manual = join(parent, "manual");
+    git(p.dir, "worktree", "add", "-q", "--detach", manual);
+    // As above: a write made in this process would load the broken config and refuse (exit 2).
+    writeFileSync(join(p.dir, "apex.config.yaml"), `${readFileSync(join(p.dir, "apex.config.yaml"), "utf8")}bogus: [\n`);
+    const set = p.apex(["memory", "set", "/from/manual", "1"], { cwd: manual });
+    expect(set.status, set.stderr).toBe(0);
+    expect(json<{ session: { session_id: string } }>(p.apex(["status", "--json"], { cwd: manual })).session.session_id).toBe(main);
+    expect(json<{ value: number }>(p.apex(["memory", "show", "/from/manual", "--json"])).value).toBe(1);
+  }, 120_000);
 });

@@ -156,10 +156,16 @@ async function assertWorktreeExists(location: ProjectLocation, sessionId: string
     await store.close();
   }
   const path = record ? worktreeOf(record) : null;
-  if (path === null || existsSync(path)) return;
+  if (path === null) return;
+  const [{ linkedWorktreeOf }, { samePath }, { worktreeOfProject }] = await Promise.all([import("../../core/config/locate.js"), import("../../core/session/binding.js"), import("../../core/session/runtime.js")]);
+  // A directory there that is not that worktree (removed, then made again by hand) is gone too:
+  // agents would run outside the project's repository, where no command finds the session.
+  const top = existsSync(path) ? linkedWorktreeOf(path) : undefined;
+  if (top !== undefined && samePath(top, path) && worktreeOfProject(path, location.projectDir)) return;
   const branch = (record!.worktree as { branch?: unknown }).branch;
-  throw new ApexError("APEX_E_NOT_FOUND", `Session ${typeof record!.name === "string" ? record!.name : sessionId} runs in the git worktree ${path}, which no longer exists; nothing was started.`, {
-    hint: `Recreate it from the project: git worktree prune && git worktree add ${JSON.stringify(path)}${typeof branch === "string" ? ` ${branch}` : ""}`,
+  const what = existsSync(path) ? "which is no longer a git worktree of this project" : "which no longer exists";
+  throw new ApexError("APEX_E_NOT_FOUND", `Session ${typeof record!.name === "string" ? record!.name : sessionId} runs in the git worktree ${path}, ${what}; nothing was started.`, {
+    hint: `Recreate it from the project: git worktree prune && git worktree add ${JSON.stringify(path)}${typeof branch === "string" ? ` ${branch}` : ""}${existsSync(path) ? " (after moving that directory away)" : ""}`,
     details: { session_id: sessionId, worktree: path },
   });
 }

@@ -1,5 +1,5 @@
 import { readFileSync, statSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { ApexError } from "../errors.js";
 
 export const CONFIG_FILE_NAME = "apex.config.yaml";
@@ -56,9 +56,16 @@ export function locateProject(options: LocateOptions = {}): ProjectLocation {
 function projectOfWorktree(cwd: string): ProjectLocation | undefined {
   const worktree = linkedWorktreeOf(cwd);
   const main = worktree && mainWorktreeOf(worktree);
-  if (!main || !isDirectory(join(main, STORE_DIR_NAME))) return undefined;
-  const configPath = join(main, CONFIG_FILE_NAME);
-  return { configPath: isFile(configPath) ? configPath : undefined, projectDir: main, storeDir: join(main, STORE_DIR_NAME) };
+  if (!worktree || !main) return undefined;
+  // The project may be a subdirectory of its repository: the same subdirectory of the main tree.
+  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+    const projectDir = join(main, relative(worktree, dir));
+    if (isDirectory(join(projectDir, STORE_DIR_NAME))) {
+      const configPath = join(projectDir, CONFIG_FILE_NAME);
+      return { configPath: isFile(configPath) ? configPath : undefined, projectDir, storeDir: join(projectDir, STORE_DIR_NAME) };
+    }
+    if (dir === worktree || dirname(dir) === dir) return undefined;
+  }
 }
 
 function isDirectory(path: string): boolean {

@@ -131,10 +131,10 @@ export function boundSession(store: Readable, resolveRef: (ref: string) => strin
 export { ACTIVE_SESSIONS_PATH, linkedWorktreeOf };
 
 export function samePath(a: string, b: string): boolean {
-  return a === b || canonical(a) === canonical(b);
+  return a === b || canonicalPath(a) === canonicalPath(b);
 }
 
-function canonical(path: string): string {
+export function canonicalPath(path: string): string {
   try {
     return realpathSync(path);
   } catch {

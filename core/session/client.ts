@@ -7,7 +7,7 @@ import type { Subscription } from "../rpc/call.js";
 import { resolveStoreSpec, storeIdentity, storeSourceDigest, type StoreLocation } from "../store/open.js";
 import type { Store } from "../store/store.js";
 import { agentSession } from "./binding.js";
-import { liveSupervisor, liveSupervisorOf, type SupervisorRuntime } from "./runtime.js";
+import { liveSupervisor, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "./runtime.js";
 
 /**
  * How CLI commands reach a session, decided here and nowhere else:
@@ -74,7 +74,7 @@ export interface OpenSessionOptions {
 export async function openSessionClient(location: ProjectLocation, access: "read" | "write", options: OpenSessionOptions | string = {}): Promise<SessionClient> {
   const opts: OpenSessionOptions = typeof options === "string" ? { session: options } : options;
   if (access === "write") {
-    const writer = await liveSessionClient(location);
+    const writer = (await liveSessionClient(location)) ?? (await boundWriter(location));
     if (writer) return writer;
   } else {
     const forced = await forcedClient(location);
@@ -83,6 +83,27 @@ export async function openSessionClient(location: ProjectLocation, access: "read
     if (runtime) return supervisorFirst(socketClient(runtime.socket, runtime), opts.supervisorFirstMs!, () => openDirect(location, access, opts));
   }
   return openDirect(location, access, opts);
+}
+
+/**
+ * When the runtime files alone could not tell (a worktree of the project that no running branch
+ * is bound to), the store's binding decides which session a write is for; if that session's
+ * supervisor runs, the write goes through it, never around it.
+ */
+async function boundWriter(location: ProjectLocation): Promise<SessionClient | undefined> {
+  if (liveSupervisors(location.storeDir).length === 0) return undefined;
+  const [{ openStore }, { boundSessionId }] = await Promise.all([import("../store/open.js"), import("./sessions.js")]);
+  const store = await openStore(location, { readOnly: true });
+  let sessionId: string | undefined;
+  try {
+    sessionId = boundSessionId(store);
+  } catch {
+    return undefined; // ambiguous: the direct client says so
+  } finally {
+    await store.close();
+  }
+  const runtime = sessionId === undefined ? undefined : await onNamedStore(location, liveSupervisorOf(location.storeDir, sessionId));
+  return runtime ? socketClient(runtime.socket, runtime) : undefined;
 }
 
 /**

@@ -10,7 +10,7 @@ import { HISTORY_PREFIX } from "./records.js";
 
 /** Letters, digits, `.`, `_`, `-`; starts with a letter; usable as a git branch `apex/NAME`. */
 export const SESSION_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
-/** The shape of session and checkpoint ids: a name that fits its start (4+ characters) reads as an id prefix. */
+/** The shape of session and checkpoint ids: a name that fits its start (4+ characters) reads as an id prefix (checkpoint refs ignore case). */
 const UUID_SHAPE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
 /** Words that already mean something where a session is named. */
 const RESERVED_NAMES = new Set(["last", "current", "latest", "history"]);
@@ -25,7 +25,7 @@ export function checkSessionName(name: string): string {
           ? "it cannot contain '..' or end with '.' or '.lock' (it names a git branch too)"
           : /^checkpoint-\d+$/.test(name)
             ? "it would read as a checkpoint name"
-            : name.length >= 4 && [...name].every((char, at) => (UUID_SHAPE[at] === "-" ? char === "-" : UUID_SHAPE[at] !== undefined && /[0-9a-f]/.test(char)))
+            : name.length >= 4 && [...name].every((char, at) => (UUID_SHAPE[at] === "-" ? char === "-" : UUID_SHAPE[at] !== undefined && /[0-9a-f]/i.test(char)))
               ? "it would read as the start of a session or checkpoint id (a uuid), so a command could act on another session"
               : undefined;
   if (problem) throw new ApexError("APEX_E_USAGE", `Invalid session name ${JSON.stringify(name)}: ${problem}.`);

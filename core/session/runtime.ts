@@ -2,7 +2,8 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { ambiguousSession, agentSession, commandDirectory, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
+import { mainWorktreeOf } from "../config/locate.js";
+import { ambiguousSession, agentSession, canonicalPath, commandDirectory, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
 import { carriesMarker, isSameProcessAlive, supervisorMarker } from "./proc.js";
 import { makePrivateDir } from "../store/private.js";
 
@@ -122,7 +123,8 @@ export function liveSupervisor(storeDir: string, cwd = commandDirectory()): Supe
     return prefixed.length === 1 ? prefixed[0] : undefined;
   }
   const worktree = linkedWorktreeOf(cwd);
-  if (worktree && !samePath(worktree, dirname(storeDir))) {
+  // A worktree of another repository (`apex --config` run from there) binds nothing here.
+  if (worktree && !samePath(worktree, dirname(storeDir)) && worktreeOfProject(worktree, dirname(storeDir))) {
     // In a branch's worktree: its session, or (not running, or not a branch's) the store decides.
     return running.find((runtime) => typeof runtime.worktree === "string" && samePath(runtime.worktree, worktree));
   }
@@ -131,6 +133,14 @@ export function liveSupervisor(storeDir: string, cwd = commandDirectory()): Supe
   if (running.length === 1) return running[0];
   if (running.length > 1) throw ambiguousSession(running.map((runtime) => ({ session_id: runtime.session_id, name: runtime.name ?? null, worktree: runtime.worktree ?? null })));
   return undefined;
+}
+
+/** True when `worktree` is a linked worktree of the repository the project directory is in. */
+export function worktreeOfProject(worktree: string, projectDir: string): boolean {
+  const main = mainWorktreeOf(worktree);
+  if (main === undefined) return false;
+  const [top, project] = [canonicalPath(main), canonicalPath(projectDir)];
+  return project === top || project.startsWith(`${top}/`);
 }
 
 /** Writes `run/<sid>.json`, and for the project's own session `supervisor.json` too. */

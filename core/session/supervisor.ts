@@ -2,9 +2,10 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { appendFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { availableParallelism, loadavg } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ApexError } from "../errors.js";
+import { mainWorktreeOf } from "../config/locate.js";
 import type { Config, AgentConfig } from "../config/types.js";
 import type { Engine } from "../engine.js";
 import { RpcServer } from "../rpc/server.js";
@@ -419,10 +420,17 @@ export class Supervisor {
     return { requeued, resumed, stopped_agents: stoppedAgents };
   }
 
-  /** Where agents run: the git worktree a branch session was created with (`session branch --worktree`), else the project. */
+  /**
+   * Where agents run: the git worktree a branch session was created with (`session branch
+   * --worktree`), at the project's place in it (a project in a subdirectory of its repository
+   * runs there in the worktree too), else the project.
+   */
   private workingTree(): string {
     const worktree = (this.service.session() as { worktree?: { path?: unknown } | null }).worktree;
-    return typeof worktree?.path === "string" && worktree.path ? worktree.path : this.config.projectDir;
+    if (typeof worktree?.path !== "string" || !worktree.path) return this.config.projectDir;
+    const main = mainWorktreeOf(worktree.path);
+    const inside = main === undefined ? "" : relative(main, this.config.projectDir);
+    return inside === "" || inside.startsWith("..") || isAbsolute(inside) ? worktree.path : join(worktree.path, inside);
   }
 
   /** The active task a restored agent goes back to: the one its record names, else its first active one. */

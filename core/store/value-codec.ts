@@ -474,9 +474,14 @@ function readString(reader: Reader, length: number): string {
 }
 
 function decodeUtf8(buffer: Buffer, start: number, end: number): string {
-  // 0xed followed by 0xa0..0xbf starts an encoded surrogate, which toString would replace.
-  const surrogate = buffer.indexOf(0xed, start);
-  if (surrogate === -1 || surrogate >= end) return buffer.toString("utf8", start, end);
+  // 0xed followed by 0xa0..0xbf starts an encoded surrogate, which toString would replace (by
+  // U+FFFD). Not looked for with buffer.indexOf: on a view of lmdb-js's 16 MB shared buffer it
+  // took ~0.3 ms a call, whatever the string's length.
+  const text = buffer.toString("utf8", start, end);
+  if (!text.includes("\ufffd")) return text;
+  let at = start;
+  while (at < end && buffer[at] !== 0xed) at++;
+  if (at === end) return text;
   let out = "";
   let i = start;
   while (i < end) {

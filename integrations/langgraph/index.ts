@@ -33,6 +33,7 @@ import {
   type SerializerProtocol,
 } from "@langchain/langgraph-checkpoint";
 import type { RunnableConfig } from "@langchain/core/runnables";
+import { resolve } from "node:path";
 import { locateProject } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { openSessionClient, type SessionClient } from "../../core/session/client.js";
@@ -94,6 +95,8 @@ const NOT_PRIMITIVE = Symbol("not primitive");
 export class ApexSaver extends BaseCheckpointSaver {
   private readonly options: ApexSaverOptions;
   private client: Promise<SessionClient> | undefined;
+  /** With `project` and no `session`: the session that directory binds (a branch's worktree: its own), fixed at connect. */
+  private bound: string | undefined;
   private readonly cache = new Map<string, ThreadCache>();
   /** Puts run one after the other: each builds on what the previous one left in the cache. */
   private putQueue: Promise<unknown> = Promise.resolve();
@@ -360,18 +363,37 @@ export class ApexSaver extends BaseCheckpointSaver {
   }
 
   private withSession(client: SessionClient, params: Record<string, unknown>): Record<string, unknown> {
-    const session = this.options.session ?? (client.via === "socket" && this.options.project === undefined ? process.env.APEX_SESSION_ID : undefined);
+    const session = this.options.session ?? this.bound ?? (client.via === "socket" && this.options.project === undefined ? process.env.APEX_SESSION_ID : undefined);
     return session ? { ...params, session } : params;
   }
 
   private async connect(): Promise<SessionClient> {
     // Inside an agent, APEX_SOCKET reaches its supervisor; `project` names another project explicitly.
     const saved = process.env.APEX_SOCKET;
-    if (this.options.project !== undefined) delete process.env.APEX_SOCKET;
+    const savedTree = process.env.APEX_WORKTREE;
+    const project = this.options.project !== undefined ? resolve(this.options.project) : undefined;
+    if (project !== undefined) {
+      delete process.env.APEX_SOCKET;
+      // The session is the one a command run in `project` acts on (a branch's worktree: the
+      // branch's), reached through its supervisor when it runs: not the one this process's own
+      // directory would bind, which may be another tree or repository altogether.
+      process.env.APEX_WORKTREE = project;
+    }
     try {
-      return await openSessionClient(locateProject(this.options.project !== undefined ? { cwd: this.options.project } : {}), "write", this.options.session !== undefined ? { session: this.options.session } : {});
+      const client = await openSessionClient(locateProject(project !== undefined ? { cwd: project } : {}), "write", this.options.session !== undefined ? { session: this.options.session } : {});
+      if (project !== undefined && this.options.session === undefined) {
+        try {
+          this.bound = client.supervisor?.session_id ?? (client.via === "store" ? await client.run("session.binding", {}, async (store) => (await import("../../core/session/sessions.js")).boundSessionId(store)) : undefined);
+        } catch (error) {
+          await client.close();
+          throw error;
+        }
+      }
+      return client;
     } finally {
       if (saved !== undefined) process.env.APEX_SOCKET = saved;
+      if (savedTree === undefined) delete process.env.APEX_WORKTREE;
+      else process.env.APEX_WORKTREE = savedTree;
     }
   }
 }

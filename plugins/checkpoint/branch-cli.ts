@@ -49,17 +49,20 @@ async function callWrite(location: ProjectLocation, method: string, params: Reco
 // ------------------------------------------------------------------------------------ branch
 
 export async function branchCommand(location: ProjectLocation, checkpoint: string, name: string, options: { worktree?: string | boolean; json?: boolean }): Promise<void> {
-  if (options.worktree === "") throw new ApexError("APEX_E_USAGE", "--worktree was given an empty directory.", { hint: "Name a new directory, or give --worktree alone for ../<project>-NAME." });
+  if (options.worktree === "") throw new ApexError("APEX_E_USAGE", "--worktree was given an empty directory.", { hint: "Name a new directory, or give --worktree alone for ../<repository>-NAME." });
   // Checked before a worktree is made: a bad name or reference leaves nothing behind.
   const source = await withReadStore(location, (store) => {
     checkNewSessionName(store, name);
     const manifest = branchSource(store, checkpoint);
-    const git = manifest.git_state as { commit?: unknown } | null;
-    return { commit: typeof git?.commit === "string" ? git.commit : null, label: `${manifest.session_id}/${manifest.name}` };
+    const git = manifest.git_state as { commit?: unknown; dirty?: unknown } | null;
+    return { commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, label: `${manifest.session_id}/${manifest.name}` };
   });
   let worktree: { path: string; branch: string; commit: string | null } | undefined;
   if (options.worktree !== undefined && options.worktree !== false) {
-    const dir = typeof options.worktree === "string" ? resolve(options.worktree) : join(dirname(location.projectDir), `${basename(location.projectDir)}-${name}`);
+    // By default beside the repository (a project in a subdirectory of it too: not inside its working tree).
+    const top = typeof options.worktree === "string" ? undefined : git(location.projectDir, ["rev-parse", "--show-toplevel"]);
+    const base = top?.code === 0 && top.out ? top.out : location.projectDir;
+    const dir = typeof options.worktree === "string" ? resolve(options.worktree) : join(dirname(base), `${basename(base)}-${name}`);
     worktree = createWorktree(location.projectDir, dir, `apex/${name}`, source.commit, source.label);
     // Its canonical path: the worktree binds commands run in it to the branch session (core/session/binding.ts).
     worktree.path = realpathSync(worktree.path);
@@ -70,6 +73,10 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   } catch (error) {
     if (worktree) removeWorktree(location.projectDir, worktree);
     throw error;
+  }
+  if (report.worktree && source.dirty) {
+    // The worktree is the commit: what was not committed when the checkpoint was taken is not in it.
+    process.stderr.write(`warning: ${source.label} was taken with uncommitted changes in the working tree; the worktree has commit ${report.worktree.commit?.slice(0, 12) ?? "-"} without them.\n`);
   }
   if (options.json) return printJson(report);
   printLine(`Branched ${paint(report.name, "bold")} (${report.session_id}) from ${report.parent_checkpoint.session_id}/${report.parent_checkpoint.name}.`);

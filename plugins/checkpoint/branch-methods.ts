@@ -31,19 +31,21 @@ export function branchMethods(
       }),
     "session.merge": (params) => {
       // writer_pid: the process that wrote the merge (DST's supervisor while DST runs: its one writer).
+      // Not on a dry run, which writes nothing: its report is the same wherever it is read.
+      const dryRun = params.dry_run === true;
       const run = async () =>
         ({ ...(await (await import("./session-merge.js")).mergeSessions(store, {
           source: text(params, "source"),
           destination: text(params, "destination"),
           strategy: typeof params.strategy === "string" ? params.strategy : undefined,
-          dryRun: params.dry_run === true,
+          dryRun,
           actor: typeof params.actor === "string" ? params.actor : undefined,
           scope: options.scope,
           ...(options.enrich ? { enrich: options.enrich } : {}),
           ...(options.afterCheckpoint ? { afterCheckpoint: options.afterCheckpoint } : {}),
           ...(params.git !== undefined ? { git: params.git as JsonValue } : {}),
-        })), writer_pid: process.pid }) as unknown as JsonValue;
-      return params.dry_run === true ? run() : options.serialize(run);
+        })), ...(dryRun ? {} : { writer_pid: process.pid }) }) as unknown as JsonValue;
+      return dryRun ? run() : options.serialize(run);
     },
     "session.tree": async () => (await import("./tree.js")).sessionTree(store) as unknown as JsonValue,
   };

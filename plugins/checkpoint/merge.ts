@@ -63,10 +63,12 @@ export interface MergeChange {
 
 export interface MergeConflict {
   path: string;
-  /** Values (null: the path has none there). */
+  /** Values (null: a null value, or no value there; `absent` tells which). */
   base: JsonValue | null;
   ours: JsonValue | null;
   theirs: JsonValue | null;
+  /** The sides where the path has no value (never set, or deleted): a null value is not absent. */
+  absent: Array<"base" | "ours" | "theirs">;
   /** Who wins under the chosen strategy; "none" under fail. */
   resolution: "ours" | "theirs" | "none";
   reason?: string;
@@ -107,6 +109,10 @@ function kindOf(change: SideChange): ChangeKind {
 
 function valueOrNull(view: ObjectView, hash: Hash | undefined): JsonValue | null {
   return hash ? view.readValue(hash) : null;
+}
+
+function absentSides(base: Hash | undefined, ours: Hash | undefined, theirs: Hash | undefined): MergeConflict["absent"] {
+  return [...(base ? [] : ["base" as const]), ...(ours ? [] : ["ours" as const]), ...(theirs ? [] : ["theirs" as const])];
 }
 
 /** Plans the merge of `theirs` into `ours` against `base`; reads only the changed subtrees. */
@@ -153,6 +159,7 @@ function planTree(view: ObjectView, base: Hash | null, ours: Hash | null, theirs
       base: valueOrNull(view, change.before),
       ours: valueOrNull(view, mine.after),
       theirs: valueOrNull(view, their.after),
+      absent: absentSides(change.before, mine.after, their.after),
       resolution,
     });
     if (strategy === "theirs") {
@@ -186,6 +193,7 @@ function decideTask(
     base: valueOrNull(view, baseHash),
     ours,
     theirs,
+    absent: absentSides(baseHash, oursHash, theirsHash),
     resolution: strategy === "fail" ? "none" : strategy,
     reason,
   };
@@ -247,8 +255,9 @@ export function objectView(store: Parameters<typeof ObjectStore.of>[0], options:
 
 /** What a conflict looks like in one line. */
 export function describeConflict(conflict: MergeConflict): string {
-  const show = (value: JsonValue | null) => (value === null ? "(none)" : clip(canonicalJson(value)));
-  return `${conflict.path}: base ${show(conflict.base)}, ours ${show(conflict.ours)}, theirs ${show(conflict.theirs)}${conflict.reason ? ` (${conflict.reason})` : ""}`;
+  // A null value is `null`; no value at all (never set, or deleted) is "(none)".
+  const show = (side: "base" | "ours" | "theirs") => (conflict.absent?.includes(side) ? "(none)" : clip(canonicalJson(conflict[side])));
+  return `${conflict.path}: base ${show("base")}, ours ${show("ours")}, theirs ${show("theirs")}${conflict.reason ? ` (${conflict.reason})` : ""}`;
 }
 
 function clip(text: string): string {

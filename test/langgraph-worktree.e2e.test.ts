@@ -1,0 +1,83 @@
+// An ApexSaver given `project: DIR` acts on the session a command run in DIR acts on: a branch's
+// git worktree names the branch's session, reached through that session's own supervisor. The
+// process's own directory does not decide (it may be another repository, or another worktree):
+// with real supervisors, LMDB, git worktrees and the built CLI.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { emptyCheckpoint, uuid6 } from "@langchain/langgraph-checkpoint";
+import { afterEach, describe, expect, it } from "vitest";
+import { ApexSaver } from "../integrations/langgraph/index.js";
+import { Project } from "./fixtures/agents/harness.js";
+import { initRepo, isolatedGit } from "./support/git.js";
+
+let project: Project | undefined;
+const extra: string[] = [];
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+  for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+const { git } = isolatedGit("apex-lg-wt-git-home-");
+const agent = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`].join("\n");
+
+function json<T>(result: { status: number; stdout: string; stderr: string }): T {
+  expect(result.status, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as T;
+}
+
+/** True while this process has the project's store file mapped (LMDB maps it on open). */
+function storeOpenHere(storeDir: string): boolean {
+  return readFileSync("/proc/self/maps", "utf8").includes(join(storeDir, "store.mdb"));
+}
+
+async function putOne(saver: ApexSaver, thread: string, value: string): Promise<string> {
+  const checkpoint = emptyCheckpoint();
+  checkpoint.id = uuid6(-1);
+  checkpoint.channel_values = { value };
+  checkpoint.channel_versions = { value: 1 };
+  await saver.put({ configurable: { thread_id: thread, checkpoint_ns: "" } }, checkpoint, { source: "input", step: -1, parents: {} }, { value: 1 });
+  return checkpoint.id;
+}
+
+describe("ApexSaver with project: a directory", () => {
+  it("a branch's worktree: the branch's session, through its supervisor; the project's tree: the project's session", async () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-lg-wt-");
+    const p = project;
+    initRepo(git, p.dir, { ".gitignore": ".apex/\n" });
+    const parent = mkdtempSync(join(tmpdir(), "apex-lg-wt-tree-"));
+    extra.push(parent);
+    const worktree = join(parent, "side");
+    const main = p.start(["--task", "main line"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "side", "--worktree", worktree]).status).toBe(0);
+    const side = p.start(["--continue", "side"]).session_id;
+    expect(existsSync(join(worktree, ".git"))).toBe(true);
+
+    const inBranch = new ApexSaver({ project: worktree });
+    const inProject = new ApexSaver({ project: p.dir });
+    try {
+      const branchStep = await putOne(inBranch, "review", "in the branch");
+      const projectStep = await putOne(inProject, "review", "in the project");
+      // Both supervisors run: the saver wrote through them, and never opened the store itself.
+      expect(storeOpenHere(p.storeDir)).toBe(false);
+      expect((await inBranch.getTuple({ configurable: { thread_id: "review" } }))?.checkpoint.channel_values).toEqual({ value: "in the branch" });
+      expect((await inProject.getTuple({ configurable: { thread_id: "review" } }))?.checkpoint.channel_values).toEqual({ value: "in the project" });
+      const latest = (session: string) => json<{ items: Array<{ trigger: string; description: string }> }>(p.apex(["checkpoint", "list", "--session", session, "--json"])).items[0]!;
+      expect(latest(side)).toMatchObject({ trigger: "langgraph" });
+      expect(latest(main)).toMatchObject({ trigger: "langgraph" });
+      // Each thread step is in its own session's history only.
+      const ids = async (saver: ApexSaver) => {
+        const out: string[] = [];
+        for await (const tuple of saver.list({ configurable: { thread_id: "review" } })) out.push(tuple.checkpoint.id);
+        return out;
+      };
+      expect(await ids(inBranch)).toEqual([branchStep]);
+      expect(await ids(inProject)).toEqual([projectStep]);
+    } finally {
+      await inBranch.close();
+      await inProject.close();
+    }
+  });
+});
