@@ -91,7 +91,9 @@ export async function openSessionClient(location: ProjectLocation, access: "read
  * supervisor runs, the write goes through it, never around it.
  */
 async function boundWriter(location: ProjectLocation): Promise<SessionClient | undefined> {
-  if (liveSupervisors(location.storeDir).length === 0) return undefined;
+  // Only supervisors on the store this command names can serve it (none: the store is opened directly).
+  const live = await Promise.all(liveSupervisors(location.storeDir).map((runtime) => onNamedStore(location, runtime)));
+  if (!live.some(Boolean)) return undefined;
   const [{ openStore }, { boundSessionId }] = await Promise.all([import("../store/open.js"), import("./sessions.js")]);
   const store = await openStore(location, { readOnly: true });
   let sessionId: string | undefined;

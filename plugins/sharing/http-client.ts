@@ -57,10 +57,10 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
   return { done, abort, silent: () => silent };
 }
 
-/** A reply longer than a socket line may be (MAX_LINE_BYTES) is refused: a server streaming without end must not exhaust memory. */
+/** A reply or event longer than a socket line may be (MAX_LINE_BYTES) is refused: a server streaming without end must not fill this process's memory. */
 function tooLong(endpoint: string, what: string): ApexError {
-  return new ApexError("APEX_E_RPC", `${new URL(endpoint).origin} sent ${what} longer than ${MAX_LINE_BYTES} characters; it was not read.`, {
-    hint: "Is the address the one `apex serve` printed?",
+  return new ApexError("APEX_E_RPC", `${new URL(endpoint).origin} sent ${what} larger than ${MAX_LINE_BYTES / 1024 / 1024} MiB; it was not read further.`, {
+    hint: "Is it `apex serve`? Ask for less (a narrower glob, fewer lines).",
   });
 }
 
