@@ -271,6 +271,26 @@ describe("an agent in a crash loop", () => {
     expect(errors).toHaveLength(21);
   });
 
+  it("a crash after a run of min_uptime starts the count of max_restarts afresh; quick crashes are still given up", async () => {
+    // Runs of ~1.5 s against min_uptime 1 s: each is stable, so max_restarts 1 never runs out.
+    project = new Project(
+      ["agents:", "  steady:", "    command: sh", `    args: ["-c", "sleep 1.5; exit 1"]`, "    max_restarts: 1", "    restart_delay: 0", "    min_uptime: 1", "plugins:", "  checkpoint: {}", ""].join("\n"),
+    );
+    const ready = project.start();
+    const started = () =>
+      Object.values(JSON.parse(project!.apex(["memory", "query", `/sessions/${ready.session_id}/events/*`, "--json"]).stdout) as Record<string, { type: string }>).filter((event) => event.type === "agent.started").length;
+    await waitFor("a fourth start", () => (started() >= 4 ? true : undefined), 60_000);
+    const status = JSON.parse(project.apex(["status", "--json"]).stdout) as { session: { status: string } };
+    expect(status.session.status).toBe("active");
+    // The same agent crashing at once (runs shorter than min_uptime) fails after its one restart.
+    project.cleanup();
+    project = new Project(
+      ["agents:", "  quick:", "    command: sh", `    args: ["-c", "exit 1"]`, "    max_restarts: 1", "    restart_delay: 0", "    min_uptime: 1", "plugins:", "  checkpoint: {}", ""].join("\n"),
+    );
+    project.start();
+    expect(await ended(project)).toMatchObject({ status: "failed" });
+  }, 120_000);
+
   it("a crash after the agent changed memory still takes its own onError checkpoint", async () => {
     const script = "apex memory set /attempt \\\"$$\\\" >/dev/null; exit 1";
     project = new Project(["agents:", "  crash:", "    command: sh", `    args: ["-c", "${script}"]`, "    max_restarts: 2", "    restart_delay: 0", "plugins:", "  checkpoint: {}", ""].join("\n"));

@@ -61,6 +61,8 @@ export interface AgentConfig {
   max_restarts: number;
   /** Seconds to wait before a restart. */
   restart_delay: number;
+  /** Seconds a run must last for its crash to start the count of max_restarts afresh. */
+  min_uptime: number;
 }
 
 /** One entry of `plugins:`, in document order. */

@@ -88,6 +88,8 @@ interface AgentSlot {
   process: AgentProcess | undefined;
   status: AgentStatus;
   restarts: number;
+  /** When its current process started (Date.now()): a run of min_uptime or longer resets `restarts`. */
+  startedAt: number;
   restartTimer: NodeJS.Timeout | undefined;
   /** A restart that is due but waits for `resume`. */
   restartDeferred: boolean;
@@ -177,7 +179,7 @@ export class Supervisor {
     this.service.onAgentActivity = () => this.noteActivity();
     this.server = new RpcServer(socketPath);
     for (const [name, spec] of Object.entries(config.agents)) {
-      this.slots.set(name, { name, spec, process: undefined, status: "starting", restarts: 0, restartTimer: undefined, restartDeferred: false });
+      this.slots.set(name, { name, spec, process: undefined, status: "starting", restarts: 0, startedAt: 0, restartTimer: undefined, restartDeferred: false });
     }
   }
 
@@ -531,6 +533,7 @@ export class Supervisor {
       return;
     }
     slot.process = child;
+    slot.startedAt = Date.now();
     slot.status = this.currentStatus() === "paused" ? "paused" : "running";
     if (slot.status === "paused") signalProvenGroup(child.pgid, child.startTime, child.marker, "SIGSTOP");
     this.agentLog(slot.name, `started pid ${child.pid} (process group ${child.pgid})${slot.restarts ? `, restart ${slot.restarts}` : ""}`);
@@ -573,6 +576,8 @@ export class Supervisor {
     const crashed = exit.signal !== null || exit.code !== 0;
     const policy = slot.spec.restart;
     const wantsRestart = policy === "always" || (policy === "on-failure" && crashed);
+    // A crash after a stable run is not part of a crash loop: the count starts afresh (as pm2's min_uptime).
+    if (child && Date.now() - slot.startedAt >= slot.spec.min_uptime * 1000) slot.restarts = 0;
     const canRestart = slot.restarts < slot.spec.max_restarts;
     const restart = wantsRestart && canRestart;
     slot.status = restart ? "restarting" : crashed ? "failed" : "exited";
