@@ -293,7 +293,11 @@ describe("--worktree and --git", () => {
     expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
     expect(p.apex(["memory", "show", "/feature"]).status).toBe(3); // main does not see it before the merge
 
-    const merged = json<{ git: { source_branch: string; commit: string }; applied: string }>(p.apex(["session", "merge", "feature", main, "--git", "--json"]));
+    // An uncommitted change in the branch's worktree is not merged by git, and the merge says so.
+    writeFileSync(join(worktree, "feature.txt"), "feature, not committed\n");
+    const run = p.apex(["session", "merge", "feature", main, "--git", "--json"]);
+    expect(run.stderr).toContain(`warning: ${worktree} has 1 uncommitted change(s) (feature.txt); only apex/feature's commits are merged.`);
+    const merged = json<{ git: { source_branch: string; commit: string }; applied: string }>(run);
     expect(merged.git.source_branch).toBe("apex/feature");
     expect(git(dir, "rev-parse", "HEAD")).toBe(merged.git.commit);
     expect(readFileSync(join(dir, "feature.txt"), "utf8")).toBe("feature\n");

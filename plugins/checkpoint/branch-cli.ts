@@ -209,13 +209,14 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
  * aborts the merge (`git merge --abort`), so both histories stay as they were, and names the files.
  */
 async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Promise<JsonValue> {
-  const { sourceBranch, directory } = await withReadStore(location, (store) => {
+  const { sourceBranch, sourceDirectory, directory } = await withReadStore(location, (store) => {
     const source = sessionRecord(store, resolveSessionRef(store, plan.source.session_id));
     const destination = sessionRecord(store, resolveSessionRef(store, plan.destination.session_id));
-    const sourceWorktree = source?.worktree as { branch?: unknown } | null | undefined;
+    const sourceWorktree = source?.worktree as { branch?: unknown; path?: unknown } | null | undefined;
     const destinationWorktree = destination?.worktree as { path?: unknown } | null | undefined;
     return {
       sourceBranch: typeof sourceWorktree?.branch === "string" ? sourceWorktree.branch : undefined,
+      sourceDirectory: typeof sourceWorktree?.path === "string" ? sourceWorktree.path : undefined,
       directory: typeof destinationWorktree?.path === "string" ? destinationWorktree.path : location.projectDir,
     };
   });
@@ -238,6 +239,11 @@ async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Pr
   }
   if (git(directory, ["status", "--porcelain", "--untracked-files=no"]).out !== "") {
     throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has uncommitted changes; not merging ${sourceBranch} into it.`, { hint: "Commit or stash them first." });
+  }
+  // git merges SRC's commits only: changes its agents left uncommitted stay behind, said so.
+  const left = sourceDirectory && existsSync(sourceDirectory) ? git(sourceDirectory, ["status", "--porcelain", "--untracked-files=no"]).out.split("\n").filter(Boolean) : [];
+  if (left.length > 0) {
+    process.stderr.write(`warning: ${sourceDirectory} has ${left.length} uncommitted change(s) (${left.slice(0, 5).map((line) => line.trim().replace(/^\S+\s+/, "")).join(", ")}${left.length > 5 ? ", …" : ""}); only ${sourceBranch}'s commits are merged.\n`);
   }
   const destinationBranch = git(directory, ["rev-parse", "--abbrev-ref", "HEAD"]).out;
   const before = git(directory, ["rev-parse", "HEAD"]).out;
