@@ -33,6 +33,11 @@ describe("paths", () => {
     expect(pathProblem(path)).toBeUndefined();
   });
 
+  it("names a too-long path by its start, so the message stays one readable line", () => {
+    const path = `/${"x".repeat(5000)}`;
+    expect(() => checkPath(path)).toThrowError(`Invalid path "/${"x".repeat(99)}"… (5001 characters): it is longer than 1024 bytes.`);
+  });
+
   it("bad paths exit with the usage code", () => {
     try {
       checkPath("relative");

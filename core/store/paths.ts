@@ -13,7 +13,9 @@ const DOT = 0x2e;
 export function checkPath(path: string, what = "path"): string {
   const problem = pathProblem(path);
   if (problem) {
-    throw new ApexError("APEX_E_BAD_PATH", `Invalid ${what} ${JSON.stringify(path)}: ${problem}.`, {
+    // A path past the size limit is named by its start: the message stays one readable line.
+    const shown = typeof path === "string" && path.length > 120 ? `${JSON.stringify(path.slice(0, 100))}… (${path.length} characters)` : JSON.stringify(path);
+    throw new ApexError("APEX_E_BAD_PATH", `Invalid ${what} ${shown}: ${problem}.`, {
       hint: "Paths look like /project/notes/today: absolute, '/'-separated, without empty, '.' or '..' segments.",
     });
   }
