@@ -48,7 +48,7 @@ export function formatEvent(event: SessionEvent): string {
   const time = typeof event.at === "string" ? event.at.slice(11, 19) : "--:--:--";
   const e = event as Record<string, unknown>;
   const text = (name: string) => (e[name] === null || e[name] === undefined ? "" : terminalSafe(String(e[name]), { singleLine: true }));
-  const type = terminalSafe(String(event.type), { singleLine: true });
+  const type = event.type === undefined || event.type === null ? "unknown event" : terminalSafe(String(event.type), { singleLine: true });
   let what: string;
   switch (event.type) {
     case "session.started":
