@@ -125,6 +125,13 @@ describe("apex logs with hostile output", () => {
     expect(text.stdout.split("\n")[0]).toBe("beta | ok \\u001b]0;PWNED\\u0007 \\u001b[2J \\u001b[31mred\\u000dhidden\\u202e evil\tTAB");
     const json = project.apex(["logs", "--session", "0f0e0d0c", "--json"]);
     expect(JSON.parse(json.stdout.split("\n")[0]!).line).toBe("ok \u001b]0;PWNED\u0007 \u001b[2J \u001b[31mred\rhidden\u202e evil\tTAB");
+    // --raw, asked for: the agent's own sequences as written (its colours), on this host's logs only.
+    const rawText = project.apex(["logs", "--session", "0f0e0d0c", "--raw"]);
+    expect(rawText.status, rawText.stderr).toBe(0);
+    expect(rawText.stdout.split("\n")[0]).toBe("beta | ok \u001b]0;PWNED\u0007 \u001b[2J \u001b[31mred\rhidden\u202e evil\tTAB");
+    const both = project.apex(["logs", "--session", "0f0e0d0c", "--raw", "--json"]);
+    expect(both.status).toBe(2);
+    expect(both.stderr).toContain("APEX_E_USAGE");
   });
 
   it("a log the supervisor cut goes on from its .1 file", () => {

@@ -18,6 +18,8 @@ export interface LogsOptions {
   lines?: number;
   session?: string;
   json?: boolean;
+  /** The agents' text as they wrote it, escape sequences and all (local logs only). */
+  raw?: boolean;
 }
 
 export interface LogFile {
@@ -34,6 +36,9 @@ export interface LogLine {
 
 export async function showLogs(location: ProjectLocation, agent: string | undefined, options: LogsOptions): Promise<void> {
   const remote = remoteSessionClient();
+  if (options.raw && (remote || options.json)) {
+    throw new ApexError("APEX_E_USAGE", remote ? "--raw prints only this host's logs: another host's text is always shown with its control characters visible." : "--raw and --json do not go together: --json already keeps the text exact.");
+  }
   if (remote) return showRemoteLogs(remote, agent, options);
   const sessionId =
     options.session !== undefined
@@ -45,7 +50,7 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
   }
   const count = options.lines ?? (options.follow ? 10 : 50);
   const { dir, chosen, lines } = readLogTail(location.storeDir, sessionId, agent, count);
-  const print = linePrinter(chosen.map((file) => file.agent), Boolean(options.json));
+  const print = linePrinter(chosen.map((file) => file.agent), Boolean(options.json), options.raw ? (await import("../terminal-text.js")).writeControl : undefined);
   for (const line of lines) print(line);
   if (options.follow) {
     let interrupted = false;
@@ -80,11 +85,13 @@ async function showRemoteLogs(remote: SessionClient, agent: string | undefined, 
 /** Agent names are padded to the longest, up to this many characters (a name is never cut). */
 const MAX_AGENT_COLUMN = 32;
 
-function linePrinter(agents: string[], json: boolean): (line: LogLine) => void {
+/** `raw`: writes a line past the terminal guard (cli/terminal-text.ts), for `--raw`. */
+function linePrinter(agents: string[], json: boolean, raw?: (stream: NodeJS.WriteStream, text: string) => boolean): (line: LogLine) => void {
   const width = Math.min(MAX_AGENT_COLUMN, agents.reduce((longest, name) => Math.max(longest, name.length), 0));
   return (entry) => {
     const { agent, stream, line } = entry ?? ({} as Partial<LogLine>);
     if (json) process.stdout.write(`${JSON.stringify({ agent, stream, line })}\n`);
+    else if (raw) raw(process.stdout, `${paint(String(agent).padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${line}\n`);
     // One log line is one line of output: control characters and line breaks (possible only in a line another host sent) are shown, not obeyed.
     else printLine(`${paint(String(agent ?? "?").padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${visibleText(String(line ?? ""))}`);
   };
