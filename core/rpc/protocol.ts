@@ -81,11 +81,12 @@ export function errorFromBody(body: RpcErrorBody): ApexError {
  * newline comes (appending to one string and searching all of it again for every chunk made a
  * 50 MB `memory set` through a supervisor take 20 s).
  */
-export function lineSplitter(onLine: (line: string) => void, onOverflow: () => void): (chunk: string) => void {
+export function lineSplitter(onLine: (line: string) => void, onOverflow: () => void, options: { blankLines?: boolean } = {}): (chunk: string) => void {
   let parts: string[] = [];
   let partsLength = 0;
+  // Blank lines are skipped, unless they mean something (`blankLines`: they end server-sent events).
   const emit = (line: string): void => {
-    if (line.trim() !== "") onLine(line);
+    if (options.blankLines || line.trim() !== "") onLine(line);
   };
   return (chunk: string) => {
     let start = 0;

@@ -1,7 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { ApexError } from "../../core/errors.js";
-import { MAX_LINE_BYTES, errorFromBody, sendableJson, type RpcErrorBody } from "../../core/rpc/protocol.js";
+import { MAX_LINE_BYTES, errorFromBody, lineSplitter, sendableJson, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { tokenFor } from "./remote.js";
 import type { Subscription } from "../../core/rpc/call.js";
 
@@ -78,40 +78,32 @@ async function readAll(endpoint: string, response: IncomingMessage): Promise<str
 }
 
 /**
- * Splits server-sent events into their blocks (the text between blank lines). Linear in the
- * bytes: each chunk is searched once and a block's parts are joined once (searching the whole
- * pending text again for every chunk is quadratic in an event's size). Undefined once pending
- * text passes MAX_LINE_BYTES.
+ * Server-sent events, a chunk at a time: the blocks (events) that chunk completes, split by the
+ * socket's own linear line splitter keeping blank lines (which end an event); undefined once an
+ * unfinished event passes MAX_LINE_BYTES.
  */
 function sseBlocks(): (chunk: string) => string[] | undefined {
-  let parts: string[] = [];
-  let length = 0;
-  const take = (last: string): string => {
-    const block = parts.length > 0 ? parts.join("") + last : last;
-    parts = [];
-    length = 0;
-    return block;
-  };
+  let lines: string[] = [];
+  let overflow = false;
+  const split = lineSplitter((line) => lines.push(line), () => (overflow = true), { blankLines: true });
+  let block: string[] = [];
+  let blockLength = 0;
   return (chunk) => {
+    split(chunk);
     const blocks: string[] = [];
-    let start = 0;
-    // A blank line split across chunks: the pending text ends with its first newline.
-    if (chunk.startsWith("\n") && parts.length > 0 && parts[parts.length - 1]!.endsWith("\n")) {
-      blocks.push(take("").slice(0, -1));
-      start = 1;
+    for (const line of lines) {
+      if (line !== "") {
+        block.push(line);
+        blockLength += line.length + 1;
+      } else if (block.length > 0) {
+        blocks.push(block.join("\n"));
+        block = [];
+        blockLength = 0;
+      }
     }
-    let end = chunk.indexOf("\n\n", start);
-    while (end >= 0) {
-      blocks.push(take(chunk.slice(start, end)));
-      start = end + 2;
-      end = chunk.indexOf("\n\n", start);
-    }
-    if (start < chunk.length) {
-      parts.push(chunk.slice(start));
-      length += chunk.length - start;
-      if (length > MAX_LINE_BYTES) return undefined;
-    }
-    return blocks;
+    lines = [];
+    // One event (many short lines, or one long one) past the bound a socket line has.
+    return overflow || blockLength > MAX_LINE_BYTES ? undefined : blocks;
   };
 }
 
