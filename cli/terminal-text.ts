@@ -43,6 +43,20 @@ export function visibleText(text: string): string {
   return text.replace(UNSAFE_BUT_TAB, escaped);
 }
 
+/**
+ * A log line as the lines a terminal would have shown one after the other: a carriage return
+ * not at the end starts a new segment (an agent's progress bar, `10%\r20%\r30%`, reads as
+ * three lines instead of one line of escapes), so nothing a later segment would have drawn
+ * over is hidden. One carriage return at the end (a CR-LF line ending) is dropped; empty
+ * segments are left out, unless the line is empty.
+ */
+export function logLineSegments(line: string): string[] {
+  const text = line.endsWith("\r") ? line.slice(0, -1) : line;
+  if (!text.includes("\r")) return [text];
+  const segments = text.split("\r").filter((segment) => segment.length > 0);
+  return segments.length > 0 ? segments : [""];
+}
+
 /** `text` with every control character shown as its escape (see above). */
 export function terminalSafe(text: string, options: SafeTextOptions = {}): string {
   if (options.singleLine) return text.replace(UNSAFE_LINE, escaped);

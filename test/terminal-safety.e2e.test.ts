@@ -8,7 +8,7 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { ok, remote, serve, share } from "./support/serve.js";
 import { Writable } from "node:stream";
-import { guardTerminalOutput, terminalSafe, writeControl } from "../cli/terminal-text.js";
+import { guardTerminalOutput, logLineSegments, terminalSafe, writeControl } from "../cli/terminal-text.js";
 import { Progress } from "../plugins/compression/progress.js";
 
 /** Bytes a terminal would act on: C0 but tab and newline, DEL, C1 (UTF-8 C2 80–9F), bidirectional overrides. */
@@ -30,6 +30,15 @@ describe("terminal-safe text", () => {
     expect(JSON.parse(terminalSafe(json))).toEqual({ v: "a\u009b\u007f\u202e" });
     const plain = "plain text, ünïcödé ✓";
     expect(terminalSafe(plain)).toBe(plain);
+  });
+
+  it("a log line's carriage returns make the lines a terminal showed one after the other; nothing drawn over is lost", () => {
+    expect(logLineSegments("10%\r20%\r30%")).toEqual(["10%", "20%", "30%"]);
+    expect(logLineSegments("\rrm -rf /\rall good\r")).toEqual(["rm -rf /", "all good"]);
+    expect(logLineSegments("crlf line\r")).toEqual(["crlf line"]);
+    expect(logLineSegments("")).toEqual([""]);
+    expect(logLineSegments("\r\r")).toEqual([""]);
+    expect(logLineSegments("no return")).toEqual(["no return"]);
   });
 });
 
@@ -76,7 +85,7 @@ describe("--remote and connect print crafted text from a real server safely", ()
   });
 
   it("status, tasks, logs, memory, events: no control character reaches stdout or stderr; --json keeps the exact values", async () => {
-    const agent = `printf 'log \\033]0;pwned\\007 \\033[2J\\302\\233 line\\n'; while true; do sleep 0.3; done`;
+    const agent = `printf 'log \\033]0;pwned\\007 \\033[2J\\302\\233 line\\n'; printf 'bar 10%%\\rbar 20%%\\rbar 30%%\\r\\n'; while true; do sleep 0.3; done`;
     project = new Project(shellAgents({ alpha: agent }));
     const p = project;
     const sid = p.start(["--task", `start${EVIL}`]).session_id;
@@ -95,6 +104,12 @@ describe("--remote and connect print crafted text from a real server safely", ()
     // The crafted text is there, shown: not dropped.
     expect(ok(remote(p, url, sid, viewer.token, ["task", "list"]))).toContain("title\\u001b]0;pwned\\u0007\\u001b[2J");
     expect(ok(remote(p, url, sid, viewer.token, ["logs", "-n", "5"]))).toContain("log \\u001b]0;pwned\\u0007 \\u001b[2J\\u009b line");
+    // A progress bar drawn with carriage returns: each state on a line of its own, locally and remotely.
+    for (const logs of [ok(remote(p, url, sid, viewer.token, ["logs", "-n", "5"])), ok(p.apex(["logs", "-n", "5"]))]) {
+      expect(logs.split("\n").filter((line) => / \| bar \d0%$/.test(line)).map((line) => line.slice(-7))).toEqual(["bar 10%", "bar 20%", "bar 30%"]);
+    }
+    const jsonLines = ok(p.apex(["logs", "-n", "5", "--json"])).trim().split("\n").map((line) => (JSON.parse(line) as { line: string }).line);
+    expect(jsonLines).toContain("bar 10%\rbar 20%\rbar 30%\r");
     expect(ok(remote(p, url, sid, viewer.token, ["memory", "show", "/notes/raw"]))).toContain("second line");
     // --json: the same values, exactly.
     const shown = JSON.parse(ok(remote(p, url, sid, viewer.token, ["memory", "show", "/notes/evil", "--json"]))) as { value: unknown };

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { paint, printLine, visibleText } from "../output.js";
+import { logLineSegments } from "../terminal-text.js";
 import { sleep } from "../../core/session/proc.js";
 import { agentLogDir, liveSupervisor, readRuntime } from "../../core/session/runtime.js";
 import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
@@ -92,8 +93,13 @@ function linePrinter(agents: string[], json: boolean, raw?: (stream: NodeJS.Writ
     const { agent, stream, line } = entry ?? ({} as Partial<LogLine>);
     if (json) process.stdout.write(`${JSON.stringify({ agent, stream, line })}\n`);
     else if (raw) raw(process.stdout, `${paint(String(agent).padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${line}\n`);
-    // One log line is one line of output: control characters and line breaks (possible only in a line another host sent) are shown, not obeyed.
-    else printLine(`${paint(String(agent ?? "?").padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${visibleText(String(line ?? ""))}`);
+    else {
+      // A log line is printed as the lines its carriage returns made on the agent's terminal
+      // (logLineSegments); other control characters and line breaks (possible only in a line
+      // another host sent) are shown, not obeyed.
+      const prefix = `${paint(String(agent ?? "?").padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} `;
+      for (const segment of logLineSegments(String(line ?? ""))) printLine(`${prefix}${visibleText(segment)}`);
+    }
   };
 }
 
