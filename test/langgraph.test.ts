@@ -2,6 +2,8 @@
 // project's plugins): the mapping of channels to memory, large object channels stored key by
 // key, forks and a saver whose view of the memory is out of date, retention and LangGraph
 // threads, names that are not path segments, bad requests.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { JsonPlusSerializer, uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
@@ -9,6 +11,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { type Store } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
+import type { SessionClient } from "../core/session/client.js";
+import { readProcStat } from "../core/session/proc.js";
 import { LmdbStore } from "./helpers/store.js";
 import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
 import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
@@ -491,6 +495,33 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     await expect(saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({
       code: "APEX_E_CONFIG",
     });
+  });
+});
+
+describe("ApexSaver through a supervisor's socket", () => {
+  it("a call to a stopped supervisor (SIGSTOP) fails within seconds naming its pid; a live one that is slow to answer is waited for", async () => {
+    const { dir, sessionId, saver } = await setup();
+    // A process that takes connections on the project's socket and answers none, recorded as its supervisor.
+    const socket = join(dir, ".apex", "supervisor.sock");
+    const child = spawn(process.execPath, ["-e", `require("node:net").createServer(() => {}).listen(${JSON.stringify(socket)}, () => console.log("listening"))`], { stdio: ["ignore", "pipe", "inherit"] });
+    cleanups.push(() => {
+      process.kill(child.pid!, "SIGKILL");
+    });
+    await once(child.stdout!, "data");
+    const runtime = { pid: child.pid!, start_time: readProcStat(child.pid!)!.startTime, socket, session_id: sessionId, started_at: new Date().toISOString(), log: join(dir, "log") };
+    writeFileSync(join(dir, ".apex", "supervisor.json"), JSON.stringify(runtime));
+    process.kill(child.pid!, "SIGSTOP");
+    const started = Date.now();
+    const error = await saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 }).catch((caught: unknown) => caught);
+    expect(Date.now() - started).toBeLessThan(10_000); // not the 120 s of a call's timeout
+    expect(error).toMatchObject({ code: "APEX_E_TIMEOUT", details: { stopped: true, pid: child.pid } });
+    expect((error as Error).message).toBe(`Session ${sessionId}'s supervisor (pid ${child.pid}) is stopped (SIGSTOP): it cannot answer langgraph.put.`);
+    // Continued, it runs but answers nothing: a call waits for it until its own timeout.
+    process.kill(child.pid!, "SIGCONT");
+    const client = await (saver as unknown as { connected(): Promise<SessionClient> }).connected();
+    const slow = await client.call("langgraph.list", { session: sessionId }, 2200).catch((caught: unknown) => caught);
+    expect(slow).toMatchObject({ code: "APEX_E_TIMEOUT", message: "The supervisor did not answer langgraph.list within 2 s." });
+    expect((slow as { details?: unknown }).details).toBeUndefined();
   });
 });
 
