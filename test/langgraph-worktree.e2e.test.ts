@@ -75,6 +75,19 @@ describe("ApexSaver with project: a directory", () => {
       };
       expect(await ids(inBranch)).toEqual([branchStep]);
       expect(await ids(inProject)).toEqual([projectStep]);
+
+      // Through the socket (JSON, which drops undefined) as on the store: a filter key given as
+      // undefined matches metadata without it.
+      const next = emptyCheckpoint();
+      next.id = uuid6(-1);
+      await inProject.put({ configurable: { thread_id: "review", checkpoint_ns: "", checkpoint_id: projectStep } }, next, { step: 0, parents: {} }, {});
+      const filtered = async (filter: Record<string, unknown>) => {
+        const out: string[] = [];
+        for await (const tuple of inProject.list({ configurable: { thread_id: "review" } }, { filter })) out.push(tuple.checkpoint.id);
+        return out;
+      };
+      expect(await filtered({ source: undefined })).toEqual([next.id]);
+      expect(await filtered({ source: "input" })).toEqual([projectStep]);
     } finally {
       await inBranch.close();
       await inProject.close();

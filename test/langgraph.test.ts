@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import { JsonPlusSerializer, uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
+import { BaseCheckpointSaver, JsonPlusSerializer, MemorySaver, uuid6, type Checkpoint, type CheckpointMetadata } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { type Store } from "../core/store/store.js";
@@ -488,6 +488,27 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     cleanups.push(() => unknown.close());
     await expect(unknown.getTuple(thread)).rejects.toThrow(/no-such-session/);
     expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, writes: [...store.keysBelow(`/sessions/${sessionId}/langgraph/t/~/writes`)] }))).toEqual({ total: 1, writes: [] });
+  });
+
+  it("list's filter is LangGraph's: a key given as undefined matches metadata without it (as MemorySaver and the conformance suite have it), not every checkpoint", async () => {
+    const { saver } = await setup();
+    const memory = new MemorySaver();
+    let apex = { configurable: { thread_id: "f", checkpoint_ns: "" } } as Record<string, any>;
+    let mem = apex;
+    const metadatas = [{ source: "input", step: -1, parents: {} }, { step: 0, parents: {} }, { source: "loop", step: 1, parents: {} }] as CheckpointMetadata[];
+    for (const metadata of metadatas) {
+      const checkpoint = checkpointOf({ a: metadata.step }, { a: metadata.step + 2 });
+      apex = await saver.put(apex, checkpoint, metadata, { a: metadata.step + 2 });
+      mem = await memory.put(mem, checkpoint, metadata, { a: metadata.step + 2 });
+    }
+    const steps = async (from: BaseCheckpointSaver, filter: Record<string, unknown> | undefined) => {
+      const out = [];
+      for await (const tuple of from.list({ configurable: { thread_id: "f" } }, { filter })) out.push(tuple.metadata?.step);
+      return out;
+    };
+    const filters = [undefined, {}, { source: undefined }, { source: "loop" }, { source: "loop", step: undefined }, { source: undefined, step: 0 }, { parents: undefined }];
+    for (const filter of filters) expect([filter, await steps(saver, filter)]).toEqual([filter, await steps(memory, filter)]);
+    expect(await steps(saver, { source: undefined })).toEqual([0]);
   });
 
   it("refuses to write when the checkpoint plugin's paths leave out /langgraph", async () => {

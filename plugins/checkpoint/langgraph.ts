@@ -232,6 +232,7 @@ export class LangGraphStore {
           before: optionalString(params, "before"),
           limit: typeof params.limit === "number" ? params.limit : undefined,
           filter: isRecord(params.filter) ? (params.filter as Record<string, JsonValue>) : undefined,
+          absent: Array.isArray(params.filter_absent) ? params.filter_absent.filter((key): key is string => typeof key === "string") : undefined,
         }) as unknown as JsonValue,
       "langgraph.deleteThread": (params) => this.deleteThread(sessionOf(params), requiredString(params, "thread_id")) as Promise<JsonValue>,
     };
@@ -363,7 +364,16 @@ export class LangGraphStore {
 
   list(
     sessionId: string,
-    options: { thread_id?: string | undefined; checkpoint_ns?: string | undefined; checkpoint_id?: string | undefined; before?: string | undefined; limit?: number | undefined; filter?: Record<string, JsonValue> | undefined },
+    options: {
+      thread_id?: string | undefined;
+      checkpoint_ns?: string | undefined;
+      checkpoint_id?: string | undefined;
+      before?: string | undefined;
+      limit?: number | undefined;
+      filter?: Record<string, JsonValue> | undefined;
+      /** Metadata keys the filter gives as undefined: a checkpoint whose metadata has them does not match. */
+      absent?: string[] | undefined;
+    },
   ): TupleRecord[] {
     const out: TupleRecord[] = [];
     let remaining = options.limit ?? Infinity;
@@ -377,7 +387,7 @@ export class LangGraphStore {
           if (options.before !== undefined && !(id < options.before)) continue;
           const located = this.locate(sessionId, threadId, ns, id);
           if (!located) continue;
-          if (options.filter && !matchesFilter(located.index.metadata_json, options.filter)) continue;
+          if ((options.filter || options.absent) && !matchesFilter(located.index.metadata_json, options.filter ?? {}, options.absent ?? [])) continue;
           out.push(this.tuple(sessionId, threadId, ns, id, located));
           remaining -= 1;
         }
@@ -753,9 +763,15 @@ function jsonOf(value: SerializedValue): JsonValue | undefined {
   }
 }
 
-function matchesFilter(metadata: JsonValue | undefined, filter: Record<string, JsonValue>): boolean {
+/**
+ * LangGraph's filter (`metadata[key] === value` for each key, as MemorySaver and the conformance
+ * suite's own expectations have it): a key given as undefined (`absent`, or undefined in
+ * `filter` when called in this process) matches metadata without that key.
+ */
+function matchesFilter(metadata: JsonValue | undefined, filter: Record<string, JsonValue>, absent: string[]): boolean {
   const record = isRecord(metadata) ? (metadata as Record<string, JsonValue>) : {};
-  return Object.entries(filter).every(([key, value]) => isDeepStrictEqual(record[key], value));
+  const has = (key: string) => Object.prototype.hasOwnProperty.call(record, key);
+  return absent.every((key) => !has(key)) && Object.entries(filter).every(([key, value]) => (value === undefined ? !has(key) : has(key) && isDeepStrictEqual(record[key], value)));
 }
 
 function describeStep(request: PutRequest, metadata: JsonValue | undefined): string {
