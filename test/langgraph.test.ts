@@ -511,6 +511,35 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await steps(saver, { source: undefined })).toEqual([0]);
   });
 
+  it("a thread id over 512 bytes is refused as such, by every method, in a short message that gives the limit; one of 512 bytes is kept", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const long = "x".repeat(2000);
+    const config = { configurable: { thread_id: long, checkpoint_ns: "", checkpoint_id: uuid6(1) } };
+    const message = `The LangGraph thread id "${"x".repeat(100)}"… (2000 characters) is too long: APEX keeps thread ids of up to 512 bytes, and this one takes 2000.`;
+    const calls = [
+      () => saver.put(config, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {}),
+      () => saver.putWrites(config, [["a", 1]], "task"),
+      () => saver.getTuple(config),
+      async () => {
+        for await (const tuple of saver.list(config)) return tuple;
+      },
+      () => saver.deleteThread(long),
+    ];
+    for (const call of calls) await expect(call()).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT", message, details: { thread_id_bytes: 2000, limit: 512 } });
+    // Bytes as the id is stored: a non-ASCII character takes 3 per byte of its UTF-8 form.
+    await expect(saver.getTuple({ configurable: { thread_id: "é".repeat(100) } })).rejects.toThrow(`The LangGraph thread id "${"é".repeat(100)}" is too long: APEX keeps thread ids of up to 512 bytes, and this one takes 600.`);
+    // Names too long together (a long namespace too) are named with their sizes.
+    await expect(saver.getTuple({ configurable: { thread_id: "y".repeat(500), checkpoint_ns: "n".repeat(500) } })).rejects.toMatchObject({
+      code: "APEX_E_BAD_INPUT",
+      message: expect.stringMatching(/^The LangGraph thread id \(500 bytes\), namespace \(500 bytes\) are too long together: APEX's paths for them take \d+ bytes, over its limit of 1024\.$/),
+    });
+    const edge = await saver.put({ configurable: { thread_id: "z".repeat(512), checkpoint_ns: "" } }, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    await saver.putWrites(edge, [["a", 2]], "00000000-0000-0000-0000-000000000000");
+    expect((await saver.getTuple(edge))!.pendingWrites).toEqual([["00000000-0000-0000-0000-000000000000", "a", 2]]);
+    await saver.close();
+    expect(await readStore(dir, (store) => listCheckpoints(store, sessionId).total)).toBe(1);
+  });
+
   it("refuses to write when the checkpoint plugin's paths leave out /langgraph", async () => {
     const { saver } = await setup("plugins:\n  checkpoint:\n    paths: ['/app/**']\n");
     await expect(saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({

@@ -27,7 +27,7 @@ import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
 import { encodeJson } from "../../core/store/value-codec.js";
-import { subtreeRange } from "../../core/store/paths.js";
+import { MAX_PATH_BYTES, subtreeRange } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
 import { checkpointInfo, countValues, writeCheckpoint } from "./checkpoints.js";
@@ -188,6 +188,42 @@ function writesDir(sessionId: string, threadId: string, ns: string, checkpointId
   return `${indexDir(sessionId, threadId, ns)}/writes/${nameSegment(checkpointId)}`;
 }
 
+/**
+ * The longest thread id APEX keeps, in bytes of its path segment (percent-encoded): the index's
+ * paths (`…/langgraph/<thread>/<ns>/writes/<checkpoint>/<task>/<idx>`) must stay within
+ * MAX_PATH_BYTES with room for the session, the namespace and LangGraph's ids.
+ */
+export const MAX_THREAD_ID_BYTES = 512;
+
+/**
+ * Refuses a thread id too long for APEX's paths, and names too long together, saying which and
+ * the limit (not an invalid path, nor LMDB's key size, which say nothing to a LangGraph user).
+ */
+function checkNames(sessionId: string, names: { thread_id?: string | undefined; checkpoint_ns?: string | undefined; checkpoint_id?: string | undefined; task_id?: string | undefined }): void {
+  const { thread_id: threadId } = names;
+  const threadBytes = threadId === undefined ? 0 : nameSegment(threadId).length; // percent-encoded: ASCII
+  if (threadBytes > MAX_THREAD_ID_BYTES) {
+    throw new ApexError("APEX_E_BAD_INPUT", `The LangGraph thread id ${shownName(threadId!)} is too long: APEX keeps thread ids of up to ${MAX_THREAD_ID_BYTES} bytes, and this one takes ${threadBytes}.`, {
+      hint: "The bytes are those of the id percent-encoded: letters, digits and -_.!*'() take one each, any other character 3 per byte of its UTF-8 form. Use a shorter id (a hash of this one, say). Nothing was written.",
+      details: { thread_id_bytes: threadBytes, limit: MAX_THREAD_ID_BYTES },
+    });
+  }
+  const labels = { thread_id: "thread id", checkpoint_ns: "namespace", checkpoint_id: "checkpoint id", task_id: "task id" } as const;
+  const parts = (Object.keys(labels) as Array<keyof typeof labels>).filter((name) => names[name] !== undefined).map((name) => ({ label: labels[name], bytes: nameSegment(names[name]!).length }));
+  // `/sessions/<sid>/langgraph` and, in the longest path, `/writes` and the write's index.
+  const total = Buffer.byteLength(indexRoot(sessionId)) + "/writes".length + 21 + parts.reduce((sum, part) => sum + 1 + part.bytes, 0);
+  if (total > MAX_PATH_BYTES) {
+    throw new ApexError("APEX_E_BAD_INPUT", `The LangGraph ${parts.map((part) => `${part.label} (${part.bytes} bytes)`).join(", ")} are too long together: APEX's paths for them take ${total} bytes, over its limit of ${MAX_PATH_BYTES}.`, {
+      hint: "Use shorter ids or namespaces. Nothing was written.",
+    });
+  }
+}
+
+/** A name as an error shows it: a long one by its first 100 characters and its length, so the message stays one readable line. */
+function shownName(name: string): string {
+  return name.length > 120 ? `${JSON.stringify(name.slice(0, 100))}… (${name.length} characters)` : JSON.stringify(name);
+}
+
 // ------------------------------------------------------------------------------------ the store side
 
 export interface LangGraphStoreOptions {
@@ -250,6 +286,7 @@ export class LangGraphStore {
    */
   put(sessionId: string, request: PutRequest): Promise<{ stale?: true; apex?: { id: string; name: string } }> {
     checkPutRequest(request);
+    checkNames(sessionId, request);
     const dir = memoryDir(request.thread_id, request.checkpoint_ns);
     if (!inScope(this.options.scope, `${dir}/x`)) {
       throw new ApexError("APEX_E_CONFIG", `The checkpoint plugin's paths do not cover ${LANGGRAPH_MEMORY_ROOT}, where LangGraph channel values are kept.`, {
@@ -330,6 +367,7 @@ export class LangGraphStore {
     sessionId: string,
     request: { thread_id: string; checkpoint_ns: string; checkpoint_id: string; task_id: string; task_path: string; writes: Array<{ channel: string; idx: number; value: SerializedValue }> },
   ): Promise<{ written: number }> {
+    checkNames(sessionId, request);
     return this.options.serialize(async () => {
       requireLiveSession(this.store, sessionId);
       const dir = `${writesDir(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)}/${nameSegment(request.task_id)}`;
@@ -356,6 +394,7 @@ export class LangGraphStore {
 
   /** One checkpoint tuple (the latest of the thread's namespace without `checkpointId`); undefined if there is none. */
   getTuple(sessionId: string, threadId: string, ns: string, checkpointId: string | undefined): TupleRecord | undefined {
+    checkNames(sessionId, { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpointId });
     const id = checkpointId ?? this.checkpointIds(sessionId, threadId, ns, { reverse: true, limit: 1 })[0];
     if (id === undefined) return undefined;
     const located = this.locate(sessionId, threadId, ns, id);
@@ -375,6 +414,7 @@ export class LangGraphStore {
       absent?: string[] | undefined;
     },
   ): TupleRecord[] {
+    checkNames(sessionId, options);
     const out: TupleRecord[] = [];
     let remaining = options.limit ?? Infinity;
     const threads = options.thread_id !== undefined ? [options.thread_id] : this.names(indexRoot(sessionId));
@@ -402,6 +442,7 @@ export class LangGraphStore {
    * by side each have their own base: a thread of the same id in another session stays.
    */
   deleteThread(sessionId: string, threadId: string): Promise<{ deleted: number }> {
+    checkNames(sessionId, { thread_id: threadId });
     return this.options.serialize(async () => {
       const store = this.store;
       requireLiveSession(store, sessionId);
