@@ -77,7 +77,8 @@ describe("ApexSaver with project: a directory", () => {
       expect(await ids(inProject)).toEqual([projectStep]);
 
       // Through the socket (JSON, which drops undefined) as on the store: a filter key given as
-      // undefined matches metadata without it; a thread id too long is named as such.
+      // undefined matches metadata without it; writes after a deleteThread are refused; a thread
+      // id too long is named as such.
       const next = emptyCheckpoint();
       next.id = uuid6(-1);
       await inProject.put({ configurable: { thread_id: "review", checkpoint_ns: "", checkpoint_id: projectStep } }, next, { step: 0, parents: {} }, {});
@@ -88,6 +89,11 @@ describe("ApexSaver with project: a directory", () => {
       };
       expect(await filtered({ source: undefined })).toEqual([next.id]);
       expect(await filtered({ source: "input" })).toEqual([projectStep]);
+      await inProject.deleteThread("review");
+      await expect(inProject.putWrites({ configurable: { thread_id: "review", checkpoint_ns: "", checkpoint_id: next.id } }, [["value", "late"]], "task")).rejects.toMatchObject({
+        code: "APEX_E_CHECKPOINT_NOT_FOUND",
+      });
+      expect(await ids(inProject)).toEqual([]);
       await expect(inProject.getTuple({ configurable: { thread_id: "x".repeat(2000) } })).rejects.toMatchObject({
         code: "APEX_E_BAD_INPUT",
         message: expect.stringContaining("… (2000 characters) is too long: APEX keeps thread ids of up to 512 bytes"),

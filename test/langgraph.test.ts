@@ -511,6 +511,29 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await steps(saver, { source: undefined })).toEqual([0]);
   });
 
+  it("putWrites after deleteThread is refused and keeps nothing; writes sent before their checkpoint are kept, and a thread started again after the delete writes", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const thread = { configurable: { thread_id: "gone", checkpoint_ns: "" } };
+    const first = await saver.put(thread, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    await saver.putWrites(first, [["a", 2]], "task-1");
+    await saver.deleteThread("gone");
+    const late = await saver.putWrites(first, [["a", 3]], "task-2").catch((caught: unknown) => caught);
+    expect(late).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", details: { thread_id: "gone", checkpoint_id: first.configurable.checkpoint_id } });
+    expect((late as Error).message).toBe(`The LangGraph thread "gone" was deleted with its checkpoint ${first.configurable.checkpoint_id}: the writes of task "task-2" were not kept.`);
+    const index = `/sessions/${sessionId}/langgraph`;
+    await saver.close();
+    expect(await readStore(dir, (store) => ({ left: [...store.keysBelow(index)], valid: validateStore(store).ok }))).toEqual({ left: [], valid: true });
+    // The thread again, under the same id: a checkpoint's writes may come before the checkpoint itself (LangGraph does not wait).
+    const again = new ApexSaver({ project: dir });
+    cleanups.push(() => again.close());
+    const next = checkpointOf({ a: 5 }, { a: 5 });
+    const nextConfig = { configurable: { thread_id: "gone", checkpoint_ns: "", checkpoint_id: next.id } };
+    await again.putWrites(nextConfig, [["a", 6]], "task-3");
+    await again.put(thread, next, { source: "input", step: -1, parents: {} }, { a: 5 });
+    expect((await again.getTuple(thread))!.pendingWrites).toEqual([["task-3", "a", 6]]);
+    expect(await again.getTuple(first)).toBeUndefined();
+  });
+
   it("a thread id over 512 bytes is refused as such, by every method, in a short message that gives the limit; one of 512 bytes is kept", async () => {
     const { dir, sessionId, saver } = await setup();
     const long = "x".repeat(2000);

@@ -189,6 +189,16 @@ function writesDir(sessionId: string, threadId: string, ns: string, checkpointId
 }
 
 /**
+ * `/sessions/<sid>/langgraph-deleted/<thread>`: `{checkpoint_id}`, the greatest checkpoint id a
+ * deleteThread removed from the thread (uuid6 ids: the latest). A write for a checkpoint not
+ * stored is kept (LangGraph may send a checkpoint's writes before the checkpoint itself), unless
+ * its id is one of those: it would be kept for a checkpoint that never comes back.
+ */
+function deletedPath(sessionId: string, threadId: string): string {
+  return `/sessions/${sessionId}/langgraph-deleted/${nameSegment(threadId)}`;
+}
+
+/**
  * The longest thread id APEX keeps, in bytes of its path segment (percent-encoded): the index's
  * paths (`…/langgraph/<thread>/<ns>/writes/<checkpoint>/<task>/<idx>`) must stay within
  * MAX_PATH_BYTES with room for the session, the namespace and LangGraph's ids.
@@ -372,6 +382,15 @@ export class LangGraphStore {
       requireLiveSession(this.store, sessionId);
       const dir = `${writesDir(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)}/${nameSegment(request.task_id)}`;
       const { value: written } = await this.store.batch((batch) => {
+        if (batch.get(checkpointKey(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)) === undefined) {
+          const deleted = batch.get(deletedPath(sessionId, request.thread_id));
+          if (isRecord(deleted) && typeof deleted.checkpoint_id === "string" && request.checkpoint_id <= deleted.checkpoint_id) {
+            throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `The LangGraph thread ${shownName(request.thread_id)} was deleted with its checkpoint ${request.checkpoint_id}: the writes of task ${shownName(request.task_id)} were not kept.`, {
+              hint: "deleteThread removed the thread's checkpoints and writes; a graph run goes on from a new checkpoint of the thread (put), not from one deleted.",
+              details: { thread_id: request.thread_id, checkpoint_ns: request.checkpoint_ns, checkpoint_id: request.checkpoint_id },
+            });
+          }
+        }
         let count = 0;
         for (const write of request.writes) {
           if (typeof write.channel !== "string" || !Number.isSafeInteger(write.idx) || !isSerialized(write.value)) {
@@ -449,7 +468,15 @@ export class LangGraphStore {
       const index = `${indexRoot(sessionId)}/${nameSegment(threadId)}`;
       let deleted = 0;
       await store.transaction(() => {
+        // The latest checkpoint id deleted (of a checkpoint, or of writes sent before theirs): writes for it or an older one are refused from now on.
+        let latest = "";
+        for (const key of store.keysBelow(index)) {
+          const [, kind, id] = key.slice(index.length + 1).split("/");
+          if ((kind === "checkpoints" || kind === "writes") && id !== undefined && segmentName(id) > latest) latest = segmentName(id);
+        }
         deleted = store.batchSync((batch) => {
+          const before = batch.get(deletedPath(sessionId, threadId));
+          if (latest !== "" && !(isRecord(before) && typeof before.checkpoint_id === "string" && before.checkpoint_id >= latest)) batch.set(deletedPath(sessionId, threadId), { checkpoint_id: latest });
           const heads = batch.get(headsPath(sessionId));
           if (isRecord(heads)) {
             const kept = Object.fromEntries(Object.entries(heads as Record<string, JsonValue>).filter(([where]) => where !== threadId && !where.startsWith(`${threadId}/`)));
