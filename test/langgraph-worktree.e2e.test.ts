@@ -75,6 +75,29 @@ describe("ApexSaver with project: a directory", () => {
       };
       expect(await ids(inBranch)).toEqual([branchStep]);
       expect(await ids(inProject)).toEqual([projectStep]);
+
+      // Through the socket (JSON, which drops undefined) as on the store: a filter key given as
+      // undefined matches metadata without it; writes after a deleteThread are refused; a thread
+      // id too long is named as such.
+      const next = emptyCheckpoint();
+      next.id = uuid6(-1);
+      await inProject.put({ configurable: { thread_id: "review", checkpoint_ns: "", checkpoint_id: projectStep } }, next, { step: 0, parents: {} }, {});
+      const filtered = async (filter: Record<string, unknown>) => {
+        const out: string[] = [];
+        for await (const tuple of inProject.list({ configurable: { thread_id: "review" } }, { filter })) out.push(tuple.checkpoint.id);
+        return out;
+      };
+      expect(await filtered({ source: undefined })).toEqual([next.id]);
+      expect(await filtered({ source: "input" })).toEqual([projectStep]);
+      await inProject.deleteThread("review");
+      await expect(inProject.putWrites({ configurable: { thread_id: "review", checkpoint_ns: "", checkpoint_id: next.id } }, [["value", "late"]], "task")).rejects.toMatchObject({
+        code: "APEX_E_CHECKPOINT_NOT_FOUND",
+      });
+      expect(await ids(inProject)).toEqual([]);
+      await expect(inProject.getTuple({ configurable: { thread_id: "x".repeat(2000) } })).rejects.toMatchObject({
+        code: "APEX_E_BAD_INPUT",
+        message: expect.stringContaining("… (2000 characters) is too long: APEX keeps thread ids of up to 512 bytes"),
+      });
     } finally {
       await inBranch.close();
       await inProject.close();

@@ -2,13 +2,17 @@
 // project's plugins): the mapping of channels to memory, large object channels stored key by
 // key, forks and a saver whose view of the memory is out of date, retention and LangGraph
 // threads, names that are not path segments, bad requests.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import { JsonPlusSerializer, uuid6, type Checkpoint } from "@langchain/langgraph-checkpoint";
+import { BaseCheckpointSaver, JsonPlusSerializer, MemorySaver, uuid6, type Checkpoint, type CheckpointMetadata } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { type Store } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
+import type { SessionClient } from "../core/session/client.js";
+import { readProcStat } from "../core/session/proc.js";
 import { LmdbStore } from "./helpers/store.js";
 import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
 import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
@@ -486,11 +490,111 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, writes: [...store.keysBelow(`/sessions/${sessionId}/langgraph/t/~/writes`)] }))).toEqual({ total: 1, writes: [] });
   });
 
+  it("list's filter is LangGraph's: a key given as undefined matches metadata without it (as MemorySaver and the conformance suite have it), not every checkpoint", async () => {
+    const { saver } = await setup();
+    const memory = new MemorySaver();
+    let apex = { configurable: { thread_id: "f", checkpoint_ns: "" } } as Record<string, any>;
+    let mem = apex;
+    const metadatas = [{ source: "input", step: -1, parents: {} }, { step: 0, parents: {} }, { source: "loop", step: 1, parents: {} }] as CheckpointMetadata[];
+    for (const metadata of metadatas) {
+      const checkpoint = checkpointOf({ a: metadata.step }, { a: metadata.step + 2 });
+      apex = await saver.put(apex, checkpoint, metadata, { a: metadata.step + 2 });
+      mem = await memory.put(mem, checkpoint, metadata, { a: metadata.step + 2 });
+    }
+    const steps = async (from: BaseCheckpointSaver, filter: Record<string, unknown> | undefined) => {
+      const out = [];
+      for await (const tuple of from.list({ configurable: { thread_id: "f" } }, { filter })) out.push(tuple.metadata?.step);
+      return out;
+    };
+    const filters = [undefined, {}, { source: undefined }, { source: "loop" }, { source: "loop", step: undefined }, { source: undefined, step: 0 }, { parents: undefined }];
+    for (const filter of filters) expect([filter, await steps(saver, filter)]).toEqual([filter, await steps(memory, filter)]);
+    expect(await steps(saver, { source: undefined })).toEqual([0]);
+  });
+
+  it("putWrites after deleteThread is refused and keeps nothing; writes sent before their checkpoint are kept, and a thread started again after the delete writes", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const thread = { configurable: { thread_id: "gone", checkpoint_ns: "" } };
+    const first = await saver.put(thread, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    await saver.putWrites(first, [["a", 2]], "task-1");
+    await saver.deleteThread("gone");
+    const late = await saver.putWrites(first, [["a", 3]], "task-2").catch((caught: unknown) => caught);
+    expect(late).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", details: { thread_id: "gone", checkpoint_id: first.configurable.checkpoint_id } });
+    expect((late as Error).message).toBe(`The LangGraph thread "gone" was deleted with its checkpoint ${first.configurable.checkpoint_id}: the writes of task "task-2" were not kept.`);
+    const index = `/sessions/${sessionId}/langgraph`;
+    await saver.close();
+    expect(await readStore(dir, (store) => ({ left: [...store.keysBelow(index)], valid: validateStore(store).ok }))).toEqual({ left: [], valid: true });
+    // The thread again, under the same id: a checkpoint's writes may come before the checkpoint itself (LangGraph does not wait).
+    const again = new ApexSaver({ project: dir });
+    cleanups.push(() => again.close());
+    const next = checkpointOf({ a: 5 }, { a: 5 });
+    const nextConfig = { configurable: { thread_id: "gone", checkpoint_ns: "", checkpoint_id: next.id } };
+    await again.putWrites(nextConfig, [["a", 6]], "task-3");
+    await again.put(thread, next, { source: "input", step: -1, parents: {} }, { a: 5 });
+    expect((await again.getTuple(thread))!.pendingWrites).toEqual([["task-3", "a", 6]]);
+    expect(await again.getTuple(first)).toBeUndefined();
+  });
+
+  it("a thread id over 512 bytes is refused as such, by every method, in a short message that gives the limit; one of 512 bytes is kept", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const long = "x".repeat(2000);
+    const config = { configurable: { thread_id: long, checkpoint_ns: "", checkpoint_id: uuid6(1) } };
+    const message = `The LangGraph thread id "${"x".repeat(100)}"… (2000 characters) is too long: APEX keeps thread ids of up to 512 bytes, and this one takes 2000.`;
+    const calls = [
+      () => saver.put(config, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {}),
+      () => saver.putWrites(config, [["a", 1]], "task"),
+      () => saver.getTuple(config),
+      async () => {
+        for await (const tuple of saver.list(config)) return tuple;
+      },
+      () => saver.deleteThread(long),
+    ];
+    for (const call of calls) await expect(call()).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT", message, details: { thread_id_bytes: 2000, limit: 512 } });
+    // Bytes as the id is stored: a non-ASCII character takes 3 per byte of its UTF-8 form.
+    await expect(saver.getTuple({ configurable: { thread_id: "é".repeat(100) } })).rejects.toThrow(`The LangGraph thread id "${"é".repeat(100)}" is too long: APEX keeps thread ids of up to 512 bytes, and this one takes 600.`);
+    // Names too long together (a long namespace too) are named with their sizes.
+    await expect(saver.getTuple({ configurable: { thread_id: "y".repeat(500), checkpoint_ns: "n".repeat(500) } })).rejects.toMatchObject({
+      code: "APEX_E_BAD_INPUT",
+      message: expect.stringMatching(/^The LangGraph thread id \(500 bytes\), namespace \(500 bytes\) are too long together: APEX's paths for them take \d+ bytes, over its limit of 1024\.$/),
+    });
+    const edge = await saver.put({ configurable: { thread_id: "z".repeat(512), checkpoint_ns: "" } }, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    await saver.putWrites(edge, [["a", 2]], "00000000-0000-0000-0000-000000000000");
+    expect((await saver.getTuple(edge))!.pendingWrites).toEqual([["00000000-0000-0000-0000-000000000000", "a", 2]]);
+    await saver.close();
+    expect(await readStore(dir, (store) => listCheckpoints(store, sessionId).total)).toBe(1);
+  });
+
   it("refuses to write when the checkpoint plugin's paths leave out /langgraph", async () => {
     const { saver } = await setup("plugins:\n  checkpoint:\n    paths: ['/app/**']\n");
     await expect(saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({
       code: "APEX_E_CONFIG",
     });
+  });
+});
+
+describe("ApexSaver through a supervisor's socket", () => {
+  it("a call to a stopped supervisor (SIGSTOP) fails within seconds naming its pid; a live one that is slow to answer is waited for", async () => {
+    const { dir, sessionId, saver } = await setup();
+    // A process that takes connections on the project's socket and answers none, recorded as its supervisor.
+    const socket = join(dir, ".apex", "supervisor.sock");
+    const child = spawn(process.execPath, ["-e", `require("node:net").createServer(() => {}).listen(${JSON.stringify(socket)}, () => console.log("listening"))`], { stdio: ["ignore", "pipe", "inherit"] });
+    cleanups.push(() => {
+      process.kill(child.pid!, "SIGKILL");
+    });
+    await once(child.stdout!, "data");
+    const runtime = { pid: child.pid!, start_time: readProcStat(child.pid!)!.startTime, socket, session_id: sessionId, started_at: new Date().toISOString(), log: join(dir, "log") };
+    writeFileSync(join(dir, ".apex", "supervisor.json"), JSON.stringify(runtime));
+    process.kill(child.pid!, "SIGSTOP");
+    const started = Date.now();
+    const error = await saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 }).catch((caught: unknown) => caught);
+    expect(Date.now() - started).toBeLessThan(10_000); // not the 120 s of a call's timeout
+    expect(error).toMatchObject({ code: "APEX_E_TIMEOUT", details: { stopped: true, pid: child.pid } });
+    expect((error as Error).message).toBe(`Session ${sessionId}'s supervisor (pid ${child.pid}) is stopped (SIGSTOP): it cannot answer langgraph.put.`);
+    // Continued, it runs but answers nothing: a call waits for it until its own timeout.
+    process.kill(child.pid!, "SIGCONT");
+    const client = await (saver as unknown as { connected(): Promise<SessionClient> }).connected();
+    const slow = await client.call("langgraph.list", { session: sessionId }, 2200).catch((caught: unknown) => caught);
+    expect(slow).toMatchObject({ code: "APEX_E_TIMEOUT", message: "The supervisor did not answer langgraph.list within 2 s." });
+    expect((slow as { details?: unknown }).details).toBeUndefined();
   });
 });
 

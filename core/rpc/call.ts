@@ -6,8 +6,10 @@ import { errorFromBody, lineSplitter, requestLine, type RpcReply } from "./proto
  * One request over the supervisor's control socket. The protocol is newline-delimited
  * JSON: `{id, method, params}` answered by `{id, result}` or `{id, error: {code, message, hint}}`.
  * Errors come back as the ApexError the supervisor raised (same code, message and hint).
+ * `stalled`, asked every second while no answer has come (a call answered sooner never asks it),
+ * ends the call with the error it returns: a supervisor that cannot answer (stopped) fails it now.
  */
-export function callSupervisor(socketPath: string, method: string, params: unknown, timeoutMs = 30_000): Promise<unknown> {
+export function callSupervisor(socketPath: string, method: string, params: unknown, timeoutMs = 30_000, stalled?: () => ApexError | undefined): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const line = requestLine(1, method, params);
     const socket = connect(socketPath);
@@ -16,6 +18,7 @@ export function callSupervisor(socketPath: string, method: string, params: unkno
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      clearInterval(poll);
       socket.destroy();
       if (error) reject(error);
       else resolve(value);
@@ -27,6 +30,10 @@ export function callSupervisor(socketPath: string, method: string, params: unkno
         }),
       );
     }, timeoutMs);
+    const poll = stalled && setInterval(() => {
+      const error = stalled();
+      if (error) finish(error);
+    }, 1000);
     socket.setEncoding("utf8");
     socket.on("connect", () => socket.write(line));
     socket.on(

@@ -7,6 +7,7 @@ import type { Subscription } from "../rpc/call.js";
 import { resolveStoreSpec, storeIdentity, storeSourceDigest, type StoreLocation } from "../store/open.js";
 import type { Store } from "../store/store.js";
 import { agentSession } from "./binding.js";
+import { readProcStat } from "./proc.js";
 import { liveSupervisor, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "./runtime.js";
 
 /**
@@ -217,7 +218,8 @@ async function openDirect(location: ProjectLocation, access: "read" | "write", o
 const rpc = () => import("../rpc/call.js");
 
 function socketClient(socket: string, supervisor?: SupervisorRuntime): SessionClient {
-  const call = async (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000) => (await rpc()).callSupervisor(socket, method, params, timeoutMs);
+  const call = async (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000) =>
+    (await rpc()).callSupervisor(socket, method, params, timeoutMs, supervisor && whenStopped(supervisor, method));
   return {
     via: "socket",
     call,
@@ -226,6 +228,23 @@ function socketClient(socket: string, supervisor?: SupervisorRuntime): SessionCl
     empty: false,
     ...(supervisor ? { supervisor } : {}),
     close: async () => {},
+  };
+}
+
+/**
+ * Fails a call that waits on a supervisor seen stopped (state T: SIGSTOP, SIGTSTP) twice in a row,
+ * a second apart: it answers nothing before a SIGCONT, and the call would wait out its timeout.
+ */
+function whenStopped(runtime: SupervisorRuntime, method: string): () => ApexError | undefined {
+  let seen = 0;
+  return () => {
+    const stat = readProcStat(runtime.pid);
+    seen = stat?.state === "T" && stat.startTime === runtime.start_time ? seen + 1 : 0;
+    if (seen < 2) return undefined;
+    return new ApexError("APEX_E_TIMEOUT", `Session ${runtime.session_id}'s supervisor (pid ${runtime.pid}) is stopped (SIGSTOP): it cannot answer ${method}.`, {
+      hint: `\`kill -CONT ${runtime.pid}\` lets it go on (and carry out this call, if it had read it); \`apex stop --force\` ends the session.`,
+      details: { stopped: true, pid: runtime.pid, session_id: runtime.session_id },
+    });
   };
 }
 

@@ -141,7 +141,7 @@ export class ApexSaver extends BaseCheckpointSaver {
       ...(checkpointId ? { checkpoint_id: checkpointId } : {}),
       ...(before ? { before } : {}),
       ...(options.limit !== undefined ? { limit: options.limit } : {}),
-      ...(options.filter ? { filter: options.filter } : {}),
+      ...(options.filter ? filterParams(options.filter) : {}),
     })) as TupleRecord[];
     for (const record of records) yield await this.tupleOf(record, false);
   }
@@ -475,6 +475,21 @@ function hasOwn(object: object, key: string): boolean {
 
 function cacheKey(threadId: string, ns: string): string {
   return `${threadId}\u0000${ns}`;
+}
+
+/**
+ * A list filter as the store takes it: JSON drops a key whose value is undefined, which made
+ * `{source: undefined}` no filter at all; such keys go in `filter_absent` and match metadata
+ * without that key, as MemorySaver (and the conformance suite's own expectations) have it.
+ */
+function filterParams(filter: Record<string, unknown>): { filter: Record<string, unknown>; filter_absent?: string[] } {
+  const defined: Record<string, unknown> = {};
+  const absent: string[] = [];
+  for (const key of Object.keys(filter)) {
+    if (filter[key] === undefined) absent.push(key);
+    else defined[key] = filter[key];
+  }
+  return absent.length > 0 ? { filter: defined, filter_absent: absent } : { filter: defined };
 }
 
 function sortWrites(writes: StoredWrite[]): StoredWrite[] {

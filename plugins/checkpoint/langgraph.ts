@@ -27,7 +27,7 @@ import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
 import { encodeJson } from "../../core/store/value-codec.js";
-import { subtreeRange } from "../../core/store/paths.js";
+import { MAX_PATH_BYTES, subtreeRange } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
 import { checkpointInfo, countValues, writeCheckpoint } from "./checkpoints.js";
@@ -188,6 +188,52 @@ function writesDir(sessionId: string, threadId: string, ns: string, checkpointId
   return `${indexDir(sessionId, threadId, ns)}/writes/${nameSegment(checkpointId)}`;
 }
 
+/**
+ * `/sessions/<sid>/langgraph-deleted/<thread>`: `{checkpoint_id}`, the greatest checkpoint id a
+ * deleteThread removed from the thread (uuid6 ids: the latest). A write for a checkpoint not
+ * stored is kept (LangGraph may send a checkpoint's writes before the checkpoint itself), unless
+ * its id is one of those: it would be kept for a checkpoint that never comes back.
+ */
+function deletedPath(sessionId: string, threadId: string): string {
+  return `/sessions/${sessionId}/langgraph-deleted/${nameSegment(threadId)}`;
+}
+
+/**
+ * The longest thread id APEX keeps, in bytes of its path segment (percent-encoded): the index's
+ * paths (`…/langgraph/<thread>/<ns>/writes/<checkpoint>/<task>/<idx>`) must stay within
+ * MAX_PATH_BYTES with room for the session, the namespace and LangGraph's ids.
+ */
+export const MAX_THREAD_ID_BYTES = 512;
+
+/**
+ * Refuses a thread id too long for APEX's paths, and names too long together, saying which and
+ * the limit (not an invalid path, nor LMDB's key size, which say nothing to a LangGraph user).
+ */
+function checkNames(sessionId: string, names: { thread_id?: string | undefined; checkpoint_ns?: string | undefined; checkpoint_id?: string | undefined; task_id?: string | undefined }): void {
+  const { thread_id: threadId } = names;
+  const threadBytes = threadId === undefined ? 0 : nameSegment(threadId).length; // percent-encoded: ASCII
+  if (threadBytes > MAX_THREAD_ID_BYTES) {
+    throw new ApexError("APEX_E_BAD_INPUT", `The LangGraph thread id ${shownName(threadId!)} is too long: APEX keeps thread ids of up to ${MAX_THREAD_ID_BYTES} bytes, and this one takes ${threadBytes}.`, {
+      hint: "The bytes are those of the id percent-encoded: letters, digits and -_.!*'() take one each, any other character 3 per byte of its UTF-8 form. Use a shorter id (a hash of this one, say). Nothing was written.",
+      details: { thread_id_bytes: threadBytes, limit: MAX_THREAD_ID_BYTES },
+    });
+  }
+  const labels = { thread_id: "thread id", checkpoint_ns: "namespace", checkpoint_id: "checkpoint id", task_id: "task id" } as const;
+  const parts = (Object.keys(labels) as Array<keyof typeof labels>).filter((name) => names[name] !== undefined).map((name) => ({ label: labels[name], bytes: nameSegment(names[name]!).length }));
+  // `/sessions/<sid>/langgraph` and, in the longest path, `/writes` and the write's index.
+  const total = Buffer.byteLength(indexRoot(sessionId)) + "/writes".length + 21 + parts.reduce((sum, part) => sum + 1 + part.bytes, 0);
+  if (total > MAX_PATH_BYTES) {
+    throw new ApexError("APEX_E_BAD_INPUT", `The LangGraph ${parts.map((part) => `${part.label} (${part.bytes} bytes)`).join(", ")} are too long together: APEX's paths for them take ${total} bytes, over its limit of ${MAX_PATH_BYTES}.`, {
+      hint: "Use shorter ids or namespaces. Nothing was written.",
+    });
+  }
+}
+
+/** A name as an error shows it: a long one by its first 100 characters and its length, so the message stays one readable line. */
+function shownName(name: string): string {
+  return name.length > 120 ? `${JSON.stringify(name.slice(0, 100))}… (${name.length} characters)` : JSON.stringify(name);
+}
+
 // ------------------------------------------------------------------------------------ the store side
 
 export interface LangGraphStoreOptions {
@@ -232,6 +278,7 @@ export class LangGraphStore {
           before: optionalString(params, "before"),
           limit: typeof params.limit === "number" ? params.limit : undefined,
           filter: isRecord(params.filter) ? (params.filter as Record<string, JsonValue>) : undefined,
+          absent: Array.isArray(params.filter_absent) ? params.filter_absent.filter((key): key is string => typeof key === "string") : undefined,
         }) as unknown as JsonValue,
       "langgraph.deleteThread": (params) => this.deleteThread(sessionOf(params), requiredString(params, "thread_id")) as Promise<JsonValue>,
     };
@@ -249,6 +296,7 @@ export class LangGraphStore {
    */
   put(sessionId: string, request: PutRequest): Promise<{ stale?: true; apex?: { id: string; name: string } }> {
     checkPutRequest(request);
+    checkNames(sessionId, request);
     const dir = memoryDir(request.thread_id, request.checkpoint_ns);
     if (!inScope(this.options.scope, `${dir}/x`)) {
       throw new ApexError("APEX_E_CONFIG", `The checkpoint plugin's paths do not cover ${LANGGRAPH_MEMORY_ROOT}, where LangGraph channel values are kept.`, {
@@ -329,10 +377,20 @@ export class LangGraphStore {
     sessionId: string,
     request: { thread_id: string; checkpoint_ns: string; checkpoint_id: string; task_id: string; task_path: string; writes: Array<{ channel: string; idx: number; value: SerializedValue }> },
   ): Promise<{ written: number }> {
+    checkNames(sessionId, request);
     return this.options.serialize(async () => {
       requireLiveSession(this.store, sessionId);
       const dir = `${writesDir(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)}/${nameSegment(request.task_id)}`;
       const { value: written } = await this.store.batch((batch) => {
+        if (batch.get(checkpointKey(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)) === undefined) {
+          const deleted = batch.get(deletedPath(sessionId, request.thread_id));
+          if (isRecord(deleted) && typeof deleted.checkpoint_id === "string" && request.checkpoint_id <= deleted.checkpoint_id) {
+            throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `The LangGraph thread ${shownName(request.thread_id)} was deleted with its checkpoint ${request.checkpoint_id}: the writes of task ${shownName(request.task_id)} were not kept.`, {
+              hint: "deleteThread removed the thread's checkpoints and writes; a graph run goes on from a new checkpoint of the thread (put), not from one deleted.",
+              details: { thread_id: request.thread_id, checkpoint_ns: request.checkpoint_ns, checkpoint_id: request.checkpoint_id },
+            });
+          }
+        }
         let count = 0;
         for (const write of request.writes) {
           if (typeof write.channel !== "string" || !Number.isSafeInteger(write.idx) || !isSerialized(write.value)) {
@@ -355,6 +413,7 @@ export class LangGraphStore {
 
   /** One checkpoint tuple (the latest of the thread's namespace without `checkpointId`); undefined if there is none. */
   getTuple(sessionId: string, threadId: string, ns: string, checkpointId: string | undefined): TupleRecord | undefined {
+    checkNames(sessionId, { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpointId });
     const id = checkpointId ?? this.checkpointIds(sessionId, threadId, ns, { reverse: true, limit: 1 })[0];
     if (id === undefined) return undefined;
     const located = this.locate(sessionId, threadId, ns, id);
@@ -363,8 +422,18 @@ export class LangGraphStore {
 
   list(
     sessionId: string,
-    options: { thread_id?: string | undefined; checkpoint_ns?: string | undefined; checkpoint_id?: string | undefined; before?: string | undefined; limit?: number | undefined; filter?: Record<string, JsonValue> | undefined },
+    options: {
+      thread_id?: string | undefined;
+      checkpoint_ns?: string | undefined;
+      checkpoint_id?: string | undefined;
+      before?: string | undefined;
+      limit?: number | undefined;
+      filter?: Record<string, JsonValue> | undefined;
+      /** Metadata keys the filter gives as undefined: a checkpoint whose metadata has them does not match. */
+      absent?: string[] | undefined;
+    },
   ): TupleRecord[] {
+    checkNames(sessionId, options);
     const out: TupleRecord[] = [];
     let remaining = options.limit ?? Infinity;
     const threads = options.thread_id !== undefined ? [options.thread_id] : this.names(indexRoot(sessionId));
@@ -377,7 +446,7 @@ export class LangGraphStore {
           if (options.before !== undefined && !(id < options.before)) continue;
           const located = this.locate(sessionId, threadId, ns, id);
           if (!located) continue;
-          if (options.filter && !matchesFilter(located.index.metadata_json, options.filter)) continue;
+          if ((options.filter || options.absent) && !matchesFilter(located.index.metadata_json, options.filter ?? {}, options.absent ?? [])) continue;
           out.push(this.tuple(sessionId, threadId, ns, id, located));
           remaining -= 1;
         }
@@ -392,13 +461,22 @@ export class LangGraphStore {
    * by side each have their own base: a thread of the same id in another session stays.
    */
   deleteThread(sessionId: string, threadId: string): Promise<{ deleted: number }> {
+    checkNames(sessionId, { thread_id: threadId });
     return this.options.serialize(async () => {
       const store = this.store;
       requireLiveSession(store, sessionId);
       const index = `${indexRoot(sessionId)}/${nameSegment(threadId)}`;
       let deleted = 0;
       await store.transaction(() => {
+        // The latest checkpoint id deleted (of a checkpoint, or of writes sent before theirs): writes for it or an older one are refused from now on.
+        let latest = "";
+        for (const key of store.keysBelow(index)) {
+          const [, kind, id] = key.slice(index.length + 1).split("/");
+          if ((kind === "checkpoints" || kind === "writes") && id !== undefined && segmentName(id) > latest) latest = segmentName(id);
+        }
         deleted = store.batchSync((batch) => {
+          const before = batch.get(deletedPath(sessionId, threadId));
+          if (latest !== "" && !(isRecord(before) && typeof before.checkpoint_id === "string" && before.checkpoint_id >= latest)) batch.set(deletedPath(sessionId, threadId), { checkpoint_id: latest });
           const heads = batch.get(headsPath(sessionId));
           if (isRecord(heads)) {
             const kept = Object.fromEntries(Object.entries(heads as Record<string, JsonValue>).filter(([where]) => where !== threadId && !where.startsWith(`${threadId}/`)));
@@ -753,9 +831,15 @@ function jsonOf(value: SerializedValue): JsonValue | undefined {
   }
 }
 
-function matchesFilter(metadata: JsonValue | undefined, filter: Record<string, JsonValue>): boolean {
+/**
+ * LangGraph's filter (`metadata[key] === value` for each key, as MemorySaver and the conformance
+ * suite's own expectations have it): a key given as undefined (`absent`, or undefined in
+ * `filter` when called in this process) matches metadata without that key.
+ */
+function matchesFilter(metadata: JsonValue | undefined, filter: Record<string, JsonValue>, absent: string[]): boolean {
   const record = isRecord(metadata) ? (metadata as Record<string, JsonValue>) : {};
-  return Object.entries(filter).every(([key, value]) => isDeepStrictEqual(record[key], value));
+  const has = (key: string) => Object.prototype.hasOwnProperty.call(record, key);
+  return absent.every((key) => !has(key)) && Object.entries(filter).every(([key, value]) => (value === undefined ? !has(key) : has(key) && isDeepStrictEqual(record[key], value)));
 }
 
 function describeStep(request: PutRequest, metadata: JsonValue | undefined): string {
