@@ -17,6 +17,7 @@ import { LmdbStore } from "./helpers/store.js";
 import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
 import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
+import { langGraphHeads } from "../plugins/checkpoint/langgraph.js";
 import { REPO_ROOT } from "./helpers/cli.js";
 import { langGraphProject } from "./helpers/langgraph.js";
 
@@ -532,6 +533,21 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     await again.put(thread, next, { source: "input", step: -1, parents: {} }, { a: 5 });
     expect((await again.getTuple(thread))!.pendingWrites).toEqual([["task-3", "a", 6]]);
     expect(await again.getTuple(first)).toBeUndefined();
+  });
+
+  it("deleteThread of thread \"a\" keeps the retention head of thread \"a/b\" (an id that starts with \"a/\")", async () => {
+    const { dir, sessionId, saver } = await setup();
+    for (const [thread_id, checkpoint_ns] of [["a", ""], ["a", "sub"], ["a/b", ""], ["ab", ""]]) {
+      await saver.put({ configurable: { thread_id, checkpoint_ns } }, checkpointOf({ x: thread_id }, { x: 1 }), { source: "input", step: -1, parents: {} }, { x: 1 });
+    }
+    const headsOf = () => readStore(dir, (store) => [...langGraphHeads(store, sessionId).values()].flat().sort());
+    await saver.close();
+    expect(await headsOf()).toEqual(["langgraph thread a", "langgraph thread a/b", "langgraph thread a/sub", "langgraph thread ab"]);
+    const again = new ApexSaver({ project: dir });
+    cleanups.push(() => again.close());
+    await again.deleteThread("a");
+    await again.close();
+    expect(await headsOf()).toEqual(["langgraph thread a/b", "langgraph thread ab"]);
   });
 
   it("a thread id over 512 bytes is refused as such, by every method, in a short message that gives the limit; one of 512 bytes is kept", async () => {

@@ -470,8 +470,11 @@ export class LangGraphStore {
       await store.transaction(() => {
         // The latest checkpoint id deleted (of a checkpoint, or of writes sent before theirs): writes for it or an older one are refused from now on.
         let latest = "";
+        // The thread's namespaces: their entries in the heads record are the thread's own.
+        const namespaces = new Set<string>();
         for (const key of store.keysBelow(index)) {
-          const [, kind, id] = key.slice(index.length + 1).split("/");
+          const [ns, kind, id] = key.slice(index.length + 1).split("/");
+          if (ns !== undefined) namespaces.add(segmentName(ns));
           if ((kind === "checkpoints" || kind === "writes") && id !== undefined && segmentName(id) > latest) latest = segmentName(id);
         }
         deleted = store.batchSync((batch) => {
@@ -479,7 +482,9 @@ export class LangGraphStore {
           if (latest !== "" && !(isRecord(before) && typeof before.checkpoint_id === "string" && before.checkpoint_id >= latest)) batch.set(deletedPath(sessionId, threadId), { checkpoint_id: latest });
           const heads = batch.get(headsPath(sessionId));
           if (isRecord(heads)) {
-            const kept = Object.fromEntries(Object.entries(heads as Record<string, JsonValue>).filter(([where]) => where !== threadId && !where.startsWith(`${threadId}/`)));
+            // Only the keys of this thread's namespaces: thread "a" is not every thread whose id starts with "a/" (thread "a/b" keeps its head, and retention its latest checkpoint).
+            const own = new Set([...namespaces].map((ns) => headKey(threadId, ns)));
+            const kept = Object.fromEntries(Object.entries(heads as Record<string, JsonValue>).filter(([where]) => !own.has(where)));
             batch.set(headsPath(sessionId), kept);
           }
           return batch.deleteTree(index);
