@@ -296,33 +296,38 @@ export class Supervisor {
         return settled;
       }, "supervisor");
     }
-    await this.server.listen();
-    this.registerMethods();
-    const own = this.service.session();
-    const { storeIdentity, storeSourceDigest } = await import("../store/open.js");
-    writeRuntime(request.storeDir, {
-      pid: process.pid,
-      start_time: processStartTime(process.pid) ?? 0,
-      socket: this.socketPath,
-      session_id: this.sessionId,
-      started_at: nowIso(),
-      log: join(request.storeDir, "supervisor.log"),
-      worktree: worktreeOf(own),
-      name: typeof own.name === "string" ? own.name : null,
-      ...(this.store.spec ? { store: await storeIdentity(this.store.spec), store_source: storeSourceDigest(request) } : {}),
-      nonce: process.env[SUPERVISOR_NONCE_VAR] ?? null,
-    });
-    this.tapEngine();
-    await this.engine.fire("onStart", this.service.context());
-    makePrivateDir(agentLogDir(request.storeDir, this.sessionId));
-    this.writeApexShim(request.storeDir);
-    // Serialised with pause, resume and stop, which may arrive on the socket meanwhile.
-    await this.runLifecycle(async () => {
-      for (const slot of this.slots.values()) await this.startAgent(slot, claim.continued);
+    // From the moment the socket listens, pause, resume and stop may arrive: they queue behind the
+    // whole start (onStart, the agents, the first checkpoint), so a stop sent meanwhile ends a
+    // session that started, never one half-started, and the report below sees its outcome.
+    const checkpoint = await this.runLifecycle(async () => {
+      await this.server.listen();
+      this.registerMethods();
+      const own = this.service.session();
+      const { storeIdentity, storeSourceDigest } = await import("../store/open.js");
+      writeRuntime(request.storeDir, {
+        pid: process.pid,
+        start_time: processStartTime(process.pid) ?? 0,
+        socket: this.socketPath,
+        session_id: this.sessionId,
+        started_at: nowIso(),
+        log: join(request.storeDir, "supervisor.log"),
+        worktree: worktreeOf(own),
+        name: typeof own.name === "string" ? own.name : null,
+        ...(this.store.spec ? { store: await storeIdentity(this.store.spec), store_source: storeSourceDigest(request) } : {}),
+        nonce: process.env[SUPERVISOR_NONCE_VAR] ?? null,
+      });
+      this.tapEngine();
+      await this.engine.fire("onStart", this.service.context());
+      makePrivateDir(agentLogDir(request.storeDir, this.sessionId));
+      this.writeApexShim(request.storeDir);
+      for (const slot of this.slots.values()) if (!this.stopping) await this.startAgent(slot, claim.continued);
       this.armTimers();
+      this.logTimer = setInterval(() => void this.capLogs(), 1000);
+      return this.startCheckpoint(claim, restored !== undefined);
     });
-    this.logTimer = setInterval(() => void this.capLogs(), 1000);
-    const checkpoint = await this.startCheckpoint(claim, restored !== undefined);
+    // A stop (or the end) that came in while it started: the report says the session stopped, not
+    // that it is active. Read at once, before the shutdown the stop scheduled closes the store.
+    await this.stopping?.catch(() => undefined);
     const session = this.service.session();
     return {
       session_id: this.sessionId,
@@ -876,9 +881,9 @@ export class Supervisor {
     await this.service.write((batch, record) => {
       for (const slot of this.slots.values()) {
         const agent = batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined;
-        if (!agent) continue;
-        const final: AgentStatus = slot.status === "exited" || slot.status === "failed" ? slot.status : "stopped";
-        batch.set(agentPath(this.sessionId, slot.name), { ...agent, status: final });
+        // An agent a stop kept from starting is stopped too (start's report says so).
+        slot.status = slot.status === "exited" || slot.status === "failed" ? slot.status : "stopped";
+        if (agent) batch.set(agentPath(this.sessionId, slot.name), { ...agent, status: slot.status });
       }
       const session = batch.get(sessionPath(this.sessionId)) as SessionRecord | undefined;
       if (!session) return;
