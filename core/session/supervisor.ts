@@ -554,6 +554,7 @@ export class Supervisor {
         nonce: child.nonce,
         started_at: child.startedAt,
         restarts: slot.restarts,
+        restart_at: null,
         command: describeCommand(slot.spec),
       };
       batch.set(agentPath(this.sessionId, slot.name), next);
@@ -587,11 +588,15 @@ export class Supervisor {
     const restart = wantsRestart && canRestart;
     slot.status = restart ? "restarting" : crashed ? "failed" : "exited";
     const at = nowIso();
+    // Exponential backoff (as pm2's exp_backoff_restart_delay): restart_delay, doubled for each crash in a row, up to max_restart_delay.
+    const { restart_delay: first, max_restart_delay: cap } = slot.spec;
+    const delayMs = Math.round(Math.min(first * 2 ** Math.min(slot.restarts, 30), Math.max(first, cap || 0)) * 1000);
     await this.service.write((batch, record) => {
       const previous = (batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec);
-      batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, last_exit: { code: exit.code, signal: exit.signal, at } });
+      const restartAt = restart ? new Date(Date.parse(at) + delayMs).toISOString() : null;
+      batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, last_exit: { code: exit.code, signal: exit.signal, at }, restart_at: restartAt });
       record("agent.exited", { agent: slot.name, pid: child?.pid ?? null, code: exit.code, signal: exit.signal, status: slot.status });
-      if (restart) record("agent.restarting", { agent: slot.name, restarts: slot.restarts + 1, delay_seconds: slot.spec.restart_delay });
+      if (restart) record("agent.restarting", { agent: slot.name, restarts: slot.restarts + 1, delay_seconds: delayMs / 1000, restart_at: restartAt });
     }, "supervisor");
     if (crashed) {
       const files = this.logFiles(slot.name);
@@ -608,7 +613,6 @@ export class Supervisor {
     }
     if (restart) {
       slot.restarts += 1;
-      const delayMs = Math.max(0, slot.spec.restart_delay * 1000);
       slot.restartTimer = setTimeout(() => {
         slot.restartTimer = undefined;
         if (this.stopping) return;
