@@ -591,9 +591,10 @@ export class Supervisor {
     // Exponential backoff (as pm2's exp_backoff_restart_delay): restart_delay, doubled for each crash in a row, up to max_restart_delay.
     const { restart_delay: first, max_restart_delay: cap } = slot.spec;
     const delayMs = Math.round(Math.min(first * 2 ** Math.min(slot.restarts, 30), Math.max(first, cap || 0)) * 1000);
+    // Counted from the exit: the time its onError hooks take below is part of the wait, not added to it.
+    const restartAt = restart ? new Date(Date.parse(at) + delayMs).toISOString() : null;
     await this.service.write((batch, record) => {
       const previous = (batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec);
-      const restartAt = restart ? new Date(Date.parse(at) + delayMs).toISOString() : null;
       batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, last_exit: { code: exit.code, signal: exit.signal, at }, restart_at: restartAt });
       record("agent.exited", { agent: slot.name, pid: child?.pid ?? null, code: exit.code, signal: exit.signal, status: slot.status });
       if (restart) record("agent.restarting", { agent: slot.name, restarts: slot.restarts + 1, delay_seconds: delayMs / 1000, restart_at: restartAt });
@@ -618,7 +619,7 @@ export class Supervisor {
         if (this.stopping) return;
         if (this.currentStatus() === "paused") slot.restartDeferred = true;
         else void this.runLifecycle(() => this.startAgent(slot, false));
-      }, delayMs);
+      }, Math.max(0, Date.parse(restartAt!) - Date.now()));
       return;
     }
     // Not awaited: ending the session queues behind the lifecycle change that may be running this.
