@@ -319,12 +319,19 @@ describe("--worktree and --git", () => {
       [occupied, "APEX_E_CONFLICT", 4],
       [dir, "APEX_E_CONFLICT", 4],
       ["", "APEX_E_USAGE", 2],
+      // Inside the repository's .git or the project's .apex: git would make it there (it did).
+      [join(dir, ".git", "feature"), "APEX_E_USAGE", 2],
+      [join(dir, ".git"), "APEX_E_USAGE", 2],
+      [join(dir, ".apex", "wt", "feature"), "APEX_E_USAGE", 2],
+      [".apex/feature", "APEX_E_USAGE", 2],
     ] as const) {
       const refused = p.apex(["session", "branch", "latest", "feature", "--worktree", target, "--json"]);
       expect(refused.status, `${target}: ${refused.stderr}`).toBe(exit);
       expect(JSON.parse(refused.stderr).error.code).toBe(code);
       expect(git(dir, "branch", "--list", "apex/*")).toBe("");
     }
+    expect(existsSync(join(dir, ".git", "feature"))).toBe(false);
+    expect(existsSync(join(dir, ".apex", "wt"))).toBe(false);
     expect(readFileSync(join(occupied, "keep.txt"), "utf8")).toBe("mine\n");
     expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
     // An empty directory is fine.

@@ -46,6 +46,7 @@ function referenceAgent(name: string, description: string, script: string) {
     restart: "on-failure",
     max_restarts: 3,
     restart_delay: 1,
+    max_restart_delay: 15,
     min_uptime: 60,
   };
 }
@@ -312,9 +313,10 @@ describe("valid configs", () => {
         restart: "always",
         max_restarts: 0,
         restart_delay: 30,
+        max_restart_delay: 15,
         min_uptime: 60,
       },
-      watcher: { command: "./watch.sh", args: [], env: {}, cwd: ".", restart: "on-failure", max_restarts: 3, restart_delay: 1, min_uptime: 60 },
+      watcher: { command: "./watch.sh", args: [], env: {}, cwd: ".", restart: "on-failure", max_restarts: 3, restart_delay: 1, max_restart_delay: 15, min_uptime: 60 },
     });
     expect(config.plugins).toEqual([
       { name: "git", enabled: false, options: {}, position: { file: "full.yaml", line: 25, col: 3 } },
@@ -328,7 +330,7 @@ describe("valid configs", () => {
 
   it("lets agents share settings through anchors and merge keys under an x- key", async () => {
     const config = await loadFixture("valid", "anchors.yaml");
-    const shared = { command: "node", env: { APEX_AGENT_PACE: "0" }, cwd: ".", max_restarts: 3, restart_delay: 1, min_uptime: 60 };
+    const shared = { command: "node", env: { APEX_AGENT_PACE: "0" }, cwd: ".", max_restarts: 3, restart_delay: 1, max_restart_delay: 15, min_uptime: 60 };
     expect(config.agents).toEqual({
       planner: { ...shared, args: ["planner.mjs"], restart: "always" },
       worker: { ...shared, args: ["worker.mjs"], restart: "never" },

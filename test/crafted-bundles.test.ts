@@ -518,7 +518,7 @@ describe("APEX signals only processes it can prove it started", () => {
     expect(status.session!.status).toBe("interrupted");
     expect(status.left_running).toEqual([{ agent: "worker", pids: [worker.pid], stopped: [] }]);
     const ghost = status.agents.find((agent) => agent.name === "ghost")!;
-    expect(ghost).toMatchObject({ alive: false, status: "gone", processes: [] });
+    expect(ghost).toMatchObject({ alive: false, status: "gone", pid: null, last_pid: alien.pid, processes: [] });
     expect(status.agents.find((agent) => agent.name === "worker")).toMatchObject({ alive: true, status: "orphaned", processes: [worker.pid] });
     const text = session.apex(["status"]).stdout;
     expect(text.split("\n").filter((line) => line.includes("still running"))).toEqual([`  still running: worker (pids ${worker.pid})`]);

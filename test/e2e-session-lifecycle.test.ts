@@ -2,11 +2,11 @@
 // stop, --continue and refusals on each storage backend (forEachBackend: LMDB, and PostgreSQL
 // through APEX_STORE_URL on the run's shared cluster); logs and --attach, which do not depend on
 // the store, on LMDB. Real processes, real /proc, the built CLI.
-import { appendFileSync, existsSync, linkSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
-import { Project, groupMembers, isAlive, procInfo, shellAgents, waitFor, type CliResult, type StatusJson } from "./fixtures/agents/harness.js";
+import { FIXTURES, Project, groupMembers, isAlive, procInfo, shellAgents, waitFor, type CliResult, type StatusJson } from "./fixtures/agents/harness.js";
 import { forEachBackend } from "./support/backends.js";
 
 let project: Project | undefined;
@@ -326,6 +326,24 @@ describe("apex logs / start --attach / no session", () => {
     project.rememberGroups(status);
     expect(status.session).toMatchObject({ status: "active" });
     expect(status.agents.every((agent) => agent.alive)).toBe(true);
+  });
+
+  it("an `apex stop` that comes while start is still starting: start reports the session stopped (it said active, or failed with the supervisor gone) and no agent runs", async () => {
+    project = new Project("");
+    const hooks = join(project.dir, "hooks.jsonl");
+    const plugin = JSON.stringify(join(FIXTURES, "hook-recorder.mjs"));
+    project.writeConfig(CONFIG.replace("plugins: {}\n", `plugins:\n  ${plugin}:\n    file: ${JSON.stringify(hooks)}\n    start_delay_ms: 1500\n`));
+    const start = project.apexAsync(["start", "--json"]);
+    // onStart runs (and takes 1.5 s): the socket listens, the agents are not started yet.
+    await waitFor("onStart", () => existsSync(hooks) && readFileSync(hooks, "utf8").includes('"onStart"'), 30_000);
+    const stopped = project.apex(["stop", "--json"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    const started = await start.done;
+    expect(started.status, started.stderr).toBe(0);
+    const ready = JSON.parse(started.stdout) as { session_id: string; status: string; agents: Array<{ pid: number | null; status: string }> };
+    expect(ready.status).toBe("stopped");
+    expect(ready.agents).toEqual([expect.objectContaining({ pid: null, status: "stopped" }), expect.objectContaining({ pid: null, status: "stopped" })]);
+    expect(JSON.parse(project.apex(["session", "history", "--json"]).stdout)).toEqual([expect.objectContaining({ session_id: ready.session_id, status: "stopped" })]);
   });
 
   it("without a session: status says so (exit 0), other commands exit 3 with APEX_E_NO_SESSION", () => {

@@ -2,11 +2,15 @@
 // session (supervisor, agents in process groups, the CLI, git repositories) whose metrics record
 // is watched while it changes.
 import { execFileSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { SessionEvent } from "../core/session/records.js";
+import { openStore } from "../core/store/open.js";
+import { formatMetrics } from "../plugins/metrics/command.js";
 import { sumNumstat } from "../plugins/metrics/repositories.js";
+import { MetricsSampler } from "../plugins/metrics/sampler.js";
 import type { SessionMetrics } from "../plugins/metrics/record.js";
 import { SessionTimeline } from "../plugins/metrics/timeline.js";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
@@ -138,6 +142,39 @@ function metricsAt(path: string): SessionMetrics | undefined {
   const result = project!.apex(["memory", "show", path, "--json"]);
   return result.status === 0 ? ((JSON.parse(result.stdout) as { value: SessionMetrics }).value ?? undefined) : undefined;
 }
+
+describe("metrics of a session record replaced by hand", () => {
+  it("have no NaN: a start or end that does not parse makes the duration unknown (null), missing fields are skipped", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "apex-metrics-record-"));
+    const store = await openStore({ backend: "lmdb", dir }, { actor: "user:test" });
+    try {
+      const records: Array<Record<string, unknown>> = [
+        { session_id: "s-1", status: "active", created_at: "yesterday-ish", agents: ["a"] }, // what `memory set --force` may leave
+        { session_id: "s-1", status: "stopped", ended_at: "not a time" }, // no start, no agents
+        { x: 1 },
+      ];
+      for (const record of records) {
+        await store.batch((batch) => batch.set("/sessions/s-1", record as never));
+        const sampler = await MetricsSampler.open({ store, sessionId: "s-1", idleStatuses: [], repositories: [], warn: () => undefined });
+        const metrics = (await sampler.sample("command"))!;
+        sampler.close();
+        expect(metrics).toMatchObject({ session_duration_seconds: null, session_duration: "unknown", started_at: null, ended_at: null });
+        expect(metrics.status).toBe(typeof record.status === "string" ? record.status : "unknown");
+        // Written (a NaN could not be: the store refuses it), and printed without NaN.
+        expect(store.get("/sessions/s-1/metrics")).toEqual(metrics);
+        const shown = [JSON.stringify(metrics), ...formatMetrics(metrics)].join("\n");
+        expect(shown).not.toMatch(/NaN|undefined/);
+        expect(formatMetrics(metrics).join("\n")).toMatch(/Session duration\s+unknown/);
+      }
+      // A metrics record written by hand with fields missing prints "-", not NaN.
+      const partial = { session_id: "s-1", status: "stopped", updated_at: "x", reason: "x", tasks_completed: 0, tasks_failed: 0, tasks_active: 0, tasks_pending: 0, tasks_total: 0, tasks_reopened: 0, issues_source: "none", checkpoints: { created: 0, kept: 0, latest: null }, agent_utilization_detail: { a: {} }, git: { repositories: [] }, plugin_timings: [] };
+      expect(formatMetrics(partial as unknown as SessionMetrics).join("\n")).not.toMatch(/NaN/);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe("metrics of a running session", () => {
   it("are kept at /sessions/<id>/metrics and /sessions/current/metrics, updated live, and final when it ends", async () => {

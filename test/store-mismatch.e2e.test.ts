@@ -192,6 +192,47 @@ describe("a command naming another store than the running supervisor's", () => {
     expect(shown(project, "/agent")).toEqual({ "/agent/same": 1 });
   }, 120_000);
 
+  it("logs shows the named store's session and store migrate refuses only for a supervisor on its source or target store", () => {
+    const project = newProject();
+    const other = join(elsewhere(), "store");
+    const otherEnv = { APEX_STORE_URL: `lmdb:${other}` };
+    // A session on the other store, stopped; then one on the project's store, running.
+    const first = project.apex(["start", "--json"], { env: otherEnv });
+    expect(first.status, first.stderr).toBe(0);
+    const onOther = JSON.parse(first.stdout) as { session_id: string; agents: Array<{ pid: number }> };
+    expect(project.apex(["stop"], { env: otherEnv }).status).toBe(0);
+    const ready = project.start();
+    const started = (pid: number) => `started pid ${pid} `;
+    // logs: the session of the store the command names (it showed the running supervisor's, of another store).
+    const logs = (env: NodeJS.ProcessEnv) => project.apex(["logs", "--json"], { env });
+    const mine = logs({});
+    expect(mine.status, mine.stderr).toBe(0);
+    expect(mine.stdout).toContain(started(ready.agents[0]!.pid!));
+    const theirs = logs(otherEnv);
+    expect(theirs.status, theirs.stderr).toBe(0);
+    expect(theirs.stdout).toContain(started(onOther.agents[0]!.pid));
+    expect(theirs.stdout).not.toContain(started(ready.agents[0]!.pid!));
+    expect(project.apex(["logs", "--session", onOther.session_id.slice(0, 8), "--json"]).stdout).toContain(started(onOther.agents[0]!.pid));
+
+    // migrate: the other store (no supervisor on it) copies while the project's supervisor runs; the project's store is refused, as source or target.
+    const copy = join(elsewhere(), "copy");
+    const migrated = project.apex(["store", "migrate", "--to", `lmdb:${copy}`, "--json"], { env: otherEnv });
+    expect(migrated.status, migrated.stderr).toBe(0);
+    expect(JSON.parse(migrated.stdout)).toMatchObject({ source: { location: realpathSync(other) }, verified: true });
+    const again = join(elsewhere(), "again");
+    for (const [args, env] of [
+      [["store", "migrate", "--to", `lmdb:${again}`], {}],
+      [["store", "migrate", "--to", `lmdb:${project.storeDir}`], otherEnv],
+    ] as const) {
+      const refused = project.apex([...args], { env });
+      expect(refused.status, refused.stderr).toBe(4);
+      expect(refused.stderr).toContain("APEX_E_SESSION_ACTIVE");
+      expect(refused.stderr).toContain(ready.session_id);
+    }
+    expect(existsSync(again)).toBe(false);
+    expect(project.apex(["stop"]).status).toBe(0);
+  }, 120_000);
+
   it("a supervisor.json written by an older APEX (no `store`) is taken as the store named, as before", () => {
     const project = newProject();
     const ready = project.start();
@@ -205,6 +246,9 @@ describe("a command naming another store than the running supervisor's", () => {
     expect(project.apex(["memory", "set", "/old", "1"], { env }).status).toBe(0);
     expect(project.apex(["pause"], { env }).status).toBe(0);
     expect(project.apex(["resume"], { env }).status).toBe(0);
+    // store migrate of the project's store refuses while it runs.
+    const migrate = project.apex(["store", "migrate", "--to", `lmdb:${join(elsewhere(), "copy")}`]);
+    expect(migrate.stderr).toContain("APEX_E_SESSION_ACTIVE");
     expect(existsSync(other)).toBe(false);
     expect(isAlive(ready.supervisor_pid, procInfo(ready.supervisor_pid)!.startTime)).toBe(true);
     expect(project.apex(["stop"]).status).toBe(0);

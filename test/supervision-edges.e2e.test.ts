@@ -6,7 +6,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFil
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, isAlive, procInfo, waitFor, type ProcInfo } from "./fixtures/agents/harness.js";
+import { Project, events, isAlive, procInfo, waitFor, type ProcInfo } from "./fixtures/agents/harness.js";
 
 let project: Project | undefined;
 /** Processes outside any agent group a test saw (escaped with setsid): ended by pid after it. */
@@ -104,10 +104,19 @@ describe("processes that leave the agent's process group (setsid)", () => {
     const escaped = `trap "" TERM; echo $$ > ${join(dir, "escaped.pid")}; sleep 1000 & echo $! > ${join(dir, "escaped-child.pid")}; wait`;
     const script = `setsid sh -c '${escaped}' & while [ ! -s ${join(dir, "escaped-child.pid")} ]; do sleep 0.1; done; sleep 0.3; exit 0`;
     project.writeConfig(["agents:", "  quick:", "    command: sh", `    args: ["-c", ${JSON.stringify(script)}]`, "    restart: never", "  keeper:", "    command: sh", `    args: ["-c", "while :; do sleep 0.2; done"]`, "plugins: {}", ""].join("\n"));
-    project.start();
+    const ready = project.start();
     const [first, second] = await escapedProcesses(dir);
     await waitFor("the quick agent's exit", () => project!.status().agents.find((agent) => agent.name === "quick")?.status === "exited", 30_000);
     await waitFor("its escaped processes to end", () => !isAlive(first!.pid, first!.startTime) && !isAlive(second!.pid, second!.startTime), 20_000);
+    // Status names no pid for an agent that exited (it showed the last one, as if it ran): how it ended, and last_pid.
+    const quickPid = ready.agents.find((agent) => agent.name === "quick")!.pid;
+    const quick = project.status().agents.find((agent) => agent.name === "quick")!;
+    expect(quick).toMatchObject({ status: "exited", pid: null, pgid: null, alive: false, last_pid: quickPid, last_exit: { code: 0, signal: null } });
+    const row = project.apex(["status"]).stdout.split("\n").find((line) => line.startsWith("quick"))!;
+    expect(row).toMatch(/^quick\s+exited \(code 0\)\s+-\s+-\s+0\s/);
+    expect(row).not.toContain(String(quickPid));
+    expect(project.apex(["agent", "list"]).stdout).toMatch(/quick\s+exited \(code 0\)\s+-\s/);
+    expect(project.status().agents.find((agent) => agent.name === "keeper")).toMatchObject({ status: "running", alive: true, pid: expect.any(Number) });
   });
 });
 
@@ -278,10 +287,49 @@ describe("an agent in a crash loop", () => {
     expect(errors).toHaveLength(21);
   });
 
-  it("a crash after a run of min_uptime starts the count of max_restarts afresh; quick crashes are still given up", async () => {
-    // Runs of ~1.5 s against min_uptime 1 s: each is stable, so max_restarts 1 never runs out.
+  it("waits restart_delay doubled for each crash in a row, up to max_restart_delay; status shows a restart that is due later", async () => {
     project = new Project(
-      ["agents:", "  steady:", "    command: sh", `    args: ["-c", "sleep 1.5; exit 1"]`, "    max_restarts: 1", "    restart_delay: 0", "    min_uptime: 1", "plugins:", "  checkpoint: {}", ""].join("\n"),
+      [
+        "agents:",
+        "  crash:",
+        "    command: sh",
+        `    args: ["-c", "exit 1"]`,
+        "    max_restarts: 5",
+        "    restart_delay: 0.05",
+        "    max_restart_delay: 0.2",
+        "  later:",
+        "    command: sh",
+        `    args: ["-c", "exit 2"]`,
+        "    restart_delay: 30",
+        "plugins: {}",
+        "",
+      ].join("\n"),
+    );
+    const ready = project.start();
+    const restarting = (agent: string) => events(project!, ready.session_id).filter((event) => event.type === "agent.restarting" && event.agent === agent);
+    const exits = await waitFor("crash to fail", () => {
+      const all = events(project!, ready.session_id).filter((event) => event.type === "agent.exited" && event.agent === "crash");
+      return all.length === 6 && all[5]!.status === "failed" ? all : undefined;
+    });
+    expect(restarting("crash").map((event) => event.delay_seconds)).toEqual([0.05, 0.1, 0.2, 0.2, 0.2]);
+    // Each restart came no sooner than its delay after the exit before it.
+    const starts = events(project, ready.session_id).filter((event) => event.type === "agent.started" && event.agent === "crash");
+    for (const [i, delay] of [0.05, 0.1, 0.2, 0.2, 0.2].entries()) {
+      expect(Date.parse(String(starts[i + 1]!.at)) - Date.parse(String(exits[i]!.at))).toBeGreaterThanOrEqual(delay * 1000 - 5);
+    }
+    // `later` waits 30 s for its restart: status says so, and the session is not over.
+    const later = project.status().agents.find((agent) => agent.name === "later")!;
+    expect(later).toMatchObject({ status: "restarting", pid: null, last_exit: { code: 2, signal: null } });
+    expect(Date.parse(later.restart_at!) - Date.parse(later.last_exit!.at)).toBe(30_000);
+    expect(restarting("later")).toEqual([expect.objectContaining({ delay_seconds: 30, restart_at: later.restart_at })]);
+    expect(project.apex(["status"]).stdout).toMatch(/\nlater\s+restarting in [12]\d\.\ds\s/);
+    expect(project.status().session!.status).toBe("active");
+  });
+
+  it("a crash after a run of min_uptime starts the count of max_restarts afresh; quick crashes are still given up", async () => {
+    // Runs of ~1.5 s against min_uptime 1 s: each is stable, so max_restarts 1 never runs out, and the backoff starts afresh.
+    project = new Project(
+      ["agents:", "  steady:", "    command: sh", `    args: ["-c", "sleep 1.5; exit 1"]`, "    max_restarts: 1", "    restart_delay: 0.05", "    min_uptime: 1", "plugins:", "  checkpoint: {}", ""].join("\n"),
     );
     const ready = project.start();
     const started = () =>
@@ -289,6 +337,9 @@ describe("an agent in a crash loop", () => {
     await waitFor("a fourth start", () => (started() >= 4 ? true : undefined), 60_000);
     const status = JSON.parse(project.apex(["status", "--json"]).stdout) as { session: { status: string } };
     expect(status.session.status).toBe("active");
+    const delays = events(project, ready.session_id).filter((event) => event.type === "agent.restarting").map((event) => event.delay_seconds);
+    expect(delays.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(delays)).toEqual(new Set([0.05]));
     // The same agent crashing at once (runs shorter than min_uptime) fails after its one restart.
     project.cleanup();
     project = new Project(

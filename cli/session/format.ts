@@ -39,6 +39,22 @@ export function paintStatus(status: string | undefined): string {
 }
 
 /**
+ * An agent's status for people: with how its process ended once it is not running ("exited (code
+ * 0)", "failed (SIGKILL)"), and when a restart is due ("restarting in 1.6s"). A server older than
+ * these fields leaves them out: the status alone.
+ */
+export function agentStatusText(agent: { status: string; alive?: boolean; last_exit?: { code: number | null; signal: string | null } | null; restart_at?: string | null }, now = Date.now()): string {
+  const status = paintStatus(agent.status);
+  if (agent.status === "restarting" && typeof agent.restart_at === "string") {
+    const wait = (Date.parse(agent.restart_at) - now) / 1000;
+    return Number.isFinite(wait) ? `${status} ${wait > 0 ? `in ${wait.toFixed(1)}s` : "(due)"}` : status;
+  }
+  const exit = agent.last_exit;
+  if (agent.alive || !exit || ["running", "paused", "starting", "orphaned"].includes(agent.status)) return status;
+  return `${status} (${exit.signal ? terminalSafe(String(exit.signal), { singleLine: true }) : `code ${exit.code ?? "?"}`})`;
+}
+
+/**
  * One line per event for `apex start --attach`, `apex connect` and the live view. Each field is
  * kept on the line (a newline in a task title shows as \u000a): an event may come from another
  * user or a remote server, and must not pass for several.

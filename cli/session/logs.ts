@@ -12,7 +12,7 @@ import { paint, printLine, visibleText } from "../output.js";
 import { logLineSegments } from "../terminal-text.js";
 import { sleep } from "../../core/session/proc.js";
 import { agentLogDir, liveSupervisor, readRuntime } from "../../core/session/runtime.js";
-import { remoteSessionClient, type SessionClient } from "../../core/session/client.js";
+import { onNamedStore, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 
 export interface LogsOptions {
   follow?: boolean;
@@ -44,8 +44,7 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
   const sessionId =
     options.session !== undefined
       ? logSessionByRef(location.storeDir, options.session, await sessionNamed(location, options.session))
-      : // The running session this command is bound to (binding.ts), else the project's last supervisor's, else the latest logs.
-        (process.env.APEX_SESSION_ID ?? liveSupervisor(location.storeDir)?.session_id ?? readRuntime(location.storeDir)?.session_id ?? latestLogSession(location.storeDir));
+      : (process.env.APEX_SESSION_ID ?? (await defaultLogSession(location)));
   if (!sessionId) {
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   }
@@ -156,6 +155,33 @@ async function sessionNamed(location: ProjectLocation, name: string): Promise<st
   const store = await openStore(location, { readOnly: true });
   try {
     return sessionIdByName(store, name);
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * The session shown without --session, chosen as every command chooses (binding.ts) and of the
+ * store this command names (APEX_STORE_URL, else `store:`): the logs of every store the project
+ * used are under one directory, so a supervisor of another store is not this store's session.
+ * The runtime files say it without opening the store when their supervisor runs (or ran) on the
+ * named store; else that store's bound session or the one that ended last; with no store, the
+ * latest logs.
+ */
+async function defaultLogSession(location: ProjectLocation): Promise<string | undefined> {
+  for (const runtime of [liveSupervisor(location.storeDir), readRuntime(location.storeDir)]) {
+    const own = await onNamedStore(location, runtime);
+    if (own) return own.session_id;
+  }
+  const { openStore, storeExists } = await import("../../core/store/open.js");
+  if (!(await storeExists(location))) return latestLogSession(location.storeDir);
+  const { readableSessionId } = await import("../../core/session/sessions.js");
+  const store = await openStore(location, { readOnly: true });
+  try {
+    return readableSessionId(store);
+  } catch (error) {
+    if (error instanceof ApexError && error.code === "APEX_E_NO_SESSION") return undefined;
+    throw error;
   } finally {
     await store.close();
   }

@@ -6,7 +6,7 @@ import { remoteSessionClient, type SessionClient } from "../../core/session/clie
 import { launchSupervisor } from "./launch.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import type { ReadyReport } from "../../core/session/supervisor.js";
-import { formatEvent } from "./format.js";
+import { formatEvent, paintStatus } from "./format.js";
 import type { Handover } from "./handover.js";
 import type { Config } from "../../core/config/types.js";
 import type { ContinueTarget } from "../../core/session/sessions.js";
@@ -76,7 +76,8 @@ export async function startSession(location: ProjectLocation, options: StartOpti
     if (checkedOut) printLine(`Checked out ${checkedOut.commit.slice(0, 12)} on the new branch ${checkedOut.branch} in ${checkedOut.repository}.`);
     printReady(ready);
   }
-  if (options.attach) await attach(ready, Boolean(options.json));
+  // Stopped (or ended) while it started: there is nothing left to attach to.
+  if (options.attach && (ready.status === "active" || ready.status === "paused")) await attach(ready, Boolean(options.json));
 }
 
 /**
@@ -190,6 +191,8 @@ function printReady(ready: ReadyReport): void {
   for (const warning of ready.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
   const verb = ready.continued ? "continued" : "started";
   printLine(`Session ${paint(ready.session_id, "bold")} ${verb} (supervisor pid ${ready.supervisor_pid}).`);
+  // An `apex stop` that came in while it started (or agents that ended at once): said, not hidden behind "started".
+  if (ready.status !== "active" && ready.status !== "paused") printLine(`  and is already ${paintStatus(ready.status)} (\`apex session history\` says why)`);
   for (const reaped of ready.reaped) printLine(`  reaped the old processes of ${reaped.agent}: ${reaped.pids.join(", ")}`);
   if (ready.restored_from) printLine(`  ${restoreLine(ready)}`);
   else if (ready.continued) printLine("  continued from the live state: memory as it is");

@@ -15,7 +15,7 @@ import type { StatusReport } from "../../core/session/status-report.js";
 
 /** How long a live supervisor gets to answer before status reads the store itself. */
 const SUPERVISOR_ANSWER_MS = 1000;
-import { formatDuration, paintStatus } from "./format.js";
+import { agentStatusText, formatDuration, paintStatus } from "./format.js";
 
 export async function showStatus(location: ProjectLocation, json: boolean): Promise<void> {
   const report = await readStatus(location);
@@ -127,7 +127,7 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
     printLine();
     const rows = report.agents.map((agent) => [
       agent.name,
-      paintStatus(agent.status),
+      agentStatusText(agent),
       agent.pid,
       agent.pgid,
       String(agent.processes.length),

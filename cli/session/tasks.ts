@@ -10,7 +10,7 @@ import type { JsonValue } from "../../core/store/store.js";
 import { currentActor, openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { TASK_STATUSES, type AgentRecord, type MilestoneRecord, type TaskRecord, type TaskStatus } from "../../core/session/records.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { formatDuration, paintStatus } from "./format.js";
+import { agentStatusText, formatDuration, paintStatus } from "./format.js";
 
 async function withClient<T>(location: ProjectLocation, access: "read" | "write", fn: (client: SessionClient) => Promise<T>, session?: string): Promise<T> {
   const client = await openSessionClient(location, access, session);
@@ -153,7 +153,7 @@ export async function listAgents(location: ProjectLocation, json: boolean, sessi
   }
   const rows = report.agents.map((agent) => [
     agent.name,
-    paintStatus(agent.status),
+    agentStatusText(agent),
     agent.pid,
     agent.reported_status ?? "-",
     agent.task ?? "-",

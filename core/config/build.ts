@@ -55,6 +55,7 @@ function agentsOf(agents: Record<string, Record<string, unknown>>): Record<strin
       restart: agent.restart as RestartPolicy,
       max_restarts: agent.max_restarts as number,
       restart_delay: parseDuration(agent.restart_delay as number | string),
+      max_restart_delay: parseDuration(agent.max_restart_delay as number | string),
       min_uptime: parseDuration(agent.min_uptime as number | string),
     };
   }

@@ -59,8 +59,9 @@ export interface AgentConfig {
   cwd: string;
   restart: RestartPolicy;
   max_restarts: number;
-  /** Seconds to wait before a restart. */
+  /** Seconds to wait before a restart: the first; each crash in a row doubles it, up to max_restart_delay. */
   restart_delay: number;
+  max_restart_delay: number;
   /** Seconds a run must last for its crash to start the count of max_restarts afresh. */
   min_uptime: number;
 }

@@ -93,6 +93,8 @@ export interface AgentRecord {
   task: string | null;
   last_report_at: string | null;
   last_exit: { code: number | null; signal: string | null; at: string } | null;
+  // `restart_at` (ISO time or null, absent in older records): while `restarting`, when the restart
+  // is due (restart_delay, doubled for each crash in a row up to max_restart_delay).
   command: string;
 }
 

@@ -24,8 +24,12 @@ export interface AgentStatusView {
    * "orphaned" when it runs while the session is interrupted.
    */
   status: string;
+  /** The running process's; null once it exited (or is gone): `last_pid` keeps the one recorded. */
   pid: number | null;
   pgid: number | null;
+  last_pid: number | null;
+  /** When a restart is due (status `restarting`: it waits out its backoff, or a resume). */
+  restart_at: string | null;
   alive: boolean;
   /** State of the agent's main process from /proc (R, S, T, …), null when it is not running. */
   process_state: string | null;
@@ -155,8 +159,11 @@ function agentView(sessionId: string, agent: AgentRecord, groups: Map<number, Pr
   return {
     name: agent.name,
     status: recordedLive && !alive && !remote ? "gone" : agent.status,
-    pid: agent.pid,
-    pgid: agent.pgid,
+    // What runs (another host's agents: as recorded), never the pid of a process that exited.
+    pid: alive || (remote && recordedLive) ? agent.pid : null,
+    pgid: members.length > 0 || (remote && recordedLive) ? agent.pgid : null,
+    last_pid: agent.pid,
+    restart_at: agent.status === "restarting" && typeof agent.restart_at === "string" ? agent.restart_at : null,
     alive,
     process_state: leader?.state ?? null,
     processes: members.map((member) => member.pid),

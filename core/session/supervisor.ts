@@ -296,33 +296,38 @@ export class Supervisor {
         return settled;
       }, "supervisor");
     }
-    await this.server.listen();
-    this.registerMethods();
-    const own = this.service.session();
-    const { storeIdentity, storeSourceDigest } = await import("../store/open.js");
-    writeRuntime(request.storeDir, {
-      pid: process.pid,
-      start_time: processStartTime(process.pid) ?? 0,
-      socket: this.socketPath,
-      session_id: this.sessionId,
-      started_at: nowIso(),
-      log: join(request.storeDir, "supervisor.log"),
-      worktree: worktreeOf(own),
-      name: typeof own.name === "string" ? own.name : null,
-      ...(this.store.spec ? { store: await storeIdentity(this.store.spec), store_source: storeSourceDigest(request) } : {}),
-      nonce: process.env[SUPERVISOR_NONCE_VAR] ?? null,
-    });
-    this.tapEngine();
-    await this.engine.fire("onStart", this.service.context());
-    makePrivateDir(agentLogDir(request.storeDir, this.sessionId));
-    this.writeApexShim(request.storeDir);
-    // Serialised with pause, resume and stop, which may arrive on the socket meanwhile.
-    await this.runLifecycle(async () => {
-      for (const slot of this.slots.values()) await this.startAgent(slot, claim.continued);
+    // From the moment the socket listens, pause, resume and stop may arrive: they queue behind the
+    // whole start (onStart, the agents, the first checkpoint), so a stop sent meanwhile ends a
+    // session that started, never one half-started, and the report below sees its outcome.
+    const checkpoint = await this.runLifecycle(async () => {
+      await this.server.listen();
+      this.registerMethods();
+      const own = this.service.session();
+      const { storeIdentity, storeSourceDigest } = await import("../store/open.js");
+      writeRuntime(request.storeDir, {
+        pid: process.pid,
+        start_time: processStartTime(process.pid) ?? 0,
+        socket: this.socketPath,
+        session_id: this.sessionId,
+        started_at: nowIso(),
+        log: join(request.storeDir, "supervisor.log"),
+        worktree: worktreeOf(own),
+        name: typeof own.name === "string" ? own.name : null,
+        ...(this.store.spec ? { store: await storeIdentity(this.store.spec), store_source: storeSourceDigest(request) } : {}),
+        nonce: process.env[SUPERVISOR_NONCE_VAR] ?? null,
+      });
+      this.tapEngine();
+      await this.engine.fire("onStart", this.service.context());
+      makePrivateDir(agentLogDir(request.storeDir, this.sessionId));
+      this.writeApexShim(request.storeDir);
+      for (const slot of this.slots.values()) if (!this.stopping) await this.startAgent(slot, claim.continued);
       this.armTimers();
+      this.logTimer = setInterval(() => void this.capLogs(), 1000);
+      return this.startCheckpoint(claim, restored !== undefined);
     });
-    this.logTimer = setInterval(() => void this.capLogs(), 1000);
-    const checkpoint = await this.startCheckpoint(claim, restored !== undefined);
+    // A stop (or the end) that came in while it started: the report says the session stopped, not
+    // that it is active. Read at once, before the shutdown the stop scheduled closes the store.
+    await this.stopping?.catch(() => undefined);
     const session = this.service.session();
     return {
       session_id: this.sessionId,
@@ -549,6 +554,7 @@ export class Supervisor {
         nonce: child.nonce,
         started_at: child.startedAt,
         restarts: slot.restarts,
+        restart_at: null,
         command: describeCommand(slot.spec),
       };
       batch.set(agentPath(this.sessionId, slot.name), next);
@@ -582,11 +588,16 @@ export class Supervisor {
     const restart = wantsRestart && canRestart;
     slot.status = restart ? "restarting" : crashed ? "failed" : "exited";
     const at = nowIso();
+    // Exponential backoff (as pm2's exp_backoff_restart_delay): restart_delay, doubled for each crash in a row, up to max_restart_delay.
+    const { restart_delay: first, max_restart_delay: cap } = slot.spec;
+    const delayMs = Math.round(Math.min(first * 2 ** Math.min(slot.restarts, 30), Math.max(first, cap || 0)) * 1000);
+    // Counted from the exit: the time its onError hooks take below is part of the wait, not added to it.
+    const restartAt = restart ? new Date(Date.parse(at) + delayMs).toISOString() : null;
     await this.service.write((batch, record) => {
       const previous = (batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec);
-      batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, last_exit: { code: exit.code, signal: exit.signal, at } });
+      batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, last_exit: { code: exit.code, signal: exit.signal, at }, restart_at: restartAt });
       record("agent.exited", { agent: slot.name, pid: child?.pid ?? null, code: exit.code, signal: exit.signal, status: slot.status });
-      if (restart) record("agent.restarting", { agent: slot.name, restarts: slot.restarts + 1, delay_seconds: slot.spec.restart_delay });
+      if (restart) record("agent.restarting", { agent: slot.name, restarts: slot.restarts + 1, delay_seconds: delayMs / 1000, restart_at: restartAt });
     }, "supervisor");
     if (crashed) {
       const files = this.logFiles(slot.name);
@@ -603,13 +614,12 @@ export class Supervisor {
     }
     if (restart) {
       slot.restarts += 1;
-      const delayMs = Math.max(0, slot.spec.restart_delay * 1000);
       slot.restartTimer = setTimeout(() => {
         slot.restartTimer = undefined;
         if (this.stopping) return;
         if (this.currentStatus() === "paused") slot.restartDeferred = true;
         else void this.runLifecycle(() => this.startAgent(slot, false));
-      }, delayMs);
+      }, Math.max(0, Date.parse(restartAt!) - Date.now()));
       return;
     }
     // Not awaited: ending the session queues behind the lifecycle change that may be running this.
@@ -876,9 +886,9 @@ export class Supervisor {
     await this.service.write((batch, record) => {
       for (const slot of this.slots.values()) {
         const agent = batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined;
-        if (!agent) continue;
-        const final: AgentStatus = slot.status === "exited" || slot.status === "failed" ? slot.status : "stopped";
-        batch.set(agentPath(this.sessionId, slot.name), { ...agent, status: final });
+        // An agent a stop kept from starting is stopped too (start's report says so).
+        slot.status = slot.status === "exited" || slot.status === "failed" ? slot.status : "stopped";
+        if (agent) batch.set(agentPath(this.sessionId, slot.name), { ...agent, status: slot.status });
       }
       const session = batch.get(sessionPath(this.sessionId)) as SessionRecord | undefined;
       if (!session) return;

@@ -6,12 +6,13 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
 import { paint, printJson, printLine } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
+import { checkSessionName } from "../../core/session/names.js";
 import { openSessionClient } from "../../core/session/client.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
@@ -50,6 +51,9 @@ async function callWrite(location: ProjectLocation, method: string, params: Reco
 
 export async function branchCommand(location: ProjectLocation, checkpoint: string, name: string, options: { worktree?: string | boolean; json?: boolean }): Promise<void> {
   if (options.worktree === "") throw new ApexError("APEX_E_USAGE", "--worktree was given an empty directory.", { hint: "Name a new directory, or give --worktree alone for ../<repository>-NAME." });
+  // A usage error before anything is read: the name, and a worktree directory where none may be.
+  checkSessionName(name);
+  if (typeof options.worktree === "string") refuseReservedWorktree(location, resolve(options.worktree));
   // Checked before a worktree is made: a bad name or reference leaves nothing behind.
   const source = await withReadStore(location, (store) => {
     checkNewSessionName(store, name);
@@ -88,6 +92,39 @@ function git(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}): { code: 
   const result = spawnSync("git", args, { cwd, encoding: "utf8", env: { ...process.env, ...env } });
   if (result.error) throw new ApexError("APEX_E_GIT_UNAVAILABLE", `git could not run: ${result.error.message}`);
   return { code: result.status ?? 1, out: result.stdout.trim(), err: result.stderr.trim() };
+}
+
+/**
+ * A worktree inside the repository's git directory (git's own files: refs, objects, the index)
+ * or the project's `.apex` (the store and its runtime files, owner-only and ignored by git) would
+ * mix a checkout into data nobody edits by hand; git itself does not refuse it.
+ */
+function refuseReservedWorktree(location: ProjectLocation, dir: string): void {
+  const common = git(location.projectDir, ["rev-parse", "--git-common-dir"]);
+  const reserved = [
+    ...(common.code === 0 && common.out ? [{ path: resolve(location.projectDir, common.out), what: "the repository's git directory" }] : []),
+    { path: location.storeDir, what: "the project's APEX directory" },
+  ];
+  const target = existingRealPath(dir);
+  for (const { path, what } of reserved) {
+    const inside = relative(existingRealPath(path), target);
+    if (inside === "" || (!inside.startsWith("..") && !isAbsolute(inside))) {
+      throw new ApexError("APEX_E_USAGE", `--worktree ${dir} is inside ${what} (${path}); a worktree cannot go there.`, {
+        hint: "Give --worktree a directory outside .git and .apex, or --worktree alone for ../<repository>-NAME.",
+        details: { path: dir, inside: path },
+      });
+    }
+  }
+}
+
+/** The real path of `path`, or of its nearest existing parent with the rest appended (a directory not made yet). */
+function existingRealPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    const parent = dirname(path);
+    return parent === path ? path : join(existingRealPath(parent), basename(path));
+  }
 }
 
 function createWorktree(repo: string, dir: string, branch: string, commit: string | null, label: string): { path: string; branch: string; commit: string | null } {

@@ -25,6 +25,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { liveSessionClient, openSessionClient, type SessionClient } from "../../core/session/client.js";
+import { checkSessionName } from "../../core/session/names.js";
 import { liveSupervisors } from "../../core/session/runtime.js";
 import { activeSessions, supervisorAlive } from "../../core/session/sessions.js";
 import { holderText, onOtherHost, supervisorHost } from "../../core/session/lease.js";
@@ -519,6 +520,8 @@ function repairOutOfProcess(storeDir: string): RepairResult | { crashed: string 
 // ------------------------------------------------------------------------------------ session reconstruct
 
 export async function reconstructCommand(location: ProjectLocation, ref: string, options: { as?: string; json?: boolean }): Promise<void> {
+  // Before anything is read or validated: `--as "x y"` is a usage error, whichever way the reconstruction would go.
+  if (options.as !== undefined) checkSessionName(options.as, "id");
   if (!process.env.APEX_SOCKET && !(await storeExists(location))) throw noStore();
   const sessionId = (await sessionIdOf(location, ref))!;
   if (!process.env.APEX_SOCKET) {

@@ -1,4 +1,5 @@
 import { ApexError } from "../../core/errors.js";
+import { checkSessionName } from "../../core/session/names.js";
 import {
   ObjectStore,
   canonicalJson,
@@ -281,7 +282,7 @@ export interface ReconstructReport {
 export async function reconstructSession(store: Store, sessionId: string, options: ReconstructOptions = {}): Promise<ReconstructReport> {
   assertWritable(store);
   checkSessionId(sessionId);
-  if (options.newSessionId !== undefined) checkSessionId(options.newSessionId);
+  if (options.newSessionId !== undefined) checkSessionName(options.newSessionId, "id");
   let report!: ReconstructReport;
   await store.transaction(() => {
     const catalog = Catalog.of(store);

@@ -1,8 +1,8 @@
 import type { SessionMetrics } from "./record.js";
 
 /** "0.4s", "12s", "3m 05s", "2h 04m": durations for people. */
-export function formatSeconds(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return "-";
+export function formatSeconds(seconds: number | null | undefined): string {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds < 0) return "-";
   if (seconds < 10) return `${Math.round(seconds * 10) / 10}s`;
   const whole = Math.round(seconds);
   if (whole < 60) return `${whole}s`;
@@ -12,11 +12,12 @@ export function formatSeconds(seconds: number): string {
 }
 
 /** 0.4213 → "42%". */
-export function formatShare(share: number): string {
-  return `${Math.round(share * 100)}%`;
+export function formatShare(share: number | null | undefined): string {
+  return typeof share === "number" && Number.isFinite(share) ? `${Math.round(share * 100)}%` : "-";
 }
 
 export function formatMs(ms: number): string {
+  if (typeof ms !== "number" || !Number.isFinite(ms)) return "-";
   return ms < 10 ? `${Math.round(ms * 100) / 100} ms` : `${Math.round(ms)} ms`;
 }
 
@@ -27,7 +28,7 @@ export function metricRows(metrics: SessionMetrics): Array<[string, string]> {
   const latest = metrics.checkpoints.latest ? `, latest ${metrics.checkpoints.latest.name} (${metrics.checkpoints.latest.trigger ?? "?"})` : "";
   const source = metrics.issues_source === "none" ? "none reported" : `from ${metrics.issues_source}`;
   return [
-    ["Session duration", formatSeconds(metrics.session_duration_seconds)],
+    ["Session duration", metrics.session_duration_seconds === null ? "unknown (the session record has no start time)" : formatSeconds(metrics.session_duration_seconds)],
     ["Active time", `${formatSeconds(metrics.active_seconds)} (paused ${formatSeconds(metrics.paused_seconds)})`],
     ["Tasks", `${tasks}${reopened}`],
     ["Milestones", String(metrics.milestones)],
@@ -52,6 +53,6 @@ export function utilizationRows(metrics: SessionMetrics): UtilizationRow[] {
     status: usage.reported_status ?? "-",
     working: formatSeconds(usage.working_seconds),
     share: formatShare(usage.share),
-    cpu: `${usage.cpu_seconds.toFixed(2)}s (${formatShare(usage.cpu_share)})`,
+    cpu: `${typeof usage.cpu_seconds === "number" && Number.isFinite(usage.cpu_seconds) ? `${usage.cpu_seconds.toFixed(2)}s` : "-"} (${formatShare(usage.cpu_share)})`,
   }));
 }

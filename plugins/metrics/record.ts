@@ -72,12 +72,13 @@ export interface SessionMetrics {
   /** What caused this sample: start, interval, change, pause, resume, checkpoint, stop, command. */
   reason: string;
   samples: number;
-  started_at: string;
+  /** null when the session record holds no start time that parses (a record replaced by hand). */
+  started_at: string | null;
   ended_at: string | null;
-  /** session_duration_seconds for people: "42s", "3m 05s", "2h 45m". */
+  /** session_duration_seconds for people: "42s", "3m 05s", "2h 45m"; "unknown" without a start time. */
   session_duration: string;
-  /** Wall-clock seconds from the start to the end (or now), pauses and interruptions included. */
-  session_duration_seconds: number;
+  /** Wall-clock seconds from the start to the end (or now), pauses and interruptions included; null when the start is unknown. */
+  session_duration_seconds: number | null;
   /** Seconds in which the session ran and was not paused. */
   active_seconds: number;
   paused_seconds: number;

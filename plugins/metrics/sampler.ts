@@ -32,6 +32,12 @@ import { headOf, measureRepository, type RepositorySpec } from "./repositories.j
 import { SessionTimeline } from "./timeline.js";
 
 export const METRICS_ACTOR = "plugin:metrics";
+
+/** A record's ISO time as ms, or undefined when it is missing or does not parse. */
+function timeOf(value: unknown): number | undefined {
+  const ms = typeof value === "string" ? Date.parse(value) : NaN;
+  return Number.isFinite(ms) ? ms : undefined;
+}
 const ENDED = new Set(["stopped", "completed", "failed"]);
 const MANIFEST_NAME = /^checkpoint-(\d+)$/;
 
@@ -132,7 +138,12 @@ export class MetricsSampler {
     for (const event of eventsAfter(store, sessionId, this.timeline.seq)) this.timeline.apply(event);
     const repositories = await this.measureRepositories();
     const now = Date.now();
-    const ended = ENDED.has(session.status) && session.ended_at ? Date.parse(session.ended_at) : undefined;
+    // A record replaced by hand (`memory set --force`) may lack any field or hold a time that does
+    // not parse: what cannot be known is unknown (null), never NaN, which no store can hold.
+    const status = typeof session.status === "string" ? session.status : "unknown";
+    const endedAt = timeOf(session.ended_at);
+    const startedAt = timeOf(session.created_at);
+    const ended = ENDED.has(status) && endedAt !== undefined ? endedAt : undefined;
     const totals = this.timeline.totals(ended ?? now);
     const activeSeconds = totals.activeMs / 1000;
     const agents = this.agentRecords(session);
@@ -154,19 +165,19 @@ export class MetricsSampler {
     const inputs = this.reportedNumbers();
     const issues = this.issues(inputs);
     this.samples += 1;
-    const durationSeconds = Math.max(0, (ended ?? now) - Date.parse(session.created_at)) / 1000;
+    const durationSeconds = startedAt === undefined ? null : Math.max(0, (ended ?? now) - startedAt) / 1000;
     const linesAdded = repositories.reduce((sum, repository) => sum + repository.lines_added, 0);
     const metrics: SessionMetrics = {
       format: METRICS_FORMAT,
       session_id: sessionId,
-      status: session.status,
+      status,
       updated_at: new Date(now).toISOString(),
       reason,
       samples: this.samples,
-      started_at: session.created_at,
-      ended_at: session.ended_at ?? null,
-      session_duration: formatSeconds(durationSeconds),
-      session_duration_seconds: round(durationSeconds),
+      started_at: startedAt === undefined ? null : session.created_at,
+      ended_at: endedAt === undefined ? null : (session.ended_at as string),
+      session_duration: durationSeconds === null ? "unknown" : formatSeconds(durationSeconds),
+      session_duration_seconds: durationSeconds === null ? null : round(durationSeconds),
       active_seconds: round(activeSeconds),
       paused_seconds: round(totals.pausedMs / 1000),
       tasks_total: tasks.total,
@@ -192,7 +203,7 @@ export class MetricsSampler {
     await store.batch((batch) => {
       batch.set(metricsPath(sessionId), metrics);
       const current = batch.get(CURRENT_SESSION_PATH);
-      const isCurrent = isRecord(current) && current.session_id === sessionId && ended === undefined;
+      const isCurrent = isRecord(current) && current.session_id === sessionId && !ENDED.has(status);
       const mirror = batch.get(CURRENT_METRICS_PATH);
       if (isCurrent) batch.set(CURRENT_METRICS_PATH, metrics);
       else if (isRecord(mirror) && mirror.session_id === sessionId) batch.delete(CURRENT_METRICS_PATH);
@@ -217,8 +228,9 @@ export class MetricsSampler {
       if (!path.endsWith(CONTEXT_SUFFIX) && isRecord(value) && typeof value.name === "string") records.set(value.name, value as AgentRecord);
     }
     // The session's agents in config order, then agents of earlier runs that are no longer configured.
-    const ordered = session.agents.map((name) => records.get(name)).filter((record): record is AgentRecord => record !== undefined);
-    return [...ordered, ...[...records.values()].filter((record) => !session.agents.includes(record.name))];
+    const configured = Array.isArray(session.agents) ? session.agents.filter((name): name is string => typeof name === "string") : [];
+    const ordered = configured.map((name) => records.get(name)).filter((record): record is AgentRecord => record !== undefined);
+    return [...ordered, ...[...records.values()].filter((record) => !configured.includes(record.name))];
   }
 
   private taskCounts(): TaskCounts {

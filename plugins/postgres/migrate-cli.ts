@@ -2,17 +2,17 @@
  * `apex store migrate --to URL`: copies the project's store (opened read-only) into an empty
  * store on another backend with migrateStore, then validates every checkpoint on the target
  * and prints how to switch the project to it. Refuses, writing nothing, while a supervisor
- * runs (the store would change under the copy) and when the target already holds data.
+ * runs on either store (the store would change under the copy) and when the target already holds data.
  */
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { printJson, printLine } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
-import { backendFactory, describeStore, openStore, redactUrl, resolveStoreSpec, storeExists } from "../../core/store/open.js";
+import { backendFactory, describeStore, openStore, redactUrl, resolveStoreSpec, storeExists, storeIdentity } from "../../core/store/open.js";
 import type { StorageBackend, StoreSpec, TableOptions } from "../../core/store/port.js";
 import { activeSessions, currentSession, supervisorAlive } from "../../core/session/sessions.js";
-import { liveSupervisor } from "../../core/session/runtime.js";
+import { liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
 import { CATALOG_DB, CATALOG_TABLE } from "../checkpoint/catalog.js";
 import { FILTER_DB } from "../checkpoint/engine/hash-filter.js";
 import { JOURNAL_DB, PACKS_DB, TREES_DB, VALUES_DB } from "../checkpoint/engine/objects.js";
@@ -60,9 +60,9 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
   if (sameStore(sourceSpec, targetSpec)) {
     throw new ApexError("APEX_E_CONFLICT", "The target is the project's own store.", { hint: "Point --to at another database, project id or directory." });
   }
-  if (targetSpec.backend === "lmdb") refuseForeignFiles(describeStore(targetSpec).location);
-  const running = liveSupervisor(location.storeDir);
+  const running = await supervisorOn(location, [sourceSpec, targetSpec]);
   if (running) throw supervisorRunning({ sessionId: running.session_id, pid: running.pid, host: localHost(), leaseExpiresAt: null });
+  if (targetSpec.backend === "lmdb") refuseForeignFiles(describeStore(targetSpec).location);
 
   const progress = (message: string) => process.stderr.write(`apex store migrate: ${message}\n`);
   let source: StorageBackend | undefined;
@@ -178,6 +178,17 @@ function refuseForeignFiles(dir: string): void {
       details: { dir, entries: foreign.slice(0, 100) },
     });
   }
+}
+
+/**
+ * A live supervisor of this project directory that runs on the source or the target store. One
+ * on another store (the project's runtime files are shared by every store it names) changes
+ * neither, and is no reason to refuse. A runtime file without `store` (an older APEX) is taken
+ * as the source's, as every command takes it.
+ */
+async function supervisorOn(location: ProjectLocation, specs: StoreSpec[]): Promise<SupervisorRuntime | undefined> {
+  const stores = new Set(await Promise.all(specs.map((spec) => storeIdentity(spec))));
+  return liveSupervisors(location.storeDir).find((runtime) => runtime.store === undefined || stores.has(runtime.store));
 }
 
 function sameStore(a: StoreSpec, b: StoreSpec): boolean {
