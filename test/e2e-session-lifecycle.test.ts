@@ -2,7 +2,7 @@
 // stop, --continue and refusals on each storage backend (forEachBackend: LMDB, and PostgreSQL
 // through APEX_STORE_URL on the run's shared cluster); logs and --attach, which do not depend on
 // the store, on LMDB. Real processes, real /proc, the built CLI.
-import { appendFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
@@ -26,6 +26,15 @@ const CHECKPOINTED = shellAgents({ alpha: "while true; do sleep 0.2; done" }, "s
 
 function allPids(status: StatusJson): number[] {
   return status.agents.flatMap((agent) => agent.processes);
+}
+
+/** A process's environment (empty when it is gone or not ours to read). */
+function environ(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+  } catch {
+    return [];
+  }
 }
 
 function json<T>(result: CliResult): T {
@@ -344,6 +353,59 @@ describe("apex logs / start --attach / no session", () => {
     expect(ready.status).toBe("stopped");
     expect(ready.agents).toEqual([expect.objectContaining({ pid: null, status: "stopped" }), expect.objectContaining({ pid: null, status: "stopped" })]);
     expect(JSON.parse(project.apex(["session", "history", "--json"]).stdout)).toEqual([expect.objectContaining({ session_id: ready.session_id, status: "stopped" })]);
+  });
+
+  it("a start whose onStart fails while a stop, a pause and a resume wait behind it: start reports the failure, each of them that the session could not start (exit 3), nothing is left running and the session is failed", async () => {
+    project = new Project("");
+    const p = project;
+    const hooks = join(p.dir, "hooks.jsonl");
+    const gate = join(p.dir, "gate");
+    const plugin = JSON.stringify(join(FIXTURES, "hook-recorder.mjs"));
+    p.writeConfig(CONFIG.replace("plugins: {}\n", `plugins:\n  ${plugin}:\n    file: ${JSON.stringify(hooks)}\n    start_gate: ${JSON.stringify(gate)}\n    start_error: no licence\n`));
+    const start = p.apexAsync(["start", "--task", "t"]);
+    let queued: Array<ReturnType<Project["apexAsync"]>> = [];
+    try {
+      // onStart runs, and waits for the gate: the socket listens, no agent is started yet.
+      await waitFor("onStart", () => existsSync(hooks) && readFileSync(hooks, "utf8").includes('"onStart"'), 30_000);
+      const runtime = JSON.parse(readFileSync(join(p.storeDir, "supervisor.json"), "utf8")) as { pid: number; start_time: number; socket: string; session_id: string };
+      p.remember();
+      queued = ["stop", "pause", "resume"].map((command) => p.apexAsync([command]));
+      // All three are connected to the supervisor (its end of each connection is listed under the socket's path), so they queue behind the start.
+      const connected = () => readFileSync("/proc/net/unix", "utf8").split("\n").filter((line) => line.endsWith(` ${runtime.socket}`) && line.split(/\s+/)[5] === "03").length;
+      await waitFor("stop, pause and resume to connect", () => connected() >= 3, 30_000);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      writeFileSync(gate, "");
+      const started = await start.done;
+      // It was: the stop ran after the failure, recorded the session as "stopped by the user", fired
+      // beforeStop and onStop a second time and closed the store under the failure's own records;
+      // the pause wrote agent records of the ended session, crashed (APEX_E_RPC, exit 1) and the
+      // resume said the session was active.
+      expect(started.status).toBe(1);
+      expect(started.stderr).toContain("error[APEX_E_PLUGIN_FAILED]: plugin hook-recorder failed in onStart: no licence");
+      for (const [i, command] of ["stop", "pause", "resume"].entries()) {
+        const result = await queued[i]!.done;
+        expect(result.status, `${command}: ${result.stderr}`).toBe(3);
+        expect(result.stderr).toContain(`error[APEX_E_NO_SESSION]: Cannot ${command}: session ${runtime.session_id} could not start (plugin hook-recorder failed in onStart: no licence); it has ended (failed).`);
+      }
+      await waitFor("the supervisor to exit", () => !isAlive(runtime.pid, runtime.start_time), 15_000);
+      // No agent of the session runs (none started): no process carries its session id.
+      const ofSession = readdirSync("/proc").filter((pid) => /^\d+$/.test(pid) && isAlive(Number(pid)) && environ(Number(pid)).includes(`APEX_SESSION_ID=${runtime.session_id}`));
+      expect(ofSession).toEqual([]);
+      expect(readFileSync(hooks, "utf8").trim().split("\n").map((line) => JSON.parse(line) as { hook: string; status?: string; reason?: string })).toEqual([
+        expect.objectContaining({ hook: "onStart" }),
+        expect.objectContaining({ hook: "onError" }),
+        expect.objectContaining({ hook: "onStop", status: "failed", reason: "could not start: plugin hook-recorder failed in onStart: no licence" }),
+      ]);
+      expect(p.supervisorLog()).not.toMatch(/unhandled|uncaught|cannot record|closed/i);
+      expect(existsSync(join(p.storeDir, "supervisor.json"))).toBe(false);
+      expect(p.status().session).toBeNull();
+      expect(JSON.parse(p.apex(["session", "history", "--json"]).stdout)).toEqual([
+        expect.objectContaining({ session_id: runtime.session_id, status: "failed", outcome: "could not start: plugin hook-recorder failed in onStart: no licence" }),
+      ]);
+    } finally {
+      writeFileSync(gate, "");
+      await Promise.all([start.done, ...queued.map((command) => command.done)]);
+    }
   });
 
   it("without a session: status says so (exit 0), other commands exit 3 with APEX_E_NO_SESSION", () => {

@@ -150,6 +150,8 @@ export class Supervisor {
   private readonly slots = new Map<string, AgentSlot>();
   private readonly subscribers = new Set<(event: SessionEvent) => void>();
   private stopping: Promise<Record<string, JsonValue>> | undefined;
+  /** Why the start failed: set (in the lifecycle) before a pause, resume or stop queued behind the start runs. */
+  private startFailure: string | undefined;
   private lifecycle: Promise<unknown> = Promise.resolve();
   private checkpointTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
@@ -250,6 +252,10 @@ export class Supervisor {
       return { supervisor, ready };
     } catch (error) {
       await supervisor.abort(error);
+      // What queued behind the start (or came since) answers that it failed before the socket closes; the store closes after it.
+      for (let queued: unknown; queued !== supervisor.lifecycle; ) await (queued = supervisor.lifecycle);
+      await new Promise((resolve) => setImmediate(resolve));
+      await supervisor.server.close().catch(() => undefined);
       throw error;
     }
   }
@@ -300,30 +306,36 @@ export class Supervisor {
     // whole start (onStart, the agents, the first checkpoint), so a stop sent meanwhile ends a
     // session that started, never one half-started, and the report below sees its outcome.
     const checkpoint = await this.runLifecycle(async () => {
-      await this.server.listen();
-      this.registerMethods();
-      const own = this.service.session();
-      const { storeIdentity, storeSourceDigest } = await import("../store/open.js");
-      writeRuntime(request.storeDir, {
-        pid: process.pid,
-        start_time: processStartTime(process.pid) ?? 0,
-        socket: this.socketPath,
-        session_id: this.sessionId,
-        started_at: nowIso(),
-        log: join(request.storeDir, "supervisor.log"),
-        worktree: worktreeOf(own),
-        name: typeof own.name === "string" ? own.name : null,
-        ...(this.store.spec ? { store: await storeIdentity(this.store.spec), store_source: storeSourceDigest(request) } : {}),
-        nonce: process.env[SUPERVISOR_NONCE_VAR] ?? null,
-      });
-      this.tapEngine();
-      await this.engine.fire("onStart", this.service.context());
-      makePrivateDir(agentLogDir(request.storeDir, this.sessionId));
-      this.writeApexShim(request.storeDir);
-      for (const slot of this.slots.values()) if (!this.stopping) await this.startAgent(slot, claim.continued);
-      this.armTimers();
-      this.logTimer = setInterval(() => void this.capLogs(), 1000);
-      return this.startCheckpoint(claim, restored !== undefined);
+      // A failure ends the session here, in the lifecycle: what queued behind the start finds it failed.
+      try {
+        await this.server.listen();
+        this.registerMethods();
+        const own = this.service.session();
+        const { storeIdentity, storeSourceDigest } = await import("../store/open.js");
+        writeRuntime(request.storeDir, {
+          pid: process.pid,
+          start_time: processStartTime(process.pid) ?? 0,
+          socket: this.socketPath,
+          session_id: this.sessionId,
+          started_at: nowIso(),
+          log: join(request.storeDir, "supervisor.log"),
+          worktree: worktreeOf(own),
+          name: typeof own.name === "string" ? own.name : null,
+          ...(this.store.spec ? { store: await storeIdentity(this.store.spec), store_source: storeSourceDigest(request) } : {}),
+          nonce: process.env[SUPERVISOR_NONCE_VAR] ?? null,
+        });
+        this.tapEngine();
+        await this.engine.fire("onStart", this.service.context());
+        makePrivateDir(agentLogDir(request.storeDir, this.sessionId));
+        this.writeApexShim(request.storeDir);
+        for (const slot of this.slots.values()) if (!this.stopping) await this.startAgent(slot, claim.continued);
+        this.armTimers();
+        this.logTimer = setInterval(() => void this.capLogs(), 1000);
+        return this.startCheckpoint(claim, restored !== undefined);
+      } catch (error) {
+        await this.abort(error);
+        throw error;
+      }
     });
     // A stop (or the end) that came in while it started: the report says the session stopped, not
     // that it is active. Read at once, before the shutdown the stop scheduled closes the store.
@@ -371,16 +383,23 @@ export class Supervisor {
     }
   }
 
-  /** A failed launch: end what started and record the session as failed. */
+  /** A failed launch: end what started and record the session as failed (once; launch closes the socket). */
   private async abort(error: unknown): Promise<void> {
-    const message = error instanceof Error ? error.message : String(error);
+    if (this.startFailure !== undefined) return;
+    const message = (this.startFailure = error instanceof Error ? error.message : String(error));
     this.log(`start failed: ${message}`);
-    this.stopping = Promise.resolve({});
+    // A stop sent from now on is answered that the session did not start.
+    (this.stopping = Promise.reject(this.failedStart("stop"))).catch(() => undefined);
     this.clearTimers();
     await this.terminateAll({ graceMs: 2000 }).catch(() => undefined);
     await this.finish("failed", `could not start: ${message}`).catch((inner) => this.log(`cannot record the failure: ${String(inner)}`));
-    await this.server.close().catch(() => undefined);
     removeRuntime(this.config.storeDir, process.pid, this.sessionId);
+  }
+
+  /** A pause, resume or stop of a session whose start failed: what `apex stop` says of an ended session (exit 3), and why. */
+  private failedStart(action: string): ApexError {
+    const hint = "`apex status` shows how it ended; start a session again once the cause is fixed.";
+    return new ApexError("APEX_E_NO_SESSION", `Cannot ${action}: session ${this.sessionId} could not start (${this.startFailure}); it has ended (failed).`, { hint, details: { session_id: this.sessionId, status: "failed" } });
   }
 
   /**
@@ -789,6 +808,7 @@ export class Supervisor {
     if (this.stopping) return this.stopping;
     let checkpointFailed = false;
     const run = this.runLifecycle(async () => {
+      if (this.startFailure !== undefined) throw this.failedStart("stop");
       let checkpoint: JsonValue = null;
       const service = options.checkpoint ? checkpointServiceFor(this.store) : undefined;
       if (options.checkpoint && service) {
@@ -916,6 +936,7 @@ export class Supervisor {
   }
 
   private assertStatus(expected: "active" | "paused", action: string): void {
+    if (this.startFailure !== undefined) throw this.failedStart(action);
     if (this.stopping) throw new ApexError("APEX_E_SESSION_STATE", `The session is stopping; it cannot ${action}.`);
     const status = this.currentStatus();
     if (status === expected) return;
