@@ -103,14 +103,18 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
       reply = (await client.call("session.stop", { reason, checkpoint }, 120_000)) as typeof reply;
     } catch (error) {
       if (isApexError(error) && (error.code === "APEX_E_RPC" || error.code === "APEX_E_TIMEOUT")) throw error;
+      // It was starting and its start failed (the stop queued behind it): it has ended, nothing is in the way once its supervisor is gone.
+      if (isApexError(error) && error.code === "APEX_E_NO_SESSION") {
+        await waitForExit(live, 15_000);
+        return undefined;
+      }
       throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${current.session_id} is ${current.status} and could not be checkpointed before stopping it: ${(error as Error).message}`, {
         hint: "Nothing was stopped or changed. Stop it without that checkpoint with `apex stop`, then run this command again.",
         details: { session_id: current.session_id, status: current.status },
         cause: error,
       });
     }
-    const deadline = Date.now() + 15_000;
-    while (isSameProcessAlive(live.pid, live.start_time) && Date.now() < deadline) await sleep(20);
+    await waitForExit(live, 15_000);
     return { session_id: current.session_id, was: current.status, checkpoint: reply.checkpoint ?? null, processes_ended: reply.processes_ended ?? 0 };
   }
   const { stopWithoutSupervisor } = await import("./stop-offline.js");
@@ -155,4 +159,10 @@ async function currentOf(location: ProjectLocation, target: ContinueTarget | und
   } finally {
     await store.close();
   }
+}
+
+/** Until the supervisor (pid and start time) is gone, or the timeout. */
+async function waitForExit(supervisor: { pid: number; start_time: number }, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (isSameProcessAlive(supervisor.pid, supervisor.start_time) && Date.now() < deadline) await sleep(20);
 }
