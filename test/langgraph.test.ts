@@ -17,17 +17,20 @@ import { LmdbStore } from "./helpers/store.js";
 import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
 import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
-import { langGraphHeads } from "../plugins/checkpoint/langgraph.js";
+import { headsPath, langGraphHeads } from "../plugins/checkpoint/langgraph.js";
 import { REPO_ROOT } from "./helpers/cli.js";
-import { langGraphProject } from "./helpers/langgraph.js";
+import { langGraphProject, openProjectStore } from "./helpers/langgraph.js";
+import { forEachBackend, type TestBackend } from "./support/backends.js";
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function setup(config = "plugins:\n  checkpoint: {}\n") {
-  const project = await langGraphProject("apex-langgraph-unit-", config);
+/** A project with a saver on it; on `backend` (its store: section), else LMDB in .apex/. */
+async function setup(config = "plugins:\n  checkpoint: {}\n", backend?: TestBackend) {
+  const storeUrl = backend ? (await backend.env()).APEX_STORE_URL : undefined;
+  const project = await langGraphProject("apex-langgraph-unit-", config, { storeUrl });
   cleanups.push(project.cleanup);
   const saver = new ApexSaver({ project: project.dir });
   cleanups.push(() => saver.close());
@@ -39,7 +42,7 @@ function checkpointOf(values: Record<string, unknown>, versions: Record<string, 
 }
 
 async function readStore<T>(dir: string, fn: (store: Store) => T): Promise<T> {
-  const store = await openStore(join(dir, ".apex"), { readOnly: true });
+  const store = await openProjectStore(dir, { readOnly: true });
   try {
     return fn(store);
   } finally {
@@ -584,6 +587,104 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     await expect(saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({
       code: "APEX_E_CONFIG",
     });
+  });
+});
+
+describe("LangGraph thread heads (the checkpoint each thread namespace resumes from, which retention keeps)", () => {
+  const input = { source: "input", step: -1, parents: {} } as CheckpointMetadata;
+  const put = (saver: ApexSaver, thread_id: string, checkpoint_ns: string, x: unknown, id = uuid6(1)) =>
+    saver.put({ configurable: { thread_id, checkpoint_ns } }, { ...checkpointOf({ x }, { x: 1 }), id }, input, { x: 1 });
+  const heads = (store: Store, sessionId: string) => [...langGraphHeads(store, sessionId).entries()].flatMap(([id, reasons]) => reasons.map((reason) => `${reason} ${id}`)).sort();
+
+  forEachBackend((backend) => {
+    it("thread \"a/b\" and thread \"a\" namespace \"b\" keep a head each through retention, and a namespace's head is its greatest checkpoint id, the one getTuple resumes from", async () => {
+      const { dir, sessionId, saver } = await setup("plugins:\n  checkpoint: {}\n  retention:\n    keep_last: 1\n    auto_cleanup: true\n", backend);
+      await put(saver, "a/b", "", "thread a/b");
+      await put(saver, "a", "b", "thread a, namespace b");
+      // A put of an older checkpoint id after a newer one: getTuple resumes from the newer, and so retention keeps it.
+      const [older, newer] = [uuid6(1), uuid6(1)].sort();
+      await put(saver, "late", "", "newer", newer);
+      await put(saver, "late", "", "older", older);
+      let busy = { configurable: { thread_id: "busy", checkpoint_ns: "" } } as Record<string, any>;
+      for (let step = 0; step < 3; step++) busy = await saver.put(busy, checkpointOf({ n: step }, { n: step + 1 }), { source: "loop", step, parents: {} }, { n: step + 1 });
+      const valueOf = async (thread_id: string, checkpoint_ns: string) => (await saver.getTuple({ configurable: { thread_id, checkpoint_ns } }))?.checkpoint.channel_values;
+      expect(await valueOf("a/b", "")).toEqual({ x: "thread a/b" });
+      expect(await valueOf("a", "b")).toEqual({ x: "thread a, namespace b" });
+      expect(await valueOf("late", "")).toEqual({ x: "newer" });
+      await saver.close();
+      const { reasons, total } = await readStore(dir, (store) => ({ reasons: heads(store, sessionId).map((line) => line.replace(/ \S+$/, "")), total: listCheckpoints(store, sessionId).total }));
+      expect(reasons).toEqual(["langgraph thread a/b", "langgraph thread a/b", "langgraph thread busy", "langgraph thread late"]);
+      expect(total).toBe(4); // the four heads; every other checkpoint went
+    });
+
+    it("a heads record of a store written before still protects its checkpoints; the session's first write replaces it by one record per thread namespace (a put, or a deleteThread, which removes only its thread's)", async () => {
+      const { dir, sessionId, saver } = await setup(undefined, backend);
+      for (const [thread, ns] of [["t1", ""], ["t1", "sub"], ["t2", ""], ["a/b", ""]] as const) await put(saver, thread, ns, `${thread} ${ns}`);
+      await saver.close();
+      const current = await readStore(dir, (store) => heads(store, sessionId));
+      expect(current).toHaveLength(4);
+      // The record as stores written before kept it: `<thread>[/<ns>]` -> APEX checkpoint id, one record.
+      const legacy = async () => {
+        const store = await openProjectStore(dir);
+        try {
+          await store.batch((batch) => {
+            batch.deleteTree(headsPath(sessionId));
+            batch.set(headsPath(sessionId), Object.fromEntries(current.map((line) => line.replace(/^langgraph thread /, "").split(" ") as [string, string])));
+          });
+        } finally {
+          await store.close();
+        }
+      };
+      await legacy();
+      expect(await readStore(dir, (store) => heads(store, sessionId))).toEqual(current);
+
+      const again = new ApexSaver({ project: dir });
+      cleanups.push(() => again.close());
+      await put(again, "t2", "", "t2 later");
+      const t2 = (await again.getTuple({ configurable: { thread_id: "t2", checkpoint_ns: "" } }))!.config.configurable!.checkpoint_id as string;
+      await again.close();
+      const migrated = await readStore(dir, (store) => ({ legacy: store.get(headsPath(sessionId)), records: [...store.keysBelow(headsPath(sessionId))], heads: heads(store, sessionId), t2: store.get(`${headsPath(sessionId)}/t2/~`) }));
+      expect(migrated.legacy).toBeUndefined();
+      expect(migrated.records.sort()).toEqual(["a%2Fb/~", "t1/sub", "t1/~", "t2/~"].map((rest) => `${headsPath(sessionId)}/${rest}`));
+      expect(migrated.heads.filter((line) => !line.startsWith("langgraph thread t2 "))).toEqual(current.filter((line) => !line.startsWith("langgraph thread t2 ")));
+      expect(migrated.t2).toMatchObject({ checkpoint_id: t2 });
+
+      await legacy();
+      const third = new ApexSaver({ project: dir });
+      cleanups.push(() => third.close());
+      await third.deleteThread("t1");
+      await third.close();
+      expect(await readStore(dir, (store) => ({ legacy: store.get(headsPath(sessionId)), heads: heads(store, sessionId).map((line) => line.replace(/ \S+$/, "")) }))).toEqual({
+        legacy: undefined,
+        heads: ["langgraph thread a/b", "langgraph thread t2"],
+      });
+    });
+  });
+
+  it("a put writes the same whatever the number of threads: with 1,000 threads present as with one (no record of every thread rewritten)", async () => {
+    const { dir, saver } = await setup();
+    let hot = { configurable: { thread_id: "hot", checkpoint_ns: "" } } as Record<string, any>;
+    let step = 0;
+    const hotPut = (on: ApexSaver) => on.put(hot, checkpointOf({ n: step }, { n: step + 1 }), { source: "loop", step: step++, parents: {} }, { n: step }).then((config) => (hot = config));
+    await hotPut(saver);
+    await saver.close();
+    // The bytes of the keyspace records one put of thread "hot" wrote (index, head, manifest, …).
+    const written = async () => {
+      const before = await readStore(dir, (store) => store.revision());
+      const one = new ApexSaver({ project: dir });
+      cleanups.push(() => one.close());
+      await hotPut(one);
+      await one.close();
+      return readStore(dir, (store) => [...new Set([...store.changesSince(before)].map((change) => change.path))].reduce((sum, path) => sum + (store.getEncoded(path)?.length ?? 0), 0));
+    };
+    const alone = await written();
+    const filler = new ApexSaver({ project: dir });
+    cleanups.push(() => filler.close());
+    for (let thread = 0; thread < 1000; thread++) await put(filler, `thread-${thread}`, "", thread);
+    await filler.close();
+    const among = await written();
+    expect(alone).toBeGreaterThan(0);
+    expect(among).toBeLessThan(alone + 64); // (a sequence number a digit longer, say); the record of every thread was ~60 KB
   });
 });
 

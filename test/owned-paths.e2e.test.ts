@@ -42,6 +42,7 @@ describe("which paths APEX owns", () => {
     [`/sessions/${SID}/metrics`, false, "metrics (metrics plugin)"],
     [`/sessions/${SID}/git`, false, "git state"],
     [`/sessions/${SID}/langgraph-heads`, false, "LangGraph thread heads"],
+    [`/sessions/${SID}/langgraph-heads/a%2Fb/~`, false, "LangGraph thread heads"],
     [`/sessions/${SID}/something-new`, false, `session ${SID}'s records`],
   ])("%s (recursive: %s) is APEX's: %s", (path, recursive, owner) => {
     expect(ownerOf(path, recursive)).toContain(owner);

@@ -305,6 +305,20 @@ describe("a supervisor on LMDB, a command naming PostgreSQL", () => {
     expect(shown(project, "/pg", env)).toBe("in the database");
   }, 120_000);
 
+  it("a supervisor started with APEX_STORE_URL names that store to its agents: their commands (and ApexSaver) go through its socket instead of being refused", async () => {
+    const url = await cluster.createDatabase();
+    const out = elsewhere();
+    const script = [`apex memory set /agent/same 1 2> ${out}/same.err; echo $? > ${out}/same.rc`, "while true; do sleep 0.2; done"].join("; ");
+    const project = new Project(shellAgents({ writer: script }), "apex-store-mismatch-", { APEX_STORE_URL: url });
+    cleanups.push(() => project.cleanup());
+    project.start();
+    await waitFor("the agent's command", () => existsSync(join(out, "same.rc")), 60_000);
+    expect(readFileSync(join(out, "same.err"), "utf8")).toBe("");
+    expect(readFileSync(join(out, "same.rc"), "utf8").trim()).toBe("0");
+    expect(shown(project, "/agent")).toEqual({ "/agent/same": 1 });
+    expect(project.apex(["stop"]).status).toBe(0);
+  }, 120_000);
+
   it("a supervisor on PostgreSQL: the same database spelled otherwise (password, scheme, parameters) still reaches it", async () => {
     const url = await cluster.createDatabase();
     const project = newProject(`${AGENT}store:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n  project: spelled\n`);

@@ -471,6 +471,9 @@ export class Supervisor {
   private agentEnv(slot: AgentSlot, resumeContext: string | undefined, resumeTask?: string): Record<string, string> {
     const env: Record<string, string> = {};
     for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !key.startsWith("APEX_")) env[key] = value;
+    // A store the environment chose (APEX_STORE_URL, not `store:`) stays named: an agent's commands
+    // and ApexSaver resolve their store as any command does, and another store is refused (client.ts).
+    if (process.env.APEX_STORE_URL && this.store.spec?.url) env.APEX_STORE_URL = this.store.spec.url;
     const shimDir = join(this.config.storeDir, "bin");
     Object.assign(env, slot.spec.env, {
       APEX_SESSION_ID: this.sessionId,

@@ -18,7 +18,9 @@
  *    (`checkpoints/<id>`: the APEX checkpoint, parent, the rest of the LangGraph checkpoint,
  *    metadata) and the pending writes (`writes/<id>/<task>/<idx>`). These are session records,
  *    outside every checkpoint tree, so restoring an APEX checkpoint (`apex start --continue`)
- *    never drops a write LangGraph saved after the checkpoint it restores.
+ *    never drops a write LangGraph saved after the checkpoint it restores;
+ *  - per thread namespace its head (`/sessions/<sid>/langgraph-heads/<thread>/<namespace>`),
+ *    the checkpoint it resumes from, which retention keeps (headsPath).
  *
  * Nothing here imports LangGraph: values arrive serialized by the adapter.
  */
@@ -28,7 +30,7 @@ import { ApexError } from "../../core/errors.js";
 import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
 import { encodeJson } from "../../core/store/value-codec.js";
 import { MAX_PATH_BYTES, subtreeRange } from "../../core/store/paths.js";
-import type { JsonValue, Store } from "../../core/store/store.js";
+import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
 import { checkpointInfo, countValues, writeCheckpoint } from "./checkpoints.js";
 import { isRecord, manifestPath, type CheckpointManifest } from "./manifest.js";
@@ -147,27 +149,48 @@ export function memoryDir(threadId: string, ns: string): string {
   return `${LANGGRAPH_MEMORY_ROOT}/${nameSegment(threadId)}/${nameSegment(ns)}`;
 }
 
-/** `/sessions/<sid>/langgraph-heads`: each thread namespace's latest APEX checkpoint, which retention keeps. */
+/**
+ * `/sessions/<sid>/langgraph-heads/<thread>/<ns>` (encoded segments): `{apex_id, checkpoint_id}`,
+ * the thread namespace's latest checkpoint (the greatest id: the one getTuple resumes from) and
+ * the APEX checkpoint holding it, which retention keeps. One record per thread namespace, so a
+ * put writes its own (not a record of every thread's) and deleteThread removes exactly the
+ * thread's (its segment is its own: thread "a/b" is not thread "a" namespace "b").
+ *
+ * Stores written before kept one record at `/sessions/<sid>/langgraph-heads` itself, keyed
+ * `<thread>` or `<thread>/<ns>` unencoded (ambiguous); it is still read, and the session's first
+ * LangGraph write replaces it by the per-namespace records, derived from the index.
+ */
 export function headsPath(sessionId: string): string {
   return `/sessions/${sessionId}/langgraph-heads`;
+}
+
+function headPath(sessionId: string, threadId: string, ns: string): string {
+  return `${headsPath(sessionId)}/${nameSegment(threadId)}/${nameSegment(ns)}`;
 }
 
 /**
  * APEX checkpoint id -> why retention must keep it ("langgraph thread <id>"): the latest
  * checkpoint of each LangGraph thread namespace of the session, so that a thread whose last
- * step is older than other threads' steps still resumes from where it stopped.
+ * step is older than other threads' steps still resumes from where it stopped. One range read.
  */
 export function langGraphHeads(store: Store, sessionId: string): Map<string, string[]> {
   const heads = new Map<string, string[]>();
-  const record = store.get(headsPath(sessionId));
-  if (!isRecord(record)) return heads;
-  for (const [where, id] of Object.entries(record)) {
-    if (typeof id !== "string") continue;
-    heads.set(id, [...(heads.get(id) ?? []), `langgraph thread ${where}`]);
+  const add = (id: string, where: string) => heads.set(id, [...(heads.get(id) ?? []), `langgraph thread ${where}`]);
+  const dir = headsPath(sessionId);
+  for (const { path, value } of store.tree(dir)) {
+    if (path === dir) {
+      // The record of stores written before: `<thread>[/<ns>]` -> APEX checkpoint id.
+      if (isRecord(value)) for (const [where, id] of Object.entries(value)) if (typeof id === "string") add(id, where);
+      continue;
+    }
+    const segments = path.slice(dir.length + 1).split("/");
+    if (segments.length !== 2 || !isRecord(value) || typeof value.apex_id !== "string") continue;
+    add(value.apex_id, headKey(segmentName(segments[0]!), segmentName(segments[1]!)));
   }
   return heads;
 }
 
+/** How a retention reason names a thread namespace (for people: not a key, it may be ambiguous). */
 function headKey(threadId: string, ns: string): string {
   return ns === "" ? threadId : `${threadId}/${ns}`;
 }
@@ -249,6 +272,9 @@ export interface LangGraphStoreOptions {
 export class LangGraphStore {
   /** Channel values read lately, verified and decoded, by hash (content-addressed: never stale). */
   private readonly values = new ValueCache(VALUE_CACHE_BYTES);
+  /** Sessions whose heads are one record per thread namespace (migrateHeads), and those checked in the transaction under way. */
+  private readonly headsMigrated = new Set<string>();
+  private readonly headsChecked = new Set<string>();
 
   constructor(
     readonly store: Store,
@@ -306,6 +332,7 @@ export class LangGraphStore {
     return this.options.serialize(async () => {
       const store = this.store;
       let manifest: CheckpointManifest | undefined;
+      this.headsChecked.clear();
       await store.transaction(() => {
         requireLiveSession(store, sessionId);
         // Channel values compressed as they are written (LangGraph states repeat most of their
@@ -357,11 +384,17 @@ export class LangGraphStore {
           ...(metadataJson !== undefined ? { metadata_json: metadataJson } : {}),
         };
         store.batchSync((batch) => {
+          this.migrateHeads(batch, sessionId);
           batch.set(checkpointKey(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id), index as unknown as JsonValue);
-          const heads = batch.get(headsPath(sessionId));
-          batch.set(headsPath(sessionId), { ...(isRecord(heads) ? (heads as Record<string, JsonValue>) : {}), [headKey(request.thread_id, request.checkpoint_ns)]: written.id });
+          // The head is the greatest checkpoint id (what getTuple resumes from), not the last put: a put of an older id leaves it.
+          const headAt = headPath(sessionId, request.thread_id, request.checkpoint_ns);
+          const head = batch.get(headAt);
+          if (!(isRecord(head) && typeof head.checkpoint_id === "string" && head.checkpoint_id > request.checkpoint_id)) {
+            batch.set(headAt, { apex_id: written.id, checkpoint_id: request.checkpoint_id });
+          }
         }, ACTORS.checkpoint);
       });
+      this.headsCommitted();
       if (!manifest) return { stale: true as const };
       try {
         await this.options.afterCheckpoint?.(checkpointInfo(manifest));
@@ -467,26 +500,20 @@ export class LangGraphStore {
       requireLiveSession(store, sessionId);
       const index = `${indexRoot(sessionId)}/${nameSegment(threadId)}`;
       let deleted = 0;
+      this.headsChecked.clear();
       await store.transaction(() => {
         // The latest checkpoint id deleted (of a checkpoint, or of writes sent before theirs): writes for it or an older one are refused from now on.
         let latest = "";
-        // The thread's namespaces: their entries in the heads record are the thread's own.
-        const namespaces = new Set<string>();
         for (const key of store.keysBelow(index)) {
-          const [ns, kind, id] = key.slice(index.length + 1).split("/");
-          if (ns !== undefined) namespaces.add(segmentName(ns));
+          const [, kind, id] = key.slice(index.length + 1).split("/");
           if ((kind === "checkpoints" || kind === "writes") && id !== undefined && segmentName(id) > latest) latest = segmentName(id);
         }
         deleted = store.batchSync((batch) => {
           const before = batch.get(deletedPath(sessionId, threadId));
           if (latest !== "" && !(isRecord(before) && typeof before.checkpoint_id === "string" && before.checkpoint_id >= latest)) batch.set(deletedPath(sessionId, threadId), { checkpoint_id: latest });
-          const heads = batch.get(headsPath(sessionId));
-          if (isRecord(heads)) {
-            // Only the keys of this thread's namespaces: thread "a" is not every thread whose id starts with "a/" (thread "a/b" keeps its head, and retention its latest checkpoint).
-            const own = new Set([...namespaces].map((ns) => headKey(threadId, ns)));
-            const kept = Object.fromEntries(Object.entries(heads as Record<string, JsonValue>).filter(([where]) => !own.has(where)));
-            batch.set(headsPath(sessionId), kept);
-          }
+          this.migrateHeads(batch, sessionId);
+          // The thread's own heads: its segment is its own (thread "a/b" is `a%2Fb`, and keeps its head).
+          batch.deleteTree(`${headsPath(sessionId)}/${nameSegment(threadId)}`);
           return batch.deleteTree(index);
         }, ACTORS.checkpoint).value;
         const catalog = Catalog.of(store);
@@ -502,8 +529,36 @@ export class LangGraphStore {
         const root = updateTree(view, base.root, changes, () => undefined).root;
         catalog.setBase(key, { root, revision: base.revision, keys: base.keys - countValues(view, entry.tree) });
       });
+      this.headsCommitted();
       return { deleted };
     });
+  }
+
+  /**
+   * Replaces the heads record of stores written before (one record of every thread namespace,
+   * under ambiguous keys) by one record per thread namespace, derived from the index: the
+   * greatest checkpoint id of each, as getTuple finds it. Once per session: the first LangGraph
+   * write of this process that finds no such record remembers it (after its commit).
+   */
+  private migrateHeads(batch: WriteBatch, sessionId: string): void {
+    if (this.headsMigrated.has(sessionId)) return;
+    this.headsChecked.add(sessionId);
+    if (batch.get(headsPath(sessionId)) !== undefined) {
+      for (const threadId of this.names(indexRoot(sessionId))) {
+        for (const ns of this.names(`${indexRoot(sessionId)}/${nameSegment(threadId)}`)) {
+          const [latest] = this.checkpointIds(sessionId, threadId, ns, { reverse: true, limit: 1 });
+          const index = latest === undefined ? undefined : batch.get(checkpointKey(sessionId, threadId, ns, latest));
+          if (isRecord(index) && typeof index.apex_id === "string") batch.set(headPath(sessionId, threadId, ns), { apex_id: index.apex_id, checkpoint_id: latest! });
+        }
+      }
+      batch.delete(headsPath(sessionId));
+    }
+  }
+
+  /** After a commit: the sessions migrateHeads checked in it have no record of stores written before. */
+  private headsCommitted(): void {
+    for (const sessionId of this.headsChecked) this.headsMigrated.add(sessionId);
+    this.headsChecked.clear();
   }
 
   /** The index record of a checkpoint and its APEX manifest; undefined if either is gone (retention may delete manifests). */
