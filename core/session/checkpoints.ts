@@ -37,6 +37,12 @@ export interface CheckpointService {
    * anything changes.
    */
   prepare?(request: { sessionId: string; checkpoint: string | undefined; force?: boolean }): Promise<{ checkpoint: string | undefined }>;
+  /**
+   * Before another session (`nextSessionId`, undefined: a new one) takes the live memory: the
+   * ended session that holds it gets its final state checkpointed (only when its memory changed
+   * since its latest checkpoint), so that continuing it later restores its own last state.
+   */
+  saveFinalState?(nextSessionId: string | undefined): Promise<void>;
   /** Finds the session a checkpoint reference belongs to, for `--continue <CHECKPOINT>`. */
   resolve?(checkpoint: string): Promise<{ sessionId: string; checkpoint: string } | undefined>;
   /**

@@ -242,7 +242,7 @@ function whenStopped(runtime: SupervisorRuntime, method: string): () => ApexErro
     seen = stat?.state === "T" && stat.startTime === runtime.start_time ? seen + 1 : 0;
     if (seen < 2) return undefined;
     return new ApexError("APEX_E_TIMEOUT", `Session ${runtime.session_id}'s supervisor (pid ${runtime.pid}) is stopped (SIGSTOP): it cannot answer ${method}.`, {
-      hint: `\`kill -CONT ${runtime.pid}\` lets it go on (and carry out this call, if it had read it); \`apex stop --force\` ends the session.`,
+      hint: `\`kill -CONT ${runtime.pid}\` lets it go on, and it may then still carry out this call (its request was sent); \`apex stop --force\` ends the session.`,
       details: { stopped: true, pid: runtime.pid, session_id: runtime.session_id },
     });
   };

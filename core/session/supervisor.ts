@@ -40,7 +40,7 @@ import { agentLogDir, removeRuntime, socketPathFor, writeRuntime } from "./runti
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
 import { LeaseHolder, localHost } from "./lease.js";
 import { recountTasks, SessionService } from "./service.js";
-import { findSession, holdsLiveMemory, isEnded, liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
+import { findSession, holdsLiveMemory, liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
 import { setOwnSession } from "./binding.js";
 
 /** What `apex start` asks the supervisor to do. */
@@ -125,23 +125,9 @@ export interface Connection {
  * them by policy, pauses, resumes and stops them, runs the session's timers, and serves the
  * control socket every CLI command that touches live processes uses.
  */
-/**
- * Before another session takes the live memory: the ended session that holds it gets its final
- * state checkpointed (trigger onStop, only when its memory changed since its latest checkpoint),
- * so that continuing it later restores its own last state. A failure is logged; the start goes on.
- */
+/** The final state of the ended session holding the live memory, checkpointed before another session takes it (CheckpointService.saveFinalState); a failure is logged, the start goes on. */
 async function saveFinalState(store: Store, nextSessionId: string | undefined, log: (message: string) => void): Promise<void> {
-  const service = checkpointServiceFor(store);
-  if (!service) return;
-  try {
-    const owner = liveMemoryOwner(store);
-    if (!owner || owner === nextSessionId) return;
-    const record = findSession(store, owner);
-    if (!record || !isEnded(record)) return;
-    await service.create({ sessionId: owner, trigger: "onStop", description: "final state, saved before another session takes the live memory", skipUnchanged: "memory" });
-  } catch (error) {
-    log(`warning: the final state of the previous session could not be checkpointed: ${(error as Error).message}`);
-  }
+  await checkpointServiceFor(store)?.saveFinalState?.(nextSessionId).catch((error: Error) => log(`warning: the final state of the previous session could not be checkpointed: ${error.message}`));
 }
 
 export class Supervisor {

@@ -4,6 +4,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import type { CheckpointService, RestoreOutcome } from "../../core/session/checkpoints.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { readView } from "../../core/store/port.js";
+import { findSession, isEnded, liveMemoryOwner } from "../../core/session/sessions.js";
 import { Catalog, summaryOf, type CheckpointSummary, type Located } from "./catalog.js";
 import {
   checkpointInfo,
@@ -355,6 +356,13 @@ export class SessionCheckpoints {
       },
       restore: (request) => this.restore(request),
       prepare: (request) => this.prepare(request),
+      async saveFinalState(nextSessionId) {
+        const owner = liveMemoryOwner(self.store);
+        if (!owner || owner === nextSessionId) return;
+        const record = findSession(self.store, owner);
+        if (!record || !isEnded(record)) return;
+        await self.create({ sessionId: owner, trigger: "onStop", description: "final state, saved before another session takes the live memory", skipUnchanged: "memory" });
+      },
       resolve: async (checkpoint) => {
         try {
           // checkpoint-007 and latest: of the current session, else of the one that ended last (as `apex checkpoint` reads them).
