@@ -2,10 +2,12 @@
 // `store: { backend: postgres, url }`, and every command of the flow works there — start,
 // memory, checkpoints and their diff, pause (seen in /proc), resume, stop, validation, ended
 // sessions — with nothing of the session written to LMDB in .apex/.
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Project, groupMembers, isAlive, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { initRepo, isolatedGit } from "./support/git.js";
 import { postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
@@ -14,10 +16,14 @@ let project: Project | undefined;
 beforeAll(async () => {
   cluster = await sharedPostgres();
 }, 120_000);
+const extra: string[] = [];
 afterEach(() => {
   project?.cleanup();
   project = undefined;
+  for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
+
+const { git } = isolatedGit("apex-pg-git-home-");
 
 const AGENTS = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 
@@ -169,6 +175,43 @@ describe("a session on PostgreSQL", () => {
       relay.thaw();
       await relay.down();
     }
+  }, 120_000);
+
+  it("a branch's git worktree reaches the project's data (default project id), with APEX_HOME set and with no .apex/ in the project's tree", async () => {
+    const url = await cluster.createDatabase();
+    // The agent records, through `apex memory set`, which session it runs in.
+    const agent = shellAgents({ alpha: 'eval "$APEX_BIN memory set /seen/$APEX_SESSION_ID true"; while true; do sleep 0.2; done' }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  git: {}\n");
+    project = new Project(`${agent}store:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n`, "apex-pg-wt-");
+    const p = project;
+    initRepo(git, p.dir, { ".gitignore": ".apex/\n" });
+    const parent = mkdtempSync(join(tmpdir(), "apex-pg-wt-parent-"));
+    extra.push(parent);
+    const wt = join(parent, "feature");
+    p.start(["--task", "main line"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", wt]).status).toBe(0);
+    const feature = json<{ session_id: string }>(p.apex(["start", "--continue", "feature", "--json"])).session_id;
+
+    const inWorktree = (args: string[], env: NodeJS.ProcessEnv = {}) => p.apex(args, { cwd: wt, env });
+    const statusIn = (env: NodeJS.ProcessEnv = {}) => json<{ session: { session_id: string } }>(inWorktree(["status", "--json"], env)).session.session_id;
+    expect(statusIn()).toBe(feature);
+    // APEX_HOME (as git hooks set it) names the store directory, not the project: still the project's id.
+    expect(statusIn({ APEX_HOME: join(p.dir, ".apex") })).toBe(feature);
+    await waitFor("the branch's agent to write through apex", () => inWorktree(["memory", "show", `/seen/${feature}`]).status === 0);
+    expect(inWorktree(["memory", "set", "/wt/note", "1"]).status).toBe(0);
+    expect(json<{ value: unknown }>(inWorktree(["memory", "show", "/wt/note", "--json"])).value).toBe(1);
+
+    // On PostgreSQL .apex/ holds only logs and sockets: without it the worktree is still the project's.
+    expect(inWorktree(["stop"]).status).toBe(0);
+    expect(p.apex(["stop"]).status).toBe(0);
+    rmSync(join(p.dir, ".apex"), { recursive: true, force: true });
+    expect(inWorktree(["memory", "show", "/wt/note"]).status).toBe(0);
+    const again = inWorktree(["start", "--continue", "feature", "--json"]);
+    expect(json<{ session_id: string }>(again).session_id).toBe(feature);
+    expect(statusIn()).toBe(feature);
+    expect(inWorktree(["stop"]).status).toBe(0);
+    const projects = await query(url, "SELECT project FROM apex.stores");
+    expect(projects.map((row) => row.project)).toEqual([basename(p.dir)]);
   }, 120_000);
 
   it("says which database it cannot reach, without its password (exit 1, nothing written)", () => {

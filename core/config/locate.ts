@@ -47,25 +47,36 @@ export function locateProject(options: LocateOptions = {}): ProjectLocation {
   if (!explicit && !env.APEX_HOME && !isDirectory(storeDir)) {
     // In a branch session's git worktree (`apex session branch --worktree`), which has no store of
     // its own: the project is the main working tree's, whose store binds the worktree to its session.
-    const main = projectOfWorktree(cwd);
+    const main = projectOfWorktree(cwd, env);
     if (main) return main;
   }
   return { configPath, projectDir, storeDir };
 }
 
-function projectOfWorktree(cwd: string): ProjectLocation | undefined {
+function projectOfWorktree(cwd: string, env: NodeJS.ProcessEnv): ProjectLocation | undefined {
   const worktree = linkedWorktreeOf(cwd);
   const main = worktree && mainWorktreeOf(worktree);
   if (!worktree || !main) return undefined;
   // The project may be a subdirectory of its repository: the same subdirectory of the main tree.
   for (let dir = resolve(cwd); ; dir = dirname(dir)) {
     const projectDir = join(main, relative(worktree, dir));
-    if (isDirectory(join(projectDir, STORE_DIR_NAME))) {
-      const configPath = join(projectDir, CONFIG_FILE_NAME);
+    const configPath = join(projectDir, CONFIG_FILE_NAME);
+    if (isDirectory(join(projectDir, STORE_DIR_NAME)) || inDatabase(configPath, env)) {
       return { configPath: isFile(configPath) ? configPath : undefined, projectDir, storeDir: join(projectDir, STORE_DIR_NAME) };
     }
     if (dir === worktree || dirname(dir) === dir) return undefined;
   }
+}
+
+/**
+ * True when the project at `configPath` keeps its store in PostgreSQL, where its main tree need
+ * not have a `.apex/` (only logs and sockets live there): a worktree's project is still the main
+ * tree's. A rough test of the text (the store section is checked where it is opened).
+ */
+function inDatabase(configPath: string, env: NodeJS.ProcessEnv): boolean {
+  let text = "";
+  try { text = readFileSync(configPath, "utf8"); } catch { /* no config there (or unreadable): not the project */ }
+  return text !== "" && (/^postgres(ql)?:\/\//.test(env.APEX_STORE_URL ?? "") || (/^store[ \t]*:/m.test(text) && /\bbackend[ \t]*:[ \t]*["']?postgres/.test(text)));
 }
 
 function isDirectory(path: string): boolean {

@@ -36,7 +36,7 @@ import {
   type SessionRecord,
   type TaskRecord,
 } from "./records.js";
-import { agentLogDir, removeRuntime, socketPathFor, writeRuntime } from "./runtime.js";
+import { agentLogDir, removeRuntime, RUN_DIR, socketPathFor, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
 import { LeaseHolder, localHost } from "./lease.js";
 import { recountTasks, SessionService } from "./service.js";
@@ -203,6 +203,8 @@ export class Supervisor {
       const targetRecord = findSession(store, target.sessionId);
       const inWorktree = targetRecord !== undefined && memoryRootOf(targetRecord) !== "";
       socketPath = socketPathFor(request.storeDir, inWorktree ? target.sessionId : undefined);
+      // On PostgreSQL the first session to run may be a worktree's: its socket's run/ is not there yet.
+      if (inWorktree) makePrivateDir(join(request.storeDir, RUN_DIR));
       // A session in its own worktree has its own memory root: it displaces nobody's live memory.
       if (!inWorktree) await saveFinalState(store, target.sessionId, log);
       // The live keyspace holds the memory of the running or last-run session of the project's

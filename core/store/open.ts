@@ -7,6 +7,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { basename, resolve } from "node:path";
+import { linkedWorktreeOf, mainWorktreeOf } from "../config/locate.js";
 import { ApexError } from "../errors.js";
 import type { BackendInfo, StorageBackend, StorageBackendFactory, StoreOpenOptions, StoreSpec } from "./port.js";
 import { lmdbDataDir, lmdbStoreExists } from "./store.js";
@@ -67,12 +68,16 @@ export async function resolveStoreSpec(target: StoreTarget, env: NodeJS.ProcessE
   const dir = target.storeDir;
   const projectDir = projectDirOf(target);
   const section = target.configPath ? await readStoreSection(target.configPath) : undefined;
-  const project = section?.project ?? basename(projectDir);
+  // A shared database's project id when `store.project` sets none (worked out for PostgreSQL only):
+  // the project directory's name, the main working tree's when the directory is the top of a linked
+  // git worktree (a branch's `--worktree`), so commands in the worktree and its agents reach the
+  // project's data, not a project named after the worktree (with APEX_HOME set, say).
+  const project = () => section?.project ?? basename((linkedWorktreeOf(projectDir) === resolve(projectDir) && mainWorktreeOf(projectDir)) || projectDir);
   const fromEnv = env.APEX_STORE_URL;
   if (fromEnv !== undefined && fromEnv !== "") return specOfUrl(fromEnv, dir, project, projectDir);
   if (!section) return { backend: "lmdb", dir };
   if (section.backend === "lmdb") return section.url ? { backend: "lmdb", dir, url: `lmdb:${resolve(projectDir, section.url)}` } : { backend: "lmdb", dir };
-  return { backend: section.backend, dir, url: section.url!, project };
+  return { backend: section.backend, dir, url: section.url!, project: project() };
 }
 
 function projectDirOf(target: StoreLocation): string {
@@ -80,8 +85,8 @@ function projectDirOf(target: StoreLocation): string {
 }
 
 /** APEX_STORE_URL: postgres://… (or postgresql://…) for PostgreSQL, lmdb:PATH for LMDB at PATH. */
-function specOfUrl(url: string, dir: string, project: string, cwd: string): StoreSpec {
-  if (/^postgres(ql)?:\/\//.test(url)) return { backend: "postgres", dir, url, project };
+function specOfUrl(url: string, dir: string, project: () => string, cwd: string): StoreSpec {
+  if (/^postgres(ql)?:\/\//.test(url)) return { backend: "postgres", dir, url, project: project() };
   if (url.startsWith("lmdb:") && url.length > "lmdb:".length) return { backend: "lmdb", dir, url: `lmdb:${resolve(cwd, url.slice("lmdb:".length))}` };
   throw new ApexError("APEX_E_CONFIG", `APEX_STORE_URL must be postgres://… or lmdb:PATH, not ${JSON.stringify(redactUrl(url))}.`, {
     hint: "Unset it to use the config's store: section (or LMDB in .apex/).",
