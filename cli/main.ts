@@ -41,6 +41,12 @@ Examples:
   apex memory set /notes/today '{"todo": 3}'
   apex memory query '/notes/**' --json`,
     );
+  // Every command's --help names the global --session too (commander lists only declared options under "Global Options").
+  program.addHelpText("afterAll", ({ command }) =>
+    command === program || command.options.some((option) => option.long === "--session")
+      ? ""
+      : "\nSession:\n  --session ID|NAME        act on this session of the project (see `apex --help`)",
+  );
   for (const register of commandGroups) register(program);
   return program;
 }

@@ -76,6 +76,7 @@ describe("help that teaches", () => {
       for (const page of pages) {
         const command = `apex ${page.words.join(" ")}`;
         if (!/\nExamples?:\n {2}(\S+=\S+ )?apex /.test(page.text)) problems.push(`${command}: no example`);
+        if (!page.text.includes("--session")) problems.push(`${command}: does not name --session`);
         if (page.group) continue;
         const json = optionBlocks(page.text).get("--json");
         if (!json) problems.push(`${command}: no --json`);
