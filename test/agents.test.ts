@@ -386,7 +386,7 @@ function writeTestConfig(target: string): void {
     const agent = (config.agents[name] ??= { command: "node", args: [`agents/${name}.mjs`] });
     agent.command = process.execPath;
     agent.args = (agent.args ?? [`agents/${name}.mjs`]).map((arg: string) => (/^agents\/.+\.mjs$/.test(arg) ? join(REPO_ROOT, arg) : arg));
-    agent.env = { ...(agent.env ?? {}), APEX_AGENT_PACE: "0.05" };
+    agent.env = { ...(agent.env ?? {}), APEX_AGENT_PACE: "0.1" };
   }
   writeFileSync(target, stringifyYaml(config));
 }
@@ -451,7 +451,7 @@ describe("apex start with the reference agents", () => {
       // What the agents write (plugins may still add session records, e.g. metrics).
       const snapshot = () => [apex(["memory", "export", "/agents/**"]).stdout, apex(["memory", "export", "/review/**"]).stdout, apex(["task", "list", "--json"]).stdout];
       const before = snapshot();
-      await new Promise((resolve) => setTimeout(resolve, 1000)); // 20 steps at this pace
+      await new Promise((resolve) => setTimeout(resolve, 2000)); // 20 steps at this pace
       const whilePaused = JSON.parse(apex(["status", "--json"]).stdout);
       expect(sessionStatusOf(whilePaused)).toBe("paused");
       for (const agent of whilePaused.agents.filter((view: Loose) => view.alive)) expect(agent.process_state).toBe("T");
