@@ -4,7 +4,9 @@ export default defineConfig({
   test: {
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    // End-to-end tests start real processes; two cores do not take more in parallel.
+    // End-to-end tests start real processes; two cores do not take more in parallel. The suite is
+    // bound by CPU, not by waiting: most of it is CLI commands (~0.12 s of a core each to start),
+    // and three workers ran no faster than two. A wait cut short frees the core for the other file.
     maxWorkers: 2,
     // One throwaway PostgreSQL cluster per run for the suites that run on every backend, started
     // by the first test file that needs it and stopped here (test/support/backends.ts).

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project } from "./fixtures/agents/harness.js";
+import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
@@ -20,11 +21,6 @@ const { git } = isolatedGit("apex-branch-git-home-");
 
 // The agent writes where it runs, then idles.
 const agent = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "pwd > ran-here.txt; while true; do sleep 0.5; done"]`].join("\n");
-
-function json<T>(result: { status: number; stdout: string; stderr: string }): T {
-  expect(result.status, result.stderr).toBe(0);
-  return JSON.parse(result.stdout) as T;
-}
 
 describe("the flow's commands, verbatim", () => {
   it("apex session branch <checkpoint-uuid> \"experimental-feature\", run it, apex session merge <experimental-uuid> <main-uuid>", () => {

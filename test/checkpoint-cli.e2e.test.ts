@@ -210,12 +210,12 @@ describe("apex checkpoint", () => {
     expect(started.status, started.stderr).toBe(0);
     const intervals = () => list().items.filter((item) => item.trigger === "interval").length;
     // The start's onStart checkpoint holds the state, and nothing changes: the ticks write nothing.
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // a tick and a half
     expect(intervals()).toBe(0);
     ok(["memory", "set", "/notes/n", "0"]);
     await waitFor("the first interval checkpoint", () => intervals() === 1, 10_000);
     // Nothing changes: the next ticks write nothing.
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // a tick and a half
     expect(intervals()).toBe(1);
     ok(["memory", "set", "/notes/n", "1"]);
     await waitFor("an interval checkpoint of the change", () => intervals() === 2, 10_000);
@@ -223,7 +223,7 @@ describe("apex checkpoint", () => {
     ok(["pause"]);
     expect(list().items[0]!.trigger).toBe("onPause");
     ok(["memory", "set", "/notes/n", "2"]); // a change while paused: the timer is stopped all the same
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // a tick and a half
     expect(intervals()).toBe(2);
     ok(["resume"]);
     await waitFor("an interval checkpoint after resume", () => intervals() === 3, 10_000);

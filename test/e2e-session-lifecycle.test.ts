@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
 import { FIXTURES, Project, groupMembers, isAlive, procInfo, shellAgents, waitFor, type CliResult, type StatusJson } from "./fixtures/agents/harness.js";
+import { json } from "./helpers/cli.js";
 import { forEachBackend } from "./support/backends.js";
 
 let project: Project | undefined;
@@ -35,11 +36,6 @@ function environ(pid: number): string[] {
   } catch {
     return [];
   }
-}
-
-function json<T>(result: CliResult): T {
-  expect(result.status, result.stderr).toBe(0);
-  return JSON.parse(result.stdout) as T;
 }
 
 /**

@@ -163,15 +163,15 @@ describe("tasks", () => {
 
 describe("timers", () => {
   it("session_timeout stops a session without agent activity, and its clock stands still while paused", async () => {
-    project = new Project(["session:", "  session_timeout: 5", "agents:", idle, "plugins: {}", ""].join("\n"));
+    project = new Project(["session:", "  session_timeout: 3", "agents:", idle, "plugins: {}", ""].join("\n"));
     const ready = project.start();
     // Paused for longer than the timeout: the session must still be there after resume.
     expect(project.apex(["pause"]).status).toBe(0);
-    await new Promise((r) => setTimeout(r, 5500));
+    await new Promise((r) => setTimeout(r, 3500));
     expect(project.status().session?.status).toBe("paused");
     expect(project.apex(["resume"]).status).toBe(0);
     const ended = await waitFor("the timeout", () => JSON.parse(project!.apex(["session", "history", "--json"]).stdout)[0], 20_000);
-    expect(ended).toMatchObject({ session_id: ready.session_id, status: "stopped", outcome: "timed out: no agent activity for 5 s" });
+    expect(ended).toMatchObject({ session_id: ready.session_id, status: "stopped", outcome: "timed out: no agent activity for 3 s" });
     await waitFor("the supervisor to exit", () => !isAlive(ready.supervisor_pid));
   });
 

@@ -2,6 +2,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
 import { APEX_BIN, Project, cleanEnv } from "./fixtures/agents/harness.js";
+import { json } from "./helpers/cli.js";
 
 let project: Project | undefined;
 afterEach(() => {
@@ -18,11 +19,6 @@ const config = [
   "  checkpoint: {}",
   "",
 ].join("\n");
-
-function json<T>(result: { status: number; stdout: string; stderr: string }): T {
-  expect(result.status, result.stderr).toBe(0);
-  return JSON.parse(result.stdout) as T;
-}
 
 describe("after a session ended", () => {
   it("task list, task show, milestone, agent list, logs and checkpoint list read the last session, or the one --session names", () => {

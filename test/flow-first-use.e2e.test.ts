@@ -1,10 +1,10 @@
 // First use of APEX in a project of one's own, through the built CLI: the store never shows up
 // in git, and a config whose agents cannot run is refused before anything starts.
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project } from "./fixtures/agents/harness.js";
+import { isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
 afterEach(() => {
@@ -12,7 +12,7 @@ afterEach(() => {
   project = undefined;
 });
 
-const git = (dir: string, ...args: string[]) => execFileSync("git", args, { cwd: dir, encoding: "utf8", env: { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com" } });
+const { git } = isolatedGit("apex-flow-first-use-git-");
 
 const idleAgent = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`].join("\n");
 

@@ -1,9 +1,10 @@
 // The session-management flow's paths and record shapes, through the built CLI: what
 // /sessions/current, a checkpoint and the metrics hold, as `memory show` and `checkpoint show`
 // print them, and how `checkpoint create` counts agents.
-import { execFileSync } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { json } from "./helpers/cli.js";
+import { isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
 afterEach(() => {
@@ -14,16 +15,12 @@ afterEach(() => {
 const loop = (name: string) => [`  ${name}:`, "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`].join("\n");
 const config = ["agents:", loop("coder"), loop("adversary"), "plugins:", "  checkpoint: {}", "  git: {}", "  metrics: {}", ""].join("\n");
 
-function json<T = Record<string, unknown>>(result: { status: number; stdout: string; stderr: string }): T {
-  expect(result.status, result.stderr).toBe(0);
-  return JSON.parse(result.stdout) as T;
-}
+const { git } = isolatedGit("apex-flow-shapes-git-");
 
 function gitRepo(dir: string): void {
-  const env = { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com" };
-  execFileSync("git", ["init", "-q"], { cwd: dir, env });
-  execFileSync("git", ["add", "apex.config.yaml"], { cwd: dir, env });
-  execFileSync("git", ["commit", "-qm", "init"], { cwd: dir, env });
+  git(dir, "init", "-q");
+  git(dir, "add", "apex.config.yaml");
+  git(dir, "commit", "-qm", "init");
 }
 
 describe("the flow's paths and shapes", () => {

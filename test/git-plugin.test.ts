@@ -15,6 +15,7 @@ import { gitCommandOf, isReadOnlyGitCommand } from "../plugins/git/passthrough.j
 import { projectRepository } from "../plugins/git/repository.js";
 import { parseStatus } from "../plugins/git/state.js";
 import { REPO_ROOT, runApex, tempDir, type CliResult } from "./helpers/cli.js";
+import { isolatedGit } from "./support/git.js";
 
 const RECORDER = join(REPO_ROOT, "test/fixtures/git/record-before-git.mjs");
 const HOOKS = ["pre-commit", "pre-merge-commit", "pre-rebase", "reference-transaction"];
@@ -34,19 +35,9 @@ function temp(prefix = "apex-git-"): string {
 /**
  * Git on a bare machine, and never the developer's git config (a global core.hooksPath or
  * commit.gpgSign would change what the tests see): an empty global config, no system config.
+ * Set on this process too: the in-process tests (git_state, compare, checkout) run git from it.
  */
-const GLOBAL_CONFIG = join(temp("apex-git-home-"), "gitconfig");
-writeFileSync(GLOBAL_CONFIG, "");
-const GIT_ENV: NodeJS.ProcessEnv = {
-  GIT_AUTHOR_NAME: "APEX Test",
-  GIT_AUTHOR_EMAIL: "apex@example.com",
-  GIT_COMMITTER_NAME: "APEX Test",
-  GIT_COMMITTER_EMAIL: "apex@example.com",
-  GIT_CONFIG_GLOBAL: GLOBAL_CONFIG,
-  GIT_CONFIG_NOSYSTEM: "1",
-};
-// The in-process tests (git_state, compare, checkout) run git from this process.
-Object.assign(process.env, GIT_ENV);
+const { GIT_ENV } = isolatedGit("apex-git-home-");
 
 interface GitRun {
   status: number;

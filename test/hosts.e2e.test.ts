@@ -12,6 +12,7 @@ import { claimNewSession } from "../dist/core/session/claim.js";
 import { sessionPath, type SessionRecord } from "../dist/core/session/records.js";
 import { openStore } from "../dist/core/store/open.js";
 import { Project, REPO_ROOT, events, groupMembers, isAlive, procInfo, type CliResult, waitFor } from "./fixtures/agents/harness.js";
+import { json } from "./helpers/cli.js";
 import { startPostgres, type PostgresCluster } from "./support/postgres.js";
 
 let cluster: PostgresCluster;
@@ -76,11 +77,6 @@ interface Status {
   };
   agents: Array<{ name: string; pid: number | null; pgid: number | null; alive: boolean; status: string }>;
   recover_with?: string | null;
-}
-
-function json<T>(result: CliResult): T {
-  expect(result.status, result.stderr).toBe(0);
-  return JSON.parse(result.stdout) as T;
 }
 
 const status = (project: Project) => json<Status>(project.apex(["status", "--json"]));

@@ -9,6 +9,7 @@ import { emptyCheckpoint, uuid6 } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { Project } from "./fixtures/agents/harness.js";
+import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
@@ -21,11 +22,6 @@ afterEach(() => {
 
 const { git } = isolatedGit("apex-lg-wt-git-home-");
 const agent = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`].join("\n");
-
-function json<T>(result: { status: number; stdout: string; stderr: string }): T {
-  expect(result.status, result.stderr).toBe(0);
-  return JSON.parse(result.stdout) as T;
-}
 
 /** True while this process has the project's store file mapped (LMDB maps it on open). */
 function storeOpenHere(storeDir: string): boolean {

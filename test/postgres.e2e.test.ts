@@ -8,6 +8,7 @@ import { basename, join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Project, groupMembers, isAlive, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { initRepo, isolatedGit } from "./support/git.js";
+import { json } from "./helpers/cli.js";
 import { postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
@@ -26,11 +27,6 @@ afterEach(() => {
 const { git } = isolatedGit("apex-pg-git-home-");
 
 const AGENTS = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
-
-function json<T>(result: { status: number | null; stdout: string; stderr: string }): T {
-  expect(result.status, result.stderr).toBe(0);
-  return JSON.parse(result.stdout) as T;
-}
 
 describe("a session on PostgreSQL", () => {
   it("runs the session flow with the store in the database, not in .apex/", async () => {

@@ -2,8 +2,7 @@
 // readable (status, tasks, checkpoints, memory as of its latest checkpoint, logs, events) and
 // read-only; a grant reads its own session and no other; grants record when they were last used
 // also when no supervisor runs. A real server on loopback, the built CLI and HTTP.
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -184,12 +183,8 @@ describe("apex serve: sessions side by side", () => {
     // The git plugin records the commit the branch's worktree starts from.
     project = new Project(CONFIG.replace("  checkpoint: {}\n", "  checkpoint: {}\n  git: {}\n"));
     const p = project;
-    const gitEnv = { ...process.env, GIT_AUTHOR_NAME: "t", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "t", GIT_COMMITTER_EMAIL: "t@example.com" };
-    const git = (...args: string[]) => execFileSync("git", args, { cwd: p.dir, encoding: "utf8", env: gitEnv });
-    git("init", "-q", "-b", "main");
-    writeFileSync(join(p.dir, ".gitignore"), ".apex/\n");
-    git("add", ".");
-    git("commit", "-qm", "init");
+    const { git } = isolatedGit("apex-serve-sessions-git-");
+    initRepo(git, p.dir, { ".gitignore": ".apex/\n" });
     const parent = mkdtempSync(join(tmpdir(), "apex-serve-wt-"));
     stops.push(async () => rmSync(parent, { recursive: true, force: true }));
     const wt = join(parent, "alpha");

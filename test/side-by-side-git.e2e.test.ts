@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
@@ -30,11 +31,6 @@ const agent = [
 interface Item {
   name: string;
   trigger: string;
-}
-
-function json<T>(result: { status: number; stdout: string; stderr: string }): T {
-  expect(result.status, result.stderr).toBe(0);
-  return JSON.parse(result.stdout) as T;
 }
 
 describe("beforeGit in the session bound to the git operation", () => {

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { cleanEnv, Project } from "./fixtures/agents/harness.js";
+import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
@@ -22,11 +23,6 @@ afterEach(() => {
 const { GIT_ENV, git } = isolatedGit("apex-start-git-home-");
 
 const CONFIG = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`, "plugins:", "  checkpoint: {}", "  git: {}", ""].join("\n");
-
-function json<T>(result: { status: number; stdout: string; stderr: string }): T {
-  expect(result.status, result.stderr).toBe(0);
-  return JSON.parse(result.stdout) as T;
-}
 
 function gitProject(prefix: string): { p: Project; dir: string } {
   project = new Project(CONFIG, prefix);

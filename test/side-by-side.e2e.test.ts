@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
@@ -25,11 +26,6 @@ const agent = [
   "    command: sh",
   `    args: ["-c", "here=$(basename $(pwd)); apex memory set /track/$here '\\"'$APEX_SESSION_ID'\\"' && apex task add \\"work in $here\\" && pwd > ran-here.txt; while true; do sleep 0.5; done"]`,
 ].join("\n");
-
-function json<T>(result: { status: number; stdout: string; stderr: string }): T {
-  expect(result.status, result.stderr).toBe(0);
-  return JSON.parse(result.stdout) as T;
-}
 
 describe("branches run side by side", () => {
   it("two branches in their own worktrees run beside main, write memory the others do not see, and merge back", async () => {

@@ -177,7 +177,8 @@ describe("apex store migrate", () => {
     const silent = createServer(() => undefined);
     await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
     const port = (silent.address() as AddressInfo).port;
-    const run = project.apexAsync(["store", "migrate", "--to", `postgres://apex:secret@127.0.0.1:${port}/apex`, "--json"]);
+    // PGCONNECT_TIMEOUT shortens the default 10 s (connectTimeoutMs has its own test) to the least a URL may ask.
+    const run = project.apexAsync(["store", "migrate", "--to", `postgres://apex:secret@127.0.0.1:${port}/apex`, "--json"], { env: { PGCONNECT_TIMEOUT: "2" } });
     const started = Date.now();
     // A hang is ended here (by its pid), so that it fails the test rather than outliving it.
     const guard = setTimeout(() => run.child.kill("SIGKILL"), 90_000);
@@ -188,7 +189,8 @@ describe("apex store migrate", () => {
       expect(error.code).toBe("APEX_E_STORE_UNREACHABLE");
       expect(error.message).toContain(`127.0.0.1:${port}`);
       expect(result.stderr).not.toContain("secret");
-      // The default connect timeout is 10 s; a hang would last until the call timeout (10 min).
+      expect(error.message).toContain("no answer within 2 s");
+      // A hang would last until the call timeout (10 min).
       expect(Date.now() - started).toBeLessThan(60_000);
     } finally {
       clearTimeout(guard);

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { expect } from "vitest";
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const APEX_BIN = join(REPO_ROOT, "bin/apex.js");
@@ -26,6 +27,12 @@ export function runApex(args: string[], options: { cwd: string; env?: NodeJS.Pro
   const result = spawnSync(process.execPath, [APEX_BIN, ...args], spawnOptions);
   if (result.error) throw result.error;
   return { status: result.status ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
+}
+
+/** A command's JSON output, parsed, once it exited 0 (else the test fails with its stderr). */
+export function json<T = Record<string, unknown>>(result: { status: number | null; stdout: string; stderr: string }): T {
+  expect(result.status, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as T;
 }
 
 /** The environment without APEX variables inherited from the developer's shell. */
