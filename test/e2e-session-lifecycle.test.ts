@@ -75,11 +75,13 @@ forEachBackend((backend) => describe("apex start / status / pause / resume / che
     const paused = pause(project, ["--json"]);
     expect(paused.status, paused.stderr).toBe(0);
     expect(JSON.parse(paused.stdout)).toMatchObject({ status: "paused", agents: 2 });
-    // When pause returns, every process of every agent group is stopped, grandchildren included.
+    // When pause returns, every process of every agent group is stopped, grandchildren included: in
+    // state T, or (under disk load) still in D with its SIGSTOP pending, which pause counts as
+    // stopping and which turns into T as the I/O ends; none is left running.
     for (const agent of ready.agents) {
-      const members = groupMembers(agent.pgid!);
-      expect(members.length).toBeGreaterThan(0);
-      expect(members.map((member) => `${member.pid}:${member.state}`)).toEqual(members.map((member) => `${member.pid}:T`));
+      expect(groupMembers(agent.pgid!).length).toBeGreaterThan(0);
+      expect(groupMembers(agent.pgid!).filter((member) => member.state !== "T" && member.state !== "D")).toEqual([]);
+      await waitFor(`every process of ${agent.name} in state T`, () => groupMembers(agent.pgid!).every((member) => member.state === "T") || undefined, 10_000);
     }
     const grandchild = groupMembers(alpha.pgid!).find((member) => member.ppid !== alpha.pid && member.pid !== alpha.pid)!;
     expect(grandchild.state).toBe("T");
