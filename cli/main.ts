@@ -96,11 +96,20 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof CommanderError) {
       if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
       // commander already printed its message (not with --json: there it is the error's JSON); usage errors exit with 2
-      if (json) return reportError(new ApexError("APEX_E_USAGE", `${error.message.replace(/^error: /, "")}.`.replace(/\.\.$/, "."), { hint: "Run the command with --help for its usage." }), true);
+      const hint = sessionWordHint(error, argv) ?? "Run the command with --help for its usage.";
+      if (json) return reportError(new ApexError("APEX_E_USAGE", `${error.message.replace(/^error: /, "")}.`.replace(/\.\.$/, "."), { hint }), true);
+      if (hint.startsWith("A session")) process.stderr.write(`hint: ${hint}\n`);
       return 2;
     }
     return reportError(error, json);
   }
+}
+
+/** `apex stop feat`: the commands that act on "the session" take it as --session, which the error then says. */
+function sessionWordHint(error: CommanderError, argv: string[]): string | undefined {
+  const [command, extra] = commandWords(argv.slice(2));
+  if (error.code !== "commander.excessArguments" || extra === undefined || !["status", "pause", "resume", "stop"].includes(command!)) return undefined;
+  return `A session is named with --session: apex ${command} --session ${extra}`;
 }
 
 /**

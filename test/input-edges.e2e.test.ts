@@ -144,6 +144,20 @@ describe("usage errors the argument parser finds", () => {
     }
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
+
+  it("a session named as an argument of stop, pause, resume or status is answered with how to name it (--session)", () => {
+    for (const command of ["stop", "pause", "resume", "status"]) {
+      const text = apex([command, "feat"]);
+      expect(text.status).toBe(2);
+      expect(text.stderr).toContain(`hint: A session is named with --session: apex ${command} --session feat`);
+      const json = apex([command, "feat", "--json"]);
+      expect(json.status).toBe(2);
+      expect(JSON.parse(json.stderr.trim()).error).toMatchObject({ code: "APEX_E_USAGE", hint: `A session is named with --session: apex ${command} --session feat` });
+    }
+    // Other commands keep the general hint.
+    expect(JSON.parse(apex(["memory", "show", "/a", "/b", "--json"]).stderr.trim()).error.hint).toBe("Run the command with --help for its usage.");
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
 });
 
 describe("option and argument values", () => {
