@@ -96,9 +96,9 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof CommanderError) {
       if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
       // commander already printed its message (not with --json: there it is the error's JSON); usage errors exit with 2
-      const hint = sessionWordHint(error, argv) ?? "Run the command with --help for its usage.";
-      if (json) return reportError(new ApexError("APEX_E_USAGE", `${error.message.replace(/^error: /, "")}.`.replace(/\.\.$/, "."), { hint }), true);
-      if (hint.startsWith("A session")) process.stderr.write(`hint: ${hint}\n`);
+      const sessionHint = sessionWordHint(error, argv);
+      if (json) return reportError(new ApexError("APEX_E_USAGE", `${error.message.replace(/^error: /, "")}.`.replace(/\.\.$/, "."), { hint: sessionHint ?? "Run the command with --help for its usage." }), true);
+      if (sessionHint) process.stderr.write(`hint: ${sessionHint}\n`);
       return 2;
     }
     return reportError(error, json);

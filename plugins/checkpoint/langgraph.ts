@@ -272,9 +272,8 @@ export interface LangGraphStoreOptions {
 export class LangGraphStore {
   /** Channel values read lately, verified and decoded, by hash (content-addressed: never stale). */
   private readonly values = new ValueCache(VALUE_CACHE_BYTES);
-  /** Sessions whose heads are one record per thread namespace (migrateHeads), and those checked in the transaction under way. */
+  /** Sessions whose heads are one record per thread namespace (migrateHeads, once committed). */
   private readonly headsMigrated = new Set<string>();
-  private readonly headsChecked = new Set<string>();
 
   constructor(
     readonly store: Store,
@@ -332,7 +331,7 @@ export class LangGraphStore {
     return this.options.serialize(async () => {
       const store = this.store;
       let manifest: CheckpointManifest | undefined;
-      this.headsChecked.clear();
+      let headsChecked = false;
       await store.transaction(() => {
         requireLiveSession(store, sessionId);
         // Channel values compressed as they are written (LangGraph states repeat most of their
@@ -384,7 +383,7 @@ export class LangGraphStore {
           ...(metadataJson !== undefined ? { metadata_json: metadataJson } : {}),
         };
         store.batchSync((batch) => {
-          this.migrateHeads(batch, sessionId);
+          headsChecked = this.migrateHeads(batch, sessionId);
           batch.set(checkpointKey(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id), index as unknown as JsonValue);
           // The head is the greatest checkpoint id (what getTuple resumes from), not the last put: a put of an older id leaves it.
           const headAt = headPath(sessionId, request.thread_id, request.checkpoint_ns);
@@ -394,7 +393,7 @@ export class LangGraphStore {
           }
         }, ACTORS.checkpoint);
       });
-      this.headsCommitted();
+      if (headsChecked) this.headsMigrated.add(sessionId); // committed: no record of stores written before
       if (!manifest) return { stale: true as const };
       try {
         await this.options.afterCheckpoint?.(checkpointInfo(manifest));
@@ -500,7 +499,7 @@ export class LangGraphStore {
       requireLiveSession(store, sessionId);
       const index = `${indexRoot(sessionId)}/${nameSegment(threadId)}`;
       let deleted = 0;
-      this.headsChecked.clear();
+      let headsChecked = false;
       await store.transaction(() => {
         // The latest checkpoint id deleted (of a checkpoint, or of writes sent before theirs): writes for it or an older one are refused from now on.
         let latest = "";
@@ -511,7 +510,7 @@ export class LangGraphStore {
         deleted = store.batchSync((batch) => {
           const before = batch.get(deletedPath(sessionId, threadId));
           if (latest !== "" && !(isRecord(before) && typeof before.checkpoint_id === "string" && before.checkpoint_id >= latest)) batch.set(deletedPath(sessionId, threadId), { checkpoint_id: latest });
-          this.migrateHeads(batch, sessionId);
+          headsChecked = this.migrateHeads(batch, sessionId);
           // The thread's own heads: its segment is its own (thread "a/b" is `a%2Fb`, and keeps its head).
           batch.deleteTree(`${headsPath(sessionId)}/${nameSegment(threadId)}`);
           return batch.deleteTree(index);
@@ -529,7 +528,7 @@ export class LangGraphStore {
         const root = updateTree(view, base.root, changes, () => undefined).root;
         catalog.setBase(key, { root, revision: base.revision, keys: base.keys - countValues(view, entry.tree) });
       });
-      this.headsCommitted();
+      if (headsChecked) this.headsMigrated.add(sessionId); // committed: no record of stores written before
       return { deleted };
     });
   }
@@ -537,12 +536,11 @@ export class LangGraphStore {
   /**
    * Replaces the heads record of stores written before (one record of every thread namespace,
    * under ambiguous keys) by one record per thread namespace, derived from the index: the
-   * greatest checkpoint id of each, as getTuple finds it. Once per session: the first LangGraph
-   * write of this process that finds no such record remembers it (after its commit).
+   * greatest checkpoint id of each, as getTuple finds it. Once per session: true when it checked,
+   * and the caller remembers the session (headsMigrated) once its transaction committed.
    */
-  private migrateHeads(batch: WriteBatch, sessionId: string): void {
-    if (this.headsMigrated.has(sessionId)) return;
-    this.headsChecked.add(sessionId);
+  private migrateHeads(batch: WriteBatch, sessionId: string): boolean {
+    if (this.headsMigrated.has(sessionId)) return false;
     if (batch.get(headsPath(sessionId)) !== undefined) {
       for (const threadId of this.names(indexRoot(sessionId))) {
         for (const ns of this.names(`${indexRoot(sessionId)}/${nameSegment(threadId)}`)) {
@@ -553,12 +551,7 @@ export class LangGraphStore {
       }
       batch.delete(headsPath(sessionId));
     }
-  }
-
-  /** After a commit: the sessions migrateHeads checked in it have no record of stores written before. */
-  private headsCommitted(): void {
-    for (const sessionId of this.headsChecked) this.headsMigrated.add(sessionId);
-    this.headsChecked.clear();
+    return true;
   }
 
   /** The index record of a checkpoint and its APEX manifest; undefined if either is gone (retention may delete manifests). */
