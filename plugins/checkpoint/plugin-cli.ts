@@ -43,6 +43,7 @@ import { repairStore, type RepairAction, type RepairResult, type StoreProblem, t
 import { validateOutOfProcess } from "./validate-process.js";
 import { summaryOf } from "./catalog.js";
 import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
+import { sessionFlag } from "../../core/session/binding.js";
 import type { Handover } from "../../cli/session/handover.js";
 import { checkpointRecord, type CheckpointRecord, type KeysPage } from "./record.js";
 import { refuseNeeded } from "./dependents.js";
@@ -70,6 +71,9 @@ export async function writerClient(location: ProjectLocation, sessionId?: string
   } catch (error) {
     if (!isApexError(error) || error.code !== "APEX_E_AMBIGUOUS_SESSION") throw error;
   }
+  // `--session` named one that does not run: another session's supervisor is not its writer (a
+  // checkpoint would be that session's); the command goes to the store, which names the problem.
+  if (sessionId === undefined && sessionFlag() !== undefined) return undefined;
   for (const any of liveSupervisors(location.storeDir)) {
     const client = await liveSessionClient(location, { session: any.session_id });
     if (client) return client; // one on another store than this command names is not its writer

@@ -1,4 +1,5 @@
 import { boundSessionId } from "../../core/session/sessions.js";
+import { sessionFlag } from "../../core/session/binding.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import type { Hash } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
@@ -109,6 +110,12 @@ export function currentSessionId(store: Store): string {
   } catch (error) {
     if (isApexError(error) && error.code === "APEX_E_AMBIGUOUS_SESSION") throw error;
     id = undefined;
+  }
+  if ((typeof id !== "string" || !id) && sessionFlag() !== undefined) {
+    // Named, but not one that runs (ended, or unknown): say so, not that none is current.
+    throw new ApexError("APEX_E_NO_SESSION", `Session ${JSON.stringify(sessionFlag())} (--session) is not a running session of this project: this acts on a running one.`, {
+      hint: "`apex start --continue NAME` runs it again; `apex session list` shows the sessions, and a checkpoint of an ended one is named <session>/checkpoint-007.",
+    });
   }
   if (typeof id !== "string" || !id) {
     throw new ApexError("APEX_E_NO_SESSION", "There is no current session.", {
