@@ -1,5 +1,6 @@
 import { Command, CommanderError, Option } from "commander";
 import { ApexError } from "../core/errors.js";
+import { didYouMean } from "../core/suggest.js";
 import { reportError, useColor } from "./output.js";
 import { guardTerminalOutput } from "./terminal-text.js";
 import { commandGroups } from "./commands.js";
@@ -56,6 +57,8 @@ export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   const json = argv.includes("--json");
   program.exitOverride();
+  // An unknown command gets APEX's suggestion (unknownCommandHint), which knows the groups' subcommands.
+  program.showSuggestionAfterError(false);
   program.configureOutput({
     writeErr: (text) => process.stderr.write(text),
   });
@@ -96,7 +99,7 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof CommanderError) {
       if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
       // commander already printed its message (not with --json: there it is the error's JSON); usage errors exit with 2
-      const sessionHint = sessionWordHint(error, argv);
+      const sessionHint = sessionWordHint(error, argv) ?? unknownCommandHint(program, error, argv);
       if (json) return reportError(new ApexError("APEX_E_USAGE", `${error.message.replace(/^error: /, "")}.`.replace(/\.\.$/, "."), { hint: sessionHint ?? "Run the command with --help for its usage." }), true);
       if (sessionHint) process.stderr.write(`hint: ${sessionHint}\n`);
       return 2;
@@ -110,6 +113,24 @@ function sessionWordHint(error: CommanderError, argv: string[]): string | undefi
   const [command, extra] = commandWords(argv.slice(2));
   if (error.code !== "commander.excessArguments" || extra === undefined || !["status", "pause", "resume", "stop"].includes(command!)) return undefined;
   return `A session is named with --session: apex ${command} --session ${extra}`;
+}
+
+/**
+ * `apex report`: a command at the top level that is not one. A group's subcommand of that name
+ * (`apex session report`, which a plugin may add) is what was meant; else a close top-level
+ * name ("statuss": status). Commander's own guess knows only the top level and offered
+ * "memory" for "report".
+ */
+function unknownCommandHint(program: Command, error: CommanderError, argv: string[]): string | undefined {
+  const [word] = commandWords(argv.slice(2));
+  if (error.code !== "commander.unknownCommand" || word === undefined || !error.message.includes(`'${word}'`)) return undefined;
+  const visible = (command: Command) => !(command as unknown as { _hidden?: boolean })._hidden;
+  const groups = program.commands.filter((group) => visible(group) && group.commands.some((sub) => visible(sub) && (sub.name() === word || sub.aliases().includes(word))));
+  if (groups.length === 1) return `Did you mean apex ${groups[0]!.name()} ${word}? (\`apex ${groups[0]!.name()} --help\` lists that group's commands)`;
+  if (groups.length > 1) return `Did you mean ${groups.map((group) => `apex ${group.name()} ${word}`).join(", ")}?`;
+  const names = program.commands.filter(visible).flatMap((command) => [command.name(), ...command.aliases()]);
+  const close = didYouMean(word, names);
+  return close ? `Did you mean apex ${close}?` : undefined;
 }
 
 /**

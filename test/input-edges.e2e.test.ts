@@ -158,6 +158,22 @@ describe("usage errors the argument parser finds", () => {
     expect(JSON.parse(apex(["memory", "show", "/a", "/b", "--json"]).stderr.trim()).error.hint).toBe("Run the command with --help for its usage.");
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
+
+  it("a group's command given at the top level (apex report) is answered with the group it is in, plugin groups included", () => {
+    // `report` is added to `session` by the history plugin, and `agent` has a `report` of its own.
+    const json = apex(["report", "--json"]);
+    expect(json.status).toBe(2);
+    expect(JSON.parse(json.stderr.trim()).error).toMatchObject({ code: "APEX_E_USAGE", hint: "Did you mean apex agent report, apex session report?" });
+    const text = apex(["create"]);
+    expect(text.status).toBe(2);
+    expect(text.stderr).toContain("hint: Did you mean apex checkpoint create? (`apex checkpoint --help` lists that group's commands)");
+    // Commander's guess at the top level knew no subcommands ("report": "Did you mean memory?"); it is not printed.
+    expect(apex(["report"]).stderr).not.toContain("memory");
+    expect(apex(["statuss"]).stderr).toContain("hint: Did you mean apex status?");
+    // A subcommand's typo keeps commander's suggestion within its group.
+    expect(apex(["session", "reprot"]).stderr).toContain("(Did you mean report?)");
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
 });
 
 describe("option and argument values", () => {
