@@ -2,7 +2,7 @@
 // clients (the built CLI with --remote, and HTTP). Roles, revocation during a stream, two
 // operators at once, TLS with a certificate made here, bad input and abuse.
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { connect as netConnect, createServer as netServer, type Socket } from "node:net";
 import { join } from "node:path";
@@ -44,7 +44,7 @@ async function serve(p: Project, args: string[] = [], env: NodeJS.ProcessEnv = {
   return served;
 }
 
-function share(p: Project, user: string, role: string, extra: string[] = []): { token: string; url: string; connect: string; session_id: string } {
+function share(p: Project, user: string, role: string, extra: string[] = []): { token: string; token_id: string; url: string; connect: string; session_id: string } {
   const result = p.apex(["session", "share", "current", user, "--role", role, "--json", ...extra]);
   expect(result.status, result.stderr).toBe(0);
   return JSON.parse(result.stdout);
@@ -551,6 +551,31 @@ describe("apex serve without a supervisor", () => {
     const pause = remote(project, server.url, sid, operator.token, ["pause"]);
     expect(pause.status).toBe(4);
     expect(pause.stderr).toContain("APEX_E_SESSION_STATE");
+
+    // A wrong token, once refused, is refused again without opening the store (while no supervisor
+    // runs, each lookup opens it): with the store file swapped for a damaged one, the same token
+    // is still a plain 401, by the session's id or a prefix of it, while a token not seen before
+    // reaches the store (and its damage). Before, each of them opened the store.
+    const wrong = `apx_${operator.token_id}_${"A".repeat(43)}`;
+    for (const ref of [sid, sid.slice(0, 8)]) expect((await rpc(server.url, ref, "whoami", wrong)).status).toBe(401);
+    const storeFile = join(project.dir, ".apex", "store.mdb");
+    renameSync(storeFile, `${storeFile}.kept`);
+    try {
+      writeFileSync(storeFile, Buffer.alloc(65_536, 7));
+      for (const ref of [sid, sid.slice(0, 8)]) {
+        const again = await rpc(server.url, ref, "whoami", wrong);
+        expect(again.status, JSON.stringify(again.body)).toBe(401);
+        expect(again.body.error).toMatchObject({ code: "APEX_E_UNAUTHORIZED", message: "The token is not valid for this session (unknown, revoked or mistyped)." });
+      }
+      expect((await rpc(server.url, sid, "whoami", `apx_0123456789abcdef_${"B".repeat(43)}`)).body.error.code).toBe("APEX_E_STORE_DAMAGED");
+    } finally {
+      renameSync(`${storeFile}.kept`, storeFile);
+    }
+    // Refusals only are remembered: a grant revoked on the host is refused at its very next request.
+    const ria = share(project, "ria", "viewer");
+    expect((await rpc(server.url, sid, "whoami", ria.token)).status).toBe(200);
+    expect(project.apex(["session", "unshare", "current", "ria"]).status).toBe(0);
+    expect((await rpc(server.url, sid, "whoami", ria.token)).status).toBe(401);
 
     // An operator brings it back (`start --continue` of that session); a viewer may not.
     const viewer = share(project, "vera", "viewer");

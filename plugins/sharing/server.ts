@@ -15,7 +15,7 @@ import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
-import { clientKey, LoginThrottle, type ThrottleOptions } from "./throttle.js";
+import { clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../cli/session/logs.js";
@@ -175,6 +175,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const gate = new Gate(options.location, onServedStore);
   const streams = new Set<OpenStream>();
   const failures = new LoginThrottle(options.throttle);
+  const refused = new RefusedTokens();
   const serverId = randomUUID();
   const connections = new ConnectionReporter(options.location, serverId, streams, onServedStore);
 
@@ -253,8 +254,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (!isTokenShaped(token)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
       // Not the shape of a session (an escaped '/', say): no grant of it can exist, and it must not reach a store path.
       if (!SESSION_REF.test(sessionRef)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+      // Refused lately for this session: refused again without a lookup (no store opened, no supervisor asked).
+      const known = refused.get(sessionRef, token);
+      if (known !== undefined) throw unauthorized(known);
       const sid = await gate.sessionInUrl(sessionRef);
-      const caller = await gate.authenticate(sid, token);
+      const caller = await gate.authenticate(sid, token).catch((error: unknown) => {
+        if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") refused.add(sessionRef, token, error.message);
+        throw error;
+      });
       failures.succeeded(client);
       (request as FastifyRequest & { caller?: Caller }).caller = caller;
       return { sid, caller, token };
