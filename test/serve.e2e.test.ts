@@ -229,6 +229,13 @@ describe("apex serve: streams, revocation and concurrency", () => {
     const connect = project.apex(["connect", `${server.url.replace("http://", "")}/${sid}`], { env: { APEX_TOKEN: viewer.token } });
     expect(connect.status).toBe(4);
     expect(connect.stderr).toContain("APEX_E_UNAUTHORIZED");
+
+    // `apex status` lists who is connected through the server, and nobody once it has stopped
+    // (before, its users stayed listed until their last report was 30 s old).
+    const connected = () => (JSON.parse(project!.apex(["status", "--json"]).stdout) as { connected?: Array<{ user: string }> }).connected ?? [];
+    await waitFor("otto listed as connected", () => connected().some((user) => user.user === "otto"));
+    await server.stop();
+    expect(connected()).toEqual([]);
   });
 
   it("serializes two operators acting at once: one pause wins, the other gets the conflict; both are in the audit trail", async () => {

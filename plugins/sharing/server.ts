@@ -457,8 +457,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     url,
     port: boundPort,
     async close() {
-      connections.stop();
       for (const stream of [...streams]) stream.close("the server is shutting down");
+      await connections.end();
       // Requests under way may finish; then connections still open (a client that stopped
       // half-way through its request) are cut, so that the process ends and the port is free.
       const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
@@ -680,6 +680,7 @@ class ConnectionReporter {
   private readonly recent = new Map<string, { caller: Caller; since: string; seen: number }>();
   private timer: NodeJS.Timeout | undefined;
   private pending = false;
+  private ended = false;
 
   constructor(
     private readonly location: ProjectLocation,
@@ -689,13 +690,14 @@ class ConnectionReporter {
   ) {}
 
   saw(caller: Caller): void {
+    if (this.ended) return;
     const known = this.recent.get(caller.token_id);
     this.recent.set(caller.token_id, { caller, since: known?.since ?? new Date().toISOString(), seen: Date.now() });
     if (!known) this.changed();
   }
 
   changed(): void {
-    if (this.pending) return;
+    if (this.pending || this.ended) return;
     this.pending = true;
     setImmediate(() => {
       this.pending = false;
@@ -712,7 +714,19 @@ class ConnectionReporter {
     if (this.timer) clearInterval(this.timer);
   }
 
-  private async report(): Promise<void> {
+  /**
+   * The server is closing: tells each supervisor that nobody is connected through it any more,
+   * so `apex status` stops listing its users at once (not when their last report grows stale).
+   */
+  async end(): Promise<void> {
+    this.stop();
+    this.ended = true;
+    this.recent.clear();
+    await this.report(true);
+  }
+
+  private async report(final = false): Promise<void> {
+    if (this.ended && !final) return;
     // Per session: sessions run side by side, and each supervisor shows the users of its own session.
     const bySession = new Map<string, Map<string, { user: string; role: Role; since: string; streams: number }>>();
     const usersOf = (sessionId: string) => bySession.get(sessionId) ?? bySession.set(sessionId, new Map()).get(sessionId)!;
@@ -729,7 +743,7 @@ class ConnectionReporter {
     }
     for (const runtime of liveSupervisors(this.location.storeDir)) {
       if (!this.onServedStore(runtime)) continue;
-      const users = bySession.get(runtime.session_id) ?? new Map();
+      const users = final ? new Map() : (bySession.get(runtime.session_id) ?? new Map());
       await callSupervisor(runtime.socket, "session.connections", { server: this.serverId, users: [...users.values()] }, 5000).catch(() => undefined);
     }
   }
