@@ -787,7 +787,7 @@ function checkGrantLifetime(caller: Caller, params: Record<string, unknown>): vo
 
 function forbidden(caller: Caller, method: string, needed: Role): ApexError {
   return new ApexError("APEX_E_FORBIDDEN", `${caller.user} is ${article(caller.role)} ${caller.role} of this session; ${method} needs ${needed}.`, {
-    hint: "The session's owner can change the role: `apex session share SESSION USER --role operator`.",
+    hint: `The session's owner can grant ${needed} (a new token): \`apex session share SESSION ${caller.user} --role ${needed}\`.`,
   });
 }
 
