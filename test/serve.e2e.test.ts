@@ -215,8 +215,14 @@ describe("apex serve: streams, revocation and concurrency", () => {
     await waitFor("the pause on the stream", () => text.includes('"type":"session.paused"'));
     expect(text).toMatch(/"actor":"user:otto"/);
 
+    // `apex status` lists who is connected through the server; a user revoked is not, at once
+    // (before, for up to 30 s after their last request, or while their stream was still closing).
+    const connected = () => (JSON.parse(project!.apex(["status", "--json"]).stdout) as { connected?: Array<{ user: string }> }).connected ?? [];
+    expect((await rpc(server.url, sid, "session.status", viewer.token)).status).toBe(200);
+    await waitFor("vera listed as connected", () => connected().some((user) => user.user === "vera"));
     const started = Date.now();
     expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
+    expect(connected().map((user) => user.user)).not.toContain("vera");
     await read; // the server ended the stream
     expect(Date.now() - started).toBeLessThan(3000);
     expect(text).toContain("event: error");
@@ -230,9 +236,8 @@ describe("apex serve: streams, revocation and concurrency", () => {
     expect(connect.status).toBe(4);
     expect(connect.stderr).toContain("APEX_E_UNAUTHORIZED");
 
-    // `apex status` lists who is connected through the server, and nobody once it has stopped
-    // (before, its users stayed listed until their last report was 30 s old).
-    const connected = () => (JSON.parse(project!.apex(["status", "--json"]).stdout) as { connected?: Array<{ user: string }> }).connected ?? [];
+    // Nobody is listed once the server has stopped (before, its users stayed listed until their
+    // last report was 30 s old).
     await waitFor("otto listed as connected", () => connected().some((user) => user.user === "otto"));
     await server.stop();
     expect(connected()).toEqual([]);

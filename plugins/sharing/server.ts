@@ -14,7 +14,7 @@ import { errorBody } from "../../core/rpc/protocol.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
-import { authenticate, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
+import { authenticate, grantPath, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import { clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
@@ -728,18 +728,19 @@ class ConnectionReporter {
   private async report(final = false): Promise<void> {
     if (this.ended && !final) return;
     // Per session: sessions run side by side, and each supervisor shows the users of its own session.
-    const bySession = new Map<string, Map<string, { user: string; role: Role; since: string; streams: number }>>();
+    // record: the grant, so that the supervisor stops listing a user as soon as it is revoked.
+    const bySession = new Map<string, Map<string, { user: string; role: Role; since: string; streams: number; record: string }>>();
     const usersOf = (sessionId: string) => bySession.get(sessionId) ?? bySession.set(sessionId, new Map()).get(sessionId)!;
     for (const stream of this.streams) {
       const users = usersOf(stream.caller.session_id);
-      const entry = users.get(stream.caller.token_id) ?? { user: stream.caller.user, role: stream.caller.role, since: this.recent.get(stream.caller.token_id)?.since ?? new Date().toISOString(), streams: 0 };
+      const entry = users.get(stream.caller.token_id) ?? { user: stream.caller.user, role: stream.caller.role, since: this.recent.get(stream.caller.token_id)?.since ?? new Date().toISOString(), streams: 0, record: grantPath(stream.caller.session_id, stream.caller.token_id) };
       entry.streams++;
       users.set(stream.caller.token_id, entry);
     }
     for (const [tokenId, seen] of this.recent) {
       const users = usersOf(seen.caller.session_id);
       if (Date.now() - seen.seen > 30_000) this.recent.delete(tokenId);
-      else if (!users.has(tokenId)) users.set(tokenId, { user: seen.caller.user, role: seen.caller.role, since: seen.since, streams: 0 });
+      else if (!users.has(tokenId)) users.set(tokenId, { user: seen.caller.user, role: seen.caller.role, since: seen.since, streams: 0, record: grantPath(seen.caller.session_id, tokenId) });
     }
     for (const runtime of liveSupervisors(this.location.storeDir)) {
       if (!this.onServedStore(runtime)) continue;
