@@ -236,6 +236,13 @@ describe("apex serve: streams, revocation and concurrency", () => {
     expect(connect.status).toBe(4);
     expect(connect.stderr).toContain("APEX_E_UNAUTHORIZED");
 
+    // Nor is a user whose grant has expired (before, for 30 s after their last request).
+    const brief = share(project, "bree", "viewer", ["--expires", "3s"]) as ReturnType<typeof share> & { expires_at: string };
+    expect((await rpc(server.url, sid, "session.status", brief.token)).status).toBe(200);
+    await waitFor("bree listed as connected", () => connected().some((user) => user.user === "bree"));
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, Date.parse(brief.expires_at) - Date.now()) + 500));
+    expect(connected().map((user) => user.user)).not.toContain("bree");
+
     // Nobody is listed once the server has stopped (before, its users stayed listed until their
     // last report was 30 s old).
     await waitFor("otto listed as connected", () => connected().some((user) => user.user === "otto"));

@@ -66,6 +66,8 @@ export const MAX_STREAMS_PER_GRANT = 16;
 const STORED_EVENTS_POLL_MS = 500;
 const HEARTBEAT_MS = 15_000;
 const REPORT_MS = 10_000;
+/** A user who made a request this recently is listed as connected (`apex status`). */
+const RECENT_MS = 30_000;
 /** The deepest request body: a value at the deepest a value may be (MAX_DEPTH), inside a few levels of parameters. */
 const MAX_BODY_DEPTH = MAX_DEPTH + 8;
 /** How long a client may take to send a whole request (headers and body, at most 1 MiB by default). */
@@ -694,6 +696,9 @@ class ConnectionReporter {
     const known = this.recent.get(caller.token_id);
     this.recent.set(caller.token_id, { caller, since: known?.since ?? new Date().toISOString(), seen: Date.now() });
     if (!known) this.changed();
+    // A grant that expires while its user is still listed: reported again then, without them.
+    const left = caller.expires_at ? Date.parse(caller.expires_at) - Date.now() : Infinity;
+    if (!known && left < RECENT_MS) setTimeout(() => this.changed(), Math.max(0, left) + 10).unref();
   }
 
   changed(): void {
@@ -731,7 +736,10 @@ class ConnectionReporter {
     // record: the grant, so that the supervisor stops listing a user as soon as it is revoked.
     const bySession = new Map<string, Map<string, { user: string; role: Role; since: string; streams: number; record: string }>>();
     const usersOf = (sessionId: string) => bySession.get(sessionId) ?? bySession.set(sessionId, new Map()).get(sessionId)!;
+    // A user whose grant has expired is not connected any more (its streams close within a second).
+    const expired = (caller: Caller) => Boolean(caller.expires_at && Date.parse(caller.expires_at) <= Date.now());
     for (const stream of this.streams) {
+      if (expired(stream.caller)) continue;
       const users = usersOf(stream.caller.session_id);
       const entry = users.get(stream.caller.token_id) ?? { user: stream.caller.user, role: stream.caller.role, since: this.recent.get(stream.caller.token_id)?.since ?? new Date().toISOString(), streams: 0, record: grantPath(stream.caller.session_id, stream.caller.token_id) };
       entry.streams++;
@@ -739,7 +747,7 @@ class ConnectionReporter {
     }
     for (const [tokenId, seen] of this.recent) {
       const users = usersOf(seen.caller.session_id);
-      if (Date.now() - seen.seen > 30_000) this.recent.delete(tokenId);
+      if (Date.now() - seen.seen > RECENT_MS || expired(seen.caller)) this.recent.delete(tokenId);
       else if (!users.has(tokenId)) users.set(tokenId, { user: seen.caller.user, role: seen.caller.role, since: seen.since, streams: 0, record: grantPath(seen.caller.session_id, tokenId) });
     }
     for (const runtime of liveSupervisors(this.location.storeDir)) {
