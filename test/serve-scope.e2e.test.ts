@@ -176,6 +176,12 @@ describe("apex serve: a grant writes memory, never APEX's records", () => {
       expect(refused.status, `${method} ${JSON.stringify(params).slice(0, 80)}: ${JSON.stringify(refused.body)}`).toBe(403);
       expect(refused.body.error.code).toBe("APEX_E_FORBIDDEN");
     }
+    // Through the CLI too: --force changes nothing through a grant, so it does not warn that it writes (before, it
+    // printed "memory set --force writes …, which APEX owns" and then the server's refusal).
+    const forced = remote(p, url, feature, otto.token, ["memory", "set", mine.path, JSON.stringify(mine.record), "--force"]);
+    expect(forced.status).toBe(4);
+    expect(forced.stderr).toContain("APEX_E_FORBIDDEN");
+    expect(forced.stderr).not.toContain("warning");
     expect(records()).toEqual(before);
     expect(ok(p.apex(["memory", "query", "/projects/**", "--json"]))).toBe(projectRecords);
     expect(ok(p.apex(["memory", "query", "/notes/fine", "--json"]))).not.toContain("fine");
