@@ -46,7 +46,9 @@ Examples:
   program.addHelpText("afterAll", ({ command }) =>
     command === program || command.options.some((option) => option.long === "--session")
       ? ""
-      : "\nSession:\n  --session ID|NAME        act on this session of the project (see `apex --help`)",
+      : command.parent === program && NO_SESSION_FLAG[command.name()]
+        ? `\nSession:\n  --session is refused here: ${NO_SESSION_FLAG[command.name()]}.`
+        : "\nSession:\n  --session ID|NAME        act on this session of the project (see `apex --help`)",
   );
   for (const register of commandGroups) register(program);
   return program;
@@ -169,6 +171,13 @@ function applyRemoteFlags(args: string[]): void {
   }
 }
 
+/** Commands for which --session would choose nothing: they refuse it rather than seem to take it. */
+const NO_SESSION_FLAG: Record<string, string> = {
+  serve: "apex serve serves every session of the project, each only to the users it is shared with (`apex session share SESSION USER`)",
+  connect: "apex connect names its session in its target, HOST[:PORT]/SESSION",
+  login: "apex login names its session in its target, HOST[:PORT]/SESSION",
+};
+
 /**
  * `--session ID|NAME` selects the session a command acts on (core/session/binding.ts), before or
  * after the command words. Commands that declare their own `--session` (task list, checkpoint
@@ -205,6 +214,8 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
   setSessionFlag(value);
   let command: Command | undefined = program;
   for (const word of commandWords(args)) command = command?.commands.find((sub) => sub.name() === word || sub.aliases().includes(word)) ?? command;
+  const refused = command?.parent === program ? NO_SESSION_FLAG[command.name()] : undefined;
+  if (refused) throw new ApexError("APEX_E_USAGE", `--session ${value} does not work with \`apex ${command!.name()}\`: ${refused}.`, { hint: "Leave --session out." });
   const declares = command !== program && command?.options.some((option) => option.long === "--session");
   const rest = [...args.slice(0, at), ...args.slice(at + width)];
   if (declares) {

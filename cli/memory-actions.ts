@@ -155,7 +155,8 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
 async function checkOwned(command: string, paths: string[], options: { recursive?: boolean; force: boolean }): Promise<void> {
   const { checkOwnedWrite, forcedWarning } = await import("../plugins/owned-paths.js");
   const forced = checkOwnedWrite(command, paths, options);
-  if (forced.length > 0) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${forcedWarning(command, forced)}\n`);
+  // Through `apex serve` such a write is refused whatever --force says (the server decides): no warning that it writes.
+  if (forced.length > 0 && !process.env.APEX_REMOTE) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${forcedWarning(command, forced)}\n`);
 }
 
 export async function exportMemory(location: ProjectLocation, glob: string): Promise<void> {

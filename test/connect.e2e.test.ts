@@ -179,13 +179,22 @@ describe("apex connect on a pipe when the server stops", () => {
       if (run.child.exitCode === null) run.child.kill("SIGINT");
       await run.done;
     });
+    // `apex --remote … logs -f` too (before, it ended silently, as if the log had ended).
+    const logs = project.apexAsync(["--remote", `${url.replace("http://", "")}/${sid}`, "logs", "-f", "-n", "1"], { env: { APEX_TOKEN: token } });
+    stops.push(async () => {
+      if (logs.child.exitCode === null) logs.child.kill("SIGINT");
+      await logs.done;
+    });
     await waitFor("the status", () => run.output().includes('"connected"'));
-    // The stream is open once the server counts vera as connected.
-    await waitFor("the stream", () => project!.status().connected?.some((user: { user: string; streams: number }) => user.user === "vera" && user.streams > 0));
+    // The streams are open once the server counts vera as connected with both.
+    await waitFor("the streams", () => project!.status().connected?.some((user: { user: string; streams: number }) => user.user === "vera" && user.streams > 1));
     server.child.kill("SIGTERM");
     const ended = await run.done;
     expect(ended.status, ended.stderr).toBe(0);
     expect(ended.stderr).toContain("The event stream ended: the server is shutting down.");
+    const logsEnded = await logs.done;
+    expect(logsEnded.status, logsEnded.stderr).toBe(0);
+    expect(logsEnded.stderr).toContain("The log stream ended: the server is shutting down.");
   });
 });
 

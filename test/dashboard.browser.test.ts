@@ -110,6 +110,18 @@ describe("the dashboard in headless Chromium", () => {
     expect(await other.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(0);
     await other.screenshot({ path: join(shots, "dashboard-viewer.png"), fullPage: true });
 
+    // Access revoked while the page is open: the login form comes back with the reason, and the page
+    // stops calling with the refused token (before, it kept refreshing every 2 s, each call a failed
+    // login that slowed down every client at this address).
+    const calls: string[] = [];
+    other.on("request", (request) => void (request.url().includes("/api/") && calls.push(request.url())));
+    expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
+    await other.locator("#login-error", { hasText: "not valid" }).waitFor({ timeout: 10_000 });
+    const made = calls.length;
+    await other.waitForTimeout(4500);
+    expect(calls.slice(made)).toEqual([]);
+    expect(await other.evaluate(() => sessionStorage.getItem("apex.token"))).toBeNull();
+
     // A grant of the branch's branch: the tree from the session it descends from, down to it (marked),
     // each branch labelled with the checkpoint it started from; the unrelated older session is left out.
     const spike = shareAs("sam", "viewer", "c2c2c2c2-0000-4000-8000-000000000000");

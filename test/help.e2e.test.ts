@@ -2,7 +2,8 @@
 // what --json prints; `apex session --help` lists what plugins add; and no hint names an
 // option its command does not have.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,8 +15,8 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function apex(args: string[], cwd = dir): { status: number; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd, env: { ...cleanEnv(), NO_COLOR: "1", COLUMNS: "100" }, encoding: "utf8", timeout: 60_000 });
+function apex(args: string[], cwd = dir, env: NodeJS.ProcessEnv = {}): { status: number; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd, env: { ...cleanEnv(), NO_COLOR: "1", COLUMNS: "100", ...env }, encoding: "utf8", timeout: 60_000 });
   return { status: result.status ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
 }
 
@@ -117,6 +118,31 @@ describe("help that teaches", () => {
     expect(page("session", "merge")).toMatch(/dst +the session merged into \(id, name, unique id prefix, or current\)/);
     for (const words of [["session", "share"], ["session", "unshare"], ["session", "shares"]]) expect(page(...words), words.join(" ")).toMatch(/session +the session: .*name/);
     expect(page("connect")).toContain("branch name");
+  });
+
+  it("apex serve, connect and login refuse --session, which would choose nothing (exit 2: nothing served, sent or saved), and their help says so", async () => {
+    const project = mkdtempSync(join(dir, "project-"));
+    // A port in use: before, `serve --session X` went on to listen (here: exit 4) as if it served X alone.
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+    const port = (busy.address() as AddressInfo).port;
+    const credentials = join(project, "credentials.json");
+    const env = { APEX_TOKEN: `apx_0123456789abcdef_${"A".repeat(43)}`, APEX_CREDENTIALS: credentials };
+    try {
+      for (const [command, args] of [
+        ["serve", ["serve", "--session", "feature", "--listen", `127.0.0.1:${port}`, "--json"]],
+        ["connect", ["--session", "feature", "connect", `127.0.0.1:${port}/feature`, "--json"]],
+        ["login", ["login", "127.0.0.1:7433", "--session=feature", "--json"]],
+      ] as const) {
+        const result = apex([...args], project, env);
+        expect(result.status, `${command}: ${result.stderr}`).toBe(2);
+        expect(JSON.parse(result.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: expect.stringContaining(`does not work with \`apex ${command}\``) });
+        expect(apex([command, "--help"], project).stdout).toContain("--session is refused here");
+      }
+      expect(existsSync(credentials)).toBe(false);
+    } finally {
+      await new Promise((resolve) => busy.close(resolve));
+    }
   });
 
   it("no hint names an option its command does not have", () => {

@@ -176,6 +176,12 @@ describe("apex serve: a grant writes memory, never APEX's records", () => {
       expect(refused.status, `${method} ${JSON.stringify(params).slice(0, 80)}: ${JSON.stringify(refused.body)}`).toBe(403);
       expect(refused.body.error.code).toBe("APEX_E_FORBIDDEN");
     }
+    // Through the CLI too: --force changes nothing through a grant, so it does not warn that it writes (before, it
+    // printed "memory set --force writes …, which APEX owns" and then the server's refusal).
+    const forced = remote(p, url, feature, otto.token, ["memory", "set", mine.path, JSON.stringify(mine.record), "--force"]);
+    expect(forced.status).toBe(4);
+    expect(forced.stderr).toContain("APEX_E_FORBIDDEN");
+    expect(forced.stderr).not.toContain("warning");
     expect(records()).toEqual(before);
     expect(ok(p.apex(["memory", "query", "/projects/**", "--json"]))).toBe(projectRecords);
     expect(ok(p.apex(["memory", "query", "/notes/fine", "--json"]))).not.toContain("fine");
@@ -275,5 +281,39 @@ describe("apex serve: revoking a grant revokes the grants made with it", () => {
     expect(event?.token_ids).toEqual([olga.token_id, friend.body.result.grant.token_id, second.body.result.grant.token_id]);
     const text = ok(p.apex(["session", "unshare", feature, "bystander"]));
     expect(text).not.toContain("Also revoked");
+  });
+
+  it("takes, too, older grants that did not record the grant they were made with, when the revoked user (an owner then) made them", async () => {
+    const ruth = JSON.parse(ok(p.apex(["session", "share", feature, "ruth", "--role", "owner", "--json"]))) as { token_id: string; created_at: string; via_token_id: unknown };
+    // A grant made on the host now says so (null), so that only older grants lack the field.
+    expect(ruth.via_token_id).toBeNull();
+    const { createHash } = await import("node:crypto");
+    // Grants as the server recorded them before grants named their maker: created_by the caller, no via_token_id.
+    const older = (tokenId: string, user: string, createdBy: string, createdAt: string) => {
+      const token = `apx_${tokenId}_${"L".repeat(43)}`;
+      const record = { token_id: tokenId, user, role: "viewer", token_sha256: createHash("sha256").update(token).digest("hex"), created_at: createdAt, created_by: createdBy, expires_at: null, last_used_at: null };
+      ok(p.apex(["memory", "set", `/sessions/${feature}/grants/${tokenId}`, JSON.stringify(record), "--force"]));
+      return token;
+    };
+    const later = new Date(Date.parse(ruth.created_at) + 1000).toISOString();
+    const byRuth = older("1111111111111111", "ruth-friend", "user:ruth", later);
+    // Made before ruth held a grant (she could not have made it through the server), and one made by someone else: they stay.
+    const before = older("2222222222222222", "early", "user:ruth", "2020-01-01T00:00:00.000Z");
+    const byOther = older("3333333333333333", "other-friend", "user:somebody-else", later);
+    for (const token of [byRuth, before, byOther]) expect((await rpc(url, feature, "whoami", token)).status).toBe(200);
+
+    const revoked = JSON.parse(ok(p.apex(["session", "unshare", feature, "ruth", "--json"]))) as { derived: Array<{ user: string; made_by?: string }> };
+    // Before, an older grant made with ruth's outlived it: derived was empty and ruth-friend kept access.
+    expect(revoked.derived).toEqual([{ user: "ruth-friend", role: "viewer", token_id: "1111111111111111", made_by: "user:ruth" }]);
+    const refused = await rpc(url, feature, "whoami", byRuth);
+    expect(refused.status).toBe(401);
+    expect(refused.body.error.code).toBe("APEX_E_UNAUTHORIZED");
+    for (const token of [before, byOther]) expect((await rpc(url, feature, "whoami", token)).status).toBe(200);
+    // The text names them as such.
+    ok(p.apex(["session", "share", feature, "ruth", "--role", "owner"]));
+    older("4444444444444444", "ruth-helper", "user:ruth", new Date(Date.now() + 1000).toISOString());
+    const text = ok(p.apex(["session", "unshare", feature, "ruth"]));
+    expect(text).toContain("Also revoked the grants made with it: ruth-helper (viewer).");
+    expect(text).toContain("ruth-helper: recorded before grants named the grant they were made with; revoked as made by ruth.");
   });
 });

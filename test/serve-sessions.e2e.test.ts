@@ -157,7 +157,8 @@ describe("apex serve: merging is the owner's", () => {
         error: {
           code: "APEX_E_FORBIDDEN",
           message: `${user} is ${article} ${role} of this session; session.merge needs owner.`,
-          hint: "The session's owner can change the role: `apex session share SESSION USER --role operator`.",
+          // The role it needs, not always operator (before, the hint offered operator for an owner's method).
+          hint: `The session's owner can grant owner (a new token): \`apex session share SESSION ${user} --role owner\`.`,
         },
       });
     }

@@ -2,7 +2,7 @@
 // clients (the built CLI with --remote, and HTTP). Roles, revocation during a stream, two
 // operators at once, TLS with a certificate made here, bad input and abuse.
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { connect as netConnect, createServer as netServer, type Socket } from "node:net";
 import { join } from "node:path";
@@ -44,7 +44,7 @@ async function serve(p: Project, args: string[] = [], env: NodeJS.ProcessEnv = {
   return served;
 }
 
-function share(p: Project, user: string, role: string, extra: string[] = []): { token: string; url: string; connect: string; session_id: string } {
+function share(p: Project, user: string, role: string, extra: string[] = []): { token: string; token_id: string; url: string; connect: string; session_id: string } {
   const result = p.apex(["session", "share", "current", user, "--role", role, "--json", ...extra]);
   expect(result.status, result.stderr).toBe(0);
   return JSON.parse(result.stdout);
@@ -215,8 +215,14 @@ describe("apex serve: streams, revocation and concurrency", () => {
     await waitFor("the pause on the stream", () => text.includes('"type":"session.paused"'));
     expect(text).toMatch(/"actor":"user:otto"/);
 
+    // `apex status` lists who is connected through the server; a user revoked is not, at once
+    // (before, for up to 30 s after their last request, or while their stream was still closing).
+    const connected = () => (JSON.parse(project!.apex(["status", "--json"]).stdout) as { connected?: Array<{ user: string }> }).connected ?? [];
+    expect((await rpc(server.url, sid, "session.status", viewer.token)).status).toBe(200);
+    await waitFor("vera listed as connected", () => connected().some((user) => user.user === "vera"));
     const started = Date.now();
     expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
+    expect(connected().map((user) => user.user)).not.toContain("vera");
     await read; // the server ended the stream
     expect(Date.now() - started).toBeLessThan(3000);
     expect(text).toContain("event: error");
@@ -229,6 +235,19 @@ describe("apex serve: streams, revocation and concurrency", () => {
     const connect = project.apex(["connect", `${server.url.replace("http://", "")}/${sid}`], { env: { APEX_TOKEN: viewer.token } });
     expect(connect.status).toBe(4);
     expect(connect.stderr).toContain("APEX_E_UNAUTHORIZED");
+
+    // Nor is a user whose grant has expired (before, for 30 s after their last request).
+    const brief = share(project, "bree", "viewer", ["--expires", "3s"]) as ReturnType<typeof share> & { expires_at: string };
+    expect((await rpc(server.url, sid, "session.status", brief.token)).status).toBe(200);
+    await waitFor("bree listed as connected", () => connected().some((user) => user.user === "bree"));
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, Date.parse(brief.expires_at) - Date.now()) + 500));
+    expect(connected().map((user) => user.user)).not.toContain("bree");
+
+    // Nobody is listed once the server has stopped (before, its users stayed listed until their
+    // last report was 30 s old).
+    await waitFor("otto listed as connected", () => connected().some((user) => user.user === "otto"));
+    await server.stop();
+    expect(connected()).toEqual([]);
   });
 
   it("serializes two operators acting at once: one pause wins, the other gets the conflict; both are in the audit trail", async () => {
@@ -551,6 +570,31 @@ describe("apex serve without a supervisor", () => {
     const pause = remote(project, server.url, sid, operator.token, ["pause"]);
     expect(pause.status).toBe(4);
     expect(pause.stderr).toContain("APEX_E_SESSION_STATE");
+
+    // A wrong token, once refused, is refused again without opening the store (while no supervisor
+    // runs, each lookup opens it): with the store file swapped for a damaged one, the same token
+    // is still a plain 401, by the session's id or a prefix of it, while a token not seen before
+    // reaches the store (and its damage). Before, each of them opened the store.
+    const wrong = `apx_${operator.token_id}_${"A".repeat(43)}`;
+    for (const ref of [sid, sid.slice(0, 8)]) expect((await rpc(server.url, ref, "whoami", wrong)).status).toBe(401);
+    const storeFile = join(project.dir, ".apex", "store.mdb");
+    renameSync(storeFile, `${storeFile}.kept`);
+    try {
+      writeFileSync(storeFile, Buffer.alloc(65_536, 7));
+      for (const ref of [sid, sid.slice(0, 8)]) {
+        const again = await rpc(server.url, ref, "whoami", wrong);
+        expect(again.status, JSON.stringify(again.body)).toBe(401);
+        expect(again.body.error).toMatchObject({ code: "APEX_E_UNAUTHORIZED", message: "The token is not valid for this session (unknown, revoked or mistyped)." });
+      }
+      expect((await rpc(server.url, sid, "whoami", `apx_0123456789abcdef_${"B".repeat(43)}`)).body.error.code).toBe("APEX_E_STORE_DAMAGED");
+    } finally {
+      renameSync(`${storeFile}.kept`, storeFile);
+    }
+    // Refusals only are remembered: a grant revoked on the host is refused at its very next request.
+    const ria = share(project, "ria", "viewer");
+    expect((await rpc(server.url, sid, "whoami", ria.token)).status).toBe(200);
+    expect(project.apex(["session", "unshare", "current", "ria"]).status).toBe(0);
+    expect((await rpc(server.url, sid, "whoami", ria.token)).status).toBe(401);
 
     // An operator brings it back (`start --continue` of that session); a viewer may not.
     const viewer = share(project, "vera", "viewer");

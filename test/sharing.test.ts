@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
 import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
 import { authenticate, checkUser, grantPath, madeWith, roleAllows, type GrantRecord } from "../plugins/sharing/grants.js";
-import { clientKey, LoginThrottle } from "../plugins/sharing/throttle.js";
+import { clientKey, LoginThrottle, RefusedTokens } from "../plugins/sharing/throttle.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
@@ -160,6 +160,28 @@ describe("grants made with grants", () => {
     expect(madeWith(all, [all[3]!]).map((g) => g.user)).toEqual(["e"]);
     expect(madeWith(all, [all[5]!])).toEqual([]);
   });
+
+  it("takes an older grant without via_token_id as made by its creator's owner grant that stood when it was made, and in turn", () => {
+    const at = (minute: number) => `2026-01-01T00:${String(minute).padStart(2, "0")}:00.000Z`;
+    const older = (id: string, user: string, by: string, minute: number): GrantRecord => {
+      const { via_token_id: _via, ...rest } = grant(id, user, null);
+      return { ...rest, created_by: `user:${by}`, created_at: at(minute), role: "owner" };
+    };
+    const olga = { ...grant("o", "olga", null), created_at: at(10), expires_at: at(30) };
+    const all = [
+      olga,
+      older("b", "bob", "olga", 20), // made while olga's grant stood
+      older("c", "carl", "bob", 25), // made by bob, in turn
+      older("e", "early", "olga", 5), // before olga held a grant
+      older("l", "late", "olga", 40), // after it had expired
+      { ...grant("h", "host-made", null), created_by: "user:olga", created_at: at(20) }, // via_token_id null: made on the host
+      { ...older("v", "viewer-made", "vic", 20) },
+      { ...grant("vic", "vic", null), role: "viewer" as const, created_at: at(1) },
+    ];
+    expect(madeWith(all, [olga]).map((g) => g.user)).toEqual(["bob", "carl"]);
+    // A viewer cannot share: nothing is taken as made with its grant.
+    expect(madeWith(all, [all.at(-1)!])).toEqual([]);
+  });
 });
 
 describe("failed logins per client address", () => {
@@ -209,6 +231,23 @@ describe("failed logins per client address", () => {
     // Long after, a single failure finds every old address expired: the record shrinks to one.
     throttle.failed("late", 10_000_000);
     expect(throttle.size).toBe(1);
+  });
+});
+
+describe("tokens refused lately (apex serve answers them again without a lookup)", () => {
+  it("are kept per session reference for a while, at most so many, the oldest going first", () => {
+    const refused = new RefusedTokens(1000, 3);
+    const token = (n: number) => `apx_${String(n).padStart(16, "0")}_${"r".repeat(43)}`;
+    refused.add("s1", token(1), "not valid", 0);
+    expect(refused.get("s1", token(1), 500)).toBe("not valid");
+    // Another session's reference, another token: not refused from here.
+    expect(refused.get("s2", token(1), 500)).toBeUndefined();
+    expect(refused.get("s1", token(2), 500)).toBeUndefined();
+    expect(refused.get("s1", token(1), 1000)).toBeUndefined();
+    for (let n = 0; n < 10; n++) refused.add("s1", token(n), `no ${n}`, 2000 + n);
+    expect(refused.size).toBe(3);
+    expect([7, 8, 9].map((n) => refused.get("s1", token(n), 2010))).toEqual(["no 7", "no 8", "no 9"]);
+    expect(refused.get("s1", token(6), 2010)).toBeUndefined();
   });
 });
 

@@ -80,6 +80,9 @@ async function showRemoteLogs(remote: SessionClient, agent: string | undefined, 
   if (!options.follow) return;
   const subscription = remote.subscribe("logs.follow", { agent: agent ?? null }, (event) => print(event as LogLine));
   await followUntilInterrupted(subscription);
+  // Ended by the server (it stopped), not by Ctrl-C: said why, on stderr, as `apex connect` does.
+  const reason: unknown = await subscription.done;
+  if (typeof reason === "string") process.stderr.write(`The log stream ended: ${reason.replace(/[\r\n]+/g, " ")}.\n`);
 }
 
 /** Agent names are padded to the longest, up to this many characters (a name is never cut). */

@@ -118,6 +118,8 @@ export interface Connection {
   role: string;
   since: string;
   streams: number;
+  /** A record the user's access stands on (a grant): once it is gone (revoked), the user is not listed. Not shown. */
+  record?: string;
 }
 
 /**
@@ -1080,7 +1082,8 @@ export class Supervisor {
       if (Date.now() - report.at > CONNECTIONS_TTL_MS) this.connectionReports.delete(server);
       else out.push(...report.users);
     }
-    return out;
+    // A user whose access was revoked (its record gone) since the server's last report is not connected any more.
+    return out.filter((user) => typeof user.record !== "string" || this.store.get(user.record) !== undefined).map(({ record: _record, ...user }) => user);
   }
 
   /** Status from the supervisor's own view (used by `session.status`). */

@@ -129,7 +129,7 @@ export async function unshareCommand(location: ProjectLocation, ref: string, use
     session_id: string;
     user: string;
     revoked: number;
-    derived?: Array<{ user: string; role: string; token_id: string }>;
+    derived?: Array<{ user: string; role: string; token_id: string; made_by?: string }>;
   };
   const derived = reply.derived ?? [];
   if (json) {
@@ -139,6 +139,11 @@ export async function unshareCommand(location: ProjectLocation, ref: string, use
   printLine(`Revoked ${reply.user}'s access to session ${reply.session_id} (${reply.revoked} token${reply.revoked === 1 ? "" : "s"}).`);
   if (derived.length > 0) {
     printLine(`Also revoked the grants made with it: ${derived.map((grant) => `${grant.user} (${grant.role})`).join(", ")}.`);
+    // Older grants that did not record the grant they were made with: taken as made with the revoked user's.
+    const older = derived.filter((grant) => grant.made_by !== undefined);
+    if (older.length > 0) {
+      printLine(`  ${older.map((grant) => grant.user).join(", ")}: recorded before grants named the grant they were made with; revoked as made by ${[...new Set(older.map((grant) => grant.made_by!.replace(/^user:/, "")))].join(", ")}. Share again if that was wrong.`);
+    }
   }
 }
 

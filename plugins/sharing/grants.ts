@@ -32,8 +32,9 @@ export interface GrantRecord {
   expires_at: string | null;
   last_used_at: string | null;
   /**
-   * The grant whose token made this one through `apex serve`; absent or null when it was made on
-   * the server's host (`apex session share`). Revoking that grant revokes this one.
+   * The grant whose token made this one through `apex serve`; null when it was made on the
+   * server's host (`apex session share`). Revoking that grant revokes this one. Absent in a grant
+   * recorded before grants named their maker: see mayHaveMade.
    */
   via_token_id?: string | null;
 }
@@ -173,7 +174,8 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
         created_by: actorOf(params),
         expires_at: typeof expiresIn === "number" ? new Date(now + expiresIn * 1000).toISOString() : null,
         last_used_at: null,
-        ...(typeof via === "string" ? { via_token_id: via } : {}),
+        // null, not left out: an absent via_token_id marks a grant recorded before grants named their maker.
+        via_token_id: typeof via === "string" ? via : null,
       };
       await write(sessionId, (batch, record) => {
         batch.set(grantPath(sessionId, tokenId), grant as unknown as JsonValue);
@@ -200,7 +202,13 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
           ...(derived.length > 0 ? { derived: derived.map((grant) => ({ user: grant.user, token_id: grant.token_id })) } : {}),
         });
       }, actorOf(params));
-      return { session_id: sessionId, user, revoked: grants.length, derived: derived.map((grant) => ({ user: grant.user, role: grant.role, token_id: grant.token_id })) };
+      return {
+        session_id: sessionId,
+        user,
+        revoked: grants.length,
+        // made_by: who made an older grant that did not record the grant it was made with (taken as made with theirs).
+        derived: derived.map((grant) => ({ user: grant.user, role: grant.role, token_id: grant.token_id, ...(grant.via_token_id === undefined ? { made_by: grant.created_by } : {}) })),
+      };
     },
     "share.list": (params) => listGrants(store, target(params)).map(view) as unknown as JsonValue,
     "share.authenticate": (params) => authenticate(store, typeof params.session === "string" ? params.session : service.sessionId, params.token),
@@ -214,21 +222,43 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
 
 /**
  * The grants made, through `apex serve`, with any of `roots` — and those made with them, in turn —
- * in the order they were made. Revoking `roots` revokes these too.
+ * in the order they were made. Revoking `roots` revokes these too. A grant recorded before grants
+ * named their maker (no via_token_id at all) counts as made with one of them when mayHaveMade says so.
  */
 export function madeWith(all: GrantRecord[], roots: GrantRecord[]): GrantRecord[] {
-  const gone = new Set(roots.map((grant) => grant.token_id));
+  const gone = new Map(roots.map((grant) => [grant.token_id, grant]));
   const found: GrantRecord[] = [];
+  const madeWithGone = (grant: GrantRecord): boolean =>
+    grant.via_token_id === undefined ? [...gone.values()].some((maker) => mayHaveMade(maker, grant)) : grant.via_token_id !== null && gone.has(grant.via_token_id);
   for (let grew = true; grew; ) {
     grew = false;
     for (const grant of all) {
-      if (gone.has(grant.token_id) || !grant.via_token_id || !gone.has(grant.via_token_id)) continue;
-      gone.add(grant.token_id);
+      if (gone.has(grant.token_id) || !madeWithGone(grant)) continue;
+      gone.set(grant.token_id, grant);
       found.push(grant);
       grew = true;
     }
   }
   return found.sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0));
+}
+
+/**
+ * Whether an older grant, recorded before grants named the grant they were made with, may have been
+ * made through `apex serve` with `maker`: it was made by the maker's user (the server records the
+ * caller as `user:NAME`), while the maker stood and was an owner's (only owners share). Revoking
+ * the maker then revokes it too: access through a revoked grant must not outlive it, and an owner
+ * who meant it can share again. (A grant made on the server's host by a login of the same name
+ * cannot be told apart and is revoked as well.)
+ */
+export function mayHaveMade(maker: GrantRecord, older: GrantRecord): boolean {
+  return (
+    older.via_token_id === undefined &&
+    older.token_id !== maker.token_id &&
+    older.created_by === `user:${maker.user}` &&
+    maker.role === "owner" &&
+    maker.created_at <= older.created_at &&
+    (maker.expires_at === null || maker.expires_at >= older.created_at)
+  );
 }
 
 /**

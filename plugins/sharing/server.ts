@@ -14,8 +14,8 @@ import { errorBody } from "../../core/rpc/protocol.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
-import { authenticate, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
-import { clientKey, LoginThrottle, type ThrottleOptions } from "./throttle.js";
+import { authenticate, grantPath, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
+import { clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogLine } from "../../cli/session/logs.js";
@@ -66,6 +66,8 @@ export const MAX_STREAMS_PER_GRANT = 16;
 const STORED_EVENTS_POLL_MS = 500;
 const HEARTBEAT_MS = 15_000;
 const REPORT_MS = 10_000;
+/** A user who made a request this recently is listed as connected (`apex status`). */
+const RECENT_MS = 30_000;
 /** The deepest request body: a value at the deepest a value may be (MAX_DEPTH), inside a few levels of parameters. */
 const MAX_BODY_DEPTH = MAX_DEPTH + 8;
 /** How long a client may take to send a whole request (headers and body, at most 1 MiB by default). */
@@ -175,6 +177,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const gate = new Gate(options.location, onServedStore);
   const streams = new Set<OpenStream>();
   const failures = new LoginThrottle(options.throttle);
+  const refused = new RefusedTokens();
   const serverId = randomUUID();
   const connections = new ConnectionReporter(options.location, serverId, streams, onServedStore);
 
@@ -253,8 +256,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (!isTokenShaped(token)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
       // Not the shape of a session (an escaped '/', say): no grant of it can exist, and it must not reach a store path.
       if (!SESSION_REF.test(sessionRef)) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+      // Refused lately for this session: refused again without a lookup (no store opened, no supervisor asked).
+      const known = refused.get(sessionRef, token);
+      if (known !== undefined) throw unauthorized(known);
       const sid = await gate.sessionInUrl(sessionRef);
-      const caller = await gate.authenticate(sid, token);
+      const caller = await gate.authenticate(sid, token).catch((error: unknown) => {
+        if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") refused.add(sessionRef, token, error.message);
+        throw error;
+      });
       failures.succeeded(client);
       (request as FastifyRequest & { caller?: Caller }).caller = caller;
       return { sid, caller, token };
@@ -450,8 +459,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     url,
     port: boundPort,
     async close() {
-      connections.stop();
       for (const stream of [...streams]) stream.close("the server is shutting down");
+      await connections.end();
       // Requests under way may finish; then connections still open (a client that stopped
       // half-way through its request) are cut, so that the process ends and the port is free.
       const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
@@ -673,6 +682,7 @@ class ConnectionReporter {
   private readonly recent = new Map<string, { caller: Caller; since: string; seen: number }>();
   private timer: NodeJS.Timeout | undefined;
   private pending = false;
+  private ended = false;
 
   constructor(
     private readonly location: ProjectLocation,
@@ -682,13 +692,17 @@ class ConnectionReporter {
   ) {}
 
   saw(caller: Caller): void {
+    if (this.ended) return;
     const known = this.recent.get(caller.token_id);
     this.recent.set(caller.token_id, { caller, since: known?.since ?? new Date().toISOString(), seen: Date.now() });
     if (!known) this.changed();
+    // A grant that expires while its user is still listed: reported again then, without them.
+    const left = caller.expires_at ? Date.parse(caller.expires_at) - Date.now() : Infinity;
+    if (!known && left < RECENT_MS) setTimeout(() => this.changed(), Math.max(0, left) + 10).unref();
   }
 
   changed(): void {
-    if (this.pending) return;
+    if (this.pending || this.ended) return;
     this.pending = true;
     setImmediate(() => {
       this.pending = false;
@@ -705,24 +719,40 @@ class ConnectionReporter {
     if (this.timer) clearInterval(this.timer);
   }
 
-  private async report(): Promise<void> {
+  /**
+   * The server is closing: tells each supervisor that nobody is connected through it any more,
+   * so `apex status` stops listing its users at once (not when their last report grows stale).
+   */
+  async end(): Promise<void> {
+    this.stop();
+    this.ended = true;
+    this.recent.clear();
+    await this.report(true);
+  }
+
+  private async report(final = false): Promise<void> {
+    if (this.ended && !final) return;
     // Per session: sessions run side by side, and each supervisor shows the users of its own session.
-    const bySession = new Map<string, Map<string, { user: string; role: Role; since: string; streams: number }>>();
+    // record: the grant, so that the supervisor stops listing a user as soon as it is revoked.
+    const bySession = new Map<string, Map<string, { user: string; role: Role; since: string; streams: number; record: string }>>();
     const usersOf = (sessionId: string) => bySession.get(sessionId) ?? bySession.set(sessionId, new Map()).get(sessionId)!;
+    // A user whose grant has expired is not connected any more (its streams close within a second).
+    const expired = (caller: Caller) => Boolean(caller.expires_at && Date.parse(caller.expires_at) <= Date.now());
     for (const stream of this.streams) {
+      if (expired(stream.caller)) continue;
       const users = usersOf(stream.caller.session_id);
-      const entry = users.get(stream.caller.token_id) ?? { user: stream.caller.user, role: stream.caller.role, since: this.recent.get(stream.caller.token_id)?.since ?? new Date().toISOString(), streams: 0 };
+      const entry = users.get(stream.caller.token_id) ?? { user: stream.caller.user, role: stream.caller.role, since: this.recent.get(stream.caller.token_id)?.since ?? new Date().toISOString(), streams: 0, record: grantPath(stream.caller.session_id, stream.caller.token_id) };
       entry.streams++;
       users.set(stream.caller.token_id, entry);
     }
     for (const [tokenId, seen] of this.recent) {
       const users = usersOf(seen.caller.session_id);
-      if (Date.now() - seen.seen > 30_000) this.recent.delete(tokenId);
-      else if (!users.has(tokenId)) users.set(tokenId, { user: seen.caller.user, role: seen.caller.role, since: seen.since, streams: 0 });
+      if (Date.now() - seen.seen > RECENT_MS || expired(seen.caller)) this.recent.delete(tokenId);
+      else if (!users.has(tokenId)) users.set(tokenId, { user: seen.caller.user, role: seen.caller.role, since: seen.since, streams: 0, record: grantPath(seen.caller.session_id, tokenId) });
     }
     for (const runtime of liveSupervisors(this.location.storeDir)) {
       if (!this.onServedStore(runtime)) continue;
-      const users = bySession.get(runtime.session_id) ?? new Map();
+      const users = final ? new Map() : (bySession.get(runtime.session_id) ?? new Map());
       await callSupervisor(runtime.socket, "session.connections", { server: this.serverId, users: [...users.values()] }, 5000).catch(() => undefined);
     }
   }
@@ -766,7 +796,7 @@ function checkGrantLifetime(caller: Caller, params: Record<string, unknown>): vo
 
 function forbidden(caller: Caller, method: string, needed: Role): ApexError {
   return new ApexError("APEX_E_FORBIDDEN", `${caller.user} is ${article(caller.role)} ${caller.role} of this session; ${method} needs ${needed}.`, {
-    hint: "The session's owner can change the role: `apex session share SESSION USER --role operator`.",
+    hint: `The session's owner can grant ${needed} (a new token): \`apex session share SESSION ${caller.user} --role ${needed}\`.`,
   });
 }
 

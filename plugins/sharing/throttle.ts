@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+
 /**
  * Failed logins per client address, for `apex serve`: after a few failures from one address,
  * each further failure is answered late (100 ms × 2ⁿ, at most 5 s). An address is forgotten
@@ -98,4 +100,48 @@ export function clientKey(address: string): string {
     .slice(0, 4)
     .map((group) => (Number.parseInt(group, 16) || 0).toString(16))
     .join(":")}::/64`;
+}
+
+/**
+ * Tokens `apex serve` refused lately, for the session reference they were sent with: the same
+ * token sent again is refused from here, without resolving the session or reading the grant
+ * (while no supervisor runs, each lookup opens the store). Only refusals are kept, never an
+ * acceptance, so a revoked or expired grant is refused at its next request as before. A refused
+ * token stays refused (grants never change their token; a new grant has a new random one), so a
+ * refusal is kept `ttlMs` only to bound the record, which holds at most `max` entries (oldest
+ * first out) and the token's hash, not the token.
+ */
+export class RefusedTokens {
+  private readonly refused = new Map<string, { message: string; until: number }>();
+
+  constructor(
+    private readonly ttlMs = 60_000,
+    private readonly max = 10_000,
+  ) {}
+
+  private static key(sessionRef: string, token: string): string {
+    return `${sessionRef}\0${createHash("sha256").update(token).digest("base64")}`;
+  }
+
+  /** Why `token` was refused for `sessionRef` lately, or undefined. */
+  get(sessionRef: string, token: string, now = Date.now()): string | undefined {
+    const key = RefusedTokens.key(sessionRef, token);
+    const entry = this.refused.get(key);
+    if (entry && entry.until <= now) this.refused.delete(key);
+    return entry && entry.until > now ? entry.message : undefined;
+  }
+
+  add(sessionRef: string, token: string, message: string, now = Date.now()): void {
+    const key = RefusedTokens.key(sessionRef, token);
+    this.refused.delete(key);
+    for (const [old, entry] of this.refused) {
+      if (entry.until > now && this.refused.size < this.max) break;
+      this.refused.delete(old);
+    }
+    this.refused.set(key, { message, until: now + this.ttlMs });
+  }
+
+  get size(): number {
+    return this.refused.size;
+  }
 }

@@ -19,7 +19,27 @@
     state.token = sessionStorage.getItem("apex.token") || "";
   }
 
+  /** The page's periodic refreshes: stopped when access ends, so a revoked tab stops calling. */
+  const timers = [];
+
+  /**
+   * The token was refused (revoked, expired): stop every refresh and forget it, then ask for
+   * another. Else the tab kept sending the refused token every 2 s, and the server slowed down
+   * every client at this address for its failures.
+   */
+  function signedOut(message) {
+    while (timers.length) clearInterval(timers.pop());
+    state.token = "";
+    sessionStorage.removeItem("apex.token");
+    showLogin(message);
+  }
+
   async function call(method, params) {
+    if (!state.token) {
+      const error = new Error("Not signed in.");
+      error.status = 401;
+      throw error;
+    }
     const response = await fetch(`/api/sessions/${encodeURIComponent(state.session)}/rpc/${method}`, {
       method: "POST",
       headers: { "content-type": "application/json", authorization: `Bearer ${state.token}` },
@@ -29,6 +49,7 @@
     if (!response.ok) {
       const error = new Error(body.error ? body.error.message : `HTTP ${response.status}`);
       error.status = response.status;
+      if (response.status === 401 && state.token) signedOut(error.message);
       throw error;
     }
     return body.result;
@@ -49,14 +70,14 @@
   }
 
   async function start() {
+    while (timers.length) clearInterval(timers.pop());
     credentials();
     if (!state.session || !state.token) return showLogin();
     let me;
     try {
       me = await call("whoami");
     } catch (error) {
-      sessionStorage.removeItem("apex.token");
-      return showLogin(error.message);
+      return signedOut(error.message);
     }
     state.role = me.role;
     $("login").hidden = true;
@@ -69,8 +90,7 @@
     await seedEvents();
     await refreshTree();
     follow();
-    setInterval(refresh, 2000);
-    setInterval(refreshTree, 15000);
+    timers.push(setInterval(refresh, 2000), setInterval(refreshTree, 15000));
   }
 
   function allowed(role) {
@@ -121,7 +141,7 @@
       plotMemory(items);
       sample(status);
     } catch (error) {
-      if (error.status === 401) return showLogin(error.message);
+      if (error.status === 401) return; // signed out: the login form shows why
       $("notice").textContent = error.message;
     }
   }
