@@ -1,5 +1,5 @@
 import type { Command, Option } from "commander";
-import { parseDurationOption } from "../core/config/duration.js";
+import { parseDurationOption } from "./durations.js";
 import { ApexError } from "../core/errors.js";
 
 /**

@@ -32,7 +32,7 @@ import { validateStore } from "../plugins/checkpoint/validate.js";
 import compression from "../plugins/compression/index.js";
 import checkpoint from "../plugins/checkpoint/index.js";
 import { compressColdData } from "../plugins/compression/compress.js";
-import { parseDurationOption } from "../core/config/duration.js";
+import { parseDurationOption } from "../cli/durations.js";
 import type { CompressionOptions } from "../plugins/compression/options.js";
 import { runApex, tempDir } from "./helpers/cli.js";
 import { LmdbStore, transactionSync } from "./helpers/store.js";

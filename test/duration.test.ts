@@ -1,7 +1,8 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { DURATION_PATTERN, formatDuration, isDuration, parseDuration, parseDurationOption } from "../core/config/duration.js";
+import { DURATION_PATTERN, isDuration, parseDuration } from "../core/config/duration.js";
+import { formatDuration, parseDurationOption } from "../cli/durations.js";
 import { seconds } from "../cli/option-values.js";
 import { REPO_ROOT } from "./helpers/cli.js";
 

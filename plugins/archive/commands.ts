@@ -4,7 +4,7 @@ import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { lmdbDataDir, type Store } from "../../core/store/store.js";
 import { describeStore, openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
-import { formatDuration, parseDurationOption } from "../../core/config/duration.js";
+import { formatDuration, parseDurationOption } from "../../cli/durations.js";
 import { formatBytes, plural } from "../../cli/output.js";
 import { Progress } from "../compression/progress.js";
 import { archiveSessions, type ArchiveResult } from "./archive.js";

@@ -3,7 +3,7 @@ import { ApexError } from "../../core/errors.js";
 import { MAX_CODEC_LEVEL, type PackCodec } from "../checkpoint/engine/objects.js";
 import { findKnownSession, knownSessions } from "../retention/sessions.js";
 import { compressColdData, type ColdPolicy, type CompressResult } from "./compress.js";
-import { parseDurationOption } from "../../core/config/duration.js";
+import { parseDurationOption } from "../../cli/durations.js";
 import { describePolicy, type CompressionSettings } from "./options.js";
 import { formatBytes, plural } from "../../cli/output.js";
 import { parseWholeNumber } from "../../cli/option-values.js";

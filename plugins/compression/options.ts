@@ -1,4 +1,5 @@
-import { formatDuration, parseDuration } from "../../core/config/duration.js";
+import { parseDuration } from "../../core/config/duration.js";
+import { formatDuration } from "../../cli/durations.js";
 import { ApexError } from "../../core/errors.js";
 import { MAX_CODEC_LEVEL, type PackCodec } from "../checkpoint/engine/objects.js";
 import type { ColdPolicy } from "./compress.js";

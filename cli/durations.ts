@@ -1,0 +1,37 @@
+// Durations on the command line: option values (parseDurationOption) and how durations are printed (formatDuration), in the grammar of core/config/duration.ts.
+import { ApexError } from "../core/errors.js";
+import { DURATION_FORMS, isDuration, parseDuration } from "../core/config/duration.js";
+
+/**
+ * A duration given as the value of a command-line option, in milliseconds. Anything else is
+ * APEX_E_USAGE (exit 2) naming the option, with the corrected spelling when only case or
+ * surrounding spaces were wrong ("30D" → "30d").
+ */
+export function parseDurationOption(text: unknown, option: string, { positive = false }: { positive?: boolean } = {}): number {
+  const raw = typeof text === "number" ? String(text) : text;
+  if (typeof raw === "string" && isDuration(raw)) {
+    const ms = Math.round(parseDuration(raw) * 1000);
+    if (!Number.isSafeInteger(ms)) throw new ApexError("APEX_E_USAGE", `${option}: ${JSON.stringify(raw)} is too long.`);
+    if (positive && ms === 0) throw new ApexError("APEX_E_USAGE", `${option}: Expected a duration above 0, got ${JSON.stringify(raw)}.`);
+    return ms;
+  }
+  const fixed = typeof raw === "string" ? raw.trim().toLowerCase() : "";
+  const suggestion = fixed !== raw && isDuration(fixed) ? ` Did you mean "${fixed}"?` : "";
+  throw new ApexError("APEX_E_USAGE", `${option}: Expected a duration, got ${JSON.stringify(raw ?? "")}.${suggestion}`, {
+    hint: `A duration is a number of seconds or numbers with units: ${DURATION_FORMS}, "90min", "2 weeks" (units s, m/min, h/hr, d/days, w/weeks).`,
+  });
+}
+
+/** "30d", "12h", "1d12h", "0s": a duration in milliseconds, in days, hours, minutes and seconds. */
+export function formatDuration(ms: number): string {
+  let rest = Math.round(ms / 1000);
+  if (rest === 0) return "0s";
+  let out = "";
+  for (const [unit, size] of [["d", 86_400], ["h", 3600], ["m", 60], ["s", 1]] as const) {
+    if (rest >= size) {
+      out += `${Math.floor(rest / size)}${unit}`;
+      rest %= size;
+    }
+  }
+  return out;
+}
