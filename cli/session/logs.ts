@@ -11,7 +11,7 @@ import { ApexError } from "../../core/errors.js";
 import { paint, printLine, visibleText } from "../output.js";
 import { logLineSegments } from "../terminal-text.js";
 import { sleep } from "../../core/session/proc.js";
-import { agentLogDir, liveSupervisor, readRuntime } from "../../core/session/runtime.js";
+import { agentLogDir, liveSupervisor, liveSupervisorOf, readRuntime } from "../../core/session/runtime.js";
 import { onNamedStore, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 
 export interface LogsOptions {
@@ -59,8 +59,13 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     };
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
+    // Following ends with the session (as `--attach` does): once its supervisor is gone, what the agents wrote is read to its end.
+    const ended = () => liveSupervisorOf(location.storeDir, sessionId) === undefined;
+    const running = !ended();
     try {
-      await followLogs(dir, chosen, agent, print, () => interrupted);
+      if (await followLogs(dir, chosen, agent, print, () => interrupted, ended)) {
+        process.stderr.write(`${running ? `Session ${sessionId} has ended` : `Session ${sessionId} is not running`}: no more output will come. (\`apex start --continue ${sessionId}\` runs it again.)\n`);
+      }
     } finally {
       process.off("SIGINT", stop);
       process.off("SIGTERM", stop);
@@ -222,19 +227,33 @@ interface Followed {
  * shorter than that, is read again from its start), and a path that now names another file (a
  * log rotated: renamed, and a new one made, whatever its size) is reopened, after the last lines
  * of the old one were read, and the new one is printed from its start. Logs that appear are
- * followed from their start. The remote server's `logs.follow` runs this too.
+ * followed from their start. The remote server's `logs.follow` runs this too. With `ended`
+ * (checked every second), following ends once it is true, after every file was read to its end:
+ * resolves to true then, to false when `stopped()`.
  */
-export async function followLogs(dir: string, initial: LogFile[], agent: string | undefined, print: (line: LogLine) => void, stopped: () => boolean): Promise<void> {
+export async function followLogs(dir: string, initial: LogFile[], agent: string | undefined, print: (line: LogLine) => void, stopped: () => boolean, ended?: () => boolean): Promise<boolean> {
   const followed = new Map<string, Followed>();
   for (const file of initial) followed.set(file.file, openFollowed(file, "end"));
   try {
-    while (!stopped()) {
+    for (let round = 0; !stopped(); round++) {
+      // Checked before the files are read (every second): the lines written before it ended are all read in this round.
+      const over = ended !== undefined && round % 5 === 0 && ended();
       for (const file of logFiles(dir)) {
         if ((agent === undefined || file.agent === agent) && !followed.has(file.file)) followed.set(file.file, openFollowed(file, "start"));
       }
       for (const state of followed.values()) pollFollowed(state, print);
+      if (over) {
+        // To their ends, and an unfinished last line printed: nothing will finish it.
+        for (const state of followed.values()) {
+          if (state.fd === undefined) continue;
+          drain(state, print, true);
+          flushPartial(state, print);
+        }
+        return true;
+      }
       await sleep(200);
     }
+    return false;
   } finally {
     for (const state of followed.values()) if (state.fd !== undefined) closeSync(state.fd);
   }
