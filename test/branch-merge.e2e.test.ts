@@ -305,6 +305,16 @@ describe("--worktree and --git", () => {
     // beforeGit fired first: the checkpoint plugin's beforeGit checkpoint is in main.
     const triggers = json<{ items: Array<{ trigger: string }> }>(p.apex(["checkpoint", "list", "--json"])).items.map((item) => item.trigger);
     expect(triggers).toContain("beforeGit");
+
+    // Commits with no memory change: the memory has nothing to merge, and the text still says what git merged.
+    writeFileSync(join(worktree, "more.txt"), "more\n");
+    git(worktree, "add", "more.txt");
+    git(worktree, "commit", "-qm", "more");
+    const gitOnly = p.apex(["session", "merge", "feature", main, "--git"]);
+    expect(gitOnly.status, gitOnly.stderr).toBe(0);
+    expect(gitOnly.stdout).toMatch(/^Already up to date: feature\/checkpoint-\d+ is already part of \w{8}'s memory\.$/m);
+    expect(gitOnly.stdout).toContain(`git: merged apex/feature (HEAD ${git(dir, "rev-parse", "HEAD").slice(0, 12)})`);
+    expect(readFileSync(join(dir, "more.txt"), "utf8")).toBe("more\n");
   });
 
   it("refuses a --worktree directory that exists and is not empty, or an empty name, leaving no git branch and no session", () => {
@@ -392,13 +402,27 @@ describe("--worktree and --git", () => {
     expect(p.apex(["--session", "feature", "memory", "set", "/feature", "true"]).status).toBe(0);
     expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
     expect(p.apex(["--session", "feature", "stop"]).status).toBe(0);
-    git(dir, "worktree", "remove", "--force", worktree);
-    git(dir, "branch", "-D", "apex/feature");
     const head = git(dir, "rev-parse", "HEAD");
     const before = p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout;
+    // Renamed by hand (its worktree follows): the error names the new name and how to name it back; a dry run says the same.
+    git(dir, "branch", "-m", "apex/feature", "renamed");
+    for (const dry of [["--dry-run"], []]) {
+      const renamed = p.apex(["session", "merge", "feature", main, "--git", "--json", ...dry]);
+      expect(renamed.status, renamed.stderr).toBe(3);
+      expect(JSON.parse(renamed.stderr).error).toMatchObject({
+        code: "APEX_E_NOT_FOUND",
+        message: expect.stringContaining(`its worktree ${worktree} is on renamed now`),
+        hint: expect.stringContaining("git branch -m renamed apex/feature"),
+        details: { source_branch: "apex/feature", renamed_to: "renamed" },
+      });
+    }
+    git(dir, "branch", "-m", "renamed", "apex/feature");
+    git(dir, "worktree", "remove", "--force", worktree);
+    git(dir, "branch", "-D", "apex/feature");
     const refused = p.apex(["session", "merge", "feature", main, "--git", "--json"]);
     expect(refused.status, refused.stderr).toBe(3);
-    expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_NOT_FOUND", message: expect.stringContaining("apex/feature") });
+    // Deleted: the hint names the commit the branch's latest checkpoint recorded.
+    expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_NOT_FOUND", message: expect.stringContaining("apex/feature"), hint: expect.stringMatching(/git branch apex\/feature [0-9a-f]{40}/) });
     expect(p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout).toBe(before);
     expect(git(dir, "rev-parse", "HEAD")).toBe(head);
     expect(p.apex(["memory", "show", "/feature"]).status).toBe(3);
@@ -418,6 +442,15 @@ describe("--worktree and --git", () => {
     expect(p.apex(["--session", "feature", "memory", "set", "/feature", "true"]).status).toBe(0);
     expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
     const before = p.apex(["checkpoint", "list", "--json"]).stdout;
+
+    // The dry run predicts it (git merge-tree), exit 4, touching nothing.
+    const predicted = p.apex(["session", "merge", "feature", main, "--git", "--dry-run", "--json"]);
+    expect(predicted.status, predicted.stderr).toBe(4);
+    expect(JSON.parse(predicted.stdout)).toMatchObject({ refused: true, dry_run: true, git: { source_branch: "apex/feature", conflicts: ["shared.txt"] } });
+    const predictedText = p.apex(["session", "merge", "feature", main, "--git", "--dry-run"]);
+    expect(predictedText.status).toBe(4);
+    expect(predictedText.stdout).toContain("git: would conflict in shared.txt (apex/feature into ");
+    expect(p.apex(["checkpoint", "list", "--json"]).stdout).toBe(before);
 
     const result = p.apex(["session", "merge", "feature", main, "--git"]);
     expect(result.status).toBe(4);

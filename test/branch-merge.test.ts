@@ -177,6 +177,8 @@ describe("branch", () => {
     const record = store.get(`/sessions/history/${rebuilt.sessionId}`) as Record<string, JsonValue>;
     expect(record.name ?? null).toBeNull();
     expect(resolveSessionRef(store, "src")).toBe(src);
+    // The tree prints an id that is no uuid whole: its first 8 characters are the branch's id too.
+    expect(drawTree(sessionTree(store)).some((line) => line.includes(` [${rebuilt.sessionId}] checkpoint-001 reconstruct`))).toBe(true);
     const revision = store.revision();
     const taken = await refusal(reconstructSession(store, src, { newSessionId: "dst", now }));
     expect([taken.code, taken.exitCode]).toEqual(["APEX_E_CONFLICT", 4]);

@@ -7,7 +7,7 @@ import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { writeCheckpoint } from "./checkpoints.js";
 import { writeDerivedCheckpoint } from "./branch.js";
 import { tasksRoot, type CheckpointManifest } from "./manifest.js";
-import { findMergeBase, MERGE_TRIGGER, type Relation } from "./merge-base.js";
+import { findMergeBase, MERGE_TRIGGER, sessionLabel, sessionRecord, type Relation } from "./merge-base.js";
 import {
   applyToTree,
   checkStrategy,
@@ -62,9 +62,10 @@ export interface ChangeLine {
 }
 
 export interface SessionMergeReport {
-  source: { session_id: string; checkpoint: { id: string; name: string } };
-  destination: { session_id: string; checkpoint: { id: string; name: string } | null };
-  base: { id: string; session_id: string; name: string; created_at: string } | null;
+  /** session_name: a branch's name (null: none), as the text prints the session. */
+  source: { session_id: string; session_name: string | null; checkpoint: { id: string; name: string } };
+  destination: { session_id: string; session_name: string | null; checkpoint: { id: string; name: string } | null };
+  base: { id: string; session_id: string; session_name: string | null; name: string; created_at: string } | null;
   /** Other maximal common ancestors (criss-cross), not chosen. */
   other_bases: string[];
   relation: Relation;
@@ -127,9 +128,9 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       : planMerge(view, base && { memory: base.memory.root, tasks: base.tasks.root }, oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy);
     const refused = refusedBy(plan);
     report = {
-      source: { session_id: sourceId, checkpoint: { id: theirs.id, name: theirs.name } },
-      destination: { session_id: destinationId, checkpoint: ours ? { id: ours.id, name: ours.name } : null },
-      base: base && { id: base.id, session_id: base.session_id, name: base.name, created_at: base.created_at },
+      source: { session_id: sourceId, session_name: sessionName(store, sourceId), checkpoint: { id: theirs.id, name: theirs.name } },
+      destination: { session_id: destinationId, session_name: sessionName(store, destinationId), checkpoint: ours ? { id: ours.id, name: ours.name } : null },
+      base: base && { id: base.id, session_id: base.session_id, session_name: sessionName(store, base.session_id), name: base.name, created_at: base.created_at },
       other_bases: found.candidates.slice(1).map((candidate) => candidate.id),
       relation: found.relation,
       strategy,
@@ -161,7 +162,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       metrics: combinedMetrics(store, destinationId, sourceId),
       ...(request.git !== undefined ? { git: request.git } : {}),
     };
-    const description = `merge ${sourceId.slice(0, 8)}/${theirs.name} into ${destinationId.slice(0, 8)}`;
+    const description = `merge ${sessionLabel(store, sourceId)}/${theirs.name} into ${sessionLabel(store, destinationId)}`;
     if (live) {
       report.applied = "live";
       const memoryChanges = plan.memory.changes;
@@ -235,6 +236,11 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     await request.afterCheckpoint({ sessionId: destinationId, id: written.id, sequence: written.sequence, trigger: written.trigger }).catch(() => undefined);
   }
   return report;
+}
+
+function sessionName(store: Store, sessionId: string): string | null {
+  const name = sessionRecord(store, sessionId)?.name;
+  return typeof name === "string" ? name : null;
 }
 
 function locatedOf(item: CheckpointSummary | CheckpointManifest): Located {

@@ -4,7 +4,7 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { withLease } from "../../core/session/lease.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { RESERVED_SESSION_NAMES } from "./manifest.js";
-import { branchPointOf, mergeSourceOf, MERGE_TRIGGER, sessionRecord, type Point } from "./merge-base.js";
+import { branchPointOf, mergeSourceOf, MERGE_TRIGGER, sessionRecord, shortSessionId, type Point } from "./merge-base.js";
 
 /**
  * `apex session tree`: sessions with their branch and merge points, drawn like
@@ -186,7 +186,7 @@ export function drawTree(tree: SessionTree): string[] {
     }
     while (columns.length > 0 && columns.at(-1) === null) columns = columns.slice(0, -1);
     const session = sessions.get(node.session_id);
-    const who = session?.name ?? node.session_id.slice(0, 8);
+    const who = session?.name ?? shortSessionId(node.session_id);
     const head = node.head ? ` (${who}: ${session?.status ?? "?"})` : "";
     const folded = node.folded > 0 ? `  (+${node.folded} checkpoint${node.folded === 1 ? "" : "s"})` : "";
     const description = node.description ? `: ${node.description}` : "";
