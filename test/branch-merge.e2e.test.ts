@@ -293,15 +293,21 @@ describe("--worktree and --git", () => {
     expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
     expect(p.apex(["memory", "show", "/feature"]).status).toBe(3); // main does not see it before the merge
 
-    // An uncommitted change in the branch's worktree is not merged by git, and the merge says so.
+    // An uncommitted change in the branch's worktree is not merged by git, and the merge says so;
+    // so is a memory write the branch made after its checkpoint (a merge takes the checkpoint).
     writeFileSync(join(worktree, "feature.txt"), "feature, not committed\n");
+    expect(p.apex(["--session", "feature", "memory", "set", "/late", "true"]).status).toBe(0);
     const run = p.apex(["session", "merge", "feature", main, "--git", "--json"]);
+    expect(run.stderr).toContain("warning: feature wrote memory or tasks after checkpoint-");
+    expect(run.stderr).toContain("(apex --session feature checkpoint create)");
+    expect(JSON.parse(run.stdout).source.changed_since_checkpoint).toBe("running");
     expect(run.stderr).toContain(`warning: ${worktree} has 1 uncommitted change(s) (feature.txt); only apex/feature's commits are merged.`);
     const merged = json<{ git: { source_branch: string; commit: string }; applied: string }>(run);
     expect(merged.git.source_branch).toBe("apex/feature");
     expect(git(dir, "rev-parse", "HEAD")).toBe(merged.git.commit);
     expect(readFileSync(join(dir, "feature.txt"), "utf8")).toBe("feature\n");
     expect(json<{ value: boolean }>(p.apex(["memory", "show", "/feature", "--json"])).value).toBe(true);
+    expect(p.apex(["memory", "show", "/late"]).status).toBe(3);
     // beforeGit fired first: the checkpoint plugin's beforeGit checkpoint is in main.
     const triggers = json<{ items: Array<{ trigger: string }> }>(p.apex(["checkpoint", "list", "--json"])).items.map((item) => item.trigger);
     expect(triggers).toContain("beforeGit");

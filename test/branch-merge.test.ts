@@ -187,6 +187,22 @@ describe("branch", () => {
     expect(resolveSessionRef(store, "dst")).not.toBe("dst");
   });
 
+  it("says when SRC wrote memory or tasks after the checkpoint a merge takes (a worktree session keeps them when stopped)", async () => {
+    const c1 = await checkpoint();
+    const src = (await createBranch(store, c1.id, "src", { now, worktree: { path: "/nowhere/src", branch: "apex/src", commit: null } })).session_id;
+    const dst = await branch(c1.id, "dst");
+    await commit(src, { "/x": 1 });
+    const clean = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
+    expect(clean.source).toMatchObject({ session_name: "src", changed_since_checkpoint: false });
+    // Another session's memory (the root here) is not SRC's.
+    await store.set("/elsewhere", 1);
+    expect((await mergeSessions(store, { source: "src", destination: "dst", dryRun: true })).source.changed_since_checkpoint).toBe(false);
+    await store.set(`/sessions/${src}/memory/late`, 1);
+    expect((await mergeSessions(store, { source: "src", destination: "dst", dryRun: true })).source.changed_since_checkpoint).toBe("stopped");
+    await store.batch((batch) => batch.set("/sessions/active", { [src]: { worktree: "/nowhere/src", name: "src" } }));
+    expect((await mergeSessions(store, { source: "src", destination: dst, dryRun: true })).source.changed_since_checkpoint).toBe("running");
+  });
+
   it("a session reference longer than any id is not found, not a key too long for the store", async () => {
     await checkpoint();
     const long = "z".repeat(3000);

@@ -217,6 +217,13 @@ async function refusedReport(location: ProjectLocation, params: Record<string, u
 }
 
 function printMerge(report: SessionMergeReport, options: { json?: boolean }): void {
+  const unsaved = report.source.changed_since_checkpoint;
+  if ((unsaved === "running" || unsaved === "stopped") && report.relation !== "same") {
+    // The merge takes SRC's latest checkpoint: what it wrote after that stays behind.
+    const name = report.source.session_name ?? report.source.session_id;
+    const first = unsaved === "running" ? `apex --session ${name} checkpoint create` : `apex start --continue ${name}, then apex --session ${name} checkpoint create`;
+    process.stderr.write(`warning: ${name} wrote memory or tasks after ${report.source.checkpoint.name}, which is what ${report.dry_run ? "would be" : "was"} merged; those writes are not in it. To merge them too, checkpoint it first (${first}).\n`);
+  }
   if (options.json) return printJson(report);
   // A session by its name when it has one, else its short id (a whole id when it is no uuid: cut, it would read as another).
   const label = (side: { session_id: string; session_name?: string | null }) => side.session_name ?? shortSessionId(side.session_id);

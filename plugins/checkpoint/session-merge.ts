@@ -2,6 +2,7 @@ import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { appendEvent, recountTasks } from "../../core/session/service.js";
 import { holdsLiveMemory } from "../../core/session/sessions.js";
+import { readActiveSessions } from "../../core/session/records.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { writeCheckpoint } from "./checkpoints.js";
@@ -23,7 +24,7 @@ import {
 } from "./merge.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
 import { ACTORS, assertWritable, loadManifest } from "./refs.js";
-import { baseKey, DEFAULT_SCOPE, memoryMountOf, normalizeScope, type MemoryScope } from "./scope.js";
+import { baseKey, DEFAULT_SCOPE, inScope, memoryMountOf, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
 
 /**
@@ -63,7 +64,8 @@ export interface ChangeLine {
 
 export interface SessionMergeReport {
   /** session_name: a branch's name (null: none), as the text prints the session. */
-  source: { session_id: string; session_name: string | null; checkpoint: { id: string; name: string } };
+  /** changed_since_checkpoint: SRC ("running" or "stopped") wrote memory or tasks after that checkpoint, writes a merge does not take; false: none. */
+  source: { session_id: string; session_name: string | null; checkpoint: { id: string; name: string }; changed_since_checkpoint: "running" | "stopped" | false };
   destination: { session_id: string; session_name: string | null; checkpoint: { id: string; name: string } | null };
   base: { id: string; session_id: string; session_name: string | null; name: string; created_at: string } | null;
   /** Other maximal common ancestors (criss-cross), not chosen. */
@@ -128,7 +130,12 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       : planMerge(view, base && { memory: base.memory.root, tasks: base.tasks.root }, oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy);
     const refused = refusedBy(plan);
     report = {
-      source: { session_id: sourceId, session_name: sessionName(store, sourceId), checkpoint: { id: theirs.id, name: theirs.name } },
+      source: {
+        session_id: sourceId,
+        session_name: sessionName(store, sourceId),
+        checkpoint: { id: theirs.id, name: theirs.name },
+        changed_since_checkpoint: changedSince(store, sourceId, theirs.revision, scope),
+      },
       destination: { session_id: destinationId, session_name: sessionName(store, destinationId), checkpoint: ours ? { id: ours.id, name: ours.name } : null },
       base: base && { id: base.id, session_id: base.session_id, session_name: sessionName(store, base.session_id), name: base.name, created_at: base.created_at },
       other_bases: found.candidates.slice(1).map((candidate) => candidate.id),
@@ -236,6 +243,30 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     await request.afterCheckpoint({ sessionId: destinationId, id: written.id, sequence: written.sequence, trigger: written.trigger }).catch(() => undefined);
   }
   return report;
+}
+
+/**
+ * Whether `sessionId` wrote its memory (in scope) or tasks after `revision` (its latest
+ * checkpoint's): a merge takes checkpoints, so those writes stay behind unless checkpointed.
+ * "running" or "stopped" (a session not running keeps its working memory: a worktree session's
+ * own root, or the root while it holds the live memory; stopping does not checkpoint it), else
+ * false. The revision log is read from that checkpoint on, up to the first such write.
+ */
+function changedSince(store: Store, sessionId: string, revision: number, scope: MemoryScope): "running" | "stopped" | false {
+  try {
+    const mount = memoryMountOf(store, sessionId);
+    const memory = mount !== "" || holdsLiveMemoryOf(store, sessionId);
+    const tasks = `${tasksRoot(sessionId)}/`;
+    for (const change of store.changesSince(revision)) {
+      // `start --continue` writing the checkpoint's own state back is nothing new.
+      if (change.actor === ACTORS.restore) continue;
+      const mine = change.path.startsWith(tasks) || (memory && (mount === "" ? inScope(scope, change.path) : change.path.startsWith(`${mount}/`) && inScope(scope, change.path.slice(mount.length))));
+      if (mine) return Object.hasOwn(readActiveSessions(store), sessionId) ? "running" : "stopped";
+    }
+  } catch {
+    // a log that cannot be read tells nothing: no warning
+  }
+  return false;
 }
 
 function sessionName(store: Store, sessionId: string): string | null {
