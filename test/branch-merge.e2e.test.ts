@@ -154,6 +154,14 @@ describe("--session naming a session that does not run", () => {
       expect(report.session, args.join(" ")).toMatchObject({ session_id: side, status: "stopped" });
     }
     expect(p.apex(["--session", "side", "status"]).stdout).toMatch(/^Session [0-9a-f-]{36} +stopped/);
+    // session list names the parent as a reference that resolves: a branch by its name, an id that is no uuid whole.
+    expect(p.apex(["session", "branch", "side/latest", "nested"]).status).toBe(0);
+    expect(p.apex(["session", "reconstruct", side, "--as", "side-copy"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "side-copy/latest", "from-copy"]).status).toBe(0);
+    const listed = p.apex(["session", "list"]).stdout;
+    expect(listed).toMatch(/ nested +stopped .* side\/checkpoint-001 /);
+    expect(listed).toMatch(/ from-copy +stopped .* side-copy\/checkpoint-001 /);
+    expect(listed).toMatch(new RegExp(` side +stopped .* ${main.slice(0, 8)}/checkpoint-002 `));
     // The running one as before, by flag or not.
     expect(json<{ session: { session_id: string; status: string } }>(p.apex(["status", "--json"])).session).toMatchObject({ session_id: main, status: "active" });
     expect(json<{ session: { session_id: string } }>(p.apex(["--session", main, "status", "--json"])).session.session_id).toBe(main);
