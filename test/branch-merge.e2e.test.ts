@@ -385,6 +385,14 @@ describe("--worktree and --git", () => {
     p.start(["--task", "main"]);
     expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
     expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    // Moved by hand: git would refuse a second checkout of apex/feature, so the hint moves it back.
+    const moved = join(worktree, "..", "moved");
+    git(dir, "worktree", "move", worktree, moved);
+    const away = p.apex(["start", "--continue", "feature", "--json"]);
+    expect(away.status, away.stderr).toBe(3);
+    expect(JSON.parse(away.stderr).error).toMatchObject({ code: "APEX_E_NOT_FOUND", hint: `Move it back from the project: git worktree move ${JSON.stringify(moved)} ${JSON.stringify(worktree)}` });
+    expect(p.runningSessions()).toHaveLength(1);
+    git(dir, "worktree", "move", moved, worktree);
     rmSync(worktree, { recursive: true, force: true });
     const refused = p.apex(["start", "--continue", "feature", "--json"]);
     expect(refused.status, refused.stderr).toBe(3);
