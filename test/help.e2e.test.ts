@@ -114,6 +114,7 @@ describe("help that teaches", () => {
     expect(branch).not.toContain("one session is active at a time");
     expect(branch).toContain("beside the project's session");
     expect(branch).toMatch(/not only a-f, digits and '-'/);
+    expect(branch).toContain("Exit codes: 2 a bad NAME or DIR, 3 no such checkpoint");
     const merge = page("session", "merge");
     expect(merge).toMatch(/dst +the session merged into \(id, name, unique id prefix, or current\)/);
     // Examples run as written in a new project: its first session has no name such as "main".

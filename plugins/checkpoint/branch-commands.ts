@@ -20,7 +20,8 @@ export function registerSessionBranchCommands(program: Command): void {
 The branch is kept with the stopped sessions until \`apex start --continue NAME\` runs it. With
 --worktree it runs in its worktree, beside the project's session; without, it shares the
 project's tree, so the session running there is checkpointed and stopped first. DIR must be new
-or empty.
+or empty. Exit codes: 2 a bad NAME or DIR, 3 no such checkpoint (or, with --worktree, one with no
+git commit), 4 NAME, the git branch apex/NAME or DIR taken.
 ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session branch latest try-b --worktree", "apex start --continue experimental-feature")}`,
     )
     .action(async (checkpoint: string, name: string, options: { worktree?: string | boolean; json?: boolean }, command: Command) => {
