@@ -154,6 +154,14 @@ describe("--session naming a session that does not run", () => {
       expect(report.session, args.join(" ")).toMatchObject({ session_id: side, status: "stopped" });
     }
     expect(p.apex(["--session", "side", "status"]).stdout).toMatch(/^Session [0-9a-f-]{36} +stopped/);
+    // session list names the parent as a reference that resolves: a branch by its name, an id that is no uuid whole.
+    expect(p.apex(["session", "branch", "side/latest", "nested"]).status).toBe(0);
+    expect(p.apex(["session", "reconstruct", side, "--as", "side-copy"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "side-copy/latest", "from-copy"]).status).toBe(0);
+    const listed = p.apex(["session", "list"]).stdout;
+    expect(listed).toMatch(/ nested +stopped .* side\/checkpoint-001 /);
+    expect(listed).toMatch(/ from-copy +stopped .* side-copy\/checkpoint-001 /);
+    expect(listed).toMatch(new RegExp(` side +stopped .* ${main.slice(0, 8)}/checkpoint-002 `));
     // The running one as before, by flag or not.
     expect(json<{ session: { session_id: string; status: string } }>(p.apex(["status", "--json"])).session).toMatchObject({ session_id: main, status: "active" });
     expect(json<{ session: { session_id: string } }>(p.apex(["--session", main, "status", "--json"])).session.session_id).toBe(main);
@@ -293,18 +301,34 @@ describe("--worktree and --git", () => {
     expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
     expect(p.apex(["memory", "show", "/feature"]).status).toBe(3); // main does not see it before the merge
 
-    // An uncommitted change in the branch's worktree is not merged by git, and the merge says so.
+    // An uncommitted change in the branch's worktree is not merged by git, and the merge says so;
+    // so is a memory write the branch made after its checkpoint (a merge takes the checkpoint).
     writeFileSync(join(worktree, "feature.txt"), "feature, not committed\n");
+    expect(p.apex(["--session", "feature", "memory", "set", "/late", "true"]).status).toBe(0);
     const run = p.apex(["session", "merge", "feature", main, "--git", "--json"]);
+    expect(run.stderr).toContain("warning: feature wrote memory or tasks after checkpoint-");
+    expect(run.stderr).toContain("(apex --session feature checkpoint create)");
+    expect(JSON.parse(run.stdout).source.changed_since_checkpoint).toBe("running");
     expect(run.stderr).toContain(`warning: ${worktree} has 1 uncommitted change(s) (feature.txt); only apex/feature's commits are merged.`);
     const merged = json<{ git: { source_branch: string; commit: string }; applied: string }>(run);
     expect(merged.git.source_branch).toBe("apex/feature");
     expect(git(dir, "rev-parse", "HEAD")).toBe(merged.git.commit);
     expect(readFileSync(join(dir, "feature.txt"), "utf8")).toBe("feature\n");
     expect(json<{ value: boolean }>(p.apex(["memory", "show", "/feature", "--json"])).value).toBe(true);
+    expect(p.apex(["memory", "show", "/late"]).status).toBe(3);
     // beforeGit fired first: the checkpoint plugin's beforeGit checkpoint is in main.
     const triggers = json<{ items: Array<{ trigger: string }> }>(p.apex(["checkpoint", "list", "--json"])).items.map((item) => item.trigger);
     expect(triggers).toContain("beforeGit");
+
+    // Commits with no memory change: the memory has nothing to merge, and the text still says what git merged.
+    writeFileSync(join(worktree, "more.txt"), "more\n");
+    git(worktree, "add", "more.txt");
+    git(worktree, "commit", "-qm", "more");
+    const gitOnly = p.apex(["session", "merge", "feature", main, "--git"]);
+    expect(gitOnly.status, gitOnly.stderr).toBe(0);
+    expect(gitOnly.stdout).toMatch(/^Already up to date: feature\/checkpoint-\d+ is already part of \w{8}'s memory\.$/m);
+    expect(gitOnly.stdout).toContain(`git: merged apex/feature (HEAD ${git(dir, "rev-parse", "HEAD").slice(0, 12)})`);
+    expect(readFileSync(join(dir, "more.txt"), "utf8")).toBe("more\n");
   });
 
   it("refuses a --worktree directory that exists and is not empty, or an empty name, leaving no git branch and no session", () => {
@@ -361,6 +385,14 @@ describe("--worktree and --git", () => {
     p.start(["--task", "main"]);
     expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
     expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    // Moved by hand: git would refuse a second checkout of apex/feature, so the hint moves it back.
+    const moved = join(worktree, "..", "moved");
+    git(dir, "worktree", "move", worktree, moved);
+    const away = p.apex(["start", "--continue", "feature", "--json"]);
+    expect(away.status, away.stderr).toBe(3);
+    expect(JSON.parse(away.stderr).error).toMatchObject({ code: "APEX_E_NOT_FOUND", hint: `Move it back from the project: git worktree move ${JSON.stringify(moved)} ${JSON.stringify(worktree)}` });
+    expect(p.runningSessions()).toHaveLength(1);
+    git(dir, "worktree", "move", moved, worktree);
     rmSync(worktree, { recursive: true, force: true });
     const refused = p.apex(["start", "--continue", "feature", "--json"]);
     expect(refused.status, refused.stderr).toBe(3);
@@ -392,13 +424,27 @@ describe("--worktree and --git", () => {
     expect(p.apex(["--session", "feature", "memory", "set", "/feature", "true"]).status).toBe(0);
     expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
     expect(p.apex(["--session", "feature", "stop"]).status).toBe(0);
-    git(dir, "worktree", "remove", "--force", worktree);
-    git(dir, "branch", "-D", "apex/feature");
     const head = git(dir, "rev-parse", "HEAD");
     const before = p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout;
+    // Renamed by hand (its worktree follows): the error names the new name and how to name it back; a dry run says the same.
+    git(dir, "branch", "-m", "apex/feature", "renamed");
+    for (const dry of [["--dry-run"], []]) {
+      const renamed = p.apex(["session", "merge", "feature", main, "--git", "--json", ...dry]);
+      expect(renamed.status, renamed.stderr).toBe(3);
+      expect(JSON.parse(renamed.stderr).error).toMatchObject({
+        code: "APEX_E_NOT_FOUND",
+        message: expect.stringContaining(`its worktree ${worktree} is on renamed now`),
+        hint: expect.stringContaining("git branch -m renamed apex/feature"),
+        details: { source_branch: "apex/feature", renamed_to: "renamed" },
+      });
+    }
+    git(dir, "branch", "-m", "renamed", "apex/feature");
+    git(dir, "worktree", "remove", "--force", worktree);
+    git(dir, "branch", "-D", "apex/feature");
     const refused = p.apex(["session", "merge", "feature", main, "--git", "--json"]);
     expect(refused.status, refused.stderr).toBe(3);
-    expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_NOT_FOUND", message: expect.stringContaining("apex/feature") });
+    // Deleted: the hint names the commit the branch's latest checkpoint recorded.
+    expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_NOT_FOUND", message: expect.stringContaining("apex/feature"), hint: expect.stringMatching(/git branch apex\/feature [0-9a-f]{40}/) });
     expect(p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout).toBe(before);
     expect(git(dir, "rev-parse", "HEAD")).toBe(head);
     expect(p.apex(["memory", "show", "/feature"]).status).toBe(3);
@@ -418,6 +464,15 @@ describe("--worktree and --git", () => {
     expect(p.apex(["--session", "feature", "memory", "set", "/feature", "true"]).status).toBe(0);
     expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
     const before = p.apex(["checkpoint", "list", "--json"]).stdout;
+
+    // The dry run predicts it (git merge-tree), exit 4, touching nothing.
+    const predicted = p.apex(["session", "merge", "feature", main, "--git", "--dry-run", "--json"]);
+    expect(predicted.status, predicted.stderr).toBe(4);
+    expect(JSON.parse(predicted.stdout)).toMatchObject({ refused: true, dry_run: true, git: { source_branch: "apex/feature", conflicts: ["shared.txt"] } });
+    const predictedText = p.apex(["session", "merge", "feature", main, "--git", "--dry-run"]);
+    expect(predictedText.status).toBe(4);
+    expect(predictedText.stdout).toContain("git: would conflict in shared.txt (apex/feature into ");
+    expect(p.apex(["checkpoint", "list", "--json"]).stdout).toBe(before);
 
     const result = p.apex(["session", "merge", "feature", main, "--git"]);
     expect(result.status).toBe(4);

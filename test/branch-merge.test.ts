@@ -14,6 +14,7 @@ import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
 import { drawTree, sessionTree } from "../plugins/checkpoint/tree.js";
 import { applyRetention } from "../plugins/retention/cleanup.js";
+import { reconstructSession } from "../plugins/checkpoint/recover.js";
 import { forEachBackend } from "./support/backends.js";
 
 let store: Store;
@@ -154,6 +155,52 @@ describe("branch", () => {
     await store.batch((batch) => batch.delete("/sessions/current"));
     const refused = await refusal(Promise.resolve().then(() => resolveSessionRef(store, "current")));
     expect(refused.code).toBe("APEX_E_NO_SESSION");
+  });
+
+  it("/sessions/active, the list of running sessions, is no session: not in the tree, not a name taken, not found by merge", async () => {
+    const { src } = await twoBranches();
+    await commit(src, { "/x": 1 });
+    await store.batch((batch) => batch.set("/sessions/active", { main: { worktree: null, name: null } }));
+    expect(sessionTree(store).sessions.map((session) => session.session_id)).not.toContain("active");
+    const named = await refusal(createBranch(store, "main/latest", "active"));
+    expect([named.code, named.exitCode]).toEqual(["APEX_E_USAGE", 2]);
+    for (const ref of ["active", "acti"]) {
+      expect((await refusal(mergeSessions(store, { source: ref, destination: "main", dryRun: true }))).code, ref).toBe("APEX_E_NO_SESSION");
+      expect((await refusal(mergeSessions(store, { source: "src", destination: ref, dryRun: true }))).code, ref).toBe("APEX_E_NO_SESSION");
+    }
+  });
+
+  it("a reconstructed branch does not take its name, and --as cannot take a name another session has", async () => {
+    const { src } = await twoBranches();
+    await commit(src, { "/x": 1 });
+    const rebuilt = await reconstructSession(store, src, { now });
+    const record = store.get(`/sessions/history/${rebuilt.sessionId}`) as Record<string, JsonValue>;
+    expect(record.name ?? null).toBeNull();
+    expect(resolveSessionRef(store, "src")).toBe(src);
+    // The tree prints an id that is no uuid whole: its first 8 characters are the branch's id too.
+    expect(drawTree(sessionTree(store)).some((line) => line.includes(` [${rebuilt.sessionId}] checkpoint-001 reconstruct`))).toBe(true);
+    const revision = store.revision();
+    const taken = await refusal(reconstructSession(store, src, { newSessionId: "dst", now }));
+    expect([taken.code, taken.exitCode]).toEqual(["APEX_E_CONFLICT", 4]);
+    expect(taken.message).toContain("dst");
+    expect(store.revision()).toBe(revision);
+    expect(resolveSessionRef(store, "dst")).not.toBe("dst");
+  });
+
+  it("says when SRC wrote memory or tasks after the checkpoint a merge takes (a worktree session keeps them when stopped)", async () => {
+    const c1 = await checkpoint();
+    const src = (await createBranch(store, c1.id, "src", { now, worktree: { path: "/nowhere/src", branch: "apex/src", commit: null } })).session_id;
+    const dst = await branch(c1.id, "dst");
+    await commit(src, { "/x": 1 });
+    const clean = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
+    expect(clean.source).toMatchObject({ session_name: "src", changed_since_checkpoint: false });
+    // Another session's memory (the root here) is not SRC's.
+    await store.set("/elsewhere", 1);
+    expect((await mergeSessions(store, { source: "src", destination: "dst", dryRun: true })).source.changed_since_checkpoint).toBe(false);
+    await store.set(`/sessions/${src}/memory/late`, 1);
+    expect((await mergeSessions(store, { source: "src", destination: "dst", dryRun: true })).source.changed_since_checkpoint).toBe("stopped");
+    await store.batch((batch) => batch.set("/sessions/active", { [src]: { worktree: "/nowhere/src", name: "src" } }));
+    expect((await mergeSessions(store, { source: "src", destination: dst, dryRun: true })).source.changed_since_checkpoint).toBe("running");
   });
 
   it("a session reference longer than any id is not found, not a key too long for the store", async () => {

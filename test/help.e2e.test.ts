@@ -115,7 +115,14 @@ describe("help that teaches", () => {
     expect(branch).not.toContain("one session is active at a time");
     expect(branch).toContain("beside the project's session");
     expect(branch).toMatch(/not only a-f, digits and '-'/);
-    expect(page("session", "merge")).toMatch(/dst +the session merged into \(id, name, unique id prefix, or current\)/);
+    expect(branch).toContain("Exit codes: 2 a bad NAME or DIR, 3 no such checkpoint");
+    const merge = page("session", "merge");
+    expect(merge).toMatch(/dst +the session merged into \(id, name, unique id prefix, or current\)/);
+    // Examples run as written in a new project: its first session has no name such as "main".
+    expect(merge).not.toMatch(/apex session merge \S+ main\b/);
+    expect(merge).toContain("apex session merge experimental-feature current --dry-run");
+    expect(merge).toContain("checkpoint it first");
+    expect(page("session", "tree")).toContain("One line per checkpoint that shapes the graph");
     for (const words of [["session", "share"], ["session", "unshare"], ["session", "shares"]]) expect(page(...words), words.join(" ")).toMatch(/session +the session: .*name/);
     expect(page("connect")).toContain("branch name");
   });

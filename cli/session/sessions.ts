@@ -62,10 +62,18 @@ export async function listSessions(location: ProjectLocation, json: boolean): Pr
     printLine(table(["SESSION", "STATUS", "HOST", "STARTED", "TASK"], rows.map((row) => [row.session_id, paintStatus(row.status), row.host ?? "-", row.created_at, visibleText(row.initial_task ?? "-")])));
     return;
   }
+  // The session branched from by its name when it has one, else a uuid's first 8 characters; any other
+  // id whole (a cut `<uuid>-r1` or `--as` id would read as another session): a reference that resolves.
+  const names = new Map(rows.filter((row) => row.name !== null).map((row) => [row.session_id, row.name!]));
+  const parentText = (parent: string) => {
+    const at = parent.lastIndexOf("/");
+    const id = parent.slice(0, at);
+    return `${names.get(id) ?? (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id) ? id.slice(0, 8) : id)}${parent.slice(at)}`;
+  };
   printLine(
     table(
       ["SESSION", "NAME", "STATUS", "HOST", "PARENT", "STARTED", "TASK"],
-      rows.map((row) => [row.session_id, row.name ?? "-", paintStatus(row.status), row.host ?? "-", row.parent ? `${row.parent.slice(0, 8)}${row.parent.slice(row.parent.indexOf("/"))}` : "-", row.created_at, visibleText(row.initial_task ?? "-")]),
+      rows.map((row) => [row.session_id, row.name ?? "-", paintStatus(row.status), row.host ?? "-", row.parent ? parentText(row.parent) : "-", row.created_at, visibleText(row.initial_task ?? "-")]),
     ),
   );
 }

@@ -13,7 +13,7 @@ export const SESSION_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
 /** The shape of session and checkpoint ids: a name that fits its start (4+ characters) reads as an id prefix (checkpoint refs ignore case). */
 const UUID_SHAPE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
 /** Words that already mean something where a session is named. */
-const RESERVED_NAMES = new Set(["last", "current", "latest", "history"]);
+const RESERVED_NAMES = new Set(["last", "current", "latest", "history", "active"]);
 
 /** A session id a user chooses (`session reconstruct --as`): a name's characters, and a digit may start it (`<uuid>-r1`). */
 export const SESSION_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -6,6 +6,7 @@ import { lmdbDataDir, type Store } from "../../core/store/store.js";
 import { describeStore, openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../cli/durations.js";
 import { formatBytes, plural } from "../../cli/output.js";
+import { RESERVED_SESSION_NAMES } from "../checkpoint/manifest.js";
 import { Progress } from "../compression/progress.js";
 import { archiveSessions, type ArchiveResult } from "./archive.js";
 import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup.js";
@@ -298,7 +299,7 @@ function resolveSessionId(store: Store, target: string): string {
   for (const { path } of store.query("/sessions/history/*")) ids.add(path.slice("/sessions/history/".length));
   for (const { path } of store.query("/sessions/*")) {
     const id = path.slice("/sessions/".length);
-    if (id !== "current" && id !== "history") ids.add(id);
+    if (!RESERVED_SESSION_NAMES.has(id)) ids.add(id);
   }
   if (ids.has(target)) return target;
   const matches = target.length >= 4 ? [...ids].filter((id) => id.startsWith(target)) : [];

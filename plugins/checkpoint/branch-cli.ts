@@ -17,7 +17,8 @@ import { openSessionClient } from "../../core/session/client.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { branchSource, checkNewSessionName, type BranchReport } from "./branch.js";
-import { sessionRecord } from "./merge-base.js";
+import { sessionRecord, shortSessionId } from "./merge-base.js";
+import { getCheckpoint } from "./refs.js";
 import { describeConflict } from "./merge.js";
 import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
@@ -177,6 +178,12 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
   }
   if (options.dryRun) {
     const report = (await callRead(location, "session.merge", { ...params, dry_run: true })) as SessionMergeReport;
+    // With --git the dry run checks what the git merge would meet too: the same refusals, and conflicts git predicts.
+    if (options.git && !report.refused) {
+      const plan = gitPlan(await gitSides(location, report));
+      report.git = plan;
+      if (plan.conflicts.length > 0) report.refused = true;
+    }
     printMerge(report, options);
     if (report.refused) process.exitCode = 4;
     return;
@@ -210,18 +217,36 @@ async function refusedReport(location: ProjectLocation, params: Record<string, u
 }
 
 function printMerge(report: SessionMergeReport, options: { json?: boolean }): void {
-  if (options.json) return printJson(report);
-  const src = `${report.source.session_id.slice(0, 8)}/${report.source.checkpoint.name}`;
-  const dst = report.destination.session_id.slice(0, 8);
-  if (report.relation === "up-to-date" || report.relation === "same") {
-    printLine(`Already up to date: ${src} is already part of ${dst}.`);
-    return;
+  const unsaved = report.source.changed_since_checkpoint;
+  if ((unsaved === "running" || unsaved === "stopped") && report.relation !== "same") {
+    // The merge takes SRC's latest checkpoint: what it wrote after that stays behind.
+    const name = report.source.session_name ?? report.source.session_id;
+    const first = unsaved === "running" ? `apex --session ${name} checkpoint create` : `apex start --continue ${name}, then apex --session ${name} checkpoint create`;
+    process.stderr.write(`warning: ${name} wrote memory or tasks after ${report.source.checkpoint.name}, which is what ${report.dry_run ? "would be" : "was"} merged; those writes are not in it. To merge them too, checkpoint it first (${first}).\n`);
   }
-  const base = report.base ? `${report.base.session_id.slice(0, 8)}/${report.base.name}` : "none (unrelated histories)";
+  if (options.json) return printJson(report);
+  // A session by its name when it has one, else its short id (a whole id when it is no uuid: cut, it would read as another).
+  const label = (side: { session_id: string; session_name?: string | null }) => side.session_name ?? shortSessionId(side.session_id);
+  const src = `${label(report.source)}/${report.source.checkpoint.name}`;
+  const dst = label(report.destination);
+  // What --git merged (or, on a dry run, would do) is said whatever the memory merge did: commits can come in with no memory change.
+  const gitLine = gitText(report);
+  const memoryRefused = [...report.memory.conflicts, ...report.tasks.conflicts].some((conflict) => conflict.resolution === "none");
+  const tail = () => {
+    if (gitLine) printLine(gitLine);
+    if (report.refused) {
+      printLine(paint(memoryRefused ? "Refused: conflicts under --strategy fail. Nothing written; settle them with --strategy ours|theirs." : "Refused: the git merge would conflict. Nothing written; resolve it in git, then merge without --git.", "red"));
+    }
+  };
+  if (report.relation === "up-to-date" || report.relation === "same") {
+    printLine(`Already up to date: ${src} is already part of ${dst}${gitLine ? "'s memory" : ""}.`);
+    return tail();
+  }
+  const base = report.base ? `${label(report.base)}/${report.base.name}` : "none (unrelated histories)";
   const empty = report.memory.changes.length + report.tasks.changes.length + report.memory.conflicts.length + report.tasks.conflicts.length === 0;
   if (empty) {
-    printLine(`Nothing to merge: ${src} changes nothing ${dst} does not have since ${base}.`);
-    return;
+    printLine(`Nothing to merge${gitLine ? " in memory" : ""}: ${src} changes nothing ${dst} does not have since ${base}.`);
+    return tail();
   }
   printLine(`${report.dry_run ? "Would merge" : "Merged"} ${src} into ${dst} (base ${base}${report.other_bases.length > 0 ? `; ${report.other_bases.length} other common ancestor(s) not used` : ""}, strategy ${report.strategy}).`);
   for (const [part, plan] of [
@@ -234,10 +259,95 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
       printLine(`  ${mark}: ${part === "tasks" ? `task ${describeConflict(conflict).slice(1)}` : describeConflict(conflict)}`);
     }
   }
-  if (report.refused) printLine(paint("Refused: conflicts under --strategy fail. Nothing written; settle them with --strategy ours|theirs.", "red"));
   if (report.checkpoint) printLine(`  merge checkpoint ${report.checkpoint.name} (${report.checkpoint.id}), parents ${report.checkpoint.parent?.slice(0, 8) ?? "-"} and ${report.checkpoint.merge_parent.slice(0, 8)}${report.applied === "live" ? "; live memory updated" : ""}`);
-  const gitDone = report.git as { source_branch?: string; commit?: string } | null;
-  if (gitDone?.commit) printLine(`  git: merged ${gitDone.source_branch} (HEAD ${gitDone.commit.slice(0, 12)})`);
+  tail();
+}
+
+/** The git line of a merge: what --git merged, or on a dry run what it would do. */
+function gitText(report: SessionMergeReport): string | undefined {
+  const git = report.git as { source_branch?: string; destination_branch?: string; commit?: string; before?: string; conflicts?: string[]; predicted?: boolean } | null;
+  if (!git?.source_branch) return undefined;
+  if (git.commit) return `  git: ${git.before === git.commit ? `${git.source_branch} was merged already` : `merged ${git.source_branch}`} (HEAD ${git.commit.slice(0, 12)})`;
+  if (git.conflicts && git.conflicts.length > 0) return `  ${paint("git: would conflict", "red")} in ${git.conflicts.join(", ")} (${git.source_branch} into ${git.destination_branch})`;
+  return `  git: would merge ${git.source_branch} into ${git.destination_branch}${git.predicted === false ? " (conflicts not predicted: git before 2.38 has no merge-tree --write-tree)" : ", no conflict"}`;
+}
+
+interface GitSides {
+  sourceSession: string;
+  destinationSession: string;
+  sourceBranch: string | undefined;
+  sourceDirectory: string | undefined;
+  /** The commit SRC's latest checkpoint recorded: where a lost branch can be made again. */
+  sourceCommit: string | undefined;
+  directory: string;
+}
+
+async function gitSides(location: ProjectLocation, plan: SessionMergeReport): Promise<GitSides> {
+  return withReadStore(location, (store) => {
+    const source = sessionRecord(store, resolveSessionRef(store, plan.source.session_id));
+    const destination = sessionRecord(store, resolveSessionRef(store, plan.destination.session_id));
+    const sourceWorktree = source?.worktree as { branch?: unknown; path?: unknown } | null | undefined;
+    const destinationWorktree = destination?.worktree as { path?: unknown } | null | undefined;
+    let sourceCommit: string | undefined;
+    try {
+      const state = getCheckpoint(store, plan.source.checkpoint.id).git_state as { commit?: unknown } | null;
+      if (typeof state?.commit === "string") sourceCommit = state.commit;
+    } catch {
+      // no git state to offer: the hint names none
+    }
+    return {
+      sourceSession: plan.source.session_name ?? plan.source.session_id,
+      destinationSession: plan.destination.session_name ?? plan.destination.session_id,
+      sourceBranch: typeof sourceWorktree?.branch === "string" ? sourceWorktree.branch : undefined,
+      sourceDirectory: typeof sourceWorktree?.path === "string" ? sourceWorktree.path : undefined,
+      sourceCommit,
+      directory: typeof destinationWorktree?.path === "string" ? destinationWorktree.path : location.projectDir,
+    };
+  });
+}
+
+/**
+ * What the git merge would do, checked before anything is written (the dry run stops here):
+ * SRC has a branch, it still exists, DST's working tree exists and is clean; then `git merge-tree`
+ * (git 2.38+; older git: not predicted) names the files that would conflict, touching nothing.
+ */
+function gitPlan(sides: GitSides): { source_branch: string; destination_branch: string; directory: string; head: string; conflicts: string[]; predicted: boolean } {
+  const { sourceBranch, sourceDirectory, directory } = sides;
+  if (!sourceBranch) {
+    throw new ApexError("APEX_E_USAGE", `Session ${sides.sourceSession} has no git branch of its own to merge.`, {
+      hint: "--git merges the branch of a session created with `apex session branch … --worktree`.",
+    });
+  }
+  if (!existsSync(directory)) {
+    throw new ApexError("APEX_E_NOT_FOUND", `The git worktree of session ${sides.destinationSession}, ${directory}, no longer exists; nothing was merged.`, {
+      hint: "Recreate it (git worktree prune && git worktree add DIR BRANCH in the project), or merge without --git.",
+    });
+  }
+  if (git(directory, ["rev-parse", "--is-inside-work-tree"]).code !== 0) throw new ApexError("APEX_E_NOT_A_REPOSITORY", `${directory} is not a git working tree.`);
+  if (git(directory, ["rev-parse", "--verify", "--quiet", `refs/heads/${sourceBranch}`]).code !== 0) {
+    // Renamed by hand, its worktree follows the new name: say which, and how to name it back.
+    const now = sourceDirectory && existsSync(sourceDirectory) ? git(sourceDirectory, ["symbolic-ref", "--short", "-q", "HEAD"]) : undefined;
+    const renamed = now?.code === 0 && now.out && now.out !== sourceBranch ? now.out : undefined;
+    throw new ApexError(
+      "APEX_E_NOT_FOUND",
+      `The git branch ${sourceBranch} of session ${sides.sourceSession} no longer exists${renamed ? `: its worktree ${sourceDirectory} is on ${renamed} now` : ""}; nothing was merged.`,
+      {
+        hint: renamed
+          ? `Name it back (git branch -m ${renamed} ${sourceBranch}) and merge again, or merge the memory without --git.`
+          : `Recreate it${sides.sourceCommit ? ` at the commit SRC's latest checkpoint recorded (git branch ${sourceBranch} ${sides.sourceCommit})` : " (git branch BRANCH COMMIT)"} and merge again, or merge the memory without --git.`,
+        details: { source_branch: sourceBranch, ...(renamed ? { renamed_to: renamed } : {}), ...(sides.sourceCommit ? { commit: sides.sourceCommit } : {}) },
+      },
+    );
+  }
+  if (git(directory, ["status", "--porcelain", "--untracked-files=no"]).out !== "") {
+    throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has uncommitted changes; not merging ${sourceBranch} into it.`, { hint: "Commit or stash them first." });
+  }
+  const destinationBranch = git(directory, ["rev-parse", "--abbrev-ref", "HEAD"]).out;
+  const head = git(directory, ["rev-parse", "HEAD"]).out;
+  // Exit 0: merges cleanly; 1: conflicts (the tree, then the files); other: this git cannot tell.
+  const predicted = git(directory, ["merge-tree", "--write-tree", "--name-only", "--no-messages", "HEAD", sourceBranch]);
+  const conflicts = predicted.code === 1 ? [...new Set(predicted.out.split("\n").slice(1).filter(Boolean))] : [];
+  return { source_branch: sourceBranch, destination_branch: destinationBranch, directory, head, conflicts, predicted: predicted.code === 0 || predicted.code === 1 };
 }
 
 /**
@@ -246,44 +356,15 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
  * aborts the merge (`git merge --abort`), so both histories stay as they were, and names the files.
  */
 async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Promise<JsonValue> {
-  const { sourceBranch, sourceDirectory, directory } = await withReadStore(location, (store) => {
-    const source = sessionRecord(store, resolveSessionRef(store, plan.source.session_id));
-    const destination = sessionRecord(store, resolveSessionRef(store, plan.destination.session_id));
-    const sourceWorktree = source?.worktree as { branch?: unknown; path?: unknown } | null | undefined;
-    const destinationWorktree = destination?.worktree as { path?: unknown } | null | undefined;
-    return {
-      sourceBranch: typeof sourceWorktree?.branch === "string" ? sourceWorktree.branch : undefined,
-      sourceDirectory: typeof sourceWorktree?.path === "string" ? sourceWorktree.path : undefined,
-      directory: typeof destinationWorktree?.path === "string" ? destinationWorktree.path : location.projectDir,
-    };
-  });
-  if (!sourceBranch) {
-    throw new ApexError("APEX_E_USAGE", `Session ${plan.source.session_id} has no git branch of its own to merge.`, {
-      hint: "--git merges the branch of a session created with `apex session branch … --worktree`.",
-    });
-  }
+  const sides = await gitSides(location, plan);
   // Checked before beforeGit fires: a merge that cannot start writes nothing.
-  if (!existsSync(directory)) {
-    throw new ApexError("APEX_E_NOT_FOUND", `The git worktree of session ${plan.destination.session_id}, ${directory}, no longer exists; nothing was merged.`, {
-      hint: "Recreate it (git worktree prune && git worktree add DIR BRANCH in the project), or merge without --git.",
-    });
-  }
-  if (git(directory, ["rev-parse", "--is-inside-work-tree"]).code !== 0) throw new ApexError("APEX_E_NOT_A_REPOSITORY", `${directory} is not a git working tree.`);
-  if (git(directory, ["rev-parse", "--verify", "--quiet", `refs/heads/${sourceBranch}`]).code !== 0) {
-    throw new ApexError("APEX_E_NOT_FOUND", `The git branch ${sourceBranch} of session ${plan.source.session_id} no longer exists; nothing was merged.`, {
-      hint: "Merge the memory without --git, or recreate the branch (git branch BRANCH COMMIT) first.",
-    });
-  }
-  if (git(directory, ["status", "--porcelain", "--untracked-files=no"]).out !== "") {
-    throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has uncommitted changes; not merging ${sourceBranch} into it.`, { hint: "Commit or stash them first." });
-  }
+  const { source_branch: sourceBranch, destination_branch: destinationBranch, directory, head: before } = gitPlan(sides);
   // git merges SRC's commits only: changes its agents left uncommitted stay behind, said so.
+  const { sourceDirectory } = sides;
   const left = sourceDirectory && existsSync(sourceDirectory) ? git(sourceDirectory, ["status", "--porcelain", "--untracked-files=no"]).out.split("\n").filter(Boolean) : [];
   if (left.length > 0) {
     process.stderr.write(`warning: ${sourceDirectory} has ${left.length} uncommitted change(s) (${left.slice(0, 5).map((line) => line.trim().replace(/^\S+\s+/, "")).join(", ")}${left.length > 5 ? ", …" : ""}); only ${sourceBranch}'s commits are merged.\n`);
   }
-  const destinationBranch = git(directory, ["rev-parse", "--abbrev-ref", "HEAD"]).out;
-  const before = git(directory, ["rev-parse", "HEAD"]).out;
   fireBeforeGit(location, directory, ["merge", sourceBranch], plan.destination.session_id);
   const merged = git(directory, ["merge", "--no-edit", sourceBranch], { APEX_GIT_BEFORE_FIRED: "1" });
   if (merged.code !== 0) {

@@ -20,7 +20,8 @@ export function registerSessionBranchCommands(program: Command): void {
 The branch is kept with the stopped sessions until \`apex start --continue NAME\` runs it. With
 --worktree it runs in its worktree, beside the project's session; without, it shares the
 project's tree, so the session running there is checkpointed and stopped first. DIR must be new
-or empty.
+or empty. Exit codes: 2 a bad NAME or DIR, 3 no such checkpoint (or, with --worktree, one with no
+git commit), 4 NAME, the git branch apex/NAME or DIR taken.
 ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session branch latest try-b --worktree", "apex start --continue experimental-feature")}`,
     )
     .action(async (checkpoint: string, name: string, options: { worktree?: string | boolean; json?: boolean }, command: Command) => {
@@ -33,10 +34,10 @@ ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session 
     .description("merge SRC's latest checkpoint into DST (three-way, against their nearest common ancestor); the result is a merge checkpoint on DST")
     .argument("<src>", "the session merged in (id, name or unique id prefix)")
     .argument("<dst>", "the session merged into (id, name, unique id prefix, or current)")
-    .option("--dry-run", "print every change and conflict; write nothing (exit 4 when the merge would be refused)")
+    .option("--dry-run", "print every change and conflict; write nothing (exit 4 when the merge would be refused; with --git, also when git would conflict)")
     .option("--strategy <strategy>", "conflicts (a path changed on both sides differently): fail (refuse, exit 4), ours (keep DST's) or theirs (take SRC's)", "fail")
-    .option("--git", "also merge SRC's git branch into DST's (beforeGit fires first; a conflict aborts the git merge and names the files)")
-    .option("--json", "print {source, destination, base, relation, strategy, dry_run, applied, refused, memory: {changes, conflicts}, tasks: {changes, conflicts}, checkpoint, git}")
+    .option("--git", "also merge SRC's git branch (apex/NAME) into DST's working tree (beforeGit fires first; a conflict aborts the git merge and names the files)")
+    .option("--json", "print {source: {session_id, session_name, checkpoint}, destination, base, other_bases, relation, strategy, dry_run, applied, refused, memory: {changes, conflicts}, tasks: {changes, conflicts}, checkpoint, git}")
     .addHelpText(
       "after",
       `
@@ -44,8 +45,10 @@ A path changed on one side takes that side; changed on both sides to different v
 conflict {path, base, ours, theirs}; deletions count as changes; the same change on both sides
 is not a conflict. Tasks are a union by id; a completed task stays completed. When DST holds
 the live memory (it runs, or ran last) the changes are applied to it with the merge checkpoint
-in one transaction, through its supervisor while it runs.
-${examples("apex session merge experimental-feature main --dry-run", "apex session merge 7c1d 3f2a --strategy theirs", "apex session merge try-b main --git --json")}`,
+in one transaction, through its supervisor while it runs. Only what SRC checkpointed is merged:
+checkpoint it first (\`apex --session SRC checkpoint create\`) to take its latest writes.
+Exit codes: 2 usage, 3 a session, checkpoint or git branch not found, 4 refused (conflicts).
+${examples("apex session merge experimental-feature current --dry-run", "apex session merge 7c1d 3f2a --strategy theirs", "apex session merge try-b current --git --json")}`,
     )
     .action(async (src: string, dst: string, options: { dryRun?: boolean; strategy?: string; git?: boolean; json?: boolean }, command: Command) => {
       const { mergeCommand } = await import("./branch-cli.js");
@@ -55,8 +58,16 @@ ${examples("apex session merge experimental-feature main --dry-run", "apex sessi
   session
     .command("tree")
     .description("sessions with their branch and merge points, drawn like git log --graph --oneline")
-    .option("--json", "print {sessions: [{session_id, name, status, parent, checkpoints, latest}], nodes: [{id, session_id, name, trigger, created_at, parents, folded, head}]}")
-    .addHelpText("after", examples("apex session tree", "apex session tree --json"))
+    .option("--json", "print {sessions: [{session_id, name, status, created_at, parent, checkpoints, latest}], nodes: [{id, session_id, name, sequence, trigger, description, created_at, parents, folded, head}]}")
+    .addHelpText(
+      "after",
+      `
+One line per checkpoint that shapes the graph: each session's first and latest, the checkpoints
+sessions branched from, merge checkpoints and the checkpoints they merged in, newest first. A
+line reads: id, [session name or id], checkpoint, trigger, (session: status) on its latest, the
+description, and (+N checkpoints) for those of its session folded between it and its previous line.
+${examples("apex session tree", "apex session tree --json")}`,
+    )
     .action(async (options: { json?: boolean }, command: Command) => {
       const { treeCommand } = await import("./branch-cli.js");
       await treeCommand(projectOf(command), options);

@@ -6,7 +6,7 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
 import { checkpointName, manifestPath, signManifest, MANIFEST_FORMAT, type CheckpointManifest } from "./manifest.js";
 import { ACTORS, assertWritable, getCheckpoint } from "./refs.js";
-import { BRANCH_TRIGGER, sessionRecord } from "./merge-base.js";
+import { BRANCH_TRIGGER, sessionLabel, sessionRecord } from "./merge-base.js";
 import { defaultSessionIfAny } from "./plugin-sessions.js";
 
 /**
@@ -85,7 +85,7 @@ export async function createBranch(store: Store, ref: string, name: string, opti
     const manifest = writeDerivedCheckpoint(store, {
       sessionId,
       trigger: BRANCH_TRIGGER,
-      description: `branch ${name} from ${source.session_id.slice(0, 8)}/${source.name}`,
+      description: `branch ${name} from ${sessionLabel(store, source.session_id)}/${source.name}`,
       parent: source.id,
       createdAt: at,
       roots: source,

@@ -2,7 +2,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type Located } from "./catalog.js";
 import { resolveCheckpoint } from "./checkpoints.js";
-import { checkpointName } from "./manifest.js";
+import { checkpointName, RESERVED_SESSION_NAMES } from "./manifest.js";
 import { MERGE_TRIGGER, mergeSourceOf } from "./merge-base.js";
 
 /**
@@ -20,7 +20,7 @@ export interface SessionInfo {
   record: Record<string, JsonValue> | undefined;
 }
 
-const RESERVED = new Set(["current", "history"]);
+const RESERVED = RESERVED_SESSION_NAMES;
 
 /**
  * Every session the store knows: records of current and ended sessions, and sessions that

@@ -91,8 +91,8 @@ export function agentsRoot(sessionId: string): string {
   return `/sessions/${sessionId}/agents`;
 }
 
-/** Names under /sessions that are not session ids. */
-export const RESERVED_SESSION_NAMES = new Set(["current", "history"]);
+/** Names under /sessions that are not session ids: the current session's record, the ended ones', and the running ones' list (/sessions/active). */
+export const RESERVED_SESSION_NAMES: ReadonlySet<string> = new Set(["current", "history", "active"]);
 
 export function checkSessionId(sessionId: string): string {
   const problem =

@@ -73,6 +73,20 @@ export function mergedInto(store: Store, sessionId: string, upTo: number): Point
   return points;
 }
 
+/**
+ * A session id as printed in short: a uuid's first 8 characters (a prefix `--session` takes), any
+ * other id whole (`<uuid>-r1` and `reconstruct --as` ids: cut, they would read as another session).
+ */
+export function shortSessionId(id: string): string {
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id) ? id.slice(0, 8) : id;
+}
+
+/** How a session is printed for people: its name, else its short id. */
+export function sessionLabel(store: Store, id: string): string {
+  const name = sessionRecord(store, id)?.name;
+  return typeof name === "string" ? name : shortSessionId(id);
+}
+
 export const MERGE_TRIGGER = "merge";
 export const BRANCH_TRIGGER = "branch";
 

@@ -3,6 +3,7 @@ import { sessionIdByName } from "../../core/session/names.js";
 import { boundSessionId, historySessions } from "../../core/session/sessions.js";
 import type { Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
+import { RESERVED_SESSION_NAMES } from "./manifest.js";
 
 /**
  * Finding the session a checkpoint command is about, from keys and small records only: these
@@ -32,7 +33,7 @@ export function resolveSessionRef(store: Store, ref: string): string {
     for (const base of ["/sessions/", "/sessions/history/"]) {
       for (const key of store.keys({ start: `${base}${text}`, end: `${base}${text}\u{10ffff}` })) {
         const id = String(key).slice(base.length).split("/")[0]!;
-        if (id !== "current" && id !== "history") found.add(id);
+        if (!RESERVED_SESSION_NAMES.has(id)) found.add(id);
         if (found.size > 10) break;
       }
     }
@@ -55,7 +56,7 @@ function currentSession(store: Store): string {
 }
 
 function knownSession(store: Store, id: string): boolean {
-  if (id === "current" || id === "history") return false; // records of the keyspace, not sessions
+  if (RESERVED_SESSION_NAMES.has(id)) return false; // records of the keyspace (/sessions/current, /sessions/active, …), not sessions
   try {
     return store.has(`/sessions/${id}`) || store.has(`/sessions/history/${id}`) || Catalog.of(store).lastSequence(id) > 0;
   } catch {

@@ -18,7 +18,7 @@
  */
 import { ObjectStore, walkTree, type Hash } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
-import type { CheckpointManifest } from "./manifest.js";
+import { RESERVED_SESSION_NAMES, type CheckpointManifest } from "./manifest.js";
 import { getCheckpoint, type ResolveOptions } from "./refs.js";
 import { segmentsPath } from "./scope.js";
 
@@ -121,7 +121,7 @@ export function checkpointRecord(store: Store, ref: string | CheckpointManifest,
 /** `/sessions/<sid>/checkpoint-007` or `/sessions/<sid>/checkpoint-latest` as a checkpoint reference, else undefined. */
 export function checkpointRefOfPath(path: string): string | undefined {
   const match = /^\/sessions\/([^/]+)\/checkpoint-(\d+|latest)$/.exec(path);
-  if (!match || match[1] === "history" || match[1] === "current") return undefined;
+  if (!match || RESERVED_SESSION_NAMES.has(match[1]!)) return undefined;
   return match[2] === "latest" ? `${match[1]}/latest` : `${match[1]}/checkpoint-${match[2]}`;
 }
 

@@ -1,5 +1,5 @@
 import { ApexError } from "../../core/errors.js";
-import { checkSessionName } from "../../core/session/names.js";
+import { checkSessionName, sessionIdByName } from "../../core/session/names.js";
 import {
   ObjectStore,
   canonicalJson,
@@ -381,6 +381,14 @@ export async function reconstructSession(store: Store, sessionId: string, option
     if (store.has(sessionPath(newId)) || store.has(historyPath(newId)) || catalog.lastSequence(newId) > 0) {
       throw new ApexError("APEX_E_CONFLICT", `Session ${newId} already exists.`, { hint: "Choose another id for the reconstructed session." });
     }
+    // An id is looked up before a name: one equal to a branch's name would take every command naming that branch.
+    const namedSession = sessionIdByName(store, newId);
+    if (namedSession !== undefined) {
+      throw new ApexError("APEX_E_CONFLICT", `A session is named ${newId} already (${namedSession}); the reconstructed session cannot take it as its id.`, {
+        hint: "Choose another id for the reconstructed session (--as), or leave --as out for <id>-r1.",
+        details: { id: newId, named: namedSession },
+      });
+    }
     const now = (options.now?.() ?? new Date()).toISOString();
     const old = isRecord(oldRecord) ? (oldRecord as Record<string, JsonValue>) : {};
     // A session that is not running, kept with the ended ones: `session list` shows it, it never
@@ -395,6 +403,8 @@ export async function reconstructSession(store: Store, sessionId: string, option
       outcome: `reconstructed from session ${sessionId}${base ? ` (${base.name})` : ""}`,
       ended_at: now,
       restored_from: base?.id ?? null,
+      // Names are unique: the branch reconstructed from keeps its own.
+      name: null,
       reconstructed_from: { session_id: sessionId, checkpoint_id: base?.id ?? null, at: now },
       history: [{ event: "reconstructed", at: now, from: sessionId, checkpoint: base?.id ?? null }],
     };
@@ -441,7 +451,7 @@ export async function reconstructSession(store: Store, sessionId: string, option
 function freeSessionId(store: Store, catalog: Catalog, sessionId: string): string {
   for (let n = 1; ; n++) {
     const candidate = `${sessionId}-r${n}`;
-    if (!store.has(sessionPath(candidate)) && !store.has(historyPath(candidate)) && catalog.lastSequence(candidate) === 0) return candidate;
+    if (!store.has(sessionPath(candidate)) && !store.has(historyPath(candidate)) && catalog.lastSequence(candidate) === 0 && sessionIdByName(store, candidate) === undefined) return candidate;
   }
 }
 

@@ -2,12 +2,13 @@ import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { appendEvent, recountTasks } from "../../core/session/service.js";
 import { holdsLiveMemory } from "../../core/session/sessions.js";
+import { readActiveSessions } from "../../core/session/records.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { writeCheckpoint } from "./checkpoints.js";
 import { writeDerivedCheckpoint } from "./branch.js";
 import { tasksRoot, type CheckpointManifest } from "./manifest.js";
-import { findMergeBase, MERGE_TRIGGER, type Relation } from "./merge-base.js";
+import { findMergeBase, MERGE_TRIGGER, sessionLabel, sessionRecord, type Relation } from "./merge-base.js";
 import {
   applyToTree,
   checkStrategy,
@@ -23,7 +24,7 @@ import {
 } from "./merge.js";
 import { resolveSessionRef } from "./plugin-sessions.js";
 import { ACTORS, assertWritable, loadManifest } from "./refs.js";
-import { baseKey, DEFAULT_SCOPE, memoryMountOf, normalizeScope, type MemoryScope } from "./scope.js";
+import { baseKey, DEFAULT_SCOPE, inScope, memoryMountOf, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
 
 /**
@@ -62,9 +63,11 @@ export interface ChangeLine {
 }
 
 export interface SessionMergeReport {
-  source: { session_id: string; checkpoint: { id: string; name: string } };
-  destination: { session_id: string; checkpoint: { id: string; name: string } | null };
-  base: { id: string; session_id: string; name: string; created_at: string } | null;
+  /** session_name: a branch's name (null: none), as the text prints the session. */
+  /** changed_since_checkpoint: SRC ("running" or "stopped") wrote memory or tasks after that checkpoint, writes a merge does not take; false: none. */
+  source: { session_id: string; session_name: string | null; checkpoint: { id: string; name: string }; changed_since_checkpoint: "running" | "stopped" | false };
+  destination: { session_id: string; session_name: string | null; checkpoint: { id: string; name: string } | null };
+  base: { id: string; session_id: string; session_name: string | null; name: string; created_at: string } | null;
   /** Other maximal common ancestors (criss-cross), not chosen. */
   other_bases: string[];
   relation: Relation;
@@ -127,9 +130,14 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       : planMerge(view, base && { memory: base.memory.root, tasks: base.tasks.root }, oursRoots, { memory: theirs.memory.root, tasks: theirs.tasks.root }, strategy);
     const refused = refusedBy(plan);
     report = {
-      source: { session_id: sourceId, checkpoint: { id: theirs.id, name: theirs.name } },
-      destination: { session_id: destinationId, checkpoint: ours ? { id: ours.id, name: ours.name } : null },
-      base: base && { id: base.id, session_id: base.session_id, name: base.name, created_at: base.created_at },
+      source: {
+        session_id: sourceId,
+        session_name: sessionName(store, sourceId),
+        checkpoint: { id: theirs.id, name: theirs.name },
+        changed_since_checkpoint: changedSince(store, sourceId, theirs.revision, scope),
+      },
+      destination: { session_id: destinationId, session_name: sessionName(store, destinationId), checkpoint: ours ? { id: ours.id, name: ours.name } : null },
+      base: base && { id: base.id, session_id: base.session_id, session_name: sessionName(store, base.session_id), name: base.name, created_at: base.created_at },
       other_bases: found.candidates.slice(1).map((candidate) => candidate.id),
       relation: found.relation,
       strategy,
@@ -161,7 +169,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       metrics: combinedMetrics(store, destinationId, sourceId),
       ...(request.git !== undefined ? { git: request.git } : {}),
     };
-    const description = `merge ${sourceId.slice(0, 8)}/${theirs.name} into ${destinationId.slice(0, 8)}`;
+    const description = `merge ${sessionLabel(store, sourceId)}/${theirs.name} into ${sessionLabel(store, destinationId)}`;
     if (live) {
       report.applied = "live";
       const memoryChanges = plan.memory.changes;
@@ -235,6 +243,35 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     await request.afterCheckpoint({ sessionId: destinationId, id: written.id, sequence: written.sequence, trigger: written.trigger }).catch(() => undefined);
   }
   return report;
+}
+
+/**
+ * Whether `sessionId` wrote its memory (in scope) or tasks after `revision` (its latest
+ * checkpoint's): a merge takes checkpoints, so those writes stay behind unless checkpointed.
+ * "running" or "stopped" (a session not running keeps its working memory: a worktree session's
+ * own root, or the root while it holds the live memory; stopping does not checkpoint it), else
+ * false. The revision log is read from that checkpoint on, up to the first such write.
+ */
+function changedSince(store: Store, sessionId: string, revision: number, scope: MemoryScope): "running" | "stopped" | false {
+  try {
+    const mount = memoryMountOf(store, sessionId);
+    const memory = mount !== "" || holdsLiveMemoryOf(store, sessionId);
+    const tasks = `${tasksRoot(sessionId)}/`;
+    for (const change of store.changesSince(revision)) {
+      // `start --continue` writing the checkpoint's own state back is nothing new.
+      if (change.actor === ACTORS.restore) continue;
+      const mine = change.path.startsWith(tasks) || (memory && (mount === "" ? inScope(scope, change.path) : change.path.startsWith(`${mount}/`) && inScope(scope, change.path.slice(mount.length))));
+      if (mine) return Object.hasOwn(readActiveSessions(store), sessionId) ? "running" : "stopped";
+    }
+  } catch {
+    // a log that cannot be read tells nothing: no warning
+  }
+  return false;
+}
+
+function sessionName(store: Store, sessionId: string): string | null {
+  const name = sessionRecord(store, sessionId)?.name;
+  return typeof name === "string" ? name : null;
 }
 
 function locatedOf(item: CheckpointSummary | CheckpointManifest): Located {

@@ -3,7 +3,8 @@ import type { SessionRecord } from "../../core/session/records.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { withLease } from "../../core/session/lease.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
-import { branchPointOf, mergeSourceOf, MERGE_TRIGGER, sessionRecord, type Point } from "./merge-base.js";
+import { RESERVED_SESSION_NAMES } from "./manifest.js";
+import { branchPointOf, mergeSourceOf, MERGE_TRIGGER, sessionRecord, shortSessionId, type Point } from "./merge-base.js";
 
 /**
  * `apex session tree`: sessions with their branch and merge points, drawn like
@@ -49,12 +50,12 @@ export function sessionTree(store: Store): SessionTree {
   const ids = new Set<string>();
   for (const path of store.keysBelow("/sessions")) {
     const parts = path.slice("/sessions/".length).split("/");
-    if (parts.length === 1 && parts[0] !== "current" && parts[0] !== "history") ids.add(parts[0]!);
+    // Records of the keyspace (/sessions/current, /sessions/active, the history) are no sessions.
+    if (parts.length === 1 && !RESERVED_SESSION_NAMES.has(parts[0]!)) ids.add(parts[0]!);
     else if (parts.length === 2 && parts[0] === "history") ids.add(parts[1]!);
   }
   for (const { sessionId } of catalog.counters()) ids.add(sessionId);
-  ids.delete("current");
-  ids.delete("history");
+  for (const reserved of RESERVED_SESSION_NAMES) ids.delete(reserved);
 
   const summaries = new Map<string, CheckpointSummary[]>();
   for (const id of ids) summaries.set(id, [...catalog.summaries(id)]);
@@ -185,7 +186,7 @@ export function drawTree(tree: SessionTree): string[] {
     }
     while (columns.length > 0 && columns.at(-1) === null) columns = columns.slice(0, -1);
     const session = sessions.get(node.session_id);
-    const who = session?.name ?? node.session_id.slice(0, 8);
+    const who = session?.name ?? shortSessionId(node.session_id);
     const head = node.head ? ` (${who}: ${session?.status ?? "?"})` : "";
     const folded = node.folded > 0 ? `  (+${node.folded} checkpoint${node.folded === 1 ? "" : "s"})` : "";
     const description = node.description ? `: ${node.description}` : "";
