@@ -224,6 +224,11 @@ describe("apex logs / start --attach / no session", () => {
       // Anything appended shows up: stop the session, whose exit lines go to the log.
       project.apex(["stop"]);
       await waitFor("followed lines", () => follow.output().includes("killed by SIGTERM") || follow.output().includes("exited with"), 15_000);
+      // Following ended with the session, after its last lines, and says so.
+      const ended = await Promise.race([follow.done, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000))]);
+      expect(ended, follow.output()).toBeDefined();
+      expect(ended!.status).toBe(0);
+      expect(ended!.stderr).toContain("has ended: no more output will come.");
     } finally {
       follow.child.kill("SIGINT");
       await follow.done;

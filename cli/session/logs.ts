@@ -59,12 +59,13 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     };
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
-    // Following ends with the session (as `--attach` does): once its supervisor is gone, what the agents wrote is read to its end.
+    // Following a running session ends with it (as `--attach` does): once its supervisor is gone,
+    // what the agents wrote is read to its end. A session not running is followed until Ctrl-C
+    // (a `start --continue` of it writes on into the same logs).
     const ended = () => liveSupervisorOf(location.storeDir, sessionId) === undefined;
-    const running = !ended();
     try {
-      if (await followLogs(dir, chosen, agent, print, () => interrupted, ended)) {
-        process.stderr.write(`${running ? `Session ${sessionId} has ended` : `Session ${sessionId} is not running`}: no more output will come. (\`apex start --continue ${sessionId}\` runs it again.)\n`);
+      if (await followLogs(dir, chosen, agent, print, () => interrupted, ended() ? undefined : ended)) {
+        process.stderr.write(`Session ${sessionId} has ended: no more output will come.\n`);
       }
     } finally {
       process.off("SIGINT", stop);
