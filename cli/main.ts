@@ -273,6 +273,8 @@ export function reportUnhandledRejection(reason: unknown): void {
 function throwInsteadOfExit(command: Command, json = false): void {
   command.exitOverride();
   if (json) command.configureOutput({ ...command.configureOutput(), outputError: () => undefined }).showHelpAfterError(false);
+  // Commander's own errors (a missing argument, an unknown option) in the form of every other error: error[APEX_E_USAGE]: …
+  else command.configureOutput({ ...command.configureOutput(), outputError: (text, write) => write(text.replace(/^error: /, "error[APEX_E_USAGE]: ")) });
   for (const sub of command.commands) throwInsteadOfExit(sub, json);
 }
 

@@ -241,7 +241,7 @@ describe("usage errors with --json", () => {
       expect(result.stdout).toBe("");
     }
     // Without --json, commander's own text as before.
-    expect(project.apex(["session", "branch", "--bogus"]).stderr).toContain("error: unknown option '--bogus'");
+    expect(project.apex(["session", "branch", "--bogus"]).stderr).toContain("error[APEX_E_USAGE]: unknown option '--bogus'");
   });
 });
 

@@ -141,6 +141,8 @@ describe("usage errors the argument parser finds", () => {
       const text = apex(args.filter((arg) => arg !== "--json"));
       expect(text.status).toBe(2);
       expect(text.stderr).toMatch(message);
+      // In the form of every other error, with its code.
+      expect(text.stderr).toMatch(/^error\[APEX_E_USAGE\]: /);
     }
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
