@@ -1,5 +1,6 @@
 /** Settings the environment overrides, checked like the config file. */
 import { isDuration, parseDuration } from "./duration.js";
+import { MAX_TIMER_SECONDS } from "./ranges.js";
 import type { ConfigIssue } from "./types.js";
 
 export const CHECKPOINT_INTERVAL_VARIABLE = "APEX_CHECKPOINT_INTERVAL";
@@ -13,8 +14,8 @@ export function checkpointIntervalFromEnv(env: NodeJS.ProcessEnv): { seconds?: n
   if (raw === undefined || raw.trim() === "") return { issues: [] };
   const text = raw.trim();
   const seconds = isDuration(text) ? parseDuration(text) : undefined;
-  if (seconds !== undefined && seconds >= 1) return { seconds, issues: [] };
-  const expected = "a duration of at least 1 second (seconds, or numbers with units such as \"5m\")";
+  if (seconds !== undefined && seconds >= 1 && seconds <= MAX_TIMER_SECONDS) return { seconds, issues: [] };
+  const expected = `a duration of at least 1 second and at most ${MAX_TIMER_SECONDS} seconds (about 24 days), in seconds or with units such as "5m"`;
   const suggestion = undefined as string | undefined;
   let message = `must be ${expected} (got ${JSON.stringify(raw)}). It overrides session.auto_checkpoint_interval.`;
   if (suggestion) message += ` Did you mean "${suggestion}"?`;
