@@ -12,7 +12,7 @@ import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup
 import { BUNDLE_EXTENSION, encodeBundle, readBundle } from "./bundle.js";
 import { collectSession } from "./collect.js";
 import { bundleFileName, readBundleFile } from "./files.js";
-import { checkOutputFile, writeFileAtomic } from "../../cli/output-file.js";
+import { checkOutputFile, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
 import { installBundle, verifyBundleFile, type InstallResult } from "./install.js";
 import { backupDirectory, readLimits, type ArchiveSettings } from "./options.js";
 
@@ -247,6 +247,7 @@ export async function runExport(input: CommandInput, context: CommandContext, se
   const file = resolve(output);
   checkOutputFile(file, { force: Boolean(input.options.force), what: "the bundle" });
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session export needs the project's config.");
+  await refuseStoreFile(file, context.config);
   const store = await openStore(context.config, { readOnly: true });
   const progress = new Progress();
   try {

@@ -1,5 +1,5 @@
 import { resolve } from "node:path";
-import { checkOutputFile, writeFileAtomic } from "../../cli/output-file.js";
+import { checkOutputFile, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
 import { openSessionReader } from "../../cli/session.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
@@ -27,6 +27,7 @@ export async function runReportCommand(input: CommandInput, context: CommandCont
   const file = output === undefined ? undefined : resolve(output);
   if (file !== undefined) checkOutputFile(file, { force, what: "the report" });
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session report needs the project's config.");
+  if (file !== undefined) await refuseStoreFile(file, context.config);
   const reader = await openSessionReader({ configPath: context.config.configPath, projectDir: context.config.projectDir, storeDir: context.config.storeDir });
   let report;
   try {
