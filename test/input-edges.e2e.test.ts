@@ -160,6 +160,29 @@ describe("usage errors the argument parser finds", () => {
   });
 });
 
+describe("a project without a store", () => {
+  it("session cleanup, compress and archive (dry run or not) have nothing to do and create no store", () => {
+    // Before, each opened the store for writing and so created .apex/store.mdb, a dry run too.
+    for (const args of [
+      ["session", "cleanup", "--dry-run"],
+      ["session", "cleanup", "--json"],
+      ["session", "compress", "--dry-run"],
+      ["session", "compress", "--json"],
+      ["session", "archive", "--older-than", "1d", "--dry-run", "--json"],
+    ]) {
+      const result = apex(args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+      if (args.includes("--json")) expect(JSON.parse(result.stdout)).toMatchObject({ dry_run: args.includes("--dry-run") });
+      expect(existsSync(join(dir, ".apex")), args.join(" ")).toBe(false);
+    }
+    expect(apex(["session", "cleanup", "--json"]).stdout).toContain('"sessions": []');
+    const named = apex(["session", "compress", "3f2a9c1e", "--json"]);
+    expect(named.status).toBe(3);
+    expect(JSON.parse(named.stderr.trim()).error.code).toBe("APEX_E_NO_SESSION");
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+});
+
 describe("option and argument values", () => {
   // Every plugin with commands that take values, so their options are checked too.
   const CONFIG = "plugins:\n  checkpoint: {}\n  retention: {}\n  history: {}\n  compression: {}\n  archive: {}\n";

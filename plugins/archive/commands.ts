@@ -36,8 +36,16 @@ export async function runArchive(input: CommandInput, context: CommandContext, s
       hint: "apex session archive --older-than 30d   (or set plugins.archive.older_than)",
     });
   }
-  const store = await context.store();
   const directory = backupDirectory(context.config, context.projectDir);
+  if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) {
+    // No store yet: no session to archive, and opening one for writing would create it (a dry run wrote .apex/store.mdb).
+    if (sessionId !== undefined) throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(sessionId)} in this project: it has no APEX store yet.`);
+    const empty: ArchiveResult = { dryRun: Boolean(input.options.dryRun), cutoff: new Date(Date.now() - olderThanMs!).toISOString(), directory, archived: [], skipped: [], sweep: null, sweepError: null };
+    if (json) context.printJson(archiveJson(empty, olderThanMs));
+    else printArchive(context, empty, olderThanMs);
+    return 0;
+  }
+  const store = await context.store();
   const progress = new Progress();
   let result: ArchiveResult;
   try {
