@@ -154,6 +154,10 @@ describe("usage errors the argument parser finds", () => {
       expect(json.status).toBe(2);
       expect(JSON.parse(json.stderr.trim()).error).toMatchObject({ code: "APEX_E_USAGE", hint: `A session is named with --session: apex ${command} --session feat` });
     }
+    // `session metrics` takes no ID either (history, report and sync-git beside it do).
+    const metrics = apex(["session", "metrics", "feat", "--json"]);
+    expect(metrics.status).toBe(2);
+    expect(JSON.parse(metrics.stderr.trim()).error).toMatchObject({ code: "APEX_E_USAGE", hint: "A session is named with --session: apex session metrics --session feat" });
     // Other commands keep the general hint.
     expect(JSON.parse(apex(["memory", "show", "/a", "/b", "--json"]).stderr.trim()).error.hint).toBe("Run the command with --help for its usage.");
     expect(existsSync(join(dir, ".apex"))).toBe(false);
