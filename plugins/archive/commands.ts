@@ -1,5 +1,5 @@
-import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
-import { dirname, join, relative, resolve } from "node:path";
+import { existsSync, readdirSync, realpathSync, statSync, unlinkSync } from "node:fs";
+import { dirname, join, relative, resolve, sep } from "node:path";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { lmdbDataDir, type Store } from "../../core/store/store.js";
@@ -135,7 +135,10 @@ export async function runUnarchive(input: CommandInput, context: CommandContext,
   const file = String(input.args[0]);
   const result = await install(context, file, settings);
   let removed = false;
-  if (!input.options.keep) {
+  // Only what `session archive` wrote is removed: an archive in the backup directory. A bundle named elsewhere (an
+  // export, a teammate's file) was the user's own file, removed all the same before.
+  const archived = result.kind === "archive" && isInside(realPath(file), realPath(backupDirectory(context.config, context.projectDir)));
+  if (!input.options.keep && archived) {
     try {
       unlinkSync(file);
       removed = true;
@@ -146,7 +149,11 @@ export async function runUnarchive(input: CommandInput, context: CommandContext,
   if (input.options.json) context.printJson({ ...installJson(result, file), bundle_removed: removed });
   else {
     printInstall(context, "Unarchived", result, file);
-    context.print(removed ? "Removed the bundle (--keep keeps it)." : `Kept the bundle ${displayPath(file, context.projectDir)}.`);
+    context.print(
+      removed
+        ? "Removed the bundle (--keep keeps it)."
+        : `Kept the bundle ${displayPath(file, context.projectDir)}${archived || input.options.keep ? "" : " (unarchive removes only archives of the backup directory)"}.`,
+    );
   }
   return 0;
 }
@@ -177,6 +184,18 @@ async function install(context: CommandContext, file: string, settings: ArchiveS
   } finally {
     progress.done();
   }
+}
+
+function realPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return resolve(path);
+  }
+}
+
+function isInside(path: string, dir: string): boolean {
+  return path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
 }
 
 /** A bundle named by path (relative to the working directory) or by archived session id (its file in the backup directory). */
