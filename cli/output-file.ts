@@ -65,8 +65,9 @@ export async function refuseStoreFile(file: string, config: Config | undefined, 
   const location = config.session.backup_location;
   const backups = real(isAbsolute(location) ? location : resolve(config.projectDir, location));
   const dir = owned.find(within);
-  // The backup directory may lie inside .apex/, never be it (nor hold the store itself).
-  if (dir === undefined || (within(backups) && !owned.some((other) => other === backups || other.startsWith(backups + sep)))) return;
+  if (dir === undefined) return;
+  // The backup directory may lie inside .apex/, never be it, hold it or hold the store itself.
+  if (within(backups) && backups.startsWith(dir + sep) && !owned.some((other) => other === backups || other.startsWith(backups + sep))) return;
   throw new ApexError("APEX_E_RESERVED_PATH", `${option} ${file} is in ${dir}, where APEX keeps the project's store and its own files; not writing there.`, {
     hint: `Write it elsewhere, or under the backup directory ${backups}. Nothing was written.`,
     details: { file, directory: dir },
