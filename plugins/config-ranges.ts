@@ -2,15 +2,17 @@
  * What a schema cannot say about a value that passed it: a duration APEX runs as a timer must
  * fit a Node.js timer, and a gzip level stops at 9. Checked with the schemas, before anything
  * runs or is written, so `apex config validate` and every command refuse the same files.
+ * Core's loadConfig calls it through the registry (plugins/index.ts: builtinConfigChecks).
  */
-import { isDuration, parseDuration } from "./duration.js";
-import { formatPath, positionOf, type PathSegment } from "./source.js";
-import type { ConfigIssue, ConfigSource } from "./types.js";
+import { isDuration, parseDuration } from "../core/config/duration.js";
+import { formatPath, positionOf, type PathSegment } from "../core/config/source.js";
+import type { ConfigIssue, ConfigSource } from "../core/config/types.js";
 
 /**
  * The longest timer Node.js keeps: 2^31 − 1 ms, about 24.8 days. A longer delay is not an error
  * there but fires after 1 ms (TimeoutOverflowWarning): a `session_timeout: 30d` stopped the
  * session right after it started, an interval of 30 days checkpointed every millisecond.
+ * (core/config/env.ts holds APEX_CHECKPOINT_INTERVAL to the same bound.)
  */
 export const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 const MAX_TIMER_TEXT = `at most ${MAX_TIMER_SECONDS} seconds (about 24 days, "24d"), the longest timer APEX can keep`;
@@ -23,6 +25,11 @@ export function timerProblem(value: unknown): string | undefined {
 }
 
 const GZIP_MAX_LEVEL = 9;
+
+/** The document's schema issues with the range issues among them, in document order. */
+export function withRanges(checked: { data: Record<string, unknown>; source: ConfigSource; issues: ConfigIssue[] }): ConfigIssue[] {
+  return [...checked.issues, ...checkRanges(checked.data, checked.source)].sort((a, b) => a.line - b.line || a.col - b.col);
+}
 
 export function checkRanges(data: Record<string, unknown>, source: ConfigSource): ConfigIssue[] {
   const issues: ConfigIssue[] = [];

@@ -6,7 +6,6 @@
 import { readFile } from "node:fs/promises";
 import { ApexError } from "../errors.js";
 import { builtinPluginSchema, configSchema, documentValidator, isBuiltinPlugin } from "./schemas.js";
-import { checkRanges } from "./ranges.js";
 import { parseSource } from "./source.js";
 import type { ConfigIssue, ConfigSource } from "./types.js";
 import { configError, validateOptions, validateWith } from "./validate.js";
@@ -42,7 +41,6 @@ export function checkDocument(text: string, file: string, cwd?: string): Checked
   const omitted = { agents: isMapping && !("agents" in parsed), plugins: isMapping && !("plugins" in parsed) };
   const issues = validateWith(documentValidator(), parsed, { source, path: [], schema: configSchema(), noun: "key" });
   if (isMapping) issues.push(...checkBuiltinOptions(parsed as Record<string, unknown>, source));
-  if (isMapping) issues.push(...checkRanges(parsed as Record<string, unknown>, source));
   const data = isMapping ? (parsed as Record<string, unknown>) : {};
   return { source, data, omitted, issues: sortByPosition(issues) };
 }
