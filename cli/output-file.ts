@@ -42,6 +42,15 @@ export function checkOutputFile(file: string, { force, option = "-o", what = "th
 }
 
 /**
+ * `-o -` is standard output to most tools; here it made a file named "-" in the working
+ * directory. Refused (exit 2) with where the output goes instead.
+ */
+export function refuseDash(output: string, instead: string): void {
+  if (output !== "-") return;
+  throw new ApexError("APEX_E_USAGE", `-o - would write a file named "-": ${instead}`, { hint: "Nothing was written." });
+}
+
+/**
  * Refuses an output FILE among APEX's own files: in the store directory (`.apex/`: the store,
  * its lock file, logs, sockets, supervisor.json) or the LMDB store's directory that `store:` or
  * APEX_STORE_URL names, however the path is spelled (`..`, a symlinked directory). `-o

@@ -59,6 +59,9 @@ describe("-o FILE", () => {
       [["session", "report", "-o", "missing/report.md", "--json"], "APEX_E_NOT_FOUND", 3],
       [["session", "report", "-o", "reports", "--force", "--json"], "APEX_E_USAGE", 2],
       [["session", "report", "--force", "--json"], "APEX_E_USAGE", 2],
+      // `-o -` made a file named "-" (standard output to most tools).
+      [["session", "report", "-o", "-", "--json"], "APEX_E_USAGE", 2],
+      [["session", "export", sessionId, "-o", "-", "--json"], "APEX_E_USAGE", 2],
     ] as const) {
       const refused = project.apex([...args]);
       expect(refused.status, `${args.join(" ")}: ${refused.stderr}`).toBe(exit);
@@ -66,6 +69,7 @@ describe("-o FILE", () => {
       expect(refused.stdout).toBe("");
     }
     expect(readdirSync(join(project.dir, "reports"))).toEqual([]);
+    expect(existsSync(join(project.dir, "-"))).toBe(false);
   });
 
   it("never writes among APEX's own files (.apex/store.mdb, supervisor.json, …) however the path is spelled, --force or not; the backup directory is allowed", () => {

@@ -12,7 +12,7 @@ import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup
 import { BUNDLE_EXTENSION, encodeBundle, readBundle } from "./bundle.js";
 import { collectSession } from "./collect.js";
 import { bundleFileName, readBundleFile } from "./files.js";
-import { checkOutputFile, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
+import { checkOutputFile, refuseDash, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
 import { installBundle, verifyBundleFile, type InstallResult } from "./install.js";
 import { backupDirectory, readLimits, type ArchiveSettings } from "./options.js";
 
@@ -271,6 +271,7 @@ export async function runExport(input: CommandInput, context: CommandContext, se
   if (target === undefined) throw new ApexError("APEX_E_USAGE", "Give the id of the session to export.");
   const output = input.options.output;
   if (typeof output !== "string" || output === "") throw new ApexError("APEX_E_USAGE", "Give the file to write with -o FILE.", { hint: "apex session export <id> -o session.apexbundle" });
+  refuseDash(output, "a bundle is written to a file; name it (`-o session.apexbundle`).");
   const file = resolve(output);
   checkOutputFile(file, { force: Boolean(input.options.force), what: "the bundle" });
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session export needs the project's config.");
