@@ -42,6 +42,10 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource)
   timer(["session", "auto_checkpoint_interval"], session.auto_checkpoint_interval, " 0 turns interval checkpoints off.");
   timer(["session", "session_timeout"], session.session_timeout, " 0 means no timeout.");
   timer(["session", "lease_ttl"], session.lease_ttl);
+  // YAML and APEX expand no "~": "~/backups" made a directory named "~" in the project.
+  if (typeof session.backup_location === "string" && /^~(\/|$)/.test(session.backup_location)) {
+    at(["session", "backup_location"], `"~" is not expanded (got ${JSON.stringify(session.backup_location)}): write the absolute path, or a path relative to the project directory.`, "an absolute path or one relative to the project directory");
+  }
   for (const [name, agent] of Object.entries(mapping(data.agents))) {
     for (const key of ["restart_delay", "max_restart_delay"]) timer(["agents", name, key], mapping(agent)[key]);
   }
