@@ -180,6 +180,10 @@ describe("a project without a store", () => {
       expect(existsSync(join(dir, ".apex")), args.join(" ")).toBe(false);
     }
     expect(apex(["session", "cleanup", "--json"]).stdout).toContain('"sessions": []');
+    // A level out of range: the hint is a command line that works (it was "e.g. --level (gzip) 9").
+    const level = apex(["session", "compress", "--algorithm", "gzip", "--level", "10", "--json"]);
+    expect(level.status).toBe(2);
+    expect(JSON.parse(level.stderr.trim()).error).toMatchObject({ code: "APEX_E_USAGE", hint: "e.g. --level 9: gzip levels go from 0 to 9." });
     const named = apex(["session", "compress", "3f2a9c1e", "--json"]);
     expect(named.status).toBe(3);
     expect(JSON.parse(named.stderr.trim()).error.code).toBe("APEX_E_NO_SESSION");

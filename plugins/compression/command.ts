@@ -91,7 +91,13 @@ function parseAlgorithm(value: unknown, fallback: PackCodec): PackCodec {
 /** The level as the shared option parser reads numbers (digits only), within the algorithm's range. */
 function parseLevel(value: unknown, algorithm: PackCodec, fallback: number | undefined): number | undefined {
   if (value === undefined) return fallback;
-  return parseWholeNumber(value, `--level (${algorithm})`, { max: MAX_CODEC_LEVEL[algorithm] });
+  try {
+    return parseWholeNumber(value, `--level (${algorithm})`, { max: MAX_CODEC_LEVEL[algorithm] });
+  } catch (error) {
+    // Its hint was "e.g. --level (gzip) 9", which is no command line.
+    if (!(error instanceof ApexError)) throw error;
+    throw new ApexError(error.code, error.message, { hint: `e.g. --level ${MAX_CODEC_LEVEL[algorithm]}: ${algorithm} levels go from 0 to ${MAX_CODEC_LEVEL[algorithm]}.`, details: error.details });
+  }
 }
 
 function printResult(context: CommandContext, result: CompressResult, policy: ColdPolicy): void {
