@@ -112,9 +112,12 @@ export async function main(argv: string[]): Promise<number> {
 
 /** `apex stop feat`: the commands that act on "the session" take it as --session, which the error then says. */
 function sessionWordHint(error: CommanderError, argv: string[]): string | undefined {
-  const [command, extra] = commandWords(argv.slice(2));
-  if (error.code !== "commander.excessArguments" || extra === undefined || !["status", "pause", "resume", "stop"].includes(command!)) return undefined;
-  return `A session is named with --session: apex ${command} --session ${extra}`;
+  const words = commandWords(argv.slice(2), 3);
+  // `apex session metrics ID` too: its neighbours (history, report, sync-git) take the session as an argument.
+  const length = words[0] === "session" && words[1] === "metrics" ? 2 : ["status", "pause", "resume", "stop"].includes(words[0]!) ? 1 : 0;
+  const extra = words[length];
+  if (error.code !== "commander.excessArguments" || length === 0 || extra === undefined) return undefined;
+  return `A session is named with --session: apex ${words.slice(0, length).join(" ")} --session ${extra}`;
 }
 
 /**
@@ -309,9 +312,9 @@ export function wantsGroupHelp(program: Command, argv: string[]): boolean {
 }
 
 /** The leading words of the command line that are not options (at most two levels deep). */
-export function commandWords(args: string[]): string[] {
+export function commandWords(args: string[], limit = 2): string[] {
   const words: string[] = [];
-  for (let i = 0; i < args.length && words.length < 2; i++) {
+  for (let i = 0; i < args.length && words.length < limit; i++) {
     const arg = args[i]!;
     if (arg === "--") break;
     if (arg === "--config" || arg === "--remote" || arg === "--token" || arg === "--session") {

@@ -6,9 +6,11 @@
  * refused before any work, and a path the system refuses is the user's input (exit 2).
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, linkSync, openSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { closeSync, fsyncSync, linkSync, openSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { basename, dirname, isAbsolute, join, resolve, sep } from "node:path";
+import type { Config } from "../core/config/types.js";
 import { ApexError } from "../core/errors.js";
+import { describeStore, resolveStoreSpec } from "../core/store/open.js";
 import { fileDiskFullError, isFileDiskFull } from "../core/store/store-errors.js";
 
 /**
@@ -37,6 +39,48 @@ export function checkOutputFile(file: string, { force, option = "-o", what = "th
     throw new ApexError("APEX_E_NOT_FOUND", `The directory ${dir} of ${option} does not exist.`, { hint: `Create it first, or write ${what} elsewhere. Nothing was written.` });
   }
   if (stat && !force) throw existsError(file);
+}
+
+/**
+ * `-o -` is standard output to most tools; here it made a file named "-" in the working
+ * directory. Refused (exit 2) with where the output goes instead.
+ */
+export function refuseDash(output: string, instead: string): void {
+  if (output !== "-") return;
+  throw new ApexError("APEX_E_USAGE", `-o - would write a file named "-": ${instead}`, { hint: "Nothing was written." });
+}
+
+/**
+ * Refuses an output FILE among APEX's own files: in the store directory (`.apex/`: the store,
+ * its lock file, logs, sockets, supervisor.json) or the LMDB store's directory that `store:` or
+ * APEX_STORE_URL names, however the path is spelled (`..`, a symlinked directory). `-o
+ * .apex/store.mdb --force` replaced the store of a running session by the bundle. Only the
+ * backup directory (`session.backup_location`, `.apex/backups` by default) may be written there.
+ * Call after checkOutputFile (the directory exists).
+ */
+export async function refuseStoreFile(file: string, config: Config | undefined, option = "-o"): Promise<void> {
+  if (!config) return;
+  const real = (path: string) => {
+    try {
+      return realpathSync(path);
+    } catch {
+      return resolve(path);
+    }
+  };
+  const target = join(real(dirname(file)), basename(file));
+  const within = (dir: string) => target === dir || target.startsWith(dir.endsWith(sep) ? dir : dir + sep);
+  const spec = await resolveStoreSpec(config);
+  const owned = [real(config.storeDir), ...(spec.backend === "lmdb" ? [real(describeStore(spec).location)] : [])];
+  const location = config.session.backup_location;
+  const backups = real(isAbsolute(location) ? location : resolve(config.projectDir, location));
+  const dir = owned.find(within);
+  if (dir === undefined) return;
+  // The backup directory may lie inside .apex/, never be it, hold it or hold the store itself.
+  if (within(backups) && backups.startsWith(dir + sep) && !owned.some((other) => other === backups || other.startsWith(backups + sep))) return;
+  throw new ApexError("APEX_E_RESERVED_PATH", `${option} ${file} is in ${dir}, where APEX keeps the project's store and its own files; not writing there.`, {
+    hint: `Write it elsewhere, or under the backup directory ${backups}. Nothing was written.`,
+    details: { file, directory: dir },
+  });
 }
 
 function existsError(file: string): ApexError {

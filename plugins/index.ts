@@ -36,6 +36,9 @@ export async function loadBuiltinPlugin(name: string): Promise<ApexPlugin<any> |
   return load ? (await load()).default : undefined;
 }
 
+/** The config checks no schema can express (plugins/config-ranges.ts), which core's loadConfig runs after the schemas. */
+export const builtinConfigChecks = async () => (await import("./config-ranges.js")).withRanges;
+
 /** Plugin code that core commands call, loaded when they run. */
 export const builtinServices = {
   checkpointRefs: () => import("./checkpoint/refs.js"),

@@ -261,6 +261,13 @@ describe("apex session archive / unarchive", () => {
     const unknown = apex("session", "unarchive", "s-nothing", "--json");
     expect(unknown.status).toBe(3);
     expect(errorOf(unknown).code).toBe("APEX_E_NOT_FOUND");
+    // A bundle named outside the backup directory (an export) is the user's file: kept. Before, unarchive removed it.
+    const mine = join(root, "mine.apexbundle");
+    expect(apex("session", "export", "s-recent", "-o", mine, "--force").status).toBe(0);
+    const elsewhere = apexIn(project("p-elsewhere"))("session", "unarchive", mine, "--json");
+    expect(elsewhere.status, elsewhere.stderr).toBe(0);
+    expect(json(elsewhere)).toMatchObject({ session_id: "s-recent", bundle_kind: "export", bundle_removed: false });
+    expect(existsSync(mine)).toBe(true);
   });
 
   it("archives compressed checkpoint data too: the bundle holds the uncompressed bytes", async () => {

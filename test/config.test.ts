@@ -171,14 +171,21 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "../valid/minimal.yaml",
       { APEX_CHECKPOINT_INTERVAL: "0.5s" },
       "APEX_E_CONFIG",
-      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second (seconds, or numbers with units such as "5m") (got "0.5s"). It overrides session.auto_checkpoint_interval.`,
+      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "0.5s"). It overrides session.auto_checkpoint_interval.`,
     ],
     [
       "APEX_CHECKPOINT_INTERVAL of zero",
       "../valid/minimal.yaml",
       { APEX_CHECKPOINT_INTERVAL: "0" },
       "APEX_E_CONFIG",
-      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second (seconds, or numbers with units such as "5m") (got "0"). It overrides session.auto_checkpoint_interval.`,
+      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "0"). It overrides session.auto_checkpoint_interval.`,
+    ],
+    [
+      "APEX_CHECKPOINT_INTERVAL longer than a timer keeps",
+      "../valid/minimal.yaml",
+      { APEX_CHECKPOINT_INTERVAL: "30d" },
+      "APEX_E_CONFIG",
+      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "30d"). It overrides session.auto_checkpoint_interval.`,
     ],
     [
       "APEX_CHECKPOINT_INTERVAL that is not a number, with config errors too",
@@ -187,7 +194,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "APEX_E_CONFIG",
       [
         `wrong-type.yaml:3:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got "soon"). Time between automatic checkpoints.`,
-        `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second (seconds, or numbers with units such as "5m") (got "often"). It overrides session.auto_checkpoint_interval.`,
+        `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "often"). It overrides session.auto_checkpoint_interval.`,
       ].join("\n"),
     ],
     [
@@ -196,6 +203,25 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       {},
       "APEX_E_CONFIG",
       `lease-ttl-short.yaml:2:14: session.lease_ttl: must be a duration of at least 1 second (got 0.5). The supervisor renews its lease every third of it.`,
+    ],
+    [
+      // Node.js fires a timer longer than 2^31-1 ms after 1 ms: a 30-day session_timeout stopped the session as it started.
+      "timers longer than Node.js keeps, numbers YAML reads as infinite or NaN, gzip levels past 9, a backup_location starting with ~",
+      "timers-too-long.yaml",
+      {},
+      "APEX_E_CONFIG",
+      [
+        `timers-too-long.yaml:2:20: session.session_timeout: must be at most 2147483 seconds (about 24 days, "24d"), the longest timer APEX can keep (got "30d"). 0 means no timeout.`,
+        `timers-too-long.yaml:3:20: session.backup_location: "~" is not expanded (got "~/apex-backups"): write the absolute path, or a path relative to the project directory.`,
+        `timers-too-long.yaml:4:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got Infinity). Time between automatic checkpoints.`,
+        `timers-too-long.yaml:9:24: agents.coder.max_restart_delay: must be at most 2147483 seconds (about 24 days, "24d"), the longest timer APEX can keep (got "25d").`,
+        `timers-too-long.yaml:11:26: plugins.checkpoint.interval: must be at most 2147483 seconds (about 24 days, "24d"), the longest timer APEX can keep (got "4w"). 0 turns interval checkpoints off.`,
+        `timers-too-long.yaml:12:23: plugins.metrics.interval: must be at most 2147483 seconds (about 24 days, "24d"), the longest timer APEX can keep (got 3000000).`,
+        `timers-too-long.yaml:13:26: plugins.retention.keep_last: must be an integer ≥ 0 (got Infinity). Keep the most recent N checkpoints of each trigger class.`,
+        `timers-too-long.yaml:14:41: plugins.compression.level: gzip levels go from 0 to 9 (got 11); levels up to 11 are brotli's.`,
+        `timers-too-long.yaml:15:37: plugins.archive.level: gzip levels go from 0 to 9 (got 10); levels up to 11 are brotli's.`,
+        `timers-too-long.yaml:15:59: plugins.archive.max_bundle_bytes: must be an integer ≥ 1048576 (got NaN). Largest bundle (its uncompressed contents, in bytes) that unarchive and import accept; larger ones are refused before they are read.`,
+      ].join("\n"),
     ],
     [
       "many errors at once, in document order",
@@ -780,7 +806,7 @@ describe("apex config (end to end, built CLI)", () => {
     const result = apex(["config", "validate"], { APEX_CHECKPOINT_INTERVAL: "soon" });
     expect(result.status).toBe(2);
     expect(result.stderr.split("\n", 1)[0]).toBe(
-      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second (seconds, or numbers with units such as "5m") (got "soon"). It overrides session.auto_checkpoint_interval.`,
+      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "soon"). It overrides session.auto_checkpoint_interval.`,
     );
   });
 
@@ -826,6 +852,17 @@ describe("apex config (end to end, built CLI)", () => {
     expect(result.status).toBe(2);
     expect(result.stderr).toContain("error[APEX_E_CONFIG]: apex.config.yaml:7:5: plugins.retention.keep_lst: unknown option.");
     expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("a direct write refuses what only a plugin's apply or a timer used to find (a gzip level past 9, a 30-day timeout), and creates no store", () => {
+    // Before, `apex config validate` said exit 2 for the gzip level but `memory set` wrote (exit 0); a 30d timeout passed both.
+    for (const text of ["plugins:\n  checkpoint: {}\n  compression: {algorithm: gzip, level: 11}\n", "session:\n  session_timeout: 30d\n"]) {
+      writeFileSync(join(dir, "apex.config.yaml"), text);
+      const result = apex(["memory", "set", "/notes/a", "1"]);
+      expect(result.status).toBe(2);
+      expect(result.stderr).toMatch(/^error\[APEX_E_CONFIG\]: apex\.config\.yaml:\d+:\d+: (plugins\.compression\.level: gzip levels go from 0 to 9|session\.session_timeout: must be at most 2147483 seconds)/);
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
+    }
   });
 
   it("a direct write refuses an unknown plugin name (did-you-mean) or a missing plugin file, and creates no store", () => {

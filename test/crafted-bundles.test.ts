@@ -5,7 +5,8 @@
 // it did not start.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { brotliCompressSync, brotliDecompressSync, createGzip } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -13,6 +14,7 @@ import { encodeTreeNode, ObjectStore, type Hash } from "../plugins/checkpoint/en
 import { type Store, type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { HEADER_BYTES, readBundle, type BundleContent } from "../plugins/archive/bundle.js";
+import { MAX_READ_BYTES, readBundleFile } from "../plugins/archive/files.js";
 import { Catalog } from "../plugins/checkpoint/catalog.js";
 import { createCheckpoint, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
@@ -335,6 +337,20 @@ describe("apex session import refuses crafted bundles (exit 2, nothing written)"
     });
     expect(isAlive(alien.pid, alien.startTime)).toBe(true);
   }, 240_000); // 18 imports through the CLI: ~13 s alone, far longer on a loaded machine
+
+  it("a bundle file over 2 GiB (max_bundle_bytes raised) is APEX_E_FILE_TOO_LARGE, not the plugin's failure", () => {
+    // Sparse: no disk used. Before, readFileSync threw "File size … is greater than 2 GiB": APEX_E_PLUGIN_FAILED, "report it to its author".
+    const file = join(tmpdir(), `apex-huge-${process.pid}.apexbundle`);
+    writeFileSync(file, "");
+    truncateSync(file, MAX_READ_BYTES + 1);
+    try {
+      expect(() => readBundleFile(file, 4_000_000_000)).toThrow(expect.objectContaining({ code: "APEX_E_FILE_TOO_LARGE", exitCode: 1 }));
+      // Within the default limit the file is refused for that limit first, as before.
+      expect(() => readBundleFile(file)).toThrow(expect.objectContaining({ code: "APEX_E_BUNDLE_INVALID" }));
+    } finally {
+      rmSync(file, { force: true });
+    }
+  });
 
   it("a gzip bomb is refused before it is decompressed, and a body longer than declared stops there", async () => {
     const dir = await target();

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { SessionEvent } from "../core/session/records.js";
 import type { SessionReport } from "../plugins/history/report.js";
+import { renderMarkdown } from "../plugins/history/markdown.js";
 import { Project, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
 
 let project: Project | undefined;
@@ -194,6 +195,28 @@ describe("the audit trail and reports", () => {
     expect(badJson.status).toBe(2);
     expect(JSON.parse(badJson.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: 'Unknown report format "xml".' });
     expect(badJson.stdout).toBe("");
+  });
+
+  it("the Markdown report keeps what agents and users wrote on one line: a line break in a milestone or a cell starts no heading or row", () => {
+    const report = {
+      format: 1,
+      generated_at: "2026-12-01T00:00:00.000Z",
+      session: { session_id: "s-1", effective_status: "stopped", initial_task: "first\r# task heading", agents: [] },
+      metrics: null,
+      tasks: { counts: { pending: 1, active: 0, completed: 0, failed: 0, total: 1 }, items: [{ id: "t-0001", title: "a\rb\n## row", status: "pending" }] },
+      milestones: [{ at: "2026-12-01T00:00:00.000Z", text: "ship it\n# Injected heading", by: "user:me" }],
+      agents: [],
+      checkpoints: [],
+      git: { repositories: [], first_checkpoint: null, last_checkpoint: null, synced: null },
+      events: [],
+    } as unknown as SessionReport;
+    const md = renderMarkdown(report);
+    // Before, the milestone's second line was a heading of its own: "# Injected heading".
+    expect(md.split("\n").filter((line) => line.startsWith("#"))).toEqual(["# Session report: s-1", "## Session", "## Metrics", "## Tasks", "### Milestones", "## Checkpoints", "## Git", "## Events"]);
+    expect(md).toContain("- 2026-12-01T00:00:00.000Z: ship it # Injected heading (user:me)");
+    expect(md).toContain("| Initial task | first # task heading |");
+    expect(md).toContain("| t-0001 | a b ## row | pending |");
+    expect(md).not.toMatch(/\r/);
   });
 
   it("a project without sessions says so", () => {

@@ -156,6 +156,10 @@ describe("usage errors the argument parser finds", () => {
       expect(json.status).toBe(2);
       expect(JSON.parse(json.stderr.trim()).error).toMatchObject({ code: "APEX_E_USAGE", hint: `A session is named with --session: apex ${command} --session feat` });
     }
+    // `session metrics` takes no ID either (history, report and sync-git beside it do).
+    const metrics = apex(["session", "metrics", "feat", "--json"]);
+    expect(metrics.status).toBe(2);
+    expect(JSON.parse(metrics.stderr.trim()).error).toMatchObject({ code: "APEX_E_USAGE", hint: "A session is named with --session: apex session metrics --session feat" });
     // Other commands keep the general hint.
     expect(JSON.parse(apex(["memory", "show", "/a", "/b", "--json"]).stderr.trim()).error.hint).toBe("Run the command with --help for its usage.");
     expect(existsSync(join(dir, ".apex"))).toBe(false);
@@ -174,6 +178,33 @@ describe("usage errors the argument parser finds", () => {
     expect(apex(["statuss"]).stderr).toContain("hint: Did you mean apex status?");
     // A subcommand's typo keeps commander's suggestion within its group.
     expect(apex(["session", "reprot"]).stderr).toContain("(Did you mean report?)");
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+});
+
+describe("a project without a store", () => {
+  it("session cleanup, compress and archive (dry run or not) have nothing to do and create no store", () => {
+    // Before, each opened the store for writing and so created .apex/store.mdb, a dry run too.
+    for (const args of [
+      ["session", "cleanup", "--dry-run"],
+      ["session", "cleanup", "--json"],
+      ["session", "compress", "--dry-run"],
+      ["session", "compress", "--json"],
+      ["session", "archive", "--older-than", "1d", "--dry-run", "--json"],
+    ]) {
+      const result = apex(args);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+      if (args.includes("--json")) expect(JSON.parse(result.stdout)).toMatchObject({ dry_run: args.includes("--dry-run") });
+      expect(existsSync(join(dir, ".apex")), args.join(" ")).toBe(false);
+    }
+    expect(apex(["session", "cleanup", "--json"]).stdout).toContain('"sessions": []');
+    // A level out of range: the hint is a command line that works (it was "e.g. --level (gzip) 9").
+    const level = apex(["session", "compress", "--algorithm", "gzip", "--level", "10", "--json"]);
+    expect(level.status).toBe(2);
+    expect(JSON.parse(level.stderr.trim()).error).toMatchObject({ code: "APEX_E_USAGE", hint: "e.g. --level 9: gzip levels go from 0 to 9." });
+    const named = apex(["session", "compress", "3f2a9c1e", "--json"]);
+    expect(named.status).toBe(3);
+    expect(JSON.parse(named.stderr.trim()).error.code).toBe("APEX_E_NO_SESSION");
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 });

@@ -5,7 +5,7 @@
 // way (the process's file size limit, `ulimit -f`, makes it fail with EFBIG after 1 KiB) leaves
 // the old FILE as it was and no temporary file behind.
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { APEX_BIN, Project, cleanEnv, shellAgents } from "./fixtures/agents/harness.js";
@@ -59,6 +59,9 @@ describe("-o FILE", () => {
       [["session", "report", "-o", "missing/report.md", "--json"], "APEX_E_NOT_FOUND", 3],
       [["session", "report", "-o", "reports", "--force", "--json"], "APEX_E_USAGE", 2],
       [["session", "report", "--force", "--json"], "APEX_E_USAGE", 2],
+      // `-o -` made a file named "-" (standard output to most tools).
+      [["session", "report", "-o", "-", "--json"], "APEX_E_USAGE", 2],
+      [["session", "export", sessionId, "-o", "-", "--json"], "APEX_E_USAGE", 2],
     ] as const) {
       const refused = project.apex([...args]);
       expect(refused.status, `${args.join(" ")}: ${refused.stderr}`).toBe(exit);
@@ -66,6 +69,37 @@ describe("-o FILE", () => {
       expect(refused.stdout).toBe("");
     }
     expect(readdirSync(join(project.dir, "reports"))).toEqual([]);
+    expect(existsSync(join(project.dir, "-"))).toBe(false);
+  });
+
+  it("never writes among APEX's own files (.apex/store.mdb, supervisor.json, …) however the path is spelled, --force or not; the backup directory is allowed", () => {
+    // Before, `session export ID -o .apex/store.mdb --force` renamed the bundle over the store: every later command said APEX_E_STORE_DAMAGED.
+    const store = join(project.dir, ".apex", "store.mdb");
+    const before = { ino: statSync(store).ino, bytes: readFileSync(store) };
+    symlinkSync(join(project.dir, ".apex"), join(project.dir, "state-link"));
+    mkdirSync(join(project.dir, "sub"), { recursive: true });
+    for (const args of [
+      ["session", "export", sessionId, "-o", ".apex/store.mdb", "--force", "--json"],
+      ["session", "export", sessionId, "-o", "state-link/store.mdb", "--force", "--json"],
+      ["session", "export", sessionId, "-o", "sub/../.apex/new.apexbundle", "--json"],
+      ["session", "report", "-o", ".apex/store.mdb-lock", "--force", "--json"],
+      ["session", "report", "-o", "state-link/notes.md", "--json"],
+    ]) {
+      const refused = project.apex(args);
+      expect(refused.status, `${args.join(" ")}: ${refused.stderr}`).toBe(4);
+      expect(errorOf(refused.stderr)).toMatchObject({ code: "APEX_E_RESERVED_PATH", exitCode: 4 });
+      expect(errorOf(refused.stderr).message).toContain(`is in ${join(project.dir, ".apex")}, where APEX keeps the project's store`);
+      expect(refused.stdout).toBe("");
+    }
+    expect(statSync(store).ino).toBe(before.ino);
+    expect(readFileSync(store).equals(before.bytes)).toBe(true);
+    expect(existsSync(join(project.dir, ".apex", "new.apexbundle"))).toBe(false);
+    expect(existsSync(join(project.dir, ".apex", "notes.md"))).toBe(false);
+    // session.backup_location (.apex/backups) lies inside .apex/ and is where bundles belong.
+    mkdirSync(join(project.dir, ".apex", "backups"), { recursive: true });
+    const backup = project.apex(["session", "export", sessionId, "-o", ".apex/backups/kept.apexbundle", "--json"]);
+    expect(backup.status, backup.stderr).toBe(0);
+    expect(project.apex(["session", "list", "--json"]).status).toBe(0);
   });
 
   it("session report --force: a write that fails half way leaves the old FILE whole and no temporary file", () => {

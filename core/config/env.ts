@@ -13,8 +13,9 @@ export function checkpointIntervalFromEnv(env: NodeJS.ProcessEnv): { seconds?: n
   if (raw === undefined || raw.trim() === "") return { issues: [] };
   const text = raw.trim();
   const seconds = isDuration(text) ? parseDuration(text) : undefined;
-  if (seconds !== undefined && seconds >= 1) return { seconds, issues: [] };
-  const expected = "a duration of at least 1 second (seconds, or numbers with units such as \"5m\")";
+  // At most the longest timer Node.js keeps (MAX_TIMER_SECONDS in plugins/config-ranges.ts): a longer one fires at once.
+  if (seconds !== undefined && seconds >= 1 && seconds <= 2_147_483) return { seconds, issues: [] };
+  const expected = `a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m"`;
   const suggestion = undefined as string | undefined;
   let message = `must be ${expected} (got ${JSON.stringify(raw)}). It overrides session.auto_checkpoint_interval.`;
   if (suggestion) message += ` Did you mean "${suggestion}"?`;

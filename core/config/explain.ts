@@ -107,7 +107,7 @@ function jsonTypeMatches(type: unknown, data: unknown): boolean {
     case "integer":
       return Number.isInteger(data);
     case "number":
-      return typeof data === "number";
+      return typeof data === "number" && Number.isFinite(data);
     default:
       return typeof data === type;
   }

@@ -41,6 +41,8 @@ export function createAjv(options: { trusted?: boolean; source?: boolean } = {})
     verbose: true,
     useDefaults: true,
     coerceTypes: false,
+    // YAML reads `.inf`, `.nan` and `1e400` as numbers; no option means them (a timer of Infinity fires at once).
+    strictNumbers: true,
     strict: false,
     allowUnionTypes: true,
     logger: false,

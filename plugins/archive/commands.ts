@@ -1,5 +1,5 @@
-import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
-import { dirname, join, relative, resolve } from "node:path";
+import { existsSync, readdirSync, realpathSync, statSync, unlinkSync } from "node:fs";
+import { dirname, join, relative, resolve, sep } from "node:path";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { lmdbDataDir, type Store } from "../../core/store/store.js";
@@ -13,7 +13,7 @@ import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup
 import { BUNDLE_EXTENSION, encodeBundle, readBundle } from "./bundle.js";
 import { collectSession } from "./collect.js";
 import { bundleFileName, readBundleFile } from "./files.js";
-import { checkOutputFile, writeFileAtomic } from "../../cli/output-file.js";
+import { checkOutputFile, refuseDash, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
 import { installBundle, verifyBundleFile, type InstallResult } from "./install.js";
 import { backupDirectory, readLimits, type ArchiveSettings } from "./options.js";
 
@@ -37,8 +37,16 @@ export async function runArchive(input: CommandInput, context: CommandContext, s
       hint: "apex session archive --older-than 30d   (or set plugins.archive.older_than)",
     });
   }
-  const store = await context.store();
   const directory = backupDirectory(context.config, context.projectDir);
+  if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) {
+    // No store yet: no session to archive, and opening one for writing would create it (a dry run wrote .apex/store.mdb).
+    if (sessionId !== undefined) throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(sessionId)} in this project: it has no APEX store yet.`);
+    const empty: ArchiveResult = { dryRun: Boolean(input.options.dryRun), cutoff: new Date(Date.now() - olderThanMs!).toISOString(), directory, archived: [], skipped: [], sweep: null, sweepError: null };
+    if (json) context.printJson(archiveJson(empty, olderThanMs));
+    else printArchive(context, empty, olderThanMs);
+    return 0;
+  }
+  const store = await context.store();
   const progress = new Progress();
   let result: ArchiveResult;
   try {
@@ -128,7 +136,10 @@ export async function runUnarchive(input: CommandInput, context: CommandContext,
   const file = String(input.args[0]);
   const result = await install(context, file, settings);
   let removed = false;
-  if (!input.options.keep) {
+  // Only what `session archive` wrote is removed: an archive in the backup directory. A bundle named elsewhere (an
+  // export, a teammate's file) was the user's own file, removed all the same before.
+  const archived = result.kind === "archive" && isInside(realPath(file), realPath(backupDirectory(context.config, context.projectDir)));
+  if (!input.options.keep && archived) {
     try {
       unlinkSync(file);
       removed = true;
@@ -139,7 +150,11 @@ export async function runUnarchive(input: CommandInput, context: CommandContext,
   if (input.options.json) context.printJson({ ...installJson(result, file), bundle_removed: removed });
   else {
     printInstall(context, "Unarchived", result, file);
-    context.print(removed ? "Removed the bundle (--keep keeps it)." : `Kept the bundle ${displayPath(file, context.projectDir)}.`);
+    context.print(
+      removed
+        ? "Removed the bundle (--keep keeps it)."
+        : `Kept the bundle ${displayPath(file, context.projectDir)}${archived || input.options.keep ? "" : " (unarchive removes only archives of the backup directory)"}.`,
+    );
   }
   return 0;
 }
@@ -170,6 +185,18 @@ async function install(context: CommandContext, file: string, settings: ArchiveS
   } finally {
     progress.done();
   }
+}
+
+function realPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return resolve(path);
+  }
+}
+
+function isInside(path: string, dir: string): boolean {
+  return path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
 }
 
 /** A bundle named by path (relative to the working directory) or by archived session id (its file in the backup directory). */
@@ -245,9 +272,11 @@ export async function runExport(input: CommandInput, context: CommandContext, se
   if (target === undefined) throw new ApexError("APEX_E_USAGE", "Give the id of the session to export.");
   const output = input.options.output;
   if (typeof output !== "string" || output === "") throw new ApexError("APEX_E_USAGE", "Give the file to write with -o FILE.", { hint: "apex session export <id> -o session.apexbundle" });
+  refuseDash(output, "a bundle is written to a file; name it (`-o session.apexbundle`).");
   const file = resolve(output);
   checkOutputFile(file, { force: Boolean(input.options.force), what: "the bundle" });
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session export needs the project's config.");
+  await refuseStoreFile(file, context.config);
   const store = await openStore(context.config, { readOnly: true });
   const progress = new Progress();
   try {

@@ -69,9 +69,19 @@ export function readBundleFile(path: string, maxBytes = DEFAULT_MAX_BUNDLE_BYTES
       hint: "Raise plugins.archive.max_bundle_bytes if you trust this bundle.",
     });
   }
+  // Node.js reads at most 2 GiB in one go: past that readFileSync threw, and the import failed as the plugin's fault.
+  if (size > MAX_READ_BYTES) {
+    throw new ApexError("APEX_E_FILE_TOO_LARGE", `Cannot read the bundle ${path}: it is ${size} bytes, and APEX reads bundle files of up to ${MAX_READ_BYTES} bytes (2 GiB).`, {
+      hint: "Nothing was written. Move a session this large with its whole store instead (`apex backup` on the source, then use that copy).",
+      details: { file: path, bytes: size, limit: MAX_READ_BYTES },
+    });
+  }
   try {
     return readFileSync(path);
   } catch (error) {
     throw fileError("read", path, error);
   }
 }
+
+/** The largest file readFileSync reads (Node.js's kIoMaxLength). */
+export const MAX_READ_BYTES = 2 ** 31 - 1;

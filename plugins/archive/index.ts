@@ -43,7 +43,7 @@ export default definePlugin<ArchivePluginOptions>({
       runsIn: "cli",
       arguments: [{ syntax: "<bundle>", description: "a bundle file, or the id of a session archived under session.backup_location" }],
       options: [
-        { flags: "--keep", description: "keep the bundle file (default: remove it once the session is back)" },
+        { flags: "--keep", description: "keep the bundle file (default: an archive in the backup directory is removed once the session is back; a bundle elsewhere, such as an export, is always kept)" },
         { flags: "--json", description: "print {session_id, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, previous_status, revision, bundle_removed}" },
       ],
       examples: ["apex session unarchive 3f2a9c1e", "apex session unarchive .apex/backups/3f2a9c1e.apexbundle --keep", "apex session unarchive 3f2a --json"],

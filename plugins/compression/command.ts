@@ -1,8 +1,9 @@
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { MAX_CODEC_LEVEL, type PackCodec } from "../checkpoint/engine/objects.js";
+import { DEFAULT_CODEC_LEVEL, MAX_CODEC_LEVEL, type PackCodec } from "../checkpoint/engine/objects.js";
 import { findKnownSession, knownSessions } from "../retention/sessions.js";
 import { compressColdData, type ColdPolicy, type CompressResult } from "./compress.js";
+import { storeExists } from "../../core/store/open.js";
 import { parseDurationOption } from "../../cli/durations.js";
 import { describePolicy, type CompressionSettings } from "./options.js";
 import { formatBytes, plural } from "../../cli/output.js";
@@ -25,6 +26,25 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
   if (options.olderThan !== undefined) policy.olderThanMs = parseDurationOption(options.olderThan, "--older-than");
   const argument = typeof input.args[0] === "string" && input.args[0] !== "" ? input.args[0] : undefined;
 
+  if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) {
+    // No store yet: nothing to compress, and opening one for writing would create it (a dry run wrote .apex/store.mdb).
+    if (argument !== undefined) findKnownSessionOrHint([], argument);
+    const empty: CompressResult = {
+      dryRun,
+      algorithm,
+      level: level ?? DEFAULT_CODEC_LEVEL[algorithm],
+      sessionId: null,
+      checkpoints: { cold: 0, hot: 0 },
+      values: { compressed: 0, alreadyCompressed: 0, incompressible: 0, skipped: 0, remaining: 0 },
+      bytes: { before: 0, after: 0 },
+      packs: { written: 0, removed: 0, rewritten: 0 },
+      store: { before: 0, after: 0 },
+      damaged: 0,
+    };
+    if (json) context.printJson(resultJson(empty, policy));
+    else printResult(context, empty, policy);
+    return 0;
+  }
   const store = await context.store();
   const sessionId = argument === undefined ? undefined : findSession(store, argument);
   const progress = new Progress();
@@ -48,8 +68,12 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
 }
 
 function findSession(store: Parameters<typeof knownSessions>[0], argument: string): string {
+  return findKnownSessionOrHint(knownSessions(store), argument);
+}
+
+function findKnownSessionOrHint(sessions: Parameters<typeof findKnownSession>[0], argument: string): string {
   try {
-    return findKnownSession(knownSessions(store), argument).sessionId;
+    return findKnownSession(sessions, argument).sessionId;
   } catch (error) {
     if (error instanceof ApexError && error.code === "APEX_E_NO_SESSION") {
       throw new ApexError("APEX_E_NO_SESSION", error.message, { hint: "See `apex session list`; without an ID, every session's cold data is compressed." });
@@ -67,7 +91,13 @@ function parseAlgorithm(value: unknown, fallback: PackCodec): PackCodec {
 /** The level as the shared option parser reads numbers (digits only), within the algorithm's range. */
 function parseLevel(value: unknown, algorithm: PackCodec, fallback: number | undefined): number | undefined {
   if (value === undefined) return fallback;
-  return parseWholeNumber(value, `--level (${algorithm})`, { max: MAX_CODEC_LEVEL[algorithm] });
+  try {
+    return parseWholeNumber(value, `--level (${algorithm})`, { max: MAX_CODEC_LEVEL[algorithm] });
+  } catch (error) {
+    // Its hint was "e.g. --level (gzip) 9", which is no command line.
+    if (!(error instanceof ApexError)) throw error;
+    throw new ApexError(error.code, error.message, { hint: `e.g. --level ${MAX_CODEC_LEVEL[algorithm]}: ${algorithm} levels go from 0 to ${MAX_CODEC_LEVEL[algorithm]}.`, details: error.details });
+  }
 }
 
 function printResult(context: CommandContext, result: CompressResult, policy: ColdPolicy): void {

@@ -1,5 +1,5 @@
 import { resolve } from "node:path";
-import { checkOutputFile, writeFileAtomic } from "../../cli/output-file.js";
+import { checkOutputFile, refuseDash, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
 import { openSessionReader } from "../../cli/session.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
@@ -24,9 +24,11 @@ export async function runReportCommand(input: CommandInput, context: CommandCont
   const force = Boolean(input.options.force);
   if (force && output === undefined) throw new ApexError("APEX_E_USAGE", "--force replaces the file of -o FILE; give -o FILE, or leave --force out.");
   // Before the report is built: an existing FILE (without --force) or a missing directory writes nothing.
+  if (output !== undefined) refuseDash(output, "leave -o out to print the report on standard output.");
   const file = output === undefined ? undefined : resolve(output);
   if (file !== undefined) checkOutputFile(file, { force, what: "the report" });
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session report needs the project's config.");
+  if (file !== undefined) await refuseStoreFile(file, context.config);
   const reader = await openSessionReader({ configPath: context.config.configPath, projectDir: context.config.projectDir, storeDir: context.config.storeDir });
   let report;
   try {

@@ -70,7 +70,8 @@ export function renderMarkdown(report: SessionReport): string {
   }
   if (report.milestones.length > 0) {
     out.push("### Milestones", "");
-    for (const milestone of report.milestones) out.push(`- ${milestone.at}: ${milestone.text} (${milestone.by}${milestone.task ? `, ${milestone.task}` : ""})`);
+    // One line each: a line break in a milestone's text started a line of its own (`# …` a heading of the report).
+    for (const milestone of report.milestones) out.push(`- ${milestone.at}: ${oneLine(milestone.text)} (${milestone.by}${milestone.task ? `, ${milestone.task}` : ""})`);
     out.push("");
   }
 
@@ -140,7 +141,11 @@ function compact(value: JsonValue): string {
   return text.length > 80 ? `${text.slice(0, 77)}…` : text;
 }
 
+function oneLine(text: string): string {
+  return String(text).replace(/\r?\n|\r/g, " ");
+}
+
 function table(headers: string[], rows: string[][]): string[] {
-  const cell = (text: string) => text.replace(/\|/g, "\\|").replace(/\r?\n/g, " ");
+  const cell = (text: string) => oneLine(text.replace(/\|/g, "\\|"));
   return [`| ${headers.map(cell).join(" | ")} |`, `|${headers.map(() => " --- ").join("|")}|`, ...rows.map((row) => `| ${row.map(cell).join(" | ")} |`)];
 }

@@ -1,10 +1,11 @@
 import { formatBytes, plural } from "../../cli/output.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
+import { storeExists } from "../../core/store/open.js";
 import type { Store } from "../../core/store/store.js";
 import { applyRetention, planRetention, removalReason, type RetentionOutcome, type RetentionPlan, type SessionPlan } from "./cleanup.js";
 import { describePolicy, policyJson } from "./options.js";
-import type { RetentionPolicy } from "./policy.js";
+import { RETENTION_TIME_ZONE, type RetentionPolicy } from "./policy.js";
 import { findKnownSession, knownSessions } from "./sessions.js";
 import { findTemporaryFiles, removeTemporaryFiles, type TemporaryFile, type TemporaryRemoval } from "./temporary.js";
 
@@ -18,6 +19,22 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
   const argument = typeof input.args[0] === "string" && input.args[0] !== "" ? input.args[0] : undefined;
   const dryRun = Boolean(input.options.dryRun);
   const json = Boolean(input.options.json);
+  if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) {
+    // No store yet: nothing to plan or apply, and opening one for writing would create it (a dry run wrote .apex/store.mdb).
+    if (argument !== undefined) findKnownSession([], argument);
+    const plan: RetentionPlan = { policy, timeZone: RETENTION_TIME_ZONE, sessions: [] };
+    const temporary = findTemporaryFiles({ storeDir: context.config.storeDir, projectDir: context.projectDir, sessions: [] });
+    const outcome: RetentionOutcome = { plan, deleted: [], skipped: [], sweep: undefined, sweepError: undefined };
+    if (dryRun) {
+      if (json) context.printJson({ dry_run: true, ...planJson(plan), temporary: temporaryJson(temporary) });
+      else printDryRun(context, plan, temporary);
+      return 0;
+    }
+    const removed = removeTemporaryFiles(temporary);
+    if (json) context.printJson(outcomeJson(outcome, removed));
+    else printOutcome(context, outcome, removed);
+    return removed.failed.length > 0 ? 1 : 0;
+  }
   const store = await context.store();
   const sessionId = argument === undefined ? undefined : findKnownSession(knownSessions(store), argument).sessionId;
   const temporary = temporaryFiles(store, context, sessionId);

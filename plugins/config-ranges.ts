@@ -1,0 +1,66 @@
+/**
+ * What a schema cannot say about a value that passed it: a duration APEX runs as a timer must
+ * fit a Node.js timer, and a gzip level stops at 9. Checked with the schemas, before anything
+ * runs or is written, so `apex config validate` and every command refuse the same files.
+ * Core's loadConfig calls it through the registry (plugins/index.ts: builtinConfigChecks).
+ */
+import { isDuration, parseDuration } from "../core/config/duration.js";
+import { formatPath, positionOf, type PathSegment } from "../core/config/source.js";
+import type { ConfigIssue, ConfigSource } from "../core/config/types.js";
+
+/**
+ * The longest timer Node.js keeps: 2^31 − 1 ms, about 24.8 days. A longer delay is not an error
+ * there but fires after 1 ms (TimeoutOverflowWarning): a `session_timeout: 30d` stopped the
+ * session right after it started, an interval of 30 days checkpointed every millisecond.
+ * (core/config/env.ts holds APEX_CHECKPOINT_INTERVAL to the same bound.)
+ */
+export const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+const MAX_TIMER_TEXT = `at most ${MAX_TIMER_SECONDS} seconds (about 24 days, "24d"), the longest timer APEX can keep`;
+
+/** A timer duration of the config, or of APEX_CHECKPOINT_INTERVAL: the problem with it, if any. */
+export function timerProblem(value: unknown): string | undefined {
+  if (!isDuration(value)) return undefined; // the schema reported it
+  const seconds = parseDuration(value);
+  return seconds > MAX_TIMER_SECONDS ? `must be ${MAX_TIMER_TEXT} (got ${JSON.stringify(value)})` : undefined;
+}
+
+const GZIP_MAX_LEVEL = 9;
+
+/** The document's schema issues with the range issues among them, in document order. */
+export function withRanges(checked: { data: Record<string, unknown>; source: ConfigSource; issues: ConfigIssue[] }): ConfigIssue[] {
+  return [...checked.issues, ...checkRanges(checked.data, checked.source)].sort((a, b) => a.line - b.line || a.col - b.col);
+}
+
+export function checkRanges(data: Record<string, unknown>, source: ConfigSource): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const at = (path: PathSegment[], message: string, expected: string) => issues.push({ ...positionOf(source, path), path: formatPath(path), message, expected });
+  const timer = (path: PathSegment[], value: unknown, off = "") => {
+    const problem = timerProblem(value);
+    if (problem) at(path, `${problem}.${off}`, MAX_TIMER_TEXT);
+  };
+  const session = mapping(data.session);
+  timer(["session", "auto_checkpoint_interval"], session.auto_checkpoint_interval, " 0 turns interval checkpoints off.");
+  timer(["session", "session_timeout"], session.session_timeout, " 0 means no timeout.");
+  timer(["session", "lease_ttl"], session.lease_ttl);
+  // YAML and APEX expand no "~": "~/backups" made a directory named "~" in the project.
+  if (typeof session.backup_location === "string" && /^~(\/|$)/.test(session.backup_location)) {
+    at(["session", "backup_location"], `"~" is not expanded (got ${JSON.stringify(session.backup_location)}): write the absolute path, or a path relative to the project directory.`, "an absolute path or one relative to the project directory");
+  }
+  for (const [name, agent] of Object.entries(mapping(data.agents))) {
+    for (const key of ["restart_delay", "max_restart_delay"]) timer(["agents", name, key], mapping(agent)[key]);
+  }
+  const plugins = mapping(data.plugins);
+  timer(["plugins", "checkpoint", "interval"], mapping(plugins.checkpoint).interval, " 0 turns interval checkpoints off.");
+  timer(["plugins", "metrics", "interval"], mapping(plugins.metrics).interval);
+  for (const name of ["compression", "archive"]) {
+    const options = mapping(plugins[name]);
+    if (options.algorithm === "gzip" && typeof options.level === "number" && options.level > GZIP_MAX_LEVEL) {
+      at(["plugins", name, "level"], `gzip levels go from 0 to ${GZIP_MAX_LEVEL} (got ${options.level}); levels up to 11 are brotli's.`, `an integer from 0 to ${GZIP_MAX_LEVEL}`);
+    }
+  }
+  return issues;
+}
+
+function mapping(value: unknown): Record<string, unknown> {
+  return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+}
