@@ -392,6 +392,15 @@ describe("--worktree and --git", () => {
     expect(away.status, away.stderr).toBe(3);
     expect(JSON.parse(away.stderr).error).toMatchObject({ code: "APEX_E_NOT_FOUND", hint: `Move it back from the project: git worktree move ${JSON.stringify(moved)} ${JSON.stringify(worktree)}` });
     expect(p.runningSessions()).toHaveLength(1);
+    // A git merge into it says the same (it said "no longer exists", with placeholders for the way back).
+    expect(p.apex(["session", "branch", "latest", "other", "--worktree", join(worktree, "..", "other")]).status).toBe(0);
+    const into = p.apex(["session", "merge", "other", "feature", "--git", "--dry-run", "--json"]);
+    expect(into.status, into.stderr).toBe(3);
+    expect(JSON.parse(into.stderr).error).toMatchObject({
+      code: "APEX_E_NOT_FOUND",
+      message: expect.stringContaining(`its branch apex/feature is checked out at ${moved} now`),
+      hint: `Move it back from the project: git worktree move ${JSON.stringify(moved)} ${JSON.stringify(worktree)}; or merge without --git.`,
+    });
     git(dir, "worktree", "move", moved, worktree);
     rmSync(worktree, { recursive: true, force: true });
     const refused = p.apex(["start", "--continue", "feature", "--json"]);

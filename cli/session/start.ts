@@ -166,7 +166,7 @@ async function assertWorktreeExists(location: ProjectLocation, sessionId: string
   const branch = (record!.worktree as { branch?: unknown }).branch;
   const what = existsSync(path) ? "which is no longer a git worktree of this project" : "which no longer exists";
   // Moved by hand (git worktree move, or mv and git worktree repair): git would refuse a second checkout of its branch.
-  const moved = typeof branch === "string" ? await worktreeOnBranch(location.projectDir, branch) : undefined;
+  const moved = typeof branch === "string" ? (await import("../git-worktrees.js")).worktreeOnBranch(location.projectDir, branch) : undefined;
   const name = typeof record!.name === "string" ? record!.name : sessionId;
   if (moved !== undefined && !samePath(moved, path)) {
     throw new ApexError("APEX_E_NOT_FOUND", `Session ${name} runs in the git worktree ${path}, ${what}: its branch ${branch} is checked out at ${moved} now; nothing was started.`, {
@@ -178,19 +178,6 @@ async function assertWorktreeExists(location: ProjectLocation, sessionId: string
     hint: `Recreate it from the project: git worktree prune && git worktree add ${JSON.stringify(path)}${typeof branch === "string" ? ` ${branch}` : ""}${existsSync(path) ? " (after moving that directory away)" : ""}`,
     details: { session_id: sessionId, worktree: path },
   });
-}
-
-/** The directory of the project's git worktree that has `branch` checked out and still exists, if one does. */
-async function worktreeOnBranch(projectDir: string, branch: string): Promise<string | undefined> {
-  const [{ spawnSync }, { existsSync }] = await Promise.all([import("node:child_process"), import("node:fs")]);
-  const listed = spawnSync("git", ["worktree", "list", "--porcelain"], { cwd: projectDir, encoding: "utf8" });
-  if (listed.status !== 0 || typeof listed.stdout !== "string") return undefined;
-  for (const entry of listed.stdout.split("\n\n")) {
-    const lines = entry.split("\n");
-    const dir = lines.find((line) => line.startsWith("worktree "))?.slice("worktree ".length);
-    if (dir && lines.includes(`branch refs/heads/${branch}`) && existsSync(dir)) return dir;
-  }
-  return undefined;
 }
 
 /** The friendly early refusal; the supervisor makes the same check atomically. */

@@ -10,6 +10,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from "node:pat
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
 import { paint, printJson, printLine } from "../../cli/output.js";
+import { worktreeOnBranch } from "../../cli/git-worktrees.js";
 import { ApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { checkSessionName } from "../../core/session/names.js";
@@ -280,6 +281,9 @@ interface GitSides {
   /** The commit SRC's latest checkpoint recorded: where a lost branch can be made again. */
   sourceCommit: string | undefined;
   directory: string;
+  /** DST's own branch (a worktree session's), and the project's directory, where git lists the worktrees. */
+  destinationBranch: string | undefined;
+  projectDir: string;
 }
 
 async function gitSides(location: ProjectLocation, plan: SessionMergeReport): Promise<GitSides> {
@@ -287,7 +291,7 @@ async function gitSides(location: ProjectLocation, plan: SessionMergeReport): Pr
     const source = sessionRecord(store, resolveSessionRef(store, plan.source.session_id));
     const destination = sessionRecord(store, resolveSessionRef(store, plan.destination.session_id));
     const sourceWorktree = source?.worktree as { branch?: unknown; path?: unknown } | null | undefined;
-    const destinationWorktree = destination?.worktree as { path?: unknown } | null | undefined;
+    const destinationWorktree = destination?.worktree as { branch?: unknown; path?: unknown } | null | undefined;
     let sourceCommit: string | undefined;
     try {
       const state = getCheckpoint(store, plan.source.checkpoint.id).git_state as { commit?: unknown } | null;
@@ -302,6 +306,8 @@ async function gitSides(location: ProjectLocation, plan: SessionMergeReport): Pr
       sourceDirectory: typeof sourceWorktree?.path === "string" ? sourceWorktree.path : undefined,
       sourceCommit,
       directory: typeof destinationWorktree?.path === "string" ? destinationWorktree.path : location.projectDir,
+      destinationBranch: typeof destinationWorktree?.branch === "string" ? destinationWorktree.branch : undefined,
+      projectDir: location.projectDir,
     };
   });
 }
@@ -319,8 +325,13 @@ function gitPlan(sides: GitSides): { source_branch: string; destination_branch: 
     });
   }
   if (!existsSync(directory)) {
-    throw new ApexError("APEX_E_NOT_FOUND", `The git worktree of session ${sides.destinationSession}, ${directory}, no longer exists; nothing was merged.`, {
-      hint: "Recreate it (git worktree prune && git worktree add DIR BRANCH in the project), or merge without --git.",
+    // Moved by hand (git worktree move): its branch is checked out elsewhere, and git would refuse to add it again.
+    const moved = sides.destinationBranch ? worktreeOnBranch(sides.projectDir, sides.destinationBranch) : undefined;
+    throw new ApexError("APEX_E_NOT_FOUND", `The git worktree of session ${sides.destinationSession}, ${directory}, no longer exists${moved ? `: its branch ${sides.destinationBranch} is checked out at ${moved} now` : ""}; nothing was merged.`, {
+      hint: moved
+        ? `Move it back from the project: git worktree move ${JSON.stringify(moved)} ${JSON.stringify(directory)}; or merge without --git.`
+        : `Recreate it from the project: git worktree prune && git worktree add ${JSON.stringify(directory)}${sides.destinationBranch ? ` ${sides.destinationBranch}` : ""}; or merge without --git.`,
+      details: { worktree: directory, ...(moved ? { moved_to: moved } : {}) },
     });
   }
   if (git(directory, ["rev-parse", "--is-inside-work-tree"]).code !== 0) throw new ApexError("APEX_E_NOT_A_REPOSITORY", `${directory} is not a git working tree.`);
