@@ -12,7 +12,7 @@ import { resolveSessionId } from "../core/session/sessions.js";
 import { applyToTree, describeConflict, objectView, type MergeChange } from "../plugins/checkpoint/merge.js";
 import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
-import { drawTree, sessionTree } from "../plugins/checkpoint/tree.js";
+import { drawTree, sessionTree, type SessionTree } from "../plugins/checkpoint/tree.js";
 import { applyRetention } from "../plugins/retention/cleanup.js";
 import { reconstructSession } from "../plugins/checkpoint/recover.js";
 import { forEachBackend } from "./support/backends.js";
@@ -433,6 +433,14 @@ describe("tasks and live memory", () => {
     expect(lines[0]).toMatch(/^\* +\w{8} \[dst\] checkpoint-002 merge/);
     expect(lines.some((line) => /^\|\\$/.test(line))).toBe(true);
     expect(lines.at(-1)).toMatch(/\[main\] checkpoint-001 interval/);
+    expect(lines).not.toContain("");
+  });
+
+  it("session tree separates unrelated histories with a blank line (git draws one column through both)", () => {
+    const node = (id: string, session: string, sequence: number, parents: string[]) => ({ id: id.padEnd(8, "0"), session_id: session, name: `checkpoint-00${sequence}`, sequence, trigger: "manual", description: "", created_at: "", parents: parents.map((parent) => parent.padEnd(8, "0")), folded: 0, head: sequence === 2 });
+    const sessions = ["one", "two"].map((id) => ({ session_id: id, name: id, status: "stopped", created_at: "", parent: null, checkpoints: 2, latest: null }));
+    const lines = drawTree({ sessions, nodes: [node("b2", "two", 2, ["b1"]), node("b1", "two", 1, []), node("a2", "one", 2, ["a1"]), node("a1", "one", 1, [])] } as unknown as SessionTree);
+    expect(lines.map((line) => line.slice(0, 16))).toEqual(["*  b2000000 [two", "*  b1000000 [two", "", "*  a2000000 [one", "*  a1000000 [one"]);
   });
 });
 

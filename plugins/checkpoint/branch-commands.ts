@@ -66,6 +66,7 @@ One line per checkpoint that shapes the graph: each session's first and latest, 
 sessions branched from, merge checkpoints and the checkpoints they merged in, newest first. A
 line reads: id, [session name or id], checkpoint, trigger, (session: status) on its latest, the
 description, and (+N checkpoints) for those of its session folded between it and its previous line.
+A blank line separates unrelated histories (a session started anew, not branched from another).
 ${examples("apex session tree", "apex session tree --json")}`,
     )
     .action(async (options: { json?: boolean }, command: Command) => {

@@ -172,6 +172,8 @@ export function drawTree(tree: SessionTree): string[] {
     return chars.join("").replace(/\s+$/, "");
   };
   for (const node of tree.nodes) {
+    // No column awaits anything: the history above ended at its root, and this one is unrelated to it (a blank line between them, where git draws one column through both).
+    if (lines.length > 0 && columns.length === 0) lines.push("");
     let at = columns.indexOf(node.id);
     if (at < 0) {
       at = columns.indexOf(null);
