@@ -218,5 +218,29 @@ describe("a session on PostgreSQL", () => {
     expect(result.stderr).toContain("APEX_E_STORE_UNREACHABLE");
     expect(result.stderr).not.toContain(cluster.password);
     expect(existsSync(join(project.dir, ".apex", "store.mdb"))).toBe(false);
+
+    // A password elsewhere in the URL is kept out of messages too: in a `password=` parameter
+    // (the driver reads it), and in user info that breaks parsing (an unencoded "/", "#" or "?"),
+    // where the bad-port message quoted part of it.
+    const secret = "s3cret-Pw";
+    const inQuery = `postgres://127.0.0.1:${cluster.port}/postgres?user=apex&password=${secret}`;
+    for (const [env, code, status] of [
+      [inQuery, "APEX_E_STORE_AUTH", 2],
+      [`postgres://apex:${secret}/x@127.0.0.1:${cluster.port}/postgres`, "APEX_E_CONFIG", 2],
+      [`postgres://apex:${secret}#x@127.0.0.1:${cluster.port}/postgres`, "APEX_E_CONFIG", 2],
+      [`postgres://apex:${secret}@[bad/postgres`, "APEX_E_CONFIG", 2],
+    ] as const) {
+      for (const args of [["memory", "set", "/a", "1"], ["memory", "show", "/a", "--json"], ["config", "validate"]]) {
+        // (config validate makes no connection: it refuses only the URL that does not parse)
+        const refused = args[0] !== "config" || code === "APEX_E_CONFIG";
+        const failed = project.apex(args, { env: { APEX_STORE_URL: env } });
+        expect(failed.status, `${env} ${args.join(" ")}: ${failed.stderr}`).toBe(refused ? status : 0);
+        if (refused && args[0] !== "config") expect(failed.stderr + failed.stdout).toContain(code);
+        expect(failed.stderr + failed.stdout).not.toContain(secret);
+      }
+    }
+    const listed = project.apex(["plugins", "list", "--json"], { env: { APEX_STORE_URL: inQuery } });
+    expect(listed.status).toBe(0);
+    expect(json<{ storage: { location: string } }>(listed).storage.location).toBe(`postgres://127.0.0.1:${cluster.port}/postgres?user=apex&password=***`);
   });
 });

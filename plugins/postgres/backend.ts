@@ -35,6 +35,7 @@ import { createRequire } from "node:module";
 import { currentActor } from "../../core/actor.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
+import { redactUrl as redactStoreUrl } from "../../core/store/open.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import type {
   BackendInfo,
@@ -232,15 +233,9 @@ function toBuffer(value: unknown): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-/** The URL without its password: for messages, `info.location` and logs. */
+/** The URL without its password (user info and `password=` parameters): for messages, `info.location` and logs. */
 export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = "";
-    return parsed.toString();
-  } catch {
-    return url.replace(/(:\/\/[^:@/]*):[^@/]*@/, "$1@");
-  }
+  return redactStoreUrl(url, "");
 }
 
 /** The server-side database name in a URL (for messages). */
@@ -370,7 +365,7 @@ function urlOf(spec: StoreSpec): string {
   const problem = postgresUrlProblem(spec.url);
   if (problem) {
     throw new ApexError("APEX_E_CONFIG", `The PostgreSQL store URL ${redactUrl(spec.url)} ${problem}.`, {
-      hint: "Fix store.url in apex.config.yaml, or APEX_STORE_URL: postgres://user:password@host:5432/database (a port from 1 to 65535).",
+      hint: "Fix store.url in apex.config.yaml, or APEX_STORE_URL: postgres://user:password@host:5432/database (a port from 1 to 65535; in the user and password, write / ? # @ : as %2F %3F %23 %40 %3A).",
       details: { url: redactUrl(spec.url) },
     });
   }
@@ -383,7 +378,8 @@ export function postgresUrlProblem(url: string): string | undefined {
     // (WHATWG URL takes port 0, which no server listens on)
     if (new URL(url).port === "0") return 'has a bad port "0"';
   } catch {
-    const port = /^[a-z]+:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/i.exec(url)?.[1];
+    // (read from the URL without its user info: a password is never quoted as a port)
+    const port = /^[a-z]+:\/\/(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/i.exec(redactStoreUrl(url, "").replace(/^([a-z]+:\/\/).*@/i, "$1"))?.[1];
     if (port !== undefined && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) return `has a bad port ${JSON.stringify(port)}`;
     return "is not a valid URL";
   }
