@@ -13,6 +13,7 @@ import { decodeValue, encodeJson } from "../core/store/value-codec.js";
 import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, PostgresBackend, postgresBackend, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { GROUP_BYTES } from "../plugins/postgres/groups.js";
+import { currentSessionId } from "../plugins/checkpoint/refs.js";
 import { SyncBridge, connectTimeoutMs } from "../plugins/postgres/bridge.js";
 import { describePort } from "./support/port-suite.js";
 import { freePort, postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
@@ -385,6 +386,8 @@ describe("postgres backend", () => {
       expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE" });
       expect((caught as Error).message).toContain(`127.0.0.1:${relayPort}`);
       expect((caught as Error).message).not.toContain(cluster.password);
+      // Asked which session a checkpoint is for, that is the answer too, not "no current session".
+      expect(() => currentSessionId(store)).toThrow(expect.objectContaining({ code: "APEX_E_STORE_UNREACHABLE" }));
       await relay.up();
       // Within a second of the failed attempt: not tried again, the same error at once.
       expect(() => store.get("/x")).toThrow(/Cannot reach PostgreSQL/);
