@@ -163,36 +163,18 @@ export function storeSourceDigest(target: StoreLocation, env: NodeJS.ProcessEnv 
   return createHash("sha256").update(JSON.stringify(parts)).digest("hex").slice(0, 32);
 }
 
-/** Query parameters that carry a secret (libpq's and node-postgres's `password`, `sslpassword`). */
-const SECRET_PARAMS = /^(?:ssl)?password$/i;
-
 /**
  * A URL with its password replaced by `mask` ("***"; "" drops it with its colon), wherever it
- * is: in the user info and in a `password=` or `sslpassword=` parameter. A URL that does not
- * parse (a password with an unencoded `/`, `?` or `#`) is cut by text: everything from the
- * first colon after `://` to the last `@` goes.
+ * is: the user info, and `password=` or `sslpassword=` parameters. A URL that does not parse (a
+ * password with an unencoded `/`, `?` or `#`) is cut by text from the user's colon to the last `@`.
  */
 export function redactUrl(url: string, mask = "***"): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = mask;
-    for (const name of [...parsed.searchParams.keys()]) {
-      if (SECRET_PARAMS.test(name)) parsed.searchParams.set(name, mask || "***");
-    }
+    for (const name of [...parsed.searchParams.keys()]) if (/^(?:ssl)?password$/i.test(name)) parsed.searchParams.set(name, "***");
     return parsed.toString();
   } catch {
-    return redactText(url, mask);
+    return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*):.*@/is, mask ? `$1:${mask}@` : "$1@").replace(/([?&](?:ssl)?password=)[^&#]*/gi, "$1***");
   }
-}
-
-function redactText(url: string, mask: string): string {
-  let text = url;
-  const start = text.indexOf("://");
-  // The user info ends at the last "@" (a password that breaks parsing may hold "/", "?", "#" or "@").
-  const at = text.lastIndexOf("@");
-  if (start >= 0 && at > start) {
-    const colon = text.indexOf(":", start + 3);
-    if (colon >= 0 && colon < at) text = `${text.slice(0, colon)}${mask ? `:${mask}` : ""}${text.slice(at)}`;
-  }
-  return text.replace(/([?&](?:ssl)?password=)[^&#]*/gi, "$1***");
 }
