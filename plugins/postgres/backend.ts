@@ -348,9 +348,9 @@ function keepBridge(url: string, bridge: SyncBridge): void {
 
 function projectOf(spec: StoreSpec): string {
   const project = spec.project ?? DEFAULT_PROJECT;
-  if (typeof project !== "string" || project.length === 0 || project.length > 200 || /[\u0000-\u001f]/.test(project)) {
+  if (typeof project !== "string" || project.length === 0 || project.length > 255 || /[\u0000-\u001f]/.test(project)) {
     throw new ApexError("APEX_E_CONFIG", `Invalid project id ${JSON.stringify(project)} for the PostgreSQL store.`, {
-      hint: "A project id is 1 to 200 printable characters.",
+      hint: "A project id is 1 to 255 printable characters.",
     });
   }
   return project;
@@ -475,6 +475,30 @@ function upgradeToGroups(bridge: SyncBridge): void {
 
 /** Rows of apex.rows read per statement by the upgrade to layout 2. */
 const UPGRADE_PAGE = 20_000;
+
+/** A project of a database, as `apex store projects` lists it. */
+export interface ProjectRow {
+  project: string;
+  revision: number;
+  /** When its first writable open made it (ISO). */
+  created: string;
+}
+
+/** Every project id in the database `spec` names, in id order (none before APEX's schema exists). Reads only. */
+export function listProjects(spec: StoreSpec): ProjectRow[] {
+  const url = urlOf(spec);
+  const bridge = takeBridge(url);
+  try {
+    const state = probe(bridge, url, "");
+    const table = state.layout >= 2 ? "apex.stores" : "apex.projects";
+    const rows = state.schema ? (bridge.query(`SELECT project, revision, to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') FROM ${table} ORDER BY project`) as Array<[string, number | string, string]>) : [];
+    keepBridge(url, bridge);
+    return rows.map(([project, revision, created]) => ({ project, revision: Number(revision), created }));
+  } catch (error) {
+    void bridge.close();
+    throw connectError(url, error);
+  }
+}
 
 export const postgresBackend: StorageBackendFactory = {
   open(spec: StoreSpec, options: StoreOpenOptions = {}): StorageBackend {
@@ -1094,6 +1118,48 @@ export class PostgresBackend implements StorageBackend {
       if (entry) entry.known = true;
     }
     return out;
+  }
+
+  /**
+   * Moves every row of this project to the project id `to`, in one write transaction under both
+   * projects' locks: the keyspace, its revision and log, the named tables and their rows (leases
+   * included). `check` runs inside it first (this handle's reads are the transaction's) and may
+   * refuse by throwing. Refused, writing nothing, when `to` holds anything (APEX_E_CONFLICT); a
+   * row `to` got from a writable open that wrote nothing (revision 0) is no data. Close this
+   * handle afterwards: its project has no rows any more.
+   */
+  moveProject(to: string, check: () => void): { revision: number } {
+    projectOf({ backend: "postgres", dir: this.dir, project: to });
+    return this.transactionSync(() => {
+      const [, held] = this.run(
+        [
+          { text: "SELECT pg_advisory_xact_lock($1, hashtext($2))", values: [LOCK_CLASS, to] },
+          {
+            text: `SELECT (SELECT revision FROM apex.stores WHERE project = $1),
+              EXISTS (SELECT 1 FROM apex.kv WHERE project = $1) OR EXISTS (SELECT 1 FROM apex.log WHERE project = $1) OR EXISTS (SELECT 1 FROM apex.tables WHERE project = $1)
+              OR EXISTS (SELECT 1 FROM apex.rows WHERE project = $1) OR EXISTS (SELECT 1 FROM apex.groups WHERE project = $1)`,
+            values: [to],
+          },
+        ],
+        "reading the target project",
+      );
+      const [revision, rows] = held![0] as [number | string | null, boolean];
+      if (rows || Number(revision ?? 0) > 0) {
+        throw new ApexError("APEX_E_CONFLICT", `Project ${JSON.stringify(to)} already holds data at ${redactUrl(this.url)} (revision ${Number(revision ?? 0)}); data is moved only to an id that holds none.`, {
+          hint: "`apex store projects` lists the ids and what they hold. Nothing was changed.",
+          details: { project: to, revision: Number(revision ?? 0) },
+        });
+      }
+      check();
+      this.run(
+        [
+          { text: "DELETE FROM apex.stores WHERE project = $1", values: [to] },
+          ...["stores", "kv", "log", "tables", "rows", "groups"].map((table) => ({ text: `UPDATE apex.${table} SET project = $2 WHERE project = $1`, values: [this.project, to] })),
+        ],
+        "moving the project",
+      );
+      return { revision: this.tx!.base };
+    });
   }
 
   /** Sends the transaction's buffered writes (and, at commit, the revision and its NOTIFY) in one statement. */
