@@ -143,6 +143,11 @@ describe("postgres backend", () => {
     expect(b.tableNames()).toEqual([]);
     expect(a.info).toEqual({ backend: "postgres", location: `${redactUrl(url)}#alpha` });
     expect(a.info.location).not.toContain(cluster.password);
+    // Any id store.project takes (1 to 255 characters), not only up to 200.
+    const long = open(spec("l".repeat(255)));
+    await long.set("/x", 1);
+    expect(long.get("/x")).toBe(1);
+    expect(() => open(spec("l".repeat(256)))).toThrow(expect.objectContaining({ code: "APEX_E_CONFIG" }));
   });
 
   it("says cheaply whether a project's store exists, and a read-only open creates nothing", async () => {
