@@ -1121,6 +1121,23 @@ export class PostgresBackend implements StorageBackend {
   }
 
   /**
+   * Empties this project (every row of it, revision 0), under its lock: for a target that holds
+   * what an interrupted `apex store migrate` wrote. The project's row stays.
+   */
+  clearProject(): void {
+    this.transactionSync(() => {
+      this.run(
+        [
+          ...["kv", "log", "tables", "rows", "groups"].map((table) => ({ text: `DELETE FROM apex.${table} WHERE project = $1`, values: [this.project] })),
+          { text: "UPDATE apex.stores SET revision = 0 WHERE project = $1", values: [this.project] },
+        ],
+        "emptying the project",
+      );
+    });
+    this.tables.clear();
+  }
+
+  /**
    * Moves every row of this project to the project id `to`, in one write transaction under both
    * projects' locks: the keyspace, its revision and log, the named tables and their rows (leases
    * included). `check` runs inside it first (this handle's reads are the transaction's) and may

@@ -18,7 +18,7 @@ import { FILTER_DB } from "../checkpoint/engine/hash-filter.js";
 import { JOURNAL_DB, PACKS_DB, TREES_DB, VALUES_DB } from "../checkpoint/engine/objects.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { migrateStore } from "./migrate.js";
-import { postgresUrlProblem } from "./backend.js";
+import { PostgresBackend, postgresUrlProblem } from "./backend.js";
 import { LEASES_OPTIONS, LEASES_TABLE, localHost, onOtherHost, supervisorHost } from "../../core/session/lease.js";
 import type { SessionRecord } from "../../core/session/records.js";
 
@@ -85,7 +85,13 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
     for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
     target = await openTarget(targetSpec, options.to);
     target.spec = targetSpec;
-    const report = await migrateStore(source, target, { tables: TABLES, onProgress: progress });
+    const opened = target;
+    const report = await migrateStore(source, target, {
+      tables: TABLES,
+      onProgress: progress,
+      // A PostgreSQL project that an interrupted migration of this store filled is emptied and filled again.
+      clearInterrupted: opened instanceof PostgresBackend ? () => opened.clearProject() : undefined,
+    });
     progress("validating checkpoints on the target");
     const validation = validateStore(target);
     if (!validation.ok || validation.checkpoints.verified !== validation.checkpoints.total) {
