@@ -405,6 +405,26 @@ describe("postgres backend", () => {
     }
   });
 
+  it("a store whose database is dropped, or whose password is changed, under it says so at its next call (not a bare store error)", async () => {
+    const own = await cluster.createDatabase();
+    const name = new URL(own).pathname.slice(1);
+    const role = `r_${name}`;
+    await query(cluster.adminUrl, `CREATE ROLE ${role} LOGIN PASSWORD 'first'`);
+    await query(own, `GRANT ALL ON SCHEMA public TO ${role}`);
+    await query(cluster.adminUrl, `GRANT ALL ON DATABASE ${name} TO ${role}`);
+    const asRole = own.replace(/\/\/[^@]*@/, `//${role}:first@`);
+    const store = open({ ...spec(), url: asRole });
+    await store.set("/x", 1);
+    await query(cluster.adminUrl, `ALTER ROLE ${role} PASSWORD 'second'`);
+    await query(cluster.adminUrl, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", [role]);
+    expect(() => store.get("/x")).toThrow(expect.objectContaining({ code: "APEX_E_STORE_AUTH" }));
+    sleepSync(1100);
+    await query(cluster.adminUrl, `DROP DATABASE ${name} WITH (FORCE)`);
+    await query(cluster.adminUrl, `ALTER ROLE ${role} PASSWORD 'first'`);
+    expect(() => store.get("/x")).toThrow(expect.objectContaining({ code: "APEX_E_STORE_NO_DATABASE" }));
+    await query(cluster.adminUrl, `DROP ROLE ${role}`);
+  });
+
   it("a writer frozen inside its transaction holds up the project's other writers only until the server's idle-in-transaction timeout", async () => {
     // Every connection of the backend carries the timeout (60 s), unless the URL sets its own.
     const store = open(spec());

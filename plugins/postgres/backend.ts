@@ -248,6 +248,8 @@ function databaseOf(url: string): string {
 }
 
 /** Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or starting (57P01-57P03). */
+/** SQLSTATEs a connection made again can be refused with: bad password, no such role or access, the database gone. */
+const RECONNECT_REFUSALS = new Set(["28P01", "28000", "3D000"]);
 const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "57P01", "57P02", "57P03"]);
 
 /**
@@ -697,7 +699,9 @@ export class PostgresBackend implements StorageBackend {
   private failure(error: unknown, doing: string): ApexError {
     if (isApexError(error)) return error;
     const failure = error instanceof BridgeError ? error.failure : { message: String(error), code: undefined };
-    if (failure.code && UNREACHABLE.has(failure.code)) return connectError(this.url, error);
+    // A connection made again (after a restart, a drop) meets what a first one may: the server gone,
+    // the credentials refused (a password changed), the database dropped. Named as at open.
+    if (failure.code && (UNREACHABLE.has(failure.code) || RECONNECT_REFUSALS.has(failure.code))) return connectError(this.url, error);
     if (failure.code === "25006") return new ApexError("APEX_E_INTERNAL", `The PostgreSQL store was opened read-only (${doing}).`, { cause: error });
     if (failure.code === "42501") return permissionError(this.info.location, failure.message, doing, error);
     return new ApexError("APEX_E_STORE", `PostgreSQL store at ${this.info.location}: ${failure.message} (${doing}).`, {
