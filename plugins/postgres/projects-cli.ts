@@ -60,14 +60,15 @@ function sessionsOf(store: PostgresBackend): { sessions: number; active: Project
 
 export async function listProjectsCommand(location: ProjectLocation, options: { json?: boolean }): Promise<void> {
   const spec = await postgresSpec(location, "projects");
-  const projects: ProjectListing[] = listProjects(spec).map((row) => {
+  const projects: ProjectListing[] = [];
+  for (const row of listProjects(spec)) {
     const store = PostgresBackend.open({ ...spec, project: row.project }, { readOnly: true });
     try {
-      return { ...row, current: row.project === spec.project, ...sessionsOf(store) };
+      projects.push({ ...row, current: row.project === spec.project, ...sessionsOf(store) });
     } finally {
-      void store.close();
+      await store.close();
     }
-  });
+  }
   const database = describeStore(spec).location;
   if (options.json) {
     printJson({ database, current: spec.project, projects });
