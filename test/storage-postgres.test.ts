@@ -416,12 +416,26 @@ describe("postgres backend", () => {
     const store = open({ ...spec(), url: asRole });
     await store.set("/x", 1);
     await query(cluster.adminUrl, `ALTER ROLE ${role} PASSWORD 'second'`);
+    // The error of the next call that connects again (a call that was in flight when the server
+    // ended the connection fails as unreachable, and the one after it connects again).
+    const nextError = (): unknown => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          store.get("/x");
+        } catch (error) {
+          if (attempt === 0 && (error as { details?: { code?: string } }).details?.code === "57P01") continue;
+          return error;
+        }
+        if (attempt > 0) return undefined;
+      }
+    };
     await query(cluster.adminUrl, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", [role]);
-    expect(() => store.get("/x")).toThrow(expect.objectContaining({ code: "APEX_E_STORE_AUTH" }));
+    sleepSync(200);
+    expect(nextError()).toMatchObject({ code: "APEX_E_STORE_AUTH" });
     sleepSync(1100);
     await query(cluster.adminUrl, `DROP DATABASE ${name} WITH (FORCE)`);
     await query(cluster.adminUrl, `ALTER ROLE ${role} PASSWORD 'first'`);
-    expect(() => store.get("/x")).toThrow(expect.objectContaining({ code: "APEX_E_STORE_NO_DATABASE" }));
+    expect(nextError()).toMatchObject({ code: "APEX_E_STORE_NO_DATABASE" });
     await query(cluster.adminUrl, `DROP ROLE ${role}`);
   });
 
