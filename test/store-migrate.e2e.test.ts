@@ -217,6 +217,8 @@ describe("apex store migrate", () => {
       expect(error.message).toContain(`127.0.0.1:${port}`);
       expect(result.stderr).not.toContain("secret");
       expect(error.message).toContain("no answer within 2 s");
+      // What to fix is --to, not the project's own store URL.
+      expect(error.hint).toContain("in --to right");
       // A hang would last until the call timeout (10 min).
       expect(Date.now() - started).toBeLessThan(60_000);
     } finally {

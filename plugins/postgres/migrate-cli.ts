@@ -158,6 +158,14 @@ async function openTarget(spec: StoreSpec, url: string): Promise<StorageBackend>
     if (error instanceof ApexError && error.code === "APEX_E_CONFIG") {
       throw new ApexError("APEX_E_USAGE", `--to ${redactUrl(url)}: ${error.message}`, { hint: "Point --to at an empty directory or a new database. Nothing was written.", details: error.details, cause: error });
     }
+    // The target's server, credentials or database: what to fix is --to, not the project's store URL.
+    const fix: Record<string, string> = {
+      APEX_E_STORE_UNREACHABLE: "Is the target's server running, and are the host and port in --to right?",
+      APEX_E_STORE_AUTH: "Check the user and password in --to (or ~/.pgpass, PGPASSWORD), or the target server's pg_hba.conf.",
+    };
+    if (error instanceof ApexError && fix[error.code]) {
+      throw new ApexError(error.code, error.message, { hint: `${fix[error.code]} Nothing was written.`, details: error.details, cause: error });
+    }
     throw error;
   }
 }
