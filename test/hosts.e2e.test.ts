@@ -181,6 +181,19 @@ describe("two hosts on one PostgreSQL database", () => {
     expect(isAlive(agentB.pid!)).toBe(true);
     expect(json<{ value: SessionRecord }>(b.apex(["memory", "show", `/sessions/${sid}`, "--json"])).value.supervisor).toMatchObject({ host: "host-b", generation: 2 });
 
+    // A second project directory on host-b (the same host name, the same database): the session's
+    // supervisor answers only in b's directory. Not "not running", nor "alive but does not answer"
+    // with --force for a hint, which killed b's supervisor from there.
+    const c = new HostProject("host-b", config(url, "shared", 4));
+    for (const command of [["stop", "--force"], ["pause"]]) {
+      const refused = c.apex(command);
+      expect(refused.status, `${command.join(" ")}: ${refused.stderr}`).toBe(4);
+      expect(refused.stderr).toContain("APEX_E_SESSION_REMOTE");
+      expect(refused.stderr).toContain(`its supervisor (pid ${taken.supervisor_pid}) runs from another project directory on this host`);
+    }
+    expect(isAlive(taken.supervisor_pid)).toBe(true);
+    expect(status(b).session).toMatchObject({ status: "active", supervisor: { alive: true } });
+
     const stopped = b.apex(["stop"]);
     expect(stopped.status, stopped.stderr).toBe(0);
     await waitFor("host-b's agent to end", () => !isAlive(agentB.pid!), 30_000);

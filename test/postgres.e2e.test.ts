@@ -210,6 +210,83 @@ describe("a session on PostgreSQL", () => {
     expect(projects.map((row) => row.project)).toEqual([basename(p.dir)]);
   }, 120_000);
 
+  it("store projects lists the database's project ids; rename-project moves one id's data (a worktree-named project) to an id holding none, never over data or under a running session", async () => {
+    const url = await cluster.createDatabase();
+    const config = `${AGENTS}\nstore:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n`;
+    // The project's own id (its directory's name) holds nothing yet; the data went to another id,
+    // as an older APEX did with a session started in a git worktree (the worktree's directory name).
+    project = new Project(config, "apex-pg-main-");
+    const phantom = new Project(config, "apex-pg-main-feature-");
+    const other = new Project(config, "apex-pg-other-");
+    const [mine, lost] = [basename(project.dir), basename(phantom.dir)];
+    try {
+      const ready = phantom.start(["--task", "in the worktree"]);
+      expect(phantom.apex(["memory", "set", "/design", '"kept"']).status).toBe(0);
+      expect(phantom.apex(["checkpoint", "create", "in the worktree"]).status).toBe(0);
+      expect(other.apex(["memory", "set", "/other", "1"]).status).toBe(0);
+
+      const listing = project.apex(["store", "projects", "--json"]);
+      expect(listing.status, listing.stderr).toBe(0);
+      const listed = JSON.parse(listing.stdout) as { database: string; current: string; projects: Array<{ project: string; revision: number; current: boolean; sessions: number; active: Array<{ session_id: string; running: boolean }> }> };
+      expect(listed.current).toBe(mine);
+      expect(listed.database).not.toContain(cluster.password);
+      expect(listed.projects.map((row) => row.project)).toEqual([lost, basename(other.dir)].sort());
+      const before = listed.projects.find((row) => row.project === lost)!;
+      expect(before).toMatchObject({ current: false, sessions: 1, active: [{ session_id: ready.session_id, running: true }] });
+      expect(project.apex(["store", "projects"]).stdout).toContain(`${ready.session_id.slice(0, 8)} on `);
+
+      // Its session runs: nothing moves under it.
+      const busy = project.apex(["store", "rename-project", lost, mine, "--json"]);
+      expect(busy.status).toBe(4);
+      expect(busy.stdout + busy.stderr).toContain("APEX_E_SESSION_ACTIVE");
+      expect(busy.stdout + busy.stderr).toContain(ready.session_id);
+      expect(phantom.apex(["stop"]).status).toBe(0);
+      const revision = json<{ projects: Array<{ project: string; revision: number }> }>(project.apex(["store", "projects", "--json"])).projects.find((row) => row.project === lost)!.revision;
+
+      // Ids that are not there, the same id twice, an id no project can have, another backend.
+      for (const [args, status, code] of [
+        [["nope", mine], 3, "APEX_E_NOT_FOUND"],
+        [[lost, lost], 2, "APEX_E_USAGE"],
+        [[lost, "a/b"], 2, "APEX_E_USAGE"],
+      ] as const) {
+        const refused = project.apex(["store", "rename-project", ...args]);
+        expect(refused.status, refused.stderr).toBe(status);
+        expect(refused.stderr).toContain(code);
+      }
+      const lmdb = project.apex(["store", "projects"], { env: { APEX_STORE_URL: `lmdb:${join(project.dir, "elsewhere")}` } });
+      expect(lmdb.status).toBe(2);
+      expect(lmdb.stderr).toContain("APEX_E_USAGE");
+
+      // Over another project's data: refused, nothing changed.
+      const over = project.apex(["store", "rename-project", lost, basename(other.dir)]);
+      expect(over.status).toBe(4);
+      expect(over.stderr).toContain("APEX_E_CONFLICT");
+
+      const moved = project.apex(["store", "rename-project", lost, mine, "--json"]);
+      expect(moved.status, moved.stderr).toBe(0);
+      expect(JSON.parse(moved.stdout)).toMatchObject({ from: lost, to: mine, revision, sessions: 1 });
+      // The project sees the session, its memory and its checkpoints, which verify; the old id is gone.
+      expect(json<Array<{ session_id: string }>>(project.apex(["session", "list", "--json"])).map((session) => session.session_id)).toEqual([ready.session_id]);
+      expect(json<{ value: unknown }>(project.apex(["memory", "show", "/design", "--json"])).value).toBe("kept");
+      const validate = json<{ ok: boolean; checkpoints: { total: number; verified: number } }>(project.apex(["session", "validate", "--json"]));
+      expect(validate.ok).toBe(true);
+      expect(validate.checkpoints.verified).toBe(validate.checkpoints.total);
+      expect(validate.checkpoints.total).toBeGreaterThanOrEqual(2);
+      const after = json<{ projects: Array<{ project: string; revision: number; current: boolean }> }>(project.apex(["store", "projects", "--json"])).projects;
+      expect(after.map((row) => [row.project, row.current])).toEqual([[basename(other.dir), false], [mine, true]].sort());
+      expect(after.find((row) => row.project === mine)!.revision).toBe(revision);
+      // And goes on from there: a write takes the next revision.
+      expect(json<{ revision: number }>(project.apex(["memory", "set", "/next", "1", "--json"])).revision).toBe(revision + 1);
+      // Now it holds data: nothing more moves onto it.
+      const twice = project.apex(["store", "rename-project", basename(other.dir), mine]);
+      expect(twice.status).toBe(4);
+      expect(twice.stderr).toContain("APEX_E_CONFLICT");
+    } finally {
+      phantom.cleanup();
+      other.cleanup();
+    }
+  }, 120_000);
+
   it("says which database it cannot reach, without its password (exit 1, nothing written)", () => {
     const url = cluster.url("postgres", { port: 1 });
     project = new Project(`${AGENTS}\nstore:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n`);
@@ -218,5 +295,25 @@ describe("a session on PostgreSQL", () => {
     expect(result.stderr).toContain("APEX_E_STORE_UNREACHABLE");
     expect(result.stderr).not.toContain(cluster.password);
     expect(existsSync(join(project.dir, ".apex", "store.mdb"))).toBe(false);
+
+    // A password elsewhere in the URL is kept out of messages too: in a `password=` parameter
+    // (the driver reads it), and in user info that breaks parsing (an unencoded "/", "#" or "?"),
+    // where the bad-port message quoted part of it.
+    const secret = "s3cret-Pw";
+    const inQuery = `postgres://127.0.0.1:${cluster.port}/postgres?user=apex&password=${secret}`;
+    for (const [env, code, args] of [
+      [inQuery, "APEX_E_STORE_AUTH", ["memory", "show", "/a", "--json"]],
+      [`postgres://apex:${secret}/x@127.0.0.1:${cluster.port}/postgres`, "APEX_E_CONFIG", ["memory", "set", "/a", "1"]],
+      [`postgres://apex:${secret}#x@127.0.0.1:${cluster.port}/postgres`, "APEX_E_CONFIG", ["config", "validate"]],
+      [`postgres://apex:${secret}@[bad/postgres`, "APEX_E_CONFIG", ["memory", "set", "/a", "1"]],
+    ] as const) {
+      const failed = project.apex([...args], { env: { APEX_STORE_URL: env } });
+      expect(failed.status, `${env} ${args.join(" ")}: ${failed.stderr}`).toBe(2);
+      if (args[0] !== "config") expect(failed.stdout + failed.stderr).toContain(code);
+      expect(failed.stdout + failed.stderr).not.toContain(secret);
+    }
+    const listed = project.apex(["plugins", "list", "--json"], { env: { APEX_STORE_URL: inQuery } });
+    expect(listed.status).toBe(0);
+    expect(json<{ storage: { location: string } }>(listed).storage.location).toBe(`postgres://127.0.0.1:${cluster.port}/postgres?user=apex&password=***`);
   });
 });

@@ -13,6 +13,7 @@ import { decodeValue, encodeJson } from "../core/store/value-codec.js";
 import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, PostgresBackend, postgresBackend, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { GROUP_BYTES } from "../plugins/postgres/groups.js";
+import { currentSessionId } from "../plugins/checkpoint/refs.js";
 import { SyncBridge, connectTimeoutMs } from "../plugins/postgres/bridge.js";
 import { describePort } from "./support/port-suite.js";
 import { freePort, postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
@@ -142,6 +143,11 @@ describe("postgres backend", () => {
     expect(b.tableNames()).toEqual([]);
     expect(a.info).toEqual({ backend: "postgres", location: `${redactUrl(url)}#alpha` });
     expect(a.info.location).not.toContain(cluster.password);
+    // Any id store.project takes (1 to 255 characters), not only up to 200.
+    const long = open(spec("l".repeat(255)));
+    await long.set("/x", 1);
+    expect(long.get("/x")).toBe(1);
+    expect(() => open(spec("l".repeat(256)))).toThrow(expect.objectContaining({ code: "APEX_E_CONFIG" }));
   });
 
   it("says cheaply whether a project's store exists, and a read-only open creates nothing", async () => {
@@ -385,6 +391,8 @@ describe("postgres backend", () => {
       expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE" });
       expect((caught as Error).message).toContain(`127.0.0.1:${relayPort}`);
       expect((caught as Error).message).not.toContain(cluster.password);
+      // Asked which session a checkpoint is for, that is the answer too, not "no current session".
+      expect(() => currentSessionId(store)).toThrow(expect.objectContaining({ code: "APEX_E_STORE_UNREACHABLE" }));
       await relay.up();
       // Within a second of the failed attempt: not tried again, the same error at once.
       expect(() => store.get("/x")).toThrow(/Cannot reach PostgreSQL/);
@@ -395,6 +403,40 @@ describe("postgres backend", () => {
     } finally {
       await relay.down();
     }
+  });
+
+  it("a store whose database is dropped, or whose password is changed, under it says so at its next call (not a bare store error)", async () => {
+    const own = await cluster.createDatabase();
+    const name = new URL(own).pathname.slice(1);
+    const role = `r_${name}`;
+    await query(cluster.adminUrl, `CREATE ROLE ${role} LOGIN PASSWORD 'first'`);
+    await query(own, `GRANT ALL ON SCHEMA public TO ${role}`);
+    await query(cluster.adminUrl, `GRANT ALL ON DATABASE ${name} TO ${role}`);
+    const asRole = own.replace(/\/\/[^@]*@/, `//${role}:first@`);
+    const store = open({ ...spec(), url: asRole });
+    await store.set("/x", 1);
+    await query(cluster.adminUrl, `ALTER ROLE ${role} PASSWORD 'second'`);
+    // The error of the next call that connects again (a call that was in flight when the server
+    // ended the connection fails as unreachable, and the one after it connects again).
+    const nextError = (): unknown => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          store.get("/x");
+        } catch (error) {
+          if (attempt === 0 && (error as { details?: { code?: string } }).details?.code === "57P01") continue;
+          return error;
+        }
+        if (attempt > 0) return undefined;
+      }
+    };
+    await query(cluster.adminUrl, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", [role]);
+    sleepSync(200);
+    expect(nextError()).toMatchObject({ code: "APEX_E_STORE_AUTH" });
+    sleepSync(1100);
+    await query(cluster.adminUrl, `DROP DATABASE ${name} WITH (FORCE)`);
+    await query(cluster.adminUrl, `ALTER ROLE ${role} PASSWORD 'first'`);
+    expect(nextError()).toMatchObject({ code: "APEX_E_STORE_NO_DATABASE" });
+    await query(cluster.adminUrl, `DROP ROLE ${role}`);
   });
 
   it("a writer frozen inside its transaction holds up the project's other writers only until the server's idle-in-transaction timeout", async () => {

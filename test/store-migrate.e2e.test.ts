@@ -9,10 +9,10 @@ import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, REPO_ROOT } from "./fixtures/agents/harness.js";
-import { sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+import { query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
 let project: Project;
@@ -120,6 +120,33 @@ describe("apex store migrate", () => {
     expect(reads(pgUrl)).toEqual(source);
   }, 120_000);
 
+  it("starts again over what an interrupted migration left in the target, and still refuses a target something else wrote to", async () => {
+    // What a migration stopped half-way leaves (Ctrl-C, a lost connection): the start of the
+    // source's log, its revision, and none of the tables yet.
+    const copy = await cluster.createDatabase();
+    const id = basename(project.dir);
+    const full = project.apex(["store", "migrate", "--to", copy, "--json"]);
+    expect(full.status, full.stderr).toBe(0);
+    const [{ first }] = await query(copy, "SELECT first FROM apex.log WHERE project = $1 ORDER BY first OFFSET 3 LIMIT 1", [id]);
+    const revision = Number(first) - 1;
+    await query(copy, "DELETE FROM apex.log WHERE project = $1 AND first > $2", [id, revision]);
+    await query(copy, "UPDATE apex.stores SET revision = $2 WHERE project = $1", [id, revision]);
+    for (const table of ["rows", "groups", "tables"]) await query(copy, `DELETE FROM apex.${table} WHERE project = $1`, [id]);
+    const again = project.apex(["store", "migrate", "--to", copy, "--json"]);
+    expect(again.status, again.stderr).toBe(0);
+    const report = JSON.parse(again.stdout);
+    expect(again.stderr).toContain(`the target holds an interrupted copy of this store (revision ${revision} of ${report.revision}): emptied, copying again`);
+    // (the migration verified the copy record by record, and every checkpoint on it)
+    expect(report).toMatchObject({ verified: true, checkpoints: { total: source.validate.checkpoints.total, verified: source.validate.checkpoints.total } });
+    // A whole copy is refused as before; so is one a command wrote to since (its log is not the source's).
+    expect(project.apex(["store", "migrate", "--to", copy]).status).toBe(4);
+    await query(copy, "DELETE FROM apex.rows WHERE project = $1 AND tbl = 'checkpoints'", [id]);
+    expect(ok(["memory", "set", "/elsewhere", "1"], copy)).toContain("/elsewhere");
+    const written = project.apex(["store", "migrate", "--to", copy]);
+    expect(written.status).toBe(4);
+    expect(written.stderr).toContain("already holds data;");
+  }, 120_000);
+
   it("rejects a bad URL with a usage error and writes nothing", () => {
     for (const bad of ["mysql://localhost/apex", "lmdb:", "postgres-ish"]) {
       const result = project.apex(["store", "migrate", "--to", bad, "--json"]);
@@ -190,6 +217,8 @@ describe("apex store migrate", () => {
       expect(error.message).toContain(`127.0.0.1:${port}`);
       expect(result.stderr).not.toContain("secret");
       expect(error.message).toContain("no answer within 2 s");
+      // What to fix is --to, not the project's own store URL.
+      expect(error.hint).toContain("in --to right");
       // A hang would last until the call timeout (10 min).
       expect(Date.now() - started).toBeLessThan(60_000);
     } finally {

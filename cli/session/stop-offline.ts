@@ -30,6 +30,9 @@ export async function stopWithoutSupervisor(
     const sid = session.session_id;
     // Another host's live supervisor: its pids are not this machine's to signal, even with --force.
     if (supervisorAlive(session) && onOtherHost(session.supervisor)) throw remoteSessionError(session, "stop");
+    // Nor, even with --force, a supervisor of another project directory on this host (it answers there).
+    const elsewhere = (await import("./explain.js")).otherDirectoryError(session, location, "stop");
+    if (elsewhere) throw elsewhere;
     if (supervisorAlive(session)) {
       if (!options.force) {
         throw new ApexError("APEX_E_SESSION_STATE", `The supervisor (pid ${session.supervisor!.pid}) is alive but does not answer.`, {

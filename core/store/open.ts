@@ -163,13 +163,18 @@ export function storeSourceDigest(target: StoreLocation, env: NodeJS.ProcessEnv 
   return createHash("sha256").update(JSON.stringify(parts)).digest("hex").slice(0, 32);
 }
 
-/** A URL with its password replaced by "***". */
-export function redactUrl(url: string): string {
+/**
+ * A URL with its password replaced by `mask` ("***"; "" drops it with its colon), wherever it
+ * is: the user info, and `password=` or `sslpassword=` parameters. A URL that does not parse (a
+ * password with an unencoded `/`, `?` or `#`) is cut by text from the user's colon to the last `@`.
+ */
+export function redactUrl(url: string, mask = "***"): string {
   try {
     const parsed = new URL(url);
-    if (parsed.password) parsed.password = "***";
+    if (parsed.password) parsed.password = mask;
+    for (const name of [...parsed.searchParams.keys()]) if (/^(?:ssl)?password$/i.test(name)) parsed.searchParams.set(name, "***");
     return parsed.toString();
   } catch {
-    return url.replace(/\/\/([^:/@]*):[^@/]*@/, "//$1:***@");
+    return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*):.*@/is, mask ? `$1:${mask}@` : "$1@").replace(/([?&](?:ssl)?password=)[^&#]*/gi, "$1***");
   }
 }

@@ -109,6 +109,9 @@ export function currentSessionId(store: Store): string {
     id = bound !== undefined && store.has(`/sessions/${bound}`) ? bound : undefined;
   } catch (error) {
     if (isApexError(error) && error.code === "APEX_E_AMBIGUOUS_SESSION") throw error;
+    // A store that cannot be read (a server out of reach, refused credentials, damage) is that
+    // error, not "no current session": the session is there, the store is not.
+    if (isApexError(error) && (error.code.startsWith("APEX_E_STORE") || error.code === "APEX_E_DISK_FULL")) throw error;
     id = undefined;
   }
   if ((typeof id !== "string" || !id) && sessionFlag() !== undefined) {

@@ -35,6 +35,7 @@ import { createRequire } from "node:module";
 import { currentActor } from "../../core/actor.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
+import { redactUrl as redactStoreUrl } from "../../core/store/open.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import type {
   BackendInfo,
@@ -232,15 +233,9 @@ function toBuffer(value: unknown): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-/** The URL without its password: for messages, `info.location` and logs. */
+/** The URL without its password (user info and `password=` parameters): for messages, `info.location` and logs. */
 export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = "";
-    return parsed.toString();
-  } catch {
-    return url.replace(/(:\/\/[^:@/]*):[^@/]*@/, "$1@");
-  }
+  return redactStoreUrl(url, "");
 }
 
 /** The server-side database name in a URL (for messages). */
@@ -253,6 +248,8 @@ function databaseOf(url: string): string {
 }
 
 /** Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or starting (57P01-57P03). */
+/** SQLSTATEs a connection made again can be refused with: bad password, no such role or access, the database gone. */
+const RECONNECT_REFUSALS = new Set(["28P01", "28000", "3D000"]);
 const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "57P01", "57P02", "57P03"]);
 
 /**
@@ -353,9 +350,9 @@ function keepBridge(url: string, bridge: SyncBridge): void {
 
 function projectOf(spec: StoreSpec): string {
   const project = spec.project ?? DEFAULT_PROJECT;
-  if (typeof project !== "string" || project.length === 0 || project.length > 200 || /[\u0000-\u001f]/.test(project)) {
+  if (typeof project !== "string" || project.length === 0 || project.length > 255 || /[\u0000-\u001f]/.test(project)) {
     throw new ApexError("APEX_E_CONFIG", `Invalid project id ${JSON.stringify(project)} for the PostgreSQL store.`, {
-      hint: "A project id is 1 to 200 printable characters.",
+      hint: "A project id is 1 to 255 printable characters.",
     });
   }
   return project;
@@ -370,7 +367,7 @@ function urlOf(spec: StoreSpec): string {
   const problem = postgresUrlProblem(spec.url);
   if (problem) {
     throw new ApexError("APEX_E_CONFIG", `The PostgreSQL store URL ${redactUrl(spec.url)} ${problem}.`, {
-      hint: "Fix store.url in apex.config.yaml, or APEX_STORE_URL: postgres://user:password@host:5432/database (a port from 1 to 65535).",
+      hint: "Fix store.url in apex.config.yaml, or APEX_STORE_URL: postgres://user:password@host:5432/database (a port from 1 to 65535; in the user and password, write / ? # @ : as %2F %3F %23 %40 %3A).",
       details: { url: redactUrl(spec.url) },
     });
   }
@@ -383,7 +380,8 @@ export function postgresUrlProblem(url: string): string | undefined {
     // (WHATWG URL takes port 0, which no server listens on)
     if (new URL(url).port === "0") return 'has a bad port "0"';
   } catch {
-    const port = /^[a-z]+:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/i.exec(url)?.[1];
+    // (read from the URL without its user info: a password is never quoted as a port)
+    const port = /^[a-z]+:\/\/(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/i.exec(redactStoreUrl(url, "").replace(/^([a-z]+:\/\/).*@/i, "$1"))?.[1];
     if (port !== undefined && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) return `has a bad port ${JSON.stringify(port)}`;
     return "is not a valid URL";
   }
@@ -479,6 +477,30 @@ function upgradeToGroups(bridge: SyncBridge): void {
 
 /** Rows of apex.rows read per statement by the upgrade to layout 2. */
 const UPGRADE_PAGE = 20_000;
+
+/** A project of a database, as `apex store projects` lists it. */
+export interface ProjectRow {
+  project: string;
+  revision: number;
+  /** When its first writable open made it (ISO). */
+  created: string;
+}
+
+/** Every project id in the database `spec` names, in id order (none before APEX's schema exists). Reads only. */
+export function listProjects(spec: StoreSpec): ProjectRow[] {
+  const url = urlOf(spec);
+  const bridge = takeBridge(url);
+  try {
+    const state = probe(bridge, url, "");
+    const table = state.layout >= 2 ? "apex.stores" : "apex.projects";
+    const rows = state.schema ? (bridge.query(`SELECT project, revision, to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') FROM ${table} ORDER BY project`) as Array<[string, number | string, string]>) : [];
+    keepBridge(url, bridge);
+    return rows.map(([project, revision, created]) => ({ project, revision: Number(revision), created }));
+  } catch (error) {
+    void bridge.close();
+    throw connectError(url, error);
+  }
+}
 
 export const postgresBackend: StorageBackendFactory = {
   open(spec: StoreSpec, options: StoreOpenOptions = {}): StorageBackend {
@@ -677,7 +699,9 @@ export class PostgresBackend implements StorageBackend {
   private failure(error: unknown, doing: string): ApexError {
     if (isApexError(error)) return error;
     const failure = error instanceof BridgeError ? error.failure : { message: String(error), code: undefined };
-    if (failure.code && UNREACHABLE.has(failure.code)) return connectError(this.url, error);
+    // A connection made again (after a restart, a drop) meets what a first one may: the server gone,
+    // the credentials refused (a password changed), the database dropped. Named as at open.
+    if (failure.code && (UNREACHABLE.has(failure.code) || RECONNECT_REFUSALS.has(failure.code))) return connectError(this.url, error);
     if (failure.code === "25006") return new ApexError("APEX_E_INTERNAL", `The PostgreSQL store was opened read-only (${doing}).`, { cause: error });
     if (failure.code === "42501") return permissionError(this.info.location, failure.message, doing, error);
     return new ApexError("APEX_E_STORE", `PostgreSQL store at ${this.info.location}: ${failure.message} (${doing}).`, {
@@ -1098,6 +1122,65 @@ export class PostgresBackend implements StorageBackend {
       if (entry) entry.known = true;
     }
     return out;
+  }
+
+  /**
+   * Empties this project (every row of it, revision 0), under its lock: for a target that holds
+   * what an interrupted `apex store migrate` wrote. The project's row stays.
+   */
+  clearProject(): void {
+    this.transactionSync(() => {
+      this.run(
+        [
+          ...["kv", "log", "tables", "rows", "groups"].map((table) => ({ text: `DELETE FROM apex.${table} WHERE project = $1`, values: [this.project] })),
+          { text: "UPDATE apex.stores SET revision = 0 WHERE project = $1", values: [this.project] },
+        ],
+        "emptying the project",
+      );
+    });
+    this.tables.clear();
+  }
+
+  /**
+   * Moves every row of this project to the project id `to`, in one write transaction under both
+   * projects' locks: the keyspace, its revision and log, the named tables and their rows (leases
+   * included). `check` runs inside it first (this handle's reads are the transaction's) and may
+   * refuse by throwing. Refused, writing nothing, when `to` holds anything (APEX_E_CONFLICT); a
+   * row `to` got from a writable open that wrote nothing (revision 0) is no data. Close this
+   * handle afterwards: its project has no rows any more.
+   */
+  moveProject(to: string, check: () => void): { revision: number } {
+    projectOf({ backend: "postgres", dir: this.dir, project: to });
+    return this.transactionSync(() => {
+      const [, held] = this.run(
+        [
+          { text: "SELECT pg_advisory_xact_lock($1, hashtext($2))", values: [LOCK_CLASS, to] },
+          {
+            text: `SELECT (SELECT revision FROM apex.stores WHERE project = $1),
+              EXISTS (SELECT 1 FROM apex.kv WHERE project = $1) OR EXISTS (SELECT 1 FROM apex.log WHERE project = $1) OR EXISTS (SELECT 1 FROM apex.tables WHERE project = $1)
+              OR EXISTS (SELECT 1 FROM apex.rows WHERE project = $1) OR EXISTS (SELECT 1 FROM apex.groups WHERE project = $1)`,
+            values: [to],
+          },
+        ],
+        "reading the target project",
+      );
+      const [revision, rows] = held![0] as [number | string | null, boolean];
+      if (rows || Number(revision ?? 0) > 0) {
+        throw new ApexError("APEX_E_CONFLICT", `Project ${JSON.stringify(to)} already holds data at ${redactUrl(this.url)} (revision ${Number(revision ?? 0)}); data is moved only to an id that holds none.`, {
+          hint: "`apex store projects` lists the ids and what they hold. Nothing was changed.",
+          details: { project: to, revision: Number(revision ?? 0) },
+        });
+      }
+      check();
+      this.run(
+        [
+          { text: "DELETE FROM apex.stores WHERE project = $1", values: [to] },
+          ...["stores", "kv", "log", "tables", "rows", "groups"].map((table) => ({ text: `UPDATE apex.${table} SET project = $2 WHERE project = $1`, values: [this.project, to] })),
+        ],
+        "moving the project",
+      );
+      return { revision: this.tx!.base };
+    });
   }
 
   /** Sends the transaction's buffered writes (and, at commit, the revision and its NOTIFY) in one statement. */

@@ -18,7 +18,7 @@ import { FILTER_DB } from "../checkpoint/engine/hash-filter.js";
 import { JOURNAL_DB, PACKS_DB, TREES_DB, VALUES_DB } from "../checkpoint/engine/objects.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { migrateStore } from "./migrate.js";
-import { postgresUrlProblem } from "./backend.js";
+import { PostgresBackend, postgresUrlProblem } from "./backend.js";
 import { LEASES_OPTIONS, LEASES_TABLE, localHost, onOtherHost, supervisorHost } from "../../core/session/lease.js";
 import type { SessionRecord } from "../../core/session/records.js";
 
@@ -85,7 +85,13 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
     for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
     target = await openTarget(targetSpec, options.to);
     target.spec = targetSpec;
-    const report = await migrateStore(source, target, { tables: TABLES, onProgress: progress });
+    const opened = target;
+    const report = await migrateStore(source, target, {
+      tables: TABLES,
+      onProgress: progress,
+      // A PostgreSQL project that an interrupted migration of this store filled is emptied and filled again.
+      clearInterrupted: opened instanceof PostgresBackend ? () => opened.clearProject() : undefined,
+    });
     progress("validating checkpoints on the target");
     const validation = validateStore(target);
     if (!validation.ok || validation.checkpoints.verified !== validation.checkpoints.total) {
@@ -151,6 +157,14 @@ async function openTarget(spec: StoreSpec, url: string): Promise<StorageBackend>
   } catch (error) {
     if (error instanceof ApexError && error.code === "APEX_E_CONFIG") {
       throw new ApexError("APEX_E_USAGE", `--to ${redactUrl(url)}: ${error.message}`, { hint: "Point --to at an empty directory or a new database. Nothing was written.", details: error.details, cause: error });
+    }
+    // The target's server, credentials or database: what to fix is --to, not the project's store URL.
+    const fix: Record<string, string> = {
+      APEX_E_STORE_UNREACHABLE: "Is the target's server running, and are the host and port in --to right?",
+      APEX_E_STORE_AUTH: "Check the user and password in --to (or ~/.pgpass, PGPASSWORD), or the target server's pg_hba.conf.",
+    };
+    if (error instanceof ApexError && fix[error.code]) {
+      throw new ApexError(error.code, error.message, { hint: `${fix[error.code]} Nothing was written.`, details: error.details, cause: error });
     }
     throw error;
   }

@@ -26,6 +26,11 @@ export interface MigrateOptions {
   tables?: Record<string, TableOptions>;
   /** Progress lines ("copied 10000 changes"). */
   onProgress?: (message: string) => void;
+  /**
+   * Empties the target when it holds an interrupted copy of this source (see interruptedCopy),
+   * so the copy starts again; without it such a target is refused like any other that holds data.
+   */
+  clearInterrupted?: () => void;
 }
 
 export interface MigrateReport {
@@ -48,7 +53,7 @@ const PLACEHOLDER = encodeJson(null);
 
 export async function migrateStore(source: StorageBackend, target: StorageBackend, options: MigrateOptions = {}): Promise<MigrateReport> {
   const progress = options.onProgress ?? (() => undefined);
-  assertEmpty(target);
+  if (target.readOnly) throw new ApexError("APEX_E_USAGE", "The target store was opened read-only.");
   const names = source.tableNames();
   const tableOptions = new Map<string, TableOptions>();
   const unknown: string[] = [];
@@ -62,6 +67,22 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
       hint: "Enable the plugins that own them (they declare their tables), then run the migration again. Nothing was written.",
       details: { tables: unknown },
     });
+  }
+  if (holdsData(target)) {
+    const interrupted = interruptedCopy(source, target, tableOptions);
+    if (!interrupted || !options.clearInterrupted) {
+      throw new ApexError(
+        "APEX_E_CONFLICT",
+        `The target store (${target.info.backend} at ${target.info.location}) already holds ${interrupted ? `an interrupted copy of this store (revision ${target.revision()} of ${source.revision()})` : "data"}; a migration copies into an empty store only.`,
+        {
+          hint: interrupted
+            ? "Remove the target directory (it holds only that copy) and run the migration again."
+            : "Point --to at a new database (or another project id), or an empty directory.",
+        },
+      );
+    }
+    progress(`the target holds an interrupted copy of this store (revision ${target.revision()} of ${source.revision()}): emptied, copying again`);
+    options.clearInterrupted();
   }
 
   // The keyspace: which put of each path is its last (the one that carries the value).
@@ -146,13 +167,36 @@ function integrity(message: string): ApexError {
   return new ApexError("APEX_E_INTEGRITY", `The copy does not match its source: ${message}.`);
 }
 
-function assertEmpty(target: StorageBackend): void {
-  if (target.readOnly) throw new ApexError("APEX_E_USAGE", "The target store was opened read-only.");
-  const holds = target.revision() > 0 || !firstOf(target.keys({})).done || target.tableNames().length > 0;
-  if (holds) {
-    throw new ApexError("APEX_E_CONFLICT", `The target store (${target.info.backend} at ${target.info.location}) already holds data; a migration copies into an empty store only.`, {
-      hint: "Point --to at a new database (or another project id), or an empty directory.",
-    });
+function holdsData(target: StorageBackend): boolean {
+  return target.revision() > 0 || !firstOf(target.keys({})).done || target.tableNames().length > 0;
+}
+
+/**
+ * True when `target` is what an interrupted migration of `source` leaves (Ctrl-C, a lost
+ * connection, a source found damaged half-way): its log is the start of the source's (the same
+ * revisions, paths, kinds and actors; nothing else wrote to it since), its tables are among the
+ * source's, and it is not a whole copy (verification fails). A whole copy, or a store anything
+ * else wrote to, is not.
+ */
+function interruptedCopy(source: StorageBackend, target: StorageBackend, tables: Map<string, TableOptions>): boolean {
+  if (target.revision() > source.revision()) return false;
+  const theirs = source.changesSince(0)[Symbol.iterator]();
+  try {
+    for (const change of target.changesSince(0)) {
+      const next = theirs.next();
+      if (next.done || next.value.revision !== change.revision || next.value.path !== change.path || next.value.kind !== change.kind || next.value.actor !== change.actor) return false;
+    }
+  } finally {
+    theirs.return?.();
+  }
+  const names = new Set(source.tableNames());
+  if (!target.tableNames().every((name) => names.has(name))) return false;
+  try {
+    verify(source, target, tables);
+    return false;
+  } catch (error) {
+    if (error instanceof ApexError && error.code === "APEX_E_INTEGRITY") return true;
+    throw error;
   }
 }
 
