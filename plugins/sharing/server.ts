@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
-import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { dirname, join, resolve } from "node:path";
@@ -102,17 +102,6 @@ function listenError(error: unknown, listen: string): unknown {
   return error;
 }
 
-/**
- * `<store>/serve.json`: where a running server listens, for the invites `session share` prints.
- * Owner-only like the rest of the store, also when an older copy was looser (its mode is not
- * changed by writing it).
- */
-export function writeServeFile(storeDir: string, url: string): void {
-  const file = join(storeDir, "serve.json");
-  writeFileSync(file, `${JSON.stringify({ url, pid: process.pid })}\n`, { mode: 0o600 });
-  chmodSync(file, 0o600);
-}
-
 export function parseListen(text: string): { host: string; port: number } {
   const match = /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)?:(\d{1,5})$/.exec(text) ?? /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)$/.exec(text);
   const port = match?.[2] === undefined ? 7433 : Number(match[2]);
@@ -169,6 +158,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       cause: error,
     });
   }
+  // JSON bodies: parsed here, not by fastify's parser, which refuses a `__proto__` key (or
+  // `constructor.prototype`) as "Body is not valid JSON" — misleading for valid JSON. Such keys
+  // are refused all the same (merged into an object they could change its prototype), saying so.
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
+    try {
+      done(null, parseBody(body as string));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
+  });
   const log = options.log ?? (() => {});
   // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
   const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
@@ -852,6 +852,37 @@ function readPem(path: string, option: string): Buffer {
   } catch (error) {
     throw new ApexError("APEX_E_NOT_FOUND", `Cannot read ${option} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`);
   }
+}
+
+/**
+ * A request body: JSON, without a `__proto__` key or a `constructor` holding `prototype` anywhere
+ * (APEX_E_BAD_INPUT, naming where); not JSON, or empty, is APEX_E_BAD_JSON. Nesting is checked after.
+ */
+function parseBody(text: string): unknown {
+  if (text.trim() === "") throw new ApexError("APEX_E_BAD_JSON", "Bad request: the body is empty; with Content-Type: application/json it must be JSON.", { hint: "Send a JSON object ({} for no parameters)." });
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new ApexError("APEX_E_BAD_JSON", `Bad request: the body is not valid JSON (${(error as Error).message}).`, { hint: "Send a JSON object (Content-Type: application/json)." });
+  }
+  const pending: Array<[unknown, string, number]> = [[value, "$", 0]];
+  while (pending.length > 0) {
+    const [item, at, depth] = pending.pop()!;
+    if (item === null || typeof item !== "object" || depth > MAX_BODY_DEPTH) continue;
+    if (!Array.isArray(item)) {
+      const constructor = Object.hasOwn(item, "constructor") ? (item as { constructor: unknown }).constructor : undefined;
+      const key = Object.hasOwn(item, "__proto__") ? "__proto__" : constructor !== null && typeof constructor === "object" && Object.hasOwn(constructor, "prototype") ? "constructor.prototype" : undefined;
+      if (key) {
+        throw new ApexError("APEX_E_BAD_INPUT", `The request body has a key "${key}" (at ${at.length > 200 ? `${at.slice(0, 200)}…` : at}): such keys are refused, since they could change what objects inherit.`, {
+          hint: "Rename the key; memory values and parameters may not use __proto__, nor constructor.prototype.",
+          details: { key, at },
+        });
+      }
+    }
+    for (const [name, child] of Object.entries(item)) pending.push([child, Array.isArray(item) ? `${at}[${name}]` : `${at}.${name}`, depth + 1]);
+  }
+  return value;
 }
 
 /** Whether `value` nests arrays and objects more than `limit` levels deep (without recursion: it may be very deep). */
