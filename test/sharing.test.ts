@@ -235,19 +235,37 @@ describe("failed logins per client address", () => {
 });
 
 describe("tokens refused lately (apex serve answers them again without a lookup)", () => {
-  it("are kept per session reference for a while, at most so many, the oldest going first", () => {
+  it("are kept per session for a while, at most so many, the oldest going first", () => {
     const refused = new RefusedTokens(1000, 3);
+    const s1 = SID;
+    const s2 = SID.replace("3f2a", "4f2a");
     const token = (n: number) => `apx_${String(n).padStart(16, "0")}_${"r".repeat(43)}`;
-    refused.add("s1", token(1), "not valid", 0);
-    expect(refused.get("s1", token(1), 500)).toBe("not valid");
+    refused.add(s1, token(1), "not valid", 0);
+    expect(refused.get(s1, token(1), 500)).toBe("not valid");
     // Another session's reference, another token: not refused from here.
-    expect(refused.get("s2", token(1), 500)).toBeUndefined();
-    expect(refused.get("s1", token(2), 500)).toBeUndefined();
-    expect(refused.get("s1", token(1), 1000)).toBeUndefined();
-    for (let n = 0; n < 10; n++) refused.add("s1", token(n), `no ${n}`, 2000 + n);
+    expect(refused.get(s2, token(1), 500)).toBeUndefined();
+    expect(refused.get(s1, token(2), 500)).toBeUndefined();
+    expect(refused.get(s1, token(1), 1000)).toBeUndefined();
+    for (let n = 0; n < 10; n++) refused.add(s1, token(n), `no ${n}`, 2000 + n);
     expect(refused.size).toBe(3);
-    expect([7, 8, 9].map((n) => refused.get("s1", token(n), 2010))).toEqual(["no 7", "no 8", "no 9"]);
-    expect(refused.get("s1", token(6), 2010)).toBeUndefined();
+    expect([7, 8, 9].map((n) => refused.get(s1, token(n), 2010))).toEqual(["no 7", "no 8", "no 9"]);
+    expect(refused.get(s1, token(6), 2010)).toBeUndefined();
+  });
+
+  it("by a name or an id prefix, only briefly (it may name another session soon), and by the session it named as by id", () => {
+    const refused = new RefusedTokens(60_000, 100, 2000);
+    const token = `apx_${"0".repeat(16)}_${"r".repeat(43)}`;
+    refused.add("feature", token, "not valid", 0, SID);
+    refused.add(SID.slice(0, 8), token, "not valid", 0);
+    expect(refused.get("feature", token, 1999)).toBe("not valid");
+    expect(refused.get(SID.slice(0, 8), token, 1999)).toBe("not valid");
+    // Before, kept 60 s: a name or prefix that resolves to the token's session since stayed refused a minute.
+    expect(refused.get("feature", token, 2000)).toBeUndefined();
+    expect(refused.get(SID.slice(0, 8), token, 2000)).toBeUndefined();
+    expect(refused.get(SID, token, 59_999)).toBe("not valid");
+    // A reference that named nothing (kept as written) is no session: nothing kept by id for it.
+    refused.add("nothing", token, "not valid", 0, "nothing");
+    expect(refused.get("nothing", token, 2000)).toBeUndefined();
   });
 });
 

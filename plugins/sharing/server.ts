@@ -261,7 +261,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (known !== undefined) throw unauthorized(known);
       const sid = await gate.sessionInUrl(sessionRef);
       const caller = await gate.authenticate(sid, token).catch((error: unknown) => {
-        if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") refused.add(sessionRef, token, error.message);
+        if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") refused.add(sessionRef, token, error.message, Date.now(), sid);
         throw error;
       });
       failures.succeeded(client);
