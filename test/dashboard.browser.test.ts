@@ -121,6 +121,21 @@ describe("the dashboard in headless Chromium", () => {
     await other.waitForTimeout(4500);
     expect(calls.slice(made)).toEqual([]);
     expect(await other.evaluate(() => sessionStorage.getItem("apex.token"))).toBeNull();
+    // Signing in again on that page with a new token starts the page over: before, a second pair
+    // of charts was drawn under the first, and the earlier events stayed with the new ones after them.
+    const shown = await other.locator("#events li").count();
+    expect(shown).toBeGreaterThan(0);
+    const renewed = shareAs("vera", "viewer");
+    await other.locator("#login-token").fill(renewed.token);
+    await other.locator("#login button[type=submit]").click();
+    await other.locator("#app").waitFor({ state: "visible" });
+    await other.locator("#events li").first().waitFor();
+    await other.locator('tr[data-agent="beta"]').waitFor();
+    expect(await other.locator("#memory-chart .uplot, #chart .uplot").count()).toBe(2);
+    // The last 20 events, and what came since (nothing much): not the earlier list as well.
+    expect(await other.locator("#events li").count()).toBeLessThanOrEqual(22);
+    expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
+    await other.locator("#login-error", { hasText: "not valid" }).waitFor({ timeout: 10_000 });
 
     // A grant of the branch's branch: the tree from the session it descends from, down to it (marked),
     // each branch labelled with the checkpoint it started from; the unrelated older session is left out.

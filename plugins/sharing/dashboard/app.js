@@ -71,6 +71,16 @@
 
   async function start() {
     while (timers.length) clearInterval(timers.pop());
+    // Signing in again on the same page (after a revoke, with a new token) starts the page over:
+    // before, a second pair of charts was drawn under the first, the events were listed twice,
+    // and the old live stream, if still open, kept adding to them.
+    if (state.stream) state.stream.abort();
+    state.stream = null;
+    for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
+    Object.assign(state, { chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, selected: [], refreshFailed: false });
+    $("events").replaceChildren();
+    $("diff").textContent = "";
+    $("notice").textContent = "";
     credentials();
     if (!state.session || !state.token) return showLogin();
     let me;
@@ -140,9 +150,13 @@
       renderCheckpoints(items.slice(-20).reverse());
       plotMemory(items);
       sample(status);
+      // A refresh that failed (the server restarting, say) no longer says so once one succeeds.
+      if (state.refreshFailed) $("notice").textContent = "";
+      state.refreshFailed = false;
     } catch (error) {
       if (error.status === 401) return; // signed out: the login form shows why
       $("notice").textContent = error.message;
+      state.refreshFailed = true;
     }
   }
 
@@ -344,9 +358,12 @@
 
   /** Server-sent events over fetch (EventSource cannot send the Authorization header). */
   async function follow() {
+    const abort = new AbortController();
+    state.stream = abort;
     try {
       const response = await fetch(`/api/sessions/${encodeURIComponent(state.session)}/stream`, {
         method: "POST",
+        signal: abort.signal,
         headers: { "content-type": "application/json", authorization: `Bearer ${state.token}` },
         // From the last event shown, so that none is missed or shown twice.
         body: JSON.stringify({ "events.subscribe": state.lastSeq === null ? {} : { from_seq: state.lastSeq } }),
@@ -366,9 +383,9 @@
           cut = buffer.indexOf("\n\n");
         }
       }
-      $("notice").textContent = "The live stream ended.";
+      if (!abort.signal.aborted) $("notice").textContent = "The live stream ended.";
     } catch (error) {
-      $("notice").textContent = `Live events stopped: ${error.message}`;
+      if (!abort.signal.aborted) $("notice").textContent = `Live events stopped: ${error.message}`;
     }
   }
 
@@ -387,6 +404,7 @@
     }
     if (kind !== "events.subscribe") return;
     showEvent(payload);
+    if (typeof payload.seq === "number") state.lastSeq = payload.seq;
     if (payload.type === "session.merged" && payload.from) state.merges.push(payload.from);
     refresh();
     if (/^session\./.test(payload.type)) refreshTree();
