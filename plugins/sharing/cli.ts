@@ -212,6 +212,8 @@ export async function connectCommand(targetText: string, json: boolean): Promise
 }
 
 const RECENT_EVENTS = 50;
+/** Statuses of a session that has ended: its event stream is not followed again. */
+const ENDED = new Set(["completed", "failed", "stopped"]);
 const REFRESH_MS = 2000;
 
 /**
@@ -230,37 +232,59 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     // renderMonitor made every text terminal-safe: the frame's own cursor movements pass as they are.
     writeControl(out, SCREEN.frame(renderMonitor(state, out.columns || 100, out.rows || 30, (text, color) => paint(text, color))));
   };
+  // Two notices: why the event stream is down, and the last refresh's error while refreshes fail.
+  // Before, one notice: a refresh error hid why the stream ended, and stayed once refreshes worked again.
+  let streamNotice: string | null = null;
+  let refreshError: string | null = null;
+  const notice = () => {
+    state.notice = [streamNotice, refreshError].filter(Boolean).join(" · ") || null;
+  };
   let refreshing = false;
   const refresh = async () => {
     if (refreshing) return;
     refreshing = true;
     try {
       state.status = (await remote.call("session.status", {}, 30_000)) as StatusReport;
+      refreshError = null;
+      // The server is back (restarted) and the session still runs: events follow again, from the last one shown.
+      if (subscription === null && !ENDED.has(String(state.status?.session?.status))) follow();
     } catch (error) {
-      state.notice = `Cannot refresh: ${(error as Error).message}`;
+      refreshError = `Cannot refresh: ${(error as Error).message}`;
     } finally {
       refreshing = false;
     }
+    notice();
     draw();
   };
   writeControl(out, SCREEN.enter);
   draw();
-  const subscription = remote.subscribe("events.subscribe", {}, (event) => {
-    if (!isEvent(event)) return;
-    state.events.push(event as MonitorEvent);
-    if (state.events.length > RECENT_EVENTS) state.events.shift();
-    void refresh();
-  });
-  subscription.done.then(
-    (reason: unknown) => {
-      state.notice = `The session's event stream ended${typeof reason === "string" ? `: ${reason}` : ""} (Ctrl-C detaches).`;
+  let subscription: import("../../core/rpc/call.js").Subscription | null = null;
+  let detached = false;
+  const follow = () => {
+    const last = state.events.at(-1)?.seq;
+    const current = remote.subscribe("events.subscribe", typeof last === "number" ? { from_seq: last } : {}, (event) => {
+      if (!isEvent(event)) return;
+      if (typeof event.seq === "number" && typeof last === "number" && event.seq <= last) return; // shown already
+      streamNotice = null;
+      notice();
+      state.events.push(event as MonitorEvent);
+      if (state.events.length > RECENT_EVENTS) state.events.shift();
+      void refresh();
+    });
+    subscription = current;
+    const ended = (text: string) => {
+      if (detached || subscription !== current) return;
+      subscription = null;
+      streamNotice = text;
+      notice();
       draw();
-    },
-    (error: Error) => {
-      state.notice = `The event stream stopped: ${error.message}`;
-      draw();
-    },
-  );
+    };
+    current.done.then(
+      (reason: unknown) => ended(`The session's event stream ended${typeof reason === "string" ? `: ${reason}` : ""} (Ctrl-C detaches).`),
+      (error: Error) => ended(`The event stream stopped: ${error.message}`),
+    );
+  };
+  follow();
   const timer = setInterval(() => void refresh(), REFRESH_MS);
   out.on("resize", draw);
   await new Promise<void>((resolve) => {
@@ -269,7 +293,8 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
   });
   clearInterval(timer);
   out.off("resize", draw);
-  subscription.close();
+  detached = true;
+  (subscription as import("../../core/rpc/call.js").Subscription | null)?.close();
   writeControl(out, SCREEN.leave);
   printLine(`Detached from ${origin}.`);
 }
