@@ -97,6 +97,23 @@ describe("the dashboard in headless Chromium", () => {
     const trail = project.apex(["session", "history", sid]).stdout;
     expect(trail).toMatch(/resumed.*\[user:otto\]/);
 
+    // The server restarts (same address): the page says the stream ended, then, once the server
+    // answers again, follows the events again and the notice goes. Before, no event came again
+    // until the page was reloaded, and the refresh error stayed.
+    await stopServer();
+    await page.locator("#notice", { hasText: /./ }).waitFor();
+    const restarted = project.apexAsync(["serve", "--listen", url.replace("http://", ""), "--json"]);
+    stopServer = async () => {
+      if (restarted.child.exitCode === null) restarted.child.kill("SIGTERM");
+      await restarted.done;
+    };
+    await waitFor("apex serve again", () => (restarted.output().includes("}") ? true : undefined), 30_000);
+    const pausedBefore = await page.locator("#events li", { hasText: "session.paused" }).count();
+    expect(project.apex(["pause"]).status).toBe(0);
+    await waitFor("the pause, streamed again", async () => (await page.locator("#events li", { hasText: "session.paused" }).count()) === pausedBefore + 1, 15_000);
+    await waitFor("the notice gone", async () => (await page.locator("#notice").textContent()) === "", 10_000);
+    expect(project.apex(["resume"]).status).toBe(0);
+
     // A viewer, logging in with the form: everything to read, no button to press.
     const other = await context.newPage();
     await other.goto(`${url}/`);

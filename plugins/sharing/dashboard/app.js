@@ -77,7 +77,7 @@
     if (state.stream) state.stream.abort();
     state.stream = null;
     for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
-    Object.assign(state, { chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, selected: [], refreshFailed: false });
+    Object.assign(state, { live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, selected: [], refreshFailed: false });
     $("events").replaceChildren();
     $("diff").textContent = "";
     $("notice").textContent = "";
@@ -99,6 +99,7 @@
     await refresh();
     await seedEvents();
     await refreshTree();
+    state.live = true;
     follow();
     timers.push(setInterval(refresh, 2000), setInterval(refreshTree, 15000));
   }
@@ -153,6 +154,8 @@
       // A refresh that failed (the server restarting, say) no longer says so once one succeeds.
       if (state.refreshFailed) $("notice").textContent = "";
       state.refreshFailed = false;
+      // The live stream ended (the server restarted) while the session goes on: followed again, from the last event shown.
+      if (state.live && !state.stream && state.token && status.session && !ENDED.includes(status.session.status)) follow();
     } catch (error) {
       if (error.status === 401) return; // signed out: the login form shows why
       $("notice").textContent = error.message;
@@ -387,6 +390,7 @@
     } catch (error) {
       if (!abort.signal.aborted) $("notice").textContent = `Live events stopped: ${error.message}`;
     }
+    if (state.stream === abort) state.stream = null;
   }
 
   function handle(block) {
@@ -403,6 +407,8 @@
       return;
     }
     if (kind !== "events.subscribe") return;
+    if (typeof payload.seq === "number" && state.lastSeq !== null && payload.seq <= state.lastSeq) return; // shown already
+    if (/^(The live stream ended|Live events stopped)/.test($("notice").textContent)) $("notice").textContent = "";
     showEvent(payload);
     if (typeof payload.seq === "number") state.lastSeq = payload.seq;
     if (payload.type === "session.merged" && payload.from) state.merges.push(payload.from);
