@@ -21,22 +21,29 @@ afterEach(async () => {
   project = undefined;
 });
 
-async function served(p: Project): Promise<{ url: string; sid: string; operator: string; viewer: string }> {
-  const sid = p.start().session_id;
-  const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
-  stops.push(async () => {
+/** `apex serve` at `listen`, stopped (SIGTERM) after the test or by the stop() it returns. */
+async function startServe(p: Project, listen: string): Promise<{ url: string; stop(): Promise<unknown> }> {
+  const run = p.apexAsync(["serve", "--listen", listen, "--json"]);
+  const stop = async () => {
     if (run.child.exitCode === null) run.child.kill("SIGTERM");
     await run.done;
-  });
+  };
+  stops.push(stop);
   const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+  return { url, stop };
+}
+
+async function served(p: Project): Promise<{ url: string; sid: string; operator: string; viewer: string; stop(): Promise<unknown> }> {
+  const sid = p.start().session_id;
+  const { url, stop } = await startServe(p, "127.0.0.1:0");
   const token = (user: string, role: string) => JSON.parse(p.apex(["session", "share", "current", user, "--role", role, "--json"]).stdout).token as string;
-  return { url, sid, operator: token("otto", "operator"), viewer: token("vera", "viewer") };
+  return { url, sid, operator: token("otto", "operator"), viewer: token("vera", "viewer"), stop };
 }
 
 describe("apex connect on a terminal", () => {
   it("redraws the status, agents, tasks, last checkpoint and events in place until Ctrl-C", async () => {
     project = new Project(CONFIG);
-    const { url, sid, operator, viewer } = await served(project);
+    const { url, sid, operator, viewer, stop } = await served(project);
     expect(project.apex(["task", "add", "write the parser"]).status).toBe(0);
     const target = `${url.replace("http://", "")}/${sid}`;
     // script(1) runs the command on a pseudo-terminal of 100×30 (stty), copying its output to stdout.
@@ -70,6 +77,18 @@ describe("apex connect on a terminal", () => {
     expect(last).toMatch(/checkpoint {2}\d+ \(onPause\)/);
     // Every line fits the terminal's width.
     for (const line of last.split(/\r?\n/)) expect(line.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "").length).toBeLessThanOrEqual(100);
+
+    // The server restarts: the view says why events stopped and that refreshes fail, then, once the
+    // server is back, follows the events again and drops both notices. Before, events never came
+    // again, and the "Cannot refresh" notice stayed on the screen.
+    const lastFrame = () => screen.slice(screen.lastIndexOf("\u001b[H"));
+    await stop();
+    await waitFor("the notices", () => lastFrame().includes("event stream ended: the server is shutting down") && lastFrame().includes("Cannot refresh"), 15_000);
+    await startServe(project, url.replace("http://", ""));
+    const resumed = project.apex(["--remote", target, "resume"], { env: { APEX_TOKEN: operator } });
+    expect(resumed.status, resumed.stderr).toBe(0);
+    await waitFor("the resume, followed again", () => /session resumed.*\[user:otto\]/.test(lastFrame()) && /alpha {9}running/.test(lastFrame()), 15_000);
+    await waitFor("the notices gone", () => !lastFrame().includes("Cannot refresh") && !lastFrame().includes("stream ended"), 10_000);
 
     // Ctrl-C: the screen is restored and the command ends with 0.
     child.stdin.write("\u0003");

@@ -97,6 +97,23 @@ describe("the dashboard in headless Chromium", () => {
     const trail = project.apex(["session", "history", sid]).stdout;
     expect(trail).toMatch(/resumed.*\[user:otto\]/);
 
+    // The server restarts (same address): the page says the stream ended, then, once the server
+    // answers again, follows the events again and the notice goes. Before, no event came again
+    // until the page was reloaded, and the refresh error stayed.
+    await stopServer();
+    await page.locator("#notice", { hasText: /./ }).waitFor();
+    const restarted = project.apexAsync(["serve", "--listen", url.replace("http://", ""), "--json"]);
+    stopServer = async () => {
+      if (restarted.child.exitCode === null) restarted.child.kill("SIGTERM");
+      await restarted.done;
+    };
+    await waitFor("apex serve again", () => (restarted.output().includes("}") ? true : undefined), 30_000);
+    const pausedBefore = await page.locator("#events li", { hasText: "session.paused" }).count();
+    expect(project.apex(["pause"]).status).toBe(0);
+    await waitFor("the pause, streamed again", async () => (await page.locator("#events li", { hasText: "session.paused" }).count()) === pausedBefore + 1, 15_000);
+    await waitFor("the notice gone", async () => (await page.locator("#notice").textContent()) === "", 10_000);
+    expect(project.apex(["resume"]).status).toBe(0);
+
     // A viewer, logging in with the form: everything to read, no button to press.
     const other = await context.newPage();
     await other.goto(`${url}/`);
@@ -121,6 +138,21 @@ describe("the dashboard in headless Chromium", () => {
     await other.waitForTimeout(4500);
     expect(calls.slice(made)).toEqual([]);
     expect(await other.evaluate(() => sessionStorage.getItem("apex.token"))).toBeNull();
+    // Signing in again on that page with a new token starts the page over: before, a second pair
+    // of charts was drawn under the first, and the earlier events stayed with the new ones after them.
+    const shown = await other.locator("#events li").count();
+    expect(shown).toBeGreaterThan(0);
+    const renewed = shareAs("vera", "viewer");
+    await other.locator("#login-token").fill(renewed.token);
+    await other.locator("#login button[type=submit]").click();
+    await other.locator("#app").waitFor({ state: "visible" });
+    await other.locator("#events li").first().waitFor();
+    await other.locator('tr[data-agent="beta"]').waitFor();
+    expect(await other.locator("#memory-chart .uplot, #chart .uplot").count()).toBe(2);
+    // The last 20 events, and what came since (nothing much): not the earlier list as well.
+    expect(await other.locator("#events li").count()).toBeLessThanOrEqual(22);
+    expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
+    await other.locator("#login-error", { hasText: "not valid" }).waitFor({ timeout: 10_000 });
 
     // A grant of the branch's branch: the tree from the session it descends from, down to it (marked),
     // each branch labelled with the checkpoint it started from; the unrelated older session is left out.

@@ -101,18 +101,34 @@ describe("apex serve: every session of the project", () => {
     expect(late.session_id).toBe(a);
     expect(remote(project, url, a, late.token, ["task", "list"]).stdout).toContain("parse the logs");
     expect(project.apex(["session", "shares", a.slice(0, 8), "--json"]).stdout).toContain('"user": "lena"');
-    // Unsharing an ended session closes its user's open streams within a second too.
-    const follow = await fetch(`${url}/api/sessions/${a}/stream`, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${late.token}` },
-      body: JSON.stringify({ "logs.follow": {} }),
-    });
-    expect(follow.status).toBe(200);
-    const followed = follow.text();
+    // Unsharing an ended session closes its user's open streams within a second too: each of
+    // them (their grants are checked together, once a second, not once per stream), and no one else's.
+    const follow = (token: string, abort?: AbortSignal) =>
+      fetch(`${url}/api/sessions/${a}/stream`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify({ "logs.follow": {} }),
+        signal: abort,
+      });
+    const lenas = await Promise.all([1, 2, 3].map(() => follow(late.token)));
+    expect(lenas.map((response) => response.status)).toEqual([200, 200, 200]);
+    const bystander = new AbortController();
+    const kept = await follow(viewerA.token, bystander.signal);
+    let keptEnded = false;
+    const keptText = kept.text().then(
+      (text) => ((keptEnded = true), text),
+      () => "",
+    );
+    const followed = lenas.map((response) => response.text());
     const revokedAt = Date.now();
     expect(project.apex(["session", "unshare", a, "lena"]).status).toBe(0);
-    expect(await followed).toContain("APEX_E_UNAUTHORIZED");
+    for (const text of followed) expect(await text).toContain("APEX_E_UNAUTHORIZED");
     expect(Date.now() - revokedAt).toBeLessThan(5000);
+    // Checked in the same round as lena's grant: it would have ended with them.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(keptEnded, "another user's stream ended with lena's grant").toBe(false);
+    bystander.abort();
+    await keptText;
     expect((await rpc(url, a, "task.list", late.token)).status).toBe(401);
     // Unknown sessions: 401 for any token (no grant can exist), never a look at the store's other records.
     expect((await rpc(url, "0000aaaa-0000-0000-0000-000000000000", "session.status", viewerA.token)).status).toBe(401);

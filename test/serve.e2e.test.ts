@@ -13,6 +13,7 @@ const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" 
 
 interface Served {
   url: string;
+  pid: number;
   stop(): Promise<string>;
 }
 
@@ -34,6 +35,7 @@ async function serve(p: Project, args: string[] = [], env: NodeJS.ProcessEnv = {
   }, 30_000);
   const served: Served = {
     url,
+    pid: run.child.pid!,
     async stop() {
       if (run.child.exitCode === null) run.child.kill("SIGTERM");
       await run.done;
@@ -322,6 +324,18 @@ describe("apex serve: bad input and abuse", () => {
     const malformed = await rpc(server.url, sid, "memory.set", operator.token, '{"path": "/a", "value": ');
     expect(malformed.status).toBe(400);
     expect(malformed.body.error.code).toBe("APEX_E_BAD_JSON");
+    // Valid JSON with a key that could reach an object's prototype: refused as such, not as "not valid JSON".
+    for (const [body, key, at] of [
+      ['{"path": "/p", "value": {"__proto__": {"polluted": true}}}', "__proto__", "$.value"],
+      ['{"path": "/p", "value": [1, {"constructor": {"prototype": {}}}]}', "constructor.prototype", "$.value[1]"],
+    ]) {
+      const poisoned = await rpc(server.url, sid, "memory.set", operator.token, body);
+      expect(poisoned.status, JSON.stringify(poisoned.body)).toBe(400);
+      expect(poisoned.body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", details: { key, at } });
+      expect(poisoned.body.error.message).toContain("such keys are refused");
+    }
+    const empty = await rpc(server.url, sid, "memory.set", operator.token, "");
+    expect(empty.body.error.code).toBe("APEX_E_BAD_JSON");
     const array = await rpc(server.url, sid, "memory.set", operator.token, "[1,2]");
     expect(array.status).toBe(400);
     expect(array.body.error.message).toContain("must be a JSON object");
@@ -626,9 +640,32 @@ describe("the sharing plugin's serve option", () => {
     const status = remote(project, served.url, sid, viewer.token, ["status", "--json"]);
     expect(status.status, status.stderr).toBe(0);
     expect(JSON.parse(status.stdout).session.session_id).toBe(sid);
+
+    // An `apex serve` of the same project, started since, records itself; the supervisor's
+    // stop leaves that record (before, it removed it, and invites fell back to the default port).
+    const standalone = await serve(project);
+    const serveFile = join(project.storeDir, "serve.json");
+    await waitFor("apex serve in serve.json", () => readFileSync(serveFile, "utf8").includes(standalone.url));
     expect(project.apex(["stop"]).status).toBe(0);
     await expect(fetch(`${served.url}/api/health`)).rejects.toThrow();
-    expect(() => statSync(join(project!.storeDir, "serve.json"))).toThrow();
+    expect(JSON.parse(readFileSync(serveFile, "utf8"))).toMatchObject({ url: standalone.url, pid: standalone.pid });
+    const shareEnded = (user: string) => JSON.parse(project!.apex(["session", "share", sid, user, "--json"]).stdout);
+    expect(shareEnded("ivo").url.startsWith(`${standalone.url}/#session=${sid}&token=`)).toBe(true);
+
+    // That server crashes (kill -9: it removes nothing): invites no longer name its dead port,
+    // they say it is gone and how to start one; the token is printed all the same.
+    process.kill(standalone.pid, "SIGKILL");
+    await standalone.stop();
+    const stale = shareEnded("una") as { url: string | null; connect: string | null; token: string; server?: string; hint?: string };
+    expect(stale).toMatchObject({ url: null, connect: null, server: "stopped" });
+    expect(stale.hint).toContain(`listened at ${standalone.url} has stopped`);
+    expect(stale.hint).toContain("Start `apex serve`");
+    const text = project.apex(["session", "share", sid, "uma"]);
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/token {4}apx_/);
+    expect(text.stdout).toContain("has stopped");
+    expect(text.stdout).not.toContain("#session=");
+    expect(text.stdout).not.toContain("apex connect");
   });
 });
 

@@ -8,6 +8,7 @@ import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
 import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
 import { authenticate, checkUser, grantPath, madeWith, roleAllows, type GrantRecord } from "../plugins/sharing/grants.js";
 import { clientKey, LoginThrottle, RefusedTokens } from "../plugins/sharing/throttle.js";
+import { GrantWatch } from "../plugins/sharing/grant-watch.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
 import { roleNeeded, roleTable } from "../plugins/sharing/roles.js";
@@ -235,19 +236,72 @@ describe("failed logins per client address", () => {
 });
 
 describe("tokens refused lately (apex serve answers them again without a lookup)", () => {
-  it("are kept per session reference for a while, at most so many, the oldest going first", () => {
+  it("are kept per session for a while, at most so many, the oldest going first", () => {
     const refused = new RefusedTokens(1000, 3);
+    const s1 = SID;
+    const s2 = SID.replace("3f2a", "4f2a");
     const token = (n: number) => `apx_${String(n).padStart(16, "0")}_${"r".repeat(43)}`;
-    refused.add("s1", token(1), "not valid", 0);
-    expect(refused.get("s1", token(1), 500)).toBe("not valid");
+    refused.add(s1, token(1), "not valid", 0);
+    expect(refused.get(s1, token(1), 500)).toBe("not valid");
     // Another session's reference, another token: not refused from here.
-    expect(refused.get("s2", token(1), 500)).toBeUndefined();
-    expect(refused.get("s1", token(2), 500)).toBeUndefined();
-    expect(refused.get("s1", token(1), 1000)).toBeUndefined();
-    for (let n = 0; n < 10; n++) refused.add("s1", token(n), `no ${n}`, 2000 + n);
+    expect(refused.get(s2, token(1), 500)).toBeUndefined();
+    expect(refused.get(s1, token(2), 500)).toBeUndefined();
+    expect(refused.get(s1, token(1), 1000)).toBeUndefined();
+    for (let n = 0; n < 10; n++) refused.add(s1, token(n), `no ${n}`, 2000 + n);
     expect(refused.size).toBe(3);
-    expect([7, 8, 9].map((n) => refused.get("s1", token(n), 2010))).toEqual(["no 7", "no 8", "no 9"]);
-    expect(refused.get("s1", token(6), 2010)).toBeUndefined();
+    expect([7, 8, 9].map((n) => refused.get(s1, token(n), 2010))).toEqual(["no 7", "no 8", "no 9"]);
+    expect(refused.get(s1, token(6), 2010)).toBeUndefined();
+  });
+
+  it("by a name or an id prefix, only briefly (it may name another session soon), and by the session it named as by id", () => {
+    const refused = new RefusedTokens(60_000, 100, 2000);
+    const token = `apx_${"0".repeat(16)}_${"r".repeat(43)}`;
+    refused.add("feature", token, "not valid", 0, SID);
+    refused.add(SID.slice(0, 8), token, "not valid", 0);
+    expect(refused.get("feature", token, 1999)).toBe("not valid");
+    expect(refused.get(SID.slice(0, 8), token, 1999)).toBe("not valid");
+    // Before, kept 60 s: a name or prefix that resolves to the token's session since stayed refused a minute.
+    expect(refused.get("feature", token, 2000)).toBeUndefined();
+    expect(refused.get(SID.slice(0, 8), token, 2000)).toBeUndefined();
+    expect(refused.get(SID, token, 59_999)).toBe("not valid");
+    // A reference that named nothing (kept as written) is no session: nothing kept by id for it.
+    refused.add("nothing", token, "not valid", 0, "nothing");
+    expect(refused.get("nothing", token, 2000)).toBeUndefined();
+  });
+});
+
+describe("open streams' grants (apex serve re-checks them while the streams are open)", () => {
+  it("are checked once per interval per session, all tokens together, and a refused token ends its own streams only", async () => {
+    const calls: Array<{ session: string; tokens: string[] }> = [];
+    const revoked = new Set<string>();
+    const watch = new GrantWatch(async (session, tokens) => {
+      calls.push({ session, tokens: [...tokens].sort() });
+      return new Map(tokens.map((token) => [token, revoked.has(token) ? `${token} was revoked` : undefined]));
+    }, 40);
+    const ended: string[] = [];
+    const stops: Array<() => void> = [];
+    // Ten streams of session A under two tokens, one of session B.
+    for (let n = 0; n < 10; n++) stops.push(watch.add("A", n % 2 ? "t1" : "t2", (why) => ended.push(`A${n}: ${why}`)));
+    stops.push(watch.add("B", "t3", (why) => ended.push(`B: ${why}`)));
+    expect(watch.size).toBe(2);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    // Before, each stream checked its grant itself: 11 checks (11 store opens without a supervisor) per interval.
+    const perSession = (session: string) => calls.filter((call) => call.session === session).length;
+    expect(perSession("A")).toBeGreaterThanOrEqual(1);
+    expect(perSession("A")).toBeLessThanOrEqual(4);
+    expect(Math.abs(perSession("B") - perSession("A"))).toBeLessThanOrEqual(1);
+    expect(calls.find((call) => call.session === "A")!.tokens).toEqual(["t1", "t2"]);
+    expect(ended).toEqual([]);
+    revoked.add("t1");
+    for (let waited = 0; ended.length < 5 && waited < 2000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect([...new Set(ended)].sort()).toEqual([1, 3, 5, 7, 9].map((n) => `A${n}: t1 was revoked`));
+    // Streams gone, their session's timer with them.
+    for (const stop of stops) stop();
+    expect(watch.size).toBe(0);
+    const before = calls.length;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(calls.length).toBe(before);
+    watch.close();
   });
 });
 

@@ -1,5 +1,3 @@
-import { readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { parseDuration, isDuration } from "../../core/config/duration.js";
 import { ApexError } from "../../core/errors.js";
@@ -10,8 +8,8 @@ import type { GrantView } from "./grants.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 import { isApexToken, parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
 
-/** `<store>/serve.json`: where a running `apex serve` listens, for the invites `session share` prints. */
-const SERVE_FILE = "serve.json";
+import { readServeFile, removeServeFile, writeServeFile } from "./serve-file.js";
+
 const DEFAULT_URL = "http://127.0.0.1:7433";
 
 // ------------------------------------------------------------------------------------ serve
@@ -20,7 +18,7 @@ export async function serveCommand(
   location: ProjectLocation,
   options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; json?: boolean },
 ): Promise<void> {
-  const { startServer, writeServeFile } = await import("./server.js");
+  const { startServer } = await import("./server.js");
   const server = await startServer({
     location,
     listen: options.listen,
@@ -30,7 +28,6 @@ export async function serveCommand(
     corsOrigins: options.cors,
     log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
   });
-  const file = join(location.storeDir, SERVE_FILE);
   try {
     writeServeFile(location.storeDir, server.url);
   } catch {
@@ -43,12 +40,7 @@ export async function serveCommand(
     process.once("SIGTERM", resolve);
   });
   await server.close();
-  try {
-    const written = JSON.parse(readFileSync(file, "utf8")) as { pid?: number };
-    if (written.pid === process.pid) rmSync(file, { force: true });
-  } catch {
-    // already gone
-  }
+  removeServeFile(location.storeDir);
 }
 
 // ------------------------------------------------------------------------------------ share, unshare, shares
@@ -67,17 +59,17 @@ async function withSession<T>(location: ProjectLocation, ref: string, fn: (clien
   }
 }
 
-function serverUrl(location: ProjectLocation, explicit: string | undefined): string {
-  if (explicit) return explicit.replace(/\/+$/, "");
-  // An owner sharing over --remote: the invite names the server they reached, not a local one.
-  if (process.env.APEX_REMOTE) return parseRemote(process.env.APEX_REMOTE).origin;
-  try {
-    const written = JSON.parse(readFileSync(join(location.storeDir, SERVE_FILE), "utf8")) as { url?: string };
-    if (typeof written.url === "string") return written.url;
-  } catch {
-    // no server running here
-  }
-  return DEFAULT_URL;
+/**
+ * The address invites name: --url, the server an owner reached with --remote, the one
+ * serve.json records, else the default. `stopped`: serve.json names a server that is gone
+ * (it crashed, or was killed, before removing it): its address would be a dead port.
+ */
+function serverUrl(location: ProjectLocation, explicit: string | undefined): { url: string; stopped?: string } {
+  if (explicit) return { url: explicit.replace(/\/+$/, "") };
+  if (process.env.APEX_REMOTE) return { url: parseRemote(process.env.APEX_REMOTE).origin };
+  const written = readServeFile(location.storeDir);
+  if (written && !written.live) return { url: written.record.url, stopped: written.record.url };
+  return { url: written?.record.url ?? DEFAULT_URL };
 }
 
 function serverOrigin(url: string): URL {
@@ -102,7 +94,7 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
     expiresIn = parseDuration(options.expires);
   }
   // Read before the grant is made: a token shown only once must not be lost to an invite that cannot be printed.
-  const url = serverUrl(location, options.url);
+  const { url, stopped } = serverUrl(location, options.url);
   const origin = serverOrigin(url);
   const reply = await withSession(location, ref, (client, session) =>
     client.call("share.create", { ...session, user, role: options.role, expires_in_s: expiresIn, actor: currentActor() }),
@@ -112,13 +104,22 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
   const invite = `${url}/#session=${reply.session_id}&token=${reply.token}`;
   const target = `${origin.protocol === "https:" ? "https://" : ""}${host}/${reply.session_id}`;
   const connect = `APEX_TOKEN=${reply.token} apex connect ${target}`;
+  // The server serve.json names is gone: no invite names its dead port; the token is printed all the same.
+  const hint = stopped
+    ? `No server runs for this project: the \`apex serve\` that listened at ${stopped} has stopped. Start \`apex serve\` (or pass --url with the server's address), then send the invite with its address and this token.`
+    : undefined;
   if (options.json) {
-    printJson({ ...reply.grant, session_id: reply.session_id, token: reply.token, url: invite, connect });
+    printJson({ ...reply.grant, session_id: reply.session_id, token: reply.token, url: hint ? null : invite, connect: hint ? null : connect, ...(hint ? { server: "stopped", hint } : {}) });
     return;
   }
   const expires = reply.grant.expires_at ? `until ${reply.grant.expires_at}` : "until revoked";
   printLine(`Shared session ${reply.session_id} with ${paint(reply.grant.user, "bold")} as ${reply.grant.role} (${expires}).`);
   printLine(paint("The token is shown only this once; send it privately.", "yellow"));
+  if (hint) {
+    printLine(`  token    ${reply.token}`);
+    printLine(paint(hint, "yellow"));
+    return;
+  }
   printLine(`  open     ${invite}`);
   printLine(`  connect  ${connect}`);
   printLine(`  remote   apex --remote ${target} status   (token from APEX_TOKEN or \`apex login ${host}\`)`);
@@ -211,6 +212,8 @@ export async function connectCommand(targetText: string, json: boolean): Promise
 }
 
 const RECENT_EVENTS = 50;
+/** Statuses of a session that has ended: its event stream is not followed again. */
+const ENDED = new Set(["completed", "failed", "stopped"]);
 const REFRESH_MS = 2000;
 
 /**
@@ -229,37 +232,59 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     // renderMonitor made every text terminal-safe: the frame's own cursor movements pass as they are.
     writeControl(out, SCREEN.frame(renderMonitor(state, out.columns || 100, out.rows || 30, (text, color) => paint(text, color))));
   };
+  // Two notices: why the event stream is down, and the last refresh's error while refreshes fail.
+  // Before, one notice: a refresh error hid why the stream ended, and stayed once refreshes worked again.
+  let streamNotice: string | null = null;
+  let refreshError: string | null = null;
+  const notice = () => {
+    state.notice = [streamNotice, refreshError].filter(Boolean).join(" · ") || null;
+  };
   let refreshing = false;
   const refresh = async () => {
     if (refreshing) return;
     refreshing = true;
     try {
       state.status = (await remote.call("session.status", {}, 30_000)) as StatusReport;
+      refreshError = null;
+      // The server is back (restarted) and the session still runs: events follow again, from the last one shown.
+      if (subscription === null && !ENDED.has(String(state.status?.session?.status))) follow();
     } catch (error) {
-      state.notice = `Cannot refresh: ${(error as Error).message}`;
+      refreshError = `Cannot refresh: ${(error as Error).message}`;
     } finally {
       refreshing = false;
     }
+    notice();
     draw();
   };
   writeControl(out, SCREEN.enter);
   draw();
-  const subscription = remote.subscribe("events.subscribe", {}, (event) => {
-    if (!isEvent(event)) return;
-    state.events.push(event as MonitorEvent);
-    if (state.events.length > RECENT_EVENTS) state.events.shift();
-    void refresh();
-  });
-  subscription.done.then(
-    (reason: unknown) => {
-      state.notice = `The session's event stream ended${typeof reason === "string" ? `: ${reason}` : ""} (Ctrl-C detaches).`;
+  let subscription: import("../../core/rpc/call.js").Subscription | null = null;
+  let detached = false;
+  const follow = () => {
+    const last = state.events.at(-1)?.seq;
+    const current = remote.subscribe("events.subscribe", typeof last === "number" ? { from_seq: last } : {}, (event) => {
+      if (!isEvent(event)) return;
+      if (typeof event.seq === "number" && typeof last === "number" && event.seq <= last) return; // shown already
+      streamNotice = null;
+      notice();
+      state.events.push(event as MonitorEvent);
+      if (state.events.length > RECENT_EVENTS) state.events.shift();
+      void refresh();
+    });
+    subscription = current;
+    const ended = (text: string) => {
+      if (detached || subscription !== current) return;
+      subscription = null;
+      streamNotice = text;
+      notice();
       draw();
-    },
-    (error: Error) => {
-      state.notice = `The event stream stopped: ${error.message}`;
-      draw();
-    },
-  );
+    };
+    current.done.then(
+      (reason: unknown) => ended(`The session's event stream ended${typeof reason === "string" ? `: ${reason}` : ""} (Ctrl-C detaches).`),
+      (error: Error) => ended(`The event stream stopped: ${error.message}`),
+    );
+  };
+  follow();
   const timer = setInterval(() => void refresh(), REFRESH_MS);
   out.on("resize", draw);
   await new Promise<void>((resolve) => {
@@ -268,7 +293,8 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
   });
   clearInterval(timer);
   out.off("resize", draw);
-  subscription.close();
+  detached = true;
+  (subscription as import("../../core/rpc/call.js").Subscription | null)?.close();
   writeControl(out, SCREEN.leave);
   printLine(`Detached from ${origin}.`);
 }

@@ -28,7 +28,7 @@ export default definePlugin<SharingOptions>({
     apex.hooks.onStart.tapPromise(PLUGIN_NAME, async () => {
       const config = apex.config;
       if (!config || server) return;
-      const { startServer, writeServeFile } = await import("./server.js");
+      const [{ startServer }, { writeServeFile }] = await Promise.all([import("./server.js"), import("./serve-file.js")]);
       const { resolve } = await import("node:path");
       server = await startServer({
         location: { configPath: config.configPath, projectDir: config.projectDir, storeDir: config.storeDir },
@@ -43,12 +43,9 @@ export default definePlugin<SharingOptions>({
     apex.hooks.onStop.tapPromise(PLUGIN_NAME, async () => {
       await server?.close();
       server = undefined;
+      // Only this supervisor's record (or one whose server is gone): an `apex serve` still running keeps its own.
       const config = apex.config;
-      if (config) {
-        const { rmSync } = await import("node:fs");
-        const { resolve } = await import("node:path");
-        rmSync(resolve(config.storeDir, "serve.json"), { force: true });
-      }
+      if (config) (await import("./serve-file.js")).removeServeFile(config.storeDir);
     });
   },
 });

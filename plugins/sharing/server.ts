@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
-import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import { dirname, join, resolve } from "node:path";
@@ -15,6 +15,7 @@ import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, grantPath, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
+import { GrantWatch } from "./grant-watch.js";
 import { clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
@@ -102,17 +103,6 @@ function listenError(error: unknown, listen: string): unknown {
   return error;
 }
 
-/**
- * `<store>/serve.json`: where a running server listens, for the invites `session share` prints.
- * Owner-only like the rest of the store, also when an older copy was looser (its mode is not
- * changed by writing it).
- */
-export function writeServeFile(storeDir: string, url: string): void {
-  const file = join(storeDir, "serve.json");
-  writeFileSync(file, `${JSON.stringify({ url, pid: process.pid })}\n`, { mode: 0o600 });
-  chmodSync(file, 0o600);
-}
-
 export function parseListen(text: string): { host: string; port: number } {
   const match = /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)?:(\d{1,5})$/.exec(text) ?? /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+)$/.exec(text);
   const port = match?.[2] === undefined ? 7433 : Number(match[2]);
@@ -169,6 +159,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       cause: error,
     });
   }
+  // JSON bodies: parsed here, not by fastify's parser, which refuses a `__proto__` key (or
+  // `constructor.prototype`) as "Body is not valid JSON" — misleading for valid JSON. Such keys
+  // are refused all the same (merged into an object they could change its prototype), saying so.
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
+    try {
+      done(null, parseBody(body as string));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
+  });
   const log = options.log ?? (() => {});
   // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
   const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
@@ -180,6 +181,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const refused = new RefusedTokens();
   const serverId = randomUUID();
   const connections = new ConnectionReporter(options.location, serverId, streams, onServedStore);
+  const grantWatch = new GrantWatch((sessionId, tokens) => gate.checkGrants(sessionId, tokens), RECHECK_MS);
 
   const corsAllowed = (request: FastifyRequest) => Boolean(request.headers.origin && options.corsOrigins?.includes(request.headers.origin));
   app.addHook("onRequest", async (request, reply) => {
@@ -261,7 +263,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (known !== undefined) throw unauthorized(known);
       const sid = await gate.sessionInUrl(sessionRef);
       const caller = await gate.authenticate(sid, token).catch((error: unknown) => {
-        if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") refused.add(sessionRef, token, error.message);
+        if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") refused.add(sessionRef, token, error.message, Date.now(), sid);
         throw error;
       });
       failures.succeeded(client);
@@ -329,7 +331,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       checkStreamParams(method, body[method]);
     }
     await gate.requireSession(sid);
-    // Each open stream re-checks its grant every second and polls for what it follows: a grant may hold only so many.
+    // Each open stream polls for what it follows (its grant is re-checked with the session's others): a grant may hold only so many.
     const open = [...streams].filter((stream) => stream.caller.token_id === caller.token_id).length;
     if (open >= MAX_STREAMS_PER_GRANT) {
       throw new ApexError("APEX_E_RATE_LIMITED", `${caller.user}'s token already holds ${open} open streams, the most one grant may hold.`, {
@@ -348,6 +350,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     let closed = false;
     const subscriptions: Subscription[] = [];
     const timers: NodeJS.Timeout[] = [];
+    let unwatch = () => {};
     const send = (event: string, data: unknown) => {
       if (!closed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     };
@@ -368,6 +371,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       streams.delete(stream);
       connections.changed();
       for (const timer of timers) clearInterval(timer);
+      unwatch();
       for (const subscription of subscriptions) subscription.close();
       res.end();
     };
@@ -379,12 +383,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     connections.changed();
     res.on("close", finish);
     timers.push(setInterval(() => !closed && res.write(": keep-alive\n\n"), HEARTBEAT_MS));
-    // A revoked or expired grant ends its streams within a second, whoever revoked it.
-    timers.push(
-      setInterval(() => {
-        gate.authenticate(sid, token).catch((error: unknown) => denied(error instanceof Error ? error.message : "Access ended."));
-      }, RECHECK_MS),
-    );
+    // A revoked or expired grant ends its streams within a second, whoever revoked it: checked
+    // once a second for all of the session's open streams together (not once per stream).
+    unwatch = grantWatch.add(sid, token, denied);
     if (body["events.subscribe"]) {
       const socket = gate.supervisorSocket(sid);
       if (!socket) {
@@ -446,6 +447,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     await app.listen({ host, port });
   } catch (error) {
     connections.stop();
+    grantWatch.close();
     await app.close().catch(() => {});
     gate.close();
     throw listenError(error, options.listen);
@@ -460,6 +462,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     port: boundPort,
     async close() {
       for (const stream of [...streams]) stream.close("the server is shutting down");
+      grantWatch.close();
       await connections.end();
       // Requests under way may finish; then connections still open (a client that stopped
       // half-way through its request) are cut, so that the process ends and the port is free.
@@ -544,6 +547,35 @@ class Gate {
     }
     this.touch(caller);
     return { user: caller.user, role: caller.role, token_id: caller.token_id, session_id: sessionId, expires_at: caller.expires_at ?? null };
+  }
+
+  /**
+   * Open streams' grants of one session, checked together (GrantWatch): for each token, undefined
+   * while it passes, else why not. With no supervisor, the store is opened once for all of them.
+   */
+  async checkGrants(sessionId: string, tokens: string[]): Promise<Map<string, string | undefined>> {
+    const verdicts = new Map<string, string | undefined>();
+    const reason = (error: unknown) => (error instanceof Error ? error.message : "Access ended.");
+    if (this.supervisorOf(sessionId)) {
+      await Promise.all(tokens.map((token) => this.authenticate(sessionId, token).then(() => verdicts.set(token, undefined), (error: unknown) => verdicts.set(token, reason(error)))));
+      return verdicts;
+    }
+    const { openStore, storeExists } = await import("../../core/store/open.js");
+    if (!(await storeExists(this.location))) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
+    const store = await openStore(this.location, { readOnly: true });
+    try {
+      for (const token of tokens) {
+        try {
+          this.touch(authenticate(store, sessionId, token));
+          verdicts.set(token, undefined);
+        } catch (error) {
+          verdicts.set(token, reason(error));
+        }
+      }
+    } finally {
+      await store.close();
+    }
+    return verdicts;
   }
 
   /**
@@ -852,6 +884,37 @@ function readPem(path: string, option: string): Buffer {
   } catch (error) {
     throw new ApexError("APEX_E_NOT_FOUND", `Cannot read ${option} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`);
   }
+}
+
+/**
+ * A request body: JSON, without a `__proto__` key or a `constructor` holding `prototype` anywhere
+ * (APEX_E_BAD_INPUT, naming where); not JSON, or empty, is APEX_E_BAD_JSON. Nesting is checked after.
+ */
+function parseBody(text: string): unknown {
+  if (text.trim() === "") throw new ApexError("APEX_E_BAD_JSON", "Bad request: the body is empty; with Content-Type: application/json it must be JSON.", { hint: "Send a JSON object ({} for no parameters)." });
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new ApexError("APEX_E_BAD_JSON", `Bad request: the body is not valid JSON (${(error as Error).message}).`, { hint: "Send a JSON object (Content-Type: application/json)." });
+  }
+  const pending: Array<[unknown, string, number]> = [[value, "$", 0]];
+  while (pending.length > 0) {
+    const [item, at, depth] = pending.pop()!;
+    if (item === null || typeof item !== "object" || depth > MAX_BODY_DEPTH) continue;
+    if (!Array.isArray(item)) {
+      const constructor = Object.hasOwn(item, "constructor") ? (item as { constructor: unknown }).constructor : undefined;
+      const key = Object.hasOwn(item, "__proto__") ? "__proto__" : constructor !== null && typeof constructor === "object" && Object.hasOwn(constructor, "prototype") ? "constructor.prototype" : undefined;
+      if (key) {
+        throw new ApexError("APEX_E_BAD_INPUT", `The request body has a key "${key}" (at ${at.length > 200 ? `${at.slice(0, 200)}…` : at}): such keys are refused, since they could change what objects inherit.`, {
+          hint: "Rename the key; memory values and parameters may not use __proto__, nor constructor.prototype.",
+          details: { key, at },
+        });
+      }
+    }
+    for (const [name, child] of Object.entries(item)) pending.push([child, Array.isArray(item) ? `${at}[${name}]` : `${at}.${name}`, depth + 1]);
+  }
+  return value;
 }
 
 /** Whether `value` nests arrays and objects more than `limit` levels deep (without recursion: it may be very deep). */

@@ -103,13 +103,18 @@ export function clientKey(address: string): string {
 }
 
 /**
- * Tokens `apex serve` refused lately, for the session reference they were sent with: the same
- * token sent again is refused from here, without resolving the session or reading the grant
- * (while no supervisor runs, each lookup opens the store). Only refusals are kept, never an
- * acceptance, so a revoked or expired grant is refused at its next request as before. A refused
- * token stays refused (grants never change their token; a new grant has a new random one), so a
- * refusal is kept `ttlMs` only to bound the record, which holds at most `max` entries (oldest
- * first out) and the token's hash, not the token.
+ * Tokens `apex serve` refused lately, for the session they were sent for: the same token sent
+ * again is refused from here, without resolving the session or reading the grant (while no
+ * supervisor runs, each lookup opens the store). Only refusals are kept, never an acceptance, so
+ * a revoked or expired grant is refused at its next request as before. A refused token stays
+ * refused for its session (grants never change their token; a new grant has a new random one),
+ * so a refusal by session id is kept `ttlMs` only to bound the record, which holds at most `max`
+ * entries (oldest first out) and the token's hash, not the token.
+ *
+ * A reference that is not an id (a branch's name, an id prefix) may name another session
+ * tomorrow — a prefix that was ambiguous, a name that resolves since — so a refusal by such a
+ * reference is kept `refTtlMs` only (a few seconds: still no lookup per wrong token), and is
+ * kept under the session it resolved to as well, as a refusal by id.
  */
 export class RefusedTokens {
   private readonly refused = new Map<string, { message: string; until: number }>();
@@ -117,6 +122,9 @@ export class RefusedTokens {
   constructor(
     private readonly ttlMs = 60_000,
     private readonly max = 10_000,
+    private readonly refTtlMs = 2000,
+    /** Which references are ids (a refusal by one is kept `ttlMs`). */
+    private readonly isId: (ref: string) => boolean = (ref) => UUID.test(ref),
   ) {}
 
   private static key(sessionRef: string, token: string): string {
@@ -131,17 +139,25 @@ export class RefusedTokens {
     return entry && entry.until > now ? entry.message : undefined;
   }
 
-  add(sessionRef: string, token: string, message: string, now = Date.now()): void {
+  /** `token` was refused for `sessionRef`, which named session `resolved` (if it named one). */
+  add(sessionRef: string, token: string, message: string, now = Date.now(), resolved?: string): void {
+    this.put(sessionRef, token, message, now + (this.isId(sessionRef) ? this.ttlMs : this.refTtlMs), now);
+    if (resolved !== undefined && resolved !== sessionRef && this.isId(resolved)) this.put(resolved, token, message, now + this.ttlMs, now);
+  }
+
+  private put(sessionRef: string, token: string, message: string, until: number, now: number): void {
     const key = RefusedTokens.key(sessionRef, token);
     this.refused.delete(key);
     for (const [old, entry] of this.refused) {
       if (entry.until > now && this.refused.size < this.max) break;
       this.refused.delete(old);
     }
-    this.refused.set(key, { message, until: now + this.ttlMs });
+    this.refused.set(key, { message, until });
   }
 
   get size(): number {
     return this.refused.size;
   }
 }
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

@@ -71,6 +71,16 @@
 
   async function start() {
     while (timers.length) clearInterval(timers.pop());
+    // Signing in again on the same page (after a revoke, with a new token) starts the page over:
+    // before, a second pair of charts was drawn under the first, the events were listed twice,
+    // and the old live stream, if still open, kept adding to them.
+    if (state.stream) state.stream.abort();
+    state.stream = null;
+    for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
+    Object.assign(state, { live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, selected: [], refreshFailed: false });
+    $("events").replaceChildren();
+    $("diff").textContent = "";
+    $("notice").textContent = "";
     credentials();
     if (!state.session || !state.token) return showLogin();
     let me;
@@ -89,6 +99,7 @@
     await refresh();
     await seedEvents();
     await refreshTree();
+    state.live = true;
     follow();
     timers.push(setInterval(refresh, 2000), setInterval(refreshTree, 15000));
   }
@@ -140,9 +151,15 @@
       renderCheckpoints(items.slice(-20).reverse());
       plotMemory(items);
       sample(status);
+      // A refresh that failed (the server restarting, say) no longer says so once one succeeds.
+      if (state.refreshFailed) $("notice").textContent = "";
+      state.refreshFailed = false;
+      // The live stream ended (the server restarted) while the session goes on: followed again, from the last event shown.
+      if (state.live && !state.stream && state.token && status.session && !ENDED.includes(status.session.status)) follow();
     } catch (error) {
       if (error.status === 401) return; // signed out: the login form shows why
       $("notice").textContent = error.message;
+      state.refreshFailed = true;
     }
   }
 
@@ -344,9 +361,12 @@
 
   /** Server-sent events over fetch (EventSource cannot send the Authorization header). */
   async function follow() {
+    const abort = new AbortController();
+    state.stream = abort;
     try {
       const response = await fetch(`/api/sessions/${encodeURIComponent(state.session)}/stream`, {
         method: "POST",
+        signal: abort.signal,
         headers: { "content-type": "application/json", authorization: `Bearer ${state.token}` },
         // From the last event shown, so that none is missed or shown twice.
         body: JSON.stringify({ "events.subscribe": state.lastSeq === null ? {} : { from_seq: state.lastSeq } }),
@@ -366,10 +386,11 @@
           cut = buffer.indexOf("\n\n");
         }
       }
-      $("notice").textContent = "The live stream ended.";
+      if (!abort.signal.aborted) $("notice").textContent = "The live stream ended.";
     } catch (error) {
-      $("notice").textContent = `Live events stopped: ${error.message}`;
+      if (!abort.signal.aborted) $("notice").textContent = `Live events stopped: ${error.message}`;
     }
+    if (state.stream === abort) state.stream = null;
   }
 
   function handle(block) {
@@ -386,7 +407,10 @@
       return;
     }
     if (kind !== "events.subscribe") return;
+    if (typeof payload.seq === "number" && state.lastSeq !== null && payload.seq <= state.lastSeq) return; // shown already
+    if (/^(The live stream ended|Live events stopped)/.test($("notice").textContent)) $("notice").textContent = "";
     showEvent(payload);
+    if (typeof payload.seq === "number") state.lastSeq = payload.seq;
     if (payload.type === "session.merged" && payload.from) state.merges.push(payload.from);
     refresh();
     if (/^session\./.test(payload.type)) refreshTree();

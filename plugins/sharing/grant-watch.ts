@@ -1,0 +1,73 @@
+/**
+ * Open streams' grants, re-checked on one timer per session: each interval, the tokens of the
+ * session's open streams are checked together (one `check` call, which opens the store once when
+ * no supervisor runs), and every stream whose token no longer passes gets its reason. Before,
+ * each stream checked its own grant every second: with no supervisor, one store open per stream
+ * per second. A revoked or expired grant still ends its streams within one interval.
+ */
+export type GrantCheck = (sessionId: string, tokens: string[]) => Promise<Map<string, string | undefined>>;
+
+interface Watcher {
+  token: string;
+  denied(message: string): void;
+}
+
+export class GrantWatch {
+  private readonly sessions = new Map<string, { watchers: Set<Watcher>; timer: NodeJS.Timeout; busy: boolean }>();
+
+  constructor(
+    /** For each token: undefined while it still passes, else why not. May throw: every stream of the session then ends with that reason. */
+    private readonly check: GrantCheck,
+    private readonly intervalMs = 1000,
+  ) {}
+
+  /** Watches `token`'s grant for a stream of `sessionId`; returns what stops watching it. */
+  add(sessionId: string, token: string, denied: (message: string) => void): () => void {
+    let entry = this.sessions.get(sessionId);
+    if (!entry) {
+      const timer = setInterval(() => void this.tick(sessionId), this.intervalMs);
+      timer.unref();
+      entry = { watchers: new Set(), timer, busy: false };
+      this.sessions.set(sessionId, entry);
+    }
+    const watcher: Watcher = { token, denied };
+    entry.watchers.add(watcher);
+    return () => {
+      const current = this.sessions.get(sessionId);
+      if (!current?.watchers.delete(watcher) || current.watchers.size > 0) return;
+      clearInterval(current.timer);
+      this.sessions.delete(sessionId);
+    };
+  }
+
+  /** Sessions watched now (each with one timer). */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  close(): void {
+    for (const entry of this.sessions.values()) clearInterval(entry.timer);
+    this.sessions.clear();
+  }
+
+  private async tick(sessionId: string): Promise<void> {
+    const entry = this.sessions.get(sessionId);
+    // A check still under way (a slow store): this interval's is skipped, not stacked.
+    if (!entry || entry.busy) return;
+    entry.busy = true;
+    const watchers = [...entry.watchers];
+    let verdicts: Map<string, string | undefined> | undefined;
+    let failure: string | undefined;
+    try {
+      verdicts = await this.check(sessionId, [...new Set(watchers.map((watcher) => watcher.token))]);
+    } catch (error) {
+      failure = error instanceof Error ? error.message : "Access ended.";
+    } finally {
+      entry.busy = false;
+    }
+    for (const watcher of watchers) {
+      const reason = failure ?? verdicts?.get(watcher.token);
+      if (reason !== undefined && entry.watchers.has(watcher)) watcher.denied(reason);
+    }
+  }
+}
