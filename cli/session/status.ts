@@ -100,16 +100,21 @@ function supervisorLine(session: NonNullable<StatusReport["session"]>, superviso
   return `pid ${supervisor.pid}${supervisor.host ? ` on ${supervisor.host}` : ""} ${supervisor.alive ? "" : paint("(not running)", "red")}`.trimEnd();
 }
 
+/** A branch session by its name, with its id after it ("experiment (3f2a9c1e-…)"); an unnamed one by its id. A server older than `name` leaves it out. */
+function named(session: { session_id: string; name?: string | null }): string {
+  return typeof session.name === "string" && session.name ? `${visibleText(session.name)} (${known(session.session_id)})` : known(session.session_id);
+}
+
 function printStatus(report: StatusReport, configInvalid: boolean): void {
   const session = report.session;
   if (!session) {
     printLine("No session is active in this project.");
     const last = report.last_session;
-    if (last) printLine(`Last session: ${known(last.session_id)} ${paintStatus(last.status)}${last.ended_at ? ` at ${last.ended_at}` : ""}${last.outcome ? ` (${last.outcome})` : ""}`);
+    if (last) printLine(`Last session: ${named(last)} ${paintStatus(last.status)}${last.ended_at ? ` at ${last.ended_at}` : ""}${last.outcome ? ` (${last.outcome})` : ""}`);
     printLine(paint(configInvalid ? 'Fix the config (see the warning above), then start one: apex start --task "…"' : 'Start one: apex start --task "…"', "gray"));
     return;
   }
-  printLine(`Session ${paint(known(session.session_id), "bold")}  ${paintStatus(session.status)}${session.remote && session.status !== "interrupted" ? ` on host ${session.host}` : ""}`);
+  printLine(`Session ${paint(named(session), "bold")}  ${paintStatus(session.status)}${session.remote && session.status !== "interrupted" ? ` on host ${session.host}` : ""}`);
   if (session.initial_task) printLine(`  task        ${visibleText(session.initial_task)}`);
   printLine(`  started     ${known(session.created_at)}`);
   const supervisor = session.supervisor;
