@@ -325,6 +325,14 @@ describe("an agent in a crash loop", () => {
     expect(restarting("later")).toEqual([expect.objectContaining({ delay_seconds: 30, restart_at: later.restart_at })]);
     expect(project.apex(["status"]).stdout).toMatch(/\nlater\s+restarting in [12]\d\.\ds\s/);
     expect(project.status().session!.status).toBe("active");
+    // Its supervisor killed, nobody restarts it: status shows how it ended, not a restart to come.
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    const interrupted = await waitFor("interrupted", () => {
+      const report = project!.status();
+      return report.session?.status === "interrupted" ? report : undefined;
+    });
+    expect(interrupted.agents.find((agent) => agent.name === "later")).toMatchObject({ status: "failed", restart_at: null, last_exit: { code: 2 } });
+    expect(project.apex(["status"]).stdout).toMatch(/\nlater\s+failed \(code 2\)\s/);
   });
 
   it("a crash after a run of min_uptime starts the count of max_restarts afresh; quick crashes are still given up", async () => {
