@@ -47,7 +47,7 @@ function agentIssue(config: Config, name: string, spec: AgentConfig): ConfigIssu
     message,
   });
   const cwd = resolve(config.projectDir, spec.cwd || ".");
-  if (!isDirectory(cwd)) return at(["cwd"], `agent ${name}: the working directory ${cwd} does not exist.`);
+  if (!isDirectory(cwd)) return at(["cwd"], `agent ${name}: the working directory ${cwd} ${isFile(cwd) ? "is a file, not a directory" : "does not exist"}.`);
   if (spec.args.length === 0 && SHELL_SYNTAX.test(spec.command)) return undefined;
   const program = resolveCommand(spec.command, cwd, spec.env.PATH ?? process.env.PATH ?? "");
   if (program.problem) return at(["command"], `agent ${name}: ${program.problem}`);

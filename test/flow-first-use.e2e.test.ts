@@ -108,6 +108,13 @@ describe("agents whose program cannot be found", () => {
     const missingCwd = project.apex(["config", "validate"]);
     expect(missingCwd.status).toBe(2);
     expect(missingCwd.stderr).toContain(`agents.local.cwd: agent local: the working directory ${join(project.dir, "work")} does not exist.`);
+    // A file where the directory should be is named as such, not as missing.
+    writeFileSync(join(project.dir, "work"), "");
+    const fileCwd = project.apex(["start", "--json"]);
+    expect(fileCwd.status).toBe(2);
+    expect(JSON.parse(fileCwd.stderr).error).toMatchObject({ code: "APEX_E_CONFIG" });
+    expect(JSON.parse(fileCwd.stderr).error.message).toContain(`agents.local.cwd: agent local: the working directory ${join(project.dir, "work")} is a file, not a directory.`);
+    rmSync(join(project.dir, "work"));
     mkdirSync(join(project.dir, "work/bin"), { recursive: true });
     const missing = project.apex(["config", "validate"]);
     expect(missing.stderr).toContain(`agents.local.command: agent local: the program ./bin/agent.sh does not exist (looked for ${join(project.dir, "work/bin/agent.sh")}).`);
