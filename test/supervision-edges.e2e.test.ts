@@ -83,6 +83,12 @@ describe("processes that leave the agent's process group (setsid)", () => {
     project.writeConfig(escapingAgent(project.dir).replace("agents:", "session:\n  auto_recovery: false\nagents:"));
     const ready = project.start();
     const [escaped, child] = await escapedProcesses(project.dir);
+    // A supervisor stopped (SIGSTOP) answers nothing: status says so, not only "active".
+    expect(project.status().session!.supervisor).toMatchObject({ alive: true, stopped: false });
+    process.kill(ready.supervisor_pid, "SIGSTOP");
+    expect(project.status().session!.supervisor).toMatchObject({ alive: true, stopped: true });
+    expect(project.apex(["status"]).stdout).toContain(`supervisor  pid ${ready.supervisor_pid} on `);
+    expect(project.apex(["status"]).stdout).toMatch(new RegExp(`\\(stopped: it answers nothing until \`kill -CONT ${ready.supervisor_pid}\`; \`apex stop --force\` ends the session\\)`));
     process.kill(ready.supervisor_pid, "SIGKILL");
     const status = await waitFor("interrupted", () => {
       const report = project!.status();
