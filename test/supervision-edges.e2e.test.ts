@@ -206,6 +206,14 @@ describe("programs that cannot run", () => {
     expect(start.status).toBe(2);
     expect(start.stderr).toContain("APEX_E_CONFIG");
     expect(existsSync(project.storeDir)).toBe(false);
+    // A NUL byte in an argument or an env value (YAML's "\0"): no process can be given one, so every start would fail.
+    project.writeConfig(["agents:", "  argued:", "    command: sh", '    args: ["-c", "echo a\\0b"]', "  envied:", "    command: sh", "    env:", '      X: "a\\0b"', "plugins: {}", ""].join("\n"));
+    const nul = project.apex(["start", "--task", "t"]);
+    expect(nul.status).toBe(2);
+    expect(nul.stderr).toContain("agents.argued.args[1]: agent argued: contains a NUL byte (\\0), which no program can be given.");
+    expect(nul.stderr).toContain("agents.envied.env.X: agent envied: contains a NUL byte (\\0), which no program can be given.");
+    expect(nul.stderr).toContain("APEX_E_CONFIG");
+    expect(existsSync(project.storeDir)).toBe(false);
   });
 });
 
