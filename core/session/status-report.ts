@@ -119,8 +119,10 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
   const agents = agentRecords.map((agent) => agentView(sid, agent, groups, now, remote));
   // Without a supervisor, whatever still runs is an orphan: nobody restarts, pauses or stops it. A
   // restart that was due is not coming either: the agent shows how it ended (--continue starts it).
-  if (status === "interrupted") for (const agent of agents) if (agent.alive) agent.status = "orphaned";
-  else if (agent.status === "restarting") Object.assign(agent, { status: agent.last_exit?.code === 0 ? "exited" : "failed", restart_at: null });
+  for (const agent of status === "interrupted" ? agents : []) {
+    if (agent.alive) agent.status = "orphaned";
+    else if (agent.status === "restarting") Object.assign(agent, { status: agent.last_exit?.code === 0 ? "exited" : "failed", restart_at: null });
+  }
   const tasks = taskCounts(store, sid);
   return {
     session: {
