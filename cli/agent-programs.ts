@@ -5,6 +5,7 @@
  * crash at once.
  *
  * What is checked, for each agent:
+ *  - no command, cwd, argument or env value holds a NUL byte (no process can be given one);
  *  - its working directory exists;
  *  - its command resolves: a name is looked up on PATH (the agent's `env.PATH` if it sets one),
  *    a path (with a `/`) relative to the agent's working directory; a command line run through
@@ -46,8 +47,14 @@ function agentIssue(config: Config, name: string, spec: AgentConfig): ConfigIssu
     path: formatPath(["agents", name, ...path]),
     message,
   });
+  // A NUL byte cannot be passed to a process (the OS ends the string there): every start would fail.
+  const nul = [["command"], ["cwd"], ...spec.args.map((_, index) => ["args", index]), ...Object.keys(spec.env).map((key) => ["env", key])].find((path) => {
+    const value = path.length === 1 ? spec[path[0] as "command" | "cwd"] : path[0] === "args" ? spec.args[path[1] as number] : spec.env[path[1] as string];
+    return typeof value === "string" && value.includes("\0");
+  });
+  if (nul) return at(nul as Array<string | number>, `agent ${name}: contains a NUL byte (\\0), which no program can be given.`);
   const cwd = resolve(config.projectDir, spec.cwd || ".");
-  if (!isDirectory(cwd)) return at(["cwd"], `agent ${name}: the working directory ${cwd} does not exist.`);
+  if (!isDirectory(cwd)) return at(["cwd"], `agent ${name}: the working directory ${cwd} ${isFile(cwd) ? "is a file, not a directory" : "does not exist"}.`);
   if (spec.args.length === 0 && SHELL_SYNTAX.test(spec.command)) return undefined;
   const program = resolveCommand(spec.command, cwd, spec.env.PATH ?? process.env.PATH ?? "");
   if (program.problem) return at(["command"], `agent ${name}: ${program.problem}`);

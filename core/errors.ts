@@ -45,6 +45,8 @@ export const ErrorCodes = {
   APEX_E_RPC: ExitCode.failure,
   APEX_E_PROCESS: ExitCode.failure,
   APEX_E_TIMEOUT: ExitCode.failure,
+  /** Ctrl-C while `apex start` waited for its supervisor, which goes on (the process exits 130, as after any SIGINT). */
+  APEX_E_INTERRUPTED: ExitCode.failure,
   APEX_E_INTERNAL: ExitCode.failure,
   APEX_E_INTEGRITY: ExitCode.failure,
   // not found (3)

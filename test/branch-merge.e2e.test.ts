@@ -45,6 +45,9 @@ describe("the flow's commands, verbatim", () => {
     expect(p.apex(["memory", "set", "/notes/a", '"main"']).status).toBe(0);
     const continued = p.start(["--continue", "experimental-feature"]);
     expect(continued.session_id).toBe(experimental.session_id);
+    // Running, it is shown by its name (the supervisor's report, text and --json).
+    expect(p.apex(["status"]).stdout.split("\n")[0]).toBe(`Session experimental-feature (${experimental.session_id})  active`);
+    expect(json<{ session: { name: string | null } }>(p.apex(["status", "--json"])).session.name).toBe("experimental-feature");
     expect(json<{ value: string }>(p.apex(["memory", "show", "/notes/a", "--json"])).value).toBe("base");
     expect(p.apex(["memory", "set", "/notes/b", '"experiment"']).status).toBe(0);
     expect(p.apex(["memory", "set", "/notes/c", '"new"']).status).toBe(0);
@@ -151,9 +154,10 @@ describe("--session naming a session that does not run", () => {
     const side = json<{ session_id: string }>(p.apex(["session", "branch", "latest", "side", "--json"])).session_id;
     for (const args of [["--session", "side", "status", "--json"], ["status", "--session", side.slice(0, 8), "--json"]]) {
       const report = json<{ session: { session_id: string; status: string } | null }>(p.apex(args));
-      expect(report.session, args.join(" ")).toMatchObject({ session_id: side, status: "stopped" });
+      expect(report.session, args.join(" ")).toMatchObject({ session_id: side, name: "side", status: "stopped" });
     }
-    expect(p.apex(["--session", "side", "status"]).stdout).toMatch(/^Session [0-9a-f-]{36} +stopped/);
+    // A named session is shown by its name, its id after it; an unnamed one by its id.
+    expect(p.apex(["--session", "side", "status"]).stdout.split("\n")[0]).toBe(`Session side (${side})  stopped`);
     // session list names the parent as a reference that resolves: a branch by its name, an id that is no uuid whole.
     expect(p.apex(["session", "branch", "side/latest", "nested"]).status).toBe(0);
     expect(p.apex(["session", "reconstruct", side, "--as", "side-copy"]).status).toBe(0);
@@ -163,7 +167,8 @@ describe("--session naming a session that does not run", () => {
     expect(listed).toMatch(/ from-copy +stopped .* side-copy\/checkpoint-001 /);
     expect(listed).toMatch(new RegExp(` side +stopped .* ${main.slice(0, 8)}/checkpoint-002 `));
     // The running one as before, by flag or not.
-    expect(json<{ session: { session_id: string; status: string } }>(p.apex(["status", "--json"])).session).toMatchObject({ session_id: main, status: "active" });
+    expect(json<{ session: { session_id: string; status: string } }>(p.apex(["status", "--json"])).session).toMatchObject({ session_id: main, name: null, status: "active" });
+    expect(p.apex(["status"]).stdout.split("\n")[0]).toBe(`Session ${main}  active`);
     expect(json<{ session: { session_id: string } }>(p.apex(["--session", main, "status", "--json"])).session.session_id).toBe(main);
     const unknown = p.apex(["--session", "z".repeat(3000), "status", "--json"]);
     expect(unknown.status, unknown.stderr).toBe(3);

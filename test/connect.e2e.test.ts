@@ -149,6 +149,10 @@ describe("the live view's renderer", () => {
     expect(lines[3]).toBe("connected   otto (operator)");
     expect(lines[6]).toBe("a-very-long-a paused      42       1.23…");
     expect(lines.at(-1)).toBe("Ctrl-C detaches.");
+    // A branch session by its name, its id after it.
+    const named = state();
+    (named.status!.session as { name?: string }).name = "side";
+    expect(renderMonitor(named, 80, 16)[0]).toMatch(/^APEX side \(3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b\) {2}paused/);
     // The newest events, oldest of them first, as many as fit.
     expect(lines[9]).toContain("t-24");
     expect(lines.at(-2)).toContain("t-29");

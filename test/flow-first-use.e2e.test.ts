@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project } from "./fixtures/agents/harness.js";
+import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
@@ -103,11 +103,31 @@ describe("agents whose program cannot be found", () => {
     expect(ready.agents.map((agent) => agent.status)).toEqual(["running", "running", "running"]);
   });
 
+  it("an agent's env PATH is the PATH it runs with: a command found only there starts (APEX's own bin directories first)", async () => {
+    project = new Project(["agents:", "  local:", "    command: own-agent", "    restart: never", "    env:", "      PATH: PLACEHOLDER", "plugins: {}", ""].join("\n"), "apex-first-use-");
+    const bin = join(project.dir, "own-bin");
+    mkdirSync(bin);
+    writeFileSync(join(bin, "own-agent"), `#!/bin/sh\necho "$PATH" > ${join(project.dir, "path.txt")}\nexec sleep 30\n`, { mode: 0o755 });
+    project.writeConfig(readFileSync(join(project.dir, "apex.config.yaml"), "utf8").replace("PLACEHOLDER", `${bin}:/usr/bin:/bin`));
+    const ready = project.start();
+    expect(ready.agents).toEqual([expect.objectContaining({ name: "local", status: "running" })]);
+    const path = await waitFor("the agent's PATH", () => existsSync(join(project!.dir, "path.txt")) && readFileSync(join(project!.dir, "path.txt"), "utf8").trim());
+    expect(path.split(":").slice(-3)).toEqual([bin, "/usr/bin", "/bin"]);
+    expect(path.split(":")[0]).toBe(join(project.storeDir, "bin"));
+  });
+
   it("a command given as a path is resolved against the agent's cwd", () => {
     project = new Project(["agents:", "  local:", "    command: ./bin/agent.sh", "    cwd: work", "plugins: {}", ""].join("\n"), "apex-first-use-");
     const missingCwd = project.apex(["config", "validate"]);
     expect(missingCwd.status).toBe(2);
     expect(missingCwd.stderr).toContain(`agents.local.cwd: agent local: the working directory ${join(project.dir, "work")} does not exist.`);
+    // A file where the directory should be is named as such, not as missing.
+    writeFileSync(join(project.dir, "work"), "");
+    const fileCwd = project.apex(["start", "--json"]);
+    expect(fileCwd.status).toBe(2);
+    expect(JSON.parse(fileCwd.stderr).error).toMatchObject({ code: "APEX_E_CONFIG" });
+    expect(JSON.parse(fileCwd.stderr).error.message).toContain(`agents.local.cwd: agent local: the working directory ${join(project.dir, "work")} is a file, not a directory.`);
+    rmSync(join(project.dir, "work"));
     mkdirSync(join(project.dir, "work/bin"), { recursive: true });
     const missing = project.apex(["config", "validate"]);
     expect(missing.stderr).toContain(`agents.local.command: agent local: the program ./bin/agent.sh does not exist (looked for ${join(project.dir, "work/bin/agent.sh")}).`);

@@ -2,7 +2,7 @@
 // session (supervisor, agents in process groups, the CLI, git repositories) whose metrics record
 // is watched while it changes.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -169,6 +169,39 @@ describe("metrics of a session record replaced by hand", () => {
       // A metrics record written by hand with fields missing prints "-", not NaN.
       const partial = { session_id: "s-1", status: "stopped", updated_at: "x", reason: "x", tasks_completed: 0, tasks_failed: 0, tasks_active: 0, tasks_pending: 0, tasks_total: 0, tasks_reopened: 0, issues_source: "none", checkpoints: { created: 0, kept: 0, latest: null }, agent_utilization_detail: { a: {} }, git: { repositories: [] }, plugin_timings: [] };
       expect(formatMetrics(partial as unknown as SessionMetrics).join("\n")).not.toMatch(/NaN/);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("metrics of a session imported from another project", () => {
+  it("say once, in one plain line, that commits are not counted because the start commit is not in this repository (no git 'bad object')", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "apex-metrics-imported-"));
+    const repo = join(dir, "repo");
+    const store = await openStore({ backend: "lmdb", dir: join(dir, "store") }, { actor: "user:test" });
+    try {
+      const git = (...args: string[]) => execFileSync("git", ["-c", "user.name=T", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", ...args], { cwd: repo, encoding: "utf8" });
+      mkdirSync(repo);
+      git("init", "-q");
+      writeFileSync(join(repo, "a.txt"), "a\n");
+      git("add", "a.txt");
+      git("commit", "-q", "-m", "here");
+      // The record the import brought: the other project's start commit, unknown here.
+      const foreign = "0123456789abcdef0123456789abcdef01234567";
+      await store.batch((batch) => {
+        batch.set("/sessions/s-1", { session_id: "s-1", status: "active", created_at: new Date().toISOString(), agents: [] });
+        batch.set("/sessions/s-1/metrics", { session_id: "s-1", samples: 1, git: { repositories: [{ name: "project", start_commit: foreign }] } });
+      });
+      const warnings: string[] = [];
+      const sampler = await MetricsSampler.open({ store, sessionId: "s-1", idleStatuses: [], repositories: [{ name: "project", dir: repo }], warn: (message) => warnings.push(message) });
+      const first = (await sampler.sample("command"))!;
+      await sampler.sample("command");
+      sampler.close();
+      expect(warnings).toEqual(["project repository: commits and changed lines are not counted: the session's start commit 0123456 is not in this repository (a session imported from another project, or its history rewritten)"]);
+      expect(first.git.repositories[0]).toMatchObject({ start_commit: foreign, commits: 0, lines_added: 0 });
+      expect(JSON.stringify(first)).not.toContain("bad object");
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });

@@ -83,6 +83,12 @@ describe("processes that leave the agent's process group (setsid)", () => {
     project.writeConfig(escapingAgent(project.dir).replace("agents:", "session:\n  auto_recovery: false\nagents:"));
     const ready = project.start();
     const [escaped, child] = await escapedProcesses(project.dir);
+    // A supervisor stopped (SIGSTOP) answers nothing: status says so, not only "active".
+    expect(project.status().session!.supervisor).toMatchObject({ alive: true, stopped: false });
+    process.kill(ready.supervisor_pid, "SIGSTOP");
+    expect(project.status().session!.supervisor).toMatchObject({ alive: true, stopped: true });
+    expect(project.apex(["status"]).stdout).toContain(`supervisor  pid ${ready.supervisor_pid} on `);
+    expect(project.apex(["status"]).stdout).toMatch(new RegExp(`\\(stopped: it answers nothing until \`kill -CONT ${ready.supervisor_pid}\`; \`apex stop --force\` ends the session\\)`));
     process.kill(ready.supervisor_pid, "SIGKILL");
     const status = await waitFor("interrupted", () => {
       const report = project!.status();
@@ -199,6 +205,14 @@ describe("programs that cannot run", () => {
     const start = project.apex(["start", "--task", "t"]);
     expect(start.status).toBe(2);
     expect(start.stderr).toContain("APEX_E_CONFIG");
+    expect(existsSync(project.storeDir)).toBe(false);
+    // A NUL byte in an argument or an env value (YAML's "\0"): no process can be given one, so every start would fail.
+    project.writeConfig(["agents:", "  argued:", "    command: sh", '    args: ["-c", "echo a\\0b"]', "  envied:", "    command: sh", "    env:", '      X: "a\\0b"', "plugins: {}", ""].join("\n"));
+    const nul = project.apex(["start", "--task", "t"]);
+    expect(nul.status).toBe(2);
+    expect(nul.stderr).toContain("agents.argued.args[1]: agent argued: contains a NUL byte (\\0), which no program can be given.");
+    expect(nul.stderr).toContain("agents.envied.env.X: agent envied: contains a NUL byte (\\0), which no program can be given.");
+    expect(nul.stderr).toContain("APEX_E_CONFIG");
     expect(existsSync(project.storeDir)).toBe(false);
   });
 });
@@ -325,6 +339,14 @@ describe("an agent in a crash loop", () => {
     expect(restarting("later")).toEqual([expect.objectContaining({ delay_seconds: 30, restart_at: later.restart_at })]);
     expect(project.apex(["status"]).stdout).toMatch(/\nlater\s+restarting in [12]\d\.\ds\s/);
     expect(project.status().session!.status).toBe("active");
+    // Its supervisor killed, nobody restarts it: status shows how it ended, not a restart to come.
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    const interrupted = await waitFor("interrupted", () => {
+      const report = project!.status();
+      return report.session?.status === "interrupted" ? report : undefined;
+    });
+    expect(interrupted.agents.find((agent) => agent.name === "later")).toMatchObject({ status: "failed", restart_at: null, last_exit: { code: 2 } });
+    expect(project.apex(["status"]).stdout).toMatch(/\nlater\s+failed \(code 2\)\s/);
   });
 
   it("a crash after a run of min_uptime starts the count of max_restarts afresh; quick crashes are still given up", async () => {

@@ -3,6 +3,7 @@ import { closeSync, existsSync, readdirSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
+import { reportError } from "../output.js";
 import { makePrivateDir, openPrivate } from "../../core/store/private.js";
 import { errorFromBody, lineSplitter, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { tailLines } from "../../core/session/agents.js";
@@ -37,6 +38,15 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
     closeSync(log);
   }
   const channel = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void; setEncoding(encoding: string): void };
+  // Ctrl-C while it starts leaves the supervisor starting the session (it is detached): said, not silent.
+  const interrupted = () => {
+    const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while the session started: it goes on starting in the background (supervisor pid ${child.pid}).`, {
+      hint: "`apex status` shows it; `apex stop` ends it.",
+    });
+    reportError(error, process.argv.includes("--json"));
+    process.exit(130);
+  };
+  process.once("SIGINT", interrupted);
   try {
     return await new Promise<ReadyReport>((resolve, reject) => {
       let settled = false;
@@ -91,6 +101,7 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
     if (created && error instanceof ApexError && error.exitCode === 2 && readdirSync(location.storeDir).every((name) => name === SUPERVISOR_LOG)) rmSync(location.storeDir, { recursive: true, force: true });
     throw error;
   } finally {
+    process.off("SIGINT", interrupted);
     channel.destroy();
     child.unref();
   }

@@ -11,6 +11,7 @@ import { ApexError } from "../../core/errors.js";
 import { known, paint, printJson, printLine, table, visibleText } from "../output.js";
 import { agentSession, sessionFlag } from "../../core/session/binding.js";
 import { openSessionClient } from "../../core/session/client.js";
+import { readProcStat } from "../../core/session/proc.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 
 /** How long a live supervisor gets to answer before status reads the store itself. */
@@ -18,7 +19,7 @@ const SUPERVISOR_ANSWER_MS = 1000;
 import { agentStatusText, formatDuration, paintStatus } from "./format.js";
 
 export async function showStatus(location: ProjectLocation, json: boolean): Promise<void> {
-  const report = await readStatus(location);
+  const report = markStoppedSupervisor(await readStatus(location));
   const warnings = await configWarnings(location, report);
   if (json) return printJson(warnings.length > 0 ? { ...report, warnings } : report);
   for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
@@ -91,13 +92,31 @@ function checkRemoteReport(report: unknown): void {
   }
 }
 
+/**
+ * A supervisor of this host that runs but is stopped (SIGSTOP, SIGTSTP: state T) answers nothing:
+ * the report (read from the store) says so with `supervisor.stopped`, or the session would look
+ * active while every pause, resume and stop waits on it. A report from elsewhere is left as it is.
+ */
+function markStoppedSupervisor(report: StatusReport): StatusReport {
+  const supervisor = report.session?.supervisor;
+  if (!supervisor || !supervisor.alive || report.session!.remote || process.env.APEX_REMOTE) return report;
+  const stopped = readProcStat(supervisor.pid)?.state === "T";
+  return { ...report, session: { ...report.session!, supervisor: { ...supervisor, stopped } as typeof supervisor } };
+}
+
 /** "pid 123", "pid 123 (not running)", or for another host's supervisor "pid 123 on host host-a (lease until …)". */
 function supervisorLine(session: NonNullable<StatusReport["session"]>, supervisor: NonNullable<NonNullable<StatusReport["session"]>["supervisor"]>): string {
   if (session.remote) {
     const lease = supervisor.lease_expires_at ? ` (lease ${supervisor.alive ? "until" : "expired at"} ${supervisor.lease_expires_at})` : "";
     return `pid ${supervisor.pid} on host ${supervisor.host}${lease}${supervisor.alive ? "" : ` ${paint("(not renewing)", "red")}`}`;
   }
-  return `pid ${supervisor.pid}${supervisor.host ? ` on ${supervisor.host}` : ""} ${supervisor.alive ? "" : paint("(not running)", "red")}`.trimEnd();
+  const stopped = (supervisor as { stopped?: boolean }).stopped ? paint(`(stopped: it answers nothing until \`kill -CONT ${supervisor.pid}\`; \`apex stop --force\` ends the session)`, "red") : "";
+  return `pid ${supervisor.pid}${supervisor.host ? ` on ${supervisor.host}` : ""} ${supervisor.alive ? stopped : paint("(not running)", "red")}`.trimEnd();
+}
+
+/** A branch session by its name, with its id after it ("experiment (3f2a9c1e-…)"); an unnamed one by its id. A server older than `name` leaves it out. */
+function named(session: { session_id: string; name?: string | null }): string {
+  return typeof session.name === "string" && session.name ? `${visibleText(session.name)} (${known(session.session_id)})` : known(session.session_id);
 }
 
 function printStatus(report: StatusReport, configInvalid: boolean): void {
@@ -105,11 +124,11 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
   if (!session) {
     printLine("No session is active in this project.");
     const last = report.last_session;
-    if (last) printLine(`Last session: ${known(last.session_id)} ${paintStatus(last.status)}${last.ended_at ? ` at ${last.ended_at}` : ""}${last.outcome ? ` (${last.outcome})` : ""}`);
+    if (last) printLine(`Last session: ${named(last)} ${paintStatus(last.status)}${last.ended_at ? ` at ${last.ended_at}` : ""}${last.outcome ? ` (${last.outcome})` : ""}`);
     printLine(paint(configInvalid ? 'Fix the config (see the warning above), then start one: apex start --task "…"' : 'Start one: apex start --task "…"', "gray"));
     return;
   }
-  printLine(`Session ${paint(known(session.session_id), "bold")}  ${paintStatus(session.status)}${session.remote && session.status !== "interrupted" ? ` on host ${session.host}` : ""}`);
+  printLine(`Session ${paint(named(session), "bold")}  ${paintStatus(session.status)}${session.remote && session.status !== "interrupted" ? ` on host ${session.host}` : ""}`);
   if (session.initial_task) printLine(`  task        ${visibleText(session.initial_task)}`);
   printLine(`  started     ${known(session.created_at)}`);
   const supervisor = session.supervisor;

@@ -55,6 +55,8 @@ export interface AgentStatusView {
 export interface StatusReport {
   session: null | {
     session_id: string;
+    /** A branch session's name (`apex session branch CHECKPOINT NAME`); null for an unnamed one. */
+    name: string | null;
     project_id: string;
     status: SessionStatus;
     stored_status: string;
@@ -79,7 +81,7 @@ export interface StatusReport {
   /** When interrupted: the command that continues the session from the live state (status itself never does). */
   recover_with?: string | null;
   /** With no session current: the last one that ended. */
-  last_session: null | { session_id: string; status: string; ended_at: string | null; outcome: string | null };
+  last_session: null | { session_id: string; name: string | null; status: string; ended_at: string | null; outcome: string | null };
   /** Users connected through `apex serve` (only a live supervisor knows them). */
   connected?: Array<{ user: string; role: string; since: string; streams: number }>;
 }
@@ -98,7 +100,7 @@ function statusReportOf(store: Store): StatusReport {
   const empty = emptyStatusReport();
   if (!session) {
     const last = historySessions(store)[0];
-    if (last) empty.last_session = { session_id: last.session_id, status: last.status, ended_at: last.ended_at ?? null, outcome: last.outcome ?? null };
+    if (last) empty.last_session = { session_id: last.session_id, name: nameOf(last), status: last.status, ended_at: last.ended_at ?? null, outcome: last.outcome ?? null };
     return empty;
   }
   return sessionReport(store, session);
@@ -115,12 +117,17 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
   const groups = remote ? new Map<number, ProcStat[]>() : processGroups(agentRecords.map((agent) => agent.pgid ?? 0));
   const now = Date.now();
   const agents = agentRecords.map((agent) => agentView(sid, agent, groups, now, remote));
-  // Without a supervisor, whatever still runs is an orphan: nobody restarts, pauses or stops it.
-  if (status === "interrupted") for (const agent of agents) if (agent.alive) agent.status = "orphaned";
+  // Without a supervisor, whatever still runs is an orphan: nobody restarts, pauses or stops it. A
+  // restart that was due is not coming either: the agent shows how it ended (--continue starts it).
+  for (const agent of status === "interrupted" ? agents : []) {
+    if (agent.alive) agent.status = "orphaned";
+    else if (agent.status === "restarting") Object.assign(agent, { status: agent.last_exit?.code === 0 ? "exited" : "failed", restart_at: null });
+  }
   const tasks = taskCounts(store, sid);
   return {
     session: {
       session_id: sid,
+      name: nameOf(session),
       project_id: session.project_id,
       status,
       stored_status: session.status,
@@ -150,6 +157,8 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
     last_session: null,
   };
 }
+
+const nameOf = (session: SessionRecord): string | null => (typeof session.name === "string" ? session.name : null);
 
 function agentView(sessionId: string, agent: AgentRecord, groups: Map<number, ProcStat[]>, now: number, remote: boolean): AgentStatusView {
   const members = ownGroupMembers(sessionId, agent, groups);

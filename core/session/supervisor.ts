@@ -465,6 +465,8 @@ export class Supervisor {
     // and ApexSaver resolve their store as any command does, and another store is refused (client.ts).
     if (process.env.APEX_STORE_URL && this.store.spec?.url) env.APEX_STORE_URL = this.store.spec.url;
     const shimDir = join(this.config.storeDir, "bin");
+    // The agent's own PATH (its `env`) is the one it runs with, and the one its command is found on.
+    const path = slot.spec.env.PATH ?? env.PATH;
     Object.assign(env, slot.spec.env, {
       APEX_SESSION_ID: this.sessionId,
       APEX_AGENT: slot.name,
@@ -473,7 +475,7 @@ export class Supervisor {
       APEX_BIN: `${JSON.stringify(process.execPath)} ${JSON.stringify(join(REPO_ROOT, "bin", "apex.js"))}`,
       APEX_SUPERVISOR_PID: String(process.pid),
       APEX_INITIAL_TASK: this.service.session().initial_task ?? "",
-      PATH: `${shimDir}:${join(REPO_ROOT, "bin")}${env.PATH ? `:${env.PATH}` : ""}`,
+      PATH: `${shimDir}:${join(REPO_ROOT, "bin")}${path ? `:${path}` : ""}`,
     });
     if (this.config.configPath) env.APEX_CONFIG = this.config.configPath;
     if (resumeContext) env.APEX_RESUME_CONTEXT = resumeContext;

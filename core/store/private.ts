@@ -46,17 +46,6 @@ export function makePrivateDir(dir: string): void {
   }
 }
 
-/** Creates `dir` owner-only if it does not exist; an existing directory (the user's own choice of place) keeps its mode. */
-export function makeDirIfMissing(dir: string): void {
-  let exists = true;
-  try {
-    statSync(dir);
-  } catch {
-    exists = false;
-  }
-  if (!exists) makePrivateDir(dir);
-}
-
 /** Opens (creating if needed) a file owner-only: the mode is set on the descriptor, whatever the umask or its earlier mode. */
 export function openPrivate(file: string, flags: string): number {
   const fd = openSync(file, flags, PRIVATE_FILE_MODE);

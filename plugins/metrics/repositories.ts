@@ -44,6 +44,12 @@ export async function measureRepository(spec: RepositorySpec, start: string | nu
   }
   if (!head) return undefined;
   const metrics: RepositoryMetrics = { ...empty(spec, start), head: head.commit, branch: head.branch };
+  // A session imported from another project (`apex session import`) started at a commit of that
+  // project's repository: nothing here counts against it, so one plain note says so, not git's "bad object".
+  if (start && (await runGit(spec.dir, ["cat-file", "-e", `${start}^{commit}`])).exitCode !== 0) {
+    metrics.error = `commits and changed lines are not counted: the session's start commit ${start.slice(0, 7)} is not in this repository (a session imported from another project, or its history rewritten)`;
+    return metrics;
+  }
   const problems: string[] = [];
   if (head.commit !== null) {
     const counted = await runGit(spec.dir, ["rev-list", "--count", "HEAD", ...(start ? ["--not", start] : [])]);

@@ -33,7 +33,8 @@ export function renderMonitor(state: MonitorState, width: number, height: number
   const clock = state.now.toISOString().slice(11, 19);
   lines.push([
     ["APEX ", "bold"],
-    [session ? String(session.session_id) : "no session"],
+    // A branch session by its name, its id after it.
+    [session ? (typeof session.name === "string" && session.name ? `${session.name} (${session.session_id})` : String(session.session_id)) : "no session"],
     ["  "],
     [session ? String(session.status) : "-", session ? STATUS_COLORS[session.status] : undefined],
     [`  ${state.me.user} (${state.me.role}) @ ${state.origin}  ${clock}`, "gray"],
