@@ -9,6 +9,7 @@ export const ExitCode = {
   usage: 2,
   notFound: 3,
   conflict: 4,
+  interrupted: 130,
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -46,7 +47,7 @@ export const ErrorCodes = {
   APEX_E_PROCESS: ExitCode.failure,
   APEX_E_TIMEOUT: ExitCode.failure,
   /** Ctrl-C while `apex start` waited for its supervisor, which goes on (the process exits 130, as after any SIGINT). */
-  APEX_E_INTERRUPTED: ExitCode.failure,
+  APEX_E_INTERRUPTED: ExitCode.interrupted,
   APEX_E_INTERNAL: ExitCode.failure,
   APEX_E_INTEGRITY: ExitCode.failure,
   // not found (3)

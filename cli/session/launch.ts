@@ -43,8 +43,7 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
     const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while the session started: it goes on starting in the background (supervisor pid ${child.pid}).`, {
       hint: "`apex status` shows it; `apex stop` ends it.",
     });
-    reportError(error, process.argv.includes("--json"));
-    process.exit(130);
+    process.exit(reportError(error, process.argv.includes("--json")));
   };
   process.once("SIGINT", interrupted);
   try {
