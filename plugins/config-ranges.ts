@@ -11,7 +11,8 @@ import type { ConfigIssue, ConfigSource } from "../core/config/types.js";
 /**
  * The longest timer Node.js keeps: 2^31 − 1 ms, about 24.8 days. A longer delay is not an error
  * there but fires after 1 ms (TimeoutOverflowWarning): a `session_timeout: 30d` stopped the
- * session right after it started, an interval of 30 days checkpointed every millisecond.
+ * session right after it started (the supervisor now runs a longer one as several timers), an
+ * interval of 30 days checkpointed every millisecond.
  * (core/config/env.ts holds APEX_CHECKPOINT_INTERVAL to the same bound.)
  */
 export const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
@@ -40,7 +41,7 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource)
   };
   const session = mapping(data.session);
   timer(["session", "auto_checkpoint_interval"], session.auto_checkpoint_interval, " 0 turns interval checkpoints off.");
-  timer(["session", "session_timeout"], session.session_timeout, " 0 means no timeout.");
+  // (session_timeout is kept by the supervisor as several timers when it is longer: "30d" is fine.)
   timer(["session", "lease_ttl"], session.lease_ttl);
   // YAML and APEX expand no "~": "~/backups" made a directory named "~" in the project.
   if (typeof session.backup_location === "string" && /^~(\/|$)/.test(session.backup_location)) {

@@ -205,13 +205,12 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       `lease-ttl-short.yaml:2:14: session.lease_ttl: must be a duration of at least 1 second (got 0.5). The supervisor renews its lease every third of it.`,
     ],
     [
-      // Node.js fires a timer longer than 2^31-1 ms after 1 ms: a 30-day session_timeout stopped the session as it started.
+      // Node.js fires a timer longer than 2^31-1 ms after 1 ms: a 4-week interval checkpointed every millisecond (a 30-day session_timeout, kept as several timers, is fine).
       "timers longer than Node.js keeps, numbers YAML reads as infinite or NaN, gzip levels past 9, a backup_location starting with ~",
       "timers-too-long.yaml",
       {},
       "APEX_E_CONFIG",
       [
-        `timers-too-long.yaml:2:20: session.session_timeout: must be at most 2147483 seconds (about 24 days, "24d"), the longest timer APEX can keep (got "30d"). 0 means no timeout.`,
         `timers-too-long.yaml:3:20: session.backup_location: "~" is not expanded (got "~/apex-backups"): write the absolute path, or a path relative to the project directory.`,
         `timers-too-long.yaml:4:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got Infinity). Time between automatic checkpoints.`,
         `timers-too-long.yaml:9:24: agents.coder.max_restart_delay: must be at most 2147483 seconds (about 24 days, "24d"), the longest timer APEX can keep (got "25d").`,
@@ -854,13 +853,13 @@ describe("apex config (end to end, built CLI)", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
-  it("a direct write refuses what only a plugin's apply or a timer used to find (a gzip level past 9, a 30-day timeout), and creates no store", () => {
-    // Before, `apex config validate` said exit 2 for the gzip level but `memory set` wrote (exit 0); a 30d timeout passed both.
-    for (const text of ["plugins:\n  checkpoint: {}\n  compression: {algorithm: gzip, level: 11}\n", "session:\n  session_timeout: 30d\n"]) {
+  it("a direct write refuses what only a plugin's apply or a timer used to find (a gzip level past 9, a 4-week interval), and creates no store", () => {
+    // Before, `apex config validate` said exit 2 for the gzip level but `memory set` wrote (exit 0); a 4w interval passed both.
+    for (const text of ["plugins:\n  checkpoint: {}\n  compression: {algorithm: gzip, level: 11}\n", "plugins:\n  checkpoint: {interval: 4w}\n"]) {
       writeFileSync(join(dir, "apex.config.yaml"), text);
       const result = apex(["memory", "set", "/notes/a", "1"]);
       expect(result.status).toBe(2);
-      expect(result.stderr).toMatch(/^error\[APEX_E_CONFIG\]: apex\.config\.yaml:\d+:\d+: (plugins\.compression\.level: gzip levels go from 0 to 9|session\.session_timeout: must be at most 2147483 seconds)/);
+      expect(result.stderr).toMatch(/^error\[APEX_E_CONFIG\]: apex\.config\.yaml:\d+:\d+: (plugins\.compression\.level: gzip levels go from 0 to 9|plugins\.checkpoint\.interval: must be at most 2147483 seconds)/);
       expect(existsSync(join(dir, ".apex"))).toBe(false);
     }
   });

@@ -175,6 +175,18 @@ describe("timers", () => {
     await waitFor("the supervisor to exit", () => !isAlive(ready.supervisor_pid));
   });
 
+  it("a session_timeout longer than one Node.js timer (30 days) holds: the session runs on (it stopped as it started)", async () => {
+    project = new Project(["session:", "  session_timeout: 30d", "agents:", idle, "plugins: {}", ""].join("\n"));
+    const ready = project.start();
+    await new Promise((r) => setTimeout(r, 1500));
+    // Resumed, the timer is armed again from what was left of it.
+    expect(project.apex(["pause"]).status).toBe(0);
+    expect(project.apex(["resume"]).status).toBe(0);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(project.status().session).toMatchObject({ session_id: ready.session_id, status: "active" });
+    expect(project.apex(["stop"]).status).toBe(0);
+  });
+
   it("the checkpoint service plugs in: interval checkpoints stop while paused, --continue restores", async () => {
     project = new Project("");
     const calls = join(project.dir, "checkpoints.jsonl");

@@ -986,9 +986,11 @@ export class Supervisor {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined;
+      // A timeout past one Node.js timer (2^31-1 ms, ~24.8 days) runs as several.
+      if ((this.idleRemainingMs = this.idleDeadline - Date.now()) > 0) return this.startIdleTimer();
       const seconds = this.config.session.session_timeout;
       void this.stop({ reason: `timed out: no agent activity for ${seconds} s` });
-    }, this.idleRemainingMs);
+    }, Math.min(this.idleRemainingMs, 2 ** 31 - 1));
   }
 
   private noteActivity(): void {
