@@ -87,7 +87,7 @@ Examples:
     .option("--changes-only", "do not print the current values first, only changes")
     .option("--since <rev>", "instead of the current values, replay the changes after revision REV", wholeNumber("--since"))
     .option("--timeout <seconds>", "stop after this many seconds", seconds("--timeout"))
-    .option("--json", "one JSON object per line: {revision, kind: current|put|delete, path, value, actor, time} (current values have no actor or time)")
+    .option("--json", "one JSON object per line: {revision, kind: current|put|delete, path, value, actor, time} (current values have no actor or time; a put whose path changed again since has value null and overwritten: true)")
     .addHelpText("after", examples("apex memory watch '/review/**'", "apex memory watch /sessions/current/metrics --json", "apex memory watch '/notes/**' --changes-only --timeout 60"))
     .action(async (glob: string, options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean }, command: Command) => {
       const { watchMemory } = await import("./memory-actions.js");

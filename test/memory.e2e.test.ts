@@ -135,9 +135,25 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
   it("watch --since replays earlier changes and --timeout ends it", () => {
     apex(["memory", "set", "/r/a", "1"]);
     apex(["memory", "set", "/r/b", "2"]);
+    apex(["memory", "set", "/r/b", "3"]);
+    apex(["memory", "set", "/r/c", "4"]);
+    apex(["memory", "delete", "/r/c"]);
     const result = apex(["memory", "watch", "/r/*", "--since", "1", "--timeout", "0.5", "--json"]);
     expect(result.status).toBe(0);
-    expect(result.stdout.trim().split("\n").map((line) => JSON.parse(line).path)).toEqual(["/r/b"]);
+    // The log keeps no values: a put changed again since is said to be overwritten, never shown
+    // with the later value (it was "put /r/b 3" for revision 2, and "put /r/c undefined" in text).
+    expect(result.stdout.trim().split("\n").map((line) => JSON.parse(line))).toEqual([
+      expect.objectContaining({ revision: 2, kind: "put", path: "/r/b", value: null, overwritten: true }),
+      expect.objectContaining({ revision: 3, kind: "put", path: "/r/b", value: 3 }),
+      expect.objectContaining({ revision: 4, kind: "put", path: "/r/c", value: null, overwritten: true }),
+      expect.objectContaining({ revision: 5, kind: "delete", path: "/r/c", value: null }),
+    ]);
+    const text = apex(["memory", "watch", "/r/*", "--since", "1", "--timeout", "0.5"]).stdout;
+    expect(text.split("\n").filter((line) => line.includes(" put ")).map((line) => line.replace(/\s+user:\S+$/, "").trim().split(/\s+/).slice(2).join(" "))).toEqual([
+      "/r/b (overwritten since)",
+      "/r/b 3",
+      "/r/c (overwritten since)",
+    ]);
   });
 }));
 
