@@ -15,7 +15,8 @@ export function registerMemoryCommands(program: Command): void {
       "after",
       `
 Paths are absolute and '/'-separated: /notes/today, /agents/coder/plan.
-Globs: * matches within one segment, ** any depth, ? one character.
+Globs: * matches within one segment, ** any depth, ? one character; \\*, \\? and \\\\ match
+those characters themselves ('/notes/what\\?'); any other \\ is part of the path.
 APEX's own records (/sessions/…, /projects/config) are refused to set, delete and import
 (APEX_E_RESERVED_PATH, exit 4) unless --force; /sessions/<id>/metrics-input/… stays writable.
 

@@ -39,6 +39,13 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(JSON.parse(everything.stdout)).toEqual({ path: "/", value: null, children: JSON.parse(apex(["memory", "query", "/**", "--json"]).stdout) });
     expect(JSON.parse(everything.stdout).children).toMatchObject({ "/notes/today": { todo: 3 }, "/notes/😀/deep": "astral", "/other": 1 });
 
+    // A plain path with a backslash (as `show` takes it) is itself to query and export; it found nothing.
+    expect(apex(["memory", "set", "/win/C:\\dir/x", "1"]).status).toBe(0);
+    expect(JSON.parse(apex(["memory", "query", "/win/C:\\dir", "--json"]).stdout)).toEqual({ "/win/C:\\dir/x": 1 });
+    expect(JSON.parse(apex(["memory", "export", "/win/C:\\dir"]).stdout)).toEqual({ "/win/C:\\dir/x": 1 });
+    expect(apex(["memory", "query", "/win/*\\dir/*", "--keys"]).stdout).toBe("/win/C:\\dir/x\n");
+    expect(apex(["memory", "delete", "/win", "--recursive"]).status).toBe(0);
+
     expect(apex(["memory", "delete", "/notes", "--recursive", "--json"]).stdout).toContain('"deleted": 2');
     const missing = apex(["memory", "show", "/notes/today"]);
     expect(missing.status).toBe(3);
