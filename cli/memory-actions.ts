@@ -211,8 +211,12 @@ export function parseImport(text: string, name: string): Entry[] {
     }
     return entries;
   }
-  if (!trimmed.includes("\n")) {
-    throw new ApexError("APEX_E_BAD_JSON", `${name}: invalid JSON: ${wholeError.message}.`);
+  // One object over many lines (an export, cut short or edited) whose first line is no JSON of its own
+  // is not NDJSON: its error is named where it is, not as line 1's.
+  if (!trimmed.includes("\n") || !parsesAlone(trimmed.slice(0, trimmed.indexOf("\n")))) {
+    throw new ApexError("APEX_E_BAD_JSON", `${name}${whereInText(text, trimmed, wholeError.message)}: invalid JSON: ${wholeError.message}.`, {
+      hint: "Nothing was imported. A file is one JSON object of path -> value, or NDJSON lines of {\"path\", \"value\"}.",
+    });
   }
   const entries: Entry[] = [];
   const lines = text.split("\n");
@@ -237,6 +241,25 @@ export function parseImport(text: string, name: string): Entry[] {
     entries.push({ path: parsed.path as string, value: parsed.value as JsonValue });
   }
   return entries;
+}
+
+function parsesAlone(line: string): boolean {
+  try {
+    JSON.parse(line);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `:LINE:COLUMN` of the position a JSON.parse message of `trimmed` names (in the untrimmed text), or "". */
+function whereInText(text: string, trimmed: string, message: string): string {
+  const position = /at position (\d+)/.exec(message);
+  const offset = position ? text.indexOf(trimmed) + Number(position[1]) : /end of JSON input/.test(message) ? text.trimEnd().length : undefined;
+  if (offset === undefined) return "";
+  const before = text.slice(0, offset);
+  const line = before.split("\n").length;
+  return `:${line}:${offset - before.lastIndexOf("\n")}`;
 }
 
 function isLine(value: unknown): value is { path: unknown; value: unknown } {

@@ -100,6 +100,18 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       expect(bad.status).toBe(2);
       expect(bad.stderr).toContain(`stdin:3: invalid path "nope": it must start with '/'.`);
       expect(runApex(["memory", "show", "/ok"], { cwd: other.dir, env }).status).toBe(3);
+
+      // An export cut short, or with a trailing comma, is named where it breaks: it was "stdin:1: … position 1"
+      // with the NDJSON hint, as if its first line '{' were a line of its own.
+      for (const [input, where] of [
+        ['{\n  "/x": 1,\n  "/y": ', "stdin:3:8"],
+        ['{\n  "/x": 1,\n}\n', "stdin:3:1"],
+      ] as const) {
+        const broken = runApex(["memory", "import", "-", "--json"], { cwd: other.dir, env, input });
+        expect(broken.status).toBe(2);
+        expect(JSON.parse(broken.stderr).error).toMatchObject({ code: "APEX_E_BAD_JSON", message: expect.stringMatching(new RegExp(`^${where}: invalid JSON: `)), hint: expect.stringContaining("Nothing was imported") });
+      }
+      expect(runApex(["memory", "export"], { cwd: other.dir, env }).stdout).toBe(exported);
     } finally {
       other.cleanup();
     }
