@@ -12,7 +12,7 @@ import { currentActor } from "../../core/actor.js";
 import { paint, printJson, printLine } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
-import { checkSessionName } from "../../core/session/names.js";
+import { checkSessionName } from "./session-name.js";
 import { openSessionClient } from "../../core/session/client.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
