@@ -79,7 +79,8 @@ export async function queryMemory(
   try {
     const entries = await readMatching(reader, compiled, options.limit);
     if (options.json) {
-      await writeChunked(jsonObjectChunks(entries));
+      // --keys: the paths only, as a JSON array (it printed every value, as without --keys).
+      await writeChunked(options.keys ? chunkLines([JSON.stringify(entries.map((entry) => entry.path), null, 2)]) : jsonObjectChunks(entries));
       return;
     }
     const lines = options.keys

@@ -46,7 +46,7 @@ Examples:
     .command("query")
     .description("list the entries whose path matches GLOB; a plain path (no wildcard) means it and everything below it")
     .argument("<glob>", "e.g. '/notes/*', '/a/**', or /notes (the subtree)")
-    .option("--json", "print one JSON object {path: value, …}")
+    .option("--json", "print one JSON object {path: value, …} (with --keys: a JSON array of the paths)")
     .option("--keys", "print paths only")
     .option("--limit <n>", "stop after N entries (N ≥ 1)", wholeNumber("--limit", 1))
     .addHelpText("after", examples("apex memory query '/notes/*'", "apex memory query /notes --keys", "apex memory query '/sessions/*/checkpoint-*' --keys --limit 20"))

@@ -33,6 +33,9 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     const queried = apex(["memory", "query", "/notes/**", "--json"]);
     expect(JSON.parse(queried.stdout)).toEqual({ "/notes/today": { todo: 3 }, "/notes/😀/deep": "astral" });
     expect(apex(["memory", "query", "/notes/*", "--keys"]).stdout).toBe("/notes/today\n");
+    // --keys --json: the paths as a JSON array (it printed the values, ignoring --keys).
+    expect(JSON.parse(apex(["memory", "query", "/notes/**", "--keys", "--json"]).stdout)).toEqual(["/notes/today", "/notes/😀/deep"]);
+    expect(JSON.parse(apex(["memory", "query", "/none/**", "--keys", "--json"]).stdout)).toEqual([]);
     // The root holds no value: `show /` is everything below it (the session's records left out, as by query '/**').
     const everything = apex(["memory", "show", "/", "--json"]);
     expect(everything.status, everything.stderr).toBe(0);
