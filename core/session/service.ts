@@ -67,7 +67,7 @@ export class SessionReader {
   }
 
   task(id: string): TaskRecord {
-    const task = this.store.get(taskPath(this.sessionId, checkTaskId(id))) as TaskRecord | undefined;
+    const task = this.store.get(taskPath(this.sessionId, (id = checkTaskId(id)))) as TaskRecord | undefined;
     if (!task) {
       throw new ApexError("APEX_E_TASK_NOT_FOUND", `No task ${id} in session ${this.sessionId}.`, {
         hint: "List the tasks with `apex task list`.",
