@@ -175,9 +175,14 @@ export async function watchMemory(
   glob: string,
   options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean },
 ): Promise<void> {
-  const compiled = compileGlob(glob);
-  // A plain path is checked as `memory query` checks it: one that no record can have would be watched forever.
-  if (compiled.literal && compiled.prefix.length > 1) checkPath(compiled.prefix.replace(/\/+$/, ""));
+  let compiled = compileGlob(glob);
+  if (compiled.literal) {
+    // A plain path means it and everything below it, as for `memory query` and `export` (`/notes/` watched
+    // nothing, ever, and `/notes` only the path itself). Checked as query checks it: one that no record can
+    // have would be watched forever. The stores read a superset (`/notes**`); `matches` keeps the subtree.
+    const path = compiled.prefix.length > 1 ? checkPath(compiled.prefix.replace(/\/+$/, "")) : "/";
+    compiled = { ...compileGlob(path === "/" ? "/**" : `${escapeGlob(path)}**`), matches: (p: string) => path === "/" || p === path || p.startsWith(`${path}/`) };
+  }
   const { watchChanges } = await import("./memory-watch.js");
   await watchChanges(location, compiled, options);
 }

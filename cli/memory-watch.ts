@@ -76,7 +76,7 @@ async function follow(
   if (options.withCurrent) {
     since = ((await client.call("memory.changes", {})) as { revision: number }).revision;
     const entries = (await client.call("memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
-    for (const entry of entries) printCurrent(entry.path, entry.value, since, Boolean(options.json));
+    for (const entry of entries) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
   }
   const outage = new Outage();
   while (!interrupted() && Date.now() < deadline) {
@@ -91,7 +91,7 @@ async function follow(
     outage.ended();
     // The supervisor read each value after the whole batch: a put changed again within it was overwritten before.
     const last = lastChanges(reply.changes);
-    for (const change of reply.changes) printChange(change, change.value ?? undefined, Boolean(options.json), overwrittenAt(last, change));
+    for (const change of reply.changes) if (glob.matches(change.path)) printChange(change, change.value ?? undefined, Boolean(options.json), overwrittenAt(last, change));
     since = reply.revision;
     await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
   }
@@ -146,7 +146,9 @@ async function followStore(
   });
   try {
     let since = options.since ?? store.revision();
-    if (options.withCurrent) for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
+    if (options.withCurrent) {
+      for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
+    }
     const outage = new Outage();
     for (let first = true; first || (!interrupted() && Date.now() < deadline); first = false) {
       signalled = false;

@@ -84,7 +84,7 @@ Examples:
   memory
     .command("watch")
     .description("print the current value of each path matching GLOB, then each change as it happens, until interrupted")
-    .argument("[glob]", "paths to watch", "/**")
+    .argument("[glob]", "paths to watch: a glob, or a plain path for it and everything below it", "/**")
     .option("--changes-only", "do not print the current values first, only changes")
     .option("--since <rev>", "instead of the current values, replay the changes after revision REV", wholeNumber("--since"))
     .option("--timeout <seconds>", "stop after this many seconds", seconds("--timeout"))

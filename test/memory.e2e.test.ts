@@ -176,6 +176,11 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       "/r/b 3",
       "/r/c (overwritten since)",
     ]);
+    // A plain path is it and everything below it, as for query and export: '/r/' watched nothing, ever, and '/r' only /r.
+    apex(["memory", "set", "/rx/not-below", "9"]);
+    const replay = (glob: string, ...more: string[]) => apex(["memory", "watch", glob, "--timeout", "0.5", "--json", ...more]).stdout.trim().split("\n").map((line) => JSON.parse(line));
+    expect(replay("/r/", "--since", "1").map((event) => event.revision)).toEqual([2, 3, 4, 5]);
+    expect(replay("/r").map((event) => [event.kind, event.path, event.value])).toEqual([["current", "/r/a", 1], ["current", "/r/b", 3]]);
   });
 }));
 
