@@ -79,7 +79,8 @@ export async function queryMemory(
   try {
     const entries = await readMatching(reader, compiled, options.limit);
     if (options.json) {
-      await writeChunked(jsonObjectChunks(entries));
+      // --keys: the paths only, as a JSON array (it printed every value, as without --keys).
+      await writeChunked(options.keys ? chunkLines([JSON.stringify(entries.map((entry) => entry.path), null, 2)]) : jsonObjectChunks(entries));
       return;
     }
     const lines = options.keys
@@ -174,9 +175,14 @@ export async function watchMemory(
   glob: string,
   options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean },
 ): Promise<void> {
-  const compiled = compileGlob(glob);
-  // A plain path is checked as `memory query` checks it: one that no record can have would be watched forever.
-  if (compiled.literal && compiled.prefix.length > 1) checkPath(compiled.prefix.replace(/\/+$/, ""));
+  let compiled = compileGlob(glob);
+  if (compiled.literal) {
+    // A plain path means it and everything below it, as for `memory query` and `export` (`/notes/` watched
+    // nothing, ever, and `/notes` only the path itself). Checked as query checks it: one that no record can
+    // have would be watched forever. The stores read a superset (`/notes**`); `matches` keeps the subtree.
+    const path = compiled.prefix.length > 1 ? checkPath(compiled.prefix.replace(/\/+$/, "")) : "/";
+    compiled = { ...compileGlob(path === "/" ? "/**" : `${escapeGlob(path)}**`), matches: (p: string) => path === "/" || p === path || p.startsWith(`${path}/`) };
+  }
   const { watchChanges } = await import("./memory-watch.js");
   await watchChanges(location, compiled, options);
 }
@@ -211,8 +217,12 @@ export function parseImport(text: string, name: string): Entry[] {
     }
     return entries;
   }
-  if (!trimmed.includes("\n")) {
-    throw new ApexError("APEX_E_BAD_JSON", `${name}: invalid JSON: ${wholeError.message}.`);
+  // One object over many lines (an export, cut short or edited) whose first line is no JSON of its own
+  // is not NDJSON: its error is named where it is, not as line 1's.
+  if (!trimmed.includes("\n") || !parsesAlone(trimmed.slice(0, trimmed.indexOf("\n")))) {
+    throw new ApexError("APEX_E_BAD_JSON", `${name}${whereInText(text, trimmed, wholeError.message)}: invalid JSON: ${wholeError.message}.`, {
+      hint: "Nothing was imported. A file is one JSON object of path -> value, or NDJSON lines of {\"path\", \"value\"}.",
+    });
   }
   const entries: Entry[] = [];
   const lines = text.split("\n");
@@ -237,6 +247,25 @@ export function parseImport(text: string, name: string): Entry[] {
     entries.push({ path: parsed.path as string, value: parsed.value as JsonValue });
   }
   return entries;
+}
+
+function parsesAlone(line: string): boolean {
+  try {
+    JSON.parse(line);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `:LINE:COLUMN` of the position a JSON.parse message of `trimmed` names (in the untrimmed text), or "". */
+function whereInText(text: string, trimmed: string, message: string): string {
+  const position = /at position (\d+)/.exec(message);
+  const offset = position ? text.indexOf(trimmed) + Number(position[1]) : /end of JSON input/.test(message) ? text.trimEnd().length : undefined;
+  if (offset === undefined) return "";
+  const before = text.slice(0, offset);
+  const line = before.split("\n").length;
+  return `:${line}:${offset - before.lastIndexOf("\n")}`;
 }
 
 function isLine(value: unknown): value is { path: unknown; value: unknown } {

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { ProjectLocation } from "../core/config/locate.js";
 import type { Glob } from "../core/store/glob.js";
 import type { Change, JsonValue, Store } from "../core/store/store.js";
+import { readView } from "../core/store/port.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
 import { isApexError } from "../core/errors.js";
 import { paint } from "./output.js";
@@ -75,7 +76,7 @@ async function follow(
   if (options.withCurrent) {
     since = ((await client.call("memory.changes", {})) as { revision: number }).revision;
     const entries = (await client.call("memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
-    for (const entry of entries) printCurrent(entry.path, entry.value, since, Boolean(options.json));
+    for (const entry of entries) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
   }
   const outage = new Outage();
   while (!interrupted() && Date.now() < deadline) {
@@ -88,7 +89,9 @@ async function follow(
       continue;
     }
     outage.ended();
-    for (const change of reply.changes) printChange(change, change.value ?? undefined, Boolean(options.json));
+    // The supervisor read each value after the whole batch: a put changed again within it was overwritten before.
+    const last = lastChanges(reply.changes);
+    for (const change of reply.changes) if (glob.matches(change.path)) printChange(change, change.value ?? undefined, Boolean(options.json), overwrittenAt(last, change));
     since = reply.revision;
     await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
   }
@@ -143,18 +146,30 @@ async function followStore(
   });
   try {
     let since = options.since ?? store.revision();
-    if (options.withCurrent) for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
+    if (options.withCurrent) {
+      for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
+    }
     const outage = new Outage();
     for (let first = true; first || (!interrupted() && Date.now() < deadline); first = false) {
       signalled = false;
       try {
-        for (const change of store.changesSince(since)) {
-          if (view.covers(change.path)) {
-            const path = view.unpath(change.path);
-            if (glob.matches(path)) printChange({ ...change, path }, change.kind === "put" ? store.get(change.path) : undefined, Boolean(options.json));
+        // The log holds no values: a put's value is read now, so it is shown only when nothing changed
+        // the path since. Both passes and the reads run in one view of the store.
+        readView(store, () => {
+          const last = lastChanges(store.changesSince(since));
+          let upTo = since;
+          for (const revision of last.values()) upTo = Math.max(upTo, revision);
+          for (const change of store.changesSince(since)) {
+            if (change.revision > upTo) break;
+            if (view.covers(change.path)) {
+              const path = view.unpath(change.path);
+              const overwritten = overwrittenAt(last, change);
+              const value = change.kind === "put" && !overwritten ? store.get(change.path) : undefined;
+              if (glob.matches(path)) printChange({ ...change, path }, value, Boolean(options.json), overwritten);
+            }
+            since = change.revision; // (after printing: a read that fails is made again)
           }
-          since = change.revision; // (after printing: a read that fails is made again)
-        }
+        });
         outage.ended();
       } catch (error) {
         if (!outage.began(error)) throw error;
@@ -185,12 +200,25 @@ function printCurrent(path: string, value: JsonValue, revision: number, json: bo
   process.stdout.write(`${paint(String(revision).padStart(6), "gray")} ${paint("current", "blue")} ${paint(path, "cyan")}  ${JSON.stringify(value)}\n`);
 }
 
-function printChange(change: Change, value: JsonValue | undefined, json: boolean): void {
+/** For each path, the revision of its last change among `changes`. */
+function lastChanges(changes: Iterable<Pick<Change, "path" | "revision">>): Map<string, number> {
+  const last = new Map<string, number>();
+  for (const change of changes) last.set(change.path, change.revision);
+  return last;
+}
+
+/** True for a put whose path changed again later (its value was gone before it could be read). */
+function overwrittenAt(last: Map<string, number>, change: Pick<Change, "path" | "revision" | "kind">): boolean {
+  return change.kind === "put" && (last.get(change.path) ?? 0) > change.revision;
+}
+
+function printChange(change: Change, value: JsonValue | undefined, json: boolean, overwritten = false): void {
   if (json) {
-    process.stdout.write(`${JSON.stringify({ ...change, value: value ?? null })}\n`);
+    // A put whose path changed again since has no value to show (the log keeps none): `overwritten: true`, value null.
+    process.stdout.write(`${JSON.stringify({ ...change, value: overwritten ? null : (value ?? null), ...(overwritten ? { overwritten } : {}) })}\n`);
     return;
   }
   const kind = change.kind === "put" ? paint("put    ", "green") : paint("delete ", "red");
-  const shown = change.kind === "put" ? `  ${JSON.stringify(value)}` : "";
+  const shown = change.kind !== "put" ? "" : overwritten ? `  ${paint("(overwritten since)", "gray")}` : `  ${JSON.stringify(value ?? null)}`;
   process.stdout.write(`${paint(String(change.revision).padStart(6), "gray")} ${kind} ${paint(change.path, "cyan")}${shown}  ${paint(change.actor, "gray")}\n`);
 }

@@ -15,7 +15,8 @@ export function registerMemoryCommands(program: Command): void {
       "after",
       `
 Paths are absolute and '/'-separated: /notes/today, /agents/coder/plan.
-Globs: * matches within one segment, ** any depth, ? one character.
+Globs: * matches within one segment, ** any depth, ? one character; \\*, \\? and \\\\ match
+those characters themselves ('/notes/what\\?'); any other \\ is part of the path.
 APEX's own records (/sessions/…, /projects/config) are refused to set, delete and import
 (APEX_E_RESERVED_PATH, exit 4) unless --force; /sessions/<id>/metrics-input/… stays writable.
 
@@ -45,7 +46,7 @@ Examples:
     .command("query")
     .description("list the entries whose path matches GLOB; a plain path (no wildcard) means it and everything below it")
     .argument("<glob>", "e.g. '/notes/*', '/a/**', or /notes (the subtree)")
-    .option("--json", "print one JSON object {path: value, …}")
+    .option("--json", "print one JSON object {path: value, …} (with --keys: a JSON array of the paths)")
     .option("--keys", "print paths only")
     .option("--limit <n>", "stop after N entries (N ≥ 1)", wholeNumber("--limit", 1))
     .addHelpText("after", examples("apex memory query '/notes/*'", "apex memory query /notes --keys", "apex memory query '/sessions/*/checkpoint-*' --keys --limit 20"))
@@ -83,11 +84,11 @@ Examples:
   memory
     .command("watch")
     .description("print the current value of each path matching GLOB, then each change as it happens, until interrupted")
-    .argument("[glob]", "paths to watch", "/**")
+    .argument("[glob]", "paths to watch: a glob, or a plain path for it and everything below it", "/**")
     .option("--changes-only", "do not print the current values first, only changes")
     .option("--since <rev>", "instead of the current values, replay the changes after revision REV", wholeNumber("--since"))
     .option("--timeout <seconds>", "stop after this many seconds", seconds("--timeout"))
-    .option("--json", "one JSON object per line: {revision, kind: current|put|delete, path, value, actor, time} (current values have no actor or time)")
+    .option("--json", "one JSON object per line: {revision, kind: current|put|delete, path, value, actor, time} (current values have no actor or time; a put whose path changed again since has value null and overwritten: true)")
     .addHelpText("after", examples("apex memory watch '/review/**'", "apex memory watch /sessions/current/metrics --json", "apex memory watch '/notes/**' --changes-only --timeout 60"))
     .action(async (glob: string, options: { since?: number; timeout?: number; json?: boolean; changesOnly?: boolean }, command: Command) => {
       const { watchMemory } = await import("./memory-actions.js");

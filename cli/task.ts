@@ -70,7 +70,7 @@ Examples:
 
   task
     .command("done")
-    .description("mark a task completed")
+    .description("mark a task completed (an agent: only a task no other agent holds, else exit 4)")
     .argument("<id>", "task id")
     .option("--result <json>", "what came out of it (JSON; other text is kept as a string)")
     .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")

@@ -70,6 +70,8 @@ export const ErrorCodes = {
   APEX_E_SESSION_REMOTE: ExitCode.conflict,
   APEX_E_LEASE_LOST: ExitCode.conflict,
   APEX_E_TASK_STATE: ExitCode.conflict,
+  /** `task done|fail` by an agent of a task another agent holds or is assigned. */
+  APEX_E_TASK_HELD: ExitCode.conflict,
   APEX_E_NO_TASK: ExitCode.conflict,
   APEX_E_AMBIGUOUS: ExitCode.conflict,
   /** Several sessions are active and nothing (agent, --session, worktree) says which one a command means. */

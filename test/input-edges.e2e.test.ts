@@ -228,7 +228,7 @@ describe("option and argument values", () => {
     [["stop", "--grace", "2h"], `--grace: "2h" is longer than the longest allowed, 3600 seconds.`],
     // Empty and blank values: a usage error naming the option, never "as if it were not given".
     [["session", "reconstruct", "3f2a9c1e", "--as", ""], `--as: Expected a value, got "".`],
-    // A session id or name a user chooses: one check (core/session/names.ts) wherever one is taken; `--as "x y"` was taken.
+    // A session id or name a user chooses: one check (plugins/checkpoint/session-name.ts) wherever one is taken; `--as "x y"` was taken.
     [["session", "reconstruct", "3f2a9c1e", "--as", "x y"], `Invalid session id "x y": use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or a digit.`],
     [["session", "reconstruct", "3f2a9c1e", "--as", "a/b"], `Invalid session id "a/b": use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or a digit.`],
     [["session", "reconstruct", "3f2a9c1e", "--as", "bell\u0007"], `Invalid session id "bell\\u0007": use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or a digit.`],

@@ -33,11 +33,21 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     const queried = apex(["memory", "query", "/notes/**", "--json"]);
     expect(JSON.parse(queried.stdout)).toEqual({ "/notes/today": { todo: 3 }, "/notes/😀/deep": "astral" });
     expect(apex(["memory", "query", "/notes/*", "--keys"]).stdout).toBe("/notes/today\n");
+    // --keys --json: the paths as a JSON array (it printed the values, ignoring --keys).
+    expect(JSON.parse(apex(["memory", "query", "/notes/**", "--keys", "--json"]).stdout)).toEqual(["/notes/today", "/notes/😀/deep"]);
+    expect(JSON.parse(apex(["memory", "query", "/none/**", "--keys", "--json"]).stdout)).toEqual([]);
     // The root holds no value: `show /` is everything below it (the session's records left out, as by query '/**').
     const everything = apex(["memory", "show", "/", "--json"]);
     expect(everything.status, everything.stderr).toBe(0);
     expect(JSON.parse(everything.stdout)).toEqual({ path: "/", value: null, children: JSON.parse(apex(["memory", "query", "/**", "--json"]).stdout) });
     expect(JSON.parse(everything.stdout).children).toMatchObject({ "/notes/today": { todo: 3 }, "/notes/😀/deep": "astral", "/other": 1 });
+
+    // A plain path with a backslash (as `show` takes it) is itself to query and export; it found nothing.
+    expect(apex(["memory", "set", "/win/C:\\dir/x", "1"]).status).toBe(0);
+    expect(JSON.parse(apex(["memory", "query", "/win/C:\\dir", "--json"]).stdout)).toEqual({ "/win/C:\\dir/x": 1 });
+    expect(JSON.parse(apex(["memory", "export", "/win/C:\\dir"]).stdout)).toEqual({ "/win/C:\\dir/x": 1 });
+    expect(apex(["memory", "query", "/win/*\\dir/*", "--keys"]).stdout).toBe("/win/C:\\dir/x\n");
+    expect(apex(["memory", "delete", "/win", "--recursive"]).status).toBe(0);
 
     expect(apex(["memory", "delete", "/notes", "--recursive", "--json"]).stdout).toContain('"deleted": 2');
     const missing = apex(["memory", "show", "/notes/today"]);
@@ -93,6 +103,18 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       expect(bad.status).toBe(2);
       expect(bad.stderr).toContain(`stdin:3: invalid path "nope": it must start with '/'.`);
       expect(runApex(["memory", "show", "/ok"], { cwd: other.dir, env }).status).toBe(3);
+
+      // An export cut short, or with a trailing comma, is named where it breaks: it was "stdin:1: … position 1"
+      // with the NDJSON hint, as if its first line '{' were a line of its own.
+      for (const [input, where] of [
+        ['{\n  "/x": 1,\n  "/y": ', "stdin:3:8"],
+        ['{\n  "/x": 1,\n}\n', "stdin:3:1"],
+      ] as const) {
+        const broken = runApex(["memory", "import", "-", "--json"], { cwd: other.dir, env, input });
+        expect(broken.status).toBe(2);
+        expect(JSON.parse(broken.stderr).error).toMatchObject({ code: "APEX_E_BAD_JSON", message: expect.stringMatching(new RegExp(`^${where}: invalid JSON: `)), hint: expect.stringContaining("Nothing was imported") });
+      }
+      expect(runApex(["memory", "export"], { cwd: other.dir, env }).stdout).toBe(exported);
     } finally {
       other.cleanup();
     }
@@ -135,9 +157,30 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
   it("watch --since replays earlier changes and --timeout ends it", () => {
     apex(["memory", "set", "/r/a", "1"]);
     apex(["memory", "set", "/r/b", "2"]);
+    apex(["memory", "set", "/r/b", "3"]);
+    apex(["memory", "set", "/r/c", "4"]);
+    apex(["memory", "delete", "/r/c"]);
     const result = apex(["memory", "watch", "/r/*", "--since", "1", "--timeout", "0.5", "--json"]);
     expect(result.status).toBe(0);
-    expect(result.stdout.trim().split("\n").map((line) => JSON.parse(line).path)).toEqual(["/r/b"]);
+    // The log keeps no values: a put changed again since is said to be overwritten, never shown
+    // with the later value (it was "put /r/b 3" for revision 2, and "put /r/c undefined" in text).
+    expect(result.stdout.trim().split("\n").map((line) => JSON.parse(line))).toEqual([
+      expect.objectContaining({ revision: 2, kind: "put", path: "/r/b", value: null, overwritten: true }),
+      expect.objectContaining({ revision: 3, kind: "put", path: "/r/b", value: 3 }),
+      expect.objectContaining({ revision: 4, kind: "put", path: "/r/c", value: null, overwritten: true }),
+      expect.objectContaining({ revision: 5, kind: "delete", path: "/r/c", value: null }),
+    ]);
+    const text = apex(["memory", "watch", "/r/*", "--since", "1", "--timeout", "0.5"]).stdout;
+    expect(text.split("\n").filter((line) => line.includes(" put ")).map((line) => line.replace(/\s+user:\S+$/, "").trim().split(/\s+/).slice(2).join(" "))).toEqual([
+      "/r/b (overwritten since)",
+      "/r/b 3",
+      "/r/c (overwritten since)",
+    ]);
+    // A plain path is it and everything below it, as for query and export: '/r/' watched nothing, ever, and '/r' only /r.
+    apex(["memory", "set", "/rx/not-below", "9"]);
+    const replay = (glob: string, ...more: string[]) => apex(["memory", "watch", glob, "--timeout", "0.5", "--json", ...more]).stdout.trim().split("\n").map((line) => JSON.parse(line));
+    expect(replay("/r/", "--since", "1").map((event) => event.revision)).toEqual([2, 3, 4, 5]);
+    expect(replay("/r").map((event) => [event.kind, event.path, event.value])).toEqual([["current", "/r/a", 1], ["current", "/r/b", 3]]);
   });
 }));
 

@@ -297,6 +297,14 @@ forEachBackend((backend) => describe("tasks", () => {
       expect((await service.claimTask("a")).id).toBe("t-0001");
       expect(store.get(agentPath("s-1", "a"))).toMatchObject({ task: "t-0001" });
       await expect(service.claimTask("a")).rejects.toMatchObject({ code: "APEX_E_NO_TASK" }); // t-0002 is b's
+      // Another agent cannot finish a task a holds, nor one assigned to b (it completed it, "completed t-0001 (a)"); exit 4, nothing written.
+      const revision = store.revision();
+      await expect(service.completeTask("t-1", { mine: true }, "agent:b")).rejects.toMatchObject({ code: "APEX_E_TASK_HELD", exitCode: 4, message: "Task t-0001 is held by agent a: agent b cannot complete or fail it." });
+      await expect(service.failTask("t-1", "not mine", "agent:b")).rejects.toMatchObject({ code: "APEX_E_TASK_HELD" });
+      await expect(service.completeTask("t-2", null, "agent:a")).rejects.toMatchObject({ code: "APEX_E_TASK_HELD", message: expect.stringContaining("is assigned to agent b") });
+      // A missing task is named as task list names it, whichever way it was written ("No task t-9" before).
+      expect(() => service.task("t-9")).toThrow("No task t-0009 in session s-1.");
+      expect(store.revision()).toBe(revision);
       await service.completeTask("t-1", { ok: 1 }, "agent:a");
       expect(store.get(agentPath("s-1", "a"))).toMatchObject({ task: null });
       expect(service.milestones()).toEqual([expect.objectContaining({ n: 1, text: "one", task: "t-0001" })]);

@@ -70,6 +70,12 @@ describe("globs", () => {
     ["/a/b*", "/a/bcd", true],
     ["/a/\\*", "/a/*", true],
     ["/a/\\*", "/a/b", false],
+    // A backslash before anything but a wildcard or itself is the path's own character (it was dropped: /e/a\b matched /e/ab).
+    ["/e/a\\b", "/e/a\\b", true],
+    ["/e/a\\b", "/e/ab", false],
+    ["/e/a\\\\b", "/e/a\\b", true],
+    ["/e/x\\", "/e/x\\", true],
+    ["/e/a\\b/*", "/e/a\\b/c", true],
   ])("%s matches %s: %s", (glob, path, expected) => {
     expect(compileGlob(glob).matches(path)).toBe(expected);
   });
@@ -79,6 +85,8 @@ describe("globs", () => {
     expect(glob.prefix).toBe("/a/b/");
     expect(glob.literal).toBe(false);
     expect(compileGlob("/a/b").literal).toBe(true);
+    expect(compileGlob("/e/a\\b")).toMatchObject({ literal: true, prefix: "/e/a\\b" });
+    expect(compileGlob("/e/st\\*r")).toMatchObject({ literal: true, prefix: "/e/st*r" });
   });
 });
 

@@ -67,7 +67,7 @@ export class SessionReader {
   }
 
   task(id: string): TaskRecord {
-    const task = this.store.get(taskPath(this.sessionId, checkTaskId(id))) as TaskRecord | undefined;
+    const task = this.store.get(taskPath(this.sessionId, (id = checkTaskId(id)))) as TaskRecord | undefined;
     if (!task) {
       throw new ApexError("APEX_E_TASK_NOT_FOUND", `No task ${id} in session ${this.sessionId}.`, {
         hint: "List the tasks with `apex task list`.",
@@ -218,12 +218,7 @@ export class SessionService extends SessionReader {
   async completeTask(id: string, result: JsonValue, actor: string): Promise<TaskRecord> {
     id = checkTaskId(id);
     const { task, milestone } = await this.write((batch, record) => {
-      const current = this.taskInBatch(batch, id);
-      if (current.status === "completed" || current.status === "failed") {
-        throw new ApexError("APEX_E_TASK_STATE", `Task ${id} is already ${current.status}.`, {
-          hint: `Send it back with \`apex task reopen ${id}\` first.`,
-        });
-      }
+      const current = checkFinishable(this.taskInBatch(batch, id), actor);
       const done: TaskRecord = { ...current, status: "completed", completed_at: nowIso(), result, completed_by: actor };
       batch.set(taskPath(this.sessionId, id), done);
       moveTaskCount(batch, this.sessionId, current.status, done.status);
@@ -240,12 +235,7 @@ export class SessionService extends SessionReader {
   async failTask(id: string, reason: string, actor: string): Promise<TaskRecord> {
     id = checkTaskId(id);
     const task = await this.write((batch, record) => {
-      const current = this.taskInBatch(batch, id);
-      if (current.status === "completed" || current.status === "failed") {
-        throw new ApexError("APEX_E_TASK_STATE", `Task ${id} is already ${current.status}.`, {
-          hint: `Send it back with \`apex task reopen ${id}\` first.`,
-        });
-      }
+      const current = checkFinishable(this.taskInBatch(batch, id), actor);
       const failed: TaskRecord = { ...current, status: "failed", completed_at: nowIso(), reason, failed_by: actor };
       batch.set(taskPath(this.sessionId, id), failed);
       moveTaskCount(batch, this.sessionId, current.status, failed.status);
@@ -418,6 +408,24 @@ function clearAgentTask(batch: WriteBatch, sessionId: string, agent: string | nu
   if (!agent) return;
   const record = batch.get(agentPath(sessionId, agent)) as AgentRecord | undefined;
   if (record && record.task === id) batch.set(agentPath(sessionId, agent), { ...record, task: null });
+}
+
+/**
+ * A task is completed or failed once, and by an agent only when it is not another agent's (claimed
+ * by it, or assigned to it); a user may finish any open task. Checked inside the write, so a claim
+ * that wins a race decides.
+ */
+function checkFinishable(task: TaskRecord, actor: string): TaskRecord {
+  if (task.status === "completed" || task.status === "failed") {
+    throw new ApexError("APEX_E_TASK_STATE", `Task ${task.id} is already ${task.status}.`, { hint: `Send it back with \`apex task reopen ${task.id}\` first.` });
+  }
+  const agent = agentOf(actor);
+  if (agent !== undefined && task.assignee !== null && task.assignee !== agent) {
+    throw new ApexError("APEX_E_TASK_HELD", `Task ${task.id} is ${task.status === "active" ? "held by" : "assigned to"} agent ${task.assignee}: agent ${agent} cannot complete or fail it.`, {
+      hint: `Only ${task.assignee} (or a user, outside the agents) finishes it; to take it over, \`apex task reopen ${task.id} --assign ${agent}\` and claim it.`,
+    });
+  }
+  return task;
 }
 
 function agentOf(actor: string): string | undefined {

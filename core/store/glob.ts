@@ -3,7 +3,7 @@ import { prefixRange } from "./paths.js";
 
 /**
  * A compiled path glob: `*` matches within one segment, `**` any number of segments
- * (including none), `?` one character other than '/'. `\` escapes the next character.
+ * (including none), `?` one character other than '/'. `\` escapes `*`, `?` and `\`.
  */
 export interface Glob {
   readonly source: string;
@@ -27,7 +27,8 @@ export function compileGlob(source: string): Glob {
   let sawWildcard = false;
   for (let i = 0; i < source.length; i++) {
     const char = source[i]!;
-    if (char === "\\" && i + 1 < source.length) {
+    // `\` escapes a wildcard or itself; before anything else it is a character of the path (`/a\b` is a plain path).
+    if (char === "\\" && /^[*?\\]$/.test(source[i + 1] ?? "")) {
       const escaped = source[++i]!;
       pattern += escapeRegExp(escaped);
       if (!sawWildcard) prefix += escaped;

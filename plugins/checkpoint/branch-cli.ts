@@ -13,7 +13,7 @@ import { paint, printJson, printLine } from "../../cli/output.js";
 import { worktreeOnBranch } from "../../cli/git-worktrees.js";
 import { ApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
-import { checkSessionName } from "../../core/session/names.js";
+import { checkSessionName } from "./session-name.js";
 import { openSessionClient } from "../../core/session/client.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";

@@ -1,6 +1,7 @@
 import { v4 as uuidv4 } from "uuid";
 import { ApexError } from "../../core/errors.js";
-import { checkSessionName, sessionNames } from "../../core/session/names.js";
+import { sessionNames } from "../../core/session/names.js";
+import { checkSessionName } from "./session-name.js";
 import { appendEvent } from "../../core/session/service.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";

@@ -25,7 +25,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { liveSessionClient, openSessionClient, type SessionClient } from "../../core/session/client.js";
-import { checkSessionName } from "../../core/session/names.js";
+import { checkSessionName } from "./session-name.js";
 import { liveSupervisors } from "../../core/session/runtime.js";
 import { activeSessions, supervisorAlive } from "../../core/session/sessions.js";
 import { holderText, onOtherHost, supervisorHost } from "../../core/session/lease.js";

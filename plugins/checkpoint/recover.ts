@@ -1,5 +1,6 @@
 import { ApexError } from "../../core/errors.js";
-import { checkSessionName, sessionIdByName } from "../../core/session/names.js";
+import { sessionIdByName } from "../../core/session/names.js";
+import { checkSessionName } from "./session-name.js";
 import {
   ObjectStore,
   canonicalJson,

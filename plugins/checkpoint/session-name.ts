@@ -1,0 +1,32 @@
+import { ApexError } from "../../core/errors.js";
+import { SESSION_NAME_PATTERN } from "../../core/session/names.js";
+
+/** The shape of session and checkpoint ids: a name that fits its start (4+ characters) reads as an id prefix (checkpoint refs ignore case). */
+const UUID_SHAPE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+/** Words that already mean something where a session is named. */
+const RESERVED_NAMES = new Set(["last", "current", "latest", "history", "active"]);
+
+/** A session id a user chooses (`session reconstruct --as`): a name's characters, and a digit may start it (`<uuid>-r1`). */
+export const SESSION_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/**
+ * The one check of a session name or id a user gives (`session branch NAME`, `session reconstruct
+ * --as ID`, and their methods): no space, control character or '/' gets into a key, a branch or a
+ * file name. An id may look like a uuid (it is one); a name may not (it would read as an id).
+ */
+export function checkSessionName(name: string, kind: "name" | "id" = "name"): string {
+  const problem =
+    typeof name !== "string" || !(kind === "id" ? SESSION_ID_PATTERN : SESSION_NAME_PATTERN).test(name)
+      ? kind === "id" ? "use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or a digit" : "use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter"
+      : RESERVED_NAMES.has(name.toLowerCase())
+        ? `'${name}' already means something where a session is named`
+        : /\.\.|\.lock$|\.$/.test(name)
+          ? "it cannot contain '..' or end with '.' or '.lock' (it names a git branch too)"
+          : /^checkpoint-\d+$/.test(name)
+            ? "it would read as a checkpoint name"
+            : kind === "name" && name.length >= 4 && [...name].every((char, at) => (UUID_SHAPE[at] === "-" ? char === "-" : UUID_SHAPE[at] !== undefined && /[0-9a-f]/i.test(char)))
+              ? "it would read as the start of a session or checkpoint id (a uuid), so a command could act on another session"
+              : undefined;
+  if (problem) throw new ApexError("APEX_E_USAGE", `Invalid session ${kind} ${JSON.stringify(name)}: ${problem}.`);
+  return name;
+}
