@@ -359,7 +359,10 @@ describe("restore", () => {
     expect(await restoreMemory(store, first.id, { dryRun: true })).toMatchObject({ set: ["/k"], deleted: [], revision });
     expect(store.get("/k")).toBe(2);
     await store.set("/sessions/s1/checkpoint-001", { ...first, description: "edited" } as unknown as JsonValue);
-    expect(await rejected(restoreMemory(store, first.id))).toMatchObject({ code: "APEX_E_INTEGRITY", exitCode: 1 });
+    const refused = await rejected(restoreMemory(store, first.id));
+    expect(refused).toMatchObject({ code: "APEX_E_INTEGRITY", exitCode: 1 });
+    // The hint names a command that exists (it named `apex checkpoint recover --force`, which does not).
+    expect(refused.hint).toBe("Restore what still verifies with `apex start --force-recovery s1/checkpoint-001`; `apex session validate` lists every problem.");
     expect(store.get("/k")).toBe(2);
   });
 });

@@ -168,7 +168,7 @@ export function loadManifest(store: Store, located: Located, options: { allowDam
   const manifest = value as unknown as CheckpointManifest;
   if (!options.allowDamaged && manifestHash(manifest) !== manifest.hash) {
     throw new ApexError("APEX_E_INTEGRITY", `The manifest at ${path} does not match its hash: it was modified or corrupted.`, {
-      hint: "Use `apex checkpoint recover --force` to salvage what still verifies.",
+      hint: salvageHint(`${located.sessionId}/${checkpointName(located.sequence)}`),
       details: { path },
     });
   }
@@ -181,10 +181,15 @@ export function getCheckpoint(store: Store, ref: string | CheckpointManifest, op
   return loadManifest(store, resolveCheckpoint(store, ref, options), options);
 }
 
+/** What to do about a checkpoint whose manifest does not verify: commands that exist, with the checkpoint named. */
+function salvageHint(ref: string): string {
+  return `Restore what still verifies with \`apex start --force-recovery ${ref}\`; \`apex session validate\` lists every problem.`;
+}
+
 export function verifiedManifest(manifest: CheckpointManifest): CheckpointManifest {
   if (manifestHash(manifest) !== manifest.hash) {
     throw new ApexError("APEX_E_INTEGRITY", `The manifest of ${manifest.session_id}/${manifest.name} does not match its hash.`, {
-      hint: "Use `apex checkpoint recover --force` to salvage what still verifies.",
+      hint: salvageHint(`${manifest.session_id}/${manifest.name}`),
     });
   }
   return manifest;
