@@ -4,7 +4,7 @@
 // reconstruct`, session.auto_recovery, and a third-party trigger. Real processes in temporary
 // projects; every process is ended by pid or process group in afterEach.
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ObjectStore, lookupEntry } from "../plugins/checkpoint/engine/objects.js";
@@ -295,6 +295,32 @@ describe("apex checkpoint", () => {
     expect(list()).toMatchObject({ total: 3, taken: 4 });
     expect(ok(["checkpoint", "list"])).toContain("(3 kept of 4 taken, newest first)");
     expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.git_state).toMatchObject({ branch: "main", commit: head });
+  });
+
+  it("kill -9 of the supervisor during checkpoint create: a checkpoint it committed is reported created, one it did not is said not saved; the next command works", () => {
+    // The supervisor kills itself (SIGKILL) in beforeCheckpoint while die-before exists (nothing
+    // committed yet) and in afterCheckpoint while die-after exists (committed, not answered).
+    const die = (hook: string, file: string) => `    apex.hooks.${hook}.tapPromise("die", async (x) => { if (existsSync(${JSON.stringify(file)})) process.kill(process.pid, "SIGKILL"); return x; });`;
+    project = new Project(config({ plugins: ["  checkpoint: {}", "  ./die.mjs: {}"] }));
+    writeFileSync(join(project.dir, "die.mjs"), ['import { existsSync } from "node:fs";', 'export default { name: "die", apply(apex) {', die("beforeCheckpoint", "die-before"), die("afterCheckpoint", "die-after"), "} };", ""].join("\n"));
+    project!.start(["--task", "killed while checkpointing"]);
+    writeFileSync(join(project!.dir, "die-after"), "");
+    // It said `APEX_E_RPC: The supervisor closed the connection before answering` (exit 1) of a checkpoint that was saved.
+    const saved = project!.apex(["checkpoint", "create", "committed, then killed", "--json"]);
+    expect(saved.status, saved.stderr).toBe(0);
+    expect(JSON.parse(saved.stdout)).toMatchObject({ name: "checkpoint-002", trigger: "manual", description: "committed, then killed", agents: ["worker"] });
+    expect(saved.stderr).toMatch(/^warning: the supervisor \(pid \d+\) ended right after saving checkpoint-002; .*apex start --continue last/);
+    rmSync(join(project!.dir, "die-after"));
+    expect(project!.status().session?.status).toBe("interrupted");
+
+    ok(["start", "--continue", "last"]);
+    writeFileSync(join(project!.dir, "die-before"), "");
+    const lost = fails(["checkpoint", "create", "killed first", "--json"], 1);
+    expect(JSON.parse(lost.stderr).error).toMatchObject({ code: "APEX_E_RPC", message: expect.stringMatching(/ended before it answered checkpoint\.create, and no checkpoint was saved/) });
+    rmSync(join(project!.dir, "die-before"));
+    expect(list().items.map((item) => item.description)).not.toContain("killed first");
+    // The next command works (no supervisor: in this process).
+    expect(ok(["checkpoint", "create", "after", "--json"])).toMatchObject({ description: "after" });
   });
 });
 

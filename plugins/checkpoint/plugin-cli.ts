@@ -137,8 +137,14 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
   const params = { description: description ?? "", pin: options.pin === true, actor: currentActor() };
   const writer = await writerClient(location);
   let summary: CreatedCheckpoint;
-  if (writer) summary = (await callWriter(writer, "checkpoint.create", params)) as CreatedCheckpoint;
-  else {
+  if (writer) {
+    const asked = new Date().toISOString();
+    try {
+      summary = (await callWriter(writer, "checkpoint.create", params)) as CreatedCheckpoint;
+    } catch (error) {
+      summary = await createdBeforeTheEnd(location, writer, params.description, asked, error);
+    }
+  } else {
     if (!(await storeExists(location))) throw noStore();
     const { loadConfig } = await import("../../core/config/load.js");
     const { createSessionEngine } = await import("../../core/session/hooks.js");
@@ -162,6 +168,40 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
   printLine(`Created ${paint(summary.name, "bold")} (${summary.id}) of session ${summary.session_id}${summary.pinned ? ", pinned" : ""}.`);
   const contexts = summary.agent_contexts > 0 ? ` (${summary.agent_contexts === summary.agents.length ? "each" : summary.agent_contexts} with its context)` : "";
   printLine(`  ${plural(summary.memory_keys, "memory key")}, ${plural(summary.task_count, "task")}, ${plural(summary.agents.length, "agent")}${contexts}${summary.agents.length > 0 ? `: ${summary.agents.join(", ")}` : ""}`);
+}
+
+/**
+ * The supervisor ended (kill -9, OOM) before it answered `checkpoint.create`: the checkpoint may
+ * have been committed all the same. The store says which: a manual checkpoint of its session with
+ * this description, taken since the call was made, is reported as created (with a warning that the
+ * session is interrupted); otherwise the error says that none was saved. Any other error is rethrown.
+ */
+async function createdBeforeTheEnd(location: ProjectLocation, writer: SessionClient, description: string, asked: string, error: unknown): Promise<CreatedCheckpoint> {
+  const sessionId = writer.supervisor?.session_id;
+  if (!isApexError(error) || error.code !== "APEX_E_RPC" || !/closed the connection|ECONNRESET|EPIPE/.test(error.message) || writer.via !== "socket" || !sessionId) throw error;
+  const { pid, start_time: startTime } = writer.supervisor!;
+  // A supervisor still alive could yet commit it: only one that ended settles the question.
+  const { isSameProcessAlive } = await import("../../core/session/proc.js");
+  for (let wait = 0; isSameProcessAlive(pid, startTime); wait++) {
+    if (wait === 20) throw error;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const found = await withReadStore(location, async (store) => {
+    const { Catalog } = await import("./catalog.js");
+    const { agentsOf } = await import("./record.js");
+    const latest = Catalog.of(store).latest(sessionId);
+    if (!latest || latest.trigger !== "manual" || latest.description !== description || latest.created_at < asked) return undefined;
+    return { ...latest, ...agentsOf(store, latest.agents_root) };
+  });
+  const next = "`apex status` shows the session interrupted; `apex start --continue last` goes on from the live state";
+  if (!found) {
+    throw new ApexError("APEX_E_RPC", `The supervisor (pid ${pid}) ended before it answered checkpoint.create, and no checkpoint was saved.`, {
+      hint: `${next}; \`apex checkpoint create\` then saves one.`,
+      details: { session_id: sessionId, supervisor_pid: pid },
+    });
+  }
+  process.stderr.write(`warning: the supervisor (pid ${pid}) ended right after saving ${found.name}; ${next}.\n`);
+  return found as CreatedCheckpoint;
 }
 
 /** What `checkpoint.create` answers: the summary, with the agents it holds by name. */
