@@ -61,7 +61,12 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
     // The catalog may have lost the record; the manifest is the source of truth.
     const manifest = readManifestRecord(store, sessionId, sequence);
     if (isRecord(manifest) && typeof manifest.id === "string") return { sessionId, sequence, id: manifest.id };
-    throw notFound(`No ${checkpointName(sequence)} in session ${sessionId}.`, text);
+    // Numbers are never reused: one at or below the last taken existed and was removed.
+    const taken = catalog.lastSequence(sessionId);
+    if (sequence <= taken) {
+      throw notFound(`${checkpointName(sequence)} of session ${sessionId} was deleted (\`apex checkpoint delete\`, retention or repair); its number is not reused.`, text, "`apex checkpoint list` shows the checkpoints the session keeps.");
+    }
+    throw notFound(`No ${checkpointName(sequence)} in session ${sessionId}${taken > 0 ? ` (its latest number is ${checkpointName(taken)})` : ""}.`, text);
   }
   const prefix = text.toLowerCase();
   if (!/^[0-9a-f-]+$/.test(prefix)) throw notFound(`No checkpoint ${JSON.stringify(text)}.`, text);
@@ -96,8 +101,8 @@ function sessionOfRef(store: Store, ref: string, whole: string): string {
 
 const refHint = "Refer to a checkpoint by id, a unique id prefix, checkpoint-007, latest or <session>/checkpoint-007 (`apex checkpoint list`).";
 
-function notFound(message: string, ref: string): ApexError {
-  return new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", message, { hint: refHint, details: { ref } });
+function notFound(message: string, ref: string, hint = refHint): ApexError {
+  return new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", message, { hint, details: { ref } });
 }
 
 /** The session /sessions/current points at. */
