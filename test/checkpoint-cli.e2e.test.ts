@@ -150,6 +150,8 @@ describe("apex checkpoint", () => {
     // diff: memory paths, task and agent changes.
     const diff = ok(["checkpoint", "diff", "checkpoint-003", "latest", "--json"]);
     expect(diff.memory).toEqual({ added: ["/notes/extra"], removed: [], changed: ["/notes/plan"] });
+    // Named as every other --json names a checkpoint (it had only camelCase sessionId).
+    expect(diff.from).toMatchObject({ name: "checkpoint-003", session_id: diff.to.session_id, sequence: 3, id: expect.any(String) });
     expect(diff.tasks.changed).toEqual([expect.objectContaining({ id: "t-0001", before: expect.objectContaining({ status: "active" }), after: expect.objectContaining({ status: "completed" }) })]);
     expect(diff.agents.changed.map((change: { id: string }) => change.id)).toEqual(["worker"]);
     const diffText = ok(["checkpoint", "diff", "checkpoint-003", "checkpoint-004"]);
@@ -172,7 +174,7 @@ describe("apex checkpoint", () => {
     expect(ok(["checkpoint", "unpin", "checkpoint-003", "--json"])).toMatchObject({ pinned: false });
     expect(ok(["checkpoint", "pin", "checkpoint-004", "--json"])).toMatchObject({ pinned: true });
     expect(fails(["checkpoint", "delete", "checkpoint-004"], 4).stderr).toContain("is pinned");
-    expect(ok(["checkpoint", "delete", "checkpoint-002", "--json"])).toMatchObject({ name: "checkpoint-002" });
+    expect(ok(["checkpoint", "delete", "checkpoint-002", "--json"])).toMatchObject({ name: "checkpoint-002", sequence: 2, session_id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
     expect(list().items.map((item) => item.name)).toEqual(["checkpoint-006", "checkpoint-005", "checkpoint-004", "checkpoint-003", "checkpoint-001"]);
 
     // Errors: not found 3, ambiguous 4, too short a prefix 2.

@@ -256,6 +256,15 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   }
 }
 
+/**
+ * A checkpoint as every other command's --json names it ({id, name, session_id, sequence}); the
+ * camelCase `sessionId` these two printed alone stays, for scripts written against it.
+ */
+function snakeCased<T extends { sessionId: string; sequence?: number; id: string; name: string }>(side: T): T & { session_id: string } {
+  const { id, name, sessionId, sequence, ...rest } = side;
+  return { id, name, session_id: sessionId, ...(sequence !== undefined ? { sequence } : {}), sessionId, ...rest } as T & { session_id: string };
+}
+
 function field(record: JsonValue | undefined, name: string): JsonValue | undefined {
   return record && typeof record === "object" && !Array.isArray(record) ? record[name] : undefined;
 }
@@ -278,7 +287,7 @@ export async function diffCheckpointsCommand(location: ProjectLocation, a: strin
   const diff = await readAtSession(location, "checkpoint.diff", { from: a, to: b, session: options.session }, (store) =>
     diffCheckpoints(store, a, b, { sessionId: sessionFor(store, options.session) }),
   );
-  if (options.json) return printJson(diff);
+  if (options.json) return printJson({ ...diff, from: snakeCased(diff.from), to: snakeCased(diff.to) });
   const name = (side: CheckpointDiff["from"]) => `${side.sessionId}/${side.name} (${side.id.slice(0, 8)})`;
   printLine(`From ${name(diff.from)} to ${name(diff.to)}`);
   const { memory, tasks, agents } = diff;
@@ -343,7 +352,7 @@ export async function deleteCheckpointCommand(location: ProjectLocation, ref: st
   const deleted = writer
     ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; name: string; id: string })
     : await withWriteStore(location, (store) => deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true, refuse: (located) => refuseNeeded(store, located) }));
-  if (options.json) return printJson(deleted);
+  if (options.json) return printJson(snakeCased(deleted));
   printLine(`Deleted ${deleted.sessionId}/${deleted.name} (${deleted.id}). Objects no other checkpoint uses are freed by the next sweep (\`apex session cleanup\`).`);
 }
 
