@@ -322,7 +322,10 @@ describe("apex checkpoint", () => {
     rmSync(join(project!.dir, "die-before"));
     expect(list().items.map((item) => item.description)).not.toContain("killed first");
     // The next command works (no supervisor: in this process).
-    expect(ok(["checkpoint", "create", "after", "--json"])).toMatchObject({ description: "after" });
+    const after = ok(["checkpoint", "create", "after", "--json"]);
+    expect(after).toMatchObject({ description: "after" });
+    // The worker was restarted in between: diff names the fields that changed (it said "other fields").
+    expect(ok(["checkpoint", "diff", "checkpoint-002", after.name])).toContain("  ~ worker: nonce, pgid, pid, start_time, started_at changed");
   });
 });
 

@@ -320,7 +320,7 @@ export async function diffCheckpointsCommand(location: ProjectLocation, a: strin
   for (const agent of contextOnly) printLine(`  ~ ${agent}: context changed`);
 }
 
-/** "status pending → active, assignee - → coder"; "other fields" when only unlisted ones differ. */
+/** "status pending → active, assignee - → coder"; when only unlisted fields differ, their names ("pid, pgid, start_time changed"). */
 function changedFields(before: JsonValue, after: JsonValue, names: string[]): string {
   const show = (value: JsonValue | undefined) => (value === undefined || value === null ? "-" : typeof value === "string" ? value : JSON.stringify(value));
   const parts: string[] = [];
@@ -329,7 +329,15 @@ function changedFields(before: JsonValue, after: JsonValue, names: string[]): st
     const to = field(after, name);
     if (JSON.stringify(from) !== JSON.stringify(to)) parts.push(`${name} ${clipText(show(from))} → ${clipText(show(to))}`);
   }
-  return parts.length > 0 ? parts.join(", ") : "other fields";
+  if (parts.length > 0) return parts.join(", ");
+  const keys = [...new Set([...Object.keys(isObject(before) ? before : {}), ...Object.keys(isObject(after) ? after : {})])].sort();
+  const differ = keys.filter((key) => JSON.stringify(field(before, key)) !== JSON.stringify(field(after, key)));
+  if (differ.length === 0) return "other fields";
+  return `${differ.slice(0, 6).join(", ")}${differ.length > 6 ? ` and ${differ.length - 6} more` : ""} changed`;
+}
+
+function isObject(value: JsonValue): value is { [key: string]: JsonValue } {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function clipText(text: string): string {
