@@ -247,7 +247,10 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   const agents = Object.entries(record.agent_states);
   printLine(`  agents (${agents.length})`);
   for (const [name, agent] of agents) printLine(`    ${name.padEnd(12)} ${describeAgent(agent)}${agent.context !== undefined ? ", context saved" : ""}`);
-  if (record.memory_keys.length > 0) {
+  if (record.memory_keys.length === 0 && (options.keysOffset ?? 0) > 0 && record.memory_keys_count > 0) {
+    // Past the last page: say so, as `checkpoint list` does past its last checkpoint (it printed nothing).
+    printLine(`  memory keys (${record.memory_keys_count}): none past offset ${options.keysOffset}`);
+  } else if (record.memory_keys.length > 0) {
     printLine(`  memory keys (${record.memory_keys_count})`);
     for (const key of record.memory_keys) printLine(`    ${key}`);
     if (record.memory_keys_next_offset !== null) {
