@@ -363,10 +363,25 @@ describe("--worktree and --git", () => {
     expect(existsSync(join(dir, ".apex", "wt"))).toBe(false);
     expect(readFileSync(join(occupied, "keep.txt"), "utf8")).toBe("mine\n");
     expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
+    // A checkpoint whose commit is gone (reset and pruned): named as --git-checkout names it, exit 3,
+    // not git's "not a valid branch point" (APEX_E_GIT_FAILED, exit 1).
+    writeFileSync(join(dir, "gone.txt"), "gone\n");
+    git(dir, "add", "gone.txt");
+    git(dir, "commit", "-qm", "gone");
+    const gone = git(dir, "rev-parse", "HEAD");
+    const goneCheckpoint = json<{ name: string }>(p.apex(["checkpoint", "create", "at a commit that goes", "--json"])).name;
+    git(dir, "reset", "-q", "--hard", "HEAD~1");
+    git(dir, "reflog", "expire", "--expire=now", "--all");
+    git(dir, "gc", "-q", "--prune=now");
+    const missing = p.apex(["session", "branch", goneCheckpoint, "feature", "--worktree", join(worktree, "..", "gone"), "--json"]);
+    expect(missing.status, missing.stderr).toBe(3);
+    expect(JSON.parse(missing.stderr).error).toMatchObject({ code: "APEX_E_GIT_COMMIT_MISSING", details: { commit: gone } });
+    expect(git(dir, "branch", "--list", "apex/*")).toBe("");
+    expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
     // An empty directory is fine.
     const empty = join(worktree, "..", "empty");
     mkdirSync(empty);
-    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", empty]).status).toBe(0);
+    expect(p.apex(["session", "branch", "checkpoint-002", "feature", "--worktree", empty]).status).toBe(0);
     expect(git(empty, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
   });
 

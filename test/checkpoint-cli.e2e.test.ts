@@ -4,7 +4,7 @@
 // reconstruct`, session.auto_recovery, and a third-party trigger. Real processes in temporary
 // projects; every process is ended by pid or process group in afterEach.
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ObjectStore, lookupEntry } from "../plugins/checkpoint/engine/objects.js";
@@ -150,6 +150,8 @@ describe("apex checkpoint", () => {
     // diff: memory paths, task and agent changes.
     const diff = ok(["checkpoint", "diff", "checkpoint-003", "latest", "--json"]);
     expect(diff.memory).toEqual({ added: ["/notes/extra"], removed: [], changed: ["/notes/plan"] });
+    // Named as every other --json names a checkpoint (it had only camelCase sessionId).
+    expect(diff.from).toMatchObject({ name: "checkpoint-003", session_id: diff.to.session_id, sequence: 3, id: expect.any(String) });
     expect(diff.tasks.changed).toEqual([expect.objectContaining({ id: "t-0001", before: expect.objectContaining({ status: "active" }), after: expect.objectContaining({ status: "completed" }) })]);
     expect(diff.agents.changed.map((change: { id: string }) => change.id)).toEqual(["worker"]);
     const diffText = ok(["checkpoint", "diff", "checkpoint-003", "checkpoint-004"]);
@@ -172,7 +174,7 @@ describe("apex checkpoint", () => {
     expect(ok(["checkpoint", "unpin", "checkpoint-003", "--json"])).toMatchObject({ pinned: false });
     expect(ok(["checkpoint", "pin", "checkpoint-004", "--json"])).toMatchObject({ pinned: true });
     expect(fails(["checkpoint", "delete", "checkpoint-004"], 4).stderr).toContain("is pinned");
-    expect(ok(["checkpoint", "delete", "checkpoint-002", "--json"])).toMatchObject({ name: "checkpoint-002" });
+    expect(ok(["checkpoint", "delete", "checkpoint-002", "--json"])).toMatchObject({ name: "checkpoint-002", sequence: 2, session_id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
     expect(list().items.map((item) => item.name)).toEqual(["checkpoint-006", "checkpoint-005", "checkpoint-004", "checkpoint-003", "checkpoint-001"]);
 
     // Errors: not found 3, ambiguous 4, too short a prefix 2.
@@ -295,6 +297,38 @@ describe("apex checkpoint", () => {
     expect(list()).toMatchObject({ total: 3, taken: 4 });
     expect(ok(["checkpoint", "list"])).toContain("(3 kept of 4 taken, newest first)");
     expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.git_state).toMatchObject({ branch: "main", commit: head });
+  });
+
+  it("kill -9 of the supervisor during checkpoint create: a checkpoint it committed is reported created, one it did not is said not saved; the next command works", () => {
+    // The supervisor kills itself (SIGKILL) in beforeCheckpoint while die-before exists (nothing
+    // committed yet) and in afterCheckpoint while die-after exists (committed, not answered).
+    const die = (hook: string, file: string) => `    apex.hooks.${hook}.tapPromise("die", async (x) => { if (existsSync(${JSON.stringify(file)})) process.kill(process.pid, "SIGKILL"); return x; });`;
+    project = new Project(config({ plugins: ["  checkpoint: {}", "  ./die.mjs: {}"] }));
+    writeFileSync(join(project.dir, "die.mjs"), ['import { existsSync } from "node:fs";', 'export default { name: "die", apply(apex) {', die("beforeCheckpoint", "die-before"), die("afterCheckpoint", "die-after"), "} };", ""].join("\n"));
+    project!.start(["--task", "killed while checkpointing"]);
+    writeFileSync(join(project!.dir, "die-after"), "");
+    // It said `APEX_E_RPC: The supervisor closed the connection before answering` (exit 1) of a checkpoint that was saved.
+    const saved = project!.apex(["checkpoint", "create", "committed, then killed", "--json"]);
+    expect(saved.status, saved.stderr).toBe(0);
+    expect(JSON.parse(saved.stdout)).toMatchObject({ name: "checkpoint-002", trigger: "manual", description: "committed, then killed", agents: ["worker"] });
+    expect(saved.stderr).toMatch(/^warning: the supervisor \(pid \d+\) ended right after saving checkpoint-002; .*apex start --continue last/);
+    rmSync(join(project!.dir, "die-after"));
+    expect(project!.status().session?.status).toBe("interrupted");
+
+    ok(["start", "--continue", "last"]);
+    writeFileSync(join(project!.dir, "die-before"), "");
+    const lost = fails(["checkpoint", "create", "killed first", "--json"], 1);
+    expect(JSON.parse(lost.stderr).error).toMatchObject({ code: "APEX_E_RPC", message: expect.stringMatching(/ended before it answered checkpoint\.create, and no checkpoint was saved/) });
+    rmSync(join(project!.dir, "die-before"));
+    expect(list().items.map((item) => item.description)).not.toContain("killed first");
+    // The next command works (no supervisor: in this process).
+    const after = ok(["checkpoint", "create", "after", "--json"]);
+    expect(after).toMatchObject({ description: "after" });
+    // The worker was restarted in between: diff names the fields that changed (it said "other fields").
+    expect(ok(["checkpoint", "diff", "checkpoint-002", after.name])).toContain("  ~ worker: nonce, pgid, pid, start_time, started_at changed");
+    // Continuing the checkpoint that holds the state already writes no copy, and says so (it read
+    // "the state it replaced is saved as <the checkpoint restored>").
+    expect(ok(["start", "--continue", after.name])).toContain(`restored ${after.name} (${after.id.slice(0, 8)}): memory 0 set, 0 deleted; the state it replaced was that checkpoint already\n`);
   });
 });
 

@@ -359,7 +359,10 @@ describe("restore", () => {
     expect(await restoreMemory(store, first.id, { dryRun: true })).toMatchObject({ set: ["/k"], deleted: [], revision });
     expect(store.get("/k")).toBe(2);
     await store.set("/sessions/s1/checkpoint-001", { ...first, description: "edited" } as unknown as JsonValue);
-    expect(await rejected(restoreMemory(store, first.id))).toMatchObject({ code: "APEX_E_INTEGRITY", exitCode: 1 });
+    const refused = await rejected(restoreMemory(store, first.id));
+    expect(refused).toMatchObject({ code: "APEX_E_INTEGRITY", exitCode: 1 });
+    // The hint names a command that exists (it named `apex checkpoint recover --force`, which does not).
+    expect(refused.hint).toBe("Restore what still verifies with `apex start --force-recovery s1/checkpoint-001`; `apex session validate` lists every problem.");
     expect(store.get("/k")).toBe(2);
   });
 });
@@ -445,7 +448,14 @@ describe("resolving references and listing", () => {
     expect(ambiguous).toMatchObject({ code: "APEX_E_AMBIGUOUS", exitCode: 4 });
     expect(ambiguous.message).toContain("matches 2 checkpoints");
     expect(ambiguous.details?.candidates).toHaveLength(2);
-    expect(caught(() => resolveCheckpoint(store, "checkpoint-008"))).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", exitCode: 3 });
+    expect(caught(() => resolveCheckpoint(store, "checkpoint-008"))).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", exitCode: 3, message: "No checkpoint-008 in session s1 (its latest number is checkpoint-007)." });
+    // A deleted one is said to be deleted (it read as one that never existed).
+    await deleteCheckpoint(store, "checkpoint-005", { sessionId: "s1" });
+    expect(caught(() => resolveCheckpoint(store, "checkpoint-005"))).toMatchObject({
+      code: "APEX_E_CHECKPOINT_NOT_FOUND",
+      exitCode: 3,
+      message: "checkpoint-005 of session s1 was deleted (`apex checkpoint delete`, retention or repair); its number is not reused.",
+    });
     expect(caught(() => resolveCheckpoint(store, "0123456"))).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", exitCode: 3 });
     expect(caught(() => resolveCheckpoint(store, "nonsense!"))).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND" });
     expect(caught(() => resolveCheckpoint(store, "abc"))).toMatchObject({ code: "APEX_E_USAGE", exitCode: 2 });

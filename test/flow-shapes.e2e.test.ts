@@ -114,6 +114,8 @@ describe("the flow's paths and shapes", () => {
     expect([...first.memory_keys, ...rest.memory_keys]).toEqual(shown.memory_keys);
     expect(rest.memory_keys_next_offset).toBeNull();
     expect(project.apex(["checkpoint", "show", "latest", "--keys-limit", "2"]).stdout).toContain(`more (--keys-offset 2)`);
+    // Past the last page, it says so (it printed no memory keys line at all).
+    expect(project.apex(["checkpoint", "show", "latest", "--keys-offset", "100000"]).stdout).toContain(`  memory keys (${shown.memory_keys_count}): none past offset 100000\n`);
   });
 
   it("metrics carry the flow's names and forms next to the numbers", async () => {

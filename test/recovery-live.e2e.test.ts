@@ -47,6 +47,11 @@ function memoryKeys(): Set<string> {
   return new Set(Object.keys(JSON.parse(result.stdout) as Record<string, unknown>));
 }
 
+function memoryOf(project: Project, path: string): unknown {
+  const result = project.apex(["memory", "show", path, "--json"]);
+  return result.status === 0 ? JSON.parse(result.stdout).value : undefined;
+}
+
 function json(result: { status: number; stdout: string; stderr: string }, what: string): StartJson & { restored_from: string | null } {
   if (result.status !== 0) throw new Error(`${what} exited ${result.status}: ${result.stderr}\n${project!.supervisorLog().slice(-3000)}`);
   return JSON.parse(result.stdout) as StartJson & { restored_from: string | null };
@@ -171,6 +176,21 @@ describe("a session in the way of --continue", () => {
     expect(history.find((row) => row.session_id === second.session_id)).toMatchObject({ status: "stopped", outcome: `stopped to continue session ${first.session_id}` });
     const secondCheckpoints = JSON.parse(project.apex(["checkpoint", "list", "--session", second.session_id, "--json"]).stdout) as { items: Array<{ name: string; trigger: string }> };
     expect(secondCheckpoints.items[0]).toMatchObject({ name: ready.handover.checkpoint.name, trigger: "onStop" });
+
+    // A checkpoint of the ended session, continued while the first runs: the first's memory is
+    // saved in the first (its handover checkpoint), not as the second's state before the restore
+    // (it was: a beforeRestore of the second held /only-first, a path the second never wrote).
+    expect(project.apex(["memory", "set", "/only-first", "1"]).status).toBe(0);
+    const back = project.apex(["start", "--continue", `${second.session_id}/checkpoint-001`, "--json"]);
+    project.remember();
+    expect(back.status, back.stderr).toBe(0);
+    const backReady = JSON.parse(back.stdout);
+    expect(backReady).toMatchObject({ session_id: second.session_id, handover: { session_id: first.session_id, checkpoint: { trigger: "onStop" } }, restore: { saved_before: null } });
+    const secondAfter = JSON.parse(project.apex(["checkpoint", "list", "--session", second.session_id, "--json"]).stdout) as { items: Array<{ trigger: string }> };
+    expect(secondAfter.items.map((item) => item.trigger)).not.toContain("beforeRestore");
+    const firstFinal = JSON.parse(project.apex(["checkpoint", "show", `${first.session_id}/${backReady.handover.checkpoint.name}`, "--json"]).stdout) as { memory_keys: string[] };
+    expect(firstFinal.memory_keys).toContain("/only-first");
+    expect(memoryOf(project, "/only-first")).toBeUndefined();
   }, 120_000);
 });
 

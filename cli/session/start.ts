@@ -219,10 +219,12 @@ function printReady(ready: ReadyReport): void {
 
 /** "restored checkpoint-004 (1ae47ae5): memory 1 set, 1 deleted; the replaced state is checkpoint-005". */
 function restoreLine(ready: ReadyReport): string {
-  const details = (ready.restore ?? {}) as { name?: unknown; memory?: { set?: unknown; deleted?: unknown }; saved_before?: unknown };
+  const details = (ready.restore ?? {}) as { name?: unknown; session_id?: unknown; memory?: { set?: unknown; deleted?: unknown }; saved_before?: unknown };
   const name = typeof details.name === "string" ? `${details.name} (${ready.restored_from!.slice(0, 8)})` : ready.restored_from!;
   const memory = details.memory && typeof details.memory.set === "number" ? `: memory ${details.memory.set} set, ${String(details.memory.deleted)} deleted` : "";
-  const saved = typeof details.saved_before === "string" ? `; the state it replaced is saved as ${details.saved_before}` : "";
+  // Restoring the checkpoint that already held the state (nothing changed since) names no second copy.
+  const saved =
+    typeof details.saved_before !== "string" ? "" : details.saved_before === details.name && details.session_id === ready.session_id ? `; the state it replaced was that checkpoint already` : `; the state it replaced is saved as ${details.saved_before}`;
   return `restored ${name}${memory}${saved}`;
 }
 

@@ -214,10 +214,10 @@ export class Supervisor {
       // A session that does not hold its memory there (a branch, an older session) comes back
       // with its own state: its latest checkpoint, restored without saving another's memory as its own.
       const owner = liveMemoryOwner(store);
-      const foreign = inWorktree ? !holdsLiveMemory(store, target.sessionId) : typeof owner === "string" && owner !== target.sessionId;
-      if (target.checkpoint === undefined && !request.forceRecovery && foreign && service?.prepare) {
+      // So is a checkpoint it names (its own or another's): the state replaced is not its own to save.
+      foreignState = inWorktree ? !holdsLiveMemory(store, target.sessionId) : typeof owner === "string" && owner !== target.sessionId;
+      if (target.checkpoint === undefined && !request.forceRecovery && foreignState && service?.prepare) {
         target.checkpoint = (await service.prepare({ sessionId: target.sessionId, checkpoint: undefined })).checkpoint;
-        if (target.checkpoint !== undefined) foreignState = true;
       }
       // Refused before anything changes: the session keeps the state it had.
       if ((target.checkpoint !== undefined || request.forceRecovery) && !service) throw noCheckpointService(target.checkpoint ?? "latest");

@@ -135,6 +135,13 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
       hint: "Branch without --worktree, or from a checkpoint taken in a git repository with the git plugin enabled.",
     });
   }
+  // A commit gone since (reset, gc, a clone without it) is named as `start --continue --git-checkout` names it, not as git's "not a valid branch point".
+  if (git(repo, ["cat-file", "-e", `${commit}^{commit}`]).code !== 0) {
+    throw new ApexError("APEX_E_GIT_COMMIT_MISSING", `${label}'s git commit ${commit} is not in the repository at ${repo}.`, {
+      hint: "Fetch it (git fetch --all) if it lives on a remote, or branch without --worktree.",
+      details: { commit },
+    });
+  }
   if (git(repo, ["check-ref-format", "--branch", branch]).code !== 0) throw new ApexError("APEX_E_USAGE", `${branch} is not a valid git branch name.`);
   if (git(repo, ["rev-parse", "--verify", "--quiet", `refs/heads/${branch}`]).code === 0) {
     throw new ApexError("APEX_E_BRANCH_EXISTS", `The git branch ${branch} exists already; not creating the worktree.`, { hint: "Choose another session name, or delete the branch." });

@@ -137,8 +137,14 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
   const params = { description: description ?? "", pin: options.pin === true, actor: currentActor() };
   const writer = await writerClient(location);
   let summary: CreatedCheckpoint;
-  if (writer) summary = (await callWriter(writer, "checkpoint.create", params)) as CreatedCheckpoint;
-  else {
+  if (writer) {
+    const asked = new Date().toISOString();
+    try {
+      summary = (await callWriter(writer, "checkpoint.create", params)) as CreatedCheckpoint;
+    } catch (error) {
+      summary = await createdBeforeTheEnd(location, writer, params.description, asked, error);
+    }
+  } else {
     if (!(await storeExists(location))) throw noStore();
     const { loadConfig } = await import("../../core/config/load.js");
     const { createSessionEngine } = await import("../../core/session/hooks.js");
@@ -162,6 +168,40 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
   printLine(`Created ${paint(summary.name, "bold")} (${summary.id}) of session ${summary.session_id}${summary.pinned ? ", pinned" : ""}.`);
   const contexts = summary.agent_contexts > 0 ? ` (${summary.agent_contexts === summary.agents.length ? "each" : summary.agent_contexts} with its context)` : "";
   printLine(`  ${plural(summary.memory_keys, "memory key")}, ${plural(summary.task_count, "task")}, ${plural(summary.agents.length, "agent")}${contexts}${summary.agents.length > 0 ? `: ${summary.agents.join(", ")}` : ""}`);
+}
+
+/**
+ * The supervisor ended (kill -9, OOM) before it answered `checkpoint.create`: the checkpoint may
+ * have been committed all the same. The store says which: a manual checkpoint of its session with
+ * this description, taken since the call was made, is reported as created (with a warning that the
+ * session is interrupted); otherwise the error says that none was saved. Any other error is rethrown.
+ */
+async function createdBeforeTheEnd(location: ProjectLocation, writer: SessionClient, description: string, asked: string, error: unknown): Promise<CreatedCheckpoint> {
+  const sessionId = writer.supervisor?.session_id;
+  if (!isApexError(error) || error.code !== "APEX_E_RPC" || !/closed the connection|ECONNRESET|EPIPE/.test(error.message) || writer.via !== "socket" || !sessionId) throw error;
+  const { pid, start_time: startTime } = writer.supervisor!;
+  // A supervisor still alive could yet commit it: only one that ended settles the question.
+  const { isSameProcessAlive } = await import("../../core/session/proc.js");
+  for (let wait = 0; isSameProcessAlive(pid, startTime); wait++) {
+    if (wait === 20) throw error;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const found = await withReadStore(location, async (store) => {
+    const { Catalog } = await import("./catalog.js");
+    const { agentsOf } = await import("./record.js");
+    const latest = Catalog.of(store).latest(sessionId);
+    if (!latest || latest.trigger !== "manual" || latest.description !== description || latest.created_at < asked) return undefined;
+    return { ...latest, ...agentsOf(store, latest.agents_root) };
+  });
+  const next = "`apex status` shows the session interrupted; `apex start --continue last` goes on from the live state";
+  if (!found) {
+    throw new ApexError("APEX_E_RPC", `The supervisor (pid ${pid}) ended before it answered checkpoint.create, and no checkpoint was saved.`, {
+      hint: `${next}; \`apex checkpoint create\` then saves one.`,
+      details: { session_id: sessionId, supervisor_pid: pid },
+    });
+  }
+  process.stderr.write(`warning: the supervisor (pid ${pid}) ended right after saving ${found.name}; ${next}.\n`);
+  return found as CreatedCheckpoint;
 }
 
 /** What `checkpoint.create` answers: the summary, with the agents it holds by name. */
@@ -207,13 +247,25 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   const agents = Object.entries(record.agent_states);
   printLine(`  agents (${agents.length})`);
   for (const [name, agent] of agents) printLine(`    ${name.padEnd(12)} ${describeAgent(agent)}${agent.context !== undefined ? ", context saved" : ""}`);
-  if (record.memory_keys.length > 0) {
+  if (record.memory_keys.length === 0 && (options.keysOffset ?? 0) > 0 && record.memory_keys_count > 0) {
+    // Past the last page: say so, as `checkpoint list` does past its last checkpoint (it printed nothing).
+    printLine(`  memory keys (${record.memory_keys_count}): none past offset ${options.keysOffset}`);
+  } else if (record.memory_keys.length > 0) {
     printLine(`  memory keys (${record.memory_keys_count})`);
     for (const key of record.memory_keys) printLine(`    ${key}`);
     if (record.memory_keys_next_offset !== null) {
       printLine(paint(`    … ${record.memory_keys_count - record.memory_keys_next_offset} more (--keys-offset ${record.memory_keys_next_offset})`, "gray"));
     }
   }
+}
+
+/**
+ * A checkpoint as every other command's --json names it ({id, name, session_id, sequence}); the
+ * camelCase `sessionId` these two printed alone stays, for scripts written against it.
+ */
+function snakeCased<T extends { sessionId: string; sequence?: number; id: string; name: string }>(side: T): T & { session_id: string } {
+  const { id, name, sessionId, sequence, ...rest } = side;
+  return { id, name, session_id: sessionId, ...(sequence !== undefined ? { sequence } : {}), sessionId, ...rest } as T & { session_id: string };
 }
 
 function field(record: JsonValue | undefined, name: string): JsonValue | undefined {
@@ -238,7 +290,7 @@ export async function diffCheckpointsCommand(location: ProjectLocation, a: strin
   const diff = await readAtSession(location, "checkpoint.diff", { from: a, to: b, session: options.session }, (store) =>
     diffCheckpoints(store, a, b, { sessionId: sessionFor(store, options.session) }),
   );
-  if (options.json) return printJson(diff);
+  if (options.json) return printJson({ ...diff, from: snakeCased(diff.from), to: snakeCased(diff.to) });
   const name = (side: CheckpointDiff["from"]) => `${side.sessionId}/${side.name} (${side.id.slice(0, 8)})`;
   printLine(`From ${name(diff.from)} to ${name(diff.to)}`);
   const { memory, tasks, agents } = diff;
@@ -271,7 +323,7 @@ export async function diffCheckpointsCommand(location: ProjectLocation, a: strin
   for (const agent of contextOnly) printLine(`  ~ ${agent}: context changed`);
 }
 
-/** "status pending → active, assignee - → coder"; "other fields" when only unlisted ones differ. */
+/** "status pending → active, assignee - → coder"; when only unlisted fields differ, their names ("pid, pgid, start_time changed"). */
 function changedFields(before: JsonValue, after: JsonValue, names: string[]): string {
   const show = (value: JsonValue | undefined) => (value === undefined || value === null ? "-" : typeof value === "string" ? value : JSON.stringify(value));
   const parts: string[] = [];
@@ -280,7 +332,15 @@ function changedFields(before: JsonValue, after: JsonValue, names: string[]): st
     const to = field(after, name);
     if (JSON.stringify(from) !== JSON.stringify(to)) parts.push(`${name} ${clipText(show(from))} → ${clipText(show(to))}`);
   }
-  return parts.length > 0 ? parts.join(", ") : "other fields";
+  if (parts.length > 0) return parts.join(", ");
+  const keys = [...new Set([...Object.keys(isObject(before) ? before : {}), ...Object.keys(isObject(after) ? after : {})])].sort();
+  const differ = keys.filter((key) => JSON.stringify(field(before, key)) !== JSON.stringify(field(after, key)));
+  if (differ.length === 0) return "other fields";
+  return `${differ.slice(0, 6).join(", ")}${differ.length > 6 ? ` and ${differ.length - 6} more` : ""} changed`;
+}
+
+function isObject(value: JsonValue): value is { [key: string]: JsonValue } {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function clipText(text: string): string {
@@ -303,7 +363,7 @@ export async function deleteCheckpointCommand(location: ProjectLocation, ref: st
   const deleted = writer
     ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; name: string; id: string })
     : await withWriteStore(location, (store) => deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true, refuse: (located) => refuseNeeded(store, located) }));
-  if (options.json) return printJson(deleted);
+  if (options.json) return printJson(snakeCased(deleted));
   printLine(`Deleted ${deleted.sessionId}/${deleted.name} (${deleted.id}). Objects no other checkpoint uses are freed by the next sweep (\`apex session cleanup\`).`);
 }
 

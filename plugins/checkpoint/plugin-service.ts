@@ -177,7 +177,7 @@ export class SessionCheckpoints {
       const release = holdCheckpoint(this.store, located.id, "restore");
       try {
         return await (request.force
-          ? this.forceRestore(request.sessionId, located, started, release)
+          ? this.forceRestore(request.sessionId, located, started, release, request.replacesOtherSession === true)
           : this.verifiedRestore(request.sessionId, located, started, release, request.replacesOtherSession === true));
       } finally {
         release();
@@ -285,11 +285,12 @@ export class SessionCheckpoints {
    * they verify (forceRecover), in one transaction: records that verify are put back, records
    * the checkpoint provably lacks are deleted, records in a lost part keep their current value.
    */
-  private async forceRestore(sessionId: string, located: Located, started: number, release: () => void): Promise<RestoreOutcome> {
+  private async forceRestore(sessionId: string, located: Located, started: number, release: () => void, otherSessionsState = false): Promise<RestoreOutcome> {
     const warnings: string[] = [];
-    const held = this.heldByLatest(sessionId);
+    // As for verifiedRestore: live memory that is another session's is not saved as this one's.
+    const held = otherSessionsState ? undefined : this.heldByLatest(sessionId);
     let saved: string | null = held?.name ?? null;
-    if (!held) {
+    if (!held && !otherSessionsState) {
       try {
         saved = (await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before recovering ${checkpointName(located.sequence)}` }))?.summary.name ?? null;
       } catch (error) {

@@ -61,7 +61,12 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
     // The catalog may have lost the record; the manifest is the source of truth.
     const manifest = readManifestRecord(store, sessionId, sequence);
     if (isRecord(manifest) && typeof manifest.id === "string") return { sessionId, sequence, id: manifest.id };
-    throw notFound(`No ${checkpointName(sequence)} in session ${sessionId}.`, text);
+    // Numbers are never reused: one at or below the last taken existed and was removed.
+    const taken = catalog.lastSequence(sessionId);
+    if (sequence <= taken) {
+      throw notFound(`${checkpointName(sequence)} of session ${sessionId} was deleted (\`apex checkpoint delete\`, retention or repair); its number is not reused.`, text, "`apex checkpoint list` shows the checkpoints the session keeps.");
+    }
+    throw notFound(`No ${checkpointName(sequence)} in session ${sessionId}${taken > 0 ? ` (its latest number is ${checkpointName(taken)})` : ""}.`, text);
   }
   const prefix = text.toLowerCase();
   if (!/^[0-9a-f-]+$/.test(prefix)) throw notFound(`No checkpoint ${JSON.stringify(text)}.`, text);
@@ -96,8 +101,8 @@ function sessionOfRef(store: Store, ref: string, whole: string): string {
 
 const refHint = "Refer to a checkpoint by id, a unique id prefix, checkpoint-007, latest or <session>/checkpoint-007 (`apex checkpoint list`).";
 
-function notFound(message: string, ref: string): ApexError {
-  return new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", message, { hint: refHint, details: { ref } });
+function notFound(message: string, ref: string, hint = refHint): ApexError {
+  return new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", message, { hint, details: { ref } });
 }
 
 /** The session /sessions/current points at. */
@@ -168,7 +173,7 @@ export function loadManifest(store: Store, located: Located, options: { allowDam
   const manifest = value as unknown as CheckpointManifest;
   if (!options.allowDamaged && manifestHash(manifest) !== manifest.hash) {
     throw new ApexError("APEX_E_INTEGRITY", `The manifest at ${path} does not match its hash: it was modified or corrupted.`, {
-      hint: "Use `apex checkpoint recover --force` to salvage what still verifies.",
+      hint: salvageHint(`${located.sessionId}/${checkpointName(located.sequence)}`),
       details: { path },
     });
   }
@@ -181,10 +186,15 @@ export function getCheckpoint(store: Store, ref: string | CheckpointManifest, op
   return loadManifest(store, resolveCheckpoint(store, ref, options), options);
 }
 
+/** What to do about a checkpoint whose manifest does not verify: commands that exist, with the checkpoint named. */
+function salvageHint(ref: string): string {
+  return `Restore what still verifies with \`apex start --force-recovery ${ref}\`; \`apex session validate\` lists every problem.`;
+}
+
 export function verifiedManifest(manifest: CheckpointManifest): CheckpointManifest {
   if (manifestHash(manifest) !== manifest.hash) {
     throw new ApexError("APEX_E_INTEGRITY", `The manifest of ${manifest.session_id}/${manifest.name} does not match its hash.`, {
-      hint: "Use `apex checkpoint recover --force` to salvage what still verifies.",
+      hint: salvageHint(`${manifest.session_id}/${manifest.name}`),
     });
   }
   return manifest;
