@@ -355,7 +355,8 @@ describe("the cleanup command, in process", () => {
       value: {
         config: { ...configWith(100), storeDir: dir, projectDir: dir } as Config,
         projectDir: dir,
-        engine: new Engine(),
+        // The store the test opened (on PostgreSQL, not where this config would look: it names none).
+        engine: new Engine({ store }),
         store: async () => store,
         print: (text: string) => lines.push(text),
         printJson: (value: unknown) => json.push(value),
