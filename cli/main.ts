@@ -1,6 +1,5 @@
 import { Command, CommanderError, Option } from "commander";
 import { ApexError } from "../core/errors.js";
-import { didYouMean } from "../core/suggest.js";
 import { reportError, useColor } from "./output.js";
 import { guardTerminalOutput } from "./terminal-text.js";
 import { commandGroups } from "./commands.js";
@@ -101,7 +100,7 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof CommanderError) {
       if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
       // commander already printed its message (not with --json: there it is the error's JSON); usage errors exit with 2
-      const sessionHint = sessionWordHint(error, argv) ?? unknownCommandHint(program, error, argv);
+      const sessionHint = sessionWordHint(error, argv) ?? unknownCommandHint(program, error, argv, (await import("../core/suggest.js")).didYouMean);
       if (json) return reportError(new ApexError("APEX_E_USAGE", `${error.message.replace(/^error: /, "")}.`.replace(/\.\.$/, "."), { hint: sessionHint ?? "Run the command with --help for its usage." }), true);
       if (sessionHint) process.stderr.write(`hint: ${sessionHint}\n`);
       return 2;
@@ -126,7 +125,7 @@ function sessionWordHint(error: CommanderError, argv: string[]): string | undefi
  * name ("statuss": status). Commander's own guess knows only the top level and offered
  * "memory" for "report".
  */
-function unknownCommandHint(program: Command, error: CommanderError, argv: string[]): string | undefined {
+function unknownCommandHint(program: Command, error: CommanderError, argv: string[], didYouMean: (input: string, candidates: string[]) => string | undefined): string | undefined {
   const [word] = commandWords(argv.slice(2));
   if (error.code !== "commander.unknownCommand" || word === undefined || !error.message.includes(`'${word}'`)) return undefined;
   const visible = (command: Command) => !(command as unknown as { _hidden?: boolean })._hidden;
