@@ -28,6 +28,7 @@ export async function registerPluginCommands(program: Command, argv: string[], w
     projectDir: config.projectDir,
     engine,
     store: async () => (store ??= await openStore(config)),
+    storeExists: async () => store !== undefined || storeExists(config),
     invoke: (name, input) => runAtWriter(engine, name, input, context, config),
     print: (text) => printLine(text),
     printJson: (value) => printJson(value),

@@ -178,6 +178,8 @@ export interface CommandContext {
    * (forwarded over its socket) when one does.
    */
   store(): Promise<Store>;
+  /** False while the project has no store yet (store() would create it): a command with nothing to act on says so instead. */
+  storeExists(): Promise<boolean>;
   /** Runs another plugin command where the store's writer is, printing its output; resolves to its exit code. */
   invoke(name: string, input: CommandInput): Promise<number>;
   /** Prints one line to stdout. */

@@ -355,9 +355,9 @@ describe("the cleanup command, in process", () => {
       value: {
         config: { ...configWith(100), storeDir: dir, projectDir: dir } as Config,
         projectDir: dir,
-        // The store the test opened (on PostgreSQL, not where this config would look: it names none).
-        engine: new Engine({ store }),
+        engine: new Engine(),
         store: async () => store,
+        storeExists: async () => true,
         print: (text: string) => lines.push(text),
         printJson: (value: unknown) => json.push(value),
       },

@@ -158,6 +158,7 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
         projectDir: supervisor.config.projectDir,
         engine: supervisor.engine,
         store: async () => supervisor.store,
+        storeExists: async () => true,
         invoke: async (other, otherInput) => (await supervisor.engine.runCommand(other, otherInput, context)) ?? 0,
         print: (text) => {
           output += `${text}\n`;

@@ -38,7 +38,7 @@ export async function runArchive(input: CommandInput, context: CommandContext, s
     });
   }
   const directory = backupDirectory(context.config, context.projectDir);
-  if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) {
+  if (!(await context.storeExists())) {
     // No store yet: no session to archive, and opening one for writing would create it (a dry run wrote .apex/store.mdb).
     if (sessionId !== undefined) throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(sessionId)} in this project: it has no APEX store yet.`);
     const empty: ArchiveResult = { dryRun: Boolean(input.options.dryRun), cutoff: new Date(Date.now() - olderThanMs!).toISOString(), directory, archived: [], skipped: [], sweep: null, sweepError: null };

@@ -3,7 +3,6 @@ import { ApexError } from "../../core/errors.js";
 import { DEFAULT_CODEC_LEVEL, MAX_CODEC_LEVEL, type PackCodec } from "../checkpoint/engine/objects.js";
 import { findKnownSession, knownSessions } from "../retention/sessions.js";
 import { compressColdData, type ColdPolicy, type CompressResult } from "./compress.js";
-import { storeExists } from "../../core/store/open.js";
 import { parseDurationOption } from "../../cli/durations.js";
 import { describePolicy, type CompressionSettings } from "./options.js";
 import { formatBytes, plural } from "../../cli/output.js";
@@ -26,7 +25,7 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
   if (options.olderThan !== undefined) policy.olderThanMs = parseDurationOption(options.olderThan, "--older-than");
   const argument = typeof input.args[0] === "string" && input.args[0] !== "" ? input.args[0] : undefined;
 
-  if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) {
+  if (!(await context.storeExists())) {
     // No store yet: nothing to compress, and opening one for writing would create it (a dry run wrote .apex/store.mdb).
     if (argument !== undefined) findKnownSessionOrHint([], argument);
     const empty: CompressResult = {

@@ -3,7 +3,7 @@ import { linkedWorktreeOf, mainWorktreeOf } from "../../core/config/locate.js";
 import { packageRoot } from "../../core/config/schemas.js";
 import type { ApexApi, CommandContext, CommandSpec } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { openStore, storeExists } from "../../core/store/open.js";
+import { openStore } from "../../core/store/open.js";
 import { countOf } from "./compare.js";
 import { fireBeforeGit } from "./fire.js";
 import { installHooks, uninstallHooks, type HookTarget, type InstallReport, type UninstallReport } from "./hooks.js";
@@ -117,7 +117,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
     arguments: [{ syntax: "[id]", description: "the session (default: the one this command is bound to, as for every command); a unique prefix will do" }],
     options: [{ flags: "--json", description: "print {session_id, repository, git: {branch, commit, dirty, synced_at}, checkpoint, changes, dirty_files: [{status, path}]}" }],
     async action(input, context) {
-      if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) {
+      if (!(await context.storeExists())) {
         throw new ApexError("APEX_E_NO_SESSION", "This project has no APEX store yet, so no session to sync.", { hint: 'Start a session: apex start --task "…"' });
       }
       const store = await context.store();

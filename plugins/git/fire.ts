@@ -1,6 +1,5 @@
 import type { CommandContext, GitContext } from "../../core/engine.js";
 import { sessionBinding } from "../../core/session/sessions.js";
-import { storeExists } from "../../core/store/open.js";
 
 export interface FireResult {
   /** The session beforeGit fired in; null when no session is bound (nothing fired). */
@@ -25,7 +24,7 @@ const ENDED = new Set(["completed", "failed", "stopped"]);
 export async function fireBeforeGit(context: CommandContext, args: string[], source: GitContext["source"]): Promise<FireResult> {
   const result: FireResult = { session_id: null, fired: false, args, source };
   // Opening the store for writing would create it: a project that never ran APEX has no session.
-  if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) return result;
+  if (!(await context.storeExists())) return result;
   const store = await context.store();
   let binding;
   try {

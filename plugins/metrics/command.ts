@@ -2,7 +2,7 @@ import { table } from "../../cli/output.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { findSession, readableSessionId, sessionBinding } from "../../core/session/sessions.js";
-import { openStore, storeExists } from "../../core/store/open.js";
+import { openStore } from "../../core/store/open.js";
 import { formatMs, metricRows, utilizationRows } from "./format.js";
 import { isRecord, metricsPath, type SessionMetrics } from "./record.js";
 import type { MetricsRuntime } from "./runtime.js";
@@ -26,7 +26,7 @@ export async function runMetricsCommand(input: CommandInput, context: CommandCon
 
 async function recorded(context: CommandContext): Promise<SessionMetrics> {
   // Opening the store for writing would create it: a project that never ran APEX has no session.
-  if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) throw noSession();
+  if (!(await context.storeExists())) throw noSession();
   const store = await context.store();
   // A --session that names no session (or several active ones with nothing to choose) says so itself.
   sessionBinding(store);

@@ -1,7 +1,6 @@
 import { formatBytes, plural } from "../../cli/output.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { storeExists } from "../../core/store/open.js";
 import type { Store } from "../../core/store/store.js";
 import { applyRetention, planRetention, removalReason, type RetentionOutcome, type RetentionPlan, type SessionPlan } from "./cleanup.js";
 import { describePolicy, policyJson } from "./options.js";
@@ -19,11 +18,11 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
   const argument = typeof input.args[0] === "string" && input.args[0] !== "" ? input.args[0] : undefined;
   const dryRun = Boolean(input.options.dryRun);
   const json = Boolean(input.options.json);
-  if (context.engine.store === undefined && context.config && !(await storeExists(context.config))) {
+  if (!(await context.storeExists())) {
     // No store yet: nothing to plan or apply, and opening one for writing would create it (a dry run wrote .apex/store.mdb).
     if (argument !== undefined) findKnownSession([], argument);
     const plan: RetentionPlan = { policy, timeZone: RETENTION_TIME_ZONE, sessions: [] };
-    const temporary = findTemporaryFiles({ storeDir: context.config.storeDir, projectDir: context.projectDir, sessions: [] });
+    const temporary = temporaryFiles(context, [], undefined);
     const outcome: RetentionOutcome = { plan, deleted: [], skipped: [], sweep: undefined, sweepError: undefined };
     if (dryRun) {
       if (json) context.printJson({ dry_run: true, ...planJson(plan), temporary: temporaryJson(temporary) });
@@ -36,8 +35,9 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
     return removed.failed.length > 0 ? 1 : 0;
   }
   const store = await context.store();
-  const sessionId = argument === undefined ? undefined : findKnownSession(knownSessions(store), argument).sessionId;
-  const temporary = temporaryFiles(store, context, sessionId);
+  const sessions = knownSessions(store);
+  const sessionId = argument === undefined ? undefined : findKnownSession(sessions, argument).sessionId;
+  const temporary = temporaryFiles(context, sessions, sessionId);
 
   if (dryRun) {
     const plan = planRetention(store, policy, { sessionId });
@@ -54,9 +54,9 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
   return outcome.sweepError || removed.failed.length > 0 ? 1 : 0;
 }
 
-function temporaryFiles(store: Store, context: CommandContext, sessionId: string | undefined): TemporaryFile[] {
+function temporaryFiles(context: CommandContext, sessions: ReturnType<typeof knownSessions>, sessionId: string | undefined): TemporaryFile[] {
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session cleanup needs the project's config.");
-  return findTemporaryFiles({ storeDir: context.config.storeDir, projectDir: context.projectDir, sessions: knownSessions(store), sessionId });
+  return findTemporaryFiles({ storeDir: context.config.storeDir, projectDir: context.projectDir, sessions, sessionId });
 }
 
 // ---------------------------------------------------------------------------------------------
