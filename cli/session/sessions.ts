@@ -3,6 +3,7 @@ import { printJson, printLine, table, visibleText } from "../output.js";
 import { openSessionClient } from "../../core/session/client.js";
 import type { SessionRecord } from "../../core/session/records.js";
 import { effectiveStatus } from "../../core/session/sessions.js";
+import { shortSessionId } from "../../core/session/names.js";
 import { paintStatus } from "./format.js";
 import { supervisorHost } from "../../core/session/lease.js";
 
@@ -68,7 +69,7 @@ export async function listSessions(location: ProjectLocation, json: boolean): Pr
   const parentText = (parent: string) => {
     const at = parent.lastIndexOf("/");
     const id = parent.slice(0, at);
-    return `${names.get(id) ?? (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id) ? id.slice(0, 8) : id)}${parent.slice(at)}`;
+    return `${names.get(id) ?? shortSessionId(id)}${parent.slice(at)}`;
   };
   printLine(
     table(

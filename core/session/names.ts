@@ -10,6 +10,13 @@ import { HISTORY_PREFIX } from "./records.js";
 
 /** Letters, digits, `.`, `_`, `-`; starts with a letter; usable as a git branch `apex/NAME`. */
 export const SESSION_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
+/** A session id APEX made (a uuid); `reconstruct --as` and `<uuid>-r1` ids are not. */
+export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A session id as printed in short: a uuid's first 8 characters (a prefix `--session` takes), any other id whole (cut, it would read as another session). */
+export function shortSessionId(id: string): string {
+  return UUID_PATTERN.test(id) ? id.slice(0, 8) : id;
+}
 
 interface Queryable {
   query(glob: string): Iterable<Entry>;

@@ -1,4 +1,5 @@
 import type { JsonValue, Store } from "../../core/store/store.js";
+import { shortSessionId } from "../../core/session/names.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { isRecord, manifestPath } from "./manifest.js";
 
@@ -71,14 +72,6 @@ export function mergedInto(store: Store, sessionId: string, upTo: number): Point
     if (from) points.push(from);
   }
   return points;
-}
-
-/**
- * A session id as printed in short: a uuid's first 8 characters (a prefix `--session` takes), any
- * other id whole (`<uuid>-r1` and `reconstruct --as` ids: cut, they would read as another session).
- */
-export function shortSessionId(id: string): string {
-  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id) ? id.slice(0, 8) : id;
 }
 
 /** How a session is printed for people: its name, else its short id. */

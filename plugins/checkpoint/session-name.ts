@@ -1,10 +1,11 @@
 import { ApexError } from "../../core/errors.js";
 import { SESSION_NAME_PATTERN } from "../../core/session/names.js";
+import { RESERVED_SESSION_NAMES } from "./manifest.js";
 
 /** The shape of session and checkpoint ids: a name that fits its start (4+ characters) reads as an id prefix (checkpoint refs ignore case). */
 const UUID_SHAPE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-/** Words that already mean something where a session is named. */
-const RESERVED_NAMES = new Set(["last", "current", "latest", "history", "active"]);
+/** Words that already mean something where a session is named: the keyspace's own records under /sessions, and `last`, `latest`. */
+const RESERVED_NAMES = new Set([...RESERVED_SESSION_NAMES, "last", "latest"]);
 
 /** A session id a user chooses (`session reconstruct --as`): a name's characters, and a digit may start it (`<uuid>-r1`). */
 export const SESSION_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -4,7 +4,8 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { withLease } from "../../core/session/lease.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { RESERVED_SESSION_NAMES } from "./manifest.js";
-import { branchPointOf, mergeSourceOf, MERGE_TRIGGER, sessionRecord, shortSessionId, type Point } from "./merge-base.js";
+import { branchPointOf, mergeSourceOf, MERGE_TRIGGER, sessionRecord, type Point } from "./merge-base.js";
+import { shortSessionId } from "../../core/session/names.js";
 
 /**
  * `apex session tree`: sessions with their branch and merge points, drawn like

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { UUID_PATTERN } from "../../core/session/names.js";
 
 /**
  * Failed logins per client address, for `apex serve`: after a few failures from one address,
@@ -124,7 +125,7 @@ export class RefusedTokens {
     private readonly max = 10_000,
     private readonly refTtlMs = 2000,
     /** Which references are ids (a refusal by one is kept `ttlMs`). */
-    private readonly isId: (ref: string) => boolean = (ref) => UUID.test(ref),
+    private readonly isId: (ref: string) => boolean = (ref) => UUID_PATTERN.test(ref),
   ) {}
 
   private static key(sessionRef: string, token: string): string {
@@ -159,5 +160,3 @@ export class RefusedTokens {
     return this.refused.size;
   }
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
