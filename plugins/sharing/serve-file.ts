@@ -1,6 +1,6 @@
 import { chmodSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { isSameProcessAlive, processStartTime } from "../../core/session/proc.js";
+import { isSameProcessAlive, processStartTime, readProcStat } from "../../core/session/proc.js";
 
 /**
  * `<store>/serve.json`: where a running server listens (`apex serve`, or a supervisor with the
@@ -35,7 +35,9 @@ export function readServeFile(storeDir: string): { record: ServeRecord; live: bo
   }
   if (!record || typeof record.url !== "string") return undefined;
   const pid = typeof record.pid === "number" && Number.isSafeInteger(record.pid) && record.pid > 0 ? record.pid : undefined;
-  return { record: record as ServeRecord, live: pid !== undefined && writerAlive(pid, record.start_time) };
+  // The very process that wrote it, not a later one given its pid; an older APEX's record has no start time: its pid then.
+  const live = pid !== undefined && (record.start_time === undefined ? readProcStat(pid) !== undefined : isSameProcessAlive(pid, record.start_time));
+  return { record: record as ServeRecord, live };
 }
 
 /**
@@ -45,17 +47,5 @@ export function readServeFile(storeDir: string): { record: ServeRecord; live: bo
 export function removeServeFile(storeDir: string): void {
   const found = readServeFile(storeDir);
   if (!found) return;
-  const own = found.record.pid === process.pid && (found.record.start_time === undefined || found.record.start_time === processStartTime(process.pid));
-  if (own || !found.live) rmSync(join(storeDir, SERVE_FILE), { force: true });
-}
-
-function writerAlive(pid: number, startTime: number | undefined): boolean {
-  // Where /proc tells start times: the very process that wrote it, not a later one with its pid.
-  if (typeof startTime === "number" && processStartTime(process.pid) !== undefined) return isSameProcessAlive(pid, startTime);
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
+  if (found.record.pid === process.pid || !found.live) rmSync(join(storeDir, SERVE_FILE), { force: true });
 }
