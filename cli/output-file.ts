@@ -60,19 +60,12 @@ export function refuseDash(output: string, instead: string): void {
  */
 export async function refuseStoreFile(file: string, config: Config | undefined, option = "-o"): Promise<void> {
   if (!config) return;
-  const real = (path: string) => {
-    try {
-      return realpathSync(path);
-    } catch {
-      return resolve(path);
-    }
-  };
-  const target = join(real(dirname(file)), basename(file));
-  const within = (dir: string) => target === dir || target.startsWith(dir.endsWith(sep) ? dir : dir + sep);
+  const target = join(realPath(dirname(file)), basename(file));
+  const within = (dir: string) => target === dir || isInside(target, dir);
   const spec = await resolveStoreSpec(config);
-  const owned = [real(config.storeDir), ...(spec.backend === "lmdb" ? [real(describeStore(spec).location)] : [])];
+  const owned = [realPath(config.storeDir), ...(spec.backend === "lmdb" ? [realPath(describeStore(spec).location)] : [])];
   const location = config.session.backup_location;
-  const backups = real(isAbsolute(location) ? location : resolve(config.projectDir, location));
+  const backups = realPath(isAbsolute(location) ? location : resolve(config.projectDir, location));
   const dir = owned.find(within);
   if (dir === undefined) return;
   // The backup directory may lie inside .apex/, never be it, hold it or hold the store itself.
@@ -81,6 +74,20 @@ export async function refuseStoreFile(file: string, config: Config | undefined, 
     hint: `Write it elsewhere, or under the backup directory ${backups}. Nothing was written.`,
     details: { file, directory: dir },
   });
+}
+
+/** The path with its symbolic links resolved, or as given (resolved) when it does not exist. */
+export function realPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return resolve(path);
+  }
+}
+
+/** True when `path` lies below the directory `dir` (both resolved alike). */
+export function isInside(path: string, dir: string): boolean {
+  return path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
 }
 
 function existsError(file: string): ApexError {

@@ -1,5 +1,5 @@
-import { existsSync, readdirSync, realpathSync, statSync, unlinkSync } from "node:fs";
-import { dirname, join, relative, resolve, sep } from "node:path";
+import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { lmdbDataDir, type Store } from "../../core/store/store.js";
@@ -13,7 +13,7 @@ import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup
 import { BUNDLE_EXTENSION, encodeBundle, readBundle } from "./bundle.js";
 import { collectSession } from "./collect.js";
 import { bundleFileName, readBundleFile } from "./files.js";
-import { checkOutputFile, refuseDash, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
+import { checkOutputFile, isInside, realPath, refuseDash, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
 import { installBundle, verifyBundleFile, type InstallResult } from "./install.js";
 import { backupDirectory, readLimits, type ArchiveSettings } from "./options.js";
 
@@ -185,18 +185,6 @@ async function install(context: CommandContext, file: string, settings: ArchiveS
   } finally {
     progress.done();
   }
-}
-
-function realPath(path: string): string {
-  try {
-    return realpathSync(path);
-  } catch {
-    return resolve(path);
-  }
-}
-
-function isInside(path: string, dir: string): boolean {
-  return path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
 }
 
 /** A bundle named by path (relative to the working directory) or by archived session id (its file in the backup directory). */
