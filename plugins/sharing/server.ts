@@ -898,6 +898,8 @@ function parseBody(text: string): unknown {
   } catch (error) {
     throw new ApexError("APEX_E_BAD_JSON", `Bad request: the body is not valid JSON (${(error as Error).message}).`, { hint: "Send a JSON object (Content-Type: application/json)." });
   }
+  // Only a body whose text names such a key (or escapes characters, which could spell one) is walked.
+  if (!/__proto__|prototype|\\u/.test(text)) return value;
   const pending: Array<[unknown, string, number]> = [[value, "$", 0]];
   while (pending.length > 0) {
     const [item, at, depth] = pending.pop()!;
