@@ -322,10 +322,11 @@ async function gitSides(location: ProjectLocation, plan: SessionMergeReport): Pr
 
 /**
  * What the git merge would do, checked before anything is written (the dry run stops here):
- * SRC has a branch, it still exists, DST's working tree exists and is clean; then `git merge-tree`
- * (git 2.38+; older git: not predicted) names the files that would conflict, touching nothing.
+ * SRC has a branch, it still exists, DST's working tree exists and is clean; then, with `predict`
+ * (the dry run), `git merge-tree` (git 2.38+; older git: not predicted) names the files that would
+ * conflict, touching nothing.
  */
-function gitPlan(sides: GitSides): { source_branch: string; destination_branch: string; directory: string; head: string; conflicts: string[]; predicted: boolean } {
+function gitPlan(sides: GitSides, { predict = true } = {}): { source_branch: string; destination_branch: string; directory: string; head: string; conflicts: string[]; predicted: boolean } {
   const { sourceBranch, sourceDirectory, directory } = sides;
   if (!sourceBranch) {
     throw new ApexError("APEX_E_USAGE", `Session ${sides.sourceSession} has no git branch of its own to merge.`, {
@@ -363,6 +364,7 @@ function gitPlan(sides: GitSides): { source_branch: string; destination_branch: 
   }
   const destinationBranch = git(directory, ["rev-parse", "--abbrev-ref", "HEAD"]).out;
   const head = git(directory, ["rev-parse", "HEAD"]).out;
+  if (!predict) return { source_branch: sourceBranch, destination_branch: destinationBranch, directory, head, conflicts: [], predicted: false };
   // Exit 0: merges cleanly; 1: conflicts (the tree, then the files); other: this git cannot tell.
   const predicted = git(directory, ["merge-tree", "--write-tree", "--name-only", "--no-messages", "HEAD", sourceBranch]);
   const conflicts = predicted.code === 1 ? [...new Set(predicted.out.split("\n").slice(1).filter(Boolean))] : [];
@@ -377,7 +379,8 @@ function gitPlan(sides: GitSides): { source_branch: string; destination_branch: 
 async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Promise<JsonValue> {
   const sides = await gitSides(location, plan);
   // Checked before beforeGit fires: a merge that cannot start writes nothing.
-  const { source_branch: sourceBranch, destination_branch: destinationBranch, directory, head: before } = gitPlan(sides);
+  // (no prediction: the merge itself finds any conflict)
+  const { source_branch: sourceBranch, destination_branch: destinationBranch, directory, head: before } = gitPlan(sides, { predict: false });
   // git merges SRC's commits only: changes its agents left uncommitted stay behind, said so.
   const { sourceDirectory } = sides;
   const left = sourceDirectory && existsSync(sourceDirectory) ? git(sourceDirectory, ["status", "--porcelain", "--untracked-files=no"]).out.split("\n").filter(Boolean) : [];
