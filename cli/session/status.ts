@@ -101,7 +101,7 @@ function markStoppedSupervisor(report: StatusReport): StatusReport {
   const supervisor = report.session?.supervisor;
   if (!supervisor || !supervisor.alive || report.session!.remote || process.env.APEX_REMOTE) return report;
   const stopped = readProcStat(supervisor.pid)?.state === "T";
-  return { ...report, session: { ...report.session!, supervisor: { ...supervisor, stopped } as typeof supervisor } };
+  return { ...report, session: { ...report.session!, supervisor: { ...supervisor, stopped } } };
 }
 
 /** "pid 123", "pid 123 (not running)", or for another host's supervisor "pid 123 on host host-a (lease until …)". */
@@ -110,7 +110,7 @@ function supervisorLine(session: NonNullable<StatusReport["session"]>, superviso
     const lease = supervisor.lease_expires_at ? ` (lease ${supervisor.alive ? "until" : "expired at"} ${supervisor.lease_expires_at})` : "";
     return `pid ${supervisor.pid} on host ${supervisor.host}${lease}${supervisor.alive ? "" : ` ${paint("(not renewing)", "red")}`}`;
   }
-  const stopped = (supervisor as { stopped?: boolean }).stopped ? paint(`(stopped: it answers nothing until \`kill -CONT ${supervisor.pid}\`; \`apex stop --force\` ends the session)`, "red") : "";
+  const stopped = supervisor.stopped ? paint(`(stopped: it answers nothing until \`kill -CONT ${supervisor.pid}\`; \`apex stop --force\` ends the session)`, "red") : "";
   return `pid ${supervisor.pid}${supervisor.host ? ` on ${supervisor.host}` : ""} ${supervisor.alive ? stopped : paint("(not running)", "red")}`.trimEnd();
 }
 
