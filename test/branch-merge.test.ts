@@ -243,6 +243,8 @@ describe("merge cases", () => {
     const error = await refusal(mergeSessions(store, { source: "src", destination: "dst" }));
     expect(error.code).toBe("APEX_E_MERGE_CONFLICT");
     expect(error.exitCode).toBe(4);
+    // The sessions by their names, as the merge's other output names them.
+    expect(error.message).toMatch(/^Merging src into dst conflicts at 1 path: \/app\/k1\./);
     expect(store.revision()).toBe(revision);
     expect(Catalog.of(store).count(dst)).toBe(count);
     const dry = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });

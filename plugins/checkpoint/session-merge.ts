@@ -152,7 +152,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     // Nothing to take and nothing to settle (the source only checkpointed what was merged already): no merge checkpoint.
     if (upToDate || dryRun || (isEmptyPlan(plan) && plan.memory.conflicts.length + plan.tasks.conflicts.length === 0)) return;
     if (refused.length > 0) {
-      throw new ApexError("APEX_E_MERGE_CONFLICT", `Merging ${sourceId} into ${destinationId} conflicts at ${refused.length} path${refused.length === 1 ? "" : "s"}: ${refused.slice(0, 3).map((conflict) => conflict.path).join(", ")}${refused.length > 3 ? ", …" : ""}. Nothing was written.`, {
+      throw new ApexError("APEX_E_MERGE_CONFLICT", `Merging ${sessionLabel(store, sourceId)} into ${sessionLabel(store, destinationId)} conflicts at ${refused.length} path${refused.length === 1 ? "" : "s"}: ${refused.slice(0, 3).map((conflict) => conflict.path).join(", ")}${refused.length > 3 ? ", …" : ""}. Nothing was written.`, {
         hint: "See every conflict with --dry-run; settle them with --strategy ours|theirs, or change one side and merge again.",
         details: report as unknown as Record<string, JsonValue>,
       });
