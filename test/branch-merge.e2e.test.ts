@@ -173,10 +173,10 @@ describe("--session naming a session that does not run", () => {
     const unknown = p.apex(["--session", "z".repeat(3000), "status", "--json"]);
     expect(unknown.status, unknown.stderr).toBe(3);
     expect(JSON.parse(unknown.stderr).error.code).toBe("APEX_E_NO_SESSION");
-    // A checkpoint of a session named that does not run: the error names it, not "no current session".
+    // A checkpoint of a session named that does not exist: the error names it, not "no current session".
     const notRunning = p.apex(["--session", "nosuch", "checkpoint", "create", "x"]);
     expect(notRunning.status).toBe(3);
-    expect(notRunning.stderr).toContain('Session "nosuch" (--session) is not a running session of this project');
+    expect(notRunning.stderr).toContain('error[APEX_E_NO_SESSION]: No session "nosuch" in this project.');
   });
 });
 

@@ -70,6 +70,15 @@ describe("after a session ended", () => {
       expect(refused.status, refused.stderr).toBe(4);
       expect(refused.stderr).toContain(`error[APEX_E_SESSION_STATE]: Cannot ${action}: session ${first.session_id} has ended (stopped).`);
     }
+    // Commands that write to a running session say the same (exit 4), not that it is not found (3), and write nothing.
+    for (const args of [["checkpoint", "create", "late"], ["task", "add", "late task"]]) {
+      const refused = project.apex(["--session", prefix, ...args]);
+      expect(refused.status, refused.stderr).toBe(4);
+      expect(refused.stderr).toContain(`error[APEX_E_SESSION_STATE]: Session ${first.session_id} has ended (stopped); this acts on a running session.`);
+      expect(refused.stderr).toContain(`apex start --continue ${first.session_id}`);
+    }
+    expect(json<Array<{ title: string }>>(project.apex(["task", "list", "--session", prefix, "--json"])).map((task) => task.title)).toEqual(["first task"]);
+    expect(json<{ items: Array<{ description: string }> }>(project.apex(["checkpoint", "list", "--session", prefix, "--json"])).items.map((item) => item.description)).not.toContain("late");
     expect(json<{ session: { session_id: string; status: string } }>(project.apex(["status", "--json"])).session).toMatchObject({ session_id: third.session_id, status: "active" });
     expect(project.apex(["stop"]).status).toBe(0);
   });

@@ -5,7 +5,7 @@ import { onOtherHost, remoteSessionError } from "../../core/session/lease.js";
 import type { Store } from "../../core/store/store.js";
 import type { SessionRecord } from "../../core/session/records.js";
 import { socketPathFor } from "../../core/session/runtime.js";
-import { boundSessionId, currentSession, effectiveStatus, findSession, noSessionError, supervisorAlive } from "../../core/session/sessions.js";
+import { currentSession, effectiveStatus, noSessionError, noSessionToActOn, supervisorAlive } from "../../core/session/sessions.js";
 
 /**
  * A live supervisor on this host whose socket is not one this project directory's store would
@@ -41,20 +41,4 @@ export async function explainNoSupervisor(location: ProjectLocation, action: str
   } finally {
     await store.close();
   }
-}
-
-/**
- * Why there is no session to act on: the session the command is bound to (`--session`, the
- * worktree's binding) when that one has ended, else that no session is active.
- */
-export function noSessionToActOn(store: Store, action: string): ApexError {
-  const id = boundSessionId(store);
-  const ended = id === undefined ? undefined : findSession(store, id);
-  if (!ended) return noSessionError();
-  const name = typeof ended.name === "string" ? ended.name : undefined;
-  const label = name ? `${name} (${ended.session_id})` : ended.session_id;
-  return new ApexError("APEX_E_SESSION_STATE", `Cannot ${action}: session ${label} has ended (${ended.status}).`, {
-    hint: `\`apex start --continue ${name ?? ended.session_id}\` runs it again; \`apex session list\` shows the active ones.`,
-    details: { session_id: ended.session_id, status: ended.status },
-  });
 }

@@ -9,7 +9,7 @@ import { CURRENT_SESSION_PATH, setActiveSession, agentPath, historyPath, nowIso,
 import { removeRuntime } from "../../core/session/runtime.js";
 import { appendEvent, SessionReader } from "../../core/session/service.js";
 import { onOtherHost, remoteSessionError } from "../../core/session/lease.js";
-import { currentSession, noSessionError, supervisorAlive } from "../../core/session/sessions.js";
+import { currentSession, noSessionError, noSessionToActOn, supervisorAlive } from "../../core/session/sessions.js";
 
 /**
  * `apex stop` with no supervisor to ask (it crashed, was killed, or hangs and --force was
@@ -26,7 +26,7 @@ export async function stopWithoutSupervisor(
   const store = await openStore(location);
   try {
     const session = currentSession(store);
-    if (!session) throw (await import("./explain.js")).noSessionToActOn(store, "stop");
+    if (!session) throw noSessionToActOn(store, "stop");
     const sid = session.session_id;
     // Another host's live supervisor: its pids are not this machine's to signal, even with --force.
     if (supervisorAlive(session) && onOtherHost(session.supervisor)) throw remoteSessionError(session, "stop");

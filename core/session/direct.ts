@@ -28,12 +28,12 @@ export async function directClient(location: ProjectLocation, access: "read" | "
     return clientOver(store, memoryWriteMethods(store), noStore);
   }
   if (!(await storeExists(location))) throw await noStore();
-  const { currentSession, noSessionError, resolveSessionId } = await import("./sessions.js");
+  const { currentSession, noSessionToActOn, resolveSessionId } = await import("./sessions.js");
   const store = await openStore(location);
   let sessionId: string;
   try {
     // A write names a session only to reach its records (`apex session share ENDED-SESSION`).
-    sessionId = options.session !== undefined ? resolveSessionId(store, options.session) : (currentSession(store) ?? throwError(noSessionError())).session_id;
+    sessionId = options.session !== undefined ? resolveSessionId(store, options.session) : (currentSession(store) ?? throwError(noSessionToActOn(store))).session_id;
   } catch (error) {
     await store.close();
     throw error;

@@ -239,6 +239,22 @@ export function readableSessionId(store: Store, ref?: string): string {
   return session.session_id;
 }
 
+/**
+ * Why there is no session to act on: the session the command is bound to (`--session`, the
+ * worktree's binding) when that one has ended (APEX_E_SESSION_STATE), else that none is active.
+ */
+export function noSessionToActOn(store: Store, action?: string): ApexError {
+  const id = boundSessionId(store);
+  const ended = id === undefined ? undefined : findSession(store, id);
+  if (!ended) return noSessionError();
+  const name = typeof ended.name === "string" ? ended.name : undefined;
+  const what = `session ${name ? `${name} (${ended.session_id})` : ended.session_id} has ended (${ended.status})`;
+  return new ApexError("APEX_E_SESSION_STATE", action ? `Cannot ${action}: ${what}.` : `S${what.slice(1)}; this acts on a running session.`, {
+    hint: `\`apex start --continue ${name ?? ended.session_id}\` runs it again; \`apex session list\` shows the active ones.`,
+    details: { session_id: ended.session_id, status: ended.status },
+  });
+}
+
 export function noSessionError(): ApexError {
   return new ApexError("APEX_E_NO_SESSION", "No session is active in this project.", {
     hint: 'Start one with `apex start --task "…"`, or continue the last one with `apex start --continue last`.',

@@ -1,4 +1,4 @@
-import { boundSessionId } from "../../core/session/sessions.js";
+import { boundSessionId, noSessionToActOn } from "../../core/session/sessions.js";
 import { sessionFlag } from "../../core/session/binding.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import type { Hash } from "./engine/objects.js";
@@ -113,18 +113,15 @@ export function currentSessionId(store: Store): string {
     const bound = boundSessionId(store);
     id = bound !== undefined && store.has(`/sessions/${bound}`) ? bound : undefined;
   } catch (error) {
-    if (isApexError(error) && error.code === "APEX_E_AMBIGUOUS_SESSION") throw error;
+    // (several sessions and nothing to choose; a --session naming no session or several)
+    if (isApexError(error) && ["APEX_E_AMBIGUOUS_SESSION", "APEX_E_AMBIGUOUS", "APEX_E_NO_SESSION"].includes(error.code)) throw error;
     // A store that cannot be read (a server out of reach, refused credentials, damage) is that
     // error, not "no current session": the session is there, the store is not.
     if (isApexError(error) && (error.code.startsWith("APEX_E_STORE") || error.code === "APEX_E_DISK_FULL")) throw error;
     id = undefined;
   }
-  if ((typeof id !== "string" || !id) && sessionFlag() !== undefined) {
-    // Named, but not one that runs (ended, or unknown): say so, not that none is current.
-    throw new ApexError("APEX_E_NO_SESSION", `Session ${JSON.stringify(sessionFlag())} (--session) is not a running session of this project: this acts on a running one.`, {
-      hint: "`apex start --continue NAME` runs it again; `apex session list` shows the sessions, and a checkpoint of an ended one is named <session>/checkpoint-007.",
-    });
-  }
+  // Named, but not one that runs: that it has ended, not that none is current.
+  if ((typeof id !== "string" || !id) && sessionFlag() !== undefined) throw noSessionToActOn(store);
   if (typeof id !== "string" || !id) {
     throw new ApexError("APEX_E_NO_SESSION", "There is no current session.", {
       hint: 'Start one with `apex start --task "…"`, or name a checkpoint of another session as <session>/checkpoint-007 (`apex session list` shows the sessions).',
