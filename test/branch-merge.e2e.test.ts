@@ -55,7 +55,7 @@ describe("the flow's commands, verbatim", () => {
     expect(p.apex(["memory", "set", "/notes/b", '"experiment"']).status).toBe(0);
     expect(p.apex(["memory", "set", "/notes/c", '"new"']).status).toBe(0);
     expect(p.apex(["task", "add", "try the experiment"]).status).toBe(0);
-    expect(p.apex(["checkpoint", "create", "experiment done"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "experiment done"]).stdout).toMatch(/^Created checkpoint-\d{3} \([0-9a-f-]{36}\) of session experimental-feature\.\n/);
 
     // The flow's second command, with both ids.
     const merged = p.apex(["session", "merge", experimental.session_id, main]);

@@ -37,7 +37,7 @@ Examples:
     .description("save a checkpoint of the current session now (trigger: manual)")
     .argument("[description]", "what this checkpoint is, e.g. \"Before major refactoring\"")
     .option("--pin", "keep it whatever the retention policy says")
-    .option("--json", "print {id, name, session_id, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …} plus agents: [names] and agent_contexts")
+    .option("--json", "print {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …} plus agents: [names] and agent_contexts")
     .addHelpText("after", examples('apex checkpoint create "Before major refactoring"', 'apex checkpoint create "Release 1.0" --pin --json'))
     .action(async (description: string | undefined, options: { pin?: boolean; json?: boolean }, command: Command) => {
       const { createCheckpointCommand } = await import("./plugin-cli.js");

@@ -44,6 +44,7 @@ import { validateOutOfProcess } from "./validate-process.js";
 import { summaryOf } from "./catalog.js";
 import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import { sessionFlag } from "../../core/session/binding.js";
+import { shortSessionId } from "../../core/session/names.js";
 import type { Handover } from "../../cli/session/handover.js";
 import { checkpointRecord, type CheckpointRecord, type KeysPage } from "./record.js";
 import { refuseNeeded } from "./dependents.js";
@@ -165,7 +166,8 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
     }
   }
   if (options.json) return printJson(summary);
-  printLine(`Created ${paint(summary.name, "bold")} (${summary.id}) of session ${summary.session_id}${summary.pinned ? ", pinned" : ""}.`);
+  // By its name, else the uuid's short form (a supervisor older than session_name leaves it out).
+  printLine(`Created ${paint(summary.name, "bold")} (${summary.id}) of session ${summary.session_name ?? shortSessionId(summary.session_id)}${summary.pinned ? ", pinned" : ""}.`);
   const contexts = summary.agent_contexts > 0 ? ` (${summary.agent_contexts === summary.agents.length ? "each" : summary.agent_contexts} with its context)` : "";
   printLine(`  ${plural(summary.memory_keys, "memory key")}, ${plural(summary.task_count, "task")}, ${plural(summary.agents.length, "agent")}${contexts}${summary.agents.length > 0 ? `: ${summary.agents.join(", ")}` : ""}`);
 }
@@ -191,7 +193,8 @@ async function createdBeforeTheEnd(location: ProjectLocation, writer: SessionCli
     const { agentsOf } = await import("./record.js");
     const latest = Catalog.of(store).latest(sessionId);
     if (!latest || latest.trigger !== "manual" || latest.description !== description || latest.created_at < asked) return undefined;
-    return { ...latest, ...agentsOf(store, latest.agents_root) };
+    const { sessionName } = await import("./merge-base.js");
+    return { ...latest, session_name: sessionName(store, sessionId), ...agentsOf(store, latest.agents_root) };
   });
   const next = "`apex status` shows the session interrupted; `apex start --continue last` goes on from the live state";
   if (!found) {
@@ -205,7 +208,7 @@ async function createdBeforeTheEnd(location: ProjectLocation, writer: SessionCli
 }
 
 /** What `checkpoint.create` answers: the summary, with the agents it holds by name. */
-type CreatedCheckpoint = CheckpointSummary & { agents: string[]; agent_contexts: number };
+type CreatedCheckpoint = CheckpointSummary & { session_name?: string | null; agents: string[]; agent_contexts: number };
 
 // ------------------------------------------------------------------------------------ show, diff
 
