@@ -271,6 +271,19 @@ function snakeCased<T extends { sessionId: string; sequence?: number; id: string
   return { id, name, session_id: sessionId, ...(sequence !== undefined ? { sequence } : {}), sessionId, ...rest } as T & { session_id: string };
 }
 
+/**
+ * A value naming its session as every other command's --json does, `session_id` (the camelCase
+ * `sessionId` it had alone stays, for scripts written against it).
+ */
+function withSessionId<T extends { sessionId: string }>(value: T): T & { session_id: string } {
+  return { session_id: value.sessionId, ...value };
+}
+
+/** A validation report for --json: each damaged checkpoint with its session_id (validate, and repair's before and after). */
+function validationJson(report: ValidationReport) {
+  return { ...report, checkpoints: { ...report.checkpoints, damaged: report.checkpoints.damaged.map(withSessionId) } };
+}
+
 function field(record: JsonValue | undefined, name: string): JsonValue | undefined {
   return record && typeof record === "object" && !Array.isArray(record) ? record[name] : undefined;
 }
@@ -395,7 +408,7 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
   const sessionId = await sessionIdOf(location, ref);
   const report = await validate(location, sessionId);
   process.exitCode = report.ok ? 0 : 1;
-  if (options.json) return printJson({ session_id: sessionId ?? null, ...report });
+  if (options.json) return printJson({ session_id: sessionId ?? null, ...validationJson(report) });
   const what = sessionId ? `Session ${sessionId}` : "The project store";
   const c = report.checkpoints;
   const counts = `${c.total} checkpoint${c.total === 1 ? "" : "s"}, ${c.verified} verif${c.verified === 1 ? "ies" : "y"}; ${report.records} records decoded`;
@@ -515,7 +528,7 @@ async function repairStopped(location: ProjectLocation, sessionId: string | unde
   const removed = result.actions.filter((action) => action.action === "remove-checkpoint").length;
   const kept = result.before.checkpoints.total - removed - result.actions.filter((action) => action.action === "remove-index" && action.target.includes("/checkpoint-")).length;
   if (options.json) {
-    printJson({ session_id: sessionId ?? null, dry_run: dryRun, actions: result.actions, checkpoints: { removed, kept }, before: result.before, after: after ?? null });
+    printJson({ session_id: sessionId ?? null, dry_run: dryRun, actions: result.actions, checkpoints: { removed, kept }, before: validationJson(result.before), after: after ? validationJson(after) : null });
     return;
   }
   const scope = sessionId ? ` (session ${sessionId}; objects are shared between sessions, so repair covers the whole store)` : "";
@@ -604,7 +617,10 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
         const built = await reconstructSession(store, sessionId, options.as ? { newSessionId: options.as } : {});
         return { ...built, checkpoint: summaryOf(built.checkpoint), current: false };
       });
-  if (options.json) return printJson(report);
+  if (options.json) {
+    const { from } = report;
+    return printJson(withSessionId({ ...report, from: withSessionId({ ...from, checkpoint: from.checkpoint && withSessionId(from.checkpoint) }) }));
+  }
   const from = report.from.checkpoint ? `${report.from.checkpoint.name}, the latest checkpoint that verifies` : "no checkpoint verifies: live records only";
   printLine(`Reconstructed session ${paint(report.sessionId, "bold")} from ${report.from.sessionId} (${from}).`);
   const count = (items: Array<{ source: string }>, source: string) => items.filter((item) => item.source === source).length;
