@@ -90,7 +90,7 @@ Examples:
   program
     .command("pause")
     .description("stop every agent process (SIGSTOP to each process group), checkpoint, mark the session paused")
-    .option("--json", "print {session_id, status: \"paused\", agents, processes, stopping: [{agent, pid}], warnings}")
+    .option("--json", "print {session_id, name, status: \"paused\", agents, processes, stopping: [{agent, pid}], warnings}")
     .addHelpText("after", examples("apex pause", "apex pause --json"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { pauseSession } = await import("./session/control.js");
@@ -100,7 +100,7 @@ Examples:
   program
     .command("resume")
     .description("continue a paused session (SIGCONT to each agent's process group)")
-    .option("--json", "print {session_id, status: \"active\", agents, processes, warnings}")
+    .option("--json", "print {session_id, name, status: \"active\", agents, processes, warnings}")
     .addHelpText("after", examples("apex resume"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { resumeSession } = await import("./session/control.js");
@@ -112,7 +112,7 @@ Examples:
     .description("end the session: SIGTERM to the agents (SIGKILL after a grace period), record it in the history")
     .option("-f, --force", "SIGKILL the agents at once")
     .option("--grace <seconds>", `seconds between SIGTERM and SIGKILL (default 5, at most ${MAX_GRACE_SECONDS}: 1 hour)`, seconds("--grace", { maxSeconds: MAX_GRACE_SECONDS }))
-    .option("--json", "print {session_id, status: \"stopped\", reason, processes_ended}")
+    .option("--json", "print {session_id, name, status: \"stopped\", reason, processes_ended}")
     .addHelpText("after", examples("apex stop", "apex stop --grace 30", "apex stop --force"))
     .action(async (options: { force?: boolean; grace?: number; json?: boolean }, command: Command) => {
       const { stopSession } = await import("./session/control.js");

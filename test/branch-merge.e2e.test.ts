@@ -48,11 +48,14 @@ describe("the flow's commands, verbatim", () => {
     // Running, it is shown by its name (the supervisor's report, text and --json).
     expect(p.apex(["status"]).stdout.split("\n")[0]).toBe(`Session experimental-feature (${experimental.session_id})  active`);
     expect(json<{ session: { name: string | null } }>(p.apex(["status", "--json"])).session.name).toBe("experimental-feature");
+    // Pause and resume name it the same way (the whole id was printed); --json has both.
+    expect(p.apex(["pause"]).stdout).toMatch(/^Paused session experimental-feature: \d+ process(es)? of 1 agent stopped\.\n$/);
+    expect(json(p.apex(["resume", "--json"]))).toMatchObject({ session_id: experimental.session_id, name: "experimental-feature", status: "active" });
     expect(json<{ value: string }>(p.apex(["memory", "show", "/notes/a", "--json"])).value).toBe("base");
     expect(p.apex(["memory", "set", "/notes/b", '"experiment"']).status).toBe(0);
     expect(p.apex(["memory", "set", "/notes/c", '"new"']).status).toBe(0);
     expect(p.apex(["task", "add", "try the experiment"]).status).toBe(0);
-    expect(p.apex(["checkpoint", "create", "experiment done"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "experiment done"]).stdout).toMatch(/^Created checkpoint-\d{3} \([0-9a-f-]{36}\) of session experimental-feature\.\n/);
 
     // The flow's second command, with both ids.
     const merged = p.apex(["session", "merge", experimental.session_id, main]);
@@ -452,7 +455,9 @@ describe("--worktree and --git", () => {
     p.start(["--continue", "feature"]);
     expect(p.apex(["--session", "feature", "memory", "set", "/feature", "true"]).status).toBe(0);
     expect(p.apex(["--session", "feature", "checkpoint", "create", "feature work"]).status).toBe(0);
-    expect(p.apex(["--session", "feature", "stop"]).status).toBe(0);
+    const stopped = p.apex(["--session", "feature", "stop"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toMatch(/^Stopped session feature \(\d+ processes ended\)\.\n$/);
     const head = git(dir, "rev-parse", "HEAD");
     const before = p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout;
     // Renamed by hand (its worktree follows): the error names the new name and how to name it back; a dry run says the same.

@@ -14,6 +14,9 @@ import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
 import { drawTree, sessionTree, type SessionTree } from "../plugins/checkpoint/tree.js";
 import { applyRetention } from "../plugins/retention/cleanup.js";
+import { runCleanupCommand } from "../plugins/retention/command.js";
+import { Engine } from "../core/engine.js";
+import type { Config } from "../core/config/types.js";
 import { reconstructSession } from "../plugins/checkpoint/recover.js";
 import { forEachBackend } from "./support/backends.js";
 
@@ -462,6 +465,27 @@ describe("retention", () => {
     for (const kept of [c1.id, mergedIn.id, mergePoint.id]) expect(deleted.has(kept)).toBe(false);
     const reasons = outcome.plan.sessions.flatMap((plan) => plan.result.decisions).filter((decision) => decision.item.id === mergedIn.id)[0]!.reasons;
     expect(reasons).toContain(`merged into ${dst}`);
+    // Cleanup's text names the sessions in its reasons as the other commands do, by name (it printed whole ids); --json keeps the ids.
+    const lines: string[] = [];
+    const json: unknown[] = [];
+    const context = {
+      config: { storeDir: store.dir, session: {} } as Config,
+      projectDir: store.dir,
+      engine: new Engine(),
+      store: async () => store,
+      storeExists: async () => true,
+      print: (text: string) => lines.push(text),
+      printJson: (value: unknown) => json.push(value),
+    };
+    expect(await runCleanupCommand({ args: [], options: { dryRun: true } }, context, { keepLast: 1, maxCheckpoints: 100 })).toBe(0);
+    const text = lines.join("\n");
+    expect(text).toContain("Session src (ended): 3 checkpoints, keep 3, remove 0");
+    expect(text).toMatch(/^ {2}keep {3}checkpoint-001 .* {2}branch dst, branch src$/m);
+    expect(text).toMatch(new RegExp(`^ {2}keep {3}${mergedIn.name} .* {2}merged into dst$`, "m"));
+    expect(text).toMatch(new RegExp(`^ {2}keep {3}${mergePoint.name} .* {2}merge point of dst, last$`, "m"));
+    for (const id of [dst, src]) expect(text).not.toContain(id);
+    expect(await runCleanupCommand({ args: [], options: { dryRun: true, json: true } }, context, { keepLast: 1, maxCheckpoints: 100 })).toBe(0);
+    expect(JSON.stringify(json[0])).toContain(`"merged into ${dst}"`);
     const report = await mergeSessions(store, { source: "src", destination: "dst", dryRun: true });
     expect(report.base?.id).toBe(mergedIn.id);
     expect(report.memory.changes.map((change) => change.path)).toEqual(["/src/3", "/src/4", "/src/5"]);

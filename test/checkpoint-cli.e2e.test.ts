@@ -501,6 +501,8 @@ describe("apex start --continue", () => {
     const report = JSON.parse(invalid.stdout);
     expect(report).toMatchObject({ session_id: sid, ok: false, checkpoints: { total: 3, verified: 2 } });
     expect(report.problems).toEqual([expect.objectContaining({ code: "value-corrupt", hash, path: "/old/x", checkpoint: `${sid}/${first.name}` })]);
+    // Its session as every other --json names it, session_id (the camelCase sessionId it had alone is kept for scripts).
+    expect(report.checkpoints.damaged).toEqual([expect.objectContaining({ session_id: sid, sessionId: sid, name: first.name, id: first.id })]);
     const text = fails(["session", "validate"], 1).stdout;
     expect(text).toContain("value-corrupt");
     expect(text).toContain(`${sid}/${first.name} (${first.id.slice(0, 8)}): its memory tree references damaged objects`);
@@ -547,6 +549,7 @@ describe("apex start --continue", () => {
     expect(plan.dry_run).toBe(true);
     expect(plan.actions).toEqual(expect.arrayContaining([expect.objectContaining({ action: "remove-checkpoint", target: `${sid}/${first.name}` })]));
     expect(plan.actions.filter((action: { action: string }) => action.action === "remove-checkpoint")).toHaveLength(1);
+    expect(plan.before.checkpoints.damaged).toEqual([expect.objectContaining({ session_id: sid, name: first.name })]);
     const repaired = ok(["session", "repair", sid]);
     project.remember();
     expect(repaired).toContain(`Session ${sid} was active: saved as checkpoint-006 (onStop), stopped`);
@@ -564,7 +567,8 @@ describe("apex start --continue", () => {
     await undecodable("/notes/only-live");
     expect(fails(["session", "validate", sid], 1).stdout).toContain("record-undecodable");
     const rebuilt = ok(["session", "reconstruct", sid.slice(0, 8), "--json"]);
-    expect(rebuilt).toMatchObject({ sessionId: `${sid}-r1`, from: { sessionId: sid, checkpoint: { name: "checkpoint-006" } }, current: false });
+    // session_id as in every other --json (sessionId, which it had alone, kept for scripts).
+    expect(rebuilt).toMatchObject({ session_id: `${sid}-r1`, sessionId: `${sid}-r1`, from: { session_id: sid, sessionId: sid, checkpoint: { session_id: sid, name: "checkpoint-006", sequence: 6 } }, current: false });
     expect(rebuilt.tasks).toEqual([{ id: "t-0001", source: "checkpoint" }]);
     expect(rebuilt.missing).toEqual(["Memory /notes/only-live: the value cannot be decoded and no verifying checkpoint has it."]);
     expect(list(["--session", `${sid}-r1`]).items.map((item) => item.trigger)).toEqual(["reconstruct"]);

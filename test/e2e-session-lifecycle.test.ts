@@ -75,7 +75,7 @@ forEachBackend((backend) => describe("apex start / status / pause / resume / che
 
     const paused = pause(project, ["--json"]);
     expect(paused.status, paused.stderr).toBe(0);
-    expect(JSON.parse(paused.stdout)).toMatchObject({ status: "paused", agents: 2 });
+    expect(JSON.parse(paused.stdout)).toMatchObject({ session_id: ready.session_id, name: null, status: "paused", agents: 2 });
     // When pause returns, every process of every agent group is stopped, grandchildren included: in
     // state T, or still in D with the stop under way (its SIGSTOP pending, or taken by another of
     // its threads), which it carries out as its sleep ends (under disk load, or a vfork parent
@@ -99,7 +99,7 @@ forEachBackend((backend) => describe("apex start / status / pause / resume / che
 
     const resumed = project.apex(["resume", "--json"]);
     expect(resumed.status, resumed.stderr).toBe(0);
-    expect(JSON.parse(resumed.stdout)).toMatchObject({ status: "active" });
+    expect(JSON.parse(resumed.stdout)).toMatchObject({ session_id: ready.session_id, name: null, status: "active" });
     for (const agent of ready.agents) {
       for (const member of groupMembers(agent.pgid!)) expect(["R", "S", "D"]).toContain(member.state);
     }
@@ -119,10 +119,13 @@ forEachBackend((backend) => describe("apex start / status / pause / resume / che
     expect(second.stderr).toMatch(/--continue|resume|apex status/);
 
     // Stopping a paused session works too: the stopped groups get SIGCONT after SIGTERM.
-    expect(pause(project).status).toBe(0);
+    // In text the session is named as the other commands name it: an unnamed one by its uuid's short form.
+    const paused = pause(project);
+    expect(paused.status).toBe(0);
+    expect(paused.stdout).toMatch(new RegExp(`^Paused session ${ready.session_id.slice(0, 8)}: \\d+ processes of 2 agents stopped\\.`));
     const stopped = project.apex(["stop", "--json"]);
     expect(stopped.status, stopped.stderr).toBe(0);
-    expect(JSON.parse(stopped.stdout)).toMatchObject({ session_id: ready.session_id, status: "stopped" });
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ session_id: ready.session_id, name: null, status: "stopped" });
     for (const { pid, start } of pids) expect(isAlive(pid, start), `pid ${pid} still runs`).toBe(false);
     expect(isAlive(ready.supervisor_pid)).toBe(false);
 
@@ -151,6 +154,7 @@ forEachBackend((backend) => describe("apex start / status / pause / resume / che
     // It was: APEX_E_INTERNAL "session.history is not iterable", and a supervisor that ignored SIGTERM from then on.
     const stopped = project.apex(["stop"]);
     expect(stopped.status, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toMatch(new RegExp(`^Stopped session ${ready.session_id.slice(0, 8)} \\(\\d+ processes ended\\)\\.\\n$`));
     await waitFor("the supervisor to exit", () => !isAlive(ready.supervisor_pid), 15_000);
     for (const { pid, start } of pids) expect(isAlive(pid, start), `pid ${pid} still runs`).toBe(false);
     for (const args of [["session", "list"], ["status"], ["checkpoint", "list"]]) {

@@ -97,7 +97,8 @@ describe("supervisor crash and --continue", () => {
     await waitFor("interrupted", () => project!.status().session?.status === "interrupted", 5000);
     const stopped = project.apex(["stop", "--json"]);
     expect(stopped.status, stopped.stderr).toBe(0);
-    expect(JSON.parse(stopped.stdout)).toMatchObject({ status: "stopped" });
+    // The whole id and the name (none) in --json, as with a supervisor.
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ session_id: ready.session_id, name: null, status: "stopped" });
     expect(isAlive(leader.pid, leader.start)).toBe(false);
     expect(groupMembers(leader.pid)).toEqual([]);
     expect(JSON.parse(project.apex(["session", "history", "--json"]).stdout)[0]).toMatchObject({ status: "stopped" });

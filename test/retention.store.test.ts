@@ -364,12 +364,18 @@ describe("the cleanup command, in process", () => {
     };
   }
 
-  it("prints the plan with --dry-run, then applies it", async () => {
-    await startSession();
+  it("prints the plan with --dry-run, then applies it; text names sessions as the other commands do, --json by whole ids", async () => {
+    // Sessions as APEX makes them (uuids), one a branch with a name: the text prints a session by
+    // its name, else its uuid's short form (it printed whole ids, in reasons too).
+    const main = "3f2a9c1e-0b7d-4c55-9e61-2d8f3a4b5c6d";
+    const branch = "7d0b2e4f-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
+    await startSession(main);
+    const ids: string[] = [];
     for (let step = 0; step < 3; step++) {
       await writeStep(step);
-      await createCheckpoint(store, { sessionId: SESSION, trigger: "interval", now: () => new Date(START + step * 24 * HOUR) });
+      ids.push((await createCheckpoint(store, { sessionId: main, trigger: "interval", now: () => new Date(START + step * 24 * HOUR) })).manifest.id);
     }
+    await store.set(`/sessions/history/${branch}`, sessionRecord(branch, { status: "stopped", name: "experiment", parent_checkpoint: ids[1]! }));
     const policy: RetentionPolicy = { keepLast: 1, keepWithinMs: 30 * HOUR, keepWithinLabel: "30h", maxCheckpoints: 100 };
     const dry = context();
     expect(await runCleanupCommand({ args: [], options: { dryRun: true } }, dry.value, policy)).toBe(0);
@@ -377,24 +383,27 @@ describe("the cleanup command, in process", () => {
       "Retention policy: keep_last 1, keep_within 30h per trigger; manual, beforeRestore kept until deleted; max_checkpoints 100",
       "Hours, days, ISO weeks and months are counted in UTC; times shown are UTC.",
       "",
-      "Session s-main: 3 checkpoints, keep 2, remove 1",
+      "Session 3f2a9c1e: 3 checkpoints, keep 2, remove 1",
       "  keep   checkpoint-003  2026-11-18 06:00  latest, last, within 30h",
-      "  keep   checkpoint-002  2026-11-17 06:00  within 30h",
+      "  keep   checkpoint-002  2026-11-17 06:00  branch experiment, within 30h",
       "  remove checkpoint-001  2026-11-16 06:00  no rule keeps it",
       "",
       "Dry run: nothing was changed. Run `apex session cleanup` without --dry-run to apply.",
     ]);
-    expect(surviving()).toHaveLength(3);
+    expect(surviving(main)).toHaveLength(3);
 
     const real = context();
-    expect(await runCleanupCommand({ args: ["s-ma"], options: { json: true } }, real.value, policy)).toBe(0);
+    expect(await runCleanupCommand({ args: ["3f2a"], options: { json: true } }, real.value, policy)).toBe(0);
     expect(real.json[0]).toMatchObject({
       dry_run: false,
-      deleted: [{ session_id: SESSION, name: "checkpoint-001", reason: "no rule keeps it" }],
-      sessions: [{ session_id: SESSION, kept: 2, removed: 1, keep_within_from: "2026-11-18T06:00:00.000Z" }],
+      deleted: [{ session_id: main, name: "checkpoint-001", reason: "no rule keeps it" }],
+      sessions: [{ session_id: main, kept: 2, removed: 1, keep_within_from: "2026-11-18T06:00:00.000Z", checkpoints: [{}, { name: "checkpoint-002", reasons: expect.arrayContaining([`branch ${branch}`]) }, {}] }],
       sweep_error: null,
     });
-    expect(surviving()).toEqual(["checkpoint-002", "checkpoint-003"]);
+    expect(surviving(main)).toEqual(["checkpoint-002", "checkpoint-003"]);
+    const again = context();
+    expect(await runCleanupCommand({ args: [], options: {} }, again.value, policy)).toBe(0);
+    expect(again.lines).toContain("Session 3f2a9c1e: removed 0 checkpoints, kept 2");
   });
 });
 });

@@ -140,7 +140,8 @@ describe("apex serve: roles", () => {
 
     const paused = remote(project, server.url, sid, operator.token, ["pause"]);
     expect(paused.status, paused.stderr).toBe(0);
-    expect(paused.stdout).toMatch(/^Paused session .*: \d+ process(es)? of 1 agent stopped\.\n$/);
+    // Named as locally: the uuid's short form (the supervisor's reply passes through the server).
+    expect(paused.stdout).toMatch(new RegExp(`^Paused session ${sid.slice(0, 8)}: \\d+ process(es)? of 1 agent stopped\\.\\n$`));
     for (const agent of project.status().agents) for (const member of groupMembers(agent.pgid!)) expect(member.state).toBe("T");
     // Pausing twice: the same conflict as locally (exit 4, APEX_E_SESSION_STATE).
     const twice = remote(project, server.url, sid, operator.token, ["pause"]);

@@ -86,7 +86,11 @@ describe("beforeGit in the session bound to the git operation", () => {
     expect(beforeGit(alpha)).toHaveLength(3);
 
     // 5. Any checkpoint of alpha records its worktree's git state; sync-git there reads alpha's.
-    expect(p.apex(["checkpoint", "create", "alpha now"], { cwd: wt }).status).toBe(0);
+    const created = p.apex(["checkpoint", "create", "alpha now"], { cwd: wt });
+    expect(created.status, created.stderr).toBe(0);
+    // The session by its name, as the other commands print it (it printed alpha's whole id).
+    expect(created.stdout).toMatch(/^Created checkpoint-\d{3} \([0-9a-f-]{36}\) of session alpha\.\n/);
+    expect(json<{ session_id: string; session_name: string | null }>(p.apex(["checkpoint", "create", "alpha again", "--json"], { cwd: wt }))).toMatchObject({ session_id: alpha, session_name: "alpha" });
     const latest = json<{ git_state: { branch: string; commit: string } }>(p.apex(["checkpoint", "show", "latest", "--session", alpha, "--json"]));
     expect(latest.git_state).toMatchObject({ branch: "apex/alpha", commit: git(wt, "rev-parse", "HEAD") });
     const synced = json<{ session_id: string; repository: string; git: { branch: string } }>(p.apex(["session", "sync-git", "--json"], { cwd: wt }));

@@ -428,7 +428,8 @@ describe("a runtime file left by a dead supervisor", () => {
       expect(paused.stderr).toContain("interrupted");
       const stopped = project.apex(["stop"]);
       expect(stopped.status, stopped.stderr).toBe(0);
-      expect(stopped.stdout).toContain("its supervisor was not running");
+      // The session as the other commands print it: a uuid's short form (the whole id was printed).
+      expect(stopped.stdout).toMatch(new RegExp(`^Stopped session ${ready.session_id.slice(0, 8)} \\(its supervisor was not running; \\d+ leftover processes ended\\)\\.\\n$`));
       expect(isAlive(agent.pid, agent.startTime)).toBe(false);
       expect(isAlive(info.pid, info.startTime)).toBe(true);
     } finally {

@@ -10,9 +10,12 @@ import { isSameProcessAlive, sleep } from "../../core/session/proc.js";
 import { currentActor } from "../../core/actor.js";
 import { liveSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { SupervisorRuntime } from "../../core/session/runtime.js";
+import { shortSessionId } from "../../core/session/names.js";
 
 interface ControlReply {
   session_id: string;
+  /** A branch session's name, null for an unnamed one; a supervisor older than `name` leaves it out. */
+  name?: string | null;
   status: string;
   agents?: number;
   processes?: number;
@@ -30,7 +33,7 @@ export async function pauseSession(location: ProjectLocation, json: boolean): Pr
   const pending = stopping.length
     ? ` ${stopping.map(({ agent, pid }) => `${agent}'s pid ${pid}`).join(", ")} ${stopping.length === 1 ? "is" : "are"} in uninterruptible I/O with the stop pending: ${stopping.length === 1 ? "it stops" : "they stop"} the moment that ends and run${stopping.length === 1 ? "s" : ""} nothing before.`
     : "";
-  report(reply, json, `Paused session ${reply.session_id}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} stopped.${pending}`);
+  report(reply, json, `Paused session ${label(reply)}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} stopped.${pending}`);
 }
 
 export async function resumeSession(location: ProjectLocation, json: boolean): Promise<void> {
@@ -47,7 +50,7 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
   }
   const client = await requireSupervisor(location, "resume");
   const reply = (await client.call("session.resume", { actor: currentActor() }, 120_000)) as ControlReply;
-  report(reply, json, `Resumed session ${reply.session_id}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued.`);
+  report(reply, json, `Resumed session ${label(reply)}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued.`);
 }
 
 export async function stopSession(location: ProjectLocation, options: { force?: boolean; grace?: number; json?: boolean }): Promise<void> {
@@ -70,18 +73,25 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
     }
     if (reply) {
       if (runtime) await waitForExit(runtime, 10_000);
-      report(reply, Boolean(options.json), `Stopped session ${reply.session_id} (${reply.processes_ended ?? 0} processes ended).`);
+      report(reply, Boolean(options.json), `Stopped session ${label(reply)} (${reply.processes_ended ?? 0} processes ended).`);
       return;
     }
   }
   const { stopWithoutSupervisor } = await import("./stop-offline.js");
   const reply = await stopWithoutSupervisor(location, { force: Boolean(options.force), graceMs: (options.grace ?? 5) * 1000 });
-  report(reply, Boolean(options.json), `Stopped session ${reply.session_id} (its supervisor was not running; ${reply.processes_ended ?? 0} leftover processes ended).`);
+  report(reply, Boolean(options.json), `Stopped session ${label(reply)} (its supervisor was not running; ${reply.processes_ended ?? 0} leftover processes ended).`);
+}
+
+/** The session as the other commands print it: its name, else a uuid's short form, else the whole id. */
+function label(reply: ControlReply): string {
+  return typeof reply.name === "string" && reply.name ? reply.name : shortSessionId(reply.session_id);
 }
 
 function report(reply: ControlReply, json: boolean, text: string): void {
   if (json) {
-    printJson(reply);
+    // The whole id, and the name (null: none) even from a supervisor that did not send it.
+    const { session_id, name, ...rest } = reply;
+    printJson({ session_id, name: name ?? null, ...rest });
     return;
   }
   printLine(text);

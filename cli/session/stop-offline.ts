@@ -19,7 +19,7 @@ import { currentSession, noSessionError, noSessionToActOn, supervisorAlive } fro
 export async function stopWithoutSupervisor(
   location: ProjectLocation,
   options: { force: boolean; graceMs: number; reason?: string; checkpoint?: { trigger: string; description: string } },
-): Promise<{ session_id: string; status: string; reason: string; processes_ended: number; checkpoint: { id: string; name: string; trigger: string } | null }> {
+): Promise<{ session_id: string; name: string | null; status: string; reason: string; processes_ended: number; checkpoint: { id: string; name: string; trigger: string } | null }> {
   if (!(await storeExists(location))) throw noSessionError();
   const { loadConfig } = await import("../../core/config/load.js");
   const config = await loadConfig(location);
@@ -104,7 +104,7 @@ export async function stopWithoutSupervisor(
     } catch (error) {
       warn(`onStop: ${(error as Error).message}`);
     }
-    return { session_id: sid, status: "stopped", reason, processes_ended: ended, checkpoint };
+    return { session_id: sid, name: typeof session.name === "string" ? session.name : null, status: "stopped", reason, processes_ended: ended, checkpoint };
   } finally {
     await store.close();
   }

@@ -138,6 +138,8 @@ export class Supervisor {
   private readonly slots = new Map<string, AgentSlot>();
   private readonly subscribers = new Set<(event: SessionEvent) => void>();
   private stopping: Promise<Record<string, JsonValue>> | undefined;
+  /** A branch session's name (null: none), read at the start: pause, resume and stop name the session by it, as the CLI prints sessions. */
+  private name: string | null = null;
   /** Why the start failed: set (in the lifecycle) before a pause, resume or stop queued behind the start runs. */
   private startFailure: string | undefined;
   private lifecycle: Promise<unknown> = Promise.resolve();
@@ -301,6 +303,7 @@ export class Supervisor {
         await this.server.listen();
         this.registerMethods();
         const own = this.service.session();
+        this.name = typeof own.name === "string" ? own.name : null;
         const { storeIdentity, storeSourceDigest } = await import("../store/open.js");
         writeRuntime(request.storeDir, {
           pid: process.pid,
@@ -310,7 +313,7 @@ export class Supervisor {
           started_at: nowIso(),
           log: join(request.storeDir, "supervisor.log"),
           worktree: worktreeOf(own),
-          name: typeof own.name === "string" ? own.name : null,
+          name: this.name,
           ...(this.store.spec ? { store: await storeIdentity(this.store.spec), store_source: storeSourceDigest(request) } : {}),
           nonce: process.env[SUPERVISOR_NONCE_VAR] ?? null,
         });
@@ -714,7 +717,7 @@ export class Supervisor {
         throw error;
       }
       this.log(`paused: ${processes} processes stopped${stopping.length ? ` (${stopping.map(({ agent, pid }) => `${agent} pid ${pid}`).join(", ")} in uninterruptible I/O, stop pending)` : ""}`);
-      return { session_id: this.sessionId, status: "paused", agents: groups.length, processes, stopping, warnings };
+      return { session_id: this.sessionId, name: this.name, status: "paused", agents: groups.length, processes, stopping, warnings };
     });
   }
 
@@ -743,7 +746,7 @@ export class Supervisor {
         if (slot.restartDeferred) await this.startAgent(slot, false);
       }
       this.log(`resumed: ${processes} processes continued`);
-      return { session_id: this.sessionId, status: "active", agents: groups.length, processes, warnings };
+      return { session_id: this.sessionId, name: this.name, status: "active", agents: groups.length, processes, warnings };
     });
   }
 
@@ -825,7 +828,7 @@ export class Supervisor {
       const reason = options.reason ?? "stopped by the user";
       // Exits even if the records cannot be written (a damaged record): the agents are gone, and a supervisor left running would answer nothing but this failure.
       await this.finish("stopped", reason, options.actor).finally(() => this.scheduleShutdown(0));
-      return { session_id: this.sessionId, status: "stopped", reason, processes_ended: ended, checkpoint };
+      return { session_id: this.sessionId, name: this.name, status: "stopped", reason, processes_ended: ended, checkpoint };
     });
     this.stopping = run;
     // A checkpoint that could not be written stopped nothing: the session goes on as it was.
@@ -842,7 +845,7 @@ export class Supervisor {
       this.clearTimers();
       await this.terminateAll({ graceMs: 2000 });
       await this.finish(status, outcome).finally(() => this.scheduleShutdown(0));
-      return { session_id: this.sessionId, status, reason: outcome };
+      return { session_id: this.sessionId, name: this.name, status, reason: outcome };
     });
     await this.stopping;
   }

@@ -37,7 +37,7 @@ Examples:
     .description("save a checkpoint of the current session now (trigger: manual)")
     .argument("[description]", "what this checkpoint is, e.g. \"Before major refactoring\"")
     .option("--pin", "keep it whatever the retention policy says")
-    .option("--json", "print {id, name, session_id, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …} plus agents: [names] and agent_contexts")
+    .option("--json", "print {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …} plus agents: [names] and agent_contexts")
     .addHelpText("after", examples('apex checkpoint create "Before major refactoring"', 'apex checkpoint create "Release 1.0" --pin --json'))
     .action(async (description: string | undefined, options: { pin?: boolean; json?: boolean }, command: Command) => {
       const { createCheckpointCommand } = await import("./plugin-cli.js");
@@ -135,7 +135,7 @@ ${examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4
     .command("validate")
     .description("re-hash every checkpoint, tree node and value and check the records that must agree (exit 0 valid, 1 not)")
     .argument("[id]", "only this session (id or unique prefix); default: the whole store")
-    .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{sessionId, name, id, reasons}]}, problems: [{severity, code, message, checkpoint?, path?}]}")
+    .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{session_id, sequence, name, id, reasons}]}, problems: [{severity, code, message, checkpoint?, path?}]}")
     .addHelpText("after", examples("apex session validate", "apex session validate 3f2a --json"))
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       const { validateCommand } = await import("./plugin-cli.js");
@@ -167,7 +167,7 @@ ${examples("apex session repair --dry-run", "apex session repair 3f2a --json")}`
     .description("build a new session from whatever of a session still verifies, naming what is missing")
     .argument("<id>", "the damaged session (id or unique prefix)")
     .option("--as <id>", "id of the new session (default <id>-r1, -r2, …)")
-    .option("--json", "print {sessionId, from: {sessionId, checkpoint}, tasks: [{id, source}], agents: [{id, source}], memory: {recovered, lost}, missing, checkpoint, current}")
+    .option("--json", "print {session_id, from: {session_id, checkpoint: {session_id, sequence, id, name}}, tasks: [{id, source}], agents: [{id, source}], memory: {recovered, lost}, missing, checkpoint, current}")
     .addHelpText(
       "after",
       `

@@ -71,6 +71,18 @@ const NEEDED_BECAUSE: Record<string, (session: string) => string> = {
   "merged into": (session) => `it was merged into ${session}, and the next merge between them finds its base there`,
 };
 
+/** The reasons above, and restoreBases' "base of <sid>": each ends in the session it is for. */
+const SESSION_REASON = /^(branch|merge point of|merged into|base of) (\S+)$/;
+
+/**
+ * `reason` with the session it names as `label` prints it ("branch 3f2a9c1e-…" -> "branch
+ * experiment"), for text; --json keeps the reasons as they are, with whole ids.
+ */
+export function labelReason(reason: string, label: (sessionId: string) => string): string {
+  const match = SESSION_REASON.exec(reason);
+  return match ? `${match[1]} ${label(match[2]!)}` : reason;
+}
+
 /**
  * deleteCheckpoint's refusal of a checkpoint the graph needs (see graphNeeds): APEX_E_CONFLICT
  * naming each session by name and id; nothing when nothing needs it.

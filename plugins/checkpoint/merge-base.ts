@@ -74,10 +74,15 @@ export function mergedInto(store: Store, sessionId: string, upTo: number): Point
   return points;
 }
 
+/** A branch session's name; null for an unnamed session or one without a record. */
+export function sessionName(store: Store, id: string): string | null {
+  const name = sessionRecord(store, id)?.name;
+  return typeof name === "string" ? name : null;
+}
+
 /** How a session is printed for people: its name, else its short id. */
 export function sessionLabel(store: Store, id: string): string {
-  const name = sessionRecord(store, id)?.name;
-  return typeof name === "string" ? name : shortSessionId(id);
+  return sessionName(store, id) ?? shortSessionId(id);
 }
 
 export const MERGE_TRIGGER = "merge";

@@ -44,6 +44,7 @@ import { validateOutOfProcess } from "./validate-process.js";
 import { summaryOf } from "./catalog.js";
 import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import { sessionFlag } from "../../core/session/binding.js";
+import { shortSessionId } from "../../core/session/names.js";
 import type { Handover } from "../../cli/session/handover.js";
 import { checkpointRecord, type CheckpointRecord, type KeysPage } from "./record.js";
 import { refuseNeeded } from "./dependents.js";
@@ -165,7 +166,8 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
     }
   }
   if (options.json) return printJson(summary);
-  printLine(`Created ${paint(summary.name, "bold")} (${summary.id}) of session ${summary.session_id}${summary.pinned ? ", pinned" : ""}.`);
+  // By its name, else the uuid's short form (a supervisor older than session_name leaves it out).
+  printLine(`Created ${paint(summary.name, "bold")} (${summary.id}) of session ${summary.session_name ?? shortSessionId(summary.session_id)}${summary.pinned ? ", pinned" : ""}.`);
   const contexts = summary.agent_contexts > 0 ? ` (${summary.agent_contexts === summary.agents.length ? "each" : summary.agent_contexts} with its context)` : "";
   printLine(`  ${plural(summary.memory_keys, "memory key")}, ${plural(summary.task_count, "task")}, ${plural(summary.agents.length, "agent")}${contexts}${summary.agents.length > 0 ? `: ${summary.agents.join(", ")}` : ""}`);
 }
@@ -191,7 +193,8 @@ async function createdBeforeTheEnd(location: ProjectLocation, writer: SessionCli
     const { agentsOf } = await import("./record.js");
     const latest = Catalog.of(store).latest(sessionId);
     if (!latest || latest.trigger !== "manual" || latest.description !== description || latest.created_at < asked) return undefined;
-    return { ...latest, ...agentsOf(store, latest.agents_root) };
+    const { sessionName } = await import("./merge-base.js");
+    return { ...latest, session_name: sessionName(store, sessionId), ...agentsOf(store, latest.agents_root) };
   });
   const next = "`apex status` shows the session interrupted; `apex start --continue last` goes on from the live state";
   if (!found) {
@@ -205,7 +208,7 @@ async function createdBeforeTheEnd(location: ProjectLocation, writer: SessionCli
 }
 
 /** What `checkpoint.create` answers: the summary, with the agents it holds by name. */
-type CreatedCheckpoint = CheckpointSummary & { agents: string[]; agent_contexts: number };
+type CreatedCheckpoint = CheckpointSummary & { session_name?: string | null; agents: string[]; agent_contexts: number };
 
 // ------------------------------------------------------------------------------------ show, diff
 
@@ -266,6 +269,19 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
 function snakeCased<T extends { sessionId: string; sequence?: number; id: string; name: string }>(side: T): T & { session_id: string } {
   const { id, name, sessionId, sequence, ...rest } = side;
   return { id, name, session_id: sessionId, ...(sequence !== undefined ? { sequence } : {}), sessionId, ...rest } as T & { session_id: string };
+}
+
+/**
+ * A value naming its session as every other command's --json does, `session_id` (the camelCase
+ * `sessionId` it had alone stays, for scripts written against it).
+ */
+function withSessionId<T extends { sessionId: string }>(value: T): T & { session_id: string } {
+  return { session_id: value.sessionId, ...value };
+}
+
+/** A validation report for --json: each damaged checkpoint with its session_id (validate, and repair's before and after). */
+function validationJson(report: ValidationReport) {
+  return { ...report, checkpoints: { ...report.checkpoints, damaged: report.checkpoints.damaged.map(withSessionId) } };
 }
 
 function field(record: JsonValue | undefined, name: string): JsonValue | undefined {
@@ -392,7 +408,7 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
   const sessionId = await sessionIdOf(location, ref);
   const report = await validate(location, sessionId);
   process.exitCode = report.ok ? 0 : 1;
-  if (options.json) return printJson({ session_id: sessionId ?? null, ...report });
+  if (options.json) return printJson({ session_id: sessionId ?? null, ...validationJson(report) });
   const what = sessionId ? `Session ${sessionId}` : "The project store";
   const c = report.checkpoints;
   const counts = `${c.total} checkpoint${c.total === 1 ? "" : "s"}, ${c.verified} verif${c.verified === 1 ? "ies" : "y"}; ${report.records} records decoded`;
@@ -512,7 +528,7 @@ async function repairStopped(location: ProjectLocation, sessionId: string | unde
   const removed = result.actions.filter((action) => action.action === "remove-checkpoint").length;
   const kept = result.before.checkpoints.total - removed - result.actions.filter((action) => action.action === "remove-index" && action.target.includes("/checkpoint-")).length;
   if (options.json) {
-    printJson({ session_id: sessionId ?? null, dry_run: dryRun, actions: result.actions, checkpoints: { removed, kept }, before: result.before, after: after ?? null });
+    printJson({ session_id: sessionId ?? null, dry_run: dryRun, actions: result.actions, checkpoints: { removed, kept }, before: validationJson(result.before), after: after ? validationJson(after) : null });
     return;
   }
   const scope = sessionId ? ` (session ${sessionId}; objects are shared between sessions, so repair covers the whole store)` : "";
@@ -601,7 +617,10 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
         const built = await reconstructSession(store, sessionId, options.as ? { newSessionId: options.as } : {});
         return { ...built, checkpoint: summaryOf(built.checkpoint), current: false };
       });
-  if (options.json) return printJson(report);
+  if (options.json) {
+    const { from } = report;
+    return printJson(withSessionId({ ...report, from: withSessionId({ ...from, checkpoint: from.checkpoint && withSessionId(from.checkpoint) }) }));
+  }
   const from = report.from.checkpoint ? `${report.from.checkpoint.name}, the latest checkpoint that verifies` : "no checkpoint verifies: live records only";
   printLine(`Reconstructed session ${paint(report.sessionId, "bold")} from ${report.from.sessionId} (${from}).`);
   const count = (items: Array<{ source: string }>, source: string) => items.filter((item) => item.source === source).length;

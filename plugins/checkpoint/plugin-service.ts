@@ -25,6 +25,7 @@ import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from ".
 import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
 import { LangGraphStore, optionalString } from "./langgraph.js";
 import { branchMethods } from "./branch-methods.js";
+import { sessionName } from "./merge-base.js";
 import { checkpointPage } from "./plugin-list.js";
 import { agentsOf, checkpointRecord } from "./record.js";
 import { defaultSessionIfAny, resolveSessionRef, sessionFor } from "./plugin-sessions.js";
@@ -401,7 +402,9 @@ export class SessionCheckpoints {
           description: optionalString(params, "description") ?? "",
           pin: params.pin === true,
         });
-        return { ...created!.summary, ...agentsOf(this.store, created!.summary.agents_root) } as unknown as JsonValue;
+        // session_name: the CLI prints the session by it, as the other commands do (null: unnamed).
+        const { summary } = created!;
+        return { ...summary, session_name: sessionName(this.store, summary.session_id), ...agentsOf(this.store, summary.agents_root) } as unknown as JsonValue;
       },
       "checkpoint.pin": (params) =>
         this.serialize(async () => {

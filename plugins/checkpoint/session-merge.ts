@@ -8,7 +8,7 @@ import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
 import { writeCheckpoint } from "./checkpoints.js";
 import { writeDerivedCheckpoint } from "./branch.js";
 import { tasksRoot, type CheckpointManifest } from "./manifest.js";
-import { findMergeBase, MERGE_TRIGGER, sessionLabel, sessionRecord, type Relation } from "./merge-base.js";
+import { findMergeBase, MERGE_TRIGGER, sessionLabel, sessionName, type Relation } from "./merge-base.js";
 import {
   applyToTree,
   checkStrategy,
@@ -267,11 +267,6 @@ function changedSince(store: Store, sessionId: string, revision: number, scope: 
     // a log that cannot be read tells nothing: no warning
   }
   return false;
-}
-
-function sessionName(store: Store, sessionId: string): string | null {
-  const name = sessionRecord(store, sessionId)?.name;
-  return typeof name === "string" ? name : null;
 }
 
 function locatedOf(item: CheckpointSummary | CheckpointManifest): Located {

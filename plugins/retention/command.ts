@@ -5,7 +5,8 @@ import type { Store } from "../../core/store/store.js";
 import { applyRetention, planRetention, removalReason, type RetentionOutcome, type RetentionPlan, type SessionPlan } from "./cleanup.js";
 import { describePolicy, policyJson } from "./options.js";
 import { RETENTION_TIME_ZONE, type RetentionPolicy } from "./policy.js";
-import { findKnownSession, knownSessions } from "./sessions.js";
+import { shortSessionId } from "../../core/session/names.js";
+import { findKnownSession, knownSessions, labelReason, type SessionInfo } from "./sessions.js";
 import { findTemporaryFiles, removeTemporaryFiles, type TemporaryFile, type TemporaryRemoval } from "./temporary.js";
 
 /**
@@ -26,12 +27,12 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
     const outcome: RetentionOutcome = { plan, deleted: [], skipped: [], sweep: undefined, sweepError: undefined };
     if (dryRun) {
       if (json) context.printJson({ dry_run: true, ...planJson(plan), temporary: temporaryJson(temporary) });
-      else printDryRun(context, plan, temporary);
+      else printDryRun(context, plan, temporary, sessionLabels([]));
       return 0;
     }
     const removed = removeTemporaryFiles(temporary);
     if (json) context.printJson(outcomeJson(outcome, removed));
-    else printOutcome(context, outcome, removed);
+    else printOutcome(context, outcome, removed, sessionLabels([]));
     return removed.failed.length > 0 ? 1 : 0;
   }
   const store = await context.store();
@@ -42,14 +43,14 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
   if (dryRun) {
     const plan = planRetention(store, policy, { sessionId });
     if (json) context.printJson({ dry_run: true, ...planJson(plan), temporary: temporaryJson(temporary) });
-    else printDryRun(context, plan, temporary);
+    else printDryRun(context, plan, temporary, sessionLabels(sessions));
     return 0;
   }
 
   const outcome = await applyRetention(store, policy, { sessionId, sweep: "always", run: "command" });
   const removed = removeTemporaryFiles(temporary);
   if (json) context.printJson(outcomeJson(outcome, removed));
-  else printOutcome(context, outcome, removed);
+  else printOutcome(context, outcome, removed, sessionLabels(sessions));
   // Deletions stand either way; a sweep that could not run, or a file that stayed, is a failure to report.
   return outcome.sweepError || removed.failed.length > 0 ? 1 : 0;
 }
@@ -62,16 +63,26 @@ function temporaryFiles(context: CommandContext, sessions: ReturnType<typeof kno
 // ---------------------------------------------------------------------------------------------
 // Text
 
-function printDryRun(context: CommandContext, plan: RetentionPlan, temporary: TemporaryFile[]): void {
+/** A session id -> how the text names it: its name, else a uuid's short form, else the whole id (--json keeps whole ids). */
+type Label = (sessionId: string) => string;
+
+function sessionLabels(sessions: readonly SessionInfo[]): Label {
+  const names = new Map<string, string>();
+  for (const { sessionId, record } of sessions) if (typeof record?.name === "string" && record.name) names.set(sessionId, record.name);
+  return (sessionId) => names.get(sessionId) ?? shortSessionId(sessionId);
+}
+
+function printDryRun(context: CommandContext, plan: RetentionPlan, temporary: TemporaryFile[], label: Label): void {
   printHeader(context, plan);
   for (const session of plan.sessions) {
     const { result } = session;
     context.print("");
-    context.print(`Session ${session.session.sessionId}${stateLabel(session)}: ${plural(result.decisions.length, "checkpoint")}, keep ${result.keep.length}, remove ${result.remove.length}`);
+    context.print(`Session ${label(session.session.sessionId)}${stateLabel(session)}: ${plural(result.decisions.length, "checkpoint")}, keep ${result.keep.length}, remove ${result.remove.length}`);
     const nameWidth = Math.max(0, ...result.decisions.map((decision) => decision.item.name.length));
     for (const decision of result.decisions) {
       const action = (decision.keep ? "keep" : "remove").padEnd(6);
-      const why = decision.keep ? decision.reasons.join(", ") : removalReason(decision, plan.policy);
+      const reasons = decision.reasons.map((reason) => labelReason(reason, label));
+      const why = decision.keep ? reasons.join(", ") : removalReason({ ...decision, reasons }, plan.policy);
       context.print(`  ${action} ${decision.item.name.padEnd(nameWidth)}  ${formatTime(decision.item.time)}  ${why}`);
     }
     if (result.overCap > 0) {
@@ -93,16 +104,16 @@ function printHeader(context: CommandContext, plan: RetentionPlan): void {
   if (plan.sessions.length === 0) context.print("No session has checkpoints.");
 }
 
-function printOutcome(context: CommandContext, outcome: RetentionOutcome, removed: TemporaryRemoval): void {
+function printOutcome(context: CommandContext, outcome: RetentionOutcome, removed: TemporaryRemoval, label: Label): void {
   printHeader(context, outcome.plan);
   for (const session of outcome.plan.sessions) {
     const deleted = outcome.deleted.filter((entry) => entry.sessionId === session.session.sessionId);
     const names = deleted.length > 0 ? ` (${deleted.map((entry) => entry.name).join(", ")})` : "";
     context.print(
-      `Session ${session.session.sessionId}${stateLabel(session)}: removed ${plural(deleted.length, "checkpoint")}${names}, kept ${session.result.keep.length}`,
+      `Session ${label(session.session.sessionId)}${stateLabel(session)}: removed ${plural(deleted.length, "checkpoint")}${names}, kept ${session.result.keep.length}`,
     );
   }
-  for (const skipped of outcome.skipped) context.print(`  not removed: ${skipped.sessionId}/${skipped.name}: ${skipped.error.message}`);
+  for (const skipped of outcome.skipped) context.print(`  not removed: ${label(skipped.sessionId)}/${skipped.name}: ${skipped.error.message}`);
   if (outcome.sweep) {
     const { values, trees, bytes } = outcome.sweep.removed;
     context.print(`Swept ${plural(values, "value")} and ${plural(trees, "tree node")} no kept checkpoint references: ${formatBytes(bytes)} freed.`);

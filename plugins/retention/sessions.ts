@@ -9,7 +9,7 @@ import type { SessionInfo } from "../checkpoint/dependents.js";
  * which must survive whatever the policy says, are the checkpoint plugin's (dependents.ts):
  * `apex checkpoint delete` refuses the branch and merge points among them too.
  */
-export { branchPoints, knownSessions, mergePoints, restoreBases, type SessionInfo } from "../checkpoint/dependents.js";
+export { branchPoints, knownSessions, labelReason, mergePoints, restoreBases, type SessionInfo } from "../checkpoint/dependents.js";
 
 /** One checkpoint of a session, as the catalog lists it. */
 export interface CheckpointRow {
