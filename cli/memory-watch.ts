@@ -6,6 +6,7 @@ import { readView } from "../core/store/port.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
 import { isApexError } from "../core/errors.js";
 import { paint } from "./output.js";
+import { onInterruption } from "./follow.js";
 
 const POLL_MS = 100;
 /** How often the log is read when the store signals nothing (a signal lost with a connection). */
@@ -31,14 +32,12 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
   const withCurrent = options.changesOnly !== true && options.since === undefined;
   const deadline = options.timeout === undefined ? Infinity : Date.now() + options.timeout * 1000;
   let interrupted = false;
-  /** Ends the current wait for a change (a signal from the store, or SIGINT/SIGTERM). */
+  /** Ends the current wait for a change (a signal from the store, or SIGINT/SIGTERM, or stdout's reader gone). */
   let wake: (() => void) | undefined;
-  const onSignal = () => {
+  const undo = onInterruption(() => {
     interrupted = true;
     wake?.();
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  });
   let client: SessionClient | undefined;
   try {
     // With no store yet, wait for one (the first write creates it). It is looked for, and the
@@ -58,8 +57,7 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     if (client.via === "store") await client.run("memory.changes", {}, (store) => followStore(store, glob, watch, deadline, () => interrupted, (done) => (wake = done)));
     else await follow(client, glob, watch, deadline, () => interrupted);
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    undo();
     await client?.close();
   }
 }

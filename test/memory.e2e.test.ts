@@ -1,6 +1,6 @@
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { storeExists } from "../core/store/open.js";
 import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
@@ -183,6 +183,44 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(replay("/r").map((event) => [event.kind, event.path, event.value])).toEqual([["current", "/r/a", 1], ["current", "/r/b", 3]]);
   });
 }));
+
+describe("apex memory watch and its reader", () => {
+  /** Resolves with how the process ended, or with null when it is still running after `ms`. */
+  const ended = (child: ChildProcess, ms: number) =>
+    new Promise<{ code: number | null; signal: string | null } | null>((resolve) => {
+      const timer = setTimeout(() => resolve(null), ms);
+      child.once("exit", (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal });
+      });
+    });
+
+  it("ends once whoever reads its output has gone, with nothing written to the store (a pipe, as `| head -1`; a Node parent's socket)", async () => {
+    const env = { ...cleanEnv(), NO_COLOR: "1" };
+    expect(runApex(["memory", "set", "/w/a", "1"], { cwd: dir }).status).toBe(0);
+    // A real pipe(2) (what a shell's `|` makes): head reads the current value and exits. apex's exit status goes to stderr.
+    const shell = spawn("sh", ["-c", '{ "$0" "$1" memory watch "/w/**" --json; echo "apex exited $?" >&2; } | head -1', process.execPath, APEX_BIN], { cwd: dir, env, detached: true });
+    // stdio "pipe" of a Node parent: a unix socket, closed once the first line came.
+    const child = spawn(process.execPath, [APEX_BIN, "memory", "watch", "/w/**", "--json"], { cwd: dir, env, detached: true });
+    let shellOut = "";
+    let shellErr = "";
+    shell.stdout.setEncoding("utf8").on("data", (chunk: string) => (shellOut += chunk));
+    shell.stderr.setEncoding("utf8").on("data", (chunk: string) => (shellErr += chunk));
+    child.stdout.once("data", () => child.stdout.destroy());
+    try {
+      const [piped, socket] = await Promise.all([ended(shell, 15_000), ended(child, 15_000)]);
+      expect(piped, shellErr).toEqual({ code: 0, signal: null });
+      expect(JSON.parse(shellOut)).toMatchObject({ kind: "current", path: "/w/a", value: 1 });
+      expect(shellErr).toBe("apex exited 0\n");
+      expect(socket).toEqual({ code: 0, signal: null });
+      // Nothing was written meanwhile: the store is at the revision of the one set.
+      const replay = runApex(["memory", "watch", "/**", "--since", "0", "--json", "--timeout", "0.2"], { cwd: dir });
+      expect(replay.stdout.trim().split("\n").map((line) => JSON.parse(line).revision)).toEqual([1]);
+    } finally {
+      for (const process_ of [shell, child]) if (process_.exitCode === null && process_.signalCode === null) process.kill(-process_.pid!, "SIGKILL");
+    }
+  });
+});
 
 describe("apex memory set through a running supervisor", () => {
   let project: Project | undefined;

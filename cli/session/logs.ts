@@ -57,8 +57,8 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     const stop = () => {
       interrupted = true;
     };
-    process.once("SIGINT", stop);
-    process.once("SIGTERM", stop);
+    const { onInterruption } = await import("../follow.js");
+    const undo = onInterruption(stop);
     // Following a running session ends with it (as `--attach` does): once its supervisor is gone,
     // what the agents wrote is read to its end. A session not running is followed until Ctrl-C
     // (a `start --continue` of it writes on into the same logs).
@@ -68,8 +68,7 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
         process.stderr.write(`Session ${sessionId} has ended: no more output will come.\n`);
       }
     } finally {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
+      undo();
     }
   }
 }

@@ -7,6 +7,7 @@ import { launchSupervisor } from "./launch.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import type { ReadyReport } from "../../core/session/supervisor.js";
 import { formatEvent, paintStatus } from "./format.js";
+import { whenStdoutReaderGone } from "../stdout-reader.js";
 import type { Handover } from "./handover.js";
 import type { Config } from "../../core/config/types.js";
 import type { ContinueTarget } from "../../core/session/sessions.js";
@@ -245,10 +246,13 @@ async function attach(ready: ReadyReport, json: boolean): Promise<void> {
     subscription.close();
   };
   process.once("SIGINT", detach);
+  // Its reader gone (`apex start --attach | head`), it detaches then, not at the next event.
+  const unwatch = whenStdoutReaderGone(detach);
   try {
     await subscription.done;
   } finally {
     process.off("SIGINT", detach);
+    unwatch();
   }
   if (detached && !json) printLine(paint(`\nDetached; session ${ready.session_id} keeps running (apex status, apex stop).`, "gray"));
   // Attached to the end, the exit code says how it went: a failed session is a failure.

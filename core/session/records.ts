@@ -75,8 +75,12 @@ export interface SessionRecord {
   // A branch session's record also holds `name`, `parent_checkpoint` and `worktree` ({path, branch, commit}): see worktreeOf.
 }
 
-export interface AgentRecord {
-  [key: string]: JsonValue;
+/**
+ * A type rather than an interface with a `[key: string]: JsonValue` index as the other records:
+ * an object type is a JsonValue as it stands, and an index would refuse the optional `restart_at`
+ * (its `undefined`), which records written before it lack.
+ */
+export type AgentRecord = {
   name: string;
   status: AgentStatus;
   pid: number | null;
@@ -93,10 +97,10 @@ export interface AgentRecord {
   task: string | null;
   last_report_at: string | null;
   last_exit: { code: number | null; signal: string | null; at: string } | null;
-  // `restart_at` (ISO time or null, absent in older records): while `restarting`, when the restart
-  // is due (restart_delay, doubled for each crash in a row up to max_restart_delay).
+  /** While `restarting`, when the restart is due (restart_delay, doubled for each crash in a row up to max_restart_delay); absent in older records. */
+  restart_at?: string | null;
   command: string;
-}
+};
 
 export interface TaskRecord {
   [key: string]: JsonValue;

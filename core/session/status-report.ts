@@ -172,7 +172,7 @@ function agentView(sessionId: string, agent: AgentRecord, groups: Map<number, Pr
     pid: alive || (remote && recordedLive) ? agent.pid : null,
     pgid: members.length > 0 || (remote && recordedLive) ? agent.pgid : null,
     last_pid: agent.pid,
-    restart_at: agent.status === "restarting" && typeof agent.restart_at === "string" ? agent.restart_at : null,
+    restart_at: agent.status === "restarting" ? (agent.restart_at ?? null) : null,
     alive,
     process_state: leader?.state ?? null,
     processes: members.map((member) => member.pid),

@@ -629,14 +629,14 @@ export class Supervisor {
         details: { exitCode: exit.code, signal: exit.signal, restarts: slot.restarts, willRestart: restart, logTail },
       });
     }
-    if (restart) {
+    if (restartAt !== null) {
       slot.restarts += 1;
       slot.restartTimer = setTimeout(() => {
         slot.restartTimer = undefined;
         if (this.stopping) return;
         if (this.currentStatus() === "paused") slot.restartDeferred = true;
         else void this.runLifecycle(() => this.startAgent(slot, false));
-      }, Math.max(0, Date.parse(restartAt!) - Date.now()));
+      }, Math.max(0, Date.parse(restartAt) - Date.now()));
       return;
     }
     // Not awaited: ending the session queues behind the lifecycle change that may be running this.
