@@ -260,13 +260,15 @@ describe("continuing a session that does not hold the live memory", () => {
     const first = p.start(["--task", "first"]).session_id;
     expect(p.apex(["memory", "set", "/x", '"first"']).status).toBe(0);
     expect(p.apex(["stop"]).status).toBe(0);
-    p.start(["--task", "second"]);
+    const second = p.start(["--task", "second"]).session_id;
     expect(p.apex(["memory", "set", "/x", '"second"']).status).toBe(0);
     expect(p.apex(["memory", "set", "/only-second", "1"]).status).toBe(0);
-    const continued = json<{ restored_from: string | null; restore: { saved_before: string | null } }>(p.apex(["start", "--continue", first, "--json"]));
+    const continued = json<{ restored_from: string | null; restore: { saved_before: string | null }; handover: { checkpoint: { name: string } } }>(p.apex(["start", "--continue", first, "--json"]));
     expect(continued.restored_from).not.toBeNull();
-    // Nothing of the second session's memory was saved as the first one's.
-    expect(continued.restore.saved_before).toBeNull();
+    // Nothing of the second session's memory was saved as the first one's: it is named where the
+    // second session saved it, as a reference checkpoint show takes.
+    expect(continued.restore.saved_before).toBe(`${second.slice(0, 8)}/${continued.handover.checkpoint.name}`);
+    expect(json<{ memory_keys: string[] }>(p.apex(["checkpoint", "show", continued.restore.saved_before!, "--json"])).memory_keys).toContain("/only-second");
     expect(json<{ value: string }>(p.apex(["memory", "show", "/x", "--json"])).value).toBe("first");
     expect(p.apex(["memory", "show", "/only-second"]).status).toBe(3);
     // The session that ran last continues from the live state, as before.

@@ -185,7 +185,7 @@ describe("a session in the way of --continue", () => {
     project.remember();
     expect(back.status, back.stderr).toBe(0);
     const backReady = JSON.parse(back.stdout);
-    expect(backReady).toMatchObject({ session_id: second.session_id, handover: { session_id: first.session_id, checkpoint: { trigger: "onStop" } }, restore: { saved_before: null } });
+    expect(backReady).toMatchObject({ session_id: second.session_id, handover: { session_id: first.session_id, checkpoint: { trigger: "onStop" } }, restore: { saved_before: `${first.session_id.slice(0, 8)}/${backReady.handover.checkpoint.name}` } });
     const secondAfter = JSON.parse(project.apex(["checkpoint", "list", "--session", second.session_id, "--json"]).stdout) as { items: Array<{ trigger: string }> };
     expect(secondAfter.items.map((item) => item.trigger)).not.toContain("beforeRestore");
     const firstFinal = JSON.parse(project.apex(["checkpoint", "show", `${first.session_id}/${backReady.handover.checkpoint.name}`, "--json"]).stdout) as { memory_keys: string[] };

@@ -29,7 +29,7 @@ export interface CheckpointService {
    * still verifies and `details` lists exactly what was lost; without it, a checkpoint that does
    * not verify is refused before anything changes.
    */
-  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean; replacesOtherSession?: boolean }): Promise<RestoreOutcome | undefined>;
+  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean; replacesOtherSession?: boolean | string }): Promise<RestoreOutcome | undefined>;
   /**
    * Runs before the session is claimed for `--continue`: pins down the checkpoint to restore
    * (the session's latest when none is named; undefined when it has none) and, unless
@@ -103,15 +103,15 @@ export async function restoreSessionFromCheckpoint(
   store: Store,
   sessionId: string,
   checkpoint: string | undefined,
-  /** replacesOtherSession: live memory is another session's, so it is not saved as this one's state before the restore. */
-  options: { force?: boolean; replacesOtherSession?: boolean } = {},
+  /** replacesOtherSession: live memory is another session's (its id when known), so it is not saved as this one's state before the restore. */
+  options: { force?: boolean; replacesOtherSession?: boolean | string } = {},
 ): Promise<RestoreOutcome | undefined> {
   const service = checkpointServiceFor(store);
   if (!service) {
     if (checkpoint === undefined && !options.force) return undefined;
     throw noCheckpointService(checkpoint ?? "latest");
   }
-  return service.restore({ sessionId, checkpoint, ...(options.force ? { force: true } : {}), ...(options.replacesOtherSession ? { replacesOtherSession: true } : {}) });
+  return service.restore({ sessionId, checkpoint, ...(options.force ? { force: true } : {}), ...(options.replacesOtherSession ? { replacesOtherSession: options.replacesOtherSession } : {}) });
 }
 
 /** The refusal when a checkpoint is asked for but no checkpoint plugin provides a service. */

@@ -194,7 +194,8 @@ export class Supervisor {
     const identity = (socket: string) => ({ pid: process.pid, start_time: processStartTime(process.pid) ?? 0, socket, started_at: nowIso(), nonce, host, lease_ttl_ms: leaseTtlMs });
     let claim: Claim;
     let claimedAt = 0;
-    let foreignState = false;
+    // The live memory is another session's: true, or that session's id when it is known (the project's tree).
+    let foreignState: boolean | string = false;
     let socketPath: string;
     if (request.mode === "start") {
       await saveFinalState(store, undefined, log);
@@ -217,7 +218,7 @@ export class Supervisor {
       // with its own state: its latest checkpoint, restored without saving another's memory as its own.
       const owner = liveMemoryOwner(store);
       // So is a checkpoint it names (its own or another's): the state replaced is not its own to save.
-      foreignState = inWorktree ? !holdsLiveMemory(store, target.sessionId) : typeof owner === "string" && owner !== target.sessionId;
+      foreignState = inWorktree ? !holdsLiveMemory(store, target.sessionId) : typeof owner === "string" && owner !== target.sessionId && owner;
       if (target.checkpoint === undefined && !request.forceRecovery && foreignState && service?.prepare) {
         target.checkpoint = (await service.prepare({ sessionId: target.sessionId, checkpoint: undefined })).checkpoint;
       }
@@ -252,7 +253,7 @@ export class Supervisor {
     }
   }
 
-  private async begin(request: SupervisorRequest, claim: Claim, foreignState = false): Promise<ReadyReport> {
+  private async begin(request: SupervisorRequest, claim: Claim, foreignState: boolean | string = false): Promise<ReadyReport> {
     this.log(`session ${this.sessionId}: ${claim.continued ? "continuing" : "starting"} (pid ${process.pid})`);
     const reaped: ReadyReport["reaped"] = [];
     // Taken over from another host: the old records' pids are that host's, nothing to reap here.
@@ -272,7 +273,7 @@ export class Supervisor {
     // which holds every write that was acknowledged.
     const restored =
       claim.continued && claim.checkpoint !== undefined
-        ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery), ...(foreignState ? { replacesOtherSession: true } : {}) })
+        ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery), ...(foreignState ? { replacesOtherSession: foreignState } : {}) })
         : undefined;
     let reconciled: ReadyReport["reconciled"] = null;
     if (claim.continued) {

@@ -5,6 +5,7 @@ import type { CheckpointService, RestoreOutcome } from "../../core/session/check
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { readView } from "../../core/store/port.js";
 import { findSession, isEnded, liveMemoryOwner } from "../../core/session/sessions.js";
+import { shortSessionId } from "../../core/session/names.js";
 import { Catalog, summaryOf, type CheckpointSummary, type Located } from "./catalog.js";
 import {
   checkpointInfo,
@@ -165,7 +166,7 @@ export class SessionCheckpoints {
   // ------------------------------------------------------------------------------- restore
 
   /** The restore step of `apex start --continue` (see CheckpointService.restore). */
-  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean; replacesOtherSession?: boolean }): Promise<RestoreOutcome | undefined> {
+  restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean; replacesOtherSession?: boolean | string }): Promise<RestoreOutcome | undefined> {
     return this.serialize(async () => {
       const started = performance.now();
       const located = this.locate(request.sessionId, request.checkpoint);
@@ -178,8 +179,8 @@ export class SessionCheckpoints {
       const release = holdCheckpoint(this.store, located.id, "restore");
       try {
         return await (request.force
-          ? this.forceRestore(request.sessionId, located, started, release, request.replacesOtherSession === true)
-          : this.verifiedRestore(request.sessionId, located, started, release, request.replacesOtherSession === true));
+          ? this.forceRestore(request.sessionId, located, started, release, request.replacesOtherSession ?? false)
+          : this.verifiedRestore(request.sessionId, located, started, release, request.replacesOtherSession ?? false));
       } finally {
         release();
       }
@@ -225,7 +226,7 @@ export class SessionCheckpoints {
     return manifest;
   }
 
-  private async verifiedRestore(sessionId: string, located: Located, started: number, release: () => void, otherSessionsState = false): Promise<RestoreOutcome> {
+  private async verifiedRestore(sessionId: string, located: Located, started: number, release: () => void, otherSessionsState: boolean | string = false): Promise<RestoreOutcome> {
     // Verified before anything changes (by prepare, before the session was claimed, or here).
     const manifest = this.verified?.id === located.id ? loadManifest(this.store, located) : this.verify(located, sessionId);
     const verifyMs = this.verified?.ms ?? 0;
@@ -247,7 +248,7 @@ export class SessionCheckpoints {
     // (beforeRestore, manual, pinned) is no copy written, and that one is named instead.
     // Live memory that is another session's (continuing a branch or an older session) is that
     // session's business (making way checkpointed it): nothing of it is saved as this session's.
-    const held = otherSessionsState ? undefined : this.heldByLatest(sessionId);
+    const held = otherSessionsState ? this.heldByOwner(otherSessionsState) : this.heldByLatest(sessionId);
     const saved = held || otherSessionsState ? undefined : await this.write({ sessionId, trigger: RESTORE_TRIGGERS.before, description: `state before restoring ${manifest.name}` });
     const saveMs = lap();
     const result = await restoreCheckpoint(this.store, manifest, { targetSessionId: sessionId });
@@ -286,10 +287,10 @@ export class SessionCheckpoints {
    * they verify (forceRecover), in one transaction: records that verify are put back, records
    * the checkpoint provably lacks are deleted, records in a lost part keep their current value.
    */
-  private async forceRestore(sessionId: string, located: Located, started: number, release: () => void, otherSessionsState = false): Promise<RestoreOutcome> {
+  private async forceRestore(sessionId: string, located: Located, started: number, release: () => void, otherSessionsState: boolean | string = false): Promise<RestoreOutcome> {
     const warnings: string[] = [];
     // As for verifiedRestore: live memory that is another session's is not saved as this one's.
-    const held = otherSessionsState ? undefined : this.heldByLatest(sessionId);
+    const held = otherSessionsState ? this.heldByOwner(otherSessionsState) : this.heldByLatest(sessionId);
     let saved: string | null = held?.name ?? null;
     if (!held && !otherSessionsState) {
       try {
@@ -329,6 +330,18 @@ export class SessionCheckpoints {
    * The session's latest checkpoint when it holds the current state and retention keeps it on
    * its own account (a beforeRestore or manual checkpoint, or a pinned one), else undefined.
    */
+  /**
+   * Where the state another session left in the live memory is saved, as a reference to its
+   * checkpoint (`<session>/checkpoint-007`, the session by name or short id): its latest, when
+   * nothing changed since (making way checkpointed it); undefined when unknown (`true`) or changed.
+   */
+  private heldByOwner(owner: boolean | string): { name: string } | undefined {
+    if (typeof owner !== "string" || !this.unchangedSinceLatest(owner)) return undefined;
+    const latest = Catalog.of(this.store).latest(owner);
+    const name = findSession(this.store, owner)?.name;
+    return latest && { name: `${typeof name === "string" ? name : shortSessionId(owner)}/${latest.name}` };
+  }
+
   private heldByLatest(sessionId: string): CheckpointSummary | undefined {
     if (!this.unchangedSinceLatest(sessionId)) return undefined;
     const latest = Catalog.of(this.store).latest(sessionId);
