@@ -3,7 +3,7 @@
 // line. A real `apex serve` on loopback in front of a live session; the built CLI.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createServer, type Server } from "node:http";
+import { createServer, request as httpRequest, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -98,20 +98,70 @@ describe("apex connect on a terminal", () => {
   });
 });
 
+/**
+ * A pass-through proxy in front of `apex serve` that holds the client's event-stream request
+ * until `beforeStream` has run, so that whatever it does happens after the client's status and
+ * before its subscription, every run. It keeps the session.status reply and the stream's body.
+ */
+async function streamGate(url: string, beforeStream: () => Promise<void>): Promise<{ address: string; status(): { session: { event_seq: number } }; streamBody(): unknown }> {
+  let status: string | undefined;
+  let streamBody: unknown;
+  const proxy = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("end", async () => {
+      const body = Buffer.concat(chunks);
+      if (request.url!.endsWith("/stream")) {
+        streamBody = JSON.parse(body.toString());
+        await beforeStream();
+      }
+      const forwarded = httpRequest(`${url}${request.url}`, { method: request.method, headers: request.headers }, (reply) => {
+        response.writeHead(reply.statusCode!, reply.headers);
+        const text: Buffer[] = [];
+        reply.on("data", (chunk: Buffer) => text.push(chunk));
+        if (request.url!.endsWith("/rpc/session.status")) reply.on("end", () => (status = Buffer.concat(text).toString()));
+        reply.pipe(response);
+      });
+      response.on("close", () => forwarded.destroy());
+      forwarded.end(body);
+    });
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  stops.push(() => {
+    proxy.closeAllConnections();
+    return new Promise((resolve) => proxy.close(resolve));
+  });
+  return { address: `127.0.0.1:${(proxy.address() as AddressInfo).port}`, status: () => (JSON.parse(status!) as { result: { session: { event_seq: number } } }).result, streamBody: () => streamBody };
+}
+
 describe("apex connect on a pipe", () => {
-  it("prints the status, then one line per event", async () => {
+  it("prints the status, then one line per event: none missed between the two, none twice", async () => {
     project = new Project(CONFIG);
     const { url, sid, operator, viewer } = await served(project);
     const target = `${url.replace("http://", "")}/${sid}`;
-    const run = project.apexAsync(["connect", target], { env: { APEX_TOKEN: viewer } });
+    // A task added after connect read the status and before it subscribed. Before, the stream began
+    // after the subscription and that task's event was never printed.
+    const gate = await streamGate(url, async () => {
+      const added = await fetch(`${url}/api/sessions/${sid}/rpc/task.add`, { method: "POST", headers: { authorization: `Bearer ${operator}`, "content-type": "application/json" }, body: JSON.stringify({ title: "between status and stream" }) });
+      expect(added.status).toBe(200);
+    });
+    const run = project.apexAsync(["connect", `${gate.address}/${sid}`], { env: { APEX_TOKEN: viewer } });
     stops.push(async () => {
       if (run.child.exitCode === null) run.child.kill("SIGINT");
       await run.done;
     });
     await waitFor("the header", () => run.output().includes("alpha"));
-    expect(run.output()).toContain(`Connected to ${url} as vera (viewer)`);
+    expect(run.output()).toContain(`Connected to http://${gate.address} as vera (viewer)`);
+    // The stream starts at the last event the status includes: the session's own events before it are not printed again.
+    await waitFor("the stream request", () => gate.streamBody());
+    const { event_seq } = gate.status().session;
+    expect(event_seq).toBeGreaterThan(0);
+    expect(gate.streamBody()).toEqual({ "events.subscribe": { from_seq: event_seq } });
+    await waitFor("the task added in between", () => run.output().includes("added: between status and stream"));
+    expect(run.output()).not.toContain("session started");
     expect(project.apex(["--remote", target, "pause"], { env: { APEX_TOKEN: operator } }).status).toBe(0);
     await waitFor("the pause, line by line", () => /session paused .*\[user:otto\]\n/.test(run.output()));
+    expect(run.output().split("added: between status and stream")).toHaveLength(2);
     expect(run.output()).not.toContain("\u001b[");
     // Its reader goes (as `| head` does): connect ends, with 0, though no event comes to write.
     run.child.stdout.destroy();

@@ -6,6 +6,7 @@ import {
   CONTEXT_SUFFIX,
   agentsPrefix,
   checkpointPrefix,
+  countersPath,
   taskCountsPath,
   tasksPrefix,
   type TaskCounts,
@@ -71,6 +72,8 @@ export interface StatusReport {
     /** When the supervisor's lease runs out (or ran out: an interrupted session's). */
     lease_expires_at: string | null;
     restored_from: string | null;
+    /** The seq of the session's last event when the report was read: `events.subscribe` from it misses none after the report and repeats none. */
+    event_seq: number;
   };
   agents: AgentStatusView[];
   tasks: { pending: number; active: number; completed: number; failed: number; total: number };
@@ -148,6 +151,7 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
       remote,
       lease_expires_at: supervisor?.lease_expires_at ?? null,
       restored_from: session.restored_from ?? null,
+      event_seq: (store.get(countersPath(sid)) as { events?: number } | undefined)?.events ?? 0,
     },
     agents,
     tasks,

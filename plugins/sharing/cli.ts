@@ -197,8 +197,15 @@ export async function connectCommand(targetText: string, json: boolean): Promise
       if (Array.isArray(status.connected) && status.connected.length) printLine(`  connected  ${status.connected.map((user) => `${one(user.user)} (${one(user.role)})`).join(", ")}`);
     }
   }
-  const subscription = remote.subscribe("events.subscribe", {}, (event) => {
+  // From the last event the status includes: one sent between the status and the subscription
+  // is replayed, not missed (before, the stream began at whatever came after the subscription).
+  let last = eventSeqOf(status);
+  const subscription = remote.subscribe("events.subscribe", last === undefined ? {} : { from_seq: last }, (event) => {
     if (!isEvent(event)) return; // not an event record: nothing a person could read from it
+    if (typeof event.seq === "number") {
+      if (last !== undefined && event.seq <= last) return; // printed already, or in the status
+      last = event.seq;
+    }
     if (json) process.stdout.write(`${JSON.stringify(event)}\n`);
     else {
       const e = event as Parameters<typeof formatEvent>[0];
@@ -261,7 +268,8 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
   let subscription: import("../../core/rpc/call.js").Subscription | null = null;
   let detached = false;
   const follow = () => {
-    const last = state.events.at(-1)?.seq;
+    // The last event shown; with none (events.list failed), the last one the status includes.
+    const last = state.events.at(-1)?.seq ?? eventSeqOf(state.status);
     const current = remote.subscribe("events.subscribe", typeof last === "number" ? { from_seq: last } : {}, (event) => {
       if (!isEvent(event)) return;
       if (typeof event.seq === "number" && typeof last === "number" && event.seq <= last) return; // shown already
@@ -300,6 +308,12 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
 }
 
 type MonitorEvent = import("./monitor.js").MonitorState["events"][number];
+
+/** The seq of the last event a status report includes (undefined from a server that does not say). */
+function eventSeqOf(status: StatusReport | null | undefined): number | undefined {
+  const seq: unknown = status?.session?.event_seq;
+  return typeof seq === "number" && Number.isSafeInteger(seq) && seq >= 0 ? seq : undefined;
+}
 
 /** An event as the server sends them: an object with a type (a server that is not APEX's may send anything). */
 function isEvent(value: unknown): value is MonitorEvent {

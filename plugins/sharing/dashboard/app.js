@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const state = { session: "", token: "", role: "viewer", samples: [[], [], []], chart: null, memoryChart: null, lastCpu: null, merges: [], lastSeq: null, selected: [] };
+  const state = { session: "", token: "", role: "viewer", samples: [[], [], []], chart: null, memoryChart: null, lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [] };
   const ROLES = ["viewer", "operator", "owner"];
   const ENDED = ["completed", "failed", "stopped"];
 
@@ -77,7 +77,7 @@
     if (state.stream) state.stream.abort();
     state.stream = null;
     for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
-    Object.assign(state, { live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, selected: [], refreshFailed: false });
+    Object.assign(state, { live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false });
     $("events").replaceChildren();
     $("diff").textContent = "";
     $("notice").textContent = "";
@@ -151,6 +151,8 @@
       renderCheckpoints(items.slice(-20).reverse());
       plotMemory(items);
       sample(status);
+      // The last event this status includes: where the live stream starts if the events cannot be listed.
+      state.statusSeq = status.session && typeof status.session.event_seq === "number" ? status.session.event_seq : null;
       // A refresh that failed (the server restarting, say) no longer says so once one succeeds.
       if (state.refreshFailed) $("notice").textContent = "";
       state.refreshFailed = false;
@@ -349,9 +351,10 @@
       const events = await call("events.list");
       state.merges = events.filter((event) => event.type === "session.merged" && event.from).map((event) => event.from);
       for (const event of events.slice(-20)) showEvent(event);
-      if (events.length) state.lastSeq = events[events.length - 1].seq;
+      state.lastSeq = events.length ? events[events.length - 1].seq : 0;
     } catch (error) {
-      // the live stream still shows what comes next
+      // The live stream starts after the last event the status showed, so none after it is missed.
+      if (typeof state.statusSeq === "number") state.lastSeq = state.statusSeq;
     }
   }
 
