@@ -642,10 +642,20 @@ describe("the sharing plugin's serve option", () => {
     expect(status.status, status.stderr).toBe(0);
     expect(JSON.parse(status.stdout).session.session_id).toBe(sid);
 
-    // An `apex serve` of the same project, started since, records itself; the supervisor's
-    // stop leaves that record (before, it removed it, and invites fell back to the default port).
-    const standalone = await serve(project);
+    // An `apex serve` of the same project, started since, records itself over the supervisor's
+    // server, and when it stops, the supervisor's is recorded again (before, none was: invites
+    // said the server had stopped while the supervisor's still served).
     const serveFile = join(project.storeDir, "serve.json");
+    const first = await serve(project);
+    await waitFor("apex serve in serve.json", () => readFileSync(serveFile, "utf8").includes(first.url));
+    expect(JSON.parse(readFileSync(serveFile, "utf8")).before).toEqual([expect.objectContaining({ url: served.url, pid: served.pid })]);
+    await first.stop();
+    expect(JSON.parse(readFileSync(serveFile, "utf8"))).toMatchObject({ url: served.url, pid: served.pid });
+    expect(share(project, "wim", "viewer").url.startsWith(`${served.url}/#session=${sid}&token=`)).toBe(true);
+
+    // Another, started since: the supervisor's stop leaves that record (before, it removed it,
+    // and invites fell back to the default port).
+    const standalone = await serve(project);
     await waitFor("apex serve in serve.json", () => readFileSync(serveFile, "utf8").includes(standalone.url));
     expect(project.apex(["stop"]).status).toBe(0);
     await expect(fetch(`${served.url}/api/health`)).rejects.toThrow();

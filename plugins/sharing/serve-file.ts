@@ -7,6 +7,8 @@ import { isSameProcessAlive, processStartTime, readProcStat } from "../../core/s
  * sharing plugin's `serve` option), for the invites `apex session share` prints. It names the
  * process that wrote it (pid and start time), so that a record left by a server that crashed
  * (kill -9: nothing removed it) is known as such, and a server removes only its own record.
+ * Two servers of one store (the supervisor's `serve` option and `apex serve`): the one started
+ * last is recorded, with the one it replaced under `before`, which is put back when it stops.
  */
 export const SERVE_FILE = "serve.json";
 
@@ -15,37 +17,66 @@ export interface ServeRecord {
   pid: number;
   /** The writer's start time (/proc), to tell it from a later process given the same pid. */
   start_time?: number;
+  /** Servers of this store that ran when this one started, newest first: when it stops, the first still running is recorded again. */
+  before?: ServeRecord[];
 }
 
 /** Records this process as the server at `url`, owner-only like the rest of the store (also when an older copy was looser). */
 export function writeServeFile(storeDir: string, url: string): void {
+  const found = readServeFile(storeDir);
+  // The server recorded until now, if it still runs, and those it had replaced: this one's `before`.
+  const before = found ? stillRunning(found.record.pid === process.pid ? (found.record.before ?? []) : [found.record, ...(found.record.before ?? [])]) : [];
+  writeRecord(storeDir, { url, pid: process.pid, start_time: processStartTime(process.pid), ...(before.length > 0 ? { before } : {}) });
+}
+
+function writeRecord(storeDir: string, record: ServeRecord): void {
   const file = join(storeDir, SERVE_FILE);
-  const record: ServeRecord = { url, pid: process.pid, start_time: processStartTime(process.pid) };
   writeFileSync(file, `${JSON.stringify(record)}\n`, { mode: 0o600 });
   chmodSync(file, 0o600);
 }
 
+/** The records whose writer still runs (each without a `before` of its own: one list is kept). */
+function stillRunning(records: readonly unknown[]): ServeRecord[] {
+  const out: ServeRecord[] = [];
+  for (const record of Array.isArray(records) ? records : []) {
+    const checked = checkedRecord(record);
+    if (checked?.live && checked.record.pid !== process.pid) out.push({ url: checked.record.url, pid: checked.record.pid, ...(checked.record.start_time !== undefined ? { start_time: checked.record.start_time } : {}) });
+  }
+  return out;
+}
+
 /** The record, if there is a readable one, and whether the process that wrote it still runs. */
 export function readServeFile(storeDir: string): { record: ServeRecord; live: boolean } | undefined {
-  let record: Partial<ServeRecord>;
   try {
-    record = JSON.parse(readFileSync(join(storeDir, SERVE_FILE), "utf8")) as Partial<ServeRecord>;
+    return checkedRecord(JSON.parse(readFileSync(join(storeDir, SERVE_FILE), "utf8")));
   } catch {
     return undefined;
   }
-  if (!record || typeof record.url !== "string") return undefined;
+}
+
+function checkedRecord(value: unknown): { record: ServeRecord; live: boolean } | undefined {
+  const record = value as Partial<ServeRecord> | null;
+  if (!record || typeof record !== "object" || typeof record.url !== "string") return undefined;
   const pid = typeof record.pid === "number" && Number.isSafeInteger(record.pid) && record.pid > 0 ? record.pid : undefined;
+  const startTime = typeof record.start_time === "number" ? record.start_time : undefined;
   // The very process that wrote it, not a later one given its pid; an older APEX's record has no start time: its pid then.
-  const live = pid !== undefined && (record.start_time === undefined ? readProcStat(pid) !== undefined : isSameProcessAlive(pid, record.start_time));
+  const live = pid !== undefined && (startTime === undefined ? readProcStat(pid) !== undefined : isSameProcessAlive(pid, startTime));
   return { record: record as ServeRecord, live };
 }
 
 /**
- * Removes the record if this process wrote it, or if its writer is gone; a record of another
- * server that still runs stays (its invites are still right).
+ * Removes the record if this process wrote it, or if its writer is gone, and records again the
+ * server it had replaced if that one still runs; a record of another server that still runs
+ * stays (its invites are still right), without this process in its `before`.
  */
 export function removeServeFile(storeDir: string): void {
   const found = readServeFile(storeDir);
   if (!found) return;
-  if (found.record.pid === process.pid || !found.live) rmSync(join(storeDir, SERVE_FILE), { force: true });
+  const before = stillRunning(found.record.before ?? []);
+  if (found.record.pid !== process.pid && found.live) {
+    if ((found.record.before ?? []).length !== before.length) writeRecord(storeDir, { ...found.record, ...(before.length > 0 ? { before } : { before: undefined }) });
+    return;
+  }
+  if (before.length > 0) writeRecord(storeDir, { ...before[0]!, ...(before.length > 1 ? { before: before.slice(1) } : {}) });
+  else rmSync(join(storeDir, SERVE_FILE), { force: true });
 }
