@@ -82,7 +82,7 @@ Examples:
     .argument("<from>", REF_HELP)
     .argument("<to>", "the checkpoint compared with FROM, given the same ways")
     .option("--session <id>", "the session for checkpoint-007 and latest")
-    .option("--json", "print {from, to, memory: {added, removed, changed}, tasks: {added, removed, changed: [{id, before, after}]}, agents: {…}} (from/to: {id, name, session_id, sequence})")
+    .option("--json", "print {from, to, memory: {added, removed, changed}, tasks: {added, removed, changed: [{id, before, after}]}, agents: {…}} (from/to: {id, name, session_id, sequence, session_name})")
     .addHelpText("after", examples("apex checkpoint diff checkpoint-003 latest", "apex checkpoint diff 1ae4 7c2b --json"))
     .action(async (from: string, to: string, options: { session?: string; json?: boolean }, command: Command) => {
       const { diffCheckpointsCommand } = await import("./plugin-cli.js");
@@ -112,7 +112,7 @@ Examples:
     .argument("<checkpoint>", REF_HELP)
     .option("-f, --force", "delete it even if it is pinned, in use, or a branch starts from it or a merge needs it")
     .option("--session <id>", "the session for checkpoint-007 and latest")
-    .option("--json", "print {id, name, session_id, sequence} of the deleted checkpoint")
+    .option("--json", "print {id, name, session_id, sequence, session_name} of the deleted checkpoint")
     .addHelpText(
       "after",
       `

@@ -307,7 +307,8 @@ export async function diffCheckpointsCommand(location: ProjectLocation, a: strin
     diffCheckpoints(store, a, b, { sessionId: sessionFor(store, options.session) }),
   );
   if (options.json) return printJson({ ...diff, from: snakeCased(diff.from), to: snakeCased(diff.to) });
-  const name = (side: CheckpointDiff["from"]) => `${side.sessionId}/${side.name} (${side.id.slice(0, 8)})`;
+  // Each side's session as the other commands print it, by name or short id (a supervisor older than session_name leaves it out).
+  const name = (side: CheckpointDiff["from"]) => `${side.session_name ?? shortSessionId(side.sessionId)}/${side.name} (${side.id.slice(0, 8)})`;
   printLine(`From ${name(diff.from)} to ${name(diff.to)}`);
   const { memory, tasks, agents } = diff;
   printLine(`Memory: ${memory.added.length} added, ${memory.removed.length} removed, ${memory.changed.length} changed`);
@@ -377,10 +378,10 @@ export async function pinCheckpointCommand(location: ProjectLocation, ref: strin
 export async function deleteCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions & { force?: boolean }): Promise<void> {
   const writer = await writerClient(location);
   const deleted = writer
-    ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; name: string; id: string })
+    ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; session_name?: string | null; name: string; id: string })
     : await withWriteStore(location, (store) => deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true, refuse: (located) => refuseNeeded(store, located) }));
   if (options.json) return printJson(snakeCased(deleted));
-  printLine(`Deleted ${deleted.sessionId}/${deleted.name} (${deleted.id}). Objects no other checkpoint uses are freed by the next sweep (\`apex session cleanup\`).`);
+  printLine(`Deleted ${deleted.session_name ?? shortSessionId(deleted.sessionId)}/${deleted.name} (${deleted.id}). Objects no other checkpoint uses are freed by the next sweep (\`apex session cleanup\`).`);
 }
 
 // ------------------------------------------------------------------------------------ session validate
