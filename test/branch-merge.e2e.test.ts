@@ -163,7 +163,12 @@ describe("--session naming a session that does not run", () => {
     expect(p.apex(["--session", "side", "status"]).stdout.split("\n")[0]).toBe(`Session side (${side})  stopped`);
     // session list names the parent as a reference that resolves: a branch by its name, an id that is no uuid whole.
     expect(p.apex(["session", "branch", "side/latest", "nested"]).status).toBe(0);
-    expect(p.apex(["session", "reconstruct", side, "--as", "side-copy"]).status).toBe(0);
+    const reconstructed = p.apex(["session", "reconstruct", side, "--as", "side-copy"]);
+    expect(reconstructed.status, reconstructed.stderr).toBe(0);
+    // The session it came from by its name, as session list prints it (it printed the whole id); --json has the ids.
+    expect(reconstructed.stdout).toContain("Reconstructed session side-copy from side (checkpoint-001, the latest checkpoint that verifies).");
+    expect(reconstructed.stdout).toContain("Next: apex start --continue side-copy ");
+    expect(reconstructed.stdout).not.toContain(side);
     expect(p.apex(["session", "branch", "side-copy/latest", "from-copy"]).status).toBe(0);
     const listed = p.apex(["session", "list"]).stdout;
     expect(listed).toMatch(/ nested +stopped .* side\/checkpoint-001 /);
