@@ -451,7 +451,8 @@ describe("apex start --continue", () => {
     const back = project.apex(["start", "--continue", saved.id.slice(0, 8)]);
     project.remember();
     expect(back.status, back.stderr).toBe(0);
-    expect(back.stdout).toMatch(new RegExp(`Session ${ready.session_id} was active: saved as (checkpoint-\\d+) \\(beforeRestore\\), stopped`));
+    // The session as session list prints it, its uuid's short form (it printed the whole id).
+    expect(back.stdout).toMatch(new RegExp(`Session ${ready.session_id.slice(0, 8)} was active: saved as (checkpoint-\\d+) \\(beforeRestore\\), stopped`));
     const replaced = /saved as (checkpoint-\d+)/.exec(back.stdout)![1]!;
     expect(back.stdout).toContain(`restored ${saved.name} (${saved.id.slice(0, 8)})`);
     expect(back.stdout).toContain(`the state it replaced is saved as ${replaced}`);
@@ -520,13 +521,14 @@ describe("apex start --continue", () => {
     // --force-recovery while the session runs: it is checkpointed and stopped first; what was lost is printed before the agents start.
     ok(["start", "--continue", "last"]);
     project.remember();
-    const recovered = project.apex(["start", "--force-recovery", `${sid}/${first.name}`]);
+    // The reference validate printed.
+    const recovered = project.apex(["start", "--force-recovery", `${sid.slice(0, 8)}/${first.name}`]);
     project.remember();
     expect(recovered.status, recovered.stderr).toBe(0);
     const out = recovered.stdout;
     expect(out).toContain(`Force recovery from ${sid}/${first.name}`);
     expect(out).toContain(`memory  /old/x: value ${hash.slice(0, 12)} is corrupt`);
-    expect(out).toMatch(new RegExp(`Session ${sid} was active: saved as checkpoint-004 \\(beforeRestore\\), stopped`));
+    expect(out).toMatch(new RegExp(`Session ${sid.slice(0, 8)} was active: saved as checkpoint-004 \\(beforeRestore\\), stopped`));
     expect(out.indexOf("Lost (1):")).toBeLessThan(out.indexOf("continued (supervisor pid"));
     expect(out).toContain("recovered from");
     expect(memory("/keep/a")).toBe(1); // restored from the checkpoint
@@ -556,10 +558,12 @@ describe("apex start --continue", () => {
     expect(plan.before.checkpoints.damaged).toEqual([expect.objectContaining({ session_id: sid, name: first.name })]);
     const repaired = ok(["session", "repair", sid]);
     project.remember();
-    expect(repaired).toContain(`Session ${sid} was active: saved as checkpoint-006 (onStop), stopped`);
+    // The session by its uuid's short form, as session list prints it (it printed the whole id).
+    expect(repaired).toContain(`Session ${sid.slice(0, 8)} was active: saved as checkpoint-006 (onStop), stopped`);
+    expect(repaired).toContain(`Repaired the store (session ${sid.slice(0, 8)}; objects are shared`);
     expect(repaired).toContain("Removed 1 checkpoint that does not verify; kept 5 that verify");
     expect(repaired).toContain("The store is valid now.");
-    expect(repaired).toContain(`Session ${sid} continued after the repair`);
+    expect(repaired).toContain(`Session ${sid.slice(0, 8)} continued after the repair`);
     expect(project.status().session).toMatchObject({ session_id: sid, status: "active" });
     expect(memory("/keep/a")).toBe(1);
     ok(["stop"]);
@@ -590,7 +594,7 @@ describe("apex start --continue", () => {
     const back = project.apex(["start", "--continue", `${sid}-r1`]);
     project.remember();
     expect(back.status, back.stderr).toBe(0);
-    expect(back.stdout).toContain(`Session ${fresh.session_id} was active: saved as`);
+    expect(back.stdout).toContain(`Session ${fresh.session_id.slice(0, 8)} was active: saved as`);
     expect(project.status().session).toMatchObject({ session_id: `${sid}-r1`, status: "active" });
     expect(ok(["task", "list", "--json"]).map((task: { title: string }) => task.title)).toEqual(["keep me"]);
   }, 180_000);

@@ -524,13 +524,15 @@ async function refuseRemoteSupervisor(location: ProjectLocation): Promise<void> 
 
 /** Brings the session repair stopped back, from the live state (repair never touches memory, tasks or agent records). */
 async function continueAfterRepair(location: ProjectLocation, handover: Handover, json: boolean): Promise<void> {
-  const { launchSupervisor } = await import("../../cli/session/launch.js");
+  const [{ launchSupervisor }, { sessionText }] = await Promise.all([import("../../cli/session/launch.js"), import("../../cli/session/handover.js")]);
   const ready = await launchSupervisor(location, { mode: "continue", continueTarget: handover.session_id });
   if (json) process.stderr.write(`${JSON.stringify({ notice: { continued: ready.session_id, supervisor_pid: ready.supervisor_pid, handover } })}\n`);
-  else printLine(`Session ${paint(ready.session_id, "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);
+  // The session as the handover line named it (its name, else its uuid's short form); the notice in --json has the whole id.
+  else printLine(`Session ${paint(sessionText({ session_id: ready.session_id, name: handover.name }), "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);
 }
 
-async function repairStopped(location: ProjectLocation, sessionId: string | undefined, options: { dryRun: boolean; json: boolean }): Promise<void> {
+async function repairStopped(location: ProjectLocation, session: { id: string; label: string } | undefined, options: { dryRun: boolean; json: boolean }): Promise<void> {
+  const sessionId = session?.id;
   const dryRun = options.dryRun;
   const spec = await resolveStoreSpec(location);
   // LMDB's file is repaired out of process (a damaged page can crash the reader); a server store in process.
