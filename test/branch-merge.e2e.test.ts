@@ -163,7 +163,12 @@ describe("--session naming a session that does not run", () => {
     expect(p.apex(["--session", "side", "status"]).stdout.split("\n")[0]).toBe(`Session side (${side})  stopped`);
     // session list names the parent as a reference that resolves: a branch by its name, an id that is no uuid whole.
     expect(p.apex(["session", "branch", "side/latest", "nested"]).status).toBe(0);
-    expect(p.apex(["session", "reconstruct", side, "--as", "side-copy"]).status).toBe(0);
+    const reconstructed = p.apex(["session", "reconstruct", side, "--as", "side-copy"]);
+    expect(reconstructed.status, reconstructed.stderr).toBe(0);
+    // The session it came from by its name, as session list prints it (it printed the whole id); --json has the ids.
+    expect(reconstructed.stdout).toContain("Reconstructed session side-copy from side (checkpoint-001, the latest checkpoint that verifies).");
+    expect(reconstructed.stdout).toContain("Next: apex start --continue side-copy ");
+    expect(reconstructed.stdout).not.toContain(side);
     expect(p.apex(["session", "branch", "side-copy/latest", "from-copy"]).status).toBe(0);
     const listed = p.apex(["session", "list"]).stdout;
     expect(listed).toMatch(/ nested +stopped .* side\/checkpoint-001 /);
@@ -196,16 +201,18 @@ describe("apex checkpoint delete of a checkpoint a branch or a merge needs", () 
       const before = [ids(main), ids(side)];
       const result = p.apex(["checkpoint", "delete", ...args, "--json"]);
       expect(result.status, result.stderr).toBe(4);
-      const error = JSON.parse(result.stderr).error as { code: string; message: string; hint: string };
+      const error = JSON.parse(result.stderr).error as { code: string; message: string; hint: string; details: { needed_by: string[] } };
       expect(error.code).toBe("APEX_E_CONFLICT");
       expect(error.message).toContain(why);
       expect(error.message).toContain("Not deleting it.");
       expect(error.hint).toContain("--force deletes it anyway");
       expect([ids(main), ids(side)]).toEqual(before);
+      return error;
     };
     // The session runs: the delete goes through its supervisor.
     expect(p.status().session).toMatchObject({ session_id: main, status: "active" });
-    refused([base], `session side (${side}) branches from it`);
+    // Sessions as the other commands print them, by name, else the uuid's short form (it added the whole id); the details keep the ids.
+    expect(refused([base], `${main.slice(0, 8)}/checkpoint-002 is needed: session side branches from it`).details.needed_by).toEqual([`branch ${side}`]);
     // Work on the branch, merged back: the merge checkpoint and the checkpoint merged in are needed too.
     p.start(["--continue", "side"]);
     expect(p.apex(["memory", "set", "/notes/b", '"side"']).status).toBe(0);
@@ -215,19 +222,24 @@ describe("apex checkpoint delete of a checkpoint a branch or a merge needs", () 
     expect(p.apex(["session", "merge", "side", main]).status).toBe(0);
     const merge = json<{ checkpoint_id: string; manifest: { trigger: string } }>(p.apex(["checkpoint", "show", `${main}/latest`, "--json"]));
     expect(merge.manifest.trigger).toBe("merge");
-    refused([merge.checkpoint_id], `it records a merge into session ${main}`);
+    // diff names each side's session as the other commands print it (it printed whole ids), through the supervisor.
+    const diff = p.apex(["checkpoint", "diff", base, taken]);
+    expect(diff.status, diff.stderr).toBe(0);
+    expect(diff.stdout.split("\n")[0]).toMatch(new RegExp(`^From ${main.slice(0, 8)}/checkpoint-002 \\(${base.slice(0, 8)}\\) to side/checkpoint-\\d+ \\(${taken.slice(0, 8)}\\)$`));
+    refused([merge.checkpoint_id], `it records a merge into session ${main.slice(0, 8)}`);
     const mergedIn = ids(side)[0]!; // side's newest: its stop checkpoint, what the merge took in
-    refused([mergedIn], `it was merged into session ${main}, and the next merge between them finds its base there`);
+    refused([mergedIn], `it was merged into session ${main.slice(0, 8)}, and the next merge between them finds its base there`);
     // No supervisor runs: the same refusals, from the store.
     expect(p.apex(["stop"]).status).toBe(0);
-    refused([base], `session side (${side}) branches from it`);
-    // What nothing needs is deleted as before; --force deletes a needed one.
-    const deleted = p.apex(["checkpoint", "delete", taken, "--json"]);
+    refused([base], "session side branches from it");
+    // What nothing needs is deleted as before; --force deletes a needed one. Text names the session as above, --json by id and name.
+    const deleted = p.apex(["checkpoint", "delete", taken]);
     expect(deleted.status, deleted.stderr).toBe(0);
+    expect(deleted.stdout).toMatch(new RegExp(`^Deleted side/checkpoint-\\d+ \\(${taken}\\)\\. `));
     expect(ids(side)).not.toContain(taken);
     const forced = p.apex(["checkpoint", "delete", base, "--force", "--json"]);
     expect(forced.status, forced.stderr).toBe(0);
-    expect(json<{ id: string }>(forced).id).toBe(base);
+    expect(json<{ id: string }>(forced)).toMatchObject({ id: base, session_id: main, session_name: null });
     expect(ids(main)).not.toContain(base);
   });
 });

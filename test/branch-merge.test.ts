@@ -179,6 +179,8 @@ describe("branch", () => {
     const rebuilt = await reconstructSession(store, src, { now });
     const record = store.get(`/sessions/history/${rebuilt.sessionId}`) as Record<string, JsonValue>;
     expect(record.name ?? null).toBeNull();
+    // The report names the session it came from by its name too (reconstruct's text prints it so).
+    expect(rebuilt.from).toMatchObject({ sessionId: src, name: "src" });
     expect(resolveSessionRef(store, "src")).toBe(src);
     // The tree prints an id that is no uuid whole: its first 8 characters are the branch's id too.
     expect(drawTree(sessionTree(store)).some((line) => line.includes(` [${rebuilt.sessionId}] checkpoint-001 reconstruct`))).toBe(true);

@@ -451,7 +451,8 @@ describe("apex start --continue", () => {
     const back = project.apex(["start", "--continue", saved.id.slice(0, 8)]);
     project.remember();
     expect(back.status, back.stderr).toBe(0);
-    expect(back.stdout).toMatch(new RegExp(`Session ${ready.session_id} was active: saved as (checkpoint-\\d+) \\(beforeRestore\\), stopped`));
+    // The session as session list prints it, its uuid's short form (it printed the whole id).
+    expect(back.stdout).toMatch(new RegExp(`Session ${ready.session_id.slice(0, 8)} was active: saved as (checkpoint-\\d+) \\(beforeRestore\\), stopped`));
     const replaced = /saved as (checkpoint-\d+)/.exec(back.stdout)![1]!;
     expect(back.stdout).toContain(`restored ${saved.name} (${saved.id.slice(0, 8)})`);
     expect(back.stdout).toContain(`the state it replaced is saved as ${replaced}`);
@@ -500,12 +501,16 @@ describe("apex start --continue", () => {
     const invalid = fails(["session", "validate", sid.slice(0, 8), "--json"], 1);
     const report = JSON.parse(invalid.stdout);
     expect(report).toMatchObject({ session_id: sid, ok: false, checkpoints: { total: 3, verified: 2 } });
-    expect(report.problems).toEqual([expect.objectContaining({ code: "value-corrupt", hash, path: "/old/x", checkpoint: `${sid}/${first.name}` })]);
+    expect(report.problems).toEqual([expect.objectContaining({ code: "value-corrupt", hash, path: "/old/x", checkpoint: `${sid}/${first.name}`, checkpoint_id: first.id, checkpointId: first.id })]);
+    // Object counts in snake_case as every other --json spells its keys; the camelCase ones it had alone stay for scripts.
+    const { objects } = report;
+    expect(objects).toMatchObject({ unreferenced_values: objects.unreferencedValues, unreferenced_trees: objects.unreferencedTrees, pack_bytes: objects.packBytes, garbage_bytes: objects.garbageBytes });
     // Its session as every other --json names it, session_id (the camelCase sessionId it had alone is kept for scripts).
-    expect(report.checkpoints.damaged).toEqual([expect.objectContaining({ session_id: sid, sessionId: sid, name: first.name, id: first.id })]);
+    expect(report.checkpoints.damaged).toEqual([expect.objectContaining({ session_id: sid, sessionId: sid, session_name: null, name: first.name, id: first.id })]);
     const text = fails(["session", "validate"], 1).stdout;
     expect(text).toContain("value-corrupt");
-    expect(text).toContain(`${sid}/${first.name} (${first.id.slice(0, 8)}): its memory tree references damaged objects`);
+    // The checkpoint as a reference checkpoint show takes, its session as session list prints it (it printed the whole id).
+    expect(text).toContain(`\n  ${sid.slice(0, 8)}/${first.name} (${first.id.slice(0, 8)}): its memory tree references damaged objects`);
 
     // A plain --continue refuses it before anything changes.
     const refused = fails(["start", "--continue", first.id], 1);
@@ -516,13 +521,14 @@ describe("apex start --continue", () => {
     // --force-recovery while the session runs: it is checkpointed and stopped first; what was lost is printed before the agents start.
     ok(["start", "--continue", "last"]);
     project.remember();
-    const recovered = project.apex(["start", "--force-recovery", `${sid}/${first.name}`]);
+    // The reference validate printed.
+    const recovered = project.apex(["start", "--force-recovery", `${sid.slice(0, 8)}/${first.name}`]);
     project.remember();
     expect(recovered.status, recovered.stderr).toBe(0);
     const out = recovered.stdout;
     expect(out).toContain(`Force recovery from ${sid}/${first.name}`);
     expect(out).toContain(`memory  /old/x: value ${hash.slice(0, 12)} is corrupt`);
-    expect(out).toMatch(new RegExp(`Session ${sid} was active: saved as checkpoint-004 \\(beforeRestore\\), stopped`));
+    expect(out).toMatch(new RegExp(`Session ${sid.slice(0, 8)} was active: saved as checkpoint-004 \\(beforeRestore\\), stopped`));
     expect(out.indexOf("Lost (1):")).toBeLessThan(out.indexOf("continued (supervisor pid"));
     expect(out).toContain("recovered from");
     expect(memory("/keep/a")).toBe(1); // restored from the checkpoint
@@ -552,10 +558,12 @@ describe("apex start --continue", () => {
     expect(plan.before.checkpoints.damaged).toEqual([expect.objectContaining({ session_id: sid, name: first.name })]);
     const repaired = ok(["session", "repair", sid]);
     project.remember();
-    expect(repaired).toContain(`Session ${sid} was active: saved as checkpoint-006 (onStop), stopped`);
+    // The session by its uuid's short form, as session list prints it (it printed the whole id).
+    expect(repaired).toContain(`Session ${sid.slice(0, 8)} was active: saved as checkpoint-006 (onStop), stopped`);
+    expect(repaired).toContain(`Repaired the store (session ${sid.slice(0, 8)}; objects are shared`);
     expect(repaired).toContain("Removed 1 checkpoint that does not verify; kept 5 that verify");
     expect(repaired).toContain("The store is valid now.");
-    expect(repaired).toContain(`Session ${sid} continued after the repair`);
+    expect(repaired).toContain(`Session ${sid.slice(0, 8)} continued after the repair`);
     expect(project.status().session).toMatchObject({ session_id: sid, status: "active" });
     expect(memory("/keep/a")).toBe(1);
     ok(["stop"]);
@@ -565,10 +573,15 @@ describe("apex start --continue", () => {
     // Reconstruct from damaged live records: the task comes from the checkpoint, the memory value is named as missing.
     await undecodable(`/sessions/${sid}/tasks/t-0001`);
     await undecodable("/notes/only-live");
-    expect(fails(["session", "validate", sid], 1).stdout).toContain("record-undecodable");
+    const scoped = fails(["session", "validate", sid], 1).stdout;
+    expect(scoped).toContain("record-undecodable");
+    // The session as session list prints it, in the summary and the repair it suggests (it printed the whole id).
+    expect(scoped).toMatch(new RegExp(`^Session ${sid.slice(0, 8)} has problems: `, "m"));
+    expect(scoped).toContain(`Next: apex session repair ${sid.slice(0, 8)} --dry-run`);
     const rebuilt = ok(["session", "reconstruct", sid.slice(0, 8), "--json"]);
     // session_id as in every other --json (sessionId, which it had alone, kept for scripts).
-    expect(rebuilt).toMatchObject({ session_id: `${sid}-r1`, sessionId: `${sid}-r1`, from: { session_id: sid, sessionId: sid, checkpoint: { session_id: sid, name: "checkpoint-006", sequence: 6 } }, current: false });
+    expect(rebuilt).toMatchObject({ session_id: `${sid}-r1`, sessionId: `${sid}-r1`, from: { session_id: sid, sessionId: sid, name: null, checkpoint: { session_id: sid, name: "checkpoint-006", sequence: 6 } }, current: false });
+    expect(rebuilt).toMatchObject({ skipped_checkpoints: [], skippedCheckpoints: [] });
     expect(rebuilt.tasks).toEqual([{ id: "t-0001", source: "checkpoint" }]);
     expect(rebuilt.missing).toEqual(["Memory /notes/only-live: the value cannot be decoded and no verifying checkpoint has it."]);
     expect(list(["--session", `${sid}-r1`]).items.map((item) => item.trigger)).toEqual(["reconstruct"]);
@@ -581,7 +594,7 @@ describe("apex start --continue", () => {
     const back = project.apex(["start", "--continue", `${sid}-r1`]);
     project.remember();
     expect(back.status, back.stderr).toBe(0);
-    expect(back.stdout).toContain(`Session ${fresh.session_id} was active: saved as`);
+    expect(back.stdout).toContain(`Session ${fresh.session_id.slice(0, 8)} was active: saved as`);
     expect(project.status().session).toMatchObject({ session_id: `${sid}-r1`, status: "active" });
     expect(ok(["task", "list", "--json"]).map((task: { title: string }) => task.title)).toEqual(["keep me"]);
   }, 180_000);

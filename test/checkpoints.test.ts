@@ -646,6 +646,10 @@ describe("validation, repair and recovery", () => {
       ["checkpoint-002", ["its memory tree references damaged objects"]],
       ["checkpoint-003", ["its memory tree references damaged objects"]],
     ]);
+    // Each with its session's name (null: s1 has none), which validate's text prints the session by.
+    expect(report.checkpoints.damaged.map((item) => item.session_name)).toEqual([null, null, null]);
+    await store.set("/sessions/s1", { ...(store.get("/sessions/s1") as Record<string, JsonValue>), name: "experiment" });
+    expect(validateStore(store).checkpoints.damaged.map((item) => `${item.session_name}/${item.name}`)).toEqual(["experiment/checkpoint-001", "experiment/checkpoint-002", "experiment/checkpoint-003"]);
 
     const outside = await validateOutOfProcess(store.spec!, { workerPath: DIST_WORKER });
     expect(outside.problems.map((problem) => [problem.code, problem.hash])).toEqual(report.problems.map((problem) => [problem.code, problem.hash]));

@@ -97,8 +97,19 @@ function checkpointNames(sessionId: string): string[] {
 }
 
 describe("apex checkpoint list: what keeps each checkpoint (end to end)", () => {
-  it("shows the rule or protection that keeps each one, the same as cleanup --dry-run, and those the next cleanup removes", async () => {
+  it("shows the rule or protection that keeps each one, the same as cleanup --dry-run, and those the next cleanup removes; text names the sessions in them as the other commands do", async () => {
     await seedProject();
+    // Two sessions branched from s-main as APEX makes them (uuids), one with a name: KEPT BY's
+    // text names them by name, else the uuid's short form (it printed whole ids); --json keeps them.
+    const named = "3f2a9c1e-0b7d-4c55-9e61-2d8f3a4b5c6d";
+    const unnamed = "7d0b2e4f-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
+    const store = await openStore(join(dir, ".apex"));
+    try {
+      await store.set(`/sessions/history/${named}`, { ...record(named, "stopped"), name: "experiment", parent_checkpoint: "s-main/checkpoint-005" });
+      await store.set(`/sessions/history/${unnamed}`, { ...record(unnamed, "stopped"), parent_checkpoint: "s-main/checkpoint-003" });
+    } finally {
+      await store.close();
+    }
     const dry = JSON.parse(apex("session", "cleanup", "s-main", "--dry-run", "--json").stdout) as { sessions: Array<{ checkpoints: Array<{ id: string; action: string; reasons: string[] }> }> };
     const expected = Object.fromEntries(dry.sessions[0]!.checkpoints.map((entry) => [entry.id, entry.action === "keep" ? entry.reasons : []]));
 
@@ -108,9 +119,9 @@ describe("apex checkpoint list: what keeps each checkpoint (end to end)", () => 
     expect(Object.fromEntries(page.items.map((item) => [item.id, item.kept_by]))).toEqual(expected);
     expect(Object.fromEntries(page.items.map((item) => [item.name, item.kept_by]))).toEqual({
       "checkpoint-006": ["latest", "last", "daily"],
-      "checkpoint-005": ["last"],
+      "checkpoint-005": [`branch ${named}`, "last"],
       "checkpoint-004": [],
-      "checkpoint-003": ["daily"],
+      "checkpoint-003": [`branch ${unnamed}`, "daily"],
       "checkpoint-002": ["pinned"],
       "checkpoint-001": [],
     });
@@ -119,6 +130,9 @@ describe("apex checkpoint list: what keeps each checkpoint (end to end)", () => 
     expect(text.stdout).toMatch(/KEPT BY/);
     expect(text.stdout).toMatch(/checkpoint-006 .*latest, last, daily/);
     expect(text.stdout).toMatch(/checkpoint-004 .*nothing \(next cleanup removes it\)/);
+    expect(text.stdout).toMatch(/checkpoint-005 .*  branch experiment, last  /);
+    expect(text.stdout).toMatch(/checkpoint-003 .*  branch 7d0b2e4f, daily  /);
+    for (const id of [named, unnamed]) expect(text.stdout).not.toContain(id);
 
     // After the cleanup, every checkpoint listed has a reason.
     expect(apex("session", "cleanup", "--json").status).toBe(0);

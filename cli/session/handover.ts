@@ -12,11 +12,14 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import { paint } from "../output.js";
 import { isSameProcessAlive, sleep } from "../../core/session/proc.js";
 import { liveSessionClient } from "../../core/session/client.js";
+import { shortSessionId } from "../../core/session/names.js";
 import type { ContinueTarget } from "../../core/session/sessions.js";
 
 /** What was done with the session that was in the way. */
 export interface Handover {
   session_id: string;
+  /** A branch session's name (null: none); text names the session by it, else its uuid's short form. */
+  name: string | null;
   /** Its status before: active, paused or interrupted. */
   was: string;
   /** The checkpoint of its state written before it stopped (null: none needed or no checkpoint plugin). */
@@ -86,7 +89,7 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
   if (current.status === "interrupted" || !client || !live) {
     if (same || request.liveOnly) return undefined;
   } else if (same && !request.rollback) {
-    throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${current.session_id} is ${current.status} (supervisor pid ${live.pid}); there is nothing to continue.`, {
+    throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionText(current)} is ${current.status} (supervisor pid ${live.pid}); there is nothing to continue.`, {
       hint: "See it with `apex status`; `apex start --continue CHECKPOINT` goes back to one of its checkpoints (`apex checkpoint list`).",
       details: { session_id: current.session_id, status: current.status },
     });
@@ -108,24 +111,29 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
         await waitForExit(live, 15_000);
         return undefined;
       }
-      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${current.session_id} is ${current.status} and could not be checkpointed before stopping it: ${(error as Error).message}`, {
+      throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionText(current)} is ${current.status} and could not be checkpointed before stopping it: ${(error as Error).message}`, {
         hint: "Nothing was stopped or changed. Stop it without that checkpoint with `apex stop`, then run this command again.",
         details: { session_id: current.session_id, status: current.status },
         cause: error,
       });
     }
     await waitForExit(live, 15_000);
-    return { session_id: current.session_id, was: current.status, checkpoint: reply.checkpoint ?? null, processes_ended: reply.processes_ended ?? 0 };
+    return { session_id: current.session_id, name: current.name, was: current.status, checkpoint: reply.checkpoint ?? null, processes_ended: reply.processes_ended ?? 0 };
   }
   const { stopWithoutSupervisor } = await import("./stop-offline.js");
   const stopped = await stopWithoutSupervisor(location, { force: false, graceMs: 5000, reason, checkpoint });
-  return { session_id: current.session_id, was: current.status, checkpoint: stopped.checkpoint, processes_ended: stopped.processes_ended };
+  return { session_id: current.session_id, name: current.name, was: current.status, checkpoint: stopped.checkpoint, processes_ended: stopped.processes_ended };
 }
 
-/** "Session 3f2a… was active: saved as checkpoint-007 (onStop), stopped (4 processes ended)." */
+/** A session as text prints it (session list, pause, stop): its name, else its uuid's short form, else the whole id. */
+export function sessionText(session: { session_id: string; name: string | null }): string {
+  return session.name ?? shortSessionId(session.session_id);
+}
+
+/** "Session 3f2a9c1e was active: saved as checkpoint-007 (onStop), stopped (4 processes ended)." (--json has the whole id, and the name.) */
 export function handoverLine(handover: Handover): string {
   const saved = handover.checkpoint ? `saved as ${handover.checkpoint.name} (${handover.checkpoint.trigger}), ` : "";
-  return `Session ${paint(handover.session_id, "bold")} was ${handover.was}: ${saved}stopped (${handover.processes_ended} process${handover.processes_ended === 1 ? "" : "es"} ended).`;
+  return `Session ${paint(sessionText(handover), "bold")} was ${handover.was}: ${saved}stopped (${handover.processes_ended} process${handover.processes_ended === 1 ? "" : "es"} ended).`;
 }
 
 /**
@@ -134,7 +142,7 @@ export function handoverLine(handover: Handover): string {
  * target (repair), the session this command is bound to. `remote` is the refusal to give when
  * that session is live on another host (not this host's to checkpoint or stop).
  */
-async function currentOf(location: ProjectLocation, target: ContinueTarget | undefined): Promise<{ session_id: string; status: string; remote: ApexError | undefined } | undefined> {
+async function currentOf(location: ProjectLocation, target: ContinueTarget | undefined): Promise<{ session_id: string; name: string | null; status: string; remote: ApexError | undefined } | undefined> {
   const { openStore, storeExists } = await import("../../core/store/open.js");
   if (!(await storeExists(location))) return undefined;
   const { activeSessions, currentSession, effectiveStatus, findSession, isEnded, projectSession } = await import("../../core/session/sessions.js");
@@ -155,7 +163,7 @@ async function currentOf(location: ProjectLocation, target: ContinueTarget | und
     if (!session || isEnded(session)) return undefined;
     const status = effectiveStatus(session);
     const remote = status !== "interrupted" && onOtherHost(session.supervisor) ? sessionInTheWay(session) : undefined;
-    return { session_id: session.session_id, status, remote };
+    return { session_id: session.session_id, name: typeof session.name === "string" && session.name ? session.name : null, status, remote };
   } finally {
     await store.close();
   }

@@ -20,6 +20,7 @@ import {
 import { checkPath } from "../../core/store/paths.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
+import { sessionLabel, sessionName } from "./merge-base.js";
 import { refuseEscapes, writeProblem, type ContainmentProblem } from "./contained.js";
 import {
   checkSessionId,
@@ -375,9 +376,12 @@ export interface RecordDiff {
   changed: RecordChange[];
 }
 
+/** A checkpoint as diff and delete name it; `session_name`: its session's name (null: none), which text prints the session by. */
+export type NamedCheckpoint = Located & { name: string; session_name: string | null };
+
 export interface CheckpointDiff {
-  from: Located & { name: string };
-  to: Located & { name: string };
+  from: NamedCheckpoint;
+  to: NamedCheckpoint;
   memory: { added: string[]; removed: string[]; changed: string[] };
   tasks: RecordDiff;
   agents: RecordDiff;
@@ -396,16 +400,16 @@ export function diffCheckpoints(store: Store, a: string | CheckpointManifest, b:
     else memory.changed.push(path);
   });
   return {
-    from: describe(from),
-    to: describe(to),
+    from: describe(store, from),
+    to: describe(store, to),
     memory,
     tasks: diffRecords(view, from.tasks.root, to.tasks.root),
     agents: diffRecords(view, from.agents.root, to.agents.root),
   };
 }
 
-function describe(manifest: CheckpointManifest): Located & { name: string } {
-  return { sessionId: manifest.session_id, sequence: manifest.sequence, id: manifest.id, name: manifest.name };
+function describe(store: Store, manifest: CheckpointManifest): NamedCheckpoint {
+  return { sessionId: manifest.session_id, sequence: manifest.sequence, id: manifest.id, name: manifest.name, session_name: sessionName(store, manifest.session_id) };
 }
 
 function diffRecords(view: ObjectView, a: Hash | null, b: Hash | null): RecordDiff {
@@ -536,7 +540,7 @@ export async function restoreCheckpoint(store: Store, ref: string | CheckpointMa
     }
     // The memory now equals the checkpoint's tree: the next checkpoint starts from it.
     if (!options.dryRun && options.memory !== false) catalog.setBase(key, { root: manifest.memory.root, revision, keys: manifest.memory.keys });
-    result = { checkpoint: describe(manifest), targetSessionId: target, memory, tasks, agents, revision };
+    result = { checkpoint: { sessionId: manifest.session_id, sequence: manifest.sequence, id: manifest.id, name: manifest.name }, targetSessionId: target, memory, tasks, agents, revision };
   };
   if (options.dryRun) run();
   else await store.transaction(run);
@@ -604,9 +608,9 @@ export function checkpointHolds(store: Store): ReadonlyMap<string, readonly stri
  * Its sequence number is not reused. Pinned and held (holdCheckpoint) checkpoints, and those
  * `refuse` refuses, are refused unless `force`.
  */
-export async function deleteCheckpoint(store: Store, ref: string, options: DeleteOptions = {}): Promise<Located & { name: string }> {
+export async function deleteCheckpoint(store: Store, ref: string, options: DeleteOptions = {}): Promise<NamedCheckpoint> {
   assertWritable(store);
-  let deleted!: Located & { name: string };
+  let deleted!: NamedCheckpoint;
   await store.transaction(() => {
     const located = resolveCheckpoint(store, ref, options);
     const catalog = Catalog.of(store);
@@ -619,19 +623,21 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
       // an unreadable record cannot tell us it is pinned; deleting a damaged checkpoint is allowed
     }
     const held = checkpointHolds(store).get(located.id);
+    // Its session as the other commands print it, by name or short id: a reference that resolves.
+    const label = () => `${sessionLabel(store, located.sessionId)}/${checkpointName(located.sequence)}`;
     if (held && !options.force) {
-      throw new ApexError("APEX_E_CONFLICT", `${located.sessionId}/${checkpointName(located.sequence)} is in use (${held.join(", ")}); not deleting it.`, {
+      throw new ApexError("APEX_E_CONFLICT", `${label()} is in use (${held.join(", ")}); not deleting it.`, {
         hint: "Try again once it is done.",
       });
     }
     if (pinned && !options.force) {
-      throw new ApexError("APEX_E_CONFLICT", `${located.sessionId}/${checkpointName(located.sequence)} is pinned; not deleting it.`, {
+      throw new ApexError("APEX_E_CONFLICT", `${label()} is pinned; not deleting it.`, {
         hint: "Unpin it first (`apex checkpoint unpin`) or delete with --force.",
       });
     }
     if (!options.force) options.refuse?.(located);
     removeCheckpointRecords(store, located, options.actor ?? ACTORS.checkpoint);
-    deleted = { ...located, name: checkpointName(located.sequence) };
+    deleted = { ...located, name: checkpointName(located.sequence), session_name: sessionName(store, located.sessionId) };
   });
   return deleted;
 }

@@ -82,7 +82,7 @@ Examples:
     .argument("<from>", REF_HELP)
     .argument("<to>", "the checkpoint compared with FROM, given the same ways")
     .option("--session <id>", "the session for checkpoint-007 and latest")
-    .option("--json", "print {from, to, memory: {added, removed, changed}, tasks: {added, removed, changed: [{id, before, after}]}, agents: {…}} (from/to: {id, name, session_id, sequence})")
+    .option("--json", "print {from, to, memory: {added, removed, changed}, tasks: {added, removed, changed: [{id, before, after}]}, agents: {…}} (from/to: {id, name, session_id, sequence, session_name})")
     .addHelpText("after", examples("apex checkpoint diff checkpoint-003 latest", "apex checkpoint diff 1ae4 7c2b --json"))
     .action(async (from: string, to: string, options: { session?: string; json?: boolean }, command: Command) => {
       const { diffCheckpointsCommand } = await import("./plugin-cli.js");
@@ -112,7 +112,7 @@ Examples:
     .argument("<checkpoint>", REF_HELP)
     .option("-f, --force", "delete it even if it is pinned, in use, or a branch starts from it or a merge needs it")
     .option("--session <id>", "the session for checkpoint-007 and latest")
-    .option("--json", "print {id, name, session_id, sequence} of the deleted checkpoint")
+    .option("--json", "print {id, name, session_id, sequence, session_name} of the deleted checkpoint")
     .addHelpText(
       "after",
       `
@@ -135,7 +135,7 @@ ${examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4
     .command("validate")
     .description("re-hash every checkpoint, tree node and value and check the records that must agree (exit 0 valid, 1 not)")
     .argument("[id]", "only this session (id or unique prefix); default: the whole store")
-    .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{session_id, sequence, name, id, reasons}]}, problems: [{severity, code, message, checkpoint?, path?}]}")
+    .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{session_id, session_name, sequence, name, id, reasons}]}, objects: {scanned, values, trees, unreferenced_values, unreferenced_trees, packs, pack_bytes, garbage_bytes}, problems: [{severity, code, message, checkpoint?, checkpoint_id?, path?}]}")
     .addHelpText("after", examples("apex session validate", "apex session validate 3f2a --json"))
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       const { validateCommand } = await import("./plugin-cli.js");
@@ -167,7 +167,7 @@ ${examples("apex session repair --dry-run", "apex session repair 3f2a --json")}`
     .description("build a new session from whatever of a session still verifies, naming what is missing")
     .argument("<id>", "the damaged session (id or unique prefix)")
     .option("--as <id>", "id of the new session (default <id>-r1, -r2, …)")
-    .option("--json", "print {session_id, from: {session_id, checkpoint: {session_id, sequence, id, name}}, tasks: [{id, source}], agents: [{id, source}], memory: {recovered, lost}, missing, checkpoint, current}")
+    .option("--json", "print {session_id, from: {session_id, name, checkpoint: {session_id, sequence, id, name}}, tasks: [{id, source}], agents: [{id, source}], memory: {recovered, lost}, skipped_checkpoints, missing, checkpoint, current}")
     .addHelpText(
       "after",
       `

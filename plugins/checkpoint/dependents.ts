@@ -4,6 +4,7 @@ import { Catalog, type Located } from "./catalog.js";
 import { resolveCheckpoint } from "./checkpoints.js";
 import { checkpointName, RESERVED_SESSION_NAMES } from "./manifest.js";
 import { MERGE_TRIGGER, mergeSourceOf } from "./merge-base.js";
+import { shortSessionId } from "../../core/session/names.js";
 
 /**
  * The sessions a store knows and the checkpoints other sessions still need: the one a branch
@@ -85,20 +86,24 @@ export function labelReason(reason: string, label: (sessionId: string) => string
 
 /**
  * deleteCheckpoint's refusal of a checkpoint the graph needs (see graphNeeds): APEX_E_CONFLICT
- * naming each session by name and id; nothing when nothing needs it.
+ * naming each session as the other commands print it, by name, else its uuid's short form (the
+ * details keep the whole ids); nothing when nothing needs it.
  */
 export function refuseNeeded(store: Store, located: Located): void {
   const sessions = knownSessions(store);
   const needs = graphNeeds(store, located, sessions);
   if (needs.length === 0) return;
   const names = new Map(sessions.map((session) => [session.sessionId, session.record?.name]));
+  const label = (sessionId: string) => {
+    const name = names.get(sessionId);
+    return typeof name === "string" && name ? name : shortSessionId(sessionId);
+  };
   const why = needs.map((reason) => {
     const [, kind, sid] = /^(.+) (\S+)$/.exec(reason) ?? [];
-    const name = names.get(sid ?? "");
     const phrase = kind === undefined ? undefined : NEEDED_BECAUSE[kind];
-    return phrase ? phrase(typeof name === "string" ? `session ${name} (${sid})` : `session ${sid}`) : reason;
+    return phrase && sid !== undefined ? phrase(`session ${label(sid)}`) : reason;
   });
-  throw new ApexError("APEX_E_CONFLICT", `${located.sessionId}/${checkpointName(located.sequence)} is needed: ${why.join("; ")}. Not deleting it.`, {
+  throw new ApexError("APEX_E_CONFLICT", `${label(located.sessionId)}/${checkpointName(located.sequence)} is needed: ${why.join("; ")}. Not deleting it.`, {
     hint: "--force deletes it anyway: a branch keeps its own state, but a later merge between these sessions falls back to an older common checkpoint, where more paths may conflict.",
     details: { checkpoint: located.id, needed_by: needs },
   });

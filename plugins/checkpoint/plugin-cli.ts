@@ -279,9 +279,26 @@ function withSessionId<T extends { sessionId: string }>(value: T): T & { session
   return { session_id: value.sessionId, ...value };
 }
 
-/** A validation report for --json: each damaged checkpoint with its session_id (validate, and repair's before and after). */
+/**
+ * A validation report for --json (validate, and repair's before and after) in the keys every other
+ * command's --json uses: each damaged checkpoint's session_id, a problem's checkpoint_id, the
+ * object counts' unreferenced_values, unreferenced_trees, pack_bytes, garbage_bytes. The
+ * camelCase keys it had alone stay beside them, for scripts written against them.
+ */
 function validationJson(report: ValidationReport) {
-  return { ...report, checkpoints: { ...report.checkpoints, damaged: report.checkpoints.damaged.map(withSessionId) } };
+  const { objects } = report;
+  return {
+    ...report,
+    problems: report.problems.map((problem) => (problem.checkpointId === undefined ? problem : { ...problem, checkpoint_id: problem.checkpointId })),
+    checkpoints: { ...report.checkpoints, damaged: report.checkpoints.damaged.map(withSessionId) },
+    objects: {
+      ...objects,
+      unreferenced_values: objects.unreferencedValues,
+      unreferenced_trees: objects.unreferencedTrees,
+      pack_bytes: objects.packBytes,
+      garbage_bytes: objects.garbageBytes,
+    },
+  };
 }
 
 function field(record: JsonValue | undefined, name: string): JsonValue | undefined {
@@ -307,7 +324,8 @@ export async function diffCheckpointsCommand(location: ProjectLocation, a: strin
     diffCheckpoints(store, a, b, { sessionId: sessionFor(store, options.session) }),
   );
   if (options.json) return printJson({ ...diff, from: snakeCased(diff.from), to: snakeCased(diff.to) });
-  const name = (side: CheckpointDiff["from"]) => `${side.sessionId}/${side.name} (${side.id.slice(0, 8)})`;
+  // Each side's session as the other commands print it, by name or short id (a supervisor older than session_name leaves it out).
+  const name = (side: CheckpointDiff["from"]) => `${side.session_name ?? shortSessionId(side.sessionId)}/${side.name} (${side.id.slice(0, 8)})`;
   printLine(`From ${name(diff.from)} to ${name(diff.to)}`);
   const { memory, tasks, agents } = diff;
   printLine(`Memory: ${memory.added.length} added, ${memory.removed.length} removed, ${memory.changed.length} changed`);
@@ -377,10 +395,10 @@ export async function pinCheckpointCommand(location: ProjectLocation, ref: strin
 export async function deleteCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions & { force?: boolean }): Promise<void> {
   const writer = await writerClient(location);
   const deleted = writer
-    ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; name: string; id: string })
+    ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; session_name?: string | null; name: string; id: string })
     : await withWriteStore(location, (store) => deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true, refuse: (located) => refuseNeeded(store, located) }));
   if (options.json) return printJson(snakeCased(deleted));
-  printLine(`Deleted ${deleted.sessionId}/${deleted.name} (${deleted.id}). Objects no other checkpoint uses are freed by the next sweep (\`apex session cleanup\`).`);
+  printLine(`Deleted ${deleted.session_name ?? shortSessionId(deleted.sessionId)}/${deleted.name} (${deleted.id}). Objects no other checkpoint uses are freed by the next sweep (\`apex session cleanup\`).`);
 }
 
 // ------------------------------------------------------------------------------------ session validate
@@ -392,24 +410,40 @@ async function validate(location: ProjectLocation, sessionId: string | undefined
 }
 
 async function sessionIdOf(location: ProjectLocation, ref: string | undefined): Promise<string | undefined> {
+  return (await sessionOf(location, ref))?.id;
+}
+
+/**
+ * The session `ref` names, and how text prints it (its name, else its uuid's short form, as
+ * session list does): a reference `session repair` and `checkpoint show <label>/checkpoint-007`
+ * resolve. Where the store is not read here (inside an agent, a damaged store) the label is
+ * what was given, shortened when it is a whole uuid.
+ */
+async function sessionOf(location: ProjectLocation, ref: string | undefined): Promise<{ id: string; label: string } | undefined> {
   if (ref === undefined) return undefined;
-  if (process.env.APEX_SOCKET) return ref;
+  if (process.env.APEX_SOCKET) return { id: ref, label: shortSessionId(ref) };
   try {
-    return await withReadStore(location, (store) => resolveSessionRef(store, ref));
+    const { sessionLabel } = await import("./merge-base.js");
+    return await withReadStore(location, (store) => {
+      const id = resolveSessionRef(store, ref);
+      return { id, label: sessionLabel(store, id) };
+    });
   } catch (error) {
     // Validate and repair are what a damaged store needs: a session list they cannot read does not stop them.
-    if (isApexError(error) && error.code === "APEX_E_STORE_DAMAGED") return ref;
+    if (isApexError(error) && error.code === "APEX_E_STORE_DAMAGED") return { id: ref, label: shortSessionId(ref) };
     throw error;
   }
 }
 
 export async function validateCommand(location: ProjectLocation, ref: string | undefined, options: { json?: boolean }): Promise<void> {
   if (!process.env.APEX_SOCKET && !(await storeExists(location))) throw noStore();
-  const sessionId = await sessionIdOf(location, ref);
+  const session = await sessionOf(location, ref);
+  const sessionId = session?.id;
   const report = await validate(location, sessionId);
   process.exitCode = report.ok ? 0 : 1;
   if (options.json) return printJson({ session_id: sessionId ?? null, ...validationJson(report) });
-  const what = sessionId ? `Session ${sessionId}` : "The project store";
+  // Sessions as session list prints them, by name or short id (--json has the whole ids).
+  const what = session ? `Session ${session.label}` : "The project store";
   const c = report.checkpoints;
   const counts = `${c.total} checkpoint${c.total === 1 ? "" : "s"}, ${c.verified} verif${c.verified === 1 ? "ies" : "y"}; ${report.records} records decoded`;
   if (report.ok && report.problems.length === 0) {
@@ -420,10 +454,11 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
   printProblems(report.problems);
   if (c.damaged.length > 0) {
     printLine(`Checkpoints that do not verify (${c.damaged.length}):`);
-    for (const damaged of c.damaged) printLine(`  ${damaged.sessionId}/${damaged.name}${damaged.id ? ` (${damaged.id.slice(0, 8)})` : ""}: ${damaged.reasons.join("; ")}`);
+    // `<label>/checkpoint-007`: a reference `checkpoint show` and `start --force-recovery` resolve (a name, or a unique id prefix).
+    for (const damaged of c.damaged) printLine(`  ${damaged.session_name ?? shortSessionId(damaged.sessionId)}/${damaged.name}${damaged.id ? ` (${damaged.id.slice(0, 8)})` : ""}: ${damaged.reasons.join("; ")}`);
   }
   if (!report.ok) {
-    const target = sessionId ?? "";
+    const target = session?.label ?? "";
     printLine(paint(`Next: apex session repair ${target} --dry-run (shows what repair would do; it never deletes a checkpoint that verifies)`.replace("  ", " "), "gray"));
     if (c.damaged.length > 0) printLine(paint(`      apex start --force-recovery <checkpoint> (restores what still verifies of a damaged checkpoint)`, "gray"));
   }
@@ -450,7 +485,7 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
   if (!(await storeExists(location))) throw noStore();
   // The session named is resolved before anything stops: a name that is not there (or `current`,
   // which stopping would end) must be refused with the session left running.
-  const sessionId = await sessionIdOf(location, ref);
+  const session = await sessionOf(location, ref);
   if (!dryRun) await refuseRemoteSupervisor(location);
   // Repair rewrites objects, checkpoint records and manifests the running supervisor caches and
   // writes: a running session is checkpointed and stopped first, and continued afterwards.
@@ -461,7 +496,7 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
     if (handover && !options.json) printLine(handoverLine(handover));
   }
   try {
-    await repairStopped(location, sessionId, { dryRun, json: options.json === true });
+    await repairStopped(location, session, { dryRun, json: options.json === true });
   } finally {
     if (handover) await continueAfterRepair(location, handover, options.json === true);
   }
@@ -489,13 +524,15 @@ async function refuseRemoteSupervisor(location: ProjectLocation): Promise<void> 
 
 /** Brings the session repair stopped back, from the live state (repair never touches memory, tasks or agent records). */
 async function continueAfterRepair(location: ProjectLocation, handover: Handover, json: boolean): Promise<void> {
-  const { launchSupervisor } = await import("../../cli/session/launch.js");
+  const [{ launchSupervisor }, { sessionText }] = await Promise.all([import("../../cli/session/launch.js"), import("../../cli/session/handover.js")]);
   const ready = await launchSupervisor(location, { mode: "continue", continueTarget: handover.session_id });
   if (json) process.stderr.write(`${JSON.stringify({ notice: { continued: ready.session_id, supervisor_pid: ready.supervisor_pid, handover } })}\n`);
-  else printLine(`Session ${paint(ready.session_id, "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);
+  // The session as the handover line named it (its name, else its uuid's short form); the notice in --json has the whole id.
+  else printLine(`Session ${paint(sessionText({ session_id: ready.session_id, name: handover.name }), "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);
 }
 
-async function repairStopped(location: ProjectLocation, sessionId: string | undefined, options: { dryRun: boolean; json: boolean }): Promise<void> {
+async function repairStopped(location: ProjectLocation, session: { id: string; label: string } | undefined, options: { dryRun: boolean; json: boolean }): Promise<void> {
+  const sessionId = session?.id;
   const dryRun = options.dryRun;
   const spec = await resolveStoreSpec(location);
   // LMDB's file is repaired out of process (a damaged page can crash the reader); a server store in process.
@@ -531,7 +568,8 @@ async function repairStopped(location: ProjectLocation, sessionId: string | unde
     printJson({ session_id: sessionId ?? null, dry_run: dryRun, actions: result.actions, checkpoints: { removed, kept }, before: validationJson(result.before), after: after ? validationJson(after) : null });
     return;
   }
-  const scope = sessionId ? ` (session ${sessionId}; objects are shared between sessions, so repair covers the whole store)` : "";
+  // The session as session list prints it, by name or short id (--json has the whole id).
+  const scope = session ? ` (session ${session.label}; objects are shared between sessions, so repair covers the whole store)` : "";
   if (result.actions.length === 0) {
     printLine(`Nothing to repair${scope}: the store is valid (${before.checkpoints.total} checkpoints verify).`);
     return;
@@ -541,7 +579,7 @@ async function repairStopped(location: ProjectLocation, sessionId: string | unde
   printLine(
     `${dryRun ? "It would remove" : "Removed"} ${removed} checkpoint${removed === 1 ? "" : "s"} that do${removed === 1 ? "es" : ""} not verify; ${dryRun ? "it keeps" : "kept"} ${kept} that verify (repair never deletes a checkpoint that verifies).`,
   );
-  if (dryRun) printLine(paint(`Apply: apex session repair${sessionId ? ` ${sessionId}` : ""}`, "gray"));
+  if (dryRun) printLine(paint(`Apply: apex session repair${session ? ` ${session.label}` : ""}`, "gray"));
   else if (after?.ok) printLine(`The store is valid now.`);
   else {
     printLine(paint(`Problems remain:`, "red"));
@@ -618,11 +656,17 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
         return { ...built, checkpoint: summaryOf(built.checkpoint), current: false };
       });
   if (options.json) {
-    const { from } = report;
-    return printJson(withSessionId({ ...report, from: withSessionId({ ...from, checkpoint: from.checkpoint && withSessionId(from.checkpoint) }) }));
+    const { from, skippedCheckpoints } = report;
+    // skipped_checkpoints as every other --json spells its keys (skippedCheckpoints, which it had alone, stays for scripts).
+    return printJson(withSessionId({ ...report, from: withSessionId({ ...from, checkpoint: from.checkpoint && withSessionId(from.checkpoint) }), skipped_checkpoints: skippedCheckpoints, skippedCheckpoints }));
   }
+  // Sessions as session list prints them: the one it came from by its name, else its uuid's short
+  // form (a supervisor older than from.name leaves it out); the new one has no name, and an id
+  // that is no uuid (<id>-r1, --as) prints whole. --json has the whole ids.
+  const newSession = shortSessionId(report.sessionId);
+  const source = report.from.name ?? shortSessionId(report.from.sessionId);
   const from = report.from.checkpoint ? `${report.from.checkpoint.name}, the latest checkpoint that verifies` : "no checkpoint verifies: live records only";
-  printLine(`Reconstructed session ${paint(report.sessionId, "bold")} from ${report.from.sessionId} (${from}).`);
+  printLine(`Reconstructed session ${paint(newSession, "bold")} from ${source} (${from}).`);
   const count = (items: Array<{ source: string }>, source: string) => items.filter((item) => item.source === source).length;
   printLine(`  tasks   ${report.tasks.length} (${count(report.tasks, "live")} live, ${count(report.tasks, "checkpoint")} from the checkpoint)`);
   const agents = report.agents.filter((agent) => !agent.id.endsWith(".context"));
@@ -635,6 +679,6 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
     for (const line of report.missing) printLine(`  - ${line}`);
   }
   printLine(
-    paint(`It is listed by \`apex session list\` as stopped and blocks nothing. Next: apex start --continue ${report.sessionId} (a running session is checkpointed and stopped first)`, "gray"),
+    paint(`It is listed by \`apex session list\` as stopped and blocks nothing. Next: apex start --continue ${newSession} (a running session is checkpointed and stopped first)`, "gray"),
   );
 }

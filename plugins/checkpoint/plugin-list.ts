@@ -90,12 +90,23 @@ function listItem(summary: CheckpointSummary, reasons: Map<string, string[]> | u
 
 export async function listCheckpointsCommand(location: ProjectLocation, options: ListOptions, keptBy?: () => Promise<KeptBy | undefined>): Promise<void> {
   let page: CheckpointPage;
+  // For text: KEPT BY's reasons naming sessions as the other commands do, read while the store is open (none when the supervisor answers: it gives no reasons).
+  let reasonTexts = new Map<string, string>();
   const { openSessionClient } = await import("../../core/session/client.js");
   const noStore = () => new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   const client = await openSessionClient(location, "read", { noStore });
   try {
     const params = { session: options.session, limit: options.limit, offset: options.offset, oldest: options.oldest === true };
-    page = await client.run("checkpoint.list", params, async (store) => checkpointPage(store, options, await keptBy?.()), 30_000);
+    page = await client.run(
+      "checkpoint.list",
+      params,
+      async (store) => {
+        const read = checkpointPage(store, options, await keptBy?.());
+        if (!options.json) reasonTexts = await reasonLabels(store, read);
+        return read;
+      },
+      30_000,
+    );
   } finally {
     await client.close();
   }
@@ -103,10 +114,25 @@ export async function listCheckpointsCommand(location: ProjectLocation, options:
     printJson(page);
     return;
   }
-  printPage(page);
+  printPage(page, reasonTexts);
 }
 
-function printPage(page: CheckpointPage): void {
+/**
+ * KEPT BY's reasons that end in a session (`branch <sid>`, `base of <sid>`, `merged into <sid>`)
+ * -> the text that names it as the other commands do: by name, else a uuid's short form
+ * (--json keeps the whole ids). Read only when a reason names a session; the retention code that
+ * gave the reasons has loaded these modules already.
+ */
+async function reasonLabels(store: Store, page: CheckpointPage): Promise<Map<string, string>> {
+  const texts = new Map<string, string>();
+  const reasons = new Set(page.items.flatMap((item) => item.kept_by ?? []));
+  if (![...reasons].some((reason) => /^(branch|merge point of|merged into|base of) /.test(reason))) return texts;
+  const [{ labelReason }, { sessionLabel }] = await Promise.all([import("./dependents.js"), import("./merge-base.js")]);
+  for (const reason of reasons) texts.set(reason, labelReason(reason, (sessionId) => sessionLabel(store, sessionId)));
+  return texts;
+}
+
+function printPage(page: CheckpointPage, reasonTexts: ReadonlyMap<string, string>): void {
   if (page.total === 0) {
     printLine(`Session ${known(page.session_id)} has no checkpoints yet.`);
     printLine(paint('Create one: apex checkpoint create "what this is"', "gray"));
@@ -126,7 +152,7 @@ function printPage(page: CheckpointPage): void {
     item.created_at.replace(/\.\d+Z$/, "Z"),
     item.trigger,
     item.pinned ? "pinned" : "",
-    ...(retention ? [item.kept_by === null ? "" : item.kept_by.length > 0 ? item.kept_by.join(", ") : "nothing (next cleanup removes it)"] : []),
+    ...(retention ? [item.kept_by === null ? "" : item.kept_by.length > 0 ? item.kept_by.map((reason) => reasonTexts.get(reason) ?? reason).join(", ") : "nothing (next cleanup removes it)"] : []),
     visibleText(item.description || "-"),
   ]);
   printLine(table(["NAME", "ID", "CREATED", "TRIGGER", "PIN", ...(retention ? ["KEPT BY"] : []), "DESCRIPTION"], rows));

@@ -28,6 +28,7 @@ import { ACTORS, assertWritable, loadManifest, manifestKeys, resolveCheckpoint, 
 import { baseKey, DEFAULT_SCOPE, inScope, isDetached, keysInScope, memoryMountOf, normalizeScope, pathSegments, type MemoryScope } from "./scope.js";
 import { buildSnapshot, readJsonRecord } from "./snapshot.js";
 import { verifyCheckpoint } from "./validate.js";
+import { sessionName } from "./merge-base.js";
 
 /** Something a damaged checkpoint held that can no longer be read. */
 export interface LostItem {
@@ -260,7 +261,8 @@ export interface RecordSource {
 
 export interface ReconstructReport {
   sessionId: string;
-  from: { sessionId: string; checkpoint: (Located & { name: string }) | null };
+  /** The session it came from; `name`: its name (a branch), null for an unnamed one (text names the session by it). */
+  from: { sessionId: string; name: string | null; checkpoint: (Located & { name: string }) | null };
   /** The checkpoint taken of the new session. */
   checkpoint: CheckpointManifest;
   tasks: RecordSource[];
@@ -437,7 +439,7 @@ export async function reconstructSession(store: Store, sessionId: string, option
     }, actor);
     report = {
       sessionId: newId,
-      from: { sessionId, checkpoint: base ? { sessionId, sequence: base.sequence, id: base.id, name: base.name } : null },
+      from: { sessionId, name: sessionName(store, sessionId), checkpoint: base ? { sessionId, sequence: base.sequence, id: base.id, name: base.name } : null },
       checkpoint: created.manifest,
       tasks: [...tasks].map(([id, { source }]) => ({ id, source })),
       agents: [...agents].map(([id, { source }]) => ({ id, source })),

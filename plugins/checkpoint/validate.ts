@@ -83,6 +83,8 @@ export interface StoreProblem {
 
 export interface CheckpointStatus {
   sessionId: string;
+  /** Its session's name (a branch), null for an unnamed session or a record that does not read: text names the session by it. */
+  session_name: string | null;
   sequence: number;
   name: string;
   id?: string;
@@ -321,6 +323,7 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
     else if (entry.manifestValue !== undefined || entry.manifestUndecodable) {
       report.checkpoints.damaged.push({
         sessionId: entry.sessionId,
+        session_name: sessionNameOf(store, entry.sessionId),
         sequence: entry.sequence,
         name: checkpointName(entry.sequence),
         ...(entry.manifest?.id ? { id: entry.manifest.id } : {}),
@@ -511,6 +514,19 @@ function liveMemoryBase(store: Store, state: ValidationState): CheckpointManifes
     if (ownRootSession(entry.sessionId)) latest = manifest;
   }
   return latest;
+}
+
+/** A session's name from its record (current or ended); null when it has none or its record does not read (validation reports that). */
+function sessionNameOf(store: Store, sessionId: string): string | null {
+  for (const path of [sessionPath(sessionId), historyPath(sessionId)]) {
+    try {
+      const record = store.get(path);
+      if (isRecord(record)) return typeof record.name === "string" && record.name ? record.name : null;
+    } catch {
+      // an undecodable record: try the other place, else no name
+    }
+  }
+  return null;
 }
 
 function describeScopeKey(key: string): string {
