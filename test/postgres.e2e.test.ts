@@ -173,6 +173,63 @@ describe("a session on PostgreSQL", () => {
     }
   }, 120_000);
 
+  it("while the server is down: commands fail at once, `apex serve` answers 503, and an agent that exits is recorded and restarted once it is back", async () => {
+    const url = await cluster.createDatabase();
+    const relay = await postgresRelay();
+    const through = relay.url(new URL(url).pathname.slice(1));
+    project = new Project(`${AGENTS}\nsession:\n  lease_ttl: 8\nstore:\n  backend: postgres\n  url: ${JSON.stringify(through)}\n  project: outage-agents\n`);
+    const serve = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    try {
+      const ready = project.start(["--task", "through an outage"]);
+      const alpha = ready.agents.find((agent) => agent.name === "alpha")!;
+      const share = json<{ token: string }>(project.apex(["session", "share", "current", "bob@example.com", "--role", "owner", "--json"]));
+      await waitFor("apex serve to listen", () => serve.output().includes('"port"'));
+      const base = (JSON.parse(serve.output()) as { url: string }).url;
+      const status = () => fetch(`${base}/api/sessions/${ready.session_id}/rpc/session.status`, { method: "POST", headers: { authorization: `Bearer ${share.token}`, "content-type": "application/json" }, body: "{}" });
+      expect((await status()).status).toBe(200);
+
+      await relay.down();
+      const down = Date.now();
+      // The agent exits while nothing can be written: its supervisor has to record that later.
+      process.kill(-alpha.pgid!, "SIGTERM");
+      const started = Date.now();
+      const set = project.apex(["memory", "set", "/o/during", "1"]);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(set.status).toBe(1);
+      expect(set.stderr).toContain("APEX_E_STORE_UNREACHABLE");
+      const refused = await status();
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get("retry-after")).toBe("1");
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("APEX_E_STORE_UNREACHABLE");
+      // A restart's worth of outage (well within the lease), then the server is back.
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, 2_000 - (Date.now() - down))));
+      await relay.up();
+
+      const again = await waitFor("alpha to be restarted", () => {
+        const agent = project!.status().agents.find((one) => one.name === "alpha");
+        return agent?.status === "running" && agent.pid !== alpha.pid ? agent : undefined;
+      }, 20_000);
+      expect(again.restarts).toBe(1);
+      const now = project.status();
+      expect(now.session?.supervisor).toMatchObject({ pid: ready.supervisor_pid, alive: true });
+      expect(now.agents.find((agent) => agent.name === "beta")).toMatchObject({ pid: ready.agents.find((agent) => agent.name === "beta")!.pid, status: "running" });
+      const exits = project.apex(["memory", "query", `/sessions/${ready.session_id}/events/*`, "--json"]).stdout;
+      expect(exits).toContain('"agent.exited"');
+      expect(exits).toContain('"agent.restarting"');
+      expect((await status()).status).toBe(200);
+      expect(project.apex(["memory", "set", "/o/after", "2"]).status).toBe(0);
+      const log = project.supervisorLog();
+      expect(log).toContain("cannot record an agent's change yet, retrying while the lease holds");
+      expect(log).not.toContain("cannot handle its exit");
+      expect(log).not.toContain("lease lost");
+      expect(project.apex(["stop"]).status).toBe(0);
+    } finally {
+      serve.child.kill("SIGINT");
+      await serve.done;
+      await relay.down();
+    }
+  }, 120_000);
+
   it("a branch's git worktree reaches the project's data (default project id), with APEX_HOME set and with no .apex/ in the project's tree", async () => {
     const url = await cluster.createDatabase();
     // The agent records, through `apex memory set`, which session it runs in.

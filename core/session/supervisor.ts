@@ -561,7 +561,7 @@ export class Supervisor {
     if (slot.status === "paused") signalProvenGroup(child.pgid, child.startTime, child.marker, "SIGSTOP");
     this.agentLog(slot.name, `started pid ${child.pid} (process group ${child.pgid})${slot.restarts ? `, restart ${slot.restarts}` : ""}`);
     this.log(`agent ${slot.name} started: pid ${child.pid}`);
-    await this.service.write((batch, record) => {
+    await this.ownWrite((batch, record) => {
       const previous = batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined;
       const next: AgentRecord = {
         ...(previous ?? emptyAgentRecord(slot.name, slot.spec)),
@@ -577,10 +577,27 @@ export class Supervisor {
       };
       batch.set(agentPath(this.sessionId, slot.name), next);
       record("agent.started", { agent: slot.name, pid: child.pid, pgid: child.pgid, restarts: slot.restarts });
-    }, "supervisor");
+    });
     void child.exited
       .then((exit) => this.handleExit(slot, child, exit))
       .catch((error: Error) => this.log(`agent ${slot.name}: cannot handle its exit: ${error.stack ?? error.message}`));
+  }
+
+  /**
+   * A write of the supervisor's own (an agent started or exited), which no caller waits on: while
+   * the store cannot be reached (its server restarting) it is tried again every half second as
+   * long as the lease holds. Dropped, the agent's exit went unrecorded and its restart policy unrun.
+   */
+  private async ownWrite(fn: Parameters<SessionService["write"]>[0]): Promise<void> {
+    for (let tries = 0; ; tries++) {
+      try {
+        return void (await this.service.write(fn, "supervisor"));
+      } catch (error) {
+        if ((error as ApexError).code !== "APEX_E_STORE_UNREACHABLE" || this.lease?.lost !== false) throw error;
+        if (tries === 0) this.log(`cannot record an agent's change yet, retrying while the lease holds: ${(error as Error).message}`);
+        await sleep(500);
+      }
+    }
   }
 
   private async handleExit(slot: AgentSlot, child: AgentProcess | undefined, exit: AgentExit, spawnError?: string): Promise<void> {
@@ -611,12 +628,12 @@ export class Supervisor {
     const delayMs = Math.round(Math.min(first * 2 ** Math.min(slot.restarts, 30), Math.max(first, cap || 0)) * 1000);
     // Counted from the exit: the time its onError hooks take below is part of the wait, not added to it.
     const restartAt = restart ? new Date(Date.parse(at) + delayMs).toISOString() : null;
-    await this.service.write((batch, record) => {
+    await this.ownWrite((batch, record) => {
       const previous = (batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec);
       batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, last_exit: { code: exit.code, signal: exit.signal, at }, restart_at: restartAt });
       record("agent.exited", { agent: slot.name, pid: child?.pid ?? null, code: exit.code, signal: exit.signal, status: slot.status });
       if (restart) record("agent.restarting", { agent: slot.name, restarts: slot.restarts + 1, delay_seconds: delayMs / 1000, restart_at: restartAt });
-    }, "supervisor");
+    });
     if (crashed) {
       const files = this.logFiles(slot.name);
       const logTail = [...tailLines(files.stdoutFile, LOG_TAIL_LINES), ...tailLines(files.stderrFile, LOG_TAIL_LINES).map((line) => `stderr: ${line}`)];
