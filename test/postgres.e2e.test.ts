@@ -167,6 +167,9 @@ describe("a session on PostgreSQL", () => {
       relay.thaw();
       const status = project.apex(["status", "--json"], { env: { APEX_STORE_URL: url } });
       expect(JSON.parse(status.stdout).session.status).toBe("interrupted");
+      // And why, from the supervisor's log (it could not tell the store).
+      expect(JSON.parse(status.stdout).interrupted_because).toMatch(/^its lease ran out and could not be renewed \(Cannot reach PostgreSQL at postgres:\/\/apex@127\.0\.0\.1:\d+\/t_/);
+      expect(project.apex(["status"], { env: { APEX_STORE_URL: url } }).stdout).toContain("Its supervisor ended its agents and exited: its lease ran out and could not be renewed (Cannot reach PostgreSQL");
     } finally {
       relay.thaw();
       await relay.down();
