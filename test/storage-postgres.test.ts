@@ -4,6 +4,8 @@
  * database, connection errors, read-only opens that write nothing, LISTEN/NOTIFY.
  */
 import { createHash, randomBytes } from "node:crypto";
+import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
 import { createServer, type AddressInfo } from "node:net";
 import pg from "pg";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -29,6 +31,7 @@ beforeAll(async () => {
 
 
 /** Each test's store is a new project in the file's database. */
+const require = createRequire(import.meta.url);
 const spec = (project = `p${++projects}`): StoreSpec => ({ backend: "postgres", dir: "/nonexistent/.apex", url, project });
 
 describePort("postgres", {
@@ -354,6 +357,34 @@ describe("postgres backend", () => {
     expect(store.revision()).toBe(revision + 1);
     const rows = await query(url, "SELECT count(*)::int AS n FROM apex.stores WHERE revision > 0");
     expect(rows[0]!.n).toBeGreaterThan(0);
+  });
+
+  it("a COMMIT whose connection is lost once sent is reported as perhaps committed, not as failed", async () => {
+    const own = await cluster.createDatabase();
+    const store = open({ ...spec(), url: own });
+    await store.set("/kept", 1);
+    const pid = serverPid(store);
+    // The COMMIT takes a second (a deferred trigger), and another process ends the connection
+    // meanwhile: the answer never comes, whatever the server did.
+    await query(own, "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$");
+    await query(own, "CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON apex.log DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()");
+    const killer = spawn(process.execPath, ["-e", `const pg = require(${JSON.stringify(require.resolve("pg"))}); setTimeout(async () => { const c = new pg.Client({ connectionString: ${JSON.stringify(own)} }); await c.connect(); await c.query("SELECT pg_terminate_backend(${pid})"); await c.end(); }, 500);`], { stdio: "ignore" });
+    const killed = new Promise((resolve) => killer.once("exit", resolve));
+    let caught: unknown;
+    try {
+      await store.set("/maybe", 2);
+    } catch (error) {
+      caught = error;
+    } finally {
+      await killed;
+    }
+    expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE", details: { committed: "unknown" } });
+    expect((caught as Error).message).toContain("after the COMMIT was sent: it may or may not have been committed");
+    expect((caught as Error).message).not.toContain(cluster.password);
+    // A statement lost before the COMMIT still fails as a whole, as before (the test above); and the store goes on.
+    await query(own, "DROP TRIGGER slow ON apex.log");
+    await store.set("/after", 3);
+    expect(store.get("/after")).toBe(3);
   });
 
   it("the bridge never sends a statement pinned to a lost connection to a new one", () => {
