@@ -176,7 +176,7 @@ describe("a session on PostgreSQL", () => {
     }
   }, 120_000);
 
-  it("while the server is down: commands fail at once, `apex serve` answers 503, and an agent that exits is recorded and restarted once it is back", async () => {
+  it("while the server is down: commands fail at once, `apex serve` answers 503, an agent that exits is recorded and restarted once it is back, and a stop is recorded then", async () => {
     const url = await cluster.createDatabase();
     const relay = await postgresRelay();
     const through = relay.url(new URL(url).pathname.slice(1));
@@ -222,10 +222,21 @@ describe("a session on PostgreSQL", () => {
       expect((await status()).status).toBe(200);
       expect(project.apex(["memory", "set", "/o/after", "2"]).status).toBe(0);
       const log = project.supervisorLog();
-      expect(log).toContain("cannot record an agent's change yet, retrying while the lease holds");
+      expect(log).toContain("cannot write to the store yet, retrying while the lease holds");
       expect(log).not.toContain("cannot handle its exit");
       expect(log).not.toContain("lease lost");
-      expect(project.apex(["stop"]).status).toBe(0);
+
+      // `apex stop` during another outage ends the agents and records the session stopped once the
+      // server is back (it failed, leaving the session to read as interrupted, so that the next
+      // `apex start` would have continued it).
+      await relay.down();
+      const stopping = project.apexAsync(["stop"]);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await relay.up();
+      const stopped = await stopping.done;
+      expect(stopped.status, stopped.stderr).toBe(0);
+      const sessions = json<Array<{ session_id: string; status: string }>>(project.apex(["session", "list", "--json"]));
+      expect(sessions.find((session) => session.session_id === ready.session_id)?.status).toBe("stopped");
     } finally {
       serve.child.kill("SIGINT");
       await serve.done;

@@ -584,17 +584,18 @@ export class Supervisor {
   }
 
   /**
-   * A write of the supervisor's own (an agent started or exited), which no caller waits on: while
-   * the store cannot be reached (its server restarting) it is tried again every half second as
-   * long as the lease holds. Dropped, the agent's exit went unrecorded and its restart policy unrun.
+   * A write of the supervisor's own (an agent started or exited, the session ended): while the
+   * store cannot be reached (its server restarting) it is tried again every half second as long
+   * as the lease holds, and until `until` (performance.now()). Dropped, an agent's exit went
+   * unrecorded and its restart policy unrun, and a stop left the session reading as interrupted.
    */
-  private async ownWrite(fn: Parameters<SessionService["write"]>[0]): Promise<void> {
+  private async ownWrite(fn: Parameters<SessionService["write"]>[0], until = Infinity): Promise<void> {
     for (let tries = 0; ; tries++) {
       try {
         return void (await this.service.write(fn, "supervisor"));
       } catch (error) {
-        if ((error as ApexError).code !== "APEX_E_STORE_UNREACHABLE" || this.lease?.lost !== false) throw error;
-        if (tries === 0) this.log(`cannot record an agent's change yet, retrying while the lease holds: ${(error as Error).message}`);
+        if ((error as ApexError).code !== "APEX_E_STORE_UNREACHABLE" || this.lease?.lost !== false || performance.now() >= until) throw error;
+        if (tries === 0) this.log(`cannot write to the store yet, retrying while the lease holds: ${(error as Error).message}`);
         await sleep(500);
       }
     }
@@ -919,7 +920,7 @@ export class Supervisor {
       this.log(`beforeStop: ${(error as Error).message}`);
     }
     const at = nowIso();
-    await this.service.write((batch, record) => {
+    const recorded = this.ownWrite((batch, record) => {
       for (const slot of this.slots.values()) {
         const agent = batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined;
         // An agent a stop kept from starting is stopped too (start's report says so).
@@ -942,7 +943,10 @@ export class Supervisor {
       if (current?.session_id === this.sessionId) batch.delete(CURRENT_SESSION_PATH);
       setActiveSession(batch, this.sessionId, null);
       record(`session.${status}`, { reason: outcome }, actor);
-    }, "supervisor");
+    }, performance.now() + (this.lease?.ttlMs ?? 0));
+    await recorded.catch((error: ApexError) => {
+      throw new ApexError(error.code ?? "APEX_E_STORE", `The agents have ended, but the session could not be recorded as ${status}: ${error.message}`, { hint: "It reads as interrupted meanwhile: run `apex stop` once the store is back.", cause: error });
+    });
     this.log(`session ${status}: ${outcome}`);
     try {
       await this.engine.fire("onStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
