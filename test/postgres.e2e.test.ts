@@ -167,8 +167,79 @@ describe("a session on PostgreSQL", () => {
       relay.thaw();
       const status = project.apex(["status", "--json"], { env: { APEX_STORE_URL: url } });
       expect(JSON.parse(status.stdout).session.status).toBe("interrupted");
+      // And why, from the supervisor's log (it could not tell the store).
+      expect(JSON.parse(status.stdout).interrupted_because).toMatch(/^its lease ran out and could not be renewed \(Cannot reach PostgreSQL at postgres:\/\/apex@127\.0\.0\.1:\d+\/t_/);
+      expect(project.apex(["status"], { env: { APEX_STORE_URL: url } }).stdout).toContain("Its supervisor ended its agents and exited: its lease ran out and could not be renewed (Cannot reach PostgreSQL");
     } finally {
       relay.thaw();
+      await relay.down();
+    }
+  }, 120_000);
+
+  it("while the server is down: commands fail at once, `apex serve` answers 503, an agent that exits is recorded and restarted once it is back, and a stop is recorded then", async () => {
+    const url = await cluster.createDatabase();
+    const relay = await postgresRelay();
+    const through = relay.url(new URL(url).pathname.slice(1));
+    project = new Project(`${AGENTS}\nsession:\n  lease_ttl: 8\nstore:\n  backend: postgres\n  url: ${JSON.stringify(through)}\n  project: outage-agents\n`);
+    const serve = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    try {
+      const ready = project.start(["--task", "through an outage"]);
+      const alpha = ready.agents.find((agent) => agent.name === "alpha")!;
+      const share = json<{ token: string }>(project.apex(["session", "share", "current", "bob@example.com", "--role", "owner", "--json"]));
+      await waitFor("apex serve to listen", () => serve.output().includes('"port"'));
+      const base = (JSON.parse(serve.output()) as { url: string }).url;
+      const status = () => fetch(`${base}/api/sessions/${ready.session_id}/rpc/session.status`, { method: "POST", headers: { authorization: `Bearer ${share.token}`, "content-type": "application/json" }, body: "{}" });
+      expect((await status()).status).toBe(200);
+
+      await relay.down();
+      const down = Date.now();
+      // The agent exits while nothing can be written: its supervisor has to record that later.
+      process.kill(-alpha.pgid!, "SIGTERM");
+      const started = Date.now();
+      const set = project.apex(["memory", "set", "/o/during", "1"]);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(set.status).toBe(1);
+      expect(set.stderr).toContain("APEX_E_STORE_UNREACHABLE");
+      const refused = await status();
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get("retry-after")).toBe("1");
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("APEX_E_STORE_UNREACHABLE");
+      // A restart's worth of outage (well within the lease), then the server is back.
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, 2_000 - (Date.now() - down))));
+      await relay.up();
+
+      const again = await waitFor("alpha to be restarted", () => {
+        const agent = project!.status().agents.find((one) => one.name === "alpha");
+        return agent?.status === "running" && agent.pid !== alpha.pid ? agent : undefined;
+      }, 20_000);
+      expect(again.restarts).toBe(1);
+      const now = project.status();
+      expect(now.session?.supervisor).toMatchObject({ pid: ready.supervisor_pid, alive: true });
+      expect(now.agents.find((agent) => agent.name === "beta")).toMatchObject({ pid: ready.agents.find((agent) => agent.name === "beta")!.pid, status: "running" });
+      const exits = project.apex(["memory", "query", `/sessions/${ready.session_id}/events/*`, "--json"]).stdout;
+      expect(exits).toContain('"agent.exited"');
+      expect(exits).toContain('"agent.restarting"');
+      expect((await status()).status).toBe(200);
+      expect(project.apex(["memory", "set", "/o/after", "2"]).status).toBe(0);
+      const log = project.supervisorLog();
+      expect(log).toContain("cannot write to the store yet, retrying while the lease holds");
+      expect(log).not.toContain("cannot handle its exit");
+      expect(log).not.toContain("lease lost");
+
+      // `apex stop` during another outage ends the agents and records the session stopped once the
+      // server is back (it failed, leaving the session to read as interrupted, so that the next
+      // `apex start` would have continued it).
+      await relay.down();
+      const stopping = project.apexAsync(["stop"]);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await relay.up();
+      const stopped = await stopping.done;
+      expect(stopped.status, stopped.stderr).toBe(0);
+      const sessions = json<Array<{ session_id: string; status: string }>>(project.apex(["session", "list", "--json"]));
+      expect(sessions.find((session) => session.session_id === ready.session_id)?.status).toBe("stopped");
+    } finally {
+      serve.child.kill("SIGINT");
+      await serve.done;
       await relay.down();
     }
   }, 120_000);

@@ -6,12 +6,15 @@
  * store opened read-only, which is how an interrupted session is seen. Inside an agent the
  * supervisor always answers, so that the agent never opens LMDB.
  */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { known, paint, printJson, printLine, table, visibleText } from "../output.js";
 import { agentSession, sessionFlag } from "../../core/session/binding.js";
 import { openSessionClient } from "../../core/session/client.js";
 import { readProcStat } from "../../core/session/proc.js";
+import { SUPERVISOR_LOG } from "../../core/session/runtime.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 
 /** How long a live supervisor gets to answer before status reads the store itself. */
@@ -19,7 +22,7 @@ const SUPERVISOR_ANSWER_MS = 1000;
 import { agentStatusText, formatDuration, paintStatus } from "./format.js";
 
 export async function showStatus(location: ProjectLocation, json: boolean): Promise<void> {
-  const report = markStoppedSupervisor(await readStatus(location));
+  const report = withEndReason(location, markStoppedSupervisor(await readStatus(location)));
   const warnings = await configWarnings(location, report);
   if (json) return printJson(warnings.length > 0 ? { ...report, warnings } : report);
   for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
@@ -104,6 +107,28 @@ function markStoppedSupervisor(report: StatusReport): StatusReport {
   return { ...report, session: { ...report.session!, supervisor: { ...supervisor, stopped } } };
 }
 
+/**
+ * Why the supervisor of an interrupted session of this host ended it, when it did so itself (its
+ * lease ran out while the store could not be reached, or another host took the session over):
+ * its log's last line about the session, as `interrupted_because`. The store could not be told
+ * then; a supervisor that was killed leaves no such line, nor does one started again since.
+ */
+function withEndReason(location: ProjectLocation, report: StatusReport): StatusReport & { interrupted_because?: string } {
+  const session = report.session;
+  if (session?.status !== "interrupted" || session.remote || process.env.APEX_REMOTE) return report;
+  let text: string;
+  try {
+    text = readFileSync(join(location.storeDir, SUPERVISOR_LOG), "utf8").slice(-256 * 1024);
+  } catch {
+    return report;
+  }
+  const about = `] session ${session.session_id}: `;
+  const last = text.split("\n").filter((line) => line.includes(about)).pop();
+  const ending = "; stopping this supervisor's agents and exiting";
+  if (!last?.endsWith(ending)) return report;
+  return { ...report, interrupted_because: last.slice(last.indexOf(about) + about.length, -ending.length) };
+}
+
 /** "pid 123", "pid 123 (not running)", or for another host's supervisor "pid 123 on host host-a (lease until …)". */
 function supervisorLine(session: NonNullable<StatusReport["session"]>, supervisor: NonNullable<NonNullable<StatusReport["session"]>["supervisor"]>): string {
   if (session.remote) {
@@ -166,6 +191,8 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
     if (session.remote) {
       printLine(paint(`The supervisor on host ${session.host} stopped renewing its lease, which expired at ${session.lease_expires_at ?? "(unknown)"}: the session was interrupted.`, "red"));
     } else printLine(paint("The supervisor is not running: the session was interrupted.", "red"));
+    const because = (report as { interrupted_because?: string }).interrupted_because;
+    if (because) printLine(`  Its supervisor ended its agents and exited: ${because} (${SUPERVISOR_LOG}).`);
     if (session.remote) {
       printLine(`  Its agents ran on host ${session.host}: whether any of their processes is left there cannot be seen from this host.`);
       printLine(paint(`Take it over on this host with \`${report.recover_with}\` (its agents start here with their saved context) or end it with \`apex stop\`.`, "gray"));

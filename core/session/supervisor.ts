@@ -561,7 +561,7 @@ export class Supervisor {
     if (slot.status === "paused") signalProvenGroup(child.pgid, child.startTime, child.marker, "SIGSTOP");
     this.agentLog(slot.name, `started pid ${child.pid} (process group ${child.pgid})${slot.restarts ? `, restart ${slot.restarts}` : ""}`);
     this.log(`agent ${slot.name} started: pid ${child.pid}`);
-    await this.service.write((batch, record) => {
+    await this.ownWrite((batch, record) => {
       const previous = batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined;
       const next: AgentRecord = {
         ...(previous ?? emptyAgentRecord(slot.name, slot.spec)),
@@ -577,10 +577,28 @@ export class Supervisor {
       };
       batch.set(agentPath(this.sessionId, slot.name), next);
       record("agent.started", { agent: slot.name, pid: child.pid, pgid: child.pgid, restarts: slot.restarts });
-    }, "supervisor");
+    });
     void child.exited
       .then((exit) => this.handleExit(slot, child, exit))
       .catch((error: Error) => this.log(`agent ${slot.name}: cannot handle its exit: ${error.stack ?? error.message}`));
+  }
+
+  /**
+   * A write of the supervisor's own (an agent started or exited, the session ended): while the
+   * store cannot be reached (its server restarting) it is tried again every half second as long
+   * as the lease holds, and until `until` (performance.now()). Dropped, an agent's exit went
+   * unrecorded and its restart policy unrun, and a stop left the session reading as interrupted.
+   */
+  private async ownWrite(fn: Parameters<SessionService["write"]>[0], until = Infinity): Promise<void> {
+    for (let tries = 0; ; tries++) {
+      try {
+        return void (await this.service.write(fn, "supervisor"));
+      } catch (error) {
+        if ((error as ApexError).code !== "APEX_E_STORE_UNREACHABLE" || this.lease?.lost !== false || performance.now() >= until) throw error;
+        if (tries === 0) this.log(`cannot write to the store yet, retrying while the lease holds: ${(error as Error).message}`);
+        await sleep(500);
+      }
+    }
   }
 
   private async handleExit(slot: AgentSlot, child: AgentProcess | undefined, exit: AgentExit, spawnError?: string): Promise<void> {
@@ -611,12 +629,12 @@ export class Supervisor {
     const delayMs = Math.round(Math.min(first * 2 ** Math.min(slot.restarts, 30), Math.max(first, cap || 0)) * 1000);
     // Counted from the exit: the time its onError hooks take below is part of the wait, not added to it.
     const restartAt = restart ? new Date(Date.parse(at) + delayMs).toISOString() : null;
-    await this.service.write((batch, record) => {
+    await this.ownWrite((batch, record) => {
       const previous = (batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec);
       batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, last_exit: { code: exit.code, signal: exit.signal, at }, restart_at: restartAt });
       record("agent.exited", { agent: slot.name, pid: child?.pid ?? null, code: exit.code, signal: exit.signal, status: slot.status });
       if (restart) record("agent.restarting", { agent: slot.name, restarts: slot.restarts + 1, delay_seconds: delayMs / 1000, restart_at: restartAt });
-    }, "supervisor");
+    });
     if (crashed) {
       const files = this.logFiles(slot.name);
       const logTail = [...tailLines(files.stdoutFile, LOG_TAIL_LINES), ...tailLines(files.stderrFile, LOG_TAIL_LINES).map((line) => `stderr: ${line}`)];
@@ -902,7 +920,7 @@ export class Supervisor {
       this.log(`beforeStop: ${(error as Error).message}`);
     }
     const at = nowIso();
-    await this.service.write((batch, record) => {
+    const recorded = this.ownWrite((batch, record) => {
       for (const slot of this.slots.values()) {
         const agent = batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined;
         // An agent a stop kept from starting is stopped too (start's report says so).
@@ -925,7 +943,10 @@ export class Supervisor {
       if (current?.session_id === this.sessionId) batch.delete(CURRENT_SESSION_PATH);
       setActiveSession(batch, this.sessionId, null);
       record(`session.${status}`, { reason: outcome }, actor);
-    }, "supervisor");
+    }, performance.now() + (this.lease?.ttlMs ?? 0));
+    await recorded.catch((error: ApexError) => {
+      throw new ApexError(error.code ?? "APEX_E_STORE", `The agents have ended, but the session could not be recorded as ${status}: ${error.message}`, { hint: "It reads as interrupted meanwhile: run `apex stop` once the store is back.", cause: error });
+    });
     this.log(`session ${status}: ${outcome}`);
     try {
       await this.engine.fire("onStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });

@@ -265,6 +265,22 @@ function permissionError(where: string, message: string, doing: string, cause: u
   });
 }
 
+/**
+ * A COMMIT whose connection was lost once it was sent: the server may have committed it before
+ * the answer was lost, so the caller is not told that nothing was written (a write run again
+ * might then be written twice). A COMMIT that never left (the connection found lost first) failed
+ * as a whole, as any statement of the transaction.
+ */
+function commitUnknown(error: unknown): unknown {
+  const cause = isApexError(error) ? error.cause : undefined;
+  if (!isApexError(error) || error.code !== "APEX_E_STORE_UNREACHABLE" || !(cause instanceof BridgeError) || cause.failure.unsent) return error;
+  return new ApexError("APEX_E_STORE_UNREACHABLE", `${error.message.replace(/\.$/, "")}, after the COMMIT was sent: it may or may not have been committed.`, {
+    hint: "Read back what it wrote (`apex memory show PATH`, `apex status`) before running it again.",
+    details: { ...(error.details ?? {}), committed: "unknown" },
+    cause: error,
+  });
+}
+
 /** A connection failure as the ApexError a user can act on. */
 export function connectError(url: string, error: unknown): ApexError {
   if (isApexError(error)) return error;
@@ -1105,7 +1121,11 @@ export class PostgresBackend implements StorageBackend {
       out = fn();
       if (out instanceof Promise) throw new Error("Storage transactions must be synchronous");
       this.flush(true);
-      this.run([{ text: "COMMIT" }], "committing");
+      try {
+        this.run([{ text: "COMMIT" }], "committing");
+      } catch (error) {
+        throw commitUnknown(error);
+      }
     } catch (error) {
       this.tx = undefined;
       try {

@@ -75,8 +75,20 @@ export function connectTimeoutMs(url: string, env: NodeJS.ProcessEnv = process.e
   return seconds === 0 ? 0 : Math.max(2, Math.floor(seconds)) * 1000;
 }
 
-/** After a failed reconnection, calls fail at once for this long before the next attempt (a server that is down is not asked again at every call). */
+/** The longest time calls fail at once after a failed reconnection, before the next attempt. */
 export const RECONNECT_BACKOFF_MS = 1000;
+
+/**
+ * How long calls fail at once after a reconnection that failed in `elapsedMs`: ten times what the
+ * attempt blocked the caller, up to RECONNECT_BACKOFF_MS, so attempts take at most about a tenth
+ * of the caller's time. A server that refuses at once (restarting: ECONNREFUSED, "shutting down",
+ * "starting up") is asked again within milliseconds, and a call made once it is back succeeds: with
+ * a flat second, a call up to a second after a restart failed on the attempt made during it. One
+ * that makes the caller wait (a host dropping packets, until connect_timeout) is asked once a second.
+ */
+export function reconnectBackoffMs(elapsedMs: number): number {
+  return Math.min(RECONNECT_BACKOFF_MS, Math.max(0, Math.ceil(elapsedMs * 10)));
+}
 
 export class SyncBridge {
   private readonly worker: Worker;
@@ -143,7 +155,7 @@ export class SyncBridge {
    * Runs statements one after the other on the connection; returns the rows of each. After the
    * connection was lost, a call connects again first (with the same URL and settings), as does
    * one that finds it lost before anything was sent; a reconnection that fails is not tried
-   * again for RECONNECT_BACKOFF_MS. A `pinned` call never reconnects: it fails unless its
+   * again for reconnectBackoffMs of the time it took. A `pinned` call never reconnects: it fails unless its
    * connection is the one in use and alive.
    */
   run(steps: Statement[], pinned?: number): Rows[] {
@@ -174,6 +186,7 @@ export class SyncBridge {
     if (Date.now() < this.retryAt) throw new BridgeError(lost);
     const { url, setup } = this.target!;
     this.broken = undefined;
+    const started = performance.now();
     try {
       this.call({ op: "connect", url, setup, timeoutMs: connectTimeoutMs(url) });
     } catch (error) {
@@ -182,7 +195,7 @@ export class SyncBridge {
       // unless the worker stopped answering (call() marked it so).
       const stuck = (this.broken as { reconnect: boolean } | undefined)?.reconnect === false;
       this.broken = { ...failure, code: failure.code ?? lost.code ?? "ECONNRESET", reconnect: !stuck };
-      this.retryAt = Date.now() + RECONNECT_BACKOFF_MS;
+      this.retryAt = Date.now() + reconnectBackoffMs(performance.now() - started);
       throw new BridgeError(this.broken);
     }
     this.connections += 1;

@@ -848,6 +848,8 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   APEX_E_TOO_LARGE: 413,
   APEX_E_RATE_LIMITED: 429,
   APEX_E_RPC: 502,
+  // The store's server is down or restarting: the request may be sent again once it is back.
+  APEX_E_STORE_UNREACHABLE: 503,
   APEX_E_TIMEOUT: 504,
 };
 
@@ -855,6 +857,7 @@ async function sendError(reply: FastifyReply, error: ApexError): Promise<void> {
   const exit = ErrorCodes[error.code];
   const status = HTTP_STATUS[error.code] ?? (exit === 2 ? 400 : exit === 3 ? 404 : exit === 4 ? 409 : 500);
   if (error.code === "APEX_E_UNAUTHORIZED") reply.header("www-authenticate", 'Bearer realm="apex"');
+  if (status === 503) reply.header("retry-after", "1");
   await reply.code(status).send({ error: errorBody(error) });
 }
 
