@@ -261,11 +261,73 @@ function parsesAlone(line: string): boolean {
 /** `:LINE:COLUMN` of the position a JSON.parse message of `trimmed` names (in the untrimmed text), or "". */
 function whereInText(text: string, trimmed: string, message: string): string {
   const position = /at position (\d+)/.exec(message);
-  const offset = position ? text.indexOf(trimmed) + Number(position[1]) : /end of JSON input/.test(message) ? text.trimEnd().length : undefined;
+  // V8 gives no position for an unexpected token (`"b": }`): the scan finds where it is.
+  const found = position ? Number(position[1]) : /end of JSON input/.test(message) ? undefined : jsonErrorOffset(trimmed);
+  const offset = found !== undefined ? text.indexOf(trimmed) + found : /end of JSON input/.test(message) ? text.trimEnd().length : undefined;
   if (offset === undefined) return "";
   const before = text.slice(0, offset);
   const line = before.split("\n").length;
   return `:${line}:${offset - before.lastIndexOf("\n")}`;
+}
+
+/** The offset of the first character at which TEXT stops being JSON, or undefined if it parses to its end. */
+export function jsonErrorOffset(text: string): number | undefined {
+  let at = 0;
+  const space = (): void => {
+    while (at < text.length && " \t\n\r".includes(text[at]!)) at++;
+  };
+  const fail = (): never => {
+    throw at;
+  };
+  const value = (): void => {
+    space();
+    const c = text[at];
+    if (c === "{" || c === "[") {
+      const close = c === "{" ? "}" : "]";
+      at++;
+      space();
+      if (text[at] === close) return void at++;
+      for (;;) {
+        if (c === "{") {
+          space();
+          if (text[at] !== '"') fail();
+          string();
+          space();
+          if (text[at] !== ":") fail();
+          at++;
+        }
+        value();
+        space();
+        if (text[at] === ",") at++;
+        else if (text[at] === close) return void at++;
+        else fail();
+      }
+    }
+    if (c === '"') return string();
+    const literal = /^(?:true|false|null|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)/.exec(text.slice(at, at + 400));
+    if (!literal) fail();
+    at += literal![0].length;
+  };
+  const string = (): void => {
+    at++;
+    for (;;) {
+      const c = text[at];
+      if (c === undefined || c < " ") fail();
+      if (c === '"') return void at++;
+      if (c === "\\") {
+        const escape = /^\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})/.exec(text.slice(at, at + 6));
+        if (!escape) fail();
+        at += escape![0].length;
+      } else at++;
+    }
+  };
+  try {
+    value();
+    space();
+    return at < text.length ? at : undefined;
+  } catch (offset) {
+    return typeof offset === "number" ? offset : undefined; // a stack overflow on deep nesting: no position
+  }
 }
 
 function isLine(value: unknown): value is { path: unknown; value: unknown } {

@@ -190,6 +190,11 @@ describe("branch", () => {
     expect(taken.message).toContain("dst");
     expect(store.revision()).toBe(revision);
     expect(resolveSessionRef(store, "dst")).not.toBe("dst");
+    // The start of another session's id is how that one is printed and found: it was taken, and unreachable.
+    const prefix = await refusal(reconstructSession(store, src, { newSessionId: src.slice(0, 8), now }));
+    expect([prefix.code, prefix.exitCode]).toEqual(["APEX_E_CONFLICT", 4]);
+    expect(prefix.details).toMatchObject({ id: src.slice(0, 8), prefix_of: expect.stringMatching(new RegExp(`^${src}`)) });
+    expect(store.revision()).toBe(revision);
   });
 
   it("says when SRC wrote memory or tasks after the checkpoint a merge takes (a worktree session keeps them when stopped)", async () => {

@@ -2,7 +2,7 @@
 // what --json prints; `apex session --help` lists what plugins add; and no hint names an
 // option its command does not have.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -86,6 +86,23 @@ describe("help that teaches", () => {
       expect(problems).toEqual([]);
     });
   }
+
+  it("README documents every command and option --help lists (the options by their long or short name)", () => {
+    const readme = readFileSync(join(REPO_ROOT, "README.md"), "utf8");
+    const missing: string[] = [];
+    for (const page of walk(mkdtempSync(join(dir, "project-")))) {
+      if (page.group) continue;
+      const command = `apex ${page.words.join(" ")}`;
+      // `apex task done ID` / `fail ID --reason R`: a row names further commands of its group after a slash.
+      const named = readme.includes(command) || (page.words.length > 1 && readme.includes(`/ \`${page.words.at(-1)} `));
+      if (!named) missing.push(command);
+      for (const [, short, long] of page.text.matchAll(/^ {2}(?:-(\w), )?(--[\w-]+)/gm)) {
+        if (long === "--help" || long === "--json" || long === "--session") continue;
+        if (!readme.includes(long!) && !(short && new RegExp(`[\\s\\[\`]-${short}[\\s\\]\`]`).test(readme))) missing.push(`${command} ${long}`);
+      }
+    }
+    expect(missing).toEqual([]);
+  });
 
   it("apex session --help (and apex help session) lists the commands plugins add", () => {
     const project = mkdtempSync(join(dir, "project-"));

@@ -109,6 +109,8 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       for (const [input, where] of [
         ['{\n  "/x": 1,\n  "/y": ', "stdin:3:8"],
         ['{\n  "/x": 1,\n}\n', "stdin:3:1"],
+        // V8 names no position for an unexpected token: it was "stdin: invalid JSON: Unexpected token '}'".
+        ['{\n  "/x": 1,\n  "/y": }\n', "stdin:3:9"],
       ] as const) {
         const broken = runApex(["memory", "import", "-", "--json"], { cwd: other.dir, env, input });
         expect(broken.status).toBe(2);

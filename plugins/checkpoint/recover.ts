@@ -1,5 +1,6 @@
 import { ApexError } from "../../core/errors.js";
 import { sessionIdByName } from "../../core/session/names.js";
+import { allSessions } from "../../core/session/sessions.js";
 import { checkSessionName } from "./session-name.js";
 import {
   ObjectStore,
@@ -390,6 +391,15 @@ export async function reconstructSession(store: Store, sessionId: string, option
       throw new ApexError("APEX_E_CONFLICT", `A session is named ${newId} already (${namedSession}); the reconstructed session cannot take it as its id.`, {
         hint: "Choose another id for the reconstructed session (--as), or leave --as out for <id>-r1.",
         details: { id: newId, named: namedSession },
+      });
+    }
+    // Nor the start of another session's id: `3f2a9c1e` is how that session is printed and found, and a
+    // command given it acted on the other session, never on the one made here.
+    const prefixOf = options.newSessionId === undefined ? undefined : allSessions(store).find((other) => other.session_id !== newId && other.session_id.startsWith(newId));
+    if (prefixOf !== undefined) {
+      throw new ApexError("APEX_E_CONFLICT", `${newId} is the start of session ${prefixOf.session_id}'s id; the reconstructed session cannot take it as its id.`, {
+        hint: "Choose another id for the reconstructed session (--as), or leave --as out for <id>-r1.",
+        details: { id: newId, prefix_of: prefixOf.session_id },
       });
     }
     const now = (options.now?.() ?? new Date()).toISOString();
