@@ -31,7 +31,7 @@ Environment:
   APEX_HOME                  store directory (default: .apex/ beside the config file)
   APEX_STORE_URL             the store, postgres://… or lmdb:PATH (overrides store: in the config)
   APEX_HOST                  this machine's name in session records (default: its host name)
-  APEX_CHECKPOINT_INTERVAL   time between automatic checkpoints, a duration (300, 5m)
+  APEX_CHECKPOINT_INTERVAL   time between automatic checkpoints, a duration (300, 5m) or 0 for none
   APEX_REMOTE, APEX_TOKEN    like --remote and --token
   APEX_WORKTREE              the working tree that binds the session, instead of the current
                              directory (APEX's git hooks set it)

@@ -171,21 +171,22 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "../valid/minimal.yaml",
       { APEX_CHECKPOINT_INTERVAL: "0.5s" },
       "APEX_E_CONFIG",
-      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "0.5s"). It overrides session.auto_checkpoint_interval.`,
+      `environment: APEX_CHECKPOINT_INTERVAL: must be 0 (no interval checkpoints) or a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "0.5s"). It overrides session.auto_checkpoint_interval.`,
     ],
     [
-      "APEX_CHECKPOINT_INTERVAL of zero",
+      // 0 is taken (interval checkpoints off, as in the config); a negative one is not.
+      "APEX_CHECKPOINT_INTERVAL below zero",
       "../valid/minimal.yaml",
-      { APEX_CHECKPOINT_INTERVAL: "0" },
+      { APEX_CHECKPOINT_INTERVAL: "-5" },
       "APEX_E_CONFIG",
-      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "0"). It overrides session.auto_checkpoint_interval.`,
+      `environment: APEX_CHECKPOINT_INTERVAL: must be 0 (no interval checkpoints) or a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "-5"). It overrides session.auto_checkpoint_interval.`,
     ],
     [
       "APEX_CHECKPOINT_INTERVAL longer than a timer keeps",
       "../valid/minimal.yaml",
       { APEX_CHECKPOINT_INTERVAL: "30d" },
       "APEX_E_CONFIG",
-      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "30d"). It overrides session.auto_checkpoint_interval.`,
+      `environment: APEX_CHECKPOINT_INTERVAL: must be 0 (no interval checkpoints) or a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "30d"). It overrides session.auto_checkpoint_interval.`,
     ],
     [
       "APEX_CHECKPOINT_INTERVAL that is not a number, with config errors too",
@@ -194,7 +195,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       "APEX_E_CONFIG",
       [
         `wrong-type.yaml:3:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got "soon"). Time between automatic checkpoints.`,
-        `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "often"). It overrides session.auto_checkpoint_interval.`,
+        `environment: APEX_CHECKPOINT_INTERVAL: must be 0 (no interval checkpoints) or a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "often"). It overrides session.auto_checkpoint_interval.`,
       ].join("\n"),
     ],
     [
@@ -397,6 +398,8 @@ describe("valid configs", () => {
     expect(config.session.auto_checkpoint_interval).toBe(45);
     const unset = await loadFixture("valid", "minimal.yaml", { APEX_CHECKPOINT_INTERVAL: "" });
     expect(unset.session.auto_checkpoint_interval).toBe(60);
+    // 0 turns interval checkpoints off, as session.auto_checkpoint_interval: 0 does ("0s" too).
+    for (const off of ["0", "0s"]) expect((await loadFixture("valid", "minimal.yaml", { APEX_CHECKPOINT_INTERVAL: off })).session.auto_checkpoint_interval).toBe(0);
   });
 });
 
@@ -805,8 +808,17 @@ describe("apex config (end to end, built CLI)", () => {
     const result = apex(["config", "validate"], { APEX_CHECKPOINT_INTERVAL: "soon" });
     expect(result.status).toBe(2);
     expect(result.stderr.split("\n", 1)[0]).toBe(
-      `environment: APEX_CHECKPOINT_INTERVAL: must be a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "soon"). It overrides session.auto_checkpoint_interval.`,
+      `environment: APEX_CHECKPOINT_INTERVAL: must be 0 (no interval checkpoints) or a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "soon"). It overrides session.auto_checkpoint_interval.`,
     );
+    const negative = apex(["config", "show", "--json"], { APEX_CHECKPOINT_INTERVAL: "-1" });
+    expect(negative.status).toBe(2);
+    expect(negative.stdout).toBe("");
+    expect(JSON.parse(negative.stderr).error).toMatchObject({ code: "APEX_E_CONFIG", message: expect.stringContaining('APEX_CHECKPOINT_INTERVAL: must be 0 (no interval checkpoints) or a duration') });
+    // 0 means what the config's 0 means: no interval checkpoints (it was refused).
+    expect(apex(["config", "validate"], { APEX_CHECKPOINT_INTERVAL: "0" })).toMatchObject({ status: 0, stdout: "apex.config.yaml is valid (3 agents, 7 plugins)\n" });
+    const off = apex(["config", "show", "--json"], { APEX_CHECKPOINT_INTERVAL: "0" });
+    expect(off.status, off.stderr).toBe(0);
+    expect(JSON.parse(off.stdout).session.auto_checkpoint_interval).toBe(0);
   });
 
   it("show: the effective config, as YAML or JSON without the parsed source", () => {
