@@ -14,7 +14,7 @@ export function registerAgentCommands(program: Command): void {
     .description("an agent tells the session its status, current task and context (restored on --continue)")
     .option("--agent <name>", "which agent (default: APEX_AGENT)")
     .option("-s, --status <status>", "free text: working, idle, reviewing, …")
-    .option("-t, --task <task>", "what it works on ('-' clears it)")
+    .option("-t, --task <id>", "the task it works on, one of the session's (e.g. t-0003); '-' clears it")
     .option("--context <json>", "JSON the agent wants back after a restore (APEX_RESUME_CONTEXT)")
     .option("--json", "print the agent record {name, status, pid, pgid, reported_status, task, last_report_at, restarts, …}")
     .addHelpText("after", examples("apex agent report --status reviewing --task t-0002", `apex agent report --agent coder --context '{"plan": ["tests"]}' --json`))

@@ -58,6 +58,13 @@ describe("supervisor crash and --continue", () => {
     expect(project.apex(["start", "--task", "new"]).stderr).toContain("start --continue last");
     // Writes go straight to the store while no supervisor runs.
     expect(project.apex(["task", "add", "written without a supervisor"]).status).toBe(0);
+    // An agent's report written to the store is held to the session's tasks as through the supervisor: nothing of it is written.
+    const keeper = () => project!.apex(["memory", "show", `/sessions/${ready.session_id}/agents/keeper`, "--json"]).stdout;
+    const before = keeper();
+    const unknown = project.apex(["agent", "report", "--agent", "keeper", "--status", "elsewhere", "--task", "t-0042", "--context", '{"note": "lost"}', "--json"]);
+    expect(unknown.status).toBe(3);
+    expect(JSON.parse(unknown.stderr).error).toMatchObject({ code: "APEX_E_TASK_NOT_FOUND", message: `No task t-0042 in session ${ready.session_id}.` });
+    expect(keeper()).toBe(before);
 
     const continued = project.start(["--continue", "last"]);
     expect(continued).toMatchObject({ session_id: ready.session_id, continued: true });

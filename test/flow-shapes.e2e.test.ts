@@ -58,7 +58,14 @@ describe("the flow's paths and shapes", () => {
       expect(project.apex(["memory", "set", path!, value!]).status).toBe(0);
     }
     expect(project.apex(["task", "add", "Design the user model", "--assign", "coder"]).status).toBe(0);
-    expect(project.apex(["agent", "report", "--agent", "coder", "--status", "working", "--task", "t-0001", "--context", '{"step": 2}']).status).toBe(0);
+    // t-1 is t-0001, recorded so (agent_states below); a task the session does not have is refused, and nothing of the report written.
+    expect(project.apex(["agent", "report", "--agent", "coder", "--status", "working", "--task", "t-1", "--context", '{"step": 2}']).status).toBe(0);
+    const coder = () => project!.apex(["memory", "show", `/sessions/${sid}/agents/coder`, "--json"]).stdout;
+    const reported = coder();
+    const unknown = project.apex(["agent", "report", "--agent", "coder", "--status", "elsewhere", "--task", "t-0099", "--context", "{}", "--json"]);
+    expect(unknown.status).toBe(3);
+    expect(JSON.parse(unknown.stderr).error).toMatchObject({ code: "APEX_E_TASK_NOT_FOUND", message: `No task t-0099 in session ${sid}.` });
+    expect(coder()).toBe(reported);
 
     const created = project.apex(["checkpoint", "create", "Before major refactoring"]);
     expect(created.status, created.stderr).toBe(0);

@@ -308,7 +308,8 @@ export class SessionService extends SessionReader {
       const current = batch.get(agentPath(this.sessionId, name)) as AgentRecord;
       const next: AgentRecord = { ...current, last_report_at: nowIso() };
       if (report.status !== undefined) next.reported_status = report.status;
-      if (report.task !== undefined) next.task = report.task;
+      // A task id names one of the session's tasks (written the canonical way); an unknown one is refused, and nothing is written.
+      if (report.task !== undefined) next.task = report.task === null ? null : this.taskInBatch(batch, checkTaskId(report.task)).id;
       batch.set(agentPath(this.sessionId, name), next);
       if (report.context !== undefined) batch.set(agentContextPath(this.sessionId, name), report.context);
       if (next.reported_status !== current.reported_status || next.task !== current.task) {
