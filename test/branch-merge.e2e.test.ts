@@ -331,7 +331,7 @@ describe("--worktree and --git", () => {
     expect(run.stderr).toContain("warning: feature wrote memory or tasks after checkpoint-");
     expect(run.stderr).toContain("(apex --session feature checkpoint create)");
     expect(JSON.parse(run.stdout).source.changed_since_checkpoint).toBe("running");
-    expect(run.stderr).toContain(`warning: ${worktree} has 1 uncommitted change(s) (feature.txt); only apex/feature's commits are merged.`);
+    expect(run.stderr).toContain(`warning: ${worktree} has 1 uncommitted change (feature.txt); only apex/feature's commits are merged.`);
     const merged = json<{ git: { source_branch: string; commit: string }; applied: string }>(run);
     expect(merged.git.source_branch).toBe("apex/feature");
     expect(git(dir, "rev-parse", "HEAD")).toBe(merged.git.commit);

@@ -504,8 +504,10 @@ describe("APEX signals only processes it can prove it started", () => {
     // APEX's own agents are still proven and stopped.
     const again = continued.agents[0]!;
     expect(isAlive(again.pid!)).toBe(true);
-    const stop = session.apex(["stop", "--json"]);
+    const stop = session.apex(["stop"]);
     expect(stop.status, stop.stderr).toBe(0);
+    // One agent process, a sleep: "1 process ended", not "1 processes".
+    expect(stop.stdout).toMatch(/^Stopped session \S+ \(1 process ended\)\.\n$/);
     await waitFor("the new agent's end", () => !isAlive(again.pid!));
     expect(isAlive(alien.pid, alien.startTime)).toBe(true);
     expect(environ).toContain(`APEX_SESSION_ID=${ready.session_id}`);

@@ -208,9 +208,15 @@ describe("the audit trail and reports", () => {
       agents: [],
       checkpoints: [],
       git: { repositories: [], first_checkpoint: null, last_checkpoint: null, synced: null },
-      events: [],
+      // One process paused, and two: the count agrees with its noun ("1 processes stopped" before).
+      events: [
+        { seq: 1, at: "2026-12-01T00:00:01.000Z", type: "session.paused", actor: "supervisor", processes: 1, stopping: [4242] },
+        { seq: 2, at: "2026-12-01T00:00:02.000Z", type: "session.paused", actor: "supervisor", processes: 2 },
+      ],
     } as unknown as SessionReport;
     const md = renderMarkdown(report);
+    expect(md).toContain("| 1 | 2026-12-01T00:00:01.000Z | supervisor | session paused (1 process stopped, 1 of them once their uninterruptible I/O ends) |");
+    expect(md).toContain("| 2 | 2026-12-01T00:00:02.000Z | supervisor | session paused (2 processes stopped) |");
     // Before, the milestone's second line was a heading of its own: "# Injected heading".
     expect(md.split("\n").filter((line) => line.startsWith("#"))).toEqual(["# Session report: s-1", "## Session", "## Metrics", "## Tasks", "### Milestones", "## Checkpoints", "## Git", "## Events"]);
     expect(md).toContain("- 2026-12-01T00:00:00.000Z: ship it # Injected heading (user:me)");

@@ -411,7 +411,8 @@ describe("text agents and users write, printed for people", () => {
 
 describe("a runtime file left by a dead supervisor", () => {
   it("naming a live process with the supervisor's pid and start time (a reboot reuses both) is not taken for the supervisor: pause says interrupted, stop ends the leftovers", async () => {
-    project = new Project(["session:", "  auto_recovery: false", "agents:", "  idle:", "    command: sh", `    args: ["-c", "while :; do sleep 0.2; done"]`, "plugins: {}", ""].join("\n"));
+    // One process (a sleep), so that the count is known: "1 leftover process", not "1 leftover processes".
+    project = new Project(["session:", "  auto_recovery: false", "agents:", "  idle:", "    command: sleep", `    args: ["300"]`, "plugins: {}", ""].join("\n"));
     const ready = project.start();
     const agent = procInfo(ready.agents[0]!.pid!)!;
     process.kill(ready.supervisor_pid, "SIGKILL");
@@ -429,7 +430,7 @@ describe("a runtime file left by a dead supervisor", () => {
       const stopped = project.apex(["stop"]);
       expect(stopped.status, stopped.stderr).toBe(0);
       // The session as the other commands print it: a uuid's short form (the whole id was printed).
-      expect(stopped.stdout).toMatch(new RegExp(`^Stopped session ${ready.session_id.slice(0, 8)} \\(its supervisor was not running; \\d+ leftover processes ended\\)\\.\\n$`));
+      expect(stopped.stdout).toMatch(new RegExp(`^Stopped session ${ready.session_id.slice(0, 8)} \\(its supervisor was not running; 1 leftover process ended\\)\\.\\n$`));
       expect(isAlive(agent.pid, agent.startTime)).toBe(false);
       expect(isAlive(info.pid, info.startTime)).toBe(true);
     } finally {

@@ -73,13 +73,13 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
     }
     if (reply) {
       if (runtime) await waitForExit(runtime, 10_000);
-      report(reply, Boolean(options.json), `Stopped session ${label(reply)} (${reply.processes_ended ?? 0} processes ended).`);
+      report(reply, Boolean(options.json), `Stopped session ${label(reply)} (${plural(reply.processes_ended ?? 0, "process", "processes")} ended).`);
       return;
     }
   }
   const { stopWithoutSupervisor } = await import("./stop-offline.js");
   const reply = await stopWithoutSupervisor(location, { force: Boolean(options.force), graceMs: (options.grace ?? 5) * 1000 });
-  report(reply, Boolean(options.json), `Stopped session ${label(reply)} (its supervisor was not running; ${reply.processes_ended ?? 0} leftover processes ended).`);
+  report(reply, Boolean(options.json), `Stopped session ${label(reply)} (its supervisor was not running; ${plural(reply.processes_ended ?? 0, "leftover process", "leftover processes")} ended).`);
 }
 
 /** The session as the other commands print it: its name, else a uuid's short form, else the whole id. */

@@ -74,7 +74,7 @@ export function formatEvent(event: SessionEvent): string {
       what = `session continued (was ${text("from")})`;
       break;
     case "session.paused":
-      what = `session paused (${text("processes")} processes stopped${Array.isArray(e.stopping) ? `, ${e.stopping.length} of them once their uninterruptible I/O ends` : ""})`;
+      what = `session paused (${e.processes === 1 ? "1 process" : `${text("processes")} processes`} stopped${Array.isArray(e.stopping) ? `, ${e.stopping.length} of them once their uninterruptible I/O ends` : ""})`;
       break;
     case "session.resumed":
       what = "session resumed";

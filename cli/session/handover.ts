@@ -9,7 +9,7 @@
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError, isApexError } from "../../core/errors.js";
-import { paint } from "../output.js";
+import { paint, plural } from "../output.js";
 import { isSameProcessAlive, sleep } from "../../core/session/proc.js";
 import { liveSessionClient } from "../../core/session/client.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -133,7 +133,7 @@ export function sessionText(session: { session_id: string; name: string | null }
 /** "Session 3f2a9c1e was active: saved as checkpoint-007 (onStop), stopped (4 processes ended)." (--json has the whole id, and the name.) */
 export function handoverLine(handover: Handover): string {
   const saved = handover.checkpoint ? `saved as ${handover.checkpoint.name} (${handover.checkpoint.trigger}), ` : "";
-  return `Session ${paint(sessionText(handover), "bold")} was ${handover.was}: ${saved}stopped (${handover.processes_ended} process${handover.processes_ended === 1 ? "" : "es"} ended).`;
+  return `Session ${paint(sessionText(handover), "bold")} was ${handover.was}: ${saved}stopped (${plural(handover.processes_ended, "process", "processes")} ended).`;
 }
 
 /**

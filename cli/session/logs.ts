@@ -386,7 +386,7 @@ export function logTail(file: string, lines: number): string[] {
       const length = (i + 1 < starts.length ? starts[i + 1]! - 1 : end) - start;
       const line = Buffer.alloc(Math.min(length, TAIL_LINE_BYTES));
       readSync(fd, line, 0, line.length, start);
-      return length > line.length ? `${line.toString("utf8")} … (${length - line.length} more bytes)` : line.toString("utf8");
+      return length > line.length ? `${line.toString("utf8")} … (${length - line.length} more byte${length - line.length === 1 ? "" : "s"})` : line.toString("utf8");
     });
   } finally {
     closeSync(fd);

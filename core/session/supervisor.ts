@@ -735,7 +735,7 @@ export class Supervisor {
         this.resumeTimers();
         throw error;
       }
-      this.log(`paused: ${processes} processes stopped${stopping.length ? ` (${stopping.map(({ agent, pid }) => `${agent} pid ${pid}`).join(", ")} in uninterruptible I/O, stop pending)` : ""}`);
+      this.log(`paused: ${processes} process${processes === 1 ? "" : "es"} stopped${stopping.length ? ` (${stopping.map(({ agent, pid }) => `${agent} pid ${pid}`).join(", ")} in uninterruptible I/O, stop pending)` : ""}`);
       return { session_id: this.sessionId, name: this.name, status: "paused", agents: groups.length, processes, stopping, warnings };
     });
   }
@@ -764,7 +764,7 @@ export class Supervisor {
       for (const slot of this.slots.values()) {
         if (slot.restartDeferred) await this.startAgent(slot, false);
       }
-      this.log(`resumed: ${processes} processes continued`);
+      this.log(`resumed: ${processes} process${processes === 1 ? "" : "es"} continued`);
       return { session_id: this.sessionId, name: this.name, status: "active", agents: groups.length, processes, warnings };
     });
   }
@@ -906,7 +906,7 @@ export class Supervisor {
       this.log(`cannot end the agents: ${(error as Error).message}`);
       return 0;
     });
-    this.log(`${ended} agent processes ended`);
+    this.log(`${ended} agent process${ended === 1 ? "" : "es"} ended`);
     await this.shutdown(0);
   }
 

@@ -314,7 +314,7 @@ export function decodeValue(bytes: Uint8Array, size: number = bytes.length, slic
   if (buffer.length === 0 || buffer[0] !== VALUE_TAG) throw new Error("not an encoded value (no tag)");
   const reader: Reader = { buffer, at: 1, open: 0, slice };
   const value = read(reader, 0);
-  if (reader.at !== buffer.length) throw new Error(`${buffer.length - reader.at} bytes after the value`);
+  if (reader.at !== buffer.length) throw new Error(`${buffer.length - reader.at} byte${buffer.length - reader.at === 1 ? "" : "s"} after the value`);
   return value;
 }
 

@@ -166,7 +166,7 @@ export interface BundleHeader {
 }
 
 export function readHeader(file: Buffer, limits: ReadLimits = {}): BundleHeader {
-  if (file.length < HEADER_BYTES) invalid(`it is ${file.length} bytes long; a bundle has a ${HEADER_BYTES}-byte header (truncated file?)`);
+  if (file.length < HEADER_BYTES) invalid(`it is ${file.length} byte${file.length === 1 ? "" : "s"} long; a bundle has a ${HEADER_BYTES}-byte header (truncated file?)`);
   if (!file.subarray(0, 8).equals(BUNDLE_MAGIC)) invalid("it does not start with APEXBNDL: not an APEX session bundle");
   const version = file.readUInt16BE(8);
   if (version !== BUNDLE_VERSION) {
@@ -220,7 +220,7 @@ export function readBundle(file: Buffer, limits: ReadLimits = {}): BundleContent
     if ((error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") invalid(`its body decompresses to more than the ${header.bodyBytes} bytes its header declares; decompression was stopped there`);
     invalid(`its body does not decompress (${(error as Error).message}): truncated or damaged`);
   }
-  if (trailing > 0) invalid(`${trailing} bytes follow the end of its compressed body (two files joined, or an appended download?)`);
+  if (trailing > 0) invalid(`${trailing} byte${trailing === 1 ? " follows" : "s follow"} the end of its compressed body (two files joined, or an appended download?)`);
   if (body.length !== header.bodyBytes) invalid(`its body is ${body.length} bytes, the header says ${header.bodyBytes}`);
   if (!createHash("sha256").update(body).digest().equals(header.digest)) invalid("its checksum does not match: the file was damaged or modified");
 
@@ -253,7 +253,7 @@ export function readBundle(file: Buffer, limits: ReadLimits = {}): BundleContent
     }
     objects.set(entry.hash, { kind: entry.kind, bytes });
   }
-  if (at !== body.length) invalid(`${body.length - at} bytes follow the last blob`);
+  if (at !== body.length) invalid(`${body.length - at} byte${body.length - at === 1 ? " follows" : "s follow"} the last blob`);
 
   const records = checkRecords(parseCanonical(recordsBytes, "records blob"), manifest);
   const checkpoints = checkCheckpoints(records, manifest);
@@ -363,7 +363,7 @@ function checkManifest(value: unknown, version: number): BundleManifest {
  */
 function checkRecords(value: unknown, manifest: BundleManifest): Array<[string, JsonValue]> {
   if (!Array.isArray(value)) invalid("its records blob is not a list");
-  if (value.length !== manifest.records.count) invalid(`its records blob holds ${value.length} records, the manifest says ${manifest.records.count}`);
+  if (value.length !== manifest.records.count) invalid(`its records blob holds ${value.length} record${value.length === 1 ? "" : "s"}, the manifest says ${manifest.records.count}`);
   const sid = manifest.session_id;
   const recordPath = manifest.session_state === "ended" ? `/sessions/history/${sid}` : `/sessions/${sid}`;
   const below = `/sessions/${sid}/`;
@@ -501,7 +501,7 @@ function checkContained(checkpoints: readonly CheckpointManifest[], nodes: Map<H
       ["agents", checkpoint.agents.root, checkpoint.agents.count],
     ] as const) {
       const held = values(root);
-      if (held !== said) invalid(`${checkpoint.name} says its ${what} holds ${said} entries; its tree holds ${held}`);
+      if (held !== said) invalid(`${checkpoint.name} says its ${what} holds ${said} entr${said === 1 ? "y" : "ies"}; its tree holds ${held}`);
     }
     const [first, ...rest] = containmentProblems((hash) => nodes.get(hash), checkpoint, seen);
     if (first) invalid(`${checkpoint.name} cannot be restored: ${first.problem}${rest.length > 0 ? ` (and ${rest.length} more)` : ""}`);

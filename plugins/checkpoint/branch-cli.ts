@@ -9,7 +9,7 @@ import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
-import { paint, printJson, printLine } from "../../cli/output.js";
+import { paint, plural, printJson, printLine } from "../../cli/output.js";
 import { worktreeOnBranch } from "../../cli/git-worktrees.js";
 import { ApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
@@ -257,7 +257,7 @@ function printMerge(report: SessionMergeReport, options: { json?: boolean }): vo
     printLine(`Nothing to merge${gitLine ? " in memory" : ""}: ${src} changes nothing ${dst} does not have since ${base}.`);
     return tail();
   }
-  printLine(`${report.dry_run ? "Would merge" : "Merged"} ${src} into ${dst} (base ${base}${report.other_bases.length > 0 ? `; ${report.other_bases.length} other common ancestor(s) not used` : ""}, strategy ${report.strategy}).`);
+  printLine(`${report.dry_run ? "Would merge" : "Merged"} ${src} into ${dst} (base ${base}${report.other_bases.length > 0 ? `; ${plural(report.other_bases.length, "other common ancestor")} not used` : ""}, strategy ${report.strategy}).`);
   for (const [part, plan] of [
     ["memory", report.memory],
     ["tasks", report.tasks],
@@ -385,7 +385,7 @@ async function mergeGit(location: ProjectLocation, plan: SessionMergeReport): Pr
   const { sourceDirectory } = sides;
   const left = sourceDirectory && existsSync(sourceDirectory) ? git(sourceDirectory, ["status", "--porcelain", "--untracked-files=no"]).out.split("\n").filter(Boolean) : [];
   if (left.length > 0) {
-    process.stderr.write(`warning: ${sourceDirectory} has ${left.length} uncommitted change(s) (${left.slice(0, 5).map((line) => line.trim().replace(/^\S+\s+/, "")).join(", ")}${left.length > 5 ? ", …" : ""}); only ${sourceBranch}'s commits are merged.\n`);
+    process.stderr.write(`warning: ${sourceDirectory} has ${plural(left.length, "uncommitted change")} (${left.slice(0, 5).map((line) => line.trim().replace(/^\S+\s+/, "")).join(", ")}${left.length > 5 ? ", …" : ""}); only ${sourceBranch}'s commits are merged.\n`);
   }
   fireBeforeGit(location, directory, ["merge", sourceBranch], plan.destination.session_id);
   const merged = git(directory, ["merge", "--no-edit", sourceBranch], { APEX_GIT_BEFORE_FIRED: "1" });

@@ -682,7 +682,7 @@ export async function sweepUnreferenced(store: Store, options: SweepOptions = {}
       damaged: (hash) => void damaged.push(hash),
     });
     if (damaged.length > 0 && !options.allowDamaged) {
-      throw new ApexError("APEX_E_INTEGRITY", `Not sweeping: ${damaged.length} tree node(s) of kept checkpoints are damaged, so what they reference is unknown.`, {
+      throw new ApexError("APEX_E_INTEGRITY", `Not sweeping: ${damaged.length === 1 ? "1 tree node of kept checkpoints is" : `${damaged.length} tree nodes of kept checkpoints are`} damaged, so what they reference is unknown.`, {
         hint: "Run `apex session repair` first, or sweep with allowDamaged.",
         details: { damaged },
       });

@@ -237,7 +237,7 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   row("parent", m.parent ?? "-");
   if (m.merge_parent) row("merged from", m.merge_parent);
   row("revision", String(m.revision));
-  row("memory", `${m.memory.keys} keys${m.memory.root ? ` (root ${m.memory.root.slice(0, 12)})` : ""}; paths ${m.memory.scope.include.join(", ")}`);
+  row("memory", `${plural(m.memory.keys, "key")}${m.memory.root ? ` (root ${m.memory.root.slice(0, 12)})` : ""}; paths ${m.memory.scope.include.join(", ")}`);
   const git = m.git_state as { branch?: unknown; commit?: unknown; dirty?: unknown } | null;
   if (git && typeof git === "object") {
     row("git", `${typeof git.branch === "string" ? git.branch : "(detached)"} @ ${typeof git.commit === "string" ? git.commit.slice(0, 12) : "-"}${git.dirty === true ? " (dirty)" : ""}`);
@@ -445,7 +445,7 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
   // Sessions as session list prints them, by name or short id (--json has the whole ids).
   const what = session ? `Session ${session.label}` : "The project store";
   const c = report.checkpoints;
-  const counts = `${c.total} checkpoint${c.total === 1 ? "" : "s"}, ${c.verified} verif${c.verified === 1 ? "ies" : "y"}; ${report.records} records decoded`;
+  const counts = `${c.total} checkpoint${c.total === 1 ? "" : "s"}, ${c.verified} verif${c.verified === 1 ? "ies" : "y"}; ${plural(report.records, "record")} decoded`;
   if (report.ok && report.problems.length === 0) {
     printLine(`${what} is valid: ${counts}.`);
     return;
@@ -571,13 +571,13 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   // The session as session list prints it, by name or short id (--json has the whole id).
   const scope = session ? ` (session ${session.label}; objects are shared between sessions, so repair covers the whole store)` : "";
   if (result.actions.length === 0) {
-    printLine(`Nothing to repair${scope}: the store is valid (${before.checkpoints.total} checkpoints verify).`);
+    printLine(`Nothing to repair${scope}: the store is valid (${plural(before.checkpoints.total, "checkpoint")} ${before.checkpoints.total === 1 ? "verifies" : "verify"}).`);
     return;
   }
   printLine(dryRun ? `Dry run${scope}: nothing was changed. Repair would:` : `Repaired the store${scope}:`);
   for (const action of result.actions) printLine(`  ${action.action.padEnd(22)} ${action.target}: ${action.reason}`);
   printLine(
-    `${dryRun ? "It would remove" : "Removed"} ${removed} checkpoint${removed === 1 ? "" : "s"} that do${removed === 1 ? "es" : ""} not verify; ${dryRun ? "it keeps" : "kept"} ${kept} that verify (repair never deletes a checkpoint that verifies).`,
+    `${dryRun ? "It would remove" : "Removed"} ${removed} checkpoint${removed === 1 ? "" : "s"} that do${removed === 1 ? "es" : ""} not verify; ${dryRun ? "it keeps" : "kept"} ${kept} that verif${kept === 1 ? "ies" : "y"} (repair never deletes a checkpoint that verifies).`,
   );
   if (dryRun) printLine(paint(`Apply: apex session repair${session ? ` ${session.label}` : ""}`, "gray"));
   else if (after?.ok) printLine(`The store is valid now.`);
@@ -596,14 +596,14 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
 async function repairDamagedFile(location: ProjectLocation, dataDir: string, before: ValidationReport, dryRun: boolean, crashed?: string): Promise<RepairResult> {
   const regions = crashed ? 1 : before.problems.filter((problem) => problem.code === "store-damaged").length - 1;
   if (dryRun) {
-    return { dryRun, actions: [{ action: "copy-store", target: `${dataDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${before.records} records that read into a fresh store file` }], before };
+    return { dryRun, actions: [{ action: "copy-store", target: `${dataDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${plural(before.records, "record")} that read into a fresh store file` }], before };
   }
   const { replaceWithSalvage } = await import("../lmdb/salvage-process.js");
   const salvaged = replaceWithSalvage(dataDir);
   const copyAction: RepairAction = {
     action: "copy-store",
     target: `${dataDir}/store.mdb`,
-    reason: `${crashed ? `repairing in place ${crashed}; ` : ""}${regions} damaged region${regions === 1 ? "" : "s"}: copied the ${salvaged.copied} records that read into a fresh store file (${salvaged.lost} could not be read); the damaged file is kept as ${salvaged.damagedFile}`,
+    reason: `${crashed ? `repairing in place ${crashed}; ` : ""}${regions} damaged region${regions === 1 ? "" : "s"}: copied the ${plural(salvaged.copied, "record")} that read into a fresh store file (${salvaged.lost} could not be read); the damaged file is kept as ${salvaged.damagedFile}`,
   };
   const copied = await validateOutOfProcess(await resolveStoreSpec(location));
   if (copied.problems.length === 0) return { dryRun, actions: [copyAction], before, after: copied };
@@ -671,7 +671,7 @@ export async function reconstructCommand(location: ProjectLocation, ref: string,
   printLine(`  tasks   ${report.tasks.length} (${count(report.tasks, "live")} live, ${count(report.tasks, "checkpoint")} from the checkpoint)`);
   const agents = report.agents.filter((agent) => !agent.id.endsWith(".context"));
   printLine(`  agents  ${agents.length} (${count(agents, "live")} live, ${count(agents, "checkpoint")} from the checkpoint)`);
-  printLine(`  memory  ${report.memory.recovered.length} undecodable values taken from the checkpoint, ${report.memory.lost.length} lost`);
+  printLine(`  memory  ${plural(report.memory.recovered.length, "undecodable value")} taken from the checkpoint, ${report.memory.lost.length} lost`);
   printLine(`  first checkpoint ${report.checkpoint.name} (${report.checkpoint.id})`);
   if (report.missing.length === 0) printLine("Nothing is missing.");
   else {

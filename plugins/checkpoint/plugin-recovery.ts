@@ -94,7 +94,7 @@ function printRecovery(view: RecoveryView): void {
   }
   printLine(paint(`  Lost (${view.lost.length}):`, "red"));
   for (const item of view.lost) {
-    const entries = item.entries !== undefined ? `, ${item.entries} entries` : "";
+    const entries = item.entries !== undefined ? `, ${plural(item.entries, "entry", "entries")}` : "";
     printLine(`    ${item.part.padEnd(7)} ${item.what === "directory" ? `${item.path}/ (directory${entries})` : item.path}: ${item.reason}`);
   }
   if (view.memory.kept_count > 0) {

@@ -112,7 +112,7 @@ export function damageReport(storeDir: string, stoppedBy: string, crashed = fals
       problems.push({ code: "store-damaged", severity: "error", message: `table ${table.name}, ${region.after === null ? "at its start" : `after key ${region.after}`}: ${region.message}` });
     }
   }
-  problems[0]!.message += ` Read record by record: ${read} records read, ${unreadable} unreadable, ${problems.length - 1} damaged region${problems.length === 2 ? "" : "s"}.`;
+  problems[0]!.message += ` Read record by record: ${read} record${read === 1 ? "" : "s"} read, ${unreadable} unreadable, ${problems.length - 1} damaged region${problems.length === 2 ? "" : "s"}.`;
   // A validator that died although every record reads: a crash of the validator, not damage that was found.
   if (problems.length === 1 && crashed) problems[0]!.code = "validator-crashed";
   return {

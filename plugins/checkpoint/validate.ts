@@ -170,7 +170,7 @@ class TreeChecker {
               ...context,
               code: "tree-count-mismatch",
               severity: "error",
-              message: `Tree node ${short(hash)} (directory ${dirPath || "/"}) says bucket ${bucket.index} holds ${bucket.count} entries, it holds ${child.entries}.`,
+              message: `Tree node ${short(hash)} (directory ${dirPath || "/"}) says bucket ${bucket.index} holds ${bucket.count} entr${bucket.count === 1 ? "y" : "ies"}, it holds ${child.entries}.`,
               path: dirPath || "/",
               hash,
             });
@@ -404,7 +404,7 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
           severity: "error",
           message: checked.damaged
             ? `The memory base of scope ${scope} references damaged objects; the next checkpoint would inherit them.`
-            : `The memory base of scope ${scope} holds ${checked.values} values, its record says ${base.keys}.`,
+            : `The memory base of scope ${scope} holds ${checked.values} value${checked.values === 1 ? "" : "s"}, its record says ${base.keys}.`,
           ...(base.root ? { hash: base.root as Hash } : {}),
         });
         state.badBases.push(key);
@@ -605,7 +605,7 @@ function checkSlot(store: Store, catalog: Catalog, checker: TreeChecker, entry: 
     const checked = checker.directory(root, mount, withId);
     if (checked.damaged) entry.reasons.push(`its ${what} tree references damaged objects`);
     else if (checked.values !== expected) {
-      fail({ ...withId, code: "checkpoint-count-mismatch", severity: "error", message: `${label} says its ${what} holds ${expected} entries; its tree holds ${checked.values}.`, path });
+      fail({ ...withId, code: "checkpoint-count-mismatch", severity: "error", message: `${label} says its ${what} holds ${expected} entr${expected === 1 ? "y" : "ies"}; its tree holds ${checked.values}.`, path });
     }
   }
   for (const problem of containmentProblems(checker.readNode, manifest, checker.contained)) fail(escapes(label, withId, problem));
@@ -763,7 +763,7 @@ export function verifyCheckpoint(store: Store, manifest: CheckpointManifest): St
   for (const [what, root, expected, mount] of trees) {
     const checked = checker.directory(root, mount, context);
     if (!checked.damaged && checked.values !== expected) {
-      add({ ...context, code: "checkpoint-count-mismatch", severity: "error", message: `${label} says its ${what} holds ${expected} entries; its tree holds ${checked.values}.` });
+      add({ ...context, code: "checkpoint-count-mismatch", severity: "error", message: `${label} says its ${what} holds ${expected} entr${expected === 1 ? "y" : "ies"}; its tree holds ${checked.values}.` });
     }
   }
   for (const problem of containmentProblems(checker.readNode, manifest)) add(escapes(label, context, problem));

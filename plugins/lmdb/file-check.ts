@@ -70,7 +70,7 @@ export function unreadableHeader(file: string): string | undefined {
   const seen = look(file);
   if (seen.kind === "directory") return "it is a directory";
   if (seen.kind === "empty") return "it is empty (0 bytes)";
-  if (seen.kind === "not-lmdb") return `its ${seen.size} bytes do not start with an LMDB store's header`;
+  if (seen.kind === "not-lmdb") return `${seen.size === 1 ? "its 1 byte does" : `its ${seen.size} bytes do`} not start with an LMDB store's header`;
   return undefined;
 }
 
@@ -92,7 +92,7 @@ export function checkStoreFileLength(file: string, dir: string, readOnly = false
       if (!readOnly) return; // a writable open lays a new store out in it, as in a new file
       throw damaged(file, dir, "it is empty (0 bytes): it was truncated, or its creation was cut short");
     case "not-lmdb":
-      throw damaged(file, dir, `its ${seen.size} bytes do not start with an LMDB store's header (damaged, or another kind of file)`);
+      throw damaged(file, dir, `${seen.size === 1 ? "its 1 byte does" : `its ${seen.size} bytes do`} not start with an LMDB store's header (damaged, or another kind of file)`);
     case "truncated":
       throw damaged(file, dir, `it ends at ${seen.size} bytes, but its index needs ${seen.needed} (it was truncated)`);
   }

@@ -144,7 +144,7 @@ export function scanStoreFile(file: string, options: ScanOptions = {}): ScanResu
       scan.entries = entries;
       // Damage that sends a branch to the wrong page ends a range early without an error: only the count shows it.
       if (scan.records < entries && scan.damaged.length === 0) {
-        scan.damaged.push({ table: name, after: null, message: `${entries - scan.records} of the ${entries} records the table's header counts could not be reached` });
+        scan.damaged.push({ table: name, after: null, message: `${entries - scan.records} of the ${entries} record${entries === 1 ? "" : "s"} the table's header counts could not be reached` });
       }
       return scan;
     });

@@ -7,7 +7,7 @@
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { printJson, printLine } from "../../cli/output.js";
+import { plural, printJson, printLine } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import { backendFactory, describeStore, openStore, redactUrl, resolveStoreSpec, storeExists, storeIdentity } from "../../core/store/open.js";
 import type { StorageBackend, StoreSpec, TableOptions } from "../../core/store/port.js";
@@ -118,8 +118,8 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
       return;
     }
     printLine(`Copied the store (${result.source.backend} at ${result.source.location}) to ${result.target.backend} at ${result.target.location}${result.project ? `, project ${result.project}` : ""}.`);
-    printLine(`  revision ${result.revision}, ${result.records} records, ${Object.entries(result.tables).map(([name, rows]) => `${name} ${rows}`).join(", ") || "no tables"}`);
-    printLine(`  ${result.checkpoints.verified} of ${result.checkpoints.total} checkpoints verified on the target; the source is unchanged.`);
+    printLine(`  revision ${result.revision}, ${plural(result.records, "record")}, ${Object.entries(result.tables).map(([name, rows]) => `${name} ${rows}`).join(", ") || "no tables"}`);
+    printLine(`  ${result.checkpoints.verified} of ${plural(result.checkpoints.total, "checkpoint")} verified on the target; the source is unchanged.`);
     printLine("To use it, put in apex.config.yaml:");
     printLine(`  ${result.switch.config}`);
     printLine(`or set: ${result.switch.env}`);

@@ -93,7 +93,7 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
     changes++;
     if (change.kind === "put") lastPut.set(change.path, change.revision);
   }
-  progress(`replaying ${changes} changes (revision ${revision})`);
+  progress(`replaying ${changes} change${changes === 1 ? "" : "s"} (revision ${revision})`);
   let group: Change[] = [];
   let replayed = 0;
   const flushGroup = async () => {
@@ -155,11 +155,11 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
     }
     if (rows.length > 0) await flushRows();
     tableCounts[name] = count;
-    progress(`copied table ${name}: ${count} rows`);
+    progress(`copied table ${name}: ${count} row${count === 1 ? "" : "s"}`);
   }
 
   const entries = verify(source, target, tableOptions);
-  progress(`verified: ${entries} records, revision ${revision}, ${names.length} tables`);
+  progress(`verified: ${entries} record${entries === 1 ? "" : "s"}, revision ${revision}, ${names.length} table${names.length === 1 ? "" : "s"}`);
   return { revision, changes, entries, tables: tableCounts, verified: true };
 }
 

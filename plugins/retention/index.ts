@@ -38,7 +38,7 @@ export default definePlugin<RetentionOptions>({
       const run = queue.then(async () => {
         const { applyRetention } = await import("./cleanup.js");
         const outcome = await applyRetention(store, afterCheckpoint, { sessionId: info.sessionId, sweep: "if-deleted", run: "auto" });
-        if (outcome.sweepError) apex.warn(`removed ${outcome.deleted.length} checkpoint(s) but did not sweep: ${outcome.sweepError.message}`);
+        if (outcome.sweepError) apex.warn(`removed ${outcome.deleted.length} checkpoint${outcome.deleted.length === 1 ? "" : "s"} but did not sweep: ${outcome.sweepError.message}`);
       });
       queue = run.catch(() => undefined);
       await run;

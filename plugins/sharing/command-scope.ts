@@ -97,7 +97,7 @@ export async function remotePluginCommand(sessionId: string, params: Record<stri
     }
     return { name, args: [], options: kept };
   }
-  if (args.length > rule.argument + 1) throw new ApexError("APEX_E_BAD_INPUT", `\`apex ${name}\` takes at most ${rule.argument + 1} argument(s).`);
+  if (args.length > rule.argument + 1) throw new ApexError("APEX_E_BAD_INPUT", `\`apex ${name}\` takes at most ${rule.argument + 1} argument${rule.argument === 0 ? "" : "s"}.`);
   const ref = args[rule.argument];
   if (ref !== undefined && ref !== null && ref !== "") {
     if (typeof ref !== "string") throw new ApexError("APEX_E_BAD_INPUT", `The session argument of \`apex ${name}\` must be a string.`);
