@@ -78,6 +78,9 @@ describe("help that teaches", () => {
         const command = `apex ${page.words.join(" ")}`;
         if (!/\nExamples?:\n {2}(\S+=\S+ )?apex /.test(page.text)) problems.push(`${command}: no example`);
         if (!page.text.includes("--session")) problems.push(`${command}: does not name --session`);
+        // Descriptions read as the rest of a line after the command, lowercase, as commander's own ("display help for command"); the git plugin's were capitalised.
+        const description = page.text.split("\n")[2] ?? "";
+        if (!/^[a-z]/.test(description)) problems.push(`${command}: description starts "${description.slice(0, 20)}"`);
         if (page.group) continue;
         const json = optionBlocks(page.text).get("--json");
         if (!json) problems.push(`${command}: no --json`);

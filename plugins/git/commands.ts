@@ -21,7 +21,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
   // First: the subcommands below go inside it.
   register({
     name: "git",
-    description: "Run git in the project repository after firing beforeGit (read-only commands such as status just run); exits with git's exit code, e.g. apex git -- commit -am \"msg\"",
+    description: "run git in the project repository after firing beforeGit (read-only commands such as status just run); exits with git's exit code, e.g. apex git -- commit -am \"msg\"",
     examples: ['apex git -- commit -am "Add login form"', "apex git -- rebase main", "apex git -- status          # read-only: runs without firing beforeGit"],
     arguments: [{ syntax: "[git-args...]", description: "git's arguments, after -- (so that APEX does not read them as its own)" }],
     // git gets the user's terminal; beforeGit fires where the store's writer is, through `git notify`.
@@ -49,7 +49,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
 
   register({
     name: "git install-hooks",
-    description: "Install git hooks so that commits, merges, rebases and checkouts made outside APEX fire beforeGit; existing hooks keep running",
+    description: "install git hooks so that commits, merges, rebases and checkouts made outside APEX fire beforeGit; existing hooks keep running",
     examples: ["apex git install-hooks", "apex git install-hooks --json"],
     options: [{ flags: "--json", description: "print {repository, hooks_dir, hooks: [{hook, action, …}], warnings}" }],
     async action(input, context) {
@@ -66,7 +66,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
 
   register({
     name: "git uninstall-hooks",
-    description: "Remove APEX's git hooks and put back the hooks they kept, exactly as they were",
+    description: "remove APEX's git hooks and put back the hooks they kept, exactly as they were",
     examples: ["apex git uninstall-hooks", "apex git uninstall-hooks --json"],
     options: [{ flags: "--json", description: "print {repository, hooks_dir, hooks: [{hook, action, …}], warnings}" }],
     async action(input, context) {
@@ -83,7 +83,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
 
   register({
     name: "git hook-fired",
-    description: "Fire beforeGit for a git hook (what the installed hooks run); does nothing outside a session",
+    description: "fire beforeGit for a git hook (what the installed hooks run); does nothing outside a session",
     examples: ["apex git hook-fired pre-commit", "apex git hook-fired pre-rebase -- main feature", "apex git hook-fired reference-transaction --json -- prepared refs/heads/x"],
     arguments: [
       { syntax: "<hook>", description: "the git hook: pre-commit, pre-merge-commit, pre-rebase, reference-transaction" },
@@ -100,7 +100,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
 
   register({
     name: "git notify",
-    description: "Fire beforeGit for a git operation you run yourself (what apex git -- does first); does nothing outside a session",
+    description: "fire beforeGit for a git operation you run yourself (what apex git -- does first); does nothing outside a session",
     examples: ["apex git notify -- push --force-with-lease", "apex git notify --json -- checkout main"],
     arguments: [{ syntax: "<git-args...>", description: "the git arguments, after --" }],
     options: [{ flags: "--json", description: "print {session_id, fired, args, source}" }],
@@ -112,7 +112,7 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
 
   register({
     name: "session sync-git",
-    description: "Record the repository's git state in the session and show what changed since its latest checkpoint (commits, branch, uncommitted files)",
+    description: "record the repository's git state in the session and show what changed since its latest checkpoint (commits, branch, uncommitted files)",
     examples: ["apex session sync-git", "apex session sync-git 3f2a --json"],
     arguments: [{ syntax: "[id]", description: "the session (default: the one this command is bound to, as for every command); a unique prefix will do" }],
     options: [{ flags: "--json", description: "print {session_id, repository, git: {branch, commit, dirty, synced_at}, checkpoint, changes, dirty_files: [{status, path}]}" }],
