@@ -709,16 +709,9 @@ export class Supervisor {
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
       const { processes, stopping } = await this.waitForGroups(groups, "stopped");
       for (const group of groups) group.slot.status = "paused";
-      const markAgents = (status: "paused" | "running") =>
-        this.service.write((batch) => {
-          for (const group of groups) {
-            const agent = batch.get(agentPath(this.sessionId, group.slot.name)) as AgentRecord;
-            batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status });
-          }
-        }, "supervisor");
       const warnings: string[] = [];
       try {
-        await markAgents("paused");
+        await this.markAgents(groups, "paused");
         try {
           await this.engine.fire("onPause", this.service.context());
         } catch (error) {
@@ -731,7 +724,7 @@ export class Supervisor {
           signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
           group.slot.status = "running";
         }
-        await markAgents("running").catch(() => undefined);
+        await this.markAgents(groups, "running").catch(() => undefined);
         this.resumeTimers();
         throw error;
       }
@@ -747,12 +740,7 @@ export class Supervisor {
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
       const { processes } = await this.waitForGroups(groups, "running");
       for (const group of groups) group.slot.status = "running";
-      await this.service.write((batch) => {
-        for (const group of groups) {
-          const agent = batch.get(agentPath(this.sessionId, group.slot.name)) as AgentRecord;
-          batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status: "running" });
-        }
-      }, "supervisor");
+      await this.markAgents(groups, "running");
       await this.setStatus("active", "session.resumed", { processes }, actor);
       const warnings: string[] = [];
       try {
@@ -767,6 +755,16 @@ export class Supervisor {
       this.log(`resumed: ${processes} processes continued`);
       return { session_id: this.sessionId, name: this.name, status: "active", agents: groups.length, processes, warnings };
     });
+  }
+
+  /** Records the agents of `groups` as paused or running. */
+  private markAgents(groups: Array<{ slot: AgentSlot }>, status: "paused" | "running"): Promise<void> {
+    return this.service.write((batch) => {
+      for (const { slot } of groups) {
+        const path = agentPath(this.sessionId, slot.name);
+        batch.set(path, { ...(batch.get(path) as AgentRecord), status });
+      }
+    }, "supervisor");
   }
 
   /**
@@ -838,11 +836,6 @@ export class Supervisor {
         }
       }
       this.clearTimers();
-      for (const slot of this.slots.values()) {
-        if (slot.restartTimer) clearTimeout(slot.restartTimer);
-        slot.restartTimer = undefined;
-        slot.restartDeferred = false;
-      }
       const ended = await this.terminateAll({ force: Boolean(options.force), graceMs: options.graceMs ?? DEFAULT_STOP_GRACE_MS });
       const reason = options.reason ?? "stopped by the user";
       // Exits even if the records cannot be written (a damaged record): the agents are gone, and a supervisor left running would answer nothing but this failure.
@@ -897,11 +890,6 @@ export class Supervisor {
     this.log(`session ${this.sessionId}: ${reason}; stopping this supervisor's agents and exiting`);
     this.stopping ??= Promise.resolve({ session_id: this.sessionId, status: "lost", reason });
     this.clearTimers();
-    for (const slot of this.slots.values()) {
-      if (slot.restartTimer) clearTimeout(slot.restartTimer);
-      slot.restartTimer = undefined;
-      slot.restartDeferred = false;
-    }
     const ended = await this.terminateAll({ graceMs: 2000 }).catch((error) => {
       this.log(`cannot end the agents: ${(error as Error).message}`);
       return 0;
@@ -914,11 +902,10 @@ export class Supervisor {
   private async finish(status: "stopped" | "completed" | "failed", outcome: string, actor = "supervisor"): Promise<void> {
     // The record leaves /sessions/<sid>: nothing to renew from now on.
     this.lease?.release();
-    try {
-      await this.engine.fire("beforeStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
-    } catch (error) {
-      this.log(`beforeStop: ${(error as Error).message}`);
-    }
+    // A hook that fails (or a store that cannot be read for its context) is logged: the session ends all the same.
+    const fire = (hook: "beforeStop" | "onStop") =>
+      (async () => this.engine.fire(hook, { sessionId: this.sessionId, session: this.service.session(), reason: outcome }))().catch((error: Error) => this.log(`${hook}: ${error.message}`));
+    await fire("beforeStop");
     const at = nowIso();
     const recorded = this.ownWrite((batch, record) => {
       for (const slot of this.slots.values()) {
@@ -948,11 +935,7 @@ export class Supervisor {
       throw new ApexError(error.code ?? "APEX_E_STORE", `The agents have ended, but the session could not be recorded as ${status}: ${error.message}`, { hint: "It reads as interrupted meanwhile: run `apex stop` once the store is back.", cause: error });
     });
     this.log(`session ${status}: ${outcome}`);
-    try {
-      await this.engine.fire("onStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
-    } catch (error) {
-      this.log(`onStop: ${(error as Error).message}`);
-    }
+    await fire("onStop");
   }
 
   private assertStatus(expected: "active" | "paused", action: string): void {
@@ -1044,12 +1027,18 @@ export class Supervisor {
     }
   }
 
+  /** Every timer of the session, agents' pending restarts included (the session is ending). */
   private clearTimers(): void {
     if (this.logTimer) clearInterval(this.logTimer);
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.checkpointTimer = undefined;
     this.idleTimer = undefined;
+    for (const slot of this.slots.values()) {
+      clearTimeout(slot.restartTimer);
+      slot.restartTimer = undefined;
+      slot.restartDeferred = false;
+    }
   }
 
   // ---------------------------------------------------------------- events and methods
