@@ -22,6 +22,7 @@ import {
   agentPath,
   agentsPrefix,
   countersPath,
+  eventPath,
   historyPath,
   memoryRootOf,
   nowIso,
@@ -584,18 +585,45 @@ export class Supervisor {
   }
 
   /**
-   * A write of the supervisor's own (an agent started or exited, the session ended): while the
-   * store cannot be reached (its server restarting) it is tried again every half second as long
-   * as the lease holds, and until `until` (performance.now()). Dropped, an agent's exit went
-   * unrecorded and its restart policy unrun, and a stop left the session reading as interrupted.
+   * A write of the supervisor's own (an agent started or exited, the session ended), retried while
+   * the lease holds (whileLeaseHolds): dropped, an agent's exit went unrecorded and its restart
+   * policy unrun, and a session's end left it reading as interrupted. An attempt whose COMMIT went
+   * unanswered may have landed: a retry first looks for the first event each earlier attempt
+   * recorded (its seq, type, time and actor) and, finding it, writes nothing again.
    */
   private async ownWrite(fn: Parameters<SessionService["write"]>[0], until = Infinity): Promise<void> {
+    const attempts: SessionEvent[][] = [];
+    const landed = await this.whileLeaseHolds(() => this.service.write((batch, record) => {
+      const found = attempts.find(([first]) => {
+        const stored = batch.get(eventPath(this.sessionId, first!.seq)) as SessionEvent | undefined;
+        return stored?.type === first!.type && stored.at === first!.at && stored.actor === first!.actor;
+      });
+      if (found) return found;
+      const events: SessionEvent[] = [];
+      fn(batch, (...args) => {
+        const event = record(...args);
+        events.push(event);
+        return event;
+      });
+      if (events.length > 0) attempts.push(events);
+      return undefined;
+    }, "supervisor"), until);
+    if (!landed) return;
+    this.log(`event ${landed[0]!.seq} (${landed[0]!.type}) was committed by an attempt that got no answer: not written again`);
+    for (const event of landed) this.broadcast(event);
+  }
+
+  /**
+   * Runs `op` (a store call of the supervisor's own), again every half second while the store
+   * cannot be reached (its server restarting) as long as the lease holds, and until `until` (performance.now()).
+   */
+  private async whileLeaseHolds<T>(op: () => Promise<T>, until = Infinity): Promise<T> {
     for (let tries = 0; ; tries++) {
       try {
-        return void (await this.service.write(fn, "supervisor"));
+        return await op();
       } catch (error) {
         if ((error as ApexError).code !== "APEX_E_STORE_UNREACHABLE" || this.lease?.lost !== false || performance.now() >= until) throw error;
-        if (tries === 0) this.log(`cannot write to the store yet, retrying while the lease holds: ${(error as Error).message}`);
+        if (tries === 0) this.log(`cannot reach the store yet, retrying while the lease holds: ${(error as Error).message}`);
         await sleep(500);
       }
     }
@@ -671,7 +699,8 @@ export class Supervisor {
     if (this.stopping || this.slots.size === 0) return;
     const slots = [...this.slots.values()];
     if (slots.some((slot) => slot.process || slot.restartTimer || slot.restartDeferred || slot.status === "starting")) return;
-    const open = this.service.tasks().filter((task) => task.status === "pending" || task.status === "active").length;
+    // Read as the exit before it was written: while the lease holds, a store out of reach does not leave the session active with no agent.
+    const open = (await this.whileLeaseHolds(async () => this.service.tasks())).filter((task) => task.status === "pending" || task.status === "active").length;
     const failed = slots.filter((slot) => slot.status === "failed");
     if (failed.length === 0 && open === 0) {
       await this.end("completed", "all agents exited with code 0 and no task is pending or active");
