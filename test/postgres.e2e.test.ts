@@ -164,6 +164,9 @@ describe("a session on PostgreSQL", () => {
       expect(Date.now() - cut).toBeLessThan(12_000);
       const log = project.supervisorLog();
       expect(log).toMatch(/lease lost: its lease ran out and could not be renewed \(Cannot reach PostgreSQL/);
+      // Not a normal end: a line on stderr (the log) says so, and the exit code is APEX_E_LEASE_LOST's.
+      expect(log).toMatch(new RegExp(`error\\[APEX_E_LEASE_LOST\\]: this supervisor lost its lease on session ${ready.session_id}: its lease ran out and could not be renewed \\(Cannot reach PostgreSQL .*\\)\\. It ended its agents and exits with code 4\\.`));
+      expect(log).toContain("supervisor exits (4)");
       // Seen from the database directly, the session is interrupted, and can be continued.
       relay.thaw();
       const status = project.apex(["status", "--json"], { env: { APEX_STORE_URL: url } });

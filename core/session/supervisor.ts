@@ -4,7 +4,7 @@ import { performance } from "node:perf_hooks";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ApexError } from "../errors.js";
+import { ApexError, ErrorCodes } from "../errors.js";
 import { mainWorktreeOf } from "../config/locate.js";
 import type { Config, AgentConfig } from "../config/types.js";
 import type { Engine } from "../engine.js";
@@ -912,7 +912,8 @@ export class Supervisor {
   /**
    * The lease is gone (another host took the session over, or it ran out unrenewed): this process
    * may no longer act for the session. It ends its own agents (their process groups, proven by
-   * their markers) and exits, writing nothing: the store is the new holder's.
+   * their markers) and exits, writing nothing: the store is the new holder's. It says so on stderr
+   * (the log) and exits with APEX_E_LEASE_LOST's code, 4 (conflict: the session is not its own any more).
    */
   async leaseLost(reason: string): Promise<void> {
     if (this.shutdownStarted) return;
@@ -924,7 +925,10 @@ export class Supervisor {
       return 0;
     });
     this.log(`${ended} agent processes ended`);
-    await this.shutdown(0);
+    // Not an end of the session's own: what runs the supervisor (a service manager, a script) sees it in the exit code too.
+    const code = ErrorCodes.APEX_E_LEASE_LOST;
+    process.stderr.write(`[${nowIso()}] error[APEX_E_LEASE_LOST]: this supervisor lost its lease on session ${this.sessionId}: ${reason}. It ended its agents and exits with code ${code}.\n`);
+    await this.shutdown(code);
   }
 
   /** Writes the final records: agents, session status and outcome, history; fires onStop. */
