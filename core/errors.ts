@@ -2,6 +2,7 @@
  * One error type for all of APEX: a stable code, a sentence for people and an exit code.
  *
  * Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 not found, 4 conflict or refused.
+ * The session's supervisor exits 0 once its session ended, 4 (APEX_E_LEASE_LOST) when it lost its lease.
  */
 export const ExitCode = {
   ok: 0,

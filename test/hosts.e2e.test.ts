@@ -173,6 +173,9 @@ describe("two hosts on one PostgreSQL database", () => {
     await waitFor("host-a's agents to end", () => groupMembers(agentA.pgid!).length === 0, 30_000);
     expect(a.supervisorLog()).toContain("host host-b took it over (generation 2)");
     expect(a.supervisorLog()).toContain("stopping this supervisor's agents and exiting");
+    // It did not end the session: it says to whom it lost it, on stderr (the log), and exits 4 (APEX_E_LEASE_LOST), not 0.
+    expect(a.supervisorLog()).toContain(`error[APEX_E_LEASE_LOST]: this supervisor lost its lease on session ${sid}: host host-b took it over (generation 2). It ended its agents and exits with code 4.`);
+    expect(a.supervisorLog()).toContain("supervisor exits (4)");
 
     // host-b stays the owner, seen so from both hosts; its agent still runs.
     expect(status(b).session).toMatchObject({ status: "active", host: "host-b", supervisor: { alive: true, generation: 2 } });

@@ -2,11 +2,11 @@
 // `store: { backend: postgres, url }`, and every command of the flow works there — start,
 // memory, checkpoints and their diff, pause (seen in /proc), resume, stop, validation, ended
 // sessions — with nothing of the session written to LMDB in .apex/.
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Project, groupMembers, isAlive, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, events, groupMembers, isAlive, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { json } from "./helpers/cli.js";
 import { postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
@@ -162,7 +162,11 @@ describe("a session on PostgreSQL", () => {
       await waitFor("the agents and the supervisor to end", () => [...pids, ready.supervisor_pid].every((pid) => !isAlive(pid)), 20_000);
       // Within the lease (3 s) and the grace of ending the agents, not after the network's timeout.
       expect(Date.now() - cut).toBeLessThan(12_000);
-      expect(project.supervisorLog()).toMatch(/lease lost: its lease ran out and could not be renewed \(Cannot reach PostgreSQL/);
+      const log = project.supervisorLog();
+      expect(log).toMatch(/lease lost: its lease ran out and could not be renewed \(Cannot reach PostgreSQL/);
+      // Not a normal end: a line on stderr (the log) says so, and the exit code is APEX_E_LEASE_LOST's.
+      expect(log).toMatch(new RegExp(`error\\[APEX_E_LEASE_LOST\\]: this supervisor lost its lease on session ${ready.session_id}: its lease ran out and could not be renewed \\(Cannot reach PostgreSQL .*\\)\\. It ended its agents and exits with code 4\\.`));
+      expect(log).toContain("supervisor exits (4)");
       // Seen from the database directly, the session is interrupted, and can be continued.
       relay.thaw();
       const status = project.apex(["status", "--json"], { env: { APEX_STORE_URL: url } });
@@ -222,9 +226,23 @@ describe("a session on PostgreSQL", () => {
       expect((await status()).status).toBe(200);
       expect(project.apex(["memory", "set", "/o/after", "2"]).status).toBe(0);
       const log = project.supervisorLog();
-      expect(log).toContain("cannot write to the store yet, retrying while the lease holds");
+      expect(log).toContain("cannot reach the store yet, retrying while the lease holds");
       expect(log).not.toContain("cannot handle its exit");
       expect(log).not.toContain("lease lost");
+
+      // The connection is lost once the COMMIT of alpha's next exit record was sent: the server
+      // commits it, and its answer never comes (`committed: "unknown"`). The supervisor tries
+      // again, finds the exit there and writes it no second time: the events hold it once.
+      await relay.cut(`/sessions/${ready.session_id}/agents/alpha`, "commit");
+      process.kill(-again.pgid!, "SIGTERM");
+      await waitFor("alpha to be restarted again", () => {
+        const agent = project!.status().agents.find((one) => one.name === "alpha");
+        return agent?.status === "running" && agent.pid !== again.pid ? agent : undefined;
+      }, 20_000);
+      const trail = events(project, ready.session_id);
+      expect(trail.filter((event) => event.type === "agent.exited" && event.pid === again.pid)).toHaveLength(1);
+      expect(trail.filter((event) => event.type === "agent.restarting")).toHaveLength(2);
+      expect(project.supervisorLog()).toMatch(/event \d+ \(agent\.exited\) was committed by an attempt that got no answer: not written again/);
 
       // `apex stop` during another outage ends the agents and records the session stopped once the
       // server is back (it failed, leaving the session to read as interrupted, so that the next
@@ -243,6 +261,32 @@ describe("a session on PostgreSQL", () => {
       await relay.down();
     }
   }, 120_000);
+
+  it("a session whose last agent exits as the connection drops is recorded completed once the store answers, not left active with no agent", async () => {
+    const url = await cluster.createDatabase();
+    const relay = await postgresRelay();
+    const through = relay.url(new URL(url).pathname.slice(1));
+    const dir = mkdtempSync(join(tmpdir(), "apex-pg-done-"));
+    extra.push(dir);
+    const done = join(dir, "done");
+    project = new Project(`${shellAgents({ alpha: `while [ ! -f ${done} ]; do sleep 0.1; done` })}store:\n  backend: postgres\n  url: ${JSON.stringify(through)}\n  project: ending\n`);
+    try {
+      const ready = project.start([]);
+      // The read of the session's tasks that decides it is over is lost on the way: the
+      // supervisor reads again while its lease holds, and ends the session then.
+      await relay.cut(`/sessions/${ready.session_id}/tasks`, "marker");
+      writeFileSync(done, "");
+      await waitFor("the supervisor to end the session and exit", () => !isAlive(ready.supervisor_pid), 15_000);
+      const log = project.supervisorLog();
+      expect(log).toContain("cannot reach the store yet, retrying while the lease holds");
+      expect(log).toContain("session completed: all agents exited with code 0");
+      expect(log).not.toContain("cannot end the session");
+      const sessions = json<Array<{ session_id: string; status: string }>>(project.apex(["session", "list", "--json"]));
+      expect(sessions.find((session) => session.session_id === ready.session_id)?.status).toBe("completed");
+    } finally {
+      await relay.down();
+    }
+  }, 60_000);
 
   it("a branch's git worktree reaches the project's data (default project id), with APEX_HOME set and with no .apex/ in the project's tree", async () => {
     const url = await cluster.createDatabase();

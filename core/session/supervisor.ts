@@ -4,7 +4,7 @@ import { performance } from "node:perf_hooks";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ApexError } from "../errors.js";
+import { ApexError, ErrorCodes } from "../errors.js";
 import { mainWorktreeOf } from "../config/locate.js";
 import type { Config, AgentConfig } from "../config/types.js";
 import type { Engine } from "../engine.js";
@@ -22,6 +22,7 @@ import {
   agentPath,
   agentsPrefix,
   countersPath,
+  eventPath,
   historyPath,
   memoryRootOf,
   nowIso,
@@ -584,18 +585,45 @@ export class Supervisor {
   }
 
   /**
-   * A write of the supervisor's own (an agent started or exited, the session ended): while the
-   * store cannot be reached (its server restarting) it is tried again every half second as long
-   * as the lease holds, and until `until` (performance.now()). Dropped, an agent's exit went
-   * unrecorded and its restart policy unrun, and a stop left the session reading as interrupted.
+   * A write of the supervisor's own (an agent started or exited, the session ended), retried while
+   * the lease holds (whileLeaseHolds): dropped, an agent's exit went unrecorded and its restart
+   * policy unrun, and a session's end left it reading as interrupted. An attempt whose COMMIT went
+   * unanswered may have landed: a retry first looks for the first event each earlier attempt
+   * recorded (its seq, type, time and actor) and, finding it, writes nothing again.
    */
   private async ownWrite(fn: Parameters<SessionService["write"]>[0], until = Infinity): Promise<void> {
+    const attempts: SessionEvent[][] = [];
+    const landed = await this.whileLeaseHolds(() => this.service.write((batch, record) => {
+      const found = attempts.find(([first]) => {
+        const stored = batch.get(eventPath(this.sessionId, first!.seq)) as SessionEvent | undefined;
+        return stored?.type === first!.type && stored.at === first!.at && stored.actor === first!.actor;
+      });
+      if (found) return found;
+      const events: SessionEvent[] = [];
+      fn(batch, (...args) => {
+        const event = record(...args);
+        events.push(event);
+        return event;
+      });
+      if (events.length > 0) attempts.push(events);
+      return undefined;
+    }, "supervisor"), until);
+    if (!landed) return;
+    this.log(`event ${landed[0]!.seq} (${landed[0]!.type}) was committed by an attempt that got no answer: not written again`);
+    for (const event of landed) this.broadcast(event);
+  }
+
+  /**
+   * Runs `op` (a store call of the supervisor's own), again every half second while the store
+   * cannot be reached (its server restarting) as long as the lease holds, and until `until` (performance.now()).
+   */
+  private async whileLeaseHolds<T>(op: () => Promise<T>, until = Infinity): Promise<T> {
     for (let tries = 0; ; tries++) {
       try {
-        return void (await this.service.write(fn, "supervisor"));
+        return await op();
       } catch (error) {
         if ((error as ApexError).code !== "APEX_E_STORE_UNREACHABLE" || this.lease?.lost !== false || performance.now() >= until) throw error;
-        if (tries === 0) this.log(`cannot write to the store yet, retrying while the lease holds: ${(error as Error).message}`);
+        if (tries === 0) this.log(`cannot reach the store yet, retrying while the lease holds: ${(error as Error).message}`);
         await sleep(500);
       }
     }
@@ -671,7 +699,8 @@ export class Supervisor {
     if (this.stopping || this.slots.size === 0) return;
     const slots = [...this.slots.values()];
     if (slots.some((slot) => slot.process || slot.restartTimer || slot.restartDeferred || slot.status === "starting")) return;
-    const open = this.service.tasks().filter((task) => task.status === "pending" || task.status === "active").length;
+    // Read as the exit before it was written: while the lease holds, a store out of reach does not leave the session active with no agent.
+    const open = (await this.whileLeaseHolds(async () => this.service.tasks())).filter((task) => task.status === "pending" || task.status === "active").length;
     const failed = slots.filter((slot) => slot.status === "failed");
     if (failed.length === 0 && open === 0) {
       await this.end("completed", "all agents exited with code 0 and no task is pending or active");
@@ -709,16 +738,9 @@ export class Supervisor {
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
       const { processes, stopping } = await this.waitForGroups(groups, "stopped");
       for (const group of groups) group.slot.status = "paused";
-      const markAgents = (status: "paused" | "running") =>
-        this.service.write((batch) => {
-          for (const group of groups) {
-            const agent = batch.get(agentPath(this.sessionId, group.slot.name)) as AgentRecord;
-            batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status });
-          }
-        }, "supervisor");
       const warnings: string[] = [];
       try {
-        await markAgents("paused");
+        await this.markAgents(groups, "paused");
         try {
           await this.engine.fire("onPause", this.service.context());
         } catch (error) {
@@ -731,7 +753,7 @@ export class Supervisor {
           signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
           group.slot.status = "running";
         }
-        await markAgents("running").catch(() => undefined);
+        await this.markAgents(groups, "running").catch(() => undefined);
         this.resumeTimers();
         throw error;
       }
@@ -747,12 +769,7 @@ export class Supervisor {
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
       const { processes } = await this.waitForGroups(groups, "running");
       for (const group of groups) group.slot.status = "running";
-      await this.service.write((batch) => {
-        for (const group of groups) {
-          const agent = batch.get(agentPath(this.sessionId, group.slot.name)) as AgentRecord;
-          batch.set(agentPath(this.sessionId, group.slot.name), { ...agent, status: "running" });
-        }
-      }, "supervisor");
+      await this.markAgents(groups, "running");
       await this.setStatus("active", "session.resumed", { processes }, actor);
       const warnings: string[] = [];
       try {
@@ -767,6 +784,16 @@ export class Supervisor {
       this.log(`resumed: ${processes} process${processes === 1 ? "" : "es"} continued`);
       return { session_id: this.sessionId, name: this.name, status: "active", agents: groups.length, processes, warnings };
     });
+  }
+
+  /** Records the agents of `groups` as paused or running. */
+  private markAgents(groups: Array<{ slot: AgentSlot }>, status: "paused" | "running"): Promise<void> {
+    return this.service.write((batch) => {
+      for (const { slot } of groups) {
+        const path = agentPath(this.sessionId, slot.name);
+        batch.set(path, { ...(batch.get(path) as AgentRecord), status });
+      }
+    }, "supervisor");
   }
 
   /**
@@ -838,11 +865,6 @@ export class Supervisor {
         }
       }
       this.clearTimers();
-      for (const slot of this.slots.values()) {
-        if (slot.restartTimer) clearTimeout(slot.restartTimer);
-        slot.restartTimer = undefined;
-        slot.restartDeferred = false;
-      }
       const ended = await this.terminateAll({ force: Boolean(options.force), graceMs: options.graceMs ?? DEFAULT_STOP_GRACE_MS });
       const reason = options.reason ?? "stopped by the user";
       // Exits even if the records cannot be written (a damaged record): the agents are gone, and a supervisor left running would answer nothing but this failure.
@@ -890,35 +912,33 @@ export class Supervisor {
   /**
    * The lease is gone (another host took the session over, or it ran out unrenewed): this process
    * may no longer act for the session. It ends its own agents (their process groups, proven by
-   * their markers) and exits, writing nothing: the store is the new holder's.
+   * their markers) and exits, writing nothing: the store is the new holder's. It says so on stderr
+   * (the log) and exits with APEX_E_LEASE_LOST's code, 4 (conflict: the session is not its own any more).
    */
   async leaseLost(reason: string): Promise<void> {
     if (this.shutdownStarted) return;
     this.log(`session ${this.sessionId}: ${reason}; stopping this supervisor's agents and exiting`);
     this.stopping ??= Promise.resolve({ session_id: this.sessionId, status: "lost", reason });
     this.clearTimers();
-    for (const slot of this.slots.values()) {
-      if (slot.restartTimer) clearTimeout(slot.restartTimer);
-      slot.restartTimer = undefined;
-      slot.restartDeferred = false;
-    }
     const ended = await this.terminateAll({ graceMs: 2000 }).catch((error) => {
       this.log(`cannot end the agents: ${(error as Error).message}`);
       return 0;
     });
     this.log(`${ended} agent process${ended === 1 ? "" : "es"} ended`);
-    await this.shutdown(0);
+    // Not an end of the session's own: what runs the supervisor (a service manager, a script) sees it in the exit code too.
+    const code = ErrorCodes.APEX_E_LEASE_LOST;
+    process.stderr.write(`[${nowIso()}] error[APEX_E_LEASE_LOST]: this supervisor lost its lease on session ${this.sessionId}: ${reason}. It ended its agents and exits with code ${code}.\n`);
+    await this.shutdown(code);
   }
 
   /** Writes the final records: agents, session status and outcome, history; fires onStop. */
   private async finish(status: "stopped" | "completed" | "failed", outcome: string, actor = "supervisor"): Promise<void> {
     // The record leaves /sessions/<sid>: nothing to renew from now on.
     this.lease?.release();
-    try {
-      await this.engine.fire("beforeStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
-    } catch (error) {
-      this.log(`beforeStop: ${(error as Error).message}`);
-    }
+    // A hook that fails (or a store that cannot be read for its context) is logged: the session ends all the same.
+    const fire = (hook: "beforeStop" | "onStop") =>
+      (async () => this.engine.fire(hook, { sessionId: this.sessionId, session: this.service.session(), reason: outcome }))().catch((error: Error) => this.log(`${hook}: ${error.message}`));
+    await fire("beforeStop");
     const at = nowIso();
     const recorded = this.ownWrite((batch, record) => {
       for (const slot of this.slots.values()) {
@@ -948,11 +968,7 @@ export class Supervisor {
       throw new ApexError(error.code ?? "APEX_E_STORE", `The agents have ended, but the session could not be recorded as ${status}: ${error.message}`, { hint: "It reads as interrupted meanwhile: run `apex stop` once the store is back.", cause: error });
     });
     this.log(`session ${status}: ${outcome}`);
-    try {
-      await this.engine.fire("onStop", { sessionId: this.sessionId, session: this.service.session(), reason: outcome });
-    } catch (error) {
-      this.log(`onStop: ${(error as Error).message}`);
-    }
+    await fire("onStop");
   }
 
   private assertStatus(expected: "active" | "paused", action: string): void {
@@ -1044,12 +1060,18 @@ export class Supervisor {
     }
   }
 
+  /** Every timer of the session, agents' pending restarts included (the session is ending). */
   private clearTimers(): void {
     if (this.logTimer) clearInterval(this.logTimer);
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.checkpointTimer = undefined;
     this.idleTimer = undefined;
+    for (const slot of this.slots.values()) {
+      clearTimeout(slot.restartTimer);
+      slot.restartTimer = undefined;
+      slot.restartDeferred = false;
+    }
   }
 
   // ---------------------------------------------------------------- events and methods

@@ -388,7 +388,12 @@ function workerMain(): void {
           const result = await client.query(config);
           results.push(result.rows);
         } catch (error) {
-          return answer({ error: failure(error, i), fatal: lost !== undefined });
+          // A connection that ended with no word from the server ("Connection terminated
+          // unexpectedly": the server or the network went away mid-statement) gives the statement
+          // an error without a code: it is the loss's, so that it reads as a server out of reach.
+          const out = failure(error, i);
+          if (lost && out.code === undefined && lost.code !== undefined) out.code = lost.code;
+          return answer({ error: out, fatal: lost !== undefined });
         }
       }
       return answer({ ok: results });

@@ -102,18 +102,36 @@ export async function query(database: string, text: string, values: unknown[] = 
  * calls block the thread that makes them): `down()` kills it, cutting every connection through
  * it, as a server restart or a network drop would; `up()` starts it again on the same port.
  * `freeze()` stops it (SIGSTOP) with its connections open: packets go nowhere, and nothing
- * fails until a timeout; `thaw()` continues it. `url(database)`: the database's URL through
- * the relay. Stopped by pid.
+ * fails until a timeout; `thaw()` continues it. `cut(marker, at)`: the first connection that
+ * sends `marker` (a key path, say: statements carry them as text) from now on is cut at the
+ * message carrying it (`at: "marker"`: dropped, so the statement fails unanswered), or once it
+ * sends its next COMMIT (`at: "commit"`: the COMMIT reaches the server, which commits; its
+ * answer never comes back). `url(database)`: the database's URL through the relay. Stopped by pid.
  */
-export async function postgresRelay(): Promise<{ port: number; url(database: string): string; up(): Promise<void>; down(): Promise<void>; freeze(): void; thaw(): void }> {
+export async function postgresRelay(): Promise<{ port: number; url(database: string): string; up(): Promise<void>; down(): Promise<void>; freeze(): void; thaw(): void; cut(marker: string, at: "marker" | "commit"): Promise<void> }> {
   const cluster = await sharedPostgres();
   const port = await freePort();
+  // The simple-query message node-postgres sends for COMMIT: 'Q', its length (4 + 7), the text.
   const script = `const net = require("node:net");
+    const COMMIT = Buffer.from("Q\\0\\0\\0\\x0bCOMMIT\\0", "latin1");
+    let cut;
+    process.stdin.setEncoding("utf8").on("data", (text) => {
+      for (const line of text.split("\\n").filter(Boolean)) cut = JSON.parse(line);
+      console.log("armed");
+    });
     net.createServer((client) => {
       const upstream = net.connect(${cluster.port}, "127.0.0.1");
       client.on("error", () => upstream.destroy());
       upstream.on("error", () => client.destroy());
-      client.pipe(upstream).pipe(client);
+      upstream.pipe(client);
+      let at;
+      client.on("data", (chunk) => {
+        if (!at && cut && chunk.includes(cut.marker)) [at, cut] = [cut.at, undefined];
+        if (at === "marker") return (upstream.destroy(), client.destroy());
+        if (at === "commit" && chunk.includes(COMMIT)) return (upstream.unpipe(client), upstream.end(chunk), client.destroy());
+        upstream.write(chunk);
+      });
+      client.on("end", () => upstream.end());
     }).listen(${port}, "127.0.0.1", () => console.log("listening"));`;
   let child: ChildProcess | undefined;
   const down = async () => {
@@ -126,7 +144,7 @@ export async function postgresRelay(): Promise<{ port: number; url(database: str
   };
   const up = async () => {
     await down();
-    const started = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    const started = spawn(process.execPath, ["-e", script], { stdio: ["pipe", "pipe", "inherit"] });
     child = started;
     await new Promise<void>((resolve, reject) => {
       started.stdout!.once("data", () => resolve());
@@ -137,5 +155,11 @@ export async function postgresRelay(): Promise<{ port: number; url(database: str
   // Stopped (SIGSTOP), the relay keeps its connections open and forwards nothing: a network that
   // drops every packet, where nothing fails until a timeout.
   const signal = (name: NodeJS.Signals) => child?.pid && process.kill(child.pid, name);
-  return { port, url: (database) => cluster.url(database, { port }), up, down, freeze: () => signal("SIGSTOP"), thaw: () => signal("SIGCONT") };
+  const cut = async (marker: string, at: "marker" | "commit") => {
+    const running = child!;
+    const armed = new Promise((resolve) => running.stdout!.once("data", resolve));
+    running.stdin!.write(`${JSON.stringify({ marker, at })}\n`);
+    await armed;
+  };
+  return { port, url: (database) => cluster.url(database, { port }), up, down, freeze: () => signal("SIGSTOP"), thaw: () => signal("SIGCONT"), cut };
 }
