@@ -33,7 +33,8 @@ describe("the flow's commands, verbatim", () => {
 
     const branched = p.apex(["session", "branch", checkpoint, "experimental-feature"]);
     expect(branched.status, branched.stderr).toBe(0);
-    expect(branched.stdout).toContain("Branched experimental-feature");
+    expect(branched.stdout).toMatch(new RegExp(`^Branched experimental-feature \\([0-9a-f]{8}\\) from ${main.slice(0, 8)}/checkpoint-002\\.$`, "m"));
+    expect(branched.stdout).not.toContain(main);
     const sessions = json<Array<{ session_id: string; name: string | null; parent: string | null; status: string }>>(p.apex(["session", "list", "--json"]));
     const experimental = sessions.find((session) => session.name === "experimental-feature")!;
     expect(experimental).toMatchObject({ status: "stopped", parent: `${main}/checkpoint-002` });
