@@ -62,10 +62,10 @@ Examples:
         const recoverable = await findAutoRecoverable(location);
         if (recoverable) {
           autoRecoveryNotice(recoverable, Boolean(options.json));
-          await startSession(location, { continue: recoverable, json: Boolean(options.json), attach: Boolean(options.attach) && options.task === undefined });
+          await startSession(location, { continue: recoverable.sessionId, json: Boolean(options.json), attach: Boolean(options.attach) && options.task === undefined });
           if (options.task !== undefined) {
             const { ApexError } = await import("../core/errors.js");
-            throw new ApexError("APEX_E_SESSION_ACTIVE", `No new session was started: the recovered session ${recoverable} runs now (a project runs one session at a time).`, {
+            throw new ApexError("APEX_E_SESSION_ACTIVE", `No new session was started: the recovered session ${recoverable.label} runs now (a project runs one session at a time).`, {
               hint: 'Add the work to it (`apex task add "…"`), or end it (`apex stop`) and start again.',
             });
           }

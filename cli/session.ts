@@ -138,8 +138,10 @@ async function showAuditTrail(location: ProjectLocation, ref: string, json: bool
       printJson({ session_id: sessionId, status, events });
       return;
     }
-    const { formatEvent, paintStatus } = await import("./session/format.js");
-    printLine(`Session ${sessionId} (${paintStatus(status)}): ${events.length} event${events.length === 1 ? "" : "s"}`);
+    const [{ formatEvent, paintStatus }, { shortSessionId }, { visibleText }] = await Promise.all([import("./session/format.js"), import("../core/session/names.js"), import("./terminal-text.js")]);
+    // The session as session list prints it, by name or short id (--json has the whole id).
+    const name = typeof record.name === "string" && record.name ? visibleText(record.name) : shortSessionId(sessionId);
+    printLine(`Session ${name} (${paintStatus(status)}): ${events.length} event${events.length === 1 ? "" : "s"}`);
     const width = String(events.at(-1)?.seq ?? 0).length;
     for (const event of events) {
       printLine(`${String(event.seq ?? "?").padStart(width)}  ${typeof event.at === "string" ? event.at.slice(0, 10) : "----------"} ${formatEvent(event)}  ${paint(`[${known(event.actor)}]`, "gray")}`);

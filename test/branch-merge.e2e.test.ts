@@ -33,7 +33,8 @@ describe("the flow's commands, verbatim", () => {
 
     const branched = p.apex(["session", "branch", checkpoint, "experimental-feature"]);
     expect(branched.status, branched.stderr).toBe(0);
-    expect(branched.stdout).toContain("Branched experimental-feature");
+    expect(branched.stdout).toMatch(new RegExp(`^Branched experimental-feature \\([0-9a-f]{8}\\) from ${main.slice(0, 8)}/checkpoint-002\\.$`, "m"));
+    expect(branched.stdout).not.toContain(main);
     const sessions = json<Array<{ session_id: string; name: string | null; parent: string | null; status: string }>>(p.apex(["session", "list", "--json"]));
     const experimental = sessions.find((session) => session.name === "experimental-feature")!;
     expect(experimental).toMatchObject({ status: "stopped", parent: `${main}/checkpoint-002` });
@@ -86,7 +87,15 @@ describe("the flow's commands, verbatim", () => {
     // The name is accepted wherever a session id is.
     expect(p.apex(["logs", "--session", "experimental-feature", "-n", "1"]).status).toBe(0);
     expect(json<Array<{ title: string }>>(p.apex(["task", "list", "--session", "experimental-feature", "--json"])).map((task) => task.title)).toContain("try the experiment");
-    expect(json<{ session_id: string }>(p.apex(["checkpoint", "list", "--session", "experimental-feature", "--json"])).session_id).toBe(experimental.session_id);
+    expect(json<{ session_id: string }>(p.apex(["checkpoint", "list", "--session", "experimental-feature", "--json"]))).toMatchObject({ session_id: experimental.session_id, session_name: "experimental-feature" });
+    // Its checkpoints' list and record name it so too (they printed the whole id); --json has both.
+    const branchList = p.apex(["checkpoint", "list", "--session", experimental.session_id.slice(0, 8)]).stdout;
+    expect(branchList).toMatch(/^Checkpoints of session experimental-feature \(/);
+    expect(branchList).not.toContain(experimental.session_id);
+    const branchShown = p.apex(["checkpoint", "show", "experimental-feature/latest"]).stdout;
+    expect(branchShown).toMatch(/^  session +experimental-feature$/m);
+    expect(branchShown).not.toContain(experimental.session_id);
+    expect(json(p.apex(["checkpoint", "show", "experimental-feature/latest", "--json"]))).toMatchObject({ session_id: experimental.session_id, session_name: "experimental-feature" });
 
     // The tree shows the branch point and the merge point.
     const tree = p.apex(["session", "tree"]);

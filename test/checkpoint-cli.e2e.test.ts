@@ -137,7 +137,10 @@ describe("apex checkpoint", () => {
     const text = ok(["checkpoint", "list", "--limit", "2"]);
     expect(text).toMatch(/checkpoint-003 +[0-9a-f]{8} +\S+ +manual +pinned +Before major refactoring/);
     expect(text).toContain("Showing 1–2 of 4; next page: apex checkpoint list --offset 2 --limit 2");
-    expect(text).toContain("(4, newest first)");
+    // The session as session list prints it, its uuid's short form (it printed the whole id); --json has it whole, with session_name.
+    expect(text).toContain(`Checkpoints of session ${ready.session_id.slice(0, 8)} (4, newest first)`);
+    expect(text).not.toContain(ready.session_id);
+    expect(all).toMatchObject({ session_name: null });
 
     // show: by name, by unique id prefix, latest.
     const shown = ok(["checkpoint", "show", "checkpoint-003", "--json"]);
@@ -145,7 +148,11 @@ describe("apex checkpoint", () => {
     expect(shown.tasks["t-0001"]).toMatchObject({ status: "active", assignee: "worker" });
     expect(ok(["checkpoint", "show", created.id.slice(0, 8), "--json"]).manifest.id).toBe(created.id);
     expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.name).toBe("checkpoint-004");
-    expect(ok(["checkpoint", "show", "checkpoint-003"])).toMatch(/t-0001 +active +\(worker\) first/);
+    const shownText = ok(["checkpoint", "show", "checkpoint-003"]);
+    expect(shownText).toMatch(/t-0001 +active +\(worker\) first/);
+    expect(shownText).toContain(`\n  session      ${ready.session_id.slice(0, 8)}\n`);
+    expect(shownText).not.toContain(ready.session_id);
+    expect(shown).toMatchObject({ session_id: ready.session_id, session_name: null });
 
     // diff: memory paths, task and agent changes.
     const diff = ok(["checkpoint", "diff", "checkpoint-003", "latest", "--json"]);
@@ -172,7 +179,8 @@ describe("apex checkpoint", () => {
     expect(list().items[0]).toMatchObject({ name: "checkpoint-006", trigger: "onPause", description: "pause" });
     ok(["resume"]);
     expect(ok(["checkpoint", "unpin", "checkpoint-003", "--json"])).toMatchObject({ pinned: false });
-    expect(ok(["checkpoint", "pin", "checkpoint-004", "--json"])).toMatchObject({ pinned: true });
+    expect(ok(["checkpoint", "pin", "checkpoint-004", "--json"])).toMatchObject({ pinned: true, session_id: ready.session_id, session_name: null });
+    expect(ok(["checkpoint", "pin", "checkpoint-004"])).toBe(`${ready.session_id.slice(0, 8)}/checkpoint-004 is pinned: retention never deletes it.\n`);
     expect(fails(["checkpoint", "delete", "checkpoint-004"], 4).stderr).toContain("is pinned");
     expect(ok(["checkpoint", "delete", "checkpoint-002", "--json"])).toMatchObject({ name: "checkpoint-002", sequence: 2, session_id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
     expect(list().items.map((item) => item.name)).toEqual(["checkpoint-006", "checkpoint-005", "checkpoint-004", "checkpoint-003", "checkpoint-001"]);
@@ -511,6 +519,9 @@ describe("apex start --continue", () => {
     expect(text).toContain("value-corrupt");
     // The checkpoint as a reference checkpoint show takes, its session as session list prints it (it printed the whole id).
     expect(text).toContain(`\n  ${sid.slice(0, 8)}/${first.name} (${first.id.slice(0, 8)}): its memory tree references damaged objects`);
+    // Each problem line too: the checkpoint it is about as `3f2a9c1e/checkpoint-002` (it printed the whole id).
+    expect(text).toMatch(new RegExp(`^  error +value-corrupt +${sid.slice(0, 8)}/${first.name}: `, "m"));
+    expect(text).not.toContain(sid);
 
     // A plain --continue refuses it before anything changes.
     const refused = fails(["start", "--continue", first.id], 1);
@@ -526,7 +537,10 @@ describe("apex start --continue", () => {
     project.remember();
     expect(recovered.status, recovered.stderr).toBe(0);
     const out = recovered.stdout;
-    expect(out).toContain(`Force recovery from ${sid}/${first.name}`);
+    // Its session as session list prints it, in every line (it printed the whole id).
+    expect(out).toContain(`Force recovery from ${sid.slice(0, 8)}/${first.name} (${first.id})`);
+    expect(out).toMatch(new RegExp(`^Session ${sid.slice(0, 8)} continued \\(supervisor pid \\d+\\), recovered from ${sid.slice(0, 8)}/${first.name} \\(1 item lost\\)\\.$`, "m"));
+    expect(out).not.toContain(sid);
     expect(out).toContain(`memory  /old/x: value ${hash.slice(0, 12)} is corrupt`);
     expect(out).toMatch(new RegExp(`Session ${sid.slice(0, 8)} was active: saved as checkpoint-004 \\(beforeRestore\\), stopped`));
     expect(out.indexOf("Lost (1):")).toBeLessThan(out.indexOf("continued (supervisor pid"));
@@ -542,7 +556,7 @@ describe("apex start --continue", () => {
       [first.name, "manual"],
       ["checkpoint-001", "onStart"],
     ]);
-    expect(list().items[0]!.description).toBe(`force-recovered from ${sid}/${first.name}: 1 item lost`);
+    expect(list().items[0]!.description).toBe(`force-recovered from ${sid.slice(0, 8)}/${first.name}: 1 item lost`);
 
     // A session that is not there is refused before the running one is checkpointed or stopped.
     const taken = list().items.length;
@@ -551,6 +565,10 @@ describe("apex start --continue", () => {
     expect(unknown.stdout).not.toContain("was active");
     expect(list().items.length).toBe(taken);
     // Repair of a running session: checkpointed, stopped, repaired, continued (--dry-run leaves it running).
+    // Its text names the checkpoints to remove as validate does (--json below has the whole ids).
+    const planText = ok(["session", "repair", sid, "--dry-run"]);
+    expect(planText).toMatch(new RegExp(`^  remove-checkpoint +${sid.slice(0, 8)}/${first.name}: `, "m"));
+    expect(planText).not.toContain(sid);
     const plan = ok(["session", "repair", sid, "--dry-run", "--json"]);
     expect(plan.dry_run).toBe(true);
     expect(plan.actions).toEqual(expect.arrayContaining([expect.objectContaining({ action: "remove-checkpoint", target: `${sid}/${first.name}` })]));
@@ -564,6 +582,7 @@ describe("apex start --continue", () => {
     expect(repaired).toContain("Removed 1 checkpoint that does not verify; kept 5 that verify");
     expect(repaired).toContain("The store is valid now.");
     expect(repaired).toContain(`Session ${sid.slice(0, 8)} continued after the repair`);
+    expect(repaired).not.toContain(sid);
     expect(project.status().session).toMatchObject({ session_id: sid, status: "active" });
     expect(memory("/keep/a")).toBe(1);
     ok(["stop"]);
@@ -575,6 +594,8 @@ describe("apex start --continue", () => {
     await undecodable("/notes/only-live");
     const scoped = fails(["session", "validate", sid], 1).stdout;
     expect(scoped).toContain("record-undecodable");
+    // A record's keyspace path stays whole: it is the record's address, which `memory show` takes.
+    expect(scoped).toContain(`The record at /sessions/${sid}/tasks/t-0001 cannot be decoded`);
     // The session as session list prints it, in the summary and the repair it suggests (it printed the whole id).
     expect(scoped).toMatch(new RegExp(`^Session ${sid.slice(0, 8)} has problems: `, "m"));
     expect(scoped).toContain(`Next: apex session repair ${sid.slice(0, 8)} --dry-run`);
@@ -624,9 +645,12 @@ describe("apex start --continue", () => {
     const start = project.apex(["start", "--task", "something new"]);
     project.remember();
     expect(start.status).toBe(4);
-    expect(start.stderr).toContain(`notice: session ${ready.session_id} was interrupted; auto_recovery continues it from the live state`);
+    // The session as session list prints it, in the notice and the lines after it (they printed the whole id).
+    expect(start.stderr).toContain(`notice: session ${ready.session_id.slice(0, 8)} was interrupted; auto_recovery continues it from the live state`);
+    expect(start.stderr).toContain(`the recovered session ${ready.session_id.slice(0, 8)} runs now`);
     expect(start.stderr).toContain("No new session was started");
-    expect(start.stdout).toContain(`Session ${ready.session_id} continued`);
+    expect(start.stdout).toContain(`Session ${ready.session_id.slice(0, 8)} continued`);
+    expect(start.stdout + start.stderr).not.toContain(ready.session_id);
     expect(start.stdout).toContain("continued from the live state: memory as it is");
     expect(memory("/state")).toBe("written after the checkpoint");
     const shown = project.status();

@@ -27,7 +27,7 @@ import {
   type CheckpointManifest,
 } from "../plugins/checkpoint/checkpoints.js";
 import { forceRecover, reconstructSession } from "../plugins/checkpoint/recover.js";
-import { repairStore, validateStore, verifyCheckpoint } from "../plugins/checkpoint/validate.js";
+import { repairStore, sessionLabeller, validateStore, verifyCheckpoint } from "../plugins/checkpoint/validate.js";
 import { validateOutOfProcess } from "../plugins/checkpoint/validate-process.js";
 import { createCheckpointService } from "../plugins/checkpoint/service.js";
 import { REPO_ROOT, random, runApex, tempDir } from "./helpers/cli.js";
@@ -649,7 +649,15 @@ describe("validation, repair and recovery", () => {
     // Each with its session's name (null: s1 has none), which validate's text prints the session by.
     expect(report.checkpoints.damaged.map((item) => item.session_name)).toEqual([null, null, null]);
     await store.set("/sessions/s1", { ...(store.get("/sessions/s1") as Record<string, JsonValue>), name: "experiment" });
-    expect(validateStore(store).checkpoints.damaged.map((item) => `${item.session_name}/${item.name}`)).toEqual(["experiment/checkpoint-001", "experiment/checkpoint-002", "experiment/checkpoint-003"]);
+    const named = validateStore(store);
+    expect(named.checkpoints.damaged.map((item) => `${item.session_name}/${item.name}`)).toEqual(["experiment/checkpoint-001", "experiment/checkpoint-002", "experiment/checkpoint-003"]);
+    // The sessions its problems name, with their names: validate's text prints each by it (`experiment/checkpoint-001: …`).
+    expect(named.session_names).toEqual({ s1: "experiment" });
+    const uuid = "3f2a9c1e-0000-4000-8000-000000000001";
+    const text = sessionLabeller(named, { ...named, session_names: { [uuid]: null, [`${uuid}-r1`]: null } });
+    // By name, else a uuid's short form; a keyspace path and a longer id (<uuid>-r1, whole as it is no uuid) keep theirs.
+    expect(text(`s1/checkpoint-001: the record at /sessions/s1/tasks/t-0001 of session s1.`)).toBe("experiment/checkpoint-001: the record at /sessions/s1/tasks/t-0001 of session experiment.");
+    expect(text(`${uuid}/checkpoint-002 (session ${uuid}-r1, /sessions/${uuid}): session ${uuid}.`)).toBe(`3f2a9c1e/checkpoint-002 (session ${uuid}-r1, /sessions/${uuid}): session 3f2a9c1e.`);
 
     const outside = await validateOutOfProcess(store.spec!, { workerPath: DIST_WORKER });
     expect(outside.problems.map((problem) => [problem.code, problem.hash])).toEqual(report.problems.map((problem) => [problem.code, problem.hash]));

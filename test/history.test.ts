@@ -103,7 +103,9 @@ describe("the audit trail and reports", () => {
     const text = project.apex(["session", "history", sid]);
     expect(text.status).toBe(0);
     const lines = text.stdout.trim().split("\n");
-    expect(lines[0]).toBe(`Session ${sid} (completed): ${events.length} events`);
+    // The session as session list prints it, its uuid's short form (it printed the whole id).
+    expect(lines[0]).toBe(`Session ${sid.slice(0, 8)} (completed): ${events.length} events`);
+    expect(text.stdout).not.toContain(sid);
     expect(lines).toHaveLength(events.length + 1);
     expect(text.stdout).toMatch(/^ *1 {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {2}session started: audit me {2}\[supervisor\]$/m);
     expect(text.stdout).toMatch(/task t-0001 claimed by worker: write the thing {2}\[agent:worker\]$/m);
@@ -177,7 +179,8 @@ describe("the audit trail and reports", () => {
 
     const written = project.apex(["session", "report", sid.slice(0, 6), "-o", "report.md"]);
     expect(written.status).toBe(0);
-    expect(written.stdout.trim()).toBe(`Wrote the md report of session ${sid} to ${join(dir, "report.md")}.`);
+    // The session as session list prints it (it printed the whole id, which the report itself keeps).
+    expect(written.stdout.trim()).toBe(`Wrote the md report of session ${sid.slice(0, 8)} to ${join(dir, "report.md")}.`);
     expect(readFileSync(join(dir, "report.md"), "utf8").replace(/^Generated .*$/m, "")).toBe(md.stdout.replace(/^Generated .*$/m, ""));
 
     // --json with -o: the report goes to the file, stdout is one JSON document saying where.

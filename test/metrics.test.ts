@@ -320,7 +320,9 @@ describe("metrics of a running session", () => {
 
     const shown = project.apex(["session", "metrics"]);
     expect(shown.status).toBe(0);
-    expect(shown.stdout).toContain(`Metrics of session ${sid} (stopped)`);
+    // The session as session list prints it, its uuid's short form (it printed the whole id).
+    expect(shown.stdout).toContain(`Metrics of session ${sid.slice(0, 8)} (stopped)`);
+    expect(shown.stdout).not.toContain(sid);
     expect(shown.stdout).toMatch(/Tasks\s+2 completed, 0 failed/);
     expect(shown.stdout).toMatch(/worker\s+idle\s+/);
     // --session picks the session, and one that names none says so (it said the project had no session).

@@ -44,7 +44,7 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
     if (recoverable) {
       autoRecoveryNotice(recoverable, json);
       const { startSession } = await import("./start.js");
-      await startSession(location, { continue: recoverable, json });
+      await startSession(location, { continue: recoverable.sessionId, json });
       return;
     }
   }

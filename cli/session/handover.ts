@@ -33,17 +33,17 @@ export interface Handover {
  * Short checkpoint forms (`checkpoint-007`, `latest`) are resolved by the checkpoint code, as
  * the supervisor resolves them. Undefined when the store does not exist yet.
  */
-export async function resolveTarget(location: ProjectLocation, argument: string): Promise<ContinueTarget | undefined> {
+export async function resolveTarget(location: ProjectLocation, argument: string): Promise<(ContinueTarget & { name: string | null }) | undefined> {
   const { openStore, storeExists } = await import("../../core/store/open.js");
   if (!(await storeExists(location))) return undefined;
-  const [{ resolveContinueTarget }, { resolveCheckpoint }, { defaultSessionIfAny }] = await Promise.all([
+  const [{ resolveContinueTarget, findSession }, { resolveCheckpoint }, { defaultSessionIfAny }] = await Promise.all([
     import("../../core/session/sessions.js"),
     import("../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointRefs()),
     import("../../plugins/index.js").then(({ builtinServices }) => builtinServices.checkpointSessions()),
   ]);
   const store = await openStore(location, { readOnly: true });
   try {
-    return await resolveContinueTarget(store, argument, {
+    const target = await resolveContinueTarget(store, argument, {
       resolve: async (ref) => {
         try {
           const sessionId = defaultSessionIfAny(store);
@@ -55,6 +55,14 @@ export async function resolveTarget(location: ProjectLocation, argument: string)
         }
       },
     });
+    // The session's name (a branch's), which text names it by once it runs (sessionText).
+    let name: unknown;
+    try {
+      name = findSession(store, target.sessionId)?.name;
+    } catch {
+      name = undefined; // an unreadable record names nothing: the short id is printed
+    }
+    return { ...target, name: typeof name === "string" && name ? name : null };
   } finally {
     await store.close();
   }

@@ -5,6 +5,7 @@
  * and `agent !` for stderr. No store access: the files and the runtime file are enough.
  */
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs";
+import { shortSessionId } from "../../core/session/names.js";
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
@@ -65,7 +66,8 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     const ended = () => liveSupervisorOf(location.storeDir, sessionId) === undefined;
     try {
       if (await followLogs(dir, chosen, agent, print, () => interrupted, ended() ? undefined : ended)) {
-        process.stderr.write(`Session ${sessionId} has ended: no more output will come.\n`);
+        // The session as session list prints an unnamed one (logs read no session record for a name); a reference --session takes.
+        process.stderr.write(`Session ${shortSessionId(sessionId)} has ended: no more output will come.\n`);
       }
     } finally {
       undo();

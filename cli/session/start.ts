@@ -8,7 +8,8 @@ import type { SessionEvent } from "../../core/session/records.js";
 import type { ReadyReport } from "../../core/session/supervisor.js";
 import { formatEvent, paintStatus } from "./format.js";
 import { whenStdoutReaderGone } from "../stdout-reader.js";
-import type { Handover } from "./handover.js";
+import { sessionText, type Handover } from "./handover.js";
+import { shortSessionId } from "../../core/session/names.js";
 import type { Config } from "../../core/config/types.js";
 import type { ContinueTarget } from "../../core/session/sessions.js";
 
@@ -47,11 +48,13 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   await refreshGitHooks(gitStart, config, Boolean(options.json));
   let handover: Handover | undefined;
   let checkout: CheckoutPlan | undefined;
+  let continued: { sessionId: string; name: string | null } | undefined;
   if (options.continue === undefined) await refuseIfActive(location);
   else {
     // Another session in the way is checkpointed and stopped first (a bad reference fails here, before that).
     const { makeWay, resolveTarget } = await import("./handover.js");
     const target = await resolveTarget(location, options.continue);
+    continued = target;
     if (target) await assertWorktreeExists(location, target.sessionId);
     // So does a checkout git would refuse (uncommitted changes, the commit missing): before anything is stopped.
     if (options.gitCheckout) checkout = await planGitCheckout(location, gitStart, config, target, options.continue);
@@ -73,12 +76,12 @@ export async function startSession(location: ProjectLocation, options: StartOpti
     options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget: options.continue },
   );
   if (options.json) printJson({ ...ready, ...(handover ? { handover } : {}), ...(checkedOut ? { git_checkout: checkedOut } : {}) });
-  else {
-    if (checkedOut) printLine(`Checked out ${checkedOut.commit.slice(0, 12)} on the new branch ${checkedOut.branch} in ${checkedOut.repository}.`);
-    printReady(ready);
-  }
+  else if (checkedOut) printLine(`Checked out ${checkedOut.commit.slice(0, 12)} on the new branch ${checkedOut.branch} in ${checkedOut.repository}.`);
+  // The session as session list prints it (its name, else its uuid's short form); --json has the whole id.
+  const session = sessionText({ session_id: ready.session_id, name: continued?.sessionId === ready.session_id ? continued.name : null });
+  if (!options.json) printReady(ready, session);
   // Stopped (or ended) while it started: there is nothing left to attach to.
-  if (options.attach && (ready.status === "active" || ready.status === "paused")) await attach(ready, Boolean(options.json));
+  if (options.attach && (ready.status === "active" || ready.status === "paused")) await attach(ready, session, Boolean(options.json));
 }
 
 /**
@@ -93,7 +96,7 @@ async function continueRemote(remote: SessionClient, options: StartOptions): Pro
   }
   const ready = (await remote.call("session.continue", { continue: options.continue }, 120_000)) as ReadyReport;
   if (options.json) printJson(ready);
-  else printReady(ready);
+  else printReady(ready, shortSessionId(ready.session_id));
 }
 
 type GitStart = Awaited<ReturnType<(typeof import("../../plugins/index.js"))["builtinServices"]["gitStart"]>>;
@@ -197,10 +200,10 @@ async function refuseIfActive(location: ProjectLocation): Promise<void> {
   }
 }
 
-function printReady(ready: ReadyReport): void {
+function printReady(ready: ReadyReport, session: string): void {
   for (const warning of ready.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
   const verb = ready.continued ? "continued" : "started";
-  printLine(`Session ${paint(ready.session_id, "bold")} ${verb} (supervisor pid ${ready.supervisor_pid}).`);
+  printLine(`Session ${paint(session, "bold")} ${verb} (supervisor pid ${ready.supervisor_pid}).`);
   // An `apex stop` that came in while it started (or agents that ended at once): said, not hidden behind "started".
   if (ready.status !== "active" && ready.status !== "paused") printLine(`  and is already ${paintStatus(ready.status)} (\`apex session history\` says why)`);
   for (const reaped of ready.reaped) printLine(`  reaped the old processes of ${reaped.agent}: ${reaped.pids.join(", ")}`);
@@ -233,7 +236,7 @@ function restoreLine(ready: ReadyReport): string {
  * Streams the session's events until it ends. Ctrl-C detaches: the session keeps running,
  * since the supervisor is in its own process session and never sees this terminal's signals.
  */
-async function attach(ready: ReadyReport, json: boolean): Promise<void> {
+async function attach(ready: ReadyReport, session: string, json: boolean): Promise<void> {
   const subscription = subscribeSupervisor(ready.socket, "events.subscribe", { from_seq: ready.event_seq }, (event) => {
     const type = (event as SessionEvent).type;
     if (type === "session.completed" || type === "session.failed" || type === "session.stopped") ended = type;
@@ -254,7 +257,7 @@ async function attach(ready: ReadyReport, json: boolean): Promise<void> {
     process.off("SIGINT", detach);
     unwatch();
   }
-  if (detached && !json) printLine(paint(`\nDetached; session ${ready.session_id} keeps running (apex status, apex stop).`, "gray"));
+  if (detached && !json) printLine(paint(`\nDetached; session ${session} keeps running (apex status, apex stop).`, "gray"));
   // Attached to the end, the exit code says how it went: a failed session is a failure.
   if (!detached && ended === "session.failed") process.exitCode = 1;
 }

@@ -18,7 +18,7 @@ import { openSessionClient } from "../../core/session/client.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { branchSource, checkNewSessionName, type BranchReport } from "./branch.js";
-import { sessionRecord } from "./merge-base.js";
+import { sessionLabel, sessionRecord } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { getCheckpoint } from "./refs.js";
 import { describeConflict } from "./merge.js";
@@ -62,7 +62,9 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     checkNewSessionName(store, name);
     const manifest = branchSource(store, checkpoint);
     const git = manifest.git_state as { commit?: unknown; dirty?: unknown } | null;
-    return { commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, label: `${manifest.session_id}/${manifest.name}` };
+    // The checkpoint as text names it, its session as session list prints it (experiment/checkpoint-004, 3f2a9c1e/…).
+    const session = sessionLabel(store, manifest.session_id);
+    return { commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, sessionId: manifest.session_id, session, label: `${session}/${manifest.name}` };
   });
   let worktree: { path: string; branch: string; commit: string | null } | undefined;
   if (options.worktree !== undefined && options.worktree !== false) {
@@ -86,7 +88,9 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     process.stderr.write(`warning: ${source.label} was taken with uncommitted changes in the working tree; the worktree has commit ${report.worktree.commit?.slice(0, 12) ?? "-"} without them.\n`);
   }
   if (options.json) return printJson(report);
-  printLine(`Branched ${paint(report.name, "bold")} (${report.session_id}) from ${report.parent_checkpoint.session_id}/${report.parent_checkpoint.name}.`);
+  // Sessions as session list prints them (the new one's uuid in short: its name is how commands take it); --json has the whole ids.
+  const parent = report.parent_checkpoint.session_id === source.sessionId ? source.session : shortSessionId(report.parent_checkpoint.session_id);
+  printLine(`Branched ${paint(report.name, "bold")} (${shortSessionId(report.session_id)}) from ${parent}/${report.parent_checkpoint.name}.`);
   if (report.worktree) printLine(`  git worktree ${report.worktree.path} on ${report.worktree.branch} at ${report.worktree.commit?.slice(0, 12) ?? "-"}`);
   printLine(paint(`Next: apex start --continue ${report.name} · apex session tree · apex session merge ${report.name} <session>`, "gray"));
 }

@@ -20,7 +20,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { currentActor } from "../../core/actor.js";
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { paint, plural, printJson, printLine } from "../../cli/output.js";
+import { paint, plural, printJson, printLine, visibleText } from "../../cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
@@ -39,7 +39,7 @@ import {
   type CheckpointDiff,
 } from "./checkpoints.js";
 import { reconstructSession, type ReconstructReport } from "./recover.js";
-import { repairStore, type RepairAction, type RepairResult, type StoreProblem, type ValidationReport } from "./validate.js";
+import { repairStore, sessionLabeller, type RepairAction, type RepairResult, type StoreProblem, type ValidationReport } from "./validate.js";
 import { validateOutOfProcess } from "./validate-process.js";
 import { summaryOf } from "./catalog.js";
 import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
@@ -229,7 +229,8 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   const m = record.manifest;
   printLine(`${paint(m.name, "bold")}  ${m.id}`);
   const row = (label: string, value: string) => printLine(`  ${label.padEnd(12)} ${value}`);
-  row("session", m.session_id);
+  // The session as session list prints it, by name or short id (a supervisor older than session_name leaves it out); --json has the whole id.
+  row("session", record.session_name ? visibleText(record.session_name) : shortSessionId(m.session_id));
   row("created", m.created_at);
   row("trigger", m.trigger);
   row("description", m.description || "-");
@@ -286,9 +287,10 @@ function withSessionId<T extends { sessionId: string }>(value: T): T & { session
  * camelCase keys it had alone stay beside them, for scripts written against them.
  */
 function validationJson(report: ValidationReport) {
-  const { objects } = report;
+  // session_names is for text (the messages keep the whole ids, which --json has always had).
+  const { objects, session_names: _names, ...rest } = report;
   return {
-    ...report,
+    ...rest,
     problems: report.problems.map((problem) => (problem.checkpointId === undefined ? problem : { ...problem, checkpoint_id: problem.checkpointId })),
     checkpoints: { ...report.checkpoints, damaged: report.checkpoints.damaged.map(withSessionId) },
     objects: {
@@ -386,10 +388,15 @@ function clipText(text: string): string {
 export async function pinCheckpointCommand(location: ProjectLocation, ref: string, pinned: boolean, options: ReadOptions): Promise<void> {
   const writer = await writerClient(location);
   const summary = writer
-    ? ((await callWriter(writer, "checkpoint.pin", { ref, pinned, session: options.session })) as CheckpointSummary)
-    : await withWriteStore(location, async (store) => summaryOf(await pinCheckpoint(store, ref, pinned, { sessionId: sessionFor(store, options.session) })));
+    ? ((await callWriter(writer, "checkpoint.pin", { ref, pinned, session: options.session })) as CheckpointSummary & { session_name?: string | null })
+    : await withWriteStore(location, async (store) => {
+        const manifest = await pinCheckpoint(store, ref, pinned, { sessionId: sessionFor(store, options.session) });
+        const { sessionName } = await import("./merge-base.js");
+        return { ...summaryOf(manifest), session_name: sessionName(store, manifest.session_id) };
+      });
   if (options.json) return printJson(summary);
-  printLine(`${summary.session_id}/${summary.name} is ${pinned ? "pinned: retention never deletes it" : "no longer pinned"}.`);
+  // The session by its name, else its uuid's short form (a supervisor older than session_name leaves it out); --json has the whole id.
+  printLine(`${summary.session_name ?? shortSessionId(summary.session_id)}/${summary.name} is ${pinned ? "pinned: retention never deletes it" : "no longer pinned"}.`);
 }
 
 export async function deleteCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions & { force?: boolean }): Promise<void> {
@@ -451,11 +458,12 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
     return;
   }
   printLine(`${what} ${report.ok ? "is valid, with warnings" : paint("has problems", "red")}: ${counts}.`);
-  printProblems(report.problems);
+  const named = sessionLabeller(report);
+  printProblems(report.problems, named);
   if (c.damaged.length > 0) {
     printLine(`Checkpoints that do not verify (${c.damaged.length}):`);
     // `<label>/checkpoint-007`: a reference `checkpoint show` and `start --force-recovery` resolve (a name, or a unique id prefix).
-    for (const damaged of c.damaged) printLine(`  ${damaged.session_name ?? shortSessionId(damaged.sessionId)}/${damaged.name}${damaged.id ? ` (${damaged.id.slice(0, 8)})` : ""}: ${damaged.reasons.join("; ")}`);
+    for (const damaged of c.damaged) printLine(`  ${damaged.session_name ?? shortSessionId(damaged.sessionId)}/${damaged.name}${damaged.id ? ` (${damaged.id.slice(0, 8)})` : ""}: ${named(damaged.reasons.join("; "))}`);
   }
   if (!report.ok) {
     const target = session?.label ?? "";
@@ -464,11 +472,11 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
   }
 }
 
-function printProblems(problems: StoreProblem[]): void {
+function printProblems(problems: StoreProblem[], named: (text: string) => string): void {
   if (problems.length === 0) return;
   printLine(`Problems (${problems.length}):`);
   for (const problem of problems) {
-    printLine(`  ${problem.severity.padEnd(7)} ${problem.code.padEnd(24)} ${problem.checkpoint ? `${problem.checkpoint}: ` : ""}${problem.message}`);
+    printLine(`  ${problem.severity.padEnd(7)} ${problem.code.padEnd(24)} ${named(`${problem.checkpoint ? `${problem.checkpoint}: ` : ""}${problem.message}`)}`);
   }
 }
 
@@ -575,7 +583,9 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
     return;
   }
   printLine(dryRun ? `Dry run${scope}: nothing was changed. Repair would:` : `Repaired the store${scope}:`);
-  for (const action of result.actions) printLine(`  ${action.action.padEnd(22)} ${action.target}: ${action.reason}`);
+  // Sessions by name or short id here too (`remove-checkpoint 3f2a9c1e/checkpoint-002: …`); --json has the whole ids.
+  const named = sessionLabeller(result.before, after);
+  for (const action of result.actions) printLine(`  ${action.action.padEnd(22)} ${named(`${action.target}: ${action.reason}`)}`);
   printLine(
     `${dryRun ? "It would remove" : "Removed"} ${removed} checkpoint${removed === 1 ? "" : "s"} that do${removed === 1 ? "es" : ""} not verify; ${dryRun ? "it keeps" : "kept"} ${kept} that verif${kept === 1 ? "ies" : "y"} (repair never deletes a checkpoint that verifies).`,
   );
@@ -583,7 +593,7 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   else if (after?.ok) printLine(`The store is valid now.`);
   else {
     printLine(paint(`Problems remain:`, "red"));
-    printProblems(after?.problems ?? []);
+    printProblems(after?.problems ?? [], named);
   }
 }
 

@@ -10,6 +10,8 @@ import { ApexError } from "../../core/errors.js";
 import { type Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
 import { sessionFor } from "./plugin-sessions.js";
+import { sessionName } from "./merge-base.js";
+import { shortSessionId } from "../../core/session/names.js";
 
 export const DEFAULT_PAGE = 20;
 
@@ -24,6 +26,8 @@ export interface ListOptions {
 /** One page of a session's checkpoints, as `checkpoint list --json` prints it. */
 export interface CheckpointPage {
   session_id: string;
+  /** The session's name (a branch), null for an unnamed one: text names the session by it, else by its uuid's short form. */
+  session_name: string | null;
   total: number;
   /** Checkpoints ever taken in the session (the last sequence number): more than `total` once some were removed. */
   taken: number;
@@ -67,7 +71,7 @@ export function checkpointPage(store: Store, options: Omit<ListOptions, "json">,
   for (const summary of catalog.summaries(sessionId, { reverse: !options.oldest, offset, limit })) items.push(listItem(summary, reasons));
   const total = catalog.count(sessionId);
   const taken = Math.max(total, catalog.lastSequence(sessionId));
-  return { session_id: sessionId, total, taken, offset, limit, order: options.oldest ? "oldest" : "newest", items };
+  return { session_id: sessionId, session_name: sessionName(store, sessionId), total, taken, offset, limit, order: options.oldest ? "oldest" : "newest", items };
 }
 
 function listItem(summary: CheckpointSummary, reasons: Map<string, string[]> | undefined): CheckpointListItem {
@@ -133,14 +137,16 @@ async function reasonLabels(store: Store, page: CheckpointPage): Promise<Map<str
 }
 
 function printPage(page: CheckpointPage, reasonTexts: ReadonlyMap<string, string>): void {
+  // The session as session list prints it, by name or short id (a supervisor older than session_name leaves it out); --json has the whole id.
+  const session = known(page.session_name ? visibleText(page.session_name) : shortSessionId(page.session_id));
   if (page.total === 0) {
-    printLine(`Session ${known(page.session_id)} has no checkpoints yet.`);
+    printLine(`Session ${session} has no checkpoints yet.`);
     printLine(paint('Create one: apex checkpoint create "what this is"', "gray"));
     return;
   }
   // Retention and repair remove checkpoints; their numbers are never reused, so say why they skip.
   const count = page.taken > page.total ? `${page.total} kept of ${page.taken} taken` : `${page.total}`;
-  printLine(`Checkpoints of session ${paint(known(page.session_id), "bold")} (${count}, ${page.order} first)`);
+  printLine(`Checkpoints of session ${paint(session, "bold")} (${count}, ${page.order} first)`);
   if (page.items.length === 0) {
     printLine(`No checkpoints past offset ${page.offset}.`);
     return;

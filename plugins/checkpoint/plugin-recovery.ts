@@ -3,7 +3,7 @@
  * from the live store and lives with the session code: cli/session/auto-recovery.ts.)
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { paint, plural, printJson, printLine } from "../../cli/output.js";
+import { paint, plural, printJson, printLine, visibleText } from "../../cli/output.js";
 import { ApexError } from "../../core/errors.js";
 import type { ReadyReport } from "../../core/session/supervisor.js";
 
@@ -20,6 +20,8 @@ interface LostEntry {
 interface RecoveryView {
   id: string;
   session_id: string;
+  /** The checkpoint's session's name, null for an unnamed one (a supervisor older than it leaves it out). */
+  session_name?: string | null;
   name: string;
   manifest_verified: boolean;
   lost: LostEntry[];
@@ -45,6 +47,7 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
   if (!(await storeExists(location))) throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.");
   const [{ forceRecover }, { resolveCheckpoint }] = await Promise.all([import("./recover.js"), import("./checkpoints.js")]);
   const { recoveryDetails } = await import("./plugin-service.js");
+  const [{ sessionName }, { shortSessionId }] = await Promise.all([import("./merge-base.js"), import("../../core/session/names.js")]);
   const store = await openStore(location, { readOnly: true });
   let preview: RecoveryView;
   let checkpointId: string;
@@ -55,11 +58,14 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
     const located = resolveCheckpoint(store, ref, sessionId ? { sessionId } : {});
     checkpointId = located.id;
     targetSession = located.sessionId;
-    preview = recoveryDetails(await forceRecover(store, located.id, { dryRun: true })) as unknown as RecoveryView;
+    preview = recoveryDetails(await forceRecover(store, located.id, { dryRun: true }), sessionName(store, located.sessionId)) as unknown as RecoveryView;
   } finally {
     await store.close();
   }
-  if (!options.json) printRecovery(preview);
+  // Sessions as session list prints them, by name or short id (--json has the whole ids).
+  const session = (view: RecoveryView) => (view.session_name ? visibleText(view.session_name) : shortSessionId(view.session_id));
+  const label = (view: RecoveryView) => `${session(view)}/${view.name}`;
+  if (!options.json) printRecovery(preview, label(preview));
   // A session that holds the project (this one running, or another) is checkpointed and stopped first.
   const { makeWay, handoverLine } = await import("../../cli/session/handover.js");
   const handover = await makeWay(location, {
@@ -74,15 +80,17 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
   const recovery = (ready.restore ?? preview) as unknown as RecoveryView;
   if (options.json) return printJson({ ...ready, recovery, ...(handover ? { handover } : {}) });
   for (const warning of recovery.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
-  printReady(ready, `recovered from ${recovery.session_id}/${recovery.name} (${lostSummary(recovery.lost)})`);
+  // The session continued is the checkpoint's (continueTarget): named as the recovery names it.
+  const continued = ready.session_id === recovery.session_id ? session(recovery) : shortSessionId(ready.session_id);
+  printReady(ready, continued, `recovered from ${label(recovery)} (${lostSummary(recovery.lost)})`);
 }
 
 function lostSummary(lost: LostEntry[]): string {
   return lost.length === 0 ? "nothing lost" : `${plural(lost.length, "item")} lost`;
 }
 
-function printRecovery(view: RecoveryView): void {
-  printLine(`Force recovery from ${paint(`${view.session_id}/${view.name}`, "bold")} (${view.id})`);
+function printRecovery(view: RecoveryView, label: string): void {
+  printLine(`Force recovery from ${paint(label, "bold")} (${view.id})`);
   if (!view.manifest_verified) printLine(paint("  The manifest does not match its hash: its fields are used as they are.", "red"));
   const verify = (n: number, noun: string) => `${plural(n, noun)} ${n === 1 ? "verifies" : "verify"}`;
   printLine(`  memory  ${verify(view.memory.recovered, "value")}; ${view.memory.set} to write, ${view.memory.deleted} to delete`);
@@ -103,8 +111,8 @@ function printRecovery(view: RecoveryView): void {
   }
 }
 
-function printReady(ready: ReadyReport, how: string): void {
-  printLine(`Session ${paint(ready.session_id, "bold")} continued (supervisor pid ${ready.supervisor_pid}), ${how}.`);
+function printReady(ready: ReadyReport, session: string, how: string): void {
+  printLine(`Session ${paint(session, "bold")} continued (supervisor pid ${ready.supervisor_pid}), ${how}.`);
   for (const reaped of ready.reaped) printLine(`  reaped the old processes of ${reaped.agent}: ${reaped.pids.join(", ")}`);
   for (const agent of ready.agents) printLine(`  ${agent.name.padEnd(12)} ${agent.status.padEnd(10)} pid ${agent.pid ?? "-"}`);
   printLine(paint("Next: apex status · apex checkpoint list · apex logs -f", "gray"));

@@ -26,7 +26,7 @@ import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from ".
 import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
 import { LangGraphStore, optionalString } from "./langgraph.js";
 import { branchMethods } from "./branch-methods.js";
-import { sessionName } from "./merge-base.js";
+import { sessionLabel, sessionName } from "./merge-base.js";
 import { checkpointPage } from "./plugin-list.js";
 import { agentsOf, checkpointRecord } from "./record.js";
 import { defaultSessionIfAny, resolveSessionRef, sessionFor } from "./plugin-sessions.js";
@@ -216,14 +216,21 @@ export class SessionCheckpoints {
     const manifest = loadManifest(this.store, located);
     const problems = verifyCheckpoint(this.store, manifest);
     if (problems.length > 0) {
-      const label = manifest.session_id === sessionId ? manifest.name : `${manifest.session_id}/${manifest.name}`;
-      throw new ApexError("APEX_E_INTEGRITY", `${label} does not verify (${problems.length} problem${problems.length === 1 ? "" : "s"}): ${problems[0]!.message}`, {
+      // The text names another session's checkpoint as session list names the session (experiment/checkpoint-004, 3f2a9c1e/…); details keep the whole id.
+      const whole = `${manifest.session_id}/${manifest.name}`;
+      const label = this.checkpointLabel(manifest, sessionId);
+      throw new ApexError("APEX_E_INTEGRITY", `${label} does not verify (${problems.length} problem${problems.length === 1 ? "" : "s"}): ${problems[0]!.message.split(whole).join(label)}`, {
         hint: `Restore what still verifies with \`apex start --force-recovery ${manifest.id}\`, or continue from an earlier checkpoint (\`apex checkpoint list\`); \`apex session validate\` lists every problem.`,
-        details: { checkpoint: label, problems: problems.slice(0, 20).map((problem) => ({ ...problem })) },
+        details: { checkpoint: manifest.session_id === sessionId ? manifest.name : whole, problems: problems.slice(0, 20).map((problem) => ({ ...problem })) },
       });
     }
     this.verified = { id: manifest.id, ms: performance.now() - started, cpuMs: cpuMsSince(cpu) };
     return manifest;
+  }
+
+  /** A checkpoint as text names it: its name in `sessionId`, else `<session>/<name>` with the session as session list prints it (its name, else its uuid's short form). */
+  private checkpointLabel(checkpoint: { session_id: string; name: string }, sessionId: string): string {
+    return checkpoint.session_id === sessionId ? checkpoint.name : `${sessionLabel(this.store, checkpoint.session_id)}/${checkpoint.name}`;
   }
 
   private async verifiedRestore(sessionId: string, located: Located, started: number, release: () => void, otherSessionsState: boolean | string = false): Promise<RestoreOutcome> {
@@ -233,7 +240,7 @@ export class SessionCheckpoints {
     const verifyCpuMs = this.verified?.cpuMs ?? 0;
     this.verified = undefined;
     const cpu = process.cpuUsage();
-    const label = manifest.session_id === sessionId ? manifest.name : `${manifest.session_id}/${manifest.name}`;
+    const label = this.checkpointLabel(manifest, sessionId);
     const latestBefore = Catalog.of(this.store).latest(sessionId);
     let mark = performance.now();
     const lap = () => {
@@ -263,6 +270,7 @@ export class SessionCheckpoints {
     const details: JsonValue = {
       id: manifest.id,
       session_id: manifest.session_id,
+      session_name: sessionName(this.store, manifest.session_id),
       name: manifest.name,
       trigger: manifest.trigger,
       description: manifest.description,
@@ -310,14 +318,14 @@ export class SessionCheckpoints {
           await this.write({
             sessionId,
             trigger: RESTORE_TRIGGERS.recovery,
-            description: `force-recovered from ${located.sessionId}/${checkpointName(located.sequence)}: ${lostCount === 0 ? "nothing lost" : `${lostCount} item${lostCount === 1 ? "" : "s"} lost`}`,
+            description: `force-recovered from ${this.checkpointLabel({ session_id: located.sessionId, name: checkpointName(located.sequence) }, "")}: ${lostCount === 0 ? "nothing lost" : `${lostCount} item${lostCount === 1 ? "" : "s"} lost`}`,
           })
         )?.summary.name ?? null;
     } catch (error) {
       warnings.push(`The recovered state could not be checkpointed: ${(error as Error).message}`);
     }
     const details: JsonValue = {
-      ...recoveryDetails(report),
+      ...recoveryDetails(report, sessionName(this.store, located.sessionId)),
       saved_before: saved,
       checkpoint_after: after,
       warnings,
@@ -422,7 +430,7 @@ export class SessionCheckpoints {
       "checkpoint.pin": (params) =>
         this.serialize(async () => {
           const manifest = await pinCheckpoint(this.store, requiredString(params, "ref"), params.pinned !== false, { sessionId: sessionOf(params) });
-          return summaryOf(manifest) as unknown as JsonValue;
+          return { ...summaryOf(manifest), session_name: sessionName(this.store, manifest.session_id) } as unknown as JsonValue;
         }),
       "checkpoint.delete": (params) =>
         this.serialize(async () => {
@@ -476,12 +484,14 @@ export class SessionCheckpoints {
 type Report = Awaited<ReturnType<typeof forceRecover>>;
 
 /** The forced recovery, as `apex start --force-recovery` shows it: above all, exactly what was lost. */
-export function recoveryDetails(report: Report): { [key: string]: JsonValue } {
+/** `sessionName`: the name of the checkpoint's session (null for an unnamed one), which text names it by. */
+export function recoveryDetails(report: Report, sessionName: string | null): { [key: string]: JsonValue } {
   const lost = (part: string, items: LostItem[]) =>
     items.map((item) => ({ part, path: item.path, what: item.what, reason: item.reason, ...(item.entries !== undefined ? { entries: item.entries } : {}) }));
   return {
     id: report.checkpoint.id,
     session_id: report.checkpoint.sessionId,
+    session_name: sessionName,
     name: report.checkpoint.name,
     forced: true,
     dry_run: report.dryRun,

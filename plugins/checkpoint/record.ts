@@ -5,7 +5,7 @@
  * from its trees.
  *
  * ```
- * checkpoint_id, session_id, name, sequence, created_at, description, trigger, pinned, parent
+ * checkpoint_id, session_id, session_name, name, sequence, created_at, description, trigger, pinned, parent
  * agent_states.<agent>   { status, current_task, ...the agent record, context }
  * memory_keys            the memory paths it holds, one page (default the first 100)
  * memory_keys_count      how many there are; memory_keys_next_offset: the next page, or null
@@ -20,6 +20,7 @@ import { ObjectStore, walkTree, type Hash } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { RESERVED_SESSION_NAMES, type CheckpointManifest } from "./manifest.js";
 import { getCheckpoint, type ResolveOptions } from "./refs.js";
+import { sessionName } from "./merge-base.js";
 import { segmentsPath } from "./scope.js";
 
 export const DEFAULT_KEYS_PAGE = 100;
@@ -41,6 +42,8 @@ export interface CheckpointRecord {
   [key: string]: JsonValue | CheckpointManifest | Record<string, AgentState>;
   checkpoint_id: string;
   session_id: string;
+  /** The session's name (a branch), null for an unnamed one: text names the session by it, else by its uuid's short form. */
+  session_name: string | null;
   name: string;
   sequence: number;
   created_at: string;
@@ -100,6 +103,7 @@ export function checkpointRecord(store: Store, ref: string | CheckpointManifest,
   return {
     checkpoint_id: manifest.id,
     session_id: manifest.session_id,
+    session_name: sessionName(store, manifest.session_id),
     name: manifest.name,
     sequence: manifest.sequence,
     created_at: manifest.created_at,

@@ -31,6 +31,7 @@ import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
 import { checkLiveRecords, type LiveRecordFinding } from "./validate-live.js";
 import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, historyPath, memoryRootOf } from "../../core/session/records.js";
+import { shortSessionId } from "../../core/session/names.js";
 
 /**
  * Validation re-hashes every checkpoint manifest, tree node and value, and checks the
@@ -112,6 +113,13 @@ export interface ValidationReport {
   };
   /** Keyspace records decoded. */
   records: number;
+  /**
+   * The sessions the messages, checkpoint labels and repair targets name (id -> its name, null for
+   * an unnamed session): text prints each by its name, else its uuid's short form, as session list
+   * does (plugin-cli.ts). Left out of --json, which has the whole ids in the messages as ever. A
+   * report made without reading the store (a damaged file, a crashed validator) has none.
+   */
+  session_names?: Record<string, string | null>;
 }
 
 export interface ValidateOptions {
@@ -254,6 +262,8 @@ interface CheckpointRecordState {
   reasons: string[];
   /** Index records needing a rebuild from the (verifying) manifest. */
   indexStale: boolean;
+  /** The session a misplaced manifest says it belongs to (its message names it). */
+  describes?: string;
 }
 
 interface ValidationState {
@@ -269,6 +279,8 @@ interface ValidationState {
   counters: Array<{ sessionId: string; last: number; needed: number }>;
   badBases: string[];
   corruptObjects: Array<{ kind: ObjectKind; hash: Hash }>;
+  /** Sessions named in problems besides the slots' (report.session_names). */
+  mentioned: Set<string>;
 }
 
 /** Validates the store (or one session). Synchronous and read-only. */
@@ -301,6 +313,7 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
     counters: [],
     badBases: [],
     corruptObjects: [],
+    mentioned: new Set(),
   };
   const wanted = (sessionId: string) => !options.sessionId || sessionId === options.sessionId;
 
@@ -350,6 +363,7 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
     const target = liveIds.get(id);
     if (!target || !isRecord(record) || record.s !== target.sessionId || record.n !== target.sequence) {
       if (target) continue; // reported as index-mismatch with its checkpoint
+      if (sessionId !== undefined) state.mentioned.add(sessionId);
       add({
         code: "index-dangling",
         severity: "error",
@@ -447,6 +461,8 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
   if (!options.sessionId) checkLiveMemory(store, view, state, add);
 
   report.ok = !problems.some((problem) => problem.severity === "error");
+  const named = new Set([...state.slots.flatMap((slot) => (slot.describes === undefined ? [slot.sessionId] : [slot.sessionId, slot.describes])), ...state.mentioned]);
+  report.session_names = Object.fromEntries([...named].sort().map((id) => [id, sessionNameOf(store, id)]));
   return state;
 }
 
@@ -514,6 +530,23 @@ function liveMemoryBase(store: Store, state: ValidationState): CheckpointManifes
     if (ownRootSession(entry.sessionId)) latest = manifest;
   }
   return latest;
+}
+
+/**
+ * Text that names the sessions of validation reports as session list does: each whole id they
+ * know (session_names) becomes the session's name, else its uuid's short form, both references
+ * the commands that take a session resolve (`3f2a9c1e/checkpoint-002`, `session experiment`).
+ * An id inside a keyspace path stays whole (`/sessions/<id>/tasks/t1`): the path is the record's
+ * address, which `apex memory show` takes. An id that is no uuid (`<id>-r1`) prints whole anyway.
+ */
+export function sessionLabeller(...reports: Array<ValidationReport | undefined>): (text: string) => string {
+  const labels = new Map<string, string>();
+  for (const report of reports) for (const [id, name] of Object.entries(report?.session_names ?? {})) labels.set(id, name ?? shortSessionId(id));
+  const ids = [...labels].filter(([id, label]) => id !== label).map(([id]) => id.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  if (ids.length === 0) return (text) => text;
+  // Whole ids only: not one inside a path or a longer id (`<id>-r1`); a sentence's full stop may follow.
+  const pattern = new RegExp(`(?<![\\w/.-])(?:${ids.join("|")})(?![\\w-]|\\.[\\w])`, "g");
+  return (text) => text.replace(pattern, (id) => labels.get(id) ?? id);
 }
 
 /** A session's name from its record (current or ended); null when it has none or its record does not read (validation reports that). */
@@ -589,6 +622,7 @@ function checkSlot(store: Store, catalog: Catalog, checker: TreeChecker, entry: 
   const manifest = entry.manifestValue as unknown as CheckpointManifest;
   const withId = { ...context, checkpointId: manifest.id };
   if (manifest.session_id !== entry.sessionId || manifest.sequence !== entry.sequence) {
+    entry.describes = manifest.session_id;
     fail({ ...withId, code: "manifest-misplaced", severity: "error", message: `The manifest at ${path} describes ${manifest.session_id}/${manifest.name}.`, path });
     return;
   }
@@ -700,6 +734,7 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
       add({ code: "current-session-invalid", severity: "error", message: "/sessions/current does not hold {session_id}.", path: "/sessions/current" });
       state.currentInvalid = true;
     } else if (!store.has(sessionPath(id))) {
+      state.mentioned.add(id);
       add({ code: "current-session-missing", severity: "error", message: `/sessions/current points at session ${id}, which does not exist.`, path: "/sessions/current" });
       state.currentInvalid = true;
     }
@@ -714,6 +749,7 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
       if (!isRecord(task.value)) continue;
       const assignee = task.value.assignee;
       if (typeof assignee === "string" && assignee.length > 0 && !known.has(assignee)) {
+        state.mentioned.add(sessionId);
         add({
           code: "task-unknown-agent",
           severity: "error",

@@ -8,6 +8,7 @@ import { describePolicy, type CompressionSettings } from "./options.js";
 import { formatBytes, plural } from "../../cli/output.js";
 import { parseWholeNumber } from "../../cli/option-values.js";
 import { Progress } from "./progress.js";
+import { shortSessionId } from "../../core/session/names.js";
 
 /**
  * `apex session compress [ID] [--after N] [--older-than D] [--algorithm A] [--level L]
@@ -45,7 +46,8 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
     return 0;
   }
   const store = await context.store();
-  const sessionId = argument === undefined ? undefined : findSession(store, argument);
+  const session = argument === undefined ? undefined : findSession(store, argument);
+  const sessionId = session?.sessionId;
   const progress = new Progress();
   let result: CompressResult;
   try {
@@ -62,17 +64,21 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
     progress.done();
   }
   if (json) context.printJson(resultJson(result, policy));
-  else printResult(context, result, policy);
+  else {
+    // The session as session list prints it, by name or short id (--json has the whole id).
+    const name = session?.record?.name;
+    printResult(context, result, policy, session && (typeof name === "string" && name ? name : shortSessionId(session.sessionId)));
+  }
   return 0;
 }
 
-function findSession(store: Parameters<typeof knownSessions>[0], argument: string): string {
+function findSession(store: Parameters<typeof knownSessions>[0], argument: string): ReturnType<typeof findKnownSession> {
   return findKnownSessionOrHint(knownSessions(store), argument);
 }
 
-function findKnownSessionOrHint(sessions: Parameters<typeof findKnownSession>[0], argument: string): string {
+function findKnownSessionOrHint(sessions: Parameters<typeof findKnownSession>[0], argument: string): ReturnType<typeof findKnownSession> {
   try {
-    return findKnownSession(sessions, argument).sessionId;
+    return findKnownSession(sessions, argument);
   } catch (error) {
     if (error instanceof ApexError && error.code === "APEX_E_NO_SESSION") {
       throw new ApexError("APEX_E_NO_SESSION", error.message, { hint: "See `apex session list`; without an ID, every session's cold data is compressed." });
@@ -99,8 +105,8 @@ function parseLevel(value: unknown, algorithm: PackCodec, fallback: number | und
   }
 }
 
-function printResult(context: CommandContext, result: CompressResult, policy: ColdPolicy): void {
-  const scope = result.sessionId ? `session ${result.sessionId}` : "every session";
+function printResult(context: CommandContext, result: CompressResult, policy: ColdPolicy, session?: string): void {
+  const scope = result.sessionId ? `session ${session ?? shortSessionId(result.sessionId)}` : "every session";
   context.print(`Cold: ${describePolicy(policy)}; ${scope}: ${plural(result.checkpoints.cold, "checkpoint")} cold, ${result.checkpoints.hot} hot.`);
   const { values, bytes, packs } = result;
   const verb = result.dryRun ? "Would compress" : "Compressed";

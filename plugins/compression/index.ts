@@ -1,6 +1,7 @@
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import type { CheckpointInfo, CommandSpec } from "../../core/engine.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
+import { shortSessionId } from "../../core/session/names.js";
 import { settingsFromOptions, type CompressionOptions } from "./options.js";
 
 const PLUGIN_NAME = "compression" as const;
@@ -33,7 +34,7 @@ export default definePlugin<CompressionOptions>({
         if (!store) {
           if (!warnedNoStore) {
             warnedNoStore = true;
-            apex.warn(`not applied after ${info.sessionId} checkpoint ${info.sequence}: this process has no store open; run \`apex session compress\`.`);
+            apex.warn(`not applied after ${shortSessionId(info.sessionId)} checkpoint ${info.sequence}: this process has no store open; run \`apex session compress\`.`);
           }
           return;
         }

@@ -11,6 +11,9 @@ import { isReadOnlyGitCommand, passthroughDirectory, runGitInteractive } from ".
 import { hookTimeoutSeconds, repositoryDir, repositoryIn, sessionWorktree, type GitPluginOptions } from "./repository.js";
 import { describeState, formatChangedFile, shortCommit } from "./state.js";
 import { resolveSessionId, syncGit, type SyncReport } from "./sync.js";
+import { findSession } from "../../core/session/sessions.js";
+import { shortSessionId } from "../../core/session/names.js";
+import { visibleText } from "../../cli/terminal-text.js";
 
 /** The commands of the git plugin: `apex git …` and `apex session sync-git`. */
 export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): void {
@@ -125,7 +128,8 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
       // A session in a branch's git worktree: that worktree's git state.
       const report = await syncGit(store, sessionId, repositoryIn(context.projectDir ?? process.cwd(), options, sessionWorktree(store, sessionId)));
       if (input.options.json) return context.printJson(report);
-      for (const line of formatSyncReport(report)) context.print(line);
+      const name = (findSession(store, sessionId) as { name?: unknown } | undefined)?.name;
+      for (const line of formatSyncReport(report, typeof name === "string" && name ? name : null)) context.print(line);
     },
   });
 }
@@ -163,10 +167,11 @@ function printHookReport<A extends string>(
   for (const warning of report.warnings) context.print(`warning: ${warning}`);
 }
 
-export function formatSyncReport(report: SyncReport): string[] {
+/** `name`: the session's name, which the text names it by, else its uuid's short form, as session list does (--json has the whole id). */
+export function formatSyncReport(report: SyncReport, name: string | null = null): string[] {
   const lines: string[] = [];
   const dirty = report.git.dirty ? `, ${countOf(report.dirty_files.length, "uncommitted change")}` : ", clean";
-  lines.push(`Recorded the git state of session ${report.session_id}: ${describeState(report.git)}${dirty}.`);
+  lines.push(`Recorded the git state of session ${name ? visibleText(name) : shortSessionId(report.session_id)}: ${describeState(report.git)}${dirty}.`);
   const checkpoint = report.checkpoint;
   if (!checkpoint) {
     lines.push("The session has no checkpoint yet: nothing to compare with.");

@@ -5,6 +5,8 @@ import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { renderMarkdown } from "./markdown.js";
 import { buildReport } from "./report.js";
+import { shortSessionId } from "../../core/session/names.js";
+import { visibleText } from "../../cli/terminal-text.js";
 
 const FORMATS = ["md", "json"] as const;
 
@@ -46,6 +48,7 @@ export async function runReportCommand(input: CommandInput, context: CommandCont
   writeFileAtomic(file, Buffer.from(text), { overwrite: force });
   // With --json, stdout stays one JSON document: what was written where.
   if (input.options.json) context.printJson({ session_id: report.session.session_id, format, file, bytes: Buffer.byteLength(text) });
-  else context.print(`Wrote the ${format} report of session ${report.session.session_id} to ${file}.`);
+  // The session as session list prints it, by name or short id (--json, and the report itself, have the whole id).
+  else context.print(`Wrote the ${format} report of session ${typeof report.session.name === "string" && report.session.name ? visibleText(report.session.name) : shortSessionId(String(report.session.session_id))} to ${file}.`);
   return 0;
 }

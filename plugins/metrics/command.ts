@@ -1,4 +1,5 @@
-import { table } from "../../cli/output.js";
+import { table, visibleText } from "../../cli/output.js";
+import { shortSessionId } from "../../core/session/names.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { findSession, readableSessionId, sessionBinding } from "../../core/session/sessions.js";
@@ -20,8 +21,18 @@ export async function runMetricsCommand(input: CommandInput, context: CommandCon
   const metrics = live ? await live.sample("command") : await recorded(context);
   if (!metrics) throw new ApexError("APEX_E_NO_SESSION", "The session ended while its metrics were being sampled.", { hint: "Run `apex session metrics` again." });
   if (input.options.json) context.printJson(metrics);
-  else for (const line of formatMetrics(metrics)) context.print(line);
+  else for (const line of formatMetrics(metrics, await sessionNameOf(context, metrics.session_id))) context.print(line);
   return 0;
+}
+
+/** The session's name (a branch's), from the store the metrics came from (the supervisor's, or the one the recorded metrics were read from); null for none. */
+async function sessionNameOf(context: CommandContext, sessionId: string): Promise<string | null> {
+  try {
+    const name = findSession(context.engine.store ?? (await context.store()), sessionId)?.name;
+    return typeof name === "string" && name ? name : null;
+  } catch {
+    return null; // an unreadable record names nothing: the short id is printed
+  }
 }
 
 async function recorded(context: CommandContext): Promise<SessionMetrics> {
@@ -46,8 +57,9 @@ async function recorded(context: CommandContext): Promise<SessionMetrics> {
   return stored as SessionMetrics;
 }
 
-export function formatMetrics(metrics: SessionMetrics): string[] {
-  const lines = [`Metrics of session ${metrics.session_id} (${metrics.status}), sampled ${metrics.updated_at} (${metrics.reason})`, ""];
+/** `name`: the session's name, which the text names it by, else its uuid's short form, as session list does (--json has the whole id). */
+export function formatMetrics(metrics: SessionMetrics, name: string | null = null): string[] {
+  const lines = [`Metrics of session ${name ? visibleText(name) : shortSessionId(String(metrics.session_id))} (${metrics.status}), sampled ${metrics.updated_at} (${metrics.reason})`, ""];
   const rows = metricRows(metrics);
   const width = Math.max(...rows.map(([label]) => label.length));
   for (const [label, value] of rows) lines.push(`  ${label.padEnd(width)}  ${value}`);

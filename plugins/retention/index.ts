@@ -1,6 +1,7 @@
 import { builtinPluginSchema } from "../../core/config/schemas.js";
 import type { CheckpointInfo } from "../../core/engine.js";
 import { APEX_VERSION, definePlugin } from "../../core/plugins.js";
+import { shortSessionId } from "../../core/session/names.js";
 import { capOnly, policyFromOptions, type RetentionOptions } from "./options.js";
 
 const PLUGIN_NAME = "retention" as const;
@@ -31,7 +32,7 @@ export default definePlugin<RetentionOptions>({
       if (!store) {
         if (!warnedNoStore) {
           warnedNoStore = true;
-          apex.warn(`not applied after ${info.sessionId} checkpoint ${info.sequence}: this process has no store open; run \`apex session cleanup\`.`);
+          apex.warn(`not applied after ${shortSessionId(info.sessionId)} checkpoint ${info.sequence}: this process has no store open; run \`apex session cleanup\`.`);
         }
         return;
       }
