@@ -2,7 +2,7 @@
 // processes leave their process group, programs that cannot run, hostile log output, and
 // sessions whose supervisor died while they were paused. Every process a test starts is ended
 // by pid (checked against its start time) or by process group.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -186,6 +186,25 @@ describe("apex logs with hostile output", () => {
       follow.child.kill("SIGINT");
       await follow.done;
     }
+  });
+
+  it("logs -f: a line written between the last lines shown and the start of following is printed, once; a log replaced meanwhile is followed from its start", async () => {
+    project = new Project("agents: {}\nplugins: {}\n");
+    const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000006");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "beta.log"), "one\ntwo\n");
+    writeFileSync(join(dir, "gamma.log"), "old\n");
+    // What `apex logs -f` does, with the window between its two steps held open.
+    const { readLogTail, followLogs } = await import("../dist/cli/session/logs.js");
+    const tail = readLogTail(project.storeDir, "0f0e0d0c-aaaa-4bbb-8ccc-000000000006", undefined, 1);
+    expect(tail.lines.map((line: { line: string }) => line.line)).toEqual(["two", "old"]);
+    appendFileSync(join(dir, "beta.log"), "three\n");
+    renameSync(join(dir, "gamma.log"), join(dir, "gamma.log.1"));
+    writeFileSync(join(dir, "gamma.log"), "new\n");
+    const printed: string[] = [];
+    let rounds = 0;
+    await followLogs(tail.dir, tail.chosen, undefined, (line: { agent: string; line: string }) => printed.push(`${line.agent} ${line.line}`), () => rounds++ > 0);
+    expect(printed).toEqual(["beta three", "gamma new"]);
   });
 });
 

@@ -28,6 +28,8 @@ export interface LogFile {
   agent: string;
   stream: "stdout" | "stderr";
   file: string;
+  /** The file (its identity) and size its last lines were read from: following goes on from there, so a line written meanwhile is not lost. */
+  readTo?: { dev: number; ino: number; size: number };
 }
 
 export interface LogLine {
@@ -125,7 +127,7 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
   const chosen = files.filter((file) => agent === undefined || file.agent === agent);
   const lines: LogLine[] = [];
   for (const file of chosen) {
-    const recent = logTail(file.file, count);
+    const recent = logTail(file.file, count, (readTo) => (file.readTo = readTo));
     // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1.
     const earlier = recent.length < count ? logTail(`${file.file}.1`, count - recent.length) : [];
     for (const line of [...earlier, ...recent]) lines.push({ agent: file.agent, stream: file.stream, line });
@@ -261,11 +263,18 @@ export async function followLogs(dir: string, initial: LogFile[], agent: string 
   }
 }
 
-/** Opens a log to follow from its end (lines already shown) or its start (a file new to the follower). */
+/**
+ * Opens a log to follow from where its last lines were read (`file.readTo`: what was written
+ * since is printed; a file that replaced it meanwhile from its start), from its end (lines
+ * already shown, with no record of where), or from its start (a file new to the follower).
+ */
 function openFollowed(file: LogFile, from: "start" | "end"): Followed {
   const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: "", dropped: 0 };
   reopen(state);
-  if (from === "end" && state.fd !== undefined) state.offset = fstatSync(state.fd).size;
+  if (from === "end" && state.fd !== undefined) {
+    const { readTo } = file;
+    state.offset = !readTo ? fstatSync(state.fd).size : readTo.dev === state.dev && readTo.ino === state.ino ? readTo.size : 0;
+  }
   return state;
 }
 
@@ -362,7 +371,7 @@ const TAIL_LINE_BYTES = 64 * 1024;
  * up to TAIL_LINE_BYTES: a 300 MB line costs a scan, not 300 MB of memory. (The supervisor's own
  * short tails in error messages use core's tailLines, which reads the last 64 KiB.)
  */
-export function logTail(file: string, lines: number): string[] {
+export function logTail(file: string, lines: number, readTo?: (at: { dev: number; ino: number; size: number }) => void): string[] {
   let fd: number;
   try {
     fd = openSync(file, "r");
@@ -371,6 +380,7 @@ export function logTail(file: string, lines: number): string[] {
   }
   try {
     const stat = fstatSync(fd);
+    if (stat.isFile()) readTo?.({ dev: stat.dev, ino: stat.ino, size: stat.size });
     if (!stat.isFile() || stat.size === 0 || lines <= 0) return [];
     const buffer = Buffer.alloc(Math.min(stat.size, 64 * 1024));
     readSync(fd, buffer, 0, 1, stat.size - 1);
