@@ -2,7 +2,7 @@
 // clients (the built CLI with --remote, and HTTP). Roles, revocation during a stream, two
 // operators at once, TLS with a certificate made here, bad input and abuse.
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { connect as netConnect, createServer as netServer, type Socket } from "node:net";
 import { join } from "node:path";
@@ -214,6 +214,27 @@ describe("apex serve: streams, revocation and concurrency", () => {
       }
     })();
     await waitFor("a log line on the stream", () => text.includes("event: logs.follow"));
+    // `--remote … logs -f` reads the last lines, then follows from where the server read them
+    // (read_to): a line written between the two requests is sent too (before, it was lost).
+    const tail = await rpc(server.url, sid, "logs.read", viewer.token, { lines: 1 });
+    expect(tail.status).toBe(200);
+    expect(tail.body.result.read_to["alpha.stdout"].size).toBeGreaterThan(0);
+    appendFileSync(join(project.storeDir, "logs", sid, "alpha.log"), "between the requests\n");
+    const followed = new AbortController();
+    const from = await fetch(`${server.url}/api/sessions/${sid}/stream`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${viewer.token}` },
+      body: JSON.stringify({ "logs.follow": { read_to: tail.body.result.read_to } }),
+      signal: followed.signal,
+    });
+    let fromText = "";
+    const decoder = new TextDecoder();
+    const fromReader = from.body!.getReader();
+    await waitFor("the line written between the requests", async () => {
+      fromText += decoder.decode((await fromReader.read()).value);
+      return fromText.includes("between the requests");
+    });
+    followed.abort();
     expect(remote(project, server.url, sid, operator.token, ["pause"]).status).toBe(0);
     await waitFor("the pause on the stream", () => text.includes('"type":"session.paused"'));
     expect(text).toMatch(/"actor":"user:otto"/);

@@ -81,13 +81,14 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
 async function showRemoteLogs(remote: SessionClient, agent: string | undefined, options: LogsOptions): Promise<void> {
   const { followUntilInterrupted } = await import("../follow.js");
   const count = options.lines ?? (options.follow ? 10 : 50);
-  const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count }, 30_000)) as { agents?: unknown; lines?: unknown };
+  const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count }, 30_000)) as { agents?: unknown; lines?: unknown; read_to?: unknown };
   // What another host sent: read as log lines whatever its shape, never trusted to be one.
   const agents = Array.isArray(reply?.agents) ? reply.agents.map(String) : [];
   const print = linePrinter(agents, Boolean(options.json));
   for (const line of Array.isArray(reply?.lines) ? reply.lines : []) print(line as LogLine);
   if (!options.follow) return;
-  const subscription = remote.subscribe("logs.follow", { agent: agent ?? null }, (event) => print(event as LogLine));
+  // From where the server read the lines shown (a server without read_to follows from the logs' ends).
+  const subscription = remote.subscribe("logs.follow", { agent: agent ?? null, ...(reply?.read_to && typeof reply.read_to === "object" ? { read_to: reply.read_to } : {}) }, (event) => print(event as LogLine));
   await followUntilInterrupted(subscription);
   // Ended by the server (it stopped), not by Ctrl-C: said why, on stderr, as `apex connect` does.
   const reason: unknown = await subscription.done;

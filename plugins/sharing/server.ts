@@ -19,7 +19,7 @@ import { GrantWatch } from "./grant-watch.js";
 import { clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
-import { followLogs, logFiles, readLogTail, type LogLine } from "../../cli/session/logs.js";
+import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
 import { resolveSessionId } from "../../core/session/sessions.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
@@ -425,6 +425,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const agent = typeof body["logs.follow"].agent === "string" ? body["logs.follow"].agent : undefined;
       const dir = agentLogDir(options.location.storeDir, sid);
       const initial = logFiles(dir).filter((file) => agent === undefined || file.agent === agent);
+      // Where logs.read read each log to (`read_to`, sent back by the client): a line written between the two requests is sent too.
+      const readTo = body["logs.follow"].read_to;
+      for (const file of initial) file.readTo = logPosition(readTo && typeof readTo === "object" ? (readTo as Record<string, unknown>)[`${file.agent}.${file.stream}`] : undefined);
       followLogs(dir, initial, agent, (line: LogLine) => send("logs.follow", line), () => closed).catch(fail);
     }
     if (body["memory.watch"]) {
@@ -701,11 +704,12 @@ class Gate {
     return launchSupervisor(this.location, { mode: "continue", continueTarget: sessionId });
   }
 
-  readLogs(sessionId: string, params: Record<string, unknown>): { agents: string[]; lines: LogLine[] } {
+  readLogs(sessionId: string, params: Record<string, unknown>): { agents: string[]; lines: LogLine[]; read_to: Record<string, LogFile["readTo"]> } {
     const agent = typeof params.agent === "string" ? params.agent : undefined;
     const lines = typeof params.lines === "number" && params.lines >= 0 ? Math.min(params.lines, 100_000) : 50;
     const tail = readLogTail(this.location.storeDir, sessionId, agent, lines);
-    return { agents: tail.chosen.map((file) => file.agent), lines: tail.lines };
+    const readTo = Object.fromEntries(tail.chosen.filter((file) => file.readTo).map((file) => [`${file.agent}.${file.stream}`, file.readTo]));
+    return { agents: tail.chosen.map((file) => file.agent), lines: tail.lines, read_to: readTo };
   }
 }
 
@@ -936,4 +940,11 @@ function nestingExceeds(value: unknown, limit: number): boolean {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A log position a client sent back (logs.read's `read_to`), if it is one: only where following starts, whatever it says. */
+function logPosition(value: unknown): LogFile["readTo"] {
+  if (!value || typeof value !== "object") return undefined;
+  const { dev, ino, size } = value as Record<string, unknown>;
+  return [dev, ino, size].every((n) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0) ? { dev: dev as number, ino: ino as number, size: size as number } : undefined;
 }
