@@ -418,6 +418,45 @@ describe("apex plugins list and plugin commands (end to end, built CLI)", () => 
   });
 });
 
+describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to end, built CLI)", () => {
+  beforeAll(() => buildIfStale(), 180_000);
+
+  it("the README's example runs verbatim: its command and the hooks it taps", () => {
+    const readme = readFileSync(join(REPO_ROOT, "README.md"), "utf8");
+    const example = /```js\n(\/\/ my-plugin\.mjs — enable it with `(plugins: .*)`\n[\s\S]*?)```/.exec(readme);
+    expect(example, "README's plugin example").not.toBeNull();
+    const dir = project(`${example![2]}\n`, { "my-plugin.mjs": example![1]! });
+    const greet = runApex(["greet", "--name", "bob"], { cwd: dir });
+    expect(greet.stderr).toBe("");
+    expect(greet.stdout).toBe("hi, bob\n");
+    const { plugins } = JSON.parse(runApex(["plugins", "list", "--json"], { cwd: dir }).stdout) as { plugins: Array<Record<string, unknown>> };
+    expect(plugins.find((plugin) => plugin.name === "greeter")).toMatchObject({ enabled: true, hooks: ["afterMilestone", "beforeCheckpoint"], commands: ["greet"] });
+  });
+
+  it("a command APEX already has, or another plugin adds: config validate and start exit 2 naming the plugin, and write nothing", () => {
+    const plugin = (name: string, command: string) => `export default { name: "${name}", apply(apex) { apex.registerCommand({ name: "${command}", description: "x", action: (_, ctx) => ctx.print("${name}") }); } };\n`;
+    const files = { "status.mjs": plugin("mystatus", "status"), "list.mjs": plugin("mylist", "session list"), "a.mjs": plugin("a", "greet"), "b.mjs": plugin("b", "greet") };
+    const agents = 'agents:\n  w:\n    command: sleep\n    args: ["30"]\n';
+    for (const [plugins, message] of [
+      ["  ./status.mjs: {}\n", "Plugin mystatus adds the command 'status', which APEX already has."],
+      ["  ./list.mjs: {}\n", "Plugin mylist adds the command 'session list', which APEX already has."],
+      ["  ./a.mjs: {}\n  ./b.mjs: {}\n", "plugin b failed in apply: The command 'greet' is already added by plugin a."],
+    ] as const) {
+      const dir = project(`${agents}plugins:\n${plugins}`, files);
+      const validate = runApex(["config", "validate"], { cwd: dir });
+      expect(validate.stderr).toContain(`error[APEX_E_PLUGIN_DUPLICATE]: ${message}`);
+      expect(validate.status).toBe(2);
+      const start = runApex(["start", "--task", "t"], { cwd: dir });
+      if (start.status === 0) runApex(["stop", "--force"], { cwd: dir });
+      expect(start.stderr).toContain(`error[APEX_E_PLUGIN_DUPLICATE]: ${message}`);
+      expect(start.status).toBe(2);
+      expect(existsSync(join(dir, ".apex")), "start wrote nothing").toBe(false);
+    }
+    const hint = runApex(["config", "validate"], { cwd: project(`plugins:\n  ./status.mjs: {}\n`, files) }).stderr;
+    expect(hint).toContain("hint: Set plugin mystatus (file:./status.mjs at apex.config.yaml:2:3) to false under `plugins:`");
+  });
+});
+
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 }
