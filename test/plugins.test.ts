@@ -433,6 +433,36 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     expect(plugins.find((plugin) => plugin.name === "greeter")).toMatchObject({ enabled: true, hooks: ["afterMilestone", "beforeCheckpoint"], commands: ["greet"] });
   });
 
+  it("a session with a plugin whose taps throw: the error names the plugin and hook, a failing onError tap does not hide it, and stop reports a failing onStop", () => {
+    const plugin = [
+      'export default { name: "thrower", apply(apex) {',
+      '  apex.hooks.afterMilestone.tapPromise("thrower", async () => { throw new Error("milestone broke"); });',
+      '  apex.hooks.onError.tap("thrower", () => { throw new TypeError("onError broke too"); });',
+      '  apex.hooks.onStop.tapPromise("thrower", async () => { throw new Error("stop broke"); });',
+      "} };",
+      "",
+    ].join("\n");
+    const dir = project('agents:\n  w:\n    command: sleep\n    args: ["30"]\nplugins:\n  ./thrower.mjs: {}\n', { "thrower.mjs": plugin });
+    const started = runApex(["start", "--task", "t", "--json"], { cwd: dir });
+    expect(started.status, started.stderr).toBe(0);
+    let stopped: ReturnType<typeof runApex> | undefined;
+    try {
+      const milestone = runApex(["milestone", "m1", "--json"], { cwd: dir });
+      expect(milestone.status).toBe(1);
+      expect(JSON.parse(milestone.stderr).error).toMatchObject({
+        code: "APEX_E_PLUGIN_FAILED",
+        message: "plugin thrower failed in afterMilestone: milestone broke",
+        details: { plugin: "thrower", hook: "afterMilestone", alsoFailed: ["plugin thrower failed in onError: onError broke too"] },
+      });
+      expect(JSON.parse(milestone.stderr).error.hint).toContain("set it to false under `plugins:` at apex.config.yaml:6:3");
+    } finally {
+      stopped = runApex(["stop", "--json"], { cwd: dir });
+    }
+    expect(stopped.status, stopped.stderr).toBe(0);
+    // Before, a failing onStop went to supervisor.log only: `apex stop` said nothing.
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ status: "stopped", warnings: ["onStop: plugin thrower failed in onStop: stop broke"] });
+  });
+
   it("a command APEX already has, or another plugin adds: config validate and start exit 2 naming the plugin, and write nothing", () => {
     const plugin = (name: string, command: string) => `export default { name: "${name}", apply(apex) { apex.registerCommand({ name: "${command}", description: "x", action: (_, ctx) => ctx.print("${name}") }); } };\n`;
     const files = { "status.mjs": plugin("mystatus", "status"), "list.mjs": plugin("mylist", "session list"), "a.mjs": plugin("a", "greet"), "b.mjs": plugin("b", "greet") };
