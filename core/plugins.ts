@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, isAbsolute, join, resolve } from "node:path";
@@ -207,12 +208,32 @@ async function importPlugin(file: string, label: string, at: string): Promise<Re
     return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
   } catch (error) {
     const typescript = (error as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION";
-    throw new ApexError("APEX_E_PLUGIN_INVALID", `The plugin ${label} at ${at} could not be loaded: ${(error as Error).message}`, {
+    // Where in the file: a syntax error's position, or the line of the file that threw while it ran.
+    const href = pathToFileURL(file).href;
+    const frame = String((error as Error)?.stack ?? "").split("\n").find((line) => line.includes(`${href}:`) || line.includes(`(${file}:`) || line.includes(`at ${file}:`));
+    const thrownAt = frame === undefined ? undefined : /:(\d+:\d+)\)?$/.exec(frame)?.[1];
+    const where = error instanceof SyntaxError ? syntaxErrorAt(file) : thrownAt && `${file}:${thrownAt}`;
+    throw new ApexError("APEX_E_PLUGIN_INVALID", `The plugin ${label} at ${at} could not be loaded: ${(error as Error).message}${where ? ` (${where})` : ""}`, {
       hint: typescript ? "Node cannot load TypeScript directly: compile the plugin to JavaScript and point the config at the .js file." : `Check ${file}.`,
       cause: error,
       details: { plugin: label, file },
     });
   }
+}
+
+/**
+ * Where a module's syntax error is, `file:line:col`: Node's SyntaxError from import() names no
+ * position ("Unexpected token ';'"), `node --check` prints it. Undefined when the file itself
+ * parses (the error is in a module it imports, whose own message says more).
+ */
+function syntaxErrorAt(file: string): string | undefined {
+  const result = spawnSync(process.execPath, ["--check", file], { encoding: "utf8", timeout: 10_000 });
+  const lines = (result.stderr ?? "").split("\n");
+  const index = lines.findIndex((line) => line.startsWith(`${file}:`));
+  const line = index < 0 ? undefined : /:(\d+)$/.exec(lines[index]!)?.[1];
+  if (result.status === 0 || line === undefined) return undefined;
+  const caret = lines[index + 2]?.indexOf("^") ?? -1;
+  return `${file}:${line}${caret >= 0 ? `:${caret + 1}` : ""}`;
 }
 
 /** The plugin a module exports (default export, or a named `plugin` export), checked for shape. */

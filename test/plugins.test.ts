@@ -203,9 +203,18 @@ describe("loading plugins from the config", () => {
   });
 
   it("reports a plugin module that fails to load, and a missing plugin file", async () => {
-    const throwing = await loadError(project("plugins:\n  ./throws.mjs: {}\n", { "throws.mjs": "throw new Error('no database');\n" }));
+    const throwingDir = project("plugins:\n  ./throws.mjs: {}\n", { "throws.mjs": "// connects at load\nthrow new Error('no database');\n" });
+    const throwing = await loadError(throwingDir);
     expect(throwing.code).toBe("APEX_E_PLUGIN_INVALID");
-    expect(throwing.message).toBe("The plugin ./throws.mjs at apex.config.yaml:2:3 could not be loaded: no database");
+    expect(throwing.exitCode).toBe(2);
+    expect(throwing.message).toBe(`The plugin ./throws.mjs at apex.config.yaml:2:3 could not be loaded: no database (${join(throwingDir, "throws.mjs")}:2:7)`);
+
+    // A syntax error names its line and column, which Node's own message leaves out (the built CLI: vitest parses modules itself).
+    const syntaxDir = project("plugins:\n  ./broken.mjs: {}\n", { "broken.mjs": "export default {\n  name: 'broken',\n  apply() { const x = ; },\n};\n" });
+    const syntax = runApex(["config", "validate"], { cwd: syntaxDir });
+    expect(syntax.stderr).toContain(`error[APEX_E_PLUGIN_INVALID]: The plugin ./broken.mjs at apex.config.yaml:2:3 could not be loaded: Unexpected token ';' (${join(syntaxDir, "broken.mjs")}:3:23)`);
+    expect(syntax.status).toBe(2);
+    expect(existsSync(join(syntaxDir, ".apex"))).toBe(false);
 
     const dir = project("plugins:\n  ./nowhere.mjs: {}\n");
     const missing = await loadError(dir);
