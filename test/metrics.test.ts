@@ -223,6 +223,7 @@ describe("metrics of a running session", () => {
         "plugins:",
         "  metrics:",
         "    interval: 1",
+        "  history: {}",
         "",
       ].join("\n"),
       "apex-metrics-",
@@ -325,6 +326,8 @@ describe("metrics of a running session", () => {
     expect(interrupted.status, interrupted.stderr).toBe(0);
     expect(JSON.parse(interrupted.stdout)).toMatchObject({ session_id: sid, status: "interrupted", tasks_completed: 2, ended_at: null });
     expect(project.apex(["session", "metrics"]).stdout).toContain(`Metrics of session ${sid} (interrupted)`);
+    const report = JSON.parse(project.apex(["session", "report", "--format", "json"]).stdout) as { session: { effective_status: string }; metrics: SessionMetrics };
+    expect([report.session.effective_status, report.metrics.status]).toEqual(["interrupted", "interrupted"]);
 
     expect(project.apex(["stop"]).status).toBe(0);
     const final = metricsAt(`/sessions/${sid}/metrics`)!;
