@@ -766,7 +766,13 @@ describe("apex session sync-git", () => {
     const norepo = await project({ repo: false });
     const result = apex(norepo, ["session", "sync-git", "--json"]);
     expect(result.status).toBe(3);
-    expect(JSON.parse(result.stderr)).toMatchObject({ error: { code: "APEX_E_NOT_A_REPOSITORY", exitCode: 3 } });
+    expect(JSON.parse(result.stderr)).toMatchObject({ error: { code: "APEX_E_NOT_A_REPOSITORY", exitCode: 3, message: `No git repository at ${norepo}: it is not inside a git repository.` } });
+
+    // A `repository` that names no directory says so (it said "not inside a git repository").
+    const missing = await project({ gitOptions: ["repository: ./gone"] });
+    const gone = apex(missing, ["session", "sync-git", "--json"]);
+    expect(gone.status).toBe(3);
+    expect(JSON.parse(gone.stderr).error).toMatchObject({ code: "APEX_E_NOT_A_REPOSITORY", message: `No git repository at ${join(missing, "gone")}: the directory does not exist.` });
   });
 });
 
