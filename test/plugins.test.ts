@@ -430,16 +430,26 @@ describe("apex plugins list and plugin commands (end to end, built CLI)", () => 
 describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to end, built CLI)", () => {
   beforeAll(() => buildIfStale(), 180_000);
 
-  it("the README's example runs verbatim: its command and the hooks it taps", () => {
+  it("the README's example runs verbatim with the config its comment gives: its command, its milestone warning and its checkpoint data", () => {
     const readme = readFileSync(join(REPO_ROOT, "README.md"), "utf8");
     const example = /```js\n(\/\/ my-plugin\.mjs — enable it with `(plugins: .*)`\n[\s\S]*?)```/.exec(readme);
     expect(example, "README's plugin example").not.toBeNull();
-    const dir = project(`${example![2]}\n`, { "my-plugin.mjs": example![1]! });
+    const dir = project(`agents:\n  w:\n    command: sleep\n    args: ["30"]\n${example![2]}\n`, { "my-plugin.mjs": example![1]! });
     const greet = runApex(["greet", "--name", "bob"], { cwd: dir });
     expect(greet.stderr).toBe("");
     expect(greet.stdout).toBe("hi, bob\n");
     const { plugins } = JSON.parse(runApex(["plugins", "list", "--json"], { cwd: dir }).stdout) as { plugins: Array<Record<string, unknown>> };
     expect(plugins.find((plugin) => plugin.name === "greeter")).toMatchObject({ enabled: true, hooks: ["afterMilestone", "beforeCheckpoint"], commands: ["greet"] });
+    // Its hooks run in a session: before, the comment's config had no checkpoint plugin, so beforeCheckpoint never ran.
+    expect(runApex(["start", "--task", "t"], { cwd: dir }).status).toBe(0);
+    try {
+      expect(runApex(["milestone", "m1"], { cwd: dir }).status).toBe(0);
+      const latest = JSON.parse(runApex(["checkpoint", "show", "latest", "--json"], { cwd: dir }).stdout) as { trigger: string; manifest: { data: Record<string, unknown> } };
+      expect(latest).toMatchObject({ trigger: "afterMilestone", manifest: { data: { greeting: "hi" } } });
+      expect(readFileSync(join(dir, ".apex", "supervisor.log"), "utf8")).toContain("warning: plugin greeter: hi: m1");
+    } finally {
+      expect(runApex(["stop"], { cwd: dir }).status).toBe(0);
+    }
   });
 
   it("a session with a plugin whose taps throw: the error names the plugin and hook, a failing onError tap does not hide it, and stop reports a failing onStop", () => {
