@@ -100,8 +100,10 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   }
   // Plugin names, dependencies and third-party options are checked by loading the plugins,
   // as `apex start` would: an unknown plugin is a config error too (did-you-mean, exit 2).
+  // So are plugin commands that clash with APEX's own or each other's.
   const { loadPlugins } = await import("../core/plugins.js");
-  await loadPlugins(config);
+  const engine = await loadPlugins(config);
+  await (await import("./plugin-commands.js")).assertPluginsApply(config, engine);
   if (json) {
     printJson({ valid: true, file, errors: [] });
     return;

@@ -56,22 +56,39 @@ export function refuseDash(output: string, instead: string): void {
  * APEX_STORE_URL names, however the path is spelled (`..`, a symlinked directory). `-o
  * .apex/store.mdb --force` replaced the store of a running session by the bundle. Only the
  * backup directory (`session.backup_location`, `.apex/backups` by default) may be written there.
- * Call after checkOutputFile (the directory exists).
+ * Nor inside a git directory (refuseGitDirectory). Call after checkOutputFile (the directory exists).
  */
 export async function refuseStoreFile(file: string, config: Config | undefined, option = "-o"): Promise<void> {
-  if (!config) return;
   const target = join(realPath(dirname(file)), basename(file));
+  if (!config) return refuseGitDirectory(target, file, option);
   const within = (dir: string) => target === dir || isInside(target, dir);
   const spec = await resolveStoreSpec(config);
   const owned = [realPath(config.storeDir), ...(spec.backend === "lmdb" ? [realPath(describeStore(spec).location)] : [])];
   const location = config.session.backup_location;
   const backups = realPath(isAbsolute(location) ? location : resolve(config.projectDir, location));
   const dir = owned.find(within);
-  if (dir === undefined) return;
+  if (dir === undefined) return refuseGitDirectory(target, file, option);
   // The backup directory may lie inside .apex/, never be it, hold it or hold the store itself.
   if (within(backups) && backups.startsWith(dir + sep) && !owned.some((other) => other === backups || other.startsWith(backups + sep))) return;
   throw new ApexError("APEX_E_RESERVED_PATH", `${option} ${file} is in ${dir}, where APEX keeps the project's store and its own files; not writing there.`, {
     hint: `Write it elsewhere, or under the backup directory ${backups}. Nothing was written.`,
+    details: { file, directory: dir },
+  });
+}
+
+/**
+ * Refuses an output FILE inside a repository's git directory (a `.git` directory, or a linked
+ * worktree's under the main one's `.git/worktrees/`): `-o .git/config --force` replaced the
+ * repository's config by the report, `-o .git/hooks/pre-commit` put a file where git looks for
+ * a hook. The path is the one with its links resolved, so a symlink to .git is refused too.
+ */
+function refuseGitDirectory(target: string, file: string, option: string): void {
+  const parts = target.split(sep);
+  const at = parts.indexOf(".git");
+  if (at < 0 || at === parts.length - 1) return; // a file named .git (a worktree's pointer) is not git's directory
+  const dir = parts.slice(0, at + 1).join(sep);
+  throw new ApexError("APEX_E_RESERVED_PATH", `${option} ${file} is in ${dir}, the git repository's own directory; not writing there.`, {
+    hint: "Write it elsewhere (in the working tree, or outside the project). Nothing was written.",
     details: { file, directory: dir },
   });
 }

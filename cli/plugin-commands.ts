@@ -36,16 +36,45 @@ export async function registerPluginCommands(program: Command, argv: string[], w
   closeAfterParse.push(async () => {
     await store?.close();
   });
+  addPluginCommands(program, engine, context);
+  if (words.length > 0 && !namesCommand(program, words)) await refuseDisabledPluginCommand(config, words);
+}
+
+function addPluginCommands(program: Command, engine: Engine, context: CommandContext): void {
   for (const registration of engine.commands) {
     // "session cleanup" goes below the core `session` group; "hello" at the top.
     const words = registration.spec.name.split(" ");
     const parent = words.length > 1 ? program.commands.find((command) => command.name() === words[0]) : program;
     if (!parent) {
-      throw new ApexError("APEX_E_PLUGIN_INVALID", `Plugin ${registration.plugin} adds '${registration.spec.name}', but APEX has no '${words[0]}' command group.`);
+      throw new ApexError("APEX_E_PLUGIN_INVALID", `Plugin ${registration.plugin} adds '${registration.spec.name}', but APEX has no '${words[0]}' command group.`, {
+        hint: disableHint(engine, registration.plugin),
+        details: { plugin: registration.plugin, command: registration.spec.name },
+      });
     }
     parent.addCommand(toCommander(parent, engine, registration, context, words[words.length - 1]!));
   }
-  if (words.length > 0 && !namesCommand(program, words)) await refuseDisabledPluginCommand(config, words);
+}
+
+/**
+ * Refuses, before anything is written, a config whose third-party plugins cannot run: one whose
+ * apply throws, two plugins adding one command, or a plugin command APEX already has (`status`,
+ * `session list`: the core command would run and the plugin's never, silently). `apex config
+ * validate` and `apex start` call it; built-ins alone are known to apply, so nothing is loaded then.
+ */
+export async function assertPluginsApply(config: Config, loaded?: Engine): Promise<void> {
+  const { isBuiltinPlugin } = await import("../core/config/schemas.js");
+  if (!config.plugins.some((entry) => entry.enabled && !isBuiltinPlugin(entry.name))) return;
+  const engine = loaded ?? (await (await import("../core/plugins.js")).loadPlugins(config, { warn: () => undefined }));
+  const { buildProgram } = await import("./main.js");
+  // Only the clashes matter here: the commands are added to a program that never runs.
+  addPluginCommands(buildProgram(), engine, {} as CommandContext);
+}
+
+/** How to run without a plugin: its line under `plugins:`. */
+function disableHint(engine: Engine, plugin: string): string {
+  const record = engine.plugin(plugin);
+  const where = record?.at ? ` (${record.source.label} at ${record.at})` : record ? ` (${record.source.label})` : "";
+  return `Set plugin ${plugin}${where} to false under \`plugins:\`, or ask its author to rename the command.`;
 }
 
 /** True when the words name a command of the program (or lead into a group, which commander handles). */
@@ -112,7 +141,7 @@ function toCommander(
   const clash = parent.commands.find((command) => command.name() === name || command.aliases().includes(name));
   if (clash) {
     throw new ApexError("APEX_E_PLUGIN_DUPLICATE", `Plugin ${plugin} adds the command '${spec.name}', which APEX already has.`, {
-      hint: `Disable plugin ${plugin} or ask its author to rename the command.`,
+      hint: disableHint(engine, plugin),
       details: { plugin, command: spec.name },
     });
   }

@@ -1,7 +1,9 @@
-import { readFileSync, statSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { isFile } from "./config/locate.js";
 import { BUILTIN_PLUGIN_NAMES, isBuiltinPlugin, packageRoot } from "./config/schemas.js";
 import { Engine, type ApexPlugin, type EngineOptions, type PluginSource } from "./engine.js";
 import { ApexError } from "./errors.js";
@@ -207,12 +209,29 @@ async function importPlugin(file: string, label: string, at: string): Promise<Re
     return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
   } catch (error) {
     const typescript = (error as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION";
-    throw new ApexError("APEX_E_PLUGIN_INVALID", `The plugin ${label} at ${at} could not be loaded: ${(error as Error).message}`, {
+    // Where in the file: a syntax error's position, or the line of the file that threw while it ran.
+    const frame = String((error as Error)?.stack ?? "").split("\n").find((line) => line.includes(`${pathToFileURL(file).href}:`) || line.includes(`${file}:`));
+    const thrownAt = /:(\d+:\d+)\)?$/.exec(frame ?? "")?.[1];
+    const where = error instanceof SyntaxError ? syntaxErrorAt(file) : thrownAt && `${file}:${thrownAt}`;
+    throw new ApexError("APEX_E_PLUGIN_INVALID", `The plugin ${label} at ${at} could not be loaded: ${(error as Error).message}${where ? ` (${where})` : ""}`, {
       hint: typescript ? "Node cannot load TypeScript directly: compile the plugin to JavaScript and point the config at the .js file." : `Check ${file}.`,
       cause: error,
       details: { plugin: label, file },
     });
   }
+}
+
+/**
+ * Where a module's syntax error is, `file:line:col`: Node's SyntaxError from import() names no
+ * position ("Unexpected token ';'"), `node --check` prints it. Undefined when the file itself
+ * parses (the error is in a module it imports, whose own message says more).
+ */
+function syntaxErrorAt(file: string): string | undefined {
+  // When the file parses, --check prints no position line, and there is none to give.
+  const lines = String(spawnSync(process.execPath, ["--check", file], { encoding: "utf8", timeout: 10_000 }).stderr).split("\n");
+  const at = lines.findIndex((line) => line.startsWith(`${file}:`));
+  const [line, caret] = [/:(\d+)$/.exec(lines[at] ?? "")?.[1], lines[at + 2]?.indexOf("^") ?? -1];
+  return line === undefined ? undefined : `${file}:${line}${caret >= 0 ? `:${caret + 1}` : ""}`;
 }
 
 /** The plugin a module exports (default export, or a named `plugin` export), checked for shape. */
@@ -331,12 +350,4 @@ function applyOrder(resolved: Resolved[], enabled: Map<string, Resolved>): Resol
   };
   for (const item of resolved) visit(item, []);
   return order;
-}
-
-function isFile(path: string): boolean {
-  try {
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
 }

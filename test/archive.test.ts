@@ -594,6 +594,15 @@ describe("apex backup", () => {
     const again = apex("backup", "--to", "copy", "--json");
     expect(again.status).toBe(4);
     expect(errorOf(again).code).toBe("APEX_E_CONFLICT");
+    // Never among APEX's own files or in a repository's .git, as -o FILE (before, both were written).
+    mkdirSync(join(dir, ".git"));
+    for (const [to, inside] of [[".apex/logs/copy", ".apex"], [".git/copy", ".git"]] as const) {
+      const refused = apex("backup", "--to", to, "--json");
+      expect(refused.status, refused.stderr).toBe(4);
+      expect(errorOf(refused)).toMatchObject({ code: "APEX_E_RESERVED_PATH" });
+      expect(errorOf(refused).message).toContain(`is in ${join(dir, inside)},`);
+      expect(existsSync(join(dir, to))).toBe(false);
+    }
 
     const defaults = apex("backup");
     expect(defaults.status).toBe(0);

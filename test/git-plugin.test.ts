@@ -612,6 +612,24 @@ describe("apex git -- <git args>", () => {
     expect(bare.stderr).toContain("error[APEX_E_USAGE]");
   });
 
+  it("outside a repository: a command that needs one is refused in APEX's words before beforeGit fires; init and -C still run", async () => {
+    const dir = await project({ repo: false });
+    for (const args of [["commit", "-q", "--allow-empty", "-m", "x"], ["log", "--oneline"]]) {
+      const refused = apex(dir, ["git", "--", ...args]);
+      // Before: git's bare "fatal: not a git repository" and exit 128, after a beforeGit checkpoint for it.
+      expect(refused.stderr).not.toContain("fatal:");
+      expect(refused.stderr).toContain(`error[APEX_E_NOT_A_REPOSITORY]: No git repository at ${dir}: it is not inside a git repository, so \`git ${args[0]}\` cannot run there.`);
+      expect(refused.status).toBe(3);
+    }
+    expect(fired(dir)).toEqual([]);
+    const other = temp();
+    git(other, "init", "-q", "-b", "main");
+    expect(apex(dir, ["git", "--", "-C", other, "log", "--oneline"]).stderr).toContain("does not have any commits yet");
+    expect(apex(dir, ["git", "--", "init", "-q", "-b", "main"]).status).toBe(0);
+    expect(apex(dir, ["git", "--", "commit", "-q", "--allow-empty", "-m", "first"])).toMatchObject({ status: 0, stderr: "" });
+    expect(git(dir, "log", "-1", "--format=%s")).toBe("first");
+  });
+
   it("`apex git notify` and `apex git hook-fired` fire with the given arguments", async () => {
     const dir = await project();
     const notify = apex(dir, ["git", "notify", "--json", "--", "push", "--force"]);
@@ -748,7 +766,13 @@ describe("apex session sync-git", () => {
     const norepo = await project({ repo: false });
     const result = apex(norepo, ["session", "sync-git", "--json"]);
     expect(result.status).toBe(3);
-    expect(JSON.parse(result.stderr)).toMatchObject({ error: { code: "APEX_E_NOT_A_REPOSITORY", exitCode: 3 } });
+    expect(JSON.parse(result.stderr)).toMatchObject({ error: { code: "APEX_E_NOT_A_REPOSITORY", exitCode: 3, message: `No git repository at ${norepo}: it is not inside a git repository.` } });
+
+    // A `repository` that names no directory says so (it said "not inside a git repository").
+    const missing = await project({ gitOptions: ["repository: ./gone"] });
+    const gone = apex(missing, ["session", "sync-git", "--json"]);
+    expect(gone.status).toBe(3);
+    expect(JSON.parse(gone.stderr).error).toMatchObject({ code: "APEX_E_NOT_A_REPOSITORY", message: `No git repository at ${join(missing, "gone")}: the directory does not exist.` });
   });
 });
 

@@ -2,7 +2,7 @@
 // session (supervisor, agents in process groups, the CLI, git repositories) whose metrics record
 // is watched while it changes.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -223,6 +223,7 @@ describe("metrics of a running session", () => {
         "plugins:",
         "  metrics:",
         "    interval: 1",
+        "  history: {}",
         "",
       ].join("\n"),
       "apex-metrics-",
@@ -309,6 +310,24 @@ describe("metrics of a running session", () => {
     });
     expect(project.apex(["resume"]).status).toBe(0);
     expect(paused.active_seconds).toBeLessThan(paused.session_duration_seconds - 0.9);
+
+    // Its supervisor killed: the metrics as last recorded, in the status the session has now (they said "active").
+    const supervisorPid = (JSON.parse(readFileSync(join(project.storeDir, "supervisor.json"), "utf8")) as { pid: number }).pid;
+    process.kill(supervisorPid, "SIGKILL");
+    await waitFor("the supervisor to be gone", () => {
+      try {
+        process.kill(supervisorPid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    const interrupted = project.apex(["session", "metrics", "--json"]);
+    expect(interrupted.status, interrupted.stderr).toBe(0);
+    expect(JSON.parse(interrupted.stdout)).toMatchObject({ session_id: sid, status: "interrupted", tasks_completed: 2, ended_at: null });
+    expect(project.apex(["session", "metrics"]).stdout).toContain(`Metrics of session ${sid} (interrupted)`);
+    const report = JSON.parse(project.apex(["session", "report", "--format", "json"]).stdout) as { session: { effective_status: string }; metrics: SessionMetrics };
+    expect([report.session.effective_status, report.metrics.status]).toEqual(["interrupted", "interrupted"]);
 
     expect(project.apex(["stop"]).status).toBe(0);
     const final = metricsAt(`/sessions/${sid}/metrics`)!;

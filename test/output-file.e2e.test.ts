@@ -102,6 +102,32 @@ describe("-o FILE", () => {
     expect(project.apex(["session", "list", "--json"]).status).toBe(0);
   });
 
+  it("never writes inside the repository's git directory (.git/config, .git/hooks/…), --force or not", () => {
+    // Before, `session report -o .git/config --force` replaced the repository's config by the report.
+    const repo = join(project.dir, "repo");
+    mkdirSync(repo);
+    expect(spawnSync("git", ["init", "-q", repo]).status).toBe(0);
+    const config = readFileSync(join(repo, ".git", "config"));
+    symlinkSync(join(repo, ".git"), join(project.dir, "git-link"));
+    for (const args of [
+      ["session", "report", "-o", "repo/.git/config", "--force", "--json"],
+      ["session", "report", "-o", "repo/.git/hooks/pre-commit", "--json"],
+      ["session", "export", sessionId, "-o", "git-link/bundle.apexbundle", "--json"],
+    ]) {
+      const refused = project.apex(args);
+      expect(refused.status, `${args.join(" ")}: ${refused.stderr}`).toBe(4);
+      expect(errorOf(refused.stderr)).toMatchObject({ code: "APEX_E_RESERVED_PATH", exitCode: 4 });
+      expect(errorOf(refused.stderr).message).toContain(`is in ${join(repo, ".git")}, the git repository's own directory`);
+      expect(refused.stdout).toBe("");
+    }
+    expect(readFileSync(join(repo, ".git", "config")).equals(config)).toBe(true);
+    expect(existsSync(join(repo, ".git", "hooks", "pre-commit"))).toBe(false);
+    expect(existsSync(join(repo, ".git", "bundle.apexbundle"))).toBe(false);
+    // A file beside .git, in the working tree, is the user's to write.
+    const kept = project.apex(["session", "report", "-o", "repo/report.md", "--json"]);
+    expect(kept.status, kept.stderr).toBe(0);
+  });
+
   it("session report --force: a write that fails half way leaves the old FILE whole and no temporary file", () => {
     const file = join(project.dir, "kept.json");
     writeFileSync(file, '{"old": true}\n');

@@ -203,9 +203,18 @@ describe("loading plugins from the config", () => {
   });
 
   it("reports a plugin module that fails to load, and a missing plugin file", async () => {
-    const throwing = await loadError(project("plugins:\n  ./throws.mjs: {}\n", { "throws.mjs": "throw new Error('no database');\n" }));
+    const throwingDir = project("plugins:\n  ./throws.mjs: {}\n", { "throws.mjs": "// connects at load\nthrow new Error('no database');\n" });
+    const throwing = await loadError(throwingDir);
     expect(throwing.code).toBe("APEX_E_PLUGIN_INVALID");
-    expect(throwing.message).toBe("The plugin ./throws.mjs at apex.config.yaml:2:3 could not be loaded: no database");
+    expect(throwing.exitCode).toBe(2);
+    expect(throwing.message).toBe(`The plugin ./throws.mjs at apex.config.yaml:2:3 could not be loaded: no database (${join(throwingDir, "throws.mjs")}:2:7)`);
+
+    // A syntax error names its line and column, which Node's own message leaves out (the built CLI: vitest parses modules itself).
+    const syntaxDir = project("plugins:\n  ./broken.mjs: {}\n", { "broken.mjs": "export default {\n  name: 'broken',\n  apply() { const x = ; },\n};\n" });
+    const syntax = runApex(["config", "validate"], { cwd: syntaxDir });
+    expect(syntax.stderr).toContain(`error[APEX_E_PLUGIN_INVALID]: The plugin ./broken.mjs at apex.config.yaml:2:3 could not be loaded: Unexpected token ';' (${join(syntaxDir, "broken.mjs")}:3:23)`);
+    expect(syntax.status).toBe(2);
+    expect(existsSync(join(syntaxDir, ".apex"))).toBe(false);
 
     const dir = project("plugins:\n  ./nowhere.mjs: {}\n");
     const missing = await loadError(dir);
@@ -415,6 +424,85 @@ describe("apex plugins list and plugin commands (end to end, built CLI)", () => 
     const bad = runApex(["hello"], { cwd: options });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain(`error[APEX_E_PLUGIN_OPTIONS]: apex.config.yaml:3:5: plugins["./plugins/hello.mjs"].greting: unknown option.`);
+  });
+});
+
+describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to end, built CLI)", () => {
+  beforeAll(() => buildIfStale(), 180_000);
+
+  it("the README's example runs verbatim with the config its comment gives: its command, its milestone warning and its checkpoint data", () => {
+    const readme = readFileSync(join(REPO_ROOT, "README.md"), "utf8");
+    const example = /```js\n(\/\/ my-plugin\.mjs — enable it with `(plugins: .*)`\n[\s\S]*?)```/.exec(readme);
+    expect(example, "README's plugin example").not.toBeNull();
+    const dir = project(`agents:\n  w:\n    command: sleep\n    args: ["30"]\n${example![2]}\n`, { "my-plugin.mjs": example![1]! });
+    const greet = runApex(["greet", "--name", "bob"], { cwd: dir });
+    expect(greet.stderr).toBe("");
+    expect(greet.stdout).toBe("hi, bob\n");
+    const { plugins } = JSON.parse(runApex(["plugins", "list", "--json"], { cwd: dir }).stdout) as { plugins: Array<Record<string, unknown>> };
+    expect(plugins.find((plugin) => plugin.name === "greeter")).toMatchObject({ enabled: true, hooks: ["afterMilestone", "beforeCheckpoint"], commands: ["greet"] });
+    // Its hooks run in a session: before, the comment's config had no checkpoint plugin, so beforeCheckpoint never ran.
+    expect(runApex(["start", "--task", "t"], { cwd: dir }).status).toBe(0);
+    try {
+      expect(runApex(["milestone", "m1"], { cwd: dir }).status).toBe(0);
+      const latest = JSON.parse(runApex(["checkpoint", "show", "latest", "--json"], { cwd: dir }).stdout) as { trigger: string; manifest: { data: Record<string, unknown> } };
+      expect(latest).toMatchObject({ trigger: "afterMilestone", manifest: { data: { greeting: "hi" } } });
+      expect(readFileSync(join(dir, ".apex", "supervisor.log"), "utf8")).toContain("warning: plugin greeter: hi: m1");
+    } finally {
+      expect(runApex(["stop"], { cwd: dir }).status).toBe(0);
+    }
+  });
+
+  it("a session with a plugin whose taps throw: the error names the plugin and hook, a failing onError tap does not hide it, and stop reports a failing onStop", () => {
+    const plugin = [
+      'export default { name: "thrower", apply(apex) {',
+      '  apex.hooks.afterMilestone.tapPromise("thrower", async () => { throw new Error("milestone broke"); });',
+      '  apex.hooks.onError.tap("thrower", () => { throw new TypeError("onError broke too"); });',
+      '  apex.hooks.onStop.tapPromise("thrower", async () => { throw new Error("stop broke"); });',
+      "} };",
+      "",
+    ].join("\n");
+    const dir = project('agents:\n  w:\n    command: sleep\n    args: ["30"]\nplugins:\n  ./thrower.mjs: {}\n', { "thrower.mjs": plugin });
+    const started = runApex(["start", "--task", "t", "--json"], { cwd: dir });
+    expect(started.status, started.stderr).toBe(0);
+    let stopped: ReturnType<typeof runApex> | undefined;
+    try {
+      const milestone = runApex(["milestone", "m1", "--json"], { cwd: dir });
+      expect(milestone.status).toBe(1);
+      expect(JSON.parse(milestone.stderr).error).toMatchObject({
+        code: "APEX_E_PLUGIN_FAILED",
+        message: "plugin thrower failed in afterMilestone: milestone broke",
+        details: { plugin: "thrower", hook: "afterMilestone", alsoFailed: ["plugin thrower failed in onError: onError broke too"] },
+      });
+      expect(JSON.parse(milestone.stderr).error.hint).toContain("set it to false under `plugins:` at apex.config.yaml:6:3");
+    } finally {
+      stopped = runApex(["stop", "--json"], { cwd: dir });
+    }
+    expect(stopped.status, stopped.stderr).toBe(0);
+    // Before, a failing onStop went to supervisor.log only: `apex stop` said nothing.
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ status: "stopped", warnings: ["onStop: plugin thrower failed in onStop: stop broke"] });
+  });
+
+  it("a command APEX already has, or another plugin adds: config validate and start exit 2 naming the plugin, and write nothing", () => {
+    const plugin = (name: string, command: string) => `export default { name: "${name}", apply(apex) { apex.registerCommand({ name: "${command}", description: "x", action: (_, ctx) => ctx.print("${name}") }); } };\n`;
+    const files = { "status.mjs": plugin("mystatus", "status"), "list.mjs": plugin("mylist", "session list"), "a.mjs": plugin("a", "greet"), "b.mjs": plugin("b", "greet") };
+    const agents = 'agents:\n  w:\n    command: sleep\n    args: ["30"]\n';
+    for (const [plugins, message] of [
+      ["  ./status.mjs: {}\n", "Plugin mystatus adds the command 'status', which APEX already has."],
+      ["  ./list.mjs: {}\n", "Plugin mylist adds the command 'session list', which APEX already has."],
+      ["  ./a.mjs: {}\n  ./b.mjs: {}\n", "plugin b failed in apply: The command 'greet' is already added by plugin a."],
+    ] as const) {
+      const dir = project(`${agents}plugins:\n${plugins}`, files);
+      const validate = runApex(["config", "validate"], { cwd: dir });
+      expect(validate.stderr).toContain(`error[APEX_E_PLUGIN_DUPLICATE]: ${message}`);
+      expect(validate.status).toBe(2);
+      const start = runApex(["start", "--task", "t"], { cwd: dir });
+      if (start.status === 0) runApex(["stop", "--force"], { cwd: dir });
+      expect(start.stderr).toContain(`error[APEX_E_PLUGIN_DUPLICATE]: ${message}`);
+      expect(start.status).toBe(2);
+      expect(existsSync(join(dir, ".apex")), "start wrote nothing").toBe(false);
+    }
+    const hint = runApex(["config", "validate"], { cwd: project(`plugins:\n  ./status.mjs: {}\n`, files) }).stderr;
+    expect(hint).toContain("hint: Set plugin mystatus (file:./status.mjs at apex.config.yaml:2:3) to false under `plugins:`");
   });
 });
 

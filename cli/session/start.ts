@@ -37,6 +37,9 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   // So is an agent whose program is missing: before any process starts, not as crashing agents.
   const { assertAgentProgramsExist } = await import("../agent-programs.js");
   assertAgentProgramsExist(config);
+  // And a third-party plugin that fails to apply, or adds a command APEX or another plugin has:
+  // refused here, before the supervisor creates the store.
+  await (await import("../plugin-commands.js")).assertPluginsApply(config);
   if (options.gitCheckout && options.continue === undefined) {
     throw new ApexError("APEX_E_USAGE", "--git-checkout checks out the commit of the checkpoint a session continues from; give --continue.");
   }

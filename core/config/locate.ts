@@ -135,7 +135,7 @@ function findUp(start: string, name: string): string | undefined {
   }
 }
 
-function isFile(path: string): boolean {
+export function isFile(path: string | URL): boolean {
   try {
     return statSync(path).isFile();
   } catch {

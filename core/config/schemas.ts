@@ -10,12 +10,13 @@
  * the schema is compiled as before.
  */
 import { createHash } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ValidateFunction } from "ajv";
 import { ApexError } from "../errors.js";
+import { isFile } from "./locate.js";
 import { createAjv, usePrecompiled } from "./validate.js";
 
 /** The plugins that ship with APEX and have an options schema in schemas/plugins/. */
@@ -150,12 +151,4 @@ export function documentAjv(options: { source?: boolean } = {}): ReturnType<type
     ajv.addSchema({ $id: `plugins/${name}.schema.json`, type: "object" });
   }
   return ajv;
-}
-
-function isFile(url: URL): boolean {
-  try {
-    return statSync(url).isFile();
-  } catch {
-    return false;
-  }
 }

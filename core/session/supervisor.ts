@@ -868,8 +868,9 @@ export class Supervisor {
       const ended = await this.terminateAll({ force: Boolean(options.force), graceMs: options.graceMs ?? DEFAULT_STOP_GRACE_MS });
       const reason = options.reason ?? "stopped by the user";
       // Exits even if the records cannot be written (a damaged record): the agents are gone, and a supervisor left running would answer nothing but this failure.
-      await this.finish("stopped", reason, options.actor).finally(() => this.scheduleShutdown(0));
-      return { session_id: this.sessionId, name: this.name, status: "stopped", reason, processes_ended: ended, checkpoint };
+      const warnings = await this.finish("stopped", reason, options.actor).finally(() => this.scheduleShutdown(0));
+      // A plugin that failed in beforeStop or onStop is told to who stopped it (as pause and resume do), not only logged.
+      return { session_id: this.sessionId, name: this.name, status: "stopped", reason, processes_ended: ended, checkpoint, ...(warnings.length > 0 ? { warnings } : {}) };
     });
     this.stopping = run;
     // A checkpoint that could not be written stopped nothing: the session goes on as it was.
@@ -931,13 +932,17 @@ export class Supervisor {
     await this.shutdown(code);
   }
 
-  /** Writes the final records: agents, session status and outcome, history; fires onStop. */
-  private async finish(status: "stopped" | "completed" | "failed", outcome: string, actor = "supervisor"): Promise<void> {
+  /** Writes the final records: agents, session status and outcome, history; fires onStop. Resolves to the hooks' failures. */
+  private async finish(status: "stopped" | "completed" | "failed", outcome: string, actor = "supervisor"): Promise<string[]> {
     // The record leaves /sessions/<sid>: nothing to renew from now on.
     this.lease?.release();
     // A hook that fails (or a store that cannot be read for its context) is logged: the session ends all the same.
+    const warnings: string[] = [];
     const fire = (hook: "beforeStop" | "onStop") =>
-      (async () => this.engine.fire(hook, { sessionId: this.sessionId, session: this.service.session(), reason: outcome }))().catch((error: Error) => this.log(`${hook}: ${error.message}`));
+      (async () => this.engine.fire(hook, { sessionId: this.sessionId, session: this.service.session(), reason: outcome }))().catch((error: Error) => {
+        this.log(`${hook}: ${error.message}`);
+        warnings.push(`${hook}: ${error.message}`);
+      });
     await fire("beforeStop");
     const at = nowIso();
     const recorded = this.ownWrite((batch, record) => {
@@ -969,6 +974,7 @@ export class Supervisor {
     });
     this.log(`session ${status}: ${outcome}`);
     await fire("onStop");
+    return warnings;
   }
 
   private assertStatus(expected: "active" | "paused", action: string): void {

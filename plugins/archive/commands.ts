@@ -335,6 +335,8 @@ export async function runBackup(input: CommandInput, context: CommandContext): P
   if (to !== undefined && (typeof to !== "string" || to === "")) throw new ApexError("APEX_E_USAGE", "Give a directory to --to.");
   const storeDir = await backupSource(context.config);
   const target = typeof to === "string" ? resolve(to) : defaultBackupDirectory(backupDirectory(context.config, context.projectDir), new Date());
+  // Not among APEX's own files (.apex/logs, …; the backup directory is allowed) nor in a repository's .git, as for -o FILE.
+  if (typeof to === "string") await refuseStoreFile(join(target, "store.mdb"), context.config, "--to");
   const progress = new Progress();
   let result: BackupResult;
   try {

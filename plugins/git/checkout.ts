@@ -1,5 +1,5 @@
 import { ApexError } from "../../core/errors.js";
-import { BEFORE_GIT_FIRED_ENV, firstLine, noRepository, runGit } from "./git.js";
+import { BEFORE_GIT_FIRED_ENV, firstLine, isDirectory, noRepository, runGit } from "./git.js";
 import { asGitState, formatChangedFile, readWorkingTree, shortCommit } from "./state.js";
 
 export interface CheckoutResult {
@@ -43,7 +43,7 @@ export async function planCheckout(repoDir: string, gitState: unknown, branchNam
     });
   }
   const tree = await readWorkingTree(repoDir, { ignore });
-  if (!tree) throw noRepository(repoDir);
+  if (!tree) throw noRepository(repoDir, isDirectory(repoDir) ? undefined : "the directory does not exist");
   if (tree.dirty) {
     const shown = tree.files.slice(0, 10).map((file) => `  ${formatChangedFile(file)}`);
     if (tree.files.length > 10) shown.push(`  … and ${tree.files.length - 10} more`);

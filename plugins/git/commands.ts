@@ -7,7 +7,7 @@ import { openStore } from "../../core/store/open.js";
 import { countOf } from "./compare.js";
 import { fireBeforeGit } from "./fire.js";
 import { installHooks, uninstallHooks, type HookTarget, type InstallReport, type UninstallReport } from "./hooks.js";
-import { isReadOnlyGitCommand, passthroughDirectory, runGitInteractive } from "./passthrough.js";
+import { assertRepositoryFor, isReadOnlyGitCommand, passthroughDirectory, runGitInteractive } from "./passthrough.js";
 import { hookTimeoutSeconds, repositoryDir, repositoryIn, sessionWorktree, type GitPluginOptions } from "./repository.js";
 import { describeState, formatChangedFile, shortCommit } from "./state.js";
 import { resolveSessionId, syncGit, type SyncReport } from "./sync.js";
@@ -37,7 +37,9 @@ export function registerGitCommands(apex: ApexApi, options: GitPluginOptions): v
         });
       }
       // In a branch's git worktree of the project, git runs there (and beforeGit fires in its session).
-      const cwd = await passthroughDirectory(repositoryIn(context.projectDir ?? process.cwd(), options, projectWorktreeOf(context, process.cwd())), process.cwd());
+      const repositoryDir = repositoryIn(context.projectDir ?? process.cwd(), options, projectWorktreeOf(context, process.cwd()));
+      await assertRepositoryFor(repositoryDir, args);
+      const cwd = await passthroughDirectory(repositoryDir, process.cwd());
       if (!isReadOnlyGitCommand(args)) {
         // Like a hook, a failing beforeGit costs a warning, not the git operation.
         const problem = await context.invoke("git notify", { args: [args], options: {} }).then(

@@ -18,6 +18,40 @@ export const READ_ONLY_GIT_COMMANDS: ReadonlySet<string> = new Set([
   "verify-tag", "version", "whatchanged",
 ]);
 
+/**
+ * git commands that fail outside a repository (`fatal: not a git repository`): with the project
+ * repository missing, `apex git -- <command>` says so in APEX's words, before firing beforeGit.
+ * Commands that may run outside one (init, clone, config, ls-remote, diff --no-index, apply, …)
+ * are not listed: git runs them and answers itself.
+ */
+const NEEDS_REPOSITORY: ReadonlySet<string> = new Set([
+  ...[...READ_ONLY_GIT_COMMANDS].filter((command) => !["help", "version", "diff", "ls-remote", "var", "check-ref-format", "verify-pack"].includes(command)),
+  "add", "am", "bisect", "branch", "checkout", "cherry-pick", "clean", "commit", "fetch", "gc", "merge", "mv", "notes", "pull",
+  "push", "rebase", "remote", "reset", "restore", "revert", "rm", "sparse-checkout", "stash", "submodule", "switch", "tag", "worktree",
+]);
+
+/** git's own options that choose the repository: with one, git is left to find it. */
+const REPOSITORY_OPTIONS = ["-C", "--git-dir", "--work-tree"];
+
+/**
+ * Refuses (APEX_E_NOT_A_REPOSITORY, exit 3) a git command that needs a repository when the
+ * project repository is none, naming it: before, git's bare `fatal: not a git repository` came
+ * through with exit 128, after beforeGit had already taken a checkpoint for it.
+ */
+export async function assertRepositoryFor(repoDir: string, args: readonly string[]): Promise<void> {
+  const command = gitCommandOf(args);
+  if (command === undefined || !NEEDS_REPOSITORY.has(command)) return;
+  const leading = args.slice(0, args.indexOf(command));
+  if (leading.some((arg) => REPOSITORY_OPTIONS.some((option) => arg === option || arg.startsWith(`${option}=`)))) return;
+  if (process.env.GIT_DIR !== undefined) return;
+  if (isDirectory(repoDir) && (await runGit(repoDir, ["rev-parse", "--git-dir"])).exitCode === 0) return;
+  const error = noRepository(repoDir, isDirectory(repoDir) ? "it is not inside a git repository" : "the directory does not exist");
+  throw new ApexError(error.code, `${error.message.replace(/\.$/, "")}, so \`git ${command}\` cannot run there. Nothing was run.`, {
+    hint: "Run `apex git -- init` (or `git init`) there, or point the git plugin's `repository` option (apex.config.yaml) at the repository.",
+    details: { ...error.details, command },
+  });
+}
+
 /** git's own options that take the next argument as their value (`git -C dir status`). */
 const OPTIONS_WITH_VALUE = new Set(["-C", "-c", "--git-dir", "--work-tree", "--namespace", "--super-prefix", "--config-env"]);
 

@@ -2,7 +2,7 @@ import { ApexError } from "../../core/errors.js";
 import { boundSessionId } from "../../core/session/sessions.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { diffGitState, type GitChanges } from "./compare.js";
-import { noRepository } from "./git.js";
+import { isDirectory, noRepository } from "./git.js";
 import { asGitState, type ChangedFile, type GitState } from "./state.js";
 
 /** Where `apex session sync-git` records a session's git state. */
@@ -53,7 +53,7 @@ export async function syncGit(store: Store, sessionId: string, repoDir: string, 
   // The store's own files (.apex/) are never a change of the project.
   const changes = await diffGitState(repoDir, latest?.git_state ?? null, [store.dir]);
   const current = changes.current;
-  if (!current) throw noRepository(repoDir);
+  if (!current) throw noRepository(repoDir, isDirectory(repoDir) ? undefined : "the directory does not exist");
   const recorded: RecordedGitState = { branch: current.branch, commit: current.commit, dirty: current.dirty, synced_at: now.toISOString() };
   await store.set(sessionGitPath(sessionId), recorded as JsonValue, "plugin:git");
   return {

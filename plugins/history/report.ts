@@ -76,11 +76,14 @@ export async function buildReport(reader: MemoryReader, ref: string | undefined,
   const counts = { pending: 0, active: 0, completed: 0, failed: 0, total: tasks.length };
   for (const task of tasks) if (task.status in counts) counts[task.status] += 1;
   const checkpoints = checkpointEntries.flatMap((entry) => summarizeCheckpoint(entry.path, entry.value)).sort((a, b) => a.sequence - b.sequence);
-  const metrics = isRecord(metricsValue) && metricsValue.session_id === sessionId ? (metricsValue as SessionMetrics) : null;
+  const status = effectiveStatus(record);
+  const sampled = isRecord(metricsValue) && metricsValue.session_id === sessionId ? (metricsValue as SessionMetrics) : null;
+  // The last sample of a session whose supervisor died said "active": it is interrupted, as `session metrics` says.
+  const metrics = sampled && status === "interrupted" ? { ...sampled, status } : sampled;
   return {
     format: REPORT_FORMAT,
     generated_at: now.toISOString(),
-    session: { ...record, effective_status: effectiveStatus(record) },
+    session: { ...record, effective_status: status },
     metrics,
     tasks: { counts, items: tasks },
     milestones: milestoneEntries.map((entry) => entry.value as MilestoneRecord),

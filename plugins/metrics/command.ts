@@ -2,7 +2,7 @@ import { table, visibleText } from "../../cli/output.js";
 import { shortSessionId } from "../../core/session/names.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { findSession, readableSessionId, sessionBinding } from "../../core/session/sessions.js";
+import { effectiveStatus, findSession, readableSessionId, sessionBinding } from "../../core/session/sessions.js";
 import { openStore } from "../../core/store/open.js";
 import { formatMs, metricRows, utilizationRows } from "./format.js";
 import { isRecord, metricsPath, type SessionMetrics } from "./record.js";
@@ -54,7 +54,10 @@ async function recorded(context: CommandContext): Promise<SessionMetrics> {
       hint: "The metrics plugin records them while a session runs; `apex plugins list` shows whether it is enabled.",
     });
   }
-  return stored as SessionMetrics;
+  // As last recorded, but in the status the session has now: one whose supervisor died was sampled
+  // while "active", and is interrupted (as `apex status` and `session list` say), not active.
+  const status = effectiveStatus(session);
+  return (status === "interrupted" ? { ...stored, status } : stored) as SessionMetrics;
 }
 
 /** `name`: the session's name, which the text names it by, else its uuid's short form, as session list does (--json has the whole id). */
