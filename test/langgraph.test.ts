@@ -432,6 +432,42 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await readStore(dir, (store) => listCheckpoints(store, sessionId).total)).toBe(0);
   });
 
+  it("a value LangGraph's serializer writes as nothing (a function, a symbol) is refused where it is written, named, and nothing of the step or the task is kept; such a value stored before reads as undefined", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const thread = { configurable: { thread_id: "fn", checkpoint_ns: "" } };
+    const first = await saver.put(thread, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    const step = checkpointOf({ a: 2, tool: () => "run" }, { a: 2, tool: 1 });
+    await expect(saver.put(first, step, { source: "loop", step: 0, parents: {} }, { a: 2, tool: 1 })).rejects.toMatchObject({
+      code: "APEX_E_BAD_INPUT",
+      message: `The value of channel "tool" of the LangGraph checkpoint ${step.id} (thread "fn") cannot be stored: it is a function, which LangGraph's serializer writes as nothing, so no read could load it back.`,
+      details: { channel: "tool", checkpoint_id: step.id, unstorable: "a function" },
+    });
+    // A key of a channel stored key by key is named with its channel.
+    const state = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`k${i}`, i === 5 ? Symbol("handle") : i]));
+    await expect(saver.put(first, checkpointOf({ a: 2, state }, { a: 2, state: 1 }), { source: "loop", step: 0, parents: {} }, { a: 2, state: 1 })).rejects.toThrow(/^The value of key "k5" of channel "state" of the LangGraph checkpoint \S+ \(thread "fn"\) cannot be stored: it is a symbol/);
+    // A task's writes: none kept when one of them cannot be.
+    await expect(saver.putWrites(first, [["a", 3], ["callback", () => undefined]], "task-1")).rejects.toMatchObject({
+      code: "APEX_E_BAD_INPUT",
+      message: expect.stringMatching(/^The value of the write to channel "callback" of task "task-1" \(thread "fn", checkpoint \S+\) cannot be stored: it is a function/),
+    });
+    // The thread reads and goes on as if the refused calls had not been made (the saver's cache too).
+    expect(await saver.getTuple(thread)).toMatchObject({ checkpoint: { channel_values: { a: 1 } }, pendingWrites: [] });
+    const second = await saver.put(first, checkpointOf({ a: 2 }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 });
+    expect((await saver.getTuple(second))!.checkpoint.channel_values).toEqual({ a: 2 });
+    // A store written before kept such a value as no text at all: it reads as undefined (JSON.stringify's), not as JSON.parse's "Unexpected end of JSON input" on every getTuple of its thread.
+    const client = await (saver as unknown as { connected(): Promise<SessionClient> }).connected();
+    const empty = { t: "json", d: "" };
+    await client.call("langgraph.putWrites", { thread_id: "fn", checkpoint_ns: "", checkpoint_id: second.configurable.checkpoint_id, task_id: "old", writes: [{ channel: "x", idx: 0, value: empty }] });
+    const old = checkpointOf({}, {});
+    await client.call("langgraph.put", { thread_id: "old", checkpoint_ns: "", checkpoint_id: old.id, parent_id: null, format: 4, mode: "full", rest: { t: "json", d: "{}" }, metadata: { t: "json", d: "{}" }, channels: { f: { v: 1, value: empty }, a: { v: 1, value: { t: "json", d: "1" } } } });
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    expect((await fresh.getTuple(second))!.pendingWrites).toEqual([["old", "x", undefined]]);
+    expect((await fresh.getTuple({ configurable: { thread_id: "old", checkpoint_ns: "" } }))!.checkpoint.channel_values).toEqual({ f: undefined, a: 1 });
+    await saver.close();
+    expect(await readStore(dir, (store) => listCheckpoints(store, sessionId).total)).toBe(3);
+  });
+
   it("reads need neither the config nor the plugins (a new process's getTuple loads neither); the first write loads them, and writes nothing while one fails", async () => {
     const { dir, sessionId, saver } = await setup();
     const thread = { configurable: { thread_id: "t", checkpoint_ns: "" } };

@@ -187,7 +187,11 @@ export class ApexSaver extends BaseCheckpointSaver {
       const knownBefore = delta?.versions.size ?? 0;
       for (const { name, version } of changed) {
         if (hasOwn(newVersions, name) && hasOwn(channelValues, name)) {
-          channels[name] = await this.channelWrite(name, version, channelValues[name], delta, next);
+          try {
+            channels[name] = await this.channelWrite(name, version, channelValues[name], delta, next);
+          } catch (error) {
+            throw inContext(error, `channel ${JSON.stringify(name)} of the LangGraph checkpoint ${checkpoint.id} (thread ${JSON.stringify(threadId)})`, { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpoint.id, channel: name });
+          }
         } else {
           channels[name] = { v: version };
           next.splits.delete(name);
@@ -231,7 +235,12 @@ export class ApexSaver extends BaseCheckpointSaver {
     for (const { index, known } of changed) {
       const key = names[index]!;
       const item = object[key];
-      const serialized = this.serializeNow(item) ?? (await this.serialize(item));
+      let serialized: SerializedValue;
+      try {
+        serialized = this.serializeNow(item) ?? (await this.serialize(item));
+      } catch (error) {
+        throw inContext(error, `key ${JSON.stringify(key)} of`, { key });
+      }
       // (an object's text is what the next step compares with; a primitive's is not kept)
       if (after.primitives[index] === NOT_PRIMITIVE) after.objects.set(key, serialized);
       else after.objects.delete(key);
@@ -249,8 +258,15 @@ export class ApexSaver extends BaseCheckpointSaver {
     const checkpointId = config.configurable?.checkpoint_id as string | undefined;
     if (threadId === undefined || threadId === null) throw new Error('Failed to put writes: the RunnableConfig has no "thread_id" in its "configurable" property.');
     if (checkpointId === undefined || checkpointId === null) throw new Error('Failed to put writes: the RunnableConfig has no "checkpoint_id" in its "configurable" property.');
+    // Every value serialized before anything is sent: a value that cannot be stored writes none of the task's.
     const serialized = await Promise.all(
-      writes.map(async ([channel, value], index) => ({ channel, idx: WRITES_IDX_MAP[channel] ?? index, value: await this.serialize(value) })),
+      writes.map(async ([channel, value], index) => {
+        try {
+          return { channel, idx: WRITES_IDX_MAP[channel] ?? index, value: await this.serialize(value) };
+        } catch (error) {
+          throw inContext(error, `the write to channel ${JSON.stringify(channel)} of task ${JSON.stringify(taskId)} (thread ${JSON.stringify(String(threadId))}, checkpoint ${checkpointId})`, { thread_id: String(threadId), checkpoint_id: checkpointId, channel, task_id: taskId });
+        }
+      }),
     );
     await this.call("langgraph.putWrites", {
       thread_id: String(threadId),
@@ -328,11 +344,13 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   private async serialize(value: unknown): Promise<SerializedValue> {
     const [type, bytes] = await this.serde.dumpsTyped(value);
+    if (type === "json" && bytes.byteLength === 0) throw unstorable(value);
     if (type === "json") return { t: type, d: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8") };
     return { t: type, b: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64") };
   }
 
   private deserialize(value: SerializedValue): Promise<unknown> {
+    if (isEmptyJson(value)) return Promise.resolve(undefined);
     return this.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64")));
   }
 
@@ -421,6 +439,11 @@ class ValueBatch {
   add(value: SerializedValue, object: Record<string, unknown>, key: string, ordered: OrderedKeys | undefined): void {
     // The key's place in `ordered`: the value itself once it is known to be a primitive.
     const at = ordered ? ordered.names.push(key) - 1 : -1;
+    if (isEmptyJson(value)) {
+      object[key] = undefined;
+      ordered?.primitives.push(undefined);
+      return;
+    }
     if (value.t === "json" && value.d !== undefined && this.saver.serde instanceof JsonPlusSerializer) {
       const text = value.d;
       // A JSON string without escapes (what a string value serializes to, most often) is the
@@ -468,6 +491,33 @@ class ValueBatch {
 }
 
 const QUOTE = 0x22;
+
+/**
+ * A value LangGraph's JsonPlusSerializer writes as no text at all (a function, a symbol, an
+ * object whose toJSON gives undefined: JSON.stringify's undefined), which no read could parse:
+ * kept, it would fail every later getTuple of its thread with JSON.parse's "Unexpected end of
+ * JSON input". Refused where it is written; `inContext` names the channel, key or write.
+ */
+function unstorable(value: unknown): ApexError {
+  const kind = typeof value === "function" ? "a function" : typeof value === "symbol" ? "a symbol" : "a value whose toJSON() gives undefined";
+  return new ApexError("APEX_E_BAD_INPUT", `A value cannot be stored: it is ${kind}, which LangGraph's serializer writes as nothing.`, { details: { unstorable: kind } });
+}
+
+/** An unstorable() error named by where its value is (`where`: the channel, "key … of" a split channel, the write), with `details`. */
+function inContext(error: unknown, where: string, details: Record<string, unknown>): unknown {
+  if (!(error instanceof ApexError) || typeof error.details?.unstorable !== "string") return error;
+  const { where: inner, ...known } = error.details as { where?: string; unstorable: string };
+  const place = inner ? `${inner} ${where}` : where;
+  return new ApexError("APEX_E_BAD_INPUT", `The value of ${place} cannot be stored: it is ${known.unstorable}, which LangGraph's serializer writes as nothing, so no read could load it back.`, {
+    hint: "Keep functions and symbols out of graph state and writes (store a name or an id that stands for them), or give ApexSaver a serde that encodes them. Nothing was written.",
+    details: { ...known, ...details, where: place },
+  });
+}
+
+/** A stored value with no text (what an unstorable value was written as before it was refused): read as undefined, as JSON.stringify had it. */
+function isEmptyJson(value: SerializedValue): boolean {
+  return value.t === "json" && value.d === "";
+}
 
 function hasOwn(object: object, key: string): boolean {
   return Object.prototype.hasOwnProperty.call(object, key);
