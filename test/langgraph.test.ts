@@ -334,6 +334,39 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     }
   });
 
+  it("checkpoint ids that are not uuid6 order as MemorySaver orders them (as strings), ids with characters APEX encodes too: getTuple resumes from the greatest, the one retention keeps", async () => {
+    const { saver } = await setup("plugins:\n  checkpoint: {}\n  retention:\n    keep_last: 1\n    auto_cleanup: true\n");
+    for (const ids of [["1", "2", "10"], ["az", "a~"], ["z", "\u00e9"], ["a/b", "a0", "a b"]]) {
+      const thread_id = `ids ${ids.join(",")}`;
+      const memory = new MemorySaver();
+      for (const id of ids) {
+        for (const on of [saver, memory] as BaseCheckpointSaver[]) await on.put({ configurable: { thread_id, checkpoint_ns: "" } }, { ...checkpointOf({ a: id }, { a: 1 }), id }, { source: "input", step: -1, parents: {} }, { a: 1 });
+      }
+      const latest = async (on: BaseCheckpointSaver) => (await on.getTuple({ configurable: { thread_id } }))?.checkpoint.channel_values;
+      const listed = async (on: BaseCheckpointSaver, before?: string) => {
+        const out = [];
+        for await (const tuple of on.list({ configurable: { thread_id } }, before ? { before: { configurable: { checkpoint_id: before } } } : {})) out.push(tuple.config.configurable?.checkpoint_id);
+        return out;
+      };
+      // (retention keeps the last checkpoint written and the thread's head: MemorySaver keeps them all)
+      expect(await latest(saver)).toEqual(await latest(memory));
+      expect((await listed(saver))[0]).toEqual((await listed(memory))[0]);
+    }
+    // Without retention each is listed, in MemorySaver's order, `before` included.
+    const { saver: plain } = await setup();
+    const memory = new MemorySaver();
+    const ids = ["a~", "az", "\u00e9", "z", "a b", "10", "9"];
+    for (const id of ids) for (const on of [plain, memory] as BaseCheckpointSaver[]) await on.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, { ...checkpointOf({ a: id }, { a: 1 }), id }, { source: "input", step: -1, parents: {} }, { a: 1 });
+    const listed = async (on: BaseCheckpointSaver, before?: string) => {
+      const out = [];
+      for await (const tuple of on.list({ configurable: { thread_id: "t" } }, before ? { before: { configurable: { checkpoint_id: before } } } : {})) out.push(tuple.config.configurable?.checkpoint_id);
+      return out;
+    };
+    expect(await listed(plain)).toEqual(["\u00e9", "z", "a~", "az", "a b", "9", "10"]);
+    expect(await listed(plain)).toEqual(await listed(memory));
+    expect(await listed(plain, "az")).toEqual(await listed(memory, "az"));
+  });
+
   it("string values read back exactly, escapes, quotes and JSON-looking text included, as whole channels and as keys of a split one", async () => {
     const { dir, saver } = await setup();
     const strings = ["plain", "", 'say "hi"', "back\\slash", "line\nbreak", "tab\t", '"quoted"', "ü ✓ \u2028", "\ud83d\ude00", "lone \ud800 surrogate", "\u0001\u007f", '{"lc":1}', "[1,2]"];
