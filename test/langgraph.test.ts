@@ -4,7 +4,7 @@
 // threads, names that are not path segments, bad requests.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { BaseCheckpointSaver, JsonPlusSerializer, MemorySaver, uuid6, type Checkpoint, type CheckpointMetadata } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
@@ -527,7 +527,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(stored).toEqual({ total: 2, writes: [] });
   });
 
-  it("an ended session's threads read when the saver names the session, and refuse writes; an unknown session is named", async () => {
+  it("an ended session's threads read when the saver names the session, and refuse writes; an unknown session is named, no session names the project, a project directory that is none is said so", async () => {
     const { dir, sessionId, saver } = await setup();
     const thread = { configurable: { thread_id: "t", checkpoint_ns: "" } };
     const first = await saver.put(thread, checkpointOf({ a: "A0" }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
@@ -556,7 +556,19 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     // Without a session named, there is none to use; a session that does not exist is named.
     const unnamed = new ApexSaver({ project: dir });
     cleanups.push(() => unnamed.close());
-    await expect(unnamed.getTuple(thread)).rejects.toMatchObject({ code: "APEX_E_NO_SESSION" });
+    // Named with the project's directory (a saver's project is not a directory the user sees), by reads and writes.
+    const noSession = { code: "APEX_E_NO_SESSION", message: `No session is active in this project (the project at ${dir}).`, hint: expect.stringContaining("apex start --continue last"), details: { project_dir: dir } };
+    await expect(unnamed.getTuple(thread)).rejects.toMatchObject(noSession);
+    await expect(unnamed.put(first, checkpointOf({ a: "A1" }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 })).rejects.toMatchObject(noSession);
+    // A project directory that does not exist (or is a file) is said to be so, and nothing is made there.
+    for (const [project, what] of [[join(dir, "no-such-dir"), "does not exist"], [join(dir, "apex.config.yaml"), "is not a directory"]]) {
+      const lost = new ApexSaver({ project });
+      cleanups.push(() => lost.close());
+      for (const call of [() => lost.getTuple(thread), () => lost.putWrites(first, [["a", 1]], "task"), () => lost.deleteThread("t")]) {
+        await expect(call()).rejects.toMatchObject({ code: "APEX_E_CONFIG_NOT_FOUND", message: `ApexSaver's project directory ${project} ${what}.`, hint: expect.stringContaining("apex.config.yaml") });
+      }
+    }
+    expect(existsSync(join(dir, "no-such-dir"))).toBe(false);
     const unknown = new ApexSaver({ project: dir, session: "no-such-session" });
     cleanups.push(() => unknown.close());
     await expect(unknown.getTuple(thread)).rejects.toThrow(/no-such-session/);

@@ -33,6 +33,7 @@ import {
   type SerializerProtocol,
 } from "@langchain/langgraph-checkpoint";
 import type { RunnableConfig } from "@langchain/core/runnables";
+import { existsSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { locateProject } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
@@ -97,6 +98,8 @@ export class ApexSaver extends BaseCheckpointSaver {
   private client: Promise<SessionClient> | undefined;
   /** With `project` and no `session`: the session that directory binds (a branch's worktree: its own), fixed at connect. */
   private bound: string | undefined;
+  /** The project's directory, once located (named by an error that there is no session). */
+  private projectDir: string | undefined;
   private readonly cache = new Map<string, ThreadCache>();
   /** Puts run one after the other: each builds on what the previous one left in the cache. */
   private putQueue: Promise<unknown> = Promise.resolve();
@@ -355,8 +358,22 @@ export class ApexSaver extends BaseCheckpointSaver {
   }
 
   private async call(method: string, params: Record<string, unknown>): Promise<unknown> {
-    const client = await this.connected();
-    return client.call(method, this.withSession(client, params));
+    try {
+      const client = await this.connected();
+      return await client.call(method, this.withSession(client, params));
+    } catch (error) {
+      throw this.named(error);
+    }
+  }
+
+  /**
+   * "No session is active in this project" with the project's directory: a saver's project is
+   * not a command's working directory the user sees (a `project` option, a process's cwd).
+   */
+  private named(error: unknown): unknown {
+    const dir = this.projectDir;
+    if (!(error instanceof ApexError) || error.code !== "APEX_E_NO_SESSION" || dir === undefined || error.message.includes(dir)) return error;
+    return new ApexError(error.code, `${error.message.replace(/\.$/, "")} (the project at ${dir}).`, { ...(error.hint ? { hint: error.hint } : {}), details: { ...error.details, project_dir: dir }, cause: error });
   }
 
   /**
@@ -365,9 +382,13 @@ export class ApexSaver extends BaseCheckpointSaver {
    * client loads them for its first write).
    */
   private async read(method: LangGraphReadMethod, params: Record<string, unknown>): Promise<unknown> {
-    const client = await this.connected();
-    const full = this.withSession(client, params);
-    return client.run(method, full, async (store) => (await import("../../plugins/checkpoint/langgraph-reads.js")).readLangGraph(store, method, full));
+    try {
+      const client = await this.connected();
+      const full = this.withSession(client, params);
+      return await client.run(method, full, async (store) => (await import("../../plugins/checkpoint/langgraph-reads.js")).readLangGraph(store, method, full));
+    } catch (error) {
+      throw this.named(error);
+    }
   }
 
   private async connected(): Promise<SessionClient> {
@@ -390,6 +411,13 @@ export class ApexSaver extends BaseCheckpointSaver {
     const saved = process.env.APEX_SOCKET;
     const savedTree = process.env.APEX_WORKTREE;
     const project = this.options.project !== undefined ? resolve(this.options.project) : undefined;
+    if (project !== undefined && !isDirectory(project)) {
+      // Not searched from (a missing directory has no parents to search): said as such, not as "no session".
+      throw new ApexError("APEX_E_CONFIG_NOT_FOUND", `ApexSaver's project directory ${project} ${existsSync(project) ? "is not a directory" : "does not exist"}.`, {
+        hint: "Pass as `project` the directory of an APEX project (where apex.config.yaml or .apex/ is, or one below it), or leave it out to use the working directory's project.",
+        details: { project },
+      });
+    }
     if (project !== undefined) {
       delete process.env.APEX_SOCKET;
       // The session is the one a command run in `project` acts on (a branch's worktree: the
@@ -398,7 +426,9 @@ export class ApexSaver extends BaseCheckpointSaver {
       process.env.APEX_WORKTREE = project;
     }
     try {
-      const client = await openSessionClient(locateProject(project !== undefined ? { cwd: project } : {}), "write", this.options.session !== undefined ? { session: this.options.session } : {});
+      const location = locateProject(project !== undefined ? { cwd: project } : {});
+      this.projectDir = location.projectDir;
+      const client = await openSessionClient(location, "write", this.options.session !== undefined ? { session: this.options.session } : {});
       if (project !== undefined && this.options.session === undefined) {
         try {
           this.bound = client.supervisor?.session_id ?? (client.via === "store" ? await client.run("session.binding", {}, async (store) => (await import("../../core/session/sessions.js")).boundSessionId(store)) : undefined);
@@ -491,6 +521,14 @@ class ValueBatch {
 }
 
 const QUOTE = 0x22;
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
 
 /**
  * A value LangGraph's JsonPlusSerializer writes as no text at all (a function, a symbol, an
