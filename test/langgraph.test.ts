@@ -18,7 +18,7 @@ import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/chec
 import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { headsPath, langGraphHeads } from "../plugins/checkpoint/langgraph.js";
-import { REPO_ROOT } from "./helpers/cli.js";
+import { REPO_ROOT, runApex } from "./helpers/cli.js";
 import { langGraphProject, openProjectStore } from "./helpers/langgraph.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
 
@@ -81,6 +81,18 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(memory).toMatchObject({ v: 2, t: "json", d: '"B1"' });
     expect(live).toEqual([]); // in checkpoint trees only, never a live record as well
     expect(valid).toMatchObject({ ok: true, problems: [] }); // the manifests count the values their trees hold
+    // `apex checkpoint show` gives the ids a LangGraph user passes back, and what the step was.
+    const shown = runApex(["checkpoint", "show", "checkpoint-002"], { cwd: dir });
+    expect(shown.status).toBe(0);
+    expect(shown.stdout).toContain(
+      [
+        `  langgraph    thread "t1"`,
+        `               checkpoint ${second.configurable!.checkpoint_id} (parent ${config.configurable.checkpoint_id})`,
+        "               step 0, source loop",
+        "               channels in /langgraph/t1/~",
+      ].join("\n"),
+    );
+    expect(shown.stdout).not.toMatch(/^ {2}data /m);
   });
 
   it("channels live only in checkpoint trees: other checkpoints carry them, restores and validation leave them alone, deleteThread drops them from the next", async () => {
