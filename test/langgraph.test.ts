@@ -379,6 +379,38 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await listed(plain, "az")).toEqual(await listed(memory, "az"));
   });
 
+  it("names that are Object.prototype's keep their values: a channel, a key of a split channel and a metadata filter key \"__proto__\", writes to a channel \"constructor\"", async () => {
+    const { dir, saver } = await setup();
+    // As JSON.parse makes them (as a graph's state built from JSON input has them): own keys.
+    const values = JSON.parse('{"__proto__": "P", "constructor": "C", "toString": "S"}') as Record<string, unknown>;
+    values.state = JSON.parse(`{"__proto__": {"polluted": true}, ${Array.from({ length: 70 }, (_, i) => `"k${i}": ${i}`).join(", ")}}`);
+    const versions = JSON.parse('{"__proto__": 1, "constructor": 1, "toString": 1, "state": 1}') as Record<string, number>;
+    const first = await saver.put({ configurable: { thread_id: "__proto__", checkpoint_ns: "" } }, checkpointOf(values, versions), { source: "input", step: -1, parents: {} }, versions);
+    await saver.putWrites(first, [["constructor", "w1"], ["__proto__", "w2"]], "task");
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    const read = (await fresh.getTuple(first))!;
+    expect(read.checkpoint.channel_values).toEqual(values);
+    expect(Object.keys(read.checkpoint.channel_values).sort()).toEqual(["__proto__", "constructor", "state", "toString"]);
+    expect(Object.keys(read.checkpoint.channel_versions).sort()).toEqual(["__proto__", "constructor", "state", "toString"]);
+    expect(Object.getPrototypeOf(read.checkpoint.channel_values)).toBe(Object.prototype);
+    expect(Object.keys(read.checkpoint.channel_values.state as object)).toHaveLength(71);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(read.pendingWrites).toEqual([["task", "constructor", "w1"], ["task", "__proto__", "w2"]]);
+    // A step after the read (a delta of the split channel from what the read cached) keeps the key too.
+    const state = JSON.parse(JSON.stringify(values.state)) as Record<string, unknown>;
+    state.k3 = "changed";
+    const second = await fresh.put(first, checkpointOf({ ...values, state }, { ...versions, state: 2 }), { source: "loop", step: 0, parents: {} }, { state: 2 });
+    const again = new ApexSaver({ project: dir });
+    cleanups.push(() => again.close());
+    const next = (await again.getTuple(second))!.checkpoint.channel_values.state as Record<string, unknown>;
+    expect(Object.prototype.hasOwnProperty.call(next, "__proto__")).toBe(true);
+    expect(next).toEqual(state);
+    const listed = [];
+    for await (const tuple of again.list({ configurable: { thread_id: "__proto__" } }, { filter: JSON.parse('{"__proto__": 1}') })) listed.push(tuple);
+    expect(listed).toEqual([]); // no metadata has such a key: a filter on it matches none (not every checkpoint)
+  });
+
   it("string values read back exactly, escapes, quotes and JSON-looking text included, as whole channels and as keys of a split one", async () => {
     const { dir, saver } = await setup();
     const strings = ["plain", "", 'say "hi"', "back\\slash", "line\nbreak", "tab\t", '"quoted"', "ü ✓ \u2028", "\ud83d\ude00", "lone \ud800 surrogate", "\u0001\u007f", '{"lc":1}', "[1,2]"];

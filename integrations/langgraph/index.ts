@@ -191,12 +191,12 @@ export class ApexSaver extends BaseCheckpointSaver {
       for (const { name, version } of changed) {
         if (hasOwn(newVersions, name) && hasOwn(channelValues, name)) {
           try {
-            channels[name] = await this.channelWrite(name, version, channelValues[name], delta, next);
+            setOwn(channels, name, await this.channelWrite(name, version, channelValues[name], delta, next));
           } catch (error) {
             throw inContext(error, `channel ${JSON.stringify(name)} of the LangGraph checkpoint ${checkpoint.id} (thread ${JSON.stringify(threadId)})`, { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpoint.id, channel: name });
           }
         } else {
-          channels[name] = { v: version };
+          setOwn(channels, name, { v: version });
           next.splits.delete(name);
         }
         next.versions.set(name, version);
@@ -247,7 +247,7 @@ export class ApexSaver extends BaseCheckpointSaver {
       // (an object's text is what the next step compares with; a primitive's is not kept)
       if (after.primitives[index] === NOT_PRIMITIVE) after.objects.set(key, serialized);
       else after.objects.delete(key);
-      if (!known || !sameSerialized(known, serialized)) set[key] = serialized;
+      if (!known || !sameSerialized(known, serialized)) setOwn(set, key, serialized);
     }
     const deleted: string[] = [];
     if (before && kept < before.names.length) for (const key of before.names) if (!hasOwn(object, key)) deleted.push(key);
@@ -265,7 +265,8 @@ export class ApexSaver extends BaseCheckpointSaver {
     const serialized = await Promise.all(
       writes.map(async ([channel, value], index) => {
         try {
-          return { channel, idx: WRITES_IDX_MAP[channel] ?? index, value: await this.serialize(value) };
+          // (own keys only: a channel named "constructor" is not Object's)
+          return { channel, idx: hasOwn(WRITES_IDX_MAP, channel) ? WRITES_IDX_MAP[channel]! : index, value: await this.serialize(value) };
         } catch (error) {
           throw inContext(error, `the write to channel ${JSON.stringify(channel)} of task ${JSON.stringify(taskId)} (thread ${JSON.stringify(String(threadId))}, checkpoint ${checkpointId})`, { thread_id: String(threadId), checkpoint_id: checkpointId, channel, task_id: taskId });
         }
@@ -298,7 +299,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     const channels = record.channels;
     for (const name of Object.keys(channels)) {
       const channel = channels[name]!;
-      channelVersions[name] = channel.v;
+      setOwn(channelVersions, name, channel.v);
       cache.versions.set(name, channel.v);
       if (channel.value) values.add(channel.value, channelValues, name, undefined);
       else if (channel.split) {
@@ -307,7 +308,7 @@ export class ApexSaver extends BaseCheckpointSaver {
         const ordered: OrderedKeys = { names: [], primitives: [], objects: new Map() };
         const split = channel.split;
         for (const key of Object.keys(split)) values.add(split[key]!, object, key, ordered);
-        channelValues[name] = object;
+        setOwn(channelValues, name, object);
         cache.splits.set(name, { v: channel.v, ordered });
       }
     }
@@ -470,7 +471,7 @@ class ValueBatch {
     // The key's place in `ordered`: the value itself once it is known to be a primitive.
     const at = ordered ? ordered.names.push(key) - 1 : -1;
     if (isEmptyJson(value)) {
-      object[key] = undefined;
+      setOwn(object, key, undefined);
       ordered?.primitives.push(undefined);
       return;
     }
@@ -480,7 +481,7 @@ class ValueBatch {
       // text between its quotes: no parse, and V8 slices it without copying.
       if (text.length >= 2 && text.charCodeAt(0) === QUOTE && text.charCodeAt(text.length - 1) === QUOTE && text.indexOf("\\") === -1 && text.indexOf('"', 1) === text.length - 1) {
         const string = text.slice(1, -1);
-        object[key] = string;
+        setOwn(object, key, string);
         ordered?.primitives.push(string);
         return;
       }
@@ -511,7 +512,7 @@ class ValueBatch {
 
   private set(at: number, loaded: unknown): void {
     const name = this.names[at]!;
-    this.objects[at]![name] = loaded;
+    setOwn(this.objects[at]!, name, loaded);
     const ordered = this.caches[at];
     if (!ordered) return;
     // A primitive compares with ===; an object by the text it was read from.
@@ -561,6 +562,16 @@ function hasOwn(object: object, key: string): boolean {
   return Object.prototype.hasOwnProperty.call(object, key);
 }
 
+/**
+ * `object[key] = value` for a name LangGraph gives (a channel, a key of a state object, a
+ * metadata key): "__proto__" too, which an assignment takes for the object's prototype (the
+ * channel or key was lost, and the object's prototype changed), as JSON.parse makes it: an own key.
+ */
+function setOwn(object: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === "__proto__") Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
+  else object[key] = value;
+}
+
 function cacheKey(threadId: string, ns: string): string {
   return `${threadId}\u0000${ns}`;
 }
@@ -575,7 +586,7 @@ function filterParams(filter: Record<string, unknown>): { filter: Record<string,
   const absent: string[] = [];
   for (const key of Object.keys(filter)) {
     if (filter[key] === undefined) absent.push(key);
-    else defined[key] = filter[key];
+    else setOwn(defined, key, filter[key]);
   }
   return absent.length > 0 ? { filter: defined, filter_absent: absent } : { filter: defined };
 }

@@ -640,15 +640,15 @@ export class LangGraphStore {
       const keys = below[i];
       if (record?.split === true) {
         const split: Record<string, SerializedValue> = {};
-        if (keys) for (const key of keys) if (key.value) split[segmentName(key.name)] = serializedOf(records[at++]!);
-        channels[segmentName(channel.name)] = { v: record.v as string | number, split };
+        if (keys) for (const key of keys) if (key.value) setOwn(split, segmentName(key.name), serializedOf(records[at++]!));
+        setOwn(channels, segmentName(channel.name), { v: record.v as string | number, split });
         continue;
       }
       if (keys) for (const key of keys) if (key.value) at += 1;
       if (!record) continue;
       // (made whole: a property added later would grow the object a property store of its own)
       const v = record.v as string | number;
-      channels[segmentName(channel.name)] = typeof record.t === "string" ? { v, value: serializedOf(record) } : { v };
+      setOwn(channels, segmentName(channel.name), typeof record.t === "string" ? { v, value: serializedOf(record) } : { v });
     }
     return channels;
   }
@@ -874,6 +874,12 @@ function valuesBelow(view: ObjectView, entry: DirEntry | undefined): number {
 /** The values at and below an entry. */
 function valuesAt(view: ObjectView, entry: DirEntry | undefined): number {
   return (entry?.value ? 1 : 0) + valuesBelow(view, entry);
+}
+
+/** `object[key] = value`, "__proto__" included (as an own key, as JSON.parse makes it: an assignment sets the prototype). */
+function setOwn<T>(object: Record<string, T>, key: string, value: T): void {
+  if (key === "__proto__") Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
+  else object[key] = value;
 }
 
 function recordOf(value: SerializedValue): { [key: string]: JsonValue } {
