@@ -496,6 +496,9 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const { dir, sessionId, saver } = await setup();
     await expect(saver.put({ configurable: {} }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toThrow(/thread_id/);
     await expect(saver.putWrites({ configurable: { thread_id: "t" } }, [["x", 1]], "task")).rejects.toThrow(/checkpoint_id/);
+    // An empty thread id is no thread a put takes: its writes would be kept for a checkpoint that cannot come.
+    await expect(saver.put({ configurable: { thread_id: "" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
+    await expect(saver.putWrites({ configurable: { thread_id: "", checkpoint_id: uuid6(1) } }, [["x", 1]], "task")).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT", message: "langgraph.putWrites: thread_id and checkpoint_id must not be empty." });
     // A name that is not valid Unicode (a lone surrogate) has no path segment: bad input, not an internal "URI malformed".
     await expect(saver.put({ configurable: { thread_id: "t\ud800" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
     await expect(saver.put({ configurable: { thread_id: "t" } }, checkpointOf({ "c\udc00": 1 }, { "c\udc00": 1 }), { source: "input", step: -1, parents: {} }, { "c\udc00": 1 })).rejects.toMatchObject({
@@ -506,7 +509,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     await expect(client.call("langgraph.put", { thread_id: "t", checkpoint_ns: "", checkpoint_id: "c", parent_id: null, mode: "sideways" })).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
     await client.close();
     await saver.close();
-    expect(await readStore(dir, (store) => listCheckpoints(store, sessionId).total)).toBe(0);
+    expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, index: [...store.keysBelow(`/sessions/${sessionId}/langgraph`)] }))).toEqual({ total: 0, index: [] });
   });
 
   it("a value LangGraph's serializer writes as nothing (a function, a symbol) is refused where it is written, named, and nothing of the step or the task is kept; such a value stored before reads as undefined", async () => {

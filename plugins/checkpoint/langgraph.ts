@@ -409,6 +409,8 @@ export class LangGraphStore {
     sessionId: string,
     request: { thread_id: string; checkpoint_ns: string; checkpoint_id: string; task_id: string; task_path: string; writes: Array<{ channel: string; idx: number; value: SerializedValue }> },
   ): Promise<{ written: number }> {
+    // As put refuses them: writes kept for a checkpoint no put could make.
+    if (request.thread_id === "" || request.checkpoint_id === "") throw new ApexError("APEX_E_BAD_INPUT", "langgraph.putWrites: thread_id and checkpoint_id must not be empty.");
     checkNames(sessionId, request);
     return this.options.serialize(async () => {
       requireLiveSession(this.store, sessionId);
