@@ -38,6 +38,7 @@ import { resolve } from "node:path";
 import { locateProject } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { openSessionClient, type SessionClient } from "../../core/session/client.js";
+import { liveSupervisors } from "../../core/session/runtime.js";
 import type { ChannelWrite, PutRequest, SerializedValue, StoredWrite, TupleRecord } from "../../plugins/checkpoint/langgraph.js";
 import type { LangGraphReadMethod } from "../../plugins/checkpoint/langgraph-reads.js";
 
@@ -100,6 +101,12 @@ export class ApexSaver extends BaseCheckpointSaver {
   private bound: string | undefined;
   /** The project's directory, once located (named by an error that there is no session). */
   private projectDir: string | undefined;
+  private storeDir: string | undefined;
+  /** The project's live supervisors when the client was opened (supervisorsOf); undefined: not watched. */
+  private supervisors: string | undefined;
+  /** Clients replaced (supervisorsOf changed), closed once no call runs. */
+  private retired: Array<Promise<SessionClient>> = [];
+  private running = 0;
   private readonly cache = new Map<string, ThreadCache>();
   /** Puts run one after the other: each builds on what the previous one left in the cache. */
   private putQueue: Promise<unknown> = Promise.resolve();
@@ -116,9 +123,9 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   /** Releases the store (when this saver opened it itself). */
   async close(): Promise<void> {
-    const client = this.client;
+    const clients = [...this.retired.splice(0), ...(this.client ? [this.client] : [])];
     this.client = undefined;
-    if (client) await (await client).close();
+    for (const client of clients) await (await client.catch(() => undefined))?.close();
   }
 
   // ---------------------------------------------------------------------------------- reads
@@ -360,8 +367,7 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   private async call(method: string, params: Record<string, unknown>): Promise<unknown> {
     try {
-      const client = await this.connected();
-      return await client.call(method, this.withSession(client, params));
+      return await this.using((client) => client.call(method, this.withSession(client, params)));
     } catch (error) {
       throw this.named(error);
     }
@@ -384,21 +390,42 @@ export class ApexSaver extends BaseCheckpointSaver {
    */
   private async read(method: LangGraphReadMethod, params: Record<string, unknown>): Promise<unknown> {
     try {
-      const client = await this.connected();
-      const full = this.withSession(client, params);
-      return await client.run(method, full, async (store) => (await import("../../plugins/checkpoint/langgraph-reads.js")).readLangGraph(store, method, full));
+      return await this.using((client) => {
+        const full = this.withSession(client, params);
+        return client.run(method, full, async (store) => (await import("../../plugins/checkpoint/langgraph-reads.js")).readLangGraph(store, method, full));
+      });
     } catch (error) {
       throw this.named(error);
     }
   }
 
   private async connected(): Promise<SessionClient> {
+    if (this.client && this.supervisors !== undefined && this.storeDir !== undefined && supervisorsOf(this.storeDir) !== this.supervisors) {
+      // A supervisor started or stopped since this saver connected: the way to the session is
+      // decided again, as for a new command (through a supervisor that runs, never around it; a
+      // supervisor gone is not called again). The old client closes once no call uses it.
+      this.retired.push(this.client);
+      this.client = undefined;
+    }
     this.client ??= this.connect();
     try {
       return await this.client;
     } catch (error) {
       this.client = undefined; // a later call tries again (a session may have been started meanwhile)
       throw error;
+    }
+  }
+
+  /** Runs a call on the client, counted, so that a client replaced meanwhile is closed once no call uses it. */
+  private async using<T>(fn: (client: SessionClient) => Promise<T>): Promise<T> {
+    this.running += 1;
+    try {
+      return await fn(await this.connected());
+    } finally {
+      this.running -= 1;
+      if (this.running === 0 && this.retired.length > 0) {
+        for (const old of this.retired.splice(0)) void old.then((client) => client.close()).catch(() => undefined);
+      }
     }
   }
 
@@ -429,6 +456,11 @@ export class ApexSaver extends BaseCheckpointSaver {
     try {
       const location = locateProject(project !== undefined ? { cwd: project } : {});
       this.projectDir = location.projectDir;
+      this.storeDir = location.storeDir;
+      // The project's supervisors as the way to the session is decided (read before it is: one
+      // starting meanwhile is seen by the next call). Inside an agent, or for a remote session,
+      // the way is fixed: not watched.
+      this.supervisors = process.env.APEX_SOCKET !== undefined || process.env.APEX_REMOTE ? undefined : supervisorsOf(location.storeDir);
       const client = await openSessionClient(location, "write", this.options.session !== undefined ? { session: this.options.session } : {});
       if (project !== undefined && this.options.session === undefined) {
         try {
@@ -522,6 +554,14 @@ class ValueBatch {
 }
 
 const QUOTE = 0x22;
+
+/** The live supervisors of a project's store, as one string that changes when one starts or stops. */
+function supervisorsOf(storeDir: string): string {
+  return liveSupervisors(storeDir)
+    .map((runtime) => `${runtime.pid}:${runtime.start_time}`)
+    .sort()
+    .join(",");
+}
 
 function isDirectory(path: string): boolean {
   try {
