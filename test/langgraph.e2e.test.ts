@@ -1,13 +1,19 @@
 // A real LangGraph graph run as an APEX agent with ApexSaver: human input through an
 // interrupt, everything killed with SIGKILL mid-run, `apex start --continue last`, and the
-// graph resumes from its last step with the human input it had.
+// graph resumes from its last step with the human input it had. A saver outside the agents,
+// alive across it all, goes to the session the way a new command would at each call.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { uuid6 } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
+import type { SessionClient } from "../core/session/client.js";
+import { ApexSaver } from "../integrations/langgraph/index.js";
 import { Project, groupMembers, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
 
 let project: Project | undefined;
-afterEach(() => {
+const savers: ApexSaver[] = [];
+afterEach(async () => {
+  for (const saver of savers.splice(0)) await saver.close();
   project?.cleanup();
   project = undefined;
 });
@@ -36,8 +42,20 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     await waitFor("the agent to be gone", () => groupMembers(pgid).length === 0, 10_000);
     await waitFor("status interrupted", () => project!.status().session?.status === "interrupted", 10_000);
 
+    // A saver outside the session's agents, long-lived (a server's, say): with no supervisor it
+    // writes the store itself; once one runs, through it (never around it); once that one is gone, not to its socket.
+    const outside = new ApexSaver({ project: project.dir });
+    savers.push(outside);
+    const via = async () => (await (outside as unknown as { connected(): Promise<SessionClient> }).connected()).via;
+    const step = (n: number) => ({ v: 4, id: uuid6(1), ts: new Date().toISOString(), channel_values: { n }, channel_versions: { n: n + 1 }, versions_seen: {} });
+    let side = await outside.put({ configurable: { thread_id: "outside", checkpoint_ns: "" } }, step(0), { source: "input", step: -1, parents: {} }, { n: 1 });
+    expect(await via()).toBe("store");
+
     const continued = project.start(["--continue", "last"]);
     expect(continued).toMatchObject({ session_id: ready.session_id, continued: true });
+    side = await outside.put(side, step(1), { source: "loop", step: 0, parents: {} }, { n: 2 });
+    expect(await via()).toBe("socket");
+    expect((await outside.getTuple({ configurable: { thread_id: "outside" } }))!.checkpoint.channel_values).toEqual({ n: 1 });
     const final = await waitFor(
       "the graph to finish",
       () => (existsSync(`${log}.final`) ? (JSON.parse(readFileSync(`${log}.final`, "utf8")) as { values: { steps: string[]; answer: string }; next: string[] }) : undefined),
@@ -52,8 +70,8 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     expect(readFileSync(log, "utf8").trim().split("\n")).toEqual(["prepare", "ask", "ask", "work1", "work2", "work2", "work3"]);
 
     // Each LangGraph step is an APEX checkpoint, with its metadata, that the checkpoint commands read.
-    const page = JSON.parse(project.apex(["checkpoint", "list", "--limit", "100", "--json"]).stdout) as { items: Array<{ id: string; trigger: string; name: string }> };
-    const steps = page.items.filter((item) => item.trigger === "langgraph");
+    const page = JSON.parse(project.apex(["checkpoint", "list", "--limit", "100", "--json"]).stdout) as { items: Array<{ id: string; trigger: string; name: string; description: string }> };
+    const steps = page.items.filter((item) => item.trigger === "langgraph" && item.description.startsWith("langgraph review "));
     expect(steps.length).toBeGreaterThanOrEqual(6);
     const shown = JSON.parse(project.apex(["checkpoint", "show", steps[0]!.id, "--json"]).stdout);
     expect(shown.manifest.data.langgraph).toMatchObject({ thread_id: "review", checkpoint_ns: "", metadata: { source: "loop" } });
@@ -62,5 +80,10 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     expect(diff.memory.added).toContain("/langgraph/review/~/steps");
     expect(diff.memory.changed).toContain("/langgraph/review/~");
     expect(project.apex(["session", "validate"]).status).toBe(0);
+
+    // The supervisor gone with its session: the saver says there is no session, not that a socket refused it.
+    expect(project.apex(["stop"]).status).toBe(0);
+    const after = await outside.put(side, step(2), { source: "loop", step: 1, parents: {} }, { n: 3 }).catch((caught: unknown) => caught);
+    expect(after).toMatchObject({ code: "APEX_E_NO_SESSION", details: { project_dir: project.dir } });
   });
 });

@@ -4,7 +4,7 @@
 // threads, names that are not path segments, bad requests.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { BaseCheckpointSaver, JsonPlusSerializer, MemorySaver, uuid6, type Checkpoint, type CheckpointMetadata } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
@@ -18,7 +18,7 @@ import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/chec
 import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { headsPath, langGraphHeads } from "../plugins/checkpoint/langgraph.js";
-import { REPO_ROOT } from "./helpers/cli.js";
+import { REPO_ROOT, runApex } from "./helpers/cli.js";
 import { langGraphProject, openProjectStore } from "./helpers/langgraph.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
 
@@ -81,6 +81,18 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(memory).toMatchObject({ v: 2, t: "json", d: '"B1"' });
     expect(live).toEqual([]); // in checkpoint trees only, never a live record as well
     expect(valid).toMatchObject({ ok: true, problems: [] }); // the manifests count the values their trees hold
+    // `apex checkpoint show` gives the ids a LangGraph user passes back, and what the step was.
+    const shown = runApex(["checkpoint", "show", "checkpoint-002"], { cwd: dir });
+    expect(shown.status).toBe(0);
+    expect(shown.stdout).toContain(
+      [
+        `  langgraph    thread "t1"`,
+        `               checkpoint ${second.configurable!.checkpoint_id} (parent ${config.configurable.checkpoint_id})`,
+        "               step 0, source loop",
+        "               channels in /langgraph/t1/~",
+      ].join("\n"),
+    );
+    expect(shown.stdout).not.toMatch(/^ {2}data /m);
   });
 
   it("channels live only in checkpoint trees: other checkpoints carry them, restores and validation leave them alone, deleteThread drops them from the next", async () => {
@@ -334,6 +346,71 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     }
   });
 
+  it("checkpoint ids that are not uuid6 order as MemorySaver orders them (as strings), ids with characters APEX encodes too: getTuple resumes from the greatest, the one retention keeps", async () => {
+    const { saver } = await setup("plugins:\n  checkpoint: {}\n  retention:\n    keep_last: 1\n    auto_cleanup: true\n");
+    for (const ids of [["1", "2", "10"], ["az", "a~"], ["z", "\u00e9"], ["a/b", "a0", "a b"]]) {
+      const thread_id = `ids ${ids.join(",")}`;
+      const memory = new MemorySaver();
+      for (const id of ids) {
+        for (const on of [saver, memory] as BaseCheckpointSaver[]) await on.put({ configurable: { thread_id, checkpoint_ns: "" } }, { ...checkpointOf({ a: id }, { a: 1 }), id }, { source: "input", step: -1, parents: {} }, { a: 1 });
+      }
+      const latest = async (on: BaseCheckpointSaver) => (await on.getTuple({ configurable: { thread_id } }))?.checkpoint.channel_values;
+      const listed = async (on: BaseCheckpointSaver, before?: string) => {
+        const out = [];
+        for await (const tuple of on.list({ configurable: { thread_id } }, before ? { before: { configurable: { checkpoint_id: before } } } : {})) out.push(tuple.config.configurable?.checkpoint_id);
+        return out;
+      };
+      // (retention keeps the last checkpoint written and the thread's head: MemorySaver keeps them all)
+      expect(await latest(saver)).toEqual(await latest(memory));
+      expect((await listed(saver))[0]).toEqual((await listed(memory))[0]);
+    }
+    // Without retention each is listed, in MemorySaver's order, `before` included.
+    const { saver: plain } = await setup();
+    const memory = new MemorySaver();
+    const ids = ["a~", "az", "\u00e9", "z", "a b", "10", "9"];
+    for (const id of ids) for (const on of [plain, memory] as BaseCheckpointSaver[]) await on.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, { ...checkpointOf({ a: id }, { a: 1 }), id }, { source: "input", step: -1, parents: {} }, { a: 1 });
+    const listed = async (on: BaseCheckpointSaver, before?: string) => {
+      const out = [];
+      for await (const tuple of on.list({ configurable: { thread_id: "t" } }, before ? { before: { configurable: { checkpoint_id: before } } } : {})) out.push(tuple.config.configurable?.checkpoint_id);
+      return out;
+    };
+    expect(await listed(plain)).toEqual(["\u00e9", "z", "a~", "az", "a b", "9", "10"]);
+    expect(await listed(plain)).toEqual(await listed(memory));
+    expect(await listed(plain, "az")).toEqual(await listed(memory, "az"));
+  });
+
+  it("names that are Object.prototype's keep their values: a channel, a key of a split channel and a metadata filter key \"__proto__\", writes to a channel \"constructor\"", async () => {
+    const { dir, saver } = await setup();
+    // As JSON.parse makes them (as a graph's state built from JSON input has them): own keys.
+    const values = JSON.parse('{"__proto__": "P", "constructor": "C", "toString": "S"}') as Record<string, unknown>;
+    values.state = JSON.parse(`{"__proto__": {"polluted": true}, ${Array.from({ length: 70 }, (_, i) => `"k${i}": ${i}`).join(", ")}}`);
+    const versions = JSON.parse('{"__proto__": 1, "constructor": 1, "toString": 1, "state": 1}') as Record<string, number>;
+    const first = await saver.put({ configurable: { thread_id: "__proto__", checkpoint_ns: "" } }, checkpointOf(values, versions), { source: "input", step: -1, parents: {} }, versions);
+    await saver.putWrites(first, [["constructor", "w1"], ["__proto__", "w2"]], "task");
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    const read = (await fresh.getTuple(first))!;
+    expect(read.checkpoint.channel_values).toEqual(values);
+    expect(Object.keys(read.checkpoint.channel_values).sort()).toEqual(["__proto__", "constructor", "state", "toString"]);
+    expect(Object.keys(read.checkpoint.channel_versions).sort()).toEqual(["__proto__", "constructor", "state", "toString"]);
+    expect(Object.getPrototypeOf(read.checkpoint.channel_values)).toBe(Object.prototype);
+    expect(Object.keys(read.checkpoint.channel_values.state as object)).toHaveLength(71);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(read.pendingWrites).toEqual([["task", "constructor", "w1"], ["task", "__proto__", "w2"]]);
+    // A step after the read (a delta of the split channel from what the read cached) keeps the key too.
+    const state = JSON.parse(JSON.stringify(values.state)) as Record<string, unknown>;
+    state.k3 = "changed";
+    const second = await fresh.put(first, checkpointOf({ ...values, state }, { ...versions, state: 2 }), { source: "loop", step: 0, parents: {} }, { state: 2 });
+    const again = new ApexSaver({ project: dir });
+    cleanups.push(() => again.close());
+    const next = (await again.getTuple(second))!.checkpoint.channel_values.state as Record<string, unknown>;
+    expect(Object.prototype.hasOwnProperty.call(next, "__proto__")).toBe(true);
+    expect(next).toEqual(state);
+    const listed = [];
+    for await (const tuple of again.list({ configurable: { thread_id: "__proto__" } }, { filter: JSON.parse('{"__proto__": 1}') })) listed.push(tuple);
+    expect(listed).toEqual([]); // no metadata has such a key: a filter on it matches none (not every checkpoint)
+  });
+
   it("string values read back exactly, escapes, quotes and JSON-looking text included, as whole channels and as keys of a split one", async () => {
     const { dir, saver } = await setup();
     const strings = ["plain", "", 'say "hi"', "back\\slash", "line\nbreak", "tab\t", '"quoted"', "ü ✓ \u2028", "\ud83d\ude00", "lone \ud800 surrogate", "\u0001\u007f", '{"lc":1}', "[1,2]"];
@@ -419,6 +496,9 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const { dir, sessionId, saver } = await setup();
     await expect(saver.put({ configurable: {} }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toThrow(/thread_id/);
     await expect(saver.putWrites({ configurable: { thread_id: "t" } }, [["x", 1]], "task")).rejects.toThrow(/checkpoint_id/);
+    // An empty thread id is no thread a put takes: its writes would be kept for a checkpoint that cannot come.
+    await expect(saver.put({ configurable: { thread_id: "" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
+    await expect(saver.putWrites({ configurable: { thread_id: "", checkpoint_id: uuid6(1) } }, [["x", 1]], "task")).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT", message: "langgraph.putWrites: thread_id and checkpoint_id must not be empty." });
     // A name that is not valid Unicode (a lone surrogate) has no path segment: bad input, not an internal "URI malformed".
     await expect(saver.put({ configurable: { thread_id: "t\ud800" } }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
     await expect(saver.put({ configurable: { thread_id: "t" } }, checkpointOf({ "c\udc00": 1 }, { "c\udc00": 1 }), { source: "input", step: -1, parents: {} }, { "c\udc00": 1 })).rejects.toMatchObject({
@@ -429,7 +509,43 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     await expect(client.call("langgraph.put", { thread_id: "t", checkpoint_ns: "", checkpoint_id: "c", parent_id: null, mode: "sideways" })).rejects.toMatchObject({ code: "APEX_E_BAD_INPUT" });
     await client.close();
     await saver.close();
-    expect(await readStore(dir, (store) => listCheckpoints(store, sessionId).total)).toBe(0);
+    expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, index: [...store.keysBelow(`/sessions/${sessionId}/langgraph`)] }))).toEqual({ total: 0, index: [] });
+  });
+
+  it("a value LangGraph's serializer writes as nothing (a function, a symbol) is refused where it is written, named, and nothing of the step or the task is kept; such a value stored before reads as undefined", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const thread = { configurable: { thread_id: "fn", checkpoint_ns: "" } };
+    const first = await saver.put(thread, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    const step = checkpointOf({ a: 2, tool: () => "run" }, { a: 2, tool: 1 });
+    await expect(saver.put(first, step, { source: "loop", step: 0, parents: {} }, { a: 2, tool: 1 })).rejects.toMatchObject({
+      code: "APEX_E_BAD_INPUT",
+      message: `The value of channel "tool" of the LangGraph checkpoint ${step.id} (thread "fn") cannot be stored: it is a function, which LangGraph's serializer writes as nothing, so no read could load it back.`,
+      details: { channel: "tool", checkpoint_id: step.id, unstorable: "a function" },
+    });
+    // A key of a channel stored key by key is named with its channel.
+    const state = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`k${i}`, i === 5 ? Symbol("handle") : i]));
+    await expect(saver.put(first, checkpointOf({ a: 2, state }, { a: 2, state: 1 }), { source: "loop", step: 0, parents: {} }, { a: 2, state: 1 })).rejects.toThrow(/^The value of key "k5" of channel "state" of the LangGraph checkpoint \S+ \(thread "fn"\) cannot be stored: it is a symbol/);
+    // A task's writes: none kept when one of them cannot be.
+    await expect(saver.putWrites(first, [["a", 3], ["callback", () => undefined]], "task-1")).rejects.toMatchObject({
+      code: "APEX_E_BAD_INPUT",
+      message: expect.stringMatching(/^The value of the write to channel "callback" of task "task-1" \(thread "fn", checkpoint \S+\) cannot be stored: it is a function/),
+    });
+    // The thread reads and goes on as if the refused calls had not been made (the saver's cache too).
+    expect(await saver.getTuple(thread)).toMatchObject({ checkpoint: { channel_values: { a: 1 } }, pendingWrites: [] });
+    const second = await saver.put(first, checkpointOf({ a: 2 }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 });
+    expect((await saver.getTuple(second))!.checkpoint.channel_values).toEqual({ a: 2 });
+    // A store written before kept such a value as no text at all: it reads as undefined (JSON.stringify's), not as JSON.parse's "Unexpected end of JSON input" on every getTuple of its thread.
+    const client = await (saver as unknown as { connected(): Promise<SessionClient> }).connected();
+    const empty = { t: "json", d: "" };
+    await client.call("langgraph.putWrites", { thread_id: "fn", checkpoint_ns: "", checkpoint_id: second.configurable.checkpoint_id, task_id: "old", writes: [{ channel: "x", idx: 0, value: empty }] });
+    const old = checkpointOf({}, {});
+    await client.call("langgraph.put", { thread_id: "old", checkpoint_ns: "", checkpoint_id: old.id, parent_id: null, format: 4, mode: "full", rest: { t: "json", d: "{}" }, metadata: { t: "json", d: "{}" }, channels: { f: { v: 1, value: empty }, a: { v: 1, value: { t: "json", d: "1" } } } });
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    expect((await fresh.getTuple(second))!.pendingWrites).toEqual([["old", "x", undefined]]);
+    expect((await fresh.getTuple({ configurable: { thread_id: "old", checkpoint_ns: "" } }))!.checkpoint.channel_values).toEqual({ f: undefined, a: 1 });
+    await saver.close();
+    expect(await readStore(dir, (store) => listCheckpoints(store, sessionId).total)).toBe(3);
   });
 
   it("reads need neither the config nor the plugins (a new process's getTuple loads neither); the first write loads them, and writes nothing while one fails", async () => {
@@ -458,7 +574,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(stored).toEqual({ total: 2, writes: [] });
   });
 
-  it("an ended session's threads read when the saver names the session, and refuse writes; an unknown session is named", async () => {
+  it("an ended session's threads read when the saver names the session, and refuse writes; an unknown session is named, no session names the project, a project directory that is none is said so", async () => {
     const { dir, sessionId, saver } = await setup();
     const thread = { configurable: { thread_id: "t", checkpoint_ns: "" } };
     const first = await saver.put(thread, checkpointOf({ a: "A0" }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
@@ -487,7 +603,19 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     // Without a session named, there is none to use; a session that does not exist is named.
     const unnamed = new ApexSaver({ project: dir });
     cleanups.push(() => unnamed.close());
-    await expect(unnamed.getTuple(thread)).rejects.toMatchObject({ code: "APEX_E_NO_SESSION" });
+    // Named with the project's directory (a saver's project is not a directory the user sees), by reads and writes.
+    const noSession = { code: "APEX_E_NO_SESSION", message: `No session is active in this project (the project at ${dir}).`, hint: expect.stringContaining("apex start --continue last"), details: { project_dir: dir } };
+    await expect(unnamed.getTuple(thread)).rejects.toMatchObject(noSession);
+    await expect(unnamed.put(first, checkpointOf({ a: "A1" }, { a: 2 }), { source: "loop", step: 0, parents: {} }, { a: 2 })).rejects.toMatchObject(noSession);
+    // A project directory that does not exist (or is a file) is said to be so, and nothing is made there.
+    for (const [project, what] of [[join(dir, "no-such-dir"), "does not exist"], [join(dir, "apex.config.yaml"), "is not a directory"]]) {
+      const lost = new ApexSaver({ project });
+      cleanups.push(() => lost.close());
+      for (const call of [() => lost.getTuple(thread), () => lost.putWrites(first, [["a", 1]], "task"), () => lost.deleteThread("t")]) {
+        await expect(call()).rejects.toMatchObject({ code: "APEX_E_CONFIG_NOT_FOUND", message: `ApexSaver's project directory ${project} ${what}.`, hint: expect.stringContaining("apex.config.yaml") });
+      }
+    }
+    expect(existsSync(join(dir, "no-such-dir"))).toBe(false);
     const unknown = new ApexSaver({ project: dir, session: "no-such-session" });
     cleanups.push(() => unknown.close());
     await expect(unknown.getTuple(thread)).rejects.toThrow(/no-such-session/);

@@ -33,10 +33,12 @@ import {
   type SerializerProtocol,
 } from "@langchain/langgraph-checkpoint";
 import type { RunnableConfig } from "@langchain/core/runnables";
+import { existsSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { locateProject } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { openSessionClient, type SessionClient } from "../../core/session/client.js";
+import { liveSupervisors } from "../../core/session/runtime.js";
 import type { ChannelWrite, PutRequest, SerializedValue, StoredWrite, TupleRecord } from "../../plugins/checkpoint/langgraph.js";
 import type { LangGraphReadMethod } from "../../plugins/checkpoint/langgraph-reads.js";
 
@@ -97,6 +99,14 @@ export class ApexSaver extends BaseCheckpointSaver {
   private client: Promise<SessionClient> | undefined;
   /** With `project` and no `session`: the session that directory binds (a branch's worktree: its own), fixed at connect. */
   private bound: string | undefined;
+  /** The project's directory, once located (named by an error that there is no session). */
+  private projectDir: string | undefined;
+  private storeDir: string | undefined;
+  /** The project's live supervisors when the client was opened (supervisorsOf); undefined: not watched. */
+  private supervisors: string | undefined;
+  /** Clients replaced (supervisorsOf changed), closed once no call runs. */
+  private retired: Array<Promise<SessionClient>> = [];
+  private running = 0;
   private readonly cache = new Map<string, ThreadCache>();
   /** Puts run one after the other: each builds on what the previous one left in the cache. */
   private putQueue: Promise<unknown> = Promise.resolve();
@@ -113,9 +123,9 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   /** Releases the store (when this saver opened it itself). */
   async close(): Promise<void> {
-    const client = this.client;
+    const clients = [...this.retired.splice(0), ...(this.client ? [this.client] : [])];
     this.client = undefined;
-    if (client) await (await client).close();
+    for (const client of clients) await (await client.catch(() => undefined))?.close();
   }
 
   // ---------------------------------------------------------------------------------- reads
@@ -187,9 +197,13 @@ export class ApexSaver extends BaseCheckpointSaver {
       const knownBefore = delta?.versions.size ?? 0;
       for (const { name, version } of changed) {
         if (hasOwn(newVersions, name) && hasOwn(channelValues, name)) {
-          channels[name] = await this.channelWrite(name, version, channelValues[name], delta, next);
+          try {
+            setOwn(channels, name, await this.channelWrite(name, version, channelValues[name], delta, next));
+          } catch (error) {
+            throw inContext(error, `channel ${JSON.stringify(name)} of the LangGraph checkpoint ${checkpoint.id} (thread ${JSON.stringify(threadId)})`, { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpoint.id, channel: name });
+          }
         } else {
-          channels[name] = { v: version };
+          setOwn(channels, name, { v: version });
           next.splits.delete(name);
         }
         next.versions.set(name, version);
@@ -231,11 +245,16 @@ export class ApexSaver extends BaseCheckpointSaver {
     for (const { index, known } of changed) {
       const key = names[index]!;
       const item = object[key];
-      const serialized = this.serializeNow(item) ?? (await this.serialize(item));
+      let serialized: SerializedValue;
+      try {
+        serialized = this.serializeNow(item) ?? (await this.serialize(item));
+      } catch (error) {
+        throw inContext(error, `key ${JSON.stringify(key)} of`, { key });
+      }
       // (an object's text is what the next step compares with; a primitive's is not kept)
       if (after.primitives[index] === NOT_PRIMITIVE) after.objects.set(key, serialized);
       else after.objects.delete(key);
-      if (!known || !sameSerialized(known, serialized)) set[key] = serialized;
+      if (!known || !sameSerialized(known, serialized)) setOwn(set, key, serialized);
     }
     const deleted: string[] = [];
     if (before && kept < before.names.length) for (const key of before.names) if (!hasOwn(object, key)) deleted.push(key);
@@ -249,8 +268,16 @@ export class ApexSaver extends BaseCheckpointSaver {
     const checkpointId = config.configurable?.checkpoint_id as string | undefined;
     if (threadId === undefined || threadId === null) throw new Error('Failed to put writes: the RunnableConfig has no "thread_id" in its "configurable" property.');
     if (checkpointId === undefined || checkpointId === null) throw new Error('Failed to put writes: the RunnableConfig has no "checkpoint_id" in its "configurable" property.');
+    // Every value serialized before anything is sent: a value that cannot be stored writes none of the task's.
     const serialized = await Promise.all(
-      writes.map(async ([channel, value], index) => ({ channel, idx: WRITES_IDX_MAP[channel] ?? index, value: await this.serialize(value) })),
+      writes.map(async ([channel, value], index) => {
+        try {
+          // (own keys only: a channel named "constructor" is not Object's)
+          return { channel, idx: hasOwn(WRITES_IDX_MAP, channel) ? WRITES_IDX_MAP[channel]! : index, value: await this.serialize(value) };
+        } catch (error) {
+          throw inContext(error, `the write to channel ${JSON.stringify(channel)} of task ${JSON.stringify(taskId)} (thread ${JSON.stringify(String(threadId))}, checkpoint ${checkpointId})`, { thread_id: String(threadId), checkpoint_id: checkpointId, channel, task_id: taskId });
+        }
+      }),
     );
     await this.call("langgraph.putWrites", {
       thread_id: String(threadId),
@@ -279,7 +306,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     const channels = record.channels;
     for (const name of Object.keys(channels)) {
       const channel = channels[name]!;
-      channelVersions[name] = channel.v;
+      setOwn(channelVersions, name, channel.v);
       cache.versions.set(name, channel.v);
       if (channel.value) values.add(channel.value, channelValues, name, undefined);
       else if (channel.split) {
@@ -288,7 +315,7 @@ export class ApexSaver extends BaseCheckpointSaver {
         const ordered: OrderedKeys = { names: [], primitives: [], objects: new Map() };
         const split = channel.split;
         for (const key of Object.keys(split)) values.add(split[key]!, object, key, ordered);
-        channelValues[name] = object;
+        setOwn(channelValues, name, object);
         cache.splits.set(name, { v: channel.v, ordered });
       }
     }
@@ -328,17 +355,32 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   private async serialize(value: unknown): Promise<SerializedValue> {
     const [type, bytes] = await this.serde.dumpsTyped(value);
+    if (type === "json" && bytes.byteLength === 0) throw unstorable(value);
     if (type === "json") return { t: type, d: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8") };
     return { t: type, b: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64") };
   }
 
   private deserialize(value: SerializedValue): Promise<unknown> {
+    if (isEmptyJson(value)) return Promise.resolve(undefined);
     return this.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64")));
   }
 
   private async call(method: string, params: Record<string, unknown>): Promise<unknown> {
-    const client = await this.connected();
-    return client.call(method, this.withSession(client, params));
+    try {
+      return await this.using((client) => client.call(method, this.withSession(client, params)));
+    } catch (error) {
+      throw this.named(error);
+    }
+  }
+
+  /**
+   * "No session is active in this project" with the project's directory: a saver's project is
+   * not a command's working directory the user sees (a `project` option, a process's cwd).
+   */
+  private named(error: unknown): unknown {
+    const dir = this.projectDir;
+    if (!(error instanceof ApexError) || error.code !== "APEX_E_NO_SESSION" || dir === undefined || error.message.includes(dir)) return error;
+    return new ApexError(error.code, `${error.message.replace(/\.$/, "")} (the project at ${dir}).`, { ...(error.hint ? { hint: error.hint } : {}), details: { ...error.details, project_dir: dir }, cause: error });
   }
 
   /**
@@ -347,18 +389,43 @@ export class ApexSaver extends BaseCheckpointSaver {
    * client loads them for its first write).
    */
   private async read(method: LangGraphReadMethod, params: Record<string, unknown>): Promise<unknown> {
-    const client = await this.connected();
-    const full = this.withSession(client, params);
-    return client.run(method, full, async (store) => (await import("../../plugins/checkpoint/langgraph-reads.js")).readLangGraph(store, method, full));
+    try {
+      return await this.using((client) => {
+        const full = this.withSession(client, params);
+        return client.run(method, full, async (store) => (await import("../../plugins/checkpoint/langgraph-reads.js")).readLangGraph(store, method, full));
+      });
+    } catch (error) {
+      throw this.named(error);
+    }
   }
 
   private async connected(): Promise<SessionClient> {
+    if (this.client && this.supervisors !== undefined && this.storeDir !== undefined && supervisorsOf(this.storeDir) !== this.supervisors) {
+      // A supervisor started or stopped since this saver connected: the way to the session is
+      // decided again, as for a new command (through a supervisor that runs, never around it; a
+      // supervisor gone is not called again). The old client closes once no call uses it.
+      this.retired.push(this.client);
+      this.client = undefined;
+    }
     this.client ??= this.connect();
     try {
       return await this.client;
     } catch (error) {
       this.client = undefined; // a later call tries again (a session may have been started meanwhile)
       throw error;
+    }
+  }
+
+  /** Runs a call on the client, counted, so that a client replaced meanwhile is closed once no call uses it. */
+  private async using<T>(fn: (client: SessionClient) => Promise<T>): Promise<T> {
+    this.running += 1;
+    try {
+      return await fn(await this.connected());
+    } finally {
+      this.running -= 1;
+      if (this.running === 0 && this.retired.length > 0) {
+        for (const old of this.retired.splice(0)) void old.then((client) => client.close()).catch(() => undefined);
+      }
     }
   }
 
@@ -372,6 +439,13 @@ export class ApexSaver extends BaseCheckpointSaver {
     const saved = process.env.APEX_SOCKET;
     const savedTree = process.env.APEX_WORKTREE;
     const project = this.options.project !== undefined ? resolve(this.options.project) : undefined;
+    if (project !== undefined && !isDirectory(project)) {
+      // Not searched from (a missing directory has no parents to search): said as such, not as "no session".
+      throw new ApexError("APEX_E_CONFIG_NOT_FOUND", `ApexSaver's project directory ${project} ${existsSync(project) ? "is not a directory" : "does not exist"}.`, {
+        hint: "Pass as `project` the directory of an APEX project (where apex.config.yaml or .apex/ is, or one below it), or leave it out to use the working directory's project.",
+        details: { project },
+      });
+    }
     if (project !== undefined) {
       delete process.env.APEX_SOCKET;
       // The session is the one a command run in `project` acts on (a branch's worktree: the
@@ -380,7 +454,14 @@ export class ApexSaver extends BaseCheckpointSaver {
       process.env.APEX_WORKTREE = project;
     }
     try {
-      const client = await openSessionClient(locateProject(project !== undefined ? { cwd: project } : {}), "write", this.options.session !== undefined ? { session: this.options.session } : {});
+      const location = locateProject(project !== undefined ? { cwd: project } : {});
+      this.projectDir = location.projectDir;
+      this.storeDir = location.storeDir;
+      // The project's supervisors as the way to the session is decided (read before it is: one
+      // starting meanwhile is seen by the next call). Inside an agent, or for a remote session,
+      // the way is fixed: not watched.
+      this.supervisors = process.env.APEX_SOCKET !== undefined || process.env.APEX_REMOTE ? undefined : supervisorsOf(location.storeDir);
+      const client = await openSessionClient(location, "write", this.options.session !== undefined ? { session: this.options.session } : {});
       if (project !== undefined && this.options.session === undefined) {
         try {
           this.bound = client.supervisor?.session_id ?? (client.via === "store" ? await client.run("session.binding", {}, async (store) => (await import("../../core/session/sessions.js")).boundSessionId(store)) : undefined);
@@ -421,13 +502,18 @@ class ValueBatch {
   add(value: SerializedValue, object: Record<string, unknown>, key: string, ordered: OrderedKeys | undefined): void {
     // The key's place in `ordered`: the value itself once it is known to be a primitive.
     const at = ordered ? ordered.names.push(key) - 1 : -1;
+    if (isEmptyJson(value)) {
+      setOwn(object, key, undefined);
+      ordered?.primitives.push(undefined);
+      return;
+    }
     if (value.t === "json" && value.d !== undefined && this.saver.serde instanceof JsonPlusSerializer) {
       const text = value.d;
       // A JSON string without escapes (what a string value serializes to, most often) is the
       // text between its quotes: no parse, and V8 slices it without copying.
       if (text.length >= 2 && text.charCodeAt(0) === QUOTE && text.charCodeAt(text.length - 1) === QUOTE && text.indexOf("\\") === -1 && text.indexOf('"', 1) === text.length - 1) {
         const string = text.slice(1, -1);
-        object[key] = string;
+        setOwn(object, key, string);
         ordered?.primitives.push(string);
         return;
       }
@@ -458,7 +544,7 @@ class ValueBatch {
 
   private set(at: number, loaded: unknown): void {
     const name = this.names[at]!;
-    this.objects[at]![name] = loaded;
+    setOwn(this.objects[at]!, name, loaded);
     const ordered = this.caches[at];
     if (!ordered) return;
     // A primitive compares with ===; an object by the text it was read from.
@@ -469,8 +555,61 @@ class ValueBatch {
 
 const QUOTE = 0x22;
 
+/** The live supervisors of a project's store, as one string that changes when one starts or stops. */
+function supervisorsOf(storeDir: string): string {
+  return liveSupervisors(storeDir)
+    .map((runtime) => `${runtime.pid}:${runtime.start_time}`)
+    .sort()
+    .join(",");
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A value LangGraph's JsonPlusSerializer writes as no text at all (a function, a symbol, an
+ * object whose toJSON gives undefined: JSON.stringify's undefined), which no read could parse:
+ * kept, it would fail every later getTuple of its thread with JSON.parse's "Unexpected end of
+ * JSON input". Refused where it is written; `inContext` names the channel, key or write.
+ */
+function unstorable(value: unknown): ApexError {
+  const kind = typeof value === "function" ? "a function" : typeof value === "symbol" ? "a symbol" : "a value whose toJSON() gives undefined";
+  return new ApexError("APEX_E_BAD_INPUT", `A value cannot be stored: it is ${kind}, which LangGraph's serializer writes as nothing.`, { details: { unstorable: kind } });
+}
+
+/** An unstorable() error named by where its value is (`where`: the channel, "key … of" a split channel, the write), with `details`. */
+function inContext(error: unknown, where: string, details: Record<string, unknown>): unknown {
+  if (!(error instanceof ApexError) || typeof error.details?.unstorable !== "string") return error;
+  const { where: inner, ...known } = error.details as { where?: string; unstorable: string };
+  const place = inner ? `${inner} ${where}` : where;
+  return new ApexError("APEX_E_BAD_INPUT", `The value of ${place} cannot be stored: it is ${known.unstorable}, which LangGraph's serializer writes as nothing, so no read could load it back.`, {
+    hint: "Keep functions and symbols out of graph state and writes (store a name or an id that stands for them), or give ApexSaver a serde that encodes them. Nothing was written.",
+    details: { ...known, ...details, where: place },
+  });
+}
+
+/** A stored value with no text (what an unstorable value was written as before it was refused): read as undefined, as JSON.stringify had it. */
+function isEmptyJson(value: SerializedValue): boolean {
+  return value.t === "json" && value.d === "";
+}
+
 function hasOwn(object: object, key: string): boolean {
   return Object.prototype.hasOwnProperty.call(object, key);
+}
+
+/**
+ * `object[key] = value` for a name LangGraph gives (a channel, a key of a state object, a
+ * metadata key): "__proto__" too, which an assignment takes for the object's prototype (the
+ * channel or key was lost, and the object's prototype changed), as JSON.parse makes it: an own key.
+ */
+function setOwn(object: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === "__proto__") Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
+  else object[key] = value;
 }
 
 function cacheKey(threadId: string, ns: string): string {
@@ -487,7 +626,7 @@ function filterParams(filter: Record<string, unknown>): { filter: Record<string,
   const absent: string[] = [];
   for (const key of Object.keys(filter)) {
     if (filter[key] === undefined) absent.push(key);
-    else defined[key] = filter[key];
+    else setOwn(defined, key, filter[key]);
   }
   return absent.length > 0 ? { filter: defined, filter_absent: absent } : { filter: defined };
 }

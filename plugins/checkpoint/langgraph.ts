@@ -409,6 +409,8 @@ export class LangGraphStore {
     sessionId: string,
     request: { thread_id: string; checkpoint_ns: string; checkpoint_id: string; task_id: string; task_path: string; writes: Array<{ channel: string; idx: number; value: SerializedValue }> },
   ): Promise<{ written: number }> {
+    // As put refuses them: writes kept for a checkpoint no put could make.
+    if (request.thread_id === "" || request.checkpoint_id === "") throw new ApexError("APEX_E_BAD_INPUT", "langgraph.putWrites: thread_id and checkpoint_id must not be empty.");
     checkNames(sessionId, request);
     return this.options.serialize(async () => {
       requireLiveSession(this.store, sessionId);
@@ -446,7 +448,7 @@ export class LangGraphStore {
   /** One checkpoint tuple (the latest of the thread's namespace without `checkpointId`); undefined if there is none. */
   getTuple(sessionId: string, threadId: string, ns: string, checkpointId: string | undefined): TupleRecord | undefined {
     checkNames(sessionId, { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpointId });
-    const id = checkpointId ?? this.checkpointIds(sessionId, threadId, ns, { reverse: true, limit: 1 })[0];
+    const id = checkpointId ?? this.latestId(sessionId, threadId, ns);
     if (id === undefined) return undefined;
     const located = this.locate(sessionId, threadId, ns, id);
     return located && this.tuple(sessionId, threadId, ns, id, located);
@@ -472,7 +474,7 @@ export class LangGraphStore {
     for (const threadId of threads) {
       const namespaces = options.checkpoint_ns !== undefined ? [options.checkpoint_ns] : this.names(`${indexRoot(sessionId)}/${nameSegment(threadId)}`);
       for (const ns of namespaces) {
-        for (const id of this.checkpointIds(sessionId, threadId, ns, { reverse: true })) {
+        for (const id of this.checkpointIds(sessionId, threadId, ns)) {
           if (remaining <= 0) return out;
           if (options.checkpoint_id !== undefined && id !== options.checkpoint_id) continue;
           if (options.before !== undefined && !(id < options.before)) continue;
@@ -544,7 +546,7 @@ export class LangGraphStore {
     if (batch.get(headsPath(sessionId)) !== undefined) {
       for (const threadId of this.names(indexRoot(sessionId))) {
         for (const ns of this.names(`${indexRoot(sessionId)}/${nameSegment(threadId)}`)) {
-          const [latest] = this.checkpointIds(sessionId, threadId, ns, { reverse: true, limit: 1 });
+          const [latest] = this.checkpointIds(sessionId, threadId, ns);
           const index = latest === undefined ? undefined : batch.get(checkpointKey(sessionId, threadId, ns, latest));
           if (isRecord(index) && typeof index.apex_id === "string") batch.set(headPath(sessionId, threadId, ns), { apex_id: index.apex_id, checkpoint_id: latest! });
         }
@@ -640,15 +642,15 @@ export class LangGraphStore {
       const keys = below[i];
       if (record?.split === true) {
         const split: Record<string, SerializedValue> = {};
-        if (keys) for (const key of keys) if (key.value) split[segmentName(key.name)] = serializedOf(records[at++]!);
-        channels[segmentName(channel.name)] = { v: record.v as string | number, split };
+        if (keys) for (const key of keys) if (key.value) setOwn(split, segmentName(key.name), serializedOf(records[at++]!));
+        setOwn(channels, segmentName(channel.name), { v: record.v as string | number, split });
         continue;
       }
       if (keys) for (const key of keys) if (key.value) at += 1;
       if (!record) continue;
       // (made whole: a property added later would grow the object a property store of its own)
       const v = record.v as string | number;
-      channels[segmentName(channel.name)] = typeof record.t === "string" ? { v, value: serializedOf(record) } : { v };
+      setOwn(channels, segmentName(channel.name), typeof record.t === "string" ? { v, value: serializedOf(record) } : { v });
     }
     return channels;
   }
@@ -661,17 +663,34 @@ export class LangGraphStore {
     return out;
   }
 
-  /** The checkpoint ids of a thread's namespace, in id order (uuid6 ids: time order). */
-  private checkpointIds(sessionId: string, threadId: string, ns: string, options: { reverse?: boolean; limit?: number }): string[] {
+  /**
+   * The checkpoint ids of a thread's namespace, greatest first (uuid6 ids: the latest first), as
+   * strings compare (as MemorySaver orders them, and `before` and the head compare them). The
+   * index keys are the ids percent-encoded, which orders ids with other characters otherwise
+   * ("a~" is `a%7E`, before "az"): those are sorted again.
+   */
+  private checkpointIds(sessionId: string, threadId: string, ns: string): string[] {
     const dir = `${indexDir(sessionId, threadId, ns)}/checkpoints`;
     const range = subtreeRange(dir);
-    const keys = options.reverse ? this.store.keys({ start: range.end, end: range.start, reverse: true, ...(options.limit ? { limit: options.limit } : {}) }) : this.store.keys({ ...range, ...(options.limit ? { limit: options.limit } : {}) });
     const ids: string[] = [];
-    for (const key of keys) {
+    let encoded = false;
+    for (const key of this.store.keys({ start: range.end, end: range.start, reverse: true })) {
       const rest = String(key).slice(dir.length + 1);
-      if (rest && !rest.includes("/") && String(key) !== range.end) ids.push(segmentName(rest));
+      if (!rest || rest.includes("/") || String(key) === range.end) continue;
+      if (rest.includes("%") || rest === "~") encoded = true;
+      ids.push(segmentName(rest));
     }
-    return ids;
+    return encoded ? ids.sort((a, b) => (a < b ? 1 : a > b ? -1 : 0)) : ids;
+  }
+
+  /**
+   * The greatest checkpoint id of a thread's namespace (the one getTuple resumes from): its head
+   * record names it (one read), else (a store written before heads were per namespace) the index.
+   */
+  private latestId(sessionId: string, threadId: string, ns: string): string | undefined {
+    const head = this.store.get(headPath(sessionId, threadId, ns));
+    if (isRecord(head) && typeof head.checkpoint_id === "string") return head.checkpoint_id;
+    return this.checkpointIds(sessionId, threadId, ns)[0];
   }
 
   /** The names (decoded) of the directories directly below an index path. */
@@ -857,6 +876,12 @@ function valuesBelow(view: ObjectView, entry: DirEntry | undefined): number {
 /** The values at and below an entry. */
 function valuesAt(view: ObjectView, entry: DirEntry | undefined): number {
   return (entry?.value ? 1 : 0) + valuesBelow(view, entry);
+}
+
+/** `object[key] = value`, "__proto__" included (as an own key, as JSON.parse makes it: an assignment sets the prototype). */
+function setOwn<T>(object: Record<string, T>, key: string, value: T): void {
+  if (key === "__proto__") Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
+  else object[key] = value;
 }
 
 function recordOf(value: SerializedValue): { [key: string]: JsonValue } {

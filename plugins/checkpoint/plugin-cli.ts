@@ -243,8 +243,11 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   if (git && typeof git === "object") {
     row("git", `${typeof git.branch === "string" ? git.branch : "(detached)"} @ ${typeof git.commit === "string" ? git.commit.slice(0, 12) : "-"}${git.dirty === true ? " (dirty)" : ""}`);
   }
-  const dataKeys = Object.keys(m.data);
+  const langgraph = describeLangGraph(m.data.langgraph);
+  // (a LangGraph step's data has rows of its own)
+  const dataKeys = Object.keys(m.data).filter((key) => !(langgraph && key === "langgraph"));
   if (dataKeys.length > 0) row("data", dataKeys.join(", "));
+  if (langgraph) langgraph.forEach((line, i) => row(i === 0 ? "langgraph" : "", line));
   const tasks = Object.entries(record.tasks);
   printLine(`  tasks (${tasks.length})`);
   for (const [id, task] of tasks) printLine(`    ${id.padEnd(8)} ${describeTask(task)}`);
@@ -305,6 +308,25 @@ function validationJson(report: ValidationReport) {
 
 function field(record: JsonValue | undefined, name: string): JsonValue | undefined {
   return record && typeof record === "object" && !Array.isArray(record) ? record[name] : undefined;
+}
+
+/**
+ * A LangGraph step's rows (ApexSaver's checkpoints, data.langgraph): the ids a LangGraph user
+ * passes back (thread, namespace, checkpoint id: `graph.getState({configurable: …})`) and what
+ * the step was, which the description gives only in part (a thread id with "/" reads as a namespace).
+ */
+function describeLangGraph(data: JsonValue | undefined): string[] | undefined {
+  if (!data || typeof data !== "object" || Array.isArray(data) || typeof data.thread_id !== "string") return undefined;
+  const meta = data.metadata && typeof data.metadata === "object" && !Array.isArray(data.metadata) ? data.metadata : {};
+  const lines = [
+    `thread ${JSON.stringify(data.thread_id)}${typeof data.checkpoint_ns === "string" && data.checkpoint_ns !== "" ? `, namespace ${JSON.stringify(data.checkpoint_ns)}` : ""}`,
+    `checkpoint ${String(data.checkpoint_id)}${typeof data.parent_id === "string" ? ` (parent ${data.parent_id})` : ""}`,
+  ];
+  const writes = meta.writes && typeof meta.writes === "object" && !Array.isArray(meta.writes) ? Object.keys(meta.writes) : [];
+  const step = [typeof meta.step === "number" ? `step ${meta.step}` : undefined, typeof meta.source === "string" ? `source ${meta.source}` : undefined, writes.length > 0 ? `writes of ${writes.join(", ")}` : undefined];
+  if (step.some(Boolean)) lines.push(step.filter(Boolean).join(", "));
+  if (typeof data.memory === "string") lines.push(`channels in ${data.memory}`);
+  return lines;
 }
 
 function describeTask(task: JsonValue): string {
