@@ -325,7 +325,7 @@ describe("metrics of a running session", () => {
     const interrupted = project.apex(["session", "metrics", "--json"]);
     expect(interrupted.status, interrupted.stderr).toBe(0);
     expect(JSON.parse(interrupted.stdout)).toMatchObject({ session_id: sid, status: "interrupted", tasks_completed: 2, ended_at: null });
-    expect(project.apex(["session", "metrics"]).stdout).toContain(`Metrics of session ${sid} (interrupted)`);
+    expect(project.apex(["session", "metrics"]).stdout).toContain(`Metrics of session ${sid.slice(0, 8)} (interrupted)`);
     const report = JSON.parse(project.apex(["session", "report", "--format", "json"]).stdout) as { session: { effective_status: string }; metrics: SessionMetrics };
     expect([report.session.effective_status, report.metrics.status]).toEqual(["interrupted", "interrupted"]);
 
