@@ -49,7 +49,7 @@ class HostProject extends Project {
 // The agent copies the context it is given back (APEX_RESUME_CONTEXT) into its working directory.
 const AGENT = 'if [ -n "$APEX_RESUME_CONTEXT" ]; then cp "$APEX_RESUME_CONTEXT" resumed.json; fi; while true; do sleep 0.2; done';
 
-function config(url: string, project: string, ttl: number): string {
+function config(url: string, project: string, ttl: number, plugins = "plugins: {}"): string {
   return [
     "session:",
     `  lease_ttl: ${ttl}`,
@@ -57,7 +57,7 @@ function config(url: string, project: string, ttl: number): string {
     "  worker:",
     "    command: sh",
     `    args: ["-c", ${JSON.stringify(AGENT)}]`,
-    "plugins: {}",
+    plugins,
     "store:",
     "  backend: postgres",
     `  url: ${JSON.stringify(url)}`,
@@ -201,6 +201,34 @@ describe("two hosts on one PostgreSQL database", () => {
     expect(stopped.status, stopped.stderr).toBe(0);
     await waitFor("host-b's agent to end", () => !isAlive(agentB.pid!), 30_000);
   }, 300_000);
+  it("a stop whose beforeStop hooks outlast the lease keeps it renewed: the other host never sees the session interrupted", async () => {
+    const url = cluster.createDatabase();
+    // A plugin whose beforeStop takes 3 leases' time (a slow git push, an upload).
+    const plugins = ["plugins:", "  ./slow-stop.mjs: {}"].join("\n");
+    const a = new HostProject("host-a", config(url, "slow", 1, plugins));
+    const b = new HostProject("host-b", config(url, "slow", 1));
+    writeFileSync(
+      join(a.dir, "slow-stop.mjs"),
+      'export default { name: "slow-stop", version: "1.0.0", apply(apex) { apex.hooks.beforeStop.tapPromise("slow-stop", () => new Promise((done) => setTimeout(done, 3500))); } };\n',
+    );
+    const ready = a.start(["--task", "a slow stop"]);
+    const stopping = a.apexAsync(["stop", "--json"], { env: { APEX_HOST: "host-a" } });
+    const seen: string[] = [];
+    while (stopping.child.exitCode === null) {
+      const report = status(b);
+      seen.push(report.session?.status ?? "none");
+      const refused = report.session?.status === "active" ? b.apex(["start", "--continue", ready.session_id]) : undefined;
+      if (refused) expect(refused.status, refused.stderr).toBe(4);
+      await new Promise((done) => setTimeout(done, 200));
+    }
+    const stopped = await stopping.done;
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(seen).toContain("active");
+    expect(seen).not.toContain("interrupted");
+    expect(status(b).session).toBeNull();
+    expect(a.supervisorLog()).not.toContain("lease lost");
+    expect(a.supervisorLog()).toContain("session stopped");
+  }, 120_000);
 });
 
 describe("claims racing on one database", () => {

@@ -934,8 +934,6 @@ export class Supervisor {
 
   /** Writes the final records: agents, session status and outcome, history; fires onStop. Resolves to the hooks' failures. */
   private async finish(status: "stopped" | "completed" | "failed", outcome: string, actor = "supervisor"): Promise<string[]> {
-    // The record leaves /sessions/<sid>: nothing to renew from now on.
-    this.lease?.release();
     // A hook that fails (or a store that cannot be read for its context) is logged: the session ends all the same.
     const warnings: string[] = [];
     const fire = (hook: "beforeStop" | "onStop") =>
@@ -944,6 +942,9 @@ export class Supervisor {
         warnings.push(`${hook}: ${error.message}`);
       });
     await fire("beforeStop");
+    // Renewed through beforeStop (a slow hook must not leave the session to another host's takeover);
+    // the record now leaves /sessions/<sid>, so a renewal would find it ended.
+    this.lease?.release();
     const at = nowIso();
     const recorded = this.ownWrite((batch, record) => {
       for (const slot of this.slots.values()) {
