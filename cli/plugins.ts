@@ -1,4 +1,7 @@
 import type { Command } from "commander";
+import type { Config } from "../core/config/types.js";
+import type { Engine } from "../core/engine.js";
+import type { ApexError } from "../core/errors.js";
 import { projectOf } from "./context.js";
 import { examples, printJson, printLine, table } from "./output.js";
 
@@ -18,7 +21,7 @@ export interface PluginListRow {
   backends: string[];
   /** Where the config names it; null for built-ins the config does not mention. */
   at: string | null;
-  /** Why a disabled plugin could not be loaded. */
+  /** Why a disabled plugin could not be loaded, or why an enabled one keeps `apex start` from running (a command clash). */
   problem?: string;
 }
 
@@ -31,16 +34,18 @@ export function registerPluginsCommands(program: Command): void {
   plugins
     .command("list")
     .description("list every plugin: source, version, enabled, hooks tapped, and what it adds")
-    .option("--json", "print {storage: {backend, location}, plugins: [{name, source, version, enabled, requires, hooks, triggers, commands, backends, at, problem?}]}")
+    .option("--json", "print {storage: {backend, location}, plugins: [{name, source, version, enabled, requires, hooks, triggers, commands, backends, at, problem?}], warnings}")
     .addHelpText("after", examples("apex plugins list", "apex plugins list --json | jq '.plugins[] | select(.enabled) | .name'"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const location = projectOf(command);
-      const rows = await listPlugins(location);
+      const { rows, warnings } = await listPluginsChecked(location);
       const storage = await storageInUse(location);
-      if (options.json) printJson({ storage, plugins: rows });
+      if (options.json) printJson({ storage, plugins: rows, warnings });
       else {
         printPluginTable(rows);
         printLine(`storage: ${storage.backend} (${storage.location})`);
+        // A listing, like `apex status`: what `apex start` would refuse is a warning, exit 0.
+        for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
       }
     });
 }
@@ -51,12 +56,37 @@ export async function storageInUse(location: ReturnType<typeof projectOf>): Prom
   return describeStore(await resolveStoreSpec(location));
 }
 
+/**
+ * The plugin list, with what `apex config validate` and `apex start` would refuse in the plugins
+ * that did load (a command APEX already has, or two plugins adding one command): a warning with
+ * its fix, and the row's `problem`. Before, the list showed such a plugin as enabled and fine.
+ */
+export async function listPluginsChecked(location: ReturnType<typeof projectOf>): Promise<{ rows: PluginListRow[]; warnings: string[] }> {
+  const { loadConfig } = await import("../core/config/load.js");
+  const config = await loadConfig(location);
+  const { loadPlugins } = await import("../core/plugins.js");
+  const engine = await loadPlugins(config);
+  const rows = await listPlugins(location, engine, config);
+  const warnings: string[] = [];
+  try {
+    await (await import("./plugin-commands.js")).assertPluginsApply(config, engine);
+  } catch (error) {
+    const { code, message, hint, details } = error as ApexError;
+    if (code !== "APEX_E_PLUGIN_DUPLICATE" && code !== "APEX_E_PLUGIN_INVALID") throw error;
+    const plugin = typeof details?.plugin === "string" ? details.plugin : undefined;
+    const row = rows.find((candidate) => candidate.name === plugin);
+    if (row) row.problem = message;
+    warnings.push(`${message} \`apex start\` refuses this config.${hint ? ` ${hint}` : ""}`);
+  }
+  return { rows, warnings };
+}
+
 /** Loads the config, applies the enabled plugins to an engine and reports what each one tapped. */
-export async function listPlugins(location: ReturnType<typeof projectOf>): Promise<PluginListRow[]> {
+export async function listPlugins(location: ReturnType<typeof projectOf>, loaded?: Engine, loadedConfig?: Config): Promise<PluginListRow[]> {
   const { loadConfig } = await import("../core/config/load.js");
   const { builtinPlugins, loadPlugins } = await import("../core/plugins.js");
-  const config = await loadConfig(location);
-  const engine = await loadPlugins(config);
+  const config = loadedConfig ?? (await loadConfig(location));
+  const engine = loaded ?? (await loadPlugins(config));
   const rows: PluginListRow[] = engine.plugins.map((record) => {
     const row: PluginListRow = {
       name: record.name,
@@ -110,5 +140,5 @@ function printPluginTable(rows: PluginListRow[]): void {
       ]),
     ),
   );
-  for (const row of rows) if (row.problem) printLine(`note: ${row.name} is disabled and could not be loaded: ${row.problem}`);
+  for (const row of rows) if (row.problem && !row.enabled) printLine(`note: ${row.name} is disabled and could not be loaded: ${row.problem}`);
 }

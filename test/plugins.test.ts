@@ -500,6 +500,19 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
       expect(start.stderr).toContain(`error[APEX_E_PLUGIN_DUPLICATE]: ${message}`);
       expect(start.status).toBe(2);
       expect(existsSync(join(dir, ".apex")), "start wrote nothing").toBe(false);
+      const listed = runApex(["plugins", "list"], { cwd: dir });
+      if (plugins.includes("b.mjs")) {
+        // b cannot be applied at all: the list cannot be made, and says why.
+        expect(listed.stderr).toContain(`error[APEX_E_PLUGIN_DUPLICATE]: ${message}`);
+        expect(listed.status).toBe(2);
+        continue;
+      }
+      // A command APEX already has: plugins list, a listing like status, lists it with a warning and its fix (exit 0).
+      expect(listed.status, listed.stderr).toBe(0);
+      expect(listed.stderr).toContain(`warning: ${message} \`apex start\` refuses this config. Set plugin`);
+      const listedJson = JSON.parse(runApex(["plugins", "list", "--json"], { cwd: dir }).stdout) as { plugins: Array<{ name: string; problem?: string }>; warnings: string[] };
+      expect(listedJson.warnings).toEqual([expect.stringContaining(message)]);
+      expect(listedJson.plugins.filter((row) => row.problem).map((row) => [row.name, row.problem])).toEqual([[plugins.includes("list") ? "mylist" : "mystatus", message]]);
     }
     const hint = runApex(["config", "validate"], { cwd: project(`plugins:\n  ./status.mjs: {}\n`, files) }).stderr;
     expect(hint).toContain("hint: Set plugin mystatus (file:./status.mjs at apex.config.yaml:2:3) to false under `plugins:`");
