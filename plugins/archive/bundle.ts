@@ -22,6 +22,7 @@ import type { JsonValue } from "../../core/store/store.js";
 import { containmentProblems } from "../checkpoint/contained.js";
 import {
   checkSessionId,
+  isRecord,
   manifestHash,
   manifestPath,
   manifestShapeProblems,
@@ -512,6 +513,3 @@ function isCount(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}

@@ -13,7 +13,7 @@ import {
 } from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
-import { checkSessionId, manifestHash, manifestPath, manifestShapeProblems, parseCheckpointName, type CheckpointManifest } from "../checkpoint/manifest.js";
+import { checkSessionId, isRecord, manifestHash, manifestPath, manifestShapeProblems, parseCheckpointName, type CheckpointManifest } from "../checkpoint/manifest.js";
 import type { BundleInput, BundleKind } from "./bundle.js";
 
 /** Where a session's record is and what it says. */
@@ -157,8 +157,4 @@ function damaged(sessionId: string, what: string, where?: string): ApexError {
   return new ApexError("APEX_E_INTEGRITY", `Session ${sessionId} cannot be bundled: ${where ? `${where}: ` : ""}${what.replace(/\.$/, "")}.`, {
     hint: "Nothing was written. Run `apex session validate`, then `apex session repair`, and try again.",
   });
-}
-
-export function isRecord(value: unknown): value is Record<string, JsonValue> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }

@@ -5,7 +5,8 @@ import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { checkpointName } from "../checkpoint/manifest.js";
 import { readBundle, type BundleContent, type BundleKind, type ReadLimits } from "./bundle.js";
-import { historyPath, isRecord, livePath } from "./collect.js";
+import { isRecord } from "../checkpoint/manifest.js";
+import { historyPath, livePath } from "./collect.js";
 import { readBundleFile } from "./files.js";
 
 /** Actor of the revision-log entries archive, unarchive and import write. */

@@ -2,7 +2,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type Located } from "./catalog.js";
 import { resolveCheckpoint } from "./checkpoints.js";
-import { checkpointName, RESERVED_SESSION_NAMES } from "./manifest.js";
+import { checkpointName, isRecord, RESERVED_SESSION_NAMES } from "./manifest.js";
 import { MERGE_TRIGGER, mergeSourceOf } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 
@@ -227,6 +227,3 @@ function resolveReference(store: Store, { ref, sessionId }: Reference): string[]
   }
 }
 
-function isRecord(value: unknown): value is Record<string, JsonValue> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}

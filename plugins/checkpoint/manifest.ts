@@ -160,7 +160,7 @@ export function manifestShapeProblems(value: unknown): string[] {
   return problems;
 }
 
-export function isRecord(value: unknown): value is Record<string, unknown> {
+export function isRecord(value: unknown): value is Record<string, JsonValue> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 

@@ -11,6 +11,7 @@ import {
 } from "./engine/objects.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { segmentsPath } from "./scope.js";
+import { isRecord } from "./manifest.js";
 
 /**
  * The three-way merge of checkpoint trees. Both sides are diffed against the base with
@@ -202,10 +203,6 @@ function decideTask(
 
 function sameJson(a: JsonValue | undefined, b: JsonValue | undefined): boolean {
   return canonicalJson(a ?? null) === canonicalJson(b ?? null);
-}
-
-function isRecord(value: unknown): value is Record<string, JsonValue> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** True when the plan changes nothing in ours. */
