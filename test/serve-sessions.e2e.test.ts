@@ -294,5 +294,12 @@ describe("apex serve: sessions side by side", () => {
     // The use was recorded too (it waited for the read instead of failing).
     const lastUsed = () => (JSON.parse(p.apex(["session", "shares", alpha, "--json"]).stdout) as Array<{ user: string; last_used_at: string | null }>).find((g) => g.user === "al")!.last_used_at;
     await waitFor("the grant's use to be recorded", () => lastUsed() ?? undefined, 30_000);
+
+    // Brought back through the server, the branch is printed by its name, as a local start prints it
+    // (the short id was printed); --json would have the whole id and the name.
+    const back = remote(p, url, "alpha", owner.token, ["start", "--continue", "alpha"]);
+    expect(back.status, back.stderr).toBe(0);
+    expect(back.stdout.split("\n")[0]).toMatch(/^Session alpha continued \(supervisor pid \d+\)\.$/);
+    expect(back.stdout).not.toContain(alpha.slice(0, 8));
   });
 });
