@@ -71,7 +71,9 @@ describe("apex serve: every session of the project", () => {
     });
     const text = await stream.text();
     expect(text).toContain('"type":"session.stopped"');
-    expect(text).toMatch(/event: end\ndata: .*has ended/);
+    // Ended, says why, naming the session as session list does (it had the whole id).
+    expect(text).toMatch(new RegExp(`event: end\ndata: .*session ${a.slice(0, 8)} has ended`));
+    expect(text).not.toContain(`${a} has ended`);
 
     // Read-only: an operator of A can change nothing of it (exit 4, nothing written).
     for (const args of [["pause"], ["memory", "set", "/notes/a", "9"], ["task", "add", "late"]]) {
