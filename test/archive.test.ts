@@ -330,10 +330,16 @@ describe("apex session export / import", () => {
     const target = project("target");
     const before = await threeSessions(source);
     const file = join(root, "live.apexbundle");
-    expect(apexIn(source)("session", "export", "s-live", "-o", file).status).toBe(0);
+    // A branch: export and import name it as session list does (they printed the whole id), --json has both.
+    await withStore(source, (store) => store.set("/sessions/s-live", { ...(store.get("/sessions/s-live") as object), name: "experiment" }));
+    before.live = await withStore(source, (store) => snapshot(store, "s-live"));
+    const exported = apexIn(source)("session", "export", "s-live", "-o", file);
+    expect(exported.status, exported.stderr).toBe(0);
+    expect(exported.stdout).toMatch(/^Exported session experiment \(live\) to /);
     const imported = apexIn(target)("session", "import", file);
     expect(imported.status).toBe(0);
-    expect(imported.stdout).toMatch(/it is here as an ended \(stopped\) session/);
+    expect(imported.stdout).toMatch(/^Imported session experiment from /);
+    expect(imported.stdout).toMatch(/it is here as an ended \(stopped\) session: `apex start --continue experiment` resumes it/);
     await withStore(target, (store) => {
       const after = snapshot(store, "s-live");
       expect(after.live).toBeNull();

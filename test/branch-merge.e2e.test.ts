@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project } from "./fixtures/agents/harness.js";
+import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 
@@ -23,7 +23,7 @@ const { git } = isolatedGit("apex-branch-git-home-");
 const agent = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "pwd > ran-here.txt; while true; do sleep 0.5; done"]`].join("\n");
 
 describe("the flow's commands, verbatim", () => {
-  it("apex session branch <checkpoint-uuid> \"experimental-feature\", run it, apex session merge <experimental-uuid> <main-uuid>", () => {
+  it("apex session branch <checkpoint-uuid> \"experimental-feature\", run it, apex session merge <experimental-uuid> <main-uuid>", async () => {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
     const p = project;
     const main = p.start(["--task", "main work"]).session_id;
@@ -67,8 +67,17 @@ describe("the flow's commands, verbatim", () => {
     expect(mergeCheckpoint.manifest.trigger).toBe("merge");
     expect(p.apex(["checkpoint", "show", `${main}/latest`]).stdout).toMatch(/merged from +[0-9a-f-]{36}/);
 
-    // Continuing main brings the merged state back: main's change and the experiment's.
-    p.start(["--continue", main]);
+    // Continuing main brings the merged state back: main's change and the experiment's. It stops
+    // the branch, which ends a `logs -f` of it with a notice naming it as session list does.
+    const follow = p.apexAsync(["logs", "-f", "-n", "1"]);
+    try {
+      await waitFor("the follower's first line", () => follow.output().includes("idle |"));
+      p.start(["--continue", main]);
+      const followed = await Promise.race([follow.done, new Promise<undefined>((r) => setTimeout(() => r(undefined), 10_000))]);
+      expect(followed?.stderr, follow.errors()).toBe("Session experimental-feature has ended: no more output will come.\n");
+    } finally {
+      follow.child.kill();
+    }
     const notes = json<{ children: Record<string, string> }>(p.apex(["memory", "show", "/notes", "--json"])).children;
     expect(notes).toEqual({ "/notes/a": "main", "/notes/b": "experiment", "/notes/c": "new" });
     expect(json<Array<{ title: string }>>(p.apex(["task", "list", "--json"])).map((task) => task.title)).toContain("try the experiment");

@@ -30,6 +30,7 @@ import { forceRecover, reconstructSession } from "../plugins/checkpoint/recover.
 import { repairStore, sessionLabeller, validateStore, verifyCheckpoint } from "../plugins/checkpoint/validate.js";
 import { validateOutOfProcess } from "../plugins/checkpoint/validate-process.js";
 import { createCheckpointService } from "../plugins/checkpoint/service.js";
+import { SessionCheckpoints } from "../plugins/checkpoint/plugin-service.js";
 import { REPO_ROOT, random, runApex, tempDir } from "./helpers/cli.js";
 import { openStore } from "../core/store/open.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
@@ -903,6 +904,24 @@ describe("session service (core/session/checkpoints.ts contract)", () => {
     expect(store.get("/x")).toBe(1);
     expect(await service.resolve!(info!.id.slice(0, 6))).toEqual({ sessionId: "s1", checkpoint: info!.id });
     expect(await service.resolve!("ffffffff")).toBeUndefined();
+  });
+
+  it("warns of a failing afterCheckpoint naming the session as session list does: a branch by its name, another by its short id", async () => {
+    const warnings: string[] = [];
+    const service = new SessionCheckpoints(store, {
+      afterCheckpoint: async () => {
+        throw new Error("tap failed");
+      },
+      warn: (message) => void warnings.push(message),
+    });
+    const branch = "3f2a9c1e-0b7d-4c55-9e61-2d8f3a4b5c6d";
+    const other = "7d0b2e4f-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
+    await store.set(`/sessions/history/${branch}`, { session_id: branch, name: "experiment" });
+    await store.set(`/sessions/history/${other}`, { session_id: other });
+    await store.set("/x", 1);
+    expect(await service.create({ sessionId: branch, trigger: "manual", description: "" })).toMatchObject({ sessionId: branch, sequence: 1 });
+    expect(await service.create({ sessionId: other, trigger: "manual", description: "" })).toMatchObject({ sessionId: other, sequence: 1 });
+    expect(warnings).toEqual(["afterCheckpoint after experiment/checkpoint-001: tap failed", "afterCheckpoint after 7d0b2e4f/checkpoint-001: tap failed"]);
   });
 });
 });

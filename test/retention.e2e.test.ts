@@ -133,6 +133,19 @@ describe("apex checkpoint list: what keeps each checkpoint (end to end)", () => 
     expect(text.stdout).toMatch(/checkpoint-005 .*  branch experiment, last  /);
     expect(text.stdout).toMatch(/checkpoint-003 .*  branch 7d0b2e4f, daily  /);
     for (const id of [named, unnamed]) expect(text.stdout).not.toContain(id);
+    // cleanup --dry-run names them so too, in its keep reasons and in why a session's leftover resume
+    // file goes (it printed the whole id there); the file's path keeps it, as --json's why does.
+    for (const id of [named, unnamed]) {
+      mkdirSync(join(dir, ".apex", "logs", id), { recursive: true });
+      writeFileSync(join(dir, ".apex", "logs", id, "coder.resume.json"), "{}\n");
+    }
+    const cleanupText = apex("session", "cleanup", "--dry-run").stdout;
+    expect(cleanupText).toMatch(/checkpoint-005 .*  branch experiment, last$/m);
+    expect(cleanupText).toContain(`  .apex/logs/${named}/coder.resume.json  3 B  resume context of ended session experiment\n`);
+    expect(cleanupText).toContain(`  .apex/logs/${unnamed}/coder.resume.json  3 B  resume context of ended session 7d0b2e4f\n`);
+    for (const id of [named, unnamed]) expect(cleanupText.replaceAll(`.apex/logs/${id}/`, "")).not.toContain(id);
+    const cleanupJson = JSON.parse(apex("session", "cleanup", "--dry-run", "--json").stdout) as { temporary: { files: Array<{ path: string; why: string }> } };
+    expect(cleanupJson.temporary.files.find((file) => file.path.includes(named))?.why).toBe(`resume context of ended session ${named}`);
 
     // After the cleanup, every checkpoint listed has a reason.
     expect(apex("session", "cleanup", "--json").status).toBe(0);

@@ -71,7 +71,9 @@ describe("apex serve: every session of the project", () => {
     });
     const text = await stream.text();
     expect(text).toContain('"type":"session.stopped"');
-    expect(text).toMatch(/event: end\ndata: .*has ended/);
+    // Ended, says why, naming the session as session list does (it had the whole id).
+    expect(text).toMatch(new RegExp(`event: end\ndata: .*session ${a.slice(0, 8)} has ended`));
+    expect(text).not.toContain(`${a} has ended`);
 
     // Read-only: an operator of A can change nothing of it (exit 4, nothing written).
     for (const args of [["pause"], ["memory", "set", "/notes/a", "9"], ["task", "add", "late"]]) {
@@ -294,5 +296,27 @@ describe("apex serve: sessions side by side", () => {
     // The use was recorded too (it waited for the read instead of failing).
     const lastUsed = () => (JSON.parse(p.apex(["session", "shares", alpha, "--json"]).stdout) as Array<{ user: string; last_used_at: string | null }>).find((g) => g.user === "al")!.last_used_at;
     await waitFor("the grant's use to be recorded", () => lastUsed() ?? undefined, 30_000);
+
+    // share and unshare name it as session list does (they printed the whole id; the invite's addresses keep it),
+    // and connect's header as apex status does, its name with the whole id after it (the whole id alone was printed).
+    const shared = p.apex(["session", "share", "alpha", "zed"]);
+    expect(shared.stdout.split("\n")[0], shared.stderr).toBe("Shared session alpha with zed as viewer (until revoked).");
+    expect(shared.stdout).toContain(`/${alpha}`);
+    expect(p.apex(["session", "unshare", "alpha", "zed"]).stdout.split("\n")[0]).toBe("Revoked zed's access to session alpha (1 token).");
+    const connect = p.apexAsync(["connect", `${url.replace("http://", "")}/alpha`], { env: { APEX_TOKEN: owner.token } });
+    try {
+      await waitFor("connect's header", () => connect.output().includes("\nSession "));
+      expect(connect.output().split("\n")[1]).toBe(`Session alpha (${alpha})  interrupted`);
+    } finally {
+      connect.child.kill("SIGINT");
+      await connect.done;
+    }
+
+    // Brought back through the server, the branch is printed by its name, as a local start prints it
+    // (the short id was printed); --json would have the whole id and the name.
+    const back = remote(p, url, "alpha", owner.token, ["start", "--continue", "alpha"]);
+    expect(back.status, back.stderr).toBe(0);
+    expect(back.stdout.split("\n")[0]).toMatch(/^Session alpha continued \(supervisor pid \d+\)\.$/);
+    expect(back.stdout).not.toContain(alpha.slice(0, 8));
   });
 });

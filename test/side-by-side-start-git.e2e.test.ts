@@ -49,6 +49,13 @@ describe("apex start --continue --git-checkout with sessions side by side", () =
     expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
     const branched = p.apex(["session", "branch", "latest", "alpha", "--worktree", wt]);
     expect(branched.status, branched.stderr).toBe(0);
+    // A checkpoint asked for in alpha's worktree while alpha does not run is alpha's or none: it
+    // went to main's supervisor and checkpointed main, printing main's id where alpha was meant.
+    const mainCheckpoints = p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout;
+    const notRunning = p.apex(["checkpoint", "create", "in alpha's worktree"], { cwd: wt });
+    expect(notRunning.status, notRunning.stdout).not.toBe(0);
+    expect(notRunning.stdout).toBe("");
+    expect(p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout).toBe(mainCheckpoints);
     // The track moves on in its worktree; the project's tree has work of its own that is not committed.
     writeFileSync(join(wt, "alpha.txt"), "a\n");
     git(wt, "add", "alpha.txt");
@@ -81,7 +88,8 @@ describe("apex start --continue --git-checkout with sessions side by side", () =
     expect(readFileSync(join(dir, "scratch.txt"), "utf8")).toBe("main's uncommitted work\n");
     expect(list().filter((item) => item.status === "active").map((item) => item.session_id).sort()).toEqual([main, alpha.session_id].sort());
     // Its agents run on the checked-out code, and its checkpoints record it.
-    expect(p.apex(["checkpoint", "create", "after checkout"], { cwd: wt }).status).toBe(0);
+    const created = p.apex(["checkpoint", "create", "after checkout"], { cwd: wt });
+    expect(created.stdout, created.stderr).toMatch(/^Created checkpoint-\d{3} \([0-9a-f-]{36}\) of session alpha\.$/m);
     const state = json<{ git_state: { branch: string; commit: string } }>(p.apex(["checkpoint", "show", "latest", "--session", "alpha", "--json"])).git_state;
     expect(state).toMatchObject({ branch: alpha.git_checkout.branch, commit: c0 });
 

@@ -65,11 +65,14 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     // Following a running session ends with it (as `--attach` does): once its supervisor is gone,
     // what the agents wrote is read to its end. A session not running is followed until Ctrl-C
     // (a `start --continue` of it writes on into the same logs).
+    const running = liveSupervisorOf(location.storeDir, sessionId);
     const ended = () => liveSupervisorOf(location.storeDir, sessionId) === undefined;
     try {
-      if (await followLogs(dir, chosen, agent, print, () => interrupted, ended() ? undefined : ended)) {
-        // The session as session list prints an unnamed one (logs read no session record for a name); a reference --session takes.
-        process.stderr.write(`Session ${shortSessionId(sessionId)} has ended: no more output will come.\n`);
+      if (await followLogs(dir, chosen, agent, print, () => interrupted, running ? ended : undefined)) {
+        // The session as session list prints it, a reference --session takes: its name (a branch's,
+        // from its supervisor's runtime file: logs read no session record), else its uuid's short form.
+        const name = typeof running?.name === "string" && running.name ? visibleText(running.name) : shortSessionId(sessionId);
+        process.stderr.write(`Session ${name} has ended: no more output will come.\n`);
       }
     } finally {
       undo();

@@ -9,7 +9,6 @@ import type { ReadyReport } from "../../core/session/supervisor.js";
 import { formatEvent, paintStatus } from "./format.js";
 import { whenStdoutReaderGone } from "../stdout-reader.js";
 import { sessionText, type Handover } from "./handover.js";
-import { shortSessionId } from "../../core/session/names.js";
 import type { Config } from "../../core/config/types.js";
 import type { ContinueTarget } from "../../core/session/sessions.js";
 
@@ -97,9 +96,10 @@ async function continueRemote(remote: SessionClient, options: StartOptions): Pro
       hint: "A new session is started on its own machine; `apex connect` follows it.",
     });
   }
-  const ready = (await remote.call("session.continue", { continue: options.continue }, 120_000)) as ReadyReport;
+  const ready = (await remote.call("session.continue", { continue: options.continue }, 120_000)) as ReadyReport & { name?: unknown };
   if (options.json) printJson(ready);
-  else printReady(ready, shortSessionId(ready.session_id));
+  // As a local start prints it: by its name (which the server answers; an older one does not), else its uuid's short form.
+  else printReady(ready, sessionText({ session_id: ready.session_id, name: typeof ready.name === "string" && ready.name ? (await import("../terminal-text.js")).visibleText(ready.name) : null }));
 }
 
 type GitStart = Awaited<ReturnType<(typeof import("../../plugins/index.js"))["builtinServices"]["gitStart"]>>;

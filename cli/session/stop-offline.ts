@@ -7,6 +7,7 @@ import { terminateGroup } from "../../core/session/agents.js";
 import { agentMarker, carriesMarker, isSameProcessAlive, signalProcess, sleep, supervisorMarker } from "../../core/session/proc.js";
 import { CURRENT_SESSION_PATH, setActiveSession, agentPath, historyPath, nowIso, sessionPath, type AgentRecord, type SessionRecord } from "../../core/session/records.js";
 import { removeRuntime } from "../../core/session/runtime.js";
+import { shortSessionId } from "../../core/session/names.js";
 import { appendEvent, SessionReader } from "../../core/session/service.js";
 import { onOtherHost, remoteSessionError } from "../../core/session/lease.js";
 import { currentSession, noSessionError, noSessionToActOn, supervisorAlive } from "../../core/session/sessions.js";
@@ -70,7 +71,8 @@ export async function stopWithoutSupervisor(
           const created = await checkpointServiceFor(store)?.create({ sessionId: sid, ...options.checkpoint });
           if (created) checkpoint = { id: created.id, name: `checkpoint-${String(created.sequence).padStart(3, "0")}`, trigger: created.trigger };
         } catch (error) {
-          warn(`no checkpoint of session ${sid} before it stops: ${(error as Error).message}`);
+          // The session as session list prints it: a branch by its name, another by its uuid's short form.
+          warn(`no checkpoint of session ${typeof session.name === "string" && session.name ? session.name : shortSessionId(sid)} before it stops: ${(error as Error).message}`);
         }
       }
       // As the supervisor does: the session is still current (an onStop checkpoint is taken here).

@@ -5,7 +5,9 @@ import { ApexError } from "../../core/errors.js";
 import { lmdbDataDir, type Store } from "../../core/store/store.js";
 import { describeStore, openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../cli/durations.js";
-import { formatBytes, plural } from "../../cli/output.js";
+import { formatBytes, plural, visibleText } from "../../cli/output.js";
+import { shortSessionId } from "../../core/session/names.js";
+import { findSession } from "../../core/session/sessions.js";
 import { RESERVED_SESSION_NAMES } from "../checkpoint/manifest.js";
 import { Progress } from "../compression/progress.js";
 import { archiveSessions, type ArchiveResult } from "./archive.js";
@@ -209,13 +211,24 @@ export function findBundle(target: string, directory: string): string {
   });
 }
 
+/** The session as session list prints it: a branch by its name, another by its uuid's short form (--json has the whole id). */
+function exportedLabel(store: Store, sessionId: string): string {
+  let name: unknown;
+  try {
+    name = findSession(store, sessionId)?.name;
+  } catch {
+    name = undefined; // a record that does not read: the export said what it could collect
+  }
+  return typeof name === "string" && name ? visibleText(name) : shortSessionId(sessionId);
+}
+
 function printInstall(context: CommandContext, verb: string, result: InstallResult, file: string): void {
   const { objects } = result;
   context.print(
-    `${verb} session ${result.sessionId} from ${displayPath(file, context.projectDir)} (${result.kind === "archive" ? "archived" : "exported"} ${formatTime(result.createdAt)}): ${plural(result.checkpoints, "checkpoint")}, ${plural(result.records, "record")}, ${plural(objects.total, "object")} (${objects.written} written, ${objects.present} already here).`,
+    `${verb} session ${result.name ? visibleText(result.name) : shortSessionId(result.sessionId)} from ${displayPath(file, context.projectDir)} (${result.kind === "archive" ? "archived" : "exported"} ${formatTime(result.createdAt)}): ${plural(result.checkpoints, "checkpoint")}, ${plural(result.records, "record")}, ${plural(objects.total, "object")} (${objects.written} written, ${objects.present} already here).`,
   );
   if (result.converted && result.previousStatus !== "completed" && result.previousStatus !== "failed" && result.previousStatus !== "stopped") {
-    context.print(`It was ${result.previousStatus ?? "live"} when exported; it is here as an ended (stopped) session: \`apex start --continue ${result.sessionId}\` resumes it.`);
+    context.print(`It was ${result.previousStatus ?? "live"} when exported; it is here as an ended (stopped) session: \`apex start --continue ${result.name ? visibleText(result.name) : result.sessionId}\` resumes it.`);
   }
   if (result.sanitizedAgents > 0) context.print(`The bundle comes from another project: the process ids of ${plural(result.sanitizedAgents, "agent record")} were cleared.`);
 }
@@ -223,6 +236,7 @@ function printInstall(context: CommandContext, verb: string, result: InstallResu
 function installJson(result: InstallResult, file: string) {
   return {
     session_id: result.sessionId,
+    name: result.name,
     file,
     bundle_kind: result.kind,
     bundle_created_at: result.createdAt,
@@ -299,7 +313,7 @@ export async function runExport(input: CommandInput, context: CommandContext, se
     if (input.options.json) context.printJson(summary);
     else {
       context.print(
-        `Exported session ${sessionId} (${collected.location.state}) to ${displayPath(file, context.projectDir)}: ${plural(summary.checkpoints, "checkpoint")}, ${plural(summary.records, "record")}, ${plural(summary.objects, "object")}; ${formatBytes(bodyBytes)} in ${formatBytes(bytes.length)} (${settings.algorithm}).`,
+        `Exported session ${exportedLabel(store, sessionId)} (${collected.location.state}) to ${displayPath(file, context.projectDir)}: ${plural(summary.checkpoints, "checkpoint")}, ${plural(summary.records, "record")}, ${plural(summary.objects, "object")}; ${formatBytes(bodyBytes)} in ${formatBytes(bytes.length)} (${settings.algorithm}).`,
       );
       context.print("Import it elsewhere with `apex session import <file>`.");
     }

@@ -16,6 +16,8 @@ const ENDED = new Set(["completed", "failed", "stopped"]);
 
 export interface InstallResult {
   sessionId: string;
+  /** Its name (a branch's), null for an unnamed session: text names the session by it. */
+  name: string | null;
   kind: BundleKind;
   createdAt: string;
   checkpoints: number;
@@ -80,6 +82,8 @@ export async function installBundle(store: Store, content: BundleContent, option
     if (record.supervisor !== undefined && record.supervisor !== null) records[index] = [historyPath(sessionId), { ...record, supervisor: null }];
   }
   const sanitizedAgents = fromElsewhere ? clearProcessIds(records, sessionId) : 0;
+  const sessionRecord = records.find(([path]) => path === historyPath(sessionId))?.[1];
+  const name = isRecord(sessionRecord) && typeof sessionRecord.name === "string" && sessionRecord.name ? sessionRecord.name : null;
 
   let revision = store.revision();
   let written = 0;
@@ -103,6 +107,7 @@ export async function installBundle(store: Store, content: BundleContent, option
   });
   return {
     sessionId,
+    name,
     kind: manifest.kind,
     createdAt: manifest.created_at,
     checkpoints: content.checkpoints.length,

@@ -398,7 +398,8 @@ export class LangGraphStore {
       try {
         await this.options.afterCheckpoint?.(checkpointInfo(manifest));
       } catch (error) {
-        this.options.warn?.(`afterCheckpoint after ${sessionId}/${manifest.name}: ${(error as Error).message}`);
+        const { sessionLabel } = await import("./merge-base.js");
+        this.options.warn?.(`afterCheckpoint after ${sessionLabel(this.store, sessionId)}/${manifest.name}: ${(error as Error).message}`);
       }
       return { apex: { id: manifest.id, name: manifest.name } };
     });

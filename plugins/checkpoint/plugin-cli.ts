@@ -72,14 +72,29 @@ export async function writerClient(location: ProjectLocation, sessionId?: string
   } catch (error) {
     if (!isApexError(error) || error.code !== "APEX_E_AMBIGUOUS_SESSION") throw error;
   }
-  // `--session` named one that does not run: another session's supervisor is not its writer (a
-  // checkpoint would be that session's); the command goes to the store, which names the problem.
-  if (sessionId === undefined && sessionFlag() !== undefined) return undefined;
+  // `--session` named one that does not run, or the command runs in the git worktree of a branch
+  // session that does not run: another session's supervisor is not its writer (a checkpoint would
+  // be that session's); the command goes to the store, which acts on it or names the problem.
+  if (sessionId === undefined && (sessionFlag() !== undefined || (await boundToWorktree(location)))) return undefined;
   for (const any of liveSupervisors(location.storeDir)) {
     const client = await liveSessionClient(location, { session: any.session_id });
     if (client) return client; // one on another store than this command names is not its writer
   }
   return undefined;
+}
+
+/** True when the command runs in a git worktree the store binds to a session (binding.ts, rule 3); the store is read only then. */
+async function boundToWorktree(location: ProjectLocation): Promise<boolean> {
+  const { commandDirectory, linkedWorktreeOf } = await import("../../core/session/binding.js");
+  if (!linkedWorktreeOf(commandDirectory()) || !(await storeExists(location))) return false;
+  const { sessionBinding } = await import("../../core/session/sessions.js");
+  return withReadStore(location, (store) => {
+    try {
+      return sessionBinding(store)?.source === "worktree";
+    } catch {
+      return false; // several sessions and none bound here: not this rule's to decide
+    }
+  });
 }
 
 export async function callWriter(writer: SessionClient, method: string, params: Record<string, unknown>): Promise<unknown> {

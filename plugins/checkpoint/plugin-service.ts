@@ -121,7 +121,8 @@ export class SessionCheckpoints {
       await this.options.afterCheckpoint?.(info);
     } catch (error) {
       // The checkpoint is written; the failing afterCheckpoint tap was reported to onError by the engine.
-      this.options.warn?.(`afterCheckpoint after ${request.sessionId}/${manifest.name}: ${(error as Error).message}`);
+      // Its session as session list prints it (a branch by its name): a reference `checkpoint show` takes.
+      this.options.warn?.(`afterCheckpoint after ${sessionLabel(this.store, request.sessionId)}/${manifest.name}: ${(error as Error).message}`);
     }
     return { ...info, summary: summaryOf(manifest) };
   }

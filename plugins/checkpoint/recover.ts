@@ -1,5 +1,5 @@
 import { ApexError } from "../../core/errors.js";
-import { sessionIdByName } from "../../core/session/names.js";
+import { sessionIdByName, shortSessionId } from "../../core/session/names.js";
 import { allSessions } from "../../core/session/sessions.js";
 import { checkSessionName } from "./session-name.js";
 import {
@@ -435,7 +435,8 @@ export async function reconstructSession(store: Store, sessionId: string, option
     const created = writeCheckpoint(store, {
       sessionId: newId,
       trigger: "reconstruct",
-      description: `Reconstructed from session ${sessionId}${base ? ` (${base.name})` : ""}`,
+      // The session as session list prints it (a branch by its name): the description is read by people (checkpoint list, show); data.reconstructed_from keeps the whole id.
+      description: `Reconstructed from session ${typeof old.name === "string" && old.name ? old.name : shortSessionId(sessionId)}${base ? ` (${base.name})` : ""}`,
       pinned: false,
       gitState: base?.git_state ?? null,
       data: { reconstructed_from: sessionId },

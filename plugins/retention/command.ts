@@ -92,10 +92,15 @@ function printDryRun(context: CommandContext, plan: RetentionPlan, temporary: Te
   if (temporary.length > 0) {
     context.print("");
     context.print(`Temporary files: ${plural(temporary.length, "file")} to remove (${formatBytes(sum(temporary))})`);
-    for (const file of temporary) context.print(`  ${file.display}  ${formatBytes(file.bytes)}  ${file.why}`);
+    for (const file of temporary) context.print(`  ${file.display}  ${formatBytes(file.bytes)}  ${temporaryWhy(file, label)}`);
   }
   context.print("");
   context.print("Dry run: nothing was changed. Run `apex session cleanup` without --dry-run to apply.");
+}
+
+/** A temporary file's reason as text says it: its session as the other lines name it (the path beside it keeps the whole id, the directory's name). */
+function temporaryWhy(file: TemporaryFile, label: Label): string {
+  return file.sessionId !== undefined && file.why.endsWith(` session ${file.sessionId}`) ? `${file.why.slice(0, -file.sessionId.length)}${label(file.sessionId)}` : file.why;
 }
 
 function printHeader(context: CommandContext, plan: RetentionPlan): void {

@@ -19,7 +19,10 @@ export interface TemporaryFile {
   /** Relative to the project directory when inside it (for output). */
   display: string;
   bytes: number;
+  /** Why it is removed; whole ids (--json). */
   why: string;
+  /** The session a resume file is of: text names it by its name, else its uuid's short form (`why` with that label). */
+  sessionId?: string;
 }
 
 export interface TemporaryScope {
@@ -37,11 +40,11 @@ const RESUME_FILE = /\.resume\.json$/;
 /** Finds the leftovers listed above; reads only. */
 export function findTemporaryFiles(scope: TemporaryScope): TemporaryFile[] {
   const found: TemporaryFile[] = [];
-  const add = (path: string, why: string) => {
+  const add = (path: string, why: string, sessionId?: string) => {
     const bytes = sizeOf(path);
     if (bytes === undefined) return;
     const display = scope.projectDir && isInside(path, scope.projectDir) ? relative(scope.projectDir, path) : path;
-    found.push({ path, display, bytes, why });
+    found.push({ path, display, bytes, why, ...(sessionId !== undefined ? { sessionId } : {}) });
   };
 
   for (const name of list(scope.storeDir)) {
@@ -57,7 +60,7 @@ export function findTemporaryFiles(scope: TemporaryScope): TemporaryFile[] {
     if (state === "current") continue;
     for (const name of list(join(logs, sessionId))) {
       if (!RESUME_FILE.test(name)) continue;
-      add(join(logs, sessionId, name), state === "ended" ? `resume context of ended session ${sessionId}` : `resume context of removed session ${sessionId}`);
+      add(join(logs, sessionId, name), state === "ended" ? `resume context of ended session ${sessionId}` : `resume context of removed session ${sessionId}`, sessionId);
     }
   }
   return found.sort((a, b) => a.path.localeCompare(b.path));

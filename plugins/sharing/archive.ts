@@ -196,9 +196,10 @@ export async function readableByUser(store: Store, user: string, ref: string, no
 }
 
 /** Events of a session after `seq`, and whether the session has ended (no more will come). */
-export function storedEvents(store: Store, sessionId: string, seq: number): { events: SessionEvent[]; ended: boolean } {
+export function storedEvents(store: Store, sessionId: string, seq: number): { events: SessionEvent[]; ended: boolean; name: string | null } {
   const session = storedSession(store, sessionId);
-  return { events: Array.from(eventsAfter(store, sessionId, seq)), ended: session.ended };
+  const name = session.record.name;
+  return { events: Array.from(eventsAfter(store, sessionId, seq)), ended: session.ended, name: typeof name === "string" && name ? name : null };
 }
 
 export function readOnlySession(session: StoredSession, method: string): ApexError {

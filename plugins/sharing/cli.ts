@@ -1,7 +1,8 @@
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { parseDuration, isDuration } from "../../core/config/duration.js";
 import { ApexError } from "../../core/errors.js";
-import { paint, printJson, printLine, table } from "../../cli/output.js";
+import { paint, printJson, printLine, table, visibleText } from "../../cli/output.js";
+import { shortSessionId } from "../../core/session/names.js";
 import { currentActor } from "../../core/actor.js";
 import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { GrantView } from "./grants.js";
@@ -49,6 +50,11 @@ export async function serveCommand(
  * Runs a grant method on the session `ref` names: `current`, or any session of the project by
  * id or unique prefix (an ended one too: it stays readable through `apex serve`).
  */
+/** How share and unshare name the session: by its name (the reply's; a writer older than it leaves it out), else its uuid's short form. */
+function sharedSession(reply: { session_id: string; name?: string | null }): string {
+  return typeof reply.name === "string" && reply.name ? visibleText(reply.name) : shortSessionId(reply.session_id);
+}
+
 async function withSession<T>(location: ProjectLocation, ref: string, fn: (client: SessionClient, params: { session?: string }) => Promise<T>): Promise<T> {
   const session = ref === "current" ? undefined : ref;
   const client = await openSessionClient(location, "write", { session });
@@ -98,7 +104,7 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
   const origin = serverOrigin(url);
   const reply = await withSession(location, ref, (client, session) =>
     client.call("share.create", { ...session, user, role: options.role, expires_in_s: expiresIn, actor: currentActor() }),
-  ) as { session_id: string; grant: GrantView; token: string };
+  ) as { session_id: string; name?: string | null; grant: GrantView; token: string };
   const host = `${origin.hostname}:${origin.port || (origin.protocol === "https:" ? 443 : 7433)}`;
   // The token rides in the fragment, which a browser never sends to the server.
   const invite = `${url}/#session=${reply.session_id}&token=${reply.token}`;
@@ -113,7 +119,8 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
     return;
   }
   const expires = reply.grant.expires_at ? `until ${reply.grant.expires_at}` : "until revoked";
-  printLine(`Shared session ${reply.session_id} with ${paint(reply.grant.user, "bold")} as ${reply.grant.role} (${expires}).`);
+  // The session as session list prints it (a branch by its name, else its uuid's short form); the addresses below keep its whole id.
+  printLine(`Shared session ${sharedSession(reply)} with ${paint(reply.grant.user, "bold")} as ${reply.grant.role} (${expires}).`);
   printLine(paint("The token is shown only this once; send it privately.", "yellow"));
   if (hint) {
     printLine(`  token    ${reply.token}`);
@@ -128,6 +135,7 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
 export async function unshareCommand(location: ProjectLocation, ref: string, user: string, json: boolean): Promise<void> {
   const reply = (await withSession(location, ref, (client, session) => client.call("share.revoke", { ...session, user, actor: currentActor() }))) as {
     session_id: string;
+    name?: string | null;
     user: string;
     revoked: number;
     derived?: Array<{ user: string; role: string; token_id: string; made_by?: string }>;
@@ -137,7 +145,7 @@ export async function unshareCommand(location: ProjectLocation, ref: string, use
     printJson({ ...reply, derived });
     return;
   }
-  printLine(`Revoked ${reply.user}'s access to session ${reply.session_id} (${reply.revoked} token${reply.revoked === 1 ? "" : "s"}).`);
+  printLine(`Revoked ${reply.user}'s access to session ${sharedSession(reply)} (${reply.revoked} token${reply.revoked === 1 ? "" : "s"}).`);
   if (derived.length > 0) {
     printLine(`Also revoked the grants made with it: ${derived.map((grant) => `${grant.user} (${grant.role})`).join(", ")}.`);
     // Older grants that did not record the grant they were made with: taken as made with the revoked user's.
@@ -190,7 +198,9 @@ export async function connectCommand(targetText: string, json: boolean): Promise
     printLine(`Connected to ${target.origin} as ${paint(one(me.user), "bold")} (${one(me.role)}). Ctrl-C detaches.`);
     const session = status.session;
     if (session) {
-      printLine(`Session ${paint(one(session.session_id), "bold")}  ${paintStatus(one(session.status))}`);
+      // As apex status and the live view print it: a branch's name with the whole id after it.
+      const named = typeof session.name === "string" && session.name ? `${one(session.name)} (${one(session.session_id)})` : one(session.session_id);
+      printLine(`Session ${paint(named, "bold")}  ${paintStatus(one(session.status))}`);
       const t = status.tasks;
       if (t) printLine(`  tasks  ${one(t.pending)} pending, ${one(t.active)} active, ${one(t.completed)} completed, ${one(t.failed)} failed`);
       for (const agent of Array.isArray(status.agents) ? status.agents : []) printLine(`  ${one(agent.name).padEnd(12)} ${paintStatus(one(agent.status))}${agent.task ? `  ${one(agent.task)}` : ""}`);

@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { ApexError } from "../../core/errors.js";
 import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
 import { appendEvent, type SessionService } from "../../core/session/service.js";
-import { resolveSessionId } from "../../core/session/sessions.js";
+import { findSession, resolveSessionId } from "../../core/session/sessions.js";
 
 /**
  * Grants: who may reach a session through `apex serve`, with which role. A grant is a record
@@ -139,6 +139,15 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
   const store = service.store;
   /** The session a grant method is about: `session` (any session of the project, also an ended one), else the service's. */
   const target = (params: Record<string, unknown>): string => (typeof params.session === "string" ? resolveSessionId(store, params.session) : service.sessionId);
+  /** The session's name (a branch's; null for another): share and unshare print the session by it. */
+  const nameOf = (sessionId: string): string | null => {
+    try {
+      const name = findSession(store, sessionId)?.name;
+      return typeof name === "string" && name ? name : null;
+    } catch {
+      return null; // a record that does not read names nothing; the grant is made all the same
+    }
+  };
   /** A write with its audit event in the trail of the session it is about. */
   const write = (sessionId: string, fn: (batch: WriteBatch, record: (type: string, data: Record<string, JsonValue>) => void) => void, actor: string): Promise<void> =>
     sessionId === service.sessionId
@@ -181,7 +190,7 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
         batch.set(grantPath(sessionId, tokenId), grant as unknown as JsonValue);
         record("share.created", { user, role, token_id: tokenId, expires_at: grant.expires_at, ...(typeof via === "string" ? { via_token_id: via } : {}) });
       }, actorOf(params));
-      return { session_id: sessionId, grant: view(grant), token } as unknown as JsonValue;
+      return { session_id: sessionId, name: nameOf(sessionId), grant: view(grant), token } as unknown as JsonValue;
     },
     "share.revoke": async (params) => {
       const sessionId = target(params);
@@ -204,6 +213,7 @@ export function grantMethods(service: SessionService, actorOf: (params: Record<s
       }, actorOf(params));
       return {
         session_id: sessionId,
+        name: nameOf(sessionId),
         user,
         revoked: grants.length,
         // made_by: who made an older grant that did not record the grant it was made with (taken as made with theirs).

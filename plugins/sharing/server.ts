@@ -22,6 +22,7 @@ import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_RE
 import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
 import { resolveSessionId } from "../../core/session/sessions.js";
+import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, isProjectMethod, roleNeeded } from "./roles.js";
 import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
@@ -410,12 +411,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         while (!closed) {
           // Without from_seq, only what comes next (as from the supervisor).
           if (last === undefined) last = (await gate.storedEvents(sessionId, 0)).events.at(-1)?.seq ?? 0;
-          const { events, ended } = await gate.storedEvents(sessionId, last);
+          const { events, ended, name } = await gate.storedEvents(sessionId, last);
           for (const event of events) {
             send("events.subscribe", event);
             last = event.seq;
           }
-          if (ended) return stream.close(`session ${sessionId} has ended`);
+          // The session as session list prints it (the client says why its stream ended: `The event stream ended: session experiment has ended.`).
+          if (ended) return stream.close(`session ${name ?? shortSessionId(sessionId)} has ended`);
           // A supervisor that took the session back writes its events to the store too.
           await sleep(STORED_EVENTS_POLL_MS);
         }
@@ -682,7 +684,7 @@ class Gate {
   }
 
   /** Events of a session no supervisor serves, after `seq`, from the store. */
-  storedEvents(sessionId: string, seq: number): Promise<{ events: SessionEvent[]; ended: boolean }> {
+  storedEvents(sessionId: string, seq: number): Promise<{ events: SessionEvent[]; ended: boolean; name: string | null }> {
     return withReadStore(this.location, (store) => storedEvents(store, sessionId, seq));
   }
 
@@ -701,7 +703,10 @@ class Gate {
     }
     const [{ loadConfig }, { launchSupervisor }] = await Promise.all([import("../../core/config/load.js"), import("../../cli/session/launch.js")]);
     await loadConfig(this.location);
-    return launchSupervisor(this.location, { mode: "continue", continueTarget: sessionId });
+    const ready = await launchSupervisor(this.location, { mode: "continue", continueTarget: sessionId });
+    // Its name (a branch's, null for another) from the runtime file its supervisor wrote: the client prints the session by it, as a local start does.
+    const name = this.supervisorOf(sessionId)?.name;
+    return { ...ready, name: typeof name === "string" && name ? name : null };
   }
 
   readLogs(sessionId: string, params: Record<string, unknown>): { agents: string[]; lines: LogLine[]; read_to: Record<string, LogFile["readTo"]> } {
