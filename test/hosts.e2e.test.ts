@@ -214,11 +214,9 @@ describe("two hosts on one PostgreSQL database", () => {
     const ready = a.start(["--task", "a slow stop"]);
     const stopping = a.apexAsync(["stop", "--json"], { env: { APEX_HOST: "host-a" } });
     const seen: string[] = [];
+    // (host-b only looks: a takeover tried while the stop is ending could win once it has ended.)
     while (stopping.child.exitCode === null) {
-      const report = status(b);
-      seen.push(report.session?.status ?? "none");
-      const refused = report.session?.status === "active" ? b.apex(["start", "--continue", ready.session_id]) : undefined;
-      if (refused) expect(refused.status, refused.stderr).toBe(4);
+      seen.push(status(b).session?.status ?? "none");
       await new Promise((done) => setTimeout(done, 200));
     }
     const stopped = await stopping.done;

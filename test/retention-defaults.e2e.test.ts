@@ -144,6 +144,23 @@ describe("every command of the flow works with the default config (issue 12)", (
     expect(fails(["session", "frobnicate"], 2).stderr).toContain("unknown command 'frobnicate'");
   });
 
+  it("a plugin enabled while a session runs: its command, which runs in that session's supervisor, says to restart the session", () => {
+    project = new Project('agents:\n  w:\n    command: sleep\n    args: ["60"]\nplugins:\n  checkpoint: {}\n', "apex-defaults-");
+    project.start();
+    project.writeConfig('agents:\n  w:\n    command: sleep\n    args: ["60"]\nplugins:\n  checkpoint: {}\n  retention: {}\n');
+    // Before: "No plugin provides the command 'session cleanup'" (APEX_E_USAGE, exit 2), with the plugin enabled.
+    const refused = fails(["session", "cleanup", "--dry-run", "--json"], 4);
+    expect(JSON.parse(refused.stderr).error).toMatchObject({
+      code: "APEX_E_SESSION_STATE",
+      message: "`apex session cleanup` runs in the running session's supervisor, which was started without the retention plugin (enabled in the config since).",
+      details: { command: "session cleanup", plugin: "retention" },
+    });
+    expect(JSON.parse(refused.stderr).error.hint).toContain("`apex stop`, then `apex start --continue last`");
+    expect(project.apex(["stop"]).status).toBe(0);
+    const ran = project.apex(["session", "cleanup", "--dry-run"]);
+    expect(ran.status, ran.stderr).toBe(0);
+  });
+
   it("the config takes the command line's durations, and the command line the config's", () => {
     project = new Project(
       [
