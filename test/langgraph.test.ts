@@ -4,7 +4,7 @@
 // threads, names that are not path segments, bad requests.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { BaseCheckpointSaver, JsonPlusSerializer, MemorySaver, uuid6, type Checkpoint, type CheckpointMetadata } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
@@ -901,6 +901,41 @@ describe("ApexSaver through a supervisor's socket", () => {
     const slow = await client.call("langgraph.list", { session: sessionId }, 2200).catch((caught: unknown) => caught);
     expect(slow).toMatchObject({ code: "APEX_E_TIMEOUT", message: "The supervisor did not answer langgraph.list within 2 s." });
     expect((slow as { details?: unknown }).details).toBeUndefined();
+  });
+
+  it("a write whose supervisor ends before it answers (apex stop, a crash) is done once: a put it committed is not written again, one it did not is written the way a new call goes, writes are sent again", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const socket = join(dir, ".apex", "supervisor.sock");
+    // A supervisor that exits on the first request it reads, without answering (as one stopping closes its connections).
+    const exitingSupervisor = async () => {
+      rmSync(socket, { force: true }); // (the last one's)
+      const child = spawn(process.execPath, ["-e", `require("node:net").createServer((s) => s.on("data", () => process.exit(0))).listen(${JSON.stringify(socket)}, () => console.log("listening"))`], { stdio: ["ignore", "pipe", "inherit"] });
+      cleanups.push(() => {
+        if (child.exitCode === null) process.kill(child.pid!, "SIGKILL");
+      });
+      await once(child.stdout!, "data");
+      writeFileSync(join(dir, ".apex", "supervisor.json"), JSON.stringify({ pid: child.pid!, start_time: readProcStat(child.pid!)!.startTime, socket, session_id: sessionId, started_at: new Date().toISOString(), log: join(dir, "log") }));
+      return child;
+    };
+    const thread = { configurable: { thread_id: "t", checkpoint_ns: "" } };
+    const meta = (step: number) => ({ source: "loop", step, parents: {} }) as CheckpointMetadata;
+    // Committed before its supervisor went (written here by another saver, on the store).
+    const committed = checkpointOf({ a: 1 }, { a: 1 });
+    const other = new ApexSaver({ project: dir });
+    const first = await other.put(thread, committed, meta(0), { a: 1 });
+    await other.close();
+    await exitingSupervisor();
+    // It failed with `APEX_E_RPC: The supervisor closed the connection before answering langgraph.put`, saved or not.
+    expect(await saver.put(thread, committed, meta(0), { a: 1 })).toEqual(first);
+    await exitingSupervisor();
+    const second = await saver.put(first, checkpointOf({ a: 2 }, { a: 2 }), meta(1), { a: 2 });
+    await exitingSupervisor();
+    await saver.putWrites(second, [["a", 3]], "task-1");
+    const tuple = await saver.getTuple(thread);
+    expect(tuple).toMatchObject({ config: second, checkpoint: { channel_values: { a: 2 } }, pendingWrites: [["task-1", "a", 3]] });
+    await saver.close();
+    // One APEX checkpoint per LangGraph checkpoint.
+    expect(await readStore(dir, (store) => listCheckpoints(store, sessionId).items.map((item) => item.description))).toEqual(["langgraph t step 1 (loop)", "langgraph t step 0 (loop)"]);
   });
 });
 
