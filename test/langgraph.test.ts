@@ -775,6 +775,14 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
       code: "APEX_E_CONFIG",
     });
   });
+
+  it("refuses to write when the checkpoint plugin is not enabled, saying so (not that the supervisor is not running)", async () => {
+    const { dir, saver } = await setup("plugins:\n  retention: {}\n");
+    const error = await saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 }).catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: "APEX_E_CONFIG", message: `ApexSaver's langgraph.put needs APEX's checkpoint plugin, which the project at ${dir} does not enable.`, details: { method: "langgraph.put" } });
+    expect((error as { hint: string }).hint).toMatch(/^Add `checkpoint: \{\}` under `plugins:` in apex.config.yaml .* Nothing was written\.$/);
+    expect(await saver.getTuple({ configurable: { thread_id: "t" } })).toBeUndefined();
+  });
 });
 
 describe("LangGraph thread heads (the checkpoint each thread namespace resumes from, which retention keeps)", () => {

@@ -418,10 +418,22 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   /**
    * "No session is active in this project" with the project's directory: a saver's project is
-   * not a command's working directory the user sees (a `project` option, a process's cwd).
+   * not a command's working directory the user sees (a `project` option, a process's cwd). A
+   * LangGraph method nothing serves (the checkpoint plugin is not enabled) said so: it was
+   * "Unknown method" with the supervisor's 30 methods, or, on the store, that the supervisor
+   * was not running.
    */
   private named(error: unknown): unknown {
     const dir = this.projectDir;
+    const unserved = error instanceof ApexError && /^Unknown method "(langgraph\.\w+)"|^(langgraph\.\w+) needs the session's supervisor/.exec(error.message);
+    if (unserved) {
+      const method = unserved[1] ?? unserved[2];
+      return new ApexError("APEX_E_CONFIG", `ApexSaver's ${method} needs APEX's checkpoint plugin, which ${dir !== undefined ? `the project at ${dir}` : "the project"} does not enable${(error as ApexError).message.startsWith("Unknown") ? " (or its supervisor runs an older APEX)" : ""}.`, {
+        hint: `Add \`checkpoint: {}\` under \`plugins:\` in apex.config.yaml (a \`plugins:\` section lists every plugin it enables); a running session takes it once continued (\`apex stop\`, then \`apex start --continue last\`).${/getTuple|list/.test(method!) ? "" : " Nothing was written."}`,
+        details: { method, ...(dir !== undefined ? { project_dir: dir } : {}) },
+        cause: error,
+      });
+    }
     if (!(error instanceof ApexError) || error.code !== "APEX_E_NO_SESSION" || dir === undefined || error.message.includes(dir)) return error;
     return new ApexError(error.code, `${error.message.replace(/\.$/, "")} (the project at ${dir}).`, { ...(error.hint ? { hint: error.hint } : {}), details: { ...error.details, project_dir: dir }, cause: error });
   }
