@@ -911,7 +911,7 @@ describe("ApexSaver through a supervisor's socket", () => {
     expect((slow as { details?: unknown }).details).toBeUndefined();
   });
 
-  it("a write whose supervisor ends before it answers (apex stop, a crash) is done once: a put it committed is not written again, one it did not is written the way a new call goes, writes are sent again", async () => {
+  it("a call whose supervisor ends before it answers (apex stop, a crash) is done once: a put it committed is not written again, one it did not is written the way a new call goes, writes and reads are sent again", async () => {
     const { dir, sessionId, saver } = await setup();
     const socket = join(dir, ".apex", "supervisor.sock");
     // A supervisor that exits on the first request it reads, without answering (as one stopping closes its connections).
@@ -939,7 +939,8 @@ describe("ApexSaver through a supervisor's socket", () => {
     const second = await saver.put(first, checkpointOf({ a: 2 }, { a: 2 }), meta(1), { a: 2 });
     await exitingSupervisor();
     await saver.putWrites(second, [["a", 3]], "task-1");
-    const tuple = await saver.getTuple(thread);
+    await exitingSupervisor();
+    const tuple = await saver.getTuple(thread); // a read, read again
     expect(tuple).toMatchObject({ config: second, checkpoint: { channel_values: { a: 2 } }, pendingWrites: [["task-1", "a", 3]] });
     await saver.close();
     // One APEX checkpoint per LangGraph checkpoint.

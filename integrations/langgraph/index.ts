@@ -237,7 +237,10 @@ export class ApexSaver extends BaseCheckpointSaver {
       if (answer?.stale) {
         // The memory is not what this saver thought: send the whole checkpoint (once).
         if (++stale < 2) continue;
-        throw new ApexError("APEX_E_CONFLICT", `The LangGraph checkpoint ${checkpoint.id} of thread ${threadId} could not be written: the memory changed while it was sent.`);
+        throw new ApexError("APEX_E_CONFLICT", `The LangGraph checkpoint ${checkpoint.id} of thread ${threadId} could not be written: the memory changed while it was sent.`, {
+          hint: "Another writer changed the thread meanwhile. Nothing was written; put it again (a graph run again resumes from the thread's latest step stored).",
+          details: { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpoint.id },
+        });
       }
       next.checkpointId = checkpoint.id;
       this.cache.set(key, next);
@@ -434,6 +437,14 @@ export class ApexSaver extends BaseCheckpointSaver {
         cause: error,
       });
     }
+    if (error instanceof ApexError && error.code === "APEX_E_RPC" && error.hint === undefined && /closed the connection/.test(error.message)) {
+      // (a saver outside an agent finds out what became of a write: see endedSupervisor)
+      return new ApexError(error.code, error.message, {
+        hint: "The session's supervisor ended (`apex stop`, a crash) or dropped the connection: a write may or may not have been stored. `apex status` shows the session; a graph run again on the thread resumes from its latest step stored.",
+        ...(error.details ? { details: error.details } : {}),
+        cause: error,
+      });
+    }
     if (!(error instanceof ApexError) || error.code !== "APEX_E_NO_SESSION" || dir === undefined || error.message.includes(dir)) return error;
     return new ApexError(error.code, `${error.message.replace(/\.$/, "")} (the project at ${dir}).`, { ...(error.hint ? { hint: error.hint } : {}), details: { ...error.details, project_dir: dir }, cause: error });
   }
@@ -443,13 +454,17 @@ export class ApexSaver extends BaseCheckpointSaver {
    * store the client opened, without loading the project's config and plugins (the direct
    * client loads them for its first write).
    */
-  private async read(method: LangGraphReadMethod, params: Record<string, unknown>): Promise<unknown> {
+  private async read(method: LangGraphReadMethod, params: Record<string, unknown>, again = true): Promise<unknown> {
+    let used: SessionClient | undefined;
     try {
       return await this.using((client) => {
+        used = client;
         const full = this.withSession(client, params);
         return client.run(method, full, async (store) => (await import("../../plugins/checkpoint/langgraph-reads.js")).readLangGraph(store, method, full));
       });
     } catch (error) {
+      // Its supervisor ended before it answered (`apex stop`, a crash): read again the way a new call goes.
+      if (again && this.supervisors !== undefined && (await endedSupervisor(error, used))) return this.read(method, params, false);
       throw this.named(error);
     }
   }
