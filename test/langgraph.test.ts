@@ -18,6 +18,7 @@ import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/chec
 import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { removeCheckpointRecords } from "../plugins/checkpoint/refs.js";
+import { planRetention } from "../plugins/retention/cleanup.js";
 import { headsPath, langGraphHeads } from "../plugins/checkpoint/langgraph.js";
 import { REPO_ROOT, runApex } from "./helpers/cli.js";
 import { langGraphProject, openProjectStore } from "./helpers/langgraph.js";
@@ -548,6 +549,18 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
       await store.close();
     }
     expect((await again.getTuple(thread))?.metadata?.step).toBe(3);
+    // Retention keeps that one: it protected the head's id, which no checkpoint has, and so nothing of the thread.
+    await again.put({ configurable: { thread_id: "other", checkpoint_ns: "" } }, checkpointOf({ n: 0 }, { n: 1 }), { source: "input", step: -1, parents: {} }, { n: 1 });
+    await again.close();
+    const kept = await readStore(dir, (store) => {
+      const { decisions } = planRetention(store, { keepLast: 1 }, { sessionId }).sessions[0]!.result;
+      const described = new Map(listCheckpoints(store, sessionId).items.map((item) => [item.id, item.description]));
+      return decisions.filter((decision) => decision.keep).map((decision) => [described.get(decision.item.id), decision.item.protected]);
+    });
+    expect(kept).toEqual([
+      ["langgraph other step -1 (input)", ["langgraph thread other"]],
+      ["langgraph t step 3 (loop)", ["langgraph thread t"]],
+    ]);
   });
 
   it("refuses bad requests with a clear error and writes nothing", async () => {

@@ -66,9 +66,11 @@ export function headPath(sessionId: string, threadId: string, ns: string): strin
 /**
  * APEX checkpoint id -> why retention must keep it ("langgraph thread <id>"): the latest
  * checkpoint of each LangGraph thread namespace of the session, so that a thread whose last
- * step is older than other threads' steps still resumes from where it stopped. One range read.
+ * step is older than other threads' steps still resumes from where it stopped. One range read;
+ * with `stored` (whether an APEX checkpoint of the session is stored), a head naming one that
+ * is not is looked up in the index.
  */
-export function langGraphHeads(store: Store, sessionId: string): Map<string, string[]> {
+export function langGraphHeads(store: Store, sessionId: string, stored?: (apexId: string) => boolean): Map<string, string[]> {
   const heads = new Map<string, string[]>();
   const add = (id: string, where: string) => heads.set(id, [...(heads.get(id) ?? []), `langgraph thread ${where}`]);
   const dir = headsPath(sessionId);
@@ -80,7 +82,19 @@ export function langGraphHeads(store: Store, sessionId: string): Map<string, str
     }
     const segments = path.slice(dir.length + 1).split("/");
     if (segments.length !== 2 || !isRecord(value) || typeof value.apex_id !== "string") continue;
-    add(value.apex_id, threadLabel(segmentName(segments[0]!), segmentName(segments[1]!)));
+    const [threadId, ns] = [segmentName(segments[0]!), segmentName(segments[1]!)];
+    let apexId: string | undefined = value.apex_id;
+    if (stored && !stored(apexId)) {
+      // The head's checkpoint is gone (removed by repair, or by the delete of an APEX that left
+      // the head): the thread resumes from the greatest id still stored (getTuple), kept instead.
+      apexId = undefined;
+      for (const id of checkpointIds(store, sessionId, threadId, ns)) {
+        apexId = storedIndex(store, sessionId, threadId, ns, id)?.apex_id;
+        if (apexId !== undefined) break;
+      }
+      if (apexId === undefined) continue;
+    }
+    add(apexId, threadLabel(threadId, ns));
   }
   return heads;
 }
