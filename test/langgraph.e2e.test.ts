@@ -1,7 +1,8 @@
 // A real LangGraph graph run as an APEX agent with ApexSaver: human input through an
 // interrupt, everything killed with SIGKILL mid-run, `apex start --continue last`, and the
 // graph resumes from its last step with the human input it had. A saver outside the agents,
-// alive across it all, goes to the session the way a new command would at each call.
+// alive across it all, goes to the session the way a new command would at each call. The
+// session archived and brought back, its thread reads as it was.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { uuid6 } from "@langchain/langgraph-checkpoint";
@@ -23,7 +24,7 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     project = new Project("");
     const log = join(project.dir, "nodes.log");
     // No auto recovery: the session stays interrupted until `apex start --continue last`.
-    project.writeConfig(["session:", "  auto_recovery: false", "agents:", nodeAgent("graph", "langgraph-graph.mjs", { env: { APEX_TEST_OUT: log }, restart: "never" }), "plugins:", "  checkpoint: {}", ""].join("\n"));
+    project.writeConfig(["session:", "  auto_recovery: false", "agents:", nodeAgent("graph", "langgraph-graph.mjs", { env: { APEX_TEST_OUT: log }, restart: "never" }), "plugins:", "  checkpoint: {}", "  archive: {}", ""].join("\n"));
     const ready = project.start(["--task", "review with a human"]);
     const agentStatus = () => project!.status().agents.find((agent) => agent.name === "graph")?.reported_status;
     await waitFor("the graph to wait for a human", () => agentStatus() === "waiting", 30_000);
@@ -85,5 +86,14 @@ describe("a LangGraph StateGraph as an APEX agent", () => {
     expect(project.apex(["stop"]).status).toBe(0);
     const after = await outside.put(side, step(2), { source: "loop", step: 1, parents: {} }, { n: 3 }).catch((caught: unknown) => caught);
     expect(after).toMatchObject({ code: "APEX_E_NO_SESSION", details: { project_dir: project.dir } });
+
+    // Archived and brought back, the ended session's thread reads as it was: its index, head and channels travel in the bundle.
+    const archived = project.apex(["session", "archive", ready.session_id, "--older-than", "0s"]);
+    expect(archived.status, archived.stderr).toBe(0);
+    expect(project.apex(["session", "unarchive", ready.session_id]).status).toBe(0);
+    const reader = new ApexSaver({ project: project.dir, session: ready.session_id });
+    savers.push(reader);
+    const back = await reader.getTuple({ configurable: { thread_id: "review" } });
+    expect(back!.checkpoint.channel_values).toMatchObject(final.values);
   });
 });

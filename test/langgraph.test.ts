@@ -4,7 +4,7 @@
 // threads, names that are not path segments, bad requests.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { BaseCheckpointSaver, JsonPlusSerializer, MemorySaver, uuid6, type Checkpoint, type CheckpointMetadata } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
@@ -17,6 +17,8 @@ import { LmdbStore } from "./helpers/store.js";
 import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
 import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
+import { removeCheckpointRecords } from "../plugins/checkpoint/refs.js";
+import { planRetention } from "../plugins/retention/cleanup.js";
 import { headsPath, langGraphHeads } from "../plugins/checkpoint/langgraph.js";
 import { REPO_ROOT, runApex } from "./helpers/cli.js";
 import { langGraphProject, openProjectStore } from "./helpers/langgraph.js";
@@ -335,8 +337,8 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     ]);
   });
 
-  it("thread ids, namespaces and channel names that are not path segments round-trip", async () => {
-    const { saver } = await setup();
+  it("thread ids, namespaces and channel names that are not path segments round-trip; checkpoint list names their steps unambiguously", async () => {
+    const { dir, sessionId, saver } = await setup();
     const names = ["a/b", "..", "~", "", "x%y", "ü ✓"];
     for (const name of names.filter(Boolean)) {
       const config = await saver.put({ configurable: { thread_id: name, checkpoint_ns: name === ".." ? "" : `${name}|sub:1` } }, checkpointOf({ [name]: name, ".": 1 }, { [name]: 1, ".": 1 }), { source: "input", step: -1, parents: {} }, { [name]: 1, ".": 1 });
@@ -344,6 +346,24 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
       expect(tuple!.config).toEqual(config);
       expect(tuple!.checkpoint.channel_values).toEqual({ [name]: name, ".": 1 });
     }
+    // Thread "a" namespace "b" beside thread "a/b"; a subgraph's namespace as LangGraph makes it stays bare.
+    await saver.put({ configurable: { thread_id: "a", checkpoint_ns: "b" } }, checkpointOf({ x: 1 }, { x: 1 }), { source: "loop", step: 2, parents: {} }, { x: 1 });
+    await saver.put({ configurable: { thread_id: "th:1", checkpoint_ns: "inner:6f1c|leaf:9" } }, checkpointOf({ x: 1 }, { x: 1 }), { source: "loop", step: 0, parents: {} }, { x: 1 });
+    await saver.close();
+    // It said `langgraph a/b/a/b|sub:1 step -1 (input)`: which "/" parts the thread from the namespace?
+    expect(await readStore(dir, (store) => listCheckpoints(store, sessionId, { order: "oldest" }).items.map((item) => item.description))).toEqual([
+      'langgraph "a/b"/"a/b|sub:1" step -1 (input)',
+      "langgraph .. step -1 (input)",
+      'langgraph "~"/"~|sub:1" step -1 (input)',
+      'langgraph "x%y"/"x%y|sub:1" step -1 (input)',
+      'langgraph "ü ✓"/"ü ✓|sub:1" step -1 (input)',
+      "langgraph a/b step 2 (loop)",
+      'langgraph "th:1"/inner:6f1c|leaf:9 step 0 (loop)',
+    ]);
+    const listed = runApex(["checkpoint", "list"], { cwd: dir });
+    expect(listed.stdout).toContain('langgraph "a/b"/"a/b|sub:1" step -1 (input)');
+    const shown = runApex(["checkpoint", "show", "checkpoint-001"], { cwd: dir });
+    expect(shown.stdout).toContain('  langgraph    thread "a/b", namespace "a/b|sub:1"');
   });
 
   it("checkpoint ids that are not uuid6 order as MemorySaver orders them (as strings), ids with characters APEX encodes too: getTuple resumes from the greatest, the one retention keeps", async () => {
@@ -490,6 +510,57 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const kept = [];
     for await (const tuple of saver.list({ configurable: { thread_id: "busy" } })) kept.push(tuple.metadata?.step);
     expect(kept).toEqual([5, 4]); // retention applies to LangGraph steps as to any checkpoint
+  });
+
+  it("a LangGraph step's APEX checkpoint deleted (retention, checkpoint delete) takes its index record and writes along; the thread's head deleted, it resumes from the step before, which retention then keeps", async () => {
+    const { dir, sessionId, saver } = await setup("plugins:\n  checkpoint: {}\n  retention:\n    keep_last: 3\n    auto_cleanup: true\n");
+    const thread = { configurable: { thread_id: "t", checkpoint_ns: "" } } as Record<string, any>;
+    let config = thread;
+    for (let step = 0; step < 6; step++) {
+      config = await saver.put(config, checkpointOf({ n: step }, { n: step + 1 }), { source: "loop", step, parents: {} }, { n: step + 1 });
+      await saver.putWrites(config, [["n", step + 1]], `task-${step}`);
+    }
+    await saver.close();
+    const index = () => readStore(dir, (store) => [...store.keysBelow(`/sessions/${sessionId}/langgraph/t/~`)].map((key) => key.split("/").slice(6, 7).join()).sort());
+    // Retention removed steps 0-2: their index records and writes went with them (they stayed, for ever).
+    expect(await index()).toEqual(["checkpoints", "checkpoints", "checkpoints", "writes", "writes", "writes"]);
+
+    // The thread's head (step 5) deleted by hand: getTuple found no checkpoint at all (the graph started the thread afresh).
+    expect(runApex(["checkpoint", "delete", "latest"], { cwd: dir }).status).toBe(0);
+    const again = new ApexSaver({ project: dir });
+    cleanups.push(() => again.close());
+    const steps = async (on: ApexSaver) => {
+      const found = [];
+      for await (const tuple of on.list(thread)) found.push(tuple.metadata?.step);
+      return found;
+    };
+    expect((await again.getTuple(thread))?.metadata?.step).toBe(4);
+    expect(await steps(again)).toEqual([4, 3]);
+    const protectedSteps = () => readStore(dir, (store) => [...langGraphHeads(store, sessionId).keys()].map((id) => listCheckpoints(store, sessionId).items.find((item) => item.id === id)?.description));
+    expect(await protectedSteps()).toEqual(["langgraph t step 4 (loop)"]);
+
+    // A head naming a checkpoint removed otherwise (repair, a store whose delete left the head): getTuple takes the greatest id still stored.
+    await again.close();
+    const store = await openProjectStore(dir);
+    try {
+      const latest = listCheckpoints(store, sessionId).items[0]!;
+      await store.transaction(() => removeCheckpointRecords(store, { sessionId, sequence: latest.sequence, id: latest.id }, "test"));
+    } finally {
+      await store.close();
+    }
+    expect((await again.getTuple(thread))?.metadata?.step).toBe(3);
+    // Retention keeps that one: it protected the head's id, which no checkpoint has, and so nothing of the thread.
+    await again.put({ configurable: { thread_id: "other", checkpoint_ns: "" } }, checkpointOf({ n: 0 }, { n: 1 }), { source: "input", step: -1, parents: {} }, { n: 1 });
+    await again.close();
+    const kept = await readStore(dir, (store) => {
+      const { decisions } = planRetention(store, { keepLast: 1 }, { sessionId }).sessions[0]!.result;
+      const described = new Map(listCheckpoints(store, sessionId).items.map((item) => [item.id, item.description]));
+      return decisions.filter((decision) => decision.keep).map((decision) => [described.get(decision.item.id), decision.item.protected]);
+    });
+    expect(kept).toEqual([
+      ["langgraph other step -1 (input)", ["langgraph thread other"]],
+      ["langgraph t step 3 (loop)", ["langgraph thread t"]],
+    ]);
   });
 
   it("refuses bad requests with a clear error and writes nothing", async () => {
@@ -673,12 +744,13 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     }
     const headsOf = () => readStore(dir, (store) => [...langGraphHeads(store, sessionId).values()].flat().sort());
     await saver.close();
-    expect(await headsOf()).toEqual(["langgraph thread a", "langgraph thread a/b", "langgraph thread a/sub", "langgraph thread ab"]);
+    // Thread "a/b" quoted: unquoted, "a/b" is thread "a" namespace "b" (as "a/sub" is).
+    expect(await headsOf()).toEqual(['langgraph thread "a/b"', "langgraph thread a", "langgraph thread a/sub", "langgraph thread ab"]);
     const again = new ApexSaver({ project: dir });
     cleanups.push(() => again.close());
     await again.deleteThread("a");
     await again.close();
-    expect(await headsOf()).toEqual(["langgraph thread a/b", "langgraph thread ab"]);
+    expect(await headsOf()).toEqual(['langgraph thread "a/b"', "langgraph thread ab"]);
   });
 
   it("a thread id over 512 bytes is refused as such, by every method, in a short message that gives the limit; one of 512 bytes is kept", async () => {
@@ -716,6 +788,14 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
       code: "APEX_E_CONFIG",
     });
   });
+
+  it("refuses to write when the checkpoint plugin is not enabled, saying so (not that the supervisor is not running)", async () => {
+    const { dir, saver } = await setup("plugins:\n  retention: {}\n");
+    const error = await saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 }).catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: "APEX_E_CONFIG", message: `ApexSaver's langgraph.put needs APEX's checkpoint plugin, which the project at ${dir} does not enable.`, details: { method: "langgraph.put" } });
+    expect((error as { hint: string }).hint).toMatch(/^Add `checkpoint: \{\}` under `plugins:` in apex.config.yaml .* Nothing was written\.$/);
+    expect(await saver.getTuple({ configurable: { thread_id: "t" } })).toBeUndefined();
+  });
 });
 
 describe("LangGraph thread heads (the checkpoint each thread namespace resumes from, which retention keeps)", () => {
@@ -741,7 +821,8 @@ describe("LangGraph thread heads (the checkpoint each thread namespace resumes f
       expect(await valueOf("late", "")).toEqual({ x: "newer" });
       await saver.close();
       const { reasons, total } = await readStore(dir, (store) => ({ reasons: heads(store, sessionId).map((line) => line.replace(/ \S+$/, "")), total: listCheckpoints(store, sessionId).total }));
-      expect(reasons).toEqual(["langgraph thread a/b", "langgraph thread a/b", "langgraph thread busy", "langgraph thread late"]);
+      // Told apart: thread "a/b" is quoted, thread "a" namespace "b" is not.
+      expect(reasons).toEqual(['langgraph thread "a/b"', "langgraph thread a/b", "langgraph thread busy", "langgraph thread late"]);
       expect(total).toBe(4); // the four heads; every other checkpoint went
     });
 
@@ -757,14 +838,15 @@ describe("LangGraph thread heads (the checkpoint each thread namespace resumes f
         try {
           await store.batch((batch) => {
             batch.deleteTree(headsPath(sessionId));
-            batch.set(headsPath(sessionId), Object.fromEntries(current.map((line) => line.replace(/^langgraph thread /, "").split(" ") as [string, string])));
+            // (its keys unquoted: thread "a/b" was `a/b`)
+            batch.set(headsPath(sessionId), Object.fromEntries(current.map((line) => line.replace(/^langgraph thread /, "").replace(/"/g, "").split(" ") as [string, string])));
           });
         } finally {
           await store.close();
         }
       };
       await legacy();
-      expect(await readStore(dir, (store) => heads(store, sessionId))).toEqual(current);
+      expect(await readStore(dir, (store) => heads(store, sessionId))).toEqual(current.map((line) => line.replace(/"/g, "")));
 
       const again = new ApexSaver({ project: dir });
       cleanups.push(() => again.close());
@@ -784,7 +866,7 @@ describe("LangGraph thread heads (the checkpoint each thread namespace resumes f
       await third.close();
       expect(await readStore(dir, (store) => ({ legacy: store.get(headsPath(sessionId)), heads: heads(store, sessionId).map((line) => line.replace(/ \S+$/, "")) }))).toEqual({
         legacy: undefined,
-        heads: ["langgraph thread a/b", "langgraph thread t2"],
+        heads: ['langgraph thread "a/b"', "langgraph thread t2"],
       });
     });
   });
@@ -840,6 +922,42 @@ describe("ApexSaver through a supervisor's socket", () => {
     const slow = await client.call("langgraph.list", { session: sessionId }, 2200).catch((caught: unknown) => caught);
     expect(slow).toMatchObject({ code: "APEX_E_TIMEOUT", message: "The supervisor did not answer langgraph.list within 2 s." });
     expect((slow as { details?: unknown }).details).toBeUndefined();
+  });
+
+  it("a call whose supervisor ends before it answers (apex stop, a crash) is done once: a put it committed is not written again, one it did not is written the way a new call goes, writes and reads are sent again", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const socket = join(dir, ".apex", "supervisor.sock");
+    // A supervisor that exits on the first request it reads, without answering (as one stopping closes its connections).
+    const exitingSupervisor = async () => {
+      rmSync(socket, { force: true }); // (the last one's)
+      const child = spawn(process.execPath, ["-e", `require("node:net").createServer((s) => s.on("data", () => process.exit(0))).listen(${JSON.stringify(socket)}, () => console.log("listening"))`], { stdio: ["ignore", "pipe", "inherit"] });
+      cleanups.push(() => {
+        if (child.exitCode === null) process.kill(child.pid!, "SIGKILL");
+      });
+      await once(child.stdout!, "data");
+      writeFileSync(join(dir, ".apex", "supervisor.json"), JSON.stringify({ pid: child.pid!, start_time: readProcStat(child.pid!)!.startTime, socket, session_id: sessionId, started_at: new Date().toISOString(), log: join(dir, "log") }));
+      return child;
+    };
+    const thread = { configurable: { thread_id: "t", checkpoint_ns: "" } };
+    const meta = (step: number) => ({ source: "loop", step, parents: {} }) as CheckpointMetadata;
+    // Committed before its supervisor went (written here by another saver, on the store).
+    const committed = checkpointOf({ a: 1 }, { a: 1 });
+    const other = new ApexSaver({ project: dir });
+    const first = await other.put(thread, committed, meta(0), { a: 1 });
+    await other.close();
+    await exitingSupervisor();
+    // It failed with `APEX_E_RPC: The supervisor closed the connection before answering langgraph.put`, saved or not.
+    expect(await saver.put(thread, committed, meta(0), { a: 1 })).toEqual(first);
+    await exitingSupervisor();
+    const second = await saver.put(first, checkpointOf({ a: 2 }, { a: 2 }), meta(1), { a: 2 });
+    await exitingSupervisor();
+    await saver.putWrites(second, [["a", 3]], "task-1");
+    await exitingSupervisor();
+    const tuple = await saver.getTuple(thread); // a read, read again
+    expect(tuple).toMatchObject({ config: second, checkpoint: { channel_values: { a: 2 } }, pendingWrites: [["task-1", "a", 3]] });
+    await saver.close();
+    // One APEX checkpoint per LangGraph checkpoint.
+    expect(await readStore(dir, (store) => listCheckpoints(store, sessionId).items.map((item) => item.description))).toEqual(["langgraph t step 1 (loop)", "langgraph t step 0 (loop)"]);
   });
 });
 

@@ -1,5 +1,11 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { MAX_LINE_BYTES, lineSplitter } from "../core/rpc/protocol.js";
+import { REPO_ROOT, tempDir } from "./helpers/cli.js";
 
 /** A splitter that records the lines and overflows it sees. */
 function recorder() {
@@ -48,5 +54,38 @@ describe("lineSplitter (the socket protocol's framing)", () => {
     // What followed the overflow up to its newline is a line of its own; the caller ends the
     // connection on overflow, so it is never read in practice.
     expect(lines).toEqual(["tail", "next"]);
+  });
+});
+
+describe("callSupervisor (the socket's client)", () => {
+  it("a caller stopped (SIGSTOP: `apex pause` of an agent) past its timeout takes the answer that came meanwhile, not APEX_E_TIMEOUT", async () => {
+    const { dir, cleanup } = tempDir("apex-rpc-stopped-");
+    const socket = join(dir, "s.sock");
+    let child: ChildProcess | undefined;
+    // Answers 200 ms after the request, while the caller is stopped; continues it 2.5 s later (its timeout is 1 s).
+    const server = createServer((connection) => {
+      connection.on("error", () => undefined);
+      connection.on("data", (data) => {
+        process.kill(child!.pid!, "SIGSTOP");
+        setTimeout(() => connection.write(`${JSON.stringify({ id: JSON.parse(String(data)).id, result: "answered" })}\n`), 200);
+        setTimeout(() => process.kill(child!.pid!, "SIGCONT"), 2500);
+      });
+    });
+    try {
+      await new Promise<void>((resolve) => server.listen(socket, resolve));
+      const call = `import { callSupervisor } from ${JSON.stringify(pathToFileURL(join(REPO_ROOT, "dist/core/rpc/call.js")).href)};
+        console.log(JSON.stringify(await callSupervisor(${JSON.stringify(socket)}, "langgraph.put", {}, 1000).catch((error) => error.code)));`;
+      child = spawn(process.execPath, ["--input-type=module", "-e", call], { stdio: ["ignore", "pipe", "inherit"] });
+      let out = "";
+      child.stdout!.on("data", (chunk) => (out += String(chunk)));
+      const [code] = await once(child, "exit");
+      expect(code).toBe(0);
+      // It said "APEX_E_TIMEOUT": the timer ran before the answer waiting on the socket was read.
+      expect(out.trim()).toBe('"answered"');
+    } finally {
+      if (child && child.exitCode === null) child.kill("SIGKILL");
+      server.close();
+      cleanup();
+    }
   });
 });

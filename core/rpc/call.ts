@@ -23,12 +23,13 @@ export function callSupervisor(socketPath: string, method: string, params: unkno
       if (error) reject(error);
       else resolve(value);
     };
-    const timer = setTimeout(() => {
-      finish(
-        new ApexError("APEX_E_TIMEOUT", `The supervisor did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`, {
-          hint: "It may be overloaded or stopped; `apex status` shows whether it is alive.",
-        }),
-      );
+    const started = Date.now();
+    let graced = false;
+    let timer = setTimeout(function expire(): void {
+      // Fired late, this process was stopped (SIGSTOP: `apex pause` of an agent): a second more, in
+      // which a reply that came meanwhile is read (the timer runs before pending input is read).
+      if (!graced && Date.now() - started > timeoutMs + 100) return void ((graced = true), (timer = setTimeout(expire, 1000)));
+      finish(new ApexError("APEX_E_TIMEOUT", `The supervisor did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`, { hint: "It may be overloaded or stopped; `apex status` shows whether it is alive." }));
     }, timeoutMs);
     const poll = stalled && setInterval(() => {
       const error = stalled();

@@ -35,10 +35,11 @@ import {
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { existsSync, statSync } from "node:fs";
 import { resolve } from "node:path";
-import { locateProject } from "../../core/config/locate.js";
+import { locateProject, type ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { openSessionClient, type SessionClient } from "../../core/session/client.js";
-import { liveSupervisors } from "../../core/session/runtime.js";
+import { isSameProcessAlive } from "../../core/session/proc.js";
+import { liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
 import type { ChannelWrite, PutRequest, SerializedValue, StoredWrite, TupleRecord } from "../../plugins/checkpoint/langgraph.js";
 import type { LangGraphReadMethod } from "../../plugins/checkpoint/langgraph-reads.js";
 
@@ -102,6 +103,7 @@ export class ApexSaver extends BaseCheckpointSaver {
   /** The project's directory, once located (named by an error that there is no session). */
   private projectDir: string | undefined;
   private storeDir: string | undefined;
+  private location: ProjectLocation | undefined;
   /** The project's live supervisors when the client was opened (supervisorsOf); undefined: not watched. */
   private supervisors: string | undefined;
   /** Clients replaced (supervisorsOf changed), closed once no call runs. */
@@ -183,7 +185,9 @@ export class ApexSaver extends BaseCheckpointSaver {
       rest: await this.serialize(rest),
       metadata: await this.serialize(metadata),
     };
-    for (let attempt = 0; attempt < 2; attempt++) {
+    let stale = 0;
+    let resent = false;
+    for (let attempt = 0; ; attempt++) {
       const cached = this.cache.get(key);
       const delta = attempt === 0 && cached !== undefined && parentId !== null && cached.checkpointId === parentId ? cached : undefined;
       // The cache is updated in place as the request is built (a 10k-channel state is not
@@ -219,13 +223,29 @@ export class ApexSaver extends BaseCheckpointSaver {
         }
       }
       const request: PutRequest = { ...base, mode: delta ? "delta" : "full", channels, ...(removed.length > 0 ? { removed } : {}) };
-      const answer = (await this.call("langgraph.put", request as unknown as Record<string, unknown>)) as { stale?: boolean };
-      if (answer?.stale) continue; // the memory is not what this saver thought: send the whole checkpoint
+      // The supervisor ended with the put sent and not answered (`apex stop`, a crash): stored
+      // before it went, the put is done (sent again, it would be a second APEX checkpoint);
+      // else it is sent again, whole, the way a new call goes (the store, or the next supervisor).
+      const onEnded = resent
+        ? undefined
+        : async (ended: SupervisorRuntime) => {
+            resent = true;
+            return (await this.stored(ended.session_id, threadId, ns, checkpoint.id)) ? {} : { resend: true };
+          };
+      const answer = (await this.call("langgraph.put", request as unknown as Record<string, unknown>, onEnded)) as { stale?: boolean; resend?: boolean };
+      if (answer?.resend) continue;
+      if (answer?.stale) {
+        // The memory is not what this saver thought: send the whole checkpoint (once).
+        if (++stale < 2) continue;
+        throw new ApexError("APEX_E_CONFLICT", `The LangGraph checkpoint ${checkpoint.id} of thread ${threadId} could not be written: the memory changed while it was sent.`, {
+          hint: "Another writer changed the thread meanwhile. Nothing was written; put it again (a graph run again resumes from the thread's latest step stored).",
+          details: { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpoint.id },
+        });
+      }
       next.checkpointId = checkpoint.id;
       this.cache.set(key, next);
       return;
     }
-    throw new ApexError("APEX_E_CONFLICT", `The LangGraph checkpoint ${checkpoint.id} of thread ${threadId} could not be written: the memory changed while it was sent.`);
   }
 
   /** A channel's new value: whole, or key by key for a large plain object (only the keys that changed since the cached version). */
@@ -279,18 +299,21 @@ export class ApexSaver extends BaseCheckpointSaver {
         }
       }),
     );
-    await this.call("langgraph.putWrites", {
+    const params = {
       thread_id: String(threadId),
       checkpoint_ns: (config.configurable?.checkpoint_ns as string | undefined) ?? "",
       checkpoint_id: checkpointId,
       task_id: taskId,
       task_path: taskPath ?? "",
       writes: serialized,
-    });
+    };
+    // Sent again if its supervisor ended before it answered: writes kept once, a second time changes nothing.
+    await this.call("langgraph.putWrites", params, () => this.call("langgraph.putWrites", params));
   }
 
   override async deleteThread(threadId: string): Promise<void> {
-    await this.call("langgraph.deleteThread", { thread_id: String(threadId) });
+    const params = { thread_id: String(threadId) };
+    await this.call("langgraph.deleteThread", params, () => this.call("langgraph.deleteThread", params));
     for (const key of [...this.cache.keys()]) if (key.startsWith(`${String(threadId)}\u0000`)) this.cache.delete(key);
   }
 
@@ -365,20 +388,63 @@ export class ApexSaver extends BaseCheckpointSaver {
     return this.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64")));
   }
 
-  private async call(method: string, params: Record<string, unknown>): Promise<unknown> {
+  /**
+   * A write to the session. `onEnded`: what to do instead of failing when the supervisor the
+   * write went to ended before it answered (see endedSupervisor): a write stopped by `apex
+   * stop`, or a supervisor's crash, which may or may not have been committed.
+   */
+  private async call(method: string, params: Record<string, unknown>, onEnded?: (ended: SupervisorRuntime) => Promise<unknown>): Promise<unknown> {
+    let used: SessionClient | undefined;
     try {
-      return await this.using((client) => client.call(method, this.withSession(client, params)));
+      return await this.using((client) => {
+        used = client;
+        return client.call(method, this.withSession(client, params));
+      });
     } catch (error) {
-      throw this.named(error);
+      const ended = onEnded && this.supervisors !== undefined ? await endedSupervisor(error, used) : undefined;
+      if (!ended) throw this.named(error);
+      return onEnded!(ended);
+    }
+  }
+
+  /** Whether a LangGraph checkpoint is stored in a session (read as `apex checkpoint show` would: from the store, or the supervisor that runs). */
+  private async stored(sessionId: string, threadId: string, ns: string, checkpointId: string): Promise<boolean> {
+    const params = { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpointId, session: sessionId };
+    const reader = await openSessionClient(this.location!, "read", { session: sessionId });
+    try {
+      const record = await reader.run("langgraph.getTuple", params, async (store) => (await import("../../plugins/checkpoint/langgraph-reads.js")).readLangGraph(store, "langgraph.getTuple", params));
+      return record !== undefined && record !== null;
+    } finally {
+      await reader.close();
     }
   }
 
   /**
    * "No session is active in this project" with the project's directory: a saver's project is
-   * not a command's working directory the user sees (a `project` option, a process's cwd).
+   * not a command's working directory the user sees (a `project` option, a process's cwd). A
+   * LangGraph method nothing serves (the checkpoint plugin is not enabled) said so: it was
+   * "Unknown method" with the supervisor's 30 methods, or, on the store, that the supervisor
+   * was not running.
    */
   private named(error: unknown): unknown {
     const dir = this.projectDir;
+    const unserved = error instanceof ApexError && /^Unknown method "(langgraph\.\w+)"|^(langgraph\.\w+) needs the session's supervisor/.exec(error.message);
+    if (unserved) {
+      const method = unserved[1] ?? unserved[2];
+      return new ApexError("APEX_E_CONFIG", `ApexSaver's ${method} needs APEX's checkpoint plugin, which ${dir !== undefined ? `the project at ${dir}` : "the project"} does not enable${(error as ApexError).message.startsWith("Unknown") ? " (or its supervisor runs an older APEX)" : ""}.`, {
+        hint: `Add \`checkpoint: {}\` under \`plugins:\` in apex.config.yaml (a \`plugins:\` section lists every plugin it enables); a running session takes it once continued (\`apex stop\`, then \`apex start --continue last\`).${/getTuple|list/.test(method!) ? "" : " Nothing was written."}`,
+        details: { method, ...(dir !== undefined ? { project_dir: dir } : {}) },
+        cause: error,
+      });
+    }
+    if (error instanceof ApexError && error.code === "APEX_E_RPC" && error.hint === undefined && /closed the connection/.test(error.message)) {
+      // (a saver outside an agent finds out what became of a write: see endedSupervisor)
+      return new ApexError(error.code, error.message, {
+        hint: "The session's supervisor ended (`apex stop`, a crash) or dropped the connection: a write may or may not have been stored. `apex status` shows the session; a graph run again on the thread resumes from its latest step stored.",
+        ...(error.details ? { details: error.details } : {}),
+        cause: error,
+      });
+    }
     if (!(error instanceof ApexError) || error.code !== "APEX_E_NO_SESSION" || dir === undefined || error.message.includes(dir)) return error;
     return new ApexError(error.code, `${error.message.replace(/\.$/, "")} (the project at ${dir}).`, { ...(error.hint ? { hint: error.hint } : {}), details: { ...error.details, project_dir: dir }, cause: error });
   }
@@ -388,13 +454,17 @@ export class ApexSaver extends BaseCheckpointSaver {
    * store the client opened, without loading the project's config and plugins (the direct
    * client loads them for its first write).
    */
-  private async read(method: LangGraphReadMethod, params: Record<string, unknown>): Promise<unknown> {
+  private async read(method: LangGraphReadMethod, params: Record<string, unknown>, again = true): Promise<unknown> {
+    let used: SessionClient | undefined;
     try {
       return await this.using((client) => {
+        used = client;
         const full = this.withSession(client, params);
         return client.run(method, full, async (store) => (await import("../../plugins/checkpoint/langgraph-reads.js")).readLangGraph(store, method, full));
       });
     } catch (error) {
+      // Its supervisor ended before it answered (`apex stop`, a crash): read again the way a new call goes.
+      if (again && this.supervisors !== undefined && (await endedSupervisor(error, used))) return this.read(method, params, false);
       throw this.named(error);
     }
   }
@@ -455,6 +525,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     }
     try {
       const location = locateProject(project !== undefined ? { cwd: project } : {});
+      this.location = location;
       this.projectDir = location.projectDir;
       this.storeDir = location.storeDir;
       // The project's supervisors as the way to the session is decided (read before it is: one
@@ -554,6 +625,25 @@ class ValueBatch {
 }
 
 const QUOTE = 0x22;
+
+/** How long a write waits for a supervisor that closed its connection to be gone (its shutdown closes the store, then exits). */
+const ENDING_MS = 5_000;
+
+/**
+ * The supervisor a write went to, when the write failed because that supervisor ended: it
+ * closed the connection before answering (`apex stop` ends every connection, a crash too), or
+ * its socket was gone; and the process is gone now (waited for up to ENDING_MS). Undefined
+ * otherwise: a supervisor still alive may yet commit the write, which is not sent again.
+ */
+async function endedSupervisor(error: unknown, client: SessionClient | undefined): Promise<SupervisorRuntime | undefined> {
+  const runtime = client?.via === "socket" ? client.supervisor : undefined;
+  if (!runtime || !(error instanceof ApexError) || error.code !== "APEX_E_RPC" || !/closed the connection|ECONNRESET|EPIPE|ECONNREFUSED|ENOENT/.test(error.message)) return undefined;
+  for (const until = Date.now() + ENDING_MS; isSameProcessAlive(runtime.pid, runtime.start_time); ) {
+    if (Date.now() > until) return undefined;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return runtime;
+}
 
 /** The live supervisors of a project's store, as one string that changes when one starts or stops. */
 function supervisorsOf(storeDir: string): string {

@@ -48,6 +48,7 @@ import {
 } from "./refs.js";
 import { baseKey, DETACHED_ROOTS, isDetached, memoryMountOf, normalizeScope, pathSegments, segmentsPath, type MemoryScope } from "./scope.js";
 import { buildSnapshot, type SessionBase, type TreeResult } from "./snapshot.js";
+import { forgetLangGraphStep } from "./langgraph-index.js";
 
 export type { CheckpointManifest, CheckpointTrigger } from "./manifest.js";
 export type { CheckpointSummary, Located } from "./catalog.js";
@@ -604,7 +605,8 @@ export function checkpointHolds(store: Store): ReadonlyMap<string, readonly stri
 }
 
 /**
- * Deletes a checkpoint's manifest and index records (objects stay until sweepUnreferenced).
+ * Deletes a checkpoint's manifest and index records (objects stay until sweepUnreferenced), and
+ * a LangGraph step's records with it (forgetLangGraphStep).
  * Its sequence number is not reused. Pinned and held (holdCheckpoint) checkpoints, and those
  * `refuse` refuses, are refused unless `force`.
  */
@@ -636,6 +638,8 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
       });
     }
     if (!options.force) options.refuse?.(located);
+    // A LangGraph step's index, writes and head go with it (langgraph-index.ts), before its manifest, which names them.
+    forgetLangGraphStep(store, located, options.actor ?? ACTORS.checkpoint);
     removeCheckpointRecords(store, located, options.actor ?? ACTORS.checkpoint);
     deleted = { ...located, name: checkpointName(located.sequence), session_name: sessionName(store, located.sessionId) };
   });

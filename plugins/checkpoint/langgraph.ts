@@ -29,7 +29,7 @@ import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
 import { encodeJson } from "../../core/store/value-codec.js";
-import { MAX_PATH_BYTES, subtreeRange } from "../../core/store/paths.js";
+import { MAX_PATH_BYTES } from "../../core/store/paths.js";
 import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
 import { checkpointInfo, countValues, writeCheckpoint } from "./checkpoints.js";
@@ -37,9 +37,23 @@ import { isRecord, manifestPath, type CheckpointManifest } from "./manifest.js";
 import { ACTORS, requireSession } from "./refs.js";
 import { HISTORY_PREFIX } from "../../core/session/records.js";
 import { baseKey, inScope, memoryMountOf, pathSegments, type MemoryScope } from "./scope.js";
+import {
+  LANGGRAPH_MEMORY_ROOT,
+  LANGGRAPH_TRIGGER,
+  checkpointIds,
+  checkpointKey,
+  deletedPath,
+  headPath,
+  headsPath,
+  indexRoot,
+  memoryDir,
+  nameSegment,
+  segmentName,
+  threadLabel,
+  writesDir,
+} from "./langgraph-index.js";
 
-export const LANGGRAPH_TRIGGER = "langgraph";
-export const LANGGRAPH_MEMORY_ROOT = "/langgraph";
+export { LANGGRAPH_MEMORY_ROOT, LANGGRAPH_TRIGGER, headsPath, langGraphHeads, memoryDir, nameSegment, segmentName } from "./langgraph-index.js";
 
 /** A value as LangGraph's serializer wrote it: its type and its bytes, as UTF-8 text (`d`) or base64 (`b`). */
 export interface SerializedValue {
@@ -114,112 +128,6 @@ interface IndexRecord {
 
 /** The special channels LangGraph writes with fixed negative indexes (WRITES_IDX_MAP), replaced instead of kept. */
 const TASKS_CHANNEL = "__pregel_tasks";
-
-// ------------------------------------------------------------------------------------ paths
-
-/**
- * A LangGraph name (thread id, namespace, channel, key) as one path segment: percent-encoded
- * (so `/` and control characters cannot split or break a path), `~` for the empty name, and
- * `.`/`..` encoded (segments APEX paths refuse).
- */
-export function nameSegment(name: string): string {
-  if (name === "") return "~";
-  // Characters encodeURIComponent keeps (but "~"): most names are already their segment (a put writes 100s).
-  if (PLAIN_SEGMENT.test(name)) return name === "." ? "%2E" : name === ".." ? "%2E%2E" : name;
-  let encoded: string;
-  try {
-    encoded = encodeURIComponent(name).replace(/~/g, "%7E");
-  } catch {
-    throw new ApexError("APEX_E_BAD_INPUT", `The LangGraph name ${JSON.stringify(name)} is not valid Unicode (it holds a lone surrogate).`, {
-      hint: "Thread ids, namespaces, channel names and keys must be well-formed strings. Nothing was written.",
-    });
-  }
-  return encoded === "." ? "%2E" : encoded === ".." ? "%2E%2E" : encoded;
-}
-
-const PLAIN_SEGMENT = /^[A-Za-z0-9\-_.!*'()]+$/;
-
-export function segmentName(segment: string): string {
-  if (segment === "~") return "";
-  // Most names need no decoding (a 10k-channel read decodes 10k names).
-  return segment.includes("%") ? decodeURIComponent(segment) : segment;
-}
-
-export function memoryDir(threadId: string, ns: string): string {
-  return `${LANGGRAPH_MEMORY_ROOT}/${nameSegment(threadId)}/${nameSegment(ns)}`;
-}
-
-/**
- * `/sessions/<sid>/langgraph-heads/<thread>/<ns>` (encoded segments): `{apex_id, checkpoint_id}`,
- * the thread namespace's latest checkpoint (the greatest id: the one getTuple resumes from) and
- * the APEX checkpoint holding it, which retention keeps. One record per thread namespace, so a
- * put writes its own (not a record of every thread's) and deleteThread removes exactly the
- * thread's (its segment is its own: thread "a/b" is not thread "a" namespace "b").
- *
- * Stores written before kept one record at `/sessions/<sid>/langgraph-heads` itself, keyed
- * `<thread>` or `<thread>/<ns>` unencoded (ambiguous); it is still read, and the session's first
- * LangGraph write replaces it by the per-namespace records, derived from the index.
- */
-export function headsPath(sessionId: string): string {
-  return `/sessions/${sessionId}/langgraph-heads`;
-}
-
-function headPath(sessionId: string, threadId: string, ns: string): string {
-  return `${headsPath(sessionId)}/${nameSegment(threadId)}/${nameSegment(ns)}`;
-}
-
-/**
- * APEX checkpoint id -> why retention must keep it ("langgraph thread <id>"): the latest
- * checkpoint of each LangGraph thread namespace of the session, so that a thread whose last
- * step is older than other threads' steps still resumes from where it stopped. One range read.
- */
-export function langGraphHeads(store: Store, sessionId: string): Map<string, string[]> {
-  const heads = new Map<string, string[]>();
-  const add = (id: string, where: string) => heads.set(id, [...(heads.get(id) ?? []), `langgraph thread ${where}`]);
-  const dir = headsPath(sessionId);
-  for (const { path, value } of store.tree(dir)) {
-    if (path === dir) {
-      // The record of stores written before: `<thread>[/<ns>]` -> APEX checkpoint id.
-      if (isRecord(value)) for (const [where, id] of Object.entries(value)) if (typeof id === "string") add(id, where);
-      continue;
-    }
-    const segments = path.slice(dir.length + 1).split("/");
-    if (segments.length !== 2 || !isRecord(value) || typeof value.apex_id !== "string") continue;
-    add(value.apex_id, headKey(segmentName(segments[0]!), segmentName(segments[1]!)));
-  }
-  return heads;
-}
-
-/** How a retention reason names a thread namespace (for people: not a key, it may be ambiguous). */
-function headKey(threadId: string, ns: string): string {
-  return ns === "" ? threadId : `${threadId}/${ns}`;
-}
-
-function indexRoot(sessionId: string): string {
-  return `/sessions/${sessionId}/langgraph`;
-}
-
-function indexDir(sessionId: string, threadId: string, ns: string): string {
-  return `${indexRoot(sessionId)}/${nameSegment(threadId)}/${nameSegment(ns)}`;
-}
-
-function checkpointKey(sessionId: string, threadId: string, ns: string, checkpointId: string): string {
-  return `${indexDir(sessionId, threadId, ns)}/checkpoints/${nameSegment(checkpointId)}`;
-}
-
-function writesDir(sessionId: string, threadId: string, ns: string, checkpointId: string): string {
-  return `${indexDir(sessionId, threadId, ns)}/writes/${nameSegment(checkpointId)}`;
-}
-
-/**
- * `/sessions/<sid>/langgraph-deleted/<thread>`: `{checkpoint_id}`, the greatest checkpoint id a
- * deleteThread removed from the thread (uuid6 ids: the latest). A write for a checkpoint not
- * stored is kept (LangGraph may send a checkpoint's writes before the checkpoint itself), unless
- * its id is one of those: it would be kept for a checkpoint that never comes back.
- */
-function deletedPath(sessionId: string, threadId: string): string {
-  return `/sessions/${sessionId}/langgraph-deleted/${nameSegment(threadId)}`;
-}
 
 /**
  * The longest thread id APEX keeps, in bytes of its path segment (percent-encoded): the index's
@@ -452,7 +360,15 @@ export class LangGraphStore {
     const id = checkpointId ?? this.latestId(sessionId, threadId, ns);
     if (id === undefined) return undefined;
     const located = this.locate(sessionId, threadId, ns, id);
-    return located && this.tuple(sessionId, threadId, ns, id, located);
+    if (located) return this.tuple(sessionId, threadId, ns, id, located);
+    if (checkpointId !== undefined) return undefined;
+    // The head's APEX checkpoint is gone (deleted before deletes moved the head, or dropped by
+    // repair): the greatest id still stored, which the thread resumes from.
+    for (const other of this.checkpointIds(sessionId, threadId, ns)) {
+      const found = other === id ? undefined : this.locate(sessionId, threadId, ns, other);
+      if (found) return this.tuple(sessionId, threadId, ns, other, found);
+    }
+    return undefined;
   }
 
   list(
@@ -664,24 +580,8 @@ export class LangGraphStore {
     return out;
   }
 
-  /**
-   * The checkpoint ids of a thread's namespace, greatest first (uuid6 ids: the latest first), as
-   * strings compare (as MemorySaver orders them, and `before` and the head compare them). The
-   * index keys are the ids percent-encoded, which orders ids with other characters otherwise
-   * ("a~" is `a%7E`, before "az"): those are sorted again.
-   */
   private checkpointIds(sessionId: string, threadId: string, ns: string): string[] {
-    const dir = `${indexDir(sessionId, threadId, ns)}/checkpoints`;
-    const range = subtreeRange(dir);
-    const ids: string[] = [];
-    let encoded = false;
-    for (const key of this.store.keys({ start: range.end, end: range.start, reverse: true })) {
-      const rest = String(key).slice(dir.length + 1);
-      if (!rest || rest.includes("/") || String(key) === range.end) continue;
-      if (rest.includes("%") || rest === "~") encoded = true;
-      ids.push(segmentName(rest));
-    }
-    return encoded ? ids.sort((a, b) => (a < b ? 1 : a > b ? -1 : 0)) : ids;
+    return checkpointIds(this.store, sessionId, threadId, ns);
   }
 
   /**
@@ -923,7 +823,7 @@ function matchesFilter(metadata: JsonValue | undefined, filter: Record<string, J
 
 function describeStep(request: PutRequest, metadata: JsonValue | undefined): string {
   const meta = isRecord(metadata) ? (metadata as Record<string, JsonValue>) : {};
-  const where = `${request.thread_id}${request.checkpoint_ns ? `/${request.checkpoint_ns}` : ""}`;
+  const where = threadLabel(request.thread_id, request.checkpoint_ns);
   const step = typeof meta.step === "number" ? ` step ${meta.step}` : "";
   const source = typeof meta.source === "string" ? ` (${meta.source})` : "";
   return `langgraph ${where}${step}${source}`;

@@ -56,8 +56,10 @@ export function planRetention(store: Store, policy: RetentionPolicy, options: Pl
   const now = options.now ?? Date.now();
   const sessions: SessionPlan[] = [];
   for (const session of targets) {
-    const heads = langGraphHeads(store, session.sessionId);
-    const items: PlannedCheckpoint[] = sessionCheckpoints(store, session.sessionId).map((row) => ({
+    const rows = sessionCheckpoints(store, session.sessionId);
+    const ids = new Set(rows.map((row) => row.id));
+    const heads = langGraphHeads(store, session.sessionId, (id) => ids.has(id));
+    const items: PlannedCheckpoint[] = rows.map((row) => ({
       ...row,
       time: Date.parse(row.createdAt),
       protected: [...(branches.get(row.id) ?? []), ...(merges.get(row.id) ?? []), ...(bases.get(row.id) ?? []), ...(held.get(row.id) ?? []).map((reason) => `in use: ${reason}`), ...(heads.get(row.id) ?? [])],

@@ -1,0 +1,220 @@
+/**
+ * Where LangGraph threads are kept in a store (the index, the heads, the channels' memory
+ * directory) and what removing one of their APEX checkpoints removes with it: shared by the
+ * store side (langgraph.ts) and the checkpoint library's delete (checkpoints.ts), which this
+ * module must not import (langgraph.ts imports checkpoints.ts).
+ */
+import { ApexError } from "../../core/errors.js";
+import { subtreeRange } from "../../core/store/paths.js";
+import type { Store } from "../../core/store/store.js";
+import { isRecord, manifestPath } from "./manifest.js";
+
+export const LANGGRAPH_TRIGGER = "langgraph";
+export const LANGGRAPH_MEMORY_ROOT = "/langgraph";
+
+/**
+ * A LangGraph name (thread id, namespace, channel, key) as one path segment: percent-encoded
+ * (so `/` and control characters cannot split or break a path), `~` for the empty name, and
+ * `.`/`..` encoded (segments APEX paths refuse).
+ */
+export function nameSegment(name: string): string {
+  if (name === "") return "~";
+  // Characters encodeURIComponent keeps (but "~"): most names are already their segment (a put writes 100s).
+  if (PLAIN_SEGMENT.test(name)) return name === "." ? "%2E" : name === ".." ? "%2E%2E" : name;
+  let encoded: string;
+  try {
+    encoded = encodeURIComponent(name).replace(/~/g, "%7E");
+  } catch {
+    throw new ApexError("APEX_E_BAD_INPUT", `The LangGraph name ${JSON.stringify(name)} is not valid Unicode (it holds a lone surrogate).`, {
+      hint: "Thread ids, namespaces, channel names and keys must be well-formed strings. Nothing was written.",
+    });
+  }
+  return encoded === "." ? "%2E" : encoded === ".." ? "%2E%2E" : encoded;
+}
+
+const PLAIN_SEGMENT = /^[A-Za-z0-9\-_.!*'()]+$/;
+
+export function segmentName(segment: string): string {
+  if (segment === "~") return "";
+  // Most names need no decoding (a 10k-channel read decodes 10k names).
+  return segment.includes("%") ? decodeURIComponent(segment) : segment;
+}
+
+export function memoryDir(threadId: string, ns: string): string {
+  return `${LANGGRAPH_MEMORY_ROOT}/${nameSegment(threadId)}/${nameSegment(ns)}`;
+}
+
+/**
+ * `/sessions/<sid>/langgraph-heads/<thread>/<ns>` (encoded segments): `{apex_id, checkpoint_id}`,
+ * the thread namespace's latest checkpoint (the greatest id: the one getTuple resumes from) and
+ * the APEX checkpoint holding it, which retention keeps. One record per thread namespace, so a
+ * put writes its own (not a record of every thread's) and deleteThread removes exactly the
+ * thread's (its segment is its own: thread "a/b" is not thread "a" namespace "b").
+ *
+ * Stores written before kept one record at `/sessions/<sid>/langgraph-heads` itself, keyed
+ * `<thread>` or `<thread>/<ns>` unencoded (ambiguous); it is still read, and the session's first
+ * LangGraph write replaces it by the per-namespace records, derived from the index.
+ */
+export function headsPath(sessionId: string): string {
+  return `/sessions/${sessionId}/langgraph-heads`;
+}
+
+export function headPath(sessionId: string, threadId: string, ns: string): string {
+  return `${headsPath(sessionId)}/${nameSegment(threadId)}/${nameSegment(ns)}`;
+}
+
+/**
+ * APEX checkpoint id -> why retention must keep it ("langgraph thread <id>"): the latest
+ * checkpoint of each LangGraph thread namespace of the session, so that a thread whose last
+ * step is older than other threads' steps still resumes from where it stopped. One range read;
+ * with `stored` (whether an APEX checkpoint of the session is stored), a head naming one that
+ * is not is looked up in the index.
+ */
+export function langGraphHeads(store: Store, sessionId: string, stored?: (apexId: string) => boolean): Map<string, string[]> {
+  const heads = new Map<string, string[]>();
+  const add = (id: string, where: string) => heads.set(id, [...(heads.get(id) ?? []), `langgraph thread ${where}`]);
+  const dir = headsPath(sessionId);
+  for (const { path, value } of store.tree(dir)) {
+    if (path === dir) {
+      // The record of stores written before: `<thread>[/<ns>]` -> APEX checkpoint id.
+      if (isRecord(value)) for (const [where, id] of Object.entries(value)) if (typeof id === "string") add(id, where);
+      continue;
+    }
+    const segments = path.slice(dir.length + 1).split("/");
+    if (segments.length !== 2 || !isRecord(value) || typeof value.apex_id !== "string") continue;
+    const [threadId, ns] = [segmentName(segments[0]!), segmentName(segments[1]!)];
+    let apexId: string | undefined = value.apex_id;
+    if (stored && !stored(apexId)) {
+      // The head's checkpoint is gone (removed by repair, or by the delete of an APEX that left
+      // the head): the thread resumes from the greatest id still stored (getTuple), kept instead.
+      apexId = undefined;
+      for (const id of checkpointIds(store, sessionId, threadId, ns)) {
+        apexId = storedIndex(store, sessionId, threadId, ns, id)?.apex_id;
+        if (apexId !== undefined) break;
+      }
+      if (apexId === undefined) continue;
+    }
+    add(apexId, threadLabel(threadId, ns));
+  }
+  return heads;
+}
+
+/**
+ * How a label names a thread namespace, for people (a retention reason, a step's description):
+ * `thread` or `thread/namespace`, each as it is when nothing in it can be read as the label's
+ * own ("/" between them, a space before what follows), else quoted as JSON: thread "th/1" is
+ * `"th/1"`, thread "th" namespace "1" is `th/1`, thread "a b" namespace "inner:7" `"a b"/inner:7`.
+ */
+export function threadLabel(threadId: string, ns: string): string {
+  const thread = PLAIN_THREAD.test(threadId) ? threadId : JSON.stringify(threadId);
+  return ns === "" ? thread : `${thread}/${PLAIN_NAMESPACE.test(ns) ? ns : JSON.stringify(ns)}`;
+}
+
+/** Thread ids shown unquoted: letters, digits, "-", "_" and "." (uuids, "review-42"). */
+const PLAIN_THREAD = /^[A-Za-z0-9_.-]+$/;
+/** Namespaces shown unquoted: those characters, and ":" and "|" of LangGraph's own (`node:<task id>|child:<task id>`). */
+const PLAIN_NAMESPACE = /^[A-Za-z0-9_.:|-]+$/;
+
+export function indexRoot(sessionId: string): string {
+  return `/sessions/${sessionId}/langgraph`;
+}
+
+export function indexDir(sessionId: string, threadId: string, ns: string): string {
+  return `${indexRoot(sessionId)}/${nameSegment(threadId)}/${nameSegment(ns)}`;
+}
+
+export function checkpointKey(sessionId: string, threadId: string, ns: string, checkpointId: string): string {
+  return `${indexDir(sessionId, threadId, ns)}/checkpoints/${nameSegment(checkpointId)}`;
+}
+
+export function writesDir(sessionId: string, threadId: string, ns: string, checkpointId: string): string {
+  return `${indexDir(sessionId, threadId, ns)}/writes/${nameSegment(checkpointId)}`;
+}
+
+/**
+ * `/sessions/<sid>/langgraph-deleted/<thread>`: `{checkpoint_id}`, the greatest checkpoint id a
+ * deleteThread removed from the thread (uuid6 ids: the latest). A write for a checkpoint not
+ * stored is kept (LangGraph may send a checkpoint's writes before the checkpoint itself), unless
+ * its id is one of those: it would be kept for a checkpoint that never comes back.
+ */
+export function deletedPath(sessionId: string, threadId: string): string {
+  return `/sessions/${sessionId}/langgraph-deleted/${nameSegment(threadId)}`;
+}
+
+
+/**
+ * The checkpoint ids of a thread's namespace, greatest first (uuid6 ids: the latest first), as
+ * strings compare (as MemorySaver orders them, and `before` and the head compare them). The
+ * index keys are the ids percent-encoded, which orders ids with other characters otherwise
+ * ("a~" is `a%7E`, before "az"): those are sorted again.
+ */
+export function checkpointIds(store: Store, sessionId: string, threadId: string, ns: string): string[] {
+  const dir = `${indexDir(sessionId, threadId, ns)}/checkpoints`;
+  const range = subtreeRange(dir);
+  const ids: string[] = [];
+  let encoded = false;
+  for (const key of store.keys({ start: range.end, end: range.start, reverse: true })) {
+    const rest = String(key).slice(dir.length + 1);
+    if (!rest || rest.includes("/") || String(key) === range.end) continue;
+    if (rest.includes("%") || rest === "~") encoded = true;
+    ids.push(segmentName(rest));
+  }
+  return encoded ? ids.sort((a, b) => (a < b ? 1 : a > b ? -1 : 0)) : ids;
+}
+
+/** A LangGraph checkpoint's index record, if its APEX checkpoint is stored (retention and `checkpoint delete` remove them). */
+export function storedIndex(store: Store, sessionId: string, threadId: string, ns: string, checkpointId: string): { apex_id: string; sequence: number } | undefined {
+  const index = store.get(checkpointKey(sessionId, threadId, ns, checkpointId));
+  if (!isRecord(index) || typeof index.apex_id !== "string" || typeof index.sequence !== "number") return undefined;
+  const manifest = store.get(manifestPath(sessionId, index.sequence));
+  return isRecord(manifest) && manifest.id === index.apex_id ? (index as { apex_id: string; sequence: number }) : undefined;
+}
+
+/**
+ * What a LangGraph step leaves in its session's records, removed with its APEX checkpoint (by
+ * retention, `apex checkpoint delete`), in the caller's transaction before the manifest goes:
+ *  - its index record and its pending writes, which no read reaches once the checkpoint is gone
+ *    (they were kept for ever, and `list` walked them all); the writes of a checkpoint of
+ *    format < 4 stay, since its children read their pending sends from them;
+ *  - the thread namespace's head, when it named that checkpoint: it names the greatest id still
+ *    stored instead (none left: it goes), so that getTuple resumes from there and retention
+ *    keeps that one. It named a checkpoint no longer stored, and getTuple found no checkpoint
+ *    at all (the graph started the thread afresh) while retention protected nothing of the thread.
+ * A checkpoint that is not a LangGraph step, or whose index names another APEX checkpoint, is left alone.
+ */
+export function forgetLangGraphStep(store: Store, checkpoint: { sessionId: string; sequence: number; id: string }, actor: string): void {
+  let manifest: unknown;
+  try {
+    manifest = store.get(manifestPath(checkpoint.sessionId, checkpoint.sequence));
+  } catch {
+    return; // undecodable: nothing to tell which thread it was
+  }
+  if (!isRecord(manifest) || manifest.trigger !== LANGGRAPH_TRIGGER || !isRecord(manifest.data) || !isRecord(manifest.data.langgraph)) return;
+  const { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: id } = manifest.data.langgraph;
+  if (typeof threadId !== "string" || typeof ns !== "string" || typeof id !== "string") return;
+  const { sessionId } = checkpoint;
+  const key = checkpointKey(sessionId, threadId, ns, id);
+  const index = store.get(key);
+  if (!isRecord(index) || index.apex_id !== checkpoint.id) return;
+  const headAt = headPath(sessionId, threadId, ns);
+  const head = store.get(headAt);
+  const movesHead = isRecord(head) && head.apex_id === checkpoint.id;
+  let next: { id: string; apex_id: string } | undefined;
+  if (movesHead) {
+    for (const other of checkpointIds(store, sessionId, threadId, ns)) {
+      const stored = other === id ? undefined : storedIndex(store, sessionId, threadId, ns, other);
+      if (stored) {
+        next = { id: other, apex_id: stored.apex_id };
+        break;
+      }
+    }
+  }
+  store.batchSync((batch) => {
+    batch.delete(key);
+    if (!(typeof index.format === "number" && index.format < 4)) batch.deleteTree(writesDir(sessionId, threadId, ns, id));
+    if (movesHead) {
+      if (next) batch.set(headAt, { apex_id: next.apex_id, checkpoint_id: next.id });
+      else batch.delete(headAt);
+    }
+  }, actor);
+}
