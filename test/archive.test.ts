@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { execFile } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
 import { basename, join } from "node:path";
@@ -604,9 +604,25 @@ describe("apex backup", () => {
       expect(existsSync(join(dir, to))).toBe(false);
     }
 
+    // What backups killed while copying left (kill -9, OOM): each a partial copy as large as the store,
+    // named with its pid, and by default a store-<time> directory holding nothing else, looking like a
+    // backup. They stayed forever; the next backup removes them, never a partial copy whose process runs.
+    const dead = spawnSync("true").pid!;
+    const stale = join(dir, ".apex/backups/store-20200101T000000Z");
+    mkdirSync(join(stale, `.apex-backup-partial-${dead}-0be86e09`), { recursive: true });
+    writeFileSync(join(stale, `.apex-backup-partial-${dead}-0be86e09`, "store.mdb"), "cut short");
+    const ours = join(dir, "copy2", `.apex-backup-partial-${process.pid}-00000000`);
+    const theirs = join(dir, "copy2", `.apex-backup-partial-${dead}-11111111`);
+    for (const partial of [ours, theirs]) mkdirSync(partial, { recursive: true });
+    const swept = apex("backup", "--to", "copy2", "--json");
+    expect(swept.status, swept.stderr).toBe(0);
+    expect(json(swept).swept).toEqual([theirs]);
+    expect(readdirSync(join(dir, "copy2")).sort()).toEqual([basename(ours), "store.mdb"]);
+
     const defaults = apex("backup");
     expect(defaults.status).toBe(0);
     expect(defaults.stdout).toMatch(/Verified: the copy opens read-only and validates clean/);
+    expect(defaults.stdout).toContain("Removed what an interrupted backup left: .apex/backups/store-20200101T000000Z\n");
     const [made2] = readdirSync(join(dir, ".apex/backups"));
     expect(made2).toMatch(/^store-\d{8}T\d{6}Z$/);
     expect(existsSync(join(dir, ".apex/backups", made2!, "store.mdb"))).toBe(true);

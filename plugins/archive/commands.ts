@@ -340,7 +340,7 @@ export async function runBackup(input: CommandInput, context: CommandContext): P
   const progress = new Progress();
   let result: BackupResult;
   try {
-    result = await backupStore({ storeDir, target, onProgress: (text) => progress.update(text) });
+    result = await backupStore({ storeDir, target, defaultTarget: typeof to !== "string", onProgress: (text) => progress.update(text) });
   } finally {
     progress.done();
   }
@@ -354,8 +354,10 @@ export async function runBackup(input: CommandInput, context: CommandContext): P
       counts: result.counts,
       validation: result.validation,
       ms: result.ms,
+      swept: result.swept,
     });
   } else {
+    for (const path of result.swept) context.print(`Removed what an interrupted backup left: ${displayPath(path, context.projectDir)}`);
     const { counts } = result;
     context.print(
       `Backed up the store to ${displayPath(result.file, context.projectDir)}: ${formatBytes(result.bytes)} (the store's file: ${formatBytes(result.sourceBytes)}), revision ${result.revision}, ${plural(counts.records, "record")}, ${plural(counts.checkpoints, "checkpoint")}, ${plural(counts.values + counts.trees, "object")}.`,
