@@ -10,7 +10,7 @@ import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { formatBytes } from "../../cli/output.js";
 import { makeBackupDirectory } from "./files.js";
-import { syncDirectory } from "../../cli/output-file.js";
+import { processRuns, syncDirectory } from "../../cli/output-file.js";
 
 export interface BackupOptions {
   /** The live store's directory. */
@@ -177,7 +177,7 @@ export function sweepInterruptedBackups(dir: string, backupLocation: boolean): s
   const sweep = (at: string) => {
     for (const name of listNames(at)) {
       const pid = PARTIAL.exec(name)?.[1];
-      if (pid === undefined || running(Number(pid))) continue;
+      if (pid === undefined || processRuns(Number(pid))) continue;
       rmSync(join(at, name), { recursive: true, force: true });
       removed.push(join(at, name));
     }
@@ -204,16 +204,6 @@ function listNames(dir: string): string[] {
     return readdirSync(dir);
   } catch {
     return []; // not there yet, or not a directory: the backup itself says so
-  }
-}
-
-function running(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
