@@ -249,6 +249,11 @@ describe("apex session archive / unarchive", () => {
     const dir = project("p1");
     const apex = apexIn(dir);
     await threeSessions(dir);
+    // An ended session's record keeps the supervisor it had (unarchive clears it).
+    await withStore(dir, async (store) => {
+      const supervisor = { pid: spawnSync("true").pid!, host: "vm", started_at: new Date(NOW - 40 * DAY).toISOString() };
+      await store.set("/sessions/history/s-old", { ...(store.get("/sessions/history/s-old") as Record<string, JsonValue>), supervisor });
+    });
     // By a unique prefix, as the help's example does (it said "No session s-ol").
     const archived = apex("session", "archive", "s-ol", "--json");
     expect(archived.status, archived.stderr).toBe(0);
@@ -258,6 +263,25 @@ describe("apex session archive / unarchive", () => {
     expect(again.status).toBe(4);
     expect(errorOf(again).code).toBe("APEX_E_SESSION_EXISTS");
     expect(existsSync(join(dir, ".apex/backups/s-old.apexbundle"))).toBe(true);
+    // The session here and its bundle beside it, as an archive killed after writing the bundle (or an
+    // unarchive killed before removing it) leaves them. Archiving again was refused with "move that
+    // file away (or unarchive it)", which unarchive refuses: stuck. The bundle holds the session as it
+    // is, so it is the archive; one of another state of the session is not taken for it.
+    const bundle = join(dir, ".apex/backups/s-old.apexbundle");
+    const bundleBytes = readFileSync(bundle);
+    const rerun = apex("session", "archive", "s-old", "--json");
+    expect(rerun.status, rerun.stderr).toBe(0);
+    expect(json(rerun).archived[0]).toMatchObject({ session_id: "s-old", file: bundle });
+    expect(readFileSync(bundle)).toEqual(bundleBytes);
+    await withStore(dir, (store) => expect(store.get("/sessions/history/s-old")).toBeUndefined());
+    expect(apex("session", "unarchive", "s-old", "--keep").status).toBe(0);
+    await withStore(dir, async (store) => {
+      await store.set("/sessions/history/s-old", { ...(store.get("/sessions/history/s-old") as Record<string, JsonValue>), outcome: "changed since" });
+    });
+    const changed = apex("session", "archive", "s-old", "--json");
+    expect(changed.status, changed.stderr).toBe(4);
+    expect(errorOf(changed)).toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("holding another state of it") });
+    await withStore(dir, (store) => expect((store.get("/sessions/history/s-old") as Record<string, JsonValue>).outcome).toBe("changed since"));
     const unknown = apex("session", "unarchive", "s-nothing", "--json");
     expect(unknown.status).toBe(3);
     expect(errorOf(unknown).code).toBe("APEX_E_NOT_FOUND");
