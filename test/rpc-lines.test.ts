@@ -1,4 +1,9 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { callSupervisor } from "../core/rpc/call.js";
 import { MAX_LINE_BYTES, lineSplitter } from "../core/rpc/protocol.js";
 
 /** A splitter that records the lines and overflows it sees. */
@@ -48,5 +53,30 @@ describe("lineSplitter (the socket protocol's framing)", () => {
     // What followed the overflow up to its newline is a line of its own; the caller ends the
     // connection on overflow, so it is never read in practice.
     expect(lines).toEqual(["tail", "next"]);
+  });
+});
+
+describe("callSupervisor", () => {
+  it("a supervisor that closes the connection with the request read (killed mid-call) is an error saying the outcome is unknown, and how to recover", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "apex-rpc-close-"));
+    const socketPath = join(dir, "s.sock");
+    // It read the request, then went away without a word: what a kill -9 during memory.import leaves.
+    const server = createServer((socket) => socket.once("data", () => socket.destroy()));
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    try {
+      const error = await callSupervisor(socketPath, "memory.import", { entries: [] }).then(
+        () => undefined,
+        (rejected: unknown) => rejected,
+      );
+      // It said only "The supervisor closed the connection before answering memory.import.", no hint.
+      expect(error).toMatchObject({
+        code: "APEX_E_RPC",
+        message: "The supervisor closed the connection before answering memory.import; whether it was done is not known.",
+        hint: expect.stringContaining("`apex start --continue last` recovers it"),
+      });
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
