@@ -274,6 +274,23 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
     const error = await failureOf(loadConfig({ configPath: file, projectDir: dirname(file), storeDir: "/nowhere" }, { env: {}, cwd: REPO_ROOT + "/core" }));
     expect(error.message.startsWith(`${file}:3:29: session.auto_checkpoint_interval:`)).toBe(true);
   });
+
+  it("a document nested deeper than the parser follows (lists, mappings) is said so, not as the engine's stack overflow", () => {
+    // Deep enough for any stack the engine has (it overflowed at 800 levels here, JIT-compiled deeper).
+    const deepFlow = `session: ${"[".repeat(60_000)}${"]".repeat(60_000)}\n`;
+    const deepMaps = `session: ${"{a: ".repeat(60_000)}1${"}".repeat(60_000)}\n`;
+    for (const text of [deepFlow, deepMaps]) {
+      let error: unknown;
+      try {
+        checkDocument(text, "/work/deep.yaml", "/work");
+      } catch (thrown) {
+        error = thrown;
+      }
+      // It said "deep.yaml:1:796: Maximum call stack size exceeded."
+      expect(error).toMatchObject({ code: "APEX_E_YAML", exitCode: 2 });
+      expect((error as Error).message).toMatch(/^deep\.yaml:\d+:\d+: Nested too deep: its mappings and lists go more levels down than APEX reads\.$/);
+    }
+  });
 });
 
 describe("valid configs", () => {
