@@ -245,7 +245,7 @@ describe("apex session archive / unarchive", () => {
     });
   });
 
-  it("unarchive refuses a session that is back already and an unknown id", async () => {
+  it("unarchive finishes for a session back as its archive holds it, refuses one back in another state and an unknown id", async () => {
     const dir = project("p1");
     const apex = apexIn(dir);
     await threeSessions(dir);
@@ -259,9 +259,15 @@ describe("apex session archive / unarchive", () => {
     expect(archived.status, archived.stderr).toBe(0);
     expect(json(archived).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-old"]);
     expect(apex("session", "unarchive", "s-old", "--keep").status).toBe(0);
-    const again = apex("session", "unarchive", "s-old", "--json");
-    expect(again.status).toBe(4);
-    expect(errorOf(again).code).toBe("APEX_E_SESSION_EXISTS");
+    // Again, with the session here exactly as its archive holds it (what an unarchive killed before
+    // removing the bundle leaves): said so, nothing written. It was refused (APEX_E_SESSION_EXISTS,
+    // "archive or delete that session first"), of a session that was back.
+    const revision = await withStore(dir, (store) => store.revision());
+    const again = apex("session", "unarchive", "s-old", "--keep", "--json");
+    expect(again.status, again.stderr).toBe(0);
+    expect(json(again)).toMatchObject({ session_id: "s-old", already_back: true, bundle_removed: false });
+    expect(apex("session", "unarchive", "s-old", "--keep").stdout).toContain("Session s-old is back already, as .apex/backups/s-old.apexbundle holds it");
+    await withStore(dir, (store) => expect(store.revision()).toBe(revision));
     expect(existsSync(join(dir, ".apex/backups/s-old.apexbundle"))).toBe(true);
     // The session here and its bundle beside it, as an archive killed after writing the bundle (or an
     // unarchive killed before removing it) leaves them. Archiving again was refused with "move that
@@ -282,6 +288,10 @@ describe("apex session archive / unarchive", () => {
     expect(changed.status, changed.stderr).toBe(4);
     expect(errorOf(changed)).toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("holding another state of it") });
     await withStore(dir, (store) => expect((store.get("/sessions/history/s-old") as Record<string, JsonValue>).outcome).toBe("changed since"));
+    const otherState = apex("session", "unarchive", "s-old", "--json");
+    expect(otherState.status).toBe(4);
+    expect(errorOf(otherState).code).toBe("APEX_E_SESSION_EXISTS");
+    expect(existsSync(bundle)).toBe(true);
     const unknown = apex("session", "unarchive", "s-nothing", "--json");
     expect(unknown.status).toBe(3);
     expect(errorOf(unknown).code).toBe("APEX_E_NOT_FOUND");

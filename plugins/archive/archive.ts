@@ -282,7 +282,7 @@ function bundleHolds(file: string, collected: CollectedSession, maxBytes: number
  * supervisor its ended record names, which unarchive clears (installBundle: no bundle points at
  * a process).
  */
-function sameSession(content: BundleContent, collected: CollectedSession): boolean {
+export function sameSession(content: BundleContent, collected: CollectedSession): boolean {
   const sessionId = collected.location.sessionId;
   if (content.manifest.session_id !== sessionId) return false;
   if (content.checkpoints.map((checkpoint) => checkpoint.hash).join() !== collected.checkpoints.map((checkpoint) => checkpoint.hash).join()) return false;
