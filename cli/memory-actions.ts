@@ -215,6 +215,12 @@ export function parseImport(text: string, name: string): Entry[] {
       if (problem) throw new ApexError("APEX_E_BAD_PATH", `${name}: invalid path ${JSON.stringify(path)}: ${problem}.`);
       entries.push({ path, value: record[path]! });
     }
+    const twice = repeatedTopLevelKey(trimmed);
+    if (twice) {
+      const lead = text.length - text.trimStart().length;
+      const line = (offset: number) => text.slice(0, lead + offset).split("\n").length;
+      throw repeatedPath(`${name}:${line(twice.second)}`, twice.key, line(twice.first));
+    }
     return entries;
   }
   // One object over many lines (an export, cut short or edited) whose first line is no JSON of its own
@@ -225,6 +231,7 @@ export function parseImport(text: string, name: string): Entry[] {
     });
   }
   const entries: Entry[] = [];
+  const lineOf = new Map<string, number>();
   const lines = text.split("\n");
   for (let index = 0; index < lines.length; index++) {
     const line = lines[index]!.trim();
@@ -244,9 +251,56 @@ export function parseImport(text: string, name: string): Entry[] {
     if (problem) {
       throw new ApexError("APEX_E_BAD_PATH", `${name}:${index + 1}: invalid path ${JSON.stringify(parsed.path)}: ${problem}.`);
     }
+    const first = lineOf.get(parsed.path as string);
+    if (first !== undefined) throw repeatedPath(`${name}:${index + 1}`, parsed.path as string, first);
+    lineOf.set(parsed.path as string, index + 1);
     entries.push({ path: parsed.path as string, value: parsed.value as JsonValue });
   }
   return entries;
+}
+
+/** A path given twice: JSON.parse (and a batch) keep the last value, and the first would be lost without a word. */
+function repeatedPath(where: string, path: string, firstLine: number): ApexError {
+  return new ApexError("APEX_E_BAD_INPUT", `${where}: path ${JSON.stringify(path)} is given a second time (first on line ${firstLine}); one of its values would be lost.`, {
+    hint: "Nothing was imported. Keep one entry per path.",
+  });
+}
+
+/**
+ * The first key the top-level object of TEXT (JSON that parses) has twice, with the offsets of
+ * both: JSON.parse keeps the last silently. Strings are skipped with indexOf, so a large value
+ * costs little.
+ */
+export function repeatedTopLevelKey(text: string): { key: string; first: number; second: number } | undefined {
+  const seen = new Map<string, number>();
+  let depth = 0;
+  let keyNext = false;
+  for (let at = 0; at < text.length; at++) {
+    const code = text.charCodeAt(at);
+    if (code === 0x22) {
+      let end = at;
+      for (;;) {
+        end = text.indexOf('"', end + 1);
+        let backslashes = 0;
+        while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes += 1;
+        if (end === -1 || backslashes % 2 === 0) break;
+      }
+      if (end === -1) return undefined;
+      if (depth === 1 && keyNext) {
+        const key = JSON.parse(text.slice(at, end + 1)) as string;
+        const first = seen.get(key);
+        if (first !== undefined) return { key, first, second: at };
+        seen.set(key, at);
+        keyNext = false;
+      }
+      at = end;
+    } else if (code === 0x7b || code === 0x5b) {
+      depth += 1;
+      if (depth === 1) keyNext = code === 0x7b;
+    } else if (code === 0x7d || code === 0x5d) depth -= 1;
+    else if (code === 0x2c && depth === 1) keyNext = true;
+  }
+  return undefined;
 }
 
 function parsesAlone(line: string): boolean {

@@ -6,7 +6,7 @@
  * refused before any work, and a path the system refuses is the user's input (exit 2).
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, linkSync, openSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, linkSync, openSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, resolve, sep } from "node:path";
 import type { Config } from "../core/config/types.js";
 import { ApexError } from "../core/errors.js";
@@ -120,6 +120,7 @@ function existsError(file: string): ApexError {
  * name is taken) into place, and the directory flushed.
  */
 export function writeFileAtomic(path: string, data: Buffer, options: { overwrite: boolean }): void {
+  removeAbandonedPartials(path);
   const temporary = join(dirname(path), `.${basename(path)}.partial-${process.pid}-${randomBytes(4).toString("hex")}`);
   let fd: number;
   try {
@@ -157,6 +158,41 @@ export function writeFileAtomic(path: string, data: Buffer, options: { overwrite
     throw error;
   }
   syncDirectory(dirname(path));
+}
+
+/**
+ * Temporary files of earlier writes of `path` whose process was killed (kill -9, OOM) before it
+ * renamed them: hidden, as large as the file, they stayed forever. One whose process runs (a
+ * write going on, or its pid taken since) is left alone.
+ */
+function removeAbandonedPartials(path: string): void {
+  const prefix = `.${basename(path)}.partial-`;
+  let names: string[];
+  try {
+    names = readdirSync(dirname(path));
+  } catch {
+    return; // the write itself says what is wrong with the directory
+  }
+  for (const name of names) {
+    const pid = name.startsWith(prefix) ? /^(\d+)-[0-9a-f]{8}$/.exec(name.slice(prefix.length))?.[1] : undefined;
+    if (pid === undefined || processRuns(Number(pid))) continue;
+    try {
+      unlinkSync(join(dirname(path), name));
+    } catch {
+      // gone meanwhile, or not ours to remove: left
+    }
+  }
+}
+
+/** Whether a process with this pid exists (ours, or another user's: EPERM). */
+export function processRuns(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 export function syncDirectory(dir: string): void {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { execFile } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
 import { basename, join } from "node:path";
@@ -245,19 +245,53 @@ describe("apex session archive / unarchive", () => {
     });
   });
 
-  it("unarchive refuses a session that is back already and an unknown id", async () => {
+  it("unarchive finishes for a session back as its archive holds it, refuses one back in another state and an unknown id", async () => {
     const dir = project("p1");
     const apex = apexIn(dir);
     await threeSessions(dir);
+    // An ended session's record keeps the supervisor it had (unarchive clears it).
+    await withStore(dir, async (store) => {
+      const supervisor = { pid: spawnSync("true").pid!, host: "vm", started_at: new Date(NOW - 40 * DAY).toISOString() };
+      await store.set("/sessions/history/s-old", { ...(store.get("/sessions/history/s-old") as Record<string, JsonValue>), supervisor });
+    });
     // By a unique prefix, as the help's example does (it said "No session s-ol").
     const archived = apex("session", "archive", "s-ol", "--json");
     expect(archived.status, archived.stderr).toBe(0);
     expect(json(archived).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-old"]);
     expect(apex("session", "unarchive", "s-old", "--keep").status).toBe(0);
-    const again = apex("session", "unarchive", "s-old", "--json");
-    expect(again.status).toBe(4);
-    expect(errorOf(again).code).toBe("APEX_E_SESSION_EXISTS");
+    // Again, with the session here exactly as its archive holds it (what an unarchive killed before
+    // removing the bundle leaves): said so, nothing written. It was refused (APEX_E_SESSION_EXISTS,
+    // "archive or delete that session first"), of a session that was back.
+    const revision = await withStore(dir, (store) => store.revision());
+    const again = apex("session", "unarchive", "s-old", "--keep", "--json");
+    expect(again.status, again.stderr).toBe(0);
+    expect(json(again)).toMatchObject({ session_id: "s-old", already_back: true, bundle_removed: false });
+    expect(apex("session", "unarchive", "s-old", "--keep").stdout).toContain("Session s-old is back already, as .apex/backups/s-old.apexbundle holds it");
+    await withStore(dir, (store) => expect(store.revision()).toBe(revision));
     expect(existsSync(join(dir, ".apex/backups/s-old.apexbundle"))).toBe(true);
+    // The session here and its bundle beside it, as an archive killed after writing the bundle (or an
+    // unarchive killed before removing it) leaves them. Archiving again was refused with "move that
+    // file away (or unarchive it)", which unarchive refuses: stuck. The bundle holds the session as it
+    // is, so it is the archive; one of another state of the session is not taken for it.
+    const bundle = join(dir, ".apex/backups/s-old.apexbundle");
+    const bundleBytes = readFileSync(bundle);
+    const rerun = apex("session", "archive", "s-old", "--json");
+    expect(rerun.status, rerun.stderr).toBe(0);
+    expect(json(rerun).archived[0]).toMatchObject({ session_id: "s-old", file: bundle });
+    expect(readFileSync(bundle)).toEqual(bundleBytes);
+    await withStore(dir, (store) => expect(store.get("/sessions/history/s-old")).toBeUndefined());
+    expect(apex("session", "unarchive", "s-old", "--keep").status).toBe(0);
+    await withStore(dir, async (store) => {
+      await store.set("/sessions/history/s-old", { ...(store.get("/sessions/history/s-old") as Record<string, JsonValue>), outcome: "changed since" });
+    });
+    const changed = apex("session", "archive", "s-old", "--json");
+    expect(changed.status, changed.stderr).toBe(4);
+    expect(errorOf(changed)).toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("holding another state of it") });
+    await withStore(dir, (store) => expect((store.get("/sessions/history/s-old") as Record<string, JsonValue>).outcome).toBe("changed since"));
+    const otherState = apex("session", "unarchive", "s-old", "--json");
+    expect(otherState.status).toBe(4);
+    expect(errorOf(otherState).code).toBe("APEX_E_SESSION_EXISTS");
+    expect(existsSync(bundle)).toBe(true);
     const unknown = apex("session", "unarchive", "s-nothing", "--json");
     expect(unknown.status).toBe(3);
     expect(errorOf(unknown).code).toBe("APEX_E_NOT_FOUND");
@@ -612,9 +646,25 @@ describe("apex backup", () => {
       expect(existsSync(join(dir, to))).toBe(false);
     }
 
+    // What backups killed while copying left (kill -9, OOM): each a partial copy as large as the store,
+    // named with its pid, and by default a store-<time> directory holding nothing else, looking like a
+    // backup. They stayed forever; the next backup removes them, never a partial copy whose process runs.
+    const dead = spawnSync("true").pid!;
+    const stale = join(dir, ".apex/backups/store-20200101T000000Z");
+    mkdirSync(join(stale, `.apex-backup-partial-${dead}-0be86e09`), { recursive: true });
+    writeFileSync(join(stale, `.apex-backup-partial-${dead}-0be86e09`, "store.mdb"), "cut short");
+    const ours = join(dir, "copy2", `.apex-backup-partial-${process.pid}-00000000`);
+    const theirs = join(dir, "copy2", `.apex-backup-partial-${dead}-11111111`);
+    for (const partial of [ours, theirs]) mkdirSync(partial, { recursive: true });
+    const swept = apex("backup", "--to", "copy2", "--json");
+    expect(swept.status, swept.stderr).toBe(0);
+    expect(json(swept).swept).toEqual([theirs]);
+    expect(readdirSync(join(dir, "copy2")).sort()).toEqual([basename(ours), "store.mdb"]);
+
     const defaults = apex("backup");
     expect(defaults.status).toBe(0);
     expect(defaults.stdout).toMatch(/Verified: the copy opens read-only and validates clean/);
+    expect(defaults.stdout).toContain("Removed what an interrupted backup left: .apex/backups/store-20200101T000000Z\n");
     const [made2] = readdirSync(join(dir, ".apex/backups"));
     expect(made2).toMatch(/^store-\d{8}T\d{6}Z$/);
     expect(existsSync(join(dir, ".apex/backups", made2!, "store.mdb"))).toBe(true);

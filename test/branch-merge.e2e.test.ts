@@ -418,6 +418,27 @@ describe("--worktree and --git", () => {
     mkdirSync(empty);
     expect(p.apex(["session", "branch", "checkpoint-002", "feature", "--worktree", empty]).status).toBe(0);
     expect(git(empty, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
+    // A `session branch --worktree` killed after git made the worktree, before the session was
+    // recorded, leaves apex/NAME checked out there: the rerun takes it over (it was refused, with a
+    // `git branch -D` that git refuses for a checked-out branch).
+    const head = git(dir, "rev-parse", "HEAD");
+    const left = join(worktree, "..", "left");
+    git(dir, "worktree", "add", "-q", "-b", "apex/left", left, head);
+    const rerun = p.apex(["session", "branch", "checkpoint-002", "left", "--worktree", left, "--json"]);
+    expect(rerun.status, rerun.stderr).toBe(0);
+    expect(JSON.parse(rerun.stdout).worktree).toEqual({ path: left, branch: "apex/left", commit: head });
+    // One worked in since is not taken over: the error names the worktree and both ways out.
+    const used = join(worktree, "..", "used");
+    git(dir, "worktree", "add", "-q", "-b", "apex/used", used, head);
+    writeFileSync(join(used, "work.txt"), "mine\n");
+    const usedRun = p.apex(["session", "branch", "checkpoint-002", "used", "--worktree", used, "--json"]);
+    expect(usedRun.status, usedRun.stderr).toBe(4);
+    expect(JSON.parse(usedRun.stderr).error).toMatchObject({
+      code: "APEX_E_BRANCH_EXISTS",
+      hint: `Choose another session name, or remove both: git worktree remove ${JSON.stringify(used)} && git branch -D apex/used`,
+    });
+    expect(readFileSync(join(used, "work.txt"), "utf8")).toBe("mine\n");
+    expect(p.apex(["session", "list"]).stdout).not.toContain("used");
   });
 
   it("a worktree from a checkpoint taken with uncommitted changes says they are not in it", () => {

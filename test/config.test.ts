@@ -274,6 +274,43 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
     const error = await failureOf(loadConfig({ configPath: file, projectDir: dirname(file), storeDir: "/nowhere" }, { env: {}, cwd: REPO_ROOT + "/core" }));
     expect(error.message.startsWith(`${file}:3:29: session.auto_checkpoint_interval:`)).toBe(true);
   });
+
+  it("a config file over 256 KiB is refused before it is parsed (an 18 MB one took every command over ten minutes and 2 GB)", async () => {
+    const { dir, cleanup } = tempDir("apex-config-size-");
+    try {
+      const file = join(dir, "apex.config.yaml");
+      const location = { configPath: file, projectDir: dir, storeDir: join(dir, ".apex") };
+      const entry = (i: number) => `  k${String(i).padStart(6, "0")}: [${i}, "v"]\n`;
+      // At the limit it loads (a comment pads it to exactly 256 KiB); one byte more is refused, fast.
+      const body = `x-data:\n${Array.from({ length: 2000 }, (_, i) => entry(i)).join("")}`;
+      writeFileSync(file, `${body}#${"-".repeat(256 * 1024 - body.length - 2)}\n`);
+      await loadConfig(location, { env: {}, cwd: dir });
+      writeFileSync(file, `${body}#${"-".repeat(256 * 1024 - body.length - 1)}\n`);
+      const started = Date.now();
+      const error = await failureOf(loadConfig(location, { env: {}, cwd: dir }));
+      expect(error).toMatchObject({ code: "APEX_E_CONFIG", exitCode: 2, message: `The config file ${file} is 262145 bytes; a config file is at most 262144 (256 KiB).` });
+      expect(Date.now() - started).toBeLessThan(1000);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("a document nested deeper than the parser follows (lists, mappings) is said so, not as the engine's stack overflow", () => {
+    // Deep enough for any stack the engine has (it overflowed at 800 levels here, JIT-compiled deeper).
+    const deepFlow = `session: ${"[".repeat(60_000)}${"]".repeat(60_000)}\n`;
+    const deepMaps = `session: ${"{a: ".repeat(60_000)}1${"}".repeat(60_000)}\n`;
+    for (const text of [deepFlow, deepMaps]) {
+      let error: unknown;
+      try {
+        checkDocument(text, "/work/deep.yaml", "/work");
+      } catch (thrown) {
+        error = thrown;
+      }
+      // It said "deep.yaml:1:796: Maximum call stack size exceeded."
+      expect(error).toMatchObject({ code: "APEX_E_YAML", exitCode: 2 });
+      expect((error as Error).message).toMatch(/^deep\.yaml:\d+:\d+: Nested too deep: its mappings and lists go more levels down than APEX reads\.$/);
+    }
+  });
 });
 
 describe("valid configs", () => {

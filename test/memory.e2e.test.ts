@@ -116,6 +116,20 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
         expect(broken.status).toBe(2);
         expect(JSON.parse(broken.stderr).error).toMatchObject({ code: "APEX_E_BAD_JSON", message: expect.stringMatching(new RegExp(`^${where}: invalid JSON: `)), hint: expect.stringContaining("Nothing was imported") });
       }
+      // A path given twice (hand-merged exports, NDJSON appended to): JSON.parse kept the last value and
+      // the import said "imported 1 entry", the first lost without a word. Keys inside values may repeat.
+      for (const [input, where, path, first] of [
+        ['{\n  "/d": 1,\n  "/e": {"/d": 2, "s": "\\"/d\\""},\n  "/\\u0064": 3\n}\n', "stdin:4", "/d", 2],
+        ['{"path": "/d", "value": 1}\n{"path": "/e", "value": 1}\n{"path": "/d", "value": 2}\n', "stdin:3", "/d", 1],
+      ] as const) {
+        const twice = runApex(["memory", "import", "-", "--json"], { cwd: other.dir, env, input });
+        expect(twice.status, twice.stderr).toBe(2);
+        expect(JSON.parse(twice.stderr).error).toMatchObject({
+          code: "APEX_E_BAD_INPUT",
+          message: `${where}: path "${path}" is given a second time (first on line ${first}); one of its values would be lost.`,
+          hint: expect.stringContaining("Nothing was imported"),
+        });
+      }
       expect(runApex(["memory", "export"], { cwd: other.dir, env }).stdout).toBe(exported);
     } finally {
       other.cleanup();

@@ -5,7 +5,7 @@
 // way (the process's file size limit, `ulimit -f`, makes it fail with EFBIG after 1 KiB) leaves
 // the old FILE as it was and no temporary file behind.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { APEX_BIN, Project, cleanEnv, shellAgents } from "./fixtures/agents/harness.js";
@@ -53,6 +53,16 @@ describe("-o FILE", () => {
     expect(JSON.parse(readFileSync(file, "utf8"))).toMatchObject({ session: { session_id: sessionId } });
     // No temporary file is left beside it.
     expect(readdirSync(project.dir).filter((name) => name.includes(".partial-"))).toEqual([]);
+    // One a write killed before its rename left (kill -9 while it wrote or synced a large bundle)
+    // is removed by the next write of that file: it stayed, hidden, as large as the file. One whose
+    // process runs is another write going on, and is left alone.
+    const dead = spawnSync("true").pid!;
+    const abandoned = join(project.dir, `.report.md.partial-${dead}-0be86e09`);
+    const running = join(project.dir, `.report.md.partial-${process.pid}-00000000`);
+    for (const partial of [abandoned, running]) writeFileSync(partial, "cut short");
+    expect(project.apex(["session", "report", "-o", "report.md", "--force"]).status).toBe(0);
+    expect(readdirSync(project.dir).filter((name) => name.includes(".partial-"))).toEqual([`.report.md.partial-${process.pid}-00000000`]);
+    unlinkSync(running);
 
     mkdirSync(join(project.dir, "reports"));
     for (const [args, code, exit] of [

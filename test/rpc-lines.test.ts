@@ -1,9 +1,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
+import { callSupervisor } from "../core/rpc/call.js";
 import { MAX_LINE_BYTES, lineSplitter } from "../core/rpc/protocol.js";
 import { REPO_ROOT, tempDir } from "./helpers/cli.js";
 
@@ -86,6 +89,29 @@ describe("callSupervisor (the socket's client)", () => {
       if (child && child.exitCode === null) child.kill("SIGKILL");
       server.close();
       cleanup();
+    }
+  });
+
+  it("a supervisor that closes the connection with the request read (killed mid-call) is an error saying the outcome is unknown, and how to recover", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "apex-rpc-close-"));
+    const socketPath = join(dir, "s.sock");
+    // It read the request, then went away without a word: what a kill -9 during memory.import leaves.
+    const server = createServer((socket) => socket.once("data", () => socket.destroy()));
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    try {
+      const error = await callSupervisor(socketPath, "memory.import", { entries: [] }).then(
+        () => undefined,
+        (rejected: unknown) => rejected,
+      );
+      // It said only "The supervisor closed the connection before answering memory.import.", no hint.
+      expect(error).toMatchObject({
+        code: "APEX_E_RPC",
+        message: "The supervisor closed the connection before answering memory.import; whether it was done is not known.",
+        hint: expect.stringContaining("`apex start --continue last` recovers it"),
+      });
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -129,7 +129,22 @@ describe.runIf(root)("the store is private", () => {
       expect(JSON.parse(result.stderr).error).toMatchObject({ code: "APEX_E_FORBIDDEN", message: `This user may not read the store at ${project.storeDir} (EACCES).` });
       expect(result.stdout).toBe("");
     }
+    // A store this user may read but not write (another user's, opened to others by hand): reads
+    // answer, and a write is refused as such, naming the owner. It was APEX_E_STORE "Permission
+    // denied: Attempting to setup locks" (exit 1), and for start APEX_E_INTERNAL "EACCES: … open
+    // …/supervisor.log".
+    expect(spawnSync("chmod", ["-R", "go+rX", project.storeDir]).status).toBe(0);
+    expect(asNobody([process.execPath, APEX_BIN, "--config", config, "memory", "show", "/secret"]).stdout.trim()).toBe('"hidden"');
+    for (const args of [["memory", "set", "/y", "1"], ["start", "--task", "t"], ["task", "add", "t"]]) {
+      const result = asNobody([process.execPath, APEX_BIN, "--config", config, ...args, "--json"]);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(4);
+      expect(JSON.parse(result.stderr).error).toMatchObject({
+        code: "APEX_E_FORBIDDEN",
+        message: `This user may not write the store at ${project.storeDir} (EACCES); ${project.storeDir} belongs to uid 0 (mode 0755) and this user is uid 65534. Nothing was written.`,
+      });
+    }
     expect(project.apex(["memory", "show", "/secret"]).stdout.trim()).toBe('"hidden"');
+    expect(project.apex(["session", "list", "--json"]).stdout.trim()).toBe("[]");
   });
 
   it("a store made open to others is tightened when it is next opened, with a notice", () => {

@@ -5,6 +5,7 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { reportError } from "../output.js";
 import { makePrivateDir, openPrivate } from "../../core/store/private.js";
+import { storeWriteRefused, writePermissionCode } from "../../plugins/lmdb/file-check.js";
 import { errorFromBody, lineSplitter, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { tailLines } from "../../core/session/agents.js";
 import { newNonce, SUPERVISOR_NONCE_VAR } from "../../core/session/proc.js";
@@ -21,10 +22,17 @@ const READY_TIMEOUT_MS = 60_000;
  */
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir">): Promise<ReadyReport> {
   const created = !existsSync(location.storeDir);
-  makePrivateDir(location.storeDir);
   const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir };
   const logFile = supervisorLogFile(location.storeDir);
-  const log = openPrivate(logFile, "a");
+  let log: number;
+  try {
+    makePrivateDir(location.storeDir);
+    log = openPrivate(logFile, "a");
+  } catch (error) {
+    // Another user's store, one made read-only, a read-only file system: said so, not as EACCES from open.
+    const code = writePermissionCode(error);
+    throw code ? storeWriteRefused(location.storeDir, code) : error;
+  }
   let child;
   try {
     child = spawn(process.execPath, [SUPERVISOR_MAIN, JSON.stringify(full)], {

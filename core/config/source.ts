@@ -19,7 +19,8 @@ export function parseSource(text: string, file: string, cwd?: string): { source:
   // `merge` lets agents share settings with `<<: *defaults`, as in YAML 1.1.
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
   const source: ConfigSource = { file, displayFile: displayPath(file, cwd), text, doc, lineCounter };
-  const syntaxIssues = doc.errors.map((error) => ({
+  // A stack overflow (deep nesting) is reported once, not again at every level it unwound through.
+  const syntaxIssues = doc.errors.filter((error, index, all) => !/call stack size/i.test(error.message) || all.findIndex((each) => /call stack size/i.test(each.message)) === index).map((error) => ({
     ...positionAtOffset(source, error.pos[0]),
     path: "",
     message: syntaxMessage(error.message),
@@ -27,10 +28,10 @@ export function parseSource(text: string, file: string, cwd?: string): { source:
   return { source, syntaxIssues };
 }
 
-/** yaml's messages end with " at line 3, column 1:" and a code excerpt; we give the position ourselves. */
+/** yaml's messages end with " at line 3, column 1:" and a code excerpt; we give the position ourselves. The engine's stack overflow (deep nesting) is said in APEX's words. */
 function syntaxMessage(message: string): string {
   const firstLine = message.split("\n", 1)[0]!.replace(/ at line \d+, column \d+:?$/, "").trim();
-  return /[.!?]$/.test(firstLine) ? firstLine : `${firstLine}.`;
+  return /call stack size/i.test(firstLine) ? "Nested too deep: its mappings and lists go more levels down than APEX reads." : /[.!?]$/.test(firstLine) ? firstLine : `${firstLine}.`;
 }
 
 export function positionAtOffset(source: ConfigSource, offset: number): SourcePosition {

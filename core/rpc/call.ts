@@ -55,7 +55,8 @@ export function callSupervisor(socketPath: string, method: string, params: unkno
         () => finish(new ApexError("APEX_E_RPC", "The supervisor's reply is too long.")),
       ),
     );
-    socket.on("close", () => finish(new ApexError("APEX_E_RPC", `The supervisor closed the connection before answering ${method}.`)));
+    // It died (kill -9, OOM) or exited with the request read: done or not, only the store can say.
+    socket.on("close", () => finish(new ApexError("APEX_E_RPC", `The supervisor closed the connection before answering ${method}; whether it was done is not known.`, { hint: "Check `apex status` and what the command would have changed before running it again; if the session is interrupted, `apex start --continue last` recovers it." })));
     socket.on("error", (error: NodeJS.ErrnoException) => finish(unreachable(socketPath, error)));
   });
 }

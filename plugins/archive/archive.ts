@@ -1,12 +1,12 @@
-import { existsSync, unlinkSync } from "node:fs";
+import { existsSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { ApexError, isApexError } from "../../core/errors.js";
-import type { PackCodec } from "../checkpoint/engine/objects.js";
+import { canonicalJson, type PackCodec } from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
 import { branchPoints, knownSessions } from "../retention/sessions.js";
-import { encodeBundle, readBundle } from "./bundle.js";
+import { encodeBundle, readBundle, type BundleContent } from "./bundle.js";
 import { isRecord } from "../checkpoint/manifest.js";
 import { collectSession, historyPath, livePath, locateSession, type CollectedSession } from "./collect.js";
 import { bundleFileName, makeBackupDirectory, readBundleFile } from "./files.js";
@@ -236,9 +236,17 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
   makeBackupDirectory(options.directory);
   const file = join(options.directory, bundleFileName(sessionId));
   if (existsSync(file)) {
-    throw new ApexError("APEX_E_CONFLICT", `Session ${sessionId} already has a bundle at ${file}; not overwriting it.`, {
-      hint: "Move that file away (or unarchive it) first.",
-    });
+    // A bundle of the session exactly as it is now: what an archive killed after writing it, before
+    // removing the session, left, or an unarchive that kept it (--keep, or killed before removing
+    // it). It is the archive: the session leaves the store. Refused, the rerun was stuck (unarchive
+    // refuses while the session is here, and this hint said to unarchive it).
+    if (!bundleHolds(file, collected, options.maxBytes)) {
+      throw new ApexError("APEX_E_CONFLICT", `Session ${sessionId} already has a bundle at ${file}, holding another state of it (or not readable); not overwriting it.`, {
+        hint: "Move that file away first (it is an older archive or export of this session).",
+      });
+    }
+    await removeSession(store, collected);
+    return { ...summary, file, bodyBytes, fileBytes: statSync(file).size };
   }
   writeFileAtomic(file, bytes, { overwrite: false });
   try {
@@ -255,12 +263,34 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
 function verifyWritten(file: string, collected: CollectedSession, maxBytes: number | undefined): void {
   // Our own bytes, just written: the compression ratio bound (against bombs) does not apply.
   const content = readBundle(readBundleFile(file, maxBytes), { ...(maxBytes === undefined ? {} : { maxBytes }), maxRatio: Number.MAX_SAFE_INTEGER });
-  const same =
-    content.manifest.session_id === collected.location.sessionId &&
-    content.records.length === collected.input.records.length &&
-    content.objects.size === collected.input.objects.length &&
-    content.checkpoints.map((checkpoint) => checkpoint.hash).join() === collected.checkpoints.map((checkpoint) => checkpoint.hash).join();
-  if (!same) throw new ApexError("APEX_E_INTERNAL", `The bundle written to ${file} does not hold what was collected.`);
+  if (!sameSession(content, collected)) throw new ApexError("APEX_E_INTERNAL", `The bundle written to ${file} does not hold what was collected.`);
+}
+
+/** Whether the bundle at `file` reads, verifies and holds exactly the session collected: false otherwise. */
+function bundleHolds(file: string, collected: CollectedSession, maxBytes: number | undefined): boolean {
+  let content: BundleContent;
+  try {
+    // An archive of compressible data may exceed the ratio bound import applies; the size bound holds.
+    content = readBundle(readBundleFile(file, maxBytes), { ...(maxBytes === undefined ? {} : { maxBytes }), maxRatio: Number.MAX_SAFE_INTEGER });
+  } catch {
+    return false;
+  }
+  return content.manifest.kind === "archive" && sameSession(content, collected);
+}
+
+/**
+ * The same session: its id, checkpoints, objects and every record (path and value), but for the
+ * supervisor its ended record names, which unarchive clears (installBundle: no bundle points at
+ * a process).
+ */
+export function sameSession(content: BundleContent, collected: CollectedSession): boolean {
+  const sessionId = collected.location.sessionId;
+  if (content.manifest.session_id !== sessionId) return false;
+  if (content.checkpoints.map((checkpoint) => checkpoint.hash).join() !== collected.checkpoints.map((checkpoint) => checkpoint.hash).join()) return false;
+  if (content.objects.size !== collected.input.objects.length || collected.input.objects.some((object) => !content.objects.has(object.hash))) return false;
+  const comparable = ([path, value]: [string, JsonValue]): [string, JsonValue] => (path === historyPath(sessionId) && isRecord(value) ? [path, { ...value, supervisor: null }] : [path, value]);
+  const records = (list: Array<[string, JsonValue]>) => canonicalJson(list.map(comparable).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return records(content.records) === records(collected.input.records);
 }
 
 /**

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, linkSync, rmdirSync, rmSync, statSync, unlinkSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, linkSync, readdirSync, rmdirSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { ObjectStore } from "../checkpoint/engine/objects.js";
 import { makePrivate } from "../../core/store/private.js";
@@ -10,13 +10,15 @@ import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { formatBytes } from "../../cli/output.js";
 import { makeBackupDirectory } from "./files.js";
-import { syncDirectory } from "../../cli/output-file.js";
+import { processRuns, syncDirectory } from "../../cli/output-file.js";
 
 export interface BackupOptions {
   /** The live store's directory. */
   storeDir: string;
   /** Directory the copy goes to (absolute); it must not hold a store yet. */
   target: string;
+  /** target is the default backup_location/store-<time>: what interrupted backups left in its siblings is removed too. */
+  defaultTarget?: boolean;
   onProgress?: (text: string) => void;
 }
 
@@ -40,6 +42,8 @@ export interface BackupResult {
   /** validateStore on the copy. */
   validation: { ok: boolean; errors: number; warnings: number; problems: string[] };
   ms: number;
+  /** What backups killed while copying had left (their partial copies, and default directories holding nothing else), removed. */
+  swept: string[];
 }
 
 /**
@@ -62,6 +66,7 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
   if (existsSync(final)) {
     throw new ApexError("APEX_E_CONFLICT", `${target} already holds a store (${STORE_FILE}); a backup never overwrites one.`, { hint: "Give a directory without a store.mdb to --to." });
   }
+  const swept = sweepInterruptedBackups(options.defaultTarget ? dirname(target) : target, Boolean(options.defaultTarget));
   const live = await openStore(options.storeDir, { readOnly: true });
   let partial: string | undefined;
   let created: string[] = [];
@@ -144,6 +149,7 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
       counts,
       validation,
       ms: Math.round(performance.now() - started),
+      swept,
     };
   } finally {
     if (partial) rmSync(partial, { recursive: true, force: true });
@@ -153,6 +159,51 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
     // a backup already reported as saved with it).
     if (!done) for (const dir of created.reverse()) removeIfEmpty(dir);
     await live.close();
+  }
+}
+
+const PARTIAL = /^\.apex-backup-partial-(\d+)-[0-9a-f]+$/;
+const DEFAULT_NAME = /^store-\d{8}T\d{6}Z$/;
+
+/**
+ * A backup killed while copying (kill -9, power loss, OOM) leaves its partial copy (as large as
+ * the store) in `.apex-backup-partial-<pid>-…`, and with the default target a store-<time>
+ * directory that looks like a backup and holds nothing else. The next backup removes them: in
+ * `dir` (--to DIR), or in every store-<time> directory of the backup location `dir`. A partial
+ * copy whose process still runs (a backup going on, or its pid taken since) is left alone.
+ */
+export function sweepInterruptedBackups(dir: string, backupLocation: boolean): string[] {
+  const removed: string[] = [];
+  const sweep = (at: string) => {
+    for (const name of listNames(at)) {
+      const pid = PARTIAL.exec(name)?.[1];
+      if (pid === undefined || processRuns(Number(pid))) continue;
+      rmSync(join(at, name), { recursive: true, force: true });
+      removed.push(join(at, name));
+    }
+  };
+  if (!backupLocation) {
+    sweep(dir);
+    return removed;
+  }
+  for (const name of listNames(dir)) {
+    if (!DEFAULT_NAME.test(name)) continue;
+    const at = join(dir, name);
+    const before = removed.length;
+    sweep(at);
+    if (removed.length > before && listNames(at).length === 0) {
+      removeIfEmpty(at);
+      if (!existsSync(at)) removed.splice(before, removed.length - before, at);
+    }
+  }
+  return removed;
+}
+
+function listNames(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return []; // not there yet, or not a directory: the backup itself says so
   }
 }
 

@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
-import { ApexError } from "../../core/errors.js";
+import { ApexError, isApexError } from "../../core/errors.js";
 import { lmdbDataDir, type Store } from "../../core/store/store.js";
 import { describeStore, openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../cli/durations.js";
@@ -10,13 +10,13 @@ import { shortSessionId } from "../../core/session/names.js";
 import { findSession } from "../../core/session/sessions.js";
 import { RESERVED_SESSION_NAMES } from "../checkpoint/manifest.js";
 import { Progress } from "../compression/progress.js";
-import { archiveSessions, type ArchiveResult } from "./archive.js";
+import { archiveSessions, sameSession, type ArchiveResult } from "./archive.js";
 import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup.js";
 import { BUNDLE_EXTENSION, encodeBundle, readBundle } from "./bundle.js";
 import { collectSession } from "./collect.js";
 import { bundleFileName, readBundleFile } from "./files.js";
 import { checkOutputFile, isInside, realPath, refuseDash, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
-import { installBundle, verifyBundleFile, type InstallResult } from "./install.js";
+import { installBundle, sessionName, verifyBundleFile, type InstallResult } from "./install.js";
 import { backupDirectory, readLimits, type ArchiveSettings } from "./options.js";
 
 /**
@@ -136,7 +136,48 @@ export async function runUnarchive(input: CommandInput, context: CommandContext,
     return context.invoke("session unarchive", { args: [file], options: { ...input.options, [AT_WRITER]: true } });
   }
   const file = String(input.args[0]);
-  const result = await install(context, file, settings);
+  let result: InstallResult | undefined;
+  try {
+    result = await install(context, file, settings);
+  } catch (error) {
+    if (!isApexError(error) || error.code !== "APEX_E_SESSION_EXISTS") throw error;
+    // The session is here as the archive holds it: an earlier unarchive put it back and was killed
+    // before it removed the bundle. The rerun finishes that (it said to archive or delete the session).
+    const back = await alreadyBack(context, file, settings);
+    if (!back) throw error;
+    return finishUnarchive(input, context, file, back, true);
+  }
+  return finishUnarchive(input, context, file, result, false);
+}
+
+/** The session of an archive `file` when the store holds it exactly as the archive does, else undefined. */
+async function alreadyBack(context: CommandContext, file: string, settings: ArchiveSettings): Promise<InstallResult | undefined> {
+  const { content } = verifyBundleFile(file, readLimits(settings));
+  if (content.manifest.kind !== "archive") return undefined;
+  const store = await context.store();
+  const sessionId = content.manifest.session_id;
+  try {
+    if (!sameSession(content, collectSession(store, sessionId, { kind: "archive", createdAt: content.manifest.created_at }))) return undefined;
+  } catch {
+    return undefined; // not readable as a whole: the refusal stands
+  }
+  const present = content.objects.size;
+  return {
+    sessionId,
+    name: sessionName(content.records, sessionId),
+    kind: "archive",
+    createdAt: content.manifest.created_at,
+    checkpoints: content.checkpoints.length,
+    records: content.records.length,
+    objects: { total: present, written: 0, present },
+    converted: false,
+    sanitizedAgents: 0,
+    previousStatus: null,
+    revision: store.revision(),
+  };
+}
+
+function finishUnarchive(input: CommandInput, context: CommandContext, file: string, result: InstallResult, wasBack: boolean): number {
   let removed = false;
   // Only what `session archive` wrote is removed: an archive in the backup directory. A bundle named elsewhere (an
   // export, a teammate's file) was the user's own file, removed all the same before.
@@ -149,9 +190,10 @@ export async function runUnarchive(input: CommandInput, context: CommandContext,
       // the session is back either way; the bundle stays
     }
   }
-  if (input.options.json) context.printJson({ ...installJson(result, file), bundle_removed: removed });
+  if (input.options.json) context.printJson({ ...installJson(result, file), already_back: wasBack, bundle_removed: removed });
   else {
-    printInstall(context, "Unarchived", result, file);
+    if (wasBack) context.print(`Session ${result.sessionId} is back already, as ${displayPath(file, context.projectDir)} holds it (an earlier unarchive put it there); nothing written.`);
+    else printInstall(context, "Unarchived", result, file);
     context.print(
       removed
         ? "Removed the bundle (--keep keeps it)."
@@ -354,7 +396,7 @@ export async function runBackup(input: CommandInput, context: CommandContext): P
   const progress = new Progress();
   let result: BackupResult;
   try {
-    result = await backupStore({ storeDir, target, onProgress: (text) => progress.update(text) });
+    result = await backupStore({ storeDir, target, defaultTarget: typeof to !== "string", onProgress: (text) => progress.update(text) });
   } finally {
     progress.done();
   }
@@ -368,8 +410,10 @@ export async function runBackup(input: CommandInput, context: CommandContext): P
       counts: result.counts,
       validation: result.validation,
       ms: result.ms,
+      swept: result.swept,
     });
   } else {
+    for (const path of result.swept) context.print(`Removed what an interrupted backup left: ${displayPath(path, context.projectDir)}`);
     const { counts } = result;
     context.print(
       `Backed up the store to ${displayPath(result.file, context.projectDir)}: ${formatBytes(result.bytes)} (the store's file: ${formatBytes(result.sourceBytes)}), revision ${result.revision}, ${plural(counts.records, "record")}, ${plural(counts.checkpoints, "checkpoint")}, ${plural(counts.values + counts.trees, "object")}.`,

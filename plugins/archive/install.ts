@@ -82,8 +82,7 @@ export async function installBundle(store: Store, content: BundleContent, option
     if (record.supervisor !== undefined && record.supervisor !== null) records[index] = [historyPath(sessionId), { ...record, supervisor: null }];
   }
   const sanitizedAgents = fromElsewhere ? clearProcessIds(records, sessionId) : 0;
-  const sessionRecord = records.find(([path]) => path === historyPath(sessionId))?.[1];
-  const name = isRecord(sessionRecord) && typeof sessionRecord.name === "string" && sessionRecord.name ? sessionRecord.name : null;
+  const name = sessionName(records, sessionId);
 
   let revision = store.revision();
   let written = 0;
@@ -129,6 +128,12 @@ function foreign(store: Store, projectId: string | null): boolean {
 
 const AGENT_RECORD = /^\/sessions\/[^/]+\/agents\/[^/]+$/;
 const PROCESS_FIELDS = ["pid", "pgid", "start_time", "nonce"] as const;
+
+/** The name the session's record in `records` gives it (a branch's), null for an unnamed session. */
+export function sessionName(records: ReadonlyArray<readonly [string, JsonValue]>, sessionId: string): string | null {
+  const record = records.find(([path]) => path === historyPath(sessionId))?.[1];
+  return isRecord(record) && typeof record.name === "string" && record.name ? record.name : null;
+}
 
 /**
  * Agent records of another project's session name processes of another machine or time.

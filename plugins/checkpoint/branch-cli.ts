@@ -66,7 +66,7 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     const session = sessionLabel(store, manifest.session_id);
     return { commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, sessionId: manifest.session_id, session, label: `${session}/${manifest.name}` };
   });
-  let worktree: { path: string; branch: string; commit: string | null } | undefined;
+  let worktree: { path: string; branch: string; commit: string | null; adopted?: boolean } | undefined;
   if (options.worktree !== undefined && options.worktree !== false) {
     // By default beside the repository (a project in a subdirectory of it too: not inside its working tree).
     const top = typeof options.worktree === "string" ? undefined : git(location.projectDir, ["rev-parse", "--show-toplevel"]);
@@ -78,9 +78,11 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   }
   let report: BranchReport;
   try {
-    report = (await callWrite(location, "session.branch", { checkpoint, name, worktree: worktree ?? null, actor: currentActor() })) as BranchReport;
+    const recorded = worktree ? { path: worktree.path, branch: worktree.branch, commit: worktree.commit } : null;
+    report = (await callWrite(location, "session.branch", { checkpoint, name, worktree: recorded, actor: currentActor() })) as BranchReport;
   } catch (error) {
-    if (worktree) removeWorktree(location.projectDir, worktree);
+    // One taken over from an interrupted run was not made here: left as it was found.
+    if (worktree && !worktree.adopted) removeWorktree(location.projectDir, worktree);
     throw error;
   }
   if (report.worktree && source.dirty) {
@@ -134,7 +136,19 @@ function existingRealPath(path: string): string {
   }
 }
 
-function createWorktree(repo: string, dir: string, branch: string, commit: string | null, label: string): { path: string; branch: string; commit: string | null } {
+/** The worktree that has `branch` checked out (its path and HEAD), from `git worktree list --porcelain`. */
+function worktreeHolding(repo: string, branch: string): { path: string; head: string } | undefined {
+  const listed = git(repo, ["worktree", "list", "--porcelain"]);
+  if (listed.code !== 0) return undefined;
+  for (const block of listed.out.split(/\n\n+/)) {
+    const field = (name: string) => block.split("\n").find((line) => line.startsWith(`${name} `))?.slice(name.length + 1);
+    const path = field("worktree");
+    if (path && field("branch") === `refs/heads/${branch}`) return { path, head: field("HEAD") ?? "" };
+  }
+  return undefined;
+}
+
+function createWorktree(repo: string, dir: string, branch: string, commit: string | null, label: string): { path: string; branch: string; commit: string | null; adopted?: boolean } {
   if (!commit) {
     throw new ApexError("APEX_E_GIT_COMMIT_MISSING", `${label} recorded no git commit, so there is nothing to check out for --worktree.`, {
       hint: "Branch without --worktree, or from a checkpoint taken in a git repository with the git plugin enabled.",
@@ -149,7 +163,21 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
   }
   if (git(repo, ["check-ref-format", "--branch", branch]).code !== 0) throw new ApexError("APEX_E_USAGE", `${branch} is not a valid git branch name.`);
   if (git(repo, ["rev-parse", "--verify", "--quiet", `refs/heads/${branch}`]).code === 0) {
-    throw new ApexError("APEX_E_BRANCH_EXISTS", `The git branch ${branch} exists already; not creating the worktree.`, { hint: "Choose another session name, or delete the branch." });
+    const held = worktreeHolding(repo, branch);
+    // What an interrupted `session branch --worktree` of this name left (killed after git made the
+    // worktree, before the session was recorded; no session has the name, checked before): the same
+    // branch checked out where this one would go, at the checkpoint's commit, untouched. The rerun
+    // takes it over instead of refusing with a way out that git refuses too (a checked-out branch
+    // cannot be deleted).
+    if (held && existingRealPath(held.path) === existingRealPath(dir) && held.head === commit && git(held.path, ["status", "--porcelain"]).out === "") {
+      return { path: dir, branch, commit, adopted: true };
+    }
+    throw new ApexError("APEX_E_BRANCH_EXISTS", `The git branch ${branch} exists already${held ? `, checked out at ${held.path}` : ""}; not creating the worktree.`, {
+      hint: held
+        ? `Choose another session name, or remove both: git worktree remove ${JSON.stringify(held.path)} && git branch -D ${branch}`
+        : `Choose another session name, or delete the branch: git branch -D ${branch}`,
+      details: { branch, ...(held ? { worktree: held.path } : {}) },
+    });
   }
   if (existsSync(dir) && !(statSync(dir).isDirectory() && readdirSync(dir).length === 0)) {
     throw new ApexError("APEX_E_CONFLICT", `${dir} exists already and is not an empty directory; not creating the worktree there.`, {

@@ -23,7 +23,7 @@ import { currentActor } from "../../core/actor.js";
 import { ApexError } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
-import { checkStoreAccess, checkStoreFileLength } from "./file-check.js";
+import { checkStoreAccess, checkStoreFileLength, storeWriteRefused, writePermissionCode } from "./file-check.js";
 import { repairStaleStart, STALE_START } from "./last-commit.js";
 import { fileKey, handleClosed, handleOpened, readOnlyHandles, readOnlyHere, whenWritable } from "./shared-env.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
@@ -181,8 +181,13 @@ export class LmdbStore implements StorageBackend {
     checkStoreFileLength(file, dataDir, options.readOnly ?? false);
     if (!options.readOnly) {
       const created = !existsSync(file);
-      makePrivateDir(dataDir);
-      if (created) writeStoreGitignore(dataDir);
+      try {
+        makePrivateDir(dataDir);
+        if (created) writeStoreGitignore(dataDir);
+      } catch (error) {
+        const code = writePermissionCode(error);
+        throw code ? storeWriteRefused(dataDir, code) : error;
+      }
     }
     // lmdb-js would give this open the read-only environment of this process's open handles, and
     // its own open fails on it after taking a reference to it that nothing can drop (shared-env.ts).
@@ -205,6 +210,8 @@ export class LmdbStore implements StorageBackend {
       // An open that failed after lmdb's keeps no environment: lmdb-js would give it to every later open of the file in this process.
       void root?.close().catch(() => undefined);
       if (error instanceof ApexError) throw error;
+      const code = options.readOnly ? undefined : writePermissionCode(error);
+      if (code) throw storeWriteRefused(dataDir, code);
       throw new ApexError("APEX_E_STORE", `Cannot open the store at ${file}: ${(error as Error).message}`, { cause: error });
     }
   }

@@ -1,4 +1,5 @@
-import { accessSync, closeSync, constants, fstatSync, openSync, readSync, statSync } from "node:fs";
+import { accessSync, closeSync, constants, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
+import { dirname } from "node:path";
 import { ApexError } from "../../core/errors.js";
 
 /**
@@ -135,4 +136,45 @@ export function checkStoreAccess(dir: string): void {
       details: { store: dir },
     });
   }
+}
+
+/**
+ * The errno of a failure to write in a store directory for want of permission (Node's code, or
+ * the text lmdb gives: "Permission denied: Attempting to setup locks"), else undefined.
+ */
+export function writePermissionCode(error: unknown): "EACCES" | "EPERM" | "EROFS" | undefined {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === "EACCES" || code === "EPERM" || code === "EROFS") return code;
+  const message = String((error as Error | undefined)?.message ?? "");
+  if (/permission denied/i.test(message)) return "EACCES";
+  if (/read-only file system/i.test(message)) return "EROFS";
+  return undefined;
+}
+
+/**
+ * A store directory (or the directory it is to be made in) this user may read but not write:
+ * another user's, made read-only, or on a read-only file system. Named with its owner and mode,
+ * as APEX_E_FORBIDDEN (exit 4) like a store it may not read, instead of lmdb's or Node's words
+ * (APEX_E_STORE "Attempting to setup locks", APEX_E_INTERNAL "EACCES: … open supervisor.log").
+ */
+export function storeWriteRefused(dir: string, code: "EACCES" | "EPERM" | "EROFS"): ApexError {
+  let at = dir;
+  let stat: Stats | undefined;
+  for (;;) {
+    try {
+      stat = statSync(at);
+      break;
+    } catch {
+      if (dirname(at) === at) break;
+      at = dirname(at);
+    }
+  }
+  const owner = stat ? `; ${at} belongs to uid ${stat.uid} (mode ${(stat.mode & 0o7777).toString(8).padStart(4, "0")}) and this user is uid ${process.getuid?.() ?? "?"}` : "";
+  const readOnly = code === "EROFS";
+  return new ApexError("APEX_E_FORBIDDEN", `This user may not write the store at ${dir} (${code}${readOnly ? ": a read-only file system" : ""})${readOnly ? "" : owner}. Nothing was written.`, {
+    hint: readOnly
+      ? "Reading commands (status, session list, memory show, logs) work as they are; to write, use a copy of the project on a writable file system."
+      : "Run APEX as the user who owns the store, or give it to this user (chown -R); reading commands (status, session list, memory show, logs) work as they are.",
+    details: { store: dir },
+  });
 }
