@@ -477,12 +477,23 @@ describe("apex logs / start --attach / no session", () => {
 
     // A session that runs is reported as usual: its supervisor answers, the config is not read.
     const ready = p.start();
+    const unchanged = p.apex(["status", "--json"]);
+    expect(unchanged.stderr).toBe("");
+    expect(JSON.parse(unchanged.stdout)).not.toHaveProperty("warnings");
+    // An edit made meanwhile does not reach the running supervisor: that is named (it said nothing), the file unread.
     p.writeConfig("agents: [\n  alpha\n");
     const running = p.apex(["status", "--json"]);
     expect(running.status, running.stderr).toBe(0);
     expect(running.stderr).toBe("");
     expect(JSON.parse(running.stdout)).toMatchObject({ session: { session_id: ready.session_id, status: "active" } });
-    expect(JSON.parse(running.stdout)).not.toHaveProperty("warnings");
+    const changed = `apex.config.yaml was modified (`;
+    expect(JSON.parse(running.stdout).warnings).toEqual([expect.stringContaining(changed)]);
+    const text = p.apex(["status"]);
+    expect(text.status).toBe(0);
+    expect(text.stderr).toContain(`warning: ${changed}`);
+    expect(text.stderr).toContain(`after this session's supervisor started (`);
+    expect(text.stderr).toContain(`the session runs with the config it started with. To apply the change: \`apex stop\`, then \`apex start --continue ${ready.session_id}\``);
+    expect(text.stderr).not.toContain("is invalid");
 
     // Interrupted (supervisor killed): the command that recovers loads the config, so the warning names it.
     process.kill(ready.supervisor_pid, "SIGKILL");

@@ -6,7 +6,7 @@
  * store opened read-only, which is how an interrupted session is seen. Inside an agent the
  * supervisor always answers, so that the agent never opens LMDB.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
@@ -14,7 +14,7 @@ import { known, paint, printJson, printLine, table, visibleText } from "../outpu
 import { agentSession, sessionFlag } from "../../core/session/binding.js";
 import { openSessionClient } from "../../core/session/client.js";
 import { readProcStat } from "../../core/session/proc.js";
-import { SUPERVISOR_LOG } from "../../core/session/runtime.js";
+import { SUPERVISOR_LOG, liveSupervisorOf } from "../../core/session/runtime.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 
 /** How long a live supervisor gets to answer before status reads the store itself. */
@@ -23,7 +23,7 @@ import { agentStatusText, formatDuration, paintStatus } from "./format.js";
 
 export async function showStatus(location: ProjectLocation, json: boolean): Promise<void> {
   const report = withEndReason(location, markStoppedSupervisor(await readStatus(location)));
-  const warnings = await configWarnings(location, report);
+  const warnings = [...(await configWarnings(location, report)), ...(await configChangedWarnings(location, report))];
   if (json) return printJson(warnings.length > 0 ? { ...report, warnings } : report);
   for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
   printStatus(report, warnings.length > 0);
@@ -49,6 +49,30 @@ async function configWarnings(location: ProjectLocation, report: StatusReport): 
     const problems = error.message.split("\n").map((line) => `  ${line}`).join("\n");
     return [`${displayPath(location.configPath)} is invalid (${error.code}), so ${next} would refuse it; \`apex config validate\` lists every problem:\n${problems}`];
   }
+}
+
+/**
+ * A supervisor reads apex.config.yaml as it starts, and keeps what it read: an edit made while the
+ * session runs (an agent, a plugin, its options) does not reach it until the session is continued.
+ * That is named, from the file's modification time against the supervisor's start as its runtime
+ * file records it; the config itself is not read, so this status stays a socket round trip.
+ */
+async function configChangedWarnings(location: ProjectLocation, report: StatusReport): Promise<string[]> {
+  const session = report.session;
+  if (location.configPath === undefined || process.env.APEX_REMOTE || !session || session.remote || (session.status !== "active" && session.status !== "paused")) return [];
+  const started = Date.parse(liveSupervisorOf(location.storeDir, session.session_id)?.started_at ?? "");
+  let modified: number;
+  try {
+    modified = statSync(location.configPath).mtimeMs;
+  } catch {
+    return [];
+  }
+  if (!(modified > started)) return [];
+  const { displayPath } = await import("../../core/config/source.js");
+  return [
+    `${displayPath(location.configPath)} was modified (${new Date(modified).toISOString()}) after this session's supervisor started (${new Date(started).toISOString()}): the session runs with the config it started with. ` +
+      `To apply the change: \`apex stop\`, then \`apex start --continue ${session.name ?? session.session_id}\` (\`apex config validate\` checks the file first).`,
+  ];
 }
 
 async function readStatus(location: ProjectLocation): Promise<StatusReport> {
