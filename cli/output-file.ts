@@ -184,8 +184,9 @@ function removeAbandonedPartials(path: string): void {
   }
 }
 
-/** Whether a process with this pid exists (ours, or another user's: EPERM). */
+/** Whether a process with this pid exists (ours, or another user's: EPERM). Not a pid (0, -1: a group): false. */
 export function processRuns(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);

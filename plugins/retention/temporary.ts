@@ -1,5 +1,6 @@
 import { readdirSync, rmSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
+import { processRuns } from "../../cli/output-file.js";
 import type { SessionInfo } from "./sessions.js";
 
 /**
@@ -49,7 +50,7 @@ export function findTemporaryFiles(scope: TemporaryScope): TemporaryFile[] {
 
   for (const name of list(scope.storeDir)) {
     const match = RUNTIME_TEMP.exec(name);
-    if (match && !processAlive(Number(match[1]))) add(join(scope.storeDir, name), `unfinished runtime file of exited process ${match[1]}`);
+    if (match && !processRuns(Number(match[1]))) add(join(scope.storeDir, name), `unfinished runtime file of exited process ${match[1]}`);
   }
 
   const states = new Map(scope.sessions.map((session) => [session.sessionId, session.state]));
@@ -100,18 +101,6 @@ function sizeOf(path: string): number | undefined {
     return stats.isFile() ? stats.size : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it exists but belongs to someone else.
-    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
