@@ -60,6 +60,8 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     [["memory", "set", "/a/../b", "1"], "APEX_E_BAD_PATH", `Invalid path "/a/../b": segment 2 is '..'.`],
     [["memory", "set", "/a", "{nope"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
     [["memory", "set", "/a", "undefined"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
+    // A key given twice at any depth (however escaped): JSON.parse kept the last without a word.
+    [["memory", "set", "/a", '{"a": 1, "b": [{"c": 1}, {"c": 1, "\\u0063": 2}], "s": "\\"c\\""}'], "APEX_E_BAD_INPUT", 'The value for /a has the key "c" twice, at /b/1/c in it; one of its values would be lost.'],
     [["memory", "query", "notes/*"], "APEX_E_BAD_GLOB", `Invalid glob "notes/*": it must start with '/'.`],
     // A directory, or a file that exists but does not read, is not "not found" (it was exit 3).
     [["memory", "import", "."], "APEX_E_BAD_INPUT", "Cannot read .: it is a directory (EISDIR)."],
@@ -129,6 +131,16 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
           message: `${where}: path "${path}" is given a second time (first on line ${first}); one of its values would be lost.`,
           hint: expect.stringContaining("Nothing was imported"),
         });
+      }
+      // So is a key given twice inside an entry's value (or an NDJSON line's own key), at any depth.
+      for (const [input, message] of [
+        ['{\n  "/d": 1,\n  "/e": {"x": {"y": 1, "y": 2}}\n}\n', 'stdin:3: the value of "/e" has the key "y" twice, at /x/y in it; one of its values would be lost.'],
+        ['{"path": "/d", "value": 1}\n{"path": "/e", "value": [0, {"y": 1, "y": 2}]}\n', 'stdin:2: the value of "/e" has the key "y" twice, at /1/y in it; one of its values would be lost.'],
+        ['{"path": "/d", "value": 1, "path": "/e"}\n{"path": "/f", "value": 1}\n', 'stdin:1: the line has the key "path" twice; one of its values would be lost.'],
+      ] as const) {
+        const twice = runApex(["memory", "import", "-", "--json"], { cwd: other.dir, env, input });
+        expect(twice.status, twice.stderr).toBe(2);
+        expect(JSON.parse(twice.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message, hint: expect.stringContaining("Nothing was imported") });
       }
       expect(runApex(["memory", "export"], { cwd: other.dir, env }).stdout).toBe(exported);
     } finally {
