@@ -143,6 +143,8 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   try {
     const { count, revision } = await writer.importEntries(entries, force);
     if (asJson) printJson({ count, revision });
+    // `{}`: what `memory export` writes when nothing matches; importing it is no error, and says it wrote nothing.
+    else if (count === 0) process.stdout.write(`imported 0 entries: ${name} is an empty object, nothing was written (revision ${revision})\n`);
     else process.stdout.write(`imported ${count} ${count === 1 ? "entry" : "entries"} (revision ${revision})\n`);
   } finally {
     await writer.close();
@@ -193,7 +195,12 @@ export async function watchMemory(
  */
 export function parseImport(text: string, name: string): Entry[] {
   const trimmed = text.trim();
-  if (trimmed === "") return [];
+  // An empty file is a mistake (an export that failed, the wrong file), not a request to import nothing.
+  if (trimmed === "") {
+    throw new ApexError("APEX_E_BAD_INPUT", `${name} holds no entries: it is ${text === "" ? "empty" : "only whitespace"}.`, {
+      hint: 'Nothing was imported. A file is one JSON object of path -> value (as `apex memory export` writes it), or NDJSON lines of {"path", "value"}.',
+    });
+  }
   let whole: unknown;
   let wholeError: Error | undefined;
   try {

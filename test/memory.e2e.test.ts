@@ -66,6 +66,8 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     // A directory, or a file that exists but does not read, is not "not found" (it was exit 3).
     [["memory", "import", "."], "APEX_E_BAD_INPUT", "Cannot read .: it is a directory (EISDIR)."],
     [["memory", "import", "/proc/self/mem"], "APEX_E_BAD_INPUT", "Cannot read /proc/self/mem: EIO."],
+    // An empty file imported nothing and said "imported 0 entries (revision 0)", exit 0.
+    [["memory", "import", "/dev/null"], "APEX_E_BAD_INPUT", "/dev/null holds no entries: it is empty."],
     // A plain path no record can have was watched (here: until the timeout; without one, forever).
     [["memory", "watch", "/a/../b", "--timeout", "2"], "APEX_E_BAD_PATH", `Invalid path "/a/../b": segment 2 is '..'.`],
     [["memory", "watch", "/a//b", "--timeout", "2"], "APEX_E_BAD_PATH", `Invalid path "/a//b": segment 2 is empty ('//').`],
@@ -154,6 +156,12 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     const result = apex(["memory", "import", file]);
     expect(result.stdout).toBe("imported 2 entries (revision 2)\n");
     expect(JSON.parse(apex(["memory", "export", "/l/*"]).stdout)).toEqual({ "/l/1": 1, "/l/2": { two: 2 } });
+    // Blank lines only: no entries, refused. `{}` (an export of nothing) imports nothing, and says so.
+    writeFileSync(file, "\n  \n");
+    const blank = apex(["memory", "import", file]);
+    expect([blank.status, blank.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_BAD_INPUT]: ${file} holds no entries: it is only whitespace.`)]);
+    const none = apex(["memory", "import", "-"], apex(["memory", "export", "/none/*"]).stdout);
+    expect([none.status, none.stdout]).toEqual([0, "imported 0 entries: stdin is an empty object, nothing was written (revision 2)\n"]);
   });
 
   it("watch prints changes made by other processes as they happen", async () => {
