@@ -143,6 +143,8 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
   try {
     const { count, revision } = await writer.importEntries(entries, force);
     if (asJson) printJson({ count, revision });
+    // `{}`: what `memory export` writes when nothing matches; importing it is no error, and says it wrote nothing.
+    else if (count === 0) process.stdout.write(`imported 0 entries: ${name} is an empty object, nothing was written (revision ${revision})\n`);
     else process.stdout.write(`imported ${count} ${count === 1 ? "entry" : "entries"} (revision ${revision})\n`);
   } finally {
     await writer.close();
@@ -193,7 +195,12 @@ export async function watchMemory(
  */
 export function parseImport(text: string, name: string): Entry[] {
   const trimmed = text.trim();
-  if (trimmed === "") return [];
+  // An empty file is a mistake (an export that failed, the wrong file), not a request to import nothing.
+  if (trimmed === "") {
+    throw new ApexError("APEX_E_BAD_INPUT", `${name} holds no entries: it is ${text === "" ? "empty" : "only whitespace"}.`, {
+      hint: 'Nothing was imported. A file is one JSON object of path -> value (as `apex memory export` writes it), or NDJSON lines of {"path", "value"}.',
+    });
+  }
   let whole: unknown;
   let wholeError: Error | undefined;
   try {
@@ -206,7 +213,11 @@ export function parseImport(text: string, name: string): Entry[] {
       throw new ApexError("APEX_E_BAD_INPUT", `${name}: expected a JSON object of path -> value, or NDJSON lines of {"path", "value"}.`);
     }
     const record = whole as Record<string, JsonValue>;
+    const twice = repeatedKey(trimmed);
+    const lead = text.length - text.trimStart().length;
+    const line = (offset: number) => text.slice(0, lead + offset).split("\n").length;
     if (isLine(record) && pathProblem(record.path as string) === undefined && Object.keys(record).length === 2) {
+      if (twice) throw repeatedInLine(`${name}:${line(twice.second)}`, record.path as string, twice);
       return [{ path: record.path as string, value: record.value as JsonValue }];
     }
     const entries: Entry[] = [];
@@ -215,12 +226,8 @@ export function parseImport(text: string, name: string): Entry[] {
       if (problem) throw new ApexError("APEX_E_BAD_PATH", `${name}: invalid path ${JSON.stringify(path)}: ${problem}.`);
       entries.push({ path, value: record[path]! });
     }
-    const twice = repeatedTopLevelKey(trimmed);
-    if (twice) {
-      const lead = text.length - text.trimStart().length;
-      const line = (offset: number) => text.slice(0, lead + offset).split("\n").length;
-      throw repeatedPath(`${name}:${line(twice.second)}`, twice.key, line(twice.first));
-    }
+    if (twice && twice.within.length === 0) throw repeatedPath(`${name}:${line(twice.second)}`, twice.key, line(twice.first));
+    if (twice) throw repeatedInValue(`${name}:${line(twice.second)}`, String(twice.within[0]), { ...twice, within: twice.within.slice(1) });
     return entries;
   }
   // One object over many lines (an export, cut short or edited) whose first line is no JSON of its own
@@ -251,12 +258,33 @@ export function parseImport(text: string, name: string): Entry[] {
     if (problem) {
       throw new ApexError("APEX_E_BAD_PATH", `${name}:${index + 1}: invalid path ${JSON.stringify(parsed.path)}: ${problem}.`);
     }
+    const twice = repeatedKey(line);
+    if (twice) throw repeatedInLine(`${name}:${index + 1}`, parsed.path as string, twice);
     const first = lineOf.get(parsed.path as string);
     if (first !== undefined) throw repeatedPath(`${name}:${index + 1}`, parsed.path as string, first);
     lineOf.set(parsed.path as string, index + 1);
     entries.push({ path: parsed.path as string, value: parsed.value as JsonValue });
   }
   return entries;
+}
+
+/** A key given twice in an NDJSON line ({"path", "value"}): in its value, or the line's own ("path" twice). */
+function repeatedInLine(where: string, path: string, twice: { key: string; within: Array<string | number> }): ApexError {
+  if (twice.within[0] === "value") return repeatedInValue(where, path, { ...twice, within: twice.within.slice(1) });
+  const at = jsonPointer([...twice.within, twice.key]);
+  return new ApexError("APEX_E_BAD_INPUT", `${where}: the line has the key ${JSON.stringify(twice.key)} twice${twice.within.length > 0 ? `, at ${at}` : ""}; one of its values would be lost.`, {
+    hint: "Nothing was imported. Give each key once.",
+    details: { key: twice.key, at },
+  });
+}
+
+/** A key given twice in the value of PATH: JSON.parse keeps the last, and the first would be lost without a word. */
+function repeatedInValue(where: string, path: string, twice: { key: string; within: Array<string | number> }): ApexError {
+  const at = jsonPointer([...twice.within, twice.key]);
+  return new ApexError("APEX_E_BAD_INPUT", `${where}: the value of ${JSON.stringify(path)} has the key ${JSON.stringify(twice.key)} twice, at ${at} in it; one of its values would be lost.`, {
+    hint: "Nothing was imported. Give each key once.",
+    details: { path, key: twice.key, at },
+  });
 }
 
 /** A path given twice: JSON.parse (and a batch) keep the last value, and the first would be lost without a word. */
@@ -267,14 +295,14 @@ function repeatedPath(where: string, path: string, firstLine: number): ApexError
 }
 
 /**
- * The first key the top-level object of TEXT (JSON that parses) has twice, with the offsets of
- * both: JSON.parse keeps the last silently. Strings are skipped with indexOf, so a large value
- * costs little.
+ * The first key an object in TEXT (JSON that parses) has twice, at any depth: JSON.parse keeps the
+ * last silently. `within` is where that object is (keys and array indexes from the top), `first`
+ * and `second` the offsets of both. It checks what JSON.parse accepted and parses nothing: strings
+ * are skipped with indexOf, so a large value costs little.
  */
-export function repeatedTopLevelKey(text: string): { key: string; first: number; second: number } | undefined {
-  const seen = new Map<string, number>();
-  let depth = 0;
-  let keyNext = false;
+export function repeatedKey(text: string): { key: string; within: Array<string | number>; first: number; second: number } | undefined {
+  // One frame per object or array open here (one shape, for speed): an object's keys so far and current key; an array's index.
+  const frames: Array<{ object: boolean; seen: Map<string, number> | undefined; key: string; index: number; keyNext: boolean }> = [];
   for (let at = 0; at < text.length; at++) {
     const code = text.charCodeAt(at);
     if (code === 0x22) {
@@ -286,21 +314,32 @@ export function repeatedTopLevelKey(text: string): { key: string; first: number;
         if (end === -1 || backslashes % 2 === 0) break;
       }
       if (end === -1) return undefined;
-      if (depth === 1 && keyNext) {
-        const key = JSON.parse(text.slice(at, end + 1)) as string;
-        const first = seen.get(key);
-        if (first !== undefined) return { key, first, second: at };
-        seen.set(key, at);
-        keyNext = false;
+      const top = frames[frames.length - 1];
+      if (top?.keyNext) {
+        const raw = text.slice(at + 1, end);
+        const key = raw.includes("\\") ? (JSON.parse(`"${raw}"`) as string) : raw;
+        top.seen ??= new Map();
+        const first = top.seen.get(key);
+        if (first !== undefined) return { key, within: frames.slice(0, -1).map((frame) => (frame.object ? frame.key : frame.index)), first, second: at };
+        top.seen.set(key, at);
+        top.key = key;
+        top.keyNext = false;
       }
       at = end;
-    } else if (code === 0x7b || code === 0x5b) {
-      depth += 1;
-      if (depth === 1) keyNext = code === 0x7b;
-    } else if (code === 0x7d || code === 0x5d) depth -= 1;
-    else if (code === 0x2c && depth === 1) keyNext = true;
+    } else if (code === 0x7b || code === 0x5b) frames.push({ object: code === 0x7b, seen: undefined, key: "", index: 0, keyNext: code === 0x7b });
+    else if (code === 0x7d || code === 0x5d) frames.pop();
+    else if (code === 0x2c) {
+      const top = frames[frames.length - 1]!;
+      if (top.object) top.keyNext = true;
+      else top.index += 1;
+    }
   }
   return undefined;
+}
+
+/** A JSON Pointer (RFC 6901) of keys and indexes: `/a/0/b`. */
+export function jsonPointer(segments: Array<string | number>): string {
+  return segments.map((segment) => `/${String(segment).replace(/~/g, "~0").replace(/\//g, "~1")}`).join("");
 }
 
 function parsesAlone(line: string): boolean {
@@ -389,13 +428,24 @@ function isLine(value: unknown): value is { path: unknown; value: unknown } {
 }
 
 export function parseJsonValue(text: string, what: string): JsonValue {
+  let value: JsonValue;
   try {
-    return JSON.parse(text) as JsonValue;
+    value = JSON.parse(text) as JsonValue;
   } catch (error) {
     throw new ApexError("APEX_E_BAD_JSON", `Invalid JSON value for ${what}: ${(error as Error).message}.`, {
       hint: `Quote strings as JSON: '"text"'. Objects: '{"a": 1}'.`,
     });
   }
+  // JSON.parse keeps the last of a key given twice: one of the values the user wrote would be lost.
+  const twice = value !== null && typeof value === "object" ? repeatedKey(text) : undefined;
+  if (twice) {
+    const at = jsonPointer([...twice.within, twice.key]);
+    throw new ApexError("APEX_E_BAD_INPUT", `The value for ${what} has the key ${JSON.stringify(twice.key)} twice, at ${at} in it; one of its values would be lost.`, {
+      hint: "Nothing was written. Give each key once.",
+      details: { key: twice.key, at },
+    });
+  }
+  return value;
 }
 
 /**

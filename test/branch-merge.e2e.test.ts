@@ -511,6 +511,13 @@ describe("--worktree and --git", () => {
     const stopped = p.apex(["--session", "feature", "stop"]);
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(stopped.stdout).toMatch(/^Stopped session feature \(\d+ processes ended\)\.\n$/);
+    // A checkpoint asked for in its worktree is refused as with --session: that session has ended,
+    // not that none is current (the worktree names it; it said APEX_E_NO_SESSION, exit 3).
+    const named = p.apex(["--session", "feature", "checkpoint", "create", "late", "--json"]);
+    const inWorktree = p.apex(["checkpoint", "create", "late", "--json"], { cwd: worktree });
+    expect([named.status, inWorktree.status], inWorktree.stderr).toEqual([4, 4]);
+    expect(JSON.parse(inWorktree.stderr).error).toEqual(JSON.parse(named.stderr).error);
+    expect(JSON.parse(inWorktree.stderr).error).toMatchObject({ code: "APEX_E_SESSION_STATE", hint: expect.stringContaining("apex start --continue feature") });
     const head = git(dir, "rev-parse", "HEAD");
     const before = p.apex(["checkpoint", "list", "--session", main, "--json"]).stdout;
     // Renamed by hand (its worktree follows): the error names the new name and how to name it back; a dry run says the same.

@@ -295,6 +295,38 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
     }
   });
 
+  it("a config file saved as UTF-16 or UTF-32 (a Windows editor's, with a byte order mark) is refused as such, not as 'must be a mapping'", async () => {
+    const { dir, cleanup } = tempDir("apex-config-utf16-");
+    try {
+      const file = join(dir, "apex.config.yaml");
+      const location = { configPath: file, projectDir: dir, storeDir: join(dir, ".apex") };
+      const yaml = "session:\n  session_timeout: 2h\n";
+      const utf16le = Buffer.from(`\ufeff${yaml}`, "utf16le");
+      const utf32le = Buffer.alloc(utf16le.length * 2);
+      for (let i = 0; i < utf16le.length / 2; i++) utf32le.writeUInt32LE(utf16le.readUInt16LE(i * 2), i * 4);
+      for (const [bytes, what] of [
+        [utf16le, "is UTF-16 text"],
+        [Buffer.from(utf16le).swap16(), "is UTF-16 text"], // big-endian
+        [utf32le, "is UTF-32 text"],
+        [Buffer.from(utf32le).swap32(), "is UTF-32 text"],
+        [utf16le.subarray(2), "has NUL bytes (UTF-16 or UTF-32 text, or no text)"], // no byte order mark
+      ] as const) {
+        writeFileSync(file, bytes);
+        const error = await failureOf(loadConfig(location, { env: {}, cwd: dir }));
+        expect(error).toMatchObject({ code: "APEX_E_CONFIG", exitCode: 2, message: `The config file ${file} ${what}; APEX reads its config as UTF-8.`, hint: expect.stringContaining("Save it as UTF-8") });
+      }
+      // Through the CLI: exit 2 with that error (it said "apex.config.yaml:1:1: must be a mapping (got \"��s\u0000e…\")").
+      writeFileSync(file, utf16le);
+      const validate = runApex(["config", "validate"], { cwd: dir });
+      expect([validate.status, validate.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_CONFIG]: The config file ${file} is UTF-16 text;`)]);
+      // UTF-8 with a byte order mark is UTF-8: it loads.
+      writeFileSync(file, `\ufeff${yaml}`);
+      expect((await loadConfig(location, { env: {}, cwd: dir })).session.session_timeout).toBe(7200);
+    } finally {
+      cleanup();
+    }
+  });
+
   it("a document nested deeper than the parser follows (lists, mappings) is said so, not as the engine's stack overflow", () => {
     // Deep enough for any stack the engine has (it overflowed at 800 levels here, JIT-compiled deeper).
     const deepFlow = `session: ${"[".repeat(60_000)}${"]".repeat(60_000)}\n`;

@@ -60,10 +60,14 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     [["memory", "set", "/a/../b", "1"], "APEX_E_BAD_PATH", `Invalid path "/a/../b": segment 2 is '..'.`],
     [["memory", "set", "/a", "{nope"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
     [["memory", "set", "/a", "undefined"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
+    // A key given twice at any depth (however escaped): JSON.parse kept the last without a word.
+    [["memory", "set", "/a", '{"a": 1, "b": [{"c": 1}, {"c": 1, "\\u0063": 2}], "s": "\\"c\\""}'], "APEX_E_BAD_INPUT", 'The value for /a has the key "c" twice, at /b/1/c in it; one of its values would be lost.'],
     [["memory", "query", "notes/*"], "APEX_E_BAD_GLOB", `Invalid glob "notes/*": it must start with '/'.`],
     // A directory, or a file that exists but does not read, is not "not found" (it was exit 3).
     [["memory", "import", "."], "APEX_E_BAD_INPUT", "Cannot read .: it is a directory (EISDIR)."],
     [["memory", "import", "/proc/self/mem"], "APEX_E_BAD_INPUT", "Cannot read /proc/self/mem: EIO."],
+    // An empty file imported nothing and said "imported 0 entries (revision 0)", exit 0.
+    [["memory", "import", "/dev/null"], "APEX_E_BAD_INPUT", "/dev/null holds no entries: it is empty."],
     // A plain path no record can have was watched (here: until the timeout; without one, forever).
     [["memory", "watch", "/a/../b", "--timeout", "2"], "APEX_E_BAD_PATH", `Invalid path "/a/../b": segment 2 is '..'.`],
     [["memory", "watch", "/a//b", "--timeout", "2"], "APEX_E_BAD_PATH", `Invalid path "/a//b": segment 2 is empty ('//').`],
@@ -130,6 +134,16 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
           hint: expect.stringContaining("Nothing was imported"),
         });
       }
+      // So is a key given twice inside an entry's value (or an NDJSON line's own key), at any depth.
+      for (const [input, message] of [
+        ['{\n  "/d": 1,\n  "/e": {"x": {"y": 1, "y": 2}}\n}\n', 'stdin:3: the value of "/e" has the key "y" twice, at /x/y in it; one of its values would be lost.'],
+        ['{"path": "/d", "value": 1}\n{"path": "/e", "value": [0, {"y": 1, "y": 2}]}\n', 'stdin:2: the value of "/e" has the key "y" twice, at /1/y in it; one of its values would be lost.'],
+        ['{"path": "/d", "value": 1, "path": "/e"}\n{"path": "/f", "value": 1}\n', 'stdin:1: the line has the key "path" twice; one of its values would be lost.'],
+      ] as const) {
+        const twice = runApex(["memory", "import", "-", "--json"], { cwd: other.dir, env, input });
+        expect(twice.status, twice.stderr).toBe(2);
+        expect(JSON.parse(twice.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message, hint: expect.stringContaining("Nothing was imported") });
+      }
       expect(runApex(["memory", "export"], { cwd: other.dir, env }).stdout).toBe(exported);
     } finally {
       other.cleanup();
@@ -142,6 +156,12 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     const result = apex(["memory", "import", file]);
     expect(result.stdout).toBe("imported 2 entries (revision 2)\n");
     expect(JSON.parse(apex(["memory", "export", "/l/*"]).stdout)).toEqual({ "/l/1": 1, "/l/2": { two: 2 } });
+    // Blank lines only: no entries, refused. `{}` (an export of nothing) imports nothing, and says so.
+    writeFileSync(file, "\n  \n");
+    const blank = apex(["memory", "import", file]);
+    expect([blank.status, blank.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_BAD_INPUT]: ${file} holds no entries: it is only whitespace.`)]);
+    const none = apex(["memory", "import", "-"], apex(["memory", "export", "/none/*"]).stdout);
+    expect([none.status, none.stdout]).toEqual([0, "imported 0 entries: stdin is an empty object, nothing was written (revision 2)\n"]);
   });
 
   it("watch prints changes made by other processes as they happen", async () => {

@@ -5,7 +5,7 @@
 // user takes root: .ci/run runs as root, so there these tests always run; without root they are
 // skipped (no unprivileged stand-in for a second user exists).
 import { spawnSync } from "node:child_process";
-import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -145,6 +145,24 @@ describe.runIf(root)("the store is private", () => {
     }
     expect(project.apex(["memory", "show", "/secret"]).stdout.trim()).toBe('"hidden"');
     expect(project.apex(["session", "list", "--json"]).stdout.trim()).toBe("[]");
+
+    // This user's own store, made read-only (0500): a write keeps that mode (it was made 0700
+    // again), and what must create a file there is refused, saying how to make it writable.
+    const own = mkdtempSync(join(tmpdir(), "apex-privacy-own-"));
+    try {
+      spawnSync("chown", ["nobody", own]);
+      const ownApex = (...args: string[]) => asNobody(["sh", "-c", `cd "$0" && exec "$@"`, own, process.execPath, APEX_BIN, ...args]);
+      expect(ownApex("memory", "set", "/a", "1").status).toBe(0);
+      chmodSync(join(own, ".apex"), 0o500);
+      expect(ownApex("memory", "set", "/a", "2").status).toBe(0);
+      expect((statSync(join(own, ".apex")).mode & 0o777).toString(8)).toBe("500");
+      const start = ownApex("start", "--task", "t", "--json");
+      expect(start.status, start.stderr).toBe(4);
+      expect(JSON.parse(start.stderr).error).toMatchObject({ code: "APEX_E_FORBIDDEN", hint: expect.stringContaining(`It is this user's, made read-only: \`chmod u+rwx "${join(own, ".apex")}"\``) });
+      expect((statSync(join(own, ".apex")).mode & 0o777).toString(8)).toBe("500");
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
   });
 
   it("a store made open to others is tightened when it is next opened, with a notice", () => {
@@ -182,6 +200,43 @@ describe("a store directory given as a relative path", () => {
       expect(statSync(cwd).mode & 0o777).toBe(0o755);
       expect(statSync(parent).mode & 0o777).toBe(0o755);
     } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("making directories private only tightens", () => {
+  it("takes group and other bits away from an existing directory and keeps an owner's stricter mode (0500: read-only); what it makes is 0700 whatever the umask", async () => {
+    const { makePrivate, makePrivateDir, tightenStoreDir } = await import("../core/store/private.js");
+    const parent = mkdtempSync(join(tmpdir(), "apex-tighten-"));
+    try {
+      // It set 0700 on each of them: a directory its owner made read-only was writable again.
+      for (const [before, after] of [[0o500, 0o500], [0o550, 0o500], [0o750, 0o700], [0o777, 0o700], [0o700, 0o700], [0o300, 0o300]] as const) {
+        const dir = join(parent, `d${before.toString(8)}`);
+        mkdirSync(dir);
+        chmodSync(dir, before);
+        makePrivateDir(dir);
+        expect((statSync(dir).mode & 0o777).toString(8), dir).toBe(after.toString(8));
+      }
+      withUmask(0o277, () => makePrivateDir(join(parent, "new/deeper")));
+      for (const dir of ["new", "new/deeper"]) expect((statSync(join(parent, dir)).mode & 0o777).toString(8), dir).toBe("700");
+      // A store made before stores were private: a read-only directory and file stay read-only (they became 0700 and 0600).
+      const store = join(parent, "store");
+      mkdirSync(join(store, "kept"), { recursive: true });
+      writeFileSync(join(store, "kept/notes"), "n");
+      writeFileSync(join(store, "one"), "1");
+      chmodSync(join(store, "kept/notes"), 0o444);
+      chmodSync(join(store, "kept"), 0o555);
+      chmodSync(join(store, "one"), 0o644);
+      chmodSync(store, 0o755);
+      expect(tightenStoreDir(store)).toHaveLength(4);
+      expect(modes(store).map((entry) => [entry.path.slice(store.length), entry.mode.toString(8)])).toEqual([["", "700"], ["/kept", "500"], ["/kept/notes", "400"], ["/one", "600"]]);
+      chmodSync(join(store, "one"), 0o444);
+      makePrivate(join(store, "one"));
+      expect((statSync(join(store, "one")).mode & 0o777).toString(8)).toBe("400");
+    } finally {
+      // Without root, the entries of a read-only directory cannot be removed until it is writable.
+      spawnSync("chmod", ["-R", "u+rwx", parent]);
       rmSync(parent, { recursive: true, force: true });
     }
   });

@@ -27,16 +27,19 @@ export interface CheckedDocument {
 export const MAX_CONFIG_BYTES = 256 * 1024;
 
 export async function readConfigText(file: string): Promise<string> {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(file, "utf8");
+    bytes = await readFile(file);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENOENT") throw new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file} does not exist.`, { cause: error });
     throw new ApexError("APEX_E_CONFIG", `Cannot read the config file ${file}: ${(error as Error).message}`, { cause: error });
   }
-  if (Buffer.byteLength(text) > MAX_CONFIG_BYTES) throw new ApexError("APEX_E_CONFIG", `The config file ${file} is ${Buffer.byteLength(text)} bytes; a config file is at most ${MAX_CONFIG_BYTES} (256 KiB).`, { hint: "Keep data out of apex.config.yaml (project memory holds it: apex memory import), or point --config at the right file." });
-  return text;
+  if (bytes.length > MAX_CONFIG_BYTES) throw new ApexError("APEX_E_CONFIG", `The config file ${file} is ${bytes.length} bytes; a config file is at most ${MAX_CONFIG_BYTES} (256 KiB).`, { hint: "Keep data out of apex.config.yaml (project memory holds it: apex memory import), or point --config at the right file." });
+  // Saved as UTF-16 or UTF-32 (Windows editors: with a byte order mark), read as UTF-8 it was "must be a mapping".
+  const wide = bytes.length >= 4 && [0xfffe0000, 0xfeff].includes(bytes.readUInt32BE(0)) ? "is UTF-32 text" : (bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff) ? "is UTF-16 text" : bytes.includes(0) ? "has NUL bytes (UTF-16 or UTF-32 text, or no text)" : undefined;
+  if (wide) throw new ApexError("APEX_E_CONFIG", `The config file ${file} ${wide}; APEX reads its config as UTF-8.`, { hint: "Save it as UTF-8 (the encoding choice of the editor's Save As)." });
+  return bytes.toString("utf8");
 }
 
 /**

@@ -25,12 +25,14 @@ function tolerant(fn: () => void): void {
   try {
     fn();
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code !== "EPERM" && code !== "EROFS" && code !== "ENOENT" && code !== "EACCES") throw error;
+    if (!["EPERM", "EROFS", "ENOENT", "EACCES"].includes((error as NodeJS.ErrnoException).code ?? "")) throw error;
   }
 }
 
-/** Creates `dir` (and missing parents) owner-only; an existing `dir` is made owner-only too. */
+/**
+ * Creates `dir` (and missing parents) owner-only (0700); an existing `dir` loses its group and
+ * other bits only: an owner's stricter mode (0500, made read-only) is not APEX's to undo.
+ */
 export function makePrivateDir(dir: string): void {
   const created = mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
   // mkdir's mode is cut by the umask: set it on every directory made here, and on `dir`.
@@ -41,7 +43,9 @@ export function makePrivateDir(dir: string): void {
   if (first) for (let at = dirname(made[0]!); at.length >= first.length && at !== dirname(at); at = dirname(at)) made.push(at);
   for (const path of made) {
     tolerant(() => {
-      if ((statSync(path).mode & 0o777) !== PRIVATE_DIR_MODE) chmodSync(path, PRIVATE_DIR_MODE);
+      const mode = statSync(path).mode & 0o777;
+      const wanted = first ? PRIVATE_DIR_MODE : mode & ~GROUP_OTHER;
+      if (mode !== wanted) chmodSync(path, wanted);
     });
   }
 }
@@ -67,12 +71,12 @@ export function writePrivateFile(file: string, data: string | Buffer, mode = PRI
   tolerant(() => chmodSync(file, mode));
 }
 
-/** Makes one existing path owner-only (a file 0600, a directory 0700); no-op when it already is. */
+/** Makes one existing path owner-only (its group and other bits taken away; the owner's kept); no-op when it already is. */
 export function makePrivate(path: string): void {
   tolerant(() => {
     const stat = lstatSync(path);
     if (stat.isSymbolicLink() || !(stat.mode & GROUP_OTHER)) return;
-    chmodSync(path, stat.isDirectory() ? PRIVATE_DIR_MODE : (stat.mode & 0o700) | 0o600);
+    chmodSync(path, stat.mode & 0o700);
   });
 }
 
@@ -101,7 +105,7 @@ export function tightenStoreDir(dir: string): string[] {
     if (stat.mode & GROUP_OTHER) {
       let ok = true;
       try {
-        chmodSync(path, stat.isDirectory() ? PRIVATE_DIR_MODE : (stat.mode & 0o700) | 0o600);
+        chmodSync(path, stat.mode & 0o700);
       } catch {
         ok = false; // not ours: left as it is
       }

@@ -1,4 +1,4 @@
-import { boundSessionId, noSessionToActOn } from "../../core/session/sessions.js";
+import { noSessionToActOn, sessionBinding } from "../../core/session/sessions.js";
 import { sessionFlag } from "../../core/session/binding.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import type { Hash } from "./engine/objects.js";
@@ -109,9 +109,11 @@ function notFound(message: string, ref: string, hint = refHint): ApexError {
 export function currentSessionId(store: Store): string {
   // The session this process acts on (core/session/binding.ts): a supervisor's own, --session, this worktree's, …
   let id: string | undefined;
+  let named = false;
   try {
-    const bound = boundSessionId(store);
-    id = bound !== undefined && store.has(`/sessions/${bound}`) ? bound : undefined;
+    const bound = sessionBinding(store);
+    named = bound?.source === "flag" || bound?.source === "worktree";
+    id = bound !== undefined && store.has(`/sessions/${bound.sessionId}`) ? bound.sessionId : undefined;
   } catch (error) {
     // (several sessions and nothing to choose; a --session naming no session or several)
     if (isApexError(error) && ["APEX_E_AMBIGUOUS_SESSION", "APEX_E_AMBIGUOUS", "APEX_E_NO_SESSION"].includes(error.code)) throw error;
@@ -120,8 +122,9 @@ export function currentSessionId(store: Store): string {
     if (isApexError(error) && (error.code.startsWith("APEX_E_STORE") || error.code === "APEX_E_DISK_FULL")) throw error;
     id = undefined;
   }
-  // Named, but not one that runs: that it has ended, not that none is current.
-  if ((typeof id !== "string" || !id) && sessionFlag() !== undefined) throw noSessionToActOn(store);
+  // Named (by --session or by the worktree it runs in, a stopped branch's), but not one that runs:
+  // that it has ended, not that none is current.
+  if ((typeof id !== "string" || !id) && (named || sessionFlag() !== undefined)) throw noSessionToActOn(store);
   if (typeof id !== "string" || !id) {
     throw new ApexError("APEX_E_NO_SESSION", "There is no current session.", {
       hint: 'Start one with `apex start --task "…"`, or name a checkpoint of another session as <session>/checkpoint-007 (`apex session list` shows the sessions).',

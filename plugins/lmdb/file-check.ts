@@ -174,7 +174,10 @@ export function storeWriteRefused(dir: string, code: "EACCES" | "EPERM" | "EROFS
   return new ApexError("APEX_E_FORBIDDEN", `This user may not write the store at ${dir} (${code}${readOnly ? ": a read-only file system" : ""})${readOnly ? "" : owner}. Nothing was written.`, {
     hint: readOnly
       ? "Reading commands (status, session list, memory show, logs) work as they are; to write, use a copy of the project on a writable file system."
-      : "Run APEX as the user who owns the store, or give it to this user (chown -R); reading commands (status, session list, memory show, logs) work as they are.",
+      : stat && stat.uid === process.getuid?.()
+        // This user's own, made read-only (APEX only ever takes group and other bits away, never gives the owner's back).
+        ? `It is this user's, made read-only: \`chmod u+rwx ${JSON.stringify(at)}\` lets APEX write it again; reading commands (status, session list, memory show, logs) work as they are.`
+        : "Run APEX as the user who owns the store, or give it to this user (chown -R); reading commands (status, session list, memory show, logs) work as they are.",
     details: { store: dir },
   });
 }
