@@ -17,6 +17,7 @@
 import { accessSync, closeSync, constants, openSync, readSync, statSync } from "node:fs";
 import { delimiter, isAbsolute, join, resolve } from "node:path";
 import { formatPath, positionOf } from "../core/config/source.js";
+import { isDirectory, isFile } from "../core/config/locate.js";
 import type { AgentConfig, Config, ConfigIssue, SourcePosition } from "../core/config/types.js";
 import { configError } from "../core/config/validate.js";
 
@@ -128,20 +129,4 @@ function shebangInterpreter(file: string): string | undefined {
   }
   const match = /^#!\s*(\/\S+)/.exec(head);
   return match?.[1];
-}
-
-function isFile(file: string): boolean {
-  try {
-    return statSync(file).isFile();
-  } catch {
-    return false;
-  }
-}
-
-function isDirectory(dir: string): boolean {
-  try {
-    return statSync(dir).isDirectory();
-  } catch {
-    return false;
-  }
 }

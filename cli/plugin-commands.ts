@@ -183,15 +183,10 @@ async function runAtWriter(engine: Engine, name: string, input: CommandInput, co
   // does one whose store is not the supervisor's (APEX_STORE_URL naming another).
   const supervisor = await liveSessionClient(location, { local: true });
   if (!supervisor) return (await engine.runCommand(name, input, context)) ?? 0;
-  const reply = (await supervisor.call("plugin.command", { name, args: input.args, options: input.options }, 600_000).catch((error: ApexError) => {
-    // The supervisor loaded its plugins when the session started: one enabled in the config since is not among them.
-    if (error.code !== "APEX_E_USAGE" || error.message !== `No plugin provides the command '${name}'.`) throw error;
-    const plugin = engine.commands.find((command) => command.spec.name === name)?.plugin ?? "its";
-    throw new ApexError("APEX_E_SESSION_STATE", `\`apex ${name}\` runs in the running session's supervisor, which was started without the ${plugin} plugin (enabled in the config since).`, {
-      hint: "A session loads its plugins when it starts: `apex stop`, then `apex start --continue last`, runs it with the config as it is now (or run the command once the session has ended).",
-      details: { command: name, plugin },
-    });
-  })) as {
+  // The supervisor loaded its plugins when the session started: told which plugin the config gives the
+  // command, it refuses one enabled since with APEX_E_SESSION_STATE (core/session/methods.ts).
+  const plugin = engine.commands.find((command) => command.spec.name === name)?.plugin;
+  const reply = (await supervisor.call("plugin.command", { name, plugin, args: input.args, options: input.options }, 600_000)) as {
     output: string;
     exitCode: number;
   };

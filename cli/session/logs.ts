@@ -7,7 +7,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs";
 import { shortSessionId } from "../../core/session/names.js";
 import { join } from "node:path";
-import type { ProjectLocation } from "../../core/config/locate.js";
+import { isFile, type ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { paint, printLine, visibleText } from "../output.js";
 import { logLineSegments } from "../terminal-text.js";
@@ -406,14 +406,6 @@ export function logTail(file: string, lines: number, readTo?: (at: { dev: number
     });
   } finally {
     closeSync(fd);
-  }
-}
-
-function isFile(path: string): boolean {
-  try {
-    return statSync(path).isFile();
-  } catch {
-    return false;
   }
 }
 

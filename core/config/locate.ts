@@ -79,7 +79,6 @@ function inDatabase(configPath: string, env: NodeJS.ProcessEnv): boolean {
   return text !== "" && (/^postgres(ql)?:\/\//.test(env.APEX_STORE_URL ?? "") || (/^store[ \t]*:/m.test(text) && /\bbackend[ \t]*:[ \t]*["']?postgres/.test(text)));
 }
 
-function isDirectory(path: string): boolean { try { return statSync(path).isDirectory(); } catch { return false; } }
 /**
  * The top of the linked git worktree `dir` is in (where `.git` is a file, `gitdir: …/worktrees/NAME`),
  * or undefined in a main working tree or outside git. Stats only, no git process.
@@ -128,6 +127,9 @@ function findUp(start: string, name: string): string | undefined {
     dir = parent;
   }
 }
+
+/** Whether `path` is a directory (a symlink is followed); false where it cannot be stat'ed (missing, no permission). */
+export function isDirectory(path: string): boolean { try { return statSync(path).isDirectory(); } catch { return false; } }
 
 export function isFile(path: string | URL): boolean {
   try {

@@ -149,6 +149,13 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
     // A plugin command forwarded by the CLI: it runs here, where the store's one writer is.
     .register("plugin.command", async (params) => {
       const name = stringParam(params, "name");
+      // The CLI names the plugin its config gives the command: one enabled since this supervisor loaded its plugins.
+      if (typeof params.plugin === "string" && !supervisor.engine.commands.some((command) => command.spec.name === name)) {
+        throw new ApexError("APEX_E_SESSION_STATE", `\`apex ${name}\` runs in the running session's supervisor, which was started without the ${params.plugin} plugin (enabled in the config since).`, {
+          hint: "A session loads its plugins when it starts: `apex stop`, then `apex start --continue last`, runs it with the config as it is now (or run the command once the session has ended).",
+          details: { command: name, plugin: params.plugin },
+        });
+      }
       // JSON turns a missing optional argument into null; the action expects undefined, as in the CLI.
       const args = Array.isArray(params.args) ? params.args.map((arg: unknown) => (arg === null ? undefined : arg)) : [];
       const input = { args, options: (params.options ?? {}) as Record<string, unknown> };

@@ -351,21 +351,18 @@ export function ownMembers(pgid: number, leaderStartTime: number, scan?: Process
 
 /** Sends `signal` to a whole process group; false when the group no longer exists. */
 export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
-  if (!Number.isInteger(pgid) || pgid <= 1) return false;
-  try {
-    process.kill(-pgid, signal);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
-    throw error;
-  }
+  return Number.isInteger(pgid) && pgid > 1 && sendSignal(-pgid, signal);
 }
 
 /** Sends `signal` to one process; false when it no longer exists. */
 export function signalProcess(pid: number, signal: NodeJS.Signals | 0): boolean {
-  if (!Number.isInteger(pid) || pid <= 1) return false;
+  return Number.isInteger(pid) && pid > 1 && sendSignal(pid, signal);
+}
+
+/** process.kill for a process (pid) or a group (-pgid); false when there is none. The callers refuse 0 and 1 (kill(-1) signals every process). */
+function sendSignal(target: number, signal: NodeJS.Signals | 0): boolean {
   try {
-    process.kill(pid, signal);
+    process.kill(target, signal);
     return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;

@@ -68,11 +68,7 @@ export class SessionReader {
 
   task(id: string): TaskRecord {
     const task = this.store.get(taskPath(this.sessionId, (id = checkTaskId(id)))) as TaskRecord | undefined;
-    if (!task) {
-      throw new ApexError("APEX_E_TASK_NOT_FOUND", `No task ${id} in session ${this.sessionId}.`, {
-        hint: "List the tasks with `apex task list`.",
-      });
-    }
+    if (!task) throw taskNotFound(id, this.sessionId);
     return task;
   }
 
@@ -341,13 +337,13 @@ export class SessionService extends SessionReader {
 
   private taskInBatch(batch: WriteBatch, id: string): TaskRecord {
     const task = batch.get(taskPath(this.sessionId, id)) as TaskRecord | undefined;
-    if (!task) {
-      throw new ApexError("APEX_E_TASK_NOT_FOUND", `No task ${id} in session ${this.sessionId}.`, {
-        hint: "List the tasks with `apex task list`.",
-      });
-    }
+    if (!task) throw taskNotFound(id, this.sessionId);
     return task;
   }
+}
+
+function taskNotFound(id: string, sessionId: string): ApexError {
+  return new ApexError("APEX_E_TASK_NOT_FOUND", `No task ${id} in session ${sessionId}.`, { hint: "List the tasks with `apex task list`." });
 }
 
 /** The session's events with a sequence number above `seq`, oldest first (a range read from there on). */

@@ -33,9 +33,9 @@ import {
   type SerializerProtocol,
 } from "@langchain/langgraph-checkpoint";
 import type { RunnableConfig } from "@langchain/core/runnables";
-import { existsSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { locateProject, type ProjectLocation } from "../../core/config/locate.js";
+import { isDirectory, locateProject, type ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { isSameProcessAlive } from "../../core/session/proc.js";
@@ -651,14 +651,6 @@ function supervisorsOf(storeDir: string): string {
     .map((runtime) => `${runtime.pid}:${runtime.start_time}`)
     .sort()
     .join(",");
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -1,5 +1,6 @@
 import { ApexError } from "../../core/errors.js";
-import { BEFORE_GIT_FIRED_ENV, firstLine, isDirectory, noRepository, runGit } from "./git.js";
+import { isDirectory } from "../../core/config/locate.js";
+import { BEFORE_GIT_FIRED_ENV, firstLine, noRepository, runGit } from "./git.js";
 import { asGitState, formatChangedFile, readWorkingTree, shortCommit } from "./state.js";
 
 export interface CheckoutResult {

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { statSync } from "node:fs";
+import { isDirectory } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 
 /** How long one read-only git call may take before APEX gives up on it. */
@@ -102,14 +102,6 @@ export function noRepository(dir: string, why = "it is not inside a git reposito
     hint: "Run `git init` there, or point the git plugin's `repository` option (apex.config.yaml) at the repository.",
     details: { repository: dir },
   });
-}
-
-export function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
-  }
 }
 
 export function isGitUnavailable(error: unknown): boolean {

@@ -1,7 +1,8 @@
 import { spawn } from "node:child_process";
-import { realpathSync, statSync } from "node:fs";
+import { realpathSync } from "node:fs";
 import { constants } from "node:os";
 import { isAbsolute, relative } from "node:path";
+import { isDirectory } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { BEFORE_GIT_FIRED_ENV, noRepository, runGit } from "./git.js";
 
@@ -114,12 +115,4 @@ export function runGitInteractive(cwd: string, args: readonly string[]): Promise
       else resolve(128 + ((signal && constants.signals[signal]) || 1));
     });
   });
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
-  }
 }

@@ -2,7 +2,8 @@ import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { ApexError } from "../../core/errors.js";
 import { sealedStdio } from "../../core/session/proc.js";
-import { GIT_TIMEOUT_MS, gitEnvironment, isDirectory, runGit, type GitResult, type RunGitOptions } from "./git.js";
+import { isDirectory } from "../../core/config/locate.js";
+import { GIT_TIMEOUT_MS, gitEnvironment, runGit, type GitResult, type RunGitOptions } from "./git.js";
 import { shellQuote } from "./hooks.js";
 
 /** How long a runner shell waits for the next git command before it ends. */

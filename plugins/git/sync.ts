@@ -2,7 +2,8 @@ import { ApexError } from "../../core/errors.js";
 import { boundSessionId } from "../../core/session/sessions.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { diffGitState, type GitChanges } from "./compare.js";
-import { isDirectory, noRepository } from "./git.js";
+import { isDirectory } from "../../core/config/locate.js";
+import { noRepository } from "./git.js";
 import { asGitState, type ChangedFile, type GitState } from "./state.js";
 
 /** Where `apex session sync-git` records a session's git state. */

@@ -1,5 +1,6 @@
 import { accessSync, closeSync, constants, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
 import { dirname } from "node:path";
+import { isDirectory } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 
 /**
@@ -96,14 +97,6 @@ export function checkStoreFileLength(file: string, dir: string, readOnly = false
       throw damaged(file, dir, `${seen.size === 1 ? "its 1 byte does" : `its ${seen.size} bytes do`} not start with an LMDB store's header (damaged, or another kind of file)`);
     case "truncated":
       throw damaged(file, dir, `it ends at ${seen.size} bytes, but its index needs ${seen.needed} (it was truncated)`);
-  }
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
   }
 }
 
