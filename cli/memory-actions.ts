@@ -436,16 +436,22 @@ export function parseJsonValue(text: string, what: string): JsonValue {
       hint: `Quote strings as JSON: '"text"'. Objects: '{"a": 1}'.`,
     });
   }
-  // JSON.parse keeps the last of a key given twice: one of the values the user wrote would be lost.
-  const twice = value !== null && typeof value === "object" ? repeatedKey(text) : undefined;
-  if (twice) {
-    const at = jsonPointer([...twice.within, twice.key]);
-    throw new ApexError("APEX_E_BAD_INPUT", `The value for ${what} has the key ${JSON.stringify(twice.key)} twice, at ${at} in it; one of its values would be lost.`, {
-      hint: "Nothing was written. Give each key once.",
-      details: { key: twice.key, at },
-    });
-  }
+  refuseRepeatedKeys(text, value, `The value for ${what}`);
   return value;
+}
+
+/**
+ * JSON.parse keeps the last of a key given twice: one of the values the user wrote would be lost.
+ * `value` is what JSON.parse made of `text`; `what` names it in the error ("The value for /k").
+ */
+export function refuseRepeatedKeys(text: string, value: unknown, what: string): void {
+  const twice = value !== null && typeof value === "object" ? repeatedKey(text) : undefined;
+  if (!twice) return;
+  const at = jsonPointer([...twice.within, twice.key]);
+  throw new ApexError("APEX_E_BAD_INPUT", `${what} has the key ${JSON.stringify(twice.key)} twice, at ${at} in it; one of its values would be lost.`, {
+    hint: "Nothing was written. Give each key once.",
+    details: { key: twice.key, at },
+  });
 }
 
 /**

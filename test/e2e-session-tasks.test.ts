@@ -120,6 +120,11 @@ describe("tasks", () => {
     expect(vetoed.stderr).toContain("vetoed t-0003");
     expect(JSON.parse(project.apex(["task", "show", "t-3", "--json"]).stdout)).toMatchObject({ status: "pending", assignee: null });
 
+    // A result with a key given twice is refused, the task left as it was (JSON.parse kept the last value).
+    const twice = project.apex(["task", "done", "t-0001", "--result", '{"files": [], "files": ["login.ts"]}']);
+    expect(twice.status).toBe(2);
+    expect(twice.stderr).toContain('--result has the key "files" twice, at /files in it');
+    expect(JSON.parse(project.apex(["task", "show", "t-0001", "--json"]).stdout)).toMatchObject({ status: "active" });
     const done = project.apex(["task", "done", "t-0001", "--result", '{"files": ["login.ts"]}', "--json"]);
     expect(JSON.parse(done.stdout)).toMatchObject({ status: "completed", result: { files: ["login.ts"] } });
     expect(project.apex(["task", "done", "t-0001"]).status).toBe(4);

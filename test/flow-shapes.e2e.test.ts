@@ -66,6 +66,11 @@ describe("the flow's paths and shapes", () => {
     expect(unknown.status).toBe(3);
     expect(JSON.parse(unknown.stderr).error).toMatchObject({ code: "APEX_E_TASK_NOT_FOUND", message: `No task t-0099 in session ${sid}.` });
     expect(coder()).toBe(reported);
+    // A context with a key given twice loses one of its values: refused (JSON.parse kept the last), nothing written.
+    const twice = project.apex(["agent", "report", "--agent", "coder", "--context", '{"step": 3, "plan": {"a": 1, "a": 2}}', "--json"]);
+    expect(twice.status).toBe(2);
+    expect(JSON.parse(twice.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: '--context has the key "a" twice, at /plan/a in it; one of its values would be lost.' });
+    expect(coder()).toBe(reported);
 
     const created = project.apex(["checkpoint", "create", "Before major refactoring"]);
     expect(created.status, created.stderr).toBe(0);

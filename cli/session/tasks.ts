@@ -11,6 +11,7 @@ import { currentActor, openSessionClient, type SessionClient } from "../../core/
 import { TASK_STATUSES, type AgentRecord, type MilestoneRecord, type TaskRecord, type TaskStatus } from "../../core/session/records.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 import { agentStatusText, formatDuration, paintStatus } from "./format.js";
+import { refuseRepeatedKeys } from "../memory-actions.js";
 
 async function withClient<T>(location: ProjectLocation, access: "read" | "write", fn: (client: SessionClient) => Promise<T>, session?: string): Promise<T> {
   const client = await openSessionClient(location, access, session);
@@ -134,6 +135,7 @@ export async function reportAgent(location: ProjectLocation, options: { agent?: 
     } catch (error) {
       throw new ApexError("APEX_E_BAD_JSON", `--context is not valid JSON: ${(error as Error).message}`, { hint: `apex agent report --context '{"step": 3}'` });
     }
+    refuseRepeatedKeys(options.context, context, "--context");
   }
   const params: Record<string, unknown> = { agent };
   if (options.status !== undefined) params.status = options.status;
@@ -163,11 +165,14 @@ export async function listAgents(location: ProjectLocation, json: boolean, sessi
   printLine(table(["AGENT", "STATUS", "PID", "REPORTED", "TASK", "UPTIME", "RESTARTS"], rows));
 }
 
-/** `--result` is JSON when it parses, else the text itself. */
+/** `--result` is JSON when it parses (each key once), else the text itself. */
 function parseLooseJson(text: string): JsonValue {
+  let value: JsonValue;
   try {
-    return JSON.parse(text) as JsonValue;
+    value = JSON.parse(text) as JsonValue;
   } catch {
     return text;
   }
+  refuseRepeatedKeys(text, value, "--result");
+  return value;
 }
