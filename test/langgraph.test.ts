@@ -9,7 +9,7 @@ import { join, relative } from "node:path";
 import { BaseCheckpointSaver, JsonPlusSerializer, MemorySaver, uuid6, type Checkpoint, type CheckpointMetadata } from "@langchain/langgraph-checkpoint";
 import { afterEach, describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
-import { type Store } from "../core/store/store.js";
+import { type JsonValue, type Store } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import type { SessionClient } from "../core/session/client.js";
 import { readProcStat } from "../core/session/proc.js";
@@ -561,6 +561,81 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
       ["langgraph other step -1 (input)", ["langgraph thread other"]],
       ["langgraph t step 3 (loop)", ["langgraph thread t"]],
     ]);
+  });
+
+  it("session repair takes a removed step's index record, writes and head along (the head names the newest step kept); validate reports those an earlier repair left, which repair removes", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const thread = { configurable: { thread_id: "t", checkpoint_ns: "" } } as Record<string, any>;
+    const solo = { configurable: { thread_id: "solo", checkpoint_ns: "" } } as Record<string, any>;
+    const ids: string[] = [];
+    let config = thread;
+    for (let step = 0; step < 4; step++) {
+      config = await saver.put(config, checkpointOf({ n: step }, { n: step + 1 }), { source: "loop", step, parents: {} }, { n: step + 1 });
+      await saver.putWrites(config, [["n", step + 1]], `task-${step}`);
+      ids.push(config.configurable.checkpoint_id);
+    }
+    const soloConfig = await saver.put(solo, checkpointOf({ s: 1 }, { s: 1 }), { source: "input", step: -1, parents: {} }, { s: 1 });
+    await saver.putWrites(soloConfig, [["s", 2]], "task-solo");
+    await saver.close();
+    // checkpoint-001..004: t's steps 0-3; checkpoint-005: solo's one step.
+    const manifest = (sequence: number) => `/sessions/${sessionId}/checkpoint-${String(sequence).padStart(3, "0")}`;
+    const lgKeys = () => readStore(dir, (store) => [...store.keysBelow(`/sessions/${sessionId}`)].filter((key) => key.includes("/langgraph")).map((key) => key.slice(`/sessions/${sessionId}/`.length)));
+
+    // Step 1 removed as an earlier repair did (its manifest and catalog records only): its index record and writes stay.
+    let store = await openProjectStore(dir);
+    try {
+      await store.transaction(() => removeCheckpointRecords(store, { sessionId, sequence: 2, id: listCheckpoints(store, sessionId).items.find((item) => item.sequence === 2)!.id }, "test"));
+    } finally {
+      await store.close();
+    }
+    const warned = runApex(["session", "validate"], { cwd: dir });
+    expect(warned.status, warned.stderr).toBe(0); // space, not damage: no read reaches them
+    expect(warned.stdout).toContain("is valid, with warnings");
+    expect(warned.stdout).toContain(`warning langgraph-index-dangling Checkpoint ${ids[1]} of LangGraph thread t of session ${sessionId}: its index record and 1 pending write name ${sessionId}/checkpoint-002, which is no longer stored; no read reaches them.`);
+    expect(warned.stdout).toContain("Next: apex session repair (removes those LangGraph records and moves the heads; --dry-run lists them)");
+
+    // Damage: t's head (step 3) tampered with, solo's only step undecodable (it no longer says which thread it was).
+    store = await openProjectStore(dir);
+    try {
+      await store.set(manifest(4), { ...(store.get(manifest(4)) as Record<string, JsonValue>), description: "edited by hand" });
+      const kv = store.table<string, Buffer>("kv", { keys: "string", values: "binary" });
+      await store.transaction(() => kv.put(manifest(5), Buffer.from([0xd6, 0xff, 0, 0, 0, 0])));
+    } finally {
+      await store.close();
+    }
+    const repaired = runApex(["session", "repair", "--json"], { cwd: dir });
+    expect(repaired.status, repaired.stderr).toBe(0);
+    const actions = (JSON.parse(repaired.stdout) as { actions: Array<{ action: string; target: string; reason: string }> }).actions;
+    const index = (thread: string, id: string) => `/sessions/${sessionId}/langgraph/${thread}/~/checkpoints/${id}`;
+    expect(actions.filter((action) => action.action.includes("langgraph"))).toEqual([
+      { action: "remove-langgraph-step", target: index("solo", soloConfig.configurable.checkpoint_id), reason: `LangGraph checkpoint ${soloConfig.configurable.checkpoint_id}: it names ${sessionId}/checkpoint-005, which this repair removes; its pending write goes with it` },
+      { action: "remove-langgraph-step", target: index("t", ids[1]!), reason: `LangGraph checkpoint ${ids[1]}: it names ${sessionId}/checkpoint-002, which is no longer stored; its pending write goes with it` },
+      { action: "remove-langgraph-step", target: index("t", ids[3]!), reason: `LangGraph checkpoint ${ids[3]}: it names ${sessionId}/checkpoint-004, which this repair removes; its pending write goes with it` },
+      { action: "move-langgraph-head", target: `/sessions/${sessionId}/langgraph-heads/solo/~`, reason: `it named checkpoint ${soloConfig.configurable.checkpoint_id} (${sessionId}/checkpoint-005), which this repair removes; no checkpoint of that thread namespace is left: it goes` },
+      { action: "move-langgraph-head", target: `/sessions/${sessionId}/langgraph-heads/t/~`, reason: `it named checkpoint ${ids[3]} (${sessionId}/checkpoint-004), which this repair removes; it names checkpoint ${ids[2]} (${sessionId}/checkpoint-003) now, the newest still stored` },
+    ]);
+    // Nothing of the removed steps is left; the head names step 2, which retention keeps.
+    expect((await lgKeys()).sort()).toEqual(
+      ["langgraph-heads/t/~", ...[0, 2].flatMap((step) => [`langgraph/t/~/checkpoints/${ids[step]}`, `langgraph/t/~/writes/${ids[step]}/task-${step}/0`])].sort(),
+    );
+    const { valid, heads } = await readStore(dir, (store) => ({
+      valid: validateStore(store),
+      heads: [...langGraphHeads(store, sessionId).keys()].map((id) => listCheckpoints(store, sessionId).items.find((item) => item.id === id)?.description),
+    }));
+    expect(valid).toMatchObject({ ok: true, problems: [] });
+    expect(heads).toEqual(["langgraph t step 2 (loop)"]);
+    const reader = new ApexSaver({ project: dir });
+    cleanups.push(() => reader.close());
+    const resumed = await reader.getTuple(thread);
+    expect([resumed?.metadata?.step, resumed?.config.configurable?.checkpoint_id, resumed?.pendingWrites]).toEqual([2, ids[2], [["task-2", "n", 3]]]);
+    expect(await reader.getTuple({ configurable: { ...thread.configurable, checkpoint_id: ids[3] } })).toBeUndefined();
+    expect(await reader.getTuple(solo)).toBeUndefined();
+    const listed = [];
+    for await (const tuple of reader.list({ configurable: {} })) listed.push(tuple.config.configurable?.checkpoint_id);
+    expect(listed).toEqual([ids[2], ids[0]]);
+    // The thread goes on from there.
+    const next = await reader.put(resumed!.config, checkpointOf({ n: 9 }, { n: 9 }), { source: "loop", step: 3, parents: {} }, { n: 9 });
+    expect((await reader.getTuple(thread))?.config.configurable?.checkpoint_id).toBe(next.configurable?.checkpoint_id);
   });
 
   it("refuses bad requests with a clear error and writes nothing", async () => {

@@ -218,3 +218,116 @@ export function forgetLangGraphStep(store: Store, checkpoint: { sessionId: strin
     }
   }, actor);
 }
+
+/**
+ * A LangGraph record that names an APEX checkpoint no longer stored (removed by repair, or by an
+ * APEX whose retention and delete left it), which no read reaches: `session validate` reports
+ * it (a warning: space, not damage) and `session repair` removes it (forgetLangGraphLeftovers).
+ *  - `step`: a checkpoint's index record, with its pending writes (`writes`, the directory; those
+ *    of a format < 4 checkpoint stay, as forgetLangGraphStep leaves them);
+ *  - `head`: a thread namespace's head, which moves to `next`, the greatest id still stored, the
+ *    one getTuple resumes from (null: none is left, the head goes).
+ */
+export interface LangGraphLeftover {
+  kind: "step" | "head";
+  sessionId: string;
+  threadId: string;
+  ns: string;
+  /** The record: the index record, or the head. */
+  path: string;
+  /** The LangGraph checkpoint id it names. */
+  checkpointId: string;
+  /** The APEX checkpoint it names (as its index record has it), when it names one. */
+  apexId?: string;
+  sequence?: number;
+  writes?: { dir: string; count: number };
+  next?: { apex_id: string; checkpoint_id: string; sequence: number } | null;
+}
+
+/**
+ * The session's LangGraph records that name APEX checkpoints no longer stored (see
+ * LangGraphLeftover). `removed(sequence)`: checkpoints of the session about to be removed
+ * (repair plans with them gone). Reads the keys of the index and one index record and manifest
+ * per LangGraph checkpoint; a record that does not decode is validate's to report, not this.
+ */
+export function langGraphLeftovers(store: Store, sessionId: string, removed: (sequence: number) => boolean = () => false): LangGraphLeftover[] {
+  const read = (path: string): unknown => {
+    try {
+      return store.get(path);
+    } catch {
+      return undefined;
+    }
+  };
+  const stored = (threadId: string, ns: string, id: string): { apex_id: string; sequence: number } | undefined => {
+    let found: { apex_id: string; sequence: number } | undefined;
+    try {
+      found = storedIndex(store, sessionId, threadId, ns, id);
+    } catch {
+      return undefined;
+    }
+    return found && !removed(found.sequence) ? found : undefined;
+  };
+  const leftovers: LangGraphLeftover[] = [];
+  const root = indexRoot(sessionId);
+  const namespaces = new Map<string, { threadId: string; ns: string }>();
+  for (const key of store.keysBelow(root)) {
+    const segments = key.slice(root.length + 1).split("/");
+    if (segments.length !== 4 || segments[2] !== "checkpoints") continue;
+    const [threadId, ns, id] = [segmentName(segments[0]!), segmentName(segments[1]!), segmentName(segments[3]!)];
+    namespaces.set(`${segments[0]}/${segments[1]}`, { threadId, ns });
+    if (stored(threadId, ns, id)) continue;
+    const index = read(key);
+    // Gone now: a delete (retention) committed between the index's read and the manifest's, removing both.
+    if (index === undefined) continue;
+    const leftover: LangGraphLeftover = { kind: "step", sessionId, threadId, ns, path: key, checkpointId: id };
+    if (isRecord(index) && typeof index.apex_id === "string") leftover.apexId = index.apex_id;
+    if (isRecord(index) && typeof index.sequence === "number") leftover.sequence = index.sequence;
+    if (!(isRecord(index) && typeof index.format === "number" && index.format < 4)) {
+      const dir = writesDir(sessionId, threadId, ns, id);
+      const count = [...store.keysBelow(dir)].length;
+      if (count > 0) leftover.writes = { dir, count };
+    }
+    leftovers.push(leftover);
+  }
+  const heads = headsPath(sessionId);
+  for (const key of store.keysBelow(heads)) {
+    const segments = key.slice(heads.length + 1).split("/");
+    if (segments.length !== 2) continue;
+    const head = read(key);
+    if (!isRecord(head) || typeof head.apex_id !== "string" || typeof head.checkpoint_id !== "string") continue;
+    const [threadId, ns] = [segmentName(segments[0]!), segmentName(segments[1]!)];
+    if (stored(threadId, ns, head.checkpoint_id)?.apex_id === head.apex_id) continue;
+    let next: LangGraphLeftover["next"] = null;
+    for (const id of checkpointIds(store, sessionId, threadId, ns)) {
+      const found = stored(threadId, ns, id);
+      if (found) {
+        next = { apex_id: found.apex_id, checkpoint_id: id, sequence: found.sequence };
+        break;
+      }
+    }
+    if (canonical(read(key)) !== canonical(head)) continue; // moved meanwhile (a put, a delete)
+    const leftover: LangGraphLeftover = { kind: "head", sessionId, threadId, ns, path: key, checkpointId: head.checkpoint_id, apexId: head.apex_id, next };
+    const index = read(checkpointKey(sessionId, threadId, ns, head.checkpoint_id));
+    if (isRecord(index) && index.apex_id === head.apex_id && typeof index.sequence === "number") leftover.sequence = index.sequence;
+    leftovers.push(leftover);
+  }
+  return leftovers;
+}
+
+function canonical(value: unknown): string {
+  return JSON.stringify(value) ?? "";
+}
+
+/** Removes the records langGraphLeftovers found (index records with their writes; heads moved or removed), in the caller's transaction. */
+export function forgetLangGraphLeftovers(store: Store, leftovers: readonly LangGraphLeftover[], actor: string): void {
+  if (leftovers.length === 0) return;
+  store.batchSync((batch) => {
+    for (const leftover of leftovers) {
+      if (leftover.kind === "step") {
+        batch.delete(leftover.path);
+        if (leftover.writes) batch.deleteTree(leftover.writes.dir);
+      } else if (leftover.next) batch.set(leftover.path, { apex_id: leftover.next.apex_id, checkpoint_id: leftover.next.checkpoint_id });
+      else batch.delete(leftover.path);
+    }
+  }, actor);
+}

@@ -506,6 +506,9 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
     const target = session?.label ?? "";
     printLine(paint(`Next: apex session repair ${target} --dry-run (shows what repair would do; it never deletes a checkpoint that verifies)`.replace("  ", " "), "gray"));
     if (c.damaged.length > 0) printLine(paint(`      apex start --force-recovery <checkpoint> (restores what still verifies of a damaged checkpoint)`, "gray"));
+  } else if (report.problems.some((problem) => problem.code.startsWith("langgraph-"))) {
+    // Warnings: LangGraph records of checkpoints no longer stored, which no read reaches (validate.ts, checkLangGraph).
+    printLine(paint(`Next: apex session repair ${session?.label ?? ""} (removes those LangGraph records and moves the heads; --dry-run lists them)`.replace("  ", " "), "gray"));
   }
 }
 

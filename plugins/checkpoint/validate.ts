@@ -30,6 +30,7 @@ import { ACTORS, assertWritable, manifestKeys, removeCheckpointRecords } from ".
 import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
 import { checkLiveRecords, type LiveRecordFinding } from "./validate-live.js";
+import { forgetLangGraphLeftovers, langGraphLeftovers, threadLabel, type LangGraphLeftover } from "./langgraph-index.js";
 import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, historyPath, memoryRootOf } from "../../core/session/records.js";
 import { shortSessionId } from "../../core/session/names.js";
 
@@ -67,6 +68,8 @@ export type ProblemCode =
   | "current-session-missing"
   | "task-unknown-agent"
   | "checkpoint-escapes-session"
+  | "langgraph-index-dangling"
+  | "langgraph-head-dangling"
   | "store-damaged"
   | "validator-crashed";
 
@@ -281,6 +284,8 @@ interface ValidationState {
   corruptObjects: Array<{ kind: ObjectKind; hash: Hash }>;
   /** Sessions named in problems besides the slots' (report.session_names). */
   mentioned: Set<string>;
+  /** Sessions with LangGraph records (an index or heads, langgraph-index.ts): repair looks there for those of the checkpoints it removes. */
+  langGraphSessions: Set<string>;
 }
 
 /** Validates the store (or one session). Synchronous and read-only. */
@@ -314,6 +319,7 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
     badBases: [],
     corruptObjects: [],
     mentioned: new Set(),
+    langGraphSessions: new Set(),
   };
   const wanted = (sessionId: string) => !options.sessionId || sessionId === options.sessionId;
 
@@ -459,6 +465,7 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
   // 5. Keyspace records: each decoded on its own; then the relations between them.
   checkRecords(store, options, state, add);
   if (!options.sessionId) checkLiveMemory(store, view, state, add);
+  checkLangGraph(store, state, add);
 
   report.ok = !problems.some((problem) => problem.severity === "error");
   const named = new Set([...state.slots.flatMap((slot) => (slot.describes === undefined ? [slot.sessionId] : [slot.sessionId, slot.describes])), ...state.mentioned]);
@@ -484,6 +491,51 @@ function checkLiveMemory(store: Store, view: ObjectView, state: ValidationState,
   // An undecodable record the checkpoint has is put back, not deleted.
   const restorable = new Set(state.liveFindings.filter((finding) => finding.restorable).map((finding) => finding.path));
   state.undecodableRecords = state.undecodableRecords.filter((path) => !restorable.has(path));
+}
+
+/**
+ * LangGraph records naming APEX checkpoints no longer stored (langgraph-index.ts: an index record
+ * and its pending writes, a thread's head), left by a repair before this one, or by an APEX whose
+ * retention left them: no read reaches them (getTuple and list skip them, a head's miss takes the
+ * newest step still stored), so they are warnings (space, not damage), which repair removes.
+ */
+function checkLangGraph(store: Store, state: ValidationState, add: (problem: StoreProblem) => void): void {
+  for (const sessionId of [...state.langGraphSessions].sort()) {
+    const leftovers = langGraphLeftovers(store, sessionId);
+    if (leftovers.length === 0) continue;
+    state.mentioned.add(sessionId);
+    for (const leftover of leftovers) {
+      add({
+        code: leftover.kind === "step" ? "langgraph-index-dangling" : "langgraph-head-dangling",
+        severity: "warning",
+        message: `${describeLangGraphLeftover(leftover, "which is no longer stored")}.`,
+        path: leftover.path,
+        ...(leftover.apexId ? { checkpointId: leftover.apexId } : {}),
+      });
+    }
+  }
+}
+
+/** What a LangGraph leftover is (validate's problem) and what repair does with it (its reason); `gone` says what became of its APEX checkpoint. */
+function describeLangGraphLeftover(leftover: LangGraphLeftover, gone: string): string {
+  const thread = `LangGraph thread ${threadLabel(leftover.threadId, leftover.ns)} of session ${leftover.sessionId}`;
+  const apex = apexOf(leftover);
+  if (leftover.kind === "step") {
+    const writes = leftover.writes ? ` and ${leftover.writes.count} pending write${leftover.writes.count === 1 ? "" : "s"}` : "";
+    return `Checkpoint ${leftover.checkpointId} of ${thread}: its index record${writes} name${writes ? "" : "s"} ${apex}, ${gone}; no read reaches ${writes ? "them" : "it"}`;
+  }
+  return `The head of ${thread} names checkpoint ${leftover.checkpointId} (${apex}), ${gone}; ${nextHead(leftover)}`;
+}
+
+/** The APEX checkpoint a LangGraph leftover names: `<session>/checkpoint-007` as its index record has it, else its id. */
+function apexOf(leftover: LangGraphLeftover): string {
+  return leftover.sequence !== undefined ? `${leftover.sessionId}/${checkpointName(leftover.sequence)}` : leftover.apexId ? `APEX checkpoint ${leftover.apexId}` : "no APEX checkpoint";
+}
+
+function nextHead(leftover: LangGraphLeftover): string {
+  return leftover.next
+    ? `getTuple resumes from checkpoint ${leftover.next.checkpoint_id} (${leftover.sessionId}/${checkpointName(leftover.next.sequence)}), the newest still stored`
+    : "no checkpoint of that thread namespace is left";
 }
 
 /**
@@ -712,6 +764,7 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
     if (segments[1] !== "sessions" || segments.length < 3 || RESERVED_SESSION_NAMES.has(segments[2]!)) return;
     const info = session(segments[2]!);
     if (segments.length === 3) info.record = value;
+    else if (segments[3] === "langgraph" || segments[3] === "langgraph-heads") state.langGraphSessions.add(segments[2]!);
     else if (segments[3] === "agents" && segments.length >= 5) info.agents.add(segments[4]!);
     else if (segments[3] === "tasks" && segments.length === 5) info.tasks.push({ path, value: value as JsonValue });
   };
@@ -827,6 +880,8 @@ export type RepairActionKind =
   | "restore-record"
   | "clear-current-session"
   | "unassign-task"
+  | "remove-langgraph-step"
+  | "move-langgraph-head"
   | "copy-store";
 
 export interface RepairAction {
@@ -893,6 +948,24 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
       }
     }
     for (const id of after.danglingIds) actions.push({ action: "remove-index", target: id, reason: "id record of a checkpoint that does not exist" });
+    // LangGraph's records of the checkpoints removed (and of those removed before): an index
+    // record and its writes go, a head moves to the newest step kept (langgraph-index.ts), as
+    // a delete does them (forgetLangGraphStep). Found from the index, not the removed manifests,
+    // which may not say which thread they were.
+    const removedSequences = new Set([...removedSlots].map((entry) => `${entry.sessionId}\u0000${entry.sequence}`));
+    const langGraph = [...after.langGraphSessions].sort().flatMap((sessionId) => langGraphLeftovers(store, sessionId, (sequence) => removedSequences.has(`${sessionId}\u0000${sequence}`)));
+    for (const leftover of langGraph) {
+      const removing = leftover.sequence !== undefined && removedSequences.has(`${leftover.sessionId}\u0000${leftover.sequence}`);
+      const gone = removing ? "which this repair removes" : "which is no longer stored";
+      const apex = apexOf(leftover);
+      if (leftover.kind === "step") {
+        const writes = leftover.writes ? `; its ${leftover.writes.count === 1 ? "pending write goes" : `${leftover.writes.count} pending writes go`} with it` : "";
+        actions.push({ action: "remove-langgraph-step", target: leftover.path, reason: `LangGraph checkpoint ${leftover.checkpointId}: it names ${apex}, ${gone}${writes}` });
+      } else {
+        const next = leftover.next ? `it names checkpoint ${leftover.next.checkpoint_id} (${leftover.sessionId}/${checkpointName(leftover.next.sequence)}) now, the newest still stored` : "no checkpoint of that thread namespace is left: it goes";
+        actions.push({ action: "move-langgraph-head", target: leftover.path, reason: `it named checkpoint ${leftover.checkpointId} (${apex}), ${gone}; ${next}` });
+      }
+    }
     for (const counter of after.counters) {
       actions.push({ action: "fix-counter", target: sessionPath(counter.sessionId), reason: `sequence counter ${counter.last} raised to ${counter.needed}` });
     }
@@ -943,6 +1016,7 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
       }
     }
     for (const id of after.danglingIds) catalog.removeId(id);
+    forgetLangGraphLeftovers(store, langGraph, actor);
     for (const counter of after.counters) catalog.setLastSequence(counter.sessionId, Math.max(counter.needed, counter.last));
     for (const action of actions) if (action.action === "remove-object") objects.removeRaw(stillDamaged.get(action.target)!, action.target);
     for (const key of after.badBases) catalog.removeBase(key);
