@@ -331,6 +331,17 @@ describe("apex serve: TLS and addresses", () => {
     const trusted = project.apex(["--remote", target, "status", "--json"], { env: { APEX_TOKEN: viewer.token, NODE_EXTRA_CA_CERTS: cert } });
     expect(trusted.status, trusted.stderr).toBe(0);
     expect(JSON.parse(trusted.stdout).session.session_id).toBe(sid);
+
+    // Plain HTTP off loopback (--insecure): the invite's targets say http://, since without a
+    // scheme a host other than loopback is reached over https (they were unusable: EPROTO).
+    const wide = await serve(project, ["--listen", "0.0.0.0:0", "--insecure"]);
+    const widePort = new URL(wide.url).port;
+    const lan = share(project, "lana", "viewer", ["--url", `http://0.0.0.0:${widePort}`]);
+    const lanTarget = `http://0.0.0.0:${widePort}/${sid}`;
+    expect(lan.connect).toBe(`APEX_TOKEN=${lan.token} apex connect ${lanTarget}`);
+    const reached = project.apex(["--remote", lan.connect.split(" ").at(-1)!, "status", "--json"], { env: { APEX_TOKEN: lan.token } });
+    expect(reached.status, reached.stderr).toBe(0);
+    expect(JSON.parse(reached.stdout).session.session_id).toBe(sid);
   });
 });
 

@@ -7,7 +7,7 @@ import { currentActor } from "../../core/actor.js";
 import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { GrantView } from "./grants.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { isApexToken, parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
+import { isApexToken, isLoopback, parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
 
 import { readServeFile, removeServeFile, writeServeFile } from "./serve-file.js";
 
@@ -108,7 +108,10 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
   const host = `${origin.hostname}:${origin.port || (origin.protocol === "https:" ? 443 : 7433)}`;
   // The token rides in the fragment, which a browser never sends to the server.
   const invite = `${url}/#session=${reply.session_id}&token=${reply.token}`;
-  const target = `${origin.protocol === "https:" ? "https://" : ""}${host}/${reply.session_id}`;
+  // Without a scheme, the client takes http for a loopback host and https for any other: the
+  // target names its scheme whenever that guess would be wrong (an --insecure server off loopback).
+  const guessed = isLoopback(origin.hostname) ? "http:" : "https:";
+  const target = `${origin.protocol === guessed && guessed === "http:" ? "" : `${origin.protocol}//`}${host}/${reply.session_id}`;
   const connect = `APEX_TOKEN=${reply.token} apex connect ${target}`;
   // The server serve.json names is gone: no invite names its dead port; the token is printed all the same.
   const hint = stopped
