@@ -5,6 +5,7 @@ import { execFileSync } from "node:child_process";
 import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { connect as netConnect, createServer as netServer, type Socket } from "node:net";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -342,6 +343,10 @@ describe("apex serve: TLS and addresses", () => {
     const reached = project.apex(["--remote", lan.connect.split(" ").at(-1)!, "status", "--json"], { env: { APEX_TOKEN: lan.token } });
     expect(reached.status, reached.stderr).toBe(0);
     expect(JSON.parse(reached.stdout).session.session_id).toBe(sid);
+    // Without --url, the invite names this host, not the address it listens on (0.0.0.0 reaches no teammate).
+    const named = share(project, "nina", "viewer");
+    expect(named.url).toBe(`http://${hostname()}:${widePort}/#session=${sid}&token=${named.token}`);
+    expect(named.connect).toBe(`APEX_TOKEN=${named.token} apex connect http://${hostname()}:${widePort}/${sid}`);
   });
 });
 

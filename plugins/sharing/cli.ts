@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { parseDuration, isDuration } from "../../core/config/duration.js";
 import { ApexError } from "../../core/errors.js";
@@ -75,7 +76,23 @@ function serverUrl(location: ProjectLocation, explicit: string | undefined): { u
   if (process.env.APEX_REMOTE) return { url: parseRemote(process.env.APEX_REMOTE).origin };
   const written = readServeFile(location.storeDir);
   if (written && !written.live) return { url: written.record.url, stopped: written.record.url };
-  return { url: written?.record.url ?? DEFAULT_URL };
+  return { url: written ? reachableUrl(written.record.url) : DEFAULT_URL };
+}
+
+/**
+ * A server listening on every address (0.0.0.0, [::]) records that address, which no teammate
+ * can reach: the invite names this host by its name instead.
+ */
+function reachableUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return url;
+  }
+  if (parsed.hostname !== "0.0.0.0" && parsed.hostname !== "[::]") return url;
+  parsed.hostname = hostname();
+  return parsed.origin;
 }
 
 function serverOrigin(url: string): URL {
