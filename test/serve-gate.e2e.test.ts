@@ -187,6 +187,19 @@ describe("the client's token", () => {
       expect(error.message).toContain("--token / APEX_TOKEN is not an APEX token");
       expect(result.stderr).not.toContain("hunter2");
     }
+    // The dashboard's invite pasted whole, or a token where the host goes: refused without repeating the token
+    // (error messages end up in logs) and, for the host, before its name is looked up; nothing saved.
+    const token = `apx_0123456789abcdef_${"S3cr3t".repeat(7)}x`;
+    const invite = `http://${host}/#session=abcdefgh&token=${token}`;
+    for (const args of [["connect", invite, "--json"], ["--remote", invite, "status", "--json"], ["login", invite, "--token", token, "--json"], ["login", token, "--token", token, "--json"]]) {
+      const result = await project.apexAsync(args, { env: { APEX_TOKEN: token, APEX_CREDENTIALS: `${project.dir}/saved.json` } }).done;
+      expect(result.status, result.stderr).toBe(2);
+      expect(JSON.parse(result.stderr).error.code).toBe("APEX_E_USAGE");
+      expect(result.stderr.toLowerCase()).not.toContain("s3cr3t");
+      if (args[1] === invite) expect(JSON.parse(result.stderr).error.hint).toContain(`apex connect http://${host}/abcdefgh`);
+    }
+    const { existsSync } = await import("node:fs");
+    expect(existsSync(`${project.dir}/saved.json`)).toBe(false);
     // A token saved by hand in a file others may read: refused just the same, naming the file; a good one is used, with a warning about the mode.
     const credentials = `${project.dir}/credentials.json`;
     const { writeFileSync, chmodSync } = await import("node:fs");
