@@ -347,6 +347,9 @@ describe("apex serve: TLS and addresses", () => {
     const named = share(project, "nina", "viewer");
     expect(named.url).toBe(`http://${hostname()}:${widePort}/#session=${sid}&token=${named.token}`);
     expect(named.connect).toBe(`APEX_TOKEN=${named.token} apex connect http://${hostname()}:${widePort}/${sid}`);
+    // Accepted with --insecure, not silently: its log says the tokens cross the network in clear.
+    servers.splice(servers.indexOf(wide), 1);
+    expect(await wide.stop()).toContain("warning: plain HTTP on 0.0.0.0 (--insecure): every token sent here crosses the network in clear");
   });
 });
 

@@ -462,6 +462,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const shownHost = host.includes(":") ? `[${host}]` : host;
   const url = `${https ? "https" : "http"}://${shownHost}:${boundPort}`;
   log(`serving ${options.location.projectDir} at ${url}`);
+  // Accepted with --insecure, and said every time the server starts: its log is where an operator looks.
+  if (!https && !isLoopback(host)) log(`warning: plain HTTP on ${shownHost} (--insecure): every token sent here crosses the network in clear; serve with --tls-cert and --tls-key, or on 127.0.0.1 behind a tunnel`);
   return {
     url,
     port: boundPort,
