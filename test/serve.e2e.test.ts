@@ -375,6 +375,18 @@ describe("apex serve: bad input and abuse", () => {
       expect(poisoned.body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", details: { key, at } });
       expect(poisoned.body.error.message).toContain("such keys are refused");
     }
+    // A body that is not JSON by its type (a form, text, no type at all): 415, whatever it holds.
+    for (const type of ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", undefined]) {
+      const reply = await fetch(`${server.url}/api/sessions/${sid}/rpc/memory.set`, {
+        method: "POST",
+        headers: { ...(type ? { "content-type": type } : {}), authorization: `Bearer ${operator.token}` },
+        body: type ? '{"path": "/typed", "value": 1}' : new Blob(['{"path": "/typed", "value": 1}']),
+      });
+      const body = (await reply.json()) as { error: { code: string; message: string } };
+      expect(reply.status, `${type}: ${JSON.stringify(body)}`).toBe(415);
+      expect(body.error.code).toBe("APEX_E_BAD_INPUT");
+      expect(body.error.message).toContain("the API takes JSON only");
+    }
     const empty = await rpc(server.url, sid, "memory.set", operator.token, "");
     expect(empty.body.error.code).toBe("APEX_E_BAD_JSON");
     const array = await rpc(server.url, sid, "memory.set", operator.token, "[1,2]");

@@ -164,6 +164,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // `constructor.prototype`) as "Body is not valid JSON" — misleading for valid JSON. Such keys
   // are refused all the same (merged into an object they could change its prototype), saying so.
   app.removeContentTypeParser("application/json");
+  // Bodies are JSON only: text/plain (fastify's other parser) would reach a method as a string, refused as "not an object" although it may be one.
+  app.removeContentTypeParser("text/plain");
   app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
     try {
       done(null, parseBody(body as string));
@@ -224,11 +226,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${path}.`, hint: "The API is under /api/sessions/SESSION/…" } });
   });
-  app.setErrorHandler(async (error, _request, reply) => {
+  app.setErrorHandler(async (error, request, reply) => {
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
     if (isApexError(error)) return sendError(reply, error);
     if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
       return sendError(reply, new ApexError("APEX_E_TOO_LARGE", `The request body is larger than ${options.bodyLimit ?? 1024 * 1024} bytes.`));
+    }
+    if (fastifyError.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+      const type = String(request.headers["content-type"] ?? "").split(";")[0]!.trim().slice(0, 100);
+      const refused = new ApexError("APEX_E_BAD_INPUT", `The request body is ${type ? JSON.stringify(type) : "sent without a Content-Type"}; the API takes JSON only.`, { hint: "Send the parameters as a JSON object with Content-Type: application/json." });
+      await reply.code(415).send({ error: errorBody(refused) });
+      return;
     }
     if (fastifyError.statusCode && fastifyError.statusCode < 500) {
       const code: ErrorCode = /JSON|json/.test(fastifyError.message) || fastifyError.code?.startsWith("FST_ERR_CTP") ? "APEX_E_BAD_JSON" : "APEX_E_BAD_INPUT";
