@@ -233,6 +233,10 @@ describe("the live view's renderer", () => {
     expect(lines[0]).toContain("<yellow>paused</>");
     expect(lines.join("\n")).toContain("<gray>(none yet)</>");
     expect(lines.at(-2)).toBe("<yellow>The session's event stream ended.</>");
+    // Events are coloured by the painter too, never with colour codes of their own (which the
+    // screen would show escaped, as text: `\u001b[90m10:00:29\u001b[0m` on every event's line).
+    const events = renderMonitor(state({ events: [{ seq: 1, at: "2026-12-02T10:00:29Z", type: "error", actor: "supervisor", origin: "alpha", message: "boom" }] }), 120, 30, (text, color) => `<${color}>${text}</>`);
+    expect(events.at(-2)).toBe("<gray>10:00:29</>  <red>error in alpha: boom</><gray>  [supervisor]</>");
     expect(renderMonitor(state({ status: null }), 80, 10)[0]).toContain("APEX no session  -");
   });
 });
