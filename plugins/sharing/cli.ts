@@ -277,7 +277,20 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     state.notice = [streamNotice, refreshError].filter(Boolean).join(" · ") || null;
   };
   let refreshing = false;
+  /**
+   * The token was refused (revoked, expired): nothing is asked again. Refreshing every 2 s with it
+   * counted as failed logins from this address, and the server then answered every user sharing
+   * the address (a tunnel to 127.0.0.1, a NAT) 429 while it slowed this one down.
+   */
+  let refused = false;
+  const refuse = (error: unknown) => {
+    refused = true;
+    streamNotice = `Access ended: ${(error as Error).message.replace(/\.$/, "")} (Ctrl-C detaches).`;
+    refreshError = null;
+  };
   const refresh = async () => {
+    // Refused: the clock still runs (and the timer keeps the view up until Ctrl-C), nothing is asked.
+    if (refused) return draw();
     if (refreshing) return;
     refreshing = true;
     try {
@@ -286,7 +299,8 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
       // The server is back (restarted) and the session still runs: events follow again, from the last one shown.
       if (subscription === null && !ENDED.has(String(state.status?.session?.status))) follow();
     } catch (error) {
-      refreshError = `Cannot refresh: ${(error as Error).message}`;
+      if ((error as { code?: unknown }).code === "APEX_E_UNAUTHORIZED") refuse(error);
+      else refreshError = `Cannot refresh: ${(error as Error).message}`;
     } finally {
       refreshing = false;
     }
@@ -319,11 +333,18 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     };
     current.done.then(
       (reason: unknown) => ended(`The session's event stream ended${typeof reason === "string" ? `: ${reason}` : ""} (Ctrl-C detaches).`),
-      (error: Error) => ended(`The event stream stopped: ${error.message}`),
+      (error: Error) => {
+        if ((error as { code?: unknown }).code === "APEX_E_UNAUTHORIZED" && !detached && subscription === current) {
+          subscription = null;
+          refuse(error);
+          notice();
+          draw();
+        } else ended(`The event stream stopped: ${error.message}`);
+      },
     );
   };
-  follow();
   const timer = setInterval(() => void refresh(), REFRESH_MS);
+  follow();
   out.on("resize", draw);
   await new Promise<void>((resolve) => {
     process.once("SIGINT", resolve);
