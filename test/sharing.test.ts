@@ -426,6 +426,12 @@ describe("a remote call against a server that stalls (real HTTP on loopback)", (
     }
   });
 
+  it("names the other scheme when the server answers in it (https to plain HTTP, http cut off by TLS)", async () => {
+    const plain = await stalling((response) => response.end("{}"));
+    const { error } = await call(plain.replace("http://", "https://"), 5000);
+    expect(error).toMatchObject({ code: "APEX_E_RPC", hint: expect.stringContaining(`not answer in TLS (plain HTTP? an \`apex serve\` without --tls-cert): write ${new URL(plain).origin}/SESSION`) });
+  });
+
   it("says an event stream broke (APEX_E_RPC) when the server drops the connection", async () => {
     const server = createServer((_request, response) => {
       response.writeHead(200, { "content-type": "text/event-stream" });

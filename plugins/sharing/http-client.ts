@@ -45,16 +45,26 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
     });
     req.on("error", (error: NodeJS.ErrnoException) => {
       if (error instanceof ApexError) reject(error);
-      else
-        reject(
-          new ApexError("APEX_E_RPC", `Cannot reach ${url.origin}: ${error.code ?? error.message}.`, {
-            hint: secure ? "Is `apex serve` running there? A self-signed certificate is trusted with NODE_EXTRA_CA_CERTS=cert.pem." : "Is `apex serve` running there?",
-          }),
-        );
+      else reject(new ApexError("APEX_E_RPC", `Cannot reach ${url.origin}: ${error.code ?? error.message}.`, { hint: unreachableHint(url, error) }));
     });
     req.end(payload);
   });
   return { done, abort, silent: () => silent };
+}
+
+/**
+ * What to try when a server cannot be reached: the other scheme when the answer says it speaks
+ * it (a TLS handshake answered in plain HTTP: EPROTO, "wrong version number"; plain HTTP cut off
+ * by a TLS server: a reset), as a host without a scheme is reached over https unless it is loopback.
+ */
+function unreachableHint(url: URL, error: NodeJS.ErrnoException): string {
+  const other = `${url.protocol === "https:" ? "http" : "https"}://${url.host}/SESSION`;
+  if (url.protocol === "https:" && (error.code === "EPROTO" || error.code === "ERR_SSL_WRONG_VERSION_NUMBER" || /wrong version number/i.test(error.message))) {
+    return `The server there did not answer in TLS (plain HTTP? an \`apex serve\` without --tls-cert): write ${other}.`;
+  }
+  if (error.code === "ECONNRESET" && url.protocol === "http:") return `Is \`apex serve\` running there? If it serves HTTPS (--tls-cert), write ${other}.`;
+  if (url.protocol === "https:") return "Is `apex serve` running there? A self-signed certificate is trusted with NODE_EXTRA_CA_CERTS=cert.pem.";
+  return "Is `apex serve` running there?";
 }
 
 /** A reply or event longer than a socket line may be (MAX_LINE_BYTES) is refused: a server streaming without end must not fill this process's memory. */
