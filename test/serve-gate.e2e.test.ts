@@ -198,6 +198,13 @@ describe("the client's token", () => {
       expect(result.stderr.toLowerCase()).not.toContain("s3cr3t");
       if (args[1] === invite) expect(JSON.parse(result.stderr).error.hint).toContain(`apex connect http://${host}/abcdefgh`);
     }
+    // Nothing on stdin: said so (it was "That is not an APEX token"); a bad address is said before a token is read.
+    const nothing = project.apex(["login", `${host}/abcdefgh`], { env: { APEX_CREDENTIALS: `${project.dir}/saved.json` } });
+    expect(nothing.status, nothing.stderr).toBe(2);
+    expect(nothing.stderr).toContain(`No token for ${host}: nothing was read from stdin.`);
+    const badHost = project.apex(["login", "bad host"], { env: { APEX_CREDENTIALS: `${project.dir}/saved.json` } });
+    expect(badHost.status, badHost.stderr).toBe(2);
+    expect(badHost.stderr).toContain('Cannot read the host "bad host"');
     const { existsSync } = await import("node:fs");
     expect(existsSync(`${project.dir}/saved.json`)).toBe(false);
     // A token saved by hand in a file others may read: refused just the same, naming the file; a good one is used, with a warning about the mode.

@@ -372,21 +372,20 @@ function isEvent(value: unknown): value is MonitorEvent {
 }
 
 export async function loginCommand(hostText: string, json: boolean): Promise<void> {
+  // The address first: a mistyped one is said before the token is asked for, not after it was typed.
+  const target = namesSession(hostText) ? parseRemote(hostText) : undefined;
+  const host = target ? target.host : ((address) => `${address.hostname}:${address.port}`)(parseHostPort(hostText));
+  const session = target?.sessionId;
   const token = process.env.APEX_TOKEN || (await readLine());
+  if (!token) {
+    throw new ApexError("APEX_E_USAGE", `No token for ${host}: nothing was read from stdin.`, { hint: `Pass --token, set APEX_TOKEN, or pipe it in: \`apex login ${visibleText(hostText)} < token.txt\`.` });
+  }
   if (!isApexToken(token)) {
     throw new ApexError("APEX_E_USAGE", "That is not an APEX token (apx_…).", { hint: "Copy it from the invite `apex session share` printed." });
   }
-  let host: string;
-  let session: string | undefined;
-  if (namesSession(hostText)) {
-    const target = parseRemote(hostText);
-    host = target.host;
-    session = target.sessionId;
+  if (target) {
     process.env.APEX_TOKEN = token;
     await remoteSessionClient(hostText)!.call("whoami", {}, 30_000);
-  } else {
-    const { hostname, port } = parseHostPort(hostText);
-    host = `${hostname}:${port}`;
   }
   const file = saveCredential(host, token, session);
   if (json) printJson({ host, session: session ?? null, file });
