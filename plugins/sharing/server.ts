@@ -507,7 +507,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
  * directly (reads read-only; writes with the project's plugins, as the CLI does).
  */
 class Gate {
-  private channel: SupervisorChannel | undefined;
+  /** One connection per supervisor (sessions run side by side), by its socket's path. */
+  private readonly channels = new Map<string, SupervisorChannel>();
   /** When this server last recorded each grant's use (token id → ms). */
   private readonly touched = new Map<string, number>();
 
@@ -521,17 +522,32 @@ class Gate {
     return this.onServedStore(liveSupervisorOf(this.location.storeDir, sessionId));
   }
 
-  /** The connection to the live supervisor, kept open between requests (a new supervisor gets a new one). */
+  /**
+   * The connection to a live supervisor, kept open between requests (one that dropped, as when a
+   * new supervisor took the socket's path, reconnects on the next call). Each supervisor has its
+   * own: with one kept for the last supervisor asked, a call to another session's closed it,
+   * failing the calls still under way there.
+   */
   private channelTo(socket: string): SupervisorChannel {
-    if (this.channel?.socketPath !== socket) {
-      this.channel?.close();
-      this.channel = new SupervisorChannel(socket);
+    let channel = this.channels.get(socket);
+    if (!channel) {
+      // Connections to supervisors that no longer run (ended sessions) go first, once nothing waits on them.
+      const live = new Set(liveSupervisors(this.location.storeDir).map((runtime) => runtime.socket));
+      for (const [path, old] of this.channels) {
+        if (!live.has(path) && !old.busy) {
+          old.close();
+          this.channels.delete(path);
+        }
+      }
+      channel = new SupervisorChannel(socket);
+      this.channels.set(socket, channel);
     }
-    return this.channel;
+    return channel;
   }
 
   close(): void {
-    this.channel?.close();
+    for (const channel of this.channels.values()) channel.close();
+    this.channels.clear();
   }
 
   supervisorSocket(sessionId: string): string | undefined {
