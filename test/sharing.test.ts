@@ -493,6 +493,29 @@ describe("a remote call against a server that stalls (real HTTP on loopback)", (
     expect(ms).toBeLessThan(5000);
   });
 
+  it("says whether a write was done is not known when the server closes the connection after taking the request", async () => {
+    // The server reads the whole request, then goes (killed, restarted): not "Cannot reach", which says nothing was done.
+    const server = createServer((request) => {
+      request.resume();
+      request.on("end", () => setTimeout(() => request.socket.destroy(), 20));
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/sessions/${SID}`;
+    const token = process.env.APEX_TOKEN;
+    process.env.APEX_TOKEN = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    try {
+      const write = await callRemote(endpoint, "task.add", { title: "x" }, 5000).catch((error: unknown) => error as { code: string; message: string; hint: string });
+      expect(write).toMatchObject({ code: "APEX_E_RPC", message: expect.stringMatching(/closed the connection before answering task\.add \(ECONNRESET\); whether it was done is not known\.$/) });
+      expect((write as { hint: string }).hint).toContain("Check what task.add would have changed");
+      const read = await callRemote(endpoint, "task.list", {}, 5000).catch((error: unknown) => error as { message: string });
+      expect((read as { message: string }).message).toMatch(/closed the connection before answering task\.list \(ECONNRESET\)\.$/);
+    } finally {
+      if (token === undefined) delete process.env.APEX_TOKEN;
+      else process.env.APEX_TOKEN = token;
+    }
+  });
+
   it("says the connection broke (APEX_E_RPC) when the server drops it half-way through the reply", async () => {
     const dropping = await stalling((response) => setTimeout(() => response.socket?.destroy(), 100));
     const { error } = await call(dropping, 10_000);
