@@ -353,6 +353,20 @@ describe("apex serve: TLS and addresses", () => {
   });
 });
 
+describe("apex serve before the first session", () => {
+  it("records its address once the store is made, so the invites of sessions started later name it", async () => {
+    project = new Project(CONFIG);
+    const server = await serve(project);
+    const sid = project.start().session_id;
+    // It was never recorded (no store directory at start): invites named the default 127.0.0.1:7433.
+    await waitFor("serve.json", () => existsSync(join(project!.storeDir, "serve.json")), 5000);
+    expect(share(project, "vera", "viewer").url).toMatch(new RegExp(`^${server.url}/#session=${sid}&token=`));
+    await server.stop();
+    servers.splice(servers.indexOf(server), 1);
+    expect(existsSync(join(project.storeDir, "serve.json"))).toBe(false);
+  });
+});
+
 describe("apex serve: bad input and abuse", () => {
   it("answers 4xx with a clear message and changes nothing", async () => {
     project = new Project(CONFIG);

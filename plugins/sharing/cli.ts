@@ -30,17 +30,24 @@ export async function serveCommand(
     corsOrigins: options.cors,
     log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
   });
-  try {
-    writeServeFile(location.storeDir, server.url);
-  } catch {
-    // no store directory yet: invites then name the address given with --url
-  }
+  // No store directory yet (served before the first `apex start`): recorded once there is one,
+  // else the invites of the sessions started then named the default address, not this server's.
+  const record = () => {
+    try {
+      writeServeFile(location.storeDir, server.url);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const pending = record() ? undefined : setInterval(() => record() && clearInterval(pending), 500);
   if (options.json) printJson({ url: server.url, port: server.port, pid: process.pid });
   else printLine(`Serving ${location.projectDir} at ${server.url} (Ctrl-C stops).`);
   await new Promise<void>((resolve) => {
     process.once("SIGINT", resolve);
     process.once("SIGTERM", resolve);
   });
+  if (pending) clearInterval(pending);
   await server.close();
   removeServeFile(location.storeDir);
 }
