@@ -112,6 +112,13 @@ function serverOrigin(url: string): URL {
   if (!origin || (origin.protocol !== "http:" && origin.protocol !== "https:") || !origin.hostname) {
     throw new ApexError("APEX_E_USAGE", `--url ${JSON.stringify(url)} is not an http(s) address of the server.`, { hint: "Write it as http://HOST:PORT or https://HOST[:PORT], as `apex serve` printed it." });
   }
+  // The dashboard and the API are at the root of the server's address: an invite under a path (or
+  // with a user, a query) would load no page, and its connect line, which keeps only host and port, another server.
+  if (origin.pathname !== "/" || origin.search || origin.hash || origin.username || origin.password) {
+    throw new ApexError("APEX_E_USAGE", `--url ${JSON.stringify(visibleText(url))} has more than the server's address (a path, a query or a user); nothing was shared.`, {
+      hint: `Give the address alone, ${origin.origin}: \`apex serve\` serves its dashboard and API at the root (a proxy in front of it must too).`,
+    });
+  }
   return origin;
 }
 
