@@ -347,6 +347,10 @@ describe("apex serve: TLS and addresses", () => {
     const named = share(project, "nina", "viewer");
     expect(named.url).toBe(`http://${hostname()}:${widePort}/#session=${sid}&token=${named.token}`);
     expect(named.connect).toBe(`APEX_TOKEN=${named.token} apex connect http://${hostname()}:${widePort}/${sid}`);
+    // An address without a port: the invite's page and its connect line reach the same port (the line said 7433, the page 80).
+    const portless = share(project, "paul", "viewer", ["--url", "http://build-box.example"]);
+    expect(portless.url.startsWith("http://build-box.example/#session=")).toBe(true);
+    expect(portless.connect).toBe(`APEX_TOKEN=${portless.token} apex connect http://build-box.example:80/${sid}`);
     // Accepted with --insecure, not silently: its log says the tokens cross the network in clear.
     servers.splice(servers.indexOf(wide), 1);
     expect(await wide.stop()).toContain("warning: plain HTTP on 0.0.0.0 (--insecure): every token sent here crosses the network in clear");

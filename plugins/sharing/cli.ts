@@ -136,7 +136,8 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
   const reply = await withSession(location, ref, (client, session) =>
     client.call("share.create", { ...session, user, role: options.role, expires_in_s: expiresIn, actor: currentActor() }),
   ) as { session_id: string; name?: string | null; grant: GrantView; token: string };
-  const host = `${origin.hostname}:${origin.port || (origin.protocol === "https:" ? 443 : 7433)}`;
+  // The port the invite's address reaches (a URL without one: its scheme's), so the connect line reaches the same server.
+  const host = `${origin.hostname}:${origin.port || (origin.protocol === "https:" ? 443 : 80)}`;
   // The token rides in the fragment, which a browser never sends to the server.
   const invite = `${url}/#session=${reply.session_id}&token=${reply.token}`;
   // Without a scheme, the client takes http for a loopback host and https for any other: the
