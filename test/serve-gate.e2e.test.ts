@@ -157,6 +157,30 @@ describe("apex serve: open streams per grant", () => {
       again.abort.abort();
       return undefined;
     }, 30_000);
+
+    // A stream its client does not read: what it leaves unread is held in the server's memory, so
+    // past 16 MiB the connection is cut. Before, the server kept buffering for as long as events came.
+    const rita = share(project, "current", "rita", "viewer");
+    const oscar = share(project, "current", "oscar", "operator");
+    const { connect } = await import("node:net");
+    const port = Number(new URL(url).port);
+    const reader = connect(port, "127.0.0.1");
+    cleanups.push(() => reader.destroy());
+    let closed = false;
+    let received = 0;
+    reader.on("close", () => (closed = true));
+    reader.on("error", () => {});
+    await new Promise((resolve) => reader.once("connect", resolve));
+    const body = JSON.stringify({ "memory.watch": { glob: "/big/**" } });
+    reader.write(`POST /api/sessions/${rita.session_id}/stream HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nauthorization: Bearer ${rita.token}\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+    reader.pause();
+    const value = "x".repeat(900 * 1024);
+    for (let i = 0; i < 28; i++) expect((await post(url, `/api/sessions/${oscar.session_id}/rpc/memory.set`, `Bearer ${oscar.token}`, "127.0.0.1", JSON.stringify({ path: `/big/${i}`, value }))).status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // the watch's polls send what was written
+    reader.on("data", (chunk: Buffer) => (received += chunk.length));
+    reader.resume();
+    await waitFor("the unread stream cut", () => closed || undefined, 15_000);
+    expect(received).toBeLessThan(28 * value.length);
   }, 120_000);
 });
 

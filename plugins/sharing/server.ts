@@ -74,6 +74,8 @@ const RECENT_MS = 30_000;
 const MAX_BODY_DEPTH = MAX_DEPTH + 8;
 /** How long a client may take to send a whole request (headers and body, at most 1 MiB by default). */
 const REQUEST_TIMEOUT_MS = 60_000;
+/** How much of a stream its client may leave unread (in this process's memory) before the stream ends. */
+const MAX_UNREAD_BYTES = 16 * 1024 * 1024;
 /** At close, how long requests under way may take to finish before their connections are cut. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -361,7 +363,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const timers: NodeJS.Timeout[] = [];
     let unwatch = () => {};
     const send = (event: string, data: unknown) => {
-      if (!closed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      if (closed) return;
+      res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      // A client that does not read (stalled, or on purpose): what it has not taken stays in this
+      // process's memory, without bound. Past MAX_UNREAD_BYTES its connection is cut (a reason
+      // would only queue behind the rest), which frees it; the log says why.
+      if (res.writableLength > MAX_UNREAD_BYTES) {
+        log(`stream of ${caller.user} cut: more than ${MAX_UNREAD_BYTES / 1024 / 1024} MiB unread`);
+        finish();
+        res.destroy();
+      }
     };
     const stream: OpenStream = {
       caller,
