@@ -22,7 +22,7 @@ afterEach(async () => {
 });
 
 /** `apex serve` at `listen`, stopped (SIGTERM) after the test or by the stop() it returns. */
-async function startServe(p: Project, listen: string): Promise<{ url: string; stop(): Promise<unknown> }> {
+async function startServe(p: Project, listen: string): Promise<{ url: string; stop(): Promise<unknown>; log(): string }> {
   const run = p.apexAsync(["serve", "--listen", listen, "--json"]);
   const stop = async () => {
     if (run.child.exitCode === null) run.child.kill("SIGTERM");
@@ -30,7 +30,7 @@ async function startServe(p: Project, listen: string): Promise<{ url: string; st
   };
   stops.push(stop);
   const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
-  return { url, stop };
+  return { url, stop, log: () => run.errors() };
 }
 
 async function served(p: Project): Promise<{ url: string; sid: string; operator: string; viewer: string; stop(): Promise<unknown> }> {
@@ -84,11 +84,21 @@ describe("apex connect on a terminal", () => {
     const lastFrame = () => screen.slice(screen.lastIndexOf("\u001b[H"));
     await stop();
     await waitFor("the notices", () => lastFrame().includes("event stream ended: the server is shutting down") && lastFrame().includes("Cannot refresh"), 15_000);
-    await startServe(project, url.replace("http://", ""));
+    const again = await startServe(project, url.replace("http://", ""));
     const resumed = project.apex(["--remote", target, "resume"], { env: { APEX_TOKEN: operator } });
     expect(resumed.status, resumed.stderr).toBe(0);
     await waitFor("the resume, followed again", () => /session resumed.*\[user:otto\]/.test(lastFrame()) && /alpha {9}running/.test(lastFrame()), 15_000);
     await waitFor("the notices gone", () => !lastFrame().includes("Cannot refresh") && !lastFrame().includes("stream ended"), 10_000);
+
+    // Unshared: the view says access ended and asks nothing more. It refreshed every 2 s with the
+    // refused token, each a failed login from this address, for which the server slowed down and
+    // refused (429) every other user of the address.
+    expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
+    await waitFor("the access ended", () => lastFrame().includes("Access ended: "), 10_000);
+    const refusals = () => again.log().split("\n").filter((line) => / 401 - /.test(line)).length;
+    const seen = refusals();
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    expect(refusals()).toBe(seen);
 
     // Ctrl-C: the screen is restored and the command ends with 0.
     child.stdin.write("\u0003");
@@ -233,6 +243,10 @@ describe("the live view's renderer", () => {
     expect(lines[0]).toContain("<yellow>paused</>");
     expect(lines.join("\n")).toContain("<gray>(none yet)</>");
     expect(lines.at(-2)).toBe("<yellow>The session's event stream ended.</>");
+    // Events are coloured by the painter too, never with colour codes of their own (which the
+    // screen would show escaped, as text: `\u001b[90m10:00:29\u001b[0m` on every event's line).
+    const events = renderMonitor(state({ events: [{ seq: 1, at: "2026-12-02T10:00:29Z", type: "error", actor: "supervisor", origin: "alpha", message: "boom" }] }), 120, 30, (text, color) => `<${color}>${text}</>`);
+    expect(events.at(-2)).toBe("<gray>10:00:29</>  <red>error in alpha: boom</><gray>  [supervisor]</>");
     expect(renderMonitor(state({ status: null }), 80, 10)[0]).toContain("APEX no session  -");
   });
 });

@@ -157,6 +157,30 @@ describe("apex serve: open streams per grant", () => {
       again.abort.abort();
       return undefined;
     }, 30_000);
+
+    // A stream its client does not read: what it leaves unread is held in the server's memory, so
+    // past 16 MiB the connection is cut. Before, the server kept buffering for as long as events came.
+    const rita = share(project, "current", "rita", "viewer");
+    const oscar = share(project, "current", "oscar", "operator");
+    const { connect } = await import("node:net");
+    const port = Number(new URL(url).port);
+    const reader = connect(port, "127.0.0.1");
+    cleanups.push(() => reader.destroy());
+    let closed = false;
+    let received = 0;
+    reader.on("close", () => (closed = true));
+    reader.on("error", () => {});
+    await new Promise((resolve) => reader.once("connect", resolve));
+    const body = JSON.stringify({ "memory.watch": { glob: "/big/**" } });
+    reader.write(`POST /api/sessions/${rita.session_id}/stream HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\nauthorization: Bearer ${rita.token}\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+    reader.pause();
+    const value = "x".repeat(900 * 1024);
+    for (let i = 0; i < 28; i++) expect((await post(url, `/api/sessions/${oscar.session_id}/rpc/memory.set`, `Bearer ${oscar.token}`, "127.0.0.1", JSON.stringify({ path: `/big/${i}`, value }))).status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // the watch's polls send what was written
+    reader.on("data", (chunk: Buffer) => (received += chunk.length));
+    reader.resume();
+    await waitFor("the unread stream cut", () => closed || undefined, 15_000);
+    expect(received).toBeLessThan(28 * value.length);
   }, 120_000);
 });
 
@@ -187,6 +211,26 @@ describe("the client's token", () => {
       expect(error.message).toContain("--token / APEX_TOKEN is not an APEX token");
       expect(result.stderr).not.toContain("hunter2");
     }
+    // The dashboard's invite pasted whole, or a token where the host goes: refused without repeating the token
+    // (error messages end up in logs) and, for the host, before its name is looked up; nothing saved.
+    const token = `apx_0123456789abcdef_${"S3cr3t".repeat(7)}x`;
+    const invite = `http://${host}/#session=abcdefgh&token=${token}`;
+    for (const args of [["connect", invite, "--json"], ["--remote", invite, "status", "--json"], ["login", invite, "--token", token, "--json"], ["login", token, "--token", token, "--json"]]) {
+      const result = await project.apexAsync(args, { env: { APEX_TOKEN: token, APEX_CREDENTIALS: `${project.dir}/saved.json` } }).done;
+      expect(result.status, result.stderr).toBe(2);
+      expect(JSON.parse(result.stderr).error.code).toBe("APEX_E_USAGE");
+      expect(result.stderr.toLowerCase()).not.toContain("s3cr3t");
+      if (args[1] === invite) expect(JSON.parse(result.stderr).error.hint).toContain(`apex connect http://${host}/abcdefgh`);
+    }
+    // Nothing on stdin: said so (it was "That is not an APEX token"); a bad address is said before a token is read.
+    const nothing = project.apex(["login", `${host}/abcdefgh`], { env: { APEX_CREDENTIALS: `${project.dir}/saved.json` } });
+    expect(nothing.status, nothing.stderr).toBe(2);
+    expect(nothing.stderr).toContain(`No token for ${host}: nothing was read from stdin.`);
+    const badHost = project.apex(["login", "bad host"], { env: { APEX_CREDENTIALS: `${project.dir}/saved.json` } });
+    expect(badHost.status, badHost.stderr).toBe(2);
+    expect(badHost.stderr).toContain('Cannot read the host "bad host"');
+    const { existsSync } = await import("node:fs");
+    expect(existsSync(`${project.dir}/saved.json`)).toBe(false);
     // A token saved by hand in a file others may read: refused just the same, naming the file; a good one is used, with a warning about the mode.
     const credentials = `${project.dir}/credentials.json`;
     const { writeFileSync, chmodSync } = await import("node:fs");

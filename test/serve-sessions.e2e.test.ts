@@ -232,6 +232,15 @@ describe("apex serve: sessions side by side", () => {
       expect(status.body.result.session.supervisor.pid).toBe(pid);
       expect((await rpc(url, sid, "memory.get", token, { path: "/notes/where" })).body.result).toBe(where);
     }
+    // Calls to both at once: each answered. One session's call closed the connection the server kept
+    // to the other's supervisor, failing the calls under way there ("whether it was done is not known").
+    const both = await Promise.all(
+      Array.from({ length: 24 }, (_, i) => (i % 2 === 0 ? rpc(url, main, "session.status", ownerMain.token) : rpc(url, alpha, "session.status", ownerAlpha.token))),
+    );
+    for (const [i, reply] of both.entries()) {
+      expect(reply.status, JSON.stringify(reply.body)).toBe(200);
+      expect(reply.body.result.session.session_id).toBe(i % 2 === 0 ? main : alpha);
+    }
     // The session in the URL by its branch name or an id prefix, as everywhere else: the same session, the same grant.
     for (const ref of ["alpha", alpha.slice(0, 8)]) {
       const byRef = remote(p, url, ref, ownerAlpha.token, ["status", "--json"]);

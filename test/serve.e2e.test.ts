@@ -5,6 +5,7 @@ import { execFileSync } from "node:child_process";
 import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { connect as netConnect, createServer as netServer, type Socket } from "node:net";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -331,6 +332,42 @@ describe("apex serve: TLS and addresses", () => {
     const trusted = project.apex(["--remote", target, "status", "--json"], { env: { APEX_TOKEN: viewer.token, NODE_EXTRA_CA_CERTS: cert } });
     expect(trusted.status, trusted.stderr).toBe(0);
     expect(JSON.parse(trusted.stdout).session.session_id).toBe(sid);
+
+    // Plain HTTP off loopback (--insecure): the invite's targets say http://, since without a
+    // scheme a host other than loopback is reached over https (they were unusable: EPROTO).
+    const wide = await serve(project, ["--listen", "0.0.0.0:0", "--insecure"]);
+    const widePort = new URL(wide.url).port;
+    const lan = share(project, "lana", "viewer", ["--url", `http://0.0.0.0:${widePort}`]);
+    const lanTarget = `http://0.0.0.0:${widePort}/${sid}`;
+    expect(lan.connect).toBe(`APEX_TOKEN=${lan.token} apex connect ${lanTarget}`);
+    const reached = project.apex(["--remote", lan.connect.split(" ").at(-1)!, "status", "--json"], { env: { APEX_TOKEN: lan.token } });
+    expect(reached.status, reached.stderr).toBe(0);
+    expect(JSON.parse(reached.stdout).session.session_id).toBe(sid);
+    // Without --url, the invite names this host, not the address it listens on (0.0.0.0 reaches no teammate).
+    const named = share(project, "nina", "viewer");
+    expect(named.url).toBe(`http://${hostname()}:${widePort}/#session=${sid}&token=${named.token}`);
+    expect(named.connect).toBe(`APEX_TOKEN=${named.token} apex connect http://${hostname()}:${widePort}/${sid}`);
+    // An address without a port: the invite's page and its connect line reach the same port (the line said 7433, the page 80).
+    const portless = share(project, "paul", "viewer", ["--url", "http://build-box.example"]);
+    expect(portless.url.startsWith("http://build-box.example/#session=")).toBe(true);
+    expect(portless.connect).toBe(`APEX_TOKEN=${portless.token} apex connect http://build-box.example:80/${sid}`);
+    // Accepted with --insecure, not silently: its log says the tokens cross the network in clear.
+    servers.splice(servers.indexOf(wide), 1);
+    expect(await wide.stop()).toContain("warning: plain HTTP on 0.0.0.0 (--insecure): every token sent here crosses the network in clear");
+  });
+});
+
+describe("apex serve before the first session", () => {
+  it("records its address once the store is made, so the invites of sessions started later name it", async () => {
+    project = new Project(CONFIG);
+    const server = await serve(project);
+    const sid = project.start().session_id;
+    // It was never recorded (no store directory at start): invites named the default 127.0.0.1:7433.
+    await waitFor("serve.json", () => existsSync(join(project!.storeDir, "serve.json")), 5000);
+    expect(share(project, "vera", "viewer").url).toMatch(new RegExp(`^${server.url}/#session=${sid}&token=`));
+    await server.stop();
+    servers.splice(servers.indexOf(server), 1);
+    expect(existsSync(join(project.storeDir, "serve.json"))).toBe(false);
   });
 });
 
@@ -355,6 +392,18 @@ describe("apex serve: bad input and abuse", () => {
       expect(poisoned.status, JSON.stringify(poisoned.body)).toBe(400);
       expect(poisoned.body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", details: { key, at } });
       expect(poisoned.body.error.message).toContain("such keys are refused");
+    }
+    // A body that is not JSON by its type (a form, text, no type at all): 415, whatever it holds.
+    for (const type of ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", undefined]) {
+      const reply = await fetch(`${server.url}/api/sessions/${sid}/rpc/memory.set`, {
+        method: "POST",
+        headers: { ...(type ? { "content-type": type } : {}), authorization: `Bearer ${operator.token}` },
+        body: type ? '{"path": "/typed", "value": 1}' : new Blob(['{"path": "/typed", "value": 1}']),
+      });
+      const body = (await reply.json()) as { error: { code: string; message: string } };
+      expect(reply.status, `${type}: ${JSON.stringify(body)}`).toBe(415);
+      expect(body.error.code).toBe("APEX_E_BAD_INPUT");
+      expect(body.error.message).toContain("the API takes JSON only");
     }
     const empty = await rpc(server.url, sid, "memory.set", operator.token, "");
     expect(empty.body.error.code).toBe("APEX_E_BAD_JSON");
@@ -390,7 +439,8 @@ describe("apex serve: bad input and abuse", () => {
     expect(project.apex(["session", "share", "current", "x", "--role", "admin"]).status).toBe(2);
     // An expiry past what a date can hold, an invite address that is no URL: usage errors, and no grant is made (its token would be lost).
     const grantsBefore = project.apex(["session", "shares", "current", "--json"]).stdout;
-    for (const extra of [["--expires", "99999999d"], ["--url", "notaurl"], ["--url", "ftp://host/"]]) {
+    // An address under a path (a proxy's prefix) or with a query: the dashboard and API are at the root, and the connect line would drop the path.
+    for (const extra of [["--expires", "99999999d"], ["--url", "notaurl"], ["--url", "ftp://host/"], ["--url", "https://proxy.example/apex"], ["--url", "http://host:7433/?x=1"]]) {
       const refused = project.apex(["session", "share", "current", "xavier", ...extra, "--json"]);
       expect(refused.status, `${extra.join(" ")}: ${refused.stderr}`).toBe(2);
       expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_USAGE");

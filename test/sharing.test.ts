@@ -426,6 +426,12 @@ describe("a remote call against a server that stalls (real HTTP on loopback)", (
     }
   });
 
+  it("names the other scheme when the server answers in it (https to plain HTTP, http cut off by TLS)", async () => {
+    const plain = await stalling((response) => response.end("{}"));
+    const { error } = await call(plain.replace("http://", "https://"), 5000);
+    expect(error).toMatchObject({ code: "APEX_E_RPC", hint: expect.stringContaining(`not answer in TLS (plain HTTP? an \`apex serve\` without --tls-cert): write ${new URL(plain).origin}/SESSION`) });
+  });
+
   it("says an event stream broke (APEX_E_RPC) when the server drops the connection", async () => {
     const server = createServer((_request, response) => {
       response.writeHead(200, { "content-type": "text/event-stream" });
@@ -485,6 +491,29 @@ describe("a remote call against a server that stalls (real HTTP on loopback)", (
     expect((seen[1] as { value: string }).value.length).toBe(big.length);
     // Searching the whole pending text again for each chunk took ~10 s here.
     expect(ms).toBeLessThan(5000);
+  });
+
+  it("says whether a write was done is not known when the server closes the connection after taking the request", async () => {
+    // The server reads the whole request, then goes (killed, restarted): not "Cannot reach", which says nothing was done.
+    const server = createServer((request) => {
+      request.resume();
+      request.on("end", () => setTimeout(() => request.socket.destroy(), 20));
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/sessions/${SID}`;
+    const token = process.env.APEX_TOKEN;
+    process.env.APEX_TOKEN = `apx_0123456789abcdef_${"A".repeat(43)}`;
+    try {
+      const write = await callRemote(endpoint, "task.add", { title: "x" }, 5000).catch((error: unknown) => error as { code: string; message: string; hint: string });
+      expect(write).toMatchObject({ code: "APEX_E_RPC", message: expect.stringMatching(/closed the connection before answering task\.add \(ECONNRESET\); whether it was done is not known\.$/) });
+      expect((write as { hint: string }).hint).toContain("Check what task.add would have changed");
+      const read = await callRemote(endpoint, "task.list", {}, 5000).catch((error: unknown) => error as { message: string });
+      expect((read as { message: string }).message).toMatch(/closed the connection before answering task\.list \(ECONNRESET\)\.$/);
+    } finally {
+      if (token === undefined) delete process.env.APEX_TOKEN;
+      else process.env.APEX_TOKEN = token;
+    }
   });
 
   it("says the connection broke (APEX_E_RPC) when the server drops it half-way through the reply", async () => {

@@ -60,6 +60,16 @@ export function agentStatusText(agent: { status: string; alive?: boolean; last_e
  * user or a remote server, and must not pass for several.
  */
 export function formatEvent(event: SessionEvent): string {
+  const { time, what, color } = eventParts(event);
+  return `${paint(time, "gray")}  ${color ? paint(what, color) : what}`;
+}
+
+/**
+ * An event's line in parts, uncoloured (its time, what happened, the colour for it), for a view
+ * that colours as it draws: the live view of `apex connect` makes every text terminal-safe before
+ * colouring it, so colour codes already in a text would show as `\u001b[90m`.
+ */
+export function eventParts(event: SessionEvent): { time: string; what: string; color: Color | undefined } {
   // A hand-written event may lack any field: a time of dashes, never a failed listing.
   const time = typeof event.at === "string" ? event.at.slice(11, 19) : "--:--:--";
   const e = event as Record<string, unknown>;
@@ -124,5 +134,5 @@ export function formatEvent(event: SessionEvent): string {
       what = `${type} ${terminalSafe(JSON.stringify(Object.fromEntries(Object.entries(e).filter(([key]) => !["seq", "at", "type", "actor"].includes(key)))), { singleLine: true })}`;
   }
   const color: Color | undefined = type === "error" || type.endsWith("failed") ? "red" : type === "milestone" ? "magenta" : undefined;
-  return `${paint(time, "gray")}  ${color ? paint(what, color) : what}`;
+  return { time, what, color };
 }

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { parseDuration, isDuration } from "../../core/config/duration.js";
 import { ApexError } from "../../core/errors.js";
@@ -7,7 +8,7 @@ import { currentActor } from "../../core/actor.js";
 import { openSessionClient, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { GrantView } from "./grants.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { isApexToken, parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
+import { isApexToken, isLoopback, parseHostPort, parseRemote, saveCredential, credentialsFile } from "./remote.js";
 
 import { readServeFile, removeServeFile, writeServeFile } from "./serve-file.js";
 
@@ -29,17 +30,24 @@ export async function serveCommand(
     corsOrigins: options.cors,
     log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
   });
-  try {
-    writeServeFile(location.storeDir, server.url);
-  } catch {
-    // no store directory yet: invites then name the address given with --url
-  }
+  // No store directory yet (served before the first `apex start`): recorded once there is one,
+  // else the invites of the sessions started then named the default address, not this server's.
+  const record = () => {
+    try {
+      writeServeFile(location.storeDir, server.url);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const pending = record() ? undefined : setInterval(() => record() && clearInterval(pending), 500);
   if (options.json) printJson({ url: server.url, port: server.port, pid: process.pid });
   else printLine(`Serving ${location.projectDir} at ${server.url} (Ctrl-C stops).`);
   await new Promise<void>((resolve) => {
     process.once("SIGINT", resolve);
     process.once("SIGTERM", resolve);
   });
+  if (pending) clearInterval(pending);
   await server.close();
   removeServeFile(location.storeDir);
 }
@@ -75,7 +83,23 @@ function serverUrl(location: ProjectLocation, explicit: string | undefined): { u
   if (process.env.APEX_REMOTE) return { url: parseRemote(process.env.APEX_REMOTE).origin };
   const written = readServeFile(location.storeDir);
   if (written && !written.live) return { url: written.record.url, stopped: written.record.url };
-  return { url: written?.record.url ?? DEFAULT_URL };
+  return { url: written ? reachableUrl(written.record.url) : DEFAULT_URL };
+}
+
+/**
+ * A server listening on every address (0.0.0.0, [::]) records that address, which no teammate
+ * can reach: the invite names this host by its name instead.
+ */
+function reachableUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return url;
+  }
+  if (parsed.hostname !== "0.0.0.0" && parsed.hostname !== "[::]") return url;
+  parsed.hostname = hostname();
+  return parsed.origin;
 }
 
 function serverOrigin(url: string): URL {
@@ -87,6 +111,13 @@ function serverOrigin(url: string): URL {
   }
   if (!origin || (origin.protocol !== "http:" && origin.protocol !== "https:") || !origin.hostname) {
     throw new ApexError("APEX_E_USAGE", `--url ${JSON.stringify(url)} is not an http(s) address of the server.`, { hint: "Write it as http://HOST:PORT or https://HOST[:PORT], as `apex serve` printed it." });
+  }
+  // The dashboard and the API are at the root of the server's address: an invite under a path (or
+  // with a user, a query) would load no page, and its connect line, which keeps only host and port, another server.
+  if (origin.pathname !== "/" || origin.search || origin.hash || origin.username || origin.password) {
+    throw new ApexError("APEX_E_USAGE", `--url ${JSON.stringify(visibleText(url))} has more than the server's address (a path, a query or a user); nothing was shared.`, {
+      hint: `Give the address alone, ${origin.origin}: \`apex serve\` serves its dashboard and API at the root (a proxy in front of it must too).`,
+    });
   }
   return origin;
 }
@@ -105,10 +136,14 @@ export async function shareCommand(location: ProjectLocation, ref: string, user:
   const reply = await withSession(location, ref, (client, session) =>
     client.call("share.create", { ...session, user, role: options.role, expires_in_s: expiresIn, actor: currentActor() }),
   ) as { session_id: string; name?: string | null; grant: GrantView; token: string };
-  const host = `${origin.hostname}:${origin.port || (origin.protocol === "https:" ? 443 : 7433)}`;
+  // The port the invite's address reaches (a URL without one: its scheme's), so the connect line reaches the same server.
+  const host = `${origin.hostname}:${origin.port || (origin.protocol === "https:" ? 443 : 80)}`;
   // The token rides in the fragment, which a browser never sends to the server.
   const invite = `${url}/#session=${reply.session_id}&token=${reply.token}`;
-  const target = `${origin.protocol === "https:" ? "https://" : ""}${host}/${reply.session_id}`;
+  // Without a scheme, the client takes http for a loopback host and https for any other: the
+  // target names its scheme whenever that guess would be wrong (an --insecure server off loopback).
+  const guessed = isLoopback(origin.hostname) ? "http:" : "https:";
+  const target = `${origin.protocol === guessed && guessed === "http:" ? "" : `${origin.protocol}//`}${host}/${reply.session_id}`;
   const connect = `APEX_TOKEN=${reply.token} apex connect ${target}`;
   // The server serve.json names is gone: no invite names its dead port; the token is printed all the same.
   const hint = stopped
@@ -257,7 +292,20 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     state.notice = [streamNotice, refreshError].filter(Boolean).join(" · ") || null;
   };
   let refreshing = false;
+  /**
+   * The token was refused (revoked, expired): nothing is asked again. Refreshing every 2 s with it
+   * counted as failed logins from this address, and the server then answered every user sharing
+   * the address (a tunnel to 127.0.0.1, a NAT) 429 while it slowed this one down.
+   */
+  let refused = false;
+  const refuse = (error: unknown) => {
+    refused = true;
+    streamNotice = `Access ended: ${(error as Error).message.replace(/\.$/, "")} (Ctrl-C detaches).`;
+    refreshError = null;
+  };
   const refresh = async () => {
+    // Refused: the clock still runs (and the timer keeps the view up until Ctrl-C), nothing is asked.
+    if (refused) return draw();
     if (refreshing) return;
     refreshing = true;
     try {
@@ -266,7 +314,8 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
       // The server is back (restarted) and the session still runs: events follow again, from the last one shown.
       if (subscription === null && !ENDED.has(String(state.status?.session?.status))) follow();
     } catch (error) {
-      refreshError = `Cannot refresh: ${(error as Error).message}`;
+      if ((error as { code?: unknown }).code === "APEX_E_UNAUTHORIZED") refuse(error);
+      else refreshError = `Cannot refresh: ${(error as Error).message}`;
     } finally {
       refreshing = false;
     }
@@ -299,11 +348,18 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     };
     current.done.then(
       (reason: unknown) => ended(`The session's event stream ended${typeof reason === "string" ? `: ${reason}` : ""} (Ctrl-C detaches).`),
-      (error: Error) => ended(`The event stream stopped: ${error.message}`),
+      (error: Error) => {
+        if ((error as { code?: unknown }).code === "APEX_E_UNAUTHORIZED" && !detached && subscription === current) {
+          subscription = null;
+          refuse(error);
+          notice();
+          draw();
+        } else ended(`The event stream stopped: ${error.message}`);
+      },
     );
   };
-  follow();
   const timer = setInterval(() => void refresh(), REFRESH_MS);
+  follow();
   out.on("resize", draw);
   await new Promise<void>((resolve) => {
     process.once("SIGINT", resolve);
@@ -331,21 +387,20 @@ function isEvent(value: unknown): value is MonitorEvent {
 }
 
 export async function loginCommand(hostText: string, json: boolean): Promise<void> {
+  // The address first: a mistyped one is said before the token is asked for, not after it was typed.
+  const target = namesSession(hostText) ? parseRemote(hostText) : undefined;
+  const host = target ? target.host : ((address) => `${address.hostname}:${address.port}`)(parseHostPort(hostText));
+  const session = target?.sessionId;
   const token = process.env.APEX_TOKEN || (await readLine());
+  if (!token) {
+    throw new ApexError("APEX_E_USAGE", `No token for ${host}: nothing was read from stdin.`, { hint: `Pass --token, set APEX_TOKEN, or pipe it in: \`apex login ${visibleText(hostText)} < token.txt\`.` });
+  }
   if (!isApexToken(token)) {
     throw new ApexError("APEX_E_USAGE", "That is not an APEX token (apx_…).", { hint: "Copy it from the invite `apex session share` printed." });
   }
-  let host: string;
-  let session: string | undefined;
-  if (namesSession(hostText)) {
-    const target = parseRemote(hostText);
-    host = target.host;
-    session = target.sessionId;
+  if (target) {
     process.env.APEX_TOKEN = token;
     await remoteSessionClient(hostText)!.call("whoami", {}, 30_000);
-  } else {
-    const { hostname, port } = parseHostPort(hostText);
-    host = `${hostname}:${port}`;
   }
   const file = saveCredential(host, token, session);
   if (json) printJson({ host, session: session ?? null, file });

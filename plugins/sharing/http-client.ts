@@ -3,6 +3,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { ApexError } from "../../core/errors.js";
 import { MAX_LINE_BYTES, errorFromBody, lineSplitter, sendableJson, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { tokenFor } from "./remote.js";
+import { roleNeeded } from "./roles.js";
 import type { Subscription } from "../../core/rpc/call.js";
 
 /**
@@ -17,7 +18,11 @@ import type { Subscription } from "../../core/rpc/call.js";
  */
 const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
 
-function open(endpoint: string, path: string, body: unknown, timeoutMs: number): { done: Promise<IncomingMessage>; abort: () => void; silent: () => boolean } {
+/**
+ * `what`: the method called (or the stream), named when the connection closes once the request
+ * was sent; `write`: whether it may change something, whose outcome is then not known.
+ */
+function open(endpoint: string, path: string, body: unknown, timeoutMs: number, what: string, write: boolean): { done: Promise<IncomingMessage>; abort: () => void; silent: () => boolean } {
   const url = new URL(`${endpoint}${path}`);
   const secure = url.protocol === "https:";
   const host = `${url.hostname}:${url.port || (secure ? 443 : 80)}`;
@@ -39,22 +44,44 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number):
       resolve,
     );
     abort = () => req.destroy();
+    // The whole request went out: a connection closed from now on may have been closed by a server that acted on it.
+    let sent = false;
+    req.on("finish", () => (sent = true));
     req.on("timeout", () => {
       silent = true;
       req.destroy(new ApexError("APEX_E_TIMEOUT", `${host} did not answer within ${Math.round(timeoutMs / 1000)} s.`));
     });
     req.on("error", (error: NodeJS.ErrnoException) => {
       if (error instanceof ApexError) reject(error);
-      else
+      else if (sent && (error.code === "ECONNRESET" || error.code === "EPIPE")) {
+        // It was not refused: it took the request and closed without an answer (killed, restarted, a proxy that gave up).
         reject(
-          new ApexError("APEX_E_RPC", `Cannot reach ${url.origin}: ${error.code ?? error.message}.`, {
-            hint: secure ? "Is `apex serve` running there? A self-signed certificate is trusted with NODE_EXTRA_CA_CERTS=cert.pem." : "Is `apex serve` running there?",
+          new ApexError("APEX_E_RPC", `${url.origin} closed the connection before answering ${what} (${error.code})${write ? "; whether it was done is not known" : ""}.`, {
+            hint: write
+              ? `Check what ${what} would have changed (\`apex --remote HOST/SESSION status\`) before running it again.${url.protocol === "http:" ? ` If the server serves HTTPS (--tls-cert), write https://${url.host}/SESSION.` : ""}`
+              : unreachableHint(url, error),
           }),
         );
+      } else reject(new ApexError("APEX_E_RPC", `Cannot reach ${url.origin}: ${error.code ?? error.message}.`, { hint: unreachableHint(url, error) }));
     });
     req.end(payload);
   });
   return { done, abort, silent: () => silent };
+}
+
+/**
+ * What to try when a server cannot be reached: the other scheme when the answer says it speaks
+ * it (a TLS handshake answered in plain HTTP: EPROTO, "wrong version number"; plain HTTP cut off
+ * by a TLS server: a reset), as a host without a scheme is reached over https unless it is loopback.
+ */
+function unreachableHint(url: URL, error: NodeJS.ErrnoException): string {
+  const other = `${url.protocol === "https:" ? "http" : "https"}://${url.host}/SESSION`;
+  if (url.protocol === "https:" && (error.code === "EPROTO" || error.code === "ERR_SSL_WRONG_VERSION_NUMBER" || /wrong version number/i.test(error.message))) {
+    return `The server there did not answer in TLS (plain HTTP? an \`apex serve\` without --tls-cert): write ${other}.`;
+  }
+  if (error.code === "ECONNRESET" && url.protocol === "http:") return `Is \`apex serve\` running there? If it serves HTTPS (--tls-cert), write ${other}.`;
+  if (url.protocol === "https:") return "Is `apex serve` running there? A self-signed certificate is trusted with NODE_EXTRA_CA_CERTS=cert.pem.";
+  return "Is `apex serve` running there?";
 }
 
 /** A reply or event longer than a socket line may be (MAX_LINE_BYTES) is refused: a server streaming without end must not fill this process's memory. */
@@ -134,7 +161,7 @@ function notApex(endpoint: string, response: IncomingMessage, text: string): Ape
  * covers silence only, and a server that sends a byte now and then would hold the call for ever.
  */
 export async function callRemote(endpoint: string, method: string, params: unknown, timeoutMs: number): Promise<unknown> {
-  const opened = open(endpoint, `/rpc/${encodeURIComponent(method)}`, params, timeoutMs);
+  const opened = open(endpoint, `/rpc/${encodeURIComponent(method)}`, params, timeoutMs, method, roleNeeded(method, {}) !== "viewer");
   let late = false;
   const deadline = setTimeout(() => {
     late = true;
@@ -168,7 +195,7 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
   let closedByUs = false;
   let abort: () => void = () => {};
   const done = (async () => {
-    const opened = open(endpoint, "/stream", { [method]: params ?? {} }, 0);
+    const opened = open(endpoint, "/stream", { [method]: params ?? {} }, 0, method, false);
     abort = opened.abort;
     let response: IncomingMessage;
     try {

@@ -1,7 +1,7 @@
 import type { Color } from "../../cli/output.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import type { StatusReport } from "../../core/session/status-report.js";
-import { STATUS_COLORS, formatEvent } from "../../cli/session/format.js";
+import { STATUS_COLORS, eventParts } from "../../cli/session/format.js";
 import { terminalSafe } from "../../cli/terminal-text.js";
 
 /**
@@ -72,7 +72,10 @@ export function renderMonitor(state: MonitorState, width: number, height: number
   footer.push([["Ctrl-C detaches.", "gray"]]);
   const room = Math.max(0, height - lines.length - footer.length);
   const shown = room === 0 ? [] : state.events.slice(-room);
-  for (const event of shown) lines.push([[formatEvent(event)], [`  [${event.actor}]`, "gray"]]);
+  for (const event of shown) {
+    const { time, what, color } = eventParts(event);
+    lines.push([[time, "gray"], ["  "], [what, color], [`  [${event.actor}]`, "gray"]]);
+  }
   if (state.events.length === 0 && room > 0) lines.push([["(none yet)", "gray"]]);
   lines.push(...footer);
   return lines.slice(0, Math.max(1, height)).map((line) => fit(line, width, colorize));

@@ -31,16 +31,39 @@ export function parseHostPort(text: string): { hostname: string; port: number } 
   // A name or an IPv4 address, or IPv6 in brackets: nothing a URL reads otherwise ('@' would make the rest user info).
   const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*)(?::(\d{1,5}))?$/.exec(text);
   const port = match?.[2] === undefined ? DEFAULT_PORT : Number(match[2]);
+  // A token where the host goes (arguments swapped): refused before its name is looked up in DNS.
+  if (match && /^apx_[0-9a-f]{16}_/i.test(match[1]!)) {
+    throw new ApexError("APEX_E_USAGE", `Cannot read the host ${JSON.stringify(withoutTokens(text))}: that is a token, not a host.`, {
+      hint: "Give the host first and the token with --token, APEX_TOKEN or on stdin, e.g. `apex login build-box:7433 < token.txt`.",
+    });
+  }
   if (!match || port < 1 || port > 65535) {
-    throw new ApexError("APEX_E_USAGE", `Cannot read the host ${JSON.stringify(text)}.`, { hint: "Write it as HOST or HOST:PORT, e.g. build-box:7433 or [::1]:7433." });
+    throw new ApexError("APEX_E_USAGE", `Cannot read the host ${JSON.stringify(withoutTokens(text))}.`, { hint: "Write it as HOST or HOST:PORT, e.g. build-box:7433 or [::1]:7433." });
   }
   return { hostname: match[1]!, port };
 }
 
+/**
+ * A target or host as an error message may repeat it: a token in it (an invite's address pasted
+ * whole, `…/#session=…&token=apx_…`) shown by its id only, since messages end up in terminals,
+ * CI logs and bug reports.
+ */
+export function withoutTokens(text: string): string {
+  return text.replace(/(apx_[0-9a-f]{16}_)[A-Za-z0-9_-]+/g, "$1…");
+}
+
+/** The dashboard's invite (`http://HOST:PORT/#session=SID&token=…`): what `connect` takes instead, the token left out. */
+function inviteHint(text: string): string | undefined {
+  const invite = /^(https?:\/\/[^/#?]+)\/?#(.*)$/.exec(text.trim());
+  const session = invite ? new URLSearchParams(invite[2]).get("session") : null;
+  if (!invite || !session || !SESSION_REF.test(session)) return undefined;
+  return `That is the dashboard's address (open it in a browser). From a terminal: APEX_TOKEN=<the token after token=> apex connect ${withoutTokens(invite[1]!)}/${session}`;
+}
+
 export function parseRemote(text: string): RemoteTarget {
   const usage = () =>
-    new ApexError("APEX_E_USAGE", `Cannot read the remote session ${JSON.stringify(text)}.`, {
-      hint: "Write it as HOST[:PORT]/SESSION or HOST:SESSION, e.g. build-box:7433/3f2a9c1e-… or https://build-box/3f2a9c1e-….",
+    new ApexError("APEX_E_USAGE", `Cannot read the remote session ${JSON.stringify(withoutTokens(text))}.`, {
+      hint: inviteHint(text) ?? "Write it as HOST[:PORT]/SESSION or HOST:SESSION, e.g. build-box:7433/3f2a9c1e-… or https://build-box/3f2a9c1e-….",
     });
   let rest = text.trim();
   let scheme: "http" | "https" | undefined;

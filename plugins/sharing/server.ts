@@ -74,6 +74,8 @@ const RECENT_MS = 30_000;
 const MAX_BODY_DEPTH = MAX_DEPTH + 8;
 /** How long a client may take to send a whole request (headers and body, at most 1 MiB by default). */
 const REQUEST_TIMEOUT_MS = 60_000;
+/** How much of a stream its client may leave unread (in this process's memory) before the stream ends. */
+const MAX_UNREAD_BYTES = 16 * 1024 * 1024;
 /** At close, how long requests under way may take to finish before their connections are cut. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -164,6 +166,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // `constructor.prototype`) as "Body is not valid JSON" — misleading for valid JSON. Such keys
   // are refused all the same (merged into an object they could change its prototype), saying so.
   app.removeContentTypeParser("application/json");
+  // Bodies are JSON only: text/plain (fastify's other parser) would reach a method as a string, refused as "not an object" although it may be one.
+  app.removeContentTypeParser("text/plain");
   app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
     try {
       done(null, parseBody(body as string));
@@ -224,11 +228,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${path}.`, hint: "The API is under /api/sessions/SESSION/…" } });
   });
-  app.setErrorHandler(async (error, _request, reply) => {
+  app.setErrorHandler(async (error, request, reply) => {
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
     if (isApexError(error)) return sendError(reply, error);
     if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
       return sendError(reply, new ApexError("APEX_E_TOO_LARGE", `The request body is larger than ${options.bodyLimit ?? 1024 * 1024} bytes.`));
+    }
+    if (fastifyError.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+      const type = String(request.headers["content-type"] ?? "").split(";")[0]!.trim().slice(0, 100);
+      const refused = new ApexError("APEX_E_BAD_INPUT", `The request body is ${type ? JSON.stringify(type) : "sent without a Content-Type"}; the API takes JSON only.`, { hint: "Send the parameters as a JSON object with Content-Type: application/json." });
+      await reply.code(415).send({ error: errorBody(refused) });
+      return;
     }
     if (fastifyError.statusCode && fastifyError.statusCode < 500) {
       const code: ErrorCode = /JSON|json/.test(fastifyError.message) || fastifyError.code?.startsWith("FST_ERR_CTP") ? "APEX_E_BAD_JSON" : "APEX_E_BAD_INPUT";
@@ -353,7 +363,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const timers: NodeJS.Timeout[] = [];
     let unwatch = () => {};
     const send = (event: string, data: unknown) => {
-      if (!closed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      if (closed) return;
+      res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      // A client that does not read (stalled, or on purpose): what it has not taken stays in this
+      // process's memory, without bound. Past MAX_UNREAD_BYTES its connection is cut (a reason
+      // would only queue behind the rest), which frees it; the log says why.
+      if (res.writableLength > MAX_UNREAD_BYTES) {
+        log(`stream of ${caller.user} cut: more than ${MAX_UNREAD_BYTES / 1024 / 1024} MiB unread`);
+        finish();
+        res.destroy();
+      }
     };
     const stream: OpenStream = {
       caller,
@@ -462,6 +481,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const shownHost = host.includes(":") ? `[${host}]` : host;
   const url = `${https ? "https" : "http"}://${shownHost}:${boundPort}`;
   log(`serving ${options.location.projectDir} at ${url}`);
+  // Accepted with --insecure, and said every time the server starts: its log is where an operator looks.
+  if (!https && !isLoopback(host)) log(`warning: plain HTTP on ${shownHost} (--insecure): every token sent here crosses the network in clear; serve with --tls-cert and --tls-key, or on 127.0.0.1 behind a tunnel`);
   return {
     url,
     port: boundPort,
@@ -497,7 +518,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
  * directly (reads read-only; writes with the project's plugins, as the CLI does).
  */
 class Gate {
-  private channel: SupervisorChannel | undefined;
+  /** One connection per supervisor (sessions run side by side), by its socket's path. */
+  private readonly channels = new Map<string, SupervisorChannel>();
   /** When this server last recorded each grant's use (token id → ms). */
   private readonly touched = new Map<string, number>();
 
@@ -511,17 +533,32 @@ class Gate {
     return this.onServedStore(liveSupervisorOf(this.location.storeDir, sessionId));
   }
 
-  /** The connection to the live supervisor, kept open between requests (a new supervisor gets a new one). */
+  /**
+   * The connection to a live supervisor, kept open between requests (one that dropped, as when a
+   * new supervisor took the socket's path, reconnects on the next call). Each supervisor has its
+   * own: with one kept for the last supervisor asked, a call to another session's closed it,
+   * failing the calls still under way there.
+   */
   private channelTo(socket: string): SupervisorChannel {
-    if (this.channel?.socketPath !== socket) {
-      this.channel?.close();
-      this.channel = new SupervisorChannel(socket);
+    let channel = this.channels.get(socket);
+    if (!channel) {
+      // Connections to supervisors that no longer run (ended sessions) go first, once nothing waits on them.
+      const live = new Set(liveSupervisors(this.location.storeDir).map((runtime) => runtime.socket));
+      for (const [path, old] of this.channels) {
+        if (!live.has(path) && !old.busy) {
+          old.close();
+          this.channels.delete(path);
+        }
+      }
+      channel = new SupervisorChannel(socket);
+      this.channels.set(socket, channel);
     }
-    return this.channel;
+    return channel;
   }
 
   close(): void {
-    this.channel?.close();
+    for (const channel of this.channels.values()) channel.close();
+    this.channels.clear();
   }
 
   supervisorSocket(sessionId: string): string | undefined {

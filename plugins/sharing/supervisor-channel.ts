@@ -34,6 +34,11 @@ export class SupervisorChannel {
     });
   }
 
+  /** Whether calls are under way (waiting for their answer). */
+  get busy(): boolean {
+    return this.pending.size > 0;
+  }
+
   close(): void {
     this.socket?.destroy();
     this.socket = undefined;
