@@ -19,7 +19,7 @@ afterEach(async () => {
 });
 
 /** A POST to the API from `localAddress` (any address of 127.0.0.0/8 is this host's). */
-function post(url: string, path: string, authorization: string | undefined, localAddress = "127.0.0.1", body = "{}"): Promise<{ status: number; body: any; ms: number }> {
+function post(url: string, path: string, authorization: string | undefined, localAddress = "127.0.0.1", body = "{}"): Promise<{ status: number; body: any; ms: number; retryAfter?: string }> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const req = httpRequest(
@@ -28,7 +28,8 @@ function post(url: string, path: string, authorization: string | undefined, loca
       (response) => {
         let text = "";
         response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
-        response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text ? JSON.parse(text) : undefined, ms: performance.now() - started }));
+        const retryAfter = response.headers["retry-after"];
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text ? JSON.parse(text) : undefined, ms: performance.now() - started, ...(retryAfter !== undefined ? { retryAfter } : {}) }));
       },
     );
     req.on("error", reject);
@@ -99,6 +100,10 @@ describe("apex serve: failed logins", () => {
     expect(meanwhile.status).toBe(429);
     expect(meanwhile.body.error.code).toBe("APEX_E_RATE_LIMITED");
     expect(meanwhile.body.error.message).toMatch(/try again in \d s/);
+    // When, also as HTTP says it (Retry-After, in seconds), for clients that read headers and not messages.
+    const seconds = Number(/try again in (\d) s/.exec(meanwhile.body.error.message)![1]);
+    expect(meanwhile.retryAfter).toBe(String(seconds));
+    expect(meanwhile.body.error.details).toEqual({ retry_after_s: seconds });
     const slowed = await pending;
     expect(slowed.status).toBe(401);
     expect(slowed.ms).toBeGreaterThanOrEqual(3900);

@@ -9,6 +9,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { REPO_ROOT } from "./helpers/cli.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 
@@ -717,6 +718,9 @@ describe("the sharing plugin's serve option", () => {
     // server, and when it stops, the supervisor's is recorded again (before, none was: invites
     // said the server had stopped while the supervisor's still served).
     const serveFile = join(project.storeDir, "serve.json");
+    // The health check names the server's APEX version, which a client compares with its own.
+    const version = (JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { version: string }).version;
+    expect(await (await fetch(`${served.url}/api/health`)).json()).toEqual({ ok: true, version });
     const first = await serve(project);
     await waitFor("apex serve in serve.json", () => readFileSync(serveFile, "utf8").includes(first.url));
     expect(JSON.parse(readFileSync(serveFile, "utf8")).before).toEqual([expect.objectContaining({ url: served.url, pid: served.pid })]);

@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/errors.js";
+import { APEX_VERSION } from "../../core/plugins.js";
 import { callSupervisor, subscribeSupervisor, type Subscription } from "../../core/rpc/call.js";
 import { SupervisorChannel } from "./supervisor-channel.js";
 import { errorBody } from "../../core/rpc/protocol.js";
@@ -260,8 +261,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // Its last failure's answer is still delayed: refused at once, and not counted (nothing was tried).
     const waiting = failures.waiting(client);
     if (waiting > 0) {
-      throw new ApexError("APEX_E_RATE_LIMITED", `Too many failed logins from this address: try again in ${Math.ceil(waiting / 1000)} s.`, {
+      const seconds = Math.ceil(waiting / 1000);
+      throw new ApexError("APEX_E_RATE_LIMITED", `Too many failed logins from this address: try again in ${seconds} s.`, {
         hint: "Check the token (`apex session share` prints it once); a correct one works once the wait is over.",
+        details: { retry_after_s: seconds },
       });
     }
     try {
@@ -289,7 +292,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   app.get("/", async (_request, reply) => sendStatic(reply, "index.html"));
   app.get<{ Params: { file: string } }>("/assets/:file", async (request, reply) => sendStatic(reply, request.params.file));
-  app.get("/api/health", async () => ({ ok: true }));
+  // The version lets a client tell a server of another APEX from one that is down or misbehaves.
+  app.get("/api/health", async () => ({ ok: true, version: APEX_VERSION }));
 
   app.post<{ Params: { sid: string; method: string }; Body: unknown }>("/api/sessions/:sid/rpc/:method", async (request, reply) => {
     const { method } = request.params;
@@ -904,6 +908,9 @@ async function sendError(reply: FastifyReply, error: ApexError): Promise<void> {
   const status = HTTP_STATUS[error.code] ?? (exit === 2 ? 400 : exit === 3 ? 404 : exit === 4 ? 409 : 500);
   if (error.code === "APEX_E_UNAUTHORIZED") reply.header("www-authenticate", 'Bearer realm="apex"');
   if (status === 503) reply.header("retry-after", "1");
+  // A client's failed logins are answered late; its requests meanwhile are told when to come back (RFC 9110 Retry-After).
+  const retryAfter = error.details?.retry_after_s;
+  if (status === 429 && typeof retryAfter === "number") reply.header("retry-after", String(retryAfter));
   await reply.code(status).send({ error: errorBody(error) });
 }
 
