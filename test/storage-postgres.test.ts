@@ -12,7 +12,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
 import type { StorageBackend, StoreSpec } from "../core/store/port.js";
 import { decodeValue, encodeJson } from "../core/store/value-codec.js";
-import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, PostgresBackend, postgresBackend, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
+import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, LOCK_TIMEOUT_S, PostgresBackend, postgresBackend, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { GROUP_BYTES } from "../plugins/postgres/groups.js";
 import { currentSessionId } from "../plugins/checkpoint/refs.js";
@@ -498,6 +498,56 @@ describe("postgres backend", () => {
       expect(() => frozen.run([{ text: "COMMIT" }], frozen.connection)).toThrow();
     } finally {
       void frozen.close();
+    }
+  });
+
+  it("a write held up by another connection's lock fails with APEX_E_LOCKED, writing nothing, instead of waiting; a supervisor's (bounded) one before its bound, on the same connection", async () => {
+    // Every connection carries a lock timeout (75 s, longer than the idle-in-transaction one),
+    // unless the URL sets its own: here 1 s.
+    expect(sessionSettings(url)).toContain(`SET lock_timeout = '${LOCK_TIMEOUT_S}s'`);
+    const quick = `${url}?options=${encodeURIComponent("-c lock_timeout=1s")}`;
+    const s = { ...spec(), url: quick };
+    const store = open(s);
+    const bounded = open({ ...spec(), url }) as PostgresBackend;
+    expect((store as unknown as { bridge: SyncBridge }).bridge.query("SHOW lock_timeout")[0]![0]).toBe("1s");
+    expect((bounded as unknown as { bridge: SyncBridge }).bridge.query("SHOW lock_timeout")[0]![0]).toBe(`${LOCK_TIMEOUT_S}s`);
+    await store.set("/x", 1);
+    await bounded.set("/x", 1);
+    // Another client (a psql session, say) holds the records' rows inside a transaction.
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    try {
+      await holder.query("BEGIN");
+      await holder.query("SELECT 1 FROM apex.kv WHERE path = '/x' FOR UPDATE");
+      const refused = async (write: () => Promise<unknown>): Promise<{ error: ApexError; ms: number }> => {
+        const started = Date.now();
+        const error = await write().then(() => undefined, (e: unknown) => e);
+        return { error: error as ApexError, ms: Date.now() - started };
+      };
+      const plain = await refused(() => store.set("/x", 2));
+      expect(plain.error).toMatchObject({ code: "APEX_E_LOCKED", exitCode: 4, details: { sqlstate: "55P03" } });
+      expect(plain.error.message).toMatch(/waiting for a lock another connection holds.*nothing was written/);
+      expect(plain.error.hint).toContain("pg_stat_activity");
+      expect(plain.error.message).not.toContain(cluster.password);
+      expect(plain.ms).toBeLessThan(10_000);
+      expect([store.get("/x"), store.revision()]).toEqual([1, 1]);
+      // A supervisor's calls may wait only as long as its lease allows (here 3 s): its write fails
+      // on the lock well before that, and its connection stays (not cut as a server out of reach).
+      const pid = serverPid(bounded);
+      bounded.boundCalls((startedAt) => startedAt + 3000);
+      const supervised = await refused(() => bounded.set("/x", 2));
+      expect(supervised.error).toMatchObject({ code: "APEX_E_LOCKED" });
+      expect(supervised.ms).toBeLessThan(2500);
+      expect(serverPid(bounded)).toBe(pid);
+      expect(bounded.get("/x")).toBe(1);
+      // The project's lock went with the failed transaction: other writes go on meanwhile.
+      await bounded.set("/y", 1);
+      await holder.query("ROLLBACK");
+      await store.set("/x", 2);
+      await bounded.set("/x", 2);
+      expect([store.get("/x"), bounded.get("/x")]).toEqual([2, 2]);
+    } finally {
+      await holder.end();
     }
   });
 

@@ -295,6 +295,7 @@ export function connectError(url: string, error: unknown): ApexError {
     });
   }
   if (code === "42501") return permissionError(where, failure.message, "opening the store", error);
+  if (code === "55P03") return lockError(where, failure.message, "opening the store", error);
   if (code === "3D000") {
     const name = databaseOf(url);
     return new ApexError("APEX_E_STORE_NO_DATABASE", `The database ${JSON.stringify(name)} does not exist at ${where}.`, {
@@ -329,6 +330,17 @@ const idle = new Map<string, SyncBridge>();
  */
 export const IDLE_IN_TRANSACTION_TIMEOUT_S = 60;
 
+/**
+ * How long a statement waits for a lock (the project's write lock, a row, a table) before it
+ * fails with APEX_E_LOCKED. Longer than IDLE_IN_TRANSACTION_TIMEOUT_S, so a writer frozen by
+ * APEX holds the others up only until the server ends its transaction, as before; what makes a
+ * statement fail is a lock held by something else: a psql session left inside a transaction that
+ * touched APEX's rows, an ALTER TABLE, VACUUM FULL or REINDEX. Without it a command waited
+ * CALL_TIMEOUT_MS (10 min) and a supervisor its lease out. A URL may set its own
+ * (`options=-c lock_timeout=…`). A supervisor's write transactions wait less (lockWaitMs).
+ */
+export const LOCK_TIMEOUT_S = 75;
+
 /** The session settings of every connection (made again with them after a loss). */
 export function sessionSettings(url: string): string[] {
   const settings = ["SET synchronous_commit = on", "SET client_min_messages = warning"];
@@ -339,7 +351,20 @@ export function sessionSettings(url: string): string[] {
     /* checked before any connection (urlOf) */
   }
   if (!options.includes("idle_in_transaction_session_timeout")) settings.push(`SET idle_in_transaction_session_timeout = '${IDLE_IN_TRANSACTION_TIMEOUT_S}s'`);
+  if (!options.includes("lock_timeout")) settings.push(`SET lock_timeout = '${LOCK_TIMEOUT_S}s'`);
   return settings;
+}
+
+/**
+ * SQLSTATE 55P03 (lock_timeout): a statement waited too long for a lock another connection
+ * holds. Its transaction failed as a whole: nothing of it was written.
+ */
+function lockError(where: string, message: string, doing: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_LOCKED", `PostgreSQL at ${where}: gave up ${doing}, waiting for a lock another connection holds (${message}); nothing was written.`, {
+    hint: "Another connection holds APEX's rows or tables: a psql session left inside a transaction, an ALTER TABLE, VACUUM FULL or REINDEX. Find it with `SELECT pid, usename, application_name, state, xact_start FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'`, end it (COMMIT, ROLLBACK or pg_terminate_backend(pid)), then run the command again.",
+    details: { url: where, sqlstate: "55P03" },
+    cause,
+  });
 }
 
 function takeBridge(url: string): SyncBridge {
@@ -720,6 +745,7 @@ export class PostgresBackend implements StorageBackend {
     if (failure.code && (UNREACHABLE.has(failure.code) || RECONNECT_REFUSALS.has(failure.code))) return connectError(this.url, error);
     if (failure.code === "25006") return new ApexError("APEX_E_INTERNAL", `The PostgreSQL store was opened read-only (${doing}).`, { cause: error });
     if (failure.code === "42501") return permissionError(this.info.location, failure.message, doing, error);
+    if (failure.code === "55P03") return lockError(this.info.location, failure.message, doing, error);
     return new ApexError("APEX_E_STORE", `PostgreSQL store at ${this.info.location}: ${failure.message} (${doing}).`, {
       details: { sqlstate: failure.code },
       cause: error,
@@ -1104,16 +1130,19 @@ export class PostgresBackend implements StorageBackend {
   transactionSync<T>(fn: () => T): T {
     this.assertWritable();
     if (this.tx) return fn();
+    const wait = this.lockWaitMs();
     const rows = this.run(
       [
         { text: "BEGIN" },
+        ...(wait === undefined ? [] : [{ text: `SET LOCAL lock_timeout = ${wait}` }]),
         { text: "SELECT pg_advisory_xact_lock($1, hashtext($2))", values: [LOCK_CLASS, this.project], name: "apex_lock" },
         { text: "SELECT revision FROM apex.stores WHERE project = $1", values: [this.project], name: "apex_revision" },
       ],
       "starting a write",
       true,
     );
-    const base = rows[2]!.length > 0 ? (rows[2]![0]![0] as number) : 0;
+    const revision = rows[rows.length - 1]!;
+    const base = revision.length > 0 ? (revision[0]![0] as number) : 0;
     const tx: Transaction = { base, connection: this.bridge.connection, log: [], changes: 0, kv: new Map(), rows: new Map(), newTables: new Map(), cache: { kv: new Map(), rows: new Map() }, cachedBytes: 0, flushes: 0, bytes: 0, pending: false };
     this.tx = tx;
     let out: T;
@@ -1142,6 +1171,23 @@ export class PostgresBackend implements StorageBackend {
       if (entry) entry.known = true;
     }
     return out;
+  }
+
+  /**
+   * How long a write transaction of a process whose calls are bounded (a supervisor, boundCalls:
+   * its lease) may wait for each lock, in milliseconds: a third of what the bound leaves a call
+   * begun now, so that a transaction held up by another connection's lock fails with
+   * APEX_E_LOCKED, releasing the project's lock, while the lease can still be renewed; cut off
+   * at the bound instead, its connection was dropped and the lease ran out (the supervisor ended
+   * its agents). Undefined without a bound (every connection's lock_timeout applies).
+   */
+  private lockWaitMs(): number | undefined {
+    const bound = this.bridge.bound;
+    if (!bound) return undefined;
+    const now = performance.now();
+    const left = bound(now) - now;
+    if (!Number.isFinite(left)) return undefined;
+    return Math.max(100, Math.min(LOCK_TIMEOUT_S * 1000, Math.floor(left / 3)));
   }
 
   /**
