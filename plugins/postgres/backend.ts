@@ -447,28 +447,64 @@ interface Probe {
 function probe(bridge: SyncBridge, url: string, project: string): Probe {
   let rows: Rows;
   try {
-    rows = bridge.query(`SELECT current_setting('server_encoding'), to_regclass('apex.projects') IS NOT NULL AND to_regclass('apex.rows') IS NOT NULL,
-      (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2,
-      to_regclass('apex.layout') IS NOT NULL`);
+    rows = bridge.query(`SELECT current_setting('server_encoding'),
+      ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'apex' AND c.relkind IN ('r', 'p', 'v')),
+      (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2`);
   } catch (error) {
     throw connectError(url, error);
   }
-  const [encoding, schema, codec, versioned] = rows[0] as [string, boolean, boolean, boolean];
+  const [encoding, relations, codec] = rows[0] as [string, string[], boolean];
   if (encoding !== "UTF8") {
     throw new ApexError("APEX_E_STORE", `The database at ${redactUrl(url)} is encoded in ${encoding}; APEX needs UTF8 (paths are ordered by their UTF-8 bytes).`, {
       hint: "Create the database with ENCODING 'UTF8' (createdb -E UTF8 -T template0 NAME).",
     });
   }
-  if (!schema) return { schema: false, codec: false, layout: 0, exists: false };
-  if (!versioned) return { schema: true, codec, layout: 1, exists: bridge.query(`SELECT 1 FROM apex.projects WHERE project = $1`, [project]).length > 0 };
-  const [layout, exists] = bridge.query(`SELECT (SELECT max(version) FROM apex.layout), EXISTS (SELECT 1 FROM apex.stores WHERE project = $1)`, [project])[0] as [number, boolean];
-  if (layout > LAYOUT) {
+  const present = new Set(relations);
+  if (!SCHEMA_TABLES.some((name) => present.has(name))) return { schema: false, codec: false, layout: 0, exists: false };
+  // Layout 2 and later keep the revisions in apex.stores and have apex.groups and apex.layout.
+  const versioned = present.has("layout") || present.has("stores") || present.has("groups");
+  const layout = present.has("layout") ? (bridge.query(`SELECT max(version) FROM apex.layout`)[0]![0] as number | null) : null;
+  if (layout !== null && layout > LAYOUT) {
     throw new ApexError("APEX_E_STORE_VERSION", `The APEX schema at ${redactUrl(url)} has layout ${layout}, written by a newer APEX; this one knows layouts up to ${LAYOUT}.`, {
       hint: "Upgrade APEX on this host: a newer layout is never read or written by an older APEX.",
       details: { url: redactUrl(url), layout, known: LAYOUT },
     });
   }
-  return { schema: true, codec, layout, exists };
+  const missing = (versioned ? LAYOUT_2_TABLES : LAYOUT_1_TABLES).filter((name) => !present.has(name));
+  if (missing.length > 0 || (versioned && layout === null)) throw incompleteSchema(url, missing.length > 0 ? missing : ["layout"], present);
+  if (!versioned) return { schema: true, codec, layout: 1, exists: bridge.query(`SELECT 1 FROM apex.projects WHERE project = $1`, [project]).length > 0 };
+  const exists = bridge.query(`SELECT EXISTS (SELECT 1 FROM apex.stores WHERE project = $1)`, [project])[0]![0] as boolean;
+  return { schema: true, codec, layout: layout!, exists };
+}
+
+/** The relations of APEX's schema: any of them there means the schema exists (then whole, or refused). */
+const SCHEMA_TABLES = ["stores", "projects", "kv", "log", "tables", "rows", "groups", "layout"];
+/** The tables layout 1 reads and writes (apex.projects: the revisions). */
+const LAYOUT_1_TABLES = ["projects", "kv", "log", "tables", "rows"];
+/** The tables layout 2 reads and writes (apex.projects is then a view that only refuses older APEXes). */
+const LAYOUT_2_TABLES = ["stores", "kv", "log", "tables", "rows", "groups", "layout"];
+
+/**
+ * A schema missing tables APEX reads and writes (dropped by hand, or a restore of part of the
+ * database): refused, with APEX_E_STORE_DAMAGED, by every open, read-only or not. Created anew,
+ * an empty table would pass for a store that never held those records (checkpoints that no longer
+ * verify, a revision log that starts over); without apex.layout, a database of layout 2 read as
+ * layout 1 was refused as written by a newer APEX, and a writable open failed in the upgrade.
+ */
+function incompleteSchema(url: string, missing: string[], present: ReadonlySet<string>): ApexError {
+  const where = redactUrl(url);
+  const names = missing.map((name) => `apex.${name}`);
+  const onlyLayout = missing.length === 1 && missing[0] === "layout";
+  return new ApexError(
+    "APEX_E_STORE_DAMAGED",
+    `The APEX schema at ${where} is incomplete: ${names.join(", ")} ${names.length === 1 ? "is" : "are"} missing (there: ${[...present].sort().map((name) => `apex.${name}`).join(", ")}). APEX neither reads nor writes it.`,
+    {
+      hint: onlyLayout
+        ? `apex.layout records the schema's layout and nothing else: if no APEX newer than this one used the database, put it back with \`CREATE TABLE apex.layout (version integer NOT NULL); INSERT INTO apex.layout VALUES (${LAYOUT});\` and run the command again.`
+        : "A table dropped by hand took its records with it: restore the database (or those tables) from a backup. Nothing was written.",
+      details: { url: where, missing: names },
+    },
+  );
 }
 
 /**
