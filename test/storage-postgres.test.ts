@@ -543,6 +543,15 @@ describe("postgres backend", () => {
       // The project's lock went with the failed transaction: other writes go on meanwhile.
       await bounded.set("/y", 1);
       await holder.query("ROLLBACK");
+      // A table locked whole (an ALTER TABLE, VACUUM FULL) holds up reads too: the supervisor's
+      // fail as its writes do.
+      await holder.query("BEGIN");
+      await holder.query("LOCK TABLE apex.kv IN ACCESS EXCLUSIVE MODE");
+      const started = Date.now();
+      expect(() => bounded.get("/x")).toThrowError(expect.objectContaining({ code: "APEX_E_LOCKED", message: expect.stringContaining("reading /x") }));
+      expect(Date.now() - started).toBeLessThan(2500);
+      expect(serverPid(bounded)).toBe(pid);
+      await holder.query("ROLLBACK");
       await store.set("/x", 2);
       await bounded.set("/x", 2);
       expect([store.get("/x"), bounded.get("/x")]).toEqual([2, 2]);

@@ -135,10 +135,10 @@ export class SyncBridge {
     this.connections += 1;
   }
 
-  /** Runs a session setting now and again on every later connection (a reconnection included). */
+  /** Runs a session setting now and again on every later connection (a reconnection included, also when running it now failed). */
   addSetup(text: string): void {
-    this.run([{ text }]);
     this.target?.setup.push(text);
+    this.run([{ text }]);
   }
 
   /**
