@@ -260,6 +260,47 @@ describe("postgres backend", () => {
     expect([reconnectBackoffMs(0.4), reconnectBackoffMs(3), reconnectBackoffMs(60), reconnectBackoffMs(2_000)]).toEqual([4, 30, 600, 1_000]);
   }, 90_000);
 
+  it("says at once that the server on the port is not PostgreSQL (another service answering, or one closing the connection), instead of waiting for connect_timeout", async () => {
+    // Another process (this thread blocks in the bridge): an HTTP-like service, and one that hangs up once asked.
+    const services = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const net = require("node:net");
+         const http = net.createServer((s) => { s.on("error", () => {}); s.on("data", () => s.write("HTTP/1.1 400 Bad Request\\r\\nContent-Length: 0\\r\\n\\r\\n")); }).listen(0, "127.0.0.1", () => {
+           const hangup = net.createServer((s) => { s.on("error", () => {}); s.on("data", () => s.end()); }).listen(0, "127.0.0.1", () => console.log(JSON.stringify([http.address().port, hangup.address().port])));
+         });`,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    try {
+      const [httpPort, hangupPort] = JSON.parse(await new Promise<string>((resolve) => services.stdout!.once("data", (data) => resolve(String(data))))) as [number, number];
+      const cases: Array<[number, RegExp]> = [
+        [httpPort, /does not speak PostgreSQL's protocol \(it answered "HTTP\/1\.1 400 Bad Request/],
+        [hangupPort, /closed the connection without a word/],
+      ];
+      for (const [port, message] of cases) {
+        const target = `postgres://apex:secret-pw@127.0.0.1:${port}/db?connect_timeout=20`;
+        for (const attempt of [() => postgresBackend.open({ ...spec(), url: target }, {}), () => postgresBackend.exists({ ...spec(), url: target })]) {
+          const started = Date.now();
+          let caught: unknown;
+          try {
+            attempt();
+          } catch (error) {
+            caught = error;
+          }
+          expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE", exitCode: 1, hint: expect.stringContaining("host and port") });
+          expect((caught as Error).message).toMatch(message);
+          expect((caught as Error).message).toContain(`127.0.0.1:${port}`);
+          expect((caught as Error).message).not.toContain("secret-pw");
+          expect(Date.now() - started).toBeLessThan(5_000);
+        }
+      }
+    } finally {
+      services.kill("SIGKILL");
+    }
+  });
+
   it("watches through LISTEN on the project's channel, not by polling", async () => {
     const s = spec();
     const writer = open(s);

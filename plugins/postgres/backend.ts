@@ -250,7 +250,7 @@ function databaseOf(url: string): string {
 /** Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or starting (57P01-57P03). */
 /** SQLSTATEs a connection made again can be refused with: bad password, no such role or access, the database gone. */
 const RECONNECT_REFUSALS = new Set(["28P01", "28000", "3D000"]);
-const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "57P01", "57P02", "57P03"]);
+const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "EPROTO", "57P01", "57P02", "57P03"]);
 
 /**
  * SQLSTATE 42501: the role may not do what the command needs. A role that may only read gets this
