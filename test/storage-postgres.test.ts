@@ -513,6 +513,26 @@ describe("postgres backend", () => {
     await query(cluster.adminUrl, `DROP ROLE ${role}`);
   });
 
+  it("a server that accepts only reads (a standby, default_transaction_read_only) refuses writes as the server's doing, not as APEX's own bug; reads go on", async () => {
+    const own = await cluster.createDatabase();
+    const s = { ...spec(), url: own };
+    const before = open(s);
+    await before.set("/x", 1);
+    await before.close();
+    await query(cluster.adminUrl, `ALTER DATABASE ${new URL(own).pathname.slice(1)} SET default_transaction_read_only = on`);
+    const store = open(s);
+    const refusal = expect.objectContaining({
+      code: "APEX_E_STORE",
+      message: expect.stringMatching(/accepts only reads: .*read-only transaction.*nothing was written/),
+      hint: expect.stringContaining("hot standby"),
+      details: expect.objectContaining({ sqlstate: "25006" }),
+    });
+    await expect(store.set("/x", 2)).rejects.toThrowError(refusal);
+    expect([store.get("/x"), store.revision()]).toEqual([1, 1]);
+    // A project's first writable open, which makes its row, says the same.
+    expect(() => open({ ...s, project: `${s.project}-new` })).toThrowError(refusal);
+  });
+
   it("a writer frozen inside its transaction holds up the project's other writers only until the server's idle-in-transaction timeout", async () => {
     // Every connection of the backend carries the timeout (60 s), unless the URL sets its own.
     const store = open(spec());

@@ -296,6 +296,7 @@ export function connectError(url: string, error: unknown): ApexError {
   }
   if (code === "42501") return permissionError(where, failure.message, "opening the store", error);
   if (code === "55P03") return lockError(where, failure.message, "opening the store", error);
+  if (code === "25006") return readOnlyServerError(where, failure.message, "opening the store to write", error);
   if (code === "3D000") {
     const name = databaseOf(url);
     return new ApexError("APEX_E_STORE_NO_DATABASE", `The database ${JSON.stringify(name)} does not exist at ${where}.`, {
@@ -353,6 +354,19 @@ export function sessionSettings(url: string): string[] {
   if (!options.includes("idle_in_transaction_session_timeout")) settings.push(`SET idle_in_transaction_session_timeout = '${IDLE_IN_TRANSACTION_TIMEOUT_S}s'`);
   if (!options.includes("lock_timeout")) settings.push(`SET lock_timeout = '${LOCK_TIMEOUT_S}s'`);
   return settings;
+}
+
+/**
+ * SQLSTATE 25006 on a store opened to write: the server takes only reads (a hot standby, such as
+ * a replica or a former primary after a failover, or default_transaction_read_only set for the
+ * database or the role). A store opened read-only never sends a write (assertWritable).
+ */
+function readOnlyServerError(where: string, message: string, doing: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_STORE", `PostgreSQL at ${where} accepts only reads: ${message} (${doing}); nothing was written.`, {
+    hint: "The store URL names a hot standby (a replica, or the old primary after a failover): point it at the primary. Or default_transaction_read_only is on for the database or the role (ALTER DATABASE … or ALTER ROLE … SET default_transaction_read_only = off). Read commands work meanwhile.",
+    details: { url: where, sqlstate: "25006" },
+    cause,
+  });
 }
 
 /**
@@ -791,7 +805,10 @@ export class PostgresBackend implements StorageBackend {
     // A connection made again (after a restart, a drop) meets what a first one may: the server gone,
     // the credentials refused (a password changed), the database dropped. Named as at open.
     if (failure.code && (UNREACHABLE.has(failure.code) || RECONNECT_REFUSALS.has(failure.code))) return connectError(this.url, error);
-    if (failure.code === "25006") return new ApexError("APEX_E_INTERNAL", `The PostgreSQL store was opened read-only (${doing}).`, { cause: error });
+    if (failure.code === "25006") {
+      if (this.readOnly) return new ApexError("APEX_E_INTERNAL", `The PostgreSQL store was opened read-only (${doing}).`, { cause: error });
+      return readOnlyServerError(this.info.location, failure.message, doing, error);
+    }
     if (failure.code === "42501") return permissionError(this.info.location, failure.message, doing, error);
     if (failure.code === "55P03") return lockError(this.info.location, failure.message, doing, error);
     return new ApexError("APEX_E_STORE", `PostgreSQL store at ${this.info.location}: ${failure.message} (${doing}).`, {
