@@ -190,6 +190,39 @@ describe("postgres schema layouts", () => {
     expect(await query(database, `SELECT version FROM apex.layout`)).toEqual([{ version: LAYOUT + 1 }]);
   });
 
+  it("refuses a schema missing a table dropped by hand, naming it, read-only or not, and creates nothing; apex.layout put back as the hint says reads again", async () => {
+    const database = await cluster.createDatabase();
+    const spec: StoreSpec = { backend: "postgres", dir: "/nonexistent/.apex", url: database, project: "p" };
+    const store = track(postgresBackend.open(spec, { actor: "user:test" }));
+    await store.set("/x", 1);
+    await store.close();
+    const attempts = [() => postgresBackend.exists(spec), () => track(postgresBackend.open(spec, { readOnly: true })), () => track(postgresBackend.open(spec, {}))];
+    // Without apex.layout, the database read as layout 1 was refused as "upgraded by a newer APEX".
+    await query(database, "DROP TABLE apex.layout");
+    for (const attempt of attempts) {
+      expect(attempt).toThrowError(
+        expect.objectContaining({ code: "APEX_E_STORE_DAMAGED", exitCode: 1, message: expect.stringContaining("apex.layout is missing"), hint: expect.stringContaining("CREATE TABLE apex.layout") }),
+      );
+    }
+    await query(database, `CREATE TABLE apex.layout (version integer NOT NULL); INSERT INTO apex.layout VALUES (${LAYOUT})`);
+    const back = track(postgresBackend.open(spec, { readOnly: true }));
+    expect(back.get("/x")).toBe(1);
+    await back.close();
+    // A data table dropped: its records are gone, and an empty one made anew would hide that.
+    await query(database, "DROP TABLE apex.kv");
+    for (const attempt of attempts) {
+      let caught: unknown;
+      try {
+        attempt();
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).toMatchObject({ code: "APEX_E_STORE_DAMAGED", details: { missing: ["apex.kv"] } });
+      expect((caught as Error).message).not.toContain(cluster.password);
+    }
+    expect(await query(database, "SELECT to_regclass('apex.kv') AS kv")).toEqual([{ kv: null }]);
+  });
+
   it("names a schema this role may not read as the store's error, from exists() and open() alike", async () => {
     const database = await cluster.createDatabase();
     const spec: StoreSpec = { backend: "postgres", dir: "/nonexistent/.apex", url: database, project: "p" };

@@ -12,7 +12,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
 import type { StorageBackend, StoreSpec } from "../core/store/port.js";
 import { decodeValue, encodeJson } from "../core/store/value-codec.js";
-import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, PostgresBackend, postgresBackend, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
+import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, LOCK_TIMEOUT_S, PostgresBackend, postgresBackend, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { GROUP_BYTES } from "../plugins/postgres/groups.js";
 import { currentSessionId } from "../plugins/checkpoint/refs.js";
@@ -260,6 +260,47 @@ describe("postgres backend", () => {
     expect([reconnectBackoffMs(0.4), reconnectBackoffMs(3), reconnectBackoffMs(60), reconnectBackoffMs(2_000)]).toEqual([4, 30, 600, 1_000]);
   }, 90_000);
 
+  it("says at once that the server on the port is not PostgreSQL (another service answering, or one closing the connection), instead of waiting for connect_timeout", async () => {
+    // Another process (this thread blocks in the bridge): an HTTP-like service, and one that hangs up once asked.
+    const services = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const net = require("node:net");
+         const http = net.createServer((s) => { s.on("error", () => {}); s.on("data", () => s.write("HTTP/1.1 400 Bad Request\\r\\nContent-Length: 0\\r\\n\\r\\n")); }).listen(0, "127.0.0.1", () => {
+           const hangup = net.createServer((s) => { s.on("error", () => {}); s.on("data", () => s.end()); }).listen(0, "127.0.0.1", () => console.log(JSON.stringify([http.address().port, hangup.address().port])));
+         });`,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    try {
+      const [httpPort, hangupPort] = JSON.parse(await new Promise<string>((resolve) => services.stdout!.once("data", (data) => resolve(String(data))))) as [number, number];
+      const cases: Array<[number, RegExp]> = [
+        [httpPort, /does not speak PostgreSQL's protocol \(it answered "HTTP\/1\.1 400 Bad Request/],
+        [hangupPort, /closed the connection without a word/],
+      ];
+      for (const [port, message] of cases) {
+        const target = `postgres://apex:secret-pw@127.0.0.1:${port}/db?connect_timeout=20`;
+        for (const attempt of [() => postgresBackend.open({ ...spec(), url: target }, {}), () => postgresBackend.exists({ ...spec(), url: target })]) {
+          const started = Date.now();
+          let caught: unknown;
+          try {
+            attempt();
+          } catch (error) {
+            caught = error;
+          }
+          expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE", exitCode: 1, hint: expect.stringContaining("host and port") });
+          expect((caught as Error).message).toMatch(message);
+          expect((caught as Error).message).toContain(`127.0.0.1:${port}`);
+          expect((caught as Error).message).not.toContain("secret-pw");
+          expect(Date.now() - started).toBeLessThan(5_000);
+        }
+      }
+    } finally {
+      services.kill("SIGKILL");
+    }
+  });
+
   it("watches through LISTEN on the project's channel, not by polling", async () => {
     const s = spec();
     const writer = open(s);
@@ -472,6 +513,26 @@ describe("postgres backend", () => {
     await query(cluster.adminUrl, `DROP ROLE ${role}`);
   });
 
+  it("a server that accepts only reads (a standby, default_transaction_read_only) refuses writes as the server's doing, not as APEX's own bug; reads go on", async () => {
+    const own = await cluster.createDatabase();
+    const s = { ...spec(), url: own };
+    const before = open(s);
+    await before.set("/x", 1);
+    await before.close();
+    await query(cluster.adminUrl, `ALTER DATABASE ${new URL(own).pathname.slice(1)} SET default_transaction_read_only = on`);
+    const store = open(s);
+    const refusal = expect.objectContaining({
+      code: "APEX_E_STORE",
+      message: expect.stringMatching(/accepts only reads: .*read-only transaction.*nothing was written/),
+      hint: expect.stringContaining("hot standby"),
+      details: expect.objectContaining({ sqlstate: "25006" }),
+    });
+    await expect(store.set("/x", 2)).rejects.toThrowError(refusal);
+    expect([store.get("/x"), store.revision()]).toEqual([1, 1]);
+    // A project's first writable open, which makes its row, says the same.
+    expect(() => open({ ...s, project: `${s.project}-new` })).toThrowError(refusal);
+  });
+
   it("a writer frozen inside its transaction holds up the project's other writers only until the server's idle-in-transaction timeout", async () => {
     // Every connection of the backend carries the timeout (60 s), unless the URL sets its own.
     const store = open(spec());
@@ -498,6 +559,65 @@ describe("postgres backend", () => {
       expect(() => frozen.run([{ text: "COMMIT" }], frozen.connection)).toThrow();
     } finally {
       void frozen.close();
+    }
+  });
+
+  it("a write held up by another connection's lock fails with APEX_E_LOCKED, writing nothing, instead of waiting; a supervisor's (bounded) one before its bound, on the same connection", async () => {
+    // Every connection carries a lock timeout (75 s, longer than the idle-in-transaction one),
+    // unless the URL sets its own: here 1 s.
+    expect(sessionSettings(url)).toContain(`SET lock_timeout = '${LOCK_TIMEOUT_S}s'`);
+    const quick = `${url}?options=${encodeURIComponent("-c lock_timeout=1s")}`;
+    const s = { ...spec(), url: quick };
+    const store = open(s);
+    const bounded = open({ ...spec(), url }) as PostgresBackend;
+    expect((store as unknown as { bridge: SyncBridge }).bridge.query("SHOW lock_timeout")[0]![0]).toBe("1s");
+    expect((bounded as unknown as { bridge: SyncBridge }).bridge.query("SHOW lock_timeout")[0]![0]).toBe(`${LOCK_TIMEOUT_S}s`);
+    await store.set("/x", 1);
+    await bounded.set("/x", 1);
+    // Another client (a psql session, say) holds the records' rows inside a transaction.
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    try {
+      await holder.query("BEGIN");
+      await holder.query("SELECT 1 FROM apex.kv WHERE path = '/x' FOR UPDATE");
+      const refused = async (write: () => Promise<unknown>): Promise<{ error: ApexError; ms: number }> => {
+        const started = Date.now();
+        const error = await write().then(() => undefined, (e: unknown) => e);
+        return { error: error as ApexError, ms: Date.now() - started };
+      };
+      const plain = await refused(() => store.set("/x", 2));
+      expect(plain.error).toMatchObject({ code: "APEX_E_LOCKED", exitCode: 4, details: { sqlstate: "55P03" } });
+      expect(plain.error.message).toMatch(/waiting for a lock another connection holds.*nothing was written/);
+      expect(plain.error.hint).toContain("pg_stat_activity");
+      expect(plain.error.message).not.toContain(cluster.password);
+      expect(plain.ms).toBeLessThan(10_000);
+      expect([store.get("/x"), store.revision()]).toEqual([1, 1]);
+      // A supervisor's calls may wait only as long as its lease allows (here 3 s): its write fails
+      // on the lock well before that, and its connection stays (not cut as a server out of reach).
+      const pid = serverPid(bounded);
+      bounded.boundCalls((startedAt) => startedAt + 3000);
+      const supervised = await refused(() => bounded.set("/x", 2));
+      expect(supervised.error).toMatchObject({ code: "APEX_E_LOCKED" });
+      expect(supervised.ms).toBeLessThan(2500);
+      expect(serverPid(bounded)).toBe(pid);
+      expect(bounded.get("/x")).toBe(1);
+      // The project's lock went with the failed transaction: other writes go on meanwhile.
+      await bounded.set("/y", 1);
+      await holder.query("ROLLBACK");
+      // A table locked whole (an ALTER TABLE, VACUUM FULL) holds up reads too: the supervisor's
+      // fail as its writes do.
+      await holder.query("BEGIN");
+      await holder.query("LOCK TABLE apex.kv IN ACCESS EXCLUSIVE MODE");
+      const started = Date.now();
+      expect(() => bounded.get("/x")).toThrowError(expect.objectContaining({ code: "APEX_E_LOCKED", message: expect.stringContaining("reading /x") }));
+      expect(Date.now() - started).toBeLessThan(2500);
+      expect(serverPid(bounded)).toBe(pid);
+      await holder.query("ROLLBACK");
+      await store.set("/x", 2);
+      await bounded.set("/x", 2);
+      expect([store.get("/x"), bounded.get("/x")]).toEqual([2, 2]);
+    } finally {
+      await holder.end();
     }
   });
 

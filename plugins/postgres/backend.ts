@@ -250,7 +250,7 @@ function databaseOf(url: string): string {
 /** Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or starting (57P01-57P03). */
 /** SQLSTATEs a connection made again can be refused with: bad password, no such role or access, the database gone. */
 const RECONNECT_REFUSALS = new Set(["28P01", "28000", "3D000"]);
-const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "57P01", "57P02", "57P03"]);
+const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "EPROTO", "57P01", "57P02", "57P03"]);
 
 /**
  * SQLSTATE 42501: the role may not do what the command needs. A role that may only read gets this
@@ -295,6 +295,8 @@ export function connectError(url: string, error: unknown): ApexError {
     });
   }
   if (code === "42501") return permissionError(where, failure.message, "opening the store", error);
+  if (code === "55P03") return lockError(where, failure.message, "opening the store", error);
+  if (code === "25006") return readOnlyServerError(where, failure.message, "opening the store to write", error);
   if (code === "3D000") {
     const name = databaseOf(url);
     return new ApexError("APEX_E_STORE_NO_DATABASE", `The database ${JSON.stringify(name)} does not exist at ${where}.`, {
@@ -329,6 +331,17 @@ const idle = new Map<string, SyncBridge>();
  */
 export const IDLE_IN_TRANSACTION_TIMEOUT_S = 60;
 
+/**
+ * How long a statement waits for a lock (the project's write lock, a row, a table) before it
+ * fails with APEX_E_LOCKED. Longer than IDLE_IN_TRANSACTION_TIMEOUT_S, so a writer frozen by
+ * APEX holds the others up only until the server ends its transaction, as before; what makes a
+ * statement fail is a lock held by something else: a psql session left inside a transaction that
+ * touched APEX's rows, an ALTER TABLE, VACUUM FULL or REINDEX. Without it a command waited
+ * CALL_TIMEOUT_MS (10 min) and a supervisor its lease out. A URL may set its own
+ * (`options=-c lock_timeout=…`). A supervisor's write transactions wait less (lockWaitMs).
+ */
+export const LOCK_TIMEOUT_S = 75;
+
 /** The session settings of every connection (made again with them after a loss). */
 export function sessionSettings(url: string): string[] {
   const settings = ["SET synchronous_commit = on", "SET client_min_messages = warning"];
@@ -339,7 +352,33 @@ export function sessionSettings(url: string): string[] {
     /* checked before any connection (urlOf) */
   }
   if (!options.includes("idle_in_transaction_session_timeout")) settings.push(`SET idle_in_transaction_session_timeout = '${IDLE_IN_TRANSACTION_TIMEOUT_S}s'`);
+  if (!options.includes("lock_timeout")) settings.push(`SET lock_timeout = '${LOCK_TIMEOUT_S}s'`);
   return settings;
+}
+
+/**
+ * SQLSTATE 25006 on a store opened to write: the server takes only reads (a hot standby, such as
+ * a replica or a former primary after a failover, or default_transaction_read_only set for the
+ * database or the role). A store opened read-only never sends a write (assertWritable).
+ */
+function readOnlyServerError(where: string, message: string, doing: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_STORE", `PostgreSQL at ${where} accepts only reads: ${message} (${doing}); nothing was written.`, {
+    hint: "The store URL names a hot standby (a replica, or the old primary after a failover): point it at the primary. Or default_transaction_read_only is on for the database or the role (ALTER DATABASE … or ALTER ROLE … SET default_transaction_read_only = off). Read commands work meanwhile.",
+    details: { url: where, sqlstate: "25006" },
+    cause,
+  });
+}
+
+/**
+ * SQLSTATE 55P03 (lock_timeout): a statement waited too long for a lock another connection
+ * holds. Its transaction failed as a whole: nothing of it was written.
+ */
+function lockError(where: string, message: string, doing: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_LOCKED", `PostgreSQL at ${where}: gave up ${doing}, waiting for a lock another connection holds (${message}); nothing was written.`, {
+    hint: "Another connection holds APEX's rows or tables: a psql session left inside a transaction, an ALTER TABLE, VACUUM FULL or REINDEX. Find it with `SELECT pid, usename, application_name, state, xact_start FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'`, end it (COMMIT, ROLLBACK or pg_terminate_backend(pid)), then run the command again.",
+    details: { url: where, sqlstate: "55P03" },
+    cause,
+  });
 }
 
 function takeBridge(url: string): SyncBridge {
@@ -422,28 +461,64 @@ interface Probe {
 function probe(bridge: SyncBridge, url: string, project: string): Probe {
   let rows: Rows;
   try {
-    rows = bridge.query(`SELECT current_setting('server_encoding'), to_regclass('apex.projects') IS NOT NULL AND to_regclass('apex.rows') IS NOT NULL,
-      (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2,
-      to_regclass('apex.layout') IS NOT NULL`);
+    rows = bridge.query(`SELECT current_setting('server_encoding'),
+      ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'apex' AND c.relkind IN ('r', 'p', 'v')),
+      (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2`);
   } catch (error) {
     throw connectError(url, error);
   }
-  const [encoding, schema, codec, versioned] = rows[0] as [string, boolean, boolean, boolean];
+  const [encoding, relations, codec] = rows[0] as [string, string[], boolean];
   if (encoding !== "UTF8") {
     throw new ApexError("APEX_E_STORE", `The database at ${redactUrl(url)} is encoded in ${encoding}; APEX needs UTF8 (paths are ordered by their UTF-8 bytes).`, {
       hint: "Create the database with ENCODING 'UTF8' (createdb -E UTF8 -T template0 NAME).",
     });
   }
-  if (!schema) return { schema: false, codec: false, layout: 0, exists: false };
-  if (!versioned) return { schema: true, codec, layout: 1, exists: bridge.query(`SELECT 1 FROM apex.projects WHERE project = $1`, [project]).length > 0 };
-  const [layout, exists] = bridge.query(`SELECT (SELECT max(version) FROM apex.layout), EXISTS (SELECT 1 FROM apex.stores WHERE project = $1)`, [project])[0] as [number, boolean];
-  if (layout > LAYOUT) {
+  const present = new Set(relations);
+  if (!SCHEMA_TABLES.some((name) => present.has(name))) return { schema: false, codec: false, layout: 0, exists: false };
+  // Layout 2 and later keep the revisions in apex.stores and have apex.groups and apex.layout.
+  const versioned = present.has("layout") || present.has("stores") || present.has("groups");
+  const layout = present.has("layout") ? (bridge.query(`SELECT max(version) FROM apex.layout`)[0]![0] as number | null) : null;
+  if (layout !== null && layout > LAYOUT) {
     throw new ApexError("APEX_E_STORE_VERSION", `The APEX schema at ${redactUrl(url)} has layout ${layout}, written by a newer APEX; this one knows layouts up to ${LAYOUT}.`, {
       hint: "Upgrade APEX on this host: a newer layout is never read or written by an older APEX.",
       details: { url: redactUrl(url), layout, known: LAYOUT },
     });
   }
-  return { schema: true, codec, layout, exists };
+  const missing = (versioned ? LAYOUT_2_TABLES : LAYOUT_1_TABLES).filter((name) => !present.has(name));
+  if (missing.length > 0 || (versioned && layout === null)) throw incompleteSchema(url, missing.length > 0 ? missing : ["layout"], present);
+  if (!versioned) return { schema: true, codec, layout: 1, exists: bridge.query(`SELECT 1 FROM apex.projects WHERE project = $1`, [project]).length > 0 };
+  const exists = bridge.query(`SELECT EXISTS (SELECT 1 FROM apex.stores WHERE project = $1)`, [project])[0]![0] as boolean;
+  return { schema: true, codec, layout: layout!, exists };
+}
+
+/** The relations of APEX's schema: any of them there means the schema exists (then whole, or refused). */
+const SCHEMA_TABLES = ["stores", "projects", "kv", "log", "tables", "rows", "groups", "layout"];
+/** The tables layout 1 reads and writes (apex.projects: the revisions). */
+const LAYOUT_1_TABLES = ["projects", "kv", "log", "tables", "rows"];
+/** The tables layout 2 reads and writes (apex.projects is then a view that only refuses older APEXes). */
+const LAYOUT_2_TABLES = ["stores", "kv", "log", "tables", "rows", "groups", "layout"];
+
+/**
+ * A schema missing tables APEX reads and writes (dropped by hand, or a restore of part of the
+ * database): refused, with APEX_E_STORE_DAMAGED, by every open, read-only or not. Created anew,
+ * an empty table would pass for a store that never held those records (checkpoints that no longer
+ * verify, a revision log that starts over); without apex.layout, a database of layout 2 read as
+ * layout 1 was refused as written by a newer APEX, and a writable open failed in the upgrade.
+ */
+function incompleteSchema(url: string, missing: string[], present: ReadonlySet<string>): ApexError {
+  const where = redactUrl(url);
+  const names = missing.map((name) => `apex.${name}`);
+  const onlyLayout = missing.length === 1 && missing[0] === "layout";
+  return new ApexError(
+    "APEX_E_STORE_DAMAGED",
+    `The APEX schema at ${where} is incomplete: ${names.join(", ")} ${names.length === 1 ? "is" : "are"} missing (there: ${[...present].sort().map((name) => `apex.${name}`).join(", ")}). APEX neither reads nor writes it.`,
+    {
+      hint: onlyLayout
+        ? `apex.layout records the schema's layout and nothing else: if no APEX newer than this one used the database, put it back with \`CREATE TABLE apex.layout (version integer NOT NULL); INSERT INTO apex.layout VALUES (${LAYOUT});\` and run the command again.`
+        : "A table dropped by hand took its records with it: restore the database (or those tables) from a backup. Nothing was written.",
+      details: { url: where, missing: names },
+    },
+  );
 }
 
 /**
@@ -634,8 +709,20 @@ export class PostgresBackend implements StorageBackend {
     }
   }
 
+  /**
+   * Also makes every statement's lock wait (a read held up by a table lock included) a third of
+   * what the bound leaves a call begun now (a third of the lease, when the lease starts): it then
+   * fails with APEX_E_LOCKED, on the same connection, before the bound would cut it off.
+   */
   boundCalls(until: (startedAt: number) => number): void {
     this.bridge.bound = until;
+    const wait = this.lockWaitMs();
+    if (wait === undefined) return;
+    try {
+      this.bridge.addSetup(`SET lock_timeout = ${wait}`);
+    } catch {
+      /* the connection is lost: the next one is made with the setting */
+    }
   }
 
   // ---- plumbing
@@ -718,8 +805,12 @@ export class PostgresBackend implements StorageBackend {
     // A connection made again (after a restart, a drop) meets what a first one may: the server gone,
     // the credentials refused (a password changed), the database dropped. Named as at open.
     if (failure.code && (UNREACHABLE.has(failure.code) || RECONNECT_REFUSALS.has(failure.code))) return connectError(this.url, error);
-    if (failure.code === "25006") return new ApexError("APEX_E_INTERNAL", `The PostgreSQL store was opened read-only (${doing}).`, { cause: error });
+    if (failure.code === "25006") {
+      if (this.readOnly) return new ApexError("APEX_E_INTERNAL", `The PostgreSQL store was opened read-only (${doing}).`, { cause: error });
+      return readOnlyServerError(this.info.location, failure.message, doing, error);
+    }
     if (failure.code === "42501") return permissionError(this.info.location, failure.message, doing, error);
+    if (failure.code === "55P03") return lockError(this.info.location, failure.message, doing, error);
     return new ApexError("APEX_E_STORE", `PostgreSQL store at ${this.info.location}: ${failure.message} (${doing}).`, {
       details: { sqlstate: failure.code },
       cause: error,
@@ -1104,16 +1195,19 @@ export class PostgresBackend implements StorageBackend {
   transactionSync<T>(fn: () => T): T {
     this.assertWritable();
     if (this.tx) return fn();
+    const wait = this.lockWaitMs();
     const rows = this.run(
       [
         { text: "BEGIN" },
+        ...(wait === undefined ? [] : [{ text: `SET LOCAL lock_timeout = ${wait}` }]),
         { text: "SELECT pg_advisory_xact_lock($1, hashtext($2))", values: [LOCK_CLASS, this.project], name: "apex_lock" },
         { text: "SELECT revision FROM apex.stores WHERE project = $1", values: [this.project], name: "apex_revision" },
       ],
       "starting a write",
       true,
     );
-    const base = rows[2]!.length > 0 ? (rows[2]![0]![0] as number) : 0;
+    const revision = rows[rows.length - 1]!;
+    const base = revision.length > 0 ? (revision[0]![0] as number) : 0;
     const tx: Transaction = { base, connection: this.bridge.connection, log: [], changes: 0, kv: new Map(), rows: new Map(), newTables: new Map(), cache: { kv: new Map(), rows: new Map() }, cachedBytes: 0, flushes: 0, bytes: 0, pending: false };
     this.tx = tx;
     let out: T;
@@ -1142,6 +1236,23 @@ export class PostgresBackend implements StorageBackend {
       if (entry) entry.known = true;
     }
     return out;
+  }
+
+  /**
+   * How long a write transaction of a process whose calls are bounded (a supervisor, boundCalls:
+   * its lease) may wait for each lock, in milliseconds: a third of what the bound leaves a call
+   * begun now, so that a transaction held up by another connection's lock fails with
+   * APEX_E_LOCKED, releasing the project's lock, while the lease can still be renewed; cut off
+   * at the bound instead, its connection was dropped and the lease ran out (the supervisor ended
+   * its agents). Undefined without a bound (every connection's lock_timeout applies).
+   */
+  private lockWaitMs(): number | undefined {
+    const bound = this.bridge.bound;
+    if (!bound) return undefined;
+    const now = performance.now();
+    const left = bound(now) - now;
+    if (!Number.isFinite(left)) return undefined;
+    return Math.max(100, Math.min(LOCK_TIMEOUT_S * 1000, Math.floor(left / 3)));
   }
 
   /**

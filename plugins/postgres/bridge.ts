@@ -135,10 +135,10 @@ export class SyncBridge {
     this.connections += 1;
   }
 
-  /** Runs a session setting now and again on every later connection (a reconnection included). */
+  /** Runs a session setting now and again on every later connection (a reconnection included, also when running it now failed). */
   addSetup(text: string): void {
-    this.run([{ text }]);
     this.target?.setup.push(text);
+    this.run([{ text }]);
   }
 
   /**
@@ -356,12 +356,30 @@ function workerMain(): void {
         });
         lost = undefined;
         const started = Date.now();
+        // What the server says first: a PostgreSQL server answers a startup (or SSL) request
+        // with one of these message types. Anything else is another service on the port (HTTP,
+        // SSH, …), which the driver would wait on until connect_timeout, taking its bytes for the
+        // length of a message still to come: cut off at its first bytes instead.
+        let heard: Buffer | undefined;
+        const stream = (connection as unknown as { connection?: { stream?: import("node:net").Socket } }).connection?.stream;
+        stream?.once("data", (chunk: Buffer) => {
+          heard = chunk;
+          if (!"REvNS".includes(String.fromCharCode(chunk[0]!))) stream.destroy();
+        });
         try {
           await connection.connect();
           for (const text of request.setup ?? []) await connection.query(text);
         } catch (error) {
           client = undefined;
           void connection.end().catch(() => undefined);
+          if (heard && !"REvNS".includes(String.fromCharCode(heard[0]!))) {
+            const shown = heard.subarray(0, 40).toString("latin1").replace(/[^\x20-\x7e]/g, ".");
+            return answer({ error: { message: `the server there does not speak PostgreSQL's protocol (it answered ${JSON.stringify(shown)})`, code: "EPROTO" } });
+          }
+          const code = (error as { code?: unknown })?.code;
+          if (!heard && (code === "ECONNRESET" || (code === undefined && /terminated unexpectedly/i.test(String((error as Error)?.message))))) {
+            return answer({ error: { message: "the server closed the connection without a word (not a PostgreSQL server, or a proxy in front of one that refused it)", code: "ECONNRESET" } });
+          }
           // node-postgres ends a connection that is not ready in time with a plain "timeout expired" (or "… due to connection timeout").
           if (timeoutMs > 0 && Date.now() - started >= timeoutMs - 50 && typeof (error as { code?: unknown })?.code !== "string") {
             return answer({ error: { message: `no answer within ${timeoutMs / 1000} s (connect_timeout)`, code: "ETIMEDOUT" } });
