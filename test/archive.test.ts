@@ -312,7 +312,11 @@ describe("apex session archive / unarchive", () => {
       await store.set(`/sessions/history/${id}`, { ...(store.get(`/sessions/history/${id}`) as Record<string, JsonValue>), name });
     });
     await named("s-recent", "exp");
-    expect(apex("session", "archive", "s-recent").status).toBe(0);
+    // By its name, as every other command takes a session (it was "No session \"exp\""); export too.
+    expect(apex("session", "export", "exp", "-o", join(root, "exp.apexbundle")).status).toBe(0);
+    const archived = apex("session", "archive", "exp", "--json");
+    expect(archived.status, archived.stderr).toBe(0);
+    expect(json(archived).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-recent"]);
     // The name is free while it is archived: another branch takes it.
     await named("s-old", "exp");
     const revision = await withStore(dir, (store) => store.revision());
