@@ -1,12 +1,12 @@
 // Branch a session from a checkpoint, run it, merge it back, draw the tree: through the built
 // CLI, with real supervisors and agents, a real LMDB store and real git worktrees.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
-import { json } from "./helpers/cli.js";
+import { cleanEnv, json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
@@ -17,7 +17,7 @@ afterEach(() => {
   for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-const { git } = isolatedGit("apex-branch-git-home-");
+const { git, GIT_ENV } = isolatedGit("apex-branch-git-home-");
 
 // The agent writes where it runs, then idles.
 const agent = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "pwd > ran-here.txt; while true; do sleep 0.5; done"]`].join("\n");
@@ -573,5 +573,22 @@ describe("--worktree and --git", () => {
     const after = json<{ items: Array<{ trigger: string }> }>(p.apex(["checkpoint", "list", "--json"])).items.filter((item) => item.trigger === "merge");
     expect(after).toEqual([]);
     expect(before).not.toBe("");
+
+    // The conflict taken on by hand (or a --git killed before it aborted): the merge in progress is
+    // named with both ways out, not "commit or stash" (git stash refuses unmerged files); resolved
+    // and committed, the same command finishes the merge.
+    expect(spawnSync("git", ["merge", "apex/feature"], { cwd: dir, env: { ...cleanEnv(), ...GIT_ENV } }).status).toBe(1);
+    for (const args of [[], ["--dry-run"]]) {
+      const midway = p.apex(["session", "merge", "feature", main, "--git", ...args]);
+      expect(midway.status, midway.stderr).toBe(4);
+      expect(midway.stderr).toContain(`${dir} is in the middle of a git merge (conflicts in shared.txt)`);
+      expect(midway.stderr).toContain("merge --abort");
+    }
+    writeFileSync(join(dir, "shared.txt"), "one\nBOTH\nthree\n");
+    git(dir, "commit", "-qam", "merged by hand");
+    const finished = p.apex(["session", "merge", "feature", main, "--git"]);
+    expect(finished.status, finished.stderr).toBe(0);
+    expect(finished.stdout).toContain("git: apex/feature was merged already");
+    expect(json<{ value: boolean }>(p.apex(["memory", "show", "/feature", "--json"])).value).toBe(true);
   });
 });

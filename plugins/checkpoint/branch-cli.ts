@@ -391,6 +391,15 @@ function gitPlan(sides: GitSides, { predict = true } = {}): { source_branch: str
       },
     );
   }
+  // A merge left half way (its conflicts being resolved by hand, or a `--git` killed before it aborted one):
+  // "commit or stash" is no way on (git stash refuses unmerged files). Say what it is and both ways out.
+  if (git(directory, ["rev-parse", "-q", "--verify", "MERGE_HEAD"]).code === 0) {
+    const unmerged = git(directory, ["diff", "--name-only", "--diff-filter=U"]).out.split("\n").filter(Boolean);
+    throw new ApexError("APEX_E_DIRTY_TREE", `${directory} is in the middle of a git merge${unmerged.length > 0 ? ` (conflicts in ${unmerged.slice(0, 5).join(", ")}${unmerged.length > 5 ? ", …" : ""})` : ""}; not merging ${sourceBranch} into it, and no memory was merged.`, {
+      hint: `Finish it there (resolve, git add, git commit) and run this merge again (a ${sourceBranch} merged so is found merged), or give it up: git -C ${JSON.stringify(directory)} merge --abort.`,
+      details: { directory, merge_in_progress: true, files: unmerged },
+    });
+  }
   if (git(directory, ["status", "--porcelain", "--untracked-files=no"]).out !== "") {
     throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has uncommitted changes; not merging ${sourceBranch} into it.`, { hint: "Commit or stash them first." });
   }
