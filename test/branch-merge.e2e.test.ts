@@ -364,6 +364,19 @@ describe("--worktree and --git", () => {
     writeFileSync(join(worktree, "more.txt"), "more\n");
     git(worktree, "add", "more.txt");
     git(worktree, "commit", "-qm", "more");
+    // An untracked file in main's tree where the branch adds one: git would refuse the merge. The dry
+    // run said "no conflict" (merge-tree sees commits only) and the merge then failed as a "conflict";
+    // both say which file is in the way, before anything is fired or written.
+    writeFileSync(join(dir, "more.txt"), "mine, untracked\n");
+    const head = git(dir, "rev-parse", "HEAD");
+    for (const args of [["--dry-run"], []]) {
+      const blocked = p.apex(["session", "merge", "feature", main, "--git", ...args]);
+      expect(blocked.status, blocked.stdout).toBe(4);
+      expect(blocked.stderr).toContain(`${dir} has an untracked file the merge of apex/feature would overwrite (more.txt)`);
+    }
+    expect(git(dir, "rev-parse", "HEAD")).toBe(head);
+    expect(readFileSync(join(dir, "more.txt"), "utf8")).toBe("mine, untracked\n");
+    rmSync(join(dir, "more.txt"));
     const gitOnly = p.apex(["session", "merge", "feature", main, "--git"]);
     expect(gitOnly.status, gitOnly.stderr).toBe(0);
     expect(gitOnly.stdout).toMatch(/^Already up to date: feature\/checkpoint-\d+ is already part of \w{8}'s memory\.$/m);

@@ -403,6 +403,16 @@ function gitPlan(sides: GitSides, { predict = true } = {}): { source_branch: str
   if (git(directory, ["status", "--porcelain", "--untracked-files=no"]).out !== "") {
     throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has uncommitted changes; not merging ${sourceBranch} into it.`, { hint: "Commit or stash them first." });
   }
+  // Untracked files the merge would write over: git refuses the whole merge for them (which the dry
+  // run's merge-tree, working on commits only, cannot see). Checked here, the dry run says so too.
+  const incoming = new Set(git(directory, ["diff", "--name-only", "--no-renames", "-z", `HEAD...${sourceBranch}`]).out.split("\0").filter(Boolean));
+  const inTheWay = incoming.size === 0 ? [] : git(directory, ["ls-files", "--others", "--exclude-standard", "-z"]).out.split("\0").filter((file) => incoming.has(file));
+  if (inTheWay.length > 0) {
+    throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has ${inTheWay.length === 1 ? "an untracked file" : "untracked files"} the merge of ${sourceBranch} would overwrite (${inTheWay.slice(0, 5).join(", ")}${inTheWay.length > 5 ? ", …" : ""}); not merging, and no memory was merged.`, {
+      hint: "Move them away, remove them or commit them there, then merge again.",
+      details: { directory, untracked: inTheWay },
+    });
+  }
   const destinationBranch = git(directory, ["rev-parse", "--abbrev-ref", "HEAD"]).out;
   const head = git(directory, ["rev-parse", "HEAD"]).out;
   if (!predict) return { source_branch: sourceBranch, destination_branch: destinationBranch, directory, head, conflicts: [], predicted: false };
