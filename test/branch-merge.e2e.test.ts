@@ -166,6 +166,40 @@ describe("the flow's commands, verbatim", () => {
   });
 });
 
+describe("kill -9 of DST's supervisor during a merge", () => {
+  it("before it wrote anything, or after it saved the merge: the command finishes the merge without it or finds it done, never 'not known'", () => {
+    // DST's supervisor kills itself (SIGKILL) in beforeCheckpoint while die-before exists (the merge
+    // not written yet) and in afterCheckpoint while die-after exists (written, not answered).
+    const die = (hook: string, file: string) => `    apex.hooks.${hook}.tapPromise("die", async (x) => { if (existsSync(${JSON.stringify(file)}) && process.title === "apex-supervisor") process.kill(process.pid, "SIGKILL"); return x; });`;
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  ./die.mjs: {}\n`, "apex-branch-die-");
+    const p = project;
+    writeFileSync(join(p.dir, "die.mjs"), ['import { existsSync } from "node:fs";', 'export default { name: "die", apply(apex) {', die("beforeCheckpoint", "die-before"), die("afterCheckpoint", "die-after"), "} };", ""].join("\n"));
+    const main = p.start(["--task", "main work"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    for (const name of ["after", "before"]) {
+      expect(p.apex(["session", "branch", "latest", name]).status).toBe(0);
+      p.start(["--continue", name]);
+      expect(p.apex(["memory", "set", `/from/${name}`, "true"]).status).toBe(0);
+      expect(p.apex(["checkpoint", "create", `${name} work`]).status).toBe(0);
+    }
+    for (const name of ["after", "before"]) {
+      p.start(["--continue", main]);
+      writeFileSync(join(p.dir, `die-${name}`), "");
+      // It said "APEX_E_RPC: … closed the connection before answering session.merge; whether it was done is not known" (exit 1).
+      const merged = p.apex(["session", "merge", name, main]);
+      rmSync(join(p.dir, `die-${name}`));
+      expect(merged.status, merged.stderr).toBe(0);
+      expect(merged.stderr).toMatch(new RegExp(`^warning: ${main.slice(0, 8)}'s supervisor \\(pid \\d+\\) ended before it answered; the merge was made again without it`));
+      expect(merged.stdout).toMatch(name === "after" ? /^Already up to date: after\/checkpoint-\d+ is already part of/ : /^Merged before\/checkpoint-\d+ into /);
+      expect(p.status().session).toMatchObject({ session_id: main, status: "interrupted" });
+      expect(json<{ value: boolean }>(p.apex(["memory", "show", `/from/${name}`, "--json"])).value).toBe(true);
+      // One merge checkpoint per merge, whichever process wrote it.
+      const merges = json<{ items: Array<{ trigger: string; description: string }> }>(p.apex(["checkpoint", "list", "--session", main, "--json"])).items.filter((item) => item.trigger === "merge" && item.description.startsWith(`merge ${name}/`));
+      expect(merges).toHaveLength(1);
+    }
+  });
+});
+
 describe("--session naming a session that does not run", () => {
   it("status reports that session (a branch not continued yet, an ended one), not 'no session is active'", () => {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");

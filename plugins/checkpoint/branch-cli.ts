@@ -11,7 +11,7 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
 import { paint, plural, printJson, printLine } from "../../cli/output.js";
 import { worktreeOnBranch } from "../../cli/git-worktrees.js";
-import { ApexError } from "../../core/errors.js";
+import { ApexError, isApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { checkSessionName } from "./session-name.js";
 import { openSessionClient } from "../../core/session/client.js";
@@ -27,10 +27,23 @@ import { resolveSessionRef } from "./plugin-sessions.js";
 import type { SessionMergeReport } from "./session-merge.js";
 import { drawTree, type SessionTree } from "./tree.js";
 
-/** Calls a write method where the writer is: `sessionId`'s own supervisor when it runs (a merge goes through DST's). */
-async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string): Promise<unknown> {
+/**
+ * Calls a write method where the writer is: `sessionId`'s own supervisor when it runs (a merge goes
+ * through DST's). With `again`, a call whose supervisor ended before it answered (kill -9, OOM) is made
+ * once more where the writer is then (the store): for a merge, which is all or nothing and takes
+ * nothing twice, that finishes it or finds it done, instead of "whether it was done is not known".
+ */
+async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string, again?: (pid: number) => void): Promise<unknown> {
   const writer = await writerClient(location, sessionId);
-  if (writer) return callWriter(writer, method, params);
+  if (writer) {
+    try {
+      return await callWriter(writer, method, params);
+    } catch (error) {
+      if (!again || !(await writerEnded(writer, error))) throw error;
+      again(writer.supervisor!.pid);
+      return callWrite(location, method, params, sessionId);
+    }
+  }
   if (!(await storeExists(location))) throw noStore();
   const { loadConfig } = await import("../../core/config/load.js");
   const { createSessionEngine } = await import("../../core/session/hooks.js");
@@ -48,6 +61,18 @@ async function callWrite(location: ProjectLocation, method: string, params: Reco
   } finally {
     await store.close();
   }
+}
+
+/** True when the call failed because its supervisor ended (it closed the connection, and is gone within a second). */
+async function writerEnded(writer: Awaited<ReturnType<typeof writerClient>>, error: unknown): Promise<boolean> {
+  const supervisor = writer?.supervisor;
+  if (!isApexError(error) || error.code !== "APEX_E_RPC" || !/closed the connection|ECONNRESET|EPIPE/.test(error.message) || writer?.via !== "socket" || !supervisor) return false;
+  const { isSameProcessAlive } = await import("../../core/session/proc.js");
+  for (let wait = 0; isSameProcessAlive(supervisor.pid, supervisor.start_time); wait++) {
+    if (wait === 20) return false; // still alive: it may yet answer or write
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return true;
 }
 
 // ------------------------------------------------------------------------------------ branch
@@ -232,7 +257,12 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
   // Into an active DST through DST's own supervisor (the one writer of its memory): its agents see the state before or after.
   // (A remote merge goes to the server, which merges into the session its grant is for.)
   const destination = remote ? undefined : await withReadStore(location, (store) => resolveSessionRef(store, dst)).catch(() => undefined);
-  const report = (await callWrite(location, "session.merge", { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) }, destination)) as SessionMergeReport;
+  let ended: number | undefined;
+  const report = (await callWrite(location, "session.merge", { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) }, destination, (pid) => (ended = pid))) as SessionMergeReport;
+  if (ended !== undefined) {
+    const name = report.destination.session_name ?? shortSessionId(report.destination.session_id);
+    process.stderr.write(`warning: ${name}'s supervisor (pid ${ended}) ended before it answered; the merge was made again without it, and found done if it had been saved ("Already up to date"). ${name} is interrupted: \`apex start --continue ${name}\` goes on.\n`);
+  }
   printMerge(report, options);
 }
 
