@@ -41,6 +41,13 @@ describe("the flow's commands, verbatim", () => {
     // A name is taken once.
     const taken = p.apex(["session", "branch", checkpoint, "experimental-feature"]);
     expect(taken.status).toBe(4);
+    // Not continued yet, it has no working memory: the project's tree holds main's. A write named for
+    // it went into main's memory ("set /notes/a"), and stayed there when the branch started.
+    const misplaced = p.apex(["--session", "experimental-feature", "memory", "set", "/notes/a", '"meant for the branch"']);
+    expect(misplaced.status, misplaced.stdout).toBe(4);
+    expect(misplaced.stderr).toContain(`Session experimental-feature does not hold the project's memory (${main.slice(0, 8)} does`);
+    expect(misplaced.stderr).toContain("apex start --continue experimental-feature");
+    expect(json<{ value: string }>(p.apex(["memory", "show", "/notes/a", "--json"])).value).toBe("base");
 
     // main goes on; then the branch runs (main is checkpointed and stopped first) from the checkpoint's state.
     expect(p.apex(["memory", "set", "/notes/a", '"main"']).status).toBe(0);
