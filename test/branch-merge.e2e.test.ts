@@ -352,9 +352,10 @@ describe("continuing a session that does not hold the live memory", () => {
 });
 
 describe("--worktree and --git", () => {
-  function repoProject() {
-    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-branch-git-");
+  function repoProject(plugin?: string) {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n${plugin ? "  ./plugin.mjs: {}\n" : ""}`, "apex-branch-git-");
     const dir = project.dir;
+    if (plugin) writeFileSync(join(dir, "plugin.mjs"), plugin);
     initRepo(git, dir, { ".gitignore": "ran-here.txt\n", "shared.txt": "one\ntwo\nthree\n" });
     const worktree = join(mkdtempSync(join(tmpdir(), "apex-worktree-")), "feature");
     extra.push(join(worktree, ".."));
@@ -592,7 +593,9 @@ describe("--worktree and --git", () => {
   });
 
   it("a git conflict aborts cleanly: both histories intact, the files named, no memory merged", () => {
-    const { p, dir, worktree } = repoProject();
+    // While `clash` exists, beforeGit in main (fired between the memory merge's plan and the merge) writes /feature there.
+    const clash = 'import { existsSync } from "node:fs";\nexport default { name: "clash", apply(apex) { apex.hooks.beforeGit.tapPromise("clash", async () => { if (existsSync("clash")) await apex.store.set("/feature", "main"); }); } };\n';
+    const { p, dir, worktree } = repoProject(clash);
     const main = p.start(["--task", "main"]).session_id;
     expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
     expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
@@ -640,7 +643,16 @@ describe("--worktree and --git", () => {
     }
     writeFileSync(join(dir, "shared.txt"), "one\nBOTH\nthree\n");
     git(dir, "commit", "-qam", "merged by hand");
-    const finished = p.apex(["session", "merge", "feature", main, "--git"]);
+    // main changes /feature after the memory merge was planned: the merge is refused once git has
+    // merged, and says so (it said "Nothing was written"); merging again settles it.
+    writeFileSync(join(dir, "clash"), "");
+    const late = p.apex(["session", "merge", "feature", main, "--git"]);
+    rmSync(join(dir, "clash"));
+    expect(late.status, late.stdout).toBe(4);
+    expect(late.stderr).toContain("APEX_E_MERGE_CONFLICT");
+    expect(late.stderr).toContain(`No memory was merged, but git had merged apex/feature into ${dir} already`);
+    expect(late.stderr).not.toContain("Nothing was written");
+    const finished = p.apex(["session", "merge", "feature", main, "--git", "--strategy", "theirs"]);
     expect(finished.status, finished.stderr).toBe(0);
     expect(finished.stdout).toContain("git: apex/feature was merged already");
     expect(json<{ value: boolean }>(p.apex(["memory", "show", "/feature", "--json"])).value).toBe(true);

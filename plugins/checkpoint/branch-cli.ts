@@ -258,12 +258,29 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
   // (A remote merge goes to the server, which merges into the session its grant is for.)
   const destination = remote ? undefined : await withReadStore(location, (store) => resolveSessionRef(store, dst)).catch(() => undefined);
   let ended: number | undefined;
-  const report = (await callWrite(location, "session.merge", { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) }, destination, (pid) => (ended = pid))) as SessionMergeReport;
+  let report: SessionMergeReport;
+  try {
+    report = (await callWrite(location, "session.merge", { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) }, destination, (pid) => (ended = pid))) as SessionMergeReport;
+  } catch (error) {
+    // git merged first: a memory merge refused after it (DST changed meanwhile) did not leave "nothing written".
+    throw gitReport !== undefined && isApexError(error) ? afterGit(error, gitReport) : error;
+  }
   if (ended !== undefined) {
     const name = report.destination.session_name ?? shortSessionId(report.destination.session_id);
     process.stderr.write(`warning: ${name}'s supervisor (pid ${ended}) ended before it answered; the merge was made again without it, and found done if it had been saved ("Already up to date"). ${name} is interrupted: \`apex start --continue ${name}\` goes on.\n`);
   }
   printMerge(report, options);
+}
+
+/** The memory merge's refusal once git has merged: says so, and that the same command finishes it (git finds the branch merged). */
+function afterGit(error: ApexError, git: JsonValue): ApexError {
+  const { source_branch: branch, directory, commit } = git as { source_branch?: string; directory?: string; commit?: string };
+  const said = error.message.replace(/ Nothing was written\.$/, "");
+  return new ApexError(error.code, `${said} No memory was merged, but git had merged ${branch} into ${directory} already (HEAD ${commit?.slice(0, 12) ?? "-"}): DST changed after the merge was planned.`, {
+    hint: `${error.hint ? `${error.hint} ` : ""}Merging again (with --git too: git finds ${branch} merged) merges the memory.`,
+    details: { ...(error.details ?? {}), git: git as JsonValue },
+    cause: error,
+  });
 }
 
 /** A dry run reads: over the socket when one runs (or inside an agent), else the store read-only. */
