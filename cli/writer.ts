@@ -3,6 +3,10 @@ import { currentActor, openSessionClient } from "../core/session/client.js";
 import type { Entry, JsonValue } from "../core/store/store.js";
 import type { MemoryWriter } from "./context.js";
 import type { MemoryView } from "../core/session/memory-view.js";
+import type { Store } from "../core/store/store.js";
+import { ApexError } from "../core/errors.js";
+import { memoryRootOf } from "../core/session/records.js";
+import { shortSessionId } from "../core/session/names.js";
 
 /**
  * A writer for the project memory. While a supervisor holds the project it is the store's one
@@ -13,6 +17,14 @@ import type { MemoryView } from "../core/session/memory-view.js";
  */
 export async function openMemoryWriter(location: ProjectLocation): Promise<MemoryWriter> {
   const client = await openSessionClient(location, "write", { direct: "store" });
+  if (client.via === "store") {
+    try {
+      await client.run("memory.owner", {}, refuseAnotherSessionsMemory);
+    } catch (error) {
+      await client.close();
+      throw error;
+    }
+  }
   const actor = currentActor();
   const call = (method: string, params: Record<string, unknown>) => client.call(method, { ...params, actor }, 120_000);
   return {
@@ -27,4 +39,31 @@ export async function openMemoryWriter(location: ProjectLocation): Promise<Memor
     },
     close: () => client.close(),
   };
+}
+
+/**
+ * Sessions of the project's own tree share one working memory, the keyspace's root, which holds
+ * the memory of the one that ran last. A write for another of them (`apex --session BRANCH memory
+ * set …` of a branch made without --worktree that has not run since) would land in that memory,
+ * not in its own: refused before anything is written, with the command that gives it its memory.
+ * (A worktree session has a root of its own; a session its tree's binding does not name is left
+ * to the write, which names the problem.)
+ */
+async function refuseAnotherSessionsMemory(store: Store): Promise<void> {
+  const { boundSessionId, findSession, holdsLiveMemory, liveMemoryOwner } = await import("../core/session/sessions.js");
+  let sessionId: string | undefined;
+  try {
+    sessionId = boundSessionId(store);
+  } catch {
+    return;
+  }
+  const record = sessionId === undefined ? undefined : findSession(store, sessionId);
+  if (!record || memoryRootOf(record) !== "" || holdsLiveMemory(store, record.session_id)) return;
+  const owner = liveMemoryOwner(store);
+  if (owner === undefined) return;
+  const label = (id: string) => (findSession(store, id)?.name as string | undefined) ?? shortSessionId(id);
+  throw new ApexError("APEX_E_SESSION_STATE", `Session ${label(record.session_id)} does not hold the project's memory (${label(owner)} does: it ran last in the project's tree), so this write would go into ${label(owner)}'s memory, not into ${label(record.session_id)}'s. Nothing was written.`, {
+    hint: `Continue it first (apex start --continue ${label(record.session_id)}: its memory is its latest checkpoint's), then write; or write to ${label(owner)} without --session.`,
+    details: { session_id: record.session_id, memory_of: owner },
+  });
 }

@@ -304,6 +304,35 @@ describe("apex session archive / unarchive", () => {
     expect(existsSync(mine)).toBe(true);
   });
 
+  it("a session whose name another session took meanwhile is not brought back: two sessions of one name would take each other's commands", async () => {
+    const dir = project("p-names");
+    const apex = apexIn(dir);
+    await threeSessions(dir);
+    const named = (id: string, name: string) => withStore(dir, async (store) => {
+      await store.set(`/sessions/history/${id}`, { ...(store.get(`/sessions/history/${id}`) as Record<string, JsonValue>), name });
+    });
+    await named("s-recent", "exp");
+    // By its name, as every other command takes a session (it was "No session \"exp\""); export too.
+    expect(apex("session", "export", "exp", "-o", join(root, "exp.apexbundle")).status).toBe(0);
+    const archived = apex("session", "archive", "exp", "--json");
+    expect(archived.status, archived.stderr).toBe(0);
+    expect(json(archived).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-recent"]);
+    // The name is free while it is archived: another branch takes it.
+    await named("s-old", "exp");
+    const revision = await withStore(dir, (store) => store.revision());
+    const back = apex("session", "unarchive", "s-recent", "--json");
+    expect(back.status, back.stderr).toBe(4);
+    expect(errorOf(back)).toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("already has a session named exp (s-old)") });
+    await withStore(dir, (store) => {
+      expect(store.revision()).toBe(revision);
+      expect(store.get("/sessions/history/s-recent")).toBeUndefined();
+    });
+    expect(existsSync(join(dir, ".apex/backups/s-recent.apexbundle"))).toBe(true);
+    // The name freed again, it comes back.
+    await named("s-old", "exp-2");
+    expect(apex("session", "unarchive", "s-recent").status).toBe(0);
+  });
+
   it("archives compressed checkpoint data too: the bundle holds the uncompressed bytes", async () => {
     const dir = project("p1");
     const apex = apexIn(dir);

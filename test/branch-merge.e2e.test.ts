@@ -1,12 +1,12 @@
 // Branch a session from a checkpoint, run it, merge it back, draw the tree: through the built
 // CLI, with real supervisors and agents, a real LMDB store and real git worktrees.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
-import { json } from "./helpers/cli.js";
+import { cleanEnv, json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 
 let project: Project | undefined;
@@ -17,7 +17,7 @@ afterEach(() => {
   for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-const { git } = isolatedGit("apex-branch-git-home-");
+const { git, GIT_ENV } = isolatedGit("apex-branch-git-home-");
 
 // The agent writes where it runs, then idles.
 const agent = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "pwd > ran-here.txt; while true; do sleep 0.5; done"]`].join("\n");
@@ -41,6 +41,13 @@ describe("the flow's commands, verbatim", () => {
     // A name is taken once.
     const taken = p.apex(["session", "branch", checkpoint, "experimental-feature"]);
     expect(taken.status).toBe(4);
+    // Not continued yet, it has no working memory: the project's tree holds main's. A write named for
+    // it went into main's memory ("set /notes/a"), and stayed there when the branch started.
+    const misplaced = p.apex(["--session", "experimental-feature", "memory", "set", "/notes/a", '"meant for the branch"']);
+    expect(misplaced.status, misplaced.stdout).toBe(4);
+    expect(misplaced.stderr).toContain(`Session experimental-feature does not hold the project's memory (${main.slice(0, 8)} does`);
+    expect(misplaced.stderr).toContain("apex start --continue experimental-feature");
+    expect(json<{ value: string }>(p.apex(["memory", "show", "/notes/a", "--json"])).value).toBe("base");
 
     // main goes on; then the branch runs (main is checkpointed and stopped first) from the checkpoint's state.
     expect(p.apex(["memory", "set", "/notes/a", '"main"']).status).toBe(0);
@@ -163,6 +170,40 @@ describe("the flow's commands, verbatim", () => {
     expect(Object.keys(stored).sort()).toEqual(Object.keys(live).sort());
     expect(stored).not.toHaveProperty("writer_pid");
     expect((stored.memory as { changes: unknown[] }).changes).toEqual((live.memory as { changes: unknown[] }).changes);
+  });
+});
+
+describe("kill -9 of DST's supervisor during a merge", () => {
+  it("before it wrote anything, or after it saved the merge: the command finishes the merge without it or finds it done, never 'not known'", () => {
+    // DST's supervisor kills itself (SIGKILL) in beforeCheckpoint while die-before exists (the merge
+    // not written yet) and in afterCheckpoint while die-after exists (written, not answered).
+    const die = (hook: string, file: string) => `    apex.hooks.${hook}.tapPromise("die", async (x) => { if (existsSync(${JSON.stringify(file)}) && process.title === "apex-supervisor") process.kill(process.pid, "SIGKILL"); return x; });`;
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  ./die.mjs: {}\n`, "apex-branch-die-");
+    const p = project;
+    writeFileSync(join(p.dir, "die.mjs"), ['import { existsSync } from "node:fs";', 'export default { name: "die", apply(apex) {', die("beforeCheckpoint", "die-before"), die("afterCheckpoint", "die-after"), "} };", ""].join("\n"));
+    const main = p.start(["--task", "main work"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    for (const name of ["after", "before"]) {
+      expect(p.apex(["session", "branch", "latest", name]).status).toBe(0);
+      p.start(["--continue", name]);
+      expect(p.apex(["memory", "set", `/from/${name}`, "true"]).status).toBe(0);
+      expect(p.apex(["checkpoint", "create", `${name} work`]).status).toBe(0);
+    }
+    for (const name of ["after", "before"]) {
+      p.start(["--continue", main]);
+      writeFileSync(join(p.dir, `die-${name}`), "");
+      // It said "APEX_E_RPC: … closed the connection before answering session.merge; whether it was done is not known" (exit 1).
+      const merged = p.apex(["session", "merge", name, main]);
+      rmSync(join(p.dir, `die-${name}`));
+      expect(merged.status, merged.stderr).toBe(0);
+      expect(merged.stderr).toMatch(new RegExp(`^warning: ${main.slice(0, 8)}'s supervisor \\(pid \\d+\\) ended before it answered; the merge was made again without it`));
+      expect(merged.stdout).toMatch(name === "after" ? /^Already up to date: after\/checkpoint-\d+ is already part of/ : /^Merged before\/checkpoint-\d+ into /);
+      expect(p.status().session).toMatchObject({ session_id: main, status: "interrupted" });
+      expect(json<{ value: boolean }>(p.apex(["memory", "show", `/from/${name}`, "--json"])).value).toBe(true);
+      // One merge checkpoint per merge, whichever process wrote it.
+      const merges = json<{ items: Array<{ trigger: string; description: string }> }>(p.apex(["checkpoint", "list", "--session", main, "--json"])).items.filter((item) => item.trigger === "merge" && item.description.startsWith(`merge ${name}/`));
+      expect(merges).toHaveLength(1);
+    }
   });
 });
 
@@ -311,9 +352,10 @@ describe("continuing a session that does not hold the live memory", () => {
 });
 
 describe("--worktree and --git", () => {
-  function repoProject() {
-    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n`, "apex-branch-git-");
+  function repoProject(plugin?: string) {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n${plugin ? "  ./plugin.mjs: {}\n" : ""}`, "apex-branch-git-");
     const dir = project.dir;
+    if (plugin) writeFileSync(join(dir, "plugin.mjs"), plugin);
     initRepo(git, dir, { ".gitignore": "ran-here.txt\n", "shared.txt": "one\ntwo\nthree\n" });
     const worktree = join(mkdtempSync(join(tmpdir(), "apex-worktree-")), "feature");
     extra.push(join(worktree, ".."));
@@ -364,6 +406,19 @@ describe("--worktree and --git", () => {
     writeFileSync(join(worktree, "more.txt"), "more\n");
     git(worktree, "add", "more.txt");
     git(worktree, "commit", "-qm", "more");
+    // An untracked file in main's tree where the branch adds one: git would refuse the merge. The dry
+    // run said "no conflict" (merge-tree sees commits only) and the merge then failed as a "conflict";
+    // both say which file is in the way, before anything is fired or written.
+    writeFileSync(join(dir, "more.txt"), "mine, untracked\n");
+    const head = git(dir, "rev-parse", "HEAD");
+    for (const args of [["--dry-run"], []]) {
+      const blocked = p.apex(["session", "merge", "feature", main, "--git", ...args]);
+      expect(blocked.status, blocked.stdout).toBe(4);
+      expect(blocked.stderr).toContain(`${dir} has an untracked file the merge of apex/feature would overwrite (more.txt)`);
+    }
+    expect(git(dir, "rev-parse", "HEAD")).toBe(head);
+    expect(readFileSync(join(dir, "more.txt"), "utf8")).toBe("mine, untracked\n");
+    rmSync(join(dir, "more.txt"));
     const gitOnly = p.apex(["session", "merge", "feature", main, "--git"]);
     expect(gitOnly.status, gitOnly.stderr).toBe(0);
     expect(gitOnly.stdout).toMatch(/^Already up to date: feature\/checkpoint-\d+ is already part of \w{8}'s memory\.$/m);
@@ -545,7 +600,9 @@ describe("--worktree and --git", () => {
   });
 
   it("a git conflict aborts cleanly: both histories intact, the files named, no memory merged", () => {
-    const { p, dir, worktree } = repoProject();
+    // While `clash` exists, beforeGit in main (fired between the memory merge's plan and the merge) writes /feature there.
+    const clash = 'import { existsSync } from "node:fs";\nexport default { name: "clash", apply(apex) { apex.hooks.beforeGit.tapPromise("clash", async () => { if (existsSync("clash")) await apex.store.set("/feature", "main"); }); } };\n';
+    const { p, dir, worktree } = repoProject(clash);
     const main = p.start(["--task", "main"]).session_id;
     expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
     expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
@@ -580,5 +637,31 @@ describe("--worktree and --git", () => {
     const after = json<{ items: Array<{ trigger: string }> }>(p.apex(["checkpoint", "list", "--json"])).items.filter((item) => item.trigger === "merge");
     expect(after).toEqual([]);
     expect(before).not.toBe("");
+
+    // The conflict taken on by hand (or a --git killed before it aborted): the merge in progress is
+    // named with both ways out, not "commit or stash" (git stash refuses unmerged files); resolved
+    // and committed, the same command finishes the merge.
+    expect(spawnSync("git", ["merge", "apex/feature"], { cwd: dir, env: { ...cleanEnv(), ...GIT_ENV } }).status).toBe(1);
+    for (const args of [[], ["--dry-run"]]) {
+      const midway = p.apex(["session", "merge", "feature", main, "--git", ...args]);
+      expect(midway.status, midway.stderr).toBe(4);
+      expect(midway.stderr).toContain(`${dir} is in the middle of a git merge (conflicts in shared.txt)`);
+      expect(midway.stderr).toContain("merge --abort");
+    }
+    writeFileSync(join(dir, "shared.txt"), "one\nBOTH\nthree\n");
+    git(dir, "commit", "-qam", "merged by hand");
+    // main changes /feature after the memory merge was planned: the merge is refused once git has
+    // merged, and says so (it said "Nothing was written"); merging again settles it.
+    writeFileSync(join(dir, "clash"), "");
+    const late = p.apex(["session", "merge", "feature", main, "--git"]);
+    rmSync(join(dir, "clash"));
+    expect(late.status, late.stdout).toBe(4);
+    expect(late.stderr).toContain("APEX_E_MERGE_CONFLICT");
+    expect(late.stderr).toContain(`No memory was merged, but git had merged apex/feature into ${dir} already`);
+    expect(late.stderr).not.toContain("Nothing was written");
+    const finished = p.apex(["session", "merge", "feature", main, "--git", "--strategy", "theirs"]);
+    expect(finished.status, finished.stderr).toBe(0);
+    expect(finished.stdout).toContain("git: apex/feature was merged already");
+    expect(json<{ value: boolean }>(p.apex(["memory", "show", "/feature", "--json"])).value).toBe(true);
   });
 });

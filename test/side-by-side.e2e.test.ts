@@ -106,8 +106,21 @@ describe("branches run side by side", () => {
     expect(tree.stdout).toContain("alpha");
     expect(tree.stdout).toContain("beta");
 
+    // main's supervisor killed: main is interrupted and the project's tree is still bound to it. A write
+    // there goes to the store, for main; never to a branch's supervisor, which takes `latest` and
+    // `current` for its own session (it checkpointed alpha, branched from alpha's latest, merged into alpha).
+    process.kill(mainPid, "SIGKILL");
+    await waitFor("main interrupted", () => json<{ session: { status: string } }>(p.apex(["status", "--json"])).session.status === "interrupted", 30_000);
+    expect(json<{ session_id: string }>(p.apex(["checkpoint", "create", "main, interrupted", "--json"])).session_id).toBe(main);
+    expect(json<{ parent_checkpoint: { session_id: string } }>(p.apex(["session", "branch", "latest", "gamma", "--json"])).parent_checkpoint.session_id).toBe(main);
+    expect(json<{ destination: { session_id: string } }>(p.apex(["session", "merge", "beta", "current", "--dry-run", "--json"])).destination.session_id).toBe(main);
+
     // With main stopped, the project's working tree is bound to nothing and two sessions are active: ambiguous.
     expect(p.apex(["stop"]).status).toBe(0);
+    // A write that needs a session is refused so too, not done in whichever branch's supervisor answers first.
+    const guessed = p.apex(["checkpoint", "create", "whose?"]);
+    expect(guessed.status, guessed.stdout).toBe(2);
+    expect(guessed.stderr).toContain("APEX_E_AMBIGUOUS_SESSION");
     const ambiguous = p.apex(["status"]);
     expect(ambiguous.status).toBe(2);
     expect(ambiguous.stderr).toContain("APEX_E_AMBIGUOUS_SESSION");

@@ -6,7 +6,7 @@ import { lmdbDataDir, type Store } from "../../core/store/store.js";
 import { describeStore, openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../cli/durations.js";
 import { formatBytes, plural, visibleText } from "../../cli/output.js";
-import { shortSessionId } from "../../core/session/names.js";
+import { sessionIdByName, shortSessionId } from "../../core/session/names.js";
 import { findSession } from "../../core/session/sessions.js";
 import { RESERVED_SESSION_NAMES } from "../checkpoint/manifest.js";
 import { Progress } from "../compression/progress.js";
@@ -366,7 +366,7 @@ export async function runExport(input: CommandInput, context: CommandContext, se
   }
 }
 
-/** A session with a record (ended or live): its id, or a unique prefix of 4+ characters. */
+/** A session with a record (ended or live): its id, a branch's name, or a unique prefix of 4+ characters. */
 function resolveSessionId(store: Store, target: string): string {
   const ids = new Set<string>();
   for (const { path } of store.query("/sessions/history/*")) ids.add(path.slice("/sessions/history/".length));
@@ -375,6 +375,9 @@ function resolveSessionId(store: Store, target: string): string {
     if (!RESERVED_SESSION_NAMES.has(id)) ids.add(id);
   }
   if (ids.has(target)) return target;
+  // A branch's name, as every command takes it (`apex session archive experiment`): exact id, then name, then prefix.
+  const named = sessionIdByName(store, target);
+  if (named !== undefined && ids.has(named)) return named;
   const matches = target.length >= 4 ? [...ids].filter((id) => id.startsWith(target)) : [];
   if (matches.length === 1) return matches[0]!;
   if (matches.length > 1) throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(target)} matches ${matches.length} sessions.`, { hint: `Give more characters: ${matches.join(", ")}.` });

@@ -8,6 +8,7 @@ import { readBundle, type BundleContent, type BundleKind, type ReadLimits } from
 import { isRecord } from "../checkpoint/manifest.js";
 import { historyPath, livePath } from "./collect.js";
 import { readBundleFile } from "./files.js";
+import { sessionIdByName } from "../../core/session/names.js";
 
 /** Actor of the revision-log entries archive, unarchive and import write. */
 export const ARCHIVE_ACTOR = "system:archive";
@@ -130,8 +131,8 @@ const AGENT_RECORD = /^\/sessions\/[^/]+\/agents\/[^/]+$/;
 const PROCESS_FIELDS = ["pid", "pgid", "start_time", "nonce"] as const;
 
 /** The name the session's record in `records` gives it (a branch's), null for an unnamed session. */
-export function sessionName(records: ReadonlyArray<readonly [string, JsonValue]>, sessionId: string): string | null {
-  const record = records.find(([path]) => path === historyPath(sessionId))?.[1];
+export function sessionName(records: ReadonlyArray<readonly [string, JsonValue]>, sessionId: string, path = historyPath(sessionId)): string | null {
+  const record = records.find(([at]) => at === path)?.[1];
   return isRecord(record) && typeof record.name === "string" && record.name ? record.name : null;
 }
 
@@ -188,6 +189,16 @@ export function refuseIfPresent(store: Store, content: BundleContent): void {
     throw new ApexError("APEX_E_SESSION_EXISTS", `This project already has ${present}; refusing to import the bundle over it.`, {
       hint: "Nothing was written. Archive or delete that session first, or import into another project.",
       details: { session_id: sessionId },
+    });
+  }
+  // A name is unique in a project: a second session of that name would take commands meant for the
+  // other (`session merge NAME …`, `--session NAME`, git's apex/NAME), whichever the lookup found first.
+  const name = sessionName(content.records, sessionId) ?? sessionName(content.records, sessionId, livePath(sessionId));
+  const holder = name === null ? undefined : sessionIdByName(store, name);
+  if (name !== null && holder !== undefined) {
+    throw new ApexError("APEX_E_CONFLICT", `This project already has a session named ${name} (${holder}); refusing to bring back ${sessionId}, which has that name too.`, {
+      hint: `Nothing was written. Names are unique in a project: archive or export the session ${name} now names (apex session archive ${holder}), then bring this one back.`,
+      details: { session_id: sessionId, name, named_session: holder },
     });
   }
   for (const checkpoint of content.checkpoints) {

@@ -11,7 +11,7 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
 import { paint, plural, printJson, printLine } from "../../cli/output.js";
 import { worktreeOnBranch } from "../../cli/git-worktrees.js";
-import { ApexError } from "../../core/errors.js";
+import { ApexError, isApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { checkSessionName } from "./session-name.js";
 import { openSessionClient } from "../../core/session/client.js";
@@ -27,10 +27,23 @@ import { resolveSessionRef } from "./plugin-sessions.js";
 import type { SessionMergeReport } from "./session-merge.js";
 import { drawTree, type SessionTree } from "./tree.js";
 
-/** Calls a write method where the writer is: `sessionId`'s own supervisor when it runs (a merge goes through DST's). */
-async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string): Promise<unknown> {
+/**
+ * Calls a write method where the writer is: `sessionId`'s own supervisor when it runs (a merge goes
+ * through DST's). With `again`, a call whose supervisor ended before it answered (kill -9, OOM) is made
+ * once more where the writer is then (the store): for a merge, which is all or nothing and takes
+ * nothing twice, that finishes it or finds it done, instead of "whether it was done is not known".
+ */
+async function callWrite(location: ProjectLocation, method: string, params: Record<string, unknown>, sessionId?: string, again?: (pid: number) => void): Promise<unknown> {
   const writer = await writerClient(location, sessionId);
-  if (writer) return callWriter(writer, method, params);
+  if (writer) {
+    try {
+      return await callWriter(writer, method, params);
+    } catch (error) {
+      if (!again || !(await writerEnded(writer, error))) throw error;
+      again(writer.supervisor!.pid);
+      return callWrite(location, method, params, sessionId);
+    }
+  }
   if (!(await storeExists(location))) throw noStore();
   const { loadConfig } = await import("../../core/config/load.js");
   const { createSessionEngine } = await import("../../core/session/hooks.js");
@@ -48,6 +61,18 @@ async function callWrite(location: ProjectLocation, method: string, params: Reco
   } finally {
     await store.close();
   }
+}
+
+/** True when the call failed because its supervisor ended (it closed the connection, and is gone within a second). */
+async function writerEnded(writer: Awaited<ReturnType<typeof writerClient>>, error: unknown): Promise<boolean> {
+  const supervisor = writer?.supervisor;
+  if (!isApexError(error) || error.code !== "APEX_E_RPC" || !/closed the connection|ECONNRESET|EPIPE/.test(error.message) || writer?.via !== "socket" || !supervisor) return false;
+  const { isSameProcessAlive } = await import("../../core/session/proc.js");
+  for (let wait = 0; isSameProcessAlive(supervisor.pid, supervisor.start_time); wait++) {
+    if (wait === 20) return false; // still alive: it may yet answer or write
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return true;
 }
 
 // ------------------------------------------------------------------------------------ branch
@@ -232,8 +257,30 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
   // Into an active DST through DST's own supervisor (the one writer of its memory): its agents see the state before or after.
   // (A remote merge goes to the server, which merges into the session its grant is for.)
   const destination = remote ? undefined : await withReadStore(location, (store) => resolveSessionRef(store, dst)).catch(() => undefined);
-  const report = (await callWrite(location, "session.merge", { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) }, destination)) as SessionMergeReport;
+  let ended: number | undefined;
+  let report: SessionMergeReport;
+  try {
+    report = (await callWrite(location, "session.merge", { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) }, destination, (pid) => (ended = pid))) as SessionMergeReport;
+  } catch (error) {
+    // git merged first: a memory merge refused after it (DST changed meanwhile) did not leave "nothing written".
+    throw gitReport !== undefined && isApexError(error) ? afterGit(error, gitReport) : error;
+  }
+  if (ended !== undefined) {
+    const name = report.destination.session_name ?? shortSessionId(report.destination.session_id);
+    process.stderr.write(`warning: ${name}'s supervisor (pid ${ended}) ended before it answered; the merge was made again without it, and found done if it had been saved ("Already up to date"). ${name} is interrupted: \`apex start --continue ${name}\` goes on.\n`);
+  }
   printMerge(report, options);
+}
+
+/** The memory merge's refusal once git has merged: says so, and that the same command finishes it (git finds the branch merged). */
+function afterGit(error: ApexError, git: JsonValue): ApexError {
+  const { source_branch: branch, directory, commit } = git as { source_branch?: string; directory?: string; commit?: string };
+  const said = error.message.replace(/ Nothing was written\.$/, "");
+  return new ApexError(error.code, `${said} No memory was merged, but git had merged ${branch} into ${directory} already (HEAD ${commit?.slice(0, 12) ?? "-"}): DST changed after the merge was planned.`, {
+    hint: `${error.hint ? `${error.hint} ` : ""}Merging again (with --git too: git finds ${branch} merged) merges the memory.`,
+    details: { ...(error.details ?? {}), git: git as JsonValue },
+    cause: error,
+  });
 }
 
 /** A dry run reads: over the socket when one runs (or inside an agent), else the store read-only. */
@@ -391,8 +438,27 @@ function gitPlan(sides: GitSides, { predict = true } = {}): { source_branch: str
       },
     );
   }
+  // A merge left half way (its conflicts being resolved by hand, or a `--git` killed before it aborted one):
+  // "commit or stash" is no way on (git stash refuses unmerged files). Say what it is and both ways out.
+  if (git(directory, ["rev-parse", "-q", "--verify", "MERGE_HEAD"]).code === 0) {
+    const unmerged = git(directory, ["diff", "--name-only", "--diff-filter=U"]).out.split("\n").filter(Boolean);
+    throw new ApexError("APEX_E_DIRTY_TREE", `${directory} is in the middle of a git merge${unmerged.length > 0 ? ` (conflicts in ${unmerged.slice(0, 5).join(", ")}${unmerged.length > 5 ? ", …" : ""})` : ""}; not merging ${sourceBranch} into it, and no memory was merged.`, {
+      hint: `Finish it there (resolve, git add, git commit) and run this merge again (a ${sourceBranch} merged so is found merged), or give it up: git -C ${JSON.stringify(directory)} merge --abort.`,
+      details: { directory, merge_in_progress: true, files: unmerged },
+    });
+  }
   if (git(directory, ["status", "--porcelain", "--untracked-files=no"]).out !== "") {
     throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has uncommitted changes; not merging ${sourceBranch} into it.`, { hint: "Commit or stash them first." });
+  }
+  // Untracked files the merge would write over: git refuses the whole merge for them (which the dry
+  // run's merge-tree, working on commits only, cannot see). Checked here, the dry run says so too.
+  const incoming = new Set(git(directory, ["diff", "--name-only", "--no-renames", "-z", `HEAD...${sourceBranch}`]).out.split("\0").filter(Boolean));
+  const inTheWay = incoming.size === 0 ? [] : git(directory, ["ls-files", "--others", "--exclude-standard", "-z"]).out.split("\0").filter((file) => incoming.has(file));
+  if (inTheWay.length > 0) {
+    throw new ApexError("APEX_E_DIRTY_TREE", `${directory} has ${inTheWay.length === 1 ? "an untracked file" : "untracked files"} the merge of ${sourceBranch} would overwrite (${inTheWay.slice(0, 5).join(", ")}${inTheWay.length > 5 ? ", …" : ""}); not merging, and no memory was merged.`, {
+      hint: "Move them away, remove them or commit them there, then merge again.",
+      details: { directory, untracked: inTheWay },
+    });
   }
   const destinationBranch = git(directory, ["rev-parse", "--abbrev-ref", "HEAD"]).out;
   const head = git(directory, ["rev-parse", "HEAD"]).out;

@@ -72,10 +72,13 @@ export async function writerClient(location: ProjectLocation, sessionId?: string
   } catch (error) {
     if (!isApexError(error) || error.code !== "APEX_E_AMBIGUOUS_SESSION") throw error;
   }
-  // `--session` named one that does not run, or the command runs in the git worktree of a branch
-  // session that does not run: another session's supervisor is not its writer (a checkpoint would
-  // be that session's); the command goes to the store, which acts on it or names the problem.
-  if (sessionId === undefined && (sessionFlag() !== undefined || (await boundToWorktree(location)))) return undefined;
+  // `--session` named one that does not run, or the working tree the command runs in (a branch's
+  // worktree, or the project's own tree with its session interrupted or ended) binds it to a session
+  // that does not run: another session's supervisor is not its writer (it reads `latest`, `current`
+  // and a bare checkpoint name as its own session's, and a checkpoint would be that session's); the
+  // command goes to the store, which acts on the bound session or names the problem.
+  // (A merge into a session that does not run, too: its `current` is the one this command is bound to.)
+  if (sessionFlag() !== undefined || (await boundByTree(location))) return undefined;
   for (const any of liveSupervisors(location.storeDir)) {
     const client = await liveSessionClient(location, { session: any.session_id });
     if (client) return client; // one on another store than this command names is not its writer
@@ -83,16 +86,22 @@ export async function writerClient(location: ProjectLocation, sessionId?: string
   return undefined;
 }
 
-/** True when the command runs in a git worktree the store binds to a session (binding.ts, rule 3); the store is read only then. */
-async function boundToWorktree(location: ProjectLocation): Promise<boolean> {
-  const { commandDirectory, linkedWorktreeOf } = await import("../../core/session/binding.js");
-  if (!linkedWorktreeOf(commandDirectory()) || !(await storeExists(location))) return false;
+/**
+ * True when the store decides which session the command is for: the working tree it runs in binds
+ * it (binding.ts, rule 3: a branch's worktree, or the project's tree and its current session), or
+ * several sessions are active and nothing binds it.
+ */
+async function boundByTree(location: ProjectLocation): Promise<boolean> {
+  if (!(await storeExists(location))) return false;
   const { sessionBinding } = await import("../../core/session/sessions.js");
   return withReadStore(location, (store) => {
     try {
-      return sessionBinding(store)?.source === "worktree";
-    } catch {
-      return false; // several sessions and none bound here: not this rule's to decide
+      const source = sessionBinding(store)?.source;
+      return source === "worktree" || source === "project";
+    } catch (error) {
+      // Several sessions active and none bound here: no supervisor is this command's; the store
+      // acts on a session the command names, and refuses to guess one it does not.
+      return isApexError(error) && error.code === "APEX_E_AMBIGUOUS_SESSION";
     }
   });
 }
