@@ -513,6 +513,34 @@ describe("postgres backend", () => {
     await query(cluster.adminUrl, `DROP ROLE ${role}`);
   });
 
+  it("a server with no connection to spare (the role's CONNECTION LIMIT, max_connections) is a passing state, said so: not a bare store error", async () => {
+    const own = await cluster.createDatabase();
+    const name = new URL(own).pathname.slice(1);
+    const role = `c_${name}`;
+    await query(cluster.adminUrl, `CREATE ROLE ${role} LOGIN PASSWORD 'pw' CONNECTION LIMIT 1`);
+    await query(cluster.adminUrl, `GRANT ALL ON DATABASE ${name} TO ${role}`);
+    const asRole = own.replace(/\/\/[^@]*@/, `//${role}:pw@`);
+    const holder = new (require("pg") as typeof import("pg")).Client({ connectionString: asRole });
+    await holder.connect();
+    try {
+      let refused: unknown;
+      try {
+        open({ ...spec(), url: asRole }).get("/x");
+      } catch (error) {
+        refused = error;
+      }
+      // It was APEX_E_STORE "Cannot open the PostgreSQL store …: too many connections for role", which the supervisor's wait for a server that comes back does not take.
+      expect(refused).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE", details: { code: "53300" } });
+      expect((refused as Error).message).toContain("has no connection to spare: too many connections for role");
+      expect((refused as Error).message).not.toContain("pw@");
+      expect((refused as { hint?: string }).hint).toContain("CONNECTION LIMIT");
+    } finally {
+      await holder.end();
+      await query(cluster.adminUrl, `DROP DATABASE ${name} WITH (FORCE)`);
+      await query(cluster.adminUrl, `DROP ROLE ${role}`);
+    }
+  });
+
   it("a server that accepts only reads (a standby, default_transaction_read_only) refuses writes as the server's doing, not as APEX's own bug; reads go on", async () => {
     const own = await cluster.createDatabase();
     const s = { ...spec(), url: own };

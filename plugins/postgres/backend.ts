@@ -247,9 +247,9 @@ function databaseOf(url: string): string {
   }
 }
 
+/** SQLSTATEs a connection made again can be refused with: bad password, no such role or access, the database gone, no connection to spare. */
+const RECONNECT_REFUSALS = new Set(["28P01", "28000", "3D000", "53300"]);
 /** Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or starting (57P01-57P03). */
-/** SQLSTATEs a connection made again can be refused with: bad password, no such role or access, the database gone. */
-const RECONNECT_REFUSALS = new Set(["28P01", "28000", "3D000"]);
 const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "EPROTO", "57P01", "57P02", "57P03"]);
 
 /**
@@ -302,6 +302,15 @@ export function connectError(url: string, error: unknown): ApexError {
     return new ApexError("APEX_E_STORE_NO_DATABASE", `The database ${JSON.stringify(name)} does not exist at ${where}.`, {
       hint: `Create it first (\`createdb ${name}\`, or CREATE DATABASE), then run the command again.`,
       details: { url: where, database: name },
+      cause: error,
+    });
+  }
+  if (code === "53300") {
+    // Every connection the server (max_connections) or the role (CONNECTION LIMIT) allows is in use: a
+    // state that passes, as a restart does, so a supervisor waits it out while its lease holds.
+    return new ApexError("APEX_E_STORE_UNREACHABLE", `PostgreSQL at ${where} has no connection to spare: ${failure.message}.`, {
+      hint: "Its connections are all in use (the server's max_connections, or the role's CONNECTION LIMIT): run again once other clients are done, or raise the limit.",
+      details: { url: where, code },
       cause: error,
     });
   }
