@@ -253,7 +253,10 @@ async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOp
     verifyWritten(file, collected, options.maxBytes);
     await removeSession(store, collected);
   } catch (error) {
-    unlinkSync(file); // the session stays; a bundle of it must not look archived
+    // The session stays: a bundle of it must not look archived. Unless another archive of it, run
+    // meanwhile, found this very bundle in place, took it as the archive and removed the session:
+    // then the file is the session's only copy (removing it lost the session).
+    if (store.get(`/sessions/history/${sessionId}`) !== undefined || store.get(`/sessions/${sessionId}`) !== undefined) unlinkSync(file);
     throw error;
   }
   return { ...summary, file, bodyBytes, fileBytes: bytes.length };
