@@ -829,6 +829,24 @@ describe("for start --continue: compareGitState and checkoutCheckpoint", () => {
     expectError(await rejection(checkoutCheckpoint(temp(), state, "other")), "APEX_E_NOT_A_REPOSITORY", 3);
   });
 
+  it("refuses to overwrite files git ignores that the checkpoint's commit has", async () => {
+    const dir = await project({ session: false });
+    writeFileSync(join(dir, "secret.env"), "checkpoint's\n");
+    git(dir, "add", "secret.env");
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    git(dir, "rm", "-q", "--cached", "secret.env");
+    commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\nsecret.env\n", "stop tracking secret.env");
+    writeFileSync(join(dir, "secret.env"), "the user's work\n");
+    const state = { branch: "main", commit: base, dirty: false };
+    const refused = expectError(await rejection(checkoutCheckpoint(dir, state, "restore")), "APEX_E_DIRTY_TREE", 4);
+    expect(refused.message).toContain("which the checkout would overwrite:\n  secret.env");
+    expect(readFileSync(join(dir, "secret.env"), "utf8")).toBe("the user's work\n");
+    expect(git(dir, "branch", "--list", "restore")).toBe("");
+    rmSync(join(dir, "secret.env"));
+    expect(await checkoutCheckpoint(dir, state, "restore")).toEqual({ branch: "restore", commit: base });
+    expect(readFileSync(join(dir, "secret.env"), "utf8")).toBe("checkpoint's\n");
+  });
+
   it("projectRepository resolves the git plugin's `repository` option, undefined when the plugin is off", async () => {
     const dir = temp();
     writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  git:\n    repository: ../elsewhere\n");

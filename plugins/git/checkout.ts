@@ -1,6 +1,8 @@
+import { lstatSync } from "node:fs";
+import { join } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { isDirectory } from "../../core/config/locate.js";
-import { BEFORE_GIT_FIRED_ENV, firstLine, noRepository, runGit } from "./git.js";
+import { BEFORE_GIT_FIRED_ENV, firstLine, gitOutput, noRepository, runGit } from "./git.js";
 import { asGitState, formatChangedFile, readWorkingTree, shortCommit } from "./state.js";
 
 export interface CheckoutResult {
@@ -11,8 +13,9 @@ export interface CheckoutResult {
 /**
  * For `apex start --continue --git-checkout`: checks out the commit a checkpoint's git_state
  * recorded, on a new branch `branchName`, in the repository at `repoDir`. Refuses, changing
- * nothing, when the working tree has uncommitted changes (APEX_E_DIRTY_TREE, exit 4) or the
- * branch exists (APEX_E_BRANCH_EXISTS, exit 4); fails when the checkpoint recorded no commit or
+ * nothing, when the working tree has uncommitted changes, or files git ignores would be
+ * overwritten by the commit's (APEX_E_DIRTY_TREE, exit 4), or the branch exists
+ * (APEX_E_BRANCH_EXISTS, exit 4); fails when the checkpoint recorded no commit or
  * the commit is not in the repository (APEX_E_GIT_COMMIT_MISSING, exit 3), when there is no
  * repository (APEX_E_NOT_A_REPOSITORY, exit 3) or the name is not a valid branch name
  * (APEX_E_USAGE, exit 2).
@@ -72,12 +75,54 @@ export async function planCheckout(repoDir: string, gitState: unknown, branchNam
       details: { commit: state.commit },
     });
   }
+  const overwritten = await ignoredFilesInTheWay(repoDir, tree.commit, state.commit);
+  if (overwritten.length > 0) {
+    const shown = overwritten.slice(0, 10).map((path) => `  ${path}`);
+    if (overwritten.length > 10) shown.push(`  … and ${overwritten.length - 10} more`);
+    throw new ApexError(
+      "APEX_E_DIRTY_TREE",
+      `Refusing to check out the checkpoint's commit ${shortCommit(state.commit)}: it has files where the working tree has files git ignores, which the checkout would overwrite:\n${shown.join("\n")}`,
+      { hint: "Move them out of the way (or delete them if you do not need them), then run the command again.", details: { repository: repoDir, ignored: overwritten } },
+    );
+  }
   return { repository: repoDir, branch: branchName, commit: state.commit };
+}
+
+/**
+ * Files the commit has that HEAD does not, where the working tree has a file (or directory)
+ * already: with a clean tree, only files git ignores, which `git checkout` overwrites without a
+ * word (a `.env`, a build output the commit tracked). Paths relative to the top level.
+ */
+async function ignoredFilesInTheWay(repoDir: string, head: string | null, commit: string): Promise<string[]> {
+  const top = (await gitOutput(repoDir, ["rev-parse", "--show-toplevel"])).trim();
+  const listing =
+    head === null
+      ? await gitOutput(repoDir, ["ls-tree", "-r", "-z", "--full-tree", "--name-only", commit])
+      : await gitOutput(repoDir, ["diff", "--no-renames", "--no-ext-diff", "--name-only", "-z", "--diff-filter=A", head, commit, "--"]);
+  const inTheWay: string[] = [];
+  for (const path of listing.split("\0")) {
+    if (path === "") continue;
+    const parts = path.split("/");
+    // The path itself, or a directory of it that is a file (or link) here.
+    const blocked = parts.some((_, index) => {
+      const at = join(top, ...parts.slice(0, index + 1));
+      const last = index === parts.length - 1;
+      try {
+        const stat = lstatSync(at);
+        return last || !stat.isDirectory();
+      } catch {
+        return false;
+      }
+    });
+    if (blocked) inTheWay.push(path);
+  }
+  return inTheWay;
 }
 
 /** Checks out a planned checkout: a new branch at the commit, in the plan's repository (working tree). */
 export async function applyCheckout(plan: CheckoutPlan): Promise<CheckoutResult> {
-  const result = await runGit(plan.repository, ["checkout", "--quiet", "-b", plan.branch, plan.commit], { env: { [BEFORE_GIT_FIRED_ENV]: "1" } });
+  // --no-overwrite-ignore: should an ignored file have appeared since the plan, git refuses rather than overwrite it.
+  const result = await runGit(plan.repository, ["checkout", "--quiet", "--no-overwrite-ignore", "-b", plan.branch, plan.commit], { env: { [BEFORE_GIT_FIRED_ENV]: "1" } });
   if (result.exitCode !== 0) {
     throw new ApexError("APEX_E_GIT_FAILED", `git checkout -b ${plan.branch} ${shortCommit(plan.commit)} failed: ${firstLine(result.stderr)}`, {
       details: { stderr: result.stderr },
