@@ -829,6 +829,28 @@ describe("for start --continue: compareGitState and checkoutCheckpoint", () => {
     expectError(await rejection(checkoutCheckpoint(temp(), state, "other")), "APEX_E_NOT_A_REPOSITORY", 3);
   });
 
+  it("refuses while a rebase or a bisect is in progress, even with a clean tree, and leaves it as it was", async () => {
+    const dir = await project({ session: false });
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    const later = commitFile(dir, "later.txt", "later\n", "later");
+    const state = { branch: "main", commit: base, dirty: false };
+    // Stopped by a failing --exec: nothing to commit, the rebase waits for --continue.
+    expect(gitRun(dir, ["rebase", "--exec", "exit 1", "HEAD~1"]).status).not.toBe(0);
+    expect(git(dir, "status", "--porcelain")).toBe("");
+    const rebasing = expectError(await rejection(checkoutCheckpoint(dir, state, "restore")), "APEX_E_DIRTY_TREE", 4);
+    expect(rebasing.message).toContain("a rebase is in progress");
+    expect(rebasing.hint).toBe("Finish it (git rebase --continue) or abort it (git rebase --abort), then run the command again.");
+    expect(git(dir, "branch", "--list", "restore")).toBe("");
+    git(dir, "rebase", "--abort");
+    expect(git(dir, "symbolic-ref", "--short", "HEAD")).toBe("main");
+
+    git(dir, "bisect", "start", later, base);
+    const bisecting = expectError(await rejection(checkoutCheckpoint(dir, state, "restore")), "APEX_E_DIRTY_TREE", 4);
+    expect(bisecting.hint).toContain("git bisect reset");
+    git(dir, "bisect", "reset");
+    expect(await checkoutCheckpoint(dir, state, "restore")).toEqual({ branch: "restore", commit: base });
+  });
+
   it("refuses to overwrite files git ignores that the checkpoint's commit has", async () => {
     const dir = await project({ session: false });
     writeFileSync(join(dir, "secret.env"), "checkpoint's\n");

@@ -13,9 +13,9 @@ export interface CheckoutResult {
 /**
  * For `apex start --continue --git-checkout`: checks out the commit a checkpoint's git_state
  * recorded, on a new branch `branchName`, in the repository at `repoDir`. Refuses, changing
- * nothing, when the working tree has uncommitted changes, or files git ignores would be
- * overwritten by the commit's (APEX_E_DIRTY_TREE, exit 4), or the branch exists
- * (APEX_E_BRANCH_EXISTS, exit 4); fails when the checkpoint recorded no commit or
+ * nothing, when the working tree has uncommitted changes, a rebase, merge, cherry-pick, revert,
+ * am or bisect is in progress, or files git ignores would be overwritten by the commit's
+ * (APEX_E_DIRTY_TREE, exit 4), or the branch exists (APEX_E_BRANCH_EXISTS, exit 4); fails when the checkpoint recorded no commit or
  * the commit is not in the repository (APEX_E_GIT_COMMIT_MISSING, exit 3), when there is no
  * repository (APEX_E_NOT_A_REPOSITORY, exit 3) or the name is not a valid branch name
  * (APEX_E_USAGE, exit 2).
@@ -48,6 +48,16 @@ export async function planCheckout(repoDir: string, gitState: unknown, branchNam
   }
   const tree = await readWorkingTree(repoDir, { ignore });
   if (!tree) throw noRepository(repoDir, isDirectory(repoDir) ? undefined : "the directory does not exist");
+  // Checked before the changed files: a conflict is both, and the operation is what to finish.
+  const operation = await operationInProgress(repoDir);
+  if (operation) {
+    throw new ApexError(
+      "APEX_E_DIRTY_TREE",
+      `Refusing to check out the checkpoint's commit ${shortCommit(state.commit)}: a ${operation.name} is in progress in ${repoDir}` +
+        ` (checking out now would make it carry on, or finish, from the wrong commit).`,
+      { hint: `Finish it (${operation.finish}) or abort it (${operation.abort}), then run the command again.`, details: { repository: repoDir, operation: operation.name } },
+    );
+  }
   if (tree.dirty) {
     const shown = tree.files.slice(0, 10).map((file) => `  ${formatChangedFile(file)}`);
     if (tree.files.length > 10) shown.push(`  … and ${tree.files.length - 10} more`);
@@ -88,6 +98,23 @@ export async function planCheckout(repoDir: string, gitState: unknown, branchNam
   return { repository: repoDir, branch: branchName, commit: state.commit };
 }
 
+/** What `git checkout` would leave half done: the operations that keep state in the git directory, and how to end each. */
+const OPERATIONS = [
+  { file: "rebase-merge", name: "rebase", finish: "git rebase --continue", abort: "git rebase --abort" },
+  { file: "rebase-apply/applying", name: "git am", finish: "git am --continue", abort: "git am --abort" },
+  { file: "rebase-apply", name: "rebase", finish: "git rebase --continue", abort: "git rebase --abort" },
+  { file: "MERGE_HEAD", name: "merge", finish: "git commit", abort: "git merge --abort" },
+  { file: "CHERRY_PICK_HEAD", name: "cherry-pick", finish: "git cherry-pick --continue", abort: "git cherry-pick --abort" },
+  { file: "REVERT_HEAD", name: "revert", finish: "git revert --continue", abort: "git revert --abort" },
+  { file: "BISECT_LOG", name: "bisect", finish: "git bisect reset", abort: "git bisect reset" },
+] as const;
+
+/** The operation in progress in the working tree at `repoDir` (its own git directory: a linked worktree has its own), if any. */
+async function operationInProgress(repoDir: string): Promise<(typeof OPERATIONS)[number] | undefined> {
+  const paths = (await gitOutput(repoDir, ["rev-parse", "--path-format=absolute", ...OPERATIONS.flatMap(({ file }) => ["--git-path", file])])).split("\n");
+  return OPERATIONS.find((_, index) => exists(paths[index]!));
+}
+
 /**
  * Files the commit has that HEAD does not, where the working tree has a file (or directory)
  * already: with a clean tree, only files git ignores, which `git checkout` overwrites without a
@@ -117,6 +144,15 @@ async function ignoredFilesInTheWay(repoDir: string, head: string | null, commit
     if (blocked) inTheWay.push(path);
   }
   return inTheWay;
+}
+
+function exists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Checks out a planned checkout: a new branch at the commit, in the plan's repository (working tree). */
