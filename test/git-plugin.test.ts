@@ -869,6 +869,21 @@ describe("for start --continue: compareGitState and checkoutCheckpoint", () => {
     expect(readFileSync(join(dir, "secret.env"), "utf8")).toBe("checkpoint's\n");
   });
 
+  it("a branch named like a directory of the restore branch is named before anything changes; one below it is stepped over", async () => {
+    const dir = await project({ session: false });
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    const state = { branch: "main", commit: base, dirty: false };
+    git(dir, "branch", "apex/s1/checkpoint-001/old");
+    expect(await restoreBranchName(dir, "s1", "checkpoint-001")).toBe("apex/s1/checkpoint-001-2");
+    git(dir, "branch", "-D", "apex/s1/checkpoint-001/old");
+    git(dir, "branch", "apex");
+    const name = await restoreBranchName(dir, "s1", "checkpoint-001");
+    expect(name).toBe("apex/s1/checkpoint-001");
+    const clash = expectError(await rejection(checkoutCheckpoint(dir, state, name)), "APEX_E_BRANCH_EXISTS", 4);
+    expect(clash.message).toBe("Refusing to check out the checkpoint on branch 'apex/s1/checkpoint-001': git cannot have it beside the branch 'apex'.");
+    expect(git(dir, "symbolic-ref", "--short", "HEAD")).toBe("main");
+  });
+
   it("projectRepository resolves the git plugin's `repository` option, undefined when the plugin is off", async () => {
     const dir = temp();
     writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  git:\n    repository: ../elsewhere\n");

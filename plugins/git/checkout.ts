@@ -15,7 +15,8 @@ export interface CheckoutResult {
  * recorded, on a new branch `branchName`, in the repository at `repoDir`. Refuses, changing
  * nothing, when the working tree has uncommitted changes, a rebase, merge, cherry-pick, revert,
  * am or bisect is in progress, or files git ignores would be overwritten by the commit's
- * (APEX_E_DIRTY_TREE, exit 4), or the branch exists (APEX_E_BRANCH_EXISTS, exit 4); fails when the checkpoint recorded no commit or
+ * (APEX_E_DIRTY_TREE, exit 4), or the branch exists or clashes with one (`apex` when asked for
+ * `apex/x`: APEX_E_BRANCH_EXISTS, exit 4); fails when the checkpoint recorded no commit or
  * the commit is not in the repository (APEX_E_GIT_COMMIT_MISSING, exit 3), when there is no
  * repository (APEX_E_NOT_A_REPOSITORY, exit 3) or the name is not a valid branch name
  * (APEX_E_USAGE, exit 2).
@@ -73,10 +74,12 @@ export async function planCheckout(repoDir: string, gitState: unknown, branchNam
   if ((await runGit(repoDir, ["check-ref-format", "--branch", branchName])).exitCode !== 0) {
     throw new ApexError("APEX_E_USAGE", `'${branchName}' is not a valid git branch name.`, { hint: "See `git help check-ref-format`." });
   }
-  if (await branchExists(repoDir, branchName)) {
-    throw new ApexError("APEX_E_BRANCH_EXISTS", `Refusing to check out the checkpoint on branch '${branchName}': the branch exists.`, {
-      hint: "Choose another branch name, or delete the branch first (git branch -D).",
-      details: { branch: branchName },
+  const taken = await branchClash(repoDir, branchName);
+  if (taken !== undefined) {
+    const why = taken === branchName ? "the branch exists" : `git cannot have it beside the branch '${taken}'`;
+    throw new ApexError("APEX_E_BRANCH_EXISTS", `Refusing to check out the checkpoint on branch '${branchName}': ${why}.`, {
+      hint: `Choose another branch name, or delete the branch first (git branch -D ${taken}).`,
+      details: { branch: branchName, ...(taken === branchName ? {} : { clashes_with: taken }) },
     });
   }
   if ((await runGit(repoDir, ["cat-file", "-e", `${state.commit}^{commit}`])).exitCode !== 0) {
@@ -170,17 +173,32 @@ export async function applyCheckout(plan: CheckoutPlan): Promise<CheckoutResult>
 /**
  * A branch name for restoring a checkpoint that no branch has yet: `apex/<session>/<checkpoint>`,
  * then with `-2`, `-3`, … appended. Characters git does not allow in branch names become '-'.
+ * With a branch `apex` (or `apex/<session>`), no such name can be created: the first comes back,
+ * and planCheckout says which branch is in the way.
  */
 export async function restoreBranchName(repoDir: string, sessionId: string, checkpointName: string): Promise<string> {
   const base = `apex/${refSafe(sessionId)}/${refSafe(checkpointName)}`;
   for (let attempt = 1; ; attempt++) {
     const name = attempt === 1 ? base : `${base}-${attempt}`;
-    if (!(await branchExists(repoDir, name))) return name;
+    const clash = await branchClash(repoDir, name);
+    // A branch named like a directory of it (`apex`) takes every suffix too: planCheckout names it.
+    if (clash === undefined || !(clash === name || clash.startsWith(`${name}/`))) return name;
   }
 }
 
-async function branchExists(repoDir: string, branch: string): Promise<boolean> {
-  return (await runGit(repoDir, ["show-ref", "--verify", "--quiet", `refs/heads/${branch}`])).exitCode === 0;
+/**
+ * The branch that keeps `branch` from being created: itself when it exists, a branch named like
+ * one of its directories (`apex` for `apex/s/c`: refs are files), or one below it (`apex/s/c/x`).
+ */
+async function branchClash(repoDir: string, branch: string): Promise<string | undefined> {
+  const parts = branch.split("/");
+  const prefixes = parts.slice(0, -1).map((_, index) => `refs/heads/${parts.slice(0, index + 1).join("/")}`);
+  const full = `refs/heads/${branch}`;
+  // A pattern matches the ref it names and the refs below it.
+  const result = await runGit(repoDir, ["for-each-ref", "--format=%(refname)", full, ...prefixes]);
+  const refs = result.exitCode === 0 ? result.stdout.split("\n").filter(Boolean) : [];
+  const clash = refs.find((ref) => ref === full) ?? refs.find((ref) => prefixes.includes(ref)) ?? refs.find((ref) => ref.startsWith(`${full}/`));
+  return clash?.slice("refs/heads/".length);
 }
 
 function refSafe(part: string): string {
