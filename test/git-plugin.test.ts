@@ -610,6 +610,12 @@ describe("apex git -- <git args>", () => {
     const bare = apex(dir, ["git"]);
     expect(bare.status).toBe(2);
     expect(bare.stderr).toContain("error[APEX_E_USAGE]");
+
+    // Without --: git's words are git's; the sharing plugin (off here, requiring git) was blamed for them.
+    const status = apex(dir, ["git", "status"]);
+    expect(status.stderr).not.toContain("APEX_E_PLUGIN_DISABLED");
+    expect(status.status).toBe(0);
+    expect(status.stdout).toContain("On branch main");
   });
 
   it("outside a repository: a command that needs one is refused in APEX's words before beforeGit fires; init and -C still run", async () => {
