@@ -616,6 +616,10 @@ describe("apex git -- <git args>", () => {
     expect(status.stderr).not.toContain("APEX_E_PLUGIN_DISABLED");
     expect(status.status).toBe(0);
     expect(status.stdout).toContain("On branch main");
+    const options = apex(dir, ["git", "commit", "--allow-empty", "-m", "it's"]);
+    expect(options.status).toBe(2);
+    expect(options.stderr).toContain("hint: Put git's arguments after --, so that APEX does not read them as its own: apex git -- commit --allow-empty -m 'it'\\''s'");
+    expect(git(dir, "rev-list", "--count", "HEAD")).toBe("1");
   });
 
   it("outside a repository: a command that needs one is refused in APEX's words before beforeGit fires; init and -C still run", async () => {
