@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -14,7 +14,7 @@ import { HOOK_MARKER } from "../plugins/git/hooks.js";
 import { gitCommandOf, isReadOnlyGitCommand } from "../plugins/git/passthrough.js";
 import { projectRepository } from "../plugins/git/repository.js";
 import { parseStatus } from "../plugins/git/state.js";
-import { REPO_ROOT, runApex, tempDir, type CliResult } from "./helpers/cli.js";
+import { APEX_BIN, REPO_ROOT, cleanEnv, runApex, tempDir, type CliResult } from "./helpers/cli.js";
 import { isolatedGit } from "./support/git.js";
 
 const RECORDER = join(REPO_ROOT, "test/fixtures/git/record-before-git.mjs");
@@ -597,6 +597,40 @@ describe("apex git -- <git args>", () => {
     const outside = temp();
     const result = apex(outside, ["--config", join(dir, "apex.config.yaml"), "git", "--", "rev-parse", "--show-prefix"]);
     expect(result).toMatchObject({ status: 0, stdout: "\n" });
+  });
+
+  it("passes a signal sent to APEX alone on to git, and exits as git does", async () => {
+    const dir = await project({ session: false });
+    // git reads stdin until it ends: it runs until a signal ends it.
+    const run = async (signal: NodeJS.Signals): Promise<[number | null, NodeJS.Signals | null]> => {
+      const child = spawn(process.execPath, [APEX_BIN, "git", "--", "hash-object", "--stdin"], { cwd: dir, env: { ...cleanEnv(), ...GIT_ENV }, stdio: ["pipe", "ignore", "ignore"], detached: true });
+      cleanups.push(() => {
+        try {
+          process.kill(-child.pid!, "SIGKILL");
+        } catch {
+          // ended
+        }
+      });
+      const ended = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on("exit", (code, sig) => resolve([code, sig])));
+      // Once git hash-object runs (APEX runs other git commands before it).
+      const hashing = () => {
+        try {
+          const pids = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+          return pids.some((pid) => readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("hash-object"));
+        } catch {
+          return false;
+        }
+      };
+      for (let i = 0; i < 400 && !hashing(); i++) await new Promise((r) => setTimeout(r, 25));
+      child.kill(signal);
+      // Before, SIGINT was ignored until git ended (here: at the end of its input), and SIGTERM ended APEX, leaving git running.
+      const timer = setTimeout(() => child.stdin.end(), 3000);
+      const result = await ended;
+      clearTimeout(timer);
+      return result;
+    };
+    expect(await run("SIGINT")).toEqual([130, null]);
+    expect(await run("SIGTERM")).toEqual([143, null]);
   });
 
   it("runs git without a session, and `apex git` alone is a usage error", async () => {
