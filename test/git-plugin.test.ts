@@ -913,6 +913,22 @@ describe("for start --continue: compareGitState and checkoutCheckpoint", () => {
     expect(readFileSync(join(dir, "secret.env"), "utf8")).toBe("checkpoint's\n");
   });
 
+  it("refuses to leave behind commits made on a detached HEAD that no branch has", async () => {
+    const dir = await project({ session: false });
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    const later = commitFile(dir, "later.txt", "later\n", "later");
+    git(dir, "checkout", "-q", "--detach");
+    const work = commitFile(dir, "work.txt", "work\n", "work on a detached HEAD");
+    const state = { branch: "main", commit: base, dirty: false };
+    const refused = expectError(await rejection(checkoutCheckpoint(dir, state, "restore")), "APEX_E_DIRTY_TREE", 4);
+    expect(refused.message).toContain(`HEAD is detached at ${work.slice(0, 7)}, with 1 commit no branch has`);
+    expect(refused.hint).toBe(`Keep them on a branch first (git branch <name> ${work.slice(0, 7)}), then run the command again.`);
+    expect(git(dir, "rev-parse", "HEAD")).toBe(work);
+    // Detached at a commit a branch has: nothing is left behind.
+    git(dir, "checkout", "-q", "--detach", later);
+    expect(await checkoutCheckpoint(dir, state, "restore")).toEqual({ branch: "restore", commit: base });
+  });
+
   it("a branch named like a directory of the restore branch is named before anything changes; one below it is stepped over", async () => {
     const dir = await project({ session: false });
     const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");

@@ -14,8 +14,8 @@ export interface CheckoutResult {
  * For `apex start --continue --git-checkout`: checks out the commit a checkpoint's git_state
  * recorded, on a new branch `branchName`, in the repository at `repoDir`. Refuses, changing
  * nothing, when the working tree has uncommitted changes, a rebase, merge, cherry-pick, revert,
- * am or bisect is in progress, or files git ignores would be overwritten by the commit's
- * (APEX_E_DIRTY_TREE, exit 4), or the branch exists or clashes with one (`apex` when asked for
+ * am or bisect is in progress, HEAD is detached with commits no branch has, or files git
+ * ignores would be overwritten by the commit's (APEX_E_DIRTY_TREE, exit 4), or the branch exists or clashes with one (`apex` when asked for
  * `apex/x`: APEX_E_BRANCH_EXISTS, exit 4); fails when the checkpoint recorded no commit or
  * the commit is not in the repository (APEX_E_GIT_COMMIT_MISSING, exit 3), when there is no
  * repository (APEX_E_NOT_A_REPOSITORY, exit 3) or the name is not a valid branch name
@@ -87,6 +87,18 @@ export async function planCheckout(repoDir: string, gitState: unknown, branchNam
       hint: "Fetch it (git fetch --all) if it lives on a remote, or continue without --git-checkout.",
       details: { commit: state.commit },
     });
+  }
+  if (tree.branch === null && tree.commit !== null) {
+    // On a detached HEAD, commits no branch, tag or remote has would be left behind, to be garbage-collected.
+    const left = await runGit(repoDir, ["rev-list", "--count", tree.commit, "--not", "--branches", "--tags", "--remotes", state.commit, "--"]);
+    const count = left.exitCode === 0 ? Number(left.stdout.trim()) : 0;
+    if (count > 0) {
+      throw new ApexError(
+        "APEX_E_DIRTY_TREE",
+        `Refusing to check out the checkpoint's commit ${shortCommit(state.commit)}: HEAD is detached at ${shortCommit(tree.commit)}, with ${count === 1 ? "1 commit" : `${count} commits`} no branch has, which the checkout would leave behind.`,
+        { hint: `Keep them on a branch first (git branch <name> ${shortCommit(tree.commit)}), then run the command again.`, details: { repository: repoDir, head: tree.commit, commits: count } },
+      );
+    }
   }
   const overwritten = await ignoredFilesInTheWay(repoDir, tree.commit, state.commit);
   if (overwritten.length > 0) {
