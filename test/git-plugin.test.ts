@@ -929,6 +929,19 @@ describe("for start --continue: compareGitState and checkoutCheckpoint", () => {
     expect(await checkoutCheckpoint(dir, state, "restore")).toEqual({ branch: "restore", commit: base });
   });
 
+  it("in a shallow clone, a commit below its depth is missing with the fetch that brings it", async () => {
+    const dir = await project({ session: false });
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    commitFile(dir, "later.txt", "later\n", "later");
+    const clone = temp();
+    git(clone, "clone", "-q", "--depth", "1", `file://${dir}`, "c");
+    const missing = expectError(await rejection(checkoutCheckpoint(join(clone, "c"), { branch: "main", commit: base, dirty: false }, "restore")), "APEX_E_GIT_COMMIT_MISSING", 3);
+    expect(missing.message).toContain("(a shallow clone)");
+    expect(missing.hint).toBe("Fetch the history it lacks (git fetch --unshallow), or continue without --git-checkout.");
+    git(join(clone, "c"), "fetch", "-q", "--unshallow");
+    expect(await checkoutCheckpoint(join(clone, "c"), { branch: "main", commit: base, dirty: false }, "restore")).toEqual({ branch: "restore", commit: base });
+  });
+
   it("a branch named like a directory of the restore branch is named before anything changes; one below it is stepped over", async () => {
     const dir = await project({ session: false });
     const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");

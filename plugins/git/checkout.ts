@@ -83,8 +83,12 @@ export async function planCheckout(repoDir: string, gitState: unknown, branchNam
     });
   }
   if ((await runGit(repoDir, ["cat-file", "-e", `${state.commit}^{commit}`])).exitCode !== 0) {
-    throw new ApexError("APEX_E_GIT_COMMIT_MISSING", `The checkpoint's commit ${state.commit} is not in the repository at ${repoDir}.`, {
-      hint: "Fetch it (git fetch --all) if it lives on a remote, or continue without --git-checkout.",
+    // A shallow clone has no history below its depth: fetching more of the same depth brings nothing.
+    const shallow = (await runGit(repoDir, ["rev-parse", "--is-shallow-repository"])).stdout.trim() === "true";
+    throw new ApexError("APEX_E_GIT_COMMIT_MISSING", `The checkpoint's commit ${state.commit} is not in the repository at ${repoDir}${shallow ? " (a shallow clone)" : ""}.`, {
+      hint: shallow
+        ? "Fetch the history it lacks (git fetch --unshallow), or continue without --git-checkout."
+        : "Fetch it (git fetch --all) if it lives on a remote, or continue without --git-checkout.",
       details: { commit: state.commit },
     });
   }
