@@ -873,6 +873,16 @@ describe("for start --continue: compareGitState and checkoutCheckpoint", () => {
     expectError(await rejection(checkoutCheckpoint(temp(), state, "other")), "APEX_E_NOT_A_REPOSITORY", 3);
   });
 
+  it("lets the checkout take as long as it takes: a slow post-checkout hook (npm install) is not killed", async () => {
+    const dir = await project({ session: false });
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    commitFile(dir, "later.txt", "later\n", "later");
+    // Longer than the 10 s a read-only git command gets: before, git was killed and the checkout it made reported as failed.
+    writeFileSync(join(dir, ".git", "hooks", "post-checkout"), "#!/bin/sh\nsleep 10.5\necho done > .git/post-checkout-ran\n", { mode: 0o755 });
+    expect(await checkoutCheckpoint(dir, { branch: "main", commit: base, dirty: false }, "restore")).toEqual({ branch: "restore", commit: base });
+    expect(readFileSync(join(dir, ".git", "post-checkout-ran"), "utf8")).toBe("done\n");
+  });
+
   it("refuses while a rebase or a bisect is in progress, even with a clean tree, and leaves it as it was", async () => {
     const dir = await project({ session: false });
     const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");

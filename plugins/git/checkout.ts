@@ -177,7 +177,12 @@ function exists(path: string): boolean {
 /** Checks out a planned checkout: a new branch at the commit, in the plan's repository (working tree). */
 export async function applyCheckout(plan: CheckoutPlan): Promise<CheckoutResult> {
   // --no-overwrite-ignore: should an ignored file have appeared since the plan, git refuses rather than overwrite it.
-  const result = await runGit(plan.repository, ["checkout", "--quiet", "--no-overwrite-ignore", "-b", plan.branch, plan.commit], { env: { [BEFORE_GIT_FIRED_ENV]: "1" } });
+  // No timeout: killing a checkout (of a large tree, or whose post-checkout hook installs packages)
+  // would leave the working tree half updated and the index locked, or report a checkout that was made as failed.
+  const result = await runGit(plan.repository, ["checkout", "--quiet", "--no-overwrite-ignore", "-b", plan.branch, plan.commit], {
+    env: { [BEFORE_GIT_FIRED_ENV]: "1" },
+    timeoutMs: 0,
+  });
   if (result.exitCode !== 0) {
     throw new ApexError("APEX_E_GIT_FAILED", `git checkout -b ${plan.branch} ${shortCommit(plan.commit)} failed: ${firstLine(result.stderr)}`, {
       details: { stderr: result.stderr },
