@@ -412,6 +412,23 @@ describe("apex git install-hooks / uninstall-hooks", () => {
   });
 });
 
+describe("apex git install-hooks: a hooks directory the repository tracks", () => {
+  it("refuses to put APEX's hook in place of a hook git tracks, changing nothing", async () => {
+    const dir = await project();
+    mkdirSync(join(dir, ".githooks"));
+    writeFileSync(join(dir, ".githooks", "pre-commit"), "#!/bin/sh\necho team hook\n", { mode: 0o755 });
+    git(dir, "add", ".gitignore", ".githooks", "apex.config.yaml");
+    git(dir, "commit", "-q", "-m", "team hooks");
+    git(dir, "config", "core.hooksPath", ".githooks");
+    const before = snapshot(join(dir, ".githooks"));
+    const refused = apex(dir, ["git", "install-hooks"]);
+    expect(refused.status).toBe(4);
+    expect(refused.stderr).toContain(`error[APEX_E_HOOK_CONFLICT]: ${join(dir, ".githooks", "pre-commit")} is tracked by git`);
+    expect(snapshot(join(dir, ".githooks"))).toEqual(before);
+    expect(git(dir, "status", "--porcelain")).toBe("");
+  });
+});
+
 describe("hooks: true", () => {
   async function startSession(dir: string): Promise<string[]> {
     const warnings: string[] = [];
