@@ -1,5 +1,5 @@
 import { lstatSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { isDirectory } from "../../core/config/locate.js";
 import { BEFORE_GIT_FIRED_ENV, firstLine, gitOutput, noRepository, runGit } from "./git.js";
@@ -130,8 +130,9 @@ const OPERATIONS = [
 
 /** The operation in progress in the working tree at `repoDir` (its own git directory: a linked worktree has its own), if any. */
 async function operationInProgress(repoDir: string): Promise<(typeof OPERATIONS)[number] | undefined> {
-  const paths = (await gitOutput(repoDir, ["rev-parse", "--path-format=absolute", ...OPERATIONS.flatMap(({ file }) => ["--git-path", file])])).split("\n");
-  return OPERATIONS.find((_, index) => exists(paths[index]!));
+  // Relative to repoDir (or absolute): --path-format=absolute needs git 2.31.
+  const paths = (await gitOutput(repoDir, ["rev-parse", ...OPERATIONS.flatMap(({ file }) => ["--git-path", file])])).split("\n");
+  return OPERATIONS.find((_, index) => paths[index] !== undefined && exists(resolve(repoDir, paths[index]!)));
 }
 
 /**
