@@ -409,6 +409,12 @@ describe("apex git install-hooks / uninstall-hooks", () => {
     git(dir, "add", ".gitignore");
     git(dir, "commit", "-q", "-m", "one");
     expect(fired(dir)).toEqual([{ sessionId: SESSION, args: ["pre-commit"], source: "git-hook" }]);
+
+    // A hooks directory git ignores (husky's .husky/_ has a .gitignore of `*`): git status shows nothing, nor does the warning say so.
+    writeFileSync(join(dir, "shared-hooks", ".gitignore"), "*\n");
+    const ignored = apex(dir, ["git", "install-hooks", "--json"]);
+    expect(JSON.parse(ignored.stdout).warnings).toEqual([]);
+    expect(git(dir, "status", "--porcelain", "--", "shared-hooks")).toBe("");
   });
 });
 

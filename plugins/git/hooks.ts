@@ -108,8 +108,8 @@ export async function locateHooks(repoDir: string, options: { scope?: boolean } 
  */
 export async function installHooks(repoDir: string, target: HookTarget): Promise<InstallReport> {
   const location = await locateHooks(repoDir);
-  const warnings = hooksPathWarnings(location);
   mkdirSync(location.hooksDir, { recursive: true });
+  const warnings = await hooksPathWarnings(location);
   const plans = GIT_HOOKS.map((hook) => planInstall(location.hooksDir, hook));
   await refuseTrackedHooks(location, plans);
   const changes: HookChange<InstallAction>[] = [];
@@ -275,7 +275,7 @@ async function refuseTrackedHooks(location: HookLocation, plans: InstallPlan[]):
   );
 }
 
-function hooksPathWarnings(location: HookLocation): string[] {
+async function hooksPathWarnings(location: HookLocation): Promise<string[]> {
   const warnings: string[] = [];
   if (location.hooksPathScope !== undefined && location.hooksPathScope !== "local" && location.hooksPathScope !== "worktree") {
     warnings.push(
@@ -284,7 +284,9 @@ function hooksPathWarnings(location: HookLocation): string[] {
     );
   }
   const inside = relative(location.repository, location.hooksDir);
-  if (inside !== "" && !inside.startsWith("..") && !isAbsolute(inside) && !inside.startsWith(".git")) {
+  // Unless git ignores them there (husky's .husky/_ ignores everything in it).
+  const shown = async () => (await runGit(location.hooksDir, ["check-ignore", "-q", "--", GIT_HOOKS[0]])).exitCode !== 0;
+  if (inside !== "" && !inside.startsWith("..") && !isAbsolute(inside) && !inside.startsWith(".git") && (await shown())) {
     warnings.push(`The hooks directory ${location.hooksDir} is inside the working tree: git status shows the hooks APEX adds there.`);
   }
   return warnings;
