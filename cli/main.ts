@@ -102,13 +102,24 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof CommanderError) {
       if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
       // commander already printed its message (not with --json: there it is the error's JSON); usage errors exit with 2
-      const sessionHint = sessionWordHint(error, argv) ?? unknownCommandHint(program, error, argv, (await import("../core/suggest.js")).didYouMean);
+      const sessionHint = sessionWordHint(error, argv) ?? gitArgumentsHint(error, argv) ?? unknownCommandHint(program, error, argv, (await import("../core/suggest.js")).didYouMean);
       if (json) return reportError(new ApexError("APEX_E_USAGE", `${error.message.replace(/^error: /, "")}.`.replace(/\.\.$/, "."), { hint: sessionHint ?? "Run the command with --help for its usage." }), true);
       if (sessionHint) process.stderr.write(`hint: ${sessionHint}\n`);
       return 2;
     }
     return reportError(error, json);
   }
+}
+
+/** `apex git commit -m x`: git's options are read as APEX's unless they come after `--`. */
+function gitArgumentsHint(error: CommanderError, argv: string[]): string | undefined {
+  const args = argv.slice(2);
+  const at = args.indexOf("git");
+  if (error.code !== "commander.unknownOption" || commandWords(args, 1)[0] !== "git" || args.includes("--")) return undefined;
+  return `Put git's arguments after --, so that APEX does not read them as its own: apex git -- ${args
+    .slice(at + 1)
+    .map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`))
+    .join(" ")}`;
 }
 
 /** `apex stop feat`: the commands that act on "the session" take it as --session, which the error then says. */

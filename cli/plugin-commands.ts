@@ -120,7 +120,8 @@ async function refuseDisabledPluginCommand(config: Config, words: readonly strin
     } catch {
       continue;
     }
-    const provided = scratch.commands.find(({ spec }) => spec.name === typed || spec.name === words[0]);
+    // Only its own commands: those of the built-ins it requires, applied with it, may be enabled (`git` for sharing).
+    const provided = scratch.commands.find(({ plugin: owner, spec }) => owner === name && (spec.name === typed || spec.name === words[0]));
     if (!provided) continue;
     const file = config.configPath ? displayPath(config.configPath) : "apex.config.yaml";
     const state = config.plugins.some((entry) => entry.name === name) ? `is turned off (\`${name}: false\`) in ${file}` : `is not enabled in ${file}`;

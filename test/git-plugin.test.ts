@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -14,7 +14,7 @@ import { HOOK_MARKER } from "../plugins/git/hooks.js";
 import { gitCommandOf, isReadOnlyGitCommand } from "../plugins/git/passthrough.js";
 import { projectRepository } from "../plugins/git/repository.js";
 import { parseStatus } from "../plugins/git/state.js";
-import { REPO_ROOT, runApex, tempDir, type CliResult } from "./helpers/cli.js";
+import { APEX_BIN, REPO_ROOT, cleanEnv, runApex, tempDir, type CliResult } from "./helpers/cli.js";
 import { isolatedGit } from "./support/git.js";
 
 const RECORDER = join(REPO_ROOT, "test/fixtures/git/record-before-git.mjs");
@@ -409,6 +409,29 @@ describe("apex git install-hooks / uninstall-hooks", () => {
     git(dir, "add", ".gitignore");
     git(dir, "commit", "-q", "-m", "one");
     expect(fired(dir)).toEqual([{ sessionId: SESSION, args: ["pre-commit"], source: "git-hook" }]);
+
+    // A hooks directory git ignores (husky's .husky/_ has a .gitignore of `*`): git status shows nothing, nor does the warning say so.
+    writeFileSync(join(dir, "shared-hooks", ".gitignore"), "*\n");
+    const ignored = apex(dir, ["git", "install-hooks", "--json"]);
+    expect(JSON.parse(ignored.stdout).warnings).toEqual([]);
+    expect(git(dir, "status", "--porcelain", "--", "shared-hooks")).toBe("");
+  });
+});
+
+describe("apex git install-hooks: a hooks directory the repository tracks", () => {
+  it("refuses to put APEX's hook in place of a hook git tracks, changing nothing", async () => {
+    const dir = await project();
+    mkdirSync(join(dir, ".githooks"));
+    writeFileSync(join(dir, ".githooks", "pre-commit"), "#!/bin/sh\necho team hook\n", { mode: 0o755 });
+    git(dir, "add", ".gitignore", ".githooks", "apex.config.yaml");
+    git(dir, "commit", "-q", "-m", "team hooks");
+    git(dir, "config", "core.hooksPath", ".githooks");
+    const before = snapshot(join(dir, ".githooks"));
+    const refused = apex(dir, ["git", "install-hooks"]);
+    expect(refused.status).toBe(4);
+    expect(refused.stderr).toContain(`error[APEX_E_HOOK_CONFLICT]: ${join(dir, ".githooks", "pre-commit")} is tracked by git`);
+    expect(snapshot(join(dir, ".githooks"))).toEqual(before);
+    expect(git(dir, "status", "--porcelain")).toBe("");
   });
 });
 
@@ -599,6 +622,40 @@ describe("apex git -- <git args>", () => {
     expect(result).toMatchObject({ status: 0, stdout: "\n" });
   });
 
+  it("passes a signal sent to APEX alone on to git, and exits as git does", async () => {
+    const dir = await project({ session: false });
+    // git reads stdin until it ends: it runs until a signal ends it.
+    const run = async (signal: NodeJS.Signals): Promise<[number | null, NodeJS.Signals | null]> => {
+      const child = spawn(process.execPath, [APEX_BIN, "git", "--", "hash-object", "--stdin"], { cwd: dir, env: { ...cleanEnv(), ...GIT_ENV }, stdio: ["pipe", "ignore", "ignore"], detached: true });
+      cleanups.push(() => {
+        try {
+          process.kill(-child.pid!, "SIGKILL");
+        } catch {
+          // ended
+        }
+      });
+      const ended = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on("exit", (code, sig) => resolve([code, sig])));
+      // Once git hash-object runs (APEX runs other git commands before it).
+      const hashing = () => {
+        try {
+          const pids = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+          return pids.some((pid) => readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("hash-object"));
+        } catch {
+          return false;
+        }
+      };
+      for (let i = 0; i < 400 && !hashing(); i++) await new Promise((r) => setTimeout(r, 25));
+      child.kill(signal);
+      // Before, SIGINT was ignored until git ended (here: at the end of its input), and SIGTERM ended APEX, leaving git running.
+      const timer = setTimeout(() => child.stdin.end(), 3000);
+      const result = await ended;
+      clearTimeout(timer);
+      return result;
+    };
+    expect(await run("SIGINT")).toEqual([130, null]);
+    expect(await run("SIGTERM")).toEqual([143, null]);
+  });
+
   it("runs git without a session, and `apex git` alone is a usage error", async () => {
     const dir = await project({ session: false });
     const init = apex(dir, ["git", "--", "status", "--porcelain"]);
@@ -610,6 +667,16 @@ describe("apex git -- <git args>", () => {
     const bare = apex(dir, ["git"]);
     expect(bare.status).toBe(2);
     expect(bare.stderr).toContain("error[APEX_E_USAGE]");
+
+    // Without --: git's words are git's; the sharing plugin (off here, requiring git) was blamed for them.
+    const status = apex(dir, ["git", "status"]);
+    expect(status.stderr).not.toContain("APEX_E_PLUGIN_DISABLED");
+    expect(status.status).toBe(0);
+    expect(status.stdout).toContain("On branch main");
+    const options = apex(dir, ["git", "commit", "--allow-empty", "-m", "it's"]);
+    expect(options.status).toBe(2);
+    expect(options.stderr).toContain("hint: Put git's arguments after --, so that APEX does not read them as its own: apex git -- commit --allow-empty -m 'it'\\''s'");
+    expect(git(dir, "rev-list", "--count", "HEAD")).toBe("1");
   });
 
   it("outside a repository: a command that needs one is refused in APEX's words before beforeGit fires; init and -C still run", async () => {
@@ -827,6 +894,100 @@ describe("for start --continue: compareGitState and checkoutCheckpoint", () => {
     expectError(await rejection(checkoutCheckpoint(dir, { branch: "main", commit: null, dirty: false }, "other")), "APEX_E_GIT_COMMIT_MISSING", 3);
     expectError(await rejection(checkoutCheckpoint(dir, state, "bad..name")), "APEX_E_USAGE", 2);
     expectError(await rejection(checkoutCheckpoint(temp(), state, "other")), "APEX_E_NOT_A_REPOSITORY", 3);
+  });
+
+  it("lets the checkout take as long as it takes: a slow post-checkout hook (npm install) is not killed", async () => {
+    const dir = await project({ session: false });
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    commitFile(dir, "later.txt", "later\n", "later");
+    // Longer than the 10 s a read-only git command gets: before, git was killed and the checkout it made reported as failed.
+    writeFileSync(join(dir, ".git", "hooks", "post-checkout"), "#!/bin/sh\nsleep 10.5\necho done > .git/post-checkout-ran\n", { mode: 0o755 });
+    expect(await checkoutCheckpoint(dir, { branch: "main", commit: base, dirty: false }, "restore")).toEqual({ branch: "restore", commit: base });
+    expect(readFileSync(join(dir, ".git", "post-checkout-ran"), "utf8")).toBe("done\n");
+  });
+
+  it("refuses while a rebase or a bisect is in progress, even with a clean tree, and leaves it as it was", async () => {
+    const dir = await project({ session: false });
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    const later = commitFile(dir, "later.txt", "later\n", "later");
+    const state = { branch: "main", commit: base, dirty: false };
+    // Stopped by a failing --exec: nothing to commit, the rebase waits for --continue.
+    expect(gitRun(dir, ["rebase", "--exec", "exit 1", "HEAD~1"]).status).not.toBe(0);
+    expect(git(dir, "status", "--porcelain")).toBe("");
+    const rebasing = expectError(await rejection(checkoutCheckpoint(dir, state, "restore")), "APEX_E_DIRTY_TREE", 4);
+    expect(rebasing.message).toContain("a rebase is in progress");
+    expect(rebasing.hint).toBe("Finish it (git rebase --continue) or abort it (git rebase --abort), then run the command again.");
+    expect(git(dir, "branch", "--list", "restore")).toBe("");
+    git(dir, "rebase", "--abort");
+    expect(git(dir, "symbolic-ref", "--short", "HEAD")).toBe("main");
+
+    git(dir, "bisect", "start", later, base);
+    const bisecting = expectError(await rejection(checkoutCheckpoint(dir, state, "restore")), "APEX_E_DIRTY_TREE", 4);
+    expect(bisecting.hint).toContain("git bisect reset");
+    git(dir, "bisect", "reset");
+    expect(await checkoutCheckpoint(dir, state, "restore")).toEqual({ branch: "restore", commit: base });
+  });
+
+  it("refuses to overwrite files git ignores that the checkpoint's commit has", async () => {
+    const dir = await project({ session: false });
+    writeFileSync(join(dir, "secret.env"), "checkpoint's\n");
+    git(dir, "add", "secret.env");
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    git(dir, "rm", "-q", "--cached", "secret.env");
+    commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\nsecret.env\n", "stop tracking secret.env");
+    writeFileSync(join(dir, "secret.env"), "the user's work\n");
+    const state = { branch: "main", commit: base, dirty: false };
+    const refused = expectError(await rejection(checkoutCheckpoint(dir, state, "restore")), "APEX_E_DIRTY_TREE", 4);
+    expect(refused.message).toContain("which the checkout would overwrite:\n  secret.env");
+    expect(readFileSync(join(dir, "secret.env"), "utf8")).toBe("the user's work\n");
+    expect(git(dir, "branch", "--list", "restore")).toBe("");
+    rmSync(join(dir, "secret.env"));
+    expect(await checkoutCheckpoint(dir, state, "restore")).toEqual({ branch: "restore", commit: base });
+    expect(readFileSync(join(dir, "secret.env"), "utf8")).toBe("checkpoint's\n");
+  });
+
+  it("refuses to leave behind commits made on a detached HEAD that no branch has", async () => {
+    const dir = await project({ session: false });
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    const later = commitFile(dir, "later.txt", "later\n", "later");
+    git(dir, "checkout", "-q", "--detach");
+    const work = commitFile(dir, "work.txt", "work\n", "work on a detached HEAD");
+    const state = { branch: "main", commit: base, dirty: false };
+    const refused = expectError(await rejection(checkoutCheckpoint(dir, state, "restore")), "APEX_E_DIRTY_TREE", 4);
+    expect(refused.message).toContain(`HEAD is detached at ${work.slice(0, 7)}, with 1 commit no branch has`);
+    expect(refused.hint).toBe(`Keep them on a branch first (git branch <name> ${work.slice(0, 7)}), then run the command again.`);
+    expect(git(dir, "rev-parse", "HEAD")).toBe(work);
+    // Detached at a commit a branch has: nothing is left behind.
+    git(dir, "checkout", "-q", "--detach", later);
+    expect(await checkoutCheckpoint(dir, state, "restore")).toEqual({ branch: "restore", commit: base });
+  });
+
+  it("in a shallow clone, a commit below its depth is missing with the fetch that brings it", async () => {
+    const dir = await project({ session: false });
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    commitFile(dir, "later.txt", "later\n", "later");
+    const clone = temp();
+    git(clone, "clone", "-q", "--depth", "1", `file://${dir}`, "c");
+    const missing = expectError(await rejection(checkoutCheckpoint(join(clone, "c"), { branch: "main", commit: base, dirty: false }, "restore")), "APEX_E_GIT_COMMIT_MISSING", 3);
+    expect(missing.message).toContain("(a shallow clone)");
+    expect(missing.hint).toBe("Fetch the history it lacks (git fetch --unshallow), or continue without --git-checkout.");
+    git(join(clone, "c"), "fetch", "-q", "--unshallow");
+    expect(await checkoutCheckpoint(join(clone, "c"), { branch: "main", commit: base, dirty: false }, "restore")).toEqual({ branch: "restore", commit: base });
+  });
+
+  it("a branch named like a directory of the restore branch is named before anything changes; one below it is stepped over", async () => {
+    const dir = await project({ session: false });
+    const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
+    const state = { branch: "main", commit: base, dirty: false };
+    git(dir, "branch", "apex/s1/checkpoint-001/old");
+    expect(await restoreBranchName(dir, "s1", "checkpoint-001")).toBe("apex/s1/checkpoint-001-2");
+    git(dir, "branch", "-D", "apex/s1/checkpoint-001/old");
+    git(dir, "branch", "apex");
+    const name = await restoreBranchName(dir, "s1", "checkpoint-001");
+    expect(name).toBe("apex/s1/checkpoint-001");
+    const clash = expectError(await rejection(checkoutCheckpoint(dir, state, name)), "APEX_E_BRANCH_EXISTS", 4);
+    expect(clash.message).toBe("Refusing to check out the checkpoint on branch 'apex/s1/checkpoint-001': git cannot have it beside the branch 'apex'.");
+    expect(git(dir, "symbolic-ref", "--short", "HEAD")).toBe("main");
   });
 
   it("projectRepository resolves the git plugin's `repository` option, undefined when the plugin is off", async () => {

@@ -1,5 +1,5 @@
 import { chmodSync, lstatSync, readFileSync, realpathSync, renameSync, rmSync, unlinkSync, writeFileSync, mkdirSync } from "node:fs";
-import { isAbsolute, join, relative, resolve } from "node:path";
+import { basename, isAbsolute, join, relative, resolve } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { runGit, noRepository } from "./git.js";
 
@@ -108,9 +108,10 @@ export async function locateHooks(repoDir: string, options: { scope?: boolean } 
  */
 export async function installHooks(repoDir: string, target: HookTarget): Promise<InstallReport> {
   const location = await locateHooks(repoDir);
-  const warnings = hooksPathWarnings(location);
   mkdirSync(location.hooksDir, { recursive: true });
+  const warnings = await hooksPathWarnings(location);
   const plans = GIT_HOOKS.map((hook) => planInstall(location.hooksDir, hook));
+  await refuseTrackedHooks(location, plans);
   const changes: HookChange<InstallAction>[] = [];
   for (const plan of plans) {
     const script = hookScript(plan.hook, target, location.commonDir);
@@ -248,7 +249,33 @@ function planInstall(hooksDir: string, hook: GitHookName): InstallPlan {
   return { hook, path, action: "wrapped" };
 }
 
-function hooksPathWarnings(location: HookLocation): string[] {
+/**
+ * Refuses (APEX_E_HOOK_CONFLICT, nothing changed) to wrap a hook git tracks (core.hooksPath
+ * naming a directory of the repository, `.githooks/`): APEX's hook would take its place in the
+ * working tree, where every checkpoint would count it as a change and `git commit -a` would
+ * commit it, with this machine's paths, for everyone who shares the repository.
+ */
+async function refuseTrackedHooks(location: HookLocation, plans: InstallPlan[]): Promise<void> {
+  const wrapped = plans.filter((plan) => plan.action === "wrapped");
+  if (wrapped.length === 0) return;
+  // Asked in the hooks directory: paths relative to it, and no answer where no work tree is (.git/hooks, a bare repository).
+  const listed = await runGit(location.hooksDir, ["ls-files", "-z", "--", ...wrapped.map((plan) => basename(plan.path))]);
+  if (listed.exitCode !== 0) return;
+  const tracked = new Set(listed.stdout.split("\0").filter(Boolean));
+  const plan = wrapped.find((candidate) => tracked.has(basename(candidate.path)));
+  if (!plan) return;
+  throw new ApexError(
+    "APEX_E_HOOK_CONFLICT",
+    `${plan.path} is tracked by git (core.hooksPath is ${location.hooksDir}): installing would put APEX's hook in its place in the working tree, ` +
+      "a change every checkpoint would record and `git commit -a` would commit for everyone sharing the repository. Nothing was installed.",
+    {
+      hint: `Fire APEX from that hook yourself (a line \`apex git hook-fired ${plan.hook} -- "$@"\`), or run git through \`apex git -- …\`, which fires beforeGit without hooks.`,
+      details: { hook: plan.hook, path: plan.path },
+    },
+  );
+}
+
+async function hooksPathWarnings(location: HookLocation): Promise<string[]> {
   const warnings: string[] = [];
   if (location.hooksPathScope !== undefined && location.hooksPathScope !== "local" && location.hooksPathScope !== "worktree") {
     warnings.push(
@@ -257,7 +284,9 @@ function hooksPathWarnings(location: HookLocation): string[] {
     );
   }
   const inside = relative(location.repository, location.hooksDir);
-  if (inside !== "" && !inside.startsWith("..") && !isAbsolute(inside) && !inside.startsWith(".git")) {
+  // Unless git ignores them there (husky's .husky/_ ignores everything in it).
+  const shown = async () => (await runGit(location.hooksDir, ["check-ignore", "-q", "--", GIT_HOOKS[0]])).exitCode !== 0;
+  if (inside !== "" && !inside.startsWith("..") && !isAbsolute(inside) && !inside.startsWith(".git") && (await shown())) {
     warnings.push(`The hooks directory ${location.hooksDir} is inside the working tree: git status shows the hooks APEX adds there.`);
   }
   return warnings;

@@ -90,17 +90,28 @@ export async function passthroughDirectory(repoDir: string, cwd: string): Promis
   return inside === "" || (!inside.startsWith("..") && !isAbsolute(inside)) ? cwd : repoDir;
 }
 
+/** Signals `apex git --` passes on to git rather than act on: git decides, and APEX waits for it. */
+const FORWARDED_SIGNALS = ["SIGINT", "SIGQUIT", "SIGTERM", "SIGHUP"] as const;
+
 /**
  * Runs git with the terminal (stdin, stdout, stderr inherited) and resolves with its exit code
  * (128 + the signal number when a signal ended it). APEX's hooks see BEFORE_GIT_FIRED_ENV and
- * do not fire beforeGit again. Ctrl-C reaches git, which decides; APEX waits for it.
+ * do not fire beforeGit again. A signal APEX gets (Ctrl-C, which git gets from the terminal too,
+ * a `kill` of APEX's pid alone, a timeout) goes to git, which decides; APEX waits for it, and
+ * never leaves git running on its own.
  */
 export function runGitInteractive(cwd: string, args: readonly string[]): Promise<number> {
   return new Promise((resolve, reject) => {
-    const ignore = () => {};
-    for (const signal of ["SIGINT", "SIGQUIT"] as const) process.on(signal, ignore);
+    const forward = (signal: NodeJS.Signals) => {
+      try {
+        child.kill(signal);
+      } catch {
+        // git has ended: its close event follows
+      }
+    };
+    for (const signal of FORWARDED_SIGNALS) process.on(signal, forward);
     const release = () => {
-      for (const signal of ["SIGINT", "SIGQUIT"] as const) process.off(signal, ignore);
+      for (const signal of FORWARDED_SIGNALS) process.off(signal, forward);
     };
     const child = spawn("git", [...args], { cwd, stdio: "inherit", env: { ...process.env, [BEFORE_GIT_FIRED_ENV]: "1" } });
     child.on("error", (error: NodeJS.ErrnoException) => {
