@@ -2,7 +2,7 @@ import { lstatSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ApexError } from "../../core/errors.js";
 import { isDirectory } from "../../core/config/locate.js";
-import { BEFORE_GIT_FIRED_ENV, firstLine, gitOutput, noRepository, runGit } from "./git.js";
+import { BEFORE_GIT_FIRED_ENV, exists, firstLine, gitOutput, noRepository, runGit } from "./git.js";
 import { asGitState, formatChangedFile, readWorkingTree, shortCommit } from "./state.js";
 
 export interface CheckoutResult {
@@ -164,15 +164,6 @@ async function ignoredFilesInTheWay(repoDir: string, head: string | null, commit
     if (blocked) inTheWay.push(path);
   }
   return inTheWay;
-}
-
-function exists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Checks out a planned checkout: a new branch at the commit, in the plan's repository (working tree). */

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { lstatSync } from "node:fs";
 import { isDirectory } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 
@@ -113,6 +114,16 @@ function gitUnavailable(cause: Error): ApexError {
     hint: "Install git, or disable the git plugin (`git: false` under `plugins:` in apex.config.yaml).",
     cause,
   });
+}
+
+/** Whether anything is at `path`, a dangling symlink included (lstat: the link itself, not what it names). */
+export function exists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function firstLine(text: string): string {

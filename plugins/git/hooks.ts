@@ -1,7 +1,7 @@
 import { chmodSync, lstatSync, readFileSync, realpathSync, renameSync, rmSync, unlinkSync, writeFileSync, mkdirSync } from "node:fs";
 import { basename, isAbsolute, join, relative, resolve } from "node:path";
 import { ApexError } from "../../core/errors.js";
-import { runGit, noRepository } from "./git.js";
+import { exists, runGit, noRepository } from "./git.js";
 
 /**
  * Git hooks that fire beforeGit before git changes the project: a commit (pre-commit), a merge
@@ -290,15 +290,6 @@ async function hooksPathWarnings(location: HookLocation): Promise<string[]> {
     warnings.push(`The hooks directory ${location.hooksDir} is inside the working tree: git status shows the hooks APEX adds there.`);
   }
   return warnings;
-}
-
-function exists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** A value as one single-quoted shell word. */
