@@ -30,6 +30,16 @@ beforeAll(async () => {
 }, 120_000);
 
 
+/** What `attempt` throws (undefined when it returns). */
+function thrownBy(attempt: () => unknown): unknown {
+  try {
+    attempt();
+  } catch (error) {
+    return error;
+  }
+  return undefined;
+}
+
 /** Each test's store is a new project in the file's database. */
 const require = createRequire(import.meta.url);
 const spec = (project = `p${++projects}`): StoreSpec => ({ backend: "postgres", dir: "/nonexistent/.apex", url, project });
@@ -206,12 +216,7 @@ describe("postgres backend", () => {
     for (const [target, code, message] of cases) {
       const s = { ...spec(), url: target };
       for (const attempt of [() => postgresBackend.open(s, {}), () => postgresBackend.exists(s)]) {
-        let caught: unknown;
-        try {
-          attempt();
-        } catch (error) {
-          caught = error;
-        }
+        const caught = thrownBy(attempt);
         expect(caught).toBeInstanceOf(ApexError);
         const error = caught as ApexError;
         expect(error.code).toBe(code);
@@ -234,12 +239,7 @@ describe("postgres backend", () => {
       const target = `postgres://apex:secret@127.0.0.1:${port}/db?connect_timeout=2`;
       for (const attempt of [() => postgresBackend.open({ ...spec(), url: target }, {}), () => postgresBackend.exists({ ...spec(), url: target })]) {
         const started = Date.now();
-        let caught: unknown;
-        try {
-          attempt();
-        } catch (error) {
-          caught = error;
-        }
+        const caught = thrownBy(attempt);
         expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE" });
         expect((caught as Error).message).toContain("no answer within 2 s");
         expect((caught as Error).message).not.toContain("secret");
@@ -283,12 +283,7 @@ describe("postgres backend", () => {
         const target = `postgres://apex:secret-pw@127.0.0.1:${port}/db?connect_timeout=20`;
         for (const attempt of [() => postgresBackend.open({ ...spec(), url: target }, {}), () => postgresBackend.exists({ ...spec(), url: target })]) {
           const started = Date.now();
-          let caught: unknown;
-          try {
-            attempt();
-          } catch (error) {
-            caught = error;
-          }
+          const caught = thrownBy(attempt);
           expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE", exitCode: 1, hint: expect.stringContaining("host and port") });
           expect((caught as Error).message).toMatch(message);
           expect((caught as Error).message).toContain(`127.0.0.1:${port}`);
@@ -457,12 +452,7 @@ describe("postgres backend", () => {
       await store.set("/x", 1);
       await relay.down();
       sleepSync(200);
-      let caught: unknown;
-      try {
-        store.get("/x");
-      } catch (error) {
-        caught = error;
-      }
+      const caught = thrownBy(() => store.get("/x"));
       expect(caught).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE" });
       expect((caught as Error).message).toContain(`127.0.0.1:${relayPort}`);
       expect((caught as Error).message).not.toContain(cluster.password);
@@ -523,12 +513,7 @@ describe("postgres backend", () => {
     const holder = new (require("pg") as typeof import("pg")).Client({ connectionString: asRole });
     await holder.connect();
     try {
-      let refused: unknown;
-      try {
-        open({ ...spec(), url: asRole }).get("/x");
-      } catch (error) {
-        refused = error;
-      }
+      const refused = thrownBy(() => open({ ...spec(), url: asRole }).get("/x"));
       // It was APEX_E_STORE "Cannot open the PostgreSQL store …: too many connections for role", which the supervisor's wait for a server that comes back does not take.
       expect(refused).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE", details: { code: "53300" } });
       expect((refused as Error).message).toContain("has no connection to spare: too many connections for role");
