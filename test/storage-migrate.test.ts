@@ -103,4 +103,35 @@ describe("store migration between backends", () => {
     expect(empty.revision()).toBe(0);
     expect(empty.tableNames()).toEqual([]);
   });
+
+  it("leaves no keyspace in a target whose copy stopped half-way, never records holding an earlier put's placeholder", async () => {
+    const lmdb = track(LmdbStore.open(lmdbDir(), { actor: "user:test" }));
+    // More changes than a transaction of the copy once held (5,000), then the usual history.
+    await lmdb.batch((batch) => {
+      for (let i = 0; i < 6000; i++) batch.set(`/bulk/${i}`, i);
+    });
+    await fill(lmdb);
+    // The source fails as a lost connection would, at the log's last value (/mem/again): by then
+    // every earlier change was replayed, with placeholders for the puts a later one overwrites.
+    const failing = new Proxy(lmdb, {
+      get(target, name, receiver) {
+        if (name === "getEncoded") {
+          return (path: string) => {
+            if (path === "/mem/again") throw Object.assign(new Error("connection lost"), { code: "ECONNRESET" });
+            return target.getEncoded(path);
+          };
+        }
+        const value = Reflect.get(target, name, receiver);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    for (const target of [track(postgresBackend.open(pgSpec(), {})), track(LmdbStore.open(lmdbDir(), { actor: "user:test" }))]) {
+      await expect(migrateStore(failing, target, { tables: TABLES })).rejects.toThrow("connection lost");
+      expect(target.revision()).toBe(0);
+      expect(Array.from(target.keys({}))).toEqual([]);
+      expect(target.get("/notes/a")).toBeUndefined();
+      // The tables were copied first: objects nothing names yet.
+      expect(target.tableNames().sort()).toEqual(["catalog", "objects", "packs"]);
+    }
+  });
 });

@@ -2,15 +2,16 @@
  * Copies a store from one storage backend to another through the port alone (LMDB → PostgreSQL,
  * PostgreSQL → LMDB, or between two servers), then verifies the copy against the source.
  *
- * - The keyspace and its revision log: the source's log is replayed on the target, batch by
- *   batch, with the same paths, kinds and actors in the same order, so every path gets the same
- *   revision number on both sides (checkpoints record revisions and read changes since them).
- *   Only a path's last put in the log carries its value (as stored, in the value encoding, so
- *   checkpoint hashes stay equal); earlier puts write a placeholder that later changes replace.
- *   The log's times are the copy's: the port writes a batch with the time of its commit.
  * - Every table named by `tableNames()`, row by row, keys and values as the table's kinds say.
  *   The port does not say a table's kinds; they come from `tables` (the plugins that own them
  *   know them), else from the source when it can say (the PostgreSQL backend's tableOptions()).
+ * - Then the keyspace and its revision log, in one transaction: the source's log is replayed on
+ *   the target, batch by batch, with the same paths, kinds and actors in the same order, so every
+ *   path gets the same revision number on both sides (checkpoints record revisions and read
+ *   changes since them). Only a path's last put in the log carries its value (as stored, in the
+ *   value encoding, so checkpoint hashes stay equal); earlier puts write a placeholder that later
+ *   changes replace, so a copy stopped before its commit must leave no keyspace at all.
+ *   The log's times are the copy's: the port writes a batch with the time of its commit.
  * - Verification reads both stores back: every keyspace record byte for byte, the revision and
  *   every change (revision, path, kind, actor), every table's rows.
  * The source is only read. The target must be empty: nothing is written to a store that
@@ -46,8 +47,8 @@ interface TableCatalog {
   tableOptions(name: string): TableOptions | undefined;
 }
 
-/** Changes applied per target transaction (each batch of the source stays one batch). */
-const CHANGES_PER_TRANSACTION = 5000;
+/** A progress line every this many changes replayed. */
+const CHANGES_PER_PROGRESS = 5000;
 const ROWS_PER_TRANSACTION = 2000;
 const PLACEHOLDER = encodeJson(null);
 
@@ -85,52 +86,8 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
     options.clearInterrupted();
   }
 
-  // The keyspace: which put of each path is its last (the one that carries the value).
-  const revision = source.revision();
-  const lastPut = new Map<string, number>();
-  let changes = 0;
-  for (const change of source.changesSince(0)) {
-    changes++;
-    if (change.kind === "put") lastPut.set(change.path, change.revision);
-  }
-  progress(`replaying ${changes} change${changes === 1 ? "" : "s"} (revision ${revision})`);
-  let group: Change[] = [];
-  let replayed = 0;
-  const flushGroup = async () => {
-    const pending = group;
-    group = [];
-    replayed += pending.length;
-    await target.transaction(() => {
-      let start = 0;
-      // Consecutive changes by one actor at one instant were one batch; each stays one batch.
-      while (start < pending.length) {
-        let end = start + 1;
-        while (end < pending.length && pending[end]!.actor === pending[start]!.actor && pending[end]!.time === pending[start]!.time) end++;
-        const slice = pending.slice(start, end);
-        target.batchSync((batch) => {
-          for (const change of slice) {
-            if (change.kind === "delete") {
-              if (!batch.delete(change.path)) throw integrity(`the log deletes ${change.path} at revision ${change.revision}, which the copy does not hold`);
-              continue;
-            }
-            const bytes = lastPut.get(change.path) === change.revision ? source.getEncoded(change.path) : undefined;
-            batch.setEncoded(change.path, bytes ?? PLACEHOLDER);
-          }
-        }, slice[0]!.actor);
-        start = end;
-      }
-    });
-  };
-  for (const change of source.changesSince(0)) {
-    group.push(change);
-    if (group.length >= CHANGES_PER_TRANSACTION) {
-      await flushGroup();
-      progress(`replayed ${replayed} of ${changes} changes`);
-    }
-  }
-  if (group.length > 0) await flushGroup();
-
-  // Tables, row by row.
+  // Tables, row by row, before the keyspace that names what they hold (a copy stopped half-way
+  // leaves objects nothing refers to, not checkpoints whose objects are missing).
   const tableCounts: Record<string, number> = {};
   for (const name of names) {
     const kinds = tableOptions.get(name)!;
@@ -157,6 +114,44 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
     tableCounts[name] = count;
     progress(`copied table ${name}: ${count} row${count === 1 ? "" : "s"}`);
   }
+
+  // The keyspace: which put of each path is its last (the one that carries the value).
+  const revision = source.revision();
+  const lastPut = new Map<string, number>();
+  let changes = 0;
+  for (const change of source.changesSince(0)) {
+    changes++;
+    if (change.kind === "put") lastPut.set(change.path, change.revision);
+  }
+  progress(`replaying ${changes} change${changes === 1 ? "" : "s"} (revision ${revision})`);
+  // One transaction for the whole log: a copy stopped before its commit (Ctrl-C, kill -9, a lost
+  // connection) leaves no keyspace at all, never records that still hold the placeholder of an
+  // earlier put (a store opened half-copied showed sessions and memory as null). Consecutive
+  // changes by one actor at one instant were one batch; each stays one batch.
+  let replayed = 0;
+  await target.transaction(() => {
+    let group: Change[] = [];
+    const flushGroup = () => {
+      target.batchSync((batch) => {
+        for (const change of group) {
+          if (change.kind === "delete") {
+            if (!batch.delete(change.path)) throw integrity(`the log deletes ${change.path} at revision ${change.revision}, which the copy does not hold`);
+            continue;
+          }
+          const bytes = lastPut.get(change.path) === change.revision ? source.getEncoded(change.path) : undefined;
+          batch.setEncoded(change.path, bytes ?? PLACEHOLDER);
+        }
+      }, group[0]!.actor);
+      replayed += group.length;
+      if (Math.floor(replayed / CHANGES_PER_PROGRESS) !== Math.floor((replayed - group.length) / CHANGES_PER_PROGRESS)) progress(`replayed ${replayed} of ${changes} changes`);
+      group = [];
+    };
+    for (const change of source.changesSince(0)) {
+      if (group.length > 0 && (change.actor !== group[0]!.actor || change.time !== group[0]!.time)) flushGroup();
+      group.push(change);
+    }
+    if (group.length > 0) flushGroup();
+  });
 
   const entries = verify(source, target, tableOptions);
   progress(`verified: ${entries} record${entries === 1 ? "" : "s"}, revision ${revision}, ${names.length} table${names.length === 1 ? "" : "s"}`);
