@@ -279,6 +279,10 @@ describe("apex connect on a pipe when the server stops", () => {
     server.child.kill("SIGTERM");
     const ended = await run.done;
     expect(ended.status, ended.stderr).toBe(0);
+    // --json is JSON lines: the status first, then the events, each line one object.
+    const lines = ended.stdout.trim().split("\n");
+    expect(Object.keys(JSON.parse(lines[0]!))).toEqual(["connected", "status"]);
+    for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
     expect(ended.stderr).toContain("The event stream ended: the server is shutting down.");
     const logsEnded = await logs.done;
     expect(logsEnded.status, logsEnded.stderr).toBe(0);

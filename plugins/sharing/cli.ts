@@ -228,7 +228,8 @@ export async function connectCommand(targetText: string, json: boolean): Promise
   const { terminalSafe } = await import("../../cli/terminal-text.js");
   // What the server sent stays on its line: a name or a title must not pass for another line of the report.
   const one = (value: unknown) => terminalSafe(String(value), { singleLine: true });
-  if (json) printJson({ connected: me, status });
+  // One JSON object per line, the first as the events after it (pretty-printed, it was lines a line reader could not parse).
+  if (json) process.stdout.write(`${JSON.stringify({ connected: me, status })}\n`);
   else {
     printLine(`Connected to ${target.origin} as ${paint(one(me.user), "bold")} (${one(me.role)}). Ctrl-C detaches.`);
     const session = status.session;
