@@ -183,6 +183,11 @@ describe("apex serve: roles", () => {
 
     // Internal plumbing is not reachable remotely, even by an owner.
     expect((await rpc(server.url, sid, "share.authenticate", owner.token, { token: viewer.token })).status).toBe(404);
+    // A method no supervisor has: 404 (the caller's mistake, not a bad gateway), without the supervisor's list of methods.
+    const unknown = await rpc(server.url, sid, "memory.explode", owner.token);
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", message: 'Unknown method "memory.explode".' });
+    expect(JSON.stringify(unknown.body)).not.toContain("share.authenticate");
 
     // Tokens never appear in what the server logs.
     const log = await server.stop();

@@ -657,6 +657,19 @@ class Gate {
    * session of its working tree whose supervisor is down (interrupted); any other is read-only.
    */
   async call(sessionId: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+    try {
+      return await this.callSession(sessionId, method, params);
+    } catch (error) {
+      // A method no supervisor knows is the caller's mistake (404), not a bad gateway (502), and
+      // the list of the supervisor's methods (internal ones included) is not the caller's to see.
+      if (error instanceof ApexError && error.code === "APEX_E_RPC" && error.message === `Unknown method ${JSON.stringify(method)}.`) {
+        throw new ApexError("APEX_E_NOT_FOUND", error.message, { hint: "The methods are those of `apex`'s control channel (README: Remote and shared sessions)." });
+      }
+      throw error;
+    }
+  }
+
+  private async callSession(sessionId: string, method: string, params: Record<string, unknown>): Promise<unknown> {
     const socket = this.supervisorSocket(sessionId);
     if (socket) return this.channelTo(socket).call(method, params, 120_000);
     if (STORED_READS.has(method)) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params));
