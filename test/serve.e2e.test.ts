@@ -806,6 +806,31 @@ function statSyncOrNull(path: string) {
   }
 }
 
+/**
+ * Runs argv[1:] on a pseudo-terminal, types $TYPED once the prompt "Token: " shows, and prints
+ * {status, screen}: what the terminal showed (echo included), and the exit status.
+ */
+const TYPE_ON_TERMINAL = `
+import json, os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+screen, typed = b"", False
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    screen += chunk
+    if not typed and b"Token: " in screen:
+        os.write(fd, os.environ["TYPED"].encode())
+        typed = True
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"status": os.waitstatus_to_exitcode(status), "screen": screen.decode("utf8", "replace")}))
+`;
+
 describe("apex login and credentials", () => {
   it("keeps the token in a 0600 file that --remote uses", async () => {
     project = new Project(CONFIG);
@@ -838,6 +863,22 @@ describe("apex login and credentials", () => {
     expect(intoDirectory.status, intoDirectory.stderr).toBe(2);
     expect(JSON.parse(intoDirectory.stderr).error.message).toContain("is a directory");
     expect(readdirSync(project.dir).filter((name) => name.endsWith(".tmp"))).toEqual([]);
+
+    // Typed on a terminal, the token is not echoed (as a password prompt): the screen shows the prompt only.
+    const typed = join(project.dir, "typed.json");
+    const terminal = JSON.parse(
+      execFileSync("python3", ["-c", TYPE_ON_TERMINAL, process.execPath, join(REPO_ROOT, "bin", "apex.js"), "login", `${hostPort}/${sid}`], {
+        cwd: project.dir,
+        env: { ...process.env, APEX_CREDENTIALS: typed, APEX_TOKEN: "", TYPED: `${viewer.token}\r` },
+        encoding: "utf8",
+        timeout: 30_000,
+      }),
+    ) as { status: number; screen: string };
+    expect(terminal.status, terminal.screen).toBe(0);
+    expect(terminal.screen).toContain("Token: ");
+    expect(terminal.screen).toContain("Saved the token");
+    expect(terminal.screen).not.toContain(viewer.token.slice(4, 24));
+    expect(readFileSync(typed, "utf8")).toContain(viewer.token);
   });
 
   it("refuses a credentials file it cannot read rather than overwrite the tokens in it, and keeps a looser file's tokens at 0600", () => {

@@ -419,11 +419,48 @@ function namesSession(hostText: string): boolean {
 }
 
 async function readLine(): Promise<string> {
-  if (process.stdin.isTTY) process.stderr.write("Token: ");
+  if (process.stdin.isTTY) return readHidden("Token: ");
   let text = "";
   for await (const chunk of process.stdin) {
     text += chunk as string;
     if (text.includes("\n")) break;
   }
   return text.split("\n")[0]!.trim();
+}
+
+/**
+ * A line typed on the terminal without echoing it (as `ssh` and `sudo` ask for a password): a
+ * token shown on screen ends up in scrollback, screen shares and recordings. Backspace erases;
+ * Ctrl-C ends the command (exit 130), Ctrl-D ends the line.
+ */
+function readHidden(prompt: string): Promise<string> {
+  const input = process.stdin;
+  // Echo off before the prompt shows: what is typed as soon as it appears is not shown either.
+  input.setRawMode(true);
+  process.stderr.write(prompt);
+  input.setEncoding("utf8");
+  input.resume();
+  return new Promise((resolve) => {
+    let text = "";
+    const done = (line: string) => {
+      input.off("data", onData);
+      input.setRawMode(false);
+      input.pause();
+      process.stderr.write("\n");
+      resolve(line.trim());
+    };
+    const onData = (chunk: string) => {
+      for (const char of chunk) {
+        if (char === "\r" || char === "\n" || char === "\u0004") return done(text);
+        if (char === "\u0003") {
+          input.setRawMode(false);
+          process.stderr.write("\n");
+          process.exit(130);
+        }
+        if (char === "\u007f" || char === "\b") text = text.slice(0, -1);
+        else if (char >= " ") text += char;
+      }
+    };
+    input.on("data", onData);
+  });
 }
