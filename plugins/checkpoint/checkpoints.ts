@@ -576,6 +576,12 @@ export interface DeleteOptions extends ResolveOptions {
    */
   refuse?: (located: Located) => void;
   actor?: string;
+  /**
+   * Writes what must be committed with the deletion, in its transaction, after its records are
+   * removed (retention's audit event): a process killed right after the deletion leaves both or
+   * neither.
+   */
+  record?: (deleted: NamedCheckpoint) => void;
 }
 
 const holds = new WeakMap<Store, Map<string, string[]>>();
@@ -642,6 +648,7 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
     forgetLangGraphStep(store, located, options.actor ?? ACTORS.checkpoint);
     removeCheckpointRecords(store, located, options.actor ?? ACTORS.checkpoint);
     deleted = { ...located, name: checkpointName(located.sequence), session_name: sessionName(store, located.sessionId) };
+    options.record?.(deleted);
   });
   return deleted;
 }
