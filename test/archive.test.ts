@@ -238,6 +238,13 @@ describe("apex session archive / unarchive", () => {
     const missing = apex("session", "archive", "s-nope", "--json");
     expect(missing.status).toBe(3);
 
+    // A valid duration longer than a Date reaches back: nothing ended that early (it failed, exit 1, "Invalid time value").
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG.replace("archive: {}", 'archive: {older_than: "99999999999999999999w"}'));
+    const ages = apex("session", "archive", "--dry-run", "--json");
+    expect(ages.stderr).toBe("");
+    expect(ages.status).toBe(0);
+    expect(json(ages)).toMatchObject({ cutoff: "-271821-04-20T00:00:00.000Z", archived: [] });
+
     expect(existsSync(join(dir, ".apex/backups"))).toBe(false);
     await withStore(dir, (store) => {
       expect(store.revision()).toBe(before.revision);

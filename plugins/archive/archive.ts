@@ -80,7 +80,7 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
     });
   }
   const now = (options.now ?? (() => new Date()))();
-  const cutoff = options.olderThanMs === undefined ? undefined : now.getTime() - options.olderThanMs;
+  const cutoff = options.olderThanMs === undefined ? undefined : cutoffOf(now.getTime(), options.olderThanMs);
   const result: ArchiveResult = {
     dryRun: options.dryRun ?? false,
     cutoff: cutoff === undefined ? null : new Date(cutoff).toISOString(),
@@ -119,6 +119,18 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
     }
   }
   return result;
+}
+
+/** The earliest time a Date holds (100,000,000 days before 1970). */
+const EARLIEST_TIME = -8.64e15;
+
+/**
+ * When sessions must have ended by to be archived: `olderThanMs` before `now`, or the earliest time
+ * a Date holds for a longer duration (older_than: "99999999999999999999w" is a valid duration, and
+ * its cutoff made toISOString throw "Invalid time value").
+ */
+export function cutoffOf(now: number, olderThanMs: number): number {
+  return Math.max(EARLIEST_TIME, now - olderThanMs);
 }
 
 /** Ended sessions to archive: the one named (refused unless it ended), or every one that ended before the cutoff. */
