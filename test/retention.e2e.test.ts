@@ -227,6 +227,8 @@ describe("apex session cleanup (end to end)", () => {
         "  keep   checkpoint-002  2026-11-16 13:00  pinned",
         "  remove checkpoint-001  2026-11-16 06:00  no rule keeps it",
         "",
+        "Would sweep 2 values and 4 tree nodes no kept checkpoint would reference: 204 B freed.",
+        "",
         "Temporary files: 1 file to remove (3 B)",
         "  .apex/supervisor.json.999999999.tmp  3 B  unfinished runtime file of exited process 999999999",
         "",

@@ -660,6 +660,8 @@ export interface SweepOptions {
    * below such a node cannot be seen and is swept. Default: refuse (repair first).
    */
   allowDamaged?: boolean;
+  /** With dryRun: what the sweep would remove once these checkpoints are deleted (a cleanup's dry run). */
+  without?: ReadonlyArray<{ sessionId: string; sequence: number }>;
 }
 
 export interface SweepResult {
@@ -687,7 +689,7 @@ export async function sweepUnreferenced(store: Store, options: SweepOptions = {}
     const view = objects.view({ fresh: true }); // every kept node read from disk: damage must show
     const marked = { values: new Set<Hash>(), trees: new Set<Hash>() };
     const damaged: Hash[] = [];
-    visitReachable(view, liveRoots(store), {
+    visitReachable(view, liveRoots(store, options.dryRun ? options.without : undefined), {
       tree: (hash) => void marked.trees.add(hash),
       value: (hash) => void marked.values.add(hash),
       damaged: (hash) => void damaged.push(hash),

@@ -104,6 +104,33 @@ export interface RetentionOutcome {
   sweepError: { code: string; message: string; hint?: string } | undefined;
 }
 
+/**
+ * A dry run of applyRetention: the plan, the checkpoints it would delete, and what the sweep
+ * after those deletions would remove (the same mark and sweep, counting them as gone). Writes
+ * nothing. The sweep's dry run reads in the same synchronous run as the plan.
+ */
+export async function previewRetention(store: Store, policy: RetentionPolicy, options: PlanOptions = {}): Promise<RetentionOutcome> {
+  const plan = planRetention(store, policy, options);
+  const deleted: DeletedCheckpoint[] = [];
+  for (const { result } of plan.sessions) {
+    for (const decision of result.decisions) if (!decision.keep) deleted.push(removalOf(decision, policy));
+  }
+  let sweep: SweepResult | undefined;
+  let sweepError: RetentionOutcome["sweepError"];
+  try {
+    sweep = await sweepUnreferenced(store, { dryRun: true, without: deleted });
+  } catch (error) {
+    if (!isApexError(error)) throw error;
+    sweepError = { code: error.code, message: error.message, ...(error.hint ? { hint: error.hint } : {}) };
+  }
+  return { plan, deleted, skipped: [], sweep, sweepError };
+}
+
+function removalOf(decision: PolicyResult<PlannedCheckpoint>["decisions"][number], policy: RetentionPolicy): DeletedCheckpoint {
+  const { item } = decision;
+  return { sessionId: item.sessionId, id: item.id, name: item.name, sequence: item.sequence, createdAt: item.createdAt, reason: removalReason(decision, policy) };
+}
+
 export interface ApplyRetentionOptions extends PlanOptions {
   /**
    * When to sweep unreferenced objects: "always" (a cleanup command: also collects what
@@ -133,14 +160,7 @@ export async function applyRetention(store: Store, policy: RetentionPolicy, opti
     for (const decision of result.decisions) {
       if (decision.keep) continue;
       const { item } = decision;
-      const removal: DeletedCheckpoint = {
-        sessionId: item.sessionId,
-        id: item.id,
-        name: item.name,
-        sequence: item.sequence,
-        createdAt: item.createdAt,
-        reason: removalReason(decision, policy),
-      };
+      const removal = removalOf(decision, policy);
       // Started now, not awaited one by one: deleteCheckpoint's transaction runs before its first await.
       // The audit event is written in the deletion's transaction: recorded after all of them, the
       // deletions a killed cleanup had made were never in the audit trail.
