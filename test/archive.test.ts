@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { execFile, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
 import { basename, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -238,6 +238,13 @@ describe("apex session archive / unarchive", () => {
     const missing = apex("session", "archive", "s-nope", "--json");
     expect(missing.status).toBe(3);
 
+    // A valid duration longer than a Date reaches back: nothing ended that early (it failed, exit 1, "Invalid time value").
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG.replace("archive: {}", 'archive: {older_than: "99999999999999999999w"}'));
+    const ages = apex("session", "archive", "--dry-run", "--json");
+    expect(ages.stderr).toBe("");
+    expect(ages.status).toBe(0);
+    expect(json(ages)).toMatchObject({ cutoff: "-271821-04-20T00:00:00.000Z", archived: [] });
+
     expect(existsSync(join(dir, ".apex/backups"))).toBe(false);
     await withStore(dir, (store) => {
       expect(store.revision()).toBe(before.revision);
@@ -331,6 +338,35 @@ describe("apex session archive / unarchive", () => {
     // The name freed again, it comes back.
     await named("s-old", "exp-2");
     expect(apex("session", "unarchive", "s-recent").status).toBe(0);
+  });
+
+  it("a branch whose archive fails stays, and so does the session it was branched from: branches go first", async () => {
+    const dir = project("p-branch");
+    const apex = apexIn(dir);
+    await threeSessions(dir);
+    // s-kid, ended 2 days ago, was branched from s-old (ended 60 days ago), so it ends up after s-old by age.
+    await withStore(dir, async (store) => {
+      await makeSession(store, "s-kid", 1, 2);
+      const parent = resolveCheckpoint(store, "s-old/checkpoint-002").id;
+      await store.set("/sessions/history/s-kid", { ...(store.get("/sessions/history/s-kid") as Record<string, JsonValue>), name: "kid", parent_checkpoint: parent });
+    });
+    // s-kid cannot be archived: a bundle of another state of it is in the way.
+    mkdirSync(join(dir, ".apex/backups"), { recursive: true });
+    writeFileSync(join(dir, ".apex/backups/s-kid.apexbundle"), "another state");
+    const blocked = apex("session", "archive", "--older-than", "36h", "--json");
+    expect(blocked.status, blocked.stderr).toBe(0);
+    // s-old stays too (it was archived first, leaving the branch without the checkpoint it starts from).
+    expect(json(blocked).archived).toEqual([]);
+    expect(json(blocked).skipped.map((skipped: { session_id: string; code: string }) => `${skipped.session_id} ${skipped.code}`)).toEqual(["s-kid APEX_E_CONFLICT", "s-old APEX_E_CONFLICT"]);
+    await withStore(dir, (store) => {
+      expect(store.get("/sessions/history/s-old")).toBeDefined();
+      expect(listCheckpoints(store, "s-old").items.map((item) => item.name)).toContain("checkpoint-002");
+    });
+
+    rmSync(join(dir, ".apex/backups/s-kid.apexbundle"));
+    const both = apex("session", "archive", "--older-than", "36h", "--json");
+    expect(both.status, both.stderr).toBe(0);
+    expect(json(both).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-kid", "s-old"]);
   });
 
   it("archives compressed checkpoint data too: the bundle holds the uncompressed bytes", async () => {

@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -5,7 +6,7 @@ import { type JsonValue } from "../core/store/store.js";
 import { openStore } from "../core/store/open.js";
 import { createCheckpoint, listCheckpoints, pinCheckpoint, readCheckpointMemory } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
-import { runApex, tempDir } from "./helpers/cli.js";
+import { REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
 import { LmdbStore } from "./helpers/store.js";
 
 let dir: string;
@@ -226,6 +227,8 @@ describe("apex session cleanup (end to end)", () => {
         "  keep   checkpoint-002  2026-11-16 13:00  pinned",
         "  remove checkpoint-001  2026-11-16 06:00  no rule keeps it",
         "",
+        "Would sweep 2 values and 4 tree nodes no kept checkpoint would reference: 204 B freed.",
+        "",
         "Temporary files: 1 file to remove (3 B)",
         "  .apex/supervisor.json.999999999.tmp  3 B  unfinished runtime file of exited process 999999999",
         "",
@@ -283,6 +286,38 @@ describe("apex session cleanup (end to end)", () => {
     expect(again.status).toBe(0);
     expect(again.stdout).toContain("Session s-main: removed 0 checkpoints, kept 4");
     expect(again.stdout).toContain("Swept 0 values and 0 tree nodes no kept checkpoint references: 0 B freed.");
+  });
+
+  it("a cleanup killed between two deletions leaves each deletion it made in the audit trail", async () => {
+    await seedProject();
+    // The child runs the policy and kills itself (SIGKILL) as its second deletion starts: the first is committed.
+    const script = `
+      import { openStore } from ${JSON.stringify(join(REPO_ROOT, "dist/core/store/open.js"))};
+      import { applyRetention } from ${JSON.stringify(join(REPO_ROOT, "dist/plugins/retention/cleanup.js"))};
+      const store = await openStore(${JSON.stringify(join(dir, ".apex"))});
+      const transaction = store.transaction.bind(store);
+      let calls = 0;
+      store.transaction = (fn) => (++calls === 2 ? process.kill(process.pid, "SIGKILL") : transaction(fn));
+      await applyRetention(store, { keepLast: 1 });
+    `;
+    const child = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+    expect(child.signal, child.stderr).toBe("SIGKILL");
+
+    const store = await openStore(join(dir, ".apex"), { readOnly: true });
+    try {
+      const gone = ["s-old", "s-main"].flatMap((sessionId) => {
+        const kept = new Set(listCheckpoints(store, sessionId, { order: "oldest" }).items.map((item) => item.name));
+        const taken = sessionId === "s-old" ? 3 : 6;
+        return Array.from({ length: taken }, (_, i) => `checkpoint-${String(i + 1).padStart(3, "0")}`).filter((name) => !kept.has(name)).map((name) => `${sessionId}/${name}`);
+      });
+      expect(gone).toHaveLength(1);
+      const recorded = ["s-old", "s-main"].flatMap((sessionId) =>
+        [...store.query(`/sessions/${sessionId}/events/*`)].map((entry) => entry.value as Record<string, JsonValue>).filter((event) => event.type === "retention.delete").map((event) => `${sessionId}/${event.name}`),
+      );
+      expect(recorded).toEqual(gone);
+    } finally {
+      await store.close();
+    }
   });
 
   it("names an unknown session as not found", async () => {

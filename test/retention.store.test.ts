@@ -388,12 +388,22 @@ describe("the cleanup command, in process", () => {
       "  keep   checkpoint-002  2026-11-17 06:00  branch experiment, within 30h",
       "  remove checkpoint-001  2026-11-16 06:00  no rule keeps it",
       "",
+      "Would sweep 1 value and 3 tree nodes no kept checkpoint would reference: 268 B freed.",
+      "",
       "Dry run: nothing was changed. Run `apex session cleanup` without --dry-run to apply.",
     ]);
+    // --dry-run --json has the real run's keys, and what it would delete and sweep (it had neither: no bytes_freed).
+    const dryJson = context();
+    expect(await runCleanupCommand({ args: ["3f2a"], options: { dryRun: true, json: true } }, dryJson.value, policy)).toBe(0);
     expect(surviving(main)).toHaveLength(3);
 
     const real = context();
     expect(await runCleanupCommand({ args: ["3f2a"], options: { json: true } }, real.value, policy)).toBe(0);
+    const { dry_run: dryFlag, ...dryRest } = dryJson.json[0] as Record<string, unknown>;
+    const { dry_run: realFlag, ...realRest } = real.json[0] as Record<string, unknown>;
+    expect([dryFlag, realFlag]).toEqual([true, false]);
+    expect(dryRest).toEqual(realRest);
+    expect(realRest.bytes_freed).toBeGreaterThan(0);
     expect(real.json[0]).toMatchObject({
       dry_run: false,
       deleted: [{ session_id: main, name: "checkpoint-001", reason: "no rule keeps it" }],

@@ -409,6 +409,12 @@ describe("applyPolicy", () => {
   it.each([[{ keepLast: -1 }], [{ keepDaily: 1.5 }], [{ keepWithinMs: Number.NaN }], [{ maxCheckpoints: -3 }]])("refuses an invalid policy %j", (policy) => {
     expect(() => applyPolicy([], policy as RetentionPolicy)).toThrow(RangeError);
   });
+
+  it("takes counts beyond the safe integers (YAML reads 99999999999999999999 as 1e20) as counts that keep everything", () => {
+    const items = checkpoints("2026-11-10 12:00", "2026-11-11 12:00", "2026-11-12 12:00");
+    expect(kept(items, { keepLast: 1e20, maxCheckpoints: 1e20 })).toEqual(["2026-11-12 12:00: latest, last", "2026-11-11 12:00: last", "2026-11-10 12:00: last"]);
+    expect(kept(items, { keepDaily: 2 ** 60, byTrigger: { manual: { keepLast: 1e300 } } })).toHaveLength(3);
+  });
 });
 
 describe("policy from options", () => {

@@ -80,7 +80,7 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
     });
   }
   const now = (options.now ?? (() => new Date()))();
-  const cutoff = options.olderThanMs === undefined ? undefined : now.getTime() - options.olderThanMs;
+  const cutoff = options.olderThanMs === undefined ? undefined : cutoffOf(now.getTime(), options.olderThanMs);
   const result: ArchiveResult = {
     dryRun: options.dryRun ?? false,
     cutoff: cutoff === undefined ? null : new Date(cutoff).toISOString(),
@@ -97,9 +97,20 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
     result.skipped.push(skipped);
   }
 
-  const kept = candidates.filter((candidate) => !result.skipped.some((skipped) => skipped.sessionId === candidate.sessionId));
+  // Branches before the sessions they were branched from: a branch whose archive fails stays, and
+  // then so must its parent (archived first, it left the branch's parent dangling).
+  const kept = childrenFirst(store, candidates.filter((candidate) => !result.skipped.some((skipped) => skipped.sessionId === candidate.sessionId)));
   for (const [index, candidate] of kept.entries()) {
     options.onProgress?.(`archiving ${index + 1}/${kept.length}: ${candidate.sessionId}`);
+    if (!result.dryRun) {
+      // A session branched from this one is still here (its archive failed, or it was branched meanwhile).
+      const staying = protectBranchPoints(store, [candidate]);
+      if (staying.length > 0) {
+        if (explicit) throw new ApexError("APEX_E_CONFLICT", `Not archiving session ${candidate.sessionId}: ${staying[0]!.reason}.`, { hint: "Archive the branched session too, or leave this one." });
+        result.skipped.push(...staying);
+        continue;
+      }
+    }
     try {
       const archived = await archiveOne(store, candidate, options, now);
       result.archived.push(archived);
@@ -119,6 +130,18 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
     }
   }
   return result;
+}
+
+/** The earliest time a Date holds (100,000,000 days before 1970). */
+const EARLIEST_TIME = -8.64e15;
+
+/**
+ * When sessions must have ended by to be archived: `olderThanMs` before `now`, or the earliest time
+ * a Date holds for a longer duration (older_than: "99999999999999999999w" is a valid duration, and
+ * its cutoff made toISOString throw "Invalid time value").
+ */
+export function cutoffOf(now: number, olderThanMs: number): number {
+  return Math.max(EARLIEST_TIME, now - olderThanMs);
 }
 
 /** Ended sessions to archive: the one named (refused unless it ended), or every one that ended before the cutoff. */
@@ -179,14 +202,7 @@ function protectBranchPoints(store: Store, candidates: readonly Candidate[]): Sk
   const sessions = knownSessions(store);
   const points = branchPoints(store, sessions);
   if (points.size === 0) return [];
-  const checkpointsOf = new Map<string, string[]>();
-  for (const { sessionId } of candidates) {
-    const ids: string[] = [];
-    for (const { path, value } of store.query(`/sessions/${sessionId}/checkpoint-*`)) {
-      if (isRecord(value) && typeof value.id === "string" && path.startsWith(`/sessions/${sessionId}/`)) ids.push(value.id);
-    }
-    checkpointsOf.set(sessionId, ids);
-  }
+  const checkpointsOf = new Map(candidates.map(({ sessionId }) => [sessionId, checkpointIdsOf(store, sessionId)]));
   const leaving = new Set(candidates.map((candidate) => candidate.sessionId));
   const skipped: SkippedSession[] = [];
   for (let changed = true; changed; ) {
@@ -203,6 +219,43 @@ function protectBranchPoints(store: Store, candidates: readonly Candidate[]): Sk
     }
   }
   return skipped;
+}
+
+/** The ids of a session's checkpoints, from their manifests. */
+function checkpointIdsOf(store: Store, sessionId: string): string[] {
+  const ids: string[] = [];
+  for (const { path, value } of store.query(`/sessions/${sessionId}/checkpoint-*`)) {
+    if (isRecord(value) && typeof value.id === "string" && path.startsWith(`/sessions/${sessionId}/`)) ids.push(value.id);
+  }
+  return ids;
+}
+
+/** The candidates with every branch before the candidates it was branched from (else in their order). */
+function childrenFirst(store: Store, candidates: readonly Candidate[]): Candidate[] {
+  const points = branchPoints(store, knownSessions(store));
+  if (points.size === 0) return [...candidates];
+  const ids = new Set(candidates.map((candidate) => candidate.sessionId));
+  const parents = new Map<string, string[]>();
+  for (const { sessionId } of candidates) {
+    for (const id of checkpointIdsOf(store, sessionId)) {
+      for (const reason of points.get(id) ?? []) {
+        const child = reason.replace(/^branch /, "");
+        if (child !== sessionId && ids.has(child)) parents.set(child, [...(parents.get(child) ?? []), sessionId]);
+      }
+    }
+  }
+  const depths = new Map<string, number>();
+  const depth = (sessionId: string, seen: Set<string>): number => {
+    const known = depths.get(sessionId);
+    if (known !== undefined) return known;
+    if (seen.has(sessionId)) return 0; // a cycle (crafted records): any order
+    seen.add(sessionId);
+    const value = Math.max(0, ...(parents.get(sessionId) ?? []).map((parent) => 1 + depth(parent, seen)));
+    depths.set(sessionId, value);
+    return value;
+  };
+  // Deepest branches first; sort is stable, so sessions of one depth keep their order.
+  return [...candidates].sort((a, b) => depth(b.sessionId, new Set()) - depth(a.sessionId, new Set()));
 }
 
 async function archiveOne(store: Store, candidate: Candidate, options: ArchiveOptions, now: Date): Promise<ArchivedSession> {

@@ -10,7 +10,7 @@ import { sessionIdByName, shortSessionId } from "../../core/session/names.js";
 import { findSession } from "../../core/session/sessions.js";
 import { RESERVED_SESSION_NAMES } from "../checkpoint/manifest.js";
 import { Progress } from "../compression/progress.js";
-import { archiveSessions, sameSession, type ArchiveResult } from "./archive.js";
+import { archiveSessions, cutoffOf, sameSession, type ArchiveResult } from "./archive.js";
 import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup.js";
 import { BUNDLE_EXTENSION, encodeBundle, readBundle } from "./bundle.js";
 import { collectSession } from "./collect.js";
@@ -43,7 +43,7 @@ export async function runArchive(input: CommandInput, context: CommandContext, s
   if (!(await context.storeExists())) {
     // No store yet: no session to archive, and opening one for writing would create it (a dry run wrote .apex/store.mdb).
     if (sessionId !== undefined) throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(sessionId)} in this project: it has no APEX store yet.`);
-    const empty: ArchiveResult = { dryRun: Boolean(input.options.dryRun), cutoff: new Date(Date.now() - olderThanMs!).toISOString(), directory, archived: [], skipped: [], sweep: null, sweepError: null };
+    const empty: ArchiveResult = { dryRun: Boolean(input.options.dryRun), cutoff: new Date(cutoffOf(Date.now(), olderThanMs!)).toISOString(), directory, archived: [], skipped: [], sweep: null, sweepError: null };
     if (json) context.printJson(archiveJson(empty, olderThanMs));
     else printArchive(context, empty, olderThanMs);
     return 0;

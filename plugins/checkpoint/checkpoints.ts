@@ -576,6 +576,12 @@ export interface DeleteOptions extends ResolveOptions {
    */
   refuse?: (located: Located) => void;
   actor?: string;
+  /**
+   * Writes what must be committed with the deletion, in its transaction, after its records are
+   * removed (retention's audit event): a process killed right after the deletion leaves both or
+   * neither.
+   */
+  record?: (deleted: NamedCheckpoint) => void;
 }
 
 const holds = new WeakMap<Store, Map<string, string[]>>();
@@ -642,6 +648,7 @@ export async function deleteCheckpoint(store: Store, ref: string, options: Delet
     forgetLangGraphStep(store, located, options.actor ?? ACTORS.checkpoint);
     removeCheckpointRecords(store, located, options.actor ?? ACTORS.checkpoint);
     deleted = { ...located, name: checkpointName(located.sequence), session_name: sessionName(store, located.sessionId) };
+    options.record?.(deleted);
   });
   return deleted;
 }
@@ -653,6 +660,8 @@ export interface SweepOptions {
    * below such a node cannot be seen and is swept. Default: refuse (repair first).
    */
   allowDamaged?: boolean;
+  /** With dryRun: what the sweep would remove once these checkpoints are deleted (a cleanup's dry run). */
+  without?: ReadonlyArray<{ sessionId: string; sequence: number }>;
 }
 
 export interface SweepResult {
@@ -680,7 +689,7 @@ export async function sweepUnreferenced(store: Store, options: SweepOptions = {}
     const view = objects.view({ fresh: true }); // every kept node read from disk: damage must show
     const marked = { values: new Set<Hash>(), trees: new Set<Hash>() };
     const damaged: Hash[] = [];
-    visitReachable(view, liveRoots(store), {
+    visitReachable(view, liveRoots(store, options.dryRun ? options.without : undefined), {
       tree: (hash) => void marked.trees.add(hash),
       value: (hash) => void marked.values.add(hash),
       damaged: (hash) => void damaged.push(hash),

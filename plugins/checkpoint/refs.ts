@@ -217,14 +217,19 @@ export function removeCheckpointRecords(store: Store, slot: { sessionId: string;
   if (!isRecord(record) || (record.s === slot.sessionId && record.n === slot.sequence)) catalog.removeId(slot.id);
 }
 
-/** Roots of every tree something still needs: all checkpoints (catalog and manifests) and memory bases. */
-export function liveRoots(store: Store): Set<Hash> {
+/**
+ * Roots of every tree something still needs: all checkpoints (catalog and manifests) and memory
+ * bases; but those of the checkpoints in `without` (what a dry run of a cleanup would delete).
+ */
+export function liveRoots(store: Store, without: ReadonlyArray<{ sessionId: string; sequence: number }> = []): Set<Hash> {
   const roots = new Set<Hash>();
   const add = (hash: unknown) => {
     if (typeof hash === "string") roots.add(hash);
   };
+  const gone = new Set(without.map(({ sessionId, sequence }) => `${sessionId}/${sequence}`));
   const catalog = Catalog.of(store);
   for (const { sessionId, sequence } of catalog.summaryKeys()) {
+    if (gone.has(`${sessionId}/${sequence}`)) continue;
     try {
       const summary = catalog.summary(sessionId, sequence);
       add(summary?.memory_root);
@@ -235,6 +240,7 @@ export function liveRoots(store: Store): Set<Hash> {
     }
   }
   for (const { sessionId, sequence } of manifestKeys(store)) {
+    if (gone.has(`${sessionId}/${sequence}`)) continue;
     const manifest = readManifestRecord(store, sessionId, sequence);
     if (isRecord(manifest)) {
       if (isRecord(manifest.memory)) add(manifest.memory.root);

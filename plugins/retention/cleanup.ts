@@ -104,6 +104,33 @@ export interface RetentionOutcome {
   sweepError: { code: string; message: string; hint?: string } | undefined;
 }
 
+/**
+ * A dry run of applyRetention: the plan, the checkpoints it would delete, and what the sweep
+ * after those deletions would remove (the same mark and sweep, counting them as gone). Writes
+ * nothing. The sweep's dry run reads in the same synchronous run as the plan.
+ */
+export async function previewRetention(store: Store, policy: RetentionPolicy, options: PlanOptions = {}): Promise<RetentionOutcome> {
+  const plan = planRetention(store, policy, options);
+  const deleted: DeletedCheckpoint[] = [];
+  for (const { result } of plan.sessions) {
+    for (const decision of result.decisions) if (!decision.keep) deleted.push(removalOf(decision, policy));
+  }
+  let sweep: SweepResult | undefined;
+  let sweepError: RetentionOutcome["sweepError"];
+  try {
+    sweep = await sweepUnreferenced(store, { dryRun: true, without: deleted });
+  } catch (error) {
+    if (!isApexError(error)) throw error;
+    sweepError = { code: error.code, message: error.message, ...(error.hint ? { hint: error.hint } : {}) };
+  }
+  return { plan, deleted, skipped: [], sweep, sweepError };
+}
+
+function removalOf(decision: PolicyResult<PlannedCheckpoint>["decisions"][number], policy: RetentionPolicy): DeletedCheckpoint {
+  const { item } = decision;
+  return { sessionId: item.sessionId, id: item.id, name: item.name, sequence: item.sequence, createdAt: item.createdAt, reason: removalReason(decision, policy) };
+}
+
 export interface ApplyRetentionOptions extends PlanOptions {
   /**
    * When to sweep unreferenced objects: "always" (a cleanup command: also collects what
@@ -121,26 +148,25 @@ export interface ApplyRetentionOptions extends PlanOptions {
  *
  * The plan is made and every deletion started in one synchronous run: no other write in
  * this process (a checkpoint being created, a pin) can come between reading the state and
- * acting on it. Each deletion is its own transaction (the checkpoint library's).
+ * acting on it. Each deletion is its own transaction (the checkpoint library's), with its
+ * audit event.
  */
 export async function applyRetention(store: Store, policy: RetentionPolicy, options: ApplyRetentionOptions = {}): Promise<RetentionOutcome> {
   const plan = planRetention(store, policy, options);
+  const rules = describePolicy(policy);
+  const run = options.run ?? "command";
   const pending: Array<Promise<DeletedCheckpoint | SkippedCheckpoint>> = [];
   for (const { result } of plan.sessions) {
     for (const decision of result.decisions) {
       if (decision.keep) continue;
       const { item } = decision;
-      const removal: DeletedCheckpoint = {
-        sessionId: item.sessionId,
-        id: item.id,
-        name: item.name,
-        sequence: item.sequence,
-        createdAt: item.createdAt,
-        reason: removalReason(decision, policy),
-      };
+      const removal = removalOf(decision, policy);
       // Started now, not awaited one by one: deleteCheckpoint's transaction runs before its first await.
+      // The audit event is written in the deletion's transaction: recorded after all of them, the
+      // deletions a killed cleanup had made were never in the audit trail.
+      const record = () => recordDeletion(store, removal, rules, run);
       pending.push(
-        deleteCheckpoint(store, item.id, { actor: RETENTION_ACTOR }).then(
+        deleteCheckpoint(store, item.id, { actor: RETENTION_ACTOR, record }).then(
           () => removal,
           (error: unknown) => {
             if (!isApexError(error) || !["APEX_E_CHECKPOINT_NOT_FOUND", "APEX_E_CONFLICT"].includes(error.code)) throw error;
@@ -154,8 +180,6 @@ export async function applyRetention(store: Store, policy: RetentionPolicy, opti
   const done = settled.flatMap((entry) => (entry.status === "fulfilled" ? [entry.value] : []));
   const deleted = done.filter((entry): entry is DeletedCheckpoint => !("error" in entry));
   const skipped = done.filter((entry): entry is SkippedCheckpoint => "error" in entry);
-  // Deletions that happened are recorded even when another one failed unexpectedly.
-  if (deleted.length > 0) recordDeletions(store, deleted, policy, options.run ?? "command");
   const failure = settled.find((entry): entry is PromiseRejectedResult => entry.status === "rejected");
   if (failure) throw failure.reason;
 
@@ -173,20 +197,17 @@ export async function applyRetention(store: Store, policy: RetentionPolicy, opti
   return { plan, deleted, skipped, sweep, sweepError };
 }
 
-/** One audit event per deleted checkpoint, in one write batch. */
-function recordDeletions(store: Store, deleted: DeletedCheckpoint[], policy: RetentionPolicy, run: string): void {
-  const rules = describePolicy(policy);
+/** The audit event of one deleted checkpoint; called inside the deletion's transaction. */
+function recordDeletion(store: Store, entry: DeletedCheckpoint, rules: string, run: string): void {
   store.batchSync((batch) => {
-    for (const entry of deleted) {
-      appendEvent(batch, entry.sessionId, DELETE_EVENT, RETENTION_ACTOR, {
-        checkpoint: entry.id,
-        name: entry.name,
-        sequence: entry.sequence,
-        created_at: entry.createdAt,
-        reason: entry.reason,
-        policy: rules,
-        run,
-      });
-    }
+    appendEvent(batch, entry.sessionId, DELETE_EVENT, RETENTION_ACTOR, {
+      checkpoint: entry.id,
+      name: entry.name,
+      sequence: entry.sequence,
+      created_at: entry.createdAt,
+      reason: entry.reason,
+      policy: rules,
+      run,
+    });
   }, RETENTION_ACTOR);
 }

@@ -2,7 +2,7 @@ import { formatBytes, plural } from "../../cli/output.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import type { Store } from "../../core/store/store.js";
-import { applyRetention, planRetention, removalReason, type RetentionOutcome, type RetentionPlan, type SessionPlan } from "./cleanup.js";
+import { applyRetention, previewRetention, removalReason, type RetentionOutcome, type RetentionPlan, type SessionPlan } from "./cleanup.js";
 import { describePolicy, policyJson } from "./options.js";
 import { RETENTION_TIME_ZONE, type RetentionPolicy } from "./policy.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -26,8 +26,8 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
     const temporary = temporaryFiles(context, [], undefined);
     const outcome: RetentionOutcome = { plan, deleted: [], skipped: [], sweep: undefined, sweepError: undefined };
     if (dryRun) {
-      if (json) context.printJson({ dry_run: true, ...planJson(plan), temporary: temporaryJson(temporary) });
-      else printDryRun(context, plan, temporary, sessionLabels([]));
+      if (json) context.printJson(outcomeJson(outcome, { removed: temporary, bytes: sum(temporary), failed: [] }, true));
+      else printDryRun(context, outcome, temporary, sessionLabels([]));
       return 0;
     }
     const removed = removeTemporaryFiles(temporary);
@@ -41,9 +41,10 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
   const temporary = temporaryFiles(context, sessions, sessionId);
 
   if (dryRun) {
-    const plan = planRetention(store, policy, { sessionId });
-    if (json) context.printJson({ dry_run: true, ...planJson(plan), temporary: temporaryJson(temporary) });
-    else printDryRun(context, plan, temporary, sessionLabels(sessions));
+    // What the real run would delete and sweep, as its --json shows it (dry_run true): the same keys.
+    const preview = await previewRetention(store, policy, { sessionId });
+    if (json) context.printJson(outcomeJson(preview, { removed: temporary, bytes: sum(temporary), failed: [] }, true));
+    else printDryRun(context, preview, temporary, sessionLabels(sessions));
     return 0;
   }
 
@@ -72,7 +73,8 @@ function sessionLabels(sessions: readonly SessionInfo[]): Label {
   return (sessionId) => names.get(sessionId) ?? shortSessionId(sessionId);
 }
 
-function printDryRun(context: CommandContext, plan: RetentionPlan, temporary: TemporaryFile[], label: Label): void {
+function printDryRun(context: CommandContext, preview: RetentionOutcome, temporary: TemporaryFile[], label: Label): void {
+  const { plan } = preview;
   printHeader(context, plan);
   for (const session of plan.sessions) {
     const { result } = session;
@@ -88,6 +90,16 @@ function printDryRun(context: CommandContext, plan: RetentionPlan, temporary: Te
     if (result.overCap > 0) {
       context.print(`  note: ${plural(result.overCap, "protected checkpoint")} over max_checkpoints ${plan.policy.maxCheckpoints} (protected ones are never removed)`);
     }
+  }
+  if (preview.sweep) {
+    const { values, trees, bytes } = preview.sweep.removed;
+    context.print("");
+    context.print(`Would sweep ${plural(values, "value")} and ${plural(trees, "tree node")} no kept checkpoint would reference: ${formatBytes(bytes)} freed.`);
+  }
+  if (preview.sweepError) {
+    const { code, message, hint } = preview.sweepError;
+    context.print("");
+    context.print(`The sweep would not run [${code}]: ${message}${hint ? ` ${hint}` : ""}`);
   }
   if (temporary.length > 0) {
     context.print("");
@@ -178,10 +190,11 @@ function temporaryJson(files: readonly TemporaryFile[]) {
   return { files: files.map((file) => ({ path: file.path, bytes: file.bytes, why: file.why })), bytes: sum(files) };
 }
 
-function outcomeJson(outcome: RetentionOutcome, removed: TemporaryRemoval) {
+/** The outcome as --json shows it; a dry run's (what would be deleted, swept and removed) has the same keys. */
+function outcomeJson(outcome: RetentionOutcome, removed: TemporaryRemoval, dryRun = false) {
   const sweep = outcome.sweep?.removed;
   return {
-    dry_run: false,
+    dry_run: dryRun,
     ...planJson(outcome.plan),
     deleted: outcome.deleted.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, sequence: entry.sequence, reason: entry.reason })),
     skipped: outcome.skipped.map((entry) => ({ session_id: entry.sessionId, name: entry.name, id: entry.id, error: entry.error })),
