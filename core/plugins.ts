@@ -278,18 +278,12 @@ function refuseDuplicates(resolved: Resolved[]): void {
     const name = item.plugin.name;
     const first = seen.get(name);
     if (first) {
-      throw new ApexError(
-        "APEX_E_PLUGIN_DUPLICATE",
-        `Plugin '${name}' is configured twice: as ${first.label} at ${formatPosition(first.entry.position)} and as ${item.label} at ${formatPosition(item.entry.position)}.`,
-        { hint: "Keep one of the two entries; a plugin is loaded once.", details: { plugin: name } },
-      );
+      const twice = `Plugin '${name}' is configured twice: as ${first.label} at ${formatPosition(first.entry.position)} and as ${item.label} at ${formatPosition(item.entry.position)}.`;
+      throw new ApexError("APEX_E_PLUGIN_DUPLICATE", twice, { hint: "Keep one of the two entries; a plugin is loaded once.", details: { plugin: name } });
     }
     if (item.source.kind !== "built-in" && isBuiltinPlugin(name)) {
-      throw new ApexError(
-        "APEX_E_PLUGIN_DUPLICATE",
-        `The plugin ${item.label} at ${formatPosition(item.entry.position)} is named '${name}', like the built-in plugin '${name}'.`,
-        { hint: "Plugin names must be unique; rename the plugin (its `name` field).", details: { plugin: name } },
-      );
+      const clash = `The plugin ${item.label} at ${formatPosition(item.entry.position)} is named '${name}', like the built-in plugin '${name}'.`;
+      throw new ApexError("APEX_E_PLUGIN_DUPLICATE", clash, { hint: "Plugin names must be unique; rename the plugin (its `name` field).", details: { plugin: name } });
     }
     seen.set(name, item);
   }
