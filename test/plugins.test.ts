@@ -522,7 +522,7 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
 
   it("a command APEX already has, or another plugin adds: config validate and start exit 2 naming the plugin, and write nothing", () => {
     const plugin = (name: string, command: string) => `export default { name: "${name}", apply(apex) { apex.registerCommand({ name: "${command}", description: "x", action: (_, ctx) => ctx.print("${name}") }); } };\n`;
-    const files = { "status.mjs": plugin("mystatus", "status"), "list.mjs": plugin("mylist", "session list"), "a.mjs": plugin("a", "greet"), "b.mjs": plugin("b", "greet") };
+    const files = { "status.mjs": plugin("mystatus", "status"), "list.mjs": plugin("mylist", "session list"), "a.mjs": plugin("a", "greet"), "b.mjs": plugin("b", "greet"), "help.mjs": plugin("myhelp", "help") };
     const agents = 'agents:\n  w:\n    command: sleep\n    args: ["30"]\n';
     for (const [plugins, message] of [
       ["  ./status.mjs: {}\n", "Plugin mystatus adds the command 'status', which APEX already has."],
@@ -554,6 +554,10 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     }
     const hint = runApex(["config", "validate"], { cwd: project(`plugins:\n  ./status.mjs: {}\n`, files) }).stderr;
     expect(hint).toContain("hint: Set plugin mystatus (file:./status.mjs at apex.config.yaml:2:3) to false under `plugins:`");
+    // commander's `apex help <command>`: before, the plugin's command silently took its place.
+    const help = runApex(["config", "validate"], { cwd: project(`plugins:\n  ./help.mjs: {}\n`, files) });
+    expect(help.stderr).toContain("error[APEX_E_PLUGIN_DUPLICATE]: Plugin myhelp adds the command 'help', which APEX already has.");
+    expect(help.status).toBe(2);
   });
 });
 
