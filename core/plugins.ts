@@ -207,8 +207,11 @@ function pickCondition(target: unknown): string | undefined {
 }
 
 async function importPlugin(file: string, label: string, at: string): Promise<Record<string, unknown>> {
+  // A top-level await that nothing settles leaves the import pending and nothing to run: Node then exited 0, the command never done.
+  let stalled = (): void => undefined;
   try {
-    return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    const never = new Promise<never>((_, reject) => process.once("beforeExit", (stalled = () => reject(new Error("its top-level code awaits something that never settles")))));
+    return (await Promise.race([import(pathToFileURL(file).href), never])) as Record<string, unknown>;
   } catch (error) {
     const typescript = (error as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION";
     // Where in the file: a syntax error's position, or the line of the file that threw while it ran.
@@ -220,6 +223,8 @@ async function importPlugin(file: string, label: string, at: string): Promise<Re
       cause: error,
       details: { plugin: label, file },
     });
+  } finally {
+    process.off("beforeExit", stalled);
   }
 }
 
