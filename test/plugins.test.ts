@@ -216,6 +216,13 @@ describe("loading plugins from the config", () => {
     expect(syntax.status).toBe(2);
     expect(existsSync(join(syntaxDir, ".apex"))).toBe(false);
 
+    // A top-level await that nothing settles: before, the import stayed pending, nothing was left to run, and Node exited 0 (nothing written, nothing said).
+    const stalledDir = project("plugins:\n  ./stalled.mjs: {}\n", { "stalled.mjs": "await new Promise(() => {});\nexport default { name: 'stalled', apply() {} };\n" });
+    const stalled = runApex(["memory", "set", "/x", "1"], { cwd: stalledDir });
+    expect(stalled.stderr).toContain("error[APEX_E_PLUGIN_INVALID]: The plugin ./stalled.mjs at apex.config.yaml:2:3 could not be loaded: its top-level code awaits something that never settles");
+    expect(stalled.status).toBe(2);
+    expect(existsSync(join(stalledDir, ".apex"))).toBe(false);
+
     // One that throws in apply cannot be loaded either: exit 2, as when it throws on import (before, APEX_E_PLUGIN_FAILED, exit 1).
     const applying = await loadError(project("plugins:\n  ./apply.mjs: {}\n", { "apply.mjs": "export default { name: 'apply', apply() { throw new Error('no token'); } };\n" }));
     expect(applying).toMatchObject({ code: "APEX_E_PLUGIN_INVALID", exitCode: 2, message: "plugin apply failed in apply: no token" });
@@ -233,9 +240,10 @@ describe("loading plugins from the config", () => {
     expect(directory.hint).toContain("./my-plugin/index.mjs");
   });
 
-  it("loads CommonJS plugins: module.exports, and exports.default as TypeScript and Babel compile `export default` (the built CLI: vitest's loader unwraps `__esModule` itself, Node does not)", () => {
+  it("loads CommonJS plugins: module.exports, and exports.default as TypeScript and Babel compile `export default` (the built CLI: vitest's loader unwraps `__esModule` itself, Node does not); a timer a plugin starts does not keep the command from ending", () => {
     const dir = project("plugins:\n  ./plain.cjs: {}\n  ./compiled.cjs: {}\n", {
-      "plain.cjs": "module.exports = { name: 'plain', apply(apex) { apex.hooks.onStop.tapPromise('plain', async () => {}); } };\n",
+      // It flushes every second from apply, as a metrics plugin might: before, `apex plugins list` never exited.
+      "plain.cjs": "module.exports = { name: 'plain', apply(apex) { setInterval(() => {}, 1000); apex.hooks.onStop.tapPromise('plain', async () => {}); } };\n",
       // What tsc writes for `export default definePlugin({ … })` with "module": "commonjs".
       "compiled.cjs": [
         '"use strict";',
@@ -244,7 +252,7 @@ describe("loading plugins from the config", () => {
         "",
       ].join("\n"),
     });
-    const result = runApex(["plugins", "list", "--json"], { cwd: dir });
+    const result = runApex(["plugins", "list", "--json"], { cwd: dir, timeout: 15_000 });
     expect(result.status, result.stderr).toBe(0);
     const { plugins } = JSON.parse(result.stdout) as { plugins: Array<{ name: string; version: string | null; enabled: boolean; hooks: string[] }> };
     expect(plugins.filter((row) => row.enabled).map(({ name, version, hooks }) => [name, version, hooks])).toEqual([
