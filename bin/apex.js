@@ -31,4 +31,8 @@ for (const stream of [process.stdout, process.stderr]) {
 main(process.argv).then((code) => {
   // An unhandled rejection reported meanwhile keeps the command failed.
   process.exitCode = Math.max(code, typeof process.exitCode === "number" ? process.exitCode : 0);
+  // The command is done: what still keeps the process alive a second later is not its work but, say, a
+  // timer a plugin's apply started (a flush interval), on which `apex config validate` and `apex plugins
+  // list` waited forever. Exit then, once what was written to stdout and stderr is out.
+  setTimeout(() => process.stdout.write("", () => process.stderr.write("", () => process.exit())), 1000).unref();
 });

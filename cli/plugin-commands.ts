@@ -139,7 +139,8 @@ function toCommander(
   context: CommandContext,
   name: string,
 ): Command {
-  const clash = parent.commands.find((command) => command.name() === name || command.aliases().includes(name));
+  // `help` is commander's own command in every group (`apex help start`): a plugin's would silently replace it.
+  const clash = name === "help" || parent.commands.some((command) => command.name() === name || command.aliases().includes(name));
   if (clash) {
     throw new ApexError("APEX_E_PLUGIN_DUPLICATE", `Plugin ${plugin} adds the command '${spec.name}', which APEX already has.`, {
       hint: disableHint(engine, plugin),

@@ -266,6 +266,8 @@ export const DEFAULT_TAP_TIMEOUT_MS = 30_000;
 // By name, not identity: a plugin may bring its own copy of tapable for the hooks it defines.
 const SYNC_HOOK_KINDS: ReadonlySet<string> = new Set([SyncHook, SyncBailHook, SyncWaterfallHook, SyncLoopHook].map((kind) => kind.name));
 const NAME_PATTERN = /^[A-Za-z][\w-]*$/;
+/** Hooks whose failing tap vetoes what they announce: the taps after it do not run. */
+const VETO_HOOKS: ReadonlySet<string> = new Set(["onStart", "beforeTask", "beforeGit"]);
 /** Error codes that mean a plugin itself failed (rather than answered with an error). */
 const PLUGIN_FAILURE_CODES: ReadonlySet<string> = new Set(["APEX_E_PLUGIN_FAILED", "APEX_E_PLUGIN_TIMEOUT", "APEX_E_INTERNAL"]);
 /** Errors already stamped with a plugin and hook, and those already passed to onError: never twice. */
@@ -298,9 +300,18 @@ export class Engine {
     for (const name of HOOK_NAMES) this.#intercept(name, this.hooks[name] as unknown as AnyHook);
   }
 
-  /** Runs a series hook. Rejects with the first failing tap's error (already reported to onError). */
+  /**
+   * Runs a series hook. Rejects with the first failing tap's error (already reported to onError).
+   * onStart, beforeTask and beforeGit stop at a failing tap (it vetoes what follows); the other
+   * hooks tell what happened, so every tap runs: one plugin failing in onPause, afterMilestone or
+   * beforeStop took the checkpoint plugin's checkpoint, tapped after it, with it.
+   */
   async fire<K extends SeriesHookName>(name: K, ...args: HookArgs<K>): Promise<void> {
-    await (this.hooks[name] as unknown as AnyHook).promise(...args);
+    const hook = this.hooks[name] as unknown as AnyHook;
+    if (VETO_HOOKS.has(name)) return void (await hook.promise(...args));
+    let failure: { error: unknown } | undefined;
+    for (const tap of [...hook.taps]) await Promise.resolve(tap.fn(...args)).catch((error: unknown) => void (failure ??= { error }));
+    if (failure) throw failure.error;
   }
 
   /** Runs the beforeCheckpoint waterfall and returns the draft as the plugins left it. */
@@ -583,16 +594,7 @@ export class Engine {
         attributed.add(timeout);
         reject(timeout);
       }, ms);
-      new Promise((inner) => inner(run())).then(
-        (value) => {
-          clearTimeout(timer);
-          resolve(value);
-        },
-        (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      );
+      void new Promise((inner) => inner(run())).then(resolve, reject).finally(() => clearTimeout(timer));
     });
   }
 
@@ -611,7 +613,8 @@ export class Engine {
       attributed.add(full);
       return { error: full, fresh: true };
     }
-    const code = isApexError(error) ? error.code : owner.isPlugin ? "APEX_E_PLUGIN_FAILED" : "APEX_E_INTERNAL";
+    // A plugin that throws in apply cannot be loaded: the config naming it cannot run (2), as for one that throws on import.
+    const code = isApexError(error) ? error.code : !owner.isPlugin ? "APEX_E_INTERNAL" : hookName === "apply" ? "APEX_E_PLUGIN_INVALID" : "APEX_E_PLUGIN_FAILED";
     const hint = (isApexError(error) && error.hint) || owner.hint;
     const failure = new ApexError(code, `${owner.label} failed in ${hookName}: ${message}`, {
       cause: error,

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { isFile } from "./config/locate.js";
+import { isDirectory, isFile } from "./config/locate.js";
 import { BUILTIN_PLUGIN_NAMES, isBuiltinPlugin, packageRoot } from "./config/schemas.js";
 import { Engine, type ApexPlugin, type EngineOptions, type PluginSource } from "./engine.js";
 import { ApexError } from "./errors.js";
@@ -104,8 +104,10 @@ function locateThirdParty(entry: PluginEntry, config: Config, builtinNames: Iter
     const base = config.configPath ? dirname(config.configPath) : config.projectDir;
     const file = resolve(base, entry.name);
     if (!isFile(file)) {
-      throw new ApexError("APEX_E_PLUGIN_UNKNOWN", `The plugin file ${entry.name} at ${at} does not exist (looked for ${file}).`, {
-        hint: "Paths of local plugins are relative to the directory of the config file.",
+      // A directory is no module to import (Node refuses one): name it as what it is, not as missing.
+      const directory = isDirectory(file);
+      throw new ApexError("APEX_E_PLUGIN_UNKNOWN", `The plugin file ${entry.name} at ${at} ${directory ? "is a directory, not a module file" : "does not exist"} (looked for ${file}).`, {
+        hint: directory ? "Name the plugin's module file itself, e.g. ./my-plugin/index.mjs (for a package, its main file)." : "Paths of local plugins are relative to the directory of the config file.",
         details: { plugin: entry.name, file },
       });
     }
@@ -205,8 +207,11 @@ function pickCondition(target: unknown): string | undefined {
 }
 
 async function importPlugin(file: string, label: string, at: string): Promise<Record<string, unknown>> {
+  // A top-level await that nothing settles leaves the import pending and nothing to run: Node then exited 0, the command never done.
+  let stalled = (): void => undefined;
   try {
-    return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    const never = new Promise<never>((_, reject) => process.once("beforeExit", (stalled = () => reject(new Error("its top-level code awaits something that never settles")))));
+    return (await Promise.race([import(pathToFileURL(file).href), never])) as Record<string, unknown>;
   } catch (error) {
     const typescript = (error as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION";
     // Where in the file: a syntax error's position, or the line of the file that threw while it ran.
@@ -218,6 +223,8 @@ async function importPlugin(file: string, label: string, at: string): Promise<Re
       cause: error,
       details: { plugin: label, file },
     });
+  } finally {
+    process.off("beforeExit", stalled);
   }
 }
 
@@ -234,9 +241,14 @@ function syntaxErrorAt(file: string): string | undefined {
   return line === undefined ? undefined : `${file}:${line}${caret >= 0 ? `:${caret + 1}` : ""}`;
 }
 
-/** The plugin a module exports (default export, or a named `plugin` export), checked for shape. */
+/**
+ * The plugin a module exports (default export, or a named `plugin` export), checked for shape.
+ * TypeScript or Babel compiled to CommonJS write `exports.default = plugin` (and `__esModule`),
+ * which import() gives as the default export's `default`: before, such a plugin was refused as nameless.
+ */
 function pluginOf(module: Record<string, unknown>, label: string, at: string): ApexPlugin<any> {
-  const candidate = module.default ?? module.plugin;
+  const outer = module.default as Record<string, unknown> | null | undefined;
+  const candidate = outer?.__esModule === true ? (outer.default ?? outer.plugin) : (outer ?? module.plugin);
   const problem = shapeProblem(candidate);
   if (problem) {
     throw new ApexError("APEX_E_PLUGIN_INVALID", `The module ${label} at ${at} does not export a valid APEX plugin: ${problem}.`, {
@@ -271,18 +283,12 @@ function refuseDuplicates(resolved: Resolved[]): void {
     const name = item.plugin.name;
     const first = seen.get(name);
     if (first) {
-      throw new ApexError(
-        "APEX_E_PLUGIN_DUPLICATE",
-        `Plugin '${name}' is configured twice: as ${first.label} at ${formatPosition(first.entry.position)} and as ${item.label} at ${formatPosition(item.entry.position)}.`,
-        { hint: "Keep one of the two entries; a plugin is loaded once.", details: { plugin: name } },
-      );
+      const twice = `Plugin '${name}' is configured twice: as ${first.label} at ${formatPosition(first.entry.position)} and as ${item.label} at ${formatPosition(item.entry.position)}.`;
+      throw new ApexError("APEX_E_PLUGIN_DUPLICATE", twice, { hint: "Keep one of the two entries; a plugin is loaded once.", details: { plugin: name } });
     }
     if (item.source.kind !== "built-in" && isBuiltinPlugin(name)) {
-      throw new ApexError(
-        "APEX_E_PLUGIN_DUPLICATE",
-        `The plugin ${item.label} at ${formatPosition(item.entry.position)} is named '${name}', like the built-in plugin '${name}'.`,
-        { hint: "Plugin names must be unique; rename the plugin (its `name` field).", details: { plugin: name } },
-      );
+      const clash = `The plugin ${item.label} at ${formatPosition(item.entry.position)} is named '${name}', like the built-in plugin '${name}'.`;
+      throw new ApexError("APEX_E_PLUGIN_DUPLICATE", clash, { hint: "Plugin names must be unique; rename the plugin (its `name` field).", details: { plugin: name } });
     }
     seen.set(name, item);
   }

@@ -105,6 +105,36 @@ describe("engine: every tap is wrapped", () => {
     expect(seen.map((context) => context.origin)).toEqual(["plugin:boom"]);
   });
 
+  it("a failing tap vetoes onStart, beforeTask and beforeGit; on the hooks that tell what happened, the other plugins' taps run all the same", async () => {
+    // Before, a plugin failing in onPause (or afterMilestone, beforeStop, …) ahead of the checkpoint plugin took its checkpoint with it.
+    const { engine } = testEngine();
+    const ran: string[] = [];
+    const hooks = ["onStart", "beforeTask", "beforeGit", "afterMilestone", "onPause", "onResume", "beforeStop", "onStop", "afterCheckpoint"] as const;
+    const tapAll = (name: string, fail: boolean): ApexPlugin =>
+      definePlugin({
+        name,
+        apply(apex) {
+          for (const hook of hooks) {
+            (apex.hooks[hook] as AsyncSeriesHook<[unknown]>).tapPromise(name, async () => {
+              ran.push(`${name} ${hook}`);
+              if (fail) throw new Error(`${hook} broke`);
+            });
+          }
+        },
+      });
+    await engine.use(tapAll("first", true));
+    await engine.use(tapAll("second", true));
+    await engine.use(tapAll("last", false));
+    const context = { ...task, milestone: "m", args: ["commit"], source: "cli", reason: "stopped", id: "c-1", sequence: 1, trigger: "manual" };
+    for (const hook of hooks) {
+      ran.length = 0;
+      const error = (await (engine.fire as (name: string, context: unknown) => Promise<void>)(hook, context).catch((thrown: unknown) => thrown)) as ApexError;
+      // The first failure is the one thrown, whichever the hook.
+      expect(error.message, hook).toBe(`plugin first failed in ${hook}: ${hook} broke`);
+      expect(ran, hook).toEqual(["onStart", "beforeTask", "beforeGit"].includes(hook) ? [`first ${hook}`] : [`first ${hook}`, `second ${hook}`, `last ${hook}`]);
+    }
+  });
+
   it("onError fired by APEX itself never rejects because of a failing tap", async () => {
     const { engine, warnings } = testEngine();
     await engine.use(

@@ -216,10 +216,49 @@ describe("loading plugins from the config", () => {
     expect(syntax.status).toBe(2);
     expect(existsSync(join(syntaxDir, ".apex"))).toBe(false);
 
-    const dir = project("plugins:\n  ./nowhere.mjs: {}\n");
+    // A top-level await that nothing settles: before, the import stayed pending, nothing was left to run, and Node exited 0 (nothing written, nothing said).
+    const stalledDir = project("plugins:\n  ./stalled.mjs: {}\n", { "stalled.mjs": "await new Promise(() => {});\nexport default { name: 'stalled', apply() {} };\n" });
+    const stalled = runApex(["memory", "set", "/x", "1"], { cwd: stalledDir });
+    expect(stalled.stderr).toContain("error[APEX_E_PLUGIN_INVALID]: The plugin ./stalled.mjs at apex.config.yaml:2:3 could not be loaded: its top-level code awaits something that never settles");
+    expect(stalled.status).toBe(2);
+    expect(existsSync(join(stalledDir, ".apex"))).toBe(false);
+
+    // One that throws in apply cannot be loaded either: exit 2, as when it throws on import (before, APEX_E_PLUGIN_FAILED, exit 1).
+    const applying = await loadError(project("plugins:\n  ./apply.mjs: {}\n", { "apply.mjs": "export default { name: 'apply', apply() { throw new Error('no token'); } };\n" }));
+    expect(applying).toMatchObject({ code: "APEX_E_PLUGIN_INVALID", exitCode: 2, message: "plugin apply failed in apply: no token" });
+    expect(applying.hint).toContain("set it to false under `plugins:` at apex.config.yaml:2:3");
+
+    const dir = project("plugins:\n  ./nowhere.mjs: {}\n  ./lib/: {}\n", { "lib/index.mjs": "export default { name: 'lib', apply() {} };\n" });
     const missing = await loadError(dir);
     expect(missing.code).toBe("APEX_E_PLUGIN_UNKNOWN");
     expect(missing.message).toBe(`The plugin file ./nowhere.mjs at apex.config.yaml:2:3 does not exist (looked for ${join(dir, "nowhere.mjs")}).`);
+    // A directory is there: before, it was said not to exist.
+    writeFileSync(join(dir, "nowhere.mjs"), "export default { name: 'nowhere', apply() {} };\n");
+    const directory = await loadError(dir);
+    expect(directory).toMatchObject({ code: "APEX_E_PLUGIN_UNKNOWN", exitCode: 2 });
+    expect(directory.message).toBe(`The plugin file ./lib/ at apex.config.yaml:3:3 is a directory, not a module file (looked for ${join(dir, "lib")}).`);
+    expect(directory.hint).toContain("./my-plugin/index.mjs");
+  });
+
+  it("loads CommonJS plugins: module.exports, and exports.default as TypeScript and Babel compile `export default` (the built CLI: vitest's loader unwraps `__esModule` itself, Node does not); a timer a plugin starts does not keep the command from ending", () => {
+    const dir = project("plugins:\n  ./plain.cjs: {}\n  ./compiled.cjs: {}\n", {
+      // It flushes every second from apply, as a metrics plugin might: before, `apex plugins list` never exited.
+      "plain.cjs": "module.exports = { name: 'plain', apply(apex) { setInterval(() => {}, 1000); apex.hooks.onStop.tapPromise('plain', async () => {}); } };\n",
+      // What tsc writes for `export default definePlugin({ … })` with "module": "commonjs".
+      "compiled.cjs": [
+        '"use strict";',
+        'Object.defineProperty(exports, "__esModule", { value: true });',
+        "exports.default = { name: 'compiled', version: '1.0.0', apply(apex) { apex.hooks.onStart.tapPromise('compiled', async () => {}); } };",
+        "",
+      ].join("\n"),
+    });
+    const result = runApex(["plugins", "list", "--json"], { cwd: dir, timeout: 15_000 });
+    expect(result.status, result.stderr).toBe(0);
+    const { plugins } = JSON.parse(result.stdout) as { plugins: Array<{ name: string; version: string | null; enabled: boolean; hooks: string[] }> };
+    expect(plugins.filter((row) => row.enabled).map(({ name, version, hooks }) => [name, version, hooks])).toEqual([
+      ["plain", null, ["onStop"]],
+      ["compiled", "1.0.0", ["onStart"]],
+    ]);
   });
 
   it("checks third-party options against the plugin's schema, pointing at file:line:col", async () => {
@@ -452,16 +491,17 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     }
   });
 
-  it("a session with a plugin whose taps throw: the error names the plugin and hook, a failing onError tap does not hide it, and stop reports a failing onStop", () => {
+  it("a session with a plugin whose taps throw: the error names the plugin and hook, a failing onError tap does not hide it, stop reports a failing onStop, and the checkpoint plugin listed after it still takes its checkpoints", () => {
     const plugin = [
       'export default { name: "thrower", apply(apex) {',
       '  apex.hooks.afterMilestone.tapPromise("thrower", async () => { throw new Error("milestone broke"); });',
       '  apex.hooks.onError.tap("thrower", () => { throw new TypeError("onError broke too"); });',
+      '  apex.hooks.beforeStop.tapPromise("thrower", async () => { throw new Error("before stop broke"); });',
       '  apex.hooks.onStop.tapPromise("thrower", async () => { throw new Error("stop broke"); });',
       "} };",
       "",
     ].join("\n");
-    const dir = project('agents:\n  w:\n    command: sleep\n    args: ["30"]\nplugins:\n  ./thrower.mjs: {}\n', { "thrower.mjs": plugin });
+    const dir = project('agents:\n  w:\n    command: sleep\n    args: ["30"]\nplugins:\n  ./thrower.mjs: {}\n  checkpoint:\n    triggers: [afterMilestone, onStop]\n', { "thrower.mjs": plugin });
     const started = runApex(["start", "--task", "t", "--json"], { cwd: dir });
     expect(started.status, started.stderr).toBe(0);
     let stopped: ReturnType<typeof runApex> | undefined;
@@ -479,12 +519,18 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     }
     expect(stopped.status, stopped.stderr).toBe(0);
     // Before, a failing onStop went to supervisor.log only: `apex stop` said nothing.
-    expect(JSON.parse(stopped.stdout)).toMatchObject({ status: "stopped", warnings: ["onStop: plugin thrower failed in onStop: stop broke"] });
+    expect(JSON.parse(stopped.stdout)).toMatchObject({
+      status: "stopped",
+      warnings: ["beforeStop: plugin thrower failed in beforeStop: before stop broke", "onStop: plugin thrower failed in onStop: stop broke"],
+    });
+    // Before, the thrower's failing tap ended afterMilestone and beforeStop there: the checkpoint plugin's taps after it never ran.
+    const { items } = JSON.parse(runApex(["checkpoint", "list", "--session", JSON.parse(started.stdout).session_id, "--json"], { cwd: dir }).stdout) as { items: Array<{ trigger: string }> };
+    expect(items.map((item) => item.trigger)).toEqual(["onStop", "afterMilestone", "onStart"]);
   });
 
   it("a command APEX already has, or another plugin adds: config validate and start exit 2 naming the plugin, and write nothing", () => {
     const plugin = (name: string, command: string) => `export default { name: "${name}", apply(apex) { apex.registerCommand({ name: "${command}", description: "x", action: (_, ctx) => ctx.print("${name}") }); } };\n`;
-    const files = { "status.mjs": plugin("mystatus", "status"), "list.mjs": plugin("mylist", "session list"), "a.mjs": plugin("a", "greet"), "b.mjs": plugin("b", "greet") };
+    const files = { "status.mjs": plugin("mystatus", "status"), "list.mjs": plugin("mylist", "session list"), "a.mjs": plugin("a", "greet"), "b.mjs": plugin("b", "greet"), "help.mjs": plugin("myhelp", "help") };
     const agents = 'agents:\n  w:\n    command: sleep\n    args: ["30"]\n';
     for (const [plugins, message] of [
       ["  ./status.mjs: {}\n", "Plugin mystatus adds the command 'status', which APEX already has."],
@@ -516,6 +562,10 @@ describe("a third-party plugin as README's \"Writing a plugin\" shows it (end to
     }
     const hint = runApex(["config", "validate"], { cwd: project(`plugins:\n  ./status.mjs: {}\n`, files) }).stderr;
     expect(hint).toContain("hint: Set plugin mystatus (file:./status.mjs at apex.config.yaml:2:3) to false under `plugins:`");
+    // commander's `apex help <command>`: before, the plugin's command silently took its place.
+    const help = runApex(["config", "validate"], { cwd: project(`plugins:\n  ./help.mjs: {}\n`, files) });
+    expect(help.stderr).toContain("error[APEX_E_PLUGIN_DUPLICATE]: Plugin myhelp adds the command 'help', which APEX already has.");
+    expect(help.status).toBe(2);
   });
 });
 

@@ -1,6 +1,6 @@
 // A plugin's warning while a session starts (here: git hooks asked for, no repository) reaches the
 // user of `apex start`, in text on stderr and in --json, not only the supervisor's log.
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents } from "./fixtures/agents/harness.js";
@@ -14,11 +14,18 @@ afterEach(() => {
 describe("apex start tells the plugins' start-up warnings", () => {
   it("in text and in --json, and says nothing more when there is none", () => {
     const agents = { alpha: "while true; do sleep 0.5; done" };
-    project = new Project(shellAgents(agents).replace("plugins: {}\n", "plugins:\n  git:\n    hooks: true\n"));
+    // And a plugin failing in beforeCheckpoint: the session has no first checkpoint, which only the log said before.
+    project = new Project(shellAgents(agents).replace("plugins: {}\n", "plugins:\n  git:\n    hooks: true\n  checkpoint: {}\n  ./no-data.mjs: {}\n"));
+    const plugin = 'export default { name: "no-data", apply(apex) { apex.hooks.beforeCheckpoint.tapPromise("no-data", async () => { throw new Error("no data"); }); } };\n';
+    writeFileSync(join(project.dir, "no-data.mjs"), plugin);
     const started = project.apex(["start", "--task", "t", "--json"]);
     expect(started.status, started.stderr).toBe(0);
-    const ready = JSON.parse(started.stdout) as { warnings?: string[] };
-    expect(ready.warnings).toEqual([expect.stringMatching(/^plugin git: git hooks not installed: No git repository at /)]);
+    const ready = JSON.parse(started.stdout) as { warnings?: string[]; checkpoint: unknown };
+    expect(ready.warnings).toEqual([
+      expect.stringMatching(/^plugin git: git hooks not installed: No git repository at /),
+      "no onStart checkpoint: plugin no-data failed in beforeCheckpoint: no data",
+    ]);
+    expect(ready.checkpoint).toBeNull();
     expect(readFileSync(join(project.storeDir, "supervisor.log"), "utf8")).toContain("warning: plugin git: git hooks not installed");
     expect(project.apex(["stop"]).status).toBe(0);
 

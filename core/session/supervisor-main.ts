@@ -79,7 +79,8 @@ async function main(): Promise<void> {
     process.on(signal, () => void supervisor.onSignal(signal));
   }
   started = true;
-  await report({ ready: startWarnings.length > 0 ? { ...ready, warnings: startWarnings } : ready });
+  const warnings = [...startWarnings, ...(ready.warnings ?? [])];
+  await report({ ready: warnings.length > 0 ? { ...ready, warnings } : ready });
 }
 
 process.on("uncaughtException", (error) => {

@@ -147,6 +147,8 @@ export class Supervisor {
   private checkpointTimer: NodeJS.Timeout | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private logTimer: NodeJS.Timeout | undefined;
+  /** Why the session's first checkpoint could not be written (a plugin failing in beforeCheckpoint, say), for the ready report. */
+  private startWarning: string | undefined;
   private idleRemainingMs = 0;
   private idleDeadline = 0;
   private shutdownStarted = false;
@@ -355,6 +357,7 @@ export class Supervisor {
         status: slot.status,
       })),
       event_seq: this.eventSeq(),
+      ...(this.startWarning === undefined ? {} : { warnings: [this.startWarning] }),
     };
   }
 
@@ -373,7 +376,8 @@ export class Supervisor {
       const created = await service.create({ sessionId: this.sessionId, trigger, description, skipUnchanged: true });
       return created ? { id: created.id, name: checkpointLabel(created.sequence), trigger: created.trigger } : null;
     } catch (error) {
-      this.log(`no ${trigger} checkpoint: ${(error as Error).message}`);
+      // Said by `apex start` too (the report's warnings): before, only the log told that the session has no first checkpoint.
+      this.log((this.startWarning = `no ${trigger} checkpoint: ${(error as Error).message}`));
       return null;
     }
   }
