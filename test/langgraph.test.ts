@@ -15,7 +15,7 @@ import type { SessionClient } from "../core/session/client.js";
 import { readProcStat } from "../core/session/proc.js";
 import { LmdbStore } from "./helpers/store.js";
 import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
-import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
+import { createCheckpoint, deleteCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { removeCheckpointRecords } from "../plugins/checkpoint/refs.js";
 import { planRetention } from "../plugins/retention/cleanup.js";
@@ -137,7 +137,9 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const other = new ApexSaver({ project: dir });
     cleanups.push(() => other.close());
     expect((await other.getTuple(thread))!.checkpoint.channel_values).toEqual({ a: "A0", b: "B1" });
-    const third = await other.put(second, checkpointOf({ a: "A2", b: "B1" }, { a: 3, b: 2 }), { source: "loop", step: 1, parents: {} }, { a: 3 });
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    const third = await fresh.put(second, checkpointOf({ a: "A2", b: "B1" }, { a: 3, b: 2 }), { source: "loop", step: 1, parents: {} }, { a: 3 });
     expect((await other.getTuple(third))!.checkpoint.channel_values).toEqual({ a: "A2", b: "B1" });
     await other.deleteThread("t1");
     expect(await other.getTuple(thread)).toBeUndefined();
@@ -309,6 +311,33 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     for await (const tuple of saver.list({ configurable: { thread_id: "fork" } })) history.push(tuple.checkpoint.channel_values);
     expect(history).toEqual([{ a: "a1", b: "b3" }, { a: "a2", b: "b1" }, { a: "a1", b: "b1" }]);
     await saver.close();
+    expect(await readStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
+  });
+
+  it("a step whose parent is gone (its thread deleted by another saver, its APEX checkpoint deleted) keeps the channels it did not change: they were stored without their values", async () => {
+    const { dir, saver } = await setup();
+    const state = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`k${i}`, i]));
+    const values = (b: string) => ({ a: "A", b, state });
+    const first = await saver.put({ configurable: { thread_id: "gone", checkpoint_ns: "" } }, checkpointOf(values("B1"), { a: 1, b: 1, state: 1 }), { source: "input", step: -1, parents: {} }, { a: 1, b: 1, state: 1 });
+    // Another saver (another process) deletes the thread while this one's graph runs on it: this saver's next step is a delta against a parent that is gone.
+    const other = new ApexSaver({ project: dir });
+    cleanups.push(() => other.close());
+    await other.deleteThread("gone");
+    const second = await saver.put(first, checkpointOf(values("B2"), { a: 1, b: 2, state: 1 }), { source: "loop", step: 0, parents: {} }, { b: 2 });
+    expect((await saver.getTuple(second))!.checkpoint.channel_values).toEqual(values("B2")); // it was { b: "B2" }
+    // The parent's APEX checkpoint deleted, and a saver without a cache of it (a put sent whole, the unchanged channels without their values).
+    const store = await openProjectStore(dir);
+    await deleteCheckpoint(store, "latest").finally(() => store.close());
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    const third = await fresh.put(second, checkpointOf(values("B3"), { a: 1, b: 3, state: 1 }), { source: "loop", step: 1, parents: {} }, { b: 3 });
+    expect((await fresh.getTuple(third))!.checkpoint.channel_values).toEqual(values("B3"));
+    // A parent that never was: the same. (Without a parent, only the values of newVersions are stored, as the conformance suite has it.)
+    const orphan = await fresh.put({ configurable: { thread_id: "orphan", checkpoint_ns: "", checkpoint_id: uuid6(1) } }, checkpointOf({ a: "A", b: "B" }, { a: 1, b: 1 }), { source: "loop", step: 3, parents: {} }, { b: 1 });
+    expect((await fresh.getTuple(orphan))!.checkpoint.channel_values).toEqual({ a: "A", b: "B" });
+    const noParent = await fresh.put({ configurable: { thread_id: "first", checkpoint_ns: "" } }, checkpointOf({ a: "A", b: "B" }, { a: 1, b: 1 }), { source: "input", step: -1, parents: {} }, { b: 1 });
+    expect((await fresh.getTuple(noParent))!.checkpoint.channel_values).toEqual({ b: "B" });
+    await Promise.all([saver.close(), other.close(), fresh.close()]);
     expect(await readStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
   });
 

@@ -187,6 +187,10 @@ export class ApexSaver extends BaseCheckpointSaver {
     };
     let stale = 0;
     let resent = false;
+    // Every value sent, none left to the parent: after the store refused a request as stale (its
+    // parent gone, say: `apex checkpoint delete`, another process's deleteThread), a value left to
+    // the parent was lost with it.
+    let complete = false;
     for (let attempt = 0; ; attempt++) {
       const cached = this.cache.get(key);
       const delta = attempt === 0 && cached !== undefined && parentId !== null && cached.checkpointId === parentId ? cached : undefined;
@@ -200,14 +204,18 @@ export class ApexSaver extends BaseCheckpointSaver {
       const count = names.length;
       const knownBefore = delta?.versions.size ?? 0;
       for (const { name, version } of changed) {
-        if (hasOwn(newVersions, name) && hasOwn(channelValues, name)) {
+        const hasValue = hasOwn(channelValues, name);
+        if (hasValue && (complete || hasOwn(newVersions, name))) {
           try {
             setOwn(channels, name, await this.channelWrite(name, version, channelValues[name], delta, next));
           } catch (error) {
             throw inContext(error, `channel ${JSON.stringify(name)} of the LangGraph checkpoint ${checkpoint.id} (thread ${JSON.stringify(threadId)})`, { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpoint.id, channel: name });
           }
         } else {
-          setOwn(channels, name, { v: version });
+          // Not new at this step: the parent's value at this version, which the store keeps (`kept`:
+          // there is one), or refuses as stale when the parent has none (nothing is stored without
+          // it). Without a parent, only the new values are stored (LangGraph's newVersions contract).
+          setOwn(channels, name, hasValue && parentId !== null ? { v: version, kept: true } : { v: version });
           next.splits.delete(name);
         }
         next.versions.set(name, version);
@@ -235,7 +243,8 @@ export class ApexSaver extends BaseCheckpointSaver {
       const answer = (await this.call("langgraph.put", request as unknown as Record<string, unknown>, onEnded)) as { stale?: boolean; resend?: boolean };
       if (answer?.resend) continue;
       if (answer?.stale) {
-        // The memory is not what this saver thought: send the whole checkpoint (once).
+        // The memory is not what this saver thought: send the whole checkpoint, every value (once).
+        complete = true;
         if (++stale < 2) continue;
         throw new ApexError("APEX_E_CONFLICT", `The LangGraph checkpoint ${checkpoint.id} of thread ${threadId} could not be written: the memory changed while it was sent.`, {
           hint: "Another writer changed the thread meanwhile. Nothing was written; put it again (a graph run again resumes from the thread's latest step stored).",
