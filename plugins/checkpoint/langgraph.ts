@@ -826,8 +826,14 @@ function jsonOf(value: SerializedValue): JsonValue | undefined {
  */
 function matchesFilter(metadata: JsonValue | undefined, filter: Record<string, JsonValue>, absent: string[]): boolean {
   const record = isRecord(metadata) ? (metadata as Record<string, JsonValue>) : {};
-  const has = (key: string) => Object.prototype.hasOwnProperty.call(record, key);
+  // A key whose value is undefined is, in the metadata's JSON, the serializer's record of undefined: as good as absent.
+  const has = (key: string) => Object.prototype.hasOwnProperty.call(record, key) && !isUndefinedRecord(record[key]);
   return absent.every((key) => !has(key)) && Object.entries(filter).every(([key, value]) => (value === undefined ? !has(key) : has(key) && isDeepStrictEqual(record[key], value)));
+}
+
+/** LangGraph's JsonPlusSerializer's record of an undefined value (`{lc: 2, type: "undefined"}`, as its reviver recognizes it). */
+function isUndefinedRecord(value: JsonValue | undefined): boolean {
+  return isRecord(value) && value.lc === 2 && value.type === "undefined";
 }
 
 function describeStep(request: PutRequest, metadata: JsonValue | undefined): string {
