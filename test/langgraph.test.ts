@@ -394,6 +394,19 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(listed.stdout).toContain('langgraph "a/b"/"a/b|sub:1" step -1 (input)');
     const shown = runApex(["checkpoint", "show", "checkpoint-001"], { cwd: dir });
     expect(shown.stdout).toContain('  langgraph    thread "a/b", namespace "a/b|sub:1"');
+    // Line breaks in what a step's metadata and ids hold stay in their row (they started lines of their own).
+    const odd = new ApexSaver({ project: dir });
+    cleanups.push(() => odd.close());
+    await odd.put({ configurable: { thread_id: "odd", checkpoint_ns: "" } }, { ...checkpointOf({ x: 1 }, { x: 1 }), id: "id\nstep 9, source forged" }, { source: "loop\nmemory", step: 0, parents: {}, writes: { "node\nx": 1 } } as CheckpointMetadata, { x: 1 });
+    await odd.close();
+    const oddShown = runApex(["checkpoint", "show", "checkpoint-008"], { cwd: dir });
+    expect(oddShown.stdout).toContain(
+      [
+        "  description  langgraph odd step 0 (loop\\u000amemory)",
+        "  pinned       no",
+      ].join("\n"),
+    );
+    expect(oddShown.stdout).toContain(["               checkpoint id\\u000astep 9, source forged", "               step 0, source loop\\u000amemory, writes of node\\u000ax", "               channels in /langgraph/odd/~"].join("\n"));
   });
 
   it("checkpoint ids that are not uuid6 order as MemorySaver orders them (as strings), ids with characters APEX encodes too: getTuple resumes from the greatest, the one retention keeps", async () => {
