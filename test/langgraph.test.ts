@@ -543,6 +543,28 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     }
   });
 
+  it("a serde that extends JsonPlusSerializer reads every value as it loads it (as MemorySaver with it does): its loadsTyped was skipped for plain strings and values without an \"lc\" key", async () => {
+    // Dates back from their text: a serde made by extending LangGraph's own.
+    class DateSerde extends JsonPlusSerializer {
+      override async loadsTyped(type: string, data: Uint8Array | string): Promise<any> {
+        const revive = (value: unknown): unknown =>
+          typeof value === "string" && /^\d{4}-\d\d-\d\dT[\d:.]+Z$/.test(value) ? new Date(value) : value && typeof value === "object" && !Array.isArray(value) ? Object.fromEntries(Object.entries(value).map(([key, item]) => [key, revive(item)])) : value;
+        return revive(await super.loadsTyped(type, data));
+      }
+    }
+    const { dir } = await setup();
+    const saver = new ApexSaver({ project: dir, serde: new DateSerde() });
+    cleanups.push(() => saver.close());
+    const when = new Date(0);
+    const values = { at: when, nested: { at: when }, split: Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`k${i}`, i % 2 ? when : { at: when }])) };
+    const versions = { at: 1, nested: 1, split: 1 };
+    const config = await saver.put({ configurable: { thread_id: "dates", checkpoint_ns: "" } }, checkpointOf(values, versions), { source: "input", step: -1, parents: {} }, versions);
+    const memory = new MemorySaver(new DateSerde());
+    const remembered = await memory.put({ configurable: { thread_id: "dates", checkpoint_ns: "" } }, checkpointOf(values, versions), { source: "input", step: -1, parents: {} }, versions);
+    expect((await memory.getTuple(remembered))!.checkpoint.channel_values).toEqual(values);
+    expect((await saver.getTuple(config))!.checkpoint.channel_values).toEqual(values); // each Date was its ISO string
+  });
+
   it("retention keeps the latest checkpoint of every thread, however many steps other threads take", async () => {
     const { saver } = await setup("plugins:\n  checkpoint: {}\n  retention:\n    keep_last: 2\n    auto_cleanup: true\n");
     const quiet = await saver.put({ configurable: { thread_id: "quiet", checkpoint_ns: "" } }, checkpointOf({ a: "still here" }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });

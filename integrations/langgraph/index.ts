@@ -113,7 +113,7 @@ export class ApexSaver extends BaseCheckpointSaver {
   /** Puts run one after the other: each builds on what the previous one left in the cache. */
   private putQueue: Promise<unknown> = Promise.resolve();
   private readonly splitKeys: number;
-  /** The serializer is LangGraph's JsonPlusSerializer itself (not a subclass): see serializeNow. */
+  /** The serializer is LangGraph's JsonPlusSerializer itself (not a subclass): see serializeNow and ValueBatch. */
   private readonly plainJson: boolean;
 
   constructor(options: ApexSaverOptions = {}) {
@@ -333,7 +333,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     const channelValues: Record<string, unknown> = {};
     const channelVersions: Record<string, Version> = {};
     const cache: ThreadCache = { checkpointId: record.checkpoint_id, versions: new Map(), splits: new Map() };
-    const values = new ValueBatch(this);
+    const values = new ValueBatch(this.serde, this.plainJson);
     // Keys and a lookup each, not Object.entries: a 10k-channel record is a dictionary-mode object.
     const channels = record.channels;
     for (const name of Object.keys(channels)) {
@@ -564,7 +564,11 @@ export class ApexSaver extends BaseCheckpointSaver {
  * JsonPlusSerializer revives an array element by element, so the JSON texts of many values
  * parse as one array (one JSON.parse of the whole state instead of one call per value). Each
  * value goes to `object[key]`, and with `ordered`, into the saver's cache of a split channel's
- * keys (a target per value, not a closure: a 10k-key state makes 10k of them).
+ * keys (a target per value, not a closure: a 10k-key state makes 10k of them). Only with
+ * JsonPlusSerializer itself (`plainJson`): a subclass's loadsTyped (one that revives dates from
+ * their text, say) was skipped for every value without an "lc" key and every plain string, so
+ * the state came back as JsonPlusSerializer reads it, not as the saver's serde does; with a
+ * subclass each value is loaded by it, one by one.
  */
 class ValueBatch {
   private readonly json: string[] = [];
@@ -577,7 +581,10 @@ class ValueBatch {
   /** Where each value's key is in its `caches` entry. */
   private readonly cacheAt: number[] = [];
 
-  constructor(private readonly saver: { serde: SerializerProtocol }) {}
+  constructor(
+    private readonly serde: SerializerProtocol,
+    private readonly plainJson: boolean,
+  ) {}
 
   add(value: SerializedValue, object: Record<string, unknown>, key: string, ordered: OrderedKeys | undefined): void {
     // The key's place in `ordered`: the value itself once it is known to be a primitive.
@@ -587,7 +594,7 @@ class ValueBatch {
       ordered?.primitives.push(undefined);
       return;
     }
-    if (value.t === "json" && value.d !== undefined && this.saver.serde instanceof JsonPlusSerializer) {
+    if (value.t === "json" && value.d !== undefined && this.plainJson) {
       const text = value.d;
       // A JSON string without escapes (what a string value serializes to, most often) is the
       // text between its quotes: no parse, and V8 slices it without copying.
@@ -613,12 +620,12 @@ class ValueBatch {
       const text = `[${this.json.join(",")}]`;
       // Without an "lc" key anywhere, JsonPlusSerializer's reviver returns what JSON.parse does
       // (it only revives objects marked lc: 1 or 2), one promise per value and object later.
-      const loaded = (text.includes('"lc"') ? await this.saver.serde.loadsTyped("json", text) : JSON.parse(text)) as unknown[];
+      const loaded = (text.includes('"lc"') ? await this.serde.loadsTyped("json", text) : JSON.parse(text)) as unknown[];
       for (let i = 0; i < loaded.length; i++) this.set(this.jsonAt[i]!, loaded[i]);
     }
     for (const at of this.others) {
       const value = this.values[at]!;
-      this.set(at, await this.saver.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64"))));
+      this.set(at, await this.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64"))));
     }
   }
 
