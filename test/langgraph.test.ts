@@ -342,6 +342,24 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await readStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
   });
 
+  it("close() lets the calls under way finish: a put or writes it came upon failed with LMDB's 'Can not renew a transaction from a closed database'", async () => {
+    const { dir, saver } = await setup();
+    const first = await saver.put({ configurable: { thread_id: "closing", checkpoint_ns: "" } }, checkpointOf({ a: 0 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    for (const wait of [0, 1, 5]) {
+      const step = saver.put(first, checkpointOf({ a: "x".repeat(1e6) }, { a: 2 + wait }), { source: "loop", step: wait, parents: {} }, { a: 2 + wait });
+      const writes = saver.putWrites(first, [["a", wait]], `task-${wait}`);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      await saver.close();
+      await expect(Promise.all([step, writes])).resolves.toBeDefined();
+    }
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    const steps = [];
+    for await (const tuple of fresh.list({ configurable: { thread_id: "closing" } })) steps.push(tuple.metadata?.step);
+    expect(steps).toEqual([5, 1, 0, -1]);
+    expect((await fresh.getTuple(first))!.pendingWrites.map(([task]) => task).sort()).toEqual(["task-0", "task-1", "task-5"]);
+  });
+
   it("a step that drops one channel and adds another drops it (as many channels as before)", async () => {
     const { saver } = await setup();
     const first = await saver.put({ configurable: { thread_id: "swap", checkpoint_ns: "" } }, checkpointOf({ a: 1, b: 2 }, { a: 1, b: 1 }), { source: "input", step: -1, parents: {} }, { a: 1, b: 1 });

@@ -109,6 +109,8 @@ export class ApexSaver extends BaseCheckpointSaver {
   /** Clients replaced (supervisorsOf changed), closed once no call runs. */
   private retired: Array<Promise<SessionClient>> = [];
   private running = 0;
+  /** The calls under way (a put queued, writes being serialized, a read), which close() waits for. */
+  private readonly pending = new Set<Promise<unknown>>();
   private readonly cache = new Map<string, ThreadCache>();
   /** Puts run one after the other: each builds on what the previous one left in the cache. */
   private putQueue: Promise<unknown> = Promise.resolve();
@@ -123,8 +125,13 @@ export class ApexSaver extends BaseCheckpointSaver {
     this.plainJson = Object.getPrototypeOf(this.serde) === JsonPlusSerializer.prototype;
   }
 
-  /** Releases the store (when this saver opened it itself). */
+  /**
+   * Releases the store (when this saver opened it itself), once the calls under way are done:
+   * closed under them, a put or a read failed with LMDB's own "Can not renew a transaction from
+   * a closed database", and one not connected yet opened the store again, for good.
+   */
   async close(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
     const clients = [...this.retired.splice(0), ...(this.client ? [this.client] : [])];
     this.client = undefined;
     for (const client of clients) await (await client.catch(() => undefined))?.close();
@@ -137,7 +144,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     if (threadId === undefined || threadId === null) return undefined;
     const ns = (config.configurable?.checkpoint_ns as string | undefined) ?? "";
     const checkpointId = (config.configurable?.checkpoint_id as string | undefined) ?? undefined;
-    const record = (await this.read("langgraph.getTuple", { thread_id: String(threadId), checkpoint_ns: ns, ...(checkpointId ? { checkpoint_id: checkpointId } : {}) })) as TupleRecord | null | undefined;
+    const record = (await this.tracked(this.read("langgraph.getTuple", { thread_id: String(threadId), checkpoint_ns: ns, ...(checkpointId ? { checkpoint_id: checkpointId } : {}) }))) as TupleRecord | null | undefined;
     if (!record) return undefined;
     return this.tupleOf(record, true);
   }
@@ -147,14 +154,16 @@ export class ApexSaver extends BaseCheckpointSaver {
     const ns = config.configurable?.checkpoint_ns as string | undefined;
     const checkpointId = config.configurable?.checkpoint_id as string | undefined;
     const before = options.before?.configurable?.checkpoint_id as string | undefined;
-    const records = (await this.read("langgraph.list", {
+    const records = (await this.tracked(
+      this.read("langgraph.list", {
       ...(threadId !== undefined && threadId !== null ? { thread_id: String(threadId) } : {}),
       ...(ns !== undefined ? { checkpoint_ns: ns } : {}),
       ...(checkpointId ? { checkpoint_id: checkpointId } : {}),
       ...(before ? { before } : {}),
       ...(options.limit !== undefined ? { limit: options.limit } : {}),
       ...(options.filter ? filterParams(options.filter) : {}),
-    })) as TupleRecord[];
+      }),
+    )) as TupleRecord[];
     for (const record of records) yield await this.tupleOf(record, false);
   }
 
@@ -169,7 +178,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     const parentId = (config.configurable?.checkpoint_id as string | undefined) ?? null;
     const run = this.putQueue.then(() => this.putNow(String(threadId), ns, parentId, checkpoint, metadata, newVersions));
     this.putQueue = run.catch(() => undefined);
-    await run;
+    await this.tracked(run);
     return { configurable: { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpoint.id } };
   }
 
@@ -292,7 +301,11 @@ export class ApexSaver extends BaseCheckpointSaver {
     return { v: version, split: previous ? { base: previous.v, set, delete: deleted } : { full: true, set } };
   }
 
-  override async putWrites(config: RunnableConfig, writes: PendingWrite[], taskId: string, taskPath?: string): Promise<void> {
+  override putWrites(config: RunnableConfig, writes: PendingWrite[], taskId: string, taskPath?: string): Promise<void> {
+    return this.tracked(this.putWritesNow(config, writes, taskId, taskPath));
+  }
+
+  private async putWritesNow(config: RunnableConfig, writes: PendingWrite[], taskId: string, taskPath?: string): Promise<void> {
     const threadId = config.configurable?.thread_id as string | undefined;
     const checkpointId = config.configurable?.checkpoint_id as string | undefined;
     if (threadId === undefined || threadId === null) throw new Error('Failed to put writes: the RunnableConfig has no "thread_id" in its "configurable" property.');
@@ -322,11 +335,19 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   override async deleteThread(threadId: string): Promise<void> {
     const params = { thread_id: String(threadId) };
-    await this.call("langgraph.deleteThread", params, () => this.call("langgraph.deleteThread", params));
+    await this.tracked(this.call("langgraph.deleteThread", params, () => this.call("langgraph.deleteThread", params)));
     for (const key of [...this.cache.keys()]) if (key.startsWith(`${String(threadId)}\u0000`)) this.cache.delete(key);
   }
 
   // ---------------------------------------------------------------------------------- helpers
+
+  /** `work`, counted among the calls under way until it settles (see close). */
+  private tracked<T>(work: Promise<T>): Promise<T> {
+    this.pending.add(work);
+    const done = () => void this.pending.delete(work);
+    work.then(done, done);
+    return work;
+  }
 
   private async tupleOf(record: TupleRecord, remember: boolean): Promise<CheckpointTuple> {
     const rest = (await this.deserialize(record.rest)) as Omit<Checkpoint, "channel_values" | "channel_versions">;
