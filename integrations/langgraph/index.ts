@@ -156,12 +156,12 @@ export class ApexSaver extends BaseCheckpointSaver {
     const before = options.before?.configurable?.checkpoint_id as string | undefined;
     const records = (await this.tracked(
       this.read("langgraph.list", {
-      ...(threadId !== undefined && threadId !== null ? { thread_id: String(threadId) } : {}),
-      ...(ns !== undefined ? { checkpoint_ns: ns } : {}),
-      ...(checkpointId ? { checkpoint_id: checkpointId } : {}),
-      ...(before ? { before } : {}),
-      ...(options.limit !== undefined ? { limit: options.limit } : {}),
-      ...(options.filter ? filterParams(options.filter) : {}),
+        ...(threadId !== undefined && threadId !== null ? { thread_id: String(threadId) } : {}),
+        ...(ns !== undefined ? { checkpoint_ns: ns } : {}),
+        ...(checkpointId ? { checkpoint_id: checkpointId } : {}),
+        ...(before ? { before } : {}),
+        ...(options.limit !== undefined ? { limit: options.limit } : {}),
+        ...(options.filter ? filterParams(options.filter) : {}),
       }),
     )) as TupleRecord[];
     for (const record of records) yield await this.tupleOf(record, false);
