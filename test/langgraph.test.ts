@@ -15,7 +15,7 @@ import type { SessionClient } from "../core/session/client.js";
 import { readProcStat } from "../core/session/proc.js";
 import { LmdbStore } from "./helpers/store.js";
 import { ObjectStore, copyOf, lookupEntry, type DirEntry } from "../plugins/checkpoint/engine/objects.js";
-import { createCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
+import { createCheckpoint, deleteCheckpoint, diffCheckpoints, getCheckpointValue, listCheckpoints, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { removeCheckpointRecords } from "../plugins/checkpoint/refs.js";
 import { planRetention } from "../plugins/retention/cleanup.js";
@@ -137,7 +137,9 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     const other = new ApexSaver({ project: dir });
     cleanups.push(() => other.close());
     expect((await other.getTuple(thread))!.checkpoint.channel_values).toEqual({ a: "A0", b: "B1" });
-    const third = await other.put(second, checkpointOf({ a: "A2", b: "B1" }, { a: 3, b: 2 }), { source: "loop", step: 1, parents: {} }, { a: 3 });
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    const third = await fresh.put(second, checkpointOf({ a: "A2", b: "B1" }, { a: 3, b: 2 }), { source: "loop", step: 1, parents: {} }, { a: 3 });
     expect((await other.getTuple(third))!.checkpoint.channel_values).toEqual({ a: "A2", b: "B1" });
     await other.deleteThread("t1");
     expect(await other.getTuple(thread)).toBeUndefined();
@@ -312,6 +314,52 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await readStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
   });
 
+  it("a step whose parent is gone (its thread deleted by another saver, its APEX checkpoint deleted) keeps the channels it did not change: they were stored without their values", async () => {
+    const { dir, saver } = await setup();
+    const state = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`k${i}`, i]));
+    const values = (b: string) => ({ a: "A", b, state });
+    const first = await saver.put({ configurable: { thread_id: "gone", checkpoint_ns: "" } }, checkpointOf(values("B1"), { a: 1, b: 1, state: 1 }), { source: "input", step: -1, parents: {} }, { a: 1, b: 1, state: 1 });
+    // Another saver (another process) deletes the thread while this one's graph runs on it: this saver's next step is a delta against a parent that is gone.
+    const other = new ApexSaver({ project: dir });
+    cleanups.push(() => other.close());
+    await other.deleteThread("gone");
+    const second = await saver.put(first, checkpointOf(values("B2"), { a: 1, b: 2, state: 1 }), { source: "loop", step: 0, parents: {} }, { b: 2 });
+    expect((await saver.getTuple(second))!.checkpoint.channel_values).toEqual(values("B2")); // it was { b: "B2" }
+    // The parent's APEX checkpoint deleted, and a saver without a cache of it (a put sent whole, the unchanged channels without their values).
+    const store = await openProjectStore(dir);
+    await deleteCheckpoint(store, "latest").finally(() => store.close());
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    const third = await fresh.put(second, checkpointOf(values("B3"), { a: 1, b: 3, state: 1 }), { source: "loop", step: 1, parents: {} }, { b: 3 });
+    expect((await fresh.getTuple(third))!.checkpoint.channel_values).toEqual(values("B3"));
+    // A parent that never was: the same. (Without a parent, only the values of newVersions are stored, as the conformance suite has it.)
+    const orphan = await fresh.put({ configurable: { thread_id: "orphan", checkpoint_ns: "", checkpoint_id: uuid6(1) } }, checkpointOf({ a: "A", b: "B" }, { a: 1, b: 1 }), { source: "loop", step: 3, parents: {} }, { b: 1 });
+    expect((await fresh.getTuple(orphan))!.checkpoint.channel_values).toEqual({ a: "A", b: "B" });
+    const noParent = await fresh.put({ configurable: { thread_id: "first", checkpoint_ns: "" } }, checkpointOf({ a: "A", b: "B" }, { a: 1, b: 1 }), { source: "input", step: -1, parents: {} }, { b: 1 });
+    // (read by another saver of this process at once: it read its snapshot of before the put, and found no step)
+    expect((await other.getTuple(noParent))!.checkpoint.channel_values).toEqual({ b: "B" });
+    await Promise.all([saver.close(), other.close(), fresh.close()]);
+    expect(await readStore(dir, (store) => validateStore(store))).toMatchObject({ ok: true, problems: [] });
+  });
+
+  it("close() lets the calls under way finish: a put or writes it came upon failed with LMDB's 'Can not renew a transaction from a closed database'", async () => {
+    const { dir, saver } = await setup();
+    const first = await saver.put({ configurable: { thread_id: "closing", checkpoint_ns: "" } }, checkpointOf({ a: 0 }, { a: 1 }), { source: "input", step: -1, parents: {} }, { a: 1 });
+    for (const wait of [0, 1, 5]) {
+      const step = saver.put(first, checkpointOf({ a: "x".repeat(1e6) }, { a: 2 + wait }), { source: "loop", step: wait, parents: {} }, { a: 2 + wait });
+      const writes = saver.putWrites(first, [["a", wait]], `task-${wait}`);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      await saver.close();
+      await expect(Promise.all([step, writes])).resolves.toBeDefined();
+    }
+    const fresh = new ApexSaver({ project: dir });
+    cleanups.push(() => fresh.close());
+    const steps = [];
+    for await (const tuple of fresh.list({ configurable: { thread_id: "closing" } })) steps.push(tuple.metadata?.step);
+    expect(steps).toEqual([5, 1, 0, -1]);
+    expect((await fresh.getTuple(first))!.pendingWrites.map(([task]) => task).sort()).toEqual(["task-0", "task-1", "task-5"]);
+  });
+
   it("a step that drops one channel and adds another drops it (as many channels as before)", async () => {
     const { saver } = await setup();
     const first = await saver.put({ configurable: { thread_id: "swap", checkpoint_ns: "" } }, checkpointOf({ a: 1, b: 2 }, { a: 1, b: 1 }), { source: "input", step: -1, parents: {} }, { a: 1, b: 1 });
@@ -364,6 +412,19 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(listed.stdout).toContain('langgraph "a/b"/"a/b|sub:1" step -1 (input)');
     const shown = runApex(["checkpoint", "show", "checkpoint-001"], { cwd: dir });
     expect(shown.stdout).toContain('  langgraph    thread "a/b", namespace "a/b|sub:1"');
+    // Line breaks in what a step's metadata and ids hold stay in their row (they started lines of their own).
+    const odd = new ApexSaver({ project: dir });
+    cleanups.push(() => odd.close());
+    await odd.put({ configurable: { thread_id: "odd", checkpoint_ns: "" } }, { ...checkpointOf({ x: 1 }, { x: 1 }), id: "id\nstep 9, source forged" }, { source: "loop\nmemory", step: 0, parents: {}, writes: { "node\nx": 1 } } as CheckpointMetadata, { x: 1 });
+    await odd.close();
+    const oddShown = runApex(["checkpoint", "show", "checkpoint-008"], { cwd: dir });
+    expect(oddShown.stdout).toContain(
+      [
+        "  description  langgraph odd step 0 (loop\\u000amemory)",
+        "  pinned       no",
+      ].join("\n"),
+    );
+    expect(oddShown.stdout).toContain(["               checkpoint id\\u000astep 9, source forged", "               step 0, source loop\\u000amemory, writes of node\\u000ax", "               channels in /langgraph/odd/~"].join("\n"));
   });
 
   it("checkpoint ids that are not uuid6 order as MemorySaver orders them (as strings), ids with characters APEX encodes too: getTuple resumes from the greatest, the one retention keeps", async () => {
@@ -498,6 +559,28 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
       const [type, bytes] = await serde.dumpsTyped(text);
       expect([type, Buffer.from(bytes).toString("utf8")]).toEqual(["json", JSON.stringify(text)]);
     }
+  });
+
+  it("a serde that extends JsonPlusSerializer reads every value as it loads it (as MemorySaver with it does): its loadsTyped was skipped for plain strings and values without an \"lc\" key", async () => {
+    // Dates back from their text: a serde made by extending LangGraph's own.
+    class DateSerde extends JsonPlusSerializer {
+      override async loadsTyped(type: string, data: Uint8Array | string): Promise<any> {
+        const revive = (value: unknown): unknown =>
+          typeof value === "string" && /^\d{4}-\d\d-\d\dT[\d:.]+Z$/.test(value) ? new Date(value) : value && typeof value === "object" && !Array.isArray(value) ? Object.fromEntries(Object.entries(value).map(([key, item]) => [key, revive(item)])) : value;
+        return revive(await super.loadsTyped(type, data));
+      }
+    }
+    const { dir } = await setup();
+    const saver = new ApexSaver({ project: dir, serde: new DateSerde() });
+    cleanups.push(() => saver.close());
+    const when = new Date(0);
+    const values = { at: when, nested: { at: when }, split: Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`k${i}`, i % 2 ? when : { at: when }])) };
+    const versions = { at: 1, nested: 1, split: 1 };
+    const config = await saver.put({ configurable: { thread_id: "dates", checkpoint_ns: "" } }, checkpointOf(values, versions), { source: "input", step: -1, parents: {} }, versions);
+    const memory = new MemorySaver(new DateSerde());
+    const remembered = await memory.put({ configurable: { thread_id: "dates", checkpoint_ns: "" } }, checkpointOf(values, versions), { source: "input", step: -1, parents: {} }, versions);
+    expect((await memory.getTuple(remembered))!.checkpoint.channel_values).toEqual(values);
+    expect((await saver.getTuple(config))!.checkpoint.channel_values).toEqual(values); // each Date was its ISO string
   });
 
   it("retention keeps the latest checkpoint of every thread, however many steps other threads take", async () => {
@@ -768,12 +851,13 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect(await readStore(dir, (store) => ({ total: listCheckpoints(store, sessionId).total, writes: [...store.keysBelow(`/sessions/${sessionId}/langgraph/t/~/writes`)] }))).toEqual({ total: 1, writes: [] });
   });
 
-  it("list's filter is LangGraph's: a key given as undefined matches metadata without it (as MemorySaver and the conformance suite have it), not every checkpoint", async () => {
+  it("list's filter is LangGraph's: a key given as undefined matches metadata without it (as MemorySaver and the conformance suite have it), not every checkpoint, and metadata that holds it as undefined", async () => {
     const { saver } = await setup();
     const memory = new MemorySaver();
     let apex = { configurable: { thread_id: "f", checkpoint_ns: "" } } as Record<string, any>;
     let mem = apex;
-    const metadatas = [{ source: "input", step: -1, parents: {} }, { step: 0, parents: {} }, { source: "loop", step: 1, parents: {} }] as CheckpointMetadata[];
+    // (step 2's metadata has the key `source`, undefined: the serializer keeps it as such)
+    const metadatas = [{ source: "input", step: -1, parents: {} }, { step: 0, parents: {} }, { source: "loop", step: 1, parents: {} }, { source: undefined, step: 2, parents: {} }] as CheckpointMetadata[];
     for (const metadata of metadatas) {
       const checkpoint = checkpointOf({ a: metadata.step }, { a: metadata.step + 2 });
       apex = await saver.put(apex, checkpoint, metadata, { a: metadata.step + 2 });
@@ -786,7 +870,7 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     };
     const filters = [undefined, {}, { source: undefined }, { source: "loop" }, { source: "loop", step: undefined }, { source: undefined, step: 0 }, { parents: undefined }];
     for (const filter of filters) expect([filter, await steps(saver, filter)]).toEqual([filter, await steps(memory, filter)]);
-    expect(await steps(saver, { source: undefined })).toEqual([0]);
+    expect(await steps(saver, { source: undefined })).toEqual([2, 0]);
   });
 
   it("putWrites after deleteThread is refused and keeps nothing; writes sent before their checkpoint are kept, and a thread started again after the delete writes", async () => {

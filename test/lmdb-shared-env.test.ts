@@ -106,4 +106,19 @@ describe("read-only and writable opens in one process", () => {
     expect(opened).toBe(false);
     expect(Date.now() - started).toBeGreaterThanOrEqual(290);
   });
+
+  it("a handle reads what another handle of the process committed, at once: not its snapshot until the next turn of the event loop", async () => {
+    const dir = await storeWith(1);
+    const writer = await openStore(dir);
+    const other = await openStore(dir);
+    const reader = await openStore(dir, { readOnly: true });
+    open.push(writer, other, reader);
+    // Each reads (lmdb-js keeps the snapshot of a handle's read for the rest of the macrotask), then one writes.
+    expect([writer.get("/a"), other.get("/a"), reader.get("/a")]).toEqual([1, 1, 1]);
+    await writer.set("/a", 2);
+    // (no macrotask between: an ApexSaver's getTuple right after another saver's put read the step before)
+    expect([writer.get("/a"), other.get("/a"), reader.get("/a")]).toEqual([2, 2, 2]);
+    await other.transaction(() => other.batchSync((batch) => batch.set("/a", 3)));
+    expect([writer.get("/a"), other.get("/a"), reader.get("/a")]).toEqual([3, 3, 3]);
+  });
 });

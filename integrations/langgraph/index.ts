@@ -109,11 +109,13 @@ export class ApexSaver extends BaseCheckpointSaver {
   /** Clients replaced (supervisorsOf changed), closed once no call runs. */
   private retired: Array<Promise<SessionClient>> = [];
   private running = 0;
+  /** The calls under way (a put queued, writes being serialized, a read), which close() waits for. */
+  private readonly pending = new Set<Promise<unknown>>();
   private readonly cache = new Map<string, ThreadCache>();
   /** Puts run one after the other: each builds on what the previous one left in the cache. */
   private putQueue: Promise<unknown> = Promise.resolve();
   private readonly splitKeys: number;
-  /** The serializer is LangGraph's JsonPlusSerializer itself (not a subclass): see serializeNow. */
+  /** The serializer is LangGraph's JsonPlusSerializer itself (not a subclass): see serializeNow and ValueBatch. */
   private readonly plainJson: boolean;
 
   constructor(options: ApexSaverOptions = {}) {
@@ -123,8 +125,13 @@ export class ApexSaver extends BaseCheckpointSaver {
     this.plainJson = Object.getPrototypeOf(this.serde) === JsonPlusSerializer.prototype;
   }
 
-  /** Releases the store (when this saver opened it itself). */
+  /**
+   * Releases the store (when this saver opened it itself), once the calls under way are done:
+   * closed under them, a put or a read failed with LMDB's own "Can not renew a transaction from
+   * a closed database", and one not connected yet opened the store again, for good.
+   */
   async close(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
     const clients = [...this.retired.splice(0), ...(this.client ? [this.client] : [])];
     this.client = undefined;
     for (const client of clients) await (await client.catch(() => undefined))?.close();
@@ -137,7 +144,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     if (threadId === undefined || threadId === null) return undefined;
     const ns = (config.configurable?.checkpoint_ns as string | undefined) ?? "";
     const checkpointId = (config.configurable?.checkpoint_id as string | undefined) ?? undefined;
-    const record = (await this.read("langgraph.getTuple", { thread_id: String(threadId), checkpoint_ns: ns, ...(checkpointId ? { checkpoint_id: checkpointId } : {}) })) as TupleRecord | null | undefined;
+    const record = (await this.tracked(this.read("langgraph.getTuple", { thread_id: String(threadId), checkpoint_ns: ns, ...(checkpointId ? { checkpoint_id: checkpointId } : {}) }))) as TupleRecord | null | undefined;
     if (!record) return undefined;
     return this.tupleOf(record, true);
   }
@@ -147,14 +154,16 @@ export class ApexSaver extends BaseCheckpointSaver {
     const ns = config.configurable?.checkpoint_ns as string | undefined;
     const checkpointId = config.configurable?.checkpoint_id as string | undefined;
     const before = options.before?.configurable?.checkpoint_id as string | undefined;
-    const records = (await this.read("langgraph.list", {
-      ...(threadId !== undefined && threadId !== null ? { thread_id: String(threadId) } : {}),
-      ...(ns !== undefined ? { checkpoint_ns: ns } : {}),
-      ...(checkpointId ? { checkpoint_id: checkpointId } : {}),
-      ...(before ? { before } : {}),
-      ...(options.limit !== undefined ? { limit: options.limit } : {}),
-      ...(options.filter ? filterParams(options.filter) : {}),
-    })) as TupleRecord[];
+    const records = (await this.tracked(
+      this.read("langgraph.list", {
+        ...(threadId !== undefined && threadId !== null ? { thread_id: String(threadId) } : {}),
+        ...(ns !== undefined ? { checkpoint_ns: ns } : {}),
+        ...(checkpointId ? { checkpoint_id: checkpointId } : {}),
+        ...(before ? { before } : {}),
+        ...(options.limit !== undefined ? { limit: options.limit } : {}),
+        ...(options.filter ? filterParams(options.filter) : {}),
+      }),
+    )) as TupleRecord[];
     for (const record of records) yield await this.tupleOf(record, false);
   }
 
@@ -169,7 +178,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     const parentId = (config.configurable?.checkpoint_id as string | undefined) ?? null;
     const run = this.putQueue.then(() => this.putNow(String(threadId), ns, parentId, checkpoint, metadata, newVersions));
     this.putQueue = run.catch(() => undefined);
-    await run;
+    await this.tracked(run);
     return { configurable: { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpoint.id } };
   }
 
@@ -187,6 +196,10 @@ export class ApexSaver extends BaseCheckpointSaver {
     };
     let stale = 0;
     let resent = false;
+    // Every value sent, none left to the parent: after the store refused a request as stale (its
+    // parent gone, say: `apex checkpoint delete`, another process's deleteThread), a value left to
+    // the parent was lost with it.
+    let complete = false;
     for (let attempt = 0; ; attempt++) {
       const cached = this.cache.get(key);
       const delta = attempt === 0 && cached !== undefined && parentId !== null && cached.checkpointId === parentId ? cached : undefined;
@@ -200,14 +213,18 @@ export class ApexSaver extends BaseCheckpointSaver {
       const count = names.length;
       const knownBefore = delta?.versions.size ?? 0;
       for (const { name, version } of changed) {
-        if (hasOwn(newVersions, name) && hasOwn(channelValues, name)) {
+        const hasValue = hasOwn(channelValues, name);
+        if (hasValue && (complete || hasOwn(newVersions, name))) {
           try {
             setOwn(channels, name, await this.channelWrite(name, version, channelValues[name], delta, next));
           } catch (error) {
             throw inContext(error, `channel ${JSON.stringify(name)} of the LangGraph checkpoint ${checkpoint.id} (thread ${JSON.stringify(threadId)})`, { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpoint.id, channel: name });
           }
         } else {
-          setOwn(channels, name, { v: version });
+          // Not new at this step: the parent's value at this version, which the store keeps (`kept`:
+          // there is one), or refuses as stale when the parent has none (nothing is stored without
+          // it). Without a parent, only the new values are stored (LangGraph's newVersions contract).
+          setOwn(channels, name, hasValue && parentId !== null ? { v: version, kept: true } : { v: version });
           next.splits.delete(name);
         }
         next.versions.set(name, version);
@@ -235,7 +252,8 @@ export class ApexSaver extends BaseCheckpointSaver {
       const answer = (await this.call("langgraph.put", request as unknown as Record<string, unknown>, onEnded)) as { stale?: boolean; resend?: boolean };
       if (answer?.resend) continue;
       if (answer?.stale) {
-        // The memory is not what this saver thought: send the whole checkpoint (once).
+        // The memory is not what this saver thought: send the whole checkpoint, every value (once).
+        complete = true;
         if (++stale < 2) continue;
         throw new ApexError("APEX_E_CONFLICT", `The LangGraph checkpoint ${checkpoint.id} of thread ${threadId} could not be written: the memory changed while it was sent.`, {
           hint: "Another writer changed the thread meanwhile. Nothing was written; put it again (a graph run again resumes from the thread's latest step stored).",
@@ -283,7 +301,11 @@ export class ApexSaver extends BaseCheckpointSaver {
     return { v: version, split: previous ? { base: previous.v, set, delete: deleted } : { full: true, set } };
   }
 
-  override async putWrites(config: RunnableConfig, writes: PendingWrite[], taskId: string, taskPath?: string): Promise<void> {
+  override putWrites(config: RunnableConfig, writes: PendingWrite[], taskId: string, taskPath?: string): Promise<void> {
+    return this.tracked(this.putWritesNow(config, writes, taskId, taskPath));
+  }
+
+  private async putWritesNow(config: RunnableConfig, writes: PendingWrite[], taskId: string, taskPath?: string): Promise<void> {
     const threadId = config.configurable?.thread_id as string | undefined;
     const checkpointId = config.configurable?.checkpoint_id as string | undefined;
     if (threadId === undefined || threadId === null) throw new Error('Failed to put writes: the RunnableConfig has no "thread_id" in its "configurable" property.');
@@ -313,18 +335,26 @@ export class ApexSaver extends BaseCheckpointSaver {
 
   override async deleteThread(threadId: string): Promise<void> {
     const params = { thread_id: String(threadId) };
-    await this.call("langgraph.deleteThread", params, () => this.call("langgraph.deleteThread", params));
+    await this.tracked(this.call("langgraph.deleteThread", params, () => this.call("langgraph.deleteThread", params)));
     for (const key of [...this.cache.keys()]) if (key.startsWith(`${String(threadId)}\u0000`)) this.cache.delete(key);
   }
 
   // ---------------------------------------------------------------------------------- helpers
+
+  /** `work`, counted among the calls under way until it settles (see close). */
+  private tracked<T>(work: Promise<T>): Promise<T> {
+    this.pending.add(work);
+    const done = () => void this.pending.delete(work);
+    work.then(done, done);
+    return work;
+  }
 
   private async tupleOf(record: TupleRecord, remember: boolean): Promise<CheckpointTuple> {
     const rest = (await this.deserialize(record.rest)) as Omit<Checkpoint, "channel_values" | "channel_versions">;
     const channelValues: Record<string, unknown> = {};
     const channelVersions: Record<string, Version> = {};
     const cache: ThreadCache = { checkpointId: record.checkpoint_id, versions: new Map(), splits: new Map() };
-    const values = new ValueBatch(this);
+    const values = new ValueBatch(this.serde, this.plainJson);
     // Keys and a lookup each, not Object.entries: a 10k-channel record is a dictionary-mode object.
     const channels = record.channels;
     for (const name of Object.keys(channels)) {
@@ -555,7 +585,11 @@ export class ApexSaver extends BaseCheckpointSaver {
  * JsonPlusSerializer revives an array element by element, so the JSON texts of many values
  * parse as one array (one JSON.parse of the whole state instead of one call per value). Each
  * value goes to `object[key]`, and with `ordered`, into the saver's cache of a split channel's
- * keys (a target per value, not a closure: a 10k-key state makes 10k of them).
+ * keys (a target per value, not a closure: a 10k-key state makes 10k of them). Only with
+ * JsonPlusSerializer itself (`plainJson`): a subclass's loadsTyped (one that revives dates from
+ * their text, say) was skipped for every value without an "lc" key and every plain string, so
+ * the state came back as JsonPlusSerializer reads it, not as the saver's serde does; with a
+ * subclass each value is loaded by it, one by one.
  */
 class ValueBatch {
   private readonly json: string[] = [];
@@ -568,7 +602,10 @@ class ValueBatch {
   /** Where each value's key is in its `caches` entry. */
   private readonly cacheAt: number[] = [];
 
-  constructor(private readonly saver: { serde: SerializerProtocol }) {}
+  constructor(
+    private readonly serde: SerializerProtocol,
+    private readonly plainJson: boolean,
+  ) {}
 
   add(value: SerializedValue, object: Record<string, unknown>, key: string, ordered: OrderedKeys | undefined): void {
     // The key's place in `ordered`: the value itself once it is known to be a primitive.
@@ -578,7 +615,7 @@ class ValueBatch {
       ordered?.primitives.push(undefined);
       return;
     }
-    if (value.t === "json" && value.d !== undefined && this.saver.serde instanceof JsonPlusSerializer) {
+    if (value.t === "json" && value.d !== undefined && this.plainJson) {
       const text = value.d;
       // A JSON string without escapes (what a string value serializes to, most often) is the
       // text between its quotes: no parse, and V8 slices it without copying.
@@ -604,12 +641,12 @@ class ValueBatch {
       const text = `[${this.json.join(",")}]`;
       // Without an "lc" key anywhere, JsonPlusSerializer's reviver returns what JSON.parse does
       // (it only revives objects marked lc: 1 or 2), one promise per value and object later.
-      const loaded = (text.includes('"lc"') ? await this.saver.serde.loadsTyped("json", text) : JSON.parse(text)) as unknown[];
+      const loaded = (text.includes('"lc"') ? await this.serde.loadsTyped("json", text) : JSON.parse(text)) as unknown[];
       for (let i = 0; i < loaded.length; i++) this.set(this.jsonAt[i]!, loaded[i]);
     }
     for (const at of this.others) {
       const value = this.values[at]!;
-      this.set(at, await this.saver.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64"))));
+      this.set(at, await this.serde.loadsTyped(value.t, value.d !== undefined ? value.d : new Uint8Array(Buffer.from(value.b ?? "", "base64"))));
     }
   }
 

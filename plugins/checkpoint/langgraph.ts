@@ -66,6 +66,12 @@ export interface SerializedValue {
 export interface ChannelWrite {
   v: string | number;
   value?: SerializedValue;
+  /**
+   * No value sent, the channel has one: the parent's at version `v`, kept as it is. A parent
+   * without it there (gone: deleted, its thread deleted) makes the put stale, not a channel
+   * stored without its value. (Absent: a channel without a value, or an adapter before `kept`.)
+   */
+  kept?: boolean;
   /** A plain object stored key by key: the keys set and removed since `base` (or all keys, `full`). */
   split?: { base?: string | number | null; full?: boolean; set: Record<string, SerializedValue>; delete?: string[] };
 }
@@ -84,7 +90,7 @@ export interface PutRequest {
    * "delta": `channels` are the channels whose version changed since `parent_id`, `removed`
    * those gone; valid only if the memory holds `parent_id` (else the answer is `{stale: true}`).
    * "full": `channels` holds every channel of the checkpoint; a channel without a value keeps
-   * the value the parent checkpoint had at that version.
+   * the value the parent checkpoint had at that version (`kept`: refused as stale without one).
    */
   mode: "delta" | "full";
   channels: Record<string, ChannelWrite>;
@@ -668,7 +674,8 @@ function sizeOf(record: Record<string, JsonValue>): number {
 /**
  * The tree of a thread namespace's channels after a put: the parent checkpoint's (`parent`: the
  * namespace's entry in its memory) with the request's channels applied, only the changed paths
- * rebuilt. Undefined when a delta does not apply (a split channel is not at the delta's base).
+ * rebuilt. Undefined when a delta does not apply (a split channel is not at the delta's base)
+ * or a channel `kept` is not in the parent at its version with a value.
  * `values`: how many values the tree holds, for the manifest's count.
  */
 function buildChannels(view: ObjectView, parent: DirEntry | undefined, request: PutRequest): { tree: Hash | null; values: number } | undefined {
@@ -707,11 +714,13 @@ function buildChannels(view: ObjectView, parent: DirEntry | undefined, request: 
       set([segment], splitRecord(write.v));
       continue;
     }
-    if (write.value === undefined && request.mode === "full") {
+    if (write.value === undefined && (request.mode === "full" || write.kept === true)) {
       // No value sent: the parent's value at that version stays; another version's is unknown.
       const entry = entryOf(segment);
       const current = entry?.value ? view.readValue(entry.value) : undefined;
-      if (isRecord(current) && current.v === write.v) continue;
+      if (isRecord(current) && current.v === write.v && (write.kept !== true || typeof current.t === "string" || current.split === true)) continue;
+      // A value to keep that the parent does not hold: stale (the adapter sends every value).
+      if (write.kept === true) return undefined;
     }
     changes.graft([segment], null); // a channel stored key by key before: its keys go
     set([segment], write.value ? { v: write.v, ...recordOf(write.value) } : { v: write.v });
@@ -817,8 +826,14 @@ function jsonOf(value: SerializedValue): JsonValue | undefined {
  */
 function matchesFilter(metadata: JsonValue | undefined, filter: Record<string, JsonValue>, absent: string[]): boolean {
   const record = isRecord(metadata) ? (metadata as Record<string, JsonValue>) : {};
-  const has = (key: string) => Object.prototype.hasOwnProperty.call(record, key);
+  // A key whose value is undefined is, in the metadata's JSON, the serializer's record of undefined: as good as absent.
+  const has = (key: string) => Object.prototype.hasOwnProperty.call(record, key) && !isUndefinedRecord(record[key]);
   return absent.every((key) => !has(key)) && Object.entries(filter).every(([key, value]) => (value === undefined ? !has(key) : has(key) && isDeepStrictEqual(record[key], value)));
+}
+
+/** LangGraph's JsonPlusSerializer's record of an undefined value (`{lc: 2, type: "undefined"}`, as its reviver recognizes it). */
+function isUndefinedRecord(value: JsonValue | undefined): boolean {
+  return isRecord(value) && value.lc === 2 && value.type === "undefined";
 }
 
 function describeStep(request: PutRequest, metadata: JsonValue | undefined): string {

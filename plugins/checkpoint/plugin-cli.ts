@@ -252,9 +252,10 @@ export async function showCheckpointCommand(location: ProjectLocation, ref: stri
   if (options.json) return printJson(record);
   const m = record.manifest;
   printLine(`${paint(m.name, "bold")}  ${m.id}`);
-  const row = (label: string, value: string) => printLine(`  ${label.padEnd(12)} ${value}`);
+  // One line each, whatever the value holds (a description, a LangGraph step's ids and metadata: a line break started a line of its own).
+  const row = (label: string, value: string) => printLine(`  ${label.padEnd(12)} ${visibleText(value)}`);
   // The session as session list prints it, by name or short id (a supervisor older than session_name leaves it out); --json has the whole id.
-  row("session", record.session_name ? visibleText(record.session_name) : shortSessionId(m.session_id));
+  row("session", record.session_name || shortSessionId(m.session_id));
   row("created", m.created_at);
   row("trigger", m.trigger);
   row("description", m.description || "-");

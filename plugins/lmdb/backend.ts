@@ -25,7 +25,7 @@ import { compileGlob } from "../../core/store/glob.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
 import { checkStoreAccess, checkStoreFileLength, storeWriteRefused, writePermissionCode } from "./file-check.js";
 import { repairStaleStart, STALE_START } from "./last-commit.js";
-import { fileKey, handleClosed, handleOpened, readOnlyHandles, readOnlyHere, whenWritable } from "./shared-env.js";
+import { committed, fileKey, handleClosed, handleOpened, readOnlyHandles, readOnlyHere, whenWritable, type SnapshotHolder } from "./shared-env.js";
 import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
 import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors.js";
 import { RecordDamage, damageError, diskFullError, isDamage, writeFailure } from "./errors.js";
@@ -204,7 +204,7 @@ export class LmdbStore implements StorageBackend {
       // lmdb creates the data and lock files with the umask's mode.
       if (!options.readOnly) for (const name of [STORE_FILE, `${STORE_FILE}-lock`]) makePrivate(join(dataDir, name));
       const store = new LmdbStore(dir, dataDir, root, options);
-      handleOpened((store.handleKey = fileKey(file)!), options.readOnly ?? false);
+      handleOpened((store.handleKey = fileKey(file)!), options.readOnly ?? false, root as unknown as SnapshotHolder);
       return store;
     } catch (error) {
       // An open that failed after lmdb's keeps no environment: lmdb-js would give it to every later open of the file in this process.
@@ -484,6 +484,8 @@ export class LmdbStore implements StorageBackend {
             this.tally = undefined;
           }
         });
+        // The process's other handles of the file read this commit from now on (shared-env.ts).
+        if (this.handleKey !== undefined) committed(this.handleKey, this.root as unknown as SnapshotHolder);
         return out;
       } catch (error) {
         // Put right and aborted before `fn` ran: run it again from the newest commit.
@@ -662,7 +664,7 @@ export class LmdbStore implements StorageBackend {
     try {
       await this.root.close();
     } finally {
-      if (this.handleKey !== undefined) handleClosed(this.handleKey);
+      if (this.handleKey !== undefined) handleClosed(this.handleKey, this.root as unknown as SnapshotHolder);
     }
   }
 }

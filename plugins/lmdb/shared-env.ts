@@ -25,6 +25,13 @@ export const WRITABLE_WAIT_MS = 30_000;
 interface FileHandles {
   handles: number;
   readOnly: boolean;
+  /** The handles' lmdb-js roots, whose read snapshots a commit through another one renews (committed). */
+  readers: Set<SnapshotHolder>;
+}
+
+/** An lmdb-js root (and the databases opened from it, which share its read transaction). */
+export interface SnapshotHolder {
+  resetReadTxn(): void;
 }
 
 const files = new Map<string, FileHandles>();
@@ -43,16 +50,36 @@ export function readOnlyHandles(key: string | undefined): number {
 }
 
 /** A handle of the file `key` was opened; the first one decides the environment's mode. */
-export function handleOpened(key: string, readOnly: boolean): void {
-  const open = files.get(key);
+export function handleOpened(key: string, readOnly: boolean, reader?: SnapshotHolder): void {
+  let open = files.get(key);
   if (open) open.handles++;
-  else files.set(key, { handles: 1, readOnly });
+  else files.set(key, (open = { handles: 1, readOnly, readers: new Set() }));
+  if (reader) open.readers.add(reader);
+}
+
+/**
+ * A write through `by` committed to the file `key`: the other handles of this process read it
+ * from their next read on. lmdb-js keeps each root's read snapshot until its next macrotask
+ * (a setTimeout) and renews it at a commit of that root only, so a handle that had read in this
+ * turn of the event loop read the state before a write another handle had finished (an
+ * ApexSaver's getTuple right after another saver's put found the step before, or none).
+ */
+export function committed(key: string, by: SnapshotHolder): void {
+  for (const reader of files.get(key)?.readers ?? []) {
+    if (reader === by) continue;
+    try {
+      reader.resetReadTxn();
+    } catch {
+      // (a root closing meanwhile: it reads nothing more)
+    }
+  }
 }
 
 /** A handle of the file `key` was closed (its environment with it when it was the last). */
-export function handleClosed(key: string): void {
+export function handleClosed(key: string, reader?: SnapshotHolder): void {
   const open = files.get(key);
   if (!open) return;
+  if (reader) open.readers.delete(reader);
   if (--open.handles > 0) return;
   files.delete(key);
   const waiting = waiters.get(key) ?? [];
