@@ -1,3 +1,4 @@
+import { constants } from "node:buffer";
 import { readFileSync } from "node:fs";
 import type { ProjectLocation } from "../core/config/locate.js";
 import { ApexError } from "../core/errors.js";
@@ -61,9 +62,10 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
         hint: `List what exists with: apex memory query '${parentGlob(path)}'`,
       });
     }
-    const children = Object.fromEntries(below.map((entry) => [entry.path, entry.value]));
-    if (json) printJson({ path, value: null, children });
-    else process.stdout.write(`${JSON.stringify(children, null, 2)}\n`);
+    // Written an entry at a time, as JSON.stringify(…, null, 2) would write it whole: a subtree of more
+    // than 512 MiB of JSON (V8's longest string) failed with APEX_E_INTERNAL "Invalid string length".
+    if (json) await writeChunked(prettyObjectChunks(below, `{\n  "path": ${JSON.stringify(path)},\n  "value": null,\n  "children": `, 1, "\n}\n"));
+    else await writeChunked(prettyObjectChunks(below, "", 0, "\n"));
   } finally {
     await reader.close();
   }
@@ -137,7 +139,8 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
     throw new ApexError(missing ? "APEX_E_NOT_FOUND" : "APEX_E_BAD_INPUT", `Cannot read ${file}: ${why}.`);
   }
   const name = file === "-" ? "stdin" : file;
-  const entries = parseImport(decodeUtf8Input(bytes, name), name);
+  // Longer than V8's longest string (an export of large values): read an entry at a time.
+  const entries = bytes.length > constants.MAX_STRING_LENGTH ? (await import("./memory-import-large.js")).parseLargeImport(bytes, name) : parseImport(decodeUtf8Input(bytes, name), name);
   await checkOwned("memory import", entries.map((entry) => entry.path), { force });
   const writer = await openWriter(location);
   try {
@@ -237,11 +240,17 @@ export function parseImport(text: string, name: string): Entry[] {
       hint: "Nothing was imported. A file is one JSON object of path -> value, or NDJSON lines of {\"path\", \"value\"}.",
     });
   }
+  return parseNdjson(text.split("\n"), name);
+}
+
+/** NDJSON lines of {path, value} (LINES: the file's lines, without their newlines). Everything is checked before anything is written. */
+export function parseNdjson(lines: Iterable<string>, name: string): Entry[] {
   const entries: Entry[] = [];
   const lineOf = new Map<string, number>();
-  const lines = text.split("\n");
-  for (let index = 0; index < lines.length; index++) {
-    const line = lines[index]!.trim();
+  let index = -1;
+  for (const text of lines) {
+    index += 1;
+    const line = text.trim();
     if (line === "") continue;
     let parsed: unknown;
     try {
@@ -269,7 +278,7 @@ export function parseImport(text: string, name: string): Entry[] {
 }
 
 /** A key given twice in an NDJSON line ({"path", "value"}): in its value, or the line's own ("path" twice). */
-function repeatedInLine(where: string, path: string, twice: { key: string; within: Array<string | number> }): ApexError {
+export function repeatedInLine(where: string, path: string, twice: { key: string; within: Array<string | number> }): ApexError {
   if (twice.within[0] === "value") return repeatedInValue(where, path, { ...twice, within: twice.within.slice(1) });
   const at = jsonPointer([...twice.within, twice.key]);
   return new ApexError("APEX_E_BAD_INPUT", `${where}: the line has the key ${JSON.stringify(twice.key)} twice${twice.within.length > 0 ? `, at ${at}` : ""}; one of its values would be lost.`, {
@@ -279,7 +288,7 @@ function repeatedInLine(where: string, path: string, twice: { key: string; withi
 }
 
 /** A key given twice in the value of PATH: JSON.parse keeps the last, and the first would be lost without a word. */
-function repeatedInValue(where: string, path: string, twice: { key: string; within: Array<string | number> }): ApexError {
+export function repeatedInValue(where: string, path: string, twice: { key: string; within: Array<string | number> }): ApexError {
   const at = jsonPointer([...twice.within, twice.key]);
   return new ApexError("APEX_E_BAD_INPUT", `${where}: the value of ${JSON.stringify(path)} has the key ${JSON.stringify(twice.key)} twice, at ${at} in it; one of its values would be lost.`, {
     hint: "Nothing was imported. Give each key once.",
@@ -288,7 +297,7 @@ function repeatedInValue(where: string, path: string, twice: { key: string; with
 }
 
 /** A path given twice: JSON.parse (and a batch) keep the last value, and the first would be lost without a word. */
-function repeatedPath(where: string, path: string, firstLine: number): ApexError {
+export function repeatedPath(where: string, path: string, firstLine: number): ApexError {
   return new ApexError("APEX_E_BAD_INPUT", `${where}: path ${JSON.stringify(path)} is given a second time (first on line ${firstLine}); one of its values would be lost.`, {
     hint: "Nothing was imported. Keep one entry per path.",
   });
@@ -513,6 +522,22 @@ function* jsonObjectChunks(entries: Entry[]): Iterable<string> {
     }
   }
   yield `${chunk}}\n`;
+}
+
+/** `before`, then ENTRIES as one object of path -> value as JSON.stringify(object, null, 2) writes it at nesting DEPTH, then `after`. */
+function* prettyObjectChunks(entries: Entry[], before: string, depth: number, after: string): Iterable<string> {
+  const indent = "  ".repeat(depth + 1);
+  let chunk = `${before}{\n`;
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    // A newline in JSON.stringify's output is always between tokens (one in a string is written \n).
+    chunk += `${indent}${JSON.stringify(entry.path)}: ${JSON.stringify(entry.value, null, 2).replace(/\n/g, `\n${indent}`)}${i + 1 < entries.length ? "," : ""}\n`;
+    if (chunk.length > 65536) {
+      yield chunk;
+      chunk = "";
+    }
+  }
+  yield `${chunk}${"  ".repeat(depth)}}${after}`;
 }
 
 function* chunkLines(lines: string[]): Iterable<string> {

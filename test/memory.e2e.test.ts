@@ -3,6 +3,8 @@ import { join } from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { storeExists } from "../core/store/open.js";
+import { parseImport } from "../cli/memory-actions.js";
+import { parseLargeImport } from "../cli/memory-import-large.js";
 import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend } from "./support/backends.js";
 import { Project, shellAgents } from "./fixtures/agents/harness.js";
@@ -280,5 +282,42 @@ describe("apex memory set through a running supervisor", () => {
     expect(project.apex(["memory", "show", "/deep"]).status).toBe(3);
     expect(project.apex(["memory", "set", "/shallow", `${"[".repeat(100)}${"]".repeat(100)}`]).status).toBe(0);
     expect(project.status().session?.status).toBe("active");
+  });
+});
+
+describe("apex memory import of a file longer than V8's longest string (an export of large values)", () => {
+  // Such a file (over 512 MiB) failed with APEX_E_INTERNAL "Cannot create a string longer than 0x1fffffe8
+  // characters", so `export | import` lost a large memory. It is read an entry (or an NDJSON line) at a time, with the
+  // checks of a smaller file; here on small files, the one reader a 512 MiB file would take.
+  const read = (text: string) => parseLargeImport(Buffer.from(text), "big.json");
+  const refusal = (text: string) => {
+    try {
+      read(text);
+    } catch (error) {
+      return { code: (error as { code: string }).code, message: (error as Error).message };
+    }
+    throw new Error(`read ${JSON.stringify(text)} without an error`);
+  };
+
+  it("reads what the smaller reader reads: an export's layout, one line, NDJSON, {}", () => {
+    for (const text of [
+      '{\n  "/a": {"x": [1, 2, {"y": null}]},\n  "/a/ü/c": "ü \\" \\\\ }",\n  "/\\u0062": -1.5e3,\n  "/t": true,\n  "/n": null\n}\n',
+      '  {"/a":1,"/b":[],"/c":{},"/d":"{[\\"]}"}',
+      '{"path": "/l/1", "value": 1}\n{"path": "/l/2", "value": {"two": 2}}\n\n',
+      "{}\n",
+    ]) expect(read(text), text).toEqual(parseImport(text, "big.json"));
+  });
+
+  it("refuses what the smaller reader refuses, naming the line; a path or a key given twice, a bad path, bad JSON or UTF-8", () => {
+    expect(refusal('{\n  "/d": 1,\n  "/e": 2,\n  "/\\u0064": 3\n}\n')).toEqual({ code: "APEX_E_BAD_INPUT", message: 'big.json:4: path "/d" is given a second time (first on line 2); one of its values would be lost.' });
+    expect(refusal('{\n  "/d": 1,\n  "/e": {"x": {"y": 1,\n "y": 2}}\n}\n')).toEqual({ code: "APEX_E_BAD_INPUT", message: 'big.json:4: the value of "/e" has the key "y" twice, at /x/y in it; one of its values would be lost.' });
+    expect(refusal('{\n  "/d": 1,\n  "d": 2\n}\n')).toEqual({ code: "APEX_E_BAD_PATH", message: `big.json:3: invalid path "d": it must start with '/'.` });
+    expect(refusal('{\n  "/d": 1,\n  "/e": tru\n}\n')).toMatchObject({ code: "APEX_E_BAD_JSON", message: expect.stringMatching(/^big\.json:3: invalid JSON: /) });
+    expect(refusal('{\n  "/d": 1,\n}\n')).toEqual({ code: "APEX_E_BAD_JSON", message: `big.json:3: invalid JSON: expected a path in double quotes, found "}".` });
+    expect(refusal('{\n  "/d": 1,\n  "/e": [1, 2\n')).toEqual({ code: "APEX_E_BAD_JSON", message: "big.json:4: invalid JSON: expected the end of the value that starts on line 3, found the end of the file." });
+    expect(refusal('{"/d": 1} {"/e": 2}')).toEqual({ code: "APEX_E_BAD_JSON", message: `big.json:1: invalid JSON: expected the end of the file after the object, found "{".` });
+    expect(refusal('[{"/d": 1}]')).toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringContaining("expected a JSON object of path -> value") });
+    expect(refusal('{"path": "/l/1", "value": 1}\n{"path": "/l/1", "value": 2}\n')).toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringMatching(/^big\.json:2: path "\/l\/1" is given a second time/) });
+    expect(() => parseLargeImport(Buffer.concat([Buffer.from('{\n  "/d": "'), Buffer.from([0xff]), Buffer.from('"\n}\n')]), "big.json")).toThrow("big.json:2: not valid UTF-8.");
   });
 });
