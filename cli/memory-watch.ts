@@ -71,6 +71,7 @@ async function follow(
   interrupted: () => boolean,
 ): Promise<void> {
   let since = options.since;
+  if (since !== undefined) warnIfAhead(since, ((await client.call("memory.changes", {})) as { revision: number }).revision);
   if (options.withCurrent) {
     since = ((await client.call("memory.changes", {})) as { revision: number }).revision;
     const entries = (await client.call("memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
@@ -144,6 +145,7 @@ async function followStore(
   });
   try {
     let since = options.since ?? store.revision();
+    if (options.since !== undefined) warnIfAhead(options.since, store.revision());
     if (options.withCurrent) {
       for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
     }
@@ -188,6 +190,15 @@ async function followStore(
   } finally {
     unsubscribe();
   }
+}
+
+/**
+ * `--since` past the store's revision (one from another store, or from before the store was made
+ * anew) printed nothing, then nothing of the changes up to it either, without a word.
+ */
+function warnIfAhead(since: number, revision: number): void {
+  if (since <= revision) return;
+  process.stderr.write(`${paint("warning:", "yellow", process.stderr)} --since ${since} is past the store's latest revision, ${revision}: the changes up to revision ${since} will not be shown, only those after it (\`--changes-only\` shows every change from now on).\n`);
 }
 
 function printCurrent(path: string, value: JsonValue, revision: number, json: boolean): void {

@@ -219,6 +219,11 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     const replay = (glob: string, ...more: string[]) => apex(["memory", "watch", glob, "--timeout", "0.5", "--json", ...more]).stdout.trim().split("\n").map((line) => JSON.parse(line));
     expect(replay("/r/", "--since", "1").map((event) => event.revision)).toEqual([2, 3, 4, 5]);
     expect(replay("/r").map((event) => [event.kind, event.path, event.value])).toEqual([["current", "/r/a", 1], ["current", "/r/b", 3]]);
+    // A revision past the store's (from another store, or one made anew) showed nothing, and nothing up to it either, without a word.
+    const ahead = apex(["memory", "watch", "/r/*", "--since", "99", "--timeout", "0.3", "--json"]);
+    expect([ahead.status, ahead.stdout]).toEqual([0, ""]);
+    expect(ahead.stderr).toBe("warning: --since 99 is past the store's latest revision, 6: the changes up to revision 99 will not be shown, only those after it (`--changes-only` shows every change from now on).\n");
+    expect(apex(["memory", "watch", "/r/*", "--since", "6", "--timeout", "0.3"]).stderr).toBe("");
   });
 }));
 
