@@ -1,6 +1,6 @@
-import { existsSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { storeExists } from "../core/store/open.js";
 import { parseImport } from "../cli/memory-actions.js";
@@ -261,6 +261,25 @@ describe("apex memory watch and its reader", () => {
       expect(replay.stdout.trim().split("\n").map((line) => JSON.parse(line).revision)).toEqual([1]);
     } finally {
       for (const process_ of [shell, child]) if (process_.exitCode === null && process_.signalCode === null) process.kill(-process_.pid!, "SIGKILL");
+    }
+  });
+});
+
+describe("apex memory output that cannot be written", () => {
+  it("to a full disk (`export > backup.json`) is APEX_E_DISK_FULL, exit 1, in the form of every error (--json too), not a stack trace", () => {
+    expect(runApex(["memory", "set", "/f/a", '"x"'], { cwd: dir }).status).toBe(0);
+    const full = openSync("/dev/full", "w");
+    try {
+      for (const args of [["memory", "export"], ["memory", "watch", "/f", "--timeout", "5"], ["memory", "show", "/f", "--json"]]) {
+        const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, stdio: ["ignore", full, "pipe"], encoding: "utf8", timeout: 20_000 });
+        expect(result.status, result.stderr).toBe(1);
+        // It was Node's "Error: ENOSPC: no space left on device, write" with its stack.
+        const message = "Cannot write the output to stdout: the disk is full (ENOSPC); the output is incomplete.";
+        if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: expect.objectContaining({ code: "APEX_E_DISK_FULL", message, exitCode: 1 }) });
+        else expect(result.stderr).toBe(`error[APEX_E_DISK_FULL]: ${message}\n  hint: Free space where the output goes (or send it elsewhere) and run the command again.\n`);
+      }
+    } finally {
+      closeSync(full);
     }
   });
 });
