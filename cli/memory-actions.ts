@@ -1,5 +1,4 @@
 import { constants } from "node:buffer";
-import { readFileSync } from "node:fs";
 import type { ProjectLocation } from "../core/config/locate.js";
 import { ApexError } from "../core/errors.js";
 import { compileGlob, type Glob } from "../core/store/glob.js";
@@ -8,7 +7,7 @@ import { type Entry, type JsonValue } from "../core/store/store.js";
 import type { SessionRecord } from "../core/session/records.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
 import { openWriter } from "./context.js";
-import { decodeUtf8Input, readUtf8Input } from "./input-text.js";
+import { decodeUtf8Input, readInputBytes, readUtf8Input } from "./input-text.js";
 import { paint, printJson } from "./output.js";
 
 /** Read access to the memory, wherever openSessionClient reaches the session. */
@@ -127,18 +126,9 @@ export async function deleteMemory(location: ProjectLocation, path: string, recu
 }
 
 export async function importMemory(location: ProjectLocation, file: string, asJson: boolean, force = false): Promise<void> {
-  let bytes: Buffer;
-  try {
-    // Reading bytes and decoding once is about twice as fast as readFileSync(…, "utf8") on large files.
-    bytes = readFileSync(file === "-" ? 0 : file);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    // Missing is not found (3); a directory, a file this user may not read or one that fails to read is bad input (2).
-    const missing = code === "ENOENT" || code === "ENOTDIR";
-    const why = code === "EISDIR" ? "it is a directory (EISDIR)" : code === "EACCES" ? "permission denied (EACCES)" : (code ?? (error as Error).message);
-    throw new ApexError(missing ? "APEX_E_NOT_FOUND" : "APEX_E_BAD_INPUT", `Cannot read ${file}: ${why}.`);
-  }
   const name = file === "-" ? "stdin" : file;
+  // Reading bytes and decoding once is about twice as fast as readFileSync(…, "utf8") on large files.
+  const bytes = readInputBytes(file === "-" ? 0 : file, name);
   // Longer than V8's longest string (an export of large values): read an entry at a time.
   const entries = bytes.length > constants.MAX_STRING_LENGTH ? (await import("./memory-import-large.js")).parseLargeImport(bytes, name) : parseImport(decodeUtf8Input(bytes, name), name);
   await checkOwned("memory import", entries.map((entry) => entry.path), { force });

@@ -265,7 +265,21 @@ describe("apex memory watch and its reader", () => {
   });
 });
 
-describe("apex memory output that cannot be written", () => {
+describe("apex memory input and output that cannot be read or written", () => {
+  it("stdin that is a directory (`< dir`) is bad input (exit 2) named stdin, for set as for import, and nothing is written", () => {
+    const stdin = openSync(dir, "r");
+    try {
+      for (const args of [["memory", "set", "/s", "-"], ["memory", "import", "-"]]) {
+        const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, stdio: [stdin, "pipe", "pipe"], encoding: "utf8", timeout: 20_000 });
+        // set: APEX_E_INTERNAL "EISDIR: illegal operation on a directory, read" (exit 1); import named it "-".
+        expect([result.status, result.stderr]).toEqual([2, "error[APEX_E_BAD_INPUT]: Cannot read stdin: it is a directory (EISDIR).\n"]);
+      }
+    } finally {
+      closeSync(stdin);
+    }
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("to a full disk (`export > backup.json`) is APEX_E_DISK_FULL, exit 1, in the form of every error (--json too), not a stack trace", () => {
     expect(runApex(["memory", "set", "/f/a", '"x"'], { cwd: dir }).status).toBe(0);
     const full = openSync("/dev/full", "w");
