@@ -64,6 +64,8 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     [["memory", "set", "/a", "undefined"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
     // A key given twice at any depth (however escaped): JSON.parse kept the last without a word.
     [["memory", "set", "/a", '{"a": 1, "b": [{"c": 1}, {"c": 1, "\\u0063": 2}], "s": "\\"c\\""}'], "APEX_E_BAD_INPUT", 'The value for /a has the key "c" twice, at /b/1/c in it; one of its values would be lost.'],
+    // An integer past 2^53 was stored as the nearest double without a word (an id lost its last digits).
+    [["memory", "set", "/id", '{"ids": [1, 12345678901234567891]}'], "APEX_E_BAD_INPUT", "The value for /id has the integer 12345678901234567891, past what a JSON number holds exactly: it would be stored as 12345678901234567000."],
     [["memory", "query", "notes/*"], "APEX_E_BAD_GLOB", `Invalid glob "notes/*": it must start with '/'.`],
     // A directory, or a file that exists but does not read, is not "not found" (it was exit 3).
     [["memory", "import", "."], "APEX_E_BAD_INPUT", "Cannot read .: it is a directory (EISDIR)."],
@@ -162,8 +164,14 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     writeFileSync(file, "\n  \n");
     const blank = apex(["memory", "import", file]);
     expect([blank.status, blank.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_BAD_INPUT]: ${file} holds no entries: it is only whitespace.`)]);
+    // An integer past 2^53 is refused (it would lose digits) unless written as JSON writes a double, as export writes it.
+    writeFileSync(file, '{"path": "/l/3", "value": 3}\n{"path": "/l/4", "value": {"id": 98765432109876543210}}\n');
+    expect(JSON.parse(apex(["memory", "import", file, "--json"]).stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${file}:2: the value of "/l/4" has the integer 98765432109876543210, past what a JSON number holds exactly: it would be stored as 98765432109876540000.` });
+    const doubles = apex(["memory", "import", "-", "--json"], '{\n  "/l/big": [98765432109876540000, 1152921504606846976, 9007199254740993.5]\n}\n');
+    expect(JSON.parse(doubles.stdout), doubles.stderr).toEqual({ count: 1, revision: 3 });
+    expect(JSON.parse(apex(["memory", "export", "/l/big"]).stdout)).toEqual({ "/l/big": [98765432109876540000, 1152921504606846976, 9007199254740993.5] });
     const none = apex(["memory", "import", "-"], apex(["memory", "export", "/none/*"]).stdout);
-    expect([none.status, none.stdout]).toEqual([0, "imported 0 entries: stdin is an empty object, nothing was written (revision 2)\n"]);
+    expect([none.status, none.stdout]).toEqual([0, "imported 0 entries: stdin is an empty object, nothing was written (revision 3)\n"]);
   });
 
   it("watch prints changes made by other processes as they happen", async () => {
@@ -356,6 +364,7 @@ describe("apex memory import of a file longer than V8's longest string (an expor
     expect(refusal('{"/d": 1} {"/e": 2}')).toEqual({ code: "APEX_E_BAD_JSON", message: `big.json:1: invalid JSON: expected the end of the file after the object, found "{".` });
     expect(refusal('[{"/d": 1}]')).toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringContaining("expected a JSON object of path -> value") });
     expect(refusal('{"path": "/l/1", "value": 1}\n{"path": "/l/1", "value": 2}\n')).toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringMatching(/^big\.json:2: path "\/l\/1" is given a second time/) });
+    expect(refusal('{\n  "/d": 1,\n  "/e": {"a": "12345678901234567891",\n "b": 12345678901234567891}\n}\n')).toEqual({ code: "APEX_E_BAD_INPUT", message: 'big.json:4: the value of "/e" has the integer 12345678901234567891, past what a JSON number holds exactly: it would be stored as 12345678901234567000.' });
     expect(() => parseLargeImport(Buffer.concat([Buffer.from('{\n  "/d": "'), Buffer.from([0xff]), Buffer.from('"\n}\n')]), "big.json")).toThrow("big.json:2: not valid UTF-8.");
   });
 });
