@@ -12,7 +12,8 @@ import { parseNdjson, refuseInexactInteger, repeatedInValue, repeatedKey, repeat
  * APEX_E_INTERNAL "Cannot create a string longer than 0x1fffffe8 characters".
  */
 export function parseLargeImport(bytes: Buffer, name: string): Entry[] {
-  const start = skipSpace(bytes, 0);
+  // A byte order mark is taken as a smaller file's is (trim() drops it there).
+  const start = skipSpace(bytes, bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0);
   const firstLine = bytes.indexOf(0x0a, start);
   // NDJSON: a first line that is a {path, value} of its own (an export's first line is `{` alone).
   if (firstLine !== -1 && isLineOfItsOwn(bytes.subarray(start, firstLine))) return parseNdjson(lines(bytes, name), name);

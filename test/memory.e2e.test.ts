@@ -351,6 +351,7 @@ describe("apex memory import of a file longer than V8's longest string (an expor
       '  {"/a":1,"/b":[],"/c":{},"/d":"{[\\"]}"}',
       '{"path": "/l/1", "value": 1}\n{"path": "/l/2", "value": {"two": 2}}\n\n',
       "{}\n",
+      '\ufeff{\n  "/bom": 1\n}\n',
     ]) expect(read(text), text).toEqual(parseImport(text, "big.json"));
   });
 
