@@ -88,6 +88,8 @@ export function readInputBytes(file: string | 0, name: string): Buffer {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const missing = code === "ENOENT" || code === "ENOTDIR";
+    // Node reads no file over 2 GiB into one buffer (ERR_FS_FILE_TOO_LARGE, all the message said).
+    if (code === "ERR_FS_FILE_TOO_LARGE") throw new ApexError("APEX_E_TOO_LARGE", `Cannot read ${name}: it is larger than 2 GiB, the most APEX reads as one input.`, { hint: "Nothing was written. Import it in parts (`apex memory export GLOB` writes a part)." });
     const why = code === "EISDIR" ? "it is a directory (EISDIR)" : code === "EACCES" ? "permission denied (EACCES)" : (code ?? (error as Error).message);
     throw new ApexError(missing ? "APEX_E_NOT_FOUND" : "APEX_E_BAD_INPUT", `Cannot read ${name}: ${why}.`);
   }

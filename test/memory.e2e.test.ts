@@ -1,4 +1,4 @@
-import { closeSync, existsSync, openSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -274,7 +274,7 @@ describe("apex memory watch and its reader", () => {
 });
 
 describe("apex memory input and output that cannot be read or written", () => {
-  it("stdin that is a directory (`< dir`) is bad input (exit 2) named stdin, for set as for import, and nothing is written", () => {
+  it("stdin that is a directory (`< dir`) is bad input (exit 2) named stdin, for set as for import; a file over 2 GiB is APEX_E_TOO_LARGE (exit 2); nothing is written", () => {
     const stdin = openSync(dir, "r");
     try {
       for (const args of [["memory", "set", "/s", "-"], ["memory", "import", "-"]]) {
@@ -285,6 +285,12 @@ describe("apex memory input and output that cannot be read or written", () => {
     } finally {
       closeSync(stdin);
     }
+    // A file over 2 GiB (sparse here: it takes no room) said only "Cannot read FILE: ERR_FS_FILE_TOO_LARGE.".
+    const huge = join(dir, "huge.json");
+    writeFileSync(huge, "");
+    truncateSync(huge, 2 ** 31 + 1);
+    const tooLarge = runApex(["memory", "import", huge], { cwd: dir });
+    expect([tooLarge.status, tooLarge.stderr]).toEqual([2, `error[APEX_E_TOO_LARGE]: Cannot read ${huge}: it is larger than 2 GiB, the most APEX reads as one input.\n  hint: Nothing was written. Import it in parts (\`apex memory export GLOB\` writes a part).\n`]);
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
