@@ -77,7 +77,8 @@ async function follow(
     const entries = (await client.call("memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
     for (const entry of entries) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
   }
-  const outage = new Outage();
+  // Through `apex serve`, a server restarted or a network drop (APEX_E_RPC, APEX_E_TIMEOUT) is waited out as well.
+  const outage = client.via === "remote" ? new Outage("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"]) : new Outage();
   while (!interrupted() && Date.now() < deadline) {
     let reply: { revision: number; changes: Array<Change & { value: JsonValue | null }> };
     try {
@@ -97,16 +98,22 @@ async function follow(
 }
 
 /**
- * A store server that cannot be reached for a while (PostgreSQL restarting, a network drop)
- * does not end a watch: the log is read again from the last revision printed, once a second, so
+ * A store server that cannot be reached for a while (PostgreSQL restarting, a network drop), or
+ * through `--remote` the `apex serve` server (restarted, the network gone), does not end a watch: the log is read again from the last revision printed, once a second, so
  * nothing is missed, and stderr says when the store went away and when it came back.
  */
 class Outage {
   private since: number | undefined;
 
+  /** WHAT: what went away, in messages; CODES: the errors, besides the store's being unreachable, that say it did. */
+  constructor(
+    private readonly what = "the store",
+    private readonly codes: string[] = [],
+  ) {}
+
   /** True if `error` is the store being out of reach (then waited out), false for any other error. */
   began(error: unknown): boolean {
-    if (!isApexError(error) || error.code !== "APEX_E_STORE_UNREACHABLE") return false;
+    if (!isApexError(error) || (error.code !== "APEX_E_STORE_UNREACHABLE" && !this.codes.includes(error.code))) return false;
     if (this.since === undefined) {
       this.since = Date.now();
       process.stderr.write(`warning: ${error.message} Still watching; retrying every ${RECHECK_MS / 1000} s (Ctrl-C ends).\n`);
@@ -116,7 +123,7 @@ class Outage {
 
   ended(): void {
     if (this.since === undefined) return;
-    process.stderr.write(`warning: the store is reachable again after ${((Date.now() - this.since) / 1000).toFixed(1)} s; nothing was missed.\n`);
+    process.stderr.write(`warning: ${this.what} is reachable again after ${((Date.now() - this.since) / 1000).toFixed(1)} s; nothing was missed.\n`);
     this.since = undefined;
   }
 }
