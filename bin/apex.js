@@ -15,7 +15,7 @@ if (module.enableCompileCache && !process.env.NODE_COMPILE_CACHE) {
     /* no cache: start as before */
   }
 }
-const { main, reportUnhandledRejection } = await import("../dist/cli/main.js");
+const { main, reportOutputError, reportUnhandledRejection } = await import("../dist/cli/main.js");
 
 process.on("unhandledRejection", reportUnhandledRejection);
 
@@ -24,6 +24,8 @@ process.on("unhandledRejection", reportUnhandledRejection);
 for (const stream of [process.stdout, process.stderr]) {
   stream.on("error", (error) => {
     if (error.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    // Any other failure to write the output (a full disk under `> file`) is an error of its own, not a stack trace.
+    if (stream === process.stdout) process.exit(reportOutputError(error));
     throw error;
   });
 }

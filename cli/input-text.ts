@@ -74,5 +74,23 @@ function showBytes(bytes: Buffer): string {
 
 /** Reads stdin (fd 0) or a file as UTF-8 text, refusing bytes that are not UTF-8. */
 export function readUtf8Input(file: string | 0, name: string): string {
-  return decodeUtf8Input(readFileSync(file), name);
+  return decodeUtf8Input(readInputBytes(file, name), name);
+}
+
+/**
+ * The bytes of an input file, or of stdin (0), NAME naming it in errors: one missing is not
+ * found (exit 3); a directory (`< dir`), one this user may not read or one that fails to read
+ * is bad input (exit 2), not APEX_E_INTERNAL.
+ */
+export function readInputBytes(file: string | 0, name: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const missing = code === "ENOENT" || code === "ENOTDIR";
+    // Node reads no file over 2 GiB into one buffer (ERR_FS_FILE_TOO_LARGE, all the message said).
+    if (code === "ERR_FS_FILE_TOO_LARGE") throw new ApexError("APEX_E_TOO_LARGE", `Cannot read ${name}: it is larger than 2 GiB, the most APEX reads as one input.`, { hint: "Nothing was written. Import it in parts (`apex memory export GLOB` writes a part)." });
+    const why = code === "EISDIR" ? "it is a directory (EISDIR)" : code === "EACCES" ? "permission denied (EACCES)" : (code ?? (error as Error).message);
+    throw new ApexError(missing ? "APEX_E_NOT_FOUND" : "APEX_E_BAD_INPUT", `Cannot read ${name}: ${why}.`);
+  }
 }

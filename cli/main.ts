@@ -282,6 +282,21 @@ export function reportUnhandledRejection(reason: unknown): void {
 }
 
 /**
+ * A write to stdout that failed other than by its reader going (EPIPE, not a failure): `apex
+ * memory export > backup.json` on a full disk. Said as every error is, with its exit code; it was
+ * Node's stack trace. What the command did before it printed (a memory write) stands.
+ */
+export function reportOutputError(error: NodeJS.ErrnoException): number {
+  const full = error.code === "ENOSPC" || error.code === "EDQUOT";
+  const why = full ? "the disk is full" : error.code === "EFBIG" ? "the file passed the largest size allowed" : error.message;
+  const code = full ? "APEX_E_DISK_FULL" : error.code === "EFBIG" ? "APEX_E_FILE_TOO_LARGE" : "APEX_E_INTERNAL";
+  return reportError(new ApexError(code, `Cannot write the output to stdout: ${why}${error.code && full ? ` (${error.code})` : ""}; the output is incomplete.`, {
+    hint: "Free space where the output goes (or send it elsewhere) and run the command again.",
+    cause: error,
+  }), process.argv.includes("--json"));
+}
+
+/**
  * Commander exits by itself on usage errors unless every (sub)command is told not to. With
  * --json it prints nothing of its own either: main() reports the error as JSON.
  */

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { constants } from "node:buffer";
 import type { ProjectLocation } from "../core/config/locate.js";
 import { ApexError } from "../core/errors.js";
 import { compileGlob, type Glob } from "../core/store/glob.js";
@@ -7,7 +7,7 @@ import { type Entry, type JsonValue } from "../core/store/store.js";
 import type { SessionRecord } from "../core/session/records.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
 import { openWriter } from "./context.js";
-import { decodeUtf8Input, readUtf8Input } from "./input-text.js";
+import { decodeUtf8Input, readInputBytes, readUtf8Input } from "./input-text.js";
 import { paint, printJson } from "./output.js";
 
 /** Read access to the memory, wherever openSessionClient reaches the session. */
@@ -61,9 +61,10 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
         hint: `List what exists with: apex memory query '${parentGlob(path)}'`,
       });
     }
-    const children = Object.fromEntries(below.map((entry) => [entry.path, entry.value]));
-    if (json) printJson({ path, value: null, children });
-    else process.stdout.write(`${JSON.stringify(children, null, 2)}\n`);
+    // Written an entry at a time, as JSON.stringify(…, null, 2) would write it whole: a subtree of more
+    // than 512 MiB of JSON (V8's longest string) failed with APEX_E_INTERNAL "Invalid string length".
+    if (json) await writeChunked(prettyObjectChunks(below, `{\n  "path": ${JSON.stringify(path)},\n  "value": null,\n  "children": `, 1, "\n}\n"));
+    else await writeChunked(prettyObjectChunks(below, "", 0, "\n"));
   } finally {
     await reader.close();
   }
@@ -125,19 +126,11 @@ export async function deleteMemory(location: ProjectLocation, path: string, recu
 }
 
 export async function importMemory(location: ProjectLocation, file: string, asJson: boolean, force = false): Promise<void> {
-  let bytes: Buffer;
-  try {
-    // Reading bytes and decoding once is about twice as fast as readFileSync(…, "utf8") on large files.
-    bytes = readFileSync(file === "-" ? 0 : file);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    // Missing is not found (3); a directory, a file this user may not read or one that fails to read is bad input (2).
-    const missing = code === "ENOENT" || code === "ENOTDIR";
-    const why = code === "EISDIR" ? "it is a directory (EISDIR)" : code === "EACCES" ? "permission denied (EACCES)" : (code ?? (error as Error).message);
-    throw new ApexError(missing ? "APEX_E_NOT_FOUND" : "APEX_E_BAD_INPUT", `Cannot read ${file}: ${why}.`);
-  }
   const name = file === "-" ? "stdin" : file;
-  const entries = parseImport(decodeUtf8Input(bytes, name), name);
+  // Reading bytes and decoding once is about twice as fast as readFileSync(…, "utf8") on large files.
+  const bytes = readInputBytes(file === "-" ? 0 : file, name);
+  // Longer than V8's longest string (an export of large values): read an entry at a time.
+  const entries = bytes.length > constants.MAX_STRING_LENGTH ? (await import("./memory-import-large.js")).parseLargeImport(bytes, name) : parseImport(decodeUtf8Input(bytes, name), name);
   await checkOwned("memory import", entries.map((entry) => entry.path), { force });
   const writer = await openWriter(location);
   try {
@@ -218,6 +211,7 @@ export function parseImport(text: string, name: string): Entry[] {
     const line = (offset: number) => text.slice(0, lead + offset).split("\n").length;
     if (isLine(record) && pathProblem(record.path as string) === undefined && Object.keys(record).length === 2) {
       if (twice) throw repeatedInLine(`${name}:${line(twice.second)}`, record.path as string, twice);
+      refuseInexactInteger(trimmed, `the value of ${JSON.stringify(record.path)}`, (offset) => `${name}:${line(offset)}: `);
       return [{ path: record.path as string, value: record.value as JsonValue }];
     }
     const entries: Entry[] = [];
@@ -228,6 +222,7 @@ export function parseImport(text: string, name: string): Entry[] {
     }
     if (twice && twice.within.length === 0) throw repeatedPath(`${name}:${line(twice.second)}`, twice.key, line(twice.first));
     if (twice) throw repeatedInValue(`${name}:${line(twice.second)}`, String(twice.within[0]), { ...twice, within: twice.within.slice(1) });
+    refuseInexactInteger(trimmed, "a value", (offset) => `${name}:${line(offset)}: `);
     return entries;
   }
   // One object over many lines (an export, cut short or edited) whose first line is no JSON of its own
@@ -237,11 +232,17 @@ export function parseImport(text: string, name: string): Entry[] {
       hint: "Nothing was imported. A file is one JSON object of path -> value, or NDJSON lines of {\"path\", \"value\"}.",
     });
   }
+  return parseNdjson(text.split("\n"), name);
+}
+
+/** NDJSON lines of {path, value} (LINES: the file's lines, without their newlines). Everything is checked before anything is written. */
+export function parseNdjson(lines: Iterable<string>, name: string): Entry[] {
   const entries: Entry[] = [];
   const lineOf = new Map<string, number>();
-  const lines = text.split("\n");
-  for (let index = 0; index < lines.length; index++) {
-    const line = lines[index]!.trim();
+  let index = -1;
+  for (const text of lines) {
+    index += 1;
+    const line = text.trim();
     if (line === "") continue;
     let parsed: unknown;
     try {
@@ -262,6 +263,7 @@ export function parseImport(text: string, name: string): Entry[] {
     if (twice) throw repeatedInLine(`${name}:${index + 1}`, parsed.path as string, twice);
     const first = lineOf.get(parsed.path as string);
     if (first !== undefined) throw repeatedPath(`${name}:${index + 1}`, parsed.path as string, first);
+    refuseInexactInteger(line, `the value of ${JSON.stringify(parsed.path)}`, () => `${name}:${index + 1}: `);
     lineOf.set(parsed.path as string, index + 1);
     entries.push({ path: parsed.path as string, value: parsed.value as JsonValue });
   }
@@ -269,7 +271,7 @@ export function parseImport(text: string, name: string): Entry[] {
 }
 
 /** A key given twice in an NDJSON line ({"path", "value"}): in its value, or the line's own ("path" twice). */
-function repeatedInLine(where: string, path: string, twice: { key: string; within: Array<string | number> }): ApexError {
+export function repeatedInLine(where: string, path: string, twice: { key: string; within: Array<string | number> }): ApexError {
   if (twice.within[0] === "value") return repeatedInValue(where, path, { ...twice, within: twice.within.slice(1) });
   const at = jsonPointer([...twice.within, twice.key]);
   return new ApexError("APEX_E_BAD_INPUT", `${where}: the line has the key ${JSON.stringify(twice.key)} twice${twice.within.length > 0 ? `, at ${at}` : ""}; one of its values would be lost.`, {
@@ -279,7 +281,7 @@ function repeatedInLine(where: string, path: string, twice: { key: string; withi
 }
 
 /** A key given twice in the value of PATH: JSON.parse keeps the last, and the first would be lost without a word. */
-function repeatedInValue(where: string, path: string, twice: { key: string; within: Array<string | number> }): ApexError {
+export function repeatedInValue(where: string, path: string, twice: { key: string; within: Array<string | number> }): ApexError {
   const at = jsonPointer([...twice.within, twice.key]);
   return new ApexError("APEX_E_BAD_INPUT", `${where}: the value of ${JSON.stringify(path)} has the key ${JSON.stringify(twice.key)} twice, at ${at} in it; one of its values would be lost.`, {
     hint: "Nothing was imported. Give each key once.",
@@ -288,7 +290,7 @@ function repeatedInValue(where: string, path: string, twice: { key: string; with
 }
 
 /** A path given twice: JSON.parse (and a batch) keep the last value, and the first would be lost without a word. */
-function repeatedPath(where: string, path: string, firstLine: number): ApexError {
+export function repeatedPath(where: string, path: string, firstLine: number): ApexError {
   return new ApexError("APEX_E_BAD_INPUT", `${where}: path ${JSON.stringify(path)} is given a second time (first on line ${firstLine}); one of its values would be lost.`, {
     hint: "Nothing was imported. Keep one entry per path.",
   });
@@ -437,7 +439,45 @@ export function parseJsonValue(text: string, what: string): JsonValue {
     });
   }
   refuseRepeatedKeys(text, value, `The value for ${what}`);
+  refuseInexactInteger(text, `The value for ${what}`);
   return value;
+}
+
+/**
+ * An integer past 2^53 in JSON text (an id: 12345678901234567890) is read as the nearest double
+ * (12345678901234567000): stored so, every digit the user gave would not be. Refused unless that
+ * double is the very integer, or the integer is written as JSON writes that double. WHAT names the value ("The value for /k"); WHERE, for a file, the
+ * line. Numbers with a fraction or an exponent are taken as JSON numbers are: to the nearest.
+ */
+export function refuseInexactInteger(text: string, what: string, where: (offset: number) => string = () => ""): void {
+  if (!/\d{16}/.test(text)) return; // (no integer past 2^53 has fewer digits: the common case costs one search)
+  const number = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y;
+  for (let at = 0; at < text.length; at++) {
+    const code = text.charCodeAt(at);
+    if (code === 0x22) {
+      // A string: skipped to its closing quote (one not escaped).
+      for (;;) {
+        at = text.indexOf('"', at + 1);
+        let backslashes = 0;
+        while (text.charCodeAt(at - 1 - backslashes) === 0x5c) backslashes += 1;
+        if (at === -1 || backslashes % 2 === 0) break;
+      }
+      if (at === -1) return;
+    } else if (code === 0x2d || (code >= 0x30 && code <= 0x39)) {
+      number.lastIndex = at;
+      const token = number.exec(text)?.[0];
+      if (token === undefined) continue;
+      const integer = !/[.eE]/.test(token);
+      // The form JSON.stringify gives a double (what `memory export` writes: 12345678901234567000) is that double.
+      if (integer && token.replace("-", "").length >= 16 && BigInt(token) !== BigInt(Number(token)) && String(Number(token)) !== token) {
+        throw new ApexError("APEX_E_BAD_INPUT", `${where(at)}${what} has the integer ${token}, past what a JSON number holds exactly: it would be stored as ${String(Number(token))}.`, {
+          hint: `Nothing was written. Give it as a string to keep every digit: "${token}".`,
+          details: { number: token },
+        });
+      }
+      at += token.length - 1;
+    }
+  }
 }
 
 /**
@@ -513,6 +553,22 @@ function* jsonObjectChunks(entries: Entry[]): Iterable<string> {
     }
   }
   yield `${chunk}}\n`;
+}
+
+/** `before`, then ENTRIES as one object of path -> value as JSON.stringify(object, null, 2) writes it at nesting DEPTH, then `after`. */
+function* prettyObjectChunks(entries: Entry[], before: string, depth: number, after: string): Iterable<string> {
+  const indent = "  ".repeat(depth + 1);
+  let chunk = `${before}{\n`;
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    // A newline in JSON.stringify's output is always between tokens (one in a string is written \n).
+    chunk += `${indent}${JSON.stringify(entry.path)}: ${JSON.stringify(entry.value, null, 2).replace(/\n/g, `\n${indent}`)}${i + 1 < entries.length ? "," : ""}\n`;
+    if (chunk.length > 65536) {
+      yield chunk;
+      chunk = "";
+    }
+  }
+  yield `${chunk}${"  ".repeat(depth)}}${after}`;
 }
 
 function* chunkLines(lines: string[]): Iterable<string> {

@@ -71,12 +71,14 @@ async function follow(
   interrupted: () => boolean,
 ): Promise<void> {
   let since = options.since;
+  if (since !== undefined) warnIfAhead(since, ((await client.call("memory.changes", {})) as { revision: number }).revision);
   if (options.withCurrent) {
     since = ((await client.call("memory.changes", {})) as { revision: number }).revision;
     const entries = (await client.call("memory.query", { glob: glob.source })) as Array<{ path: string; value: JsonValue }>;
     for (const entry of entries) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
   }
-  const outage = new Outage();
+  // Through `apex serve`, a server restarted or a network drop (APEX_E_RPC, APEX_E_TIMEOUT) is waited out as well.
+  const outage = client.via === "remote" ? new Outage("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"]) : new Outage();
   while (!interrupted() && Date.now() < deadline) {
     let reply: { revision: number; changes: Array<Change & { value: JsonValue | null }> };
     try {
@@ -96,16 +98,22 @@ async function follow(
 }
 
 /**
- * A store server that cannot be reached for a while (PostgreSQL restarting, a network drop)
- * does not end a watch: the log is read again from the last revision printed, once a second, so
+ * A store server that cannot be reached for a while (PostgreSQL restarting, a network drop), or
+ * through `--remote` the `apex serve` server (restarted, the network gone), does not end a watch: the log is read again from the last revision printed, once a second, so
  * nothing is missed, and stderr says when the store went away and when it came back.
  */
 class Outage {
   private since: number | undefined;
 
+  /** WHAT: what went away, in messages; CODES: the errors, besides the store's being unreachable, that say it did. */
+  constructor(
+    private readonly what = "the store",
+    private readonly codes: string[] = [],
+  ) {}
+
   /** True if `error` is the store being out of reach (then waited out), false for any other error. */
   began(error: unknown): boolean {
-    if (!isApexError(error) || error.code !== "APEX_E_STORE_UNREACHABLE") return false;
+    if (!isApexError(error) || (error.code !== "APEX_E_STORE_UNREACHABLE" && !this.codes.includes(error.code))) return false;
     if (this.since === undefined) {
       this.since = Date.now();
       process.stderr.write(`warning: ${error.message} Still watching; retrying every ${RECHECK_MS / 1000} s (Ctrl-C ends).\n`);
@@ -115,7 +123,7 @@ class Outage {
 
   ended(): void {
     if (this.since === undefined) return;
-    process.stderr.write(`warning: the store is reachable again after ${((Date.now() - this.since) / 1000).toFixed(1)} s; nothing was missed.\n`);
+    process.stderr.write(`warning: ${this.what} is reachable again after ${((Date.now() - this.since) / 1000).toFixed(1)} s; nothing was missed.\n`);
     this.since = undefined;
   }
 }
@@ -144,6 +152,7 @@ async function followStore(
   });
   try {
     let since = options.since ?? store.revision();
+    if (options.since !== undefined) warnIfAhead(options.since, store.revision());
     if (options.withCurrent) {
       for (const entry of view.entries(store.query(view.glob(glob.source)), glob.source)) if (glob.matches(entry.path)) printCurrent(entry.path, entry.value, since, Boolean(options.json));
     }
@@ -188,6 +197,15 @@ async function followStore(
   } finally {
     unsubscribe();
   }
+}
+
+/**
+ * `--since` past the store's revision (one from another store, or from before the store was made
+ * anew) printed nothing, then nothing of the changes up to it either, without a word.
+ */
+function warnIfAhead(since: number, revision: number): void {
+  if (since <= revision) return;
+  process.stderr.write(`${paint("warning:", "yellow", process.stderr)} --since ${since} is past the store's latest revision, ${revision}: the changes up to revision ${since} will not be shown, only those after it (\`--changes-only\` shows every change from now on).\n`);
 }
 
 function printCurrent(path: string, value: JsonValue, revision: number, json: boolean): void {

@@ -1,8 +1,10 @@
-import { existsSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { storeExists } from "../core/store/open.js";
+import { parseImport } from "../cli/memory-actions.js";
+import { parseLargeImport } from "../cli/memory-import-large.js";
 import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend } from "./support/backends.js";
 import { Project, shellAgents } from "./fixtures/agents/harness.js";
@@ -62,6 +64,8 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     [["memory", "set", "/a", "undefined"], "APEX_E_BAD_JSON", "Invalid JSON value for /a"],
     // A key given twice at any depth (however escaped): JSON.parse kept the last without a word.
     [["memory", "set", "/a", '{"a": 1, "b": [{"c": 1}, {"c": 1, "\\u0063": 2}], "s": "\\"c\\""}'], "APEX_E_BAD_INPUT", 'The value for /a has the key "c" twice, at /b/1/c in it; one of its values would be lost.'],
+    // An integer past 2^53 was stored as the nearest double without a word (an id lost its last digits).
+    [["memory", "set", "/id", '{"ids": [1, 12345678901234567891]}'], "APEX_E_BAD_INPUT", "The value for /id has the integer 12345678901234567891, past what a JSON number holds exactly: it would be stored as 12345678901234567000."],
     [["memory", "query", "notes/*"], "APEX_E_BAD_GLOB", `Invalid glob "notes/*": it must start with '/'.`],
     // A directory, or a file that exists but does not read, is not "not found" (it was exit 3).
     [["memory", "import", "."], "APEX_E_BAD_INPUT", "Cannot read .: it is a directory (EISDIR)."],
@@ -160,8 +164,14 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     writeFileSync(file, "\n  \n");
     const blank = apex(["memory", "import", file]);
     expect([blank.status, blank.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_BAD_INPUT]: ${file} holds no entries: it is only whitespace.`)]);
+    // An integer past 2^53 is refused (it would lose digits) unless written as JSON writes a double, as export writes it.
+    writeFileSync(file, '{"path": "/l/3", "value": 3}\n{"path": "/l/4", "value": {"id": 98765432109876543210}}\n');
+    expect(JSON.parse(apex(["memory", "import", file, "--json"]).stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${file}:2: the value of "/l/4" has the integer 98765432109876543210, past what a JSON number holds exactly: it would be stored as 98765432109876540000.` });
+    const doubles = apex(["memory", "import", "-", "--json"], '{\n  "/l/big": [98765432109876540000, 1152921504606846976, 9007199254740993.5]\n}\n');
+    expect(JSON.parse(doubles.stdout), doubles.stderr).toEqual({ count: 1, revision: 3 });
+    expect(JSON.parse(apex(["memory", "export", "/l/big"]).stdout)).toEqual({ "/l/big": [98765432109876540000, 1152921504606846976, 9007199254740993.5] });
     const none = apex(["memory", "import", "-"], apex(["memory", "export", "/none/*"]).stdout);
-    expect([none.status, none.stdout]).toEqual([0, "imported 0 entries: stdin is an empty object, nothing was written (revision 2)\n"]);
+    expect([none.status, none.stdout]).toEqual([0, "imported 0 entries: stdin is an empty object, nothing was written (revision 3)\n"]);
   });
 
   it("watch prints changes made by other processes as they happen", async () => {
@@ -217,6 +227,11 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     const replay = (glob: string, ...more: string[]) => apex(["memory", "watch", glob, "--timeout", "0.5", "--json", ...more]).stdout.trim().split("\n").map((line) => JSON.parse(line));
     expect(replay("/r/", "--since", "1").map((event) => event.revision)).toEqual([2, 3, 4, 5]);
     expect(replay("/r").map((event) => [event.kind, event.path, event.value])).toEqual([["current", "/r/a", 1], ["current", "/r/b", 3]]);
+    // A revision past the store's (from another store, or one made anew) showed nothing, and nothing up to it either, without a word.
+    const ahead = apex(["memory", "watch", "/r/*", "--since", "99", "--timeout", "0.3", "--json"]);
+    expect([ahead.status, ahead.stdout]).toEqual([0, ""]);
+    expect(ahead.stderr).toBe("warning: --since 99 is past the store's latest revision, 6: the changes up to revision 99 will not be shown, only those after it (`--changes-only` shows every change from now on).\n");
+    expect(apex(["memory", "watch", "/r/*", "--since", "6", "--timeout", "0.3"]).stderr).toBe("");
   });
 }));
 
@@ -258,6 +273,45 @@ describe("apex memory watch and its reader", () => {
   });
 });
 
+describe("apex memory input and output that cannot be read or written", () => {
+  it("stdin that is a directory (`< dir`) is bad input (exit 2) named stdin, for set as for import; a file over 2 GiB is APEX_E_TOO_LARGE (exit 2); nothing is written", () => {
+    const stdin = openSync(dir, "r");
+    try {
+      for (const args of [["memory", "set", "/s", "-"], ["memory", "import", "-"]]) {
+        const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, stdio: [stdin, "pipe", "pipe"], encoding: "utf8", timeout: 20_000 });
+        // set: APEX_E_INTERNAL "EISDIR: illegal operation on a directory, read" (exit 1); import named it "-".
+        expect([result.status, result.stderr]).toEqual([2, "error[APEX_E_BAD_INPUT]: Cannot read stdin: it is a directory (EISDIR).\n"]);
+      }
+    } finally {
+      closeSync(stdin);
+    }
+    // A file over 2 GiB (sparse here: it takes no room) said only "Cannot read FILE: ERR_FS_FILE_TOO_LARGE.".
+    const huge = join(dir, "huge.json");
+    writeFileSync(huge, "");
+    truncateSync(huge, 2 ** 31 + 1);
+    const tooLarge = runApex(["memory", "import", huge], { cwd: dir });
+    expect([tooLarge.status, tooLarge.stderr]).toEqual([2, `error[APEX_E_TOO_LARGE]: Cannot read ${huge}: it is larger than 2 GiB, the most APEX reads as one input.\n  hint: Nothing was written. Import it in parts (\`apex memory export GLOB\` writes a part).\n`]);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
+  it("to a full disk (`export > backup.json`) is APEX_E_DISK_FULL, exit 1, in the form of every error (--json too), not a stack trace", () => {
+    expect(runApex(["memory", "set", "/f/a", '"x"'], { cwd: dir }).status).toBe(0);
+    const full = openSync("/dev/full", "w");
+    try {
+      for (const args of [["memory", "export"], ["memory", "watch", "/f", "--timeout", "5"], ["memory", "show", "/f", "--json"]]) {
+        const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, stdio: ["ignore", full, "pipe"], encoding: "utf8", timeout: 20_000 });
+        expect(result.status, result.stderr).toBe(1);
+        // It was Node's "Error: ENOSPC: no space left on device, write" with its stack.
+        const message = "Cannot write the output to stdout: the disk is full (ENOSPC); the output is incomplete.";
+        if (args.includes("--json")) expect(JSON.parse(result.stderr)).toEqual({ error: expect.objectContaining({ code: "APEX_E_DISK_FULL", message, exitCode: 1 }) });
+        else expect(result.stderr).toBe(`error[APEX_E_DISK_FULL]: ${message}\n  hint: Free space where the output goes (or send it elsewhere) and run the command again.\n`);
+      }
+    } finally {
+      closeSync(full);
+    }
+  });
+});
+
 describe("apex memory set through a running supervisor", () => {
   let project: Project | undefined;
   afterEach(() => {
@@ -280,5 +334,44 @@ describe("apex memory set through a running supervisor", () => {
     expect(project.apex(["memory", "show", "/deep"]).status).toBe(3);
     expect(project.apex(["memory", "set", "/shallow", `${"[".repeat(100)}${"]".repeat(100)}`]).status).toBe(0);
     expect(project.status().session?.status).toBe("active");
+  });
+});
+
+describe("apex memory import of a file longer than V8's longest string (an export of large values)", () => {
+  // Such a file (over 512 MiB) failed with APEX_E_INTERNAL "Cannot create a string longer than 0x1fffffe8
+  // characters", so `export | import` lost a large memory. It is read an entry (or an NDJSON line) at a time, with the
+  // checks of a smaller file; here on small files, the one reader a 512 MiB file would take.
+  const read = (text: string) => parseLargeImport(Buffer.from(text), "big.json");
+  const refusal = (text: string) => {
+    try {
+      read(text);
+    } catch (error) {
+      return { code: (error as { code: string }).code, message: (error as Error).message };
+    }
+    throw new Error(`read ${JSON.stringify(text)} without an error`);
+  };
+
+  it("reads what the smaller reader reads: an export's layout, one line, NDJSON, {}", () => {
+    for (const text of [
+      '{\n  "/a": {"x": [1, 2, {"y": null}]},\n  "/a/ü/c": "ü \\" \\\\ }",\n  "/\\u0062": -1.5e3,\n  "/t": true,\n  "/n": null\n}\n',
+      '  {"/a":1,"/b":[],"/c":{},"/d":"{[\\"]}"}',
+      '{"path": "/l/1", "value": 1}\n{"path": "/l/2", "value": {"two": 2}}\n\n',
+      "{}\n",
+      '\ufeff{\n  "/bom": 1\n}\n',
+    ]) expect(read(text), text).toEqual(parseImport(text, "big.json"));
+  });
+
+  it("refuses what the smaller reader refuses, naming the line; a path or a key given twice, a bad path, bad JSON or UTF-8", () => {
+    expect(refusal('{\n  "/d": 1,\n  "/e": 2,\n  "/\\u0064": 3\n}\n')).toEqual({ code: "APEX_E_BAD_INPUT", message: 'big.json:4: path "/d" is given a second time (first on line 2); one of its values would be lost.' });
+    expect(refusal('{\n  "/d": 1,\n  "/e": {"x": {"y": 1,\n "y": 2}}\n}\n')).toEqual({ code: "APEX_E_BAD_INPUT", message: 'big.json:4: the value of "/e" has the key "y" twice, at /x/y in it; one of its values would be lost.' });
+    expect(refusal('{\n  "/d": 1,\n  "d": 2\n}\n')).toEqual({ code: "APEX_E_BAD_PATH", message: `big.json:3: invalid path "d": it must start with '/'.` });
+    expect(refusal('{\n  "/d": 1,\n  "/e": tru\n}\n')).toMatchObject({ code: "APEX_E_BAD_JSON", message: expect.stringMatching(/^big\.json:3: invalid JSON: /) });
+    expect(refusal('{\n  "/d": 1,\n}\n')).toEqual({ code: "APEX_E_BAD_JSON", message: `big.json:3: invalid JSON: expected a path in double quotes, found "}".` });
+    expect(refusal('{\n  "/d": 1,\n  "/e": [1, 2\n')).toEqual({ code: "APEX_E_BAD_JSON", message: "big.json:4: invalid JSON: expected the end of the value that starts on line 3, found the end of the file." });
+    expect(refusal('{"/d": 1} {"/e": 2}')).toEqual({ code: "APEX_E_BAD_JSON", message: `big.json:1: invalid JSON: expected the end of the file after the object, found "{".` });
+    expect(refusal('[{"/d": 1}]')).toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringContaining("expected a JSON object of path -> value") });
+    expect(refusal('{"path": "/l/1", "value": 1}\n{"path": "/l/1", "value": 2}\n')).toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringMatching(/^big\.json:2: path "\/l\/1" is given a second time/) });
+    expect(refusal('{\n  "/d": 1,\n  "/e": {"a": "12345678901234567891",\n "b": 12345678901234567891}\n}\n')).toEqual({ code: "APEX_E_BAD_INPUT", message: 'big.json:4: the value of "/e" has the integer 12345678901234567891, past what a JSON number holds exactly: it would be stored as 12345678901234567000.' });
+    expect(() => parseLargeImport(Buffer.concat([Buffer.from('{\n  "/d": "'), Buffer.from([0xff]), Buffer.from('"\n}\n')]), "big.json")).toThrow("big.json:2: not valid UTF-8.");
   });
 });

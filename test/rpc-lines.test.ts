@@ -1,13 +1,14 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { callSupervisor } from "../core/rpc/call.js";
-import { MAX_LINE_BYTES, lineSplitter } from "../core/rpc/protocol.js";
+import { RpcServer } from "../core/rpc/server.js";
+import { MAX_LINE_BYTES, errorFromBody, lineSplitter, type RpcReply } from "../core/rpc/protocol.js";
 import { REPO_ROOT, tempDir } from "./helpers/cli.js";
 
 /** A splitter that records the lines and overflows it sees. */
@@ -88,6 +89,37 @@ describe("callSupervisor (the socket's client)", () => {
     } finally {
       if (child && child.exitCode === null) child.kill("SIGKILL");
       server.close();
+      cleanup();
+    }
+  });
+
+  it("a request larger than the supervisor takes (a memory set of a value over 256 MiB) is APEX_E_TOO_LARGE (exit 2) saying what to do, and the supervisor serves on", async () => {
+    const { dir, cleanup } = tempDir("apex-rpc-large-");
+    const server = new RpcServer(join(dir, "s.sock"));
+    let calls = 0;
+    server.register("memory.set", () => ({ revision: ++calls }));
+    await server.listen();
+    try {
+      // The start of a request line that does not end within the limit (sent as bytes: a client's JSON.stringify of it takes seconds).
+      const reply = await new Promise<string>((resolve, reject) => {
+        const socket = connect(server.path);
+        let text = "";
+        socket.on("data", (data) => (text += String(data)));
+        socket.on("close", () => resolve(text));
+        socket.on("error", reject);
+        const chunk = Buffer.alloc(1024 * 1024, "x");
+        socket.on("connect", () => {
+          socket.write('{"id":1,"method":"memory.set","params":{"path":"/big","value":"');
+          for (let sent = 0; sent <= MAX_LINE_BYTES; sent += chunk.length) socket.write(chunk);
+        });
+      });
+      const error = errorFromBody((JSON.parse(reply.trim()) as RpcReply).error!);
+      // It was APEX_E_RPC (exit 1) "Request line too long.", as if the supervisor had failed.
+      expect(error).toMatchObject({ code: "APEX_E_TOO_LARGE", exitCode: 2, message: "The request is larger than the supervisor takes (256 MiB of JSON); nothing of it was done.", hint: expect.stringContaining("in parts") });
+      expect(calls).toBe(0);
+      expect(await callSupervisor(server.path, "memory.set", { path: "/small", value: 1 })).toEqual({ revision: 1 });
+    } finally {
+      await server.close();
       cleanup();
     }
   });

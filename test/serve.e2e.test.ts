@@ -189,10 +189,32 @@ describe("apex serve: roles", () => {
     expect(unknown.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", message: 'Unknown method "memory.explode".' });
     expect(JSON.stringify(unknown.body)).not.toContain("share.authenticate");
 
+    // A remote watch waits out the server's restart, and misses nothing written meanwhile (it ended, exit 1, APEX_E_RPC "Cannot reach").
+    const address = `${server.url.replace(/^http:\/\//, "")}/${sid}`;
+    const watch = project.apexAsync(["--remote", address, "memory", "watch", "/outage/**", "--changes-only", "--json"], { env: { APEX_TOKEN: viewer.token } });
+    const watchedPaths = () => watch.output().trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { path: string }).path);
+    await waitFor("the watch to follow", () => project!.apex(["memory", "set", `/outage/${Date.now()}`, "1"]) && watchedPaths().length > 0);
+
     // Tokens never appear in what the server logs.
     const log = await server.stop();
     expect(log).toContain(`/api/sessions/${sid}/rpc/session.pause 200 otto`);
     for (const token of [viewer.token, operator.token, owner.token]) expect(log).not.toContain(token.slice(-20));
+
+    expect(project.apex(["memory", "set", "/outage/while-down", "1"]).status).toBe(0);
+    const again = project.apexAsync(["serve", "--listen", address.split("/")[0]!, "--json"]);
+    try {
+      await waitFor("apex serve again", () => again.output().includes("}"));
+      expect(project.apex(["memory", "set", "/outage/after", "1"]).status).toBe(0);
+      await waitFor("the changes made while the server was down and after", () => watchedPaths().includes("/outage/after"));
+      expect(watchedPaths().slice(-2)).toEqual(["/outage/while-down", "/outage/after"]);
+      expect(watch.errors()).toMatch(/^warning: Cannot reach http:\/\/127\.0\.0\.1:\d+: ECONNREFUSED\. Still watching; retrying every 1 s \(Ctrl-C ends\)\.\nwarning: the server is reachable again after \d+\.\d s; nothing was missed\.\n$/);
+      watch.child.kill("SIGTERM");
+      expect((await watch.done).status).toBe(0);
+    } finally {
+      if (watch.child.exitCode === null) watch.child.kill("SIGKILL");
+      if (again.child.exitCode === null) again.child.kill("SIGTERM");
+      await again.done;
+    }
   });
 });
 

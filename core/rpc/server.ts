@@ -1,7 +1,7 @@
 import { chmodSync, existsSync, rmSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { ApexError } from "../errors.js";
-import { errorBody, lineSplitter, STREAM, type RpcReply, type RpcRequest } from "./protocol.js";
+import { errorBody, lineSplitter, MAX_LINE_BYTES, STREAM, type RpcReply, type RpcRequest } from "./protocol.js";
 
 /** What a handler knows about the call it serves. */
 export interface RpcCallContext {
@@ -107,7 +107,8 @@ export class RpcServer {
       lineSplitter(
         (line) => void this.dispatch(line, send, socket, closeListeners),
         () => {
-          send({ id: null, error: { code: "APEX_E_RPC", message: "Request line too long." } });
+          // What was asked is too large for one request (a value or import over 256 MiB of JSON): the caller's input, not a fault.
+          send({ id: null, error: { code: "APEX_E_TOO_LARGE", message: `The request is larger than the supervisor takes (${MAX_LINE_BYTES / 1024 / 1024} MiB of JSON); nothing of it was done.`, hint: "Write it in parts (several smaller `apex memory import`s), or with no session running: then the store is written directly." } });
           socket.end();
         },
       ),
