@@ -19,6 +19,7 @@ import {
 import { validateStore } from "../plugins/checkpoint/validate.js";
 import { compressColdData } from "../plugins/compression/compress.js";
 import { BUNDLE_VERSION, HEADER_BYTES, encodeBundle, readBundle, type BundleContent, type BundleInput } from "../plugins/archive/bundle.js";
+import { archiveSessions } from "../plugins/archive/archive.js";
 import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
 import { createSharedDatabase, query } from "./support/postgres.js";
@@ -367,6 +368,40 @@ describe("apex session archive / unarchive", () => {
     const both = apex("session", "archive", "--older-than", "36h", "--json");
     expect(both.status, both.stderr).toBe(0);
     expect(json(both).archived.map((session: { session_id: string }) => session.session_id)).toEqual(["s-kid", "s-old"]);
+  });
+
+  it("a branch made from the session's checkpoint while its bundle is written keeps the session (and the checkpoint it starts from)", async () => {
+    const dir = project("p-branch-race");
+    await threeSessions(dir);
+    await withStore(dir, async (store) => {
+      const parent = resolveCheckpoint(store, "s-old/checkpoint-002").id;
+      await makeSession(store, "s-kid", 1, 2);
+      const kid = store.get("/sessions/history/s-kid") as Record<string, JsonValue>;
+      // The branch is recorded after the bundle was written, just before the session is removed.
+      let branched = false;
+      const racing = new Proxy(store, {
+        get(target, name, receiver) {
+          if (name === "transaction" && !branched) {
+            return async (fn: () => unknown) => {
+              branched = true;
+              await target.set("/sessions/history/s-kid", { ...kid, name: "kid", parent_checkpoint: parent });
+              return target.transaction(fn);
+            };
+          }
+          const value = Reflect.get(target, name, receiver);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+      await expect(archiveSessions(racing, { sessionId: "s-old", directory: join(dir, ".apex/backups"), codec: "gzip" })).rejects.toMatchObject({
+        code: "APEX_E_CONFLICT",
+        message: expect.stringContaining("s-kid was branched from checkpoint"),
+      });
+      expect(branched).toBe(true);
+      expect(store.get("/sessions/history/s-old")).toBeDefined();
+      expect(resolveCheckpoint(store, "s-old/checkpoint-002").id).toBe(parent);
+      // No bundle passes for the archive of a session that stayed.
+      expect(existsSync(join(dir, ".apex/backups/s-old.apexbundle"))).toBe(false);
+    });
   });
 
   it("archives compressed checkpoint data too: the bundle holds the uncompressed bytes", async () => {

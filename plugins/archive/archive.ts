@@ -5,7 +5,7 @@ import { canonicalJson, type PackCodec } from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
-import { branchPoints, knownSessions } from "../retention/sessions.js";
+import { branchPoints, knownSessions, type SessionInfo } from "../retention/sessions.js";
 import { encodeBundle, readBundle, type BundleContent } from "./bundle.js";
 import { isRecord } from "../checkpoint/manifest.js";
 import { collectSession, historyPath, livePath, locateSession, type CollectedSession } from "./collect.js";
@@ -357,9 +357,25 @@ async function removeSession(store: Store, collected: CollectedSession): Promise
   const { sessionId } = collected.location;
   await store.transaction(() => {
     const own = (path: string) => path === historyPath(sessionId) || path === livePath(sessionId) || path.startsWith(`${livePath(sessionId)}/`) || path === "/sessions/current";
+    // Session records written meanwhile (one level below /sessions or /sessions/history).
+    const written = new Map<string, SessionInfo>();
     for (const change of store.changesSince(collected.revision)) {
       if (own(change.path)) {
         throw new ApexError("APEX_E_CONFLICT", `Session ${sessionId} changed while it was being archived (${change.path}); it stays.`, { hint: "Run the archive again." });
+      }
+      const other = /^\/sessions\/(?:history\/)?([^/]+)$/.exec(change.path)?.[1];
+      const record = other !== undefined && other !== "current" && other !== "history" ? store.get(change.path) : undefined;
+      if (isRecord(record)) written.set(change.path, { sessionId: other!, state: change.path.startsWith("/sessions/history/") ? "ended" : "current", record });
+    }
+    // A branch made from one of its checkpoints meanwhile: removing the session would take the
+    // checkpoint that branch starts from (the branch points were checked before the bundle was written).
+    const ids = new Set(collected.checkpoints.map((checkpoint) => checkpoint.id));
+    for (const [id, reasons] of written.size > 0 ? branchPoints(store, [...written.values()]) : []) {
+      const branches = reasons.map((reason) => reason.replace(/^branch /, "")).filter((other) => other !== sessionId);
+      if (ids.has(id) && branches.length > 0) {
+        throw new ApexError("APEX_E_CONFLICT", `Session ${branches.join(", ")} was branched from checkpoint ${id} of session ${sessionId} while it was being archived; it stays.`, {
+          hint: "Archive the branch first, or keep the session.",
+        });
       }
     }
     store.batchSync((batch) => {
