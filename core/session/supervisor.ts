@@ -236,6 +236,8 @@ export class Supervisor {
     }
     setOwnSession(claim.sessionId);
     const supervisor = new Supervisor(config, store, deps.engine, claim.sessionId, socketPath, log, deps.onExit);
+    // From the claim on, SIGTERM, SIGINT or SIGHUP stop the session (queued behind the start): by their default action this process would die and leave its agents running.
+    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(signal, () => void supervisor.onSignal(signal));
     if (claim.takenOverFrom) log(`session ${claim.sessionId}: taken over from host ${claim.takenOverFrom} (its lease had expired); generation ${claim.generation} on host ${host}`);
     // From here on every write of this process checks the lease; it is renewed every ttl/3.
     supervisor.lease = new LeaseHolder(store, claim.sessionId, { host, generation: claim.generation, nonce }, leaseTtlMs, (reason) => void supervisor.leaseLost(reason), log, claimedAt);
@@ -257,51 +259,52 @@ export class Supervisor {
   private async begin(request: SupervisorRequest, claim: Claim, foreignState: boolean | string = false): Promise<ReadyReport> {
     this.log(`session ${this.sessionId}: ${claim.continued ? "continuing" : "starting"} (pid ${process.pid})`);
     const reaped: ReadyReport["reaped"] = [];
-    // Taken over from another host: the old records' pids are that host's, nothing to reap here.
-    if (claim.continued && !claim.takenOverFrom) {
-      for (const agent of claim.previousAgents) {
-        if (!agent.pgid || agent.start_time === null) continue;
-        // Only what carries the marker recorded with it is ours: a forged record names no process APEX will signal.
-        const pids = await terminateGroup(agent.pgid, agent.start_time, agentMarker(this.sessionId, agent.nonce), { graceMs: 2000 });
-        if (pids.length > 0) {
-          reaped.push({ agent: agent.name, pids });
-          this.log(`reaped the old processes of agent ${agent.name}: ${pids.join(", ")}`);
-        }
-      }
-    }
-    // Continuing rolls memory back only to a checkpoint the user named (--continue CHECKPOINT,
-    // --force-recovery); `--continue last|SESSION` and auto recovery go on from the live store,
-    // which holds every write that was acknowledged.
-    const restored =
-      claim.continued && claim.checkpoint !== undefined
-        ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery), ...(foreignState ? { replacesOtherSession: foreignState } : {}) })
-        : undefined;
+    let restored: Awaited<ReturnType<typeof restoreSessionFromCheckpoint>>;
     let reconciled: ReadyReport["reconciled"] = null;
-    if (claim.continued) {
-      reconciled = await this.service.write((batch, record) => {
-        const settled = this.reconcileRecords(batch);
-        recountTasks(batch, this.store, this.sessionId);
-        if (restored) {
-          const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
-          // The "continued" entry claimContinuedSession wrote names the checkpoint it came back to.
-          const history = [...historyOf(session)];
-          const last = history[history.length - 1];
-          if (last?.event === "continued") {
-            history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
-          }
-          setSessionRecord(batch, { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
-          record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
-        }
-        record("session.reconciled", { ...settled, from: restored ? "checkpoint" : "live" });
-        return settled;
-      }, "supervisor");
-    }
-    // From the moment the socket listens, pause, resume and stop may arrive: they queue behind the
-    // whole start (onStart, the agents, the first checkpoint), so a stop sent meanwhile ends a
-    // session that started, never one half-started, and the report below sees its outcome.
+    // The whole start is one lifecycle change: pause, resume and stop (from the socket once it listens,
+    // or a signal to this process) queue behind it (onStart, the agents, the first checkpoint), so a
+    // stop sent meanwhile ends a session that started, never one half-started, and the report below
+    // sees its outcome. A failure ends the session here, in the lifecycle: what queued behind finds it failed.
     const checkpoint = await this.runLifecycle(async () => {
-      // A failure ends the session here, in the lifecycle: what queued behind the start finds it failed.
       try {
+        // Taken over from another host: the old records' pids are that host's, nothing to reap here.
+        if (claim.continued && !claim.takenOverFrom) {
+          for (const agent of claim.previousAgents) {
+            if (!agent.pgid || agent.start_time === null) continue;
+            // Only what carries the marker recorded with it is ours: a forged record names no process APEX will signal.
+            const pids = await terminateGroup(agent.pgid, agent.start_time, agentMarker(this.sessionId, agent.nonce), { graceMs: 2000 });
+            if (pids.length > 0) {
+              reaped.push({ agent: agent.name, pids });
+              this.log(`reaped the old processes of agent ${agent.name}: ${pids.join(", ")}`);
+            }
+          }
+        }
+        // Continuing rolls memory back only to a checkpoint the user named (--continue CHECKPOINT,
+        // --force-recovery); `--continue last|SESSION` and auto recovery go on from the live store,
+        // which holds every write that was acknowledged.
+        restored =
+          claim.continued && claim.checkpoint !== undefined
+            ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery), ...(foreignState ? { replacesOtherSession: foreignState } : {}) })
+            : undefined;
+        if (claim.continued) {
+          reconciled = await this.service.write((batch, record) => {
+            const settled = this.reconcileRecords(batch);
+            recountTasks(batch, this.store, this.sessionId);
+            if (restored) {
+              const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
+              // The "continued" entry claimContinuedSession wrote names the checkpoint it came back to.
+              const history = [...historyOf(session)];
+              const last = history[history.length - 1];
+              if (last?.event === "continued") {
+                history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
+              }
+              setSessionRecord(batch, { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
+              record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
+            }
+            record("session.reconciled", { ...settled, from: restored ? "checkpoint" : "live" });
+            return settled;
+          }, "supervisor");
+        }
         await this.server.listen();
         this.registerMethods();
         const own = this.service.session();
@@ -1177,7 +1180,7 @@ export class Supervisor {
   /** SIGTERM, SIGINT or SIGHUP to the supervisor: stop the session cleanly rather than orphan agents. */
   async onSignal(signal: NodeJS.Signals): Promise<void> {
     this.log(`received ${signal}: stopping the session`);
-    await this.stop({ reason: `the supervisor received ${signal}` });
+    await this.stop({ reason: `the supervisor received ${signal}` }).catch((error: Error) => this.log(`cannot stop: ${error.message}`));
   }
 }
 
