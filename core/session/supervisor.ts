@@ -100,12 +100,13 @@ interface AgentSlot {
  * How long pause waits for every process of every agent group to show state T (resume: to
  * leave it), on an idle machine. A loaded machine schedules the stopped processes' last steps
  * later, so the wait grows with the load average per core, up to PAUSE_VERIFY_MAX_MS.
+ * APEX_PAUSE_VERIFY_MS in the supervisor's environment (`apex start`'s) sets it instead.
  */
 const PAUSE_VERIFY_MS = 5000;
 const PAUSE_VERIFY_MAX_MS = 30_000;
 
 export function pauseVerifyMs(loadPerCore = loadavg()[0]! / Math.max(1, availableParallelism())): number {
-  return Math.min(PAUSE_VERIFY_MAX_MS, Math.round(PAUSE_VERIFY_MS * Math.max(1, loadPerCore)));
+  return Number(process.env.APEX_PAUSE_VERIFY_MS) > 0 ? Number(process.env.APEX_PAUSE_VERIFY_MS) : Math.min(PAUSE_VERIFY_MAX_MS, Math.round(PAUSE_VERIFY_MS * Math.max(1, loadPerCore)));
 }
 const DEFAULT_STOP_GRACE_MS = 5000;
 const LOG_TAIL_LINES = 20;
@@ -739,10 +740,10 @@ export class Supervisor {
       this.pauseTimers();
       const groups = this.runningGroups();
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
-      const { processes, stopping } = await this.waitForGroups(groups, "stopped");
-      for (const group of groups) group.slot.status = "paused";
       const warnings: string[] = [];
       try {
+        const { processes, stopping } = await this.waitForGroups(groups, "stopped");
+        for (const group of groups) group.slot.status = "paused";
         await this.markAgents(groups, "paused");
         try {
           await this.engine.fire("onPause", this.service.context());
@@ -750,8 +751,11 @@ export class Supervisor {
           warnings.push((error as Error).message);
         }
         await this.setStatus("paused", "session.paused", { processes, ...(stopping.length ? { stopping: stopping.map(({ pid }) => pid) } : {}) }, actor);
+        this.log(`paused: ${processes} process${processes === 1 ? "" : "es"} stopped${stopping.length ? ` (${stopping.map(({ agent, pid }) => `${agent} pid ${pid}`).join(", ")} in uninterruptible I/O, stop pending)` : ""}`);
+        return { session_id: this.sessionId, name: this.name, status: "paused", agents: groups.length, processes, stopping, warnings };
       } catch (error) {
-        // The pause could not be recorded (a full disk, say): the agents run on, as the session record says.
+        // Some process did not stop within the window, or the pause could not be recorded (a full
+        // disk, say): the agents run on, those that did stop too, as the session record says (active).
         for (const group of groups) {
           signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
           group.slot.status = "running";
@@ -760,8 +764,6 @@ export class Supervisor {
         this.resumeTimers();
         throw error;
       }
-      this.log(`paused: ${processes} process${processes === 1 ? "" : "es"} stopped${stopping.length ? ` (${stopping.map(({ agent, pid }) => `${agent} pid ${pid}`).join(", ")} in uninterruptible I/O, stop pending)` : ""}`);
-      return { session_id: this.sessionId, name: this.name, status: "paused", agents: groups.length, processes, stopping, warnings };
     });
   }
 
