@@ -153,6 +153,8 @@ export class Supervisor {
   private shutdownStarted = false;
   private cappingLogs = false;
   private readonly uncuttableLogs = new Set<string>();
+  /** Agents that exited, whose groups' leftovers handleExit is ending. */
+  private readonly ending = new Set<AgentProcess>();
   /** The lease on the session (set by launch once the claim holds it). */
   lease: LeaseHolder | undefined;
   /** Who made the request being served: checkpoints taken for it are attributed to them. */
@@ -640,8 +642,9 @@ export class Supervisor {
     if (child) {
       this.agentLog(slot.name, `pid ${child.pid} ${how}`);
       this.log(`agent ${slot.name} (pid ${child.pid}) ${how}`);
-      // Whatever the agent left running in its group goes with it.
-      await terminateGroup(child.pgid, child.startTime, child.marker, { graceMs: 1000 }).catch((error) => this.log(String(error)));
+      // Whatever the agent left running in its group goes with it; a stop meanwhile ends it too (terminateAll), not leaving it to a supervisor that exits.
+      this.ending.add(child);
+      await terminateGroup(child.pgid, child.startTime, child.marker, { graceMs: 1000 }).catch((error) => this.log(String(error))).finally(() => this.ending.delete(child));
     }
     if (this.stopping) {
       slot.status = "stopped";
@@ -728,10 +731,10 @@ export class Supervisor {
     return this.service.session().status;
   }
 
-  private runningGroups(): Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> {
-    const out: Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> = [];
-    for (const slot of this.slots.values()) if (slot.process) out.push({ slot, pgid: slot.process.pgid, startTime: slot.process.startTime, marker: slot.process.marker });
-    return out;
+  /** The process groups of the agents that run; with `ending`, also those of agents that exited whose leftovers handleExit is still ending. */
+  private runningGroups(ending = false): Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> {
+    const processes = [...this.slots.values()].flatMap((slot) => (slot.process ? [slot.process] : []));
+    return [...processes, ...(ending ? this.ending : [])].map((child) => ({ slot: this.slots.get(child.name)!, pgid: child.pgid, startTime: child.startTime, marker: child.marker }));
   }
 
   pause(actor = "supervisor"): Promise<Record<string, JsonValue>> {
@@ -898,7 +901,7 @@ export class Supervisor {
   }
 
   private async terminateAll(options: { force?: boolean; graceMs?: number }): Promise<number> {
-    const groups = this.runningGroups();
+    const groups = this.runningGroups(true);
     const results = await Promise.all(
       groups.map(async (group) => {
         try {
