@@ -6,7 +6,7 @@ import { appendFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirS
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
-import { FIXTURES, Project, groupMembers, isAlive, procInfo, shellAgents, waitFor, type CliResult, type StatusJson } from "./fixtures/agents/harness.js";
+import { FIXTURES, Project, groupMembers, isAlive, procInfo, shellAgents, waitFor, type CliResult, type ProcInfo, type StatusJson } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 import { stopProgress } from "../core/session/proc.js";
 import { forEachBackend } from "./support/backends.js";
@@ -376,6 +376,56 @@ describe("apex logs / start --attach / no session", () => {
     expect(ready.status).toBe("stopped");
     expect(ready.agents).toEqual([expect.objectContaining({ pid: null, status: "stopped" }), expect.objectContaining({ pid: null, status: "stopped" })]);
     expect(JSON.parse(project.apex(["session", "history", "--json"]).stdout)).toEqual([expect.objectContaining({ session_id: ready.session_id, status: "stopped" })]);
+  });
+
+  it("SIGTERM to the supervisor while it starts (its agents run, its first checkpoint is being taken): the session stops once started, start says so, no agent is left running, nor what an agent that exited meanwhile left in its group", async () => {
+    project = new Project("");
+    const p = project;
+    const hooks = join(p.dir, "hooks.jsonl");
+    const gate = join(p.dir, "gate");
+    const plugin = JSON.stringify(join(FIXTURES, "hook-recorder.mjs"));
+    // leaver: exits once told (file go), leaving a child that ignores SIGTERM, which its exit's handling gives 1 s before SIGKILL.
+    const agentsConfig = shellAgents({
+      alpha: "sh -c 'sleep 1000 & wait' & while true; do sleep 0.2; done",
+      beta: "while true; do sleep 0.2; done",
+      leaver: "sh -c \"trap '' TERM; exec sleep 1000\" & while [ ! -e go ]; do sleep 0.05; done; exit 1",
+    });
+    p.writeConfig(agentsConfig.replace("plugins: {}\n", `plugins:\n  checkpoint: {}\n  ${plugin}:\n    file: ${JSON.stringify(hooks)}\n    checkpoint_gate: ${JSON.stringify(gate)}\n`));
+    const start = p.apexAsync(["start", "--json"]);
+    try {
+      await waitFor("the first checkpoint", () => existsSync(hooks) && readFileSync(hooks, "utf8").includes('"beforeCheckpoint"'), 30_000);
+      const runtime = JSON.parse(readFileSync(join(p.storeDir, "supervisor.json"), "utf8")) as { pid: number; start_time: number; session_id: string };
+      p.remember();
+      const ofSession = () =>
+        readdirSync("/proc")
+          .filter((pid) => /^\d+$/.test(pid) && environ(Number(pid)).includes(`APEX_SESSION_ID=${runtime.session_id}`))
+          .map((pid) => procInfo(Number(pid)))
+          .filter((info): info is ProcInfo => info !== undefined && isAlive(info.pid));
+      const agents = ofSession();
+      // The three agents run: their shells lead their groups.
+      expect(agents.filter((info) => info.pid === info.pgrp)).toHaveLength(3);
+      process.kill(runtime.pid, "SIGTERM");
+      // It was: SIGTERM's default action, as the handler came only once the start was reported: the
+      // supervisor died, start failed (APEX_E_PROCESS) and the agents ran on with the session interrupted.
+      await waitFor("the supervisor to take the signal", () => p.supervisorLog().includes("received SIGTERM") || !isAlive(runtime.pid, runtime.start_time));
+      // The stop waits behind the start; leaver exits, and the start ends (and the stop runs) while its exit's handling still gives its child time.
+      // It was: the stop ended only the agents that ran, and the supervisor exited before that child's SIGKILL, leaving it running.
+      writeFileSync(join(p.dir, "go"), "");
+      await waitFor("leaver's exit", () => /agent leaver \(pid \d+\) exited with code 1/.test(p.supervisorLog()));
+      writeFileSync(gate, "");
+      const started = await start.done;
+      expect(started.status, started.stderr).toBe(0);
+      const ready = JSON.parse(started.stdout) as { session_id: string; status: string; agents: Array<{ status: string }> };
+      expect(ready).toMatchObject({ session_id: runtime.session_id, status: "stopped" });
+      expect(ready.agents.map((agent) => agent.status)).toEqual(["stopped", "stopped", "stopped"]);
+      await waitFor("the supervisor to exit", () => !isAlive(runtime.pid, runtime.start_time), 15_000);
+      for (const agent of agents) expect(isAlive(agent.pid, agent.startTime), `pid ${agent.pid} left running`).toBe(false);
+      expect(ofSession()).toEqual([]);
+      expect(JSON.parse(p.apex(["session", "history", "--json"]).stdout)).toEqual([expect.objectContaining({ session_id: runtime.session_id, status: "stopped", outcome: "the supervisor received SIGTERM" })]);
+    } finally {
+      writeFileSync(gate, "");
+      await start.done;
+    }
   });
 
   it("a start whose onStart fails while a stop, a pause and a resume wait behind it: start reports the failure, each of them that the session could not start (exit 3), nothing is left running and the session is failed", async () => {

@@ -96,6 +96,53 @@ describe("supervisor crash and --continue", () => {
     expect(record.history[1]).toMatchObject({ from: "interrupted" });
   });
 
+  it("pause and stop sent while --continue still reaps (its supervisor alive, not yet listening) wait for it, then act on the continued session", async () => {
+    // The leftover ignores SIGTERM: the reap waits out its 2 s grace before the new supervisor listens.
+    project = new Project(["agents:", "  stubborn:", "    command: sh", `    args: ["-c", "trap '' TERM; while true; do sleep 0.2; done"]`, "plugins: {}", ""].join("\n"));
+    const p = project;
+    const ready = p.start();
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("interrupted", () => p.status().session?.status === "interrupted", 5000);
+    const continuing = p.apexAsync(["start", "--continue", "last", "--json"]);
+    try {
+      await waitFor("the new supervisor to start reaping", () => /continuing \(pid \d+\)/.test(p.supervisorLog()), 30_000);
+      expect(p.supervisorLog()).not.toContain("reaped the old processes");
+      // It was: pause said the session's supervisor was not running (exit 4, hint --continue), and stop
+      // that it did not answer (exit 4, hint --force, which would kill it in the middle of its start).
+      const paused = p.apex(["pause", "--json"]);
+      expect(paused.status, paused.stderr).toBe(0);
+      expect(JSON.parse(paused.stdout)).toMatchObject({ session_id: ready.session_id, status: "paused", agents: 1 });
+      const continued = await continuing.done;
+      expect(continued.status, continued.stderr).toBe(0);
+      const again = JSON.parse(continued.stdout) as { supervisor_pid: number; agents: Array<{ pgid: number }> };
+      const members = groupMembers(again.agents[0]!.pgid);
+      expect(members.length).toBeGreaterThan(0);
+      for (const member of members) expect(`${member.pid}:${member.state}`).toBe(`${member.pid}:T`);
+
+      // Once more, with a stop: it ends the session once it has started.
+      process.kill(again.supervisor_pid, "SIGKILL");
+      await waitFor("interrupted again", () => p.status().session?.status === "interrupted", 5000);
+      const log = p.supervisorLog().length;
+      const last = p.apexAsync(["start", "--continue", "last", "--json"]);
+      try {
+        await waitFor("the next supervisor to start reaping", () => /continuing \(pid \d+\)/.test(p.supervisorLog().slice(log)), 30_000);
+        expect(p.supervisorLog().slice(log)).not.toContain("reaped the old processes");
+        const stopped = p.apex(["stop", "--grace", "0.2", "--json"]);
+        expect(stopped.status, stopped.stderr).toBe(0);
+        expect(JSON.parse(stopped.stdout)).toMatchObject({ session_id: ready.session_id, status: "stopped" });
+        const lastStart = await last.done;
+        expect(lastStart.status, lastStart.stderr).toBe(0);
+        const ended = JSON.parse(lastStart.stdout) as { status: string; agents: Array<{ pgid: number | null }> };
+        expect(ended.status).toBe("stopped");
+        for (const agent of [...again.agents, ...ended.agents]) if (agent.pgid) expect(groupMembers(agent.pgid)).toEqual([]);
+      } finally {
+        await last.done;
+      }
+    } finally {
+      await continuing.done;
+    }
+  });
+
   it("stop of an interrupted session ends the leftovers without a supervisor", async () => {
     project = new Project(["agents:", "  loop:", "    command: sh", `    args: ["-c", "while true; do sleep 0.2; done"]`, "plugins: {}", ""].join("\n"));
     const ready = project.start();

@@ -358,6 +358,11 @@ describe("an agent in a crash loop", () => {
     expect(restarting("later")).toEqual([expect.objectContaining({ delay_seconds: 30, restart_at: later.restart_at })]);
     expect(project.apex(["status"]).stdout).toMatch(/\nlater\s+restarting in [12]\d\.\ds\s/);
     expect(project.status().session!.status).toBe("active");
+    // Paused, the restart waits for the resume as well: status says so (it said "restarting in 2x.xs", then "(due)").
+    expect(project.apex(["pause"]).status).toBe(0);
+    expect(project.apex(["status"]).stdout).toMatch(/\nlater\s+restarting in [12]\d\.\ds once resumed\s/);
+    expect(project.apex(["agent", "list"]).stdout).toMatch(/\nlater\s+restarting in [12]\d\.\ds once resumed\s/);
+    expect(project.apex(["resume"]).status).toBe(0);
     // Its supervisor killed, nobody restarts it: status shows how it ended, not a restart to come.
     process.kill(ready.supervisor_pid, "SIGKILL");
     const interrupted = await waitFor("interrupted", () => {

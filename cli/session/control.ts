@@ -6,7 +6,7 @@
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { plural, printJson, printLine } from "../output.js";
-import { isSameProcessAlive, sleep } from "../../core/session/proc.js";
+import { isSameProcessAlive, readProcStat, sleep } from "../../core/session/proc.js";
 import { currentActor } from "../../core/actor.js";
 import { liveSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { SupervisorRuntime } from "../../core/session/runtime.js";
@@ -55,7 +55,8 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
 
 export async function stopSession(location: ProjectLocation, options: { force?: boolean; grace?: number; json?: boolean }): Promise<void> {
   const params = { force: Boolean(options.force), ...(options.grace !== undefined ? { grace_ms: options.grace * 1000 } : {}), actor: currentActor() };
-  const client = await liveSessionClient(location, { elsewhere: "refuse" });
+  // --force does not wait: before it listens, a starting supervisor runs no agent of its own yet (it reaps the old ones), and the offline stop kills it and ends every agent recorded.
+  const client = await liveClient(location, !options.force);
   if (client) {
     const runtime = client.supervisor;
     let reply: ControlReply | undefined;
@@ -100,10 +101,52 @@ function report(reply: ControlReply, json: boolean, text: string): void {
 
 /** Where the live supervisor answers (a remote session's server, or the local socket), or an error that says why there is none. */
 async function requireSupervisor(location: ProjectLocation, action: string): Promise<SessionClient> {
-  const client = await liveSessionClient(location, { elsewhere: "refuse" });
+  const client = await liveClient(location);
   if (client) return client;
   const { explainNoSupervisor } = await import("./explain.js");
   throw await explainNoSupervisor(location, action);
+}
+
+/** How long pause, resume and stop wait for a supervisor that is still starting to listen. */
+const STARTING_WAIT_MS = 60_000;
+
+/**
+ * The live supervisor's client; for one that is alive but still starting (`--continue` reaps the
+ * old agents, restores a checkpoint, before it listens and writes the runtime file commands find
+ * it by), once it listens: the request then queues behind the start, as one sent a moment later
+ * would. Pause said its supervisor was not running (hint: --continue), and stop that it did not
+ * answer (hint: --force, which would kill a supervisor in the middle of its start). Undefined when
+ * none runs, it is itself stopped (SIGSTOP), or it has not listened after STARTING_WAIT_MS.
+ */
+async function liveClient(location: ProjectLocation, waitForStart = true): Promise<SessionClient | undefined> {
+  const client = await liveSessionClient(location, { elsewhere: "refuse" });
+  if (client || !waitForStart || process.env.APEX_REMOTE) return client;
+  const starting = await startingSupervisor(location);
+  const deadline = Date.now() + STARTING_WAIT_MS;
+  const starts = () => starting !== undefined && isSameProcessAlive(starting.pid, starting.start_time) && readProcStat(starting.pid)?.state !== "T";
+  while (starts() && Date.now() < deadline) {
+    await sleep(50);
+    const found = await liveSessionClient(location, { elsewhere: "refuse" });
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/** The supervisor the current session's record names, when it runs on this host (of this project directory) and has written no runtime file yet. */
+async function startingSupervisor(location: ProjectLocation): Promise<{ pid: number; start_time: number } | undefined> {
+  const { storeExists, openStore } = await import("../../core/store/open.js");
+  const { currentSession, supervisorAlive } = await import("../../core/session/sessions.js");
+  const { onOtherHost } = await import("../../core/session/lease.js");
+  if (!(await storeExists(location))) return undefined;
+  const store = await openStore(location, { readOnly: true });
+  try {
+    const session = currentSession(store);
+    if (!session?.supervisor || !supervisorAlive(session) || onOtherHost(session.supervisor)) return undefined;
+    const { otherDirectoryError } = await import("./explain.js");
+    return otherDirectoryError(session, location, "reach") ? undefined : { pid: session.supervisor.pid, start_time: session.supervisor.start_time };
+  } finally {
+    await store.close();
+  }
 }
 
 async function waitForExit(runtime: SupervisorRuntime, timeoutMs: number): Promise<void> {

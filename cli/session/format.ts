@@ -40,14 +40,16 @@ export function paintStatus(status: string | undefined): string {
 
 /**
  * An agent's status for people: with how its process ended once it is not running ("exited (code
- * 0)", "failed (SIGKILL)"), and when a restart is due ("restarting in 1.6s"). A server older than
- * these fields leaves them out: the status alone.
+ * 0)", "failed (SIGKILL)"), and when a restart is due ("restarting in 1.6s"). In a paused session
+ * a restart waits for the resume too ("restarting in 1.6s once resumed", "restarting on resume").
+ * A server older than these fields leaves them out: the status alone.
  */
-export function agentStatusText(agent: { status: string; alive?: boolean; last_exit?: { code: number | null; signal: string | null } | null; restart_at?: string | null }, now = Date.now()): string {
+export function agentStatusText(agent: { status: string; alive?: boolean; last_exit?: { code: number | null; signal: string | null } | null; restart_at?: string | null }, now = Date.now(), sessionStatus?: string): string {
   const status = paintStatus(agent.status);
   if (agent.status === "restarting" && typeof agent.restart_at === "string") {
     const wait = (Date.parse(agent.restart_at) - now) / 1000;
-    return Number.isFinite(wait) ? `${status} ${wait > 0 ? `in ${wait.toFixed(1)}s` : "(due)"}` : status;
+    const paused = sessionStatus === "paused";
+    return Number.isFinite(wait) ? `${status} ${wait > 0 ? `in ${wait.toFixed(1)}s${paused ? " once resumed" : ""}` : paused ? "on resume" : "(due)"}` : status;
   }
   const exit = agent.last_exit;
   if (agent.alive || !exit || ["running", "paused", "starting", "orphaned"].includes(agent.status)) return status;

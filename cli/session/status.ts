@@ -195,7 +195,7 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
     printLine();
     const rows = report.agents.map((agent) => [
       agent.name,
-      agentStatusText(agent),
+      agentStatusText(agent, Date.now(), session.status),
       agent.pid,
       agent.pgid,
       String(agent.processes.length),

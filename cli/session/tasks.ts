@@ -155,7 +155,7 @@ export async function listAgents(location: ProjectLocation, json: boolean, sessi
   }
   const rows = report.agents.map((agent) => [
     agent.name,
-    agentStatusText(agent),
+    agentStatusText(agent, Date.now(), report.session?.status),
     agent.pid,
     agent.reported_status ?? "-",
     agent.task ?? "-",

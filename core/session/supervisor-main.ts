@@ -74,10 +74,7 @@ async function main(): Promise<void> {
     await store.close().catch(() => undefined);
     throw error;
   }
-  const { supervisor, ready } = launched;
-  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
-    process.on(signal, () => void supervisor.onSignal(signal));
-  }
+  const { ready } = launched;
   started = true;
   const warnings = [...startWarnings, ...(ready.warnings ?? [])];
   await report({ ready: warnings.length > 0 ? { ...ready, warnings } : ready });

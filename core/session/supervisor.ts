@@ -100,12 +100,13 @@ interface AgentSlot {
  * How long pause waits for every process of every agent group to show state T (resume: to
  * leave it), on an idle machine. A loaded machine schedules the stopped processes' last steps
  * later, so the wait grows with the load average per core, up to PAUSE_VERIFY_MAX_MS.
+ * APEX_PAUSE_VERIFY_MS in the supervisor's environment (`apex start`'s) sets it instead.
  */
 const PAUSE_VERIFY_MS = 5000;
 const PAUSE_VERIFY_MAX_MS = 30_000;
 
 export function pauseVerifyMs(loadPerCore = loadavg()[0]! / Math.max(1, availableParallelism())): number {
-  return Math.min(PAUSE_VERIFY_MAX_MS, Math.round(PAUSE_VERIFY_MS * Math.max(1, loadPerCore)));
+  return Number(process.env.APEX_PAUSE_VERIFY_MS) > 0 ? Number(process.env.APEX_PAUSE_VERIFY_MS) : Math.min(PAUSE_VERIFY_MAX_MS, Math.round(PAUSE_VERIFY_MS * Math.max(1, loadPerCore)));
 }
 const DEFAULT_STOP_GRACE_MS = 5000;
 const LOG_TAIL_LINES = 20;
@@ -154,6 +155,8 @@ export class Supervisor {
   private shutdownStarted = false;
   private cappingLogs = false;
   private readonly uncuttableLogs = new Set<string>();
+  /** Agents that exited, whose groups' leftovers handleExit is ending. */
+  private readonly ending = new Set<AgentProcess>();
   /** The lease on the session (set by launch once the claim holds it). */
   lease: LeaseHolder | undefined;
   /** Who made the request being served: checkpoints taken for it are attributed to them. */
@@ -238,6 +241,8 @@ export class Supervisor {
     }
     setOwnSession(claim.sessionId);
     const supervisor = new Supervisor(config, store, deps.engine, claim.sessionId, socketPath, log, deps.onExit);
+    // From the claim on, SIGTERM, SIGINT or SIGHUP stop the session (queued behind the start): by their default action this process would die and leave its agents running.
+    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(signal, () => void supervisor.onSignal(signal));
     if (claim.takenOverFrom) log(`session ${claim.sessionId}: taken over from host ${claim.takenOverFrom} (its lease had expired); generation ${claim.generation} on host ${host}`);
     // From here on every write of this process checks the lease; it is renewed every ttl/3.
     supervisor.lease = new LeaseHolder(store, claim.sessionId, { host, generation: claim.generation, nonce }, leaseTtlMs, (reason) => void supervisor.leaseLost(reason), log, claimedAt);
@@ -259,51 +264,52 @@ export class Supervisor {
   private async begin(request: SupervisorRequest, claim: Claim, foreignState: boolean | string = false): Promise<ReadyReport> {
     this.log(`session ${this.sessionId}: ${claim.continued ? "continuing" : "starting"} (pid ${process.pid})`);
     const reaped: ReadyReport["reaped"] = [];
-    // Taken over from another host: the old records' pids are that host's, nothing to reap here.
-    if (claim.continued && !claim.takenOverFrom) {
-      for (const agent of claim.previousAgents) {
-        if (!agent.pgid || agent.start_time === null) continue;
-        // Only what carries the marker recorded with it is ours: a forged record names no process APEX will signal.
-        const pids = await terminateGroup(agent.pgid, agent.start_time, agentMarker(this.sessionId, agent.nonce), { graceMs: 2000 });
-        if (pids.length > 0) {
-          reaped.push({ agent: agent.name, pids });
-          this.log(`reaped the old processes of agent ${agent.name}: ${pids.join(", ")}`);
-        }
-      }
-    }
-    // Continuing rolls memory back only to a checkpoint the user named (--continue CHECKPOINT,
-    // --force-recovery); `--continue last|SESSION` and auto recovery go on from the live store,
-    // which holds every write that was acknowledged.
-    const restored =
-      claim.continued && claim.checkpoint !== undefined
-        ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery), ...(foreignState ? { replacesOtherSession: foreignState } : {}) })
-        : undefined;
+    let restored: Awaited<ReturnType<typeof restoreSessionFromCheckpoint>>;
     let reconciled: ReadyReport["reconciled"] = null;
-    if (claim.continued) {
-      reconciled = await this.service.write((batch, record) => {
-        const settled = this.reconcileRecords(batch);
-        recountTasks(batch, this.store, this.sessionId);
-        if (restored) {
-          const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
-          // The "continued" entry claimContinuedSession wrote names the checkpoint it came back to.
-          const history = [...historyOf(session)];
-          const last = history[history.length - 1];
-          if (last?.event === "continued") {
-            history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
-          }
-          setSessionRecord(batch, { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
-          record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
-        }
-        record("session.reconciled", { ...settled, from: restored ? "checkpoint" : "live" });
-        return settled;
-      }, "supervisor");
-    }
-    // From the moment the socket listens, pause, resume and stop may arrive: they queue behind the
-    // whole start (onStart, the agents, the first checkpoint), so a stop sent meanwhile ends a
-    // session that started, never one half-started, and the report below sees its outcome.
+    // The whole start is one lifecycle change: pause, resume and stop (from the socket once it listens,
+    // or a signal to this process) queue behind it (onStart, the agents, the first checkpoint), so a
+    // stop sent meanwhile ends a session that started, never one half-started, and the report below
+    // sees its outcome. A failure ends the session here, in the lifecycle: what queued behind finds it failed.
     const checkpoint = await this.runLifecycle(async () => {
-      // A failure ends the session here, in the lifecycle: what queued behind the start finds it failed.
       try {
+        // Taken over from another host: the old records' pids are that host's, nothing to reap here.
+        if (claim.continued && !claim.takenOverFrom) {
+          for (const agent of claim.previousAgents) {
+            if (!agent.pgid || agent.start_time === null) continue;
+            // Only what carries the marker recorded with it is ours: a forged record names no process APEX will signal.
+            const pids = await terminateGroup(agent.pgid, agent.start_time, agentMarker(this.sessionId, agent.nonce), { graceMs: 2000 });
+            if (pids.length > 0) {
+              reaped.push({ agent: agent.name, pids });
+              this.log(`reaped the old processes of agent ${agent.name}: ${pids.join(", ")}`);
+            }
+          }
+        }
+        // Continuing rolls memory back only to a checkpoint the user named (--continue CHECKPOINT,
+        // --force-recovery); `--continue last|SESSION` and auto recovery go on from the live store,
+        // which holds every write that was acknowledged.
+        restored =
+          claim.continued && claim.checkpoint !== undefined
+            ? await restoreSessionFromCheckpoint(this.store, this.sessionId, claim.checkpoint, { force: Boolean(request.forceRecovery), ...(foreignState ? { replacesOtherSession: foreignState } : {}) })
+            : undefined;
+        if (claim.continued) {
+          reconciled = await this.service.write((batch, record) => {
+            const settled = this.reconcileRecords(batch);
+            recountTasks(batch, this.store, this.sessionId);
+            if (restored) {
+              const session = batch.get(sessionPath(this.sessionId)) as SessionRecord;
+              // The "continued" entry claimContinuedSession wrote names the checkpoint it came back to.
+              const history = [...historyOf(session)];
+              const last = history[history.length - 1];
+              if (last?.event === "continued") {
+                history[history.length - 1] = { ...last, checkpoint: restored.checkpoint, ...(request.forceRecovery ? { forced: true } : {}) };
+              }
+              setSessionRecord(batch, { ...session, history, restored_from: restored.checkpoint, updated_at: nowIso() });
+              record("session.restored", { checkpoint: restored.checkpoint, forced: Boolean(request.forceRecovery), details: restored.details ?? null });
+            }
+            record("session.reconciled", { ...settled, from: restored ? "checkpoint" : "live" });
+            return settled;
+          }, "supervisor");
+        }
         await this.server.listen();
         this.registerMethods();
         const own = this.service.session();
@@ -640,8 +646,9 @@ export class Supervisor {
     if (child) {
       this.agentLog(slot.name, `pid ${child.pid} ${how}`);
       this.log(`agent ${slot.name} (pid ${child.pid}) ${how}`);
-      // Whatever the agent left running in its group goes with it.
-      await terminateGroup(child.pgid, child.startTime, child.marker, { graceMs: 1000 }).catch((error) => this.log(String(error)));
+      // Whatever the agent left running in its group goes with it; a stop meanwhile ends it too (terminateAll), not leaving it to a supervisor that exits.
+      this.ending.add(child);
+      await terminateGroup(child.pgid, child.startTime, child.marker, { graceMs: 1000 }).catch((error) => this.log(String(error))).finally(() => this.ending.delete(child));
     }
     if (this.stopping) {
       slot.status = "stopped";
@@ -728,10 +735,10 @@ export class Supervisor {
     return this.service.session().status;
   }
 
-  private runningGroups(): Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> {
-    const out: Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> = [];
-    for (const slot of this.slots.values()) if (slot.process) out.push({ slot, pgid: slot.process.pgid, startTime: slot.process.startTime, marker: slot.process.marker });
-    return out;
+  /** The process groups of the agents that run; with `ending`, also those of agents that exited whose leftovers handleExit is still ending. */
+  private runningGroups(ending = false): Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> {
+    const processes = [...this.slots.values()].flatMap((slot) => (slot.process ? [slot.process] : []));
+    return [...processes, ...(ending ? this.ending : [])].map((child) => ({ slot: this.slots.get(child.name)!, pgid: child.pgid, startTime: child.startTime, marker: child.marker }));
   }
 
   pause(actor = "supervisor"): Promise<Record<string, JsonValue>> {
@@ -740,10 +747,10 @@ export class Supervisor {
       this.pauseTimers();
       const groups = this.runningGroups();
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
-      const { processes, stopping } = await this.waitForGroups(groups, "stopped");
-      for (const group of groups) group.slot.status = "paused";
       const warnings: string[] = [];
       try {
+        const { processes, stopping } = await this.waitForGroups(groups, "stopped");
+        for (const group of groups) group.slot.status = "paused";
         await this.markAgents(groups, "paused");
         try {
           await this.engine.fire("onPause", this.service.context());
@@ -751,8 +758,11 @@ export class Supervisor {
           warnings.push((error as Error).message);
         }
         await this.setStatus("paused", "session.paused", { processes, ...(stopping.length ? { stopping: stopping.map(({ pid }) => pid) } : {}) }, actor);
+        this.log(`paused: ${processes} process${processes === 1 ? "" : "es"} stopped${stopping.length ? ` (${stopping.map(({ agent, pid }) => `${agent} pid ${pid}`).join(", ")} in uninterruptible I/O, stop pending)` : ""}`);
+        return { session_id: this.sessionId, name: this.name, status: "paused", agents: groups.length, processes, stopping, warnings };
       } catch (error) {
-        // The pause could not be recorded (a full disk, say): the agents run on, as the session record says.
+        // Some process did not stop within the window, or the pause could not be recorded (a full
+        // disk, say): the agents run on, those that did stop too, as the session record says (active).
         for (const group of groups) {
           signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
           group.slot.status = "running";
@@ -761,8 +771,6 @@ export class Supervisor {
         this.resumeTimers();
         throw error;
       }
-      this.log(`paused: ${processes} process${processes === 1 ? "" : "es"} stopped${stopping.length ? ` (${stopping.map(({ agent, pid }) => `${agent} pid ${pid}`).join(", ")} in uninterruptible I/O, stop pending)` : ""}`);
-      return { session_id: this.sessionId, name: this.name, status: "paused", agents: groups.length, processes, stopping, warnings };
     });
   }
 
@@ -897,7 +905,7 @@ export class Supervisor {
   }
 
   private async terminateAll(options: { force?: boolean; graceMs?: number }): Promise<number> {
-    const groups = this.runningGroups();
+    const groups = this.runningGroups(true);
     const results = await Promise.all(
       groups.map(async (group) => {
         try {
@@ -1181,7 +1189,7 @@ export class Supervisor {
   /** SIGTERM, SIGINT or SIGHUP to the supervisor: stop the session cleanly rather than orphan agents. */
   async onSignal(signal: NodeJS.Signals): Promise<void> {
     this.log(`received ${signal}: stopping the session`);
-    await this.stop({ reason: `the supervisor received ${signal}` });
+    await this.stop({ reason: `the supervisor received ${signal}` }).catch((error: Error) => this.log(`cannot stop: ${error.message}`));
   }
 }
 

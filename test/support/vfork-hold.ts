@@ -4,17 +4,26 @@
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { constants } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { REPO_ROOT } from "../fixtures/agents/harness.js";
 
 const SOURCE = join(REPO_ROOT, "test/fixtures/processes/vfork-hold.c");
 
 /** Compiles vfork-hold into `dir` and returns the executable's path. */
 export function buildVforkHold(dir: string): string {
-  const binary = join(dir, "vfork-hold");
-  const result = spawnSync("gcc", ["-O2", "-pthread", "-o", binary, SOURCE], { encoding: "utf8" });
-  if (result.error) throw new Error(`cannot run gcc to build ${SOURCE} (install gcc; .ci/run does): ${result.error.message}`);
-  if (result.status !== 0) throw new Error(`gcc failed to build ${SOURCE}:\n${result.stderr}`);
+  return buildFixture(dir, SOURCE);
+}
+
+/** Compiles test/fixtures/processes/stop-eater.c (a tracer that takes back every SIGSTOP of the process it traces) into `dir`. */
+export function buildStopEater(dir: string): string {
+  return buildFixture(dir, join(REPO_ROOT, "test/fixtures/processes/stop-eater.c"));
+}
+
+function buildFixture(dir: string, source: string): string {
+  const binary = join(dir, basename(source, ".c"));
+  const result = spawnSync("gcc", ["-O2", "-pthread", "-o", binary, source], { encoding: "utf8" });
+  if (result.error) throw new Error(`cannot run gcc to build ${source} (install gcc; .ci/run does): ${result.error.message}`);
+  if (result.status !== 0) throw new Error(`gcc failed to build ${source}:\n${result.stderr}`);
   return binary;
 }
 
