@@ -284,8 +284,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       (request as FastifyRequest & { caller?: Caller }).caller = caller;
       return { sid, caller, token };
     } catch (error) {
-      const delay = failures.failed(client);
-      if (delay > 0) await sleep(delay);
+      // A refused token is a failed login. The server failing to check one (the session's supervisor
+      // ending in the middle of the call, a store that cannot be read) is not: counted, a dashboard
+      // watching its session stop slowed down, then refused (429), every client at its address.
+      if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") {
+        const delay = failures.failed(client);
+        if (delay > 0) await sleep(delay);
+      }
       throw error;
     }
   };
@@ -578,9 +583,10 @@ class Gate {
 
   async authenticate(sessionId: string, token: string): Promise<Caller> {
     const runtime = this.supervisorOf(sessionId);
-    let caller: Caller & { last_used_at: string | null };
-    if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, 120_000)) as typeof caller;
-    else {
+    let caller: (Caller & { last_used_at: string | null }) | undefined;
+    // A supervisor that ends before it answers (its session stopping): the grant is read from the store, as when none runs.
+    if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, 120_000).catch(unlessSupervisorGone)) as typeof caller;
+    if (!caller) {
       // No supervisor: read the grant from the store (the session may have ended; its grants stay).
       const { openStore, storeExists } = await import("../../core/store/open.js");
       if (!(await storeExists(this.location))) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
@@ -658,8 +664,18 @@ class Gate {
    */
   async call(sessionId: string, method: string, params: Record<string, unknown>): Promise<unknown> {
     const socket = this.supervisorSocket(sessionId);
-    if (socket) return this.channelTo(socket).call(method, params, 120_000);
-    if (STORED_READS.has(method)) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params));
+    const read = STORED_READS.has(method);
+    if (socket && !read) return this.channelTo(socket).call(method, params, 120_000);
+    if (socket) {
+      // A read of a session whose supervisor is ending (the session stopping while it is viewed):
+      // answered from the store when the supervisor closes the connection before it answers (that
+      // was a 502 saying "whether it was done is not known", for a read), and, for the status, when
+      // the supervisor no longer finds its own session current (that was no session at all: the
+      // dashboard showed "no session" and no agents until the next refresh).
+      const answer = await this.channelTo(socket).call(method, params, 120_000).catch(unlessSupervisorGone);
+      if (answer !== undefined && (method !== "session.status" || statusOf(answer) === sessionId)) return answer;
+    }
+    if (read) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params));
     const session = await withReadStore(this.location, (store) => storedSession(store, sessionId));
     if (session.frozen) throw readOnlySession(session, method);
     const { directClient } = await import("../../core/session/direct.js");
@@ -757,6 +773,17 @@ class Gate {
     const readTo = Object.fromEntries(tail.chosen.filter((file) => file.readTo).map((file) => [`${file.agent}.${file.stream}`, file.readTo]));
     return { agents: tail.chosen.map((file) => file.agent), lines: tail.lines, read_to: readTo };
   }
+}
+
+/** Undefined for a supervisor that closed the connection (or could not be reached) before it answered: one that is ending; any other error as it is. */
+function unlessSupervisorGone(error: unknown): undefined {
+  if (isApexError(error) && error.code === "APEX_E_RPC") return undefined;
+  throw error;
+}
+
+/** The session a status report is of, or undefined (a report without one). */
+function statusOf(report: unknown): unknown {
+  return (report as { session?: { session_id?: unknown } | null } | null)?.session?.session_id;
 }
 
 /** Tells the supervisor who is connected here (it shows them in `apex status`). */
