@@ -169,6 +169,11 @@ describe("metrics of a session record replaced by hand", () => {
       // A metrics record written by hand with fields missing prints "-", not NaN.
       const partial = { session_id: "s-1", status: "stopped", updated_at: "x", reason: "x", tasks_completed: 0, tasks_failed: 0, tasks_active: 0, tasks_pending: 0, tasks_total: 0, tasks_reopened: 0, issues_source: "none", checkpoints: { created: 0, kept: 0, latest: null }, agent_utilization_detail: { a: {} }, git: { repositories: [] }, plugin_timings: [] };
       expect(formatMetrics(partial as unknown as SessionMetrics).join("\n")).not.toMatch(/NaN/);
+      // An agent's reported status with a line break stays in its row (it split the row in two, its second half under AGENT).
+      const multiline = { ...partial, agent_utilization_detail: { a: { reported_status: "working\non it", working_seconds: 1, share: 1, cpu_seconds: 0, cpu_share: 0 } } };
+      const rows = formatMetrics(multiline as unknown as SessionMetrics).join("\n").split("\n");
+      expect(rows.filter((line) => line.startsWith("a "))).toEqual([expect.stringMatching(/^a +working\\u000aon it +1s +100% +0\.00s \(0%\)$/)]);
+      expect(rows).not.toContain("on it");
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
