@@ -1,7 +1,7 @@
 import { formatEvent } from "../../cli/session/format.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import type { JsonValue } from "../../core/store/store.js";
-import { formatMs, formatSeconds, metricRows, utilizationRows } from "../metrics/format.js";
+import { formatMs, formatSeconds, metricRows, timingsOf, utilizationRows } from "../metrics/format.js";
 import { isRecord } from "../metrics/record.js";
 import { visibleText } from "../../cli/terminal-text.js";
 import type { SessionReport } from "./report.js";
@@ -39,12 +39,13 @@ export function renderMarkdown(report: SessionReport): string {
       out.push("### Agent utilization", "", "Working time is the share of the session's active time in which the agent's last reported status was a working one.", "");
       out.push(...table(["Agent", "Reported status", "Working", "Share", "CPU"], agents.map((row) => [row.agent, row.status, row.working, row.share, row.cpu])), "");
     }
-    if (metrics.plugin_timings.length > 0) {
+    const timings = timingsOf(metrics);
+    if (timings.length > 0) {
       out.push("### Plugin costs", "");
       out.push(
         ...table(
           ["Plugin", "Hook", "Calls", "Failures", "Total", "Max"],
-          metrics.plugin_timings.map((timing) => [timing.plugin, timing.hook, String(timing.calls), String(timing.failures), formatMs(timing.total_ms), formatMs(timing.max_ms)]),
+          timings.map((timing) => [timing.plugin, timing.hook, String(timing.calls), String(timing.failures), formatMs(timing.total_ms), formatMs(timing.max_ms)]),
         ),
         "",
       );
