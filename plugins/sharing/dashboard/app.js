@@ -29,6 +29,7 @@
    */
   function signedOut(message) {
     while (timers.length) clearInterval(timers.pop());
+    clearTimeout(refreshes.timer);
     state.token = "";
     sessionStorage.removeItem("apex.token");
     showLogin(message);
@@ -71,6 +72,8 @@
 
   async function start() {
     while (timers.length) clearInterval(timers.pop());
+    clearTimeout(refreshes.timer);
+    Object.assign(refreshes, { timer: null, running: false, again: false, last: 0 });
     // Signing in again on the same page (after a revoke, with a new token) starts the page over:
     // before, a second pair of charts was drawn under the first, the events were listed twice,
     // and the old live stream, if still open, kept adding to them.
@@ -101,7 +104,7 @@
     await refreshTree();
     state.live = true;
     follow();
-    timers.push(setInterval(refresh, 2000), setInterval(refreshTree, 15000));
+    timers.push(setInterval(refreshSoon, 2000), setInterval(refreshTree, 15000));
   }
 
   function allowed(role) {
@@ -130,11 +133,43 @@
           $("notice").textContent = error.message;
         } finally {
           button.disabled = false;
-          refresh();
+          refreshSoon();
         }
       });
       box.append(button, " ");
     }
+  }
+
+  /**
+   * Refreshes asked for by live events, the clock and the buttons: one at a time, at most one
+   * every REFRESH_GAP_MS, and one more after the last ask (the page ends up showing the latest
+   * state). Before, every event fetched the status, the tasks and the checkpoints at once: a
+   * session adding a thousand tasks got three thousand calls from each open tab, a thousand of
+   * them listing every task, all answered by the session's supervisor.
+   */
+  const REFRESH_GAP_MS = 500;
+  const refreshes = { timer: null, running: false, again: false, last: 0 };
+
+  function refreshSoon() {
+    if (refreshes.timer) return; // the refresh to come will show what this one asks for
+    if (refreshes.running) {
+      refreshes.again = true;
+      return;
+    }
+    refreshes.timer = setTimeout(async () => {
+      refreshes.timer = null;
+      refreshes.running = true;
+      refreshes.last = Date.now();
+      try {
+        await refresh();
+      } finally {
+        refreshes.running = false;
+        if (refreshes.again) {
+          refreshes.again = false;
+          if (state.token) refreshSoon();
+        }
+      }
+    }, Math.max(0, refreshes.last + REFRESH_GAP_MS - Date.now()));
   }
 
   async function refresh() {
@@ -415,7 +450,7 @@
     showEvent(payload);
     if (typeof payload.seq === "number") state.lastSeq = payload.seq;
     if (payload.type === "session.merged" && payload.from) state.merges.push(payload.from);
-    refresh();
+    refreshSoon();
     if (/^session\./.test(payload.type)) refreshTree();
   }
 
