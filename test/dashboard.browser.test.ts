@@ -200,6 +200,8 @@ describe("the dashboard in headless Chromium", () => {
     expect(await page.locator("#btn-pause").isDisabled()).toBe(true);
     await page.locator("#timeline li", { hasText: "before the demo" }).waitFor();
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "stopped" }).waitFor();
+    // Its live stream ended with it: no alert says so, the badge does (it said "The live stream ended." for good, as when the server fails).
+    await waitFor("the notice gone once the session stopped", async () => (await page.locator("#notice").textContent()) === "", 5_000);
   });
 });
 

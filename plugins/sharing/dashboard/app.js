@@ -7,6 +7,8 @@
   const state = { session: "", token: "", role: "viewer", samples: [[], [], []], chart: null, memoryChart: null, lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [] };
   const ROLES = ["viewer", "operator", "owner"];
   const ENDED = ["completed", "failed", "stopped"];
+  /** The notices that say the live stream is down. */
+  const STREAM_DOWN = /^(The live stream ended|Live events stopped)/;
 
   function credentials() {
     const fragment = new URLSearchParams(location.hash.slice(1));
@@ -80,7 +82,7 @@
     if (state.stream) state.stream.abort();
     state.stream = null;
     for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
-    Object.assign(state, { live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false });
+    Object.assign(state, { ended: false, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false });
     $("events").replaceChildren();
     $("diff").textContent = "";
     $("notice").textContent = "";
@@ -191,6 +193,9 @@
       // A refresh that failed (the server restarting, say) no longer says so once one succeeds.
       if (state.refreshFailed) $("notice").textContent = "";
       state.refreshFailed = false;
+      // An ended session streams nothing more: that its stream ended is no news (the badge says it ended), not an alert.
+      state.ended = Boolean(status.session && ENDED.includes(status.session.status));
+      if (state.ended && STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
       // The live stream ended (the server restarted) while the session goes on: followed again, from the last event shown.
       if (state.live && !state.stream && state.token && status.session && !ENDED.includes(status.session.status)) follow();
     } catch (error) {
@@ -424,7 +429,7 @@
           cut = buffer.indexOf("\n\n");
         }
       }
-      if (!abort.signal.aborted) $("notice").textContent = "The live stream ended.";
+      if (!abort.signal.aborted && !state.ended) $("notice").textContent = "The live stream ended.";
     } catch (error) {
       if (!abort.signal.aborted) $("notice").textContent = `Live events stopped: ${error.message}`;
     }
@@ -446,7 +451,7 @@
     }
     if (kind !== "events.subscribe") return;
     if (typeof payload.seq === "number" && state.lastSeq !== null && payload.seq <= state.lastSeq) return; // shown already
-    if (/^(The live stream ended|Live events stopped)/.test($("notice").textContent)) $("notice").textContent = "";
+    if (STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
     showEvent(payload);
     if (typeof payload.seq === "number") state.lastSeq = payload.seq;
     if (payload.type === "session.merged" && payload.from) state.merges.push(payload.from);
