@@ -18,11 +18,11 @@ import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, grantPath, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import { GrantWatch } from "./grant-watch.js";
 import { clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
-import type { SessionEvent } from "../../core/session/records.js";
+import type { SessionEvent, SessionRecord } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
-import { resolveSessionId } from "../../core/session/sessions.js";
+import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, isProjectMethod, roleNeeded } from "./roles.js";
@@ -333,7 +333,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     else if (method === "logs.read") result = gate.readLogs(sid, params);
     else if (method === "session.continue") result = await gate.continueSession(sid, params);
     else if (hiddenRead(sid, method, params)) result = undefined;
-    else if (SESSION_LISTINGS.has(method)) result = scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid));
+    else if (SESSION_LISTINGS.has(method)) result = withEffectiveStatus(method, scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid)));
     else result = scopedResult(sid, method, params, await gate.call(sid, method, actorParams));
     await reply.send(result === undefined ? {} : { result });
   });
@@ -773,6 +773,24 @@ class Gate {
     const readTo = Object.fromEntries(tail.chosen.filter((file) => file.readTo).map((file) => [`${file.agent}.${file.stream}`, file.readTo]));
     return { agents: tail.chosen.map((file) => file.agent), lines: tail.lines, read_to: readTo };
   }
+}
+
+/**
+ * Session records as `apex session list` shows them: one whose supervisor is gone is
+ * `interrupted`, not the `active` or `paused` its record still says (the dashboard's session
+ * tree called a crashed session active beside its "interrupted" badge). The CLI decides this
+ * on its side; a browser cannot, so the server does, on the host that runs the supervisors.
+ */
+function withEffectiveStatus(method: string, result: unknown): unknown {
+  if ((method !== "session.list" && method !== "session.history") || !Array.isArray(result)) return result;
+  const statusOf = (record: SessionRecord) => {
+    try {
+      return effectiveStatus(record);
+    } catch {
+      return record.status; // a record damaged or replaced by hand: as stored
+    }
+  };
+  return result.map((record: unknown) => (record && typeof record === "object" && !Array.isArray(record) ? { ...record, status: statusOf(record as SessionRecord) } : record));
 }
 
 /** Undefined for a supervisor that closed the connection (or could not be reached) before it answered: one that is ending; any other error as it is. */
