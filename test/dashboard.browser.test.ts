@@ -105,6 +105,7 @@ describe("the dashboard in headless Chromium", () => {
     const statusCalls: string[] = [];
     const countStatus = (request: { url(): string }) => void (request.url().endsWith("/rpc/session.status") && statusCalls.push(request.url()));
     page.on("request", countStatus);
+    const began = Date.now();
     const channel = new SupervisorChannel(ready.socket);
     try {
       for (let i = 0; i < 300; i += 50) await Promise.all(Array.from({ length: 50 }, (_, k) => channel.call("task.add", { title: `burst ${i + k}`, actor: "user:burst" })));
@@ -114,7 +115,9 @@ describe("the dashboard in headless Chromium", () => {
     await page.locator('#board [data-column="pending"] h3', { hasText: "pending (300)" }).waitFor({ timeout: 15_000 });
     await page.waitForTimeout(1000);
     page.off("request", countStatus);
-    expect(statusCalls.length).toBeLessThan(40);
+    // At most one refresh every half second (however slow this machine is now), far fewer than the events.
+    expect(statusCalls.length).toBeLessThanOrEqual(Math.ceil((Date.now() - began) / 500) + 2);
+    expect(statusCalls.length).toBeLessThan(100);
 
     // The server restarts (same address): the page says the stream ended, then, once the server
     // answers again, follows the events again and the notice goes. Before, no event came again
@@ -201,7 +204,7 @@ describe("the dashboard in headless Chromium", () => {
     await page.locator("#timeline li", { hasText: "before the demo" }).waitFor();
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "stopped" }).waitFor();
     // Its live stream ended with it: no alert says so, the badge does (it said "The live stream ended." for good, as when the server fails).
-    await waitFor("the notice gone once the session stopped", async () => (await page.locator("#notice").textContent()) === "", 5_000);
+    await waitFor("the notice gone once the session stopped", async () => (await page.locator("#notice").textContent()) === "", 10_000);
   });
 });
 

@@ -672,8 +672,11 @@ class Gate {
       // was a 502 saying "whether it was done is not known", for a read), and, for the status, when
       // the supervisor no longer finds its own session current (that was no session at all: the
       // dashboard showed "no session" and no agents until the next refresh).
-      const answer = await this.channelTo(socket).call(method, params, 120_000).catch(unlessSupervisorGone);
-      if (answer !== undefined && (method !== "session.status" || statusOf(answer) === sessionId)) return answer;
+      const answer = await this.channelTo(socket).call(method, params, 120_000).catch((error: unknown) => {
+        unlessSupervisorGone(error);
+        return GONE;
+      });
+      if (answer !== GONE && (method !== "session.status" || sessionOfStatus(answer) === sessionId)) return answer;
     }
     if (read) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params));
     const session = await withReadStore(this.location, (store) => storedSession(store, sessionId));
@@ -799,8 +802,11 @@ function unlessSupervisorGone(error: unknown): undefined {
   throw error;
 }
 
+/** A call the supervisor left unanswered as it ended (unlessSupervisorGone). */
+const GONE = Symbol("supervisor gone");
+
 /** The session a status report is of, or undefined (a report without one). */
-function statusOf(report: unknown): unknown {
+function sessionOfStatus(report: unknown): unknown {
   return (report as { session?: { session_id?: unknown } | null } | null)?.session?.session_id;
 }
 
