@@ -74,9 +74,11 @@ export function known(value: unknown): string {
 /**
  * Formats a table of rows with left-aligned columns. A cell a damaged or hand-written record
  * left without a value (undefined, null) shows as "-" rather than failing the whole listing.
+ * A cell stays on its row: a line break in it (an agent's reported status, say) shows as its
+ * escape, as `apex agent report` prints it; it split the row, its second half under the wrong columns.
  */
 export function table(headers: string[], rows: Array<Array<unknown>>): string {
-  const text = rows.map((row) => row.map((cell) => (cell === undefined || cell === null ? "-" : String(cell))));
+  const text = rows.map((row) => row.map((cell) => (cell === undefined || cell === null ? "-" : String(cell).replace(/[\n\r]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`))));
   const widths = headers.map((header, i) => Math.max(header.length, ...text.map((row) => (row[i] ?? "").length)));
   const line = (cells: string[]) =>
     cells

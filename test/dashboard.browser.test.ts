@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { chromium, type BrowserContext } from "playwright-core";
 import { afterEach, describe, expect, it } from "vitest";
 import { LmdbStore } from "./helpers/store.js";
+import { SupervisorChannel } from "../plugins/sharing/supervisor-channel.js";
 import { Project, REPO_ROOT, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
@@ -30,7 +31,8 @@ afterEach(async () => {
 describe("the dashboard in headless Chromium", () => {
   it("shows a pause live, the session tree and memory size, lets an operator resume, and shows a viewer no buttons", async () => {
     project = new Project(CONFIG);
-    const sid = project.start().session_id;
+    const ready = project.start();
+    const sid = ready.session_id;
     const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
     stopServer = async () => {
       if (run.child.exitCode === null) run.child.kill("SIGTERM");
@@ -96,6 +98,26 @@ describe("the dashboard in headless Chromium", () => {
     expect(project.status().session!.status).toBe("active");
     const trail = project.apex(["session", "history", sid]).stdout;
     expect(trail).toMatch(/resumed.*\[user:otto\]/);
+
+    // A burst of events (300 tasks added through the supervisor's socket, as busy agents would):
+    // the page refreshes a few times, not once per event, and ends up showing them all. Before,
+    // each event fetched the status, the tasks and the checkpoints: 900 calls for this burst.
+    const statusCalls: string[] = [];
+    const countStatus = (request: { url(): string }) => void (request.url().endsWith("/rpc/session.status") && statusCalls.push(request.url()));
+    page.on("request", countStatus);
+    const began = Date.now();
+    const channel = new SupervisorChannel(ready.socket);
+    try {
+      for (let i = 0; i < 300; i += 50) await Promise.all(Array.from({ length: 50 }, (_, k) => channel.call("task.add", { title: `burst ${i + k}`, actor: "user:burst" })));
+    } finally {
+      channel.close();
+    }
+    await page.locator('#board [data-column="pending"] h3', { hasText: "pending (300)" }).waitFor({ timeout: 15_000 });
+    await page.waitForTimeout(1000);
+    page.off("request", countStatus);
+    // At most one refresh every half second (however slow this machine is now), far fewer than the events.
+    expect(statusCalls.length).toBeLessThanOrEqual(Math.ceil((Date.now() - began) / 500) + 2);
+    expect(statusCalls.length).toBeLessThan(100);
 
     // The server restarts (same address): the page says the stream ended, then, once the server
     // answers again, follows the events again and the notice goes. Before, no event came again
@@ -181,6 +203,8 @@ describe("the dashboard in headless Chromium", () => {
     expect(await page.locator("#btn-pause").isDisabled()).toBe(true);
     await page.locator("#timeline li", { hasText: "before the demo" }).waitFor();
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "stopped" }).waitFor();
+    // Its live stream ended with it: no alert says so, the badge does (it said "The live stream ended." for good, as when the server fails).
+    await waitFor("the notice gone once the session stopped", async () => (await page.locator("#notice").textContent()) === "", 10_000);
   });
 });
 

@@ -112,6 +112,9 @@ describe("the audit trail and reports", () => {
     expect(text.stdout).toMatch(/checkpoint 2 \(onPause\) {2}\[supervisor\]$/m);
     expect(text.stdout).toMatch(/git\.synced .* {2}\[plugin:git\]$/m);
 
+    // --help says what --json prints with an ID as it is: an object holding the events (it said an array of them).
+    expect(project.apex(["session", "history", "--help"]).stdout.replace(/\s+/g, " ")).toContain("(with an ID: {session_id, status, events: [{seq, at, type, actor, …}]})");
+
     // Without an ID: the ended sessions, as before.
     const ended = project.apex(["session", "history"]);
     expect(ended.stdout).toMatch(new RegExp(`^${sid}\\s+completed\\s`, "m"));
@@ -226,6 +229,40 @@ describe("the audit trail and reports", () => {
     expect(md).toContain("| Initial task | first # task heading |");
     expect(md).toContain("| t-0001 | a b ## row | pending |");
     expect(md).not.toMatch(/\r/);
+  });
+
+  it("the Markdown report shows what agents and users wrote as text: no HTML, link, emphasis or escape sequence of theirs is live where it is rendered", () => {
+    const xss = "<img src=x onerror=alert(1)>";
+    const report = {
+      format: 1,
+      generated_at: "2026-12-01T00:00:00.000Z",
+      session: { session_id: "s-1", effective_status: "active", initial_task: `${xss} first`, agents: ["coder"] },
+      metrics: {
+        updated_at: "2026-12-01T00:00:00.000Z", reason: "interval", samples: 1, session_duration_seconds: 1, active_seconds: 1, paused_seconds: 0,
+        tasks_total: 1, tasks_pending: 1, tasks_active: 0, tasks_completed: 0, tasks_failed: 0, tasks_reopened: 0, milestones: 1, commits_made: 0,
+        lines_added: 0, lines_removed: 0, issues_found: 0, issues_source: "none", checkpoints: { created: 1, kept: 1, latest: null },
+        agent_utilization_detail: { coder: { reported_status: "<script>alert('status')</script>", working_seconds: 1, share: 1, cpu_seconds: 0, cpu_share: 0 } },
+        git: { repositories: [] }, plugin_timings: [],
+      },
+      tasks: { counts: { pending: 1, active: 0, completed: 0, failed: 0, total: 1 }, items: [{ id: "t-0001", title: "[click](javascript:alert(1)) __init__.py &lt;b&gt; a & b \u001b]0;owned\u0007", status: "pending" }] },
+      milestones: [{ at: "2026-12-01T00:00:00.000Z", text: "<iframe src=//evil>", by: "user:me" }],
+      agents: [],
+      checkpoints: [{ name: "checkpoint-001", sequence: 1, id: "c", trigger: "onStart", description: "<svg onload=alert(2)>", created_at: "2026-12-01T00:00:00.000Z", pinned: false, git_state: { branch: "<b>evil</b>", commit: "0123456789" } }],
+      git: { repositories: [], first_checkpoint: { branch: "<b>evil</b>", commit: "0123456789" }, last_checkpoint: null, synced: null },
+      events: [{ seq: 1, at: "2026-12-01T00:00:01.000Z", type: "task.added", actor: "user:<u>me</u>", task: "t-0001", title: "<script>alert(3)</script>" }],
+    } as unknown as SessionReport;
+    const md = renderMarkdown(report);
+    // Before, each of these was in the file as written: raw HTML, a javascript: link, an escape sequence.
+    expect(md).not.toMatch(/<(img|script|iframe|svg|b|u)\b/i);
+    expect(md).not.toMatch(/(^|[^\\])\]\(/m);
+    expect(md).not.toContain("\u001b");
+    expect(md).toContain("| Initial task | &lt;img src=x onerror=alert(1)> first |");
+    expect(md).toContain("| coder | &lt;script>alert('status')&lt;/script> |");
+    expect(md).toContain("| t-0001 | \\[click\\](javascript:alert(1)) \\_\\_init\\_\\_.py &amp;lt;b&amp;gt; a & b \\u001b\\]0;owned\\u0007 | pending |");
+    expect(md).toContain("- 2026-12-01T00:00:00.000Z: &lt;iframe src=//evil> (user:me)");
+    expect(md).toContain("| checkpoint-001 | onStart | 2026-12-01T00:00:00.000Z | &lt;svg onload=alert(2)> | &lt;b>evil&lt;/b> @ 0123456 |");
+    expect(md).toContain("- First checkpoint: &lt;b>evil&lt;/b> @ 0123456");
+    expect(md).toMatch(/\| user:&lt;u>me&lt;\/u> \| task t-0001 added: &lt;script>alert\(3\)&lt;\/script> \|$/m);
   });
 
   it("a project without sessions says so", () => {

@@ -9,6 +9,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { SessionEvent } from "../core/session/records.js";
 import { openStore } from "../core/store/open.js";
 import { formatMetrics } from "../plugins/metrics/command.js";
+import { repositoriesOf } from "../plugins/metrics/format.js";
+import { renderMarkdown } from "../plugins/history/markdown.js";
+import type { SessionReport } from "../plugins/history/report.js";
 import { sumNumstat } from "../plugins/metrics/repositories.js";
 import { MetricsSampler } from "../plugins/metrics/sampler.js";
 import type { SessionMetrics } from "../plugins/metrics/record.js";
@@ -169,6 +172,22 @@ describe("metrics of a session record replaced by hand", () => {
       // A metrics record written by hand with fields missing prints "-", not NaN.
       const partial = { session_id: "s-1", status: "stopped", updated_at: "x", reason: "x", tasks_completed: 0, tasks_failed: 0, tasks_active: 0, tasks_pending: 0, tasks_total: 0, tasks_reopened: 0, issues_source: "none", checkpoints: { created: 0, kept: 0, latest: null }, agent_utilization_detail: { a: {} }, git: { repositories: [] }, plugin_timings: [] };
       expect(formatMetrics(partial as unknown as SessionMetrics).join("\n")).not.toMatch(/NaN/);
+      // An agent's reported status with a line break stays in its row (it split the row in two, its second half under AGENT).
+      const multiline = { ...partial, agent_utilization_detail: { a: { reported_status: "working\non it", working_seconds: 1, share: 1, cpu_seconds: 0, cpu_share: 0 } } };
+      const rows = formatMetrics(multiline as unknown as SessionMetrics).join("\n").split("\n");
+      expect(rows.filter((line) => line.startsWith("a "))).toEqual([expect.stringMatching(/^a +working\\u000aon it +1s +100% +0\.00s \(0%\)$/)]);
+      expect(rows).not.toContain("on it");
+      // A record that lacks what it lists (from an earlier version, or replaced by hand), or keeps each
+      // agent's detail in agent_utilization as records before agent_utilization_detail did: shown, not
+      // a crash of the plugin ("Cannot read properties of undefined"), in the text and in the report.
+      const bare = { session_id: "s-1", status: "stopped", updated_at: "x", reason: "x", agent_utilization: { a: { reported_status: "idle", working_seconds: 12, share: 0.5, cpu_seconds: 1, cpu_share: 0.1 } } } as unknown as SessionMetrics;
+      const text = formatMetrics(bare).join("\n");
+      expect(text).toMatch(/Tasks +\? completed, \? failed, \? active, \? pending \(of \?\)/);
+      expect(text).toMatch(/Checkpoints +\? created, \? kept/);
+      expect(text).toMatch(/^a +idle +12s +50% +1\.00s \(10%\)$/m);
+      expect(text).not.toMatch(/undefined|NaN/);
+      const report = { format: 1, generated_at: "x", session: { session_id: "s-1", effective_status: "stopped" }, metrics: bare, tasks: { counts: { pending: 0, active: 0, completed: 0, failed: 0, total: 0 }, items: [] }, milestones: [], agents: [], checkpoints: [], git: { repositories: repositoriesOf(bare), first_checkpoint: null, last_checkpoint: null, synced: null }, events: [] };
+      expect(renderMarkdown(report as unknown as SessionReport)).toContain("| a | idle | 12s | 50% | 1.00s (10%) |");
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });

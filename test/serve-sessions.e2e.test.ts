@@ -261,6 +261,9 @@ describe("apex serve: sessions side by side", () => {
     await waitFor("alpha's supervisor to be gone", () => !isAlive(alphaStart.supervisor_pid), 30_000);
     const interrupted = await rpc(url, alpha, "session.status", ownerAlpha.token);
     expect(interrupted.body.result.session).toMatchObject({ session_id: alpha, status: "interrupted" });
+    // So says the session list the dashboard draws its tree from, as `apex session list` does (it said "active").
+    const listed = (await rpc(url, alpha, "session.list", ownerAlpha.token)).body.result as Array<{ session_id: string; status: string }>;
+    expect(listed.find((record) => record.session_id === alpha)?.status).toBe("interrupted");
     expect((await rpc(url, alpha, "hello", ownerAlpha.token)).body.result).toMatchObject({ session_id: alpha, read_only: false });
     expect((await rpc(url, alpha, "memory.get", ownerAlpha.token, { path: "/notes/where" })).body.result).toBe("alpha");
     const written = await rpc(url, alpha, "memory.set", ownerAlpha.token, { path: "/notes/where", value: "alpha again" });

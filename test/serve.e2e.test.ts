@@ -8,7 +8,7 @@ import { connect as netConnect, createServer as netServer, type Socket } from "n
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { FIXTURES, Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { REPO_ROOT } from "./helpers/cli.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
@@ -305,6 +305,9 @@ describe("apex serve: streams, revocation and concurrency", () => {
 
   it("serializes two operators acting at once: one pause wins, the other gets the conflict; both are in the audit trail", async () => {
     project = new Project(CONFIG);
+    // onStop takes a second: the session is recorded as stopped while its supervisor still runs.
+    const recorder = JSON.stringify(join(FIXTURES, "hook-recorder.mjs"));
+    project.writeConfig(CONFIG.replace("plugins:\n", `plugins:\n  ${recorder}:\n    file: ${JSON.stringify(join(project.dir, "hooks.jsonl"))}\n    stop_delay_ms: 1000\n`));
     const sid = project.start().session_id;
     const server = await serve(project);
     const a = share(project, "ann", "operator");
@@ -325,6 +328,26 @@ describe("apex serve: streams, revocation and concurrency", () => {
     expect(["user:ann", "user:bob"]).toContain(paused[0]!.actor);
     const manual = trail.events.filter((event) => event.type === "checkpoint" && event.trigger === "manual").map((event) => event.actor);
     expect(manual.sort()).toEqual(["user:ann", "user:bob"]);
+
+    // The session stops while it is viewed (a dashboard refreshes its status): every answer names
+    // it, paused and then stopped. Before, its ending supervisor answered with no session at all
+    // until it exited (the dashboard showed "no session" and no agents), or closed the connection
+    // first: a 502 saying "whether it was done is not known" for a read, and for the token's check
+    // a failed login, which slowed the address down.
+    const stopping = project.apexAsync(["stop"]);
+    const answers = new Set<string>();
+    let stopped = false;
+    const deadline = Date.now() + 20_000;
+    while (!stopped && Date.now() < deadline) {
+      const replies = await Promise.all([a, b, a, b].map((grant) => rpc(server.url, sid, "session.status", grant.token)));
+      for (const reply of replies) {
+        const status = reply.body.result?.session?.status;
+        answers.add(reply.status === 200 && reply.body.result.session?.session_id === sid ? status : `${reply.status} ${JSON.stringify(reply.body)}`);
+        if (status === "stopped") stopped = stopping.child.exitCode !== null;
+      }
+    }
+    expect((await stopping.done).status).toBe(0);
+    expect([...answers].sort()).toEqual(["paused", "stopped"]);
   });
 });
 

@@ -1,14 +1,15 @@
 import { formatEvent } from "../../cli/session/format.js";
 import type { SessionEvent } from "../../core/session/records.js";
 import type { JsonValue } from "../../core/store/store.js";
-import { formatMs, formatSeconds, metricRows, utilizationRows } from "../metrics/format.js";
+import { formatMs, formatSeconds, metricRows, timingsOf, utilizationRows } from "../metrics/format.js";
 import { isRecord } from "../metrics/record.js";
+import { visibleText } from "../../cli/terminal-text.js";
 import type { SessionReport } from "./report.js";
 
 /** The report as Markdown: a summary, then one section each for metrics, tasks, checkpoints, git and events. */
 export function renderMarkdown(report: SessionReport): string {
   const { session, metrics } = report;
-  const out: string[] = [`# Session report: ${session.session_id ?? "unknown"}`, "", `Generated ${report.generated_at}.`, ""];
+  const out: string[] = [`# Session report: ${inline(String(session.session_id ?? "unknown"))}`, "", `Generated ${report.generated_at}.`, ""];
 
   out.push("## Session", "");
   out.push(
@@ -31,19 +32,20 @@ export function renderMarkdown(report: SessionReport): string {
   if (!metrics) {
     out.push("No metrics were recorded for this session (the metrics plugin was not enabled while it ran).", "");
   } else {
-    out.push(`Sampled ${metrics.updated_at} (${metrics.reason}, sample ${metrics.samples}).`, "");
+    out.push(`Sampled ${inline(String(metrics.updated_at))} (${inline(String(metrics.reason))}, sample ${metrics.samples}).`, "");
     out.push(...table(["Metric", "Value"], metricRows(metrics)), "");
     const agents = utilizationRows(metrics);
     if (agents.length > 0) {
       out.push("### Agent utilization", "", "Working time is the share of the session's active time in which the agent's last reported status was a working one.", "");
       out.push(...table(["Agent", "Reported status", "Working", "Share", "CPU"], agents.map((row) => [row.agent, row.status, row.working, row.share, row.cpu])), "");
     }
-    if (metrics.plugin_timings.length > 0) {
+    const timings = timingsOf(metrics);
+    if (timings.length > 0) {
       out.push("### Plugin costs", "");
       out.push(
         ...table(
           ["Plugin", "Hook", "Calls", "Failures", "Total", "Max"],
-          metrics.plugin_timings.map((timing) => [timing.plugin, timing.hook, String(timing.calls), String(timing.failures), formatMs(timing.total_ms), formatMs(timing.max_ms)]),
+          timings.map((timing) => [timing.plugin, timing.hook, String(timing.calls), String(timing.failures), formatMs(timing.total_ms), formatMs(timing.max_ms)]),
         ),
         "",
       );
@@ -71,7 +73,7 @@ export function renderMarkdown(report: SessionReport): string {
   if (report.milestones.length > 0) {
     out.push("### Milestones", "");
     // One line each: a line break in a milestone's text started a line of its own (`# …` a heading of the report).
-    for (const milestone of report.milestones) out.push(`- ${milestone.at}: ${oneLine(milestone.text)} (${milestone.by}${milestone.task ? `, ${milestone.task}` : ""})`);
+    for (const milestone of report.milestones) out.push(`- ${inline(String(milestone.at))}: ${inline(milestone.text)} (${inline(`${milestone.by}${milestone.task ? `, ${milestone.task}` : ""}`)})`);
     out.push("");
   }
 
@@ -110,9 +112,9 @@ export function renderMarkdown(report: SessionReport): string {
       "",
     );
   } else out.push("No repository was measured (no metrics, or no git repository).", "");
-  out.push(`- First checkpoint: ${describeGitState(report.git.first_checkpoint)}`);
-  out.push(`- Last checkpoint: ${describeGitState(report.git.last_checkpoint)}`);
-  out.push(`- Last \`apex session sync-git\`: ${describeGitState(report.git.synced)}${isRecord(report.git.synced) && typeof report.git.synced.synced_at === "string" ? ` at ${report.git.synced.synced_at}` : ""}`, "");
+  out.push(`- First checkpoint: ${inline(describeGitState(report.git.first_checkpoint))}`);
+  out.push(`- Last checkpoint: ${inline(describeGitState(report.git.last_checkpoint))}`);
+  out.push(`- Last \`apex session sync-git\`: ${inline(`${describeGitState(report.git.synced)}${isRecord(report.git.synced) && typeof report.git.synced.synced_at === "string" ? ` at ${report.git.synced.synced_at}` : ""}`)}`, "");
 
   out.push("## Events", "", `${report.events.length} event${report.events.length === 1 ? "" : "s"}, oldest first.`, "");
   if (report.events.length > 0) {
@@ -145,7 +147,28 @@ function oneLine(text: string): string {
   return String(text).replace(/\r?\n|\r/g, " ");
 }
 
+/** Text that looks like an HTML entity ("&lt;", "&#60;"): its '&' is escaped, so it shows as written. */
+const ENTITY_START = /&(?=#?[0-9A-Za-z]+;)/g;
+
+/**
+ * Text agents and users wrote (titles, statuses, milestones, descriptions, branch names), as
+ * Markdown shows it: on one line, and literal. Left as it was, a title `<img src=x onerror=…>`
+ * or `<script>` was live HTML wherever the report is rendered (a Markdown preview, a wiki, a
+ * static site), `[text](javascript:…)` a link, `__init__` bold and a '|' a new table cell.
+ * '<' becomes an entity (every Markdown renderer keeps those as text, even one without
+ * backslash escapes for it); the other characters Markdown acts on are backslash-escaped.
+ * Control characters show as their escapes, as on a terminal: the file may well be read with
+ * `cat` or `less`, where an escape sequence in a title would act on the reader's terminal.
+ */
+export function inline(text: string): string {
+  return visibleText(
+    oneLine(String(text))
+      .replace(/[\\`*_[\]|~]/g, "\\$&")
+      .replace(ENTITY_START, "&amp;")
+      .replace(/</g, "&lt;"),
+  );
+}
+
 function table(headers: string[], rows: string[][]): string[] {
-  const cell = (text: string) => oneLine(text.replace(/\|/g, "\\|"));
-  return [`| ${headers.map(cell).join(" | ")} |`, `|${headers.map(() => " --- ").join("|")}|`, ...rows.map((row) => `| ${row.map(cell).join(" | ")} |`)];
+  return [`| ${headers.map(inline).join(" | ")} |`, `|${headers.map(() => " --- ").join("|")}|`, ...rows.map((row) => `| ${row.map(inline).join(" | ")} |`)];
 }

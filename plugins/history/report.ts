@@ -16,6 +16,7 @@ import { effectiveStatus } from "../../core/session/sessions.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { sessionGitPath } from "../git/sync.js";
 import { isRecord, metricsPath, type RepositoryMetrics, type SessionMetrics } from "../metrics/record.js";
+import { repositoriesOf } from "../metrics/format.js";
 
 export const REPORT_FORMAT = 1;
 
@@ -90,7 +91,7 @@ export async function buildReport(reader: MemoryReader, ref: string | undefined,
     agents: agentEntries.filter((entry) => !entry.path.endsWith(CONTEXT_SUFFIX)).map((entry) => entry.value as AgentRecord),
     checkpoints,
     git: {
-      repositories: metrics?.git.repositories ?? [],
+      repositories: repositoriesOf(metrics),
       first_checkpoint: checkpoints[0]?.git_state ?? null,
       last_checkpoint: checkpoints.at(-1)?.git_state ?? null,
       synced: synced ?? null,

@@ -4,7 +4,7 @@ import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { effectiveStatus, findSession, readableSessionId, sessionBinding } from "../../core/session/sessions.js";
 import { openStore } from "../../core/store/open.js";
-import { formatMs, metricRows, utilizationRows } from "./format.js";
+import { formatMs, metricRows, repositoriesOf, timingsOf, utilizationRows } from "./format.js";
 import { isRecord, metricsPath, type SessionMetrics } from "./record.js";
 import type { MetricsRuntime } from "./runtime.js";
 
@@ -70,7 +70,7 @@ export function formatMetrics(metrics: SessionMetrics, name: string | null = nul
   if (agents.length > 0) {
     lines.push("", table(["AGENT", "STATUS", "WORKING", "SHARE", "CPU"], agents.map((row) => [row.agent, row.status, row.working, row.share, row.cpu])));
   }
-  const repositories = metrics.git.repositories;
+  const repositories = repositoriesOf(metrics);
   if (repositories.length > 0) {
     lines.push(
       "",
@@ -86,7 +86,7 @@ export function formatMetrics(metrics: SessionMetrics, name: string | null = nul
       ),
     );
   }
-  const timings = metrics.plugin_timings.slice(0, TOP_TIMINGS);
+  const timings = timingsOf(metrics).slice(0, TOP_TIMINGS);
   if (timings.length > 0) {
     lines.push(
       "",

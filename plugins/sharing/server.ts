@@ -18,11 +18,11 @@ import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, grantPath, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import { GrantWatch } from "./grant-watch.js";
 import { clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
-import type { SessionEvent } from "../../core/session/records.js";
+import type { SessionEvent, SessionRecord } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
-import { resolveSessionId } from "../../core/session/sessions.js";
+import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, isProjectMethod, roleNeeded } from "./roles.js";
@@ -284,8 +284,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       (request as FastifyRequest & { caller?: Caller }).caller = caller;
       return { sid, caller, token };
     } catch (error) {
-      const delay = failures.failed(client);
-      if (delay > 0) await sleep(delay);
+      // A refused token is a failed login. The server failing to check one (the session's supervisor
+      // ending in the middle of the call, a store that cannot be read) is not: counted, a dashboard
+      // watching its session stop slowed down, then refused (429), every client at its address.
+      if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") {
+        const delay = failures.failed(client);
+        if (delay > 0) await sleep(delay);
+      }
       throw error;
     }
   };
@@ -328,7 +333,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     else if (method === "logs.read") result = gate.readLogs(sid, params);
     else if (method === "session.continue") result = await gate.continueSession(sid, params);
     else if (hiddenRead(sid, method, params)) result = undefined;
-    else if (SESSION_LISTINGS.has(method)) result = scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid));
+    else if (SESSION_LISTINGS.has(method)) result = withEffectiveStatus(method, scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid)));
     else result = scopedResult(sid, method, params, await gate.call(sid, method, actorParams));
     await reply.send(result === undefined ? {} : { result });
   });
@@ -578,9 +583,10 @@ class Gate {
 
   async authenticate(sessionId: string, token: string): Promise<Caller> {
     const runtime = this.supervisorOf(sessionId);
-    let caller: Caller & { last_used_at: string | null };
-    if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, 120_000)) as typeof caller;
-    else {
+    let caller: (Caller & { last_used_at: string | null }) | undefined;
+    // A supervisor that ends before it answers (its session stopping): the grant is read from the store, as when none runs.
+    if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, 120_000).catch(unlessSupervisorGone)) as typeof caller;
+    if (!caller) {
       // No supervisor: read the grant from the store (the session may have ended; its grants stay).
       const { openStore, storeExists } = await import("../../core/store/open.js");
       if (!(await storeExists(this.location))) throw unauthorized("The token is not valid for this session (unknown, revoked or mistyped).");
@@ -671,8 +677,21 @@ class Gate {
 
   private async callSession(sessionId: string, method: string, params: Record<string, unknown>): Promise<unknown> {
     const socket = this.supervisorSocket(sessionId);
-    if (socket) return this.channelTo(socket).call(method, params, 120_000);
-    if (STORED_READS.has(method)) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params));
+    const read = STORED_READS.has(method);
+    if (socket && !read) return this.channelTo(socket).call(method, params, 120_000);
+    if (socket) {
+      // A read of a session whose supervisor is ending (the session stopping while it is viewed):
+      // answered from the store when the supervisor closes the connection before it answers (that
+      // was a 502 saying "whether it was done is not known", for a read), and, for the status, when
+      // the supervisor no longer finds its own session current (that was no session at all: the
+      // dashboard showed "no session" and no agents until the next refresh).
+      const answer = await this.channelTo(socket).call(method, params, 120_000).catch((error: unknown) => {
+        unlessSupervisorGone(error);
+        return GONE;
+      });
+      if (answer !== GONE && (method !== "session.status" || sessionOfStatus(answer) === sessionId)) return answer;
+    }
+    if (read) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params));
     const session = await withReadStore(this.location, (store) => storedSession(store, sessionId));
     if (session.frozen) throw readOnlySession(session, method);
     const { directClient } = await import("../../core/session/direct.js");
@@ -770,6 +789,38 @@ class Gate {
     const readTo = Object.fromEntries(tail.chosen.filter((file) => file.readTo).map((file) => [`${file.agent}.${file.stream}`, file.readTo]));
     return { agents: tail.chosen.map((file) => file.agent), lines: tail.lines, read_to: readTo };
   }
+}
+
+/**
+ * Session records as `apex session list` shows them: one whose supervisor is gone is
+ * `interrupted`, not the `active` or `paused` its record still says (the dashboard's session
+ * tree called a crashed session active beside its "interrupted" badge). The CLI decides this
+ * on its side; a browser cannot, so the server does, on the host that runs the supervisors.
+ */
+function withEffectiveStatus(method: string, result: unknown): unknown {
+  if ((method !== "session.list" && method !== "session.history") || !Array.isArray(result)) return result;
+  const statusOf = (record: SessionRecord) => {
+    try {
+      return effectiveStatus(record);
+    } catch {
+      return record.status; // a record damaged or replaced by hand: as stored
+    }
+  };
+  return result.map((record: unknown) => (record && typeof record === "object" && !Array.isArray(record) ? { ...record, status: statusOf(record as SessionRecord) } : record));
+}
+
+/** Undefined for a supervisor that closed the connection (or could not be reached) before it answered: one that is ending; any other error as it is. */
+function unlessSupervisorGone(error: unknown): undefined {
+  if (isApexError(error) && error.code === "APEX_E_RPC") return undefined;
+  throw error;
+}
+
+/** A call the supervisor left unanswered as it ended (unlessSupervisorGone). */
+const GONE = Symbol("supervisor gone");
+
+/** The session a status report is of, or undefined (a report without one). */
+function sessionOfStatus(report: unknown): unknown {
+  return (report as { session?: { session_id?: unknown } | null } | null)?.session?.session_id;
 }
 
 /** Tells the supervisor who is connected here (it shows them in `apex status`). */

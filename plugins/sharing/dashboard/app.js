@@ -7,6 +7,8 @@
   const state = { session: "", token: "", role: "viewer", samples: [[], [], []], chart: null, memoryChart: null, lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [] };
   const ROLES = ["viewer", "operator", "owner"];
   const ENDED = ["completed", "failed", "stopped"];
+  /** The notices that say the live stream is down. */
+  const STREAM_DOWN = /^(The live stream ended|Live events stopped)/;
 
   function credentials() {
     const fragment = new URLSearchParams(location.hash.slice(1));
@@ -29,6 +31,7 @@
    */
   function signedOut(message) {
     while (timers.length) clearInterval(timers.pop());
+    clearTimeout(refreshes.timer);
     state.token = "";
     sessionStorage.removeItem("apex.token");
     showLogin(message);
@@ -71,13 +74,15 @@
 
   async function start() {
     while (timers.length) clearInterval(timers.pop());
+    clearTimeout(refreshes.timer);
+    Object.assign(refreshes, { timer: null, running: false, again: false, last: 0 });
     // Signing in again on the same page (after a revoke, with a new token) starts the page over:
     // before, a second pair of charts was drawn under the first, the events were listed twice,
     // and the old live stream, if still open, kept adding to them.
     if (state.stream) state.stream.abort();
     state.stream = null;
     for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
-    Object.assign(state, { live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false });
+    Object.assign(state, { ended: false, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false });
     $("events").replaceChildren();
     $("diff").textContent = "";
     $("notice").textContent = "";
@@ -101,7 +106,7 @@
     await refreshTree();
     state.live = true;
     follow();
-    timers.push(setInterval(refresh, 2000), setInterval(refreshTree, 15000));
+    timers.push(setInterval(refreshSoon, 2000), setInterval(refreshTree, 15000));
   }
 
   function allowed(role) {
@@ -130,11 +135,43 @@
           $("notice").textContent = error.message;
         } finally {
           button.disabled = false;
-          refresh();
+          refreshSoon();
         }
       });
       box.append(button, " ");
     }
+  }
+
+  /**
+   * Refreshes asked for by live events, the clock and the buttons: one at a time, at most one
+   * every REFRESH_GAP_MS, and one more after the last ask (the page ends up showing the latest
+   * state). Before, every event fetched the status, the tasks and the checkpoints at once: a
+   * session adding a thousand tasks got three thousand calls from each open tab, a thousand of
+   * them listing every task, all answered by the session's supervisor.
+   */
+  const REFRESH_GAP_MS = 500;
+  const refreshes = { timer: null, running: false, again: false, last: 0 };
+
+  function refreshSoon() {
+    if (refreshes.timer) return; // the refresh to come will show what this one asks for
+    if (refreshes.running) {
+      refreshes.again = true;
+      return;
+    }
+    refreshes.timer = setTimeout(async () => {
+      refreshes.timer = null;
+      refreshes.running = true;
+      refreshes.last = Date.now();
+      try {
+        await refresh();
+      } finally {
+        refreshes.running = false;
+        if (refreshes.again) {
+          refreshes.again = false;
+          if (state.token) refreshSoon();
+        }
+      }
+    }, Math.max(0, refreshes.last + REFRESH_GAP_MS - Date.now()));
   }
 
   async function refresh() {
@@ -156,6 +193,9 @@
       // A refresh that failed (the server restarting, say) no longer says so once one succeeds.
       if (state.refreshFailed) $("notice").textContent = "";
       state.refreshFailed = false;
+      // An ended session streams nothing more: that its stream ended is no news (the badge says it ended), not an alert.
+      state.ended = Boolean(status.session && ENDED.includes(status.session.status));
+      if (state.ended && STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
       // The live stream ended (the server restarted) while the session goes on: followed again, from the last event shown.
       if (state.live && !state.stream && state.token && status.session && !ENDED.includes(status.session.status)) follow();
     } catch (error) {
@@ -389,7 +429,7 @@
           cut = buffer.indexOf("\n\n");
         }
       }
-      if (!abort.signal.aborted) $("notice").textContent = "The live stream ended.";
+      if (!abort.signal.aborted && !state.ended) $("notice").textContent = "The live stream ended.";
     } catch (error) {
       if (!abort.signal.aborted) $("notice").textContent = `Live events stopped: ${error.message}`;
     }
@@ -411,11 +451,11 @@
     }
     if (kind !== "events.subscribe") return;
     if (typeof payload.seq === "number" && state.lastSeq !== null && payload.seq <= state.lastSeq) return; // shown already
-    if (/^(The live stream ended|Live events stopped)/.test($("notice").textContent)) $("notice").textContent = "";
+    if (STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
     showEvent(payload);
     if (typeof payload.seq === "number") state.lastSeq = payload.seq;
     if (payload.type === "session.merged" && payload.from) state.merges.push(payload.from);
-    refresh();
+    refreshSoon();
     if (/^session\./.test(payload.type)) refreshTree();
   }
 
