@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../core/config/load.js";
 import { locateProject } from "../core/config/locate.js";
@@ -639,7 +639,12 @@ describe("apex git -- <git args>", () => {
       const hashing = () => {
         try {
           const pids = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
-          return pids.some((pid) => readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("hash-object"));
+          // git itself, exec'd: a child not exec'd yet is a copy of APEX, whose own arguments hold "hash-object"
+          // (that copy, forked for the git commands before it, is no sign that APEX forwards signals yet).
+          return pids.some((pid) => {
+            const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+            return basename(argv[0]!) === "git" && argv.includes("hash-object");
+          });
         } catch {
           return false;
         }
