@@ -2,7 +2,6 @@ import type { ProjectLocation } from "../core/config/locate.js";
 import { currentActor, openSessionClient } from "../core/session/client.js";
 import type { Entry, JsonValue } from "../core/store/store.js";
 import type { MemoryWriter } from "./context.js";
-import type { MemoryView } from "../core/session/memory-view.js";
 import type { Store } from "../core/store/store.js";
 import { ApexError } from "../core/errors.js";
 import { memoryRootOf } from "../core/session/records.js";

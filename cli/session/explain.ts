@@ -2,7 +2,6 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { onOtherHost, remoteSessionError } from "../../core/session/lease.js";
-import type { Store } from "../../core/store/store.js";
 import type { SessionRecord } from "../../core/session/records.js";
 import { socketPathFor } from "../../core/session/runtime.js";
 import { currentSession, effectiveStatus, noSessionError, noSessionToActOn, supervisorAlive } from "../../core/session/sessions.js";

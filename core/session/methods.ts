@@ -2,7 +2,6 @@ import type { CommandContext } from "../engine.js";
 import { ApexError } from "../errors.js";
 import { STREAM } from "../rpc/protocol.js";
 import type { RpcServer } from "../rpc/server.js";
-import { compileGlob } from "../store/glob.js";
 import { checkPath } from "../store/paths.js";
 import type { JsonValue } from "../store/store.js";
 import { TASK_STATUSES, type SessionEvent, type TaskStatus } from "./records.js";

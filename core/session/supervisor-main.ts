@@ -41,7 +41,7 @@ async function main(): Promise<void> {
   const request = JSON.parse(process.argv[2] ?? "{}") as SupervisorRequest;
   process.title = "apex-supervisor";
   const { loadConfig } = await import("../config/load.js");
-  const { openStore, storeExists } = await import("../store/open.js");
+  const { openStore } = await import("../store/open.js");
   const { createSessionEngine } = await import("./hooks.js");
   const { Supervisor } = await import("./supervisor.js");
 

@@ -5,7 +5,7 @@ import { ApexError } from "../../core/errors.js";
 import { ObjectStore } from "../checkpoint/engine/objects.js";
 import { makePrivate } from "../../core/store/private.js";
 import { type Store, STORE_FILE } from "../../core/store/store.js";
-import { openStore, storeExists } from "../../core/store/open.js";
+import { openStore } from "../../core/store/open.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { formatBytes } from "../../cli/output.js";

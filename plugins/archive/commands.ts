@@ -1,9 +1,9 @@
 import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
-import { dirname, join, relative, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { lmdbDataDir, type Store } from "../../core/store/store.js";
-import { describeStore, openStore, resolveStoreSpec, storeExists } from "../../core/store/open.js";
+import { describeStore, openStore, resolveStoreSpec } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../cli/durations.js";
 import { formatBytes, plural, visibleText } from "../../cli/output.js";
 import { sessionIdByName, shortSessionId } from "../../core/session/names.js";

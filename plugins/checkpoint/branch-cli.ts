@@ -15,7 +15,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { checkSessionName } from "./session-name.js";
 import { openSessionClient } from "../../core/session/client.js";
-import type { JsonValue, Store } from "../../core/store/store.js";
+import type { JsonValue } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
 import { branchSource, checkNewSessionName, type BranchReport } from "./branch.js";
 import { sessionLabel, sessionRecord } from "./merge-base.js";

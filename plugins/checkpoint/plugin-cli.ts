@@ -46,7 +46,7 @@ import { resolveSessionRef, sessionFor } from "./plugin-sessions.js";
 import { sessionFlag } from "../../core/session/binding.js";
 import { shortSessionId } from "../../core/session/names.js";
 import type { Handover } from "../../cli/session/handover.js";
-import { checkpointRecord, type CheckpointRecord, type KeysPage } from "./record.js";
+import { checkpointRecord, type KeysPage } from "./record.js";
 import { refuseNeeded } from "./dependents.js";
 
 // ------------------------------------------------------------------------------------ routing

@@ -23,7 +23,7 @@ import { validateOutOfProcess } from "./validate-process.js";
 import { verifyCheckpoint } from "./validate.js";
 import type { LostItem } from "./recover.js";
 import { agentsRoot, checkpointName, isRecord, manifestPath, tasksRoot } from "./manifest.js";
-import { ACTORS, currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
+import { currentSessionId, loadManifest, resolveCheckpoint } from "./refs.js";
 import { LangGraphStore, optionalString } from "./langgraph.js";
 import { branchMethods } from "./branch-methods.js";
 import { sessionLabel, sessionName } from "./merge-base.js";

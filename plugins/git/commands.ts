@@ -3,7 +3,6 @@ import { linkedWorktreeOf, mainWorktreeOf } from "../../core/config/locate.js";
 import { packageRoot } from "../../core/config/schemas.js";
 import type { ApexApi, CommandContext, CommandSpec } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { openStore } from "../../core/store/open.js";
 import { countOf } from "./compare.js";
 import { fireBeforeGit } from "./fire.js";
 import { installHooks, uninstallHooks, type HookTarget, type InstallReport, type UninstallReport } from "./hooks.js";

@@ -12,7 +12,6 @@ import type {
   StorageBackend,
   StorageBackendFactory,
   StoreOpenOptions,
-  StoreSpec,
   Table,
   TableKey,
   TableOptions,

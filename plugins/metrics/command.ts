@@ -3,7 +3,6 @@ import { shortSessionId } from "../../core/session/names.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { effectiveStatus, findSession, readableSessionId, sessionBinding } from "../../core/session/sessions.js";
-import { openStore } from "../../core/store/open.js";
 import { formatMs, metricRows, repositoriesOf, timingsOf, utilizationRows } from "./format.js";
 import { isRecord, metricsPath, type SessionMetrics } from "./record.js";
 import type { MetricsRuntime } from "./runtime.js";

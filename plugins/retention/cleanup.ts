@@ -4,7 +4,7 @@ import type { Store } from "../../core/store/store.js";
 import { checkpointHolds, deleteCheckpoint, sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
 import { langGraphHeads } from "../checkpoint/langgraph.js";
 import { describePolicy } from "./options.js";
-import { applyPolicy, RETENTION_TIME_ZONE, type PolicyItem, type PolicyResult, type RetentionPolicy } from "./policy.js";
+import { applyPolicy, RETENTION_TIME_ZONE, type PolicyResult, type RetentionPolicy } from "./policy.js";
 import { branchPoints, findKnownSession, knownSessions, mergePoints, restoreBases, sessionCheckpoints, type CheckpointRow, type SessionInfo } from "./sessions.js";
 
 /** The actor retention's writes are logged under, in the revision log and the audit trail. */
