@@ -129,6 +129,7 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
   // earlier put (a store opened half-copied showed sessions and memory as null). Consecutive
   // changes by one actor at one instant were one batch; each stays one batch.
   let replayed = 0;
+  let nextProgress = CHANGES_PER_PROGRESS;
   await target.transaction(() => {
     let group: Change[] = [];
     const flushGroup = () => {
@@ -143,7 +144,10 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
         }
       }, group[0]!.actor);
       replayed += group.length;
-      if (Math.floor(replayed / CHANGES_PER_PROGRESS) !== Math.floor((replayed - group.length) / CHANGES_PER_PROGRESS)) progress(`replayed ${replayed} of ${changes} changes`);
+      if (replayed >= nextProgress) {
+        progress(`replayed ${replayed} of ${changes} changes`);
+        nextProgress = replayed + CHANGES_PER_PROGRESS;
+      }
       group = [];
     };
     for (const change of source.changesSince(0)) {
