@@ -2,6 +2,7 @@ import { ApexError, isApexError, toApexError } from "../core/errors.js";
 import { fileDiskFullError, isFileDiskFull } from "../core/store/store-errors.js";
 // A raw LMDB error that reached the command (the backend maps those it sees) is still told as damage.
 import { isDamage } from "../plugins/lmdb/errors.js";
+import { displayWidth } from "./terminal-text.js";
 
 /** Colour only on a TTY, never with NO_COLOR. */
 export function useColor(stream: NodeJS.WriteStream = process.stdout): boolean {
@@ -75,14 +76,16 @@ export function known(value: unknown): string {
  * Formats a table of rows with left-aligned columns. A cell a damaged or hand-written record
  * left without a value (undefined, null) shows as "-" rather than failing the whole listing.
  * A cell stays on its row: a line break in it (an agent's reported status, say) shows as its
- * escape, as `apex agent report` prints it; it split the row, its second half under the wrong columns.
+ * escape, as `apex agent report` prints it; it split the row, its second half under the wrong columns
+ * (a tab, too, which a terminal widens to its next stop).
  */
 export function table(headers: string[], rows: Array<Array<unknown>>): string {
-  const text = rows.map((row) => row.map((cell) => (cell === undefined || cell === null ? "-" : String(cell).replace(/[\n\r]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`))));
-  const widths = headers.map((header, i) => Math.max(header.length, ...text.map((row) => (row[i] ?? "").length)));
+  const text = rows.map((row) => row.map((cell) => (cell === undefined || cell === null ? "-" : String(cell).replace(/[\n\r\t]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`))));
+  // Measured as a terminal shows them (displayWidth): wide characters, colours, escapes.
+  const widths = headers.map((header, i) => Math.max(displayWidth(header), ...text.map((row) => displayWidth(row[i] ?? ""))));
   const line = (cells: string[]) =>
     cells
-      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!)))
+      .map((cell, i) => (i === cells.length - 1 ? cell : cell + " ".repeat(widths[i]! - displayWidth(cell))))
       .join("  ")
       .trimEnd();
   return [line(headers), ...text.map(line)].join("\n");

@@ -65,6 +65,34 @@ export function terminalSafe(text: string, options: SafeTextOptions = {}): strin
   return text.replace(UNSAFE_ALL, escaped);
 }
 
+/** The colour sequences `paint` writes: they take no column. */
+const COLOURS = /\u001b\[(?:0|1|2|3[1-6]|90)m/g;
+/** East Asian wide and fullwidth blocks (Hangul Jamo, CJK, kana, Hangul syllables, fullwidth forms), which a terminal shows two columns wide. */
+const WIDE = /[\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf\ua960-\ua97f\uac00-\ud7a3\uf900-\ufaff\ufe10-\ufe19\ufe30-\ufe6f\uff00-\uff60\uffe0-\uffe6\u{16fe0}-\u{18d08}\u{1b000}-\u{1b2ff}\u{20000}-\u{3fffd}]|\p{Emoji_Presentation}|\ufe0f/u;
+/** What takes no column of its own: combining marks, zero-width characters, joiners, variation selectors. */
+const ZERO_WIDTH = /^[\p{Mark}\p{Default_Ignorable_Code_Point}]+$/u;
+let graphemes: Intl.Segmenter | undefined;
+
+/**
+ * The columns `text` takes on a terminal, as the guarded streams print it: APEX's colours take
+ * none, a control character the six of its escape (`\u001b`), a character of a wide East Asian
+ * script or an emoji two, a combining mark or zero-width character none (each grapheme, as a
+ * terminal draws it, counts once). `.length` counts UTF-16 units: a column of CJK titles or
+ * accented names was padded short and the columns after it went out of line.
+ */
+export function displayWidth(text: string): number {
+  const plain = text.includes("\u001b") ? text.replace(COLOURS, "") : text;
+  if (/^[\u0020-\u007e]*$/.test(plain)) return plain.length;
+  graphemes ??= new Intl.Segmenter(undefined, { granularity: "grapheme" });
+  let width = 0;
+  for (const { segment } of graphemes.segment(plain)) {
+    const controls = segment.match(UNSAFE_LINE)?.length ?? 0;
+    const visible = controls > 0 ? segment.replace(UNSAFE_LINE, "") : segment;
+    width += controls * 6 + (visible === "" || ZERO_WIDTH.test(visible) ? 0 : WIDE.test(visible) ? 2 : 1);
+  }
+  return width;
+}
+
 type Write = NodeJS.WriteStream["write"];
 const unguarded = new WeakMap<NodeJS.WriteStream, Write>();
 

@@ -8,7 +8,8 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { ok, remote, serve, share } from "./support/serve.js";
 import { Writable } from "node:stream";
-import { guardTerminalOutput, logLineSegments, terminalSafe, writeControl } from "../cli/terminal-text.js";
+import { displayWidth, guardTerminalOutput, logLineSegments, terminalSafe, writeControl } from "../cli/terminal-text.js";
+import { table } from "../cli/output.js";
 import { Progress } from "../plugins/compression/progress.js";
 
 /** Bytes a terminal would act on: C0 but tab and newline, DEL, C1 (UTF-8 C2 80–9F), bidirectional overrides. */
@@ -39,6 +40,24 @@ describe("terminal-safe text", () => {
     expect(logLineSegments("")).toEqual([""]);
     expect(logLineSegments("\r\r")).toEqual([""]);
     expect(logLineSegments("no return")).toEqual(["no return"]);
+  });
+});
+
+describe("table columns", () => {
+  it("are as wide as a terminal shows their text: wide scripts and emoji two columns, marks none, colours none, a control character its escape", () => {
+    expect([displayWidth("abc"), displayWidth("漢字ab"), displayWidth("한국어"), displayWidth("ｱ")]).toEqual([3, 6, 6, 1]);
+    expect([displayWidth("nai\u0308ve"), displayWidth("👍🏽"), displayWidth("👨‍👩‍👧"), displayWidth("\u200bx")]).toEqual([5, 2, 2, 1]);
+    expect([displayWidth("\u001b[32mrunning\u001b[0m"), displayWidth("a\u0007b")]).toEqual([7, 8]);
+    // Every row's second column starts at the same terminal column.
+    const rows = table(["AGENT", "REPORTED", "TASK"], [["coder", "実装中", "t-0001"], ["reviewer", "naïve ✓", "t-0002"], ["qa", "\u001b[31mred\u001b[0m\ttab", "-"]]).split("\n");
+    expect(rows).toEqual([
+      "AGENT     REPORTED      TASK",
+      "coder     実装中        t-0001",
+      "reviewer  naïve ✓       t-0002",
+      "qa        \u001b[31mred\u001b[0m\\u0009tab  -",
+    ]);
+    const taskColumn = rows.map((row) => displayWidth(row.slice(0, row.search(/(TASK|t-000\d|-)$/))));
+    expect(new Set(taskColumn).size).toBe(1);
   });
 });
 
