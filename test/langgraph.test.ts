@@ -721,6 +721,36 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
     expect((await reader.getTuple(thread))?.config.configurable?.checkpoint_id).toBe(next.configurable?.checkpoint_id);
   });
 
+  it("writes a task made after retention or a delete took its checkpoint are reported by validate and removed by repair; writes of a checkpoint still to come are not", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const thread = { configurable: { thread_id: "t", checkpoint_ns: "" } } as Record<string, any>;
+    const first = await saver.put(thread, checkpointOf({ n: 1 }, { n: 1 }), { source: "loop", step: 0, parents: {} }, { n: 1 });
+    const second = await saver.put(first, checkpointOf({ n: 2 }, { n: 2 }), { source: "loop", step: 1, parents: {} }, { n: 2 });
+    // The first step's checkpoint deleted (as retention does) while a task of it still ran; the task's writes come after.
+    const deleted = runApex(["checkpoint", "delete", "checkpoint-001"], { cwd: dir });
+    expect(deleted.status, deleted.stderr).toBe(0);
+    await saver.putWrites(first, [["n", 5], ["m", 6]], "late-task");
+    // Writes for a checkpoint not put yet (newer than every step stored) may still get it.
+    const coming = { configurable: { ...thread.configurable, checkpoint_id: uuid6(1) } };
+    await saver.putWrites(coming, [["n", 7]], "early-task");
+    await saver.close();
+    const late = `/sessions/${sessionId}/langgraph/t/~/writes/${first.configurable.checkpoint_id}`;
+    const warned = runApex(["session", "validate"], { cwd: dir });
+    expect(warned.status, warned.stderr).toBe(0);
+    expect(warned.stdout).toContain(`warning langgraph-writes-dangling Checkpoint ${first.configurable.checkpoint_id} of LangGraph thread t of session ${sessionId}: 2 pending writes for it, which is not stored (removed while its tasks ran) and never will be; no read reaches them.`);
+    expect(warned.stdout).not.toContain(coming.configurable.checkpoint_id);
+    const repaired = runApex(["session", "repair", "--json"], { cwd: dir });
+    expect(repaired.status, repaired.stderr).toBe(0);
+    expect((JSON.parse(repaired.stdout) as { actions: Array<{ action: string }> }).actions.filter((action) => action.action.includes("langgraph"))).toEqual([
+      { action: "remove-langgraph-writes", target: late, reason: `2 pending writes for LangGraph checkpoint ${first.configurable.checkpoint_id}, which is not stored and never will be` },
+    ]);
+    const keys = await readStore(dir, (store) => [...store.keysBelow(`/sessions/${sessionId}/langgraph`)]);
+    expect(keys.filter((key) => key.startsWith(late))).toEqual([]);
+    expect(keys.filter((key) => key.includes(coming.configurable.checkpoint_id))).toHaveLength(1);
+    expect(keys.filter((key) => key.includes(second.configurable.checkpoint_id))).toHaveLength(1); // its index record
+    expect(runApex(["session", "validate"], { cwd: dir }).stdout).not.toContain("warning");
+  });
+
   it("refuses bad requests with a clear error and writes nothing", async () => {
     const { dir, sessionId, saver } = await setup();
     await expect(saver.put({ configurable: {} }, checkpointOf({}, {}), { source: "input", step: -1, parents: {} }, {})).rejects.toThrow(/thread_id/);

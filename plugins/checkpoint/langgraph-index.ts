@@ -226,10 +226,14 @@ export function forgetLangGraphStep(store: Store, checkpoint: { sessionId: strin
  *  - `step`: a checkpoint's index record, with its pending writes (`writes`, the directory; those
  *    of a format < 4 checkpoint stay, as forgetLangGraphStep leaves them);
  *  - `head`: a thread namespace's head, which moves to `next`, the greatest id still stored, the
- *    one getTuple resumes from (null: none is left, the head goes).
+ *    one getTuple resumes from (null: none is left, the head goes);
+ *  - `writes`: pending writes of a checkpoint with no index record, older than a step of its
+ *    namespace still stored: a task still running when retention or a delete took its checkpoint
+ *    wrote them after (putWrites keeps a write that comes before its checkpoint, which a newer
+ *    step's writes may; one older than a stored step never gets its checkpoint).
  */
 export interface LangGraphLeftover {
-  kind: "step" | "head";
+  kind: "step" | "head" | "writes";
   sessionId: string;
   threadId: string;
   ns: string;
@@ -270,8 +274,14 @@ export function langGraphLeftovers(store: Store, sessionId: string, removed: (se
   const leftovers: LangGraphLeftover[] = [];
   const root = indexRoot(sessionId);
   const namespaces = new Map<string, { threadId: string; ns: string }>();
+  /** Pending writes by thread namespace and checkpoint id (its segments): how many. */
+  const writes = new Map<string, number>();
   for (const key of store.keysBelow(root)) {
     const segments = key.slice(root.length + 1).split("/");
+    if (segments.length === 6 && segments[2] === "writes") {
+      const at = `${segments[0]}/${segments[1]}/${segments[3]}`;
+      writes.set(at, (writes.get(at) ?? 0) + 1);
+    }
     if (segments.length !== 4 || segments[2] !== "checkpoints") continue;
     const [threadId, ns, id] = [segmentName(segments[0]!), segmentName(segments[1]!), segmentName(segments[3]!)];
     namespaces.set(`${segments[0]}/${segments[1]}`, { threadId, ns });
@@ -288,6 +298,13 @@ export function langGraphLeftovers(store: Store, sessionId: string, removed: (se
       if (count > 0) leftover.writes = { dir, count };
     }
     leftovers.push(leftover);
+  }
+  for (const [at, count] of writes) {
+    const [threadSegment, nsSegment, idSegment] = at.split("/") as [string, string, string];
+    const [threadId, ns, id] = [segmentName(threadSegment), segmentName(nsSegment), segmentName(idSegment)];
+    if (read(checkpointKey(sessionId, threadId, ns, id)) !== undefined) continue; // a step's: its index record's leftover, if any
+    if (!checkpointIds(store, sessionId, threadId, ns).some((other) => other > id && stored(threadId, ns, other))) continue;
+    leftovers.push({ kind: "writes", sessionId, threadId, ns, path: writesDir(sessionId, threadId, ns, id), checkpointId: id, writes: { dir: writesDir(sessionId, threadId, ns, id), count } });
   }
   const heads = headsPath(sessionId);
   for (const key of store.keysBelow(heads)) {
@@ -318,12 +335,13 @@ function canonical(value: unknown): string {
   return JSON.stringify(value) ?? "";
 }
 
-/** Removes the records langGraphLeftovers found (index records with their writes; heads moved or removed), in the caller's transaction. */
+/** Removes the records langGraphLeftovers found (index records with their writes, writes alone; heads moved or removed), in the caller's transaction. */
 export function forgetLangGraphLeftovers(store: Store, leftovers: readonly LangGraphLeftover[], actor: string): void {
   if (leftovers.length === 0) return;
   store.batchSync((batch) => {
     for (const leftover of leftovers) {
-      if (leftover.kind === "step") {
+      if (leftover.kind === "writes") batch.deleteTree(leftover.path);
+      else if (leftover.kind === "step") {
         batch.delete(leftover.path);
         if (leftover.writes) batch.deleteTree(leftover.writes.dir);
       } else if (leftover.next) batch.set(leftover.path, { apex_id: leftover.next.apex_id, checkpoint_id: leftover.next.checkpoint_id });

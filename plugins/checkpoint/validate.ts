@@ -70,6 +70,7 @@ export type ProblemCode =
   | "checkpoint-escapes-session"
   | "langgraph-index-dangling"
   | "langgraph-head-dangling"
+  | "langgraph-writes-dangling"
   | "store-damaged"
   | "validator-crashed";
 
@@ -506,7 +507,7 @@ function checkLangGraph(store: Store, state: ValidationState, add: (problem: Sto
     state.mentioned.add(sessionId);
     for (const leftover of leftovers) {
       add({
-        code: leftover.kind === "step" ? "langgraph-index-dangling" : "langgraph-head-dangling",
+        code: leftover.kind === "step" ? "langgraph-index-dangling" : leftover.kind === "writes" ? "langgraph-writes-dangling" : "langgraph-head-dangling",
         severity: "warning",
         message: `${describeLangGraphLeftover(leftover, "which is no longer stored")}.`,
         path: leftover.path,
@@ -520,11 +521,16 @@ function checkLangGraph(store: Store, state: ValidationState, add: (problem: Sto
 function describeLangGraphLeftover(leftover: LangGraphLeftover, gone: string): string {
   const thread = `LangGraph thread ${threadLabel(leftover.threadId, leftover.ns)} of session ${leftover.sessionId}`;
   const apex = apexOf(leftover);
+  if (leftover.kind === "writes") return `Checkpoint ${leftover.checkpointId} of ${thread}: ${pendingWrites(leftover.writes!.count)} for it, which is not stored (removed while its tasks ran) and never will be; no read reaches them`;
   if (leftover.kind === "step") {
     const writes = leftover.writes ? ` and ${leftover.writes.count} pending write${leftover.writes.count === 1 ? "" : "s"}` : "";
     return `Checkpoint ${leftover.checkpointId} of ${thread}: its index record${writes} name${writes ? "" : "s"} ${apex}, ${gone}; no read reaches ${writes ? "them" : "it"}`;
   }
   return `The head of ${thread} names checkpoint ${leftover.checkpointId} (${apex}), ${gone}; ${nextHead(leftover)}`;
+}
+
+function pendingWrites(count: number): string {
+  return count === 1 ? "1 pending write" : `${count} pending writes`;
 }
 
 /** The APEX checkpoint a LangGraph leftover names: `<session>/checkpoint-007` as its index record has it, else its id. */
@@ -881,6 +887,7 @@ export type RepairActionKind =
   | "clear-current-session"
   | "unassign-task"
   | "remove-langgraph-step"
+  | "remove-langgraph-writes"
   | "move-langgraph-head"
   | "copy-store";
 
@@ -958,7 +965,9 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
       const removing = leftover.sequence !== undefined && removedSequences.has(`${leftover.sessionId}\u0000${leftover.sequence}`);
       const gone = removing ? "which this repair removes" : "which is no longer stored";
       const apex = apexOf(leftover);
-      if (leftover.kind === "step") {
+      if (leftover.kind === "writes") {
+        actions.push({ action: "remove-langgraph-writes", target: leftover.path, reason: `${pendingWrites(leftover.writes!.count)} for LangGraph checkpoint ${leftover.checkpointId}, which is not stored and never will be` });
+      } else if (leftover.kind === "step") {
         const writes = leftover.writes ? `; its ${leftover.writes.count === 1 ? "pending write goes" : `${leftover.writes.count} pending writes go`} with it` : "";
         actions.push({ action: "remove-langgraph-step", target: leftover.path, reason: `LangGraph checkpoint ${leftover.checkpointId}: it names ${apex}, ${gone}${writes}` });
       } else {
