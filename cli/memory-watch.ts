@@ -80,7 +80,7 @@ async function follow(
   // Through `apex serve`, a server restarted or a network drop (APEX_E_RPC, APEX_E_TIMEOUT) is waited out as well.
   const outage = client.via === "remote" ? new Outage("the server", ["APEX_E_RPC", "APEX_E_TIMEOUT"]) : new Outage();
   while (!interrupted() && Date.now() < deadline) {
-    let reply: { revision: number; changes: Array<Change & { value: JsonValue | null }> };
+    let reply: { revision: number; changes: Array<Change & { value: JsonValue | null; overwritten?: boolean }> };
     try {
       reply = (await client.call("memory.changes", { since, glob: glob.source })) as typeof reply;
     } catch (error) {
@@ -89,9 +89,10 @@ async function follow(
       continue;
     }
     outage.ended();
-    // The supervisor read each value after the whole batch: a put changed again within it was overwritten before.
+    // The supervisor read each value after the whole batch: a put changed again within it was overwritten before
+    // (it says so itself of one changed again after its batch; an older one does not).
     const last = lastChanges(reply.changes);
-    for (const change of reply.changes) if (glob.matches(change.path)) printChange(change, change.value ?? undefined, Boolean(options.json), overwrittenAt(last, change));
+    for (const { overwritten, ...change } of reply.changes) if (glob.matches(change.path)) printChange(change, change.value ?? undefined, Boolean(options.json), overwritten === true || overwrittenAt(last, change));
     since = reply.revision;
     await sleep(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
   }

@@ -337,6 +337,33 @@ describe("apex memory set through a running supervisor", () => {
   });
 });
 
+describe("apex memory watch --since through a running supervisor, far behind", () => {
+  let project: Project | undefined;
+  afterEach(() => {
+    project?.cleanup();
+    project = undefined;
+  });
+
+  it("never shows a put with a value written after it, when a later change of its path lies beyond the batch the supervisor sends (10,000 changes)", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    const started = project.start();
+    const first = JSON.parse(project.apex(["memory", "set", "/far/x", "\"old\"", "--json"]).stdout) as { revision: number };
+    const file = join(project.dir, "bulk.json");
+    writeFileSync(file, JSON.stringify(Object.fromEntries(Array.from({ length: 10_050 }, (_, i) => [`/bulk/k${i}`, i]))));
+    expect(project.apex(["memory", "import", file]).status).toBe(0);
+    project.apex(["memory", "set", "/far/x", "\"new\""]);
+    // As an agent watches: through the supervisor's socket, which answers a batch at a time.
+    const agent = { APEX_SOCKET: started.socket, APEX_SESSION_ID: started.session_id, APEX_AGENT: "idle" };
+    const result = project.apex(["memory", "watch", "/far/*", "--since", String(first.revision - 1), "--timeout", "1", "--json"], { env: agent });
+    expect(result.status, result.stderr).toBe(0);
+    // The value "new" was shown for the put of "old", since the batch ended before the second put.
+    expect(result.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>).map((event) => [event.kind, event.path, event.value, event.overwritten ?? false])).toEqual([
+      ["put", "/far/x", null, true],
+      ["put", "/far/x", "new", false],
+    ]);
+  });
+});
+
 describe("apex memory import of a file longer than V8's longest string (an export of large values)", () => {
   // Such a file (over 512 MiB) failed with APEX_E_INTERNAL "Cannot create a string longer than 0x1fffffe8
   // characters", so `export | import` lost a large memory. It is read an entry (or an NDJSON line) at a time, with the
