@@ -62,6 +62,14 @@ describe("apex serve: every session of the project", () => {
     expect(remote(project, url, a, viewerA.token, ["logs", "-n", "5"]).stdout).toContain("alpha | tick");
     const events = await rpc(url, a, "events.list", viewerA.token);
     expect(events.body.result.map((event: { type: string }) => event.type)).toEqual(expect.arrayContaining(["session.started", "session.stopped"]));
+    // The last N, and one kind, are what is sent (the dashboard's seed), not every event of the session.
+    const all = events.body.result as Array<{ seq: number; type: string }>;
+    expect((await rpc(url, a, "events.list", viewerA.token, { last: 2 })).body.result).toEqual(all.slice(-2));
+    expect((await rpc(url, a, "events.list", viewerA.token, { last: 0 })).body.result).toEqual([]);
+    expect((await rpc(url, a, "events.list", viewerA.token, { type: "session.stopped", last: 5 })).body.result).toEqual(all.filter((event) => event.type === "session.stopped"));
+    for (const bad of [{ last: -1 }, { last: 1.5 }, { last: "2" }, { type: 3 }]) {
+      expect(await rpc(url, a, "events.list", viewerA.token, bad)).toMatchObject({ status: 400, body: { error: { code: "APEX_E_BAD_INPUT" } } });
+    }
 
     // The event stream of an ended session replays from from_seq, then ends.
     const stream = await fetch(`${url}/api/sessions/${a}/stream`, {

@@ -277,7 +277,7 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
   const { renderMonitor, SCREEN } = await import("./monitor.js");
   const { paint } = await import("../../cli/output.js");
   const { writeControl } = await import("../../cli/terminal-text.js");
-  const recent = ((await remote.call("events.list", {}, 30_000).catch(() => [])) as MonitorEvent[]).slice(-RECENT_EVENTS);
+  const recent = ((await remote.call("events.list", { last: RECENT_EVENTS }, 30_000).catch(() => [])) as MonitorEvent[]).slice(-RECENT_EVENTS);
   const state: import("./monitor.js").MonitorState = { origin, me, status: first, events: recent, notice: null, now: new Date() };
   const out = process.stdout;
   const draw = () => {

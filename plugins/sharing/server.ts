@@ -333,6 +333,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     else if (method === "logs.read") result = gate.readLogs(sid, params);
     else if (method === "session.continue") result = await gate.continueSession(sid, params);
     else if (hiddenRead(sid, method, params)) result = undefined;
+    else if (method === "events.list") result = eventsPage(params, await gate.call(sid, method, actorParams));
     else if (SESSION_LISTINGS.has(method)) result = withEffectiveStatus(method, scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid)));
     else result = scopedResult(sid, method, params, await gate.call(sid, method, actorParams));
     await reply.send(result === undefined ? {} : { result });
@@ -948,6 +949,20 @@ function forbidden(caller: Caller, method: string, needed: Role): ApexError {
 
 function article(role: string): string {
   return /^[aeiou]/.test(role) ? "an" : "a";
+}
+
+/**
+ * A session's events as a remote caller asks for them: `type` keeps one kind, `last` the last N
+ * (after `type`). The dashboard and `apex connect` show the last 20 and the merges; the whole
+ * list, which grows with every report, task and checkpoint of a long session, went over the
+ * network on every page load.
+ */
+function eventsPage(params: Record<string, unknown>, events: unknown): unknown {
+  if (params.type !== undefined && typeof params.type !== "string") throw new ApexError("APEX_E_BAD_INPUT", "events.list: type must be a string (an event type, e.g. session.merged).");
+  if (params.last !== undefined && !(Number.isSafeInteger(params.last) && (params.last as number) >= 0)) throw new ApexError("APEX_E_BAD_INPUT", "events.list: last must be a whole number ≥ 0.");
+  if (!Array.isArray(events)) return events;
+  const kept = params.type === undefined ? events : events.filter((event: { type?: unknown } | null) => event?.type === params.type);
+  return params.last === undefined ? kept : kept.slice(kept.length - (params.last as number));
 }
 
 function objectBody(body: unknown): Record<string, unknown> {

@@ -388,9 +388,10 @@
   /** The last events before the page opened, and the merges among all of them. */
   async function seedEvents() {
     try {
-      const events = await call("events.list");
-      state.merges = events.filter((event) => event.type === "session.merged" && event.from).map((event) => event.from);
-      for (const event of events.slice(-20)) showEvent(event);
+      // The last 20 and the merges, not every event of the session (the server keeps those it is asked for).
+      const [events, merges] = await Promise.all([call("events.list", { last: 20 }), call("events.list", { type: "session.merged" })]);
+      state.merges = merges.filter((event) => event.from).map((event) => event.from);
+      for (const event of events) showEvent(event);
       state.lastSeq = events.length ? events[events.length - 1].seq : 0;
     } catch (error) {
       // The live stream starts after the last event the status showed, so none after it is missed.
