@@ -88,7 +88,7 @@ describe("crash safety: kill -9 at random moments while checkpoints are being cr
     const built = join(REPO_ROOT, "dist/plugins/checkpoint/checkpoints.js");
     const source = join(REPO_ROOT, "plugins/checkpoint/checkpoints.ts");
     if (!existsSync(built) || statSync(built).mtimeMs < statSync(source).mtimeMs) {
-      throw new Error(`${built} is missing or stale: run \`npx tsc -p tsconfig.json\` first (npm test does).`);
+      throw new Error(`${built} is missing or stale: run \`npm run build\` first (npm test does).`);
     }
     const temp = tempDir("apex-crash-");
     dir = temp.dir;

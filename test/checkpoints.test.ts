@@ -57,7 +57,7 @@ function requireBuild(): void {
   for (const source of pairs) {
     const built = join(REPO_ROOT, "dist", source.replace(/\.ts$/, ".js"));
     if (!existsSync(built) || statSync(built).mtimeMs < statSync(join(REPO_ROOT, source)).mtimeMs) {
-      throw new Error(`${built} is missing or older than ${source}: run \`npx tsc -p tsconfig.json\` first (npm test does).`);
+      throw new Error(`${built} is missing or older than ${source}: run \`npm run build\` first (npm test does).`);
     }
   }
 }
