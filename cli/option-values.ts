@@ -83,7 +83,8 @@ export function refuseBlankValues(command: Command): void {
     argument.argParser((value: string, previous: unknown) => {
       if (value.trim() === "") {
         throw new ApexError("APEX_E_USAGE", `${argument.name().toUpperCase()}: Expected a value, got ${JSON.stringify(value)}.`, {
-          hint: argument.required ? `Run \`apex ${commandPath(command)} --help\` for what ${argument.name().toUpperCase()} is.` : `Give a value, or leave ${argument.name().toUpperCase()} out for its default.`,
+          // Left out, an optional argument does what the command's help says (`apex milestone` lists the milestones), not always a default.
+          hint: argument.required ? `Run \`apex ${commandPath(command)} --help\` for what ${argument.name().toUpperCase()} is.` : `Give a value, or leave ${argument.name().toUpperCase()} out (\`apex ${commandPath(command)} --help\` says what that does).`,
           details: { argument: argument.name(), value },
         });
       }

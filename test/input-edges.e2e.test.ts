@@ -262,6 +262,14 @@ describe("option and argument values", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("an empty optional argument's hint points at the command's help, not at a default it may not have", () => {
+    writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
+    // `apex milestone` without TEXT lists the milestones: "leave TEXT out for its default" promised a default milestone.
+    const result = apex(["milestone", ""]);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toBe('error[APEX_E_USAGE]: TEXT: Expected a value, got "".\n  hint: Give a value, or leave TEXT out (`apex milestone --help` says what that does).\n');
+  });
+
   it("the largest exact number and the longest grace are taken", () => {
     writeFileSync(join(dir, "apex.config.yaml"), CONFIG);
     expect(apex(["memory", "set", "/a", "1"]).status).toBe(0);
