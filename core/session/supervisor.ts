@@ -83,6 +83,9 @@ export interface ReadyReport {
   warnings?: string[];
 }
 
+/** An agent's process group as pause, resume and stop signal it; `child` is the process it was taken from. */
+type AgentGroup = { slot: AgentSlot; child: AgentProcess; pgid: number; startTime: number; marker: ProcessMarker };
+
 interface AgentSlot {
   name: string;
   spec: AgentConfig;
@@ -736,9 +739,18 @@ export class Supervisor {
   }
 
   /** The process groups of the agents that run; with `ending`, also those of agents that exited whose leftovers handleExit is still ending. */
-  private runningGroups(ending = false): Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> {
+  private runningGroups(ending = false): AgentGroup[] {
     const processes = [...this.slots.values()].flatMap((slot) => (slot.process ? [slot.process] : []));
-    return [...processes, ...(ending ? this.ending : [])].map((child) => ({ slot: this.slots.get(child.name)!, pgid: child.pgid, startTime: child.startTime, marker: child.marker }));
+    return [...processes, ...(ending ? this.ending : [])].map((child) => ({ slot: this.slots.get(child.name)!, child, pgid: child.pgid, startTime: child.startTime, marker: child.marker }));
+  }
+
+  /** Sets and records the status of the agents of `groups` whose process still runs (one that exited meanwhile keeps what its exit recorded). */
+  private markAgents(groups: AgentGroup[], status: "paused" | "running"): Promise<void> {
+    const current = groups.filter((group) => group.slot.process === group.child);
+    for (const { slot } of current) slot.status = status;
+    return this.service.write((batch) => {
+      for (const { slot } of current) batch.set(agentPath(this.sessionId, slot.name), { ...(batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord), status });
+    }, "supervisor");
   }
 
   pause(actor = "supervisor"): Promise<Record<string, JsonValue>> {
@@ -750,7 +762,6 @@ export class Supervisor {
       const warnings: string[] = [];
       try {
         const { processes, stopping } = await this.waitForGroups(groups, "stopped");
-        for (const group of groups) group.slot.status = "paused";
         await this.markAgents(groups, "paused");
         try {
           await this.engine.fire("onPause", this.service.context());
@@ -763,10 +774,7 @@ export class Supervisor {
       } catch (error) {
         // Some process did not stop within the window, or the pause could not be recorded (a full
         // disk, say): the agents run on, those that did stop too, as the session record says (active).
-        for (const group of groups) {
-          signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
-          group.slot.status = "running";
-        }
+        for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
         await this.markAgents(groups, "running").catch(() => undefined);
         this.resumeTimers();
         throw error;
@@ -780,7 +788,6 @@ export class Supervisor {
       const groups = this.runningGroups();
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
       const { processes } = await this.waitForGroups(groups, "running");
-      for (const group of groups) group.slot.status = "running";
       await this.markAgents(groups, "running");
       await this.setStatus("active", "session.resumed", { processes }, actor);
       const warnings: string[] = [];
@@ -798,16 +805,6 @@ export class Supervisor {
     });
   }
 
-  /** Records the agents of `groups` as paused or running. */
-  private markAgents(groups: Array<{ slot: AgentSlot }>, status: "paused" | "running"): Promise<void> {
-    return this.service.write((batch) => {
-      for (const { slot } of groups) {
-        const path = agentPath(this.sessionId, slot.name);
-        batch.set(path, { ...(batch.get(path) as AgentRecord), status });
-      }
-    }, "supervisor");
-  }
-
   /**
    * Polls /proc until every live process of every group is stopped, or none is, re-sending the
    * signal to stragglers (a child forked just as the signal went out). A process in
@@ -815,10 +812,7 @@ export class Supervisor {
    * cannot run again before it stops (proc.ts StopProgress); it is returned in `stopping`. For a
    * resume such a process still lags, and gets SIGCONT again (SIGCONT takes a pending stop back).
    */
-  private async waitForGroups(
-    groups: Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }>,
-    want: "stopped" | "running",
-  ): Promise<{ processes: number; stopping: Array<{ agent: string; pid: number }> }> {
+  private async waitForGroups(groups: AgentGroup[], want: "stopped" | "running"): Promise<{ processes: number; stopping: Array<{ agent: string; pid: number }> }> {
     const windowMs = pauseVerifyMs();
     const deadline = Date.now() + windowMs;
     for (;;) {
@@ -843,12 +837,8 @@ export class Supervisor {
       if (Date.now() > deadline) {
         const which = lagging.map(({ pid, state }) => `${pid} (state ${state})`).join(", ");
         const inIo = want === "stopped" && lagging.some(({ state }) => state === "D");
-        throw new ApexError("APEX_E_PROCESS", `Processes ${which} did not ${want === "stopped" ? "stop" : "continue"} within ${(windowMs / 1000).toFixed(1)} s.`, {
-          hint: inIo
-            ? "A process in uninterruptible I/O (state D) with no stop pending acts on SIGSTOP only once the I/O completes; try again."
-            : "Something else may be signalling these processes (a debugger, a job-control shell); try again.",
-          details: { processes: lagging, window_ms: windowMs },
-        });
+        const hint = inIo ? "A process in uninterruptible I/O (state D) with no stop pending acts on SIGSTOP only once the I/O completes; try again." : "Something else may be signalling these processes (a debugger, a job-control shell); try again.";
+        throw new ApexError("APEX_E_PROCESS", `Processes ${which} did not ${want === "stopped" ? "stop" : "continue"} within ${(windowMs / 1000).toFixed(1)} s.`, { hint, details: { processes: lagging, window_ms: windowMs } });
       }
       await sleep(5);
     }

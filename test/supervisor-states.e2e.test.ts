@@ -1,0 +1,58 @@
+// The session's recorded state against what its processes are, end to end with the built CLI and
+// real processes: a resume that cannot continue every process (a tracer holds one in its trace
+// stop), a pause that fails while an agent exits. What the store says (`apex status`) is checked
+// against /proc. Every process a test starts is ended by pid or process group.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { buildStopEater } from "./support/vfork-hold.js";
+
+let project: Project | undefined;
+let buildDir: string | undefined;
+const tracers: ChildProcess[] = [];
+afterEach(() => {
+  for (const tracer of tracers.splice(0)) tracer.kill("SIGKILL");
+  project?.cleanup();
+  project = undefined;
+  if (buildDir) rmSync(buildDir, { recursive: true, force: true });
+  buildDir = undefined;
+});
+
+/** Starts `binary PID` (a tracer fixture) and waits for its "ready"; its stdin stays open until the test ends it. */
+async function trace(binary: string, pid: number): Promise<ChildProcess> {
+  const tracer = spawn(binary, [String(pid)], { stdio: ["pipe", "pipe", "inherit"] });
+  tracers.push(tracer);
+  let said = "";
+  tracer.stdout!.setEncoding("utf8").on("data", (chunk: string) => (said += chunk));
+  await waitFor("the tracer", () => said.includes("ready"));
+  return tracer;
+}
+
+const loop = "while true; do sleep 0.2; done";
+
+describe("a pause that fails while an agent exits", () => {
+  it("leaves the agent that exited as its exit recorded it (failed), not running", async () => {
+    buildDir = mkdtempSync(join(tmpdir(), "apex-stop-eater-"));
+    const eater = buildStopEater(buildDir);
+    project = new Project(shellAgents({ traced: loop, plain: loop }).replace(/(  plain:\n)/, "$1    restart: never\n"), "apex-session-", { APEX_PAUSE_VERIFY_MS: "2500" });
+    const ready = project.start(["--task", "hold on"]);
+    const traced = ready.agents.find((agent) => agent.name === "traced")!;
+    const plain = ready.agents.find((agent) => agent.name === "plain")!;
+    // traced never stops (its tracer takes every SIGSTOP back): the pause fails after 2.5 s.
+    await trace(eater, traced.pid!);
+    const pause = project.apexAsync(["pause"]);
+    // Meanwhile plain, stopped, is killed: its exit is recorded while the pause waits.
+    await waitFor("plain to stop", () => procInfo(plain.pid!)?.state === "T");
+    process.kill(plain.pid!, "SIGKILL");
+    await waitFor("plain's exit to be recorded", () => project!.status().agents.find((agent) => agent.name === "plain")!.status === "failed");
+    const failed = await pause.done;
+    expect(failed.status).toBe(1);
+    expect(failed.stderr).toContain("APEX_E_PROCESS");
+    const report = project.status();
+    expect(report.session!.status).toBe("active");
+    expect(Object.fromEntries(report.agents.map((agent) => [agent.name, agent.status]))).toEqual({ traced: "running", plain: "failed" });
+  }, 60_000);
+});
