@@ -7,8 +7,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
-import { buildStopEater } from "./support/vfork-hold.js";
+import { Project, groupMembers, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { buildStopEater, buildStopHolder } from "./support/vfork-hold.js";
 
 let project: Project | undefined;
 let buildDir: string | undefined;
@@ -32,6 +32,43 @@ async function trace(binary: string, pid: number): Promise<ChildProcess> {
 }
 
 const loop = "while true; do sleep 0.2; done";
+
+describe("a resume that cannot continue every process", () => {
+  it("stops again what it continued and says the session stays paused, as recorded; once the tracer lets go, resume works", async () => {
+    buildDir = mkdtempSync(join(tmpdir(), "apex-stop-holder-"));
+    const holder = buildStopHolder(buildDir);
+    project = new Project(shellAgents({ held: loop, plain: loop }), "apex-session-", { APEX_PAUSE_VERIFY_MS: "1000" });
+    const ready = project.start(["--task", "hold on"]);
+    const held = ready.agents.find((agent) => agent.name === "held")!;
+    const plain = ready.agents.find((agent) => agent.name === "plain")!;
+    // A debugger stops `held` (trace stop, state t): no SIGCONT continues it while it holds it.
+    const tracer = await trace(holder, held.pid!);
+    expect(procInfo(held.pid!)?.state).toBe("t");
+    const paused = project.apex(["pause"]);
+    expect(paused.status, paused.stderr).toBe(0);
+
+    const resumed = project.apex(["resume", "--json"]);
+    expect(resumed.status).toBe(1);
+    const { error } = JSON.parse(resumed.stderr) as { error: { code: string; message: string; hint: string; details: { status: string } } };
+    expect(error.code).toBe("APEX_E_PROCESS");
+    expect(error.message).toBe(`Processes ${held.pid} (state t) did not continue within 1.0 s. The session stays paused: every process of it was stopped again.`);
+    expect(error.hint).toContain("held by its tracer");
+    expect(error.details.status).toBe("paused");
+    // Before, plain ran on under a session (and agents) recorded paused.
+    for (const member of groupMembers(plain.pgid!)) expect(`${member.pid}:${member.state}`).toBe(`${member.pid}:T`);
+    const report = project.status();
+    expect(report.session!.status).toBe("paused");
+    expect(Object.fromEntries(report.agents.map((agent) => [agent.name, agent.status]))).toEqual({ held: "paused", plain: "paused" });
+
+    // The debugger lets go: the next resume continues everything.
+    tracer.stdin!.end();
+    await waitFor("the tracer to exit", () => tracer.exitCode !== null);
+    const again = project.apex(["resume"]);
+    expect(again.status, again.stderr).toBe(0);
+    for (const agent of [held, plain]) for (const member of groupMembers(agent.pgid!)) expect(`${member.pid}:${member.state}`).not.toBe(`${member.pid}:T`);
+    expect(project.status().session!.status).toBe("active");
+  }, 60_000);
+});
 
 describe("a pause that fails while an agent exits", () => {
   it("leaves the agent that exited as its exit recorded it (failed), not running", async () => {

@@ -787,9 +787,22 @@ export class Supervisor {
       this.assertStatus("paused", "resume");
       const groups = this.runningGroups();
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
-      const { processes } = await this.waitForGroups(groups, "running");
-      await this.markAgents(groups, "running");
-      await this.setStatus("active", "session.resumed", { processes }, actor);
+      let processes = 0;
+      try {
+        ({ processes } = await this.waitForGroups(groups, "running"));
+        await this.markAgents(groups, "running");
+        await this.setStatus("active", "session.resumed", { processes }, actor);
+      } catch (error) {
+        // Some process stayed stopped (a tracer holds it) or the resume could not be recorded: what
+        // did continue is stopped again, so that the session is as its record says (paused). What
+        // will not stop again runs on: the session is then recorded active, as it is.
+        for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
+        const paused = await this.waitForGroups(groups, "stopped").then(() => true, () => false);
+        await this.markAgents(groups, paused ? "paused" : "running").catch(() => undefined);
+        if (!paused) await this.setStatus("active", "session.resumed", { processes }, actor).then(() => this.resumeTimers(), () => undefined);
+        const { code, message, hint, details } = error as ApexError;
+        throw new ApexError(code ?? "APEX_E_INTERNAL", `${message} ${paused ? "The session stays paused: every process of it was stopped again." : `The session is ${this.currentStatus()}: some of its processes run, others stay stopped.`}`, { ...(hint ? { hint } : {}), details: { ...details, status: this.currentStatus() } });
+      }
       const warnings: string[] = [];
       try {
         await this.engine.fire("onResume", this.service.context());
@@ -837,7 +850,8 @@ export class Supervisor {
       if (Date.now() > deadline) {
         const which = lagging.map(({ pid, state }) => `${pid} (state ${state})`).join(", ");
         const inIo = want === "stopped" && lagging.some(({ state }) => state === "D");
-        const hint = inIo ? "A process in uninterruptible I/O (state D) with no stop pending acts on SIGSTOP only once the I/O completes; try again." : "Something else may be signalling these processes (a debugger, a job-control shell); try again.";
+        const traced = want === "running" && lagging.some(({ state }) => state === "t");
+        const hint = inIo ? "A process in uninterruptible I/O (state D) with no stop pending acts on SIGSTOP only once the I/O completes; try again." : traced ? "A process in state t is held by its tracer (a debugger): no SIGCONT continues it before the tracer lets it go; then try again." : "Something else may be signalling these processes (a debugger, a job-control shell); try again.";
         throw new ApexError("APEX_E_PROCESS", `Processes ${which} did not ${want === "stopped" ? "stop" : "continue"} within ${(windowMs / 1000).toFixed(1)} s.`, { hint, details: { processes: lagging, window_ms: windowMs } });
       }
       await sleep(5);
