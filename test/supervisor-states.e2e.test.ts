@@ -93,3 +93,28 @@ describe("a pause that fails while an agent exits", () => {
     expect(Object.fromEntries(report.agents.map((agent) => [agent.name, agent.status]))).toEqual({ traced: "running", plain: "failed" });
   }, 60_000);
 });
+
+describe("a session being stopped", () => {
+  it("is shown as stopping while its agents are reaped, and pause and resume are refused at once, not after the stop", async () => {
+    // The agent ignores SIGTERM: the stop waits out its grace period (2 s) before SIGKILL.
+    project = new Project(shellAgents({ stubborn: "trap '' TERM; while true; do sleep 0.2; done" }));
+    project.start();
+    const stop = project.apexAsync(["stop", "--grace", "2", "--json"]);
+    const report = await waitFor("the session to show as stopping", () => {
+      const status = project!.status();
+      return status.session?.status === "stopping" && status;
+    }, 3000);
+    expect(report.session!.stored_status).toBe("active");
+    for (const action of ["pause", "resume"]) {
+      const began = Date.now();
+      const refused = project.apex([action]);
+      expect(refused.status).toBe(4);
+      expect(refused.stderr).toContain(`error[APEX_E_SESSION_STATE]: The session is stopping; it cannot ${action}.`);
+      expect(Date.now() - began).toBeLessThan(1500);
+    }
+    const stopped = await stop.done;
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(JSON.parse(stopped.stdout).status).toBe("stopped");
+    expect(project.status().session).toBeNull();
+  }, 60_000);
+});

@@ -124,7 +124,11 @@ function builtinPluginMethods(service: SessionService): Record<string, SessionMe
 export function registerSupervisorMethods(server: RpcServer, supervisor: Supervisor): void {
   for (const [name, method] of Object.entries(sessionMethods(supervisor.service))) if (name !== "session.status") server.register(name, method);
   server
-    .register("session.status", () => ({ ...buildStatusReport(supervisor.store, ""), connected: supervisor.connections() }) as unknown as JsonValue)
+    .register("session.status", () => {
+      const report = { ...buildStatusReport(supervisor.store, ""), connected: supervisor.connections() };
+      // A stop (or the end) under way: hooks run, agents are reaped, and the record says active until it is written.
+      return (report.session?.session_id === supervisor.sessionId && supervisor.isStopping() ? { ...report, session: { ...report.session, status: "stopping" } } : report) as unknown as JsonValue;
+    })
     .register("hello", () => ({
       session_id: supervisor.sessionId,
       pid: process.pid,

@@ -15,28 +15,7 @@ import { AgentProcess, capLogFile, provenMembers, signalProvenGroup, tailLines, 
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
 import { actorParam, registerSupervisorMethods } from "./methods.js";
 import { agentMarker, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
-import {
-  CONTEXT_SUFFIX,
-  CURRENT_SESSION_PATH,
-  agentContextPath,
-  agentPath,
-  agentsPrefix,
-  countersPath,
-  eventPath,
-  historyPath,
-  memoryRootOf,
-  nowIso,
-  sessionPath,
-  setActiveSession,
-  setSessionRecord,
-  worktreeOf,
-  tasksPrefix,
-  type AgentRecord,
-  type AgentStatus,
-  type SessionEvent,
-  type SessionRecord,
-  type TaskRecord,
-} from "./records.js";
+import { CONTEXT_SUFFIX, CURRENT_SESSION_PATH, agentContextPath, agentPath, agentsPrefix, countersPath, eventPath, historyPath, memoryRootOf, nowIso, sessionPath, setActiveSession, setSessionRecord, worktreeOf, tasksPrefix, type AgentRecord, type AgentStatus, type SessionEvent, type SessionRecord, type TaskRecord } from "./records.js";
 import { agentLogDir, removeRuntime, RUN_DIR, socketPathFor, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
 import { LeaseHolder, localHost } from "./lease.js";
@@ -754,6 +733,7 @@ export class Supervisor {
   }
 
   pause(actor = "supervisor"): Promise<Record<string, JsonValue>> {
+    if (this.startFailure === undefined) this.refuseWhileStopping("pause");
     return this.runLifecycle(async () => {
       this.assertStatus("active", "pause");
       this.pauseTimers();
@@ -783,6 +763,7 @@ export class Supervisor {
   }
 
   resume(actor = "supervisor"): Promise<Record<string, JsonValue>> {
+    if (this.startFailure === undefined) this.refuseWhileStopping("resume");
     return this.runLifecycle(async () => {
       this.assertStatus("paused", "resume");
       const groups = this.runningGroups();
@@ -996,11 +977,19 @@ export class Supervisor {
 
   private assertStatus(expected: "active" | "paused", action: string): void {
     if (this.startFailure !== undefined) throw this.failedStart(action);
-    if (this.stopping) throw new ApexError("APEX_E_SESSION_STATE", `The session is stopping; it cannot ${action}.`);
+    this.refuseWhileStopping(action);
     const status = this.currentStatus();
     if (status === expected) return;
     const hint = status === "paused" ? "Resume it with `apex resume`." : status === "active" ? "Pause it with `apex pause`." : undefined;
     throw new ApexError("APEX_E_SESSION_STATE", `The session is ${status}; it cannot ${action}.`, hint ? { hint } : {});
+  }
+
+  /** True while the session ends (a stop or its end: hooks run, agents are reaped); its record says active or paused until it is written. */
+  isStopping(): boolean { return this.stopping !== undefined && this.startFailure === undefined && !this.lease?.lost; }
+
+  /** Pause and resume are refused at once while the session stops, rather than after waiting for the stop to end. */
+  private refuseWhileStopping(action: string): void {
+    if (this.stopping) throw new ApexError("APEX_E_SESSION_STATE", `The session is stopping; it cannot ${action}.`, { hint: "`apex status` shows it as stopping until it has stopped.", details: { session_id: this.sessionId, status: "stopping" } });
   }
 
   private async setStatus(status: "active" | "paused", eventType: string, data: Record<string, JsonValue>, actor: string): Promise<void> {
