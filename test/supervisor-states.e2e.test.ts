@@ -3,7 +3,7 @@
 // stop), a pause that fails while an agent exits. What the store says (`apex status`) is checked
 // against /proc. Every process a test starts is ended by pid or process group.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -116,5 +116,52 @@ describe("a session being stopped", () => {
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(JSON.parse(stopped.stdout).status).toBe("stopped");
     expect(project.status().session).toBeNull();
+  }, 60_000);
+});
+
+/** A plugin whose command `apex slow STEPS MS` prints a line every MS ms, STEPS times; with --quiet it prints only once done; with --block it blocks its process for MS ms. */
+const SLOW_PLUGIN = `export default {
+  name: "slow",
+  apply(apex) {
+    apex.registerCommand({
+      name: "slow",
+      arguments: [{ syntax: "<steps>" }, { syntax: "<ms>" }],
+      options: [{ flags: "--quiet" }, { flags: "--block" }],
+      async action({ args: [steps, ms], options }, context) {
+        if (options.block) { const end = Date.now() + Number(ms); while (Date.now() < end); }
+        for (let step = 1; step <= Number(steps) && !options.block; step++) {
+          await new Promise((resolve) => setTimeout(resolve, Number(ms)));
+          if (!options.quiet) context.print("step " + step);
+        }
+        context.print("done");
+        return 3;
+      },
+    });
+  },
+};
+`;
+
+describe("a long plugin command run by the supervisor", () => {
+  it("prints its output as it comes and is not cut off while it makes progress; only a supervisor silent for the whole window is given up on", async () => {
+    project = new Project(`${shellAgents({ idle: loop }).replace("plugins: {}", "plugins:\n  ./slow.mjs: {}")}`);
+    writeFileSync(join(project.dir, "slow.mjs"), SLOW_PLUGIN);
+    project.start();
+    // The window is 1 s here (10 minutes by default): the command runs 1.6 s.
+    const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "1000" };
+    const run = project.apexAsync(["slow", "4", "400"], { env });
+    // Its first line is shown while it still runs (it was all shown at the end, and cut off after 600 s).
+    await waitFor("the first step to be printed", () => run.output().includes("step 1\n"), 10_000);
+    expect(run.output()).not.toContain("done");
+    const ran = await run.done;
+    expect(ran.stderr).toBe("");
+    expect(ran.status).toBe(3);
+    expect(ran.stdout).toBe("step 1\nstep 2\nstep 3\nstep 4\ndone\n");
+    // Silent for 1.6 s but running: the supervisor's heartbeat keeps the wait going.
+    const quiet = project.apex(["slow", "4", "400", "--quiet"], { env });
+    expect([quiet.status, quiet.stdout, quiet.stderr]).toEqual([3, "done\n", ""]);
+    // A supervisor that sends nothing (its event loop held for 2 s) is given up on after the window.
+    const blocked = project.apex(["slow", "1", "2000", "--block"], { env });
+    expect(blocked.status).toBe(1);
+    expect(blocked.stderr).toContain("error[APEX_E_TIMEOUT]: The supervisor sent nothing on plugin.command (no output, no heartbeat) for 1 s.");
   }, 60_000);
 });

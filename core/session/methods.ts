@@ -150,7 +150,7 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
     )
     .register("agent.list", () => supervisor.agentsView())
     // A plugin command forwarded by the CLI: it runs here, where the store's one writer is.
-    .register("plugin.command", async (params) => {
+    .register("plugin.command", async (params, ctx) => {
       const name = stringParam(params, "name");
       // The CLI names the plugin its config gives the command: one enabled since this supervisor loaded its plugins.
       if (typeof params.plugin === "string" && !supervisor.engine.commands.some((command) => command.spec.name === name)) {
@@ -163,6 +163,9 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
       const args = Array.isArray(params.args) ? params.args.map((arg: unknown) => (arg === null ? undefined : arg)) : [];
       const input = { args, options: (params.options ?? {}) as Record<string, unknown> };
       let output = "";
+      // `stream` (the CLI's): output is sent as it is printed, with a heartbeat every `heartbeat_ms` meanwhile, so that the caller waits on progress, not a fixed time.
+      const print = (text: string) => (params.stream === true ? ctx.push({ output: text }) : (output += text));
+      const heartbeat = params.stream === true ? setInterval(() => ctx.push({ heartbeat: true }), Math.max(50, Number(params.heartbeat_ms) || 10_000)) : undefined;
       const context: CommandContext = {
         config: supervisor.config,
         projectDir: supervisor.config.projectDir,
@@ -170,15 +173,11 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
         store: async () => supervisor.store,
         storeExists: async () => true,
         invoke: async (other, otherInput) => (await supervisor.engine.runCommand(other, otherInput, context)) ?? 0,
-        print: (text) => {
-          output += `${text}\n`;
-        },
-        printJson: (value) => {
-          output += `${JSON.stringify(value, null, 2)}\n`;
-        },
+        print: (text) => print(`${text}\n`),
+        printJson: (value) => print(`${JSON.stringify(value, null, 2)}\n`),
       };
-      const exitCode = (await supervisor.engine.runCommand(name, input, context)) ?? 0;
-      return { output, exitCode };
+      const exitCode = await Promise.resolve(supervisor.engine.runCommand(name, input, context)).finally(() => clearInterval(heartbeat));
+      return { output, exitCode: exitCode ?? 0 };
     })
     .register("events.subscribe", (params, ctx) => {
       // Replay what the caller has not seen, then stream live events; seq numbers de-duplicate.
