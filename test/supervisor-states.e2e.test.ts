@@ -119,15 +119,16 @@ describe("a session being stopped", () => {
   }, 60_000);
 });
 
-/** A plugin whose command `apex slow STEPS MS` prints a line every MS ms, STEPS times; with --quiet it prints only once done; with --block it blocks its process for MS ms. */
+/** A plugin whose command `apex slow STEPS MS` prints a line every MS ms, STEPS times; with --quiet it prints only once done; with --block it blocks its process for MS ms; with --huge it prints one line of MS MiB. */
 const SLOW_PLUGIN = `export default {
   name: "slow",
   apply(apex) {
     apex.registerCommand({
       name: "slow",
       arguments: [{ syntax: "<steps>" }, { syntax: "<ms>" }],
-      options: [{ flags: "--quiet" }, { flags: "--block" }],
+      options: [{ flags: "--quiet" }, { flags: "--block" }, { flags: "--huge" }],
       async action({ args: [steps, ms], options }, context) {
+        if (options.huge) return void context.print("x".repeat(Number(ms) * 1024 * 1024));
         if (options.block) { const end = Date.now() + Number(ms); while (Date.now() < end); }
         for (let step = 1; step <= Number(steps) && !options.block; step++) {
           await new Promise((resolve) => setTimeout(resolve, Number(ms)));
@@ -142,7 +143,7 @@ const SLOW_PLUGIN = `export default {
 `;
 
 describe("a long plugin command run by the supervisor", () => {
-  it("prints its output as it comes and is not cut off while it makes progress; only a supervisor silent for the whole window is given up on", async () => {
+  it("prints its output as it comes and is not cut off while it makes progress; only a supervisor silent for the whole window is given up on; output too large for a reply is refused clearly", async () => {
     project = new Project(`${shellAgents({ idle: loop }).replace("plugins: {}", "plugins:\n  ./slow.mjs: {}")}`);
     writeFileSync(join(project.dir, "slow.mjs"), SLOW_PLUGIN);
     project.start();
@@ -163,5 +164,11 @@ describe("a long plugin command run by the supervisor", () => {
     const blocked = project.apex(["slow", "1", "2000", "--block"], { env });
     expect(blocked.status).toBe(1);
     expect(blocked.stderr).toContain("error[APEX_E_TIMEOUT]: The supervisor sent nothing on plugin.command (no output, no heartbeat) for 1 s.");
+    // Output over what one reply carries (256 MiB of JSON) is refused by the supervisor with a clear
+    // error (it was sent whole, then refused by the CLI as an unreadable APEX_E_RPC).
+    const huge = project.apex(["slow", "1", "257", "--huge"]);
+    expect([huge.status, huge.stdout]).toEqual([2, ""]);
+    expect(huge.stderr).toContain("error[APEX_E_TOO_LARGE]: The answer is larger than one reply over the supervisor's socket carries (256 MiB of JSON).");
+    expect(huge.stderr).toContain("hint: Ask for less at a time");
   }, 60_000);
 });

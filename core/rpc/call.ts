@@ -1,6 +1,6 @@
 import { connect } from "node:net";
 import { ApexError } from "../errors.js";
-import { errorFromBody, lineSplitter, requestLine, type RpcReply } from "./protocol.js";
+import { errorFromBody, lineSplitter, requestLine, TOO_LARGE_REPLY, type RpcReply } from "./protocol.js";
 
 /**
  * One request over the supervisor's control socket. The protocol is newline-delimited
@@ -62,7 +62,7 @@ export function callSupervisor(socketPath: string, method: string, params: unkno
             onEvent(reply.event);
           }
         },
-        () => finish(new ApexError("APEX_E_RPC", "The supervisor's reply is too long.")),
+        () => finish(errorFromBody(TOO_LARGE_REPLY)),
       ),
     );
     // It died (kill -9, OOM) or exited with the request read: done or not, only the store can say.
