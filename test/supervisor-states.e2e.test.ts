@@ -172,3 +172,23 @@ describe("a long plugin command run by the supervisor", () => {
     expect(huge.stderr).toContain("hint: Ask for less at a time");
   }, 60_000);
 });
+
+describe("SIGSTOP and SIGCONT sent to an agent from outside APEX", () => {
+  it("apex status names the process out of step with its agent's status, and pause and resume still work", () => {
+    project = new Project(shellAgents({ solo: loop }));
+    const ready = project.start();
+    const pid = ready.agents[0]!.pid!;
+    process.kill(pid, "SIGSTOP");
+    const stopped = project.apex(["status"]);
+    expect(stopped.stdout).toContain(`  solo: pid ${pid} stopped (state T) by a signal from outside APEX (SIGSTOP, a debugger); \`kill -CONT PID\` lets it go on`);
+    process.kill(pid, "SIGCONT");
+    expect(project.apex(["pause"]).status).toBe(0);
+    process.kill(pid, "SIGCONT");
+    const continued = project.apex(["status"]);
+    expect(continued.stdout).toContain(`  solo: pid ${pid} running although the session is paused (continued from outside APEX: SIGCONT)`);
+    expect(project.apex(["resume"]).status).toBe(0);
+    const resumed = project.apex(["status"]);
+    expect(resumed.stdout).not.toContain("outside APEX");
+    expect(procInfo(pid)?.state).not.toBe("T");
+  }, 60_000);
+});
