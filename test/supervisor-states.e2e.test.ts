@@ -95,22 +95,31 @@ describe("a pause that fails while an agent exits", () => {
 });
 
 describe("a session being stopped", () => {
-  it("is shown as stopping while its agents are reaped, and pause and resume are refused at once, not after the stop", async () => {
-    // The agent ignores SIGTERM: the stop waits out its grace period (2 s) before SIGKILL.
-    project = new Project(shellAgents({ stubborn: "trap '' TERM; while true; do sleep 0.2; done" }));
+  it("is shown as stopping while it stops, and pause and resume are refused at once, not after the stop", async () => {
+    // A beforeStop hook (a slow upload, say) that holds the stop until the test writes `release`.
+    project = new Project(shellAgents({ idle: loop }).replace("plugins: {}", "plugins:\n  ./gate.mjs: {}"));
+    const release = join(project.dir, "release");
+    const gate = `import { existsSync } from "node:fs";\nexport default { name: "gate", apply(apex) { apex.hooks.beforeStop.tapPromise("gate", async () => { while (!existsSync(${JSON.stringify(release)})) await new Promise((done) => setTimeout(done, 50)); }); } };\n`;
+    writeFileSync(join(project.dir, "gate.mjs"), gate);
     project.start();
-    const stop = project.apexAsync(["stop", "--grace", "2", "--json"]);
-    const report = await waitFor("the session to show as stopping", () => {
-      const status = project!.status();
-      return status.session?.status === "stopping" && status;
-    }, 3000);
-    expect(report.session!.stored_status).toBe("active");
-    for (const action of ["pause", "resume"]) {
-      const began = Date.now();
-      const refused = project.apex([action]);
-      expect(refused.status).toBe(4);
-      expect(refused.stderr).toContain(`error[APEX_E_SESSION_STATE]: The session is stopping; it cannot ${action}.`);
-      expect(Date.now() - began).toBeLessThan(1500);
+    const stop = project.apexAsync(["stop", "--json"]);
+    try {
+      const report = await waitFor("the session to show as stopping", () => {
+        const status = project!.status();
+        return status.session?.status === "stopping" && status;
+      });
+      expect(report.session!.stored_status).toBe("active");
+      for (const action of ["pause", "resume"]) {
+        const began = Date.now();
+        const refused = project.apex([action]);
+        expect(refused.status).toBe(4);
+        expect(refused.stderr).toContain(`error[APEX_E_SESSION_STATE]: The session is stopping; it cannot ${action}.`);
+        // Answered at once (it was answered once the stop had ended).
+        expect(stop.child.exitCode).toBeNull();
+        expect(Date.now() - began).toBeLessThan(10_000);
+      }
+    } finally {
+      writeFileSync(release, "");
     }
     const stopped = await stop.done;
     expect(stopped.status, stopped.stderr).toBe(0);
