@@ -3,6 +3,7 @@ import { locateProject } from "../core/config/locate.js";
 import { displayPath } from "../core/config/source.js";
 import type { Config } from "../core/config/types.js";
 import { ApexError } from "../core/errors.js";
+import { idleWindowMs } from "../core/rpc/protocol.js";
 import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../core/engine.js";
 import { printJson, printLine } from "./output.js";
 import { type Store } from "../core/store/store.js";
@@ -190,7 +191,7 @@ async function runAtWriter(engine: Engine, name: string, input: CommandInput, co
   const plugin = engine.commands.find((command) => command.spec.name === name)?.plugin;
   // Its output comes as it is printed, with a heartbeat in between: only a supervisor that sends
   // nothing for the whole window (APEX_PLUGIN_COMMAND_IDLE_MS, 10 minutes) cuts the wait short.
-  const idleMs = Number(process.env.APEX_PLUGIN_COMMAND_IDLE_MS) > 0 ? Number(process.env.APEX_PLUGIN_COMMAND_IDLE_MS) : PLUGIN_COMMAND_IDLE_MS;
+  const idleMs = idleWindowMs();
   const params = { name, plugin, args: input.args, options: input.options, stream: true, heartbeat_ms: Math.max(50, Math.floor(idleMs / 4)) };
   const reply = (await supervisor.call("plugin.command", params, idleMs, (event) => {
     const { output } = event as { output?: unknown };
@@ -199,9 +200,6 @@ async function runAtWriter(engine: Engine, name: string, input: CommandInput, co
   if (reply.output) process.stdout.write(reply.output);
   return reply.exitCode;
 }
-
-/** How long a plugin command run by the supervisor may go without output or heartbeat before the CLI gives up waiting. */
-const PLUGIN_COMMAND_IDLE_MS = 600_000;
 
 /** `--config PATH` or `--config=PATH`, read before commander parses anything. */
 function configFlagOf(args: string[]): string | undefined {

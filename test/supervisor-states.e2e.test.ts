@@ -129,9 +129,15 @@ describe("a session being stopped", () => {
 });
 
 /** A plugin whose command `apex slow STEPS MS` prints a line every MS ms, STEPS times; with --quiet it prints only once done; with --block it blocks its process for MS ms; with --huge it prints one line of MS MiB. */
-const SLOW_PLUGIN = `export default {
+const SLOW_PLUGIN = `import { existsSync } from "node:fs";
+export default {
   name: "slow",
   apply(apex) {
+    // A checkpoint taken once the file slow-checkpoint exists takes 2 s (a large memory, a slow disk).
+    apex.hooks.beforeCheckpoint.tapPromise("slow", async (draft) => {
+      if (existsSync(new URL("./slow-checkpoint", import.meta.url))) await new Promise((resolve) => setTimeout(resolve, 2000));
+      return draft;
+    });
     apex.registerCommand({
       name: "slow",
       arguments: [{ syntax: "<steps>" }, { syntax: "<ms>" }],
@@ -153,12 +159,12 @@ const SLOW_PLUGIN = `export default {
 
 describe("a long plugin command run by the supervisor", () => {
   it("prints its output as it comes and is not cut off while it makes progress; only a supervisor silent for the whole window is given up on; output too large for a reply is refused clearly", async () => {
-    project = new Project(`${shellAgents({ idle: loop }).replace("plugins: {}", "plugins:\n  ./slow.mjs: {}")}`);
+    project = new Project(`${shellAgents({ idle: loop }).replace("plugins: {}", "plugins:\n  checkpoint: {}\n  ./slow.mjs: {}")}`);
     writeFileSync(join(project.dir, "slow.mjs"), SLOW_PLUGIN);
     project.start();
-    // The window is 1 s here (10 minutes by default): the command runs 1.6 s.
+    // The window is 1 s here (10 minutes by default): the command runs 2.4 s.
     const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "1000" };
-    const run = project.apexAsync(["slow", "4", "400"], { env });
+    const run = project.apexAsync(["slow", "4", "600"], { env });
     // Its first line is shown while it still runs (it was all shown at the end, and cut off after 600 s).
     await waitFor("the first step to be printed", () => run.output().includes("step 1\n"), 10_000);
     expect(run.output()).not.toContain("done");
@@ -173,6 +179,11 @@ describe("a long plugin command run by the supervisor", () => {
     const blocked = project.apex(["slow", "1", "2000", "--block"], { env });
     expect(blocked.status).toBe(1);
     expect(blocked.stderr).toContain("error[APEX_E_TIMEOUT]: The supervisor sent nothing on plugin.command (no output, no heartbeat) for 1 s.");
+    // So is a checkpoint the supervisor takes for the CLI (it waited a fixed 600 s).
+    writeFileSync(join(project.dir, "slow-checkpoint"), "");
+    const checkpoint = project.apex(["checkpoint", "create", "slow one"], { env });
+    expect(checkpoint.status, checkpoint.stderr).toBe(0);
+    expect(checkpoint.stdout).toContain("Created checkpoint-");
     // Output over what one reply carries (256 MiB of JSON) is refused by the supervisor with a clear
     // error (it was sent whole, then refused by the CLI as an unreadable APEX_E_RPC).
     const huge = project.apex(["slow", "1", "257", "--huge"]);

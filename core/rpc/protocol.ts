@@ -31,6 +31,9 @@ export interface RpcReply {
   event?: unknown;
 }
 
+/** How long a long call (a plugin command, a checkpoint) may go with no answer, output or heartbeat: 10 minutes, or APEX_PLUGIN_COMMAND_IDLE_MS (ms). */
+export const idleWindowMs = (): number => (Number(process.env.APEX_PLUGIN_COMMAND_IDLE_MS) > 0 ? Number(process.env.APEX_PLUGIN_COMMAND_IDLE_MS) : 600_000);
+
 /** Longest line either side accepts (a memory import travels in one request). */
 export const MAX_LINE_BYTES = 256 * 1024 * 1024;
 

@@ -143,6 +143,8 @@ export class RpcServer {
       },
       socket,
     };
+    // A caller that asks for a heartbeat (`heartbeat_ms`) gets one at that interval while the method runs: it waits on progress, not a fixed time.
+    const heartbeat = typeof params.heartbeat_ms === "number" ? setInterval(() => ctx.push({ heartbeat: true }), Math.max(50, params.heartbeat_ms)) : undefined;
     try {
       const result = await handler(params, ctx);
       if (result === STREAM) return;
@@ -150,6 +152,8 @@ export class RpcServer {
       send(result === undefined ? { id } : { id, result });
     } catch (error) {
       send({ id, error: errorBody(error) });
+    } finally {
+      clearInterval(heartbeat);
     }
   }
 }

@@ -163,9 +163,8 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
       const args = Array.isArray(params.args) ? params.args.map((arg: unknown) => (arg === null ? undefined : arg)) : [];
       const input = { args, options: (params.options ?? {}) as Record<string, unknown> };
       let output = "";
-      // `stream` (the CLI's): output is sent as it is printed, with a heartbeat every `heartbeat_ms` meanwhile, so that the caller waits on progress, not a fixed time.
+      // `stream` (the CLI's): output is sent as it is printed (with the server's heartbeat between, `heartbeat_ms`), so that the caller waits on progress, not a fixed time.
       const print = (text: string) => (params.stream === true ? ctx.push({ output: text }) : (output += text));
-      const heartbeat = params.stream === true ? setInterval(() => ctx.push({ heartbeat: true }), Math.max(50, Number(params.heartbeat_ms) || 10_000)) : undefined;
       const context: CommandContext = {
         config: supervisor.config,
         projectDir: supervisor.config.projectDir,
@@ -176,8 +175,8 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
         print: (text) => print(`${text}\n`),
         printJson: (value) => print(`${JSON.stringify(value, null, 2)}\n`),
       };
-      const exitCode = await Promise.resolve(supervisor.engine.runCommand(name, input, context)).finally(() => clearInterval(heartbeat));
-      return { output, exitCode: exitCode ?? 0 };
+      const exitCode = (await supervisor.engine.runCommand(name, input, context)) ?? 0;
+      return { output, exitCode };
     })
     .register("events.subscribe", (params, ctx) => {
       // Replay what the caller has not seen, then stream live events; seq numbers de-duplicate.

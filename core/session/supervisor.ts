@@ -632,10 +632,7 @@ export class Supervisor {
       this.ending.add(child);
       await terminateGroup(child.pgid, child.startTime, child.marker, { graceMs: 1000 }).catch((error) => this.log(String(error))).finally(() => this.ending.delete(child));
     }
-    if (this.stopping) {
-      slot.status = "stopped";
-      return;
-    }
+    if (this.stopping) return void (slot.status = "stopped");
     const crashed = exit.signal !== null || exit.code !== 0;
     const policy = slot.spec.restart;
     const wantsRestart = policy === "always" || (policy === "on-failure" && crashed);
