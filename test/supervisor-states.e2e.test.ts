@@ -1,7 +1,9 @@
-// The session's recorded state against what its processes are, end to end with the built CLI and
-// real processes: a resume that cannot continue every process (a tracer holds one in its trace
-// stop), a pause that fails while an agent exits. What the store says (`apex status`) is checked
-// against /proc. Every process a test starts is ended by pid or process group.
+// The session's state machine and control socket, end to end with the built CLI and real
+// processes: a resume that cannot continue every process (a tracer holds one in its trace stop), a
+// pause that fails while an agent exits, a session being stopped, signals sent to an agent from
+// outside APEX, and long or large answers of plugin commands run by the supervisor. What the store
+// says (`apex status`) is checked against /proc. Every process a test starts is ended by pid or
+// process group.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
