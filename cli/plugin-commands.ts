@@ -3,6 +3,7 @@ import { locateProject } from "../core/config/locate.js";
 import { displayPath } from "../core/config/source.js";
 import type { Config } from "../core/config/types.js";
 import { ApexError } from "../core/errors.js";
+import { idleWindowMs } from "../core/rpc/protocol.js";
 import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../core/engine.js";
 import { printJson, printLine } from "./output.js";
 import { type Store } from "../core/store/store.js";
@@ -188,10 +189,14 @@ async function runAtWriter(engine: Engine, name: string, input: CommandInput, co
   // The supervisor loaded its plugins when the session started: told which plugin the config gives the
   // command, it refuses one enabled since with APEX_E_SESSION_STATE (core/session/methods.ts).
   const plugin = engine.commands.find((command) => command.spec.name === name)?.plugin;
-  const reply = (await supervisor.call("plugin.command", { name, plugin, args: input.args, options: input.options }, 600_000)) as {
-    output: string;
-    exitCode: number;
-  };
+  // Its output comes as it is printed, with a heartbeat in between: only a supervisor that sends
+  // nothing for the whole window (APEX_PLUGIN_COMMAND_IDLE_MS, 10 minutes) cuts the wait short.
+  const idleMs = idleWindowMs();
+  const params = { name, plugin, args: input.args, options: input.options, stream: true, heartbeat_ms: Math.max(50, Math.floor(idleMs / 4)) };
+  const reply = (await supervisor.call("plugin.command", params, idleMs, (event) => {
+    const { output } = event as { output?: unknown };
+    if (typeof output === "string") process.stdout.write(output);
+  })) as { output: string; exitCode: number };
   if (reply.output) process.stdout.write(reply.output);
   return reply.exitCode;
 }

@@ -20,6 +20,7 @@ export const STATUS_COLORS: Record<string, Color> = {
   running: "green",
   completed: "green",
   paused: "yellow",
+  stopping: "yellow",
   restarting: "yellow",
   starting: "yellow",
   interrupted: "red",

@@ -208,6 +208,12 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
     for (const agent of report.agents) {
       const stopping = agent.stopping ?? []; // a server older than this field leaves it out
       if (stopping.length > 0) printLine(`  ${agent.name}: pid ${stopping.join(", ")} in uninterruptible I/O with a stop pending (stops the moment the I/O ends)`);
+      // A signal from outside APEX (kill -STOP, kill -CONT, a debugger) puts a process out of step with its agent's status: said, not hidden behind it.
+      const stopped = agent.stopped ?? [];
+      const outOfStep = agent.status === "running" ? stopped : agent.status === "paused" ? agent.processes.filter((pid) => !stopped.includes(pid) && !stopping.includes(pid)) : [];
+      if (outOfStep.length === 0) continue;
+      if (agent.status === "running") printLine(`  ${agent.name}: pid ${outOfStep.join(", ")} stopped (state T) by a signal from outside APEX (SIGSTOP, a debugger); \`kill -CONT PID\` lets it go on`);
+      else printLine(`  ${agent.name}: pid ${outOfStep.join(", ")} running although the session is paused (continued from outside APEX: SIGCONT); \`apex resume\`, then \`apex pause\`, stops it again`);
     }
   }
   if (session.status === "interrupted") {

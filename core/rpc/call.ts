@@ -1,6 +1,6 @@
 import { connect } from "node:net";
 import { ApexError } from "../errors.js";
-import { errorFromBody, lineSplitter, requestLine, type RpcReply } from "./protocol.js";
+import { errorFromBody, lineSplitter, requestLine, TOO_LARGE_REPLY, type RpcReply } from "./protocol.js";
 
 /**
  * One request over the supervisor's control socket. The protocol is newline-delimited
@@ -8,8 +8,10 @@ import { errorFromBody, lineSplitter, requestLine, type RpcReply } from "./proto
  * Errors come back as the ApexError the supervisor raised (same code, message and hint).
  * `stalled`, asked every second while no answer has come (a call answered sooner never asks it),
  * ends the call with the error it returns: a supervisor that cannot answer (stopped) fails it now.
+ * `onEvent` gets the events the method sends before its reply (progress): the timeout then counts
+ * from the last of them, so a long call that reports progress is not cut off.
  */
-export function callSupervisor(socketPath: string, method: string, params: unknown, timeoutMs = 30_000, stalled?: () => ApexError | undefined): Promise<unknown> {
+export function callSupervisor(socketPath: string, method: string, params: unknown, timeoutMs = 30_000, stalled?: () => ApexError | undefined, onEvent?: (event: unknown) => void): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const line = requestLine(1, method, params);
     const socket = connect(socketPath);
@@ -23,14 +25,16 @@ export function callSupervisor(socketPath: string, method: string, params: unkno
       if (error) reject(error);
       else resolve(value);
     };
-    const started = Date.now();
+    let started = Date.now();
     let graced = false;
-    let timer = setTimeout(function expire(): void {
+    const expire = (): void => {
       // Fired late, this process was stopped (SIGSTOP: `apex pause` of an agent): a second more, in
       // which a reply that came meanwhile is read (the timer runs before pending input is read).
       if (!graced && Date.now() - started > timeoutMs + 100) return void ((graced = true), (timer = setTimeout(expire, 1000)));
-      finish(new ApexError("APEX_E_TIMEOUT", `The supervisor did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`, { hint: "It may be overloaded or stopped; `apex status` shows whether it is alive." }));
-    }, timeoutMs);
+      const what = onEvent ? `sent nothing on ${method} (no output, no heartbeat) for` : `did not answer ${method} within`;
+      finish(new ApexError("APEX_E_TIMEOUT", `The supervisor ${what} ${Math.round(timeoutMs / 1000)} s.`, { hint: `It may be overloaded or stopped; \`apex status\` shows whether it is alive.${onEvent ? " What it was asked may still be running there." : ""}` }));
+    };
+    let timer = setTimeout(expire, timeoutMs);
     const poll = stalled && setInterval(() => {
       const error = stalled();
       if (error) finish(error);
@@ -51,8 +55,14 @@ export function callSupervisor(socketPath: string, method: string, params: unkno
           if (reply.id !== 1 && reply.id !== null) return;
           if (reply.error) finish(errorFromBody(reply.error));
           else if (reply.event === undefined) finish(undefined, reply.result);
+          // With `onEvent`, each event is progress: the timeout counts from the last one.
+          else if (onEvent && !settled) {
+            clearTimeout(timer);
+            [started, graced, timer] = [Date.now(), false, setTimeout(expire, timeoutMs)];
+            onEvent(reply.event);
+          }
         },
-        () => finish(new ApexError("APEX_E_RPC", "The supervisor's reply is too long.")),
+        () => finish(errorFromBody(TOO_LARGE_REPLY)),
       ),
     );
     // It died (kill -9, OOM) or exited with the request read: done or not, only the store can say.

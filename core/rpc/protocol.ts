@@ -31,6 +31,9 @@ export interface RpcReply {
   event?: unknown;
 }
 
+/** How long a long call (a plugin command, a checkpoint) may go with no answer, output or heartbeat: 10 minutes, or APEX_PLUGIN_COMMAND_IDLE_MS (ms). */
+export const idleWindowMs = (): number => (Number(process.env.APEX_PLUGIN_COMMAND_IDLE_MS) > 0 ? Number(process.env.APEX_PLUGIN_COMMAND_IDLE_MS) : 600_000);
+
 /** Longest line either side accepts (a memory import travels in one request). */
 export const MAX_LINE_BYTES = 256 * 1024 * 1024;
 
@@ -50,6 +53,24 @@ export function sendableJson(value: unknown): string {
 export function requestLine(id: number, method: string, params: unknown): string {
   return `${sendableJson({ id, method, params })}\n`;
 }
+
+/**
+ * A reply as the line sent. One longer than the other end reads (MAX_LINE_BYTES), or too large
+ * for a string at all, is replaced by APEX_E_TOO_LARGE: before, the caller got an unreadable
+ * "reply is too long" (APEX_E_RPC) after the whole of it had been sent, or "Invalid string length".
+ */
+export function replyLine(reply: RpcReply): string {
+  let line = "";
+  try {
+    line = JSON.stringify(reply);
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+  }
+  return line && line.length <= MAX_LINE_BYTES ? `${line}\n` : `${JSON.stringify({ id: reply.id, error: TOO_LARGE_REPLY })}\n`;
+}
+
+/** What an answer too large for one reply is told (by the supervisor, or by the CLI reading one). */
+export const TOO_LARGE_REPLY: RpcErrorBody = { code: "APEX_E_TOO_LARGE", message: `The answer is larger than one reply over the supervisor's socket carries (${MAX_LINE_BYTES / 1024 / 1024} MiB of JSON).`, hint: "Ask for less at a time (a deeper memory path, a narrower query or export), or run the command with no session running: the store is then read directly." };
 
 export function errorBody(error: unknown): RpcErrorBody {
   if (error instanceof ApexError) {

@@ -1,7 +1,7 @@
 import { chmodSync, existsSync, rmSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { ApexError } from "../errors.js";
-import { errorBody, lineSplitter, MAX_LINE_BYTES, STREAM, type RpcReply, type RpcRequest } from "./protocol.js";
+import { errorBody, lineSplitter, MAX_LINE_BYTES, replyLine, STREAM, type RpcReply, type RpcRequest } from "./protocol.js";
 
 /** What a handler knows about the call it serves. */
 export interface RpcCallContext {
@@ -99,7 +99,7 @@ export class RpcServer {
     socket.on("error", () => socket.destroy());
     const send = (reply: RpcReply): boolean => {
       if (socket.destroyed || !socket.writable) return false;
-      socket.write(`${JSON.stringify(reply)}\n`);
+      socket.write(replyLine(reply));
       return true;
     };
     socket.on(
@@ -131,11 +131,7 @@ export class RpcServer {
     const id = request.id ?? null;
     const handler = typeof request.method === "string" ? this.handlers.get(request.method) : undefined;
     if (!handler) {
-      send({
-        id,
-        error: { code: "APEX_E_RPC", message: `Unknown method ${JSON.stringify(request.method)}.`, hint: `Known: ${this.methods().join(", ")}` },
-      });
-      return;
+      return void send({ id, error: { code: "APEX_E_RPC", message: `Unknown method ${JSON.stringify(request.method)}.`, hint: `Known: ${this.methods().join(", ")}` } });
     }
     const params = request.params && typeof request.params === "object" ? (request.params as Record<string, unknown>) : {};
     const ctx: RpcCallContext = {
@@ -147,6 +143,8 @@ export class RpcServer {
       },
       socket,
     };
+    // A caller that asks for a heartbeat (`heartbeat_ms`) gets one at that interval while the method runs: it waits on progress, not a fixed time.
+    const heartbeat = typeof params.heartbeat_ms === "number" ? setInterval(() => ctx.push({ heartbeat: true }), Math.max(50, params.heartbeat_ms)) : undefined;
     try {
       const result = await handler(params, ctx);
       if (result === STREAM) return;
@@ -154,6 +152,8 @@ export class RpcServer {
       send(result === undefined ? { id } : { id, result });
     } catch (error) {
       send({ id, error: errorBody(error) });
+    } finally {
+      clearInterval(heartbeat);
     }
   }
 }

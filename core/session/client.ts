@@ -26,8 +26,8 @@ import { liveSupervisor, liveSupervisorOf, liveSupervisors, type SupervisorRunti
 export interface SessionClient {
   /** The supervisor's unix socket, `apex serve` over HTTP(S), or the store in this process. */
   readonly via: "socket" | "remote" | "store";
-  /** The same method names and params as the control socket. */
-  call(method: string, params?: Record<string, unknown>, timeoutMs?: number): Promise<unknown>;
+  /** The same method names and params as the control socket. On a socket, `onEvent` gets the method's progress events, and `timeoutMs` counts from the last. */
+  call(method: string, params?: Record<string, unknown>, timeoutMs?: number, onEvent?: (event: unknown) => void): Promise<unknown>;
   /**
    * Where the session is reached over a socket or HTTP, calls `method`; where it is the store in
    * this process, runs `here` on it (read-only for reads). For work a plugin does on the store
@@ -218,8 +218,8 @@ async function openDirect(location: ProjectLocation, access: "read" | "write", o
 const rpc = () => import("../rpc/call.js");
 
 function socketClient(socket: string, supervisor?: SupervisorRuntime): SessionClient {
-  const call = async (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000) =>
-    (await rpc()).callSupervisor(socket, method, params, timeoutMs, supervisor && whenStopped(supervisor, method));
+  const call = async (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000, onEvent?: (event: unknown) => void) =>
+    (await rpc()).callSupervisor(socket, method, params, timeoutMs, supervisor && whenStopped(supervisor, method), onEvent);
   return {
     via: "socket",
     call,

@@ -124,7 +124,11 @@ function builtinPluginMethods(service: SessionService): Record<string, SessionMe
 export function registerSupervisorMethods(server: RpcServer, supervisor: Supervisor): void {
   for (const [name, method] of Object.entries(sessionMethods(supervisor.service))) if (name !== "session.status") server.register(name, method);
   server
-    .register("session.status", () => ({ ...buildStatusReport(supervisor.store, ""), connected: supervisor.connections() }) as unknown as JsonValue)
+    .register("session.status", () => {
+      const report = { ...buildStatusReport(supervisor.store, ""), connected: supervisor.connections() };
+      // A stop (or the end) under way: hooks run, agents are reaped, and the record says active until it is written.
+      return (report.session?.session_id === supervisor.sessionId && supervisor.isStopping() ? { ...report, session: { ...report.session, status: "stopping" } } : report) as unknown as JsonValue;
+    })
     .register("hello", () => ({
       session_id: supervisor.sessionId,
       pid: process.pid,
@@ -146,7 +150,7 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
     )
     .register("agent.list", () => supervisor.agentsView())
     // A plugin command forwarded by the CLI: it runs here, where the store's one writer is.
-    .register("plugin.command", async (params) => {
+    .register("plugin.command", async (params, ctx) => {
       const name = stringParam(params, "name");
       // The CLI names the plugin its config gives the command: one enabled since this supervisor loaded its plugins.
       if (typeof params.plugin === "string" && !supervisor.engine.commands.some((command) => command.spec.name === name)) {
@@ -159,6 +163,8 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
       const args = Array.isArray(params.args) ? params.args.map((arg: unknown) => (arg === null ? undefined : arg)) : [];
       const input = { args, options: (params.options ?? {}) as Record<string, unknown> };
       let output = "";
+      // `stream` (the CLI's): output is sent as it is printed (with the server's heartbeat between, `heartbeat_ms`), so that the caller waits on progress, not a fixed time.
+      const print = (text: string) => (params.stream === true ? ctx.push({ output: text }) : (output += text));
       const context: CommandContext = {
         config: supervisor.config,
         projectDir: supervisor.config.projectDir,
@@ -166,12 +172,8 @@ export function registerSupervisorMethods(server: RpcServer, supervisor: Supervi
         store: async () => supervisor.store,
         storeExists: async () => true,
         invoke: async (other, otherInput) => (await supervisor.engine.runCommand(other, otherInput, context)) ?? 0,
-        print: (text) => {
-          output += `${text}\n`;
-        },
-        printJson: (value) => {
-          output += `${JSON.stringify(value, null, 2)}\n`;
-        },
+        print: (text) => print(`${text}\n`),
+        printJson: (value) => print(`${JSON.stringify(value, null, 2)}\n`),
       };
       const exitCode = (await supervisor.engine.runCommand(name, input, context)) ?? 0;
       return { output, exitCode };

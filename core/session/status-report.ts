@@ -59,7 +59,8 @@ export interface StatusReport {
     /** A branch session's name (`apex session branch CHECKPOINT NAME`); null for an unnamed one. */
     name: string | null;
     project_id: string;
-    status: SessionStatus;
+    /** "stopping": said by the supervisor while a stop or the session's end is under way. */
+    status: SessionStatus | "stopping";
     stored_status: string;
     initial_task: string | null;
     created_at: string;

@@ -15,28 +15,7 @@ import { AgentProcess, capLogFile, provenMembers, signalProvenGroup, tailLines, 
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
 import { actorParam, registerSupervisorMethods } from "./methods.js";
 import { agentMarker, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
-import {
-  CONTEXT_SUFFIX,
-  CURRENT_SESSION_PATH,
-  agentContextPath,
-  agentPath,
-  agentsPrefix,
-  countersPath,
-  eventPath,
-  historyPath,
-  memoryRootOf,
-  nowIso,
-  sessionPath,
-  setActiveSession,
-  setSessionRecord,
-  worktreeOf,
-  tasksPrefix,
-  type AgentRecord,
-  type AgentStatus,
-  type SessionEvent,
-  type SessionRecord,
-  type TaskRecord,
-} from "./records.js";
+import { CONTEXT_SUFFIX, CURRENT_SESSION_PATH, agentContextPath, agentPath, agentsPrefix, countersPath, eventPath, historyPath, memoryRootOf, nowIso, sessionPath, setActiveSession, setSessionRecord, worktreeOf, tasksPrefix, type AgentRecord, type AgentStatus, type SessionEvent, type SessionRecord, type TaskRecord } from "./records.js";
 import { agentLogDir, removeRuntime, RUN_DIR, socketPathFor, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
 import { LeaseHolder, localHost } from "./lease.js";
@@ -82,6 +61,9 @@ export interface ReadyReport {
   /** What plugins warned of while the session started (also in the supervisor log); absent when nothing. */
   warnings?: string[];
 }
+
+/** An agent's process group as pause, resume and stop signal it; `child` is the process it was taken from. */
+type AgentGroup = { slot: AgentSlot; child: AgentProcess; pgid: number; startTime: number; marker: ProcessMarker };
 
 interface AgentSlot {
   name: string;
@@ -650,10 +632,7 @@ export class Supervisor {
       this.ending.add(child);
       await terminateGroup(child.pgid, child.startTime, child.marker, { graceMs: 1000 }).catch((error) => this.log(String(error))).finally(() => this.ending.delete(child));
     }
-    if (this.stopping) {
-      slot.status = "stopped";
-      return;
-    }
+    if (this.stopping) return void (slot.status = "stopped");
     const crashed = exit.signal !== null || exit.code !== 0;
     const policy = slot.spec.restart;
     const wantsRestart = policy === "always" || (policy === "on-failure" && crashed);
@@ -736,12 +715,22 @@ export class Supervisor {
   }
 
   /** The process groups of the agents that run; with `ending`, also those of agents that exited whose leftovers handleExit is still ending. */
-  private runningGroups(ending = false): Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }> {
+  private runningGroups(ending = false): AgentGroup[] {
     const processes = [...this.slots.values()].flatMap((slot) => (slot.process ? [slot.process] : []));
-    return [...processes, ...(ending ? this.ending : [])].map((child) => ({ slot: this.slots.get(child.name)!, pgid: child.pgid, startTime: child.startTime, marker: child.marker }));
+    return [...processes, ...(ending ? this.ending : [])].map((child) => ({ slot: this.slots.get(child.name)!, child, pgid: child.pgid, startTime: child.startTime, marker: child.marker }));
+  }
+
+  /** Sets and records the status of the agents of `groups` whose process still runs (one that exited meanwhile keeps what its exit recorded). */
+  private markAgents(groups: AgentGroup[], status: "paused" | "running"): Promise<void> {
+    const current = groups.filter((group) => group.slot.process === group.child);
+    for (const { slot } of current) slot.status = status;
+    return this.service.write((batch) => {
+      for (const { slot } of current) batch.set(agentPath(this.sessionId, slot.name), { ...(batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord), status });
+    }, "supervisor");
   }
 
   pause(actor = "supervisor"): Promise<Record<string, JsonValue>> {
+    if (this.startFailure === undefined) this.refuseWhileStopping("pause");
     return this.runLifecycle(async () => {
       this.assertStatus("active", "pause");
       this.pauseTimers();
@@ -750,7 +739,6 @@ export class Supervisor {
       const warnings: string[] = [];
       try {
         const { processes, stopping } = await this.waitForGroups(groups, "stopped");
-        for (const group of groups) group.slot.status = "paused";
         await this.markAgents(groups, "paused");
         try {
           await this.engine.fire("onPause", this.service.context());
@@ -763,10 +751,7 @@ export class Supervisor {
       } catch (error) {
         // Some process did not stop within the window, or the pause could not be recorded (a full
         // disk, say): the agents run on, those that did stop too, as the session record says (active).
-        for (const group of groups) {
-          signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
-          group.slot.status = "running";
-        }
+        for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
         await this.markAgents(groups, "running").catch(() => undefined);
         this.resumeTimers();
         throw error;
@@ -775,14 +760,27 @@ export class Supervisor {
   }
 
   resume(actor = "supervisor"): Promise<Record<string, JsonValue>> {
+    if (this.startFailure === undefined) this.refuseWhileStopping("resume");
     return this.runLifecycle(async () => {
       this.assertStatus("paused", "resume");
       const groups = this.runningGroups();
       for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGCONT");
-      const { processes } = await this.waitForGroups(groups, "running");
-      for (const group of groups) group.slot.status = "running";
-      await this.markAgents(groups, "running");
-      await this.setStatus("active", "session.resumed", { processes }, actor);
+      let processes = 0;
+      try {
+        ({ processes } = await this.waitForGroups(groups, "running"));
+        await this.markAgents(groups, "running");
+        await this.setStatus("active", "session.resumed", { processes }, actor);
+      } catch (error) {
+        // Some process stayed stopped (a tracer holds it) or the resume could not be recorded: what
+        // did continue is stopped again, so that the session is as its record says (paused). What
+        // will not stop again runs on: the session is then recorded active, as it is.
+        for (const group of groups) signalProvenGroup(group.pgid, group.startTime, group.marker, "SIGSTOP");
+        const paused = await this.waitForGroups(groups, "stopped").then(() => true, () => false);
+        await this.markAgents(groups, paused ? "paused" : "running").catch(() => undefined);
+        if (!paused) await this.setStatus("active", "session.resumed", { processes }, actor).then(() => this.resumeTimers(), () => undefined);
+        const { code, message, hint, details } = error as ApexError;
+        throw new ApexError(code ?? "APEX_E_INTERNAL", `${message} ${paused ? "The session stays paused: every process of it was stopped again." : `The session is ${this.currentStatus()}: some of its processes run, others stay stopped.`}`, { ...(hint ? { hint } : {}), details: { ...details, status: this.currentStatus() } });
+      }
       const warnings: string[] = [];
       try {
         await this.engine.fire("onResume", this.service.context());
@@ -798,16 +796,6 @@ export class Supervisor {
     });
   }
 
-  /** Records the agents of `groups` as paused or running. */
-  private markAgents(groups: Array<{ slot: AgentSlot }>, status: "paused" | "running"): Promise<void> {
-    return this.service.write((batch) => {
-      for (const { slot } of groups) {
-        const path = agentPath(this.sessionId, slot.name);
-        batch.set(path, { ...(batch.get(path) as AgentRecord), status });
-      }
-    }, "supervisor");
-  }
-
   /**
    * Polls /proc until every live process of every group is stopped, or none is, re-sending the
    * signal to stragglers (a child forked just as the signal went out). A process in
@@ -815,10 +803,7 @@ export class Supervisor {
    * cannot run again before it stops (proc.ts StopProgress); it is returned in `stopping`. For a
    * resume such a process still lags, and gets SIGCONT again (SIGCONT takes a pending stop back).
    */
-  private async waitForGroups(
-    groups: Array<{ slot: AgentSlot; pgid: number; startTime: number; marker: ProcessMarker }>,
-    want: "stopped" | "running",
-  ): Promise<{ processes: number; stopping: Array<{ agent: string; pid: number }> }> {
+  private async waitForGroups(groups: AgentGroup[], want: "stopped" | "running"): Promise<{ processes: number; stopping: Array<{ agent: string; pid: number }> }> {
     const windowMs = pauseVerifyMs();
     const deadline = Date.now() + windowMs;
     for (;;) {
@@ -843,12 +828,9 @@ export class Supervisor {
       if (Date.now() > deadline) {
         const which = lagging.map(({ pid, state }) => `${pid} (state ${state})`).join(", ");
         const inIo = want === "stopped" && lagging.some(({ state }) => state === "D");
-        throw new ApexError("APEX_E_PROCESS", `Processes ${which} did not ${want === "stopped" ? "stop" : "continue"} within ${(windowMs / 1000).toFixed(1)} s.`, {
-          hint: inIo
-            ? "A process in uninterruptible I/O (state D) with no stop pending acts on SIGSTOP only once the I/O completes; try again."
-            : "Something else may be signalling these processes (a debugger, a job-control shell); try again.",
-          details: { processes: lagging, window_ms: windowMs },
-        });
+        const traced = want === "running" && lagging.some(({ state }) => state === "t");
+        const hint = inIo ? "A process in uninterruptible I/O (state D) with no stop pending acts on SIGSTOP only once the I/O completes; try again." : traced ? "A process in state t is held by its tracer (a debugger): no SIGCONT continues it before the tracer lets it go; then try again." : "Something else may be signalling these processes (a debugger, a job-control shell); try again.";
+        throw new ApexError("APEX_E_PROCESS", `Processes ${which} did not ${want === "stopped" ? "stop" : "continue"} within ${(windowMs / 1000).toFixed(1)} s.`, { hint, details: { processes: lagging, window_ms: windowMs } });
       }
       await sleep(5);
     }
@@ -992,11 +974,19 @@ export class Supervisor {
 
   private assertStatus(expected: "active" | "paused", action: string): void {
     if (this.startFailure !== undefined) throw this.failedStart(action);
-    if (this.stopping) throw new ApexError("APEX_E_SESSION_STATE", `The session is stopping; it cannot ${action}.`);
+    this.refuseWhileStopping(action);
     const status = this.currentStatus();
     if (status === expected) return;
     const hint = status === "paused" ? "Resume it with `apex resume`." : status === "active" ? "Pause it with `apex pause`." : undefined;
     throw new ApexError("APEX_E_SESSION_STATE", `The session is ${status}; it cannot ${action}.`, hint ? { hint } : {});
+  }
+
+  /** True while the session ends (a stop or its end: hooks run, agents are reaped); its record says active or paused until it is written. */
+  isStopping(): boolean { return this.stopping !== undefined && this.startFailure === undefined && !this.lease?.lost; }
+
+  /** Pause and resume are refused at once while the session stops, rather than after waiting for the stop to end. */
+  private refuseWhileStopping(action: string): void {
+    if (this.stopping) throw new ApexError("APEX_E_SESSION_STATE", `The session is stopping; it cannot ${action}.`, { hint: "`apex status` shows it as stopping until it has stopped.", details: { session_id: this.sessionId, status: "stopping" } });
   }
 
   private async setStatus(status: "active" | "paused", eventType: string, data: Record<string, JsonValue>, actor: string): Promise<void> {

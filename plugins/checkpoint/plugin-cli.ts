@@ -23,6 +23,7 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, plural, printJson, printLine, visibleText } from "../../cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
+import { idleWindowMs } from "../../core/rpc/protocol.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { liveSessionClient, openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { checkSessionName } from "./session-name.js";
@@ -108,7 +109,9 @@ async function boundByTree(location: ProjectLocation): Promise<boolean> {
 
 export async function callWriter(writer: SessionClient, method: string, params: Record<string, unknown>): Promise<unknown> {
   try {
-    return await writer.call(method, params, 600_000);
+    // With a heartbeat: a checkpoint of a large memory is waited for as long as the supervisor works on it.
+    const idleMs = idleWindowMs();
+    return await writer.call(method, { ...params, heartbeat_ms: Math.floor(idleMs / 4) }, idleMs, () => undefined);
   } catch (error) {
     if (isApexError(error) && error.code === "APEX_E_RPC" && /Unknown method/.test(error.message)) {
       throw new ApexError("APEX_E_USAGE", `The running session has no checkpoint plugin, so it cannot ${method.replace(".", " ")}.`, {

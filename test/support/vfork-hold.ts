@@ -62,3 +62,8 @@ export function otherThreadStates(pid: number): string[] {
     }
   });
 }
+
+/** Compiles test/fixtures/processes/stop-holder.c (a tracer that holds the process it traces in a trace stop, state t, as a debugger at a breakpoint) into `dir`. */
+export function buildStopHolder(dir: string): string {
+  return buildFixture(dir, join(REPO_ROOT, "test/fixtures/processes/stop-holder.c"));
+}
