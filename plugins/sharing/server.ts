@@ -11,7 +11,7 @@ import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/e
 import { APEX_VERSION } from "../../core/plugins.js";
 import { callSupervisor, subscribeSupervisor, type Subscription } from "../../core/rpc/call.js";
 import { SupervisorChannel } from "./supervisor-channel.js";
-import { errorBody } from "../../core/rpc/protocol.js";
+import { errorBody, unknownMethod } from "../../core/rpc/protocol.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
@@ -304,7 +304,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const { method } = request.params;
     const { sid, caller } = await authenticate(request, request.params.sid);
     const params = objectBody(request.body);
-    if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`);
+    if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`, { details: { unknown_method: method } });
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
     if ((STREAM_METHODS as readonly string[]).includes(method)) {
       throw new ApexError("APEX_E_BAD_INPUT", `${method} is a stream, not a call.`, { hint: `POST /api/sessions/SESSION/stream with {"${method}": {…}}.` });
@@ -668,8 +668,8 @@ class Gate {
     } catch (error) {
       // A method no supervisor knows is the caller's mistake (404), not a bad gateway (502), and
       // the list of the supervisor's methods (internal ones included) is not the caller's to see.
-      if (error instanceof ApexError && error.code === "APEX_E_RPC" && error.message === `Unknown method ${JSON.stringify(method)}.`) {
-        throw new ApexError("APEX_E_NOT_FOUND", error.message, { hint: "The methods are those of `apex`'s control channel (README: Remote and shared sessions)." });
+      if (unknownMethod(error) === method) {
+        throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`, { hint: "The methods are those of `apex`'s control channel (README: Remote and shared sessions).", details: { unknown_method: method } });
       }
       throw error;
     }
