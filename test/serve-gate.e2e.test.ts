@@ -220,7 +220,8 @@ describe("the client's token", () => {
     ] as const) {
       const result = await project.apexAsync([...args], { env }).done;
       expect(result.status, result.stderr).toBe(2);
-      const error = JSON.parse(result.stderr).error as { code: string; message: string };
+      // (--token VALUE: a warning line first, that the token shows on the command line)
+      const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error as { code: string; message: string };
       expect(error.code).toBe("APEX_E_USAGE");
       expect(error.message).toContain("--token / APEX_TOKEN is not an APEX token");
       expect(result.stderr).not.toContain("hunter2");
@@ -232,9 +233,10 @@ describe("the client's token", () => {
     for (const args of [["connect", invite, "--json"], ["--remote", invite, "status", "--json"], ["login", invite, "--token", token, "--json"], ["login", token, "--token", token, "--json"]]) {
       const result = await project.apexAsync(args, { env: { APEX_TOKEN: token, APEX_CREDENTIALS: `${project.dir}/saved.json` } }).done;
       expect(result.status, result.stderr).toBe(2);
-      expect(JSON.parse(result.stderr).error.code).toBe("APEX_E_USAGE");
+      const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error as { code: string; hint: string };
+      expect(error.code).toBe("APEX_E_USAGE");
       expect(result.stderr.toLowerCase()).not.toContain("s3cr3t");
-      if (args[1] === invite) expect(JSON.parse(result.stderr).error.hint).toContain(`apex connect http://${host}/abcdefgh`);
+      if (args[1] === invite) expect(error.hint).toContain(`apex connect http://${host}/abcdefgh`);
     }
     // Nothing on stdin: said so (it was "That is not an APEX token"); a bad address is said before a token is read.
     const nothing = project.apex(["login", `${host}/abcdefgh`], { env: { APEX_CREDENTIALS: `${project.dir}/saved.json` } });

@@ -1,8 +1,10 @@
 // Remote access as a careful operator expects it: a real `apex serve` on loopback (the built CLI),
 // real sessions and real clients (the built CLI with --remote, HTTP). Errors callers act on are
 // told by stable codes and details, never by the text of a message.
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, shellAgents } from "./fixtures/agents/harness.js";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { remote, rpc, serve, share } from "./support/serve.js";
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -43,5 +45,64 @@ describe("a method nobody serves", () => {
       expect(result.status, result.stderr).toBe(2);
       expect(result.stderr).toContain("error[APEX_E_USAGE]: The running session has no checkpoint plugin, so it cannot checkpoint create.");
     }
+  }, 60_000);
+});
+
+describe("the token of a remote command", () => {
+  it("is taken from --token-file (or standard input) off the command line; --token VALUE is warned of and hidden from the process list", async () => {
+    const p = project();
+    const sid = p.start().session_id;
+    const stops: Array<() => Promise<unknown>> = [];
+    cleanups.push(async () => {
+      for (const stop of stops) await stop();
+    });
+    const url = await serve(p, stops);
+    const vera = share(p, sid, "vera", "viewer");
+    const target = `${url.replace(/^http:\/\//, "")}/${sid}`;
+    const file = join(p.dir, "token.txt");
+    writeFileSync(file, `${vera.token}\n`, { mode: 0o600 });
+
+    // From a file, and from standard input (-): no warning, the token nowhere on the command line.
+    const fromFile = p.apex(["--remote", target, "--token-file", file, "status", "--json"]);
+    expect(fromFile.status, fromFile.stderr).toBe(0);
+    expect(JSON.parse(fromFile.stdout).session.session_id).toBe(sid);
+    expect(fromFile.stderr).toBe("");
+    const piped = p.apexAsync(["--remote", target, "--token-file=-", "status", "--json"]);
+    piped.child.stdin.end(`${vera.token}\n`);
+    const fromStdin = await piped.done;
+    expect(fromStdin.status, fromStdin.stderr).toBe(0);
+    expect(fromStdin.stderr).toBe("");
+    // `apex login` saves it from the file too.
+    const credentials = join(p.dir, "credentials.json");
+    const login = p.apex(["login", target, "--token-file", file, "--json"], { env: { APEX_CREDENTIALS: credentials } });
+    expect(login.status, login.stderr).toBe(0);
+    expect(readFileSync(credentials, "utf8")).toContain(vera.token);
+
+    // Unreadable, empty, or given with --token too: exit 2, APEX_E_USAGE, nothing sent.
+    writeFileSync(join(p.dir, "empty.txt"), "\n");
+    for (const args of [["--token-file", join(p.dir, "missing.txt")], ["--token-file", join(p.dir, "empty.txt")], ["--token-file", file, "--token", vera.token]]) {
+      const refused = p.apex(["--remote", target, ...args, "status", "--json"]);
+      expect(refused.status, refused.stderr).toBe(2);
+      expect(JSON.parse(refused.stderr.trim().split("\n").at(-1)!).error.code).toBe("APEX_E_USAGE");
+      expect(refused.stderr).not.toContain(vera.token);
+    }
+
+    // --token VALUE still works, with a warning; the running process's command line (what `ps`
+    // shows every user) holds "***" instead of the token while it follows the session.
+    const follow = p.apexAsync(["--token", vera.token, "connect", target, "--json"]);
+    try {
+      await waitFor("apex connect's first line", () => (follow.output().includes("\n") ? true : undefined), 30_000);
+      const cmdline = readFileSync(`/proc/${follow.child.pid}/cmdline`, "utf8");
+      expect(cmdline).not.toContain(vera.token);
+      expect(cmdline).toContain("--token *** connect");
+      expect(follow.errors()).toContain("warning: --token puts the token on the command line");
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+    // The help recommends the file or the environment.
+    const help = p.apex(["--help"]).stdout;
+    expect(help).toContain("--token-file <file>");
+    expect(help).toMatch(/--token <token>\s+the token itself: visible to every user/);
   }, 60_000);
 });

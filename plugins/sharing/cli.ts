@@ -394,7 +394,7 @@ export async function loginCommand(hostText: string, json: boolean): Promise<voi
   const session = target?.sessionId;
   const token = process.env.APEX_TOKEN || (await readLine());
   if (!token) {
-    throw new ApexError("APEX_E_USAGE", `No token for ${host}: nothing was read from stdin.`, { hint: `Pass --token, set APEX_TOKEN, or pipe it in: \`apex login ${visibleText(hostText)} < token.txt\`.` });
+    throw new ApexError("APEX_E_USAGE", `No token for ${host}: nothing was read from stdin.`, { hint: `Pipe it in (\`apex login ${visibleText(hostText)} < token.txt\`), give --token-file FILE, or set APEX_TOKEN.` });
   }
   if (!isApexToken(token)) {
     throw new ApexError("APEX_E_USAGE", "That is not an APEX token (apx_…).", { hint: "Copy it from the invite `apex session share` printed." });

@@ -43,11 +43,12 @@ Examples:
       `
 On a terminal: status line, agents (state, PID, CPU, task), task counts, last checkpoint,
 who is connected and the recent events, redrawn on each event and every 2 s.
-The token comes from --token, APEX_TOKEN or \`apex login HOST\`.
+The token comes from --token-file FILE, APEX_TOKEN or \`apex login HOST\` (--token VALUE works
+too, but every user of the machine sees it in \`ps\` and the shell's history keeps it).
 To run one command against the session instead: apex --remote HOST/SESSION status
 
 Examples:
-  apex connect build-box:3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b
+  apex connect build-box:3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b --token-file token.txt
   APEX_TOKEN=apx_… apex connect 127.0.0.1:7433/3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b`,
     )
     .action(async (target: string, options: { json?: boolean }) => {
@@ -63,12 +64,13 @@ Examples:
     .addHelpText(
       "after",
       `
-The token is read from --token, APEX_TOKEN, or one line of standard input.
+The token is read from one line of standard input (typed without echo on a terminal),
+--token-file FILE or APEX_TOKEN (--token VALUE too, visible to every user in \`ps\`).
 The file is $APEX_CREDENTIALS, else $XDG_CONFIG_HOME/apex/credentials.json (~/.config/apex/…).
 
 Examples:
   apex login build-box:7433 < token.txt
-  apex login 127.0.0.1:7433/3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b --token apx_…`,
+  apex login 127.0.0.1:7433/3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b --token-file token.txt`,
     )
     .action(async (host: string, options: { json?: boolean }) => {
       const { loginCommand } = await import("./cli.js");
