@@ -17,7 +17,7 @@ import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, grantPath, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import { GrantWatch } from "./grant-watch.js";
-import { clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
+import { AcceptedTokens, clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent, SessionRecord } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
@@ -185,6 +185,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const streams = new Set<OpenStream>();
   const failures = new LoginThrottle(options.throttle);
   const refused = new RefusedTokens();
+  const accepted = new AcceptedTokens();
   const serverId = randomUUID();
   const connections = new ConnectionReporter(options.location, serverId, streams, onServedStore);
   const grantWatch = new GrantWatch((sessionId, tokens) => gate.checkGrants(sessionId, tokens), RECHECK_MS);
@@ -258,11 +259,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const header = request.headers.authorization ?? "";
     const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
     const client = clientKey(request.ip);
-    // Its last failure's answer is still delayed: refused at once, and not counted (nothing was tried).
-    const waiting = failures.waiting(client);
-    if (waiting > 0) {
-      const seconds = Math.ceil(waiting / 1000);
-      throw new ApexError("APEX_E_RATE_LIMITED", `Too many failed logins from this address: try again in ${seconds} s.`, {
+    // Its last failure's answer is still delayed, or too many failed server-wide: refused at once,
+    // and not counted (nothing was tried); a token accepted here lately passes (still checked below).
+    const [addressWait, serverWait] = token !== undefined && accepted.has(token) ? [0, 0] : [failures.waiting(client), failures.globalWaiting()];
+    if (addressWait > 0 || serverWait > 0) {
+      const seconds = Math.ceil(Math.max(addressWait, serverWait) / 1000);
+      throw new ApexError("APEX_E_RATE_LIMITED", `Too many failed logins ${addressWait >= serverWait ? "from this address" : "on this server"}: try again in ${seconds} s.`, {
         hint: "Check the token (`apex session share` prints it once); a correct one works once the wait is over.",
         details: { retry_after_s: seconds },
       });
@@ -280,7 +282,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") refused.add(sessionRef, token, error.message, Date.now(), sid);
         throw error;
       });
-      failures.succeeded(client);
+      // The address's failures are not forgotten (a valid token sent between guesses would reset them); this token passes its waits.
+      accepted.add(token);
       (request as FastifyRequest & { caller?: Caller }).caller = caller;
       return { sid, caller, token };
     } catch (error) {
@@ -288,6 +291,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // ending in the middle of the call, a store that cannot be read) is not: counted, a dashboard
       // watching its session stop slowed down, then refused (429), every client at its address.
       if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") {
+        if (token !== undefined) accepted.delete(token); // revoked or expired since: it waits as any other
         const delay = failures.failed(client);
         if (delay > 0) await sleep(delay);
       }
