@@ -2,6 +2,7 @@
 // real sessions and real clients (the built CLI with --remote, HTTP). Errors callers act on are
 // told by stable codes and details, never by the text of a message.
 import { readFileSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -104,5 +105,52 @@ describe("the token of a remote command", () => {
     const help = p.apex(["--help"]).stdout;
     expect(help).toContain("--token-file <file>");
     expect(help).toMatch(/--token <token>\s+the token itself: visible to every user/);
+  }, 60_000);
+});
+
+/** A request with the Host header a browser would send for `host` (fetch cannot set it). */
+function requestAs(url: string, path: string, host: string, method = "GET"): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(`${url}${path}`, { method, agent: false, headers: { host, "content-type": "application/json" } }, (response) => {
+      let text = "";
+      response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text.startsWith("{") ? JSON.parse(text) : text }));
+    });
+    req.on("error", reject);
+    req.end(method === "POST" ? "{}" : undefined);
+  });
+}
+
+describe("a server on loopback", () => {
+  it("answers only requests addressed to a loopback name (DNS rebinding), and the names --allow-host gives", async () => {
+    const p = project();
+    const stops: Array<() => Promise<unknown>> = [];
+    cleanups.push(async () => {
+      for (const stop of stops) await stop();
+    });
+    const url = await serve(p, stops);
+    const port = new URL(url).port;
+    // A page of evil.example whose name now resolves to 127.0.0.1: its requests say Host: evil.example.
+    for (const [path, method] of [["/", "GET"], ["/api/health", "GET"], ["/assets/app.js", "GET"], ["/api/sessions/abc/rpc/whoami", "POST"], ["/api/sessions/abc/stream", "POST"]] as const) {
+      for (const host of [`evil.example:${port}`, `0.0.0.0:${port}`, "evil.example"]) {
+        const refused = await requestAs(url, path, host, method);
+        expect(refused.status, `${method} ${path} as ${host}`).toBe(403);
+        expect(refused.body.error.code).toBe("APEX_E_FORBIDDEN");
+      }
+    }
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `LOCALHOST:${port}`, `[::1]:${port}`, `127.0.0.2:${port}`]) {
+      const health = await requestAs(url, "/api/health", host);
+      expect(health.status, host).toBe(200);
+      expect(health.body.ok).toBe(true);
+    }
+    // Behind a proxy or tunnel that sends its own name: allowed by name.
+    const proxied = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--allow-host", "apex.internal", "--json"]);
+    stops.push(async () => {
+      if (proxied.child.exitCode === null) proxied.child.kill("SIGTERM");
+      await proxied.done;
+    });
+    const proxiedUrl = await waitFor("the second server's address", () => (proxied.output().includes("}") ? (JSON.parse(proxied.output()) as { url: string }).url : undefined), 30_000);
+    expect((await requestAs(proxiedUrl, "/api/health", "apex.internal:8443")).status).toBe(200);
+    expect((await requestAs(proxiedUrl, "/api/health", "evil.example")).status).toBe(403);
   }, 60_000);
 });

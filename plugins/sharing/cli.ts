@@ -18,7 +18,7 @@ const DEFAULT_URL = "http://127.0.0.1:7433";
 
 export async function serveCommand(
   location: ProjectLocation,
-  options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; json?: boolean },
+  options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; allowHost?: string[]; json?: boolean },
 ): Promise<void> {
   const { startServer } = await import("./server.js");
   const server = await startServer({
@@ -28,6 +28,7 @@ export async function serveCommand(
     tlsKey: options.tlsKey,
     insecure: options.insecure,
     corsOrigins: options.cors,
+    allowHosts: options.allowHost,
     log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
   });
   // No store directory yet (served before the first `apex start`): recorded once there is one,

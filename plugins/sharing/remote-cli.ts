@@ -15,11 +15,14 @@ export function registerRemoteCommands(program: Command): void {
     .option("--tls-key <file>", "PEM private key of --tls-cert")
     .option("--insecure", "allow plain HTTP on a non-loopback address (tokens would cross the network in clear)")
     .option("--cors <origin...>", "browser origins allowed to call the API (none by default)")
+    .option("--allow-host <name...>", "on a loopback address, host names requests may be addressed to besides localhost, 127.0.0.1 and [::1] (a proxy's or tunnel's)")
     .option("--json", "print {url, port, pid} once listening")
     .addHelpText(
       "after",
       `
 Loopback by default. A non-loopback address needs --tls-cert and --tls-key (or --insecure).
+On loopback, a request addressed to another name (Host header) is refused (403): a web page
+can point its own name at 127.0.0.1 (DNS rebinding); --allow-host names a proxy's or tunnel's.
 Every request needs a token from \`apex session share\`; roles decide what it may do.
 Runs until Ctrl-C. A session's supervisor can serve too: \`sharing: { serve: { listen: … } }\`.
 
@@ -28,7 +31,7 @@ Examples:
   apex serve --listen 0.0.0.0:7433 --tls-cert cert.pem --tls-key key.pem
   apex serve --listen 127.0.0.1:0 --json`,
     )
-    .action(async (options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; json?: boolean }, command: Command) => {
+    .action(async (options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; allowHost?: string[]; json?: boolean }, command: Command) => {
       const { serveCommand } = await import("./cli.js");
       await serveCommand(projectOf(command), options);
     });

@@ -45,6 +45,8 @@ export interface ServeOptions {
   insecure?: boolean | undefined;
   /** Origins allowed to call the API from a browser (none by default: no CORS headers at all). */
   corsOrigins?: string[] | undefined;
+  /** On a loopback address, host names a request may be addressed to besides loopback ones (a proxy's, a tunnel's). */
+  allowHosts?: string[] | undefined;
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimit?: number | undefined;
   /** One line per request (never a token) and per notable event. */
@@ -190,6 +192,25 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const connections = new ConnectionReporter(options.location, serverId, streams, onServedStore);
   const grantWatch = new GrantWatch((sessionId, tokens) => gate.checkGrants(sessionId, tokens), RECHECK_MS);
 
+  // A server on loopback answers requests addressed to loopback only: a web page whose name its
+  // site re-points at 127.0.0.1 (DNS rebinding) is then its own origin, able to read what the
+  // server answers and to send it guesses, unthrottled by any other origin. The Host header
+  // says which name the browser used; names a proxy or tunnel sends are allowed by --allow-host.
+  const allowedHosts = new Set((options.allowHosts ?? []).map((name) => name.toLowerCase()));
+  const hostRefused = (request: FastifyRequest): string | undefined => {
+    if (!isLoopback(host)) return undefined;
+    const header = request.headers.host;
+    if (header === undefined) return undefined; // HTTP/1.0: no browser sends that
+    const name = /^(\[[^\]]*\]|[^:]*)/.exec(header)![1]!.toLowerCase();
+    return isLoopback(name) || allowedHosts.has(name.replace(/^\[|\]$/g, "")) ? undefined : name;
+  };
+  app.addHook("onRequest", async (request) => {
+    const name = hostRefused(request);
+    if (name === undefined) return;
+    throw new ApexError("APEX_E_FORBIDDEN", `This server listens on ${host} and answers requests addressed to it (localhost, 127.0.0.1, [::1]), not to ${JSON.stringify(name.slice(0, 100))}.`, {
+      hint: "Open it as http://127.0.0.1:PORT (a page of another site may have pointed its name at this host); behind a proxy or tunnel that sends its own name, start `apex serve` with --allow-host NAME.",
+    });
+  });
   const corsAllowed = (request: FastifyRequest) => Boolean(request.headers.origin && options.corsOrigins?.includes(request.headers.origin));
   app.addHook("onRequest", async (request, reply) => {
     if (corsAllowed(request)) {
