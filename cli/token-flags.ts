@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { closeSync, openSync, readSync } from "node:fs";
 import { ApexError } from "../core/errors.js";
 
 /**
@@ -39,14 +39,44 @@ function readTokenFile(file: string): string {
   }
   let text: string;
   try {
-    text = readFileSync(file === "-" ? 0 : file, "utf8");
+    text = readFirstLine(file === "-" ? 0 : file);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
     throw new ApexError("APEX_E_USAGE", `Cannot read --token-file ${JSON.stringify(name)} (${code}).`, { hint: "Give the file that holds the token (one line, as `apex session share` printed it), or - for standard input." });
   }
-  const token = text.split(/\r?\n/).find((line) => line.trim() !== "")?.trim() ?? "";
+  const token = text.replace(/^\uFEFF/, "").split(/\r?\n/).find((line) => line.trim() !== "")?.trim() ?? "";
   if (!token) throw new ApexError("APEX_E_USAGE", `--token-file ${JSON.stringify(name)} holds no token (it is empty).`, { hint: "Put the token `apex session share` printed on the file's first line." });
+  // (a binary file, /dev/zero: not text a token could be; never repeated)
+  if (/[\u0000-\u001f\u007f]/.test(token)) throw new ApexError("APEX_E_USAGE", `--token-file ${JSON.stringify(name)} does not hold a token: its first line has control characters.`, { hint: "Put the token `apex session share` printed on the file's first line." });
   return token;
+}
+
+/**
+ * What a token file holds up to its first line that is not blank, read at most 4 KiB (a token is
+ * 64 characters): `--token-file /dev/zero`, or `yes | apex --token-file - …`, never ended before.
+ * A pipe with nothing in it yet (EAGAIN: standard input may be non-blocking) is waited for.
+ */
+function readFirstLine(file: string | 0): string {
+  const fd = file === 0 ? 0 : openSync(file, "r");
+  try {
+    const buffer = Buffer.alloc(4096);
+    let length = 0;
+    while (length < buffer.length && !/\S[^\n]*\n/.test(buffer.toString("utf8", 0, length))) {
+      let read: number;
+      try {
+        read = readSync(fd, buffer, length, buffer.length - length, null);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EAGAIN") throw error;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+        continue;
+      }
+      if (read === 0) break;
+      length += read;
+    }
+    return buffer.toString("utf8", 0, length);
+  } finally {
+    if (file !== 0) closeSync(fd);
+  }
 }
 
 /** This process's command line as `ps` and /proc/PID/cmdline show it, with `token` replaced by `***`. */

@@ -73,6 +73,24 @@ describe("the token of a remote command", () => {
     const fromStdin = await piped.done;
     expect(fromStdin.status, fromStdin.stderr).toBe(0);
     expect(fromStdin.stderr).toBe("");
+    // A pipe that has nothing yet (standard input may be non-blocking: it was EAGAIN), a file
+    // saved with a byte-order mark and CRLF: read as the token.
+    const late = p.apexAsync(["--remote", target, "--token-file", "-", "status", "--json"]);
+    setTimeout(() => late.child.stdin.end(`${vera.token}\n`), 700);
+    const lateResult = await late.done;
+    expect(lateResult.status, lateResult.stderr).toBe(0);
+    writeFileSync(join(p.dir, "bom.txt"), `\uFEFF${vera.token}\r\n`);
+    expect(p.apex(["--remote", target, "--token-file", join(p.dir, "bom.txt"), "status"]).status).toBe(0);
+    // A file or a pipe without end (/dev/zero, `yes |`) is read no further than a line: exit 2 at once (it never ended).
+    const endless = p.apexAsync(["--remote", target, "--token-file", "-", "status", "--json"]);
+    const feed = setInterval(() => endless.child.stdin.write("y".repeat(1024)), 5);
+    endless.child.stdin.on("error", () => {});
+    const endlessResult = await endless.done;
+    clearInterval(feed);
+    expect(endlessResult.status, endlessResult.stderr).toBe(2);
+    const zero = p.apex(["--remote", target, "--token-file", "/dev/zero", "status", "--json"], { timeout: 10_000 });
+    expect(zero.status, zero.stderr).toBe(2);
+    expect(JSON.parse(zero.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: '--token-file "/dev/zero" does not hold a token: its first line has control characters.' });
     // `apex login` saves it from the file too.
     const credentials = join(p.dir, "credentials.json");
     const login = p.apex(["login", target, "--token-file", file, "--json"], { env: { APEX_CREDENTIALS: credentials } });
