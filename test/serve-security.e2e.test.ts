@@ -170,5 +170,16 @@ describe("a server on loopback", () => {
     const proxiedUrl = await waitFor("the second server's address", () => (proxied.output().includes("}") ? (JSON.parse(proxied.output()) as { url: string }).url : undefined), 30_000);
     expect((await requestAs(proxiedUrl, "/api/health", "apex.internal:8443")).status).toBe(200);
     expect((await requestAs(proxiedUrl, "/api/health", "evil.example")).status).toBe(403);
+    // Off loopback, --allow-host restricts the names likewise (it was taken and ignored); without it, any name is answered.
+    for (const [extra, evil] of [[["--allow-host", "build-box.example"], 403], [[], 200]] as const) {
+      const wide = p.apexAsync(["serve", "--listen", "0.0.0.0:0", "--insecure", ...extra, "--json"]);
+      stops.push(async () => {
+        if (wide.child.exitCode === null) wide.child.kill("SIGTERM");
+        await wide.done;
+      });
+      const wideUrl = `http://127.0.0.1:${await waitFor("the wide server's port", () => (wide.output().includes("}") ? (JSON.parse(wide.output()) as { port: number }).port : undefined), 30_000)}`;
+      expect((await requestAs(wideUrl, "/api/health", "build-box.example:7433")).status).toBe(200);
+      expect((await requestAs(wideUrl, "/api/health", "evil.example")).status).toBe(evil);
+    }
   }, 60_000);
 });

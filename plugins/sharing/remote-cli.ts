@@ -15,7 +15,7 @@ export function registerRemoteCommands(program: Command): void {
     .option("--tls-key <file>", "PEM private key of --tls-cert")
     .option("--insecure", "allow plain HTTP on a non-loopback address (tokens would cross the network in clear)")
     .option("--cors <origin...>", "browser origins allowed to call the API (none by default)")
-    .option("--allow-host <name...>", "on a loopback address, host names requests may be addressed to besides localhost, 127.0.0.1 and [::1] (a proxy's or tunnel's)")
+    .option("--allow-host <name...>", "host names requests may be addressed to besides localhost, 127.0.0.1 and [::1] (a proxy's, a tunnel's, this host's); others are refused, on any address once given")
     .option("--json", "print {url, port, pid} once listening")
     .addHelpText(
       "after",

@@ -45,7 +45,7 @@ export interface ServeOptions {
   insecure?: boolean | undefined;
   /** Origins allowed to call the API from a browser (none by default: no CORS headers at all). */
   corsOrigins?: string[] | undefined;
-  /** On a loopback address, host names a request may be addressed to besides loopback ones (a proxy's, a tunnel's). */
+  /** Host names a request may be addressed to besides loopback ones (a proxy's, a tunnel's, the server's own): checked on a loopback address always, on another once some are given. */
   allowHosts?: string[] | undefined;
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimit?: number | undefined;
@@ -198,7 +198,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // says which name the browser used; names a proxy or tunnel sends are allowed by --allow-host.
   const allowedHosts = new Set((options.allowHosts ?? []).map((name) => name.toLowerCase()));
   const hostRefused = (request: FastifyRequest): string | undefined => {
-    if (!isLoopback(host)) return undefined;
+    // Off loopback the names the server is reached by are not known: checked only when given.
+    if (!isLoopback(host) && allowedHosts.size === 0) return undefined;
     const header = request.headers.host;
     if (header === undefined) return undefined; // HTTP/1.0: no browser sends that
     const name = /^(\[[^\]]*\]|[^:]*)/.exec(header)![1]!.toLowerCase();
@@ -207,7 +208,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   app.addHook("onRequest", async (request) => {
     const name = hostRefused(request);
     if (name === undefined) return;
-    throw new ApexError("APEX_E_FORBIDDEN", `This server listens on ${host} and answers requests addressed to it (localhost, 127.0.0.1, [::1]), not to ${JSON.stringify(name.slice(0, 100))}.`, {
+    throw new ApexError("APEX_E_FORBIDDEN", `This server answers requests addressed to ${["localhost, 127.0.0.1, [::1]", ...allowedHosts].join(", ")}, not to ${JSON.stringify(name.slice(0, 100))}.`, {
       hint: "Open it as http://127.0.0.1:PORT (a page of another site may have pointed its name at this host); behind a proxy or tunnel that sends its own name, start `apex serve` with --allow-host NAME.",
     });
   });
