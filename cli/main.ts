@@ -15,7 +15,8 @@ export function buildProgram(): Command {
     .version(VERSION, "-V, --version")
     .addOption(new Option("--config <path>", "use this apex.config.yaml (default: search upwards; env APEX_CONFIG)"))
     .addOption(new Option("--remote <host/session>", "act on a session served by `apex serve` elsewhere: HOST[:PORT]/SESSION (env APEX_REMOTE)"))
-    .addOption(new Option("--token <token>", "the token of an invite, for --remote and `apex connect` (env APEX_TOKEN; or `apex login HOST`)"))
+    .addOption(new Option("--token-file <file>", "read the token of an invite from FILE (- : standard input), for --remote, `apex connect` and `apex login` (or env APEX_TOKEN, or `apex login HOST`)"))
+    .addOption(new Option("--token <token>", "the token itself: visible to every user of this machine (ps) and kept in shell history, so prefer --token-file or APEX_TOKEN"))
     .showHelpAfterError("(run with --help for usage)")
     .configureHelp({ sortSubcommands: false, showGlobalOptions: true })
     .addHelpText(
@@ -32,7 +33,8 @@ Environment:
   APEX_STORE_URL             the store, postgres://… or lmdb:PATH (overrides store: in the config)
   APEX_HOST                  this machine's name in session records (default: its host name)
   APEX_CHECKPOINT_INTERVAL   time between automatic checkpoints, a duration (300, 5m) or 0 for none
-  APEX_REMOTE, APEX_TOKEN    like --remote and --token
+  APEX_REMOTE, APEX_TOKEN    like --remote and --token (an environment is the owner's only;
+                             a command line is every user's: prefer APEX_TOKEN or --token-file)
   APEX_WORKTREE              the working tree that binds the session, instead of the current
                              directory (APEX's git hooks set it)
   NO_COLOR                   disable colours
@@ -75,6 +77,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     refuseBlankGlobalFlags(argv.slice(2));
     applyRemoteFlags(argv.slice(2));
+    (await import("./token-flags.js")).applyTokenFlags(argv.slice(2));
     argv = await applySessionFlag(program, argv);
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
     if (needsPluginCommands(program, argv)) {
@@ -159,7 +162,7 @@ function refuseBlankGlobalFlags(args: string[]): void {
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     if (arg === "--") return;
-    for (const flag of ["--config", "--remote", "--token", "--session"]) {
+    for (const flag of ["--config", "--remote", "--token", "--token-file", "--session"]) {
       const value = arg === flag ? args[i + 1] : arg.startsWith(`${flag}=`) ? arg.slice(flag.length + 1) : undefined;
       if (value !== undefined && value.trim() === "") {
         throw blankValue(flag, value);
@@ -169,20 +172,16 @@ function refuseBlankGlobalFlags(args: string[]): void {
 }
 
 /**
- * `--remote` and `--token` are read before commander parses anything and set APEX_REMOTE and
- * APEX_TOKEN, which the session routing (openSessionClient) and the HTTP transport read.
+ * `--remote` is read before commander parses anything and sets APEX_REMOTE, which the session
+ * routing (openSessionClient) reads; `--token` and `--token-file` set APEX_TOKEN (token-flags.ts).
  */
 function applyRemoteFlags(args: string[]): void {
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     if (arg === "--") return;
-    for (const [flag, variable] of [
-      ["--remote", "APEX_REMOTE"],
-      ["--token", "APEX_TOKEN"],
-    ] as const) {
-      if (arg === flag && args[i + 1] !== undefined) process.env[variable] = args[i + 1];
-      else if (arg.startsWith(`${flag}=`)) process.env[variable] = arg.slice(flag.length + 1);
-    }
+    // (--token and --token-file: cli/token-flags.ts)
+    if (arg === "--remote" && args[i + 1] !== undefined) process.env.APEX_REMOTE = args[i + 1];
+    else if (arg.startsWith("--remote=")) process.env.APEX_REMOTE = arg.slice("--remote=".length);
   }
 }
 
@@ -344,7 +343,7 @@ export function commandWords(args: string[], limit = 2): string[] {
   for (let i = 0; i < args.length && words.length < limit; i++) {
     const arg = args[i]!;
     if (arg === "--") break;
-    if (arg === "--config" || arg === "--remote" || arg === "--token" || arg === "--session") {
+    if (arg === "--config" || arg === "--remote" || arg === "--token" || arg === "--token-file" || arg === "--session") {
       i++;
       continue;
     }

@@ -74,8 +74,9 @@ export const ErrorCodes = {
   /** `task done|fail` by an agent of a task another agent holds or is assigned. */
   APEX_E_TASK_HELD: ExitCode.conflict,
   APEX_E_NO_TASK: ExitCode.conflict,
-  APEX_E_AMBIGUOUS: ExitCode.conflict,
-  /** Several sessions are active and nothing (agent, --session, worktree) says which one a command means. */
+  // ambiguous references (2, usage: the command names too little): an id prefix matching several sessions, checkpoints or archives;
+  // several sessions active and nothing (agent, --session, worktree) saying which one a command means
+  APEX_E_AMBIGUOUS: ExitCode.usage,
   APEX_E_AMBIGUOUS_SESSION: ExitCode.usage,
   APEX_E_LOCKED: ExitCode.conflict,
   // session merge: paths changed on both sides to different values, under --strategy fail (4)

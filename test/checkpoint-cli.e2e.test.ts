@@ -207,7 +207,7 @@ describe("apex checkpoint", () => {
     } finally {
       await store.close();
     }
-    const ambiguous = fails(["checkpoint", "show", created.id.slice(0, 8)], 4);
+    const ambiguous = fails(["checkpoint", "show", created.id.slice(0, 8)], 2);
     expect(ambiguous.stderr).toContain("APEX_E_AMBIGUOUS");
     expect(ambiguous.stderr).toContain(created.id);
   }, 120_000);

@@ -446,7 +446,7 @@ describe("resolving references and listing", () => {
     expect(resolveCheckpoint(store, "s1/checkpoint-002").id).toBe("abcd2222-0000-4000-8000-000000000002");
 
     const ambiguous = caught(() => resolveCheckpoint(store, "abcd"));
-    expect(ambiguous).toMatchObject({ code: "APEX_E_AMBIGUOUS", exitCode: 4 });
+    expect(ambiguous).toMatchObject({ code: "APEX_E_AMBIGUOUS", exitCode: 2 });
     expect(ambiguous.message).toContain("matches 2 checkpoints");
     expect(ambiguous.details?.candidates).toHaveLength(2);
     expect(caught(() => resolveCheckpoint(store, "checkpoint-008"))).toMatchObject({ code: "APEX_E_CHECKPOINT_NOT_FOUND", exitCode: 3, message: "No checkpoint-008 in session s1 (its latest number is checkpoint-007)." });

@@ -128,6 +128,49 @@ describe("apex serve: failed logins", () => {
   }, 60_000);
 });
 
+describe("apex serve: failed logins from an address others share, or from many addresses", () => {
+  let server: RunningServer | undefined;
+  afterEach(async () => {
+    await server?.close();
+    server = undefined;
+  });
+
+  it("keep valid tokens working at that address, are not forgotten for a valid token sent between guesses, and are capped server-wide", async () => {
+    const project = new Project(shellAgents({ alpha: "sleep 600" }), "apex-serve-gate-");
+    cleanups.push(() => project.cleanup());
+    const sid = project.start().session_id;
+    const vera = `Bearer ${share(project, sid, "vera", "viewer").token}`;
+    const otto = `Bearer ${share(project, sid, "otto", "viewer").token}`;
+    // One failure free, then 3 s per failure; six failures server-wide per minute.
+    server = await startServer({ location: { configPath: `${project.dir}/apex.config.yaml`, projectDir: project.dir, storeDir: project.storeDir }, listen: "127.0.0.1:0", throttle: { freeFailures: 1, baseDelayMs: 3000, maxDelayMs: 3000, globalMaxFailures: 6 } });
+    const path = `/api/sessions/${sid}/rpc/whoami`;
+    const bad = `Bearer apx_0123456789abcdef_${"x".repeat(43)}`;
+    // Vera works from 127.0.0.2 (a NAT, a tunnel); someone else there guesses.
+    expect((await post(server.url, path, vera, "127.0.0.2")).status).toBe(200);
+    expect((await post(server.url, path, bad, "127.0.0.2")).status).toBe(401);
+    const pending = post(server.url, path, bad, "127.0.0.2");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Meanwhile the address waits; Vera's token, accepted here before, does not (it was 429 too).
+    expect((await post(server.url, path, vera, "127.0.0.2")).status).toBe(200);
+    const unknown = await post(server.url, path, otto, "127.0.0.2");
+    expect(unknown.status).toBe(429);
+    expect(unknown.body.error.message).toContain("from this address");
+    expect((await pending).ms).toBeGreaterThanOrEqual(2900);
+    // A valid token between guesses does not wipe the address's failures (it did: the next guess was answered at once).
+    expect((await post(server.url, path, vera, "127.0.0.2")).status).toBe(200);
+    expect((await post(server.url, path, bad, "127.0.0.2")).ms).toBeGreaterThanOrEqual(2900);
+    // Guesses from other addresses, one each (none slowed down): past six server-wide, a token
+    // not accepted lately is refused from any address until the minute ends (it was let through).
+    for (const address of ["127.0.0.3", "127.0.0.4", "127.0.0.5"]) expect((await post(server.url, path, bad, address)).status).toBe(401);
+    const capped = await post(server.url, path, otto, "127.0.0.6");
+    expect(capped.status).toBe(429);
+    expect(capped.body.error).toMatchObject({ code: "APEX_E_RATE_LIMITED", message: expect.stringContaining("on this server") });
+    expect(Number(capped.retryAfter)).toBeGreaterThan(40);
+    expect(capped.body.error.details.retry_after_s).toBe(Number(capped.retryAfter));
+    expect((await post(server.url, path, vera, "127.0.0.6")).status).toBe(200);
+  }, 60_000);
+});
+
 describe("apex serve: open streams per grant", () => {
   it("holds at most 16 per grant (the next is 429 APEX_E_RATE_LIMITED); another grant is not counted against it, and a closed one frees its place", async () => {
     const project = new Project(shellAgents({ alpha: "while true; do sleep 0.5; done" }));
@@ -220,7 +263,8 @@ describe("the client's token", () => {
     ] as const) {
       const result = await project.apexAsync([...args], { env }).done;
       expect(result.status, result.stderr).toBe(2);
-      const error = JSON.parse(result.stderr).error as { code: string; message: string };
+      // (--token VALUE: a warning line first, that the token shows on the command line)
+      const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error as { code: string; message: string };
       expect(error.code).toBe("APEX_E_USAGE");
       expect(error.message).toContain("--token / APEX_TOKEN is not an APEX token");
       expect(result.stderr).not.toContain("hunter2");
@@ -232,9 +276,10 @@ describe("the client's token", () => {
     for (const args of [["connect", invite, "--json"], ["--remote", invite, "status", "--json"], ["login", invite, "--token", token, "--json"], ["login", token, "--token", token, "--json"]]) {
       const result = await project.apexAsync(args, { env: { APEX_TOKEN: token, APEX_CREDENTIALS: `${project.dir}/saved.json` } }).done;
       expect(result.status, result.stderr).toBe(2);
-      expect(JSON.parse(result.stderr).error.code).toBe("APEX_E_USAGE");
+      const error = JSON.parse(result.stderr.trim().split("\n").at(-1)!).error as { code: string; hint: string };
+      expect(error.code).toBe("APEX_E_USAGE");
       expect(result.stderr.toLowerCase()).not.toContain("s3cr3t");
-      if (args[1] === invite) expect(JSON.parse(result.stderr).error.hint).toContain(`apex connect http://${host}/abcdefgh`);
+      if (args[1] === invite) expect(error.hint).toContain(`apex connect http://${host}/abcdefgh`);
     }
     // Nothing on stdin: said so (it was "That is not an APEX token"); a bad address is said before a token is read.
     const nothing = project.apex(["login", `${host}/abcdefgh`], { env: { APEX_CREDENTIALS: `${project.dir}/saved.json` } });

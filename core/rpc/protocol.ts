@@ -85,6 +85,12 @@ export function errorBody(error: unknown): RpcErrorBody {
   return { code: "APEX_E_INTERNAL", message };
 }
 
+/**
+ * The method a call named that its supervisor (or `apex serve`) does not have, from the error it
+ * got (`details.unknown_method`, whatever its code and message: the server answers it 404), else undefined.
+ */
+export const unknownMethod = (error: unknown): string | undefined => (error instanceof ApexError && typeof error.details?.unknown_method === "string" ? error.details.unknown_method : undefined);
+
 /** Turns an error reply back into the ApexError the supervisor raised. */
 export function errorFromBody(body: RpcErrorBody): ApexError {
   // The other end may not be APEX (a remote server): only its own codes keep their exit code, and only text is a message.

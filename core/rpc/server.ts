@@ -131,7 +131,8 @@ export class RpcServer {
     const id = request.id ?? null;
     const handler = typeof request.method === "string" ? this.handlers.get(request.method) : undefined;
     if (!handler) {
-      return void send({ id, error: { code: "APEX_E_RPC", message: `Unknown method ${JSON.stringify(request.method)}.`, hint: `Known: ${this.methods().join(", ")}` } });
+      // details.unknown_method: what callers test (unknownMethod in protocol.ts), never the message's text.
+      return void send({ id, error: { code: "APEX_E_RPC", message: `Unknown method ${JSON.stringify(request.method)}.`, hint: `Known: ${this.methods().join(", ")}`, details: { unknown_method: request.method } } });
     }
     const params = request.params && typeof request.params === "object" ? (request.params as Record<string, unknown>) : {};
     const ctx: RpcCallContext = {

@@ -37,6 +37,7 @@ import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { isDirectory, locateProject, type ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
+import { unknownMethod } from "../../core/rpc/protocol.js";
 import { openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { isSameProcessAlive } from "../../core/session/proc.js";
 import { liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
@@ -458,11 +459,13 @@ export class ApexSaver extends BaseCheckpointSaver {
    */
   private named(error: unknown): unknown {
     const dir = this.projectDir;
-    const unserved = error instanceof ApexError && /^Unknown method "(langgraph\.\w+)"|^(langgraph\.\w+) needs the session's supervisor/.exec(error.message);
-    if (unserved) {
-      const method = unserved[1] ?? unserved[2];
-      return new ApexError("APEX_E_CONFIG", `ApexSaver's ${method} needs APEX's checkpoint plugin, which ${dir !== undefined ? `the project at ${dir}` : "the project"} does not enable${(error as ApexError).message.startsWith("Unknown") ? " (or its supervisor runs an older APEX)" : ""}.`, {
-        hint: `Add \`checkpoint: {}\` under \`plugins:\` in apex.config.yaml (a \`plugins:\` section lists every plugin it enables); a running session takes it once continued (\`apex stop\`, then \`apex start --continue last\`).${/getTuple|list/.test(method!) ? "" : " Nothing was written."}`,
+    // Told by the error's details (the supervisor's unknown_method, the store's needs_supervisor), never by its message's text.
+    const unknown = unknownMethod(error);
+    const needs = error instanceof ApexError && typeof error.details?.needs_supervisor === "string" ? error.details.needs_supervisor : undefined;
+    const method = unknown ?? needs;
+    if (method !== undefined && /^langgraph\.\w+$/.test(method)) {
+      return new ApexError("APEX_E_CONFIG", `ApexSaver's ${method} needs APEX's checkpoint plugin, which ${dir !== undefined ? `the project at ${dir}` : "the project"} does not enable${unknown !== undefined ? " (or its supervisor runs an older APEX)" : ""}.`, {
+        hint: `Add \`checkpoint: {}\` under \`plugins:\` in apex.config.yaml (a \`plugins:\` section lists every plugin it enables); a running session takes it once continued (\`apex stop\`, then \`apex start --continue last\`).${/getTuple|list/.test(method) ? "" : " Nothing was written."}`,
         details: { method, ...(dir !== undefined ? { project_dir: dir } : {}) },
         cause: error,
       });

@@ -23,7 +23,7 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, plural, printJson, printLine, visibleText } from "../../cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
-import { idleWindowMs } from "../../core/rpc/protocol.js";
+import { idleWindowMs, unknownMethod } from "../../core/rpc/protocol.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { liveSessionClient, openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { checkSessionName } from "./session-name.js";
@@ -113,7 +113,8 @@ export async function callWriter(writer: SessionClient, method: string, params: 
     const idleMs = idleWindowMs();
     return await writer.call(method, { ...params, heartbeat_ms: Math.floor(idleMs / 4) }, idleMs, () => undefined);
   } catch (error) {
-    if (isApexError(error) && error.code === "APEX_E_RPC" && /Unknown method/.test(error.message)) {
+    // Not served by the session's supervisor (nor, through --remote, by the supervisor behind `apex serve`).
+    if (unknownMethod(error) === method) {
       throw new ApexError("APEX_E_USAGE", `The running session has no checkpoint plugin, so it cannot ${method.replace(".", " ")}.`, {
         hint: "Enable `checkpoint` under `plugins:` in apex.config.yaml; it applies once the session is continued (`apex stop`, then `apex start --continue last`).",
       });

@@ -18,7 +18,7 @@ const DEFAULT_URL = "http://127.0.0.1:7433";
 
 export async function serveCommand(
   location: ProjectLocation,
-  options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; json?: boolean },
+  options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; allowHost?: string[]; json?: boolean },
 ): Promise<void> {
   const { startServer } = await import("./server.js");
   const server = await startServer({
@@ -28,6 +28,7 @@ export async function serveCommand(
     tlsKey: options.tlsKey,
     insecure: options.insecure,
     corsOrigins: options.cors,
+    allowHosts: options.allowHost,
     log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
   });
   // No store directory yet (served before the first `apex start`): recorded once there is one,
@@ -394,7 +395,7 @@ export async function loginCommand(hostText: string, json: boolean): Promise<voi
   const session = target?.sessionId;
   const token = process.env.APEX_TOKEN || (await readLine());
   if (!token) {
-    throw new ApexError("APEX_E_USAGE", `No token for ${host}: nothing was read from stdin.`, { hint: `Pass --token, set APEX_TOKEN, or pipe it in: \`apex login ${visibleText(hostText)} < token.txt\`.` });
+    throw new ApexError("APEX_E_USAGE", `No token for ${host}: nothing was read from stdin.`, { hint: `Pipe it in (\`apex login ${visibleText(hostText)} < token.txt\`), give --token-file FILE, or set APEX_TOKEN.` });
   }
   if (!isApexToken(token)) {
     throw new ApexError("APEX_E_USAGE", "That is not an APEX token (apx_…).", { hint: "Copy it from the invite `apex session share` printed." });

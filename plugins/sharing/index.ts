@@ -8,7 +8,7 @@ export interface SharingOptions {
   backend?: string;
   location?: string;
   /** Serve the session over HTTP(S) from its supervisor, as `apex serve` does on its own. */
-  serve?: { listen: string; tls_cert?: string; tls_key?: string; insecure?: boolean; cors?: string[] };
+  serve?: { listen: string; tls_cert?: string; tls_key?: string; insecure?: boolean; cors?: string[]; allow_hosts?: string[] };
 }
 
 /**
@@ -37,6 +37,7 @@ export default definePlugin<SharingOptions>({
         tlsKey: serve.tls_key ? resolve(config.projectDir, serve.tls_key) : undefined,
         insecure: serve.insecure,
         corsOrigins: serve.cors,
+        allowHosts: serve.allow_hosts,
       });
       writeServeFile(config.storeDir, server.url);
     });

@@ -15,11 +15,14 @@ export function registerRemoteCommands(program: Command): void {
     .option("--tls-key <file>", "PEM private key of --tls-cert")
     .option("--insecure", "allow plain HTTP on a non-loopback address (tokens would cross the network in clear)")
     .option("--cors <origin...>", "browser origins allowed to call the API (none by default)")
+    .option("--allow-host <name...>", "host names requests may be addressed to besides localhost, 127.0.0.1 and [::1] (a proxy's, a tunnel's, this host's); others are refused, on any address once given")
     .option("--json", "print {url, port, pid} once listening")
     .addHelpText(
       "after",
       `
 Loopback by default. A non-loopback address needs --tls-cert and --tls-key (or --insecure).
+On loopback, a request addressed to another name (Host header) is refused (403): a web page
+can point its own name at 127.0.0.1 (DNS rebinding); --allow-host names a proxy's or tunnel's.
 Every request needs a token from \`apex session share\`; roles decide what it may do.
 Runs until Ctrl-C. A session's supervisor can serve too: \`sharing: { serve: { listen: … } }\`.
 
@@ -28,7 +31,7 @@ Examples:
   apex serve --listen 0.0.0.0:7433 --tls-cert cert.pem --tls-key key.pem
   apex serve --listen 127.0.0.1:0 --json`,
     )
-    .action(async (options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; json?: boolean }, command: Command) => {
+    .action(async (options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; allowHost?: string[]; json?: boolean }, command: Command) => {
       const { serveCommand } = await import("./cli.js");
       await serveCommand(projectOf(command), options);
     });
@@ -43,11 +46,12 @@ Examples:
       `
 On a terminal: status line, agents (state, PID, CPU, task), task counts, last checkpoint,
 who is connected and the recent events, redrawn on each event and every 2 s.
-The token comes from --token, APEX_TOKEN or \`apex login HOST\`.
+The token comes from --token-file FILE, APEX_TOKEN or \`apex login HOST\` (--token VALUE works
+too, but every user of the machine sees it in \`ps\` and the shell's history keeps it).
 To run one command against the session instead: apex --remote HOST/SESSION status
 
 Examples:
-  apex connect build-box:3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b
+  apex connect build-box:3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b --token-file token.txt
   APEX_TOKEN=apx_… apex connect 127.0.0.1:7433/3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b`,
     )
     .action(async (target: string, options: { json?: boolean }) => {
@@ -63,12 +67,13 @@ Examples:
     .addHelpText(
       "after",
       `
-The token is read from --token, APEX_TOKEN, or one line of standard input.
+The token is read from one line of standard input (typed without echo on a terminal),
+--token-file FILE or APEX_TOKEN (--token VALUE too, visible to every user in \`ps\`).
 The file is $APEX_CREDENTIALS, else $XDG_CONFIG_HOME/apex/credentials.json (~/.config/apex/…).
 
 Examples:
   apex login build-box:7433 < token.txt
-  apex login 127.0.0.1:7433/3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b --token apx_…`,
+  apex login 127.0.0.1:7433/3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b --token-file token.txt`,
     )
     .action(async (host: string, options: { json?: boolean }) => {
       const { loginCommand } = await import("./cli.js");

@@ -34,7 +34,7 @@ export function parseHostPort(text: string): { hostname: string; port: number } 
   // A token where the host goes (arguments swapped): refused before its name is looked up in DNS.
   if (match && /^apx_[0-9a-f]{16}_/i.test(match[1]!)) {
     throw new ApexError("APEX_E_USAGE", `Cannot read the host ${JSON.stringify(withoutTokens(text))}: that is a token, not a host.`, {
-      hint: "Give the host first and the token with --token, APEX_TOKEN or on stdin, e.g. `apex login build-box:7433 < token.txt`.",
+      hint: "Give the host first and the token on stdin, with --token-file FILE or APEX_TOKEN, e.g. `apex login build-box:7433 < token.txt`.",
     });
   }
   if (!match || port < 1 || port > 65535) {
@@ -192,7 +192,7 @@ export function isApexToken(text: unknown): text is string {
 }
 
 /**
- * The token for a host: APEX_TOKEN (or --token, which sets it), else the credentials file.
+ * The token for a host: APEX_TOKEN (or --token-file, --token, which set it), else the credentials file.
  * One that is not an APEX token is a usage error here, before anything is sent (in a header it
  * could not even be written if it held a line break), and the message never repeats it.
  */
@@ -203,11 +203,11 @@ export function tokenFor(host: string): string {
   const token = fromEnv || saved;
   if (!token) {
     throw new ApexError("APEX_E_UNAUTHORIZED", `No token for ${host}.`, {
-      hint: `Pass --token, set APEX_TOKEN, or save one with \`apex login ${host}\`.`,
+      hint: `Save one with \`apex login ${host}\`, or give --token-file FILE or APEX_TOKEN.`,
     });
   }
   if (!isApexToken(token)) {
-    const where = fromEnv ? "--token / APEX_TOKEN" : `the token saved for ${host} in ${credentialsFile()}`;
+    const where = fromEnv ? "--token-file / --token / APEX_TOKEN" : `the token saved for ${host} in ${credentialsFile()}`;
     throw new ApexError("APEX_E_USAGE", `${where} is not an APEX token (apx_ followed by 16 hex digits, _ and 43 characters).`, {
       hint: "Copy the token whole from the invite `apex session share` printed (`apex login HOST` saves it).",
     });

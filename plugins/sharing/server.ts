@@ -11,13 +11,13 @@ import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/e
 import { APEX_VERSION } from "../../core/plugins.js";
 import { callSupervisor, subscribeSupervisor, type Subscription } from "../../core/rpc/call.js";
 import { SupervisorChannel } from "./supervisor-channel.js";
-import { errorBody } from "../../core/rpc/protocol.js";
+import { errorBody, unknownMethod } from "../../core/rpc/protocol.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, grantPath, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import { GrantWatch } from "./grant-watch.js";
-import { clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
+import { AcceptedTokens, clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent, SessionRecord } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
@@ -45,6 +45,8 @@ export interface ServeOptions {
   insecure?: boolean | undefined;
   /** Origins allowed to call the API from a browser (none by default: no CORS headers at all). */
   corsOrigins?: string[] | undefined;
+  /** Host names a request may be addressed to besides loopback ones (a proxy's, a tunnel's, the server's own): checked on a loopback address always, on another once some are given. */
+  allowHosts?: string[] | undefined;
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimit?: number | undefined;
   /** One line per request (never a token) and per notable event. */
@@ -185,10 +187,31 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const streams = new Set<OpenStream>();
   const failures = new LoginThrottle(options.throttle);
   const refused = new RefusedTokens();
+  const accepted = new AcceptedTokens();
   const serverId = randomUUID();
   const connections = new ConnectionReporter(options.location, serverId, streams, onServedStore);
   const grantWatch = new GrantWatch((sessionId, tokens) => gate.checkGrants(sessionId, tokens), RECHECK_MS);
 
+  // A server on loopback answers requests addressed to loopback only: a web page whose name its
+  // site re-points at 127.0.0.1 (DNS rebinding) is then its own origin, able to read what the
+  // server answers and to send it guesses, unthrottled by any other origin. The Host header
+  // says which name the browser used; names a proxy or tunnel sends are allowed by --allow-host.
+  const allowedHosts = new Set((options.allowHosts ?? []).map((name) => name.toLowerCase()));
+  const hostRefused = (request: FastifyRequest): string | undefined => {
+    // Off loopback the names the server is reached by are not known: checked only when given.
+    if (!isLoopback(host) && allowedHosts.size === 0) return undefined;
+    const header = request.headers.host;
+    if (header === undefined) return undefined; // HTTP/1.0: no browser sends that
+    const name = /^(\[[^\]]*\]|[^:]*)/.exec(header)![1]!.toLowerCase();
+    return isLoopback(name) || allowedHosts.has(name.replace(/^\[|\]$/g, "")) ? undefined : name;
+  };
+  app.addHook("onRequest", async (request) => {
+    const name = hostRefused(request);
+    if (name === undefined) return;
+    throw new ApexError("APEX_E_FORBIDDEN", `This server answers requests addressed to ${["localhost, 127.0.0.1, [::1]", ...allowedHosts].join(", ")}, not to ${JSON.stringify(name.slice(0, 100))}.`, {
+      hint: "Open it as http://127.0.0.1:PORT (a page of another site may have pointed its name at this host); behind a proxy or tunnel that sends its own name, start `apex serve` with --allow-host NAME.",
+    });
+  });
   const corsAllowed = (request: FastifyRequest) => Boolean(request.headers.origin && options.corsOrigins?.includes(request.headers.origin));
   app.addHook("onRequest", async (request, reply) => {
     if (corsAllowed(request)) {
@@ -258,11 +281,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const header = request.headers.authorization ?? "";
     const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
     const client = clientKey(request.ip);
-    // Its last failure's answer is still delayed: refused at once, and not counted (nothing was tried).
-    const waiting = failures.waiting(client);
-    if (waiting > 0) {
-      const seconds = Math.ceil(waiting / 1000);
-      throw new ApexError("APEX_E_RATE_LIMITED", `Too many failed logins from this address: try again in ${seconds} s.`, {
+    // Its last failure's answer is still delayed, or too many failed server-wide: refused at once,
+    // and not counted (nothing was tried); a token accepted here lately passes (still checked below).
+    const [addressWait, serverWait] = token !== undefined && accepted.has(token) ? [0, 0] : [failures.waiting(client), failures.globalWaiting()];
+    if (addressWait > 0 || serverWait > 0) {
+      const seconds = Math.ceil(Math.max(addressWait, serverWait) / 1000);
+      throw new ApexError("APEX_E_RATE_LIMITED", `Too many failed logins ${addressWait >= serverWait ? "from this address" : "on this server"}: try again in ${seconds} s.`, {
         hint: "Check the token (`apex session share` prints it once); a correct one works once the wait is over.",
         details: { retry_after_s: seconds },
       });
@@ -280,7 +304,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") refused.add(sessionRef, token, error.message, Date.now(), sid);
         throw error;
       });
-      failures.succeeded(client);
+      // The address's failures are not forgotten (a valid token sent between guesses would reset them); this token passes its waits.
+      accepted.add(token);
       (request as FastifyRequest & { caller?: Caller }).caller = caller;
       return { sid, caller, token };
     } catch (error) {
@@ -288,6 +313,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // ending in the middle of the call, a store that cannot be read) is not: counted, a dashboard
       // watching its session stop slowed down, then refused (429), every client at its address.
       if (isApexError(error) && error.code === "APEX_E_UNAUTHORIZED") {
+        if (token !== undefined) accepted.delete(token); // revoked or expired since: it waits as any other
         const delay = failures.failed(client);
         if (delay > 0) await sleep(delay);
       }
@@ -304,7 +330,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const { method } = request.params;
     const { sid, caller } = await authenticate(request, request.params.sid);
     const params = objectBody(request.body);
-    if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`);
+    if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`, { details: { unknown_method: method } });
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
     if ((STREAM_METHODS as readonly string[]).includes(method)) {
       throw new ApexError("APEX_E_BAD_INPUT", `${method} is a stream, not a call.`, { hint: `POST /api/sessions/SESSION/stream with {"${method}": {…}}.` });
@@ -669,8 +695,8 @@ class Gate {
     } catch (error) {
       // A method no supervisor knows is the caller's mistake (404), not a bad gateway (502), and
       // the list of the supervisor's methods (internal ones included) is not the caller's to see.
-      if (error instanceof ApexError && error.code === "APEX_E_RPC" && error.message === `Unknown method ${JSON.stringify(method)}.`) {
-        throw new ApexError("APEX_E_NOT_FOUND", error.message, { hint: "The methods are those of `apex`'s control channel (README: Remote and shared sessions)." });
+      if (unknownMethod(error) === method) {
+        throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`, { hint: "The methods are those of `apex`'s control channel (README: Remote and shared sessions).", details: { unknown_method: method } });
       }
       throw error;
     }

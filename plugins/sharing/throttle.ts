@@ -2,17 +2,24 @@ import { createHash } from "node:crypto";
 import { UUID_PATTERN } from "../../core/session/names.js";
 
 /**
- * Failed logins per client address, for `apex serve`: after a few failures from one address,
- * each further failure is answered late (100 ms × 2ⁿ, at most 5 s). An address is forgotten
- * once it has not failed for `windowMs`, or when it succeeds.
+ * Failed logins, for `apex serve`: per client address, after a few failures from one address,
+ * each further failure is answered late (100 ms × 2ⁿ, at most 5 s); an address is forgotten
+ * once it has not failed for `windowMs`. A success from the address does not forget it: else a
+ * client holding one valid token (any grant, of any session) would send it between its guesses
+ * and guess at full speed.
  *
- * While a delayed answer is pending, the address's other requests are refused at once.
+ * While a delayed answer is pending, the address's other requests are refused at once, except
+ * those with a token this server accepted lately (AcceptedTokens): the users behind one NAT or
+ * tunnel keep working while someone at their address fails.
  *
- * The record is bounded: a server reachable from many addresses (IPv6 gives every client
- * plenty) keeps at most `maxClients` of them. A Map keeps insertion order and every failure
- * moves its address to the end, so the front holds the addresses that failed longest ago:
- * those are dropped first, the expired ones as soon as a failure is recorded, the oldest
- * still counting only when the record is full.
+ * Server-wide, at most `globalMaxFailures` failures are answered per `globalWindowMs`: guesses
+ * spread over many addresses (IPv6 gives a client plenty, a botnet more) are bounded too. Past
+ * it, requests with a token not accepted lately are refused (429, Retry-After) until the window ends.
+ *
+ * The record is bounded: a server reachable from many addresses keeps at most `maxClients` of
+ * them. A Map keeps insertion order and every failure moves its address to the end, so the
+ * front holds the addresses that failed longest ago: those are dropped first, the expired ones
+ * as soon as a failure is recorded, the oldest still counting only when the record is full.
  */
 export interface ThrottleOptions {
   /** Failures from one address answered at once, before replies slow down. */
@@ -25,6 +32,10 @@ export interface ThrottleOptions {
   windowMs?: number;
   /** Addresses remembered at most. */
   maxClients?: number;
+  /** Failures from all addresses together answered per global window (300). */
+  globalMaxFailures?: number;
+  /** The server-wide window (60 s). */
+  globalWindowMs?: number;
 }
 
 export class LoginThrottle {
@@ -34,6 +45,9 @@ export class LoginThrottle {
   private readonly maxDelayMs: number;
   private readonly windowMs: number;
   private readonly maxClients: number;
+  private readonly globalMaxFailures: number;
+  private readonly globalWindowMs: number;
+  private global = { start: -Infinity, count: 0 };
 
   constructor(options: ThrottleOptions = {}) {
     this.freeFailures = options.freeFailures ?? 3;
@@ -41,10 +55,14 @@ export class LoginThrottle {
     this.maxDelayMs = options.maxDelayMs ?? 5000;
     this.windowMs = options.windowMs ?? 10 * 60_000;
     this.maxClients = Math.max(1, options.maxClients ?? 10_000);
+    this.globalMaxFailures = Math.max(1, options.globalMaxFailures ?? 300);
+    this.globalWindowMs = options.globalWindowMs ?? 60_000;
   }
 
   /** Records a failure from `client`; resolves to how long its reply should wait (ms). */
   failed(client: string, now = Date.now()): number {
+    if (now - this.global.start >= this.globalWindowMs) this.global = { start: now, count: 0 };
+    this.global.count++;
     const known = this.failures.get(client);
     const count = known && now - known.last < this.windowMs ? known.count + 1 : 1;
     this.failures.delete(client);
@@ -64,9 +82,13 @@ export class LoginThrottle {
     return entry ? Math.max(0, entry.until - now) : 0;
   }
 
-  /** A successful login: the address starts again from nothing. */
-  succeeded(client: string): void {
-    this.failures.delete(client);
+  /**
+   * How long (ms) until failures are answered again server-wide: past `globalMaxFailures` in the
+   * current window, the rest of that window; else 0.
+   */
+  globalWaiting(now = Date.now()): number {
+    if (now - this.global.start >= this.globalWindowMs || this.global.count < this.globalMaxFailures) return 0;
+    return this.global.start + this.globalWindowMs - now;
   }
 
   /** How many addresses are remembered now. */
@@ -158,5 +180,43 @@ export class RefusedTokens {
 
   get size(): number {
     return this.refused.size;
+  }
+}
+
+/**
+ * Tokens `apex serve` accepted lately (their hash, not the token): they pass a throttle's wait
+ * (an address's, or the server-wide one), and are authenticated as any other. Only a token that
+ * was valid here can be in it, so a guess never passes; one refused since (revoked, expired) is
+ * taken out. Bounded like RefusedTokens: at most `max`, each kept `ttlMs` after its last use.
+ */
+export class AcceptedTokens {
+  private readonly accepted = new Map<string, number>();
+
+  constructor(
+    private readonly ttlMs = 10 * 60_000,
+    private readonly max = 10_000,
+  ) {}
+
+  private static key(token: string): string {
+    return createHash("sha256").update(token).digest("base64");
+  }
+
+  has(token: string, now = Date.now()): boolean {
+    const until = this.accepted.get(AcceptedTokens.key(token));
+    return until !== undefined && until > now;
+  }
+
+  add(token: string, now = Date.now()): void {
+    const key = AcceptedTokens.key(token);
+    this.accepted.delete(key);
+    for (const [old, until] of this.accepted) {
+      if (until > now && this.accepted.size < this.max) break;
+      this.accepted.delete(old);
+    }
+    this.accepted.set(key, now + this.ttlMs);
+  }
+
+  delete(token: string): void {
+    this.accepted.delete(AcceptedTokens.key(token));
   }
 }

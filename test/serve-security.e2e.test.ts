@@ -1,0 +1,185 @@
+// Remote access as a careful operator expects it: a real `apex serve` on loopback (the built CLI),
+// real sessions and real clients (the built CLI with --remote, HTTP). Errors callers act on are
+// told by stable codes and details, never by the text of a message.
+import { readFileSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { remote, rpc, serve, share } from "./support/serve.js";
+
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+function project(config = shellAgents({ alpha: "sleep 600" })): Project {
+  const p = new Project(config, "apex-serve-security-");
+  cleanups.push(() => p.cleanup());
+  return p;
+}
+
+describe("a method nobody serves", () => {
+  it("is told by details.unknown_method, locally and through `apex serve`, so the CLI says what is missing", async () => {
+    // No checkpoint plugin: the supervisor has no checkpoint.create.
+    const p = project();
+    const sid = p.start().session_id;
+    const stops: Array<() => Promise<unknown>> = [];
+    cleanups.push(async () => {
+      for (const stop of stops) await stop();
+    });
+    const url = await serve(p, stops);
+    const owner = share(p, sid, "olga", "owner");
+    // Through the API: 404 with the method in details (no list of the supervisor's methods), internal ones alike.
+    for (const method of ["memory.explode", "share.authenticate"]) {
+      const reply = await rpc(url, sid, method, owner.token);
+      expect(reply.status).toBe(404);
+      expect(reply.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", details: { unknown_method: method } });
+      expect(JSON.stringify(reply.body)).not.toContain("Known:");
+    }
+    // The CLI says the session has no checkpoint plugin, locally and through --remote alike (through
+    // --remote it said `Unknown method "checkpoint.create"`, exit 3, as if a checkpoint were missing).
+    const local = p.apex(["checkpoint", "create", "here"]);
+    const far = remote(p, url, sid, owner.token, ["checkpoint", "create", "there"]);
+    for (const result of [local, far]) {
+      expect(result.status, result.stderr).toBe(2);
+      expect(result.stderr).toContain("error[APEX_E_USAGE]: The running session has no checkpoint plugin, so it cannot checkpoint create.");
+    }
+  }, 60_000);
+});
+
+describe("the token of a remote command", () => {
+  it("is taken from --token-file (or standard input) off the command line; --token VALUE is warned of and hidden from the process list", async () => {
+    const p = project();
+    const sid = p.start().session_id;
+    const stops: Array<() => Promise<unknown>> = [];
+    cleanups.push(async () => {
+      for (const stop of stops) await stop();
+    });
+    const url = await serve(p, stops);
+    const vera = share(p, sid, "vera", "viewer");
+    const target = `${url.replace(/^http:\/\//, "")}/${sid}`;
+    const file = join(p.dir, "token.txt");
+    writeFileSync(file, `${vera.token}\n`, { mode: 0o600 });
+
+    // From a file, and from standard input (-): no warning, the token nowhere on the command line.
+    const fromFile = p.apex(["--remote", target, "--token-file", file, "status", "--json"]);
+    expect(fromFile.status, fromFile.stderr).toBe(0);
+    expect(JSON.parse(fromFile.stdout).session.session_id).toBe(sid);
+    expect(fromFile.stderr).toBe("");
+    const piped = p.apexAsync(["--remote", target, "--token-file=-", "status", "--json"]);
+    piped.child.stdin.end(`${vera.token}\n`);
+    const fromStdin = await piped.done;
+    expect(fromStdin.status, fromStdin.stderr).toBe(0);
+    expect(fromStdin.stderr).toBe("");
+    // A pipe that has nothing yet (standard input may be non-blocking: it was EAGAIN), a file
+    // saved with a byte-order mark and CRLF: read as the token.
+    const late = p.apexAsync(["--remote", target, "--token-file", "-", "status", "--json"]);
+    setTimeout(() => late.child.stdin.end(`${vera.token}\n`), 700);
+    const lateResult = await late.done;
+    expect(lateResult.status, lateResult.stderr).toBe(0);
+    writeFileSync(join(p.dir, "bom.txt"), `\uFEFF${vera.token}\r\n`);
+    expect(p.apex(["--remote", target, "--token-file", join(p.dir, "bom.txt"), "status"]).status).toBe(0);
+    // A file or a pipe without end (/dev/zero, `yes |`) is read no further than a line: exit 2 at once (it never ended).
+    const endless = p.apexAsync(["--remote", target, "--token-file", "-", "status", "--json"]);
+    const feed = setInterval(() => endless.child.stdin.write("y".repeat(1024)), 5);
+    endless.child.stdin.on("error", () => {});
+    const endlessResult = await endless.done;
+    clearInterval(feed);
+    expect(endlessResult.status, endlessResult.stderr).toBe(2);
+    const zero = p.apex(["--remote", target, "--token-file", "/dev/zero", "status", "--json"], { timeout: 10_000 });
+    expect(zero.status, zero.stderr).toBe(2);
+    expect(JSON.parse(zero.stderr).error).toMatchObject({ code: "APEX_E_USAGE", message: '--token-file "/dev/zero" does not hold a token: its first line has control characters.' });
+    // `apex login` saves it from the file too.
+    const credentials = join(p.dir, "credentials.json");
+    const login = p.apex(["login", target, "--token-file", file, "--json"], { env: { APEX_CREDENTIALS: credentials } });
+    expect(login.status, login.stderr).toBe(0);
+    expect(readFileSync(credentials, "utf8")).toContain(vera.token);
+
+    // Unreadable, empty, or given with --token too: exit 2, APEX_E_USAGE, nothing sent.
+    writeFileSync(join(p.dir, "empty.txt"), "\n");
+    for (const args of [["--token-file", join(p.dir, "missing.txt")], ["--token-file", join(p.dir, "empty.txt")], ["--token-file", file, "--token", vera.token]]) {
+      const refused = p.apex(["--remote", target, ...args, "status", "--json"]);
+      expect(refused.status, refused.stderr).toBe(2);
+      expect(JSON.parse(refused.stderr.trim().split("\n").at(-1)!).error.code).toBe("APEX_E_USAGE");
+      expect(refused.stderr).not.toContain(vera.token);
+    }
+
+    // --token VALUE still works, with a warning; the running process's command line (what `ps`
+    // shows every user) holds "***" instead of the token while it follows the session.
+    const follow = p.apexAsync(["--token", vera.token, "connect", target, "--json"]);
+    try {
+      await waitFor("apex connect's first line", () => (follow.output().includes("\n") ? true : undefined), 30_000);
+      const cmdline = readFileSync(`/proc/${follow.child.pid}/cmdline`, "utf8");
+      expect(cmdline).not.toContain(vera.token);
+      expect(cmdline).toContain("--token *** connect");
+      expect(follow.errors()).toContain("warning: --token puts the token on the command line");
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+    // The help recommends the file or the environment.
+    const help = p.apex(["--help"]).stdout;
+    expect(help).toContain("--token-file <file>");
+    expect(help).toMatch(/--token <token>\s+the token itself: visible to every user/);
+  }, 60_000);
+});
+
+/** A request with the Host header a browser would send for `host` (fetch cannot set it). */
+function requestAs(url: string, path: string, host: string, method = "GET"): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(`${url}${path}`, { method, agent: false, headers: { host, "content-type": "application/json" } }, (response) => {
+      let text = "";
+      response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text.startsWith("{") ? JSON.parse(text) : text }));
+    });
+    req.on("error", reject);
+    req.end(method === "POST" ? "{}" : undefined);
+  });
+}
+
+describe("a server on loopback", () => {
+  it("answers only requests addressed to a loopback name (DNS rebinding), and the names --allow-host gives", async () => {
+    const p = project();
+    const stops: Array<() => Promise<unknown>> = [];
+    cleanups.push(async () => {
+      for (const stop of stops) await stop();
+    });
+    const url = await serve(p, stops);
+    const port = new URL(url).port;
+    // A page of evil.example whose name now resolves to 127.0.0.1: its requests say Host: evil.example.
+    for (const [path, method] of [["/", "GET"], ["/api/health", "GET"], ["/assets/app.js", "GET"], ["/api/sessions/abc/rpc/whoami", "POST"], ["/api/sessions/abc/stream", "POST"]] as const) {
+      for (const host of [`evil.example:${port}`, `0.0.0.0:${port}`, "evil.example"]) {
+        const refused = await requestAs(url, path, host, method);
+        expect(refused.status, `${method} ${path} as ${host}`).toBe(403);
+        expect(refused.body.error.code).toBe("APEX_E_FORBIDDEN");
+      }
+    }
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `LOCALHOST:${port}`, `[::1]:${port}`, `127.0.0.2:${port}`]) {
+      const health = await requestAs(url, "/api/health", host);
+      expect(health.status, host).toBe(200);
+      expect(health.body.ok).toBe(true);
+    }
+    // Behind a proxy or tunnel that sends its own name: allowed by name.
+    const proxied = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--allow-host", "apex.internal", "--json"]);
+    stops.push(async () => {
+      if (proxied.child.exitCode === null) proxied.child.kill("SIGTERM");
+      await proxied.done;
+    });
+    const proxiedUrl = await waitFor("the second server's address", () => (proxied.output().includes("}") ? (JSON.parse(proxied.output()) as { url: string }).url : undefined), 30_000);
+    expect((await requestAs(proxiedUrl, "/api/health", "apex.internal:8443")).status).toBe(200);
+    expect((await requestAs(proxiedUrl, "/api/health", "evil.example")).status).toBe(403);
+    // Off loopback, --allow-host restricts the names likewise (it was taken and ignored); without it, any name is answered.
+    for (const [extra, evil] of [[["--allow-host", "build-box.example"], 403], [[], 200]] as const) {
+      const wide = p.apexAsync(["serve", "--listen", "0.0.0.0:0", "--insecure", ...extra, "--json"]);
+      stops.push(async () => {
+        if (wide.child.exitCode === null) wide.child.kill("SIGTERM");
+        await wide.done;
+      });
+      const wideUrl = `http://127.0.0.1:${await waitFor("the wide server's port", () => (wide.output().includes("}") ? (JSON.parse(wide.output()) as { port: number }).port : undefined), 30_000)}`;
+      expect((await requestAs(wideUrl, "/api/health", "build-box.example:7433")).status).toBe(200);
+      expect((await requestAs(wideUrl, "/api/health", "evil.example")).status).toBe(evil);
+    }
+  }, 60_000);
+});
