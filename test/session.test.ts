@@ -275,6 +275,9 @@ describe("task ids", () => {
     expect(checkTaskId("t-12345")).toBe("t-12345");
     expect(() => checkTaskId("x-1")).toThrow(/is not a task id/);
     expect(() => checkTaskId("t-0")).toThrow(/is not a task id/);
+    // Past 2^53 a number is not itself: an error naming another id (t-100000000000000000000) before.
+    expect(() => checkTaskId("t-99999999999999999999")).toThrow('"t-99999999999999999999" is not a task id.');
+    expect(checkTaskId(`t-${Number.MAX_SAFE_INTEGER}`)).toBe(`t-${Number.MAX_SAFE_INTEGER}`);
   });
 });
 

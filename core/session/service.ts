@@ -432,7 +432,8 @@ function agentOf(actor: string): string | undefined {
 /** Checks a task id and writes it the canonical way ("t-1" and "1" name t-0001; "t-5.exp" a branch's t-0005.exp). */
 export function checkTaskId(id: string): string {
   const match = /^(?:t-)?(\d+)(?:\.([A-Za-z][A-Za-z0-9._-]*))?$/.exec(id.trim());
-  if (!match || Number(match[1]) < 1) {
+  // Past 2^53 a number is not itself: t-99999999999999999999 would be looked up (and named) as t-100000000000000000000.
+  if (!match || !(Number(match[1]) >= 1 && Number(match[1]) <= Number.MAX_SAFE_INTEGER)) {
     throw new ApexError("APEX_E_BAD_INPUT", `${JSON.stringify(id)} is not a task id.`, { hint: "Task ids look like t-0001; see `apex task list`." });
   }
   return taskId(Number(match[1]), match[2]);
