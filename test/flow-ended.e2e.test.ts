@@ -131,6 +131,8 @@ describe("after a session ended", () => {
     expect(read(["status"], "last").session).toMatchObject({ session_id: ready.session_id, status: "stopped" });
     expect(read(["task", "list"], "last").map((task) => task.title)).toEqual(["a task"]);
     expect(read(["session", "metrics"], "last").session_id).toBe(ready.session_id);
+    // session history takes the session as its argument, and as --session too (the list of ended sessions before: the flag unread).
+    expect(read(["session", "history"], "last")).toMatchObject({ session_id: ready.session_id, status: "stopped" });
     const current = project.apex(["status", "--session", "current"]);
     expect(current.status).toBe(3);
     expect(current.stderr).toContain("error[APEX_E_NO_SESSION]: --session current: no session is running in this project.");
