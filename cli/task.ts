@@ -109,10 +109,10 @@ Examples:
     .command("milestone")
     .description('record a milestone (fires afterMilestone); without TEXT, list them')
     .argument("[text]", 'what was reached, e.g. "Login works end to end"')
-    .option("--task <id>", "the task it belongs to")
+    .option("--task <id>", "the task it belongs to (without TEXT: list that task's milestones)")
     .option("--session <id>", "list another session's milestones (an id, a unique prefix, or `last`)")
     .option("--json", "print the milestone {n, text, at, by, task} (without TEXT: [{n, text, at, by, task}])")
-    .addHelpText("after", examples('apex milestone "Login works end to end" --task t-0004', "apex milestone", "apex milestone --session 3f2a --json"))
+    .addHelpText("after", examples('apex milestone "Login works end to end" --task t-0004', "apex milestone", "apex milestone --task t-4", "apex milestone --session 3f2a --json"))
     .action(async (text: string | undefined, options: { task?: string; session?: string; json?: boolean }, command: Command) => {
       const { milestone } = await import("./session/tasks.js");
       await milestone(projectOf(command), text, options);

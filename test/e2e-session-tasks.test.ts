@@ -132,6 +132,8 @@ describe("tasks", () => {
     const reopened = JSON.parse(project.apex(["task", "reopen", "t-0002", "--reason", "try again", "--json"]).stdout);
     expect(reopened).toMatchObject({ status: "pending", reopened: 1, assignee: null, reason: "try again" });
     expect(project.apex(["milestone", "Login works end to end"]).stdout).toContain("milestone 2: Login works end to end");
+    // Without text, --task lists that task's milestones (it was read by nothing: every milestone was listed).
+    expect((JSON.parse(project.apex(["milestone", "--task", "t-1", "--json"]).stdout) as Array<{ text: string }>).map((item) => item.text)).toEqual(["Write the login form"]);
 
     expect(project.apex(["task", "show", "t-0099"]).status).toBe(3);
     expect(project.apex(["task", "claim", "--agent", "ghost"]).status).toBe(3);

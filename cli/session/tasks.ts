@@ -104,9 +104,12 @@ export async function reopenTask(location: ProjectLocation, id: string, options:
 
 export async function milestone(location: ProjectLocation, text: string | undefined, options: { task?: string; session?: string; json?: boolean }): Promise<void> {
   if (text === undefined) {
-    const list = (await withClient(location, "read", (client) => client.call("milestone.list", sessionParam(options.session)), options.session)) as MilestoneRecord[];
+    // With --task, that task's milestones (the option was read by nothing: every milestone was listed).
+    const task = options.task === undefined ? undefined : (await import("../../core/session/service.js")).checkTaskId(options.task);
+    const all = (await withClient(location, "read", (client) => client.call("milestone.list", sessionParam(options.session)), options.session)) as MilestoneRecord[];
+    const list = task === undefined ? all : all.filter((item) => item.task === task);
     if (options.json) printJson(list);
-    else if (list.length === 0) printLine('No milestones yet. Record one with `apex milestone "…"`.');
+    else if (list.length === 0) printLine(task === undefined ? 'No milestones yet. Record one with `apex milestone "…"`.' : `No milestones of ${task}.`);
     else for (const item of list) printLine(`${String(item.n ?? "?").padStart(3)}  ${visibleText(known(item.at))}  ${visibleText(known(item.text))}${item.task ? ` (${visibleText(String(item.task))})` : ""}  ${paint(visibleText(known(item.by)), "gray")}`);
     return;
   }
