@@ -209,6 +209,10 @@ describe("tasks", () => {
     expect(status.tasks).toEqual({ pending: 2, active: 0, completed: 0, failed: 0, total: 2 });
     for (const name of ["quitter", "crasher"]) expect(status.agents.find((agent) => agent.name === name)).toMatchObject({ task: null });
     expect(project.apex(["session", "history", "last"]).stdout).toContain(`quitter exited with code 3 → failed; back to pending: ${quitterTask}`);
+    // quitter is not restarted: a claim for it is refused (it took a task that stayed active for good), nothing written.
+    const refused = project.apex(["task", "claim", "--agent", "quitter"]);
+    expect(refused.status).toBe(4);
+    expect(refused.stderr).toContain("error[APEX_E_SESSION_STATE]: Agent quitter has failed and will not be restarted");
     // Another agent takes them over, the first first.
     expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "idle" });
   });

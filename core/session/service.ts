@@ -94,6 +94,8 @@ export class SessionService extends SessionReader {
   onEvent: ((event: SessionEvent) => void) | undefined;
   /** Called when an agent does something (reports, task changes, memory writes): resets the idle timeout. */
   onAgentActivity: ((agent: string) => void) | undefined;
+  /** Set by the supervisor: how `agent` ended when it has and will not be restarted (a task it claimed would stay active for good), else undefined. */
+  ended: ((agent: string) => string | undefined) | undefined;
   private claimQueue: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -167,6 +169,8 @@ export class SessionService extends SessionReader {
    */
   claimTask(agent: string, actor = `agent:${agent}`): Promise<TaskRecord> {
     this.requireAgent(agent);
+    const ended = this.ended?.(agent);
+    if (ended) throw new ApexError("APEX_E_SESSION_STATE", `Agent ${agent} ${ended} and will not be restarted: a task claimed for it would stay active with no one to do it.`, { hint: "Claim for an agent that runs (`apex agent list`); `apex stop`, then `apex start --continue`, runs every agent again." });
     // One claim at a time in this process: beforeTask fires once per assignment.
     const run = this.claimQueue.then(() => this.claimNext(agent, actor));
     this.claimQueue = run.catch(() => undefined);

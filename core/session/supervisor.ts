@@ -175,6 +175,7 @@ export class Supervisor {
     this.service = new SessionService(store, sessionId, engine);
     this.service.onEvent = (event) => this.broadcast(event);
     this.service.onAgentActivity = () => this.noteActivity();
+    this.service.ended = (agent) => ({ exited: "has exited", failed: "has failed", stopped: "was stopped" } as Record<string, string>)[this.slots.get(agent)?.status ?? ""];
     this.server = new RpcServer(socketPath);
     for (const [name, spec] of Object.entries(config.agents)) {
       this.slots.set(name, { name, spec, process: undefined, status: "starting", restarts: 0, startedAt: 0, restartTimer: undefined, restartDeferred: false });
