@@ -213,6 +213,10 @@ describe("tasks", () => {
     const refused = project.apex(["task", "claim", "--agent", "quitter"]);
     expect(refused.status).toBe(4);
     expect(refused.stderr).toContain("error[APEX_E_SESSION_STATE]: Agent quitter has failed and will not be restarted");
+    // Nor can a task be assigned to it (it stayed pending for good, only quitter allowed to claim it).
+    const assigned = project.apex(["task", "add", "for quitter", "--assign", "quitter"]);
+    expect(assigned.status).toBe(4);
+    expect(assigned.stderr).toContain("a task assigned to it would stay pending with no one to do it");
     // Another agent takes them over, the first first.
     expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "idle" });
   });

@@ -133,7 +133,7 @@ export class SessionService extends SessionReader {
   async addTask(request: TaskAddRequest, actor: string): Promise<TaskRecord> {
     const title = request.title.trim();
     if (title === "") throw new ApexError("APEX_E_BAD_INPUT", "A task needs a title.", { hint: 'apex task add "Write the login form"' });
-    if (request.assign !== undefined) this.requireAgent(request.assign);
+    if (request.assign !== undefined) this.requireAgent(request.assign, "assigned to");
     const task = await this.write((batch, record) => {
       const counters = readCounters(batch, this.sessionId);
       counters.tasks += 1;
@@ -168,9 +168,7 @@ export class SessionService extends SessionReader {
    * claimants never get the same task, even from two processes.
    */
   claimTask(agent: string, actor = `agent:${agent}`): Promise<TaskRecord> {
-    this.requireAgent(agent);
-    const ended = this.ended?.(agent);
-    if (ended) throw new ApexError("APEX_E_SESSION_STATE", `Agent ${agent} ${ended} and will not be restarted: a task claimed for it would stay active with no one to do it.`, { hint: "Claim for an agent that runs (`apex agent list`); `apex stop`, then `apex start --continue`, runs every agent again." });
+    this.requireAgent(agent, "claimed for");
     // One claim at a time in this process: beforeTask fires once per assignment.
     const run = this.claimQueue.then(() => this.claimNext(agent, actor));
     this.claimQueue = run.catch(() => undefined);
@@ -253,7 +251,7 @@ export class SessionService extends SessionReader {
   /** Sends a task back to pending (the adversary rejecting work, or a retry after a failure). */
   async reopenTask(id: string, reason: string | undefined, assign: string | undefined, actor: string): Promise<TaskRecord> {
     id = checkTaskId(id);
-    if (assign !== undefined) this.requireAgent(assign);
+    if (assign !== undefined) this.requireAgent(assign, "assigned to");
     const task = await this.write((batch, record) => {
       const current = this.taskInBatch(batch, id);
       if (current.status === "pending") {
@@ -331,13 +329,16 @@ export class SessionService extends SessionReader {
     }
   }
 
-  requireAgent(name: string): void {
+  /** `toHold`: a task is to be claimed for or assigned to the agent, refused once it ended for good (nothing would do or hand back the task). */
+  requireAgent(name: string, toHold?: string): void {
     if (!AGENT_NAME.test(name) || !this.store.get(agentPath(this.sessionId, name))) {
       const known = this.agents().map((agent) => agent.name);
       throw new ApexError("APEX_E_AGENT_NOT_FOUND", `The session has no agent named ${JSON.stringify(name)}.`, {
         hint: known.length ? `Its agents: ${known.join(", ")}.` : "The session has no agents.",
       });
     }
+    const ended = toHold === undefined ? undefined : this.ended?.(name);
+    if (ended) throw new ApexError("APEX_E_SESSION_STATE", `Agent ${name} ${ended} and will not be restarted: a task ${toHold} it would stay ${toHold === "claimed for" ? "active" : "pending"} with no one to do it.`, { hint: "Choose an agent that runs (`apex agent list`); `apex stop`, then `apex start --continue`, runs every agent again." });
   }
 
   private taskInBatch(batch: WriteBatch, id: string): TaskRecord {
