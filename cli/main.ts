@@ -25,7 +25,8 @@ export function buildProgram(): Command {
 Session:
   --session ID|NAME          act on this session of the project, before or after the command
                              (default: the agent's, else the one bound to this worktree, else
-                             the project's, else the only active one)
+                             the project's, else the only active one); \`last\`: that default,
+                             else the session that ended last; \`current\`: it while it runs
 
 Environment:
   APEX_CONFIG                path of apex.config.yaml (like --config)
@@ -224,6 +225,9 @@ async function applySessionFlag(program: Command, argv: string[]): Promise<strin
       });
     }
   }
+  // `last` and `current` stand for a session id, the same for every command and plugin: resolved here, once.
+  const { resolveSessionWord } = await import("./session-ref.js");
+  if (!process.env.APEX_REMOTE) value = await resolveSessionWord(value, args);
   const { setSessionFlag } = await import("../core/session/binding.js");
   setSessionFlag(value);
   let command: Command | undefined = program;

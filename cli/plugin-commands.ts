@@ -6,6 +6,7 @@ import { ApexError } from "../core/errors.js";
 import { idleWindowMs } from "../core/rpc/protocol.js";
 import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../core/engine.js";
 import { printJson, printLine } from "./output.js";
+import { configFlagOf } from "./session-ref.js";
 import { type Store } from "../core/store/store.js";
 import { openStore, storeExists, type StoreLocation } from "../core/store/open.js";
 
@@ -201,13 +202,3 @@ async function runAtWriter(engine: Engine, name: string, input: CommandInput, co
   return reply.exitCode;
 }
 
-/** `--config PATH` or `--config=PATH`, read before commander parses anything. */
-function configFlagOf(args: string[]): string | undefined {
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (arg === "--") return undefined;
-    if (arg === "--config") return args[i + 1];
-    if (arg.startsWith("--config=")) return arg.slice("--config=".length);
-  }
-  return undefined;
-}

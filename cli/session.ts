@@ -34,6 +34,8 @@ export function registerSessionCommands(program: Command): void {
     .option("--json", "print [{session_id, name, status, created_at, ended_at, initial_task, outcome, …}] (with an ID: {session_id, status, events: [{seq, at, type, actor, …}]})")
     .addHelpText("after", "\nExamples:\n  apex session history\n  apex session history 3f2a\n  apex session history last --json")
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
+      // `apex session history --session S` is S's trail, as `apex session history S`: not the list of ended sessions, the flag unread.
+      id ??= (await import("../core/session/binding.js")).sessionFlag();
       if (id === undefined) {
         const { sessionHistory } = await import("./session/sessions.js");
         await sessionHistory(projectOf(command), Boolean(options.json));

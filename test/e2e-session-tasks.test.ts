@@ -1,6 +1,6 @@
 // Tasks and milestones through the real CLI and socket: atomic claims under concurrency,
 // the agent-facing commands (which never touch LMDB), hooks, and the idle timeout.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { callSupervisor } from "../dist/core/rpc/call.js";
@@ -132,6 +132,8 @@ describe("tasks", () => {
     const reopened = JSON.parse(project.apex(["task", "reopen", "t-0002", "--reason", "try again", "--json"]).stdout);
     expect(reopened).toMatchObject({ status: "pending", reopened: 1, assignee: null, reason: "try again" });
     expect(project.apex(["milestone", "Login works end to end"]).stdout).toContain("milestone 2: Login works end to end");
+    // Without text, --task lists that task's milestones (it was read by nothing: every milestone was listed).
+    expect((JSON.parse(project.apex(["milestone", "--task", "t-1", "--json"]).stdout) as Array<{ text: string }>).map((item) => item.text)).toEqual(["Write the login form"]);
 
     expect(project.apex(["task", "show", "t-0099"]).status).toBe(3);
     expect(project.apex(["task", "claim", "--agent", "ghost"]).status).toBe(3);
@@ -163,6 +165,60 @@ describe("tasks", () => {
     expect(hooks.find((line) => line.hook === "onStop")).toMatchObject({ reason: "stopped by the user" });
     // Every hook ran in the supervisor process, the one writer.
     expect(new Set(hooks.map((line) => line.pid)).size).toBe(1);
+  });
+
+  it("a task whose agent exits, crashes or is restarted while holding it goes back to pending, and another agent claims it", async () => {
+    // quitter claims and, once crasher holds the other task, exits 3 (never restarted); crasher claims and is killed with SIGKILL, then restarted by policy (and claims nothing more).
+    const wait = "until [ -e go ]; do sleep 0.1; done";
+    project = new Project(
+      [
+        "agents:",
+        idle,
+        "  quitter:",
+        "    command: sh",
+        `    args: ["-c", ${JSON.stringify(`${wait}; apex task claim --json > quitter.part && mv quitter.part quitter.json; until [ -e crasher.json ]; do sleep 0.1; done; exit 3`)}]`,
+        "    restart: never",
+        "  crasher:",
+        "    command: sh",
+        `    args: ["-c", ${JSON.stringify(`[ -e crasher.json ] && exec sleep 60; ${wait}; apex task claim --json > crasher.part && mv crasher.part crasher.json; exec sleep 60`)}]`,
+        "    restart: on-failure",
+        "    restart_delay: 0.2",
+        "plugins: {}",
+        "",
+      ].join("\n"),
+    );
+    project.start();
+    for (const title of ["first", "second"]) expect(project.apex(["task", "add", title]).status).toBe(0);
+    writeFileSync(join(project.dir, "go"), "");
+    const crasher = await waitFor("both claims", () => {
+      const agent = project!.status().agents.find((entry) => entry.name === "crasher");
+      return ["crasher", "quitter"].every((name) => existsSync(join(project!.dir, `${name}.json`))) && agent?.pid ? agent.pid : undefined;
+    });
+    process.kill(crasher, "SIGKILL");
+    const held = (name: string) => (JSON.parse(readFileSync(join(project!.dir, `${name}.json`), "utf8")) as { id: string }).id;
+    const [quitterTask, crasherTask] = [held("quitter"), held("crasher")];
+    expect(new Set([quitterTask, crasherTask]).size).toBe(2);
+
+    const released = await waitFor("both tasks back to pending", () => {
+      const tasks = JSON.parse(project!.apex(["task", "list", "--json"]).stdout) as Array<{ id: string; status: string; assignee: string | null; reason: string | null }>;
+      return tasks.every((task) => task.status === "pending") && tasks;
+    });
+    expect(released.find((task) => task.id === quitterTask)).toMatchObject({ assignee: null, reason: "quitter exited with code 3 while holding it" });
+    expect(released.find((task) => task.id === crasherTask)).toMatchObject({ assignee: null, reason: "crasher was killed by SIGKILL while holding it" });
+    const status = project.status();
+    expect(status.tasks).toEqual({ pending: 2, active: 0, completed: 0, failed: 0, total: 2 });
+    for (const name of ["quitter", "crasher"]) expect(status.agents.find((agent) => agent.name === name)).toMatchObject({ task: null });
+    expect(project.apex(["session", "history", "last"]).stdout).toContain(`quitter exited with code 3 → failed; back to pending: ${quitterTask}`);
+    // quitter is not restarted: a claim for it is refused (it took a task that stayed active for good), nothing written.
+    const refused = project.apex(["task", "claim", "--agent", "quitter"]);
+    expect(refused.status).toBe(4);
+    expect(refused.stderr).toContain("error[APEX_E_SESSION_STATE]: Agent quitter has failed and will not be restarted");
+    // Nor can a task be assigned to it (it stayed pending for good, only quitter allowed to claim it).
+    const assigned = project.apex(["task", "add", "for quitter", "--assign", "quitter"]);
+    expect(assigned.status).toBe(4);
+    expect(assigned.stderr).toContain("a task assigned to it would stay pending with no one to do it");
+    // Another agent takes them over, the first first.
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "idle" });
   });
 });
 

@@ -1,7 +1,9 @@
 // Ended sessions stay readable, and memory paths mean subtrees, through the built CLI.
 import { spawn, spawnSync } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
-import { APEX_BIN, Project, cleanEnv } from "./fixtures/agents/harness.js";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { APEX_BIN, Project, cleanEnv, waitFor } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 
 let project: Project | undefined;
@@ -81,6 +83,59 @@ describe("after a session ended", () => {
     expect(json<{ items: Array<{ description: string }> }>(project.apex(["checkpoint", "list", "--session", prefix, "--json"])).items.map((item) => item.description)).not.toContain("late");
     expect(json<{ session: { session_id: string; status: string } }>(project.apex(["status", "--json"])).session).toMatchObject({ session_id: third.session_id, status: "active" });
     expect(project.apex(["stop"]).status).toBe(0);
+  });
+
+  it("--session last and --session current name the same session for every command that takes --session, inside an agent too", async () => {
+    project = new Project(
+      [
+        "agents:",
+        "  worker:",
+        "    command: sh",
+        `    args: ["-c", "until [ -e go ]; do sleep 0.1; done; apex task list --session last --json > agent.part && mv agent.part agent.json; while true; do sleep 0.5; done"]`,
+        "plugins:",
+        "  checkpoint: {}",
+        "  metrics: {}",
+        "",
+      ].join("\n"),
+      "apex-flow-ended-",
+    );
+    const none = project.apex(["task", "list", "--session", "last", "--json"]);
+    expect(none.status).toBe(3);
+    expect(JSON.parse(none.stderr).error).toMatchObject({ code: "APEX_E_NO_SESSION", message: "--session last: this project has no session yet." });
+    const ready = project.start(["--task", "words"]);
+    expect(project.apex(["task", "add", "a task"]).status).toBe(0);
+    expect(project.apex(["checkpoint", "create", "mine"]).status).toBe(0);
+    writeFileSync(join(project.dir, "go"), "");
+    const read = (args: string[], word: string) => {
+      const result = project!.apex([...args, "--session", word, "--json"]);
+      expect(result.status, `${args.join(" ")} --session ${word}: ${result.stderr}`).toBe(0);
+      return JSON.parse(result.stdout) as Record<string, unknown> & Array<Record<string, unknown>>;
+    };
+    // Each command once, with one word or the other.
+    const reads = (words: string[]) => {
+      const word = (i: number) => words[i % words.length]!;
+      expect((read(["status"], word(0)).session as { session_id: string }).session_id).toBe(ready.session_id);
+      expect(read(["task", "list"], word(1)).map((task) => task.title)).toEqual(["a task"]);
+      expect(read(["task", "show", "t-1"], word(2)).title).toBe("a task");
+      expect(read(["agent", "list"], word(3)).map((agent) => agent.name)).toEqual(["worker"]);
+      expect(read(["milestone"], word(4))).toEqual([]);
+      expect(read(["checkpoint", "list"], word(5)).session_id).toBe(ready.session_id);
+      expect(read(["session", "metrics"], word(6)).session_id).toBe(ready.session_id);
+    };
+    reads(["last", "current"]);
+    // Inside an agent: its own session.
+    const inAgent = await waitFor("the agent's list", () => existsSync(join(project!.dir, "agent.json")) && readFileSync(join(project!.dir, "agent.json"), "utf8"));
+    expect((JSON.parse(inAgent) as Array<{ title: string }>).map((task) => task.title)).toEqual(["a task"]);
+    expect(project.apex(["stop"]).status).toBe(0);
+    // Ended: `last` is the one that ended last; `current` is none.
+    expect(read(["status"], "last").session).toMatchObject({ session_id: ready.session_id, status: "stopped" });
+    expect(read(["task", "list"], "last").map((task) => task.title)).toEqual(["a task"]);
+    expect(read(["session", "metrics"], "last").session_id).toBe(ready.session_id);
+    // session history takes the session as its argument, and as --session too (the list of ended sessions before: the flag unread).
+    expect(read(["session", "history"], "last")).toMatchObject({ session_id: ready.session_id, status: "stopped" });
+    const current = project.apex(["status", "--session", "current"]);
+    expect(current.status).toBe(3);
+    expect(current.stderr).toContain("error[APEX_E_NO_SESSION]: --session current: no session is running in this project.");
   });
 });
 

@@ -14,7 +14,7 @@ import { parseProcStat, parseProcStatus, readProcStat, processGroups, stopProgre
 import { socketPathFor } from "../dist/core/session/runtime.js";
 import { pauseVerifyMs } from "../dist/core/session/supervisor.js";
 import { SessionService, checkTaskId, recountTasks } from "../dist/core/session/service.js";
-import { agentPath, sessionPath, taskCountsPath, CURRENT_SESSION_PATH } from "../dist/core/session/records.js";
+import { agentPath, countersPath, sessionPath, taskCountsPath, CURRENT_SESSION_PATH } from "../dist/core/session/records.js";
 import { buildStatusReport } from "../dist/core/session/status-report.js";
 import { REPO_ROOT, waitFor } from "./fixtures/agents/harness.js";
 import { buildVforkHold, otherThreadStates, procStatus, signalBit, SIGSTOP_BIT } from "./support/vfork-hold.js";
@@ -275,12 +275,28 @@ describe("task ids", () => {
     expect(checkTaskId("t-12345")).toBe("t-12345");
     expect(() => checkTaskId("x-1")).toThrow(/is not a task id/);
     expect(() => checkTaskId("t-0")).toThrow(/is not a task id/);
+    // Past 2^53 a number is not itself: an error naming another id (t-100000000000000000000) before.
+    expect(() => checkTaskId("t-99999999999999999999")).toThrow('"t-99999999999999999999" is not a task id.');
+    expect(checkTaskId(`t-${Number.MAX_SAFE_INTEGER}`)).toBe(`t-${Number.MAX_SAFE_INTEGER}`);
   });
 });
 
 forEachBackend((backend) => describe("tasks", () => {
   const open = async () => openStore(await backend.spec(join(dir, "store")));
 
+
+  it("lists milestones by number past 9,999 (their keys are 4 digits wide, so 10000 sorted before 9999)", async () => {
+    const store = await open();
+    try {
+      await seedSession(store);
+      await store.set(countersPath("s-1"), { tasks: 0, milestones: 9998, events: 0 });
+      const service = new SessionService(store, "s-1", noHooks);
+      for (const text of ["a", "b", "c"]) await service.addMilestone(text, "user:t");
+      expect(service.milestones().map((item) => [item.n, item.text])).toEqual([[9999, "a"], [10000, "b"], [10001, "c"]]);
+    } finally {
+      await store.close();
+    }
+  });
 
   it("keeps task counts, events and agent tasks consistent through every transition", async () => {
     const store = await open();

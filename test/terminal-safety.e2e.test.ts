@@ -138,6 +138,14 @@ describe("--remote and connect print crafted text from a real server safely", ()
     expect(JSON.stringify(JSON.parse(tasks.stdout))).toContain(JSON.stringify(`title${EVIL}`).slice(1, -1));
     // Locally too: a teammate's title, added through the server, is safe in the owner's terminal.
     expect(controlBytes(ok(p.apex(["task", "list"])) + ok(p.apex(["status"])))).toEqual([]);
+    // A milestone's text and a task's reason stay on their own line, as a title does: a newline in them forged an entry below (the guard keeps newlines).
+    ok(p.apex(["milestone", `reached${EVIL}\n  9  2026-01-01T00:00:00.000Z  forged`]));
+    const failed = ok(p.apex(["task", "fail", "t-1", "--reason", `why${EVIL}\n  result        forged`]));
+    for (const out of [failed, ok(p.apex(["milestone"])), ok(p.apex(["task", "show", "t-1"]))]) {
+      expect(controlBytes(out)).toEqual([]);
+      expect(out).not.toMatch(/^\s+\S+\s+\S*\s*forged$/m);
+      expect(out).toContain("\\u000a  ");
+    }
 
     // apex connect on a pipe: the status, then an event carrying a crafted title, each on its own line.
     const connect = p.apexAsync(["connect", `${url.replace(/^http:\/\//, "")}/${sid}`], { env: { APEX_TOKEN: viewer.token } });

@@ -101,7 +101,7 @@ export function eventParts(event: SessionEvent): { time: string; what: string; c
       what = `${text("agent")} started (pid ${text("pid")}${Number(e.restarts) > 0 ? `, restart ${text("restarts")}` : ""})`;
       break;
     case "agent.exited":
-      what = `${text("agent")} ${e.signal ? `killed by ${text("signal")}` : `exited with code ${text("code")}`} → ${text("status")}`;
+      what = `${text("agent")} ${e.signal ? `killed by ${text("signal")}` : `exited with code ${text("code")}`} → ${text("status")}${Array.isArray(e.released) && e.released.length > 0 ? `; back to pending: ${terminalSafe(e.released.join(", "), { singleLine: true })}` : ""}`;
       break;
     case "agent.restarting":
       what = `${text("agent")} restarts in ${text("delay_seconds")} s (restart ${text("restarts")})`;

@@ -63,7 +63,7 @@ export async function showTask(location: ProjectLocation, id: string, json: bool
   else {
     printLine(taskLine(task));
     for (const key of ["created_at", "created_by", "claimed_at", "completed_at", "reason", "reopened"] as const) {
-      if (task[key] !== null && task[key] !== undefined && task[key] !== 0) printLine(`  ${key.padEnd(13)} ${String(task[key])}`);
+      if (task[key] !== null && task[key] !== undefined && task[key] !== 0) printLine(`  ${key.padEnd(13)} ${visibleText(String(task[key]))}`);
     }
     if (task.result !== null && task.result !== undefined) printLine(`  ${"result".padEnd(13)} ${JSON.stringify(task.result)}`);
   }
@@ -91,7 +91,7 @@ export async function completeTask(location: ProjectLocation, id: string, option
 export async function failTask(location: ProjectLocation, id: string, options: { reason: string; json?: boolean }): Promise<void> {
   const task = (await withClient(location, "write", (client) => client.call("task.fail", { id, reason: options.reason, actor: currentActor() }))) as TaskRecord;
   if (options.json) printJson(task);
-  else printLine(`failed ${taskLine(task)}: ${options.reason}`);
+  else printLine(`failed ${taskLine(task)}: ${visibleText(options.reason)}`);
 }
 
 export async function reopenTask(location: ProjectLocation, id: string, options: { reason?: string; assign?: string; json?: boolean }): Promise<void> {
@@ -104,10 +104,13 @@ export async function reopenTask(location: ProjectLocation, id: string, options:
 
 export async function milestone(location: ProjectLocation, text: string | undefined, options: { task?: string; session?: string; json?: boolean }): Promise<void> {
   if (text === undefined) {
-    const list = (await withClient(location, "read", (client) => client.call("milestone.list", sessionParam(options.session)), options.session)) as MilestoneRecord[];
+    // With --task, that task's milestones (the option was read by nothing: every milestone was listed).
+    const task = options.task === undefined ? undefined : (await import("../../core/session/service.js")).checkTaskId(options.task);
+    const all = (await withClient(location, "read", (client) => client.call("milestone.list", sessionParam(options.session)), options.session)) as MilestoneRecord[];
+    const list = task === undefined ? all : all.filter((item) => item.task === task);
     if (options.json) printJson(list);
-    else if (list.length === 0) printLine('No milestones yet. Record one with `apex milestone "…"`.');
-    else for (const item of list) printLine(`${String(item.n ?? "?").padStart(3)}  ${known(item.at)}  ${known(item.text)}${item.task ? ` (${item.task})` : ""}  ${paint(known(item.by), "gray")}`);
+    else if (list.length === 0) printLine(task === undefined ? 'No milestones yet. Record one with `apex milestone "…"`.' : `No milestones of ${task}.`);
+    else for (const item of list) printLine(`${String(item.n ?? "?").padStart(3)}  ${visibleText(known(item.at))}  ${visibleText(known(item.text))}${item.task ? ` (${visibleText(String(item.task))})` : ""}  ${paint(visibleText(known(item.by)), "gray")}`);
     return;
   }
   if (options.session !== undefined) {

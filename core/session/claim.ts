@@ -1,21 +1,7 @@
 import { ApexError } from "../errors.js";
 import type { AgentConfig, Config } from "../config/types.js";
 import type { JsonValue, Store } from "../store/store.js";
-import {
-  CURRENT_SESSION_PATH,
-  PROJECT_CONFIG_PATH,
-  activeEntryOf,
-  agentPath,
-  currentSessionOf,
-  historyPath,
-  nowIso,
-  readActiveSessions,
-  sessionPath,
-  setActiveSession,
-  worktreeOf,
-  type AgentRecord,
-  type SessionRecord,
-} from "./records.js";
+import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, activeEntryOf, agentPath, currentSessionOf, historyPath, nowIso, readActiveSessions, sessionPath, setActiveSession, worktreeOf, type AgentRecord, type SessionRecord } from "./records.js";
 import { samePath } from "./binding.js";
 import { appendEvent } from "./service.js";
 import { holderText, onOtherHost, supervisorHost, withLease, writeLease, type RecordSource } from "./lease.js";

@@ -73,7 +73,8 @@ export class SessionReader {
   }
 
   milestones(): MilestoneRecord[] {
-    return Array.from(this.store.query(`/sessions/${this.sessionId}/milestones/*`), (entry) => entry.value as MilestoneRecord);
+    // By number: keys are 4 digits wide, so past 9999 their order is not the milestones' (10000 came before 9999).
+    return Array.from(this.store.query(`/sessions/${this.sessionId}/milestones/*`), (entry) => entry.value as MilestoneRecord).sort((a, b) => a.n - b.n);
   }
 }
 
@@ -93,6 +94,8 @@ export class SessionService extends SessionReader {
   onEvent: ((event: SessionEvent) => void) | undefined;
   /** Called when an agent does something (reports, task changes, memory writes): resets the idle timeout. */
   onAgentActivity: ((agent: string) => void) | undefined;
+  /** Set by the supervisor: how `agent` ended when it has and will not be restarted (a task it claimed would stay active for good), else undefined. */
+  ended: ((agent: string) => string | undefined) | undefined;
   private claimQueue: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -130,7 +133,7 @@ export class SessionService extends SessionReader {
   async addTask(request: TaskAddRequest, actor: string): Promise<TaskRecord> {
     const title = request.title.trim();
     if (title === "") throw new ApexError("APEX_E_BAD_INPUT", "A task needs a title.", { hint: 'apex task add "Write the login form"' });
-    if (request.assign !== undefined) this.requireAgent(request.assign);
+    if (request.assign !== undefined) this.requireAgent(request.assign, "assigned to");
     const task = await this.write((batch, record) => {
       const counters = readCounters(batch, this.sessionId);
       counters.tasks += 1;
@@ -165,7 +168,7 @@ export class SessionService extends SessionReader {
    * claimants never get the same task, even from two processes.
    */
   claimTask(agent: string, actor = `agent:${agent}`): Promise<TaskRecord> {
-    this.requireAgent(agent);
+    this.requireAgent(agent, "claimed for");
     // One claim at a time in this process: beforeTask fires once per assignment.
     const run = this.claimQueue.then(() => this.claimNext(agent, actor));
     this.claimQueue = run.catch(() => undefined);
@@ -248,7 +251,7 @@ export class SessionService extends SessionReader {
   /** Sends a task back to pending (the adversary rejecting work, or a retry after a failure). */
   async reopenTask(id: string, reason: string | undefined, assign: string | undefined, actor: string): Promise<TaskRecord> {
     id = checkTaskId(id);
-    if (assign !== undefined) this.requireAgent(assign);
+    if (assign !== undefined) this.requireAgent(assign, "assigned to");
     const task = await this.write((batch, record) => {
       const current = this.taskInBatch(batch, id);
       if (current.status === "pending") {
@@ -326,13 +329,16 @@ export class SessionService extends SessionReader {
     }
   }
 
-  requireAgent(name: string): void {
+  /** `toHold`: a task is to be claimed for or assigned to the agent, refused once it ended for good (nothing would do or hand back the task). */
+  requireAgent(name: string, toHold?: string): void {
     if (!AGENT_NAME.test(name) || !this.store.get(agentPath(this.sessionId, name))) {
       const known = this.agents().map((agent) => agent.name);
       throw new ApexError("APEX_E_AGENT_NOT_FOUND", `The session has no agent named ${JSON.stringify(name)}.`, {
         hint: known.length ? `Its agents: ${known.join(", ")}.` : "The session has no agents.",
       });
     }
+    const ended = toHold === undefined ? undefined : this.ended?.(name);
+    if (ended) throw new ApexError("APEX_E_SESSION_STATE", `Agent ${name} ${ended} and will not be restarted: a task ${toHold} it would stay ${toHold === "claimed for" ? "active" : "pending"} with no one to do it.`, { hint: "Choose an agent that runs (`apex agent list`); `apex stop`, then `apex start --continue`, runs every agent again." });
   }
 
   private taskInBatch(batch: WriteBatch, id: string): TaskRecord {
@@ -432,7 +438,8 @@ function agentOf(actor: string): string | undefined {
 /** Checks a task id and writes it the canonical way ("t-1" and "1" name t-0001; "t-5.exp" a branch's t-0005.exp). */
 export function checkTaskId(id: string): string {
   const match = /^(?:t-)?(\d+)(?:\.([A-Za-z][A-Za-z0-9._-]*))?$/.exec(id.trim());
-  if (!match || Number(match[1]) < 1) {
+  // Past 2^53 a number is not itself: t-99999999999999999999 would be looked up (and named) as t-100000000000000000000.
+  if (!match || !(Number(match[1]) >= 1 && Number(match[1]) <= Number.MAX_SAFE_INTEGER)) {
     throw new ApexError("APEX_E_BAD_INPUT", `${JSON.stringify(id)} is not a task id.`, { hint: "Task ids look like t-0001; see `apex task list`." });
   }
   return taskId(Number(match[1]), match[2]);

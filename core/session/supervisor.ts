@@ -19,7 +19,7 @@ import { CONTEXT_SUFFIX, CURRENT_SESSION_PATH, agentContextPath, agentPath, agen
 import { agentLogDir, removeRuntime, RUN_DIR, socketPathFor, writeRuntime } from "./runtime.js";
 import { claimContinuedSession, claimNewSession, describeCommand, emptyAgentRecord, type Claim } from "./claim.js";
 import { LeaseHolder, localHost } from "./lease.js";
-import { recountTasks, SessionService } from "./service.js";
+import { moveTaskCount, recountTasks, SessionService } from "./service.js";
 import { findSession, holdsLiveMemory, liveMemoryOwner, resolveContinueTarget } from "./sessions.js";
 import { setOwnSession } from "./binding.js";
 
@@ -157,6 +157,7 @@ export class Supervisor {
     this.service = new SessionService(store, sessionId, engine);
     this.service.onEvent = (event) => this.broadcast(event);
     this.service.onAgentActivity = () => this.noteActivity();
+    this.service.ended = (agent) => ({ exited: "has exited", failed: "has failed", stopped: "was stopped" } as Record<string, string>)[this.slots.get(agent)?.status ?? ""];
     this.server = new RpcServer(socketPath);
     for (const [name, spec] of Object.entries(config.agents)) {
       this.slots.set(name, { name, spec, process: undefined, status: "starting", restarts: 0, startedAt: 0, restartTimer: undefined, restartDeferred: false });
@@ -398,20 +399,14 @@ export class Supervisor {
    * context. An agent record still naming a task that is no longer its active task lets go of it.
    */
   private reconcileRecords(batch: WriteBatch): { requeued: string[]; resumed: Array<{ agent: string; task: string }>; stopped_agents: string[] } {
-    const requeued: string[] = [];
     const resumed: Array<{ agent: string; task: string }> = [];
     const stoppedAgents: string[] = [];
     const activeOf = new Map<string, string[]>();
-    for (const key of this.store.keysBelow(tasksPrefix(this.sessionId))) {
-      const task = batch.get(key) as TaskRecord | undefined;
-      if (!task || task.status !== "active") continue;
-      if (task.assignee !== null && this.slots.has(task.assignee)) {
-        activeOf.set(task.assignee, [...(activeOf.get(task.assignee) ?? []), task.id]);
-        continue;
-      }
-      batch.set(key, { ...task, status: "pending", assignee: null, claimed_at: null });
-      requeued.push(task.id);
-    }
+    const requeued = this.requeue(batch, (task) => {
+      const held = task.assignee !== null && this.slots.has(task.assignee);
+      if (held) activeOf.set(task.assignee!, [...(activeOf.get(task.assignee!) ?? []), task.id]);
+      return !held;
+    });
     for (const key of this.store.keysBelow(agentsPrefix(this.sessionId))) {
       const name = key.slice(agentsPrefix(this.sessionId).length + 1);
       if (name.includes("/") || name.endsWith(CONTEXT_SUFFIX)) continue;
@@ -431,6 +426,19 @@ export class Supervisor {
       if (task !== null) resumed.push({ agent: name, task });
     }
     return { requeued, resumed, stopped_agents: stoppedAgents };
+  }
+
+  /** Active tasks `release` picks back to pending, unassigned (their counts moved), with `reason` when one is given; their ids. */
+  private requeue(batch: WriteBatch, release: (task: TaskRecord) => boolean, reason?: string): string[] {
+    const requeued: string[] = [];
+    for (const key of this.store.keysBelow(tasksPrefix(this.sessionId))) {
+      const task = batch.get(key) as TaskRecord | undefined;
+      if (task?.status !== "active" || !release(task)) continue;
+      batch.set(key, { ...task, status: "pending", assignee: null, claimed_at: null, reason: reason ?? task.reason });
+      moveTaskCount(batch, this.sessionId, "active", "pending");
+      requeued.push(task.id);
+    }
+    return requeued;
   }
 
   /**
@@ -649,8 +657,10 @@ export class Supervisor {
     const restartAt = restart ? new Date(Date.parse(at) + delayMs).toISOString() : null;
     await this.ownWrite((batch, record) => {
       const previous = (batch.get(agentPath(this.sessionId, slot.name)) as AgentRecord | undefined) ?? emptyAgentRecord(slot.name, slot.spec);
-      batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, last_exit: { code: exit.code, signal: exit.signal, at }, restart_at: restartAt });
-      record("agent.exited", { agent: slot.name, pid: child?.pid ?? null, code: exit.code, signal: exit.signal, status: slot.status });
+      // What it held goes back to pending, for any agent (its restart too) to claim: nothing else would ever hand it back.
+      const released = this.requeue(batch, (task) => task.assignee === slot.name, `${slot.name} ${how} while holding it`);
+      batch.set(agentPath(this.sessionId, slot.name), { ...previous, status: slot.status, task: null, last_exit: { code: exit.code, signal: exit.signal, at }, restart_at: restartAt });
+      record("agent.exited", { agent: slot.name, pid: child?.pid ?? null, code: exit.code, signal: exit.signal, status: slot.status, released });
       if (restart) record("agent.restarting", { agent: slot.name, restarts: slot.restarts + 1, delay_seconds: delayMs / 1000, restart_at: restartAt });
     });
     if (crashed) {

@@ -1,0 +1,58 @@
+/**
+ * The words `--session` takes besides an id, a prefix or a name, read the same way for every
+ * command (main.ts resolves them before the command runs, so each command, its plugin's too,
+ * sees a session id): `last`, the session the command would act on without `--session` (the
+ * agent's own, the worktree's, the project's, the only one active), else the one that ended
+ * last, as `start --continue last` and `session history last` read it; `current`, that session
+ * only while it has not ended. Neither can be a session's name (plugins/checkpoint/session-name.ts).
+ */
+import { ApexError } from "../core/errors.js";
+
+export const SESSION_WORDS: ReadonlySet<string> = new Set(["last", "current"]);
+
+/** The session id `word` stands for; any other value is returned as given. */
+export async function resolveSessionWord(word: string, args: string[]): Promise<string> {
+  if (!SESSION_WORDS.has(word)) return word;
+  const { agentSession, setSessionFlag } = await import("../core/session/binding.js");
+  // Inside an agent: its own session, the one it runs in (its commands never open the store).
+  const own = agentSession();
+  if (own) return own;
+  const [{ locateProject }, { openStore, storeExists }, sessions] = await Promise.all([
+    import("../core/config/locate.js"),
+    import("../core/store/open.js"),
+    import("../core/session/sessions.js"),
+  ]);
+  const location = locateProject({ configFlag: configFlagOf(args) });
+  if (!(await storeExists(location))) throw noSession(word);
+  const store = await openStore(location, { readOnly: true });
+  setSessionFlag(undefined); // what the command would act on without the flag
+  try {
+    if (word === "current") return sessions.currentSession(store)?.session_id ?? throwError(noSession(word));
+    return sessions.readableSessionId(store);
+  } catch (error) {
+    throw (error as ApexError).code === "APEX_E_NO_SESSION" ? noSession(word) : error;
+  } finally {
+    await store.close();
+  }
+}
+
+function noSession(word: string): ApexError {
+  return word === "current"
+    ? new ApexError("APEX_E_NO_SESSION", "--session current: no session is running in this project.", { hint: "`--session last` names the one that ended last; `apex session list` shows them all." })
+    : new ApexError("APEX_E_NO_SESSION", "--session last: this project has no session yet.", { hint: 'Start one with `apex start --task "…"`.' });
+}
+
+function throwError(error: ApexError): never {
+  throw error;
+}
+
+/** `--config PATH` or `--config=PATH`, read before commander parses anything. */
+export function configFlagOf(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--") return undefined;
+    if (arg === "--config") return args[i + 1];
+    if (arg.startsWith("--config=")) return arg.slice("--config=".length);
+  }
+  return undefined;
+}
