@@ -496,6 +496,33 @@ describe("--worktree and --git", () => {
     expect(p.apex(["session", "list"]).stdout).not.toContain("used");
   });
 
+  it("two runs of one branch --worktree at once: the one refused never removes the worktree the other recorded", async () => {
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    const base = json<{ id: string }>(p.apex(["checkpoint", "create", "base", "--json"])).id;
+    expect(p.apex(["stop"]).status).toBe(0);
+    const args = ["session", "branch", base, "same", "--worktree", worktree, "--json"];
+    // The first made the worktree and is slow to record the session (held here with SIGSTOP); the
+    // second takes the worktree over as an interrupted run's and records the session first.
+    const slow = p.apexAsync(args);
+    await waitFor("the first run's worktree, checked out", () => existsSync(join(worktree, "shared.txt")) && spawnSync("git", ["status", "--porcelain"], { cwd: worktree, encoding: "utf8" }).stdout === "");
+    slow.child.kill("SIGSTOP");
+    try {
+      const fast = p.apex(args);
+      expect(fast.status, fast.stderr).toBe(0);
+      expect(JSON.parse(fast.stdout).worktree).toMatchObject({ path: worktree, branch: "apex/same" });
+    } finally {
+      slow.child.kill("SIGCONT");
+    }
+    const refused = await slow.done;
+    expect(refused.status, refused.stderr).toBe(4);
+    expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_CONFLICT");
+    // It removed them: the session named a worktree and a git branch that were gone.
+    expect(existsSync(join(worktree, "shared.txt"))).toBe(true);
+    expect(git(worktree, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/same");
+    expect(git(dir, "worktree", "list")).toContain(worktree);
+  });
+
   it("a worktree from a checkpoint taken with uncommitted changes says they are not in it", () => {
     const { p, dir, worktree } = repoProject();
     p.start(["--task", "main"]);

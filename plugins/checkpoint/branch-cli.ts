@@ -20,6 +20,8 @@ import { openStore, storeExists } from "../../core/store/open.js";
 import { branchSource, checkNewSessionName, type BranchReport } from "./branch.js";
 import { sessionLabel, sessionRecord } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
+import { worktreeOf } from "../../core/session/records.js";
+import { allSessions } from "../../core/session/sessions.js";
 import { getCheckpoint } from "./refs.js";
 import { describeConflict } from "./merge.js";
 import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.js";
@@ -106,8 +108,10 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     const recorded = worktree ? { path: worktree.path, branch: worktree.branch, commit: worktree.commit } : null;
     report = (await callWrite(location, "session.branch", { checkpoint, name, worktree: recorded, actor: currentActor() })) as BranchReport;
   } catch (error) {
-    // One taken over from an interrupted run was not made here: left as it was found.
-    if (worktree && !worktree.adopted) removeWorktree(location.projectDir, worktree);
+    // One taken over from an interrupted run was not made here: left as it was found. Nor is one
+    // that another run of this command (the same NAME at once) took over and recorded first: its
+    // session would be left naming a worktree and a branch removed under it.
+    if (worktree && !worktree.adopted && !(await worktreeRecorded(location, worktree.path))) removeWorktree(location.projectDir, worktree);
     throw error;
   }
   if (report.worktree && source.dirty) {
@@ -120,6 +124,15 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   printLine(`Branched ${paint(report.name, "bold")} (${shortSessionId(report.session_id)}) from ${parent}/${report.parent_checkpoint.name}.`);
   if (report.worktree) printLine(`  git worktree ${report.worktree.path} on ${report.worktree.branch} at ${report.worktree.commit?.slice(0, 12) ?? "-"}`);
   printLine(paint(`Next: apex start --continue ${report.name} · apex session tree · apex session merge ${report.name} <session>`, "gray"));
+}
+
+/** True when a session's record names `path` as its worktree (or when the store cannot say: then nothing is removed). */
+async function worktreeRecorded(location: ProjectLocation, path: string): Promise<boolean> {
+  try {
+    return await withReadStore(location, (store) => allSessions(store).some((record) => worktreeOf(record) === path));
+  } catch {
+    return true;
+  }
 }
 
 function git(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}): { code: number; out: string; err: string } {
