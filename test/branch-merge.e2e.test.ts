@@ -207,6 +207,27 @@ describe("kill -9 of DST's supervisor during a merge", () => {
   });
 });
 
+describe("a branch not continued since it was made is not the session that ended last", () => {
+  it("relative checkpoint names, status, checkpoint list and --continue last keep to the session that ran", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-last-");
+    const p = project;
+    const main = p.start(["--task", "main work"]).session_id;
+    for (const name of ["one", "two"]) expect(p.apex(["checkpoint", "create", name]).status).toBe(0);
+    expect(p.apex(["stop"]).status).toBe(0);
+    const first = json<{ parent_checkpoint: { session_id: string; name: string } }>(p.apex(["session", "branch", "checkpoint-002", "first", "--json"]));
+    expect(first.parent_checkpoint).toMatchObject({ session_id: main, name: "checkpoint-002" });
+    // checkpoint-003 was looked for in the branch just made (APEX_E_CHECKPOINT_NOT_FOUND, "its latest number is checkpoint-001"), and latest was its checkpoint.
+    for (const [ref, name] of [["checkpoint-003", "second"], ["latest", "third"]] as const) {
+      const made = p.apex(["session", "branch", ref, name, "--json"]);
+      expect(made.status, made.stderr).toBe(0);
+      expect(JSON.parse(made.stdout).parent_checkpoint).toMatchObject({ session_id: main, name: "checkpoint-003" });
+    }
+    expect(json<{ last_session: { session_id: string } }>(p.apex(["status", "--json"])).last_session.session_id).toBe(main);
+    expect(p.apex(["checkpoint", "list"]).stdout.split("\n")[0]).toBe(`Checkpoints of session ${main.slice(0, 8)} (3, newest first)`);
+    expect(p.start(["--continue", "last"]).session_id).toBe(main);
+  });
+});
+
 describe("--session naming a session that does not run", () => {
   it("status reports that session (a branch not continued yet, an ended one), not 'no session is active'", () => {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
