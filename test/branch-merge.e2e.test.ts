@@ -489,6 +489,17 @@ describe("--worktree and --git", () => {
     expect(JSON.parse(missing.stderr).error).toMatchObject({ code: "APEX_E_GIT_COMMIT_MISSING", details: { commit: gone } });
     expect(git(dir, "branch", "--list", "apex/*")).toBe("");
     expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
+    // A git branch git cannot have beside apex/feature (refs are files): named like its directory, or
+    // below it. Refused as a branch that exists (exit 4, naming it); it was git's "cannot lock ref", exit 1.
+    for (const clash of ["apex", "apex/feature/deep"]) {
+      git(dir, "branch", clash);
+      const blocked = p.apex(["session", "branch", "checkpoint-002", "feature", "--worktree", join(worktree, "..", "blocked"), "--json"]);
+      expect(blocked.status, blocked.stderr).toBe(4);
+      expect(JSON.parse(blocked.stderr).error).toMatchObject({ code: "APEX_E_BRANCH_EXISTS", details: { branch: "apex/feature", clashes_with: clash } });
+      expect(existsSync(join(worktree, "..", "blocked"))).toBe(false);
+      git(dir, "branch", "-D", clash);
+    }
+    expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
     // An empty directory is fine.
     const empty = join(worktree, "..", "empty");
     mkdirSync(empty);

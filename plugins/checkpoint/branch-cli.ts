@@ -217,6 +217,15 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
       details: { branch, ...(held ? { worktree: held.path } : {}) },
     });
   }
+  // A branch named like a directory of it (`apex`) or one below it (`apex/NAME/x`): git refuses to
+  // have both (refs are files), which came out as git's own "cannot lock ref", exit 1.
+  const clash = branchBeside(repo, branch);
+  if (clash !== undefined) {
+    throw new ApexError("APEX_E_BRANCH_EXISTS", `The git branch ${clash} keeps git from creating ${branch} (git cannot have both); not creating the worktree.`, {
+      hint: `Choose another session name, or rename that branch (git branch -m ${clash} NEW-NAME).`,
+      details: { branch, clashes_with: clash },
+    });
+  }
   if (existsSync(dir) && !(statSync(dir).isDirectory() && readdirSync(dir).length === 0)) {
     throw new ApexError("APEX_E_CONFLICT", `${dir} exists already and is not an empty directory; not creating the worktree there.`, {
       hint: "Give --worktree a new or empty directory.",
@@ -230,6 +239,15 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
     throw new ApexError("APEX_E_GIT_FAILED", `git worktree add failed: ${added.err || added.out}`);
   }
   return { path: dir, branch, commit };
+}
+
+/** A branch git cannot have beside `branch`: one named like a directory of it (`apex` for `apex/NAME`), or one below it. */
+function branchBeside(repo: string, branch: string): string | undefined {
+  const parts = branch.split("/");
+  const prefixes = parts.slice(0, -1).map((_, index) => `refs/heads/${parts.slice(0, index + 1).join("/")}`);
+  // A pattern matches the ref it names and the refs below it.
+  const refs = git(repo, ["for-each-ref", "--format=%(refname)", `refs/heads/${branch}`, ...prefixes]).out.split("\n");
+  return refs.find((ref) => prefixes.includes(ref) || ref.startsWith(`refs/heads/${branch}/`))?.slice("refs/heads/".length);
 }
 
 function removeWorktree(repo: string, worktree: { path: string; branch: string }): void {
