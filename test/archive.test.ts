@@ -359,6 +359,8 @@ describe("apex session archive / unarchive", () => {
     // s-old stays too (it was archived first, leaving the branch without the checkpoint it starts from).
     expect(json(blocked).archived).toEqual([]);
     expect(json(blocked).skipped.map((skipped: { session_id: string; code: string }) => `${skipped.session_id} ${skipped.code}`)).toEqual(["s-kid APEX_E_CONFLICT", "s-old APEX_E_CONFLICT"]);
+    // The branch named as session list names it (its name; it gave the whole id).
+    expect(json(blocked).skipped[1].reason).toMatch(/^session kid was branched from its checkpoint /);
     await withStore(dir, (store) => {
       expect(store.get("/sessions/history/s-old")).toBeDefined();
       expect(listCheckpoints(store, "s-old").items.map((item) => item.name)).toContain("checkpoint-002");
