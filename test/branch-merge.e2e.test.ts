@@ -555,6 +555,24 @@ describe("--worktree and --git", () => {
     expect(git(dir, "worktree", "list")).toContain(worktree);
   });
 
+  it("a supervisor that got the branch request and did not answer (stopped) keeps the worktree for the session it then records", async () => {
+    const { p, dir, worktree } = repoProject();
+    const supervisor = p.start(["--task", "main"]).supervisor_pid;
+    process.kill(supervisor, "SIGSTOP");
+    let held;
+    try {
+      held = p.apex(["session", "branch", "latest", "held", "--worktree", worktree, "--json"]);
+    } finally {
+      process.kill(supervisor, "SIGCONT");
+    }
+    expect(held.status, held.stderr).toBe(1);
+    expect(JSON.parse(held.stderr).error).toMatchObject({ code: "APEX_E_TIMEOUT", details: { worktree, branch: "apex/held" } });
+    // Let go on, it records the session: with its worktree (the command had removed it, and the git branch).
+    await waitFor("the session held", () => p.apex(["session", "list", "--json"]).stdout.includes('"held"'));
+    expect(git(worktree, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/held");
+    expect(git(dir, "worktree", "list")).toContain(worktree);
+  });
+
   it("a worktree from a checkpoint taken with uncommitted changes says they are not in it", () => {
     const { p, dir, worktree } = repoProject();
     p.start(["--task", "main"]);

@@ -111,7 +111,16 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     // One taken over from an interrupted run was not made here: left as it was found. Nor is one
     // that another run of this command (the same NAME at once) took over and recorded first: its
     // session would be left naming a worktree and a branch removed under it.
-    if (worktree && !worktree.adopted && !(await worktreeRecorded(location, worktree.path))) removeWorktree(location.projectDir, worktree);
+    if (!worktree || worktree.adopted) throw error;
+    // A supervisor that got the request and did not answer (stopped, killed) may still record the
+    // session, or did: the worktree stays for it (removed, the session named a worktree that was gone).
+    if (isApexError(error) && (error.code === "APEX_E_TIMEOUT" || error.code === "APEX_E_RPC")) {
+      throw new ApexError(error.code, error.message, {
+        hint: `${error.hint ? `${error.hint} ` : ""}The worktree ${worktree.path} (git branch ${worktree.branch}) is kept for the session that call may record: if \`apex session list\` does not show ${name}, run this command again (it takes the worktree over), or remove both: git worktree remove ${JSON.stringify(worktree.path)} && git branch -D ${worktree.branch}`,
+        details: { ...error.details, worktree: worktree.path, branch: worktree.branch },
+      });
+    }
+    if (!(await worktreeRecorded(location, worktree.path))) removeWorktree(location.projectDir, worktree);
     throw error;
   }
   if (report.worktree && source.dirty) {
