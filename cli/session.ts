@@ -81,7 +81,9 @@ async function locateRecord(reader: MemoryReader, ref: string | undefined): Prom
 
   if (ref === undefined || ref === "last" || ref === "current") {
     const ended = [...sessions.values()].filter((record) => record.ended_at).sort((a, b) => ((a.ended_at ?? "") < (b.ended_at ?? "") ? 1 : -1));
-    const located = found(current) ?? (ref === "current" ? undefined : found(ended[0]));
+    // As lastSession takes it: a branch not continued since it was made only when no other session ended.
+    const { hasRun } = await import("../core/session/sessions.js");
+    const located = found(current) ?? (ref === "current" ? undefined : found(ended.find((record) => !record.parent_checkpoint || hasRun(record)) ?? ended[0]));
     if (located) return located;
     throw new ApexError("APEX_E_NO_SESSION", ref === "current" ? "No session is current in this project." : "This project has no session yet.", {
       hint: ref === "current" ? "Name a session (see `apex session list`), or use `last`." : 'Start one: apex start --task "…"',

@@ -359,6 +359,8 @@ describe("apex session archive / unarchive", () => {
     // s-old stays too (it was archived first, leaving the branch without the checkpoint it starts from).
     expect(json(blocked).archived).toEqual([]);
     expect(json(blocked).skipped.map((skipped: { session_id: string; code: string }) => `${skipped.session_id} ${skipped.code}`)).toEqual(["s-kid APEX_E_CONFLICT", "s-old APEX_E_CONFLICT"]);
+    // The branch named as session list names it (its name; it gave the whole id).
+    expect(json(blocked).skipped[1].reason).toMatch(/^session kid was branched from its checkpoint /);
     await withStore(dir, (store) => {
       expect(store.get("/sessions/history/s-old")).toBeDefined();
       expect(listCheckpoints(store, "s-old").items.map((item) => item.name)).toContain("checkpoint-002");
@@ -893,6 +895,42 @@ describe("archive commands at once", () => {
       expect(back.status, back.stderr).toBe(0);
     }
   }, 120_000);
+});
+
+describe("a branch's archive found by the branch's name", () => {
+  it("unarchive NAME brings back the archive of that branch (gzip and brotli bundles alike); two archives of one name are ambiguous; the not-found hint names the branches", async () => {
+    const dir = project("p-unarchive-name");
+    const apex = apexIn(dir);
+    await threeSessions(dir);
+    const branch = (name: string) => {
+      const made = apex("session", "branch", "s-recent/checkpoint-003", name, "--json");
+      expect(made.status, made.stderr).toBe(0);
+      return json(made).session_id as string;
+    };
+    const first = branch("exp");
+    expect(apex("session", "archive", "exp").status).toBe(0);
+    // The name is free while archived: a second branch takes it, archived in gzip this time.
+    const second = branch("exp");
+    writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  checkpoint: {}\n  archive: { algorithm: gzip }\n");
+    expect(apex("session", "archive", "exp").status).toBe(0);
+    expect(readdirSync(join(dir, ".apex/backups")).sort()).toEqual([`${first}.apexbundle`, `${second}.apexbundle`].sort());
+
+    const ambiguous = apex("session", "unarchive", "exp", "--json");
+    expect(ambiguous.status, ambiguous.stderr).toBe(4);
+    expect(errorOf(ambiguous)).toMatchObject({ code: "APEX_E_AMBIGUOUS", message: expect.stringContaining('"exp" names 2 archived sessions') });
+    expect(ambiguous.stderr).toContain(first);
+    expect(ambiguous.stderr).toContain(second);
+
+    const missing = apex("session", "unarchive", "nothing-of-that-name");
+    expect(missing.status).toBe(3);
+    expect(missing.stderr).toContain(`${first} (exp)`);
+    expect(missing.stderr).toContain(`${second} (exp)`);
+    // One archive of that name left, the name finds it (it was APEX_E_NOT_FOUND, "no archived session \"exp\"").
+    rmSync(join(dir, `.apex/backups/${second}.apexbundle`));
+    const byName = apex("session", "unarchive", "exp", "--json");
+    expect(byName.status, byName.stderr).toBe(0);
+    expect(json(byName)).toMatchObject({ session_id: first, name: "exp", bundle_removed: true });
+  });
 });
 
 describe("a PostgreSQL role that may only read", () => {

@@ -207,6 +207,27 @@ describe("kill -9 of DST's supervisor during a merge", () => {
   });
 });
 
+describe("a branch not continued since it was made is not the session that ended last", () => {
+  it("relative checkpoint names, status, checkpoint list and --continue last keep to the session that ran", () => {
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-last-");
+    const p = project;
+    const main = p.start(["--task", "main work"]).session_id;
+    for (const name of ["one", "two"]) expect(p.apex(["checkpoint", "create", name]).status).toBe(0);
+    expect(p.apex(["stop"]).status).toBe(0);
+    const first = json<{ parent_checkpoint: { session_id: string; name: string } }>(p.apex(["session", "branch", "checkpoint-002", "first", "--json"]));
+    expect(first.parent_checkpoint).toMatchObject({ session_id: main, name: "checkpoint-002" });
+    // checkpoint-003 was looked for in the branch just made (APEX_E_CHECKPOINT_NOT_FOUND, "its latest number is checkpoint-001"), and latest was its checkpoint.
+    for (const [ref, name] of [["checkpoint-003", "second"], ["latest", "third"]] as const) {
+      const made = p.apex(["session", "branch", ref, name, "--json"]);
+      expect(made.status, made.stderr).toBe(0);
+      expect(JSON.parse(made.stdout).parent_checkpoint).toMatchObject({ session_id: main, name: "checkpoint-003" });
+    }
+    expect(json<{ last_session: { session_id: string } }>(p.apex(["status", "--json"])).last_session.session_id).toBe(main);
+    expect(p.apex(["checkpoint", "list"]).stdout.split("\n")[0]).toBe(`Checkpoints of session ${main.slice(0, 8)} (3, newest first)`);
+    expect(p.start(["--continue", "last"]).session_id).toBe(main);
+  });
+});
+
 describe("--session naming a session that does not run", () => {
   it("status reports that session (a branch not continued yet, an ended one), not 'no session is active'", () => {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n`, "apex-branch-");
@@ -468,6 +489,17 @@ describe("--worktree and --git", () => {
     expect(JSON.parse(missing.stderr).error).toMatchObject({ code: "APEX_E_GIT_COMMIT_MISSING", details: { commit: gone } });
     expect(git(dir, "branch", "--list", "apex/*")).toBe("");
     expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
+    // A git branch git cannot have beside apex/feature (refs are files): named like its directory, or
+    // below it. Refused as a branch that exists (exit 4, naming it); it was git's "cannot lock ref", exit 1.
+    for (const clash of ["apex", "apex/feature/deep"]) {
+      git(dir, "branch", clash);
+      const blocked = p.apex(["session", "branch", "checkpoint-002", "feature", "--worktree", join(worktree, "..", "blocked"), "--json"]);
+      expect(blocked.status, blocked.stderr).toBe(4);
+      expect(JSON.parse(blocked.stderr).error).toMatchObject({ code: "APEX_E_BRANCH_EXISTS", details: { branch: "apex/feature", clashes_with: clash } });
+      expect(existsSync(join(worktree, "..", "blocked"))).toBe(false);
+      git(dir, "branch", "-D", clash);
+    }
+    expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
     // An empty directory is fine.
     const empty = join(worktree, "..", "empty");
     mkdirSync(empty);
@@ -494,6 +526,51 @@ describe("--worktree and --git", () => {
     });
     expect(readFileSync(join(used, "work.txt"), "utf8")).toBe("mine\n");
     expect(p.apex(["session", "list"]).stdout).not.toContain("used");
+  });
+
+  it("two runs of one branch --worktree at once: the one refused never removes the worktree the other recorded", async () => {
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    const base = json<{ id: string }>(p.apex(["checkpoint", "create", "base", "--json"])).id;
+    expect(p.apex(["stop"]).status).toBe(0);
+    const args = ["session", "branch", base, "same", "--worktree", worktree, "--json"];
+    // The first made the worktree and is slow to record the session (held here with SIGSTOP); the
+    // second takes the worktree over as an interrupted run's and records the session first.
+    const slow = p.apexAsync(args);
+    await waitFor("the first run's worktree, checked out", () => existsSync(join(worktree, "shared.txt")) && spawnSync("git", ["status", "--porcelain"], { cwd: worktree, encoding: "utf8" }).stdout === "");
+    slow.child.kill("SIGSTOP");
+    try {
+      const fast = p.apex(args);
+      expect(fast.status, fast.stderr).toBe(0);
+      expect(JSON.parse(fast.stdout).worktree).toMatchObject({ path: worktree, branch: "apex/same" });
+    } finally {
+      slow.child.kill("SIGCONT");
+    }
+    const refused = await slow.done;
+    expect(refused.status, refused.stderr).toBe(4);
+    expect(JSON.parse(refused.stderr).error.code).toBe("APEX_E_CONFLICT");
+    // It removed them: the session named a worktree and a git branch that were gone.
+    expect(existsSync(join(worktree, "shared.txt"))).toBe(true);
+    expect(git(worktree, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/same");
+    expect(git(dir, "worktree", "list")).toContain(worktree);
+  });
+
+  it("a supervisor that got the branch request and did not answer (stopped) keeps the worktree for the session it then records", async () => {
+    const { p, dir, worktree } = repoProject();
+    const supervisor = p.start(["--task", "main"]).supervisor_pid;
+    process.kill(supervisor, "SIGSTOP");
+    let held;
+    try {
+      held = p.apex(["session", "branch", "latest", "held", "--worktree", worktree, "--json"]);
+    } finally {
+      process.kill(supervisor, "SIGCONT");
+    }
+    expect(held.status, held.stderr).toBe(1);
+    expect(JSON.parse(held.stderr).error).toMatchObject({ code: "APEX_E_TIMEOUT", details: { worktree, branch: "apex/held" } });
+    // Let go on, it records the session: with its worktree (the command had removed it, and the git branch).
+    await waitFor("the session held", () => p.apex(["session", "list", "--json"]).stdout.includes('"held"'));
+    expect(git(worktree, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/held");
+    expect(git(dir, "worktree", "list")).toContain(worktree);
   });
 
   it("a worktree from a checkpoint taken with uncommitted changes says they are not in it", () => {

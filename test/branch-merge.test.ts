@@ -112,6 +112,25 @@ describe("branch", () => {
     expect(validateStore(store).problems).toEqual([]);
   });
 
+  it("neither a branch's first checkpoint nor a merge written as a checkpoint is what validate compares the live memory with", async () => {
+    // A project's store (validate compares the live memory with its sessions' checkpoints).
+    await store.set("/projects/config", { project_id: "p-live" });
+    await store.set("/sessions/main", { ...(store.get("/sessions/main") as Record<string, JsonValue>), project_id: "p-live" });
+    const c1 = await checkpoint();
+    await store.set("/app/new", 1);
+    await checkpoint();
+    // A branch of the older checkpoint: its trees are c1's, its revision is now. Compared with the
+    // live memory, /app/new "appeared with no logged write" (record-unlogged): a sound store failed validation.
+    const older = await branch(c1.id, "older");
+    expect(validateStore(store).problems).toEqual([]);
+    await store.set("/app/late", 2);
+    // A merge into the branch, which does not hold the live memory: written as a checkpoint of its trees.
+    const report = await mergeSessions(store, { source: "main", destination: "older", actor: "user:test" });
+    expect(report.applied).toBe("checkpoint");
+    expect(value(older, "/app/new")).toBe(1);
+    expect(validateStore(store).problems).toEqual([]);
+  });
+
   it("refuses a taken or invalid name, writing nothing", async () => {
     const c1 = await checkpoint();
     await createBranch(store, c1.id, "exp", { now });

@@ -30,8 +30,7 @@ export function sessionBinding(store: Pick<Store, "get" | "query">): Binding | u
 /** The session active in the project's own working tree (/sessions/current), whatever this command is bound to. */
 export function projectSession(store: RecordSource): SessionRecord | undefined {
   const current = store.get(CURRENT_SESSION_PATH) as { session_id?: string } | undefined;
-  if (!current?.session_id) return undefined;
-  return withLease(store, store.get(sessionPath(current.session_id)) as SessionRecord | undefined);
+  return current?.session_id ? withLease(store, store.get(sessionPath(current.session_id)) as SessionRecord | undefined) : undefined;
 }
 
 /** Every session not ended (/sessions/active), in no particular order. */
@@ -65,8 +64,7 @@ export function supervisorAlive(record: SessionRecord, now = Date.now()): boolea
 
 /** The status to show: a stored active or paused session whose supervisor is gone is `interrupted`. */
 export function effectiveStatus(record: SessionRecord): SessionStatus {
-  if ((record.status === "active" || record.status === "paused") && !supervisorAlive(record)) return "interrupted";
-  return record.status;
+  return (record.status === "active" || record.status === "paused") && !supervisorAlive(record) ? "interrupted" : record.status;
 }
 
 export function isEnded(record: SessionRecord): boolean {
@@ -104,7 +102,7 @@ export function liveMemoryOwner(store: Store): string | undefined {
   for (const record of historySessions(store)) {
     if (memoryRootOf(record) !== "") continue; // a worktree session's memory has its own root
     for (const entry of Array.isArray(record.history) ? record.history : []) {
-      if ((entry.event === "started" || entry.event === "continued") && typeof entry.at === "string" && entry.at > latest) {
+      if (ran(entry) && typeof entry.at === "string" && entry.at > latest) {
         latest = entry.at;
         owner = record.session_id;
       }
@@ -120,10 +118,20 @@ export function liveMemoryOwner(store: Store): string | undefined {
  */
 export function holdsLiveMemory(store: Store, sessionId: string): boolean {
   const record = findSession(store, sessionId);
-  if (record && memoryRootOf(record) !== "") {
-    return Array.isArray(record.history) && record.history.some((entry) => entry.event === "started" || entry.event === "continued");
-  }
-  return liveMemoryOwner(store) === sessionId;
+  return record && memoryRootOf(record) !== "" ? hasRun(record) : liveMemoryOwner(store) === sessionId;
+}
+
+const ran = (entry: { event?: unknown }) => entry.event === "started" || entry.event === "continued";
+/** True once the session ran: a "started" or "continued" in its history (a branch made and not continued since has neither). */
+export const hasRun = (record: SessionRecord) => Array.isArray(record.history) && record.history.some(ran);
+
+/**
+ * The session that ended last, which reads, relative checkpoint names and `--continue last` fall back to. A branch
+ * not continued since it was made is recorded ended then, but never ran: it is taken only when no other session ended.
+ */
+export function lastSession(store: Store): SessionRecord | undefined {
+  const ended = historySessions(store);
+  return ended.find((record) => !record.parent_checkpoint || hasRun(record)) ?? ended[0];
 }
 
 export interface ContinueTarget {
@@ -141,7 +149,7 @@ export interface ContinueTarget {
  */
 export async function resolveContinueTarget(store: Store, argument: string, service?: Pick<CheckpointService, "resolve">): Promise<ContinueTarget> {
   if (argument === "last") {
-    const last = currentSession(store) ?? historySessions(store)[0];
+    const last = currentSession(store) ?? lastSession(store);
     if (!last) throw new ApexError("APEX_E_NO_SESSION", "There is no session to continue.", { hint: 'Start one: apex start --task "…"' });
     return { sessionId: last.session_id, checkpoint: undefined };
   }
@@ -206,8 +214,7 @@ export function resolveSessionId(store: Store, ref: string): string {
   if (text.length >= 4 && text.length <= 64 /* longer is no id: a key too long for the store */ && !/[*?\\/]/.test(text)) {
     for (const { path } of store.query(`/sessions/${text}*`)) matches.add(path.split("/")[2]!);
     for (const { path } of store.query(`${HISTORY_PREFIX}/${text}*`)) matches.add(path.split("/")[3]!);
-    matches.delete("current");
-    matches.delete("history");
+    for (const reserved of ["current", "history"]) matches.delete(reserved);
   }
   if (matches.size === 1) return [...matches][0]!;
   if (matches.size > 1) {
@@ -224,7 +231,7 @@ export function readableSessionId(store: Store, ref?: string): string {
   if (ref !== undefined) return resolveSessionId(store, ref);
   const bound = boundSessionId(store);
   if (bound !== undefined && findSession(store, bound)) return bound;
-  const session = historySessions(store)[0];
+  const session = lastSession(store);
   if (!session) throw noSessionError();
   return session.session_id;
 }

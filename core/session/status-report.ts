@@ -16,7 +16,7 @@ import {
   type TaskRecord,
 } from "./records.js";
 import { onOtherHost, supervisorHost } from "./lease.js";
-import { currentSession, effectiveStatus, historySessions, supervisorAlive } from "./sessions.js";
+import { currentSession, effectiveStatus, lastSession, supervisorAlive } from "./sessions.js";
 
 export interface AgentStatusView {
   name: string;
@@ -103,7 +103,7 @@ function statusReportOf(store: Store): StatusReport {
   const session = currentSession(store);
   const empty = emptyStatusReport();
   if (!session) {
-    const last = historySessions(store)[0];
+    const last = lastSession(store);
     if (last) empty.last_session = { session_id: last.session_id, name: nameOf(last), status: last.status, ended_at: last.ended_at ?? null, outcome: last.outcome ?? null };
     return empty;
   }

@@ -8,6 +8,7 @@ import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.j
 import { branchPoints, knownSessions, type SessionInfo } from "../retention/sessions.js";
 import { encodeBundle, readBundle, type BundleContent } from "./bundle.js";
 import { isRecord } from "../checkpoint/manifest.js";
+import { sessionLabel } from "../checkpoint/merge-base.js";
 import { collectSession, historyPath, livePath, locateSession, type CollectedSession } from "./collect.js";
 import { bundleFileName, makeBackupDirectory, readBundleFile } from "./files.js";
 import { writeFileAtomic } from "../../cli/output-file.js";
@@ -212,7 +213,9 @@ function protectBranchPoints(store: Store, candidates: readonly Candidate[]): Sk
         const staying = (points.get(id) ?? []).map((reason) => reason.replace(/^branch /, "")).filter((other) => other !== sessionId && !leaving.has(other));
         if (staying.length === 0) continue;
         leaving.delete(sessionId);
-        skipped.push({ sessionId, reason: `session ${staying.join(", ")} was branched from its checkpoint ${id}`, code: "APEX_E_CONFLICT" });
+        // The branches as session list names them (it gave their whole ids, however many), the first five.
+        const named = staying.slice(0, 5).map((other) => sessionLabel(store, other)).join(", ") + (staying.length > 5 ? ` and ${staying.length - 5} more` : "");
+        skipped.push({ sessionId, reason: `${staying.length === 1 ? "session" : "sessions"} ${named} ${staying.length === 1 ? "was" : "were"} branched from its checkpoint ${id}`, code: "APEX_E_CONFLICT" });
         changed = true;
         break;
       }

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
+import { createReadStream, openSync, closeSync, readSync } from "node:fs";
 import { promisify } from "node:util";
-import { brotliCompress, brotliDecompressSync, gunzipSync, gzip, type BrotliOptions, type ZlibOptions } from "node:zlib";
+import { brotliCompress, brotliDecompressSync, createBrotliDecompress, createGunzip, gunzipSync, gzip, type BrotliOptions, type ZlibOptions } from "node:zlib";
 import { ApexError, type ErrorCode } from "../../core/errors.js";
 import {
   decodeValueObject,
@@ -196,6 +197,80 @@ export function readHeader(file: Buffer, limits: ReadLimits = {}): BundleHeader 
     );
   }
   return { version, codec, bodyBytes: Number(declared), digest: file.subarray(20, 52) };
+}
+
+/** What a bundle says it holds, from the start of its body (peekBundle). */
+export interface BundlePeek {
+  sessionId: string;
+  kind: string;
+  /** The name its session record gives the session (a branch's), else null. */
+  name: string | null;
+}
+
+/**
+ * The session a bundle file holds, its kind and its name, read from the start of its body alone
+ * (the manifest and the records blob, decompressed as a stream and never past them, nor past
+ * `maxBytes`): how `unarchive NAME` finds the archive of a branch, whose file is named by its id.
+ * Nothing here is trusted: readBundle verifies the whole file before anything is installed.
+ * Undefined for a file that does not read as a bundle.
+ */
+export async function peekBundle(path: string, maxBytes = DEFAULT_MAX_BUNDLE_BYTES): Promise<BundlePeek | undefined> {
+  const header = Buffer.alloc(HEADER_BYTES);
+  try {
+    const fd = openSync(path, "r");
+    try {
+      if (readSync(fd, header, 0, HEADER_BYTES, 0) !== HEADER_BYTES) return undefined;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return undefined;
+  }
+  const codec = packCodecName(header[10]!);
+  if (!header.subarray(0, 8).equals(BUNDLE_MAGIC) || header.readUInt16BE(8) !== BUNDLE_VERSION || !codec) return undefined;
+  const source = createReadStream(path, { start: HEADER_BYTES });
+  const inflate = codec === "gzip" ? createGunzip() : createBrotliDecompress();
+  source.on("error", (error) => inflate.destroy(error));
+  source.pipe(inflate);
+  const chunks: Buffer[] = [];
+  let length = 0;
+  let manifest: unknown;
+  let want = 4;
+  try {
+    for await (const chunk of inflate as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      length += chunk.length;
+      if (length < want) continue;
+      const body = Buffer.concat(chunks, length);
+      chunks.splice(0, chunks.length, body);
+      if (manifest === undefined) {
+        const manifestLength = body.readUInt32BE(0);
+        if (manifestLength > MAX_MANIFEST_BYTES) return undefined;
+        if (length < 4 + manifestLength) {
+          want = 4 + manifestLength;
+          continue;
+        }
+        manifest = JSON.parse(body.subarray(4, 4 + manifestLength).toString("utf8"));
+        const records = isRecord(manifest) && isRecord(manifest.records) ? manifest.records.size : undefined;
+        if (typeof records !== "number" || !Number.isSafeInteger(records) || records < 0 || 4 + manifestLength + records > maxBytes) return undefined;
+        want = 4 + manifestLength + records;
+        if (length < want) continue;
+      }
+      if (!isRecord(manifest) || typeof manifest.session_id !== "string" || typeof manifest.kind !== "string") return undefined;
+      const sessionId = manifest.session_id;
+      const records = JSON.parse(body.subarray(want - (manifest.records as { size: number }).size, want).toString("utf8")) as unknown;
+      if (!Array.isArray(records)) return undefined;
+      const record = records.find((entry) => Array.isArray(entry) && (entry[0] === `/sessions/history/${sessionId}` || entry[0] === `/sessions/${sessionId}`))?.[1] as unknown;
+      const name = isRecord(record) && typeof record.name === "string" && record.name ? record.name : null;
+      return { sessionId, kind: manifest.kind, name };
+    }
+    return undefined; // the body ended first
+  } catch {
+    return undefined; // damaged, truncated, not JSON: not a bundle to find anything in
+  } finally {
+    source.destroy();
+    inflate.destroy();
+  }
 }
 
 /**

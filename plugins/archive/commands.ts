@@ -6,13 +6,13 @@ import { lmdbDataDir, type Store } from "../../core/store/store.js";
 import { describeStore, openStore, resolveStoreSpec } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../cli/durations.js";
 import { formatBytes, plural, visibleText } from "../../cli/output.js";
-import { sessionIdByName, shortSessionId } from "../../core/session/names.js";
+import { SESSION_NAME_PATTERN, sessionIdByName, shortSessionId } from "../../core/session/names.js";
 import { findSession } from "../../core/session/sessions.js";
 import { RESERVED_SESSION_NAMES } from "../checkpoint/manifest.js";
 import { Progress } from "../compression/progress.js";
 import { archiveSessions, cutoffOf, sameSession, type ArchiveResult } from "./archive.js";
 import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup.js";
-import { BUNDLE_EXTENSION, encodeBundle, readBundle } from "./bundle.js";
+import { BUNDLE_EXTENSION, encodeBundle, peekBundle, readBundle, type BundlePeek } from "./bundle.js";
 import { collectSession } from "./collect.js";
 import { bundleFileName, readBundleFile } from "./files.js";
 import { checkOutputFile, isInside, realPath, refuseDash, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
@@ -132,7 +132,7 @@ export async function runUnarchive(input: CommandInput, context: CommandContext,
   if (input.options[AT_WRITER] !== true) {
     const target = argument(input);
     if (target === undefined) throw new ApexError("APEX_E_USAGE", "Give a bundle file or the id of an archived session.");
-    const file = findBundle(target, backupDirectory(context.config, context.projectDir));
+    const file = await findBundle(target, backupDirectory(context.config, context.projectDir), readLimits(settings).maxBytes);
     return context.invoke("session unarchive", { args: [file], options: { ...input.options, [AT_WRITER]: true } });
   }
   const file = String(input.args[0]);
@@ -231,8 +231,12 @@ async function install(context: CommandContext, file: string, settings: ArchiveS
   }
 }
 
-/** A bundle named by path (relative to the working directory) or by archived session id (its file in the backup directory). */
-export function findBundle(target: string, directory: string): string {
+/**
+ * A bundle named by path (relative to the working directory), else an archived session in the backup directory named as
+ * every command names a session: its id (the bundle's file name), a branch's name (read from the bundles' session records),
+ * then a unique id prefix.
+ */
+export async function findBundle(target: string, directory: string, maxBytes?: number): Promise<string> {
   const asPath = resolve(target);
   if (existsSync(asPath) && statSync(asPath).isFile()) return asPath;
   const exact = join(directory, bundleFileName(target));
@@ -243,13 +247,37 @@ export function findBundle(target: string, directory: string): string {
   } catch {
     names = [];
   }
+  // A branch's archive is named by its id: `unarchive experiment` was not found, while `archive experiment` had taken it.
+  const peeks = new Map<string, BundlePeek | undefined>();
+  const peek = async (name: string) => {
+    if (!peeks.has(name)) peeks.set(name, await peekBundle(join(directory, name), maxBytes));
+    return peeks.get(name);
+  };
+  if (SESSION_NAME_PATTERN.test(target)) {
+    const named: string[] = [];
+    for (const name of names) {
+      const found = await peek(name);
+      if (found?.kind === "archive" && found.name === target) named.push(name);
+    }
+    if (named.length === 1) return join(directory, named[0]!);
+    if (named.length > 1) {
+      throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(target)} names ${named.length} archived sessions (a branch's name is free again once it is archived).`, {
+        hint: `Give the id of the one to bring back: ${named.map((name) => name.slice(0, -BUNDLE_EXTENSION.length)).join(", ")}.`,
+      });
+    }
+  }
   const matches = target.length >= 4 ? names.filter((name) => name.startsWith(target)) : [];
   if (matches.length === 1) return join(directory, matches[0]!);
   if (matches.length > 1) {
     throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(target)} matches ${matches.length} archived sessions.`, { hint: `Give more characters: ${matches.join(", ")}.` });
   }
+  const listed: string[] = [];
+  for (const name of names) {
+    const named = (await peek(name))?.name;
+    listed.push(`${name.slice(0, -BUNDLE_EXTENSION.length)}${named ? ` (${visibleText(named)})` : ""}`);
+  }
   throw new ApexError("APEX_E_NOT_FOUND", `No bundle file ${asPath} and no archived session ${JSON.stringify(target)} in ${directory}.`, {
-    hint: `Archived sessions: ${names.length > 0 ? names.map((name) => name.slice(0, -BUNDLE_EXTENSION.length)).join(", ") : "none"}.`,
+    hint: `Archived sessions: ${listed.length > 0 ? listed.join(", ") : "none"}.`,
   });
 }
 

@@ -41,12 +41,12 @@ export default definePlugin<ArchivePluginOptions>({
       name: "session unarchive",
       description: "bring an archived session back into the store, after verifying its bundle",
       runsIn: "cli",
-      arguments: [{ syntax: "<bundle>", description: "a bundle file, or the id of a session archived under session.backup_location" }],
+      arguments: [{ syntax: "<bundle>", description: "a bundle file, or a session archived under session.backup_location: its id, a branch's name or a unique id prefix" }],
       options: [
         { flags: "--keep", description: "keep the bundle file (default: an archive in the backup directory is removed once the session is back; a bundle elsewhere, such as an export, is always kept)" },
-        { flags: "--json", description: "print {session_id, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, previous_status, revision, bundle_removed}" },
+        { flags: "--json", description: "print {session_id, name, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, previous_status, revision, already_back, bundle_removed}" },
       ],
-      examples: ["apex session unarchive 3f2a9c1e", "apex session unarchive .apex/backups/3f2a9c1e.apexbundle --keep", "apex session unarchive 3f2a --json"],
+      examples: ["apex session unarchive 3f2a9c1e", "apex session unarchive experiment", "apex session unarchive .apex/backups/3f2a9c1e.apexbundle --keep", "apex session unarchive 3f2a --json"],
       async action(input, context) {
         const { runUnarchive } = await import("./commands.js");
         return runUnarchive(input, context, settings);

@@ -20,6 +20,8 @@ import { openStore, storeExists } from "../../core/store/open.js";
 import { branchSource, checkNewSessionName, type BranchReport } from "./branch.js";
 import { sessionLabel, sessionRecord } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
+import { worktreeOf } from "../../core/session/records.js";
+import { allSessions } from "../../core/session/sessions.js";
 import { getCheckpoint } from "./refs.js";
 import { describeConflict } from "./merge.js";
 import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.js";
@@ -106,8 +108,19 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     const recorded = worktree ? { path: worktree.path, branch: worktree.branch, commit: worktree.commit } : null;
     report = (await callWrite(location, "session.branch", { checkpoint, name, worktree: recorded, actor: currentActor() })) as BranchReport;
   } catch (error) {
-    // One taken over from an interrupted run was not made here: left as it was found.
-    if (worktree && !worktree.adopted) removeWorktree(location.projectDir, worktree);
+    // One taken over from an interrupted run was not made here: left as it was found. Nor is one
+    // that another run of this command (the same NAME at once) took over and recorded first: its
+    // session would be left naming a worktree and a branch removed under it.
+    if (!worktree || worktree.adopted) throw error;
+    // A supervisor that got the request and did not answer (stopped, killed) may still record the
+    // session, or did: the worktree stays for it (removed, the session named a worktree that was gone).
+    if (isApexError(error) && (error.code === "APEX_E_TIMEOUT" || error.code === "APEX_E_RPC")) {
+      throw new ApexError(error.code, error.message, {
+        hint: `${error.hint ? `${error.hint} ` : ""}The worktree ${worktree.path} (git branch ${worktree.branch}) is kept for the session that call may record: if \`apex session list\` does not show ${name}, run this command again (it takes the worktree over), or remove both: git worktree remove ${JSON.stringify(worktree.path)} && git branch -D ${worktree.branch}`,
+        details: { ...error.details, worktree: worktree.path, branch: worktree.branch },
+      });
+    }
+    if (!(await worktreeRecorded(location, worktree.path))) removeWorktree(location.projectDir, worktree);
     throw error;
   }
   if (report.worktree && source.dirty) {
@@ -120,6 +133,15 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   printLine(`Branched ${paint(report.name, "bold")} (${shortSessionId(report.session_id)}) from ${parent}/${report.parent_checkpoint.name}.`);
   if (report.worktree) printLine(`  git worktree ${report.worktree.path} on ${report.worktree.branch} at ${report.worktree.commit?.slice(0, 12) ?? "-"}`);
   printLine(paint(`Next: apex start --continue ${report.name} · apex session tree · apex session merge ${report.name} <session>`, "gray"));
+}
+
+/** True when a session's record names `path` as its worktree (or when the store cannot say: then nothing is removed). */
+async function worktreeRecorded(location: ProjectLocation, path: string): Promise<boolean> {
+  try {
+    return await withReadStore(location, (store) => allSessions(store).some((record) => worktreeOf(record) === path));
+  } catch {
+    return true;
+  }
 }
 
 function git(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}): { code: number; out: string; err: string } {
@@ -204,6 +226,15 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
       details: { branch, ...(held ? { worktree: held.path } : {}) },
     });
   }
+  // A branch named like a directory of it (`apex`) or one below it (`apex/NAME/x`): git refuses to
+  // have both (refs are files), which came out as git's own "cannot lock ref", exit 1.
+  const clash = branchBeside(repo, branch);
+  if (clash !== undefined) {
+    throw new ApexError("APEX_E_BRANCH_EXISTS", `The git branch ${clash} keeps git from creating ${branch} (git cannot have both); not creating the worktree.`, {
+      hint: `Choose another session name, or rename that branch (git branch -m ${clash} NEW-NAME).`,
+      details: { branch, clashes_with: clash },
+    });
+  }
   if (existsSync(dir) && !(statSync(dir).isDirectory() && readdirSync(dir).length === 0)) {
     throw new ApexError("APEX_E_CONFLICT", `${dir} exists already and is not an empty directory; not creating the worktree there.`, {
       hint: "Give --worktree a new or empty directory.",
@@ -217,6 +248,15 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
     throw new ApexError("APEX_E_GIT_FAILED", `git worktree add failed: ${added.err || added.out}`);
   }
   return { path: dir, branch, commit };
+}
+
+/** A branch git cannot have beside `branch`: one named like a directory of it (`apex` for `apex/NAME`), or one below it. */
+function branchBeside(repo: string, branch: string): string | undefined {
+  const parts = branch.split("/");
+  const prefixes = parts.slice(0, -1).map((_, index) => `refs/heads/${parts.slice(0, index + 1).join("/")}`);
+  // A pattern matches the ref it names and the refs below it.
+  const refs = git(repo, ["for-each-ref", "--format=%(refname)", `refs/heads/${branch}`, ...prefixes]).out.split("\n");
+  return refs.find((ref) => prefixes.includes(ref) || ref.startsWith(`refs/heads/${branch}/`))?.slice("refs/heads/".length);
 }
 
 function removeWorktree(repo: string, worktree: { path: string; branch: string }): void {

@@ -1,6 +1,6 @@
 import { ApexError } from "../../core/errors.js";
 import { sessionIdByName } from "../../core/session/names.js";
-import { boundSessionId, historySessions } from "../../core/session/sessions.js";
+import { boundSessionId, lastSession } from "../../core/session/sessions.js";
 import type { Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
 import { RESERVED_SESSION_NAMES } from "./manifest.js";
@@ -69,7 +69,7 @@ export function defaultSession(store: Store): string {
   // The session this command is bound to (the agent's, --session, this worktree's, the only active one), active or ended.
   const bound = boundSessionId(store);
   if (bound !== undefined && (store.has(`/sessions/${bound}`) || store.has(`/sessions/history/${bound}`))) return bound;
-  const session = historySessions(store)[0];
+  const session = lastSession(store);
   if (!session) {
     throw new ApexError("APEX_E_NO_SESSION", "No session in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   }

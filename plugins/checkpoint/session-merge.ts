@@ -168,6 +168,8 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
       actor,
       metrics: combinedMetrics(store, destinationId, sourceId),
       ...(request.git !== undefined ? { git: request.git } : {}),
+      // "checkpoint": written from DST's checkpoint, not from the live memory (validate does not compare that with it).
+      applied: live ? "live" : "checkpoint",
     };
     const description = `merge ${sessionLabel(store, sourceId)}/${theirs.name} into ${sessionLabel(store, destinationId)}`;
     if (live) {

@@ -30,6 +30,7 @@ import { ACTORS, assertWritable, manifestKeys, removeCheckpointRecords } from ".
 import { DEFAULT_SCOPE, normalizeScope, type MemoryScope } from "./scope.js";
 import { buildSnapshot } from "./snapshot.js";
 import { checkLiveRecords, type LiveRecordFinding } from "./validate-live.js";
+import { BRANCH_TRIGGER, MERGE_TRIGGER } from "./merge-base.js";
 import { forgetLangGraphLeftovers, langGraphLeftovers, threadLabel, type LangGraphLeftover } from "./langgraph-index.js";
 import { CURRENT_SESSION_PATH, PROJECT_CONFIG_PATH, historyPath, memoryRootOf } from "../../core/session/records.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -583,11 +584,25 @@ function liveMemoryBase(store: Store, state: ValidationState): CheckpointManifes
   let latest: CheckpointManifest | undefined;
   for (const entry of state.slots) {
     const manifest = entry.manifest;
-    if (entry.reasons.length > 0 || !manifest || manifest.revision > revision) continue;
+    if (entry.reasons.length > 0 || !manifest || manifest.revision > revision || !describesLiveMemory(manifest)) continue;
     if (latest && manifest.revision <= latest.revision) continue;
     if (ownRootSession(entry.sessionId)) latest = manifest;
   }
   return latest;
+}
+
+/**
+ * False for a checkpoint written from trees that already existed rather than from the live memory
+ * (branch.ts writeDerivedCheckpoint): a branch's first checkpoint holds the older checkpoint it
+ * branched from, and a merge into a session that does not hold the live memory holds that session's
+ * checkpoint with the merge applied. Taken as the base, every record written after the older
+ * checkpoint read as "appeared with no logged write": `session branch checkpoint-001 x` made a
+ * sound store fail validation.
+ */
+function describesLiveMemory(manifest: CheckpointManifest): boolean {
+  if (manifest.trigger === BRANCH_TRIGGER) return false;
+  const merge = isRecord(manifest.data) ? manifest.data.merge : undefined;
+  return !(manifest.trigger === MERGE_TRIGGER && isRecord(merge) && merge.applied === "checkpoint");
 }
 
 /**
