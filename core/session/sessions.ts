@@ -75,8 +75,7 @@ export function supervisorAlive(record: SessionRecord, now = Date.now()): boolea
 
 /** The status to show: a stored active or paused session whose supervisor is gone is `interrupted`. */
 export function effectiveStatus(record: SessionRecord): SessionStatus {
-  if ((record.status === "active" || record.status === "paused") && !supervisorAlive(record)) return "interrupted";
-  return record.status;
+  return (record.status === "active" || record.status === "paused") && !supervisorAlive(record) ? "interrupted" : record.status;
 }
 
 export function isEnded(record: SessionRecord): boolean {
