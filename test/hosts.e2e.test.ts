@@ -36,15 +36,20 @@ class HostProject extends Project {
   constructor(
     readonly host: string,
     config: string,
+    /** Added to every command's environment (a clock set off, say). */
+    readonly hostEnv: NodeJS.ProcessEnv = {},
   ) {
     super(config, `apex-${host}-`);
     projects.push(this);
   }
 
   override apex(args: string[], options: { env?: NodeJS.ProcessEnv; timeout?: number } = {}): CliResult {
-    return super.apex(args, { ...options, env: { APEX_HOST: this.host, ...options.env } });
+    return super.apex(args, { ...options, env: { APEX_HOST: this.host, ...this.hostEnv, ...options.env } });
   }
 }
+
+/** The environment of a host whose clock is `skewMs` off: every Date of its processes reads so. */
+const skewedClock = (skewMs: number): NodeJS.ProcessEnv => ({ NODE_OPTIONS: `--require ${join(REPO_ROOT, "test/fixtures/processes/skewed-clock.cjs")}`, APEX_TEST_CLOCK_SKEW_MS: String(skewMs) });
 
 // The agent copies the context it is given back (APEX_RESUME_CONTEXT) into its working directory.
 const AGENT = 'if [ -n "$APEX_RESUME_CONTEXT" ]; then cp "$APEX_RESUME_CONTEXT" resumed.json; fi; while true; do sleep 0.2; done';
@@ -226,6 +231,30 @@ describe("two hosts on one PostgreSQL database", () => {
     expect(status(b).session).toBeNull();
     expect(a.supervisorLog()).not.toContain("lease lost");
     expect(a.supervisorLog()).toContain("session stopped");
+  }, 120_000);
+});
+
+describe("hosts whose clocks differ", () => {
+  it("judge a lease on the database's clock: a host whose clock is ahead neither sees a running session interrupted nor takes it over, and one whose clock is behind sees an expired lease at once", async () => {
+    const url = cluster.createDatabase();
+    // host-a's clock half a minute behind the database's (the lease it writes, as its clock reads, ran out long ago);
+    // host-b's half a minute ahead, host-c's a minute and a half behind.
+    const a = new HostProject("host-a", config(url, "skewed", 3), skewedClock(-30_000));
+    const ahead = new HostProject("host-b", config(url, "skewed", 3), skewedClock(30_000));
+    const behind = new HostProject("host-c", config(url, "skewed", 3), skewedClock(-90_000));
+    const ready = a.start(["--task", "on one clock"]);
+    const sid = ready.session_id;
+    for (const host of [ahead, behind]) expect(status(host).session, host.host).toMatchObject({ session_id: sid, status: "active", host: "host-a", supervisor: { alive: true } });
+    const taken = ahead.apex(["start", "--continue", sid]);
+    expect(taken.status, taken.stderr).toBe(4);
+    expect(taken.stderr).toContain("APEX_E_SESSION_ACTIVE");
+    expect(isAlive(ready.supervisor_pid)).toBe(true);
+
+    // host-a's supervisor frozen: once the lease ran out on the database's clock, host-c sees it interrupted too.
+    const startTime = procInfo(ready.supervisor_pid)!.startTime;
+    frozen.push({ pid: ready.supervisor_pid, startTime });
+    process.kill(ready.supervisor_pid, "SIGSTOP");
+    await waitFor("host-c to see the session interrupted", () => status(behind).session?.status === "interrupted", 20_000);
   }, 120_000);
 });
 

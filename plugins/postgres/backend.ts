@@ -739,6 +739,25 @@ export class PostgresBackend implements StorageBackend {
     }
   }
 
+  /** The server's clock minus this process's, as last measured, and on which connection. */
+  private clock: { connection: number; at: number; offset: number } | undefined;
+
+  /**
+   * The server's clock, which leases are written and judged by (core/session/lease.ts): hosts
+   * whose clocks differ then agree on when a lease runs out. Measured on each connection, and
+   * again after a minute (a clock stepped or slewed meanwhile): clock_timestamp() taken as read
+   * halfway through the round trip.
+   */
+  now(): number {
+    const before = Date.now();
+    if (this.clock === undefined || this.clock.connection !== this.bridge.connection || before - this.clock.at > 60_000) {
+      const [[[server]]] = this.run([{ text: "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8" }], "reading the server's clock") as [[[number]]];
+      const after = Date.now();
+      this.clock = { connection: this.bridge.connection, at: after, offset: server - (before + after) / 2 };
+    }
+    return Date.now() + this.clock.offset;
+  }
+
   // ---- plumbing
 
   /**
