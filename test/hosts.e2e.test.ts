@@ -234,6 +234,34 @@ describe("two hosts on one PostgreSQL database", () => {
   }, 120_000);
 });
 
+describe("a host whose supervisor died", () => {
+  it("sees the agents it left running after another host took the session over, with the command that ends them", async () => {
+    const url = cluster.createDatabase();
+    const a = new HostProject("host-a", config(url, "died", 3));
+    const b = new HostProject("host-b", config(url, "died", 3));
+    const ready = a.start(["--task", "dies on host-a"]);
+    const agent = ready.agents[0]!;
+    // Killed at once: nothing ends its agents, and no renewal will tell it the session was taken.
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("host-b to see the session interrupted", () => status(b).session?.status === "interrupted", 30_000);
+    const taken = b.start(["--continue", ready.session_id]);
+    const left = json<Status & { left_running: Array<{ agent: string; pids: number[]; pgids: number[] }> }>(a.apex(["status", "--json"]));
+    expect(left.session).toMatchObject({ status: "active", host: "host-b", remote: true });
+    expect(left.left_running).toEqual([expect.objectContaining({ agent: "worker", pgids: [agent.pgid] })]);
+    expect(left.left_running[0]!.pids).toContain(agent.pid);
+    const text = a.apex(["status"]).stdout;
+    expect(text).toContain("Left running on this host from before host host-b took the session over");
+    expect(text).toContain(`kill -TERM -- -${agent.pgid}`);
+    // host-b's own agents are not this host's leftovers, there or here.
+    expect(json<{ left_running: unknown[] }>(b.apex(["status", "--json"])).left_running).toEqual([]);
+    expect(left.left_running.flatMap((entry) => entry.pids)).not.toContain(taken.agents[0]!.pid);
+    process.kill(-agent.pgid!, "SIGTERM");
+    await waitFor("host-a's leftovers to end", () => groupMembers(agent.pgid!).length === 0, 30_000);
+    expect(json<{ left_running: unknown[] }>(a.apex(["status", "--json"])).left_running).toEqual([]);
+    expect(a.apex(["status"]).stdout).not.toContain("Left running on this host");
+  }, 120_000);
+});
+
 describe("hosts whose clocks differ", () => {
   it("judge a lease on the database's clock: a host whose clock is ahead neither sees a running session interrupted nor takes it over, and one whose clock is behind sees an expired lease at once", async () => {
     const url = cluster.createDatabase();
