@@ -81,9 +81,11 @@ export function withLease<R extends SessionRecord | undefined>(source: RecordSou
   return { ...record, supervisor: copy };
 }
 
-/** This machine's name in session records: APEX_HOST when set, else the system's host name. */
+/** This machine's name in session records: APEX_HOST when set, else the system's host name. Every host shows it: no control characters. */
 export function localHost(): string {
-  return process.env.APEX_HOST?.trim() || hostname();
+  const host = process.env.APEX_HOST?.trim() || hostname();
+  if (/[\p{Cc}\p{Cf}]/u.test(host)) throw new ApexError("APEX_E_CONFIG", `APEX_HOST holds a control character (or this machine's host name does): it names this host in the session's records, which every host shows.`, { hint: "Set APEX_HOST to a plain name, or unset it for the machine's host name." });
+  return host;
 }
 
 type SupervisorField = SessionRecord["supervisor"];
