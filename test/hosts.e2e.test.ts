@@ -273,6 +273,7 @@ describe("hosts whose clocks differ", () => {
     const ready = a.start(["--task", "on one clock"]);
     const sid = ready.session_id;
     for (const host of [ahead, behind]) expect(status(host).session, host.host).toMatchObject({ session_id: sid, status: "active", host: "host-a", supervisor: { alive: true } });
+    expect(json<{ status: string }>(ahead.apex(["session", "history", sid, "--json"])).status).toBe("active");
     const taken = ahead.apex(["start", "--continue", sid]);
     expect(taken.status, taken.stderr).toBe(4);
     expect(taken.stderr).toContain("APEX_E_SESSION_ACTIVE");

@@ -75,10 +75,10 @@ export function withLease<R extends SessionRecord | undefined>(source: RecordSou
   if (!record || !supervisor || typeof source.table !== "function") return record;
   const row = readLease(source as Pick<Store, "table">, record.session_id);
   if (!row || row.generation !== supervisor.generation || (supervisor.host !== undefined && row.host !== supervisor.host)) return record;
-  const copy = { ...supervisor, lease_expires_at: row.expires_at };
-  // The expiry is on the store's clock: judged by this process's (leaseValid), it is moved by their difference.
-  if (onOtherHost(supervisor) && source.now) Object.defineProperty(copy, LOCAL_EXPIRY, { value: Date.parse(row.expires_at) + Date.now() - source.now() });
-  return { ...record, supervisor: copy };
+  // The expiry is on the store's clock: judged by this process's (leaseValid), it is moved by their
+  // difference, under a symbol (a copy made by spreading keeps it; JSON leaves it out).
+  const local = onOtherHost(supervisor) && source.now ? { [LOCAL_EXPIRY]: Date.parse(row.expires_at) + Date.now() - source.now() } : {};
+  return { ...record, supervisor: { ...supervisor, lease_expires_at: row.expires_at, ...local } };
 }
 
 /** This machine's name in session records: APEX_HOST when set, else the system's host name. Every host shows it: no control characters. */
