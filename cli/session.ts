@@ -64,7 +64,8 @@ export async function locateSession(reader: MemoryReader, ref: string | undefine
   if (!located.record.supervisor || !reader.sessions) return located;
   const withLease = (await reader.sessions()).find((record) => record.session_id === located.sessionId);
   const expiry = withLease?.supervisor?.lease_expires_at;
-  return expiry === undefined ? located : { ...located, record: { ...located.record, supervisor: { ...located.record.supervisor, lease_expires_at: expiry } } };
+  // The whole lease: its expiry, and (read here) that expiry on this process's clock (lease.ts withLease).
+  return expiry === undefined ? located : { ...located, record: { ...located.record, supervisor: { ...located.record.supervisor, ...withLease!.supervisor, lease_expires_at: expiry } } };
 }
 
 async function locateRecord(reader: MemoryReader, ref: string | undefined): Promise<LocatedSession> {

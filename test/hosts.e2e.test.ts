@@ -36,15 +36,20 @@ class HostProject extends Project {
   constructor(
     readonly host: string,
     config: string,
+    /** Added to every command's environment (a clock set off, say). */
+    readonly hostEnv: NodeJS.ProcessEnv = {},
   ) {
     super(config, `apex-${host}-`);
     projects.push(this);
   }
 
   override apex(args: string[], options: { env?: NodeJS.ProcessEnv; timeout?: number } = {}): CliResult {
-    return super.apex(args, { ...options, env: { APEX_HOST: this.host, ...options.env } });
+    return super.apex(args, { ...options, env: { APEX_HOST: this.host, ...this.hostEnv, ...options.env } });
   }
 }
+
+/** The environment of a host whose clock is `skewMs` off: every Date of its processes reads so. */
+const skewedClock = (skewMs: number): NodeJS.ProcessEnv => ({ NODE_OPTIONS: `--require ${join(REPO_ROOT, "test/fixtures/processes/skewed-clock.cjs")}`, APEX_TEST_CLOCK_SKEW_MS: String(skewMs) });
 
 // The agent copies the context it is given back (APEX_RESUME_CONTEXT) into its working directory.
 const AGENT = 'if [ -n "$APEX_RESUME_CONTEXT" ]; then cp "$APEX_RESUME_CONTEXT" resumed.json; fi; while true; do sleep 0.2; done';
@@ -226,6 +231,59 @@ describe("two hosts on one PostgreSQL database", () => {
     expect(status(b).session).toBeNull();
     expect(a.supervisorLog()).not.toContain("lease lost");
     expect(a.supervisorLog()).toContain("session stopped");
+  }, 120_000);
+});
+
+describe("a host whose supervisor died", () => {
+  it("sees the agents it left running after another host took the session over, with the command that ends them", async () => {
+    const url = cluster.createDatabase();
+    const a = new HostProject("host-a", config(url, "died", 3));
+    const b = new HostProject("host-b", config(url, "died", 3));
+    const ready = a.start(["--task", "dies on host-a"]);
+    const agent = ready.agents[0]!;
+    // Killed at once: nothing ends its agents, and no renewal will tell it the session was taken.
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("host-b to see the session interrupted", () => status(b).session?.status === "interrupted", 30_000);
+    const taken = b.start(["--continue", ready.session_id]);
+    const left = json<Status & { left_running: Array<{ agent: string; pids: number[]; pgids: number[] }> }>(a.apex(["status", "--json"]));
+    expect(left.session).toMatchObject({ status: "active", host: "host-b", remote: true });
+    expect(left.left_running).toEqual([expect.objectContaining({ agent: "worker", pgids: [agent.pgid] })]);
+    expect(left.left_running[0]!.pids).toContain(agent.pid);
+    const text = a.apex(["status"]).stdout;
+    expect(text).toContain("Left running on this host from before host host-b took the session over");
+    expect(text).toContain(`kill -TERM -- -${agent.pgid}`);
+    // host-b's own agents are not this host's leftovers, there or here.
+    expect(json<{ left_running: unknown[] }>(b.apex(["status", "--json"])).left_running).toEqual([]);
+    expect(left.left_running.flatMap((entry) => entry.pids)).not.toContain(taken.agents[0]!.pid);
+    process.kill(-agent.pgid!, "SIGTERM");
+    await waitFor("host-a's leftovers to end", () => groupMembers(agent.pgid!).length === 0, 30_000);
+    expect(json<{ left_running: unknown[] }>(a.apex(["status", "--json"])).left_running).toEqual([]);
+    expect(a.apex(["status"]).stdout).not.toContain("Left running on this host");
+  }, 120_000);
+});
+
+describe("hosts whose clocks differ", () => {
+  it("judge a lease on the database's clock: a host whose clock is ahead neither sees a running session interrupted nor takes it over, and one whose clock is behind sees an expired lease at once", async () => {
+    const url = cluster.createDatabase();
+    // host-a's clock half a minute behind the database's (the lease it writes, as its clock reads, ran out long ago);
+    // host-b's half a minute ahead, host-c's a minute and a half behind.
+    const a = new HostProject("host-a", config(url, "skewed", 3), skewedClock(-30_000));
+    const ahead = new HostProject("host-b", config(url, "skewed", 3), skewedClock(30_000));
+    const behind = new HostProject("host-c", config(url, "skewed", 3), skewedClock(-90_000));
+    const ready = a.start(["--task", "on one clock"]);
+    const sid = ready.session_id;
+    for (const host of [ahead, behind]) expect(status(host).session, host.host).toMatchObject({ session_id: sid, status: "active", host: "host-a", supervisor: { alive: true } });
+    expect(json<{ status: string }>(ahead.apex(["session", "history", sid, "--json"])).status).toBe("active");
+    const taken = ahead.apex(["start", "--continue", sid]);
+    expect(taken.status, taken.stderr).toBe(4);
+    expect(taken.stderr).toContain("APEX_E_SESSION_ACTIVE");
+    expect(isAlive(ready.supervisor_pid)).toBe(true);
+
+    // host-a's supervisor frozen: once the lease ran out on the database's clock, host-c sees it interrupted too.
+    const startTime = procInfo(ready.supervisor_pid)!.startTime;
+    frozen.push({ pid: ready.supervisor_pid, startTime });
+    process.kill(ready.supervisor_pid, "SIGSTOP");
+    await waitFor("host-c to see the session interrupted", () => status(behind).session?.status === "interrupted", 20_000);
   }, 120_000);
 });
 

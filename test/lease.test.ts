@@ -71,6 +71,20 @@ describe("supervisorAlive", () => {
     expect(supervisorAlive(record({ ...legacy, nonce: OTHER_NONCE }))).toBe(false);
   });
 
+  it("a host name with a control character (APEX_HOST) is refused, exit 2, before anything is written: every host would print it", async () => {
+    const { runApex } = await import("./helpers/cli.js");
+    const { existsSync, writeFileSync } = await import("node:fs");
+    for (const host of ["host-a\n  supervisor  pid 1 on host-b", "host-\u001b[2Ja", "host-\u202ea"]) {
+      process.env.APEX_HOST = host;
+      expect(() => localHost()).toThrow(/APEX_HOST holds a control character/);
+    }
+    writeFileSync(join(dir, "apex.config.yaml"), 'agents:\n  w:\n    command: sh\n    args: ["-c", "sleep 60"]\n');
+    const started = runApex(["start", "--task", "t", "--json"], { cwd: dir, env: { APEX_HOST: "host-a\nforged line" } });
+    expect(started.status, started.stderr).toBe(2);
+    expect(JSON.parse(started.stderr).error).toMatchObject({ code: "APEX_E_CONFIG", message: expect.stringContaining("APEX_HOST holds a control character") });
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("from another host: the lease, never a local pid", () => {
     process.env.APEX_HOST = "host-b";
     expect(localHost()).toBe("host-b");

@@ -119,6 +119,9 @@ describe("whether a live supervisor serves the store a command names", () => {
     const location = project("store:\n  backend: postgres\n  url: postgres://apex@db.example/apex\n");
     const one = storeSourceDigest(location, { APEX_STORE_URL: "postgres://apex:one@db.example/apex" });
     expect(storeSourceDigest(location, { APEX_STORE_URL: "postgres://apex:two@db.example/apex" })).toBe(one);
+    // Nor its absence: an agent's URL, which has none, decides as fast as its supervisor's.
+    expect(storeSourceDigest(location, { APEX_STORE_URL: "postgres://apex@db.example/apex?password=three" })).toBe(one);
+    expect(storeSourceDigest(location, { APEX_STORE_URL: "postgres://apex@db.example/apex" })).toBe(one);
     expect(storeSourceDigest(location, {})).not.toBe(one);
     // A runtime whose recorded store cannot be this one is still taken when the digests match: nothing is parsed.
     const recorded = runtime({ store: "lmdb:/recorded", store_source: storeSourceDigest(location, {}) });

@@ -305,17 +305,67 @@ describe("a supervisor on LMDB, a command naming PostgreSQL", () => {
     expect(shown(project, "/pg", env)).toBe("in the database");
   }, 120_000);
 
-  it("a supervisor started with APEX_STORE_URL names that store to its agents: their commands (and ApexSaver) go through its socket instead of being refused", async () => {
+  it("a supervisor started with APEX_STORE_URL names that store to its agents without its password: their commands go through its socket", async () => {
     const url = await cluster.createDatabase();
     const out = elsewhere();
-    const script = [`apex memory set /agent/same 1 2> ${out}/same.err; echo $? > ${out}/same.rc`, "while true; do sleep 0.2; done"].join("; ");
-    const project = new Project(shellAgents({ writer: script }), "apex-store-mismatch-", { APEX_STORE_URL: url });
+    // The agent keeps its environment and runs the commands an agent runs, each through the socket.
+    const commands = [["memory", "set", "/agent/same", "1"], ["status", "--json"], ["task", "list"], ["session", "list"], ["logs", "-n", "1"], ["logs", "-n", "1", "--session", "$APEX_SESSION_ID"]];
+    // One that opens the store itself is told where the password can come from.
+    const direct = `apex store projects 2> ${out}/direct.err; echo $? > ${out}/direct.rc`;
+    const script = [`env > ${out}/env`, direct, ...commands.map((args, n) => `apex ${args.join(" ")} > /dev/null 2> ${out}/${n}.err; echo $? > ${out}/${n}.rc`), "while true; do sleep 0.2; done"].join("; ");
+    const project = new Project(shellAgents({ writer: script }), "apex-store-mismatch-", { APEX_STORE_URL: `${url}?application_name=apex-agent&sslpassword=${cluster.password}` });
+    cleanups.push(() => project.cleanup());
+    const ready = project.start();
+    const last = join(out, `${commands.length - 1}.rc`);
+    await waitFor("the agent's commands", () => existsSync(last) && readFileSync(last, "utf8").endsWith("\n"), 60_000);
+    commands.forEach((args, n) => {
+      expect(readFileSync(join(out, `${n}.err`), "utf8"), args.join(" ")).toBe("");
+      expect(readFileSync(join(out, `${n}.rc`), "utf8").trim(), args.join(" ")).toBe("0");
+    });
+    expect(shown(project, "/agent")).toEqual({ "/agent/same": 1 });
+    expect(readFileSync(join(out, "direct.rc"), "utf8").trim()).toBe("2");
+    expect(readFileSync(join(out, "direct.err"), "utf8")).toContain("asks for a password, and none was given");
+    expect(readFileSync(join(out, "direct.err"), "utf8")).toContain("An agent is given the store's URL without its password");
+    // Neither its environment (which everything it runs inherits) nor its /proc/PID/environ holds the password.
+    const bare = new URL(url);
+    bare.password = "";
+    bare.searchParams.set("application_name", "apex-agent");
+    const env = readFileSync(join(out, "env"), "utf8");
+    expect(env).toContain(`APEX_STORE_URL=${bare}\n`);
+    expect(env).not.toContain(cluster.password);
+    expect(readFileSync(`/proc/${ready.agents[0]!.pid}/environ`, "latin1")).not.toContain(cluster.password);
+    expect(project.apex(["stop"]).status).toBe(0);
+  }, 120_000);
+
+  it("PGPASSWORD, the store's password when its URL holds none, is not passed to the agents; one an agent's env sets is", async () => {
+    const url = new URL(await cluster.createDatabase());
+    url.password = "";
+    const out = elsewhere();
+    const config = [
+      "agents:",
+      "  plain:",
+      "    command: sh",
+      `    args: ["-c", ${JSON.stringify(`env > ${out}/plain; apex memory set /agent/plain 1 2> ${out}/plain.err; echo $? > ${out}/plain.rc; while true; do sleep 0.2; done`)}]`,
+      "  own:",
+      "    command: sh",
+      `    args: ["-c", ${JSON.stringify(`env > ${out}/own; while true; do sleep 0.2; done`)}]`,
+      "    env: { PGPASSWORD: agents-own }",
+      "plugins: {}",
+      "store:",
+      "  backend: postgres",
+      `  url: ${JSON.stringify(url.toString())}`,
+      "  project: pgpassword",
+      "",
+    ].join("\n");
+    const project = new Project(config, "apex-store-mismatch-", { PGPASSWORD: cluster.password });
     cleanups.push(() => project.cleanup());
     project.start();
-    await waitFor("the agent's command", () => existsSync(join(out, "same.rc")), 60_000);
-    expect(readFileSync(join(out, "same.err"), "utf8")).toBe("");
-    expect(readFileSync(join(out, "same.rc"), "utf8").trim()).toBe("0");
-    expect(shown(project, "/agent")).toEqual({ "/agent/same": 1 });
+    const done = (file: string) => existsSync(join(out, file)) && readFileSync(join(out, file), "utf8").endsWith("\n");
+    await waitFor("the agents' environments", () => done("plain.rc") && done("own"), 60_000);
+    expect(readFileSync(join(out, "plain.rc"), "utf8").trim(), readFileSync(join(out, "plain.err"), "utf8")).toBe("0");
+    expect(readFileSync(join(out, "plain"), "utf8")).not.toContain(cluster.password);
+    expect(readFileSync(join(out, "own"), "utf8")).toContain("PGPASSWORD=agents-own\n");
+    expect(shown(project, "/agent")).toEqual({ "/agent/plain": 1 });
     expect(project.apex(["stop"]).status).toBe(0);
   }, 120_000);
 

@@ -69,6 +69,8 @@ describe("which store a project uses", () => {
     expect(await resolveStoreSpec({ configPath: undefined, projectDir: bare, storeDir: join(bare, ".apex") }, { APEX_STORE_URL: "postgres://h/db" })).toMatchObject({ project: bare.split("/").pop() });
     expect(redactUrl("postgres://u:p@h/db")).toBe("postgres://u:***@h/db");
     expect(redactUrl("postgres://h/db?user=u&password=p&sslpassword=k&sslmode=require")).toBe("postgres://h/db?user=u&password=***&sslpassword=***&sslmode=require");
+    // "" drops them (the URL an agent is given), parameters and all.
+    expect(redactUrl("postgres://u:p@h/db?password=p&sslpassword=k&sslmode=require", "")).toBe("postgres://u@h/db?sslmode=require");
     // A URL that does not parse: everything from the user's colon to the last "@" goes.
     for (const url of ["postgres://u:p/w@h/db", "postgres://u:p#w@h/db", "postgres://u:p?w@h/db", "postgres://u:p@w@[h/db"]) expect(redactUrl(url)).toMatch(/^postgres:\/\/u:\*\*\*@(h|\[h)\/db$/);
   });

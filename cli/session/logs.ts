@@ -13,7 +13,7 @@ import { paint, printLine, visibleText } from "../output.js";
 import { logLineSegments } from "../terminal-text.js";
 import { sleep } from "../../core/session/proc.js";
 import { agentLogDir, liveSupervisor, liveSupervisorOf, readRuntime } from "../../core/session/runtime.js";
-import { onNamedStore, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
+import { liveSessionClient, onNamedStore, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 
 export interface LogsOptions {
   follow?: boolean;
@@ -46,7 +46,7 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
   if (remote) return showRemoteLogs(remote, agent, options);
   const sessionId =
     options.session !== undefined
-      ? logSessionByRef(location.storeDir, options.session, await sessionNamed(location, options.session))
+      ? await logSessionByRef(location.storeDir, options.session, () => sessionNamed(location, options.session!))
       : (process.env.APEX_SESSION_ID ?? (await defaultLogSession(location)));
   if (!sessionId) {
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
@@ -150,11 +150,16 @@ export function logFiles(dir: string): LogFile[] {
   return out.sort((a, b) => (a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : 0) || (a.stream === b.stream ? 0 : a.stream === "stdout" ? -1 : 1));
 }
 
-/** The session `--session` names (an id, or a unique prefix of 4+ characters) among those with logs. */
-function logSessionByRef(storeDir: string, ref: string, named: string | undefined): string {
+/**
+ * The session `--session` names (an id, a branch's name, or a unique prefix of 4+ characters)
+ * among those with logs. The store is read only for a name: a whole id needs no connection (an
+ * agent's store URL has no password).
+ */
+async function logSessionByRef(storeDir: string, ref: string, byName: () => Promise<string | undefined>): Promise<string> {
   const root = join(storeDir, "logs");
   const sessions = existsSync(root) ? readdirSync(root) : [];
   if (sessions.includes(ref)) return ref;
+  const named = await byName();
   if (named && sessions.includes(named)) return named;
   const matches = ref.length >= 4 ? sessions.filter((name) => name.startsWith(ref)) : [];
   if (matches.length === 1) return matches[0]!;
@@ -166,6 +171,15 @@ function logSessionByRef(storeDir: string, ref: string, named: string | undefine
 async function sessionNamed(location: ProjectLocation, name: string): Promise<string | undefined> {
   const { SESSION_NAME_PATTERN, sessionIdByName } = await import("../../core/session/names.js");
   if (!SESSION_NAME_PATTERN.test(name)) return undefined;
+  // Inside an agent, its supervisor knows the names (the agent's store URL has no password).
+  const agent = process.env.APEX_SOCKET ? await liveSessionClient(location) : undefined;
+  if (agent) {
+    try {
+      return ((await agent.call("session.list")) as Array<{ session_id: string; name?: unknown }>).find((record) => record.name === name)?.session_id;
+    } finally {
+      await agent.close();
+    }
+  }
   const { openStore, storeExists } = await import("../../core/store/open.js");
   if (!(await storeExists(location))) return undefined;
   const store = await openStore(location, { readOnly: true });

@@ -36,6 +36,8 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   // So is an agent whose program is missing: before any process starts, not as crashing agents.
   const { assertAgentProgramsExist } = await import("../agent-programs.js");
   assertAgentProgramsExist(config);
+  // And a host name (APEX_HOST) the session's records cannot carry.
+  (await import("../../core/session/lease.js")).localHost();
   // And a third-party plugin that fails to apply, or adds a command APEX or another plugin has:
   // refused here, before the supervisor creates the store.
   await (await import("../plugin-commands.js")).assertPluginsApply(config);

@@ -13,8 +13,8 @@ import { ApexError } from "../../core/errors.js";
 import { known, paint, printJson, printLine, table, visibleText } from "../output.js";
 import { agentSession, sessionFlag } from "../../core/session/binding.js";
 import { openSessionClient } from "../../core/session/client.js";
-import { readProcStat } from "../../core/session/proc.js";
-import { SUPERVISOR_LOG, liveSupervisorOf } from "../../core/session/runtime.js";
+import { isSameProcessAlive, listProcesses, readProcStat } from "../../core/session/proc.js";
+import { SUPERVISOR_LOG, liveSupervisorOf, readRuntime } from "../../core/session/runtime.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 
 /** How long a live supervisor gets to answer before status reads the store itself. */
@@ -22,7 +22,7 @@ const SUPERVISOR_ANSWER_MS = 1000;
 import { agentStatusText, formatDuration, paintStatus } from "./format.js";
 
 export async function showStatus(location: ProjectLocation, json: boolean): Promise<void> {
-  const report = withEndReason(location, markStoppedSupervisor(await readStatus(location)));
+  const report = withLocalLeftovers(location, withEndReason(location, markStoppedSupervisor(await readStatus(location))));
   const warnings = [...(await configWarnings(location, report)), ...(await configChangedWarnings(location, report))];
   if (json) return printJson(warnings.length > 0 ? { ...report, warnings } : report);
   for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
@@ -137,6 +137,51 @@ function markStoppedSupervisor(report: StatusReport): StatusReport {
  * its log's last line about the session, as `interrupted_because`. The store could not be told
  * then; a supervisor that was killed leaves no such line, nor does one started again since.
  */
+/**
+ * A session another host runs now (it took the session over, its lease having run out) may still
+ * have agent processes here, started by this host's supervisor of it before: one that died
+ * (kill -9, a crash) never learnt that it lost the lease, and nothing here ends its agents, which
+ * go on working beside the other host's. They are found as the processes whose environment
+ * names the session and that supervisor's pid (this host's runtime file for the session), once
+ * it no longer runs (a live one ends its own agents when its renewal finds the session taken),
+ * and reported in `left_running`, with their process groups.
+ */
+function withLocalLeftovers(location: ProjectLocation, report: StatusReport): StatusReport {
+  const session = report.session;
+  if (!session?.remote || process.env.APEX_REMOTE) return report;
+  const own = readRuntime(location.storeDir, session.session_id) ?? readRuntime(location.storeDir);
+  if (own?.session_id !== session.session_id || isSameProcessAlive(own.pid, own.start_time)) return report;
+  const wanted = [`APEX_SESSION_ID=${session.session_id}`, `APEX_SUPERVISOR_PID=${own.pid}`];
+  const left = new Map<string, { agent: string; pids: number[]; stopped: number[]; pgids: number[] }>();
+  for (const process of listProcesses()) {
+    let environ: string[];
+    try {
+      environ = readFileSync(`/proc/${process.pid}/environ`, "latin1").split("\0");
+    } catch {
+      continue; // gone, or another user's
+    }
+    const agent = environ.find((entry) => entry.startsWith("APEX_AGENT="))?.slice("APEX_AGENT=".length);
+    if (agent === undefined || !wanted.every((entry) => environ.includes(entry))) continue;
+    const entry = left.get(agent) ?? { agent, pids: [], stopped: [], pgids: [] };
+    entry.pids.push(process.pid);
+    if (process.state === "T") entry.stopped.push(process.pid);
+    if (!entry.pgids.includes(process.pgrp)) entry.pgids.push(process.pgrp);
+    left.set(agent, entry);
+  }
+  return left.size === 0 ? report : { ...report, left_running: [...left.values()] };
+}
+
+/** This host's leftovers of a session another host runs (withLocalLeftovers), with the command that ends them. */
+function printLeftHere(report: StatusReport, host: string | null): void {
+  const left = report.left_running as Array<{ agent: string; pids: number[]; pgids?: number[] }>;
+  if (left.length === 0) return;
+  printLine();
+  printLine(paint(`Left running on this host from before host ${host} took the session over (their supervisor here died, so nothing here ends them):`, "red"));
+  for (const entry of left) printLine(`  ${entry.agent} (pids ${entry.pids.join(", ")})`);
+  const groups = left.flatMap((entry) => entry.pgids ?? []).map((pgid) => `-${pgid}`);
+  printLine(paint(`End them with \`kill -TERM -- ${groups.join(" ")}\`: the session's agents run on host ${host} now.`, "gray"));
+}
+
 function withEndReason(location: ProjectLocation, report: StatusReport): StatusReport & { interrupted_because?: string } {
   const session = report.session;
   if (session?.status !== "interrupted" || session.remote || process.env.APEX_REMOTE) return report;
@@ -216,6 +261,7 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
       else printLine(`  ${agent.name}: pid ${outOfStep.join(", ")} running although the session is paused (continued from outside APEX: SIGCONT); \`apex resume\`, then \`apex pause\`, stops it again`);
     }
   }
+  if (session.remote && session.status !== "interrupted") printLeftHere(report, session.host);
   if (session.status === "interrupted") {
     printLine();
     if (session.remote) {
@@ -225,6 +271,7 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
     if (because) printLine(`  Its supervisor ended its agents and exited: ${because} (${SUPERVISOR_LOG}).`);
     if (session.remote) {
       printLine(`  Its agents ran on host ${session.host}: whether any of their processes is left there cannot be seen from this host.`);
+      printLeftHere(report, session.host);
       printLine(paint(`Take it over on this host with \`${report.recover_with}\` (its agents start here with their saved context) or end it with \`apex stop\`.`, "gray"));
       return;
     }

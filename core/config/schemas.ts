@@ -83,8 +83,7 @@ export function precompiledValidator(relativePath: string): ValidateFunction | u
 
 /** `built`'s validator of a schema file if it was built from text hashing to `textHash`. */
 export function matchingValidator(built: Precompiled | null, relativePath: string, textHash: string): ValidateFunction | undefined {
-  if (!built || built.hashes[relativePath] !== textHash) return undefined;
-  return built.validators[relativePath];
+  return built && built.hashes[relativePath] === textHash ? built.validators[relativePath] : undefined;
 }
 
 function readSchema(relativePath: string): Record<string, unknown> {

@@ -34,7 +34,7 @@ function supervisorRecord(self: SupervisorIdentity, generation: number): NonNull
 
 /** The claim's lease row, written in the claim's transaction. */
 function claimLease(store: Store, sessionId: string, self: SupervisorIdentity, generation: number): void {
-  writeLease(store, sessionId, { host: self.host, generation, nonce: self.nonce, expires_at: new Date(Date.now() + self.lease_ttl_ms).toISOString() });
+  writeLease(store, sessionId, { host: self.host, generation, nonce: self.nonce, expires_at: new Date((store.now?.() ?? Date.now()) + self.lease_ttl_ms).toISOString() });
 }
 
 /** A new session, in the project's own working tree: refused while another one is active there. One transaction decides. */

@@ -58,7 +58,10 @@ export function writeLease(store: Pick<Store, "table">, sessionId: string, row: 
 }
 
 /** Where session records are read from: the store (with its tables), or a write batch, a reader without them. */
-export type RecordSource = Pick<Store, "get"> & { table?: Store["table"] };
+export type RecordSource = Pick<Store, "get"> & { table?: Store["table"]; now?: Store["now"] };
+
+/** Where withLease puts another host's lease expiry in this process's clock (not shown, not stored). */
+const LOCAL_EXPIRY = Symbol("local expiry");
 
 /**
  * The record as readers see it: when `source` has tables and the lease row names the record's
@@ -72,12 +75,17 @@ export function withLease<R extends SessionRecord | undefined>(source: RecordSou
   if (!record || !supervisor || typeof source.table !== "function") return record;
   const row = readLease(source as Pick<Store, "table">, record.session_id);
   if (!row || row.generation !== supervisor.generation || (supervisor.host !== undefined && row.host !== supervisor.host)) return record;
-  return { ...record, supervisor: { ...supervisor, lease_expires_at: row.expires_at } };
+  // The expiry is on the store's clock: judged by this process's (leaseValid), it is moved by their
+  // difference, under a symbol (a copy made by spreading keeps it; JSON leaves it out).
+  const local = onOtherHost(supervisor) && source.now ? { [LOCAL_EXPIRY]: Date.parse(row.expires_at) + Date.now() - source.now() } : {};
+  return { ...record, supervisor: { ...supervisor, lease_expires_at: row.expires_at, ...local } };
 }
 
-/** This machine's name in session records: APEX_HOST when set, else the system's host name. */
+/** This machine's name in session records: APEX_HOST when set, else the system's host name. Every host shows it: no control characters. */
 export function localHost(): string {
-  return process.env.APEX_HOST?.trim() || hostname();
+  const host = process.env.APEX_HOST?.trim() || hostname();
+  if (/[\p{Cc}\p{Cf}]/u.test(host)) throw new ApexError("APEX_E_CONFIG", `APEX_HOST holds a control character (or this machine's host name does): it names this host in the session's records, which every host shows.`, { hint: "Set APEX_HOST to a plain name, or unset it for the machine's host name." });
+  return host;
 }
 
 type SupervisorField = SessionRecord["supervisor"];
@@ -95,7 +103,7 @@ export function onOtherHost(supervisor: SupervisorField): boolean {
 
 /** When the lease runs out, in milliseconds since the epoch (NaN when the record has none). */
 export function leaseExpiry(supervisor: SupervisorField): number {
-  return typeof supervisor?.lease_expires_at === "string" ? Date.parse(supervisor.lease_expires_at) : Number.NaN;
+  return (supervisor as { [LOCAL_EXPIRY]?: number } | undefined)?.[LOCAL_EXPIRY] ?? (typeof supervisor?.lease_expires_at === "string" ? Date.parse(supervisor.lease_expires_at) : Number.NaN);
 }
 
 /** True while the record's lease has not expired. A record without one holds none. */
@@ -282,7 +290,7 @@ export class LeaseHolder {
     const row = readLease(this.store, this.sessionId);
     if (!row) return { kind: "lost", holder: record.supervisor };
     if (!this.owns(row)) return { kind: "lost", holder: { pid: 0, start_time: 0, socket: "", started_at: "", ...record.supervisor, host: row.host, generation: row.generation } };
-    const expires_at = new Date(Date.now() + this.ttlMs).toISOString();
+    const expires_at = new Date((this.store.now?.() ?? Date.now()) + this.ttlMs).toISOString();
     // A table row: the renewal bumps no revision and adds nothing to the change log.
     writeLease(this.store, this.sessionId, { ...row, expires_at });
     return { kind: "renewed", expires_at };

@@ -24,8 +24,7 @@ export class MemoryView {
 
   /** The keyspace path of a memory path. */
   path(path: string): string {
-    if (this.root === "" || isSessionsPath(path)) return path;
-    return path === "/" ? this.root : `${this.root}${path}`;
+    return this.root === "" || isSessionsPath(path) ? path : path === "/" ? this.root : `${this.root}${path}`;
   }
 
   /** The memory path of a keyspace path (the inverse of `path`). */
@@ -37,8 +36,7 @@ export class MemoryView {
 
   /** A glob over memory paths, as a glob over keyspace paths. */
   glob(source: string): string {
-    if (this.root === "" || isSessionsPath(source) || source.startsWith(`${SESSIONS}*`)) return source;
-    return `${this.root}${source}`;
+    return this.root === "" || isSessionsPath(source) || source.startsWith(`${SESSIONS}*`) ? source : `${this.root}${source}`;
   }
 
   /**

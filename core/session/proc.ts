@@ -237,8 +237,7 @@ export function isSignalPending(mask: bigint, signal: number): boolean {
 /** The stop progress /proc/<pid>/status shows (state and pending signals read together, from one file). */
 export function stopProgressOf(status: ProcStatus): StopProgress {
   if (status.state === "T" || status.state === "t") return "stopped";
-  if (status.state === "D" && (isSignalPending(status.shdPnd, SIGSTOP_NUMBER) || isSignalPending(status.sigPnd, SIGSTOP_NUMBER))) return "stopping";
-  return "running";
+  return status.state === "D" && (isSignalPending(status.shdPnd, SIGSTOP_NUMBER) || isSignalPending(status.sigPnd, SIGSTOP_NUMBER)) ? "stopping" : "running";
 }
 
 /**

@@ -9,6 +9,7 @@ import { mainWorktreeOf } from "../config/locate.js";
 import type { Config, AgentConfig } from "../config/types.js";
 import type { Engine } from "../engine.js";
 import { RpcServer } from "../rpc/server.js";
+import { redactUrl } from "../store/open.js";
 import { makePrivateDir, PRIVATE_EXECUTABLE_MODE, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
 import { AgentProcess, capLogFile, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
@@ -468,7 +469,12 @@ export class Supervisor {
     for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !key.startsWith("APEX_")) env[key] = value;
     // A store the environment chose (APEX_STORE_URL, not `store:`) stays named: an agent's commands
     // and ApexSaver resolve their store as any command does, and another store is refused (client.ts).
-    if (process.env.APEX_STORE_URL && this.store.spec?.url) env.APEX_STORE_URL = this.store.spec.url;
+    // Named without its password: they act through this supervisor's socket, and the store's identity
+    // leaves the password out. PGPASSWORD is the store's password when its URL holds none: not passed.
+    const { backend, url } = this.store.spec ?? {};
+    const bare = url && backend !== "lmdb" ? redactUrl(url, "") : url;
+    if (process.env.APEX_STORE_URL && bare) env.APEX_STORE_URL = bare;
+    if (bare && bare === url && backend !== "lmdb") delete env.PGPASSWORD;
     const shimDir = join(this.config.storeDir, "bin");
     // The agent's own PATH (its `env`) is the one it runs with, and the one its command is found on.
     const path = slot.spec.env.PATH ?? env.PATH;

@@ -131,8 +131,7 @@ export async function openStore(target: StoreTarget, options: StoreOpenOptions =
 /** True when the project's store exists (for LMDB one stat, without loading lmdb). */
 export async function storeExists(target: StoreTarget): Promise<boolean> {
   const spec = await resolveStoreSpec(target);
-  if (spec.backend === "lmdb") return lmdbStoreExists(spec);
-  return (await backendFactory(spec.backend)).exists(spec);
+  return spec.backend === "lmdb" ? lmdbStoreExists(spec) : (await backendFactory(spec.backend)).exists(spec);
 }
 
 /** What `apex plugins list` shows of the store in use, without opening it: the backend and where its data is (no password). */
@@ -159,22 +158,23 @@ export function storeSourceDigest(target: StoreLocation, env: NodeJS.ProcessEnv 
   } catch {
     // as resolveStoreSpec: no config text
   }
-  const parts = [redactUrl(env.APEX_STORE_URL ?? ""), text, target.configPath ?? "", projectDirOf(target), target.storeDir];
+  const parts = [redactUrl(env.APEX_STORE_URL ?? "", ""), text, target.configPath ?? "", projectDirOf(target), target.storeDir];
   return createHash("sha256").update(JSON.stringify(parts)).digest("hex").slice(0, 32);
 }
 
 /**
- * A URL with its password replaced by `mask` ("***"; "" drops it with its colon), wherever it
- * is: the user info, and `password=` or `sslpassword=` parameters. A URL that does not parse (a
- * password with an unencoded `/`, `?` or `#`) is cut by text from the user's colon to the last `@`.
+ * A URL with its password replaced by `mask` ("***"; "" drops it, with its colon and its
+ * parameters: the URL an agent is given), wherever it is: the user info, and `password=` or
+ * `sslpassword=` parameters. A URL that does not parse (a password with an unencoded `/`, `?` or
+ * `#`) is cut by text from the user's colon to the last `@`.
  */
 export function redactUrl(url: string, mask = "***"): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = mask;
-    for (const name of [...parsed.searchParams.keys()]) if (/^(?:ssl)?password$/i.test(name)) parsed.searchParams.set(name, "***");
+    for (const name of [...parsed.searchParams.keys()]) if (/^(?:ssl)?password$/i.test(name)) mask ? parsed.searchParams.set(name, mask) : parsed.searchParams.delete(name);
     return parsed.toString();
   } catch {
-    return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*):.*@/is, mask ? `$1:${mask}@` : "$1@").replace(/([?&](?:ssl)?password=)[^&#]*/gi, "$1***");
+    return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*):.*@/is, mask ? `$1:${mask}@` : "$1@").replace(/([?&](?:ssl)?password=)[^&#]*/gi, `$1${mask}`);
   }
 }

@@ -56,8 +56,7 @@ export function pathProblem(path: string): string | undefined {
     } else if (code >= 0xdc00 && code <= 0xdfff) return "it contains an unpaired surrogate (not valid UTF-8)";
     else bytes += 3;
   }
-  if (bytes > MAX_PATH_BYTES) return `it is longer than ${MAX_PATH_BYTES} bytes`;
-  return undefined;
+  return bytes > MAX_PATH_BYTES ? `it is longer than ${MAX_PATH_BYTES} bytes` : undefined;
 }
 
 /**

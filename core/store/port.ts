@@ -195,6 +195,12 @@ export interface StorageBackend {
    */
   boundCalls?(until: (startedAt: number) => number): void;
 
+  /**
+   * Optional, for a store several hosts share: its server's clock (ms since the epoch), which
+   * leases are written and judged by (lease.ts), so that hosts whose clocks differ agree.
+   */
+  now?(): number;
+
   /** Waits for pending writes and releases the backend. */
   close(): Promise<void>;
 }

@@ -16,8 +16,7 @@ export const STORE_FILE = "store.mdb";
 
 /** The LMDB data directory a spec names: `url` "lmdb:PATH" (APEX_STORE_URL), else the store directory. */
 export function lmdbDataDir(spec: StoreSpec): string {
-  if (spec.url?.startsWith("lmdb:")) return resolve(spec.dir, spec.url.slice("lmdb:".length));
-  return spec.dir;
+  return spec.url?.startsWith("lmdb:") ? resolve(spec.dir, spec.url.slice("lmdb:".length)) : spec.dir;
 }
 
 /**

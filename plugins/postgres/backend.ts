@@ -287,9 +287,14 @@ export function connectError(url: string, error: unknown): ApexError {
   const failure = error instanceof BridgeError ? error.failure : { message: String((error as Error)?.message ?? error), code: (error as { code?: string })?.code };
   const where = redactUrl(url);
   const code = failure.code ?? "";
+  // The driver's words when the server asks for a password and none was given ("client password must be a string").
+  const none = /client password must be a (?:non-empty )?string/.test(failure.message);
   if (code === "28P01" || code === "28000" || /password|SASL|authentication/i.test(failure.message)) {
-    return new ApexError("APEX_E_STORE_AUTH", `PostgreSQL at ${where} refused the credentials: ${failure.message}.`, {
-      hint: "Check the user and password in the store URL (store.url in apex.config.yaml, or APEX_STORE_URL), or the server's pg_hba.conf.",
+    return new ApexError("APEX_E_STORE_AUTH", none ? `PostgreSQL at ${where} asks for a password, and none was given (none in the URL, in PGPASSWORD or in ~/.pgpass).` : `PostgreSQL at ${where} refused the credentials: ${failure.message}.`, {
+      hint:
+        none && process.env.APEX_AGENT
+          ? "An agent is given the store's URL without its password: its apex commands act through its supervisor, and one that opens the store itself needs the password in ~/.pgpass (or PGPASSFILE), or PGPASSWORD in the agent's env."
+          : "Check the user and password in the store URL (store.url in apex.config.yaml, or APEX_STORE_URL), or the server's pg_hba.conf.",
       details: { url: where, sqlstate: code || undefined },
       cause: error,
     });
@@ -732,6 +737,25 @@ export class PostgresBackend implements StorageBackend {
     } catch {
       /* the connection is lost: the next one is made with the setting */
     }
+  }
+
+  /** The server's clock minus this process's, as last measured, and on which connection. */
+  private clock: { connection: number; at: number; offset: number } | undefined;
+
+  /**
+   * The server's clock, which leases are written and judged by (core/session/lease.ts): hosts
+   * whose clocks differ then agree on when a lease runs out. Measured on each connection, and
+   * again after a minute (a clock stepped or slewed meanwhile): clock_timestamp() taken as read
+   * halfway through the round trip.
+   */
+  now(): number {
+    const before = Date.now();
+    if (this.clock === undefined || this.clock.connection !== this.bridge.connection || before - this.clock.at > 60_000) {
+      const [[[server]]] = this.run([{ text: "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8" }], "reading the server's clock") as [[[number]]];
+      const after = Date.now();
+      this.clock = { connection: this.bridge.connection, at: after, offset: server - (before + after) / 2 };
+    }
+    return Date.now() + this.clock.offset;
   }
 
   // ---- plumbing
