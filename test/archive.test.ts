@@ -916,7 +916,7 @@ describe("a branch's archive found by the branch's name", () => {
     expect(readdirSync(join(dir, ".apex/backups")).sort()).toEqual([`${first}.apexbundle`, `${second}.apexbundle`].sort());
 
     const ambiguous = apex("session", "unarchive", "exp", "--json");
-    expect(ambiguous.status, ambiguous.stderr).toBe(4);
+    expect(ambiguous.status, ambiguous.stderr).toBe(2);
     expect(errorOf(ambiguous)).toMatchObject({ code: "APEX_E_AMBIGUOUS", message: expect.stringContaining('"exp" names 2 archived sessions') });
     expect(ambiguous.stderr).toContain(first);
     expect(ambiguous.stderr).toContain(second);

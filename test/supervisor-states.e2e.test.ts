@@ -131,13 +131,14 @@ describe("a session being stopped", () => {
 });
 
 /** A plugin whose command `apex slow STEPS MS` prints a line every MS ms, STEPS times; with --quiet it prints only once done; with --block it blocks its process for MS ms; with --huge it prints one line of MS MiB. */
-const SLOW_PLUGIN = `import { existsSync } from "node:fs";
+const SLOW_PLUGIN = `import { existsSync, readFileSync } from "node:fs";
 export default {
   name: "slow",
   apply(apex) {
-    // A checkpoint taken once the file slow-checkpoint exists takes 2 s (a large memory, a slow disk).
+    // A checkpoint taken once the file slow-checkpoint exists takes as many ms as it says (a large memory, a slow disk).
     apex.hooks.beforeCheckpoint.tapPromise("slow", async (draft) => {
-      if (existsSync(new URL("./slow-checkpoint", import.meta.url))) await new Promise((resolve) => setTimeout(resolve, 2000));
+      const slow = new URL("./slow-checkpoint", import.meta.url);
+      if (existsSync(slow)) await new Promise((resolve) => setTimeout(resolve, Number(readFileSync(slow, "utf8"))));
       return draft;
     });
     apex.registerCommand({
@@ -164,8 +165,8 @@ describe("a long plugin command run by the supervisor", () => {
     project = new Project(`${shellAgents({ idle: loop }).replace("plugins: {}", "plugins:\n  checkpoint: {}\n  ./slow.mjs: {}")}`);
     writeFileSync(join(project.dir, "slow.mjs"), SLOW_PLUGIN);
     project.start();
-    // The window is 1 s here (10 minutes by default): the command runs 2.4 s.
-    const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "1000" };
+    // The window is 2 s here (10 minutes by default): the command runs 2.4 s.
+    const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "2000" };
     const run = project.apexAsync(["slow", "4", "600"], { env });
     // Its first line is shown while it still runs (it was all shown at the end, and cut off after 600 s).
     await waitFor("the first step to be printed", () => run.output().includes("step 1\n"), 10_000);
@@ -174,16 +175,18 @@ describe("a long plugin command run by the supervisor", () => {
     expect(ran.stderr).toBe("");
     expect(ran.status).toBe(3);
     expect(ran.stdout).toBe("step 1\nstep 2\nstep 3\nstep 4\ndone\n");
-    // Silent for 1.6 s but running: the supervisor's heartbeat keeps the wait going.
-    const quiet = project.apex(["slow", "4", "400", "--quiet"], { env });
+    // Silent for 2.8 s but running: the supervisor's heartbeat keeps the wait going.
+    const quiet = project.apex(["slow", "4", "700", "--quiet"], { env });
     expect([quiet.status, quiet.stdout, quiet.stderr]).toEqual([3, "done\n", ""]);
-    // A supervisor that sends nothing (its event loop held for 2 s) is given up on after the window.
-    const blocked = project.apex(["slow", "1", "2000", "--block"], { env });
+    // A supervisor that sends nothing (its event loop held for 4 s) is given up on after the window.
+    const blocked = project.apex(["slow", "1", "4000", "--block"], { env });
     expect(blocked.status).toBe(1);
-    expect(blocked.stderr).toContain("error[APEX_E_TIMEOUT]: The supervisor sent nothing on plugin.command (no output, no heartbeat) for 1 s.");
-    // So is a checkpoint the supervisor takes for the CLI (it waited a fixed 600 s).
-    writeFileSync(join(project.dir, "slow-checkpoint"), "");
-    const checkpoint = project.apex(["checkpoint", "create", "slow one"], { env });
+    expect(blocked.stderr).toContain("error[APEX_E_TIMEOUT]: The supervisor sent nothing on plugin.command (no output, no heartbeat) for 2 s.");
+    // So is a checkpoint the supervisor takes for the CLI (it waited a fixed 600 s): one that takes 7 s
+    // is waited for through a 3 s window (wider than the commands': a loaded machine's supervisor
+    // can be held a second by its own work on a checkpoint).
+    writeFileSync(join(project.dir, "slow-checkpoint"), "7000");
+    const checkpoint = project.apex(["checkpoint", "create", "slow one"], { env: { APEX_PLUGIN_COMMAND_IDLE_MS: "3000" } });
     expect(checkpoint.status, checkpoint.stderr).toBe(0);
     expect(checkpoint.stdout).toContain("Created checkpoint-");
     // Output over what one reply carries (256 MiB of JSON) is refused by the supervisor with a clear
