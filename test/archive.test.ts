@@ -958,6 +958,53 @@ describe("a PostgreSQL role that may only read", () => {
   });
 });
 
+// Continuing a session brought in from another project (LMDB: the same on each backend, and it starts a session).
+describe("an imported session continued in its new project", () => {
+  const AGENT_CONFIG = `agents:\n  worker:\n    command: sh\n    args: ["-c", "sleep 600"]\n${CONFIG}`;
+
+  /** A project with one agent, s-recent of threeSessions exported from another project and imported into it after `/notes/mine` was written. */
+  async function imported(): Promise<{ target: string; apex: (...args: string[]) => ReturnType<typeof runApex> }> {
+    const source = project("source");
+    await threeSessions(source);
+    const file = join(root, "recent.apexbundle");
+    expect(apexIn(source)("session", "export", "s-recent", "-o", file).status).toBe(0);
+    const target = project("target");
+    writeFileSync(join(target, "apex.config.yaml"), AGENT_CONFIG);
+    const apex = apexIn(target);
+    expect(apex("memory", "set", "/notes/mine", '{"v":1}').status).toBe(0);
+    const result = apex("session", "import", file);
+    expect(result.status, result.stderr).toBe(0);
+    return { target, apex };
+  }
+
+  it("restoring one of its checkpoints saves this project's live memory first: the revision the checkpoint names is the other store's", async () => {
+    const { target, apex } = await imported();
+    // This store's log goes past the revision checkpoint-003 names (of the source's store), with no
+    // write to memory, tasks or agents after it: read as this store's, it said nothing changed since.
+    await withStore(target, async (store) => {
+      const latest = (store.get("/sessions/s-recent/checkpoint-003") as { revision: number }).revision;
+      const count = Math.max(1, latest - store.revision() + 1);
+      await store.batch((batch) => {
+        for (let seq = 90_000_001; seq <= 90_000_000 + count; seq++) batch.set(`/sessions/s-recent/events/${seq}`, { seq, at: new Date().toISOString(), type: "note", actor: "test" });
+      });
+      expect(store.revision()).toBeGreaterThan(latest);
+    });
+    try {
+      const started = apex("start", "--continue", "s-recent/checkpoint-003");
+      expect(started.status, started.stderr).toBe(0);
+      // Before, "the state it replaced was that checkpoint already", and /notes/mine was gone with no checkpoint holding it.
+      expect(started.stdout).toContain("restored checkpoint-003");
+      expect(started.stdout).toContain("the state it replaced is saved as checkpoint-004");
+    } finally {
+      expect(apex("stop").status).toBe(0);
+    }
+    await withStore(target, (store) => {
+      expect(store.get("/notes/mine")).toBeUndefined();
+      expect([...readCheckpointMemory(store, "s-recent/checkpoint-004")]).toContainEqual({ path: "/notes/mine", value: { v: 1 } });
+    });
+  });
+});
+
 describe("--help of every command shows its options and examples", () => {
   it.each([
     [["session", "archive"], ["--older-than", "--dry-run", "--json"]],
