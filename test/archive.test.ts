@@ -440,14 +440,18 @@ describe("apex session export / import", () => {
     const imported = apexIn(target)("session", "import", file, "--json");
     expect(imported.stderr).toBe("");
     expect(imported.status).toBe(0);
-    // From another project: the agent's process ids (of another machine) are cleared, nothing else changes.
+    // From another project: the agent's process ids (of another machine) are cleared, and the record's
+    // history says it was imported (its runs were on that project's store); nothing else changes.
     expect(json(imported)).toMatchObject({ session_id: "s-recent", bundle_kind: "export", checkpoints: 3, agents_process_ids_cleared: 1 });
     const revision = await withStore(target, (store) => {
       const after = snapshot(store, "s-recent");
       expect(after.records.find((entry) => entry.path === "/sessions/s-recent/agents/coder")?.value).toMatchObject({ pid: null, task: "t-0003" });
       const withoutPids = (records: typeof after.records) =>
         records.map((entry) => (entry.path === "/sessions/s-recent/agents/coder" ? { ...entry, value: { ...(entry.value as object), pid: null } } : entry));
-      expect({ ...after, records: withoutPids(after.records) }).toEqual({ ...before.recent, records: withoutPids(before.recent.records) });
+      const { history, ...ended } = after.ended as { history: JsonValue[] };
+      expect(history.at(-1)).toMatchObject({ event: "imported", from_project: "p-archive" });
+      const record = { ...ended, history: history.slice(0, -1) };
+      expect({ ...after, ended: record, records: withoutPids(after.records) }).toEqual({ ...before.recent, records: withoutPids(before.recent.records) });
       expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
       return store.revision();
     });
@@ -1001,6 +1005,32 @@ describe("an imported session continued in its new project", () => {
     await withStore(target, (store) => {
       expect(store.get("/notes/mine")).toBeUndefined();
       expect([...readCheckpointMemory(store, "s-recent/checkpoint-004")]).toContainEqual({ path: "/notes/mine", value: { v: 1 } });
+    });
+  });
+
+  it("`start --continue SID` brings back its memory (its latest checkpoint), not this project's, and goes on from the live state once it ran here", async () => {
+    const { target, apex } = await imported();
+    const expected = await withStore(target, (store) => [...readCheckpointMemory(store, "s-recent/checkpoint-003")]);
+    expect(expected.length).toBeGreaterThan(0);
+    try {
+      // Before, it "continued from the live state: memory as it is": this project's /notes/mine, none of its own.
+      const first = apex("start", "--continue", "s-recent");
+      expect(first.status, first.stderr).toBe(0);
+      expect(first.stdout).toContain("restored checkpoint-003");
+      expect(first.stdout).toContain("the state it replaced is saved as checkpoint-004");
+      expect(apex("stop").status).toBe(0);
+      const again = apex("start", "--continue", "s-recent");
+      expect(again.status, again.stderr).toBe(0);
+      expect(again.stdout).toContain("continued from the live state");
+    } finally {
+      expect(apex("stop").status).toBe(0);
+    }
+    await withStore(target, (store) => {
+      for (const { path, value } of expected) expect(store.get(path)).toEqual(value);
+      expect(store.get("/notes/mine")).toBeUndefined();
+      expect([...readCheckpointMemory(store, "s-recent/checkpoint-004")]).toContainEqual({ path: "/notes/mine", value: { v: 1 } });
+      // The record says when it came in, and from which project.
+      expect((store.get("/sessions/history/s-recent") as { history: Array<Record<string, unknown>> }).history).toContainEqual(expect.objectContaining({ event: "imported", from_project: "p-archive" }));
     });
   });
 });

@@ -82,6 +82,14 @@ export async function installBundle(store: Store, content: BundleContent, option
     const record = records[index]![1] as Record<string, JsonValue>;
     if (record.supervisor !== undefined && record.supervisor !== null) records[index] = [historyPath(sessionId), { ...record, supervisor: null }];
   }
+  if (fromElsewhere) {
+    // It ran on another project's store: its runs there do not make this project's live memory its
+    // own (liveMemoryOwner counts those since "imported"), so continuing it restores its checkpoint.
+    const index = records.findIndex(([path]) => path === historyPath(sessionId));
+    const record = records[index]![1] as Record<string, JsonValue>;
+    const history = Array.isArray(record.history) ? record.history : [];
+    records[index] = [historyPath(sessionId), { ...record, history: [...history, { event: "imported", at: now, from_project: manifest.project_id }] }];
+  }
   const sanitizedAgents = fromElsewhere ? clearProcessIds(records, sessionId) : 0;
   const name = sessionName(records, sessionId);
 
