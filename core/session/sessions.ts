@@ -5,17 +5,7 @@ import { boundSession, type Binding } from "./binding.js";
 import { sessionIdByName } from "./names.js";
 import { leaseValid, onOtherHost, withLease, type RecordSource } from "./lease.js";
 import { isOwnProcess, supervisorMarker } from "./proc.js";
-import {
-  CURRENT_SESSION_PATH,
-  ENDED_STATUSES,
-  HISTORY_PREFIX,
-  historyPath,
-  memoryRootOf,
-  readActiveSessions,
-  sessionPath,
-  type SessionRecord,
-  type SessionStatus,
-} from "./records.js";
+import { CURRENT_SESSION_PATH, ENDED_STATUSES, HISTORY_PREFIX, historyPath, memoryRootOf, readActiveSessions, sessionPath, type SessionRecord, type SessionStatus } from "./records.js";
 
 /**
  * The record of the session this command acts on (binding.ts: the agent's, `--session`, the one
