@@ -1008,6 +1008,25 @@ describe("an imported session continued in its new project", () => {
     });
   });
 
+  it("the bundle of a session running in this very project is refused as the session it has (exit 4), not as a forged one", async () => {
+    const dir = project("running");
+    writeFileSync(join(dir, "apex.config.yaml"), AGENT_CONFIG);
+    const apex = apexIn(dir);
+    const started = apex("start", "--task", "running", "--json");
+    expect(started.status, started.stderr).toBe(0);
+    const sessionId = JSON.parse(started.stdout).session_id as string;
+    try {
+      const file = join(root, "running.apexbundle");
+      expect(apex("session", "export", sessionId, "-o", file).status).toBe(0);
+      // Before: exit 2, APEX_E_BUNDLE_INVALID, "names process N … which is running on this machine and is not an agent of this session".
+      const again = apex("session", "import", file, "--json");
+      expect(again.status, again.stderr).toBe(4);
+      expect(errorOf(again)).toMatchObject({ code: "APEX_E_SESSION_EXISTS", message: expect.stringContaining(`already has a session ${sessionId}`) });
+    } finally {
+      expect(apex("stop").status).toBe(0);
+    }
+  });
+
   it("`start --continue SID` brings back its memory (its latest checkpoint), not this project's, and goes on from the live state once it ran here", async () => {
     const { target, apex } = await imported();
     const expected = await withStore(target, (store) => [...readCheckpointMemory(store, "s-recent/checkpoint-003")]);

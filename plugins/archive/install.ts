@@ -54,7 +54,10 @@ export async function installBundle(store: Store, content: BundleContent, option
   const { manifest } = content;
   const sessionId = manifest.session_id;
   const fromElsewhere = foreign(store, manifest.project_id);
-  if (!fromElsewhere) refuseRunningProcesses(content.records, sessionId);
+  // A session that is here is refused as such (refuseIfPresent): the bundle of a session running in
+  // this project names its agents, which run, and was refused as a forged bundle (exit 2).
+  const here = store.has(historyPath(sessionId)) || store.has(livePath(sessionId));
+  if (!fromElsewhere && !here) refuseRunningProcesses(content.records, sessionId);
   refuseIfPresent(store, content);
   const now = (options.now ?? (() => new Date()))().toISOString();
   const records = content.records.map(([path, value]): [string, JsonValue] => [path, value]);
