@@ -28,6 +28,15 @@ export function checkOutputFile(file: string, { force, option = "-o", what = "th
   if (stat?.isDirectory()) {
     throw new ApexError("APEX_E_USAGE", `${option} ${file} is a directory; give ${what}'s file name.`, { hint: "Nothing was written." });
   }
+  // A device, a named pipe or a socket is not written to but replaced by the rename, even --force:
+  // `-o /dev/null --force` run as root made /dev/null a regular file holding the bundle.
+  const special = stat && !stat.isFile() ? specialKind(stat) : undefined;
+  if (special) {
+    throw new ApexError("APEX_E_USAGE", `${option} ${file} is ${special}, not a regular file; ${what} is written to a file (a new one, or one --force replaces).`, {
+      hint: "Give a file name. Nothing was written.",
+      details: { file, kind: special },
+    });
+  }
   const dir = dirname(file);
   let parent: ReturnType<typeof statSync> | undefined;
   try {
@@ -39,6 +48,15 @@ export function checkOutputFile(file: string, { force, option = "-o", what = "th
     throw new ApexError("APEX_E_NOT_FOUND", `The directory ${dir} of ${option} does not exist.`, { hint: `Create it first, or write ${what} elsewhere. Nothing was written.` });
   }
   if (stat && !force) throw existsError(file);
+}
+
+/** What a path that is neither a regular file nor a directory is, in words. */
+function specialKind(stat: ReturnType<typeof statSync> & object): string {
+  if (stat.isCharacterDevice()) return "a character device";
+  if (stat.isBlockDevice()) return "a block device";
+  if (stat.isFIFO()) return "a named pipe";
+  if (stat.isSocket()) return "a socket";
+  return "a special file";
 }
 
 /**

@@ -442,14 +442,18 @@ describe("apex session export / import", () => {
     const imported = apexIn(target)("session", "import", file, "--json");
     expect(imported.stderr).toBe("");
     expect(imported.status).toBe(0);
-    // From another project: the agent's process ids (of another machine) are cleared, nothing else changes.
+    // From another project: the agent's process ids (of another machine) are cleared, and the record's
+    // history says it was imported (its runs were on that project's store); nothing else changes.
     expect(json(imported)).toMatchObject({ session_id: "s-recent", bundle_kind: "export", checkpoints: 3, agents_process_ids_cleared: 1 });
     const revision = await withStore(target, (store) => {
       const after = snapshot(store, "s-recent");
       expect(after.records.find((entry) => entry.path === "/sessions/s-recent/agents/coder")?.value).toMatchObject({ pid: null, task: "t-0003" });
       const withoutPids = (records: typeof after.records) =>
         records.map((entry) => (entry.path === "/sessions/s-recent/agents/coder" ? { ...entry, value: { ...(entry.value as object), pid: null } } : entry));
-      expect({ ...after, records: withoutPids(after.records) }).toEqual({ ...before.recent, records: withoutPids(before.recent.records) });
+      const { history, ...ended } = after.ended as { history: JsonValue[] };
+      expect(history.at(-1)).toMatchObject({ event: "imported", from_project: "p-archive" });
+      const record = { ...ended, history: history.slice(0, -1) };
+      expect({ ...after, ended: record, records: withoutPids(after.records) }).toEqual({ ...before.recent, records: withoutPids(before.recent.records) });
       expect(validateStore(store)).toMatchObject({ ok: true, problems: [] });
       return store.revision();
     });
@@ -993,6 +997,98 @@ describe("a PostgreSQL role that may only read", () => {
     expect(await state()).toEqual(before);
     for (const database of [url, empty]) await query(database, `DROP OWNED BY ${role}`);
     await query(url, `DROP ROLE ${role}`);
+  });
+});
+
+// Continuing a session brought in from another project (LMDB: the same on each backend, and it starts a session).
+describe("an imported session continued in its new project", () => {
+  const AGENT_CONFIG = `agents:\n  worker:\n    command: sh\n    args: ["-c", "sleep 600"]\n${CONFIG}`;
+
+  /** A project with one agent, s-recent of threeSessions exported from another project and imported into it after `/notes/mine` was written. */
+  async function imported(): Promise<{ target: string; apex: (...args: string[]) => ReturnType<typeof runApex> }> {
+    const source = project("source");
+    await threeSessions(source);
+    const file = join(root, "recent.apexbundle");
+    expect(apexIn(source)("session", "export", "s-recent", "-o", file).status).toBe(0);
+    const target = project("target");
+    writeFileSync(join(target, "apex.config.yaml"), AGENT_CONFIG);
+    const apex = apexIn(target);
+    expect(apex("memory", "set", "/notes/mine", '{"v":1}').status).toBe(0);
+    const result = apex("session", "import", file);
+    expect(result.status, result.stderr).toBe(0);
+    return { target, apex };
+  }
+
+  it("restoring one of its checkpoints saves this project's live memory first: the revision the checkpoint names is the other store's", async () => {
+    const { target, apex } = await imported();
+    // This store's log goes past the revision checkpoint-003 names (of the source's store), with no
+    // write to memory, tasks or agents after it: read as this store's, it said nothing changed since.
+    await withStore(target, async (store) => {
+      const latest = (store.get("/sessions/s-recent/checkpoint-003") as { revision: number }).revision;
+      const count = Math.max(1, latest - store.revision() + 1);
+      await store.batch((batch) => {
+        for (let seq = 90_000_001; seq <= 90_000_000 + count; seq++) batch.set(`/sessions/s-recent/events/${seq}`, { seq, at: new Date().toISOString(), type: "note", actor: "test" });
+      });
+      expect(store.revision()).toBeGreaterThan(latest);
+    });
+    try {
+      const started = apex("start", "--continue", "s-recent/checkpoint-003");
+      expect(started.status, started.stderr).toBe(0);
+      // Before, "the state it replaced was that checkpoint already", and /notes/mine was gone with no checkpoint holding it.
+      expect(started.stdout).toContain("restored checkpoint-003");
+      expect(started.stdout).toContain("the state it replaced is saved as checkpoint-004");
+    } finally {
+      expect(apex("stop").status).toBe(0);
+    }
+    await withStore(target, (store) => {
+      expect(store.get("/notes/mine")).toBeUndefined();
+      expect([...readCheckpointMemory(store, "s-recent/checkpoint-004")]).toContainEqual({ path: "/notes/mine", value: { v: 1 } });
+    });
+  });
+
+  it("the bundle of a session running in this very project is refused as the session it has (exit 4), not as a forged one", async () => {
+    const dir = project("running");
+    writeFileSync(join(dir, "apex.config.yaml"), AGENT_CONFIG);
+    const apex = apexIn(dir);
+    const started = apex("start", "--task", "running", "--json");
+    expect(started.status, started.stderr).toBe(0);
+    const sessionId = JSON.parse(started.stdout).session_id as string;
+    try {
+      const file = join(root, "running.apexbundle");
+      expect(apex("session", "export", sessionId, "-o", file).status).toBe(0);
+      // Before: exit 2, APEX_E_BUNDLE_INVALID, "names process N … which is running on this machine and is not an agent of this session".
+      const again = apex("session", "import", file, "--json");
+      expect(again.status, again.stderr).toBe(4);
+      expect(errorOf(again)).toMatchObject({ code: "APEX_E_SESSION_EXISTS", message: expect.stringContaining(`already has a session ${sessionId}`) });
+    } finally {
+      expect(apex("stop").status).toBe(0);
+    }
+  });
+
+  it("`start --continue SID` brings back its memory (its latest checkpoint), not this project's, and goes on from the live state once it ran here", async () => {
+    const { target, apex } = await imported();
+    const expected = await withStore(target, (store) => [...readCheckpointMemory(store, "s-recent/checkpoint-003")]);
+    expect(expected.length).toBeGreaterThan(0);
+    try {
+      // Before, it "continued from the live state: memory as it is": this project's /notes/mine, none of its own.
+      const first = apex("start", "--continue", "s-recent");
+      expect(first.status, first.stderr).toBe(0);
+      expect(first.stdout).toContain("restored checkpoint-003");
+      expect(first.stdout).toContain("the state it replaced is saved as checkpoint-004");
+      expect(apex("stop").status).toBe(0);
+      const again = apex("start", "--continue", "s-recent");
+      expect(again.status, again.stderr).toBe(0);
+      expect(again.stdout).toContain("continued from the live state");
+    } finally {
+      expect(apex("stop").status).toBe(0);
+    }
+    await withStore(target, (store) => {
+      for (const { path, value } of expected) expect(store.get(path)).toEqual(value);
+      expect(store.get("/notes/mine")).toBeUndefined();
+      expect([...readCheckpointMemory(store, "s-recent/checkpoint-004")]).toContainEqual({ path: "/notes/mine", value: { v: 1 } });
+      // The record says when it came in, and from which project.
+      expect((store.get("/sessions/history/s-recent") as { history: Array<Record<string, unknown>> }).history).toContainEqual(expect.objectContaining({ event: "imported", from_project: "p-archive" }));
+    });
   });
 });
 

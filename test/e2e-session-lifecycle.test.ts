@@ -239,6 +239,33 @@ describe("apex logs / start --attach / no session", () => {
     }
   });
 
+  it("logs -f: a supervisor killed (kill -9) does not end the session: the agents' next lines come, the session is said to be interrupted, and stop ends the following", async () => {
+    project = new Project(shellAgents({ talker: "i=0; while true; do i=$((i+1)); echo talk $i; sleep 0.1; done" }));
+    const ready = project.start();
+    const follow = project.apexAsync(["logs", "talker", "-f", "-n", "0"]);
+    const talked = () => [...follow.output().matchAll(/talk (\d+)/g)].map((match) => Number(match[1]));
+    try {
+      await waitFor("the follower's first line", () => talked().length > 0, 15_000);
+      process.kill(ready.supervisor_pid, "SIGKILL");
+      await waitFor("the supervisor to be gone", () => !isAlive(ready.supervisor_pid), 15_000);
+      // Before, following ended here: "has ended: no more output will come", the agent talking on.
+      await waitFor("the interruption said", () => follow.errors().includes("is gone without ending it: the session is interrupted"), 15_000);
+      const after = Math.max(...talked());
+      await waitFor("lines written after it", () => Math.max(...talked()) >= after + 5, 15_000);
+      expect(follow.errors()).not.toContain("has ended");
+      expect(follow.child.exitCode).toBeNull();
+      // Stopping the interrupted session ends its agents, and with it the following.
+      expect(project.apex(["stop"]).status).toBe(0);
+      const ended = await Promise.race([follow.done, new Promise<undefined>((r) => setTimeout(() => r(undefined), 10_000))]);
+      expect(ended, follow.errors()).toBeDefined();
+      expect(ended!.status).toBe(0);
+      expect(ended!.stderr).toContain("has ended: no more output will come.");
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+
   it("logs -n N: the last N lines however long the lines and the file; a line over 64 KiB is cut and says so; a directory named like a log is none", () => {
     project = new Project(CONFIG);
     const dir = join(project.storeDir, "logs", "0f0e0d0c-aaaa-4bbb-8ccc-000000000001");

@@ -5,7 +5,7 @@
 // way (the process's file size limit, `ulimit -f`, makes it fail with EFBIG after 1 KiB) leaves
 // the old FILE as it was and no temporary file behind.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { APEX_BIN, Project, cleanEnv, shellAgents } from "./fixtures/agents/harness.js";
@@ -136,6 +136,27 @@ describe("-o FILE", () => {
     // A file beside .git, in the working tree, is the user's to write.
     const kept = project.apex(["session", "report", "-o", "repo/report.md", "--json"]);
     expect(kept.status, kept.stderr).toBe(0);
+  });
+
+  it("a FILE that is a device, a named pipe or a link to one is refused (exit 2), --force or not, and left as it was", () => {
+    // Before, --force renamed the bundle over it: `-o /dev/null --force` run as root made /dev/null a regular file.
+    const pipe = join(project.dir, "pipe");
+    expect(spawnSync("mkfifo", [pipe]).status).toBe(0);
+    symlinkSync("/dev/null", join(project.dir, "devnull"));
+    for (const [args, name, kind] of [
+      [["session", "export", sessionId, "-o", "pipe", "--force", "--json"], "pipe", "a named pipe"],
+      [["session", "report", "-o", "pipe", "--json"], "pipe", "a named pipe"],
+      [["session", "export", sessionId, "-o", "devnull", "--force", "--json"], "devnull", "a character device"],
+      [["session", "report", "-o", "devnull", "--force", "--json"], "devnull", "a character device"],
+    ] as const) {
+      const refused = project.apex([...args]);
+      expect(refused.status, `${args.join(" ")}: ${refused.stderr}`).toBe(2);
+      expect(errorOf(refused.stderr)).toMatchObject({ code: "APEX_E_USAGE", message: expect.stringContaining(`-o ${join(project.dir, name)} is ${kind}, not a regular file`) });
+      expect(refused.stdout).toBe("");
+    }
+    expect(statSync(pipe).isFIFO()).toBe(true);
+    expect(lstatSync(join(project.dir, "devnull")).isSymbolicLink()).toBe(true);
+    expect(readdirSync(project.dir).filter((name) => name.includes(".partial-"))).toEqual([]);
   });
 
   it("session report --force: a write that fails half way leaves the old FILE whole and no temporary file", () => {

@@ -2,11 +2,13 @@
 // processes leave their process group, programs that cannot run, hostile log output, and
 // sessions whose supervisor died while they were paused. Every process a test starts is ended
 // by pid (checked against its start time) or by process group.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, events, isAlive, procInfo, waitFor, type ProcInfo } from "./fixtures/agents/harness.js";
+import { capLogFile } from "../core/session/agents.js";
 
 let project: Project | undefined;
 /** Processes outside any agent group a test saw (escaped with setsid): ended by pid after it. */
@@ -292,7 +294,8 @@ describe("an agent that floods its output", () => {
     const [out, outBefore, err, errBefore] = sizes();
     // 120 MB went to stdout, 24 MB to stderr: what is kept is a bounded part of it.
     expect(out! + outBefore!).toBeLessThan(40_000_000);
-    expect(outBefore).toBeLessThanOrEqual(2_000_000);
+    // .1: the last 2 MB before a cut and what the agent wrote while it was cut (the flood goes on meanwhile).
+    expect(outBefore).toBeLessThan(20_000_000);
     expect(err! + errBefore!).toBeLessThan(20_000_000);
     expect(errBefore).toBeGreaterThan(0);
     expect(largest).toBeLessThan(60_000_000);
@@ -302,6 +305,41 @@ describe("an agent that floods its output", () => {
     expect(shown.stdout).toContain("flood done");
     expect(shown.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
   }, 180_000);
+});
+
+describe("cutting a log the agent writes on", () => {
+  it("loses nothing the agent wrote while its last part was copied: .1 ends where the new file begins", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "apex-logcut-"));
+    try {
+      const file = join(dir, "agent.log");
+      let next = 0;
+      const line = () => `line ${next++} ${"x".repeat(100)}\n`;
+      writeFileSync(file, Array.from({ length: 40_000 }, line).join(""));
+      // The agent appends on while the supervisor copies (the file is ~4.4 MB, the copy takes many turns of the event loop).
+      let cutting = true;
+      let during = 0;
+      const writer = (async () => {
+        while (cutting) {
+          appendFileSync(file, line() + line());
+          during += 2;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      })();
+      const cut = await capLogFile(file, 2_000_000);
+      cutting = false;
+      await writer;
+      expect(cut).toBe(true);
+      expect(during).toBeGreaterThan(0);
+      appendFileSync(file, line());
+      // Before, what came during the copy was neither in .1 (copied up to the size seen first) nor in the file (emptied).
+      const numbers = (readFileSync(`${file}.1`, "utf8") + readFileSync(file, "utf8")).split("\n").map((text) => /^line (\d+) /.exec(text)?.[1]).filter((n) => n !== undefined).map(Number);
+      const first = numbers[0]!;
+      expect(numbers).toEqual(Array.from({ length: next - first }, (_, i) => first + i));
+      expect(statSync(`${file}.1`).size).toBeGreaterThanOrEqual(2_000_000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("an agent in a crash loop", () => {

@@ -12,7 +12,7 @@ import { ApexError } from "../../core/errors.js";
 import { paint, printLine, visibleText } from "../output.js";
 import { logLineSegments } from "../terminal-text.js";
 import { sleep } from "../../core/session/proc.js";
-import { agentLogDir, liveSupervisor, liveSupervisorOf, readRuntime } from "../../core/session/runtime.js";
+import { agentLogDir, liveSupervisor, liveSupervisorOf, readRuntime, type SupervisorRuntime } from "../../core/session/runtime.js";
 import { liveSessionClient, onNamedStore, remoteSessionClient, type SessionClient } from "../../core/session/client.js";
 
 export interface LogsOptions {
@@ -66,9 +66,9 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     // what the agents wrote is read to its end. A session not running is followed until Ctrl-C
     // (a `start --continue` of it writes on into the same logs).
     const running = liveSupervisorOf(location.storeDir, sessionId);
-    const ended = () => liveSupervisorOf(location.storeDir, sessionId) === undefined;
+    const ended = running ? supervisorEnded(location.storeDir, sessionId, running) : undefined;
     try {
-      if (await followLogs(dir, chosen, agent, print, () => interrupted, running ? ended : undefined)) {
+      if (await followLogs(dir, chosen, agent, print, () => interrupted, ended)) {
         // The session as session list prints it, a reference --session takes: its name (a branch's,
         // from its supervisor's runtime file: logs read no session record), else its uuid's short form.
         const name = typeof running?.name === "string" && running.name ? visibleText(running.name) : shortSessionId(sessionId);
@@ -78,6 +78,31 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
       undo();
     }
   }
+}
+
+/**
+ * Whether the session a followed supervisor ran has ended: its supervisor gone, having removed its
+ * runtime files as it ends (stop, completion, a failed start). One killed (kill -9, OOM) left them
+ * naming it: the session is interrupted and its agents write on, so following goes on (said once
+ * on stderr), as it does for a supervisor that `start --continue` starts meanwhile. Before, that
+ * was taken for the end: "has ended: no more output will come", while the agents still wrote.
+ */
+function supervisorEnded(storeDir: string, sessionId: string, first: SupervisorRuntime): () => boolean {
+  let followed = first;
+  let said = false;
+  return () => {
+    const live = liveSupervisorOf(storeDir, sessionId);
+    if (live) {
+      followed = live;
+      return false;
+    }
+    const left = [readRuntime(storeDir, sessionId), readRuntime(storeDir)].some((runtime) => runtime?.pid === followed.pid && runtime.session_id === sessionId);
+    if (left && !said) {
+      said = true;
+      process.stderr.write(`warning: the supervisor of session ${shortSessionId(sessionId)} (pid ${followed.pid}) is gone without ending it: the session is interrupted, and its agents may write on. Following until Ctrl-C (\`apex start --continue ${shortSessionId(sessionId)}\` resumes it).\n`);
+    }
+    return !left;
+  };
 }
 
 /** `apex --remote … logs`: the same lines, read by the server (`logs.read`, then the `logs.follow` stream). */

@@ -1,4 +1,4 @@
-import { closeSync, createReadStream, createWriteStream, openSync, readSync, statSync, truncateSync } from "node:fs";
+import { appendFileSync, closeSync, createReadStream, createWriteStream, openSync, readSync, statSync, truncateSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { ApexError } from "../errors.js";
 import { openPrivate, PRIVATE_FILE_MODE } from "../store/private.js";
@@ -161,14 +161,7 @@ export function tailLines(file: string, lines: number): string[] {
   }
   if (size === 0 || lines <= 0) return [];
   const length = Math.min(size, 64 * 1024);
-  const buffer = Buffer.alloc(length);
-  const fd = openSync(file, "r");
-  try {
-    readSync(fd, buffer, 0, length, size - length);
-  } finally {
-    closeSync(fd);
-  }
-  const text = buffer.toString("utf8");
+  const text = readAt(file, size - length, length).toString("utf8");
   const all = text.split("\n");
   if (all[all.length - 1] === "") all.pop();
   if (length < size) all.shift(); // probably a partial first line
@@ -178,16 +171,37 @@ export function tailLines(file: string, lines: number): string[] {
 /** Largest size of an agent's log file (APEX_LOG_MAX_BYTES in the supervisor's environment, else 64 MiB). */
 export const LOG_MAX_BYTES = Number(process.env.APEX_LOG_MAX_BYTES) > 0 ? Number(process.env.APEX_LOG_MAX_BYTES) : 64 * 1024 * 1024;
 
+/** Up to `length` bytes of `file` from `start`. */
+function readAt(file: string, start: number, length: number): Buffer {
+  const buffer = Buffer.alloc(Math.max(0, length));
+  const fd = openSync(file, "r");
+  try {
+    return buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, start));
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * Cuts a log file that reached `max` bytes: its last `max` bytes are copied to `<file>.1`
  * (replacing the previous one) and the file emptied. The agent holds the file open for
- * appending, so it writes on at the start; what it wrote during the copy is lost. True when the
- * file was cut.
+ * appending, so it writes on at the start. What it wrote during the copy follows into `.1`,
+ * caught up until less than 64 KiB is left (or another `max` was), which is read to the file's end right before it is
+ * emptied, in one synchronous step: before, it was emptied unread (a busy agent lost what it wrote
+ * during the whole copy at each cut). So `.1` holds the last `max` bytes and what came during
+ * the cut. True when the file was cut.
  */
 export async function capLogFile(file: string, max = LOG_MAX_BYTES): Promise<boolean> {
-  const size = statSync(file, { throwIfNoEntry: false })?.size ?? 0;
+  let size = statSync(file, { throwIfNoEntry: false })?.size ?? 0;
   if (size < max) return false;
-  await pipeline(createReadStream(file, { start: size - max, end: size - 1 }), createWriteStream(`${file}.1`, { mode: PRIVATE_FILE_MODE }));
+  const copy = async (start: number, end: number, flags: string) => { await pipeline(createReadStream(file, { start, end: end - 1 }), createWriteStream(`${file}.1`, { mode: PRIVATE_FILE_MODE, flags })); return end; };
+  const cut = size;
+  size = await copy(size - max, size, "w");
+  // No further than another `max`: an agent writing faster than the copy would keep it going.
+  for (let now = statSync(file).size; now - size >= 64 * 1024 && size - cut < max; now = statSync(file).size) size = await copy(size, now, "a");
+  // Read to its end (room for what comes meanwhile) and emptied at once; .1 gets it after.
+  const rest = readAt(file, size, statSync(file).size - size + 1024 * 1024);
   truncateSync(file, 0);
+  appendFileSync(`${file}.1`, rest);
   return true;
 }

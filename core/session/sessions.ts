@@ -91,8 +91,9 @@ export function allSessions(store: Store): SessionRecord[] {
 
 /**
  * The session whose state the live keyspace holds: the current one, else the one that ran last
- * (the latest "started" or "continued" in the records' history). A branch that never ran, or an
- * older session, holds nothing of it: continuing one restores its latest checkpoint instead.
+ * (the latest "started" or "continued" in the records' history, since its "imported" for a session
+ * brought in from another project). A branch that never ran, an older session, or one imported
+ * that has not run here holds nothing of it: continuing one restores its latest checkpoint instead.
  */
 export function liveMemoryOwner(store: Store): string | undefined {
   const current = projectSession(store);
@@ -101,10 +102,11 @@ export function liveMemoryOwner(store: Store): string | undefined {
   let latest = "";
   for (const record of historySessions(store)) {
     if (memoryRootOf(record) !== "") continue; // a worktree session's memory has its own root
-    for (const entry of Array.isArray(record.history) ? record.history : []) {
+    // Only its runs since it was imported count: before, it ran on another project's store.
+    const history = Array.isArray(record.history) ? record.history : [];
+    for (const entry of history.slice(history.map((entry) => entry.event).lastIndexOf("imported") + 1)) {
       if (ran(entry) && typeof entry.at === "string" && entry.at > latest) {
-        latest = entry.at;
-        owner = record.session_id;
+        [latest, owner] = [entry.at, record.session_id];
       }
     }
   }

@@ -209,7 +209,9 @@ export class Supervisor {
       const owner = liveMemoryOwner(store);
       // So is a checkpoint it names (its own or another's): the state replaced is not its own to save.
       foreignState = inWorktree ? !holdsLiveMemory(store, target.sessionId) : typeof owner === "string" && owner !== target.sessionId && owner;
-      if (target.checkpoint === undefined && !request.forceRecovery && foreignState && service?.prepare) {
+      // Memory no session holds (none ran here yet, or only imported ones): the session's own comes back
+      // too, and what it replaces is saved as its state before the restore, not taken as its memory.
+      if (target.checkpoint === undefined && !request.forceRecovery && (foreignState || (!inWorktree && owner === undefined)) && service?.prepare) {
         target.checkpoint = (await service.prepare({ sessionId: target.sessionId, checkpoint: undefined })).checkpoint;
       }
       // Refused before anything changes: the session keeps the state it had.

@@ -54,7 +54,10 @@ export async function installBundle(store: Store, content: BundleContent, option
   const { manifest } = content;
   const sessionId = manifest.session_id;
   const fromElsewhere = foreign(store, manifest.project_id);
-  if (!fromElsewhere) refuseRunningProcesses(content.records, sessionId);
+  // A session that is here is refused as such (refuseIfPresent): the bundle of a session running in
+  // this project names its agents, which run, and was refused as a forged bundle (exit 2).
+  const here = store.has(historyPath(sessionId)) || store.has(livePath(sessionId));
+  if (!fromElsewhere && !here) refuseRunningProcesses(content.records, sessionId);
   refuseIfPresent(store, content);
   const now = (options.now ?? (() => new Date()))().toISOString();
   const records = content.records.map(([path, value]): [string, JsonValue] => [path, value]);
@@ -81,6 +84,14 @@ export async function installBundle(store: Store, content: BundleContent, option
     const index = records.findIndex(([path]) => path === historyPath(sessionId));
     const record = records[index]![1] as Record<string, JsonValue>;
     if (record.supervisor !== undefined && record.supervisor !== null) records[index] = [historyPath(sessionId), { ...record, supervisor: null }];
+  }
+  if (fromElsewhere) {
+    // It ran on another project's store: its runs there do not make this project's live memory its
+    // own (liveMemoryOwner counts those since "imported"), so continuing it restores its checkpoint.
+    const index = records.findIndex(([path]) => path === historyPath(sessionId));
+    const record = records[index]![1] as Record<string, JsonValue>;
+    const history = Array.isArray(record.history) ? record.history : [];
+    records[index] = [historyPath(sessionId), { ...record, history: [...history, { event: "imported", at: now, from_project: manifest.project_id }] }];
   }
   const sanitizedAgents = fromElsewhere ? clearProcessIds(records, sessionId) : 0;
   const name = sessionName(records, sessionId);

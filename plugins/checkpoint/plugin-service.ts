@@ -130,7 +130,8 @@ export class SessionCheckpoints {
   /**
    * True when nothing a checkpoint holds changed since the session's latest checkpoint: no
    * write to memory in scope, to the session's tasks or to its agent states in the revision
-   * log after the revision that checkpoint captured (and the log is complete since).
+   * log after the revision that checkpoint captured (and the log is complete since, starting
+   * with the checkpoint's own manifest: it was written in this store).
    */
   unchangedSinceLatest(sessionId: string, memoryOnly = false): boolean {
     let latest: CheckpointSummary | undefined;
@@ -155,13 +156,17 @@ export class SessionCheckpoints {
     let expected = latest.revision + 1;
     for (const change of this.store.changesSince(latest.revision)) {
       if (change.revision !== expected) return false; // a hole in the log: cannot tell
+      // A checkpoint written in this store is followed by its manifest's own write. One imported from
+      // another project names a revision of that project's store, which says nothing of this one: the
+      // live state it called unchanged was dropped, unsaved, by the restore that trusted it.
+      if (expected === latest.revision + 1 && change.path !== manifestPath(sessionId, latest.sequence)) return false;
       expected += 1;
       // The supervisor's own bookkeeping of agent processes (pid, status on start, pause, exit) is not work to save.
       if (change.path.startsWith(agents) && change.actor === "supervisor") continue;
       if (memoryOnly && (change.path.startsWith(tasks) || change.path.startsWith(agents))) continue;
       if (change.path.startsWith(tasks) || change.path.startsWith(agents) || inMemory(change.path)) return false;
     }
-    return expected - 1 === this.store.revision();
+    return expected > latest.revision + 1 && expected - 1 === this.store.revision();
   }
 
   // ------------------------------------------------------------------------------- restore
