@@ -165,7 +165,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
         `yaml-syntax-error.yaml:4:38: Flow map in block collection must be sufficiently indented and end with a }.`,
       ].join("\n"),
     ],
-    ["duplicate key", "duplicate-key.yaml", {}, "APEX_E_YAML", `duplicate-key.yaml:3:3: Map keys must be unique.`],
+    ["duplicate key", "duplicate-key.yaml", {}, "APEX_E_YAML", `duplicate-key.yaml:3:3: session.max_checkpoints: given twice (first at line 2); YAML would keep only one of the two. Remove or merge one.`],
     [
       "APEX_CHECKPOINT_INTERVAL under a second",
       "../valid/minimal.yaml",
@@ -325,6 +325,35 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
     } finally {
       cleanup();
     }
+  });
+
+  it("a key given twice is named with its path and the line of the first, at any depth and in flow mappings", () => {
+    // yaml said only "Map keys must be unique." with no key and no path.
+    const text = [
+      "agents:",
+      "  coder:",
+      "    command: node",
+      "    env: {A: '1', B: '2', A: '3'}",
+      "    args: [x.mjs]",
+      "    command: sleep",
+      "plugins:",
+      "  - checkpoint: {}",
+      "    'checkpoint': {}",
+      "",
+    ].join("\n");
+    let error: unknown;
+    try {
+      checkDocument(text, "/work/apex.config.yaml", "/work");
+    } catch (thrown) {
+      error = thrown;
+    }
+    expect(error).toMatchObject({ code: "APEX_E_YAML", exitCode: 2 });
+    const twice = (first: number) => `given twice (first at line ${first}); YAML would keep only one of the two. Remove or merge one.`;
+    expect((error as ApexError).details?.errors).toEqual([
+      { file: "apex.config.yaml", line: 4, col: 27, path: "agents.coder.env.A", message: twice(4) },
+      { file: "apex.config.yaml", line: 6, col: 5, path: "agents.coder.command", message: twice(3) },
+      { file: "apex.config.yaml", line: 9, col: 5, path: "plugins[0].checkpoint", message: twice(8) },
+    ]);
   });
 
   it("a document nested deeper than the parser follows (lists, mappings) is said so, not as the engine's stack overflow", () => {
@@ -845,7 +874,7 @@ describe("apex config (end to end, built CLI)", () => {
     writeConfig("invalid/duplicate-key.yaml");
     const result = apex(["config", "validate"]);
     expect(result.status).toBe(2);
-    expect(result.stderr).toBe("apex.config.yaml:3:3: Map keys must be unique.\napex.config.yaml is invalid (1 problem).\n");
+    expect(result.stderr).toBe("apex.config.yaml:3:3: session.max_checkpoints: given twice (first at line 2); YAML would keep only one of the two. Remove or merge one.\napex.config.yaml is invalid (1 problem).\n");
   });
 
   it("validate: --config and APEX_CONFIG pick the file, named relative to the working directory", () => {

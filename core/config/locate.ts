@@ -131,10 +131,4 @@ function findUp(start: string, name: string): string | undefined {
 /** Whether `path` is a directory (a symlink is followed); false where it cannot be stat'ed (missing, no permission). */
 export function isDirectory(path: string): boolean { try { return statSync(path).isDirectory(); } catch { return false; } }
 
-export function isFile(path: string | URL): boolean {
-  try {
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
-}
+export function isFile(path: string | URL): boolean { try { return statSync(path).isFile(); } catch { return false; } }
