@@ -29,13 +29,16 @@ Examples:
   config
     .command("validate")
     .description("check apex.config.yaml and list every problem with file:line:col (exit 2 when invalid)")
-    .option("--json", "print {valid, file, errors: [{file, line, col, path, message, expected?, suggestion?}]}")
+    .option("--json", "print {valid, file, errors: [{file, line, col, path, message, expected?, suggestion?}], warnings: [{file, line, col, path, message}]}")
     .addHelpText(
       "after",
       `
 Nothing is started or written. Each problem names where it is, the setting's path,
 what was expected and, for typos, a suggestion:
   apex.config.yaml:7:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, … Did you mean "keep_last"?
+A setting the enabled plugins leave without effect (session.max_checkpoints without the
+retention plugin, interval checkpoints without the checkpoint plugin) is a warning on
+stderr; the config is still valid (exit 0).
 
 Examples:
   apex config validate
@@ -93,7 +96,7 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   } catch (error) {
     const issues = configIssuesOf(error);
     if (!issues) throw error;
-    if (json) printJson({ valid: false, file, errors: issues });
+    if (json) printJson({ valid: false, file, errors: issues, warnings: [] });
     else reportInvalid(file === null ? "The built-in defaults cannot be used" : `${file} is invalid`, issues);
     process.exitCode = 2;
     return;
@@ -104,11 +107,15 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   const { loadPlugins } = await import("../core/plugins.js");
   const engine = await loadPlugins(config);
   await (await import("./plugin-commands.js")).assertPluginsApply(config, engine);
+  // Settings the enabled plugins leave without effect: said, and the config is still valid.
+  const { inertSettings, warningText } = await import("./config-warnings.js");
+  const warnings = inertSettings(config);
   if (json) {
-    printJson({ valid: true, file, errors: [] });
+    printJson({ valid: true, file, errors: [], warnings });
     return;
   }
-  const summary = countSummary(config);
+  for (const warning of warnings) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${warningText(warning)}\n`);
+  const summary = `${countSummary(config)}${warnings.length > 0 ? `, ${plural(warnings.length, "warning")}` : ""}`;
   if (file === null) printLine(`No apex.config.yaml found here or in a parent directory; the built-in defaults apply (${summary}).`);
   else printLine(`${file} is valid (${summary})`);
 }

@@ -837,7 +837,32 @@ describe("apex config (end to end, built CLI)", () => {
     const result = apex(["config", "validate"]);
     expect(result).toMatchObject({ status: 0, stderr: "" });
     expect(result.stdout).toBe("apex.config.yaml is valid (2 agents, 4 plugins, 1 disabled)\n");
-    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: "apex.config.yaml", errors: [] });
+    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: "apex.config.yaml", errors: [], warnings: [] });
+  });
+
+  it("validate: a setting the enabled plugins leave without effect is a warning, exit 0 (max_checkpoints without retention, interval checkpoints without checkpoint)", () => {
+    // Before, validate said "valid" and the setting did nothing: no plugin enforced the cap, none took interval checkpoints.
+    writeFileSync(join(dir, "apex.config.yaml"), "session:\n  max_checkpoints: 3\n  auto_checkpoint_interval: 60\nagents: {}\nplugins:\n  checkpoint: false\n  git: {}\n");
+    const text = apex(["config", "validate"]);
+    expect(text).toMatchObject({ status: 0, stdout: "apex.config.yaml is valid (0 agents, 1 plugin, 1 disabled, 2 warnings)\n" });
+    expect(text.stderr).toBe(
+      [
+        "warning: apex.config.yaml:2:3: session.max_checkpoints: has no effect: the retention plugin enforces it, and the plugins: section at apex.config.yaml:5:1 leaves it out. Enable retention (`retention: {auto_cleanup: false}` applies this cap alone), or remove session.max_checkpoints.",
+        "warning: apex.config.yaml:3:3: session.auto_checkpoint_interval: has no effect: the checkpoint plugin takes interval checkpoints, and plugins.checkpoint is false at apex.config.yaml:6:3. Enable checkpoint (`checkpoint: {}`), or remove session.auto_checkpoint_interval.",
+        "",
+      ].join("\n"),
+    );
+    const report = JSON.parse(apex(["config", "validate", "--json"], { APEX_CHECKPOINT_INTERVAL: "30" }).stdout);
+    expect(report).toMatchObject({ valid: true, errors: [] });
+    expect(report.warnings.map((warning: { path: string; line: number }) => [warning.path, warning.line])).toEqual([
+      ["session.max_checkpoints", 2],
+      ["session.auto_checkpoint_interval", 3],
+      ["APEX_CHECKPOINT_INTERVAL", 0],
+    ]);
+    // With the plugins enabled (or the defaults), nothing to say.
+    writeFileSync(join(dir, "apex.config.yaml"), "session:\n  max_checkpoints: 3\n  auto_checkpoint_interval: 60\nagents: {}\nplugins:\n  checkpoint: {}\n  retention: {auto_cleanup: false}\n");
+    expect(apex(["config", "validate"])).toMatchObject({ status: 0, stderr: "" });
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
   it("validate: an invalid config exits 2, lists every problem and creates nothing", () => {
@@ -898,7 +923,7 @@ describe("apex config (end to end, built CLI)", () => {
       status: 0,
       stdout: "No apex.config.yaml found here or in a parent directory; the built-in defaults apply (3 agents, 7 plugins).\n",
     });
-    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: null, errors: [] });
+    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: null, errors: [], warnings: [] });
   });
 
   it("validate: a bad APEX_CHECKPOINT_INTERVAL is a config error", () => {
