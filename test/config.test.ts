@@ -318,10 +318,31 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       // Through the CLI: exit 2 with that error (it said "apex.config.yaml:1:1: must be a mapping (got \"��s\u0000e…\")").
       writeFileSync(file, utf16le);
       const validate = runApex(["config", "validate"], { cwd: dir });
-      expect([validate.status, validate.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_CONFIG]: The config file ${file} is UTF-16 text;`)]);
+      expect([validate.status, validate.stderr]).toEqual([2, expect.stringContaining(`apex.config.yaml: The file is UTF-16 text; APEX reads its config as UTF-8. Save it as UTF-8`)]);
+      expect(runApex(["memory", "set", "/a", "1"], { cwd: dir }).stderr).toContain(`error[APEX_E_CONFIG]: The config file ${file} is UTF-16 text;`);
       // UTF-8 with a byte order mark is UTF-8: it loads.
       writeFileSync(file, `\ufeff${yaml}`);
       expect((await loadConfig(location, { env: {}, cwd: dir })).session.session_timeout).toBe(7200);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("a config file that is no UTF-8 (Latin-1) is refused naming the line of its first such byte, not read with U+FFFD in its place", () => {
+    const { dir, cleanup } = tempDir("apex-config-latin1-");
+    try {
+      // "café" saved as Latin-1: the agent's argument became "caf\ufffd" without a word.
+      writeFileSync(join(dir, "apex.config.yaml"), Buffer.concat([Buffer.from('agents:\n  c:\n    command: echo\n    args: ["caf'), Buffer.from([0xe9]), Buffer.from('"]\nplugins: {}\n')]));
+      for (const args of [["memory", "set", "/a", "1"], ["start", "--task", "t"]]) {
+        const refused = runApex(args, { cwd: dir });
+        expect([refused.status, refused.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_CONFIG]: The config file ${join(dir, "apex.config.yaml")} is not UTF-8 text: line 4 has the byte 0xe9`)]);
+      }
+      const validate = runApex(["config", "validate", "--json"], { cwd: dir });
+      expect(validate.status).toBe(2);
+      expect(JSON.parse(validate.stdout).errors).toEqual([
+        { file: "apex.config.yaml", line: 4, col: 16, path: "", message: expect.stringMatching(/^The file is not UTF-8 text: line 4 has the byte 0xe9 .*Save it as UTF-8/) },
+      ]);
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
     } finally {
       cleanup();
     }

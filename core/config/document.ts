@@ -6,7 +6,7 @@
 import { readFile } from "node:fs/promises";
 import { ApexError } from "../errors.js";
 import { builtinPluginSchema, configSchema, documentValidator, isBuiltinPlugin } from "./schemas.js";
-import { parseSource } from "./source.js";
+import { displayPath, parseSource } from "./source.js";
 import type { ConfigIssue, ConfigSource } from "./types.js";
 import { configError, validateOptions, validateWith } from "./validate.js";
 
@@ -27,19 +27,28 @@ export interface CheckedDocument {
 export const MAX_CONFIG_BYTES = 256 * 1024;
 
 export async function readConfigText(file: string): Promise<string> {
+  // Each refusal is an issue too (line 0: the whole file), which `apex config validate --json` lists as it lists the others.
+  const refuse = (what: string, hint: string, at = { line: 0, col: 0 }, cause?: unknown) =>
+    new ApexError("APEX_E_CONFIG", `The config file ${file} ${what}`, { hint, cause, details: { errors: [{ file: displayPath(file), ...at, path: "", message: `The file ${what} ${hint}` }] } });
   let bytes: Buffer;
   try {
     bytes = await readFile(file);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENOENT") throw new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file} does not exist.`, { cause: error });
-    throw new ApexError("APEX_E_CONFIG", `Cannot read the config file ${file}: ${(error as Error).message}`, { cause: error });
+    if (code === "EISDIR") throw refuse("is a directory; the config is a YAML file.", "Move the directory away, or point --config at the file.", undefined, error);
+    throw refuse(`cannot be read: ${(error as Error).message}.`, "Check its permissions, or point --config at another file.", undefined, error);
   }
-  if (bytes.length > MAX_CONFIG_BYTES) throw new ApexError("APEX_E_CONFIG", `The config file ${file} is ${bytes.length} bytes; a config file is at most ${MAX_CONFIG_BYTES} (256 KiB).`, { hint: "Keep data out of apex.config.yaml (project memory holds it: apex memory import), or point --config at the right file." });
-  // Saved as UTF-16 or UTF-32 (Windows editors: with a byte order mark), read as UTF-8 it was "must be a mapping".
+  if (bytes.length > MAX_CONFIG_BYTES) throw refuse(`is ${bytes.length} bytes; a config file is at most ${MAX_CONFIG_BYTES} (256 KiB).`, "Keep data out of apex.config.yaml (project memory holds it: apex memory import), or point --config at the right file.");
+  const text = bytes.toString("utf8");
+  // Saved as UTF-16 or UTF-32 (Windows editors: with a byte order mark), read as UTF-8 it was "must be a mapping"; Latin-1's bytes were read as U+FFFD, changing a path or an argument unsaid.
   const wide = bytes.length >= 4 && [0xfffe0000, 0xfeff].includes(bytes.readUInt32BE(0)) ? "is UTF-32 text" : (bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff) ? "is UTF-16 text" : bytes.includes(0) ? "has NUL bytes (UTF-16 or UTF-32 text, or no text)" : undefined;
-  if (wide) throw new ApexError("APEX_E_CONFIG", `The config file ${file} ${wide}; APEX reads its config as UTF-8.`, { hint: "Save it as UTF-8 (the encoding choice of the editor's Save As)." });
-  return bytes.toString("utf8");
+  const saveAs = "Save it as UTF-8 (the encoding choice of the editor's Save As).";
+  if (wide) throw refuse(`${wide}; APEX reads its config as UTF-8.`, saveAs);
+  const bad = Buffer.from(text, "utf8").findIndex((byte, index) => byte !== bytes[index]);
+  const before = bad < 0 ? undefined : bytes.subarray(0, bad).toString("utf8").split("\n");
+  if (before) throw refuse(`is not UTF-8 text: line ${before.length} has the byte 0x${bytes[bad]!.toString(16)} (Latin-1 or another encoding?); APEX reads its config as UTF-8.`, saveAs, { line: before.length, col: before.at(-1)!.length + 1 });
+  return text;
 }
 
 /**
