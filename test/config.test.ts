@@ -348,6 +348,32 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
     }
   });
 
+  it("an apex.config.yaml that is a directory is refused as such, by validate --json as one of its errors, and a parent's config is not taken instead", () => {
+    const { dir, cleanup } = tempDir("apex-config-dir-");
+    try {
+      // A parent project with a valid config; the project below has a directory where its config would be.
+      writeFileSync(join(dir, "apex.config.yaml"), "plugins: {}\nagents: {}\n");
+      mkdirSync(join(dir, "app/apex.config.yaml"), { recursive: true });
+      mkdirSync(join(dir, "app/src"));
+      const cwd = join(dir, "app/src");
+      // Before, the search passed over the directory: validate said the parent's config was valid, and a write went to the parent's store.
+      const text = runApex(["config", "validate"], { cwd });
+      expect([text.status, text.stderr]).toEqual([2, `${join(dir, "app/apex.config.yaml")}: The file is a directory; the config is a YAML file. Move the directory away, or point --config at the file.\n${join(dir, "app/apex.config.yaml")} is invalid (1 problem).\n`]);
+      const json = runApex(["config", "validate", "--json"], { cwd });
+      expect(json.status).toBe(2);
+      expect(JSON.parse(json.stdout)).toMatchObject({ valid: false, errors: [{ line: 0, col: 0, path: "", message: expect.stringContaining("is a directory") }] });
+      const write = runApex(["memory", "set", "/a", "1"], { cwd });
+      expect([write.status, write.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_CONFIG]: The config file ${join(dir, "app/apex.config.yaml")} is a directory`)]);
+      // --config naming a directory: it exists, and is said to be a directory (it was "does not exist").
+      const flag = runApex(["--config", join(dir, "app/apex.config.yaml"), "memory", "set", "/a", "1"], { cwd: dir });
+      expect([flag.status, flag.stderr]).toEqual([2, expect.stringContaining("is a directory; the config is a YAML file.")]);
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
+      expect(existsSync(join(dir, "app/.apex"))).toBe(false);
+    } finally {
+      cleanup();
+    }
+  });
+
   it("a key given twice is named with its path and the line of the first, at any depth and in flow mappings", () => {
     // yaml said only "Map keys must be unique." with no key and no path.
     const text = [
