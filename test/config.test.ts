@@ -374,6 +374,15 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
     }
   });
 
+  it("a second YAML document is said in APEX's words, where it starts", () => {
+    // It said "Source contains multiple documents; please use YAML.parseAllDocuments()": the yaml library's API, not a fix.
+    expect(() => checkDocument("---\nsession: {}\n---\nagents: {}\n", "/work/apex.config.yaml", "/work")).toThrow(
+      "apex.config.yaml:3:1: A second YAML document starts here (`---`); a config file is one document: merge the two, or remove the second.",
+    );
+    // One document between markers is one document.
+    expect(checkDocument("---\nagents: {}\n...\n", "/work/apex.config.yaml", "/work").issues).toEqual([]);
+  });
+
   it("a key given twice is named with its path and the line of the first, at any depth and in flow mappings", () => {
     // yaml said only "Map keys must be unique." with no key and no path.
     const text = [

@@ -23,7 +23,8 @@ export function parseSource(text: string, file: string, cwd?: string): { source:
   const syntaxIssues = doc.errors.filter((error, index, all) => !/call stack size/i.test(error.message) || all.findIndex((each) => /call stack size/i.test(each.message)) === index).map((error) => ({
     ...positionAtOffset(source, error.pos[0]),
     path: "",
-    message: syntaxMessage(error.message),
+    // yaml's own advice for a second document ("please use YAML.parseAllDocuments()") is its API's, not the user's.
+    message: error.code === "MULTIPLE_DOCS" ? "A second YAML document starts here (`---`); a config file is one document: merge the two, or remove the second." : syntaxMessage(error.message),
     ...(error.code === "DUPLICATE_KEY" ? duplicateKey(source, error.pos[0]) : {}),
   }));
   return { source, syntaxIssues };
