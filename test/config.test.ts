@@ -374,6 +374,38 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
     }
   });
 
+  it("aliases that expand to more than a million values are refused before anything checks them (billion laughs, deep or wide), quickly", () => {
+    const refusal = (text: string) => {
+      const started = Date.now();
+      let error: unknown;
+      try {
+        checkDocument(text, "/work/apex.config.yaml", "/work");
+      } catch (thrown) {
+        error = thrown;
+      }
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(error).toMatchObject({ code: "APEX_E_YAML", exitCode: 2 });
+      return (error as Error).message;
+    };
+    // Nine levels of nine aliases: 9^10 values from 600 bytes.
+    const laughs = ['x-0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'];
+    for (let i = 1; i < 10; i++) laughs.push(`x-${i}: &a${i} [${Array(9).fill(`*a${i - 1}`).join(",")}]`);
+    expect(refusal(`${laughs.join("\n")}\nagents: {a: {command: sleep, args: *a9}}\n`)).toMatch(/^apex\.config\.yaml:11:\d+: Its aliases expand the file to more than the 1000000 values APEX reads, as a "billion laughs" file does \(\*a9 here alone stands for \d+\)\.$/);
+    // One level, wide: 300 agents sharing a list of 4,000 arguments. yaml's own bound (how many aliases) let it through,
+    // and the agents' args were then checked 1.2 million times (900 of 40,000: half a minute for every command).
+    const wide = [`x-args: &args [${Array(4000).fill("1").join(",")}]`, "agents:", ...Array.from({ length: 300 }, (_, i) => `  a${i}: {command: sleep, args: *args}`)];
+    expect(refusal(`${wide.join("\n")}\n`)).toContain("(*args here alone stands for 4001)");
+  });
+
+  it("an alias inside the node it names is refused where it is, not a stack overflow (APEX_E_INTERNAL)", () => {
+    for (const [text, at] of [["plugins: &x {checkpoint: {paths: *x}}\n", "1:34"], ["x-loop: &x [1, *x]\n", "1:16"]] as const) {
+      expect(() => checkDocument(text, "/work/apex.config.yaml", "/work")).toThrow(`apex.config.yaml:${at}: The alias *x is inside the node &x it names: its value would never end.`);
+    }
+    // Anchors used as intended load as before.
+    const shared = "x-agent: &agent {command: sleep, restart: never}\nagents:\n  a: {<<: *agent}\n  b: {<<: *agent, args: [\"5\"]}\n";
+    expect(checkDocument(shared, "/work/apex.config.yaml", "/work").issues).toEqual([]);
+  });
+
   it("a second YAML document is said in APEX's words, where it starts", () => {
     // It said "Source contains multiple documents; please use YAML.parseAllDocuments()": the yaml library's API, not a fix.
     expect(() => checkDocument("---\nsession: {}\n---\nagents: {}\n", "/work/apex.config.yaml", "/work")).toThrow(
