@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import type { ProjectLocation } from "../core/config/locate.js";
 import type { Config, ConfigIssue } from "../core/config/types.js";
-import { isApexError } from "../core/errors.js";
+import { isApexError, type ApexError } from "../core/errors.js";
 import { projectOf } from "./context.js";
 import { paint, plural, printJson, printLine } from "./output.js";
 
@@ -29,7 +29,7 @@ Examples:
   config
     .command("validate")
     .description("check apex.config.yaml and list every problem with file:line:col (exit 2 when invalid)")
-    .option("--json", "print {valid, file, errors: [{file, line, col, path, message, expected?, suggestion?}], warnings: [{file, line, col, path, message}]}")
+    .option("--json", "print {valid, file, errors: [{file, line, col, path, message, expected?, suggestion?, code?}], warnings: [{file, line, col, path, message}]} (code: a plugin's error, APEX_E_PLUGIN_…)")
     .addHelpText(
       "after",
       `
@@ -104,9 +104,17 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   // Plugin names, dependencies and third-party options are checked by loading the plugins,
   // as `apex start` would: an unknown plugin is a config error too (did-you-mean, exit 2).
   // So are plugin commands that clash with APEX's own or each other's.
-  const { loadPlugins } = await import("../core/plugins.js");
-  const engine = await loadPlugins(config);
-  await (await import("./plugin-commands.js")).assertPluginsApply(config, engine);
+  try {
+    const { loadPlugins } = await import("../core/plugins.js");
+    const engine = await loadPlugins(config);
+    await (await import("./plugin-commands.js")).assertPluginsApply(config, engine);
+  } catch (error) {
+    // With --json, a plugin the config cannot have is one of the report's errors, as the file's own problems are (stdout had nothing).
+    if (!json || !isApexError(error) || !error.code.startsWith("APEX_E_PLUGIN_") || error.exitCode !== 2) throw error;
+    printJson({ valid: false, file, errors: pluginIssues(error, config, (await import("../core/config/source.js")).formatPath), warnings: [] });
+    process.exitCode = 2;
+    return;
+  }
   // Settings the enabled plugins leave without effect: said, and the config is still valid.
   const { inertSettings, warningText } = await import("./config-warnings.js");
   const warnings = inertSettings(config);
@@ -153,6 +161,16 @@ async function issuesOf(check: () => Promise<void>): Promise<ConfigIssue[]> {
     if (!issues) throw error;
     return issues;
   }
+}
+
+/** A plugin error as config issues, with its code: the options' own issues, else one at the plugin's entry. */
+function pluginIssues(error: ApexError, config: Config, formatPath: (path: string[]) => string): Array<ConfigIssue & { code: string }> {
+  const issues = error.details?.issues;
+  if (Array.isArray(issues)) return (issues as ConfigIssue[]).map((issue) => ({ ...issue, code: error.code }));
+  const plugin = error.details?.plugin;
+  const entry = config.plugins.find((each) => each.name === plugin) ?? config.plugins.find((each) => error.message.includes(` at ${each.position.file}:${each.position.line}:${each.position.col}`));
+  const at = entry ? { ...entry.position, path: formatPath(["plugins", entry.name]) } : { file: config.source?.displayFile ?? "", line: 0, col: 0, path: "plugins" };
+  return [{ ...at, message: `${error.message}${error.hint ? ` ${error.hint}` : ""}`, code: error.code }];
 }
 
 /** The issues of a config error (APEX_E_CONFIG, APEX_E_YAML), or undefined for any other error. */

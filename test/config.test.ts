@@ -983,6 +983,29 @@ describe("apex config (end to end, built CLI)", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("validate --json: a plugin the config cannot have is one of the report's errors on stdout, with its code", () => {
+    // Before, stdout was empty and the error JSON went to stderr, unlike every other problem of the file.
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  checkpoint: {}\n  retension: {}\n");
+    const unknown = apex(["config", "validate", "--json"]);
+    expect([unknown.status, unknown.stderr]).toEqual([2, ""]);
+    expect(JSON.parse(unknown.stdout)).toEqual({
+      valid: false,
+      file: "apex.config.yaml",
+      errors: [{ file: "apex.config.yaml", line: 4, col: 3, path: "plugins.retension", message: expect.stringContaining("Did you mean 'retention'?"), code: "APEX_E_PLUGIN_UNKNOWN" }],
+      warnings: [],
+    });
+    writeFileSync(join(dir, "tally.mjs"), 'export default { name: "tally", schema: { type: "object", properties: { every: { type: "integer" } }, additionalProperties: false }, apply() {} };\n');
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  ./tally.mjs: {every: often}\n");
+    const options = apex(["config", "validate", "--json"]);
+    expect([options.status, options.stderr]).toEqual([2, ""]);
+    expect(JSON.parse(options.stdout).errors).toEqual([
+      expect.objectContaining({ file: "apex.config.yaml", line: 3, col: 24, path: 'plugins["./tally.mjs"].every', code: "APEX_E_PLUGIN_OPTIONS" }),
+    ]);
+    // In text, as before: the error and its hint.
+    expect(apex(["config", "validate"]).stderr).toMatch(/^error\[APEX_E_PLUGIN_OPTIONS\]: apex\.config\.yaml:3:24: plugins\["\.\/tally\.mjs"\]\.every: must be an integer/);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("validate: a YAML syntax error exits 2 with its line and column", () => {
     writeConfig("invalid/duplicate-key.yaml");
     const result = apex(["config", "validate"]);
