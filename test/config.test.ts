@@ -395,6 +395,10 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
     // and the agents' args were then checked 1.2 million times (900 of 40,000: half a minute for every command).
     const wide = [`x-args: &args [${Array(4000).fill("1").join(",")}]`, "agents:", ...Array.from({ length: 300 }, (_, i) => `  a${i}: {command: sleep, args: *args}`)];
     expect(refusal(`${wide.join("\n")}\n`)).toContain("(*args here alone stands for 4001)");
+    // Few values, many aliases: yaml's own bound, in APEX's words (it was "Excessive alias count indicates a resource exhaustion attack").
+    expect(refusal(`x-one: &one 1\nx-many: [${Array(1001).fill("*one").join(",")}]\n`)).toBe(
+      "apex.config.yaml:1:1: Its aliases are expanded more than 1000 times in all, the most APEX expands: give the values themselves, or fewer aliases.",
+    );
   });
 
   it("an alias inside the node it names is refused where it is, not a stack overflow (APEX_E_INTERNAL)", () => {

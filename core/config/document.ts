@@ -105,8 +105,8 @@ function toData(source: ConfigSource): unknown {
   try {
     return source.doc.toJS({ maxAliasCount: 1000 }) ?? {};
   } catch (error) {
-    // e.g. an alias that expands too often ("billion laughs")
-    const message = error instanceof Error ? error.message : String(error);
+    // yaml's bound on how often aliases expand, which it words as "Excessive alias count indicates a resource exhaustion attack"
+    const message = /alias count/i.test(String(error)) ? "Its aliases are expanded more than 1000 times in all, the most APEX expands: give the values themselves, or fewer aliases." : error instanceof Error ? error.message : String(error);
     throw configError([{ file: source.displayFile, line: 1, col: 1, path: "", message }], "APEX_E_YAML");
   }
 }
