@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import type { ProjectLocation } from "../core/config/locate.js";
 import type { Config, ConfigIssue } from "../core/config/types.js";
-import { isApexError } from "../core/errors.js";
+import { isApexError, type ApexError } from "../core/errors.js";
 import { projectOf } from "./context.js";
 import { paint, plural, printJson, printLine } from "./output.js";
 
@@ -29,13 +29,16 @@ Examples:
   config
     .command("validate")
     .description("check apex.config.yaml and list every problem with file:line:col (exit 2 when invalid)")
-    .option("--json", "print {valid, file, errors: [{file, line, col, path, message, expected?, suggestion?}]}")
+    .option("--json", "print {valid, file, errors: [{file, line, col, path, message, expected?, suggestion?, code?}], warnings: [{file, line, col, path, message}]} (code: a plugin's error, APEX_E_PLUGIN_…)")
     .addHelpText(
       "after",
       `
 Nothing is started or written. Each problem names where it is, the setting's path,
 what was expected and, for typos, a suggestion:
   apex.config.yaml:7:5: plugins.retention.keep_lst: unknown option. Expected one of keep_last, … Did you mean "keep_last"?
+A setting the enabled plugins leave without effect (session.max_checkpoints without the
+retention plugin, interval checkpoints without the checkpoint plugin) is a warning on
+stderr; the config is still valid (exit 0).
 
 Examples:
   apex config validate
@@ -93,7 +96,7 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   } catch (error) {
     const issues = configIssuesOf(error);
     if (!issues) throw error;
-    if (json) printJson({ valid: false, file, errors: issues });
+    if (json) printJson({ valid: false, file, errors: issues, warnings: [] });
     else reportInvalid(file === null ? "The built-in defaults cannot be used" : `${file} is invalid`, issues);
     process.exitCode = 2;
     return;
@@ -101,14 +104,26 @@ async function validateCommand(location: ProjectLocation, json: boolean): Promis
   // Plugin names, dependencies and third-party options are checked by loading the plugins,
   // as `apex start` would: an unknown plugin is a config error too (did-you-mean, exit 2).
   // So are plugin commands that clash with APEX's own or each other's.
-  const { loadPlugins } = await import("../core/plugins.js");
-  const engine = await loadPlugins(config);
-  await (await import("./plugin-commands.js")).assertPluginsApply(config, engine);
-  if (json) {
-    printJson({ valid: true, file, errors: [] });
+  try {
+    const { loadPlugins } = await import("../core/plugins.js");
+    const engine = await loadPlugins(config);
+    await (await import("./plugin-commands.js")).assertPluginsApply(config, engine);
+  } catch (error) {
+    // With --json, a plugin the config cannot have is one of the report's errors, as the file's own problems are (stdout had nothing).
+    if (!json || !isApexError(error) || !error.code.startsWith("APEX_E_PLUGIN_") || error.exitCode !== 2) throw error;
+    printJson({ valid: false, file, errors: pluginIssues(error, config, (await import("../core/config/source.js")).formatPath), warnings: [] });
+    process.exitCode = 2;
     return;
   }
-  const summary = countSummary(config);
+  // Settings the enabled plugins leave without effect: said, and the config is still valid.
+  const { inertSettings, warningText } = await import("./config-warnings.js");
+  const warnings = inertSettings(config);
+  if (json) {
+    printJson({ valid: true, file, errors: [], warnings });
+    return;
+  }
+  for (const warning of warnings) process.stderr.write(`${paint("warning:", "yellow", process.stderr)} ${warningText(warning)}\n`);
+  const summary = `${countSummary(config)}${warnings.length > 0 ? `, ${plural(warnings.length, "warning")}` : ""}`;
   if (file === null) printLine(`No apex.config.yaml found here or in a parent directory; the built-in defaults apply (${summary}).`);
   else printLine(`${file} is valid (${summary})`);
 }
@@ -146,6 +161,16 @@ async function issuesOf(check: () => Promise<void>): Promise<ConfigIssue[]> {
     if (!issues) throw error;
     return issues;
   }
+}
+
+/** A plugin error as config issues, with its code: the options' own issues, else one at the plugin's entry. */
+function pluginIssues(error: ApexError, config: Config, formatPath: (path: string[]) => string): Array<ConfigIssue & { code: string }> {
+  const issues = error.details?.issues;
+  if (Array.isArray(issues)) return (issues as ConfigIssue[]).map((issue) => ({ ...issue, code: error.code }));
+  const plugin = error.details?.plugin;
+  const entry = config.plugins.find((each) => each.name === plugin) ?? config.plugins.find((each) => error.message.includes(` at ${each.position.file}:${each.position.line}:${each.position.col}`));
+  const at = entry ? { ...entry.position, path: formatPath(["plugins", entry.name]) } : { file: config.source?.displayFile ?? "", line: 0, col: 0, path: "plugins" };
+  return [{ ...at, message: `${error.message}${error.hint ? ` ${error.hint}` : ""}`, code: error.code }];
 }
 
 /** The issues of a config error (APEX_E_CONFIG, APEX_E_YAML), or undefined for any other error. */

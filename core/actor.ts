@@ -10,10 +10,4 @@ export function currentActor(): string {
   return `user:${process.env.USER ?? process.env.LOGNAME ?? loginName()}`;
 }
 
-function loginName(): string {
-  try {
-    return userInfo().username;
-  } catch {
-    return "unknown";
-  }
-}
+function loginName(): string { try { return userInfo().username; } catch { return "unknown"; } }

@@ -83,13 +83,16 @@ export function formatPosition(position: SourcePosition): string {
 async function resolveEntry(entry: PluginEntry, config: Config, builtins: ReadonlyMap<string, ApexPlugin<any>>): Promise<Resolved> {
   const builtin = builtins.get(entry.name);
   if (builtin) return { entry, plugin: builtin, source: { kind: "built-in", label: "built-in" }, label: entry.name };
+  if (entry.enabled) return resolveThirdParty(entry, config);
+  // A disabled plugin is only located, to be listed, never imported: its module's top-level code ran before.
+  const disabled = { entry, plugin: { name: entry.name, apply() {} }, label: entry.name };
   try {
-    return await resolveThirdParty(entry, config);
+    return { ...disabled, source: locateThirdParty(entry, config, BUILTIN_PLUGIN_NAMES).source };
   } catch (error) {
-    if (entry.enabled || !(error instanceof ApexError)) throw error;
+    if (!(error instanceof ApexError)) throw error;
     // A disabled entry may point at something not installed here; list it, do not fail.
     const source: PluginSource = isPathLike(entry.name) ? { kind: "file", label: `file:${entry.name}` } : { kind: "npm", label: `npm:${entry.name}` };
-    return { entry, plugin: { name: entry.name, apply() {} }, source, label: entry.name, problem: error.message };
+    return { ...disabled, source, problem: error.message };
   }
 }
 
@@ -279,7 +282,7 @@ function shapeProblem(candidate: unknown): string | undefined {
 function refuseDuplicates(resolved: Resolved[]): void {
   const seen = new Map<string, Resolved>();
   for (const item of resolved) {
-    if (item.problem) continue;
+    if (item.problem || !item.entry.enabled) continue; // a disabled entry is not loaded: its key is all it has of a name
     const name = item.plugin.name;
     const first = seen.get(name);
     if (first) {

@@ -165,7 +165,7 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
         `yaml-syntax-error.yaml:4:38: Flow map in block collection must be sufficiently indented and end with a }.`,
       ].join("\n"),
     ],
-    ["duplicate key", "duplicate-key.yaml", {}, "APEX_E_YAML", `duplicate-key.yaml:3:3: Map keys must be unique.`],
+    ["duplicate key", "duplicate-key.yaml", {}, "APEX_E_YAML", `duplicate-key.yaml:3:3: session.max_checkpoints: given twice (first at line 2); YAML would keep only one of the two. Remove or merge one.`],
     [
       "APEX_CHECKPOINT_INTERVAL under a second",
       "../valid/minimal.yaml",
@@ -318,13 +318,134 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       // Through the CLI: exit 2 with that error (it said "apex.config.yaml:1:1: must be a mapping (got \"��s\u0000e…\")").
       writeFileSync(file, utf16le);
       const validate = runApex(["config", "validate"], { cwd: dir });
-      expect([validate.status, validate.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_CONFIG]: The config file ${file} is UTF-16 text;`)]);
+      expect([validate.status, validate.stderr]).toEqual([2, expect.stringContaining(`apex.config.yaml: The file is UTF-16 text; APEX reads its config as UTF-8. Save it as UTF-8`)]);
+      expect(runApex(["memory", "set", "/a", "1"], { cwd: dir }).stderr).toContain(`error[APEX_E_CONFIG]: The config file ${file} is UTF-16 text;`);
       // UTF-8 with a byte order mark is UTF-8: it loads.
       writeFileSync(file, `\ufeff${yaml}`);
       expect((await loadConfig(location, { env: {}, cwd: dir })).session.session_timeout).toBe(7200);
     } finally {
       cleanup();
     }
+  });
+
+  it("a config file that is no UTF-8 (Latin-1) is refused naming the line of its first such byte, not read with U+FFFD in its place", () => {
+    const { dir, cleanup } = tempDir("apex-config-latin1-");
+    try {
+      // "café" saved as Latin-1: the agent's argument became "caf\ufffd" without a word.
+      writeFileSync(join(dir, "apex.config.yaml"), Buffer.concat([Buffer.from('agents:\n  c:\n    command: echo\n    args: ["caf'), Buffer.from([0xe9]), Buffer.from('"]\nplugins: {}\n')]));
+      for (const args of [["memory", "set", "/a", "1"], ["start", "--task", "t"]]) {
+        const refused = runApex(args, { cwd: dir });
+        expect([refused.status, refused.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_CONFIG]: The config file ${join(dir, "apex.config.yaml")} is not UTF-8 text: line 4 has the byte 0xe9`)]);
+      }
+      const validate = runApex(["config", "validate", "--json"], { cwd: dir });
+      expect(validate.status).toBe(2);
+      expect(JSON.parse(validate.stdout).errors).toEqual([
+        { file: "apex.config.yaml", line: 4, col: 16, path: "", message: expect.stringMatching(/^The file is not UTF-8 text: line 4 has the byte 0xe9 .*Save it as UTF-8/) },
+      ]);
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("an apex.config.yaml that is a directory is refused as such, by validate --json as one of its errors, and a parent's config is not taken instead", () => {
+    const { dir, cleanup } = tempDir("apex-config-dir-");
+    try {
+      // A parent project with a valid config; the project below has a directory where its config would be.
+      writeFileSync(join(dir, "apex.config.yaml"), "plugins: {}\nagents: {}\n");
+      mkdirSync(join(dir, "app/apex.config.yaml"), { recursive: true });
+      mkdirSync(join(dir, "app/src"));
+      const cwd = join(dir, "app/src");
+      // Before, the search passed over the directory: validate said the parent's config was valid, and a write went to the parent's store.
+      const text = runApex(["config", "validate"], { cwd });
+      expect([text.status, text.stderr]).toEqual([2, `${join(dir, "app/apex.config.yaml")}: The file is a directory; the config is a YAML file. Move the directory away, or point --config at the file.\n${join(dir, "app/apex.config.yaml")} is invalid (1 problem).\n`]);
+      const json = runApex(["config", "validate", "--json"], { cwd });
+      expect(json.status).toBe(2);
+      expect(JSON.parse(json.stdout)).toMatchObject({ valid: false, errors: [{ line: 0, col: 0, path: "", message: expect.stringContaining("is a directory") }] });
+      const write = runApex(["memory", "set", "/a", "1"], { cwd });
+      expect([write.status, write.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_CONFIG]: The config file ${join(dir, "app/apex.config.yaml")} is a directory`)]);
+      // --config naming a directory: it exists, and is said to be a directory (it was "does not exist").
+      const flag = runApex(["--config", join(dir, "app/apex.config.yaml"), "memory", "set", "/a", "1"], { cwd: dir });
+      expect([flag.status, flag.stderr]).toEqual([2, expect.stringContaining("is a directory; the config is a YAML file.")]);
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
+      expect(existsSync(join(dir, "app/.apex"))).toBe(false);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("aliases that expand to more than a million values are refused before anything checks them (billion laughs, deep or wide), quickly", () => {
+    const refusal = (text: string) => {
+      const started = Date.now();
+      let error: unknown;
+      try {
+        checkDocument(text, "/work/apex.config.yaml", "/work");
+      } catch (thrown) {
+        error = thrown;
+      }
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(error).toMatchObject({ code: "APEX_E_YAML", exitCode: 2 });
+      return (error as Error).message;
+    };
+    // Nine levels of nine aliases: 9^10 values from 600 bytes.
+    const laughs = ['x-0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'];
+    for (let i = 1; i < 10; i++) laughs.push(`x-${i}: &a${i} [${Array(9).fill(`*a${i - 1}`).join(",")}]`);
+    expect(refusal(`${laughs.join("\n")}\nagents: {a: {command: sleep, args: *a9}}\n`)).toMatch(/^apex\.config\.yaml:11:\d+: Its aliases expand the file to more than the 1000000 values APEX reads, as a "billion laughs" file does \(\*a9 here alone stands for \d+\)\.$/);
+    // One level, wide: 300 agents sharing a list of 4,000 arguments. yaml's own bound (how many aliases) let it through,
+    // and the agents' args were then checked 1.2 million times (900 of 40,000: half a minute for every command).
+    const wide = [`x-args: &args [${Array(4000).fill("1").join(",")}]`, "agents:", ...Array.from({ length: 300 }, (_, i) => `  a${i}: {command: sleep, args: *args}`)];
+    expect(refusal(`${wide.join("\n")}\n`)).toContain("(*args here alone stands for 4001)");
+    // Few values, many aliases: yaml's own bound, in APEX's words (it was "Excessive alias count indicates a resource exhaustion attack").
+    expect(refusal(`x-one: &one 1\nx-many: [${Array(1001).fill("*one").join(",")}]\n`)).toBe(
+      "apex.config.yaml:1:1: Its aliases are expanded more than 1000 times in all, the most APEX expands: give the values themselves, or fewer aliases.",
+    );
+  });
+
+  it("an alias inside the node it names is refused where it is, not a stack overflow (APEX_E_INTERNAL)", () => {
+    for (const [text, at] of [["plugins: &x {checkpoint: {paths: *x}}\n", "1:34"], ["x-loop: &x [1, *x]\n", "1:16"]] as const) {
+      expect(() => checkDocument(text, "/work/apex.config.yaml", "/work")).toThrow(`apex.config.yaml:${at}: The alias *x is inside the node &x it names: its value would never end.`);
+    }
+    // Anchors used as intended load as before.
+    const shared = "x-agent: &agent {command: sleep, restart: never}\nagents:\n  a: {<<: *agent}\n  b: {<<: *agent, args: [\"5\"]}\n";
+    expect(checkDocument(shared, "/work/apex.config.yaml", "/work").issues).toEqual([]);
+  });
+
+  it("a second YAML document is said in APEX's words, where it starts", () => {
+    // It said "Source contains multiple documents; please use YAML.parseAllDocuments()": the yaml library's API, not a fix.
+    expect(() => checkDocument("---\nsession: {}\n---\nagents: {}\n", "/work/apex.config.yaml", "/work")).toThrow(
+      "apex.config.yaml:3:1: A second YAML document starts here (`---`); a config file is one document: merge the two, or remove the second.",
+    );
+    // One document between markers is one document.
+    expect(checkDocument("---\nagents: {}\n...\n", "/work/apex.config.yaml", "/work").issues).toEqual([]);
+  });
+
+  it("a key given twice is named with its path and the line of the first, at any depth and in flow mappings", () => {
+    // yaml said only "Map keys must be unique." with no key and no path.
+    const text = [
+      "agents:",
+      "  coder:",
+      "    command: node",
+      "    env: {A: '1', B: '2', A: '3'}",
+      "    args: [x.mjs]",
+      "    command: sleep",
+      "plugins:",
+      "  - checkpoint: {}",
+      "    'checkpoint': {}",
+      "",
+    ].join("\n");
+    let error: unknown;
+    try {
+      checkDocument(text, "/work/apex.config.yaml", "/work");
+    } catch (thrown) {
+      error = thrown;
+    }
+    expect(error).toMatchObject({ code: "APEX_E_YAML", exitCode: 2 });
+    const twice = (first: number) => `given twice (first at line ${first}); YAML would keep only one of the two. Remove or merge one.`;
+    expect((error as ApexError).details?.errors).toEqual([
+      { file: "apex.config.yaml", line: 4, col: 27, path: "agents.coder.env.A", message: twice(4) },
+      { file: "apex.config.yaml", line: 6, col: 5, path: "agents.coder.command", message: twice(3) },
+      { file: "apex.config.yaml", line: 9, col: 5, path: "plugins[0].checkpoint", message: twice(8) },
+    ]);
   });
 
   it("a document nested deeper than the parser follows (lists, mappings) is said so, not as the engine's stack overflow", () => {
@@ -808,7 +929,32 @@ describe("apex config (end to end, built CLI)", () => {
     const result = apex(["config", "validate"]);
     expect(result).toMatchObject({ status: 0, stderr: "" });
     expect(result.stdout).toBe("apex.config.yaml is valid (2 agents, 4 plugins, 1 disabled)\n");
-    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: "apex.config.yaml", errors: [] });
+    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: "apex.config.yaml", errors: [], warnings: [] });
+  });
+
+  it("validate: a setting the enabled plugins leave without effect is a warning, exit 0 (max_checkpoints without retention, interval checkpoints without checkpoint)", () => {
+    // Before, validate said "valid" and the setting did nothing: no plugin enforced the cap, none took interval checkpoints.
+    writeFileSync(join(dir, "apex.config.yaml"), "session:\n  max_checkpoints: 3\n  auto_checkpoint_interval: 60\nagents: {}\nplugins:\n  checkpoint: false\n  git: {}\n");
+    const text = apex(["config", "validate"]);
+    expect(text).toMatchObject({ status: 0, stdout: "apex.config.yaml is valid (0 agents, 1 plugin, 1 disabled, 2 warnings)\n" });
+    expect(text.stderr).toBe(
+      [
+        "warning: apex.config.yaml:2:3: session.max_checkpoints: has no effect: the retention plugin enforces it, and the plugins: section at apex.config.yaml:5:1 leaves it out. Enable retention (`retention: {auto_cleanup: false}` applies this cap alone), or remove session.max_checkpoints.",
+        "warning: apex.config.yaml:3:3: session.auto_checkpoint_interval: has no effect: the checkpoint plugin takes interval checkpoints, and plugins.checkpoint is false at apex.config.yaml:6:3. Enable checkpoint (`checkpoint: {}`), or remove session.auto_checkpoint_interval.",
+        "",
+      ].join("\n"),
+    );
+    const report = JSON.parse(apex(["config", "validate", "--json"], { APEX_CHECKPOINT_INTERVAL: "30" }).stdout);
+    expect(report).toMatchObject({ valid: true, errors: [] });
+    expect(report.warnings.map((warning: { path: string; line: number }) => [warning.path, warning.line])).toEqual([
+      ["session.max_checkpoints", 2],
+      ["session.auto_checkpoint_interval", 3],
+      ["APEX_CHECKPOINT_INTERVAL", 0],
+    ]);
+    // With the plugins enabled (or the defaults), nothing to say.
+    writeFileSync(join(dir, "apex.config.yaml"), "session:\n  max_checkpoints: 3\n  auto_checkpoint_interval: 60\nagents: {}\nplugins:\n  checkpoint: {}\n  retention: {auto_cleanup: false}\n");
+    expect(apex(["config", "validate"])).toMatchObject({ status: 0, stderr: "" });
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
   it("validate: an invalid config exits 2, lists every problem and creates nothing", () => {
@@ -841,11 +987,34 @@ describe("apex config (end to end, built CLI)", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("validate --json: a plugin the config cannot have is one of the report's errors on stdout, with its code", () => {
+    // Before, stdout was empty and the error JSON went to stderr, unlike every other problem of the file.
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  checkpoint: {}\n  retension: {}\n");
+    const unknown = apex(["config", "validate", "--json"]);
+    expect([unknown.status, unknown.stderr]).toEqual([2, ""]);
+    expect(JSON.parse(unknown.stdout)).toEqual({
+      valid: false,
+      file: "apex.config.yaml",
+      errors: [{ file: "apex.config.yaml", line: 4, col: 3, path: "plugins.retension", message: expect.stringContaining("Did you mean 'retention'?"), code: "APEX_E_PLUGIN_UNKNOWN" }],
+      warnings: [],
+    });
+    writeFileSync(join(dir, "tally.mjs"), 'export default { name: "tally", schema: { type: "object", properties: { every: { type: "integer" } }, additionalProperties: false }, apply() {} };\n');
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  ./tally.mjs: {every: often}\n");
+    const options = apex(["config", "validate", "--json"]);
+    expect([options.status, options.stderr]).toEqual([2, ""]);
+    expect(JSON.parse(options.stdout).errors).toEqual([
+      expect.objectContaining({ file: "apex.config.yaml", line: 3, col: 24, path: 'plugins["./tally.mjs"].every', code: "APEX_E_PLUGIN_OPTIONS" }),
+    ]);
+    // In text, as before: the error and its hint.
+    expect(apex(["config", "validate"]).stderr).toMatch(/^error\[APEX_E_PLUGIN_OPTIONS\]: apex\.config\.yaml:3:24: plugins\["\.\/tally\.mjs"\]\.every: must be an integer/);
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("validate: a YAML syntax error exits 2 with its line and column", () => {
     writeConfig("invalid/duplicate-key.yaml");
     const result = apex(["config", "validate"]);
     expect(result.status).toBe(2);
-    expect(result.stderr).toBe("apex.config.yaml:3:3: Map keys must be unique.\napex.config.yaml is invalid (1 problem).\n");
+    expect(result.stderr).toBe("apex.config.yaml:3:3: session.max_checkpoints: given twice (first at line 2); YAML would keep only one of the two. Remove or merge one.\napex.config.yaml is invalid (1 problem).\n");
   });
 
   it("validate: --config and APEX_CONFIG pick the file, named relative to the working directory", () => {
@@ -869,7 +1038,7 @@ describe("apex config (end to end, built CLI)", () => {
       status: 0,
       stdout: "No apex.config.yaml found here or in a parent directory; the built-in defaults apply (3 agents, 7 plugins).\n",
     });
-    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: null, errors: [] });
+    expect(JSON.parse(apex(["config", "validate", "--json"]).stdout)).toEqual({ valid: true, file: null, errors: [], warnings: [] });
   });
 
   it("validate: a bad APEX_CHECKPOINT_INTERVAL is a config error", () => {

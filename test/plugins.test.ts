@@ -318,6 +318,32 @@ describe("loading plugins from the config", () => {
     expect(engine.plugin("not-installed-here")).toMatchObject({ enabled: false, source: { label: "npm:not-installed-here" } });
     expect(engine.plugin("not-installed-here")?.problem).toBe("Unknown plugin 'not-installed-here' at apex.config.yaml:3:3.");
   });
+
+  it("never imports a disabled third-party plugin (a file or an npm package): its module's code does not run", () => {
+    // Each module records that it ran; before, every command that loaded the plugins imported the disabled ones too.
+    const ran = (name: string) => `import { appendFileSync } from "node:fs";\nappendFileSync(${JSON.stringify("RAN")}, "${name}\\n");\nexport default { name: "${name}", apply() {} };\n`;
+    const dir = project("plugins:\n  checkpoint: {}\n  ./side.mjs: false\n  apex-plugin-side: false\n  ./hello.mjs: {}\n  hello: false\n", {
+      "side.mjs": ran("side"),
+      "node_modules/apex-plugin-side/package.json": JSON.stringify({ name: "apex-plugin-side", main: "index.mjs" }),
+      "node_modules/apex-plugin-side/index.mjs": ran("side-npm"),
+      // An enabled plugin whose name is a disabled entry's key: a disabled entry is not loaded, so it clashes with nothing.
+      "hello.mjs": ran("hello"),
+    });
+    expect(runApex(["config", "validate"], { cwd: dir }).status).toBe(0);
+    const list = runApex(["plugins", "list", "--json"], { cwd: dir });
+    expect(list.status, list.stderr).toBe(0);
+    const rows = (JSON.parse(list.stdout) as { plugins: Array<{ name: string; source: string; enabled: boolean; problem?: string }> }).plugins;
+    expect(rows.filter((row) => row.source !== "built-in")).toEqual([
+      expect.objectContaining({ name: "./side.mjs", source: "file:./side.mjs", enabled: false }),
+      expect.objectContaining({ name: "apex-plugin-side", source: "npm:apex-plugin-side", enabled: false }),
+      expect.objectContaining({ name: "hello", source: "file:./hello.mjs", enabled: true }),
+      expect.objectContaining({ name: "hello", source: "npm:hello", enabled: false }),
+    ]);
+    expect(rows.some((row) => row.problem !== undefined && row.source !== "npm:hello")).toBe(false);
+    expect(runApex(["memory", "set", "/a", "1"], { cwd: dir }).status).toBe(0);
+    // Only the enabled plugin ran, once per command that applied the plugins.
+    expect(new Set(readFileSync(join(dir, "RAN"), "utf8").trim().split("\n"))).toEqual(new Set(["hello"]));
+  });
 });
 
 describe("extension points, with fixture plugins", () => {

@@ -41,4 +41,15 @@ describe("apex start tells the plugins' start-up warnings", () => {
     expect(quiet.stderr).not.toContain("warning:");
     expect(project.apex(["stop"]).status).toBe(0);
   });
+
+  it("names a session setting the config's plugins leave without effect (max_checkpoints without retention)", () => {
+    // Before, a session ran with session.max_checkpoints and no retention plugin, and kept every checkpoint without a word.
+    project = new Project(shellAgents({ alpha: "while true; do sleep 0.5; done" }, "session:\n  max_checkpoints: 3\n").replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n"));
+    const started = project.apex(["start", "--task", "t", "--json"]);
+    expect(started.status, started.stderr).toBe(0);
+    expect((JSON.parse(started.stdout) as { warnings?: string[] }).warnings).toEqual([
+      "apex.config.yaml:6:3: session.max_checkpoints: has no effect: the retention plugin enforces it, and the plugins: section at apex.config.yaml:7:1 leaves it out. Enable retention (`retention: {auto_cleanup: false}` applies this cap alone), or remove session.max_checkpoints.",
+    ]);
+    expect(project.apex(["stop", "--force"]).status).toBe(0);
+  });
 });

@@ -41,6 +41,9 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   // And a third-party plugin that fails to apply, or adds a command APEX or another plugin has:
   // refused here, before the supervisor creates the store.
   await (await import("../plugin-commands.js")).assertPluginsApply(config);
+  // A setting the enabled plugins leave without effect (max_checkpoints without retention) is said with the start's warnings.
+  const { inertSettings, warningText } = await import("../config-warnings.js");
+  const configWarnings = inertSettings(config).map(warningText);
   if (options.gitCheckout && options.continue === undefined) {
     throw new ApexError("APEX_E_USAGE", "--git-checkout checks out the commit of the checkpoint a session continues from; give --continue.");
   }
@@ -75,10 +78,12 @@ export async function startSession(location: ProjectLocation, options: StartOpti
 
   // The agents start on the checked-out code.
   const checkedOut = checkout && { repository: checkout.repository, ...(await gitStart.applyCheckout(checkout)) };
-  const ready = await launchSupervisor(
+  const launched = await launchSupervisor(
     location,
     options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget: options.continue },
   );
+  const warnings = [...configWarnings, ...(launched.warnings ?? [])];
+  const ready: ReadyReport = warnings.length > 0 ? { ...launched, warnings } : launched;
   if (options.json) printJson({ ...ready, ...(handover ? { handover } : {}), ...(checkedOut ? { git_checkout: checkedOut } : {}) });
   else if (checkedOut) printLine(`Checked out ${checkedOut.commit.slice(0, 12)} on the new branch ${checkedOut.branch} in ${checkedOut.repository}.`);
   // The session as session list prints it (its name, else its uuid's short form); --json has the whole id.

@@ -49,12 +49,9 @@ async function readDefaults(): Promise<CheckedDocument> {
   return checked;
 }
 
+/** Undefined when not built: the defaults are checked here then. */
 function precompiledDefaults(text: string): { data: Record<string, unknown> } | undefined {
-  try {
-    return matchingDefaults(JSON.parse(readFileSync(join(packageRoot(), PRECOMPILED_DIR, PRECOMPILED_DEFAULTS), "utf8")), text);
-  } catch {
-    return undefined; // not built: checked here
-  }
+  try { return matchingDefaults(JSON.parse(readFileSync(join(packageRoot(), PRECOMPILED_DIR, PRECOMPILED_DEFAULTS), "utf8")), text); } catch { return undefined; }
 }
 
 /** `built` (the build's defaults.json) if it was checked from this very text and the schemas as they are now. */

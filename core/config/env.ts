@@ -17,10 +17,6 @@ export function checkpointIntervalFromEnv(env: NodeJS.ProcessEnv): { seconds?: n
   // At most the longest timer Node.js keeps (MAX_TIMER_SECONDS in plugins/config-ranges.ts): a longer one fires at once.
   if (seconds !== undefined && (seconds === 0 || (seconds >= 1 && seconds <= 2_147_483))) return { seconds, issues: [] };
   const expected = `0 (no interval checkpoints) or a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m"`;
-  const suggestion = undefined as string | undefined;
-  let message = `must be ${expected} (got ${JSON.stringify(raw)}). It overrides session.auto_checkpoint_interval.`;
-  if (suggestion) message += ` Did you mean "${suggestion}"?`;
-  return {
-    issues: [{ file: "environment", line: 0, col: 0, path: CHECKPOINT_INTERVAL_VARIABLE, message, expected, ...(suggestion ? { suggestion } : {}) }],
-  };
+  const message = `must be ${expected} (got ${JSON.stringify(raw)}). It overrides session.auto_checkpoint_interval.`;
+  return { issues: [{ file: "environment", line: 0, col: 0, path: CHECKPOINT_INTERVAL_VARIABLE, message, expected }] };
 }

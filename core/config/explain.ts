@@ -54,15 +54,9 @@ export function explainErrors(errors: readonly ErrorObject[], context: ExplainCo
 
 /** Sorts issues in document order and drops repeats. */
 export function sortIssues(issues: readonly ConfigIssue[]): ConfigIssue[] {
-  const seen = new Set<string>();
-  return [...issues]
-    .sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col || a.path.localeCompare(b.path))
-    .filter((issue) => {
-      const key = `${issue.file}\0${issue.line}\0${issue.col}\0${issue.path}\0${issue.message}`;
-      if (seen.has(key)) return false;
-      seen.add(key);
-      return true;
-    });
+  const sorted = [...issues].sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col || a.path.localeCompare(b.path));
+  const same = (a: ConfigIssue, b: ConfigIssue) => (["file", "line", "col", "path", "message"] as const).every((key) => a[key] === b[key]);
+  return sorted.filter((issue, index) => sorted.findIndex((other) => same(issue, other)) === index);
 }
 
 function foldComposites(errors: ErrorObject[], root: SchemaNode): ErrorObject[] {

@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { ApexError } from "../errors.js";
 
@@ -33,7 +33,7 @@ export function locateProject(options: LocateOptions = {}): ProjectLocation {
   let configPath: string | undefined;
   if (explicit) {
     configPath = resolve(cwd, explicit);
-    if (!isFile(configPath)) {
+    if (!existsSync(configPath)) {
       const source = options.configFlag ? "--config" : "APEX_CONFIG";
       throw new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${configPath} (from ${source}) does not exist.`, {
         hint: "Pass the path of an apex.config.yaml, or drop the option to search from the current directory.",
@@ -121,20 +121,18 @@ function findUp(start: string, name: string): string | undefined {
   let dir = start;
   for (;;) {
     const candidate = join(dir, name);
-    if (isFile(candidate)) return candidate;
+    // Whatever is there (a directory, a dangling link) is this project's config, refused as such when read, not passed for a parent's.
+    if (isPresent(candidate)) return candidate;
     const parent = dirname(dir);
     if (parent === dir) return undefined;
     dir = parent;
   }
 }
 
+/** Whether anything is at `path`, a dangling symbolic link too. */
+function isPresent(path: string): boolean { try { return Boolean(lstatSync(path)); } catch { return false; } }
+
 /** Whether `path` is a directory (a symlink is followed); false where it cannot be stat'ed (missing, no permission). */
 export function isDirectory(path: string): boolean { try { return statSync(path).isDirectory(); } catch { return false; } }
 
-export function isFile(path: string | URL): boolean {
-  try {
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
-}
+export function isFile(path: string | URL): boolean { try { return statSync(path).isFile(); } catch { return false; } }

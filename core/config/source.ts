@@ -1,5 +1,5 @@
 import { isAbsolute, relative } from "node:path";
-import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Node } from "yaml";
+import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAMLMap } from "yaml";
 import type { ConfigIssue, ConfigSource, SourcePosition } from "./types.js";
 
 export type PathSegment = string | number;
@@ -23,9 +23,26 @@ export function parseSource(text: string, file: string, cwd?: string): { source:
   const syntaxIssues = doc.errors.filter((error, index, all) => !/call stack size/i.test(error.message) || all.findIndex((each) => /call stack size/i.test(each.message)) === index).map((error) => ({
     ...positionAtOffset(source, error.pos[0]),
     path: "",
-    message: syntaxMessage(error.message),
+    // yaml's own advice for a second document ("please use YAML.parseAllDocuments()") is its API's, not the user's.
+    message: error.code === "MULTIPLE_DOCS" ? "A second YAML document starts here (`---`); a config file is one document: merge the two, or remove the second." : syntaxMessage(error.message),
+    ...(error.code === "DUPLICATE_KEY" ? duplicateKey(source, error.pos[0]) : {}),
   }));
   return { source, syntaxIssues };
+}
+
+/** yaml says only "Map keys must be unique": the key given twice, its path and the line of the first. */
+function duplicateKey(source: ConfigSource, offset: number): { path: string; message: string } | undefined {
+  let twice: { path: PathSegment[]; first: number } | undefined;
+  const walk = (node: unknown, path: PathSegment[]): void => {
+    if (isSeq(node)) node.items.forEach((item, index) => walk(item, [...path, index]));
+    for (const pair of isMap(node) ? node.items : []) {
+      const [key, first] = [pair.key as Node, (node as YAMLMap).items.find((other) => keyText(other.key) === keyText(pair.key))!.key as Node];
+      if (key.range?.[0] === offset && first !== key) twice = { path: [...path, keyText(key)], first: first.range?.[0] ?? 0 };
+      walk(pair.value, [...path, keyText(key)]);
+    }
+  };
+  walk(source.doc.contents, []);
+  return twice && { path: formatPath(twice.path), message: `given twice (first at line ${positionAtOffset(source, twice.first).line}); YAML would keep only one of the two. Remove or merge one.` };
 }
 
 /** yaml's messages end with " at line 3, column 1:" and a code excerpt; we give the position ourselves. The engine's stack overflow (deep nesting) is said in APEX's words. */

@@ -94,37 +94,18 @@ export function compileSchema(schema: object, options: { trusted?: boolean } = {
  * filled into `options` in place, unless it is frozen (as the options in a loaded Config are):
  * then a copy is checked; use `resolveOptions` to get that copy with its defaults.
  */
-export function validateOptions(
-  schema: object,
-  options: unknown,
-  at: { source: ConfigSource; path: (string | number)[] },
-  compile: { trusted?: boolean } = {},
-): ConfigIssue[] {
-  return checkOptions(schema, options, at, compile).issues;
-}
-
-/** Like validateOptions, and returns a copy of `options` with the schema's defaults filled in. */
-export function resolveOptions<T = Record<string, unknown>>(
-  schema: object,
-  options: unknown,
-  at: { source: ConfigSource; path: (string | number)[] },
-): { options: T; issues: ConfigIssue[] } {
-  const copy = options === undefined ? {} : structuredClone(options);
-  const { issues } = checkOptions(schema, copy, at);
-  return { options: copy as T, issues };
-}
-
-function checkOptions(
-  schema: object,
-  options: unknown,
-  at: { source: ConfigSource; path: (string | number)[] },
-  compile: { trusted?: boolean } = {},
-): { issues: ConfigIssue[] } {
+export function validateOptions(schema: object, options: unknown, at: { source: ConfigSource; path: (string | number)[] }, compile: { trusted?: boolean } = {}): ConfigIssue[] {
   const validate = compileSchema(schema, compile);
   // Filling a default into a frozen object would throw; check a copy instead.
   const data = containsFrozen(options) ? structuredClone(options) : options;
-  if (validate(data)) return { issues: [] };
-  return { issues: explainErrors(validate.errors ?? [], { source: at.source, base: at.path, schema: schema as SchemaNode, data, noun: "option" }) };
+  if (validate(data)) return [];
+  return explainErrors(validate.errors ?? [], { source: at.source, base: at.path, schema: schema as SchemaNode, data, noun: "option" });
+}
+
+/** Like validateOptions, and returns a copy of `options` with the schema's defaults filled in. */
+export function resolveOptions<T = Record<string, unknown>>(schema: object, options: unknown, at: { source: ConfigSource; path: (string | number)[] }): { options: T; issues: ConfigIssue[] } {
+  const copy = options === undefined ? {} : structuredClone(options);
+  return { options: copy as T, issues: validateOptions(schema, copy, at) };
 }
 
 /** Validates a whole document (or a section of it) against an already compiled validator. */

@@ -134,10 +134,4 @@ export function samePath(a: string, b: string): boolean {
   return a === b || canonicalPath(a) === canonicalPath(b);
 }
 
-export function canonicalPath(path: string): string {
-  try {
-    return realpathSync(path);
-  } catch {
-    return resolve(path);
-  }
-}
+export function canonicalPath(path: string): string { try { return realpathSync(path); } catch { return resolve(path); } }

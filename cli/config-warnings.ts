@@ -1,0 +1,39 @@
+/**
+ * Settings a config may hold that do nothing with the plugins it enables: the schema takes them,
+ * and before, APEX ignored them without a word. `session.max_checkpoints` is enforced by the
+ * retention plugin, and interval checkpoints (`session.auto_checkpoint_interval`,
+ * APEX_CHECKPOINT_INTERVAL) are taken by the checkpoint plugin. `apex config validate` and
+ * `apex start` name each as a warning (exit 0): the config still runs.
+ */
+import { positionOf } from "../core/config/source.js";
+import type { Config, ConfigIssue, SourcePosition } from "../core/config/types.js";
+
+const INERT: ReadonlyArray<{ key: string; plugin: string; does: string; keep: string }> = [
+  { key: "max_checkpoints", plugin: "retention", does: "the retention plugin enforces it", keep: "`retention: {auto_cleanup: false}` applies this cap alone" },
+  { key: "auto_checkpoint_interval", plugin: "checkpoint", does: "the checkpoint plugin takes interval checkpoints", keep: "`checkpoint: {}`" },
+];
+
+/** One issue per setting written in the config file (or the environment) whose plugin is not enabled. */
+export function inertSettings(config: Config, env: NodeJS.ProcessEnv = process.env): ConfigIssue[] {
+  const source = config.source;
+  if (config.configPath === undefined || !source) return []; // the built-in defaults enable both plugins
+  const issues: ConfigIssue[] = [];
+  for (const { key, plugin, does, keep } of INERT) {
+    const entry = config.plugins.find((each) => each.name === plugin);
+    if (entry?.enabled) continue;
+    const off = entry ? `plugins.${plugin} is false at ${formatPosition(entry.position)}` : `the plugins: section at ${formatPosition(positionOf(source, ["plugins"], "key"))} leaves it out`;
+    const message = (what: string) => `has no effect: ${does}, and ${off}. Enable ${plugin} (${keep}), or remove ${what}.`;
+    if (source.doc.hasIn(["session", key])) issues.push({ ...positionOf(source, ["session", key], "key"), path: `session.${key}`, message: message(`session.${key}`) });
+    if (key === "auto_checkpoint_interval" && (env.APEX_CHECKPOINT_INTERVAL ?? "").trim() !== "") {
+      issues.push({ file: "environment", line: 0, col: 0, path: "APEX_CHECKPOINT_INTERVAL", message: message("the variable") });
+    }
+  }
+  return issues;
+}
+
+const formatPosition = (at: SourcePosition) => `${at.file}:${at.line}:${at.col}`;
+
+/** `apex.config.yaml:2:3: session.max_checkpoints: has no effect: …` */
+export function warningText(issue: ConfigIssue): string {
+  return `${issue.line > 0 ? `${issue.file}:${issue.line}:${issue.col}` : issue.file}: ${issue.path}: ${issue.message}`;
+}
