@@ -95,6 +95,10 @@ describe("after a session ended", () => {
         "plugins:",
         "  checkpoint: {}",
         "  metrics: {}",
+        "  archive: {}",
+        "  retention: {}",
+        "  compression: {}",
+        "  history: {}",
         "",
       ].join("\n"),
       "apex-flow-ended-",
@@ -136,6 +140,20 @@ describe("after a session ended", () => {
     const current = project.apex(["status", "--session", "current"]);
     expect(current.status).toBe(3);
     expect(current.stderr).toContain("error[APEX_E_NO_SESSION]: --session current: no session is running in this project.");
+    // A session given as the argument takes the words too (each command answered 'No session "last"', exit 3).
+    const given = (args: string[]) => {
+      const result = project!.apex([...args, "--json"]);
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+      return JSON.parse(result.stdout) as Record<string, any>;
+    };
+    expect(given(["session", "export", "last", "-o", join(project.dir, "last.bundle")]).session_id).toBe(ready.session_id);
+    expect(given(["session", "validate", "last"]).ok).toBe(true);
+    expect(given(["session", "report", "last"]).session.session_id).toBe(ready.session_id);
+    expect(given(["session", "compress", "last", "--dry-run"]).session_id).toBe(ready.session_id);
+    expect(given(["session", "cleanup", "last", "--dry-run"]).sessions.map((session: { session_id: string }) => session.session_id)).toEqual([ready.session_id]);
+    expect(given(["session", "branch", "last/latest", "from-last"]).parent_checkpoint.session_id).toBe(ready.session_id);
+    const archived = project.apex(["session", "archive", "current"]);
+    expect([archived.status, archived.stderr]).toEqual([3, 'error[APEX_E_NO_SESSION]: No session "current" in this project.\n  hint: See `apex session list`.\n']);
   });
 });
 

@@ -209,6 +209,10 @@ function findCheckpoint(store: Store, argument: string): ContinueTarget | undefi
  */
 export function resolveSessionId(store: Store, ref: string): string {
   const text = ref.trim();
+  // The words `--session` takes (cli/session-ref.ts), wherever a session is named: no session's name is either.
+  if (text === "last") return readableSessionId(store);
+  const current = text === "current" ? currentSession(store) : undefined;
+  if (current) return current.session_id;
   if (text && !text.includes("/") && safeFind(store, text)) return text;
   const named = sessionIdByName(store, text);
   if (named) return named;

@@ -7,7 +7,7 @@ import { describeStore, openStore, resolveStoreSpec } from "../../core/store/ope
 import { formatDuration, parseDurationOption } from "../../cli/durations.js";
 import { formatBytes, plural, visibleText } from "../../cli/output.js";
 import { SESSION_NAME_PATTERN, sessionIdByName, shortSessionId } from "../../core/session/names.js";
-import { findSession } from "../../core/session/sessions.js";
+import { findSession, resolveSessionId as resolveSessionRef } from "../../core/session/sessions.js";
 import { RESERVED_SESSION_NAMES } from "../checkpoint/manifest.js";
 import { Progress } from "../compression/progress.js";
 import { archiveSessions, cutoffOf, sameSession, type ArchiveResult } from "./archive.js";
@@ -396,6 +396,7 @@ export async function runExport(input: CommandInput, context: CommandContext, se
 
 /** A session with a record (ended or live): its id, a branch's name, or a unique prefix of 4+ characters. */
 function resolveSessionId(store: Store, target: string): string {
+  if (target === "last" || target === "current") return resolveSessionRef(store, target); // as every command reads them
   const ids = new Set<string>();
   for (const { path } of store.query("/sessions/history/*")) ids.add(path.slice("/sessions/history/".length));
   for (const { path } of store.query("/sessions/*")) {

@@ -1,6 +1,6 @@
 import { ApexError } from "../../core/errors.js";
 import { sessionIdByName } from "../../core/session/names.js";
-import { boundSessionId, lastSession } from "../../core/session/sessions.js";
+import { boundSessionId, lastSession, readableSessionId } from "../../core/session/sessions.js";
 import type { Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
 import { RESERVED_SESSION_NAMES } from "./manifest.js";
@@ -24,6 +24,7 @@ export function resolveSessionRef(store: Store, ref: string): string {
   // `current` as in `session share current`: the session this command is bound to. Never the
   // pointer record /sessions/current read as a session of that id.
   if (text === "current") return currentSession(store);
+  if (text === "last") return readableSessionId(store); // the one this command acts on, else the one that ended last
   if (knownSession(store, text)) return text;
   const named = sessionIdByName(store, text);
   if (named) return named;

@@ -73,12 +73,12 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
 }
 
 function findSession(store: Parameters<typeof knownSessions>[0], argument: string): ReturnType<typeof findKnownSession> {
-  return findKnownSessionOrHint(knownSessions(store), argument);
+  return findKnownSessionOrHint(knownSessions(store), argument, store);
 }
 
-function findKnownSessionOrHint(sessions: Parameters<typeof findKnownSession>[0], argument: string): ReturnType<typeof findKnownSession> {
+function findKnownSessionOrHint(sessions: Parameters<typeof findKnownSession>[0], argument: string, store?: Parameters<typeof findKnownSession>[2]): ReturnType<typeof findKnownSession> {
   try {
-    return findKnownSession(sessions, argument);
+    return findKnownSession(sessions, argument, store);
   } catch (error) {
     if (error instanceof ApexError && error.code === "APEX_E_NO_SESSION") {
       throw new ApexError("APEX_E_NO_SESSION", error.message, { hint: "See `apex session list`; without an ID, every session's cold data is compressed." });

@@ -1,5 +1,5 @@
 import { ApexError } from "../../core/errors.js";
-import { boundSessionId } from "../../core/session/sessions.js";
+import { boundSessionId, resolveSessionId as resolveSessionRef } from "../../core/session/sessions.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { diffGitState, type GitChanges } from "./compare.js";
 import { isDirectory } from "../../core/config/locate.js";
@@ -92,6 +92,7 @@ export function resolveSessionId(store: Store, id: string | undefined): string {
       hint: "Name a session: apex session sync-git <ID> (see `apex session list`).",
     });
   }
+  if (id === "last" || id === "current") return resolveSessionRef(store, id); // as every command reads them
   if (id.length > 0 && !id.includes("/") && (store.has(`/sessions/${id}`) || store.has(`/sessions/history/${id}`))) return id;
   const candidates = new Set<string>();
   if (id.length >= 4 && !/[*?\\/]/.test(id)) {

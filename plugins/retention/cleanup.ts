@@ -48,7 +48,7 @@ export interface PlanOptions {
  */
 export function planRetention(store: Store, policy: RetentionPolicy, options: PlanOptions = {}): RetentionPlan {
   const all = knownSessions(store);
-  const targets = options.sessionId === undefined ? all : [findKnownSession(all, options.sessionId)];
+  const targets = options.sessionId === undefined ? all : [findKnownSession(all, options.sessionId, store)];
   const branches = branchPoints(store, all);
   const bases = restoreBases(store, all);
   const merges = mergePoints(store, all);

@@ -36,7 +36,7 @@ export async function runCleanupCommand(input: CommandInput, context: CommandCon
   }
   const store = await context.store();
   const sessions = knownSessions(store);
-  const sessionId = argument === undefined ? undefined : findKnownSession(sessions, argument).sessionId;
+  const sessionId = argument === undefined ? undefined : findKnownSession(sessions, argument, store).sessionId;
   const temporary = temporaryFiles(context, sessions, sessionId);
 
   if (dryRun) {

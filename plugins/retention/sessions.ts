@@ -1,5 +1,6 @@
 import { ApexError } from "../../core/errors.js";
 import type { Store } from "../../core/store/store.js";
+import { resolveSessionId } from "../../core/session/sessions.js";
 import { listCheckpoints } from "../checkpoint/checkpoints.js";
 import type { SessionInfo } from "../checkpoint/dependents.js";
 
@@ -23,7 +24,9 @@ export interface CheckpointRow {
 }
 
 /** The session `argument` names: its id, or a unique prefix of at least 4 characters. */
-export function findKnownSession(sessions: readonly SessionInfo[], argument: string): SessionInfo {
+export function findKnownSession(sessions: readonly SessionInfo[], argument: string, store?: Store): SessionInfo {
+  // `last` and `current`, as every command reads them (core's resolveSessionId).
+  if (store && (argument === "last" || argument === "current")) argument = resolveSessionId(store, argument);
   const exact = sessions.find((session) => session.sessionId === argument);
   if (exact) return exact;
   const named = sessions.find((session) => session.record?.name === argument);
