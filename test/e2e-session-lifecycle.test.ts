@@ -469,9 +469,13 @@ describe("apex logs / start --attach / no session", () => {
       await waitFor("onStart", () => existsSync(hooks) && readFileSync(hooks, "utf8").includes('"onStart"'), 30_000);
       const runtime = JSON.parse(readFileSync(join(p.storeDir, "supervisor.json"), "utf8")) as { pid: number; start_time: number; socket: string; session_id: string };
       p.remember();
-      queued = ["stop", "pause", "resume"].map((command) => p.apexAsync([command]));
       // All three are connected to the supervisor (its end of each connection is listed under the socket's path), so they queue behind the start.
       const connected = () => readFileSync("/proc/net/unix", "utf8").split("\n").filter((line) => line.endsWith(` ${runtime.socket}`) && line.split(/\s+/)[5] === "03").length;
+      // The stop first: queued behind the start, it has not begun, so the session is not stopping yet and
+      // pause and resume queue too (they were refused at once as "stopping", never told the start failed).
+      queued = [p.apexAsync(["stop"])];
+      await waitFor("stop to connect", () => connected() >= 1, 30_000);
+      queued.push(...["pause", "resume"].map((command) => p.apexAsync([command])));
       await waitFor("stop, pause and resume to connect", () => connected() >= 3, 30_000);
       await new Promise((resolve) => setTimeout(resolve, 300));
       writeFileSync(gate, "");

@@ -347,7 +347,9 @@ describe("apex serve: streams, revocation and concurrency", () => {
       }
     }
     expect((await stopping.done).status).toBe(0);
-    expect([...answers].sort()).toEqual(["paused", "stopped"]);
+    // Paused, then stopping while its stop runs (when a refresh falls in it), then stopped.
+    expect([...answers].filter((answer) => !["paused", "stopping", "stopped"].includes(answer))).toEqual([]);
+    expect(answers.has("stopped")).toBe(true);
   });
 });
 

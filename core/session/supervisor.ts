@@ -123,6 +123,8 @@ export class Supervisor {
   private readonly slots = new Map<string, AgentSlot>();
   private readonly subscribers = new Set<(event: SessionEvent) => void>();
   private stopping: Promise<Record<string, JsonValue>> | undefined;
+  /** The stop (or end) has begun: a stop queued behind a start is not yet stopping, so pause and resume queue too and hear how the start ended. */
+  private stopBegun = false;
   /** A branch session's name (null: none), read at the start: pause, resume and stop name the session by it, as the CLI prints sessions. */
   private name: string | null = null;
   /** Why the start failed: set (in the lifecycle) before a pause, resume or stop queued behind the start runs. */
@@ -865,6 +867,7 @@ export class Supervisor {
     let checkpointFailed = false;
     const run = this.runLifecycle(async () => {
       if (this.startFailure !== undefined) throw this.failedStart("stop");
+      this.stopBegun = true;
       let checkpoint: JsonValue = null;
       const service = options.checkpoint ? checkpointServiceFor(this.store) : undefined;
       if (options.checkpoint && service) {
@@ -887,7 +890,7 @@ export class Supervisor {
     this.stopping = run;
     // A checkpoint that could not be written stopped nothing: the session goes on as it was.
     run.catch(() => {
-      if (checkpointFailed && this.stopping === run) this.stopping = undefined;
+      if (checkpointFailed && this.stopping === run) [this.stopping, this.stopBegun] = [undefined, false];
     });
     return run;
   }
@@ -896,6 +899,7 @@ export class Supervisor {
   private async end(status: "completed" | "failed", outcome: string): Promise<void> {
     if (this.stopping) return;
     this.stopping = this.runLifecycle(async () => {
+      this.stopBegun = true;
       this.clearTimers();
       await this.terminateAll({ graceMs: 2000 });
       await this.finish(status, outcome).finally(() => this.scheduleShutdown(0));
@@ -1000,11 +1004,11 @@ export class Supervisor {
   }
 
   /** True while the session ends (a stop or its end: hooks run, agents are reaped); its record says active or paused until it is written. */
-  isStopping(): boolean { return this.stopping !== undefined && this.startFailure === undefined && !this.lease?.lost; }
+  isStopping(): boolean { return this.stopBegun && this.startFailure === undefined && !this.lease?.lost; }
 
   /** Pause and resume are refused at once while the session stops, rather than after waiting for the stop to end. */
   private refuseWhileStopping(action: string): void {
-    if (this.stopping) throw new ApexError("APEX_E_SESSION_STATE", `The session is stopping; it cannot ${action}.`, { hint: "`apex status` shows it as stopping until it has stopped.", details: { session_id: this.sessionId, status: "stopping" } });
+    if (this.stopBegun) throw new ApexError("APEX_E_SESSION_STATE", `The session is stopping; it cannot ${action}.`, { hint: "`apex status` shows it as stopping until it has stopped.", details: { session_id: this.sessionId, status: "stopping" } });
   }
 
   private async setStatus(status: "active" | "paused", eventType: string, data: Record<string, JsonValue>, actor: string): Promise<void> {
