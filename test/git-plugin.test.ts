@@ -830,7 +830,7 @@ describe("apex session sync-git", () => {
     const dir = await project();
     const unknown = apex(dir, ["session", "sync-git", "no-such-session"]);
     expect(unknown.status).toBe(3);
-    expect(unknown.stderr).toContain('error[APEX_E_NO_SESSION]: No session "no-such-session".');
+    expect(unknown.stderr).toContain('error[APEX_E_NO_SESSION]: No session "no-such-session" in this project.');
 
     const none = await project({ session: false });
     expect(apex(none, ["session", "sync-git"]).status).toBe(3);

@@ -80,7 +80,7 @@ export async function syncGit(store: Store, sessionId: string, repoDir: string, 
 }
 
 /**
- * The session `id` names (a unique prefix of at least 4 characters will do), or without an id
+ * The session `id` names (core's resolveSessionId: an id, a unique prefix, a name), or without an id
  * the session this command is bound to (core/session/binding.ts: the agent's, `--session`, this
  * worktree's, the project's, the only active one). Looks in /sessions and /sessions/history.
  */
@@ -92,22 +92,8 @@ export function resolveSessionId(store: Store, id: string | undefined): string {
       hint: "Name a session: apex session sync-git <ID> (see `apex session list`).",
     });
   }
-  if (id === "last" || id === "current") return resolveSessionRef(store, id); // as every command reads them
-  if (id.length > 0 && !id.includes("/") && (store.has(`/sessions/${id}`) || store.has(`/sessions/history/${id}`))) return id;
-  const candidates = new Set<string>();
-  if (id.length >= 4 && !/[*?\\/]/.test(id)) {
-    for (const { path } of store.query(`/sessions/${id}*`)) candidates.add(path.split("/")[2]!);
-    for (const { path } of store.query(`/sessions/history/${id}*`)) candidates.add(path.split("/")[3]!);
-  }
-  candidates.delete("current");
-  candidates.delete("history");
-  if (candidates.size === 1) return [...candidates][0]!;
-  if (candidates.size > 1) {
-    throw new ApexError("APEX_E_AMBIGUOUS", `${id} matches ${candidates.size} sessions: ${[...candidates].sort().join(", ")}.`, {
-      hint: "Give more characters of the session id.",
-    });
-  }
-  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(id)}.`, { hint: "See `apex session list`." });
+  // An id, a unique prefix, a branch's name, last or current: as every command reads a session.
+  return resolveSessionRef(store, id);
 }
 
 /**
