@@ -305,6 +305,8 @@ describe("apex connect and apex login at an address where apex serve is not", ()
     // A web page for every request; a server that takes no POST (as `python3 -m http.server`); nothing at all.
     const web = await listen((_request, response) => response.writeHead(200, { "content-type": "text/html" }).end(page));
     const noPost = await listen((_request, response) => response.writeHead(501, { "content-type": "text/html" }).end("<html><body><h1>Error response</h1><p>Error code: 501</p><p>Message: Unsupported method ('POST').</p></body></html>"));
+    // What fastify answers by itself while `apex serve` closes (or a proxy whose server is down): out of reach for now.
+    const closing = await listen((_request, response) => response.writeHead(503, { "content-type": "application/json" }).end('{"error":"Service Unavailable","message":"Service Unavailable","statusCode":503}'));
     const gone = await listen(() => {});
     await new Promise((resolve) => gone.server.close(resolve));
     const sid = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
@@ -313,6 +315,7 @@ describe("apex connect and apex login at an address where apex serve is not", ()
     for (const [port, says] of [
       [web.port, "HTTP 200, text/html"],
       [noPost.port, "HTTP 501, text/html"],
+      [closing.port, "Cannot reach http://127.0.0.1:" + closing.port + ": HTTP 503 Service Unavailable (shutting down"],
       [gone.port, "ECONNREFUSED"],
     ] as const) {
       for (const args of [["connect", `127.0.0.1:${port}/${sid}`, "--json"], ["login", `127.0.0.1:${port}/${sid}`, "--json"]]) {

@@ -207,7 +207,7 @@ describe("apex serve: roles", () => {
       expect(project.apex(["memory", "set", "/outage/after", "1"]).status).toBe(0);
       await waitFor("the changes made while the server was down and after", () => watchedPaths().includes("/outage/after"));
       expect(watchedPaths().slice(-2)).toEqual(["/outage/while-down", "/outage/after"]);
-      expect(watch.errors()).toMatch(/^warning: Cannot reach http:\/\/127\.0\.0\.1:\d+: ECONNREFUSED\. Still watching; retrying every 1 s \(Ctrl-C ends\)\.\nwarning: the server is reachable again after \d+\.\d s; nothing was missed\.\n$/);
+      expect(watch.errors()).toMatch(/^warning: Cannot reach http:\/\/127\.0\.0\.1:\d+: (ECONNREFUSED|HTTP 503 Service Unavailable \(shutting down[^)]*\))\. Still watching; retrying every 1 s \(Ctrl-C ends\)\.\nwarning: the server is reachable again after \d+\.\d s; nothing was missed\.\n$/);
       watch.child.kill("SIGTERM");
       expect((await watch.done).status).toBe(0);
     } finally {

@@ -149,6 +149,13 @@ function replyError(endpoint: string, response: IncomingMessage, text: string): 
  * page): said so in one line, with the start of its text stripped of markup, never the page.
  */
 function notApex(endpoint: string, response: IncomingMessage, text: string): ApexError {
+  // A server closing (fastify answers requests that arrive meanwhile itself) or a proxy whose
+  // upstream is down: the server is out of reach for now, as when nothing listens at all.
+  if (response.statusCode === 503) {
+    return new ApexError("APEX_E_RPC", `Cannot reach ${new URL(endpoint).origin}: HTTP 503 Service Unavailable (shutting down, restarting, or behind a proxy whose server is down).`, {
+      hint: "Try again in a moment; if it lasts, check that `apex serve` runs there.",
+    });
+  }
   const type = String(response.headers["content-type"] ?? "no content type").split(";")[0];
   const gist = text.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim().slice(0, 80);
   return new ApexError("APEX_E_RPC", `${new URL(endpoint).origin} did not answer as \`apex serve\` does (HTTP ${response.statusCode}, ${type}${gist ? `: ${JSON.stringify(gist)}` : ""}).`, {
