@@ -2,13 +2,13 @@ import { Command, CommanderError, Option } from "commander";
 import { ApexError } from "../core/errors.js";
 import { reportError, useColor } from "./output.js";
 import { guardTerminalOutput } from "./terminal-text.js";
-import { commandGroups } from "./commands.js";
+import { COMMAND_GROUPS, groupsFor, loadGroups } from "./commands.js";
 import { blankValue, refuseBlankValues } from "./option-values.js";
 
 export const VERSION = "0.1.0";
 
-/** Builds the commander program with every core command group registered. */
-export function buildProgram(): Command {
+/** Builds the commander program with command groups registered (`loadGroups()`: every one). */
+export function buildProgram(groups: ReadonlyArray<(program: Command) => void>): Command {
   const program = new Command("apex");
   program
     .description("APEX: supervised multi-agent development sessions with checkpoints, restore and plugins.")
@@ -54,20 +54,26 @@ Examples:
         ? `\nSession:\n  --session is refused here: ${NO_SESSION_FLAG[command.name()]}.`
         : "\nSession:\n  --session ID|NAME        act on this session of the project (see `apex --help`)",
   );
-  for (const register of commandGroups) register(program);
+  for (const register of groups) register(program);
   return program;
 }
 
 /** Runs the CLI and resolves to the process exit code; never throws. */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
   const json = argv.includes("--json");
-  program.exitOverride();
-  // An unknown command gets APEX's suggestion (unknownCommandHint), which knows the groups' subcommands.
-  program.showSuggestionAfterError(false);
-  program.configureOutput({
-    writeErr: (text) => process.stderr.write(text),
-  });
+  const make = async (groups: ReturnType<typeof groupsFor>) => {
+    const made = buildProgram(await loadGroups(groups));
+    made.exitOverride();
+    // An unknown command gets APEX's suggestion (unknownCommandHint), which knows the groups' subcommands.
+    made.showSuggestionAfterError(false);
+    made.configureOutput({
+      writeErr: (text) => process.stderr.write(text),
+    });
+    return made;
+  };
+  // Only the groups of the command named (`apex status`: its group's modules alone), every group where more may be wanted.
+  const groups = groupsFor(commandWords(argv.slice(2), 1)[0]);
+  let program = await make(groups);
   const finalizers: Array<() => Promise<void>> = [];
   try {
     if (argv === process.argv) {
@@ -81,6 +87,8 @@ export async function main(argv: string[]): Promise<number> {
     (await import("./token-flags.js")).applyTokenFlags(argv.slice(2));
     argv = await applySessionFlag(program, argv);
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
+    // A plugin's command, or help on a group plugins add to: every group, as a plugin's command may go below any of them.
+    if (groups !== COMMAND_GROUPS && (needsPluginCommands(program, argv) || wantsGroupHelp(program, argv))) program = await make(COMMAND_GROUPS);
     if (needsPluginCommands(program, argv)) {
       const { registerPluginCommands, closeAfterParse } = await import("./plugin-commands.js");
       await registerPluginCommands(program, argv, commandWords(argv.slice(2)));

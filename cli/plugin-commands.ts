@@ -67,9 +67,9 @@ export async function assertPluginsApply(config: Config, loaded?: Engine): Promi
   const { isBuiltinPlugin } = await import("../core/config/schemas.js");
   if (!config.plugins.some((entry) => entry.enabled && !isBuiltinPlugin(entry.name))) return;
   const engine = loaded ?? (await (await import("../core/plugins.js")).loadPlugins(config, { warn: () => undefined }));
-  const { buildProgram } = await import("./main.js");
+  const [{ buildProgram }, { loadGroups }] = await Promise.all([import("./main.js"), import("./commands.js")]);
   // Only the clashes matter here: the commands are added to a program that never runs.
-  addPluginCommands(buildProgram(), engine, {} as CommandContext);
+  addPluginCommands(buildProgram(await loadGroups()), engine, {} as CommandContext);
 }
 
 /** How to run without a plugin: its line under `plugins:`. */

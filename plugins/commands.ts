@@ -4,10 +4,16 @@
  * commands (a LangGraph saver's first call, a direct write) never loads the CLI's modules.
  */
 import type { Command } from "commander";
-import { registerSessionBranchCommands } from "./checkpoint/branch-commands.js";
-import { registerCheckpointCommands } from "./checkpoint/cli.js";
-import { registerStoreCommands } from "./postgres/cli.js";
-import { registerRemoteCommands } from "./sharing/remote-cli.js";
+
+/**
+ * A group of CLI commands: `name`, the top-level commands it defines or adds subcommands to
+ * (`commands`), and its registration, loaded when a command line needs the group.
+ */
+export interface CommandGroup {
+  name: string;
+  commands: readonly string[];
+  load: () => Promise<(program: Command) => void>;
+}
 
 /**
  * Command groups of built-in plugins that the CLI defines whatever the config (their actions
@@ -15,9 +21,9 @@ import { registerRemoteCommands } from "./sharing/remote-cli.js";
  * …`, and `apex serve|connect|login` with `apex session share…`, and `apex store migrate`. Each is placed after the core
  * group it names, so `apex --help` keeps its order.
  */
-export const builtinCommandGroups: ReadonlyArray<{ name: string; after: string; register: (program: Command) => void }> = [
-  { name: "checkpoint", after: "session", register: registerCheckpointCommands },
-  { name: "session-branch", after: "checkpoint", register: registerSessionBranchCommands },
-  { name: "remote", after: "session-branch", register: registerRemoteCommands },
-  { name: "store", after: "plugins", register: registerStoreCommands },
+export const builtinCommandGroups: ReadonlyArray<CommandGroup & { after: string }> = [
+  { name: "checkpoint", after: "session", commands: ["checkpoint", "session"], load: async () => (await import("./checkpoint/cli.js")).registerCheckpointCommands },
+  { name: "session-branch", after: "checkpoint", commands: ["session"], load: async () => (await import("./checkpoint/branch-commands.js")).registerSessionBranchCommands },
+  { name: "remote", after: "session-branch", commands: ["serve", "connect", "login", "session"], load: async () => (await import("./sharing/remote-cli.js")).registerRemoteCommands },
+  { name: "store", after: "plugins", commands: ["store"], load: async () => (await import("./postgres/cli.js")).registerStoreCommands },
 ];

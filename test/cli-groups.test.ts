@@ -1,0 +1,53 @@
+// The CLI loads only the command groups a command line names (`apex status` is benchmarked
+// against `node -e 0`): each group's list of top-level commands must be what it registers, or a
+// command would go missing when its group is loaded alone.
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { Command } from "commander";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { COMMAND_GROUPS, groupsFor, loadGroups } from "../cli/commands.js";
+import { buildProgram } from "../cli/main.js";
+import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "apex-cli-groups-"));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("command groups loaded by the command line", () => {
+  it("each group lists the top-level commands it registers, and all of them make the whole program", async () => {
+    for (const group of COMMAND_GROUPS) {
+      const program = new Command("apex");
+      (await group.load())(program);
+      expect(program.commands.map((command) => command.name()).sort(), group.name).toEqual([...group.commands].sort());
+      for (const command of program.commands) expect(command.aliases(), `${group.name}: ${command.name()}`).toEqual([]);
+    }
+    const whole = buildProgram(await loadGroups());
+    const listed = new Set(COMMAND_GROUPS.flatMap((group) => group.commands));
+    expect(whole.commands.map((command) => command.name()).sort()).toEqual([...listed].sort());
+    // A group loaded alone for its word is the same command as in the whole program (`apex session …`: every group that adds to it).
+    for (const word of listed) {
+      const alone = buildProgram(await loadGroups(groupsFor(word))).commands.find((command) => command.name() === word)!;
+      const full = whole.commands.find((command) => command.name() === word)!;
+      expect(alone.helpInformation(), word).toBe(full.helpInformation());
+    }
+    expect(groupsFor(undefined)).toBe(COMMAND_GROUPS);
+    expect(groupsFor("help")).toBe(COMMAND_GROUPS);
+    expect(groupsFor("hello")).toBe(COMMAND_GROUPS); // a plugin's command: every group
+  });
+
+  it("`apex status` loads the lifecycle group's module and no other group's (a new process, the built CLI)", () => {
+    // A loader hook reports every module the process loads (writeSync: the hooks run on their own thread).
+    const hook = `data:text/javascript,${encodeURIComponent('import { register } from "node:module"; register("data:text/javascript," + encodeURIComponent("import { writeSync } from \\"node:fs\\"; export async function load(url, context, next) { writeSync(2, \\"LOADED \\" + url + \\"\\\\n\\"); return next(url, context); }"));')}`;
+    const result = spawnSync(process.execPath, ["--import", hook, APEX_BIN, "status", "--json"], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1" }, encoding: "utf8" });
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ session: null });
+    const loaded = result.stderr.split("\n").filter((line) => line.startsWith("LOADED file:")).map((line) => relative(join(REPO_ROOT, "dist"), new URL(line.slice(7)).pathname));
+    expect(loaded).toContain("cli/lifecycle.js");
+    const groupModules = ["cli/agent.js", "cli/config.js", "cli/memory.js", "cli/plugins.js", "cli/session.js", "cli/task.js", "plugins/checkpoint/cli.js", "plugins/checkpoint/branch-commands.js", "plugins/postgres/cli.js", "plugins/sharing/remote-cli.js"];
+    expect(loaded.filter((file) => groupModules.includes(file))).toEqual([]);
+  });
+});
