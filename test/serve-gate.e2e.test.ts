@@ -4,7 +4,7 @@
 // A real server on loopback (the built CLI, and startServer in this process for the throttle's
 // limits), real requests from several loopback addresses.
 import { request as httpRequest } from "node:http";
-import { createServer as netServer, type Server, type Socket } from "node:net";
+import { connect as netConnect, createServer as netServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { startServer, type RunningServer } from "../plugins/sharing/server.js";
@@ -305,5 +305,48 @@ describe("the client's token", () => {
     const quiet = await project.apexAsync(["--remote", `${host}/abcdefgh`, "status", "--json"], { env: { APEX_CREDENTIALS: credentials } }).done;
     expect(quiet.stderr).not.toContain("warning");
     expect(requests).toBeGreaterThan(0);
+  }, 60_000);
+});
+
+describe("apex serve: connections held at once", () => {
+  it("are bounded (--max-connections): one more is answered 503 at once and closed, the log says so once, and a place freed is taken again", async () => {
+    const project = new Project(shellAgents({ alpha: "sleep 1" }), "apex-serve-limit-");
+    cleanups.push(() => project.cleanup());
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--max-connections", "4", "--json"]);
+    cleanups.push(async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    });
+    const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+    const port = Number(new URL(url).port);
+    // Clients that send half a request and wait (each was held 60 s, and nothing bounded how many):
+    // four, from one loopback address (this host, or a tunnel: they count in the total only).
+    const slow: Socket[] = [];
+    cleanups.push(() => slow.forEach((socket) => socket.destroy()));
+    for (let i = 0; i < 4; i++) {
+      const socket = netConnect(port, "127.0.0.1");
+      socket.on("error", () => {});
+      await new Promise((resolve) => socket.once("connect", resolve));
+      socket.write("POST /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+      slow.push(socket);
+    }
+    const health = (localAddress: string) => post(url, "/api/health", undefined, localAddress).catch((error: Error) => ({ status: 0, body: String(error), ms: 0 }));
+    for (const localAddress of ["127.0.0.1", "127.0.0.3"]) {
+      const refused = await health(localAddress);
+      expect(refused.status, JSON.stringify(refused.body)).toBe(503);
+      expect(refused.retryAfter).toBe("5");
+      expect(refused.body.error).toMatchObject({ code: "APEX_E_RATE_LIMITED", message: "The server holds 4 connections, the most it takes at once; try again in a moment." });
+    }
+    expect(run.errors().match(/refusing connections: 4 open, the most this server holds \(--max-connections 4\)/g)).toHaveLength(1);
+    // A place freed is taken again (POST /api/health is the API's 405: answered, not refused).
+    slow.shift()!.destroy();
+    const served = await waitFor("a place", async () => ((await health("127.0.0.2")).status === 405 ? true : undefined), 5000);
+    expect(served).toBe(true);
+    // Refused before it starts: 0 or not a number is exit 2.
+    for (const value of ["0", "many"]) {
+      const bad = project.apex(["serve", "--listen", "127.0.0.1:0", "--max-connections", value]);
+      expect(bad.status, bad.stderr).toBe(2);
+      expect(bad.stderr).toContain("APEX_E_USAGE");
+    }
   }, 60_000);
 });

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
 import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
 import { authenticate, checkUser, grantPath, madeWith, roleAllows, type GrantRecord } from "../plugins/sharing/grants.js";
-import { AcceptedTokens, clientKey, LoginThrottle, RefusedTokens } from "../plugins/sharing/throttle.js";
+import { AcceptedTokens, clientKey, ConnectionLimit, LoginThrottle, RefusedTokens } from "../plugins/sharing/throttle.js";
 import { GrantWatch } from "../plugins/sharing/grant-watch.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
@@ -255,6 +255,34 @@ describe("failed logins per client address", () => {
     // Long after, a single failure finds every old address expired: the record shrinks to one.
     throttle.failed("late", 10_000_000);
     expect(throttle.size).toBe(1);
+  });
+});
+
+describe("connections apex serve holds at once", () => {
+  it("are bounded in all and per client address (an IPv6 /64), loopback addresses by the total only; a place given back is taken again", () => {
+    const limit = new ConnectionLimit(6, 2);
+    const a = [limit.admit("203.0.113.7"), limit.admit("::ffff:203.0.113.7")];
+    expect(a.every((release) => typeof release === "function")).toBe(true);
+    expect(limit.admit("203.0.113.7")).toBe("address");
+    // Another address of the same /64 is the same client; another /64 is not.
+    const v6 = [limit.admit("2001:db8:1:2::1"), limit.admit("2001:db8:1:2::2")];
+    expect(limit.admit("2001:db8:1:2::3")).toBe("address");
+    // This host (a tunnel or proxy every user comes through): any number, up to the total.
+    const local = [limit.admit("127.0.0.1"), limit.admit("::1")];
+    expect(local.every((release) => typeof release === "function")).toBe(true);
+    expect(limit.held()).toBe(6);
+    expect(limit.admit("198.51.100.1")).toBe("server");
+    expect(limit.admit("127.0.0.1")).toBe("server");
+    // Given back (twice is once): a place again, for the address too.
+    (a[0] as () => void)();
+    (a[0] as () => void)();
+    expect(limit.held()).toBe(5);
+    expect(limit.held("203.0.113.7")).toBe(1);
+    expect(typeof limit.admit("203.0.113.7")).toBe("function");
+    expect(limit.admit("2001:db8:1:2::4")).toBe("server");
+    for (const release of [...v6, ...local]) (release as () => void)();
+    expect(limit.held()).toBe(2);
+    expect(limit.held("2001:db8:1:2::9")).toBe(0);
   });
 });
 
