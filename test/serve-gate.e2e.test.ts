@@ -350,3 +350,31 @@ describe("apex serve: connections held at once", () => {
     }
   }, 60_000);
 });
+
+describe("apex serve with --cors", () => {
+  let server: RunningServer | undefined;
+  afterEach(async () => {
+    await server?.close();
+    server = undefined;
+  });
+
+  it("says Vary: Origin on every reply, whichever origin asks (or none): its CORS headers depend on it", async () => {
+    const temp = tempDir();
+    cleanups.push(temp.cleanup);
+    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", corsOrigins: ["https://ui.example"] });
+    const api = `${server.url}/api/sessions/${SID}/rpc/whoami`;
+    const replies: Array<[string, Response]> = [];
+    for (const origin of ["https://ui.example", "https://evil.example", undefined]) {
+      const headers: Record<string, string> = origin ? { origin } : {};
+      replies.push([`health ${origin}`, await fetch(`${server.url}/api/health`, { headers })]);
+      replies.push([`401 ${origin}`, await fetch(api, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: "{}" })]);
+      replies.push([`preflight ${origin}`, await fetch(api, { method: "OPTIONS", headers: { ...headers, "access-control-request-method": "POST" } })]);
+      replies.push([`404 ${origin}`, await fetch(`${server.url}/api/nothing`, { headers })]);
+    }
+    for (const [what, reply] of replies) {
+      // Only for the origin --cors names are the CORS headers there (a cache keyed without Origin gave one origin's reply to the other).
+      expect(reply.headers.get("vary")?.toLowerCase(), what).toBe("origin");
+      expect(reply.headers.get("access-control-allow-origin"), what).toBe(what.endsWith("https://ui.example") ? "https://ui.example" : null);
+    }
+  });
+});

@@ -235,8 +235,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       reply.header("access-control-allow-origin", request.headers.origin);
       reply.header("access-control-allow-headers", "authorization, content-type");
       reply.header("access-control-allow-methods", "POST");
-      reply.header("vary", "origin");
     }
+    // With --cors, every reply's CORS headers depend on its Origin (present for one, absent for
+    // another or none): said on all of them, else a cache between could give one origin's reply to another.
+    if (options.corsOrigins?.length) reply.header("vary", "origin");
     reply.header("x-content-type-options", "nosniff");
   });
   // A browser asks before every API call (they carry an Authorization header): an origin --cors
