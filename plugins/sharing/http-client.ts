@@ -60,9 +60,10 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number, 
             hint: write
               ? `Check what ${what} would have changed (\`apex --remote HOST/SESSION status\`) before running it again.${url.protocol === "http:" ? ` If the server serves HTTPS (--tls-cert), write https://${url.host}/SESSION.` : ""}`
               : unreachableHint(url, error),
+            details: { connection: error.code },
           }),
         );
-      } else reject(new ApexError("APEX_E_RPC", `Cannot reach ${url.origin}: ${error.code ?? error.message}.`, { hint: unreachableHint(url, error) }));
+      } else reject(new ApexError("APEX_E_RPC", `Cannot reach ${url.origin}: ${error.code ?? error.message}.`, { hint: unreachableHint(url, error), details: { connection: error.code ?? "error" } }));
     });
     req.end(payload);
   });
