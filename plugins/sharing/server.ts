@@ -411,6 +411,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
 
   function openStream(req: IncomingMessage, res: ServerResponse, caller: Caller, token: string, sid: string, body: Record<string, Record<string, unknown>>, headers: Record<string, unknown>): void {
+    // The client went away while its request was checked: the close that ends a stream is past, so
+    // such a stream was never ended, counted against its grant for ever (16 of them: every stream
+    // refused, 429) and listed by `apex status` as connected. Nothing is opened for it.
+    if (res.destroyed || req.socket.destroyed) return;
     res.writeHead(200, { ...(headers as Record<string, string>), "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", connection: "keep-alive", "x-accel-buffering": "no" });
     res.write(": apex\n\n");
     let closed = false;
