@@ -3,7 +3,11 @@
 // logins slow a client address down in a record that stays bounded however many addresses fail.
 // A real server on loopback (the built CLI, and startServer in this process for the throttle's
 // limits), real requests from several loopback addresses.
+import { execFileSync } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
+import { get as httpsGet } from "node:https";
 import { connect as netConnect, createServer as netServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -349,6 +353,48 @@ describe("apex serve: connections held at once", () => {
       expect(bad.stderr).toContain("APEX_E_USAGE");
     }
   }, 60_000);
+});
+
+describe("apex serve over TLS: connections held at once", () => {
+  let server: RunningServer | undefined;
+  afterEach(async () => {
+    await server?.close();
+    server = undefined;
+  });
+
+  it("answers one past the limit once its handshake is done (503, APEX_E_RATE_LIMITED), and cuts one that only trickles within 2 s", async () => {
+    const temp = tempDir();
+    cleanups.push(temp.cleanup);
+    const [cert, key] = [`${temp.dir}/cert.pem`, `${temp.dir}/key.pem`];
+    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
+    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", tlsCert: cert, tlsKey: key, maxConnections: 1 });
+    const held = netConnect(server.port, "127.0.0.1");
+    held.on("error", () => {});
+    cleanups.push(() => held.destroy());
+    await once(held, "connect");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const reply = await new Promise<{ status: number; body: any }>((resolve, reject) => {
+      httpsGet(`${server!.url}/api/health`, { ca: readFileSync(cert), agent: false }, (response) => {
+        let text = "";
+        response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body: JSON.parse(text) }));
+      }).on("error", reject);
+    });
+    // It was closed before its handshake, which a client took for a server that was not there (ECONNRESET).
+    expect(reply.status).toBe(503);
+    expect(reply.body.error.code).toBe("APEX_E_RATE_LIMITED");
+    // One that sends a byte now and then (of a TLS record that says it is 16 KiB long) is cut all the same.
+    const trickler = netConnect(server.port, "127.0.0.1");
+    trickler.on("error", () => {});
+    await once(trickler, "connect");
+    const started = Date.now();
+    trickler.write(Buffer.from([0x16, 0x03, 0x01, 0x40, 0x00]));
+    const timer = setInterval(() => trickler.writable && trickler.write(Buffer.from([0])), 100);
+    await once(trickler, "close");
+    clearInterval(timer);
+    expect(Date.now() - started).toBeLessThan(4000);
+    held.destroy();
+  });
 });
 
 describe("apex serve with --cors", () => {

@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import { existsSync, readFileSync } from "node:fs";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
+import { createSecureContext, TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -195,7 +196,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   });
   const log = options.log ?? (() => {});
-  limitConnections(app, new ConnectionLimit(maxConnections, perAddress), Boolean(https), log);
+  limitConnections(app, new ConnectionLimit(maxConnections, perAddress), https, log);
   // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
   const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
   const served = await storeIdentity(await resolveStoreSpec(options.location));
@@ -1068,13 +1069,14 @@ function rawReply(status: number, error: ApexError, headers = ""): string {
 }
 
 /**
- * Holds the server to `limit`: a connection past it never reaches the HTTP parser (nor TLS). In
- * plain HTTP it is answered at once, 503 (the server full) or 429 (that address), APEX_E_RATE_LIMITED
- * with Retry-After, whatever it sends, then closed; in TLS, which needs a handshake to say
- * anything, it is closed at once. The log says so at most once a minute, with how many since.
+ * Holds the server to `limit`: a connection past it never reaches the HTTP parser (nor the
+ * server's TLS). It is answered at once (in TLS once its handshake is done), 503 (the server full)
+ * or 429 (that address), APEX_E_RATE_LIMITED with Retry-After, whatever it sends, then closed;
+ * it may take REFUSED_LINGER_MS in all. The log says so at most once a minute, with how many since.
  */
-function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: boolean, log: (line: string) => void): void {
+function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: { cert: Buffer; key: Buffer } | null, log: (line: string) => void): void {
   const server = app.server;
+  const secureContext = tls ? createSecureContext(tls) : undefined;
   // Node's own (HTTP's parser, or TLS's handshake): they see only the connections admitted.
   const accept = server.listeners("connection") as Array<(socket: Socket) => void>;
   server.removeAllListeners("connection");
@@ -1096,16 +1098,23 @@ function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: boo
       refused = 0;
     }
     socket.on("error", () => {});
-    if (tls) return void socket.destroy();
+    // At most this long in all (not idle: a client sending a byte now and then would hold it).
+    const cut = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+    socket.once("close", () => clearTimeout(cut));
     const error = new ApexError("APEX_E_RATE_LIMITED", full ? `The server holds ${limit.max} connections, the most it takes at once; try again in a moment.` : `This address holds ${limit.perAddress} connections to the server, the most one address may; close some, or try again in a moment.`, {
       hint: full ? "If it lasts, the server's operator can raise it (`apex serve --max-connections`, or sharing.serve.max_connections)." : "Each open dashboard, `apex connect` and `logs -f` holds some; behind a proxy or tunnel every user comes from its address.",
       details: { retry_after_s: 5 },
     });
-    // Whatever the client sends is read and dropped (closing with it unread would reset the connection, losing the answer).
-    socket.resume();
-    socket.setTimeout(REFUSED_LINGER_MS, () => socket.destroy());
-    socket.on("end", () => socket.destroy());
-    socket.end(rawReply(full ? 503 : 429, error, "retry-after: 5\r\n"));
+    const answer = (stream: Duplex) => {
+      // Whatever the client sends is read and dropped (closing with it unread would reset the connection, losing the answer).
+      stream.resume();
+      stream.on("end", () => stream.destroy());
+      stream.end(rawReply(full ? 503 : 429, error, "retry-after: 5\r\n"));
+    };
+    if (!secureContext) return answer(socket);
+    const secure = new TLSSocket(socket, { isServer: true, secureContext });
+    secure.on("error", () => socket.destroy());
+    secure.once("secure", () => answer(secure));
   });
 }
 
