@@ -395,6 +395,23 @@ describe("apex serve over TLS: connections held at once", () => {
     expect(Date.now() - started).toBeLessThan(4000);
     held.destroy();
   });
+
+  it("closes within its grace though a client never starts its TLS handshake: Node's closeAllConnections does not know of it", async () => {
+    const temp = tempDir();
+    cleanups.push(temp.cleanup);
+    const [cert, key] = [`${temp.dir}/cert.pem`, `${temp.dir}/key.pem`];
+    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1"], { stdio: "ignore" });
+    const running = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", tlsCert: cert, tlsKey: key });
+    const silent = netConnect(running.port, "127.0.0.1");
+    silent.on("error", () => {});
+    cleanups.push(() => silent.destroy());
+    await once(silent, "connect");
+    const started = Date.now();
+    // It waited for TLS's handshake timeout (120 s): SIGTERM left `apex serve` running that long, its port taken.
+    await running.close();
+    expect(Date.now() - started).toBeLessThan(9000);
+    if (!silent.closed) await once(silent, "close"); // cut by the server
+  }, 30_000);
 });
 
 describe("apex serve with --cors", () => {

@@ -196,7 +196,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   });
   const log = options.log ?? (() => {});
-  limitConnections(app, new ConnectionLimit(maxConnections, perAddress), https, log);
+  const cutConnections = limitConnections(app, new ConnectionLimit(maxConnections, perAddress), https, log);
   // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
   const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
   const served = await storeIdentity(await resolveStoreSpec(options.location));
@@ -552,7 +552,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       await connections.end();
       // Requests under way may finish; then connections still open (a client that stopped
       // half-way through its request) are cut, so that the process ends and the port is free.
-      const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+      // Node's closeAllConnections cuts those HTTP knows of: not one still in its TLS handshake,
+      // which held a closing server up to TLS's handshake timeout (120 s).
+      const cut = setTimeout(() => {
+        app.server.closeAllConnections();
+        cutConnections();
+      }, CLOSE_GRACE_MS);
       try {
         await app.close();
       } finally {
@@ -1074,8 +1079,10 @@ function rawReply(status: number, error: ApexError, headers = ""): string {
  * or 429 (that address), APEX_E_RATE_LIMITED with Retry-After, whatever it sends, then closed;
  * it may take REFUSED_LINGER_MS in all. The log says so at most once a minute, with how many since.
  */
-function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: { cert: Buffer; key: Buffer } | null, log: (line: string) => void): void {
+function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: { cert: Buffer; key: Buffer } | null, log: (line: string) => void): () => void {
   const server = app.server;
+  /** Every connection open, admitted or being refused: what the returned function cuts. */
+  const open = new Set<Socket>();
   const secureContext = tls ? createSecureContext(tls) : undefined;
   // Node's own (HTTP's parser, or TLS's handshake): they see only the connections admitted.
   const accept = server.listeners("connection") as Array<(socket: Socket) => void>;
@@ -1083,6 +1090,8 @@ function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: { c
   let refused = 0;
   let logged = -Infinity;
   server.on("connection", (socket: Socket) => {
+    open.add(socket);
+    socket.once("close", () => open.delete(socket));
     const admitted = limit.admit(socket.remoteAddress);
     if (typeof admitted === "function") {
       socket.once("close", admitted);
@@ -1116,6 +1125,9 @@ function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: { c
     secure.on("error", () => socket.destroy());
     secure.once("secure", () => answer(secure));
   });
+  return () => {
+    for (const socket of open) socket.destroy();
+  };
 }
 
 function readPem(path: string, option: string): Buffer {
