@@ -6,11 +6,13 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { ObjectStore, lookupEntry } from "../plugins/checkpoint/engine/objects.js";
 import { openStore } from "../core/store/open.js";
 import { getCheckpoint, getCheckpointValue } from "../plugins/checkpoint/checkpoints.js";
 import { FIXTURES, Project, groupMembers, isAlive, waitFor, type CliResult } from "./fixtures/agents/harness.js";
+import { REPO_ROOT } from "./helpers/cli.js";
 
 let project: Project | undefined;
 afterEach(() => {
@@ -305,6 +307,34 @@ describe("apex checkpoint", () => {
     expect(list()).toMatchObject({ total: 3, taken: 4 });
     expect(ok(["checkpoint", "list"])).toContain("(3 kept of 4 taken, newest first)");
     expect(ok(["checkpoint", "show", "latest", "--json"]).manifest.git_state).toMatchObject({ branch: "main", commit: head });
+  });
+
+  it("an error the supervisor answered checkpoint create with, just before it ended, is that error, though its text says a connection closed (told by details.connection, not the message)", () => {
+    // A plugin whose upload fails with a connection reset, in a supervisor killed right after it answered.
+    const errors = pathToFileURL(join(REPO_ROOT, "dist/core/errors.js")).href;
+    project = new Project(config({ plugins: ["  checkpoint: {}", "  ./upload.mjs: {}"] }));
+    writeFileSync(
+      join(project.dir, "upload.mjs"),
+      [
+        'import { existsSync } from "node:fs";',
+        `import { ApexError } from ${JSON.stringify(errors)};`,
+        'export default { name: "upload", apply(apex) {',
+        '  apex.hooks.beforeCheckpoint.tapPromise("upload", async (x) => {',
+        '    if (!existsSync("fail")) return x;',
+        '    setTimeout(() => process.kill(process.pid, "SIGKILL"), 100);',
+        '    throw new ApexError("APEX_E_RPC", "the backup server closed the connection (ECONNRESET)");',
+        "  });",
+        "} };",
+        "",
+      ].join("\n"),
+    );
+    project!.start(["--task", "uploads fail"]);
+    writeFileSync(join(project!.dir, "fail"), "");
+    // It said "The supervisor (pid …) ended before it answered checkpoint.create, and no checkpoint was saved": the upload's failure was lost.
+    const failed = fails(["checkpoint", "create", "uploaded", "--json"], 1);
+    const error = JSON.parse(failed.stderr).error;
+    expect(error).toMatchObject({ code: "APEX_E_RPC", details: { plugin: "upload", hook: "beforeCheckpoint" } });
+    expect(error.message).toContain("the backup server closed the connection (ECONNRESET)");
   });
 
   it("kill -9 of the supervisor during checkpoint create: a checkpoint it committed is reported created, one it did not is said not saved; the next command works", () => {

@@ -1150,6 +1150,40 @@ describe("ApexSaver through a supervisor's socket", () => {
   });
 });
 
+describe("ApexSaver inside an agent (APEX_SOCKET)", () => {
+  it("a call whose supervisor closes the connection before it answers says what became of the write, as LangGraph sees it (told by details.connection, not the message)", async () => {
+    const { dir, sessionId } = await setup();
+    const socket = join(dir, ".apex", "supervisor.sock");
+    // A supervisor that exits on the first request it reads, without answering (as one stopping closes its connections).
+    const child = spawn(process.execPath, ["-e", `require("node:net").createServer((s) => s.on("data", () => process.exit(0))).listen(${JSON.stringify(socket)}, () => console.log("listening"))`], { stdio: ["ignore", "pipe", "inherit"] });
+    cleanups.push(() => {
+      if (child.exitCode === null) process.kill(child.pid!, "SIGKILL");
+    });
+    await once(child.stdout!, "data");
+    writeFileSync(join(dir, ".apex", "supervisor.json"), JSON.stringify({ pid: child.pid!, start_time: readProcStat(child.pid!)!.startTime, socket, session_id: sessionId, started_at: new Date().toISOString(), log: join(dir, "log") }));
+    // What an agent's process is given by its supervisor.
+    const agentEnv = { APEX_SOCKET: socket, APEX_CONFIG: join(dir, "apex.config.yaml"), APEX_HOME: join(dir, ".apex"), APEX_SESSION_ID: sessionId };
+    const before = Object.fromEntries(Object.keys(agentEnv).map((key) => [key, process.env[key]]));
+    Object.assign(process.env, agentEnv);
+    cleanups.push(() => {
+      for (const [key, value] of Object.entries(before)) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+    });
+    const saver = new ApexSaver();
+    cleanups.push(() => saver.close());
+    const error = await saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf({ a: 1 }, { a: 1 }), { source: "input", step: -1, parents: {} } as CheckpointMetadata, { a: 1 }).catch((caught: unknown) => caught);
+    // It got the socket's generic hint (`apex start --continue last`…): LangGraph's was matched on a message without a hint, which the socket's error has had since.
+    expect(error).toMatchObject({
+      code: "APEX_E_RPC",
+      message: "The supervisor closed the connection before answering langgraph.put; whether it was done is not known.",
+      details: { connection: "closed" },
+      hint: expect.stringContaining("a write may or may not have been stored. `apex status` shows the session; a graph run again on the thread resumes from its latest step stored."),
+    });
+  });
+});
+
 describe("LangGraph stays optional", () => {
   it("is an optional peer dependency, and only the adapter imports it", () => {
     const pkg = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8"));

@@ -3,8 +3,12 @@
 // logins slow a client address down in a record that stays bounded however many addresses fail.
 // A real server on loopback (the built CLI, and startServer in this process for the throttle's
 // limits), real requests from several loopback addresses.
+import { execFileSync } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
-import { createServer as netServer, type Server, type Socket } from "node:net";
+import { get as httpsGet } from "node:https";
+import { connect as netConnect, createServer as netServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { startServer, type RunningServer } from "../plugins/sharing/server.js";
@@ -306,4 +310,134 @@ describe("the client's token", () => {
     expect(quiet.stderr).not.toContain("warning");
     expect(requests).toBeGreaterThan(0);
   }, 60_000);
+});
+
+describe("apex serve: connections held at once", () => {
+  it("are bounded (--max-connections): one more is answered 503 at once and closed, the log says so once, and a place freed is taken again", async () => {
+    const project = new Project(shellAgents({ alpha: "sleep 1" }), "apex-serve-limit-");
+    cleanups.push(() => project.cleanup());
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--max-connections", "4", "--json"]);
+    cleanups.push(async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    });
+    const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+    const port = Number(new URL(url).port);
+    // Clients that send half a request and wait (each was held 60 s, and nothing bounded how many):
+    // four, from one loopback address (this host, or a tunnel: they count in the total only).
+    const slow: Socket[] = [];
+    cleanups.push(() => slow.forEach((socket) => socket.destroy()));
+    for (let i = 0; i < 4; i++) {
+      const socket = netConnect(port, "127.0.0.1");
+      socket.on("error", () => {});
+      await new Promise((resolve) => socket.once("connect", resolve));
+      socket.write("POST /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+      slow.push(socket);
+    }
+    const health = (localAddress: string) => post(url, "/api/health", undefined, localAddress).catch((error: Error) => ({ status: 0, body: String(error), ms: 0 }));
+    for (const localAddress of ["127.0.0.1", "127.0.0.3"]) {
+      const refused = await health(localAddress);
+      expect(refused.status, JSON.stringify(refused.body)).toBe(503);
+      expect(refused.retryAfter).toBe("5");
+      expect(refused.body.error).toMatchObject({ code: "APEX_E_RATE_LIMITED", message: "The server holds 4 connections, the most it takes at once; try again in a moment." });
+    }
+    expect(run.errors().match(/refusing connections: 4 open, the most this server holds \(--max-connections 4\)/g)).toHaveLength(1);
+    // A place freed is taken again (POST /api/health is the API's 405: answered, not refused).
+    slow.shift()!.destroy();
+    const served = await waitFor("a place", async () => ((await health("127.0.0.2")).status === 405 ? true : undefined), 5000);
+    expect(served).toBe(true);
+    // Refused before it starts: 0 or not a number is exit 2.
+    for (const value of ["0", "many"]) {
+      const bad = project.apex(["serve", "--listen", "127.0.0.1:0", "--max-connections", value]);
+      expect(bad.status, bad.stderr).toBe(2);
+      expect(bad.stderr).toContain("APEX_E_USAGE");
+    }
+  }, 60_000);
+});
+
+describe("apex serve over TLS: connections held at once", () => {
+  let server: RunningServer | undefined;
+  afterEach(async () => {
+    await server?.close();
+    server = undefined;
+  });
+
+  it("answers one past the limit once its handshake is done (503, APEX_E_RATE_LIMITED), and cuts one that only trickles within 2 s", async () => {
+    const temp = tempDir();
+    cleanups.push(temp.cleanup);
+    const [cert, key] = [`${temp.dir}/cert.pem`, `${temp.dir}/key.pem`];
+    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
+    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", tlsCert: cert, tlsKey: key, maxConnections: 1 });
+    const held = netConnect(server.port, "127.0.0.1");
+    held.on("error", () => {});
+    cleanups.push(() => held.destroy());
+    await once(held, "connect");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const reply = await new Promise<{ status: number; body: any }>((resolve, reject) => {
+      httpsGet(`${server!.url}/api/health`, { ca: readFileSync(cert), agent: false }, (response) => {
+        let text = "";
+        response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body: JSON.parse(text) }));
+      }).on("error", reject);
+    });
+    // It was closed before its handshake, which a client took for a server that was not there (ECONNRESET).
+    expect(reply.status).toBe(503);
+    expect(reply.body.error.code).toBe("APEX_E_RATE_LIMITED");
+    // One that sends a byte now and then (of a TLS record that says it is 16 KiB long) is cut all the same.
+    const trickler = netConnect(server.port, "127.0.0.1");
+    trickler.on("error", () => {});
+    await once(trickler, "connect");
+    const started = Date.now();
+    trickler.write(Buffer.from([0x16, 0x03, 0x01, 0x40, 0x00]));
+    const timer = setInterval(() => trickler.writable && trickler.write(Buffer.from([0])), 100);
+    await once(trickler, "close");
+    clearInterval(timer);
+    expect(Date.now() - started).toBeLessThan(4000);
+    held.destroy();
+  });
+
+  it("closes within its grace though a client never starts its TLS handshake: Node's closeAllConnections does not know of it", async () => {
+    const temp = tempDir();
+    cleanups.push(temp.cleanup);
+    const [cert, key] = [`${temp.dir}/cert.pem`, `${temp.dir}/key.pem`];
+    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1"], { stdio: "ignore" });
+    const running = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", tlsCert: cert, tlsKey: key });
+    const silent = netConnect(running.port, "127.0.0.1");
+    silent.on("error", () => {});
+    cleanups.push(() => silent.destroy());
+    await once(silent, "connect");
+    const started = Date.now();
+    // It waited for TLS's handshake timeout (120 s): SIGTERM left `apex serve` running that long, its port taken.
+    await running.close();
+    expect(Date.now() - started).toBeLessThan(9000);
+    if (!silent.closed) await once(silent, "close"); // cut by the server
+  }, 30_000);
+});
+
+describe("apex serve with --cors", () => {
+  let server: RunningServer | undefined;
+  afterEach(async () => {
+    await server?.close();
+    server = undefined;
+  });
+
+  it("says Vary: Origin on every reply, whichever origin asks (or none): its CORS headers depend on it", async () => {
+    const temp = tempDir();
+    cleanups.push(temp.cleanup);
+    server = await startServer({ location: { configPath: undefined, projectDir: temp.dir, storeDir: `${temp.dir}/.apex` }, listen: "127.0.0.1:0", corsOrigins: ["https://ui.example"] });
+    const api = `${server.url}/api/sessions/${SID}/rpc/whoami`;
+    const replies: Array<[string, Response]> = [];
+    for (const origin of ["https://ui.example", "https://evil.example", undefined]) {
+      const headers: Record<string, string> = origin ? { origin } : {};
+      replies.push([`health ${origin}`, await fetch(`${server.url}/api/health`, { headers })]);
+      replies.push([`401 ${origin}`, await fetch(api, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: "{}" })]);
+      replies.push([`preflight ${origin}`, await fetch(api, { method: "OPTIONS", headers: { ...headers, "access-control-request-method": "POST" } })]);
+      replies.push([`404 ${origin}`, await fetch(`${server.url}/api/nothing`, { headers })]);
+    }
+    for (const [what, reply] of replies) {
+      // Only for the origin --cors names are the CORS headers there (a cache keyed without Origin gave one origin's reply to the other).
+      expect(reply.headers.get("vary")?.toLowerCase(), what).toBe("origin");
+      expect(reply.headers.get("access-control-allow-origin"), what).toBe(what.endsWith("https://ui.example") ? "https://ui.example" : null);
+    }
+  });
 });

@@ -2,11 +2,14 @@
 // real sessions and real clients (the built CLI with --remote, HTTP). Errors callers act on are
 // told by stable codes and details, never by the text of a message.
 import { readFileSync, writeFileSync } from "node:fs";
+import { once } from "node:events";
 import { request as httpRequest } from "node:http";
+import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { remote, rpc, serve, share } from "./support/serve.js";
+import { random } from "./helpers/cli.js";
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 
@@ -181,5 +184,44 @@ describe("a server on loopback", () => {
       expect((await requestAs(wideUrl, "/api/health", "build-box.example:7433")).status).toBe(200);
       expect((await requestAs(wideUrl, "/api/health", "evil.example")).status).toBe(evil);
     }
+  }, 60_000);
+});
+
+describe("an event stream whose client goes away while its request is checked", () => {
+  it("is not opened: it was never ended, and 16 of them used up the grant's streams (every next one 429) and stayed in `apex status`", async () => {
+    const p = project();
+    const sid = p.start().session_id;
+    const stops: Array<() => Promise<unknown>> = [];
+    cleanups.push(async () => {
+      for (const stop of stops) await stop();
+    });
+    const url = await serve(p, stops);
+    const vera = share(p, sid, "vera", "viewer");
+    const port = Number(new URL(url).port);
+    const body = JSON.stringify({ "events.subscribe": {} });
+    const request = `POST /api/sessions/${sid}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${vera.token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    // Clients that close their connection within 3 ms of sending the request (a tab closed, a
+    // network gone): some while the server checks the token, before the stream opens.
+    const next = random(11);
+    const closed: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 150; i++) {
+      const socket = netConnect(port, "127.0.0.1");
+      socket.on("error", () => {});
+      closed.push(once(socket, "close"));
+      await once(socket, "connect");
+      socket.write(request);
+      const [start, wait] = [process.hrtime.bigint(), BigInt(Math.floor(next() * 3_000_000))];
+      const spin = () => (process.hrtime.bigint() - start >= wait ? socket.destroy() : setImmediate(spin));
+      spin();
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    await Promise.all(closed);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const aborted = new AbortController();
+    const stream = await fetch(`${url}/api/sessions/${sid}/stream`, { method: "POST", headers: { authorization: `Bearer ${vera.token}`, "content-type": "application/json" }, body, signal: aborted.signal });
+    expect(stream.status, stream.status === 200 ? "" : await stream.text()).toBe(200);
+    aborted.abort();
+    // No stream is left of them: vera is listed with none open, or not at all.
+    await waitFor("vera's streams closed", () => ((p.status() as { connected?: Array<{ user: string; streams: number }> }).connected ?? []).every((user) => user.streams === 0) || undefined, 15_000);
   }, 60_000);
 });

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { parseRemote, remoteEndpoint } from "../plugins/sharing/remote.js";
 import { callRemote, subscribeRemote } from "../plugins/sharing/http-client.js";
 import { authenticate, checkUser, grantPath, madeWith, roleAllows, type GrantRecord } from "../plugins/sharing/grants.js";
-import { AcceptedTokens, clientKey, LoginThrottle, RefusedTokens } from "../plugins/sharing/throttle.js";
+import { AcceptedTokens, clientKey, ConnectionLimit, LoginThrottle, RefusedTokens } from "../plugins/sharing/throttle.js";
 import { GrantWatch } from "../plugins/sharing/grant-watch.js";
 import { openStore } from "../core/store/open.js";
 import { parseListen } from "../plugins/sharing/server.js";
@@ -17,7 +17,7 @@ import { loadConfig } from "../core/config/load.js";
 import { locateProject } from "../core/config/locate.js";
 import { loadPlugins } from "../core/plugins.js";
 import { pinnedParams, scopedListing, visiblePath } from "../plugins/sharing/scope.js";
-import { tempDir } from "./helpers/cli.js";
+import { APEX_BIN, cleanEnv, tempDir } from "./helpers/cli.js";
 
 const SID = "3f2a9c1e-7d41-4b0e-9a55-0c1d2e3f4a5b";
 
@@ -255,6 +255,34 @@ describe("failed logins per client address", () => {
     // Long after, a single failure finds every old address expired: the record shrinks to one.
     throttle.failed("late", 10_000_000);
     expect(throttle.size).toBe(1);
+  });
+});
+
+describe("connections apex serve holds at once", () => {
+  it("are bounded in all and per client address (an IPv6 /64), loopback addresses by the total only; a place given back is taken again", () => {
+    const limit = new ConnectionLimit(6, 2);
+    const a = [limit.admit("203.0.113.7"), limit.admit("::ffff:203.0.113.7")];
+    expect(a.every((release) => typeof release === "function")).toBe(true);
+    expect(limit.admit("203.0.113.7")).toBe("address");
+    // Another address of the same /64 is the same client; another /64 is not.
+    const v6 = [limit.admit("2001:db8:1:2::1"), limit.admit("2001:db8:1:2::2")];
+    expect(limit.admit("2001:db8:1:2::3")).toBe("address");
+    // This host (a tunnel or proxy every user comes through): any number, up to the total.
+    const local = [limit.admit("127.0.0.1"), limit.admit("::1")];
+    expect(local.every((release) => typeof release === "function")).toBe(true);
+    expect(limit.held()).toBe(6);
+    expect(limit.admit("198.51.100.1")).toBe("server");
+    expect(limit.admit("127.0.0.1")).toBe("server");
+    // Given back (twice is once): a place again, for the address too.
+    (a[0] as () => void)();
+    (a[0] as () => void)();
+    expect(limit.held()).toBe(5);
+    expect(limit.held("203.0.113.7")).toBe(1);
+    expect(typeof limit.admit("203.0.113.7")).toBe("function");
+    expect(limit.admit("2001:db8:1:2::4")).toBe("server");
+    for (const release of [...v6, ...local]) (release as () => void)();
+    expect(limit.held()).toBe(2);
+    expect(limit.held("2001:db8:1:2::9")).toBe(0);
   });
 });
 
@@ -543,6 +571,44 @@ describe("a remote call against a server that stalls (real HTTP on loopback)", (
     const dropping = await stalling((response) => setTimeout(() => response.socket?.destroy(), 100));
     const { error } = await call(dropping, 10_000);
     expect(error?.code, error?.message).toBe("APEX_E_RPC");
+  });
+});
+
+describe("a remote call to a server whose certificate this client does not trust (real HTTPS on loopback)", () => {
+  it("says the server answered with such a certificate, why, and what to do: not that it cannot be reached (it was)", async () => {
+    const { dir, cleanup } = tempDir("apex-untrusted-");
+    const { execFile, execFileSync } = await import("node:child_process");
+    // The CLI runs beside this process's server (a synchronous spawn would stop it from answering).
+    const apex = (args: string[], env: Record<string, string>) =>
+      new Promise<{ status: number; stderr: string }>((resolve) => execFile(process.execPath, [APEX_BIN, ...args], { cwd: dir, env: { ...cleanEnv(), NO_COLOR: "1", ...env } }, (error, _stdout, stderr) => resolve({ status: error ? Number(error.code) : 0, stderr })));
+    const { readFileSync } = await import("node:fs");
+    const { createServer: createHttpsServer } = await import("node:https");
+    const [cert, key] = [join(dir, "cert.pem"), join(dir, "key.pem")];
+    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });
+    const server = createHttpsServer({ cert: readFileSync(cert), key: readFileSync(key) }, (_request, response) => response.end("{}"));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      // Self-signed, not trusted here: it said "Cannot reach …: DEPTH_ZERO_SELF_SIGNED_CERT", asking whether `apex serve` ran there.
+      const selfSigned = await apex(["--remote", `https://127.0.0.1:${port}/abcdefgh`, "status", "--json"], { APEX_TOKEN: `apx_0123456789abcdef_${"A".repeat(43)}` });
+      expect(selfSigned.status, selfSigned.stderr).toBe(1);
+      expect(JSON.parse(selfSigned.stderr).error).toMatchObject({
+        code: "APEX_E_RPC",
+        message: `https://127.0.0.1:${port} answered with a certificate this client does not trust: self-signed certificate (DEPTH_ZERO_SELF_SIGNED_CERT).`,
+        hint: expect.stringContaining("NODE_EXTRA_CA_CERTS=cert.pem"),
+        details: { tls: "DEPTH_ZERO_SELF_SIGNED_CERT" },
+      });
+      // Trusted, but reached by a name it does not hold.
+      const otherName = await apex(["--remote", `https://localhost:${port}/abcdefgh`, "status", "--json"], { APEX_TOKEN: `apx_0123456789abcdef_${"A".repeat(43)}`, NODE_EXTRA_CA_CERTS: cert });
+      expect(otherName.status, otherName.stderr).toBe(1);
+      const error = JSON.parse(otherName.stderr).error;
+      expect(error).toMatchObject({ code: "APEX_E_RPC", details: { tls: "ERR_TLS_CERT_ALTNAME_INVALID" }, hint: "Connect by a name or address the certificate holds, or serve one made for localhost (its subjectAltName)." });
+      expect(error.message).toMatch(new RegExp(`^https://localhost:${port} answered with a certificate this client does not trust: .*localhost`));
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      cleanup();
+    }
   });
 });
 

@@ -66,7 +66,8 @@ export function callSupervisor(socketPath: string, method: string, params: unkno
       ),
     );
     // It died (kill -9, OOM) or exited with the request read: done or not, only the store can say.
-    socket.on("close", () => finish(new ApexError("APEX_E_RPC", `The supervisor closed the connection before answering ${method}; whether it was done is not known.`, { hint: "Check `apex status` and what the command would have changed before running it again; if the session is interrupted, `apex start --continue last` recovers it." })));
+    // details.connection says how the connection broke ("closed", or unreachable's errno code): callers match on it, never on the message.
+    socket.on("close", () => finish(new ApexError("APEX_E_RPC", `The supervisor closed the connection before answering ${method}; whether it was done is not known.`, { hint: "Check `apex status` and what the command would have changed before running it again; if the session is interrupted, `apex start --continue last` recovers it.", details: { connection: "closed" } })));
     socket.on("error", (error: NodeJS.ErrnoException) => finish(unreachable(socketPath, error)));
   });
 }
@@ -121,6 +122,6 @@ export function subscribeSupervisor(socketPath: string, method: string, params: 
 
 export function unreachable(socketPath: string, error: NodeJS.ErrnoException): ApexError {
   return new ApexError("APEX_E_RPC", `Cannot reach the supervisor at ${socketPath}: ${error.code ?? error.message}.`, {
-    hint: "Check `apex status`; if the session is interrupted, `apex start --continue last` recovers it.",
+    hint: "Check `apex status`; if the session is interrupted, `apex start --continue last` recovers it.", details: { connection: error.code ?? "error" },
   });
 }

@@ -470,7 +470,8 @@ export class ApexSaver extends BaseCheckpointSaver {
         cause: error,
       });
     }
-    if (error instanceof ApexError && error.code === "APEX_E_RPC" && error.hint === undefined && /closed the connection/.test(error.message)) {
+    // The supervisor closed the connection before it answered (details.connection, set where the socket's close became this error; also as relayed by `apex serve`).
+    if (error instanceof ApexError && error.code === "APEX_E_RPC" && error.details?.connection === "closed") {
       // (a saver outside an agent finds out what became of a write: see endedSupervisor)
       return new ApexError(error.code, error.message, {
         hint: "The session's supervisor ended (`apex stop`, a crash) or dropped the connection: a write may or may not have been stored. `apex status` shows the session; a graph run again on the thread resumes from its latest step stored.",
@@ -677,7 +678,7 @@ const ENDING_MS = 5_000;
  */
 async function endedSupervisor(error: unknown, client: SessionClient | undefined): Promise<SupervisorRuntime | undefined> {
   const runtime = client?.via === "socket" ? client.supervisor : undefined;
-  if (!runtime || !(error instanceof ApexError) || error.code !== "APEX_E_RPC" || !/closed the connection|ECONNRESET|EPIPE|ECONNREFUSED|ENOENT/.test(error.message)) return undefined;
+  if (!runtime || !(error instanceof ApexError) || error.code !== "APEX_E_RPC" || !["closed", "ECONNRESET", "EPIPE", "ECONNREFUSED", "ENOENT"].includes(String(error.details?.connection))) return undefined;
   for (const until = Date.now() + ENDING_MS; isSameProcessAlive(runtime.pid, runtime.start_time); ) {
     if (Date.now() > until) return undefined;
     await new Promise((resolve) => setTimeout(resolve, 50));

@@ -65,10 +65,10 @@ async function callWrite(location: ProjectLocation, method: string, params: Reco
   }
 }
 
-/** True when the call failed because its supervisor ended (it closed the connection, and is gone within a second). */
+/** True when the call failed because its supervisor ended (it closed the connection, or reset it: details.connection; and is gone within a second). */
 async function writerEnded(writer: Awaited<ReturnType<typeof writerClient>>, error: unknown): Promise<boolean> {
   const supervisor = writer?.supervisor;
-  if (!isApexError(error) || error.code !== "APEX_E_RPC" || !/closed the connection|ECONNRESET|EPIPE/.test(error.message) || writer?.via !== "socket" || !supervisor) return false;
+  if (!isApexError(error) || error.code !== "APEX_E_RPC" || !["closed", "ECONNRESET", "EPIPE"].includes(String(error.details?.connection)) || writer?.via !== "socket" || !supervisor) return false;
   const { isSameProcessAlive } = await import("../../core/session/proc.js");
   for (let wait = 0; isSameProcessAlive(supervisor.pid, supervisor.start_time); wait++) {
     if (wait === 20) return false; // still alive: it may yet answer or write

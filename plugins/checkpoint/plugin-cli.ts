@@ -205,10 +205,12 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
  * have been committed all the same. The store says which: a manual checkpoint of its session with
  * this description, taken since the call was made, is reported as created (with a warning that the
  * session is interrupted); otherwise the error says that none was saved. Any other error is rethrown.
+ * How the connection broke is told by details.connection (set where the socket's close or error
+ * became the ApexError), never by the message, which an error relayed from elsewhere may share.
  */
 async function createdBeforeTheEnd(location: ProjectLocation, writer: SessionClient, description: string, asked: string, error: unknown): Promise<CreatedCheckpoint> {
   const sessionId = writer.supervisor?.session_id;
-  if (!isApexError(error) || error.code !== "APEX_E_RPC" || !/closed the connection|ECONNRESET|EPIPE/.test(error.message) || writer.via !== "socket" || !sessionId) throw error;
+  if (!isApexError(error) || error.code !== "APEX_E_RPC" || !["closed", "ECONNRESET", "EPIPE"].includes(String(error.details?.connection)) || writer.via !== "socket" || !sessionId) throw error;
   const { pid, start_time: startTime } = writer.supervisor!;
   // A supervisor still alive could yet commit it: only one that ended settles the question.
   const { isSameProcessAlive } = await import("../../core/session/proc.js");

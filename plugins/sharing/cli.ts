@@ -18,9 +18,11 @@ const DEFAULT_URL = "http://127.0.0.1:7433";
 
 export async function serveCommand(
   location: ProjectLocation,
-  options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; allowHost?: string[]; json?: boolean },
+  options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; allowHost?: string[]; maxConnections?: string; json?: boolean },
 ): Promise<void> {
   const { startServer } = await import("./server.js");
+  const maxConnections = options.maxConnections === undefined ? undefined : /^\d{1,9}$/.test(options.maxConnections.trim()) ? Number(options.maxConnections) : Number.NaN;
+  if (Number.isNaN(maxConnections)) throw new ApexError("APEX_E_USAGE", `--max-connections ${JSON.stringify(options.maxConnections)} is not a whole number.`, { hint: "Give how many connections the server holds at once, e.g. --max-connections 1000 (the default)." });
   const server = await startServer({
     location,
     listen: options.listen,
@@ -29,6 +31,7 @@ export async function serveCommand(
     insecure: options.insecure,
     corsOrigins: options.cors,
     allowHosts: options.allowHost,
+    maxConnections,
     log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
   });
   // No store directory yet (served before the first `apex start`): recorded once there is one,

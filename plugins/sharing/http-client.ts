@@ -60,13 +60,35 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number, 
             hint: write
               ? `Check what ${what} would have changed (\`apex --remote HOST/SESSION status\`) before running it again.${url.protocol === "http:" ? ` If the server serves HTTPS (--tls-cert), write https://${url.host}/SESSION.` : ""}`
               : unreachableHint(url, error),
+            details: { connection: error.code },
           }),
         );
-      } else reject(new ApexError("APEX_E_RPC", `Cannot reach ${url.origin}: ${error.code ?? error.message}.`, { hint: unreachableHint(url, error) }));
+      } else if (secure && isCertificateError(error)) reject(untrustedCertificate(url, error));
+      else reject(new ApexError("APEX_E_RPC", `Cannot reach ${url.origin}: ${error.code ?? error.message}.`, { hint: unreachableHint(url, error), details: { connection: error.code ?? "error" } }));
     });
     req.end(payload);
   });
   return { done, abort, silent: () => silent };
+}
+
+/** A certificate this client refused (OpenSSL's verification codes, Node's for a name it does not hold). */
+function isCertificateError(error: NodeJS.ErrnoException): boolean {
+  return typeof error.code === "string" && (error.code === "ERR_TLS_CERT_ALTNAME_INVALID" || /CERT|SIGNED|UNABLE_TO_(GET|VERIFY)|CA_/.test(error.code));
+}
+
+/**
+ * The server answered, with a certificate this client does not trust: said so, with what to do
+ * for that reason. It read "Cannot reach …" and asked whether `apex serve` ran there, which it did.
+ */
+function untrustedCertificate(url: URL, error: NodeJS.ErrnoException): ApexError {
+  const code = error.code!;
+  const hint =
+    code === "ERR_TLS_CERT_ALTNAME_INVALID"
+      ? `Connect by a name or address the certificate holds, or serve one made for ${url.hostname} (its subjectAltName).`
+      : /EXPIRED|NOT_YET_VALID/.test(code)
+        ? "The server's operator renews its certificate (--tls-cert); check this host's clock too."
+        : "A self-signed certificate (or one of a private authority) is trusted with NODE_EXTRA_CA_CERTS=cert.pem: the server's --tls-cert, or the authority's.";
+  return new ApexError("APEX_E_RPC", `${url.origin} answered with a certificate this client does not trust: ${error.message.replace(/\.$/, "")} (${code}).`, { hint, details: { tls: code } });
 }
 
 /**
@@ -80,7 +102,7 @@ function unreachableHint(url: URL, error: NodeJS.ErrnoException): string {
     return `The server there did not answer in TLS (plain HTTP? an \`apex serve\` without --tls-cert): write ${other}.`;
   }
   if (error.code === "ECONNRESET" && url.protocol === "http:") return `Is \`apex serve\` running there? If it serves HTTPS (--tls-cert), write ${other}.`;
-  if (url.protocol === "https:") return "Is `apex serve` running there? A self-signed certificate is trusted with NODE_EXTRA_CA_CERTS=cert.pem.";
+  if (url.protocol === "https:") return "Is `apex serve` running there?";
   return "Is `apex serve` running there?";
 }
 

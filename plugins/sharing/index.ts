@@ -8,7 +8,7 @@ export interface SharingOptions {
   backend?: string;
   location?: string;
   /** Serve the session over HTTP(S) from its supervisor, as `apex serve` does on its own. */
-  serve?: { listen: string; tls_cert?: string; tls_key?: string; insecure?: boolean; cors?: string[]; allow_hosts?: string[] };
+  serve?: { listen: string; tls_cert?: string; tls_key?: string; insecure?: boolean; cors?: string[]; allow_hosts?: string[]; max_connections?: number };
 }
 
 /**
@@ -38,6 +38,7 @@ export default definePlugin<SharingOptions>({
         insecure: serve.insecure,
         corsOrigins: serve.cors,
         allowHosts: serve.allow_hosts,
+        maxConnections: serve.max_connections,
       });
       writeServeFile(config.storeDir, server.url);
     });

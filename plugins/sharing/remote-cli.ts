@@ -16,6 +16,7 @@ export function registerRemoteCommands(program: Command): void {
     .option("--insecure", "allow plain HTTP on a non-loopback address (tokens would cross the network in clear)")
     .option("--cors <origin...>", "browser origins allowed to call the API (none by default)")
     .option("--allow-host <name...>", "host names requests may be addressed to besides localhost, 127.0.0.1 and [::1] (a proxy's, a tunnel's, this host's); others are refused, on any address once given")
+    .option("--max-connections <n>", "connections held at once, a quarter of them at most from one client address (loopback ones: this host, a tunnel: any); past it, new ones are refused (503, or 429 for the address) until some close", "1000")
     .option("--json", "print {url, port, pid} once listening")
     .addHelpText(
       "after",
@@ -31,7 +32,7 @@ Examples:
   apex serve --listen 0.0.0.0:7433 --tls-cert cert.pem --tls-key key.pem
   apex serve --listen 127.0.0.1:0 --json`,
     )
-    .action(async (options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; allowHost?: string[]; json?: boolean }, command: Command) => {
+    .action(async (options: { listen: string; tlsCert?: string; tlsKey?: string; insecure?: boolean; cors?: string[]; allowHost?: string[]; maxConnections?: string; json?: boolean }, command: Command) => {
       const { serveCommand } = await import("./cli.js");
       await serveCommand(projectOf(command), options);
     });

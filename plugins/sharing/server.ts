@@ -2,6 +2,8 @@ import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
 import { existsSync, readFileSync } from "node:fs";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { createSecureContext, TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,7 +19,7 @@ import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
 import { authenticate, grantPath, isTokenShaped, roleAllows, touchGrant, TOUCH_INTERVAL_MS, unauthorized, type Caller, type Role } from "./grants.js";
 import { GrantWatch } from "./grant-watch.js";
-import { AcceptedTokens, clientKey, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
+import { AcceptedTokens, clientKey, ConnectionLimit, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent, SessionRecord } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
@@ -53,6 +55,10 @@ export interface ServeOptions {
   log?: ((line: string) => void) | undefined;
   /** How failed logins slow a client down, and how many client addresses are remembered (plugins/sharing/throttle.ts). */
   throttle?: ThrottleOptions | undefined;
+  /** Connections held at once (default DEFAULT_MAX_CONNECTIONS); past it, new ones are refused (503) until some close. */
+  maxConnections?: number | undefined;
+  /** Connections held at once from one client address (an IPv6 /64); default a quarter of maxConnections. */
+  maxConnectionsPerAddress?: number | undefined;
 }
 
 export interface RunningServer {
@@ -79,6 +85,12 @@ const MAX_BODY_DEPTH = MAX_DEPTH + 8;
 const REQUEST_TIMEOUT_MS = 60_000;
 /** How much of a stream its client may leave unread (in this process's memory) before the stream ends. */
 const MAX_UNREAD_BYTES = 16 * 1024 * 1024;
+/** Connections held at once by default: a client sending half a request holds one for REQUEST_TIMEOUT_MS; thousands would use up the process's file descriptors. */
+export const DEFAULT_MAX_CONNECTIONS = 1000;
+/** How often (at most) the log says that connections are refused for the limit. */
+const REFUSED_LOG_MS = 60_000;
+/** How long a refused connection may take to read its answer before it is cut. */
+const REFUSED_LINGER_MS = 2000;
 /** At close, how long requests under way may take to finish before their connections are cut. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -141,6 +153,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       });
     }
   }
+  const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  const perAddress = options.maxConnectionsPerAddress ?? Math.max(1, Math.ceil(maxConnections / 4));
+  for (const [name, value] of [["--max-connections", maxConnections], ["the connections per address", perAddress]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1) throw new ApexError("APEX_E_USAGE", `${name} must be a whole number, 1 or more (not ${JSON.stringify(value)}).`, { hint: `The default is ${DEFAULT_MAX_CONNECTIONS}.` });
+  }
   const https = tls ? { cert: readPem(options.tlsCert!, "--tls-cert"), key: readPem(options.tlsKey!, "--tls-key") } : null;
   const { default: Fastify } = await import("fastify");
   let app: FastifyInstance;
@@ -179,6 +196,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   });
   const log = options.log ?? (() => {});
+  const cutConnections = limitConnections(app, new ConnectionLimit(maxConnections, perAddress), https, log);
   // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
   const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
   const served = await storeIdentity(await resolveStoreSpec(options.location));
@@ -218,8 +236,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       reply.header("access-control-allow-origin", request.headers.origin);
       reply.header("access-control-allow-headers", "authorization, content-type");
       reply.header("access-control-allow-methods", "POST");
-      reply.header("vary", "origin");
     }
+    // With --cors, every reply's CORS headers depend on its Origin (present for one, absent for
+    // another or none): said on all of them, else a cache between could give one origin's reply to another.
+    if (options.corsOrigins?.length) reply.header("vary", "origin");
     reply.header("x-content-type-options", "nosniff");
   });
   // A browser asks before every API call (they carry an Authorization header): an origin --cors
@@ -392,6 +412,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
 
   function openStream(req: IncomingMessage, res: ServerResponse, caller: Caller, token: string, sid: string, body: Record<string, Record<string, unknown>>, headers: Record<string, unknown>): void {
+    // The client went away while its request was checked: the close that ends a stream is past, so
+    // such a stream was never ended, counted against its grant for ever (16 of them: every stream
+    // refused, 429) and listed by `apex status` as connected. Nothing is opened for it.
+    if (res.destroyed || req.socket.destroyed) return;
     res.writeHead(200, { ...(headers as Record<string, string>), "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", connection: "keep-alive", "x-accel-buffering": "no" });
     res.write(": apex\n\n");
     let closed = false;
@@ -528,7 +552,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       await connections.end();
       // Requests under way may finish; then connections still open (a client that stopped
       // half-way through its request) are cut, so that the process ends and the port is free.
-      const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+      // Node's closeAllConnections cuts those HTTP knows of: not one still in its TLS handshake,
+      // which held a closing server up to TLS's handshake timeout (120 s).
+      const cut = setTimeout(() => {
+        app.server.closeAllConnections();
+        cutConnections();
+      }, CLOSE_GRACE_MS);
       try {
         await app.close();
       } finally {
@@ -1031,12 +1060,74 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
       : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
         ? [408, new ApexError("APEX_E_TIMEOUT", `The request did not arrive whole within ${REQUEST_TIMEOUT_MS / 1000} s.`)]
         : [400, new ApexError("APEX_E_BAD_INPUT", "The request is not valid HTTP.")];
-  const body = JSON.stringify({ error: errorBody(apexError) });
   if (!socket.writable) {
     socket.destroy();
     return;
   }
-  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  socket.end(rawReply(status, apexError));
+}
+
+/** A whole HTTP reply with the API's error body, written on a socket that has no request to reply to; it closes the connection. */
+function rawReply(status: number, error: ApexError, headers = ""): string {
+  const body = JSON.stringify({ error: errorBody(error) });
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${headers}connection: close\r\n\r\n${body}`;
+}
+
+/**
+ * Holds the server to `limit`: a connection past it never reaches the HTTP parser (nor the
+ * server's TLS). It is answered at once (in TLS once its handshake is done), 503 (the server full)
+ * or 429 (that address), APEX_E_RATE_LIMITED with Retry-After, whatever it sends, then closed;
+ * it may take REFUSED_LINGER_MS in all. The log says so at most once a minute, with how many since.
+ */
+function limitConnections(app: FastifyInstance, limit: ConnectionLimit, tls: { cert: Buffer; key: Buffer } | null, log: (line: string) => void): () => void {
+  const server = app.server;
+  /** Every connection open, admitted or being refused: what the returned function cuts. */
+  const open = new Set<Socket>();
+  const secureContext = tls ? createSecureContext(tls) : undefined;
+  // Node's own (HTTP's parser, or TLS's handshake): they see only the connections admitted.
+  const accept = server.listeners("connection") as Array<(socket: Socket) => void>;
+  server.removeAllListeners("connection");
+  let refused = 0;
+  let logged = -Infinity;
+  server.on("connection", (socket: Socket) => {
+    open.add(socket);
+    socket.once("close", () => open.delete(socket));
+    const admitted = limit.admit(socket.remoteAddress);
+    if (typeof admitted === "function") {
+      socket.once("close", admitted);
+      for (const listener of accept) listener.call(server, socket);
+      return;
+    }
+    refused++;
+    const full = admitted === "server";
+    if (Date.now() - logged >= REFUSED_LOG_MS) {
+      logged = Date.now();
+      const why = full ? `${limit.held()} open, the most this server holds (--max-connections ${limit.max})` : `${limit.held(socket.remoteAddress)} open from ${clientKey(socket.remoteAddress ?? "?")}, the most one address holds (${limit.perAddress})`;
+      log(`refusing connections: ${why}; ${refused} refused since this was last logged`);
+      refused = 0;
+    }
+    socket.on("error", () => {});
+    // At most this long in all (not idle: a client sending a byte now and then would hold it).
+    const cut = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+    socket.once("close", () => clearTimeout(cut));
+    const error = new ApexError("APEX_E_RATE_LIMITED", full ? `The server holds ${limit.max} connections, the most it takes at once; try again in a moment.` : `This address holds ${limit.perAddress} connections to the server, the most one address may; close some, or try again in a moment.`, {
+      hint: full ? "If it lasts, the server's operator can raise it (`apex serve --max-connections`, or sharing.serve.max_connections)." : "Each open dashboard, `apex connect` and `logs -f` holds some; behind a proxy or tunnel every user comes from its address.",
+      details: { retry_after_s: 5 },
+    });
+    const answer = (stream: Duplex) => {
+      // Whatever the client sends is read and dropped (closing with it unread would reset the connection, losing the answer).
+      stream.resume();
+      stream.on("end", () => stream.destroy());
+      stream.end(rawReply(full ? 503 : 429, error, "retry-after: 5\r\n"));
+    };
+    if (!secureContext) return answer(socket);
+    const secure = new TLSSocket(socket, { isServer: true, secureContext });
+    secure.on("error", () => socket.destroy());
+    secure.once("secure", () => answer(secure));
+  });
+  return () => {
+    for (const socket of open) socket.destroy();
+  };
 }
 
 function readPem(path: string, option: string): Buffer {

@@ -74,7 +74,7 @@ export class SupervisorChannel {
       for (const [id, waiting] of this.pending) {
         this.pending.delete(id);
         clearTimeout(waiting.timer);
-        waiting.reject(error ? unreachable(this.socketPath, error) : new ApexError("APEX_E_RPC", `The supervisor closed the connection before answering ${waiting.method}; whether it was done is not known.`, { hint: "Check `apex status` and what the command would have changed before running it again; if the session is interrupted, `apex start --continue last` recovers it." }));
+        waiting.reject(error ? unreachable(this.socketPath, error) : new ApexError("APEX_E_RPC", `The supervisor closed the connection before answering ${waiting.method}; whether it was done is not known.`, { hint: "Check `apex status` and what the command would have changed before running it again; if the session is interrupted, `apex start --continue last` recovers it.", details: { connection: "closed" } }));
       }
     };
     socket.on("error", (error: NodeJS.ErrnoException) => fail(error));

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { UUID_PATTERN } from "../../core/session/names.js";
+import { isLoopback } from "./remote.js";
 
 /**
  * Failed logins, for `apex serve`: per client address, after a few failures from one address,
@@ -218,5 +219,47 @@ export class AcceptedTokens {
 
   delete(token: string): void {
     this.accepted.delete(AcceptedTokens.key(token));
+  }
+}
+
+/**
+ * The connections `apex serve` holds at once: at most `max` (each is a file descriptor and a
+ * parser, held up to the request timeout by a client that sends half a request and waits), and
+ * at most `perAddress` from one client address (clientKey: an IPv6 client by its /64), so that
+ * one client cannot take every place. A loopback address is this host's: a local user, or a
+ * tunnel or proxy that every remote user comes through; its connections count in `max` only.
+ */
+export class ConnectionLimit {
+  private readonly byAddress = new Map<string, number>();
+  private total = 0;
+
+  constructor(
+    readonly max: number,
+    readonly perAddress: number,
+  ) {}
+
+  /** A place for a connection from `address`, given back by the function returned; else which limit is reached. */
+  admit(address: string | undefined): (() => void) | "server" | "address" {
+    const key = address === undefined ? "?" : clientKey(address);
+    const held = this.byAddress.get(key) ?? 0;
+    if (this.total >= this.max) return "server";
+    // (::1's key is its /64, which is not loopback: the address itself is.)
+    if (held >= this.perAddress && !isLoopback(key) && !isLoopback(address ?? "")) return "address";
+    this.total++;
+    this.byAddress.set(key, held + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.total--;
+      const left = (this.byAddress.get(key) ?? 1) - 1;
+      if (left > 0) this.byAddress.set(key, left);
+      else this.byAddress.delete(key);
+    };
+  }
+
+  /** Connections held now (all, or from `address`'s client key). */
+  held(address?: string): number {
+    return address === undefined ? this.total : (this.byAddress.get(clientKey(address)) ?? 0);
   }
 }
