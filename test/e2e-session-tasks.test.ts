@@ -220,6 +220,43 @@ describe("tasks", () => {
     // Another agent takes them over, the first first.
     expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "idle" });
   });
+
+  it("agent report --task refuses a task another agent holds or is assigned (APEX_E_TASK_HELD, nothing written), through the supervisor and straight to the store; a completed one may be reported (a review)", async () => {
+    project = new Project(["agents:", idle, "  other:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`, "plugins: {}", ""].join("\n"));
+    const ready = project.start();
+    for (const args of [["held"], ["assigned", "--assign", "other"], ["free"], ["reviewed"]]) expect(project.apex(["task", "add", ...args]).status).toBe(0);
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "other", "--json"]).stdout)).toMatchObject({ id: "t-0002" });
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "other", "--json"]).stdout)).toMatchObject({ id: "t-0001" });
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0003" });
+    const record = () => project!.apex(["memory", "show", `/sessions/${ready.session_id}/agents/idle`, "--json"]).stdout;
+    const check = (via: string) => {
+      const before = record();
+      // Before, idle was recorded working on other's t-0001: status showed two agents on one task.
+      const held = project!.apex(["agent", "report", "--agent", "idle", "--status", "working", "--task", "t-1", "--json"]);
+      expect(held.status, `${via}: ${held.stderr}`).toBe(4);
+      expect(JSON.parse(held.stderr).error).toMatchObject({
+        code: "APEX_E_TASK_HELD",
+        message: "Task t-0001 is held by agent other: agent idle cannot report it as its task.",
+        hint: "It is other's; to take it over, `apex task reopen t-0001 --assign idle` and claim it.",
+        details: { task: "t-0001", assignee: "other", status: "active" },
+      });
+      expect(record(), via).toBe(before);
+      return before;
+    };
+    // t-0002, assigned to other and pending again (other gave it back), is refused as assigned.
+    expect(project.apex(["task", "reopen", "t-0002", "--assign", "other"]).status).toBe(0);
+    const assigned = project.apex(["agent", "report", "--agent", "idle", "--task", "t-0002"]);
+    expect([assigned.status, assigned.stderr]).toEqual([4, expect.stringContaining("error[APEX_E_TASK_HELD]: Task t-0002 is assigned to agent other: agent idle cannot report it as its task.")]);
+    check("supervisor");
+    // Its own, an unassigned pending one and a completed one (reviewed by another agent) are taken.
+    expect(project.apex(["task", "done", "t-0004"]).status).toBe(0);
+    for (const task of ["t-0003", "t-0004"]) expect(project.apex(["agent", "report", "--agent", "idle", "--status", "reviewing", "--task", task]).status).toBe(0);
+    expect(project.apex(["agent", "report", "--agent", "other", "--status", "working", "--task", "t-0001"]).status).toBe(0);
+    // With no supervisor (killed) the report goes straight to the store: the same check.
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the session to be interrupted", () => project!.status().session?.status === "interrupted");
+    check("store");
+  });
 });
 
 describe("timers", () => {

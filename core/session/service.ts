@@ -308,7 +308,8 @@ export class SessionService extends SessionReader {
       const next: AgentRecord = { ...current, last_report_at: nowIso() };
       if (report.status !== undefined) next.reported_status = report.status;
       // A task id names one of the session's tasks (written the canonical way); an unknown one is refused, and nothing is written.
-      if (report.task !== undefined) next.task = report.task === null ? null : this.taskInBatch(batch, checkTaskId(report.task)).id;
+      // Nor one another agent holds or is assigned (status and `apex status` would show two agents on it): its completed work may be reviewed.
+      if (report.task !== undefined) next.task = report.task === null ? null : notOthers(this.taskInBatch(batch, checkTaskId(report.task)), name, "report it as its task").id;
       batch.set(agentPath(this.sessionId, name), next);
       if (report.context !== undefined) batch.set(agentContextPath(this.sessionId, name), report.context);
       if (next.reported_status !== current.reported_status || next.task !== current.task) {
@@ -423,12 +424,16 @@ function checkFinishable(task: TaskRecord, actor: string): TaskRecord {
     throw new ApexError("APEX_E_TASK_STATE", `Task ${task.id} is already ${task.status}.`, { hint: `Send it back with \`apex task reopen ${task.id}\` first.` });
   }
   const agent = agentOf(actor);
-  if (agent !== undefined && task.assignee !== null && task.assignee !== agent) {
-    throw new ApexError("APEX_E_TASK_HELD", `Task ${task.id} is ${task.status === "active" ? "held by" : "assigned to"} agent ${task.assignee}: agent ${agent} cannot complete or fail it.`, {
-      hint: `Only ${task.assignee} (or a user, outside the agents) finishes it; to take it over, \`apex task reopen ${task.id} --assign ${agent}\` and claim it.`,
-    });
-  }
-  return task;
+  return agent === undefined ? task : notOthers(task, agent, "complete or fail it");
+}
+
+/** An open task `agent` may act on: not another agent's (claimed by it, or assigned to it). */
+function notOthers(task: TaskRecord, agent: string, action: string): TaskRecord {
+  if ((task.status !== "pending" && task.status !== "active") || task.assignee === null || task.assignee === agent) return task;
+  throw new ApexError("APEX_E_TASK_HELD", `Task ${task.id} is ${task.status === "active" ? "held by" : "assigned to"} agent ${task.assignee}: agent ${agent} cannot ${action}.`, {
+    hint: `${action.startsWith("complete") ? `Only ${task.assignee} (or a user, outside the agents) finishes it` : `It is ${task.assignee}'s`}; to take it over, \`apex task reopen ${task.id} --assign ${agent}\` and claim it.`,
+    details: { task: task.id, assignee: task.assignee, status: task.status },
+  });
 }
 
 function agentOf(actor: string): string | undefined {
