@@ -254,8 +254,9 @@ export class SessionService extends SessionReader {
     if (assign !== undefined) this.requireAgent(assign, "assigned to");
     const task = await this.write((batch, record) => {
       const current = this.taskInBatch(batch, id);
-      if (current.status === "pending") {
-        throw new ApexError("APEX_E_TASK_STATE", `Task ${id} is already pending.`);
+      // A pending task is given to another agent (--assign), or to any: the one it was assigned may have ended for good.
+      if (current.status === "pending" && (assign ?? null) === current.assignee) {
+        throw new ApexError("APEX_E_TASK_STATE", `Task ${id} is already pending${current.assignee ? `, assigned to ${current.assignee}` : ""}.`, { hint: current.assignee ? `\`apex task reopen ${id}\` leaves it to any agent; --assign AGENT gives it to another.` : undefined });
       }
       const reopened: TaskRecord = {
         ...current,
@@ -264,12 +265,12 @@ export class SessionService extends SessionReader {
         claimed_at: null,
         completed_at: null,
         reason: reason ?? null,
-        reopened: (current.reopened ?? 0) + 1,
+        reopened: (current.reopened ?? 0) + (current.status === "pending" ? 0 : 1),
       };
       batch.set(taskPath(this.sessionId, id), reopened);
       moveTaskCount(batch, this.sessionId, current.status, reopened.status);
       clearAgentTask(batch, this.sessionId, current.assignee, id);
-      record("task.reopened", { task: id, title: current.title, from: current.status, reason: reason ?? null, by: actor });
+      record("task.reopened", { task: id, title: current.title, from: current.status, reason: reason ?? null, by: actor, assignee: reopened.assignee });
       return reopened;
     }, actor);
     this.noteActivity(actor);
