@@ -98,7 +98,7 @@ describe("a pause that fails while an agent exits", () => {
 });
 
 describe("a session being stopped", () => {
-  it("is shown as stopping while it stops, and pause and resume are refused at once, not after the stop", async () => {
+  it("is shown as stopping while it stops, and pause and resume are refused at once, not after the stop; start and start --continue say it is stopping, not active", async () => {
     // A beforeStop hook (a slow upload, say) that holds the stop until the test writes `release`.
     project = new Project(shellAgents({ idle: loop }).replace("plugins: {}", "plugins:\n  ./gate.mjs: {}"));
     const release = join(project.dir, "release");
@@ -121,6 +121,23 @@ describe("a session being stopped", () => {
         expect(stop.child.exitCode).toBeNull();
         expect(Date.now() - began).toBeLessThan(10_000);
       }
+      // Before: "is active in the project's working tree … End it with `apex stop` first", while its stop ran.
+      const short = report.session!.session_id.slice(0, 8);
+      for (const [args, then] of [
+        [["start", "--task", "next"], "a new session can start once it has stopped"],
+        [["start", "--continue", "last"], `once it has stopped, \`apex start --continue ${short}\` continues it`],
+      ] as const) {
+        const refused = project.apex([...args, "--json"]);
+        expect(refused.status, refused.stderr).toBe(4);
+        expect(JSON.parse(refused.stderr).error).toEqual({
+          code: "APEX_E_SESSION_ACTIVE",
+          message: `Session ${short} is stopping (its agents are being ended); ${then}.`,
+          exitCode: 4,
+          hint: "Wait for it: `apex status` shows it as stopping until it has stopped, and `apex stop` returns once it has. Then run this command again.",
+          details: { session_id: report.session!.session_id, status: "stopping" },
+        });
+      }
+      expect(stop.child.exitCode).toBeNull();
     } finally {
       writeFileSync(release, "");
     }
