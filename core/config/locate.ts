@@ -129,12 +129,10 @@ function findUp(start: string, name: string): string | undefined {
  * of a chain) is named as one, with that target: the file is there, what it points at is not.
  */
 export function configNotFound(file: string, from = "", hint?: string): ApexError {
-  let target: string | undefined;
-  for (let path = file, hops = 0; hops < 40 && target === undefined; hops++) {
-    try { path = resolve(dirname(path), readlinkSync(path)); } catch { target = path === file ? "" : path; }
-  }
-  if (!target) return new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file}${from} does not exist.`, { hint });
-  return new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file}${from} is a symbolic link to ${target}, which does not exist.`, { hint: `Restore ${target}, or point the link at a config file (ln -sfn FILE ${JSON.stringify(file)}), or remove it.`, details: { file, target } });
+  let target = file;
+  for (let hops = 0; hops < 40; hops++) { try { target = resolve(dirname(target), readlinkSync(target)); } catch { break; } }
+  const link = target === file ? undefined : { hint: `Restore ${target}, or point the link at a config file (ln -sfn FILE ${JSON.stringify(file)}), or remove it.`, details: { file, target } };
+  return new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file}${from} ${link ? `is a symbolic link to ${target}, which does not exist` : "does not exist"}.`, link ?? { hint });
 }
 
 /** Whether anything is at `path`, a dangling symbolic link too. */

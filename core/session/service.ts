@@ -255,9 +255,7 @@ export class SessionService extends SessionReader {
     const task = await this.write((batch, record) => {
       const current = this.taskInBatch(batch, id);
       // A pending task is given to another agent (--assign), or to any: the one it was assigned may have ended for good.
-      if (current.status === "pending" && (assign ?? null) === current.assignee) {
-        throw new ApexError("APEX_E_TASK_STATE", `Task ${id} is already pending${current.assignee ? `, assigned to ${current.assignee}` : ""}.`, { hint: current.assignee ? `\`apex task reopen ${id}\` leaves it to any agent; --assign AGENT gives it to another.` : undefined });
-      }
+      if (current.status === "pending" && (assign ?? null) === current.assignee) throw new ApexError("APEX_E_TASK_STATE", `Task ${id} is already pending${current.assignee ? `, assigned to ${current.assignee}` : ""}.`, { hint: current.assignee ? `\`apex task reopen ${id}\` leaves it to any agent; --assign AGENT gives it to another.` : undefined });
       const reopened: TaskRecord = {
         ...current,
         status: "pending",
@@ -421,16 +419,13 @@ function clearAgentTask(batch: WriteBatch, sessionId: string, agent: string | nu
  * that wins a race decides.
  */
 function checkFinishable(task: TaskRecord, actor: string): TaskRecord {
-  if (task.status === "completed" || task.status === "failed") {
-    throw new ApexError("APEX_E_TASK_STATE", `Task ${task.id} is already ${task.status}.`, { hint: `Send it back with \`apex task reopen ${task.id}\` first.` });
-  }
-  const agent = agentOf(actor);
-  return agent === undefined ? task : notOthers(task, agent, "complete or fail it");
+  if (task.status === "completed" || task.status === "failed") throw new ApexError("APEX_E_TASK_STATE", `Task ${task.id} is already ${task.status}.`, { hint: `Send it back with \`apex task reopen ${task.id}\` first.` });
+  return notOthers(task, agentOf(actor), "complete or fail it");
 }
 
-/** An open task `agent` may act on: not another agent's (claimed by it, or assigned to it). */
-function notOthers(task: TaskRecord, agent: string, action: string): TaskRecord {
-  if ((task.status !== "pending" && task.status !== "active") || task.assignee === null || task.assignee === agent) return task;
+/** An open task `agent` may act on: not another agent's (claimed by it, or assigned to it). A user (no agent) may. */
+function notOthers(task: TaskRecord, agent: string | undefined, action: string): TaskRecord {
+  if (agent === undefined || (task.status !== "pending" && task.status !== "active") || task.assignee === null || task.assignee === agent) return task;
   throw new ApexError("APEX_E_TASK_HELD", `Task ${task.id} is ${task.status === "active" ? "held by" : "assigned to"} agent ${task.assignee}: agent ${agent} cannot ${action}.`, {
     hint: `${action.startsWith("complete") ? `Only ${task.assignee} (or a user, outside the agents) finishes it` : `It is ${task.assignee}'s`}; to take it over, \`apex task reopen ${task.id} --assign ${agent}\` and claim it.`,
     details: { task: task.id, assignee: task.assignee, status: task.status },
