@@ -27,11 +27,12 @@ export async function withArchivedHint(error: unknown, args: string[]): Promise<
     const config = await loadConfig(location).catch(() => undefined);
     const directory = backupDirectory(config, location.projectDir);
     const found = await findArchived(directory, refs);
-    // "No session in this project yet": none in the store, while its sessions were archived.
-    if (!found && error.code === "APEX_E_NO_SESSION" && /\byet\b/.test(error.message)) {
+    // "No session in this project yet", or none active and none ended to continue: none in the store, while sessions were archived.
+    if (!found && error.code === "APEX_E_NO_SESSION" && (/\byet\b/.test(error.message) || !error.hint?.includes("--continue"))) {
       const archived = archivedIds(directory);
       if (archived.length === 0) return error;
-      return new ApexError(error.code, error.message, { hint: `${archivedText(archived, displayPath(directory))}; \`apex session unarchive ID\` brings one back.`, details: { ...(error.details ?? {}), archived: archived.map((id) => ({ session_id: id })) }, cause: error });
+      const hint = `${error.hint ? `${error.hint} ` : ""}${archivedText(archived, displayPath(directory))} (\`apex session unarchive ID\` brings one back).`;
+      return new ApexError(error.code, error.message, { hint, details: { ...(error.details ?? {}), archived: archived.map((id) => ({ session_id: id })) }, cause: error });
     }
     if (!found) return error;
     const session = found.name ?? found.sessionId.slice(0, 8);

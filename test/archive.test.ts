@@ -978,7 +978,9 @@ describe("a session that was archived, named by a command that reads the store",
     expect(apex("session", "list").stdout).toBe(`No sessions in the store; 4 sessions of this project are archived in .apex/backups: ${ids} (\`apex session unarchive ID\` brings one back).\n`);
     const last = apex("--session", "last", "task", "list", "--json");
     expect(last.status).toBe(3);
-    expect(JSON.parse(last.stderr).error.hint).toBe(`4 sessions of this project are archived in .apex/backups: ${ids}; \`apex session unarchive ID\` brings one back.`);
+    expect(JSON.parse(last.stderr).error.hint).toBe(`Start one with \`apex start --task "…"\`. 4 sessions of this project are archived in .apex/backups: ${ids} (\`apex session unarchive ID\` brings one back).`);
+    const none = apex("task", "list", "--json");
+    expect([none.status, JSON.parse(none.stderr).error.hint]).toEqual([3, `Start one with \`apex start --task "…"\`. 4 sessions of this project are archived in .apex/backups: ${ids} (\`apex session unarchive ID\` brings one back).`]);
     expect(apex("session", "unarchive", "exp").status).toBe(0);
   });
 });

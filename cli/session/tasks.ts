@@ -192,6 +192,8 @@ export async function reportAgent(location: ProjectLocation, options: { agent?: 
 export async function listAgents(location: ProjectLocation, json: boolean, session?: string): Promise<void> {
   // `readable`: with no session current, the one that ended last (older supervisors ignore it).
   const report = (await withClient(location, "read", (client) => client.call("session.status", { readable: true, ...sessionParam(session) }), session)) as StatusReport;
+  // No store yet, so no session: said as with a store and no session (it printed an empty table, `[]`).
+  if (!report.session) throw (await import("../../core/session/sessions.js")).noSessionError();
   if (json) {
     printJson(report.agents);
     return;
