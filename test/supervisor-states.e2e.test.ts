@@ -97,6 +97,23 @@ describe("a pause that fails while an agent exits", () => {
   }, 60_000);
 });
 
+describe("a pause of a paused session, a resume of an active one", () => {
+  it("say it is already so (it said the session 'cannot resume', with a hint to pause it); start names the command that runs a session beside it", () => {
+    project = new Project(shellAgents({ idle: loop }));
+    const { session_id } = project.start();
+    const refused = (args: string[]) => {
+      const result = project!.apex([...args, "--json"]);
+      expect(result.status, result.stderr).toBe(4);
+      return JSON.parse(result.stderr).error;
+    };
+    expect(refused(["resume"])).toEqual({ code: "APEX_E_SESSION_STATE", message: "The session is already active: there is nothing to resume.", exitCode: 4, hint: "It runs; `apex pause` pauses it.", details: { session_id, status: "active" } });
+    expect(project.apex(["pause"]).status).toBe(0);
+    expect(refused(["pause"])).toEqual({ code: "APEX_E_SESSION_STATE", message: "The session is already paused: there is nothing to pause.", exitCode: 4, hint: "`apex resume` continues it.", details: { session_id, status: "paused" } });
+    // `branch with --worktree` read as an option of start, which has none.
+    expect(refused(["start", "--task", "another"]).hint).toBe("End it with `apex stop` first, or `apex resume` it, or run another beside it in a worktree of its own (`apex session branch CHECKPOINT NAME --worktree`); `apex status` shows it.");
+  });
+});
+
 describe("a session being stopped", () => {
   it("is shown as stopping while it stops, and pause and resume are refused at once, not after the stop; start and start --continue say it is stopping, not active", async () => {
     // A beforeStop hook (a slow upload, say) that holds the stop until the test writes `release`.
