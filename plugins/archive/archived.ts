@@ -44,10 +44,12 @@ export async function findArchived(directory: string, refs: string[]): Promise<A
   for (const ref of refs) {
     const text = ref.trim();
     const slash = text.indexOf("/");
-    const session = (slash > 0 ? text.slice(0, slash) : text).toLowerCase();
-    if (session.length >= 4 && /^[0-9a-f-]+$/.test(session)) {
-      const byId = ids.flatMap((id, index) => (id.startsWith(session) ? [index] : []));
-      if (byId.length === 1) return archive(byId[0]!, null);
+    const session = slash > 0 ? text.slice(0, slash) : text;
+    // Its id (the file's name), or a unique prefix of one.
+    const byId = ids.includes(session) ? [ids.indexOf(session)] : session.length >= 4 ? ids.flatMap((id, index) => (id.startsWith(session.toLowerCase()) ? [index] : [])) : [];
+    if (byId.length === 1) {
+      const found = await archive(byId[0]!, null);
+      if (found) return found;
     }
     const named = SESSION_NAME_PATTERN.test(slash > 0 ? text.slice(0, slash) : text);
     const checkpointId = slash < 0 && text.length >= 4 && /^[0-9a-f-]+$/i.test(text) ? text.toLowerCase() : undefined;
