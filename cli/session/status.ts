@@ -98,7 +98,7 @@ async function readStatus(location: ProjectLocation): Promise<StatusReport> {
  */
 async function withStranded(client: SessionClient, report: StatusReport, session: string | undefined): Promise<StatusReport> {
   if (report.session?.status !== "active" && report.session?.status !== "paused") return report;
-  const stranded = strandedTasks(await pendingTasks(client, report.agents, session === undefined ? {} : { session }), report);
+  const stranded = strandedTasks(await pendingTasks(client, report, session === undefined ? {} : { session }), report);
   return stranded.length === 0 ? report : ({ ...report, stranded_tasks: stranded } as StatusReport);
 }
 

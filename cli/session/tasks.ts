@@ -51,7 +51,7 @@ export async function listTasks(location: ProjectLocation, options: { status?: s
     async (client) => {
       const tasks = (await client.call("task.list", params)) as TaskRecord[];
       // A pending task only an agent that ended for good may claim is named below the table (--json lists the tasks alone).
-      return { tasks, stranded: options.json ? [] : await strandedAmong(client, tasks, sessionParam(options.session)) };
+      return { tasks, stranded: options.json ? [] : await strandedAmong(client, tasks, sessionParam(options.session)).catch(() => []) };
     },
     options.session,
   );
