@@ -98,7 +98,7 @@ describe("a pause that fails while an agent exits", () => {
 });
 
 describe("a pause of a paused session, a resume of an active one", () => {
-  it("say it is already so (it said the session 'cannot resume', with a hint to pause it); start names the command that runs a session beside it", () => {
+  it("say it is already so (it said the session 'cannot resume', with a hint to pause it); start names the command that runs a session beside it, start --continue of a paused one names resume", () => {
     project = new Project(shellAgents({ idle: loop }));
     const { session_id } = project.start();
     const refused = (args: string[]) => {
@@ -109,6 +109,8 @@ describe("a pause of a paused session, a resume of an active one", () => {
     expect(refused(["resume"])).toEqual({ code: "APEX_E_SESSION_STATE", message: "The session is already active: there is nothing to resume.", exitCode: 4, hint: "It runs; `apex pause` pauses it.", details: { session_id, status: "active" } });
     expect(project.apex(["pause"]).status).toBe(0);
     expect(refused(["pause"])).toEqual({ code: "APEX_E_SESSION_STATE", message: "The session is already paused: there is nothing to pause.", exitCode: 4, hint: "`apex resume` continues it.", details: { session_id, status: "paused" } });
+    // start --continue of it, paused: resume is what continues it.
+    expect(refused(["start", "--continue", "last"]).hint).toBe("It is paused: `apex resume` continues it. See it with `apex status`; `apex start --continue CHECKPOINT` goes back to one of its checkpoints (`apex checkpoint list`).");
     // `branch with --worktree` read as an option of start, which has none.
     expect(refused(["start", "--task", "another"]).hint).toBe("End it with `apex stop` first, or `apex resume` it, or run another beside it in a worktree of its own (`apex session branch CHECKPOINT NAME --worktree`); `apex status` shows it.");
   });

@@ -99,8 +99,10 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
   } else if (same && !request.rollback) {
     // Its stop is under way (the record says active until it is written): continued once it has stopped.
     if ((await liveStatus(client)) === "stopping") throw stoppingInTheWay(current, `once it has stopped, \`apex start --continue ${sessionText(current)}\` continues it`);
+    // A paused one is continued by resume, which this did not say.
+    const resume = current.status === "paused" ? "It is paused: `apex resume` continues it. " : "";
     throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionText(current)} is ${current.status} (supervisor pid ${live.pid}); there is nothing to continue.`, {
-      hint: "See it with `apex status`; `apex start --continue CHECKPOINT` goes back to one of its checkpoints (`apex checkpoint list`).",
+      hint: `${resume}See it with \`apex status\`; \`apex start --continue CHECKPOINT\` goes back to one of its checkpoints (\`apex checkpoint list\`).`,
       details: { session_id: current.session_id, status: current.status },
     });
   }
