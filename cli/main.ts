@@ -119,7 +119,7 @@ export async function main(argv: string[]): Promise<number> {
       if (sessionHint) process.stderr.write(`hint: ${sessionHint}\n`);
       return 2;
     }
-    return reportError(error, json);
+    return reportError(await (await import("./archived-hint.js")).withArchivedHint(error, argv), json);
   }
 }
 

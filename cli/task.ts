@@ -94,12 +94,12 @@ Examples:
 
   task
     .command("reopen")
-    .description("send a task back to pending (e.g. the adversary rejects the work)")
+    .description("send a task back to pending (e.g. the adversary rejects the work), or give a pending one to another agent")
     .argument("<id>", "task id")
     .option("--reason <text>", "why")
-    .option("--assign <agent>", "only this agent may claim it again")
+    .option("--assign <agent>", "only this agent may claim it again (a pending task: without --assign, any agent may)")
     .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
-    .addHelpText("after", examples('apex task reopen t-0001 --reason "the form accepts empty passwords" --assign coder'))
+    .addHelpText("after", examples('apex task reopen t-0001 --reason "the form accepts empty passwords" --assign coder', "apex task reopen t-0002 --assign adversary"))
     .action(async (id: string, options: { reason?: string; assign?: string; json?: boolean }, command: Command) => {
       const { reopenTask } = await import("./session/tasks.js");
       await reopenTask(projectOf(command), id, options);

@@ -937,6 +937,54 @@ describe("a branch's archive found by the branch's name", () => {
   });
 });
 
+describe("a session that was archived, named by a command that reads the store", () => {
+  it("branch, start --continue, checkpoint show, --session and session list say it was archived and how to bring it back (it was only 'No session')", async () => {
+    const dir = project("p-archived-hint");
+    const apex = apexIn(dir);
+    await threeSessions(dir);
+    const checkpointId = await withStore(dir, (store) => resolveCheckpoint(store, "s-recent/checkpoint-002").id);
+    const made = apex("session", "branch", "s-recent/checkpoint-003", "exp", "--json");
+    expect(made.status, made.stderr).toBe(0);
+    const branch = json(made).session_id as string;
+    // The branch first (a session a branch starts from is kept), then the session.
+    for (const id of ["exp", "s-recent"]) expect(apex("session", "archive", id).status).toBe(0);
+    const file = (id: string) => join(dir, `.apex/backups/${id}.apexbundle`);
+    const hint = (what: string, id: string) => `${what} to .apex/backups/${id}.apexbundle: bring it back with \`apex session unarchive ${id === branch ? "exp" : id}\`, then run this command again.`;
+    for (const [args, code, exit, what, id, checkpoint] of [
+      [["session", "branch", "s-recent/checkpoint-003", "other"], "APEX_E_CHECKPOINT_NOT_FOUND", 3, "Session s-recent was archived", "s-recent", null],
+      [["session", "branch", checkpointId.slice(0, 8), "other"], "APEX_E_CHECKPOINT_NOT_FOUND", 3, `Checkpoint ${checkpointId} is of session s-recent, which was archived`, "s-recent", checkpointId],
+      [["start", "--continue", "exp"], "APEX_E_NOT_FOUND", 3, "Session exp was archived", branch, null],
+      [["checkpoint", "show", "exp/latest"], "APEX_E_CHECKPOINT_NOT_FOUND", 3, "Session exp was archived", branch, null],
+      [["task", "list", "--session", "s-recent"], "APEX_E_NO_SESSION", 3, "Session s-recent was archived", "s-recent", null],
+    ] as Array<[string[], string, number, string, string, string | null]>) {
+      const result = apex(...args, "--json");
+      expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(exit);
+      const error = JSON.parse(result.stderr).error;
+      expect(error, args.join(" ")).toMatchObject({ code, hint: hint(what, id), details: { archived: { session_id: id, file: file(id), checkpoint } } });
+    }
+    // A name or id no archive holds keeps its own hint.
+    const unknown = apex("session", "branch", "s-nothing/latest", "other", "--json");
+    expect(unknown.status).toBe(3);
+    expect(JSON.parse(unknown.stderr).error.hint).not.toContain("archived");
+    // With every ended session archived (the live one stopped and archived too), the store has none: said so, not "No sessions yet".
+    await withStore(dir, (store) => store.batch((batch) => {
+      const live = batch.get("/sessions/s-live") as Record<string, JsonValue>;
+      batch.delete("/sessions/s-live");
+      batch.set("/sessions/history/s-live", { ...live, status: "stopped", ended_at: new Date().toISOString() });
+      batch.delete("/sessions/current");
+    }));
+    for (const id of ["s-live", "s-old"]) expect(apex("session", "archive", id).status).toBe(0);
+    const ids = [branch, "s-live", "s-old", "s-recent"].sort().map((id) => id.slice(0, 8)).join(", ");
+    expect(apex("session", "list").stdout).toBe(`No sessions in the store; 4 sessions of this project are archived in .apex/backups: ${ids} (\`apex session unarchive ID\` brings one back).\n`);
+    const last = apex("--session", "last", "task", "list", "--json");
+    expect(last.status).toBe(3);
+    expect(JSON.parse(last.stderr).error.hint).toBe(`Start one with \`apex start --task "…"\`. 4 sessions of this project are archived in .apex/backups: ${ids} (\`apex session unarchive ID\` brings one back).`);
+    const none = apex("task", "list", "--json");
+    expect([none.status, JSON.parse(none.stderr).error.hint]).toEqual([3, `Start one with \`apex start --task "…"\`. 4 sessions of this project are archived in .apex/backups: ${ids} (\`apex session unarchive ID\` brings one back).`]);
+    expect(apex("session", "unarchive", "exp").status).toBe(0);
+  });
+});
+
 describe("a PostgreSQL role that may only read", () => {
   it("reads work and write nothing; writes are refused (4, APEX_E_STORE_PERMISSION); archive fails (exit 1), leaving the session and no bundle", async () => {
     const dir = project("ro");

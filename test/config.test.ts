@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it, onTestFinished } from "vitest";
@@ -369,6 +369,41 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       expect([flag.status, flag.stderr]).toEqual([2, expect.stringContaining("is a directory; the config is a YAML file.")]);
       expect(existsSync(join(dir, ".apex"))).toBe(false);
       expect(existsSync(join(dir, "app/.apex"))).toBe(false);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("an apex.config.yaml that is a symbolic link to a missing file is said to be one, naming the target (found, --config, APEX_CONFIG, a chain of links), exit 2, nothing written", () => {
+    const { dir, cleanup } = tempDir("apex-config-link-");
+    try {
+      symlinkSync("shared/apex.yaml", join(dir, "apex.config.yaml"));
+      symlinkSync(join(dir, "apex.config.yaml"), join(dir, "second.yaml"));
+      const target = join(dir, "shared/apex.yaml");
+      const message = (file: string, from = "") => `The config file ${join(dir, file)}${from} is a symbolic link to ${target}, which does not exist.`;
+      // Before: "does not exist", while `ls` shows the file there.
+      for (const [args, env, file, from] of [
+        [["memory", "set", "/a", "1"], {}, "apex.config.yaml", ""],
+        [["start", "--task", "t"], {}, "apex.config.yaml", ""],
+        [["--config", "second.yaml", "memory", "set", "/a", "1"], {}, "second.yaml", " (from --config)"],
+        [["task", "add", "t"], { APEX_CONFIG: "second.yaml" }, "second.yaml", " (from APEX_CONFIG)"],
+      ] as Array<[string[], NodeJS.ProcessEnv, string, string]>) {
+        const result = runApex([...args, "--json"], { cwd: dir, env });
+        expect(result.status, result.stderr).toBe(2);
+        expect(JSON.parse(result.stderr).error).toEqual({
+          code: "APEX_E_CONFIG_NOT_FOUND",
+          message: message(file, from),
+          exitCode: 2,
+          hint: `Restore ${target}, or point the link at a config file (ln -sfn FILE ${JSON.stringify(join(dir, file))}), or remove it.`,
+          details: { file: join(dir, file), target },
+        });
+      }
+      const validate = runApex(["config", "validate"], { cwd: dir });
+      expect([validate.status, validate.stderr]).toEqual([2, expect.stringContaining(`error[APEX_E_CONFIG_NOT_FOUND]: ${message("apex.config.yaml")}`)]);
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
+      // A file that is not there at all is still "does not exist".
+      const missing = runApex(["--config", "none.yaml", "status"], { cwd: dir });
+      expect([missing.status, missing.stderr]).toEqual([2, expect.stringContaining(`The config file ${join(dir, "none.yaml")} (from --config) does not exist.`)]);
     } finally {
       cleanup();
     }

@@ -220,6 +220,82 @@ describe("tasks", () => {
     // Another agent takes them over, the first first.
     expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "active", assignee: "idle" });
   });
+
+  it("a pending task assigned to an agent that then ended for good is named by status, task list and a claim that finds nothing, and reopen --assign gives it to another agent", async () => {
+    project = new Project(["agents:", idle, "  quick:", "    command: sh", `    args: ["-c", "until [ -e go ]; do sleep 0.1; done; exit 0"]`, "    restart: never", "plugins: {}", ""].join("\n"));
+    project.start();
+    for (const args of [["for quick", "--assign", "quick"], ["for idle", "--assign", "idle"]]) expect(project.apex(["task", "add", ...args]).status).toBe(0);
+    // While quick runs, nothing is said.
+    expect(project.apex(["status", "--json"]).stdout).not.toContain("stranded_tasks");
+    writeFileSync(join(project.dir, "go"), "");
+    await waitFor("quick to exit", () => project!.status().agents.find((agent) => agent.name === "quick")?.status === "exited");
+    // Before, t-0001 stayed pending for good, and nothing said so: a claim for idle said only "No pending task".
+    const status = JSON.parse(project.apex(["status", "--json"]).stdout) as { stranded_tasks?: unknown };
+    expect(status.stranded_tasks).toEqual([{ id: "t-0001", title: "for quick", assignee: "quick", agent_status: "exited (code 0)" }]);
+    const hint = "Give it to another agent with `apex task reopen t-0001 --assign AGENT`, or to any with `apex task reopen t-0001`.";
+    expect(project.apex(["status"]).stdout).toContain(`Pending, assigned to an agent that has ended and will not be restarted (no agent will claim it):\n  t-0001  quick, exited (code 0): for quick\n${hint}`);
+    const list = project.apex(["task", "list"]).stdout;
+    expect(list).toMatch(/t-0001\s+pending\s+quick \(ended\)\s+for quick/);
+    expect(list).toMatch(/t-0002\s+pending\s+idle\s+for idle/);
+    expect(list).toContain(hint);
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0002" });
+    const none = project.apex(["task", "claim", "--agent", "idle", "--json"]);
+    expect(none.status).toBe(4);
+    expect(JSON.parse(none.stderr).error).toEqual({
+      code: "APEX_E_NO_TASK",
+      message: "No pending task for idle: the pending task is assigned to another agent: t-0001 (quick, which has ended and will not be restarted).",
+      exitCode: 4,
+      hint: "`apex task reopen t-0001 --assign idle` gives t-0001 to idle; `apex task list --status pending` lists them.",
+      details: { agent: "idle", assigned_to_others: [{ id: "t-0001", assignee: "quick", agent_ended: true }] },
+    });
+    // A pending task is given to another agent (it was "already pending"), or to any; not counted as sent back.
+    expect(JSON.parse(project.apex(["task", "reopen", "t-0001", "--assign", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", status: "pending", assignee: "idle", reopened: 0 });
+    const again = project.apex(["task", "reopen", "t-0001", "--assign", "idle"]);
+    expect([again.status, again.stderr]).toEqual([4, expect.stringContaining("error[APEX_E_TASK_STATE]: Task t-0001 is already pending, assigned to idle.")]);
+    expect(JSON.parse(project.apex(["task", "reopen", "t-0001", "--json"]).stdout)).toMatchObject({ assignee: null, reopened: 0 });
+    expect(project.apex(["task", "reopen", "t-0001"]).stderr).toContain("error[APEX_E_TASK_STATE]: Task t-0001 is already pending.");
+    expect(project.apex(["status", "--json"]).stdout).not.toContain("stranded_tasks");
+    expect(project.apex(["task", "list"]).stdout).not.toContain("ended");
+    expect(project.apex(["session", "history", "last"]).stdout).toMatch(/task t-0001 reassigned to idle by user:\S+[\s\S]*task t-0001 left to any agent by user:/);
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0001", assignee: "idle" });
+  });
+
+  it("agent report --task refuses a task another agent holds or is assigned (APEX_E_TASK_HELD, nothing written), through the supervisor and straight to the store; a completed one may be reported (a review)", async () => {
+    project = new Project(["agents:", idle, "  other:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`, "plugins: {}", ""].join("\n"));
+    const ready = project.start();
+    for (const args of [["held"], ["assigned", "--assign", "other"], ["free"], ["reviewed"]]) expect(project.apex(["task", "add", ...args]).status).toBe(0);
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "other", "--json"]).stdout)).toMatchObject({ id: "t-0002" });
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "other", "--json"]).stdout)).toMatchObject({ id: "t-0001" });
+    expect(JSON.parse(project.apex(["task", "claim", "--agent", "idle", "--json"]).stdout)).toMatchObject({ id: "t-0003" });
+    const record = () => project!.apex(["memory", "show", `/sessions/${ready.session_id}/agents/idle`, "--json"]).stdout;
+    const check = (via: string) => {
+      const before = record();
+      // Before, idle was recorded working on other's t-0001: status showed two agents on one task.
+      const held = project!.apex(["agent", "report", "--agent", "idle", "--status", "working", "--task", "t-1", "--json"]);
+      expect(held.status, `${via}: ${held.stderr}`).toBe(4);
+      expect(JSON.parse(held.stderr).error).toMatchObject({
+        code: "APEX_E_TASK_HELD",
+        message: "Task t-0001 is held by agent other: agent idle cannot report it as its task.",
+        hint: "It is other's; to take it over, `apex task reopen t-0001 --assign idle` and claim it.",
+        details: { task: "t-0001", assignee: "other", status: "active" },
+      });
+      expect(record(), via).toBe(before);
+      return before;
+    };
+    // t-0002, assigned to other and pending again (other gave it back), is refused as assigned.
+    expect(project.apex(["task", "reopen", "t-0002", "--assign", "other"]).status).toBe(0);
+    const assigned = project.apex(["agent", "report", "--agent", "idle", "--task", "t-0002"]);
+    expect([assigned.status, assigned.stderr]).toEqual([4, expect.stringContaining("error[APEX_E_TASK_HELD]: Task t-0002 is assigned to agent other: agent idle cannot report it as its task.")]);
+    check("supervisor");
+    // Its own, an unassigned pending one and a completed one (reviewed by another agent) are taken.
+    expect(project.apex(["task", "done", "t-0004"]).status).toBe(0);
+    for (const task of ["t-0003", "t-0004"]) expect(project.apex(["agent", "report", "--agent", "idle", "--status", "reviewing", "--task", task]).status).toBe(0);
+    expect(project.apex(["agent", "report", "--agent", "other", "--status", "working", "--task", "t-0001"]).status).toBe(0);
+    // With no supervisor (killed) the report goes straight to the store: the same check.
+    process.kill(ready.supervisor_pid, "SIGKILL");
+    await waitFor("the session to be interrupted", () => project!.status().session?.status === "interrupted");
+    check("store");
+  });
 });
 
 describe("timers", () => {

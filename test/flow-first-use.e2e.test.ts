@@ -156,3 +156,23 @@ describe("start-up", () => {
     }
   });
 });
+
+describe("before the first session", () => {
+  it("commands that need a session say to start one, not to continue 'the last one' there is not; agent list too (it printed an empty table)", () => {
+    project = new Project(`${idleAgent}\nplugins: {}\n`, "apex-first-use-none-");
+    const first = 'Start one with `apex start --task "…"`.';
+    // No store yet, then a store (memory set made it) with no session.
+    for (const prepare of [() => undefined, () => expect(project!.apex(["memory", "set", "/a", "1"]).status).toBe(0)]) {
+      prepare();
+      for (const args of [["stop"], ["pause"], ["task", "add", "x"], ["task", "list"], ["agent", "list"]]) {
+        const result = project.apex([...args, "--json"]);
+        expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(3);
+        expect(JSON.parse(result.stderr).error, args.join(" ")).toEqual({ code: "APEX_E_NO_SESSION", message: "No session is active in this project.", exitCode: 3, hint: first });
+      }
+    }
+    // Once a session has ended, continuing it is offered.
+    project.start();
+    expect(project.apex(["stop"]).status).toBe(0);
+    expect(JSON.parse(project.apex(["task", "add", "x", "--json"]).stderr).error.hint).toBe('Start one with `apex start --task "…"`, or continue the last one with `apex start --continue last`.');
+  });
+});

@@ -89,8 +89,10 @@ const status = (project: Project) => json<Status>(project.apex(["status", "--jso
 describe("two hosts on one PostgreSQL database", () => {
   it("see one session, refuse a second, and hand it over once the holder's lease expired; the old holder ends its agents and exits", async () => {
     const url = cluster.createDatabase();
-    const a = new HostProject("host-a", config(url, "shared", 4));
-    const b = new HostProject("host-b", config(url, "shared", 4));
+    // Metrics sampled every second: host-a's sampler is due the moment its supervisor is woken up, its lease lost.
+    const metrics = "plugins:\n  metrics: { interval: 1 }";
+    const a = new HostProject("host-a", config(url, "shared", 4, metrics));
+    const b = new HostProject("host-b", config(url, "shared", 4, metrics));
 
     const ready = a.start(["--task", "work across hosts"]);
     const sid = ready.session_id;
@@ -181,6 +183,10 @@ describe("two hosts on one PostgreSQL database", () => {
     // It did not end the session: it says to whom it lost it, on stderr (the log), and exits 4 (APEX_E_LEASE_LOST), not 0.
     expect(a.supervisorLog()).toContain(`error[APEX_E_LEASE_LOST]: this supervisor lost its lease on session ${sid}: host host-b took it over (generation 2). It ended its agents and exits with code 4.`);
     expect(a.supervisorLog()).toContain("supervisor exits (4)");
+    // Its metrics stop with it, unsaid: before, "plugin metrics: cannot sample the session's metrics: This supervisor no longer
+    // holds session …" or "cannot read the revision log: The store is closed" followed, as if sampling had failed.
+    const afterLoss = a.supervisorLog().slice(a.supervisorLog().indexOf("lease lost:"));
+    expect(afterLoss).not.toContain("plugin metrics");
 
     // host-b stays the owner, seen so from both hosts; its agent still runs.
     expect(status(b).session).toMatchObject({ status: "active", host: "host-b", supervisor: { alive: true, generation: 2 } });

@@ -97,8 +97,27 @@ describe("a pause that fails while an agent exits", () => {
   }, 60_000);
 });
 
+describe("a pause of a paused session, a resume of an active one", () => {
+  it("say it is already so (it said the session 'cannot resume', with a hint to pause it); start names the command that runs a session beside it, start --continue of a paused one names resume", () => {
+    project = new Project(shellAgents({ idle: loop }));
+    const { session_id } = project.start();
+    const refused = (args: string[]) => {
+      const result = project!.apex([...args, "--json"]);
+      expect(result.status, result.stderr).toBe(4);
+      return JSON.parse(result.stderr).error;
+    };
+    expect(refused(["resume"])).toEqual({ code: "APEX_E_SESSION_STATE", message: "The session is already active: there is nothing to resume.", exitCode: 4, hint: "It runs; `apex pause` pauses it.", details: { session_id, status: "active" } });
+    expect(project.apex(["pause"]).status).toBe(0);
+    expect(refused(["pause"])).toEqual({ code: "APEX_E_SESSION_STATE", message: "The session is already paused: there is nothing to pause.", exitCode: 4, hint: "`apex resume` continues it.", details: { session_id, status: "paused" } });
+    // start --continue of it, paused: resume is what continues it.
+    expect(refused(["start", "--continue", "last"]).hint).toBe("It is paused: `apex resume` continues it. See it with `apex status`; `apex start --continue CHECKPOINT` goes back to one of its checkpoints (`apex checkpoint list`).");
+    // `branch with --worktree` read as an option of start, which has none.
+    expect(refused(["start", "--task", "another"]).hint).toBe("End it with `apex stop` first, or `apex resume` it, or run another beside it in a worktree of its own (`apex session branch CHECKPOINT NAME --worktree`); `apex status` shows it.");
+  });
+});
+
 describe("a session being stopped", () => {
-  it("is shown as stopping while it stops, and pause and resume are refused at once, not after the stop", async () => {
+  it("is shown as stopping while it stops, and pause and resume are refused at once, not after the stop; start and start --continue say it is stopping, not active", async () => {
     // A beforeStop hook (a slow upload, say) that holds the stop until the test writes `release`.
     project = new Project(shellAgents({ idle: loop }).replace("plugins: {}", "plugins:\n  ./gate.mjs: {}"));
     const release = join(project.dir, "release");
@@ -121,6 +140,23 @@ describe("a session being stopped", () => {
         expect(stop.child.exitCode).toBeNull();
         expect(Date.now() - began).toBeLessThan(10_000);
       }
+      // Before: "is active in the project's working tree … End it with `apex stop` first", while its stop ran.
+      const short = report.session!.session_id.slice(0, 8);
+      for (const [args, then] of [
+        [["start", "--task", "next"], "a new session can start once it has stopped"],
+        [["start", "--continue", "last"], `once it has stopped, \`apex start --continue ${short}\` continues it`],
+      ] as const) {
+        const refused = project.apex([...args, "--json"]);
+        expect(refused.status, refused.stderr).toBe(4);
+        expect(JSON.parse(refused.stderr).error).toEqual({
+          code: "APEX_E_SESSION_ACTIVE",
+          message: `Session ${short} is stopping (its agents are being ended); ${then}.`,
+          exitCode: 4,
+          hint: "Wait for it: `apex status` shows it as stopping until it has stopped, and `apex stop` returns once it has. Then run this command again.",
+          details: { session_id: report.session!.session_id, status: "stopping" },
+        });
+      }
+      expect(stop.child.exitCode).toBeNull();
     } finally {
       writeFileSync(release, "");
     }

@@ -122,7 +122,9 @@ export function eventParts(event: SessionEvent): { time: string; what: string; c
       what = `task ${text("task")} failed: ${text("reason")}`;
       break;
     case "task.reopened":
-      what = `task ${text("task")} reopened by ${text("by")}${e.reason ? `: ${text("reason")}` : ""}`;
+      // From pending: given to another agent (or to any), not sent back.
+      what = e.from === "pending" ? `task ${text("task")} ${e.assignee ? `reassigned to ${text("assignee")}` : "left to any agent"} by ${text("by")}` : `task ${text("task")} reopened by ${text("by")}`;
+      if (e.reason) what += `: ${text("reason")}`;
       break;
     case "milestone":
       what = `milestone ${text("n")}: ${text("text")}`;

@@ -97,8 +97,12 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
   if (current.status === "interrupted" || !client || !live) {
     if (same || request.liveOnly) return undefined;
   } else if (same && !request.rollback) {
+    // Its stop is under way (the record says active until it is written): continued once it has stopped.
+    if ((await liveStatus(client)) === "stopping") throw stoppingInTheWay(current, `once it has stopped, \`apex start --continue ${sessionText(current)}\` continues it`);
+    // A paused one is continued by resume, which this did not say.
+    const resume = current.status === "paused" ? "It is paused: `apex resume` continues it. " : "";
     throw new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionText(current)} is ${current.status} (supervisor pid ${live.pid}); there is nothing to continue.`, {
-      hint: "See it with `apex status`; `apex start --continue CHECKPOINT` goes back to one of its checkpoints (`apex checkpoint list`).",
+      hint: `${resume}See it with \`apex status\`; \`apex start --continue CHECKPOINT\` goes back to one of its checkpoints (\`apex checkpoint list\`).`,
       details: { session_id: current.session_id, status: current.status },
     });
   }
@@ -131,6 +135,28 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
   const { stopWithoutSupervisor } = await import("./stop-offline.js");
   const stopped = await stopWithoutSupervisor(location, { force: false, graceMs: 5000, reason, checkpoint });
   return { session_id: current.session_id, name: current.name, was: current.status, checkpoint: stopped.checkpoint, processes_ended: stopped.processes_ended };
+}
+
+/**
+ * The session's status as its live supervisor says it: `stopping` while a stop (or the session's
+ * end) runs its hooks and ends its agents, which the stored record does not say. Undefined when it
+ * does not answer in time.
+ */
+export async function liveStatus(client: { call(method: string, params?: Record<string, unknown>, timeoutMs?: number): Promise<unknown> }): Promise<string | undefined> {
+  try {
+    const report = (await client.call("session.status", {}, 2000)) as { session?: { status?: unknown } | null };
+    return typeof report?.session?.status === "string" ? report.session.status : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A session in the way that is stopping: not "active", and what to do (wait for it). */
+export function stoppingInTheWay(session: { session_id: string; name: string | null }, then: string): ApexError {
+  return new ApexError("APEX_E_SESSION_ACTIVE", `Session ${sessionText(session)} is stopping (its agents are being ended); ${then}.`, {
+    hint: "Wait for it: `apex status` shows it as stopping until it has stopped, and `apex stop` returns once it has. Then run this command again.",
+    details: { session_id: session.session_id, status: "stopping" },
+  });
 }
 
 /** A session as text prints it (session list, pause, stop): its name, else its uuid's short form, else the whole id. */

@@ -48,6 +48,19 @@ function parentOf(record: SessionRecord): string | null {
   return parent && typeof parent.session_id === "string" && typeof parent.name === "string" ? `${parent.session_id}/${parent.name}` : null;
 }
 
+/** When the store has no session: those `apex session archive` moved to the backup directory, if any (" in the store; 1 session … archived in …"). */
+async function archivedNote(location: ProjectLocation): Promise<string> {
+  const [{ loadConfig }, { backupDirectory }, { archivedIds, archivedText }, { displayPath }] = await Promise.all([
+    import("../../core/config/load.js"),
+    import("../../plugins/archive/options.js"),
+    import("../archived-hint.js"),
+    import("../../core/config/source.js"),
+  ]);
+  const directory = backupDirectory(await loadConfig(location).catch(() => undefined), location.projectDir);
+  const ids = archivedIds(directory);
+  return ids.length === 0 ? " yet" : ` in the store; ${archivedText(ids, displayPath(directory))} (\`apex session unarchive ID\` brings one back)`;
+}
+
 export async function listSessions(location: ProjectLocation, json: boolean): Promise<void> {
   const rows = await readSessions(location, "all");
   if (json) {
@@ -55,7 +68,7 @@ export async function listSessions(location: ProjectLocation, json: boolean): Pr
     return;
   }
   if (rows.length === 0) {
-    printLine("No sessions yet.");
+    printLine(`No sessions${await archivedNote(location)}.`);
     return;
   }
   const branched = rows.some((row) => row.name !== null || row.parent !== null);

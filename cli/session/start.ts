@@ -200,14 +200,29 @@ async function refuseIfActive(location: ProjectLocation): Promise<void> {
   if (!(await storeExists(location))) return;
   const [{ isEnded, projectSession }, { sessionInTheWay }] = await Promise.all([import("../../core/session/sessions.js"), import("../../core/session/claim.js")]);
   const store = await openStore(location, { readOnly: true });
+  let refusal: ApexError;
+  let name: string | null;
   try {
     // A new session runs in the project's own working tree: refused while one is active there (branches in worktrees run beside it).
     const session = projectSession(store);
     if (!session || isEnded(session)) return;
-    throw sessionInTheWay(session);
+    refusal = sessionInTheWay(session);
+    name = typeof session.name === "string" && session.name ? session.name : null;
   } finally {
     await store.close();
   }
+  // Stopping (its record says active until the stop is written): said so, and that it is waited for, not "active; end it with apex stop".
+  const details = refusal.details as { session_id: string; status: string };
+  if (details.status === "active" || details.status === "paused") {
+    const client = await (await import("../../core/session/client.js")).liveSessionClient(location, { local: true, session: details.session_id });
+    const { liveStatus, stoppingInTheWay } = await import("./handover.js");
+    try {
+      if (client && (await liveStatus(client)) === "stopping") throw stoppingInTheWay({ session_id: details.session_id, name }, "a new session can start once it has stopped");
+    } finally {
+      await client?.close();
+    }
+  }
+  throw refusal;
 }
 
 function printReady(ready: ReadyReport, session: string): void {

@@ -12,7 +12,7 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { known, paint, printJson, printLine, table, visibleText } from "../output.js";
 import { agentSession, sessionFlag } from "../../core/session/binding.js";
-import { openSessionClient } from "../../core/session/client.js";
+import { openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { isSameProcessAlive, listProcesses, readProcStat } from "../../core/session/proc.js";
 import { SUPERVISOR_LOG, liveSupervisorOf, readRuntime } from "../../core/session/runtime.js";
 import type { StatusReport } from "../../core/session/status-report.js";
@@ -20,6 +20,7 @@ import type { StatusReport } from "../../core/session/status-report.js";
 /** How long a live supervisor gets to answer before status reads the store itself. */
 const SUPERVISOR_ANSWER_MS = 1000;
 import { agentStatusText, formatDuration, paintStatus } from "./format.js";
+import { pendingTasks, printStranded, strandedTasks, type StrandedTask } from "./stranded.js";
 
 export async function showStatus(location: ProjectLocation, json: boolean): Promise<void> {
   const report = withLocalLeftovers(location, withEndReason(location, markStoppedSupervisor(await readStatus(location))));
@@ -83,12 +84,22 @@ async function readStatus(location: ProjectLocation): Promise<StatusReport> {
     // `--session NAME` of a session that does not run (a branch not continued yet, an ended one): that
     // session's report, not "no session is active" (its record is not where the running ones are).
     const flag = agentSession() === undefined ? sessionFlag() : undefined;
-    const report = await client.call("session.status", flag === undefined ? {} : { session: flag }, 30_000);
+    const report = (await client.call("session.status", flag === undefined ? {} : { session: flag }, 30_000)) as StatusReport;
     if (client.via === "remote") checkRemoteReport(report);
-    return report as StatusReport;
+    return await withStranded(client, report, flag);
   } finally {
     await client.close();
   }
+}
+
+/**
+ * A running session's pending tasks assigned to an agent that ended for good (stranded.ts), as
+ * `stranded_tasks` (only when there are some).
+ */
+async function withStranded(client: SessionClient, report: StatusReport, session: string | undefined): Promise<StatusReport> {
+  if (report.session?.status !== "active" && report.session?.status !== "paused") return report;
+  const stranded = strandedTasks(await pendingTasks(client, report, session === undefined ? {} : { session }), report);
+  return stranded.length === 0 ? report : ({ ...report, stranded_tasks: stranded } as StatusReport);
 }
 
 /**
@@ -261,6 +272,7 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
       else printLine(`  ${agent.name}: pid ${outOfStep.join(", ")} running although the session is paused (continued from outside APEX: SIGCONT); \`apex resume\`, then \`apex pause\`, stops it again`);
     }
   }
+  printStranded((report as { stranded_tasks?: StrandedTask[] }).stranded_tasks ?? []);
   if (session.remote && session.status !== "interrupted") printLeftHere(report, session.host);
   if (session.status === "interrupted") {
     printLine();

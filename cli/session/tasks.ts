@@ -4,7 +4,7 @@
  * runs, the store otherwise).
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { ApexError } from "../../core/errors.js";
+import { ApexError, isApexError } from "../../core/errors.js";
 import { known, paint, printJson, printLine, table, visibleText } from "../output.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { currentActor, openSessionClient, type SessionClient } from "../../core/session/client.js";
@@ -12,6 +12,7 @@ import { TASK_STATUSES, type AgentRecord, type MilestoneRecord, type TaskRecord,
 import type { StatusReport } from "../../core/session/status-report.js";
 import { agentStatusText, formatDuration, paintStatus } from "./format.js";
 import { refuseRepeatedKeys } from "../memory-actions.js";
+import { printStranded, strandedAmong } from "./stranded.js";
 
 async function withClient<T>(location: ProjectLocation, access: "read" | "write", fn: (client: SessionClient) => Promise<T>, session?: string): Promise<T> {
   const client = await openSessionClient(location, access, session);
@@ -44,7 +45,16 @@ export async function listTasks(location: ProjectLocation, options: { status?: s
     throw new ApexError("APEX_E_USAGE", `Unknown task status ${JSON.stringify(options.status)}.`, { hint: `One of: ${TASK_STATUSES.join(", ")}.` });
   }
   const params = { ...(options.status ? { status: options.status } : {}), ...sessionParam(options.session) };
-  const tasks = (await withClient(location, "read", (client) => client.call("task.list", params), options.session)) as TaskRecord[];
+  const { tasks, stranded } = await withClient(
+    location,
+    "read",
+    async (client) => {
+      const tasks = (await client.call("task.list", params)) as TaskRecord[];
+      // A pending task only an agent that ended for good may claim is named below the table (--json lists the tasks alone).
+      return { tasks, stranded: options.json ? [] : await strandedAmong(client, tasks, sessionParam(options.session)).catch(() => []) };
+    },
+    options.session,
+  );
   if (options.json) {
     printJson(tasks);
     return;
@@ -53,8 +63,10 @@ export async function listTasks(location: ProjectLocation, options: { status?: s
     printLine(options.status ? `No ${options.status} tasks.` : 'No tasks yet. Add one with `apex task add "…"`.');
     return;
   }
-  const rows = tasks.map((task) => [task.id, paintStatus(task.status), task.assignee ?? "-", typeof task.title === "string" ? `${visibleText(task.title)}${task.milestone ? " [milestone]" : ""}` : undefined]);
+  const ended = new Set(stranded.map((task) => task.id));
+  const rows = tasks.map((task) => [task.id, paintStatus(task.status), task.assignee ? `${task.assignee}${ended.has(task.id) ? paint(" (ended)", "yellow") : ""}` : "-", typeof task.title === "string" ? `${visibleText(task.title)}${task.milestone ? " [milestone]" : ""}` : undefined]);
   printLine(table(["ID", "STATUS", "ASSIGNEE", "TITLE"], rows));
+  printStranded(stranded);
 }
 
 export async function showTask(location: ProjectLocation, id: string, json: boolean, session?: string): Promise<void> {
@@ -76,9 +88,37 @@ export async function claimTask(location: ProjectLocation, options: { agent?: st
       hint: "apex task claim --agent coder",
     });
   }
-  const task = (await withClient(location, "write", (client) => client.call("task.claim", { agent, actor: currentActor() }))) as TaskRecord;
+  const task = (await withClient(location, "write", async (client) => {
+    try {
+      return await client.call("task.claim", { agent, actor: currentActor() });
+    } catch (error) {
+      // "No pending task" while some are, assigned to other agents: said, and how to give one to this agent (not inside an agent, which polls).
+      if (!isApexError(error) || error.code !== "APEX_E_NO_TASK" || process.env.APEX_AGENT) throw error;
+      throw await othersPending(client, agent, error);
+    }
+  })) as TaskRecord;
   if (options.json) printJson(task);
   else printLine(`claimed ${taskLine(task)}`);
+}
+
+/** APEX_E_NO_TASK naming the pending tasks assigned to other agents, those whose agent ended for good first. */
+async function othersPending(client: SessionClient, agent: string, error: ApexError): Promise<ApexError> {
+  let pending: TaskRecord[];
+  let stranded: Set<string>;
+  try {
+    pending = ((await client.call("task.list", { status: "pending" })) as TaskRecord[]).filter((task) => task.assignee !== null && task.assignee !== agent);
+    stranded = new Set((await strandedAmong(client, pending, {})).map((task) => task.id));
+  } catch {
+    return error; // the claim's answer stands
+  }
+  if (pending.length === 0) return error;
+  const first = pending.find((task) => stranded.has(task.id)) ?? pending[0]!;
+  const shown = pending.slice(0, 5).map((task) => `${task.id} (${task.assignee}${stranded.has(task.id) ? ", which has ended and will not be restarted" : ""})`);
+  const more = pending.length > 5 ? ` and ${pending.length - 5} more` : "";
+  return new ApexError("APEX_E_NO_TASK", `${error.message.replace(/\.$/, "")}: ${pending.length === 1 ? "the pending task is assigned to another agent" : "the pending tasks are assigned to other agents"}: ${shown.join(", ")}${more}.`, {
+    hint: `\`apex task reopen ${first.id} --assign ${agent}\` gives ${first.id} to ${agent}; \`apex task list --status pending\` lists them.`,
+    details: { agent, assigned_to_others: pending.map((task) => ({ id: task.id, assignee: task.assignee, agent_ended: stranded.has(task.id) })) },
+  });
 }
 
 export async function completeTask(location: ProjectLocation, id: string, options: { result?: string; json?: boolean }): Promise<void> {
@@ -152,6 +192,8 @@ export async function reportAgent(location: ProjectLocation, options: { agent?: 
 export async function listAgents(location: ProjectLocation, json: boolean, session?: string): Promise<void> {
   // `readable`: with no session current, the one that ended last (older supervisors ignore it).
   const report = (await withClient(location, "read", (client) => client.call("session.status", { readable: true, ...sessionParam(session) }), session)) as StatusReport;
+  // No store yet, so no session: said as with a store and no session (it printed an empty table, `[]`).
+  if (!report.session) throw (await import("../../core/session/sessions.js")).noSessionError();
   if (json) {
     printJson(report.agents);
     return;

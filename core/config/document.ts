@@ -8,6 +8,7 @@ import { ApexError } from "../errors.js";
 import { builtinPluginSchema, configSchema, documentValidator, isBuiltinPlugin } from "./schemas.js";
 import { isAlias, isMap, isPair, isSeq, visit, type Alias } from "yaml";
 import { displayPath, parseSource, positionAtOffset } from "./source.js";
+import { configNotFound } from "./locate.js";
 import type { ConfigIssue, ConfigSource } from "./types.js";
 import { configError, validateOptions, validateWith } from "./validate.js";
 
@@ -36,7 +37,7 @@ export async function readConfigText(file: string): Promise<string> {
     bytes = await readFile(file);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file} does not exist.`, { cause: error });
+    if (code === "ENOENT") throw configNotFound(file);
     if (code === "EISDIR") throw refuse("is a directory; the config is a YAML file.", "Move the directory away, or point --config at the file.", undefined, error);
     throw refuse(`cannot be read: ${(error as Error).message}.`, "Check its permissions, or point --config at another file.", undefined, error);
   }

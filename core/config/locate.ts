@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, readFileSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { ApexError } from "../errors.js";
 
@@ -33,12 +33,7 @@ export function locateProject(options: LocateOptions = {}): ProjectLocation {
   let configPath: string | undefined;
   if (explicit) {
     configPath = resolve(cwd, explicit);
-    if (!existsSync(configPath)) {
-      const source = options.configFlag ? "--config" : "APEX_CONFIG";
-      throw new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${configPath} (from ${source}) does not exist.`, {
-        hint: "Pass the path of an apex.config.yaml, or drop the option to search from the current directory.",
-      });
-    }
+    if (!existsSync(configPath)) throw configNotFound(configPath, ` (from ${options.configFlag ? "--config" : "APEX_CONFIG"})`, "Pass the path of an apex.config.yaml, or drop the option to search from the current directory.");
   } else {
     configPath = findUp(cwd, CONFIG_FILE_NAME);
   }
@@ -127,6 +122,17 @@ function findUp(start: string, name: string): string | undefined {
     if (parent === dir) return undefined;
     dir = parent;
   }
+}
+
+/**
+ * APEX_E_CONFIG_NOT_FOUND for `file`: a symbolic link whose target is missing (after every link
+ * of a chain) is named as one, with that target: the file is there, what it points at is not.
+ */
+export function configNotFound(file: string, from = "", hint?: string): ApexError {
+  let target = file;
+  for (let hops = 0; hops < 40; hops++) { try { target = resolve(dirname(target), readlinkSync(target)); } catch { break; } }
+  const link = target === file ? undefined : { hint: `Restore ${target}, or point the link at a config file (ln -sfn FILE ${JSON.stringify(file)}), or remove it.`, details: { file, target } };
+  return new ApexError("APEX_E_CONFIG_NOT_FOUND", `The config file ${file}${from} ${link ? `is a symbolic link to ${target}, which does not exist` : "does not exist"}.`, link ?? { hint });
 }
 
 /** Whether anything is at `path`, a dangling symbolic link too. */

@@ -194,7 +194,7 @@ export function sessionInTheWay(record: SessionRecord, worktree: string | null =
         ? "Recover it with `apex start --continue last`, or end it with `apex stop`."
         : remote
           ? `Its supervisor runs on ${host}: stop it there (or through \`apex --remote\`); once its lease expires without renewal, \`apex start --continue ${id}\` takes it over here.`
-          : `End it with \`apex stop\` first${status === "paused" ? ", or `apex resume` it" : ""}, or branch with --worktree to run beside it; \`apex status\` shows it.`,
+          : `End it with \`apex stop\` first${status === "paused" ? ", or `apex resume` it" : ""}, or run another beside it in a worktree of its own (\`apex session branch CHECKPOINT NAME --worktree\`); \`apex status\` shows it.`,
     details: { session_id: id, status, host, worktree },
   });
 }

@@ -254,9 +254,8 @@ export class SessionService extends SessionReader {
     if (assign !== undefined) this.requireAgent(assign, "assigned to");
     const task = await this.write((batch, record) => {
       const current = this.taskInBatch(batch, id);
-      if (current.status === "pending") {
-        throw new ApexError("APEX_E_TASK_STATE", `Task ${id} is already pending.`);
-      }
+      // A pending task is given to another agent (--assign), or to any: the one it was assigned may have ended for good.
+      if (current.status === "pending" && (assign ?? null) === current.assignee) throw new ApexError("APEX_E_TASK_STATE", `Task ${id} is already pending${current.assignee ? `, assigned to ${current.assignee}` : ""}.`, { hint: current.assignee ? `\`apex task reopen ${id}\` leaves it to any agent; --assign AGENT gives it to another.` : undefined });
       const reopened: TaskRecord = {
         ...current,
         status: "pending",
@@ -264,12 +263,12 @@ export class SessionService extends SessionReader {
         claimed_at: null,
         completed_at: null,
         reason: reason ?? null,
-        reopened: (current.reopened ?? 0) + 1,
+        reopened: (current.reopened ?? 0) + (current.status === "pending" ? 0 : 1),
       };
       batch.set(taskPath(this.sessionId, id), reopened);
       moveTaskCount(batch, this.sessionId, current.status, reopened.status);
       clearAgentTask(batch, this.sessionId, current.assignee, id);
-      record("task.reopened", { task: id, title: current.title, from: current.status, reason: reason ?? null, by: actor });
+      record("task.reopened", { task: id, title: current.title, from: current.status, reason: reason ?? null, by: actor, assignee: reopened.assignee });
       return reopened;
     }, actor);
     this.noteActivity(actor);
@@ -308,7 +307,8 @@ export class SessionService extends SessionReader {
       const next: AgentRecord = { ...current, last_report_at: nowIso() };
       if (report.status !== undefined) next.reported_status = report.status;
       // A task id names one of the session's tasks (written the canonical way); an unknown one is refused, and nothing is written.
-      if (report.task !== undefined) next.task = report.task === null ? null : this.taskInBatch(batch, checkTaskId(report.task)).id;
+      // Nor one another agent holds or is assigned (status and `apex status` would show two agents on it): its completed work may be reviewed.
+      if (report.task !== undefined) next.task = report.task === null ? null : notOthers(this.taskInBatch(batch, checkTaskId(report.task)), name, "report it as its task").id;
       batch.set(agentPath(this.sessionId, name), next);
       if (report.context !== undefined) batch.set(agentContextPath(this.sessionId, name), report.context);
       if (next.reported_status !== current.reported_status || next.task !== current.task) {
@@ -419,16 +419,17 @@ function clearAgentTask(batch: WriteBatch, sessionId: string, agent: string | nu
  * that wins a race decides.
  */
 function checkFinishable(task: TaskRecord, actor: string): TaskRecord {
-  if (task.status === "completed" || task.status === "failed") {
-    throw new ApexError("APEX_E_TASK_STATE", `Task ${task.id} is already ${task.status}.`, { hint: `Send it back with \`apex task reopen ${task.id}\` first.` });
-  }
-  const agent = agentOf(actor);
-  if (agent !== undefined && task.assignee !== null && task.assignee !== agent) {
-    throw new ApexError("APEX_E_TASK_HELD", `Task ${task.id} is ${task.status === "active" ? "held by" : "assigned to"} agent ${task.assignee}: agent ${agent} cannot complete or fail it.`, {
-      hint: `Only ${task.assignee} (or a user, outside the agents) finishes it; to take it over, \`apex task reopen ${task.id} --assign ${agent}\` and claim it.`,
-    });
-  }
-  return task;
+  if (task.status === "completed" || task.status === "failed") throw new ApexError("APEX_E_TASK_STATE", `Task ${task.id} is already ${task.status}.`, { hint: `Send it back with \`apex task reopen ${task.id}\` first.` });
+  return notOthers(task, agentOf(actor), "complete or fail it");
+}
+
+/** An open task `agent` may act on: not another agent's (claimed by it, or assigned to it). A user (no agent) may. */
+function notOthers(task: TaskRecord, agent: string | undefined, action: string): TaskRecord {
+  if (agent === undefined || (task.status !== "pending" && task.status !== "active") || task.assignee === null || task.assignee === agent) return task;
+  throw new ApexError("APEX_E_TASK_HELD", `Task ${task.id} is ${task.status === "active" ? "held by" : "assigned to"} agent ${task.assignee}: agent ${agent} cannot ${action}.`, {
+    hint: `${action.startsWith("complete") ? `Only ${task.assignee} (or a user, outside the agents) finishes it` : `It is ${task.assignee}'s`}; to take it over, \`apex task reopen ${task.id} --assign ${agent}\` and claim it.`,
+    details: { task: task.id, assignee: task.assignee, status: task.status },
+  });
 }
 
 function agentOf(actor: string): string | undefined {

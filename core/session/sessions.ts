@@ -249,7 +249,7 @@ export function readableSessionId(store: Store, ref?: string): string {
 export function noSessionToActOn(store: Store, action?: string): ApexError {
   const id = boundSessionId(store);
   const ended = id === undefined ? undefined : findSession(store, id);
-  if (!ended) return noSessionError();
+  if (!ended) return noSessionError(lastSession(store) !== undefined);
   const name = typeof ended.name === "string" ? ended.name : undefined;
   const what = `session ${name ? `${name} (${ended.session_id})` : ended.session_id} has ended (${ended.status})`;
   return new ApexError("APEX_E_SESSION_STATE", action ? `Cannot ${action}: ${what}.` : `S${what.slice(1)}; this acts on a running session.`, {
@@ -258,8 +258,9 @@ export function noSessionToActOn(store: Store, action?: string): ApexError {
   });
 }
 
-export function noSessionError(): ApexError {
+/** `ended`: whether a session of the project has ended, which `start --continue last` would continue (not said when none ever ran). */
+export function noSessionError(ended = false): ApexError {
   return new ApexError("APEX_E_NO_SESSION", "No session is active in this project.", {
-    hint: 'Start one with `apex start --task "…"`, or continue the last one with `apex start --continue last`.',
+    hint: `Start one with \`apex start --task "…"\`${ended ? ", or continue the last one with `apex start --continue last`" : ""}.`,
   });
 }

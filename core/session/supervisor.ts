@@ -999,8 +999,9 @@ export class Supervisor {
     this.refuseWhileStopping(action);
     const status = this.currentStatus();
     if (status === expected) return;
-    const hint = status === "paused" ? "Resume it with `apex resume`." : status === "active" ? "Pause it with `apex pause`." : undefined;
-    throw new ApexError("APEX_E_SESSION_STATE", `The session is ${status}; it cannot ${action}.`, hint ? { hint } : {});
+    // A pause of a paused session, a resume of an active one: already done, not impossible ("The session is active; it cannot resume", with a hint to pause it).
+    const hint = status === "paused" ? "`apex resume` continues it." : status === "active" ? "It runs; `apex pause` pauses it." : undefined;
+    throw new ApexError("APEX_E_SESSION_STATE", hint ? `The session is already ${status}: there is nothing to ${action}.` : `The session is ${status}; it cannot ${action}.`, { hint, details: { session_id: this.sessionId, status } });
   }
 
   /** True while the session ends (a stop or its end: hooks run, agents are reaped); its record says active or paused until it is written. */

@@ -201,6 +201,9 @@ export interface StorageBackend {
    */
   now?(): number;
 
+  /** True once close() was called: nothing more is read or written (periodic work, a plugin's timer, stops quietly). */
+  readonly closed?: boolean;
+
   /** Waits for pending writes and releases the backend. */
   close(): Promise<void>;
 }

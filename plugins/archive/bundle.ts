@@ -205,6 +205,8 @@ export interface BundlePeek {
   kind: string;
   /** The name its session record gives the session (a branch's), else null. */
   name: string | null;
+  /** The ids of the checkpoints it holds. */
+  checkpoints: string[];
 }
 
 /**
@@ -262,7 +264,8 @@ export async function peekBundle(path: string, maxBytes = DEFAULT_MAX_BUNDLE_BYT
       if (!Array.isArray(records)) return undefined;
       const record = records.find((entry) => Array.isArray(entry) && (entry[0] === `/sessions/history/${sessionId}` || entry[0] === `/sessions/${sessionId}`))?.[1] as unknown;
       const name = isRecord(record) && typeof record.name === "string" && record.name ? record.name : null;
-      return { sessionId, kind: manifest.kind, name };
+      const checkpoints = Array.isArray(manifest.checkpoints) ? manifest.checkpoints.flatMap((entry) => (isRecord(entry) && typeof entry.id === "string" ? [entry.id] : [])) : [];
+      return { sessionId, kind: manifest.kind, name, checkpoints };
     }
     return undefined; // the body ended first
   } catch {

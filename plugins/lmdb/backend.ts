@@ -118,7 +118,8 @@ export class LmdbStore implements StorageBackend {
   private readonly tables = new Map<string, { options: TableOptions; table: Table<any, any> }>();
   /** LMDB's lock file beside the data file. */
   private readonly lockFile: string;
-  private closed = false;
+  /** Set as close() begins (the port's `closed`). */
+  closed = false;
   /** The data file's identity, as this process counts its handles of it (shared-env.ts). */
   private handleKey: string | undefined;
   /** True while a transaction() callback runs. */

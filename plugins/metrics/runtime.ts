@@ -72,7 +72,7 @@ export class MetricsRuntime {
     try {
       await sampler.sample("stop");
     } catch (error) {
-      this.apex.warn(`cannot record the final metrics: ${(error as Error).message}`);
+      if (!this.gone(error)) this.apex.warn(`cannot record the final metrics: ${(error as Error).message}`);
     }
     sampler.close();
   }
@@ -110,8 +110,22 @@ export class MetricsRuntime {
       await sampler.sample(reason);
       this.recovered("sample");
     } catch (error) {
-      this.failing("sample", `cannot sample the session's metrics: ${(error as Error).message}`);
+      if (!this.gone(error)) this.failing("sample", `cannot sample the session's metrics: ${(error as Error).message}`);
     }
+  }
+
+  /**
+   * True, and nothing more runs, when the session is no longer this process's: its supervisor lost
+   * its lease (a write says APEX_E_LEASE_LOST; another host took the session over, which the
+   * supervisor logs itself) and is closing the store on its way out, without an onStop. Said as a
+   * failure, it read "cannot read the revision log: The store is closed" in the supervisor's log.
+   */
+  private gone(error: unknown): boolean {
+    if (!this.apex.store?.closed && (error as { code?: unknown } | undefined)?.code !== "APEX_E_LEASE_LOST") return false;
+    this.halt();
+    this.sampler?.close();
+    this.sampler = undefined;
+    return true;
   }
 
   /** Kinds of periodic work failing now: each is warned of once, not at every tick, until it works again. */
@@ -133,12 +147,13 @@ export class MetricsRuntime {
     const inputs = `${metricsInputPrefix(sessionId)}/`;
     let relevant = false;
     try {
+      if (store.closed) throw new Error("closed");
       for (const change of store.changesSince(this.since)) {
         this.since = change.revision;
         if (change.path.startsWith(events) || change.path.startsWith(inputs) || change.path === REVIEW_STATS_PATH) relevant = true;
       }
     } catch (error) {
-      this.failing("log", `cannot read the revision log: ${(error as Error).message}`);
+      if (!this.gone(error)) this.failing("log", `cannot read the revision log: ${(error as Error).message}`);
       return;
     }
     this.recovered("log");

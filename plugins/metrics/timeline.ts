@@ -97,7 +97,8 @@ export class SessionTimeline {
         this.checkpoints += 1;
         break;
       case "task.reopened":
-        this.reopened += 1;
+        // A pending task given to another agent was not sent back.
+        if (event.from !== "pending") this.reopened += 1;
         break;
       default:
         if (ENDS.has(event.type)) {

@@ -652,7 +652,8 @@ export class PostgresBackend implements StorageBackend {
    * after the last holder let go (or by `timer` at the end of the event loop's turn).
    */
   private view = { holders: 0, open: false, timer: undefined as NodeJS.Timeout | undefined, connection: 0 };
-  private closed = false;
+  /** Set as close() begins (the port's `closed`). */
+  closed = false;
   private readonly statementNames = new Map<string, string>();
   private listen: Listener | undefined;
   /**
