@@ -11,6 +11,7 @@ import { currentActor } from "../../core/actor.js";
 import { liveSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { SupervisorRuntime } from "../../core/session/runtime.js";
 import { shortSessionId } from "../../core/session/names.js";
+import { lifecycleCall } from "./lifecycle-wait.js";
 
 interface ControlReply {
   session_id: string;
@@ -28,7 +29,7 @@ interface ControlReply {
 
 export async function pauseSession(location: ProjectLocation, json: boolean): Promise<void> {
   const client = await requireSupervisor(location, "pause");
-  const reply = (await client.call("session.pause", { actor: currentActor() }, 120_000)) as ControlReply;
+  const reply = (await lifecycleCall(client, "pause", { actor: currentActor() }, json)) as ControlReply;
   const stopping = reply.stopping ?? [];
   const pending = stopping.length
     ? ` ${stopping.map(({ agent, pid }) => `${agent}'s pid ${pid}`).join(", ")} ${stopping.length === 1 ? "is" : "are"} in uninterruptible I/O with the stop pending: ${stopping.length === 1 ? "it stops" : "they stop"} the moment that ends and run${stopping.length === 1 ? "s" : ""} nothing before.`
@@ -49,7 +50,7 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
     }
   }
   const client = await requireSupervisor(location, "resume");
-  const reply = (await client.call("session.resume", { actor: currentActor() }, 120_000)) as ControlReply;
+  const reply = (await lifecycleCall(client, "resume", { actor: currentActor() }, json)) as ControlReply;
   report(reply, json, `Resumed session ${label(reply)}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued.`);
 }
 
@@ -61,8 +62,8 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
     const runtime = client.supervisor;
     let reply: ControlReply | undefined;
     try {
-      // The supervisor answers once the agents ended: after the grace period at the latest.
-      reply = (await client.call("session.stop", params, 120_000 + (params.grace_ms ?? 0))) as ControlReply;
+      // The supervisor answers once the agents ended and its hooks ran: waited for while it sends its heartbeat.
+      reply = (await lifecycleCall(client, "stop", params, Boolean(options.json))) as ControlReply;
     } catch (error) {
       // A remote session's server answers for its supervisor: its errors are final.
       if (!runtime || !(error instanceof ApexError) || !["APEX_E_RPC", "APEX_E_TIMEOUT"].includes(error.code)) throw error;
