@@ -18,7 +18,7 @@ afterEach(() => {
 });
 
 /**
- * A plugin whose onPause, onResume and onStop hooks do what the file of the hook's name in the
+ * A plugin whose onStart, onPause, onResume and onStop hooks do what the file of the hook's name in the
  * project says: `sleep MS` waits (a checkpoint, a sync), `block MS` holds the process (a hook that
  * blocks its event loop). On entry a hook writes `<hook>.began`.
  */
@@ -34,7 +34,7 @@ export default {
       if (mode === "block") { const end = Date.now() + Number(ms); while (Date.now() < end); }
       else await new Promise((resolve) => setTimeout(resolve, Number(ms)));
     };
-    for (const hook of ["onPause", "onResume", "onStop"]) apex.hooks[hook].tapPromise("slow-hooks", () => run(hook));
+    for (const hook of ["onStart", "onPause", "onResume", "onStop"]) apex.hooks[hook].tapPromise("slow-hooks", () => run(hook));
   },
 };
 `;
@@ -121,3 +121,24 @@ describe("a supervisor that shows no sign of life", () => {
   }, 60_000);
 });
 
+describe("apex start with a slow onStart hook", () => {
+  it("waits as long as the starting supervisor sends its heartbeat; one whose hook holds its process is given up on after the window, and the session still starts", async () => {
+    project = slowProject();
+    // Before, the wait was a fixed 60 s, whatever the supervisor did (a big restore, a slow onStart hook).
+    writeFileSync(join(project.dir, "onStart"), "sleep 2500");
+    const started = project.apex(["start", "--task", "slow start"], { env });
+    expect(started.status, started.stderr).toBe(0);
+    expect(started.stdout).toContain("Session ");
+    expect(started.stderr).toMatch(/^Still starting the session \(\d+ s so far\): its supervisor \(pid \d+\) is at work on it \(a restore, a checkpoint, its plugins' onStart hooks may take a while\); waiting as long as it is\.$/m);
+    writeFileSync(join(project.dir, "onStart"), "block 4500");
+    expect(project.apex(["stop"]).status).toBe(0);
+    const frozen = project.apex(["start", "--continue", "last", "--json"], { env });
+    expect(frozen.status).toBe(1);
+    expect(frozen.stdout).toBe("");
+    const { error } = JSON.parse(frozen.stderr) as { error: { code: string; message: string; details: { pid: number } } };
+    expect(error.code).toBe("APEX_E_TIMEOUT");
+    expect(error.message).toBe(`The supervisor (pid ${error.details.pid}) sent nothing, not even its heartbeat, for 2 s while the session started: it is frozen (a plugin hook that holds its process, an overloaded machine), and the wait is given up. The session may still start if it goes on.`);
+    // As it said: once the hook lets go, the session runs.
+    await waitFor("the session to run", () => project!.status().session?.status === "active", 20_000);
+  }, 60_000);
+});
