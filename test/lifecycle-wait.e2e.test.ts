@@ -79,14 +79,13 @@ describe("pause, resume and stop with slow plugin hooks", () => {
 });
 
 describe("a supervisor that shows no sign of life", () => {
-  it("is given up on after the idle window when a hook holds its process, saying what the session may be in; the pause completes after", async () => {
+  it("is given up on after the idle window when a hook holds its process, or in seconds when it is stopped (SIGSTOP), saying what the session may be in; what it was sent completes once it goes on", async () => {
     project = slowProject();
     const ready = project.start();
-    writeFileSync(join(project.dir, "onPause"), "block 4500");
-    const began = Date.now();
+    writeFileSync(join(project.dir, "onPause"), "block 3500");
     const paused = project.apex(["pause", "--json"], { env });
+    // Given up on before the hook let go (before, it waited for it, and succeeded).
     expect(paused.status).toBe(1);
-    expect(Date.now() - began).toBeLessThan(4500);
     expect(paused.stdout).toBe("");
     // --json: one error object on stderr, no progress lines.
     const { error } = JSON.parse(paused.stderr) as { error: { code: string; message: string; hint: string; details: Record<string, unknown> } };
@@ -98,11 +97,8 @@ describe("a supervisor that shows no sign of life", () => {
     expect(error.details).toMatchObject({ action: "pause", pid: ready.supervisor_pid, may_be_under_way: true, idle_ms: 2000 });
     // As it said: once the hook lets go, the pause is done.
     await waitFor("the pause to complete", () => project!.status().session?.status === "paused", 20_000);
-  }, 60_000);
 
-  it("stopped (SIGSTOP) while its onStop hook runs: the stop is given up on in seconds, saying it may be half done; continued, it ends the session", async () => {
-    project = slowProject();
-    const ready = project.start();
+    // Stopped (SIGSTOP) while its onStop hook runs: the stop is given up on in seconds, saying it may be half done; continued, it ends the session.
     const pid = ready.supervisor_pid;
     writeFileSync(join(project.dir, "onStop"), "sleep 1500");
     // A window longer than the ~2 s in which a stopped supervisor is told from a busy one.
@@ -130,7 +126,7 @@ describe("apex start with a slow onStart hook", () => {
     expect(started.status, started.stderr).toBe(0);
     expect(started.stdout).toContain("Session ");
     expect(started.stderr).toMatch(/^Still starting the session \(\d+ s so far\): its supervisor \(pid \d+\) is at work on it \(a restore, a checkpoint, its plugins' onStart hooks may take a while\); waiting as long as it is\.$/m);
-    writeFileSync(join(project.dir, "onStart"), "block 4500");
+    writeFileSync(join(project.dir, "onStart"), "block 3500");
     expect(project.apex(["stop"]).status).toBe(0);
     const frozen = project.apex(["start", "--continue", "last", "--json"], { env });
     expect(frozen.status).toBe(1);

@@ -15,7 +15,12 @@ import { shortSessionId } from "../../core/session/names.js";
 export type LifecycleAction = "pause" | "resume" | "stop";
 
 const DOING: Record<LifecycleAction, string> = { pause: "pausing", resume: "resuming", stop: "stopping" };
-const HOOKS: Record<LifecycleAction, string> = { pause: "onPause", resume: "onResume", stop: "beforeStop and onStop" };
+/** What the supervisor is at meanwhile, for the notes on stderr. */
+const WORK: Record<LifecycleAction, string> = {
+  pause: "its plugins' onPause hooks run then: a checkpoint, a sync, a backup may take a while",
+  resume: "its plugins' onResume hooks run then, which may take a while",
+  stop: "it ends the agents, within the grace period, then its plugins' beforeStop and onStop hooks run: a checkpoint, a sync, a backup may take a while",
+};
 
 /** Where a call given up on may have left the session: the supervisor got the request, and carries it out if it goes on. */
 const UNDER_WAY: Record<LifecycleAction, string> = {
@@ -25,7 +30,7 @@ const UNDER_WAY: Record<LifecycleAction, string> = {
 };
 
 /** A wait this long (or the idle window, when shorter) is said on stderr, and again every NOTE_EVERY_MS. */
-const NOTE_AFTER_MS = 5_000;
+const NOTE_AFTER_MS = 10_000;
 const NOTE_EVERY_MS = 30_000;
 
 const seconds = (ms: number): string => `${Math.round(ms / 1000)} s`;
@@ -34,7 +39,7 @@ const seconds = (ms: number): string => `${Math.round(ms / 1000)} s`;
 export const heartbeatFor = (idleMs: number): number => Math.max(50, Math.min(5_000, Math.floor(idleMs / 4)));
 
 /**
- * Notes on stderr while a long wait on the supervisor goes on (none with --json): after 5 s (or the
+ * Notes on stderr while a long wait on the supervisor goes on (none with --json): after 10 s (or the
  * idle window), then every 30 s, whether it is at work (`heard` is called on each of its heartbeats)
  * or silent, and for how long the wait then goes on.
  */
@@ -66,8 +71,7 @@ export async function lifecycleCall(client: SessionClient, action: LifecycleActi
   const idleMs = idleWindowMs();
   const runtime = client.supervisor;
   const doing = `${DOING[action]} session${runtime ? ` ${runtime.name || shortSessionId(runtime.session_id)}` : ""}`;
-  const work = `its plugins' ${HOOKS[action]} hooks run then: a checkpoint, a sync, a backup may take a while`;
-  const notes = progressNotes(doing, runtime ? `its supervisor (pid ${runtime.pid})` : "its supervisor", work, idleMs, json);
+  const notes = progressNotes(doing, runtime ? `its supervisor (pid ${runtime.pid})` : "its supervisor", WORK[action], idleMs, json);
   try {
     return await client.call(method, { ...params, heartbeat_ms: heartbeatFor(idleMs) }, idleMs, () => notes.heard());
   } catch (error) {
