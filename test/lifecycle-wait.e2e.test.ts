@@ -3,7 +3,7 @@
 // sleep longer than the idle window (APEX_PLUGIN_COMMAND_IDLE_MS, short here) is waited for while
 // the supervisor sends its heartbeat; a supervisor whose hook holds its process, or one stopped
 // with SIGSTOP, is given up on with what state the session may be in. Every process is ended by pid.
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, isAlive, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -20,7 +20,7 @@ afterEach(() => {
 /**
  * A plugin whose onStart, onPause, onResume and onStop hooks do what the file of the hook's name in the
  * project says: `sleep MS` waits (a checkpoint, a sync), `block MS` holds the process (a hook that
- * blocks its event loop). On entry a hook writes `<hook>.began`.
+ * blocks its event loop). On entry a hook writes `<hook>.began`, with the supervisor's pid.
  */
 const SLOW_HOOKS = `import { existsSync, readFileSync, writeFileSync } from "node:fs";
 export default {
@@ -29,7 +29,7 @@ export default {
     const run = async (hook) => {
       const file = new URL("./" + hook, import.meta.url);
       if (!existsSync(file)) return;
-      writeFileSync(new URL("./" + hook + ".began", import.meta.url), "");
+      writeFileSync(new URL("./" + hook + ".began", import.meta.url), String(process.pid));
       const [mode, ms] = readFileSync(file, "utf8").trim().split(" ");
       if (mode === "block") { const end = Date.now() + Number(ms); while (Date.now() < end); }
       else await new Promise((resolve) => setTimeout(resolve, Number(ms)));
@@ -135,6 +135,21 @@ describe("apex start with a slow onStart hook", () => {
     expect(error.code).toBe("APEX_E_TIMEOUT");
     expect(error.message).toBe(`The supervisor (pid ${error.details.pid}) sent nothing, not even its heartbeat, for 2 s while the session started: it is frozen (a plugin hook that holds its process, an overloaded machine), and the wait is given up. The session may still start if it goes on.`);
     // As it said: once the hook lets go, the session runs.
+    await waitFor("the session to run", () => project!.status().session?.status === "active", 20_000);
+
+    // A supervisor stopped (SIGSTOP) as it starts is said in seconds (it was waited on for 60 s), and goes on once continued.
+    expect(project.apex(["stop"]).status).toBe(0);
+    writeFileSync(join(project.dir, "onStart"), "sleep 1000");
+    const starting = project.apexAsync(["start", "--continue", "last"], { env: { APEX_PLUGIN_COMMAND_IDLE_MS: "8000" } });
+    const began = join(project.dir, "onStart.began");
+    const pid = await waitFor("the onStart hook to begin", () => existsSync(began) && Number(readFileSync(began, "utf8")) !== error.details.pid && Number(readFileSync(began, "utf8")), 20_000);
+    continued.push(pid);
+    process.kill(pid, "SIGSTOP");
+    const stopped = await starting.done;
+    expect(stopped.status).toBe(1);
+    expect(stopped.stderr).toContain(`error[APEX_E_TIMEOUT]: The supervisor (pid ${pid}) is stopped (SIGSTOP) while the session starts: it cannot go on before a SIGCONT.`);
+    expect(stopped.stderr).toContain(`hint: \`kill -CONT ${pid}\` lets it go on, and the session then starts`);
+    process.kill(pid, "SIGCONT");
     await waitFor("the session to run", () => project!.status().session?.status === "active", 20_000);
   }, 60_000);
 });

@@ -9,7 +9,7 @@ import { storeWriteRefused, writePermissionCode } from "../../plugins/lmdb/file-
 import { errorFromBody, idleWindowMs, lineSplitter, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { progressNotes } from "./lifecycle-wait.js";
 import { tailLines } from "../../core/session/agents.js";
-import { newNonce, SUPERVISOR_NONCE_VAR } from "../../core/session/proc.js";
+import { newNonce, readProcStat, SUPERVISOR_NONCE_VAR } from "../../core/session/proc.js";
 import { SUPERVISOR_LOG, supervisorLogFile } from "../../core/session/runtime.js";
 import type { ReadyReport, SupervisorRequest } from "../../core/session/supervisor.js";
 
@@ -61,6 +61,7 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        clearInterval(poll);
         notes.stop();
         if (error) reject(error);
         else resolve(report!);
@@ -76,7 +77,22 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
             details: { pid: child.pid, idle_ms: idleMs },
           }),
         );
-      let timer = setTimeout(frozen, idleMs);
+      // Fired late, this process was stopped (Ctrl-Z): a second more, in which what came meanwhile is read.
+      let [armed, graced] = [Date.now(), false];
+      const expire = () => (!graced && Date.now() - armed > idleMs + 100 ? ((graced = true), (timer = setTimeout(expire, 1000))) : frozen());
+      let timer = setTimeout(expire, idleMs);
+      // A supervisor stopped (SIGSTOP, state T) sends nothing until a SIGCONT: said after ~2 s, not after the window.
+      let seenStopped = 0;
+      const poll = setInterval(() => {
+        seenStopped = readProcStat(child.pid!)?.state === "T" ? seenStopped + 1 : 0;
+        if (seenStopped < 2) return;
+        finish(
+          new ApexError("APEX_E_TIMEOUT", `The supervisor (pid ${child.pid}) is stopped (SIGSTOP) while the session starts: it cannot go on before a SIGCONT.`, {
+            hint: `\`kill -CONT ${child.pid}\` lets it go on, and the session then starts (\`apex status\` shows it); \`apex stop --force\` ends it.`,
+            details: { pid: child.pid, stopped: true },
+          }),
+        );
+      }, 1000);
       const notes = progressNotes("starting the session", `its supervisor (pid ${child.pid})`, "a restore, a checkpoint, its plugins' onStart hooks may take a while", idleMs, process.argv.includes("--json"));
       channel.setEncoding("utf8");
       channel.on(
@@ -84,7 +100,7 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
         lineSplitter(
           (line) => {
             clearTimeout(timer);
-            timer = setTimeout(frozen, idleMs);
+            [armed, graced, timer] = [Date.now(), false, setTimeout(expire, idleMs)];
             notes.heard();
             let message: { ready?: ReadyReport; error?: RpcErrorBody };
             try {
