@@ -98,6 +98,16 @@ describe("a supervisor that shows no sign of life", () => {
     // As it said: once the hook lets go, the pause is done.
     await waitFor("the pause to complete", () => project!.status().session?.status === "paused", 20_000);
 
+    // Ctrl-C ends the wait, not the resume: said (it was a silent exit 130), and the resume completes.
+    writeFileSync(join(project.dir, "onResume"), "sleep 1500");
+    const resume = project.apexAsync(["resume"], { env });
+    await waitFor("the onResume hook to begin", () => existsSync(join(project!.dir, "onResume.began")), 20_000);
+    resume.child.kill("SIGINT");
+    const interrupted = await resume.done;
+    expect(interrupted.status).toBe(130);
+    expect(interrupted.stderr).toContain(`error[APEX_E_INTERRUPTED]: Interrupted while resuming session ${ready.session_id.slice(0, 8)}: the supervisor got the request and goes on with it. The resume may be half done:`);
+    await waitFor("the resume to complete", () => project!.status().session?.status === "active", 20_000);
+
     // Stopped (SIGSTOP) while its onStop hook runs: the stop is given up on in seconds, saying it may be half done; continued, it ends the session.
     const pid = ready.supervisor_pid;
     writeFileSync(join(project.dir, "onStop"), "sleep 1500");
@@ -125,7 +135,7 @@ describe("apex start with a slow onStart hook", () => {
     const started = project.apex(["start", "--task", "slow start"], { env });
     expect(started.status, started.stderr).toBe(0);
     expect(started.stdout).toContain("Session ");
-    expect(started.stderr).toMatch(/^Still starting the session \(\d+ s so far\): its supervisor \(pid \d+\) is at work on it \(a restore, a checkpoint, its plugins' onStart hooks may take a while\); waiting as long as it is\.$/m);
+    expect(started.stderr).toMatch(/^Still starting the session \(\d+ s so far\): its supervisor \(pid \d+\) is at work on it \(a restore, a checkpoint, its plugins' onStart hooks may take a while\); waiting as long as it is\. Ctrl-C ends only the wait\.$/m);
     writeFileSync(join(project.dir, "onStart"), "block 3500");
     expect(project.apex(["stop"]).status).toBe(0);
     const frozen = project.apex(["start", "--continue", "last", "--json"], { env });

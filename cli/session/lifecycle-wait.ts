@@ -11,6 +11,7 @@ import { ApexError, isApexError } from "../../core/errors.js";
 import { idleWindowMs } from "../../core/rpc/protocol.js";
 import type { SessionClient } from "../../core/session/client.js";
 import { shortSessionId } from "../../core/session/names.js";
+import { reportError } from "../output.js";
 
 export type LifecycleAction = "pause" | "resume" | "stop";
 
@@ -25,7 +26,7 @@ const WORK: Record<LifecycleAction, string> = {
 /** Where a call given up on may have left the session: the supervisor got the request, and carries it out if it goes on. */
 const UNDER_WAY: Record<LifecycleAction, string> = {
   pause: "The pause may be half done: the agents may be stopped already while the session is still recorded active; it completes if the supervisor goes on.",
-  resume: "The resume may be half done: the agents may run again while the session is still recorded paused; it completes if the supervisor goes on.",
+  resume: "The resume may be half done: the agents may run again, and the session be recorded active, while its plugins' onResume hooks still run; it completes if the supervisor goes on.",
   stop: "The stop may be half done: the agents may be ended, and the session recorded stopped, while the supervisor still runs its hooks; it exits once it goes on and is done.",
 };
 
@@ -55,7 +56,7 @@ export function progressNotes(doing: string, who: string, work: string, idleMs: 
         noted = now;
         const silent = now - heard;
         const state = silent <= 2 * heartbeatFor(idleMs) + 1000 ? `${who} is at work on it (${work}); waiting as long as it is` : `${who} has sent nothing for ${seconds(silent)}; the wait ends after ${seconds(idleMs)} of silence`;
-        process.stderr.write(`Still ${doing} (${seconds(now - began)} so far): ${state}.\n`);
+        process.stderr.write(`Still ${doing} (${seconds(now - began)} so far): ${state}. Ctrl-C ends only the wait.\n`);
       }, 250);
   return { heard: () => void (heard = Date.now()), stop: () => clearInterval(timer) };
 }
@@ -72,6 +73,15 @@ export async function lifecycleCall(client: SessionClient, action: LifecycleActi
   const runtime = client.supervisor;
   const doing = `${DOING[action]} session${runtime ? ` ${runtime.name || shortSessionId(runtime.session_id)}` : ""}`;
   const notes = progressNotes(doing, runtime ? `its supervisor (pid ${runtime.pid})` : "its supervisor", WORK[action], idleMs, json);
+  // Ctrl-C ends the wait, not what the supervisor was sent: said, not a silent exit 130.
+  const interrupted = () => {
+    const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while ${doing}: the supervisor got the request and goes on with it. ${UNDER_WAY[action]}`, {
+      hint: "`apex status` shows where the session stands.",
+      details: { action, ...(runtime ? { pid: runtime.pid, session_id: runtime.session_id } : {}), may_be_under_way: true },
+    });
+    process.exit(reportError(error, json));
+  };
+  process.once("SIGINT", interrupted);
   try {
     return await client.call(method, { ...params, heartbeat_ms: heartbeatFor(idleMs) }, idleMs, () => notes.heard());
   } catch (error) {
@@ -79,6 +89,7 @@ export async function lifecycleCall(client: SessionClient, action: LifecycleActi
     throw givenUp(error, action, runtime, idleMs);
   } finally {
     notes.stop();
+    process.off("SIGINT", interrupted);
   }
 }
 
