@@ -6,7 +6,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, isAlive, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, groupMembers, isAlive, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 let project: Project | undefined;
 const continued: number[] = [];
@@ -124,6 +124,27 @@ describe("a supervisor that shows no sign of life", () => {
     process.kill(pid, "SIGCONT");
     await waitFor("the supervisor to exit", () => !isAlive(pid), 20_000);
     expect(project.status().session).toBeNull();
+  }, 60_000);
+});
+
+describe("apex stop --force on a frozen supervisor", () => {
+  it("gives it a few seconds of silence, not the whole window, then kills it and ends its agents", async () => {
+    project = slowProject();
+    const ready = project.start();
+    // A pause whose hook holds the supervisor's process for 30 s, waited on through a long window.
+    writeFileSync(join(project.dir, "onPause"), "block 30000");
+    const long = { APEX_PLUGIN_COMMAND_IDLE_MS: "600000" };
+    const pause = project.apexAsync(["pause"], { env: long });
+    await waitFor("the onPause hook to begin", () => existsSync(join(project!.dir, "onPause.began")), 20_000);
+    // The way out the errors name: before, it waited 120 s on the silent supervisor first.
+    const began = Date.now();
+    const stopped = project.apex(["stop", "--force"], { env: long, timeout: 25_000 });
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(Date.now() - began).toBeLessThan(20_000);
+    expect(stopped.stdout).toContain(`Stopped session ${ready.session_id.slice(0, 8)} (its supervisor, pid ${ready.supervisor_pid}, did not answer and was killed;`);
+    expect(isAlive(ready.supervisor_pid)).toBe(false);
+    expect(groupMembers(ready.agents[0]!.pgid!)).toEqual([]);
+    expect((await pause.done).status).toBe(1);
   }, 60_000);
 });
 

@@ -58,6 +58,8 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
   const params = { force: Boolean(options.force), ...(options.grace !== undefined ? { grace_ms: options.grace * 1000 } : {}), actor: currentActor() };
   // --force does not wait: before it listens, a starting supervisor runs no agent of its own yet (it reaps the old ones), and the offline stop kills it and ends every agent recorded.
   const client = await liveClient(location, !options.force);
+  // With --force, the supervisor that was alive but did not answer (frozen, stopped): the offline stop kills it.
+  let unanswered: number | undefined;
   if (client) {
     const runtime = client.supervisor;
     let reply: ControlReply | undefined;
@@ -71,7 +73,10 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
       // offline path says which. One that is alive but does not answer (hung, stopped) is
       // ended with its agents only with --force.
       await waitForExit(runtime, 2000);
-      if (isSameProcessAlive(runtime.pid, runtime.start_time) && !options.force) throw error;
+      if (isSameProcessAlive(runtime.pid, runtime.start_time)) {
+        if (!options.force) throw error;
+        unanswered = runtime.pid;
+      }
     }
     if (reply) {
       if (runtime) await waitForExit(runtime, 10_000);
@@ -81,7 +86,8 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
   }
   const { stopWithoutSupervisor } = await import("./stop-offline.js");
   const reply = await stopWithoutSupervisor(location, { force: Boolean(options.force), graceMs: (options.grace ?? 5) * 1000 });
-  report(reply, Boolean(options.json), `Stopped session ${label(reply)} (its supervisor was not running; ${plural(reply.processes_ended ?? 0, "leftover process", "leftover processes")} ended).`);
+  const supervisor = unanswered === undefined ? "its supervisor was not running" : `its supervisor, pid ${unanswered}, did not answer and was killed`;
+  report(reply, Boolean(options.json), `Stopped session ${label(reply)} (${supervisor}; ${plural(reply.processes_ended ?? 0, "leftover process", "leftover processes")} ended).`);
 }
 
 /** The session as the other commands print it: its name, else a uuid's short form, else the whole id. */

@@ -34,6 +34,9 @@ const UNDER_WAY: Record<LifecycleAction, string> = {
 const NOTE_AFTER_MS = 10_000;
 const NOTE_EVERY_MS = 30_000;
 
+/** The silence after which `stop --force` gives up on the supervisor and kills it (its heartbeat comes every 1.25 s then). */
+const FORCE_IDLE_MS = 5_000;
+
 const seconds = (ms: number): string => `${Math.round(ms / 1000)} s`;
 
 /** How often the supervisor is asked for its heartbeat: a quarter of the idle window, at most 5 s (what a progress note tells from silence). */
@@ -69,7 +72,8 @@ export function progressNotes(doing: string, who: string, work: string, idleMs: 
 export async function lifecycleCall(client: SessionClient, action: LifecycleAction, params: Record<string, unknown>, json: boolean): Promise<unknown> {
   const method = `session.${action}`;
   if (client.via !== "socket") return client.call(method, params, 120_000 + (Number(params.grace_ms) || 0));
-  const idleMs = idleWindowMs();
+  // `stop --force` is the way out of a frozen supervisor: a few seconds of silence, and the offline stop kills it.
+  const idleMs = action === "stop" && params.force === true ? Math.min(idleWindowMs(), FORCE_IDLE_MS) : idleWindowMs();
   const runtime = client.supervisor;
   const doing = `${DOING[action]} session${runtime ? ` ${runtime.name || shortSessionId(runtime.session_id)}` : ""}`;
   const notes = progressNotes(doing, runtime ? `its supervisor (pid ${runtime.pid})` : "its supervisor", WORK[action], idleMs, json);
