@@ -11,6 +11,7 @@ import { currentActor } from "../../core/actor.js";
 import { liveSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { SupervisorRuntime } from "../../core/session/runtime.js";
 import { shortSessionId } from "../../core/session/names.js";
+import { lifecycleCall } from "./lifecycle-wait.js";
 
 interface ControlReply {
   session_id: string;
@@ -28,7 +29,7 @@ interface ControlReply {
 
 export async function pauseSession(location: ProjectLocation, json: boolean): Promise<void> {
   const client = await requireSupervisor(location, "pause");
-  const reply = (await client.call("session.pause", { actor: currentActor() }, 120_000)) as ControlReply;
+  const reply = (await lifecycleCall(client, "pause", { actor: currentActor() }, json)) as ControlReply;
   const stopping = reply.stopping ?? [];
   const pending = stopping.length
     ? ` ${stopping.map(({ agent, pid }) => `${agent}'s pid ${pid}`).join(", ")} ${stopping.length === 1 ? "is" : "are"} in uninterruptible I/O with the stop pending: ${stopping.length === 1 ? "it stops" : "they stop"} the moment that ends and run${stopping.length === 1 ? "s" : ""} nothing before.`
@@ -49,7 +50,7 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
     }
   }
   const client = await requireSupervisor(location, "resume");
-  const reply = (await client.call("session.resume", { actor: currentActor() }, 120_000)) as ControlReply;
+  const reply = (await lifecycleCall(client, "resume", { actor: currentActor() }, json)) as ControlReply;
   report(reply, json, `Resumed session ${label(reply)}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued.`);
 }
 
@@ -57,12 +58,14 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
   const params = { force: Boolean(options.force), ...(options.grace !== undefined ? { grace_ms: options.grace * 1000 } : {}), actor: currentActor() };
   // --force does not wait: before it listens, a starting supervisor runs no agent of its own yet (it reaps the old ones), and the offline stop kills it and ends every agent recorded.
   const client = await liveClient(location, !options.force);
+  // With --force, the supervisor that was alive but did not answer (frozen, stopped): the offline stop kills it.
+  let unanswered: number | undefined;
   if (client) {
     const runtime = client.supervisor;
     let reply: ControlReply | undefined;
     try {
-      // The supervisor answers once the agents ended: after the grace period at the latest.
-      reply = (await client.call("session.stop", params, 120_000 + (params.grace_ms ?? 0))) as ControlReply;
+      // The supervisor answers once the agents ended and its hooks ran: waited for while it sends its heartbeat.
+      reply = (await lifecycleCall(client, "stop", params, Boolean(options.json))) as ControlReply;
     } catch (error) {
       // A remote session's server answers for its supervisor: its errors are final.
       if (!runtime || !(error instanceof ApexError) || !["APEX_E_RPC", "APEX_E_TIMEOUT"].includes(error.code)) throw error;
@@ -70,7 +73,10 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
       // offline path says which. One that is alive but does not answer (hung, stopped) is
       // ended with its agents only with --force.
       await waitForExit(runtime, 2000);
-      if (isSameProcessAlive(runtime.pid, runtime.start_time) && !options.force) throw error;
+      if (isSameProcessAlive(runtime.pid, runtime.start_time)) {
+        if (!options.force) throw error;
+        unanswered = runtime.pid;
+      }
     }
     if (reply) {
       if (runtime) await waitForExit(runtime, 10_000);
@@ -80,7 +86,8 @@ export async function stopSession(location: ProjectLocation, options: { force?: 
   }
   const { stopWithoutSupervisor } = await import("./stop-offline.js");
   const reply = await stopWithoutSupervisor(location, { force: Boolean(options.force), graceMs: (options.grace ?? 5) * 1000 });
-  report(reply, Boolean(options.json), `Stopped session ${label(reply)} (its supervisor was not running; ${plural(reply.processes_ended ?? 0, "leftover process", "leftover processes")} ended).`);
+  const supervisor = unanswered === undefined ? "its supervisor was not running" : `its supervisor, pid ${unanswered}, did not answer and was killed`;
+  report(reply, Boolean(options.json), `Stopped session ${label(reply)} (${supervisor}; ${plural(reply.processes_ended ?? 0, "leftover process", "leftover processes")} ended).`);
 }
 
 /** The session as the other commands print it: its name, else a uuid's short form, else the whole id. */

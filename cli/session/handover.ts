@@ -14,6 +14,7 @@ import { isSameProcessAlive, sleep } from "../../core/session/proc.js";
 import { liveSessionClient } from "../../core/session/client.js";
 import { shortSessionId } from "../../core/session/names.js";
 import type { ContinueTarget } from "../../core/session/sessions.js";
+import { lifecycleCall } from "./lifecycle-wait.js";
 
 /** What was done with the session that was in the way. */
 export interface Handover {
@@ -77,6 +78,8 @@ export interface MakeWayRequest {
   reason: string;
   /** Only a live supervisor is in the way (repair works beside an interrupted session). */
   liveOnly?: boolean;
+  /** The command's --json: a long wait on the stop is then not said on stderr. */
+  json?: boolean;
 }
 
 /**
@@ -115,7 +118,8 @@ export async function makeWay(location: ProjectLocation, request: MakeWayRequest
   if (client && live && current.status !== "interrupted") {
     let reply: { checkpoint?: Handover["checkpoint"]; processes_ended?: number };
     try {
-      reply = (await client.call("session.stop", { reason, checkpoint }, 120_000)) as typeof reply;
+      // Its checkpoint and hooks may take long: waited for while the supervisor sends its heartbeat.
+      reply = (await lifecycleCall(client, "stop", { reason, checkpoint }, Boolean(request.json))) as typeof reply;
     } catch (error) {
       if (isApexError(error) && (error.code === "APEX_E_RPC" || error.code === "APEX_E_TIMEOUT")) throw error;
       // It was starting and its start failed (the stop queued behind it): it has ended, nothing is in the way once its supervisor is gone.

@@ -6,14 +6,14 @@ import { ApexError } from "../../core/errors.js";
 import { reportError } from "../output.js";
 import { makePrivateDir, openPrivate } from "../../core/store/private.js";
 import { storeWriteRefused, writePermissionCode } from "../../plugins/lmdb/file-check.js";
-import { errorFromBody, lineSplitter, type RpcErrorBody } from "../../core/rpc/protocol.js";
+import { errorFromBody, idleWindowMs, lineSplitter, type RpcErrorBody } from "../../core/rpc/protocol.js";
+import { progressNotes } from "./lifecycle-wait.js";
 import { tailLines } from "../../core/session/agents.js";
-import { newNonce, SUPERVISOR_NONCE_VAR } from "../../core/session/proc.js";
+import { newNonce, readProcStat, SUPERVISOR_NONCE_VAR } from "../../core/session/proc.js";
 import { SUPERVISOR_LOG, supervisorLogFile } from "../../core/session/runtime.js";
 import type { ReadyReport, SupervisorRequest } from "../../core/session/supervisor.js";
 
 const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-main.js", import.meta.url));
-const READY_TIMEOUT_MS = 60_000;
 
 /**
  * Starts a detached supervisor for the project and waits until it reports that the agents
@@ -61,21 +61,47 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        clearInterval(poll);
+        notes.stop();
         if (error) reject(error);
         else resolve(report!);
       };
-      const timer = setTimeout(() => {
+      // Until its report the supervisor sends a heartbeat (supervisor-main.ts): the start (a big
+      // restore or checkpoint, a slow onStart hook) is waited for as long as it comes. It was a
+      // fixed 60 s, after which a start still under way was reported failed.
+      const idleMs = idleWindowMs();
+      const frozen = () =>
         finish(
-          new ApexError("APEX_E_TIMEOUT", `The supervisor (pid ${child.pid}) did not report ready within ${READY_TIMEOUT_MS / 1000} s.`, {
-            hint: `See its log: ${logFile}`,
+          new ApexError("APEX_E_TIMEOUT", `The supervisor (pid ${child.pid}) sent nothing, not even its heartbeat, for ${Math.round(idleMs / 1000)} s while the session started: it is frozen (a plugin hook that holds its process, an overloaded machine), and the wait is given up. The session may still start if it goes on.`, {
+            hint: `See its log: ${logFile}. \`apex status\` shows where the session stands; \`apex stop --force\` ends it. A longer wait: APEX_PLUGIN_COMMAND_IDLE_MS (ms).`,
+            details: { pid: child.pid, idle_ms: idleMs },
           }),
         );
-      }, READY_TIMEOUT_MS);
+      // Fired late, this process was stopped (Ctrl-Z): a second more, in which what came meanwhile is read.
+      let [armed, graced] = [Date.now(), false];
+      const expire = () => (!graced && Date.now() - armed > idleMs + 100 ? ((graced = true), (timer = setTimeout(expire, 1000))) : frozen());
+      let timer = setTimeout(expire, idleMs);
+      // A supervisor stopped (SIGSTOP, state T) sends nothing until a SIGCONT: said after ~2 s, not after the window.
+      let seenStopped = 0;
+      const poll = setInterval(() => {
+        seenStopped = readProcStat(child.pid!)?.state === "T" ? seenStopped + 1 : 0;
+        if (seenStopped < 2) return;
+        finish(
+          new ApexError("APEX_E_TIMEOUT", `The supervisor (pid ${child.pid}) is stopped (SIGSTOP) while the session starts: it cannot go on before a SIGCONT.`, {
+            hint: `\`kill -CONT ${child.pid}\` lets it go on, and the session then starts (\`apex status\` shows it); \`apex stop --force\` ends it.`,
+            details: { pid: child.pid, stopped: true },
+          }),
+        );
+      }, 1000);
+      const notes = progressNotes("starting the session", `its supervisor (pid ${child.pid})`, "a restore, a checkpoint, its plugins' onStart hooks may take a while", idleMs, process.argv.includes("--json"));
       channel.setEncoding("utf8");
       channel.on(
         "data",
         lineSplitter(
           (line) => {
+            clearTimeout(timer);
+            [armed, graced, timer] = [Date.now(), false, setTimeout(expire, idleMs)];
+            notes.heard();
             let message: { ready?: ReadyReport; error?: RpcErrorBody };
             try {
               message = JSON.parse(line) as typeof message;

@@ -69,6 +69,7 @@ export async function startSession(location: ProjectLocation, options: StartOpti
       target,
       rollback: target?.checkpoint !== undefined,
       reason: target?.checkpoint !== undefined ? `continue from checkpoint ${options.continue}` : `continue session ${target?.sessionId ?? options.continue}`,
+      json: Boolean(options.json),
     });
     if (handover && !options.json) {
       const { handoverLine } = await import("./handover.js");

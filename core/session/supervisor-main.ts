@@ -2,10 +2,10 @@
  * Entry point of the supervisor daemon (`node dist/core/session/supervisor-main.js <request>`).
  * `apex start` runs it detached, with stdout and stderr on <store>/supervisor.log and a pipe
  * on fd 3 on which it reports one JSON line: {"ready": {...}} once the agents run, or
- * {"error": {code, message, hint}} if the session could not start.
+ * {"error": {code, message, hint}} if the session could not start (heartbeats before it).
  */
 import { createWriteStream, existsSync } from "node:fs";
-import { errorBody } from "../rpc/protocol.js";
+import { errorBody, idleWindowMs } from "../rpc/protocol.js";
 import { toApexError } from "../errors.js";
 import type { SupervisorRequest } from "./supervisor.js";
 
@@ -24,17 +24,17 @@ function log(message: string): void {
   }
 }
 
+/**
+ * The pipe `apex start` waits on (absent when this runs otherwise). Until the report, a heartbeat on
+ * it (`{"heartbeat":true}`, every idle window / 4, at most 5 s) tells it that this process still
+ * works on the start (a big restore or checkpoint, a slow onStart hook): it waits on that, not a fixed time.
+ */
+const pipe = existsSync(`/proc/self/fd/${REPORT_FD}`) ? createWriteStream("", { fd: REPORT_FD }).on("error", () => undefined) : undefined;
+const beat = setInterval(() => pipe?.writableLength === 0 && pipe.write('{"heartbeat":true}\n'), Math.max(50, Math.min(5_000, idleWindowMs() / 4)));
+
 function report(message: unknown): Promise<void> {
-  return new Promise((resolve) => {
-    if (!existsSync(`/proc/self/fd/${REPORT_FD}`)) return resolve();
-    try {
-      const stream = createWriteStream("", { fd: REPORT_FD });
-      stream.on("error", () => resolve());
-      stream.end(`${JSON.stringify(message)}\n`, () => resolve());
-    } catch {
-      resolve();
-    }
-  });
+  clearInterval(beat);
+  return new Promise((resolve) => (pipe && pipe.writable ? pipe.once("error", () => resolve()).end(`${JSON.stringify(message)}\n`, () => resolve()) : resolve()));
 }
 
 async function main(): Promise<void> {

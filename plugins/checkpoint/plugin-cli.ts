@@ -556,7 +556,7 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
   let handover: Handover | undefined;
   if (!dryRun && (await liveSessionClient(location, { local: true }))) {
     const { makeWay, handoverLine } = await import("../../cli/session/handover.js");
-    handover = await makeWay(location, { target: undefined, rollback: false, reason: "repair the store", liveOnly: true });
+    handover = await makeWay(location, { target: undefined, rollback: false, reason: "repair the store", liveOnly: true, json: Boolean(options.json) });
     if (handover && !options.json) printLine(handoverLine(handover));
   }
   try {

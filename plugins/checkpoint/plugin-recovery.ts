@@ -72,6 +72,7 @@ export async function forceRecoveryStart(location: ProjectLocation, ref: string,
     target: { sessionId: targetSession, checkpoint: checkpointId },
     rollback: true,
     reason: `force-recover checkpoint ${ref}`,
+    json: Boolean(options.json),
   });
   if (handover && !options.json) printLine(handoverLine(handover));
 

@@ -1,0 +1,111 @@
+/**
+ * How the CLI waits on a supervisor for a pause, a resume or a stop. Their plugins' hooks (onPause,
+ * onResume, beforeStop, onStop: a big checkpoint, a git sync, a backup) may take any time, so the
+ * call asks for the RPC server's heartbeat and waits as long as the supervisor sends it: only one
+ * silent for the whole idle window (APEX_PLUGIN_COMMAND_IDLE_MS, 10 minutes; its event loop held,
+ * frozen) or stopped (SIGSTOP, seen in ~2 s) is given up on, with what state the session may be in.
+ * Before, the wait was a fixed 120 s: a slow hook that then completed was reported as failed
+ * (APEX_E_TIMEOUT) although the pause or stop was done.
+ */
+import { ApexError, isApexError } from "../../core/errors.js";
+import { idleWindowMs } from "../../core/rpc/protocol.js";
+import type { SessionClient } from "../../core/session/client.js";
+import { shortSessionId } from "../../core/session/names.js";
+import { reportError } from "../output.js";
+
+export type LifecycleAction = "pause" | "resume" | "stop";
+
+const DOING: Record<LifecycleAction, string> = { pause: "pausing", resume: "resuming", stop: "stopping" };
+/** What the supervisor is at meanwhile, for the notes on stderr. */
+const WORK: Record<LifecycleAction, string> = {
+  pause: "its plugins' onPause hooks run then: a checkpoint, a sync, a backup may take a while",
+  resume: "its plugins' onResume hooks run then, which may take a while",
+  stop: "it ends the agents, within the grace period, then its plugins' beforeStop and onStop hooks run: a checkpoint, a sync, a backup may take a while",
+};
+
+/** Where a call given up on may have left the session: the supervisor got the request, and carries it out if it goes on. */
+const UNDER_WAY: Record<LifecycleAction, string> = {
+  pause: "The pause may be half done: the agents may be stopped already while the session is still recorded active; it completes if the supervisor goes on.",
+  resume: "The resume may be half done: the agents may run again, and the session be recorded active, while its plugins' onResume hooks still run; it completes if the supervisor goes on.",
+  stop: "The stop may be half done: the agents may be ended, and the session recorded stopped, while the supervisor still runs its hooks; it exits once it goes on and is done.",
+};
+
+/** A wait this long (or the idle window, when shorter) is said on stderr, and again every NOTE_EVERY_MS. */
+const NOTE_AFTER_MS = 10_000;
+const NOTE_EVERY_MS = 30_000;
+
+/** The silence after which `stop --force` gives up on the supervisor and kills it (its heartbeat comes every 1.25 s then). */
+const FORCE_IDLE_MS = 5_000;
+
+const seconds = (ms: number): string => `${Math.round(ms / 1000)} s`;
+
+/** How often the supervisor is asked for its heartbeat: a quarter of the idle window, at most 5 s (what a progress note tells from silence). */
+export const heartbeatFor = (idleMs: number): number => Math.max(50, Math.min(5_000, Math.floor(idleMs / 4)));
+
+/**
+ * Notes on stderr while a long wait on the supervisor goes on (none with --json): after 10 s (or the
+ * idle window), then every 30 s, whether it is at work (`heard` is called on each of its heartbeats)
+ * or silent, and for how long the wait then goes on.
+ */
+export function progressNotes(doing: string, who: string, work: string, idleMs: number, quiet: boolean): { heard(): void; stop(): void } {
+  const began = Date.now();
+  let heard = began;
+  let noted = 0;
+  const timer = quiet
+    ? undefined
+    : setInterval(() => {
+        const now = Date.now();
+        if (now - began < Math.min(NOTE_AFTER_MS, idleMs) || (noted && now - noted < NOTE_EVERY_MS)) return;
+        noted = now;
+        const silent = now - heard;
+        const state = silent <= 2 * heartbeatFor(idleMs) + 1000 ? `${who} is at work on it (${work}); waiting as long as it is` : `${who} has sent nothing for ${seconds(silent)}; the wait ends after ${seconds(idleMs)} of silence`;
+        process.stderr.write(`Still ${doing} (${seconds(now - began)} so far): ${state}. Ctrl-C ends only the wait.\n`);
+      }, 250);
+  return { heard: () => void (heard = Date.now()), stop: () => clearInterval(timer) };
+}
+
+/**
+ * `session.<action>` on the supervisor, waited for as long as it shows it works on it (see above).
+ * Unless `json`, a long wait is said on stderr. A remote session's server waits on its supervisor
+ * itself: that call keeps its fixed timeout.
+ */
+export async function lifecycleCall(client: SessionClient, action: LifecycleAction, params: Record<string, unknown>, json: boolean): Promise<unknown> {
+  const method = `session.${action}`;
+  if (client.via !== "socket") return client.call(method, params, 120_000 + (Number(params.grace_ms) || 0));
+  // `stop --force` is the way out of a frozen supervisor: a few seconds of silence, and the offline stop kills it.
+  const idleMs = action === "stop" && params.force === true ? Math.min(idleWindowMs(), FORCE_IDLE_MS) : idleWindowMs();
+  const runtime = client.supervisor;
+  const doing = `${DOING[action]} session${runtime ? ` ${runtime.name || shortSessionId(runtime.session_id)}` : ""}`;
+  const notes = progressNotes(doing, runtime ? `its supervisor (pid ${runtime.pid})` : "its supervisor", WORK[action], idleMs, json);
+  // Ctrl-C ends the wait, not what the supervisor was sent: said, not a silent exit 130.
+  const interrupted = () => {
+    const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while ${doing}: the supervisor got the request and goes on with it. ${UNDER_WAY[action]}`, {
+      hint: "`apex status` shows where the session stands.",
+      details: { action, ...(runtime ? { pid: runtime.pid, session_id: runtime.session_id } : {}), may_be_under_way: true },
+    });
+    process.exit(reportError(error, json));
+  };
+  process.once("SIGINT", interrupted);
+  try {
+    return await client.call(method, { ...params, heartbeat_ms: heartbeatFor(idleMs) }, idleMs, () => notes.heard());
+  } catch (error) {
+    if (!isApexError(error) || error.code !== "APEX_E_TIMEOUT") throw error;
+    throw givenUp(error, action, runtime, idleMs);
+  } finally {
+    notes.stop();
+    process.off("SIGINT", interrupted);
+  }
+}
+
+/** The timeout said with what it leaves: the request was sent, and the session may be half way. */
+function givenUp(error: ApexError, action: LifecycleAction, runtime: SessionClient["supervisor"], idleMs: number): ApexError {
+  const details = { ...error.details, action, ...(runtime ? { pid: runtime.pid, session_id: runtime.session_id } : {}), may_be_under_way: true };
+  // Stopped (SIGSTOP, state T): the socket client's own error names the pid and `kill -CONT`.
+  if (error.details?.stopped) return new ApexError("APEX_E_TIMEOUT", `${error.message} ${UNDER_WAY[action]}`, { ...(error.hint ? { hint: error.hint } : {}), details, cause: error });
+  const who = runtime ? `The supervisor of session ${runtime.name || shortSessionId(runtime.session_id)} (pid ${runtime.pid})` : "The supervisor";
+  return new ApexError("APEX_E_TIMEOUT", `${who} sent nothing, not even its heartbeat, for ${seconds(idleMs)} while ${DOING[action]} the session: it is frozen (a plugin hook that holds its process, an overloaded machine), and the wait is given up. ${UNDER_WAY[action]}`, {
+    hint: `\`apex status\` shows where the session stands (a hook that blocks and then ends lets the ${action} complete); if the supervisor stays frozen, \`apex stop --force\` ends the session and its agents. A longer wait: APEX_PLUGIN_COMMAND_IDLE_MS (ms).`,
+    details: { ...details, idle_ms: idleMs },
+    cause: error,
+  });
+}
