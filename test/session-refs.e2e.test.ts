@@ -61,12 +61,14 @@ const commands = (ref: string): string[][] => [
 ];
 
 describe("session references", () => {
-  it("a prefix of two sessions is refused alike by every command (exit 2, APEX_E_AMBIGUOUS naming both), logs included", async () => {
+  it("a prefix of two sessions is refused alike by every command (exit 2, APEX_E_AMBIGUOUS naming both), a running one's stop and logs included", async () => {
     const prefix = first.slice(0, 8);
     const expected = `error[APEX_E_AMBIGUOUS]: ${JSON.stringify(prefix)} matches 2 sessions: ${first}, ${rebuilt}.\n  hint: Give more characters of the session id (\`apex session list\`).\n`;
-    // logs showed the logs of the first one (the only one of the two with logs); the others said it their own ways, some without the candidates.
-    const got = await answers(commands(prefix));
+    // With the first one running: stop found it by the runtime files and stopped it, task add wrote to it, logs showed its
+    // logs (the only one of the two with logs); the others said it their own ways, some without the candidates.
+    const got = await answers([...commands(prefix), ["--session", prefix, "task", "add", "never written"], ["--session", prefix, "stop"]]);
     expect(got).toEqual(got.map(({ args }) => ({ args, status: 2, stderr: expected })));
+    expect(project.status().session?.status).toBe("active");
     const json = project.apex(["checkpoint", "list", "--session", prefix, "--json"]);
     expect(JSON.parse(json.stderr).error).toMatchObject({ code: "APEX_E_AMBIGUOUS", details: { candidates: [first, rebuilt] } });
   });
