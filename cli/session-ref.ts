@@ -10,9 +10,14 @@ import { ApexError } from "../core/errors.js";
 
 export const SESSION_WORDS: ReadonlySet<string> = new Set(["last", "current"]);
 
-/** The session id `word` stands for; any other value is returned as given. */
+/**
+ * The session id `word` stands for. Any other value not a whole uuid is read by core's resolveSessionId too (a prefix,
+ * a name: the whole id), so that every command, whether it finds its session by the runtime files or in the store,
+ * takes the same references: a prefix of several sessions is APEX_E_AMBIGUOUS for all. One the store does not name
+ * (or cannot be read for) is returned as given, for the command to look it up among its own (logs, checkpoints).
+ */
 export async function resolveSessionWord(word: string, args: string[]): Promise<string> {
-  if (!SESSION_WORDS.has(word)) return word;
+  if (!SESSION_WORDS.has(word)) return wholeSessionId(word, args);
   const { agentSession, setSessionFlag } = await import("../core/session/binding.js");
   // Inside an agent: its own session, the one it runs in (its commands never open the store).
   const own = agentSession();
@@ -33,6 +38,26 @@ export async function resolveSessionWord(word: string, args: string[]): Promise<
     throw (error as ApexError).code === "APEX_E_NO_SESSION" ? noSession(word) : error;
   } finally {
     await store.close();
+  }
+}
+
+async function wholeSessionId(ref: string, args: string[]): Promise<string> {
+  const [{ agentSession }, { UUID_PATTERN }] = await Promise.all([import("../core/session/binding.js"), import("../core/session/names.js")]);
+  // Inside an agent its own session is meant (and its store URL has no password).
+  if (agentSession() || process.env.APEX_SOCKET || UUID_PATTERN.test(ref)) return ref;
+  const [{ locateProject }, { openStore, storeExists }, { resolveSessionId }] = await Promise.all([import("../core/config/locate.js"), import("../core/store/open.js"), import("../core/session/sessions.js")]);
+  try {
+    const location = locateProject({ configFlag: configFlagOf(args) });
+    if (!(await storeExists(location))) return ref;
+    const store = await openStore(location, { readOnly: true });
+    try {
+      return resolveSessionId(store, ref);
+    } finally {
+      await store.close();
+    }
+  } catch (error) {
+    if ((error as ApexError).code === "APEX_E_AMBIGUOUS") throw error;
+    return ref;
   }
 }
 

@@ -71,6 +71,7 @@ export async function locateSession(reader: MemoryReader, ref: string | undefine
 async function locateRecord(reader: MemoryReader, ref: string | undefined): Promise<LocatedSession> {
   const { ApexError } = await import("../core/errors.js");
   const { CURRENT_SESSION_PATH, HISTORY_PREFIX, sessionPath } = await import("../core/session/records.js");
+  const { hasRun, pickSession } = await import("../core/session/sessions.js");
   const pointer = (await reader.get(CURRENT_SESSION_PATH)) as { session_id?: unknown } | undefined;
   const currentId = typeof pointer?.session_id === "string" ? pointer.session_id : undefined;
   const sessions = new Map<string, SessionRecord>();
@@ -83,27 +84,15 @@ async function locateRecord(reader: MemoryReader, ref: string | undefined): Prom
   if (ref === undefined || ref === "last" || ref === "current") {
     const ended = [...sessions.values()].filter((record) => record.ended_at).sort((a, b) => ((a.ended_at ?? "") < (b.ended_at ?? "") ? 1 : -1));
     // As lastSession takes it: a branch not continued since it was made only when no other session ended.
-    const { hasRun } = await import("../core/session/sessions.js");
     const located = found(current) ?? (ref === "current" ? undefined : found(ended.find((record) => !record.parent_checkpoint || hasRun(record)) ?? ended[0]));
     if (located) return located;
     throw new ApexError("APEX_E_NO_SESSION", ref === "current" ? "No session is current in this project." : "This project has no session yet.", {
-      hint: ref === "current" ? "Name a session (see `apex session list`), or use `last`." : 'Start one: apex start --task "…"',
+      hint: ref === "current" ? "`last` names the one that ended last; `apex session list` shows them all." : 'Start one: apex start --task "…"',
     });
   }
-  const exact = sessions.get(ref);
-  if (exact) return { sessionId: ref, record: exact };
-  const named = [...sessions.values()].find((record) => record.name === ref);
-  if (named) return { sessionId: named.session_id, record: named };
-  const matches = ref.length >= 4 ? [...sessions.keys()].filter((id) => id.startsWith(ref)) : [];
-  if (matches.length === 1) return { sessionId: matches[0]!, record: sessions.get(matches[0]!)! };
-  if (matches.length > 1) {
-    throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(ref)} matches ${matches.length} sessions: ${matches.sort().join(", ")}.`, {
-      hint: "Give more characters of the session id.",
-    });
-  }
-  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(ref)} in this project.`, {
-    hint: ref.length < 4 ? "Give at least 4 characters of the session id (see `apex session list`)." : "See `apex session list`.",
-  });
+  // An id, a branch's name, a unique prefix: as every command reads them (core's pickSession).
+  const id = pickSession(ref, sessions.keys(), () => [...sessions.values()].find((record) => record.name === ref)?.session_id);
+  return { sessionId: id, record: sessions.get(id)! };
 }
 
 function addSession(sessions: Map<string, SessionRecord>, value: unknown): void {

@@ -153,7 +153,7 @@ describe("after a session ended", () => {
     expect(given(["session", "cleanup", "last", "--dry-run"]).sessions.map((session: { session_id: string }) => session.session_id)).toEqual([ready.session_id]);
     expect(given(["session", "branch", "last/latest", "from-last"]).parent_checkpoint.session_id).toBe(ready.session_id);
     const archived = project.apex(["session", "archive", "current"]);
-    expect([archived.status, archived.stderr]).toEqual([3, 'error[APEX_E_NO_SESSION]: No session "current" in this project.\n  hint: See `apex session list`.\n']);
+    expect([archived.status, archived.stderr]).toEqual([3, "error[APEX_E_NO_SESSION]: No session is current in this project.\n  hint: `last` names the one that ended last; `apex session list` shows them all.\n"]);
   });
 });
 

@@ -46,7 +46,7 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
   if (remote) return showRemoteLogs(remote, agent, options);
   const sessionId =
     options.session !== undefined
-      ? await logSessionByRef(location.storeDir, options.session, () => sessionNamed(location, options.session!))
+      ? await logSessionByRef(location, options.session)
       : (process.env.APEX_SESSION_ID ?? (await defaultLogSession(location)));
   if (!sessionId) {
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
@@ -176,43 +176,36 @@ export function logFiles(dir: string): LogFile[] {
 }
 
 /**
- * The session `--session` names (an id, a branch's name, or a unique prefix of 4+ characters)
- * among those with logs. The store is read only for a name: a whole id needs no connection (an
- * agent's store URL has no password).
+ * The session `--session` names, as every command reads it (core's resolveSessionId: an id, a branch's name, a
+ * unique prefix of 4+ characters), the sessions whose logs are here counting too (those of another store the project
+ * used). A whole id with logs needs no store (an agent's store URL has no password); inside an agent its supervisor
+ * lists the sessions.
  */
-async function logSessionByRef(storeDir: string, ref: string, byName: () => Promise<string | undefined>): Promise<string> {
-  const root = join(storeDir, "logs");
-  const sessions = existsSync(root) ? readdirSync(root) : [];
-  if (sessions.includes(ref)) return ref;
-  const named = await byName();
-  if (named && sessions.includes(named)) return named;
-  const matches = ref.length >= 4 ? sessions.filter((name) => name.startsWith(ref)) : [];
-  if (matches.length === 1) return matches[0]!;
-  if (matches.length > 1) throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(ref)} matches ${matches.length} sessions with logs.`, { hint: "Give more characters of the session id." });
-  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(ref)} has logs in this project.`, { hint: "See `apex session list`." });
-}
-
-/** The id of the session named `name` (a branch session), read from the store (loaded only for a name). */
-async function sessionNamed(location: ProjectLocation, name: string): Promise<string | undefined> {
-  const { SESSION_NAME_PATTERN, sessionIdByName } = await import("../../core/session/names.js");
-  if (!SESSION_NAME_PATTERN.test(name)) return undefined;
-  // Inside an agent, its supervisor knows the names (the agent's store URL has no password).
+async function logSessionByRef(location: ProjectLocation, ref: string): Promise<string> {
+  const root = join(location.storeDir, "logs");
+  const withLogs = existsSync(root) ? readdirSync(root) : [];
+  if (withLogs.includes(ref)) return ref;
+  const { pickSession, resolveSessionId } = await import("../../core/session/sessions.js");
   const agent = process.env.APEX_SOCKET ? await liveSessionClient(location) : undefined;
+  const { openStore, storeExists } = await import("../../core/store/open.js");
+  let id: string;
   if (agent) {
     try {
-      return ((await agent.call("session.list")) as Array<{ session_id: string; name?: unknown }>).find((record) => record.name === name)?.session_id;
+      const sessions = (await agent.call("session.list")) as Array<{ session_id: string; name?: unknown }>;
+      id = pickSession(ref.trim(), [...withLogs, ...sessions.map((record) => record.session_id)], () => sessions.find((record) => record.name === ref.trim())?.session_id);
     } finally {
       await agent.close();
     }
-  }
-  const { openStore, storeExists } = await import("../../core/store/open.js");
-  if (!(await storeExists(location))) return undefined;
-  const store = await openStore(location, { readOnly: true });
-  try {
-    return sessionIdByName(store, name);
-  } finally {
-    await store.close();
-  }
+  } else if (await storeExists(location)) {
+    const store = await openStore(location, { readOnly: true });
+    try {
+      id = resolveSessionId(store, ref, { also: withLogs });
+    } finally {
+      await store.close();
+    }
+  } else id = pickSession(ref.trim(), withLogs, () => undefined);
+  if (withLogs.includes(id)) return id;
+  throw new ApexError("APEX_E_NO_SESSION", `Session ${JSON.stringify(ref.trim())} has no logs in this project.`, { hint: "An agent's output is kept from its first start; `apex session list` shows the sessions." });
 }
 
 /**

@@ -199,6 +199,8 @@ export const CURRENT_SESSION_PATH = "/sessions/current";
  * the same transaction as each claim and each end, so a lookup reads one record, not every session.
  */
 export const ACTIVE_SESSIONS_PATH = "/sessions/active";
+/** Names under /sessions that are not session ids: the current session's record, the ended ones', and the running ones' list (/sessions/active). */
+export const RESERVED_SESSION_NAMES: ReadonlySet<string> = new Set(["current", "history", "active"]);
 
 export interface ActiveSessionEntry {
   [key: string]: JsonValue;

@@ -106,8 +106,8 @@ export function liveSupervisorOf(storeDir: string, sessionId: string): Superviso
 
 /**
  * The live supervisor of the session this command acts on (binding.ts), decided from the runtime
- * files alone: the agent's session, `--session` (an id, a name or a unique id prefix of a running
- * session), the session running in this git worktree, the project's session, the only one
+ * files alone: the agent's session, `--session` (a running session's id or name; the CLI gives a
+ * prefix as the whole id), the session running in this git worktree, the project's session, the only one
  * running. Undefined when the session meant does not run, or when only the store can tell
  * which session is meant (the caller then goes to the store, which applies the same rule).
  */
@@ -117,10 +117,8 @@ export function liveSupervisor(storeDir: string, cwd = commandDirectory()): Supe
   const flag = sessionFlag();
   const running = liveSupervisors(storeDir);
   if (flag !== undefined) {
-    const exact = running.find((runtime) => runtime.session_id === flag || runtime.name === flag);
-    if (exact) return exact;
-    const prefixed = flag.length >= 4 ? running.filter((runtime) => runtime.session_id.startsWith(flag)) : [];
-    return prefixed.length === 1 ? prefixed[0] : undefined;
+    // Whole: the CLI hands a prefix on as the whole id it names (cli/session-ref.ts), having read it as every command does.
+    return running.find((runtime) => runtime.session_id === flag || runtime.name === flag);
   }
   const worktree = linkedWorktreeOf(cwd);
   // A worktree of another repository (`apex --config` run from there) binds nothing here.

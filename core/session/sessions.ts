@@ -5,7 +5,7 @@ import { boundSession, type Binding } from "./binding.js";
 import { sessionIdByName } from "./names.js";
 import { leaseValid, onOtherHost, withLease, type RecordSource } from "./lease.js";
 import { isOwnProcess, supervisorMarker } from "./proc.js";
-import { CURRENT_SESSION_PATH, ENDED_STATUSES, HISTORY_PREFIX, historyPath, memoryRootOf, readActiveSessions, sessionPath, type SessionRecord, type SessionStatus } from "./records.js";
+import { CURRENT_SESSION_PATH, ENDED_STATUSES, HISTORY_PREFIX, historyPath, memoryRootOf, readActiveSessions, RESERVED_SESSION_NAMES, sessionPath, type SessionRecord, type SessionStatus } from "./records.js";
 
 /**
  * The record of the session this command acts on (binding.ts: the agent's, `--session`, the one
@@ -155,18 +155,11 @@ export async function resolveContinueTarget(store: Store, argument: string, serv
     if (!last) throw new ApexError("APEX_E_NO_SESSION", "There is no session to continue.", { hint: 'Start one: apex start --task "…"' });
     return { sessionId: last.session_id, checkpoint: undefined };
   }
-  // Any session record, also one that is neither current nor ended (a reconstructed session).
-  const exact = argument.includes("/") ? undefined : safeFind(store, argument);
-  if (exact) return { sessionId: exact.session_id, checkpoint: undefined };
-  const named = sessionIdByName(store, argument);
-  if (named) return { sessionId: named, checkpoint: undefined };
-  const sessions = allSessions(store);
-  const byPrefix = argument.length >= 4 ? sessions.filter((record) => record.session_id.startsWith(argument)) : [];
-  if (byPrefix.length === 1) return { sessionId: byPrefix[0]!.session_id, checkpoint: undefined };
-  if (byPrefix.length > 1) {
-    throw new ApexError("APEX_E_AMBIGUOUS", `${argument} matches ${byPrefix.length} sessions.`, {
-      hint: `Give more characters: ${byPrefix.map((record) => record.session_id).join(", ")}`,
-    });
+  // A session as every command names it (resolveSessionId), any with a record (a reconstructed one too); else a checkpoint.
+  try {
+    return { sessionId: resolveSessionId(store, argument), checkpoint: undefined };
+  } catch (error) {
+    if ((error as ApexError).code !== "APEX_E_NO_SESSION") throw error;
   }
   const resolved = await service?.resolve?.(argument);
   if (resolved) return resolved;
@@ -204,29 +197,38 @@ function findCheckpoint(store: Store, argument: string): ContinueTarget | undefi
 }
 
 /**
- * The session `ref` names: an id, or a unique prefix of one (4+ characters), among the sessions
- * with a record (current, ended, reconstructed).
+ * The session `ref` names, read the one way every command reads it: `last` and `current` (cli/session-ref.ts), else
+ * an id, a branch's name, or a unique prefix of an id (4+ characters), among the sessions with a record (current,
+ * ended, reconstructed) and those `scope.also` adds (the ids of sessions with checkpoints only, for the checkpoint
+ * and retention commands). Several match: APEX_E_AMBIGUOUS (exit 2) naming them; none: APEX_E_NO_SESSION (exit 3),
+ * with `scope.hint` as its hint when given.
  */
-export function resolveSessionId(store: Store, ref: string): string {
+export function resolveSessionId(store: Store, ref: string, scope: { also?: Iterable<string>; hint?: string } = {}): string {
   const text = ref.trim();
-  // The words `--session` takes (cli/session-ref.ts), wherever a session is named: no session's name is either.
   if (text === "last") return readableSessionId(store);
   const current = text === "current" ? currentSession(store) : undefined;
   if (current) return current.session_id;
-  if (text && !text.includes("/") && safeFind(store, text)) return text;
-  const named = sessionIdByName(store, text);
-  if (named) return named;
-  const matches = new Set<string>();
-  if (text.length >= 4 && text.length <= 64 /* longer is no id: a key too long for the store */ && !/[*?\\/]/.test(text)) {
-    for (const { path } of store.query(`/sessions/${text}*`)) matches.add(path.split("/")[2]!);
-    for (const { path } of store.query(`${HISTORY_PREFIX}/${text}*`)) matches.add(path.split("/")[3]!);
-    for (const reserved of ["current", "history"]) matches.delete(reserved);
+  if (text === "current") throw new ApexError("APEX_E_NO_SESSION", "No session is current in this project.", { hint: "`last` names the one that ended last; `apex session list` shows them all." });
+  const ids = new Set(scope.also);
+  if (text && !text.includes("/") && safeFind(store, text)) ids.add(text);
+  // Keys only, the records' (a session's own keys below its record are passed over, never decoded); longer than 64 is no id.
+  for (const base of text.length >= 4 && text.length <= 64 && !text.includes("/") ? ["/sessions/", `${HISTORY_PREFIX}/`] : []) {
+    for (const key of store.keys({ start: base + text, end: `${base}${text}\u{10ffff}` })) if (!key.includes("/", base.length)) ids.add(key.slice(base.length));
   }
-  if (matches.size === 1) return [...matches][0]!;
-  if (matches.size > 1) {
-    throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(text)} matches ${matches.size} sessions.`, { hint: "Give more characters of the session id (`apex session list`)." });
-  }
-  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(text)} in this project.`, { hint: "See `apex session list`." });
+  return pickSession(text, ids, () => sessionIdByName(store, text), scope.hint);
+}
+
+/** Which of `ids` `text` names: that id, else the session `named` finds by its name, else the one id it is a prefix of (4+ characters). */
+export function pickSession(text: string, ids: Iterable<string>, named: () => string | undefined, hint = "See `apex session list`."): string {
+  const known = [...ids].filter((id) => !RESERVED_SESSION_NAMES.has(id));
+  if (known.includes(text)) return text;
+  const byName = named();
+  if (byName !== undefined) return byName;
+  const matches = text.length >= 4 ? known.filter((id) => id.startsWith(text)).sort() : [];
+  if (matches.length === 1) return matches[0]!;
+  const list = `${matches.slice(0, 10).join(", ")}${matches.length > 10 ? ", …" : ""}`;
+  if (matches.length > 1) throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(text)} matches ${matches.length} sessions: ${list}.`, { hint: "Give more characters of the session id (`apex session list`).", details: { candidates: matches } });
+  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(text)} in this project.`, { hint: text.length < 4 ? "Give at least 4 characters of the session id (`apex session list`)." : hint });
 }
 
 /**

@@ -6,9 +6,8 @@ import { lmdbDataDir, type Store } from "../../core/store/store.js";
 import { describeStore, openStore, resolveStoreSpec } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../cli/durations.js";
 import { formatBytes, plural, visibleText } from "../../cli/output.js";
-import { SESSION_NAME_PATTERN, sessionIdByName, shortSessionId } from "../../core/session/names.js";
-import { findSession, resolveSessionId as resolveSessionRef } from "../../core/session/sessions.js";
-import { RESERVED_SESSION_NAMES } from "../checkpoint/manifest.js";
+import { SESSION_NAME_PATTERN, shortSessionId } from "../../core/session/names.js";
+import { findSession, resolveSessionId } from "../../core/session/sessions.js";
 import { Progress } from "../compression/progress.js";
 import { archiveSessions, cutoffOf, sameSession, type ArchiveResult } from "./archive.js";
 import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup.js";
@@ -269,7 +268,9 @@ export async function findBundle(target: string, directory: string, maxBytes?: n
   const matches = target.length >= 4 ? names.filter((name) => name.startsWith(target)) : [];
   if (matches.length === 1) return join(directory, matches[0]!);
   if (matches.length > 1) {
-    throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(target)} matches ${matches.length} archived sessions.`, { hint: `Give more characters: ${matches.join(", ")}.` });
+    // Worded as a prefix of several sessions is everywhere (core's pickSession): the candidates in the message and in details.
+    const ids = matches.map((name) => name.slice(0, -BUNDLE_EXTENSION.length)).sort();
+    throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(target)} matches ${ids.length} archived sessions: ${ids.join(", ")}.`, { hint: "Give more characters of the session id.", details: { candidates: ids } });
   }
   const listed: string[] = [];
   for (const name of names) {
@@ -392,25 +393,6 @@ export async function runExport(input: CommandInput, context: CommandContext, se
     progress.done();
     await store.close();
   }
-}
-
-/** A session with a record (ended or live): its id, a branch's name, or a unique prefix of 4+ characters. */
-function resolveSessionId(store: Store, target: string): string {
-  if (target === "last" || target === "current") return resolveSessionRef(store, target); // as every command reads them
-  const ids = new Set<string>();
-  for (const { path } of store.query("/sessions/history/*")) ids.add(path.slice("/sessions/history/".length));
-  for (const { path } of store.query("/sessions/*")) {
-    const id = path.slice("/sessions/".length);
-    if (!RESERVED_SESSION_NAMES.has(id)) ids.add(id);
-  }
-  if (ids.has(target)) return target;
-  // A branch's name, as every command takes it (`apex session archive experiment`): exact id, then name, then prefix.
-  const named = sessionIdByName(store, target);
-  if (named !== undefined && ids.has(named)) return named;
-  const matches = target.length >= 4 ? [...ids].filter((id) => id.startsWith(target)) : [];
-  if (matches.length === 1) return matches[0]!;
-  if (matches.length > 1) throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(target)} matches ${matches.length} sessions.`, { hint: `Give more characters: ${matches.join(", ")}.` });
-  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(target)} in this project.`, { hint: "See `apex session list` and `apex session history`." });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ import { canonicalJson, isHash, sha256, type Hash } from "./engine/objects.js";
 import { pathProblem } from "../../core/store/paths.js";
 import type { JsonValue } from "../../core/store/store.js";
 import type { MemoryScope } from "./scope.js";
+import { RESERVED_SESSION_NAMES } from "../../core/session/records.js";
 
 /** Built-in triggers; plugins may add their own (any name matching TRIGGER_PATTERN). */
 export const BUILTIN_TRIGGERS = ["manual", "interval", "beforeTask", "afterMilestone", "beforeGit", "onError", "onPause"] as const;
@@ -91,8 +92,7 @@ export function agentsRoot(sessionId: string): string {
   return `/sessions/${sessionId}/agents`;
 }
 
-/** Names under /sessions that are not session ids: the current session's record, the ended ones', and the running ones' list (/sessions/active). */
-export const RESERVED_SESSION_NAMES: ReadonlySet<string> = new Set(["current", "history", "active"]);
+export { RESERVED_SESSION_NAMES } from "../../core/session/records.js";
 
 export function checkSessionId(sessionId: string): string {
   const problem =

@@ -28,7 +28,7 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
 
   if (!(await context.storeExists())) {
     // No store yet: nothing to compress, and opening one for writing would create it (a dry run wrote .apex/store.mdb).
-    if (argument !== undefined) findKnownSessionOrHint([], argument);
+    if (argument !== undefined) findKnownSession([], argument, undefined, NOT_FOUND_HINT);
     const empty: CompressResult = {
       dryRun,
       algorithm,
@@ -73,19 +73,10 @@ export async function runCompressCommand(input: CommandInput, context: CommandCo
 }
 
 function findSession(store: Parameters<typeof knownSessions>[0], argument: string): ReturnType<typeof findKnownSession> {
-  return findKnownSessionOrHint(knownSessions(store), argument, store);
+  return findKnownSession(knownSessions(store), argument, store, NOT_FOUND_HINT);
 }
 
-function findKnownSessionOrHint(sessions: Parameters<typeof findKnownSession>[0], argument: string, store?: Parameters<typeof findKnownSession>[2]): ReturnType<typeof findKnownSession> {
-  try {
-    return findKnownSession(sessions, argument, store);
-  } catch (error) {
-    if (error instanceof ApexError && error.code === "APEX_E_NO_SESSION") {
-      throw new ApexError("APEX_E_NO_SESSION", error.message, { hint: "See `apex session list`; without an ID, every session's cold data is compressed." });
-    }
-    throw error;
-  }
-}
+const NOT_FOUND_HINT = "See `apex session list`; without an ID, every session's cold data is compressed.";
 
 function parseAlgorithm(value: unknown, fallback: PackCodec): PackCodec {
   if (value === undefined) return fallback;

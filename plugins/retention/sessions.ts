@@ -1,6 +1,6 @@
 import { ApexError } from "../../core/errors.js";
 import type { Store } from "../../core/store/store.js";
-import { resolveSessionId } from "../../core/session/sessions.js";
+import { pickSession, resolveSessionId } from "../../core/session/sessions.js";
 import { listCheckpoints } from "../checkpoint/checkpoints.js";
 import type { SessionInfo } from "../checkpoint/dependents.js";
 
@@ -23,24 +23,14 @@ export interface CheckpointRow {
   trigger: string;
 }
 
-/** The session `argument` names: its id, or a unique prefix of at least 4 characters. */
-export function findKnownSession(sessions: readonly SessionInfo[], argument: string, store?: Store): SessionInfo {
-  // `last` and `current`, as every command reads them (core's resolveSessionId).
-  if (store && (argument === "last" || argument === "current")) argument = resolveSessionId(store, argument);
-  const exact = sessions.find((session) => session.sessionId === argument);
-  if (exact) return exact;
-  const named = sessions.find((session) => session.record?.name === argument);
-  if (named) return named;
-  const matches = argument.length >= 4 ? sessions.filter((session) => session.sessionId.startsWith(argument)) : [];
-  if (matches.length === 1) return matches[0]!;
-  if (matches.length > 1) {
-    throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(argument)} matches ${matches.length} sessions.`, {
-      hint: `Give more characters: ${matches.map((session) => session.sessionId).join(", ")}.`,
-    });
-  }
-  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(argument)} in this project.`, {
-    hint: "See `apex session list`; without an ID, cleanup goes through every session.",
-  });
+/** The session `argument` names, as every command reads it (core's resolveSessionId), among `sessions` (those with a record or checkpoints). */
+export function findKnownSession(sessions: readonly SessionInfo[], argument: string, store?: Store, hint = "See `apex session list`; without an ID, cleanup goes through every session."): SessionInfo {
+  const ids = sessions.map((session) => session.sessionId);
+  // No store yet: no session, not even `last`.
+  const id = store ? resolveSessionId(store, argument, { also: ids, hint }) : pickSession(argument.trim(), [], () => undefined, hint);
+  const found = sessions.find((session) => session.sessionId === id);
+  if (found) return found;
+  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(argument.trim())} in this project.`, { hint });
 }
 
 /** A session's checkpoints, newest first. */
