@@ -159,7 +159,7 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
     const recent = logTail(file.file, count, (readTo) => (file.readTo = readTo));
     // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1.
     const earlier = recent.length < count ? logTail(`${file.file}.1`, count - recent.length) : [];
-    for (const line of [...earlier, ...recent]) lines.push({ agent: file.agent, stream: file.stream, line });
+    for (const line of [...earlier, ...recent]) lines.push(logLine(file, line.bytes, line.dropped));
   }
   return { dir, chosen, lines };
 }
@@ -264,7 +264,7 @@ interface Followed {
   ino: number;
   offset: number;
   /** The start of a line whose end was not written yet, at most TAIL_LINE_BYTES of it; `dropped`: the bytes of it left out. */
-  partial: string;
+  partial: Buffer;
   dropped: number;
 }
 
@@ -312,7 +312,7 @@ export async function followLogs(dir: string, initial: LogFile[], agent: string 
  * already shown, with no record of where), or from its start (a file new to the follower).
  */
 function openFollowed(file: LogFile, from: "start" | "end"): Followed {
-  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: "", dropped: 0 };
+  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: EMPTY, dropped: 0 };
   reopen(state);
   if (from === "end" && state.fd !== undefined) {
     const { readTo } = file;
@@ -361,28 +361,28 @@ function drain(state: Followed, print: (line: LogLine) => void, all: boolean): v
   }
   do {
     const chunk = readRange(fd, state.offset, all ? 4 * 1024 * 1024 : size - state.offset);
-    if (chunk.bytes === 0) return;
-    state.offset += chunk.bytes;
-    const lines = chunk.text.split("\n");
-    const last = lines.pop() ?? "";
-    for (const line of lines) {
-      keepLine(state, line);
+    if (chunk.length === 0) return;
+    state.offset += chunk.length;
+    // Lines are split and kept as bytes, and made text only whole: a character is never cut in two.
+    let start = 0;
+    for (let end = chunk.indexOf(0x0a); end !== -1; start = end + 1, end = chunk.indexOf(0x0a, start)) {
+      keepLine(state, chunk.subarray(start, end));
       endLine(state, print);
     }
-    keepLine(state, last);
+    keepLine(state, chunk.subarray(start));
   } while (all);
 }
 
 /** Prints the line being followed (a cut one saying how many bytes were left out) and starts the next. */
 function endLine(state: Followed, print: (line: LogLine) => void): void {
-  print({ agent: state.file.agent, stream: state.file.stream, line: state.dropped > 0 ? `${state.partial} … (${state.dropped} more bytes)` : state.partial });
-  state.partial = "";
+  print(logLine(state.file, state.partial, state.dropped));
+  state.partial = EMPTY;
   state.dropped = 0;
 }
 
 /** Ends an unfinished last line (its file emptied or replaced), if there is one. */
 function flushPartial(state: Followed, print: (line: LogLine) => void): void {
-  if (state.partial || state.dropped) endLine(state, print);
+  if (state.partial.length > 0 || state.dropped > 0) endLine(state, print);
 }
 
 function statIdentity(path: string): { dev: number; ino: number } | undefined {
@@ -394,15 +394,48 @@ function statIdentity(path: string): { dev: number; ino: number } | undefined {
   }
 }
 
-/** Adds `text` to the line being followed, keeping its first TAIL_LINE_BYTES: an agent writing hundreds of MB without a newline costs no memory. */
-function keepLine(state: Pick<Followed, "partial" | "dropped">, text: string): void {
-  const room = TAIL_LINE_BYTES - Buffer.byteLength(state.partial);
-  if (state.dropped > 0 || Buffer.byteLength(text) > room) {
-    const bytes = Buffer.from(text);
-    const kept = state.dropped > 0 ? "" : bytes.subarray(0, Math.max(0, room)).toString("utf8").replace(/\uFFFD$/, "");
-    state.partial += kept;
-    state.dropped += bytes.length - Buffer.byteLength(kept);
-  } else state.partial += text;
+/**
+ * Adds `bytes` to the line being followed, keeping its first TAIL_LINE_BYTES (cut where a
+ * character ends): an agent writing hundreds of MB without a newline costs no memory.
+ */
+function keepLine(state: Pick<Followed, "partial" | "dropped">, bytes: Buffer): void {
+  if (state.dropped > 0) state.dropped += bytes.length;
+  else if (state.partial.length + bytes.length <= TAIL_LINE_BYTES) state.partial = Buffer.concat([state.partial, bytes]);
+  else {
+    // Enough past the limit to see whether a character goes across it.
+    const head = Buffer.concat([state.partial, bytes.subarray(0, TAIL_LINE_BYTES + 4 - state.partial.length)]);
+    const kept = characterEnd(head, TAIL_LINE_BYTES);
+    state.dropped = state.partial.length + bytes.length - kept;
+    state.partial = head.subarray(0, kept);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Where to cut `bytes` to keep at most `max` of them: at `max`, or before it when a UTF-8
+ * character goes across it, so that no character is shown as U+FFFD for being cut in two
+ * (bytes that are no UTF-8 are cut at `max`).
+ */
+export function characterEnd(bytes: Uint8Array, max: number): number {
+  if (bytes.length <= max) return bytes.length;
+  let lead = max;
+  while (lead > 0 && max - lead < 3 && (bytes[lead]! & 0xc0) === 0x80) lead--;
+  const first = bytes[lead]!;
+  const length = first >= 0xf0 && first <= 0xf4 ? 4 : first >= 0xe0 && first <= 0xef ? 3 : first >= 0xc2 && first <= 0xdf ? 2 : 1;
+  return lead < max && lead + length > max ? lead : max;
+}
+
+/** A log line from its bytes (at most TAIL_LINE_BYTES, as kept) and how many more it had. */
+function logLine(file: Pick<LogFile, "agent" | "stream">, bytes: Buffer, dropped: number): LogLine {
+  const line = bytes.toString("utf8");
+  return { agent: file.agent, stream: file.stream, line: dropped > 0 ? `${line} … (${dropped} more byte${dropped === 1 ? "" : "s"})` : line };
+}
+
+/** A line as `logTail` read it: its first TAIL_LINE_BYTES at most, and how many bytes more it had. */
+export interface TailLine {
+  bytes: Buffer;
+  dropped: number;
 }
 
 /** Longest line `logTail` returns whole; a longer one is cut there and says how much is left out. */
@@ -414,7 +447,7 @@ const TAIL_LINE_BYTES = 64 * 1024;
  * up to TAIL_LINE_BYTES: a 300 MB line costs a scan, not 300 MB of memory. (The supervisor's own
  * short tails in error messages use core's tailLines, which reads the last 64 KiB.)
  */
-export function logTail(file: string, lines: number, readTo?: (at: { dev: number; ino: number; size: number }) => void): string[] {
+export function logTail(file: string, lines: number, readTo?: (at: { dev: number; ino: number; size: number }) => void): TailLine[] {
   let fd: number;
   try {
     fd = openSync(file, "r");
@@ -439,27 +472,20 @@ export function logTail(file: string, lines: number, readTo?: (at: { dev: number
     starts.reverse();
     return starts.map((start, i) => {
       const length = (i + 1 < starts.length ? starts[i + 1]! - 1 : end) - start;
-      const line = Buffer.alloc(Math.min(length, TAIL_LINE_BYTES));
+      // A byte past the limit too: whether a character goes across it.
+      const line = Buffer.alloc(Math.min(length, TAIL_LINE_BYTES + 1));
       readSync(fd, line, 0, line.length, start);
-      return length > line.length ? `${line.toString("utf8")} … (${length - line.length} more byte${length - line.length === 1 ? "" : "s"})` : line.toString("utf8");
+      const kept = characterEnd(line, TAIL_LINE_BYTES);
+      return { bytes: line.subarray(0, kept), dropped: length - kept };
     });
   } finally {
     closeSync(fd);
   }
 }
 
-/** Reads up to 4 MiB from an open file; a multi-byte character cut at the end is completed on the next read. */
-function readRange(fd: number, offset: number, length: number): { text: string; bytes: number } {
-  if (length <= 0) return { text: "", bytes: 0 };
+/** Reads up to 4 MiB from an open file (the bytes as they are: lines are made text once whole). */
+function readRange(fd: number, offset: number, length: number): Buffer {
+  if (length <= 0) return EMPTY;
   const buffer = Buffer.alloc(Math.min(length, 4 * 1024 * 1024));
-  let read = readSync(fd, buffer, 0, buffer.length, offset);
-  // Do not split a UTF-8 sequence: stop before an incomplete trailing one.
-  let cut = read;
-  while (cut > 0 && cut > read - 4 && (buffer[cut - 1]! & 0xc0) === 0x80) cut--;
-  if (cut > 0 && buffer[cut - 1]! >= 0xc0) {
-    const lead = buffer[cut - 1]!;
-    const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
-    if (read - (cut - 1) < need) read = cut - 1;
-  }
-  return { text: buffer.subarray(0, read).toString("utf8"), bytes: read };
+  return buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, offset));
 }
