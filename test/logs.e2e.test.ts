@@ -3,7 +3,8 @@
 import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { spawnSync } from "node:child_process";
+import { APEX_BIN, Project, cleanEnv, waitFor } from "./fixtures/agents/harness.js";
 
 let project: Project | undefined;
 afterEach(() => {
@@ -63,3 +64,65 @@ describe("a line over 64 KiB", () => {
     }
   });
 });
+
+describe("bytes that are no UTF-8", () => {
+  // Latin-1 text ("café" as one byte é), then bytes no encoding makes text, then an ordinary line.
+  const latin1 = Buffer.from([0x63, 0x61, 0x66, 0xe9]);
+  const binary = Buffer.from([0xff, 0xfe, 0x00, 0x41, 0xc3]);
+
+  it("--json keeps them exactly, base64 in line_base64 (line: their text, each such byte U+FFFD); --raw prints them as written", () => {
+    const dir = logDir();
+    writeFileSync(join(dir, "beta.log"), Buffer.concat([latin1, Buffer.from("\n"), binary, Buffer.from("\nplain é\n")]));
+    const shown = project!.apex(["logs", "--session", SESSION, "--json"]);
+    expect(shown.status, shown.stderr).toBe(0);
+    const lines = jsonLines(shown.stdout);
+    expect(lines).toEqual([
+      { agent: "beta", stream: "stdout", line: "caf\uFFFD", line_base64: latin1.toString("base64") },
+      { agent: "beta", stream: "stdout", line: "\uFFFD\uFFFD\u0000A\uFFFD", line_base64: binary.toString("base64") },
+      { agent: "beta", stream: "stdout", line: "plain é" },
+    ]);
+    expect(Buffer.from(lines[1]!.line_base64!, "base64")).toEqual(binary);
+    // --raw: the bytes as the agent wrote them, after the agent's column.
+    const raw = spawnRaw(["logs", "--session", SESSION, "--raw"]);
+    expect(raw).toEqual(Buffer.concat([Buffer.from("beta | "), latin1, Buffer.from("\nbeta | "), binary, Buffer.from("\nbeta | plain é\n")]));
+  });
+
+  it("a cut line's base64 holds its first 64 KiB and the words saying what is left out, as line does", () => {
+    const dir = logDir();
+    writeFileSync(join(dir, "beta.log"), Buffer.concat([Buffer.from([0xff]), Buffer.from("y".repeat(70_000)), Buffer.from("\n")]));
+    const [line] = jsonLines(project!.apex(["logs", "--session", SESSION, "--json"]).stdout);
+    const tail = ` … (${70_001 - 65_536} more bytes)`;
+    expect(line!.line).toBe(`\uFFFD${"y".repeat(65_535)}${tail}`);
+    expect(Buffer.from(line!.line_base64!, "base64")).toEqual(Buffer.concat([Buffer.from([0xff]), Buffer.from("y".repeat(65_535)), Buffer.from(tail)]));
+  });
+
+  it("with -f too", async () => {
+    const dir = logDir();
+    const log = join(dir, "beta.log");
+    writeFileSync(log, "first\n");
+    const follow = project!.apexAsync(["logs", "--session", SESSION, "-f", "-n", "1", "--json"]);
+    try {
+      await waitFor("the follower's first line", () => follow.output().includes('"first"'), 30_000);
+      // The Latin-1 line in two writes, its odd byte in the second.
+      appendFileSync(log, Buffer.from("caf"));
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      appendFileSync(log, Buffer.from([0xe9, 0x0a]));
+      appendFileSync(log, "next\n");
+      const lines = await waitFor("the lines", () => {
+        const shown = jsonLines(follow.output());
+        return shown.some((line) => line.line === "next") ? shown : undefined;
+      });
+      expect(lines.map((line) => line.line_base64)).toEqual([undefined, latin1.toString("base64"), undefined]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+});
+
+/** The CLI's stdout as bytes (the project's commands decode it as UTF-8). */
+function spawnRaw(args: string[]): Buffer {
+  const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: project!.dir, env: { ...cleanEnv(), NO_COLOR: "1" } });
+  expect(result.status, String(result.stderr)).toBe(0);
+  return result.stdout;
+}

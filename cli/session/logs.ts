@@ -4,6 +4,7 @@
  * and restarts) and stderr to <agent>.err.log. Shown lines are prefixed `agent |` for stdout
  * and `agent !` for stderr. No store access: the files and the runtime file are enough.
  */
+import { isUtf8 } from "node:buffer";
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs";
 import { shortSessionId } from "../../core/session/names.js";
 import { join } from "node:path";
@@ -35,7 +36,13 @@ export interface LogFile {
 export interface LogLine {
   agent: string;
   stream: "stdout" | "stderr";
+  /** The line's text; a byte that is no UTF-8 reads as U+FFFD in it (then `line_base64` is there). */
   line: string;
+  /**
+   * Only for a line holding bytes that are no UTF-8 (an agent writing Latin-1, binary): its bytes
+   * exactly, base64, of which `line` is the text (a cut line's ` … (N more bytes)` after them).
+   */
+  line_base64?: string;
 }
 
 export async function showLogs(location: ProjectLocation, agent: string | undefined, options: LogsOptions): Promise<void> {
@@ -127,12 +134,17 @@ async function showRemoteLogs(remote: SessionClient, agent: string | undefined, 
 const MAX_AGENT_COLUMN = 32;
 
 /** `raw`: writes a line past the terminal guard (cli/terminal-text.ts), for `--raw`. */
-function linePrinter(agents: string[], json: boolean, raw?: (stream: NodeJS.WriteStream, text: string) => boolean): (line: LogLine) => void {
+function linePrinter(agents: string[], json: boolean, raw?: (stream: NodeJS.WriteStream, text: string | Uint8Array) => boolean): (line: LogLine) => void {
   const width = Math.min(MAX_AGENT_COLUMN, agents.reduce((longest, name) => Math.max(longest, name.length), 0));
   return (entry) => {
-    const { agent, stream, line } = entry ?? ({} as Partial<LogLine>);
-    if (json) process.stdout.write(`${JSON.stringify({ agent, stream, line })}\n`);
-    else if (raw) raw(process.stdout, `${paint(String(agent).padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${line}\n`);
+    const { agent, stream, line, line_base64: base64 } = entry ?? ({} as Partial<LogLine>);
+    // What another host sent is printed as a log line whatever its shape: a line_base64 only as a string.
+    if (json) process.stdout.write(`${JSON.stringify({ agent, stream, line, ...(typeof base64 === "string" ? { line_base64: base64 } : {}) })}\n`);
+    else if (raw) {
+      // The agent's bytes as it wrote them, those that are no UTF-8 too (a terminal in Latin-1 shows them).
+      const prefix = `${paint(String(agent).padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} `;
+      raw(process.stdout, Buffer.concat([Buffer.from(prefix), typeof base64 === "string" ? Buffer.from(base64, "base64") : Buffer.from(String(line)), Buffer.from("\n")]));
+    }
     else {
       // A log line is printed as the lines its carriage returns made on the agent's terminal
       // (logLineSegments); other control characters and line breaks (possible only in a line
@@ -426,10 +438,11 @@ export function characterEnd(bytes: Uint8Array, max: number): number {
   return lead < max && lead + length > max ? lead : max;
 }
 
-/** A log line from its bytes (at most TAIL_LINE_BYTES, as kept) and how many more it had. */
+/** A log line from its bytes (at most TAIL_LINE_BYTES, as kept) and how many more it had; `line_base64` when they are no UTF-8. */
 function logLine(file: Pick<LogFile, "agent" | "stream">, bytes: Buffer, dropped: number): LogLine {
-  const line = bytes.toString("utf8");
-  return { agent: file.agent, stream: file.stream, line: dropped > 0 ? `${line} … (${dropped} more byte${dropped === 1 ? "" : "s"})` : line };
+  const all = dropped > 0 ? Buffer.concat([bytes, Buffer.from(` … (${dropped} more byte${dropped === 1 ? "" : "s"})`)]) : bytes;
+  const line = all.toString("utf8");
+  return isUtf8(all) ? { agent: file.agent, stream: file.stream, line } : { agent: file.agent, stream: file.stream, line, line_base64: all.toString("base64") };
 }
 
 /** A line as `logTail` read it: its first TAIL_LINE_BYTES at most, and how many bytes more it had. */
