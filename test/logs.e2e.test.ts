@@ -126,3 +126,25 @@ function spawnRaw(args: string[]): Buffer {
   expect(result.status, String(result.stderr)).toBe(0);
   return result.stdout;
 }
+
+describe("agent names with dots", () => {
+  it("an agent named x.err has its stdout shown as its own, not as the stderr of an agent x", () => {
+    const dir = logDir();
+    // What the supervisor writes for agents `x.err` and `y`: <name>.log and <name>.err.log each.
+    writeFileSync(join(dir, "x.err.log"), "out of x.err\n");
+    writeFileSync(join(dir, "x.err.err.log"), "err of x.err\n");
+    writeFileSync(join(dir, "y.log"), "out of y\n");
+    writeFileSync(join(dir, "y.err.log"), "err of y\n");
+    const shown = project!.apex(["logs", "--session", SESSION, "--json"]);
+    expect(shown.status, shown.stderr).toBe(0);
+    expect(jsonLines(shown.stdout)).toEqual([
+      { agent: "x.err", stream: "stdout", line: "out of x.err" },
+      { agent: "x.err", stream: "stderr", line: "err of x.err" },
+      { agent: "y", stream: "stdout", line: "out of y" },
+      { agent: "y", stream: "stderr", line: "err of y" },
+    ]);
+    const one = project!.apex(["logs", "x.err", "--session", SESSION]);
+    expect(one.stdout).toBe("x.err | out of x.err\nx.err ! err of x.err\n");
+    expect(project!.apex(["logs", "x", "--session", SESSION]).status).toBe(3);
+  });
+});

@@ -176,13 +176,21 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
   return { dir, chosen, lines };
 }
 
+/**
+ * The logs in `dir`: <agent>.log (stdout) and <agent>.err.log (stderr). An agent's name may hold
+ * dots, so `x.err.log` is agent x's stderr when x has a stdout log (the supervisor makes both
+ * when it starts an agent), else the stdout of an agent named `x.err`.
+ */
 export function logFiles(dir: string): LogFile[] {
   if (!existsSync(dir)) return [];
   const out: LogFile[] = [];
-  for (const name of readdirSync(dir).sort()) {
-    if (!isFile(join(dir, name))) continue; // a directory named like a log is none
-    if (name.endsWith(".err.log")) out.push({ agent: name.slice(0, -".err.log".length), stream: "stderr", file: join(dir, name) });
-    else if (name.endsWith(".log")) out.push({ agent: name.slice(0, -".log".length), stream: "stdout", file: join(dir, name) });
+  const names = readdirSync(dir)
+    .sort()
+    .filter((name) => name.endsWith(".log") && isFile(join(dir, name))); // a directory named like a log is none
+  for (const name of names) {
+    const agent = name.slice(0, -".err.log".length);
+    if (name.endsWith(".err.log") && names.includes(`${agent}.log`)) out.push({ agent, stream: "stderr", file: join(dir, name) });
+    else out.push({ agent: name.slice(0, -".log".length), stream: "stdout", file: join(dir, name) });
   }
   return out.sort((a, b) => (a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : 0) || (a.stream === b.stream ? 0 : a.stream === "stdout" ? -1 : 1));
 }
