@@ -148,3 +148,16 @@ describe("agent names with dots", () => {
     expect(project!.apex(["logs", "x", "--session", SESSION]).status).toBe(3);
   });
 });
+
+describe("an agent stopped in the middle of a line", () => {
+  it("its unfinished line and APEX's line about its end are two lines, not glued into one", async () => {
+    project = new Project(["agents:", "  half:", "    command: sh", '    args: ["-c", "sleep 0.3; printf unfinished; sleep 1000"]', "plugins: {}", ""].join("\n"), "apex-logs-");
+    project.start();
+    await waitFor("the unfinished line", () => project!.apex(["logs", "half", "--json"]).stdout.includes('"unfinished'));
+    expect(project.apex(["stop"]).status).toBe(0);
+    const lines = jsonLines(project.apex(["logs", "half", "--json"]).stdout).map((line) => line.line);
+    expect(lines).toContain("unfinished");
+    expect(lines.filter((line) => line !== "unfinished").every((line) => line.startsWith("[apex "))).toBe(true);
+    expect(lines.some((line) => /^\[apex [^\]]+\] pid \d+ was killed by SIGTERM$/.test(line))).toBe(true);
+  });
+});

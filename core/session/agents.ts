@@ -89,10 +89,7 @@ export class AgentProcess {
       });
     }
     const stat = readProcStat(pid);
-    const exited = subprocess.then((result) => ({
-      code: result.exitCode ?? null,
-      signal: result.signal ?? null,
-    }));
+    const exited = subprocess.then((result) => ({ code: result.exitCode ?? null, signal: result.signal ?? null }));
     // The process may already be gone (a command that exits at once); its exit still arrives.
     return new AgentProcess(launch.name, pid, stat?.pgrp ?? pid, stat?.startTime ?? 0, new Date().toISOString(), exited, nonce, marker);
   }
@@ -166,6 +163,17 @@ export function tailLines(file: string, lines: number): string[] {
   if (all[all.length - 1] === "") all.pop();
   if (length < size) all.shift(); // probably a partial first line
   return all.slice(-lines);
+}
+
+/**
+ * Appends one of APEX's own lines (`[apex …] started`, `… was killed`, `log cut`) to an agent's
+ * log on a line of its own: after a line break when the agent's last line is unfinished (it was
+ * killed mid-line, or wrote its first bytes before the `started` line). Before, the two were
+ * glued into one line, `half a line[apex …] pid 123 was killed by SIGTERM`.
+ */
+export function appendLogLine(file: string, text: string): void {
+  const size = statSync(file, { throwIfNoEntry: false })?.size ?? 0;
+  appendFileSync(file, `${size > 0 && readAt(file, size - 1, 1)[0] !== 0x0a ? "\n" : ""}${text}\n`, { mode: PRIVATE_FILE_MODE });
 }
 
 /** Largest size of an agent's log file (APEX_LOG_MAX_BYTES in the supervisor's environment, else 64 MiB). */
