@@ -161,3 +161,34 @@ describe("an agent stopped in the middle of a line", () => {
     expect(lines.some((line) => /^\[apex [^\]]+\] pid \d+ was killed by SIGTERM$/.test(line))).toBe(true);
   });
 });
+
+describe("following a log the supervisor cuts", () => {
+  it("shows every line once, in order: those written just before the cut (read from .1) and those after, however soon the file grows again", async () => {
+    const { capLogFile } = await import("../core/session/agents.js");
+    const { followLogs, readLogTail } = await import("../dist/cli/session/logs.js");
+    const dir = logDir();
+    const file = join(dir, "beta.log");
+    let next = 0;
+    const lines = (count: number) => Array.from({ length: count }, () => `line ${next++} ${"x".repeat(20)}\n`).join("");
+    writeFileSync(file, lines(1000)); // ~30 KB
+    const tail = readLogTail(project!.storeDir, SESSION, undefined, 1);
+    const printed: string[] = [];
+    let stop = false;
+    const following = followLogs(tail.dir, tail.chosen, undefined, (line: { line: string }) => printed.push(line.line), () => stop);
+    try {
+      appendFileSync(file, lines(500));
+      await waitFor("the follower to read on", () => printed.length === 500);
+      // Written, then cut (its last 20 KB copied to .1, the file emptied) before the follower reads it.
+      appendFileSync(file, lines(300));
+      expect(await capLogFile(file, 20_000)).toBe(true);
+      // More than the follower had read of the file, at once: the file is longer than before by its next poll.
+      appendFileSync(file, lines(2000));
+      await waitFor("every line", () => printed.length >= 2800, 10_000);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(printed).toEqual(Array.from({ length: 2800 }, (_, i) => `line ${1000 + i} ${"x".repeat(20)}`));
+    } finally {
+      stop = true;
+      await following;
+    }
+  });
+});

@@ -5,7 +5,7 @@
  * and `agent !` for stderr. No store access: the files and the runtime file are enough.
  */
 import { isUtf8 } from "node:buffer";
-import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { shortSessionId } from "../../core/session/names.js";
 import { join } from "node:path";
 import { isFile, type ProjectLocation } from "../../core/config/locate.js";
@@ -286,6 +286,9 @@ interface Followed {
   /** The start of a line whose end was not written yet, at most TAIL_LINE_BYTES of it; `dropped`: the bytes of it left out. */
   partial: Buffer;
   dropped: number;
+  /** The record of the supervisor's last cut of this log (`<file>.cut`) when it was last looked at; `waited`: polls waited for one. */
+  cut: string | undefined;
+  waited: number;
 }
 
 /**
@@ -332,7 +335,7 @@ export async function followLogs(dir: string, initial: LogFile[], agent: string 
  * already shown, with no record of where), or from its start (a file new to the follower).
  */
 function openFollowed(file: LogFile, from: "start" | "end"): Followed {
-  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: EMPTY, dropped: 0 };
+  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: EMPTY, dropped: 0, cut: readCut(file.file)?.text, waited: 0 };
   reopen(state);
   if (from === "end" && state.fd !== undefined) {
     const { readTo } = file;
@@ -360,6 +363,7 @@ function pollFollowed(state: Followed, print: (line: LogLine) => void): void {
     reopen(state);
     if (state.fd === undefined) return;
   }
+  if (followCut(state, print)) return;
   drain(state, print, false);
   const now = statIdentity(state.file.file);
   if (now === undefined || (now.dev === state.dev && now.ino === state.ino)) return; // same file, or the path names none yet: keep reading this one
@@ -383,14 +387,72 @@ function drain(state: Followed, print: (line: LogLine) => void, all: boolean): v
     const chunk = readRange(fd, state.offset, all ? 4 * 1024 * 1024 : size - state.offset);
     if (chunk.length === 0) return;
     state.offset += chunk.length;
-    // Lines are split and kept as bytes, and made text only whole: a character is never cut in two.
-    let start = 0;
-    for (let end = chunk.indexOf(0x0a); end !== -1; start = end + 1, end = chunk.indexOf(0x0a, start)) {
-      keepLine(state, chunk.subarray(start, end));
-      endLine(state, print);
-    }
-    keepLine(state, chunk.subarray(start));
+    feed(state, chunk, print);
   } while (all);
+}
+
+/** Prints the lines `chunk` ends, keeping the start of the one it leaves unfinished. */
+function feed(state: Followed, chunk: Buffer, print: (line: LogLine) => void): void {
+  // Lines are split and kept as bytes, and made text only whole: a character is never cut in two.
+  let start = 0;
+  for (let end = chunk.indexOf(0x0a); end !== -1; start = end + 1, end = chunk.indexOf(0x0a, start)) {
+    keepLine(state, chunk.subarray(start, end));
+    endLine(state, print);
+  }
+  keepLine(state, chunk.subarray(start));
+}
+
+/**
+ * The supervisor's cut of a followed log (core/session/agents.ts capLogFile: its last part copied
+ * to `<file>.1`, the file emptied in place, then `<file>.cut` saying which bytes `.1` holds): what
+ * was not read yet is read from `.1`, then the file from its start. Before, a cut was seen only as
+ * a shorter file, and the lines written since the last poll were never shown; a busy agent's file
+ * could even be longer again by the next poll, and its new start was skipped. A file seen emptied
+ * is given a few polls for its record (written right after), then taken as emptied by hand.
+ * True while it waits.
+ */
+function followCut(state: Followed, print: (line: LogLine) => void): boolean {
+  const cut = readCut(state.file.file);
+  if (cut !== undefined && cut.text !== state.cut) {
+    state.cut = cut.text;
+    state.waited = 0;
+    if (state.offset < cut.to) {
+      let fd: number | undefined;
+      try {
+        fd = openSync(`${state.file.file}.1`, "r");
+        // Bytes cut away before .1's first (a follower more than a cut behind) are gone: .1 from its start then.
+        for (let at = Math.max(0, state.offset - cut.from); at < cut.to - cut.from; ) {
+          const chunk = readRange(fd, at, cut.to - cut.from - at);
+          if (chunk.length === 0) break;
+          at += chunk.length;
+          feed(state, chunk, print);
+        }
+      } catch {
+        // .1 gone (removed by hand): the new file is read on from its start
+      } finally {
+        if (fd !== undefined) closeSync(fd);
+      }
+    }
+    state.offset = 0; // an unfinished line goes on in the new file
+    return false;
+  }
+  if (fstatSync(state.fd!).size < state.offset && state.waited < 5) {
+    state.waited += 1;
+    return true;
+  }
+  state.waited = 0;
+  return false;
+}
+
+/** `<file>.cut`: the supervisor's last cut of a log, `.1` holding the bytes [from, to) of the file as it was. */
+function readCut(file: string): { text: string; from: number; to: number } | undefined {
+  try {
+    const text = readFileSync(`${file}.cut`, "utf8");
+    const { from, to } = JSON.parse(text) as { from?: unknown; to?: unknown };
+    return Number.isSafeInteger(from) && Number.isSafeInteger(to) && (from as number) >= 0 && (to as number) >= (from as number) ? { text, from: from as number, to: to as number } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Prints the line being followed (a cut one saying how many bytes were left out) and starts the next. */

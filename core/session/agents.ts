@@ -1,7 +1,7 @@
 import { appendFileSync, closeSync, createReadStream, createWriteStream, openSync, readSync, statSync, truncateSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { ApexError } from "../errors.js";
-import { openPrivate, PRIVATE_FILE_MODE } from "../store/private.js";
+import { openPrivate, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
 import type { AgentConfig } from "../config/types.js";
 import { agentMarker, newNonce, sealedStdio, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcessScan } from "./proc.js";
 
@@ -22,10 +22,7 @@ export interface AgentLaunch {
   stderrFile: string;
 }
 
-export interface AgentExit {
-  code: number | null;
-  signal: string | null;
-}
+export type AgentExit = { code: number | null; signal: string | null };
 
 /**
  * One running agent process: the leader of its own process group (so signals reach its
@@ -197,7 +194,9 @@ function readAt(file: string, start: number, length: number): Buffer {
  * caught up until less than 64 KiB is left (or another `max` was), which is read to the file's end right before it is
  * emptied, in one synchronous step: before, it was emptied unread (a busy agent lost what it wrote
  * during the whole copy at each cut). So `.1` holds the last `max` bytes and what came during
- * the cut. True when the file was cut.
+ * the cut. `<file>.cut` records it: `.1` holds the bytes [from, to) of the file as it was, so
+ * `apex logs -f` reads there what it had not read yet (cli/session/logs.ts followCut). True
+ * when the file was cut.
  */
 export async function capLogFile(file: string, max = LOG_MAX_BYTES): Promise<boolean> {
   let size = statSync(file, { throwIfNoEntry: false })?.size ?? 0;
@@ -211,5 +210,6 @@ export async function capLogFile(file: string, max = LOG_MAX_BYTES): Promise<boo
   const rest = readAt(file, size, statSync(file).size - size + 1024 * 1024);
   truncateSync(file, 0);
   appendFileSync(`${file}.1`, rest);
+  writePrivateFile(`${file}.cut`, `${JSON.stringify({ from: cut - max, to: size + rest.length, at: new Date().toISOString() })}\n`);
   return true;
 }
