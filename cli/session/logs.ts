@@ -144,8 +144,7 @@ function linePrinter(agents: string[], json: boolean, raw?: (stream: NodeJS.Writ
       // The agent's bytes as it wrote them, those that are no UTF-8 too (a terminal in Latin-1 shows them).
       const prefix = `${paint(String(agent).padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} `;
       raw(process.stdout, Buffer.concat([Buffer.from(prefix), typeof base64 === "string" ? Buffer.from(base64, "base64") : Buffer.from(String(line)), Buffer.from("\n")]));
-    }
-    else {
+    } else {
       // A log line is printed as the lines its carriage returns made on the agent's terminal
       // (logLineSegments); other control characters and line breaks (possible only in a line
       // another host sent) are shown, not obeyed.
