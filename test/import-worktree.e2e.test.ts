@@ -57,6 +57,9 @@ describe("importing a branch that ran in a git worktree", () => {
     expect(here.apex(["start", "--continue", "exp"]).stderr).toContain(`Make it from the project: git worktree add "${ours}" apex/exp`);
 
     git(here.dir, "worktree", "add", "-q", ours, "apex/exp");
+    // In that worktree, status is the branch's, as in a worktree `session branch --worktree` made here.
+    const status = json<{ session: { name: string } | null; last_session: { name: string } | null }>(here.apex(["status", "--json"], { cwd: ours }));
+    expect(status.session?.name ?? status.last_session?.name).toBe("exp");
     const ready = here.start(["--continue", "exp"]);
     expect(readlinkSync(`/proc/${ready.agents[0]!.pid}/cwd`)).toBe(ours);
     expect(here.apex(["stop", "--session", "exp"]).status).toBe(0);
