@@ -432,7 +432,9 @@ function followCut(state: Followed, print: (line: LogLine) => void): boolean {
         if (fd !== undefined) closeSync(fd);
       }
     }
-    state.offset = 0; // an unfinished line goes on in the new file
+    // An unfinished last line ends with the cut, as `apex logs` shows it (the last line of .1): not glued to the `log cut` line.
+    flushPartial(state, print);
+    state.offset = 0;
     return false;
   }
   if (fstatSync(state.fd!).size < state.offset && state.waited < 5) {
