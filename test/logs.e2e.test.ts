@@ -191,4 +191,31 @@ describe("following a log the supervisor cuts", () => {
       await following;
     }
   });
+
+  it("an unfinished line ends at the cut, as apex logs shows it, not glued to the supervisor's log cut line", async () => {
+    const { appendLogLine, capLogFile } = await import("../core/session/agents.js");
+    const { followLogs, readLogTail } = await import("../dist/cli/session/logs.js");
+    const dir = logDir();
+    const file = join(dir, "beta.log");
+    writeFileSync(file, `${"x".repeat(30_000)}\n`);
+    const tail = readLogTail(project!.storeDir, SESSION, undefined, 0);
+    const printed: string[] = [];
+    let stop = false;
+    const following = followLogs(tail.dir, tail.chosen, undefined, (line: { line: string }) => printed.push(line.line), () => stop);
+    try {
+      appendFileSync(file, "before\nhalf");
+      await waitFor("the follower to read on", () => printed.includes("before"));
+      await new Promise((resolve) => setTimeout(resolve, 300)); // "half" read too, kept as the unfinished line
+      expect(await capLogFile(file, 20_000)).toBe(true);
+      appendLogLine(file, "[apex t] log cut");
+      appendFileSync(file, "after\n");
+      await waitFor("the lines after the cut", () => printed.includes("after"));
+      expect(printed).toEqual(["before", "half", "[apex t] log cut", "after"]);
+      const shown = jsonLines(project!.apex(["logs", "--session", SESSION, "-n", "3", "--json"]).stdout).map((line) => line.line);
+      expect(shown).toEqual(["half", "[apex t] log cut", "after"]);
+    } finally {
+      stop = true;
+      await following;
+    }
+  });
 });
