@@ -219,3 +219,28 @@ describe("following a log the supervisor cuts", () => {
     }
   });
 });
+
+describe("logs -f with a last line not finished yet", () => {
+  it("prints that line once, whole, when it is finished, not in two pieces", async () => {
+    const dir = logDir();
+    const log = join(dir, "beta.log");
+    writeFileSync(log, "one\nhal");
+    const follow = project!.apexAsync(["logs", "--session", SESSION, "-f", "-n", "5", "--json"]);
+    try {
+      await waitFor("the follower's first line", () => follow.output().includes('"one"'), 30_000);
+      await new Promise((resolve) => setTimeout(resolve, 500)); // a poll or two of following
+      appendFileSync(log, "f\ntwo\n");
+      const lines = await waitFor("the lines", () => {
+        const shown = jsonLines(follow.output()).map((line) => line.line);
+        return shown.includes("two") ? shown : undefined;
+      });
+      expect(lines).toEqual(["one", "half", "two"]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+    // Without -f, the unfinished line is shown as it is.
+    writeFileSync(log, "one\nhal");
+    expect(jsonLines(project!.apex(["logs", "--session", SESSION, "--json"]).stdout).map((line) => line.line)).toEqual(["one", "hal"]);
+  });
+});

@@ -59,7 +59,8 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   }
   const count = options.lines ?? (options.follow ? 10 : 50);
-  const { dir, chosen, lines } = readLogTail(location.storeDir, sessionId, agent, count);
+  // Followed, a last line not finished yet is printed once it is (logTail's holdUnfinished).
+  const { dir, chosen, lines } = readLogTail(location.storeDir, sessionId, agent, count, Boolean(options.follow));
   const print = linePrinter(chosen.map((file) => file.agent), Boolean(options.json), options.raw ? (await import("../terminal-text.js")).writeControl : undefined);
   for (const line of lines) print(line);
   if (options.follow) {
@@ -116,7 +117,7 @@ function supervisorEnded(storeDir: string, sessionId: string, first: SupervisorR
 async function showRemoteLogs(remote: SessionClient, agent: string | undefined, options: LogsOptions): Promise<void> {
   const { followUntilInterrupted } = await import("../follow.js");
   const count = options.lines ?? (options.follow ? 10 : 50);
-  const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count }, 30_000)) as { agents?: unknown; lines?: unknown; read_to?: unknown };
+  const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count, follow: Boolean(options.follow) }, 30_000)) as { agents?: unknown; lines?: unknown; read_to?: unknown };
   // What another host sent: read as log lines whatever its shape, never trusted to be one.
   const agents = Array.isArray(reply?.agents) ? reply.agents.map(String) : [];
   const print = linePrinter(agents, Boolean(options.json));
@@ -155,7 +156,7 @@ function linePrinter(agents: string[], json: boolean, raw?: (stream: NodeJS.Writ
 }
 
 /** The last `count` lines of each log of the session (of one agent if named). */
-export function readLogTail(storeDir: string, sessionId: string, agent: string | undefined, count: number): { dir: string; chosen: LogFile[]; lines: LogLine[] } {
+export function readLogTail(storeDir: string, sessionId: string, agent: string | undefined, count: number, holdUnfinished = false): { dir: string; chosen: LogFile[]; lines: LogLine[] } {
   const dir = agentLogDir(storeDir, sessionId);
   const files = logFiles(dir);
   const agents = [...new Set(files.map((file) => file.agent))];
@@ -167,7 +168,7 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
   const chosen = files.filter((file) => agent === undefined || file.agent === agent);
   const lines: LogLine[] = [];
   for (const file of chosen) {
-    const recent = logTail(file.file, count, (readTo) => (file.readTo = readTo));
+    const recent = logTail(file.file, count, (readTo) => (file.readTo = readTo), holdUnfinished);
     // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1.
     const earlier = recent.length < count ? logTail(`${file.file}.1`, count - recent.length) : [];
     for (const line of [...earlier, ...recent]) lines.push(logLine(file, line.bytes, line.dropped));
@@ -530,8 +531,11 @@ const TAIL_LINE_BYTES = 64 * 1024;
  * scanned backwards 64 KiB at a time for line ends, however long its lines, and each line is read
  * up to TAIL_LINE_BYTES: a 300 MB line costs a scan, not 300 MB of memory. (The supervisor's own
  * short tails in error messages use core's tailLines, which reads the last 64 KiB.)
+ * `holdUnfinished` (for following): a last line without its line break yet is not returned, and
+ * `readTo` says where it starts, so that following prints it once, whole, when it is finished
+ * (before, `logs -f` printed it in two pieces, the part written before it started and the rest).
  */
-export function logTail(file: string, lines: number, readTo?: (at: { dev: number; ino: number; size: number }) => void): TailLine[] {
+export function logTail(file: string, lines: number, readTo?: (at: { dev: number; ino: number; size: number }) => void, holdUnfinished = false): TailLine[] {
   let fd: number;
   try {
     fd = openSync(file, "r");
@@ -540,20 +544,30 @@ export function logTail(file: string, lines: number, readTo?: (at: { dev: number
   }
   try {
     const stat = fstatSync(fd);
-    if (stat.isFile()) readTo?.({ dev: stat.dev, ino: stat.ino, size: stat.size });
-    if (!stat.isFile() || stat.size === 0 || lines <= 0) return [];
+    if (!stat.isFile()) return [];
+    const readToSize = (size: number) => readTo?.({ dev: stat.dev, ino: stat.ino, size });
+    if (stat.size === 0) readToSize(0);
+    if (stat.size === 0) return [];
     const buffer = Buffer.alloc(Math.min(stat.size, 64 * 1024));
     readSync(fd, buffer, 0, 1, stat.size - 1);
-    const end = buffer[0] === 0x0a ? stat.size - 1 : stat.size; // a final newline ends the last line
+    const unfinished = holdUnfinished && buffer[0] !== 0x0a;
+    let end = buffer[0] === 0x0a ? stat.size - 1 : stat.size; // a final newline ends the last line
+    const wanted = lines + (unfinished ? 1 : 0);
     const starts: number[] = [];
-    for (let at = end; at > 0 && starts.length < lines; ) {
+    for (let at = end; at > 0 && starts.length < wanted; ) {
       const from = Math.max(0, at - buffer.length);
       readSync(fd, buffer, 0, at - from, from);
-      for (let i = at - from - 1; i >= 0 && starts.length < lines; i--) if (buffer[i] === 0x0a) starts.push(from + i + 1);
+      for (let i = at - from - 1; i >= 0 && starts.length < wanted; i--) if (buffer[i] === 0x0a) starts.push(from + i + 1);
       at = from;
     }
-    if (starts.length < lines) starts.push(0);
+    if (starts.length < wanted) starts.push(0);
     starts.reverse();
+    if (unfinished) {
+      // Held back: the line before it ends at its start.
+      end = starts.pop()!;
+      readToSize(end);
+      end -= 1;
+    } else readToSize(stat.size);
     return starts.map((start, i) => {
       const length = (i + 1 < starts.length ? starts[i + 1]! - 1 : end) - start;
       // A byte past the limit too: whether a character goes across it.
