@@ -48,6 +48,10 @@ describe("importing a branch that ran in a git worktree", () => {
     const record = json<{ value: { worktree: { path: string; branch: string } } }>(here.apex(["memory", "show", `/sessions/history/${imported.session_id}`, "--json"]));
     expect(record.value.worktree).toMatchObject({ path: ours, branch: "apex/exp" });
 
+    // Status says where it runs, and that it is not there yet.
+    expect(json<{ session: { worktree: string } }>(here.apex(["status", "--session", "exp", "--json"])).session.worktree).toBe(ours);
+    expect(here.apex(["status", "--session", "exp"]).stdout).toContain(`  worktree    ${ours} (not there: \`apex start --continue\` says how to make it)`);
+
     // Not made yet, its branch only in the other repository: the hint says to bring it, and names no path of the other project.
     const refused = here.apex(["start", "--continue", "exp"]);
     expect(refused.status).toBe(3);
