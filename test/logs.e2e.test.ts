@@ -244,3 +244,19 @@ describe("logs -f with a last line not finished yet", () => {
     expect(jsonLines(project!.apex(["logs", "--session", SESSION, "--json"]).stdout).map((line) => line.line)).toEqual(["one", "hal"]);
   });
 });
+
+describe("a log the supervisor cut, read back", () => {
+  it("starts its .1 at a line's start: the first line shown is whole, not the end of one", async () => {
+    const { capLogFile } = await import("../core/session/agents.js");
+    const dir = logDir();
+    const file = join(dir, "beta.log");
+    // 1000 lines of 30 bytes: the last 10,000 bytes start inside a line.
+    const line = (i: number) => `line ${String(i).padStart(4, "0")} ${"x".repeat(19)}\n`;
+    writeFileSync(file, Array.from({ length: 1000 }, (_, i) => line(i)).join(""));
+    expect(await capLogFile(file, 10_000)).toBe(true);
+    const shown = jsonLines(project!.apex(["logs", "--session", SESSION, "-n", "1000", "--json"]).stdout).map((entry) => entry.line);
+    expect(shown.length).toBeGreaterThan(300);
+    for (const text of shown) expect(text).toMatch(/^line \d{4} x{19}$/);
+    expect(shown.at(-1)).toBe("line 0999 xxxxxxxxxxxxxxxxxxx");
+  });
+});

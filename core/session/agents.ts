@@ -194,7 +194,7 @@ function readAt(file: string, start: number, length: number): Buffer {
  * caught up until less than 64 KiB is left (or another `max` was), which is read to the file's end right before it is
  * emptied, in one synchronous step: before, it was emptied unread (a busy agent lost what it wrote
  * during the whole copy at each cut). So `.1` holds the last `max` bytes and what came during
- * the cut. `<file>.cut` records it: `.1` holds the bytes [from, to) of the file as it was, so
+ * the cut (from the first line that starts in those bytes). `<file>.cut` records it: `.1` holds the bytes [from, to) of the file as it was, so
  * `apex logs -f` reads there what it had not read yet (cli/session/logs.ts followCut). True
  * when the file was cut.
  */
@@ -203,13 +203,16 @@ export async function capLogFile(file: string, max = LOG_MAX_BYTES): Promise<boo
   if (size < max) return false;
   const copy = async (start: number, end: number, flags: string) => { await pipeline(createReadStream(file, { start, end: end - 1 }), createWriteStream(`${file}.1`, { mode: PRIVATE_FILE_MODE, flags })); return end; };
   const cut = size;
-  size = await copy(size - max, size, "w");
+  // From the first line that starts in the last `max` bytes (within 64 KiB of it): `apex logs` shows .1's first line whole, not a piece of one.
+  const newline = cut > max ? readAt(file, cut - max - 1, Math.min(max, 64 * 1024)).indexOf(0x0a) : -1;
+  const from = cut - max + Math.max(0, newline);
+  size = await copy(from, size, "w");
   // No further than another `max`: an agent writing faster than the copy would keep it going.
   for (let now = statSync(file).size; now - size >= 64 * 1024 && size - cut < max; now = statSync(file).size) size = await copy(size, now, "a");
   // Read to its end (room for what comes meanwhile) and emptied at once; .1 gets it after.
   const rest = readAt(file, size, statSync(file).size - size + 1024 * 1024);
   truncateSync(file, 0);
   appendFileSync(`${file}.1`, rest);
-  writePrivateFile(`${file}.cut`, `${JSON.stringify({ from: cut - max, to: size + rest.length, at: new Date().toISOString() })}\n`);
+  writePrivateFile(`${file}.cut`, `${JSON.stringify({ from, to: size + rest.length, at: new Date().toISOString() })}\n`);
   return true;
 }
