@@ -1,6 +1,6 @@
 // `apex logs` end to end with the built CLI, on log files as the supervisor writes them: lines cut
 // at 64 KiB, bytes that are no UTF-8, followed logs.
-import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
@@ -221,27 +221,37 @@ describe("following a log the supervisor cuts", () => {
 });
 
 describe("logs -f with a last line not finished yet", () => {
-  it("prints that line once, whole, when it is finished, not in two pieces", async () => {
-    const dir = logDir();
-    const log = join(dir, "beta.log");
-    writeFileSync(log, "one\nhal");
-    const follow = project!.apexAsync(["logs", "--session", SESSION, "-f", "-n", "5", "--json"]);
+  it("of a running session: prints that line once, whole, when it is finished, not in two pieces", async () => {
+    project = new Project(["agents:", "  beta:", "    command: sh", `    args: ["-c", "sleep 0.5; printf 'one\\nhal'; sleep 1000"]`, "plugins: {}", ""].join("\n"), "apex-logs-");
+    const ready = project.start();
+    const log = join(project.storeDir, "logs", ready.session_id, "beta.log");
+    await waitFor("the unfinished line", () => readFileSync(log, "utf8").endsWith("one\nhal"));
+    const follow = project.apexAsync(["logs", "beta", "-f", "-n", "5", "--json"]);
+    const agentLines = () => jsonLines(follow.output()).map((line) => line.line).filter((line) => !line.startsWith("[apex "));
     try {
-      await waitFor("the follower's first line", () => follow.output().includes('"one"'), 30_000);
+      await waitFor("the follower's first line", () => agentLines().includes("one"), 30_000);
       await new Promise((resolve) => setTimeout(resolve, 500)); // a poll or two of following
-      appendFileSync(log, "f\ntwo\n");
-      const lines = await waitFor("the lines", () => {
-        const shown = jsonLines(follow.output()).map((line) => line.line);
-        return shown.includes("two") ? shown : undefined;
-      });
+      appendFileSync(log, "f\ntwo\n"); // the rest of the line, as the agent would write it
+      const lines = await waitFor("the lines", () => agentLines().includes("two") && agentLines());
       expect(lines).toEqual(["one", "half", "two"]);
     } finally {
       follow.child.kill("SIGINT");
       await follow.done;
     }
-    // Without -f, the unfinished line is shown as it is.
-    writeFileSync(log, "one\nhal");
+  });
+
+  it("of a session that is not running: the line is shown as it is, as without -f", async () => {
+    const dir = logDir();
+    writeFileSync(join(dir, "beta.log"), "one\nhal");
     expect(jsonLines(project!.apex(["logs", "--session", SESSION, "--json"]).stdout).map((line) => line.line)).toEqual(["one", "hal"]);
+    const follow = project!.apexAsync(["logs", "--session", SESSION, "-f", "--json"]);
+    try {
+      const lines = await waitFor("the lines", () => follow.output().includes('"hal"') && jsonLines(follow.output()).map((line) => line.line), 30_000);
+      expect(lines).toEqual(["one", "hal"]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
   });
 });
 

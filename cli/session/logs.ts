@@ -59,8 +59,9 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   }
   const count = options.lines ?? (options.follow ? 10 : 50);
-  // Followed, a last line not finished yet is printed once it is (logTail's holdUnfinished).
-  const { dir, chosen, lines } = readLogTail(location.storeDir, sessionId, agent, count, Boolean(options.follow));
+  const running = options.follow ? liveSupervisorOf(location.storeDir, sessionId) : undefined;
+  // Followed while it runs, a last line not finished yet is printed once it is (logTail's holdUnfinished); an ended session's shows as it is.
+  const { dir, chosen, lines } = readLogTail(location.storeDir, sessionId, agent, count, running !== undefined);
   const print = linePrinter(chosen.map((file) => file.agent), Boolean(options.json), options.raw ? (await import("../terminal-text.js")).writeControl : undefined);
   for (const line of lines) print(line);
   if (options.follow) {
@@ -73,7 +74,6 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     // Following a running session ends with it (as `--attach` does): once its supervisor is gone,
     // what the agents wrote is read to its end. A session not running is followed until Ctrl-C
     // (a `start --continue` of it writes on into the same logs).
-    const running = liveSupervisorOf(location.storeDir, sessionId);
     const ended = running ? supervisorEnded(location.storeDir, sessionId, running) : undefined;
     try {
       if (await followLogs(dir, chosen, agent, print, () => interrupted, ended)) {
