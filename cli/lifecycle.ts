@@ -126,7 +126,7 @@ Examples:
     .option("-f, --follow", "keep printing new lines until Ctrl-C; like tail -F, a log rotated (renamed and made anew) or emptied is read to its end, then from the new file's start")
     .option("-n, --lines <n>", "lines per log file (default 50; 10 with --follow)", wholeNumber("--lines"))
     .option("--session <id>", "a past session (default: the current or latest one)")
-    .option("--json", "one JSON object per line: {agent, stream: stdout|stderr, line}")
+    .option("--json", "one JSON object per line: {agent, stream: stdout|stderr, line}, and line_base64 (the exact bytes) for a line that is not valid UTF-8")
     .option("--raw", "print the agents' own escape sequences (their colours) as they are, instead of showing control characters visibly; only for logs of this host you trust")
     .addHelpText("after", examples("apex logs", "apex logs coder -f", "apex logs coder --raw", "apex logs -n 200 --session 3f2a9c1e --json"))
     .action(async (agent: string | undefined, options: { follow?: boolean; lines?: number; session?: string; json?: boolean; raw?: boolean }, command: Command) => {

@@ -126,7 +126,7 @@ export function guardTerminalOutput(keepColours: (stream: NodeJS.WriteStream) =>
  * Writes terminal control sequences as they are (cursor movement, clearing a line): for the
  * live view and progress lines, whose text was made safe with `terminalSafe` first.
  */
-export function writeControl(stream: NodeJS.WriteStream, text: string): boolean {
+export function writeControl(stream: NodeJS.WriteStream, text: string | Uint8Array): boolean {
   const write = unguarded.get(stream);
-  return write ? (write as (text: string) => boolean)(text) : stream.write(text);
+  return write ? (write as (text: string | Uint8Array) => boolean)(text) : stream.write(text);
 }

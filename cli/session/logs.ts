@@ -4,7 +4,8 @@
  * and restarts) and stderr to <agent>.err.log. Shown lines are prefixed `agent |` for stdout
  * and `agent !` for stderr. No store access: the files and the runtime file are enough.
  */
-import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs";
+import { isUtf8 } from "node:buffer";
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { shortSessionId } from "../../core/session/names.js";
 import { join } from "node:path";
 import { isFile, type ProjectLocation } from "../../core/config/locate.js";
@@ -35,7 +36,13 @@ export interface LogFile {
 export interface LogLine {
   agent: string;
   stream: "stdout" | "stderr";
+  /** The line's text; a byte that is no UTF-8 reads as U+FFFD in it (then `line_base64` is there). */
   line: string;
+  /**
+   * Only for a line holding bytes that are no UTF-8 (an agent writing Latin-1, binary): its bytes
+   * exactly, base64, of which `line` is the text (a cut line's ` … (N more bytes)` after them).
+   */
+  line_base64?: string;
 }
 
 export async function showLogs(location: ProjectLocation, agent: string | undefined, options: LogsOptions): Promise<void> {
@@ -52,7 +59,9 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   }
   const count = options.lines ?? (options.follow ? 10 : 50);
-  const { dir, chosen, lines } = readLogTail(location.storeDir, sessionId, agent, count);
+  const running = options.follow ? liveSupervisorOf(location.storeDir, sessionId) : undefined;
+  // Followed while it runs, a last line not finished yet is printed once it is (logTail's holdUnfinished); an ended session's shows as it is.
+  const { dir, chosen, lines } = readLogTail(location.storeDir, sessionId, agent, count, running !== undefined);
   const print = linePrinter(chosen.map((file) => file.agent), Boolean(options.json), options.raw ? (await import("../terminal-text.js")).writeControl : undefined);
   for (const line of lines) print(line);
   if (options.follow) {
@@ -65,7 +74,6 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
     // Following a running session ends with it (as `--attach` does): once its supervisor is gone,
     // what the agents wrote is read to its end. A session not running is followed until Ctrl-C
     // (a `start --continue` of it writes on into the same logs).
-    const running = liveSupervisorOf(location.storeDir, sessionId);
     const ended = running ? supervisorEnded(location.storeDir, sessionId, running) : undefined;
     try {
       if (await followLogs(dir, chosen, agent, print, () => interrupted, ended)) {
@@ -109,7 +117,7 @@ function supervisorEnded(storeDir: string, sessionId: string, first: SupervisorR
 async function showRemoteLogs(remote: SessionClient, agent: string | undefined, options: LogsOptions): Promise<void> {
   const { followUntilInterrupted } = await import("../follow.js");
   const count = options.lines ?? (options.follow ? 10 : 50);
-  const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count }, 30_000)) as { agents?: unknown; lines?: unknown; read_to?: unknown };
+  const reply = (await remote.call("logs.read", { agent: agent ?? null, lines: count, follow: Boolean(options.follow) }, 30_000)) as { agents?: unknown; lines?: unknown; read_to?: unknown };
   // What another host sent: read as log lines whatever its shape, never trusted to be one.
   const agents = Array.isArray(reply?.agents) ? reply.agents.map(String) : [];
   const print = linePrinter(agents, Boolean(options.json));
@@ -127,13 +135,17 @@ async function showRemoteLogs(remote: SessionClient, agent: string | undefined, 
 const MAX_AGENT_COLUMN = 32;
 
 /** `raw`: writes a line past the terminal guard (cli/terminal-text.ts), for `--raw`. */
-function linePrinter(agents: string[], json: boolean, raw?: (stream: NodeJS.WriteStream, text: string) => boolean): (line: LogLine) => void {
+function linePrinter(agents: string[], json: boolean, raw?: (stream: NodeJS.WriteStream, text: string | Uint8Array) => boolean): (line: LogLine) => void {
   const width = Math.min(MAX_AGENT_COLUMN, agents.reduce((longest, name) => Math.max(longest, name.length), 0));
   return (entry) => {
-    const { agent, stream, line } = entry ?? ({} as Partial<LogLine>);
-    if (json) process.stdout.write(`${JSON.stringify({ agent, stream, line })}\n`);
-    else if (raw) raw(process.stdout, `${paint(String(agent).padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} ${line}\n`);
-    else {
+    const { agent, stream, line, line_base64: base64 } = entry ?? ({} as Partial<LogLine>);
+    // What another host sent is printed as a log line whatever its shape: a line_base64 only as a string.
+    if (json) process.stdout.write(`${JSON.stringify({ agent, stream, line, ...(typeof base64 === "string" ? { line_base64: base64 } : {}) })}\n`);
+    else if (raw) {
+      // The agent's bytes as it wrote them, those that are no UTF-8 too (a terminal in Latin-1 shows them).
+      const prefix = `${paint(String(agent).padEnd(width), "cyan")} ${stream === "stderr" ? paint("!", "red") : "|"} `;
+      raw(process.stdout, Buffer.concat([Buffer.from(prefix), typeof base64 === "string" ? Buffer.from(base64, "base64") : Buffer.from(String(line)), Buffer.from("\n")]));
+    } else {
       // A log line is printed as the lines its carriage returns made on the agent's terminal
       // (logLineSegments); other control characters and line breaks (possible only in a line
       // another host sent) are shown, not obeyed.
@@ -144,7 +156,7 @@ function linePrinter(agents: string[], json: boolean, raw?: (stream: NodeJS.Writ
 }
 
 /** The last `count` lines of each log of the session (of one agent if named). */
-export function readLogTail(storeDir: string, sessionId: string, agent: string | undefined, count: number): { dir: string; chosen: LogFile[]; lines: LogLine[] } {
+export function readLogTail(storeDir: string, sessionId: string, agent: string | undefined, count: number, holdUnfinished = false): { dir: string; chosen: LogFile[]; lines: LogLine[] } {
   const dir = agentLogDir(storeDir, sessionId);
   const files = logFiles(dir);
   const agents = [...new Set(files.map((file) => file.agent))];
@@ -156,21 +168,29 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
   const chosen = files.filter((file) => agent === undefined || file.agent === agent);
   const lines: LogLine[] = [];
   for (const file of chosen) {
-    const recent = logTail(file.file, count, (readTo) => (file.readTo = readTo));
+    const recent = logTail(file.file, count, (readTo) => (file.readTo = readTo), holdUnfinished);
     // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1.
     const earlier = recent.length < count ? logTail(`${file.file}.1`, count - recent.length) : [];
-    for (const line of [...earlier, ...recent]) lines.push({ agent: file.agent, stream: file.stream, line });
+    for (const line of [...earlier, ...recent]) lines.push(logLine(file, line.bytes, line.dropped));
   }
   return { dir, chosen, lines };
 }
 
+/**
+ * The logs in `dir`: <agent>.log (stdout) and <agent>.err.log (stderr). An agent's name may hold
+ * dots, so `x.err.log` is agent x's stderr when x has a stdout log (the supervisor makes both
+ * when it starts an agent), else the stdout of an agent named `x.err`.
+ */
 export function logFiles(dir: string): LogFile[] {
   if (!existsSync(dir)) return [];
   const out: LogFile[] = [];
-  for (const name of readdirSync(dir).sort()) {
-    if (!isFile(join(dir, name))) continue; // a directory named like a log is none
-    if (name.endsWith(".err.log")) out.push({ agent: name.slice(0, -".err.log".length), stream: "stderr", file: join(dir, name) });
-    else if (name.endsWith(".log")) out.push({ agent: name.slice(0, -".log".length), stream: "stdout", file: join(dir, name) });
+  const names = readdirSync(dir)
+    .sort()
+    .filter((name) => name.endsWith(".log") && isFile(join(dir, name))); // a directory named like a log is none
+  for (const name of names) {
+    const agent = name.slice(0, -".err.log".length);
+    if (name.endsWith(".err.log") && names.includes(`${agent}.log`)) out.push({ agent, stream: "stderr", file: join(dir, name) });
+    else out.push({ agent: name.slice(0, -".log".length), stream: "stdout", file: join(dir, name) });
   }
   return out.sort((a, b) => (a.agent < b.agent ? -1 : a.agent > b.agent ? 1 : 0) || (a.stream === b.stream ? 0 : a.stream === "stdout" ? -1 : 1));
 }
@@ -257,8 +277,11 @@ interface Followed {
   ino: number;
   offset: number;
   /** The start of a line whose end was not written yet, at most TAIL_LINE_BYTES of it; `dropped`: the bytes of it left out. */
-  partial: string;
+  partial: Buffer;
   dropped: number;
+  /** The record of the supervisor's last cut of this log (`<file>.cut`) when it was last looked at; `waited`: polls waited for one. */
+  cut: string | undefined;
+  waited: number;
 }
 
 /**
@@ -305,7 +328,7 @@ export async function followLogs(dir: string, initial: LogFile[], agent: string 
  * already shown, with no record of where), or from its start (a file new to the follower).
  */
 function openFollowed(file: LogFile, from: "start" | "end"): Followed {
-  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: "", dropped: 0 };
+  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: EMPTY, dropped: 0, cut: readCut(file.file)?.text, waited: 0 };
   reopen(state);
   if (from === "end" && state.fd !== undefined) {
     const { readTo } = file;
@@ -333,6 +356,7 @@ function pollFollowed(state: Followed, print: (line: LogLine) => void): void {
     reopen(state);
     if (state.fd === undefined) return;
   }
+  if (followCut(state, print)) return;
   drain(state, print, false);
   const now = statIdentity(state.file.file);
   if (now === undefined || (now.dev === state.dev && now.ino === state.ino)) return; // same file, or the path names none yet: keep reading this one
@@ -354,28 +378,88 @@ function drain(state: Followed, print: (line: LogLine) => void, all: boolean): v
   }
   do {
     const chunk = readRange(fd, state.offset, all ? 4 * 1024 * 1024 : size - state.offset);
-    if (chunk.bytes === 0) return;
-    state.offset += chunk.bytes;
-    const lines = chunk.text.split("\n");
-    const last = lines.pop() ?? "";
-    for (const line of lines) {
-      keepLine(state, line);
-      endLine(state, print);
-    }
-    keepLine(state, last);
+    if (chunk.length === 0) return;
+    state.offset += chunk.length;
+    feed(state, chunk, print);
   } while (all);
+}
+
+/** Prints the lines `chunk` ends, keeping the start of the one it leaves unfinished. */
+function feed(state: Followed, chunk: Buffer, print: (line: LogLine) => void): void {
+  // Lines are split and kept as bytes, and made text only whole: a character is never cut in two.
+  let start = 0;
+  for (let end = chunk.indexOf(0x0a); end !== -1; start = end + 1, end = chunk.indexOf(0x0a, start)) {
+    keepLine(state, chunk.subarray(start, end));
+    endLine(state, print);
+  }
+  keepLine(state, chunk.subarray(start));
+}
+
+/**
+ * The supervisor's cut of a followed log (core/session/agents.ts capLogFile: its last part copied
+ * to `<file>.1`, the file emptied in place, then `<file>.cut` saying which bytes `.1` holds): what
+ * was not read yet is read from `.1`, then the file from its start. Before, a cut was seen only as
+ * a shorter file, and the lines written since the last poll were never shown; a busy agent's file
+ * could even be longer again by the next poll, and its new start was skipped. A file seen emptied
+ * is given a few polls for its record (written right after), then taken as emptied by hand.
+ * True while it waits.
+ */
+function followCut(state: Followed, print: (line: LogLine) => void): boolean {
+  const cut = readCut(state.file.file);
+  if (cut !== undefined && cut.text !== state.cut) {
+    state.cut = cut.text;
+    state.waited = 0;
+    if (state.offset < cut.to) {
+      let fd: number | undefined;
+      try {
+        fd = openSync(`${state.file.file}.1`, "r");
+        // Bytes cut away before .1's first (a follower more than a cut behind) are gone: .1 from its start then.
+        for (let at = Math.max(0, state.offset - cut.from); at < cut.to - cut.from; ) {
+          const chunk = readRange(fd, at, cut.to - cut.from - at);
+          if (chunk.length === 0) break;
+          at += chunk.length;
+          feed(state, chunk, print);
+        }
+      } catch {
+        // .1 gone (removed by hand): the new file is read on from its start
+      } finally {
+        if (fd !== undefined) closeSync(fd);
+      }
+    }
+    // An unfinished last line ends with the cut, as `apex logs` shows it (the last line of .1): not glued to the `log cut` line.
+    flushPartial(state, print);
+    state.offset = 0;
+    return false;
+  }
+  if (fstatSync(state.fd!).size < state.offset && state.waited < 5) {
+    state.waited += 1;
+    return true;
+  }
+  state.waited = 0;
+  return false;
+}
+
+/** `<file>.cut`: the supervisor's last cut of a log, `.1` holding the bytes [from, to) of the file as it was. */
+function readCut(file: string): { text: string; from: number; to: number } | undefined {
+  try {
+    const text = readFileSync(`${file}.cut`, "utf8");
+    const { from, to } = JSON.parse(text) as { from?: unknown; to?: unknown };
+    return Number.isSafeInteger(from) && Number.isSafeInteger(to) && (from as number) >= 0 && (to as number) >= (from as number) ? { text, from: from as number, to: to as number } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Prints the line being followed (a cut one saying how many bytes were left out) and starts the next. */
 function endLine(state: Followed, print: (line: LogLine) => void): void {
-  print({ agent: state.file.agent, stream: state.file.stream, line: state.dropped > 0 ? `${state.partial} … (${state.dropped} more bytes)` : state.partial });
-  state.partial = "";
+  print(logLine(state.file, state.partial, state.dropped));
+  state.partial = EMPTY;
   state.dropped = 0;
 }
 
 /** Ends an unfinished last line (its file emptied or replaced), if there is one. */
 function flushPartial(state: Followed, print: (line: LogLine) => void): void {
-  if (state.partial || state.dropped) endLine(state, print);
+  if (state.partial.length > 0 || state.dropped > 0) endLine(state, print);
 }
 
 function statIdentity(path: string): { dev: number; ino: number } | undefined {
@@ -387,15 +471,49 @@ function statIdentity(path: string): { dev: number; ino: number } | undefined {
   }
 }
 
-/** Adds `text` to the line being followed, keeping its first TAIL_LINE_BYTES: an agent writing hundreds of MB without a newline costs no memory. */
-function keepLine(state: Pick<Followed, "partial" | "dropped">, text: string): void {
-  const room = TAIL_LINE_BYTES - Buffer.byteLength(state.partial);
-  if (state.dropped > 0 || Buffer.byteLength(text) > room) {
-    const bytes = Buffer.from(text);
-    const kept = state.dropped > 0 ? "" : bytes.subarray(0, Math.max(0, room)).toString("utf8").replace(/\uFFFD$/, "");
-    state.partial += kept;
-    state.dropped += bytes.length - Buffer.byteLength(kept);
-  } else state.partial += text;
+/**
+ * Adds `bytes` to the line being followed, keeping its first TAIL_LINE_BYTES (cut where a
+ * character ends): an agent writing hundreds of MB without a newline costs no memory.
+ */
+function keepLine(state: Pick<Followed, "partial" | "dropped">, bytes: Buffer): void {
+  if (state.dropped > 0) state.dropped += bytes.length;
+  else if (state.partial.length + bytes.length <= TAIL_LINE_BYTES) state.partial = Buffer.concat([state.partial, bytes]);
+  else {
+    // Enough past the limit to see whether a character goes across it.
+    const head = Buffer.concat([state.partial, bytes.subarray(0, TAIL_LINE_BYTES + 4 - state.partial.length)]);
+    const kept = characterEnd(head, TAIL_LINE_BYTES);
+    state.dropped = state.partial.length + bytes.length - kept;
+    state.partial = head.subarray(0, kept);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Where to cut `bytes` to keep at most `max` of them: at `max`, or before it when a UTF-8
+ * character goes across it, so that no character is shown as U+FFFD for being cut in two
+ * (bytes that are no UTF-8 are cut at `max`).
+ */
+export function characterEnd(bytes: Uint8Array, max: number): number {
+  if (bytes.length <= max) return bytes.length;
+  let lead = max;
+  while (lead > 0 && max - lead < 3 && (bytes[lead]! & 0xc0) === 0x80) lead--;
+  const first = bytes[lead]!;
+  const length = first >= 0xf0 && first <= 0xf4 ? 4 : first >= 0xe0 && first <= 0xef ? 3 : first >= 0xc2 && first <= 0xdf ? 2 : 1;
+  return lead < max && lead + length > max ? lead : max;
+}
+
+/** A log line from its bytes (at most TAIL_LINE_BYTES, as kept) and how many more it had; `line_base64` when they are no UTF-8. */
+function logLine(file: Pick<LogFile, "agent" | "stream">, bytes: Buffer, dropped: number): LogLine {
+  const all = dropped > 0 ? Buffer.concat([bytes, Buffer.from(` … (${dropped} more byte${dropped === 1 ? "" : "s"})`)]) : bytes;
+  const line = all.toString("utf8");
+  return isUtf8(all) ? { agent: file.agent, stream: file.stream, line } : { agent: file.agent, stream: file.stream, line, line_base64: all.toString("base64") };
+}
+
+/** A line as `logTail` read it: its first TAIL_LINE_BYTES at most, and how many bytes more it had. */
+export interface TailLine {
+  bytes: Buffer;
+  dropped: number;
 }
 
 /** Longest line `logTail` returns whole; a longer one is cut there and says how much is left out. */
@@ -406,8 +524,11 @@ const TAIL_LINE_BYTES = 64 * 1024;
  * scanned backwards 64 KiB at a time for line ends, however long its lines, and each line is read
  * up to TAIL_LINE_BYTES: a 300 MB line costs a scan, not 300 MB of memory. (The supervisor's own
  * short tails in error messages use core's tailLines, which reads the last 64 KiB.)
+ * `holdUnfinished` (for following): a last line without its line break yet is not returned, and
+ * `readTo` says where it starts, so that following prints it once, whole, when it is finished
+ * (before, `logs -f` printed it in two pieces, the part written before it started and the rest).
  */
-export function logTail(file: string, lines: number, readTo?: (at: { dev: number; ino: number; size: number }) => void): string[] {
+export function logTail(file: string, lines: number, readTo?: (at: { dev: number; ino: number; size: number }) => void, holdUnfinished = false): TailLine[] {
   let fd: number;
   try {
     fd = openSync(file, "r");
@@ -416,43 +537,46 @@ export function logTail(file: string, lines: number, readTo?: (at: { dev: number
   }
   try {
     const stat = fstatSync(fd);
-    if (stat.isFile()) readTo?.({ dev: stat.dev, ino: stat.ino, size: stat.size });
-    if (!stat.isFile() || stat.size === 0 || lines <= 0) return [];
+    if (!stat.isFile()) return [];
+    const readToSize = (size: number) => readTo?.({ dev: stat.dev, ino: stat.ino, size });
+    if (stat.size === 0) readToSize(0);
+    if (stat.size === 0) return [];
     const buffer = Buffer.alloc(Math.min(stat.size, 64 * 1024));
     readSync(fd, buffer, 0, 1, stat.size - 1);
-    const end = buffer[0] === 0x0a ? stat.size - 1 : stat.size; // a final newline ends the last line
+    const unfinished = holdUnfinished && buffer[0] !== 0x0a;
+    let end = buffer[0] === 0x0a ? stat.size - 1 : stat.size; // a final newline ends the last line
+    const wanted = lines + (unfinished ? 1 : 0);
     const starts: number[] = [];
-    for (let at = end; at > 0 && starts.length < lines; ) {
+    for (let at = end; at > 0 && starts.length < wanted; ) {
       const from = Math.max(0, at - buffer.length);
       readSync(fd, buffer, 0, at - from, from);
-      for (let i = at - from - 1; i >= 0 && starts.length < lines; i--) if (buffer[i] === 0x0a) starts.push(from + i + 1);
+      for (let i = at - from - 1; i >= 0 && starts.length < wanted; i--) if (buffer[i] === 0x0a) starts.push(from + i + 1);
       at = from;
     }
-    if (starts.length < lines) starts.push(0);
+    if (starts.length < wanted) starts.push(0);
     starts.reverse();
+    if (unfinished) {
+      // Held back: the line before it ends at its start.
+      end = starts.pop()!;
+      readToSize(end);
+      end -= 1;
+    } else readToSize(stat.size);
     return starts.map((start, i) => {
       const length = (i + 1 < starts.length ? starts[i + 1]! - 1 : end) - start;
-      const line = Buffer.alloc(Math.min(length, TAIL_LINE_BYTES));
+      // A byte past the limit too: whether a character goes across it.
+      const line = Buffer.alloc(Math.min(length, TAIL_LINE_BYTES + 1));
       readSync(fd, line, 0, line.length, start);
-      return length > line.length ? `${line.toString("utf8")} … (${length - line.length} more byte${length - line.length === 1 ? "" : "s"})` : line.toString("utf8");
+      const kept = characterEnd(line, TAIL_LINE_BYTES);
+      return { bytes: line.subarray(0, kept), dropped: length - kept };
     });
   } finally {
     closeSync(fd);
   }
 }
 
-/** Reads up to 4 MiB from an open file; a multi-byte character cut at the end is completed on the next read. */
-function readRange(fd: number, offset: number, length: number): { text: string; bytes: number } {
-  if (length <= 0) return { text: "", bytes: 0 };
+/** Reads up to 4 MiB from an open file (the bytes as they are: lines are made text once whole). */
+function readRange(fd: number, offset: number, length: number): Buffer {
+  if (length <= 0) return EMPTY;
   const buffer = Buffer.alloc(Math.min(length, 4 * 1024 * 1024));
-  let read = readSync(fd, buffer, 0, buffer.length, offset);
-  // Do not split a UTF-8 sequence: stop before an incomplete trailing one.
-  let cut = read;
-  while (cut > 0 && cut > read - 4 && (buffer[cut - 1]! & 0xc0) === 0x80) cut--;
-  if (cut > 0 && buffer[cut - 1]! >= 0xc0) {
-    const lead = buffer[cut - 1]!;
-    const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
-    if (read - (cut - 1) < need) read = cut - 1;
-  }
-  return { text: buffer.subarray(0, read).toString("utf8"), bytes: read };
+  return buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, offset));
 }

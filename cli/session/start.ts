@@ -179,10 +179,22 @@ async function assertWorktreeExists(location: ProjectLocation, sessionId: string
   const top = existsSync(path) ? linkedWorktreeOf(path) : undefined;
   if (top !== undefined && samePath(top, path) && worktreeOfProject(path, location.projectDir)) return;
   const branch = (record!.worktree as { branch?: unknown }).branch;
-  const what = existsSync(path) ? "which is no longer a git worktree of this project" : "which no longer exists";
+  const name = typeof record!.name === "string" ? record!.name : sessionId;
+  // Imported from another project, whose worktree it ran in, and not run here since: this project's was never made, and its git branch may be only there.
+  const history = (Array.isArray(record!.history) ? record!.history : []) as Array<{ event?: unknown; worktree_from?: unknown } | null>;
+  const imported = [...history].reverse().find((event) => event?.worktree_from !== undefined || event?.event === "continued");
   // Moved by hand (git worktree move, or mv and git worktree repair): git would refuse a second checkout of its branch.
   const moved = typeof branch === "string" ? (await import("../git-worktrees.js")).worktreeOnBranch(location.projectDir, branch) : undefined;
-  const name = typeof record!.name === "string" ? record!.name : sessionId;
+  if (imported?.worktree_from !== undefined && !existsSync(path) && moved === undefined) {
+    const { spawnSync } = await import("node:child_process");
+    const local = typeof branch === "string" && spawnSync("git", ["rev-parse", "--verify", "--quiet", `refs/heads/${branch}`], { cwd: location.projectDir }).status === 0;
+    const add = `git worktree add ${JSON.stringify(path)}${typeof branch === "string" ? ` ${branch}` : ""}`;
+    throw new ApexError("APEX_E_NOT_FOUND", `Session ${name} was imported from another project, where it ran in the git worktree ${String(imported.worktree_from)}; its worktree here, ${path}, is not made yet; nothing was started.`, {
+      hint: local || typeof branch !== "string" ? `Make it from the project: ${add}` : `Bring its git branch ${branch} here from the repository it ran in (git fetch REMOTE ${branch}:${branch}), then make the worktree: ${add}`,
+      details: { session_id: sessionId, worktree: path, imported_from: String(imported.worktree_from) },
+    });
+  }
+  const what = existsSync(path) ? "which is no longer a git worktree of this project" : "which no longer exists";
   if (moved !== undefined && !samePath(moved, path)) {
     throw new ApexError("APEX_E_NOT_FOUND", `Session ${name} runs in the git worktree ${path}, ${what}: its branch ${branch} is checked out at ${moved} now; nothing was started.`, {
       hint: `Move it back from the project: git worktree move ${JSON.stringify(moved)} ${JSON.stringify(path)}${existsSync(path) ? " (after moving that directory away)" : ""}`,

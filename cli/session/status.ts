@@ -6,7 +6,7 @@
  * store opened read-only, which is how an interrupted session is seen. Inside an agent the
  * supervisor always answers, so that the agent never opens LMDB.
  */
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
@@ -236,6 +236,11 @@ function printStatus(report: StatusReport, configInvalid: boolean): void {
   printLine(`Session ${paint(named(session), "bold")}  ${paintStatus(session.status)}${session.remote && session.status !== "interrupted" ? ` on host ${session.host}` : ""}`);
   if (session.initial_task) printLine(`  task        ${visibleText(session.initial_task)}`);
   printLine(`  started     ${known(session.created_at)}`);
+  // A branch's git worktree, where its agents run (a server older than `worktree` leaves it out); one of this host that is not there is said so.
+  if (typeof session.worktree === "string") {
+    const missing = !session.remote && !process.env.APEX_REMOTE && !existsSync(session.worktree);
+    printLine(`  worktree    ${visibleText(session.worktree)}${missing ? paint(" (not there: `apex start --continue` says how to make it)", "red") : ""}`);
+  }
   const supervisor = session.supervisor;
   printLine(`  supervisor  ${supervisor ? supervisorLine(session, supervisor) : "-"}`);
   const t = report.tasks;

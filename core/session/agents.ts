@@ -1,7 +1,7 @@
 import { appendFileSync, closeSync, createReadStream, createWriteStream, openSync, readSync, statSync, truncateSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { ApexError } from "../errors.js";
-import { openPrivate, PRIVATE_FILE_MODE } from "../store/private.js";
+import { openPrivate, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
 import type { AgentConfig } from "../config/types.js";
 import { agentMarker, newNonce, sealedStdio, provenMembers, readProcStat, signalGroup, signalProcess, sleep, type ProcessMarker, type ProcessScan } from "./proc.js";
 
@@ -22,10 +22,7 @@ export interface AgentLaunch {
   stderrFile: string;
 }
 
-export interface AgentExit {
-  code: number | null;
-  signal: string | null;
-}
+export type AgentExit = { code: number | null; signal: string | null };
 
 /**
  * One running agent process: the leader of its own process group (so signals reach its
@@ -89,10 +86,7 @@ export class AgentProcess {
       });
     }
     const stat = readProcStat(pid);
-    const exited = subprocess.then((result) => ({
-      code: result.exitCode ?? null,
-      signal: result.signal ?? null,
-    }));
+    const exited = subprocess.then((result) => ({ code: result.exitCode ?? null, signal: result.signal ?? null }));
     // The process may already be gone (a command that exits at once); its exit still arrives.
     return new AgentProcess(launch.name, pid, stat?.pgrp ?? pid, stat?.startTime ?? 0, new Date().toISOString(), exited, nonce, marker);
   }
@@ -168,6 +162,17 @@ export function tailLines(file: string, lines: number): string[] {
   return all.slice(-lines);
 }
 
+/**
+ * Appends one of APEX's own lines (`[apex …] started`, `… was killed`, `log cut`) to an agent's
+ * log on a line of its own: after a line break when the agent's last line is unfinished (it was
+ * killed mid-line, or wrote its first bytes before the `started` line). Before, the two were
+ * glued into one line, `half a line[apex …] pid 123 was killed by SIGTERM`.
+ */
+export function appendLogLine(file: string, text: string): void {
+  const size = statSync(file, { throwIfNoEntry: false })?.size ?? 0;
+  appendFileSync(file, `${size > 0 && readAt(file, size - 1, 1)[0] !== 0x0a ? "\n" : ""}${text}\n`, { mode: PRIVATE_FILE_MODE });
+}
+
 /** Largest size of an agent's log file (APEX_LOG_MAX_BYTES in the supervisor's environment, else 64 MiB). */
 export const LOG_MAX_BYTES = Number(process.env.APEX_LOG_MAX_BYTES) > 0 ? Number(process.env.APEX_LOG_MAX_BYTES) : 64 * 1024 * 1024;
 
@@ -189,19 +194,25 @@ function readAt(file: string, start: number, length: number): Buffer {
  * caught up until less than 64 KiB is left (or another `max` was), which is read to the file's end right before it is
  * emptied, in one synchronous step: before, it was emptied unread (a busy agent lost what it wrote
  * during the whole copy at each cut). So `.1` holds the last `max` bytes and what came during
- * the cut. True when the file was cut.
+ * the cut (from the first line that starts in those bytes). `<file>.cut` records it: `.1` holds the bytes [from, to) of the file as it was, so
+ * `apex logs -f` reads there what it had not read yet (cli/session/logs.ts followCut). True
+ * when the file was cut.
  */
 export async function capLogFile(file: string, max = LOG_MAX_BYTES): Promise<boolean> {
   let size = statSync(file, { throwIfNoEntry: false })?.size ?? 0;
   if (size < max) return false;
   const copy = async (start: number, end: number, flags: string) => { await pipeline(createReadStream(file, { start, end: end - 1 }), createWriteStream(`${file}.1`, { mode: PRIVATE_FILE_MODE, flags })); return end; };
   const cut = size;
-  size = await copy(size - max, size, "w");
+  // From the first line that starts in the last `max` bytes (within 64 KiB of it): `apex logs` shows .1's first line whole, not a piece of one.
+  const newline = cut > max ? readAt(file, cut - max - 1, Math.min(max, 64 * 1024)).indexOf(0x0a) : -1;
+  const from = cut - max + Math.max(0, newline);
+  size = await copy(from, size, "w");
   // No further than another `max`: an agent writing faster than the copy would keep it going.
   for (let now = statSync(file).size; now - size >= 64 * 1024 && size - cut < max; now = statSync(file).size) size = await copy(size, now, "a");
   // Read to its end (room for what comes meanwhile) and emptied at once; .1 gets it after.
   const rest = readAt(file, size, statSync(file).size - size + 1024 * 1024);
   truncateSync(file, 0);
   appendFileSync(`${file}.1`, rest);
+  writePrivateFile(`${file}.cut`, `${JSON.stringify({ from, to: size + rest.length, at: new Date().toISOString() })}\n`);
   return true;
 }

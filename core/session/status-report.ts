@@ -2,19 +2,7 @@ import type { Store } from "../store/store.js";
 import { readView } from "../store/port.js";
 import { prefixRange } from "../store/paths.js";
 import { agentMarker, groupCpuSeconds, processGroups, provenMembers, stopProgress, type ProcStat } from "./proc.js";
-import {
-  CONTEXT_SUFFIX,
-  agentsPrefix,
-  checkpointPrefix,
-  countersPath,
-  taskCountsPath,
-  tasksPrefix,
-  type TaskCounts,
-  type AgentRecord,
-  type SessionRecord,
-  type SessionStatus,
-  type TaskRecord,
-} from "./records.js";
+import { CONTEXT_SUFFIX, agentsPrefix, checkpointPrefix, countersPath, taskCountsPath, tasksPrefix, worktreeOf, type TaskCounts, type AgentRecord, type SessionRecord, type SessionStatus, type TaskRecord } from "./records.js";
 import { onOtherHost, supervisorHost } from "./lease.js";
 import { currentSession, effectiveStatus, lastSession, supervisorAlive } from "./sessions.js";
 
@@ -73,6 +61,8 @@ export interface StatusReport {
     /** When the supervisor's lease runs out (or ran out: an interrupted session's). */
     lease_expires_at: string | null;
     restored_from: string | null;
+    /** The git worktree it runs in (a branch made with `session branch --worktree`); null: the project's own working tree. */
+    worktree: string | null;
     /** The seq of the session's last event when the report was read: `events.subscribe` from it misses none after the report and repeats none. */
     event_seq: number;
   };
@@ -152,6 +142,7 @@ export function sessionReport(store: Store, session: SessionRecord): StatusRepor
       remote,
       lease_expires_at: supervisor?.lease_expires_at ?? null,
       restored_from: session.restored_from ?? null,
+      worktree: worktreeOf(session),
       event_seq: (store.get(countersPath(sid)) as { events?: number } | undefined)?.events ?? 0,
     },
     agents,

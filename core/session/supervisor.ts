@@ -1,5 +1,4 @@
 import { AsyncLocalStorage } from "node:async_hooks";
-import { appendFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
@@ -10,9 +9,9 @@ import type { Config, AgentConfig } from "../config/types.js";
 import type { Engine } from "../engine.js";
 import { RpcServer } from "../rpc/server.js";
 import { redactUrl } from "../store/open.js";
-import { makePrivateDir, PRIVATE_EXECUTABLE_MODE, PRIVATE_FILE_MODE, writePrivateFile } from "../store/private.js";
+import { makePrivateDir, PRIVATE_EXECUTABLE_MODE, writePrivateFile } from "../store/private.js";
 import type { JsonValue, Store, WriteBatch } from "../store/store.js";
-import { AgentProcess, capLogFile, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
+import { AgentProcess, appendLogLine, capLogFile, provenMembers, signalProvenGroup, tailLines, terminateGroup, type AgentExit } from "./agents.js";
 import { checkpointServiceFor, noCheckpointService, restoreSessionFromCheckpoint } from "./checkpoints.js";
 import { actorParam, registerSupervisorMethods } from "./methods.js";
 import { agentMarker, processGroups, processStartTime, signalProcess, sleep, stopProgress, SUPERVISOR_NONCE_VAR, type ProcessMarker } from "./proc.js";
@@ -527,7 +526,7 @@ export class Supervisor {
     this.cappingLogs = true;
     for (const file of [...this.slots.values()].flatMap((slot) => Object.values(this.logFiles(slot.name)))) {
       try {
-        if (await capLogFile(file)) appendFileSync(file, `[apex ${nowIso()}] log cut; what came before is in ${file}.1\n`);
+        if (await capLogFile(file)) appendLogLine(file, `[apex ${nowIso()}] log cut; what came before is in ${file}.1`);
       } catch (error) {
         if (!this.uncuttableLogs.has(file)) this.log(`cannot cut ${file}: ${(error as Error).message}`);
         this.uncuttableLogs.add(file);
@@ -538,7 +537,7 @@ export class Supervisor {
 
   private agentLog(name: string, message: string): void {
     try {
-      appendFileSync(this.logFiles(name).stdoutFile, `[apex ${nowIso()}] ${message}\n`, { mode: PRIVATE_FILE_MODE });
+      appendLogLine(this.logFiles(name).stdoutFile, `[apex ${nowIso()}] ${message}`);
     } catch {
       // The log directory is gone (project removed); the supervisor log still has it.
     }

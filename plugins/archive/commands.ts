@@ -1,5 +1,7 @@
 import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
-import { join, relative, resolve } from "node:path";
+import { spawnSync } from "node:child_process";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { worktreeOfProject } from "../../core/session/runtime.js";
 import type { CommandContext, CommandInput } from "../../core/engine.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { lmdbDataDir, type Store } from "../../core/store/store.js";
@@ -171,6 +173,7 @@ async function alreadyBack(context: CommandContext, file: string, settings: Arch
     objects: { total: present, written: 0, present },
     converted: false,
     sanitizedAgents: 0,
+    worktree: null,
     previousStatus: null,
     revision: store.revision(),
   };
@@ -224,7 +227,7 @@ async function install(context: CommandContext, file: string, settings: ArchiveS
     const { content } = verifyBundleFile(file, readLimits(settings));
     const store = await context.store();
     progress.update(`writing session ${content.manifest.session_id}`, true);
-    return await installBundle(store, content, { source: file });
+    return await installBundle(store, content, { source: file, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) });
   } finally {
     progress.done();
   }
@@ -302,6 +305,25 @@ function printInstall(context: CommandContext, verb: string, result: InstallResu
     context.print(`It was ${result.previousStatus ?? "live"} when exported; it is here as an ended (stopped) session: \`apex start --continue ${result.name ? visibleText(result.name) : result.sessionId}\` resumes it.`);
   }
   if (result.sanitizedAgents > 0) context.print(`The bundle comes from another project: the process ids of ${plural(result.sanitizedAgents, "agent record")} were cleared.`);
+  if (result.worktree) {
+    const session = result.name ? visibleText(result.name) : shortSessionId(result.sessionId);
+    context.print(
+      `It ran in the other project's git worktree ${visibleText(result.worktree.was)}; here it runs in ${visibleText(result.worktree.path)}, beside this repository as \`session branch --worktree\` puts it${existsSync(result.worktree.path) ? "" : " (not made yet: `apex start --continue " + session + "` says how)"}.`,
+    );
+  }
+}
+
+/**
+ * Where a branch imported from another project runs here: the git worktree it names when that is
+ * one of this project's (the same path on both sides), else this project's place for NAME's
+ * (`../<repository>-NAME`, as `session branch --worktree` makes it): another machine's path, or
+ * another repository's worktree on this one, is never where its agents run or its git commands act.
+ */
+function worktreeHere(projectDir: string, path: string, name: string): string {
+  if (existsSync(path) && worktreeOfProject(path, projectDir)) return path;
+  const top = spawnSync("git", ["rev-parse", "--show-toplevel"], { cwd: projectDir, encoding: "utf8" });
+  const base = top.status === 0 && top.stdout.trim() ? top.stdout.trim() : projectDir;
+  return join(dirname(base), `${basename(base)}-${name}`);
 }
 
 function installJson(result: InstallResult, file: string) {
@@ -317,6 +339,7 @@ function installJson(result: InstallResult, file: string) {
     converted_to_ended: result.converted,
     agents_process_ids_cleared: result.sanitizedAgents,
     previous_status: result.previousStatus,
+    worktree: result.worktree ? { path: result.worktree.path, was: result.worktree.was, exists: existsSync(result.worktree.path) } : null,
     revision: result.revision,
   };
 }

@@ -9,6 +9,7 @@ import { isRecord } from "../checkpoint/manifest.js";
 import { historyPath, livePath } from "./collect.js";
 import { readBundleFile } from "./files.js";
 import { sessionIdByName } from "../../core/session/names.js";
+import { worktreeOf } from "../../core/session/records.js";
 
 /** Actor of the revision-log entries archive, unarchive and import write. */
 export const ARCHIVE_ACTOR = "system:archive";
@@ -28,6 +29,8 @@ export interface InstallResult {
   converted: boolean;
   /** Agent records from another project whose process ids were cleared. */
   sanitizedAgents: number;
+  /** A branch's git worktree of another project, recorded here as where this project puts it (`was`: the other project's path). */
+  worktree: { path: string; was: string } | null;
   previousStatus: string | null;
   revision: number;
 }
@@ -49,7 +52,7 @@ export function verifyBundleFile(path: string, limits: ReadLimits = {}): { conte
  * its supervisor and agents belong to another time or machine. `apex start --continue`
  * brings it back to life.
  */
-export async function installBundle(store: Store, content: BundleContent, options: { now?: () => Date; source: string }): Promise<InstallResult> {
+export async function installBundle(store: Store, content: BundleContent, options: { now?: () => Date; source: string; worktreeHere?: (path: string, name: string) => string }): Promise<InstallResult> {
   if (store.readOnly) throw new ApexError("APEX_E_INTERNAL", "The store was opened read-only.");
   const { manifest } = content;
   const sessionId = manifest.session_id;
@@ -85,13 +88,25 @@ export async function installBundle(store: Store, content: BundleContent, option
     const record = records[index]![1] as Record<string, JsonValue>;
     if (record.supervisor !== undefined && record.supervisor !== null) records[index] = [historyPath(sessionId), { ...record, supervisor: null }];
   }
+  let worktree: InstallResult["worktree"] = null;
   if (fromElsewhere) {
     // It ran on another project's store: its runs there do not make this project's live memory its
     // own (liveMemoryOwner counts those since "imported"), so continuing it restores its checkpoint.
     const index = records.findIndex(([path]) => path === historyPath(sessionId));
     const record = records[index]![1] as Record<string, JsonValue>;
     const history = Array.isArray(record.history) ? record.history : [];
-    records[index] = [historyPath(sessionId), { ...record, history: [...history, { event: "imported", at: now, from_project: manifest.project_id }] }];
+    const event: Record<string, JsonValue> = { event: "imported", at: now, from_project: manifest.project_id };
+    // A branch that ran in a git worktree of the other project (another machine's path, or another
+    // repository's worktree here): it runs in this project's, where `session branch --worktree` puts it.
+    const was = worktreeOf(record);
+    const path = was === null ? null : options.worktreeHere?.(was, typeof record.name === "string" && record.name ? record.name : sessionId.slice(0, 8));
+    const next: Record<string, JsonValue> = { ...record, history: [...history, event] };
+    if (was !== null && path && path !== was) {
+      worktree = { path, was };
+      event.worktree_from = was;
+      next.worktree = { ...(record.worktree as Record<string, JsonValue>), path };
+    }
+    records[index] = [historyPath(sessionId), next];
   }
   const sanitizedAgents = fromElsewhere ? clearProcessIds(records, sessionId) : 0;
   const name = sessionName(records, sessionId);
@@ -127,6 +142,7 @@ export async function installBundle(store: Store, content: BundleContent, option
     converted,
     previousStatus,
     sanitizedAgents,
+    worktree,
     revision,
   };
 }

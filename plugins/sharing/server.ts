@@ -841,7 +841,8 @@ class Gate {
   readLogs(sessionId: string, params: Record<string, unknown>): { agents: string[]; lines: LogLine[]; read_to: Record<string, LogFile["readTo"]> } {
     const agent = typeof params.agent === "string" ? params.agent : undefined;
     const lines = typeof params.lines === "number" && params.lines >= 0 ? Math.min(params.lines, 100_000) : 50;
-    const tail = readLogTail(this.location.storeDir, sessionId, agent, lines);
+    // `follow`: the client follows from read_to next, so a last line a running session has not finished yet is left to it, to be sent whole.
+    const tail = readLogTail(this.location.storeDir, sessionId, agent, lines, params.follow === true && liveSupervisorOf(this.location.storeDir, sessionId) !== undefined);
     const readTo = Object.fromEntries(tail.chosen.filter((file) => file.readTo).map((file) => [`${file.agent}.${file.stream}`, file.readTo]));
     return { agents: tail.chosen.map((file) => file.agent), lines: tail.lines, read_to: readTo };
   }

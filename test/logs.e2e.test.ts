@@ -1,0 +1,272 @@
+// `apex logs` end to end with the built CLI, on log files as the supervisor writes them: lines cut
+// at 64 KiB, bytes that are no UTF-8, followed logs.
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { spawnSync } from "node:child_process";
+import { APEX_BIN, Project, cleanEnv, waitFor } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+const SESSION = "0f0e0d0c-aaaa-4bbb-8ccc-0000000000a1";
+
+/** A project with no agents and the log directory of SESSION, made by hand. */
+function logDir(): string {
+  project = new Project("agents: {}\nplugins: {}\n", "apex-logs-");
+  const dir = join(project.storeDir, "logs", SESSION);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+function jsonLines(stdout: string): Array<{ agent: string; stream: string; line: string; line_base64?: string }> {
+  return stdout
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as { agent: string; stream: string; line: string; line_base64?: string });
+}
+
+describe("a line over 64 KiB", () => {
+  // 65,535 ASCII bytes, then characters of 2, 3 and 4 bytes: the first goes across the 64 KiB mark.
+  const long = Buffer.concat([Buffer.from("x".repeat(65_535)), Buffer.from("é€😀")]);
+
+  it("is cut where a character ends, not inside one (no U+FFFD), saying how many bytes are left out", () => {
+    const dir = logDir();
+    writeFileSync(join(dir, "beta.log"), Buffer.concat([long, Buffer.from("\nnext\n")]));
+    const shown = project!.apex(["logs", "--session", SESSION, "--json"]);
+    expect(shown.status, shown.stderr).toBe(0);
+    const lines = jsonLines(shown.stdout);
+    expect(lines.map((line) => line.line)).toEqual([`${"x".repeat(65_535)} … (9 more bytes)`, "next"]);
+    expect(lines[0]).not.toHaveProperty("line_base64");
+    const text = project!.apex(["logs", "--session", SESSION]);
+    expect(text.stdout).not.toContain("\uFFFD");
+  });
+
+  it("with -f too", async () => {
+    const dir = logDir();
+    const log = join(dir, "beta.log");
+    writeFileSync(log, "first\n");
+    const follow = project!.apexAsync(["logs", "--session", SESSION, "-f", "-n", "1", "--json"]);
+    try {
+      await waitFor("the follower's first line", () => follow.output().includes('"first"'), 30_000);
+      appendFileSync(log, Buffer.concat([long, Buffer.from("\nnext\n")]));
+      const lines = await waitFor("the lines", () => {
+        const shown = jsonLines(follow.output()).map((line) => line.line);
+        return shown.includes("next") ? shown : undefined;
+      });
+      expect(lines).toEqual(["first", `${"x".repeat(65_535)} … (9 more bytes)`, "next"]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+});
+
+describe("bytes that are no UTF-8", () => {
+  // Latin-1 text ("café" as one byte é), then bytes no encoding makes text, then an ordinary line.
+  const latin1 = Buffer.from([0x63, 0x61, 0x66, 0xe9]);
+  const binary = Buffer.from([0xff, 0xfe, 0x00, 0x41, 0xc3]);
+
+  it("--json keeps them exactly, base64 in line_base64 (line: their text, each such byte U+FFFD); --raw prints them as written", () => {
+    const dir = logDir();
+    writeFileSync(join(dir, "beta.log"), Buffer.concat([latin1, Buffer.from("\n"), binary, Buffer.from("\nplain é\n")]));
+    const shown = project!.apex(["logs", "--session", SESSION, "--json"]);
+    expect(shown.status, shown.stderr).toBe(0);
+    const lines = jsonLines(shown.stdout);
+    expect(lines).toEqual([
+      { agent: "beta", stream: "stdout", line: "caf\uFFFD", line_base64: latin1.toString("base64") },
+      { agent: "beta", stream: "stdout", line: "\uFFFD\uFFFD\u0000A\uFFFD", line_base64: binary.toString("base64") },
+      { agent: "beta", stream: "stdout", line: "plain é" },
+    ]);
+    expect(Buffer.from(lines[1]!.line_base64!, "base64")).toEqual(binary);
+    // --raw: the bytes as the agent wrote them, after the agent's column.
+    const raw = spawnRaw(["logs", "--session", SESSION, "--raw"]);
+    expect(raw).toEqual(Buffer.concat([Buffer.from("beta | "), latin1, Buffer.from("\nbeta | "), binary, Buffer.from("\nbeta | plain é\n")]));
+  });
+
+  it("a cut line's base64 holds its first 64 KiB and the words saying what is left out, as line does", () => {
+    const dir = logDir();
+    writeFileSync(join(dir, "beta.log"), Buffer.concat([Buffer.from([0xff]), Buffer.from("y".repeat(70_000)), Buffer.from("\n")]));
+    const [line] = jsonLines(project!.apex(["logs", "--session", SESSION, "--json"]).stdout);
+    const tail = ` … (${70_001 - 65_536} more bytes)`;
+    expect(line!.line).toBe(`\uFFFD${"y".repeat(65_535)}${tail}`);
+    expect(Buffer.from(line!.line_base64!, "base64")).toEqual(Buffer.concat([Buffer.from([0xff]), Buffer.from("y".repeat(65_535)), Buffer.from(tail)]));
+  });
+
+  it("with -f too", async () => {
+    const dir = logDir();
+    const log = join(dir, "beta.log");
+    writeFileSync(log, "first\n");
+    const follow = project!.apexAsync(["logs", "--session", SESSION, "-f", "-n", "1", "--json"]);
+    try {
+      await waitFor("the follower's first line", () => follow.output().includes('"first"'), 30_000);
+      // The Latin-1 line in two writes, its odd byte in the second.
+      appendFileSync(log, Buffer.from("caf"));
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      appendFileSync(log, Buffer.from([0xe9, 0x0a]));
+      appendFileSync(log, "next\n");
+      const lines = await waitFor("the lines", () => {
+        const shown = jsonLines(follow.output());
+        return shown.some((line) => line.line === "next") ? shown : undefined;
+      });
+      expect(lines.map((line) => line.line_base64)).toEqual([undefined, latin1.toString("base64"), undefined]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+});
+
+/** The CLI's stdout as bytes (the project's commands decode it as UTF-8). */
+function spawnRaw(args: string[]): Buffer {
+  const result = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: project!.dir, env: { ...cleanEnv(), NO_COLOR: "1" } });
+  expect(result.status, String(result.stderr)).toBe(0);
+  return result.stdout;
+}
+
+describe("agent names with dots", () => {
+  it("an agent named x.err has its stdout shown as its own, not as the stderr of an agent x", () => {
+    const dir = logDir();
+    // What the supervisor writes for agents `x.err` and `y`: <name>.log and <name>.err.log each.
+    writeFileSync(join(dir, "x.err.log"), "out of x.err\n");
+    writeFileSync(join(dir, "x.err.err.log"), "err of x.err\n");
+    writeFileSync(join(dir, "y.log"), "out of y\n");
+    writeFileSync(join(dir, "y.err.log"), "err of y\n");
+    const shown = project!.apex(["logs", "--session", SESSION, "--json"]);
+    expect(shown.status, shown.stderr).toBe(0);
+    expect(jsonLines(shown.stdout)).toEqual([
+      { agent: "x.err", stream: "stdout", line: "out of x.err" },
+      { agent: "x.err", stream: "stderr", line: "err of x.err" },
+      { agent: "y", stream: "stdout", line: "out of y" },
+      { agent: "y", stream: "stderr", line: "err of y" },
+    ]);
+    const one = project!.apex(["logs", "x.err", "--session", SESSION]);
+    expect(one.stdout).toBe("x.err | out of x.err\nx.err ! err of x.err\n");
+    expect(project!.apex(["logs", "x", "--session", SESSION]).status).toBe(3);
+  });
+});
+
+describe("an agent stopped in the middle of a line", () => {
+  it("its unfinished line and APEX's line about its end are two lines, not glued into one", async () => {
+    project = new Project(["agents:", "  half:", "    command: sh", '    args: ["-c", "sleep 0.3; printf unfinished; sleep 1000"]', "plugins: {}", ""].join("\n"), "apex-logs-");
+    project.start();
+    await waitFor("the unfinished line", () => project!.apex(["logs", "half", "--json"]).stdout.includes('"unfinished'));
+    expect(project.apex(["stop"]).status).toBe(0);
+    const lines = jsonLines(project.apex(["logs", "half", "--json"]).stdout).map((line) => line.line);
+    expect(lines).toContain("unfinished");
+    expect(lines.filter((line) => line !== "unfinished").every((line) => line.startsWith("[apex "))).toBe(true);
+    expect(lines.some((line) => /^\[apex [^\]]+\] pid \d+ was killed by SIGTERM$/.test(line))).toBe(true);
+  });
+});
+
+describe("following a log the supervisor cuts", () => {
+  it("shows every line once, in order: those written just before the cut (read from .1) and those after, however soon the file grows again", async () => {
+    const { capLogFile } = await import("../core/session/agents.js");
+    const { followLogs, readLogTail } = await import("../dist/cli/session/logs.js");
+    const dir = logDir();
+    const file = join(dir, "beta.log");
+    let next = 0;
+    const lines = (count: number) => Array.from({ length: count }, () => `line ${next++} ${"x".repeat(20)}\n`).join("");
+    writeFileSync(file, lines(1000)); // ~30 KB
+    const tail = readLogTail(project!.storeDir, SESSION, undefined, 1);
+    const printed: string[] = [];
+    let stop = false;
+    const following = followLogs(tail.dir, tail.chosen, undefined, (line: { line: string }) => printed.push(line.line), () => stop);
+    try {
+      appendFileSync(file, lines(500));
+      await waitFor("the follower to read on", () => printed.length === 500);
+      // Written, then cut (its last 20 KB copied to .1, the file emptied) before the follower reads it.
+      appendFileSync(file, lines(300));
+      expect(await capLogFile(file, 20_000)).toBe(true);
+      // More than the follower had read of the file, at once: the file is longer than before by its next poll.
+      appendFileSync(file, lines(2000));
+      await waitFor("every line", () => printed.length >= 2800, 10_000);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(printed).toEqual(Array.from({ length: 2800 }, (_, i) => `line ${1000 + i} ${"x".repeat(20)}`));
+    } finally {
+      stop = true;
+      await following;
+    }
+  });
+
+  it("an unfinished line ends at the cut, as apex logs shows it, not glued to the supervisor's log cut line", async () => {
+    const { appendLogLine, capLogFile } = await import("../core/session/agents.js");
+    const { followLogs, readLogTail } = await import("../dist/cli/session/logs.js");
+    const dir = logDir();
+    const file = join(dir, "beta.log");
+    writeFileSync(file, `${"x".repeat(30_000)}\n`);
+    const tail = readLogTail(project!.storeDir, SESSION, undefined, 0);
+    const printed: string[] = [];
+    let stop = false;
+    const following = followLogs(tail.dir, tail.chosen, undefined, (line: { line: string }) => printed.push(line.line), () => stop);
+    try {
+      appendFileSync(file, "before\nhalf");
+      await waitFor("the follower to read on", () => printed.includes("before"));
+      await new Promise((resolve) => setTimeout(resolve, 300)); // "half" read too, kept as the unfinished line
+      expect(await capLogFile(file, 20_000)).toBe(true);
+      appendLogLine(file, "[apex t] log cut");
+      appendFileSync(file, "after\n");
+      await waitFor("the lines after the cut", () => printed.includes("after"));
+      expect(printed).toEqual(["before", "half", "[apex t] log cut", "after"]);
+      const shown = jsonLines(project!.apex(["logs", "--session", SESSION, "-n", "3", "--json"]).stdout).map((line) => line.line);
+      expect(shown).toEqual(["half", "[apex t] log cut", "after"]);
+    } finally {
+      stop = true;
+      await following;
+    }
+  });
+});
+
+describe("logs -f with a last line not finished yet", () => {
+  it("of a running session: prints that line once, whole, when it is finished, not in two pieces", async () => {
+    project = new Project(["agents:", "  beta:", "    command: sh", `    args: ["-c", "sleep 0.5; printf 'one\\nhal'; sleep 1000"]`, "plugins: {}", ""].join("\n"), "apex-logs-");
+    const ready = project.start();
+    const log = join(project.storeDir, "logs", ready.session_id, "beta.log");
+    await waitFor("the unfinished line", () => readFileSync(log, "utf8").endsWith("one\nhal"));
+    const follow = project.apexAsync(["logs", "beta", "-f", "-n", "5", "--json"]);
+    const agentLines = () => jsonLines(follow.output()).map((line) => line.line).filter((line) => !line.startsWith("[apex "));
+    try {
+      await waitFor("the follower's first line", () => agentLines().includes("one"), 30_000);
+      await new Promise((resolve) => setTimeout(resolve, 500)); // a poll or two of following
+      appendFileSync(log, "f\ntwo\n"); // the rest of the line, as the agent would write it
+      const lines = await waitFor("the lines", () => agentLines().includes("two") && agentLines());
+      expect(lines).toEqual(["one", "half", "two"]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+
+  it("of a session that is not running: the line is shown as it is, as without -f", async () => {
+    const dir = logDir();
+    writeFileSync(join(dir, "beta.log"), "one\nhal");
+    expect(jsonLines(project!.apex(["logs", "--session", SESSION, "--json"]).stdout).map((line) => line.line)).toEqual(["one", "hal"]);
+    const follow = project!.apexAsync(["logs", "--session", SESSION, "-f", "--json"]);
+    try {
+      const lines = await waitFor("the lines", () => follow.output().includes('"hal"') && jsonLines(follow.output()).map((line) => line.line), 30_000);
+      expect(lines).toEqual(["one", "hal"]);
+    } finally {
+      follow.child.kill("SIGINT");
+      await follow.done;
+    }
+  });
+});
+
+describe("a log the supervisor cut, read back", () => {
+  it("starts its .1 at a line's start: the first line shown is whole, not the end of one", async () => {
+    const { capLogFile } = await import("../core/session/agents.js");
+    const dir = logDir();
+    const file = join(dir, "beta.log");
+    // 1000 lines of 30 bytes: the last 10,000 bytes start inside a line.
+    const line = (i: number) => `line ${String(i).padStart(4, "0")} ${"x".repeat(19)}\n`;
+    writeFileSync(file, Array.from({ length: 1000 }, (_, i) => line(i)).join(""));
+    expect(await capLogFile(file, 10_000)).toBe(true);
+    const shown = jsonLines(project!.apex(["logs", "--session", SESSION, "-n", "1000", "--json"]).stdout).map((entry) => entry.line);
+    expect(shown.length).toBeGreaterThan(300);
+    for (const text of shown) expect(text).toMatch(/^line \d{4} x{19}$/);
+    expect(shown.at(-1)).toBe("line 0999 xxxxxxxxxxxxxxxxxxx");
+  });
+});
