@@ -7,7 +7,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 let project: Project | undefined;
 afterEach(() => {
@@ -27,7 +27,7 @@ export default {
       if (mode === "block") { const end = Date.now() + Number(ms); while (Date.now() < end); }
       else await new Promise((resolve) => setTimeout(resolve, Number(ms)));
     };
-    for (const hook of ["beforeTask", "afterMilestone", "onError"]) apex.hooks[hook].tapPromise("slow-task-hooks", () => run(hook));
+    for (const hook of ["beforeTask", "afterMilestone", "onError", "beforeStop"]) apex.hooks[hook].tapPromise("slow-task-hooks", () => run(hook));
   },
 };
 `;
@@ -92,5 +92,30 @@ describe("task and milestone calls with slow plugin hooks", () => {
     // As it said: once the hook lets go, the task is claimed.
     await waitFor("the claim to complete", () => task("t-0001").status === "active", 20_000);
     expect(task("t-0001").assignee).toBe("coder");
+  }, 60_000);
+});
+
+describe("apex task add while the session is stopping", () => {
+  it("adds the task and says on stderr that it waits for `start --continue` (--json stdout unchanged)", async () => {
+    project = slowProject();
+    const ready = project.start([]);
+    writeFileSync(join(project.dir, "beforeStop"), "sleep 3000");
+    const stop = project.apexAsync(["stop"]);
+    await waitFor("the session to be stopping", () => project!.status().session?.status === "stopping", 20_000);
+    // Before, it said only "added t-0001 pending: Late", as in a running session.
+    const added = project.apex(["task", "add", "Late"]);
+    expect(added.status, added.stderr).toBe(0);
+    expect(added.stdout).toBe("added t-0001 pending: Late\n");
+    const session = ready.session_id.slice(0, 8);
+    expect(added.stderr).toBe(`warning: session ${session} is stopping: no agent will claim t-0001 in it now; the task stays pending for \`apex start --continue\`.\n`);
+    const json = project.apex(["task", "add", "Later", "--json"]);
+    expect(json.status, json.stderr).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({ id: "t-0002", status: "pending" });
+    expect(json.stderr).toContain(`warning: session ${session} is stopping: no agent will claim t-0002`);
+    expect((await stop.done).status).toBe(0);
+    expect(isAlive(ready.supervisor_pid)).toBe(false);
+    // As it said: the tasks are there for the session's continuation.
+    const listed = JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ id: string; status: string }>;
+    expect(listed.map((task) => [task.id, task.status])).toEqual([["t-0001", "pending"], ["t-0002", "pending"]]);
   }, 60_000);
 });

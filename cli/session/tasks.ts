@@ -14,6 +14,7 @@ import { agentStatusText, formatDuration, paintStatus } from "./format.js";
 import { refuseRepeatedKeys } from "../memory-actions.js";
 import { printStranded, strandedAmong } from "./stranded.js";
 import { hookedCall, type HookedWait } from "./hooked-call.js";
+import { shortSessionId } from "../../core/session/names.js";
 
 /** A claim runs the beforeTask hooks before it assigns the task, after any claim queued before it. */
 const CLAIM_WAIT = (agent: string): HookedWait => ({
@@ -36,11 +37,23 @@ function taskLine(task: TaskRecord): string {
 }
 
 export async function addTask(location: ProjectLocation, title: string, options: { milestone?: boolean; assign?: string; json?: boolean }): Promise<void> {
-  const task = (await withClient(location, "write", (client) =>
-    client.call("task.add", { title, milestone: Boolean(options.milestone), assign: options.assign ?? null, actor: currentActor() }),
-  )) as TaskRecord;
+  const { task, stopping } = await withClient(location, "write", async (client) => {
+    const task = (await client.call("task.add", { title, milestone: Boolean(options.milestone), assign: options.assign ?? null, actor: currentActor() })) as TaskRecord;
+    return { task, stopping: await stoppingSession(client) };
+  });
   if (options.json) printJson(task);
   else printLine(`added ${taskLine(task)}`);
+  // Added to a session being stopped: no agent will claim it before `start --continue` (it said only "added").
+  if (stopping) process.stderr.write(`warning: session ${stopping} is stopping: no agent will claim ${task.id} in it now; the task stays pending for \`apex start --continue\`.\n`);
+}
+
+/** The name (or short id) of the session the supervisor is stopping; undefined when it is not, or cannot say in 5 s (it may have stopped). */
+async function stoppingSession(client: SessionClient): Promise<string | undefined> {
+  if (client.via !== "socket") return undefined;
+  const report = (await client.call("session.status", {}, 5_000).catch(() => undefined)) as StatusReport | undefined;
+  const session = report?.session;
+  if (session?.status !== "stopping") return undefined;
+  return typeof session.name === "string" && session.name ? session.name : shortSessionId(session.session_id);
 }
 
 /** `{session}` when --session names one: reads of an ended session go to the store, or through the supervisor inside an agent. */
