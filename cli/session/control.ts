@@ -6,7 +6,7 @@
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { plural, printJson, printLine } from "../output.js";
-import { isSameProcessAlive, readProcStat, sleep } from "../../core/session/proc.js";
+import { isSameProcessAlive, sleep } from "../../core/session/proc.js";
 import { currentActor } from "../../core/actor.js";
 import { liveSessionClient, type SessionClient } from "../../core/session/client.js";
 import type { SupervisorRuntime } from "../../core/session/runtime.js";
@@ -28,7 +28,7 @@ interface ControlReply {
 }
 
 export async function pauseSession(location: ProjectLocation, json: boolean): Promise<void> {
-  const client = await requireSupervisor(location, "pause");
+  const client = await requireSupervisor(location, "pause", json);
   const reply = (await lifecycleCall(client, "pause", { actor: currentActor() }, json)) as ControlReply;
   const stopping = reply.stopping ?? [];
   const pending = stopping.length
@@ -49,7 +49,7 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
       return;
     }
   }
-  const client = await requireSupervisor(location, "resume");
+  const client = await requireSupervisor(location, "resume", json);
   const reply = (await lifecycleCall(client, "resume", { actor: currentActor() }, json)) as ControlReply;
   report(reply, json, `Resumed session ${label(reply)}: ${plural(reply.processes ?? 0, "process", "processes")} of ${plural(reply.agents ?? 0, "agent")} continued.`);
 }
@@ -57,7 +57,7 @@ export async function resumeSession(location: ProjectLocation, json: boolean): P
 export async function stopSession(location: ProjectLocation, options: { force?: boolean; grace?: number; json?: boolean }): Promise<void> {
   const params = { force: Boolean(options.force), ...(options.grace !== undefined ? { grace_ms: options.grace * 1000 } : {}), actor: currentActor() };
   // --force does not wait: before it listens, a starting supervisor runs no agent of its own yet (it reaps the old ones), and the offline stop kills it and ends every agent recorded.
-  const client = await liveClient(location, !options.force);
+  const client = await liveClient(location, options.force ? undefined : { action: "stop", json: Boolean(options.json) });
   // With --force, the supervisor that was alive but did not answer (frozen, stopped): the offline stop kills it.
   let unanswered: number | undefined;
   if (client) {
@@ -107,40 +107,31 @@ function report(reply: ControlReply, json: boolean, text: string): void {
 }
 
 /** Where the live supervisor answers (a remote session's server, or the local socket), or an error that says why there is none. */
-async function requireSupervisor(location: ProjectLocation, action: string): Promise<SessionClient> {
-  const client = await liveClient(location);
+async function requireSupervisor(location: ProjectLocation, action: string, json: boolean): Promise<SessionClient> {
+  const client = await liveClient(location, { action, json });
   if (client) return client;
   const { explainNoSupervisor } = await import("./explain.js");
   throw await explainNoSupervisor(location, action);
 }
 
-/** How long pause, resume and stop wait for a supervisor that is still starting to listen. */
-const STARTING_WAIT_MS = 60_000;
-
 /**
  * The live supervisor's client; for one that is alive but still starting (`--continue` reaps the
  * old agents, restores a checkpoint, before it listens and writes the runtime file commands find
- * it by), once it listens: the request then queues behind the start, as one sent a moment later
- * would. Pause said its supervisor was not running (hint: --continue), and stop that it did not
- * answer (hint: --force, which would kill a supervisor in the middle of its start). Undefined when
- * none runs, it is itself stopped (SIGSTOP), or it has not listened after STARTING_WAIT_MS.
+ * it by), once it listens, waited for while it sends its heartbeat (starting-wait.ts): the request
+ * then queues behind the start, as one sent a moment later would. Undefined when none runs, or
+ * when the one starting exited meanwhile; without `wait` (stop --force), the one starting is not waited for.
  */
-async function liveClient(location: ProjectLocation, waitForStart = true): Promise<SessionClient | undefined> {
+async function liveClient(location: ProjectLocation, wait?: { action: string; json: boolean }): Promise<SessionClient | undefined> {
   const client = await liveSessionClient(location, { elsewhere: "refuse" });
-  if (client || !waitForStart || process.env.APEX_REMOTE) return client;
+  if (client || !wait || process.env.APEX_REMOTE) return client;
   const starting = await startingSupervisor(location);
-  const deadline = Date.now() + STARTING_WAIT_MS;
-  const starts = () => starting !== undefined && isSameProcessAlive(starting.pid, starting.start_time) && readProcStat(starting.pid)?.state !== "T";
-  while (starts() && Date.now() < deadline) {
-    await sleep(50);
-    const found = await liveSessionClient(location, { elsewhere: "refuse" });
-    if (found) return found;
-  }
-  return undefined;
+  if (!starting) return undefined;
+  const { waitForStart } = await import("./starting-wait.js");
+  return waitForStart(location, starting, wait.action, wait.json);
 }
 
 /** The supervisor the current session's record names, when it runs on this host (of this project directory) and has written no runtime file yet. */
-async function startingSupervisor(location: ProjectLocation): Promise<{ pid: number; start_time: number } | undefined> {
+async function startingSupervisor(location: ProjectLocation): Promise<{ pid: number; start_time: number; label: string } | undefined> {
   const { storeExists, openStore } = await import("../../core/store/open.js");
   const { currentSession, supervisorAlive } = await import("../../core/session/sessions.js");
   const { onOtherHost } = await import("../../core/session/lease.js");
@@ -150,7 +141,9 @@ async function startingSupervisor(location: ProjectLocation): Promise<{ pid: num
     const session = currentSession(store);
     if (!session?.supervisor || !supervisorAlive(session) || onOtherHost(session.supervisor)) return undefined;
     const { otherDirectoryError } = await import("./explain.js");
-    return otherDirectoryError(session, location, "reach") ? undefined : { pid: session.supervisor.pid, start_time: session.supervisor.start_time };
+    if (otherDirectoryError(session, location, "reach")) return undefined;
+    const label = typeof session.name === "string" && session.name ? session.name : shortSessionId(session.session_id);
+    return { pid: session.supervisor.pid, start_time: session.supervisor.start_time, label };
   } finally {
     await store.close();
   }

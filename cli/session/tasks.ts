@@ -13,6 +13,15 @@ import type { StatusReport } from "../../core/session/status-report.js";
 import { agentStatusText, formatDuration, paintStatus } from "./format.js";
 import { refuseRepeatedKeys } from "../memory-actions.js";
 import { printStranded, strandedAmong } from "./stranded.js";
+import { hookedCall, type HookedWait } from "./hooked-call.js";
+import { shortSessionId } from "../../core/session/names.js";
+
+/** A claim runs the beforeTask hooks before it assigns the task, after any claim queued before it. */
+const CLAIM_WAIT = (agent: string): HookedWait => ({
+  doing: `claiming a task for ${agent}`,
+  work: "its plugins' beforeTask hooks run before the task is assigned: a checkpoint may take a while",
+  underWay: `The claim may still be made once the supervisor goes on: \`apex task list --status active\` shows whether ${agent} holds a task.`,
+});
 
 async function withClient<T>(location: ProjectLocation, access: "read" | "write", fn: (client: SessionClient) => Promise<T>, session?: string): Promise<T> {
   const client = await openSessionClient(location, access, session);
@@ -28,11 +37,23 @@ function taskLine(task: TaskRecord): string {
 }
 
 export async function addTask(location: ProjectLocation, title: string, options: { milestone?: boolean; assign?: string; json?: boolean }): Promise<void> {
-  const task = (await withClient(location, "write", (client) =>
-    client.call("task.add", { title, milestone: Boolean(options.milestone), assign: options.assign ?? null, actor: currentActor() }),
-  )) as TaskRecord;
+  const { task, stopping } = await withClient(location, "write", async (client) => {
+    const task = (await client.call("task.add", { title, milestone: Boolean(options.milestone), assign: options.assign ?? null, actor: currentActor() })) as TaskRecord;
+    return { task, stopping: await stoppingSession(client) };
+  });
   if (options.json) printJson(task);
   else printLine(`added ${taskLine(task)}`);
+  // Added to a session being stopped: no agent will claim it before `start --continue` (it said only "added").
+  if (stopping) process.stderr.write(`warning: session ${stopping} is stopping: no agent will claim ${task.id} in it now; the task stays pending for \`apex start --continue\`.\n`);
+}
+
+/** The name (or short id) of the session the supervisor is stopping; undefined when it is not, or cannot say in 5 s (it may have stopped). */
+async function stoppingSession(client: SessionClient): Promise<string | undefined> {
+  if (client.via !== "socket") return undefined;
+  const report = (await client.call("session.status", {}, 5_000).catch(() => undefined)) as StatusReport | undefined;
+  const session = report?.session;
+  if (session?.status !== "stopping") return undefined;
+  return typeof session.name === "string" && session.name ? session.name : shortSessionId(session.session_id);
 }
 
 /** `{session}` when --session names one: reads of an ended session go to the store, or through the supervisor inside an agent. */
@@ -90,7 +111,7 @@ export async function claimTask(location: ProjectLocation, options: { agent?: st
   }
   const task = (await withClient(location, "write", async (client) => {
     try {
-      return await client.call("task.claim", { agent, actor: currentActor() });
+      return await hookedCall(client, "task.claim", { agent, actor: currentActor() }, CLAIM_WAIT(agent), Boolean(options.json));
     } catch (error) {
       // "No pending task" while some are, assigned to other agents: said, and how to give one to this agent (not inside an agent, which polls).
       if (!isApexError(error) || error.code !== "APEX_E_NO_TASK" || process.env.APEX_AGENT) throw error;
@@ -123,13 +144,15 @@ async function othersPending(client: SessionClient, agent: string, error: ApexEr
 
 export async function completeTask(location: ProjectLocation, id: string, options: { result?: string; json?: boolean }): Promise<void> {
   const result = options.result === undefined ? null : parseLooseJson(options.result);
-  const task = (await withClient(location, "write", (client) => client.call("task.done", { id, result, actor: currentActor() }))) as TaskRecord;
+  const done = { doing: `completing task ${id}`, work: "a milestone task's afterMilestone hooks run then: a checkpoint may take a while", underWay: `Task ${id} is most likely recorded completed already (the hooks run after): \`apex task show ${id}\` says.` };
+  const task = (await withClient(location, "write", (client) => hookedCall(client, "task.done", { id, result, actor: currentActor() }, done, Boolean(options.json)))) as TaskRecord;
   if (options.json) printJson(task);
   else printLine(`completed ${taskLine(task)}`);
 }
 
 export async function failTask(location: ProjectLocation, id: string, options: { reason: string; json?: boolean }): Promise<void> {
-  const task = (await withClient(location, "write", (client) => client.call("task.fail", { id, reason: options.reason, actor: currentActor() }))) as TaskRecord;
+  const failing = { doing: `failing task ${id}`, work: "its plugins' onError hooks run then, which may take a while", underWay: `Task ${id} is most likely recorded failed already (the hooks run after): \`apex task show ${id}\` says.` };
+  const task = (await withClient(location, "write", (client) => hookedCall(client, "task.fail", { id, reason: options.reason, actor: currentActor() }, failing, Boolean(options.json)))) as TaskRecord;
   if (options.json) printJson(task);
   else printLine(`failed ${taskLine(task)}: ${visibleText(options.reason)}`);
 }
@@ -158,8 +181,9 @@ export async function milestone(location: ProjectLocation, text: string | undefi
       hint: 'List with `apex milestone --session ID`; record with `apex milestone "…"` while the session runs.',
     });
   }
+  const recording = { doing: "recording a milestone", work: "its plugins' afterMilestone hooks run then: a checkpoint may take a while", underWay: "The milestone is most likely recorded already (the hooks run after): `apex milestone` lists them." };
   const recorded = (await withClient(location, "write", (client) =>
-    client.call("milestone.add", { text, task: options.task ?? null, actor: currentActor() }),
+    hookedCall(client, "milestone.add", { text, task: options.task ?? null, actor: currentActor() }, recording, Boolean(options.json)),
   )) as MilestoneRecord;
   if (options.json) printJson(recorded);
   else printLine(`milestone ${recorded.n}: ${visibleText(recorded.text)}`);

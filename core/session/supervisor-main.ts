@@ -4,7 +4,7 @@
  * on fd 3 on which it reports one JSON line: {"ready": {...}} once the agents run, or
  * {"error": {code, message, hint}} if the session could not start (heartbeats before it).
  */
-import { createWriteStream, existsSync } from "node:fs";
+import { createWriteStream, existsSync, futimes } from "node:fs";
 import { errorBody, idleWindowMs } from "../rpc/protocol.js";
 import { toApexError } from "../errors.js";
 import type { SupervisorRequest } from "./supervisor.js";
@@ -28,9 +28,14 @@ function log(message: string): void {
  * The pipe `apex start` waits on (absent when this runs otherwise). Until the report, a heartbeat on
  * it (`{"heartbeat":true}`, every idle window / 4, at most 5 s) tells it that this process still
  * works on the start (a big restore or checkpoint, a slow onStart hook): it waits on that, not a fixed time.
+ * The same beat sets the mtime of <store>/supervisor.log, which other commands can see.
  */
 const pipe = existsSync(`/proc/self/fd/${REPORT_FD}`) ? createWriteStream("", { fd: REPORT_FD }).on("error", () => undefined) : undefined;
-const beat = setInterval(() => pipe?.writableLength === 0 && pipe.write('{"heartbeat":true}\n'), Math.max(50, Math.min(5_000, idleWindowMs() / 4)));
+const beat = setInterval(() => {
+  if (pipe?.writableLength === 0) pipe.write('{"heartbeat":true}\n');
+  // Its log's mtime (stdout) beats too: pause, resume and stop sent before the socket listens wait on that.
+  futimes(1, new Date(), new Date(), () => undefined);
+}, Math.max(50, Math.min(5_000, idleWindowMs() / 4)));
 
 function report(message: unknown): Promise<void> {
   clearInterval(beat);
@@ -80,12 +85,8 @@ async function main(): Promise<void> {
   await report({ ready: warnings.length > 0 ? { ...ready, warnings } : ready });
 }
 
-process.on("uncaughtException", (error) => {
-  log(`uncaught: ${error.stack ?? error.message}`);
-});
-process.on("unhandledRejection", (error) => {
-  log(`unhandled rejection: ${(error as Error)?.stack ?? String(error)}`);
-});
+process.on("uncaughtException", (error) => log(`uncaught: ${error.stack ?? error.message}`));
+process.on("unhandledRejection", (error) => log(`unhandled rejection: ${(error as Error)?.stack ?? String(error)}`));
 
 main().catch(async (error) => {
   const apexError = toApexError(error);

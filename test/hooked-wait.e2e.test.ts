@@ -1,0 +1,121 @@
+// How `apex task claim`, `task done`, `task fail` and `apex milestone` wait on the supervisor, end to
+// end with the built CLI: their answer comes after plugin hooks (beforeTask, afterMilestone, onError)
+// that may take any time. A third-party plugin whose hooks sleep longer than the idle window
+// (APEX_PLUGIN_COMMAND_IDLE_MS, short here) is waited for while the supervisor sends its heartbeat;
+// one whose hook holds the process is given up on after the window, saying what may still happen.
+// Every process is ended by pid.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+afterEach(() => {
+  project?.cleanup();
+  project = undefined;
+});
+
+/** Hooks that do what the file of the hook's name in the project says: `sleep MS` waits, `block MS` holds the process. */
+const SLOW_HOOKS = `import { existsSync, readFileSync } from "node:fs";
+export default {
+  name: "slow-task-hooks",
+  apply(apex) {
+    const run = async (hook) => {
+      const file = new URL("./" + hook, import.meta.url);
+      if (!existsSync(file)) return;
+      const [mode, ms] = readFileSync(file, "utf8").trim().split(" ");
+      if (mode === "block") { const end = Date.now() + Number(ms); while (Date.now() < end); }
+      else await new Promise((resolve) => setTimeout(resolve, Number(ms)));
+    };
+    for (const hook of ["beforeTask", "afterMilestone", "onError", "beforeStop"]) apex.hooks[hook].tapPromise("slow-task-hooks", () => run(hook));
+  },
+};
+`;
+
+/** The window is 1.5 s here (10 minutes by default): each slow hook below runs longer. */
+const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "1500" };
+
+function slowProject(): Project {
+  const created = new Project(shellAgents({ coder: "while true; do sleep 0.2; done" }).replace("plugins: {}", "plugins:\n  ./slow-task-hooks.mjs: {}"));
+  writeFileSync(join(created.dir, "slow-task-hooks.mjs"), SLOW_HOOKS);
+  return created;
+}
+
+const task = (id: string) => JSON.parse(project!.apex(["task", "show", id, "--json"]).stdout) as { status: string; assignee: string | null };
+
+describe("task and milestone calls with slow plugin hooks", () => {
+  it("wait as long as the supervisor sends its heartbeat, saying so on stderr (not with --json)", () => {
+    project = slowProject();
+    project.start([]);
+    expect(project.apex(["task", "add", "Release", "--milestone"]).status).toBe(0);
+    expect(project.apex(["task", "add", "Doomed"]).status).toBe(0);
+    // Before, each waited a fixed 120 s whatever the supervisor did, and said nothing meanwhile.
+    writeFileSync(join(project.dir, "beforeTask"), "sleep 2200");
+    const claimed = project.apex(["task", "claim", "--agent", "coder"], { env });
+    expect(claimed.status, claimed.stderr).toBe(0);
+    expect(claimed.stdout).toMatch(/^claimed t-0001 active \(coder\)/);
+    expect(claimed.stderr).toMatch(/^Still claiming a task for coder \(\d+ s so far\): its supervisor \(pid \d+\) is at work on it \(its plugins' beforeTask hooks run before the task is assigned/);
+
+    writeFileSync(join(project.dir, "afterMilestone"), "sleep 2200");
+    const done = project.apex(["task", "done", "t-0001", "--json"], { env });
+    expect(done.status, done.stderr).toBe(0);
+    expect(JSON.parse(done.stdout)).toMatchObject({ id: "t-0001", status: "completed" });
+    expect(done.stderr).toBe("");
+    const milestone = project.apex(["milestone", "Shipped"], { env });
+    expect(milestone.status, milestone.stderr).toBe(0);
+    expect(milestone.stdout).toBe("milestone 2: Shipped\n");
+    expect(milestone.stderr).toMatch(/^Still recording a milestone \(/);
+
+    writeFileSync(join(project.dir, "beforeTask"), "sleep 0");
+    expect(project.apex(["task", "claim", "--agent", "coder"]).status).toBe(0);
+    writeFileSync(join(project.dir, "onError"), "sleep 2200");
+    const failed = project.apex(["task", "fail", "t-0002", "--reason", "no", "--json"], { env });
+    expect(failed.status, failed.stderr).toBe(0);
+    expect(JSON.parse(failed.stdout)).toMatchObject({ id: "t-0002", status: "failed" });
+  }, 60_000);
+
+  it("give up on a supervisor whose hook holds its process after the idle window, saying the claim may still be made", async () => {
+    project = slowProject();
+    project.start([]);
+    expect(project.apex(["task", "add", "Write it"]).status).toBe(0);
+    writeFileSync(join(project.dir, "beforeTask"), "block 4000");
+    const began = Date.now();
+    const claimed = project.apex(["task", "claim", "--agent", "coder", "--json"], { env });
+    // Before, it waited for the hook (120 s at most), and succeeded.
+    expect(Date.now() - began).toBeLessThan(3900);
+    expect(claimed.status).toBe(1);
+    expect(claimed.stdout).toBe("");
+    const { error } = JSON.parse(claimed.stderr) as { error: { code: string; message: string; hint: string; details: Record<string, unknown> } };
+    expect(error.code).toBe("APEX_E_TIMEOUT");
+    expect(error.message).toMatch(/^The supervisor \(pid \d+\) sent nothing, not even its heartbeat, for 2 s while claiming a task for coder: it is frozen .* The claim may still be made once the supervisor goes on: `apex task list --status active` shows whether coder holds a task\.$/);
+    expect(error.details).toMatchObject({ method: "task.claim", may_be_under_way: true, idle_ms: 1500 });
+    // As it said: once the hook lets go, the task is claimed.
+    await waitFor("the claim to complete", () => task("t-0001").status === "active", 20_000);
+    expect(task("t-0001").assignee).toBe("coder");
+  }, 60_000);
+});
+
+describe("apex task add while the session is stopping", () => {
+  it("adds the task and says on stderr that it waits for `start --continue` (--json stdout unchanged)", async () => {
+    project = slowProject();
+    const ready = project.start([]);
+    writeFileSync(join(project.dir, "beforeStop"), "sleep 3000");
+    const stop = project.apexAsync(["stop"]);
+    await waitFor("the session to be stopping", () => project!.status().session?.status === "stopping", 20_000);
+    // Before, it said only "added t-0001 pending: Late", as in a running session.
+    const added = project.apex(["task", "add", "Late"]);
+    expect(added.status, added.stderr).toBe(0);
+    expect(added.stdout).toBe("added t-0001 pending: Late\n");
+    const session = ready.session_id.slice(0, 8);
+    expect(added.stderr).toBe(`warning: session ${session} is stopping: no agent will claim t-0001 in it now; the task stays pending for \`apex start --continue\`.\n`);
+    const json = project.apex(["task", "add", "Later", "--json"]);
+    expect(json.status, json.stderr).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({ id: "t-0002", status: "pending" });
+    expect(json.stderr).toContain(`warning: session ${session} is stopping: no agent will claim t-0002`);
+    expect((await stop.done).status).toBe(0);
+    expect(isAlive(ready.supervisor_pid)).toBe(false);
+    // As it said: the tasks are there for the session's continuation.
+    const listed = JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ id: string; status: string }>;
+    expect(listed.map((task) => [task.id, task.status])).toEqual([["t-0001", "pending"], ["t-0002", "pending"]]);
+  }, 60_000);
+});

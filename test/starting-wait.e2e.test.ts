@@ -1,0 +1,68 @@
+// `apex pause` and `stop` sent while `start --continue` is still starting, before its supervisor
+// listens (it ends the old agents first, which here ignore SIGTERM and take 2 s each), end to end
+// with the built CLI: waited for while the supervisor beats (the mtime of supervisor.log), then
+// queued behind the start; a supervisor stopped (SIGSTOP) meanwhile is said to be, not "not
+// running". The idle window is short here (APEX_PLUGIN_COMMAND_IDLE_MS). Every process is ended by pid.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, isAlive, waitFor } from "./fixtures/agents/harness.js";
+
+let project: Project | undefined;
+const started: number[] = [];
+afterEach(() => {
+  for (const pid of started) if (isAlive(pid)) process.kill(pid, "SIGCONT");
+  project?.cleanup();
+  for (const pid of started.splice(0)) if (isAlive(pid)) process.kill(pid, "SIGKILL");
+  project = undefined;
+});
+
+const stubborn = `["-c", "trap '' TERM; while true; do sleep 0.2; done"]`;
+const config = ["agents:", "  a:", "    command: sh", `    args: ${stubborn}`, "  b:", "    command: sh", `    args: ${stubborn}`, "plugins: {}", ""].join("\n");
+
+/** Kills the session's supervisor (its agents go on), runs `start --continue last`, and returns once the new supervisor is reaping them: its pid and the start. */
+async function continuing(p: Project, oldPid: number) {
+  process.kill(oldPid, "SIGKILL");
+  await waitFor("the supervisor to die", () => !isAlive(oldPid));
+  const start = p.apexAsync(["start", "--continue", "last", "--json"]);
+  const log = join(p.storeDir, "supervisor.log");
+  const pid = await waitFor("the new supervisor to begin", () => Number(/continuing \(pid (\d+)\)/.exec(readFileSync(log, "utf8"))?.[1]) || undefined, 20_000);
+  started.push(pid);
+  return { pid, start };
+}
+
+describe("pause and stop before a continuing supervisor listens", () => {
+  it("wait while it beats, saying so on stderr, and are then carried out behind the start", async () => {
+    project = new Project(config, "apex-session-", { APEX_PLUGIN_COMMAND_IDLE_MS: "1500" });
+    const ready = project.start([]);
+    const session = ready.session_id.slice(0, 8);
+    const { pid, start } = await continuing(project, ready.supervisor_pid);
+    // Before, it waited a fixed 60 s and said nothing meanwhile; a longer restore was "not running".
+    const paused = project.apex(["pause"]);
+    expect(paused.status, paused.stderr).toBe(0);
+    expect(paused.stdout).toMatch(new RegExp(`^Paused session ${session}: `));
+    expect(paused.stderr).toMatch(new RegExp(`^Still pausing session ${session} \\(\\d+ s so far\\): its supervisor \\(pid ${pid}\\) is at work on it \\(it is still starting: \`start --continue\` ends the old agents`));
+    expect((await start.done).status).toBe(0);
+    expect(project.status().session?.status).toBe("paused");
+  }, 60_000);
+
+  it("say that a supervisor stopped (SIGSTOP) while it starts is stopped, and that nothing was sent", async () => {
+    project = new Project(config, "apex-session-", { APEX_PLUGIN_COMMAND_IDLE_MS: "8000" });
+    const ready = project.start([]);
+    const session = ready.session_id.slice(0, 8);
+    const { pid, start } = await continuing(project, ready.supervisor_pid);
+    process.kill(pid, "SIGSTOP");
+    const paused = project.apex(["pause", "--json"]);
+    // Before: "Cannot pause: session … is active (its supervisor is not running)", with --continue as the way on.
+    expect(paused.status).toBe(1);
+    expect(paused.stdout).toBe("");
+    const { error } = JSON.parse(paused.stderr) as { error: { code: string; message: string; hint: string; details: Record<string, unknown> } };
+    expect(error.code).toBe("APEX_E_TIMEOUT");
+    expect(error.message).toBe(`Session ${session}'s supervisor (pid ${pid}) is stopped (SIGSTOP) while it starts, before it listens: it cannot take the pause, and nothing was sent.`);
+    expect(error.hint).toContain(`kill -CONT ${pid}`);
+    expect(error.details).toMatchObject({ stopped: true, starting: true, pid });
+    process.kill(pid, "SIGCONT");
+    await start.done;
+    await waitFor("the session to run", () => project!.status().session?.status === "active", 20_000);
+  }, 60_000);
+});
