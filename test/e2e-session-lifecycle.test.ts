@@ -2,7 +2,7 @@
 // stop, --continue and refusals on each storage backend (forEachBackend: LMDB, and PostgreSQL
 // through APEX_STORE_URL on the run's shared cluster); logs and --attach, which do not depend on
 // the store, on LMDB. Real processes, real /proc, the built CLI.
-import { appendFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
@@ -25,6 +25,26 @@ const CONFIG = shellAgents({
 
 // With checkpoints, and a short lease (renewed every third of a second).
 const CHECKPOINTED = shellAgents({ alpha: "while true; do sleep 0.2; done" }, "session:\n  lease_ttl: 1\n").replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
+
+/**
+ * True once `pid` holds `file` open (/proc/PID/fd). `logs -f` opens each log once it printed its
+ * last lines and reads on from where they ended: what is written from then on is followed.
+ */
+function holdsOpen(pid: number | undefined, file: string): boolean {
+  if (pid === undefined) return false;
+  try {
+    const real = realpathSync(file); // what /proc names it by (a temporary directory may be a symlink)
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`) === real;
+      } catch {
+        return false; // closed meanwhile
+      }
+    });
+  } catch {
+    return false;
+  }
+}
 
 function allPids(status: StatusJson): number[] {
   return status.agents.flatMap((agent) => agent.processes);
@@ -223,8 +243,8 @@ describe("apex logs / start --attach / no session", () => {
 
     const follow = project.apexAsync(["logs", "beta", "-f", "-n", "0"]);
     try {
-      await waitFor("the follower to start", () => follow.child.pid !== undefined);
-      await new Promise((r) => setTimeout(r, 500));
+      const betaLog = readdirSync(join(project.storeDir, "logs")).map((session) => join(project!.storeDir, "logs", session, "beta.log"))[0]!;
+      await waitFor("the follower to open beta's log", () => holdsOpen(follow.child.pid, betaLog));
       // Anything appended shows up: stop the session, whose exit lines go to the log.
       project.apex(["stop"]);
       await waitFor("followed lines", () => follow.output().includes("killed by SIGTERM") || follow.output().includes("exited with"), 15_000);
@@ -301,10 +321,10 @@ describe("apex logs / start --attach / no session", () => {
     const follow = project.apexAsync(["logs", "--session", "0f0e0d0c", "-f", "-n", "0", "--json"]);
     try {
       const lines = () => follow.output().trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { line: string }).line);
-      await new Promise((r) => setTimeout(r, 1000));
+      await waitFor("the follower to open the log", () => holdsOpen(follow.child.pid, log));
+      // One write: the poll that printed its complete line read the half line with it.
       appendFileSync(log, "more\nhalf a li");
       await waitFor("the complete line", () => lines().includes("more"));
-      await new Promise((r) => setTimeout(r, 500));
       // Emptied and written again, shorter than what was read (a longer file cannot be told from one appended to).
       writeFileSync(log, "anew\n");
       await waitFor("the new text", () => lines().some((line) => line.includes("anew")));
@@ -325,10 +345,9 @@ describe("apex logs / start --attach / no session", () => {
     const follow = project.apexAsync(["logs", "--session", "0f0e0d0c", "-f", "-n", "0", "--json"]);
     try {
       const lines = () => follow.output().trim().split("\n").filter(Boolean).map((line) => (JSON.parse(line) as { line: string }).line);
-      await new Promise((r) => setTimeout(r, 1000));
+      await waitFor("the follower to open the log", () => holdsOpen(follow.child.pid, log));
       appendFileSync(log, "old 1\n");
       await waitFor("the first appended line", () => lines().includes("old 1"));
-      await new Promise((r) => setTimeout(r, 500));
       // Rotated with no moment without a file at the path: the old file keeps a second name, a
       // new one, larger than what was read of the old, is renamed over the path. Compared by size
       // alone, the new file read on from the old offset (the middle of its first line).
