@@ -57,6 +57,19 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(missing.stderr).toContain("error[APEX_E_NOT_FOUND]: Nothing is stored at /notes/today.");
   });
 
+  it("finds paths holding a line or paragraph separator with every glob", () => {
+    // U+2028 and U+2029 are no control characters: such a path was set and shown, but no query, export or watch matched it.
+    const paths = ["/x/a\u2028b", "/x/\u2029/deep"];
+    for (const path of paths) expect(apex(["memory", "set", path, "1"]).status).toBe(0);
+    expect(JSON.parse(apex(["memory", "query", "/x/**", "--keys", "--json"]).stdout)).toEqual(paths);
+    expect(JSON.parse(apex(["memory", "query", "/x/*", "--keys", "--json"]).stdout)).toEqual([paths[0]]);
+    expect(JSON.parse(apex(["memory", "query", "/x/a?b", "--keys", "--json"]).stdout)).toEqual([paths[0]]);
+    expect(Object.keys(JSON.parse(apex(["memory", "export", "/x"]).stdout))).toEqual(paths);
+    expect(Object.keys(JSON.parse(apex(["memory", "show", "/x", "--json"]).stdout).children)).toEqual(paths);
+    const watched = apex(["memory", "watch", "/x/**", "--json", "--timeout", "1"]);
+    expect(watched.stdout.trim().split("\n").map((line) => JSON.parse(line).path)).toEqual(paths);
+  });
+
   it.each([
     [["memory", "set", "relative", "1"], "APEX_E_BAD_PATH", `Invalid path "relative": it must start with '/'.`],
     [["memory", "set", "/a/../b", "1"], "APEX_E_BAD_PATH", `Invalid path "/a/../b": segment 2 is '..'.`],
@@ -216,7 +229,7 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
       expect.objectContaining({ revision: 4, kind: "put", path: "/r/c", value: null, overwritten: true }),
       expect.objectContaining({ revision: 5, kind: "delete", path: "/r/c", value: null }),
     ]);
-    const text = apex(["memory", "watch", "/r/*", "--since", "1", "--timeout", "0.5"]).stdout;
+    const text = apex(["memory", "watch", "/r/*", "--since", "1", "--timeout", "1"]).stdout;
     expect(text.split("\n").filter((line) => line.includes(" put ")).map((line) => line.replace(/\s+user:\S+$/, "").trim().split(/\s+/).slice(2).join(" "))).toEqual([
       "/r/b (overwritten since)",
       "/r/b 3",
