@@ -58,7 +58,7 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
     const below = await reader.query(root ? "/**" : `${escapeGlob(path)}/**`);
     if (below.length === 0) {
       throw new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}.`, {
-        hint: `List what exists with: apex memory query '${parentGlob(path)}'`,
+        hint: `List what exists with: apex memory query ${parentGlob(path)}`,
       });
     }
     // Written an entry at a time, as JSON.stringify(…, null, 2) would write it whole: a subtree of more
@@ -595,7 +595,9 @@ function escapeGlob(path: string): string {
   return path.replace(/[\\*?]/g, "\\$&");
 }
 
+/** The glob of PATH's siblings, as one single-quoted shell word (a `'` in the path included). */
 function parentGlob(path: string): string {
   const index = path.lastIndexOf("/");
-  return index <= 0 ? "/*" : `${escapeGlob(path.slice(0, index))}/*`;
+  const glob = index <= 0 ? "/*" : `${escapeGlob(path.slice(0, index))}/*`;
+  return `'${glob.replace(/'/g, `'\\''`)}'`;
 }

@@ -57,6 +57,18 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(missing.stderr).toContain("error[APEX_E_NOT_FOUND]: Nothing is stored at /notes/today.");
   });
 
+  it("names, for a path that holds nothing, a query that runs as printed", () => {
+    // A path with a quote gave `apex memory query '/it's/*'`, which a shell cannot run.
+    expect(apex(["memory", "set", "/it's/there", "1"]).status).toBe(0);
+    const missing = apex(["memory", "show", "/it's/gone"]);
+    expect(missing.status).toBe(3);
+    const command = /hint: List what exists with: (apex memory query .*)$/m.exec(missing.stderr)?.[1];
+    expect(command, missing.stderr).toBeDefined();
+    const words = spawnSync("sh", ["-c", `set -- ${command}; printf '%s' "$4"`], { encoding: "utf8" });
+    expect(words.stdout).toBe("/it's/*");
+    expect(apex(["memory", "query", words.stdout, "--keys"]).stdout).toBe("/it's/there\n");
+  });
+
   it("finds paths holding a line or paragraph separator with every glob", () => {
     // U+2028 and U+2029 are no control characters: such a path was set and shown, but no query, export or watch matched it.
     const paths = ["/x/a\u2028b", "/x/\u2029/deep"];
