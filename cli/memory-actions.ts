@@ -95,7 +95,8 @@ export async function queryMemory(
 
 export async function setMemory(location: ProjectLocation, path: string, json: string, asJson: boolean, force = false): Promise<void> {
   checkPath(path);
-  const value = parseJsonValue(json === "-" ? readUtf8Input(0, "stdin") : json, path);
+  // A leading byte order mark (an editor's) is dropped, as import drops it.
+  const value = parseJsonValue(json === "-" ? readUtf8Input(0, "stdin").replace(/^\uFEFF/, "") : json, path);
   await checkOwned("memory set", [path], { force });
   const writer = await openWriter(location);
   try {

@@ -57,6 +57,13 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(missing.stderr).toContain("error[APEX_E_NOT_FOUND]: Nothing is stored at /notes/today.");
   });
 
+  it("memory set - takes a value with a byte order mark, as import does", () => {
+    // A file an editor saved with a BOM was refused: "Unexpected token '\ufeff'", the character invisible in the message.
+    const set = apex(["memory", "set", "/bom", "-"], '\ufeff{"a": [1]}\n');
+    expect(set.status, set.stderr).toBe(0);
+    expect(JSON.parse(apex(["memory", "show", "/bom", "--json"]).stdout)).toEqual({ path: "/bom", value: { a: [1] } });
+  });
+
   it("names, for a path that holds nothing, a query that runs as printed", () => {
     // A path with a quote gave `apex memory query '/it's/*'`, which a shell cannot run.
     expect(apex(["memory", "set", "/it's/there", "1"]).status).toBe(0);
