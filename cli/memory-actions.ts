@@ -116,7 +116,7 @@ export async function deleteMemory(location: ProjectLocation, path: string, recu
     const { deleted, revision } = await writer.delete(path, recursive, force);
     if (deleted === 0) {
       throw new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}${recursive ? " or below it" : ""}.`, {
-        hint: recursive ? undefined : "To delete a whole subtree, add --recursive.",
+        hint: await deleteHint(location, path, recursive),
       });
     }
     if (asJson) printJson({ path, deleted, revision });
@@ -592,13 +592,35 @@ async function writeChunked(chunks: Iterable<string>): Promise<void> {
   }
 }
 
+/**
+ * What a delete that found nothing may have meant: the subtree below PATH (said only when there
+ * is one), or, for a path with * or ?, what that glob matches (delete takes a path).
+ */
+async function deleteHint(location: ProjectLocation, path: string, recursive: boolean): Promise<string | undefined> {
+  const reader = await openReader(location);
+  try {
+    if (!recursive && (await reader.query(`${escapeGlob(path)}/**`, 1)).length > 0) {
+      return `${path} holds no value itself, but paths below it do: add --recursive to delete them.`;
+    }
+    if (/[*?]/.test(path) && (await reader.query(path, 1)).length > 0) {
+      return `Delete takes a path, not a glob: * and ? are characters of ${path}. List what the glob matches with apex memory query ${shellWord(path)} --keys, and delete those paths (a subtree at once with --recursive).`;
+    }
+    return undefined;
+  } finally {
+    await reader.close();
+  }
+}
+
+function shellWord(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
 function escapeGlob(path: string): string {
   return path.replace(/[\\*?]/g, "\\$&");
 }
 
-/** The glob of PATH's siblings, as one single-quoted shell word (a `'` in the path included). */
+/** The glob of PATH's siblings, as one shell word. */
 function parentGlob(path: string): string {
   const index = path.lastIndexOf("/");
-  const glob = index <= 0 ? "/*" : `${escapeGlob(path.slice(0, index))}/*`;
-  return `'${glob.replace(/'/g, `'\\''`)}'`;
+  return shellWord(index <= 0 ? "/*" : `${escapeGlob(path.slice(0, index))}/*`);
 }

@@ -57,6 +57,23 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     expect(missing.stderr).toContain("error[APEX_E_NOT_FOUND]: Nothing is stored at /notes/today.");
   });
 
+  it("memory delete that finds nothing says what was meant, not --recursive whatever the path", () => {
+    expect(apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
+    expect(apex(["memory", "set", "/notes/b", "2"]).status).toBe(0);
+    // A glob was answered "To delete a whole subtree, add --recursive", which deletes nothing either.
+    const glob = apex(["memory", "delete", "/notes/*"]);
+    expect(glob.status).toBe(3);
+    expect(glob.stderr).toContain("hint: Delete takes a path, not a glob: * and ? are characters of /notes/*. List what the glob matches with apex memory query '/notes/*' --keys");
+    expect(apex(["memory", "delete", "/notes/*", "--recursive"]).stderr).toContain("Delete takes a path, not a glob");
+    // A path with nothing below it was given the same advice.
+    const none = apex(["memory", "delete", "/nothing"]);
+    expect(none.status).toBe(3);
+    expect(none.stderr).toBe("error[APEX_E_NOT_FOUND]: Nothing is stored at /nothing.\n");
+    // A path with something below it is told of it.
+    expect(apex(["memory", "delete", "/notes"]).stderr).toContain("hint: /notes holds no value itself, but paths below it do: add --recursive to delete them.");
+    expect(JSON.parse(apex(["memory", "query", "/notes", "--keys", "--json"]).stdout)).toEqual(["/notes/a", "/notes/b"]);
+  });
+
   it("memory set - takes a value with a byte order mark, as import does", () => {
     // A file an editor saved with a BOM was refused: "Unexpected token '\ufeff'", the character invisible in the message.
     const set = apex(["memory", "set", "/bom", "-"], '\ufeff{"a": [1]}\n');
