@@ -47,7 +47,9 @@ export function resolveSessionRef(store: Store, ref: string): string {
       });
     }
   }
-  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(text)} in this project.`, { hint: "See `apex session list`." });
+  throw new ApexError("APEX_E_NO_SESSION", `No session ${JSON.stringify(text)} in this project.`, {
+    hint: text.length < MIN_PREFIX ? `Give its name, or ${MIN_PREFIX} or more characters of its id (see \`apex session list\`).` : "See `apex session list`.",
+  });
 }
 
 function currentSession(store: Store): string {
