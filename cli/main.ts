@@ -75,6 +75,7 @@ export async function main(argv: string[]): Promise<number> {
   const groups = groupsFor(commandWords(argv.slice(2), 1)[0]);
   let program = await make(groups);
   const finalizers: Array<() => Promise<void>> = [];
+  let synonym: string | undefined;
   try {
     if (argv === process.argv) {
       // Text from other users, agents and remote servers is printed: none of it may act on the terminal.
@@ -105,6 +106,7 @@ export async function main(argv: string[]): Promise<number> {
         for (const group of program.commands) group.addHelpText("after", note);
       }
     }
+    synonym = (await import("./command-synonyms.js")).synonymHint(program, commandWords(argv.slice(2)), argv.slice(2));
     throwInsteadOfExit(program, json);
     refuseBlankValues(program);
     await program.parseAsync(argv);
@@ -114,7 +116,7 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof CommanderError) {
       if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return 0;
       // commander already printed its message (not with --json: there it is the error's JSON); usage errors exit with 2
-      const sessionHint = sessionWordHint(error, argv) ?? gitArgumentsHint(error, argv) ?? unknownCommandHint(program, error, argv, (await import("../core/suggest.js")).didYouMean);
+      const sessionHint = (error.code === "commander.unknownCommand" ? synonym : undefined) ?? sessionWordHint(error, argv) ?? gitArgumentsHint(error, argv) ?? unknownCommandHint(program, error, argv, (await import("../core/suggest.js")).didYouMean);
       if (json) return reportError(new ApexError("APEX_E_USAGE", `${error.message.replace(/^error: /, "")}.`.replace(/\.\.$/, "."), { hint: sessionHint ?? "Run the command with --help for its usage." }), true);
       if (sessionHint) process.stderr.write(`hint: ${sessionHint}\n`);
       return 2;

@@ -58,7 +58,7 @@ export async function showMemory(location: ProjectLocation, path: string, json: 
     const below = await reader.query(root ? "/**" : `${escapeGlob(path)}/**`);
     if (below.length === 0) {
       throw new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}.`, {
-        hint: `List what exists with: apex memory query '${parentGlob(path)}'`,
+        hint: `List what exists with: apex memory query ${parentGlob(path)}`,
       });
     }
     // Written an entry at a time, as JSON.stringify(…, null, 2) would write it whole: a subtree of more
@@ -95,7 +95,8 @@ export async function queryMemory(
 
 export async function setMemory(location: ProjectLocation, path: string, json: string, asJson: boolean, force = false): Promise<void> {
   checkPath(path);
-  const value = parseJsonValue(json === "-" ? readUtf8Input(0, "stdin") : json, path);
+  // A leading byte order mark (an editor's) is dropped, as import drops it.
+  const value = parseJsonValue(json === "-" ? readUtf8Input(0, "stdin").replace(/^\uFEFF/, "") : json, path);
   await checkOwned("memory set", [path], { force });
   const writer = await openWriter(location);
   try {
@@ -115,7 +116,7 @@ export async function deleteMemory(location: ProjectLocation, path: string, recu
     const { deleted, revision } = await writer.delete(path, recursive, force);
     if (deleted === 0) {
       throw new ApexError("APEX_E_NOT_FOUND", `Nothing is stored at ${path}${recursive ? " or below it" : ""}.`, {
-        hint: recursive ? undefined : "To delete a whole subtree, add --recursive.",
+        hint: await deleteHint(location, path, recursive),
       });
     }
     if (asJson) printJson({ path, deleted, revision });
@@ -591,11 +592,35 @@ async function writeChunked(chunks: Iterable<string>): Promise<void> {
   }
 }
 
+/**
+ * What a delete that found nothing may have meant: the subtree below PATH (said only when there
+ * is one), or, for a path with * or ?, what that glob matches (delete takes a path).
+ */
+async function deleteHint(location: ProjectLocation, path: string, recursive: boolean): Promise<string | undefined> {
+  const reader = await openReader(location);
+  try {
+    if (!recursive && (await reader.query(`${escapeGlob(path)}/**`, 1)).length > 0) {
+      return `${path} holds no value itself, but paths below it do: add --recursive to delete them.`;
+    }
+    if (/[*?]/.test(path) && (await reader.query(path, 1)).length > 0) {
+      return `Delete takes a path, not a glob: * and ? are characters of ${path}. List what the glob matches with apex memory query ${shellWord(path)} --keys, and delete those paths (a subtree at once with --recursive).`;
+    }
+    return undefined;
+  } finally {
+    await reader.close();
+  }
+}
+
+function shellWord(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
 function escapeGlob(path: string): string {
   return path.replace(/[\\*?]/g, "\\$&");
 }
 
+/** The glob of PATH's siblings, as one shell word. */
 function parentGlob(path: string): string {
   const index = path.lastIndexOf("/");
-  return index <= 0 ? "/*" : `${escapeGlob(path.slice(0, index))}/*`;
+  return shellWord(index <= 0 ? "/*" : `${escapeGlob(path.slice(0, index))}/*`);
 }

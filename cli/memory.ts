@@ -71,7 +71,7 @@ Examples:
   memory
     .command("delete")
     .description("delete PATH (with --recursive, everything below it too)")
-    .argument("<path>", "absolute path")
+    .argument("<path>", "absolute path; not a glob: * and ? are characters of it (memory query GLOB --keys lists what a glob matches)")
     .option("-r, --recursive", "also delete every path below PATH")
     .option("--json", "print {path, deleted, revision}")
     .option("--force", FORCE)

@@ -113,6 +113,8 @@ describe("the flow's paths and shapes", () => {
     const byName = json<{ value: Record }>(project.apex(["memory", "show", `/sessions/${sid}/${shown.manifest.name}`, "--json"]));
     expect(byName.value.checkpoint_id).toBe(shown.checkpoint_id);
     expect(project.apex(["memory", "show", `/sessions/${sid}/checkpoint-latest`]).stdout).toContain(`"checkpoint_id": "${shown.checkpoint_id}"`);
+    // `current` names the running session there too, as `checkpoint show current/latest` takes it (it was "Nothing is stored").
+    expect(json<{ value: Record }>(project.apex(["memory", "show", "/sessions/current/checkpoint-latest", "--json"])).value).toEqual(shown);
     // The glob over manifests keeps listing the stored manifests (and no checkpoint-latest).
     const keys = project.apex(["memory", "query", `/sessions/${sid}/checkpoint-*`, "--keys"]).stdout.trim().split("\n");
     expect(keys).toContain(`/sessions/${sid}/${shown.manifest.name}`);

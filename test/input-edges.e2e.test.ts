@@ -180,6 +180,26 @@ describe("usage errors the argument parser finds", () => {
     expect(apex(["session", "reprot"]).stderr).toContain("(Did you mean report?)");
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
+
+  it("a word other tools use for a memory or checkpoint command is answered with APEX's command, not the nearest spelling", () => {
+    // `memory get` was answered "(Did you mean set?)", a write; `checkpoint restore` with nothing.
+    const get = apex(["memory", "get", "/notes/today"]);
+    expect(get.status).toBe(2);
+    expect(get.stderr).toContain("error[APEX_E_USAGE]: unknown command 'get'");
+    expect(get.stderr).not.toContain("set");
+    expect(get.stderr).toContain("hint: Did you mean apex memory show?");
+    const restore = apex(["checkpoint", "restore", "checkpoint-002", "--json"]);
+    expect(restore.status).toBe(2);
+    expect(JSON.parse(restore.stderr.trim()).error).toMatchObject({
+      code: "APEX_E_USAGE",
+      message: "unknown command 'restore'.",
+      hint: "A checkpoint is restored by apex start --continue checkpoint-002, which first saves the state it replaces (`apex session branch checkpoint-002 NAME` tries it beside the current session).",
+    });
+    expect(apex(["checkpoint", "rm", "latest"]).stderr).toContain("hint: Did you mean apex checkpoint delete?");
+    // A typo still gets commander's guess within its group.
+    expect(apex(["memory", "qeury", "/a"]).stderr).toContain("(Did you mean query?)");
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
 });
 
 describe("a project without a store", () => {

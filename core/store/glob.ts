@@ -61,7 +61,8 @@ export function compileGlob(source: string): Glob {
     if (!sawWildcard) prefix += char;
   }
   pattern += "$";
-  const regex = new RegExp(pattern, "u");
+  // "s": `.` (of `**`) matches U+2028 and U+2029 too, characters a path may hold.
+  const regex = new RegExp(pattern, "su");
   return {
     source,
     prefix,

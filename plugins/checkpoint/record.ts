@@ -122,10 +122,13 @@ export function checkpointRecord(store: Store, ref: string | CheckpointManifest,
   };
 }
 
-/** `/sessions/<sid>/checkpoint-007` or `/sessions/<sid>/checkpoint-latest` as a checkpoint reference, else undefined. */
+/**
+ * `/sessions/<sid>/checkpoint-007` or `/sessions/<sid>/checkpoint-latest` as a checkpoint reference, else undefined.
+ * `current` is the session commands act on, as `checkpoint show current/latest` takes it (no checkpoint is stored below /sessions/current).
+ */
 export function checkpointRefOfPath(path: string): string | undefined {
   const match = /^\/sessions\/([^/]+)\/checkpoint-(\d+|latest)$/.exec(path);
-  if (!match || RESERVED_SESSION_NAMES.has(match[1]!)) return undefined;
+  if (!match || (match[1] !== "current" && RESERVED_SESSION_NAMES.has(match[1]!))) return undefined;
   return match[2] === "latest" ? `${match[1]}/latest` : `${match[1]}/checkpoint-${match[2]}`;
 }
 

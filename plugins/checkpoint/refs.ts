@@ -95,7 +95,9 @@ function sessionOfRef(store: Store, ref: string, whole: string): string {
     return resolveSessionRef(store, ref);
   } catch (error) {
     if (isApexError(error) && error.code === "APEX_E_AMBIGUOUS") throw error;
-    throw notFound(`No session ${JSON.stringify(ref)} in this project, so no checkpoint ${JSON.stringify(whole)}.`, whole);
+    // A short prefix of an existing id is no reference: say so rather than that no such session exists.
+    const short = ref.length < MIN_PREFIX ? ` (an id prefix names a session from ${MIN_PREFIX} characters on)` : "";
+    throw notFound(`No session ${JSON.stringify(ref)} in this project${short}, so no checkpoint ${JSON.stringify(whole)}.`, whole);
   }
 }
 
