@@ -199,7 +199,7 @@ describe("apex checkpoint", () => {
     // A session id prefix too short to name one: said so (it read as if no such session existed).
     const short = ready.session_id.slice(0, 3);
     expect(fails(["checkpoint", "diff", `${short}/latest`, "latest"], 3).stderr).toContain(`No session "${short}" in this project (an id prefix names a session from 4 characters on)`);
-    expect(fails(["checkpoint", "list", "--session", short], 3).stderr).toContain("hint: Give its name, or 4 or more characters of its id");
+    expect(fails(["checkpoint", "list", "--session", short], 3).stderr).toContain("hint: Give at least 4 characters of the session id");
     ok(["stop"]);
     // Listing works on an ended session too (the one that ended last).
     expect(list().session_id).toBe(ready.session_id);
