@@ -132,6 +132,22 @@ describe("apex --remote with slow plugin hooks", () => {
     expect(again.status).toBe(409);
     expect((await again.json()).error.code).toBe("APEX_E_SESSION_STATE");
 
+    // A client gone after the first heartbeat (Ctrl-C): the server goes on, and so does the call.
+    writeFileSync(join(p.dir, "onResume"), "sleep 1500");
+    const gone = new AbortController();
+    const cut = await fetch(`${url}/api/sessions/${ready.session_id}/rpc/session.resume`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}`, accept: "application/x-ndjson" },
+      body: JSON.stringify({ heartbeat_ms: 100 }),
+      signal: gone.signal,
+    });
+    await cut.body!.getReader().read();
+    gone.abort();
+    await waitFor("the resume to complete", () => p.status().session?.status === "active", 20_000);
+    expect((await fetch(`${url}/api/health`)).status).toBe(200);
+    writeFileSync(join(p.dir, "onPause"), "sleep 0");
+    expect((await call(undefined)).status).toBe(200);
+
     // Without the accept header: one JSON body, as before (older clients).
     writeFileSync(join(p.dir, "onResume"), "sleep 1000");
     const plain = await fetch(`${url}/api/sessions/${ready.session_id}/rpc/session.resume`, {

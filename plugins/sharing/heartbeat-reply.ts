@@ -39,15 +39,16 @@ export function heartbeatReply(request: FastifyRequest, reply: FastifyReply, par
         const headers = reply.getHeaders() as Record<string, string>;
         reply.hijack();
         res = reply.raw;
-        res.writeHead(200, { ...headers, "content-type": `${NDJSON}; charset=utf-8`, "cache-control": "no-store", "x-accel-buffering": "no" });
+        // A client gone meanwhile (Ctrl-C) is written nothing: the call goes on in the supervisor all the same.
+        if (!res.destroyed) res.writeHead(200, { ...headers, "content-type": `${NDJSON}; charset=utf-8`, "cache-control": "no-store", "x-accel-buffering": "no" });
       }
-      if (!res.destroyed) res.write('{"heartbeat":true}\n');
+      if (!res.destroyed && !res.writableEnded) res.write('{"heartbeat":true}\n');
     },
     get streaming() {
       return res !== undefined;
     },
     end(outcome) {
-      if (!res || res.destroyed) return;
+      if (!res || res.destroyed || res.writableEnded) return;
       const body = "error" in outcome ? { error: errorBody(outcome.error) } : outcome.result === undefined ? {} : { result: outcome.result };
       res.end(`${JSON.stringify(body)}\n`);
     },
