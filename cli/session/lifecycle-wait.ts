@@ -39,6 +39,13 @@ const FORCE_IDLE_MS = 5_000;
 
 const seconds = (ms: number): string => `${Math.round(ms / 1000)} s`;
 
+/** Who is waited on, in the notes: through `apex serve`, the session's supervisor behind that server. */
+export const supervisorOf = (client: SessionClient): string => (client.via === "remote" ? "the session's supervisor (through apex serve)" : "its supervisor");
+
+/** What a silence means: locally a frozen supervisor; through `apex serve`, that or the server, or the network between. */
+export const frozen = (client: SessionClient): string =>
+  client.via === "remote" ? "it, the server or the network between is frozen or cut (a plugin hook that holds the supervisor, an overloaded machine)" : "it is frozen (a plugin hook that holds its process, an overloaded machine)";
+
 /** How often the supervisor is asked for its heartbeat: a quarter of the idle window, at most 5 s (what a progress note tells from silence). */
 export const heartbeatFor = (idleMs: number): number => Math.max(50, Math.min(5_000, Math.floor(idleMs / 4)));
 
@@ -66,17 +73,17 @@ export function progressNotes(doing: string, who: string, work: string, idleMs: 
 
 /**
  * `session.<action>` on the supervisor, waited for as long as it shows it works on it (see above).
- * Unless `json`, a long wait is said on stderr. A remote session's server waits on its supervisor
- * itself: that call keeps its fixed timeout.
+ * Unless `json`, a long wait is said on stderr. A remote session (`apex serve`) is waited on alike:
+ * its server waits on the supervisor and sends its heartbeat on (plugins/sharing/heartbeat-reply.ts).
  */
 export async function lifecycleCall(client: SessionClient, action: LifecycleAction, params: Record<string, unknown>, json: boolean): Promise<unknown> {
   const method = `session.${action}`;
-  if (client.via !== "socket") return client.call(method, params, 120_000 + (Number(params.grace_ms) || 0));
+  if (client.via === "store") return client.call(method, params, 120_000 + (Number(params.grace_ms) || 0));
   // `stop --force` is the way out of a frozen supervisor: a few seconds of silence, and the offline stop kills it.
   const idleMs = action === "stop" && params.force === true ? Math.min(idleWindowMs(), FORCE_IDLE_MS) : idleWindowMs();
   const runtime = client.supervisor;
-  const doing = `${DOING[action]} session${runtime ? ` ${runtime.name || shortSessionId(runtime.session_id)}` : ""}`;
-  const notes = progressNotes(doing, runtime ? `its supervisor (pid ${runtime.pid})` : "its supervisor", WORK[action], idleMs, json);
+  const doing = `${DOING[action]} ${runtime ? `session ${runtime.name || shortSessionId(runtime.session_id)}` : "the session"}`;
+  const notes = progressNotes(doing, runtime ? `its supervisor (pid ${runtime.pid})` : supervisorOf(client), WORK[action], idleMs, json);
   // Ctrl-C ends the wait, not what the supervisor was sent: said, not a silent exit 130.
   const interrupted = () => {
     const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while ${doing}: the supervisor got the request and goes on with it. ${UNDER_WAY[action]}`, {
@@ -90,7 +97,8 @@ export async function lifecycleCall(client: SessionClient, action: LifecycleActi
     return await client.call(method, { ...params, heartbeat_ms: heartbeatFor(idleMs) }, idleMs, () => notes.heard());
   } catch (error) {
     if (!isApexError(error) || error.code !== "APEX_E_TIMEOUT") throw error;
-    throw givenUp(error, action, runtime, idleMs);
+    // Through `apex serve`, the server may give up first, after its own window.
+    throw givenUp(error, action, client, Number(error.details?.idle_ms) || idleMs);
   } finally {
     notes.stop();
     process.off("SIGINT", interrupted);
@@ -98,12 +106,13 @@ export async function lifecycleCall(client: SessionClient, action: LifecycleActi
 }
 
 /** The timeout said with what it leaves: the request was sent, and the session may be half way. */
-function givenUp(error: ApexError, action: LifecycleAction, runtime: SessionClient["supervisor"], idleMs: number): ApexError {
+function givenUp(error: ApexError, action: LifecycleAction, client: SessionClient, idleMs: number): ApexError {
+  const runtime = client.supervisor;
   const details = { ...error.details, action, ...(runtime ? { pid: runtime.pid, session_id: runtime.session_id } : {}), may_be_under_way: true };
   // Stopped (SIGSTOP, state T): the socket client's own error names the pid and `kill -CONT`.
   if (error.details?.stopped) return new ApexError("APEX_E_TIMEOUT", `${error.message} ${UNDER_WAY[action]}`, { ...(error.hint ? { hint: error.hint } : {}), details, cause: error });
-  const who = runtime ? `The supervisor of session ${runtime.name || shortSessionId(runtime.session_id)} (pid ${runtime.pid})` : "The supervisor";
-  return new ApexError("APEX_E_TIMEOUT", `${who} sent nothing, not even its heartbeat, for ${seconds(idleMs)} while ${DOING[action]} the session: it is frozen (a plugin hook that holds its process, an overloaded machine), and the wait is given up. ${UNDER_WAY[action]}`, {
+  const who = runtime ? `The supervisor of session ${runtime.name || shortSessionId(runtime.session_id)} (pid ${runtime.pid})` : `T${supervisorOf(client).slice(1)}`;
+  return new ApexError("APEX_E_TIMEOUT", `${who} sent nothing, not even its heartbeat, for ${seconds(idleMs)} while ${DOING[action]} the session: ${frozen(client)}, and the wait is given up. ${UNDER_WAY[action]}`, {
     hint: `\`apex status\` shows where the session stands (a hook that blocks and then ends lets the ${action} complete); if the supervisor stays frozen, \`apex stop --force\` ends the session and its agents. A longer wait: APEX_PLUGIN_COMMAND_IDLE_MS (ms).`,
     details: { ...details, idle_ms: idleMs },
     cause: error,

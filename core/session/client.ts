@@ -183,7 +183,7 @@ function remoteClient(target: string): SessionClient {
   connected.catch(() => {}); // reported by the call that awaits it
   return {
     via: "remote",
-    call: async (method, params, timeoutMs) => (await connected).call(method, params, timeoutMs),
+    call: async (method, params, timeoutMs, onEvent) => (await connected).call(method, params, timeoutMs, onEvent),
     run: async (method, params, here, timeoutMs) => (await connected).run(method, params, here, timeoutMs),
     subscribe: (method, params, onEvent) => deferredSubscription(connected.then((client) => () => client.subscribe(method, params, onEvent))),
     empty: false,

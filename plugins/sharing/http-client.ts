@@ -2,6 +2,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { ApexError } from "../../core/errors.js";
 import { MAX_LINE_BYTES, errorFromBody, lineSplitter, sendableJson, type RpcErrorBody } from "../../core/rpc/protocol.js";
+import { NDJSON } from "./heartbeat-reply.js";
 import { tokenFor } from "./remote.js";
 import { roleNeeded } from "./roles.js";
 import type { Subscription } from "../../core/rpc/call.js";
@@ -22,7 +23,7 @@ const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent
  * `what`: the method called (or the stream), named when the connection closes once the request
  * was sent; `write`: whether it may change something, whose outcome is then not known.
  */
-function open(endpoint: string, path: string, body: unknown, timeoutMs: number, what: string, write: boolean): { done: Promise<IncomingMessage>; abort: () => void; silent: () => boolean } {
+function open(endpoint: string, path: string, body: unknown, timeoutMs: number, what: string, write: boolean, accept?: string): { done: Promise<IncomingMessage>; abort: () => void; silent: () => boolean } {
   const url = new URL(`${endpoint}${path}`);
   const secure = url.protocol === "https:";
   const host = `${url.hostname}:${url.port || (secure ? 443 : 80)}`;
@@ -38,7 +39,7 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number, 
       {
         method: "POST",
         agent: secure ? agents.https : agents.http,
-        headers: { "content-type": "application/json", "content-length": payload.length, authorization: `Bearer ${token}` },
+        headers: { "content-type": "application/json", "content-length": payload.length, authorization: `Bearer ${token}`, ...(accept ? { accept } : {}) },
         timeout: timeoutMs,
       },
       resolve,
@@ -127,6 +128,30 @@ async function readAll(endpoint: string, response: IncomingMessage): Promise<str
 }
 
 /**
+ * A reply of heartbeat lines then one final line (heartbeat-reply.ts): each heartbeat handed to
+ * `heard`, the final line returned as the reply's text. A line past MAX_LINE_BYTES is refused.
+ */
+async function readLines(endpoint: string, response: IncomingMessage, heard: (event: unknown) => void): Promise<string> {
+  response.setEncoding("utf8");
+  const lines: string[] = [];
+  let overflow = false;
+  const split = lineSplitter((line) => lines.push(line), () => (overflow = true));
+  let last = "";
+  for await (const chunk of response) {
+    split(chunk as string);
+    if (overflow) {
+      response.destroy();
+      throw tooLong(endpoint, "a reply");
+    }
+    for (const line of lines.splice(0)) {
+      if (line.trim() === '{"heartbeat":true}') heard({ heartbeat: true });
+      else if (line.trim()) last = line;
+    }
+  }
+  return last;
+}
+
+/**
  * Server-sent events, a chunk at a time: the blocks (events) that chunk completes, split by the
  * socket's own linear line splitter keeping blank lines (which end an event); undefined once an
  * unfinished event passes MAX_LINE_BYTES.
@@ -188,21 +213,34 @@ function notApex(endpoint: string, response: IncomingMessage, text: string): Ape
 /**
  * One call, answered whole within `timeoutMs` (else APEX_E_TIMEOUT): the socket's own timeout
  * covers silence only, and a server that sends a byte now and then would hold the call for ever.
+ * With `onEvent` (and `heartbeat_ms` in the params), the server may answer with the supervisor's
+ * heartbeat lines before the result (heartbeat-reply.ts): `timeoutMs` then counts from the last.
  */
-export async function callRemote(endpoint: string, method: string, params: unknown, timeoutMs: number): Promise<unknown> {
-  const opened = open(endpoint, `/rpc/${encodeURIComponent(method)}`, params, timeoutMs, method, roleNeeded(method, {}) !== "viewer");
+export async function callRemote(endpoint: string, method: string, params: unknown, timeoutMs: number, onEvent?: (event: unknown) => void): Promise<unknown> {
+  const opened = open(endpoint, `/rpc/${encodeURIComponent(method)}`, params, timeoutMs, method, roleNeeded(method, {}) !== "viewer", onEvent ? `${NDJSON}, application/json` : undefined);
   let late = false;
-  const deadline = setTimeout(() => {
+  const expire = () => {
     late = true;
     opened.abort();
-  }, timeoutMs);
+  };
+  let deadline = setTimeout(expire, timeoutMs);
+  const heard = (event: unknown) => {
+    clearTimeout(deadline);
+    deadline = setTimeout(expire, timeoutMs);
+    onEvent?.(event);
+  };
   let response: IncomingMessage;
   let text: string;
+  let streamed = false;
   try {
     response = await opened.done;
-    text = await readAll(endpoint, response);
+    streamed = Boolean(onEvent) && String(response.headers["content-type"] ?? "").startsWith(NDJSON);
+    text = streamed ? await readLines(endpoint, response, heard) : await readAll(endpoint, response);
   } catch (error) {
-    if (late || opened.silent()) throw new ApexError("APEX_E_TIMEOUT", `${new URL(endpoint).host} did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`);
+    if (late || opened.silent()) {
+      const what = onEvent ? `sent nothing on ${method} (no answer, no heartbeat) for` : `did not answer ${method} within`;
+      throw new ApexError("APEX_E_TIMEOUT", `${new URL(endpoint).host} ${what} ${Math.round(timeoutMs / 1000)} s.`);
+    }
     if (error instanceof ApexError) throw error;
     throw new ApexError("APEX_E_RPC", `The connection to ${new URL(endpoint).origin} broke during ${method}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, { cause: error });
   } finally {
@@ -215,7 +253,16 @@ export async function callRemote(endpoint: string, method: string, params: unkno
   } catch {
     reply = undefined;
   }
+  if (streamed && text === "") {
+    throw new ApexError("APEX_E_RPC", `${new URL(endpoint).origin} ended its reply to ${method} without an answer; whether it was done is not known.`, {
+      hint: `Check what ${method} would have changed (\`apex --remote HOST/SESSION status\`) before running it again.`,
+      details: { connection: "closed" },
+    });
+  }
   if (reply === null || typeof reply !== "object" || Array.isArray(reply)) throw notApex(endpoint, response, text);
+  // After heartbeats, an error comes as the final line of a 200 reply.
+  const failed = streamed ? (reply as { error?: RpcErrorBody }).error : undefined;
+  if (failed?.code) throw errorFromBody(failed);
   return (reply as { result?: unknown }).result;
 }
 

@@ -13,7 +13,8 @@ import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/e
 import { APEX_VERSION } from "../../core/plugins.js";
 import { callSupervisor, subscribeSupervisor, type Subscription } from "../../core/rpc/call.js";
 import { SupervisorChannel } from "./supervisor-channel.js";
-import { errorBody, unknownMethod } from "../../core/rpc/protocol.js";
+import { errorBody, idleWindowMs, unknownMethod } from "../../core/rpc/protocol.js";
+import { heartbeatReply } from "./heartbeat-reply.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
@@ -381,7 +382,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     else if (hiddenRead(sid, method, params)) result = undefined;
     else if (method === "events.list") result = eventsPage(params, await gate.call(sid, method, actorParams));
     else if (SESSION_LISTINGS.has(method)) result = withEffectiveStatus(method, scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid)));
-    else result = scopedResult(sid, method, params, await gate.call(sid, method, actorParams));
+    else {
+      // A call waiting on hooks (pause, stop, a claim): the client is told the supervisor still works on it (heartbeat-reply.ts).
+      const beats = heartbeatReply(request, reply, params);
+      try {
+        result = scopedResult(sid, method, params, await gate.call(sid, method, actorParams, beats?.onEvent));
+      } catch (error) {
+        if (!beats?.streaming) throw error;
+        return beats.end({ error });
+      }
+      if (beats?.streaming) return beats.end({ result });
+    }
     await reply.send(result === undefined ? {} : { result });
   });
 
@@ -718,9 +729,9 @@ class Gate {
    * from the store (any session of the project), and writes go to the store directly only for a
    * session of its working tree whose supervisor is down (interrupted); any other is read-only.
    */
-  async call(sessionId: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+  async call(sessionId: string, method: string, params: Record<string, unknown>, onEvent?: (event: unknown) => void): Promise<unknown> {
     try {
-      return await this.callSession(sessionId, method, params);
+      return await this.callSession(sessionId, method, params, onEvent);
     } catch (error) {
       // A method no supervisor knows is the caller's mistake (404), not a bad gateway (502), and
       // the list of the supervisor's methods (internal ones included) is not the caller's to see.
@@ -731,10 +742,11 @@ class Gate {
     }
   }
 
-  private async callSession(sessionId: string, method: string, params: Record<string, unknown>): Promise<unknown> {
+  private async callSession(sessionId: string, method: string, params: Record<string, unknown>, onEvent?: (event: unknown) => void): Promise<unknown> {
     const socket = this.supervisorSocket(sessionId);
     const read = STORED_READS.has(method);
-    if (socket && !read) return this.channelTo(socket).call(method, params, 120_000);
+    // With a heartbeat asked for (heartbeat_ms): waited on as long as the supervisor sends it, as a local caller does.
+    if (socket && !read) return typeof params.heartbeat_ms === "number" ? this.channelTo(socket).call(method, params, idleWindowMs(), onEvent ?? (() => {})) : this.channelTo(socket).call(method, params, 120_000);
     if (socket) {
       // A read of a session whose supervisor is ending (the session stopping while it is viewed):
       // answered from the store when the supervisor closes the connection before it answers (that
@@ -754,7 +766,8 @@ class Gate {
     // That session's records and working memory, whatever this server's directory is bound to.
     const client = await directClient(this.location, "write", { session: sessionId });
     try {
-      return await client.call(method, params);
+      const { heartbeat_ms: _heartbeat, ...stored } = params;
+      return await client.call(method, stored);
     } finally {
       await client.close();
     }

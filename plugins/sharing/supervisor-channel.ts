@@ -11,11 +11,12 @@ import { errorFromBody, lineSplitter, requestLine, type RpcReply } from "../../c
 export class SupervisorChannel {
   private socket: ReturnType<typeof connect> | undefined;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void; timer: NodeJS.Timeout; method: string }>();
+  private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void; timer: NodeJS.Timeout; method: string; onEvent?: (event: unknown) => void; expire: () => void; timeoutMs: number }>();
 
   constructor(readonly socketPath: string) {}
 
-  call(method: string, params: unknown, timeoutMs = 30_000): Promise<unknown> {
+  /** With `onEvent`, each event the method sends (its heartbeat) is progress: the timeout counts from the last one. */
+  call(method: string, params: unknown, timeoutMs = 30_000, onEvent?: (event: unknown) => void): Promise<unknown> {
     const id = this.nextId++;
     let line: string;
     try {
@@ -25,11 +26,13 @@ export class SupervisorChannel {
     }
     const socket = this.open();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const expire = () => {
         this.pending.delete(id);
-        reject(new ApexError("APEX_E_TIMEOUT", `The supervisor did not answer ${method} within ${Math.round(timeoutMs / 1000)} s.`));
-      }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer, method });
+        const what = onEvent ? `sent nothing on ${method} (not even its heartbeat) for` : `did not answer ${method} within`;
+        // idle_ms: the window this server gave up after, which its client names (cli/session/lifecycle-wait.ts).
+        reject(new ApexError("APEX_E_TIMEOUT", `The supervisor ${what} ${Math.round(timeoutMs / 1000)} s.`, onEvent ? { details: { idle_ms: timeoutMs } } : {}));
+      };
+      this.pending.set(id, { resolve, reject, timer: setTimeout(expire, timeoutMs), method, expire, timeoutMs, ...(onEvent ? { onEvent } : {}) });
       socket.write(line);
     });
   }
@@ -60,7 +63,13 @@ export class SupervisorChannel {
             return;
           }
           const waiting = typeof reply.id === "number" ? this.pending.get(reply.id) : undefined;
-          if (!waiting || reply.event !== undefined) return;
+          if (!waiting) return;
+          if (reply.event !== undefined) {
+            if (!waiting.onEvent) return;
+            clearTimeout(waiting.timer);
+            waiting.timer = setTimeout(waiting.expire, waiting.timeoutMs);
+            return waiting.onEvent(reply.event);
+          }
           this.pending.delete(reply.id as number);
           clearTimeout(waiting.timer);
           if (reply.error) waiting.reject(errorFromBody(reply.error));

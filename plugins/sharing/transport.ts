@@ -10,7 +10,7 @@ import { parseRemote, remoteEndpoint } from "./remote.js";
 export const httpTransport: SessionTransport = {
   connect(target: string): SessionClient {
     const endpoint = remoteEndpoint(parseRemote(target));
-    const call = (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000) => callRemote(endpoint, method, params, timeoutMs);
+    const call = (method: string, params: Record<string, unknown> = {}, timeoutMs = 120_000, onEvent?: (event: unknown) => void) => callRemote(endpoint, method, params, timeoutMs, onEvent);
     return {
       via: "remote",
       call,

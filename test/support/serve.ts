@@ -4,8 +4,8 @@ import { expect } from "vitest";
 import { waitFor, type Project } from "../fixtures/agents/harness.js";
 
 /** Starts `apex serve` on a free loopback port; its stop joins `stops`. Returns its URL. */
-export async function serve(p: Project, stops: Array<() => Promise<unknown>>): Promise<string> {
-  const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+export async function serve(p: Project, stops: Array<() => Promise<unknown>>, env?: NodeJS.ProcessEnv): Promise<string> {
+  const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"], env ? { env } : {});
   stops.push(async () => {
     if (run.child.exitCode === null) run.child.kill("SIGTERM");
     await run.done;

@@ -1,0 +1,162 @@
+// How pause, resume, stop, task claim and task done (of a milestone task) wait through `apex serve`
+// (`apex --remote HOST:PORT/SESSION`), end to end with the built CLI and a real server on loopback:
+// a third-party plugin whose hooks sleep longer than the idle window (APEX_PLUGIN_COMMAND_IDLE_MS,
+// short here) is waited for while the supervisor's heartbeat comes through the server; one whose
+// hook holds the supervisor's process is given up on after the window, as locally. The HTTP reply
+// is the plain JSON one to a client that does not ask for heartbeat lines. Every process is ended by pid.
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { serve, share } from "./support/serve.js";
+
+let project: Project | undefined;
+const stops: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop();
+  project?.cleanup();
+  project = undefined;
+});
+
+/** Hooks that do what the file of the hook's name in the project says: `sleep MS` waits, `block MS` holds the process. */
+const SLOW_HOOKS = `import { existsSync, readFileSync, writeFileSync } from "node:fs";
+export default {
+  name: "slow-hooks",
+  apply(apex) {
+    const run = async (hook) => {
+      const file = new URL("./" + hook, import.meta.url);
+      if (!existsSync(file)) return;
+      writeFileSync(new URL("./" + hook + ".began", import.meta.url), String(process.pid));
+      const [mode, ms] = readFileSync(file, "utf8").trim().split(" ");
+      if (mode === "block") { const end = Date.now() + Number(ms); while (Date.now() < end); }
+      else await new Promise((resolve) => setTimeout(resolve, Number(ms)));
+    };
+    for (const hook of ["onPause", "onResume", "onStop", "beforeTask", "afterMilestone"]) apex.hooks[hook].tapPromise("slow-hooks", () => run(hook));
+  },
+};
+`;
+
+/** The window is 1.5 s here (10 minutes by default): each slow hook below runs longer. */
+const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "1500" };
+
+async function served(serverEnv?: NodeJS.ProcessEnv) {
+  project = new Project(shellAgents({ coder: "while true; do sleep 0.2; done" }).replace("plugins: {}", "plugins:\n  ./slow-hooks.mjs: {}"));
+  writeFileSync(join(project.dir, "slow-hooks.mjs"), SLOW_HOOKS);
+  const ready = project.start([]);
+  const url = await serve(project, stops, serverEnv);
+  const { token } = share(project, ready.session_id, "rita", "owner");
+  const p = project;
+  const remote = (args: string[], extra: NodeJS.ProcessEnv = env) => p.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${ready.session_id}`, ...args], { env: { APEX_TOKEN: token, ...extra } });
+  return { p, ready, url, token, remote, session: ready.session_id.slice(0, 8) };
+}
+
+describe("apex --remote with slow plugin hooks", () => {
+  it("waits as long as the supervisor's heartbeat comes through the server, saying so on stderr (not with --json)", async () => {
+    const { p, remote, session } = await served();
+    // Before, the client waited a fixed 120 s whatever the supervisor did, and said nothing meanwhile.
+    writeFileSync(join(p.dir, "onPause"), "sleep 2000");
+    const paused = remote(["pause"]);
+    expect(paused.status, paused.stderr).toBe(0);
+    expect(paused.stdout).toMatch(new RegExp(`^Paused session ${session}`));
+    expect(paused.stderr).toMatch(/^Still pausing the session \(\d+ s so far\): the session's supervisor \(through apex serve\) is at work on it \(its plugins' onPause hooks run then/);
+    expect(p.status().session?.status).toBe("paused");
+
+    writeFileSync(join(p.dir, "onResume"), "sleep 2000");
+    const resumed = remote(["resume", "--json"]);
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(JSON.parse(resumed.stdout)).toMatchObject({ status: "active" });
+    expect(resumed.stderr).toBe("");
+
+    expect(remote(["task", "add", "Release", "--milestone"]).status).toBe(0);
+    writeFileSync(join(p.dir, "beforeTask"), "sleep 2000");
+    const claimed = remote(["task", "claim", "--agent", "coder"]);
+    expect(claimed.status, claimed.stderr).toBe(0);
+    expect(claimed.stdout).toMatch(/^claimed t-0001 active \(coder\)/);
+    expect(claimed.stderr).toMatch(/^Still claiming a task for coder \(\d+ s so far\): the session's supervisor \(through apex serve\) is at work on it/m);
+
+    writeFileSync(join(p.dir, "afterMilestone"), "sleep 2000");
+    const done = remote(["task", "done", "t-0001", "--json"]);
+    expect(done.status, done.stderr).toBe(0);
+    expect(JSON.parse(done.stdout)).toMatchObject({ id: "t-0001", status: "completed" });
+    expect(done.stderr).toBe("");
+
+    writeFileSync(join(p.dir, "onStop"), "sleep 2000");
+    const stopped = remote(["stop"]);
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toContain(`Stopped session ${session}`);
+    expect(stopped.stderr).toMatch(/^Still stopping the session \(/m);
+    expect(p.status().session).toBeNull();
+  }, 60_000);
+
+  it("gives up on a supervisor whose hook holds its process after the client's window, or the server's, saying what may be under way; it completes once the hook lets go", async () => {
+    const { p, remote } = await served({ APEX_PLUGIN_COMMAND_IDLE_MS: "3000" });
+    writeFileSync(join(p.dir, "onPause"), "block 4500");
+    const paused = remote(["pause", "--json"]);
+    expect(paused.status).toBe(1);
+    expect(paused.stdout).toBe("");
+    const { error } = JSON.parse(paused.stderr) as { error: { code: string; message: string; hint: string; details: Record<string, unknown> } };
+    expect(error.code).toBe("APEX_E_TIMEOUT");
+    expect(error.message).toBe(
+      "The session's supervisor (through apex serve) sent nothing, not even its heartbeat, for 2 s while pausing the session: it, the server or the network between is frozen or cut (a plugin hook that holds the supervisor, an overloaded machine), and the wait is given up. The pause may be half done: the agents may be stopped already while the session is still recorded active; it completes if the supervisor goes on.",
+    );
+    expect(error.details).toMatchObject({ action: "pause", may_be_under_way: true, idle_ms: 1500 });
+    await waitFor("the pause to complete", () => p.status().session?.status === "paused", 20_000);
+
+    // A client with a long window: the server (3 s here) gives up on the silent supervisor, and says so after the heartbeats it sent.
+    writeFileSync(join(p.dir, "onResume"), "block 4500");
+    const resumed = remote(["resume"], { APEX_PLUGIN_COMMAND_IDLE_MS: "60000" });
+    expect(resumed.status).toBe(1);
+    expect(resumed.stderr).toContain("error[APEX_E_TIMEOUT]: The session's supervisor (through apex serve) sent nothing, not even its heartbeat, for 3 s while resuming the session:");
+    await waitFor("the resume to complete", () => p.status().session?.status === "active", 20_000);
+  }, 60_000);
+
+  it("sends heartbeat lines then the answer to a client that asks for them (accept: application/x-ndjson), and the plain JSON reply to one that does not", async () => {
+    const { p, url, token, ready } = await served();
+    const call = (accept: string | undefined) =>
+      fetch(`${url}/api/sessions/${ready.session_id}/rpc/session.pause`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}`, ...(accept ? { accept } : {}) },
+        body: JSON.stringify({ heartbeat_ms: 200 }),
+      });
+    writeFileSync(join(p.dir, "onPause"), "sleep 1500");
+    const streamed = await call("application/x-ndjson, application/json");
+    expect(streamed.status).toBe(200);
+    expect(streamed.headers.get("content-type")).toMatch(/^application\/x-ndjson/);
+    const lines = (await streamed.text()).trim().split("\n");
+    expect(lines.length).toBeGreaterThan(3);
+    expect(new Set(lines.slice(0, -1))).toEqual(new Set(['{"heartbeat":true}']));
+    expect(JSON.parse(lines.at(-1)!)).toMatchObject({ result: { status: "paused" } });
+
+    // An error after heartbeats is the final line; one before them keeps its HTTP status.
+    const again = await call("application/x-ndjson");
+    expect(again.status).toBe(409);
+    expect((await again.json()).error.code).toBe("APEX_E_SESSION_STATE");
+
+    // A client gone after the first heartbeat (Ctrl-C): the server goes on, and so does the call.
+    writeFileSync(join(p.dir, "onResume"), "sleep 1500");
+    const gone = new AbortController();
+    const cut = await fetch(`${url}/api/sessions/${ready.session_id}/rpc/session.resume`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}`, accept: "application/x-ndjson" },
+      body: JSON.stringify({ heartbeat_ms: 100 }),
+      signal: gone.signal,
+    });
+    await cut.body!.getReader().read();
+    gone.abort();
+    await waitFor("the resume to complete", () => p.status().session?.status === "active", 20_000);
+    expect((await fetch(`${url}/api/health`)).status).toBe(200);
+    writeFileSync(join(p.dir, "onPause"), "sleep 0");
+    expect((await call(undefined)).status).toBe(200);
+
+    // Without the accept header: one JSON body, as before (older clients).
+    writeFileSync(join(p.dir, "onResume"), "sleep 1000");
+    const plain = await fetch(`${url}/api/sessions/${ready.session_id}/rpc/session.resume`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ heartbeat_ms: 200 }),
+    });
+    expect(plain.headers.get("content-type")).toMatch(/^application\/json/);
+    expect(await plain.json()).toMatchObject({ result: { status: "active" } });
+    expect(existsSync(join(p.dir, "onResume.began"))).toBe(true);
+  }, 60_000);
+});
