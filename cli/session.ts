@@ -41,7 +41,9 @@ export function registerSessionCommands(program: Command): void {
         await sessionHistory(projectOf(command), Boolean(options.json));
         return;
       }
-      await showAuditTrail(projectOf(command), id, Boolean(options.json));
+      // `last` and `current`: the session this command is bound to (inside an agent, its own; in a branch's worktree, the branch).
+      const ref = (await (await import("./session-ref.js")).boundSessionRef(id, "apex session history"))!;
+      await showAuditTrail(projectOf(command), ref, Boolean(options.json));
     });
 }
 
