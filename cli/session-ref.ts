@@ -16,7 +16,7 @@ export const SESSION_WORDS: ReadonlySet<string> = new Set(["last", "current"]);
  * takes the same references: a prefix of several sessions is APEX_E_AMBIGUOUS for all. One the store does not name
  * (or cannot be read for) is returned as given, for the command to look it up among its own (logs, checkpoints).
  */
-export async function resolveSessionWord(word: string, args: string[], label = `--session ${word}`): Promise<string> {
+export async function resolveSessionWord(word: string, args: string[]): Promise<string> {
   if (!SESSION_WORDS.has(word)) return wholeSessionId(word, args);
   const { agentSession, setSessionFlag } = await import("../core/session/binding.js");
   // Inside an agent: its own session, the one it runs in (its commands never open the store).
@@ -28,14 +28,14 @@ export async function resolveSessionWord(word: string, args: string[], label = `
     import("../core/session/sessions.js"),
   ]);
   const location = locateProject({ configFlag: configFlagOf(args) });
-  if (!(await storeExists(location))) throw noSession(word, label);
+  if (!(await storeExists(location))) throw noSession(word);
   const store = await openStore(location, { readOnly: true });
   setSessionFlag(undefined); // what the command would act on without the flag
   try {
-    if (word === "current") return sessions.currentSession(store)?.session_id ?? throwError(noSession(word, label));
+    if (word === "current") return sessions.currentSession(store)?.session_id ?? throwError(noSession(word));
     return sessions.readableSessionId(store);
   } catch (error) {
-    throw (error as ApexError).code === "APEX_E_NO_SESSION" ? noSession(word, label) : error;
+    throw (error as ApexError).code === "APEX_E_NO_SESSION" ? noSession(word) : error;
   } finally {
     await store.close();
   }
@@ -61,32 +61,36 @@ async function wholeSessionId(ref: string, args: string[]): Promise<string> {
   }
 }
 
-function noSession(word: string, label: string): ApexError {
+function noSession(word: string): ApexError {
   return word === "current"
-    ? new ApexError("APEX_E_NO_SESSION", `${label}: no session is running in this project.`, { hint: `\`${label.replace(/current$/, "last")}\` names the one that ended last; \`apex session list\` shows them all.` })
-    : new ApexError("APEX_E_NO_SESSION", `${label}: this project has no session yet.`, { hint: 'Start one with `apex start --task "…"`.' });
+    ? new ApexError("APEX_E_NO_SESSION", "--session current: no session is running in this project.", { hint: "`--session last` names the one that ended last; `apex session list` shows them all." })
+    : new ApexError("APEX_E_NO_SESSION", "--session last: this project has no session yet.", { hint: 'Start one with `apex start --task "…"`.' });
 }
 
 /**
  * The session a command's optional ID argument names (`apex session history ID`, `apex session
  * report [ID]`), read as `--session` is: no ID, `last` or `current` is the session the command
  * is bound to (an agent's own, `--session`'s, the git worktree's, the project's; binding.ts),
- * not the one /sessions/current names for the project's own working tree. `what` names the
- * argument in errors. An id, a prefix or a name is returned as given.
+ * not the one /sessions/current names for the project's own working tree. An id, a prefix or a
+ * name is returned as given; so is a word when the project has no session (the command says so).
  */
-export async function boundSessionRef(ref: string | undefined, what: string): Promise<string | undefined> {
+export async function boundSessionRef(ref: string | undefined): Promise<string | undefined> {
   if (ref !== undefined && !SESSION_WORDS.has(ref)) return ref;
-  const { sessionFlag, setSessionFlag } = await import("../core/session/binding.js");
-  const flag = sessionFlag(); // `--session`, resolved by main.ts: the session this command is bound to
-  if (flag !== undefined || process.env.APEX_REMOTE) return flag ?? ref;
+  const { agentSession, sessionFlag } = await import("../core/session/binding.js");
+  // The agent's own session; else `--session`, which main.ts resolved.
+  const bound = agentSession() ?? sessionFlag();
+  if (bound !== undefined || process.env.APEX_REMOTE) return bound ?? ref;
+  const [{ locateProject }, { openStore, storeExists }, { resolveSessionId }] = await Promise.all([import("../core/config/locate.js"), import("../core/store/open.js"), import("../core/session/sessions.js")]);
+  const location = locateProject({ configFlag: configFlagOf(process.argv.slice(2)) });
+  if (!(await storeExists(location))) return ref;
+  const store = await openStore(location, { readOnly: true });
   try {
-    return await resolveSessionWord(ref ?? "last", process.argv.slice(2), `${what} ${ref ?? "last"}`);
+    return resolveSessionId(store, ref ?? "last");
   } catch (error) {
-    // No session at all: said by the command, as before. None current here is said now (the project's may be another).
     if ((error as ApexError).code === "APEX_E_NO_SESSION" && ref !== "current") return ref;
     throw error;
   } finally {
-    setSessionFlag(flag);
+    await store.close();
   }
 }
 

@@ -42,7 +42,7 @@ export function registerSessionCommands(program: Command): void {
         return;
       }
       // `last` and `current`: the session this command is bound to (inside an agent, its own; in a branch's worktree, the branch).
-      const ref = (await (await import("./session-ref.js")).boundSessionRef(id, "apex session history"))!;
+      const ref = (await (await import("./session-ref.js")).boundSessionRef(id))!;
       await showAuditTrail(projectOf(command), ref, Boolean(options.json));
     });
 }

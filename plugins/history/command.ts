@@ -33,7 +33,7 @@ export async function runReportCommand(input: CommandInput, context: CommandCont
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session report needs the project's config.");
   if (file !== undefined) await refuseStoreFile(file, context.config);
   // No ID, `last` and `current`: the session this command is bound to (inside an agent, its own; in a branch's worktree, the branch).
-  const ref = await boundSessionRef(typeof input.args[0] === "string" ? input.args[0] : undefined, "apex session report");
+  const ref = await boundSessionRef(typeof input.args[0] === "string" ? input.args[0] : undefined);
   const reader = await openSessionReader({ configPath: context.config.configPath, projectDir: context.config.projectDir, storeDir: context.config.storeDir });
   let report;
   try {
