@@ -31,7 +31,7 @@ export function registerSessionCommands(program: Command): void {
         "lifecycle changes, task changes, checkpoints, restores, retention deletions and git syncs, with time and actor",
     )
     .argument("[id]", "a session: its id, a unique prefix of 4 or more characters, `current` or `last`")
-    .option("--json", "print [{session_id, name, status, created_at, ended_at, initial_task, outcome, …}] (with an ID: {session_id, status, events: [{seq, at, type, actor, …}]})")
+    .option("--json", "print [{session_id, name, status, created_at, ended_at, initial_task, outcome, …}] (with an ID: {session_id, name, status, events: [{seq, at, type, actor, …}]})")
     .addHelpText("after", "\nExamples:\n  apex session history\n  apex session history 3f2a\n  apex session history last --json")
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       // `apex session history --session S` is S's trail, as `apex session history S`: not the list of ended sessions, the flag unread.
@@ -131,7 +131,8 @@ async function showAuditTrail(location: ProjectLocation, ref: string, json: bool
     const status = effectiveStatus(record);
     const { known, paint, printJson, printLine } = await import("./output.js");
     if (json) {
-      printJson({ session_id: sessionId, status, events });
+      // The name too, which the text's heading shows (a branch's; null for others), as session list and report give it.
+      printJson({ session_id: sessionId, name: typeof record.name === "string" ? record.name : null, status, events });
       return;
     }
     const [{ formatEvent, paintStatus }, { shortSessionId }, { visibleText }] = await Promise.all([import("./session/format.js"), import("../core/session/names.js"), import("./terminal-text.js")]);

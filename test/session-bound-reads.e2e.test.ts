@@ -66,6 +66,9 @@ describe("session history and session report", () => {
     }
     expect(seen(["--session", "alpha", "session", "report", "--json"], report)).toBe(alpha);
     expect(seen(["--session", "alpha", "session", "history", "--json"], trail)).toBe(alpha);
+    // The trail's JSON names the session as its text heading does (it had no name).
+    expect(JSON.parse(p.apex(["session", "history", "alpha", "--json"]).stdout)).toMatchObject({ session_id: alpha, name: "alpha", status: "active" });
+    expect(JSON.parse(p.apex(["session", "history", main, "--json"]).stdout)).toMatchObject({ session_id: main, name: null });
     // The branch ended: in its worktree `last` is still it, and `current` is none (not main, which runs on).
     expect(p.apex(["stop"], { cwd: wt }).status).toBe(0);
     expect(seen(["session", "history", "last", "--json"], trail, wt)).toBe(alpha);
