@@ -17,7 +17,7 @@ export function registerSessionCommands(program: Command): void {
   session
     .command("list")
     .description("every session of the project with its status (the current one first)")
-    .option("--json", "print [{session_id, name, parent, status, created_at, ended_at, initial_task, outcome}] (name and parent: a branch session's)")
+    .option("--json", "print [{session_id, name, parent, status, host, created_at, ended_at, initial_task, outcome}] (name and parent: a branch session's; host: where its supervisor runs or last ran)")
     .addHelpText("after", examples("apex session list", "apex session list --json"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { listSessions } = await import("./session/sessions.js");

@@ -69,6 +69,11 @@ describe("session history and session report", () => {
     // The trail's JSON names the session as its text heading does (it had no name).
     expect(JSON.parse(p.apex(["session", "history", "alpha", "--json"]).stdout)).toMatchObject({ session_id: alpha, name: "alpha", status: "active" });
     expect(JSON.parse(p.apex(["session", "history", main, "--json"]).stdout)).toMatchObject({ session_id: main, name: null });
+    // Each key `session list --json` and the trail's --json print is one their --help names (host was not named).
+    const jsonHelp = (args: string[]) => /--json\s+([\s\S]*?)\n\s*-h, --help/.exec(p.apex([...args, "--help"]).stdout)![1]!.replace(/\s+/g, " ");
+    const listed = JSON.parse(p.apex(["session", "list", "--json"]).stdout) as Array<Record<string, unknown>>;
+    for (const key of Object.keys(listed[0]!)) expect(jsonHelp(["session", "list"]), key).toMatch(new RegExp(`[{ ]${key}[,}:]`));
+    for (const key of Object.keys(JSON.parse(p.apex(["session", "history", "alpha", "--json"]).stdout) as object)) expect(jsonHelp(["session", "history"]), key).toMatch(new RegExp(`[{ ]${key}[,}:]`));
     // The branch ended: in its worktree `last` is still it, and `current` is none (not main, which runs on).
     expect(p.apex(["stop"], { cwd: wt }).status).toBe(0);
     expect(seen(["session", "history", "last", "--json"], trail, wt)).toBe(alpha);
