@@ -79,7 +79,9 @@ export async function boundSessionRef(ref: string | undefined): Promise<string |
   const { agentSession, sessionFlag } = await import("../core/session/binding.js");
   // The agent's own session; else `--session`, which main.ts resolved.
   const bound = agentSession() ?? sessionFlag();
-  if (bound !== undefined || process.env.APEX_REMOTE) return bound ?? ref;
+  if (bound !== undefined) return bound;
+  // A remote command's session is the one --remote HOST/SESSION names.
+  if (process.env.APEX_REMOTE) return (await import("../plugins/sharing/remote.js")).parseRemote(process.env.APEX_REMOTE).sessionId;
   const [{ locateProject }, { openStore, storeExists }, { resolveSessionId }] = await Promise.all([import("../core/config/locate.js"), import("../core/store/open.js"), import("../core/session/sessions.js")]);
   const location = locateProject({ configFlag: configFlagOf(process.argv.slice(2)) });
   if (!(await storeExists(location))) return ref;
