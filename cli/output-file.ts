@@ -61,11 +61,17 @@ function specialKind(stat: ReturnType<typeof statSync> & object): string {
 
 /**
  * `-o -` is standard output to most tools; here it made a file named "-" in the working
- * directory. Refused (exit 2) with where the output goes instead.
+ * directory. Refused (exit 2) with where the output goes instead; so is a name that starts
+ * with "-", an option taken as the file's name (`-o --json`).
  */
 export function refuseDash(output: string, instead: string): void {
-  if (output !== "-") return;
-  throw new ApexError("APEX_E_USAGE", `-o - would write a file named "-": ${instead}`, { hint: "Nothing was written." });
+  if (output === "-") throw new ApexError("APEX_E_USAGE", `-o - would write a file named "-": ${instead}`, { hint: "Nothing was written." });
+  // `-o --json` took the option as the file's name: it wrote a file named "--json", and printed no JSON.
+  if (output.startsWith("-")) {
+    throw new ApexError("APEX_E_USAGE", `-o ${output} would write a file named ${JSON.stringify(output)}: -o takes the file's name next, not an option.`, {
+      hint: `Give the file after -o (\`-o ./${output}\` for a file of that name). Nothing was written.`,
+    });
+  }
 }
 
 /**

@@ -67,6 +67,35 @@ function noSession(word: string): ApexError {
     : new ApexError("APEX_E_NO_SESSION", "--session last: this project has no session yet.", { hint: 'Start one with `apex start --task "…"`.' });
 }
 
+/**
+ * The session a command's optional ID argument names (`apex session history ID`, `apex session
+ * report [ID]`), read as `--session` is: no ID, `last` or `current` is the session the command
+ * is bound to (an agent's own, `--session`'s, the git worktree's, the project's; binding.ts),
+ * not the one /sessions/current names for the project's own working tree. An id, a prefix or a
+ * name is returned as given; so is a word when the project has no session (the command says so).
+ */
+export async function boundSessionRef(ref: string | undefined): Promise<string | undefined> {
+  if (ref !== undefined && !SESSION_WORDS.has(ref)) return ref;
+  const { agentSession, sessionFlag } = await import("../core/session/binding.js");
+  // The agent's own session; else `--session`, which main.ts resolved.
+  const bound = agentSession() ?? sessionFlag();
+  if (bound !== undefined) return bound;
+  // A remote command's session is the one --remote HOST/SESSION names.
+  if (process.env.APEX_REMOTE) return (await import("../plugins/sharing/remote.js")).parseRemote(process.env.APEX_REMOTE).sessionId;
+  const [{ locateProject }, { openStore, storeExists }, { resolveSessionId }] = await Promise.all([import("../core/config/locate.js"), import("../core/store/open.js"), import("../core/session/sessions.js")]);
+  const location = locateProject({ configFlag: configFlagOf(process.argv.slice(2)) });
+  if (!(await storeExists(location))) return ref;
+  const store = await openStore(location, { readOnly: true });
+  try {
+    return resolveSessionId(store, ref ?? "last");
+  } catch (error) {
+    if ((error as ApexError).code === "APEX_E_NO_SESSION" && ref !== "current") return ref;
+    throw error;
+  } finally {
+    await store.close();
+  }
+}
+
 function throwError(error: ApexError): never {
   throw error;
 }

@@ -17,7 +17,7 @@ export function registerSessionCommands(program: Command): void {
   session
     .command("list")
     .description("every session of the project with its status (the current one first)")
-    .option("--json", "print [{session_id, name, parent, status, created_at, ended_at, initial_task, outcome}] (name and parent: a branch session's)")
+    .option("--json", "print [{session_id, name, parent, status, host, created_at, ended_at, initial_task, outcome}] (name and parent: a branch session's; host: where its supervisor runs or last ran)")
     .addHelpText("after", examples("apex session list", "apex session list --json"))
     .action(async (options: { json?: boolean }, command: Command) => {
       const { listSessions } = await import("./session/sessions.js");
@@ -31,7 +31,7 @@ export function registerSessionCommands(program: Command): void {
         "lifecycle changes, task changes, checkpoints, restores, retention deletions and git syncs, with time and actor",
     )
     .argument("[id]", "a session: its id, a unique prefix of 4 or more characters, `current` or `last`")
-    .option("--json", "print [{session_id, name, status, created_at, ended_at, initial_task, outcome, …}] (with an ID: {session_id, status, events: [{seq, at, type, actor, …}]})")
+    .option("--json", "print [{session_id, name, status, created_at, ended_at, initial_task, outcome, …}] (with an ID: {session_id, name, status, events: [{seq, at, type, actor, …}]})")
     .addHelpText("after", "\nExamples:\n  apex session history\n  apex session history 3f2a\n  apex session history last --json")
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       // `apex session history --session S` is S's trail, as `apex session history S`: not the list of ended sessions, the flag unread.
@@ -41,7 +41,9 @@ export function registerSessionCommands(program: Command): void {
         await sessionHistory(projectOf(command), Boolean(options.json));
         return;
       }
-      await showAuditTrail(projectOf(command), id, Boolean(options.json));
+      // `last` and `current`: the session this command is bound to (inside an agent, its own; in a branch's worktree, the branch).
+      const ref = (await (await import("./session-ref.js")).boundSessionRef(id))!;
+      await showAuditTrail(projectOf(command), ref, Boolean(options.json));
     });
 }
 
@@ -129,7 +131,8 @@ async function showAuditTrail(location: ProjectLocation, ref: string, json: bool
     const status = effectiveStatus(record);
     const { known, paint, printJson, printLine } = await import("./output.js");
     if (json) {
-      printJson({ session_id: sessionId, status, events });
+      // The name too, which the text's heading shows (a branch's; null for others), as session list and report give it.
+      printJson({ session_id: sessionId, name: typeof record.name === "string" ? record.name : null, status, events });
       return;
     }
     const [{ formatEvent, paintStatus }, { shortSessionId }, { visibleText }] = await Promise.all([import("./session/format.js"), import("../core/session/names.js"), import("./terminal-text.js")]);

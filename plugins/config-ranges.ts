@@ -47,8 +47,15 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource)
   if (typeof session.backup_location === "string" && /^~(\/|$)/.test(session.backup_location)) {
     at(["session", "backup_location"], `"~" is not expanded (got ${JSON.stringify(session.backup_location)}): write the absolute path, or a path relative to the project directory.`, "an absolute path or one relative to the project directory");
   }
-  for (const [name, agent] of Object.entries(mapping(data.agents))) {
+  const agents = mapping(data.agents);
+  for (const [name, agent] of Object.entries(agents)) {
     for (const key of ["restart_delay", "max_restart_delay"]) timer(["agents", name, key], mapping(agent)[key]);
+    // Agent X logs stdout to X.log and stderr to X.err.log: agents "a" and "a.err" would write one file.
+    const base = name.endsWith(".err") ? name.slice(0, -".err".length) : undefined;
+    if (base !== undefined && Object.hasOwn(agents, base)) {
+      const clash = `agents ${base} and ${name} would write the same log file, ${name}.log (${name}'s stdout and ${base}'s stderr, which goes to <agent>.err.log): rename one of them.`;
+      issues.push({ ...positionOf(source, ["agents", name], "key"), path: formatPath(["agents", name]), message: clash, expected: "agent names where no name is another's followed by \".err\"" });
+    }
   }
   const plugins = mapping(data.plugins);
   timer(["plugins", "checkpoint", "interval"], mapping(plugins.checkpoint).interval, " 0 turns interval checkpoints off.");

@@ -1149,6 +1149,22 @@ describe("apex config (end to end, built CLI)", () => {
     }
   });
 
+  it("agents named a and a.err are refused (both would log to a.err.log), by validate and start, writing nothing", () => {
+    // Before, both were accepted: a.err's stdout and a's stderr went to the same file, a.err.log.
+    writeFileSync(join(dir, "apex.config.yaml"), 'agents:\n  a:\n    command: node\n    args: ["-e", "1"]\n  a.err:\n    command: node\n    args: ["-e", "1"]\n  b.err:\n    command: node\n    args: ["-e", "1"]\n');
+    const message = "agents a and a.err would write the same log file, a.err.log (a.err's stdout and a's stderr, which goes to <agent>.err.log): rename one of them.";
+    const report = apex(["config", "validate", "--json"]);
+    expect(report.status).toBe(2);
+    expect(JSON.parse(report.stdout).errors).toEqual([expect.objectContaining({ file: "apex.config.yaml", line: 5, col: 3, path: 'agents["a.err"]', message })]);
+    for (const args of [["config", "validate"], ["start"]]) {
+      const result = apex(args);
+      expect(result.status).toBe(2);
+      expect(result.stderr).toContain(`apex.config.yaml:5:3: agents["a.err"]: ${message}`);
+    }
+    expect(apex(["start", "--json"]).stderr).toContain('"code":"APEX_E_CONFIG"');
+    expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+
   it("a direct write refuses an unknown plugin name (did-you-mean) or a missing plugin file, and creates no store", () => {
     writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  retension: {}\n");
     const unknown = apex(["memory", "set", "/notes/a", "1"]);

@@ -72,6 +72,9 @@ describe("-o FILE", () => {
       // `-o -` made a file named "-" (standard output to most tools).
       [["session", "report", "-o", "-", "--json"], "APEX_E_USAGE", 2],
       [["session", "export", sessionId, "-o", "-", "--json"], "APEX_E_USAGE", 2],
+      // `-o --json` wrote a file named "--json" (exit 0, no JSON on stdout).
+      [["session", "report", "-o", "--json"], "APEX_E_USAGE", 2],
+      [["session", "export", sessionId, "-o", "--force", "--json"], "APEX_E_USAGE", 2],
     ] as const) {
       const refused = project.apex([...args]);
       expect(refused.status, `${args.join(" ")}: ${refused.stderr}`).toBe(exit);
@@ -80,6 +83,7 @@ describe("-o FILE", () => {
     }
     expect(readdirSync(join(project.dir, "reports"))).toEqual([]);
     expect(existsSync(join(project.dir, "-"))).toBe(false);
+    expect(readdirSync(project.dir).filter((name) => name.startsWith("--"))).toEqual([]);
   });
 
   it("never writes among APEX's own files (.apex/store.mdb, supervisor.json, …) however the path is spelled, --force or not; the backup directory is allowed", () => {

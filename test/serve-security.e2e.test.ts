@@ -130,15 +130,16 @@ describe("the token of a remote command", () => {
 });
 
 /** A request with the Host header a browser would send for `host` (fetch cannot set it). */
-function requestAs(url: string, path: string, host: string, method = "GET"): Promise<{ status: number; body: any }> {
+function requestAs(url: string, path: string, host: string, method = "GET", extra: { headers?: Record<string, string>; body?: string } = {}): Promise<{ status: number; body: any; headers: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(`${url}${path}`, { method, agent: false, headers: { host, "content-type": "application/json" } }, (response) => {
+    const req = httpRequest(`${url}${path}`, { method, agent: false, headers: { host, "content-type": "application/json", ...extra.headers } }, (response) => {
       let text = "";
       response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
-      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text.startsWith("{") ? JSON.parse(text) : text }));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text.startsWith("{") ? JSON.parse(text) : text, headers: response.headers }));
     });
-    req.on("error", reject);
-    req.end(method === "POST" ? "{}" : undefined);
+    // A body the server refuses before reading it all (413) may meet a closed connection: the reply counts.
+    req.on("error", (error) => setTimeout(() => reject(error), 1000));
+    req.end(method === "POST" ? (extra.body ?? "{}") : undefined);
   });
 }
 
@@ -184,6 +185,34 @@ describe("a server on loopback", () => {
       expect((await requestAs(wideUrl, "/api/health", "build-box.example:7433")).status).toBe(200);
       expect((await requestAs(wideUrl, "/api/health", "evil.example")).status).toBe(evil);
     }
+  }, 60_000);
+});
+
+describe("a server's refusals", () => {
+  it("carry the headers of every reply (a wrong Host: nosniff, Vary: Origin under --cors), and a body over 1 MiB says the limit and what to do", async () => {
+    // Before, the 403 for a wrong Host was sent before the hook that adds these headers, and the 413 had no hint.
+    const p = project();
+    const stops: Array<() => Promise<unknown>> = [];
+    cleanups.push(async () => {
+      for (const stop of stops) await stop();
+    });
+    const server = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--cors", "https://ui.example", "--json"]);
+    stops.push(async () => {
+      if (server.child.exitCode === null) server.child.kill("SIGTERM");
+      await server.done;
+    });
+    const url = await waitFor("the server's address", () => (server.output().includes("}") ? (JSON.parse(server.output()) as { url: string }).url : undefined), 30_000);
+    const port = new URL(url).port;
+    for (const host of ["evil.example", `127.0.0.1:${port}`]) {
+      const reply = await requestAs(url, "/api/health", host, "GET", { headers: { origin: "https://ui.example" } });
+      expect(reply.status, host).toBe(host === "evil.example" ? 403 : 200);
+      expect(reply.headers, host).toMatchObject({ "x-content-type-options": "nosniff", vary: "origin", "access-control-allow-origin": "https://ui.example" });
+    }
+    const big = await requestAs(url, "/api/sessions/abc/rpc/memory.set", `127.0.0.1:${port}`, "POST", { body: JSON.stringify({ path: "/big", value: "x".repeat(1024 * 1024) }) });
+    expect(big.status).toBe(413);
+    expect(big.body.error).toMatchObject({ code: "APEX_E_TOO_LARGE", message: "The request body is larger than this server takes: at most 1 MiB (1048576 bytes)." });
+    expect(big.body.error.hint).toContain("split a large value across several paths");
+    expect(big.headers["x-content-type-options"]).toBe("nosniff");
   }, 60_000);
 });
 

@@ -49,6 +49,9 @@ describe("apex serve: every session of the project", () => {
       [["task", "list"], ["task", "list", "--session", a]],
       [["checkpoint", "list"], ["checkpoint", "list", "--session", a]],
       [["session", "history", a], ["session", "history", a]],
+      // `last` and `current` through --remote: the session it names (it said there was none).
+      [["session", "history", "last"], ["session", "history", a]],
+      [["session", "history", "current"], ["session", "history", a]],
     ]) {
       const result = remote(project, url, a, viewerA.token, far!);
       expect(result.status, result.stderr).toBe(0);

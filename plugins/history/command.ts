@@ -7,6 +7,7 @@ import { renderMarkdown } from "./markdown.js";
 import { buildReport } from "./report.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { visibleText } from "../../cli/terminal-text.js";
+import { boundSessionRef } from "../../cli/session-ref.js";
 
 const FORMATS = ["md", "json"] as const;
 
@@ -31,10 +32,12 @@ export async function runReportCommand(input: CommandInput, context: CommandCont
   if (file !== undefined) checkOutputFile(file, { force, what: "the report" });
   if (!context.config) throw new ApexError("APEX_E_INTERNAL", "session report needs the project's config.");
   if (file !== undefined) await refuseStoreFile(file, context.config);
+  // No ID, `last` and `current`: the session this command is bound to (inside an agent, its own; in a branch's worktree, the branch).
+  const ref = await boundSessionRef(typeof input.args[0] === "string" ? input.args[0] : undefined);
   const reader = await openSessionReader({ configPath: context.config.configPath, projectDir: context.config.projectDir, storeDir: context.config.storeDir });
   let report;
   try {
-    report = await buildReport(reader, typeof input.args[0] === "string" ? input.args[0] : undefined);
+    report = await buildReport(reader, ref);
   } finally {
     await reader.close();
   }

@@ -61,7 +61,7 @@ export interface SessionReport {
 
 const MANIFEST_NAME = /^checkpoint-(\d+)$/;
 
-/** Gathers the report of the session `ref` names (default: the current one, else the last one). */
+/** Gathers the report of the session `ref` names (the command resolves `last`, `current` and none to the bound session: boundSessionRef). */
 export async function buildReport(reader: MemoryReader, ref: string | undefined, now = new Date()): Promise<SessionReport> {
   const { sessionId, record } = await locateSession(reader, ref);
   const [metricsValue, taskEntries, milestoneEntries, agentEntries, checkpointEntries, synced, events] = await Promise.all([

@@ -224,13 +224,6 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const name = /^(\[[^\]]*\]|[^:]*)/.exec(header)![1]!.toLowerCase();
     return isLoopback(name) || allowedHosts.has(name.replace(/^\[|\]$/g, "")) ? undefined : name;
   };
-  app.addHook("onRequest", async (request) => {
-    const name = hostRefused(request);
-    if (name === undefined) return;
-    throw new ApexError("APEX_E_FORBIDDEN", `This server answers requests addressed to ${["localhost, 127.0.0.1, [::1]", ...allowedHosts].join(", ")}, not to ${JSON.stringify(name.slice(0, 100))}.`, {
-      hint: "Open it as http://127.0.0.1:PORT (a page of another site may have pointed its name at this host); behind a proxy or tunnel that sends its own name, start `apex serve` with --allow-host NAME.",
-    });
-  });
   const corsAllowed = (request: FastifyRequest) => Boolean(request.headers.origin && options.corsOrigins?.includes(request.headers.origin));
   app.addHook("onRequest", async (request, reply) => {
     if (corsAllowed(request)) {
@@ -242,6 +235,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // another or none): said on all of them, else a cache between could give one origin's reply to another.
     if (options.corsOrigins?.length) reply.header("vary", "origin");
     reply.header("x-content-type-options", "nosniff");
+  });
+  // After the headers above: a request refused for its Host carries them too (nosniff; Vary: Origin under --cors).
+  app.addHook("onRequest", async (request) => {
+    const name = hostRefused(request);
+    if (name === undefined) return;
+    throw new ApexError("APEX_E_FORBIDDEN", `This server answers requests addressed to ${["localhost, 127.0.0.1, [::1]", ...allowedHosts].join(", ")}, not to ${JSON.stringify(name.slice(0, 100))}.`, {
+      hint: "Open it as http://127.0.0.1:PORT (a page of another site may have pointed its name at this host); behind a proxy or tunnel that sends its own name, start `apex serve` with --allow-host NAME.",
+    });
   });
   // A browser asks before every API call (they carry an Authorization header): an origin --cors
   // names gets a 204 with the CORS headers above (else the call is never made); any other, none.
@@ -277,7 +278,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
     if (isApexError(error)) return sendError(reply, error);
     if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-      return sendError(reply, new ApexError("APEX_E_TOO_LARGE", `The request body is larger than ${options.bodyLimit ?? 1024 * 1024} bytes.`));
+      const limit = options.bodyLimit ?? 1024 * 1024;
+      const size = limit % (1024 * 1024) === 0 ? `${limit / (1024 * 1024)} MiB (${limit} bytes)` : `${limit} bytes`;
+      return sendError(reply, new ApexError("APEX_E_TOO_LARGE", `The request body is larger than this server takes: at most ${size}.`, {
+        hint: "Send less in one call: split a large value across several paths (one memory.set each), or write it on the server's host with `apex memory set` or `apex memory import`.",
+      }));
     }
     if (fastifyError.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
       const type = String(request.headers["content-type"] ?? "").split(";")[0]!.trim().slice(0, 100);
