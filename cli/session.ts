@@ -92,6 +92,19 @@ async function locateRecord(reader: MemoryReader, ref: string | undefined): Prom
       hint: ref === "current" ? "`last` names the one that ended last; `apex session list` shows them all." : 'Start one: apex start --task "…"',
     });
   }
+  // A whole id whose record is damaged (no session_id: not in the map) is still that session, its
+  // report saying unknown for what the record lacks; the bound session arrives here as its id.
+  if (!sessions.has(ref)) {
+    const read = async (path: () => string): Promise<unknown> => {
+      try {
+        return await reader.get(path());
+      } catch {
+        return undefined; // not a path segment: no such session, which pickSession says below
+      }
+    };
+    const direct = (await read(() => sessionPath(ref))) ?? (await read(() => `${HISTORY_PREFIX}/${ref}`));
+    if (direct && typeof direct === "object" && !Array.isArray(direct)) return { sessionId: ref, record: direct as SessionRecord };
+  }
   // An id, a branch's name, a unique prefix: as every command reads them (core's pickSession).
   const id = pickSession(ref, sessions.keys(), () => [...sessions.values()].find((record) => record.name === ref)?.session_id);
   return { sessionId: id, record: sessions.get(id)! };
