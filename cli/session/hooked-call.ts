@@ -8,10 +8,8 @@
  * Before, the wait was a fixed 120 s: a claim whose hooks took longer was reported failed
  * (APEX_E_TIMEOUT), and the task was then claimed all the same, by no one who knew.
  */
-import { ApexError, isApexError } from "../../core/errors.js";
-import { idleWindowMs } from "../../core/rpc/protocol.js";
 import type { SessionClient } from "../../core/session/client.js";
-import { frozen, heartbeatFor, progressNotes, supervisorOf } from "./lifecycle-wait.js";
+import { heartbeatCall } from "./lifecycle-wait.js";
 
 /** What a call waits on, and what a call given up on may have left. */
 export interface HookedWait {
@@ -23,30 +21,16 @@ export interface HookedWait {
   underWay: string;
 }
 
-const seconds = (ms: number): string => `${Math.round(ms / 1000)} s`;
-
 /** `method` on the supervisor (here, or through `apex serve`), waited for as long as it sends its heartbeat; on the store, a plain call. */
 export async function hookedCall(client: SessionClient, method: string, params: Record<string, unknown>, wait: HookedWait, json: boolean): Promise<unknown> {
   if (client.via === "store") return client.call(method, params);
-  const idleWindow = idleWindowMs();
   const runtime = client.supervisor;
-  const who = runtime ? `its supervisor (pid ${runtime.pid})` : supervisorOf(client);
-  const notes = progressNotes(wait.doing, who, wait.work, idleWindow, json);
-  try {
-    return await client.call(method, { ...params, heartbeat_ms: heartbeatFor(idleWindow) }, idleWindow, () => notes.heard());
-  } catch (error) {
-    if (!isApexError(error) || error.code !== "APEX_E_TIMEOUT") throw error;
-    // Through `apex serve`, the server may give up first, after its own window.
-    const idleMs = Number(error.details?.idle_ms) || idleWindow;
-    const details = { ...error.details, method, ...(runtime ? { pid: runtime.pid, session_id: runtime.session_id } : {}), may_be_under_way: true };
-    if (error.details?.stopped) throw new ApexError("APEX_E_TIMEOUT", `${error.message} ${wait.underWay}`, { ...(error.hint ? { hint: error.hint } : {}), details, cause: error });
-    const pid = runtime ? ` (pid ${runtime.pid})` : client.via === "remote" ? " (through apex serve)" : "";
-    throw new ApexError("APEX_E_TIMEOUT", `The supervisor${pid} sent nothing, not even its heartbeat, for ${seconds(idleMs)} while ${wait.doing}: ${frozen(client)}, and the wait is given up. ${wait.underWay}`, {
-      hint: "`apex status` shows whether the supervisor is alive; if it stays frozen, `apex stop --force` ends the session and its agents. A longer wait: APEX_PLUGIN_COMMAND_IDLE_MS (ms).",
-      details: { ...details, idle_ms: idleMs },
-      cause: error,
-    });
-  } finally {
-    notes.stop();
-  }
+  const pid = runtime ? ` (pid ${runtime.pid})` : client.via === "remote" ? " (through apex serve)" : "";
+  return heartbeatCall(client, method, params, {
+    ...wait,
+    subject: `The supervisor${pid}`,
+    during: `while ${wait.doing}`,
+    hint: "`apex status` shows whether the supervisor is alive; if it stays frozen, `apex stop --force` ends the session and its agents. A longer wait: APEX_PLUGIN_COMMAND_IDLE_MS (ms).",
+    details: { method },
+  }, json);
 }

@@ -71,19 +71,60 @@ export function progressNotes(doing: string, who: string, work: string, idleMs: 
   return { heard: () => void (heard = Date.now()), stop: () => clearInterval(timer) };
 }
 
+/** What a call waited on with the heartbeat says: in its notes, and when it is given up on. */
+export interface HeartbeatWait {
+  /** "claiming a task for coder": the notes say "Still claiming a task for coder". */
+  doing: string;
+  /** What the supervisor is at meanwhile (its hooks), for the notes. */
+  work: string;
+  /** Where a call given up on leaves what it asked, and how to see it. */
+  underWay: string;
+  /** Who sent nothing, in the error: "The supervisor (pid 123)". */
+  subject: string;
+  /** When, in the error: "while pausing the session". */
+  during: string;
+  hint: string;
+  /** The silence after which the wait is given up; the idle window (APEX_PLUGIN_COMMAND_IDLE_MS) unless said. */
+  idleMs?: number;
+  /** Added to the error's details (the method, the action). */
+  details?: Record<string, unknown>;
+}
+
 /**
- * `session.<action>` on the supervisor, waited for as long as it shows it works on it (see above).
- * Unless `json`, a long wait is said on stderr. A remote session (`apex serve`) is waited on alike:
- * its server waits on the supervisor and sends its heartbeat on (plugins/sharing/heartbeat-reply.ts).
+ * `method` on the supervisor (here, or through `apex serve`, whose server waits on the supervisor
+ * and sends its heartbeat on: plugins/sharing/heartbeat-reply.ts), waited for as long as it sends
+ * its heartbeat. Unless `json`, a long wait is said on stderr. A timeout is said with what it
+ * leaves: the request was sent, and may be under way.
  */
+export async function heartbeatCall(client: SessionClient, method: string, params: Record<string, unknown>, wait: HeartbeatWait, json: boolean): Promise<unknown> {
+  const idleMs = wait.idleMs ?? idleWindowMs();
+  const runtime = client.supervisor;
+  const notes = progressNotes(wait.doing, runtime ? `its supervisor (pid ${runtime.pid})` : supervisorOf(client), wait.work, idleMs, json);
+  try {
+    return await client.call(method, { ...params, heartbeat_ms: heartbeatFor(idleMs) }, idleMs, () => notes.heard());
+  } catch (error) {
+    if (!isApexError(error) || error.code !== "APEX_E_TIMEOUT") throw error;
+    // Through `apex serve`, the server may give up first, after its own window.
+    const idle = Number(error.details?.idle_ms) || idleMs;
+    const details = { ...error.details, ...wait.details, ...(runtime ? { pid: runtime.pid, session_id: runtime.session_id } : {}), may_be_under_way: true };
+    // Stopped (SIGSTOP, state T): the socket client's own error names the pid and `kill -CONT`.
+    if (error.details?.stopped) throw new ApexError("APEX_E_TIMEOUT", `${error.message} ${wait.underWay}`, { ...(error.hint ? { hint: error.hint } : {}), details, cause: error });
+    throw new ApexError("APEX_E_TIMEOUT", `${wait.subject} sent nothing, not even its heartbeat, for ${seconds(idle)} ${wait.during}: ${frozen(client)}, and the wait is given up. ${wait.underWay}`, {
+      hint: wait.hint,
+      details: { ...details, idle_ms: idle },
+      cause: error,
+    });
+  } finally {
+    notes.stop();
+  }
+}
+
+/** `session.<action>` on the supervisor, waited for as long as it shows it works on it (see above). */
 export async function lifecycleCall(client: SessionClient, action: LifecycleAction, params: Record<string, unknown>, json: boolean): Promise<unknown> {
   const method = `session.${action}`;
   if (client.via === "store") return client.call(method, params, 120_000 + (Number(params.grace_ms) || 0));
-  // `stop --force` is the way out of a frozen supervisor: a few seconds of silence, and the offline stop kills it.
-  const idleMs = action === "stop" && params.force === true ? Math.min(idleWindowMs(), FORCE_IDLE_MS) : idleWindowMs();
   const runtime = client.supervisor;
   const doing = `${DOING[action]} ${runtime ? `session ${runtime.name || shortSessionId(runtime.session_id)}` : "the session"}`;
-  const notes = progressNotes(doing, runtime ? `its supervisor (pid ${runtime.pid})` : supervisorOf(client), WORK[action], idleMs, json);
   // Ctrl-C ends the wait, not what the supervisor was sent: said, not a silent exit 130.
   const interrupted = () => {
     const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while ${doing}: the supervisor got the request and goes on with it. ${UNDER_WAY[action]}`, {
@@ -94,27 +135,18 @@ export async function lifecycleCall(client: SessionClient, action: LifecycleActi
   };
   process.once("SIGINT", interrupted);
   try {
-    return await client.call(method, { ...params, heartbeat_ms: heartbeatFor(idleMs) }, idleMs, () => notes.heard());
-  } catch (error) {
-    if (!isApexError(error) || error.code !== "APEX_E_TIMEOUT") throw error;
-    // Through `apex serve`, the server may give up first, after its own window.
-    throw givenUp(error, action, client, Number(error.details?.idle_ms) || idleMs);
+    return await heartbeatCall(client, method, params, {
+      doing,
+      work: WORK[action],
+      underWay: UNDER_WAY[action],
+      subject: runtime ? `The supervisor of session ${runtime.name || shortSessionId(runtime.session_id)} (pid ${runtime.pid})` : `T${supervisorOf(client).slice(1)}`,
+      during: `while ${DOING[action]} the session`,
+      hint: `\`apex status\` shows where the session stands (a hook that blocks and then ends lets the ${action} complete); if the supervisor stays frozen, \`apex stop --force\` ends the session and its agents. A longer wait: APEX_PLUGIN_COMMAND_IDLE_MS (ms).`,
+      // `stop --force` is the way out of a frozen supervisor: a few seconds of silence, and the offline stop kills it.
+      idleMs: action === "stop" && params.force === true ? Math.min(idleWindowMs(), FORCE_IDLE_MS) : undefined,
+      details: { action },
+    }, json);
   } finally {
-    notes.stop();
     process.off("SIGINT", interrupted);
   }
-}
-
-/** The timeout said with what it leaves: the request was sent, and the session may be half way. */
-function givenUp(error: ApexError, action: LifecycleAction, client: SessionClient, idleMs: number): ApexError {
-  const runtime = client.supervisor;
-  const details = { ...error.details, action, ...(runtime ? { pid: runtime.pid, session_id: runtime.session_id } : {}), may_be_under_way: true };
-  // Stopped (SIGSTOP, state T): the socket client's own error names the pid and `kill -CONT`.
-  if (error.details?.stopped) return new ApexError("APEX_E_TIMEOUT", `${error.message} ${UNDER_WAY[action]}`, { ...(error.hint ? { hint: error.hint } : {}), details, cause: error });
-  const who = runtime ? `The supervisor of session ${runtime.name || shortSessionId(runtime.session_id)} (pid ${runtime.pid})` : `T${supervisorOf(client).slice(1)}`;
-  return new ApexError("APEX_E_TIMEOUT", `${who} sent nothing, not even its heartbeat, for ${seconds(idleMs)} while ${DOING[action]} the session: ${frozen(client)}, and the wait is given up. ${UNDER_WAY[action]}`, {
-    hint: `\`apex status\` shows where the session stands (a hook that blocks and then ends lets the ${action} complete); if the supervisor stays frozen, \`apex stop --force\` ends the session and its agents. A longer wait: APEX_PLUGIN_COMMAND_IDLE_MS (ms).`,
-    details: { ...details, idle_ms: idleMs },
-    cause: error,
-  });
 }
