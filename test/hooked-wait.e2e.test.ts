@@ -7,7 +7,8 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, isAlive, waitFor } from "./fixtures/agents/harness.js";
+import { slowHooksProject } from "./support/slow-hooks.js";
 
 let project: Project | undefined;
 afterEach(() => {
@@ -15,31 +16,11 @@ afterEach(() => {
   project = undefined;
 });
 
-/** Hooks that do what the file of the hook's name in the project says: `sleep MS` waits, `block MS` holds the process. */
-const SLOW_HOOKS = `import { existsSync, readFileSync } from "node:fs";
-export default {
-  name: "slow-task-hooks",
-  apply(apex) {
-    const run = async (hook) => {
-      const file = new URL("./" + hook, import.meta.url);
-      if (!existsSync(file)) return;
-      const [mode, ms] = readFileSync(file, "utf8").trim().split(" ");
-      if (mode === "block") { const end = Date.now() + Number(ms); while (Date.now() < end); }
-      else await new Promise((resolve) => setTimeout(resolve, Number(ms)));
-    };
-    for (const hook of ["beforeTask", "afterMilestone", "onError", "beforeStop"]) apex.hooks[hook].tapPromise("slow-task-hooks", () => run(hook));
-  },
-};
-`;
 
 /** The window is 1.5 s here (10 minutes by default): each slow hook below runs longer. */
 const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "1500" };
 
-function slowProject(): Project {
-  const created = new Project(shellAgents({ coder: "while true; do sleep 0.2; done" }).replace("plugins: {}", "plugins:\n  ./slow-task-hooks.mjs: {}"));
-  writeFileSync(join(created.dir, "slow-task-hooks.mjs"), SLOW_HOOKS);
-  return created;
-}
+const slowProject = (): Project => slowHooksProject({ coder: "while true; do sleep 0.2; done" });
 
 const task = (id: string) => JSON.parse(project!.apex(["task", "show", id, "--json"]).stdout) as { status: string; assignee: string | null };
 

@@ -6,7 +6,8 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, groupMembers, isAlive, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, groupMembers, isAlive, procInfo, waitFor } from "./fixtures/agents/harness.js";
+import { slowHooksProject } from "./support/slow-hooks.js";
 
 let project: Project | undefined;
 const continued: number[] = [];
@@ -17,36 +18,11 @@ afterEach(() => {
   project = undefined;
 });
 
-/**
- * A plugin whose onStart, onPause, onResume and onStop hooks do what the file of the hook's name in the
- * project says: `sleep MS` waits (a checkpoint, a sync), `block MS` holds the process (a hook that
- * blocks its event loop). On entry a hook writes `<hook>.began`, with the supervisor's pid.
- */
-const SLOW_HOOKS = `import { existsSync, readFileSync, writeFileSync } from "node:fs";
-export default {
-  name: "slow-hooks",
-  apply(apex) {
-    const run = async (hook) => {
-      const file = new URL("./" + hook, import.meta.url);
-      if (!existsSync(file)) return;
-      writeFileSync(new URL("./" + hook + ".began", import.meta.url), String(process.pid));
-      const [mode, ms] = readFileSync(file, "utf8").trim().split(" ");
-      if (mode === "block") { const end = Date.now() + Number(ms); while (Date.now() < end); }
-      else await new Promise((resolve) => setTimeout(resolve, Number(ms)));
-    };
-    for (const hook of ["onStart", "onPause", "onResume", "onStop"]) apex.hooks[hook].tapPromise("slow-hooks", () => run(hook));
-  },
-};
-`;
 
 /** The window is 2 s here (10 minutes by default): each hook below runs longer. */
 const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "2000" };
 
-function slowProject(): Project {
-  const created = new Project(shellAgents({ idle: "while true; do sleep 0.2; done" }).replace("plugins: {}", "plugins:\n  ./slow-hooks.mjs: {}"));
-  writeFileSync(join(created.dir, "slow-hooks.mjs"), SLOW_HOOKS);
-  return created;
-}
+const slowProject = (): Project => slowHooksProject({ idle: "while true; do sleep 0.2; done" });
 
 describe("pause, resume and stop with slow plugin hooks", () => {
   it("wait as long as the supervisor works on them, saying so on stderr (not with --json), and report what was done", () => {

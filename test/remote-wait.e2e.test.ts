@@ -7,7 +7,8 @@
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { slowHooksProject } from "./support/slow-hooks.js";
 import { serve, share } from "./support/serve.js";
 
 let project: Project | undefined;
@@ -18,30 +19,12 @@ afterEach(async () => {
   project = undefined;
 });
 
-/** Hooks that do what the file of the hook's name in the project says: `sleep MS` waits, `block MS` holds the process. */
-const SLOW_HOOKS = `import { existsSync, readFileSync, writeFileSync } from "node:fs";
-export default {
-  name: "slow-hooks",
-  apply(apex) {
-    const run = async (hook) => {
-      const file = new URL("./" + hook, import.meta.url);
-      if (!existsSync(file)) return;
-      writeFileSync(new URL("./" + hook + ".began", import.meta.url), String(process.pid));
-      const [mode, ms] = readFileSync(file, "utf8").trim().split(" ");
-      if (mode === "block") { const end = Date.now() + Number(ms); while (Date.now() < end); }
-      else await new Promise((resolve) => setTimeout(resolve, Number(ms)));
-    };
-    for (const hook of ["onPause", "onResume", "onStop", "beforeTask", "afterMilestone"]) apex.hooks[hook].tapPromise("slow-hooks", () => run(hook));
-  },
-};
-`;
 
 /** The window is 1.5 s here (10 minutes by default): each slow hook below runs longer. */
 const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "1500" };
 
 async function served(serverEnv?: NodeJS.ProcessEnv) {
-  project = new Project(shellAgents({ coder: "while true; do sleep 0.2; done" }).replace("plugins: {}", "plugins:\n  ./slow-hooks.mjs: {}"));
-  writeFileSync(join(project.dir, "slow-hooks.mjs"), SLOW_HOOKS);
+  project = slowHooksProject({ coder: "while true; do sleep 0.2; done" });
   const ready = project.start([]);
   const url = await serve(project, stops, serverEnv);
   const { token } = share(project, ready.session_id, "rita", "owner");
