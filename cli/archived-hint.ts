@@ -6,7 +6,6 @@
  * says so and how to bring it back. Only on that error's path: the backup directory is read then.
  */
 import { isApexError, ApexError } from "../core/errors.js";
-import { readdirSync } from "node:fs";
 import { configFlagOf } from "./session-ref.js";
 
 const NOT_FOUND = new Set(["APEX_E_NO_SESSION", "APEX_E_NOT_FOUND", "APEX_E_CHECKPOINT_NOT_FOUND"]);
@@ -16,7 +15,7 @@ export async function withArchivedHint(error: unknown, args: string[]): Promise<
   if (!isApexError(error) || !NOT_FOUND.has(error.code) || process.env.APEX_REMOTE || process.env.APEX_SOCKET) return error;
   try {
     const refs = referencesOf(error, args);
-    const [{ locateProject }, { loadConfig }, { backupDirectory }, { findArchived }, { displayPath }] = await Promise.all([
+    const [{ locateProject }, { loadConfig }, { backupDirectory }, { archivedIds, archivedText, findArchived }, { displayPath }] = await Promise.all([
       import("../core/config/locate.js"),
       import("../core/config/load.js"),
       import("../plugins/archive/options.js"),
@@ -66,19 +65,4 @@ function referencesOf(error: ApexError, args: string[]): string[] {
   // Arguments that look like a reference (SESSION/…, an id prefix), not the command's words.
   if (refs.size === 0) for (const arg of args.slice(2)) if (/^[^-/][^/]*\/[^/]+$/.test(arg) || /^(?=.*\d)[0-9a-f-]{4,}$/i.test(arg)) refs.add(arg);
   return [...refs].filter((text) => text.length > 0 && text.length <= 200);
-}
-
-/** The ids of the sessions archived in `directory`, by their bundles' file names (none read). */
-export function archivedIds(directory: string): string[] {
-  try {
-    return readdirSync(directory).filter((name) => name.endsWith(".apexbundle") && !name.startsWith(".")).map((name) => name.slice(0, -".apexbundle".length)).sort();
-  } catch {
-    return [];
-  }
-}
-
-/** "2 sessions of this project are archived in .apex/backups: 3f2a9c1e, 7b1d0e44". */
-export function archivedText(ids: string[], where: string): string {
-  const shown = ids.slice(0, 5).map((id) => id.slice(0, 8)).join(", ");
-  return `${ids.length === 1 ? "1 session of this project is" : `${ids.length} sessions of this project are`} archived in ${where}: ${shown}${ids.length > 5 ? `, … (${ids.length - 5} more)` : ""}`;
 }

@@ -53,7 +53,7 @@ async function archivedNote(location: ProjectLocation): Promise<string> {
   const [{ loadConfig }, { backupDirectory }, { archivedIds, archivedText }, { displayPath }] = await Promise.all([
     import("../../core/config/load.js"),
     import("../../plugins/archive/options.js"),
-    import("../archived-hint.js"),
+    import("../../plugins/archive/archived.js"),
     import("../../core/config/source.js"),
   ]);
   const directory = backupDirectory(await loadConfig(location).catch(() => undefined), location.projectDir);

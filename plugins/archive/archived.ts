@@ -24,14 +24,9 @@ const MAX_PEEKS = 200;
  * is read from the start of each (peekBundle). Undefined when none, or several, match.
  */
 export async function findArchived(directory: string, refs: string[]): Promise<ArchivedMatch | undefined> {
-  let files: string[];
-  try {
-    files = readdirSync(directory).filter((name) => name.endsWith(BUNDLE_EXTENSION) && !name.startsWith("."));
-  } catch {
-    return undefined; // no backup directory: nothing was archived
-  }
-  if (files.length === 0) return undefined;
-  const ids = files.map((file) => file.slice(0, -BUNDLE_EXTENSION.length));
+  const ids = archivedIds(directory);
+  if (ids.length === 0) return undefined;
+  const files = ids.map((id) => `${id}${BUNDLE_EXTENSION}`);
   const peeks = new Map<string, Awaited<ReturnType<typeof peekBundle>>>();
   const peek = async (file: string) => {
     if (!peeks.has(file)) peeks.set(file, await peekBundle(join(directory, file)));
@@ -65,4 +60,19 @@ export async function findArchived(directory: string, refs: string[]): Promise<A
     if (matches.length === 1) return matches[0];
   }
   return undefined;
+}
+
+/** The ids of the sessions archived in `directory`, by their bundles' file names (none read). */
+export function archivedIds(directory: string): string[] {
+  try {
+    return readdirSync(directory).filter((name) => name.endsWith(BUNDLE_EXTENSION) && !name.startsWith(".")).map((name) => name.slice(0, -BUNDLE_EXTENSION.length)).sort();
+  } catch {
+    return [];
+  }
+}
+
+/** "2 sessions of this project are archived in .apex/backups: 3f2a9c1e, 7b1d0e44". */
+export function archivedText(ids: string[], where: string): string {
+  const shown = ids.slice(0, 5).map((id) => id.slice(0, 8)).join(", ");
+  return `${ids.length === 1 ? "1 session of this project is" : `${ids.length} sessions of this project are`} archived in ${where}: ${shown}${ids.length > 5 ? `, … (${ids.length - 5} more)` : ""}`;
 }
