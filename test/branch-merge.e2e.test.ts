@@ -373,6 +373,37 @@ describe("continuing a session that does not hold the live memory", () => {
   });
 });
 
+describe("a merge into a session that `start --continue` is bringing back", () => {
+  it("waits for its supervisor to listen and is made there, after the restore: not made beside it and then rolled back", async () => {
+    // DST's supervisor sleeps once in beforeCheckpoint when slow-restore exists: `start --continue CHECKPOINT`
+    // saves the state it replaces (a checkpoint) after its claim, before its restore and before it listens.
+    const slow = `apex.hooks.beforeCheckpoint.tapPromise("slow", async (x) => { if (existsSync("slow-restore") && process.title === "apex-supervisor") { renameSync("slow-restore", "slow-restore.began"); await new Promise((r) => setTimeout(r, 1500)); } return x; });`;
+    project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  ./slow.mjs: {}\n`, "apex-branch-slow-");
+    const p = project;
+    writeFileSync(join(p.dir, "slow.mjs"), ['import { existsSync, renameSync } from "node:fs";', `export default { name: "slow", apply(apex) { ${slow} } };`, ""].join("\n"));
+    const main = p.start(["--task", "main work"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "side"]).status).toBe(0);
+    // main's write is saved as it makes way for side: what the merge brings.
+    expect(p.apex(["memory", "set", "/from/main", "true"]).status).toBe(0);
+    p.start(["--continue", "side"]);
+    expect(p.apex(["memory", "set", "/side", "1"]).status).toBe(0);
+    expect(p.apex(["stop"]).status).toBe(0);
+
+    writeFileSync(join(p.dir, "slow-restore"), "");
+    const continued = p.apexAsync(["start", "--continue", "side/checkpoint-001", "--json"]);
+    await waitFor("the supervisor's claim, before its restore", () => existsSync(join(p.dir, "slow-restore.began")));
+    // It was merged here, into the memory the restore then rolled back: "live memory updated", and gone.
+    const merged = p.apex(["session", "merge", main, "side", "--json"]);
+    const ready = await continued.done;
+    expect(ready.status, ready.stderr).toBe(0);
+    const supervisor = (JSON.parse(ready.stdout) as { supervisor_pid: number }).supervisor_pid;
+    expect(merged.status, merged.stderr).toBe(0);
+    expect(JSON.parse(merged.stdout)).toMatchObject({ applied: "live", writer_pid: supervisor });
+    expect(json<{ value: boolean }>(p.apex(["memory", "show", "/from/main", "--json"])).value).toBe(true);
+  });
+});
+
 describe("--worktree and --git", () => {
   function repoProject(plugin?: string) {
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  git: {}\n${plugin ? "  ./plugin.mjs: {}\n" : ""}`, "apex-branch-git-");

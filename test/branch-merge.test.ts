@@ -12,6 +12,7 @@ import { resolveSessionId } from "../core/session/sessions.js";
 import { applyToTree, describeConflict, objectView, type MergeChange } from "../plugins/checkpoint/merge.js";
 import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
+import { SessionCheckpoints } from "../plugins/checkpoint/plugin-service.js";
 import { drawTree, sessionTree, type SessionTree } from "../plugins/checkpoint/tree.js";
 import { applyRetention } from "../plugins/retention/cleanup.js";
 import { runCleanupCommand } from "../plugins/retention/command.js";
@@ -450,6 +451,29 @@ describe("tasks and live memory", () => {
     expect((await refusal(mergeSessions(store, { source: "exp", destination: "main" }))).code).toBe("APEX_E_MERGE_CONFLICT");
     expect(store.revision()).toBe(revision);
     expect(store.get("/app/k5")).toBe("live");
+  });
+
+  it("a merge written on a session after `start --continue` pinned its latest checkpoint, before its claim, is what the restore brings back", async () => {
+    const c1 = await checkpoint();
+    const dst = await branch(c1.id, "dst");
+    const src = await branch(c1.id, "src");
+    await commit(src, { "/app/k1": "src" });
+    // The supervisor's steps for a session that does not hold the live memory: its latest, pinned and verified; the claim; the restore.
+    const service = new SessionCheckpoints(store).service();
+    const pinned = (await service.prepare!({ sessionId: dst, checkpoint: undefined })).checkpoint!;
+    await service.prepare!({ sessionId: dst, checkpoint: pinned });
+    // Not running yet, so the merge is a checkpoint on it.
+    const report = await mergeSessions(store, { source: "src", destination: "dst" });
+    expect(report.applied).toBe("checkpoint");
+    const restored = await service.restore({ sessionId: dst, checkpoint: pinned, replacesOtherSession: "main" });
+    // It restored the checkpoint pinned: the merge, reported saved, was not in the session that ran.
+    expect(restored!.checkpoint).toBe(report.checkpoint!.id);
+    expect(store.get("/app/k1")).toBe("src");
+    // A checkpoint named (`--continue CHECKPOINT`) is restored as named, merges after it or not.
+    await commit(src, { "/app/k2": "src" });
+    const named = (await service.prepare!({ sessionId: dst, checkpoint: c1.id })).checkpoint!;
+    await mergeSessions(store, { source: "src", destination: "dst" });
+    expect((await service.restore({ sessionId: dst, checkpoint: named }))!.checkpoint).toBe(c1.id);
   });
 
   it("session tree draws the branch and merge points", async () => {

@@ -25,7 +25,7 @@ export interface StartingSupervisor {
   label: string;
 }
 
-const DOING: Record<string, string> = { pause: "pausing", resume: "resuming", stop: "stopping" };
+const DOING: Record<string, string> = { pause: "pausing", resume: "resuming", stop: "stopping", "session merge": "merging into" };
 
 const seconds = (ms: number): string => `${Math.round(ms / 1000)} s`;
 
@@ -42,7 +42,8 @@ function lastBeat(file: string): number {
 /** The supervisor beats at its own window's quarter, at most 5 s: a shorter window here than in its environment must not take it for frozen. */
 const SLOWEST_BEAT_MS = 5_000;
 
-export async function waitForStart(location: ProjectLocation, starting: StartingSupervisor, action: string, json: boolean): Promise<SessionClient | undefined> {
+/** `session`: that session's supervisor (a merge's DST), else the one this command is bound to. */
+export async function waitForStart(location: ProjectLocation, starting: StartingSupervisor, action: string, json: boolean, session?: string): Promise<SessionClient | undefined> {
   const window = idleWindowMs();
   const idleMs = Math.max(window, 2 * SLOWEST_BEAT_MS + 1000);
   const doing = `${DOING[action] ?? action} session ${starting.label}`;
@@ -54,7 +55,7 @@ export async function waitForStart(location: ProjectLocation, starting: Starting
   let stoppedSince: number | undefined;
   try {
     for (;;) {
-      const found = await liveSessionClient(location, { elsewhere: "refuse" });
+      const found = await liveSessionClient(location, { elsewhere: "refuse", ...(session !== undefined ? { session } : {}) });
       if (found) return found;
       if (!isSameProcessAlive(starting.pid, starting.start_time)) return undefined;
       const now = Date.now();

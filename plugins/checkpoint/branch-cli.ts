@@ -299,8 +299,22 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
   const destination = remote ? undefined : await withReadStore(location, (store) => resolveSessionRef(store, dst)).catch(() => undefined);
   let ended: number | undefined;
   let report: SessionMergeReport;
+  const request = { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) };
+  const write = async (): Promise<SessionMergeReport> => {
+    try {
+      return (await callWrite(location, "session.merge", request, destination, (pid) => (ended = pid))) as SessionMergeReport;
+    } catch (error) {
+      // DST's supervisor has claimed it (a `start --continue` restoring it, before it listens): the merge is its to make, once it listens.
+      if (!isApexError(error) || error.details?.supervisor_elsewhere !== true || destination === undefined) throw error;
+      const { waitForStart } = await import("../../cli/session/starting-wait.js");
+      const { pid, start_time } = error.details as { pid: number; start_time: number };
+      const label = await withReadStore(location, (store) => sessionLabel(store, destination));
+      const client = await waitForStart(location, { pid, start_time, label }, "session merge", Boolean(options.json), destination);
+      return (client ? await callWriter(client, "session.merge", request) : await write()) as SessionMergeReport;
+    }
+  };
   try {
-    report = (await callWrite(location, "session.merge", { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) }, destination, (pid) => (ended = pid))) as SessionMergeReport;
+    report = await write();
   } catch (error) {
     // git merged first: a memory merge refused after it (DST changed meanwhile) did not leave "nothing written".
     throw gitReport !== undefined && isApexError(error) ? afterGit(error, gitReport) : error;

@@ -175,7 +175,7 @@ export class SessionCheckpoints {
   restore(request: { sessionId: string; checkpoint: string | undefined; force?: boolean; replacesOtherSession?: boolean | string }): Promise<RestoreOutcome | undefined> {
     return this.serialize(async () => {
       const started = performance.now();
-      const located = this.locate(request.sessionId, request.checkpoint);
+      const located = this.locate(request.sessionId, this.stillLatest(request.sessionId, request.checkpoint));
       if (!located) {
         if (!request.force) return undefined; // nothing saved yet: continue from the current state
         throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${request.sessionId} has no checkpoints to recover from.`);
@@ -199,10 +199,26 @@ export class SessionCheckpoints {
     return latest ? { sessionId, sequence: latest.sequence, id: latest.id } : undefined;
   }
 
+  /**
+   * The checkpoint prepare pinned as the session's latest (asked for none): a merge into the
+   * session written before its claim (it did not run yet, so the merge was a checkpoint on it)
+   * comes after it, and the restore takes that one instead: restoring the one pinned, it was lost.
+   */
+  private pinnedLatest: Located | undefined;
+
+  /** `checkpoint`, or the session's latest when prepare pinned `checkpoint` as its latest (see pinnedLatest). */
+  private stillLatest(sessionId: string, checkpoint: string | undefined): string | undefined {
+    const pinned = this.pinnedLatest;
+    this.pinnedLatest = undefined;
+    return pinned?.sessionId === sessionId && pinned.id === checkpoint ? undefined : checkpoint;
+  }
+
   /** See CheckpointService.prepare: the checkpoint `--continue` will restore, verified before the session is claimed. */
   prepare(request: { sessionId: string; checkpoint: string | undefined; force?: boolean }): Promise<{ checkpoint: string | undefined }> {
     return this.serialize(async () => {
       const located = this.locate(request.sessionId, request.checkpoint);
+      if (request.checkpoint === undefined) this.pinnedLatest = located;
+      else if (located?.id !== this.pinnedLatest?.id) this.pinnedLatest = undefined;
       if (!located) {
         if (request.force) throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${request.sessionId} has no checkpoints to recover from.`);
         return { checkpoint: undefined };

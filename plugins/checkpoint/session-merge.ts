@@ -1,7 +1,8 @@
 import type { CheckpointDraft, CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
 import { appendEvent, recountTasks } from "../../core/session/service.js";
-import { holdsLiveMemory } from "../../core/session/sessions.js";
+import { findSession, holdsLiveMemory, isEnded, supervisorAlive } from "../../core/session/sessions.js";
+import { onOtherHost } from "../../core/session/lease.js";
 import { readActiveSessions } from "../../core/session/records.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary, type Located } from "./catalog.js";
@@ -109,6 +110,7 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
     const theirs = loadManifest(store, locatedOf(theirsSummary));
     const oursSummary = catalog.latest(destinationId);
     const ours = oursSummary ? loadManifest(store, locatedOf(oursSummary)) : undefined;
+    if (!dryRun) refuseBesideItsSupervisor(store, destinationId);
     const live = holdsLiveMemoryOf(store, destinationId);
     // DST's working memory: the root, or its own root when it runs in a git worktree.
     const mount = memoryMountOf(store, destinationId);
@@ -269,6 +271,24 @@ function changedSince(store: Store, sessionId: string, revision: number, scope: 
     // a log that cannot be read tells nothing: no warning
   }
   return false;
+}
+
+/**
+ * DST's supervisor is its memory's one writer from its claim on: a merge made beside it (here, in
+ * another process) would land between the claim and the restore of `start --continue`, hashed
+ * from memory the restore then replaces (another session's, or none yet), and be lost from the
+ * running session while its checkpoint stays DST's latest. Refused, with what the caller needs
+ * to send it to that supervisor once it listens (branch-cli.ts). A supervisor on another host
+ * (a shared store) is left as before: no socket here reaches it.
+ */
+function refuseBesideItsSupervisor(store: Store, sessionId: string): void {
+  const record = findSession(store, sessionId);
+  const supervisor = record?.supervisor;
+  if (!record || !supervisor || isEnded(record) || onOtherHost(supervisor) || supervisor.pid === process.pid || !supervisorAlive(record)) return;
+  throw new ApexError("APEX_E_SESSION_STATE", `Session ${sessionLabel(store, sessionId)} runs in its supervisor (pid ${supervisor.pid}), which merges into it; nothing was written here.`, {
+    hint: `Run the merge again: it goes to that supervisor once it listens.`,
+    details: { supervisor_elsewhere: true, pid: supervisor.pid, start_time: supervisor.start_time },
+  });
 }
 
 function locatedOf(item: CheckpointSummary | CheckpointManifest): Located {
