@@ -2,7 +2,7 @@ import { Command } from "commander";
 import { locateProject } from "../core/config/locate.js";
 import { displayPath } from "../core/config/source.js";
 import type { Config } from "../core/config/types.js";
-import { ApexError } from "../core/errors.js";
+import { ApexError, isApexError } from "../core/errors.js";
 import { idleWindowMs } from "../core/rpc/protocol.js";
 import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../core/engine.js";
 import { printJson, printLine } from "./output.js";
@@ -185,7 +185,14 @@ async function runAtWriter(engine: Engine, name: string, input: CommandInput, co
   const { liveSessionClient } = await import("../core/session/client.js");
   // With a remote session the command runs here, and its own calls go to the remote server; so
   // does one whose store is not the supervisor's (APEX_STORE_URL naming another).
-  const supervisor = await liveSessionClient(location, { local: true });
+  const supervisor = await liveSessionClient(location, { local: true }).catch((error: unknown) => {
+    // Several sessions run side by side and none is this command's (the project's tree with its own
+    // session ended, branches running in their worktrees): no supervisor is its writer, so it runs
+    // here, on the store, as with none running. A command that names its session (`session archive
+    // ID`, `--older-than`) was refused as ambiguous; one that needs the bound session is, by the store.
+    if (isApexError(error) && error.code === "APEX_E_AMBIGUOUS_SESSION") return undefined;
+    throw error;
+  });
   if (!supervisor) return (await engine.runCommand(name, input, context)) ?? 0;
   // The supervisor loaded its plugins when the session started: told which plugin the config gives the
   // command, it refuses one enabled since with APEX_E_SESSION_STATE (core/session/methods.ts).

@@ -186,6 +186,29 @@ describe("branches run side by side", () => {
     }
   }, 120_000);
 
+  it("with branches running in their worktrees and the project's session ended, a plugin command that names its session runs: it was refused as ambiguous", () => {
+    project = new Project(`${agent.replace(/args: .*/, `args: ["-c", "while true; do sleep 0.5; done"]`)}\nplugins:\n  checkpoint: {}\n  git: {}\n  archive: {}\n`, "apex-side-");
+    const p = project;
+    initRepo(git, p.dir, { ".gitignore": ".apex/\n" });
+    const parent = mkdtempSync(join(tmpdir(), "apex-side-plugin-"));
+    extra.push(parent);
+    p.start(["--task", "main line"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    for (const name of ["alpha", "beta"]) expect(p.apex(["session", "branch", "latest", name, "--worktree", join(parent, name)]).status).toBe(0);
+    const old = json<{ session_id: string }>(p.apex(["session", "branch", "latest", "old", "--json"])).session_id;
+    expect(p.apex(["stop"]).status).toBe(0);
+    p.start(["--continue", "alpha"]);
+    p.start(["--continue", "beta"]);
+    // "2 sessions of this project are active and nothing says which one is meant" (exit 2), for a command that says which.
+    const archived = p.apex(["session", "archive", "old", "--json"]);
+    expect(archived.status, archived.stderr).toBe(0);
+    expect(json<{ archived: Array<{ session_id: string }> }>(archived).archived.map((session) => session.session_id)).toEqual([old]);
+    // One that needs the session the command is bound to is still refused so, by the store.
+    const sync = p.apex(["session", "sync-git"]);
+    expect(sync.status).toBe(2);
+    expect(sync.stderr).toContain("APEX_E_AMBIGUOUS_SESSION");
+  }, 120_000);
+
   it("a command run with --config from a worktree of another repository goes through the project's supervisor", () => {
     project = new Project(`${agent.replace(/args: .*/, `args: ["-c", "while true; do sleep 0.5; done"]`)}\nplugins:\n  checkpoint: {}\n`, "apex-side-");
     const p = project;
