@@ -650,6 +650,12 @@ describe("--worktree and --git", () => {
     expect(error.hint).toContain(`git worktree add "${worktree}" apex/feature`);
     expect(p.runningSessions()).toHaveLength(1);
     expect(json<Array<{ name: string | null; status: string }>>(p.apex(["session", "list", "--json"])).find((session) => session.name === "feature")!.status).toBe("stopped");
+    // Given to a new branch, that directory was both sessions' tree: feature, continued, ran there on the new one's git branch.
+    const taken = p.apex(["session", "branch", "latest", "taken", "--worktree", worktree, "--json"]);
+    expect(taken.status, taken.stderr).toBe(4);
+    expect(JSON.parse(taken.stderr).error).toMatchObject({ code: "APEX_E_CONFLICT", hint: expect.stringContaining(`git worktree add "${worktree}" apex/feature`) });
+    expect(existsSync(worktree)).toBe(false);
+    expect(git(dir, "branch", "--list", "apex/taken")).toBe("");
     // A plain directory made in its place is not the worktree either: its agents would run outside the repository.
     mkdirSync(worktree);
     writeFileSync(join(worktree, "notes.txt"), "not a worktree\n");

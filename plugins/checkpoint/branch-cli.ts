@@ -17,7 +17,7 @@ import { checkSessionName } from "./session-name.js";
 import { openSessionClient } from "../../core/session/client.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { openStore, storeExists } from "../../core/store/open.js";
-import { branchSource, checkNewSessionName, type BranchReport } from "./branch.js";
+import { branchSource, checkNewSessionName, checkWorktreeFree, type BranchReport } from "./branch.js";
 import { sessionLabel, sessionRecord } from "./merge-base.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { worktreeOf } from "../../core/session/records.js";
@@ -84,9 +84,17 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   // A usage error before anything is read: the name, and a worktree directory where none may be.
   checkSessionName(name);
   if (typeof options.worktree === "string") refuseReservedWorktree(location, resolve(options.worktree));
+  // By default beside the repository (a project in a subdirectory of it too: not inside its working tree).
+  let dir: string | undefined;
+  if (options.worktree !== undefined && options.worktree !== false) {
+    const top = typeof options.worktree === "string" ? undefined : git(location.projectDir, ["rev-parse", "--show-toplevel"]);
+    const base = top?.code === 0 && top.out ? top.out : location.projectDir;
+    dir = typeof options.worktree === "string" ? resolve(options.worktree) : join(dirname(base), `${basename(base)}-${name}`);
+  }
   // Checked before a worktree is made: a bad name or reference leaves nothing behind.
   const source = await withReadStore(location, (store) => {
     checkNewSessionName(store, name);
+    if (dir !== undefined) checkWorktreeFree(store, existingRealPath(dir));
     const manifest = branchSource(store, checkpoint);
     const git = manifest.git_state as { commit?: unknown; dirty?: unknown } | null;
     // The checkpoint as text names it, its session as session list prints it (experiment/checkpoint-004, 3f2a9c1e/…).
@@ -94,11 +102,7 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
     return { commit: typeof git?.commit === "string" ? git.commit : null, dirty: git?.dirty === true, sessionId: manifest.session_id, session, label: `${session}/${manifest.name}` };
   });
   let worktree: { path: string; branch: string; commit: string | null; adopted?: boolean } | undefined;
-  if (options.worktree !== undefined && options.worktree !== false) {
-    // By default beside the repository (a project in a subdirectory of it too: not inside its working tree).
-    const top = typeof options.worktree === "string" ? undefined : git(location.projectDir, ["rev-parse", "--show-toplevel"]);
-    const base = top?.code === 0 && top.out ? top.out : location.projectDir;
-    const dir = typeof options.worktree === "string" ? resolve(options.worktree) : join(dirname(base), `${basename(base)}-${name}`);
+  if (dir !== undefined) {
     worktree = createWorktree(location.projectDir, dir, `apex/${name}`, source.commit, source.label);
     // Its canonical path: the worktree binds commands run in it to the branch session (core/session/binding.ts).
     worktree.path = realpathSync(worktree.path);

@@ -1,6 +1,9 @@
+import { existsSync } from "node:fs";
 import { v4 as uuidv4 } from "uuid";
 import { ApexError } from "../../core/errors.js";
 import { sessionNames } from "../../core/session/names.js";
+import { worktreeOf } from "../../core/session/records.js";
+import { allSessions } from "../../core/session/sessions.js";
 import { checkSessionName } from "./session-name.js";
 import { appendEvent } from "../../core/session/service.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
@@ -51,12 +54,29 @@ export function checkNewSessionName(store: Store, name: string): void {
   }
 }
 
+/**
+ * Refuses a worktree directory another session records as its own (one whose directory was
+ * deleted by hand, then given to a new branch): both would bind to it, and the older session,
+ * continued, ran there on the new branch's git branch.
+ */
+export function checkWorktreeFree(store: Store, path: string): void {
+  const holder = allSessions(store).find((record) => worktreeOf(record) === path);
+  if (!holder) return;
+  const label = typeof holder.name === "string" && holder.name ? holder.name : holder.session_id;
+  const branch = (holder.worktree as { branch?: unknown } | null)?.branch;
+  throw new ApexError("APEX_E_CONFLICT", `${path} is the git worktree of session ${label}${existsSync(path) ? "" : " (its directory is gone)"}; not creating another one there.`, {
+    hint: `Give --worktree another directory.${existsSync(path) || typeof branch !== "string" ? "" : ` To bring ${label}'s back: git worktree prune && git worktree add ${JSON.stringify(path)} ${branch}`}`,
+    details: { path, session_id: holder.session_id },
+  });
+}
+
 export async function createBranch(store: Store, ref: string, name: string, options: BranchOptions = {}): Promise<BranchReport> {
   assertWritable(store);
   let report!: BranchReport;
   await store.transaction(() => {
     const source = branchSource(store, ref);
     checkNewSessionName(store, name);
+    if (options.worktree) checkWorktreeFree(store, options.worktree.path);
     const sessionId = uuidv4();
     const at = (options.now?.() ?? new Date()).toISOString();
     const actor = options.actor ?? "user";
