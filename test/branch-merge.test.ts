@@ -9,7 +9,7 @@ import { validateStore } from "../plugins/checkpoint/validate.js";
 import { resolveCheckpoint } from "../plugins/checkpoint/refs.js";
 import { resolveSessionRef } from "../plugins/checkpoint/plugin-sessions.js";
 import { resolveSessionId } from "../core/session/sessions.js";
-import { applyToTree, describeConflict, objectView, type MergeChange } from "../plugins/checkpoint/merge.js";
+import { applyToTree, describeConflict, objectView, type MergeChange, type MergeConflict } from "../plugins/checkpoint/merge.js";
 import { findMergeBase } from "../plugins/checkpoint/merge-base.js";
 import { mergeSessions } from "../plugins/checkpoint/session-merge.js";
 import { SessionCheckpoints } from "../plugins/checkpoint/plugin-service.js";
@@ -423,9 +423,13 @@ describe("tasks and live memory", () => {
     await commit(src, {}, { "t-0001": done("src") });
     const error = await refusal(mergeSessions(store, { source: "src", destination: "dst" }));
     expect(error.code).toBe("APEX_E_MERGE_CONFLICT");
-    expect((error.details as { tasks: { conflicts: Array<{ path: string; reason: string }> } }).tasks.conflicts).toMatchObject([
-      { path: "/t-0001", reason: "completed on both sides with different results" },
-    ]);
+    const conflicts = (error.details as { tasks: { conflicts: MergeConflict[] } }).tasks.conflicts;
+    expect(conflicts).toMatchObject([{ path: "/t-0001", reason: "completed on both sides with different results" }]);
+    // The text names what differs: it showed each task's first 60 characters, the same on both sides.
+    expect(describeConflict(conflicts[0]!)).toBe('/t-0001 (completed on both sides with different results): result: base "ok", ours "dst", theirs "src"');
+    const long = { a: "x".repeat(70), deep: { b: 1 } };
+    const record: MergeConflict = { path: "/cfg", base: long, ours: { ...long, deep: { b: 2 } }, theirs: { ...long, deep: { b: 3 }, added: true }, absent: [], resolution: "none" };
+    expect(describeConflict(record)).toBe('/cfg: added: base (none), ours (none), theirs true; deep: base {"b":1}, ours {"b":2}, theirs {"b":3}');
   });
 
   it("into the session that holds live memory: memory, tasks and the merge checkpoint in one transaction", async () => {

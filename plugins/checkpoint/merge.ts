@@ -253,8 +253,20 @@ export function objectView(store: Parameters<typeof ObjectStore.of>[0], options:
 /** What a conflict looks like in one line. */
 export function describeConflict(conflict: MergeConflict): string {
   // A null value is `null`; no value at all (never set, or deleted) is "(none)".
-  const show = (side: "base" | "ours" | "theirs") => (conflict.absent?.includes(side) ? "(none)" : clip(canonicalJson(conflict[side])));
-  return `${conflict.path}: base ${show("base")}, ours ${show("ours")}, theirs ${show("theirs")}${conflict.reason ? ` (${conflict.reason})` : ""}`;
+  const show = (side: "base" | "ours" | "theirs", key?: string) => {
+    if (conflict.absent?.includes(side)) return "(none)";
+    const value = key === undefined ? conflict[side] : (conflict[side] as Record<string, JsonValue>)[key];
+    return value === undefined ? "(none)" : clip(canonicalJson(value));
+  };
+  const sides = (key?: string) => `base ${show("base", key)}, ours ${show("ours", key)}, theirs ${show("theirs", key)}`;
+  const reason = conflict.reason ? ` (${conflict.reason})` : "";
+  // Two objects (a task, a record) differ somewhere past the clip: each key ours and theirs differ at, or
+  // the line showed the same first 60 characters on each side and nothing of the conflict.
+  const { ours, theirs } = conflict;
+  if (!isRecord(ours) || !isRecord(theirs) || conflict.absent?.includes("ours") || conflict.absent?.includes("theirs")) return `${conflict.path}: ${sides()}${reason}`;
+  const keys = [...new Set([...Object.keys(ours), ...Object.keys(theirs)])].sort().filter((key) => canonicalJson(ours[key] ?? null) !== canonicalJson(theirs[key] ?? null) || Object.hasOwn(ours, key) !== Object.hasOwn(theirs, key));
+  const base = conflict.absent?.includes("base") || isRecord(conflict.base) ? "" : `base ${show("base")}; `;
+  return `${conflict.path}${reason}: ${base}${keys.map((key) => `${key}: ${base ? `ours ${show("ours", key)}, theirs ${show("theirs", key)}` : sides(key)}`).join("; ")}`;
 }
 
 function clip(text: string): string {
