@@ -625,6 +625,9 @@ describe("--worktree and --git", () => {
     p.start(["--task", "main"]);
     expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
     expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    // In its worktree, status is the branch's, as it ended, as checkpoint list's is: it said "No session is active in this project" while main ran.
+    const here = p.apex(["status", "--json"], { cwd: worktree });
+    expect(JSON.parse(here.stdout).session, here.stderr).toMatchObject({ name: "feature", status: "stopped", worktree });
     // Moved by hand: git would refuse a second checkout of apex/feature, so the hint moves it back.
     const moved = join(worktree, "..", "moved");
     git(dir, "worktree", "move", worktree, moved);

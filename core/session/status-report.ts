@@ -4,7 +4,7 @@ import { prefixRange } from "../store/paths.js";
 import { agentMarker, groupCpuSeconds, processGroups, provenMembers, stopProgress, type ProcStat } from "./proc.js";
 import { CONTEXT_SUFFIX, agentsPrefix, checkpointPrefix, countersPath, taskCountsPath, tasksPrefix, worktreeOf, type TaskCounts, type AgentRecord, type SessionRecord, type SessionStatus, type TaskRecord } from "./records.js";
 import { onOtherHost, supervisorHost } from "./lease.js";
-import { currentSession, effectiveStatus, lastSession, supervisorAlive } from "./sessions.js";
+import { boundSessionId, effectiveStatus, findSession, lastSession, supervisorAlive } from "./sessions.js";
 
 export interface AgentStatusView {
   name: string;
@@ -90,14 +90,14 @@ export function buildStatusReport(store: Store, _storeDir?: string): StatusRepor
 }
 
 function statusReportOf(store: Store): StatusReport {
-  const session = currentSession(store);
+  // The session bound here, running or ended (a branch's worktree binds to its session either way: shown as it ended, as --session shows it).
+  const bound = boundSessionId(store);
+  const session = bound === undefined ? undefined : findSession(store, bound);
+  if (session) return sessionReport(store, session);
   const empty = emptyStatusReport();
-  if (!session) {
-    const last = lastSession(store);
-    if (last) empty.last_session = { session_id: last.session_id, name: nameOf(last), status: last.status, ended_at: last.ended_at ?? null, outcome: last.outcome ?? null };
-    return empty;
-  }
-  return sessionReport(store, session);
+  const last = lastSession(store);
+  if (last) empty.last_session = { session_id: last.session_id, name: nameOf(last), status: last.status, ended_at: last.ended_at ?? null, outcome: last.outcome ?? null };
+  return empty;
 }
 
 export function sessionReport(store: Store, session: SessionRecord): StatusReport {
