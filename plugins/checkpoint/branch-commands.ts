@@ -37,16 +37,18 @@ ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session 
     .option("--dry-run", "print every change and conflict; write nothing (exit 4 when the merge would be refused; with --git, also when git would conflict)")
     .option("--strategy <strategy>", "conflicts (a path changed on both sides differently): fail (refuse, exit 4), ours (keep DST's) or theirs (take SRC's)", "fail")
     .option("--git", "also merge SRC's git branch (apex/NAME) into DST's working tree (beforeGit fires first; a conflict aborts the git merge and names the files)")
-    .option("--json", "print {source: {session_id, session_name, checkpoint}, destination, base, other_bases, relation, strategy, dry_run, applied, refused, memory: {changes, conflicts}, tasks: {changes, conflicts}, checkpoint, git}")
+    .option("--json", "print {source: {session_id, session_name, checkpoint, changed_since_checkpoint}, destination, base, other_bases, relation, strategy, dry_run, applied, refused, memory: {changes, conflicts, same, kept_ours}, tasks: {…}, checkpoint, git, writer_pid}")
     .addHelpText(
       "after",
       `
 A path changed on one side takes that side; changed on both sides to different values is a
-conflict {path, base, ours, theirs}; deletions count as changes; the same change on both sides
-is not a conflict. Tasks are a union by id; a completed task stays completed. When DST holds
-the live memory (it runs, or ran last) the changes are applied to it with the merge checkpoint
-in one transaction, through its supervisor while it runs. Only what SRC checkpointed is merged:
-checkpoint it first (\`apex --session SRC checkpoint create\`) to take its latest writes.
+conflict {path, base, ours, theirs, absent} (between two objects the text names each key they
+differ at); deletions count as changes; the same change on both sides is not a conflict. Tasks
+are a union by id; a completed task stays completed. When DST holds the live memory (it runs,
+or ran last) the changes are applied to it with the merge checkpoint in one transaction,
+through its supervisor while it runs (one still starting is waited for). Only what SRC
+checkpointed is merged: checkpoint it first (\`apex --session SRC checkpoint create\`) to take
+its latest writes.
 Exit codes: 2 usage, 3 a session, checkpoint or git branch not found, 4 refused (conflicts).
 ${examples("apex session merge experimental-feature current --dry-run", "apex session merge 7c1d 3f2a --strategy theirs", "apex session merge try-b current --git --json")}`,
     )
