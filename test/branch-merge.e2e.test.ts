@@ -717,6 +717,24 @@ describe("--worktree and --git", () => {
     expect(p.apex(["memory", "show", "/feature"]).status).toBe(3);
   });
 
+  it("--git into a running branch whose memory conflicts is refused for the conflict, from a tree bound to another session", () => {
+    const { p, worktree } = repoProject();
+    const main = p.start(["--task", "main"]).session_id;
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const source = join(worktree, "..", "source");
+    for (const [name, dir] of [["feature", worktree], ["source", source]]) expect(p.apex(["session", "branch", "latest", name!, "--worktree", dir!]).status).toBe(0);
+    expect(p.apex(["memory", "set", "/c", '"main"']).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "main work"]).status).toBe(0);
+    expect(p.apex(["session", "merge", main, "source"]).status).toBe(0);
+    p.start(["--continue", "feature"]);
+    expect(p.apex(["memory", "set", "/c", '"feature"'], { cwd: worktree }).status).toBe(0);
+    // Run in source's worktree (source does not run): the refusal was asked of the store, which
+    // refused to merge beside feature's supervisor ("runs in its supervisor … run the merge again").
+    const refused = p.apex(["session", "merge", "source", "feature", "--git", "--json"], { cwd: source });
+    expect(refused.status, refused.stderr).toBe(4);
+    expect(JSON.parse(refused.stderr).error).toMatchObject({ code: "APEX_E_MERGE_CONFLICT", message: expect.stringContaining("conflicts at 1 path: /c.") });
+  });
+
   it("a git conflict aborts cleanly: both histories intact, the files named, no memory merged", () => {
     // While `clash` exists, beforeGit in main (fired between the memory merge's plan and the merge) writes /feature there.
     const clash = 'import { existsSync } from "node:fs";\nexport default { name: "clash", apply(apex) { apex.hooks.beforeGit.tapPromise("clash", async () => { if (existsSync("clash")) await apex.store.set("/feature", "main"); }); } };\n';

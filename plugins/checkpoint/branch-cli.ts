@@ -279,11 +279,14 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
       hint: "Merge the memory remotely without --git, and the git branches on the server's host.",
     });
   }
+  // Into an active DST through DST's own supervisor (the one writer of its memory): its agents see the state before or after.
+  // (A remote merge goes to the server, which merges into the session its grant is for.)
+  const destination = remote ? undefined : await withReadStore(location, (store) => resolveSessionRef(store, dst)).catch(() => undefined);
   let gitReport: JsonValue | undefined;
   if (options.git && !options.dryRun) {
     // The memory merge is checked first (a refusal changes nothing, git included), then git merges.
     const plan = (await callRead(location, "session.merge", { ...params, dry_run: true })) as SessionMergeReport;
-    if (plan.refused) return printMerge(await refusedReport(location, params), options);
+    if (plan.refused) return printMerge(await refusedReport(location, params, destination), options);
     gitReport = await mergeGit(location, plan);
   }
   if (options.dryRun) {
@@ -298,9 +301,6 @@ export async function mergeCommand(location: ProjectLocation, src: string, dst: 
     if (report.refused) process.exitCode = 4;
     return;
   }
-  // Into an active DST through DST's own supervisor (the one writer of its memory): its agents see the state before or after.
-  // (A remote merge goes to the server, which merges into the session its grant is for.)
-  const destination = remote ? undefined : await withReadStore(location, (store) => resolveSessionRef(store, dst)).catch(() => undefined);
   let ended: number | undefined;
   let report: SessionMergeReport;
   const request = { ...params, ...(gitReport !== undefined ? { git: gitReport } : {}) };
@@ -357,8 +357,9 @@ async function callRead(location: ProjectLocation, method: string, params: Recor
 }
 
 /** The real merge's refusal, for the exit code and message, when the dry run said it would refuse. */
-async function refusedReport(location: ProjectLocation, params: Record<string, unknown>): Promise<never> {
-  await callWrite(location, "session.merge", params, undefined);
+async function refusedReport(location: ProjectLocation, params: Record<string, unknown>, destination: string | undefined): Promise<never> {
+  // Where the merge would be made (DST's supervisor when it runs): another process refuses a running DST for that, not for its conflicts.
+  await callWrite(location, "session.merge", params, destination);
   throw new ApexError("APEX_E_INTERNAL", "The merge was expected to be refused.");
 }
 
