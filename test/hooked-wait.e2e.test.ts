@@ -4,7 +4,7 @@
 // (APEX_PLUGIN_COMMAND_IDLE_MS, short here) is waited for while the supervisor sends its heartbeat;
 // one whose hook holds the process is given up on after the window, saying what may still happen.
 // Every process is ended by pid.
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, isAlive, waitFor } from "./fixtures/agents/harness.js";
@@ -73,6 +73,25 @@ describe("task and milestone calls with slow plugin hooks", () => {
     // As it said: once the hook lets go, the task is claimed.
     await waitFor("the claim to complete", () => task("t-0001").status === "active", 20_000);
     expect(task("t-0001").assignee).toBe("coder");
+  }, 60_000);
+
+  it("say on Ctrl-C that only the wait ended (APEX_E_INTERRUPTED, exit 130, in JSON with --json), and the claim is made", async () => {
+    project = slowProject();
+    project.start([]);
+    expect(project.apex(["task", "add", "Write it"]).status).toBe(0);
+    writeFileSync(join(project.dir, "beforeTask"), "sleep 1500");
+    const claim = project.apexAsync(["task", "claim", "--agent", "coder", "--json"], { env });
+    await waitFor("the beforeTask hook to begin", () => existsSync(join(project!.dir, "beforeTask.began")), 20_000);
+    claim.child.kill("SIGINT");
+    const interrupted = await claim.done;
+    // Before, a silent exit 130: nothing said the claim was still under way.
+    expect(interrupted.status).toBe(130);
+    expect(interrupted.stdout).toBe("");
+    const { error } = JSON.parse(interrupted.stderr) as { error: { code: string; message: string; details: Record<string, unknown> } };
+    expect(error.code).toBe("APEX_E_INTERRUPTED");
+    expect(error.message).toBe("Interrupted while claiming a task for coder: the supervisor got the request and goes on with it. The claim may still be made once the supervisor goes on: `apex task list --status active` shows whether coder holds a task.");
+    expect(error.details).toMatchObject({ method: "task.claim", may_be_under_way: true });
+    await waitFor("the claim to complete", () => task("t-0001").status === "active", 20_000);
   }, 60_000);
 });
 
