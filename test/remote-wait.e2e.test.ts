@@ -4,16 +4,21 @@
 // short here) is waited for while the supervisor's heartbeat comes through the server; one whose
 // hook holds the supervisor's process is given up on after the window, as locally. The HTTP reply
 // is the plain JSON one to a client that does not ask for heartbeat lines. Every process is ended by pid.
-import { existsSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { initRepo, isolatedGit } from "./support/git.js";
 import { slowHooksProject } from "./support/slow-hooks.js";
-import { serve, share } from "./support/serve.js";
+import { rpc, serve, share } from "./support/serve.js";
 
 let project: Project | undefined;
 const stops: Array<() => Promise<unknown>> = [];
+/** Supervisors a test stopped (SIGSTOP): continued first, so that the cleanup's stop can end them. */
+const stopped: number[] = [];
 afterEach(async () => {
+  for (const pid of stopped.splice(0)) if (isAlive(pid)) process.kill(pid, "SIGCONT");
   for (const stop of stops.splice(0)) await stop();
   project?.cleanup();
   project = undefined;
@@ -141,5 +146,43 @@ describe("apex --remote with slow plugin hooks", () => {
     expect(plain.headers.get("content-type")).toMatch(/^application\/json/);
     expect(await plain.json()).toMatchObject({ result: { status: "active" } });
     expect(existsSync(join(p.dir, "onResume.began"))).toBe(true);
+  }, 60_000);
+});
+
+describe("a plugin command forwarded through apex serve (plugin.command)", () => {
+  it("is waited on as long as the supervisor sends its heartbeat, whatever the client asked, with its output in the answer; a supervisor silent for the server's window is given up on", async () => {
+    // `session sync-git` runs git in the supervisor: a git that sleeps first (while the file slow-git
+    // names its seconds) is a command that runs long while the supervisor is at work.
+    const { GIT_ENV, git } = isolatedGit("apex-remote-wait-git-");
+    project = new Project(shellAgents({ coder: "while true; do sleep 0.2; done" }).replace("plugins: {}", "plugins:\n  git: {}"));
+    const p = project;
+    initRepo(git, p.dir, { ".gitignore": ".apex/\nbin/\nslow-git\n" });
+    mkdirSync(join(p.dir, "bin"));
+    writeFileSync(join(p.dir, "bin", "git"), `#!/bin/sh\n[ -f ${join(p.dir, "slow-git")} ] && sleep "$(cat ${join(p.dir, "slow-git")})"\nexec ${execFileSync("sh", ["-c", "command -v git"], { encoding: "utf8" }).trim()} "$@"\n`, { mode: 0o755 });
+    const started = p.apex(["start", "--task", "slow git", "--json"], { env: { ...GIT_ENV, PATH: `${join(p.dir, "bin")}:${process.env.PATH}` } });
+    expect(started.status, started.stderr).toBe(0);
+    const ready = JSON.parse(started.stdout) as { session_id: string; supervisor_pid: number };
+    // The server's window is 1.5 s (10 minutes by default): the command below runs longer.
+    const url = await serve(p, stops, { APEX_PLUGIN_COMMAND_IDLE_MS: "1500" });
+    const { token } = share(p, ready.session_id, "rita", "owner");
+
+    // Before, the server waited a fixed 120 s; and asked to stream it (`stream`, as the CLI's own call does), the output was dropped: {output: ""}.
+    writeFileSync(join(p.dir, "slow-git"), "2.5");
+    const synced = await rpc(url, ready.session_id, "plugin.command", token, { name: "session sync-git", args: [], options: {}, stream: true });
+    expect(synced.status, JSON.stringify(synced.body)).toBe(200);
+    expect(synced.body.result).toMatchObject({ exitCode: 0 });
+    expect(synced.body.result.output).toMatch(/^Recorded the git state of session /);
+
+    // Stopped (SIGSTOP) while the command runs: the server gives up after its window of silence, not 120 s.
+    const answer = rpc(url, ready.session_id, "plugin.command", token, { name: "session sync-git", args: [], options: {} });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    stopped.push(ready.supervisor_pid);
+    process.kill(ready.supervisor_pid, "SIGSTOP");
+    const began = Date.now();
+    const silent = await Promise.race([answer, new Promise<undefined>((resolve) => setTimeout(resolve, 10_000))]);
+    expect(silent, "an answer within 10 s").toBeDefined();
+    expect(Date.now() - began).toBeLessThan(10_000);
+    expect(silent!.body.error).toMatchObject({ code: "APEX_E_TIMEOUT", message: "The supervisor sent nothing on plugin.command (not even its heartbeat) for 2 s." });
+    process.kill(ready.supervisor_pid, "SIGCONT");
   }, 60_000);
 });

@@ -15,6 +15,7 @@ import { callSupervisor, subscribeSupervisor, type Subscription } from "../../co
 import { SupervisorChannel } from "./supervisor-channel.js";
 import { errorBody, idleWindowMs, unknownMethod } from "../../core/rpc/protocol.js";
 import { heartbeatReply } from "./heartbeat-reply.js";
+import { heartbeatFor } from "../../cli/session/lifecycle-wait.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
@@ -377,7 +378,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // A grant made through a grant records it (whatever the body says): revoking the caller's grant revokes this one too.
     if (method === "share.create") actorParams.via_token_id = caller.token_id;
     // A plugin command's arguments: pinned to this session, or refused (command-scope.ts), before it runs.
-    if (method === "plugin.command") Object.assign(actorParams, await remotePluginCommand(sid, params, gate.commandLookup(sid)));
+    // It may run for any time (a compress of a large session): waited on as long as the supervisor
+    // sends its heartbeat, whatever the client asked (a fixed 120 s cut it off while it went on).
+    // Its output comes in the answer: printed output streamed as events was dropped here, and the
+    // answer came without it.
+    if (method === "plugin.command") Object.assign(actorParams, await remotePluginCommand(sid, params, gate.commandLookup(sid)), { stream: false, heartbeat_ms: heartbeatFor(idleWindowMs()) });
     // A merge reads its source: the caller needs a grant of it too, not only owner of the destination.
     if (method === "session.merge") Object.assign(actorParams, { source: await gate.mergeSource(caller, sid, params), destination: await gate.mergeDestination(sid, params) });
     let result: unknown;
