@@ -27,15 +27,16 @@ export function registerSessionCommands(program: Command): void {
   session
     .command("history")
     .description(
-      "ended sessions with their outcome (completed, failed, stopped) and why; with an ID, that session's audit trail: " +
+      "ended sessions with their outcome (completed, failed, stopped) and why; with an ID (or --session, or through --remote: that session), that session's audit trail: " +
         "lifecycle changes, task changes, checkpoints, restores, retention deletions and git syncs, with time and actor",
     )
     .argument("[id]", "a session: its id, a unique prefix of 4 or more characters, `current` or `last`")
-    .option("--json", "print [{session_id, name, status, created_at, ended_at, initial_task, outcome, …}] (with an ID: {session_id, name, status, events: [{seq, at, type, actor, …}]})")
+    .option("--json", "print [{session_id, name, status, created_at, ended_at, initial_task, outcome, …}] (with an ID, or --session, or through --remote: {session_id, name, status, events: [{seq, at, type, actor, …}]})")
     .addHelpText("after", "\nExamples:\n  apex session history\n  apex session history 3f2a\n  apex session history last --json")
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       // `apex session history --session S` is S's trail, as `apex session history S`: not the list of ended sessions, the flag unread.
-      id ??= (await import("../core/session/binding.js")).sessionFlag();
+      // So is `apex --remote HOST/S session history`: the remote session is the one bound (it printed `[]`, the grant's ended ancestors).
+      id ??= (await import("../core/session/binding.js")).sessionFlag() ?? (process.env.APEX_REMOTE ? "current" : undefined);
       if (id === undefined) {
         const { sessionHistory } = await import("./session/sessions.js");
         await sessionHistory(projectOf(command), Boolean(options.json));

@@ -52,6 +52,8 @@ describe("apex serve: every session of the project", () => {
       // `last` and `current` through --remote: the session it names (it said there was none).
       [["session", "history", "last"], ["session", "history", a]],
       [["session", "history", "current"], ["session", "history", a]],
+      // No ID through --remote: the remote session's trail, as `--session A` gives it (it was the list of ended sessions the grant sees).
+      [["session", "history", "--json"], ["session", "history", "--session", a, "--json"]],
     ]) {
       const result = remote(project, url, a, viewerA.token, far!);
       expect(result.status, result.stderr).toBe(0);
