@@ -119,3 +119,23 @@ describe("apex task add while the session is stopping", () => {
     expect(listed.map((task) => [task.id, task.status])).toEqual([["t-0001", "pending"], ["t-0002", "pending"]]);
   }, 60_000);
 });
+
+describe("memory writes through a supervisor whose hooks are slow", () => {
+  it("are answered at once: they run no hook and queue behind none, so they keep their bound rather than wait on the heartbeat", async () => {
+    project = slowProject();
+    project.start([]);
+    writeFileSync(join(project.dir, "onPause"), "sleep 4500");
+    const pause = project.apexAsync(["pause"], { env });
+    await waitFor("the onPause hook to begin", () => existsSync(join(project!.dir, "onPause.began")), 20_000);
+    writeFileSync(join(project.dir, "notes.json"), JSON.stringify({ "/notes/b": 2, "/notes/c": 3 }));
+    for (const args of [["memory", "set", "/notes/a", "1"], ["memory", "import", "notes.json"], ["memory", "delete", "/notes/c"]]) {
+      const written = project.apex(args, { env });
+      expect(written.status, written.stderr).toBe(0);
+      expect(written.stderr).toBe("");
+    }
+    // All three done while the pause's hook still runs in the same supervisor.
+    expect(pause.child.exitCode).toBeNull();
+    expect(JSON.parse(project.apex(["memory", "query", "/notes/*", "--json"]).stdout)).toEqual({ "/notes/a": 1, "/notes/b": 2 });
+    expect((await pause.done).status).toBe(0);
+  }, 60_000);
+});
