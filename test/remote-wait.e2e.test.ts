@@ -149,6 +149,37 @@ describe("apex --remote with slow plugin hooks", () => {
   }, 60_000);
 });
 
+describe("apex --remote when the server dies during a wait", () => {
+  it("says the server closed the connection before answering, and that whether the pause was done is not known; it is done", async () => {
+    project = slowHooksProject({ coder: "while true; do sleep 0.2; done" });
+    const p = project;
+    const ready = p.start([]);
+    const server = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stops.push(async () => {
+      if (server.child.exitCode === null) server.child.kill("SIGTERM");
+      await server.done;
+    });
+    const url = await waitFor("apex serve's address", () => (server.output().includes("}") ? (JSON.parse(server.output()) as { url: string }).url : undefined), 30_000);
+    const { token } = share(p, ready.session_id, "rita", "owner");
+    writeFileSync(join(p.dir, "onPause"), "sleep 2500");
+    const pause = p.apexAsync(["--remote", `${url.replace(/^http:\/\//, "")}/${ready.session_id}`, "pause", "--json"], { env: { APEX_TOKEN: token, ...env } });
+    await waitFor("the onPause hook to begin", () => existsSync(join(p.dir, "onPause.began")), 20_000);
+    // Past the first heartbeat line: the reply has begun.
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    server.child.kill("SIGKILL");
+    const cut = await pause.done;
+    expect(cut.status).toBe(1);
+    expect(cut.stdout).toBe("");
+    // Before: "The connection to … broke during session.pause: ECONNRESET.", with no hint and no details.connection.
+    const { error } = JSON.parse(cut.stderr) as { error: { code: string; message: string; hint: string; details: Record<string, unknown> } };
+    expect(error.code).toBe("APEX_E_RPC");
+    expect(error.message).toMatch(/^http:\/\/127\.0\.0\.1:\d+ closed the connection before answering session\.pause \(\w+\); whether it was done is not known\.$/);
+    expect(error.hint).toContain("before running it again");
+    expect(typeof error.details.connection).toBe("string");
+    await waitFor("the pause to complete", () => p.status().session?.status === "paused", 20_000);
+  }, 60_000);
+});
+
 describe("a plugin command forwarded through apex serve (plugin.command)", () => {
   it("is waited on as long as the supervisor sends its heartbeat, whatever the client asked, with its output in the answer; a supervisor silent for the server's window is given up on", async () => {
     // `session sync-git` runs git in the supervisor: a git that sleeps first (while the file slow-git
