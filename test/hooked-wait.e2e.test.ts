@@ -95,6 +95,28 @@ describe("task and milestone calls with slow plugin hooks", () => {
   }, 60_000);
 });
 
+describe("apex checkpoint create with slow checkpoint hooks", () => {
+  it("waits as long as the supervisor sends its heartbeat, and says on Ctrl-C that only the wait ended (it was a silent exit 130); the checkpoint is written", async () => {
+    project = slowHooksProject({ coder: "while true; do sleep 0.2; done" }, ["checkpoint"]);
+    project.start([]);
+    writeFileSync(join(project.dir, "afterCheckpoint"), "sleep 2200");
+    const created = project.apex(["checkpoint", "create", "slow one"], { env });
+    expect(created.status, created.stderr).toBe(0);
+    expect(created.stderr).toMatch(/^Still creating a checkpoint \(\d+ s so far\): its supervisor \(pid \d+\) is at work on it \(its plugins' beforeCheckpoint and afterCheckpoint hooks run then/);
+
+    const create = project.apexAsync(["checkpoint", "create", "interrupted one", "--json"], { env });
+    await waitFor("the afterCheckpoint hook to begin again", () => project!.apex(["checkpoint", "list", "--json"]).stdout.includes("interrupted one"), 20_000);
+    create.child.kill("SIGINT");
+    const interrupted = await create.done;
+    expect(interrupted.status).toBe(130);
+    expect(interrupted.stdout).toBe("");
+    const { error } = JSON.parse(interrupted.stderr) as { error: { code: string; message: string; details: Record<string, unknown> } };
+    expect(error.code).toBe("APEX_E_INTERRUPTED");
+    expect(error.message).toBe("Interrupted while creating a checkpoint: the supervisor got the request and goes on with it. The checkpoint may still be written once the supervisor goes on: `apex checkpoint list` shows whether it is.");
+    expect(error.details).toMatchObject({ method: "checkpoint.create", may_be_under_way: true });
+  }, 60_000);
+});
+
 describe("apex task add while the session is stopping", () => {
   it("adds the task and says on stderr that it waits for `start --continue` (--json stdout unchanged)", async () => {
     project = slowProject();
