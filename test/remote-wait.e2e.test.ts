@@ -149,6 +149,25 @@ describe("apex --remote with slow plugin hooks", () => {
   }, 60_000);
 });
 
+describe("apex --remote reads of a session whose supervisor does not answer", () => {
+  it("are answered from the store after a few seconds (the server's window, when shorter), not after 120 s", async () => {
+    const { p, ready, remote } = await served({ APEX_PLUGIN_COMMAND_IDLE_MS: "1500" });
+    stopped.push(ready.supervisor_pid);
+    process.kill(ready.supervisor_pid, "SIGSTOP");
+    const began = Date.now();
+    // Before, the token's check waited 120 s on the stopped supervisor, then so did the read, each ending in a 504.
+    const status = remote(["status", "--json"]);
+    expect(status.status, status.stderr).toBe(0);
+    expect(Date.now() - began).toBeLessThan(15_000);
+    expect(JSON.parse(status.stdout).session).toMatchObject({ session_id: ready.session_id });
+    const listed = remote(["task", "list", "--json"]);
+    expect(listed.status, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout)).toEqual([]);
+    process.kill(ready.supervisor_pid, "SIGCONT");
+    expect(p.status().session?.status).toBe("active");
+  }, 60_000);
+});
+
 describe("apex --remote when the server dies during a wait", () => {
   it("says the server closed the connection before answering, and that whether the pause was done is not known; it is done", async () => {
     project = slowHooksProject({ coder: "while true; do sleep 0.2; done" });
