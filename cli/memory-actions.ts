@@ -16,6 +16,8 @@ export interface MemoryReader {
   query(glob: string, limit?: number): Promise<Entry[]>;
   /** The project's session records as the session readers give them: with their leases. */
   sessions?(): Promise<SessionRecord[]>;
+  /** True through `apex serve`: the status of each of sessions() is the server's verdict, judged where the supervisors run. */
+  judged?: boolean;
   close(): Promise<void>;
 }
 
@@ -33,6 +35,7 @@ export function readerOver(client: SessionClient): MemoryReader {
     get: async (path) => (await client.call("memory.get", { path })) as JsonValue | undefined,
     query: async (glob, limit) => (await client.call("memory.query", { glob, limit })) as Entry[],
     sessions: async () => (await client.call("session.list")) as SessionRecord[],
+    ...(client.via === "remote" ? { judged: true } : {}),
     close: () => client.close(),
   };
 }

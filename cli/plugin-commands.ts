@@ -5,7 +5,7 @@ import type { Config } from "../core/config/types.js";
 import { ApexError, isApexError } from "../core/errors.js";
 import { idleWindowMs } from "../core/rpc/protocol.js";
 import type { CommandContext, CommandInput, CommandRegistration, Engine } from "../core/engine.js";
-import { printJson, printLine } from "./output.js";
+import { printJson, printLine, reportError } from "./output.js";
 import { configFlagOf } from "./session-ref.js";
 import { type Store } from "../core/store/store.js";
 import { openStore, storeExists, type StoreLocation } from "../core/store/open.js";
@@ -201,11 +201,25 @@ async function runAtWriter(engine: Engine, name: string, input: CommandInput, co
   // nothing for the whole window (APEX_PLUGIN_COMMAND_IDLE_MS, 10 minutes) cuts the wait short.
   const idleMs = idleWindowMs();
   const params = { name, plugin, args: input.args, options: input.options, stream: true, heartbeat_ms: Math.max(50, Math.floor(idleMs / 4)) };
-  const reply = (await supervisor.call("plugin.command", params, idleMs, (event) => {
-    const { output } = event as { output?: unknown };
-    if (typeof output === "string") process.stdout.write(output);
-  })) as { output: string; exitCode: number };
-  if (reply.output) process.stdout.write(reply.output);
-  return reply.exitCode;
+  // Ctrl-C ends the wait, not the command, which goes on in the supervisor: said (it was a silent exit 130).
+  const pid = supervisor.supervisor?.pid;
+  const interrupted = () => {
+    const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while \`apex ${name}\` ran in the session's supervisor${pid ? ` (pid ${pid})` : ""}: it goes on there, and what it prints from now on is not shown.`, {
+      hint: "`apex status` shows whether the supervisor is alive.",
+      details: { command: name, ...(pid ? { pid } : {}), may_be_under_way: true },
+    });
+    process.exit(reportError(error, input.options.json === true));
+  };
+  process.once("SIGINT", interrupted);
+  try {
+    const reply = (await supervisor.call("plugin.command", params, idleMs, (event) => {
+      const { output } = event as { output?: unknown };
+      if (typeof output === "string") process.stdout.write(output);
+    })) as { output: string; exitCode: number };
+    if (reply.output) process.stdout.write(reply.output);
+    return reply.exitCode;
+  } finally {
+    process.off("SIGINT", interrupted);
+  }
 }
 

@@ -27,15 +27,16 @@ export function registerSessionCommands(program: Command): void {
   session
     .command("history")
     .description(
-      "ended sessions with their outcome (completed, failed, stopped) and why; with an ID, that session's audit trail: " +
+      "ended sessions with their outcome (completed, failed, stopped) and why; with an ID (or --session, or through --remote: that session), that session's audit trail: " +
         "lifecycle changes, task changes, checkpoints, restores, retention deletions and git syncs, with time and actor",
     )
     .argument("[id]", "a session: its id, a unique prefix of 4 or more characters, `current` or `last`")
-    .option("--json", "print [{session_id, name, status, created_at, ended_at, initial_task, outcome, …}] (with an ID: {session_id, name, status, events: [{seq, at, type, actor, …}]})")
+    .option("--json", "print [{session_id, name, status, created_at, ended_at, initial_task, outcome, …}] (with an ID, or --session, or through --remote: {session_id, name, status, events: [{seq, at, type, actor, …}]})")
     .addHelpText("after", "\nExamples:\n  apex session history\n  apex session history 3f2a\n  apex session history last --json")
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       // `apex session history --session S` is S's trail, as `apex session history S`: not the list of ended sessions, the flag unread.
-      id ??= (await import("../core/session/binding.js")).sessionFlag();
+      // So is `apex --remote HOST/S session history`: the remote session is the one bound (it printed `[]`, the grant's ended ancestors).
+      id ??= (await import("../core/session/binding.js")).sessionFlag() ?? (process.env.APEX_REMOTE ? "current" : undefined);
       if (id === undefined) {
         const { sessionHistory } = await import("./session/sessions.js");
         await sessionHistory(projectOf(command), Boolean(options.json));
@@ -51,6 +52,8 @@ export function registerSessionCommands(program: Command): void {
 export interface LocatedSession {
   sessionId: string;
   record: SessionRecord;
+  /** Its status as shown (effectiveStatus); through `apex serve`, as the server judged it (`MemoryReader.judged`). */
+  status: string;
 }
 
 /**
@@ -60,17 +63,20 @@ export interface LocatedSession {
  */
 export async function locateSession(reader: MemoryReader, ref: string | undefined): Promise<LocatedSession> {
   const located = await locateRecord(reader, ref);
+  const { effectiveStatus } = await import("../core/session/sessions.js");
   // Memory reads give the record as stored; its lease (a row of the leases table, never in the
   // record) comes with the session readers' records, and decides whether a session live on
   // another host runs or was interrupted.
-  if (!located.record.supervisor || !reader.sessions) return located;
+  if (!located.record.supervisor || !reader.sessions) return { ...located, status: effectiveStatus(located.record) };
   const withLease = (await reader.sessions()).find((record) => record.session_id === located.sessionId);
   const expiry = withLease?.supervisor?.lease_expires_at;
-  // The whole lease: its expiry, and (read here) that expiry on this process's clock (lease.ts withLease).
-  return expiry === undefined ? located : { ...located, record: { ...located.record, supervisor: { ...located.record.supervisor, ...withLease!.supervisor, lease_expires_at: expiry } } };
+  // The whole lease: its expiry, and its clock's offset from this host's (lease.ts withLease).
+  const record = expiry === undefined ? located.record : { ...located.record, supervisor: { ...located.record.supervisor, ...withLease!.supervisor, lease_expires_at: expiry } };
+  // Through `apex serve`, the server's verdict: this host's name and clock say nothing of the supervisors' leases.
+  return { ...located, record, status: reader.judged && withLease ? withLease.status : effectiveStatus(record) };
 }
 
-async function locateRecord(reader: MemoryReader, ref: string | undefined): Promise<LocatedSession> {
+async function locateRecord(reader: MemoryReader, ref: string | undefined): Promise<Omit<LocatedSession, "status">> {
   const { ApexError } = await import("../core/errors.js");
   const { CURRENT_SESSION_PATH, HISTORY_PREFIX, sessionPath } = await import("../core/session/records.js");
   const { hasRun, pickSession } = await import("../core/session/sessions.js");
@@ -81,7 +87,7 @@ async function locateRecord(reader: MemoryReader, ref: string | undefined): Prom
   // Records at /sessions/<sid>: the current session, or one interrupted before it was continued.
   for (const { path, value } of await reader.query("/sessions/*")) if (path !== CURRENT_SESSION_PATH) addSession(sessions, value);
   const current = currentId === undefined ? undefined : ((await reader.get(sessionPath(currentId))) as SessionRecord | undefined);
-  const found = (record: SessionRecord | undefined): LocatedSession | undefined => record && { sessionId: record.session_id, record };
+  const found = (record: SessionRecord | undefined): Omit<LocatedSession, "status"> | undefined => record && { sessionId: record.session_id, record };
 
   if (ref === undefined || ref === "last" || ref === "current") {
     const ended = [...sessions.values()].filter((record) => record.ended_at).sort((a, b) => ((a.ended_at ?? "") < (b.ended_at ?? "") ? 1 : -1));
@@ -138,10 +144,8 @@ export async function openSessionReader(location: ProjectLocation): Promise<Memo
 async function showAuditTrail(location: ProjectLocation, ref: string, json: boolean): Promise<void> {
   const reader = await openSessionReader(location);
   try {
-    const { sessionId, record } = await locateSession(reader, ref);
+    const { sessionId, record, status } = await locateSession(reader, ref);
     const events = await readAuditTrail(reader, sessionId);
-    const { effectiveStatus } = await import("../core/session/sessions.js");
-    const status = effectiveStatus(record);
     const { known, paint, printJson, printLine } = await import("./output.js");
     if (json) {
       // The name too, which the text's heading shows (a branch's; null for others), as session list and report give it.

@@ -4,7 +4,7 @@
 // (APEX_PLUGIN_COMMAND_IDLE_MS, short here) is waited for while the supervisor sends its heartbeat;
 // one whose hook holds the process is given up on after the window, saying what may still happen.
 // Every process is ended by pid.
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Project, isAlive, waitFor } from "./fixtures/agents/harness.js";
@@ -74,6 +74,47 @@ describe("task and milestone calls with slow plugin hooks", () => {
     await waitFor("the claim to complete", () => task("t-0001").status === "active", 20_000);
     expect(task("t-0001").assignee).toBe("coder");
   }, 60_000);
+
+  it("say on Ctrl-C that only the wait ended (APEX_E_INTERRUPTED, exit 130, in JSON with --json), and the claim is made", async () => {
+    project = slowProject();
+    project.start([]);
+    expect(project.apex(["task", "add", "Write it"]).status).toBe(0);
+    writeFileSync(join(project.dir, "beforeTask"), "sleep 1500");
+    const claim = project.apexAsync(["task", "claim", "--agent", "coder", "--json"], { env });
+    await waitFor("the beforeTask hook to begin", () => existsSync(join(project!.dir, "beforeTask.began")), 20_000);
+    claim.child.kill("SIGINT");
+    const interrupted = await claim.done;
+    // Before, a silent exit 130: nothing said the claim was still under way.
+    expect(interrupted.status).toBe(130);
+    expect(interrupted.stdout).toBe("");
+    const { error } = JSON.parse(interrupted.stderr) as { error: { code: string; message: string; details: Record<string, unknown> } };
+    expect(error.code).toBe("APEX_E_INTERRUPTED");
+    expect(error.message).toBe("Interrupted while claiming a task for coder: the supervisor got the request and goes on with it. The claim may still be made once the supervisor goes on: `apex task list --status active` shows whether coder holds a task.");
+    expect(error.details).toMatchObject({ method: "task.claim", may_be_under_way: true });
+    await waitFor("the claim to complete", () => task("t-0001").status === "active", 20_000);
+  }, 60_000);
+});
+
+describe("apex checkpoint create with slow checkpoint hooks", () => {
+  it("waits as long as the supervisor sends its heartbeat, and says on Ctrl-C that only the wait ended (it was a silent exit 130); the checkpoint is written", async () => {
+    project = slowHooksProject({ coder: "while true; do sleep 0.2; done" }, ["checkpoint"]);
+    project.start([]);
+    writeFileSync(join(project.dir, "afterCheckpoint"), "sleep 2200");
+    const created = project.apex(["checkpoint", "create", "slow one"], { env });
+    expect(created.status, created.stderr).toBe(0);
+    expect(created.stderr).toMatch(/^Still creating a checkpoint \(\d+ s so far\): its supervisor \(pid \d+\) is at work on it \(its plugins' beforeCheckpoint and afterCheckpoint hooks run then/);
+
+    const create = project.apexAsync(["checkpoint", "create", "interrupted one", "--json"], { env });
+    await waitFor("the afterCheckpoint hook to begin again", () => project!.apex(["checkpoint", "list", "--json"]).stdout.includes("interrupted one"), 20_000);
+    create.child.kill("SIGINT");
+    const interrupted = await create.done;
+    expect(interrupted.status).toBe(130);
+    expect(interrupted.stdout).toBe("");
+    const { error } = JSON.parse(interrupted.stderr) as { error: { code: string; message: string; details: Record<string, unknown> } };
+    expect(error.code).toBe("APEX_E_INTERRUPTED");
+    expect(error.message).toBe("Interrupted while creating a checkpoint: the supervisor got the request and goes on with it. The checkpoint may still be written once the supervisor goes on: `apex checkpoint list` shows whether it is.");
+    expect(error.details).toMatchObject({ method: "checkpoint.create", may_be_under_way: true });
+  }, 60_000);
 });
 
 describe("apex task add while the session is stopping", () => {
@@ -98,5 +139,25 @@ describe("apex task add while the session is stopping", () => {
     // As it said: the tasks are there for the session's continuation.
     const listed = JSON.parse(project.apex(["task", "list", "--json"]).stdout) as Array<{ id: string; status: string }>;
     expect(listed.map((task) => [task.id, task.status])).toEqual([["t-0001", "pending"], ["t-0002", "pending"]]);
+  }, 60_000);
+});
+
+describe("memory writes through a supervisor whose hooks are slow", () => {
+  it("are answered at once: they run no hook and queue behind none, so they keep their bound rather than wait on the heartbeat", async () => {
+    project = slowProject();
+    project.start([]);
+    writeFileSync(join(project.dir, "onPause"), "sleep 4500");
+    const pause = project.apexAsync(["pause"], { env });
+    await waitFor("the onPause hook to begin", () => existsSync(join(project!.dir, "onPause.began")), 20_000);
+    writeFileSync(join(project.dir, "notes.json"), JSON.stringify({ "/notes/b": 2, "/notes/c": 3 }));
+    for (const args of [["memory", "set", "/notes/a", "1"], ["memory", "import", "notes.json"], ["memory", "delete", "/notes/c"]]) {
+      const written = project.apex(args, { env });
+      expect(written.status, written.stderr).toBe(0);
+      expect(written.stderr).toBe("");
+    }
+    // All three done while the pause's hook still runs in the same supervisor.
+    expect(pause.child.exitCode).toBeNull();
+    expect(JSON.parse(project.apex(["memory", "query", "/notes/*", "--json"]).stdout)).toEqual({ "/notes/a": 1, "/notes/b": 2 });
+    expect((await pause.done).status).toBe(0);
   }, 60_000);
 });

@@ -13,6 +13,7 @@ import { sessionPath, type SessionRecord } from "../dist/core/session/records.js
 import { openStore } from "../dist/core/store/open.js";
 import { Project, REPO_ROOT, events, groupMembers, isAlive, procInfo, type CliResult, waitFor } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
+import { initRepo, isolatedGit } from "./support/git.js";
 import { startPostgres, type PostgresCluster } from "./support/postgres.js";
 
 let cluster: PostgresCluster;
@@ -43,7 +44,7 @@ class HostProject extends Project {
     projects.push(this);
   }
 
-  override apex(args: string[], options: { env?: NodeJS.ProcessEnv; timeout?: number } = {}): CliResult {
+  override apex(args: string[], options: { env?: NodeJS.ProcessEnv; timeout?: number; cwd?: string } = {}): CliResult {
     return super.apex(args, { ...options, env: { APEX_HOST: this.host, ...this.hostEnv, ...options.env } });
   }
 }
@@ -290,6 +291,37 @@ describe("hosts whose clocks differ", () => {
     frozen.push({ pid: ready.supervisor_pid, startTime });
     process.kill(ready.supervisor_pid, "SIGSTOP");
     await waitFor("host-c to see the session interrupted", () => status(behind).session?.status === "interrupted", 20_000);
+  }, 120_000);
+});
+
+describe("an agent's reads through its supervisor's socket", () => {
+  it("judge another host's lease with their host's clock set right against the database's, as a read of the store does", async () => {
+    const url = cluster.createDatabase();
+    const { git } = isolatedGit("apex-hosts-git-");
+    // host-a's clock a minute ahead of the database's: by it alone, a lease of 3 s ran out long ago.
+    const a = new HostProject("host-a", config(url, "offset", 3, "plugins:\n  checkpoint: {}\n  git: {}"), skewedClock(60_000));
+    initRepo(git, a.dir, { ".gitignore": ".apex/\n" });
+    const main = a.start(["--task", "main line"]);
+    expect(a.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    const parent = mkdtempSync(join(tmpdir(), "apex-hosts-wt-"));
+    const wt = join(parent, "feature");
+    // host-b runs a branch beside it, in a git worktree of the project, on a clock in step with the database's.
+    const hostB = { APEX_HOST: "host-b", NODE_OPTIONS: "", APEX_TEST_CLOCK_SKEW_MS: "0" };
+    try {
+      expect(a.apex(["session", "branch", "latest", "feature", "--worktree", wt]).status).toBe(0);
+      const feature = json<{ session_id: string }>(a.apex(["start", "--continue", "feature", "--json"], { cwd: wt, env: hostB })).session_id;
+      const statusOf = (listed: CliResult) => json<Array<{ session_id: string; status: string; host: string }>>(listed).find((session) => session.session_id === feature);
+      // Read from the store on host-a: running on host-b.
+      expect(statusOf(a.apex(["session", "list", "--json"]))).toMatchObject({ status: "active", host: "host-b" });
+      // The same from one of host-a's agents (APEX_SOCKET: through its supervisor). Before, interrupted: the
+      // supervisor's correction of the clock was lost on the way, and the agent judged the lease by its clock alone.
+      const agent = { APEX_SOCKET: main.socket, APEX_SESSION_ID: main.session_id, APEX_AGENT: "worker" };
+      expect(statusOf(a.apex(["session", "list", "--json"], { env: agent }))).toMatchObject({ status: "active", host: "host-b" });
+      expect(json<{ status: string }>(a.apex(["session", "history", feature, "--json"], { env: agent })).status).toBe("active");
+      expect(a.apex(["stop"], { cwd: wt, env: hostB }).status).toBe(0);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
   }, 120_000);
 });
 

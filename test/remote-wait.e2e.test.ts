@@ -4,16 +4,21 @@
 // short here) is waited for while the supervisor's heartbeat comes through the server; one whose
 // hook holds the supervisor's process is given up on after the window, as locally. The HTTP reply
 // is the plain JSON one to a client that does not ask for heartbeat lines. Every process is ended by pid.
-import { existsSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Project, waitFor } from "./fixtures/agents/harness.js";
+import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { initRepo, isolatedGit } from "./support/git.js";
 import { slowHooksProject } from "./support/slow-hooks.js";
-import { serve, share } from "./support/serve.js";
+import { rpc, serve, share } from "./support/serve.js";
 
 let project: Project | undefined;
 const stops: Array<() => Promise<unknown>> = [];
+/** Supervisors a test stopped (SIGSTOP): continued first, so that the cleanup's stop can end them. */
+const stopped: number[] = [];
 afterEach(async () => {
+  for (const pid of stopped.splice(0)) if (isAlive(pid)) process.kill(pid, "SIGCONT");
   for (const stop of stops.splice(0)) await stop();
   project?.cleanup();
   project = undefined;
@@ -141,5 +146,93 @@ describe("apex --remote with slow plugin hooks", () => {
     expect(plain.headers.get("content-type")).toMatch(/^application\/json/);
     expect(await plain.json()).toMatchObject({ result: { status: "active" } });
     expect(existsSync(join(p.dir, "onResume.began"))).toBe(true);
+  }, 60_000);
+});
+
+describe("apex --remote reads of a session whose supervisor does not answer", () => {
+  it("are answered from the store after a few seconds (the server's window, when shorter), not after 120 s", async () => {
+    const { p, ready, remote } = await served({ APEX_PLUGIN_COMMAND_IDLE_MS: "1500" });
+    stopped.push(ready.supervisor_pid);
+    process.kill(ready.supervisor_pid, "SIGSTOP");
+    const began = Date.now();
+    // Before, the token's check waited 120 s on the stopped supervisor, then so did the read, each ending in a 504.
+    const status = remote(["status", "--json"]);
+    expect(status.status, status.stderr).toBe(0);
+    expect(Date.now() - began).toBeLessThan(15_000);
+    expect(JSON.parse(status.stdout).session).toMatchObject({ session_id: ready.session_id });
+    const listed = remote(["task", "list", "--json"]);
+    expect(listed.status, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout)).toEqual([]);
+    process.kill(ready.supervisor_pid, "SIGCONT");
+    expect(p.status().session?.status).toBe("active");
+  }, 60_000);
+});
+
+describe("apex --remote when the server dies during a wait", () => {
+  it("says the server closed the connection before answering, and that whether the pause was done is not known; it is done", async () => {
+    project = slowHooksProject({ coder: "while true; do sleep 0.2; done" });
+    const p = project;
+    const ready = p.start([]);
+    const server = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stops.push(async () => {
+      if (server.child.exitCode === null) server.child.kill("SIGTERM");
+      await server.done;
+    });
+    const url = await waitFor("apex serve's address", () => (server.output().includes("}") ? (JSON.parse(server.output()) as { url: string }).url : undefined), 30_000);
+    const { token } = share(p, ready.session_id, "rita", "owner");
+    writeFileSync(join(p.dir, "onPause"), "sleep 2500");
+    const pause = p.apexAsync(["--remote", `${url.replace(/^http:\/\//, "")}/${ready.session_id}`, "pause", "--json"], { env: { APEX_TOKEN: token, ...env } });
+    await waitFor("the onPause hook to begin", () => existsSync(join(p.dir, "onPause.began")), 20_000);
+    // Past the first heartbeat line: the reply has begun.
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    server.child.kill("SIGKILL");
+    const cut = await pause.done;
+    expect(cut.status).toBe(1);
+    expect(cut.stdout).toBe("");
+    // Before: "The connection to … broke during session.pause: ECONNRESET.", with no hint and no details.connection.
+    const { error } = JSON.parse(cut.stderr) as { error: { code: string; message: string; hint: string; details: Record<string, unknown> } };
+    expect(error.code).toBe("APEX_E_RPC");
+    expect(error.message).toMatch(/^http:\/\/127\.0\.0\.1:\d+ closed the connection before answering session\.pause \(\w+\); whether it was done is not known\.$/);
+    expect(error.hint).toContain("before running it again");
+    expect(typeof error.details.connection).toBe("string");
+    await waitFor("the pause to complete", () => p.status().session?.status === "paused", 20_000);
+  }, 60_000);
+});
+
+describe("a plugin command forwarded through apex serve (plugin.command)", () => {
+  it("is waited on as long as the supervisor sends its heartbeat, whatever the client asked, with its output in the answer; a supervisor silent for the server's window is given up on", async () => {
+    // `session sync-git` runs git in the supervisor: a git that sleeps first (while the file slow-git
+    // names its seconds) is a command that runs long while the supervisor is at work.
+    const { GIT_ENV, git } = isolatedGit("apex-remote-wait-git-");
+    project = new Project(shellAgents({ coder: "while true; do sleep 0.2; done" }).replace("plugins: {}", "plugins:\n  git: {}"));
+    const p = project;
+    initRepo(git, p.dir, { ".gitignore": ".apex/\nbin/\nslow-git\n" });
+    mkdirSync(join(p.dir, "bin"));
+    writeFileSync(join(p.dir, "bin", "git"), `#!/bin/sh\n[ -f ${join(p.dir, "slow-git")} ] && sleep "$(cat ${join(p.dir, "slow-git")})"\nexec ${execFileSync("sh", ["-c", "command -v git"], { encoding: "utf8" }).trim()} "$@"\n`, { mode: 0o755 });
+    const started = p.apex(["start", "--task", "slow git", "--json"], { env: { ...GIT_ENV, PATH: `${join(p.dir, "bin")}:${process.env.PATH}` } });
+    expect(started.status, started.stderr).toBe(0);
+    const ready = JSON.parse(started.stdout) as { session_id: string; supervisor_pid: number };
+    // The server's window is 1.5 s (10 minutes by default): the command below runs longer.
+    const url = await serve(p, stops, { APEX_PLUGIN_COMMAND_IDLE_MS: "1500" });
+    const { token } = share(p, ready.session_id, "rita", "owner");
+
+    // Before, the server waited a fixed 120 s; and asked to stream it (`stream`, as the CLI's own call does), the output was dropped: {output: ""}.
+    writeFileSync(join(p.dir, "slow-git"), "2.5");
+    const synced = await rpc(url, ready.session_id, "plugin.command", token, { name: "session sync-git", args: [], options: {}, stream: true });
+    expect(synced.status, JSON.stringify(synced.body)).toBe(200);
+    expect(synced.body.result).toMatchObject({ exitCode: 0 });
+    expect(synced.body.result.output).toMatch(/^Recorded the git state of session /);
+
+    // Stopped (SIGSTOP) while the command runs: the server gives up after its window of silence, not 120 s.
+    const answer = rpc(url, ready.session_id, "plugin.command", token, { name: "session sync-git", args: [], options: {} });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    stopped.push(ready.supervisor_pid);
+    process.kill(ready.supervisor_pid, "SIGSTOP");
+    const began = Date.now();
+    const silent = await Promise.race([answer, new Promise<undefined>((resolve) => setTimeout(resolve, 10_000))]);
+    expect(silent, "an answer within 10 s").toBeDefined();
+    expect(Date.now() - began).toBeLessThan(10_000);
+    expect(silent!.body.error).toMatchObject({ code: "APEX_E_TIMEOUT", message: "The supervisor sent nothing on plugin.command (not even its heartbeat) for 2 s." });
+    process.kill(ready.supervisor_pid, "SIGCONT");
   }, 60_000);
 });

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { isAlive, Project, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { isAlive, Project, REPO_ROOT, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { remote, rpc, serve, share } from "./support/serve.js";
 
@@ -52,6 +52,8 @@ describe("apex serve: every session of the project", () => {
       // `last` and `current` through --remote: the session it names (it said there was none).
       [["session", "history", "last"], ["session", "history", a]],
       [["session", "history", "current"], ["session", "history", a]],
+      // No ID through --remote: the remote session's trail, as `--session A` gives it (it was the list of ended sessions the grant sees).
+      [["session", "history", "--json"], ["session", "history", "--session", a, "--json"]],
     ]) {
       const result = remote(project, url, a, viewerA.token, far!);
       expect(result.status, result.stderr).toBe(0);
@@ -145,6 +147,25 @@ describe("apex serve: every session of the project", () => {
     expect((await rpc(url, a, "task.list", late.token)).status).toBe(401);
     // Unknown sessions: 401 for any token (no grant can exist), never a look at the store's other records.
     expect((await rpc(url, "0000aaaa-0000-0000-0000-000000000000", "session.status", viewerA.token)).status).toBe(401);
+  });
+});
+
+describe("apex serve: a client on another host", () => {
+  it("shows the session's status as the server judged it, whatever the client's clock and host name", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const owner = share(project, "current", "olga", "owner");
+    const url = await serve(project, stops);
+    // A client two minutes ahead, on a host of another name: the supervisor's lease, judged by its clock, ran out long ago.
+    const elsewhere = { APEX_TOKEN: owner.token, APEX_HOST: "client-host", NODE_OPTIONS: `--require ${join(REPO_ROOT, "test/fixtures/processes/skewed-clock.cjs")}`, APEX_TEST_CLOCK_SKEW_MS: "120000" };
+    const far = (args: string[]) => project!.apex(["--remote", `${url.replace(/^http:\/\//, "")}/${sid}`, ...args], { env: elsewhere });
+    // Before, both said interrupted: the client judged the lease again, by its own clock and host name.
+    const listed = far(["session", "list", "--json"]);
+    expect(listed.status, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout)).toEqual([expect.objectContaining({ session_id: sid, status: "active" })]);
+    const trail = far(["session", "history", sid, "--json"]);
+    expect(trail.status, trail.stderr).toBe(0);
+    expect(JSON.parse(trail.stdout)).toMatchObject({ session_id: sid, status: "active" });
   });
 });
 

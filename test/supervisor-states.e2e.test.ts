@@ -212,6 +212,13 @@ describe("a long plugin command run by the supervisor", () => {
     expect(ran.stderr).toBe("");
     expect(ran.status).toBe(3);
     expect(ran.stdout).toBe("step 1\nstep 2\nstep 3\nstep 4\ndone\n");
+    // Ctrl-C ends the wait, not the command, and says so (it was a silent exit 130).
+    const cut = project.apexAsync(["slow", "3", "600"], { env });
+    await waitFor("the first step to be printed", () => cut.output().includes("step 1\n"), 10_000);
+    cut.child.kill("SIGINT");
+    const interrupted = await cut.done;
+    expect(interrupted.status).toBe(130);
+    expect(interrupted.stderr).toMatch(/^error\[APEX_E_INTERRUPTED\]: Interrupted while `apex slow` ran in the session's supervisor \(pid \d+\): it goes on there, and what it prints from now on is not shown\.$/m);
     // Silent for 2.8 s but running: the supervisor's heartbeat keeps the wait going.
     const quiet = project.apex(["slow", "4", "700", "--quiet"], { env });
     expect([quiet.status, quiet.stdout, quiet.stderr]).toEqual([3, "done\n", ""]);

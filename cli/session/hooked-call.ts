@@ -6,7 +6,8 @@
  * and waits as long as the supervisor sends it, as pause, resume and stop do (lifecycle-wait.ts);
  * only a supervisor silent for the whole idle window (APEX_PLUGIN_COMMAND_IDLE_MS) is given up on.
  * Before, the wait was a fixed 120 s: a claim whose hooks took longer was reported failed
- * (APEX_E_TIMEOUT), and the task was then claimed all the same, by no one who knew.
+ * (APEX_E_TIMEOUT), and the task was then claimed all the same, by no one who knew. Ctrl-C ends
+ * only the wait, and says so (APEX_E_INTERRUPTED, with what may still happen): it was a silent 130.
  */
 import type { SessionClient } from "../../core/session/client.js";
 import { heartbeatCall } from "./lifecycle-wait.js";
@@ -31,6 +32,7 @@ export async function hookedCall(client: SessionClient, method: string, params: 
     subject: `The supervisor${pid}`,
     during: `while ${wait.doing}`,
     hint: "`apex status` shows whether the supervisor is alive; if it stays frozen, `apex stop --force` ends the session and its agents. A longer wait: APEX_PLUGIN_COMMAND_IDLE_MS (ms).",
+    interruptedHint: "`apex status` shows whether the supervisor is alive.",
     details: { method },
   }, json);
 }

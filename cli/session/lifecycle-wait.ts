@@ -84,6 +84,8 @@ export interface HeartbeatWait {
   /** When, in the error: "while pausing the session". */
   during: string;
   hint: string;
+  /** How to see where what was asked stands, in the error of a wait ended by Ctrl-C. */
+  interruptedHint: string;
   /** The silence after which the wait is given up; the idle window (APEX_PLUGIN_COMMAND_IDLE_MS) unless said. */
   idleMs?: number;
   /** Added to the error's details (the method, the action). */
@@ -100,6 +102,15 @@ export async function heartbeatCall(client: SessionClient, method: string, param
   const idleMs = wait.idleMs ?? idleWindowMs();
   const runtime = client.supervisor;
   const notes = progressNotes(wait.doing, runtime ? `its supervisor (pid ${runtime.pid})` : supervisorOf(client), wait.work, idleMs, json);
+  // Ctrl-C ends the wait, not what the supervisor was sent: said (in JSON with --json), not a silent exit 130.
+  const interrupted = () => {
+    const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while ${wait.doing}: the supervisor got the request and goes on with it. ${wait.underWay}`, {
+      hint: wait.interruptedHint,
+      details: { ...wait.details, ...(runtime ? { pid: runtime.pid, session_id: runtime.session_id } : {}), may_be_under_way: true },
+    });
+    process.exit(reportError(error, json));
+  };
+  process.once("SIGINT", interrupted);
   try {
     return await client.call(method, { ...params, heartbeat_ms: heartbeatFor(idleMs) }, idleMs, () => notes.heard());
   } catch (error) {
@@ -116,6 +127,7 @@ export async function heartbeatCall(client: SessionClient, method: string, param
     });
   } finally {
     notes.stop();
+    process.off("SIGINT", interrupted);
   }
 }
 
@@ -124,29 +136,16 @@ export async function lifecycleCall(client: SessionClient, action: LifecycleActi
   const method = `session.${action}`;
   if (client.via === "store") return client.call(method, params, 120_000 + (Number(params.grace_ms) || 0));
   const runtime = client.supervisor;
-  const doing = `${DOING[action]} ${runtime ? `session ${runtime.name || shortSessionId(runtime.session_id)}` : "the session"}`;
-  // Ctrl-C ends the wait, not what the supervisor was sent: said, not a silent exit 130.
-  const interrupted = () => {
-    const error = new ApexError("APEX_E_INTERRUPTED", `Interrupted while ${doing}: the supervisor got the request and goes on with it. ${UNDER_WAY[action]}`, {
-      hint: "`apex status` shows where the session stands.",
-      details: { action, ...(runtime ? { pid: runtime.pid, session_id: runtime.session_id } : {}), may_be_under_way: true },
-    });
-    process.exit(reportError(error, json));
-  };
-  process.once("SIGINT", interrupted);
-  try {
-    return await heartbeatCall(client, method, params, {
-      doing,
-      work: WORK[action],
-      underWay: UNDER_WAY[action],
-      subject: runtime ? `The supervisor of session ${runtime.name || shortSessionId(runtime.session_id)} (pid ${runtime.pid})` : `T${supervisorOf(client).slice(1)}`,
-      during: `while ${DOING[action]} the session`,
-      hint: `\`apex status\` shows where the session stands (a hook that blocks and then ends lets the ${action} complete); if the supervisor stays frozen, \`apex stop --force\` ends the session and its agents. A longer wait: APEX_PLUGIN_COMMAND_IDLE_MS (ms).`,
-      // `stop --force` is the way out of a frozen supervisor: a few seconds of silence, and the offline stop kills it.
-      idleMs: action === "stop" && params.force === true ? Math.min(idleWindowMs(), FORCE_IDLE_MS) : undefined,
-      details: { action },
-    }, json);
-  } finally {
-    process.off("SIGINT", interrupted);
-  }
+  return heartbeatCall(client, method, params, {
+    doing: `${DOING[action]} ${runtime ? `session ${runtime.name || shortSessionId(runtime.session_id)}` : "the session"}`,
+    work: WORK[action],
+    underWay: UNDER_WAY[action],
+    subject: runtime ? `The supervisor of session ${runtime.name || shortSessionId(runtime.session_id)} (pid ${runtime.pid})` : `T${supervisorOf(client).slice(1)}`,
+    during: `while ${DOING[action]} the session`,
+    hint: `\`apex status\` shows where the session stands (a hook that blocks and then ends lets the ${action} complete); if the supervisor stays frozen, \`apex stop --force\` ends the session and its agents. A longer wait: APEX_PLUGIN_COMMAND_IDLE_MS (ms).`,
+    interruptedHint: "`apex status` shows where the session stands.",
+    // `stop --force` is the way out of a frozen supervisor: a few seconds of silence, and the offline stop kills it.
+    idleMs: action === "stop" && params.force === true ? Math.min(idleWindowMs(), FORCE_IDLE_MS) : undefined,
+    details: { action },
+  }, json);
 }

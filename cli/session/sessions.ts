@@ -34,7 +34,9 @@ async function readSessions(location: ProjectLocation, which: "all" | "history")
     session_id: record.session_id,
     name: typeof record.name === "string" ? record.name : null,
     parent: parentOf(record),
-    status: effectiveStatus(record),
+    // Through `apex serve` the status is the server's, judged on the supervisors' host: this host's
+    // name and clock tell nothing of their leases (a client whose clock was ahead saw them interrupted).
+    status: client.via === "remote" ? record.status : effectiveStatus(record),
     host: supervisorHost(record.supervisor),
     created_at: record.created_at,
     ended_at: record.ended_at ?? null,

@@ -60,9 +60,6 @@ export function writeLease(store: Pick<Store, "table">, sessionId: string, row: 
 /** Where session records are read from: the store (with its tables), or a write batch, a reader without them. */
 export type RecordSource = Pick<Store, "get"> & { table?: Store["table"]; now?: Store["now"] };
 
-/** Where withLease puts another host's lease expiry in this process's clock (not shown, not stored). */
-const LOCAL_EXPIRY = Symbol("local expiry");
-
 /**
  * The record as readers see it: when `source` has tables and the lease row names the record's
  * generation and host, `supervisor.lease_expires_at` is the row's expiry (a copy; the stored
@@ -75,10 +72,11 @@ export function withLease<R extends SessionRecord | undefined>(source: RecordSou
   if (!record || !supervisor || typeof source.table !== "function") return record;
   const row = readLease(source as Pick<Store, "table">, record.session_id);
   if (!row || row.generation !== supervisor.generation || (supervisor.host !== undefined && row.host !== supervisor.host)) return record;
-  // The expiry is on the store's clock: judged by this process's (leaseValid), it is moved by their
-  // difference, under a symbol (a copy made by spreading keeps it; JSON leaves it out).
-  const local = onOtherHost(supervisor) && source.now ? { [LOCAL_EXPIRY]: Date.parse(row.expires_at) + Date.now() - source.now() } : {};
-  return { ...record, supervisor: { ...supervisor, lease_expires_at: row.expires_at, ...local } };
+  // The expiry is on the store's clock: judged by this host's (leaseValid), it is moved by their
+  // difference, which travels with the record (a symbol did not: an agent's `session list`, answered
+  // through its supervisor's socket, judged another host's lease by its own clock alone).
+  const offset = onOtherHost(supervisor) && source.now ? { lease_clock_offset_ms: source.now() - Date.now() } : {};
+  return { ...record, supervisor: { ...supervisor, lease_expires_at: row.expires_at, ...offset } };
 }
 
 /** This machine's name in session records: APEX_HOST when set, else the system's host name. Every host shows it: no control characters. */
@@ -101,9 +99,9 @@ export function onOtherHost(supervisor: SupervisorField): boolean {
   return host !== null && host !== localHost();
 }
 
-/** When the lease runs out, in milliseconds since the epoch (NaN when the record has none). */
+/** When the lease runs out, in milliseconds since the epoch on this host's clock (NaN when the record has none). */
 export function leaseExpiry(supervisor: SupervisorField): number {
-  return (supervisor as { [LOCAL_EXPIRY]?: number } | undefined)?.[LOCAL_EXPIRY] ?? (typeof supervisor?.lease_expires_at === "string" ? Date.parse(supervisor.lease_expires_at) : Number.NaN);
+  return (typeof supervisor?.lease_expires_at === "string" ? Date.parse(supervisor.lease_expires_at) : Number.NaN) - (supervisor?.lease_clock_offset_ms ?? 0);
 }
 
 /** True while the record's lease has not expired. A record without one holds none. */

@@ -65,6 +65,8 @@ export interface SessionRecord {
     host?: string;
     generation?: number;
     lease_expires_at?: string;
+    /** The store's clock minus the reader's when read (another host's lease; not stored): what leaseExpiry takes off. */
+    lease_clock_offset_ms?: number;
   } | null;
   history: SessionHistoryEntry[];
   /** How it ended ("stopped by the user", "all agents exited with code 0 and …"); null while it runs. */
@@ -183,7 +185,7 @@ export function currentSessionOf(session: SessionRecord): CurrentSession {
 export function setSessionRecord(batch: WriteBatch, session: SessionRecord): void {
   // The lease's expiry lives in the leases table; a record read with it does not store it.
   if (session.supervisor?.lease_expires_at !== undefined) {
-    const { lease_expires_at: _expiry, ...supervisor } = session.supervisor;
+    const { lease_expires_at: _expiry, lease_clock_offset_ms: _offset, ...supervisor } = session.supervisor;
     session = { ...session, supervisor };
   }
   batch.set(sessionPath(session.session_id), session);

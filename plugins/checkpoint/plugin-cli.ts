@@ -23,7 +23,8 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { paint, plural, printJson, printLine, visibleText } from "../../cli/output.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { callSupervisor } from "../../core/rpc/call.js";
-import { idleWindowMs, unknownMethod } from "../../core/rpc/protocol.js";
+import { unknownMethod } from "../../core/rpc/protocol.js";
+import { hookedCall, type HookedWait } from "../../cli/session/hooked-call.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { liveSessionClient, openSessionClient, type SessionClient } from "../../core/session/client.js";
 import { checkSessionName } from "./session-name.js";
@@ -107,11 +108,36 @@ async function boundByTree(location: ProjectLocation): Promise<boolean> {
   });
 }
 
-export async function callWriter(writer: SessionClient, method: string, params: Record<string, unknown>): Promise<unknown> {
+/** What the supervisor is at while a write of a checkpoint is waited on, and what one given up on (or Ctrl-C) may leave. */
+const WRITER_WAITS: Record<string, HookedWait> = {
+  "checkpoint.create": {
+    doing: "creating a checkpoint",
+    work: "its plugins' beforeCheckpoint and afterCheckpoint hooks run then, and a large memory takes a while to store",
+    underWay: "The checkpoint may still be written once the supervisor goes on: `apex checkpoint list` shows whether it is.",
+  },
+  "checkpoint.delete": {
+    doing: "deleting a checkpoint",
+    work: "a checkpoint of a large memory takes a while to delete",
+    underWay: "The checkpoint may still be deleted once the supervisor goes on: `apex checkpoint list` shows whether it is.",
+  },
+  "session.branch": {
+    doing: "branching a session",
+    work: "it records the new session from the checkpoint",
+    underWay: "The branch may still be recorded once the supervisor goes on: `apex session list` shows whether it is.",
+  },
+  "session.merge": {
+    doing: "merging a session",
+    work: "it writes the merge checkpoint: its plugins' beforeCheckpoint and afterCheckpoint hooks run then, and a large memory takes a while to store",
+    underWay: "The merge may still be made once the supervisor goes on: `apex checkpoint list` shows whether its merge checkpoint is there.",
+  },
+};
+
+/** `json`: no notes on stderr while it waits, and a Ctrl-C said in JSON (session branch and merge: their --json, as main reads it for errors). */
+export async function callWriter(writer: SessionClient, method: string, params: Record<string, unknown>, json = process.argv.includes("--json")): Promise<unknown> {
   try {
-    // With a heartbeat: a checkpoint of a large memory is waited for as long as the supervisor works on it.
-    const idleMs = idleWindowMs();
-    return await writer.call(method, { ...params, heartbeat_ms: Math.floor(idleMs / 4) }, idleMs, () => undefined);
+    // With a heartbeat: a checkpoint of a large memory (or slow hooks) is waited for as long as the
+    // supervisor works on it; Ctrl-C says that only the wait ended (it was a silent exit 130).
+    return await hookedCall(writer, method, params, WRITER_WAITS[method] ?? { doing: `waiting on ${method}`, work: "it works on it", underWay: "It may still be done once the supervisor goes on." }, json);
   } catch (error) {
     // Not served by the session's supervisor (nor, through --remote, by the supervisor behind `apex serve`).
     if (unknownMethod(error) === method) {
@@ -169,7 +195,7 @@ export async function createCheckpointCommand(location: ProjectLocation, descrip
   if (writer) {
     const asked = new Date().toISOString();
     try {
-      summary = (await callWriter(writer, "checkpoint.create", params)) as CreatedCheckpoint;
+      summary = (await callWriter(writer, "checkpoint.create", params, Boolean(options.json))) as CreatedCheckpoint;
     } catch (error) {
       summary = await createdBeforeTheEnd(location, writer, params.description, asked, error);
     }
@@ -455,7 +481,7 @@ export async function pinCheckpointCommand(location: ProjectLocation, ref: strin
 export async function deleteCheckpointCommand(location: ProjectLocation, ref: string, options: ReadOptions & { force?: boolean }): Promise<void> {
   const writer = await writerClient(location);
   const deleted = writer
-    ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session })) as { sessionId: string; session_name?: string | null; name: string; id: string })
+    ? ((await callWriter(writer, "checkpoint.delete", { ref, force: options.force === true, session: options.session }, Boolean(options.json))) as { sessionId: string; session_name?: string | null; name: string; id: string })
     : await withWriteStore(location, (store) => deleteCheckpoint(store, ref, { sessionId: sessionFor(store, options.session), force: options.force === true, refuse: (located) => refuseNeeded(store, located) }));
   if (options.json) return printJson(snakeCased(deleted));
   printLine(`Deleted ${deleted.session_name ?? shortSessionId(deleted.sessionId)}/${deleted.name} (${deleted.id}). Objects no other checkpoint uses are freed by the next sweep (\`apex session cleanup\`).`);

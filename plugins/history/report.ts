@@ -12,7 +12,6 @@ import {
   type SessionRecord,
   type TaskRecord,
 } from "../../core/session/records.js";
-import { effectiveStatus } from "../../core/session/sessions.js";
 import type { JsonValue } from "../../core/store/store.js";
 import { sessionGitPath } from "../git/sync.js";
 import { isRecord, metricsPath, type RepositoryMetrics, type SessionMetrics } from "../metrics/record.js";
@@ -63,7 +62,7 @@ const MANIFEST_NAME = /^checkpoint-(\d+)$/;
 
 /** Gathers the report of the session `ref` names (the command resolves `last`, `current` and none to the bound session: boundSessionRef). */
 export async function buildReport(reader: MemoryReader, ref: string | undefined, now = new Date()): Promise<SessionReport> {
-  const { sessionId, record } = await locateSession(reader, ref);
+  const { sessionId, record, status } = await locateSession(reader, ref);
   const [metricsValue, taskEntries, milestoneEntries, agentEntries, checkpointEntries, synced, events] = await Promise.all([
     reader.get(metricsPath(sessionId)),
     reader.query(`${tasksPrefix(sessionId)}/*`),
@@ -77,7 +76,6 @@ export async function buildReport(reader: MemoryReader, ref: string | undefined,
   const counts = { pending: 0, active: 0, completed: 0, failed: 0, total: tasks.length };
   for (const task of tasks) if (task.status in counts) counts[task.status] += 1;
   const checkpoints = checkpointEntries.flatMap((entry) => summarizeCheckpoint(entry.path, entry.value)).sort((a, b) => a.sequence - b.sequence);
-  const status = effectiveStatus(record);
   const sampled = isRecord(metricsValue) && metricsValue.session_id === sessionId ? (metricsValue as SessionMetrics) : null;
   // The last sample of a session whose supervisor died said "active": it is interrupted, as `session metrics` says.
   const metrics = sampled && status === "interrupted" ? { ...sampled, status } : sampled;

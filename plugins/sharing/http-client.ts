@@ -242,7 +242,15 @@ export async function callRemote(endpoint: string, method: string, params: unkno
       throw new ApexError("APEX_E_TIMEOUT", `${new URL(endpoint).host} ${what} ${Math.round(timeoutMs / 1000)} s.`);
     }
     if (error instanceof ApexError) throw error;
-    throw new ApexError("APEX_E_RPC", `The connection to ${new URL(endpoint).origin} broke during ${method}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, { cause: error });
+    // Cut once the reply had begun (the server killed while the supervisor's heartbeat came): said as
+    // a connection closed before the answer is (it was a bare "broke during", no hint, no details.connection).
+    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    const write = roleNeeded(method, {}) !== "viewer";
+    throw new ApexError("APEX_E_RPC", `${new URL(endpoint).origin} closed the connection before answering ${method} (${code})${write ? "; whether it was done is not known" : ""}.`, {
+      hint: write ? `Check what ${method} would have changed (\`apex --remote HOST/SESSION status\`) before running it again.` : "Is `apex serve` still running there?",
+      details: { connection: code },
+      cause: error,
+    });
   } finally {
     clearTimeout(deadline);
   }

@@ -15,6 +15,7 @@ import { callSupervisor, subscribeSupervisor, type Subscription } from "../../co
 import { SupervisorChannel } from "./supervisor-channel.js";
 import { errorBody, idleWindowMs, unknownMethod } from "../../core/rpc/protocol.js";
 import { heartbeatReply } from "./heartbeat-reply.js";
+import { heartbeatFor } from "../../cli/session/lifecycle-wait.js";
 import { MAX_DEPTH } from "../../core/store/value-codec.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { isLoopback, SESSION_REF } from "./remote.js";
@@ -82,6 +83,12 @@ const REPORT_MS = 10_000;
 const RECENT_MS = 30_000;
 /** The deepest request body: a value at the deepest a value may be (MAX_DEPTH), inside a few levels of parameters. */
 const MAX_BODY_DEPTH = MAX_DEPTH + 8;
+/**
+ * How long a read (a token's check, a status) waits on the session's supervisor before the store is
+ * read instead (5 s, or the idle window APEX_PLUGIN_COMMAND_IDLE_MS when shorter): a supervisor frozen (a hook that holds its process) or stopped held every request
+ * to its session for 120 s, and then failed it (504), while the store had the answer.
+ */
+const supervisorReadMs = (): number => Math.min(5_000, idleWindowMs());
 /** How long a client may take to send a whole request (headers and body, at most 1 MiB by default). */
 const REQUEST_TIMEOUT_MS = 60_000;
 /** How much of a stream its client may leave unread (in this process's memory) before the stream ends. */
@@ -377,7 +384,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // A grant made through a grant records it (whatever the body says): revoking the caller's grant revokes this one too.
     if (method === "share.create") actorParams.via_token_id = caller.token_id;
     // A plugin command's arguments: pinned to this session, or refused (command-scope.ts), before it runs.
-    if (method === "plugin.command") Object.assign(actorParams, await remotePluginCommand(sid, params, gate.commandLookup(sid)));
+    // It may run for any time (a compress of a large session): waited on as long as the supervisor
+    // sends its heartbeat, whatever the client asked (a fixed 120 s cut it off while it went on).
+    // Its output comes in the answer: printed output streamed as events was dropped here, and the
+    // answer came without it.
+    if (method === "plugin.command") Object.assign(actorParams, await remotePluginCommand(sid, params, gate.commandLookup(sid)), { stream: false, heartbeat_ms: heartbeatFor(idleWindowMs()) });
     // A merge reads its source: the caller needs a grant of it too, not only owner of the destination.
     if (method === "session.merge") Object.assign(actorParams, { source: await gate.mergeSource(caller, sid, params), destination: await gate.mergeDestination(sid, params) });
     let result: unknown;
@@ -657,7 +668,8 @@ class Gate {
     const runtime = this.supervisorOf(sessionId);
     let caller: (Caller & { last_used_at: string | null }) | undefined;
     // A supervisor that ends before it answers (its session stopping): the grant is read from the store, as when none runs.
-    if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, 120_000).catch(unlessSupervisorGone)) as typeof caller;
+    // So does one that does not answer this read in a few seconds (frozen, stopped).
+    if (runtime) caller = (await this.channelTo(runtime.socket).call("share.authenticate", { session: sessionId, token }, supervisorReadMs()).catch(unlessSupervisorSilent)) as typeof caller;
     if (!caller) {
       // No supervisor: read the grant from the store (the session may have ended; its grants stay).
       const { openStore, storeExists } = await import("../../core/store/open.js");
@@ -758,8 +770,9 @@ class Gate {
       // was a 502 saying "whether it was done is not known", for a read), and, for the status, when
       // the supervisor no longer finds its own session current (that was no session at all: the
       // dashboard showed "no session" and no agents until the next refresh).
-      const answer = await this.channelTo(socket).call(method, params, 120_000).catch((error: unknown) => {
-        unlessSupervisorGone(error);
+      // So is one it does not answer in a few seconds (frozen, stopped): the store has it.
+      const answer = await this.channelTo(socket).call(method, params, supervisorReadMs()).catch((error: unknown) => {
+        unlessSupervisorSilent(error);
         return GONE;
       });
       if (answer !== GONE && (method !== "session.status" || sessionOfStatus(answer) === sessionId)) return answer;
@@ -888,6 +901,12 @@ function withEffectiveStatus(method: string, result: unknown): unknown {
 function unlessSupervisorGone(error: unknown): undefined {
   if (isApexError(error) && error.code === "APEX_E_RPC") return undefined;
   throw error;
+}
+
+/** Undefined for a supervisor gone (unlessSupervisorGone) or silent for a read's time (frozen, stopped); any other error as it is. */
+function unlessSupervisorSilent(error: unknown): undefined {
+  if (isApexError(error) && error.code === "APEX_E_TIMEOUT") return undefined;
+  return unlessSupervisorGone(error);
 }
 
 /** A call the supervisor left unanswered as it ended (unlessSupervisorGone). */
