@@ -416,6 +416,8 @@
         body: JSON.stringify({ "events.subscribe": state.lastSeq === null ? {} : { from_seq: state.lastSeq } }),
       });
       if (!response.ok) throw new Error((await response.json()).error.message);
+      // Followed again (after a server restart): the notice that said it was down goes now, not at the next event.
+      if (STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let buffer = "";
