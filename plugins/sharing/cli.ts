@@ -316,8 +316,12 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     try {
       state.status = (await remote.call("session.status", {}, 30_000)) as StatusReport;
       refreshError = null;
-      // The server is back (restarted) and the session still runs: events follow again, from the last one shown.
-      if (subscription === null && !ENDED.has(String(state.status?.session?.status))) follow();
+      // The server is back (restarted) and the session still runs: events follow again, from the last one shown,
+      // and the notice that said they stopped goes now (a stream that fails again says so), not at the next event.
+      if (subscription === null && !ENDED.has(String(state.status?.session?.status))) {
+        streamNotice = null;
+        follow();
+      }
     } catch (error) {
       if ((error as { code?: unknown }).code === "APEX_E_UNAUTHORIZED") refuse(error);
       else refreshError = `Cannot refresh: ${(error as Error).message}`;
