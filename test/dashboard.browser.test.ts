@@ -118,6 +118,11 @@ describe("the dashboard in headless Chromium", () => {
     // At most one refresh every half second (however slow this machine is now), far fewer than the events.
     expect(statusCalls.length).toBeLessThanOrEqual(Math.ceil((Date.now() - began) / 500) + 2);
     expect(statusCalls.length).toBeLessThan(100);
+    // The newest events only, the newest on top: the list kept every event while the page was open
+    // (thousands of rows for a busy session left open for a day, each one more for the page to lay out).
+    const listed = await page.locator("#events li").allTextContents();
+    expect(listed.length).toBe(100);
+    expect(listed[0]).toContain("task.added");
 
     // The server restarts (same address): the page says the stream ended, then, once the server
     // answers again, follows the events again and the notice goes. Before, no event came again

@@ -399,8 +399,13 @@
     }
   }
 
+  /** Events the list shows, the newest on top: a page left open on a busy session would hold every event since it opened. */
+  const EVENTS_SHOWN = 100;
+
   function showEvent(event) {
-    $("events").prepend(text("li", `${event.at.slice(11, 19)} ${event.type} · ${event.actor}`));
+    const list = $("events");
+    list.prepend(text("li", `${event.at.slice(11, 19)} ${event.type} · ${event.actor}`));
+    while (list.children.length > EVENTS_SHOWN) list.lastElementChild.remove();
   }
 
   /** Server-sent events over fetch (EventSource cannot send the Authorization header). */
