@@ -2,17 +2,21 @@
 // a real `apex serve` in front of a live session. Logs in with a token, sees an agent pause live
 // when `apex pause` runs in a terminal, resumes as an operator, and finds no buttons as a viewer;
 // draws the session tree from branch records (parent_checkpoint, name) and memory size per checkpoint.
+import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { chromium, type BrowserContext } from "playwright-core";
 import { afterEach, describe, expect, it } from "vitest";
-import { LmdbStore } from "./helpers/store.js";
+import { LmdbStore, transactionSync } from "./helpers/store.js";
+import { Catalog } from "../plugins/checkpoint/catalog.js";
+import { MANIFEST_FORMAT, signManifest } from "../plugins/checkpoint/manifest.js";
 import { SupervisorChannel } from "../plugins/sharing/supervisor-channel.js";
 import { Project, REPO_ROOT, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
+const SPIKE = "c2c2c2c2-0000-4000-8000-000000000000";
 const FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 let project: Project | undefined;
@@ -51,6 +55,17 @@ describe("the dashboard in headless Chromium", () => {
     await store.set("/sessions/history/0ld0ld00-0000-4000-8000-000000000000", record("0ld0ld00-0000-4000-8000-000000000000", { created_at: "2026-01-01T00:00:00.000Z" }) as never);
     await store.set("/sessions/history/b1b1b1b1-0000-4000-8000-000000000000", record("b1b1b1b1-0000-4000-8000-000000000000", { name: "experiment", parent_checkpoint: { id: first.id, session_id: sid, sequence: first.sequence, name: first.name }, parent_session: sid }) as never);
     await store.set("/sessions/history/c2c2c2c2-0000-4000-8000-000000000000", record("c2c2c2c2-0000-4000-8000-000000000000", { name: "spike", parent_checkpoint: { id: "x", session_id: "b1b1b1b1-0000-4000-8000-000000000000", sequence: 1, name: "checkpoint-001" } }) as never);
+    // The branch's branch has more checkpoints than the page asks for (500): their catalog entries, as
+    // checkpoint.list reads them (taking that many real ones would cost the test seconds).
+    const catalog = Catalog.of(store);
+    transactionSync(store, () => {
+      for (let sequence = 1; sequence <= 505; sequence++) {
+        const name = `checkpoint-${String(sequence).padStart(3, "0")}`;
+        const at = new Date(Date.UTC(2026, 0, 1, 0, 0, sequence)).toISOString();
+        catalog.putCheckpoint(signManifest({ format: MANIFEST_FORMAT, id: randomUUID(), session_id: SPIKE, sequence, name, parent: null, created_at: at, description: `step ${sequence}`, trigger: "manual", pinned: false, revision: sequence, memory: { root: null, keys: sequence, scope: { include: ["/"], exclude: ["/sessions"] } }, tasks: { root: null, count: 0 }, agents: { root: null, count: 0 }, git_state: null, data: {} }));
+      }
+      catalog.setLastSequence(SPIKE, 505);
+    });
     await store.close();
 
     context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
@@ -194,6 +209,13 @@ describe("the dashboard in headless Chromium", () => {
     await root.locator(':scope > ul > li[data-session="b1b1b1b1-0000-4000-8000-000000000000"]', { hasText: `experiment stopped from ${first.name}` }).waitFor();
     await root.locator('li[data-session="b1b1b1b1-0000-4000-8000-000000000000"] > ul > li[data-session="c2c2c2c2-0000-4000-8000-000000000000"].here', { hasText: "spike" }).waitFor();
     expect(await third.locator("#tree > li").evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.session))).toEqual([sid]);
+    // Its 505 checkpoints: the timeline shows the newest, the memory plot the newest 500, oldest first.
+    // Before, the page asked for the oldest 500: both stopped at checkpoint-500 for good.
+    await third.locator("#timeline li").first().filter({ hasText: "checkpoint-505" }).waitFor();
+    expect(await third.locator("#timeline li").count()).toBe(20);
+    const spikeChart = third.locator("#memory-chart");
+    expect(await spikeChart.getAttribute("data-points")).toBe("500");
+    expect((await spikeChart.getAttribute("data-keys"))!.split(",").map(Number)).toEqual(Array.from({ length: 500 }, (_, i) => i + 6));
     await third.close();
 
     // A wrong token gets the login form back with the server's message.

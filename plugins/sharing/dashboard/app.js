@@ -179,14 +179,15 @@
       const [status, tasks, checkpoints] = await Promise.all([
         call("session.status"),
         call("task.list"),
-        // Oldest first: the memory plot runs left to right; the timeline shows the newest 20.
-        call("checkpoint.list", { limit: 500, oldest: true }).catch(() => ({ items: [] })),
+        // The newest 500, newest first: the timeline shows the first 20, the memory plot all of them,
+        // oldest first. (Asked oldest first, a session with more stopped at its 500th checkpoint.)
+        call("checkpoint.list", { limit: 500 }).catch(() => ({ items: [] })),
       ]);
       const items = checkpoints.items || [];
       renderStatus(status);
       renderTasks(tasks);
-      renderCheckpoints(items.slice(-20).reverse());
-      plotMemory(items);
+      renderCheckpoints(items.slice(0, 20));
+      plotMemory(items.slice().reverse());
       sample(status);
       // The last event this status includes: where the live stream starts if the events cannot be listed.
       state.statusSeq = status.session && typeof status.session.event_seq === "number" ? status.session.event_seq : null;
