@@ -32,6 +32,8 @@
   function signedOut(message) {
     while (timers.length) clearInterval(timers.pop());
     clearTimeout(refreshes.timer);
+    if (state.stream) state.stream.abort();
+    state.stream = null;
     state.token = "";
     sessionStorage.removeItem("apex.token");
     showLogin(message);
@@ -455,6 +457,10 @@
     if (!data) return;
     const payload = JSON.parse(data);
     if (kind === "error") {
+      // Access ended (revoked, expired): the stream says so first, with the reason. Signed out at once;
+      // waiting for the next refresh cost three refused calls (failed logins counted against this
+      // address) and told only that the token was not valid.
+      if (payload.code === "APEX_E_UNAUTHORIZED") return signedOut(payload.message);
       $("notice").textContent = payload.message;
       return;
     }
