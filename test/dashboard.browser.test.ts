@@ -236,6 +236,19 @@ describe("the dashboard in headless Chromium", () => {
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "stopped" }).waitFor();
     // Its live stream ended with it: no alert says so, the badge does (it said "The live stream ended." for good, as when the server fails).
     await waitFor("the notice gone once the session stopped", async () => (await page.locator("#notice").textContent()) === "", 10_000);
+
+    // Continued while the page is open: the page follows it again, its buttons back.
+    expect(project.apex(["start", "--continue", sid]).status).toBe(0);
+    await page.locator("#session-status", { hasText: "active" }).waitFor({ timeout: 10_000 });
+    await page.locator('tr[data-agent="alpha"] .status', { hasText: "running" }).waitFor({ timeout: 10_000 });
+    await page.locator("#events li", { hasText: "session.continued" }).first().waitFor({ timeout: 10_000 });
+    expect(await page.locator("#btn-pause").isDisabled()).toBe(false);
+    // Its supervisor killed (no event says so): the session tree says interrupted with the badge.
+    // It called the session active beside an "interrupted" badge until its next refresh, 15 s later.
+    const supervisor = project.status().session!.supervisor!.pid;
+    process.kill(supervisor, "SIGKILL");
+    await page.locator("#session-status", { hasText: "interrupted" }).waitFor({ timeout: 10_000 });
+    await page.locator(`#tree li[data-session="${sid}"] > .node .status`, { hasText: "interrupted" }).waitFor({ timeout: 1500 });
   });
 });
 

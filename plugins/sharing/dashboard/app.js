@@ -84,7 +84,7 @@
     if (state.stream) state.stream.abort();
     state.stream = null;
     for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
-    Object.assign(state, { ended: false, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false });
+    Object.assign(state, { ended: false, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false, shownStatus: undefined });
     $("events").replaceChildren();
     $("diff").textContent = "";
     $("notice").textContent = "";
@@ -187,6 +187,11 @@
       ]);
       const items = checkpoints.items || [];
       renderStatus(status);
+      // The session's status changed (a supervisor killed, which no event tells): the tree shows it too,
+      // not the status it had until its next refresh, 15 s later.
+      const now = status.session ? status.session.status : null;
+      if (state.shownStatus !== undefined && now !== state.shownStatus) refreshTree();
+      state.shownStatus = now;
       renderTasks(tasks);
       renderCheckpoints(items.slice(0, 20));
       plotMemory(items.slice().reverse());
