@@ -249,7 +249,28 @@ describe("the dashboard in headless Chromium", () => {
     process.kill(supervisor, "SIGKILL");
     await page.locator("#session-status", { hasText: "interrupted" }).waitFor({ timeout: 10_000 });
     await page.locator(`#tree li[data-session="${sid}"] > .node .status`, { hasText: "interrupted" }).waitFor({ timeout: 1500 });
-  });
+
+    // A page opened while the server cannot check its token (here it refuses this address for a
+    // moment, 429, for failed logins from it): the token is kept and Connect tries it again. Before,
+    // any failure forgot it, as if refused, and an invite's token is shown only once.
+    const fresh = shareAs("fay", "viewer");
+    const guess = () => fetch(`${url}/api/sessions/${sid}/rpc/whoami`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer apx_0000000000000000_${"B".repeat(43)}` }, body: "{}" });
+    // Failures from this address, one at a time, until they are answered late (each twice as late as the last).
+    for (let late = 0; late < 800; ) {
+      const began = Date.now();
+      expect((await guess()).status).toBe(401);
+      late = Date.now() - began;
+    }
+    const pending = guess();
+    const fourth = await context.newPage();
+    await fourth.goto(fresh.url);
+    await fourth.locator("#login-error", { hasText: "Too many failed logins" }).waitFor();
+    expect(await fourth.evaluate(() => sessionStorage.getItem("apex.token"))).toBe(fresh.token);
+    expect((await pending).status).toBe(401);
+    await fourth.locator("#login button[type=submit]").click();
+    await fourth.locator("#who", { hasText: "fay (viewer)" }).waitFor();
+    // Long: one session, one server and one browser for everything the page goes through (a loaded machine takes over a minute).
+  }, 150_000);
 });
 
 describe("the API from a page of another origin, in headless Chromium", () => {

@@ -94,7 +94,13 @@
     try {
       me = await call("whoami");
     } catch (error) {
-      return signedOut(error.message);
+      if (error.status === 401) return signedOut(error.message);
+      // Not refused: the server could not check it now (restarting, a proxy without it, a moment of
+      // rate limiting). The token is kept, in the form too, for Connect to try again; forgetting it
+      // lost an invite whose token is shown only once.
+      showLogin(`${error.message} Connect to try again.`);
+      $("login-token").value = state.token;
+      return;
     }
     state.role = me.role;
     $("login").hidden = true;
