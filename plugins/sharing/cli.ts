@@ -407,11 +407,14 @@ export async function loginCommand(hostText: string, json: boolean): Promise<voi
   if (!isApexToken(token)) {
     throw new ApexError("APEX_E_USAGE", "That is not an APEX token (apx_…).", { hint: "Copy it from the invite `apex session share` printed." });
   }
+  let sessions: string[] = [];
   if (target) {
     process.env.APEX_TOKEN = token;
-    await remoteSessionClient(hostText)!.call("whoami", {}, 30_000);
+    const me = (await remoteSessionClient(hostText)!.call("whoami", {}, 30_000)) as { session_id?: unknown };
+    // Kept by the reference given and by the session's id: --remote may name it either way.
+    sessions = [...new Set([session!, ...(typeof me?.session_id === "string" ? [me.session_id] : [])])];
   }
-  const file = saveCredential(host, token, session);
+  const file = saveCredential(host, token, sessions);
   if (json) printJson({ host, session: session ?? null, file });
   else printLine(`Saved the token for ${host} in ${file === credentialsFile() ? file : file} (mode 0600).`);
 }

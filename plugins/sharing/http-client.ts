@@ -28,7 +28,9 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number, 
   const secure = url.protocol === "https:";
   const host = `${url.hostname}:${url.port || (secure ? 443 : 80)}`;
   const payload = Buffer.from(sendableJson(body ?? {}));
-  const token = tokenFor(host);
+  // The session the endpoint names (/api/sessions/<session>/…): its own saved token, as a grant is for one session.
+  const session = /^\/api\/sessions\/([^/]+)\//.exec(url.pathname)?.[1];
+  const token = tokenFor(host, session === undefined ? undefined : decodeURIComponent(session));
   const send = secure ? httpsRequest : httpRequest;
   let abort: () => void = () => {};
   /** Whether the socket was silent for timeoutMs (and closed for it), before or after the reply began. */
