@@ -158,17 +158,21 @@ describe("the dashboard in headless Chromium", () => {
     await waitFor("the pause, streamed again", async () => (await page.locator("#events li", { hasText: "session.paused" }).count()) === pausedBefore + 1, 15_000);
     expect(project.apex(["resume"]).status).toBe(0);
 
-    // A viewer, logging in with the form: everything to read, no button to press.
+    // A viewer, logging in with the form: everything to read, no button to press. The session by
+    // its short id, as `session list` and `session share` print it: the page shows the session as
+    // the whole id and marks it in the tree (it showed what was typed, and marked no session).
     const other = await context.newPage();
     await other.goto(`${url}/`);
     await other.evaluate(() => sessionStorage.clear());
     await other.reload();
-    await other.locator("#login-session").fill(sid);
+    await other.locator("#login-session").fill(sid.slice(0, 8));
     await other.locator("#login-token").fill(viewer.token);
     await other.locator("#login button[type=submit]").click();
     await other.locator("#who", { hasText: "vera (viewer)" }).waitFor();
     await other.locator('tr[data-agent="beta"]').waitFor();
     expect(await other.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(0);
+    expect(await other.locator("#session-id").textContent()).toBe(sid);
+    await other.locator(`#tree > li[data-session="${sid}"].here`).waitFor();
     await other.screenshot({ path: join(shots, "dashboard-viewer.png"), fullPage: true });
 
     // Access revoked while the page is open: the login form comes back with the reason, and the page

@@ -103,6 +103,12 @@
       return;
     }
     state.role = me.role;
+    // The session as the server resolved it (a short id or a branch's name typed in the form): the
+    // page shows its whole id, marks it in the tree and lists merges into it, which compare whole ids.
+    if (typeof me.session_id === "string" && me.session_id) {
+      state.session = me.session_id;
+      sessionStorage.setItem("apex.session", me.session_id);
+    }
     $("login").hidden = true;
     $("app").hidden = false;
     $("who").textContent = `${me.user} (${me.role})`;
