@@ -63,7 +63,7 @@ Examples:
   program
     .command("login")
     .description("save a token for a host in the credentials file (mode 0600), for --remote and connect")
-    .argument("<host>", "HOST[:PORT], or HOST[:PORT]/SESSION to check the token first")
+    .argument("<host>", "HOST[:PORT], or HOST[:PORT]/SESSION to check the token first and keep it as that session's (one token per session of a server)")
     .option("--json", "print {host, session, file} (never the token)")
     .addHelpText(
       "after",
