@@ -159,7 +159,8 @@ describe("apex serve: every session of the project", () => {
       expect(status.status, `${ref}: ${status.stderr}`).toBe(0);
       expect(JSON.parse(status.stdout).session.session_id).toBe(sid);
     }
-  });
+    // Long: two sessions, their grants and a server for everything a grant of each may and may not do.
+  }, 120_000);
 });
 
 describe("apex serve: grants' last use", () => {
