@@ -108,8 +108,12 @@ describe("the dashboard in headless Chromium", () => {
     mkdirSync(shots, { recursive: true });
     await page.screenshot({ path: join(shots, "dashboard.png"), fullPage: true });
 
+    // Paused: Resume is the button to press, Pause is greyed out. Both could be pressed whatever the
+    // state, and the refusal of the one that did not apply stayed on the page as an error.
+    await waitFor("Pause greyed out", async () => (await page.locator("#btn-pause").isDisabled()) && !(await page.locator("#btn-resume").isDisabled()), 5000);
     await page.locator("#btn-resume").click();
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "running" }).waitFor({ timeout: 10_000 });
+    await waitFor("Resume greyed out", async () => (await page.locator("#btn-resume").isDisabled()) && !(await page.locator("#btn-pause").isDisabled()), 5000);
     expect(project.status().session!.status).toBe("active");
     const trail = project.apex(["session", "history", sid]).stdout;
     expect(trail).toMatch(/resumed.*\[user:otto\]/);

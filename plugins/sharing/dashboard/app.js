@@ -142,13 +142,16 @@
       button.type = "button";
       button.addEventListener("click", async () => {
         button.disabled = true;
+        button.dataset.busy = "1";
         try {
           await call(method, params);
           $("notice").textContent = "";
         } catch (error) {
           $("notice").textContent = error.message;
         } finally {
-          button.disabled = false;
+          delete button.dataset.busy;
+          // Pressable again unless the session's state says otherwise (the refresh to come shows the new one).
+          button.disabled = Boolean(button.title);
           refreshSoon();
         }
       });
@@ -230,11 +233,13 @@
     const badge = $("session-status");
     badge.textContent = session ? session.status : "no session";
     badge.className = `badge status-${session ? session.status : "none"}`;
-    // An ended session is read-only: its buttons stay, greyed, with the reason.
-    const ended = Boolean(session && ENDED.includes(session.status));
+    // An ended session is read-only: its buttons stay, greyed, with the reason. Pause is for a running
+    // session, Resume for a paused one: the other is greyed too (pressed, its refusal stayed on the page).
+    const now = session ? session.status : "none";
     for (const button of $("controls").querySelectorAll("button")) {
-      button.disabled = ended;
-      button.title = ended ? `Session ${session.status}: read-only` : "";
+      const why = ENDED.includes(now) ? `Session ${now}: read-only` : button.id === "btn-pause" && now !== "active" ? `Session ${now}: not running` : button.id === "btn-resume" && now !== "paused" ? `Session ${now}: not paused` : "";
+      button.disabled = Boolean(why) || button.dataset.busy === "1";
+      button.title = why;
     }
     const body = $("agents").tBodies[0];
     body.replaceChildren();
