@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { chromium, type BrowserContext } from "playwright-core";
 import { afterEach, describe, expect, it } from "vitest";
@@ -236,6 +236,19 @@ describe("the dashboard in headless Chromium", () => {
     await other.locator("#login button[type=submit]").click();
     await other.locator("#login-error", { hasText: "not valid" }).waitFor();
 
+    // A page whose live stream goes silent (a network gone under it: the connection neither delivers
+    // nor closes): once the status counts events the stream has not brought, the page follows again.
+    // Before, its events list stopped for good, while the rest of the page still refreshed.
+    const link = await silentStreamLink(url);
+    const sol = shareAs("sol", "viewer");
+    const fifth = await context.newPage();
+    await fifth.goto(`http://${link.address}/#session=${sid}&token=${sol.token}`);
+    await fifth.locator("#who", { hasText: "sol (viewer)" }).waitFor();
+    await waitFor("the stream silenced", () => link.silenced());
+    expect(project.apex(["checkpoint", "create", "while the stream is silent"]).status).toBe(0);
+    await fifth.locator("#events li").first().filter({ hasText: "checkpoint · user:" }).waitFor({ timeout: 15_000 });
+    await fifth.close();
+
     // The session ends: the page keeps showing it, read-only (buttons greyed out).
     expect(project.apex(["stop"]).status).toBe(0);
     await page.locator("#session-status", { hasText: "stopped" }).waitFor({ timeout: 10_000 });
@@ -280,6 +293,37 @@ describe("the dashboard in headless Chromium", () => {
     // Long: one session, one server and one browser for everything the page goes through (a loaded machine takes over a minute).
   }, 150_000);
 });
+
+/**
+ * A TCP link to `url` that forwards both ways, except the first connection that asks for an event
+ * stream: from that request on it passes nothing and closes nothing, as a network gone under it.
+ */
+async function silentStreamLink(url: string): Promise<{ address: string; silenced(): boolean }> {
+  const target = new URL(url);
+  let silenced = false;
+  const sockets = new Set<Socket>();
+  const link = createNetServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    let silent = false;
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("error", () => {});
+    }
+    client.on("data", (chunk: Buffer) => {
+      if (!silenced && chunk.toString("latin1").includes("/stream HTTP/1.1")) silent = silenced = true;
+      if (!silent) upstream.write(chunk);
+    });
+    upstream.on("data", (chunk: Buffer) => void (!silent && client.write(chunk)));
+  });
+  await new Promise<void>((resolve) => link.listen(0, "127.0.0.1", resolve));
+  const previous = stopServer;
+  stopServer = async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => link.close(resolve));
+    await previous?.();
+  };
+  return { address: `127.0.0.1:${(link.address() as AddressInfo).port}`, silenced: () => silenced };
+}
 
 describe("the API from a page of another origin, in headless Chromium", () => {
   it("answers an origin --cors names, calls and streams alike, and no other origin", async () => {

@@ -84,7 +84,7 @@
     if (state.stream) state.stream.abort();
     state.stream = null;
     for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
-    Object.assign(state, { ended: false, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false, shownStatus: undefined });
+    Object.assign(state, { ended: false, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false, shownStatus: undefined, behindSince: 0 });
     $("events").replaceChildren();
     $("diff").textContent = "";
     $("notice").textContent = "";
@@ -213,6 +213,7 @@
       sample(status);
       // The last event this status includes: where the live stream starts if the events cannot be listed.
       state.statusSeq = status.session && typeof status.session.event_seq === "number" ? status.session.event_seq : null;
+      followIfSilent();
       // A refresh that failed (the server restarting, say) no longer says so once one succeeds.
       if (state.refreshFailed) $("notice").textContent = "";
       state.refreshFailed = false;
@@ -431,6 +432,28 @@
     const list = $("events");
     list.prepend(text("li", `${event.at.slice(11, 19)} ${event.type} · ${event.actor}`));
     while (list.children.length > EVENTS_SHOWN) list.lastElementChild.remove();
+  }
+
+  /** How long the live stream may stay behind the status before it is taken as dead. */
+  const STREAM_BEHIND_MS = 5000;
+
+  /**
+   * The status counts events the live stream has not brought, and has for a while: the stream is
+   * taken as dead (a network gone under it neither delivers nor closes it) and followed again from
+   * the last event shown. Else the events list stopped for good while the rest of the page refreshed.
+   */
+  function followIfSilent() {
+    const behind = state.stream && typeof state.statusSeq === "number" && state.lastSeq !== null && state.statusSeq > state.lastSeq;
+    if (!behind) {
+      state.behindSince = 0;
+      return;
+    }
+    if (!state.behindSince) state.behindSince = Date.now();
+    if (Date.now() - state.behindSince < STREAM_BEHIND_MS) return;
+    state.behindSince = 0;
+    state.stream.abort();
+    state.stream = null;
+    follow();
   }
 
   /** Server-sent events over fetch (EventSource cannot send the Authorization header). */
