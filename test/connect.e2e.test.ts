@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createServer, request as httpRequest, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { renderMonitor, type MonitorState } from "../plugins/sharing/monitor.js";
@@ -85,10 +85,12 @@ describe("apex connect on a terminal", () => {
     await stop();
     await waitFor("the notices", () => lastFrame().includes("event stream ended: the server is shutting down") && lastFrame().includes("Cannot refresh"), 15_000);
     const again = await startServe(project, url.replace("http://", ""));
+    // Both notices go once the server answers, before any event: the stream's stayed until the next
+    // event came (in a paused session, until someone resumed it), although events were followed again.
+    await waitFor("the notices gone", () => !lastFrame().includes("Cannot refresh") && !lastFrame().includes("stream ended"), 10_000);
     const resumed = project.apex(["--remote", target, "resume"], { env: { APEX_TOKEN: operator } });
     expect(resumed.status, resumed.stderr).toBe(0);
     await waitFor("the resume, followed again", () => /session resumed.*\[user:otto\]/.test(lastFrame()) && /alpha {9}running/.test(lastFrame()), 15_000);
-    await waitFor("the notices gone", () => !lastFrame().includes("Cannot refresh") && !lastFrame().includes("stream ended"), 10_000);
 
     // Unshared: the view says access ended and asks nothing more. It refreshed every 2 s with the
     // refused token, each a failed login from this address, for which the server slowed down and
@@ -178,8 +180,53 @@ describe("apex connect on a pipe", () => {
     // Its reader goes (as `| head` does): connect ends, with 0, though no event comes to write.
     run.child.stdout.destroy();
     expect((await run.done).status).toBe(0);
+
+    // The network goes silent (a laptop asleep, a VPN gone: the connection neither answers nor
+    // closes): the server's keep-alive (every 15 s) stops coming, and connect says so and ends,
+    // before the stream opens or after. It waited for ever, printing nothing more.
+    for (const when of ["as", "after"] as const) {
+      const link = await silentLink(url);
+      const quiet = project.apexAsync(["connect", `${link.address}/${sid}`, "--json"], { env: { APEX_TOKEN: viewer, APEX_STREAM_IDLE_MS: "1500" } });
+      stops.push(async () => {
+        if (quiet.child.exitCode === null) quiet.child.kill("SIGKILL");
+        await quiet.done;
+      });
+      // As it asks for the stream (its status printed), or once the server holds the stream open.
+      await waitFor("the status", () => quiet.output().includes('"connected"'));
+      if (when === "after") await waitFor("the stream open", () => project!.status().connected?.some((user: { user: string; streams: number }) => user.user === "vera" && user.streams > 0));
+      link.silence();
+      const ended = await Promise.race([quiet.done, new Promise<undefined>((resolve) => setTimeout(resolve, 10_000))]);
+      expect(ended, `connect still waits (${when} the stream opened)`).toBeDefined();
+      expect(ended!.status, ended!.stderr).toBe(1);
+      expect(JSON.parse(ended!.stderr).error).toMatchObject({ code: "APEX_E_TIMEOUT", message: expect.stringContaining("1.5 s") });
+    }
   });
 });
+
+/**
+ * A TCP link to `url` that forwards both ways until silence(): from then on it passes nothing and
+ * closes nothing, as a network that went away under an open connection.
+ */
+async function silentLink(url: string): Promise<{ address: string; silence(): void }> {
+  const target = new URL(url);
+  let silent = false;
+  const sockets = new Set<Socket>();
+  const link = createNetServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("error", () => {});
+    }
+    client.on("data", (chunk) => void (!silent && upstream.write(chunk)));
+    upstream.on("data", (chunk) => void (!silent && client.write(chunk)));
+  });
+  await new Promise<void>((resolve) => link.listen(0, "127.0.0.1", resolve));
+  stops.push(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => link.close(resolve));
+  });
+  return { address: `127.0.0.1:${(link.address() as AddressInfo).port}`, silence: () => void (silent = true) };
+}
 
 describe("the live view's renderer", () => {
   const state = (overrides: Partial<MonitorState> = {}): MonitorState => ({

@@ -2,17 +2,21 @@
 // a real `apex serve` in front of a live session. Logs in with a token, sees an agent pause live
 // when `apex pause` runs in a terminal, resumes as an operator, and finds no buttons as a viewer;
 // draws the session tree from branch records (parent_checkpoint, name) and memory size per checkpoint.
+import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { chromium, type BrowserContext } from "playwright-core";
 import { afterEach, describe, expect, it } from "vitest";
-import { LmdbStore } from "./helpers/store.js";
+import { LmdbStore, transactionSync } from "./helpers/store.js";
+import { Catalog } from "../plugins/checkpoint/catalog.js";
+import { MANIFEST_FORMAT, signManifest } from "../plugins/checkpoint/manifest.js";
 import { SupervisorChannel } from "../plugins/sharing/supervisor-channel.js";
 import { Project, REPO_ROOT, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
+const SPIKE = "c2c2c2c2-0000-4000-8000-000000000000";
 const FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 let project: Project | undefined;
@@ -51,6 +55,17 @@ describe("the dashboard in headless Chromium", () => {
     await store.set("/sessions/history/0ld0ld00-0000-4000-8000-000000000000", record("0ld0ld00-0000-4000-8000-000000000000", { created_at: "2026-01-01T00:00:00.000Z" }) as never);
     await store.set("/sessions/history/b1b1b1b1-0000-4000-8000-000000000000", record("b1b1b1b1-0000-4000-8000-000000000000", { name: "experiment", parent_checkpoint: { id: first.id, session_id: sid, sequence: first.sequence, name: first.name }, parent_session: sid }) as never);
     await store.set("/sessions/history/c2c2c2c2-0000-4000-8000-000000000000", record("c2c2c2c2-0000-4000-8000-000000000000", { name: "spike", parent_checkpoint: { id: "x", session_id: "b1b1b1b1-0000-4000-8000-000000000000", sequence: 1, name: "checkpoint-001" } }) as never);
+    // The branch's branch has more checkpoints than the page asks for (500): their catalog entries, as
+    // checkpoint.list reads them (taking that many real ones would cost the test seconds).
+    const catalog = Catalog.of(store);
+    transactionSync(store, () => {
+      for (let sequence = 1; sequence <= 505; sequence++) {
+        const name = `checkpoint-${String(sequence).padStart(3, "0")}`;
+        const at = new Date(Date.UTC(2026, 0, 1, 0, 0, sequence)).toISOString();
+        catalog.putCheckpoint(signManifest({ format: MANIFEST_FORMAT, id: randomUUID(), session_id: SPIKE, sequence, name, parent: null, created_at: at, description: `step ${sequence}`, trigger: "manual", pinned: false, revision: sequence, memory: { root: null, keys: sequence, scope: { include: ["/"], exclude: ["/sessions"] } }, tasks: { root: null, count: 0 }, agents: { root: null, count: 0 }, git_state: null, data: {} }));
+      }
+      catalog.setLastSequence(SPIKE, 505);
+    });
     await store.close();
 
     context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
@@ -93,8 +108,12 @@ describe("the dashboard in headless Chromium", () => {
     mkdirSync(shots, { recursive: true });
     await page.screenshot({ path: join(shots, "dashboard.png"), fullPage: true });
 
+    // Paused: Resume is the button to press, Pause is greyed out. Both could be pressed whatever the
+    // state, and the refusal of the one that did not apply stayed on the page as an error.
+    await waitFor("Pause greyed out", async () => (await page.locator("#btn-pause").isDisabled()) && !(await page.locator("#btn-resume").isDisabled()), 5000);
     await page.locator("#btn-resume").click();
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "running" }).waitFor({ timeout: 10_000 });
+    await waitFor("Resume greyed out", async () => (await page.locator("#btn-resume").isDisabled()) && !(await page.locator("#btn-pause").isDisabled()), 5000);
     expect(project.status().session!.status).toBe("active");
     const trail = project.apex(["session", "history", sid]).stdout;
     expect(trail).toMatch(/resumed.*\[user:otto\]/);
@@ -118,6 +137,11 @@ describe("the dashboard in headless Chromium", () => {
     // At most one refresh every half second (however slow this machine is now), far fewer than the events.
     expect(statusCalls.length).toBeLessThanOrEqual(Math.ceil((Date.now() - began) / 500) + 2);
     expect(statusCalls.length).toBeLessThan(100);
+    // The newest events only, the newest on top: the list kept every event while the page was open
+    // (thousands of rows for a busy session left open for a day, each one more for the page to lay out).
+    const listed = await page.locator("#events li").allTextContents();
+    expect(listed.length).toBe(100);
+    expect(listed[0]).toContain("task.added");
 
     // The server restarts (same address): the page says the stream ended, then, once the server
     // answers again, follows the events again and the notice goes. Before, no event came again
@@ -130,32 +154,40 @@ describe("the dashboard in headless Chromium", () => {
       await restarted.done;
     };
     await waitFor("apex serve again", () => (restarted.output().includes("}") ? true : undefined), 30_000);
+    // The notice goes once the events are followed again, with no event since: before, it said the
+    // stream had ended until the next event came, which in a quiet session could be hours.
+    await waitFor("the notice gone", async () => (await page.locator("#notice").textContent()) === "", 10_000);
     const pausedBefore = await page.locator("#events li", { hasText: "session.paused" }).count();
     expect(project.apex(["pause"]).status).toBe(0);
     await waitFor("the pause, streamed again", async () => (await page.locator("#events li", { hasText: "session.paused" }).count()) === pausedBefore + 1, 15_000);
-    await waitFor("the notice gone", async () => (await page.locator("#notice").textContent()) === "", 10_000);
     expect(project.apex(["resume"]).status).toBe(0);
 
-    // A viewer, logging in with the form: everything to read, no button to press.
+    // A viewer, logging in with the form: everything to read, no button to press. The session by
+    // its short id, as `session list` and `session share` print it: the page shows the session as
+    // the whole id and marks it in the tree (it showed what was typed, and marked no session).
     const other = await context.newPage();
     await other.goto(`${url}/`);
     await other.evaluate(() => sessionStorage.clear());
     await other.reload();
-    await other.locator("#login-session").fill(sid);
+    await other.locator("#login-session").fill(sid.slice(0, 8));
     await other.locator("#login-token").fill(viewer.token);
     await other.locator("#login button[type=submit]").click();
     await other.locator("#who", { hasText: "vera (viewer)" }).waitFor();
     await other.locator('tr[data-agent="beta"]').waitFor();
     expect(await other.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(0);
+    expect(await other.locator("#session-id").textContent()).toBe(sid);
+    await other.locator(`#tree > li[data-session="${sid}"].here`).waitFor();
     await other.screenshot({ path: join(shots, "dashboard-viewer.png"), fullPage: true });
 
     // Access revoked while the page is open: the login form comes back with the reason, and the page
     // stops calling with the refused token (before, it kept refreshing every 2 s, each call a failed
-    // login that slowed down every client at this address).
+    // login that slowed down every client at this address). The live stream says so first, and the
+    // page signs out on it: it used to wait for its next refresh, three calls refused (three failed
+    // logins counted against the address) and the reason lost for "not valid".
     const calls: string[] = [];
     other.on("request", (request) => void (request.url().includes("/api/") && calls.push(request.url())));
     expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
-    await other.locator("#login-error", { hasText: "not valid" }).waitFor({ timeout: 10_000 });
+    await other.locator("#login-error", { hasText: `vera's access to session ${sid} was revoked` }).waitFor({ timeout: 10_000 });
     const made = calls.length;
     await other.waitForTimeout(4500);
     expect(calls.slice(made)).toEqual([]);
@@ -174,7 +206,7 @@ describe("the dashboard in headless Chromium", () => {
     // The last 20 events, and what came since (nothing much): not the earlier list as well.
     expect(await other.locator("#events li").count()).toBeLessThanOrEqual(22);
     expect(project.apex(["session", "unshare", "current", "vera"]).status).toBe(0);
-    await other.locator("#login-error", { hasText: "not valid" }).waitFor({ timeout: 10_000 });
+    await other.locator("#login-error", { hasText: "was revoked" }).waitFor({ timeout: 10_000 });
 
     // A grant of the branch's branch: the tree from the session it descends from, down to it (marked),
     // each branch labelled with the checkpoint it started from; the unrelated older session is left out.
@@ -187,6 +219,13 @@ describe("the dashboard in headless Chromium", () => {
     await root.locator(':scope > ul > li[data-session="b1b1b1b1-0000-4000-8000-000000000000"]', { hasText: `experiment stopped from ${first.name}` }).waitFor();
     await root.locator('li[data-session="b1b1b1b1-0000-4000-8000-000000000000"] > ul > li[data-session="c2c2c2c2-0000-4000-8000-000000000000"].here', { hasText: "spike" }).waitFor();
     expect(await third.locator("#tree > li").evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.session))).toEqual([sid]);
+    // Its 505 checkpoints: the timeline shows the newest, the memory plot the newest 500, oldest first.
+    // Before, the page asked for the oldest 500: both stopped at checkpoint-500 for good.
+    await third.locator("#timeline li").first().filter({ hasText: "checkpoint-505" }).waitFor();
+    expect(await third.locator("#timeline li").count()).toBe(20);
+    const spikeChart = third.locator("#memory-chart");
+    expect(await spikeChart.getAttribute("data-points")).toBe("500");
+    expect((await spikeChart.getAttribute("data-keys"))!.split(",").map(Number)).toEqual(Array.from({ length: 500 }, (_, i) => i + 6));
     await third.close();
 
     // A wrong token gets the login form back with the server's message.
@@ -197,6 +236,19 @@ describe("the dashboard in headless Chromium", () => {
     await other.locator("#login button[type=submit]").click();
     await other.locator("#login-error", { hasText: "not valid" }).waitFor();
 
+    // A page whose live stream goes silent (a network gone under it: the connection neither delivers
+    // nor closes): once the status counts events the stream has not brought, the page follows again.
+    // Before, its events list stopped for good, while the rest of the page still refreshed.
+    const link = await silentStreamLink(url);
+    const sol = shareAs("sol", "viewer");
+    const fifth = await context.newPage();
+    await fifth.goto(`http://${link.address}/#session=${sid}&token=${sol.token}`);
+    await fifth.locator("#who", { hasText: "sol (viewer)" }).waitFor();
+    await waitFor("the stream silenced", () => link.silenced());
+    expect(project.apex(["checkpoint", "create", "while the stream is silent"]).status).toBe(0);
+    await fifth.locator("#events li").first().filter({ hasText: "checkpoint · user:" }).waitFor({ timeout: 15_000 });
+    await fifth.close();
+
     // The session ends: the page keeps showing it, read-only (buttons greyed out).
     expect(project.apex(["stop"]).status).toBe(0);
     await page.locator("#session-status", { hasText: "stopped" }).waitFor({ timeout: 10_000 });
@@ -205,8 +257,73 @@ describe("the dashboard in headless Chromium", () => {
     await page.locator('tr[data-agent="alpha"] .status', { hasText: "stopped" }).waitFor();
     // Its live stream ended with it: no alert says so, the badge does (it said "The live stream ended." for good, as when the server fails).
     await waitFor("the notice gone once the session stopped", async () => (await page.locator("#notice").textContent()) === "", 10_000);
-  });
+
+    // Continued while the page is open: the page follows it again, its buttons back.
+    expect(project.apex(["start", "--continue", sid]).status).toBe(0);
+    await page.locator("#session-status", { hasText: "active" }).waitFor({ timeout: 10_000 });
+    await page.locator('tr[data-agent="alpha"] .status', { hasText: "running" }).waitFor({ timeout: 10_000 });
+    await page.locator("#events li", { hasText: "session.continued" }).first().waitFor({ timeout: 10_000 });
+    expect(await page.locator("#btn-pause").isDisabled()).toBe(false);
+    // Its supervisor killed (no event says so): the session tree says interrupted with the badge.
+    // It called the session active beside an "interrupted" badge until its next refresh, 15 s later.
+    const supervisor = project.status().session!.supervisor!.pid;
+    process.kill(supervisor, "SIGKILL");
+    await page.locator("#session-status", { hasText: "interrupted" }).waitFor({ timeout: 10_000 });
+    await page.locator(`#tree li[data-session="${sid}"] > .node .status`, { hasText: "interrupted" }).waitFor({ timeout: 1500 });
+
+    // A page opened while the server cannot check its token (here it refuses this address for a
+    // moment, 429, for failed logins from it): the token is kept and Connect tries it again. Before,
+    // any failure forgot it, as if refused, and an invite's token is shown only once.
+    const fresh = shareAs("fay", "viewer");
+    const guess = () => fetch(`${url}/api/sessions/${sid}/rpc/whoami`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer apx_0000000000000000_${"B".repeat(43)}` }, body: "{}" });
+    // Failures from this address, one at a time, until they are answered late (each twice as late as the last).
+    for (let late = 0; late < 800; ) {
+      const began = Date.now();
+      expect((await guess()).status).toBe(401);
+      late = Date.now() - began;
+    }
+    const pending = guess();
+    const fourth = await context.newPage();
+    await fourth.goto(fresh.url);
+    await fourth.locator("#login-error", { hasText: "Too many failed logins" }).waitFor();
+    expect(await fourth.evaluate(() => sessionStorage.getItem("apex.token"))).toBe(fresh.token);
+    expect((await pending).status).toBe(401);
+    await fourth.locator("#login button[type=submit]").click();
+    await fourth.locator("#who", { hasText: "fay (viewer)" }).waitFor();
+    // Long: one session, one server and one browser for everything the page goes through (a loaded machine takes over a minute).
+  }, 150_000);
 });
+
+/**
+ * A TCP link to `url` that forwards both ways, except the first connection that asks for an event
+ * stream: from that request on it passes nothing and closes nothing, as a network gone under it.
+ */
+async function silentStreamLink(url: string): Promise<{ address: string; silenced(): boolean }> {
+  const target = new URL(url);
+  let silenced = false;
+  const sockets = new Set<Socket>();
+  const link = createNetServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    let silent = false;
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("error", () => {});
+    }
+    client.on("data", (chunk: Buffer) => {
+      if (!silenced && chunk.toString("latin1").includes("/stream HTTP/1.1")) silent = silenced = true;
+      if (!silent) upstream.write(chunk);
+    });
+    upstream.on("data", (chunk: Buffer) => void (!silent && client.write(chunk)));
+  });
+  await new Promise<void>((resolve) => link.listen(0, "127.0.0.1", resolve));
+  const previous = stopServer;
+  stopServer = async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => link.close(resolve));
+    await previous?.();
+  };
+  return { address: `127.0.0.1:${(link.address() as AddressInfo).port}`, silenced: () => silenced };
+}
 
 describe("the API from a page of another origin, in headless Chromium", () => {
   it("answers an origin --cors names, calls and streams alike, and no other origin", async () => {

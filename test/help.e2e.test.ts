@@ -145,6 +145,9 @@ describe("help that teaches", () => {
     expect(page("session", "tree")).toContain("One line per checkpoint that shapes the graph");
     for (const words of [["session", "share"], ["session", "unshare"], ["session", "shares"]]) expect(page(...words), words.join(" ")).toMatch(/session +the session: .*name/);
     expect(page("connect")).toContain("branch name");
+    // What an operator may do, as the role table says: continue too, and of tasks only add and reopen
+    // ("tasks" read as every task command; claim, done and fail need owner).
+    expect(page("session", "share")).toContain("operator (also pause, resume, continue, checkpoint create, task add and reopen, memory set)");
   });
 
   it("apex serve, connect and login refuse --session, which would choose nothing (exit 2: nothing served, sent or saved), and their help says so", async () => {

@@ -41,6 +41,11 @@ describe("a method nobody serves", () => {
       expect(reply.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", details: { unknown_method: method } });
       expect(JSON.stringify(reply.body)).not.toContain("Known:");
     }
+    // Nor does `hello` list them through the API: its list of methods named the server's plumbing too
+    // (share.authenticate, share.touch, session.connections), which every caller is refused.
+    const hello = (await rpc(url, sid, "hello", owner.token)).body.result as { methods: string[] };
+    expect(hello.methods).toContain("session.status");
+    expect(hello.methods.filter((method) => method.startsWith("share.a") || method === "share.touch" || method === "session.connections")).toEqual([]);
     // The CLI says the session has no checkpoint plugin, locally and through --remote alike (through
     // --remote it said `Unknown method "checkpoint.create"`, exit 3, as if a checkpoint were missing).
     const local = p.apex(["checkpoint", "create", "here"]);

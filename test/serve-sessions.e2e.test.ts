@@ -147,7 +147,22 @@ describe("apex serve: every session of the project", () => {
     expect((await rpc(url, a, "task.list", late.token)).status).toBe(401);
     // Unknown sessions: 401 for any token (no grant can exist), never a look at the store's other records.
     expect((await rpc(url, "0000aaaa-0000-0000-0000-000000000000", "session.status", viewerA.token)).status).toBe(401);
-  });
+
+    // Two sessions of one server, each with its own token (a grant is for one session): `apex login`
+    // keeps both, and --remote and connect use each session's own, by its id, prefix or name as logged in.
+    // The file kept one token per host: the second login replaced the first, and A was refused (401).
+    const credentials = join(project.dir, "credentials.json");
+    const hostPort = url.replace(/^http:\/\//, "");
+    const saved = { APEX_CREDENTIALS: credentials };
+    expect(project.apex(["login", `${hostPort}/${a}`], { env: { ...saved, APEX_TOKEN: viewerA.token } }).status).toBe(0);
+    expect(project.apex(["login", `${hostPort}/${b.slice(0, 8)}`], { env: { ...saved, APEX_TOKEN: viewerB.token } }).status).toBe(0);
+    for (const [ref, sid] of [[a, a], [a.slice(0, 8), a], [b, b], [b.slice(0, 8), b]] as const) {
+      const status = project.apex(["--remote", `${hostPort}/${ref}`, "status", "--json"], { env: saved });
+      expect(status.status, `${ref}: ${status.stderr}`).toBe(0);
+      expect(JSON.parse(status.stdout).session.session_id).toBe(sid);
+    }
+    // Long: two sessions, their grants and a server for everything a grant of each may and may not do.
+  }, 120_000);
 });
 
 describe("apex serve: a client on another host", () => {

@@ -316,8 +316,12 @@ async function liveView(origin: string, remote: SessionClient, me: { user: strin
     try {
       state.status = (await remote.call("session.status", {}, 30_000)) as StatusReport;
       refreshError = null;
-      // The server is back (restarted) and the session still runs: events follow again, from the last one shown.
-      if (subscription === null && !ENDED.has(String(state.status?.session?.status))) follow();
+      // The server is back (restarted) and the session still runs: events follow again, from the last one shown,
+      // and the notice that said they stopped goes now (a stream that fails again says so), not at the next event.
+      if (subscription === null && !ENDED.has(String(state.status?.session?.status))) {
+        streamNotice = null;
+        follow();
+      }
     } catch (error) {
       if ((error as { code?: unknown }).code === "APEX_E_UNAUTHORIZED") refuse(error);
       else refreshError = `Cannot refresh: ${(error as Error).message}`;
@@ -403,11 +407,14 @@ export async function loginCommand(hostText: string, json: boolean): Promise<voi
   if (!isApexToken(token)) {
     throw new ApexError("APEX_E_USAGE", "That is not an APEX token (apx_…).", { hint: "Copy it from the invite `apex session share` printed." });
   }
+  let sessions: string[] = [];
   if (target) {
     process.env.APEX_TOKEN = token;
-    await remoteSessionClient(hostText)!.call("whoami", {}, 30_000);
+    const me = (await remoteSessionClient(hostText)!.call("whoami", {}, 30_000)) as { session_id?: unknown };
+    // Kept by the reference given and by the session's id: --remote may name it either way.
+    sessions = [...new Set([session!, ...(typeof me?.session_id === "string" ? [me.session_id] : [])])];
   }
-  const file = saveCredential(host, token, session);
+  const file = saveCredential(host, token, sessions);
   if (json) printJson({ host, session: session ?? null, file });
   else printLine(`Saved the token for ${host} in ${file === credentialsFile() ? file : file} (mode 0600).`);
 }

@@ -28,7 +28,9 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number, 
   const secure = url.protocol === "https:";
   const host = `${url.hostname}:${url.port || (secure ? 443 : 80)}`;
   const payload = Buffer.from(sendableJson(body ?? {}));
-  const token = tokenFor(host);
+  // The session the endpoint names (/api/sessions/<session>/…): its own saved token, as a grant is for one session.
+  const session = /^\/api\/sessions\/([^/]+)\//.exec(url.pathname)?.[1];
+  const token = tokenFor(host, session === undefined ? undefined : decodeURIComponent(session));
   const send = secure ? httpsRequest : httpRequest;
   let abort: () => void = () => {};
   /** Whether the socket was silent for timeoutMs (and closed for it), before or after the reply began. */
@@ -274,18 +276,34 @@ export async function callRemote(endpoint: string, method: string, params: unkno
   return (reply as { result?: unknown }).result;
 }
 
+/**
+ * How long a stream may stay silent before its connection is taken as lost: `apex serve` sends a
+ * keep-alive every 15 s, so three missed ones (APEX_STREAM_IDLE_MS, ms, to change it). A network
+ * that goes away under an open connection (a laptop asleep, a VPN gone) neither answers nor
+ * closes it: without this, `connect`, `logs -f` and `memory watch` waited for ever, showing nothing.
+ */
+const streamIdleMs = (): number => (Number(process.env.APEX_STREAM_IDLE_MS) > 0 ? Number(process.env.APEX_STREAM_IDLE_MS) : 45_000);
+
 /** One streaming method over server-sent events; `onEvent` gets each event's data. */
 export function subscribeRemote(endpoint: string, method: string, params: unknown, onEvent: (event: unknown) => void): Subscription {
   let closedByUs = false;
   let abort: () => void = () => {};
   const done = (async () => {
-    const opened = open(endpoint, "/stream", { [method]: params ?? {} }, 0, method, false);
+    const idleMs = streamIdleMs();
+    // The socket's idle timeout: silence before the reply or between its chunks (keep-alives included).
+    const opened = open(endpoint, "/stream", { [method]: params ?? {} }, idleMs, method, false);
+    const silent = () =>
+      new ApexError("APEX_E_TIMEOUT", `${new URL(endpoint).origin} sent nothing on the ${method} stream for ${idleMs / 1000} s, not even its keep-alive: the connection is taken as lost.`, {
+        hint: "Check the network to the server (and that `apex serve` runs there), then follow the session again.",
+        details: { connection: "silent" },
+      });
     abort = opened.abort;
     let response: IncomingMessage;
     try {
       response = await opened.done;
     } catch (error) {
       if (closedByUs) return;
+      if (opened.silent()) throw silent();
       throw error;
     }
     if (response.statusCode !== 200) throw replyError(endpoint, response, await readAll(endpoint, response));
@@ -313,6 +331,7 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
       }
     } catch (error) {
       if (closedByUs) return;
+      if (opened.silent()) throw silent();
       if (error instanceof ApexError) throw error;
       // The connection broke (the server killed, the network gone): said so, not as an internal error.
       throw new ApexError("APEX_E_RPC", `The event stream from ${new URL(endpoint).origin} broke: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, {

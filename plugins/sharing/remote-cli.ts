@@ -63,7 +63,7 @@ Examples:
   program
     .command("login")
     .description("save a token for a host in the credentials file (mode 0600), for --remote and connect")
-    .argument("<host>", "HOST[:PORT], or HOST[:PORT]/SESSION to check the token first")
+    .argument("<host>", "HOST[:PORT], or HOST[:PORT]/SESSION to check the token first and keep it as that session's (one token per session of a server)")
     .option("--json", "print {host, session, file} (never the token)")
     .addHelpText(
       "after",
@@ -87,7 +87,7 @@ Examples:
     .description("share the session with a user: prints an invite (URL and `apex connect` line) with a token shown once")
     .argument("<session>", "the session: `current`, or any session of the project by id, unique prefix or name (an ended one is shared read-only)")
     .argument("<user>", "who gets access, e.g. alice@example.com")
-    .option("--role <role>", "viewer (reads), operator (also pause, resume, checkpoint, tasks, memory set) or owner", "viewer")
+    .option("--role <role>", "viewer (reads), operator (also pause, resume, continue, checkpoint create, task add and reopen, memory set) or owner (everything: stop, task claim|done|fail, memory delete|import, merge, sharing)", "viewer")
     .option("--expires <duration>", "how long the token is valid, e.g. 12h, 7d (default: until revoked)")
     .option("--url <url>", "the server's address for the invite (default: the running `apex serve`, else http://127.0.0.1:7433)")
     .option("--json", "print {token_id, user, role, created_at, created_by, expires_at, last_used_at, via_token_id, session_id, token, url, connect}")

@@ -109,9 +109,19 @@ export function credentialsFile(env: NodeJS.ProcessEnv = process.env): string {
   return join(base, "apex", "credentials.json");
 }
 
+interface SavedToken {
+  token: string;
+  saved_at: string;
+}
+
 interface CredentialsFile {
   version: 1;
-  hosts: Record<string, { token: string; saved_at: string; session?: string }>;
+  /**
+   * Per host: the token saved last (for any session of it), and each session's own, by the
+   * reference it was logged in with and by its id. A grant is for one session: a user of two
+   * sessions on one server holds two tokens.
+   */
+  hosts: Record<string, SavedToken & { session?: string; sessions?: Record<string, SavedToken> }>;
 }
 
 /**
@@ -150,10 +160,15 @@ function damagedCredentials(file: string, why: string, cause?: unknown): ApexErr
   });
 }
 
-export function saveCredential(host: string, token: string, session?: string): string {
+/** Saves `token` for `host`, and for each of `sessions` (the reference logged in with, the session's id). */
+export function saveCredential(host: string, token: string, sessions: string[] = []): string {
   const file = credentialsFile();
   const data = readCredentials();
-  data.hosts[host] = { token, saved_at: new Date().toISOString(), ...(session ? { session } : {}) };
+  const saved_at = new Date().toISOString();
+  // The other sessions' tokens stay: logging in to one session of a server replaced the token of every other.
+  const bySession = { ...savedSessions(data.hosts[host]) };
+  for (const session of sessions) bySession[session] = { token, saved_at };
+  data.hosts[host] = { token, saved_at, ...(sessions.length > 0 ? { session: sessions[0] } : {}), ...(Object.keys(bySession).length > 0 ? { sessions: bySession } : {}) };
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   // APEX's own directory (not one APEX_CREDENTIALS names, which may be shared) is owner-only, also when it was made looser.
   if (!process.env.APEX_CREDENTIALS) chmodSync(dirname(file), 0o700);
@@ -186,19 +201,39 @@ function warnIfReadableByOthers(file: string): void {
   process.stderr.write(`warning: ${file} holds tokens and other users may read it (mode ${mode.toString(8).padStart(4, "0")}): chmod 600 ${file}\n`);
 }
 
+/** A host's per-session tokens, as saved (none in a file an older APEX wrote). */
+function savedSessions(entry: CredentialsFile["hosts"][string] | undefined): Record<string, SavedToken> {
+  const sessions = entry?.sessions;
+  return sessions !== null && typeof sessions === "object" && !Array.isArray(sessions) ? sessions : {};
+}
+
+/**
+ * The token saved for `session` of a host: logged in by that reference or id, else by the one
+ * saved session id it is a prefix of; else undefined (the host's last saved token is used).
+ */
+function sessionToken(entry: CredentialsFile["hosts"][string] | undefined, session: string | undefined): unknown {
+  if (session === undefined) return undefined;
+  const sessions = savedSessions(entry);
+  if (Object.hasOwn(sessions, session)) return sessions[session]?.token;
+  const ids = Object.keys(sessions).filter((ref) => ref.startsWith(session) && /^[0-9a-f]{8}-[0-9a-f-]{27}$/.test(ref));
+  return ids.length === 1 ? sessions[ids[0]!]?.token : undefined;
+}
+
 /** What `apex session share` hands out: `apx_<16 hex id>_<43 base64url characters>`. */
 export function isApexToken(text: unknown): text is string {
   return typeof text === "string" && /^apx_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/.test(text);
 }
 
 /**
- * The token for a host: APEX_TOKEN (or --token-file, --token, which set it), else the credentials file.
- * One that is not an APEX token is a usage error here, before anything is sent (in a header it
- * could not even be written if it held a line break), and the message never repeats it.
+ * The token for a session of a host: APEX_TOKEN (or --token-file, --token, which set it), else
+ * the credentials file's for that session, else its host's last saved. One that is not an APEX
+ * token is a usage error here, before anything is sent (in a header it could not even be written
+ * if it held a line break), and the message never repeats it.
  */
-export function tokenFor(host: string): string {
+export function tokenFor(host: string, session?: string): string {
   const fromEnv = process.env.APEX_TOKEN;
-  const saved = fromEnv ? undefined : readCredentials().hosts[host]?.token;
+  const entry = fromEnv ? undefined : readCredentials().hosts[host];
+  const saved = fromEnv ? undefined : ((sessionToken(entry, session) as string | undefined) ?? entry?.token);
   if (saved) warnIfReadableByOthers(credentialsFile());
   const token = fromEnv || saved;
   if (!token) {

@@ -1,6 +1,7 @@
 import { ApexError } from "../../core/errors.js";
 import { isWithin } from "../../core/store/paths.js";
 import { ownerOf, PROJECT_RECORDS, SESSIONS_ROOT } from "../owned-paths.js";
+import { isInternalMethod } from "./roles.js";
 
 /**
  * A grant is for one session: whatever a remote caller sends, a call reads and acts on the
@@ -39,6 +40,11 @@ export function visiblePath(sessionId: string, path: string): boolean {
 
 export function scopedResult(sessionId: string, method: string, params: Record<string, unknown>, result: unknown): unknown {
   switch (method) {
+    case "hello": {
+      // The methods a caller may ask for: not the plumbing between the server and the supervisor, refused to everyone.
+      const reply = result as { methods?: unknown } | undefined;
+      return reply && Array.isArray(reply.methods) ? { ...reply, methods: reply.methods.filter((name) => typeof name === "string" && !isInternalMethod(name)) } : result;
+    }
     case "memory.query":
       return Array.isArray(result) ? result.filter((entry: { path?: unknown }) => typeof entry?.path === "string" && visiblePath(sessionId, entry.path)) : result;
     case "memory.changes": {

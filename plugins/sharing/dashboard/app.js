@@ -32,6 +32,8 @@
   function signedOut(message) {
     while (timers.length) clearInterval(timers.pop());
     clearTimeout(refreshes.timer);
+    if (state.stream) state.stream.abort();
+    state.stream = null;
     state.token = "";
     sessionStorage.removeItem("apex.token");
     showLogin(message);
@@ -82,7 +84,7 @@
     if (state.stream) state.stream.abort();
     state.stream = null;
     for (const chart of [state.chart, state.memoryChart]) if (chart) chart.destroy();
-    Object.assign(state, { ended: false, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false });
+    Object.assign(state, { ended: false, live: false, chart: null, memoryChart: null, samples: [[], [], []], lastCpu: null, merges: [], lastSeq: null, statusSeq: null, selected: [], refreshFailed: false, shownStatus: undefined, behindSince: 0 });
     $("events").replaceChildren();
     $("diff").textContent = "";
     $("notice").textContent = "";
@@ -92,9 +94,21 @@
     try {
       me = await call("whoami");
     } catch (error) {
-      return signedOut(error.message);
+      if (error.status === 401) return signedOut(error.message);
+      // Not refused: the server could not check it now (restarting, a proxy without it, a moment of
+      // rate limiting). The token is kept, in the form too, for Connect to try again; forgetting it
+      // lost an invite whose token is shown only once.
+      showLogin(`${error.message} Connect to try again.`);
+      $("login-token").value = state.token;
+      return;
     }
     state.role = me.role;
+    // The session as the server resolved it (a short id or a branch's name typed in the form): the
+    // page shows its whole id, marks it in the tree and lists merges into it, which compare whole ids.
+    if (typeof me.session_id === "string" && me.session_id) {
+      state.session = me.session_id;
+      sessionStorage.setItem("apex.session", me.session_id);
+    }
     $("login").hidden = true;
     $("app").hidden = false;
     $("who").textContent = `${me.user} (${me.role})`;
@@ -128,13 +142,16 @@
       button.type = "button";
       button.addEventListener("click", async () => {
         button.disabled = true;
+        button.dataset.busy = "1";
         try {
           await call(method, params);
           $("notice").textContent = "";
         } catch (error) {
           $("notice").textContent = error.message;
         } finally {
-          button.disabled = false;
+          delete button.dataset.busy;
+          // Pressable again unless the session's state says otherwise (the refresh to come shows the new one).
+          button.disabled = Boolean(button.title);
           refreshSoon();
         }
       });
@@ -179,17 +196,24 @@
       const [status, tasks, checkpoints] = await Promise.all([
         call("session.status"),
         call("task.list"),
-        // Oldest first: the memory plot runs left to right; the timeline shows the newest 20.
-        call("checkpoint.list", { limit: 500, oldest: true }).catch(() => ({ items: [] })),
+        // The newest 500, newest first: the timeline shows the first 20, the memory plot all of them,
+        // oldest first. (Asked oldest first, a session with more stopped at its 500th checkpoint.)
+        call("checkpoint.list", { limit: 500 }).catch(() => ({ items: [] })),
       ]);
       const items = checkpoints.items || [];
       renderStatus(status);
+      // The session's status changed (a supervisor killed, which no event tells): the tree shows it too,
+      // not the status it had until its next refresh, 15 s later.
+      const now = status.session ? status.session.status : null;
+      if (state.shownStatus !== undefined && now !== state.shownStatus) refreshTree();
+      state.shownStatus = now;
       renderTasks(tasks);
-      renderCheckpoints(items.slice(-20).reverse());
-      plotMemory(items);
+      renderCheckpoints(items.slice(0, 20));
+      plotMemory(items.slice().reverse());
       sample(status);
       // The last event this status includes: where the live stream starts if the events cannot be listed.
       state.statusSeq = status.session && typeof status.session.event_seq === "number" ? status.session.event_seq : null;
+      followIfSilent();
       // A refresh that failed (the server restarting, say) no longer says so once one succeeds.
       if (state.refreshFailed) $("notice").textContent = "";
       state.refreshFailed = false;
@@ -210,11 +234,13 @@
     const badge = $("session-status");
     badge.textContent = session ? session.status : "no session";
     badge.className = `badge status-${session ? session.status : "none"}`;
-    // An ended session is read-only: its buttons stay, greyed, with the reason.
-    const ended = Boolean(session && ENDED.includes(session.status));
+    // An ended session is read-only: its buttons stay, greyed, with the reason. Pause is for a running
+    // session, Resume for a paused one: the other is greyed too (pressed, its refusal stayed on the page).
+    const now = session ? session.status : "none";
     for (const button of $("controls").querySelectorAll("button")) {
-      button.disabled = ended;
-      button.title = ended ? `Session ${session.status}: read-only` : "";
+      const why = ENDED.includes(now) ? `Session ${now}: read-only` : button.id === "btn-pause" && now !== "active" ? `Session ${now}: not running` : button.id === "btn-resume" && now !== "paused" ? `Session ${now}: not paused` : "";
+      button.disabled = Boolean(why) || button.dataset.busy === "1";
+      button.title = why;
     }
     const body = $("agents").tBodies[0];
     body.replaceChildren();
@@ -399,8 +425,35 @@
     }
   }
 
+  /** Events the list shows, the newest on top: a page left open on a busy session would hold every event since it opened. */
+  const EVENTS_SHOWN = 100;
+
   function showEvent(event) {
-    $("events").prepend(text("li", `${event.at.slice(11, 19)} ${event.type} · ${event.actor}`));
+    const list = $("events");
+    list.prepend(text("li", `${event.at.slice(11, 19)} ${event.type} · ${event.actor}`));
+    while (list.children.length > EVENTS_SHOWN) list.lastElementChild.remove();
+  }
+
+  /** How long the live stream may stay behind the status before it is taken as dead. */
+  const STREAM_BEHIND_MS = 5000;
+
+  /**
+   * The status counts events the live stream has not brought, and has for a while: the stream is
+   * taken as dead (a network gone under it neither delivers nor closes it) and followed again from
+   * the last event shown. Else the events list stopped for good while the rest of the page refreshed.
+   */
+  function followIfSilent() {
+    const behind = state.stream && typeof state.statusSeq === "number" && state.lastSeq !== null && state.statusSeq > state.lastSeq;
+    if (!behind) {
+      state.behindSince = 0;
+      return;
+    }
+    if (!state.behindSince) state.behindSince = Date.now();
+    if (Date.now() - state.behindSince < STREAM_BEHIND_MS) return;
+    state.behindSince = 0;
+    state.stream.abort();
+    state.stream = null;
+    follow();
   }
 
   /** Server-sent events over fetch (EventSource cannot send the Authorization header). */
@@ -416,6 +469,8 @@
         body: JSON.stringify({ "events.subscribe": state.lastSeq === null ? {} : { from_seq: state.lastSeq } }),
       });
       if (!response.ok) throw new Error((await response.json()).error.message);
+      // Followed again (after a server restart): the notice that said it was down goes now, not at the next event.
+      if (STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let buffer = "";
@@ -447,6 +502,10 @@
     if (!data) return;
     const payload = JSON.parse(data);
     if (kind === "error") {
+      // Access ended (revoked, expired): the stream says so first, with the reason. Signed out at once;
+      // waiting for the next refresh cost three refused calls (failed logins counted against this
+      // address) and told only that the token was not valid.
+      if (payload.code === "APEX_E_UNAUTHORIZED") return signedOut(payload.message);
       $("notice").textContent = payload.message;
       return;
     }
