@@ -58,6 +58,7 @@ import { BridgeError, SyncBridge, connectTimeoutMs, type Rows, type Statement } 
 import { storedForm, writtenForm } from "./codec.js";
 import { GROUP_BYTES, decodeGroup, encodeGroup, findInGroup, mergeGroup, packGroups, type GroupEntry } from "./groups.js";
 import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys.js";
+import { SHAPE_COLUMNS, shapeProblems, tableDefinition } from "./schema-shape.js";
 
 /** The project id used when the store spec names none. */
 export const DEFAULT_PROJECT = "default";
@@ -477,11 +478,12 @@ function probe(bridge: SyncBridge, url: string, project: string): Probe {
   try {
     rows = bridge.query(`SELECT current_setting('server_encoding'),
       ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'apex' AND c.relkind IN ('r', 'p', 'v')),
-      (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2`);
+      (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2,
+      ${SHAPE_COLUMNS}`);
   } catch (error) {
     throw connectError(url, error);
   }
-  const [encoding, relations, codec] = rows[0] as [string, string[], boolean];
+  const [encoding, relations, codec, columns, keys] = rows[0] as [string, string[], boolean, string[], string[]];
   if (encoding !== "UTF8") {
     throw new ApexError("APEX_E_STORE", `The database at ${redactUrl(url)} is encoded in ${encoding}; APEX needs UTF8 (paths are ordered by their UTF-8 bytes).`, {
       hint: "Create the database with ENCODING 'UTF8' (createdb -E UTF8 -T template0 NAME).",
@@ -500,6 +502,8 @@ function probe(bridge: SyncBridge, url: string, project: string): Probe {
   }
   const missing = (versioned ? LAYOUT_2_TABLES : LAYOUT_1_TABLES).filter((name) => !present.has(name));
   if (missing.length > 0 || (versioned && layout === null)) throw incompleteSchema(url, missing.length > 0 ? missing : ["layout"], present);
+  const shape = shapeProblems(versioned ? LAYOUT_2_TABLES : LAYOUT_1_TABLES, columns, keys, !versioned);
+  if (shape.problems.length > 0) throw changedSchema(url, shape.problems, shape.tables);
   if (!versioned) return { schema: true, codec, layout: 1, exists: bridge.query(`SELECT 1 FROM apex.projects WHERE project = $1`, [project]).length > 0 };
   const exists = bridge.query(`SELECT EXISTS (SELECT 1 FROM apex.stores WHERE project = $1)`, [project])[0]![0] as boolean;
   return { schema: true, codec, layout: layout!, exists };
@@ -533,6 +537,18 @@ function incompleteSchema(url: string, missing: string[], present: ReadonlySet<s
       details: { url: where, missing: names },
     },
   );
+}
+
+/**
+ * A schema whose tables are not as APEX laid them out (changed by hand: schema-shape.ts): refused,
+ * with APEX_E_STORE_DAMAGED, by every open, read-only or not, before anything is read or written.
+ */
+function changedSchema(url: string, problems: string[], tables: string[]): ApexError {
+  const where = redactUrl(url);
+  return new ApexError("APEX_E_STORE_DAMAGED", `The APEX schema at ${where} was changed: ${problems.join("; ")}. APEX neither reads nor writes it.`, {
+    hint: `Put ${tables.length === 1 ? "the table" : "the tables"} back as APEX lays ${tables.length === 1 ? "it" : "them"} out (${tables.map(tableDefinition).join("; ")}), with the rows it held: from a backup if the change lost them. Nothing was written.`,
+    details: { url: where, problems },
+  });
 }
 
 /**
