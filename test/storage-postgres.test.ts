@@ -12,7 +12,8 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
 import type { StorageBackend, StoreSpec } from "../core/store/port.js";
 import { decodeValue, encodeJson } from "../core/store/value-codec.js";
-import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, LOCK_TIMEOUT_S, PostgresBackend, postgresBackend, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
+import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, LOCK_TIMEOUT_S, PostgresBackend, postgresBackend, postgresUrlProblem, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
+import { storeIdentity } from "../plugins/postgres/identity.js";
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { GROUP_BYTES } from "../plugins/postgres/groups.js";
 import { currentSessionId } from "../plugins/checkpoint/refs.js";
@@ -228,6 +229,23 @@ describe("postgres backend", () => {
       }
     }
     expect(() => postgresBackend.open({ backend: "postgres", dir: "/x" }, {})).toThrowError(expect.objectContaining({ code: "APEX_E_CONFIG" }));
+  });
+
+  it("takes libpq's URL of a unix socket with a user and no host (postgres://user:password@/db?host=/dir), as the driver does", async () => {
+    const database = new URL(await cluster.createDatabase()).pathname.slice(1);
+    const socket = `host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}`;
+    const hostless = `postgres://apex:unused-secret@/${database}?${socket}&connect_timeout=3`;
+    expect(postgresUrlProblem(hostless)).toBeUndefined();
+    const writer = open({ ...spec("sock"), url: hostless });
+    await writer.set("/via/socket", 1);
+    expect(open({ ...spec("sock"), url: `postgres:///${database}?${socket}&user=apex` }, true).get("/via/socket")).toBe(1);
+    // The same store as that URL without user info names; its own settings are read from it.
+    expect(storeIdentity({ ...spec("sock"), url: hostless })).toBe(storeIdentity({ ...spec("sock"), url: `postgres:///${database}?${socket}&user=apex` }));
+    expect(storeIdentity({ ...spec("sock"), url: hostless })).toContain(`${cluster.socketDir.toLowerCase()}:${cluster.port}/${database}`);
+    expect(connectTimeoutMs(hostless, {})).toBe(3000);
+    expect(redactUrl(hostless)).not.toContain("unused-secret");
+    // An unencoded / in its password is still a URL that does not parse.
+    expect(postgresUrlProblem(`postgres://apex:a/b@/${database}?${socket}`)).toBe("is not a valid URL");
   });
 
   it("gives up connecting after the URL's connect_timeout (else PGCONNECT_TIMEOUT, else 10 s) to a server that never answers", async () => {

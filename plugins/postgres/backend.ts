@@ -58,6 +58,7 @@ import { BridgeError, SyncBridge, connectTimeoutMs, type Rows, type Statement } 
 import { storedForm, writtenForm } from "./codec.js";
 import { GROUP_BYTES, decodeGroup, encodeGroup, findInGroup, mergeGroup, packGroups, type GroupEntry } from "./groups.js";
 import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys.js";
+import { parsePostgresUrl } from "./identity.js";
 import { SHAPE_COLUMNS, shapeProblems, tableDefinition } from "./schema-shape.js";
 
 /** The project id used when the store spec names none. */
@@ -242,7 +243,7 @@ export function redactUrl(url: string): string {
 /** The server-side database name in a URL (for messages). */
 function databaseOf(url: string): string {
   try {
-    return decodeURIComponent(new URL(url).pathname.replace(/^\//, "")) || "(the user's default)";
+    return decodeURIComponent(parsePostgresUrl(url).pathname.replace(/^\//, "")) || "(the user's default)";
   } catch {
     return "(unknown)";
   }
@@ -362,7 +363,7 @@ export function sessionSettings(url: string): string[] {
   const settings = ["SET synchronous_commit = on", "SET client_min_messages = warning"];
   let options = "";
   try {
-    options = new URL(url).searchParams.get("options") ?? "";
+    options = parsePostgresUrl(url).searchParams.get("options") ?? "";
   } catch {
     /* checked before any connection (urlOf) */
   }
@@ -448,7 +449,7 @@ function urlOf(spec: StoreSpec): string {
 export function postgresUrlProblem(url: string): string | undefined {
   try {
     // (WHATWG URL takes port 0, which no server listens on)
-    if (new URL(url).port === "0") return 'has a bad port "0"';
+    if (parsePostgresUrl(url).port === "0") return 'has a bad port "0"';
   } catch {
     // (read from the URL without its user info: a password is never quoted as a port)
     const port = /^[a-z]+:\/\/(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/i.exec(redactStoreUrl(url, "").replace(/^([a-z]+:\/\/).*@/i, "$1"))?.[1];

@@ -13,6 +13,7 @@
 import { createRequire } from "node:module";
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { ApexError } from "../../core/errors.js";
+import { parsePostgresUrl } from "./identity.js";
 
 /** One statement: text and parameters; `name` makes it a prepared statement (parsed once per connection). */
 export interface Statement {
@@ -64,7 +65,7 @@ export const DEFAULT_CONNECT_TIMEOUT_S = 10;
 export function connectTimeoutMs(url: string, env: NodeJS.ProcessEnv = process.env): number {
   let given: string | null | undefined;
   try {
-    given = new URL(url).searchParams.get("connect_timeout");
+    given = parsePostgresUrl(url).searchParams.get("connect_timeout");
   } catch {
     given = undefined;
   }

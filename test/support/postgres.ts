@@ -21,6 +21,8 @@ export interface SharedPostgres {
   adminUrl: string;
   port: number;
   password: string;
+  /** The directory of the cluster's unix socket (trusted connections). */
+  socketDir: string;
   /** The URL of `database` on the cluster (another password or port, for tests of failures). */
   url(database: string, over?: { password?: string; port?: number }): string;
   /** A new, empty database; returns its URL. */
@@ -64,10 +66,10 @@ async function connectShared(): Promise<SharedPostgres> {
     if (Date.now() > deadline) throw new Error("timed out waiting for the shared PostgreSQL cluster to start");
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  const { url: adminUrl, port, user, password } = JSON.parse(readFileSync(info, "utf8")) as { url: string; port: number; user: string; password: string };
+  const { url: adminUrl, port, user, password, root } = JSON.parse(readFileSync(info, "utf8")) as { url: string; port: number; user: string; password: string; root: string };
   const url = (database: string, over: { password?: string; port?: number } = {}) =>
     `postgres://${user}:${encodeURIComponent(over.password ?? password)}@127.0.0.1:${over.port ?? port}/${database}`;
-  return { adminUrl, port, password, url, createDatabase: () => createSharedDatabase() };
+  return { adminUrl, port, password, socketDir: join(root, "socket"), url, createDatabase: () => createSharedDatabase() };
 }
 
 let databases = 0;
