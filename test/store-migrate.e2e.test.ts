@@ -6,10 +6,10 @@
 import { redactUrl } from "../core/store/open.js";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, REPO_ROOT } from "./fixtures/agents/harness.js";
 import { query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
@@ -118,6 +118,26 @@ describe("apex store migrate", () => {
     expect(again.stderr).toContain("already holds data");
     // Still the same copy afterwards.
     expect(reads(pgUrl)).toEqual(source);
+  }, 120_000);
+
+  it("refuses the project's own store as the target however --to writes it (postgresql://, parameters, a symlink), saying so, and changes nothing", () => {
+    // The same database and project id: before, taken for another store (refused as holding data,
+    // or, while a command wrote to it meanwhile, as an interrupted copy to empty).
+    const own = `${pgUrl.replace(/^postgres:/, "postgresql:")}?application_name=elsewhere`;
+    const link = join(mkdtempSync(join(tmpdir(), "apex-migrate-link-")), "store");
+    symlinkSync(project.storeDir, link);
+    const before = hashFile(dataFile());
+    try {
+      for (const [to, from] of [[own, pgUrl], [`lmdb:${link}`, undefined]] as const) {
+        const result = project.apex(["store", "migrate", "--to", to, "--json"], { env: env(from) });
+        expect(result.status, result.stderr).toBe(4);
+        expect(JSON.parse(result.stdout || result.stderr).error).toMatchObject({ code: "APEX_E_CONFLICT", message: "The target is the project's own store." });
+      }
+      expect(ok(["memory", "show", "/notes/plan", "--json"], pgUrl)).toEqual(source.plan);
+      expect(hashFile(dataFile())).toBe(before);
+    } finally {
+      rmSync(dirname(link), { recursive: true, force: true });
+    }
   }, 120_000);
 
   it("starts again over what an interrupted migration left in the target, and still refuses a target something else wrote to", async () => {

@@ -57,7 +57,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
       hint: "Run `apex start` in this project first, or point APEX_STORE_URL at the store to copy.",
     });
   }
-  if (sameStore(sourceSpec, targetSpec)) {
+  if ((await storeIdentity(sourceSpec)) === (await storeIdentity(targetSpec))) {
     throw new ApexError("APEX_E_CONFLICT", "The target is the project's own store.", { hint: "Point --to at another database, project id or directory." });
   }
   const running = await supervisorOn(location, [sourceSpec, targetSpec]);
@@ -203,12 +203,6 @@ function refuseForeignFiles(dir: string): void {
 async function supervisorOn(location: ProjectLocation, specs: StoreSpec[]): Promise<SupervisorRuntime | undefined> {
   const stores = new Set(await Promise.all(specs.map((spec) => storeIdentity(spec))));
   return liveSupervisors(location.storeDir).find((runtime) => runtime.store === undefined || stores.has(runtime.store));
-}
-
-function sameStore(a: StoreSpec, b: StoreSpec): boolean {
-  if (a.backend !== b.backend) return false;
-  if (a.backend === "lmdb") return describeStore(a).location === describeStore(b).location;
-  return a.url === b.url && a.project === b.project;
 }
 
 /**
