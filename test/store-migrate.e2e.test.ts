@@ -12,6 +12,8 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, REPO_ROOT } from "./fixtures/agents/harness.js";
+import pg from "pg";
+import { COPY_LOCK_CLASS } from "../plugins/postgres/backend.js";
 import { query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
@@ -164,6 +166,25 @@ describe("apex store migrate", () => {
     const written = project.apex(["store", "migrate", "--to", copy]);
     expect(written.status).toBe(4);
     expect(written.stderr).toContain("already holds data;");
+  }, 120_000);
+
+  it("refuses to copy into a target another migration is copying into, and copies once it ended", async () => {
+    // Two copies into one target at once emptied each other's rows as an interrupted copy, and
+    // one of them could print success over a copy the other then changed.
+    const copy = await cluster.createDatabase();
+    const other = new pg.Client({ connectionString: copy });
+    await other.connect();
+    try {
+      await other.query("SELECT pg_advisory_lock($1, hashtext($2))", [COPY_LOCK_CLASS, basename(project.dir)]);
+      const refused = project.apex(["store", "migrate", "--to", copy, "--json"]);
+      expect(refused.status, refused.stderr).toBe(4);
+      expect(JSON.parse(refused.stdout || refused.stderr).error).toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("Another `apex store migrate` into") });
+      expect(await query(copy, "SELECT (SELECT count(*) FROM apex.kv) + (SELECT count(*) FROM apex.rows) AS n")).toEqual([{ n: "0" }]);
+    } finally {
+      await other.end();
+    }
+    const copied = project.apex(["store", "migrate", "--to", copy, "--json"]);
+    expect(copied.status, copied.stderr).toBe(0);
   }, 120_000);
 
   it("rejects a bad URL with a usage error and writes nothing", () => {

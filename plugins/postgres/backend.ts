@@ -66,6 +66,8 @@ export const DEFAULT_PROJECT = "default";
 
 /** pg_advisory_xact_lock's first key: "APEX" in ASCII; the second is hashtext(project). */
 export const LOCK_CLASS = 0x41504558;
+/** The class of the lock a migration holds on its target project (tryCopyLock). */
+export const COPY_LOCK_CLASS = LOCK_CLASS + 1;
 /** The lock that serialises creating the schema (two first opens at once). */
 const SCHEMA_LOCK = [LOCK_CLASS, 0] as const;
 
@@ -1310,6 +1312,17 @@ export class PostgresBackend implements StorageBackend {
    * Empties this project (every row of it, revision 0), under its lock: for a target that holds
    * what an interrupted `apex store migrate` wrote. The project's row stays.
    */
+  /**
+   * Takes the lock `apex store migrate` holds on its target project for the whole copy (a
+   * session-level advisory lock of this connection, released when it closes): false when another
+   * connection holds it. Two copies into one target at once emptied each other's rows as an
+   * "interrupted copy", and a copy that had verified could end up with the other's log after its own.
+   */
+  tryCopyLock(): boolean {
+    const [[[taken]]] = this.run([{ text: "SELECT pg_try_advisory_lock($1, hashtext($2))", values: [COPY_LOCK_CLASS, this.project] }], "locking the target for the copy") as [[[boolean]]];
+    return taken;
+  }
+
   clearProject(): void {
     this.transactionSync(() => {
       this.run(

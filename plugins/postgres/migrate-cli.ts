@@ -86,6 +86,11 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
     target = await openTarget(targetSpec, options.to);
     target.spec = targetSpec;
     const opened = target;
+    if (opened instanceof PostgresBackend && !opened.tryCopyLock()) {
+      throw new ApexError("APEX_E_CONFLICT", `Another \`apex store migrate\` into ${describeStore(targetSpec).location} (project ${targetSpec.project}) is running.`, {
+        hint: "Wait for it to end: a copy that ends well says so. Nothing was written.",
+      });
+    }
     const report = await migrateStore(source, target, {
       tables: TABLES,
       onProgress: progress,
