@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, REPO_ROOT } from "./fixtures/agents/harness.js";
 import pg from "pg";
 import { COPY_LOCK_CLASS } from "../plugins/postgres/backend.js";
-import { query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+import { postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
 let project: Project;
@@ -185,6 +185,25 @@ describe("apex store migrate", () => {
     }
     const copied = project.apex(["store", "migrate", "--to", copy, "--json"]);
     expect(copied.status, copied.stderr).toBe(0);
+  }, 120_000);
+
+  it("a target lost during the copy is named as the target, and the next run copies again", async () => {
+    const relay = await postgresRelay();
+    try {
+      const database = new URL(await cluster.createDatabase()).pathname.slice(1);
+      // The connection is cut as it sends the replay of the log (statements carry the paths).
+      await relay.cut("/notes/plan", "marker");
+      const cut = project.apex(["store", "migrate", "--to", relay.url(database), "--json"]);
+      expect(cut.status, cut.stderr).toBe(1);
+      const error = JSON.parse(cut.stdout || cut.stderr.split("\n").find((line) => line.startsWith("{"))!).error;
+      expect(error.code).toBe("APEX_E_STORE_UNREACHABLE");
+      // (before: "Is the server running, and are the host and port in the store URL right (store.url in apex.config.yaml, or APEX_STORE_URL)?")
+      expect(error.hint).toContain("The copy's target (--to) failed during the copy");
+      const again = project.apex(["store", "migrate", "--to", relay.url(database), "--json"]);
+      expect(again.status, again.stderr).toBe(0);
+    } finally {
+      await relay.down();
+    }
   }, 120_000);
 
   it("rejects a bad URL with a usage error and writes nothing", () => {

@@ -96,6 +96,8 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
       onProgress: progress,
       // A PostgreSQL project that an interrupted migration of this store filled is emptied and filled again.
       clearInterrupted: opened instanceof PostgresBackend ? () => opened.clearProject() : undefined,
+    }).catch((error: unknown) => {
+      throw lostTarget(error, targetSpec);
     });
     progress("validating checkpoints on the target");
     const validation = validateStore(target);
@@ -173,6 +175,21 @@ async function openTarget(spec: StoreSpec, url: string): Promise<StorageBackend>
     }
     throw error;
   }
+}
+
+/**
+ * A PostgreSQL target lost during the copy (its server gone, its password changed): the error
+ * names its URL, and its hint said to check the project's own store URL. What to do is to run the
+ * migration again once the target answers: it starts over on what this copy left there.
+ */
+function lostTarget(error: unknown, spec: StoreSpec): unknown {
+  const lost = ["APEX_E_STORE_UNREACHABLE", "APEX_E_STORE_AUTH", "APEX_E_STORE_NO_DATABASE"];
+  if (!(error instanceof ApexError) || !lost.includes(error.code) || spec.backend !== "postgres" || error.details?.url !== redactUrl(spec.url!, "")) return error;
+  return new ApexError(error.code, error.message, {
+    hint: "The copy's target (--to) failed during the copy. Once it answers, run the migration again: it empties what this copy left there and copies again. The source is unchanged.",
+    details: error.details,
+    cause: error,
+  });
 }
 
 /**
