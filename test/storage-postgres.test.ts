@@ -690,6 +690,48 @@ describe("postgres backend", () => {
     expect(b.revision()).toBe(41);
   });
 
+  it("a writer that waited for the project's lock sees what its holder committed, whatever isolation the database defaults to", async () => {
+    // A database (or role) whose transactions default to REPEATABLE READ or SERIALIZABLE: a write
+    // transaction's snapshot was taken as its lock statement began, before the wait, so it read
+    // the revision the holder had just replaced and failed on the log's key (or a serialization error).
+    for (const isolation of ["repeatable read", "serializable"]) {
+      const database = await cluster.createDatabase();
+      await query(database, `ALTER DATABASE "${new URL(database).pathname.slice(1)}" SET default_transaction_isolation = '${isolation}'`);
+      const s = { ...spec(), url: database };
+      const store = open(s);
+      await store.set("/first", 1);
+      // Another writer holds the project's lock, then commits a change (revision 2), as APEX writes one.
+      const holder = spawn(
+        process.execPath,
+        [
+          "-e",
+          `const pg = require(${JSON.stringify(require.resolve("pg"))});
+          (async () => {
+            const c = new pg.Client({ connectionString: ${JSON.stringify(database)} });
+            await c.connect();
+            await c.query("BEGIN ISOLATION LEVEL READ COMMITTED");
+            await c.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [${LOCK_CLASS}, ${JSON.stringify(s.project)}]);
+            console.log("locked");
+            await new Promise((resolve) => setTimeout(resolve, 500));
+            await c.query("UPDATE apex.stores SET revision = 2 WHERE project = $1", [${JSON.stringify(s.project)}]);
+            await c.query("INSERT INTO apex.log (project, first, paths, kinds, actor, time) VALUES ($1, 2, '{/other}', 'p', 'user:other', 0)", [${JSON.stringify(s.project)}]);
+            await c.query("INSERT INTO apex.kv (project, path, value, codec) VALUES ($1, '/other', $2, 0)", [${JSON.stringify(s.project)}, Buffer.from(${JSON.stringify([...encodeJson(2)])})]);
+            await c.query("COMMIT");
+            await c.end();
+          })();`,
+        ],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      );
+      const exited = new Promise((resolve) => holder.once("exit", resolve));
+      await new Promise((resolve) => holder.stdout!.once("data", resolve));
+      // Begun while the lock is held: it waits, then goes on after the holder's revision.
+      expect(await store.set("/mine", 3)).toBe(3);
+      await exited;
+      expect(store.get("/other")).toBe(2);
+      expect(Array.from(store.changesSince(0), (change) => `${change.revision} ${change.path}`)).toEqual(["1 /first", "2 /other", "3 /mine"]);
+    }
+  });
+
   it("reads many records in one go as getEncoded reads them one by one, seeing a transaction's own writes", async () => {
     const store = open(spec());
     await store.batch((batch) => {

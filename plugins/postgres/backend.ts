@@ -716,7 +716,7 @@ export class PostgresBackend implements StorageBackend {
         bridge.addSetup("SET default_transaction_read_only = on");
       } else if (!state.exists || !state.codec || state.layout < LAYOUT) {
         // Under the schema lock, looked at again: another first open may have done it meanwhile.
-        bridge.run([{ text: "BEGIN" }, { text: "SELECT pg_advisory_xact_lock($1, $2)", values: [...SCHEMA_LOCK] }]);
+        bridge.run([{ text: "BEGIN ISOLATION LEVEL READ COMMITTED" }, { text: "SELECT pg_advisory_xact_lock($1, $2)", values: [...SCHEMA_LOCK] }]);
         state = probe(bridge, url, project);
         if (!state.schema) bridge.run([...DDL, ...LAYOUT_2].map((text) => ({ text })));
         else {
@@ -1251,7 +1251,10 @@ export class PostgresBackend implements StorageBackend {
     const wait = this.lockWaitMs();
     const rows = this.run(
       [
-        { text: "BEGIN" },
+        // READ COMMITTED whatever the database or role defaults to: each statement after the lock
+        // sees what the lock's previous holder committed. Under REPEATABLE READ or SERIALIZABLE the
+        // snapshot was taken as the lock statement began, before its wait.
+        { text: "BEGIN ISOLATION LEVEL READ COMMITTED" },
         ...(wait === undefined ? [] : [{ text: `SET LOCAL lock_timeout = ${wait}` }]),
         { text: "SELECT pg_advisory_xact_lock($1, hashtext($2))", values: [LOCK_CLASS, this.project], name: "apex_lock" },
         { text: "SELECT revision FROM apex.stores WHERE project = $1", values: [this.project], name: "apex_revision" },
