@@ -487,6 +487,28 @@ describe("postgres backend", () => {
     }
   });
 
+  it("a connection the server ended for idling (idle_session_timeout) just as a statement went out is a lost connection: unreachable, and the next call connects again", async () => {
+    const relay = await postgresRelay();
+    try {
+      const database = await cluster.createDatabase();
+      const name = new URL(database).pathname.slice(1);
+      await query(database, `ALTER DATABASE "${name}" SET idle_session_timeout = '1s'`);
+      const store = open({ ...spec(), url: relay.url(name) });
+      await store.set("/kept", 1);
+      // The server ends the idle connection; its word (FATAL, 57P05) waits in the frozen relay, and
+      // reaches the client as the answer to the next statement once another process thaws it.
+      relay.freeze();
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      spawn(process.execPath, ["-e", `setTimeout(() => process.kill(${relay.pid()}, "SIGCONT"), 300)`], { stdio: "ignore" });
+      // (before: APEX_E_STORE "terminating connection due to idle-session timeout", which a watch or a supervisor gives up on)
+      expect(thrownBy(() => store.get("/kept"))).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE", message: expect.stringContaining("idle-session timeout") });
+      expect(store.get("/kept")).toBe(1);
+    } finally {
+      relay.thaw();
+      await relay.down();
+    }
+  });
+
   it("a store whose database is dropped, or whose password is changed, under it says so at its next call (not a bare store error)", async () => {
     const own = await cluster.createDatabase();
     const name = new URL(own).pathname.slice(1);

@@ -253,8 +253,12 @@ function databaseOf(url: string): string {
 
 /** SQLSTATEs a connection made again can be refused with: bad password, no such role or access, the database gone, no connection to spare. */
 const RECONNECT_REFUSALS = new Set(["28P01", "28000", "3D000", "53300"]);
-/** Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or starting (57P01-57P03). */
-const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "EPROTO", "57P01", "57P02", "57P03"]);
+/**
+ * Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or
+ * starting (57P01-57P03) or that ended an idle connection (57P05, idle_session_timeout: its word
+ * reaches a statement sent as it came, which failed as a bare store error, and a watch gave up).
+ */
+const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "EPROTO", "57P01", "57P02", "57P03", "57P05"]);
 
 /**
  * SQLSTATE 42501: the role may not do what the command needs. A role that may only read gets this

@@ -108,9 +108,10 @@ export async function query(database: string, text: string, values: unknown[] = 
  * sends `marker` (a key path, say: statements carry them as text) from now on is cut at the
  * message carrying it (`at: "marker"`: dropped, so the statement fails unanswered), or once it
  * sends its next COMMIT (`at: "commit"`: the COMMIT reaches the server, which commits; its
- * answer never comes back). `url(database)`: the database's URL through the relay. Stopped by pid.
+ * answer never comes back). `url(database)`: the database's URL through the relay; `pid()`: the
+ * relay process's (a process that thaws it while the test's thread is blocked). Stopped by pid.
  */
-export async function postgresRelay(): Promise<{ port: number; url(database: string): string; up(): Promise<void>; down(): Promise<void>; freeze(): void; thaw(): void; cut(marker: string, at: "marker" | "commit"): Promise<void> }> {
+export async function postgresRelay(): Promise<{ port: number; pid(): number | undefined; url(database: string): string; up(): Promise<void>; down(): Promise<void>; freeze(): void; thaw(): void; cut(marker: string, at: "marker" | "commit"): Promise<void> }> {
   const cluster = await sharedPostgres();
   const port = await freePort();
   // The simple-query message node-postgres sends for COMMIT: 'Q', its length (4 + 7), the text.
@@ -163,5 +164,5 @@ export async function postgresRelay(): Promise<{ port: number; url(database: str
     running.stdin!.write(`${JSON.stringify({ marker, at })}\n`);
     await armed;
   };
-  return { port, url: (database) => cluster.url(database, { port }), up, down, freeze: () => signal("SIGSTOP"), thaw: () => signal("SIGCONT"), cut };
+  return { port, pid: () => child?.pid, url: (database) => cluster.url(database, { port }), up, down, freeze: () => signal("SIGSTOP"), thaw: () => signal("SIGCONT"), cut };
 }
