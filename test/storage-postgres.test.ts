@@ -487,6 +487,19 @@ describe("postgres backend", () => {
     }
   });
 
+  it("a statement the server cancels at the database's statement_timeout, or SSL the server does not offer, is said with what to change", async () => {
+    const database = await cluster.createDatabase();
+    const name = new URL(database).pathname.slice(1);
+    await query(database, `ALTER DATABASE "${name}" SET statement_timeout = '1ms'`);
+    // (before: the driver's words and no hint)
+    expect(() => open({ ...spec(), url: database })).toThrowError(expect.objectContaining({ code: "APEX_E_STORE", message: expect.stringContaining("statement timeout"), hint: expect.stringContaining("options=-c%20statement_timeout%3D0") }));
+    // As the hint says: the URL's options end it for APEX's connections.
+    const store = open({ ...spec(), url: `${database}?options=-c%20statement_timeout%3D0` });
+    await store.set("/after", 1);
+    expect(store.get("/after")).toBe(1);
+    expect(() => open({ ...spec(), url: `${database}?sslmode=verify-full` })).toThrowError(expect.objectContaining({ hint: expect.stringContaining("asks for SSL") }));
+  });
+
   it("a connection the server ended for idling (idle_session_timeout) just as a statement went out is a lost connection: unreachable, and the next call connects again", async () => {
     const relay = await postgresRelay();
     try {

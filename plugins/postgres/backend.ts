@@ -334,7 +334,23 @@ export function connectError(url: string, error: unknown): ApexError {
       cause: error,
     });
   }
-  return new ApexError("APEX_E_STORE", `Cannot open the PostgreSQL store at ${where}: ${failure.message}.`, { details: { url: where, code: code || undefined }, cause: error });
+  const hint = serverSettingHint(code, failure.message);
+  return new ApexError("APEX_E_STORE", `Cannot open the PostgreSQL store at ${where}: ${failure.message}.`, { ...(hint ? { hint } : {}), details: { url: where, code: code || undefined }, cause: error });
+}
+
+/**
+ * What to change for a failure that a setting of the server, database or role makes (the bare
+ * driver message said nothing of it): a statement_timeout shorter than APEX's statements (the
+ * first open's schema, an import, a migration), SSL asked of a server that has none.
+ */
+function serverSettingHint(code: string | undefined, message: string): string | undefined {
+  if (code === "57014" && /statement timeout/i.test(message)) {
+    return "The server cancelled it at its statement_timeout (set for the database or role). APEX's statements take as long as their data (the first open's schema, an import, a migration): raise it for APEX's role, or end it for APEX's connections in the store URL: ?options=-c%20statement_timeout%3D0. Nothing of it was written.";
+  }
+  if (/does not support SSL/i.test(message)) {
+    return "The store URL asks for SSL (sslmode=… or ssl=true), which this server does not offer: drop it from the URL, or enable SSL on the server.";
+  }
+  return undefined;
 }
 
 /**
@@ -868,7 +884,9 @@ export class PostgresBackend implements StorageBackend {
     }
     if (failure.code === "42501") return permissionError(this.info.location, failure.message, doing, error);
     if (failure.code === "55P03") return lockError(this.info.location, failure.message, doing, error);
+    const hint = serverSettingHint(failure.code, failure.message);
     return new ApexError("APEX_E_STORE", `PostgreSQL store at ${this.info.location}: ${failure.message} (${doing}).`, {
+      ...(hint ? { hint } : {}),
       details: { sqlstate: failure.code },
       cause: error,
     });
