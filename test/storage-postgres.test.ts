@@ -514,7 +514,9 @@ describe("postgres backend", () => {
       await new Promise((resolve) => setTimeout(resolve, 1500));
       spawn(process.execPath, ["-e", `setTimeout(() => process.kill(${relay.pid()}, "SIGCONT"), 300)`], { stdio: "ignore" });
       // (before: APEX_E_STORE "terminating connection due to idle-session timeout", which a watch or a supervisor gives up on)
-      expect(thrownBy(() => store.get("/kept"))).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE", message: expect.stringContaining("idle-session timeout") });
+      // (the relay may also cut the connection before it passes the server's word on: unreachable as well)
+      expect(thrownBy(() => store.get("/kept"))).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE" });
+      // The next call connects again (before, a FATAL answer left the dead connection in use).
       expect(store.get("/kept")).toBe(1);
     } finally {
       relay.thaw();
