@@ -68,7 +68,7 @@ Examples:
   config
     .command("path")
     .description("print where the config file, the project, the store and the config schema are")
-    .option("--json", "print {config, projectDir, storeDir, schema} as JSON (config is null without a file)")
+    .option("--json", "print {config, projectDir, storeDir, store: {backend, location, project}, schema} as JSON (config is null without a file; storeDir holds the logs and socket, store is where the data is)")
     .addHelpText(
       "after",
       `
@@ -219,12 +219,27 @@ async function showCommand(location: ProjectLocation, json: boolean): Promise<vo
 async function pathCommand(location: ProjectLocation, json: boolean): Promise<void> {
   const { schemasDir } = await import("../core/config/schemas.js");
   const schema = `${schemasDir()}/apex.config.schema.json`;
+  const store = await storeOf(location);
   if (json) {
-    printJson({ config: location.configPath ?? null, projectDir: location.projectDir, storeDir: location.storeDir, schema });
+    printJson({ config: location.configPath ?? null, projectDir: location.projectDir, storeDir: location.storeDir, store, schema });
     return;
   }
   printLine(`config:  ${location.configPath ?? "none (the built-in defaults apply)"}`);
   printLine(`project: ${location.projectDir}`);
-  printLine(`store:   ${location.storeDir}`);
+  // Where the data is (a PostgreSQL database, an LMDB directory elsewhere), and the directory of the logs and socket when apart from it.
+  const where = store ? `${store.location}${store.project !== undefined ? ` (project ${store.project})` : ""}` : location.storeDir;
+  printLine(`store:   ${where}`);
+  if (where !== location.storeDir) printLine(`runtime: ${location.storeDir}`);
   printLine(`schema:  ${schema}`);
+}
+
+/** The store APEX_STORE_URL or the config names (no password), or null when that cannot be told (a bad store: section, which `config validate` names). */
+async function storeOf(location: ProjectLocation): Promise<{ backend: string; location: string; project?: string } | null> {
+  const { describeStore, resolveStoreSpec } = await import("../core/store/open.js");
+  try {
+    const spec = await resolveStoreSpec(location);
+    return { ...describeStore(spec), ...(spec.backend === "lmdb" ? {} : { project: spec.project }) };
+  } catch {
+    return null;
+  }
 }

@@ -1,5 +1,5 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it, onTestFinished } from "vitest";
 import { parseDuration } from "../core/config/duration.js";
@@ -1126,8 +1126,17 @@ describe("apex config (end to end, built CLI)", () => {
       config: join(dir, "apex.config.yaml"),
       projectDir: dir,
       storeDir: join(dir, "state"),
+      store: { backend: "lmdb", location: join(dir, "state") },
       schema: join(REPO_ROOT, "schemas", "apex.config.schema.json"),
     });
+    // A store elsewhere (PostgreSQL): where the data is, without the password, and apart from it
+    // the directory of the logs and socket (before, that directory was given as the store).
+    const url = "postgres://apex:hunter2@db.internal:5432/apex";
+    const elsewhere = apex(["config", "path", "--json"], { APEX_STORE_URL: url });
+    expect(JSON.parse(elsewhere.stdout).store).toEqual({ backend: "postgres", location: "postgres://apex:***@db.internal:5432/apex", project: basename(dir) });
+    const text = apex(["config", "path"], { APEX_STORE_URL: url });
+    expect(text.stdout).toContain(`store:   postgres://apex:***@db.internal:5432/apex (project ${basename(dir)})\nruntime: ${join(dir, ".apex")}\n`);
+    expect(text.stdout + elsewhere.stdout).not.toContain("hunter2");
   });
 
   it("a command that writes refuses to run on an invalid config and creates no store", () => {

@@ -104,6 +104,23 @@ describe("store migration between backends", () => {
     expect(empty.tableNames()).toEqual([]);
   });
 
+  it("writes no keyspace into a target written to while it copied (another migration, a command), and says so", async () => {
+    const lmdb = track(LmdbStore.open(lmdbDir(), { actor: "user:test" }));
+    await fill(lmdb);
+    for (const spec of [pgSpec(), { backend: "lmdb", dir: lmdbDir() } satisfies StoreSpec]) {
+      const open = () => track(spec.backend === "lmdb" ? LmdbStore.open(spec.dir, { actor: "user:test" }) : postgresBackend.open(spec, {}));
+      const [target, other] = [open(), open()];
+      // Between the tables and the keyspace, another writer of the target commits.
+      const onProgress = (line: string) => {
+        if (line.startsWith("replaying")) other.batchSync((batch) => batch.set("/meanwhile", 1), "user:other");
+      };
+      // (before: the replay went on after revision 1, and the copy failed verification with every revision shifted)
+      await expect(migrateStore(lmdb, target, { tables: TABLES, onProgress })).rejects.toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("was written to while this copy ran") });
+      expect(target.revision()).toBe(1);
+      expect(Array.from(target.keys({}))).toEqual(["/meanwhile"]);
+    }
+  });
+
   it("leaves no keyspace in a target whose copy stopped half-way, never records holding an earlier put's placeholder", async () => {
     const lmdb = track(LmdbStore.open(lmdbDir(), { actor: "user:test" }));
     // More changes than a transaction of the copy once held (5,000), then the usual history.

@@ -223,6 +223,41 @@ describe("postgres schema layouts", () => {
     expect(await query(database, "SELECT to_regclass('apex.kv') AS kv")).toEqual([{ kv: null }]);
   });
 
+  it("refuses a table changed by hand (a column dropped, retyped or recollated, its primary key dropped), naming the change, read-only or not, and writes nothing", async () => {
+    const template = await cluster.createDatabase();
+    const spec: StoreSpec = { backend: "postgres", dir: "/nonexistent/.apex", url: template, project: "p" };
+    const store = track(postgresBackend.open(spec, { actor: "user:test" }));
+    await store.set("/note", { text: "compressed ".repeat(40) });
+    await store.close();
+    const changes: Array<[string, string]> = [
+      // A compressed value's codec lost: a writable open added the column again with 0 for every row.
+      ["ALTER TABLE apex.kv DROP COLUMN codec", "apex.kv has no column codec"],
+      // Reads got undefined (APEX_E_INTERNAL) while writes stored text.
+      ["ALTER TABLE apex.kv ALTER COLUMN value TYPE text USING encode(value, 'hex')", "apex.kv.value is text, not bytea"],
+      ["ALTER TABLE apex.log RENAME COLUMN actor TO who", "apex.log has no column actor"],
+      ["ALTER TABLE apex.rows DROP CONSTRAINT rows_pkey", "apex.rows has no primary key (APEX's is (project, tbl, key))"],
+      [`ALTER TABLE apex.kv ALTER COLUMN path TYPE text COLLATE "und-x-icu"`, 'apex.kv.path is text COLLATE "und-x-icu", not text COLLATE "C"'],
+    ];
+    const templateName = new URL(template).pathname.slice(1);
+    for (const [index, [change, said]] of changes.entries()) {
+      // A copy of the store for each change.
+      await query(cluster.adminUrl, `CREATE DATABASE "${templateName}_${index}" TEMPLATE "${templateName}"`);
+      const database = cluster.url(`${templateName}_${index}`);
+      await query(database, change);
+      const before = await query(database, "SELECT (SELECT revision FROM apex.stores) AS revision, (SELECT count(*) FROM pg_attribute WHERE attrelid = 'apex.kv'::regclass AND attnum > 0) AS columns");
+      const theirs = { ...spec, url: database };
+      for (const attempt of [() => postgresBackend.exists(theirs), () => track(postgresBackend.open(theirs, { readOnly: true })), () => track(postgresBackend.open(theirs, {}))]) {
+        expect(attempt, change).toThrowError(expect.objectContaining({ code: "APEX_E_STORE_DAMAGED", exitCode: 1, message: expect.stringContaining(said), hint: expect.stringContaining("CREATE TABLE apex.") }));
+      }
+      expect(await query(database, "SELECT (SELECT revision FROM apex.stores) AS revision, (SELECT count(*) FROM pg_attribute WHERE attrelid = 'apex.kv'::regclass AND attnum > 0) AS columns")).toEqual(before);
+    }
+    // A column added beside APEX's is no change to what it reads and writes.
+    await query(template, "ALTER TABLE apex.kv ADD COLUMN note text");
+    const added = track(postgresBackend.open(spec, {}));
+    await added.set("/more", 1);
+    expect(added.get("/note")).toEqual({ text: "compressed ".repeat(40) });
+  });
+
   it("names a schema this role may not read as the store's error, from exists() and open() alike", async () => {
     const database = await cluster.createDatabase();
     const spec: StoreSpec = { backend: "postgres", dir: "/nonexistent/.apex", url: database, project: "p" };

@@ -12,7 +12,8 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ApexError } from "../core/errors.js";
 import type { StorageBackend, StoreSpec } from "../core/store/port.js";
 import { decodeValue, encodeJson } from "../core/store/value-codec.js";
-import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, LOCK_TIMEOUT_S, PostgresBackend, postgresBackend, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
+import { IDLE_IN_TRANSACTION_TIMEOUT_S, LOCK_CLASS, LOCK_TIMEOUT_S, PostgresBackend, postgresBackend, postgresUrlProblem, redactUrl, sessionSettings } from "../plugins/postgres/backend.js";
+import { storeIdentity } from "../plugins/postgres/identity.js";
 import { CODEC_DEFLATE, CODEC_RAW, storedForm, writtenForm } from "../plugins/postgres/codec.js";
 import { GROUP_BYTES } from "../plugins/postgres/groups.js";
 import { currentSessionId } from "../plugins/checkpoint/refs.js";
@@ -228,6 +229,23 @@ describe("postgres backend", () => {
       }
     }
     expect(() => postgresBackend.open({ backend: "postgres", dir: "/x" }, {})).toThrowError(expect.objectContaining({ code: "APEX_E_CONFIG" }));
+  });
+
+  it("takes libpq's URL of a unix socket with a user and no host (postgres://user:password@/db?host=/dir), as the driver does", async () => {
+    const database = new URL(await cluster.createDatabase()).pathname.slice(1);
+    const socket = `host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}`;
+    const hostless = `postgres://apex:unused-secret@/${database}?${socket}&connect_timeout=3`;
+    expect(postgresUrlProblem(hostless)).toBeUndefined();
+    const writer = open({ ...spec("sock"), url: hostless });
+    await writer.set("/via/socket", 1);
+    expect(open({ ...spec("sock"), url: `postgres:///${database}?${socket}&user=apex` }, true).get("/via/socket")).toBe(1);
+    // The same store as that URL without user info names; its own settings are read from it.
+    expect(storeIdentity({ ...spec("sock"), url: hostless })).toBe(storeIdentity({ ...spec("sock"), url: `postgres:///${database}?${socket}&user=apex` }));
+    expect(storeIdentity({ ...spec("sock"), url: hostless })).toContain(`${cluster.socketDir.toLowerCase()}:${cluster.port}/${database}`);
+    expect(connectTimeoutMs(hostless, {})).toBe(3000);
+    expect(redactUrl(hostless)).not.toContain("unused-secret");
+    // An unencoded / in its password is still a URL that does not parse.
+    expect(postgresUrlProblem(`postgres://apex:a/b@/${database}?${socket}`)).toBe("is not a valid URL");
   });
 
   it("gives up connecting after the URL's connect_timeout (else PGCONNECT_TIMEOUT, else 10 s) to a server that never answers", async () => {
@@ -469,6 +487,43 @@ describe("postgres backend", () => {
     }
   });
 
+  it("a statement the server cancels at the database's statement_timeout, or SSL the server does not offer, is said with what to change", async () => {
+    const database = await cluster.createDatabase();
+    const name = new URL(database).pathname.slice(1);
+    await query(database, `ALTER DATABASE "${name}" SET statement_timeout = '1ms'`);
+    // (before: the driver's words and no hint)
+    expect(() => open({ ...spec(), url: database })).toThrowError(expect.objectContaining({ code: "APEX_E_STORE", message: expect.stringContaining("statement timeout"), hint: expect.stringContaining("options=-c%20statement_timeout%3D0") }));
+    // As the hint says: the URL's options end it for APEX's connections.
+    const store = open({ ...spec(), url: `${database}?options=-c%20statement_timeout%3D0` });
+    await store.set("/after", 1);
+    expect(store.get("/after")).toBe(1);
+    expect(() => open({ ...spec(), url: `${database}?sslmode=verify-full` })).toThrowError(expect.objectContaining({ hint: expect.stringContaining("asks for SSL") }));
+  });
+
+  it("a connection the server ended for idling (idle_session_timeout) just as a statement went out is a lost connection: unreachable, and the next call connects again", async () => {
+    const relay = await postgresRelay();
+    try {
+      const database = await cluster.createDatabase();
+      const name = new URL(database).pathname.slice(1);
+      await query(database, `ALTER DATABASE "${name}" SET idle_session_timeout = '1s'`);
+      const store = open({ ...spec(), url: relay.url(name) });
+      await store.set("/kept", 1);
+      // The server ends the idle connection; its word (FATAL, 57P05) waits in the frozen relay, and
+      // reaches the client as the answer to the next statement once another process thaws it.
+      relay.freeze();
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      spawn(process.execPath, ["-e", `setTimeout(() => process.kill(${relay.pid()}, "SIGCONT"), 300)`], { stdio: "ignore" });
+      // (before: APEX_E_STORE "terminating connection due to idle-session timeout", which a watch or a supervisor gives up on)
+      // (the relay may also cut the connection before it passes the server's word on: unreachable as well)
+      expect(thrownBy(() => store.get("/kept"))).toMatchObject({ code: "APEX_E_STORE_UNREACHABLE" });
+      // The next call connects again (before, a FATAL answer left the dead connection in use).
+      expect(store.get("/kept")).toBe(1);
+    } finally {
+      relay.thaw();
+      await relay.down();
+    }
+  });
+
   it("a store whose database is dropped, or whose password is changed, under it says so at its next call (not a bare store error)", async () => {
     const own = await cluster.createDatabase();
     const name = new URL(own).pathname.slice(1);
@@ -670,6 +725,48 @@ describe("postgres backend", () => {
     }
     expect(a.get("/counter")).toBe(40);
     expect(b.revision()).toBe(41);
+  });
+
+  it("a writer that waited for the project's lock sees what its holder committed, whatever isolation the database defaults to", async () => {
+    // A database (or role) whose transactions default to REPEATABLE READ or SERIALIZABLE: a write
+    // transaction's snapshot was taken as its lock statement began, before the wait, so it read
+    // the revision the holder had just replaced and failed on the log's key (or a serialization error).
+    for (const isolation of ["repeatable read", "serializable"]) {
+      const database = await cluster.createDatabase();
+      await query(database, `ALTER DATABASE "${new URL(database).pathname.slice(1)}" SET default_transaction_isolation = '${isolation}'`);
+      const s = { ...spec(), url: database };
+      const store = open(s);
+      await store.set("/first", 1);
+      // Another writer holds the project's lock, then commits a change (revision 2), as APEX writes one.
+      const holder = spawn(
+        process.execPath,
+        [
+          "-e",
+          `const pg = require(${JSON.stringify(require.resolve("pg"))});
+          (async () => {
+            const c = new pg.Client({ connectionString: ${JSON.stringify(database)} });
+            await c.connect();
+            await c.query("BEGIN ISOLATION LEVEL READ COMMITTED");
+            await c.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [${LOCK_CLASS}, ${JSON.stringify(s.project)}]);
+            console.log("locked");
+            await new Promise((resolve) => setTimeout(resolve, 500));
+            await c.query("UPDATE apex.stores SET revision = 2 WHERE project = $1", [${JSON.stringify(s.project)}]);
+            await c.query("INSERT INTO apex.log (project, first, paths, kinds, actor, time) VALUES ($1, 2, '{/other}', 'p', 'user:other', 0)", [${JSON.stringify(s.project)}]);
+            await c.query("INSERT INTO apex.kv (project, path, value, codec) VALUES ($1, '/other', $2, 0)", [${JSON.stringify(s.project)}, Buffer.from(${JSON.stringify([...encodeJson(2)])})]);
+            await c.query("COMMIT");
+            await c.end();
+          })();`,
+        ],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      );
+      const exited = new Promise((resolve) => holder.once("exit", resolve));
+      await new Promise((resolve) => holder.stdout!.once("data", resolve));
+      // Begun while the lock is held: it waits, then goes on after the holder's revision.
+      expect(await store.set("/mine", 3)).toBe(3);
+      await exited;
+      expect(store.get("/other")).toBe(2);
+      expect(Array.from(store.changesSince(0), (change) => `${change.revision} ${change.path}`)).toEqual(["1 /first", "2 /other", "3 /mine"]);
+    }
   });
 
   it("reads many records in one go as getEncoded reads them one by one, seeing a transaction's own writes", async () => {

@@ -6,13 +6,15 @@
 import { redactUrl } from "../core/store/open.js";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Project, REPO_ROOT } from "./fixtures/agents/harness.js";
-import { query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+import pg from "pg";
+import { COPY_LOCK_CLASS } from "../plugins/postgres/backend.js";
+import { postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
 let project: Project;
@@ -120,6 +122,26 @@ describe("apex store migrate", () => {
     expect(reads(pgUrl)).toEqual(source);
   }, 120_000);
 
+  it("refuses the project's own store as the target however --to writes it (postgresql://, parameters, a symlink), saying so, and changes nothing", () => {
+    // The same database and project id: before, taken for another store (refused as holding data,
+    // or, while a command wrote to it meanwhile, as an interrupted copy to empty).
+    const own = `${pgUrl.replace(/^postgres:/, "postgresql:")}?application_name=elsewhere`;
+    const link = join(mkdtempSync(join(tmpdir(), "apex-migrate-link-")), "store");
+    symlinkSync(project.storeDir, link);
+    const before = hashFile(dataFile());
+    try {
+      for (const [to, from] of [[own, pgUrl], [`lmdb:${link}`, undefined]] as const) {
+        const result = project.apex(["store", "migrate", "--to", to, "--json"], { env: env(from) });
+        expect(result.status, result.stderr).toBe(4);
+        expect(JSON.parse(result.stdout || result.stderr).error).toMatchObject({ code: "APEX_E_CONFLICT", message: "The target is the project's own store." });
+      }
+      expect(ok(["memory", "show", "/notes/plan", "--json"], pgUrl)).toEqual(source.plan);
+      expect(hashFile(dataFile())).toBe(before);
+    } finally {
+      rmSync(dirname(link), { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it("starts again over what an interrupted migration left in the target, and still refuses a target something else wrote to", async () => {
     // What a migration stopped half-way leaves (Ctrl-C, a lost connection): tables copied (the
     // last of them in part) and no keyspace, which is written last, in one transaction.
@@ -144,6 +166,44 @@ describe("apex store migrate", () => {
     const written = project.apex(["store", "migrate", "--to", copy]);
     expect(written.status).toBe(4);
     expect(written.stderr).toContain("already holds data;");
+  }, 120_000);
+
+  it("refuses to copy into a target another migration is copying into, and copies once it ended", async () => {
+    // Two copies into one target at once emptied each other's rows as an interrupted copy, and
+    // one of them could print success over a copy the other then changed.
+    const copy = await cluster.createDatabase();
+    const other = new pg.Client({ connectionString: copy });
+    await other.connect();
+    try {
+      await other.query("SELECT pg_advisory_lock($1, hashtext($2))", [COPY_LOCK_CLASS, basename(project.dir)]);
+      const refused = project.apex(["store", "migrate", "--to", copy, "--json"]);
+      expect(refused.status, refused.stderr).toBe(4);
+      expect(JSON.parse(refused.stdout || refused.stderr).error).toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("Another `apex store migrate` into") });
+      expect(await query(copy, "SELECT (SELECT count(*) FROM apex.kv) + (SELECT count(*) FROM apex.rows) AS n")).toEqual([{ n: "0" }]);
+    } finally {
+      await other.end();
+    }
+    const copied = project.apex(["store", "migrate", "--to", copy, "--json"]);
+    expect(copied.status, copied.stderr).toBe(0);
+  }, 120_000);
+
+  it("a target lost during the copy is named as the target, and the next run copies again", async () => {
+    const relay = await postgresRelay();
+    try {
+      const database = new URL(await cluster.createDatabase()).pathname.slice(1);
+      // The connection is cut as it sends the replay of the log (statements carry the paths).
+      await relay.cut("/notes/plan", "marker");
+      const cut = project.apex(["store", "migrate", "--to", relay.url(database), "--json"]);
+      expect(cut.status, cut.stderr).toBe(1);
+      const error = JSON.parse(cut.stdout || cut.stderr.split("\n").find((line) => line.startsWith("{"))!).error;
+      expect(error.code).toBe("APEX_E_STORE_UNREACHABLE");
+      // (before: "Is the server running, and are the host and port in the store URL right (store.url in apex.config.yaml, or APEX_STORE_URL)?")
+      expect(error.hint).toContain("The copy's target (--to) failed during the copy");
+      const again = project.apex(["store", "migrate", "--to", relay.url(database), "--json"]);
+      expect(again.status, again.stderr).toBe(0);
+    } finally {
+      await relay.down();
+    }
   }, 120_000);
 
   it("rejects a bad URL with a usage error and writes nothing", () => {

@@ -58,12 +58,16 @@ import { BridgeError, SyncBridge, connectTimeoutMs, type Rows, type Statement } 
 import { storedForm, writtenForm } from "./codec.js";
 import { GROUP_BYTES, decodeGroup, encodeGroup, findInGroup, mergeGroup, packGroups, type GroupEntry } from "./groups.js";
 import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys.js";
+import { parsePostgresUrl } from "./identity.js";
+import { SHAPE_COLUMNS, shapeProblems, tableDefinition } from "./schema-shape.js";
 
 /** The project id used when the store spec names none. */
 export const DEFAULT_PROJECT = "default";
 
 /** pg_advisory_xact_lock's first key: "APEX" in ASCII; the second is hashtext(project). */
 export const LOCK_CLASS = 0x41504558;
+/** The class of the lock a migration holds on its target project (tryCopyLock). */
+export const COPY_LOCK_CLASS = LOCK_CLASS + 1;
 /** The lock that serialises creating the schema (two first opens at once). */
 const SCHEMA_LOCK = [LOCK_CLASS, 0] as const;
 
@@ -241,7 +245,7 @@ export function redactUrl(url: string): string {
 /** The server-side database name in a URL (for messages). */
 function databaseOf(url: string): string {
   try {
-    return decodeURIComponent(new URL(url).pathname.replace(/^\//, "")) || "(the user's default)";
+    return decodeURIComponent(parsePostgresUrl(url).pathname.replace(/^\//, "")) || "(the user's default)";
   } catch {
     return "(unknown)";
   }
@@ -249,8 +253,12 @@ function databaseOf(url: string): string {
 
 /** SQLSTATEs a connection made again can be refused with: bad password, no such role or access, the database gone, no connection to spare. */
 const RECONNECT_REFUSALS = new Set(["28P01", "28000", "3D000", "53300"]);
-/** Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or starting (57P01-57P03). */
-const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "EPROTO", "57P01", "57P02", "57P03"]);
+/**
+ * Node's codes for a server that cannot be reached, and PostgreSQL's for one shutting down or
+ * starting (57P01-57P03) or that ended an idle connection (57P05, idle_session_timeout: its word
+ * reaches a statement sent as it came, which failed as a bare store error, and a watch gave up).
+ */
+const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "EPROTO", "57P01", "57P02", "57P03", "57P05"]);
 
 /**
  * SQLSTATE 42501: the role may not do what the command needs. A role that may only read gets this
@@ -326,7 +334,23 @@ export function connectError(url: string, error: unknown): ApexError {
       cause: error,
     });
   }
-  return new ApexError("APEX_E_STORE", `Cannot open the PostgreSQL store at ${where}: ${failure.message}.`, { details: { url: where, code: code || undefined }, cause: error });
+  const hint = serverSettingHint(code, failure.message);
+  return new ApexError("APEX_E_STORE", `Cannot open the PostgreSQL store at ${where}: ${failure.message}.`, { ...(hint ? { hint } : {}), details: { url: where, code: code || undefined }, cause: error });
+}
+
+/**
+ * What to change for a failure that a setting of the server, database or role makes (the bare
+ * driver message said nothing of it): a statement_timeout shorter than APEX's statements (the
+ * first open's schema, an import, a migration), SSL asked of a server that has none.
+ */
+function serverSettingHint(code: string | undefined, message: string): string | undefined {
+  if (code === "57014" && /statement timeout/i.test(message)) {
+    return "The server cancelled it at its statement_timeout (set for the database or role). APEX's statements take as long as their data (the first open's schema, an import, a migration): raise it for APEX's role, or end it for APEX's connections in the store URL: ?options=-c%20statement_timeout%3D0. Nothing of it was written.";
+  }
+  if (/does not support SSL/i.test(message)) {
+    return "The store URL asks for SSL (sslmode=… or ssl=true), which this server does not offer: drop it from the URL, or enable SSL on the server.";
+  }
+  return undefined;
 }
 
 /**
@@ -361,7 +385,7 @@ export function sessionSettings(url: string): string[] {
   const settings = ["SET synchronous_commit = on", "SET client_min_messages = warning"];
   let options = "";
   try {
-    options = new URL(url).searchParams.get("options") ?? "";
+    options = parsePostgresUrl(url).searchParams.get("options") ?? "";
   } catch {
     /* checked before any connection (urlOf) */
   }
@@ -447,7 +471,7 @@ function urlOf(spec: StoreSpec): string {
 export function postgresUrlProblem(url: string): string | undefined {
   try {
     // (WHATWG URL takes port 0, which no server listens on)
-    if (new URL(url).port === "0") return 'has a bad port "0"';
+    if (parsePostgresUrl(url).port === "0") return 'has a bad port "0"';
   } catch {
     // (read from the URL without its user info: a password is never quoted as a port)
     const port = /^[a-z]+:\/\/(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/i.exec(redactStoreUrl(url, "").replace(/^([a-z]+:\/\/).*@/i, "$1"))?.[1];
@@ -477,11 +501,12 @@ function probe(bridge: SyncBridge, url: string, project: string): Probe {
   try {
     rows = bridge.query(`SELECT current_setting('server_encoding'),
       ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'apex' AND c.relkind IN ('r', 'p', 'v')),
-      (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2`);
+      (SELECT count(*) FROM pg_attribute WHERE attrelid IN (to_regclass('apex.kv'), to_regclass('apex.rows')) AND attname = 'codec' AND NOT attisdropped) = 2,
+      ${SHAPE_COLUMNS}`);
   } catch (error) {
     throw connectError(url, error);
   }
-  const [encoding, relations, codec] = rows[0] as [string, string[], boolean];
+  const [encoding, relations, codec, columns, keys] = rows[0] as [string, string[], boolean, string[], string[]];
   if (encoding !== "UTF8") {
     throw new ApexError("APEX_E_STORE", `The database at ${redactUrl(url)} is encoded in ${encoding}; APEX needs UTF8 (paths are ordered by their UTF-8 bytes).`, {
       hint: "Create the database with ENCODING 'UTF8' (createdb -E UTF8 -T template0 NAME).",
@@ -500,6 +525,8 @@ function probe(bridge: SyncBridge, url: string, project: string): Probe {
   }
   const missing = (versioned ? LAYOUT_2_TABLES : LAYOUT_1_TABLES).filter((name) => !present.has(name));
   if (missing.length > 0 || (versioned && layout === null)) throw incompleteSchema(url, missing.length > 0 ? missing : ["layout"], present);
+  const shape = shapeProblems(versioned ? LAYOUT_2_TABLES : LAYOUT_1_TABLES, columns, keys, !versioned);
+  if (shape.problems.length > 0) throw changedSchema(url, shape.problems, shape.tables);
   if (!versioned) return { schema: true, codec, layout: 1, exists: bridge.query(`SELECT 1 FROM apex.projects WHERE project = $1`, [project]).length > 0 };
   const exists = bridge.query(`SELECT EXISTS (SELECT 1 FROM apex.stores WHERE project = $1)`, [project])[0]![0] as boolean;
   return { schema: true, codec, layout: layout!, exists };
@@ -533,6 +560,18 @@ function incompleteSchema(url: string, missing: string[], present: ReadonlySet<s
       details: { url: where, missing: names },
     },
   );
+}
+
+/**
+ * A schema whose tables are not as APEX laid them out (changed by hand: schema-shape.ts): refused,
+ * with APEX_E_STORE_DAMAGED, by every open, read-only or not, before anything is read or written.
+ */
+function changedSchema(url: string, problems: string[], tables: string[]): ApexError {
+  const where = redactUrl(url);
+  return new ApexError("APEX_E_STORE_DAMAGED", `The APEX schema at ${where} was changed: ${problems.join("; ")}. APEX neither reads nor writes it.`, {
+    hint: `Put ${tables.length === 1 ? "the table" : "the tables"} back as APEX lays ${tables.length === 1 ? "it" : "them"} out (${tables.map(tableDefinition).join("; ")}), with the rows it held: from a backup if the change lost them. Nothing was written.`,
+    details: { url: where, problems },
+  });
 }
 
 /**
@@ -697,7 +736,7 @@ export class PostgresBackend implements StorageBackend {
         bridge.addSetup("SET default_transaction_read_only = on");
       } else if (!state.exists || !state.codec || state.layout < LAYOUT) {
         // Under the schema lock, looked at again: another first open may have done it meanwhile.
-        bridge.run([{ text: "BEGIN" }, { text: "SELECT pg_advisory_xact_lock($1, $2)", values: [...SCHEMA_LOCK] }]);
+        bridge.run([{ text: "BEGIN ISOLATION LEVEL READ COMMITTED" }, { text: "SELECT pg_advisory_xact_lock($1, $2)", values: [...SCHEMA_LOCK] }]);
         state = probe(bridge, url, project);
         if (!state.schema) bridge.run([...DDL, ...LAYOUT_2].map((text) => ({ text })));
         else {
@@ -845,7 +884,9 @@ export class PostgresBackend implements StorageBackend {
     }
     if (failure.code === "42501") return permissionError(this.info.location, failure.message, doing, error);
     if (failure.code === "55P03") return lockError(this.info.location, failure.message, doing, error);
+    const hint = serverSettingHint(failure.code, failure.message);
     return new ApexError("APEX_E_STORE", `PostgreSQL store at ${this.info.location}: ${failure.message} (${doing}).`, {
+      ...(hint ? { hint } : {}),
       details: { sqlstate: failure.code },
       cause: error,
     });
@@ -1232,7 +1273,10 @@ export class PostgresBackend implements StorageBackend {
     const wait = this.lockWaitMs();
     const rows = this.run(
       [
-        { text: "BEGIN" },
+        // READ COMMITTED whatever the database or role defaults to: each statement after the lock
+        // sees what the lock's previous holder committed. Under REPEATABLE READ or SERIALIZABLE the
+        // snapshot was taken as the lock statement began, before its wait.
+        { text: "BEGIN ISOLATION LEVEL READ COMMITTED" },
         ...(wait === undefined ? [] : [{ text: `SET LOCAL lock_timeout = ${wait}` }]),
         { text: "SELECT pg_advisory_xact_lock($1, hashtext($2))", values: [LOCK_CLASS, this.project], name: "apex_lock" },
         { text: "SELECT revision FROM apex.stores WHERE project = $1", values: [this.project], name: "apex_revision" },
@@ -1293,6 +1337,17 @@ export class PostgresBackend implements StorageBackend {
    * Empties this project (every row of it, revision 0), under its lock: for a target that holds
    * what an interrupted `apex store migrate` wrote. The project's row stays.
    */
+  /**
+   * Takes the lock `apex store migrate` holds on its target project for the whole copy (a
+   * session-level advisory lock of this connection, released when it closes): false when another
+   * connection holds it. Two copies into one target at once emptied each other's rows as an
+   * "interrupted copy", and a copy that had verified could end up with the other's log after its own.
+   */
+  tryCopyLock(): boolean {
+    const [[[taken]]] = this.run([{ text: "SELECT pg_try_advisory_lock($1, hashtext($2))", values: [COPY_LOCK_CLASS, this.project] }], "locking the target for the copy") as [[[boolean]]];
+    return taken;
+  }
+
   clearProject(): void {
     this.transactionSync(() => {
       this.run(

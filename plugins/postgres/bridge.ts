@@ -13,6 +13,7 @@
 import { createRequire } from "node:module";
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { ApexError } from "../../core/errors.js";
+import { parsePostgresUrl } from "./identity.js";
 
 /** One statement: text and parameters; `name` makes it a prepared statement (parsed once per connection). */
 export interface Statement {
@@ -64,7 +65,7 @@ export const DEFAULT_CONNECT_TIMEOUT_S = 10;
 export function connectTimeoutMs(url: string, env: NodeJS.ProcessEnv = process.env): number {
   let given: string | null | undefined;
   try {
-    given = new URL(url).searchParams.get("connect_timeout");
+    given = parsePostgresUrl(url).searchParams.get("connect_timeout");
   } catch {
     given = undefined;
   }
@@ -410,6 +411,11 @@ function workerMain(): void {
           // unexpectedly": the server or the network went away mid-statement) gives the statement
           // an error without a code: it is the loss's, so that it reads as a server out of reach.
           const out = failure(error, i);
+          // A FATAL answer (the server ended the session: terminated, shutting down, an idle
+          // timeout) ends the connection, whether or not the client's own error came first: the
+          // next request connects again instead of failing on the dead one.
+          const severity = (error as { severity?: string })?.severity;
+          if (!lost && (severity === "FATAL" || severity === "PANIC")) lost = { message: `lost the connection to PostgreSQL: ${out.message}`, code: out.code ?? "ECONNRESET" };
           if (lost && out.code === undefined && lost.code !== undefined) out.code = lost.code;
           return answer({ error: out, fatal: lost !== undefined });
         }

@@ -15,12 +15,12 @@ export function storeIdentity(spec: StoreSpec, env: NodeJS.ProcessEnv = process.
   const project = spec.project ?? "";
   let url: URL;
   try {
-    url = new URL(spec.url ?? "");
+    url = parsePostgresUrl(spec.url ?? "");
   } catch {
     return `${redactUrl(spec.url ?? "")} (project ${project})`; // opening it reports the URL
   }
   const query = url.searchParams;
-  const host = (query.get("host") || decodeURIComponent(url.hostname) || env.PGHOST || "localhost").toLowerCase();
+  const host = (query.get("host") || (url.hostname === NO_HOST ? "" : decodeURIComponent(url.hostname)) || env.PGHOST || "localhost").toLowerCase();
   const port = query.get("port") || url.port || env.PGPORT || "5432";
   const user = decodeURIComponent(url.username) || query.get("user") || env.PGUSER || osUser();
   const database = decodeURIComponent(url.pathname.replace(/^\//, "")) || query.get("dbname") || env.PGDATABASE || user;
@@ -33,5 +33,24 @@ function osUser(): string {
     return userInfo().username;
   } catch {
     return "";
+  }
+}
+
+/** The host a URL without one is read with (parsePostgresUrl): a name no server has. */
+export const NO_HOST = "apex-no-host.invalid";
+
+/**
+ * A PostgreSQL URL as the driver (pg-connection-string) reads it. WHATWG URL refuses a URL with
+ * user info but no host, `postgres://user:password@/db?host=/var/run/postgresql` (libpq's form for
+ * a unix socket), which the driver reads with a stand-in host, and so does this: its hostname is
+ * then NO_HOST. Throws as `new URL` does for any other URL it cannot parse.
+ */
+export function parsePostgresUrl(text: string): URL {
+  try {
+    return new URL(text);
+  } catch (error) {
+    const hostless = text.replace(/^(postgres(?:ql)?:\/\/[^/?#]*)@\//i, `$1@${NO_HOST}/`);
+    if (hostless === text) throw error;
+    return new URL(hostless);
   }
 }

@@ -57,7 +57,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
       hint: "Run `apex start` in this project first, or point APEX_STORE_URL at the store to copy.",
     });
   }
-  if (sameStore(sourceSpec, targetSpec)) {
+  if ((await storeIdentity(sourceSpec)) === (await storeIdentity(targetSpec))) {
     throw new ApexError("APEX_E_CONFLICT", "The target is the project's own store.", { hint: "Point --to at another database, project id or directory." });
   }
   const running = await supervisorOn(location, [sourceSpec, targetSpec]);
@@ -86,11 +86,18 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
     target = await openTarget(targetSpec, options.to);
     target.spec = targetSpec;
     const opened = target;
+    if (opened instanceof PostgresBackend && !opened.tryCopyLock()) {
+      throw new ApexError("APEX_E_CONFLICT", `Another \`apex store migrate\` into ${describeStore(targetSpec).location} (project ${targetSpec.project}) is running.`, {
+        hint: "Wait for it to end: a copy that ends well says so. Nothing was written.",
+      });
+    }
     const report = await migrateStore(source, target, {
       tables: TABLES,
       onProgress: progress,
       // A PostgreSQL project that an interrupted migration of this store filled is emptied and filled again.
       clearInterrupted: opened instanceof PostgresBackend ? () => opened.clearProject() : undefined,
+    }).catch((error: unknown) => {
+      throw lostTarget(error, targetSpec);
     });
     progress("validating checkpoints on the target");
     const validation = validateStore(target);
@@ -171,6 +178,21 @@ async function openTarget(spec: StoreSpec, url: string): Promise<StorageBackend>
 }
 
 /**
+ * A PostgreSQL target lost during the copy (its server gone, its password changed): the error
+ * names its URL, and its hint said to check the project's own store URL. What to do is to run the
+ * migration again once the target answers: it starts over on what this copy left there.
+ */
+function lostTarget(error: unknown, spec: StoreSpec): unknown {
+  const lost = ["APEX_E_STORE_UNREACHABLE", "APEX_E_STORE_AUTH", "APEX_E_STORE_NO_DATABASE"];
+  if (!(error instanceof ApexError) || !lost.includes(error.code) || spec.backend !== "postgres" || error.details?.url !== redactUrl(spec.url!, "")) return error;
+  return new ApexError(error.code, error.message, {
+    hint: "The copy's target (--to) failed during the copy. Once it answers, run the migration again: it empties what this copy left there and copies again. The source is unchanged.",
+    details: error.details,
+    cause: error,
+  });
+}
+
+/**
  * An LMDB target is an empty directory, or one that holds only a store (refused later when it
  * holds data): a store made in a directory of other files would make the directory and every
  * file in it owner-only, and its `.gitignore` (`*`) would hide them from git.
@@ -203,12 +225,6 @@ function refuseForeignFiles(dir: string): void {
 async function supervisorOn(location: ProjectLocation, specs: StoreSpec[]): Promise<SupervisorRuntime | undefined> {
   const stores = new Set(await Promise.all(specs.map((spec) => storeIdentity(spec))));
   return liveSupervisors(location.storeDir).find((runtime) => runtime.store === undefined || stores.has(runtime.store));
-}
-
-function sameStore(a: StoreSpec, b: StoreSpec): boolean {
-  if (a.backend !== b.backend) return false;
-  if (a.backend === "lmdb") return describeStore(a).location === describeStore(b).location;
-  return a.url === b.url && a.project === b.project;
 }
 
 /**

@@ -131,6 +131,14 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
   let replayed = 0;
   let nextProgress = CHANGES_PER_PROGRESS;
   await target.transaction(() => {
+    // Under the target's write lock: nothing else may have written its keyspace since the check
+    // above (another migration into it, a command pointed at it), or the replay would go on after
+    // its revisions and a copy that verified would end up with its log twice.
+    if (target.revision() !== 0 || !firstOf(target.keys({})).done) {
+      throw new ApexError("APEX_E_CONFLICT", `The target store (${target.info.backend} at ${target.info.location}) was written to while this copy ran (it is at revision ${target.revision()}): another migration into it, or a command using it. This copy wrote no memory there.`, {
+        hint: "If another `apex store migrate` into it succeeded, that copy is whole (it verified); else find what writes there, empty the target and run the migration again.",
+      });
+    }
     let group: Change[] = [];
     const flushGroup = () => {
       target.batchSync((batch) => {

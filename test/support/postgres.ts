@@ -21,6 +21,8 @@ export interface SharedPostgres {
   adminUrl: string;
   port: number;
   password: string;
+  /** The directory of the cluster's unix socket (trusted connections). */
+  socketDir: string;
   /** The URL of `database` on the cluster (another password or port, for tests of failures). */
   url(database: string, over?: { password?: string; port?: number }): string;
   /** A new, empty database; returns its URL. */
@@ -64,10 +66,10 @@ async function connectShared(): Promise<SharedPostgres> {
     if (Date.now() > deadline) throw new Error("timed out waiting for the shared PostgreSQL cluster to start");
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  const { url: adminUrl, port, user, password } = JSON.parse(readFileSync(info, "utf8")) as { url: string; port: number; user: string; password: string };
+  const { url: adminUrl, port, user, password, root } = JSON.parse(readFileSync(info, "utf8")) as { url: string; port: number; user: string; password: string; root: string };
   const url = (database: string, over: { password?: string; port?: number } = {}) =>
     `postgres://${user}:${encodeURIComponent(over.password ?? password)}@127.0.0.1:${over.port ?? port}/${database}`;
-  return { adminUrl, port, password, url, createDatabase: () => createSharedDatabase() };
+  return { adminUrl, port, password, socketDir: join(root, "socket"), url, createDatabase: () => createSharedDatabase() };
 }
 
 let databases = 0;
@@ -106,9 +108,10 @@ export async function query(database: string, text: string, values: unknown[] = 
  * sends `marker` (a key path, say: statements carry them as text) from now on is cut at the
  * message carrying it (`at: "marker"`: dropped, so the statement fails unanswered), or once it
  * sends its next COMMIT (`at: "commit"`: the COMMIT reaches the server, which commits; its
- * answer never comes back). `url(database)`: the database's URL through the relay. Stopped by pid.
+ * answer never comes back). `url(database)`: the database's URL through the relay; `pid()`: the
+ * relay process's (a process that thaws it while the test's thread is blocked). Stopped by pid.
  */
-export async function postgresRelay(): Promise<{ port: number; url(database: string): string; up(): Promise<void>; down(): Promise<void>; freeze(): void; thaw(): void; cut(marker: string, at: "marker" | "commit"): Promise<void> }> {
+export async function postgresRelay(): Promise<{ port: number; pid(): number | undefined; url(database: string): string; up(): Promise<void>; down(): Promise<void>; freeze(): void; thaw(): void; cut(marker: string, at: "marker" | "commit"): Promise<void> }> {
   const cluster = await sharedPostgres();
   const port = await freePort();
   // The simple-query message node-postgres sends for COMMIT: 'Q', its length (4 + 7), the text.
@@ -161,5 +164,5 @@ export async function postgresRelay(): Promise<{ port: number; url(database: str
     running.stdin!.write(`${JSON.stringify({ marker, at })}\n`);
     await armed;
   };
-  return { port, url: (database) => cluster.url(database, { port }), up, down, freeze: () => signal("SIGSTOP"), thaw: () => signal("SIGCONT"), cut };
+  return { port, pid: () => child?.pid, url: (database) => cluster.url(database, { port }), up, down, freeze: () => signal("SIGSTOP"), thaw: () => signal("SIGCONT"), cut };
 }
