@@ -919,7 +919,7 @@ export class Supervisor {
         }
       }),
     );
-    // Wait (briefly) until execa reaped each leader, so exits are recorded as stops.
+    // Wait (briefly) until each leader was reaped, so exits are recorded as stops.
     const deadline = Date.now() + 3000;
     while (this.runningGroups().length > 0 && Date.now() < deadline) await sleep(10);
     return results.reduce((sum, n) => sum + n, 0);
