@@ -71,7 +71,8 @@ const rows = cases.flatMap((item, index) => {
   const cpu = median(results[index].cpu);
   return [
     { label: item.label, ms, baselineMs: base, ratio: ms / base, target: "≤ 20× node -e 0", pass: ms / base <= 20 },
-    { label: `  its supervisor's CPU until ready`, ms: cpu, baselineMs: cpuBase, ratio: cpu / cpuBase, target: "(no target; baseline: node -e 0's CPU)", pass: true },
+    // Loading execa to spawn the agents made it ~6.9× (docs/architecture.md, Start-up time).
+    { label: `  its supervisor's CPU until ready`, ms: cpu, baselineMs: cpuBase, ratio: cpu / cpuBase, target: "≤ 6.5× node -e 0's CPU", pass: cpu / cpuBase <= 6.5 },
   ];
 });
 process.exitCode = printTable("apex start", rows) ? 0 : 1;
