@@ -923,5 +923,28 @@ describe("session service (core/session/checkpoints.ts contract)", () => {
     expect(await service.create({ sessionId: other, trigger: "manual", description: "" })).toMatchObject({ sessionId: other, sequence: 1 });
     expect(warnings).toEqual(["afterCheckpoint after experiment/checkpoint-001: tap failed", "afterCheckpoint after 7d0b2e4f/checkpoint-001: tap failed"]);
   });
+
+  it("refuses a checkpoint an afterCheckpoint tap requests, at every write (its marker is switched off between writes), and queues one requested meanwhile from elsewhere", async () => {
+    const refused: string[] = [];
+    let tapStarted: () => void = () => undefined;
+    const service: SessionCheckpoints = new SessionCheckpoints(store, {
+      afterCheckpoint: async () => {
+        tapStarted();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        await service.create({ sessionId: "s1", trigger: "manual" }).catch((error: ApexError) => void refused.push(error.code));
+      },
+    });
+    await store.set("/x", 1);
+    expect(await service.create({ sessionId: "s1", trigger: "manual" })).toMatchObject({ sequence: 1 });
+    expect(refused).toEqual(["APEX_E_CONFLICT"]);
+    // The second write, after the first one's marker was switched off, is marked again; one asked for from outside while it runs waits its turn.
+    const tapRuns = new Promise<void>((resolve) => (tapStarted = resolve));
+    const second = service.create({ sessionId: "s1", trigger: "manual" });
+    await tapRuns;
+    tapStarted = () => undefined;
+    const third = service.create({ sessionId: "s1", trigger: "manual" });
+    expect([(await second)?.sequence, (await third)?.sequence]).toEqual([2, 3]);
+    expect(refused).toEqual(["APEX_E_CONFLICT", "APEX_E_CONFLICT", "APEX_E_CONFLICT"]);
+  });
 });
 });

@@ -238,6 +238,30 @@ describe("programs that cannot run", () => {
   });
 });
 
+describe("programs that can no longer run when their agent restarts", () => {
+  it("the program gone, its working directory gone or made a file: each is named on one line of the agent's log, the directory as apex config validate names it", async () => {
+    const agent = (name: string, cwd: string) => [`  ${name}:`, "    command: ./prog", `    cwd: ${cwd}`, "    restart: on-failure", "    max_restarts: 2", "    restart_delay: 0.2"];
+    project = new Project(["agents:", ...agent("gone", "gone"), ...agent("nodir", "nodir"), ...agent("filedir", "filedir"), "plugins: {}", ""].join("\n"));
+    // Each exits 1 once `go` exists: all three restart (and fail to) at about the same time.
+    for (const name of ["gone", "nodir", "filedir"]) {
+      mkdirSync(join(project.dir, name));
+      writeFileSync(join(project.dir, name, "prog"), `#!/bin/sh\nwhile [ ! -e ${join(project.dir, "go")} ]; do sleep 0.05; done\nexit 1\n`, { mode: 0o755 });
+    }
+    const ready = project.start();
+    rmSync(join(project.dir, "gone", "prog"));
+    rmSync(join(project.dir, "nodir"), { recursive: true });
+    rmSync(join(project.dir, "filedir"), { recursive: true });
+    writeFileSync(join(project.dir, "filedir"), "");
+    writeFileSync(join(project.dir, "go"), "");
+    const log = (name: string) => readFileSync(join(project!.storeDir, "logs", ready.session_id, `${name}.log`), "utf8");
+    await waitFor("a failed restart of each", () => ["gone", "nodir", "filedir"].every((name) => log(name).includes("cannot start:")));
+    expect(log("gone")).toContain(`cannot start: Agent gone: cannot run "./prog": spawn ./prog ENOENT\n`);
+    expect(log("nodir")).toContain(`cannot start: Agent nodir: cannot run "./prog": its working directory ${join(project.dir, "nodir")} does not exist (spawn ./prog ENOENT)\n`);
+    expect(log("filedir")).toContain(`cannot start: Agent filedir: cannot run "./prog": its working directory ${join(project.dir, "filedir")} is not a directory (spawn ENOTDIR)\n`);
+    for (const name of ["gone", "nodir", "filedir"]) for (const line of log(name).trimEnd().split("\n")) expect(line).toMatch(/^\[apex /);
+  });
+});
+
 describe("a supervisor killed while the session is paused", () => {
   it("status says the agents' processes are left stopped (state T), and --continue last ends them and runs fresh agents", async () => {
     project = new Project(

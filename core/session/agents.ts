@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, closeSync, createReadStream, createWriteStream, openSync, readSync, statSync, truncateSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { ApexError } from "../errors.js";
@@ -46,8 +47,7 @@ export class AgentProcess {
   ) {}
 
   static async spawn(launch: AgentLaunch): Promise<AgentProcess> {
-    const { execa } = await import("execa");
-    const { spec } = launch;
+    const { spec, cwd } = launch;
     const out = openPrivate(launch.stdoutFile, "a");
     const err = openPrivate(launch.stderrFile, "a");
     const sealed = sealedStdio();
@@ -55,38 +55,36 @@ export class AgentProcess {
     const useShell = spec.args.length === 0 && /[\s|&;<>()$`"'*?~\\]/.test(spec.command);
     const nonce = newNonce();
     const marker = agentMarker(launch.sessionId, nonce)!;
-    let subprocess;
+    // node:child_process itself, not execa: loading execa was a fifth of every supervisor's start (docs/architecture.md).
+    let child: ChildProcess | undefined;
+    let failure: Promise<Error> | undefined;
     try {
-      subprocess = execa(spec.command, spec.args, {
-        cwd: launch.cwd,
-        env: { ...launch.env, ...marker },
-        extendEnv: false,
-        shell: useShell,
-        detached: true,
-        cleanup: false,
-        // A plain descriptor goes to child_process.spawn as is (execa's types only list 1-9); a
-        // descriptor this process would leak (the store's data file) is /dev/null in the agent.
-        stdio: ["ignore", out, err, ...sealed.extra] as unknown as ["ignore", 1, 2],
-        buffer: false,
-        reject: false,
-        forceKillAfterDelay: false,
-      });
+      // A descriptor this process would leak (the store's data file) is /dev/null in the agent.
+      child = spawn(spec.command, spec.args, { cwd, env: { ...launch.env, ...marker }, shell: useShell, detached: true, stdio: ["ignore", out, err, ...sealed.extra] });
+      // ENOENT and EACCES come as an 'error' event (the pid is then undefined); others (ENOTDIR, E2BIG) are thrown.
+      failure = new Promise((fail) => child!.on("error", fail));
+    } catch (error) {
+      failure = Promise.resolve(error as Error);
     } finally {
       // The child has its own copies of the descriptors.
       closeSync(out);
       closeSync(err);
       sealed.release();
     }
-    const pid = subprocess.pid;
+    const pid = child?.pid;
     if (pid === undefined) {
-      const result = await subprocess;
-      const reason = result.originalMessage || result.shortMessage || "it could not be started";
-      throw new ApexError("APEX_E_PROCESS", `Agent ${launch.name}: cannot run ${JSON.stringify(spec.command)}: ${reason}`, {
-        hint: `Check agents.${launch.name}.command (and cwd) in apex.config.yaml.`,
-      });
+      const { message } = await failure;
+      // Said of the working directory when it is the cause (gone, or a file now), as `apex config validate` says it.
+      let reason = message;
+      try {
+        if (!statSync(cwd).isDirectory()) reason = `its working directory ${cwd} is not a directory (${message})`;
+      } catch (error) {
+        reason = `its working directory ${cwd} ${(error as NodeJS.ErrnoException).code === "ENOENT" ? "does not exist" : `cannot be used: ${(error as Error).message}`} (${message})`;
+      }
+      throw new ApexError("APEX_E_PROCESS", `Agent ${launch.name}: cannot run ${JSON.stringify(spec.command)}: ${reason}`, { hint: `Check agents.${launch.name}.command (and cwd) in apex.config.yaml.` });
     }
     const stat = readProcStat(pid);
-    const exited = subprocess.then((result) => ({ code: result.exitCode ?? null, signal: result.signal ?? null }));
+    const exited = new Promise<AgentExit>((done) => child!.once("exit", (code, signal) => done({ code, signal })));
     // The process may already be gone (a command that exits at once); its exit still arrives.
     return new AgentProcess(launch.name, pid, stat?.pgrp ?? pid, stat?.startTime ?? 0, new Date().toISOString(), exited, nonce, marker);
   }

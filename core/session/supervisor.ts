@@ -143,8 +143,9 @@ export class Supervisor {
   private readonly ending = new Set<AgentProcess>();
   /** The lease on the session (set by launch once the claim holds it). */
   lease: LeaseHolder | undefined;
-  /** Who made the request being served: checkpoints taken for it are attributed to them. */
+  /** Who made the request being served: checkpoints taken for it are attributed to them. Disabled while none is (plugins/checkpoint/plugin-service.ts says why). */
   private readonly requestActor = new AsyncLocalStorage<string>();
+  private serving = 0;
   private readonly connectionReports = new Map<string, { at: number; users: Connection[] }>();
 
   private constructor(
@@ -919,7 +920,7 @@ export class Supervisor {
         }
       }),
     );
-    // Wait (briefly) until execa reaped each leader, so exits are recorded as stops.
+    // Wait (briefly) until each leader was reaped, so exits are recorded as stops.
     const deadline = Date.now() + 3000;
     while (this.runningGroups().length > 0 && Date.now() < deadline) await sleep(10);
     return results.reduce((sum, n) => sum + n, 0);
@@ -1145,7 +1146,7 @@ export class Supervisor {
     registerSupervisorMethods(this.server, this);
     // Methods of the checkpoint service (checkpoint.create, …): served here, where the store's writer is.
     for (const [name, method] of Object.entries(checkpointServiceFor(this.store)?.methods ?? {})) {
-      this.server.register(name, (params) => this.requestActor.run(actorParam(params), () => method(params)));
+      this.server.register(name, async (params) => { ++this.serving; try { return await this.requestActor.run(actorParam(params), async () => method(params)); } finally { if (--this.serving === 0) this.requestActor.disable(); } });
     }
   }
 

@@ -102,7 +102,9 @@ export default definePlugin<CheckpointPluginOptions>({
 
     // Set while an onError event is handled here: an error raised meanwhile (a failing
     // checkpointTrigger tap, a failing checkpoint) is not handled again, so errors never loop.
+    // Disabled once no error is being handled, as SessionCheckpoints' own (plugin-service.ts).
     const handlingError = new AsyncLocalStorage<true>();
+    let handling = 0;
 
     for (const hook of LIFECYCLE_HOOKS) {
       const handle = async (context: { sessionId?: string }): Promise<void> => {
@@ -150,7 +152,12 @@ export default definePlugin<CheckpointPluginOptions>({
         hook === "onError"
           ? async (context) => {
               if (handlingError.getStore() || fromCheckpointing(context as ErrorContext, apex.pluginName)) return;
-              await handlingError.run(true, () => handle(context));
+              handling++;
+              try {
+                await handlingError.run(true, () => handle(context));
+              } finally {
+                if (--handling === 0) handlingError.disable();
+              }
             }
           : handle,
       );

@@ -69,8 +69,13 @@ const MAX_DESCRIPTION = 240;
 export class SessionCheckpoints {
   private readonly scope: MemoryScope;
   private queue: Promise<unknown> = Promise.resolve();
-  /** Set while this service writes or restores a checkpoint (including the hooks that run meanwhile). */
+  /**
+   * Set while this service writes or restores a checkpoint (including the hooks that run meanwhile).
+   * Disabled once no write is queued: on Node 20 an enabled AsyncLocalStorage runs a hook at every
+   * promise of the process, ~10% of a busy supervisor's CPU (docs/architecture.md).
+   */
   private readonly writing = new AsyncLocalStorage<true>();
+  private queued = 0;
 
   constructor(
     readonly store: Store,
@@ -96,8 +101,9 @@ export class SessionCheckpoints {
         }),
       );
     }
+    this.queued++;
     const run = this.queue.then(() => this.writing.run(true, fn));
-    this.queue = run.catch(() => undefined);
+    this.queue = run.catch(() => undefined).then(() => void (--this.queued === 0 && this.writing.disable()));
     return run;
   }
 

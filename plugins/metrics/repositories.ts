@@ -22,8 +22,11 @@ export function repositoriesOf(projectRepository: string, storeDir: string): Rep
   ];
 }
 
-/** HEAD and branch of the repository (commit null: no commit yet); undefined when there is no repository. Rejects when git fails. */
-export async function headOf(spec: RepositorySpec): Promise<{ commit: string | null; branch: string | null } | undefined> {
+/** HEAD and branch of a repository (commit null: no commit yet); undefined when there is no repository. */
+export type Head = { commit: string | null; branch: string | null } | undefined;
+
+/** The repository's Head. Rejects when git fails. */
+export async function headOf(spec: RepositorySpec): Promise<Head> {
   // The workspace must have its own .git: git would otherwise find an enclosing repository.
   if (spec.name === "workspace" && !existsSync(join(spec.dir, ".git"))) return undefined;
   const tree = await readWorkingTree(spec.dir);
@@ -33,12 +36,13 @@ export async function headOf(spec: RepositorySpec): Promise<{ commit: string | n
 /**
  * Commits since `start` and lines added and removed since then (`git diff --numstat <start>`
  * against the working tree, so uncommitted changes to tracked files count; binary files count
- * as changed files without lines). Undefined when the repository does not exist (yet).
+ * as changed files without lines). Undefined when the repository does not exist (yet). `known`:
+ * its Head read a moment ago, not read again.
  */
-export async function measureRepository(spec: RepositorySpec, start: string | null): Promise<RepositoryMetrics | undefined> {
-  let head: Awaited<ReturnType<typeof headOf>>;
+export async function measureRepository(spec: RepositorySpec, start: string | null, known?: { head: Head }): Promise<RepositoryMetrics | undefined> {
+  let head: Head;
   try {
-    head = await headOf(spec);
+    head = known ? known.head : await headOf(spec);
   } catch (error) {
     return { ...empty(spec, start), error: (error as Error).message };
   }

@@ -28,7 +28,7 @@ import {
   type RepositoryMetrics,
   type SessionMetrics,
 } from "./record.js";
-import { headOf, measureRepository, type RepositorySpec } from "./repositories.js";
+import { headOf, measureRepository, type Head, type RepositorySpec } from "./repositories.js";
 import { SessionTimeline } from "./timeline.js";
 
 export const METRICS_ACTOR = "plugin:metrics";
@@ -61,6 +61,8 @@ export class MetricsSampler {
   private readonly cpu = new CpuTracker();
   /** Repository name → HEAD when the session started (null: no commit then). */
   private readonly starts = new Map<string, string | null>();
+  /** Heads resume read for a session starting now: the first sample, taken right after, uses them rather than one more `git status` each (on the start's way). */
+  private readonly startHeads = new Map<string, { head: Head }>();
   /** Timings of the session's earlier runs (a continued session's engine starts from zero). */
   private baseTimings: PluginTiming[] = [];
   private timings: (() => TapTiming[]) | undefined;
@@ -124,6 +126,7 @@ export class MetricsSampler {
     for (const spec of this.options.repositories) {
       try {
         const head = await headOf(spec);
+        this.startHeads.set(spec.name, { head });
         if (head) this.starts.set(spec.name, head.commit);
       } catch (error) {
         this.warnOnce(`git:${spec.name}`, `no start commit recorded for the ${spec.name} repository: ${(error as Error).message}`);
@@ -214,7 +217,9 @@ export class MetricsSampler {
   private async measureRepositories(): Promise<RepositoryMetrics[]> {
     const measured = await Promise.all(
       this.options.repositories.map(async (spec) => {
-        const result = await measureRepository(spec, this.starts.get(spec.name) ?? null);
+        const known = this.startHeads.get(spec.name);
+        this.startHeads.delete(spec.name);
+        const result = await measureRepository(spec, this.starts.get(spec.name) ?? null, known);
         if (result?.error) this.warnOnce(`git:${spec.name}:${result.error}`, `${spec.name} repository: ${result.error}`);
         return result;
       }),
