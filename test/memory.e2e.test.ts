@@ -397,6 +397,26 @@ describe("apex memory set through a running supervisor", () => {
     expect(project.apex(["memory", "set", "/shallow", `${"[".repeat(100)}${"]".repeat(100)}`]).status).toBe(0);
     expect(project.status().session?.status).toBe("active");
   });
+
+  it("a value over the 256 MiB a request carries is APEX_E_TOO_LARGE (exit 2) with a hint that fits one value (it said to import in parts), and nothing is written", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    project.start();
+    const file = join(project.dir, "big.json");
+    writeFileSync(file, `"${"x".repeat(257 * 1024 * 1024)}"`);
+    const input = openSync(file, "r");
+    try {
+      const result = spawnSync(process.execPath, [APEX_BIN, "memory", "set", "/big", "-", "--json"], { cwd: project.dir, env: cleanEnv(), stdio: [input, "pipe", "pipe"], encoding: "utf8", timeout: 60_000 });
+      expect(result.status, result.stderr).toBe(2);
+      const error = JSON.parse(result.stderr).error;
+      expect(error).toMatchObject({ code: "APEX_E_TOO_LARGE", message: "The request is larger than the supervisor takes (256 MiB of JSON); nothing of it was done." });
+      expect(error.hint).toBe("One value goes in one request: split it across several paths (/big/part-1, /big/part-2, …), or set it with no session running (`apex stop`): then the store is written directly.");
+    } finally {
+      closeSync(input);
+      truncateSync(file);
+    }
+    expect(project.apex(["memory", "show", "/big"]).status).toBe(3);
+    expect(project.status().session?.status).toBe("active");
+  }, 90_000);
 });
 
 describe("apex memory watch --since through a running supervisor, far behind", () => {
