@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
+import { Project, shellAgents } from "./fixtures/agents/harness.js";
 
 let dir: string;
 beforeAll(() => {
@@ -238,4 +239,46 @@ describe("help that teaches", () => {
     expect(hints).toBeGreaterThan(10);
     expect(problems).toEqual([]);
   });
+});
+
+describe("what --json prints, named in --help", () => {
+  it("each key a command's --json prints is one its --help names: every key for the commands whose help gives the whole shape (session cleanup printed time_zone, skipped, sweep_error … unnamed), the top level for the others", () => {
+    const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n"));
+    try {
+      project.start();
+      for (const args of [["checkpoint", "create", "one"], ["checkpoint", "create", "two"], ["task", "add", "a task"], ["memory", "set", "/k", "1"], ["milestone", "first"], ["stop"]]) {
+        expect(project.apex(args).status, args.join(" ")).toBe(0);
+      }
+      /** Each key of VALUE with its depth: an array's items' keys are at its own depth. */
+      const keys = (value: unknown, depth = 0, out: Array<[string, number]> = []): Array<[string, number]> => {
+        if (Array.isArray(value)) for (const item of value) keys(item, depth, out);
+        else if (value !== null && typeof value === "object") for (const [key, child] of Object.entries(value)) out.push([key, depth], ...keys(child, depth + 1));
+        return out;
+      };
+      const problems: string[] = [];
+      for (const [args, whole] of [
+        [["session", "cleanup", "--dry-run"], true],
+        [["session", "cleanup"], true],
+        [["checkpoint", "list"], true],
+        [["agent", "list"], true],
+        [["session", "list"], true],
+        [["checkpoint", "show", "latest"], false],
+        [["checkpoint", "diff", "checkpoint-001", "latest"], false],
+        [["session", "history", "last"], false],
+        [["task", "list"], false],
+        [["milestone"], false],
+        [["status"], false],
+      ] as Array<[string[], boolean]>) {
+        const help = optionBlocks(project.apex([...args.filter((word) => !/^(latest|last|checkpoint-001)$/.test(word)), "--help"], { env: { COLUMNS: "100" } }).stdout).get("--json") ?? "";
+        const result = project.apex([...args, "--json"]);
+        expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+        for (const [key, depth] of new Map(keys(JSON.parse(result.stdout)).filter(([, depth]) => whole || depth === 0))) {
+          if (!new RegExp(`[{ [(]${key}[,}:\\] )?]`).test(help)) problems.push(`${args.join(" ")} --json prints ${key} (depth ${depth}), its --help does not name it`);
+        }
+      }
+      expect(problems).toEqual([]);
+    } finally {
+      project.cleanup();
+    }
+  }, 90_000);
 });

@@ -51,7 +51,7 @@ Examples:
     .option("-n, --limit <n>", "checkpoints per page (default 20)", wholeNumber("--limit", 1))
     .option("--offset <n>", "skip this many first", wholeNumber("--offset"))
     .option("--oldest", "oldest first")
-    .option("--json", "print {session_id, session_name, total, taken, offset, limit, order, items: [{id, name, sequence, created_at, trigger, description, pinned, parent, revision, memory_keys, task_count, agent_count}]}")
+    .option("--json", "print {session_id, session_name, total, taken, offset, limit, order, items: [{id, name, sequence, created_at, trigger, description, pinned, parent, revision, memory_keys, task_count, agent_count, kept_by}]}")
     .addHelpText("after", examples("apex checkpoint list", "apex checkpoint list --limit 50 --offset 50", "apex checkpoint list --session 3f2a --json"))
     .action(async (options: { session?: string; limit?: number; offset?: number; oldest?: boolean; json?: boolean }, command: Command) => {
       const { listCheckpointsCommand } = await import("./plugin-list.js");
@@ -68,7 +68,7 @@ Examples:
     .option("--keys-offset <n>", "skip the first N memory keys (the next page)", wholeNumber("--keys-offset"))
     .option(
       "--json",
-      "print {checkpoint_id, session_id, session_name, created_at, description, trigger, agent_states: {AGENT: {status, current_task, …, context}}, memory_keys, memory_keys_count, memory_keys_next_offset, git_state: {branch, commit, dirty}, tasks, manifest}",
+      "print {checkpoint_id, session_id, session_name, name, sequence, created_at, description, trigger, pinned, parent, merge_parent, agent_states: {AGENT: {status, current_task, …, context}}, memory_keys, memory_keys_count, memory_keys_next_offset, git_state: {branch, commit, dirty}, tasks, manifest}",
     )
     .addHelpText("after", examples("apex checkpoint show latest", "apex checkpoint show checkpoint-003 --json", "apex checkpoint show latest --keys-offset 100 --json"))
     .action(async (ref: string, options: { session?: string; json?: boolean; keysLimit?: number; keysOffset?: number }, command: Command) => {
