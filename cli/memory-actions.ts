@@ -211,7 +211,8 @@ export function parseImport(text: string, name: string): Entry[] {
     const twice = repeatedKey(trimmed);
     const lead = text.length - text.trimStart().length;
     const line = (offset: number) => text.slice(0, lead + offset).split("\n").length;
-    if (isLine(record) && pathProblem(record.path as string) === undefined && Object.keys(record).length === 2) {
+    if (isLine(record) && pathProblem(record.path as string) === undefined) {
+      refuseOtherKeys(record, `${name}:1`);
       if (twice) throw repeatedInLine(`${name}:${line(twice.second)}`, record.path as string, twice);
       refuseInexactNumbers(trimmed, `the value of ${JSON.stringify(record.path)}`, (offset) => `${name}:${line(offset)}: `);
       return [{ path: record.path as string, value: record.value as JsonValue }];
@@ -261,6 +262,7 @@ export function parseNdjson(lines: Iterable<string>, name: string): Entry[] {
     if (problem) {
       throw new ApexError("APEX_E_BAD_PATH", `${name}:${index + 1}: invalid path ${JSON.stringify(parsed.path)}: ${problem}.`);
     }
+    refuseOtherKeys(parsed, `${name}:${index + 1}`);
     const twice = repeatedKey(line);
     if (twice) throw repeatedInLine(`${name}:${index + 1}`, parsed.path as string, twice);
     const first = lineOf.get(parsed.path as string);
@@ -270,6 +272,16 @@ export function parseNdjson(lines: Iterable<string>, name: string): Entry[] {
     entries.push({ path: parsed.path as string, value: parsed.value as JsonValue });
   }
   return entries;
+}
+
+/** An NDJSON line with keys besides "path" and "value": they would be dropped without a word (`{"path": "/a", "value": 1, "note": 2}`). */
+function refuseOtherKeys(line: object, where: string): void {
+  const others = Object.keys(line).filter((key) => key !== "path" && key !== "value");
+  if (others.length === 0) return;
+  throw new ApexError("APEX_E_BAD_INPUT", `${where}: the line has ${others.length === 1 ? "a key" : "keys"} besides "path" and "value": ${others.slice(0, 5).map((key) => JSON.stringify(key)).join(", ")}${others.length > 5 ? ", …" : ""}; ${others.length === 1 ? "it" : "they"} would not be imported.`, {
+    hint: 'Nothing was imported. Each line is {"path": "/a/b", "value": …}: put what belongs to the entry inside its value.',
+    details: { keys: others },
+  });
 }
 
 /** A key given twice in an NDJSON line ({"path", "value"}): in its value, or the line's own ("path" twice). */

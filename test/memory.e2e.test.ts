@@ -223,6 +223,12 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     // An integer past 2^53 is refused (it would lose digits) unless written as JSON writes a double, as export writes it.
     writeFileSync(file, '{"path": "/l/3", "value": 3}\n{"path": "/l/4", "value": {"id": 98765432109876543210}}\n');
     expect(JSON.parse(apex(["memory", "import", file, "--json"]).stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${file}:2: the value of "/l/4" has the integer 98765432109876543210, past what a JSON number holds exactly: it would be stored as 98765432109876540000.` });
+    // A line with a key besides path and value: refused, naming it (the key was dropped without a word; a file of one such line was refused as 'invalid path "path"').
+    for (const [text, line] of [['{"path": "/l/3", "value": 3}\n{"path": "/l/4", "value": 4, "note": "x"}\n', 2], ['{"path": "/l/4", "value": 4, "note": "x"}', 1]] as const) {
+      const extra = apex(["memory", "import", "-", "--json"], text);
+      expect([extra.status, JSON.parse(extra.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_INPUT", message: `stdin:${line}: the line has a key besides "path" and "value": "note"; it would not be imported.`, details: { keys: ["note"] } })]);
+    }
+    expect(apex(["memory", "show", "/l/3"]).status).toBe(3);
     // So is a number past a JSON number's range, either way (1e-400 was imported as 0), naming its line; nothing is written.
     writeFileSync(file, '{"path": "/l/3", "value": 3}\n{"path": "/l/4", "value": {"tiny": 2e-999}}\n');
     expect(JSON.parse(apex(["memory", "import", file, "--json"]).stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${file}:2: the value of "/l/4" has the number 2e-999, nearer zero than a JSON number holds (about 5e-324): it would be stored as 0.`, hint: 'Nothing was written. Give it as a string to keep it as written: "2e-999".' });
