@@ -242,13 +242,11 @@ describe("help that teaches", () => {
 });
 
 describe("what --json prints, named in --help", () => {
-  it("each key a command's --json prints is one its --help names: every key for the commands whose help gives the whole shape (session cleanup printed time_zone, skipped, sweep_error … unnamed), the top level for the others", () => {
+  it("each key a command's --json prints is one its --help names: every key for the commands whose help gives the whole shape (session cleanup printed time_zone, skipped, sweep_error … unnamed), the top level for the others (session list and history: test/session-bound-reads.e2e.test.ts)", () => {
     const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n"));
     try {
       project.start();
-      for (const args of [["checkpoint", "create", "one"], ["checkpoint", "create", "two"], ["task", "add", "a task"], ["memory", "set", "/k", "1"], ["milestone", "first"], ["stop"]]) {
-        expect(project.apex(args).status, args.join(" ")).toBe(0);
-      }
+      writeFileSync(join(project.dir, "import.json"), '{"/i": 1}');
       /** Each key of VALUE with its depth: an array's items' keys are at its own depth. */
       const keys = (value: unknown, depth = 0, out: Array<[string, number]> = []): Array<[string, number]> => {
         if (Array.isArray(value)) for (const item of value) keys(item, depth, out);
@@ -256,24 +254,33 @@ describe("what --json prints, named in --help", () => {
         return out;
       };
       const problems: string[] = [];
-      for (const [args, whole] of [
-        [["session", "cleanup", "--dry-run"], true],
-        [["session", "cleanup"], true],
-        [["checkpoint", "list"], true],
-        [["agent", "list"], true],
-        [["session", "list"], true],
-        [["checkpoint", "show", "latest"], false],
-        [["checkpoint", "diff", "checkpoint-001", "latest"], false],
-        [["session", "history", "last"], false],
-        [["task", "list"], false],
-        [["milestone"], false],
-        [["status"], false],
-      ] as Array<[string[], boolean]>) {
-        const help = optionBlocks(project.apex([...args.filter((word) => !/^(latest|last|checkpoint-001)$/.test(word)), "--help"], { env: { COLUMNS: "100" } }).stdout).get("--json") ?? "";
+      // "whole": every key, at any depth, is named (the help gives the whole shape); "top": the keys at the top (or of an array's items); "run": a step.
+      for (const [args, check] of [
+        [["checkpoint", "create", "two"], "top"],
+        [["agent", "list"], "whole"],
+        [["stop"], "run"],
+        [["session", "cleanup", "--dry-run"], "whole"],
+        [["session", "cleanup"], "whole"],
+        [["checkpoint", "list"], "whole"],
+        [["session", "validate"], "whole"],
+        [["checkpoint", "pin", "latest"], "top"],
+        [["checkpoint", "unpin", "latest"], "top"],
+        [["checkpoint", "show", "latest"], "top"],
+        [["checkpoint", "delete", "latest"], "top"],
+        [["memory", "set", "/k", "2"], "whole"],
+        [["memory", "import", "import.json"], "whole"],
+        [["memory", "delete", "/k"], "whole"],
+      ] as Array<[string[], "whole" | "top" | "run"]>) {
+        if (check === "run") {
+          expect(project.apex(args).status, args.join(" ")).toBe(0);
+          continue;
+        }
+        const words = args.slice(0, 2);
+        const help = optionBlocks(project.apex([...words, "--help"], { env: { COLUMNS: "100" } }).stdout).get("--json") ?? "";
         const result = project.apex([...args, "--json"]);
         expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
-        for (const [key, depth] of new Map(keys(JSON.parse(result.stdout)).filter(([, depth]) => whole || depth === 0))) {
-          if (!new RegExp(`[{ [(]${key}[,}:\\] )?]`).test(help)) problems.push(`${args.join(" ")} --json prints ${key} (depth ${depth}), its --help does not name it`);
+        for (const [key, depth] of new Map(keys(JSON.parse(result.stdout)).filter(([, depth]) => check === "whole" || depth === 0))) {
+          if (!new RegExp(`[{ [(]${key}([,}:\\] )?]|$)`).test(help)) problems.push(`${args.join(" ")} --json prints ${key} (depth ${depth}), its --help does not name it`);
         }
       }
       expect(problems).toEqual([]);

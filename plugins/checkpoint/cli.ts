@@ -37,7 +37,7 @@ Examples:
     .description("save a checkpoint of the current session now (trigger: manual)")
     .argument("[description]", "what this checkpoint is, e.g. \"Before major refactoring\"")
     .option("--pin", "keep it whatever the retention policy says")
-    .option("--json", "print {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …} plus agents: [names] and agent_contexts")
+    .option("--json", "print {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, memory_root, tasks_root, agents_root, manifest_hash, agents: [names], agent_contexts}")
     .addHelpText("after", examples('apex checkpoint create "Before major refactoring"', 'apex checkpoint create "Release 1.0" --pin --json'))
     .action(async (description: string | undefined, options: { pin?: boolean; json?: boolean }, command: Command) => {
       const { createCheckpointCommand } = await import("./plugin-cli.js");
@@ -98,7 +98,7 @@ Examples:
       .description(pinned ? "keep a checkpoint whatever the retention policy says" : "let retention delete a checkpoint again")
       .argument("<checkpoint>", REF_HELP)
       .option("--session <id>", "the session for checkpoint-007 and latest")
-      .option("--json", "print the checkpoint's summary {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …}")
+      .option("--json", "print the checkpoint's summary {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, memory_root, tasks_root, agents_root, manifest_hash}")
       .addHelpText("after", examples(`apex checkpoint ${name} checkpoint-003`, `apex checkpoint ${name} latest --json`))
       .action(async (ref: string, options: { session?: string; json?: boolean }, command: Command) => {
         const { pinCheckpointCommand } = await import("./plugin-cli.js");
@@ -112,7 +112,7 @@ Examples:
     .argument("<checkpoint>", REF_HELP)
     .option("-f, --force", "delete it even if it is pinned, in use, or a branch starts from it or a merge needs it")
     .option("--session <id>", "the session for checkpoint-007 and latest")
-    .option("--json", "print {id, name, session_id, sequence, session_name} of the deleted checkpoint")
+    .option("--json", "print {id, name, session_id, sequence, session_name} of the deleted checkpoint (and sessionId, the same id, as before)")
     .addHelpText(
       "after",
       `
@@ -135,7 +135,7 @@ ${examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4
     .command("validate")
     .description("re-hash every checkpoint, tree node and value and check the records that must agree (exit 0 valid, 1 not)")
     .argument("[id]", "only this session (id or unique prefix); default: the whole store")
-    .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{session_id, session_name, sequence, name, id, reasons}]}, objects: {scanned, values, trees, unreferenced_values, unreferenced_trees, packs, pack_bytes, garbage_bytes}, problems: [{severity, code, message, checkpoint?, checkpoint_id?, path?}]}")
+    .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{session_id, session_name, sequence, name, id, reasons}]}, objects: {scanned, values, trees, unreferenced_values, unreferenced_trees, packs, pack_bytes, garbage_bytes, and as before unreferencedValues, unreferencedTrees, packBytes, garbageBytes}, problems: [{severity, code, message, checkpoint?, checkpoint_id?, path?}]}")
     .addHelpText("after", examples("apex session validate", "apex session validate 3f2a --json"))
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       const { validateCommand } = await import("./plugin-cli.js");
