@@ -361,7 +361,8 @@ describe("apex checkpoint", () => {
     project!.start(["--task", "killed while checkpointing"]);
     writeFileSync(join(project!.dir, "die-after"), "");
     // It said `APEX_E_RPC: The supervisor closed the connection before answering` (exit 1) of a checkpoint that was saved.
-    const saved = project!.apex(["checkpoint", "create", "committed, then killed", "--json"]);
+    // Its description on two lines (kept on one): it was reported not saved, compared as given.
+    const saved = project!.apex(["checkpoint", "create", "committed,\n  then killed", "--json"]);
     expect(saved.status, saved.stderr).toBe(0);
     expect(JSON.parse(saved.stdout)).toMatchObject({ name: "checkpoint-002", trigger: "manual", description: "committed, then killed", agents: ["worker"] });
     expect(saved.stderr).toMatch(/^warning: the supervisor \(pid \d+\) ended right after saving checkpoint-002; .*apex start --continue last/);
