@@ -200,6 +200,19 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       ].join("\n"),
     ],
     [
+      // YAML read them as 0 without a word: interval checkpoints off, no restarts. "got 0" was said of the checkpoint cap, which the user did not write. 0e-400 is 0 written so; a quoted one is a string.
+      "numbers YAML reads as 0 though their digits are not all zero (1e-400)",
+      "numbers-read-as-zero.yaml",
+      {},
+      "APEX_E_CONFIG",
+      [
+        `numbers-read-as-zero.yaml:2:29: session.auto_checkpoint_interval: the number 1e-400 is nearer zero than a number holds (about 5e-324): it would be read as 0. Write 0, or a number that is not 0.`,
+        `numbers-read-as-zero.yaml:3:20: session.max_checkpoints: the number 0.1e-400 is nearer zero than a number holds (about 5e-324): it would be read as 0. Write 0, or a number that is not 0.`,
+        `numbers-read-as-zero.yaml:8:19: agents.coder.max_restarts: the number -2E-999 is nearer zero than a number holds (about 5e-324): it would be read as 0. Write 0, or a number that is not 0.`,
+        `numbers-read-as-zero.yaml:11:26: plugins.retention.keep_last: must be an integer ≥ 0 (got "1e-400"). Keep the most recent N checkpoints of each trigger class.`,
+      ].join("\n"),
+    ],
+    [
       "lease shorter than a second",
       "lease-ttl-short.yaml",
       {},
