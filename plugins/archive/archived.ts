@@ -67,8 +67,8 @@ export async function findArchived(directory: string, refs: string[]): Promise<(
   const match = async (file: string, checkpoint: string | null) => {
     const found = await peekBundle(file);
     if (found?.kind !== "archive") return undefined;
-    // A name other archives have too (or an id's, or one past the bundles read) would bring back another, or none.
-    const byName = found.name !== null && (await lookup(found.name))?.file === file;
+    // A name other archives have too (or an id's) would bring back another, or none: asked as unarchive asks it, every bundle read.
+    const byName = found.name !== null && (await archivedBundle(directory, found.name).catch(() => undefined))?.file === file;
     return { sessionId: found.sessionId, name: found.name, file, checkpoint, unarchive: byName ? found.name! : found.sessionId };
   };
   for (const ref of refs) {
