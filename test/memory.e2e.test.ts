@@ -244,25 +244,31 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
 
   it("watch prints changes made by other processes as they happen", async () => {
     apex(["memory", "set", "/w/before", "0"]);
-    const watcher = spawn(process.execPath, [APEX_BIN, "memory", "watch", "/w/**", "--changes-only", "--json", "--timeout", "20"], {
+    const watcher = spawn(process.execPath, [APEX_BIN, "memory", "watch", "/w/**", "--changes-only", "--json", "--timeout", "50"], {
       cwd: dir,
       env: { ...cleanEnv(), NO_COLOR: "1", ...env },
     });
     let output = "";
     watcher.stdout.setEncoding("utf8").on("data", (chunk: string) => (output += chunk));
     try {
-      await new Promise((resolve) => setTimeout(resolve, 800));
-      apex(["memory", "set", "/w/one", '"1"']);
+      // Watching once a write it sees shows (a fixed 800 ms was too short on a loaded machine: the changes came before it watched).
+      const deadline = Date.now() + 15_000;
+      while (!output.includes("/w/ready") && Date.now() < deadline) {
+        apex(["memory", "set", "/w/ready", "true"]);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      const ready = output.trim().split("\n").length;
+      const revision = (JSON.parse(apex(["memory", "set", "/w/one", '"1"', "--json"]).stdout) as { revision: number }).revision;
       apex(["memory", "set", "/elsewhere", "1"]);
       apex(["memory", "delete", "/w/before"]);
-      const deadline = Date.now() + 15_000;
-      while (output.trim().split("\n").length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      const events = output.trim().split("\n").map((line) => JSON.parse(line));
+      const shown = Date.now() + 15_000;
+      while (output.trim().split("\n").length < ready + 2 && Date.now() < shown) await new Promise((r) => setTimeout(r, 50));
+      const events = output.trim().split("\n").slice(ready).map((line) => JSON.parse(line));
       expect(events.map((event) => [event.kind, event.path, event.value])).toEqual([
         ["put", "/w/one", "1"],
         ["delete", "/w/before", null],
       ]);
-      expect(events[0].revision).toBe(2);
+      expect(events[0].revision).toBe(revision);
     } finally {
       watcher.kill("SIGTERM");
     }
