@@ -20,6 +20,7 @@ import { formatPath, positionOf } from "../core/config/source.js";
 import { isDirectory, isFile } from "../core/config/locate.js";
 import type { AgentConfig, Config, ConfigIssue, SourcePosition } from "../core/config/types.js";
 import { configError } from "../core/config/validate.js";
+import { agentNameClashes } from "./agent-names.js";
 
 const SCRIPT_EXTENSION = /\.(?:[cm]?js|[cm]?ts|py|rb|sh|pl|php)$/;
 const SHELL_SYNTAX = /[\s|&;<>()$`"'*?~\\]/;
@@ -36,9 +37,9 @@ export function agentProgramIssues(config: Config): ConfigIssue[] {
   return issues;
 }
 
-/** Throws APEX_E_CONFIG (exit 2) naming each agent whose program cannot be found. */
+/** Throws APEX_E_CONFIG (exit 2) naming each agent whose program cannot be found, and agents whose files would be one (cli/agent-names.ts). */
 export function assertAgentProgramsExist(config: Config): void {
-  const issues = agentProgramIssues(config);
+  const issues = [...agentProgramIssues(config), ...agentNameClashes(config)];
   if (issues.length > 0) throw configError(issues);
 }
 

@@ -38,7 +38,7 @@ export async function withArchivedHint(error: unknown, args: string[]): Promise<
     const enable = config && !config.plugins.some((plugin) => plugin.name === "archive") ? " (enable the archive plugin in apex.config.yaml first: `plugins: archive: {}`)" : "";
     const what = found.checkpoint ? `Checkpoint ${found.checkpoint} is of session ${session}, which was archived` : `Session ${session} was archived`;
     return new ApexError(error.code, error.message, {
-      hint: `${what} to ${displayPath(found.file)}: bring it back with \`apex session unarchive ${found.name ?? found.sessionId}\`${enable}, then run this command again.`,
+      hint: `${what} to ${displayPath(found.file)}: bring it back with \`apex session unarchive ${found.unarchive}\`${enable}, then run this command again.`,
       details: { ...(error.details ?? {}), archived: { session_id: found.sessionId, name: found.name, file: found.file, checkpoint: found.checkpoint } },
       cause: error,
     });

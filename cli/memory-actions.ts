@@ -8,6 +8,7 @@ import type { SessionRecord } from "../core/session/records.js";
 import { openSessionClient, type SessionClient } from "../core/session/client.js";
 import { openWriter } from "./context.js";
 import { decodeUtf8Input, readInputBytes, readUtf8Input } from "./input-text.js";
+import { refuseInexactNumbers } from "./json-numbers.js";
 import { paint, printJson } from "./output.js";
 
 /** Read access to the memory, wherever openSessionClient reaches the session. */
@@ -213,9 +214,10 @@ export function parseImport(text: string, name: string): Entry[] {
     const twice = repeatedKey(trimmed);
     const lead = text.length - text.trimStart().length;
     const line = (offset: number) => text.slice(0, lead + offset).split("\n").length;
-    if (isLine(record) && pathProblem(record.path as string) === undefined && Object.keys(record).length === 2) {
+    if (isLine(record) && pathProblem(record.path as string) === undefined) {
+      refuseOtherKeys(record, `${name}:1`);
       if (twice) throw repeatedInLine(`${name}:${line(twice.second)}`, record.path as string, twice);
-      refuseInexactInteger(trimmed, `the value of ${JSON.stringify(record.path)}`, (offset) => `${name}:${line(offset)}: `);
+      refuseInexactNumbers(trimmed, `the value of ${JSON.stringify(record.path)}`, (offset) => `${name}:${line(offset)}: `);
       return [{ path: record.path as string, value: record.value as JsonValue }];
     }
     const entries: Entry[] = [];
@@ -226,7 +228,7 @@ export function parseImport(text: string, name: string): Entry[] {
     }
     if (twice && twice.within.length === 0) throw repeatedPath(`${name}:${line(twice.second)}`, twice.key, line(twice.first));
     if (twice) throw repeatedInValue(`${name}:${line(twice.second)}`, String(twice.within[0]), { ...twice, within: twice.within.slice(1) });
-    refuseInexactInteger(trimmed, "a value", (offset) => `${name}:${line(offset)}: `);
+    refuseInexactNumbers(trimmed, "a value", (offset) => `${name}:${line(offset)}: `);
     return entries;
   }
   // One object over many lines (an export, cut short or edited) whose first line is no JSON of its own
@@ -263,15 +265,26 @@ export function parseNdjson(lines: Iterable<string>, name: string): Entry[] {
     if (problem) {
       throw new ApexError("APEX_E_BAD_PATH", `${name}:${index + 1}: invalid path ${JSON.stringify(parsed.path)}: ${problem}.`);
     }
+    refuseOtherKeys(parsed, `${name}:${index + 1}`);
     const twice = repeatedKey(line);
     if (twice) throw repeatedInLine(`${name}:${index + 1}`, parsed.path as string, twice);
     const first = lineOf.get(parsed.path as string);
     if (first !== undefined) throw repeatedPath(`${name}:${index + 1}`, parsed.path as string, first);
-    refuseInexactInteger(line, `the value of ${JSON.stringify(parsed.path)}`, () => `${name}:${index + 1}: `);
+    refuseInexactNumbers(line, `the value of ${JSON.stringify(parsed.path)}`, () => `${name}:${index + 1}: `);
     lineOf.set(parsed.path as string, index + 1);
     entries.push({ path: parsed.path as string, value: parsed.value as JsonValue });
   }
   return entries;
+}
+
+/** An NDJSON line with keys besides "path" and "value": they would be dropped without a word (`{"path": "/a", "value": 1, "note": 2}`). */
+function refuseOtherKeys(line: object, where: string): void {
+  const others = Object.keys(line).filter((key) => key !== "path" && key !== "value");
+  if (others.length === 0) return;
+  throw new ApexError("APEX_E_BAD_INPUT", `${where}: the line has ${others.length === 1 ? "a key" : "keys"} besides "path" and "value": ${others.slice(0, 5).map((key) => JSON.stringify(key)).join(", ")}${others.length > 5 ? ", …" : ""}; ${others.length === 1 ? "it" : "they"} would not be imported.`, {
+    hint: 'Nothing was imported. Each line is {"path": "/a/b", "value": …}: put what belongs to the entry inside its value.',
+    details: { keys: others },
+  });
 }
 
 /** A key given twice in an NDJSON line ({"path", "value"}): in its value, or the line's own ("path" twice). */
@@ -443,45 +456,8 @@ export function parseJsonValue(text: string, what: string): JsonValue {
     });
   }
   refuseRepeatedKeys(text, value, `The value for ${what}`);
-  refuseInexactInteger(text, `The value for ${what}`);
+  refuseInexactNumbers(text, `The value for ${what}`);
   return value;
-}
-
-/**
- * An integer past 2^53 in JSON text (an id: 12345678901234567890) is read as the nearest double
- * (12345678901234567000): stored so, every digit the user gave would not be. Refused unless that
- * double is the very integer, or the integer is written as JSON writes that double. WHAT names the value ("The value for /k"); WHERE, for a file, the
- * line. Numbers with a fraction or an exponent are taken as JSON numbers are: to the nearest.
- */
-export function refuseInexactInteger(text: string, what: string, where: (offset: number) => string = () => ""): void {
-  if (!/\d{16}/.test(text)) return; // (no integer past 2^53 has fewer digits: the common case costs one search)
-  const number = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y;
-  for (let at = 0; at < text.length; at++) {
-    const code = text.charCodeAt(at);
-    if (code === 0x22) {
-      // A string: skipped to its closing quote (one not escaped).
-      for (;;) {
-        at = text.indexOf('"', at + 1);
-        let backslashes = 0;
-        while (text.charCodeAt(at - 1 - backslashes) === 0x5c) backslashes += 1;
-        if (at === -1 || backslashes % 2 === 0) break;
-      }
-      if (at === -1) return;
-    } else if (code === 0x2d || (code >= 0x30 && code <= 0x39)) {
-      number.lastIndex = at;
-      const token = number.exec(text)?.[0];
-      if (token === undefined) continue;
-      const integer = !/[.eE]/.test(token);
-      // The form JSON.stringify gives a double (what `memory export` writes: 12345678901234567000) is that double.
-      if (integer && token.replace("-", "").length >= 16 && BigInt(token) !== BigInt(Number(token)) && String(Number(token)) !== token) {
-        throw new ApexError("APEX_E_BAD_INPUT", `${where(at)}${what} has the integer ${token}, past what a JSON number holds exactly: it would be stored as ${String(Number(token))}.`, {
-          hint: `Nothing was written. Give it as a string to keep every digit: "${token}".`,
-          details: { number: token },
-        });
-      }
-      at += token.length - 1;
-    }
-  }
 }
 
 /**

@@ -2,7 +2,8 @@ import { constants, isUtf8 } from "node:buffer";
 import { ApexError } from "../core/errors.js";
 import { pathProblem } from "../core/store/paths.js";
 import type { Entry, JsonValue } from "../core/store/store.js";
-import { parseNdjson, refuseInexactInteger, repeatedInValue, repeatedKey, repeatedPath } from "./memory-actions.js";
+import { refuseInexactNumbers } from "./json-numbers.js";
+import { parseNdjson, repeatedInValue, repeatedKey, repeatedPath } from "./memory-actions.js";
 
 /**
  * An import file longer than the longest string V8 makes (512 MiB: `memory export` of a memory
@@ -42,7 +43,7 @@ export function parseLargeImport(bytes: Buffer, name: string): Entry[] {
       const value = parseText(bytes, name, valueStart, valueEnd, text);
       const twice = value !== null && typeof value === "object" ? repeatedKey(text) : undefined;
       if (twice) throw repeatedInValue(`${name}:${lineAt(bytes, valueStart + Buffer.byteLength(text.slice(0, twice.second)))}`, path, twice);
-      refuseInexactInteger(text, `the value of ${JSON.stringify(path)}`, (offset) => `${name}:${lineAt(bytes, valueStart + Buffer.byteLength(text.slice(0, offset)))}: `);
+      refuseInexactNumbers(text, `the value of ${JSON.stringify(path)}`, (offset) => `${name}:${lineAt(bytes, valueStart + Buffer.byteLength(text.slice(0, offset)))}: `);
       entries.push({ path, value });
       at = skipSpace(bytes, valueEnd);
       if (bytes[at] === 0x2c) at = skipSpace(bytes, at + 1);

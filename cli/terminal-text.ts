@@ -93,6 +93,18 @@ export function displayWidth(text: string): number {
   return width;
 }
 
+/** TEXT cut to at most WIDTH columns (displayWidth), ending in "…" when cut; a grapheme is never split. */
+export function cutToWidth(text: string, width: number): string {
+  if (displayWidth(text) <= width) return text;
+  graphemes ??= new Intl.Segmenter(undefined, { granularity: "grapheme" });
+  let kept = "";
+  for (const { segment } of graphemes.segment(text)) {
+    if (displayWidth(kept + segment) > width - 1) break;
+    kept += segment;
+  }
+  return `${kept}…`;
+}
+
 type Write = NodeJS.WriteStream["write"];
 const unguarded = new WeakMap<NodeJS.WriteStream, Write>();
 

@@ -3,7 +3,7 @@ import { currentActor, openSessionClient } from "../core/session/client.js";
 import type { Entry, JsonValue } from "../core/store/store.js";
 import type { MemoryWriter } from "./context.js";
 import type { Store } from "../core/store/store.js";
-import { ApexError } from "../core/errors.js";
+import { ApexError, isApexError } from "../core/errors.js";
 import { memoryRootOf } from "../core/session/records.js";
 import { shortSessionId } from "../core/session/names.js";
 
@@ -25,7 +25,14 @@ export async function openMemoryWriter(location: ProjectLocation): Promise<Memor
     }
   }
   const actor = currentActor();
-  const call = (method: string, params: Record<string, unknown>) => client.call(method, { ...params, actor }, 120_000);
+  const call = (method: string, params: Record<string, unknown>) => client.call(method, { ...params, actor }, 120_000).catch((error: unknown) => {
+    // More than the supervisor takes in one request: what to do depends on what was sent (a value cannot be imported in parts).
+    if (client.via !== "socket" || !isApexError(error) || error.code !== "APEX_E_TOO_LARGE" || !/^The request is larger/.test(error.message)) throw error;
+    const hint = method === "memory.set"
+      ? "One value goes in one request: split it across several paths (/big/part-1, /big/part-2, …), or set it with no session running (`apex stop`): then the store is written directly."
+      : method === "memory.import" ? "Import it in parts (several smaller files: `apex memory export GLOB` writes a part), or with no session running (`apex stop`): then the store is written directly." : error.hint;
+    throw new ApexError(error.code, error.message, { ...(hint ? { hint } : {}), ...(error.details ? { details: error.details } : {}) });
+  });
   return {
     async set(path: string, value: JsonValue, force = false) {
       return (await call("memory.set", { path, value, ...(force ? { force } : {}) })) as { revision: number };

@@ -5,7 +5,8 @@
  * Core's loadConfig calls it through the registry (plugins/index.ts: builtinConfigChecks).
  */
 import { isDuration, parseDuration } from "../core/config/duration.js";
-import { formatPath, positionOf, type PathSegment } from "../core/config/source.js";
+import { isPair, isScalar, isSeq, visit } from "yaml";
+import { formatPath, positionAtOffset, positionOf, type PathSegment } from "../core/config/source.js";
 import type { ConfigIssue, ConfigSource } from "../core/config/types.js";
 
 /**
@@ -29,7 +30,38 @@ const GZIP_MAX_LEVEL = 9;
 
 /** The document's schema issues with the range issues among them, in document order. */
 export function withRanges(checked: { data: Record<string, unknown>; source: ConfigSource; issues: ConfigIssue[] }): ConfigIssue[] {
-  return [...checked.issues, ...checkRanges(checked.data, checked.source)].sort((a, b) => a.line - b.line || a.col - b.col);
+  const underflows = numbersReadAsZero(checked.source);
+  // A schema issue of such a number ("got 0") is about the 0 the user did not write: its own issue says what happened.
+  const schema = checked.issues.filter((issue) => !underflows.some((underflow) => underflow.path === issue.path));
+  return [...schema, ...underflows, ...checkRanges(checked.data, checked.source)].sort((a, b) => a.line - b.line || a.col - b.col);
+}
+
+/**
+ * Numbers YAML reads as 0 though their digits are not all zero (`1e-400`: nearer zero than a
+ * number holds): an interval of 0 turns checkpoints off, `max_restarts: 0.1e-400` allows none,
+ * without a word. Refused, as `apex memory set 1e-400` is (`1e400`, Infinity, the schemas refuse).
+ */
+function numbersReadAsZero(source: ConfigSource): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  visit(source.doc, {
+    Scalar(_key, node, ancestors) {
+      const text = node.source ?? "";
+      if (node.value !== 0 || node.type !== "PLAIN" || !/[1-9]/.test(text.replace(/^[-+]?0[xo]/i, "").replace(/[eE].*$/, ""))) return;
+      const path: PathSegment[] = [];
+      ancestors.forEach((parent, index) => {
+        const child = ancestors[index + 1] ?? node;
+        if (isPair(parent) && isScalar(parent.key)) path.push(String(parent.key.value));
+        else if (isSeq(parent)) path.push(parent.items.indexOf(child as never));
+      });
+      issues.push({
+        ...positionAtOffset(source, node.range?.[0] ?? 0),
+        path: formatPath(path),
+        message: `the number ${text} is nearer zero than a number holds (about 5e-324): it would be read as 0. Write 0, or a number that is not 0.`,
+        expected: "a number a double holds",
+      });
+    },
+  });
+  return issues;
 }
 
 export function checkRanges(data: Record<string, unknown>, source: ConfigSource): ConfigIssue[] {

@@ -929,6 +929,15 @@ describe("a branch's archive found by the branch's name", () => {
     expect(missing.status).toBe(3);
     expect(missing.stderr).toContain(`${first} (exp)`);
     expect(missing.stderr).toContain(`${second} (exp)`);
+    // A command naming the first by its id is told the way back by its id: "exp" names two (it said `unarchive exp`, which unarchive refused as ambiguous).
+    const shown = apex("checkpoint", "show", `${first}/latest`, "--json");
+    expect(shown.status, shown.stderr).toBe(3);
+    expect(JSON.parse(shown.stderr).error.hint).toContain(`bring it back with \`apex session unarchive ${first}\``);
+    // An id prefix in capitals finds the archive, as the hints' lookup finds it (unarchive said "no archived session").
+    const upper = apex("session", "unarchive", second.slice(0, 8).toUpperCase(), "--keep", "--json");
+    expect(upper.status, upper.stderr).toBe(0);
+    expect(json(upper)).toMatchObject({ session_id: second, bundle_removed: false });
+    expect(apex("session", "archive", "exp").status).toBe(0);
     // One archive of that name left, the name finds it (it was APEX_E_NOT_FOUND, "no archived session \"exp\"").
     rmSync(join(dir, `.apex/backups/${second}.apexbundle`));
     const byName = apex("session", "unarchive", "exp", "--json");

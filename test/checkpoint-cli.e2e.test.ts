@@ -200,6 +200,17 @@ describe("apex checkpoint", () => {
     const short = ready.session_id.slice(0, 3);
     expect(fails(["checkpoint", "diff", `${short}/latest`, "latest"], 3).stderr).toContain(`No session "${short}" in this project (an id prefix names a session from 4 characters on)`);
     expect(fails(["checkpoint", "list", "--session", short], 3).stderr).toContain("hint: Give at least 4 characters of the session id");
+    // A description longer than is kept is refused, nothing saved (it was cut to 240 characters without a word).
+    const tooLong = fails(["checkpoint", "create", "d".repeat(241), "--json"], 2);
+    expect(JSON.parse(tooLong.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "The checkpoint description is 241 characters long; at most 240 are kept.", details: { length: 241, limit: 240 } });
+    expect(list().total).toBe(5);
+    // One that is kept is cut to the row in the list (it printed whole on every row), whole in --json; on one line, its controls escaped.
+    const long = `line one\nline two \u001b[2J ${"w".repeat(200)}`;
+    ok(["checkpoint", "create", long]);
+    expect(list().items[0]!.description).toBe(long.replace(/\s+/g, " "));
+    const row = ok(["checkpoint", "list", "--limit", "1"]).split("\n").find((line: string) => line.startsWith("checkpoint-007"))!;
+    expect(row).toMatch(/manual +line one line two \\u001b\[2J w+…$/);
+    expect(row.length).toBe(100);
     ok(["stop"]);
     // Listing works on an ended session too (the one that ended last).
     expect(list().session_id).toBe(ready.session_id);
@@ -350,7 +361,8 @@ describe("apex checkpoint", () => {
     project!.start(["--task", "killed while checkpointing"]);
     writeFileSync(join(project!.dir, "die-after"), "");
     // It said `APEX_E_RPC: The supervisor closed the connection before answering` (exit 1) of a checkpoint that was saved.
-    const saved = project!.apex(["checkpoint", "create", "committed, then killed", "--json"]);
+    // Its description on two lines (kept on one): it was reported not saved, compared as given.
+    const saved = project!.apex(["checkpoint", "create", "committed,\n  then killed", "--json"]);
     expect(saved.status, saved.stderr).toBe(0);
     expect(JSON.parse(saved.stdout)).toMatchObject({ name: "checkpoint-002", trigger: "manual", description: "committed, then killed", agents: ["worker"] });
     expect(saved.stderr).toMatch(/^warning: the supervisor \(pid \d+\) ended right after saving checkpoint-002; .*apex start --continue last/);

@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it, onTestFinished } from "vitest";
@@ -13,6 +13,7 @@ import { builtinPluginSchema, configSchema, documentAjv, matchingValidator, prec
 import { compileSchema, configError, createAjv, formatIssues, resolveOptions, validateOptions } from "../core/config/validate.js";
 import { ApexError } from "../core/errors.js";
 import { REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
+import { caseInsensitiveDir } from "../cli/agent-names.js";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "fixtures/configs");
 const DEFAULT_CONFIG = join(REPO_ROOT, "apex.config.yaml");
@@ -196,6 +197,19 @@ describe("invalid configs: every problem, with file:line:col, path, expectation 
       [
         `wrong-type.yaml:3:29: session.auto_checkpoint_interval: must be a duration: a number of seconds (90 or "90") or numbers with units such as "30m", "2h30m", "7d", "30days", "4w" (got "soon"). Time between automatic checkpoints.`,
         `environment: APEX_CHECKPOINT_INTERVAL: must be 0 (no interval checkpoints) or a duration of at least 1 second and at most 2147483 seconds (about 24 days), in seconds or with units such as "5m" (got "often"). It overrides session.auto_checkpoint_interval.`,
+      ].join("\n"),
+    ],
+    [
+      // YAML read them as 0 without a word: interval checkpoints off, no restarts. "got 0" was said of the checkpoint cap, which the user did not write. 0e-400 is 0 written so; a quoted one is a string.
+      "numbers YAML reads as 0 though their digits are not all zero (1e-400)",
+      "numbers-read-as-zero.yaml",
+      {},
+      "APEX_E_CONFIG",
+      [
+        `numbers-read-as-zero.yaml:2:29: session.auto_checkpoint_interval: the number 1e-400 is nearer zero than a number holds (about 5e-324): it would be read as 0. Write 0, or a number that is not 0.`,
+        `numbers-read-as-zero.yaml:3:20: session.max_checkpoints: the number 0.1e-400 is nearer zero than a number holds (about 5e-324): it would be read as 0. Write 0, or a number that is not 0.`,
+        `numbers-read-as-zero.yaml:8:19: agents.coder.max_restarts: the number -2E-999 is nearer zero than a number holds (about 5e-324): it would be read as 0. Write 0, or a number that is not 0.`,
+        `numbers-read-as-zero.yaml:11:26: plugins.retention.keep_last: must be an integer ≥ 0 (got "1e-400"). Keep the most recent N checkpoints of each trigger class.`,
       ].join("\n"),
     ],
     [
@@ -1201,5 +1215,35 @@ describe("apex config (end to end, built CLI)", () => {
     expect(missing.status).toBe(2);
     expect(missing.stderr).toContain("The plugin file ./plugins/missing.mjs at apex.config.yaml:2:3 does not exist");
     expect(existsSync(join(dir, ".apex"))).toBe(false);
+  });
+});
+
+describe("agents whose names differ only in case", () => {
+  it("run where the store's file system tells case apart; where it does not, start and config validate refuse them, naming both (they would share one log and one resume file)", () => {
+    const { dir, cleanup } = tempDir("apex-config-case-");
+    try {
+      writeFileSync(join(dir, "apex.config.yaml"), 'agents:\n  Coder:\n    command: sh\n    args: ["-c", "sleep 1"]\n  coder:\n    command: sh\n    args: ["-c", "sleep 1"]\n  CODER.err:\n    command: sh\n    args: ["-c", "sleep 1"]\nplugins: {}\n');
+      // Linux: the two names are two files. The probe looks only (no file is written, no store made).
+      expect(caseInsensitiveDir(join(dir, ".apex", "logs"))).toBe(false);
+      const fine = runApex(["config", "validate"], { cwd: dir });
+      expect([fine.status, fine.stderr]).toEqual([0, ""]);
+      expect(existsSync(join(dir, ".apex"))).toBe(false);
+      // No case-insensitive file system mounts here (ext4 without casefold, no vfat): a directory that its
+      // name in other case reaches is what the probe finds on one (`logs` as `LOGS`, the same directory).
+      mkdirSync(join(dir, ".apex", "logs"), { recursive: true });
+      symlinkSync("logs", join(dir, ".apex", "LOGS"));
+      expect(caseInsensitiveDir(join(dir, ".apex", "logs", "a-session"))).toBe(true);
+      for (const args of [["config", "validate"], ["start"]]) {
+        const refused = runApex(args, { cwd: dir });
+        expect(refused.status, refused.stderr).toBe(2);
+        expect(refused.stderr).toContain(`apex.config.yaml:5:3: agents.coder: agents Coder and coder would write one file (Coder.log and coder.log): the file system of ${join(dir, ".apex")} does not tell case apart. Rename one of them.`);
+        expect(refused.stderr).toContain(`apex.config.yaml:8:3: agents["CODER.err"]: agents Coder and CODER.err would write one file (Coder's stderr, Coder.err.log, and CODER.err's stdout, CODER.err.log): the file system of`);
+      }
+      // Nothing started, nothing written: the store directory holds what the test made.
+      expect(readdirSync(join(dir, ".apex")).sort()).toEqual(["LOGS", "logs"]);
+      expect(readdirSync(join(dir, ".apex", "logs"))).toEqual([]);
+    } finally {
+      cleanup();
+    }
   });
 });

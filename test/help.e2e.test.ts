@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { APEX_BIN, REPO_ROOT, cleanEnv } from "./helpers/cli.js";
+import { Project, shellAgents } from "./fixtures/agents/harness.js";
 
 let dir: string;
 beforeAll(() => {
@@ -241,4 +242,53 @@ describe("help that teaches", () => {
     expect(hints).toBeGreaterThan(10);
     expect(problems).toEqual([]);
   });
+});
+
+describe("what --json prints, named in --help", () => {
+  it("each key a command's --json prints is one its --help names: every key for the commands whose help gives the whole shape (session cleanup printed time_zone, skipped, sweep_error … unnamed), the top level for the others (session list and history: test/session-bound-reads.e2e.test.ts)", () => {
+    const project = new Project(`${shellAgents({ w: "while true; do sleep 0.5; done" })}`.replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n  retention: { keep_last: 1 }\n"));
+    try {
+      project.start();
+      writeFileSync(join(project.dir, "import.json"), '{"/i": 1}');
+      /** Each key of VALUE with its depth: an array's items' keys are at its own depth. */
+      const keys = (value: unknown, depth = 0, out: Array<[string, number]> = []): Array<[string, number]> => {
+        if (Array.isArray(value)) for (const item of value) keys(item, depth, out);
+        else if (value !== null && typeof value === "object") for (const [key, child] of Object.entries(value)) out.push([key, depth], ...keys(child, depth + 1));
+        return out;
+      };
+      const problems: string[] = [];
+      // "whole": every key, at any depth, is named (the help gives the whole shape); "top": the keys at the top (or of an array's items); "run": a step.
+      for (const [args, check] of [
+        [["checkpoint", "create", "two"], "top"],
+        [["agent", "list"], "whole"],
+        [["stop"], "run"],
+        [["session", "cleanup", "--dry-run"], "whole"],
+        [["session", "cleanup"], "whole"],
+        [["checkpoint", "list"], "whole"],
+        [["session", "validate"], "whole"],
+        [["checkpoint", "pin", "latest"], "top"],
+        [["checkpoint", "unpin", "latest"], "top"],
+        [["checkpoint", "show", "latest"], "top"],
+        [["checkpoint", "delete", "latest"], "top"],
+        [["memory", "set", "/k", "2"], "whole"],
+        [["memory", "import", "import.json"], "whole"],
+        [["memory", "delete", "/k"], "whole"],
+      ] as Array<[string[], "whole" | "top" | "run"]>) {
+        if (check === "run") {
+          expect(project.apex(args).status, args.join(" ")).toBe(0);
+          continue;
+        }
+        const words = args.slice(0, 2);
+        const help = optionBlocks(project.apex([...words, "--help"], { env: { COLUMNS: "100" } }).stdout).get("--json") ?? "";
+        const result = project.apex([...args, "--json"]);
+        expect(result.status, `${args.join(" ")}: ${result.stderr}`).toBe(0);
+        for (const [key, depth] of new Map(keys(JSON.parse(result.stdout)).filter(([, depth]) => check === "whole" || depth === 0))) {
+          if (!new RegExp(`[{ [(]${key}([,}:\\] )?]|$)`).test(help)) problems.push(`${args.join(" ")} --json prints ${key} (depth ${depth}), its --help does not name it`);
+        }
+      }
+      expect(problems).toEqual([]);
+    } finally {
+      project.cleanup();
+    }
+  }, 90_000);
 });

@@ -115,6 +115,13 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     [["memory", "set", "/a", '{"a": 1, "b": [{"c": 1}, {"c": 1, "\\u0063": 2}], "s": "\\"c\\""}'], "APEX_E_BAD_INPUT", 'The value for /a has the key "c" twice, at /b/1/c in it; one of its values would be lost.'],
     // An integer past 2^53 was stored as the nearest double without a word (an id lost its last digits).
     [["memory", "set", "/id", '{"ids": [1, 12345678901234567891]}'], "APEX_E_BAD_INPUT", "The value for /id has the integer 12345678901234567891, past what a JSON number holds exactly: it would be stored as 12345678901234567000."],
+    // A number past the range of a JSON number: 1e400 (read as Infinity) was refused as "the number Infinity"; 1e-400 was stored as 0 without a word.
+    [["memory", "set", "/n", "1e400"], "APEX_E_BAD_INPUT", "The value for /n has the number 1e400, larger than a JSON number holds (about 1.8e308): it would be Infinity, which JSON cannot store."],
+    [["memory", "set", "/n", "-1e99999999999999999999"], "APEX_E_BAD_INPUT", "The value for /n has the number -1e99999999999999999999, larger than a JSON number holds (about 1.8e308): it would be -Infinity"],
+    [["memory", "set", "/n", "1e-400"], "APEX_E_BAD_INPUT", "The value for /n has the number 1e-400, nearer zero than a JSON number holds (about 5e-324): it would be stored as 0."],
+    [["memory", "set", "/n", '{"a": [-1e-400]}'], "APEX_E_BAD_INPUT", "The value for /n has the number -1e-400, nearer zero"],
+    [["memory", "set", "/n", "0.1e-400"], "APEX_E_BAD_INPUT", "The value for /n has the number 0.1e-400, nearer zero"],
+    [["memory", "set", "/n", `0.${"0".repeat(400)}1`], "APEX_E_BAD_INPUT", `The value for /n has the number 0.${"0".repeat(38)}…0000000001 (403 characters), nearer zero`],
     [["memory", "query", "notes/*"], "APEX_E_BAD_GLOB", `Invalid glob "notes/*": it must start with '/'.`],
     // A directory, or a file that exists but does not read, is not "not found" (it was exit 3).
     [["memory", "import", "."], "APEX_E_BAD_INPUT", "Cannot read .: it is a directory (EISDIR)."],
@@ -216,34 +223,52 @@ forEachBackend((backend) => describe("apex memory (end to end)", () => {
     // An integer past 2^53 is refused (it would lose digits) unless written as JSON writes a double, as export writes it.
     writeFileSync(file, '{"path": "/l/3", "value": 3}\n{"path": "/l/4", "value": {"id": 98765432109876543210}}\n');
     expect(JSON.parse(apex(["memory", "import", file, "--json"]).stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${file}:2: the value of "/l/4" has the integer 98765432109876543210, past what a JSON number holds exactly: it would be stored as 98765432109876540000.` });
-    const doubles = apex(["memory", "import", "-", "--json"], '{\n  "/l/big": [98765432109876540000, 1152921504606846976, 9007199254740993.5]\n}\n');
+    // A line with a key besides path and value: refused, naming it (the key was dropped without a word; a file of one such line was refused as 'invalid path "path"').
+    for (const [text, line] of [['{"path": "/l/3", "value": 3}\n{"path": "/l/4", "value": 4, "note": "x"}\n', 2], ['{"path": "/l/4", "value": 4, "note": "x"}', 1]] as const) {
+      const extra = apex(["memory", "import", "-", "--json"], text);
+      expect([extra.status, JSON.parse(extra.stderr).error]).toEqual([2, expect.objectContaining({ code: "APEX_E_BAD_INPUT", message: `stdin:${line}: the line has a key besides "path" and "value": "note"; it would not be imported.`, details: { keys: ["note"] } })]);
+    }
+    expect(apex(["memory", "show", "/l/3"]).status).toBe(3);
+    // So is a number past a JSON number's range, either way (1e-400 was imported as 0), naming its line; nothing is written.
+    writeFileSync(file, '{"path": "/l/3", "value": 3}\n{"path": "/l/4", "value": {"tiny": 2e-999}}\n');
+    expect(JSON.parse(apex(["memory", "import", file, "--json"]).stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${file}:2: the value of "/l/4" has the number 2e-999, nearer zero than a JSON number holds (about 5e-324): it would be stored as 0.`, hint: 'Nothing was written. Give it as a string to keep it as written: "2e-999".' });
+    const huge = apex(["memory", "import", "-"], '{\n  "/l/3": 3,\n  "/l/4": [1E+400]\n}\n');
+    expect([huge.status, huge.stderr]).toEqual([2, expect.stringContaining('error[APEX_E_BAD_INPUT]: stdin:3: a value has the number 1E+400, larger than a JSON number holds')]);
+    expect(apex(["memory", "show", "/l/3"]).status).toBe(3);
+    const doubles = apex(["memory", "import", "-", "--json"], '{\n  "/l/big": [98765432109876540000, 1152921504606846976, 9007199254740993.5, 5e-324, 0e-400, -0.0]\n}\n');
     expect(JSON.parse(doubles.stdout), doubles.stderr).toEqual({ count: 1, revision: 3 });
-    expect(JSON.parse(apex(["memory", "export", "/l/big"]).stdout)).toEqual({ "/l/big": [98765432109876540000, 1152921504606846976, 9007199254740993.5] });
+    expect(JSON.parse(apex(["memory", "export", "/l/big"]).stdout)).toEqual({ "/l/big": [98765432109876540000, 1152921504606846976, 9007199254740993.5, 5e-324, 0, 0] });
     const none = apex(["memory", "import", "-"], apex(["memory", "export", "/none/*"]).stdout);
     expect([none.status, none.stdout]).toEqual([0, "imported 0 entries: stdin is an empty object, nothing was written (revision 3)\n"]);
   });
 
   it("watch prints changes made by other processes as they happen", async () => {
     apex(["memory", "set", "/w/before", "0"]);
-    const watcher = spawn(process.execPath, [APEX_BIN, "memory", "watch", "/w/**", "--changes-only", "--json", "--timeout", "20"], {
+    const watcher = spawn(process.execPath, [APEX_BIN, "memory", "watch", "/w/**", "--changes-only", "--json", "--timeout", "50"], {
       cwd: dir,
       env: { ...cleanEnv(), NO_COLOR: "1", ...env },
     });
     let output = "";
     watcher.stdout.setEncoding("utf8").on("data", (chunk: string) => (output += chunk));
     try {
-      await new Promise((resolve) => setTimeout(resolve, 800));
-      apex(["memory", "set", "/w/one", '"1"']);
+      // Watching once a write it sees shows (a fixed 800 ms was too short on a loaded machine: the changes came before it watched).
+      const deadline = Date.now() + 15_000;
+      while (!output.includes("/w/ready") && Date.now() < deadline) {
+        apex(["memory", "set", "/w/ready", "true"]);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      const ready = output.trim().split("\n").length;
+      const revision = (JSON.parse(apex(["memory", "set", "/w/one", '"1"', "--json"]).stdout) as { revision: number }).revision;
       apex(["memory", "set", "/elsewhere", "1"]);
       apex(["memory", "delete", "/w/before"]);
-      const deadline = Date.now() + 15_000;
-      while (output.trim().split("\n").length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      const events = output.trim().split("\n").map((line) => JSON.parse(line));
+      const shown = Date.now() + 15_000;
+      while (output.trim().split("\n").length < ready + 2 && Date.now() < shown) await new Promise((r) => setTimeout(r, 50));
+      const events = output.trim().split("\n").slice(ready).map((line) => JSON.parse(line));
       expect(events.map((event) => [event.kind, event.path, event.value])).toEqual([
         ["put", "/w/one", "1"],
         ["delete", "/w/before", null],
       ]);
-      expect(events[0].revision).toBe(2);
+      expect(events[0].revision).toBe(revision);
     } finally {
       watcher.kill("SIGTERM");
     }
@@ -384,6 +409,26 @@ describe("apex memory set through a running supervisor", () => {
     expect(project.apex(["memory", "set", "/shallow", `${"[".repeat(100)}${"]".repeat(100)}`]).status).toBe(0);
     expect(project.status().session?.status).toBe("active");
   });
+
+  it("a value over the 256 MiB a request carries is APEX_E_TOO_LARGE (exit 2) with a hint that fits one value (it said to import in parts), and nothing is written", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    project.start();
+    const file = join(project.dir, "big.json");
+    writeFileSync(file, `"${"x".repeat(257 * 1024 * 1024)}"`);
+    const input = openSync(file, "r");
+    try {
+      const result = spawnSync(process.execPath, [APEX_BIN, "memory", "set", "/big", "-", "--json"], { cwd: project.dir, env: cleanEnv(), stdio: [input, "pipe", "pipe"], encoding: "utf8", timeout: 60_000 });
+      expect(result.status, result.stderr).toBe(2);
+      const error = JSON.parse(result.stderr).error;
+      expect(error).toMatchObject({ code: "APEX_E_TOO_LARGE", message: "The request is larger than the supervisor takes (256 MiB of JSON); nothing of it was done." });
+      expect(error.hint).toBe("One value goes in one request: split it across several paths (/big/part-1, /big/part-2, …), or set it with no session running (`apex stop`): then the store is written directly.");
+    } finally {
+      closeSync(input);
+      truncateSync(file);
+    }
+    expect(project.apex(["memory", "show", "/big"]).status).toBe(3);
+    expect(project.status().session?.status).toBe("active");
+  }, 90_000);
 });
 
 describe("apex memory watch --since through a running supervisor, far behind", () => {
@@ -448,6 +493,7 @@ describe("apex memory import of a file longer than V8's longest string (an expor
     expect(refusal('[{"/d": 1}]')).toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringContaining("expected a JSON object of path -> value") });
     expect(refusal('{"path": "/l/1", "value": 1}\n{"path": "/l/1", "value": 2}\n')).toMatchObject({ code: "APEX_E_BAD_INPUT", message: expect.stringMatching(/^big\.json:2: path "\/l\/1" is given a second time/) });
     expect(refusal('{\n  "/d": 1,\n  "/e": {"a": "12345678901234567891",\n "b": 12345678901234567891}\n}\n')).toEqual({ code: "APEX_E_BAD_INPUT", message: 'big.json:4: the value of "/e" has the integer 12345678901234567891, past what a JSON number holds exactly: it would be stored as 12345678901234567000.' });
+    expect(refusal('{\n  "/d": 1,\n  "/e": {"a": "1e-999",\n "b": 1e-999}\n}\n')).toEqual({ code: "APEX_E_BAD_INPUT", message: 'big.json:4: the value of "/e" has the number 1e-999, nearer zero than a JSON number holds (about 5e-324): it would be stored as 0.' });
     expect(() => parseLargeImport(Buffer.concat([Buffer.from('{\n  "/d": "'), Buffer.from([0xff]), Buffer.from('"\n}\n')]), "big.json")).toThrow("big.json:2: not valid UTF-8.");
   });
 });

@@ -447,6 +447,12 @@ describe("apex serve: bad input and abuse", () => {
       expect(poisoned.body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", details: { key, at } });
       expect(poisoned.body.error.message).toContain("such keys are refused");
     }
+    // A number JSON reads as another (1e-400 as 0, an id past 2^53 rounded) was stored so without a word.
+    for (const [body, number] of [['{"path": "/n", "value": [1e-400]}', "1e-400"], ['{"path": "/n", "value": 12345678901234567891}', "12345678901234567891"]]) {
+      const inexact = await rpc(server.url, sid, "memory.set", operator.token, body);
+      expect(inexact.status, JSON.stringify(inexact.body)).toBe(400);
+      expect(inexact.body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", details: { number } });
+    }
     // A body that is not JSON by its type (a form, text, no type at all): 415, whatever it holds.
     for (const type of ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", undefined]) {
       const reply = await fetch(`${server.url}/api/sessions/${sid}/rpc/memory.set`, {

@@ -11,6 +11,7 @@ import { currentActor, openSessionClient, type SessionClient } from "../../core/
 import { TASK_STATUSES, type AgentRecord, type MilestoneRecord, type TaskRecord, type TaskStatus } from "../../core/session/records.js";
 import type { StatusReport } from "../../core/session/status-report.js";
 import { agentStatusText, formatDuration, paintStatus } from "./format.js";
+import { refuseInexactNumbers } from "../json-numbers.js";
 import { refuseRepeatedKeys } from "../memory-actions.js";
 import { printStranded, strandedAmong } from "./stranded.js";
 import { hookedCall, type HookedWait } from "./hooked-call.js";
@@ -203,6 +204,7 @@ export async function reportAgent(location: ProjectLocation, options: { agent?: 
       throw new ApexError("APEX_E_BAD_JSON", `--context is not valid JSON: ${(error as Error).message}`, { hint: `apex agent report --context '{"step": 3}'` });
     }
     refuseRepeatedKeys(options.context, context, "--context");
+    refuseInexactNumbers(options.context, "--context");
   }
   const params: Record<string, unknown> = { agent };
   if (options.status !== undefined) params.status = options.status;
@@ -243,5 +245,6 @@ function parseLooseJson(text: string): JsonValue {
     return text;
   }
   refuseRepeatedKeys(text, value, "--result");
+  refuseInexactNumbers(text, "--result");
   return value;
 }

@@ -108,7 +108,7 @@ export class RpcServer {
         (line) => void this.dispatch(line, send, socket, closeListeners),
         () => {
           // What was asked is too large for one request (a value or import over 256 MiB of JSON): the caller's input, not a fault.
-          send({ id: null, error: { code: "APEX_E_TOO_LARGE", message: `The request is larger than the supervisor takes (${MAX_LINE_BYTES / 1024 / 1024} MiB of JSON); nothing of it was done.`, hint: "Write it in parts (several smaller `apex memory import`s), or with no session running: then the store is written directly." } });
+          send({ id: null, error: { code: "APEX_E_TOO_LARGE", message: `The request is larger than the supervisor takes (${MAX_LINE_BYTES / 1024 / 1024} MiB of JSON); nothing of it was done.`, hint: "Send it in parts, or with no session running: then the store is written directly." } });
           socket.end();
         },
       ),

@@ -1,6 +1,7 @@
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { SESSION_NAME_PATTERN } from "../../core/session/names.js";
+import { ApexError } from "../../core/errors.js";
 import { BUNDLE_EXTENSION, peekBundle } from "./bundle.js";
 
 /** An archived session a reference names, found in the backup directory. */
@@ -17,47 +18,75 @@ export interface ArchivedMatch {
 const MAX_PEEKS = 200;
 
 /**
- * The archived session (an archive bundle in `directory`, `apex session archive`'s) that one of
- * `refs` names, as commands name sessions and checkpoints: a session id or a unique prefix of one
- * (4+ characters), a branch's name, `SESSION/checkpoint-007` or `SESSION/latest`, or a checkpoint
- * id or a unique prefix of one. Bundles are named by their sessions' ids; a name or a checkpoint id
- * is read from the start of each (peekBundle). Undefined when none, or several, match.
+ * The bundle in `directory` that `ref` names as commands name a session (core's pickSession):
+ * its id (the file's name), else a branch's name (read from the start of each archive: a name is
+ * free again once archived, so several may have it), else a unique prefix of an id (4+ characters;
+ * ids are lowercase). `apex session unarchive` and the hints that name an archived session both
+ * take it from here: the reference a hint gives is one unarchive takes. Undefined when nothing
+ * matches; APEX_E_AMBIGUOUS when several do. `maxPeeks`: at most that many bundles are read for a name.
  */
-export async function findArchived(directory: string, refs: string[]): Promise<ArchivedMatch | undefined> {
+export async function archivedBundle(directory: string, ref: string, options: { maxPeeks?: number; maxBytes?: number } = {}): Promise<{ file: string; id: string } | undefined> {
+  const ids = archivedIds(directory);
+  const bundle = (id: string) => ({ file: join(directory, `${id}${BUNDLE_EXTENSION}`), id });
+  if (ids.includes(ref)) return bundle(ref);
+  if (SESSION_NAME_PATTERN.test(ref)) {
+    const named: string[] = [];
+    for (const id of ids.slice(0, options.maxPeeks ?? ids.length)) {
+      const found = await peekBundle(join(directory, `${id}${BUNDLE_EXTENSION}`), options.maxBytes);
+      if (found?.kind === "archive" && found.name === ref) named.push(id);
+    }
+    if (named.length === 1) return bundle(named[0]!);
+    if (named.length > 1) {
+      throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(ref)} names ${named.length} archived sessions (a branch's name is free again once it is archived).`, {
+        hint: `Give the id of the one to bring back: ${named.join(", ")}.`,
+        details: { candidates: named },
+      });
+    }
+  }
+  const prefix = ref.toLowerCase();
+  const matches = ref.length >= 4 ? ids.filter((id) => id.startsWith(prefix)) : [];
+  if (matches.length === 1) return bundle(matches[0]!);
+  if (matches.length > 1) {
+    // Worded as a prefix of several sessions is everywhere (core's pickSession): the candidates in the message and in details.
+    throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(ref)} matches ${matches.length} archived sessions: ${matches.join(", ")}.`, { hint: "Give more characters of the session id.", details: { candidates: matches } });
+  }
+  return undefined;
+}
+
+/**
+ * The archived session (an archive bundle in `directory`, `apex session archive`'s) that one of
+ * `refs` names: a session as archivedBundle finds it, `SESSION/checkpoint-007` or `SESSION/latest`
+ * by its session, or a checkpoint id or a unique prefix of one (read from the start of each
+ * bundle). Undefined when none, or several, match. `unarchive` is the reference that brings it
+ * back: its name when that names it alone, else its id.
+ */
+export async function findArchived(directory: string, refs: string[]): Promise<(ArchivedMatch & { unarchive: string }) | undefined> {
   const ids = archivedIds(directory);
   if (ids.length === 0) return undefined;
-  const files = ids.map((id) => `${id}${BUNDLE_EXTENSION}`);
-  const peeks = new Map<string, Awaited<ReturnType<typeof peekBundle>>>();
-  const peek = async (file: string) => {
-    if (!peeks.has(file)) peeks.set(file, await peekBundle(join(directory, file)));
-    return peeks.get(file);
-  };
-  const archive = async (index: number, checkpoint: string | null): Promise<ArchivedMatch | undefined> => {
-    const found = await peek(files[index]!);
-    return found?.kind === "archive" ? { sessionId: found.sessionId, name: found.name, file: join(directory, files[index]!), checkpoint } : undefined;
+  const lookup = (ref: string) => archivedBundle(directory, ref, { maxPeeks: MAX_PEEKS }).catch(() => undefined);
+  const match = async (file: string, checkpoint: string | null) => {
+    const found = await peekBundle(file);
+    if (found?.kind !== "archive") return undefined;
+    // A name other archives have too (or an id's) would bring back another, or none: asked as unarchive asks it, every bundle read.
+    const byName = found.name !== null && (await archivedBundle(directory, found.name).catch(() => undefined))?.file === file;
+    return { sessionId: found.sessionId, name: found.name, file, checkpoint, unarchive: byName ? found.name! : found.sessionId };
   };
   for (const ref of refs) {
     const text = ref.trim();
     const slash = text.indexOf("/");
-    const session = slash > 0 ? text.slice(0, slash) : text;
-    // Its id (the file's name), or a unique prefix of one.
-    const byId = ids.includes(session) ? [ids.indexOf(session)] : session.length >= 4 ? ids.flatMap((id, index) => (id.startsWith(session.toLowerCase()) ? [index] : [])) : [];
-    if (byId.length === 1) {
-      const found = await archive(byId[0]!, null);
-      if (found) return found;
-    }
-    const named = SESSION_NAME_PATTERN.test(slash > 0 ? text.slice(0, slash) : text);
+    const session = await lookup(slash > 0 ? text.slice(0, slash) : text);
+    const found = session && (await match(session.file, null));
+    if (found) return found;
     const checkpointId = slash < 0 && text.length >= 4 && /^[0-9a-f-]+$/i.test(text) ? text.toLowerCase() : undefined;
-    if (!named && checkpointId === undefined) continue;
-    const matches: ArchivedMatch[] = [];
-    for (let index = 0; index < Math.min(files.length, MAX_PEEKS); index++) {
-      const found = await peek(files[index]!);
-      if (found?.kind !== "archive") continue;
-      const checkpoint = checkpointId === undefined ? undefined : found.checkpoints.find((id) => id.startsWith(checkpointId));
-      if (checkpoint !== undefined) matches.push({ sessionId: found.sessionId, name: found.name, file: join(directory, files[index]!), checkpoint });
-      else if (named && found.name === (slash > 0 ? text.slice(0, slash) : text)) matches.push({ sessionId: found.sessionId, name: found.name, file: join(directory, files[index]!), checkpoint: null });
+    if (checkpointId === undefined) continue;
+    const matches: Array<{ file: string; checkpoint: string }> = [];
+    for (const id of ids.slice(0, MAX_PEEKS)) {
+      const file = join(directory, `${id}${BUNDLE_EXTENSION}`);
+      const found = await peekBundle(file);
+      const checkpoint = found?.kind === "archive" ? found.checkpoints.find((candidate) => candidate.startsWith(checkpointId)) : undefined;
+      if (checkpoint !== undefined) matches.push({ file, checkpoint });
     }
-    if (matches.length === 1) return matches[0];
+    if (matches.length === 1) return match(matches[0]!.file, matches[0]!.checkpoint);
   }
   return undefined;
 }

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, statSync, unlinkSync } from "node:fs";
+import { existsSync, statSync, unlinkSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { worktreeOfProject } from "../../core/session/runtime.js";
@@ -8,12 +8,13 @@ import { lmdbDataDir, type Store } from "../../core/store/store.js";
 import { describeStore, openStore, resolveStoreSpec } from "../../core/store/open.js";
 import { formatDuration, parseDurationOption } from "../../cli/durations.js";
 import { formatBytes, plural, visibleText } from "../../cli/output.js";
-import { SESSION_NAME_PATTERN, shortSessionId } from "../../core/session/names.js";
+import { shortSessionId } from "../../core/session/names.js";
 import { findSession, resolveSessionId } from "../../core/session/sessions.js";
 import { Progress } from "../compression/progress.js";
 import { archiveSessions, cutoffOf, sameSession, type ArchiveResult } from "./archive.js";
 import { backupStore, defaultBackupDirectory, type BackupResult } from "./backup.js";
-import { BUNDLE_EXTENSION, encodeBundle, peekBundle, readBundle, type BundlePeek } from "./bundle.js";
+import { BUNDLE_EXTENSION, encodeBundle, peekBundle, readBundle } from "./bundle.js";
+import { archivedBundle, archivedIds } from "./archived.js";
 import { collectSession } from "./collect.js";
 import { bundleFileName, readBundleFile } from "./files.js";
 import { checkOutputFile, isInside, realPath, refuseDash, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
@@ -235,50 +236,19 @@ async function install(context: CommandContext, file: string, settings: ArchiveS
 
 /**
  * A bundle named by path (relative to the working directory), else an archived session in the backup directory named as
- * every command names a session: its id (the bundle's file name), a branch's name (read from the bundles' session records),
- * then a unique id prefix.
+ * every command names a session (archivedBundle: the one lookup the hints that name an archived session use too).
  */
 export async function findBundle(target: string, directory: string, maxBytes?: number): Promise<string> {
   const asPath = resolve(target);
   if (existsSync(asPath) && statSync(asPath).isFile()) return asPath;
   const exact = join(directory, bundleFileName(target));
   if (existsSync(exact)) return exact;
-  let names: string[] = [];
-  try {
-    names = readdirSync(directory).filter((name) => name.endsWith(BUNDLE_EXTENSION) && !name.startsWith("."));
-  } catch {
-    names = [];
-  }
-  // A branch's archive is named by its id: `unarchive experiment` was not found, while `archive experiment` had taken it.
-  const peeks = new Map<string, BundlePeek | undefined>();
-  const peek = async (name: string) => {
-    if (!peeks.has(name)) peeks.set(name, await peekBundle(join(directory, name), maxBytes));
-    return peeks.get(name);
-  };
-  if (SESSION_NAME_PATTERN.test(target)) {
-    const named: string[] = [];
-    for (const name of names) {
-      const found = await peek(name);
-      if (found?.kind === "archive" && found.name === target) named.push(name);
-    }
-    if (named.length === 1) return join(directory, named[0]!);
-    if (named.length > 1) {
-      throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(target)} names ${named.length} archived sessions (a branch's name is free again once it is archived).`, {
-        hint: `Give the id of the one to bring back: ${named.map((name) => name.slice(0, -BUNDLE_EXTENSION.length)).join(", ")}.`,
-      });
-    }
-  }
-  const matches = target.length >= 4 ? names.filter((name) => name.startsWith(target)) : [];
-  if (matches.length === 1) return join(directory, matches[0]!);
-  if (matches.length > 1) {
-    // Worded as a prefix of several sessions is everywhere (core's pickSession): the candidates in the message and in details.
-    const ids = matches.map((name) => name.slice(0, -BUNDLE_EXTENSION.length)).sort();
-    throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(target)} matches ${ids.length} archived sessions: ${ids.join(", ")}.`, { hint: "Give more characters of the session id.", details: { candidates: ids } });
-  }
+  const found = await archivedBundle(directory, target, { maxBytes });
+  if (found) return found.file;
   const listed: string[] = [];
-  for (const name of names) {
-    const named = (await peek(name))?.name;
-    listed.push(`${name.slice(0, -BUNDLE_EXTENSION.length)}${named ? ` (${visibleText(named)})` : ""}`);
+  for (const id of archivedIds(directory)) {
+    const named = (await peekBundle(join(directory, `${id}${BUNDLE_EXTENSION}`), maxBytes))?.name;
+    listed.push(`${id}${named ? ` (${visibleText(named)})` : ""}`);
   }
   throw new ApexError("APEX_E_NOT_FOUND", `No bundle file ${asPath} and no archived session ${JSON.stringify(target)} in ${directory}.`, {
     hint: `Archived sessions: ${listed.length > 0 ? listed.join(", ") : "none"}.`,

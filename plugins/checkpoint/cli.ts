@@ -37,7 +37,7 @@ Examples:
     .description("save a checkpoint of the current session now (trigger: manual)")
     .argument("[description]", "what this checkpoint is, e.g. \"Before major refactoring\"")
     .option("--pin", "keep it whatever the retention policy says")
-    .option("--json", "print {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …} plus agents: [names] and agent_contexts")
+    .option("--json", "print {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, memory_root, tasks_root, agents_root, manifest_hash, agents: [names], agent_contexts}")
     .addHelpText("after", examples('apex checkpoint create "Before major refactoring"', 'apex checkpoint create "Release 1.0" --pin --json'))
     .action(async (description: string | undefined, options: { pin?: boolean; json?: boolean }, command: Command) => {
       const { createCheckpointCommand } = await import("./plugin-cli.js");
@@ -51,7 +51,7 @@ Examples:
     .option("-n, --limit <n>", "checkpoints per page (default 20)", wholeNumber("--limit", 1))
     .option("--offset <n>", "skip this many first", wholeNumber("--offset"))
     .option("--oldest", "oldest first")
-    .option("--json", "print {session_id, session_name, total, taken, offset, limit, order, items: [{id, name, sequence, created_at, trigger, description, pinned, parent, revision, memory_keys, task_count, agent_count}]}")
+    .option("--json", "print {session_id, session_name, total, taken, offset, limit, order, items: [{id, name, sequence, created_at, trigger, description, pinned, parent, revision, memory_keys, task_count, agent_count, kept_by}]}")
     .addHelpText("after", examples("apex checkpoint list", "apex checkpoint list --limit 50 --offset 50", "apex checkpoint list --session 3f2a --json"))
     .action(async (options: { session?: string; limit?: number; offset?: number; oldest?: boolean; json?: boolean }, command: Command) => {
       const { listCheckpointsCommand } = await import("./plugin-list.js");
@@ -68,7 +68,7 @@ Examples:
     .option("--keys-offset <n>", "skip the first N memory keys (the next page)", wholeNumber("--keys-offset"))
     .option(
       "--json",
-      "print {checkpoint_id, session_id, session_name, created_at, description, trigger, agent_states: {AGENT: {status, current_task, …, context}}, memory_keys, memory_keys_count, memory_keys_next_offset, git_state: {branch, commit, dirty}, tasks, manifest}",
+      "print {checkpoint_id, session_id, session_name, name, sequence, created_at, description, trigger, pinned, parent, merge_parent, agent_states: {AGENT: {status, current_task, …, context}}, memory_keys, memory_keys_count, memory_keys_next_offset, git_state: {branch, commit, dirty}, tasks, manifest}",
     )
     .addHelpText("after", examples("apex checkpoint show latest", "apex checkpoint show checkpoint-003 --json", "apex checkpoint show latest --keys-offset 100 --json"))
     .action(async (ref: string, options: { session?: string; json?: boolean; keysLimit?: number; keysOffset?: number }, command: Command) => {
@@ -98,7 +98,7 @@ Examples:
       .description(pinned ? "keep a checkpoint whatever the retention policy says" : "let retention delete a checkpoint again")
       .argument("<checkpoint>", REF_HELP)
       .option("--session <id>", "the session for checkpoint-007 and latest")
-      .option("--json", "print the checkpoint's summary {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, …}")
+      .option("--json", "print the checkpoint's summary {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, memory_root, tasks_root, agents_root, manifest_hash}")
       .addHelpText("after", examples(`apex checkpoint ${name} checkpoint-003`, `apex checkpoint ${name} latest --json`))
       .action(async (ref: string, options: { session?: string; json?: boolean }, command: Command) => {
         const { pinCheckpointCommand } = await import("./plugin-cli.js");
@@ -112,7 +112,7 @@ Examples:
     .argument("<checkpoint>", REF_HELP)
     .option("-f, --force", "delete it even if it is pinned, in use, or a branch starts from it or a merge needs it")
     .option("--session <id>", "the session for checkpoint-007 and latest")
-    .option("--json", "print {id, name, session_id, sequence, session_name} of the deleted checkpoint")
+    .option("--json", "print {id, name, session_id, sequence, session_name} of the deleted checkpoint (and sessionId, the same id, as before)")
     .addHelpText(
       "after",
       `
@@ -135,7 +135,7 @@ ${examples("apex checkpoint delete checkpoint-002", "apex checkpoint delete 1ae4
     .command("validate")
     .description("re-hash every checkpoint, tree node and value and check the records that must agree (exit 0 valid, 1 not)")
     .argument("[id]", "only this session (id or unique prefix); default: the whole store")
-    .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{session_id, session_name, sequence, name, id, reasons}]}, objects: {scanned, values, trees, unreferenced_values, unreferenced_trees, packs, pack_bytes, garbage_bytes}, problems: [{severity, code, message, checkpoint?, checkpoint_id?, path?}]}")
+    .option("--json", "print {session_id, ok, records, checkpoints: {total, verified, damaged: [{session_id, session_name, sequence, name, id, reasons}]}, objects: {scanned, values, trees, unreferenced_values, unreferenced_trees, packs, pack_bytes, garbage_bytes, and as before unreferencedValues, unreferencedTrees, packBytes, garbageBytes}, problems: [{severity, code, message, checkpoint?, checkpoint_id?, path?}]}")
     .addHelpText("after", examples("apex session validate", "apex session validate 3f2a --json"))
     .action(async (id: string | undefined, options: { json?: boolean }, command: Command) => {
       const { validateCommand } = await import("./plugin-cli.js");

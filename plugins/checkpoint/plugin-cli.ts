@@ -189,7 +189,9 @@ async function withWriteStore<T>(location: ProjectLocation, fn: (store: Store) =
 
 export async function createCheckpointCommand(location: ProjectLocation, description: string | undefined, options: { pin?: boolean; json?: boolean }): Promise<void> {
   // The actor: the audit trail names who checkpointed (the supervisor records it as given).
-  const params = { description: description ?? "", pin: options.pin === true, actor: currentActor() };
+  // On one line, as the checkpoint keeps it: a supervisor killed mid-call is asked for a checkpoint of this very description
+  // (one with a line break was reported "not saved" when it was).
+  const params = { description: (description ?? "").replace(/\s+/g, " ").trim(), pin: options.pin === true, actor: currentActor() };
   const writer = await writerClient(location);
   let summary: CreatedCheckpoint;
   if (writer) {

@@ -6,6 +6,7 @@
  */
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { known, paint, printJson, printLine, table, visibleText } from "../../cli/output.js";
+import { cutToWidth, displayWidth } from "../../cli/terminal-text.js";
 import { ApexError } from "../../core/errors.js";
 import { type Store } from "../../core/store/store.js";
 import { Catalog, type CheckpointSummary } from "./catalog.js";
@@ -159,9 +160,13 @@ function printPage(page: CheckpointPage, reasonTexts: ReadonlyMap<string, string
     item.trigger,
     item.pinned ? "pinned" : "",
     ...(retention ? [item.kept_by === null ? "" : item.kept_by.length > 0 ? item.kept_by.map((reason) => reasonTexts.get(reason) ?? reason).join(", ") : "nothing (next cleanup removes it)"] : []),
-    visibleText(item.description || "-"),
   ]);
-  printLine(table(["NAME", "ID", "CREATED", "TRIGGER", "PIN", ...(retention ? ["KEPT BY"] : []), "DESCRIPTION"], rows));
+  const headers = ["NAME", "ID", "CREATED", "TRIGGER", "PIN", ...(retention ? ["KEPT BY"] : [])];
+  // A description (up to 240 characters) is cut to what is left of the row: on a terminal its width, else 100 columns. --json has it whole.
+  const before = headers.reduce((sum, header, i) => sum + Math.max(displayWidth(header), ...rows.map((row) => displayWidth(String(row[i])))) + 2, 0);
+  const width = Math.max(20, (process.stdout.isTTY && process.stdout.columns ? process.stdout.columns : 100) - before);
+  rows.forEach((row, i) => row.push(cutToWidth(visibleText(page.items[i]!.description || "-"), width)));
+  printLine(table([...headers, "DESCRIPTION"], rows));
   const shown = page.offset + page.items.length;
   if (page.offset > 0 || shown < page.total) {
     const next = shown < page.total ? `; next page: apex checkpoint list --offset ${shown}${page.limit !== DEFAULT_PAGE ? ` --limit ${page.limit}` : ""}` : "";

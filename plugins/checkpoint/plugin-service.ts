@@ -448,7 +448,7 @@ export class SessionCheckpoints {
         const created = await this.create({
           sessionId: sessionOf(params),
           trigger: "manual",
-          description: optionalString(params, "description") ?? "",
+          description: userDescription(optionalString(params, "description") ?? ""),
           pin: params.pin === true,
         });
         // session_name: the CLI prints the session by it, as the other commands do (null: unnamed).
@@ -541,6 +541,19 @@ export function recoveryDetails(report: Report, sessionName: string | null): { [
 function cpuMsSince(start: NodeJS.CpuUsage): number {
   const used = process.cpuUsage(start);
   return (used.user + used.system) / 1000;
+}
+
+/**
+ * A description a user gives (`apex checkpoint create "…"`), on one line as it is kept; one longer
+ * than is kept is refused: it was cut to 240 characters without a word (a paste of a whole note).
+ */
+function userDescription(text: string): string {
+  const single = text.replace(/\s+/g, " ").trim();
+  if (single.length <= MAX_DESCRIPTION) return single;
+  throw new ApexError("APEX_E_BAD_INPUT", `The checkpoint description is ${single.length} characters long; at most ${MAX_DESCRIPTION} are kept.`, {
+    hint: "Nothing was saved. Give a shorter one; keep longer notes in the memory (`apex memory set /notes/NAME '\"…\"'`), which the checkpoint holds.",
+    details: { length: single.length, limit: MAX_DESCRIPTION },
+  });
 }
 
 function clip(text: string): string {

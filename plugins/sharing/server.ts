@@ -24,6 +24,7 @@ import { GrantWatch } from "./grant-watch.js";
 import { AcceptedTokens, clientKey, ConnectionLimit, LoginThrottle, RefusedTokens, type ThrottleOptions } from "./throttle.js";
 import type { SessionEvent, SessionRecord } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
+import { refuseInexactNumbers } from "../../cli/json-numbers.js";
 import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
 import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.js";
@@ -1188,6 +1189,8 @@ function parseBody(text: string): unknown {
   } catch (error) {
     throw new ApexError("APEX_E_BAD_JSON", `Bad request: the body is not valid JSON (${(error as Error).message}).`, { hint: "Send a JSON object (Content-Type: application/json)." });
   }
+  // A number JSON.parse reads as another (1e-400 as 0, an id past 2^53 rounded) is refused, as `apex memory set` refuses it.
+  refuseInexactNumbers(text, "The request body");
   // Only a body whose text names such a key (or escapes characters, which could spell one) is walked.
   if (!/__proto__|prototype|\\u/.test(text)) return value;
   const pending: Array<[unknown, string, number]> = [[value, "$", 0]];
