@@ -6,20 +6,16 @@ import { existsSync } from "node:fs";
 import { createServer, request as httpRequest, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { renderMonitor, type MonitorState } from "../plugins/sharing/monitor.js";
 import { APEX_BIN, Project, cleanEnv, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { stopsAfterEach } from "./support/cleanup.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-const stops: Array<() => Promise<unknown>> = [];
-
-afterEach(async () => {
-  for (const stop of stops.splice(0)) await stop();
-  project?.cleanup();
-  project = undefined;
-});
+const stops = stopsAfterEach();
 
 /** `apex serve` at `listen`, stopped (SIGTERM) after the test or by the stop() it returns. */
 async function startServe(p: Project, listen: string): Promise<{ url: string; stop(): Promise<unknown>; log(): string }> {
