@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { SessionEvent } from "../core/session/records.js";
 import { openStore } from "../core/store/open.js";
 import { formatMetrics } from "../plugins/metrics/command.js";
@@ -135,11 +135,8 @@ apex("agent", "report", "--status", "idle");
 setInterval(() => {}, 1000);
 `;
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 function metricsAt(path: string): SessionMetrics | undefined {
   const result = project!.apex(["memory", "show", path, "--json"]);
