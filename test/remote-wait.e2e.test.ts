@@ -6,18 +6,15 @@
 // is the plain JSON one to a client that does not ask for heartbeat lines. Every process is ended by pid.
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { slowHooksProject } from "./support/slow-hooks.js";
 import { serve, share } from "./support/serve.js";
+import { stopsAfterEach } from "./support/cleanup.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-const stops: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const stop of stops.splice(0)) await stop();
-  project?.cleanup();
-  project = undefined;
-});
+const stops = stopsAfterEach();
 
 
 /** The window is 1.5 s here (10 minutes by default): each slow hook below runs longer. */
