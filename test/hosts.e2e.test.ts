@@ -16,7 +16,6 @@ import { json } from "./helpers/cli.js";
 import { startPostgres, type PostgresCluster } from "./support/postgres.js";
 
 let cluster: PostgresCluster;
-const projects: Project[] = [];
 const frozen: Array<{ pid: number; startTime: number }> = [];
 
 beforeAll(async () => {
@@ -25,10 +24,10 @@ beforeAll(async () => {
 afterAll(async () => {
   await cluster?.stop();
 });
+// A frozen supervisor goes on first, so that its project's cleanup (after the test, by the harness,
+// the project made last first: the host that holds the session last, so its stop ends the session) can stop it.
 afterEach(() => {
   for (const { pid, startTime } of frozen.splice(0)) if (isAlive(pid, startTime)) process.kill(pid, "SIGCONT");
-  // The host that holds the session last is cleaned up first, so its stop ends the session.
-  for (const project of projects.splice(0).reverse()) project.cleanup();
 });
 
 /** A project directory that plays one host: every command runs with APEX_HOST set. */
@@ -40,7 +39,6 @@ class HostProject extends Project {
     readonly hostEnv: NodeJS.ProcessEnv = {},
   ) {
     super(config, `apex-${host}-`);
-    projects.push(this);
   }
 
   override apex(args: string[], options: { env?: NodeJS.ProcessEnv; timeout?: number } = {}): CliResult {
