@@ -1,8 +1,11 @@
 // What an end-to-end test leaves behind besides its projects, ended after each test in one place.
 // A Project made in a test ends its own supervisors, agents and background commands (by pid or
 // process group) and removes its directory after that test (fixtures/agents/harness.ts).
-import { rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, beforeEach, onTestFinished } from "vitest";
+import { endProcessesIn } from "../fixtures/agents/harness.js";
 
 /**
  * Directories pushed here are removed after each test of the file, after its projects are
@@ -41,4 +44,22 @@ export async function endChild<T>(run: { child: { pid?: number; exitCode: number
   if (first !== "late") return first as T;
   if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
   return run.done;
+}
+
+/**
+ * A fresh temporary directory for a test that runs sessions in it (or in projects below it)
+ * through the CLI itself rather than a Project: its cleanup ends what they left running, by pid
+ * or process group (endProcessesIn), then removes it. Only where a session ran (a supervisor's log in a
+ * `.apex`, here or one level down) is /proc scanned.
+ */
+export function sessionDir(prefix = "apex-test-"): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const ran = () => existsSync(join(dir, ".apex", "supervisor.log")) || readdirSync(dir, { withFileTypes: true }).some((entry) => entry.isDirectory() && existsSync(join(dir, entry.name, ".apex", "supervisor.log")));
+  return {
+    dir,
+    cleanup: () => {
+      if (existsSync(dir) && ran()) endProcessesIn(dir);
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+    },
+  };
 }
