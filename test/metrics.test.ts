@@ -114,8 +114,9 @@ import { join } from "node:path";
 const apex = (...args) => execFileSync("apex", args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 const git = (cwd, ...args) => execFileSync("git", ["-c", "user.name=Worker", "-c", "user.email=worker@example.invalid", "-c", "commit.gpgsign=false", ...args], { cwd, stdio: "ignore" });
 apex("agent", "report", "--status", "waiting");
+// Each try is a CLI command (a tenth of a second of a core): every half second, not back to back.
 for (;;) {
-  try { apex("memory", "show", "/test/go"); break; } catch { await new Promise((resolve) => setTimeout(resolve, 100)); }
+  try { apex("memory", "show", "/test/go"); break; } catch { await new Promise((resolve) => setTimeout(resolve, 500)); }
 }
 apex("agent", "report", "--status", "working");
 const workspace = join(process.env.APEX_HOME, "workspace");
