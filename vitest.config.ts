@@ -1,4 +1,19 @@
 import { defineConfig } from "vitest/config";
+import { BaseSequencer, type TestSpecification } from "vitest/node";
+
+/**
+ * Vitest's order (longest first by the last run's times, else largest file first: a fresh
+ * clone has no times), with the LangGraph conformance suite moved to the front. Its file is
+ * small but it runs ~1,400 tests (~15 s of a core), and as the second project it came last,
+ * one core running it alone while the other had nothing left.
+ */
+class ConformanceFirst extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const sorted = await super.sort(files);
+    const first = (spec: TestSpecification) => spec.project.name === "langgraph-conformance";
+    return [...sorted.filter(first), ...sorted.filter((spec) => !first(spec))];
+  }
+}
 
 export default defineConfig({
   test: {
@@ -8,6 +23,7 @@ export default defineConfig({
     // bound by CPU, not by waiting: most of it is CLI commands (~0.12 s of a core each to start),
     // and three workers ran no faster than two. A wait cut short frees the core for the other file.
     maxWorkers: 2,
+    sequence: { sequencer: ConformanceFirst },
     // One throwaway PostgreSQL cluster per run for the suites that run on every backend, started
     // by the first test file that needs it and stopped here (test/support/backends.ts).
     globalSetup: ["test/support/postgres-global.ts"],

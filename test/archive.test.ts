@@ -20,14 +20,16 @@ import { validateStore } from "../plugins/checkpoint/validate.js";
 import { compressColdData } from "../plugins/compression/compress.js";
 import { BUNDLE_VERSION, HEADER_BYTES, encodeBundle, readBundle, type BundleContent, type BundleInput } from "../plugins/archive/bundle.js";
 import { archiveSessions } from "../plugins/archive/archive.js";
-import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
+import { APEX_BIN, cleanEnv, runApex } from "./helpers/cli.js";
+import { sessionDir } from "./support/cleanup.js";
 import { forEachBackend, type TestBackend } from "./support/backends.js";
 import { createSharedDatabase, query } from "./support/postgres.js";
 
 let root: string;
 let cleanup: () => void;
 beforeEach(() => {
-  ({ dir: root, cleanup } = tempDir("apex-archive-"));
+  // Sessions some tests start are ended even when the test fails before its stop.
+  ({ dir: root, cleanup } = sessionDir("apex-archive-"));
 });
 afterEach(() => cleanup());
 

@@ -3,7 +3,7 @@
  * and each session's own working memory — writes, reads, queries, checkpoints and restores —
  * on both storage backends (LMDB in a temp directory; PostgreSQL in a throwaway cluster).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { isApexError } from "../core/errors.js";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -17,7 +17,7 @@ import { openStore } from "../core/store/open.js";
 import type { Store } from "../core/store/store.js";
 import { createCheckpoint, getCheckpointValue, restoreCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { tempDir } from "./helpers/cli.js";
-import { startPostgres, type PostgresCluster } from "./support/postgres.js";
+import { createSharedDatabase } from "./support/postgres.js";
 
 const main: BindingCandidate = { session_id: "m-1", name: null, worktree: null };
 const alpha: BindingCandidate = { session_id: "a-1", name: "alpha", worktree: "/wt/alpha" };
@@ -58,16 +58,12 @@ describe("which session a command acts on", () => {
 
 // --------------------------------------------------------------------------- on both backends
 
-let cluster: PostgresCluster | undefined;
+// A database of the test run's shared cluster (an own cluster cost an initdb and a start, seconds of a core).
 let pgUrl = "";
 let projects = 0;
 beforeAll(async () => {
-  cluster = await startPostgres();
-  pgUrl = cluster.createDatabase();
+  pgUrl = await createSharedDatabase("binding");
 }, 120_000);
-afterAll(async () => {
-  await cluster?.stop();
-});
 
 const opened: Array<{ store: Store; cleanup: () => void }> = [];
 afterEach(async () => {

@@ -4,18 +4,15 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { cleanEnv, json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
+import { tempDirs } from "./support/cleanup.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-const extra: string[] = [];
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-  for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
+const extra = tempDirs();
 
 const { git, GIT_ENV } = isolatedGit("apex-branch-git-home-");
 

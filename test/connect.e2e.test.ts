@@ -6,28 +6,21 @@ import { existsSync } from "node:fs";
 import { createServer, request as httpRequest, type Server } from "node:http";
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { renderMonitor, type MonitorState } from "../plugins/sharing/monitor.js";
 import { APEX_BIN, Project, cleanEnv, shellAgents, waitFor } from "./fixtures/agents/harness.js";
+import { endChild, stopsAfterEach } from "./support/cleanup.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do sleep 0.2; done", beta: "while true; do sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-const stops: Array<() => Promise<unknown>> = [];
-
-afterEach(async () => {
-  for (const stop of stops.splice(0)) await stop();
-  project?.cleanup();
-  project = undefined;
-});
+const stops = stopsAfterEach();
 
 /** `apex serve` at `listen`, stopped (SIGTERM) after the test or by the stop() it returns. */
 async function startServe(p: Project, listen: string): Promise<{ url: string; stop(): Promise<unknown>; log(): string }> {
   const run = p.apexAsync(["serve", "--listen", listen, "--json"]);
-  const stop = async () => {
-    if (run.child.exitCode === null) run.child.kill("SIGTERM");
-    await run.done;
-  };
+  const stop = () => endChild(run);
   stops.push(stop);
   const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
   return { url, stop, log: () => run.errors() };

@@ -28,8 +28,7 @@ afterEach(async () => {
   context = undefined;
   await stopServer?.();
   stopServer = undefined;
-  project?.cleanup();
-  project = undefined;
+  // The project is cleaned up after this, by the harness.
 });
 
 describe("the dashboard in headless Chromium", () => {

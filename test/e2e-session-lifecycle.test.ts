@@ -4,18 +4,15 @@
 // the store, on LMDB. Real processes, real /proc, the built CLI.
 import { appendFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
 import { FIXTURES, Project, groupMembers, isAlive, procInfo, shellAgents, waitFor, type CliResult, type ProcInfo, type StatusJson } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 import { stopProgress } from "../core/session/proc.js";
 import { forEachBackend } from "./support/backends.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 // alpha: a shell with a grandchild tree (sh → sh → sleep); beta: prints to stdout and stderr, then loops.
 const CONFIG = shellAgents({

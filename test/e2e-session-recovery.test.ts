@@ -2,14 +2,11 @@
 // orphan left), agents crashing and restarting by policy, sessions completing or failing.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project, events, groupMembers, isAlive, nodeAgent, procInfo, waitFor } from "./fixtures/agents/harness.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 describe("supervisor crash and --continue", () => {
   it("kill -9 of the supervisor: status says interrupted and names the leftovers; --continue last reaps them and starts fresh agents", async () => {

@@ -2,15 +2,12 @@
 // the agent-facing commands (which never touch LMDB), hooks, and the idle timeout.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { callSupervisor } from "../dist/core/rpc/call.js";
 import { FIXTURES, Project, events, isAlive, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 const idle = ["  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`].join("\n");
 

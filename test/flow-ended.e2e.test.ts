@@ -1,16 +1,13 @@
 // Ended sessions stay readable, and memory paths mean subtrees, through the built CLI.
 import { spawn, spawnSync } from "node:child_process";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { APEX_BIN, Project, cleanEnv, waitFor } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 const config = [
   "agents:",

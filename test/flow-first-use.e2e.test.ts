@@ -2,15 +2,12 @@
 // in git, and a config whose agents cannot run is refused before anything starts.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { isolatedGit } from "./support/git.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 const { git } = isolatedGit("apex-flow-first-use-git-");
 

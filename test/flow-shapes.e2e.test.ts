@@ -1,16 +1,13 @@
 // The session-management flow's paths and record shapes, through the built CLI: what
 // /sessions/current, a checkpoint and the metrics hold, as `memory show` and `checkpoint show`
 // print them, and how `checkpoint create` counts agents.
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 import { isolatedGit } from "./support/git.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 const loop = (name: string) => [`  ${name}:`, "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`].join("\n");
 const config = ["agents:", loop("coder"), loop("adversary"), "plugins:", "  checkpoint: {}", "  git: {}", "  metrics: {}", ""].join("\n");

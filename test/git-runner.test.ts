@@ -19,10 +19,9 @@ import { initRepo, isolatedGit } from "./support/git.js";
 const { git } = isolatedGit("apex-git-runner-home-");
 
 const cleanups: Array<() => void> = [];
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
 afterEach(() => {
-  project?.cleanup();
-  project = undefined;
   for (const cleanup of cleanups.splice(0)) cleanup();
 });
 

@@ -3,17 +3,14 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { SessionEvent } from "../core/session/records.js";
 import type { SessionReport } from "../plugins/history/report.js";
 import { renderMarkdown } from "../plugins/history/markdown.js";
 import { Project, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 const CONFIG = [
   "agents:",

@@ -7,29 +7,34 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { claimNewSession } from "../dist/core/session/claim.js";
 import { sessionPath, type SessionRecord } from "../dist/core/session/records.js";
 import { openStore } from "../dist/core/store/open.js";
 import { Project, REPO_ROOT, events, groupMembers, isAlive, procInfo, type CliResult, waitFor } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
-import { startPostgres, type PostgresCluster } from "./support/postgres.js";
+import { createSharedDatabase } from "./support/postgres.js";
 
-let cluster: PostgresCluster;
-const projects: Project[] = [];
+// Each test's database is one of the run's shared cluster (a cluster of its own cost an initdb and a
+// start): made before the test, handed out by createDatabase(), once.
+let cluster: { createDatabase(): string };
 const frozen: Array<{ pid: number; startTime: number }> = [];
 
-beforeAll(async () => {
-  cluster = await startPostgres();
+beforeEach(async () => {
+  const url = await createSharedDatabase("hosts");
+  let given = false;
+  cluster = {
+    createDatabase: () => {
+      if (given) throw new Error("one database per test: await createSharedDatabase() for another");
+      given = true;
+      return url;
+    },
+  };
 }, 120_000);
-afterAll(async () => {
-  await cluster?.stop();
-});
+// A frozen supervisor is continued after the test; then the harness ends its project's processes.
 afterEach(() => {
   for (const { pid, startTime } of frozen.splice(0)) if (isAlive(pid, startTime)) process.kill(pid, "SIGCONT");
-  // The host that holds the session last is cleaned up first, so its stop ends the session.
-  for (const project of projects.splice(0).reverse()) project.cleanup();
 });
 
 /** A project directory that plays one host: every command runs with APEX_HOST set. */
@@ -41,7 +46,6 @@ class HostProject extends Project {
     readonly hostEnv: NodeJS.ProcessEnv = {},
   ) {
     super(config, `apex-${host}-`);
-    projects.push(this);
   }
 
   override apex(args: string[], options: { env?: NodeJS.ProcessEnv; timeout?: number; cwd?: string } = {}): CliResult {

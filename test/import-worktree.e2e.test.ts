@@ -1,19 +1,16 @@
 // A branch that ran in a git worktree, exported and imported into another project (as on another
 // machine): it runs in this project's worktree, never the other project's. Through the built CLI,
 // with real supervisors, agents, git and LMDB.
-import { existsSync, readlinkSync, rmSync } from "node:fs";
+import { existsSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
+import { tempDirs } from "./support/cleanup.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 
-const projects: Project[] = [];
-const extra: string[] = [];
-afterEach(() => {
-  for (const project of projects.splice(0)) project.cleanup();
-  for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
+const extra = tempDirs();
 
 const { git } = isolatedGit("apex-import-wt-home-");
 
@@ -21,7 +18,6 @@ const config = ["agents:", "  worker:", "    command: sh", '    args: ["-c", "wh
 
 function gitProject(): Project {
   const project = new Project(config, "apex-import-wt-");
-  projects.push(project);
   initRepo(git, project.dir, { ".gitignore": ".apex/\n", "apex.config.yaml": config });
   return project;
 }

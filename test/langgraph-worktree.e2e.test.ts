@@ -2,23 +2,20 @@
 // git worktree names the branch's session, reached through that session's own supervisor. The
 // process's own directory does not decide (it may be another repository, or another worktree):
 // with real supervisors, LMDB, git worktrees and the built CLI.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { emptyCheckpoint, uuid6 } from "@langchain/langgraph-checkpoint";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { Project } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
+import { tempDirs } from "./support/cleanup.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-const extra: string[] = [];
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-  for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
+const extra = tempDirs();
 
 const { git } = isolatedGit("apex-lg-wt-git-home-");
 const agent = ["agents:", "  idle:", "    command: sh", `    args: ["-c", "while true; do sleep 0.5; done"]`].join("\n");

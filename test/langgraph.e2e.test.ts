@@ -11,12 +11,11 @@ import type { SessionClient } from "../core/session/client.js";
 import { ApexSaver } from "../integrations/langgraph/index.js";
 import { Project, groupMembers, nodeAgent, waitFor } from "./fixtures/agents/harness.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
 const savers: ApexSaver[] = [];
 afterEach(async () => {
   for (const saver of savers.splice(0)) await saver.close();
-  project?.cleanup();
-  project = undefined;
 });
 
 describe("a LangGraph StateGraph as an APEX agent", () => {

@@ -2,15 +2,12 @@
 // at 64 KiB, bytes that are no UTF-8, followed logs.
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
 import { APEX_BIN, Project, cleanEnv, waitFor } from "./fixtures/agents/harness.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 const SESSION = "0f0e0d0c-aaaa-4bbb-8ccc-0000000000a1";
 

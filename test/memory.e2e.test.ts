@@ -387,11 +387,8 @@ describe("apex memory input and output that cannot be read or written", () => {
 });
 
 describe("apex memory set through a running supervisor", () => {
+  // Cleaned up after each test by the harness.
   let project: Project | undefined;
-  afterEach(() => {
-    project?.cleanup();
-    project = undefined;
-  });
 
   it("refuses a value nested too deep to send as the store refuses it (exit 2, APEX_E_TOO_DEEP), not with a crash, and writes nothing", () => {
     project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
@@ -432,11 +429,8 @@ describe("apex memory set through a running supervisor", () => {
 });
 
 describe("apex memory watch --since through a running supervisor, far behind", () => {
+  // Cleaned up after each test by the harness.
   let project: Project | undefined;
-  afterEach(() => {
-    project?.cleanup();
-    project = undefined;
-  });
 
   it("never shows a put with a value written after it, when a later change of its path lies beyond the batch the supervisor sends (10,000 changes)", () => {
     project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));

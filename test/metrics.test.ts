@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { SessionEvent } from "../core/session/records.js";
 import { openStore } from "../core/store/open.js";
 import { formatMetrics } from "../plugins/metrics/command.js";
@@ -114,8 +114,9 @@ import { join } from "node:path";
 const apex = (...args) => execFileSync("apex", args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 const git = (cwd, ...args) => execFileSync("git", ["-c", "user.name=Worker", "-c", "user.email=worker@example.invalid", "-c", "commit.gpgsign=false", ...args], { cwd, stdio: "ignore" });
 apex("agent", "report", "--status", "waiting");
+// Each try is a CLI command (a tenth of a second of a core): every half second, not back to back.
 for (;;) {
-  try { apex("memory", "show", "/test/go"); break; } catch { await new Promise((resolve) => setTimeout(resolve, 100)); }
+  try { apex("memory", "show", "/test/go"); break; } catch { await new Promise((resolve) => setTimeout(resolve, 500)); }
 }
 apex("agent", "report", "--status", "working");
 const workspace = join(process.env.APEX_HOME, "workspace");
@@ -135,11 +136,8 @@ apex("agent", "report", "--status", "idle");
 setInterval(() => {}, 1000);
 `;
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 function metricsAt(path: string): SessionMetrics | undefined {
   const result = project!.apex(["memory", "show", path, "--json"]);

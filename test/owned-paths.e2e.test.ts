@@ -6,7 +6,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { callSupervisor } from "../dist/core/rpc/call.js";
 import { locateProject } from "../dist/core/config/locate.js";
 import { openSessionClient } from "../dist/core/session/client.js";
@@ -15,11 +15,8 @@ import { checkRemoteWrite } from "../plugins/sharing/scope.js";
 import { APEX_BIN, Project, cleanEnv, shellAgents, waitFor, type CliResult } from "./fixtures/agents/harness.js";
 import { forEachBackend } from "./support/backends.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 const SID = "3f2a9c1e-0000-4000-8000-000000000001";
 

@@ -14,11 +14,10 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Project, groupMembers, isAlive, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { buildStopEater, buildVforkHold, otherThreadStates, procStatus, signalBit, SIGSTOP_BIT } from "./support/vfork-hold.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
 let buildDir: string | undefined;
 afterEach(() => {
-  project?.cleanup();
-  project = undefined;
   if (buildDir) rmSync(buildDir, { recursive: true, force: true });
   buildDir = undefined;
 });

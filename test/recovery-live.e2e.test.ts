@@ -5,14 +5,11 @@
 // processes in a temporary project; every process is ended by pid or process group.
 import { readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project, groupMembers, isAlive, procInfo, waitFor, type StartJson } from "./fixtures/agents/harness.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 /** Writes /acks/<agent>/<pid>-<n> in a loop and appends the path to acks-<agent>.log once the write was acknowledged. */
 const WRITER = [

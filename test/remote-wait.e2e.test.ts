@@ -12,18 +12,16 @@ import { Project, isAlive, shellAgents, waitFor } from "./fixtures/agents/harnes
 import { initRepo, isolatedGit } from "./support/git.js";
 import { slowHooksProject } from "./support/slow-hooks.js";
 import { rpc, serve, share } from "./support/serve.js";
+import { stopsAfterEach } from "./support/cleanup.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-const stops: Array<() => Promise<unknown>> = [];
-/** Supervisors a test stopped (SIGSTOP): continued first, so that the cleanup's stop can end them. */
+const stops = stopsAfterEach();
+/** Supervisors a test stopped (SIGSTOP): continued before the servers stop (after-hooks run last registered first). */
 const stopped: number[] = [];
-afterEach(async () => {
+afterEach(() => {
   for (const pid of stopped.splice(0)) if (isAlive(pid)) process.kill(pid, "SIGCONT");
-  for (const stop of stops.splice(0)) await stop();
-  project?.cleanup();
-  project = undefined;
 });
-
 
 /** The window is 1.5 s here (10 minutes by default): each slow hook below runs longer. */
 const env = { APEX_PLUGIN_COMMAND_IDLE_MS: "1500" };

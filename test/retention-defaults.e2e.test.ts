@@ -5,14 +5,11 @@
 // projects, ended by pid or process group in afterEach.
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project, REPO_ROOT, type CliResult } from "./fixtures/agents/harness.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 /** The plugins section of the apex.config.yaml APEX ships, verbatim. */
 function shippedPlugins(): string {

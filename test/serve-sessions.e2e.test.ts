@@ -5,21 +5,17 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { isAlive, Project, REPO_ROOT, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { remote, rpc, serve, share } from "./support/serve.js";
+import { stopsAfterEach } from "./support/cleanup.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-const stops: Array<() => Promise<unknown>> = [];
-
-afterEach(async () => {
-  for (const stop of stops.splice(0)) await stop();
-  project?.cleanup();
-  project = undefined;
-});
+const stops = stopsAfterEach();
 
 describe("apex serve: every session of the project", () => {
   it("reads an ended session while another runs, refuses to change it, and keeps each grant to its own session", async () => {

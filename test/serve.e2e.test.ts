@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { FIXTURES, Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { REPO_ROOT } from "./helpers/cli.js";
+import { endChild } from "./support/cleanup.js";
 
 const CONFIG = shellAgents({ alpha: "while true; do echo tick; sleep 0.2; done" }).replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
 
@@ -19,13 +20,12 @@ interface Served {
   stop(): Promise<string>;
 }
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
 const servers: Served[] = [];
 
 afterEach(async () => {
   for (const server of servers.splice(0)) await server.stop();
-  project?.cleanup();
-  project = undefined;
 });
 
 /** `apex serve` as a child process; stop() ends it by its pid and returns what it logged. */
@@ -39,8 +39,7 @@ async function serve(p: Project, args: string[] = [], env: NodeJS.ProcessEnv = {
     url,
     pid: run.child.pid!,
     async stop() {
-      if (run.child.exitCode === null) run.child.kill("SIGTERM");
-      await run.done;
+      await endChild(run);
       return run.errors();
     },
   };

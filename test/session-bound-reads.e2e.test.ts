@@ -2,20 +2,17 @@
 // as every other command reads the session it acts on: an agent's own, the branch's in its git
 // worktree, `--session`'s; not the session the project's own working tree runs. Through the built
 // CLI, with real supervisors, agents, LMDB and git.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { initRepo, isolatedGit } from "./support/git.js";
+import { tempDirs } from "./support/cleanup.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-const extra: string[] = [];
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-  for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
+const extra = tempDirs();
 
 const { git } = isolatedGit("apex-bound-reads-git-");
 

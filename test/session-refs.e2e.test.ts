@@ -39,10 +39,7 @@ beforeAll(() => {
   project.start(["--continue", first]); // running: the runtime files know it, /sessions/active lists it
 }, 60_000);
 
-afterAll(() => {
-  project?.apex(["stop", "--force"]);
-  project?.cleanup();
-});
+afterAll(() => project?.cleanup());
 
 /** Runs each command line at once (they only read, or are refused before they write); their exit codes and stderr. */
 async function answers(lines: string[][]): Promise<Array<{ args: string; status: number; stderr: string }>> {

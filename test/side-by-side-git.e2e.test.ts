@@ -2,21 +2,18 @@
 // user there, or through `apex git --`) fires beforeGit, and takes its checkpoint, in that branch's
 // session with that worktree's git state; one in the project's own tree fires in the project's
 // session. Through the built CLI, with real supervisors, agents, git hooks, LMDB and git.
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
+import { tempDirs } from "./support/cleanup.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-const extra: string[] = [];
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-  for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
+const extra = tempDirs();
 
 const { GIT_ENV, git } = isolatedGit("apex-sbs-git-home-");
 

@@ -4,21 +4,18 @@
 // session starts, with a notice, while every other hook stays byte for byte. Through the built CLI,
 // with real supervisors, agents, git worktrees, git hooks and LMDB.
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { cleanEnv, Project } from "./fixtures/agents/harness.js";
 import { json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
+import { tempDirs } from "./support/cleanup.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-const extra: string[] = [];
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-  for (const dir of extra.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
+const extra = tempDirs();
 
 const { GIT_ENV, git } = isolatedGit("apex-start-git-home-");
 

@@ -2,14 +2,11 @@
 // user of `apex start`, in text on stderr and in --json, not only the supervisor's log.
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project, shellAgents } from "./fixtures/agents/harness.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 describe("apex start tells the plugins' start-up warnings", () => {
   it("in text and in --json, and says nothing more when there is none", () => {

@@ -12,12 +12,14 @@ import { LmdbStore } from "./helpers/store.js";
 import { encodeValue } from "../core/store/value-codec.js";
 import { createCheckpoint } from "../plugins/checkpoint/checkpoints.js";
 import { repairStore, validateStore } from "../plugins/checkpoint/validate.js";
-import { APEX_BIN, REPO_ROOT, runApex, tempDir } from "./helpers/cli.js";
+import { APEX_BIN, REPO_ROOT, runApex } from "./helpers/cli.js";
+import { sessionDir } from "./support/cleanup.js";
 
 let dir: string;
 let cleanup: () => void;
 beforeEach(() => {
-  ({ dir, cleanup } = tempDir("apex-damage-"));
+  // A session a test starts is ended even when the test fails before its stop.
+  ({ dir, cleanup } = sessionDir("apex-damage-"));
 });
 afterEach(() => cleanup());
 

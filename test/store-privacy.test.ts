@@ -8,15 +8,12 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Project, REPO_ROOT, isAlive, waitFor } from "./fixtures/agents/harness.js";
 import { APEX_BIN } from "./helpers/cli.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
-afterEach(() => {
-  project?.cleanup();
-  project = undefined;
-});
 
 /** Runs `fn` with the process umask set to `mask` (children spawned meanwhile inherit it). */
 function withUmask<T>(mask: number, fn: () => T): T {

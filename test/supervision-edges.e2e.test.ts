@@ -10,12 +10,11 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Project, events, isAlive, procInfo, waitFor, type ProcInfo } from "./fixtures/agents/harness.js";
 import { capLogFile } from "../core/session/agents.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
 /** Processes outside any agent group a test saw (escaped with setsid): ended by pid after it. */
 const strays: ProcInfo[] = [];
 afterEach(() => {
-  project?.cleanup();
-  project = undefined;
   for (const stray of strays.splice(0)) if (isAlive(stray.pid, stray.startTime)) process.kill(stray.pid, "SIGKILL");
 });
 

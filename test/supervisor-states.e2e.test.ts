@@ -12,13 +12,12 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Project, groupMembers, procInfo, shellAgents, waitFor } from "./fixtures/agents/harness.js";
 import { buildStopEater, buildStopHolder } from "./support/vfork-hold.js";
 
+// A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
 let buildDir: string | undefined;
 const tracers: ChildProcess[] = [];
 afterEach(() => {
   for (const tracer of tracers.splice(0)) tracer.kill("SIGKILL");
-  project?.cleanup();
-  project = undefined;
   if (buildDir) rmSync(buildDir, { recursive: true, force: true });
   buildDir = undefined;
 });

@@ -2,14 +2,12 @@
 // cleanup list), a grant, a call of the HTTP API, and a command through `apex --remote`.
 import { expect } from "vitest";
 import { waitFor, type Project } from "../fixtures/agents/harness.js";
+import { endChild } from "./cleanup.js";
 
-/** Starts `apex serve` on a free loopback port; its stop joins `stops`. Returns its URL. */
-export async function serve(p: Project, stops: Array<() => Promise<unknown>>, env?: NodeJS.ProcessEnv): Promise<string> {
+/** Starts `apex serve` on a free loopback port; its stop (SIGTERM, SIGKILL if it lingers) joins `stops`. Returns its URL. */
+export async function serve(p: Project, stops: Array<() => unknown>, env?: NodeJS.ProcessEnv): Promise<string> {
   const run = p.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"], env ? { env } : {});
-  stops.push(async () => {
-    if (run.child.exitCode === null) run.child.kill("SIGTERM");
-    await run.done;
-  });
+  stops.push(() => endChild(run));
   return waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
 }
 
