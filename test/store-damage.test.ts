@@ -2,8 +2,8 @@
 // validate and repair; a live record whose bytes changed without a logged write is found by
 // validate and put back by repair from the latest checkpoint. (bench/store-damage.mjs
 // measures the same over random byte flips.)
-import { execFileSync, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { JsonValue, Store } from "../core/store/store.js";
