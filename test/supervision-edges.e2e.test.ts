@@ -273,9 +273,11 @@ describe("a supervisor killed while the session is paused", () => {
     const old = project.status().agents[0]!.processes.map((pid) => procInfo(pid)!);
     for (const info of old) expect(info.state).toMatch(/^[TD]$/); // D: in I/O with its SIGSTOP pending, stopped the moment it ends
     process.kill(ready.supervisor_pid, "SIGKILL");
-    const report = await waitFor("interrupted", () => {
+    // A process still in I/O (D) at the pause counts as stopped once its pending SIGSTOP takes it to T.
+    const report = await waitFor("interrupted, every process stopped", () => {
       const status = project!.status();
-      return status.session?.status === "interrupted" ? status : undefined;
+      const stopped = (status.left_running?.[0] as { stopped?: number[] } | undefined)?.stopped ?? [];
+      return status.session?.status === "interrupted" && stopped.length === old.length ? status : undefined;
     });
     const left = report.left_running[0] as { agent: string; pids: number[]; stopped: number[] };
     expect(left.stopped.sort()).toEqual(old.map((info) => info.pid).sort());
