@@ -205,9 +205,11 @@ describe("apex checkpoint", () => {
     const long = `line one\nline two \u001b[2J ${"w".repeat(200)}`;
     ok(["checkpoint", "create", long]);
     expect(list().items[0]!.description).toBe(long.replace(/\s+/g, " "));
-    const row = ok(["checkpoint", "list", "--limit", "1"]).split("\n").find((line: string) => line.startsWith("checkpoint-007"))!;
+    const row = project.apex(["checkpoint", "list", "--limit", "1"], { env: { COLUMNS: "100" } }).stdout.split("\n").find((line: string) => line.startsWith("checkpoint-007"))!;
     expect(row).toMatch(/manual +line one line two \\u001b\[2J w+…$/);
     expect(row.length).toBe(100);
+    // Piped without COLUMNS, whole: grep finds what was written.
+    expect(project.apex(["checkpoint", "list", "--limit", "1"], { env: { COLUMNS: "" } }).stdout).toMatch(/manual +line one line two \\u001b\[2J w{200}$/m);
     ok(["stop"]);
     // Listing works on an ended session too (the one that ended last).
     expect(list().session_id).toBe(ready.session_id);

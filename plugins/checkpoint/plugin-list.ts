@@ -162,9 +162,11 @@ function printPage(page: CheckpointPage, reasonTexts: ReadonlyMap<string, string
     ...(retention ? [item.kept_by === null ? "" : item.kept_by.length > 0 ? item.kept_by.map((reason) => reasonTexts.get(reason) ?? reason).join(", ") : "nothing (next cleanup removes it)"] : []),
   ]);
   const headers = ["NAME", "ID", "CREATED", "TRIGGER", "PIN", ...(retention ? ["KEPT BY"] : [])];
-  // A description (up to 240 characters) is cut to what is left of the row: on a terminal its width, else 100 columns. --json has it whole.
+  // A description (up to 240 characters) is cut to what is left of the row: the terminal's width, or COLUMNS when
+  // output is not a terminal; piped without COLUMNS it is whole, so that grep finds it. --json has it whole.
   const before = headers.reduce((sum, header, i) => sum + Math.max(displayWidth(header), ...rows.map((row) => displayWidth(String(row[i])))) + 2, 0);
-  const width = Math.max(20, (process.stdout.isTTY && process.stdout.columns ? process.stdout.columns : 100) - before);
+  const columns = process.stdout.isTTY && process.stdout.columns ? process.stdout.columns : Number(process.env.COLUMNS) || Infinity;
+  const width = Math.max(20, columns - before);
   rows.forEach((row, i) => row.push(cutToWidth(visibleText(page.items[i]!.description || "-"), width)));
   printLine(table([...headers, "DESCRIPTION"], rows));
   const shown = page.offset + page.items.length;
