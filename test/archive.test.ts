@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { execFile, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
 import { basename, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -744,7 +744,10 @@ describe("apex backup", () => {
     expect(errorOf(again).code).toBe("APEX_E_CONFLICT");
     // Never among APEX's own files or in a repository's .git, as -o FILE (before, both were written).
     mkdirSync(join(dir, ".git"));
-    for (const [to, inside] of [[".apex/logs/copy", ".apex"], [".git/copy", ".git"]] as const) {
+    // Through a symlink to .apex/ or .git/ too, to a directory not made yet (that was written: `--to link/new`).
+    symlinkSync(".apex", join(dir, "to-apex"));
+    symlinkSync(join(dir, ".git"), join(dir, "to-git"));
+    for (const [to, inside] of [[".apex/logs/copy", ".apex"], [".git/copy", ".git"], ["to-apex/copy", ".apex"], ["to-apex/new/copy", ".apex"], ["to-git/copy", ".git"]] as const) {
       const refused = apex("backup", "--to", to, "--json");
       expect(refused.status, refused.stderr).toBe(4);
       expect(errorOf(refused)).toMatchObject({ code: "APEX_E_RESERVED_PATH" });
