@@ -165,7 +165,7 @@ function selectCandidates(store: Store, sessionId: string | undefined, cutoff: n
       });
     }
     const ended = endedAt(location.record);
-    if (!ended) throw new ApexError("APEX_E_INTEGRITY", `Session ${sessionId} has no valid ended_at; not archiving it.`, { hint: "Run `apex session validate`." });
+    if (!ended) throw new ApexError("APEX_E_INTEGRITY", `Session ${sessionId} has no valid ended_at; not archiving it.`, { hint: "`apex session repair` dates it by its last checkpoint (`apex session validate` names it)." });
     if (cutoff !== undefined && Date.parse(ended) > cutoff) {
       result.skipped.push({ sessionId, reason: `it ended ${ended}, after ${new Date(cutoff).toISOString()}`, code: null });
       return [];
