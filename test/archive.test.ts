@@ -445,6 +445,9 @@ describe("apex session export / import", () => {
     // From another project: the agent's process ids (of another machine) are cleared, and the record's
     // history says it was imported (its runs were on that project's store); nothing else changes.
     expect(json(imported)).toMatchObject({ session_id: "s-recent", bundle_kind: "export", checkpoints: 3, agents_process_ids_cleared: 1 });
+    // --help names every key --json prints (it left out name, agents_process_ids_cleared and worktree).
+    const help = apexIn(target)("session", "import", "--help").stdout.replace(/\s+/g, " ");
+    for (const key of Object.keys(json(imported))) expect(help, key).toMatch(new RegExp(`[{,] ?${key}[,}]`));
     const revision = await withStore(target, (store) => {
       const after = snapshot(store, "s-recent");
       expect(after.records.find((entry) => entry.path === "/sessions/s-recent/agents/coder")?.value).toMatchObject({ pid: null, task: "t-0003" });
@@ -461,6 +464,8 @@ describe("apex session export / import", () => {
     const twice = apexIn(target)("session", "import", file, "--json");
     expect(twice.status).toBe(4);
     expect(errorOf(twice).code).toBe("APEX_E_SESSION_EXISTS");
+    // Its hint named a command there is not ("archive or delete that session first").
+    expect(JSON.parse(twice.stderr).error.hint).toBe("Nothing was written. To replace it by the bundle's, archive it first (`apex session archive s-recent`); or import into another project.");
     await withStore(target, (store) => expect(store.revision()).toBe(revision));
     expect(existsSync(file)).toBe(true); // import never removes the file
   });
