@@ -171,6 +171,10 @@ describe("apex session archive / unarchive", () => {
     expect(before.old.lastSequence).toBe(4);
     const oldIds = before.old.checkpoints.items.map((item) => item.id);
 
+    // The dry run says what the sweep after it frees, as the run then does (it said sweep: null).
+    const dry = apex("session", "archive", "--older-than", "30days", "--dry-run", "--json");
+    expect(dry.status, dry.stderr).toBe(0);
+    await withStore(dir, (store) => expect(store.revision()).toBe(before.revision));
     const archived = apex("session", "archive", "--older-than", "30days", "--json");
     expect(archived.stderr).toBe("");
     expect(archived.status).toBe(0);
@@ -179,6 +183,7 @@ describe("apex session archive / unarchive", () => {
     expect(result.archived[0]).toMatchObject({ checkpoints: 3, file: join(dir, ".apex/backups/s-old.apexbundle") });
     expect(result.archived[0].file_bytes).toBeLessThan(result.archived[0].body_bytes);
     expect(result.sweep.values).toBeGreaterThan(0); // values only s-old's checkpoints used
+    expect(json(dry).sweep).toEqual(result.sweep);
     expect(existsSync(join(dir, ".apex/backups/s-old.apexbundle"))).toBe(true);
 
     await withStore(dir, (store) => {
