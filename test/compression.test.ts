@@ -417,6 +417,9 @@ describe("apex session compress (end to end)", () => {
     expect(done.bytes_after).toBeGreaterThan(0);
     expect(done.bytes_after).toBeLessThan(done.bytes_before);
     expect(done.store_bytes_after).toBeLessThan(done.store_bytes_before);
+    // --help names every key --json prints (it ended in "…bytes before and after").
+    const help = apex("session", "compress", "--help").stdout.replace(/\s+/g, " ");
+    for (const key of Object.keys(done)) expect(help, key).toMatch(new RegExp(`[{,] ?${key}[,}:]`));
 
     const text = apex("session", "compress");
     expect(text.status).toBe(0);

@@ -51,7 +51,7 @@ export default definePlugin<RetentionOptions>({
       arguments: [{ syntax: "[id]", description: "only this session (id or unique prefix); default: every session" }],
       options: [
         { flags: "--dry-run", description: "print what would be kept and removed, and by which rule; change nothing" },
-        { flags: "--json", description: "print {dry_run, policy, sessions: [{session_id, checkpoints: [{name, id, action: keep|remove, reasons, protected}]}], deleted, sweep, temporary, bytes_freed}" },
+        { flags: "--json", description: "print {dry_run, time_zone, policy, sessions: [{session_id, state, checkpoints: [{name, id, sequence, created_at, action: keep|remove, reasons, protected}], kept, removed, over_cap, keep_within_from}], deleted, skipped, sweep, sweep_error, temporary, bytes_freed}" },
       ],
       examples: ["apex session cleanup --dry-run", "apex session cleanup", "apex session cleanup 3f2a --json"],
       async action(input, context) {
