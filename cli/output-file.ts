@@ -117,12 +117,18 @@ function refuseGitDirectory(target: string, file: string, option: string): void 
   });
 }
 
-/** The path with its symbolic links resolved, or as given (resolved) when it does not exist. */
+/**
+ * The path with its symbolic links resolved; one that does not exist (yet) is its nearest existing
+ * directory's real path with the rest appended: `backup --to link/new`, link a symlink to .apex/,
+ * is in .apex/ (it was taken as a path of its own, and the copy written there).
+ */
 export function realPath(path: string): string {
+  const whole = resolve(path);
   try {
-    return realpathSync(path);
+    return realpathSync(whole);
   } catch {
-    return resolve(path);
+    const parent = dirname(whole);
+    return parent === whole ? whole : join(realPath(parent), basename(whole));
   }
 }
 

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { execFile, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
 import { basename, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -173,6 +173,10 @@ describe("apex session archive / unarchive", () => {
     expect(before.old.lastSequence).toBe(4);
     const oldIds = before.old.checkpoints.items.map((item) => item.id);
 
+    // The dry run says what the sweep after it frees, as the run then does (it said sweep: null).
+    const dry = apex("session", "archive", "--older-than", "30days", "--dry-run", "--json");
+    expect(dry.status, dry.stderr).toBe(0);
+    await withStore(dir, (store) => expect(store.revision()).toBe(before.revision));
     const archived = apex("session", "archive", "--older-than", "30days", "--json");
     expect(archived.stderr).toBe("");
     expect(archived.status).toBe(0);
@@ -181,6 +185,7 @@ describe("apex session archive / unarchive", () => {
     expect(result.archived[0]).toMatchObject({ checkpoints: 3, file: join(dir, ".apex/backups/s-old.apexbundle") });
     expect(result.archived[0].file_bytes).toBeLessThan(result.archived[0].body_bytes);
     expect(result.sweep.values).toBeGreaterThan(0); // values only s-old's checkpoints used
+    expect(json(dry).sweep).toEqual(result.sweep);
     expect(existsSync(join(dir, ".apex/backups/s-old.apexbundle"))).toBe(true);
 
     await withStore(dir, (store) => {
@@ -447,6 +452,9 @@ describe("apex session export / import", () => {
     // From another project: the agent's process ids (of another machine) are cleared, and the record's
     // history says it was imported (its runs were on that project's store); nothing else changes.
     expect(json(imported)).toMatchObject({ session_id: "s-recent", bundle_kind: "export", checkpoints: 3, agents_process_ids_cleared: 1 });
+    // --help names every key --json prints (it left out name, agents_process_ids_cleared and worktree).
+    const help = apexIn(target)("session", "import", "--help").stdout.replace(/\s+/g, " ");
+    for (const key of Object.keys(json(imported))) expect(help, key).toMatch(new RegExp(`[{,] ?${key}[,}]`));
     const revision = await withStore(target, (store) => {
       const after = snapshot(store, "s-recent");
       expect(after.records.find((entry) => entry.path === "/sessions/s-recent/agents/coder")?.value).toMatchObject({ pid: null, task: "t-0003" });
@@ -463,6 +471,8 @@ describe("apex session export / import", () => {
     const twice = apexIn(target)("session", "import", file, "--json");
     expect(twice.status).toBe(4);
     expect(errorOf(twice).code).toBe("APEX_E_SESSION_EXISTS");
+    // Its hint named a command there is not ("archive or delete that session first").
+    expect(JSON.parse(twice.stderr).error.hint).toBe("Nothing was written. To replace it by the bundle's, archive it first (`apex session archive s-recent`); or import into another project.");
     await withStore(target, (store) => expect(store.revision()).toBe(revision));
     expect(existsSync(file)).toBe(true); // import never removes the file
   });
@@ -746,7 +756,10 @@ describe("apex backup", () => {
     expect(errorOf(again).code).toBe("APEX_E_CONFLICT");
     // Never among APEX's own files or in a repository's .git, as -o FILE (before, both were written).
     mkdirSync(join(dir, ".git"));
-    for (const [to, inside] of [[".apex/logs/copy", ".apex"], [".git/copy", ".git"]] as const) {
+    // Through a symlink to .apex/ or .git/ too, to a directory not made yet (that was written: `--to link/new`).
+    symlinkSync(".apex", join(dir, "to-apex"));
+    symlinkSync(join(dir, ".git"), join(dir, "to-git"));
+    for (const [to, inside] of [[".apex/logs/copy", ".apex"], [".git/copy", ".git"], ["to-apex/copy", ".apex"], ["to-apex/new/copy", ".apex"], ["to-git/copy", ".git"]] as const) {
       const refused = apex("backup", "--to", to, "--json");
       expect(refused.status, refused.stderr).toBe(4);
       expect(errorOf(refused)).toMatchObject({ code: "APEX_E_RESERVED_PATH" });

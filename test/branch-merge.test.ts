@@ -166,6 +166,35 @@ describe("branch", () => {
     expect((await refusal(Promise.resolve().then(() => resolveCheckpoint(store, "nosuch/latest")))).code).toBe("APEX_E_CHECKPOINT_NOT_FOUND");
   });
 
+  it("reads checkpoint names whatever their case, as it reads ids; a reference with a second '/' is said to be malformed, not a missing session", async () => {
+    const c1 = await checkpoint();
+    const exp = await branch(c1.id, "exp");
+    await commit(exp, { "/exp": 1 });
+    const second = latest(exp);
+    // Id prefixes ignored case (`F2C89AB9`) but names did not: `CHECKPOINT-002` was not found.
+    for (const ref of ["exp/CHECKPOINT-002", "exp/Checkpoint-2", "exp/LATEST", `${exp.slice(0, 8)}/Latest`, second.id.slice(0, 8).toUpperCase()]) {
+      expect(resolveCheckpoint(store, ref).id, ref).toBe(second.id);
+    }
+    expect(resolveCheckpoint(store, "CHECKPOINT-001").id).toBe(c1.id);
+    // So a session may not be named as a checkpoint is, in any case.
+    expect((await refusal(createBranch(store, c1.id, "CHECKPOINT-7"))).message).toContain("would read as a checkpoint name");
+    // `<id>/checkpoint-002/x` said `No session "checkpoint-002"`.
+    for (const ref of [`${exp}/checkpoint-002/x`, "exp/latest/", "exp/"]) {
+      const refused = await refusal(Promise.resolve().then(() => resolveCheckpoint(store, ref)));
+      expect(refused, ref).toMatchObject({ code: "APEX_E_USAGE", details: { ref } });
+      expect(refused.message).toMatch(/is not a checkpoint reference: (it has more than one "\/"|nothing follows the "\/")\.$/);
+      expect(refused.message).not.toContain("No session");
+    }
+  });
+
+  it("refuses to merge a session into itself naming it as other messages do, not by its whole id", async () => {
+    const { dst } = await twoBranches();
+    const self = await refusal(mergeSessions(store, { source: "dst", destination: dst, actor: "user:test" }));
+    expect(self).toMatchObject({ code: "APEX_E_USAGE", message: "Cannot merge session dst into itself.", details: { session_id: dst } });
+    const unnamed = await refusal(mergeSessions(store, { source: "main", destination: "main", actor: "user:test" }));
+    expect(unnamed.message).toBe("Cannot merge session main into itself.");
+  });
+
   it("reads `current` as the current session, as `session share current` does, never as a session of that id", async () => {
     const { dst } = await twoBranches();
     expect(resolveSessionRef(store, "current")).toBe("main");

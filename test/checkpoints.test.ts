@@ -796,6 +796,35 @@ describe("validation, repair and recovery", () => {
     expect(verifyCheckpoint(store, getCheckpoint(store, second.id))).toEqual([]);
   });
 
+  it("an ended session's record with no time it ended is found, and repair dates it by its last checkpoint", async () => {
+    const { second } = await twoCheckpoints();
+    // A half-written record: archive refused the session (no valid ended_at) and said to run validate, which found nothing.
+    await store.batch((batch) => {
+      batch.delete("/sessions/s1");
+      batch.delete("/sessions/current");
+      batch.set("/sessions/history/s1", { session_id: "s1", status: "stopped", agents: [] });
+      batch.set("/sessions/history/s2", { session_id: "s2", status: "stopped", agents: [], created_at: "2026-01-01T00:00:00.000Z" });
+      batch.set("/sessions/history/s3", { session_id: "s3", status: "stopped", agents: [], updated_at: "2026-01-02T00:00:00.000Z" });
+    });
+    const before = validateStore(store);
+    expect(before.problems.map((problem) => [problem.code, problem.path])).toEqual([
+      ["ended-session-undated", "/sessions/history/s1"],
+      ["ended-session-undated", "/sessions/history/s2"],
+    ]);
+    expect(validateStore(store, { sessionId: "s2" }).problems.map((problem) => problem.path)).toEqual(["/sessions/history/s2"]);
+    const dry = await repairStore(store, { dryRun: true });
+    expect(store.get("/sessions/history/s1")).not.toHaveProperty("ended_at");
+    const repaired = await repairStore(store);
+    expect(repaired.actions).toEqual(dry.actions);
+    expect(repaired.actions.map((action) => [action.action, action.target])).toEqual([
+      ["date-ended-session", "/sessions/history/s1"],
+      ["date-ended-session", "/sessions/history/s2"],
+    ]);
+    expect(repaired.after).toMatchObject({ ok: true, problems: [] });
+    expect(store.get("/sessions/history/s1")).toMatchObject({ status: "stopped", ended_at: second.created_at });
+    expect(store.get("/sessions/history/s2")).toMatchObject({ ended_at: "2026-01-01T00:00:00.000Z" });
+  });
+
   it("reconstructs a session from its latest verifying checkpoint and the live records that survive", async () => {
     await store.batch((batch) => {
       batch.set("/sessions/s1/tasks/t-0002", { id: "t-0002", title: "second", status: "pending", assignee: null });

@@ -327,6 +327,10 @@ describe("compression and the rest of the store", () => {
     expect(result.values.compressed).toBeGreaterThan(0);
     expect(result.bytes.after).toBeLessThan(result.bytes.before);
     expect(ObjectStore.of(store).usage()).toEqual(before);
+    // It reports what the real run then does, the packs it removes or rewrites too (it said none).
+    const real = await compressColdData(store, { algorithm: "brotli", policy: { after: 1 }, measure: true });
+    expect(real.packs.removed + real.packs.rewritten).toBeGreaterThan(0);
+    expect([result.packs, result.values, result.bytes]).toEqual([real.packs, real.values, real.bytes]);
   });
 });
 
@@ -413,6 +417,9 @@ describe("apex session compress (end to end)", () => {
     expect(done.bytes_after).toBeGreaterThan(0);
     expect(done.bytes_after).toBeLessThan(done.bytes_before);
     expect(done.store_bytes_after).toBeLessThan(done.store_bytes_before);
+    // --help names every key --json prints (it ended in "…bytes before and after").
+    const help = apex("session", "compress", "--help").stdout.replace(/\s+/g, " ");
+    for (const key of Object.keys(done)) expect(help, key).toMatch(new RegExp(`[{,] ?${key}[,}:]`));
 
     const text = apex("session", "compress");
     expect(text.status).toBe(0);

@@ -5,6 +5,7 @@ import { canonicalJson, type PackCodec } from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { sweepUnreferenced, type SweepResult } from "../checkpoint/checkpoints.js";
+import { manifestKeys } from "../checkpoint/refs.js";
 import { branchPoints, knownSessions, type SessionInfo } from "../retention/sessions.js";
 import { encodeBundle, readBundle, type BundleContent } from "./bundle.js";
 import { isRecord } from "../checkpoint/manifest.js";
@@ -121,10 +122,13 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
     }
   }
 
-  if (!result.dryRun && result.archived.length > 0) {
+  if (result.archived.length > 0) {
     options.onProgress?.("sweeping data only archived sessions used");
     try {
-      result.sweep = await sweepUnreferenced(store);
+      // A dry run says what the sweep would free, counting the sessions' checkpoints as gone (it said nothing).
+      const gone = new Set(result.archived.map((archived) => archived.sessionId));
+      const without = [...Catalog.of(store).summaryKeys(), ...manifestKeys(store)].filter((slot) => gone.has(slot.sessionId));
+      result.sweep = await sweepUnreferenced(store, result.dryRun ? { dryRun: true, without } : {});
     } catch (error) {
       const failure = isApexError(error) ? error : new ApexError("APEX_E_INTERNAL", (error as Error).message);
       result.sweepError = { code: failure.code, message: failure.message, hint: failure.hint };
@@ -165,7 +169,7 @@ function selectCandidates(store: Store, sessionId: string | undefined, cutoff: n
       });
     }
     const ended = endedAt(location.record);
-    if (!ended) throw new ApexError("APEX_E_INTEGRITY", `Session ${sessionId} has no valid ended_at; not archiving it.`, { hint: "Run `apex session validate`." });
+    if (!ended) throw new ApexError("APEX_E_INTEGRITY", `Session ${sessionId} has no valid ended_at; not archiving it.`, { hint: "`apex session repair` dates it by its last checkpoint (`apex session validate` names it)." });
     if (cutoff !== undefined && Date.parse(ended) > cutoff) {
       result.skipped.push({ sessionId, reason: `it ended ${ended}, after ${new Date(cutoff).toISOString()}`, code: null });
       return [];

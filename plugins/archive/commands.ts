@@ -98,7 +98,7 @@ function printArchive(context: CommandContext, result: ArchiveResult, olderThanM
   for (const skipped of result.skipped) context.print(`  left in the store: ${skipped.sessionId}: ${skipped.reason.replace(/\.$/, "")}`);
   if (result.sweep) {
     const { values, trees, bytes } = result.sweep.removed;
-    context.print(`Swept ${plural(values, "value")} and ${plural(trees, "tree node")} only archived sessions used (${formatBytes(bytes)}).`);
+    context.print(`${result.dryRun ? "Would sweep" : "Swept"} ${plural(values, "value")} and ${plural(trees, "tree node")} only archived sessions used (${formatBytes(bytes)}).`);
   }
   if (result.sweepError) context.print(`The sweep did not run [${result.sweepError.code}]: ${result.sweepError.message}${result.sweepError.hint ? ` ${result.sweepError.hint}` : ""}`);
   if (result.dryRun) context.print("Dry run: nothing was written or removed.");

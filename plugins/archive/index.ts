@@ -44,7 +44,7 @@ export default definePlugin<ArchivePluginOptions>({
       arguments: [{ syntax: "<bundle>", description: "a bundle file, or a session archived under session.backup_location: its id, a branch's name or a unique id prefix" }],
       options: [
         { flags: "--keep", description: "keep the bundle file (default: an archive in the backup directory is removed once the session is back; a bundle elsewhere, such as an export, is always kept)" },
-        { flags: "--json", description: "print {session_id, name, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, previous_status, revision, already_back, bundle_removed}" },
+        { flags: "--json", description: "print {session_id, name, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, agents_process_ids_cleared, previous_status, worktree, revision, already_back, bundle_removed}" },
       ],
       examples: ["apex session unarchive 3f2a9c1e", "apex session unarchive experiment", "apex session unarchive .apex/backups/3f2a9c1e.apexbundle --keep", "apex session unarchive 3f2a --json"],
       async action(input, context) {
@@ -75,7 +75,7 @@ export default definePlugin<ArchivePluginOptions>({
       description: "add the session of a bundle file (from export or archive) to this project, after verifying it",
       runsIn: "cli",
       arguments: [{ syntax: "<file>", description: "the bundle file" }],
-      options: [{ flags: "--json", description: "print {session_id, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, previous_status, revision}" }],
+      options: [{ flags: "--json", description: "print {session_id, name, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, agents_process_ids_cleared, previous_status, worktree, revision}" }],
       examples: ["apex session import auth-work.apexbundle", "apex session import /tmp/s.apexbundle --json"],
       async action(input, context) {
         const { runImport } = await import("./commands.js");
@@ -89,7 +89,7 @@ export default definePlugin<ArchivePluginOptions>({
       runsIn: "cli",
       options: [
         { flags: "--to <dir>", description: "directory for the copy; it must not hold a store.mdb yet (default: session.backup_location/store-<time>)" },
-        { flags: "--json", description: "print {directory, file, bytes, source_bytes, revision, counts: {records, checkpoints, values, trees}, validation, ms, swept}" },
+        { flags: "--json", description: "print {directory, file, bytes, source_bytes, revision, counts: {records, checkpoints, values, trees, packs}, validation, ms, swept}" },
       ],
       examples: ["apex backup", "apex backup --to /mnt/backups/apex-2026-11-20", "apex backup --json"],
       async action(input, context) {

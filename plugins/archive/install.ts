@@ -8,7 +8,7 @@ import { readBundle, type BundleContent, type BundleKind, type ReadLimits } from
 import { isRecord } from "../checkpoint/manifest.js";
 import { historyPath, livePath } from "./collect.js";
 import { readBundleFile } from "./files.js";
-import { sessionIdByName } from "../../core/session/names.js";
+import { sessionIdByName, shortSessionId } from "../../core/session/names.js";
 import { worktreeOf } from "../../core/session/records.js";
 
 /** Actor of the revision-log entries archive, unarchive and import write. */
@@ -213,8 +213,10 @@ export function refuseIfPresent(store: Store, content: BundleContent): void {
   else if (!isEmpty(store.keysBelow(livePath(sessionId)))) present = `records below /sessions/${sessionId}/`;
   else if (catalog.lastSequence(sessionId) > 0 || catalog.count(sessionId) > 0) present = `checkpoints of a session ${sessionId}`;
   if (present) {
+    // There is no command that deletes a session: the way to make room is to archive it (once it ended).
+    const ended = store.has(historyPath(sessionId));
     throw new ApexError("APEX_E_SESSION_EXISTS", `This project already has ${present}; refusing to import the bundle over it.`, {
-      hint: "Nothing was written. Archive or delete that session first, or import into another project.",
+      hint: `Nothing was written. ${ended ? "To" : "Once it has ended (`apex stop`), to"} replace it by the bundle's, archive it first (\`apex session archive ${shortSessionId(sessionId)}\`); or import into another project.`,
       details: { session_id: sessionId },
     });
   }

@@ -210,7 +210,7 @@ function referencesIn(value: JsonValue | undefined, parentSession: string | unde
   return [];
 }
 
-const BARE_NAME = /^(?:checkpoint-\d+|latest)$/;
+const BARE_NAME = /^(?:checkpoint-\d+|latest)$/i;
 
 function resolveReference(store: Store, { ref, sessionId }: Reference): string[] {
   // A bare name means nothing without its session; the current session is not a safe guess.

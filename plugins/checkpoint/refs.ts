@@ -45,15 +45,24 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
   if (!text) throw new ApexError("APEX_E_USAGE", "No checkpoint given.", { hint: refHint });
   const slash = text.indexOf("/");
   // The session as APEX prints it (`3f2a9c1e/checkpoint-004`) or by its branch name, not only its full id.
-  if (slash > 0) return resolveCheckpoint(store, text.slice(slash + 1), { sessionId: sessionOfRef(store, text.slice(0, slash), text) });
+  if (slash > 0) {
+    const rest = text.slice(slash + 1);
+    // `<id>/checkpoint-002/x` is no reference: say so, not that no session is named "checkpoint-002".
+    if (!rest || rest.includes("/")) {
+      throw new ApexError("APEX_E_USAGE", `${JSON.stringify(text)} is not a checkpoint reference: ${rest ? "it has more than one \"/\"" : "nothing follows the \"/\""}.`, { hint: refHint, details: { ref: text } });
+    }
+    return resolveCheckpoint(store, rest, { sessionId: sessionOfRef(store, text.slice(0, slash), text) });
+  }
   const catalog = Catalog.of(store);
-  if (text === "latest") {
+  // Names are read as ids are, whatever their case (`CHECKPOINT-002`, `Latest`, `F2C89AB9`).
+  const word = text.toLowerCase();
+  if (word === "latest") {
     const sessionId = options.sessionId ?? currentSessionId(store);
     const latest = catalog.latest(sessionId);
     if (!latest) throw notFound(`Session ${sessionId} has no checkpoints yet.`, text);
     return { sessionId, sequence: latest.sequence, id: latest.id };
   }
-  const sequence = parseCheckpointName(text);
+  const sequence = parseCheckpointName(word);
   if (sequence !== undefined) {
     const sessionId = options.sessionId ?? currentSessionId(store);
     const summary = catalog.summary(sessionId, sequence);
@@ -68,7 +77,7 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
     }
     throw notFound(`No ${checkpointName(sequence)} in session ${sessionId}${taken > 0 ? ` (its latest number is ${checkpointName(taken)})` : ""}.`, text);
   }
-  const prefix = text.toLowerCase();
+  const prefix = word;
   if (!/^[0-9a-f-]+$/.test(prefix)) throw notFound(`No checkpoint ${JSON.stringify(text)}.`, text);
   if (prefix.length < MIN_PREFIX) {
     throw new ApexError("APEX_E_USAGE", `The checkpoint id prefix ${JSON.stringify(text)} is too short (use at least ${MIN_PREFIX} characters).`, {

@@ -92,11 +92,11 @@ export async function mergeSessions(store: Store, request: SessionMergeRequest):
   if (!dryRun) assertWritable(store);
   const sourceId = resolveSessionRef(store, request.source);
   const destinationId = resolveSessionRef(store, request.destination);
-  if (sourceId === destinationId) throw new ApexError("APEX_E_USAGE", `Cannot merge session ${sourceId} into itself.`, { hint: "Name two different sessions: apex session merge SRC DST." });
+  if (sourceId === destinationId) throw new ApexError("APEX_E_USAGE", `Cannot merge session ${sessionLabel(store, sourceId)} into itself.`, { hint: "Name two different sessions: apex session merge SRC DST.", details: { session_id: sourceId } });
   const catalog = Catalog.of(store);
   const theirsSummary = catalog.latest(sourceId);
   if (!theirsSummary) {
-    throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${sourceId} has no checkpoint to merge.`, { hint: "Create one in it (`apex checkpoint create` while it runs)." });
+    throw new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", `Session ${sessionLabel(store, sourceId)} has no checkpoint to merge.`, { details: { session_id: sourceId }, hint: "Create one in it (`apex checkpoint create` while it runs)." });
   }
   // The git state of the merge checkpoint, before the transaction (beforeCheckpoint is asynchronous).
   let gitState: JsonValue | null | undefined;

@@ -23,7 +23,7 @@ export function checkSessionName(name: string, kind: "name" | "id" = "name"): st
         ? `'${name}' already means something where a session is named`
         : /\.\.|\.lock$|\.$/.test(name)
           ? "it cannot contain '..' or end with '.' or '.lock' (it names a git branch too)"
-          : /^checkpoint-\d+$/.test(name)
+          : /^checkpoint-\d+$/i.test(name)
             ? "it would read as a checkpoint name"
             : kind === "name" && name.length >= 4 && [...name].every((char, at) => (UUID_SHAPE[at] === "-" ? char === "-" : UUID_SHAPE[at] !== undefined && /[0-9a-f]/i.test(char)))
               ? "it would read as the start of a session or checkpoint id (a uuid), so a command could act on another session"

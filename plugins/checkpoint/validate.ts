@@ -68,6 +68,7 @@ export type ProblemCode =
   | "current-session-invalid"
   | "current-session-missing"
   | "task-unknown-agent"
+  | "ended-session-undated"
   | "checkpoint-escapes-session"
   | "langgraph-index-dangling"
   | "langgraph-head-dangling"
@@ -279,6 +280,8 @@ interface ValidationState {
   /** Live records that differ from the latest verifying checkpoint with no logged write (validate-live.ts). */
   liveFindings: LiveRecordFinding[];
   unknownAgentTasks: Array<{ path: string; task: Record<string, unknown> }>;
+  /** Ended sessions' records with no time they ended (archive and retention cannot place them), and the time repair gives them. */
+  undatedEnded: Array<{ path: string; record: Record<string, unknown>; endedAt: string }>;
   currentInvalid: boolean;
   danglingIds: string[];
   counters: Array<{ sessionId: string; last: number; needed: number }>;
@@ -315,6 +318,7 @@ function runValidation(store: Store, view: ObjectView, options: ValidateOptions)
     undecodableRecords: [],
     liveFindings: [],
     unknownAgentTasks: [],
+    undatedEnded: [],
     currentInvalid: false,
     danglingIds: [],
     counters: [],
@@ -814,6 +818,17 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
     }
   }
 
+  // An ended session's record says when it ended: archive refused one without (and said to run validate, which found nothing).
+  for (const { path, value } of store.query("/sessions/history/*")) {
+    const id = path.slice("/sessions/history/".length);
+    if ((options.sessionId && id !== options.sessionId) || !isRecord(value) || ["ended_at", "updated_at"].some((field) => isTime(value[field]))) continue;
+    state.mentioned.add(id);
+    add({ code: "ended-session-undated", severity: "error", message: `The record of ended session ${id} has no valid ended_at: archive and retention cannot tell when it ended.`, path });
+    // Repair dates it by the last thing the session wrote: its newest checkpoint, else when it was created.
+    const times = [Catalog.of(store).latest(id)?.created_at, value.created_at].filter(isTime).sort();
+    state.undatedEnded.push({ path, record: value, endedAt: times.at(-1) ?? new Date().toISOString() });
+  }
+
   // Tasks must be owned by agents the session knows.
   for (const [sessionId, info] of sessions) {
     if (options.sessionId && sessionId !== options.sessionId) continue;
@@ -834,6 +849,10 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
       }
     }
   }
+}
+
+function isTime(value: unknown): value is string {
+  return typeof value === "string" && Number.isFinite(Date.parse(value));
 }
 
 /** Agent names a session record lists: `agents` as names, objects with `name`, or a map keyed by name. */
@@ -901,6 +920,7 @@ export type RepairActionKind =
   | "restore-record"
   | "clear-current-session"
   | "unassign-task"
+  | "date-ended-session"
   | "remove-langgraph-step"
   | "remove-langgraph-writes"
   | "move-langgraph-head"
@@ -1019,6 +1039,7 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
     for (const task of after.unknownAgentTasks) {
       actions.push({ action: "unassign-task", target: task.path, reason: `assigned to unknown agent ${String(task.task.assignee)}` });
     }
+    for (const ended of after.undatedEnded) actions.push({ action: "date-ended-session", target: ended.path, reason: `no valid ended_at: set to ${ended.endedAt}, its last checkpoint or its start` });
 
     if (dryRun) {
       result = { dryRun, actions, before: before.report };
@@ -1044,7 +1065,7 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
     for (const counter of after.counters) catalog.setLastSequence(counter.sessionId, Math.max(counter.needed, counter.last));
     for (const action of actions) if (action.action === "remove-object") objects.removeRaw(stillDamaged.get(action.target)!, action.target);
     for (const key of after.badBases) catalog.removeBase(key);
-    const recordWrites = after.undecodableRecords.length + restorable.length + (after.currentInvalid ? 1 : 0) + after.unknownAgentTasks.length;
+    const recordWrites = after.undecodableRecords.length + restorable.length + (after.currentInvalid ? 1 : 0) + after.unknownAgentTasks.length + after.undatedEnded.length;
     if (recordWrites > 0) {
       store.batchSync((batch) => {
         for (const path of after.undecodableRecords) batch.deleteDamaged(path);
@@ -1055,6 +1076,7 @@ export async function repairStore(store: Store, options: RepairOptions = {}): Pr
           if (fixed.status === "active") fixed.status = "pending";
           batch.set(task.path, fixed as JsonValue);
         }
+        for (const ended of after.undatedEnded) batch.set(ended.path, { ...ended.record, ended_at: ended.endedAt } as JsonValue);
       }, actor);
     }
     result = { dryRun, actions, before: before.report, after: runValidation(store, objects.view({ fresh: true }), {}).report };

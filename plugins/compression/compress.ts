@@ -184,6 +184,9 @@ export async function compressColdData(store: Store, options: CompressOptions): 
   if (options.dryRun) {
     for (const group of groups) count(result, group.members, group.data!.length, group.size);
     result.packs.written = groups.length;
+    // The packs the real run would then remove or rewrite, as it would (it said none were).
+    const members = groups.flatMap((group) => group.members);
+    reclaimSources(objects, new Set(members.map((member) => member.location.pack)), result, new Set(members.map((member) => member.hash)));
   } else if (groups.length > 0) {
     options.onProgress?.("writing", 0, 1);
     await store.transaction(() => writeGroups(objects, groups, options.algorithm, result));
@@ -313,8 +316,11 @@ function writeGroups(objects: ObjectStore, groups: readonly Group[], codec: Pack
   reclaimSources(objects, sources, result);
 }
 
-/** Deletes the source packs nothing points into any more; rewrites those mostly garbage now. */
-function reclaimSources(objects: ObjectStore, sources: ReadonlySet<number>, result: CompressResult): void {
+/**
+ * Deletes the source packs nothing points into any more; rewrites those mostly garbage now. With
+ * `movedAway` (a dry run: the values it would compress, still where they were), only counts them.
+ */
+function reclaimSources(objects: ObjectStore, sources: ReadonlySet<number>, result: CompressResult, movedAway?: ReadonlySet<Hash>): void {
   if (sources.size === 0) return;
   const live = new Map<number, Array<{ kind: ObjectKind; hash: Hash; location: ObjectLocation }>>();
   for (const kind of ["value", "tree"] as const) {
@@ -325,7 +331,7 @@ function reclaimSources(objects: ObjectStore, sources: ReadonlySet<number>, resu
       } catch {
         continue;
       }
-      if (!location || !sources.has(location.pack)) continue;
+      if (!location || !sources.has(location.pack) || (kind === "value" && movedAway?.has(hash))) continue;
       let list = live.get(location.pack);
       if (!list) live.set(location.pack, (list = []));
       list.push({ kind, hash, location });
@@ -337,7 +343,7 @@ function reclaimSources(objects: ObjectStore, sources: ReadonlySet<number>, resu
     if (!pack) continue;
     const kept = live.get(id) ?? [];
     if (kept.length === 0) {
-      objects.packs.remove(id);
+      if (!movedAway) objects.packs.remove(id);
       result.packs.removed += 1;
       continue;
     }
@@ -345,11 +351,12 @@ function reclaimSources(objects: ObjectStore, sources: ReadonlySet<number>, resu
     if (kept.some((item) => item.location.codec)) continue;
     const liveBytes = kept.reduce((sum, item) => sum + item.location.length, 0);
     if (liveBytes >= pack.length * REWRITE_BELOW) continue;
+    result.packs.rewritten += 1;
+    if (movedAway) continue;
     for (const item of kept) {
       moved.push({ kind: item.kind, hash: item.hash, bytes: copyOf(pack.subarray(item.location.offset, item.location.offset + item.location.length)) });
     }
     objects.packs.remove(id);
-    result.packs.rewritten += 1;
   }
   if (moved.length > 0) objects.putMany(moved);
 }

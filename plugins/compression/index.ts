@@ -57,7 +57,7 @@ export default definePlugin<CompressionOptions>({
         { flags: "--algorithm <name>", description: "brotli or gzip (default: the plugin's `algorithm`, brotli)" },
         { flags: "--level <n>", description: "0-11 for brotli, 0-9 for gzip (default 6)" },
         { flags: "--dry-run", description: "compress in memory and report the sizes; write nothing" },
-        { flags: "--json", description: "print {dry_run, session_id, algorithm, level, policy: {after, older_than_seconds}, checkpoints, values: {compressed, already_compressed, incompressible, skipped, remaining}, …bytes before and after}" },
+        { flags: "--json", description: "print {dry_run, session_id, algorithm, level, policy: {after, older_than_seconds}, checkpoints: {cold, hot}, values: {compressed, already_compressed, incompressible, skipped, remaining}, bytes_before, bytes_after, ratio, packs: {written, removed, rewritten}, store_bytes_before, store_bytes_after, damaged_nodes}" },
       ],
       examples: [
         "apex session compress                      # every session, with the plugin's options",
