@@ -110,7 +110,7 @@ describe("the audit trail and reports", () => {
     expect(text.stdout).toMatch(/git\.synced .* {2}\[plugin:git\]$/m);
 
     // --help says what --json prints with an ID as it is: an object holding the events (it said an array of them).
-    expect(project.apex(["session", "history", "--help"]).stdout.replace(/\s+/g, " ")).toContain("(with an ID: {session_id, name, status, events: [{seq, at, type, actor, …}]})");
+    expect(project.apex(["session", "history", "--help"]).stdout.replace(/\s+/g, " ")).toContain("(with an ID, or --session, or through --remote: {session_id, name, status, events: [{seq, at, type, actor, …}]})");
 
     // Without an ID: the ended sessions, as before.
     const ended = project.apex(["session", "history"]);
