@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { claimNewSession } from "../dist/core/session/claim.js";
+import { readLease } from "../dist/core/session/lease.js";
 import { sessionPath, type SessionRecord } from "../dist/core/session/records.js";
 import { openStore } from "../dist/core/store/open.js";
 import { Project, REPO_ROOT, events, groupMembers, isAlive, procInfo, type CliResult, waitFor } from "./fixtures/agents/harness.js";
@@ -96,8 +97,9 @@ describe("two hosts on one PostgreSQL database", () => {
     const url = cluster.createDatabase();
     // Metrics sampled every second: host-a's sampler is due the moment its supervisor is woken up, its lease lost.
     const metrics = "plugins:\n  metrics: { interval: 1 }";
-    const a = new HostProject("host-a", config(url, "shared", 4, metrics));
-    const b = new HostProject("host-b", config(url, "shared", 4, metrics));
+    // A lease of 6 s: a renewal may wait on a commit's fsync, which a loaded disk can hold for seconds.
+    const a = new HostProject("host-a", config(url, "shared", 6, metrics));
+    const b = new HostProject("host-b", config(url, "shared", 6, metrics));
 
     const ready = a.start(["--task", "work across hosts"]);
     const sid = ready.session_id;
@@ -106,7 +108,7 @@ describe("two hosts on one PostgreSQL database", () => {
 
     // From host-b: the session runs on host-a (no local pid check: its agents are as recorded).
     const seen = status(b);
-    expect(seen.session).toMatchObject({ session_id: sid, status: "active", host: "host-a", remote: true, supervisor: { pid: ready.supervisor_pid, alive: true, host: "host-a", generation: 1 } });
+    expect(seen.session, a.supervisorLog()).toMatchObject({ session_id: sid, status: "active", host: "host-a", remote: true, supervisor: { pid: ready.supervisor_pid, alive: true, host: "host-a", generation: 1 } });
     expect(seen.agents).toMatchObject([{ name: "worker", status: "running", alive: false }]);
     expect(b.apex(["status"]).stdout).toMatch(new RegExp(`active on host host-a[\\s\\S]*supervisor  pid ${ready.supervisor_pid} on host host-a \\(lease until `));
     expect(json<Array<{ session_id: string; status: string; host: string }>>(b.apex(["session", "list", "--json"]))).toEqual([expect.objectContaining({ session_id: sid, status: "active", host: "host-a" })]);
@@ -203,7 +205,7 @@ describe("two hosts on one PostgreSQL database", () => {
     // A second project directory on host-b (the same host name, the same database): the session's
     // supervisor answers only in b's directory. Not "not running", nor "alive but does not answer"
     // with --force for a hint, which killed b's supervisor from there.
-    const c = new HostProject("host-b", config(url, "shared", 4));
+    const c = new HostProject("host-b", config(url, "shared", 6));
     for (const command of [["stop", "--force"], ["pause"]]) {
       const refused = c.apex(command);
       expect(refused.status, `${command.join(" ")}: ${refused.stderr}`).toBe(4);
@@ -219,13 +221,13 @@ describe("two hosts on one PostgreSQL database", () => {
   }, 300_000);
   it("a stop whose beforeStop hooks outlast the lease keeps it renewed: the other host never sees the session interrupted", async () => {
     const url = cluster.createDatabase();
-    // A plugin whose beforeStop takes 3 leases' time (a slow git push, an upload).
+    // A plugin whose beforeStop takes more than two leases' time (a slow git push, an upload).
     const plugins = ["plugins:", "  ./slow-stop.mjs: {}"].join("\n");
-    const a = new HostProject("host-a", config(url, "slow", 1, plugins));
-    const b = new HostProject("host-b", config(url, "slow", 1));
+    const a = new HostProject("host-a", config(url, "slow", 2, plugins));
+    const b = new HostProject("host-b", config(url, "slow", 2));
     writeFileSync(
       join(a.dir, "slow-stop.mjs"),
-      'export default { name: "slow-stop", version: "1.0.0", apply(apex) { apex.hooks.beforeStop.tapPromise("slow-stop", () => new Promise((done) => setTimeout(done, 3500))); } };\n',
+      'export default { name: "slow-stop", version: "1.0.0", apply(apex) { apex.hooks.beforeStop.tapPromise("slow-stop", () => new Promise((done) => setTimeout(done, 4500))); } };\n',
     );
     const ready = a.start(["--task", "a slow stop"]);
     const stopping = a.apexAsync(["stop", "--json"], { env: { APEX_HOST: "host-a" } });
@@ -242,6 +244,35 @@ describe("two hosts on one PostgreSQL database", () => {
     expect(status(b).session).toBeNull();
     expect(a.supervisorLog()).not.toContain("lease lost");
     expect(a.supervisorLog()).toContain("session stopped");
+  }, 120_000);
+
+  it("a supervisor kept busy by a run of writes renews its lease as it writes: the lease never comes close to running out", async () => {
+    const url = cluster.createDatabase();
+    // afterMilestone writes for more than a lease's time without yielding: the renewal timer cannot fire meanwhile.
+    const a = new HostProject("host-a", config(url, "busy", 3, ["plugins:", "  ./busy.mjs: {}"].join("\n")));
+    writeFileSync(
+      join(a.dir, "busy.mjs"),
+      'export default { name: "busy", version: "1.0.0", apply(apex) { apex.hooks.afterMilestone.tap("busy", () => { const end = performance.now() + 4000; for (let i = 0; performance.now() < end; i++) apex.store.batchSync((batch) => batch.set("/busy/n", i), "busy"); }); } };\n',
+    );
+    const ready = a.start(["--task", "a busy supervisor"]);
+    const store = await openStore({ backend: "postgres", dir: tmpdir(), url, project: "busy" }, { readOnly: true });
+    try {
+      const margins: number[] = [];
+      const reached = a.apexAsync(["milestone", "busy", "--json"]);
+      await waitFor("the busy writes to begin", () => store.get("/busy/n") !== undefined, 30_000);
+      while (reached.child.exitCode === null) {
+        const row = readLease(store, ready.session_id)!;
+        margins.push(Date.parse(row.expires_at) - store.now());
+        await new Promise((done) => setTimeout(done, 10));
+      }
+      expect((await reached.done).status).toBe(0);
+      expect(margins.length).toBeGreaterThan(50);
+      // Renewed every third of the lease: what is left never falls far below two thirds of it (2 s).
+      expect(Math.min(...margins), JSON.stringify(margins)).toBeGreaterThan(1000);
+      expect(a.supervisorLog()).not.toContain("lease lost");
+    } finally {
+      await store.close();
+    }
   }, 120_000);
 });
 

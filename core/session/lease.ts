@@ -156,6 +156,8 @@ export class LeaseHolder {
   private depth = 0;
   private renewSync: ((fn: (batch: WriteBatch) => RenewOutcome, actor?: string) => { value: RenewOutcome }) | undefined;
   private ended = false;
+  /** performance.now() when the last renewal began. */
+  private triedAt = 0;
 
   constructor(
     private readonly store: Store,
@@ -223,9 +225,15 @@ export class LeaseHolder {
     }
   }
 
-  /** Throws unless the lease is held; past its deadline, renews first (synchronously). */
+  /**
+   * Throws unless the lease is held. A renewal that is due (ttl/3 since the last) is made first,
+   * synchronously: a supervisor whose event loop is kept busy by a run of writes (a checkpoint on
+   * a slow disk) keeps its lease as the timer would, rather than letting it lapse in the database.
+   */
   private check(): void {
-    if (!this.lostReason && performance.now() >= this.deadline && !this.ended) this.renew();
+    const now = performance.now(), third = Math.floor(this.ttlMs / 3);
+    // Past the deadline always; before it, once ttl/3 after the last renewal and the last try (a store out of reach is not retried at every write).
+    if (!this.lostReason && !this.ended && (now >= this.deadline || (now >= this.deadline - this.ttlMs + third && now - this.triedAt >= third))) this.renew();
     if (this.lostReason) {
       throw new ApexError("APEX_E_LEASE_LOST", `This supervisor no longer holds session ${this.sessionId}: ${this.lostReason}.`, {
         hint: "`apex status` shows where the session runs now.",
@@ -262,7 +270,7 @@ export class LeaseHolder {
    * be reached) is retried at the next tick; past the deadline it loses the lease too.
    */
   renew(): RenewOutcome | undefined {
-    const started = performance.now();
+    const started = (this.triedAt = performance.now());
     const write = this.renewSync ?? ((fn: (batch: WriteBatch) => RenewOutcome, actor?: string) => this.store.batchSync(fn, actor));
     let outcome: RenewOutcome;
     try {
