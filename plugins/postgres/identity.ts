@@ -20,7 +20,9 @@ export function storeIdentity(spec: StoreSpec, env: NodeJS.ProcessEnv = process.
     return `${redactUrl(spec.url ?? "")} (project ${project})`; // opening it reports the URL
   }
   const query = url.searchParams;
-  const host = (query.get("host") || (url.hostname === NO_HOST ? "" : decodeURIComponent(url.hostname)) || env.PGHOST || "localhost").toLowerCase();
+  const named = query.get("host") || (url.hostname === NO_HOST ? "" : decodeURIComponent(url.hostname)) || env.PGHOST || "localhost";
+  // Host names are case-insensitive; a socket directory is a path, which is not.
+  const host = named.startsWith("/") ? named : named.toLowerCase();
   const port = query.get("port") || url.port || env.PGPORT || "5432";
   const user = decodeURIComponent(url.username) || query.get("user") || env.PGUSER || osUser();
   const database = decodeURIComponent(url.pathname.replace(/^\//, "")) || query.get("dbname") || env.PGDATABASE || user;
