@@ -261,14 +261,29 @@ const RECONNECT_REFUSALS = new Set(["28P01", "28000", "3D000", "53300"]);
 const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "EPROTO", "57P01", "57P02", "57P03", "57P05"]);
 
 /**
+ * Where a failure happened, for its message and its details: the store URL without its password
+ * (as the user gave it) and, once a store is open, the project id, each its own detail (not
+ * joined into one string a script would have to take apart).
+ */
+type Where = string | { url: string; project: string };
+
+function shownAt(where: Where): string {
+  return typeof where === "string" ? where : `${where.url} (project ${JSON.stringify(where.project)})`;
+}
+
+function whereDetails(where: Where): { url: string; project?: string } {
+  return typeof where === "string" ? { url: where } : { url: where.url, project: where.project };
+}
+
+/**
  * SQLSTATE 42501: the role may not do what the command needs. A role that may only read gets this
  * from the first write (or, on a database without APEX's schema yet, from creating it): refused,
  * naming the privilege to grant, never a bare driver message.
  */
-function permissionError(where: string, message: string, doing: string, cause: unknown): ApexError {
-  return new ApexError("APEX_E_STORE_PERMISSION", `PostgreSQL at ${where} refused ${doing}: ${message}.`, {
+function permissionError(where: Where, message: string, doing: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_STORE_PERMISSION", `PostgreSQL at ${shownAt(where)} refused ${doing}: ${message}.`, {
     hint: "The store URL's role lacks a privilege here. Read commands need USAGE on schema apex and SELECT on its tables, nothing more; writes also INSERT, UPDATE and DELETE on them (and, on a database without the schema, CREATE to make it).",
-    details: { url: where, sqlstate: "42501" },
+    details: { ...whereDetails(where), sqlstate: "42501" },
     cause,
   });
 }
@@ -399,10 +414,10 @@ export function sessionSettings(url: string): string[] {
  * a replica or a former primary after a failover, or default_transaction_read_only set for the
  * database or the role). A store opened read-only never sends a write (assertWritable).
  */
-function readOnlyServerError(where: string, message: string, doing: string, cause: unknown): ApexError {
-  return new ApexError("APEX_E_STORE", `PostgreSQL at ${where} accepts only reads: ${message} (${doing}); nothing was written.`, {
+function readOnlyServerError(where: Where, message: string, doing: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_STORE", `PostgreSQL at ${shownAt(where)} accepts only reads: ${message} (${doing}); nothing was written.`, {
     hint: "The store URL names a hot standby (a replica, or the old primary after a failover): point it at the primary. Or default_transaction_read_only is on for the database or the role (ALTER DATABASE … or ALTER ROLE … SET default_transaction_read_only = off). Read commands work meanwhile.",
-    details: { url: where, sqlstate: "25006" },
+    details: { ...whereDetails(where), sqlstate: "25006" },
     cause,
   });
 }
@@ -411,10 +426,10 @@ function readOnlyServerError(where: string, message: string, doing: string, caus
  * SQLSTATE 55P03 (lock_timeout): a statement waited too long for a lock another connection
  * holds. Its transaction failed as a whole: nothing of it was written.
  */
-function lockError(where: string, message: string, doing: string, cause: unknown): ApexError {
-  return new ApexError("APEX_E_LOCKED", `PostgreSQL at ${where}: gave up ${doing}, waiting for a lock another connection holds (${message}); nothing was written.`, {
+function lockError(where: Where, message: string, doing: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_LOCKED", `PostgreSQL at ${shownAt(where)}: gave up ${doing}, waiting for a lock another connection holds (${message}); nothing was written.`, {
     hint: "Another connection holds APEX's rows or tables: a psql session left inside a transaction, an ALTER TABLE, VACUUM FULL or REINDEX. Find it with `SELECT pid, usename, application_name, state, xact_start FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'`, end it (COMMIT, ROLLBACK or pg_terminate_backend(pid)), then run the command again.",
-    details: { url: where, sqlstate: "55P03" },
+    details: { ...whereDetails(where), sqlstate: "55P03" },
     cause,
   });
 }
@@ -678,6 +693,8 @@ export class PostgresBackend implements StorageBackend {
   readonly actor: string;
   /** The project id this store's rows carry. */
   readonly project: string;
+  /** The URL without its password and the project, for errors. */
+  private readonly where: { url: string; project: string };
   private readonly url: string;
   private readonly bridge: SyncBridge;
   /** The NOTIFY channel of this project (an identifier: a hash of the id). */
@@ -716,6 +733,7 @@ export class PostgresBackend implements StorageBackend {
     this.readOnly = options.readOnly ?? false;
     this.actor = options.actor ?? currentActor();
     this.info = { backend: "postgres", location: `${redactUrl(url)}#${project}` };
+    this.where = { url: redactUrl(url), project };
     this.channel = `apex_${createHash("sha256").update(project).digest("hex").slice(0, 32)}`;
   }
 
@@ -880,14 +898,14 @@ export class PostgresBackend implements StorageBackend {
     if (failure.code && (UNREACHABLE.has(failure.code) || RECONNECT_REFUSALS.has(failure.code))) return connectError(this.url, error);
     if (failure.code === "25006") {
       if (this.readOnly) return new ApexError("APEX_E_INTERNAL", `The PostgreSQL store was opened read-only (${doing}).`, { cause: error });
-      return readOnlyServerError(this.info.location, failure.message, doing, error);
+      return readOnlyServerError(this.where, failure.message, doing, error);
     }
-    if (failure.code === "42501") return permissionError(this.info.location, failure.message, doing, error);
-    if (failure.code === "55P03") return lockError(this.info.location, failure.message, doing, error);
+    if (failure.code === "42501") return permissionError(this.where, failure.message, doing, error);
+    if (failure.code === "55P03") return lockError(this.where, failure.message, doing, error);
     const hint = serverSettingHint(failure.code, failure.message);
-    return new ApexError("APEX_E_STORE", `PostgreSQL store at ${this.info.location}: ${failure.message} (${doing}).`, {
+    return new ApexError("APEX_E_STORE", `PostgreSQL store at ${shownAt(this.where)}: ${failure.message} (${doing}).`, {
       ...(hint ? { hint } : {}),
-      details: { sqlstate: failure.code },
+      details: { ...whereDetails(this.where), sqlstate: failure.code },
       cause: error,
     });
   }

@@ -1,0 +1,66 @@
+// The PostgreSQL backend as a user meets it through the built CLI: what its errors say (--json
+// details), which URLs name the same store, the SSL modes of a URL, and a watch started while the
+// server cannot be reached.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { runApex, tempDir } from "./helpers/cli.js";
+import { createSharedDatabase, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+
+let cluster: SharedPostgres;
+beforeAll(async () => {
+  cluster = await sharedPostgres();
+}, 180_000);
+
+const cleanups: Array<() => void | Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A project directory whose store is `url` under project id `id`. */
+function projectOn(url: string, id = "cli"): string {
+  const { dir, cleanup } = tempDir("apex-pg-cli-");
+  cleanups.push(cleanup);
+  writeFileSync(join(dir, "apex.config.yaml"), `store:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n  project: ${id}\n`);
+  return dir;
+}
+
+describe("the PostgreSQL store through the CLI", () => {
+  it("an error's details name the URL as given (no password) and the project on its own, not an internal url#project", async () => {
+    const database = await createSharedDatabase();
+    const dir = projectOn(database, "details");
+    expect(runApex(["memory", "set", "/x", "1"], { cwd: dir }).status).toBe(0);
+    const role = `ro_${process.pid}_${Date.now().toString(36)}`;
+    await query(database, `CREATE ROLE ${role} LOGIN PASSWORD 'ro-secret'; GRANT USAGE ON SCHEMA apex TO ${role}; GRANT SELECT ON ALL TABLES IN SCHEMA apex TO ${role}`);
+    cleanups.push(async () => {
+      await query(database, `DROP OWNED BY ${role}; DROP ROLE ${role}`);
+    });
+    const theirs = new URL(database);
+    theirs.username = role;
+    theirs.password = "ro-secret";
+    const result = runApex(["memory", "set", "/x", "2", "--json"], { cwd: dir, env: { APEX_STORE_URL: theirs.toString() } });
+    expect(result.status).toBe(4);
+    const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string; details: Record<string, unknown> } };
+    theirs.password = "";
+    expect(error.code).toBe("APEX_E_STORE_PERMISSION");
+    expect(error.details).toEqual({ url: theirs.toString(), project: "details", sqlstate: "42501" });
+    expect(error.message).not.toContain("#details");
+    expect(error.message).toContain('(project "details")');
+    expect(result.stderr).not.toContain("ro-secret");
+  });
+
+  it("two unix-socket directories whose names differ only in case are two stores: migrate does not take the other for the project's own", async () => {
+    const database = new URL(await createSharedDatabase()).pathname.slice(1);
+    const own = `postgres://apex@/${database}?host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}`;
+    const dir = projectOn(own, "sockets");
+    expect(runApex(["memory", "set", "/x", "1"], { cwd: dir }).status).toBe(0);
+    // The same path but for its case: another directory (none here, so no server).
+    const other = cluster.socketDir.replace(/socket$/, "SOCKET");
+    for (const to of [`postgres://apex@/${database}?host=${encodeURIComponent(other)}&port=${cluster.port}`, `postgres://${encodeURIComponent(other)}:${cluster.port}/${database}`]) {
+      const result = runApex(["store", "migrate", "--to", to, "--json"], { cwd: dir });
+      const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string } };
+      expect(error.code, error.message).toBe("APEX_E_STORE_UNREACHABLE");
+      expect(error.message).toContain(`${other}/.s.PGSQL.${cluster.port}`);
+    }
+  });
+});
