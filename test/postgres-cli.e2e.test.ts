@@ -1,11 +1,13 @@
 // The PostgreSQL backend as a user meets it through the built CLI: what its errors say (--json
 // details), which URLs name the same store, the SSL modes of a URL, and a watch started while the
 // server cannot be reached.
+import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { runApex, tempDir } from "./helpers/cli.js";
-import { createSharedDatabase, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+import { waitFor } from "./fixtures/agents/harness.js";
+import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
+import { createSharedDatabase, postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
 beforeAll(async () => {
@@ -63,4 +65,49 @@ describe("the PostgreSQL store through the CLI", () => {
       expect(error.message).toContain(`${other}/.s.PGSQL.${cluster.port}`);
     }
   });
+
+  it("a watch started while the server cannot be reached waits for it, says so once, then prints as usual; Ctrl-C or --timeout ends the wait", async () => {
+    const url = await createSharedDatabase();
+    const database = new URL(url).pathname.slice(1);
+    const dir = projectOn(url, "waiting");
+    expect(runApex(["memory", "set", "/w/before", "1"], { cwd: dir }).status).toBe(0);
+    const relay = await postgresRelay();
+    cleanups.push(() => relay.down());
+    await relay.down();
+    const env = { ...cleanEnv(), NO_COLOR: "1", APEX_STORE_URL: relay.url(database) };
+    const child = spawn(process.execPath, [APEX_BIN, "memory", "watch", "/w/**", "--json", "--timeout", "60"], { cwd: dir, env });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+    cleanups.push(() => void child.kill("SIGKILL"));
+    await waitFor("the watch to say it waits for the server", () => stderr.includes("Waiting for it"), 15_000);
+    // Still there after a few attempts, and said once.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(child.exitCode).toBeNull();
+    expect(stderr.match(/Cannot reach PostgreSQL/g)).toHaveLength(1);
+    expect(stderr).not.toContain(cluster.password);
+    expect(runApex(["memory", "set", "/w/during", "2"], { cwd: dir }).status).toBe(0);
+    await relay.up();
+    await waitFor("the watch to print the current values once the server is reached", () => stdout.includes('"/w/during"'), 15_000);
+    expect(stderr).toContain("reachable again");
+    expect(runApex(["memory", "set", "/w/after", "3"], { cwd: dir }).status).toBe(0);
+    await waitFor("the watch to print a change", () => stdout.includes('"/w/after"'), 15_000);
+    child.kill("SIGINT");
+    expect(await exited).toBe(0);
+    expect(stderr).not.toContain("error[");
+
+    // Never reached before --timeout: the server's error, as a command that needs it fails.
+    await relay.down();
+    const timedOut = runApex(["memory", "watch", "/w/**", "--timeout", "1"], { cwd: dir, env: { APEX_STORE_URL: relay.url(database) } });
+    expect(timedOut.status).toBe(1);
+    expect(timedOut.stderr).toContain("Waiting for it");
+    expect(timedOut.stderr).toContain("error[APEX_E_STORE_UNREACHABLE]");
+    // Another refusal (a wrong password) is not waited for.
+    const refused = runApex(["memory", "watch", "/w/**", "--timeout", "30"], { cwd: dir, env: { APEX_STORE_URL: cluster.url(database, { password: "wrong" }) } });
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain("APEX_E_STORE_AUTH");
+    expect(refused.stderr).not.toContain("Waiting");
+  }, 60_000);
 });
