@@ -1,13 +1,13 @@
 // The PostgreSQL backend as a user meets it through the built CLI: what its errors say (--json
 // details), which URLs name the same store, the SSL modes of a URL, and a watch started while the
 // server cannot be reached.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "./fixtures/agents/harness.js";
 import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
-import { createSharedDatabase, postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+import { createSharedDatabase, freePort, postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
 
 let cluster: SharedPostgres;
 beforeAll(async () => {
@@ -27,7 +27,102 @@ function projectOn(url: string, id = "cli"): string {
   return dir;
 }
 
+/**
+ * A PostgreSQL server with SSL, as far as a client can tell: a process on a port of its own that
+ * answers an SSLRequest with 'S', ends TLS with a self-signed certificate for CN=localhost (made
+ * here with openssl; `ca`: its file) and relays the rest to the shared cluster, which has no SSL.
+ * A client that starts without SSL is relayed as it is. Stopped by pid.
+ */
+async function sslServer(): Promise<{ port: number; ca: string; stop(): Promise<void> }> {
+  const { dir, cleanup } = tempDir("apex-pg-ssl-");
+  const key = join(dir, "key.pem");
+  const ca = join(dir, "cert.pem");
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", ca, "-subj", "/CN=localhost", "-days", "2"], { stdio: "ignore" });
+  const port = await freePort();
+  const script = `const net = require("node:net"), tls = require("node:tls"), fs = require("node:fs");
+    const context = { key: fs.readFileSync(${JSON.stringify(key)}), cert: fs.readFileSync(${JSON.stringify(ca)}) };
+    net.createServer((client) => {
+      client.once("data", (first) => {
+        const upstream = net.connect(${cluster.port}, "127.0.0.1");
+        upstream.on("error", () => client.destroy());
+        client.on("error", () => upstream.destroy());
+        if (first.length === 8 && first.readUInt32BE(4) === 80877103) {
+          client.write("S");
+          const secure = new tls.TLSSocket(client, { isServer: true, ...context });
+          secure.on("error", () => upstream.destroy());
+          secure.pipe(upstream).pipe(secure);
+        } else {
+          upstream.write(first);
+          client.pipe(upstream).pipe(client);
+        }
+      });
+    }).listen(${port}, "127.0.0.1", () => console.log("listening"));`;
+  const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once("data", () => resolve());
+    child.once("exit", (code) => reject(new Error(`the SSL relay exited (${code})`)));
+  });
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
+    }
+    cleanup();
+  };
+  cleanups.push(stop);
+  return { port, ca, stop };
+}
+
 describe("the PostgreSQL store through the CLI", () => {
+  it("sslmode means what it means to psql, and the driver's many-line SECURITY WARNING is never printed", async () => {
+    const url = await createSharedDatabase();
+    const database = new URL(url).pathname.slice(1);
+    const ssl = await sslServer();
+    const through = (parameters: string) => `${cluster.url(database, { port: ssl.port })}?${parameters}`;
+    const dir = projectOn(url, "ssl");
+    let value = 0;
+    const works = (storeUrl: string) => {
+      value += 1;
+      const set = runApex(["memory", "set", "/v", String(value)], { cwd: dir, env: { APEX_STORE_URL: storeUrl } });
+      expect(set.stderr, storeUrl).toBe("");
+      expect(set.status, storeUrl).toBe(0);
+    };
+    // require: encrypted, a self-signed certificate taken (as libpq does); with sslrootcert it is checked.
+    works(through("sslmode=require"));
+    // verify-ca checks the certificate against sslrootcert, not the host name (the certificate is for localhost).
+    works(through(`sslmode=verify-ca&sslrootcert=${encodeURIComponent(ssl.ca)}`));
+    // prefer: encrypted where the server has SSL, else not (the shared cluster has none); allow the same.
+    works(through("sslmode=prefer"));
+    works(`${url}?sslmode=prefer`);
+    works(`${url}?sslmode=allow`);
+    // A watch, whose LISTEN connection is made apart, says nothing either.
+    const watch = runApex(["memory", "watch", "/v", "--json", "--timeout", "1"], { cwd: dir, env: { APEX_STORE_URL: through("sslmode=require") } });
+    expect(watch.stderr).toBe("");
+    expect(watch.status).toBe(0);
+    expect(JSON.parse(watch.stdout)).toMatchObject({ kind: "current", path: "/v", value });
+
+    // verify-full checks the host name too: 127.0.0.1 is not the certificate's; refused, without the warning.
+    const full = runApex(["memory", "show", "/v"], { cwd: dir, env: { APEX_STORE_URL: through(`sslmode=verify-full&sslrootcert=${encodeURIComponent(ssl.ca)}`) } });
+    expect(full.status).toBe(1);
+    expect(full.stderr).not.toContain("SECURITY WARNING");
+    expect(full.stderr).toContain("127.0.0.1");
+    expect(full.stderr).toContain("use sslmode=require to encrypt without checking it");
+    // Refused before any connection, as a config error (exit 2): verify-ca without its CA, an sslmode libpq does not know, a CA file that is not there.
+    for (const [parameters, said] of [
+      ["sslmode=verify-ca", "sslmode=verify-ca without sslrootcert"],
+      ["sslmode=requir", 'unknown sslmode "requir"'],
+      [`sslmode=require&sslrootcert=${encodeURIComponent(join(dir, "missing.pem"))}`, "cannot be read (ENOENT)"],
+    ]) {
+      const refused = runApex(["memory", "show", "/v", "--json"], { cwd: dir, env: { APEX_STORE_URL: through(parameters!) } });
+      expect(refused.status, parameters).toBe(2);
+      const { error } = JSON.parse(refused.stderr) as { error: { code: string; message: string } };
+      expect(error.code).toBe("APEX_E_CONFIG");
+      expect(error.message).toContain(said);
+      expect(refused.stderr).not.toContain("SECURITY WARNING");
+    }
+  }, 60_000);
+
   it("an error's details name the URL as given (no password) and the project on its own, not an internal url#project", async () => {
     const database = await createSharedDatabase();
     const dir = projectOn(database, "details");

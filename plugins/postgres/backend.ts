@@ -54,7 +54,7 @@ import type {
 } from "../../core/store/port.js";
 import { deleteOne, setOne } from "../../core/store/port.js";
 import { decodeValue, encodeJson, isEncodedValue } from "../../core/store/value-codec.js";
-import { BridgeError, SyncBridge, connectTimeoutMs, type Rows, type Statement } from "./bridge.js";
+import { BridgeError, SyncBridge, connectTimeoutMs, driverUrls, fallsBack, sslModeProblem, type Rows, type Statement } from "./bridge.js";
 import { storedForm, writtenForm } from "./codec.js";
 import { GROUP_BYTES, decodeGroup, encodeGroup, findInGroup, mergeGroup, packGroups, type GroupEntry } from "./groups.js";
 import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys.js";
@@ -353,17 +353,24 @@ export function connectError(url: string, error: unknown): ApexError {
   return new ApexError("APEX_E_STORE", `Cannot open the PostgreSQL store at ${where}: ${failure.message}.`, { ...(hint ? { hint } : {}), details: { url: where, code: code || undefined }, cause: error });
 }
 
+/** Node's codes for a TLS certificate that did not pass the check (an unknown CA, self-signed, another host name, expired). */
+const TLS_CERTIFICATE = /^(?:ERR_TLS_CERT_ALTNAME_INVALID|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(?:_LOCALLY)?|CERT_(?:HAS_EXPIRED|NOT_YET_VALID|UNTRUSTED|REJECTED|SIGNATURE_FAILURE))$/;
+
 /**
  * What to change for a failure that a setting of the server, database or role makes (the bare
  * driver message said nothing of it): a statement_timeout shorter than APEX's statements (the
- * first open's schema, an import, a migration), SSL asked of a server that has none.
+ * first open's schema, an import, a migration), SSL asked of a server that has none, a
+ * certificate that did not pass sslmode's check.
  */
 function serverSettingHint(code: string | undefined, message: string): string | undefined {
   if (code === "57014" && /statement timeout/i.test(message)) {
     return "The server cancelled it at its statement_timeout (set for the database or role). APEX's statements take as long as their data (the first open's schema, an import, a migration): raise it for APEX's role, or end it for APEX's connections in the store URL: ?options=-c%20statement_timeout%3D0. Nothing of it was written.";
   }
+  if (code !== undefined && TLS_CERTIFICATE.test(code)) {
+    return "The server's certificate did not pass the check the URL's sslmode asks for (verify-full: signed by the CA in sslrootcert=FILE, else by one the system trusts, and issued for the URL's host name; verify-ca: signed by sslrootcert's CA). Give the CA that signed it in sslrootcert, connect by the name it was issued for, or use sslmode=require to encrypt without checking it, as psql does.";
+  }
   if (/does not support SSL/i.test(message)) {
-    return "The store URL asks for SSL (sslmode=… or ssl=true), which this server does not offer: drop it from the URL, or enable SSL on the server.";
+    return "The store URL asks for SSL (sslmode=… or ssl=true), which this server does not offer: drop it from the URL (or write sslmode=prefer: SSL where the server offers it), or enable SSL on the server.";
   }
   return undefined;
 }
@@ -479,6 +486,8 @@ function urlOf(spec: StoreSpec): string {
       details: { url: redactUrl(spec.url) },
     });
   }
+  const ssl = sslModeProblem(spec.url);
+  if (ssl) throw new ApexError("APEX_E_CONFIG", `The PostgreSQL store URL ${redactUrl(spec.url)} ${ssl.problem}.`, { hint: ssl.hint, details: { url: redactUrl(spec.url) } });
   return spec.url;
 }
 
@@ -1941,15 +1950,27 @@ class Listener {
 
   private async connect(): Promise<void> {
     const pg = createRequire(import.meta.url)("pg") as typeof import("pg");
-    const client = new pg.Client({ connectionString: this.url, application_name: "apex-listen", connectionTimeoutMillis: connectTimeoutMs(this.url) });
-    this.client = client;
-    client.on("notification", () => this.signal());
-    client.on("error", () => this.reconnect());
-    try {
-      await client.connect();
-      await client.query(`LISTEN ${this.channel}`);
-    } catch {
-      this.reconnect();
+    // As the bridge connects (driverUrls: sslmode as libpq reads it).
+    const urls = driverUrls(this.url);
+    for (let i = 0; i < urls.length; i++) {
+      const client = new pg.Client({ connectionString: urls[i], application_name: "apex-listen", connectionTimeoutMillis: connectTimeoutMs(this.url) });
+      this.client = client;
+      client.on("notification", () => this.signal());
+      // (a client given up for the next URL, failing late, does not end its successor)
+      client.on("error", () => this.client === client && this.reconnect());
+      try {
+        await client.connect();
+        await client.query(`LISTEN ${this.channel}`);
+        return;
+      } catch (error) {
+        const failure = { message: String((error as Error)?.message ?? error), code: (error as { code?: string })?.code };
+        if (i + 1 < urls.length && !this.stopped && fallsBack(failure)) {
+          void client.end().catch(() => undefined);
+          continue;
+        }
+        this.reconnect();
+        return;
+      }
     }
   }
 
