@@ -82,9 +82,9 @@ describe("the PostgreSQL store through the CLI", () => {
     const through = (parameters: string) => `${cluster.url(database, { port: ssl.port })}?${parameters}`;
     const dir = projectOn(url, "ssl");
     let value = 0;
-    const works = (storeUrl: string) => {
+    const works = (storeUrl: string, env: NodeJS.ProcessEnv = {}) => {
       value += 1;
-      const set = runApex(["memory", "set", "/v", String(value)], { cwd: dir, env: { APEX_STORE_URL: storeUrl } });
+      const set = runApex(["memory", "set", "/v", String(value)], { cwd: dir, env: { ...env, APEX_STORE_URL: storeUrl } });
       expect(set.stderr, storeUrl).toBe("");
       expect(set.status, storeUrl).toBe(0);
     };
@@ -96,6 +96,10 @@ describe("the PostgreSQL store through the CLI", () => {
     works(through("sslmode=prefer"));
     works(`${url}?sslmode=prefer`);
     works(`${url}?sslmode=allow`);
+    // PGSSLMODE stands for the URL's missing sslmode; on a unix socket libpq uses no SSL, whatever the mode.
+    works(cluster.url(database, { port: ssl.port }), { PGSSLMODE: "require" });
+    works(`postgres://apex@/${database}?host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}&sslmode=require`);
+    works(`postgres://apex@/${database}?host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}`, { PGSSLMODE: "verify-full" });
     // A watch, whose LISTEN connection is made apart, says nothing either.
     const watch = runApex(["memory", "watch", "/v", "--json", "--timeout", "1"], { cwd: dir, env: { APEX_STORE_URL: through("sslmode=require") } });
     expect(watch.stderr).toBe("");

@@ -14,7 +14,7 @@ import { accessSync, constants } from "node:fs";
 import { createRequire } from "node:module";
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { ApexError } from "../../core/errors.js";
-import { parsePostgresUrl } from "./identity.js";
+import { NO_HOST, parsePostgresUrl } from "./identity.js";
 
 /** One statement: text and parameters; `name` makes it a prepared statement (parsed once per connection). */
 export interface Statement {
@@ -90,20 +90,31 @@ export function connectTimeoutMs(url: string, env: NodeJS.ProcessEnv = process.e
  * is its documented switch to libpq's meaning (its next major version's default). A URL that
  * sets `uselibpqcompat` itself is given as it is.
  */
-export function driverUrls(url: string): string[] {
+export function driverUrls(url: string, env: NodeJS.ProcessEnv = process.env): string[] {
   let query: URLSearchParams;
+  let hostname: string;
   try {
-    query = parsePostgresUrl(url).searchParams;
+    const parsed = parsePostgresUrl(url);
+    query = parsed.searchParams;
+    hostname = parsed.hostname === NO_HOST ? "" : decodeURIComponent(parsed.hostname);
   } catch {
     return [url];
   }
-  const mode = query.get("sslmode");
-  if (query.has("uselibpqcompat") || (mode !== "prefer" && mode !== "require" && mode !== "verify-ca" && mode !== "allow")) return [url];
-  // (the URL's own text is kept: only its sslmode changes and a parameter is added, before any fragment)
+  // PGSSLMODE stands for a URL's missing sslmode, as for libpq (the driver reads it as verify-full too).
+  const given = query.get("sslmode");
+  const mode = given ?? (query.has("ssl") ? null : (env.PGSSLMODE ?? null));
+  // libpq never uses SSL on a unix socket, whatever the sslmode; the driver asked for it there, and failed ("does not support SSL").
+  const socket = (query.get("host") || hostname || env.PGHOST || "").startsWith("/") && mode !== null && mode !== "disable";
+  if (!socket && (query.has("uselibpqcompat") || (mode !== "prefer" && mode !== "require" && mode !== "verify-ca" && mode !== "allow"))) return [url];
+  // (the URL's own text is kept: only its sslmode changes and parameters are added, before any fragment)
   const hash = url.indexOf("#");
   const [head, tail] = hash < 0 ? [url, ""] : [url.slice(0, hash), url.slice(hash)];
-  const withMode = (to: string, compat: boolean) =>
-    `${head.replace(/([?&]sslmode=)[^&]*/g, `$1${to}`)}${compat ? `${head.includes("?") ? "&" : "?"}uselibpqcompat=true` : ""}${tail}`;
+  const join = (text: string, parameter: string) => `${text}${text.includes("?") ? "&" : "?"}${parameter}`;
+  const withMode = (to: string, compat: boolean) => {
+    const moded = given === null ? join(head, `sslmode=${to}`) : head.replace(/([?&]sslmode=)[^&]*/g, `$1${to}`);
+    return `${compat ? join(moded, "uselibpqcompat=true") : moded}${tail}`;
+  };
+  if (socket) return [withMode("disable", false)];
   if (mode === "prefer") return [withMode("prefer", true), withMode("disable", false)];
   if (mode === "allow") return [withMode("disable", false), withMode("require", true)];
   return [withMode(mode, true)];
