@@ -209,4 +209,22 @@ describe("the PostgreSQL store through the CLI", () => {
     expect(refused.stderr).toContain("APEX_E_STORE_AUTH");
     expect(refused.stderr).not.toContain("Waiting");
   }, 60_000);
+
+  it("a URL libpq reads but the driver cannot (a bad port= parameter, a list of hosts) is a config error (exit 2), not a failure to connect", async () => {
+    const dir = projectOn(await createSharedDatabase(), "urls");
+    const base = cluster.url("postgres");
+    const refusals: Array<[string, string]> = [
+      [`${base}?port=abc`, 'has a bad port "abc"'],
+      [base.replace(`:${cluster.port}/`, `:${cluster.port},127.0.0.1:${cluster.port}/`), "names several hosts"],
+      [base.replace("127.0.0.1", "127.0.0.1,localhost"), "names several hosts"],
+    ];
+    for (const [url, said] of refusals) {
+      const result = runApex(["memory", "show", "/x", "--json"], { cwd: dir, env: { APEX_STORE_URL: url } });
+      expect(result.status, url).toBe(2);
+      const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string } };
+      expect(error.code, url).toBe("APEX_E_CONFIG");
+      expect(error.message).toContain(said);
+      expect(result.stderr).not.toContain(cluster.password);
+    }
+  });
 });

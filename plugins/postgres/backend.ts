@@ -491,15 +491,27 @@ function urlOf(spec: StoreSpec): string {
   return spec.url;
 }
 
+/** libpq's list of hosts (host1:5432,host2:5432), which node-postgres does not take (it looked up "h1,h2", or read "5432,h2:5432" as a bad port). */
+const SEVERAL_HOSTS = "names several hosts (host1,host2: libpq's failover list), which APEX's PostgreSQL driver does not take: name one host";
+
 /** What makes `url` unusable as a postgres:// URL (the driver parses it with WHATWG URL), or undefined. */
 export function postgresUrlProblem(url: string): string | undefined {
   try {
+    const parsed = parsePostgresUrl(url);
     // (WHATWG URL takes port 0, which no server listens on)
-    if (parsePostgresUrl(url).port === "0") return 'has a bad port "0"';
+    if (parsed.port === "0") return 'has a bad port "0"';
+    if ((parsed.searchParams.get("host") || decodeURIComponent(parsed.hostname)).includes(",")) return SEVERAL_HOSTS;
+    // The driver reads a port= parameter over the URL's, and failed on a bad one as it connected (ERR_SOCKET_BAD_PORT, exit 1).
+    const port = parsed.searchParams.get("port");
+    if (port !== null && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) return `has a bad port ${JSON.stringify(port)}`;
   } catch {
     // (read from the URL without its user info: a password is never quoted as a port)
     const port = /^[a-z]+:\/\/(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/i.exec(redactStoreUrl(url, "").replace(/^([a-z]+:\/\/).*@/i, "$1"))?.[1];
-    if (port !== undefined && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) return `has a bad port ${JSON.stringify(port)}`;
+    if (port !== undefined && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) {
+      // libpq's list of hosts (host1:5432,host2:5432), which node-postgres does not take: not a bad port.
+      if (/^\d*,/.test(port)) return SEVERAL_HOSTS;
+      return `has a bad port ${JSON.stringify(port)}`;
+    }
     return "is not a valid URL";
   }
   return undefined;
