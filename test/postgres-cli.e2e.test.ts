@@ -227,4 +227,19 @@ describe("the PostgreSQL store through the CLI", () => {
       expect(result.stderr).not.toContain(cluster.password);
     }
   });
+
+  it("a URL without a database whose default database is missing names it (the user's name, or PGDATABASE), with a createdb that makes it", async () => {
+    const dir = projectOn(await createSharedDatabase(), "urls");
+    const base = cluster.url("postgres");
+    // No database in the URL: the driver connects to the one named after the user (apex), or PGDATABASE's.
+    const bare = base.replace(/\/postgres$/, "");
+    for (const [env, name] of [[{}, "apex"], [{ PGDATABASE: "no_such_db" }, "no_such_db"]] as const) {
+      const result = runApex(["memory", "show", "/x", "--json"], { cwd: dir, env: { ...env, APEX_STORE_URL: bare } });
+      expect(result.status).toBe(3);
+      const { error } = JSON.parse(result.stderr) as { error: { code: string; hint: string; details: { database: string } } };
+      expect(error.code).toBe("APEX_E_STORE_NO_DATABASE");
+      expect(error.details.database).toBe(name);
+      expect(error.hint).toContain(`createdb ${name}`);
+    }
+  });
 });

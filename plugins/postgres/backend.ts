@@ -58,7 +58,7 @@ import { BridgeError, SyncBridge, connectTimeoutMs, driverUrls, fallsBack, sslMo
 import { storedForm, writtenForm } from "./codec.js";
 import { GROUP_BYTES, decodeGroup, encodeGroup, findInGroup, mergeGroup, packGroups, type GroupEntry } from "./groups.js";
 import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys.js";
-import { parsePostgresUrl } from "./identity.js";
+import { parsePostgresUrl, serverOf } from "./identity.js";
 import { SHAPE_COLUMNS, shapeProblems, tableDefinition } from "./schema-shape.js";
 
 /** The project id used when the store spec names none. */
@@ -245,7 +245,8 @@ export function redactUrl(url: string): string {
 /** The server-side database name in a URL (for messages). */
 function databaseOf(url: string): string {
   try {
-    return decodeURIComponent(parsePostgresUrl(url).pathname.replace(/^\//, "")) || "(the user's default)";
+    // (a URL without one: the database named as the driver names it, after the user, or PGDATABASE)
+    return serverOf(parsePostgresUrl(url)).database;
   } catch {
     return "(unknown)";
   }
