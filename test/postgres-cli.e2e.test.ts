@@ -106,6 +106,13 @@ describe("the PostgreSQL store through the CLI", () => {
     expect(watch.status).toBe(0);
     expect(JSON.parse(watch.stdout)).toMatchObject({ kind: "current", path: "/v", value });
 
+  }, 60_000);
+
+  it("an sslmode the driver would fail on late or read wrongly is refused before connecting, and a certificate that fails its check says what to change", async () => {
+    const database = new URL(await createSharedDatabase()).pathname.slice(1);
+    const ssl = await sslServer();
+    const through = (parameters: string) => `${cluster.url(database, { port: ssl.port })}?${parameters}`;
+    const dir = projectOn(cluster.url(database), "ssl");
     // verify-full checks the host name too: 127.0.0.1 is not the certificate's; refused, without the warning.
     const full = runApex(["memory", "show", "/v"], { cwd: dir, env: { APEX_STORE_URL: through(`sslmode=verify-full&sslrootcert=${encodeURIComponent(ssl.ca)}`) } });
     expect(full.status).toBe(1);
@@ -125,6 +132,11 @@ describe("the PostgreSQL store through the CLI", () => {
       expect(error.message).toContain(said);
       expect(refused.stderr).not.toContain("SECURITY WARNING");
     }
+    // As a migration's target: a usage error with the same hint.
+    expect(runApex(["memory", "set", "/v", "1"], { cwd: dir }).status).toBe(0);
+    const migrate = runApex(["store", "migrate", "--to", through("sslmode=verify-ca"), "--json"], { cwd: dir });
+    expect(migrate.status).toBe(2);
+    expect(JSON.parse(migrate.stderr).error.hint).toContain("sslrootcert=FILE");
   }, 60_000);
 
   it("an error's details name the URL as given (no password) and the project on its own, not an internal url#project", async () => {
