@@ -44,13 +44,36 @@ export async function watchChanges(location: ProjectLocation, glob: Glob, option
     // log read, at least once whatever the timeout: opening a server store can take longer than
     // a short --timeout, which ends the following, not the replay of what was there when the
     // watch began.
+    // A server that cannot be reached yet (PostgreSQL starting, a network not up) is waited for
+    // as one that goes away later is: said on stderr, tried again every RECHECK_MS. Should the
+    // --timeout pass before it is ever reached, the watch fails with its error.
+    const outage = new Outage("the store", [], "Waiting for it");
+    let unreachable: unknown;
     for (let first = true; first || (!interrupted && Date.now() < deadline); first = false) {
-      client = await openSessionClient(location, "read");
+      try {
+        client = await openSessionClient(location, "read");
+      } catch (error) {
+        if (!outage.began(error)) throw error;
+        unreachable = error;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => done(), Math.min(RECHECK_MS, Math.max(0, deadline - Date.now())));
+          const done = () => {
+            clearTimeout(timer);
+            wake = undefined;
+            resolve();
+          };
+          wake = done;
+        });
+        continue;
+      }
+      unreachable = undefined;
+      outage.ended();
       if (!client.empty) break;
       await client.close();
       client = undefined;
       await sleep(POLL_MS);
     }
+    if (unreachable !== undefined && !interrupted) throw unreachable;
     if (!client) return;
     const watch = { ...options, withCurrent };
     // Read here: wake on the store's own change signal. Through a supervisor or a server: poll it.
@@ -106,10 +129,11 @@ async function follow(
 class Outage {
   private since: number | undefined;
 
-  /** WHAT: what went away, in messages; CODES: the errors, besides the store's being unreachable, that say it did. */
+  /** WHAT: what went away, in messages; CODES: the errors, besides the store's being unreachable, that say it did; DOING: what the watch does meanwhile. */
   constructor(
     private readonly what = "the store",
     private readonly codes: string[] = [],
+    private readonly doing = "Still watching",
   ) {}
 
   /** True if `error` is the store being out of reach (then waited out), false for any other error. */
@@ -117,7 +141,7 @@ class Outage {
     if (!isApexError(error) || (error.code !== "APEX_E_STORE_UNREACHABLE" && !this.codes.includes(error.code))) return false;
     if (this.since === undefined) {
       this.since = Date.now();
-      process.stderr.write(`warning: ${error.message} Still watching; retrying every ${RECHECK_MS / 1000} s (Ctrl-C ends).\n`);
+      process.stderr.write(`warning: ${error.message} ${this.doing}; retrying every ${RECHECK_MS / 1000} s (Ctrl-C ends).\n`);
     }
     return true;
   }

@@ -241,7 +241,7 @@ describe("postgres backend", () => {
     expect(open({ ...spec("sock"), url: `postgres:///${database}?${socket}&user=apex` }, true).get("/via/socket")).toBe(1);
     // The same store as that URL without user info names; its own settings are read from it.
     expect(storeIdentity({ ...spec("sock"), url: hostless })).toBe(storeIdentity({ ...spec("sock"), url: `postgres:///${database}?${socket}&user=apex` }));
-    expect(storeIdentity({ ...spec("sock"), url: hostless })).toContain(`${cluster.socketDir.toLowerCase()}:${cluster.port}/${database}`);
+    expect(storeIdentity({ ...spec("sock"), url: hostless })).toContain(`${cluster.socketDir}:${cluster.port}/${database}`);
     expect(connectTimeoutMs(hostless, {})).toBe(3000);
     expect(redactUrl(hostless)).not.toContain("unused-secret");
     // An unencoded / in its password is still a URL that does not parse.

@@ -42,6 +42,8 @@ describe("which store a spec names", () => {
     ["another host", "postgres://apex@db1.example/apex", "postgres://apex@db2.example/apex"],
     ["another port", "postgres://apex@db.example:5432/apex", "postgres://apex@db.example:5433/apex"],
     ["another database", "postgres://apex@db.example/apex", "postgres://apex@db.example/other"],
+    ["a unix-socket directory whose name differs in case", "postgres:///apex?host=/run/PG", "postgres:///apex?host=/run/pg"],
+    ["a socket directory in the host part whose name differs in case", "postgres://%2Frun%2FPG/apex", "postgres://%2Frun%2Fpg/apex"],
   ])("PostgreSQL: another store with %s", async (_case, a, b) => {
     expect(await storeIdentityPg(a)).not.toBe(await storeIdentityPg(b));
   });

@@ -54,11 +54,11 @@ import type {
 } from "../../core/store/port.js";
 import { deleteOne, setOne } from "../../core/store/port.js";
 import { decodeValue, encodeJson, isEncodedValue } from "../../core/store/value-codec.js";
-import { BridgeError, SyncBridge, connectTimeoutMs, type Rows, type Statement } from "./bridge.js";
+import { BridgeError, SyncBridge, connectTimeoutMs, driverUrls, fallsBack, sslModeProblem, type Rows, type Statement } from "./bridge.js";
 import { storedForm, writtenForm } from "./codec.js";
 import { GROUP_BYTES, decodeGroup, encodeGroup, findInGroup, mergeGroup, packGroups, type GroupEntry } from "./groups.js";
 import { decodeKey, decodeTableValue, encodeKey, encodeTableValue } from "./keys.js";
-import { parsePostgresUrl } from "./identity.js";
+import { parsePostgresUrl, serverOf } from "./identity.js";
 import { SHAPE_COLUMNS, shapeProblems, tableDefinition } from "./schema-shape.js";
 
 /** The project id used when the store spec names none. */
@@ -245,7 +245,8 @@ export function redactUrl(url: string): string {
 /** The server-side database name in a URL (for messages). */
 function databaseOf(url: string): string {
   try {
-    return decodeURIComponent(parsePostgresUrl(url).pathname.replace(/^\//, "")) || "(the user's default)";
+    // (a URL without one: the database named as the driver names it, after the user, or PGDATABASE)
+    return serverOf(parsePostgresUrl(url)).database;
   } catch {
     return "(unknown)";
   }
@@ -261,14 +262,29 @@ const RECONNECT_REFUSALS = new Set(["28P01", "28000", "3D000", "53300"]);
 const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EAI_AGAIN", "ENOENT", "ECONNRESET", "EPIPE", "EPROTO", "57P01", "57P02", "57P03", "57P05"]);
 
 /**
+ * Where a failure happened, for its message and its details: the store URL without its password
+ * (as the user gave it) and, once a store is open, the project id, each its own detail (not
+ * joined into one string a script would have to take apart).
+ */
+type Where = string | { url: string; project: string };
+
+function shownAt(where: Where): string {
+  return typeof where === "string" ? where : `${where.url} (project ${JSON.stringify(where.project)})`;
+}
+
+function whereDetails(where: Where): { url: string; project?: string } {
+  return typeof where === "string" ? { url: where } : { url: where.url, project: where.project };
+}
+
+/**
  * SQLSTATE 42501: the role may not do what the command needs. A role that may only read gets this
  * from the first write (or, on a database without APEX's schema yet, from creating it): refused,
  * naming the privilege to grant, never a bare driver message.
  */
-function permissionError(where: string, message: string, doing: string, cause: unknown): ApexError {
-  return new ApexError("APEX_E_STORE_PERMISSION", `PostgreSQL at ${where} refused ${doing}: ${message}.`, {
+function permissionError(where: Where, message: string, doing: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_STORE_PERMISSION", `PostgreSQL at ${shownAt(where)} refused ${doing}: ${message}.`, {
     hint: "The store URL's role lacks a privilege here. Read commands need USAGE on schema apex and SELECT on its tables, nothing more; writes also INSERT, UPDATE and DELETE on them (and, on a database without the schema, CREATE to make it).",
-    details: { url: where, sqlstate: "42501" },
+    details: { ...whereDetails(where), sqlstate: "42501" },
     cause,
   });
 }
@@ -338,17 +354,24 @@ export function connectError(url: string, error: unknown): ApexError {
   return new ApexError("APEX_E_STORE", `Cannot open the PostgreSQL store at ${where}: ${failure.message}.`, { ...(hint ? { hint } : {}), details: { url: where, code: code || undefined }, cause: error });
 }
 
+/** Node's codes for a TLS certificate that did not pass the check (an unknown CA, self-signed, another host name, expired). */
+const TLS_CERTIFICATE = /^(?:ERR_TLS_CERT_ALTNAME_INVALID|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(?:_LOCALLY)?|CERT_(?:HAS_EXPIRED|NOT_YET_VALID|UNTRUSTED|REJECTED|SIGNATURE_FAILURE))$/;
+
 /**
  * What to change for a failure that a setting of the server, database or role makes (the bare
  * driver message said nothing of it): a statement_timeout shorter than APEX's statements (the
- * first open's schema, an import, a migration), SSL asked of a server that has none.
+ * first open's schema, an import, a migration), SSL asked of a server that has none, a
+ * certificate that did not pass sslmode's check.
  */
 function serverSettingHint(code: string | undefined, message: string): string | undefined {
   if (code === "57014" && /statement timeout/i.test(message)) {
     return "The server cancelled it at its statement_timeout (set for the database or role). APEX's statements take as long as their data (the first open's schema, an import, a migration): raise it for APEX's role, or end it for APEX's connections in the store URL: ?options=-c%20statement_timeout%3D0. Nothing of it was written.";
   }
+  if (code !== undefined && TLS_CERTIFICATE.test(code)) {
+    return "The server's certificate did not pass the check the URL's sslmode asks for (verify-full: signed by the CA in sslrootcert=FILE, else by one the system trusts, and issued for the URL's host name; verify-ca: signed by sslrootcert's CA). Give the CA that signed it in sslrootcert, connect by the name it was issued for, or use sslmode=require to encrypt without checking it, as psql does.";
+  }
   if (/does not support SSL/i.test(message)) {
-    return "The store URL asks for SSL (sslmode=… or ssl=true), which this server does not offer: drop it from the URL, or enable SSL on the server.";
+    return "The store URL asks for SSL (sslmode=… or ssl=true), which this server does not offer: drop it from the URL (or write sslmode=prefer: SSL where the server offers it), or enable SSL on the server.";
   }
   return undefined;
 }
@@ -399,10 +422,10 @@ export function sessionSettings(url: string): string[] {
  * a replica or a former primary after a failover, or default_transaction_read_only set for the
  * database or the role). A store opened read-only never sends a write (assertWritable).
  */
-function readOnlyServerError(where: string, message: string, doing: string, cause: unknown): ApexError {
-  return new ApexError("APEX_E_STORE", `PostgreSQL at ${where} accepts only reads: ${message} (${doing}); nothing was written.`, {
+function readOnlyServerError(where: Where, message: string, doing: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_STORE", `PostgreSQL at ${shownAt(where)} accepts only reads: ${message} (${doing}); nothing was written.`, {
     hint: "The store URL names a hot standby (a replica, or the old primary after a failover): point it at the primary. Or default_transaction_read_only is on for the database or the role (ALTER DATABASE … or ALTER ROLE … SET default_transaction_read_only = off). Read commands work meanwhile.",
-    details: { url: where, sqlstate: "25006" },
+    details: { ...whereDetails(where), sqlstate: "25006" },
     cause,
   });
 }
@@ -411,10 +434,10 @@ function readOnlyServerError(where: string, message: string, doing: string, caus
  * SQLSTATE 55P03 (lock_timeout): a statement waited too long for a lock another connection
  * holds. Its transaction failed as a whole: nothing of it was written.
  */
-function lockError(where: string, message: string, doing: string, cause: unknown): ApexError {
-  return new ApexError("APEX_E_LOCKED", `PostgreSQL at ${where}: gave up ${doing}, waiting for a lock another connection holds (${message}); nothing was written.`, {
+function lockError(where: Where, message: string, doing: string, cause: unknown): ApexError {
+  return new ApexError("APEX_E_LOCKED", `PostgreSQL at ${shownAt(where)}: gave up ${doing}, waiting for a lock another connection holds (${message}); nothing was written.`, {
     hint: "Another connection holds APEX's rows or tables: a psql session left inside a transaction, an ALTER TABLE, VACUUM FULL or REINDEX. Find it with `SELECT pid, usename, application_name, state, xact_start FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'`, end it (COMMIT, ROLLBACK or pg_terminate_backend(pid)), then run the command again.",
-    details: { url: where, sqlstate: "55P03" },
+    details: { ...whereDetails(where), sqlstate: "55P03" },
     cause,
   });
 }
@@ -464,18 +487,32 @@ function urlOf(spec: StoreSpec): string {
       details: { url: redactUrl(spec.url) },
     });
   }
+  const ssl = sslModeProblem(spec.url);
+  if (ssl) throw new ApexError("APEX_E_CONFIG", `The PostgreSQL store URL ${redactUrl(spec.url)} ${ssl.problem}.`, { hint: ssl.hint, details: { url: redactUrl(spec.url) } });
   return spec.url;
 }
+
+/** libpq's list of hosts (host1:5432,host2:5432), which node-postgres does not take (it looked up "h1,h2", or read "5432,h2:5432" as a bad port). */
+const SEVERAL_HOSTS = "names several hosts (host1,host2: libpq's failover list), which APEX's PostgreSQL driver does not take: name one host";
 
 /** What makes `url` unusable as a postgres:// URL (the driver parses it with WHATWG URL), or undefined. */
 export function postgresUrlProblem(url: string): string | undefined {
   try {
+    const parsed = parsePostgresUrl(url);
     // (WHATWG URL takes port 0, which no server listens on)
-    if (parsePostgresUrl(url).port === "0") return 'has a bad port "0"';
+    if (parsed.port === "0") return 'has a bad port "0"';
+    if ((parsed.searchParams.get("host") || decodeURIComponent(parsed.hostname)).includes(",")) return SEVERAL_HOSTS;
+    // The driver reads a port= parameter over the URL's, and failed on a bad one as it connected (ERR_SOCKET_BAD_PORT, exit 1).
+    const port = parsed.searchParams.get("port");
+    if (port !== null && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) return `has a bad port ${JSON.stringify(port)}`;
   } catch {
     // (read from the URL without its user info: a password is never quoted as a port)
     const port = /^[a-z]+:\/\/(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/i.exec(redactStoreUrl(url, "").replace(/^([a-z]+:\/\/).*@/i, "$1"))?.[1];
-    if (port !== undefined && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) return `has a bad port ${JSON.stringify(port)}`;
+    if (port !== undefined && port !== "" && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) {
+      // libpq's list of hosts (host1:5432,host2:5432), which node-postgres does not take: not a bad port.
+      if (/^\d*,/.test(port)) return SEVERAL_HOSTS;
+      return `has a bad port ${JSON.stringify(port)}`;
+    }
     return "is not a valid URL";
   }
   return undefined;
@@ -678,6 +715,8 @@ export class PostgresBackend implements StorageBackend {
   readonly actor: string;
   /** The project id this store's rows carry. */
   readonly project: string;
+  /** The URL without its password and the project, for errors. */
+  private readonly where: { url: string; project: string };
   private readonly url: string;
   private readonly bridge: SyncBridge;
   /** The NOTIFY channel of this project (an identifier: a hash of the id). */
@@ -716,6 +755,7 @@ export class PostgresBackend implements StorageBackend {
     this.readOnly = options.readOnly ?? false;
     this.actor = options.actor ?? currentActor();
     this.info = { backend: "postgres", location: `${redactUrl(url)}#${project}` };
+    this.where = { url: redactUrl(url), project };
     this.channel = `apex_${createHash("sha256").update(project).digest("hex").slice(0, 32)}`;
   }
 
@@ -880,14 +920,14 @@ export class PostgresBackend implements StorageBackend {
     if (failure.code && (UNREACHABLE.has(failure.code) || RECONNECT_REFUSALS.has(failure.code))) return connectError(this.url, error);
     if (failure.code === "25006") {
       if (this.readOnly) return new ApexError("APEX_E_INTERNAL", `The PostgreSQL store was opened read-only (${doing}).`, { cause: error });
-      return readOnlyServerError(this.info.location, failure.message, doing, error);
+      return readOnlyServerError(this.where, failure.message, doing, error);
     }
-    if (failure.code === "42501") return permissionError(this.info.location, failure.message, doing, error);
-    if (failure.code === "55P03") return lockError(this.info.location, failure.message, doing, error);
+    if (failure.code === "42501") return permissionError(this.where, failure.message, doing, error);
+    if (failure.code === "55P03") return lockError(this.where, failure.message, doing, error);
     const hint = serverSettingHint(failure.code, failure.message);
-    return new ApexError("APEX_E_STORE", `PostgreSQL store at ${this.info.location}: ${failure.message} (${doing}).`, {
+    return new ApexError("APEX_E_STORE", `PostgreSQL store at ${shownAt(this.where)}: ${failure.message} (${doing}).`, {
       ...(hint ? { hint } : {}),
-      details: { sqlstate: failure.code },
+      details: { ...whereDetails(this.where), sqlstate: failure.code },
       cause: error,
     });
   }
@@ -1923,15 +1963,27 @@ class Listener {
 
   private async connect(): Promise<void> {
     const pg = createRequire(import.meta.url)("pg") as typeof import("pg");
-    const client = new pg.Client({ connectionString: this.url, application_name: "apex-listen", connectionTimeoutMillis: connectTimeoutMs(this.url) });
-    this.client = client;
-    client.on("notification", () => this.signal());
-    client.on("error", () => this.reconnect());
-    try {
-      await client.connect();
-      await client.query(`LISTEN ${this.channel}`);
-    } catch {
-      this.reconnect();
+    // As the bridge connects (driverUrls: sslmode as libpq reads it).
+    const urls = driverUrls(this.url);
+    for (let i = 0; i < urls.length; i++) {
+      const client = new pg.Client({ connectionString: urls[i], application_name: "apex-listen", connectionTimeoutMillis: connectTimeoutMs(this.url) });
+      this.client = client;
+      client.on("notification", () => this.signal());
+      // (a client given up for the next URL, failing late, does not end its successor)
+      client.on("error", () => this.client === client && this.reconnect());
+      try {
+        await client.connect();
+        await client.query(`LISTEN ${this.channel}`);
+        return;
+      } catch (error) {
+        const failure = { message: String((error as Error)?.message ?? error), code: (error as { code?: string })?.code };
+        if (i + 1 < urls.length && !this.stopped && fallsBack(failure)) {
+          void client.end().catch(() => undefined);
+          continue;
+        }
+        this.reconnect();
+        return;
+      }
     }
   }
 

@@ -10,10 +10,11 @@
  * that works the same from the compiled dist/ and from the TypeScript sources under test,
  * and it loads `pg` by the path this module resolves, so nothing else ever loads it.
  */
+import { accessSync, constants } from "node:fs";
 import { createRequire } from "node:module";
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { ApexError } from "../../core/errors.js";
-import { parsePostgresUrl } from "./identity.js";
+import { NO_HOST, parsePostgresUrl } from "./identity.js";
 
 /** One statement: text and parameters; `name` makes it a prepared statement (parsed once per connection). */
 export interface Statement {
@@ -76,6 +77,99 @@ export function connectTimeoutMs(url: string, env: NodeJS.ProcessEnv = process.e
   return seconds === 0 ? 0 : Math.max(2, Math.floor(seconds)) * 1000;
 }
 
+/**
+ * The connection strings the driver is given for a store URL, in the order they are tried, so
+ * that `sslmode` means what it means to libpq (psql, pg_dump), which is how the URL is written:
+ * - `require`: encrypted, the certificate not checked (with `sslrootcert`, checked as verify-ca);
+ *   `verify-ca`: checked against `sslrootcert`, the host name not; `verify-full`: both;
+ *   `prefer`: as require, or unencrypted from a server without SSL; `allow`: unencrypted, or as
+ *   require from a server that takes only SSL connections; `disable`: unencrypted.
+ * node-postgres 8 reads prefer, require and verify-ca as verify-full, warns so on stderr
+ * ("SECURITY WARNING: The SSL modes 'prefer', 'require', and 'verify-ca' are treated as aliases
+ * for 'verify-full'", many lines, from every command), and has no fallback: `uselibpqcompat=true`
+ * is its documented switch to libpq's meaning (its next major version's default). A URL that
+ * sets `uselibpqcompat` itself is given as it is.
+ */
+export function driverUrls(url: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  let query: URLSearchParams;
+  let hostname: string;
+  try {
+    const parsed = parsePostgresUrl(url);
+    query = parsed.searchParams;
+    hostname = parsed.hostname === NO_HOST ? "" : decodeURIComponent(parsed.hostname);
+  } catch {
+    return [url];
+  }
+  // PGSSLMODE stands for a URL's missing sslmode, as for libpq (the driver reads it as verify-full too).
+  const given = query.get("sslmode");
+  const mode = given ?? (query.has("ssl") ? null : (env.PGSSLMODE ?? null));
+  // libpq never uses SSL on a unix socket, whatever the sslmode; the driver asked for it there, and failed ("does not support SSL").
+  const socket = (query.get("host") || hostname || env.PGHOST || "").startsWith("/") && mode !== null && mode !== "disable";
+  if (!socket && (query.has("uselibpqcompat") || (mode !== "prefer" && mode !== "require" && mode !== "verify-ca" && mode !== "allow"))) return [url];
+  // (the URL's own text is kept: only its sslmode changes and parameters are added, before any fragment)
+  const hash = url.indexOf("#");
+  const [head, tail] = hash < 0 ? [url, ""] : [url.slice(0, hash), url.slice(hash)];
+  const join = (text: string, parameter: string) => `${text}${text.includes("?") ? "&" : "?"}${parameter}`;
+  const withMode = (to: string, compat: boolean) => {
+    const moded = given === null ? join(head, `sslmode=${to}`) : head.replace(/([?&]sslmode=)[^&]*/g, `$1${to}`);
+    return `${compat ? join(moded, "uselibpqcompat=true") : moded}${tail}`;
+  };
+  if (socket) return [withMode("disable", false)];
+  if (mode === "prefer") return [withMode("prefer", true), withMode("disable", false)];
+  if (mode === "allow") return [withMode("disable", false), withMode("require", true)];
+  return [withMode(mode, true)];
+}
+
+/** The sslmode values a URL may give: libpq's, and node-postgres's `no-verify` (encrypted, nothing checked). */
+const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full", "no-verify"];
+
+/**
+ * What makes a URL's SSL parameters unusable, as a sentence and a hint, or undefined: a file
+ * (sslrootcert, sslcert, sslkey) this process cannot read, an sslmode libpq
+ * does not know (the driver took any for verify-full), or verify-ca without `sslrootcert`, the
+ * CA it checks the certificate against (the driver failed each connection with a many-line
+ * "SECURITY WARNING").
+ */
+export function sslModeProblem(url: string): { problem: string; hint: string } | undefined {
+  let query: URLSearchParams;
+  try {
+    query = parsePostgresUrl(url).searchParams;
+  } catch {
+    return undefined;
+  }
+  // The driver reads these files as it connects: one it cannot read failed as a server out of reach ("Is the server running?").
+  for (const name of ["sslrootcert", "sslcert", "sslkey"]) {
+    const file = query.get(name);
+    if (!file) continue;
+    try {
+      accessSync(file, constants.R_OK);
+    } catch (error) {
+      return { problem: `has ${name}=${file}, which cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, hint: `${name} names a PEM file this user can read: fix the path or the file's permissions.` };
+    }
+  }
+  const mode = query.get("sslmode");
+  if (mode === null) return undefined;
+  if (!SSL_MODES.includes(mode)) {
+    return { problem: `has an unknown sslmode ${JSON.stringify(mode)}`, hint: `sslmode is one of ${SSL_MODES.slice(0, 6).join(", ")}, as for psql.` };
+  }
+  if (mode === "verify-ca" && !query.get("sslrootcert") && !query.has("uselibpqcompat")) {
+    return {
+      problem: "has sslmode=verify-ca without sslrootcert",
+      hint: "verify-ca checks the server's certificate against the CA in sslrootcert=FILE (a PEM file): add it, or use sslmode=verify-full to check it, and the host name, against the system's CAs.",
+    };
+  }
+  return undefined;
+}
+
+/**
+ * Whether a connection refused with `failure` may be made with the next of driverUrls: a server
+ * without SSL (after prefer's encrypted attempt), or one that takes only encrypted connections
+ * (after allow's unencrypted one: pg_hba.conf's `hostssl`, "… no encryption").
+ */
+export function fallsBack(failure: WorkerFailure): boolean {
+  return /does not support SSL/i.test(failure.message) || (failure.code === "28000" && /no encryption/i.test(failure.message));
+}
+
 /** The longest time calls fail at once after a failed reconnection, before the next attempt. */
 export const RECONNECT_BACKOFF_MS = 1000;
 
@@ -131,9 +225,22 @@ export class SyncBridge {
 
   /** Connects the worker's client and runs `setup` (session settings) on it; gives up after connectTimeoutMs(url). */
   connect(url: string, setup: string[]): void {
-    this.call({ op: "connect", url, setup, timeoutMs: connectTimeoutMs(url) });
+    this.connectTo(url, setup);
     this.target = { url, setup: [...setup] };
     this.connections += 1;
+  }
+
+  /** Connects with each of driverUrls(url) in turn while the server refuses one that the next may suit. */
+  private connectTo(url: string, setup: string[]): void {
+    const urls = driverUrls(url);
+    for (let i = 0; ; i++) {
+      try {
+        this.call({ op: "connect", url: urls[i]!, setup, timeoutMs: connectTimeoutMs(url) });
+        return;
+      } catch (error) {
+        if (i + 1 >= urls.length || !(error instanceof BridgeError) || !fallsBack(error.failure)) throw error;
+      }
+    }
   }
 
   /** Runs a session setting now and again on every later connection (a reconnection included, also when running it now failed). */
@@ -189,7 +296,7 @@ export class SyncBridge {
     this.broken = undefined;
     const started = performance.now();
     try {
-      this.call({ op: "connect", url, setup, timeoutMs: connectTimeoutMs(url) });
+      this.connectTo(url, setup);
     } catch (error) {
       const failure = error instanceof BridgeError ? error.failure : { message: String((error as Error)?.message ?? error) };
       // Not connected: still lost, whatever the attempt said (a refused connection, a timeout),

@@ -19,12 +19,23 @@ export function storeIdentity(spec: StoreSpec, env: NodeJS.ProcessEnv = process.
   } catch {
     return `${redactUrl(spec.url ?? "")} (project ${project})`; // opening it reports the URL
   }
+  const { host: named, port, database } = serverOf(url, env);
+  // Host names are case-insensitive; a socket directory is a path, which is not.
+  const host = named.startsWith("/") ? named : named.toLowerCase();
+  return `postgres://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}/${database} (project ${project})`;
+}
+
+/**
+ * The server, user and database a parsed URL connects to, with what it leaves out filled in as
+ * the driver fills it in (PGHOST, PGPORT, PGUSER, PGDATABASE, the database named after the user).
+ */
+export function serverOf(url: URL, env: NodeJS.ProcessEnv = process.env): { host: string; port: string; user: string; database: string } {
   const query = url.searchParams;
-  const host = (query.get("host") || (url.hostname === NO_HOST ? "" : decodeURIComponent(url.hostname)) || env.PGHOST || "localhost").toLowerCase();
+  const host = query.get("host") || (url.hostname === NO_HOST ? "" : decodeURIComponent(url.hostname)) || env.PGHOST || "localhost";
   const port = query.get("port") || url.port || env.PGPORT || "5432";
   const user = decodeURIComponent(url.username) || query.get("user") || env.PGUSER || osUser();
   const database = decodeURIComponent(url.pathname.replace(/^\//, "")) || query.get("dbname") || env.PGDATABASE || user;
-  return `postgres://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}/${database} (project ${project})`;
+  return { host, port, user, database };
 }
 
 /** The login name, which libpq takes when the URL and PGUSER name none (a uid without a passwd entry has none). */

@@ -163,7 +163,9 @@ async function openTarget(spec: StoreSpec, url: string): Promise<StorageBackend>
     return await (await backendFactory(spec.backend)).open(spec, {});
   } catch (error) {
     if (error instanceof ApexError && error.code === "APEX_E_CONFIG") {
-      throw new ApexError("APEX_E_USAGE", `--to ${redactUrl(url)}: ${error.message}`, { hint: "Point --to at an empty directory or a new database. Nothing was written.", details: error.details, cause: error });
+      // (PostgreSQL's hint says what to fix in the URL itself, an sslmode without its sslrootcert; LMDB's names store.url)
+      const hint = (spec.backend === "postgres" ? error.hint : undefined) ?? "Point --to at an empty directory or a new database.";
+      throw new ApexError("APEX_E_USAGE", `--to ${redactUrl(url)}: ${error.message}`, { hint: `${hint} Nothing was written.`, details: error.details, cause: error });
     }
     // The target's server, credentials or database: what to fix is --to, not the project's store URL.
     const fix: Record<string, string> = {

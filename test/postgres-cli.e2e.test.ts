@@ -1,0 +1,257 @@
+// The PostgreSQL backend as a user meets it through the built CLI: what its errors say (--json
+// details), which URLs name the same store, the SSL modes of a URL, and a watch started while the
+// server cannot be reached.
+import { execFileSync, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { waitFor } from "./fixtures/agents/harness.js";
+import { APEX_BIN, cleanEnv, runApex, tempDir } from "./helpers/cli.js";
+import { createSharedDatabase, freePort, postgresRelay, query, sharedPostgres, type SharedPostgres } from "./support/postgres.js";
+
+let cluster: SharedPostgres;
+beforeAll(async () => {
+  cluster = await sharedPostgres();
+}, 180_000);
+
+const cleanups: Array<() => void | Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A project directory whose store is `url` under project id `id`. */
+function projectOn(url: string, id = "cli"): string {
+  const { dir, cleanup } = tempDir("apex-pg-cli-");
+  cleanups.push(cleanup);
+  writeFileSync(join(dir, "apex.config.yaml"), `store:\n  backend: postgres\n  url: ${JSON.stringify(url)}\n  project: ${id}\n`);
+  return dir;
+}
+
+/**
+ * A PostgreSQL server with SSL, as far as a client can tell: a process on a port of its own that
+ * answers an SSLRequest with 'S', ends TLS with a self-signed certificate for CN=localhost (made
+ * here with openssl; `ca`: its file) and relays the rest to the shared cluster, which has no SSL.
+ * A client that starts without SSL is relayed as it is. Stopped by pid.
+ */
+async function sslServer(): Promise<{ port: number; ca: string; stop(): Promise<void> }> {
+  const { dir, cleanup } = tempDir("apex-pg-ssl-");
+  const key = join(dir, "key.pem");
+  const ca = join(dir, "cert.pem");
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", ca, "-subj", "/CN=localhost", "-days", "2"], { stdio: "ignore" });
+  const port = await freePort();
+  const script = `const net = require("node:net"), tls = require("node:tls"), fs = require("node:fs");
+    const context = { key: fs.readFileSync(${JSON.stringify(key)}), cert: fs.readFileSync(${JSON.stringify(ca)}) };
+    net.createServer((client) => {
+      client.once("data", (first) => {
+        const upstream = net.connect(${cluster.port}, "127.0.0.1");
+        upstream.on("error", () => client.destroy());
+        client.on("error", () => upstream.destroy());
+        if (first.length === 8 && first.readUInt32BE(4) === 80877103) {
+          client.write("S");
+          const secure = new tls.TLSSocket(client, { isServer: true, ...context });
+          secure.on("error", () => upstream.destroy());
+          secure.pipe(upstream).pipe(secure);
+        } else {
+          upstream.write(first);
+          client.pipe(upstream).pipe(client);
+        }
+      });
+    }).listen(${port}, "127.0.0.1", () => console.log("listening"));`;
+  const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once("data", () => resolve());
+    child.once("exit", (code) => reject(new Error(`the SSL relay exited (${code})`)));
+  });
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
+    }
+    cleanup();
+  };
+  cleanups.push(stop);
+  return { port, ca, stop };
+}
+
+describe("the PostgreSQL store through the CLI", () => {
+  it("sslmode means what it means to psql, and the driver's many-line SECURITY WARNING is never printed", async () => {
+    const url = await createSharedDatabase();
+    const database = new URL(url).pathname.slice(1);
+    const ssl = await sslServer();
+    const through = (parameters: string) => `${cluster.url(database, { port: ssl.port })}?${parameters}`;
+    const dir = projectOn(url, "ssl");
+    let value = 0;
+    const works = (storeUrl: string, env: NodeJS.ProcessEnv = {}) => {
+      value += 1;
+      const set = runApex(["memory", "set", "/v", String(value)], { cwd: dir, env: { ...env, APEX_STORE_URL: storeUrl } });
+      expect(set.stderr, storeUrl).toBe("");
+      expect(set.status, storeUrl).toBe(0);
+    };
+    // require: encrypted, a self-signed certificate taken (as libpq does); with sslrootcert it is checked.
+    works(through("sslmode=require"));
+    // verify-ca checks the certificate against sslrootcert, not the host name (the certificate is for localhost).
+    works(through(`sslmode=verify-ca&sslrootcert=${encodeURIComponent(ssl.ca)}`));
+    // prefer: encrypted where the server has SSL, else not (the shared cluster has none); allow the same.
+    works(through("sslmode=prefer"));
+    works(`${url}?sslmode=prefer`);
+    works(`${url}?sslmode=allow`);
+    // PGSSLMODE stands for the URL's missing sslmode; on a unix socket libpq uses no SSL, whatever the mode.
+    works(cluster.url(database, { port: ssl.port }), { PGSSLMODE: "require" });
+    works(`postgres://apex@/${database}?host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}&sslmode=require`);
+    works(`postgres://apex@/${database}?host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}`, { PGSSLMODE: "verify-full" });
+    // A watch, whose LISTEN connection is made apart, says nothing either.
+    const watch = runApex(["memory", "watch", "/v", "--json", "--timeout", "1"], { cwd: dir, env: { APEX_STORE_URL: through("sslmode=require") } });
+    expect(watch.stderr).toBe("");
+    expect(watch.status).toBe(0);
+    expect(JSON.parse(watch.stdout)).toMatchObject({ kind: "current", path: "/v", value });
+
+  }, 60_000);
+
+  it("an sslmode the driver would fail on late or read wrongly is refused before connecting, and a certificate that fails its check says what to change", async () => {
+    const database = new URL(await createSharedDatabase()).pathname.slice(1);
+    const ssl = await sslServer();
+    const through = (parameters: string) => `${cluster.url(database, { port: ssl.port })}?${parameters}`;
+    const dir = projectOn(cluster.url(database), "ssl");
+    // verify-full checks the host name too: 127.0.0.1 is not the certificate's; refused, without the warning.
+    const full = runApex(["memory", "show", "/v"], { cwd: dir, env: { APEX_STORE_URL: through(`sslmode=verify-full&sslrootcert=${encodeURIComponent(ssl.ca)}`) } });
+    expect(full.status).toBe(1);
+    expect(full.stderr).not.toContain("SECURITY WARNING");
+    expect(full.stderr).toContain("127.0.0.1");
+    expect(full.stderr).toContain("use sslmode=require to encrypt without checking it");
+    // Refused before any connection, as a config error (exit 2): verify-ca without its CA, an sslmode libpq does not know, a CA file that is not there.
+    for (const [parameters, said] of [
+      ["sslmode=verify-ca", "sslmode=verify-ca without sslrootcert"],
+      ["sslmode=requir", 'unknown sslmode "requir"'],
+      [`sslmode=require&sslrootcert=${encodeURIComponent(join(dir, "missing.pem"))}`, "cannot be read (ENOENT)"],
+    ]) {
+      const refused = runApex(["memory", "show", "/v", "--json"], { cwd: dir, env: { APEX_STORE_URL: through(parameters!) } });
+      expect(refused.status, parameters).toBe(2);
+      const { error } = JSON.parse(refused.stderr) as { error: { code: string; message: string } };
+      expect(error.code).toBe("APEX_E_CONFIG");
+      expect(error.message).toContain(said);
+      expect(refused.stderr).not.toContain("SECURITY WARNING");
+    }
+    // As a migration's target: a usage error with the same hint.
+    expect(runApex(["memory", "set", "/v", "1"], { cwd: dir }).status).toBe(0);
+    const migrate = runApex(["store", "migrate", "--to", through("sslmode=verify-ca"), "--json"], { cwd: dir });
+    expect(migrate.status).toBe(2);
+    expect(JSON.parse(migrate.stderr).error.hint).toContain("sslrootcert=FILE");
+  }, 60_000);
+
+  it("an error's details name the URL as given (no password) and the project on its own, not an internal url#project", async () => {
+    const database = await createSharedDatabase();
+    const dir = projectOn(database, "details");
+    expect(runApex(["memory", "set", "/x", "1"], { cwd: dir }).status).toBe(0);
+    const role = `ro_${process.pid}_${Date.now().toString(36)}`;
+    await query(database, `CREATE ROLE ${role} LOGIN PASSWORD 'ro-secret'; GRANT USAGE ON SCHEMA apex TO ${role}; GRANT SELECT ON ALL TABLES IN SCHEMA apex TO ${role}`);
+    cleanups.push(async () => {
+      await query(database, `DROP OWNED BY ${role}; DROP ROLE ${role}`);
+    });
+    const theirs = new URL(database);
+    theirs.username = role;
+    theirs.password = "ro-secret";
+    const result = runApex(["memory", "set", "/x", "2", "--json"], { cwd: dir, env: { APEX_STORE_URL: theirs.toString() } });
+    expect(result.status).toBe(4);
+    const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string; details: Record<string, unknown> } };
+    theirs.password = "";
+    expect(error.code).toBe("APEX_E_STORE_PERMISSION");
+    expect(error.details).toEqual({ url: theirs.toString(), project: "details", sqlstate: "42501" });
+    expect(error.message).not.toContain("#details");
+    expect(error.message).toContain('(project "details")');
+    expect(result.stderr).not.toContain("ro-secret");
+  });
+
+  it("two unix-socket directories whose names differ only in case are two stores: migrate does not take the other for the project's own", async () => {
+    const database = new URL(await createSharedDatabase()).pathname.slice(1);
+    const own = `postgres://apex@/${database}?host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}`;
+    const dir = projectOn(own, "sockets");
+    expect(runApex(["memory", "set", "/x", "1"], { cwd: dir }).status).toBe(0);
+    // The same path but for its case: another directory (none here, so no server).
+    const other = cluster.socketDir.replace(/socket$/, "SOCKET");
+    for (const to of [`postgres://apex@/${database}?host=${encodeURIComponent(other)}&port=${cluster.port}`, `postgres://${encodeURIComponent(other)}:${cluster.port}/${database}`]) {
+      const result = runApex(["store", "migrate", "--to", to, "--json"], { cwd: dir });
+      const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string } };
+      expect(error.code, error.message).toBe("APEX_E_STORE_UNREACHABLE");
+      expect(error.message).toContain(`${other}/.s.PGSQL.${cluster.port}`);
+    }
+  });
+
+  it("a watch started while the server cannot be reached waits for it, says so once, then prints as usual; Ctrl-C or --timeout ends the wait", async () => {
+    const url = await createSharedDatabase();
+    const database = new URL(url).pathname.slice(1);
+    const dir = projectOn(url, "waiting");
+    expect(runApex(["memory", "set", "/w/before", "1"], { cwd: dir }).status).toBe(0);
+    const relay = await postgresRelay();
+    cleanups.push(() => relay.down());
+    await relay.down();
+    const env = { ...cleanEnv(), NO_COLOR: "1", APEX_STORE_URL: relay.url(database) };
+    const child = spawn(process.execPath, [APEX_BIN, "memory", "watch", "/w/**", "--json", "--timeout", "60"], { cwd: dir, env });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+    cleanups.push(() => void child.kill("SIGKILL"));
+    await waitFor("the watch to say it waits for the server", () => stderr.includes("Waiting for it"), 15_000);
+    // Still there after a few attempts, and said once.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(child.exitCode).toBeNull();
+    expect(stderr.match(/Cannot reach PostgreSQL/g)).toHaveLength(1);
+    expect(stderr).not.toContain(cluster.password);
+    expect(runApex(["memory", "set", "/w/during", "2"], { cwd: dir }).status).toBe(0);
+    await relay.up();
+    await waitFor("the watch to print the current values once the server is reached", () => stdout.includes('"/w/during"'), 15_000);
+    expect(stderr).toContain("reachable again");
+    expect(runApex(["memory", "set", "/w/after", "3"], { cwd: dir }).status).toBe(0);
+    await waitFor("the watch to print a change", () => stdout.includes('"/w/after"'), 15_000);
+    child.kill("SIGINT");
+    expect(await exited).toBe(0);
+    expect(stderr).not.toContain("error[");
+
+    // Never reached before --timeout: the server's error, as a command that needs it fails.
+    await relay.down();
+    const timedOut = runApex(["memory", "watch", "/w/**", "--timeout", "1"], { cwd: dir, env: { APEX_STORE_URL: relay.url(database) } });
+    expect(timedOut.status).toBe(1);
+    expect(timedOut.stderr).toContain("Waiting for it");
+    expect(timedOut.stderr).toContain("error[APEX_E_STORE_UNREACHABLE]");
+    // Another refusal (a wrong password) is not waited for.
+    const refused = runApex(["memory", "watch", "/w/**", "--timeout", "30"], { cwd: dir, env: { APEX_STORE_URL: cluster.url(database, { password: "wrong" }) } });
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain("APEX_E_STORE_AUTH");
+    expect(refused.stderr).not.toContain("Waiting");
+  }, 60_000);
+
+  it("a URL libpq reads but the driver cannot (a bad port= parameter, a list of hosts) is a config error (exit 2), not a failure to connect", async () => {
+    const dir = projectOn(await createSharedDatabase(), "urls");
+    const base = cluster.url("postgres");
+    const refusals: Array<[string, string]> = [
+      [`${base}?port=abc`, 'has a bad port "abc"'],
+      [base.replace(`:${cluster.port}/`, `:${cluster.port},127.0.0.1:${cluster.port}/`), "names several hosts"],
+      [base.replace("127.0.0.1", "127.0.0.1,localhost"), "names several hosts"],
+    ];
+    for (const [url, said] of refusals) {
+      const result = runApex(["memory", "show", "/x", "--json"], { cwd: dir, env: { APEX_STORE_URL: url } });
+      expect(result.status, url).toBe(2);
+      const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string } };
+      expect(error.code, url).toBe("APEX_E_CONFIG");
+      expect(error.message).toContain(said);
+      expect(result.stderr).not.toContain(cluster.password);
+    }
+  });
+
+  it("a URL without a database whose default database is missing names it (the user's name, or PGDATABASE), with a createdb that makes it", async () => {
+    const dir = projectOn(await createSharedDatabase(), "urls");
+    const base = cluster.url("postgres");
+    // No database in the URL: the driver connects to the one named after the user (apex), or PGDATABASE's.
+    const bare = base.replace(/\/postgres$/, "");
+    for (const [env, name] of [[{}, "apex"], [{ PGDATABASE: "no_such_db" }, "no_such_db"]] as const) {
+      const result = runApex(["memory", "show", "/x", "--json"], { cwd: dir, env: { ...env, APEX_STORE_URL: bare } });
+      expect(result.status).toBe(3);
+      const { error } = JSON.parse(result.stderr) as { error: { code: string; hint: string; details: { database: string } } };
+      expect(error.code).toBe("APEX_E_STORE_NO_DATABASE");
+      expect(error.details.database).toBe(name);
+      expect(error.hint).toContain(`createdb ${name}`);
+    }
+  });
+});
