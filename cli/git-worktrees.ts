@@ -1,5 +1,6 @@
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 
 /**
  * The directory of the project's git worktree that has `branch` checked out and still exists, if
@@ -15,4 +16,70 @@ export function worktreeOnBranch(projectDir: string, branch: string): string | u
     if (dir && lines.includes(`branch refs/heads/${branch}`) && existsSync(dir)) return dir;
   }
   return undefined;
+}
+
+function real(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return resolve(path);
+  }
+}
+
+/** Directories looked at for a worktree moved with `mv`: enough for a renamed sibling, not a walk of the disk. */
+const MOVED_SCAN_LIMIT = 2000;
+
+/**
+ * Where the git worktree git still records at `path` went when it was moved with `mv` (git was
+ * not told: `git worktree list` shows it at `path`, prunable): a directory beside `path` or beside
+ * the project whose `.git` file points at that worktree's record in the repository.
+ */
+export function movedWorktree(projectDir: string, path: string): string | undefined {
+  const common = spawnSync("git", ["rev-parse", "--git-common-dir"], { cwd: projectDir, encoding: "utf8" });
+  if (common.status !== 0 || typeof common.stdout !== "string" || !common.stdout.trim()) return undefined;
+  const worktrees = join(resolve(projectDir, common.stdout.trim()), "worktrees");
+  let admin: string | undefined;
+  try {
+    for (const name of readdirSync(worktrees)) {
+      const recorded = readFileSync(join(worktrees, name, "gitdir"), "utf8").trim();
+      if (resolve(dirname(recorded)) === resolve(path) || real(dirname(recorded)) === real(path)) admin = real(join(worktrees, name));
+    }
+  } catch {
+    return undefined;
+  }
+  if (admin === undefined) return undefined;
+  for (const parent of new Set([dirname(resolve(path)), dirname(resolve(projectDir))])) {
+    let entries: string[];
+    try {
+      entries = readdirSync(parent).slice(0, MOVED_SCAN_LIMIT);
+    } catch {
+      continue;
+    }
+    for (const entry of entries) {
+      const dir = join(parent, entry);
+      let pointer: string;
+      try {
+        pointer = readFileSync(join(dir, ".git"), "utf8");
+      } catch {
+        continue; // not a worktree (no .git file, or a .git directory)
+      }
+      const match = /^gitdir: (.+)$/m.exec(pointer);
+      if (match && real(resolve(dir, match[1]!.trim())) === admin) return dir;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * What to run, from the project, to bring back the git worktree of a session, recorded at `path`
+ * and no longer there: moved with `mv`, `git worktree repair` tells git where it is (keeping its
+ * files and branch) and `git worktree move` puts it back; deleted, it is made again on its branch.
+ */
+export function worktreeBackHint(projectDir: string, path: string, branch: string | undefined): { hint: string; movedTo?: string } {
+  const away = existsSync(path) ? " (after moving the directory there now away)" : "";
+  const moved = movedWorktree(projectDir, path);
+  const back = (from: string) => `git worktree repair ${JSON.stringify(from)} && git worktree move ${JSON.stringify(from)} ${JSON.stringify(path)}${away}`;
+  if (moved !== undefined) return { hint: `It was moved to ${moved} without git knowing: move it back, from the project: ${back(moved)}`, movedTo: moved };
+  const add = `git worktree prune && git worktree add ${JSON.stringify(path)}${branch ? ` ${branch}` : ""}${away}`;
+  return { hint: `Moved by hand (mv), bring it back from the project: ${back("NEW-DIR")}; deleted, recreate it: ${add}` };
 }

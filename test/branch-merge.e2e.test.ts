@@ -1,7 +1,7 @@
 // Branch a session from a checkpoint, run it, merge it back, draw the tree: through the built
 // CLI, with real supervisors and agents, a real LMDB store and real git worktrees.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -667,6 +667,45 @@ describe("--worktree and --git", () => {
     // Recreated as the hint says, it continues.
     git(dir, "worktree", "prune");
     git(dir, "worktree", "add", worktree, "apex/feature");
+    expect(p.start(["--continue", "feature"]).continued).toBe(true);
+  });
+
+  it("a worktree moved with mv: start, merge --git and branch name where it went and the git worktree repair that keeps its files; run as said, it continues", () => {
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "other", "--worktree", join(worktree, "..", "other")]).status).toBe(0);
+    writeFileSync(join(worktree, "work.txt"), "not committed\n");
+    const moved = join(worktree, "..", "renamed");
+    renameSync(worktree, moved);
+    // The hint was "git worktree prune && git worktree add": a new checkout, the moved one's files left behind.
+    const back = `git worktree repair ${JSON.stringify(moved)} && git worktree move ${JSON.stringify(moved)} ${JSON.stringify(worktree)}`;
+    const start = p.apex(["start", "--continue", "feature", "--json"]);
+    expect(start.status, start.stderr).toBe(3);
+    const error = JSON.parse(start.stderr).error;
+    expect(error).toMatchObject({ code: "APEX_E_NOT_FOUND", details: { worktree, moved_to: moved } });
+    expect(error.message).toContain(`(it is at ${moved} now)`);
+    expect(error.hint).toContain(back);
+    expect(error.hint).not.toContain("prune");
+    const into = p.apex(["session", "merge", "other", "feature", "--git", "--dry-run", "--json"]);
+    expect(into.status, into.stderr).toBe(3);
+    expect(JSON.parse(into.stderr).error.hint).toBe(`It was moved to ${moved} without git knowing: move it back, from the project: ${back}; or merge without --git.`);
+    const taken = p.apex(["session", "branch", "latest", "taken", "--worktree", worktree, "--json"]);
+    expect(taken.status, taken.stderr).toBe(4);
+    expect(JSON.parse(taken.stderr).error.hint).toContain(back);
+    expect(p.runningSessions()).toHaveLength(1);
+    // Moved where nothing finds it: both ways back, with the directory to fill in.
+    const far = mkdtempSync(join(tmpdir(), "apex-worktree-far-"));
+    extra.push(far);
+    renameSync(moved, join(far, "feature"));
+    const lost = JSON.parse(p.apex(["start", "--continue", "feature", "--json"]).stderr).error;
+    expect(lost.hint).toContain(`git worktree repair "NEW-DIR" && git worktree move "NEW-DIR" ${JSON.stringify(worktree)}`);
+    expect(lost.hint).toContain(`git worktree prune && git worktree add ${JSON.stringify(worktree)} apex/feature`);
+    renameSync(join(far, "feature"), moved);
+    // Run as the hint says, from the project: the same worktree, its files kept, and it continues.
+    for (const command of back.split(" && ")) execFileSync("sh", ["-c", command], { cwd: dir, env: { ...process.env, ...GIT_ENV }, stdio: "ignore" });
+    expect(readFileSync(join(worktree, "work.txt"), "utf8")).toBe("not committed\n");
     expect(p.start(["--continue", "feature"]).continued).toBe(true);
   });
 
