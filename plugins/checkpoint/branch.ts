@@ -2,10 +2,9 @@ import { existsSync } from "node:fs";
 import { worktreeBackHint } from "../../cli/git-worktrees.js";
 import { v4 as uuidv4 } from "uuid";
 import { ApexError } from "../../core/errors.js";
-import { sessionNames } from "../../core/session/names.js";
 import { worktreeOf } from "../../core/session/records.js";
 import { allSessions } from "../../core/session/sessions.js";
-import { checkSessionName } from "./session-name.js";
+import { checkSessionName, sessionNamedAlike } from "./session-name.js";
 import { appendEvent } from "../../core/session/service.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
@@ -47,9 +46,15 @@ export function branchSource(store: Store, ref: string): CheckpointManifest {
 /** Refuses a name that is invalid or taken (by a name or a session id). */
 export function checkNewSessionName(store: Store, name: string): void {
   checkSessionName(name);
-  const taken = sessionNames(store).get(name);
+  const taken = sessionNamedAlike(store, name);
+  if (taken && taken.name !== name) {
+    throw new ApexError("APEX_E_CONFLICT", `A session named ${JSON.stringify(taken.name)} already exists (${taken.sessionId}); ${JSON.stringify(name)} differs from it only in case.`, {
+      hint: `Session names are unique in a project whatever their case (their git branches apex/${taken.name} and apex/${name} would be one on a file system that ignores case); choose another (\`apex session list\` shows them).`,
+      details: { name, existing: { name: taken.name, session_id: taken.sessionId } },
+    });
+  }
   if (taken || sessionRecord(store, name)) {
-    throw new ApexError("APEX_E_CONFLICT", `A session named ${JSON.stringify(name)} already exists${taken ? ` (${taken})` : ""}.`, {
+    throw new ApexError("APEX_E_CONFLICT", `A session named ${JSON.stringify(name)} already exists${taken ? ` (${taken.sessionId})` : ""}.`, {
       hint: "Session names are unique in a project; choose another (`apex session list` shows them).",
     });
   }
