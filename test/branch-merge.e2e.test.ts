@@ -4,11 +4,17 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { cleanEnv, json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { tempDirs } from "./support/cleanup.js";
+import { remote, serve, share } from "./support/serve.js";
+
+const stops: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop();
+});
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
@@ -398,6 +404,23 @@ describe("a merge into a session that `start --continue` is bringing back", () =
     expect(merged.status, merged.stderr).toBe(0);
     expect(JSON.parse(merged.stdout)).toMatchObject({ applied: "live", writer_pid: supervisor });
     expect(json<{ value: boolean }>(p.apex(["memory", "show", "/from/main", "--json"])).value).toBe(true);
+
+    // Sent through apex serve (`--remote HOST/side`), it was refused ("run the merge again"): it waits the same way.
+    const url = await serve(p, stops);
+    const side = JSON.parse(ready.stdout).session_id as string;
+    const token = share(p, side, "olga", "owner").token;
+    share(p, main, "olga", "viewer");
+    expect(p.apex(["stop"]).status).toBe(0);
+    rmSync(join(p.dir, "slow-restore.began"));
+    writeFileSync(join(p.dir, "slow-restore"), "");
+    const again = p.apexAsync(["start", "--continue", "side/checkpoint-001", "--json"]);
+    await waitFor("the supervisor's claim, before its restore", () => existsSync(join(p.dir, "slow-restore.began")));
+    const viaServe = remote(p, url, side, token, ["session", "merge", main, "side", "--json"]);
+    const back = await again.done;
+    expect(back.status, back.stderr).toBe(0);
+    expect(viaServe.status, viaServe.stderr).toBe(0);
+    // Made by the supervisor once it listened (main's state is side's already since the first merge: nothing new to bring).
+    expect(JSON.parse(viaServe.stdout)).toMatchObject({ relation: "up-to-date", refused: false, writer_pid: (JSON.parse(back.stdout) as { supervisor_pid: number }).supervisor_pid });
   });
 });
 

@@ -784,12 +784,26 @@ class Gate {
     const { directClient } = await import("../../core/session/direct.js");
     // That session's records and working memory, whatever this server's directory is bound to.
     const client = await directClient(this.location, "write", { session: sessionId });
+    let starting: { pid: number; start_time: number } | undefined;
     try {
       const { heartbeat_ms: _heartbeat, ...stored } = params;
       return await client.call(method, stored);
+    } catch (error) {
+      // Its supervisor has claimed it and does not listen yet (`start --continue` restoring it): the
+      // write is that supervisor's to make. Sent to it once it listens, as the local command does
+      // (it was refused, "run the merge again"); the client told it works on it meanwhile.
+      if (!isApexError(error) || error.details?.supervisor_elsewhere !== true) throw error;
+      starting = error.details as { pid: number; start_time: number };
     } finally {
       await client.close();
     }
+    const { waitForStart } = await import("../../cli/session/starting-wait.js");
+    const name = session.record.name;
+    const label = typeof name === "string" && name ? name : shortSessionId(sessionId);
+    const listening = await waitForStart(this.location, { pid: starting.pid, start_time: starting.start_time, label }, method === "session.merge" ? "session merge" : method, true, sessionId, () => onEvent?.({ heartbeat: true }));
+    await listening?.close();
+    // Listening: the call goes to it; exited meanwhile (its start failed): to the store, which says where the session stands.
+    return this.callSession(sessionId, method, params, onEvent);
   }
 
   /** The sessions a grant of `sessionId` sees in listings: its own and those it descends from. */
