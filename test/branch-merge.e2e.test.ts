@@ -726,6 +726,12 @@ describe("--worktree and --git", () => {
     expect(lost.hint).toContain(`git worktree repair "NEW-DIR" && git worktree move "NEW-DIR" ${JSON.stringify(worktree)}`);
     expect(lost.hint).toContain(`git worktree prune && git worktree add ${JSON.stringify(worktree)} apex/feature`);
     renameSync(join(far, "feature"), moved);
+    // Removed with git and its branch deleted: not moved (git has no record of it), and `git worktree add PATH apex/other` would fail.
+    const otherDir = join(worktree, "..", "other");
+    git(dir, "worktree", "remove", "--force", otherDir);
+    git(dir, "branch", "-D", "apex/other");
+    const removed = JSON.parse(p.apex(["session", "merge", "feature", "other", "--git", "--dry-run", "--json"]).stderr).error;
+    expect(removed.hint).toBe(`Recreate it from the project: git worktree add -b apex/other ${JSON.stringify(otherDir)} ${git(dir, "rev-parse", "HEAD")} (its git branch apex/other is gone too: made again at the commit it was made at); or merge without --git.`);
     // Run as the hint says, from the project: the same worktree, its files kept, and it continues.
     for (const command of back.split(" && ")) execFileSync("sh", ["-c", command], { cwd: dir, env: { ...process.env, ...GIT_ENV }, stdio: "ignore" });
     expect(readFileSync(join(worktree, "work.txt"), "utf8")).toBe("not committed\n");

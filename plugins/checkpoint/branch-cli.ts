@@ -429,6 +429,8 @@ interface GitSides {
   directory: string;
   /** DST's own branch (a worktree session's), and the project's directory, where git lists the worktrees. */
   destinationBranch: string | undefined;
+  /** The commit DST's worktree was made at: where its branch, lost with it, is made again. */
+  destinationCommit: string | undefined;
   projectDir: string;
 }
 
@@ -437,7 +439,7 @@ async function gitSides(location: ProjectLocation, plan: SessionMergeReport): Pr
     const source = sessionRecord(store, resolveSessionRef(store, plan.source.session_id));
     const destination = sessionRecord(store, resolveSessionRef(store, plan.destination.session_id));
     const sourceWorktree = source?.worktree as { branch?: unknown; path?: unknown } | null | undefined;
-    const destinationWorktree = destination?.worktree as { branch?: unknown; path?: unknown } | null | undefined;
+    const destinationWorktree = destination?.worktree as { branch?: unknown; path?: unknown; commit?: unknown } | null | undefined;
     let sourceCommit: string | undefined;
     try {
       const state = getCheckpoint(store, plan.source.checkpoint.id).git_state as { commit?: unknown } | null;
@@ -453,6 +455,7 @@ async function gitSides(location: ProjectLocation, plan: SessionMergeReport): Pr
       sourceCommit,
       directory: typeof destinationWorktree?.path === "string" ? destinationWorktree.path : location.projectDir,
       destinationBranch: typeof destinationWorktree?.branch === "string" ? destinationWorktree.branch : undefined,
+      destinationCommit: typeof destinationWorktree?.commit === "string" ? destinationWorktree.commit : undefined,
       projectDir: location.projectDir,
     };
   });
@@ -475,7 +478,7 @@ function gitPlan(sides: GitSides, { predict = true } = {}): { source_branch: str
     // Moved by hand (git worktree move): its branch is checked out elsewhere, and git would refuse to add it again.
     const moved = sides.destinationBranch ? worktreeOnBranch(sides.projectDir, sides.destinationBranch) : undefined;
     // Moved with mv: git still records it here; found beside, the commands name where it is.
-    const back = moved ? undefined : worktreeBackHint(sides.projectDir, directory, sides.destinationBranch);
+    const back = moved ? undefined : worktreeBackHint(sides.projectDir, directory, sides.destinationBranch, sides.destinationCommit);
     throw new ApexError("APEX_E_NOT_FOUND", `The git worktree of session ${sides.destinationSession}, ${directory}, no longer exists${moved ? `: its branch ${sides.destinationBranch} is checked out at ${moved} now` : back?.movedTo ? ` (it is at ${back.movedTo} now)` : ""}; nothing was merged.`, {
       hint: moved ? `Move it back from the project: git worktree move ${JSON.stringify(moved)} ${JSON.stringify(directory)}; or merge without --git.` : `${back!.hint}; or merge without --git.`,
       details: { worktree: directory, ...(moved ? { moved_to: moved } : back?.movedTo ? { moved_to: back.movedTo } : {}) },

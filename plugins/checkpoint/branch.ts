@@ -69,9 +69,9 @@ export function checkWorktreeFree(store: Store, path: string, projectDir?: strin
   const holder = allSessions(store).find((record) => worktreeOf(record) === path);
   if (!holder) return;
   const label = typeof holder.name === "string" && holder.name ? holder.name : holder.session_id;
-  const branch = (holder.worktree as { branch?: unknown } | null)?.branch;
+  const { branch, commit } = (holder.worktree ?? {}) as { branch?: unknown; commit?: string | null };
   // Gone: moved with mv (git worktree repair, then move, keeps its files), or deleted (made again). The CLI looks for where it went.
-  const back = existsSync(path) || typeof branch !== "string" ? undefined : projectDir !== undefined ? worktreeBackHint(projectDir, path, branch) : undefined;
+  const back = existsSync(path) || typeof branch !== "string" ? undefined : projectDir !== undefined ? worktreeBackHint(projectDir, path, branch, commit) : undefined;
   const gone = existsSync(path) || typeof branch !== "string" ? "" : back ? ` ${label}'s worktree: ${back.hint.charAt(0).toLowerCase()}${back.hint.slice(1)}` : ` To bring ${label}'s back, from the project: moved with mv, git worktree repair NEW-DIR && git worktree move NEW-DIR ${JSON.stringify(path)}; deleted, git worktree prune && git worktree add ${JSON.stringify(path)} ${branch}`;
   throw new ApexError("APEX_E_CONFLICT", `${path} is the git worktree of session ${label}${existsSync(path) ? "" : back?.movedTo ? ` (its directory was moved to ${back.movedTo})` : " (its directory is gone)"}; not creating another one there.`, {
     hint: `Give --worktree another directory.${gone}`,
