@@ -380,10 +380,10 @@ describe("a merge into a session that `start --continue` is bringing back", () =
   it("waits for its supervisor to listen and is made there, after the restore: not made beside it and then rolled back", async () => {
     // DST's supervisor sleeps once in beforeCheckpoint when slow-restore exists: `start --continue CHECKPOINT`
     // saves the state it replaces (a checkpoint) after its claim, before its restore and before it listens.
-    const slow = `apex.hooks.beforeCheckpoint.tapPromise("slow", async (x) => { if (existsSync("slow-restore") && process.title === "apex-supervisor") { renameSync("slow-restore", "slow-restore.began"); await new Promise((r) => setTimeout(r, 1500)); } return x; });`;
+    const slow = `apex.hooks.beforeCheckpoint.tapPromise("slow", async (x) => { if (existsSync("slow-restore") && process.title === "apex-supervisor") { renameSync("slow-restore", "slow-restore.began"); await new Promise((r) => setTimeout(r, Number(readFileSync("slow-restore.began", "utf8")) || 1500)); } return x; });`;
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  ./slow.mjs: {}\n`, "apex-branch-slow-");
     const p = project;
-    writeFileSync(join(p.dir, "slow.mjs"), ['import { existsSync, renameSync } from "node:fs";', `export default { name: "slow", apply(apex) { ${slow} } };`, ""].join("\n"));
+    writeFileSync(join(p.dir, "slow.mjs"), ['import { existsSync, readFileSync, renameSync } from "node:fs";', `export default { name: "slow", apply(apex) { ${slow} } };`, ""].join("\n"));
     const main = p.start(["--task", "main work"]).session_id;
     expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
     expect(p.apex(["session", "branch", "latest", "side"]).status).toBe(0);
@@ -406,21 +406,40 @@ describe("a merge into a session that `start --continue` is bringing back", () =
     expect(json<{ value: boolean }>(p.apex(["memory", "show", "/from/main", "--json"])).value).toBe(true);
 
     // Sent through apex serve (`--remote HOST/side`), it was refused ("run the merge again"): it waits the same way.
-    const url = await serve(p, stops);
+    // main goes on first, so that there is something new to merge.
     const side = JSON.parse(ready.stdout).session_id as string;
+    p.start(["--continue", main]);
+    expect(p.apex(["memory", "set", "/from/main2", "true"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "main goes on"]).status).toBe(0);
+    expect(p.apex(["stop"]).status).toBe(0);
+    const url = await serve(p, stops);
     const token = share(p, side, "olga", "owner").token;
     share(p, main, "olga", "viewer");
+    const slowStart = async (ms: number) => {
+      rmSync(join(p.dir, "slow-restore.began"), { force: true });
+      writeFileSync(join(p.dir, "slow-restore"), String(ms));
+      const run = p.apexAsync(["start", "--continue", "side/checkpoint-001", "--json"]);
+      await waitFor("the supervisor's claim, before its restore", () => existsSync(join(p.dir, "slow-restore.began")));
+      return run;
+    };
+    // A client gone while the server waits (Ctrl-C, a dropped connection) is sent nothing, and nothing is merged for it.
+    const abandoned = await slowStart(1500);
+    const controller = new AbortController();
+    const call = fetch(`${url}/api/sessions/${side}/rpc/session.merge`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ source: main, destination: side }), signal: controller.signal }).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    controller.abort();
+    await call;
+    expect((await abandoned.done).status).toBe(0);
+    expect(p.apex(["memory", "show", "/from/main2"]).status).toBe(3);
     expect(p.apex(["stop"]).status).toBe(0);
-    rmSync(join(p.dir, "slow-restore.began"));
-    writeFileSync(join(p.dir, "slow-restore"), "");
-    const again = p.apexAsync(["start", "--continue", "side/checkpoint-001", "--json"]);
-    await waitFor("the supervisor's claim, before its restore", () => existsSync(join(p.dir, "slow-restore.began")));
+
+    const again = await slowStart(1500);
     const viaServe = remote(p, url, side, token, ["session", "merge", main, "side", "--json"]);
     const back = await again.done;
     expect(back.status, back.stderr).toBe(0);
     expect(viaServe.status, viaServe.stderr).toBe(0);
-    // Made by the supervisor once it listened (main's state is side's already since the first merge: nothing new to bring).
-    expect(JSON.parse(viaServe.stdout)).toMatchObject({ relation: "up-to-date", refused: false, writer_pid: (JSON.parse(back.stdout) as { supervisor_pid: number }).supervisor_pid });
+    expect(JSON.parse(viaServe.stdout)).toMatchObject({ applied: "live", writer_pid: (JSON.parse(back.stdout) as { supervisor_pid: number }).supervisor_pid });
+    expect(json<{ value: boolean }>(p.apex(["memory", "show", "/from/main2", "--json"])).value).toBe(true);
   });
 });
 
