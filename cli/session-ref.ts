@@ -44,7 +44,8 @@ export async function resolveSessionWord(word: string, args: string[]): Promise<
 async function wholeSessionId(ref: string, args: string[]): Promise<string> {
   const [{ agentSession }, { UUID_PATTERN }] = await Promise.all([import("../core/session/binding.js"), import("../core/session/names.js")]);
   // Inside an agent its own session is meant (and its store URL has no password).
-  if (agentSession() || process.env.APEX_SOCKET || UUID_PATTERN.test(ref)) return ref;
+  // A whole uuid in capitals is looked up (uuids are read whatever their case): given as it is, it named no session.
+  if (agentSession() || process.env.APEX_SOCKET || (UUID_PATTERN.test(ref) && ref === ref.toLowerCase())) return ref;
   const [{ locateProject }, { openStore, storeExists }, { resolveSessionId }] = await Promise.all([import("../core/config/locate.js"), import("../core/store/open.js"), import("../core/session/sessions.js")]);
   try {
     const location = locateProject({ configFlag: configFlagOf(args) });

@@ -343,6 +343,12 @@ describe("apex session archive / unarchive", () => {
       expect(store.get("/sessions/history/s-recent")).toBeUndefined();
     });
     expect(existsSync(join(dir, ".apex/backups/s-recent.apexbundle"))).toBe(true);
+    // Nor one whose name differs only in case: apex/exp and apex/EXP are one git branch where the file system ignores case.
+    await named("s-old", "EXP");
+    const alike = apex("session", "unarchive", "s-recent", "--json");
+    expect(alike.status, alike.stderr).toBe(4);
+    expect(errorOf(alike)).toMatchObject({ code: "APEX_E_CONFLICT", message: expect.stringContaining("already has a session named EXP (s-old); refusing to bring back s-recent, which has a name that differs from it only in case (exp)") });
+    await withStore(dir, (store) => expect(store.get("/sessions/history/s-recent")).toBeUndefined());
     // The name freed again, it comes back.
     await named("s-old", "exp-2");
     expect(apex("session", "unarchive", "s-recent").status).toBe(0);

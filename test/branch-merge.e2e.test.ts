@@ -1,14 +1,20 @@
 // Branch a session from a checkpoint, run it, merge it back, draw the tree: through the built
 // CLI, with real supervisors and agents, a real LMDB store and real git worktrees.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { Project, waitFor } from "./fixtures/agents/harness.js";
 import { cleanEnv, json } from "./helpers/cli.js";
 import { initRepo, isolatedGit } from "./support/git.js";
 import { tempDirs } from "./support/cleanup.js";
+import { remote, serve, share } from "./support/serve.js";
+
+const stops: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop();
+});
 
 // A project made in a test is cleaned up after it (fixtures/agents/harness.ts), its processes ended by pid or process group.
 let project: Project | undefined;
@@ -374,10 +380,10 @@ describe("a merge into a session that `start --continue` is bringing back", () =
   it("waits for its supervisor to listen and is made there, after the restore: not made beside it and then rolled back", async () => {
     // DST's supervisor sleeps once in beforeCheckpoint when slow-restore exists: `start --continue CHECKPOINT`
     // saves the state it replaces (a checkpoint) after its claim, before its restore and before it listens.
-    const slow = `apex.hooks.beforeCheckpoint.tapPromise("slow", async (x) => { if (existsSync("slow-restore") && process.title === "apex-supervisor") { renameSync("slow-restore", "slow-restore.began"); await new Promise((r) => setTimeout(r, 1500)); } return x; });`;
+    const slow = `apex.hooks.beforeCheckpoint.tapPromise("slow", async (x) => { if (existsSync("slow-restore") && process.title === "apex-supervisor") { renameSync("slow-restore", "slow-restore.began"); await new Promise((r) => setTimeout(r, Number(readFileSync("slow-restore.began", "utf8")) || 1500)); } return x; });`;
     project = new Project(`${agent}\nplugins:\n  checkpoint: {}\n  ./slow.mjs: {}\n`, "apex-branch-slow-");
     const p = project;
-    writeFileSync(join(p.dir, "slow.mjs"), ['import { existsSync, renameSync } from "node:fs";', `export default { name: "slow", apply(apex) { ${slow} } };`, ""].join("\n"));
+    writeFileSync(join(p.dir, "slow.mjs"), ['import { existsSync, readFileSync, renameSync } from "node:fs";', `export default { name: "slow", apply(apex) { ${slow} } };`, ""].join("\n"));
     const main = p.start(["--task", "main work"]).session_id;
     expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
     expect(p.apex(["session", "branch", "latest", "side"]).status).toBe(0);
@@ -398,6 +404,42 @@ describe("a merge into a session that `start --continue` is bringing back", () =
     expect(merged.status, merged.stderr).toBe(0);
     expect(JSON.parse(merged.stdout)).toMatchObject({ applied: "live", writer_pid: supervisor });
     expect(json<{ value: boolean }>(p.apex(["memory", "show", "/from/main", "--json"])).value).toBe(true);
+
+    // Sent through apex serve (`--remote HOST/side`), it was refused ("run the merge again"): it waits the same way.
+    // main goes on first, so that there is something new to merge.
+    const side = JSON.parse(ready.stdout).session_id as string;
+    p.start(["--continue", main]);
+    expect(p.apex(["memory", "set", "/from/main2", "true"]).status).toBe(0);
+    expect(p.apex(["checkpoint", "create", "main goes on"]).status).toBe(0);
+    expect(p.apex(["stop"]).status).toBe(0);
+    const url = await serve(p, stops);
+    const token = share(p, side, "olga", "owner").token;
+    share(p, main, "olga", "viewer");
+    const slowStart = async (ms: number) => {
+      rmSync(join(p.dir, "slow-restore.began"), { force: true });
+      writeFileSync(join(p.dir, "slow-restore"), String(ms));
+      const run = p.apexAsync(["start", "--continue", "side/checkpoint-001", "--json"]);
+      await waitFor("the supervisor's claim, before its restore", () => existsSync(join(p.dir, "slow-restore.began")));
+      return run;
+    };
+    // A client gone while the server waits (Ctrl-C, a dropped connection) is sent nothing, and nothing is merged for it.
+    const abandoned = await slowStart(1500);
+    const controller = new AbortController();
+    const call = fetch(`${url}/api/sessions/${side}/rpc/session.merge`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ source: main, destination: side }), signal: controller.signal }).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    controller.abort();
+    await call;
+    expect((await abandoned.done).status).toBe(0);
+    expect(p.apex(["memory", "show", "/from/main2"]).status).toBe(3);
+    expect(p.apex(["stop"]).status).toBe(0);
+
+    const again = await slowStart(1500);
+    const viaServe = remote(p, url, side, token, ["session", "merge", main, "side", "--json"]);
+    const back = await again.done;
+    expect(back.status, back.stderr).toBe(0);
+    expect(viaServe.status, viaServe.stderr).toBe(0);
+    expect(JSON.parse(viaServe.stdout)).toMatchObject({ applied: "live", writer_pid: (JSON.parse(back.stdout) as { supervisor_pid: number }).supervisor_pid });
+    expect(json<{ value: boolean }>(p.apex(["memory", "show", "/from/main2", "--json"])).value).toBe(true);
   });
 });
 
@@ -667,6 +709,51 @@ describe("--worktree and --git", () => {
     // Recreated as the hint says, it continues.
     git(dir, "worktree", "prune");
     git(dir, "worktree", "add", worktree, "apex/feature");
+    expect(p.start(["--continue", "feature"]).continued).toBe(true);
+  });
+
+  it("a worktree moved with mv: start, merge --git and branch name where it went and the git worktree repair that keeps its files; run as said, it continues", () => {
+    const { p, dir, worktree } = repoProject();
+    p.start(["--task", "main"]);
+    expect(p.apex(["checkpoint", "create", "base"]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "feature", "--worktree", worktree]).status).toBe(0);
+    expect(p.apex(["session", "branch", "latest", "other", "--worktree", join(worktree, "..", "other")]).status).toBe(0);
+    writeFileSync(join(worktree, "work.txt"), "not committed\n");
+    const moved = join(worktree, "..", "renamed");
+    renameSync(worktree, moved);
+    // The hint was "git worktree prune && git worktree add": a new checkout, the moved one's files left behind.
+    const back = `git worktree repair ${JSON.stringify(moved)} && git worktree move ${JSON.stringify(moved)} ${JSON.stringify(worktree)}`;
+    const start = p.apex(["start", "--continue", "feature", "--json"]);
+    expect(start.status, start.stderr).toBe(3);
+    const error = JSON.parse(start.stderr).error;
+    expect(error).toMatchObject({ code: "APEX_E_NOT_FOUND", details: { worktree, moved_to: moved } });
+    expect(error.message).toContain(`(it is at ${moved} now)`);
+    expect(error.hint).toContain(back);
+    expect(error.hint).not.toContain("prune");
+    const into = p.apex(["session", "merge", "other", "feature", "--git", "--dry-run", "--json"]);
+    expect(into.status, into.stderr).toBe(3);
+    expect(JSON.parse(into.stderr).error.hint).toBe(`It was moved to ${moved} without git knowing: move it back, from the project: ${back}; or merge without --git.`);
+    const taken = p.apex(["session", "branch", "latest", "taken", "--worktree", worktree, "--json"]);
+    expect(taken.status, taken.stderr).toBe(4);
+    expect(JSON.parse(taken.stderr).error.hint).toContain(back);
+    expect(p.runningSessions()).toHaveLength(1);
+    // Moved where nothing finds it: both ways back, with the directory to fill in.
+    const far = mkdtempSync(join(tmpdir(), "apex-worktree-far-"));
+    extra.push(far);
+    renameSync(moved, join(far, "feature"));
+    const lost = JSON.parse(p.apex(["start", "--continue", "feature", "--json"]).stderr).error;
+    expect(lost.hint).toContain(`git worktree repair "NEW-DIR" && git worktree move "NEW-DIR" ${JSON.stringify(worktree)}`);
+    expect(lost.hint).toContain(`git worktree prune && git worktree add ${JSON.stringify(worktree)} apex/feature`);
+    renameSync(join(far, "feature"), moved);
+    // Removed with git and its branch deleted: not moved (git has no record of it), and `git worktree add PATH apex/other` would fail.
+    const otherDir = join(worktree, "..", "other");
+    git(dir, "worktree", "remove", "--force", otherDir);
+    git(dir, "branch", "-D", "apex/other");
+    const removed = JSON.parse(p.apex(["session", "merge", "feature", "other", "--git", "--dry-run", "--json"]).stderr).error;
+    expect(removed.hint).toBe(`Recreate it from the project: git worktree add -b apex/other ${JSON.stringify(otherDir)} ${git(dir, "rev-parse", "HEAD")} (its git branch apex/other is gone too: made again at the commit it was made at); or merge without --git.`);
+    // Run as the hint says, from the project: the same worktree, its files kept, and it continues.
+    for (const command of back.split(" && ")) execFileSync("sh", ["-c", command], { cwd: dir, env: { ...process.env, ...GIT_ENV }, stdio: "ignore" });
+    expect(readFileSync(join(worktree, "work.txt"), "utf8")).toBe("not committed\n");
     expect(p.start(["--continue", "feature"]).continued).toBe(true);
   });
 

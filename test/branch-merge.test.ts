@@ -137,7 +137,14 @@ describe("branch", () => {
     await createBranch(store, c1.id, "exp", { now });
     const revision = store.revision();
     expect((await refusal(createBranch(store, c1.id, "exp"))).code).toBe("APEX_E_CONFLICT");
-    expect((await refusal(createBranch(store, c1.id, "no/slash"))).code).toBe("APEX_E_USAGE");
+    // Nor in another case: EXP beside exp was made, one git branch (apex/exp) where the file system ignores case.
+    for (const alike of ["EXP", "Exp"]) {
+      const refused = await refusal(createBranch(store, c1.id, alike));
+      expect([refused.code, refused.exitCode], alike).toEqual(["APEX_E_CONFLICT", 4]);
+      expect(refused.message).toContain(`A session named "exp" already exists (`);
+      expect(refused.message).toContain(`"${alike}" differs from it only in case`);
+      expect(refused.details).toMatchObject({ name: alike, existing: { name: "exp" } });
+    }
     expect((await refusal(createBranch(store, c1.id, "latest"))).code).toBe("APEX_E_USAGE");
     // A name that reads as the start of an id: `--session cafe` would also match a session whose id starts with it.
     // Checkpoint refs ignore case (`checkpoint show F34C2A84` finds f34c2a84-…): so does this check.

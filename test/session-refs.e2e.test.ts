@@ -77,8 +77,9 @@ describe("session references", () => {
     expect(project.apex(["memory", "query", "/sessions/active/**"]).stdout).not.toContain("tasks");
   });
 
-  it("a branch's name and a unique prefix name the same session for every command", async () => {
-    for (const ref of ["exp", branch.slice(0, 8)]) {
+  it("a branch's name and a unique prefix, in either case as a uuid is, name the same session for every command", async () => {
+    // In capitals (3F2A…, the whole id too) it was "No session": uuids are read whatever their case, as checkpoint ids are.
+    for (const ref of ["exp", branch.slice(0, 8), branch.slice(0, 8).toUpperCase(), branch.toUpperCase()]) {
       const lines = [["logs", "--session", ref], ["checkpoint", "list", "--session", ref, "--json"], ["session", "cleanup", ref, "--dry-run", "--json"], ["session", "export", ref, "-o", join(project.dir, `${ref}.apexbundle`), "--json"]];
       const got = await Promise.all(lines.map((args) => project.apexAsync(args).done));
       expect(got.map((result) => result.status)).toEqual([0, 0, 0, 0]);

@@ -201,9 +201,10 @@ async function assertWorktreeExists(location: ProjectLocation, sessionId: string
       details: { session_id: sessionId, worktree: path, moved_to: moved },
     });
   }
-  throw new ApexError("APEX_E_NOT_FOUND", `Session ${name} runs in the git worktree ${path}, ${what}; nothing was started.`, {
-    hint: `Recreate it from the project: git worktree prune && git worktree add ${JSON.stringify(path)}${typeof branch === "string" ? ` ${branch}` : ""}${existsSync(path) ? " (after moving that directory away)" : ""}`,
-    details: { session_id: sessionId, worktree: path },
+  const back = (await import("../git-worktrees.js")).worktreeBackHint(location.projectDir, path, typeof branch === "string" ? branch : undefined, (record!.worktree as { commit?: string | null }).commit);
+  throw new ApexError("APEX_E_NOT_FOUND", `Session ${name} runs in the git worktree ${path}, ${what}${back.movedTo ? ` (it is at ${back.movedTo} now)` : ""}; nothing was started.`, {
+    hint: back.hint,
+    details: { session_id: sessionId, worktree: path, ...(back.movedTo ? { moved_to: back.movedTo } : {}) },
   });
 }
 

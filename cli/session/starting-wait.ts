@@ -42,8 +42,13 @@ function lastBeat(file: string): number {
 /** The supervisor beats at its own window's quarter, at most 5 s: a shorter window here than in its environment must not take it for frozen. */
 const SLOWEST_BEAT_MS = 5_000;
 
-/** `session`: that session's supervisor (a merge's DST), else the one this command is bound to. */
-export async function waitForStart(location: ProjectLocation, starting: StartingSupervisor, action: string, json: boolean, session?: string): Promise<SessionClient | undefined> {
+/**
+ * `session`: that session's supervisor (a merge's DST), else the one this command is bound to.
+ * `onBeat`: called with each beat heard (apex serve passes it on to its client as a heartbeat, so
+ * that the client waits as long as the start goes on); `gone`: true once the one waiting went
+ * away (apex serve's client, its connection closed), who is then sent nothing, as after a Ctrl-C.
+ */
+export async function waitForStart(location: ProjectLocation, starting: StartingSupervisor, action: string, json: boolean, session?: string, onBeat?: () => void, gone?: () => boolean): Promise<SessionClient | undefined> {
   const window = idleWindowMs();
   const idleMs = Math.max(window, 2 * SLOWEST_BEAT_MS + 1000);
   const doing = `${DOING[action] ?? action} session ${starting.label}`;
@@ -58,6 +63,7 @@ export async function waitForStart(location: ProjectLocation, starting: Starting
       const found = await liveSessionClient(location, { elsewhere: "refuse", ...(session !== undefined ? { session } : {}) });
       if (found) return found;
       if (!isSameProcessAlive(starting.pid, starting.start_time)) return undefined;
+      if (gone?.()) throw new ApexError("APEX_E_INTERRUPTED", `The ${action} was given up while session ${starting.label}'s supervisor started: its caller went away. Nothing was sent.`, { details: { starting: true, pid: starting.pid, action } });
       const now = Date.now();
       if (readProcStat(starting.pid)?.state !== "T") stoppedSince = undefined;
       else if (now - (stoppedSince ??= now) >= 1000) throw stopped(starting, action);
@@ -65,6 +71,7 @@ export async function waitForStart(location: ProjectLocation, starting: Starting
       if (latest > beat) {
         [beat, heard] = [latest, now];
         notes.heard();
+        onBeat?.();
       }
       if (now - heard > idleMs) throw frozen(starting, action, idleMs);
       await sleep(50);

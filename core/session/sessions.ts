@@ -213,7 +213,8 @@ export function resolveSessionId(store: Store, ref: string, scope: { also?: Iter
   if (text && !text.includes("/") && safeFind(store, text)) ids.add(text);
   // Keys only, the records' (a session's own keys below its record are passed over, never decoded); longer than 64 is no id.
   for (const base of text.length >= 4 && text.length <= 64 && !text.includes("/") ? ["/sessions/", `${HISTORY_PREFIX}/`] : []) {
-    for (const key of store.keys({ start: base + text, end: `${base}${text}\u{10ffff}` })) if (!key.includes("/", base.length)) ids.add(key.slice(base.length));
+    // A uuid is read whatever its case (3F2A finds 3f2a…): lowercase, as APEX writes them; an id chosen with --as, as it is written.
+    for (const start of new Set([base + text, base + text.toLowerCase()])) for (const key of store.keys({ start, end: `${start}\u{10ffff}` })) if (!key.includes("/", base.length)) ids.add(key.slice(base.length));
   }
   return pickSession(text, ids, () => sessionIdByName(store, text), scope.hint);
 }
@@ -224,7 +225,7 @@ export function pickSession(text: string, ids: Iterable<string>, named: () => st
   if (known.includes(text)) return text;
   const byName = named();
   if (byName !== undefined) return byName;
-  const matches = text.length >= 4 ? known.filter((id) => id.startsWith(text)).sort() : [];
+  const matches = text.length >= 4 ? known.filter((id) => id.startsWith(text) || id.startsWith(text.toLowerCase())).sort() : [];
   if (matches.length === 1) return matches[0]!;
   const list = `${matches.slice(0, 10).join(", ")}${matches.length > 10 ? ", …" : ""}`;
   if (matches.length > 1) throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(text)} matches ${matches.length} sessions: ${list}.`, { hint: "Give more characters of the session id (`apex session list`).", details: { candidates: matches } });

@@ -8,7 +8,8 @@ import { readBundle, type BundleContent, type BundleKind, type ReadLimits } from
 import { isRecord } from "../checkpoint/manifest.js";
 import { historyPath, livePath } from "./collect.js";
 import { readBundleFile } from "./files.js";
-import { sessionIdByName, shortSessionId } from "../../core/session/names.js";
+import { shortSessionId } from "../../core/session/names.js";
+import { sessionNamedAlike } from "../checkpoint/session-name.js";
 import { worktreeOf } from "../../core/session/records.js";
 
 /** Actor of the revision-log entries archive, unarchive and import write. */
@@ -223,11 +224,14 @@ export function refuseIfPresent(store: Store, content: BundleContent): void {
   // A name is unique in a project: a second session of that name would take commands meant for the
   // other (`session merge NAME …`, `--session NAME`, git's apex/NAME), whichever the lookup found first.
   const name = sessionName(content.records, sessionId) ?? sessionName(content.records, sessionId, livePath(sessionId));
-  const holder = name === null ? undefined : sessionIdByName(store, name);
-  if (name !== null && holder !== undefined) {
-    throw new ApexError("APEX_E_CONFLICT", `This project already has a session named ${name} (${holder}); refusing to bring back ${sessionId}, which has that name too.`, {
-      hint: `Nothing was written. Names are unique in a project: archive or export the session ${name} now names (apex session archive ${holder}), then bring this one back.`,
-      details: { session_id: sessionId, name, named_session: holder },
+  // Whatever its case: apex/exp and apex/EXP are one git branch where the file system ignores case.
+  const alike = name === null ? undefined : sessionNamedAlike(store, name);
+  const holder = alike?.sessionId;
+  if (name !== null && alike !== undefined) {
+    const which = alike.name === name ? "that name too" : `a name that differs from it only in case (${name})`;
+    throw new ApexError("APEX_E_CONFLICT", `This project already has a session named ${alike.name} (${holder}); refusing to bring back ${sessionId}, which has ${which}.`, {
+      hint: `Nothing was written. Names are unique in a project, whatever their case: archive or export the session ${alike.name} now names (apex session archive ${holder}), then bring this one back.`,
+      details: { session_id: sessionId, name, named_session: holder!, ...(alike.name === name ? {} : { existing_name: alike.name }) },
     });
   }
   for (const checkpoint of content.checkpoints) {

@@ -10,7 +10,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from "node:pat
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
 import { paint, plural, printJson, printLine } from "../../cli/output.js";
-import { worktreeOnBranch } from "../../cli/git-worktrees.js";
+import { worktreeBackHint, worktreeOnBranch } from "../../cli/git-worktrees.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { checkSessionName } from "./session-name.js";
@@ -94,7 +94,7 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   // Checked before a worktree is made: a bad name or reference leaves nothing behind.
   const source = await withReadStore(location, (store) => {
     checkNewSessionName(store, name);
-    if (dir !== undefined) checkWorktreeFree(store, existingRealPath(dir));
+    if (dir !== undefined) checkWorktreeFree(store, existingRealPath(dir), location.projectDir);
     const manifest = branchSource(store, checkpoint);
     const git = manifest.git_state as { commit?: unknown; dirty?: unknown } | null;
     // The checkpoint as text names it, its session as session list prints it (experiment/checkpoint-004, 3f2a9c1e/…).
@@ -429,6 +429,8 @@ interface GitSides {
   directory: string;
   /** DST's own branch (a worktree session's), and the project's directory, where git lists the worktrees. */
   destinationBranch: string | undefined;
+  /** The commit DST's worktree was made at: where its branch, lost with it, is made again. */
+  destinationCommit: string | undefined;
   projectDir: string;
 }
 
@@ -437,7 +439,7 @@ async function gitSides(location: ProjectLocation, plan: SessionMergeReport): Pr
     const source = sessionRecord(store, resolveSessionRef(store, plan.source.session_id));
     const destination = sessionRecord(store, resolveSessionRef(store, plan.destination.session_id));
     const sourceWorktree = source?.worktree as { branch?: unknown; path?: unknown } | null | undefined;
-    const destinationWorktree = destination?.worktree as { branch?: unknown; path?: unknown } | null | undefined;
+    const destinationWorktree = destination?.worktree as { branch?: unknown; path?: unknown; commit?: unknown } | null | undefined;
     let sourceCommit: string | undefined;
     try {
       const state = getCheckpoint(store, plan.source.checkpoint.id).git_state as { commit?: unknown } | null;
@@ -453,6 +455,7 @@ async function gitSides(location: ProjectLocation, plan: SessionMergeReport): Pr
       sourceCommit,
       directory: typeof destinationWorktree?.path === "string" ? destinationWorktree.path : location.projectDir,
       destinationBranch: typeof destinationWorktree?.branch === "string" ? destinationWorktree.branch : undefined,
+      destinationCommit: typeof destinationWorktree?.commit === "string" ? destinationWorktree.commit : undefined,
       projectDir: location.projectDir,
     };
   });
@@ -474,11 +477,11 @@ function gitPlan(sides: GitSides, { predict = true } = {}): { source_branch: str
   if (!existsSync(directory)) {
     // Moved by hand (git worktree move): its branch is checked out elsewhere, and git would refuse to add it again.
     const moved = sides.destinationBranch ? worktreeOnBranch(sides.projectDir, sides.destinationBranch) : undefined;
-    throw new ApexError("APEX_E_NOT_FOUND", `The git worktree of session ${sides.destinationSession}, ${directory}, no longer exists${moved ? `: its branch ${sides.destinationBranch} is checked out at ${moved} now` : ""}; nothing was merged.`, {
-      hint: moved
-        ? `Move it back from the project: git worktree move ${JSON.stringify(moved)} ${JSON.stringify(directory)}; or merge without --git.`
-        : `Recreate it from the project: git worktree prune && git worktree add ${JSON.stringify(directory)}${sides.destinationBranch ? ` ${sides.destinationBranch}` : ""}; or merge without --git.`,
-      details: { worktree: directory, ...(moved ? { moved_to: moved } : {}) },
+    // Moved with mv: git still records it here; found beside, the commands name where it is.
+    const back = moved ? undefined : worktreeBackHint(sides.projectDir, directory, sides.destinationBranch, sides.destinationCommit);
+    throw new ApexError("APEX_E_NOT_FOUND", `The git worktree of session ${sides.destinationSession}, ${directory}, no longer exists${moved ? `: its branch ${sides.destinationBranch} is checked out at ${moved} now` : back?.movedTo ? ` (it is at ${back.movedTo} now)` : ""}; nothing was merged.`, {
+      hint: moved ? `Move it back from the project: git worktree move ${JSON.stringify(moved)} ${JSON.stringify(directory)}; or merge without --git.` : `${back!.hint}; or merge without --git.`,
+      details: { worktree: directory, ...(moved ? { moved_to: moved } : back?.movedTo ? { moved_to: back.movedTo } : {}) },
     });
   }
   if (git(directory, ["rev-parse", "--is-inside-work-tree"]).code !== 0) throw new ApexError("APEX_E_NOT_A_REPOSITORY", `${directory} is not a git working tree.`);

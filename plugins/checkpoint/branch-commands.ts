@@ -11,7 +11,7 @@ export function registerSessionBranchCommands(program: Command): void {
     .command("branch")
     .description("a new session whose state is a checkpoint (memory, tasks, agent contexts, git commit), named NAME; copies nothing")
     .argument("<checkpoint>", "a checkpoint: its id, a unique id prefix, checkpoint-007, latest, or <session>/checkpoint-007")
-    .argument("<name>", "the new session's name: unique, 1 to 63 letters, digits, '.', '_' or '-' starting with a letter, not only a-f, digits and '-' (it would read as an id); usable wherever a session id is")
+    .argument("<name>", "the new session's name: unique whatever its case, 1 to 63 letters, digits, '.', '_' or '-' starting with a letter, not only a-f, digits and '-' (it would read as an id); usable wherever a session id is")
     .option("--worktree [dir]", "also create a git worktree on a new branch apex/NAME at the checkpoint's commit, where the session's agents run (default ../<repository>-NAME, beside the repository)")
     .option("--json", "print {session_id, name, parent_checkpoint: {id, session_id, sequence, name}, checkpoint: {id, name, sequence}, worktree: {path, branch, commit} | null}")
     .addHelpText(
@@ -21,7 +21,7 @@ The branch is kept with the stopped sessions until \`apex start --continue NAME\
 --worktree it runs in its worktree, beside the project's session; without, it shares the
 project's tree, so the session running there is checkpointed and stopped first. DIR must be new
 or empty. Exit codes: 2 a bad NAME or DIR, 3 no such checkpoint (or, with --worktree, one with no
-git commit), 4 NAME, the git branch apex/NAME or DIR taken.
+git commit), 4 NAME (in any case), the git branch apex/NAME or DIR taken.
 ${examples('apex session branch 3f2a9c1e "experimental-feature"', "apex session branch latest try-b --worktree", "apex start --continue experimental-feature")}`,
     )
     .action(async (checkpoint: string, name: string, options: { worktree?: string | boolean; json?: boolean }, command: Command) => {

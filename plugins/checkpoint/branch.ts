@@ -1,10 +1,10 @@
 import { existsSync } from "node:fs";
+import { worktreeBackHint } from "../../cli/git-worktrees.js";
 import { v4 as uuidv4 } from "uuid";
 import { ApexError } from "../../core/errors.js";
-import { sessionNames } from "../../core/session/names.js";
 import { worktreeOf } from "../../core/session/records.js";
 import { allSessions } from "../../core/session/sessions.js";
-import { checkSessionName } from "./session-name.js";
+import { checkSessionName, sessionNamedAlike } from "./session-name.js";
 import { appendEvent } from "../../core/session/service.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
@@ -46,9 +46,15 @@ export function branchSource(store: Store, ref: string): CheckpointManifest {
 /** Refuses a name that is invalid or taken (by a name or a session id). */
 export function checkNewSessionName(store: Store, name: string): void {
   checkSessionName(name);
-  const taken = sessionNames(store).get(name);
+  const taken = sessionNamedAlike(store, name);
+  if (taken && taken.name !== name) {
+    throw new ApexError("APEX_E_CONFLICT", `A session named ${JSON.stringify(taken.name)} already exists (${taken.sessionId}); ${JSON.stringify(name)} differs from it only in case.`, {
+      hint: `Session names are unique in a project whatever their case (their git branches apex/${taken.name} and apex/${name} would be one on a file system that ignores case); choose another (\`apex session list\` shows them).`,
+      details: { name, existing: { name: taken.name, session_id: taken.sessionId } },
+    });
+  }
   if (taken || sessionRecord(store, name)) {
-    throw new ApexError("APEX_E_CONFLICT", `A session named ${JSON.stringify(name)} already exists${taken ? ` (${taken})` : ""}.`, {
+    throw new ApexError("APEX_E_CONFLICT", `A session named ${JSON.stringify(name)} already exists${taken ? ` (${taken.sessionId})` : ""}.`, {
       hint: "Session names are unique in a project; choose another (`apex session list` shows them).",
     });
   }
@@ -59,14 +65,17 @@ export function checkNewSessionName(store: Store, name: string): void {
  * deleted by hand, then given to a new branch): both would bind to it, and the older session,
  * continued, ran there on the new branch's git branch.
  */
-export function checkWorktreeFree(store: Store, path: string): void {
+export function checkWorktreeFree(store: Store, path: string, projectDir?: string): void {
   const holder = allSessions(store).find((record) => worktreeOf(record) === path);
   if (!holder) return;
   const label = typeof holder.name === "string" && holder.name ? holder.name : holder.session_id;
-  const branch = (holder.worktree as { branch?: unknown } | null)?.branch;
-  throw new ApexError("APEX_E_CONFLICT", `${path} is the git worktree of session ${label}${existsSync(path) ? "" : " (its directory is gone)"}; not creating another one there.`, {
-    hint: `Give --worktree another directory.${existsSync(path) || typeof branch !== "string" ? "" : ` To bring ${label}'s back: git worktree prune && git worktree add ${JSON.stringify(path)} ${branch}`}`,
-    details: { path, session_id: holder.session_id },
+  const { branch, commit } = (holder.worktree ?? {}) as { branch?: unknown; commit?: string | null };
+  // Gone: moved with mv (git worktree repair, then move, keeps its files), or deleted (made again). The CLI looks for where it went.
+  const back = existsSync(path) || typeof branch !== "string" ? undefined : projectDir !== undefined ? worktreeBackHint(projectDir, path, branch, commit) : undefined;
+  const gone = existsSync(path) || typeof branch !== "string" ? "" : back ? ` ${label}'s worktree: ${back.hint.charAt(0).toLowerCase()}${back.hint.slice(1)}` : ` To bring ${label}'s back, from the project: moved with mv, git worktree repair NEW-DIR && git worktree move NEW-DIR ${JSON.stringify(path)}; deleted, git worktree prune && git worktree add ${JSON.stringify(path)} ${branch}`;
+  throw new ApexError("APEX_E_CONFLICT", `${path} is the git worktree of session ${label}${existsSync(path) ? "" : back?.movedTo ? ` (its directory was moved to ${back.movedTo})` : " (its directory is gone)"}; not creating another one there.`, {
+    hint: `Give --worktree another directory.${gone}`,
+    details: { path, session_id: holder.session_id, ...(back?.movedTo ? { moved_to: back.movedTo } : {}) },
   });
 }
 

@@ -1,5 +1,6 @@
 import { ApexError } from "../../core/errors.js";
-import { SESSION_NAME_PATTERN } from "../../core/session/names.js";
+import { SESSION_NAME_PATTERN, sessionNames } from "../../core/session/names.js";
+import type { Store } from "../../core/store/store.js";
 import { RESERVED_SESSION_NAMES } from "./manifest.js";
 
 /** The shape of session and checkpoint ids: a name that fits its start (4+ characters) reads as an id prefix (checkpoint refs ignore case). */
@@ -30,4 +31,18 @@ export function checkSessionName(name: string, kind: "name" | "id" = "name"): st
               : undefined;
   if (problem) throw new ApexError("APEX_E_USAGE", `Invalid session ${kind} ${JSON.stringify(name)}: ${problem}.`);
   return name;
+}
+
+/**
+ * The session that already has `name`, or a name that differs from it only in case: taken, as a
+ * second would be the same git branch (apex/NAME) and worktree directory on a file system that
+ * ignores case (macOS, Windows), and a reference's case is not what a user keeps in mind.
+ */
+export function sessionNamedAlike(store: Pick<Store, "query" | "get">, name: string): { name: string; sessionId: string } | undefined {
+  const names = sessionNames(store);
+  const exact = names.get(name);
+  if (exact !== undefined) return { name, sessionId: exact };
+  const folded = name.toLowerCase();
+  for (const [other, sessionId] of names) if (other.toLowerCase() === folded) return { name: other, sessionId };
+  return undefined;
 }

@@ -403,7 +403,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // A call waiting on hooks (pause, stop, a claim): the client is told the supervisor still works on it (heartbeat-reply.ts).
       const beats = heartbeatReply(request, reply, params);
       try {
-        result = scopedResult(sid, method, params, await gate.call(sid, method, actorParams, beats?.onEvent));
+        // A client gone (Ctrl-C) while the call waits for a supervisor to start: it is not made then.
+        result = scopedResult(sid, method, params, await gate.call(sid, method, actorParams, beats?.onEvent, () => request.raw.socket.destroyed));
       } catch (error) {
         if (!beats?.streaming) throw error;
         return beats.end({ error });
@@ -747,9 +748,9 @@ class Gate {
    * from the store (any session of the project), and writes go to the store directly only for a
    * session of its working tree whose supervisor is down (interrupted); any other is read-only.
    */
-  async call(sessionId: string, method: string, params: Record<string, unknown>, onEvent?: (event: unknown) => void): Promise<unknown> {
+  async call(sessionId: string, method: string, params: Record<string, unknown>, onEvent?: (event: unknown) => void, gone?: () => boolean): Promise<unknown> {
     try {
-      return await this.callSession(sessionId, method, params, onEvent);
+      return await this.callSession(sessionId, method, params, onEvent, gone);
     } catch (error) {
       // A method no supervisor knows is the caller's mistake (404), not a bad gateway (502), and
       // the list of the supervisor's methods (internal ones included) is not the caller's to see.
@@ -760,7 +761,7 @@ class Gate {
     }
   }
 
-  private async callSession(sessionId: string, method: string, params: Record<string, unknown>, onEvent?: (event: unknown) => void): Promise<unknown> {
+  private async callSession(sessionId: string, method: string, params: Record<string, unknown>, onEvent?: (event: unknown) => void, gone?: () => boolean): Promise<unknown> {
     const socket = this.supervisorSocket(sessionId);
     const read = STORED_READS.has(method);
     // With a heartbeat asked for (heartbeat_ms): waited on as long as the supervisor sends it, as a local caller does.
@@ -784,12 +785,26 @@ class Gate {
     const { directClient } = await import("../../core/session/direct.js");
     // That session's records and working memory, whatever this server's directory is bound to.
     const client = await directClient(this.location, "write", { session: sessionId });
+    let starting: { pid: number; start_time: number } | undefined;
     try {
       const { heartbeat_ms: _heartbeat, ...stored } = params;
       return await client.call(method, stored);
+    } catch (error) {
+      // Its supervisor has claimed it and does not listen yet (`start --continue` restoring it): the
+      // write is that supervisor's to make. Sent to it once it listens, as the local command does
+      // (it was refused, "run the merge again"); the client told it works on it meanwhile.
+      if (!isApexError(error) || error.details?.supervisor_elsewhere !== true) throw error;
+      starting = error.details as { pid: number; start_time: number };
     } finally {
       await client.close();
     }
+    const { waitForStart } = await import("../../cli/session/starting-wait.js");
+    const name = session.record.name;
+    const label = typeof name === "string" && name ? name : shortSessionId(sessionId);
+    const listening = await waitForStart(this.location, { pid: starting.pid, start_time: starting.start_time, label }, method === "session.merge" ? "session merge" : method, true, sessionId, () => onEvent?.({ heartbeat: true }), gone);
+    await listening?.close();
+    // Listening: the call goes to it; exited meanwhile (its start failed): to the store, which says where the session stands.
+    return this.callSession(sessionId, method, params, onEvent, gone);
   }
 
   /** The sessions a grant of `sessionId` sees in listings: its own and those it descends from. */
