@@ -31,6 +31,7 @@ import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.j
 import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, isProjectMethod, roleNeeded } from "./roles.js";
+import { remoteEntryValue, remoteEvent, remoteResult } from "./redact.js";
 import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
 /**
@@ -392,18 +393,20 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (method === "plugin.command") Object.assign(actorParams, await remotePluginCommand(sid, params, gate.commandLookup(sid)), { stream: false, heartbeat_ms: heartbeatFor(idleWindowMs()) });
     // A merge reads its source: the caller needs a grant of it too, not only owner of the destination.
     if (method === "session.merge") Object.assign(actorParams, { source: await gate.mergeSource(caller, sid, params), destination: await gate.mergeDestination(sid, params) });
+    // What the caller's role may see of APEX's records, without the server's paths (redact.ts).
+    const shown = (value: unknown) => (method === "memory.get" && typeof params.path === "string" ? remoteEntryValue(params.path, value, caller.role) : remoteResult(method, value, caller.role));
     let result: unknown;
     if (method === "whoami") result = { user: caller.user, role: caller.role, session_id: sid };
     else if (method === "logs.read") result = gate.readLogs(sid, params);
-    else if (method === "session.continue") result = await gate.continueSession(sid, params);
+    else if (method === "session.continue") result = shown(await gate.continueSession(sid, params));
     else if (hiddenRead(sid, method, params)) result = undefined;
-    else if (method === "events.list") result = eventsPage(params, await gate.call(sid, method, actorParams));
-    else if (SESSION_LISTINGS.has(method)) result = withEffectiveStatus(method, scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid)));
+    else if (method === "events.list") result = eventsPage(params, shown(await gate.call(sid, method, actorParams)));
+    else if (SESSION_LISTINGS.has(method)) result = shown(withEffectiveStatus(method, scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid))));
     else {
       // A call waiting on hooks (pause, stop, a claim): the client is told the supervisor still works on it (heartbeat-reply.ts).
       const beats = heartbeatReply(request, reply, params);
       try {
-        result = scopedResult(sid, method, params, await gate.call(sid, method, actorParams, beats?.onEvent));
+        result = shown(scopedResult(sid, method, params, await gate.call(sid, method, actorParams, beats?.onEvent)));
       } catch (error) {
         if (!beats?.streaming) throw error;
         return beats.end({ error });
@@ -487,6 +490,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       send("error", errorBody(error));
       finish();
     };
+    /** A session event as the caller's role sees it; one hidden from it (redact.ts) is sent as its seq alone. */
+    const sendEvent = (event: unknown) => {
+      const seen = remoteEvent(event, caller.role);
+      if (seen !== undefined) send("events.subscribe", seen);
+      else send("events.skipped", { seq: (event as { seq?: unknown }).seq });
+    };
     streams.add(stream);
     connections.changed();
     res.on("close", finish);
@@ -502,7 +511,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       }
       const subscription = subscribeSupervisor(socket, "events.subscribe", body["events.subscribe"], (event) => {
         const data = event as { type?: string; token_ids?: string[] };
-        send("events.subscribe", event);
+        sendEvent(event);
         if (data.type === "share.revoked" && data.token_ids?.includes(caller.token_id)) denied(`${caller.user}'s access to session ${sid} was revoked.`);
       });
       subscription.done.then(() => stream.close("the session's supervisor ended the stream"), fail);
@@ -520,7 +529,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           if (last === undefined) last = (await gate.storedEvents(sessionId, 0)).events.at(-1)?.seq ?? 0;
           const { events, ended, name } = await gate.storedEvents(sessionId, last);
           for (const event of events) {
-            send("events.subscribe", event);
+            sendEvent(event);
             last = event.seq;
           }
           // The session as session list prints it (the client says why its stream ended: `The event stream ended: session experiment has ended.`).
@@ -545,7 +554,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       void (async () => {
         while (!closed) {
           const params = { since, glob, session: sid };
-          const reply = scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)) as { revision: number; changes: unknown[] };
+          const reply = remoteResult("memory.changes", scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)), caller.role) as { revision: number; changes: unknown[] };
           for (const change of reply.changes) send("memory.watch", change);
           since = reply.revision;
           await sleep(250);
