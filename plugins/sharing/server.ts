@@ -177,6 +177,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     logger: false,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     requestTimeout: REQUEST_TIMEOUT_MS,
+    // A request that arrives while the server closes gets the API's error body (below), not fastify's own.
+    return503OnClosing: false,
     // What fastify and Node answer by themselves gets the API's error body too.
     frameworkErrors: (_error: Error, _request: FastifyRequest, reply: FastifyReply) =>
       void sendError(reply, new ApexError("APEX_E_BAD_INPUT", "The request's path is not a valid URL (a bad %-escape).", { hint: "Escape the path's characters as UTF-8 (encodeURIComponent)." })),
@@ -206,6 +208,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   });
   const log = options.log ?? (() => {});
+  /** Set once close() begins: requests from then on are refused (503). */
+  let closing = false;
   const cutConnections = limitConnections(app, new ConnectionLimit(maxConnections, perAddress), https, log);
   // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
   const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
@@ -244,6 +248,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // another or none): said on all of them, else a cache between could give one origin's reply to another.
     if (options.corsOrigins?.length) reply.header("vary", "origin");
     reply.header("x-content-type-options", "nosniff");
+  });
+  // Once the server closes (Ctrl-C, SIGTERM), a request still arriving on an open connection is
+  // refused with the API's error body, 503 and Retry-After, and its connection closed: fastify's
+  // own 503 body had no code a client could act on.
+  app.addHook("onRequest", async (_request, reply) => {
+    if (!closing) return;
+    const refused = new ApexError("APEX_E_RPC", "The server is shutting down (apex serve was stopped): it takes no new requests.", {
+      hint: "Try again in a moment, once it is back; if it does not come back, check that `apex serve` runs there.",
+      details: { connection: "closing", retry_after_s: 1 },
+    });
+    await reply.code(503).header("retry-after", "1").header("connection", "close").send({ error: errorBody(refused) });
   });
   // After the headers above: a request refused for its Host carries them too (nosniff; Vary: Origin under --cors).
   app.addHook("onRequest", async (request) => {
@@ -584,6 +599,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     url,
     port: boundPort,
     async close() {
+      closing = true;
       for (const stream of [...streams]) stream.close("the server is shutting down");
       grantWatch.close();
       await connections.end();
