@@ -116,6 +116,10 @@ describe("apex serve: share events in the audit trail", () => {
 describe("apex serve: the server's own paths and process proofs", () => {
   it("are sent to no remote caller: status, session records, agents, checkpoints and memory reads leave out socket, nonces and paths", async () => {
     const dirs = [p.dir, realpathSync(p.dir)];
+    // A checkpoint of the paused session: its diff from the first has the agent's record before and after.
+    ok(remote(p, url, sid, tokens.otto!, ["pause"]));
+    ok(p.apex(["checkpoint", "create", "paused"]));
+    ok(remote(p, url, sid, tokens.otto!, ["resume"]));
     // Locally, the status names the socket: the project's own user is on the server's host.
     expect(JSON.stringify(p.status())).toContain(realpathSync(p.dir).slice(0, 12));
     for (const user of ["vera", "otto", "olga"]) {
@@ -125,6 +129,7 @@ describe("apex serve: the server's own paths and process proofs", () => {
         list: (await rpc(url, sid, "session.list", token)).body,
         agents: (await rpc(url, sid, "agent.list", token)).body,
         checkpoint: (await rpc(url, sid, "checkpoint.show", token, { ref: "checkpoint-001" })).body,
+        diff: (await rpc(url, sid, "checkpoint.diff", token, { from: "checkpoint-001", to: "latest" })).body,
         query: (await rpc(url, sid, "memory.query", token, { glob: "/sessions/**" })).body,
         record: (await rpc(url, sid, "memory.get", token, { path: `/sessions/${sid}` })).body,
         changes: (await rpc(url, sid, "memory.changes", token, { since: 0, glob: "/**" })).body,
@@ -142,6 +147,7 @@ describe("apex serve: the server's own paths and process proofs", () => {
       expect(status.agents[0].pid).toEqual(expect.any(Number));
       expect(status.session.status).toBe("active");
       expect(replies.record.result.supervisor.pid).toEqual(expect.any(Number));
+      expect(replies.diff.result.agents.changed[0].after.status).toBe("paused");
     }
   }, 90_000);
 

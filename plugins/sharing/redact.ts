@@ -63,6 +63,8 @@ export function remoteResult(method: string, result: unknown, role: Role): unkno
       return Array.isArray(result) ? result.map(agentRecord) : result;
     case "checkpoint.show":
       return checkpointRecord(result);
+    case "checkpoint.diff":
+      return agentsDiff(result);
     case "memory.get":
       return result; // redacted by the caller, which knows the path
     case "memory.query":
@@ -124,6 +126,13 @@ function checkpointRecord(result: unknown): unknown {
   if (isObject(result.git_state)) out.git_state = omit(result.git_state, ["worktree"]);
   if (isObject(result.manifest) && isObject(result.manifest.git_state)) out.manifest = { ...result.manifest, git_state: omit(result.manifest.git_state, ["worktree"]) };
   return out;
+}
+
+/** A diff's agents changed: each side an agent record. */
+function agentsDiff(result: unknown): unknown {
+  if (!isObject(result) || !isObject(result.agents) || !Array.isArray(result.agents.changed)) return result;
+  const changed = result.agents.changed.map((change: unknown) => (isObject(change) ? { ...change, before: agentRecord(change.before), after: agentRecord(change.after) } : change));
+  return { ...result, agents: { ...result.agents, changed } };
 }
 
 function withoutPath(worktree: Record<string, unknown>): Record<string, unknown> {
