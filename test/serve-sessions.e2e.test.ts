@@ -294,6 +294,15 @@ describe("apex serve: sessions side by side", () => {
       expect(JSON.parse(byRef.stdout).session.session_id).toBe(alpha);
       expect((await rpc(url, ref, "memory.get", ownerAlpha.token, { path: "/notes/where" })).body.result).toBe("alpha");
     }
+    // The branch's worktree is a path of the server's disk: not sent (its branch and commit are), locally shown.
+    expect(JSON.parse(p.apex(["status", "--json"], { cwd: wt }).stdout).session.worktree).toContain(parent);
+    const farStatus = await rpc(url, alpha, "session.status", ownerAlpha.token);
+    expect(farStatus.body.result.session.worktree).toBeNull();
+    const farRecords = { list: (await rpc(url, alpha, "session.list", ownerAlpha.token)).body, query: (await rpc(url, alpha, "memory.query", ownerAlpha.token, { glob: "/sessions/**" })).body, events: (await rpc(url, alpha, "events.list", ownerAlpha.token)).body, checkpoints: (await rpc(url, alpha, "checkpoint.list", ownerAlpha.token)).body, checkpoint: (await rpc(url, alpha, "checkpoint.show", ownerAlpha.token, { ref: "latest" })).body };
+    for (const [what, reply] of Object.entries(farRecords)) expect(JSON.stringify(reply), what).not.toContain(parent);
+    const record = (farRecords.list.result as Array<{ session_id: string; worktree?: Record<string, unknown> }>).find((entry) => entry.session_id === alpha)!;
+    expect(record.worktree).toMatchObject({ branch: expect.any(String) });
+    expect(record.worktree).not.toHaveProperty("path");
     // A name is no way around the grant: main's token is not alpha's.
     expect((await rpc(url, "alpha", "session.status", ownerMain.token)).status).toBe(401);
     // Without a grant (a local owner too) the API answers nothing of either.

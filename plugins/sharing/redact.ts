@@ -41,6 +41,7 @@ export function remoteEntryValue(path: string, value: unknown, role: Role): unkn
   if (rest.length === 0) return sessionRecord(value);
   if (rest[0] === "agents" && rest.length === 2) return agentRecord(value);
   if (rest[0] === "events" && rest.length === 2) return remoteEvent(value, role);
+  if (rest.length === 1 && rest[0]!.startsWith("checkpoint-")) return checkpointRecord(value);
   return value;
 }
 
@@ -112,6 +113,8 @@ function sessionRecord(record: unknown): unknown {
     ...record,
     ...(isObject(record.supervisor) ? { supervisor: omit(record.supervisor, ["socket", "nonce"]) } : {}),
     ...(isObject(record.worktree) ? { worktree: withoutPath(record.worktree) } : {}),
+    // An imported session's entries name the worktree it ran in on the exporting host.
+    ...(Array.isArray(record.history) ? { history: record.history.map((entry: unknown) => (isObject(entry) && "worktree_from" in entry ? omit(entry, ["worktree_from"]) : entry)) } : {}),
   };
 }
 
