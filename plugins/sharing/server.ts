@@ -622,7 +622,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   async function sendStatic(reply: FastifyReply, file: string): Promise<void> {
     if (!/^[A-Za-z0-9_.-]+$/.test(file) || file.startsWith(".")) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
-    const vendored = VENDORED[file];
+    // Own keys only: /assets/constructor is no vendored file (it was a 500 naming Node's require).
+    const vendored = Object.hasOwn(VENDORED, file) ? VENDORED[file] : undefined;
     const path = vendored ? createRequire(import.meta.url).resolve(vendored) : join(DASHBOARD_DIR, file);
     if (!existsSync(path)) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
     const type = file.endsWith(".html") ? "text/html; charset=utf-8" : file.endsWith(".js") ? "text/javascript; charset=utf-8" : file.endsWith(".css") ? "text/css; charset=utf-8" : "application/octet-stream";
