@@ -49,6 +49,14 @@ describe("a method nobody serves", () => {
       expect(asset.status).toBe(404);
       expect((await asset.json()).error.code).toBe("APEX_E_NOT_FOUND");
     }
+    // A stream's parameters it does not read are left alone, whatever their names (`constructor` was
+    // taken for one it reads: 400 "constructor must be a whole number").
+    for (const params of [{ constructor: "x" }, { toString: "x", from_seq: 0 }]) {
+      const aborted = new AbortController();
+      const stream = await fetch(`${url}/api/sessions/${sid}/stream`, { method: "POST", headers: { authorization: `Bearer ${owner.token}`, "content-type": "application/json" }, body: JSON.stringify({ "events.subscribe": params, "logs.follow": params }), signal: aborted.signal });
+      expect(stream.status, stream.status === 200 ? "" : await stream.text()).toBe(200);
+      aborted.abort();
+    }
     // Nor does `hello` list them through the API: its list of methods named the server's plumbing too
     // (share.authenticate, share.touch, session.connections), which every caller is refused.
     const hello = (await rpc(url, sid, "hello", owner.token)).body.result as { methods: string[] };

@@ -1037,7 +1037,7 @@ function checkStreamParams(method: string, params: unknown): void {
   if (params === null || typeof params !== "object" || Array.isArray(params)) throw bad("the parameters must be a JSON object");
   const kinds = STREAM_PARAMS[method as keyof typeof STREAM_PARAMS];
   for (const [name, value] of Object.entries(params)) {
-    const kind = kinds[name];
+    const kind = Object.hasOwn(kinds, name) ? kinds[name] : undefined; // `constructor`, `toString`: not parameters either
     if (kind === undefined || value === undefined || value === null) continue; // others are not read
     if (kind === "string" ? typeof value !== "string" : !(Number.isSafeInteger(value) && (value as number) >= 0)) {
       throw bad(`${name} must be ${kind === "string" ? "a string" : "a whole number, 0 or more"}`);
