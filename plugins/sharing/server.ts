@@ -389,6 +389,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (!roleAllows(caller.role, needed)) throw forbidden(caller, method, needed);
     checkRemoteWrite(method, params);
     if (method === "share.create") checkGrantLifetime(caller, params);
+    // A share names its session: another than the grant's is refused, as a merge's destination is.
+    // Pinned to the grant's session, `apex --remote H/A session unshare B bob` revoked bob's access to A.
+    if (method.startsWith("share.")) await gate.requireOwnSession(sid, method, params.session);
     if (isProjectMethod(method)) {
       throw new ApexError("APEX_E_FORBIDDEN", `${method} makes a new session of the project; a grant is for session ${sid} only. Nothing was done.`, { hint: "Run it on the server's host." });
     }
@@ -848,6 +851,15 @@ class Gate {
     if (typeof ref === "string" && (await this.resolveSession(ref)) === sessionId) return sessionId;
     throw new ApexError("APEX_E_FORBIDDEN", `A merge through this grant goes into session ${sessionId}, not into ${JSON.stringify(ref)}. Nothing was merged.`, {
       hint: "Name this session as the destination (or leave it out).",
+    });
+  }
+
+  /** A session a call names (`params.session`): absent, `current` or the grant's own session passes; any other is APEX_E_FORBIDDEN. */
+  async requireOwnSession(sessionId: string, method: string, ref: unknown): Promise<void> {
+    if (ref === undefined || ref === null || ref === "" || ref === sessionId || ref === "current") return;
+    if (typeof ref === "string" && (await this.resolveSession(ref)) === sessionId) return;
+    throw new ApexError("APEX_E_FORBIDDEN", `${method} through this grant acts on session ${sessionId}, not on ${JSON.stringify(ref)}. Nothing was done.`, {
+      hint: "Name this session (or `current`), or use a token of that session: apex --remote HOST/SESSION.",
     });
   }
 
