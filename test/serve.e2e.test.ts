@@ -761,6 +761,14 @@ describe("apex serve without a supervisor", () => {
     const pause = remote(project, server.url, sid, operator.token, ["pause"]);
     expect(pause.status).toBe(4);
     expect(pause.stderr).toContain("APEX_E_SESSION_STATE");
+    // A name every object has is no method of the store's writer either: it ran Object's (constructor
+    // answered 200 with the params echoed back, hasOwnProperty a 500), as an unknown method is refused.
+    const owner = share(project, "olga", "owner");
+    for (const method of ["constructor", "toString", "hasOwnProperty", "memory.explode"]) {
+      const reply = await rpc(server.url, sid, method, owner.token, { title: "x" });
+      expect(reply.status, `${method}: ${JSON.stringify(reply.body)}`).toBe(409);
+      expect(reply.body.error).toMatchObject({ code: "APEX_E_SESSION_STATE", details: { needs_supervisor: method } });
+    }
 
     // A wrong token, once refused, is refused again without opening the store (while no supervisor
     // runs, each lookup opens it): with the store file swapped for a damaged one, the same token
