@@ -370,3 +370,33 @@ describe("the API from a page of another origin, in headless Chromium", () => {
     await browser.close();
   });
 });
+
+describe("the dashboard of a viewer, whose session's last events are shares", () => {
+  it("lists no share event, and follows the one stream: the events it is not shown do not leave it behind the status", async () => {
+    project = new Project(CONFIG);
+    const sid = project.start().session_id;
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    stopServer = async () => {
+      if (run.child.exitCode === null) run.child.kill("SIGTERM");
+      await run.done;
+    };
+    const url = await waitFor("apex serve", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+    const { token } = JSON.parse(project.apex(["session", "share", "current", "vera", "--role", "viewer", "--json"]).stdout) as { token: string };
+    // The session's last events: grants the viewer is not to learn of (the status's event_seq counts them).
+    for (const user of ["otto", "olga"]) expect(project.apex(["session", "share", "current", user, "--role", "operator"]).status).toBe(0);
+    context = await chromium.launchPersistentContext(join(project.dir, "chromium-profile"), { executablePath: "/usr/bin/chromium", headless: true, args: FLAGS, viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const streams: string[] = [];
+    page.on("request", (request) => void (request.url().endsWith("/stream") && streams.push(request.url())));
+    await page.goto(`${url}/#session=${sid}&token=${token}`);
+    await page.locator("#who", { hasText: "vera (viewer)" }).waitFor();
+    await page.locator("#events li", { hasText: "session.started" }).waitFor();
+    // The page takes its stream as dead once the status (refreshed every 2 s) has counted events it has
+    // not had for 5 s: with the shares left out and nothing in their place, it followed the session
+    // again every 6 s or so, for ever.
+    await page.waitForTimeout(10_000);
+    expect(streams.length).toBe(1);
+    expect(await page.locator("#events li", { hasText: "share." }).count()).toBe(0);
+    expect(await page.locator("#notice").textContent()).toBe("");
+  });
+});

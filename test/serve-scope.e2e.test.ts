@@ -248,6 +248,28 @@ describe("apex serve: a grant made through a grant", () => {
   });
 });
 
+describe("apex serve: sharing through a grant", () => {
+  it("acts on the grant's own session only: naming another is refused (403, nothing shared or revoked), not done to the grant's", async () => {
+    const owner = share(p, feature, "sol", "owner");
+    share(p, feature, "keep", "viewer");
+    const users = (session: string) => (JSON.parse(ok(p.apex(["session", "shares", session, "--json"]))) as Array<{ user: string }>).map((grant) => grant.user).sort();
+    const [featureBefore, mainBefore] = [users(feature), users(main)];
+    // `unshare main keep` revoked keep's grant of feature (the grant's session), exit 0; `share main bob` made bob a grant of feature.
+    for (const args of [["session", "share", main, "bob"], ["session", "unshare", main.slice(0, 8), "keep"], ["session", "shares", other]]) {
+      const refused = remote(p, url, feature, owner.token, args);
+      expect(refused.status, `${args.join(" ")}: ${refused.stdout}${refused.stderr}`).toBe(4);
+      expect(refused.stderr).toContain("APEX_E_FORBIDDEN");
+    }
+    const direct = await rpc(url, feature, "share.revoke", owner.token, { session: main, user: "keep" });
+    expect(direct.status).toBe(403);
+    expect([users(feature), users(main)]).toEqual([featureBefore, mainBefore]);
+    // The grant's own session, by its name, its id or `current`: done.
+    for (const ref of ["feature", feature, "current"]) expect(remote(p, url, feature, owner.token, ["session", "shares", ref, "--json"]).status).toBe(0);
+    ok(remote(p, url, feature, owner.token, ["session", "unshare", "feature", "keep"]));
+    expect(users(feature)).not.toContain("keep");
+  });
+});
+
 describe("apex serve: revoking a grant revokes the grants made with it", () => {
   it("takes the grants made through the server with that grant (and with those, in turn) with it; others stay", async () => {
     const olga = JSON.parse(ok(p.apex(["session", "share", feature, "rosa", "--role", "owner", "--json"]))) as { token: string; token_id: string };
@@ -275,8 +297,8 @@ describe("apex serve: revoking a grant revokes the grants made with it", () => {
     const users = (JSON.parse(ok(p.apex(["session", "shares", feature, "--json"]))) as Array<{ user: string }>).map((grant) => grant.user);
     expect(users).toContain("bystander");
     expect(users.filter((user) => user.startsWith("rosa"))).toEqual([]);
-    // The audit trail names every grant that ended (so a stream of any of them closes at once).
-    const events = (await rpc(url, feature, "events.list", tokens.bystander)).body.result as Array<{ type: string; user?: string; token_ids?: string[] }>;
+    // The audit trail names every grant that ended (so a stream of any of them closes at once): the owner's to read, on the host.
+    const events = (JSON.parse(ok(p.apex(["session", "history", feature, "--json"]))) as { events: Array<{ type: string; user?: string; token_ids?: string[] }> }).events;
     const event = events.filter((e) => e.type === "share.revoked" && e.user === "rosa").at(-1);
     expect(event?.token_ids).toEqual([olga.token_id, friend.body.result.grant.token_id, second.body.result.grant.token_id]);
     const text = ok(p.apex(["session", "unshare", feature, "bystander"]));

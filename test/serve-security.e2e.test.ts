@@ -35,11 +35,27 @@ describe("a method nobody serves", () => {
     const url = await serve(p, stops);
     const owner = share(p, sid, "olga", "owner");
     // Through the API: 404 with the method in details (no list of the supervisor's methods), internal ones alike.
-    for (const method of ["memory.explode", "share.authenticate"]) {
+    // Names an object has of its own (constructor, toString, __proto__) too: they were a 500, APEX_E_INTERNAL
+    // "paths.find is not a function", from a table of memory writes looked up by any key.
+    for (const method of ["memory.explode", "share.authenticate", "constructor", "toString", "__proto__"]) {
       const reply = await rpc(url, sid, method, owner.token);
       expect(reply.status).toBe(404);
       expect(reply.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", details: { unknown_method: method } });
       expect(JSON.stringify(reply.body)).not.toContain("Known:");
+    }
+    // Nor is /assets/constructor a vendored file (a 500 naming Node's require): 404 as any other missing file.
+    for (const file of ["constructor", "toString", "__proto__"]) {
+      const asset = await fetch(`${url}/assets/${file}`);
+      expect(asset.status).toBe(404);
+      expect((await asset.json()).error.code).toBe("APEX_E_NOT_FOUND");
+    }
+    // A stream's parameters it does not read are left alone, whatever their names (`constructor` was
+    // taken for one it reads: 400 "constructor must be a whole number").
+    for (const params of [{ constructor: "x" }, { toString: "x", from_seq: 0 }]) {
+      const aborted = new AbortController();
+      const stream = await fetch(`${url}/api/sessions/${sid}/stream`, { method: "POST", headers: { authorization: `Bearer ${owner.token}`, "content-type": "application/json" }, body: JSON.stringify({ "events.subscribe": params, "logs.follow": params }), signal: aborted.signal });
+      expect(stream.status, stream.status === 200 ? "" : await stream.text()).toBe(200);
+      aborted.abort();
     }
     // Nor does `hello` list them through the API: its list of methods named the server's plumbing too
     // (share.authenticate, share.touch, session.connections), which every caller is refused.

@@ -28,6 +28,7 @@ describe("apex serve: every session of the project", () => {
     expect(project.apex(["memory", "set", "/notes/a", "2"]).status).toBe(0);
     const viewerA = share(project, "current", "vera", "viewer");
     const operatorA = share(project, "current", "otto", "operator");
+    const ownerA = share(project, "current", "olga", "owner");
     await waitFor("a log line of A", () => project!.apex(["logs", "-n", "1"]).stdout.includes("alpha | tick"));
     expect(project.apex(["stop"]).status).toBe(0);
 
@@ -51,12 +52,14 @@ describe("apex serve: every session of the project", () => {
       // No ID through --remote: the remote session's trail, as `--session A` gives it (it was the list of ended sessions the grant sees).
       [["session", "history", "--json"], ["session", "history", "--session", a, "--json"]],
     ]) {
-      const result = remote(project, url, a, viewerA.token, far!);
+      // An owner's grant: the trail whole, its share events too (a viewer's leaves them out).
+      const result = remote(project, url, a, ownerA.token, far!);
       expect(result.status, result.stderr).toBe(0);
       expect(result.stdout).toBe(project.apex(near!).stdout);
     }
     expect(remote(project, url, a, viewerA.token, ["task", "list"]).stdout).not.toContain("only in B");
-    expect(remote(project, url, a, viewerA.token, ["session", "history", a]).stdout).toMatch(/share\.created|shared/);
+    expect(remote(project, url, a, ownerA.token, ["session", "history", a]).stdout).toMatch(/share\.created|shared/);
+    expect(remote(project, url, a, viewerA.token, ["session", "history", a]).stdout).not.toMatch(/share\.created|shared/);
     // Memory as of A's latest checkpoint, not the live value B wrote since.
     expect(JSON.parse(remote(project, url, a, viewerA.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 2 });
     expect(JSON.parse(remote(project, url, b, viewerB.token, ["memory", "show", "/notes/a", "--json"]).stdout)).toEqual({ path: "/notes/a", value: 3 });
@@ -291,6 +294,15 @@ describe("apex serve: sessions side by side", () => {
       expect(JSON.parse(byRef.stdout).session.session_id).toBe(alpha);
       expect((await rpc(url, ref, "memory.get", ownerAlpha.token, { path: "/notes/where" })).body.result).toBe("alpha");
     }
+    // The branch's worktree is a path of the server's disk: not sent (its branch and commit are), locally shown.
+    expect(JSON.parse(p.apex(["status", "--json"], { cwd: wt }).stdout).session.worktree).toContain(parent);
+    const farStatus = await rpc(url, alpha, "session.status", ownerAlpha.token);
+    expect(farStatus.body.result.session.worktree).toBeNull();
+    const farRecords = { list: (await rpc(url, alpha, "session.list", ownerAlpha.token)).body, query: (await rpc(url, alpha, "memory.query", ownerAlpha.token, { glob: "/sessions/**" })).body, events: (await rpc(url, alpha, "events.list", ownerAlpha.token)).body, checkpoints: (await rpc(url, alpha, "checkpoint.list", ownerAlpha.token)).body, checkpoint: (await rpc(url, alpha, "checkpoint.show", ownerAlpha.token, { ref: "latest" })).body };
+    for (const [what, reply] of Object.entries(farRecords)) expect(JSON.stringify(reply), what).not.toContain(parent);
+    const record = (farRecords.list.result as Array<{ session_id: string; worktree?: Record<string, unknown> }>).find((entry) => entry.session_id === alpha)!;
+    expect(record.worktree).toMatchObject({ branch: expect.any(String) });
+    expect(record.worktree).not.toHaveProperty("path");
     // A name is no way around the grant: main's token is not alpha's.
     expect((await rpc(url, "alpha", "session.status", ownerMain.token)).status).toBe(401);
     // Without a grant (a local owner too) the API answers nothing of either.

@@ -119,6 +119,14 @@ describe("apex serve: roles", () => {
     const grants = Object.keys(everything).filter((path) => path.startsWith(`/sessions/${sid}/grants/`));
     expect(grants).toHaveLength(3);
     for (const path of [...grants, "/sessions/current", "/sessions/active", "/projects/config"]) delete everything[path];
+    // Nor, to a viewer, the trail's share events (who was granted what); nor, to anyone remote, the
+    // server's socket path and the nonces that prove its processes.
+    for (const [path, value] of Object.entries(everything) as Array<[string, Record<string, any>]>) {
+      if (path.includes("/events/") && String(value.type).startsWith("share.")) delete everything[path];
+      if (value?.supervisor) for (const key of ["socket", "nonce"]) delete value.supervisor[key];
+      if (path.includes("/agents/")) delete value.nonce;
+    }
+    expect(Object.keys(everything).some((path) => path.includes("/events/"))).toBe(true);
     // The supervisor renews its lease in the session record every few seconds: the two reads may see two renewals.
     const withoutLease = (records: Record<string, unknown>) => {
       for (const value of Object.values(records)) {
@@ -207,7 +215,7 @@ describe("apex serve: roles", () => {
       expect(project.apex(["memory", "set", "/outage/after", "1"]).status).toBe(0);
       await waitFor("the changes made while the server was down and after", () => watchedPaths().includes("/outage/after"));
       expect(watchedPaths().slice(-2)).toEqual(["/outage/while-down", "/outage/after"]);
-      expect(watch.errors()).toMatch(/^warning: Cannot reach http:\/\/127\.0\.0\.1:\d+: (ECONNREFUSED|HTTP 503 Service Unavailable \(shutting down[^)]*\))\. Still watching; retrying every 1 s \(Ctrl-C ends\)\.\nwarning: the server is reachable again after \d+\.\d s; nothing was missed\.\n$/);
+      expect(watch.errors()).toMatch(/^warning: (Cannot reach http:\/\/127\.0\.0\.1:\d+: (ECONNREFUSED|HTTP 503 Service Unavailable \(shutting down[^)]*\))\.|The server is shutting down \(apex serve was stopped\): it takes no new requests\.) Still watching; retrying every 1 s \(Ctrl-C ends\)\.\nwarning: the server is reachable again after \d+\.\d s; nothing was missed\.\n$/);
       watch.child.kill("SIGTERM");
       expect((await watch.done).status).toBe(0);
     } finally {
@@ -695,6 +703,44 @@ describe("apex serve: stopping", () => {
   });
 });
 
+describe("apex serve: a request while it stops", () => {
+  it("is refused with the API's error body (503, APEX_E_RPC, details.connection closing, Retry-After), not fastify's own", async () => {
+    project = new Project(CONFIG);
+    const run = project.apexAsync(["serve", "--listen", "127.0.0.1:0", "--json"]);
+    let socket: Socket | undefined;
+    try {
+      const url = await waitFor("apex serve's address", () => (run.output().includes("}") ? (JSON.parse(run.output()) as { url: string }).url : undefined), 30_000);
+      // A request under way when the server is told to stop (its body not all sent): the server waits for it,
+      // and a second request sent after it on the same connection arrives while the server closes.
+      let reply = "";
+      socket = await new Promise<Socket>((resolve, reject) => {
+        const opened = netConnect(Number(new URL(url).port), "127.0.0.1", () => resolve(opened));
+        opened.on("error", reject);
+      });
+      socket.setEncoding("utf8").on("data", (chunk: string) => (reply += chunk));
+      const closed = new Promise((resolve) => socket!.on("close", resolve));
+      socket.write('POST /api/sessions/x/rpc/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      run.child.kill("SIGTERM");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      socket.write("}GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+      await closed;
+      const second = reply.slice(reply.indexOf("HTTP/1.1", 1));
+      expect(second).toMatch(/^HTTP\/1\.1 503 /);
+      expect(second.toLowerCase()).toContain("retry-after: 1");
+      expect(second.toLowerCase()).toContain("connection: close");
+      const body = JSON.parse(second.slice(second.indexOf("\r\n\r\n") + 4));
+      expect(body.error).toMatchObject({ code: "APEX_E_RPC", details: { connection: "closing", retry_after_s: 1 } });
+      expect(body.error.message).toContain("shutting down");
+      expect((await run.done).status).toBe(0);
+    } finally {
+      socket?.destroy();
+      if (run.child.exitCode === null) run.child.kill("SIGKILL");
+      await run.done;
+    }
+  });
+});
+
 describe("apex serve without a supervisor", () => {
   it("still answers reads of an interrupted session, and refuses what needs the supervisor", async () => {
     project = new Project(CONFIG);
@@ -715,6 +761,14 @@ describe("apex serve without a supervisor", () => {
     const pause = remote(project, server.url, sid, operator.token, ["pause"]);
     expect(pause.status).toBe(4);
     expect(pause.stderr).toContain("APEX_E_SESSION_STATE");
+    // A name every object has is no method of the store's writer either: it ran Object's (constructor
+    // answered 200 with the params echoed back, hasOwnProperty a 500), as an unknown method is refused.
+    const owner = share(project, "olga", "owner");
+    for (const method of ["constructor", "toString", "hasOwnProperty", "memory.explode"]) {
+      const reply = await rpc(server.url, sid, method, owner.token, { title: "x" });
+      expect(reply.status, `${method}: ${JSON.stringify(reply.body)}`).toBe(409);
+      expect(reply.body.error).toMatchObject({ code: "APEX_E_SESSION_STATE", details: { needs_supervisor: method } });
+    }
 
     // A wrong token, once refused, is refused again without opening the store (while no supervisor
     // runs, each lookup opens it): with the store file swapped for a damaged one, the same token

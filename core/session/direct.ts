@@ -142,7 +142,8 @@ function clientOver(store: Store | undefined, lookup: MethodLookup, noStore: () 
     via: "store",
     async call(method, params = {}) {
       const fn = await lookup(method);
-      if (!fn) {
+      // A name every object has (constructor, toString) is no method: it ran Object's, echoing the params or failing.
+      if (!fn || method in Object.prototype) {
         // details.needs_supervisor: what callers test (a method a plugin adds to supervisors only), never the message's text.
         throw new ApexError("APEX_E_SESSION_STATE", `${method} needs the session's supervisor, which is not running.`, {
           hint: "See `apex status`; `apex start --continue last` brings an interrupted session back.", details: { needs_supervisor: method },

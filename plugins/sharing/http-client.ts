@@ -198,8 +198,8 @@ function replyError(endpoint: string, response: IncomingMessage, text: string): 
  * page): said so in one line, with the start of its text stripped of markup, never the page.
  */
 function notApex(endpoint: string, response: IncomingMessage, text: string): ApexError {
-  // A server closing (fastify answers requests that arrive meanwhile itself) or a proxy whose
-  // upstream is down: the server is out of reach for now, as when nothing listens at all.
+  // A proxy whose upstream is down (or an older `apex serve` closing, which answered with
+  // fastify's own body): the server is out of reach for now, as when nothing listens at all.
   if (response.statusCode === 503) {
     return new ApexError("APEX_E_RPC", `Cannot reach ${new URL(endpoint).origin}: HTTP 503 Service Unavailable (shutting down, restarting, or behind a proxy whose server is down).`, {
       hint: "Try again in a moment; if it lasts, check that `apex serve` runs there.",

@@ -121,7 +121,8 @@ const MEMORY_WRITES: Record<string, (params: Record<string, unknown>) => unknown
  * before anything is written; the project's local user writes as `apex memory` allows.
  */
 export function checkRemoteWrite(method: string, params: Record<string, unknown>): void {
-  const paths = MEMORY_WRITES[method]?.(params) ?? [];
+  // Own keys only: a method named like an object's own (`constructor`, `toString`) is no write, and its 404 comes later.
+  const paths = Object.hasOwn(MEMORY_WRITES, method) ? MEMORY_WRITES[method]!(params) : [];
   const recursive = params.recursive === true;
   const reserved = paths.find((path) => typeof path === "string" && (ownerOf(path, recursive) !== undefined || isWithin(path, SESSIONS_ROOT)));
   if (reserved === undefined) return;

@@ -31,6 +31,7 @@ import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.j
 import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
 import { isInternalMethod, isProjectMethod, roleNeeded } from "./roles.js";
+import { remoteEntryValue, remoteEvent, remoteResult } from "./redact.js";
 import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
 /**
@@ -176,6 +177,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     logger: false,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     requestTimeout: REQUEST_TIMEOUT_MS,
+    // A request that arrives while the server closes gets the API's error body (below), not fastify's own.
+    return503OnClosing: false,
     // What fastify and Node answer by themselves gets the API's error body too.
     frameworkErrors: (_error: Error, _request: FastifyRequest, reply: FastifyReply) =>
       void sendError(reply, new ApexError("APEX_E_BAD_INPUT", "The request's path is not a valid URL (a bad %-escape).", { hint: "Escape the path's characters as UTF-8 (encodeURIComponent)." })),
@@ -205,6 +208,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   });
   const log = options.log ?? (() => {});
+  /** Set once close() begins: requests from then on are refused (503). */
+  let closing = false;
   const cutConnections = limitConnections(app, new ConnectionLimit(maxConnections, perAddress), https, log);
   // The store this server serves: a supervisor of the project on another one is not its sessions' writer.
   const { resolveStoreSpec, storeIdentity } = await import("../../core/store/open.js");
@@ -243,6 +248,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // another or none): said on all of them, else a cache between could give one origin's reply to another.
     if (options.corsOrigins?.length) reply.header("vary", "origin");
     reply.header("x-content-type-options", "nosniff");
+  });
+  // Once the server closes (Ctrl-C, SIGTERM), a request still arriving on an open connection is
+  // refused with the API's error body, 503 and Retry-After, and its connection closed: fastify's
+  // own 503 body had no code a client could act on.
+  app.addHook("onRequest", async (_request, reply) => {
+    if (!closing) return;
+    const refused = new ApexError("APEX_E_RPC", "The server is shutting down (apex serve was stopped): it takes no new requests.", {
+      hint: "Try again in a moment, once it is back; if it does not come back, check that `apex serve` runs there.",
+      details: { connection: "closing", retry_after_s: 1 },
+    });
+    await reply.code(503).header("retry-after", "1").header("connection", "close").send({ error: errorBody(refused) });
   });
   // After the headers above: a request refused for its Host carries them too (nosniff; Vary: Origin under --cors).
   app.addHook("onRequest", async (request) => {
@@ -373,6 +389,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (!roleAllows(caller.role, needed)) throw forbidden(caller, method, needed);
     checkRemoteWrite(method, params);
     if (method === "share.create") checkGrantLifetime(caller, params);
+    // A share names its session: another than the grant's is refused, as a merge's destination is.
+    // Pinned to the grant's session, `apex --remote H/A session unshare B bob` revoked bob's access to A.
+    if (method.startsWith("share.")) await gate.requireOwnSession(sid, method, params.session);
     if (isProjectMethod(method)) {
       throw new ApexError("APEX_E_FORBIDDEN", `${method} makes a new session of the project; a grant is for session ${sid} only. Nothing was done.`, { hint: "Run it on the server's host." });
     }
@@ -392,19 +411,21 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (method === "plugin.command") Object.assign(actorParams, await remotePluginCommand(sid, params, gate.commandLookup(sid)), { stream: false, heartbeat_ms: heartbeatFor(idleWindowMs()) });
     // A merge reads its source: the caller needs a grant of it too, not only owner of the destination.
     if (method === "session.merge") Object.assign(actorParams, { source: await gate.mergeSource(caller, sid, params), destination: await gate.mergeDestination(sid, params) });
+    // What the caller's role may see of APEX's records, without the server's paths (redact.ts).
+    const shown = (value: unknown) => (method === "memory.get" && typeof params.path === "string" ? remoteEntryValue(params.path, value, caller.role) : remoteResult(method, value, caller.role));
     let result: unknown;
     if (method === "whoami") result = { user: caller.user, role: caller.role, session_id: sid };
     else if (method === "logs.read") result = gate.readLogs(sid, params);
-    else if (method === "session.continue") result = await gate.continueSession(sid, params);
+    else if (method === "session.continue") result = shown(await gate.continueSession(sid, params));
     else if (hiddenRead(sid, method, params)) result = undefined;
-    else if (method === "events.list") result = eventsPage(params, await gate.call(sid, method, actorParams));
-    else if (SESSION_LISTINGS.has(method)) result = withEffectiveStatus(method, scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid)));
+    else if (method === "events.list") result = eventsPage(params, shown(await gate.call(sid, method, actorParams)));
+    else if (SESSION_LISTINGS.has(method)) result = shown(withEffectiveStatus(method, scopedListing(method, await gate.call(sid, method, actorParams), await gate.ancestry(sid))));
     else {
       // A call waiting on hooks (pause, stop, a claim): the client is told the supervisor still works on it (heartbeat-reply.ts).
       const beats = heartbeatReply(request, reply, params);
       try {
         // A client gone (Ctrl-C) while the call waits for a supervisor to start: it is not made then.
-        result = scopedResult(sid, method, params, await gate.call(sid, method, actorParams, beats?.onEvent, () => request.raw.socket.destroyed));
+        result = shown(scopedResult(sid, method, params, await gate.call(sid, method, actorParams, beats?.onEvent, () => request.raw.socket.destroyed)));
       } catch (error) {
         if (!beats?.streaming) throw error;
         return beats.end({ error });
@@ -488,6 +509,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       send("error", errorBody(error));
       finish();
     };
+    /** A session event as the caller's role sees it; one hidden from it (redact.ts) is sent as its seq alone. */
+    const sendEvent = (event: unknown) => {
+      const seen = remoteEvent(event, caller.role);
+      if (seen !== undefined) send("events.subscribe", seen);
+      else send("events.skipped", { seq: (event as { seq?: unknown }).seq });
+    };
     streams.add(stream);
     connections.changed();
     res.on("close", finish);
@@ -503,7 +530,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       }
       const subscription = subscribeSupervisor(socket, "events.subscribe", body["events.subscribe"], (event) => {
         const data = event as { type?: string; token_ids?: string[] };
-        send("events.subscribe", event);
+        sendEvent(event);
         if (data.type === "share.revoked" && data.token_ids?.includes(caller.token_id)) denied(`${caller.user}'s access to session ${sid} was revoked.`);
       });
       subscription.done.then(() => stream.close("the session's supervisor ended the stream"), fail);
@@ -521,7 +548,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           if (last === undefined) last = (await gate.storedEvents(sessionId, 0)).events.at(-1)?.seq ?? 0;
           const { events, ended, name } = await gate.storedEvents(sessionId, last);
           for (const event of events) {
-            send("events.subscribe", event);
+            sendEvent(event);
             last = event.seq;
           }
           // The session as session list prints it (the client says why its stream ended: `The event stream ended: session experiment has ended.`).
@@ -546,7 +573,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       void (async () => {
         while (!closed) {
           const params = { since, glob, session: sid };
-          const reply = scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)) as { revision: number; changes: unknown[] };
+          const reply = remoteResult("memory.changes", scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)), caller.role) as { revision: number; changes: unknown[] };
           for (const change of reply.changes) send("memory.watch", change);
           since = reply.revision;
           await sleep(250);
@@ -576,6 +603,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     url,
     port: boundPort,
     async close() {
+      closing = true;
       for (const stream of [...streams]) stream.close("the server is shutting down");
       grantWatch.close();
       await connections.end();
@@ -598,7 +626,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   async function sendStatic(reply: FastifyReply, file: string): Promise<void> {
     if (!/^[A-Za-z0-9_.-]+$/.test(file) || file.startsWith(".")) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
-    const vendored = VENDORED[file];
+    // Own keys only: /assets/constructor is no vendored file (it was a 500 naming Node's require).
+    const vendored = Object.hasOwn(VENDORED, file) ? VENDORED[file] : undefined;
     const path = vendored ? createRequire(import.meta.url).resolve(vendored) : join(DASHBOARD_DIR, file);
     if (!existsSync(path)) throw new ApexError("APEX_E_NOT_FOUND", `No such file: ${file}.`);
     const type = file.endsWith(".html") ? "text/html; charset=utf-8" : file.endsWith(".js") ? "text/javascript; charset=utf-8" : file.endsWith(".css") ? "text/css; charset=utf-8" : "application/octet-stream";
@@ -840,6 +869,15 @@ class Gate {
     });
   }
 
+  /** A session a call names (`params.session`): absent, `current` or the grant's own session passes; any other is APEX_E_FORBIDDEN. */
+  async requireOwnSession(sessionId: string, method: string, ref: unknown): Promise<void> {
+    if (ref === undefined || ref === null || ref === "" || ref === sessionId || ref === "current") return;
+    if (typeof ref === "string" && (await this.resolveSession(ref)) === sessionId) return;
+    throw new ApexError("APEX_E_FORBIDDEN", `${method} through this grant acts on session ${sessionId}, not on ${JSON.stringify(ref)}. Nothing was done.`, {
+      hint: "Name this session (or `current`), or use a token of that session: apex --remote HOST/SESSION.",
+    });
+  }
+
   /**
    * The session a URL names: an id as it is; a branch's name or a unique id prefix resolved, as
    * everywhere else; anything else as written (its token then fails like any other).
@@ -1026,7 +1064,7 @@ function checkStreamParams(method: string, params: unknown): void {
   if (params === null || typeof params !== "object" || Array.isArray(params)) throw bad("the parameters must be a JSON object");
   const kinds = STREAM_PARAMS[method as keyof typeof STREAM_PARAMS];
   for (const [name, value] of Object.entries(params)) {
-    const kind = kinds[name];
+    const kind = Object.hasOwn(kinds, name) ? kinds[name] : undefined; // `constructor`, `toString`: not parameters either
     if (kind === undefined || value === undefined || value === null) continue; // others are not read
     if (kind === "string" ? typeof value !== "string" : !(Number.isSafeInteger(value) && (value as number) >= 0)) {
       throw bad(`${name} must be ${kind === "string" ? "a string" : "a whole number, 0 or more"}`);

@@ -509,6 +509,11 @@
       $("notice").textContent = payload.message;
       return;
     }
+    // An event this role is not shown (a share, to a viewer): only its seq, so the page knows it is not behind.
+    if (kind === "events.skipped") {
+      if (typeof payload.seq === "number" && (state.lastSeq === null || payload.seq > state.lastSeq)) state.lastSeq = payload.seq;
+      return;
+    }
     if (kind !== "events.subscribe") return;
     if (typeof payload.seq === "number" && state.lastSeq !== null && payload.seq <= state.lastSeq) return; // shown already
     if (STREAM_DOWN.test($("notice").textContent)) $("notice").textContent = "";

@@ -1,0 +1,12 @@
+import { readFileSync } from "node:fs";
+await import("@langchain/langgraph-checkpoint");
+const t0 = performance.now();
+const { ApexSaver } = await import("/work/main/dist/integrations/langgraph/index.js");
+const saver = new ApexSaver({ project: process.argv[2] });
+const t1 = performance.now();
+const tuple = await saver.getTuple(JSON.parse(readFileSync(process.argv[2] + "/config.json", "utf8")));
+const t2 = performance.now();
+const again = await saver.getTuple(JSON.parse(readFileSync(process.argv[2] + "/config.json", "utf8")));
+const t3 = performance.now();
+console.log(JSON.stringify({ import: t1 - t0, first: t2 - t1, warm: t3 - t2, n: Object.keys(tuple.checkpoint.channel_values).length }));
+process.exit(0);
