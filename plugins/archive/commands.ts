@@ -244,6 +244,8 @@ async function alreadyImported(context: CommandContext, file: string, settings: 
   const sessionId = content.manifest.session_id;
   try {
     const collected = collectSession(store, sessionId, { kind: content.manifest.kind, createdAt: content.manifest.created_at });
+    // A session running here is not what importing its bundle writes (an ended one): refused, as it was.
+    if (collected.location.state !== "ended") return undefined;
     if (!sameSession(content, collected) && !alreadyInstalled(store, content, { records: collected.input.records, checkpoints: collected.checkpoints }, { source: file, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) })) return undefined;
   } catch {
     return undefined; // not readable as a whole: the refusal stands
