@@ -29,7 +29,7 @@ export async function openMemoryWriter(location: ProjectLocation): Promise<Memor
     // More than the supervisor takes in one request: what to do depends on what was sent (a value cannot be imported in parts).
     if (client.via !== "socket" || !isApexError(error) || error.code !== "APEX_E_TOO_LARGE" || !/^The request is larger/.test(error.message)) throw error;
     const hint = method === "memory.set"
-      ? "One value goes in one request: split it across several paths (/big/part-1, /big/part-2, …), or set it with no session running (`apex stop`): then the store is written directly."
+      ? "Split it across several paths (/big/part-1, /big/part-2, …): a memory value may be at most 256 MiB of JSON."
       : method === "memory.import" ? "Import it in parts (several smaller files: `apex memory export GLOB` writes a part), or with no session running (`apex stop`): then the store is written directly." : error.hint;
     throw new ApexError(error.code, error.message, { ...(hint ? { hint } : {}), ...(error.details ? { details: error.details } : {}) });
   });
