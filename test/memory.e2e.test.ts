@@ -408,6 +408,29 @@ describe("apex memory set through a running supervisor", () => {
     expect(project.status().session?.status).toBe("active");
   });
 
+  it("a write the supervisor does not answer in time says it was sent and may still land, and how to check (text and --json)", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    project.start();
+    const pid = (project.status().session as { supervisor: { pid: number } }).supervisor.pid;
+    process.kill(pid, "SIGSTOP");
+    try {
+      // It said only that the supervisor did not answer: a rerun could undo (delete) or redo (import) what then landed.
+      const set = project.apex(["memory", "set", "/notes/late", "1", "--json"]);
+      expect(set.status, set.stderr).toBe(1);
+      const error = JSON.parse(set.stderr).error;
+      expect(error).toMatchObject({ code: "APEX_E_TIMEOUT", details: { sent: true, may_still_land: true, path: "/notes/late", check: "apex memory show /notes/late" } });
+      expect(error.message).toMatch(/The write of \/notes\/late was sent and may still land\.$/);
+      expect(error.hint).toMatch(/^Check with `apex memory show \/notes\/late` before writing it again\./);
+      const text = project.apex(["memory", "delete", "/notes/a b"]);
+      expect(text.status).toBe(1);
+      expect(text.stderr).toContain("The delete of /notes/a b was sent and may still land.\n  hint: Check with `apex memory show '/notes/a b'` before writing it again.");
+    } finally {
+      process.kill(pid, "SIGCONT");
+    }
+    // It was sent: once the supervisor goes on, it lands.
+    expect(project.apex(["memory", "show", "/notes/late"]).stdout).toBe("1\n");
+  }, 30_000);
+
   it("a value one byte over 256 MiB of JSON is APEX_E_TOO_LARGE (exit 2) naming its size and the limit, the same through the supervisor, its socket and with no session; nothing is written", async () => {
     project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
     project.start();
