@@ -494,6 +494,26 @@ describe("apex session export / import", () => {
     expect(existsSync(file)).toBe(true); // import never removes the file
   });
 
+  it("unarchive of another project's archive that is back already (unarchive --keep, or killed before removing it) says so, as of this project's own", async () => {
+    const source = project("source");
+    const target = project("target");
+    await threeSessions(source);
+    expect(apexIn(source)("session", "archive", "s-recent").status).toBe(0);
+    mkdirSync(join(target, ".apex", "backups"), { recursive: true });
+    writeFileSync(join(target, ".apex", "backups", "s-recent.apexbundle"), readFileSync(join(source, ".apex", "backups", "s-recent.apexbundle")));
+    await withStore(target, (store) => store.set("/projects/config", { project_id: "p-target" }));
+    const first = apexIn(target)("session", "unarchive", "s-recent", "--keep", "--json");
+    expect(first.status, first.stderr).toBe(0);
+    expect(json(first)).toMatchObject({ already_back: false });
+    const revision = await withStore(target, (store) => store.revision());
+    // It was refused (exit 4, "already has an ended session"): the record here has the "imported"
+    // event another project's session gets, which the archive has not.
+    const again = apexIn(target)("session", "unarchive", "s-recent", "--json");
+    expect(again.status, again.stderr).toBe(0);
+    expect(json(again)).toMatchObject({ session_id: "s-recent", already_back: true, bundle_removed: true });
+    await withStore(target, (store) => expect(store.revision()).toBe(revision));
+  });
+
   it("a live session comes in as an ended (stopped) one with the same checkpoints", async () => {
     const source = project("source");
     const target = project("target");

@@ -159,7 +159,10 @@ async function alreadyBack(context: CommandContext, file: string, settings: Arch
   const store = await context.store();
   const sessionId = content.manifest.session_id;
   try {
-    if (!sameSession(content, collectSession(store, sessionId, { kind: "archive", createdAt: content.manifest.created_at }))) return undefined;
+    const collected = collectSession(store, sessionId, { kind: "archive", createdAt: content.manifest.created_at });
+    // As the archive holds it, or as installing it wrote it (with the "imported" event a project without an id adds).
+    const installed = () => alreadyInstalled(store, content, { records: collected.input.records, checkpoints: collected.checkpoints }, { source: file, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) });
+    if (!sameSession(content, collected) && !installed()) return undefined;
   } catch {
     return undefined; // not readable as a whole: the refusal stands
   }
