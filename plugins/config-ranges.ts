@@ -9,7 +9,7 @@ import { isPair, isScalar, isSeq, visit } from "yaml";
 import { formatPath, positionAtOffset, positionOf, type PathSegment } from "../core/config/source.js";
 import type { ConfigIssue, ConfigSource } from "../core/config/types.js";
 import type { ProjectLocation } from "../core/config/locate.js";
-import { realpathSync } from "node:fs";
+import { realpathSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 
 /**
@@ -121,11 +121,26 @@ function backupLocationProblem(value: string, location: ProjectLocation): string
   const target = realPath(isAbsolute(value) ? value : resolve(location.projectDir, value));
   const store = realPath(location.storeDir);
   const shown = `(got ${JSON.stringify(value)}, which is ${target})`;
+  const file = nearestExisting(target);
+  if (file !== undefined && !statSync(file).isDirectory()) return `${file === target ? "is" : `lies under ${file}, which is`} a file, not a directory ${shown}: backups and archives could not be written there.`;
   if (target === store) return `is the store directory ${store} itself ${shown}: backups and archives would lie among the store's own files. Use a directory of its own, such as .apex/backups.`;
   if (!target.startsWith(store + sep)) return undefined;
   const [first = ""] = relative(store, target).split(sep);
   if (!STORE_DIR_ENTRIES.includes(first) && !first.startsWith("salvage-")) return undefined;
   return `lies in ${join(store, first)}, which APEX keeps in the store directory for itself ${shown}. Use a directory of its own, such as .apex/backups.`;
+}
+
+/** `path`, or its nearest ancestor that exists (undefined if none can be looked at). */
+function nearestExisting(path: string): string | undefined {
+  for (let at = path; ; at = dirname(at)) {
+    try {
+      statSync(at);
+      return at;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT" && (error as NodeJS.ErrnoException).code !== "ENOTDIR") return undefined;
+      if (dirname(at) === at) return undefined;
+    }
+  }
 }
 
 /** The path with its symbolic links resolved; a part that does not exist yet is appended as written. */

@@ -1199,12 +1199,15 @@ describe("apex config (end to end, built CLI)", () => {
       ["store-link", "is the store directory"],
       ["store-link/logs/old", "lies in"],
       [".apex/run", "lies in"],
+      // A file (or a path under one): backups failed as the archive plugin's ENOTDIR, "report it to its author".
+      ["apex.config.yaml", "is a file, not a directory"],
+      ["apex.config.yaml/sub", "lies under"],
     ]) {
       writeFileSync(join(dir, "apex.config.yaml"), `# backups\nsession:\n  backup_location: ${value}\n`);
       const validate = apex(["config", "validate", "--json"]);
       expect(validate.status, value).toBe(2);
       expect(JSON.parse(validate.stdout).errors).toEqual([expect.objectContaining({ file: "apex.config.yaml", line: 3, path: "session.backup_location", message: expect.stringContaining(message) })]);
-      if (value !== ".apex" && value !== "store-link") continue;
+      if (value !== ".apex" && value !== "store-link" && value !== "apex.config.yaml") continue;
       const backup = apex(["backup"]);
       expect(backup.status, value).toBe(2);
       expect(backup.stderr).toMatch(/^error\[APEX_E_CONFIG\]: apex\.config\.yaml:3:\d+: session\.backup_location: /);
@@ -1215,6 +1218,10 @@ describe("apex config (end to end, built CLI)", () => {
       writeFileSync(join(dir, "apex.config.yaml"), `session:\n  backup_location: ${value}\n`);
       expect(apex(["config", "validate"]).status, value).toBe(0);
     }
+    // So is `backup --to` under a file: a usage error, not the plugin's failure.
+    const under = apex(["backup", "--to", "apex.config.yaml/x", "--json"]);
+    expect(under.status).toBe(2);
+    expect(JSON.parse(under.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `Cannot create the directory ${join(dir, "apex.config.yaml", "x")}: a part of the path is not a directory (ENOTDIR).` });
   });
 
   it("a direct write refuses an unknown plugin name (did-you-mean) or a missing plugin file, and creates no store", () => {
