@@ -101,7 +101,7 @@ export async function setMemory(location: ProjectLocation, path: string, json: s
   checkPath(path);
   // A leading byte order mark (an editor's) is dropped, as import drops it.
   const value = parseJsonValue(json === "-" ? readUtf8Input(0, "stdin").replace(/^\uFEFF/, "") : json, path);
-  await checkOwned("memory set", [path], { force });
+  await checkOwned("memory set", [path], { force, value });
   const writer = await openWriter(location);
   try {
     const { revision } = await writer.set(path, value, force);
@@ -153,7 +153,7 @@ export async function importMemory(location: ProjectLocation, file: string, asJs
  * Refuses a write to paths APEX owns before the store is opened (the session's writer checks
  * again: plugins/owned-paths.ts is the one rule); with --force, warns on stderr instead.
  */
-async function checkOwned(command: string, paths: string[], options: { recursive?: boolean; force: boolean }): Promise<void> {
+async function checkOwned(command: string, paths: string[], options: { recursive?: boolean; force: boolean; value?: unknown }): Promise<void> {
   const { checkOwnedWrite, forcedWarning } = await import("../plugins/owned-paths.js");
   const forced = checkOwnedWrite(command, paths, options);
   // Through `apex serve` such a write is refused whatever --force says (the server decides): no warning that it writes.

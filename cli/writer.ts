@@ -26,10 +26,11 @@ export async function openMemoryWriter(location: ProjectLocation): Promise<Memor
   }
   const actor = currentActor();
   const call = (method: string, params: Record<string, unknown>) => client.call(method, { ...params, actor }, 120_000).catch((error: unknown) => {
+    if (client.via === "socket" && isApexError(error) && error.code === "APEX_E_TIMEOUT") throw mayStillLand(error, method, params);
     // More than the supervisor takes in one request: what to do depends on what was sent (a value cannot be imported in parts).
     if (client.via !== "socket" || !isApexError(error) || error.code !== "APEX_E_TOO_LARGE" || !/^The request is larger/.test(error.message)) throw error;
     const hint = method === "memory.set"
-      ? "One value goes in one request: split it across several paths (/big/part-1, /big/part-2, …), or set it with no session running (`apex stop`): then the store is written directly."
+      ? "Split it across several paths (/big/part-1, /big/part-2, …): a memory value may be at most 256 MiB of JSON."
       : method === "memory.import" ? "Import it in parts (several smaller files: `apex memory export GLOB` writes a part), or with no session running (`apex stop`): then the store is written directly." : error.hint;
     throw new ApexError(error.code, error.message, { ...(hint ? { hint } : {}), ...(error.details ? { details: error.details } : {}) });
   });
@@ -71,5 +72,22 @@ async function refuseAnotherSessionsMemory(store: Store): Promise<void> {
   throw new ApexError("APEX_E_SESSION_STATE", `Session ${label(record.session_id)} does not hold the project's memory (${label(owner)} does: it ran last in the project's tree), so this write would go into ${label(owner)}'s memory, not into ${label(record.session_id)}'s. Nothing was written.`, {
     hint: `Continue it first (apex start --continue ${label(record.session_id)}: its memory is its latest checkpoint's), then write; or write to ${label(owner)} without --session.`,
     details: { session_id: record.session_id, memory_of: owner },
+  });
+}
+
+/**
+ * A write the supervisor did not answer in time (busy past the bound, or stopped) was sent: it
+ * may still be carried out. The timeout said only that it timed out, and a rerun could then
+ * write twice (an import) or undo what landed meanwhile; it now says so, and how to look.
+ */
+function mayStillLand(error: ApexError, method: string, params: Record<string, unknown>): ApexError {
+  const entries = Array.isArray(params.entries) ? (params.entries as Entry[]) : [];
+  const path = typeof params.path === "string" ? params.path : entries[0]?.path;
+  const what = method === "memory.delete" ? `the delete of ${path}` : method === "memory.import" ? `the import of ${entries.length} entr${entries.length === 1 ? "y" : "ies"}` : `the write of ${path}`;
+  const quoted = path !== undefined && !/^[\w/.@%+=:,-]+$/.test(path) ? `'${path.replace(/'/g, "'\\''")}'` : path;
+  const check = path === undefined ? "apex memory query '/**' --keys" : `apex memory show ${quoted}`;
+  return new ApexError(error.code, `${error.message} ${what[0]!.toUpperCase()}${what.slice(1)} was sent and may still land.`, {
+    hint: `Check with \`${check}\` before writing it again. ${error.hint ?? ""}`.trim(),
+    details: { ...error.details, sent: true, may_still_land: true, ...(path === undefined ? {} : { path }), check },
   });
 }

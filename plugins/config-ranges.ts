@@ -8,6 +8,9 @@ import { isDuration, parseDuration } from "../core/config/duration.js";
 import { isPair, isScalar, isSeq, visit } from "yaml";
 import { formatPath, positionAtOffset, positionOf, type PathSegment } from "../core/config/source.js";
 import type { ConfigIssue, ConfigSource } from "../core/config/types.js";
+import type { ProjectLocation } from "../core/config/locate.js";
+import { realpathSync, statSync } from "node:fs";
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 
 /**
  * The longest timer Node.js keeps: 2^31 − 1 ms, about 24.8 days. A longer delay is not an error
@@ -29,11 +32,11 @@ export function timerProblem(value: unknown): string | undefined {
 const GZIP_MAX_LEVEL = 9;
 
 /** The document's schema issues with the range issues among them, in document order. */
-export function withRanges(checked: { data: Record<string, unknown>; source: ConfigSource; issues: ConfigIssue[] }): ConfigIssue[] {
+export function withRanges(checked: { data: Record<string, unknown>; source: ConfigSource; issues: ConfigIssue[] }, location?: ProjectLocation): ConfigIssue[] {
   const underflows = numbersReadAsZero(checked.source);
   // A schema issue of such a number ("got 0") is about the 0 the user did not write: its own issue says what happened.
   const schema = checked.issues.filter((issue) => !underflows.some((underflow) => underflow.path === issue.path));
-  return [...schema, ...underflows, ...checkRanges(checked.data, checked.source)].sort((a, b) => a.line - b.line || a.col - b.col);
+  return [...schema, ...underflows, ...checkRanges(checked.data, checked.source, location)].sort((a, b) => a.line - b.line || a.col - b.col);
 }
 
 /**
@@ -64,7 +67,7 @@ function numbersReadAsZero(source: ConfigSource): ConfigIssue[] {
   return issues;
 }
 
-export function checkRanges(data: Record<string, unknown>, source: ConfigSource): ConfigIssue[] {
+export function checkRanges(data: Record<string, unknown>, source: ConfigSource, location?: ProjectLocation): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const at = (path: PathSegment[], message: string, expected: string) => issues.push({ ...positionOf(source, path), path: formatPath(path), message, expected });
   const timer = (path: PathSegment[], value: unknown, off = "") => {
@@ -78,6 +81,9 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource)
   // YAML and APEX expand no "~": "~/backups" made a directory named "~" in the project.
   if (typeof session.backup_location === "string" && /^~(\/|$)/.test(session.backup_location)) {
     at(["session", "backup_location"], `"~" is not expanded (got ${JSON.stringify(session.backup_location)}): write the absolute path, or a path relative to the project directory.`, "an absolute path or one relative to the project directory");
+  } else if (typeof session.backup_location === "string" && location) {
+    const problem = backupLocationProblem(session.backup_location, location);
+    if (problem) at(["session", "backup_location"], problem, "a directory of its own: outside the store directory, or a new one inside it such as .apex/backups");
   }
   const agents = mapping(data.agents);
   for (const [name, agent] of Object.entries(agents)) {
@@ -99,6 +105,52 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource)
     }
   }
   return issues;
+}
+
+/** What APEX keeps in the store directory itself: a backup location must not be (in) one of them. */
+const STORE_DIR_ENTRIES = ["logs", "run", "bin", "workspace", "store.mdb", "store.mdb-lock", "supervisor.json", "supervisor.log", "supervisor.sock", "serve.json"];
+
+/**
+ * `backup_location: .apex` put bundles and store-<time> copies among the store's own files, where
+ * a backup's sweep of interrupted copies and the store's cleanups look (and `.apex/logs` among an
+ * agent's logs, which retention removes): the store directory itself, however spelled (`..`, a
+ * symlink to it), and APEX's own entries in it are refused. A directory of its own inside it, as
+ * the default `.apex/backups`, is fine.
+ */
+function backupLocationProblem(value: string, location: ProjectLocation): string | undefined {
+  const target = realPath(isAbsolute(value) ? value : resolve(location.projectDir, value));
+  const store = realPath(location.storeDir);
+  const shown = `(got ${JSON.stringify(value)}, which is ${target})`;
+  const file = nearestExisting(target);
+  if (file !== undefined && !statSync(file).isDirectory()) return `${file === target ? "is" : `lies under ${file}, which is`} a file, not a directory ${shown}: backups and archives could not be written there.`;
+  if (target === store) return `is the store directory ${store} itself ${shown}: backups and archives would lie among the store's own files. Use a directory of its own, such as .apex/backups.`;
+  if (!target.startsWith(store + sep)) return undefined;
+  const [first = ""] = relative(store, target).split(sep);
+  if (!STORE_DIR_ENTRIES.includes(first) && !first.startsWith("salvage-")) return undefined;
+  return `lies in ${join(store, first)}, which APEX keeps in the store directory for itself ${shown}. Use a directory of its own, such as .apex/backups.`;
+}
+
+/** `path`, or its nearest ancestor that exists (undefined if none can be looked at). */
+function nearestExisting(path: string): string | undefined {
+  for (let at = path; ; at = dirname(at)) {
+    try {
+      statSync(at);
+      return at;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT" && (error as NodeJS.ErrnoException).code !== "ENOTDIR") return undefined;
+      if (dirname(at) === at) return undefined;
+    }
+  }
+}
+
+/** The path with its symbolic links resolved; a part that does not exist yet is appended as written. */
+function realPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    const parent = dirname(path);
+    return parent === path ? path : join(realPath(parent), basename(path));
+  }
 }
 
 function mapping(value: unknown): Record<string, unknown> {

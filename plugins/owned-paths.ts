@@ -94,7 +94,8 @@ export function ownedPaths(paths: readonly string[], recursive = false): OwnedPa
  * anything is written, unless `force` (an operator's repair: `--force`); returns the owned
  * paths written anyway then. `command` names the write for people: "memory set".
  */
-export function checkOwnedWrite(command: string, paths: readonly string[], options: { recursive?: boolean; force?: boolean } = {}): OwnedPath[] {
+export function checkOwnedWrite(command: string, paths: readonly string[], options: { recursive?: boolean; force?: boolean; value?: unknown } = {}): OwnedPath[] {
+  if (command === "memory set" && options.value !== undefined) checkValueSize(paths[0] ?? "", options.value);
   const owned = ownedPaths(paths, options.recursive === true);
   if (owned.length === 0 || options.force === true) return owned;
   const [first] = owned;
@@ -115,4 +116,31 @@ export function forcedWarning(command: string, owned: readonly OwnedPath[]): str
   const [first] = owned;
   const more = owned.length > 1 ? ` and ${owned.length - 1} more of APEX's paths` : "";
   return `${command} --force writes ${first!.path} (${first!.owner})${more}, which APEX owns; a record it cannot read can break later commands.`;
+}
+
+/**
+ * The largest memory value: 256 MiB of JSON, counted as the UTF-8 bytes of its compact JSON text
+ * (what is sent and stored), whether written directly, through a session's supervisor or
+ * through `apex serve`. The supervisor's socket took up to a read's chunk (~64 KiB) more, and
+ * with no session running there was no limit; a value of 256 MiB and 20 KB was kept one way
+ * and would be refused the other.
+ */
+export const MAX_VALUE_BYTES = 256 * 1024 * 1024;
+
+/** Refuses (APEX_E_TOO_LARGE, exit 2) a memory value larger than MAX_VALUE_BYTES, naming its size and the limit. */
+export function checkValueSize(path: string, value: unknown): void {
+  let bytes: number | undefined;
+  try {
+    const text = JSON.stringify(value);
+    if (text === undefined || text.length * 3 <= MAX_VALUE_BYTES) return; // not JSON (the store says so), or small whatever its characters
+    bytes = Buffer.byteLength(text);
+    if (bytes <= MAX_VALUE_BYTES) return;
+  } catch (error) {
+    if (!(error instanceof RangeError) || !/string length/i.test(error.message)) return; // too deep: the store says so
+  }
+  const size = bytes === undefined ? "longer than a string can be" : `${bytes} bytes of JSON`;
+  throw new ApexError("APEX_E_TOO_LARGE", `The value for ${path} is ${size}; a memory value may be at most ${MAX_VALUE_BYTES} bytes (256 MiB) of JSON. Nothing was written.`, {
+    hint: "Split it across several paths (/big/part-1, /big/part-2, …).",
+    details: { path, ...(bytes === undefined ? {} : { bytes }), limit_bytes: MAX_VALUE_BYTES },
+  });
 }

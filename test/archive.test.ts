@@ -437,7 +437,7 @@ describe("apex session archive / unarchive", () => {
 });
 
 describe("apex session export / import", () => {
-  it("round-trips a session into a fresh project; importing it twice is refused", async () => {
+  it("round-trips a session into a fresh project; importing it twice is a no-op saying so, over a session changed since refused", async () => {
     const source = project("source");
     const target = project("target");
     const before = await threeSessions(source);
@@ -474,13 +474,50 @@ describe("apex session export / import", () => {
       return store.revision();
     });
 
+    // The same bundle again (a script's rerun) is a no-op that says so: it exited 4, "refusing to import
+    // the bundle over it", as if some other session were in the way.
+    expect(json(imported).already_imported).toBe(false);
     const twice = apexIn(target)("session", "import", file, "--json");
-    expect(twice.status).toBe(4);
-    expect(errorOf(twice).code).toBe("APEX_E_SESSION_EXISTS");
-    // Its hint named a command there is not ("archive or delete that session first").
-    expect(JSON.parse(twice.stderr).error.hint).toBe("Nothing was written. To replace it by the bundle's, archive it first (`apex session archive s-recent`); or import into another project.");
+    expect(twice.stderr).toBe("");
+    expect(twice.status).toBe(0);
+    expect(json(twice)).toMatchObject({ session_id: "s-recent", checkpoints: 3, already_imported: true, objects: { written: 0 }, revision });
+    const text = apexIn(target)("session", "import", file);
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stdout).toBe(`Session s-recent is already here as ${file} holds it (imported before, or exported from this project and unchanged since); nothing written.\n`);
     await withStore(target, (store) => expect(store.revision()).toBe(revision));
+    // The session as exported, in the project it came from (unchanged since): here already, the same.
+    expect(json(apexIn(source)("session", "import", file, "--json"))).toMatchObject({ already_imported: true });
+    await withStore(source, (store) => expect(store.revision()).toBe(before.revision));
+
+    // Once the session changed here, the bundle is no repeat: refused, saying it differs.
+    await withStore(target, (store) => store.set("/sessions/s-recent/tasks/t-9999", { title: "added here" }));
+    const changed = apexIn(target)("session", "import", file, "--json");
+    expect(changed.status).toBe(4);
+    expect(errorOf(changed)).toMatchObject({ code: "APEX_E_SESSION_EXISTS", details: { session_id: "s-recent", identical: false } });
+    expect(errorOf(changed).message).toBe("This project already has an ended session s-recent, not as this bundle holds it (it changed since, or the bundle is of another time); refusing to import the bundle over it.");
+    // Its hint named a command there is not ("archive or delete that session first").
+    expect(JSON.parse(changed.stderr).error.hint).toBe("Nothing was written. To replace it by the bundle's, archive it first (`apex session archive s-recent`); or import into another project.");
     expect(existsSync(file)).toBe(true); // import never removes the file
+  });
+
+  it("unarchive of another project's archive that is back already (unarchive --keep, or killed before removing it) says so, as of this project's own", async () => {
+    const source = project("source");
+    const target = project("target");
+    await threeSessions(source);
+    expect(apexIn(source)("session", "archive", "s-recent").status).toBe(0);
+    mkdirSync(join(target, ".apex", "backups"), { recursive: true });
+    writeFileSync(join(target, ".apex", "backups", "s-recent.apexbundle"), readFileSync(join(source, ".apex", "backups", "s-recent.apexbundle")));
+    await withStore(target, (store) => store.set("/projects/config", { project_id: "p-target" }));
+    const first = apexIn(target)("session", "unarchive", "s-recent", "--keep", "--json");
+    expect(first.status, first.stderr).toBe(0);
+    expect(json(first)).toMatchObject({ already_back: false });
+    const revision = await withStore(target, (store) => store.revision());
+    // It was refused (exit 4, "already has an ended session"): the record here has the "imported"
+    // event another project's session gets, which the archive has not.
+    const again = apexIn(target)("session", "unarchive", "s-recent", "--json");
+    expect(again.status, again.stderr).toBe(0);
+    expect(json(again)).toMatchObject({ session_id: "s-recent", already_back: true, bundle_removed: true });
+    await withStore(target, (store) => expect(store.revision()).toBe(revision));
   });
 
   it("a live session comes in as an ended (stopped) one with the same checkpoints", async () => {

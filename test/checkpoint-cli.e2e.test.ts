@@ -127,11 +127,14 @@ describe("apex checkpoint", () => {
     ok(["memory", "set", "/notes/plan", '{"step": 2}']);
     ok(["memory", "set", "/notes/extra", "true"]);
     ok(["task", "done", "t-0001"]);
-    expect(ok(["checkpoint", "create", "after the refactoring"])).toContain("Created checkpoint-004");
+    // -m gives the description, as git commit -m does (there was no such option: "unknown option '-m'").
+    expect(ok(["checkpoint", "create", "-m", "after the refactoring"])).toContain("Created checkpoint-004");
+    expect(fails(["checkpoint", "create", "one", "-m", "two", "--json"], 2).stderr).toContain('"code":"APEX_E_USAGE","message":"Give the description once: as the argument (\\"one\\") or with -m (\\"two\\"), not both."');
 
     const all = list();
     expect(all).toMatchObject({ session_id: ready.session_id, total: 4 });
     expect(all.items.map((item) => item.name)).toEqual(["checkpoint-004", "checkpoint-003", "checkpoint-002", "checkpoint-001"]);
+    expect(all.items[0]).toMatchObject({ trigger: "manual", description: "after the refactoring" });
     expect(list(["--oldest", "--limit", "1", "--offset", "2"]).items.map((item) => item.name)).toEqual(["checkpoint-003"]);
     const text = ok(["checkpoint", "list", "--limit", "2"]);
     expect(text).toMatch(/checkpoint-003 +[0-9a-f]{8} +\S+ +manual +pinned +Before major refactoring/);

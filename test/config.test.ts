@@ -1188,6 +1188,42 @@ describe("apex config (end to end, built CLI)", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("backup_location naming the store directory (however spelled, through a symlink) or APEX's own directory in it is a config error with its line; .apex/backups is fine", () => {
+    // Before, `backup_location: .apex` was taken: `apex backup` wrote store-<time>/ and archives their bundles among the store's own files.
+    expect(apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
+    symlinkSync(".apex", join(dir, "store-link"));
+    for (const [value, message] of [
+      [".apex", "is the store directory"],
+      ["./.apex/", "is the store directory"],
+      ["x/../.apex", "is the store directory"],
+      ["store-link", "is the store directory"],
+      ["store-link/logs/old", "lies in"],
+      [".apex/run", "lies in"],
+      // A file (or a path under one): backups failed as the archive plugin's ENOTDIR, "report it to its author".
+      ["apex.config.yaml", "is a file, not a directory"],
+      ["apex.config.yaml/sub", "lies under"],
+    ]) {
+      writeFileSync(join(dir, "apex.config.yaml"), `# backups\nsession:\n  backup_location: ${value}\n`);
+      const validate = apex(["config", "validate", "--json"]);
+      expect(validate.status, value).toBe(2);
+      expect(JSON.parse(validate.stdout).errors).toEqual([expect.objectContaining({ file: "apex.config.yaml", line: 3, path: "session.backup_location", message: expect.stringContaining(message) })]);
+      if (value !== ".apex" && value !== "store-link" && value !== "apex.config.yaml") continue;
+      const backup = apex(["backup"]);
+      expect(backup.status, value).toBe(2);
+      expect(backup.stderr).toMatch(/^error\[APEX_E_CONFIG\]: apex\.config\.yaml:3:\d+: session\.backup_location: /);
+      expect(backup.stdout).toBe("");
+      expect(readdirSync(join(dir, ".apex")).filter((name) => name.startsWith("store-"))).toEqual([]);
+    }
+    for (const value of [".apex/backups", "backups", "."]) {
+      writeFileSync(join(dir, "apex.config.yaml"), `session:\n  backup_location: ${value}\n`);
+      expect(apex(["config", "validate"]).status, value).toBe(0);
+    }
+    // So is `backup --to` under a file: a usage error, not the plugin's failure.
+    const under = apex(["backup", "--to", "apex.config.yaml/x", "--json"]);
+    expect(under.status).toBe(2);
+    expect(JSON.parse(under.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `Cannot create the directory ${join(dir, "apex.config.yaml", "x")}: a part of the path is not a directory (ENOTDIR).` });
+  });
+
   it("a direct write refuses an unknown plugin name (did-you-mean) or a missing plugin file, and creates no store", () => {
     writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  retension: {}\n");
     const unknown = apex(["memory", "set", "/notes/a", "1"]);

@@ -1,4 +1,5 @@
-import { closeSync, existsSync, openSync, truncateSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -407,24 +408,75 @@ describe("apex memory set through a running supervisor", () => {
     expect(project.status().session?.status).toBe("active");
   });
 
-  it("a value over the 256 MiB a request carries is APEX_E_TOO_LARGE (exit 2) with a hint that fits one value (it said to import in parts), and nothing is written", () => {
+  it("a write the supervisor does not answer in time says it was sent and may still land, and how to check (text and --json)", () => {
+    project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
+    project.start();
+    const pid = (project.status().session as { supervisor: { pid: number } }).supervisor.pid;
+    process.kill(pid, "SIGSTOP");
+    try {
+      // It said only that the supervisor did not answer: a rerun could undo (delete) or redo (import) what then landed.
+      const set = project.apex(["memory", "set", "/notes/late", "1", "--json"]);
+      expect(set.status, set.stderr).toBe(1);
+      const error = JSON.parse(set.stderr).error;
+      expect(error).toMatchObject({ code: "APEX_E_TIMEOUT", details: { sent: true, may_still_land: true, path: "/notes/late", check: "apex memory show /notes/late" } });
+      expect(error.message).toMatch(/The write of \/notes\/late was sent and may still land\.$/);
+      expect(error.hint).toMatch(/^Check with `apex memory show \/notes\/late` before writing it again\./);
+      const text = project.apex(["memory", "delete", "/notes/a b"]);
+      expect(text.status).toBe(1);
+      expect(text.stderr).toContain("The delete of /notes/a b was sent and may still land.\n  hint: Check with `apex memory show '/notes/a b'` before writing it again.");
+    } finally {
+      process.kill(pid, "SIGCONT");
+    }
+    // It was sent: once the supervisor goes on, it lands.
+    expect(project.apex(["memory", "show", "/notes/late"]).stdout).toBe("1\n");
+  }, 30_000);
+
+  it("a value one byte over 256 MiB of JSON is APEX_E_TOO_LARGE (exit 2) naming its size and the limit, the same through the supervisor, its socket and with no session; nothing is written", async () => {
     project = new Project(shellAgents({ idle: "while true; do sleep 0.5; done" }));
     project.start();
     const file = join(project.dir, "big.json");
-    writeFileSync(file, `"${"x".repeat(257 * 1024 * 1024)}"`);
-    const input = openSync(file, "r");
+    const limit = 256 * 1024 * 1024;
+    writeFileSync(file, `"${"x".repeat(limit - 1)}"`); // limit + 1 bytes of JSON
+    const message = `The value for /big is ${limit + 1} bytes of JSON; a memory value may be at most ${limit} bytes (256 MiB) of JSON. Nothing was written.`;
+    const setBig = () => {
+      const input = openSync(file, "r");
+      try {
+        return spawnSync(process.execPath, [APEX_BIN, "memory", "set", "/big", "-", "--json"], { cwd: project!.dir, env: cleanEnv(), stdio: [input, "pipe", "pipe"], encoding: "utf8", timeout: 60_000 });
+      } finally {
+        closeSync(input);
+      }
+    };
     try {
-      const result = spawnSync(process.execPath, [APEX_BIN, "memory", "set", "/big", "-", "--json"], { cwd: project.dir, env: cleanEnv(), stdio: [input, "pipe", "pipe"], encoding: "utf8", timeout: 60_000 });
+      const result = setBig();
       expect(result.status, result.stderr).toBe(2);
-      const error = JSON.parse(result.stderr).error;
-      expect(error).toMatchObject({ code: "APEX_E_TOO_LARGE", message: "The request is larger than the supervisor takes (256 MiB of JSON); nothing of it was done." });
-      expect(error.hint).toBe("One value goes in one request: split it across several paths (/big/part-1, /big/part-2, …), or set it with no session running (`apex stop`): then the store is written directly.");
+      expect(JSON.parse(result.stderr).error).toMatchObject({ code: "APEX_E_TOO_LARGE", message, details: { path: "/big", bytes: limit + 1, limit_bytes: limit } });
+      // A client of the socket other than the CLI: the supervisor took up to a read's chunk (~64 KiB) past the limit.
+      const reply = await new Promise<string>((resolve, reject) => {
+        const socket = connect(join(project!.dir, ".apex", "supervisor.sock"));
+        let text = "";
+        socket.setEncoding("utf8");
+        socket.on("data", (data) => {
+          text += data;
+          if (text.includes("\n")) socket.end();
+        });
+        socket.on("close", () => resolve(text));
+        socket.on("error", reject);
+        socket.write('{"id":1,"method":"memory.set","params":{"path":"/big","actor":"user:test","value":');
+        socket.write(readFileSync(file));
+        socket.write("}}\n");
+      });
+      expect(JSON.parse(reply).error).toMatchObject({ code: "APEX_E_TOO_LARGE", message });
+      expect(project.apex(["memory", "show", "/big"]).status).toBe(3);
+      expect(project.status().session?.status).toBe("active");
+      // With no session running, the store written directly: the same limit (there was none).
+      expect(project.apex(["stop"]).status).toBe(0);
+      const direct = setBig();
+      expect(direct.status, direct.stderr).toBe(2);
+      expect(JSON.parse(direct.stderr).error).toMatchObject({ code: "APEX_E_TOO_LARGE", message });
     } finally {
-      closeSync(input);
       truncateSync(file);
     }
     expect(project.apex(["memory", "show", "/big"]).status).toBe(3);
-    expect(project.status().session?.status).toBe("active");
   }, 90_000);
 });
 

@@ -61,6 +61,22 @@ describe("lineSplitter (the socket protocol's framing)", () => {
   });
 });
 
+describe("lineSplitter's limit", () => {
+  it("is exact: a line ending in the chunk that takes it past the limit is an overflow, one at the limit is a line", () => {
+    // The limit was checked only on what a chunk left unfinished: a line whose newline came in
+    // the chunk that passed it was taken, up to a chunk (~64 KiB on a socket) past the limit.
+    const limit = MAX_LINE_BYTES + 64 * 1024;
+    const chunk = "z".repeat(16 * 1024 * 1024);
+    for (const extra of [0, 1]) {
+      const { lines, split, overflows } = recorder();
+      for (let sent = 0; sent + chunk.length <= MAX_LINE_BYTES; sent += chunk.length) split(chunk);
+      split(`${"z".repeat(limit - MAX_LINE_BYTES + extra)}\n{"id":2}\n`);
+      expect(overflows(), `limit + ${extra}`).toBe(extra);
+      expect(lines.map((line) => line.length), `limit + ${extra}`).toEqual(extra ? [8] : [limit, 8]);
+    }
+  });
+});
+
 describe("callSupervisor (the socket's client)", () => {
   it("a caller stopped (SIGSTOP: `apex pause` of an agent) past its timeout takes the answer that came meanwhile, not APEX_E_TIMEOUT", async () => {
     const { dir, cleanup } = tempDir("apex-rpc-stopped-");

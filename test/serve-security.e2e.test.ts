@@ -231,7 +231,9 @@ describe("a server's refusals", () => {
     }
     const big = await requestAs(url, "/api/sessions/abc/rpc/memory.set", `127.0.0.1:${port}`, "POST", { body: JSON.stringify({ path: "/big", value: "x".repeat(1024 * 1024) }) });
     expect(big.status).toBe(413);
-    expect(big.body.error).toMatchObject({ code: "APEX_E_TOO_LARGE", message: "The request body is larger than this server takes: at most 1 MiB (1048576 bytes)." });
+    // The body's size is said beside the limit (it named only the limit).
+    const bytes = Buffer.byteLength(JSON.stringify({ path: "/big", value: "x".repeat(1024 * 1024) }));
+    expect(big.body.error).toMatchObject({ code: "APEX_E_TOO_LARGE", message: `The request body is ${bytes} bytes, more than this server takes: at most 1 MiB (1048576 bytes).`, details: { bytes, limit_bytes: 1048576 } });
     expect(big.body.error.hint).toContain("split a large value across several paths");
     expect(big.headers["x-content-type-options"]).toBe("nosniff");
   }, 60_000);

@@ -44,7 +44,7 @@ export async function loadConfig(location: ProjectLocation, options: LoadOptions
     const text = await readConfigText(location.configPath);
     const checked = checkDocument(text, location.configPath, options.cwd);
     // The schemas' issues and what they cannot say (a timer Node.js cannot keep, a gzip level past 9), in document order.
-    const issues = [...(await (await import("../../plugins/index.js")).builtinConfigChecks())(checked), ...interval.issues];
+    const issues = [...(await (await import("../../plugins/index.js")).builtinConfigChecks())(checked, location), ...interval.issues];
     if (issues.length > 0) throw configError(issues);
     input = {
       data: checked.data,

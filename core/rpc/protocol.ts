@@ -34,8 +34,9 @@ export interface RpcReply {
 /** How long a long call (a plugin command, a checkpoint) may go with no answer, output or heartbeat: 10 minutes, or APEX_PLUGIN_COMMAND_IDLE_MS (ms). */
 export const idleWindowMs = (): number => (Number(process.env.APEX_PLUGIN_COMMAND_IDLE_MS) > 0 ? Number(process.env.APEX_PLUGIN_COMMAND_IDLE_MS) : 600_000);
 
-/** Longest line either side accepts (a memory import travels in one request). */
+/** JSON one request or reply carries (a memory import travels in one request); a line may have 64 KiB more around it (LINE_LIMIT). */
 export const MAX_LINE_BYTES = 256 * 1024 * 1024;
+export const LINE_LIMIT = MAX_LINE_BYTES + 64 * 1024;
 
 /**
  * A request's JSON text, made before anything is sent (and outside any socket handler): a value
@@ -66,7 +67,7 @@ export function replyLine(reply: RpcReply): string {
   } catch (error) {
     if (!(error instanceof RangeError)) throw error;
   }
-  return line && line.length <= MAX_LINE_BYTES ? `${line}\n` : `${JSON.stringify({ id: reply.id, error: TOO_LARGE_REPLY })}\n`;
+  return line && line.length <= LINE_LIMIT ? `${line}\n` : `${JSON.stringify({ id: reply.id, error: TOO_LARGE_REPLY })}\n`;
 }
 
 /** What an answer too large for one reply is told (by the supervisor, or by the CLI reading one). */
@@ -119,21 +120,21 @@ export function lineSplitter(onLine: (line: string) => void, onOverflow: () => v
     let start = 0;
     let newline = chunk.indexOf("\n");
     while (newline >= 0) {
-      const piece = chunk.slice(start, newline);
-      if (parts.length > 0) {
-        parts.push(piece);
-        const line = parts.join("");
-        parts = [];
-        partsLength = 0;
-        emit(line);
-      } else emit(piece);
+      // The whole line is measured, its last piece too: a line ending in the chunk that passed the limit was taken.
+      const long = partsLength + newline - start > LINE_LIMIT;
+      const piece = long ? "" : chunk.slice(start, newline);
+      const line = parts.length > 0 ? parts.concat(piece).join("") : piece;
+      parts = [];
+      partsLength = 0;
+      if (long) onOverflow();
+      else emit(line);
       start = newline + 1;
       newline = chunk.indexOf("\n", start);
     }
     if (start < chunk.length) {
       parts.push(start === 0 ? chunk : chunk.slice(start));
       partsLength += chunk.length - start;
-      if (partsLength > MAX_LINE_BYTES) {
+      if (partsLength > LINE_LIMIT) {
         parts = [];
         partsLength = 0;
         onOverflow();

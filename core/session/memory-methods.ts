@@ -48,7 +48,7 @@ export function memoryReadMethods(store: Store, view: () => MemoryView = () => M
 
 /** Refuses a memory write that reaches a path APEX owns (plugins/owned-paths.ts), unless `force`; before anything is written. */
 export async function checkOwnedWrite(command: string, paths: string[], params: Record<string, unknown>): Promise<void> {
-  (await builtinServices.ownedPaths()).checkOwnedWrite(command, paths, { recursive: params.recursive === true, force: params.force === true });
+  (await builtinServices.ownedPaths()).checkOwnedWrite(command, paths, { recursive: params.recursive === true, force: params.force === true, value: params.value });
 }
 
 export function stringParam(params: Record<string, unknown>, name: string): string {

@@ -152,7 +152,8 @@ export async function backupStore(options: BackupOptions): Promise<BackupResult>
       swept,
     };
   } finally {
-    if (partial) rmSync(partial, { recursive: true, force: true });
+    // Its removal never hides why the backup failed (a --to under a file: ENOTDIR again, said as a plugin's failure).
+    if (partial) tryRemove(partial);
     // A backup that failed leaves nothing behind, not even the directories it made, but only
     // while they are empty: another backup to the same directory may have put its copy there
     // meanwhile (the one that made them is then the one that fails: removing the tree took
@@ -204,6 +205,14 @@ function listNames(dir: string): string[] {
     return readdirSync(dir);
   } catch {
     return []; // not there yet, or not a directory: the backup itself says so
+  }
+}
+
+function tryRemove(path: string): void {
+  try {
+    rmSync(path, { recursive: true, force: true });
+  } catch {
+    // not there to remove (its directory could not be made)
   }
 }
 

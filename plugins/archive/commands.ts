@@ -18,7 +18,7 @@ import { archivedBundle, archivedIds } from "./archived.js";
 import { collectSession } from "./collect.js";
 import { bundleFileName, readBundleFile } from "./files.js";
 import { checkOutputFile, isInside, realPath, refuseDash, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
-import { installBundle, sessionName, verifyBundleFile, type InstallResult } from "./install.js";
+import { alreadyInstalled, installBundle, sessionName, verifyBundleFile, type InstallResult } from "./install.js";
 import { backupDirectory, readLimits, type ArchiveSettings } from "./options.js";
 
 /**
@@ -159,7 +159,10 @@ async function alreadyBack(context: CommandContext, file: string, settings: Arch
   const store = await context.store();
   const sessionId = content.manifest.session_id;
   try {
-    if (!sameSession(content, collectSession(store, sessionId, { kind: "archive", createdAt: content.manifest.created_at }))) return undefined;
+    const collected = collectSession(store, sessionId, { kind: "archive", createdAt: content.manifest.created_at });
+    // As the archive holds it, or as installing it wrote it (with the "imported" event a project without an id adds).
+    const installed = () => alreadyInstalled(store, content, { records: collected.input.records, checkpoints: collected.checkpoints }, { source: file, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) });
+    if (!sameSession(content, collected) && !installed()) return undefined;
   } catch {
     return undefined; // not readable as a whole: the refusal stands
   }
@@ -215,10 +218,56 @@ export async function runImport(input: CommandInput, context: CommandContext, se
     return context.invoke("session import", { args: [file], options: { ...input.options, [AT_WRITER]: true } });
   }
   const file = String(input.args[0]);
-  const result = await install(context, file, settings);
-  if (input.options.json) context.printJson(installJson(result, file));
+  let result: InstallResult;
+  try {
+    result = await install(context, file, settings);
+  } catch (error) {
+    if (!isApexError(error) || error.code !== "APEX_E_SESSION_EXISTS") throw error;
+    // The same bundle imported again (a script's rerun, an import killed after it wrote): the session
+    // is here exactly as importing it wrote, so there is nothing to do. It exited 4, "refusing to import
+    // the bundle over it", as if another session were in the way.
+    const here = await alreadyImported(context, file, settings);
+    if (!here) {
+      // Not a repeated import: say that what is here differs from what the bundle holds.
+      throw new ApexError(error.code, error.message.replace(/; refusing/, ", not as this bundle holds it (it changed since, or the bundle is of another time); refusing"), { hint: error.hint, details: { ...error.details, identical: false } });
+    }
+    if (input.options.json) context.printJson({ ...installJson(here, file), already_imported: true });
+    else context.print(`Session ${here.name ? visibleText(here.name) : shortSessionId(here.sessionId)} is already here as ${displayPath(file, context.projectDir)} holds it (imported before, or exported from this project and unchanged since); nothing written.`);
+    return 0;
+  }
+  if (input.options.json) context.printJson({ ...installJson(result, file), already_imported: false });
   else printInstall(context, "Imported", result, file);
   return 0;
+}
+
+/** The session of bundle `file` when the store holds it exactly as importing the file wrote it, else undefined. */
+async function alreadyImported(context: CommandContext, file: string, settings: ArchiveSettings): Promise<InstallResult | undefined> {
+  const { content } = verifyBundleFile(file, readLimits(settings));
+  const store = await context.store();
+  const sessionId = content.manifest.session_id;
+  try {
+    const collected = collectSession(store, sessionId, { kind: content.manifest.kind, createdAt: content.manifest.created_at });
+    // A session running here is not what importing its bundle writes (an ended one): refused, as it was.
+    if (collected.location.state !== "ended") return undefined;
+    if (!sameSession(content, collected) && !alreadyInstalled(store, content, { records: collected.input.records, checkpoints: collected.checkpoints }, { source: file, worktreeHere: (path, name) => worktreeHere(context.projectDir ?? process.cwd(), path, name) })) return undefined;
+  } catch {
+    return undefined; // not readable as a whole: the refusal stands
+  }
+  const present = content.objects.size;
+  return {
+    sessionId,
+    name: sessionName(content.records, sessionId) ?? sessionName(content.records, sessionId, `/sessions/${sessionId}`),
+    kind: content.manifest.kind,
+    createdAt: content.manifest.created_at,
+    checkpoints: content.checkpoints.length,
+    records: content.records.length,
+    objects: { total: present, written: 0, present },
+    converted: content.manifest.session_state === "live",
+    sanitizedAgents: 0,
+    worktree: null,
+    previousStatus: null,
+    revision: store.revision(),
+  };
 }
 
 async function install(context: CommandContext, file: string, settings: ArchiveSettings): Promise<InstallResult> {

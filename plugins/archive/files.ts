@@ -33,6 +33,14 @@ export function makeBackupDirectory(dir: string): string[] {
     }
   };
   for (let at = dir; absent(at) && dirname(at) !== at; at = dirname(at)) missing.unshift(at);
+  // Nothing to make: it must be a directory (a path under a file, `--to notes.txt/x`, failed later as the plugin's ENOTDIR).
+  if (missing.length === 0) {
+    try {
+      if (!statSync(dir).isDirectory()) throw Object.assign(new Error("not a directory"), { code: "ENOTDIR" });
+    } catch (error) {
+      throw fileError("create", dir, error);
+    }
+  }
   const made: string[] = [];
   for (const path of missing) {
     try {

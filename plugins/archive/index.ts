@@ -75,7 +75,7 @@ export default definePlugin<ArchivePluginOptions>({
       description: "add the session of a bundle file (from export or archive) to this project, after verifying it",
       runsIn: "cli",
       arguments: [{ syntax: "<file>", description: "the bundle file" }],
-      options: [{ flags: "--json", description: "print {session_id, name, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, agents_process_ids_cleared, previous_status, worktree, revision}" }],
+      options: [{ flags: "--json", description: "print {session_id, name, file, bundle_kind, bundle_created_at, checkpoints, records, objects, converted_to_ended, agents_process_ids_cleared, previous_status, worktree, revision, already_imported}; already_imported is true when the project held the session exactly as the bundle does (a repeated import: nothing written, exit 0)" }],
       examples: ["apex session import auth-work.apexbundle", "apex session import /tmp/s.apexbundle --json"],
       async action(input, context) {
         const { runImport } = await import("./commands.js");

@@ -1,6 +1,6 @@
 import { ApexError } from "../../core/errors.js";
 import { isSameProcessAlive } from "../../core/session/proc.js";
-import { ObjectStore, PackCache, sha256, type Hash, type ObjectKind } from "../checkpoint/engine/objects.js";
+import { canonicalJson, ObjectStore, PackCache, sha256, type Hash, type ObjectKind } from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
 import { checkpointName } from "../checkpoint/manifest.js";
@@ -64,6 +64,60 @@ export async function installBundle(store: Store, content: BundleContent, option
   if (!fromElsewhere && !here) refuseRunningProcesses(content.records, sessionId);
   refuseIfPresent(store, content);
   const now = (options.now ?? (() => new Date()))().toISOString();
+  const { records, converted, previousStatus, worktree, sanitizedAgents } = recordsToInstall(store, content, options, now);
+  const name = sessionName(records, sessionId);
+
+  let revision = store.revision();
+  let written = 0;
+  await store.transaction(() => {
+    refuseIfPresent(store, content); // again, under the write lock
+    const objects = ObjectStore.of(store);
+    const packCache = new PackCache();
+    const missing: Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer }> = [];
+    for (const [hash, { kind, bytes }] of content.objects) {
+      const stored = objects.getRaw(kind, hash, packCache);
+      if (!stored || sha256(stored) !== hash) missing.push({ kind, hash, bytes });
+    }
+    objects.putMany(missing);
+    written = missing.length;
+    revision = store.batchSync((batch) => {
+      for (const [path, value] of records) batch.set(path, value);
+    }, ARCHIVE_ACTOR).revision;
+    const catalog = Catalog.of(store);
+    for (const checkpoint of content.checkpoints) catalog.putCheckpoint(checkpoint);
+    catalog.setLastSequence(sessionId, manifest.last_sequence);
+  });
+  return {
+    sessionId,
+    name,
+    kind: manifest.kind,
+    createdAt: manifest.created_at,
+    checkpoints: content.checkpoints.length,
+    records: records.length,
+    objects: { total: content.objects.size, written, present: content.objects.size - written },
+    converted,
+    previousStatus,
+    sanitizedAgents,
+    worktree,
+    revision,
+  };
+}
+
+interface PreparedRecords {
+  records: Array<[string, JsonValue]>;
+  converted: boolean;
+  previousStatus: string | null;
+  worktree: InstallResult["worktree"];
+  sanitizedAgents: number;
+}
+
+type InstallSource = { source: string; worktreeHere?: (path: string, name: string) => string };
+
+/** The records installBundle writes for `content`, importing it at `now` (an ISO time). */
+function recordsToInstall(store: Store, content: BundleContent, options: InstallSource, now: string): PreparedRecords {
+  const { manifest } = content;
+  const sessionId = manifest.session_id;
+  const fromElsewhere = foreign(store, manifest.project_id);
   const records = content.records.map(([path, value]): [string, JsonValue] => [path, value]);
   let converted = false;
   let previousStatus: string | null = null;
@@ -110,42 +164,30 @@ export async function installBundle(store: Store, content: BundleContent, option
     records[index] = [historyPath(sessionId), next];
   }
   const sanitizedAgents = fromElsewhere ? clearProcessIds(records, sessionId) : 0;
-  const name = sessionName(records, sessionId);
+  return { records, converted, previousStatus, worktree, sanitizedAgents };
+}
 
-  let revision = store.revision();
-  let written = 0;
-  await store.transaction(() => {
-    refuseIfPresent(store, content); // again, under the write lock
-    const objects = ObjectStore.of(store);
-    const packCache = new PackCache();
-    const missing: Array<{ kind: ObjectKind; hash: Hash; bytes: Buffer }> = [];
-    for (const [hash, { kind, bytes }] of content.objects) {
-      const stored = objects.getRaw(kind, hash, packCache);
-      if (!stored || sha256(stored) !== hash) missing.push({ kind, hash, bytes });
-    }
-    objects.putMany(missing);
-    written = missing.length;
-    revision = store.batchSync((batch) => {
-      for (const [path, value] of records) batch.set(path, value);
-    }, ARCHIVE_ACTOR).revision;
-    const catalog = Catalog.of(store);
-    for (const checkpoint of content.checkpoints) catalog.putCheckpoint(checkpoint);
-    catalog.setLastSequence(sessionId, manifest.last_sequence);
-  });
-  return {
-    sessionId,
-    name,
-    kind: manifest.kind,
-    createdAt: manifest.created_at,
-    checkpoints: content.checkpoints.length,
-    records: records.length,
-    objects: { total: content.objects.size, written, present: content.objects.size - written },
-    converted,
-    previousStatus,
-    sanitizedAgents,
-    worktree,
-    revision,
-  };
+/**
+ * True when the store holds the bundle's session exactly as importing it wrote: the records as
+ * installBundle makes them (at the time of its "imported" event, or of its record), the same
+ * checkpoints and every object intact. A second `apex session import` of the file is then a no-op.
+ */
+export function alreadyInstalled(store: Store, content: BundleContent, collected: { records: ReadonlyArray<[string, JsonValue]>; checkpoints: ReadonlyArray<{ hash: string }> }, options: InstallSource): boolean {
+  const sessionId = content.manifest.session_id;
+  const stored = store.get(historyPath(sessionId));
+  if (!isRecord(stored)) return false;
+  if (content.checkpoints.map((checkpoint) => checkpoint.hash).join() !== collected.checkpoints.map((checkpoint) => checkpoint.hash).join()) return false;
+  const objects = ObjectStore.of(store);
+  const packCache = new PackCache();
+  for (const [hash, { kind }] of content.objects) {
+    const raw = objects.getRaw(kind, hash, packCache);
+    if (!raw || sha256(raw) !== hash) return false;
+  }
+  const events = Array.isArray(stored.history) ? stored.history.filter(isRecord) : [];
+  const imported = events.filter((event) => event.event === "imported").at(-1);
+  const at = typeof imported?.at === "string" ? imported.at : typeof stored.updated_at === "string" ? stored.updated_at : "";
+  const sorted = (list: ReadonlyArray<[string, JsonValue]>) => canonicalJson([...list].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return sorted(recordsToInstall(store, content, options, at).records) === sorted(collected.records);
 }
 
 /** True unless the bundle comes from this very project. */

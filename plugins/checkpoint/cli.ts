@@ -26,7 +26,7 @@ damaged one. Without --session, a checkpoint reference is looked up in the curre
 the one that ended last).
 
 Examples:
-  apex checkpoint create "Before major refactoring" --pin
+  apex checkpoint create -m "Before major refactoring" --pin
   apex checkpoint list --limit 50
   apex checkpoint show latest
   apex checkpoint diff checkpoint-003 latest --json`,
@@ -36,12 +36,17 @@ Examples:
     .command("create")
     .description("save a checkpoint of the current session now (trigger: manual)")
     .argument("[description]", "what this checkpoint is, e.g. \"Before major refactoring\"")
+    .option("-m, --message <text>", "the description, as git commit -m takes it (instead of the argument)")
     .option("--pin", "keep it whatever the retention policy says")
     .option("--json", "print {id, name, session_id, session_name, sequence, parent, created_at, trigger, description, pinned, revision, memory_keys, task_count, agent_count, memory_root, tasks_root, agents_root, manifest_hash, agents: [names], agent_contexts}")
-    .addHelpText("after", examples('apex checkpoint create "Before major refactoring"', 'apex checkpoint create "Release 1.0" --pin --json'))
-    .action(async (description: string | undefined, options: { pin?: boolean; json?: boolean }, command: Command) => {
+    .addHelpText("after", examples('apex checkpoint create "Before major refactoring"', 'apex checkpoint create -m "Before major refactoring"', 'apex checkpoint create "Release 1.0" --pin --json'))
+    .action(async (description: string | undefined, options: { message?: string; pin?: boolean; json?: boolean }, command: Command) => {
+      if (description !== undefined && options.message !== undefined) {
+        const { ApexError } = await import("../../core/errors.js");
+        throw new ApexError("APEX_E_USAGE", `Give the description once: as the argument (${JSON.stringify(description)}) or with -m (${JSON.stringify(options.message)}), not both.`, { hint: "Nothing was saved." });
+      }
       const { createCheckpointCommand } = await import("./plugin-cli.js");
-      await createCheckpointCommand(projectOf(command), description, options);
+      await createCheckpointCommand(projectOf(command), description ?? options.message, options);
     });
 
   checkpoint

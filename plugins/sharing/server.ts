@@ -304,8 +304,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
       const limit = options.bodyLimit ?? 1024 * 1024;
       const size = limit % (1024 * 1024) === 0 ? `${limit / (1024 * 1024)} MiB (${limit} bytes)` : `${limit} bytes`;
-      return sendError(reply, new ApexError("APEX_E_TOO_LARGE", `The request body is larger than this server takes: at most ${size}.`, {
+      // Its size, when the request said it (it named only the limit).
+      const length = Number(request.headers["content-length"]);
+      const bytes = Number.isSafeInteger(length) && length > limit ? length : undefined;
+      return sendError(reply, new ApexError("APEX_E_TOO_LARGE", `The request body is ${bytes === undefined ? "larger than" : `${bytes} bytes, more than`} this server takes: at most ${size}.`, {
         hint: "Send less in one call: split a large value across several paths (one memory.set each), or write it on the server's host with `apex memory set` or `apex memory import`.",
+        details: { ...(bytes === undefined ? {} : { bytes }), limit_bytes: limit },
       }));
     }
     if (fastifyError.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
