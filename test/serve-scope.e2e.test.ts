@@ -265,6 +265,10 @@ describe("apex serve: sharing through a grant", () => {
     expect([users(feature), users(main)]).toEqual([featureBefore, mainBefore]);
     // The grant's own session, by its name, its id or `current`: done.
     for (const ref of ["feature", feature, "current"]) expect(remote(p, url, feature, owner.token, ["session", "shares", ref, "--json"]).status).toBe(0);
+    // Without SESSION: the remote session's grants (it was a usage error, exit 2).
+    const bare = remote(p, url, feature, owner.token, ["session", "shares", "--json"]);
+    expect(bare.status, bare.stderr).toBe(0);
+    expect((JSON.parse(bare.stdout) as Array<{ user: string }>).map((grant) => grant.user).sort()).toEqual(users(feature));
     ok(remote(p, url, feature, owner.token, ["session", "unshare", "feature", "keep"]));
     expect(users(feature)).not.toContain("keep");
   });

@@ -110,11 +110,11 @@ Examples:
   session
     .command("shares")
     .description("the session's grants: user, role, created, expires, last used, and who made each (via USER: made with USER's grant through `apex serve`)")
-    .argument("<session>", "the session: its id, a unique prefix, its name, or `current`")
+    .argument("[session]", "the session: its id, a unique prefix, its name, or `current` (the default: the session the command acts on, the remote one with --remote)")
     .option("--json", "print [{token_id, user, role, created_at, created_by, expires_at, last_used_at, via_token_id}] (via_token_id: the grant it was made with through `apex serve`; null: made on the server's host; absent: recorded before grants named it)")
-    .addHelpText("after", "\nExamples:\n  apex session shares current\n  apex session shares 3f2a --json")
-    .action(async (sessionRef: string, options: { json?: boolean }, command: Command) => {
+    .addHelpText("after", "\nExamples:\n  apex session shares\n  apex session shares 3f2a --json\n  apex --remote host:7433/3f2a session shares")
+    .action(async (sessionRef: string | undefined, options: { json?: boolean }, command: Command) => {
       const { sharesCommand } = await import("./cli.js");
-      await sharesCommand(projectOf(command), sessionRef, Boolean(options.json));
+      await sharesCommand(projectOf(command), sessionRef ?? "current", Boolean(options.json));
     });
 }
