@@ -45,13 +45,8 @@ export function sessionNames(store: Queryable): Map<string, string> {
 /** The id of the session named `name`, if one is (read as idOfName reads it). */
 export function sessionIdByName(store: Queryable, name: string): string | undefined {
   if (!SESSION_NAME_PATTERN.test(name)) return undefined;
-  let names: Map<string, string>;
-  try {
-    names = sessionNames(store);
-  } catch {
-    return undefined; // an unreadable record names nothing; validate reports it
-  }
-  return idOfName(names, name);
+  const names = (() => { try { return sessionNames(store); } catch { return undefined; } })(); // an unreadable record names nothing; validate reports it
+  return names && idOfName(names, name);
 }
 
 /**
@@ -64,8 +59,5 @@ export function idOfName(named: Iterable<readonly [unknown, string]>, text: stri
   const found = alike.find(([name]) => name === text) ?? (alike.length === 1 ? alike[0] : undefined);
   if (found || alike.length === 0) return found?.[1];
   const list = alike.map(([name, id]) => `${String(name)} (${id})`).join(", ");
-  throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(text)} matches the names of ${alike.length} sessions, in other cases: ${list}.`, {
-    hint: "Give the name in its exact case, or the session id (`apex session list`).",
-    details: { candidates: alike.map(([, id]) => id) },
-  });
+  throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(text)} matches the names of ${alike.length} sessions, in other cases: ${list}.`, { hint: "Give the name in its exact case, or the session id (`apex session list`).", details: { candidates: alike.map(([, id]) => id) } });
 }
