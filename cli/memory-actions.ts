@@ -1,6 +1,6 @@
 import { constants } from "node:buffer";
 import type { ProjectLocation } from "../core/config/locate.js";
-import { ApexError } from "../core/errors.js";
+import { ApexError, withDetail } from "../core/errors.js";
 import { compileGlob, type Glob } from "../core/store/glob.js";
 import { checkPath, pathProblem } from "../core/store/paths.js";
 import { type Entry, type JsonValue } from "../core/store/store.js";
@@ -234,7 +234,7 @@ export function parseImport(text: string, name: string): Entry[] {
   // One object over many lines (an export, cut short or edited) whose first line is no JSON of its own
   // is not NDJSON: its error is named where it is, not as line 1's.
   if (!trimmed.includes("\n") || !parsesAlone(trimmed.slice(0, trimmed.indexOf("\n")))) {
-    throw new ApexError("APEX_E_BAD_JSON", `${name}${whereInText(text, trimmed, wholeError.message)}: invalid JSON: ${wholeError.message}.`, {
+    throw new ApexError("APEX_E_BAD_JSON", withDetail(`${name}${whereInText(text, trimmed, wholeError.message)}: invalid JSON`, wholeError.message), {
       hint: "Nothing was imported. A file is one JSON object of path -> value, or NDJSON lines of {\"path\", \"value\"}.",
     });
   }
@@ -254,7 +254,7 @@ export function parseNdjson(lines: Iterable<string>, name: string): Entry[] {
     try {
       parsed = JSON.parse(line);
     } catch (error) {
-      throw new ApexError("APEX_E_BAD_JSON", `${name}:${index + 1}: invalid JSON: ${(error as Error).message}.`, {
+      throw new ApexError("APEX_E_BAD_JSON", withDetail(`${name}:${index + 1}: invalid JSON`, (error as Error).message), {
         hint: 'Each NDJSON line must be an object like {"path": "/a/b", "value": 1}.',
       });
     }
@@ -451,7 +451,7 @@ export function parseJsonValue(text: string, what: string): JsonValue {
   try {
     value = JSON.parse(text) as JsonValue;
   } catch (error) {
-    throw new ApexError("APEX_E_BAD_JSON", `Invalid JSON value for ${what}: ${(error as Error).message}.`, {
+    throw new ApexError("APEX_E_BAD_JSON", withDetail(`Invalid JSON value for ${what}`, (error as Error).message), {
       hint: `Quote strings as JSON: '"text"'. Objects: '{"a": 1}'.`,
     });
   }

@@ -1,5 +1,5 @@
 import { constants, isUtf8 } from "node:buffer";
-import { ApexError } from "../core/errors.js";
+import { ApexError, withDetail } from "../core/errors.js";
 import { pathProblem } from "../core/store/paths.js";
 import type { Entry, JsonValue } from "../core/store/store.js";
 import { refuseInexactNumbers } from "./json-numbers.js";
@@ -103,7 +103,7 @@ function parseText(bytes: Buffer, name: string, start: number, end: number, text
   try {
     return JSON.parse(text) as JsonValue;
   } catch (error) {
-    throw new ApexError("APEX_E_BAD_JSON", `${name}:${lineAt(bytes, start)}: invalid JSON: ${(error as Error).message}.`, {
+    throw new ApexError("APEX_E_BAD_JSON", withDetail(`${name}:${lineAt(bytes, start)}: invalid JSON`, (error as Error).message), {
       hint: "Nothing was imported. A file is one JSON object of path -> value, or NDJSON lines of {\"path\", \"value\"}.",
     });
   }

@@ -1,4 +1,4 @@
-import { ApexError, isApexError, toApexError } from "../core/errors.js";
+import { ApexError, isApexError, toApexError, withDetail } from "../core/errors.js";
 import { fileDiskFullError, isFileDiskFull } from "../core/store/store-errors.js";
 // A raw LMDB error that reached the command (the backend maps those it sees) is still told as damage.
 import { isDamage } from "../plugins/lmdb/errors.js";
@@ -59,7 +59,7 @@ function classify(error: unknown): unknown {
     });
   }
   if (isDamage(error)) {
-    return new ApexError("APEX_E_STORE_DAMAGED", `The store is damaged: ${(error as Error).message}.`, {
+    return new ApexError("APEX_E_STORE_DAMAGED", withDetail(`The store is damaged`, (error as Error).message), {
       hint: "Run `apex session validate` to see what is damaged, then `apex session repair ID` to recover what still verifies.",
       cause: error,
     });

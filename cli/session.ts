@@ -80,6 +80,7 @@ async function locateRecord(reader: MemoryReader, ref: string | undefined): Prom
   const { ApexError } = await import("../core/errors.js");
   const { CURRENT_SESSION_PATH, HISTORY_PREFIX, sessionPath } = await import("../core/session/records.js");
   const { hasRun, pickSession } = await import("../core/session/sessions.js");
+  const { idOfName } = await import("../core/session/names.js");
   const pointer = (await reader.get(CURRENT_SESSION_PATH)) as { session_id?: unknown } | undefined;
   const currentId = typeof pointer?.session_id === "string" ? pointer.session_id : undefined;
   const sessions = new Map<string, SessionRecord>();
@@ -112,7 +113,7 @@ async function locateRecord(reader: MemoryReader, ref: string | undefined): Prom
     if (direct && typeof direct === "object" && !Array.isArray(direct)) return { sessionId: ref, record: direct as SessionRecord };
   }
   // An id, a branch's name, a unique prefix: as every command reads them (core's pickSession).
-  const id = pickSession(ref, sessions.keys(), () => [...sessions.values()].find((record) => record.name === ref)?.session_id);
+  const id = pickSession(ref, sessions.keys(), () => idOfName([...sessions.values()].map((record) => [record.name, record.session_id]), ref));
   return { sessionId: id, record: sessions.get(id)! };
 }
 

@@ -1,5 +1,5 @@
 import { AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncBailHook, SyncHook, SyncLoopHook, SyncWaterfallHook } from "tapable";
-import { ApexError, isApexError } from "./errors.js";
+import { ApexError, isApexError, withDetail } from "./errors.js";
 import { didYouMean } from "./suggest.js";
 import { fileDiskFullError, isFileDiskFull } from "./store/store-errors.js";
 import type { Config } from "./config/types.js";
@@ -609,7 +609,7 @@ export class Engine {
       const full =
         typeof path === "string"
           ? fileDiskFullError(path, error)
-          : new ApexError("APEX_E_DISK_FULL", `The disk is full: ${message}.`, { hint: "Free space on that filesystem and run the command again.", cause: error, details: { plugin, hook: hookName } });
+          : new ApexError("APEX_E_DISK_FULL", withDetail(`The disk is full`, message), { hint: "Free space on that filesystem and run the command again.", cause: error, details: { plugin, hook: hookName } });
       attributed.add(full);
       return { error: full, fresh: true };
     }

@@ -124,6 +124,9 @@ export interface ApexErrorOptions {
   cause?: unknown;
 }
 
+/** `head: detail.` with another's text (a driver's, the OS's) as detail: no second period after its own punctuation ("failed.."), no ": ." when it is empty. */
+export const withDetail = (head: string, detail: unknown): string => ((text) => (text ? `${head}: ${text}${/[.!?…]$/.test(text) ? "" : "."}` : `${head}.`))(String(detail ?? "").trim());
+
 export class ApexError extends Error {
   readonly code: ErrorCode;
   readonly exitCode: ExitCodeValue;

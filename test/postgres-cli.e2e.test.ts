@@ -162,6 +162,20 @@ describe("the PostgreSQL store through the CLI", () => {
     expect(result.stderr).not.toContain("ro-secret");
   });
 
+  it("a server's own message that ends in punctuation is joined as it is: no \"..\" after it", async () => {
+    const database = await createSharedDatabase();
+    const dir = projectOn(database, "frozen");
+    expect(runApex(["memory", "set", "/x", "1"], { cwd: dir }).status).toBe(0);
+    // A maintenance freeze as a DBA writes one: a trigger on every table of the schema refusing writes, in a sentence.
+    await query(database, `CREATE FUNCTION public.frozen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'Writes are frozen for maintenance.' USING ERRCODE = '42501'; END $$;
+      DO $$ DECLARE t text; BEGIN FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'apex' LOOP EXECUTE format('CREATE TRIGGER frozen BEFORE INSERT OR UPDATE OR DELETE ON apex.%I FOR EACH ROW EXECUTE FUNCTION public.frozen()', t); END LOOP; END $$`);
+    const result = runApex(["memory", "set", "/x", "2", "--json"], { cwd: dir });
+    expect(result.status, result.stderr).toBe(4);
+    const { error } = JSON.parse(result.stderr) as { error: { code: string; message: string } };
+    expect(error.code).toBe("APEX_E_STORE_PERMISSION");
+    expect(error.message).toMatch(/: Writes are frozen for maintenance\.$/);
+  });
+
   it("two unix-socket directories whose names differ only in case are two stores: migrate does not take the other for the project's own", async () => {
     const database = new URL(await createSharedDatabase()).pathname.slice(1);
     const own = `postgres://apex@/${database}?host=${encodeURIComponent(cluster.socketDir)}&port=${cluster.port}`;

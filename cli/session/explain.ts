@@ -1,7 +1,8 @@
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { openStore, storeExists } from "../../core/store/open.js";
-import { onOtherHost, remoteSessionError } from "../../core/session/lease.js";
+import { onOtherHost } from "../../core/session/lease.js";
+import { remoteSessionError } from "./remote-error.js";
 import type { SessionRecord } from "../../core/session/records.js";
 import { socketPathFor } from "../../core/session/runtime.js";
 import { currentSession, effectiveStatus, noSessionError, noSessionToActOn, supervisorAlive } from "../../core/session/sessions.js";

@@ -6,7 +6,7 @@
  */
 import { isUtf8 } from "node:buffer";
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
-import { shortSessionId } from "../../core/session/names.js";
+import { idOfName, shortSessionId } from "../../core/session/names.js";
 import { join } from "node:path";
 import { isFile, type ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
@@ -212,7 +212,7 @@ async function logSessionByRef(location: ProjectLocation, ref: string): Promise<
   if (agent) {
     try {
       const sessions = (await agent.call("session.list")) as Array<{ session_id: string; name?: unknown }>;
-      id = pickSession(ref.trim(), [...withLogs, ...sessions.map((record) => record.session_id)], () => sessions.find((record) => record.name === ref.trim())?.session_id);
+      id = pickSession(ref.trim(), [...withLogs, ...sessions.map((record) => record.session_id)], () => idOfName(sessions.map((record) => [record.name, record.session_id]), ref.trim()));
     } finally {
       await agent.close();
     }

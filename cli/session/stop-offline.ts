@@ -9,7 +9,8 @@ import { CURRENT_SESSION_PATH, setActiveSession, agentPath, historyPath, nowIso,
 import { removeRuntime } from "../../core/session/runtime.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { appendEvent, SessionReader } from "../../core/session/service.js";
-import { onOtherHost, remoteSessionError } from "../../core/session/lease.js";
+import { onOtherHost } from "../../core/session/lease.js";
+import { remoteSessionError } from "./remote-error.js";
 import { currentSession, noSessionError, noSessionToActOn, supervisorAlive } from "../../core/session/sessions.js";
 
 /**

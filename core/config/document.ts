@@ -4,7 +4,7 @@
  * is written anywhere.
  */
 import { readFile } from "node:fs/promises";
-import { ApexError } from "../errors.js";
+import { ApexError, withDetail } from "../errors.js";
 import { builtinPluginSchema, configSchema, documentValidator, isBuiltinPlugin } from "./schemas.js";
 import { isAlias, isMap, isPair, isSeq, visit, type Alias } from "yaml";
 import { displayPath, parseSource, positionAtOffset } from "./source.js";
@@ -39,7 +39,7 @@ export async function readConfigText(file: string): Promise<string> {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENOENT") throw configNotFound(file);
     if (code === "EISDIR") throw refuse("is a directory; the config is a YAML file.", "Move the directory away, or point --config at the file.", undefined, error);
-    throw refuse(`cannot be read: ${(error as Error).message}.`, "Check its permissions, or point --config at another file.", undefined, error);
+    throw refuse(withDetail(`cannot be read`, (error as Error).message), "Check its permissions, or point --config at another file.", undefined, error);
   }
   if (bytes.length > MAX_CONFIG_BYTES) throw refuse(`is ${bytes.length} bytes; a config file is at most ${MAX_CONFIG_BYTES} (256 KiB).`, "Keep data out of apex.config.yaml (project memory holds it: apex memory import), or point --config at the right file.");
   const text = bytes.toString("utf8");

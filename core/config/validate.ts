@@ -5,7 +5,7 @@
 import { createRequire } from "node:module";
 import type AjvModule from "ajv";
 import type { ValidateFunction } from "ajv";
-import { ApexError } from "../errors.js";
+import { ApexError, withDetail } from "../errors.js";
 import type { SchemaNode } from "./describe.js";
 import { explainErrors } from "./explain.js";
 import type { PathSegment } from "./source.js";
@@ -82,7 +82,7 @@ export function compileSchema(schema: object, options: { trusted?: boolean } = {
     validate = ajv.compile(schema);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw new ApexError("APEX_E_PLUGIN_SCHEMA", `The options schema cannot be compiled: ${reason}.`, { cause: error });
+    throw new ApexError("APEX_E_PLUGIN_SCHEMA", withDetail(`The options schema cannot be compiled`, reason), { cause: error });
   }
   compiled.set(schema, validate);
   return validate;

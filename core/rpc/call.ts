@@ -1,5 +1,5 @@
 import { connect } from "node:net";
-import { ApexError } from "../errors.js";
+import { ApexError, withDetail } from "../errors.js";
 import { errorFromBody, lineSplitter, requestLine, TOO_LARGE_REPLY, type RpcReply } from "./protocol.js";
 
 /**
@@ -121,7 +121,7 @@ export function subscribeSupervisor(socketPath: string, method: string, params: 
 }
 
 export function unreachable(socketPath: string, error: NodeJS.ErrnoException): ApexError {
-  return new ApexError("APEX_E_RPC", `Cannot reach the supervisor at ${socketPath}: ${error.code ?? error.message}.`, {
+  return new ApexError("APEX_E_RPC", withDetail(`Cannot reach the supervisor at ${socketPath}`, error.code ?? error.message), {
     hint: "Check `apex status`; if the session is interrupted, `apex start --continue last` recovers it.", details: { connection: error.code ?? "error" },
   });
 }

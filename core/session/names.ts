@@ -1,3 +1,4 @@
+import { ApexError } from "../errors.js";
 import type { Entry, JsonValue } from "../store/store.js";
 import { HISTORY_PREFIX } from "./records.js";
 
@@ -41,12 +42,22 @@ export function sessionNames(store: Queryable): Map<string, string> {
   return names;
 }
 
-/** The id of the session named `name`, if one is. */
+/** The id of the session named `name`, if one is (read as idOfName reads it). */
 export function sessionIdByName(store: Queryable, name: string): string | undefined {
   if (!SESSION_NAME_PATTERN.test(name)) return undefined;
-  try {
-    return sessionNames(store).get(name);
-  } catch {
-    return undefined; // an unreadable record names nothing; validate reports it
-  }
+  const names = (() => { try { return sessionNames(store); } catch { return undefined; } })(); // an unreadable record names nothing; validate reports it
+  return names && idOfName(names, name);
+}
+
+/**
+ * The id of the session `text` names among `named` ([name, id]): its name in any case, as checkpoint names and ids are
+ * read (a new name differing only in case is refused). An older store's two names differing only in case: the exact one,
+ * else APEX_E_AMBIGUOUS naming both.
+ */
+export function idOfName(named: Iterable<readonly [unknown, string]>, text: string): string | undefined {
+  const alike = [...named].filter(([name]) => typeof name === "string" && name.toLowerCase() === text.toLowerCase());
+  const found = alike.find(([name]) => name === text) ?? (alike.length === 1 ? alike[0] : undefined);
+  if (found || alike.length === 0) return found?.[1];
+  const list = alike.map(([name, id]) => `${String(name)} (${id})`).join(", ");
+  throw new ApexError("APEX_E_AMBIGUOUS", `${JSON.stringify(text)} matches the names of ${alike.length} sessions, in other cases: ${list}.`, { hint: "Give the name in its exact case, or the session id (`apex session list`).", details: { candidates: alike.map(([, id]) => id) } });
 }

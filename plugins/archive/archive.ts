@@ -1,6 +1,6 @@
 import { existsSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { ApexError, isApexError } from "../../core/errors.js";
+import { ApexError, isApexError, withDetail } from "../../core/errors.js";
 import { canonicalJson, type PackCodec } from "../checkpoint/engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
 import { Catalog } from "../checkpoint/catalog.js";
@@ -95,7 +95,7 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
   const explicit = options.sessionId !== undefined;
   const candidates = selectCandidates(store, options.sessionId, cutoff, result);
   for (const skipped of protectBranchPoints(store, candidates)) {
-    if (explicit) throw new ApexError("APEX_E_CONFLICT", `Not archiving session ${skipped.sessionId}: ${skipped.reason}.`, { hint: "Archive the branched session too, or leave this one." });
+    if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${skipped.sessionId}`, skipped.reason), { hint: "Archive the branched session too, or leave this one." });
     result.skipped.push(skipped);
   }
 
@@ -108,7 +108,7 @@ export async function archiveSessions(store: Store, options: ArchiveOptions): Pr
       // A session branched from this one is still here (its archive failed, or it was branched meanwhile).
       const staying = protectBranchPoints(store, [candidate]);
       if (staying.length > 0) {
-        if (explicit) throw new ApexError("APEX_E_CONFLICT", `Not archiving session ${candidate.sessionId}: ${staying[0]!.reason}.`, { hint: "Archive the branched session too, or leave this one." });
+        if (explicit) throw new ApexError("APEX_E_CONFLICT", withDetail(`Not archiving session ${candidate.sessionId}`, staying[0]!.reason), { hint: "Archive the branched session too, or leave this one." });
         result.skipped.push(...staying);
         continue;
       }

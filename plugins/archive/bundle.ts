@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { createReadStream, openSync, closeSync, readSync } from "node:fs";
 import { promisify } from "node:util";
 import { brotliCompress, brotliDecompressSync, createBrotliDecompress, createGunzip, gunzipSync, gzip, type BrotliOptions, type ZlibOptions } from "node:zlib";
-import { ApexError, type ErrorCode } from "../../core/errors.js";
+import { ApexError, type ErrorCode, withDetail } from "../../core/errors.js";
 import {
   decodeValueObject,
   PACK_CODEC_IDS,
@@ -342,7 +342,7 @@ export function readBundle(file: Buffer, limits: ReadLimits = {}): BundleContent
 }
 
 function invalid(message: string, hint?: string, code: ErrorCode = "APEX_E_BUNDLE_INVALID"): never {
-  throw new ApexError(code, `Refusing the bundle: ${message}.`, {
+  throw new ApexError(code, withDetail(`Refusing the bundle`, message), {
     hint: hint ?? "Nothing was written. Use an intact copy of the bundle (`apex session export` writes a new one).",
   });
 }

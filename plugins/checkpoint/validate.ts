@@ -11,7 +11,7 @@ import {
   type ObjectView,
 } from "./engine/objects.js";
 import type { JsonValue, Store } from "../../core/store/store.js";
-import { isApexError } from "../../core/errors.js";
+import { isApexError, withDetail } from "../../core/errors.js";
 import { Catalog, summaryOf, type CheckpointSummary } from "./catalog.js";
 import {
   agentsRoot,
@@ -661,7 +661,7 @@ function unreferencedObjectProblem(objects: ObjectStore, kind: ObjectKind, hash:
     if (kind === "value") decodeValueObject(bytes);
     else decodeTreeNode(bytes);
   } catch (error) {
-    return { code: `${kind}-undecodable`, severity: "error", message: `Unreferenced ${what} ${short(hash)} cannot be decoded: ${(error as Error).message}.`, hash };
+    return { code: `${kind}-undecodable`, severity: "error", message: withDetail(`Unreferenced ${what} ${short(hash)} cannot be decoded`, (error as Error).message), hash };
   }
   return undefined;
 }
@@ -678,13 +678,13 @@ function checkSlot(store: Store, catalog: Catalog, checker: TreeChecker, entry: 
     entry.summary = catalog.summary(entry.sessionId, entry.sequence);
   } catch (error) {
     entry.summaryUndecodable = true;
-    add({ ...context, code: "index-undecodable", severity: "error", message: `The catalog summary of ${label} cannot be decoded: ${(error as Error).message}.` });
+    add({ ...context, code: "index-undecodable", severity: "error", message: withDetail(`The catalog summary of ${label} cannot be decoded`, (error as Error).message) });
   }
   try {
     entry.manifestValue = store.get(path);
   } catch (error) {
     entry.manifestUndecodable = true;
-    fail({ ...context, code: "manifest-undecodable", severity: "error", message: `The manifest of ${label} cannot be decoded: ${(error as Error).message}.`, path });
+    fail({ ...context, code: "manifest-undecodable", severity: "error", message: withDetail(`The manifest of ${label} cannot be decoded`, (error as Error).message), path });
     return;
   }
   if (entry.manifestValue === undefined) {
@@ -767,7 +767,7 @@ function checkRecords(store: Store, options: ValidateOptions, state: ValidationS
     try {
       value = store.get(path);
     } catch (error) {
-      add({ code: "record-undecodable", severity: "error", message: `The record at ${path} cannot be decoded: ${(error as Error).message}.`, path });
+      add({ code: "record-undecodable", severity: "error", message: withDetail(`The record at ${path} cannot be decoded`, (error as Error).message), path });
       state.undecodableRecords.push(path);
       return;
     }

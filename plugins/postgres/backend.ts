@@ -33,7 +33,7 @@
 import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
 import { currentActor } from "../../core/actor.js";
-import { ApexError, isApexError } from "../../core/errors.js";
+import { ApexError, isApexError, withDetail } from "../../core/errors.js";
 import { compileGlob } from "../../core/store/glob.js";
 import { redactUrl as redactStoreUrl } from "../../core/store/open.js";
 import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js";
@@ -282,7 +282,7 @@ function whereDetails(where: Where): { url: string; project?: string } {
  * naming the privilege to grant, never a bare driver message.
  */
 function permissionError(where: Where, message: string, doing: string, cause: unknown): ApexError {
-  return new ApexError("APEX_E_STORE_PERMISSION", `PostgreSQL at ${shownAt(where)} refused ${doing}: ${message}.`, {
+  return new ApexError("APEX_E_STORE_PERMISSION", withDetail(`PostgreSQL at ${shownAt(where)} refused ${doing}`, message), {
     hint: "The store URL's role lacks a privilege here. Read commands need USAGE on schema apex and SELECT on its tables, nothing more; writes also INSERT, UPDATE and DELETE on them (and, on a database without the schema, CREATE to make it).",
     details: { ...whereDetails(where), sqlstate: "42501" },
     cause,
@@ -314,7 +314,7 @@ export function connectError(url: string, error: unknown): ApexError {
   // The driver's words when the server asks for a password and none was given ("client password must be a string").
   const none = /client password must be a (?:non-empty )?string/.test(failure.message);
   if (code === "28P01" || code === "28000" || /password|SASL|authentication/i.test(failure.message)) {
-    return new ApexError("APEX_E_STORE_AUTH", none ? `PostgreSQL at ${where} asks for a password, and none was given (none in the URL, in PGPASSWORD or in ~/.pgpass).` : `PostgreSQL at ${where} refused the credentials: ${failure.message}.`, {
+    return new ApexError("APEX_E_STORE_AUTH", none ? `PostgreSQL at ${where} asks for a password, and none was given (none in the URL, in PGPASSWORD or in ~/.pgpass).` : withDetail(`PostgreSQL at ${where} refused the credentials`, failure.message), {
       hint:
         none && process.env.APEX_AGENT
           ? "An agent is given the store's URL without its password: its apex commands act through its supervisor, and one that opens the store itself needs the password in ~/.pgpass (or PGPASSFILE), or PGPASSWORD in the agent's env."
@@ -337,21 +337,21 @@ export function connectError(url: string, error: unknown): ApexError {
   if (code === "53300") {
     // Every connection the server (max_connections) or the role (CONNECTION LIMIT) allows is in use: a
     // state that passes, as a restart does, so a supervisor waits it out while its lease holds.
-    return new ApexError("APEX_E_STORE_UNREACHABLE", `PostgreSQL at ${where} has no connection to spare: ${failure.message}.`, {
+    return new ApexError("APEX_E_STORE_UNREACHABLE", withDetail(`PostgreSQL at ${where} has no connection to spare`, failure.message), {
       hint: "Its connections are all in use (the server's max_connections, or the role's CONNECTION LIMIT): run again once other clients are done, or raise the limit.",
       details: { url: where, code },
       cause: error,
     });
   }
   if (UNREACHABLE.has(code)) {
-    return new ApexError("APEX_E_STORE_UNREACHABLE", `Cannot reach PostgreSQL at ${where}: ${failure.message}.`, {
+    return new ApexError("APEX_E_STORE_UNREACHABLE", withDetail(`Cannot reach PostgreSQL at ${where}`, failure.message), {
       hint: "Is the server running, and are the host and port in the store URL right (store.url in apex.config.yaml, or APEX_STORE_URL)?",
       details: { url: where, code },
       cause: error,
     });
   }
   const hint = serverSettingHint(code, failure.message);
-  return new ApexError("APEX_E_STORE", `Cannot open the PostgreSQL store at ${where}: ${failure.message}.`, { ...(hint ? { hint } : {}), details: { url: where, code: code || undefined }, cause: error });
+  return new ApexError("APEX_E_STORE", withDetail(`Cannot open the PostgreSQL store at ${where}`, failure.message), { ...(hint ? { hint } : {}), details: { url: where, code: code || undefined }, cause: error });
 }
 
 /** Node's codes for a TLS certificate that did not pass the check (an unknown CA, self-signed, another host name, expired). */

@@ -37,7 +37,8 @@ const TABLES: Record<string, TableOptions> = {
 export interface MigrateCommandResult {
   source: { backend: string; location: string };
   target: { backend: string; location: string };
-  project?: string;
+  /** The target's project id; null for an LMDB target (a directory holds one project). */
+  project: string | null;
   revision: number;
   changes: number;
   records: number;
@@ -110,7 +111,7 @@ export async function migrateStoreCommand(location: ProjectLocation, options: { 
     const result: MigrateCommandResult = {
       source: describeStore(sourceSpec),
       target: describeStore(targetSpec),
-      ...(targetSpec.project ? { project: targetSpec.project } : {}),
+      project: targetSpec.project ?? null,
       revision: report.revision,
       changes: report.changes,
       records: report.entries,

@@ -18,7 +18,7 @@
  * already holds data.
  */
 import { isDeepStrictEqual } from "node:util";
-import { ApexError } from "../../core/errors.js";
+import { ApexError, withDetail } from "../../core/errors.js";
 import type { Change, StorageBackend, TableKey, TableOptions } from "../../core/store/port.js";
 import { encodeJson } from "../../core/store/value-codec.js";
 
@@ -171,7 +171,7 @@ export async function migrateStore(source: StorageBackend, target: StorageBacken
 }
 
 function integrity(message: string): ApexError {
-  return new ApexError("APEX_E_INTEGRITY", `The copy does not match its source: ${message}.`);
+  return new ApexError("APEX_E_INTEGRITY", withDetail(`The copy does not match its source`, message));
 }
 
 function holdsData(target: StorageBackend): boolean {

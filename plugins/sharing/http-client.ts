@@ -1,6 +1,6 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
-import { ApexError } from "../../core/errors.js";
+import { ApexError, withDetail } from "../../core/errors.js";
 import { MAX_LINE_BYTES, errorFromBody, lineSplitter, sendableJson, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { NDJSON } from "./heartbeat-reply.js";
 import { tokenFor } from "./remote.js";
@@ -67,7 +67,7 @@ function open(endpoint: string, path: string, body: unknown, timeoutMs: number, 
           }),
         );
       } else if (secure && isCertificateError(error)) reject(untrustedCertificate(url, error));
-      else reject(new ApexError("APEX_E_RPC", `Cannot reach ${url.origin}: ${error.code ?? error.message}.`, { hint: unreachableHint(url, error), details: { connection: error.code ?? "error" } }));
+      else reject(new ApexError("APEX_E_RPC", withDetail(`Cannot reach ${url.origin}`, error.code ?? error.message), { hint: unreachableHint(url, error), details: { connection: error.code ?? "error" } }));
     });
     req.end(payload);
   });
@@ -334,7 +334,7 @@ export function subscribeRemote(endpoint: string, method: string, params: unknow
       if (opened.silent()) throw silent();
       if (error instanceof ApexError) throw error;
       // The connection broke (the server killed, the network gone): said so, not as an internal error.
-      throw new ApexError("APEX_E_RPC", `The event stream from ${new URL(endpoint).origin} broke: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`, {
+      throw new ApexError("APEX_E_RPC", withDetail(`The event stream from ${new URL(endpoint).origin} broke`, (error as NodeJS.ErrnoException).code ?? (error as Error).message), {
         hint: "Is `apex serve` still running there?",
         cause: error,
       });

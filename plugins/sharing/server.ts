@@ -9,7 +9,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ProjectLocation } from "../../core/config/locate.js";
-import { ApexError, ErrorCodes, isApexError, type ErrorCode } from "../../core/errors.js";
+import { ApexError, ErrorCodes, isApexError, type ErrorCode, withDetail } from "../../core/errors.js";
 import { APEX_VERSION } from "../../core/plugins.js";
 import { callSupervisor, subscribeSupervisor, type Subscription } from "../../core/rpc/call.js";
 import { SupervisorChannel } from "./supervisor-channel.js";
@@ -189,7 +189,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   } catch (error) {
     // Node reads the PEM files here: not PEM, or a key that is not the certificate's.
     if (!https) throw error;
-    throw new ApexError("APEX_E_USAGE", `The TLS certificate and key (--tls-cert, --tls-key) cannot be used: ${(error as Error).message}.`, {
+    throw new ApexError("APEX_E_USAGE", withDetail(`The TLS certificate and key (--tls-cert, --tls-key) cannot be used`, (error as Error).message), {
       hint: "Give a PEM certificate and its own PEM private key (openssl x509 -in CERT -noout checks the certificate).",
       cause: error,
     });
@@ -320,7 +320,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     if (fastifyError.statusCode && fastifyError.statusCode < 500) {
       const code: ErrorCode = /JSON|json/.test(fastifyError.message) || fastifyError.code?.startsWith("FST_ERR_CTP") ? "APEX_E_BAD_JSON" : "APEX_E_BAD_INPUT";
-      return sendError(reply, new ApexError(code, `Bad request: ${fastifyError.message}.`, { hint: "Send a JSON object (Content-Type: application/json)." }));
+      return sendError(reply, new ApexError(code, withDetail(`Bad request`, fastifyError.message), { hint: "Send a JSON object (Content-Type: application/json)." }));
     }
     return sendError(reply, new ApexError("APEX_E_INTERNAL", fastifyError.message));
   });
@@ -1230,7 +1230,7 @@ function readPem(path: string, option: string): Buffer {
   try {
     return readFileSync(path);
   } catch (error) {
-    throw new ApexError("APEX_E_NOT_FOUND", `Cannot read ${option} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}.`);
+    throw new ApexError("APEX_E_NOT_FOUND", withDetail(`Cannot read ${option} ${path}`, (error as NodeJS.ErrnoException).code ?? (error as Error).message));
   }
 }
 
