@@ -218,6 +218,7 @@ export function parseImport(text: string, name: string): Entry[] {
       refuseOtherKeys(record, `${name}:1`);
       if (twice) throw repeatedInLine(`${name}:${line(twice.second)}`, record.path as string, twice);
       refuseInexactNumbers(trimmed, `the value of ${JSON.stringify(record.path)}`, (offset) => `${name}:${line(offset)}: `);
+      checkImportedValue(record.path as string, record.value, trimmed.length, () => `${name}:1`);
       return [{ path: record.path as string, value: record.value as JsonValue }];
     }
     const entries: Entry[] = [];
@@ -229,6 +230,9 @@ export function parseImport(text: string, name: string): Entry[] {
     if (twice && twice.within.length === 0) throw repeatedPath(`${name}:${line(twice.second)}`, twice.key, line(twice.first));
     if (twice) throw repeatedInValue(`${name}:${line(twice.second)}`, String(twice.within[0]), { ...twice, within: twice.within.slice(1) });
     refuseInexactNumbers(trimmed, "a value", (offset) => `${name}:${line(offset)}: `);
+    if (trimmed.length > MAX_VALUE_BYTES / JSON_GROWTH) {
+      for (const entry of entries) checkImportedValue(entry.path, entry.value, Infinity, () => `${name}:${line(topLevelKeyAt(trimmed, entry.path))}`);
+    }
     return entries;
   }
   // One object over many lines (an export, cut short or edited) whose first line is no JSON of its own
@@ -271,10 +275,71 @@ export function parseNdjson(lines: Iterable<string>, name: string): Entry[] {
     const first = lineOf.get(parsed.path as string);
     if (first !== undefined) throw repeatedPath(`${name}:${index + 1}`, parsed.path as string, first);
     refuseInexactNumbers(line, `the value of ${JSON.stringify(parsed.path)}`, () => `${name}:${index + 1}: `);
+    checkImportedValue(parsed.path as string, parsed.value, line.length, () => `${name}:${index + 1}`);
     lineOf.set(parsed.path as string, index + 1);
     entries.push({ path: parsed.path as string, value: parsed.value as JsonValue });
   }
   return entries;
+}
+
+/** The largest memory value, as plugins/owned-paths.ts MAX_VALUE_BYTES (not imported from there: a plugin is loaded only when needed). */
+const MAX_VALUE_BYTES = 256 * 1024 * 1024;
+/**
+ * How many times longer a value's compact JSON can be than its text as read: strings and
+ * structure never grow (escapes are written as short or shorter), a number can (`1e20` is
+ * written as 21 digits, 4.4 times its length with its comma).
+ */
+const JSON_GROWTH = 6;
+
+/**
+ * Refuses an imported value over the largest memory value (APEX_E_TOO_LARGE, exit 2, naming its
+ * path, size and the limit, and where it is in the file), as `memory set` refuses it: with no
+ * session running an import wrote it, and `memory show` through a supervisor could not return
+ * it. TEXT_LENGTH is the length of the text it was parsed from (it or more): a text too short to
+ * hold such a value is not serialized again, so an ordinary import costs nothing more.
+ */
+export function checkImportedValue(path: string, value: unknown, textLength: number, where: () => string): void {
+  if (textLength <= MAX_VALUE_BYTES / JSON_GROWTH) return;
+  const bytes = jsonBytes(value);
+  if (bytes <= MAX_VALUE_BYTES) return;
+  const size = Number.isFinite(bytes) ? `${bytes} bytes of JSON` : "longer than a string can be";
+  throw new ApexError("APEX_E_TOO_LARGE", `${where()}: the value for ${path} is ${size}; a memory value may be at most ${MAX_VALUE_BYTES} bytes (256 MiB) of JSON. Nothing was imported.`, {
+    hint: "Split it across several paths (/big/part-1, /big/part-2, …).",
+    details: { path, ...(Number.isFinite(bytes) ? { bytes } : {}), limit_bytes: MAX_VALUE_BYTES },
+  });
+}
+
+/** The UTF-8 bytes of VALUE's compact JSON (Infinity when it is longer than a string can be). */
+function jsonBytes(value: unknown): number {
+  try {
+    const text = JSON.stringify(value) ?? "";
+    return text.length * 3 <= MAX_VALUE_BYTES ? text.length : Buffer.byteLength(text);
+  } catch (error) {
+    if (error instanceof RangeError && /string length/i.test(error.message)) return Infinity;
+    throw error;
+  }
+}
+
+/** The offset in TEXT (one JSON object) of its top-level key KEY (for messages only: it scans the text). */
+function topLevelKeyAt(text: string, key: string): number {
+  let depth = 0;
+  for (let at = 0; at < text.length; at++) {
+    const code = text.charCodeAt(at);
+    if (code === 0x22) {
+      let end = at;
+      for (;;) {
+        end = text.indexOf('"', end + 1);
+        if (end === -1) return 0;
+        let backslashes = 0;
+        while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes += 1;
+        if (backslashes % 2 === 0) break;
+      }
+      if (depth === 1 && JSON.parse(text.slice(at, end + 1)) === key && /^\s*:/.test(text.slice(end + 1, end + 64))) return at;
+      at = end;
+    } else if (code === 0x7b || code === 0x5b) depth += 1;
+    else if (code === 0x7d || code === 0x5d) depth -= 1;
+  }
+  return 0;
 }
 
 /** An NDJSON line with keys besides "path" and "value": they would be dropped without a word (`{"path": "/a", "value": 1, "note": 2}`). */

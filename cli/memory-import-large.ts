@@ -3,7 +3,7 @@ import { ApexError, withDetail } from "../core/errors.js";
 import { pathProblem } from "../core/store/paths.js";
 import type { Entry, JsonValue } from "../core/store/store.js";
 import { refuseInexactNumbers } from "./json-numbers.js";
-import { parseNdjson, repeatedInValue, repeatedKey, repeatedPath } from "./memory-actions.js";
+import { checkImportedValue, parseNdjson, repeatedInValue, repeatedKey, repeatedPath } from "./memory-actions.js";
 
 /**
  * An import file longer than the longest string V8 makes (512 MiB: `memory export` of a memory
@@ -44,6 +44,7 @@ export function parseLargeImport(bytes: Buffer, name: string): Entry[] {
       const twice = value !== null && typeof value === "object" ? repeatedKey(text) : undefined;
       if (twice) throw repeatedInValue(`${name}:${lineAt(bytes, valueStart + Buffer.byteLength(text.slice(0, twice.second)))}`, path, twice);
       refuseInexactNumbers(text, `the value of ${JSON.stringify(path)}`, (offset) => `${name}:${lineAt(bytes, valueStart + Buffer.byteLength(text.slice(0, offset)))}: `);
+      checkImportedValue(path, value, valueEnd - valueStart, () => `${name}:${line}`);
       entries.push({ path, value });
       at = skipSpace(bytes, valueEnd);
       if (bytes[at] === 0x2c) at = skipSpace(bytes, at + 1);

@@ -543,3 +543,29 @@ describe("apex memory import of a file longer than V8's longest string (an expor
     expect(() => parseLargeImport(Buffer.concat([Buffer.from('{\n  "/d": "'), Buffer.from([0xff]), Buffer.from('"\n}\n')]), "big.json")).toThrow("big.json:2: not valid UTF-8.");
   });
 });
+
+describe("apex memory import of a value over 256 MiB of JSON, with no session running", () => {
+  it("is APEX_E_TOO_LARGE (exit 2) naming the entry's path, line, size and the limit, for an object, NDJSON and a file read an entry at a time; nothing is imported", () => {
+    const limit = 256 * 1024 * 1024;
+    const big = `"${"x".repeat(limit - 1)}"`; // limit + 1 bytes of JSON
+    const details = { path: "/big", bytes: limit + 1, limit_bytes: limit };
+    const message = (where: string) => `${where}: the value for /big is ${limit + 1} bytes of JSON; a memory value may be at most ${limit} bytes (256 MiB) of JSON. Nothing was imported.`;
+    const file = join(dir, "big.json");
+    try {
+      for (const [text, where] of [
+        [`{\n  "/a": 1,\n  "/big": ${big}\n}\n`, "big.json:3"],
+        [`{"path": "/a", "value": 1}\n{"path": "/big", "value": ${big}}\n`, "big.json:2"],
+      ] as const) {
+        writeFileSync(file, text);
+        const result = runApex(["memory", "import", "big.json", "--json"], { cwd: dir, timeout: 60_000 });
+        expect(result.status, result.stderr).toBe(2);
+        expect(JSON.parse(result.stderr).error).toMatchObject({ code: "APEX_E_TOO_LARGE", message: message(where), details });
+        expect(runApex(["memory", "show", "/a"], { cwd: dir }).status).toBe(3);
+      }
+      // A file longer than a string (read an entry at a time) is checked the same way.
+      expect(() => parseLargeImport(Buffer.from(`{\n  "/a": 1,\n\n  "/big": ${big}\n}\n`), "big.json")).toThrow(message("big.json:4"));
+    } finally {
+      truncateSync(file);
+    }
+  }, 90_000);
+});
