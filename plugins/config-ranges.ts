@@ -82,7 +82,7 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
   if (typeof session.backup_location === "string" && /^~(\/|$)/.test(session.backup_location)) {
     at(["session", "backup_location"], `"~" is not expanded (got ${JSON.stringify(session.backup_location)}): write the absolute path, or a path relative to the project directory.`, "an absolute path or one relative to the project directory");
   } else if (typeof session.backup_location === "string" && location) {
-    const problem = backupLocationProblem(session.backup_location, location);
+    const problem = backupLocationProblem(session.backup_location, location, lmdbStoreDir(mapping(data.store), location));
     if (problem) at(["session", "backup_location"], problem, "a directory of its own: outside the store directory, or a new one inside it such as .apex/backups");
   }
   const agents = mapping(data.agents);
@@ -110,6 +110,9 @@ export function checkRanges(data: Record<string, unknown>, source: ConfigSource,
 /** What APEX keeps in the store directory itself: a backup location must not be (in) one of them. */
 const STORE_DIR_ENTRIES = ["logs", "run", "bin", "workspace", "store.mdb", "store.mdb-lock", "supervisor.json", "supervisor.log", "supervisor.sock", "serve.json"];
 
+/** What an LMDB store kept elsewhere (store.url, APEX_STORE_URL=lmdb:PATH) holds in its directory. */
+const LMDB_DIR_ENTRIES = ["store.mdb", "store.mdb-lock"];
+
 /**
  * `backup_location: .apex` put bundles and store-<time> copies among the store's own files, where
  * a backup's sweep of interrupted copies and the store's cleanups look (and `.apex/logs` among an
@@ -117,17 +120,30 @@ const STORE_DIR_ENTRIES = ["logs", "run", "bin", "workspace", "store.mdb", "stor
  * symlink to it), and APEX's own entries in it are refused. A directory of its own inside it, as
  * the default `.apex/backups`, is fine.
  */
-function backupLocationProblem(value: string, location: ProjectLocation): string | undefined {
+function backupLocationProblem(value: string, location: ProjectLocation, lmdbDir: string | undefined): string | undefined {
   const target = realPath(isAbsolute(value) ? value : resolve(location.projectDir, value));
-  const store = realPath(location.storeDir);
   const shown = `(got ${JSON.stringify(value)}, which is ${target})`;
   const file = nearestExisting(target);
   if (file !== undefined && !statSync(file).isDirectory()) return `${file === target ? "is" : `lies under ${file}, which is`} a file, not a directory ${shown}: backups and archives could not be written there.`;
-  if (target === store) return `is the store directory ${store} itself ${shown}: backups and archives would lie among the store's own files. Use a directory of its own, such as .apex/backups.`;
-  if (!target.startsWith(store + sep)) return undefined;
-  const [first = ""] = relative(store, target).split(sep);
-  if (!STORE_DIR_ENTRIES.includes(first) && !first.startsWith("salvage-")) return undefined;
-  return `lies in ${join(store, first)}, which APEX keeps in the store directory for itself ${shown}. Use a directory of its own, such as .apex/backups.`;
+  // The store's data may be elsewhere (an LMDB store.url or APEX_STORE_URL=lmdb:PATH): its directory is refused as .apex is.
+  for (const dir of lmdbDir === undefined ? [location.storeDir] : [location.storeDir, lmdbDir]) {
+    const store = realPath(dir);
+    const which = dir === lmdbDir ? "the store's data directory" : "the store directory";
+    if (target === store) return `is ${which} ${store} itself ${shown}: backups and archives would lie among the store's own files. Use a directory of its own, such as .apex/backups.`;
+    if (!target.startsWith(store + sep)) continue;
+    const [first = ""] = relative(store, target).split(sep);
+    // The data directory holds only the store's files (logs and sockets stay in .apex).
+    if (!(dir === lmdbDir ? LMDB_DIR_ENTRIES : STORE_DIR_ENTRIES).includes(first) && !first.startsWith("salvage-")) continue;
+    return `lies in ${join(store, first)}, which APEX keeps in ${which} for itself ${shown}. Use a directory of its own, such as .apex/backups.`;
+  }
+  return undefined;
+}
+
+/** The directory of an LMDB store kept elsewhere than .apex (APEX_STORE_URL=lmdb:PATH, else store.url of an lmdb store), as core/store/open.ts resolves it. */
+function lmdbStoreDir(store: Record<string, unknown>, location: ProjectLocation): string | undefined {
+  const fromEnv = process.env.APEX_STORE_URL;
+  if (fromEnv) return fromEnv.startsWith("lmdb:") && fromEnv.length > "lmdb:".length ? resolve(location.projectDir, fromEnv.slice("lmdb:".length)) : undefined;
+  return store.backend === "lmdb" && typeof store.url === "string" && store.url !== "" ? resolve(location.projectDir, store.url) : undefined;
 }
 
 /** `path`, or its nearest ancestor that exists (undefined if none can be looked at). */

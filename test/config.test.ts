@@ -1224,6 +1224,37 @@ describe("apex config (end to end, built CLI)", () => {
     expect(JSON.parse(under.stderr).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `Cannot create the directory ${join(dir, "apex.config.yaml", "x")}: a part of the path is not a directory (ENOTDIR).` });
   });
 
+  it("backup_location naming the directory of an LMDB store kept elsewhere (store.url, APEX_STORE_URL=lmdb:PATH) or its files is a config error with its line, as .apex is", () => {
+    // Before, only .apex was looked at: `apex backup` wrote store-<time>/ beside store.mdb in the store's own directory.
+    const data = join(dir, "data");
+    const config = (backup: string, store = "") => writeFileSync(join(dir, "apex.config.yaml"), `${store}session:\n  backup_location: ${backup}\n`);
+    config("backups", "store:\n  backend: lmdb\n  url: data\n");
+    expect(apex(["memory", "set", "/notes/a", "1"]).status).toBe(0);
+    expect(existsSync(join(data, "store.mdb"))).toBe(true);
+    for (const [backup, message] of [["./data/salvage-1/x", `lies in ${join(data, "salvage-1")}, which APEX keeps in the store's data directory`], ["data", `is the store's data directory ${data} itself`]]) {
+      config(backup, "store:\n  backend: lmdb\n  url: data\n");
+      const validate = apex(["config", "validate", "--json"]);
+      expect(validate.status, backup).toBe(2);
+      expect(JSON.parse(validate.stdout).errors).toEqual([expect.objectContaining({ line: 5, path: "session.backup_location", message: expect.stringContaining(message) })]);
+    }
+    const backup = apex(["backup"]);
+    expect(backup.status).toBe(2);
+    expect(backup.stderr).toMatch(/^error\[APEX_E_CONFIG\]: apex\.config\.yaml:5:\d+: session\.backup_location: is the store's data directory /);
+    expect(readdirSync(data).filter((name) => name.startsWith("store-"))).toEqual([]);
+    // The environment's store: the same, and the config's own store.url no longer counts.
+    config("data");
+    const env = { APEX_STORE_URL: "lmdb:data" };
+    expect(apex(["config", "validate"], env).status).toBe(2);
+    const fromEnv = apex(["backup"], env);
+    expect(fromEnv.status).toBe(2);
+    expect(fromEnv.stderr).toContain(`session.backup_location: is the store's data directory ${data} itself`);
+    expect(readdirSync(data).filter((name) => name.startsWith("store-"))).toEqual([]);
+    expect(apex(["config", "validate"], { APEX_STORE_URL: "lmdb:other" }).status).toBe(0);
+    // A directory of its own inside it is fine, as .apex/backups is.
+    config("data/backups", "store:\n  backend: lmdb\n  url: data\n");
+    expect(apex(["config", "validate"]).status).toBe(0);
+  });
+
   it("a direct write refuses an unknown plugin name (did-you-mean) or a missing plugin file, and creates no store", () => {
     writeFileSync(join(dir, "apex.config.yaml"), "plugins:\n  retension: {}\n");
     const unknown = apex(["memory", "set", "/notes/a", "1"]);
