@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { execFile, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { brotliCompressSync, brotliDecompressSync } from "node:zlib";
 import { basename, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -498,6 +498,35 @@ describe("apex session export / import", () => {
     // Its hint named a command there is not ("archive or delete that session first").
     expect(JSON.parse(changed.stderr).error.hint).toBe("Nothing was written. To replace it by the bundle's, archive it first (`apex session archive s-recent`); or import into another project.");
     expect(existsSync(file)).toBe(true); // import never removes the file
+  });
+
+  it("unarchive of an archive holding another state of a session that is here gives the whole way in its hint (move the bundle in the way aside, archive, unarchive), and that way works", async () => {
+    const dir = project("replace");
+    await threeSessions(dir);
+    const bundle = join(dir, ".apex", "backups", "s-recent.apexbundle");
+    expect(apexIn(dir)("session", "archive", "s-recent").status).toBe(0);
+    expect(apexIn(dir)("session", "unarchive", "s-recent", "--keep").status).toBe(0);
+    await withStore(dir, (store) => store.set("/sessions/s-recent/tasks/t-9999", { id: "t-9999", title: "added since", status: "completed", assignee: "coder" }));
+    const refused = apexIn(dir)("session", "unarchive", "s-recent", "--json");
+    expect(refused.status).toBe(4);
+    expect(errorOf(refused)).toMatchObject({ code: "APEX_E_SESSION_EXISTS", details: { session_id: "s-recent", archive_file: bundle } });
+    // It said "archive it first", and that archive stopped on this very bundle ("Move that file away first").
+    expect(JSON.parse(refused.stderr).error.hint).toBe(`Nothing was written. To replace it by the bundle's: move the bundle archiving it would write aside (\`mv ${bundle} ${bundle}.older\`), archive it (\`apex session archive s-recent\`), then bring this one back (\`apex session unarchive ${bundle}.older\`); or import into another project.`);
+    renameSync(bundle, `${bundle}.older`);
+    const archived = apexIn(dir)("session", "archive", "s-recent");
+    expect(archived.status, archived.stderr).toBe(0);
+    const back = apexIn(dir)("session", "unarchive", `${bundle}.older`, "--json");
+    expect(back.status, back.stderr).toBe(0);
+    await withStore(dir, (store) => expect(store.get("/sessions/s-recent/tasks/t-9999")).toBeUndefined());
+    expect(existsSync(bundle)).toBe(true); // the state replaced, archived
+    // A bundle elsewhere (an export), none in the way: archive, then unarchive it.
+    const exported = join(dir, "s-recent.export");
+    expect(apexIn(dir)("session", "export", "s-recent", "-o", exported).status).toBe(0);
+    await withStore(dir, (store) => store.set("/sessions/s-recent/tasks/t-9999", { id: "t-9999", title: "added since", status: "completed", assignee: "coder" }));
+    renameSync(bundle, join(dir, "kept.apexbundle"));
+    const other = apexIn(dir)("session", "unarchive", exported, "--json");
+    expect(other.status).toBe(4);
+    expect(JSON.parse(other.stderr).error.hint).toBe(`Nothing was written. To replace it by the bundle's: archive it (\`apex session archive s-recent\`), then bring this one back (\`apex session unarchive ${exported}\`); or import into another project.`);
   });
 
   it("unarchive of another project's archive that is back already (unarchive --keep, or killed before removing it) says so, as of this project's own", async () => {

@@ -146,10 +146,37 @@ export async function runUnarchive(input: CommandInput, context: CommandContext,
     // The session is here as the archive holds it: an earlier unarchive put it back and was killed
     // before it removed the bundle. The rerun finishes that (it said to archive or delete the session).
     const back = await alreadyBack(context, file, settings);
-    if (!back) throw error;
+    if (!back) throw await replacingHint(error, context, file);
     return finishUnarchive(input, context, file, back, true);
   }
   return finishUnarchive(input, context, file, result, false);
+}
+
+/**
+ * The refusal of an archive whose session is here in another state, with the whole way to replace
+ * it: the hint said to archive the session first, and that archive then stopped on the bundle it
+ * would write, when one of the session is in the backup directory already (often the very archive
+ * being brought back), with a second error saying to move that file away.
+ */
+async function replacingHint(error: ApexError, context: CommandContext, file: string): Promise<ApexError> {
+  const sessionId = (error.details as { session_id?: unknown } | undefined)?.session_id;
+  if (typeof sessionId !== "string") return error;
+  const store = await context.store();
+  const ended = store.has(`/sessions/history/${sessionId}`);
+  const inTheWay = join(backupDirectory(context.config, context.projectDir), bundleFileName(sessionId));
+  const aside = `${inTheWay}.older`;
+  const steps = existsSync(inTheWay)
+    ? `move the bundle archiving it would write aside (\`mv ${shellWord(inTheWay)} ${shellWord(aside)}\`), archive it (\`apex session archive ${shortSessionId(sessionId)}\`), then bring this one back (\`apex session unarchive ${shellWord(realPath(file) === realPath(inTheWay) ? aside : file)}\`)`
+    : `archive it (\`apex session archive ${shortSessionId(sessionId)}\`), then bring this one back (\`apex session unarchive ${shellWord(file)}\`)`;
+  return new ApexError(error.code, error.message, {
+    hint: `Nothing was written. ${ended ? "To" : "Once it has ended (`apex stop`), to"} replace it by the bundle's: ${steps}; or import into another project.`,
+    details: { session_id: sessionId, ...(existsSync(inTheWay) ? { archive_file: inTheWay } : {}) },
+  });
+}
+
+/** A path as one shell word: quoted only when it holds a character the shell reads. */
+function shellWord(text: string): string {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
 /** The session of an archive `file` when the store holds it exactly as the archive does, else undefined. */
