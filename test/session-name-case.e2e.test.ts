@@ -49,5 +49,14 @@ describe("session names in references", () => {
       expect(ambiguous.stderr).toContain(exp);
       expect(ambiguous.stderr).toContain(other);
     }
+    // An id the names take, in any case: a conflict naming both sessions (exit 4), not "ambiguous" (exit 2) as if it were looked up.
+    const first = sessions.find((session) => session.name === null)!.session_id;
+    for (const as of ["exp", "Exp"]) {
+      const taken = p.apex(["session", "reconstruct", first, "--as", as, "--json"]);
+      expect(taken.status, taken.stderr).toBe(4);
+      const error = JSON.parse(taken.stderr).error;
+      expect(error).toMatchObject({ code: "APEX_E_CONFLICT", details: { id: as, named: other, sessions: [{ name: "EXP", session_id: other }, { name: "Exp", session_id: exp }] } });
+      expect(error.message).toBe(`Sessions are named ${as} already, in any case (EXP: ${other}; Exp: ${exp}); the reconstructed session cannot take it as its id.`);
+    }
   });
 });

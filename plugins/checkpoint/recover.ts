@@ -1,5 +1,5 @@
 import { ApexError } from "../../core/errors.js";
-import { sessionIdByName, shortSessionId } from "../../core/session/names.js";
+import { sessionNames, shortSessionId } from "../../core/session/names.js";
 import { allSessions } from "../../core/session/sessions.js";
 import { checkSessionName } from "./session-name.js";
 import {
@@ -386,11 +386,13 @@ export async function reconstructSession(store: Store, sessionId: string, option
       throw new ApexError("APEX_E_CONFLICT", `Session ${newId} already exists.`, { hint: "Choose another id for the reconstructed session." });
     }
     // An id is looked up before a name: one equal to a branch's name would take every command naming that branch.
-    const namedSession = sessionIdByName(store, newId);
-    if (namedSession !== undefined) {
-      throw new ApexError("APEX_E_CONFLICT", `A session is named ${newId} already (${namedSession}); the reconstructed session cannot take it as its id.`, {
+    // In any case, as names are read: an older store's two names differing only in case were a lookup's APEX_E_AMBIGUOUS (exit 2).
+    const named = namesAlike(store, newId);
+    if (named.length > 0) {
+      const which = named.length === 1 ? `A session is named ${named[0]![0]} already (${named[0]![1]})` : `Sessions are named ${newId} already, in any case (${named.map(([name, id]) => `${name}: ${id}`).join("; ")})`;
+      throw new ApexError("APEX_E_CONFLICT", `${which}; the reconstructed session cannot take it as its id.`, {
         hint: "Choose another id for the reconstructed session (--as), or leave --as out for <id>-r1.",
-        details: { id: newId, named: namedSession },
+        details: { id: newId, named: named[0]![1], sessions: named.map(([name, id]) => ({ name, session_id: id })) },
       });
     }
     // Nor the start of another session's id: `3f2a9c1e` is how that session is printed and found, and a
@@ -465,7 +467,7 @@ export async function reconstructSession(store: Store, sessionId: string, option
 function freeSessionId(store: Store, catalog: Catalog, sessionId: string): string {
   for (let n = 1; ; n++) {
     const candidate = `${sessionId}-r${n}`;
-    if (!store.has(sessionPath(candidate)) && !store.has(historyPath(candidate)) && catalog.lastSequence(candidate) === 0 && sessionIdByName(store, candidate) === undefined) return candidate;
+    if (!store.has(sessionPath(candidate)) && !store.has(historyPath(candidate)) && catalog.lastSequence(candidate) === 0 && namesAlike(store, candidate).length === 0) return candidate;
   }
 }
 
@@ -480,4 +482,15 @@ function historyPath(sessionId: string): string {
 function withoutProcess(id: string, value: JsonValue): JsonValue {
   if (id.endsWith(".context") || !isRecord(value)) return value;
   return { ...(value as Record<string, JsonValue>), status: "stopped", pid: null, pgid: null, start_time: null };
+}
+
+/** The sessions whose name is ID in any case, [name, id] by name (an unreadable record names nothing; validate reports it). */
+function namesAlike(store: Store, id: string): Array<[string, string]> {
+  let names: Map<string, string>;
+  try {
+    names = sessionNames(store);
+  } catch {
+    return [];
+  }
+  return [...names].filter(([name]) => name.toLowerCase() === id.toLowerCase()).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
