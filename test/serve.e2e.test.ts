@@ -764,11 +764,15 @@ describe("apex serve without a supervisor", () => {
     // A name every object has is no method of the store's writer either: it ran Object's (constructor
     // answered 200 with the params echoed back, hasOwnProperty a 500), as an unknown method is refused.
     const owner = share(project, "olga", "owner");
+    // It is unknown (404), as on a running session; a method only a supervisor serves is refused (409).
     for (const method of ["constructor", "toString", "hasOwnProperty", "memory.explode"]) {
       const reply = await rpc(server.url, sid, method, owner.token, { title: "x" });
-      expect(reply.status, `${method}: ${JSON.stringify(reply.body)}`).toBe(409);
-      expect(reply.body.error).toMatchObject({ code: "APEX_E_SESSION_STATE", details: { needs_supervisor: method } });
+      expect(reply.status, `${method}: ${JSON.stringify(reply.body)}`).toBe(404);
+      expect(reply.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", details: { unknown_method: method } });
     }
+    const stop = await rpc(server.url, sid, "session.stop", owner.token, {});
+    expect(stop.status, JSON.stringify(stop.body)).toBe(409);
+    expect(stop.body.error).toMatchObject({ code: "APEX_E_SESSION_STATE", details: { needs_supervisor: "session.stop" } });
 
     // A wrong token, once refused, is refused again without opening the store (while no supervisor
     // runs, each lookup opens it): with the store file swapped for a damaged one, the same token

@@ -384,7 +384,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const { method } = request.params;
     const { sid, caller } = await authenticate(request, request.params.sid);
     const params = objectBody(request.body);
-    if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`, { details: { unknown_method: method } });
+    if (isInternalMethod(method)) throw noSuchMethod(method);
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
     if ((STREAM_METHODS as readonly string[]).includes(method)) {
       throw new ApexError("APEX_E_BAD_INPUT", `${method} is a stream, not a call.`, { hint: `POST /api/sessions/SESSION/stream with {"${method}": {…}}.` });
@@ -787,9 +787,9 @@ class Gate {
     } catch (error) {
       // A method no supervisor knows is the caller's mistake (404), not a bad gateway (502), and
       // the list of the supervisor's methods (internal ones included) is not the caller's to see.
-      if (unknownMethod(error) === method) {
-        throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`, { hint: "The methods are those of `apex`'s control channel (README: Remote and shared sessions).", details: { unknown_method: method } });
-      }
+      if (unknownMethod(error) === method) throw noSuchMethod(method);
+      // A method only a supervisor serves, asked while none runs: unless it is none at all.
+      if (isApexError(error) && error.details?.needs_supervisor === method && !(await isKnownMethod(method))) throw noSuchMethod(method);
       throw error;
     }
   }
@@ -814,7 +814,8 @@ class Gate {
     }
     if (read) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params));
     const session = await withReadStore(this.location, (store) => storedSession(store, sessionId));
-    if (session.frozen) throw readOnlySession(session, method);
+    // Read-only for the methods that would change it; a name no writer serves is unknown (404) here as anywhere.
+    if (session.frozen) throw (await isKnownMethod(method)) ? readOnlySession(session, method) : noSuchMethod(method);
     const { directClient } = await import("../../core/session/direct.js");
     // That session's records and working memory, whatever this server's directory is bound to.
     const client = await directClient(this.location, "write", { session: sessionId });
@@ -1290,4 +1291,13 @@ function logPosition(value: unknown): LogFile["readTo"] {
   if (!value || typeof value !== "object") return undefined;
   const { dev, ino, size } = value as Record<string, unknown>;
   return [dev, ino, size].every((n) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0) ? { dev: dev as number, ino: ino as number, size: size as number } : undefined;
+}
+
+function noSuchMethod(method: string): ApexError {
+  return new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`, { hint: "The methods are those of `apex`'s control channel (README: Remote and shared sessions).", details: { unknown_method: method } });
+}
+
+/** Whether any writer of a session serves `method` (known-methods.ts, loaded on the error paths that ask). */
+async function isKnownMethod(method: string): Promise<boolean> {
+  return (await import("./known-methods.js")).isKnownMethod(method);
 }
