@@ -188,6 +188,14 @@ describe("apex serve: roles", () => {
     expect(history).toMatch(/resumed.*\[user:otto\]/);
     await waitFor("connected users in status", () => (project!.apex(["status"]).stdout.match(/connected\s+(.*)/)?.[1] ?? "").includes("otto (operator)"));
     expect(project.apex(["status"]).stdout).toMatch(/connected .*vera@example.com \(viewer\)/);
+    // Who else holds a grant is the owners' business: a viewer or an operator is shown only themselves.
+    const connectedFor = async (token: string) => ((await rpc(server.url, sid, "session.status", token)).body.result.connected as Array<{ user: string }>).map((entry) => entry.user).sort();
+    expect(await connectedFor(owner.token)).toEqual(expect.arrayContaining(["olga", "otto", "vera@example.com"]));
+    expect(await connectedFor(viewer.token)).toEqual(["vera@example.com"]);
+    expect(await connectedFor(operator.token)).toEqual(["otto"]);
+    const viewerStatus = remote(project, server.url, sid, viewer.token, ["status"]).stdout;
+    expect(viewerStatus).toMatch(/connected +vera@example.com \(viewer\)\n/);
+    expect(viewerStatus).not.toContain("otto");
 
     // Internal plumbing is not reachable remotely, even by an owner.
     expect((await rpc(server.url, sid, "share.authenticate", owner.token, { token: viewer.token })).status).toBe(404);

@@ -416,7 +416,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // A merge reads its source: the caller needs a grant of it too, not only owner of the destination.
     if (method === "session.merge") Object.assign(actorParams, { source: await gate.mergeSource(caller, sid, params), destination: await gate.mergeDestination(sid, params) });
     // What the caller's role may see of APEX's records, without the server's paths (redact.ts).
-    const shown = (value: unknown) => (method === "memory.get" && typeof params.path === "string" ? remoteEntryValue(params.path, value, caller.role) : remoteResult(method, value, caller.role));
+    const shown = (value: unknown) => (method === "memory.get" && typeof params.path === "string" ? remoteEntryValue(params.path, value, caller.role) : remoteResult(method, value, caller.role, caller.user));
     let result: unknown;
     if (method === "whoami") result = { user: caller.user, role: caller.role, session_id: sid };
     else if (method === "logs.read") result = gate.readLogs(sid, params);
@@ -577,7 +577,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       void (async () => {
         while (!closed) {
           const params = { since, glob, session: sid };
-          const reply = remoteResult("memory.changes", scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)), caller.role) as { revision: number; changes: unknown[] };
+          const reply = remoteResult("memory.changes", scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)), caller.role, caller.user) as { revision: number; changes: unknown[] };
           for (const change of reply.changes) send("memory.watch", change);
           since = reply.revision;
           await sleep(250);
