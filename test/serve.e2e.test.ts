@@ -485,6 +485,13 @@ describe("apex serve: bad input and abuse", () => {
     const array = await rpc(server.url, sid, "memory.set", operator.token, "[1,2]");
     expect(array.status).toBe(400);
     expect(array.body.error.message).toContain("must be a JSON object");
+    // JSON's null is no object either, on calls and streams alike (it was taken as {}: the call ran, 200).
+    for (const path of ["rpc/session.status", "stream"]) {
+      const reply = await fetch(`${server.url}/api/sessions/${sid}/${path}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${operator.token}` }, body: "null" });
+      const body = (await reply.json()) as { error: { code: string; message: string } };
+      expect(reply.status, `${path}: ${JSON.stringify(body)}`).toBe(400);
+      expect(body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "The request body must be a JSON object of parameters." });
+    }
     const big = await postLarge(`${server.url}/api/sessions/${sid}/rpc/memory.set`, operator.token, JSON.stringify({ path: "/big", value: "x".repeat(2 * 1024 * 1024) }));
     expect(big.status).toBe(413);
     expect(big.body.error.code).toBe("APEX_E_TOO_LARGE");

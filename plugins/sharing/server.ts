@@ -1118,8 +1118,9 @@ function eventsPage(params: Record<string, unknown>, events: unknown): unknown {
 }
 
 function objectBody(body: unknown): Record<string, unknown> {
-  if (body === undefined || body === null) return {};
-  if (typeof body !== "object" || Array.isArray(body)) throw new ApexError("APEX_E_BAD_INPUT", "The request body must be a JSON object of parameters.");
+  // No body at all (no Content-Type either) is a call without parameters; JSON's null is no object.
+  if (body === undefined) return {};
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw new ApexError("APEX_E_BAD_INPUT", "The request body must be a JSON object of parameters.");
   return body as Record<string, unknown>;
 }
 
