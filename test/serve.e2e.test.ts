@@ -485,6 +485,14 @@ describe("apex serve: bad input and abuse", () => {
     const array = await rpc(server.url, sid, "memory.set", operator.token, "[1,2]");
     expect(array.status).toBe(400);
     expect(array.body.error.message).toContain("must be a JSON object");
+    // A key given twice, in the parameters or in a value: JSON keeps the last, so it is refused, as `memory set` refuses it (it was written, 200).
+    for (const [body, at] of [['{"path": "/twice", "value": {"a": 1, "a": 2}}', "/value/a"], ['{"path": "/twice", "path": "/other", "value": 1}', "/path"]] as const) {
+      const twice = await rpc(server.url, sid, "memory.set", operator.token, body);
+      expect(twice.status, JSON.stringify(twice.body)).toBe(400);
+      expect(twice.body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", details: { at } });
+    }
+    expect(project.apex(["memory", "show", "/twice"]).status).not.toBe(0);
+    expect(project.apex(["memory", "show", "/other"]).status).not.toBe(0);
     // JSON's null is no object either, on calls and streams alike (it was taken as {}: the call ran, 200).
     for (const path of ["rpc/session.status", "stream"]) {
       const reply = await fetch(`${server.url}/api/sessions/${sid}/${path}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${operator.token}` }, body: "null" });

@@ -25,6 +25,7 @@ import { AcceptedTokens, clientKey, ConnectionLimit, LoginThrottle, RefusedToken
 import type { SessionEvent, SessionRecord } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { refuseInexactNumbers } from "../../cli/json-numbers.js";
+import { refuseRepeatedKeys } from "../../cli/memory-actions.js";
 import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
 import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.js";
@@ -1250,6 +1251,8 @@ function parseBody(text: string): unknown {
   }
   // A number JSON.parse reads as another (1e-400 as 0, an id past 2^53 rounded) is refused, as `apex memory set` refuses it.
   refuseInexactNumbers(text, "The request body");
+  // A key given twice (`{"path": "/a", "path": "/b"}`): JSON.parse keeps the last, and the call would act on what the sender may not have meant.
+  refuseRepeatedKeys(text, value, "The request body");
   // Only a body whose text names such a key (or escapes characters, which could spell one) is walked.
   if (!/__proto__|prototype|\\u/.test(text)) return value;
   const pending: Array<[unknown, string, number]> = [[value, "$", 0]];
