@@ -202,6 +202,14 @@ describe("apex serve: roles", () => {
     // A method no supervisor has: 404 (the caller's mistake, not a bad gateway), without the supervisor's list of methods.
     const unknown = await rpc(server.url, sid, "memory.explode", owner.token);
     expect(unknown.status).toBe(404);
+    // For a viewer too: it was 403 "memory.explode needs owner", with the share command that grants owner.
+    for (const who of [viewer, operator]) {
+      const asked = await rpc(server.url, sid, "memory.explode", who.token);
+      expect(asked.status, JSON.stringify(asked.body)).toBe(404);
+      expect(asked.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", details: { unknown_method: "memory.explode" } });
+    }
+    // A real method above the role stays 403.
+    expect((await rpc(server.url, sid, "session.stop", viewer.token)).status).toBe(403);
     expect(unknown.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", message: 'Unknown method "memory.explode".' });
     expect(JSON.stringify(unknown.body)).not.toContain("share.authenticate");
 

@@ -31,7 +31,7 @@ import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime 
 import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
-import { isInternalMethod, isProjectMethod, roleNeeded } from "./roles.js";
+import { isInternalMethod, isProjectMethod, roleNeeded, roleTable } from "./roles.js";
 import { remoteEntryValue, remoteEvent, remoteResult } from "./redact.js";
 import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
@@ -391,7 +391,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       throw new ApexError("APEX_E_BAD_INPUT", `${method} is a stream, not a call.`, { hint: `POST /api/sessions/SESSION/stream with {"${method}": {…}}.` });
     }
     const needed = roleNeeded(method, params);
-    if (!roleAllows(caller.role, needed)) throw forbidden(caller, method, needed);
+    if (!roleAllows(caller.role, needed)) {
+      // A name that is no method at all needs owner only by default: it is unknown (404) to every role, not a grant to ask for.
+      if (!roleTable().has(method) && !(await isKnownMethod(method))) throw noSuchMethod(method);
+      throw forbidden(caller, method, needed);
+    }
     checkRemoteWrite(method, params);
     if (method === "share.create") checkGrantLifetime(caller, params);
     // A share names its session: another than the grant's is refused, as a merge's destination is.
