@@ -523,7 +523,7 @@ describe("apex serve: bad input and abuse", () => {
     expect(noToken.status).toBe(401);
     expect(noToken.body.error.message).toContain("No token");
     const unknownMethod = await rpc(server.url, sid, "memory.explode", operator.token);
-    expect(unknownMethod.status).toBe(403); // unknown methods need owner; an owner would get the supervisor's "Unknown method"
+    expect(unknownMethod.status).toBe(404); // unknown to every role, as to an owner (not "needs owner")
     expect(revision()).toBe(before);
 
     // Expired tokens.
@@ -619,6 +619,8 @@ describe("apex serve: crafted requests", () => {
       ["PUT", `/api/sessions/${sid}/stream`, "POST, OPTIONS"],
       ["DELETE", "/", "GET, HEAD"],
       ["POST", "/assets/app.js", "GET, HEAD"],
+      // OPTIONS too, on an /api path that takes no POST (it was 204 "Allow: POST, OPTIONS" for any /api path).
+      ["OPTIONS", "/api/health", "GET, HEAD"],
     ]) {
       const wrong = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${operator.token}` } });
       expect(wrong.status, `${method} ${path}`).toBe(405);
@@ -627,6 +629,12 @@ describe("apex serve: crafted requests", () => {
     }
     const missing = await fetch(`${server.url}/api/sessions/${sid}/nothing`, { method: "POST" });
     expect(missing.status).toBe(404);
+    const missingAsked = await fetch(`${server.url}/api/sessions/${sid}/nothing`, { method: "OPTIONS" });
+    expect(missingAsked.status).toBe(404);
+    expect(((await missingAsked.json()) as { error: { code: string } }).error.code).toBe("APEX_E_NOT_FOUND");
+    // A path that takes POST is asked about as before: 204 and what it takes.
+    const asked = await fetch(`${server.url}/api/sessions/${sid}/rpc/session.status`, { method: "OPTIONS" });
+    expect([asked.status, asked.headers.get("allow")]).toEqual([204, "POST, OPTIONS"]);
 
     // A session in the URL with escaped slashes: no grant of it exists (401), and no store path is shown.
     for (const escaped of [`${sid}%2F..%2F${sid}`, "..%2F..%2Fprojects", `${sid}%2Fgrants`]) {
