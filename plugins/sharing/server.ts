@@ -116,6 +116,7 @@ const ROUTE_METHODS: Array<[RegExp, string]> = [
   [/^\/(assets\/[^/]+|api\/health)?$/, "GET, HEAD"],
   [/^\/api\/sessions\/[^/]+\/(rpc\/[^/]+|stream)$/, "POST, OPTIONS"],
 ];
+const POST_ROUTE = "POST, OPTIONS";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -271,7 +272,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
   // A browser asks before every API call (they carry an Authorization header): an origin --cors
   // names gets a 204 with the CORS headers above (else the call is never made); any other, none.
+  // Only the paths that take POST: another (`/api/health`, `/api/nothing`) is answered as any method it does not take is, 405 or 404.
   app.options("/api/*", async (request, reply) => {
+    if (ROUTE_METHODS.find(([pattern]) => pattern.test(request.url.split("?")[0]!))?.[1] !== POST_ROUTE) return noRoute(request, reply);
     if (corsAllowed(request)) reply.header("access-control-max-age", "600");
     await reply.code(204).header("allow", "POST, OPTIONS").send();
   });
@@ -289,7 +292,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       });
     }
   });
-  app.setNotFoundHandler(async (request, reply) => {
+  app.setNotFoundHandler(noRoute);
+
+  async function noRoute(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const path = request.url.split("?")[0]!;
     // A path that exists, asked with another method: 405 and the methods it takes (Allow).
     const allow = ROUTE_METHODS.find(([pattern]) => pattern.test(path))?.[1];
@@ -298,7 +303,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       return;
     }
     await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${path}.`, hint: "The API is under /api/sessions/SESSION/…" } });
-  });
+  }
   app.setErrorHandler(async (error, request, reply) => {
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
     if (isApexError(error)) return sendError(reply, error);
