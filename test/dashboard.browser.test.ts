@@ -176,6 +176,9 @@ describe("the dashboard in headless Chromium", () => {
     expect(await other.locator("#btn-pause, #btn-resume, #btn-checkpoint").count()).toBe(0);
     expect(await other.locator("#session-id").textContent()).toBe(sid);
     await other.locator(`#tree > li[data-session="${sid}"].here`).waitFor();
+    // Who is connected: a viewer is shown itself only, not the operator's page open beside it.
+    await other.locator("#connected", { hasText: "vera (viewer)" }).waitFor({ timeout: 15_000 });
+    expect(await other.locator("#connected").textContent()).toBe("Connected: vera (viewer)");
     await other.screenshot({ path: join(shots, "dashboard-viewer.png"), fullPage: true });
 
     // Access revoked while the page is open: the login form comes back with the reason, and the page

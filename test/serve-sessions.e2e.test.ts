@@ -94,6 +94,17 @@ describe("apex serve: every session of the project", () => {
       expect(refused.stderr).toContain("APEX_E_SESSION_STATE");
       expect(refused.stderr).toContain(`Session ${a} is ended (stopped): it can be read, not changed`);
     }
+    // A name no writer serves is unknown (404), for an owner too, as on a running session; a real write stays 409.
+    for (const method of ["no.such", "memory.explode", "constructor"]) {
+      const unknown = await rpc(url, a, method, ownerA.token, {});
+      expect(unknown.status, `${method}: ${JSON.stringify(unknown.body)}`).toBe(404);
+      expect(unknown.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", details: { unknown_method: method } });
+    }
+    for (const method of ["task.add", "checkpoint.create", "session.stop"]) {
+      const write = await rpc(url, a, method, ownerA.token, { title: "late" });
+      expect(write.status, `${method}: ${JSON.stringify(write.body)}`).toBe(409);
+      expect(write.body.error.code).toBe("APEX_E_SESSION_STATE");
+    }
     expect(project.apex(["task", "list", "--session", a, "--json"]).stdout).not.toContain("late");
     expect(JSON.parse(project.apex(["memory", "show", "/notes/a", "--json"]).stdout).value).toBe(3);
 

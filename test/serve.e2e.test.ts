@@ -188,12 +188,28 @@ describe("apex serve: roles", () => {
     expect(history).toMatch(/resumed.*\[user:otto\]/);
     await waitFor("connected users in status", () => (project!.apex(["status"]).stdout.match(/connected\s+(.*)/)?.[1] ?? "").includes("otto (operator)"));
     expect(project.apex(["status"]).stdout).toMatch(/connected .*vera@example.com \(viewer\)/);
+    // Who else holds a grant is the owners' business: a viewer or an operator is shown only themselves.
+    const connectedFor = async (token: string) => ((await rpc(server.url, sid, "session.status", token)).body.result.connected as Array<{ user: string }>).map((entry) => entry.user).sort();
+    expect(await connectedFor(owner.token)).toEqual(expect.arrayContaining(["olga", "otto", "vera@example.com"]));
+    expect(await connectedFor(viewer.token)).toEqual(["vera@example.com"]);
+    expect(await connectedFor(operator.token)).toEqual(["otto"]);
+    const viewerStatus = remote(project, server.url, sid, viewer.token, ["status"]).stdout;
+    expect(viewerStatus).toMatch(/connected +vera@example.com \(viewer\)\n/);
+    expect(viewerStatus).not.toContain("otto");
 
     // Internal plumbing is not reachable remotely, even by an owner.
     expect((await rpc(server.url, sid, "share.authenticate", owner.token, { token: viewer.token })).status).toBe(404);
     // A method no supervisor has: 404 (the caller's mistake, not a bad gateway), without the supervisor's list of methods.
     const unknown = await rpc(server.url, sid, "memory.explode", owner.token);
     expect(unknown.status).toBe(404);
+    // For a viewer too: it was 403 "memory.explode needs owner", with the share command that grants owner.
+    for (const who of [viewer, operator]) {
+      const asked = await rpc(server.url, sid, "memory.explode", who.token);
+      expect(asked.status, JSON.stringify(asked.body)).toBe(404);
+      expect(asked.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", details: { unknown_method: "memory.explode" } });
+    }
+    // A real method above the role stays 403.
+    expect((await rpc(server.url, sid, "session.stop", viewer.token)).status).toBe(403);
     expect(unknown.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", message: 'Unknown method "memory.explode".' });
     expect(JSON.stringify(unknown.body)).not.toContain("share.authenticate");
 
@@ -477,6 +493,21 @@ describe("apex serve: bad input and abuse", () => {
     const array = await rpc(server.url, sid, "memory.set", operator.token, "[1,2]");
     expect(array.status).toBe(400);
     expect(array.body.error.message).toContain("must be a JSON object");
+    // A key given twice, in the parameters or in a value: JSON keeps the last, so it is refused, as `memory set` refuses it (it was written, 200).
+    for (const [body, at] of [['{"path": "/twice", "value": {"a": 1, "a": 2}}', "/value/a"], ['{"path": "/twice", "path": "/other", "value": 1}', "/path"]] as const) {
+      const twice = await rpc(server.url, sid, "memory.set", operator.token, body);
+      expect(twice.status, JSON.stringify(twice.body)).toBe(400);
+      expect(twice.body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", details: { at } });
+    }
+    expect(project.apex(["memory", "show", "/twice"]).status).not.toBe(0);
+    expect(project.apex(["memory", "show", "/other"]).status).not.toBe(0);
+    // JSON's null is no object either, on calls and streams alike (it was taken as {}: the call ran, 200).
+    for (const path of ["rpc/session.status", "stream"]) {
+      const reply = await fetch(`${server.url}/api/sessions/${sid}/${path}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${operator.token}` }, body: "null" });
+      const body = (await reply.json()) as { error: { code: string; message: string } };
+      expect(reply.status, `${path}: ${JSON.stringify(body)}`).toBe(400);
+      expect(body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "The request body must be a JSON object of parameters." });
+    }
     const big = await postLarge(`${server.url}/api/sessions/${sid}/rpc/memory.set`, operator.token, JSON.stringify({ path: "/big", value: "x".repeat(2 * 1024 * 1024) }));
     expect(big.status).toBe(413);
     expect(big.body.error.code).toBe("APEX_E_TOO_LARGE");
@@ -492,7 +523,7 @@ describe("apex serve: bad input and abuse", () => {
     expect(noToken.status).toBe(401);
     expect(noToken.body.error.message).toContain("No token");
     const unknownMethod = await rpc(server.url, sid, "memory.explode", operator.token);
-    expect(unknownMethod.status).toBe(403); // unknown methods need owner; an owner would get the supervisor's "Unknown method"
+    expect(unknownMethod.status).toBe(404); // unknown to every role, as to an owner (not "needs owner")
     expect(revision()).toBe(before);
 
     // Expired tokens.
@@ -588,6 +619,8 @@ describe("apex serve: crafted requests", () => {
       ["PUT", `/api/sessions/${sid}/stream`, "POST, OPTIONS"],
       ["DELETE", "/", "GET, HEAD"],
       ["POST", "/assets/app.js", "GET, HEAD"],
+      // OPTIONS too, on an /api path that takes no POST (it was 204 "Allow: POST, OPTIONS" for any /api path).
+      ["OPTIONS", "/api/health", "GET, HEAD"],
     ]) {
       const wrong = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${operator.token}` } });
       expect(wrong.status, `${method} ${path}`).toBe(405);
@@ -596,6 +629,12 @@ describe("apex serve: crafted requests", () => {
     }
     const missing = await fetch(`${server.url}/api/sessions/${sid}/nothing`, { method: "POST" });
     expect(missing.status).toBe(404);
+    const missingAsked = await fetch(`${server.url}/api/sessions/${sid}/nothing`, { method: "OPTIONS" });
+    expect(missingAsked.status).toBe(404);
+    expect(((await missingAsked.json()) as { error: { code: string } }).error.code).toBe("APEX_E_NOT_FOUND");
+    // A path that takes POST is asked about as before: 204 and what it takes.
+    const asked = await fetch(`${server.url}/api/sessions/${sid}/rpc/session.status`, { method: "OPTIONS" });
+    expect([asked.status, asked.headers.get("allow")]).toEqual([204, "POST, OPTIONS"]);
 
     // A session in the URL with escaped slashes: no grant of it exists (401), and no store path is shown.
     for (const escaped of [`${sid}%2F..%2F${sid}`, "..%2F..%2Fprojects", `${sid}%2Fgrants`]) {
@@ -764,11 +803,15 @@ describe("apex serve without a supervisor", () => {
     // A name every object has is no method of the store's writer either: it ran Object's (constructor
     // answered 200 with the params echoed back, hasOwnProperty a 500), as an unknown method is refused.
     const owner = share(project, "olga", "owner");
+    // It is unknown (404), as on a running session; a method only a supervisor serves is refused (409).
     for (const method of ["constructor", "toString", "hasOwnProperty", "memory.explode"]) {
       const reply = await rpc(server.url, sid, method, owner.token, { title: "x" });
-      expect(reply.status, `${method}: ${JSON.stringify(reply.body)}`).toBe(409);
-      expect(reply.body.error).toMatchObject({ code: "APEX_E_SESSION_STATE", details: { needs_supervisor: method } });
+      expect(reply.status, `${method}: ${JSON.stringify(reply.body)}`).toBe(404);
+      expect(reply.body.error).toMatchObject({ code: "APEX_E_NOT_FOUND", details: { unknown_method: method } });
     }
+    const stop = await rpc(server.url, sid, "session.stop", owner.token, {});
+    expect(stop.status, JSON.stringify(stop.body)).toBe(409);
+    expect(stop.body.error).toMatchObject({ code: "APEX_E_SESSION_STATE", details: { needs_supervisor: "session.stop" } });
 
     // A wrong token, once refused, is refused again without opening the store (while no supervisor
     // runs, each lookup opens it): with the store file swapped for a damaged one, the same token

@@ -10,6 +10,8 @@ import { roleAllows, type Role } from "./grants.js";
  *   sends, in their place, a `events.skipped` event with the seq alone, so that a client that
  *   counts events (the dashboard compares the last seq it has with the status's `event_seq`)
  *   knows it missed nothing.
+ *   Who else is connected (status's `connected`: users and their roles) is too: a viewer or an
+ *   operator is shown there only themselves (their own user's connections), an owner everyone.
  * - The server's own files and process proofs mean nothing on another machine, and tell its
  *   layout to whoever holds a token: the supervisor's socket path, the log path `session.continue`
  *   answers, a branch's worktree path (its branch and commit stay), and the nonces that prove a pid
@@ -49,10 +51,10 @@ export function remoteEntryValue(path: string, value: unknown, role: Role): unkn
  * The result of `method` as a caller of `role` receives it through `apex serve` (after the
  * session scoping of scope.ts).
  */
-export function remoteResult(method: string, result: unknown, role: Role): unknown {
+export function remoteResult(method: string, result: unknown, role: Role, user: string): unknown {
   switch (method) {
     case "session.status":
-      return statusReport(result);
+      return statusReport(result, role, user);
     case "session.list":
     case "session.history":
       return Array.isArray(result) ? result.map(sessionRecord) : result;
@@ -92,11 +94,14 @@ function entries(list: unknown[], role: Role): unknown[] {
   return out;
 }
 
-function statusReport(report: unknown): unknown {
-  if (!isObject(report) || !isObject(report.session)) return report;
+function statusReport(report: unknown, role: Role, user: string): unknown {
+  if (!isObject(report)) return report;
+  const connected = Array.isArray(report.connected) && !roleAllows(role, SEES_GRANTS) ? { connected: report.connected.filter((entry: unknown) => isObject(entry) && entry.user === user) } : {};
+  if (!isObject(report.session)) return { ...report, ...connected };
   const session = report.session;
   return {
     ...report,
+    ...connected,
     session: {
       ...session,
       supervisor: isObject(session.supervisor) ? omit(session.supervisor, ["socket", "nonce"]) : session.supervisor,

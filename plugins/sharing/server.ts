@@ -25,12 +25,13 @@ import { AcceptedTokens, clientKey, ConnectionLimit, LoginThrottle, RefusedToken
 import type { SessionEvent, SessionRecord } from "../../core/session/records.js";
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { refuseInexactNumbers } from "../../cli/json-numbers.js";
+import { refuseRepeatedKeys } from "../../cli/memory-actions.js";
 import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
 import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.js";
 import { shortSessionId } from "../../core/session/names.js";
 import { remotePluginCommand, type CommandSessionLookup } from "./command-scope.js";
-import { isInternalMethod, isProjectMethod, roleNeeded } from "./roles.js";
+import { isInternalMethod, isProjectMethod, roleNeeded, roleTable } from "./roles.js";
 import { remoteEntryValue, remoteEvent, remoteResult } from "./redact.js";
 import { CHECKPOINT_WRITES, checkRemoteWrite, hiddenRead, pinnedParams, scopedListing, scopedResult, SESSION_LISTINGS } from "./scope.js";
 
@@ -115,6 +116,7 @@ const ROUTE_METHODS: Array<[RegExp, string]> = [
   [/^\/(assets\/[^/]+|api\/health)?$/, "GET, HEAD"],
   [/^\/api\/sessions\/[^/]+\/(rpc\/[^/]+|stream)$/, "POST, OPTIONS"],
 ];
+const POST_ROUTE = "POST, OPTIONS";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -270,7 +272,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
   // A browser asks before every API call (they carry an Authorization header): an origin --cors
   // names gets a 204 with the CORS headers above (else the call is never made); any other, none.
+  // Only the paths that take POST: another (`/api/health`, `/api/nothing`) is answered as any method it does not take is, 405 or 404.
   app.options("/api/*", async (request, reply) => {
+    if (ROUTE_METHODS.find(([pattern]) => pattern.test(request.url.split("?")[0]!))?.[1] !== POST_ROUTE) return noRoute(request, reply);
     if (corsAllowed(request)) reply.header("access-control-max-age", "600");
     await reply.code(204).header("allow", "POST, OPTIONS").send();
   });
@@ -288,7 +292,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       });
     }
   });
-  app.setNotFoundHandler(async (request, reply) => {
+  app.setNotFoundHandler(noRoute);
+
+  async function noRoute(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const path = request.url.split("?")[0]!;
     // A path that exists, asked with another method: 405 and the methods it takes (Allow).
     const allow = ROUTE_METHODS.find(([pattern]) => pattern.test(path))?.[1];
@@ -297,7 +303,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       return;
     }
     await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${path}.`, hint: "The API is under /api/sessions/SESSION/…" } });
-  });
+  }
   app.setErrorHandler(async (error, request, reply) => {
     const fastifyError = error as { code?: string; statusCode?: number; message: string };
     if (isApexError(error)) return sendError(reply, error);
@@ -384,13 +390,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const { method } = request.params;
     const { sid, caller } = await authenticate(request, request.params.sid);
     const params = objectBody(request.body);
-    if (isInternalMethod(method)) throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`, { details: { unknown_method: method } });
+    if (isInternalMethod(method)) throw noSuchMethod(method);
     // A stream never answers as a call: it would hold the request open, and its subscription the supervisor's channel.
     if ((STREAM_METHODS as readonly string[]).includes(method)) {
       throw new ApexError("APEX_E_BAD_INPUT", `${method} is a stream, not a call.`, { hint: `POST /api/sessions/SESSION/stream with {"${method}": {…}}.` });
     }
     const needed = roleNeeded(method, params);
-    if (!roleAllows(caller.role, needed)) throw forbidden(caller, method, needed);
+    if (!roleAllows(caller.role, needed)) {
+      // A name that is no method at all needs owner only by default: it is unknown (404) to every role, not a grant to ask for.
+      if (!roleTable().has(method) && !(await isKnownMethod(method))) throw noSuchMethod(method);
+      throw forbidden(caller, method, needed);
+    }
     checkRemoteWrite(method, params);
     if (method === "share.create") checkGrantLifetime(caller, params);
     // A share names its session: another than the grant's is refused, as a merge's destination is.
@@ -416,7 +426,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // A merge reads its source: the caller needs a grant of it too, not only owner of the destination.
     if (method === "session.merge") Object.assign(actorParams, { source: await gate.mergeSource(caller, sid, params), destination: await gate.mergeDestination(sid, params) });
     // What the caller's role may see of APEX's records, without the server's paths (redact.ts).
-    const shown = (value: unknown) => (method === "memory.get" && typeof params.path === "string" ? remoteEntryValue(params.path, value, caller.role) : remoteResult(method, value, caller.role));
+    const shown = (value: unknown) => (method === "memory.get" && typeof params.path === "string" ? remoteEntryValue(params.path, value, caller.role) : remoteResult(method, value, caller.role, caller.user));
     let result: unknown;
     if (method === "whoami") result = { user: caller.user, role: caller.role, session_id: sid };
     else if (method === "logs.read") result = gate.readLogs(sid, params);
@@ -577,7 +587,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       void (async () => {
         while (!closed) {
           const params = { since, glob, session: sid };
-          const reply = remoteResult("memory.changes", scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)), caller.role) as { revision: number; changes: unknown[] };
+          const reply = remoteResult("memory.changes", scopedResult(sid, "memory.changes", params, await gate.call(sid, "memory.changes", params)), caller.role, caller.user) as { revision: number; changes: unknown[] };
           for (const change of reply.changes) send("memory.watch", change);
           since = reply.revision;
           await sleep(250);
@@ -787,9 +797,9 @@ class Gate {
     } catch (error) {
       // A method no supervisor knows is the caller's mistake (404), not a bad gateway (502), and
       // the list of the supervisor's methods (internal ones included) is not the caller's to see.
-      if (unknownMethod(error) === method) {
-        throw new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`, { hint: "The methods are those of `apex`'s control channel (README: Remote and shared sessions).", details: { unknown_method: method } });
-      }
+      if (unknownMethod(error) === method) throw noSuchMethod(method);
+      // A method only a supervisor serves, asked while none runs: unless it is none at all.
+      if (isApexError(error) && error.details?.needs_supervisor === method && !(await isKnownMethod(method))) throw noSuchMethod(method);
       throw error;
     }
   }
@@ -814,7 +824,8 @@ class Gate {
     }
     if (read) return withReadStore(this.location, (store) => readStored(store, sessionId, method, params));
     const session = await withReadStore(this.location, (store) => storedSession(store, sessionId));
-    if (session.frozen) throw readOnlySession(session, method);
+    // Read-only for the methods that would change it; a name no writer serves is unknown (404) here as anywhere.
+    if (session.frozen) throw (await isKnownMethod(method)) ? readOnlySession(session, method) : noSuchMethod(method);
     const { directClient } = await import("../../core/session/direct.js");
     // That session's records and working memory, whatever this server's directory is bound to.
     const client = await directClient(this.location, "write", { session: sessionId });
@@ -1117,8 +1128,9 @@ function eventsPage(params: Record<string, unknown>, events: unknown): unknown {
 }
 
 function objectBody(body: unknown): Record<string, unknown> {
-  if (body === undefined || body === null) return {};
-  if (typeof body !== "object" || Array.isArray(body)) throw new ApexError("APEX_E_BAD_INPUT", "The request body must be a JSON object of parameters.");
+  // No body at all (no Content-Type either) is a call without parameters; JSON's null is no object.
+  if (body === undefined) return {};
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw new ApexError("APEX_E_BAD_INPUT", "The request body must be a JSON object of parameters.");
   return body as Record<string, unknown>;
 }
 
@@ -1248,6 +1260,8 @@ function parseBody(text: string): unknown {
   }
   // A number JSON.parse reads as another (1e-400 as 0, an id past 2^53 rounded) is refused, as `apex memory set` refuses it.
   refuseInexactNumbers(text, "The request body");
+  // A key given twice (`{"path": "/a", "path": "/b"}`): JSON.parse keeps the last, and the call would act on what the sender may not have meant.
+  refuseRepeatedKeys(text, value, "The request body");
   // Only a body whose text names such a key (or escapes characters, which could spell one) is walked.
   if (!/__proto__|prototype|\\u/.test(text)) return value;
   const pending: Array<[unknown, string, number]> = [[value, "$", 0]];
@@ -1290,4 +1304,13 @@ function logPosition(value: unknown): LogFile["readTo"] {
   if (!value || typeof value !== "object") return undefined;
   const { dev, ino, size } = value as Record<string, unknown>;
   return [dev, ino, size].every((n) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0) ? { dev: dev as number, ino: ino as number, size: size as number } : undefined;
+}
+
+function noSuchMethod(method: string): ApexError {
+  return new ApexError("APEX_E_NOT_FOUND", `Unknown method ${JSON.stringify(method)}.`, { hint: "The methods are those of `apex`'s control channel (README: Remote and shared sessions).", details: { unknown_method: method } });
+}
+
+/** Whether any writer of a session serves `method` (known-methods.ts, loaded on the error paths that ask). */
+async function isKnownMethod(method: string): Promise<boolean> {
+  return (await import("./known-methods.js")).isKnownMethod(method);
 }
