@@ -320,20 +320,26 @@ function jsonBytes(value: unknown): number {
   }
 }
 
+/** The offset of the quote that ends the JSON string opening at `at` (-1: none): skipped with indexOf, so a large value costs little. */
+function stringEnd(text: string, at: number): number {
+  let end = at;
+  for (;;) {
+    end = text.indexOf('"', end + 1);
+    if (end === -1) return -1;
+    let backslashes = 0;
+    while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes += 1;
+    if (backslashes % 2 === 0) return end;
+  }
+}
+
 /** The offset in TEXT (one JSON object) of its top-level key KEY (for messages only: it scans the text). */
 function topLevelKeyAt(text: string, key: string): number {
   let depth = 0;
   for (let at = 0; at < text.length; at++) {
     const code = text.charCodeAt(at);
     if (code === 0x22) {
-      let end = at;
-      for (;;) {
-        end = text.indexOf('"', end + 1);
-        if (end === -1) return 0;
-        let backslashes = 0;
-        while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes += 1;
-        if (backslashes % 2 === 0) break;
-      }
+      const end = stringEnd(text, at);
+      if (end === -1) return 0;
       if (depth === 1 && JSON.parse(text.slice(at, end + 1)) === key && /^\s*:/.test(text.slice(end + 1, end + 64))) return at;
       at = end;
     } else if (code === 0x7b || code === 0x5b) depth += 1;
@@ -390,13 +396,7 @@ export function repeatedKey(text: string): { key: string; within: Array<string |
   for (let at = 0; at < text.length; at++) {
     const code = text.charCodeAt(at);
     if (code === 0x22) {
-      let end = at;
-      for (;;) {
-        end = text.indexOf('"', end + 1);
-        let backslashes = 0;
-        while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes += 1;
-        if (end === -1 || backslashes % 2 === 0) break;
-      }
+      const end = stringEnd(text, at);
       if (end === -1) return undefined;
       const top = frames[frames.length - 1];
       if (top?.keyNext) {
