@@ -11,7 +11,6 @@ import type { ProjectLocation } from "../../core/config/locate.js";
 import { currentActor } from "../../core/actor.js";
 import { paint, plural, printJson, printLine } from "../../cli/output.js";
 import { worktreeBackHint, worktreeOnBranch } from "../../cli/git-worktrees.js";
-import { realPath } from "../../cli/real-path.js";
 import { ApexError, isApexError } from "../../core/errors.js";
 import { checkpointServiceFor } from "../../core/session/checkpoints.js";
 import { checkSessionName } from "./session-name.js";
@@ -95,7 +94,7 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   // Checked before a worktree is made: a bad name or reference leaves nothing behind.
   const source = await withReadStore(location, (store) => {
     checkNewSessionName(store, name);
-    if (dir !== undefined) checkWorktreeFree(store, realPath(dir), location.projectDir);
+    if (dir !== undefined) checkWorktreeFree(store, existingRealPath(dir), location.projectDir);
     const manifest = branchSource(store, checkpoint);
     const git = manifest.git_state as { commit?: unknown; dirty?: unknown } | null;
     // The checkpoint as text names it, its session as session list prints it (experiment/checkpoint-004, 3f2a9c1e/…).
@@ -166,15 +165,25 @@ function refuseReservedWorktree(location: ProjectLocation, dir: string): void {
     ...(common.code === 0 && common.out ? [{ path: resolve(location.projectDir, common.out), what: "the repository's git directory" }] : []),
     { path: location.storeDir, what: "the project's APEX directory" },
   ];
-  const target = realPath(dir);
+  const target = existingRealPath(dir);
   for (const { path, what } of reserved) {
-    const inside = relative(realPath(path), target);
+    const inside = relative(existingRealPath(path), target);
     if (inside === "" || (!inside.startsWith("..") && !isAbsolute(inside))) {
       throw new ApexError("APEX_E_USAGE", `--worktree ${dir} is inside ${what} (${path}); a worktree cannot go there.`, {
         hint: "Give --worktree a directory outside .git and .apex, or --worktree alone for ../<repository>-NAME.",
         details: { path: dir, inside: path },
       });
     }
+  }
+}
+
+/** The real path of `path`, or of its nearest existing parent with the rest appended (a directory not made yet). */
+function existingRealPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    const parent = dirname(path);
+    return parent === path ? path : join(existingRealPath(parent), basename(path));
   }
 }
 
@@ -211,7 +220,7 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
     // branch checked out where this one would go, at the checkpoint's commit, untouched. The rerun
     // takes it over instead of refusing with a way out that git refuses too (a checked-out branch
     // cannot be deleted).
-    if (held && realPath(held.path) === realPath(dir) && held.head === commit && git(held.path, ["status", "--porcelain"]).out === "") {
+    if (held && existingRealPath(held.path) === existingRealPath(dir) && held.head === commit && git(held.path, ["status", "--porcelain"]).out === "") {
       return { path: dir, branch, commit, adopted: true };
     }
     throw new ApexError("APEX_E_BRANCH_EXISTS", `The git branch ${branch} exists already${held ? `, checked out at ${held.path}` : ""}; not creating the worktree.`, {
