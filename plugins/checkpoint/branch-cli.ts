@@ -28,6 +28,7 @@ import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.j
 import { resolveSessionRef } from "./plugin-sessions.js";
 import type { SessionMergeReport } from "./session-merge.js";
 import { drawTree, type SessionTree } from "./tree.js";
+import { realPath } from "../real-path.js";
 
 /**
  * Calls a write method where the writer is: `sessionId`'s own supervisor when it runs (a merge goes
@@ -94,7 +95,7 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   // Checked before a worktree is made: a bad name or reference leaves nothing behind.
   const source = await withReadStore(location, (store) => {
     checkNewSessionName(store, name);
-    if (dir !== undefined) checkWorktreeFree(store, existingRealPath(dir), location.projectDir);
+    if (dir !== undefined) checkWorktreeFree(store, realPath(dir), location.projectDir);
     const manifest = branchSource(store, checkpoint);
     const git = manifest.git_state as { commit?: unknown; dirty?: unknown } | null;
     // The checkpoint as text names it, its session as session list prints it (experiment/checkpoint-004, 3f2a9c1e/…).
@@ -165,25 +166,15 @@ function refuseReservedWorktree(location: ProjectLocation, dir: string): void {
     ...(common.code === 0 && common.out ? [{ path: resolve(location.projectDir, common.out), what: "the repository's git directory" }] : []),
     { path: location.storeDir, what: "the project's APEX directory" },
   ];
-  const target = existingRealPath(dir);
+  const target = realPath(dir);
   for (const { path, what } of reserved) {
-    const inside = relative(existingRealPath(path), target);
+    const inside = relative(realPath(path), target);
     if (inside === "" || (!inside.startsWith("..") && !isAbsolute(inside))) {
       throw new ApexError("APEX_E_USAGE", `--worktree ${dir} is inside ${what} (${path}); a worktree cannot go there.`, {
         hint: "Give --worktree a directory outside .git and .apex, or --worktree alone for ../<repository>-NAME.",
         details: { path: dir, inside: path },
       });
     }
-  }
-}
-
-/** The real path of `path`, or of its nearest existing parent with the rest appended (a directory not made yet). */
-function existingRealPath(path: string): string {
-  try {
-    return realpathSync(path);
-  } catch {
-    const parent = dirname(path);
-    return parent === path ? path : join(existingRealPath(parent), basename(path));
   }
 }
 
@@ -220,7 +211,7 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
     // branch checked out where this one would go, at the checkpoint's commit, untouched. The rerun
     // takes it over instead of refusing with a way out that git refuses too (a checked-out branch
     // cannot be deleted).
-    if (held && existingRealPath(held.path) === existingRealPath(dir) && held.head === commit && git(held.path, ["status", "--porcelain"]).out === "") {
+    if (held && realPath(held.path) === realPath(dir) && held.head === commit && git(held.path, ["status", "--porcelain"]).out === "") {
       return { path: dir, branch, commit, adopted: true };
     }
     throw new ApexError("APEX_E_BRANCH_EXISTS", `The git branch ${branch} exists already${held ? `, checked out at ${held.path}` : ""}; not creating the worktree.`, {
