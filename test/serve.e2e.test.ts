@@ -508,6 +508,18 @@ describe("apex serve: bad input and abuse", () => {
       expect(reply.status, `${path}: ${JSON.stringify(body)}`).toBe(400);
       expect(body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "The request body must be a JSON object of parameters." });
     }
+    // logs.read's lines and agent of a wrong type: refused (a string, -3 were read as 50 lines, 1.5 as 2, agent 5 as every agent).
+    for (const params of [{ lines: "abc" }, { lines: -3 }, { lines: 1.5 }, { lines: null }, { agent: 5 }]) {
+      const refused = await rpc(server.url, sid, "logs.read", operator.token, params);
+      expect(refused.status, `${JSON.stringify(params)}: ${JSON.stringify(refused.body)}`).toBe(400);
+      expect(refused.body.error.code).toBe("APEX_E_BAD_INPUT");
+      expect(refused.body.error.message).toMatch(/^logs\.read: (lines|agent) must be /);
+    }
+    // Each agent once in agents (it was listed once per log: alpha, alpha).
+    const read = await rpc(server.url, sid, "logs.read", operator.token, { lines: 1 });
+    expect(read.status).toBe(200);
+    expect(read.body.result.agents).toEqual(["alpha"]);
+    expect(Object.keys(read.body.result.read_to).sort()).toEqual(["alpha.stderr", "alpha.stdout"]);
     const big = await postLarge(`${server.url}/api/sessions/${sid}/rpc/memory.set`, operator.token, JSON.stringify({ path: "/big", value: "x".repeat(2 * 1024 * 1024) }));
     expect(big.status).toBe(413);
     expect(big.body.error.code).toBe("APEX_E_TOO_LARGE");

@@ -939,12 +939,16 @@ class Gate {
   }
 
   readLogs(sessionId: string, params: Record<string, unknown>): { agents: string[]; lines: LogLine[]; read_to: Record<string, LogFile["readTo"]> } {
+    // A wrong type was read as no value (all agents, 50 lines), and 1.5 lines as 2, without a word.
+    if (params.agent !== undefined && params.agent !== null && typeof params.agent !== "string") throw new ApexError("APEX_E_BAD_INPUT", "logs.read: agent must be an agent's name (a string), or null for every agent.");
+    if (params.lines !== undefined && !(Number.isSafeInteger(params.lines) && (params.lines as number) >= 0)) throw new ApexError("APEX_E_BAD_INPUT", `logs.read: lines must be a whole number ≥ 0, not ${typeof params.lines === "number" ? params.lines : `a ${params.lines === null ? "null" : Array.isArray(params.lines) ? "list" : typeof params.lines}`}.`, { hint: "Leave it out for the last 50 lines of each log." });
     const agent = typeof params.agent === "string" ? params.agent : undefined;
-    const lines = typeof params.lines === "number" && params.lines >= 0 ? Math.min(params.lines, 100_000) : 50;
+    const lines = typeof params.lines === "number" ? Math.min(params.lines, 100_000) : 50;
     // `follow`: the client follows from read_to next, so a last line a running session has not finished yet is left to it, to be sent whole.
     const tail = readLogTail(this.location.storeDir, sessionId, agent, lines, params.follow === true && liveSupervisorOf(this.location.storeDir, sessionId) !== undefined);
     const readTo = Object.fromEntries(tail.chosen.filter((file) => file.readTo).map((file) => [`${file.agent}.${file.stream}`, file.readTo]));
-    return { agents: tail.chosen.map((file) => file.agent), lines: tail.lines, read_to: readTo };
+    // Each agent once (chosen has a file per stream: an agent with stdout and stderr was listed twice).
+    return { agents: [...new Set(tail.chosen.map((file) => file.agent))], lines: tail.lines, read_to: readTo };
   }
 }
 
