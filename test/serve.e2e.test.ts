@@ -626,18 +626,22 @@ describe("apex serve: crafted requests", () => {
     expect(keys()).toEqual(["/deepest"]);
 
     // A path that exists, with a method it does not take: 405 and what it takes; a path that does not: 404.
-    for (const [method, path, allow] of [
-      ["GET", `/api/sessions/${sid}/rpc/session.status`, "POST, OPTIONS"],
-      ["PUT", `/api/sessions/${sid}/stream`, "POST, OPTIONS"],
-      ["DELETE", "/", "GET, HEAD"],
-      ["POST", "/assets/app.js", "GET, HEAD"],
+    // Its hint says what the path takes (a POST of /api/health was told "API calls are POST").
+    const readHint = (path: string) => `Read ${path} with GET (HEAD for its headers only); API calls are POST to /api/sessions/SESSION/rpc/METHOD.`;
+    const postHint = "Send POST with a JSON object of parameters; OPTIONS asks what the path takes.";
+    for (const [method, path, allow, hint] of [
+      ["GET", `/api/sessions/${sid}/rpc/session.status`, "POST, OPTIONS", postHint],
+      ["PUT", `/api/sessions/${sid}/stream`, "POST, OPTIONS", postHint],
+      ["DELETE", "/", "GET, HEAD", readHint("/")],
+      ["POST", "/assets/app.js", "GET, HEAD", readHint("/assets/app.js")],
+      ["POST", "/api/health", "GET, HEAD", readHint("/api/health")],
       // OPTIONS too, on an /api path that takes no POST (it was 204 "Allow: POST, OPTIONS" for any /api path).
-      ["OPTIONS", "/api/health", "GET, HEAD"],
+      ["OPTIONS", "/api/health", "GET, HEAD", readHint("/api/health")],
     ]) {
       const wrong = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${operator.token}` } });
       expect(wrong.status, `${method} ${path}`).toBe(405);
       expect(wrong.headers.get("allow")).toBe(allow);
-      expect(((await wrong.json()) as { error: { code: string } }).error.code).toBe("APEX_E_BAD_INPUT");
+      expect(((await wrong.json()) as { error: { code: string; hint: string } }).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${path} takes ${allow}, not ${method}.`, hint });
     }
     const missing = await fetch(`${server.url}/api/sessions/${sid}/nothing`, { method: "POST" });
     expect(missing.status).toBe(404);

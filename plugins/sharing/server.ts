@@ -299,7 +299,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // A path that exists, asked with another method: 405 and the methods it takes (Allow).
     const allow = ROUTE_METHODS.find(([pattern]) => pattern.test(path))?.[1];
     if (allow) {
-      await reply.code(405).header("allow", allow).send({ error: { code: "APEX_E_BAD_INPUT", message: `${path} takes ${allow}, not ${request.method}.`, hint: "API calls are POST with a JSON object of parameters." } });
+      // The hint says what this path takes (it said "API calls are POST" to a POST of /api/health, which takes GET).
+      const hint = allow === POST_ROUTE ? "Send POST with a JSON object of parameters; OPTIONS asks what the path takes." : `Read ${path} with GET (HEAD for its headers only); API calls are POST to /api/sessions/SESSION/rpc/METHOD.`;
+      await reply.code(405).header("allow", allow).send({ error: { code: "APEX_E_BAD_INPUT", message: `${path} takes ${allow}, not ${request.method}.`, hint } });
       return;
     }
     await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${path}.`, hint: "The API is under /api/sessions/SESSION/…" } });
