@@ -6,6 +6,7 @@ import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, readdir
 import { request as httpRequest } from "node:http";
 import { connect as netConnect, createServer as netServer, type Socket } from "node:net";
 import { hostname } from "node:os";
+import { brotliCompressSync, gzipSync } from "node:zlib";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { FIXTURES, Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -488,6 +489,18 @@ describe("apex serve: bad input and abuse", () => {
       expect(body.error.code).toBe("APEX_E_BAD_INPUT");
       expect(body.error.message).toContain("the API takes JSON only");
     }
+    // A compressed body (Content-Encoding) was read as if plain: gzip failed as "Request body size did not match Content-Length" (400 APEX_E_BAD_JSON). 415, saying so, and nothing written.
+    for (const [coding, body] of [["gzip", gzipSync('{"path": "/zipped", "value": 1}')], ["br", brotliCompressSync('{"path": "/zipped", "value": 1}')], ["deflate, gzip", Buffer.from('{"path": "/zipped", "value": 1}')]] as const) {
+      const reply = await fetch(`${server.url}/api/sessions/${sid}/rpc/memory.set`, { method: "POST", headers: { "content-type": "application/json", "content-encoding": coding, authorization: `Bearer ${operator.token}` }, body });
+      const answer = (await reply.json()) as { error: { code: string; message: string } };
+      expect(reply.status, `${coding}: ${JSON.stringify(answer)}`).toBe(415);
+      expect(reply.headers.get("accept-encoding")).toBe("identity");
+      expect(answer.error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `The request body is sent with Content-Encoding: ${JSON.stringify(coding)}; this server takes bodies as they are only, not compressed.` });
+    }
+    expect(project.apex(["memory", "show", "/zipped"]).status).not.toBe(0);
+    // identity is no coding: read as the plain body it is.
+    const plain = await fetch(`${server.url}/api/sessions/${sid}/rpc/session.status`, { method: "POST", headers: { "content-type": "application/json", "content-encoding": "identity", authorization: `Bearer ${operator.token}` }, body: "{}" });
+    expect(plain.status).toBe(200);
     const empty = await rpc(server.url, sid, "memory.set", operator.token, "");
     expect(empty.body.error.code).toBe("APEX_E_BAD_JSON");
     const array = await rpc(server.url, sid, "memory.set", operator.token, "[1,2]");

@@ -270,6 +270,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       hint: "Open it as http://127.0.0.1:PORT (a page of another site may have pointed its name at this host); behind a proxy or tunnel that sends its own name, start `apex serve` with --allow-host NAME.",
     });
   });
+  // A body sent compressed (Content-Encoding: gzip, br, …) was read as if plain: gzip's bytes
+  // failed as "Request body size did not match Content-Length" (400), or as JSON. Refused, as RFC
+  // 9110 has it for a coding the server does not take: 415, saying Accept-Encoding: identity.
+  app.addHook("onRequest", async (request, reply) => {
+    const coding = String(request.headers["content-encoding"] ?? "").trim().toLowerCase();
+    if (coding === "" || coding === "identity") return;
+    const refused = new ApexError("APEX_E_BAD_INPUT", `The request body is sent with Content-Encoding: ${JSON.stringify(coding.slice(0, 100))}; this server takes bodies as they are only, not compressed.`, {
+      hint: "Send the JSON object uncompressed, without a Content-Encoding header (or with Content-Encoding: identity).",
+    });
+    await reply.code(415).header("accept-encoding", "identity").send({ error: errorBody(refused) });
+  });
   // A browser asks before every API call (they carry an Authorization header): an origin --cors
   // names gets a 204 with the CORS headers above (else the call is never made); any other, none.
   // Only the paths that take POST: another (`/api/health`, `/api/nothing`) is answered as any method it does not take is, 405 or 404.
