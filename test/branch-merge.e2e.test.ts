@@ -535,6 +535,9 @@ describe("--worktree and --git", () => {
       [join(dir, ".git"), "APEX_E_USAGE", 2],
       [join(dir, ".apex", "wt", "feature"), "APEX_E_USAGE", 2],
       [".apex/feature", "APEX_E_USAGE", 2],
+      // Inside the project's working tree: git makes it (it shows there as untracked), and the project's agents and tools took its files for the project's.
+      [join(dir, "worktrees", "feature"), "APEX_E_USAGE", 2],
+      ["feature", "APEX_E_USAGE", 2],
     ] as const) {
       const refused = p.apex(["session", "branch", "latest", "feature", "--worktree", target, "--json"]);
       expect(refused.status, `${target}: ${refused.stderr}`).toBe(exit);
@@ -543,6 +546,9 @@ describe("--worktree and --git", () => {
     }
     expect(existsSync(join(dir, ".git", "feature"))).toBe(false);
     expect(existsSync(join(dir, ".apex", "wt"))).toBe(false);
+    expect(existsSync(join(dir, "worktrees"))).toBe(false);
+    expect(existsSync(join(dir, "feature"))).toBe(false);
+    expect(git(dir, "status", "--porcelain")).toBe("");
     expect(readFileSync(join(occupied, "keep.txt"), "utf8")).toBe("mine\n");
     expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
     // A checkpoint whose commit is gone (reset and pruned): named as --git-checkout names it, exit 3,

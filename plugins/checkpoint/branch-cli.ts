@@ -158,20 +158,26 @@ function git(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}): { code: 
 /**
  * A worktree inside the repository's git directory (git's own files: refs, objects, the index)
  * or the project's `.apex` (the store and its runtime files, owner-only and ignored by git) would
- * mix a checkout into data nobody edits by hand; git itself does not refuse it.
+ * mix a checkout into data nobody edits by hand; git itself does not refuse it. Nor one inside
+ * the working tree the project is in: git shows it there as untracked (`git add -A` adds it as an
+ * embedded repository), and the project's own session, its agents and every tool that walks the
+ * project (grep, a test runner, a build) take the branch's copy of the files for the project's.
+ * The working tree itself is refused as any directory that is not empty is.
  */
 function refuseReservedWorktree(location: ProjectLocation, dir: string): void {
   const common = git(location.projectDir, ["rev-parse", "--git-common-dir"]);
+  const top = git(location.projectDir, ["rev-parse", "--show-toplevel"]);
   const reserved = [
-    ...(common.code === 0 && common.out ? [{ path: resolve(location.projectDir, common.out), what: "the repository's git directory" }] : []),
-    { path: location.storeDir, what: "the project's APEX directory" },
+    ...(common.code === 0 && common.out ? [{ path: resolve(location.projectDir, common.out), what: "the repository's git directory", itself: true }] : []),
+    { path: location.storeDir, what: "the project's APEX directory", itself: true },
+    { path: top.code === 0 && top.out ? top.out : location.projectDir, what: "the working tree of the project", itself: false },
   ];
   const target = realPath(dir);
-  for (const { path, what } of reserved) {
+  for (const { path, what, itself } of reserved) {
     const inside = relative(realPath(path), target);
-    if (inside === "" || (!inside.startsWith("..") && !isAbsolute(inside))) {
+    if ((inside === "" && itself) || (inside !== "" && !inside.startsWith("..") && !isAbsolute(inside))) {
       throw new ApexError("APEX_E_USAGE", `--worktree ${dir} is inside ${what} (${path}); a worktree cannot go there.`, {
-        hint: "Give --worktree a directory outside .git and .apex, or --worktree alone for ../<repository>-NAME.",
+        hint: "Give --worktree a directory outside the project's working tree, such as ../<repository>-NAME, which --worktree alone makes.",
         details: { path: dir, inside: path },
       });
     }
