@@ -29,8 +29,11 @@ export interface LogFile {
   agent: string;
   stream: "stdout" | "stderr";
   file: string;
-  /** The file (its identity) and size its last lines were read from: following goes on from there, so a line written meanwhile is not lost. */
-  readTo?: { dev: number; ino: number; size: number };
+  /**
+   * The file (its identity) and size its last lines were read from: following goes on from there, so a line written meanwhile is not lost.
+   * `cut`: the record of the supervisor's last cut of the file (`<file>.cut`) then, null for none: a cut made since is followed into `.1`.
+   */
+  readTo?: { dev: number; ino: number; size: number; cut?: string | null };
 }
 
 export interface LogLine {
@@ -168,7 +171,9 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
   const chosen = files.filter((file) => agent === undefined || file.agent === agent);
   const lines: LogLine[] = [];
   for (const file of chosen) {
-    const recent = logTail(file.file, count, (readTo) => (file.readTo = readTo), holdUnfinished);
+    // The cut record before the file: a cut made after the file was read is then followed into .1 (before, it was taken as one already seen, and what it moved there was skipped).
+    const cut = readCut(file.file)?.text ?? null;
+    const recent = logTail(file.file, count, (readTo) => (file.readTo = { ...readTo, cut }), holdUnfinished);
     // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1.
     const earlier = recent.length < count ? logTail(`${file.file}.1`, count - recent.length) : [];
     for (const line of [...earlier, ...recent]) lines.push(logLine(file, line.bytes, line.dropped));
@@ -328,7 +333,9 @@ export async function followLogs(dir: string, initial: LogFile[], agent: string 
  * already shown, with no record of where), or from its start (a file new to the follower).
  */
 function openFollowed(file: LogFile, from: "start" | "end"): Followed {
-  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: EMPTY, dropped: 0, cut: readCut(file.file)?.text, waited: 0 };
+  // Following from where the last lines were read, the cut record seen then: one made since (--remote: between logs.read and logs.follow) is new.
+  const seen = from === "end" && file.readTo?.cut !== undefined ? (file.readTo.cut ?? undefined) : readCut(file.file)?.text;
+  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: EMPTY, dropped: 0, cut: seen, waited: 0 };
   reopen(state);
   if (from === "end" && state.fd !== undefined) {
     const { readTo } = file;

@@ -1319,8 +1319,10 @@ function sleep(ms: number): Promise<void> {
 /** A log position a client sent back (logs.read's `read_to`), if it is one: only where following starts, whatever it says. */
 function logPosition(value: unknown): LogFile["readTo"] {
   if (!value || typeof value !== "object") return undefined;
-  const { dev, ino, size } = value as Record<string, unknown>;
-  return [dev, ino, size].every((n) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0) ? { dev: dev as number, ino: ino as number, size: size as number } : undefined;
+  const { dev, ino, size, cut } = value as Record<string, unknown>;
+  if (![dev, ino, size].every((n) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0)) return undefined;
+  // The cut record logs.read saw (a short line of JSON), or null for none; anything else: not known, as from a client that sends none.
+  return { dev: dev as number, ino: ino as number, size: size as number, ...(cut === null || (typeof cut === "string" && cut.length <= 1000) ? { cut } : {}) };
 }
 
 function noSuchMethod(method: string): ApexError {
