@@ -1,7 +1,7 @@
 // Branch a session from a checkpoint, run it, merge it back, draw the tree: through the built
 // CLI, with real supervisors and agents, a real LMDB store and real git worktrees.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -582,6 +582,11 @@ describe("--worktree and --git", () => {
     mkdirSync(empty);
     expect(p.apex(["session", "branch", "checkpoint-002", "feature", "--worktree", empty]).status).toBe(0);
     expect(git(empty, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
+    // Inside that branch's worktree: refused as inside the project's (it would be in the branch's git status).
+    const nested = p.apex(["session", "branch", "checkpoint-002", "nested", "--worktree", join(empty, "nested"), "--json"]);
+    expect(nested.status, nested.stderr).toBe(2);
+    expect(JSON.parse(nested.stderr).error).toMatchObject({ code: "APEX_E_USAGE", details: { inside: realpathSync(empty) } });
+    expect(git(dir, "branch", "--list", "apex/nested")).toBe("");
     // A `session branch --worktree` killed after git made the worktree, before the session was
     // recorded, leaves apex/NAME checked out there: the rerun takes it over (it was refused, with a
     // `git branch -D` that git refuses for a checked-out branch).

@@ -162,22 +162,25 @@ function git(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}): { code: 
  * the working tree the project is in: git shows it there as untracked (`git add -A` adds it as an
  * embedded repository), and the project's own session, its agents and every tool that walks the
  * project (grep, a test runner, a build) take the branch's copy of the files for the project's.
- * The working tree itself is refused as any directory that is not empty is.
+ * The same inside another working tree of the repository (a branch's). A working tree itself is
+ * refused as any directory that is not empty is.
  */
 function refuseReservedWorktree(location: ProjectLocation, dir: string): void {
   const common = git(location.projectDir, ["rev-parse", "--git-common-dir"]);
-  const top = git(location.projectDir, ["rev-parse", "--show-toplevel"]);
+  // Every working tree of the repository: the project's, and another branch's (a worktree made from a branch's worktree, inside it, is in its git status as well).
+  const listed = git(location.projectDir, ["worktree", "list", "--porcelain"]);
+  const trees = listed.code === 0 ? listed.out.split(/\n\n+/).filter((block) => !/^bare$/m.test(block)).flatMap((block) => /^worktree (.+)$/m.exec(block)?.[1] ?? []) : [];
   const reserved = [
     ...(common.code === 0 && common.out ? [{ path: resolve(location.projectDir, common.out), what: "the repository's git directory", itself: true }] : []),
     { path: location.storeDir, what: "the project's APEX directory", itself: true },
-    { path: top.code === 0 && top.out ? top.out : location.projectDir, what: "the working tree of the project", itself: false },
+    ...(trees.length > 0 ? trees : [location.projectDir]).map((path) => ({ path, what: path === trees[0] || trees.length === 0 ? "the working tree of the project" : "a working tree of the repository", itself: false })),
   ];
   const target = realPath(dir);
   for (const { path, what, itself } of reserved) {
     const inside = relative(realPath(path), target);
     if ((inside === "" && itself) || (inside !== "" && !inside.startsWith("..") && !isAbsolute(inside))) {
       throw new ApexError("APEX_E_USAGE", `--worktree ${dir} is inside ${what} (${path}); a worktree cannot go there.`, {
-        hint: "Give --worktree a directory outside the project's working tree, such as ../<repository>-NAME, which --worktree alone makes.",
+        hint: "Give --worktree a directory outside the repository's working trees, such as ../<repository>-NAME, which --worktree alone makes.",
         details: { path: dir, inside: path },
       });
     }
