@@ -326,6 +326,18 @@ describe("apex serve: streams, revocation and concurrency", () => {
     await waitFor("otto listed as connected", () => connected().some((user) => user.user === "otto"));
     await server.stop();
     expect(connected()).toEqual([]);
+
+    // `--remote … logs -f` ends with the session, as `apex logs -f` does here (it followed on for ever).
+    const again = await serve(project);
+    expect(remote(project, again.url, sid, operator.token, ["resume"]).status).toBe(0);
+    const following = project.apexAsync(["--remote", `${again.url.replace(/^http:\/\//, "")}/${sid}`, "logs", "-f", "-n", "1"], { env: { APEX_TOKEN: operator.token } });
+    await waitFor("a line followed", () => following.output().split("\n").filter(Boolean).length >= 2, 15_000);
+    expect(project.apex(["stop"]).status).toBe(0);
+    const ended = await Promise.race([following.done, new Promise<undefined>((resolve) => setTimeout(resolve, 10_000))]);
+    expect(ended, "still following 10 s after the session stopped").toBeDefined();
+    expect(ended!.status, ended!.stderr).toBe(0);
+    expect(ended!.stderr).toBe(`The log stream ended: session ${sid.slice(0, 8)} has ended.\n`);
+    expect(ended!.stdout).toMatch(/alpha \| \[apex [^\]]+\] pid \d+ was killed by SIGTERM\n$/);
   });
 
   it("serializes two operators acting at once: one pause wins, the other gets the conflict; both are in the audit trail", async () => {

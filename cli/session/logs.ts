@@ -95,12 +95,13 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
  * Whether the session a followed supervisor ran has ended: its supervisor gone, having removed its
  * runtime files as it ends (stop, completion, a failed start). One killed (kill -9, OOM) left them
  * naming it: the session is interrupted and its agents write on, so following goes on (said once
- * on stderr), as it does for a supervisor that `start --continue` starts meanwhile. Before, that
- * was taken for the end: "has ended: no more output will come", while the agents still wrote.
+ * on stderr, unless `quiet`: the server's logs.follow), as it does for a supervisor that
+ * `start --continue` starts meanwhile. Before, that was taken for the end: "has ended: no more
+ * output will come", while the agents still wrote.
  */
-function supervisorEnded(storeDir: string, sessionId: string, first: SupervisorRuntime): () => boolean {
+export function supervisorEnded(storeDir: string, sessionId: string, first: SupervisorRuntime, quiet = false): () => boolean {
   let followed = first;
-  let said = false;
+  let said = quiet;
   return () => {
     const live = liveSupervisorOf(storeDir, sessionId);
     if (live) {

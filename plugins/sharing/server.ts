@@ -26,7 +26,7 @@ import type { SessionEvent, SessionRecord } from "../../core/session/records.js"
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { refuseInexactNumbers } from "../../cli/json-numbers.js";
 import { refuseRepeatedKeys } from "../../cli/memory-actions.js";
-import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
+import { followLogs, logFiles, readLogTail, supervisorEnded, type LogFile, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
 import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -592,7 +592,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // Where logs.read read each log to (`read_to`, sent back by the client): a line written between the two requests is sent too.
       const readTo = body["logs.follow"].read_to;
       for (const file of initial) file.readTo = logPosition(readTo && typeof readTo === "object" ? (readTo as Record<string, unknown>)[`${file.agent}.${file.stream}`] : undefined);
-      followLogs(dir, initial, agent, (line: LogLine) => send("logs.follow", line), () => closed).catch(fail);
+      // A running session's logs are followed until it ends, as `apex logs -f` follows them here (the stream went on for ever).
+      const running = liveSupervisorOf(options.location.storeDir, sid);
+      const ended = running ? supervisorEnded(options.location.storeDir, sid, running, true) : undefined;
+      const name = typeof running?.name === "string" && running.name ? running.name : shortSessionId(sid);
+      followLogs(dir, initial, agent, (line: LogLine) => send("logs.follow", line), () => closed, ended)
+        .then((over) => (over ? stream.close(`session ${name} has ended`) : undefined))
+        .catch(fail);
     }
     if (body["memory.watch"]) {
       const glob = typeof body["memory.watch"].glob === "string" ? body["memory.watch"].glob : "/**";
