@@ -6,12 +6,13 @@
  * refused before any work, and a path the system refuses is the user's input (exit 2).
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, linkSync, openSync, readdirSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, linkSync, openSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, resolve, sep } from "node:path";
 import type { Config } from "../core/config/types.js";
 import { ApexError } from "../core/errors.js";
 import { describeStore, resolveStoreSpec } from "../core/store/open.js";
 import { fileDiskFullError, isFileDiskFull } from "../core/store/store-errors.js";
+import { realPath } from "../plugins/real-path.js";
 
 /**
  * Refuses, before any work is done, an output FILE that cannot be written as asked: a
@@ -115,21 +116,6 @@ function refuseGitDirectory(target: string, file: string, option: string): void 
     hint: "Write it elsewhere (in the working tree, or outside the project). Nothing was written.",
     details: { file, directory: dir },
   });
-}
-
-/**
- * The path with its symbolic links resolved; one that does not exist (yet) is its nearest existing
- * directory's real path with the rest appended: `backup --to link/new`, link a symlink to .apex/,
- * is in .apex/ (it was taken as a path of its own, and the copy written there).
- */
-export function realPath(path: string): string {
-  const whole = resolve(path);
-  try {
-    return realpathSync(whole);
-  } catch {
-    const parent = dirname(whole);
-    return parent === whole ? whole : join(realPath(parent), basename(whole));
-  }
 }
 
 /** True when `path` lies below the directory `dir` (both resolved alike). */

@@ -9,8 +9,9 @@ import { isPair, isScalar, isSeq, visit } from "yaml";
 import { formatPath, positionAtOffset, positionOf, type PathSegment } from "../core/config/source.js";
 import type { ConfigIssue, ConfigSource } from "../core/config/types.js";
 import type { ProjectLocation } from "../core/config/locate.js";
-import { realpathSync, statSync } from "node:fs";
-import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { statSync } from "node:fs";
+import { realPath } from "./real-path.js";
+import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 
 /**
  * The longest timer Node.js keeps: 2^31 − 1 ms, about 24.8 days. A longer delay is not an error
@@ -156,16 +157,6 @@ function nearestExisting(path: string): string | undefined {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT" && (error as NodeJS.ErrnoException).code !== "ENOTDIR") return undefined;
       if (dirname(at) === at) return undefined;
     }
-  }
-}
-
-/** The path with its symbolic links resolved; a part that does not exist yet is appended as written. */
-function realPath(path: string): string {
-  try {
-    return realpathSync(path);
-  } catch {
-    const parent = dirname(path);
-    return parent === path ? path : join(realPath(parent), basename(path));
   }
 }
 

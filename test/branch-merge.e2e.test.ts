@@ -1,7 +1,7 @@
 // Branch a session from a checkpoint, run it, merge it back, draw the tree: through the built
 // CLI, with real supervisors and agents, a real LMDB store and real git worktrees.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -535,6 +535,9 @@ describe("--worktree and --git", () => {
       [join(dir, ".git"), "APEX_E_USAGE", 2],
       [join(dir, ".apex", "wt", "feature"), "APEX_E_USAGE", 2],
       [".apex/feature", "APEX_E_USAGE", 2],
+      // Inside the project's working tree: git makes it (it shows there as untracked), and the project's agents and tools took its files for the project's.
+      [join(dir, "worktrees", "feature"), "APEX_E_USAGE", 2],
+      ["feature", "APEX_E_USAGE", 2],
     ] as const) {
       const refused = p.apex(["session", "branch", "latest", "feature", "--worktree", target, "--json"]);
       expect(refused.status, `${target}: ${refused.stderr}`).toBe(exit);
@@ -543,6 +546,9 @@ describe("--worktree and --git", () => {
     }
     expect(existsSync(join(dir, ".git", "feature"))).toBe(false);
     expect(existsSync(join(dir, ".apex", "wt"))).toBe(false);
+    expect(existsSync(join(dir, "worktrees"))).toBe(false);
+    expect(existsSync(join(dir, "feature"))).toBe(false);
+    expect(git(dir, "status", "--porcelain")).toBe("");
     expect(readFileSync(join(occupied, "keep.txt"), "utf8")).toBe("mine\n");
     expect(p.apex(["session", "list", "--json"]).stdout).toBe(sessions);
     // A checkpoint whose commit is gone (reset and pruned): named as --git-checkout names it, exit 3,
@@ -576,6 +582,11 @@ describe("--worktree and --git", () => {
     mkdirSync(empty);
     expect(p.apex(["session", "branch", "checkpoint-002", "feature", "--worktree", empty]).status).toBe(0);
     expect(git(empty, "rev-parse", "--abbrev-ref", "HEAD")).toBe("apex/feature");
+    // Inside that branch's worktree: refused as inside the project's (it would be in the branch's git status).
+    const nested = p.apex(["session", "branch", "checkpoint-002", "nested", "--worktree", join(empty, "nested"), "--json"]);
+    expect(nested.status, nested.stderr).toBe(2);
+    expect(JSON.parse(nested.stderr).error).toMatchObject({ code: "APEX_E_USAGE", details: { inside: realpathSync(empty) } });
+    expect(git(dir, "branch", "--list", "apex/nested")).toBe("");
     // A `session branch --worktree` killed after git made the worktree, before the session was
     // recorded, leaves apex/NAME checked out there: the rerun takes it over (it was refused, with a
     // `git branch -D` that git refuses for a checked-out branch).

@@ -189,6 +189,34 @@ describe("following a log the supervisor cuts", () => {
     }
   });
 
+  it("a cut between reading the last lines and following (--remote: between logs.read and logs.follow) loses no line", async () => {
+    const { capLogFile } = await import("../core/session/agents.js");
+    const { followLogs, readLogTail } = await import("../dist/cli/session/logs.js");
+    const dir = logDir();
+    const file = join(dir, "beta.log");
+    let next = 0;
+    const lines = (count: number) => Array.from({ length: count }, () => `line ${next++} ${"x".repeat(20)}\n`).join("");
+    writeFileSync(file, lines(1000));
+    const tail = readLogTail(project!.storeDir, SESSION, undefined, 1);
+    expect(tail.lines.map((line: { line: string }) => line.line)).toEqual([`line 999 ${"x".repeat(20)}`]);
+    // Written and cut (the last 20 KB copied to .1, the file emptied) before following starts, then more.
+    appendFileSync(file, lines(300));
+    expect(await capLogFile(file, 20_000)).toBe(true);
+    appendFileSync(file, lines(100));
+    const printed: string[] = [];
+    let stop = false;
+    const following = followLogs(tail.dir, tail.chosen, undefined, (line: { line: string }) => printed.push(line.line), () => stop);
+    try {
+      // Before, the 300 lines of .1 were skipped: the cut was taken as one the follower had seen.
+      await waitFor("every line", () => printed.length >= 400, 10_000);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(printed).toEqual(Array.from({ length: 400 }, (_, i) => `line ${1000 + i} ${"x".repeat(20)}`));
+    } finally {
+      stop = true;
+      await following;
+    }
+  });
+
   it("an unfinished line ends at the cut, as apex logs shows it, not glued to the supervisor's log cut line", async () => {
     const { appendLogLine, capLogFile } = await import("../core/session/agents.js");
     const { followLogs, readLogTail } = await import("../dist/cli/session/logs.js");

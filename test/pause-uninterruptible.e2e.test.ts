@@ -156,7 +156,7 @@ describe("apex pause with a process that never stops (a tracer takes its SIGSTOP
       await waitFor("the tracer", () => said.includes("ready"));
       const paused = project.apex(["pause"]);
       expect(paused.status).toBe(1);
-      expect(paused.stderr).toMatch(new RegExp(`error\\[APEX_E_PROCESS\\]: Processes .*\\b${traced.pid} \\(state [RS]\\).* did not stop within`));
+      expect(paused.stderr).toMatch(new RegExp(`error\\[APEX_E_PROCESS\\]: Processes .*\\b${traced.pid} \\(state [RSt]\\).* did not stop within`));
       // It was: what did stop (plain's processes, traced's sleeps) stayed stopped, under a session
       // that said active with its agents running, which no resume would continue.
       const stopped = () => agents.flatMap((agent) => groupMembers(agent.pgid!)).filter((member) => member.state === "T");

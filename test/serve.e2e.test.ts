@@ -6,6 +6,7 @@ import { appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, readdir
 import { request as httpRequest } from "node:http";
 import { connect as netConnect, createServer as netServer, type Socket } from "node:net";
 import { hostname } from "node:os";
+import { brotliCompressSync, gzipSync } from "node:zlib";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { FIXTURES, Project, groupMembers, shellAgents, waitFor } from "./fixtures/agents/harness.js";
@@ -325,6 +326,18 @@ describe("apex serve: streams, revocation and concurrency", () => {
     await waitFor("otto listed as connected", () => connected().some((user) => user.user === "otto"));
     await server.stop();
     expect(connected()).toEqual([]);
+
+    // `--remote … logs -f` ends with the session, as `apex logs -f` does here (it followed on for ever).
+    const again = await serve(project);
+    expect(remote(project, again.url, sid, operator.token, ["resume"]).status).toBe(0);
+    const following = project.apexAsync(["--remote", `${again.url.replace(/^http:\/\//, "")}/${sid}`, "logs", "-f", "-n", "1"], { env: { APEX_TOKEN: operator.token } });
+    await waitFor("a line followed", () => following.output().split("\n").filter(Boolean).length >= 2, 15_000);
+    expect(project.apex(["stop"]).status).toBe(0);
+    const ended = await Promise.race([following.done, new Promise<undefined>((resolve) => setTimeout(resolve, 10_000))]);
+    expect(ended, "still following 10 s after the session stopped").toBeDefined();
+    expect(ended!.status, ended!.stderr).toBe(0);
+    expect(ended!.stderr).toBe(`The log stream ended: session ${sid.slice(0, 8)} has ended.\n`);
+    expect(ended!.stdout).toMatch(/alpha \| \[apex [^\]]+\] pid \d+ was killed by SIGTERM\n$/);
   });
 
   it("serializes two operators acting at once: one pause wins, the other gets the conflict; both are in the audit trail", async () => {
@@ -488,6 +501,18 @@ describe("apex serve: bad input and abuse", () => {
       expect(body.error.code).toBe("APEX_E_BAD_INPUT");
       expect(body.error.message).toContain("the API takes JSON only");
     }
+    // A compressed body (Content-Encoding) was read as if plain: gzip failed as "Request body size did not match Content-Length" (400 APEX_E_BAD_JSON). 415, saying so, and nothing written.
+    for (const [coding, body] of [["gzip", gzipSync('{"path": "/zipped", "value": 1}')], ["br", brotliCompressSync('{"path": "/zipped", "value": 1}')], ["deflate, gzip", Buffer.from('{"path": "/zipped", "value": 1}')]] as const) {
+      const reply = await fetch(`${server.url}/api/sessions/${sid}/rpc/memory.set`, { method: "POST", headers: { "content-type": "application/json", "content-encoding": coding, authorization: `Bearer ${operator.token}` }, body });
+      const answer = (await reply.json()) as { error: { code: string; message: string } };
+      expect(reply.status, `${coding}: ${JSON.stringify(answer)}`).toBe(415);
+      expect(reply.headers.get("accept-encoding")).toBe("identity");
+      expect(answer.error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `The request body is sent with Content-Encoding: ${JSON.stringify(coding)}; this server takes bodies as they are only, not compressed.` });
+    }
+    expect(project.apex(["memory", "show", "/zipped"]).status).not.toBe(0);
+    // identity is no coding: read as the plain body it is.
+    const plain = await fetch(`${server.url}/api/sessions/${sid}/rpc/session.status`, { method: "POST", headers: { "content-type": "application/json", "content-encoding": "identity", authorization: `Bearer ${operator.token}` }, body: "{}" });
+    expect(plain.status).toBe(200);
     const empty = await rpc(server.url, sid, "memory.set", operator.token, "");
     expect(empty.body.error.code).toBe("APEX_E_BAD_JSON");
     const array = await rpc(server.url, sid, "memory.set", operator.token, "[1,2]");
@@ -508,6 +533,18 @@ describe("apex serve: bad input and abuse", () => {
       expect(reply.status, `${path}: ${JSON.stringify(body)}`).toBe(400);
       expect(body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "The request body must be a JSON object of parameters." });
     }
+    // logs.read's lines and agent of a wrong type: refused (a string, -3 were read as 50 lines, 1.5 as 2, agent 5 as every agent).
+    for (const params of [{ lines: "abc" }, { lines: -3 }, { lines: 1.5 }, { lines: null }, { agent: 5 }]) {
+      const refused = await rpc(server.url, sid, "logs.read", operator.token, params);
+      expect(refused.status, `${JSON.stringify(params)}: ${JSON.stringify(refused.body)}`).toBe(400);
+      expect(refused.body.error.code).toBe("APEX_E_BAD_INPUT");
+      expect(refused.body.error.message).toMatch(/^logs\.read: (lines|agent) must be /);
+    }
+    // Each agent once in agents (it was listed once per log: alpha, alpha).
+    const read = await rpc(server.url, sid, "logs.read", operator.token, { lines: 1 });
+    expect(read.status).toBe(200);
+    expect(read.body.result.agents).toEqual(["alpha"]);
+    expect(Object.keys(read.body.result.read_to).sort()).toEqual(["alpha.stderr", "alpha.stdout"]);
     const big = await postLarge(`${server.url}/api/sessions/${sid}/rpc/memory.set`, operator.token, JSON.stringify({ path: "/big", value: "x".repeat(2 * 1024 * 1024) }));
     expect(big.status).toBe(413);
     expect(big.body.error.code).toBe("APEX_E_TOO_LARGE");
@@ -614,18 +651,22 @@ describe("apex serve: crafted requests", () => {
     expect(keys()).toEqual(["/deepest"]);
 
     // A path that exists, with a method it does not take: 405 and what it takes; a path that does not: 404.
-    for (const [method, path, allow] of [
-      ["GET", `/api/sessions/${sid}/rpc/session.status`, "POST, OPTIONS"],
-      ["PUT", `/api/sessions/${sid}/stream`, "POST, OPTIONS"],
-      ["DELETE", "/", "GET, HEAD"],
-      ["POST", "/assets/app.js", "GET, HEAD"],
+    // Its hint says what the path takes (a POST of /api/health was told "API calls are POST").
+    const readHint = (path: string) => `Read ${path} with GET (HEAD for its headers only); API calls are POST to /api/sessions/SESSION/rpc/METHOD.`;
+    const postHint = "Send POST with a JSON object of parameters; OPTIONS asks what the path takes.";
+    for (const [method, path, allow, hint] of [
+      ["GET", `/api/sessions/${sid}/rpc/session.status`, "POST, OPTIONS", postHint],
+      ["PUT", `/api/sessions/${sid}/stream`, "POST, OPTIONS", postHint],
+      ["DELETE", "/", "GET, HEAD", readHint("/")],
+      ["POST", "/assets/app.js", "GET, HEAD", readHint("/assets/app.js")],
+      ["POST", "/api/health", "GET, HEAD", readHint("/api/health")],
       // OPTIONS too, on an /api path that takes no POST (it was 204 "Allow: POST, OPTIONS" for any /api path).
-      ["OPTIONS", "/api/health", "GET, HEAD"],
+      ["OPTIONS", "/api/health", "GET, HEAD", readHint("/api/health")],
     ]) {
       const wrong = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${operator.token}` } });
       expect(wrong.status, `${method} ${path}`).toBe(405);
       expect(wrong.headers.get("allow")).toBe(allow);
-      expect(((await wrong.json()) as { error: { code: string } }).error.code).toBe("APEX_E_BAD_INPUT");
+      expect(((await wrong.json()) as { error: { code: string; hint: string } }).error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: `${path} takes ${allow}, not ${method}.`, hint });
     }
     const missing = await fetch(`${server.url}/api/sessions/${sid}/nothing`, { method: "POST" });
     expect(missing.status).toBe(404);

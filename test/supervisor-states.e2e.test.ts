@@ -22,9 +22,9 @@ afterEach(() => {
   buildDir = undefined;
 });
 
-/** Starts `binary PID` (a tracer fixture) and waits for its "ready"; its stdin stays open until the test ends it. */
-async function trace(binary: string, pid: number): Promise<ChildProcess> {
-  const tracer = spawn(binary, [String(pid)], { stdio: ["pipe", "pipe", "inherit"] });
+/** Starts `binary PID ...more` (a tracer fixture) and waits for its "ready"; its stdin stays open until the test ends it. */
+async function trace(binary: string, pid: number, ...more: string[]): Promise<ChildProcess> {
+  const tracer = spawn(binary, [String(pid), ...more], { stdio: ["pipe", "pipe", "inherit"] });
   tracers.push(tracer);
   let said = "";
   tracer.stdout!.setEncoding("utf8").on("data", (chunk: string) => (said += chunk));
@@ -80,8 +80,11 @@ describe("a pause that fails while an agent exits", () => {
     const ready = project.start(["--task", "hold on"]);
     const traced = ready.agents.find((agent) => agent.name === "traced")!;
     const plain = ready.agents.find((agent) => agent.name === "plain")!;
-    // traced never stops (its tracer takes every SIGSTOP back): the pause fails after 2.5 s.
-    await trace(eater, traced.pid!);
+    // traced never stops (its tracer takes every SIGSTOP back): the pause fails after 2.5 s. The
+    // tracer leaves it 50 ms in each trace stop (state t) first, as one not scheduled at once on a
+    // loaded machine does: the pause took such a moment, when every process showed T or t, as
+    // the session paused, and succeeded. It fails whatever the tracer's pace now.
+    await trace(eater, traced.pid!, "50");
     const pause = project.apexAsync(["pause"]);
     // Meanwhile plain, stopped, is killed: its exit is recorded while the pause waits.
     await waitFor("plain to stop", () => procInfo(plain.pid!)?.state === "T");

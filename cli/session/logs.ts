@@ -29,8 +29,11 @@ export interface LogFile {
   agent: string;
   stream: "stdout" | "stderr";
   file: string;
-  /** The file (its identity) and size its last lines were read from: following goes on from there, so a line written meanwhile is not lost. */
-  readTo?: { dev: number; ino: number; size: number };
+  /**
+   * The file (its identity) and size its last lines were read from: following goes on from there, so a line written meanwhile is not lost.
+   * `cut`: the record of the supervisor's last cut of the file (`<file>.cut`) then, null for none: a cut made since is followed into `.1`.
+   */
+  readTo?: { dev: number; ino: number; size: number; cut?: string | null };
 }
 
 export interface LogLine {
@@ -92,12 +95,13 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
  * Whether the session a followed supervisor ran has ended: its supervisor gone, having removed its
  * runtime files as it ends (stop, completion, a failed start). One killed (kill -9, OOM) left them
  * naming it: the session is interrupted and its agents write on, so following goes on (said once
- * on stderr), as it does for a supervisor that `start --continue` starts meanwhile. Before, that
- * was taken for the end: "has ended: no more output will come", while the agents still wrote.
+ * on stderr, unless `quiet`: the server's logs.follow), as it does for a supervisor that
+ * `start --continue` starts meanwhile. Before, that was taken for the end: "has ended: no more
+ * output will come", while the agents still wrote.
  */
-function supervisorEnded(storeDir: string, sessionId: string, first: SupervisorRuntime): () => boolean {
+export function supervisorEnded(storeDir: string, sessionId: string, first: SupervisorRuntime, quiet = false): () => boolean {
   let followed = first;
-  let said = false;
+  let said = quiet;
   return () => {
     const live = liveSupervisorOf(storeDir, sessionId);
     if (live) {
@@ -168,7 +172,9 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
   const chosen = files.filter((file) => agent === undefined || file.agent === agent);
   const lines: LogLine[] = [];
   for (const file of chosen) {
-    const recent = logTail(file.file, count, (readTo) => (file.readTo = readTo), holdUnfinished);
+    // The cut record before the file: a cut made after the file was read is then followed into .1 (before, it was taken as one already seen, and what it moved there was skipped).
+    const cut = readCut(file.file)?.text ?? null;
+    const recent = logTail(file.file, count, (readTo) => (file.readTo = { ...readTo, cut }), holdUnfinished);
     // A log the supervisor cut (it keeps each under APEX_LOG_MAX_BYTES) goes on from <file>.1.
     const earlier = recent.length < count ? logTail(`${file.file}.1`, count - recent.length) : [];
     for (const line of [...earlier, ...recent]) lines.push(logLine(file, line.bytes, line.dropped));
@@ -328,7 +334,9 @@ export async function followLogs(dir: string, initial: LogFile[], agent: string 
  * already shown, with no record of where), or from its start (a file new to the follower).
  */
 function openFollowed(file: LogFile, from: "start" | "end"): Followed {
-  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: EMPTY, dropped: 0, cut: readCut(file.file)?.text, waited: 0 };
+  // Following from where the last lines were read, the cut record seen then: one made since (--remote: between logs.read and logs.follow) is new.
+  const seen = from === "end" && file.readTo?.cut !== undefined ? (file.readTo.cut ?? undefined) : readCut(file.file)?.text;
+  const state: Followed = { file, fd: undefined, dev: -1, ino: -1, offset: 0, partial: EMPTY, dropped: 0, cut: seen, waited: 0 };
   reopen(state);
   if (from === "end" && state.fd !== undefined) {
     const { readTo } = file;

@@ -503,7 +503,8 @@ export class Supervisor {
     const dir = join(storeDir, "bin");
     makePrivateDir(dir);
     const file = join(dir, "apex");
-    const script = `#!/bin/sh\nexec ${shellQuote(process.execPath)} ${shellQuote(join(REPO_ROOT, "bin", "apex.js"))} "$@"\n`;
+    // Each path single-quoted for sh (a ' in it as '\'').
+    const script = `#!/bin/sh\nexec ${[process.execPath, join(REPO_ROOT, "bin", "apex.js")].map((word) => `'${word.replace(/'/g, `'\\''`)}'`).join(" ")} "$@"\n`;
     writePrivateFile(file, script, PRIVATE_EXECUTABLE_MODE);
   }
 
@@ -822,10 +823,13 @@ export class Supervisor {
    * uninterruptible sleep (state D) with its SIGSTOP pending counts as stopped for a pause: it
    * cannot run again before it stops (proc.ts StopProgress); it is returned in `stopping`. For a
    * resume such a process still lags, and gets SIGCONT again (SIGCONT takes a pending stop back).
+   * A trace stop (t) is its tracer's to end, which one that takes SIGSTOP back does at once: for a
+   * pause it counts once it has held for half the window (at most 0.5 s), and is not signalled again meanwhile.
    */
   private async waitForGroups(groups: AgentGroup[], want: "stopped" | "running"): Promise<{ processes: number; stopping: Array<{ agent: string; pid: number }> }> {
     const windowMs = pauseVerifyMs();
     const deadline = Date.now() + windowMs;
+    const traceStops = new Map<number, number>();
     for (;;) {
       const scan = processGroups(groups.map((group) => group.pgid));
       let count = 0;
@@ -836,6 +840,8 @@ export class Supervisor {
         count += members.length;
         let groupStopped = true;
         for (const member of members) {
+          if (member.state !== "t") traceStops.delete(member.pid);
+          else if (want === "stopped" && Date.now() - (traceStops.get(member.pid) ?? traceStops.set(member.pid, Date.now()).get(member.pid)!) < Math.min(500, windowMs / 2)) lagging.push({ pid: member.pid, state: member.state });
           const progress = stopProgress(member);
           if (progress === "stopping") stopping.push({ agent: group.slot.name, pid: member.pid });
           if (progress === "running") groupStopped = false;
@@ -1213,9 +1219,5 @@ function historyOf(session: SessionRecord): SessionRecord["history"] {
 
 function checkpointLabel(sequence: number): string {
   return `checkpoint-${String(sequence).padStart(3, "0")}`;
-}
-
-function shellQuote(text: string): string {
-  return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 

@@ -28,6 +28,7 @@ import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.j
 import { resolveSessionRef } from "./plugin-sessions.js";
 import type { SessionMergeReport } from "./session-merge.js";
 import { drawTree, type SessionTree } from "./tree.js";
+import { realPath } from "../real-path.js";
 
 /**
  * Calls a write method where the writer is: `sessionId`'s own supervisor when it runs (a merge goes
@@ -94,7 +95,7 @@ export async function branchCommand(location: ProjectLocation, checkpoint: strin
   // Checked before a worktree is made: a bad name or reference leaves nothing behind.
   const source = await withReadStore(location, (store) => {
     checkNewSessionName(store, name);
-    if (dir !== undefined) checkWorktreeFree(store, existingRealPath(dir), location.projectDir);
+    if (dir !== undefined) checkWorktreeFree(store, realPath(dir), location.projectDir);
     const manifest = branchSource(store, checkpoint);
     const git = manifest.git_state as { commit?: unknown; dirty?: unknown } | null;
     // The checkpoint as text names it, its session as session list prints it (experiment/checkpoint-004, 3f2a9c1e/…).
@@ -157,33 +158,32 @@ function git(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}): { code: 
 /**
  * A worktree inside the repository's git directory (git's own files: refs, objects, the index)
  * or the project's `.apex` (the store and its runtime files, owner-only and ignored by git) would
- * mix a checkout into data nobody edits by hand; git itself does not refuse it.
+ * mix a checkout into data nobody edits by hand; git itself does not refuse it. Nor one inside
+ * the working tree the project is in: git shows it there as untracked (`git add -A` adds it as an
+ * embedded repository), and the project's own session, its agents and every tool that walks the
+ * project (grep, a test runner, a build) take the branch's copy of the files for the project's.
+ * The same inside another working tree of the repository (a branch's). A working tree itself is
+ * refused as any directory that is not empty is.
  */
 function refuseReservedWorktree(location: ProjectLocation, dir: string): void {
   const common = git(location.projectDir, ["rev-parse", "--git-common-dir"]);
+  // Every working tree of the repository: the project's, and another branch's (a worktree made from a branch's worktree, inside it, is in its git status as well).
+  const listed = git(location.projectDir, ["worktree", "list", "--porcelain"]);
+  const trees = listed.code === 0 ? listed.out.split(/\n\n+/).filter((block) => !/^bare$/m.test(block)).flatMap((block) => /^worktree (.+)$/m.exec(block)?.[1] ?? []) : [];
   const reserved = [
-    ...(common.code === 0 && common.out ? [{ path: resolve(location.projectDir, common.out), what: "the repository's git directory" }] : []),
-    { path: location.storeDir, what: "the project's APEX directory" },
+    ...(common.code === 0 && common.out ? [{ path: resolve(location.projectDir, common.out), what: "the repository's git directory", itself: true }] : []),
+    { path: location.storeDir, what: "the project's APEX directory", itself: true },
+    ...(trees.length > 0 ? trees : [location.projectDir]).map((path) => ({ path, what: path === trees[0] || trees.length === 0 ? "the working tree of the project" : "a working tree of the repository", itself: false })),
   ];
-  const target = existingRealPath(dir);
-  for (const { path, what } of reserved) {
-    const inside = relative(existingRealPath(path), target);
-    if (inside === "" || (!inside.startsWith("..") && !isAbsolute(inside))) {
+  const target = realPath(dir);
+  for (const { path, what, itself } of reserved) {
+    const inside = relative(realPath(path), target);
+    if ((inside === "" && itself) || (inside !== "" && !inside.startsWith("..") && !isAbsolute(inside))) {
       throw new ApexError("APEX_E_USAGE", `--worktree ${dir} is inside ${what} (${path}); a worktree cannot go there.`, {
-        hint: "Give --worktree a directory outside .git and .apex, or --worktree alone for ../<repository>-NAME.",
+        hint: "Give --worktree a directory outside the repository's working trees, such as ../<repository>-NAME, which --worktree alone makes.",
         details: { path: dir, inside: path },
       });
     }
-  }
-}
-
-/** The real path of `path`, or of its nearest existing parent with the rest appended (a directory not made yet). */
-function existingRealPath(path: string): string {
-  try {
-    return realpathSync(path);
-  } catch {
-    const parent = dirname(path);
-    return parent === path ? path : join(existingRealPath(parent), basename(path));
   }
 }
 
@@ -220,7 +220,7 @@ function createWorktree(repo: string, dir: string, branch: string, commit: strin
     // branch checked out where this one would go, at the checkpoint's commit, untouched. The rerun
     // takes it over instead of refusing with a way out that git refuses too (a checked-out branch
     // cannot be deleted).
-    if (held && existingRealPath(held.path) === existingRealPath(dir) && held.head === commit && git(held.path, ["status", "--porcelain"]).out === "") {
+    if (held && realPath(held.path) === realPath(dir) && held.head === commit && git(held.path, ["status", "--porcelain"]).out === "") {
       return { path: dir, branch, commit, adopted: true };
     }
     throw new ApexError("APEX_E_BRANCH_EXISTS", `The git branch ${branch} exists already${held ? `, checked out at ${held.path}` : ""}; not creating the worktree.`, {

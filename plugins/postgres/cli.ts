@@ -29,7 +29,7 @@ Examples:
     .requiredOption("--to <url>", "the target store: postgres://user:password@host:5432/database, or lmdb:PATH (an empty directory)")
     .option(
       "--json",
-      "print {source: {backend, location}, target: {backend, location}, project (null for lmdb:PATH), revision, changes, records, tables: {NAME: rows}, checkpoints: {total, verified}, verified: true, switch: {config, env}}",
+      "print {source: {backend, location}, target: {backend, location}, project (null for lmdb:PATH), revision, changes, records, tables: {NAME: rows}, checkpoints: {total, verified}, verified: true, switch: {config, env}, warnings: [text] (only when there are: sessions interrupted on another host and copied as they are)}",
     )
     .addHelpText(
       "after",

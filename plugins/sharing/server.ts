@@ -26,7 +26,7 @@ import type { SessionEvent, SessionRecord } from "../../core/session/records.js"
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { refuseInexactNumbers } from "../../cli/json-numbers.js";
 import { refuseRepeatedKeys } from "../../cli/memory-actions.js";
-import { followLogs, logFiles, readLogTail, type LogFile, type LogLine } from "../../cli/session/logs.js";
+import { followLogs, logFiles, readLogTail, supervisorEnded, type LogFile, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
 import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -270,6 +270,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       hint: "Open it as http://127.0.0.1:PORT (a page of another site may have pointed its name at this host); behind a proxy or tunnel that sends its own name, start `apex serve` with --allow-host NAME.",
     });
   });
+  // A body sent compressed (Content-Encoding: gzip, br, …) was read as if plain: gzip's bytes
+  // failed as "Request body size did not match Content-Length" (400), or as JSON. Refused, as RFC
+  // 9110 has it for a coding the server does not take: 415, saying Accept-Encoding: identity.
+  app.addHook("onRequest", async (request, reply) => {
+    const coding = String(request.headers["content-encoding"] ?? "").trim().toLowerCase();
+    if (coding === "" || coding === "identity") return;
+    const refused = new ApexError("APEX_E_BAD_INPUT", `The request body is sent with Content-Encoding: ${JSON.stringify(coding.slice(0, 100))}; this server takes bodies as they are only, not compressed.`, {
+      hint: "Send the JSON object uncompressed, without a Content-Encoding header (or with Content-Encoding: identity).",
+    });
+    await reply.code(415).header("accept-encoding", "identity").send({ error: errorBody(refused) });
+  });
   // A browser asks before every API call (they carry an Authorization header): an origin --cors
   // names gets a 204 with the CORS headers above (else the call is never made); any other, none.
   // Only the paths that take POST: another (`/api/health`, `/api/nothing`) is answered as any method it does not take is, 405 or 404.
@@ -299,7 +310,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // A path that exists, asked with another method: 405 and the methods it takes (Allow).
     const allow = ROUTE_METHODS.find(([pattern]) => pattern.test(path))?.[1];
     if (allow) {
-      await reply.code(405).header("allow", allow).send({ error: { code: "APEX_E_BAD_INPUT", message: `${path} takes ${allow}, not ${request.method}.`, hint: "API calls are POST with a JSON object of parameters." } });
+      // The hint says what this path takes (it said "API calls are POST" to a POST of /api/health, which takes GET).
+      const hint = allow === POST_ROUTE ? "Send POST with a JSON object of parameters; OPTIONS asks what the path takes." : `Read ${path} with GET (HEAD for its headers only); API calls are POST to /api/sessions/SESSION/rpc/METHOD.`;
+      await reply.code(405).header("allow", allow).send({ error: { code: "APEX_E_BAD_INPUT", message: `${path} takes ${allow}, not ${request.method}.`, hint } });
       return;
     }
     await reply.code(404).send({ error: { code: "APEX_E_NOT_FOUND", message: `No such path: ${request.method} ${path}.`, hint: "The API is under /api/sessions/SESSION/…" } });
@@ -579,7 +592,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // Where logs.read read each log to (`read_to`, sent back by the client): a line written between the two requests is sent too.
       const readTo = body["logs.follow"].read_to;
       for (const file of initial) file.readTo = logPosition(readTo && typeof readTo === "object" ? (readTo as Record<string, unknown>)[`${file.agent}.${file.stream}`] : undefined);
-      followLogs(dir, initial, agent, (line: LogLine) => send("logs.follow", line), () => closed).catch(fail);
+      // A running session's logs are followed until it ends, as `apex logs -f` follows them here (the stream went on for ever).
+      const running = liveSupervisorOf(options.location.storeDir, sid);
+      const ended = running ? supervisorEnded(options.location.storeDir, sid, running, true) : undefined;
+      const name = typeof running?.name === "string" && running.name ? running.name : shortSessionId(sid);
+      followLogs(dir, initial, agent, (line: LogLine) => send("logs.follow", line), () => closed, ended)
+        .then((over) => (over ? stream.close(`session ${name} has ended`) : undefined))
+        .catch(fail);
     }
     if (body["memory.watch"]) {
       const glob = typeof body["memory.watch"].glob === "string" ? body["memory.watch"].glob : "/**";
@@ -939,12 +958,16 @@ class Gate {
   }
 
   readLogs(sessionId: string, params: Record<string, unknown>): { agents: string[]; lines: LogLine[]; read_to: Record<string, LogFile["readTo"]> } {
+    // A wrong type was read as no value (all agents, 50 lines), and 1.5 lines as 2, without a word.
+    if (params.agent !== undefined && params.agent !== null && typeof params.agent !== "string") throw new ApexError("APEX_E_BAD_INPUT", "logs.read: agent must be an agent's name (a string), or null for every agent.");
+    if (params.lines !== undefined && !(Number.isSafeInteger(params.lines) && (params.lines as number) >= 0)) throw new ApexError("APEX_E_BAD_INPUT", `logs.read: lines must be a whole number ≥ 0, not ${typeof params.lines === "number" ? params.lines : `a ${params.lines === null ? "null" : Array.isArray(params.lines) ? "list" : typeof params.lines}`}.`, { hint: "Leave it out for the last 50 lines of each log." });
     const agent = typeof params.agent === "string" ? params.agent : undefined;
-    const lines = typeof params.lines === "number" && params.lines >= 0 ? Math.min(params.lines, 100_000) : 50;
+    const lines = typeof params.lines === "number" ? Math.min(params.lines, 100_000) : 50;
     // `follow`: the client follows from read_to next, so a last line a running session has not finished yet is left to it, to be sent whole.
     const tail = readLogTail(this.location.storeDir, sessionId, agent, lines, params.follow === true && liveSupervisorOf(this.location.storeDir, sessionId) !== undefined);
     const readTo = Object.fromEntries(tail.chosen.filter((file) => file.readTo).map((file) => [`${file.agent}.${file.stream}`, file.readTo]));
-    return { agents: tail.chosen.map((file) => file.agent), lines: tail.lines, read_to: readTo };
+    // Each agent once (chosen has a file per stream: an agent with stdout and stderr was listed twice).
+    return { agents: [...new Set(tail.chosen.map((file) => file.agent))], lines: tail.lines, read_to: readTo };
   }
 }
 
@@ -1302,8 +1325,10 @@ function sleep(ms: number): Promise<void> {
 /** A log position a client sent back (logs.read's `read_to`), if it is one: only where following starts, whatever it says. */
 function logPosition(value: unknown): LogFile["readTo"] {
   if (!value || typeof value !== "object") return undefined;
-  const { dev, ino, size } = value as Record<string, unknown>;
-  return [dev, ino, size].every((n) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0) ? { dev: dev as number, ino: ino as number, size: size as number } : undefined;
+  const { dev, ino, size, cut } = value as Record<string, unknown>;
+  if (![dev, ino, size].every((n) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0)) return undefined;
+  // The cut record logs.read saw (a short line of JSON), or null for none; anything else: not known, as from a client that sends none.
+  return { dev: dev as number, ino: ino as number, size: size as number, ...(cut === null || (typeof cut === "string" && cut.length <= 1000) ? { cut } : {}) };
 }
 
 function noSuchMethod(method: string): ApexError {
