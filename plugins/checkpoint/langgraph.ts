@@ -27,14 +27,12 @@
 import { isDeepStrictEqual } from "node:util";
 import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
+import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, countValues, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
 import { encodeJson } from "../../core/store/value-codec.js";
 import { MAX_PATH_BYTES } from "../../core/store/paths.js";
 import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
-import { checkpointInfo, countValues, writeCheckpoint } from "./checkpoints.js";
 import { isRecord, manifestPath, type CheckpointManifest } from "./manifest.js";
-import { ACTORS, requireSession } from "./refs.js";
 import { HISTORY_PREFIX } from "../../core/session/records.js";
 import { baseKey, inScope, memoryMountOf, pathSegments, type MemoryScope } from "./scope.js";
 import {
@@ -244,10 +242,12 @@ export class LangGraphStore {
     }
     return this.options.serialize(async () => {
       const store = this.store;
+      const { checkpoints, refs } = await writeSide();
+      const { ACTORS } = refs;
       let manifest: CheckpointManifest | undefined;
       let headsChecked = false;
       await store.transaction(() => {
-        requireLiveSession(store, sessionId);
+        requireLiveSession(refs, store, sessionId);
         // Channel values compressed as they are written (LangGraph states repeat most of their
         // text step after step); the rest of the checkpoint is written as every checkpoint is.
         const view = ObjectStore.of(store).view({ compressValues: true });
@@ -258,7 +258,7 @@ export class LangGraphStore {
         if (!built) return;
         const record: JsonValue = { checkpoint: request.checkpoint_id, values: built.values };
         const metadataJson = jsonOf(request.metadata);
-        const { manifest: written } = writeCheckpoint(store, {
+        const { manifest: written } = checkpoints.writeCheckpoint(store, {
           sessionId,
           trigger: LANGGRAPH_TRIGGER,
           description: describeStep(request, metadataJson),
@@ -310,7 +310,7 @@ export class LangGraphStore {
       if (headsChecked) this.headsMigrated.add(sessionId); // committed: no record of stores written before
       if (!manifest) return { stale: true as const };
       try {
-        await this.options.afterCheckpoint?.(checkpointInfo(manifest));
+        await this.options.afterCheckpoint?.(checkpoints.checkpointInfo(manifest));
       } catch (error) {
         const { sessionLabel } = await import("./merge-base.js");
         this.options.warn?.(`afterCheckpoint after ${sessionLabel(this.store, sessionId)}/${manifest.name}: ${(error as Error).message}`);
@@ -328,7 +328,9 @@ export class LangGraphStore {
     if (request.thread_id === "" || request.checkpoint_id === "") throw new ApexError("APEX_E_BAD_INPUT", "langgraph.putWrites: thread_id and checkpoint_id must not be empty.");
     checkNames(sessionId, request);
     return this.options.serialize(async () => {
-      requireLiveSession(this.store, sessionId);
+      const { refs } = await writeSide();
+      const { ACTORS } = refs;
+      requireLiveSession(refs, this.store, sessionId);
       const dir = `${writesDir(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)}/${nameSegment(request.task_id)}`;
       const { value: written } = await this.store.batch((batch) => {
         if (batch.get(checkpointKey(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)) === undefined) {
@@ -421,7 +423,9 @@ export class LangGraphStore {
     checkNames(sessionId, { thread_id: threadId });
     return this.options.serialize(async () => {
       const store = this.store;
-      requireLiveSession(store, sessionId);
+      const { refs } = await writeSide();
+      const { ACTORS } = refs;
+      requireLiveSession(refs, store, sessionId);
       const index = `${indexRoot(sessionId)}/${nameSegment(threadId)}`;
       let deleted = 0;
       let headsChecked = false;
@@ -610,9 +614,19 @@ export class LangGraphStore {
 
 // ------------------------------------------------------------------------------------ helpers
 
+/**
+ * The modules only writes use (writing an APEX checkpoint, and theirs), loaded by the first
+ * write: a read without a supervisor (ApexSaver's getTuple, the first call of a resumed graph
+ * in a new process) loads none of them.
+ */
+async function writeSide(): Promise<{ checkpoints: typeof import("./checkpoints.js"); refs: typeof import("./refs.js") }> {
+  const [checkpoints, refs] = await Promise.all([import("./checkpoints.js"), import("./refs.js")]);
+  return { checkpoints, refs };
+}
+
 /** A session LangGraph writes to: one not ended. An ended session's threads still read (their history outlives it). */
-function requireLiveSession(store: Store, sessionId: string): void {
-  requireSession(store, sessionId);
+function requireLiveSession(refs: typeof import("./refs.js"), store: Store, sessionId: string): void {
+  refs.requireSession(store, sessionId);
   if (store.has(`/sessions/${sessionId}`)) return;
   const record = store.get(`${HISTORY_PREFIX}/${sessionId}`) as { status?: string } | undefined;
   throw new ApexError("APEX_E_SESSION_STATE", `Session ${sessionId} has ended (${record?.status}); its LangGraph threads can be read, not written.`, {

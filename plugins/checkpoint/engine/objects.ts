@@ -2110,6 +2110,20 @@ function searchByName(entries: readonly DirEntry[], name: string): number {
 // ---------------------------------------------------------------------------------------------
 // Reading trees
 
+/** The number of values below a tree node (what a manifest counts; every node below is read). */
+export function countValues(view: ObjectView, tree: Hash | null): number {
+  if (!tree) return 0;
+  const node = view.readNode(tree);
+  let count = 0;
+  if (node.kind === "split") for (const bucket of node.buckets) count += countValues(view, bucket.hash);
+  else
+    for (const entry of node.entries) {
+      if (entry.value) count += 1;
+      if (entry.tree) count += countValues(view, entry.tree);
+    }
+  return count;
+}
+
 /** Appends every entry of the directory partition `hash` to `out` (bucket order). */
 export function collectEntries(view: ObjectView, hash: Hash, out: DirEntry[]): DirEntry[] {
   const node = view.readNode(hash);
