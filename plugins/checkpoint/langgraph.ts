@@ -184,6 +184,14 @@ export interface LangGraphStoreOptions {
 export class LangGraphStore {
   /** Channel values read lately, verified and decoded, by hash (content-addressed: never stale). */
   private readonly values = new ValueCache(VALUE_CACHE_BYTES);
+  /**
+   * The last channels read, by their directory's tree: the values in the order readChannels
+   * lists them, and which of them were read from the store (undefined: all), which are put into
+   * `values` only when a read of another tree needs them. A new saver's first read (10k values)
+   * made 10k map entries by hash for the reads that may follow; the same tree read again takes
+   * them as they are, with no lookup by hash.
+   */
+  private lastRead: { tree: Hash; hashes: Hash[]; records: Array<Record<string, JsonValue>>; fromStore: number[] | undefined } | undefined;
   /** Sessions whose heads are one record per thread namespace (migrateHeads, once committed). */
   private readonly headsMigrated = new Set<string>();
 
@@ -531,10 +539,49 @@ export class LangGraphStore {
         for (const key of keys) if (key.value) hashes.push(key.value);
       }
     }
-    // Values read by an earlier getTuple of this process are taken as they were verified then;
-    // the others are verified and decoded where they lie in their packs (nothing copied). The
-    // records are kept by position (the order of `hashes`), not in a map by hash.
+    const records = this.recordsOf(view, entry.tree, hashes);
+    // The records in the order `hashes` listed them: each channel's value, then its keys' values.
+    let at = 0;
+    for (let i = 0; i < top.length; i++) {
+      const channel = top[i]!;
+      const record = channel.value ? records[at++]! : undefined;
+      const keys = below[i];
+      if (record?.split === true) {
+        const split: Record<string, SerializedValue> = {};
+        if (keys) for (const key of keys) if (key.value) setOwn(split, segmentName(key.name), serializedOf(records[at++]!));
+        setOwn(channels, segmentName(channel.name), { v: record.v as string | number, split });
+        continue;
+      }
+      if (keys) for (const key of keys) if (key.value) at += 1;
+      if (!record) continue;
+      // (made whole: a property added later would grow the object a property store of its own)
+      const v = record.v as string | number;
+      setOwn(channels, segmentName(channel.name), typeof record.t === "string" ? { v, value: serializedOf(record) } : { v });
+    }
+    return channels;
+  }
+
+  /**
+   * The decoded records of the values `hashes` lists, which the tree `tree` holds (in that
+   * order). Values read by an earlier getTuple of this process are taken as they were verified
+   * then (the same tree as the last read: its records as they are); the others are verified and
+   * decoded where they lie in their packs (nothing copied).
+   */
+  private recordsOf(view: ObjectView, tree: Hash, hashes: Hash[]): Array<Record<string, JsonValue>> {
+    const last = this.lastRead;
+    if (last?.tree === tree && last.hashes.length === hashes.length) return last.records;
     const cache = this.values;
+    if (last) {
+      // Another tree: the last read's values read from the store join the cache by hash.
+      this.lastRead = undefined;
+      const { hashes: lastHashes, records: lastRecords, fromStore } = last;
+      const count = fromStore ? fromStore.length : lastHashes.length;
+      for (let i = 0; i < count; i++) {
+        const at = fromStore ? fromStore[i]! : i;
+        cache.set(lastHashes[at]!, lastRecords[at]!, sizeOf(lastRecords[at]!));
+      }
+    }
+    // The records are kept by position (the order of `hashes`), not in a map by hash.
     const records = new Array<Record<string, JsonValue>>(hashes.length);
     // (the first read of a saver finds the cache empty: every value is wanted, where it is listed)
     let wanted = hashes;
@@ -559,27 +606,9 @@ export class LangGraphStore {
         throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
       }
       records[wantedAt ? wantedAt[at]! : at] = record;
-      cache.set(hash, record, bytes.length);
     }, { trustChecksums: true });
-    // The records in the order `hashes` listed them: each channel's value, then its keys' values.
-    let at = 0;
-    for (let i = 0; i < top.length; i++) {
-      const channel = top[i]!;
-      const record = channel.value ? records[at++]! : undefined;
-      const keys = below[i];
-      if (record?.split === true) {
-        const split: Record<string, SerializedValue> = {};
-        if (keys) for (const key of keys) if (key.value) setOwn(split, segmentName(key.name), serializedOf(records[at++]!));
-        setOwn(channels, segmentName(channel.name), { v: record.v as string | number, split });
-        continue;
-      }
-      if (keys) for (const key of keys) if (key.value) at += 1;
-      if (!record) continue;
-      // (made whole: a property added later would grow the object a property store of its own)
-      const v = record.v as string | number;
-      setOwn(channels, segmentName(channel.name), typeof record.t === "string" ? { v, value: serializedOf(record) } : { v });
-    }
-    return channels;
+    this.lastRead = { tree, hashes, records, fromStore: wantedAt };
+    return records;
   }
 
   private writesOf(sessionId: string, threadId: string, ns: string, checkpointId: string): StoredWrite[] {
