@@ -112,11 +112,28 @@ export interface TupleRecord {
   rest: SerializedValue;
   metadata: SerializedValue;
   channels: Record<string, { v: string | number; value?: SerializedValue; split?: Record<string, SerializedValue> }>;
+  /** The channels as columns instead, when the request asked for them (`columns: true`): `channels` is then empty. */
+  columns?: ChannelColumns;
   writes: StoredWrite[];
   /** For format < 4: the parent's writes to the tasks channel (pending sends, migrated by the adapter). */
   parent_sends?: StoredWrite[];
   /** The APEX checkpoint that holds it. */
   apex: { id: string; session_id: string; name: string };
+}
+
+/**
+ * A checkpoint's channels as parallel arrays, one element per channel: what an adapter that
+ * asks for it (`columns: true`) reads instead of `channels`, a map of 10k channels (or keys)
+ * that both sides built and walked key by key. A store that does not know the parameter
+ * answers with `channels`, which adapters still read.
+ */
+export interface ChannelColumns {
+  names: string[];
+  versions: Array<string | number>;
+  /** The channel's value; null: none, or stored key by key (`splits`). */
+  values: Array<SerializedValue | null>;
+  /** A channel stored key by key: its keys and their values; null otherwise. */
+  splits: Array<{ keys: string[]; values: SerializedValue[] } | null>;
 }
 
 interface IndexRecord {
@@ -214,7 +231,7 @@ export class LangGraphStore {
           writes: Array.isArray(params.writes) ? (params.writes as Array<{ channel: string; idx: number; value: SerializedValue }>) : [],
         }) as Promise<JsonValue>,
       "langgraph.getTuple": (params) =>
-        this.getTuple(sessionOf(params), requiredString(params, "thread_id"), requiredString(params, "checkpoint_ns"), optionalString(params, "checkpoint_id")) as unknown as JsonValue,
+        this.getTuple(sessionOf(params), requiredString(params, "thread_id"), requiredString(params, "checkpoint_ns"), optionalString(params, "checkpoint_id"), params.columns === true) as unknown as JsonValue,
       "langgraph.list": (params) =>
         this.list(sessionOf(params), {
           thread_id: optionalString(params, "thread_id"),
@@ -224,6 +241,7 @@ export class LangGraphStore {
           limit: typeof params.limit === "number" ? params.limit : undefined,
           filter: isRecord(params.filter) ? (params.filter as Record<string, JsonValue>) : undefined,
           absent: Array.isArray(params.filter_absent) ? params.filter_absent.filter((key): key is string => typeof key === "string") : undefined,
+          columns: params.columns === true,
         }) as unknown as JsonValue,
       "langgraph.deleteThread": (params) => this.deleteThread(sessionOf(params), requiredString(params, "thread_id")) as Promise<JsonValue>,
     };
@@ -371,18 +389,18 @@ export class LangGraphStore {
   // ---------------------------------------------------------------------------------- reads
 
   /** One checkpoint tuple (the latest of the thread's namespace without `checkpointId`); undefined if there is none. */
-  getTuple(sessionId: string, threadId: string, ns: string, checkpointId: string | undefined): TupleRecord | undefined {
+  getTuple(sessionId: string, threadId: string, ns: string, checkpointId: string | undefined, columns = false): TupleRecord | undefined {
     checkNames(sessionId, { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpointId });
     const id = checkpointId ?? this.latestId(sessionId, threadId, ns);
     if (id === undefined) return undefined;
     const located = this.locate(sessionId, threadId, ns, id);
-    if (located) return this.tuple(sessionId, threadId, ns, id, located);
+    if (located) return this.tuple(sessionId, threadId, ns, id, located, columns);
     if (checkpointId !== undefined) return undefined;
     // The head's APEX checkpoint is gone (deleted before deletes moved the head, or dropped by
     // repair): the greatest id still stored, which the thread resumes from.
     for (const other of this.checkpointIds(sessionId, threadId, ns)) {
       const found = other === id ? undefined : this.locate(sessionId, threadId, ns, other);
-      if (found) return this.tuple(sessionId, threadId, ns, other, found);
+      if (found) return this.tuple(sessionId, threadId, ns, other, found, columns);
     }
     return undefined;
   }
@@ -398,6 +416,8 @@ export class LangGraphStore {
       filter?: Record<string, JsonValue> | undefined;
       /** Metadata keys the filter gives as undefined: a checkpoint whose metadata has them does not match. */
       absent?: string[] | undefined;
+      /** The channels as columns (TupleRecord.columns). */
+      columns?: boolean | undefined;
     },
   ): TupleRecord[] {
     checkNames(sessionId, options);
@@ -414,7 +434,7 @@ export class LangGraphStore {
           const located = this.locate(sessionId, threadId, ns, id);
           if (!located) continue;
           if ((options.filter || options.absent) && !matchesFilter(located.index.metadata_json, options.filter ?? {}, options.absent ?? [])) continue;
-          out.push(this.tuple(sessionId, threadId, ns, id, located));
+          out.push(this.tuple(sessionId, threadId, ns, id, located, options.columns ?? false));
           remaining -= 1;
         }
       }
@@ -500,8 +520,9 @@ export class LangGraphStore {
     return { index, manifest };
   }
 
-  private tuple(sessionId: string, threadId: string, ns: string, checkpointId: string, located: { index: IndexRecord; manifest: CheckpointManifest }): TupleRecord {
+  private tuple(sessionId: string, threadId: string, ns: string, checkpointId: string, located: { index: IndexRecord; manifest: CheckpointManifest }, columns: boolean): TupleRecord {
     const { index, manifest } = located;
+    const read = this.readChannels(manifest, memoryDir(threadId, ns));
     const tuple: TupleRecord = {
       thread_id: threadId,
       checkpoint_ns: ns,
@@ -510,7 +531,8 @@ export class LangGraphStore {
       format: index.format,
       rest: index.rest,
       metadata: index.metadata,
-      channels: this.readChannels(manifest, memoryDir(threadId, ns)),
+      channels: columns ? {} : channelMap(read),
+      ...(columns ? { columns: read } : {}),
       writes: this.writesOf(sessionId, threadId, ns, checkpointId),
       apex: { id: manifest.id, session_id: manifest.session_id, name: manifest.name },
     };
@@ -521,11 +543,11 @@ export class LangGraphStore {
   }
 
   /** The channels of a thread's namespace as a checkpoint's memory holds them: every value read grouped by pack. */
-  private readChannels(manifest: CheckpointManifest, dir: string): TupleRecord["channels"] {
+  private readChannels(manifest: CheckpointManifest, dir: string): ChannelColumns {
     const view = ObjectStore.of(this.store).view();
     const entry = lookupEntry(view, manifest.memory.root, pathSegments(dir));
-    const channels: TupleRecord["channels"] = {};
-    if (!entry?.tree) return channels;
+    const columns: ChannelColumns = { names: [], versions: [], values: [], splits: [] };
+    if (!entry?.tree) return columns;
     // Entries in bucket order (no sort: the result is a map), each split channel's keys below it.
     const top = directoryEntries(view, entry.tree);
     const hashes: Hash[] = [];
@@ -541,24 +563,34 @@ export class LangGraphStore {
     }
     const records = this.recordsOf(view, entry.tree, hashes);
     // The records in the order `hashes` listed them: each channel's value, then its keys' values.
+    const { names, versions, values, splits } = columns;
     let at = 0;
     for (let i = 0; i < top.length; i++) {
       const channel = top[i]!;
       const record = channel.value ? records[at++]! : undefined;
       const keys = below[i];
       if (record?.split === true) {
-        const split: Record<string, SerializedValue> = {};
-        if (keys) for (const key of keys) if (key.value) setOwn(split, segmentName(key.name), serializedOf(records[at++]!));
-        setOwn(channels, segmentName(channel.name), { v: record.v as string | number, split });
+        const split = { keys: [] as string[], values: [] as SerializedValue[] };
+        if (keys)
+          for (const key of keys)
+            if (key.value) {
+              split.keys.push(segmentName(key.name));
+              split.values.push(serializedOf(records[at++]!));
+            }
+        names.push(segmentName(channel.name));
+        versions.push(record.v as string | number);
+        values.push(null);
+        splits.push(split);
         continue;
       }
       if (keys) for (const key of keys) if (key.value) at += 1;
       if (!record) continue;
-      // (made whole: a property added later would grow the object a property store of its own)
-      const v = record.v as string | number;
-      setOwn(channels, segmentName(channel.name), typeof record.t === "string" ? { v, value: serializedOf(record) } : { v });
+      names.push(segmentName(channel.name));
+      versions.push(record.v as string | number);
+      values.push(typeof record.t === "string" ? serializedOf(record) : null);
+      splits.push(null);
     }
-    return channels;
+    return columns;
   }
 
   /**
@@ -835,6 +867,23 @@ function valuesAt(view: ObjectView, entry: DirEntry | undefined): number {
 function setOwn<T>(object: Record<string, T>, key: string, value: T): void {
   if (key === "__proto__") Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
   else object[key] = value;
+}
+
+/** Channels as TupleRecord.channels has them: a map by name (for a reader that does not ask for columns). */
+function channelMap(columns: ChannelColumns): TupleRecord["channels"] {
+  const channels: TupleRecord["channels"] = {};
+  const { names, versions, values, splits } = columns;
+  for (let i = 0; i < names.length; i++) {
+    const v = versions[i]!;
+    const value = values[i];
+    const split = splits[i];
+    if (split) {
+      const map: Record<string, SerializedValue> = {};
+      for (let k = 0; k < split.keys.length; k++) setOwn(map, split.keys[k]!, split.values[k]!);
+      setOwn(channels, names[i]!, { v, split: map });
+    } else setOwn(channels, names[i]!, value ? { v, value } : { v });
+  }
+  return channels;
 }
 
 function recordOf(value: SerializedValue): { [key: string]: JsonValue } {
