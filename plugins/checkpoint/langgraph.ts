@@ -637,6 +637,9 @@ export class LangGraphStore {
       } catch (error) {
         throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
       }
+      // The serializer's type is "json" for nearly every value: one string, not a copy decoded
+      // for each (10k strings the young generation kept copying until they were promoted).
+      if (record.t === "json") record.t = "json";
       records[wantedAt ? wantedAt[at]! : at] = record;
     }, { trustChecksums: true });
     this.lastRead = { tree, hashes, records, fromStore: wantedAt };
