@@ -987,6 +987,31 @@ describe("ApexSaver: channels in memory, each step an APEX checkpoint", () => {
   });
 });
 
+describe("LangGraph reads as columns, and as a map for readers before them", () => {
+  it("answers a read without `columns` with the channels as a map, the same channels as the columns; ApexSaver reads either", async () => {
+    const { dir, sessionId, saver } = await setup();
+    const big = Object.fromEntries(Array.from({ length: 80 }, (_, i) => [`k${i}`, i % 2 ? `v${i}` : { n: i }]));
+    const values = { a: "A", big, n: 3, none: undefined };
+    const config = await saver.put({ configurable: { thread_id: "t", checkpoint_ns: "" } }, checkpointOf(values, { a: 1, big: 1, n: 1, none: 1 }), { source: "input", step: -1, parents: {} }, { a: 1, big: 1, n: 1, none: 1 });
+    const { readLangGraph } = await import("../plugins/checkpoint/langgraph-reads.js");
+    const params = { thread_id: "t", checkpoint_ns: "", checkpoint_id: config.configurable!.checkpoint_id, session: sessionId };
+    const [asMap, asColumns] = await readStore(dir, (store) => [readLangGraph(store, "langgraph.getTuple", params), readLangGraph(store, "langgraph.getTuple", { ...params, columns: true })] as any[]);
+    expect(asMap.columns).toBeUndefined();
+    expect(asColumns.channels).toEqual({});
+    const { names, versions, values: stored, splits } = asColumns.columns;
+    const fromColumns = Object.fromEntries(
+      names.map((name: string, i: number) => [name, splits[i] ? { v: versions[i], split: Object.fromEntries(splits[i].keys.map((key: string, k: number) => [key, splits[i].values[k]])) } : stored[i] ? { v: versions[i], value: stored[i] } : { v: versions[i] }]),
+    );
+    expect(asMap.channels).toEqual(fromColumns);
+    expect(Object.keys(asMap.channels.big.split)).toHaveLength(80);
+    // A supervisor before columns answers with the map: the saver reads the same tuple from it.
+    const expected = await saver.getTuple(config);
+    expect(expected!.checkpoint.channel_values).toEqual({ a: "A", big, n: 3, none: undefined });
+    const fromMap = await (saver as unknown as { tupleOf(record: unknown, remember: boolean): Promise<unknown> }).tupleOf(asMap, false);
+    expect(fromMap).toEqual(expected);
+  });
+});
+
 describe("LangGraph thread heads (the checkpoint each thread namespace resumes from, which retention keeps)", () => {
   const input = { source: "input", step: -1, parents: {} } as CheckpointMetadata;
   const put = (saver: ApexSaver, thread_id: string, checkpoint_ns: string, x: unknown, id = uuid6(1)) =>

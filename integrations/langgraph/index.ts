@@ -145,7 +145,7 @@ export class ApexSaver extends BaseCheckpointSaver {
     if (threadId === undefined || threadId === null) return undefined;
     const ns = (config.configurable?.checkpoint_ns as string | undefined) ?? "";
     const checkpointId = (config.configurable?.checkpoint_id as string | undefined) ?? undefined;
-    const record = (await this.tracked(this.read("langgraph.getTuple", { thread_id: String(threadId), checkpoint_ns: ns, ...(checkpointId ? { checkpoint_id: checkpointId } : {}) }))) as TupleRecord | null | undefined;
+    const record = (await this.tracked(this.read("langgraph.getTuple", { thread_id: String(threadId), checkpoint_ns: ns, ...(checkpointId ? { checkpoint_id: checkpointId } : {}), columns: true }))) as TupleRecord | null | undefined;
     if (!record) return undefined;
     return this.tupleOf(record, true);
   }
@@ -163,6 +163,7 @@ export class ApexSaver extends BaseCheckpointSaver {
         ...(before ? { before } : {}),
         ...(options.limit !== undefined ? { limit: options.limit } : {}),
         ...(options.filter ? filterParams(options.filter) : {}),
+        columns: true,
       }),
     )) as TupleRecord[];
     for (const record of records) yield await this.tupleOf(record, false);
@@ -356,21 +357,23 @@ export class ApexSaver extends BaseCheckpointSaver {
     const channelVersions: Record<string, Version> = {};
     const cache: ThreadCache = { checkpointId: record.checkpoint_id, versions: new Map(), splits: new Map() };
     const values = new ValueBatch(this.serde, this.plainJson);
-    // Keys and a lookup each, not Object.entries: a 10k-channel record is a dictionary-mode object.
-    const channels = record.channels;
-    for (const name of Object.keys(channels)) {
-      const channel = channels[name]!;
-      setOwn(channelVersions, name, channel.v);
-      cache.versions.set(name, channel.v);
-      if (channel.value) values.add(channel.value, channelValues, name, undefined);
-      else if (channel.split) {
-        const object: Record<string, unknown> = {};
-        // The keys as a put compares them (OrderedKeys), in the order of the object handed out.
-        const ordered: OrderedKeys = { names: [], primitives: [], objects: new Map() };
-        const split = channel.split;
-        for (const key of Object.keys(split)) values.add(split[key]!, object, key, ordered);
-        setOwn(channelValues, name, object);
-        cache.splits.set(name, { v: channel.v, ordered });
+    const target: ChannelTarget = { channelValues, channelVersions, cache, values };
+    const columns = record.columns;
+    if (columns) {
+      // (a store that knows `columns`: parallel arrays, walked by position)
+      const { names, versions, values: stored, splits } = columns;
+      for (let i = 0; i < names.length; i++) addChannel(target, names[i]!, versions[i]!, stored[i] ?? undefined, splits[i] ?? undefined);
+    } else {
+      // Keys and a lookup each, not Object.entries: a 10k-channel record is a dictionary-mode object.
+      const channels = record.channels;
+      for (const name of Object.keys(channels)) {
+        const channel = channels[name]!;
+        let split: { keys: string[]; values: SerializedValue[] } | undefined;
+        if (!channel.value && channel.split) {
+          const keys = Object.keys(channel.split);
+          split = { keys, values: keys.map((key) => channel.split![key]!) };
+        }
+        addChannel(target, name, channel.v, channel.value, split);
       }
     }
     await values.load();
@@ -581,6 +584,30 @@ export class ApexSaver extends BaseCheckpointSaver {
       if (savedTree === undefined) delete process.env.APEX_WORKTREE;
       else process.env.APEX_WORKTREE = savedTree;
     }
+  }
+}
+
+/** Where tupleOf puts the channels it reads. */
+interface ChannelTarget {
+  channelValues: Record<string, unknown>;
+  channelVersions: Record<string, Version>;
+  cache: ThreadCache;
+  values: ValueBatch;
+}
+
+/** One channel read into `target`: its version, and its value (whole, or key by key: `split`) to load. */
+function addChannel(target: ChannelTarget, name: string, v: Version, value: SerializedValue | undefined, split: { keys: string[]; values: SerializedValue[] } | undefined): void {
+  setOwn(target.channelVersions, name, v);
+  target.cache.versions.set(name, v);
+  if (value) target.values.add(value, target.channelValues, name, undefined);
+  else if (split) {
+    const object: Record<string, unknown> = {};
+    // The keys as a put compares them (OrderedKeys), in the order of the object handed out.
+    const ordered: OrderedKeys = { names: [], primitives: [], objects: new Map() };
+    const { keys, values } = split;
+    for (let k = 0; k < keys.length; k++) target.values.add(values[k]!, object, keys[k]!, ordered);
+    setOwn(target.channelValues, name, object);
+    target.cache.splits.set(name, { v, ordered });
   }
 }
 

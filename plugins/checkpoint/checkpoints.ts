@@ -7,6 +7,7 @@ import {
   ChangeSet,
   ObjectStore,
   canonicalJson,
+  countValues,
   isObjectDamage,
   updateTree,
   diffTrees,
@@ -227,20 +228,6 @@ function carryDetached(view: ObjectView, base: { root: Hash | null }, memory: { 
     }
   }
   return { root, count };
-}
-
-/** The number of values below a tree node (what a manifest counts; every node below is read). */
-export function countValues(view: ObjectView, tree: Hash | null): number {
-  if (!tree) return 0;
-  const node = view.readNode(tree);
-  let count = 0;
-  if (node.kind === "split") for (const bucket of node.buckets) count += countValues(view, bucket.hash);
-  else
-    for (const entry of node.entries) {
-      if (entry.value) count += 1;
-      if (entry.tree) count += countValues(view, entry.tree);
-    }
-  return count;
 }
 
 function buildInfo(result: TreeResult): Omit<TreeResult, "root" | "count"> {

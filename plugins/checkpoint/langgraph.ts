@@ -27,14 +27,12 @@
 import { isDeepStrictEqual } from "node:util";
 import type { CheckpointInfo } from "../../core/engine.js";
 import { ApexError } from "../../core/errors.js";
-import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
+import { ChangeSet, ObjectDamageError, ObjectStore, collectEntries, countValues, decodeValueObject, findInDirectory, lookupEntry, sha256, updateTree, type DirEntry, type Hash, type ObjectView } from "./engine/objects.js";
 import { encodeJson } from "../../core/store/value-codec.js";
 import { MAX_PATH_BYTES } from "../../core/store/paths.js";
 import type { JsonValue, Store, WriteBatch } from "../../core/store/store.js";
 import { Catalog } from "./catalog.js";
-import { checkpointInfo, countValues, writeCheckpoint } from "./checkpoints.js";
 import { isRecord, manifestPath, type CheckpointManifest } from "./manifest.js";
-import { ACTORS, requireSession } from "./refs.js";
 import { HISTORY_PREFIX } from "../../core/session/records.js";
 import { baseKey, inScope, memoryMountOf, pathSegments, type MemoryScope } from "./scope.js";
 import {
@@ -114,11 +112,28 @@ export interface TupleRecord {
   rest: SerializedValue;
   metadata: SerializedValue;
   channels: Record<string, { v: string | number; value?: SerializedValue; split?: Record<string, SerializedValue> }>;
+  /** The channels as columns instead, when the request asked for them (`columns: true`): `channels` is then empty. */
+  columns?: ChannelColumns;
   writes: StoredWrite[];
   /** For format < 4: the parent's writes to the tasks channel (pending sends, migrated by the adapter). */
   parent_sends?: StoredWrite[];
   /** The APEX checkpoint that holds it. */
   apex: { id: string; session_id: string; name: string };
+}
+
+/**
+ * A checkpoint's channels as parallel arrays, one element per channel: what an adapter that
+ * asks for it (`columns: true`) reads instead of `channels`, a map of 10k channels (or keys)
+ * that both sides built and walked key by key. A store that does not know the parameter
+ * answers with `channels`, which adapters still read.
+ */
+export interface ChannelColumns {
+  names: string[];
+  versions: Array<string | number>;
+  /** The channel's value; null: none, or stored key by key (`splits`). */
+  values: Array<SerializedValue | null>;
+  /** A channel stored key by key: its keys and their values; null otherwise. */
+  splits: Array<{ keys: string[]; values: SerializedValue[] } | null>;
 }
 
 interface IndexRecord {
@@ -186,6 +201,14 @@ export interface LangGraphStoreOptions {
 export class LangGraphStore {
   /** Channel values read lately, verified and decoded, by hash (content-addressed: never stale). */
   private readonly values = new ValueCache(VALUE_CACHE_BYTES);
+  /**
+   * The last channels read, by their directory's tree: the values in the order readChannels
+   * lists them, and which of them were read from the store (undefined: all), which are put into
+   * `values` only when a read of another tree needs them. A new saver's first read (10k values)
+   * made 10k map entries by hash for the reads that may follow; the same tree read again takes
+   * them as they are, with no lookup by hash.
+   */
+  private lastRead: { tree: Hash; hashes: Hash[]; records: Array<Record<string, JsonValue>>; fromStore: number[] | undefined } | undefined;
   /** Sessions whose heads are one record per thread namespace (migrateHeads, once committed). */
   private readonly headsMigrated = new Set<string>();
 
@@ -208,7 +231,7 @@ export class LangGraphStore {
           writes: Array.isArray(params.writes) ? (params.writes as Array<{ channel: string; idx: number; value: SerializedValue }>) : [],
         }) as Promise<JsonValue>,
       "langgraph.getTuple": (params) =>
-        this.getTuple(sessionOf(params), requiredString(params, "thread_id"), requiredString(params, "checkpoint_ns"), optionalString(params, "checkpoint_id")) as unknown as JsonValue,
+        this.getTuple(sessionOf(params), requiredString(params, "thread_id"), requiredString(params, "checkpoint_ns"), optionalString(params, "checkpoint_id"), params.columns === true) as unknown as JsonValue,
       "langgraph.list": (params) =>
         this.list(sessionOf(params), {
           thread_id: optionalString(params, "thread_id"),
@@ -218,6 +241,7 @@ export class LangGraphStore {
           limit: typeof params.limit === "number" ? params.limit : undefined,
           filter: isRecord(params.filter) ? (params.filter as Record<string, JsonValue>) : undefined,
           absent: Array.isArray(params.filter_absent) ? params.filter_absent.filter((key): key is string => typeof key === "string") : undefined,
+          columns: params.columns === true,
         }) as unknown as JsonValue,
       "langgraph.deleteThread": (params) => this.deleteThread(sessionOf(params), requiredString(params, "thread_id")) as Promise<JsonValue>,
     };
@@ -244,10 +268,12 @@ export class LangGraphStore {
     }
     return this.options.serialize(async () => {
       const store = this.store;
+      const { checkpoints, refs } = await writeSide();
+      const { ACTORS } = refs;
       let manifest: CheckpointManifest | undefined;
       let headsChecked = false;
       await store.transaction(() => {
-        requireLiveSession(store, sessionId);
+        requireLiveSession(refs, store, sessionId);
         // Channel values compressed as they are written (LangGraph states repeat most of their
         // text step after step); the rest of the checkpoint is written as every checkpoint is.
         const view = ObjectStore.of(store).view({ compressValues: true });
@@ -258,7 +284,7 @@ export class LangGraphStore {
         if (!built) return;
         const record: JsonValue = { checkpoint: request.checkpoint_id, values: built.values };
         const metadataJson = jsonOf(request.metadata);
-        const { manifest: written } = writeCheckpoint(store, {
+        const { manifest: written } = checkpoints.writeCheckpoint(store, {
           sessionId,
           trigger: LANGGRAPH_TRIGGER,
           description: describeStep(request, metadataJson),
@@ -310,7 +336,7 @@ export class LangGraphStore {
       if (headsChecked) this.headsMigrated.add(sessionId); // committed: no record of stores written before
       if (!manifest) return { stale: true as const };
       try {
-        await this.options.afterCheckpoint?.(checkpointInfo(manifest));
+        await this.options.afterCheckpoint?.(checkpoints.checkpointInfo(manifest));
       } catch (error) {
         const { sessionLabel } = await import("./merge-base.js");
         this.options.warn?.(`afterCheckpoint after ${sessionLabel(this.store, sessionId)}/${manifest.name}: ${(error as Error).message}`);
@@ -328,7 +354,9 @@ export class LangGraphStore {
     if (request.thread_id === "" || request.checkpoint_id === "") throw new ApexError("APEX_E_BAD_INPUT", "langgraph.putWrites: thread_id and checkpoint_id must not be empty.");
     checkNames(sessionId, request);
     return this.options.serialize(async () => {
-      requireLiveSession(this.store, sessionId);
+      const { refs } = await writeSide();
+      const { ACTORS } = refs;
+      requireLiveSession(refs, this.store, sessionId);
       const dir = `${writesDir(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)}/${nameSegment(request.task_id)}`;
       const { value: written } = await this.store.batch((batch) => {
         if (batch.get(checkpointKey(sessionId, request.thread_id, request.checkpoint_ns, request.checkpoint_id)) === undefined) {
@@ -361,18 +389,18 @@ export class LangGraphStore {
   // ---------------------------------------------------------------------------------- reads
 
   /** One checkpoint tuple (the latest of the thread's namespace without `checkpointId`); undefined if there is none. */
-  getTuple(sessionId: string, threadId: string, ns: string, checkpointId: string | undefined): TupleRecord | undefined {
+  getTuple(sessionId: string, threadId: string, ns: string, checkpointId: string | undefined, columns = false): TupleRecord | undefined {
     checkNames(sessionId, { thread_id: threadId, checkpoint_ns: ns, checkpoint_id: checkpointId });
     const id = checkpointId ?? this.latestId(sessionId, threadId, ns);
     if (id === undefined) return undefined;
     const located = this.locate(sessionId, threadId, ns, id);
-    if (located) return this.tuple(sessionId, threadId, ns, id, located);
+    if (located) return this.tuple(sessionId, threadId, ns, id, located, columns);
     if (checkpointId !== undefined) return undefined;
     // The head's APEX checkpoint is gone (deleted before deletes moved the head, or dropped by
     // repair): the greatest id still stored, which the thread resumes from.
     for (const other of this.checkpointIds(sessionId, threadId, ns)) {
       const found = other === id ? undefined : this.locate(sessionId, threadId, ns, other);
-      if (found) return this.tuple(sessionId, threadId, ns, other, found);
+      if (found) return this.tuple(sessionId, threadId, ns, other, found, columns);
     }
     return undefined;
   }
@@ -388,6 +416,8 @@ export class LangGraphStore {
       filter?: Record<string, JsonValue> | undefined;
       /** Metadata keys the filter gives as undefined: a checkpoint whose metadata has them does not match. */
       absent?: string[] | undefined;
+      /** The channels as columns (TupleRecord.columns). */
+      columns?: boolean | undefined;
     },
   ): TupleRecord[] {
     checkNames(sessionId, options);
@@ -404,7 +434,7 @@ export class LangGraphStore {
           const located = this.locate(sessionId, threadId, ns, id);
           if (!located) continue;
           if ((options.filter || options.absent) && !matchesFilter(located.index.metadata_json, options.filter ?? {}, options.absent ?? [])) continue;
-          out.push(this.tuple(sessionId, threadId, ns, id, located));
+          out.push(this.tuple(sessionId, threadId, ns, id, located, options.columns ?? false));
           remaining -= 1;
         }
       }
@@ -421,7 +451,9 @@ export class LangGraphStore {
     checkNames(sessionId, { thread_id: threadId });
     return this.options.serialize(async () => {
       const store = this.store;
-      requireLiveSession(store, sessionId);
+      const { refs } = await writeSide();
+      const { ACTORS } = refs;
+      requireLiveSession(refs, store, sessionId);
       const index = `${indexRoot(sessionId)}/${nameSegment(threadId)}`;
       let deleted = 0;
       let headsChecked = false;
@@ -488,8 +520,9 @@ export class LangGraphStore {
     return { index, manifest };
   }
 
-  private tuple(sessionId: string, threadId: string, ns: string, checkpointId: string, located: { index: IndexRecord; manifest: CheckpointManifest }): TupleRecord {
+  private tuple(sessionId: string, threadId: string, ns: string, checkpointId: string, located: { index: IndexRecord; manifest: CheckpointManifest }, columns: boolean): TupleRecord {
     const { index, manifest } = located;
+    const read = this.readChannels(manifest, memoryDir(threadId, ns));
     const tuple: TupleRecord = {
       thread_id: threadId,
       checkpoint_ns: ns,
@@ -498,7 +531,8 @@ export class LangGraphStore {
       format: index.format,
       rest: index.rest,
       metadata: index.metadata,
-      channels: this.readChannels(manifest, memoryDir(threadId, ns)),
+      channels: columns ? {} : channelMap(read),
+      ...(columns ? { columns: read } : {}),
       writes: this.writesOf(sessionId, threadId, ns, checkpointId),
       apex: { id: manifest.id, session_id: manifest.session_id, name: manifest.name },
     };
@@ -509,11 +543,11 @@ export class LangGraphStore {
   }
 
   /** The channels of a thread's namespace as a checkpoint's memory holds them: every value read grouped by pack. */
-  private readChannels(manifest: CheckpointManifest, dir: string): TupleRecord["channels"] {
+  private readChannels(manifest: CheckpointManifest, dir: string): ChannelColumns {
     const view = ObjectStore.of(this.store).view();
     const entry = lookupEntry(view, manifest.memory.root, pathSegments(dir));
-    const channels: TupleRecord["channels"] = {};
-    if (!entry?.tree) return channels;
+    const columns: ChannelColumns = { names: [], versions: [], values: [], splits: [] };
+    if (!entry?.tree) return columns;
     // Entries in bucket order (no sort: the result is a map), each split channel's keys below it.
     const top = directoryEntries(view, entry.tree);
     const hashes: Hash[] = [];
@@ -527,10 +561,59 @@ export class LangGraphStore {
         for (const key of keys) if (key.value) hashes.push(key.value);
       }
     }
-    // Values read by an earlier getTuple of this process are taken as they were verified then;
-    // the others are verified and decoded where they lie in their packs (nothing copied). The
-    // records are kept by position (the order of `hashes`), not in a map by hash.
+    const records = this.recordsOf(view, entry.tree, hashes);
+    // The records in the order `hashes` listed them: each channel's value, then its keys' values.
+    const { names, versions, values, splits } = columns;
+    let at = 0;
+    for (let i = 0; i < top.length; i++) {
+      const channel = top[i]!;
+      const record = channel.value ? records[at++]! : undefined;
+      const keys = below[i];
+      if (record?.split === true) {
+        const split = { keys: [] as string[], values: [] as SerializedValue[] };
+        if (keys)
+          for (const key of keys)
+            if (key.value) {
+              split.keys.push(segmentName(key.name));
+              split.values.push(serializedOf(records[at++]!));
+            }
+        names.push(segmentName(channel.name));
+        versions.push(record.v as string | number);
+        values.push(null);
+        splits.push(split);
+        continue;
+      }
+      if (keys) for (const key of keys) if (key.value) at += 1;
+      if (!record) continue;
+      names.push(segmentName(channel.name));
+      versions.push(record.v as string | number);
+      values.push(typeof record.t === "string" ? serializedOf(record) : null);
+      splits.push(null);
+    }
+    return columns;
+  }
+
+  /**
+   * The decoded records of the values `hashes` lists, which the tree `tree` holds (in that
+   * order). Values read by an earlier getTuple of this process are taken as they were verified
+   * then (the same tree as the last read: its records as they are); the others are verified and
+   * decoded where they lie in their packs (nothing copied).
+   */
+  private recordsOf(view: ObjectView, tree: Hash, hashes: Hash[]): Array<Record<string, JsonValue>> {
+    const last = this.lastRead;
+    if (last?.tree === tree && last.hashes.length === hashes.length) return last.records;
     const cache = this.values;
+    if (last) {
+      // Another tree: the last read's values read from the store join the cache by hash.
+      this.lastRead = undefined;
+      const { hashes: lastHashes, records: lastRecords, fromStore } = last;
+      const count = fromStore ? fromStore.length : lastHashes.length;
+      for (let i = 0; i < count; i++) {
+        const at = fromStore ? fromStore[i]! : i;
+        cache.set(lastHashes[at]!, lastRecords[at]!, sizeOf(lastRecords[at]!));
+      }
+    }
+    // The records are kept by position (the order of `hashes`), not in a map by hash.
     const records = new Array<Record<string, JsonValue>>(hashes.length);
     // (the first read of a saver finds the cache empty: every value is wanted, where it is listed)
     let wanted = hashes;
@@ -554,28 +637,13 @@ export class LangGraphStore {
       } catch (error) {
         throw new ObjectDamageError("value", hash, "undecodable", (error as Error).message);
       }
+      // The serializer's type is "json" for nearly every value: one string, not a copy decoded
+      // for each (10k strings the young generation kept copying until they were promoted).
+      if (record.t === "json") record.t = "json";
       records[wantedAt ? wantedAt[at]! : at] = record;
-      cache.set(hash, record, bytes.length);
     }, { trustChecksums: true });
-    // The records in the order `hashes` listed them: each channel's value, then its keys' values.
-    let at = 0;
-    for (let i = 0; i < top.length; i++) {
-      const channel = top[i]!;
-      const record = channel.value ? records[at++]! : undefined;
-      const keys = below[i];
-      if (record?.split === true) {
-        const split: Record<string, SerializedValue> = {};
-        if (keys) for (const key of keys) if (key.value) setOwn(split, segmentName(key.name), serializedOf(records[at++]!));
-        setOwn(channels, segmentName(channel.name), { v: record.v as string | number, split });
-        continue;
-      }
-      if (keys) for (const key of keys) if (key.value) at += 1;
-      if (!record) continue;
-      // (made whole: a property added later would grow the object a property store of its own)
-      const v = record.v as string | number;
-      setOwn(channels, segmentName(channel.name), typeof record.t === "string" ? { v, value: serializedOf(record) } : { v });
-    }
-    return channels;
+    this.lastRead = { tree, hashes, records, fromStore: wantedAt };
+    return records;
   }
 
   private writesOf(sessionId: string, threadId: string, ns: string, checkpointId: string): StoredWrite[] {
@@ -610,9 +678,19 @@ export class LangGraphStore {
 
 // ------------------------------------------------------------------------------------ helpers
 
+/**
+ * The modules only writes use (writing an APEX checkpoint, and theirs), loaded by the first
+ * write: a read without a supervisor (ApexSaver's getTuple, the first call of a resumed graph
+ * in a new process) loads none of them.
+ */
+async function writeSide(): Promise<{ checkpoints: typeof import("./checkpoints.js"); refs: typeof import("./refs.js") }> {
+  const [checkpoints, refs] = await Promise.all([import("./checkpoints.js"), import("./refs.js")]);
+  return { checkpoints, refs };
+}
+
 /** A session LangGraph writes to: one not ended. An ended session's threads still read (their history outlives it). */
-function requireLiveSession(store: Store, sessionId: string): void {
-  requireSession(store, sessionId);
+function requireLiveSession(refs: typeof import("./refs.js"), store: Store, sessionId: string): void {
+  refs.requireSession(store, sessionId);
   if (store.has(`/sessions/${sessionId}`)) return;
   const record = store.get(`${HISTORY_PREFIX}/${sessionId}`) as { status?: string } | undefined;
   throw new ApexError("APEX_E_SESSION_STATE", `Session ${sessionId} has ended (${record?.status}); its LangGraph threads can be read, not written.`, {
@@ -792,6 +870,23 @@ function valuesAt(view: ObjectView, entry: DirEntry | undefined): number {
 function setOwn<T>(object: Record<string, T>, key: string, value: T): void {
   if (key === "__proto__") Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
   else object[key] = value;
+}
+
+/** Channels as TupleRecord.channels has them: a map by name (for a reader that does not ask for columns). */
+function channelMap(columns: ChannelColumns): TupleRecord["channels"] {
+  const channels: TupleRecord["channels"] = {};
+  const { names, versions, values, splits } = columns;
+  for (let i = 0; i < names.length; i++) {
+    const v = versions[i]!;
+    const value = values[i];
+    const split = splits[i];
+    if (split) {
+      const map: Record<string, SerializedValue> = {};
+      for (let k = 0; k < split.keys.length; k++) setOwn(map, split.keys[k]!, split.values[k]!);
+      setOwn(channels, names[i]!, { v, split: map });
+    } else setOwn(channels, names[i]!, value ? { v, value } : { v });
+  }
+  return channels;
 }
 
 function recordOf(value: SerializedValue): { [key: string]: JsonValue } {

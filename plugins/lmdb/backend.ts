@@ -708,8 +708,24 @@ export function namedDatabaseExists(root: RootDatabase, name: string): boolean {
 export function exactView(bytes: Buffer | undefined): Buffer | undefined {
   if (bytes === undefined || bytes === null) return bytes;
   if (!Buffer.isBuffer(bytes)) return Buffer.from((bytes as Uint8Array).buffer, (bytes as Uint8Array).byteOffset, (bytes as Uint8Array).byteLength);
-  return bytes.length !== bytes.byteLength ? bytes.subarray(0, bytes.length) : bytes;
+  const length = bytes.length;
+  if (length === bytes.byteLength) return bytes;
+  if (length > SMALL_VIEW_BYTES) return bytes.subarray(0, length);
+  // A small value's view is the same for every read of that size (the shared buffer's first
+  // bytes, valid until the next read either way): made once, not per read (a whole-tree read
+  // locates 14k objects, each an index record of a few bytes, and each view is an object).
+  if (viewsOf !== bytes) {
+    viewsOf = bytes;
+    smallViews = [];
+  }
+  return (smallViews[length] ??= bytes.subarray(0, length));
 }
+
+/** Values up to this size get a view made once per size (exactView). */
+const SMALL_VIEW_BYTES = 64;
+/** The shared read buffer the views in `smallViews` are of, by size. */
+let viewsOf: Buffer | undefined;
+let smallViews: Array<Buffer | undefined> = [];
 
 /** A table that does not exist yet in a read-only store: reads as empty, refuses writes. */
 function emptyTable(): Table<TableKey, unknown> {

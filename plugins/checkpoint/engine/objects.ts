@@ -648,6 +648,16 @@ const HIGH_WATER_KEY = 0;
 
 const objectStores = new WeakMap<Store, ObjectStore>();
 
+/** Objects of a grouped read (ObjectStore.visitRawGrouped) past which they are grouped by a map instead of one sorted array of pack * POSITION_LIMIT + position (pack ids are uint32: that stays below 2^53). */
+const POSITION_LIMIT = 2 ** 21;
+
+/** The objects of a grouped read by pack: `positions` (in the read's list) by pack, each pack's from `starts[g]` to `starts[g + 1]`, with their locations. */
+interface PackGroups {
+  positions: ArrayLike<number>;
+  starts: readonly number[];
+  locations: ReadonlyArray<ObjectLocation | undefined>;
+}
+
 /**
  * Decoded tree nodes already verified against their hash, shared by the views that build
  * trees (checkpoints, restores, diffs): a node's content never changes, so a long-running
@@ -690,8 +700,11 @@ class NodeCache {
 
 interface CachedNode {
   node: TreeNode;
-  /** Its encoding (hashes to the key it is cached under). */
-  bytes: Buffer;
+  /**
+   * Its encoding (hashes to the key it is cached under); undefined for a node read with many
+   * others (ObjectView.readNodes), re-encoded should it be rebuilt (patchNode takes none).
+   */
+  bytes: Buffer | undefined;
 }
 
 /** Tree nodes kept decoded per store (a few hundred bytes each with their encoding). */
@@ -916,12 +929,18 @@ export class ObjectStore {
     packCache?: PackCache,
     synced = false,
   ): void {
-    const byPack = new Map<number, Array<{ hash: Hash; location: ObjectLocation; at: number }>>();
     const list = Array.isArray(hashes) ? (hashes as Hash[]) : [...hashes];
     const records = this.indexRecords(kind, list, synced);
-    let at = -1;
-    for (const hash of list) {
-      at += 1;
+    // Each object located, then visited in pack order: its location by its position in `list`,
+    // and the positions sorted by pack as numbers (pack * 2^24 + position, one typed array
+    // sorted natively): no wrapper object, array or map entry per object (a LangGraph getTuple
+    // reads 14k objects, whose bookkeeping the young generation copied).
+    const locations = new Array<ObjectLocation | undefined>(list.length);
+    const grouped = list.length < POSITION_LIMIT ? new Float64Array(list.length) : undefined;
+    const byPack = grouped ? undefined : new Map<number, number[]>();
+    let count = 0;
+    for (let at = 0; at < list.length; at++) {
+      const hash = list[at]!;
       let location: ObjectLocation | undefined;
       try {
         location = records?.has(hash) ? this.fromRecord(kind, hash, records.get(hash)) : this.locate(kind, hash, synced);
@@ -930,41 +949,79 @@ export class ObjectStore {
         continue;
       }
       if (!location) continue;
-      let wanted = byPack.get(location.pack);
-      if (!wanted) byPack.set(location.pack, (wanted = []));
-      wanted.push({ hash, location, at });
+      locations[at] = location;
+      if (grouped) grouped[count++] = location.pack * POSITION_LIMIT + at;
+      else {
+        let wanted = byPack!.get(location.pack);
+        if (!wanted) byPack!.set(location.pack, (wanted = []));
+        wanted.push(at);
+      }
     }
-    const order = [...byPack.keys()].sort((a, b) => a - b);
+    // The positions of the located objects, by pack then position; `starts`: where each pack's begin.
+    let positions: ArrayLike<number>;
+    const starts: number[] = [];
+    if (grouped) {
+      const sorted = grouped.subarray(0, count).sort();
+      const ats = new Int32Array(count);
+      let pack = -1;
+      for (let i = 0; i < count; i++) {
+        const key = sorted[i]!;
+        const at = key % POSITION_LIMIT;
+        ats[i] = at;
+        const id = (key - at) / POSITION_LIMIT;
+        if (id !== pack) {
+          starts.push(i);
+          pack = id;
+        }
+      }
+      positions = ats;
+    } else {
+      const all: number[] = [];
+      for (const id of [...byPack!.keys()].sort((a, b) => a - b)) {
+        starts.push(all.length);
+        for (const at of byPack!.get(id)!) all.push(at);
+      }
+      positions = all;
+    }
+    starts.push(positions.length);
+    const groups: PackGroups = { positions, starts, locations };
     // Gzip packs decompressed together, several to a call (see decompressGzipRun).
     let run = new Map<number, Buffer>();
-    for (let i = 0; i < order.length; i++) {
-      const pack = order[i]!;
-      const wanted = byPack.get(pack)!;
-      const first = wanted[0]!.location;
+    for (let g = 0; g + 1 < starts.length; g++) {
+      const begin = starts[g]!;
+      const end = starts[g + 1]!;
+      const first = locations[positions[begin]!]!;
+      const pack = first.pack;
       if (first.codec) {
-        if (first.codec === PACK_CODEC_IDS.gzip && !run.has(pack) && !packCache?.getDecompressed(pack)) run = this.decompressGzipRun(order, i, byPack, packCache);
+        if (first.codec === PACK_CODEC_IDS.gzip && !run.has(pack) && !packCache?.getDecompressed(pack)) run = this.decompressGzipRun(groups, g, packCache);
         // Decompressed once for the group, with or without a cache.
         const raw = run.get(pack) ?? this.decompressed(first, packCache);
-        for (const { hash, location, at } of wanted) {
+        for (let i = begin; i < end; i++) {
+          const at = positions[i]!;
+          const location = locations[at]!;
           const same = location.codec === first.codec && location.rawSize === first.rawSize;
           const bytes = same ? raw?.subarray(location.offset, location.offset + location.length) : this.readCompressed(location, packCache);
           // A gzip pack that decompressed (to its recorded size) passed its CRC-32.
-          if (bytes) visit(hash, bytes, undefined, false, same && first.codec === PACK_CODEC_IDS.gzip && raw!.length > 0, at, true);
+          if (bytes) visit(list[at]!, bytes, undefined, false, same && first.codec === PACK_CODEC_IDS.gzip && raw!.length > 0, at, true);
         }
         continue;
       }
       const stored = this.packs.getBinaryFast(pack); // valid until the next read
       if (!stored) continue;
       let wantedBytes = 0;
-      for (const { location } of wanted) wantedBytes += location.length;
-      const mostly = wanted.length > 1 && wantedBytes * 2 >= stored.length;
+      for (let i = begin; i < end; i++) wantedBytes += locations[positions[i]!]!.length;
+      const mostly = end - begin > 1 && wantedBytes * 2 >= stored.length;
       const whole = { id: pack, bytes: stored };
-      for (const { hash, location, at } of wanted) visit(hash, stored.subarray(location.offset, location.offset + location.length), whole, mostly, false, at, false);
+      for (let i = begin; i < end; i++) {
+        const at = positions[i]!;
+        const location = locations[at]!;
+        visit(list[at]!, stored.subarray(location.offset, location.offset + location.length), whole, mostly, false, at, false);
+      }
     }
   }
 
   /**
-   * The gzip packs from `order[start]` on (up to GZIP_RUN_BYTES uncompressed), decompressed in
+   * The gzip packs of `groups` from its group `start` on (up to GZIP_RUN_BYTES uncompressed), decompressed in
    * one call: gzip members one after the other decompress as one stream, and each call to
    * zlib costs ~30 µs of set-up, as much as inflating a 32 KB pack of text (a LangGraph
    * getTuple decompresses hundreds). zlib checks each member's CRC-32 and length as before;
@@ -972,12 +1029,12 @@ export class ObjectStore {
    * that fails or decompresses to another total is left to the pack-by-pack path (which
    * finds the damaged pack). The packs also go to `packCache`, as decompressed() puts them.
    */
-  private decompressGzipRun(order: readonly number[], start: number, byPack: ReadonlyMap<number, Array<{ location: ObjectLocation }>>, packCache: PackCache | undefined): Map<number, Buffer> {
+  private decompressGzipRun(groups: PackGroups, start: number, packCache: PackCache | undefined): Map<number, Buffer> {
     const members: Array<{ id: number; stored: Buffer; rawSize: number }> = [];
+    const { positions, starts, locations } = groups;
     let total = 0;
-    for (let i = start; i < order.length && total < GZIP_RUN_BYTES; i++) {
-      const id = order[i]!;
-      const { codec, rawSize } = byPack.get(id)![0]!.location;
+    for (let g = start; g + 1 < starts.length && total < GZIP_RUN_BYTES; g++) {
+      const { pack: id, codec, rawSize } = locations[positions[starts[g]!]!]!;
       if (codec !== PACK_CODEC_IDS.gzip || rawSize === undefined || packCache?.getDecompressed(id)) break;
       const stored = this.packs.getBinaryFast(id); // valid until the next read: copied
       if (!stored || stored.length < 18 || stored[0] !== 0x1f || stored[1] !== 0x8b || stored.readUInt32LE(stored.length - 4) !== rawSize) continue;
@@ -1742,7 +1799,7 @@ export class ObjectView {
     return this.nodeCache.get(hash)?.bytes;
   }
 
-  /** A node and its encoding (readNode caches both), with one cache lookup when it is cached: for rebuilding it. */
+  /** A node and its encoding when cached with it (readNode caches both), with one cache lookup when it is cached: for rebuilding it. */
   nodeForUpdate(hash: Hash): CachedNode {
     const cached = this.nodeCache.get(hash);
     if (cached) return cached;
@@ -1757,15 +1814,17 @@ export class ObjectView {
     if (!bytes) throw new ObjectDamageError("tree", hash, "missing");
     if (sha256(bytes) !== hash) throw new ObjectDamageError("tree", hash, "corrupt");
     // A slice of a decompressed pack would keep the whole pack alive in the cache.
-    return this.decodeNode(hash, bytes, bytes.buffer.byteLength > 8192);
+    return this.decodeNode(hash, bytes, bytes.buffer.byteLength > 8192 ? copyOf(bytes) : bytes);
   }
 
   /**
    * The nodes `hashes` name, in that order: those not in the node cache read grouped by pack
    * (ObjectStore.visitRawGrouped), each verified against its hash and decoded where it lies,
-   * only its bytes copied (for the cache). A tree read level by level (a LangGraph getTuple
-   * reads thousands of small nodes from hundreds of packs) reads each level this way. Throws
-   * ObjectDamageError as readNode does.
+   * nothing copied: the cache keeps them without their encoding (a tree rebuilt from them
+   * re-encodes the few nodes on its changed paths; copying every node's bytes for that cost a
+   * LangGraph getTuple thousands of buffers, which the young generation then copied again). A
+   * tree read level by level (a LangGraph getTuple reads thousands of small nodes from hundreds
+   * of packs) reads each level this way. Throws ObjectDamageError as readNode does.
    */
   readNodes(hashes: readonly Hash[]): TreeNode[] {
     const nodes = new Array<TreeNode>(hashes.length);
@@ -1788,7 +1847,7 @@ export class ObjectView {
       fromStore,
       (hash, bytes, _pack, _mostly, _checksummed, at) => {
         if (sha256(bytes) !== hash) throw new ObjectDamageError("tree", hash, "corrupt");
-        nodes[positions[at]!] = this.decodeNode(hash, bytes, true); // the bytes are valid until the next read
+        nodes[positions[at]!] = this.decodeNode(hash, bytes, undefined); // the bytes are valid until the next read
         visited += 1;
       },
       this.packCache,
@@ -1799,15 +1858,15 @@ export class ObjectView {
     return nodes;
   }
 
-  /** A verified node's bytes decoded and cached (a copy of them when `copy`). */
-  private decodeNode(hash: Hash, bytes: Buffer, copy: boolean): TreeNode {
+  /** A verified node's bytes decoded and cached, with `keep` as its encoding. */
+  private decodeNode(hash: Hash, bytes: Buffer, keep: Buffer | undefined): TreeNode {
     let node: TreeNode;
     try {
       node = decodeTreeNode(bytes);
     } catch (error) {
       throw new ObjectDamageError("tree", hash, "undecodable", (error as Error).message);
     }
-    this.nodeCache.set(hash, { node, bytes: copy ? copyOf(bytes) : bytes });
+    this.nodeCache.set(hash, { node, bytes: keep });
     return node;
   }
 }
@@ -2050,6 +2109,20 @@ function searchByName(entries: readonly DirEntry[], name: string): number {
 
 // ---------------------------------------------------------------------------------------------
 // Reading trees
+
+/** The number of values below a tree node (what a manifest counts; every node below is read). */
+export function countValues(view: ObjectView, tree: Hash | null): number {
+  if (!tree) return 0;
+  const node = view.readNode(tree);
+  let count = 0;
+  if (node.kind === "split") for (const bucket of node.buckets) count += countValues(view, bucket.hash);
+  else
+    for (const entry of node.entries) {
+      if (entry.value) count += 1;
+      if (entry.tree) count += countValues(view, entry.tree);
+    }
+  return count;
+}
 
 /** Appends every entry of the directory partition `hash` to `out` (bucket order). */
 export function collectEntries(view: ObjectView, hash: Hash, out: DirEntry[]): DirEntry[] {
