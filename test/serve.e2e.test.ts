@@ -533,8 +533,8 @@ describe("apex serve: bad input and abuse", () => {
       expect(reply.status, `${path}: ${JSON.stringify(body)}`).toBe(400);
       expect(body.error).toMatchObject({ code: "APEX_E_BAD_INPUT", message: "The request body must be a JSON object of parameters." });
     }
-    // logs.read's lines and agent of a wrong type: refused (a string, -3 were read as 50 lines, 1.5 as 2, agent 5 as every agent).
-    for (const params of [{ lines: "abc" }, { lines: -3 }, { lines: 1.5 }, { lines: null }, { agent: 5 }]) {
+    // logs.read's lines and agent of a wrong type: refused (a string, -3 were read as 50 lines, 1.5 as 2, agent 5 as every agent, 100,001 as 100,000).
+    for (const params of [{ lines: "abc" }, { lines: -3 }, { lines: 1.5 }, { lines: null }, { agent: 5 }, { lines: 100_001 }]) {
       const refused = await rpc(server.url, sid, "logs.read", operator.token, params);
       expect(refused.status, `${JSON.stringify(params)}: ${JSON.stringify(refused.body)}`).toBe(400);
       expect(refused.body.error.code).toBe("APEX_E_BAD_INPUT");

@@ -75,6 +75,8 @@ export interface RunningServer {
 const DASHBOARD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../../../plugins/sharing/dashboard");
 /** The charting library, served from the installed package (no CDN: the dashboard works offline). */
 const VENDORED: Record<string, string> = { "uplot.js": "uplot/dist/uPlot.iife.min.js", "uplot.css": "uplot/dist/uPlot.min.css" };
+/** The most lines `logs.read` sends a remote caller in one reply. */
+const REMOTE_LOG_LINES = 100_000;
 const STREAM_METHODS = ["events.subscribe", "logs.follow", "memory.watch"] as const;
 const RECHECK_MS = 1000;
 /** Open streams one grant may hold at once (dashboard tabs, `apex connect`, `logs -f`, `memory watch`). */
@@ -961,8 +963,10 @@ class Gate {
     // A wrong type was read as no value (all agents, 50 lines), and 1.5 lines as 2, without a word.
     if (params.agent !== undefined && params.agent !== null && typeof params.agent !== "string") throw new ApexError("APEX_E_BAD_INPUT", "logs.read: agent must be an agent's name (a string), or null for every agent.");
     if (params.lines !== undefined && !(Number.isSafeInteger(params.lines) && (params.lines as number) >= 0)) throw new ApexError("APEX_E_BAD_INPUT", `logs.read: lines must be a whole number ≥ 0, not ${typeof params.lines === "number" ? params.lines : `a ${params.lines === null ? "null" : Array.isArray(params.lines) ? "list" : typeof params.lines}`}.`, { hint: "Leave it out for the last 50 lines of each log." });
+    // At most REMOTE_LOG_LINES, said rather than cut to without a word (`-n 200000` got 100,000 lines).
+    if (typeof params.lines === "number" && params.lines > REMOTE_LOG_LINES) throw new ApexError("APEX_E_BAD_INPUT", `logs.read: lines must be at most ${REMOTE_LOG_LINES.toLocaleString("en-US")} through apex serve, not ${params.lines}.`, { hint: "Read more on the session's host with `apex logs -n N`, or follow it with `-f`." });
     const agent = typeof params.agent === "string" ? params.agent : undefined;
-    const lines = typeof params.lines === "number" ? Math.min(params.lines, 100_000) : 50;
+    const lines = typeof params.lines === "number" ? params.lines : 50;
     // `follow`: the client follows from read_to next, so a last line a running session has not finished yet is left to it, to be sent whole.
     const tail = readLogTail(this.location.storeDir, sessionId, agent, lines, params.follow === true && liveSupervisorOf(this.location.storeDir, sessionId) !== undefined);
     const readTo = Object.fromEntries(tail.chosen.filter((file) => file.readTo).map((file) => [`${file.agent}.${file.stream}`, file.readTo]));
