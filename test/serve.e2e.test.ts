@@ -701,6 +701,11 @@ describe("apex serve: crafted requests", () => {
       expect(((await response.json()) as { error: { code: string } }).error.code, JSON.stringify(body)).toBe(code);
     }
 
+    // logs.follow of an agent with no logs: refused, as logs.read refuses it (it was a stream that never sent anything).
+    const noAgent = await fetch(`${server.url}/api/sessions/${sid}/stream`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${operator.token}` }, body: JSON.stringify({ "logs.follow": { agent: "nobody" } }), signal: AbortSignal.timeout(10_000) });
+    expect(noAgent.status).toBe(404);
+    expect(((await noAgent.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: "APEX_E_AGENT_NOT_FOUND", message: expect.stringContaining('"nobody"') });
+
     // A stream asked as a call: refused at once (it would never answer, and its subscription would outlive the request).
     for (const method of ["events.subscribe", "logs.follow", "memory.watch"]) {
       const started = Date.now();

@@ -159,9 +159,8 @@ function linePrinter(agents: string[], json: boolean, raw?: (stream: NodeJS.Writ
   };
 }
 
-/** The last `count` lines of each log of the session (of one agent if named). */
-export function readLogTail(storeDir: string, sessionId: string, agent: string | undefined, count: number, holdUnfinished = false): { dir: string; chosen: LogFile[]; lines: LogLine[] } {
-  const dir = agentLogDir(storeDir, sessionId);
+/** The session's log files; an agent named that has none is refused (APEX_E_AGENT_NOT_FOUND), saying which have. */
+export function requireAgentLogs(dir: string, sessionId: string, agent: string | undefined): LogFile[] {
   const files = logFiles(dir);
   const agents = [...new Set(files.map((file) => file.agent))];
   if (agent !== undefined && !agents.includes(agent)) {
@@ -169,6 +168,13 @@ export function readLogTail(storeDir: string, sessionId: string, agent: string |
       hint: agents.length ? `Agents with logs: ${agents.join(", ")}.` : "No agent has written a log yet.",
     });
   }
+  return files;
+}
+
+/** The last `count` lines of each log of the session (of one agent if named). */
+export function readLogTail(storeDir: string, sessionId: string, agent: string | undefined, count: number, holdUnfinished = false): { dir: string; chosen: LogFile[]; lines: LogLine[] } {
+  const dir = agentLogDir(storeDir, sessionId);
+  const files = requireAgentLogs(dir, sessionId, agent);
   const chosen = files.filter((file) => agent === undefined || file.agent === agent);
   const lines: LogLine[] = [];
   for (const file of chosen) {

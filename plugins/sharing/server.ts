@@ -26,7 +26,7 @@ import type { SessionEvent, SessionRecord } from "../../core/session/records.js"
 import { readableByUser, readOnlySession, readStored, sessionAncestry, STORED_READS, storedEvents, storedSession, withReadStore } from "./archive.js";
 import { refuseInexactNumbers } from "../../cli/json-numbers.js";
 import { refuseRepeatedKeys } from "../../cli/memory-actions.js";
-import { followLogs, logFiles, readLogTail, supervisorEnded, type LogFile, type LogLine } from "../../cli/session/logs.js";
+import { followLogs, logFiles, readLogTail, requireAgentLogs, supervisorEnded, type LogFile, type LogLine } from "../../cli/session/logs.js";
 import { agentLogDir, liveSupervisorOf, liveSupervisors, type SupervisorRuntime } from "../../core/session/runtime.js";
 import { effectiveStatus, resolveSessionId } from "../../core/session/sessions.js";
 import { shortSessionId } from "../../core/session/names.js";
@@ -477,6 +477,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       checkStreamParams(method, body[method]);
     }
     await gate.requireSession(sid);
+    // logs.follow of an agent with no logs sent nothing, for ever: refused, as logs.read refuses it.
+    const followed = (body["logs.follow"] as Record<string, unknown> | undefined)?.agent;
+    if (typeof followed === "string") requireAgentLogs(agentLogDir(options.location.storeDir, sid), sid, followed);
     // Each open stream polls for what it follows (its grant is re-checked with the session's others): a grant may hold only so many.
     const open = [...streams].filter((stream) => stream.caller.token_id === caller.token_id).length;
     if (open >= MAX_STREAMS_PER_GRANT) {
