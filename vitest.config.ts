@@ -15,6 +15,12 @@ class ConformanceFirst extends BaseSequencer {
   }
 }
 
+// NODE_EXTRA_CA_CERTS makes every Node.js process read and parse that bundle as it starts: ~40 ms
+// of a core for the system's bundle, a third of what a CLI command costs, in each of the thousands
+// of processes the tests start (commands, supervisors, agents, hooks; and the workers, forked after
+// this). No test needs it from the shell: those of TLS set their own.
+delete process.env.NODE_EXTRA_CA_CERTS;
+
 export default defineConfig({
   test: {
     testTimeout: 60_000,

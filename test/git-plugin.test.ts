@@ -10,6 +10,7 @@ import { loadPlugins } from "../core/plugins.js";
 import { openStore } from "../core/store/open.js";
 import { checkoutCheckpoint, restoreBranchName } from "../plugins/git/checkout.js";
 import { compareGitState } from "../plugins/git/compare.js";
+import { gitLimits } from "../plugins/git/git.js";
 import { HOOK_MARKER } from "../plugins/git/hooks.js";
 import { gitCommandOf, isReadOnlyGitCommand } from "../plugins/git/passthrough.js";
 import { projectRepository } from "../plugins/git/repository.js";
@@ -550,13 +551,14 @@ describe("git operations fire beforeGit through the hooks", () => {
     expect(failing.stderr).toContain("record-before-git was told to fail");
     expect(failing.stderr).toContain("apex: APEX failed (exit code 1, see above)");
 
-    // a beforeGit tap hangs: git waits hook_timeout (5 s), not longer
-    writeFileSync(join(dir, "apex.config.yaml"), config.replace("file: fired.log", "file: fired.log\n    delay_ms: 30000"));
+    // a beforeGit tap hangs: git waits hook_timeout, not longer (2 s here: nothing has to answer in it, the hooks installed again with it)
+    writeFileSync(join(dir, "apex.config.yaml"), config.replace("hook_timeout: 5", "hook_timeout: 2").replace("file: fired.log", "file: fired.log\n    delay_ms: 30000"));
+    installHooks(dir);
     const started = Date.now();
     const slow = gitRun(dir, ["commit", "-q", "--allow-empty", "-m", "slow tap"]);
     expect(slow.status).toBe(0);
     expect(Date.now() - started).toBeLessThan(15_000);
-    expect(slow.stderr).toContain("apex: APEX did not answer within 5 s: pre-commit goes on without a checkpoint.");
+    expect(slow.stderr).toContain("apex: APEX did not answer within 2 s: pre-commit goes on without a checkpoint.");
     expect(git(dir, "rev-list", "--count", "HEAD")).toBe("4");
     expect(fired(dir)).toEqual([]);
   });
@@ -905,9 +907,16 @@ describe("for start --continue: compareGitState and checkoutCheckpoint", () => {
     const dir = await project({ session: false });
     const base = commitFile(dir, ".gitignore", ".apex/\nfired.log\napex.config.yaml\n", "base");
     commitFile(dir, "later.txt", "later\n", "later");
-    // Longer than the 10 s a read-only git command gets: before, git was killed and the checkout it made reported as failed.
-    writeFileSync(join(dir, ".git", "hooks", "post-checkout"), "#!/bin/sh\nsleep 10.5\necho done > .git/post-checkout-ran\n", { mode: 0o755 });
-    expect(await checkoutCheckpoint(dir, { branch: "main", commit: base, dirty: false }, "restore")).toEqual({ branch: "restore", commit: base });
+    // Longer than a read-only git command gets: before, git was killed and the checkout it made reported as failed.
+    // That limit (10 s) is 3 s here, in this process alone: the hook takes 3.5 s, not 10.5 s.
+    writeFileSync(join(dir, ".git", "hooks", "post-checkout"), "#!/bin/sh\nsleep 3.5\necho done > .git/post-checkout-ran\n", { mode: 0o755 });
+    const limit = gitLimits.timeoutMs;
+    gitLimits.timeoutMs = 3_000;
+    try {
+      expect(await checkoutCheckpoint(dir, { branch: "main", commit: base, dirty: false }, "restore")).toEqual({ branch: "restore", commit: base });
+    } finally {
+      gitLimits.timeoutMs = limit;
+    }
     expect(readFileSync(join(dir, ".git", "post-checkout-ran"), "utf8")).toBe("done\n");
   });
 

@@ -228,10 +228,10 @@ describe("a long plugin command run by the supervisor", () => {
     const blocked = project.apex(["slow", "1", "4000", "--block"], { env });
     expect(blocked.status).toBe(1);
     expect(blocked.stderr).toContain("error[APEX_E_TIMEOUT]: The supervisor sent nothing on plugin.command (no output, no heartbeat) for 2 s.");
-    // So is a checkpoint the supervisor takes for the CLI (it waited a fixed 600 s): one that takes 7 s
+    // So is a checkpoint the supervisor takes for the CLI (it waited a fixed 600 s): one that takes 5 s
     // is waited for through a 3 s window (wider than the commands': a loaded machine's supervisor
     // can be held a second by its own work on a checkpoint).
-    writeFileSync(join(project.dir, "slow-checkpoint"), "7000");
+    writeFileSync(join(project.dir, "slow-checkpoint"), "5000");
     const checkpoint = project.apex(["checkpoint", "create", "slow one"], { env: { APEX_PLUGIN_COMMAND_IDLE_MS: "3000" } });
     expect(checkpoint.status, checkpoint.stderr).toBe(0);
     expect(checkpoint.stdout).toContain("Created checkpoint-");

@@ -3,8 +3,11 @@ import { lstatSync } from "node:fs";
 import { isDirectory } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 
-/** How long one read-only git call may take before APEX gives up on it. */
-export const GIT_TIMEOUT_MS = 10_000;
+/**
+ * How long one read-only git call may take before APEX gives up on it: 10 s. An object, so that a
+ * test of what must not be cut short (a checkout) can shorten it in its own process and wait less.
+ */
+export const gitLimits = { timeoutMs: 10_000 };
 
 /**
  * Set in the environment of git commands APEX runs itself (`apex git --`, the checkout of
@@ -48,7 +51,7 @@ export interface RunGitOptions {
  * not run or did not finish within the timeout.
  */
 export function runGit(cwd: string, args: string[], options: RunGitOptions = {}): Promise<GitResult> {
-  const timeout = options.timeoutMs ?? GIT_TIMEOUT_MS;
+  const timeout = options.timeoutMs ?? gitLimits.timeoutMs;
   // A missing working directory makes spawn fail with ENOENT too: tell it from a missing git.
   if (!isDirectory(cwd)) return Promise.reject(noRepository(cwd, "the directory does not exist"));
   return new Promise((resolve, reject) => {

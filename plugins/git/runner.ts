@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { ApexError } from "../../core/errors.js";
 import { sealedStdio } from "../../core/session/proc.js";
 import { isDirectory } from "../../core/config/locate.js";
-import { GIT_TIMEOUT_MS, gitEnvironment, runGit, type GitResult, type RunGitOptions } from "./git.js";
+import { gitEnvironment, gitLimits, runGit, type GitResult, type RunGitOptions } from "./git.js";
 import { shellQuote } from "./hooks.js";
 
 /** How long a runner shell waits for the next git command before it ends. */
@@ -70,7 +70,7 @@ export class GitRunner {
     clearTimeout(this.idleTimer);
     let answer: GitResult | undefined;
     try {
-      answer = await this.shellFor(gitEnvironment()).run(cwd, args, options.timeoutMs ?? GIT_TIMEOUT_MS);
+      answer = await this.shellFor(gitEnvironment()).run(cwd, args, options.timeoutMs ?? gitLimits.timeoutMs);
     } catch (error) {
       this.close();
       // A timeout or too much output is git's failure; anything else (the shell could not start, died) is the shell's.
