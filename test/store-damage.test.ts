@@ -300,5 +300,26 @@ describe("a damaged store file", () => {
     expect(validated.status, validated.stderr).toBe(1);
     const report = JSON.parse(validated.stdout) as { problems: Array<{ code: string; path?: string }> };
     expect(report.problems.map((problem) => [problem.code, problem.path])).toEqual([["record-damaged", "/notes/flip"]]);
+
+    // Repair leaves such a record as it is, and says so: it said "Nothing to repair: the store is
+    // valid" (exit 1), and validate sent the user to a repair that does nothing.
+    const text = runApex(["session", "validate"], { cwd: dir });
+    expect(text.status).toBe(1);
+    expect(text.stdout).not.toContain("apex session repair");
+    expect(text.stdout).toContain("`apex memory show /notes/flip`");
+    for (const args of [["session", "repair", "--dry-run"], ["session", "repair"]]) {
+      const repaired = runApex(args, { cwd: dir });
+      expect(repaired.status, repaired.stderr).toBe(args.includes("--dry-run") ? 0 : 1);
+      expect(repaired.stdout).not.toContain("is valid");
+      expect(repaired.stdout).toContain(args.includes("--dry-run") ? "Dry run: repair would change nothing: the store is not valid" : "Repair changes nothing: the store is not valid");
+      expect(repaired.stdout).toMatch(/record-damaged +[0-9a-f]{8}\/checkpoint-002: The record at \/notes\/flip differs/);
+      expect(repaired.stdout).toContain("`apex memory set /notes/flip VALUE`");
+      expect(repaired.stdout).toMatch(/`apex start --continue [0-9a-f]{8}\/checkpoint-002`/);
+    }
+    // Writing the value that is right settles it.
+    expect(runApex(["memory", "set", "/notes/flip", JSON.stringify({ text: "flip-me-marker" })], { cwd: dir }).status).toBe(0);
+    const settled = runApex(["session", "repair"], { cwd: dir });
+    expect(settled.status, settled.stderr).toBe(0);
+    expect(settled.stdout).toContain("Nothing to repair: the store is valid");
   });
 });

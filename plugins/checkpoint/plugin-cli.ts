@@ -546,7 +546,11 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
     // `<label>/checkpoint-007`: a reference `checkpoint show` and `start --force-recovery` resolve (a name, or a unique id prefix).
     for (const damaged of c.damaged) printLine(`  ${damaged.session_name ?? shortSessionId(damaged.sessionId)}/${damaged.name}${damaged.id ? ` (${damaged.id.slice(0, 8)})` : ""}: ${named(damaged.reasons.join("; "))}`);
   }
-  if (!report.ok) {
+  const errors = report.problems.filter((problem) => problem.severity === "error");
+  if (errors.length > 0 && errors.every((problem) => LEFT_TO_USER.has(problem.code))) {
+    // Repair would change nothing (it says so): the way on is the user's write, or the checkpoint.
+    printLine(paint(leftToUserHint(errors, named)!, "gray"));
+  } else if (!report.ok) {
     const target = session?.label ?? "";
     printLine(paint(`Next: apex session repair ${target} --dry-run (shows what repair would do; it never deletes a checkpoint that verifies)`.replace("  ", " "), "gray"));
     if (c.damaged.length > 0) printLine(paint(`      apex start --force-recovery <checkpoint> (restores what still verifies of a damaged checkpoint)`, "gray"));
@@ -662,13 +666,22 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   }
   // The session as session list prints it, by name or short id (--json has the whole id).
   const scope = session ? ` (session ${session.label}; objects are shared between sessions, so repair covers the whole store)` : "";
+  // Sessions by name or short id here too (`remove-checkpoint 3f2a9c1e/checkpoint-002: …`); --json has the whole ids.
+  const named = sessionLabeller(result.before, after);
   if (result.actions.length === 0) {
-    printLine(`Nothing to repair${scope}: the store is valid (${plural(before.checkpoints.total, "checkpoint")} ${before.checkpoints.total === 1 ? "verifies" : "verify"}).`);
+    // Problems repair leaves as they are (a live record that reads as a value) are not a valid store.
+    const left = (after ?? result.before).problems.filter((problem) => problem.severity === "error");
+    if (left.length === 0) {
+      printLine(`Nothing to repair${scope}: the store is valid (${plural(before.checkpoints.total, "checkpoint")} ${before.checkpoints.total === 1 ? "verifies" : "verify"}).`);
+      return;
+    }
+    printLine(`${dryRun ? `Dry run${scope}: repair would change nothing` : `Repair changes nothing${scope}`}: the store is not valid, and repair leaves ${left.length === 1 ? "this problem as it is" : `these ${left.length} problems as they are`}.`);
+    printProblems(left, named);
+    const hint = leftToUserHint(left, named);
+    if (hint) printLine(paint(hint, "gray"));
     return;
   }
   printLine(dryRun ? `Dry run${scope}: nothing was changed. Repair would:` : `Repaired the store${scope}:`);
-  // Sessions by name or short id here too (`remove-checkpoint 3f2a9c1e/checkpoint-002: …`); --json has the whole ids.
-  const named = sessionLabeller(result.before, after);
   for (const action of result.actions) printLine(`  ${action.action.padEnd(22)} ${named(`${action.target}: ${action.reason}`)}`);
   printLine(
     `${dryRun ? "It would remove" : "Removed"} ${removed} checkpoint${removed === 1 ? "" : "s"} that do${removed === 1 ? "es" : ""} not verify; ${dryRun ? "it keeps" : "kept"} ${kept} that verif${kept === 1 ? "ies" : "y"} (repair never deletes a checkpoint that verifies).`,
@@ -678,7 +691,21 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   else {
     printLine(paint(`Problems remain:`, "red"));
     printProblems(after?.problems ?? [], named);
+    const hint = leftToUserHint(after?.problems ?? [], named);
+    if (hint) printLine(paint(hint, "gray"));
   }
+}
+
+/** Live memory records repair never overwrites (validate-live.ts): the revision log could be what is damaged. */
+const LEFT_TO_USER = new Set(["record-damaged", "record-missing", "record-unlogged"]);
+
+/** What settles the live records repair leaves (a write of the path, or the checkpoint restored), for the first of them; undefined when there is none. */
+function leftToUserHint(problems: StoreProblem[], named: (text: string) => string): string | undefined {
+  const first = problems.find((problem) => LEFT_TO_USER.has(problem.code) && problem.path !== undefined);
+  if (!first) return undefined;
+  const path = /^[\w/.@%+=:,-]+$/.test(first.path!) ? first.path! : `'${first.path!.replace(/'/g, "'\\''")}'`;
+  const restore = first.checkpoint ? `, or go back to the checkpoint it differs from (\`apex start --continue ${named(first.checkpoint)}\`, which saves the state it replaces first)` : "";
+  return `hint: repair never overwrites a memory record that reads as a value (the revision log could be what is damaged): look at it (\`apex memory show ${path}\`), then write what it should hold (\`apex memory set ${path} VALUE\`, or \`apex memory delete ${path}\` for one that should not be there)${restore}.`;
 }
 
 /**
