@@ -39,7 +39,57 @@ function breakPagesHolding(needle: string): number {
   return pages.size;
 }
 
+/** Sets the page-type flags of the root page of LMDB table `name` (from the newest meta page and the main database's leaf) to 0. */
+function breakTableRoot(name: string): void {
+  const file = join(storeDir(), "store.mdb");
+  const bytes = readFileSync(file);
+  const pageSize = bytes.readUInt32LE(24 + 24);
+  // Each meta page: 24-byte header, magic, version, address, map size, two 48-byte MDB_db records (root at +40), last page, txn id.
+  const metas = [0, 1].map((page) => page * pageSize + 24).map((at) => ({ txn: bytes.readBigUInt64LE(at + 128), main: Number(bytes.readBigUInt64LE(at + 24 + 48 + 40)) }));
+  const main = metas[0]!.txn > metas[1]!.txn ? metas[0]!.main : metas[1]!.main;
+  const page = bytes.subarray(main * pageSize, (main + 1) * pageSize);
+  const at = page.indexOf(Buffer.from(`${name}\0`));
+  expect(at, `table ${name} in the main database's root page`).toBeGreaterThan(0);
+  expect(page.readUInt16LE(at - 2)).toBe(name.length + 1); // the node's key size
+  const root = Number(page.readBigUInt64LE(at + name.length + 1 + 40));
+  bytes.writeUInt16LE(0, root * pageSize + FLAGS_AT);
+  writeFileSync(file, bytes);
+}
+
 describe("a damaged store file", () => {
+  it("damage in the checkpoint objects' tables is reported by validate and copied past by repair (it was APEX_E_INTERNAL from both)", async () => {
+    const store = await openStore(storeDir());
+    await store.batch((batch) => {
+      batch.set("/sessions/s1", { session_id: "s1", status: "active" });
+      batch.set("/sessions/current", { session_id: "s1" });
+      for (let i = 0; i < 20; i++) batch.set(`/notes/${i}`, { i, text: `note ${i}` });
+    });
+    await createCheckpoint(store, { sessionId: "s1", trigger: "manual" });
+    await store.close();
+    breakTableRoot("index-journal");
+
+    const validated = runApex(["session", "validate", "--json"], { cwd: dir });
+    expect(validated.status, validated.stderr).toBe(1);
+    const report = JSON.parse(validated.stdout) as { problems: Array<{ code: string; message: string }> };
+    expect(report.problems.map((problem) => problem.code)).toEqual(["store-damaged", "store-damaged"]);
+    expect(report.problems[0]!.message).toContain(`The store file ${storeDir()}/store.mdb is damaged: reading the checkpoint objects failed (MDB_CORRUPTED`);
+    expect(report.problems[1]!.message).toContain("table index-journal, at its start");
+
+    const dry = runApex(["session", "repair", "--dry-run"], { cwd: dir });
+    expect(dry.status, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain("copy-store");
+    expect(dry.stdout).not.toContain("it keeps 0 that verify");
+
+    const repaired = runApex(["session", "repair", "--json"], { cwd: dir });
+    expect(repaired.status, repaired.stderr).toBe(0);
+    const result = JSON.parse(repaired.stdout) as { actions: Array<{ action: string }>; checkpoints: { removed: number; kept: number }; after: { ok: boolean } };
+    expect(result.actions[0]!.action).toBe("copy-store");
+    expect(result.checkpoints).toEqual({ removed: 0, kept: 1 });
+    expect(result.after.ok).toBe(true);
+    expect(runApex(["session", "validate"], { cwd: dir }).stdout).toContain("The project store is valid: 1 checkpoint, 1 verifies");
+    expect(JSON.parse(runApex(["memory", "show", "/notes/7", "--json"], { cwd: dir }).stdout)).toMatchObject({ value: { i: 7, text: "note 7" } });
+  });
+
   it("a read that hits damage names the file and points to validate and repair; validate reports it instead of crashing", () => {
     expect(runApex(["memory", "set", "/notes/needle", JSON.stringify("needle-in-a-page")], { cwd: dir }).status).toBe(0);
     expect(breakPagesHolding("needle-in-a-page")).toBeGreaterThan(0);

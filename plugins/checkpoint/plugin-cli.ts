@@ -659,7 +659,8 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   const after = result.after;
   process.exitCode = dryRun || after?.ok ? 0 : 1;
   const removed = result.actions.filter((action) => action.action === "remove-checkpoint").length;
-  const kept = result.before.checkpoints.total - removed - result.actions.filter((action) => action.action === "remove-index" && action.target.includes("/checkpoint-")).length;
+  // After a copy of the store file, the checkpoints were first read in the copy: `after` counts them.
+  const kept = after?.checkpoints.total ?? result.before.checkpoints.total - removed - result.actions.filter((action) => action.action === "remove-index" && action.target.includes("/checkpoint-")).length;
   if (options.json) {
     printJson({ session_id: sessionId ?? null, dry_run: dryRun, actions: result.actions, checkpoints: { removed, kept }, before: validationJson(result.before), after: after ? validationJson(after) : null });
     return;
@@ -683,7 +684,9 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   }
   printLine(dryRun ? `Dry run${scope}: nothing was changed. Repair would:` : `Repaired the store${scope}:`);
   for (const action of result.actions) printLine(`  ${action.action.padEnd(22)} ${named(`${action.target}: ${action.reason}`)}`);
-  printLine(
+  // A dry run of a copy of the store file could not read the checkpoints past the damage: no count to give.
+  if (dryRun && result.actions.some((action) => action.action === "copy-store")) printLine("Which checkpoints verify is checked once the records that read are copied: the damage keeps them from being read now (repair never deletes a checkpoint that verifies).");
+  else printLine(
     `${dryRun ? "It would remove" : "Removed"} ${removed} checkpoint${removed === 1 ? "" : "s"} that do${removed === 1 ? "es" : ""} not verify; ${dryRun ? "it keeps" : "kept"} ${kept} that verif${kept === 1 ? "ies" : "y"} (repair never deletes a checkpoint that verifies).`,
   );
   if (dryRun) printLine(paint(`Apply: apex session repair${session ? ` ${session.label}` : ""}`, "gray"));
@@ -746,7 +749,8 @@ function repairOutOfProcess(storeDir: string): RepairResult | { crashed: string 
     const resultFile = join(work, "result.json");
     const child = spawnSync(process.execPath, [REPAIR_WORKER, storeDir, resultFile], { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"], maxBuffer: 16 * 1024 * 1024 });
     if (child.signal) return { crashed: `was killed by ${child.signal}` };
-    if (child.status !== 0 && /APEX_E_STORE_DAMAGED|store file .* is damaged/.test(child.stderr ?? "")) return { crashed: "met damage LMDB cannot read past" };
+    // APEX's damage error, or LMDB's own from a raw table read (the object store's).
+    if (child.status !== 0 && /APEX_E_STORE_DAMAGED|store file .* is damaged|MDB_CORRUPTED|MDB_PAGE_NOTFOUND|MDB_BAD_TXN/.test(child.stderr ?? "")) return { crashed: "met damage LMDB cannot read past" };
     if (child.status !== 0 || !existsSync(resultFile)) {
       throw new ApexError("APEX_E_INTEGRITY", `Repair failed: ${(child.stderr ?? "").trim().split("\n").slice(-3).join(" | ") || `exit code ${child.status}`}.`);
     }
