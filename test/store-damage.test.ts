@@ -212,6 +212,11 @@ describe("a damaged store file", () => {
     expect(report.ok).toBe(false);
     expect(report.problems.map((problem) => problem.code)).toEqual(["store-damaged", "store-damaged"]);
     expect(report.problems[1]!.message).toContain("no record of it can be read");
+    // The dry run says what the repair does (it said it would copy the 0 records that read into a fresh file).
+    const dry = runApex(["session", "repair", "--dry-run"], { cwd: dir });
+    expect(dry.status).toBe(1);
+    expect(dry.stderr).toContain(`error[APEX_E_STORE_DAMAGED]: No record of the store file ${file} could be read; it was left as it is.`);
+    expect(dry.stdout).toBe("");
     const repaired = runApex(["session", "repair"], { cwd: dir });
     expect(repaired.status).toBe(1);
     expect(repaired.stderr).toContain(`error[APEX_E_STORE_DAMAGED]: No record of the store file ${file} could be read; it was left as it is.`);

@@ -720,6 +720,8 @@ function leftToUserHint(problems: StoreProblem[], named: (text: string) => strin
 async function repairDamagedFile(location: ProjectLocation, dataDir: string, before: ValidationReport, dryRun: boolean, crashed?: string): Promise<RepairResult> {
   const regions = crashed ? 1 : before.problems.filter((problem) => problem.code === "store-damaged").length - 1;
   if (dryRun) {
+    // What the real run refuses, the dry run does not promise: it said it would copy 0 records.
+    if (before.records === 0) throw (await import("../lmdb/salvage-process.js")).nothingReadable(`${dataDir}/store.mdb`);
     return { dryRun, actions: [{ action: "copy-store", target: `${dataDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${plural(before.records, "record")} that read into a fresh store file` }], before };
   }
   const { replaceWithSalvage } = await import("../lmdb/salvage-process.js");
