@@ -157,6 +157,40 @@ describe("a damaged store file", () => {
     expect(runApex(["memory", "set", "/notes/after", "1"], { cwd: dir }).status).toBe(0);
   });
 
+  it("a store file cut short below its last pages but past its root pages is named as truncated by every command, not a Bus error", () => {
+    // Two imports and two writes: the second import frees the first one's pages, and the last
+    // commits put the root pages in low pages freed so, below leaves of the second import.
+    for (const fill of ["a", "b"]) {
+      const notes: Record<string, string> = {};
+      for (let i = 0; i < 2000; i++) notes[`/notes/${String(i).padStart(4, "0")}`] = `${fill.repeat(300)}${i}`;
+      expect(runApex(["memory", "import", "-"], { cwd: dir, input: JSON.stringify(notes) }).status).toBe(0);
+    }
+    for (const path of ["/x", "/y"]) expect(runApex(["memory", "set", path, "1"], { cwd: dir }).status).toBe(0);
+    const file = join(storeDir(), "store.mdb");
+    const bytes = readFileSync(file);
+    // The newest meta page's root pages (free list, main database) and last page.
+    const metas = [0, 1].map((page) => page * PAGE + 24).map((at) => ({
+      txn: bytes.readBigUInt64LE(at + 128),
+      last: Number(bytes.readBigUInt64LE(at + 120)),
+      roots: [Number(bytes.readBigUInt64LE(at + 24 + 40)), Number(bytes.readBigUInt64LE(at + 24 + 48 + 40))],
+    }));
+    const meta = metas[0]!.txn > metas[1]!.txn ? metas[0]! : metas[1]!;
+    const keep = Math.max(...meta.roots) + 1;
+    expect(meta.last + 1 - keep, "pages after the roots").toBeGreaterThan(50);
+    const truncated = bytes.subarray(0, keep * PAGE);
+    writeFileSync(file, truncated);
+    for (const args of [["memory", "export"], ["session", "list"], ["status"], ["memory", "set", "/z", "1"]]) {
+      const run = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: dir, encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } });
+      expect(run.signal, args.join(" ")).toBeNull();
+      expect(run.status, `${args.join(" ")}: ${run.stderr}`).toBe(1);
+      expect(run.stderr).toContain(`error[APEX_E_STORE_DAMAGED]: The store file ${file} is damaged: it ends at ${truncated.length} bytes, but its index needs `);
+      expect(run.stderr).toContain("(it was truncated)");
+    }
+    // The whole file is a store like any other: nothing is named as damage.
+    writeFileSync(file, bytes);
+    expect(runApex(["memory", "show", "/notes/1999"], { cwd: dir }).stdout).toContain("b".repeat(300));
+  });
+
   it("a store file whose pages crash the reader (truncated: SIGBUS) is reported by validate as damaged, not as a crash, and repair says it cannot save it and leaves it as it is", async () => {
     const notes: Record<string, JsonValue> = {};
     for (let i = 0; i < 3000; i++) notes[`/notes/${i}`] = { i, text: "word ".repeat(20) };
