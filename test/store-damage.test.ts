@@ -354,6 +354,33 @@ describe("a damaged store file", () => {
     });
   });
 
+  it("repair of a valid store leaves a running session running: no stop, no checkpoint, the same agent processes", () => {
+    const config = ["agents:", "  worker:", "    command: sh", '    args: ["-c", "while true; do sleep 0.2; done"]', "plugins:", "  checkpoint: {}", ""].join("\n");
+    writeFileSync(join(dir, "apex.config.yaml"), config);
+    const must = (args: string[]) => {
+      const result = runApex(args, { cwd: dir, timeout: 60_000 });
+      expect(result.status, `apex ${args.join(" ")}: ${result.stderr}`).toBe(0);
+      return result.stdout;
+    };
+    must(["start", "--task", "repair"]);
+    must(["memory", "set", "/notes/a", "1"]);
+    const state = () => {
+      const status = JSON.parse(must(["status", "--json"])) as { session: { status: string; supervisor: { pid: number } }; agents: Array<{ pid: number }> };
+      const list = JSON.parse(must(["checkpoint", "list", "--json"])) as { taken: number };
+      return { status: status.session.status, supervisor: status.session.supervisor.pid, agent: status.agents[0]!.pid, taken: list.taken };
+    };
+    const before = state();
+    expect(before.status).toBe("active");
+    // It stopped the session (ending its agents), saved an onStop checkpoint and started it again.
+    const text = must(["session", "repair"]);
+    expect(text).toBe("Nothing to repair: the store is valid (1 checkpoint verifies).\n");
+    const json = JSON.parse(must(["session", "repair", "--json"])) as { actions: unknown[]; after: { ok: boolean } };
+    expect(json.actions).toEqual([]);
+    expect(json.after.ok).toBe(true);
+    expect(state()).toEqual(before);
+    must(["stop"]);
+  });
+
   it("a real byte flipped in a live record's value is found after the session stopped (no current session)", () => {
     const config = ["agents:", "  worker:", "    command: sh", '    args: ["-c", "while true; do sleep 0.2; done"]', "plugins:", "  checkpoint: {}", ""].join("\n");
     writeFileSync(join(dir, "apex.config.yaml"), config);

@@ -586,13 +586,22 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
   // Repair rewrites objects, checkpoint records and manifests the running supervisor caches and
   // writes: a running session is checkpointed and stopped first, and continued afterwards.
   let handover: Handover | undefined;
-  if (!dryRun && (await liveSessionClient(location, { local: true }))) {
+  let validated: ValidationReport | undefined;
+  const live = !dryRun && Boolean(await liveSessionClient(location, { local: true }));
+  if (live) {
+    // A store with nothing to repair leaves the session running: stopping it ended its agents,
+    // took a checkpoint (which retention may answer by removing others) and restarted them, for
+    // nothing. A validation reads one snapshot of the store, the supervisor's writes aside.
+    const report = await validateOutOfProcess(await resolveStoreSpec(location));
+    if (report.problems.length === 0) validated = report;
+  }
+  if (live && !validated) {
     const { makeWay, handoverLine } = await import("../../cli/session/handover.js");
     handover = await makeWay(location, { target: undefined, rollback: false, reason: "repair the store", liveOnly: true, json: Boolean(options.json) });
     if (handover && !options.json) printLine(handoverLine(handover));
   }
   try {
-    await repairStopped(location, session, { dryRun, json: options.json === true });
+    await repairStopped(location, session, { dryRun, json: options.json === true, ...(validated ? { validated } : {}) });
   } finally {
     if (handover) await continueAfterRepair(location, handover, options.json === true);
   }
@@ -627,14 +636,14 @@ async function continueAfterRepair(location: ProjectLocation, handover: Handover
   else printLine(`Session ${paint(sessionText({ session_id: ready.session_id, name: handover.name }), "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);
 }
 
-async function repairStopped(location: ProjectLocation, session: { id: string; label: string } | undefined, options: { dryRun: boolean; json: boolean }): Promise<void> {
+async function repairStopped(location: ProjectLocation, session: { id: string; label: string } | undefined, options: { dryRun: boolean; json: boolean; validated?: ValidationReport }): Promise<void> {
   const sessionId = session?.id;
   const dryRun = options.dryRun;
   const spec = await resolveStoreSpec(location);
   // LMDB's file is repaired out of process (a damaged page can crash the reader); a server store in process.
   const lmdbDir = spec.backend === "lmdb" ? lmdbDataDir(spec) : undefined;
   // Read out of process first: if reading the store crashes the reader, repairing it here would crash too.
-  const before = await validateOutOfProcess(spec);
+  const before = options.validated ?? (await validateOutOfProcess(spec));
   const crashed = before.problems.find((problem) => problem.code === "validator-crashed");
   if (crashed) {
     throw new ApexError("APEX_E_INTEGRITY", `Cannot repair: ${crashed.message}`, {
