@@ -28,6 +28,29 @@ export function inertSettings(config: Config, env: NodeJS.ProcessEnv = process.e
       issues.push({ file: "environment", line: 0, col: 0, path: "APEX_CHECKPOINT_INTERVAL", message: message("the variable") });
     }
   }
+  return issues.concat(miscasedTriggers(config));
+}
+
+/** The triggers APEX's own checkpoints are taken with (plugins may add others, of any name). */
+const APEX_TRIGGERS = ["manual", "interval", "beforeTask", "afterMilestone", "beforeGit", "onError", "onPause", "onResume", "onStart", "onStop", "beforeRestore", "restore", "continue", "recovery", "branch", "merge", "reconstruct"];
+
+/**
+ * A retention `by_trigger` key that is one of APEX's triggers in another case (`onerror`,
+ * `Manual`): triggers are matched exactly, so its rules applied to nothing, without a word,
+ * and the trigger it meant kept the general rules (or, for manual and beforeRestore, every
+ * checkpoint). A name no APEX trigger has in any case may be a plugin's: not named.
+ */
+function miscasedTriggers(config: Config): ConfigIssue[] {
+  const retention = config.plugins.find((each) => each.name === "retention");
+  const byTrigger = retention?.enabled ? retention.options.by_trigger : undefined;
+  if (!config.source || !byTrigger || typeof byTrigger !== "object") return [];
+  const issues: ConfigIssue[] = [];
+  for (const key of Object.keys(byTrigger)) {
+    const meant = APEX_TRIGGERS.find((trigger) => trigger !== key && trigger.toLowerCase() === key.toLowerCase());
+    if (!meant || APEX_TRIGGERS.includes(key)) continue;
+    const path = ["plugins", "retention", "by_trigger", key];
+    issues.push({ ...positionOf(config.source, path, "key"), path: path.join("."), message: `no checkpoint has trigger ${JSON.stringify(key)}: triggers are matched exactly, so these rules apply to none, and ${meant} checkpoints keep the others. Did you mean ${meant}?` });
+  }
   return issues;
 }
 

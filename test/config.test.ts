@@ -1006,6 +1006,18 @@ describe("apex config (end to end, built CLI)", () => {
     expect(existsSync(join(dir, ".apex"))).toBe(false);
   });
 
+  it("validate: a retention by_trigger key that is an APEX trigger in another case is a warning naming the trigger it means, exit 0; a plugin's trigger is not", () => {
+    // Triggers are matched exactly: `onerror` rules applied to no checkpoint, without a word.
+    writeFileSync(join(dir, "apex.config.yaml"), "agents: {}\nplugins:\n  checkpoint: {}\n  retention:\n    by_trigger:\n      onerror: {keep_last: 1}\n      everyNTasks: {}\n      manual: {keep_last: 3}\n");
+    const text = apex(["config", "validate"]);
+    expect(text).toMatchObject({ status: 0, stdout: "apex.config.yaml is valid (0 agents, 2 plugins, 1 warning)\n" });
+    expect(text.stderr).toBe(
+      'warning: apex.config.yaml:6:7: plugins.retention.by_trigger.onerror: no checkpoint has trigger "onerror": triggers are matched exactly, so these rules apply to none, and onError checkpoints keep the others. Did you mean onError?\n',
+    );
+    const report = JSON.parse(apex(["config", "validate", "--json"]).stdout);
+    expect(report.warnings.map((warning: { path: string; line: number }) => [warning.path, warning.line])).toEqual([["plugins.retention.by_trigger.onerror", 6]]);
+  });
+
   it("validate: an invalid config exits 2, lists every problem and creates nothing", () => {
     writeConfig("invalid/multiple-errors.yaml");
     const result = apex(["config", "validate"]);

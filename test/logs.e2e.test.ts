@@ -1,6 +1,6 @@
 // `apex logs` end to end with the built CLI, on log files as the supervisor writes them: lines cut
 // at 64 KiB, bytes that are no UTF-8, followed logs.
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
@@ -156,6 +156,23 @@ describe("an agent stopped in the middle of a line", () => {
     expect(lines).toContain("unfinished");
     expect(lines.filter((line) => line !== "unfinished").every((line) => line.startsWith("[apex "))).toBe(true);
     expect(lines.some((line) => /^\[apex [^\]]+\] pid \d+ was killed by SIGTERM$/.test(line))).toBe(true);
+  });
+});
+
+describe("a session's log directory removed", () => {
+  it("apex logs says the directory is not there (exit 3), not nothing with exit 0", () => {
+    project = new Project(["agents:", "  w:", "    command: sh", '    args: ["-c", "echo hello; sleep 1000"]', "plugins: {}", ""].join("\n"), "apex-logs-");
+    project.start();
+    expect(project.apex(["stop"]).status).toBe(0);
+    expect(project.apex(["logs", "w"]).stdout).toContain("hello");
+    rmSync(join(project.storeDir, "logs"), { recursive: true, force: true });
+    for (const args of [["logs"], ["logs", "w"], ["logs", "--json"]]) {
+      const shown = project.apex(args);
+      expect(shown.status, args.join(" ")).toBe(3);
+      expect(shown.stdout).toBe("");
+      expect(shown.stderr).toMatch(/APEX_E_NO_SESSION/);
+      expect(shown.stderr).toMatch(/Session [0-9a-f]{8} has no logs in this project: .*\/logs\/[0-9a-f-]{36} is not there\./);
+    }
   });
 });
 

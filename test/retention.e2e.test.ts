@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type JsonValue } from "../core/store/store.js";
@@ -322,6 +322,27 @@ describe("apex session cleanup (end to end)", () => {
     } finally {
       await store.close();
     }
+  });
+
+  it("removes the work directory an interrupted repair left (its copy of the store), not one a repair may still be writing", async () => {
+    await seedProject();
+    // What `apex session repair` leaves when Ctrl-C ends it while it copies a damaged store file: before, nothing removed it.
+    const left = join(dir, ".apex", "salvage-2026-11-16T06-00-00-000Z");
+    const fresh = join(dir, ".apex", `salvage-${new Date().toISOString().replace(/[:.]/g, "-")}`);
+    for (const work of [left, fresh]) {
+      mkdirSync(work);
+      writeFileSync(join(work, "store.mdb"), Buffer.alloc(8192, 1));
+    }
+    const hourAgo = new Date(Date.now() - HOUR);
+    utimesSync(join(left, "store.mdb"), hourAgo, hourAgo);
+    utimesSync(left, hourAgo, hourAgo);
+    const dry = JSON.parse(apex("session", "cleanup", "--dry-run", "--json").stdout) as { temporary: { files: Array<{ path: string; bytes: number; why: string }> } };
+    expect(dry.temporary.files.filter((file) => file.path.includes("salvage-"))).toEqual([{ path: left, bytes: 8192, why: "copy of a damaged store file left by an interrupted `apex session repair`" }]);
+    expect(existsSync(left)).toBe(true);
+    const result = apex("session", "cleanup");
+    expect(result.status, result.stderr).toBe(0);
+    expect(existsSync(left)).toBe(false);
+    expect(existsSync(join(fresh, "store.mdb"))).toBe(true);
   });
 
   it("names an unknown session as not found", async () => {

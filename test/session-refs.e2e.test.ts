@@ -101,4 +101,17 @@ describe("session references", () => {
     const current = await answers([["session", "history", "current"], ["session", "export", "current", "-o", join(project.dir, "c.apexbundle")], ["session", "archive", "current"], ["session", "compress", "current"]]);
     expect(current).toEqual(current.map(({ args }) => ({ args, status: 3, stderr: none })));
   });
+  it("a session given where a checkpoint is asked for (its name, or its id as status prints it) is not found, with its newest checkpoint in the hint", () => {
+    for (const ref of ["exp", branch.slice(0, 8)]) {
+      for (const args of [["checkpoint", "show", ref], ["checkpoint", "diff", "latest", ref]]) {
+        const result = project.apex(args);
+        expect(result.status, args.join(" ")).toBe(3);
+        expect(result.stderr).toContain("APEX_E_CHECKPOINT_NOT_FOUND");
+        expect(result.stderr).toContain(`hint: "${ref}" is a session, not a checkpoint: its newest checkpoint is \`${ref}/latest\``);
+      }
+      expect(project.apex(["checkpoint", "show", `${ref}/latest`]).status).toBe(0);
+    }
+    // A reference that names no session keeps the general hint.
+    expect(project.apex(["checkpoint", "show", "nosuch"]).stderr).toContain("hint: Refer to a checkpoint by id");
+  });
 });

@@ -39,7 +39,57 @@ function breakPagesHolding(needle: string): number {
   return pages.size;
 }
 
+/** Sets the page-type flags of the root page of LMDB table `name` (from the newest meta page and the main database's leaf) to 0. */
+function breakTableRoot(name: string): void {
+  const file = join(storeDir(), "store.mdb");
+  const bytes = readFileSync(file);
+  const pageSize = bytes.readUInt32LE(24 + 24);
+  // Each meta page: 24-byte header, magic, version, address, map size, two 48-byte MDB_db records (root at +40), last page, txn id.
+  const metas = [0, 1].map((page) => page * pageSize + 24).map((at) => ({ txn: bytes.readBigUInt64LE(at + 128), main: Number(bytes.readBigUInt64LE(at + 24 + 48 + 40)) }));
+  const main = metas[0]!.txn > metas[1]!.txn ? metas[0]!.main : metas[1]!.main;
+  const page = bytes.subarray(main * pageSize, (main + 1) * pageSize);
+  const at = page.indexOf(Buffer.from(`${name}\0`));
+  expect(at, `table ${name} in the main database's root page`).toBeGreaterThan(0);
+  expect(page.readUInt16LE(at - 2)).toBe(name.length + 1); // the node's key size
+  const root = Number(page.readBigUInt64LE(at + name.length + 1 + 40));
+  bytes.writeUInt16LE(0, root * pageSize + FLAGS_AT);
+  writeFileSync(file, bytes);
+}
+
 describe("a damaged store file", () => {
+  it("damage in the checkpoint objects' tables is reported by validate and copied past by repair (it was APEX_E_INTERNAL from both)", async () => {
+    const store = await openStore(storeDir());
+    await store.batch((batch) => {
+      batch.set("/sessions/s1", { session_id: "s1", status: "active" });
+      batch.set("/sessions/current", { session_id: "s1" });
+      for (let i = 0; i < 20; i++) batch.set(`/notes/${i}`, { i, text: `note ${i}` });
+    });
+    await createCheckpoint(store, { sessionId: "s1", trigger: "manual" });
+    await store.close();
+    breakTableRoot("index-journal");
+
+    const validated = runApex(["session", "validate", "--json"], { cwd: dir });
+    expect(validated.status, validated.stderr).toBe(1);
+    const report = JSON.parse(validated.stdout) as { problems: Array<{ code: string; message: string }> };
+    expect(report.problems.map((problem) => problem.code)).toEqual(["store-damaged", "store-damaged"]);
+    expect(report.problems[0]!.message).toContain(`The store file ${storeDir()}/store.mdb is damaged: reading the checkpoint objects failed (MDB_CORRUPTED`);
+    expect(report.problems[1]!.message).toContain("table index-journal, at its start");
+
+    const dry = runApex(["session", "repair", "--dry-run"], { cwd: dir });
+    expect(dry.status, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain("copy-store");
+    expect(dry.stdout).not.toContain("it keeps 0 that verify");
+
+    const repaired = runApex(["session", "repair", "--json"], { cwd: dir });
+    expect(repaired.status, repaired.stderr).toBe(0);
+    const result = JSON.parse(repaired.stdout) as { actions: Array<{ action: string }>; checkpoints: { removed: number; kept: number }; after: { ok: boolean } };
+    expect(result.actions[0]!.action).toBe("copy-store");
+    expect(result.checkpoints).toEqual({ removed: 0, kept: 1 });
+    expect(result.after.ok).toBe(true);
+    expect(runApex(["session", "validate"], { cwd: dir }).stdout).toContain("The project store is valid: 1 checkpoint, 1 verifies");
+    expect(JSON.parse(runApex(["memory", "show", "/notes/7", "--json"], { cwd: dir }).stdout)).toMatchObject({ value: { i: 7, text: "note 7" } });
+  });
+
   it("a read that hits damage names the file and points to validate and repair; validate reports it instead of crashing", () => {
     expect(runApex(["memory", "set", "/notes/needle", JSON.stringify("needle-in-a-page")], { cwd: dir }).status).toBe(0);
     expect(breakPagesHolding("needle-in-a-page")).toBeGreaterThan(0);
@@ -107,6 +157,40 @@ describe("a damaged store file", () => {
     expect(runApex(["memory", "set", "/notes/after", "1"], { cwd: dir }).status).toBe(0);
   });
 
+  it("a store file cut short below its last pages but past its root pages is named as truncated by every command, not a Bus error", () => {
+    // Two imports and two writes: the second import frees the first one's pages, and the last
+    // commits put the root pages in low pages freed so, below leaves of the second import.
+    for (const fill of ["a", "b"]) {
+      const notes: Record<string, string> = {};
+      for (let i = 0; i < 2000; i++) notes[`/notes/${String(i).padStart(4, "0")}`] = `${fill.repeat(300)}${i}`;
+      expect(runApex(["memory", "import", "-"], { cwd: dir, input: JSON.stringify(notes) }).status).toBe(0);
+    }
+    for (const path of ["/x", "/y"]) expect(runApex(["memory", "set", path, "1"], { cwd: dir }).status).toBe(0);
+    const file = join(storeDir(), "store.mdb");
+    const bytes = readFileSync(file);
+    // The newest meta page's root pages (free list, main database) and last page.
+    const metas = [0, 1].map((page) => page * PAGE + 24).map((at) => ({
+      txn: bytes.readBigUInt64LE(at + 128),
+      last: Number(bytes.readBigUInt64LE(at + 120)),
+      roots: [Number(bytes.readBigUInt64LE(at + 24 + 40)), Number(bytes.readBigUInt64LE(at + 24 + 48 + 40))],
+    }));
+    const meta = metas[0]!.txn > metas[1]!.txn ? metas[0]! : metas[1]!;
+    const keep = Math.max(...meta.roots) + 1;
+    expect(meta.last + 1 - keep, "pages after the roots").toBeGreaterThan(50);
+    const truncated = bytes.subarray(0, keep * PAGE);
+    writeFileSync(file, truncated);
+    for (const args of [["memory", "export"], ["session", "list"], ["status"], ["memory", "set", "/z", "1"]]) {
+      const run = spawnSync(process.execPath, [APEX_BIN, ...args], { cwd: dir, encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } });
+      expect(run.signal, args.join(" ")).toBeNull();
+      expect(run.status, `${args.join(" ")}: ${run.stderr}`).toBe(1);
+      expect(run.stderr).toContain(`error[APEX_E_STORE_DAMAGED]: The store file ${file} is damaged: it ends at ${truncated.length} bytes, but its index needs `);
+      expect(run.stderr).toContain("(it was truncated)");
+    }
+    // The whole file is a store like any other: nothing is named as damage.
+    writeFileSync(file, bytes);
+    expect(runApex(["memory", "show", "/notes/1999"], { cwd: dir }).stdout).toContain("b".repeat(300));
+  });
+
   it("a store file whose pages crash the reader (truncated: SIGBUS) is reported by validate as damaged, not as a crash, and repair says it cannot save it and leaves it as it is", async () => {
     const notes: Record<string, JsonValue> = {};
     for (let i = 0; i < 3000; i++) notes[`/notes/${i}`] = { i, text: "word ".repeat(20) };
@@ -162,6 +246,11 @@ describe("a damaged store file", () => {
     expect(report.ok).toBe(false);
     expect(report.problems.map((problem) => problem.code)).toEqual(["store-damaged", "store-damaged"]);
     expect(report.problems[1]!.message).toContain("no record of it can be read");
+    // The dry run says what the repair does (it said it would copy the 0 records that read into a fresh file).
+    const dry = runApex(["session", "repair", "--dry-run"], { cwd: dir });
+    expect(dry.status).toBe(1);
+    expect(dry.stderr).toContain(`error[APEX_E_STORE_DAMAGED]: No record of the store file ${file} could be read; it was left as it is.`);
+    expect(dry.stdout).toBe("");
     const repaired = runApex(["session", "repair"], { cwd: dir });
     expect(repaired.status).toBe(1);
     expect(repaired.stderr).toContain(`error[APEX_E_STORE_DAMAGED]: No record of the store file ${file} could be read; it was left as it is.`);
@@ -265,6 +354,33 @@ describe("a damaged store file", () => {
     });
   });
 
+  it("repair of a valid store leaves a running session running: no stop, no checkpoint, the same agent processes", () => {
+    const config = ["agents:", "  worker:", "    command: sh", '    args: ["-c", "while true; do sleep 0.2; done"]', "plugins:", "  checkpoint: {}", ""].join("\n");
+    writeFileSync(join(dir, "apex.config.yaml"), config);
+    const must = (args: string[]) => {
+      const result = runApex(args, { cwd: dir, timeout: 60_000 });
+      expect(result.status, `apex ${args.join(" ")}: ${result.stderr}`).toBe(0);
+      return result.stdout;
+    };
+    must(["start", "--task", "repair"]);
+    must(["memory", "set", "/notes/a", "1"]);
+    const state = () => {
+      const status = JSON.parse(must(["status", "--json"])) as { session: { status: string; supervisor: { pid: number } }; agents: Array<{ pid: number }> };
+      const list = JSON.parse(must(["checkpoint", "list", "--json"])) as { taken: number };
+      return { status: status.session.status, supervisor: status.session.supervisor.pid, agent: status.agents[0]!.pid, taken: list.taken };
+    };
+    const before = state();
+    expect(before.status).toBe("active");
+    // It stopped the session (ending its agents), saved an onStop checkpoint and started it again.
+    const text = must(["session", "repair"]);
+    expect(text).toBe("Nothing to repair: the store is valid (1 checkpoint verifies).\n");
+    const json = JSON.parse(must(["session", "repair", "--json"])) as { actions: unknown[]; after: { ok: boolean } };
+    expect(json.actions).toEqual([]);
+    expect(json.after.ok).toBe(true);
+    expect(state()).toEqual(before);
+    must(["stop"]);
+  });
+
   it("a real byte flipped in a live record's value is found after the session stopped (no current session)", () => {
     const config = ["agents:", "  worker:", "    command: sh", '    args: ["-c", "while true; do sleep 0.2; done"]', "plugins:", "  checkpoint: {}", ""].join("\n");
     writeFileSync(join(dir, "apex.config.yaml"), config);
@@ -300,5 +416,26 @@ describe("a damaged store file", () => {
     expect(validated.status, validated.stderr).toBe(1);
     const report = JSON.parse(validated.stdout) as { problems: Array<{ code: string; path?: string }> };
     expect(report.problems.map((problem) => [problem.code, problem.path])).toEqual([["record-damaged", "/notes/flip"]]);
+
+    // Repair leaves such a record as it is, and says so: it said "Nothing to repair: the store is
+    // valid" (exit 1), and validate sent the user to a repair that does nothing.
+    const text = runApex(["session", "validate"], { cwd: dir });
+    expect(text.status).toBe(1);
+    expect(text.stdout).not.toContain("apex session repair");
+    expect(text.stdout).toContain("`apex memory show /notes/flip`");
+    for (const args of [["session", "repair", "--dry-run"], ["session", "repair"]]) {
+      const repaired = runApex(args, { cwd: dir });
+      expect(repaired.status, repaired.stderr).toBe(args.includes("--dry-run") ? 0 : 1);
+      expect(repaired.stdout).not.toContain("is valid");
+      expect(repaired.stdout).toContain(args.includes("--dry-run") ? "Dry run: repair would change nothing: the store is not valid" : "Repair changes nothing: the store is not valid");
+      expect(repaired.stdout).toMatch(/record-damaged +[0-9a-f]{8}\/checkpoint-002: The record at \/notes\/flip differs/);
+      expect(repaired.stdout).toContain("`apex memory set /notes/flip VALUE`");
+      expect(repaired.stdout).toMatch(/`apex start --continue [0-9a-f]{8}\/checkpoint-002`/);
+    }
+    // Writing the value that is right settles it.
+    expect(runApex(["memory", "set", "/notes/flip", JSON.stringify({ text: "flip-me-marker" })], { cwd: dir }).status).toBe(0);
+    const settled = runApex(["session", "repair"], { cwd: dir });
+    expect(settled.status, settled.stderr).toBe(0);
+    expect(settled.stdout).toContain("Nothing to repair: the store is valid");
   });
 });

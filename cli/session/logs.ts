@@ -61,6 +61,13 @@ export async function showLogs(location: ProjectLocation, agent: string | undefi
   if (!sessionId) {
     throw new ApexError("APEX_E_NO_SESSION", "No session has logs in this project yet.", { hint: 'Start one with `apex start --task "…"`.' });
   }
+  // A session whose log directory is not there (its agents never ran here, or it was removed
+  // while they ran) printed nothing and exit 0, as if its agents had written nothing.
+  if (!options.follow && !existsSync(agentLogDir(location.storeDir, sessionId))) {
+    throw new ApexError("APEX_E_NO_SESSION", `Session ${shortSessionId(sessionId)} has no logs in this project: ${agentLogDir(location.storeDir, sessionId)} is not there.`, {
+      hint: "An agent's output is kept there from its first start; a directory removed while the agents ran is made again as they start again (`apex stop`, then `apex start --continue`).",
+    });
+  }
   const count = options.lines ?? (options.follow ? 10 : 50);
   const running = options.follow ? liveSupervisorOf(location.storeDir, sessionId) : undefined;
   // Followed while it runs, a last line not finished yet is printed once it is (logTail's holdUnfinished); an ended session's shows as it is.

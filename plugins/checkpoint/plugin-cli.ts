@@ -546,7 +546,11 @@ export async function validateCommand(location: ProjectLocation, ref: string | u
     // `<label>/checkpoint-007`: a reference `checkpoint show` and `start --force-recovery` resolve (a name, or a unique id prefix).
     for (const damaged of c.damaged) printLine(`  ${damaged.session_name ?? shortSessionId(damaged.sessionId)}/${damaged.name}${damaged.id ? ` (${damaged.id.slice(0, 8)})` : ""}: ${named(damaged.reasons.join("; "))}`);
   }
-  if (!report.ok) {
+  const errors = report.problems.filter((problem) => problem.severity === "error");
+  if (errors.length > 0 && errors.every((problem) => LEFT_TO_USER.has(problem.code))) {
+    // Repair would change nothing (it says so): the way on is the user's write, or the checkpoint.
+    printLine(paint(leftToUserHint(errors, named)!, "gray"));
+  } else if (!report.ok) {
     const target = session?.label ?? "";
     printLine(paint(`Next: apex session repair ${target} --dry-run (shows what repair would do; it never deletes a checkpoint that verifies)`.replace("  ", " "), "gray"));
     if (c.damaged.length > 0) printLine(paint(`      apex start --force-recovery <checkpoint> (restores what still verifies of a damaged checkpoint)`, "gray"));
@@ -582,13 +586,22 @@ export async function repairCommand(location: ProjectLocation, ref: string | und
   // Repair rewrites objects, checkpoint records and manifests the running supervisor caches and
   // writes: a running session is checkpointed and stopped first, and continued afterwards.
   let handover: Handover | undefined;
-  if (!dryRun && (await liveSessionClient(location, { local: true }))) {
+  let validated: ValidationReport | undefined;
+  const live = !dryRun && Boolean(await liveSessionClient(location, { local: true }));
+  if (live) {
+    // A store with nothing to repair leaves the session running: stopping it ended its agents,
+    // took a checkpoint (which retention may answer by removing others) and restarted them, for
+    // nothing. A validation reads one snapshot of the store, the supervisor's writes aside.
+    const report = await validateOutOfProcess(await resolveStoreSpec(location));
+    if (report.problems.length === 0) validated = report;
+  }
+  if (live && !validated) {
     const { makeWay, handoverLine } = await import("../../cli/session/handover.js");
     handover = await makeWay(location, { target: undefined, rollback: false, reason: "repair the store", liveOnly: true, json: Boolean(options.json) });
     if (handover && !options.json) printLine(handoverLine(handover));
   }
   try {
-    await repairStopped(location, session, { dryRun, json: options.json === true });
+    await repairStopped(location, session, { dryRun, json: options.json === true, ...(validated ? { validated } : {}) });
   } finally {
     if (handover) await continueAfterRepair(location, handover, options.json === true);
   }
@@ -623,14 +636,14 @@ async function continueAfterRepair(location: ProjectLocation, handover: Handover
   else printLine(`Session ${paint(sessionText({ session_id: ready.session_id, name: handover.name }), "bold")} continued after the repair (supervisor pid ${ready.supervisor_pid}${handover.was === "paused" ? "; it was paused and runs again" : ""}).`);
 }
 
-async function repairStopped(location: ProjectLocation, session: { id: string; label: string } | undefined, options: { dryRun: boolean; json: boolean }): Promise<void> {
+async function repairStopped(location: ProjectLocation, session: { id: string; label: string } | undefined, options: { dryRun: boolean; json: boolean; validated?: ValidationReport }): Promise<void> {
   const sessionId = session?.id;
   const dryRun = options.dryRun;
   const spec = await resolveStoreSpec(location);
   // LMDB's file is repaired out of process (a damaged page can crash the reader); a server store in process.
   const lmdbDir = spec.backend === "lmdb" ? lmdbDataDir(spec) : undefined;
   // Read out of process first: if reading the store crashes the reader, repairing it here would crash too.
-  const before = await validateOutOfProcess(spec);
+  const before = options.validated ?? (await validateOutOfProcess(spec));
   const crashed = before.problems.find((problem) => problem.code === "validator-crashed");
   if (crashed) {
     throw new ApexError("APEX_E_INTEGRITY", `Cannot repair: ${crashed.message}`, {
@@ -655,22 +668,34 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   const after = result.after;
   process.exitCode = dryRun || after?.ok ? 0 : 1;
   const removed = result.actions.filter((action) => action.action === "remove-checkpoint").length;
-  const kept = result.before.checkpoints.total - removed - result.actions.filter((action) => action.action === "remove-index" && action.target.includes("/checkpoint-")).length;
+  // After a copy of the store file, the checkpoints were first read in the copy: `after` counts them.
+  const kept = after?.checkpoints.total ?? result.before.checkpoints.total - removed - result.actions.filter((action) => action.action === "remove-index" && action.target.includes("/checkpoint-")).length;
   if (options.json) {
     printJson({ session_id: sessionId ?? null, dry_run: dryRun, actions: result.actions, checkpoints: { removed, kept }, before: validationJson(result.before), after: after ? validationJson(after) : null });
     return;
   }
   // The session as session list prints it, by name or short id (--json has the whole id).
   const scope = session ? ` (session ${session.label}; objects are shared between sessions, so repair covers the whole store)` : "";
+  // Sessions by name or short id here too (`remove-checkpoint 3f2a9c1e/checkpoint-002: …`); --json has the whole ids.
+  const named = sessionLabeller(result.before, after);
   if (result.actions.length === 0) {
-    printLine(`Nothing to repair${scope}: the store is valid (${plural(before.checkpoints.total, "checkpoint")} ${before.checkpoints.total === 1 ? "verifies" : "verify"}).`);
+    // Problems repair leaves as they are (a live record that reads as a value) are not a valid store.
+    const left = (after ?? result.before).problems.filter((problem) => problem.severity === "error");
+    if (left.length === 0) {
+      printLine(`Nothing to repair${scope}: the store is valid (${plural(before.checkpoints.total, "checkpoint")} ${before.checkpoints.total === 1 ? "verifies" : "verify"}).`);
+      return;
+    }
+    printLine(`${dryRun ? `Dry run${scope}: repair would change nothing` : `Repair changes nothing${scope}`}: the store is not valid, and repair leaves ${left.length === 1 ? "this problem as it is" : `these ${left.length} problems as they are`}.`);
+    printProblems(left, named);
+    const hint = leftToUserHint(left, named);
+    if (hint) printLine(paint(hint, "gray"));
     return;
   }
   printLine(dryRun ? `Dry run${scope}: nothing was changed. Repair would:` : `Repaired the store${scope}:`);
-  // Sessions by name or short id here too (`remove-checkpoint 3f2a9c1e/checkpoint-002: …`); --json has the whole ids.
-  const named = sessionLabeller(result.before, after);
   for (const action of result.actions) printLine(`  ${action.action.padEnd(22)} ${named(`${action.target}: ${action.reason}`)}`);
-  printLine(
+  // A dry run of a copy of the store file could not read the checkpoints past the damage: no count to give.
+  if (dryRun && result.actions.some((action) => action.action === "copy-store")) printLine("Which checkpoints verify is checked once the records that read are copied: the damage keeps them from being read now (repair never deletes a checkpoint that verifies).");
+  else printLine(
     `${dryRun ? "It would remove" : "Removed"} ${removed} checkpoint${removed === 1 ? "" : "s"} that do${removed === 1 ? "es" : ""} not verify; ${dryRun ? "it keeps" : "kept"} ${kept} that verif${kept === 1 ? "ies" : "y"} (repair never deletes a checkpoint that verifies).`,
   );
   if (dryRun) printLine(paint(`Apply: apex session repair${session ? ` ${session.label}` : ""}`, "gray"));
@@ -678,7 +703,21 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
   else {
     printLine(paint(`Problems remain:`, "red"));
     printProblems(after?.problems ?? [], named);
+    const hint = leftToUserHint(after?.problems ?? [], named);
+    if (hint) printLine(paint(hint, "gray"));
   }
+}
+
+/** Live memory records repair never overwrites (validate-live.ts): the revision log could be what is damaged. */
+const LEFT_TO_USER = new Set(["record-damaged", "record-missing", "record-unlogged"]);
+
+/** What settles the live records repair leaves (a write of the path, or the checkpoint restored), for the first of them; undefined when there is none. */
+function leftToUserHint(problems: StoreProblem[], named: (text: string) => string): string | undefined {
+  const first = problems.find((problem) => LEFT_TO_USER.has(problem.code) && problem.path !== undefined);
+  if (!first) return undefined;
+  const path = /^[\w/.@%+=:,-]+$/.test(first.path!) ? first.path! : `'${first.path!.replace(/'/g, "'\\''")}'`;
+  const restore = first.checkpoint ? `, or go back to the checkpoint it differs from (\`apex start --continue ${named(first.checkpoint)}\`, which saves the state it replaces first)` : "";
+  return `hint: repair never overwrites a memory record that reads as a value (the revision log could be what is damaged): look at it (\`apex memory show ${path}\`), then write what it should hold (\`apex memory set ${path} VALUE\`, or \`apex memory delete ${path}\` for one that should not be there)${restore}.`;
 }
 
 /**
@@ -690,6 +729,8 @@ async function repairStopped(location: ProjectLocation, session: { id: string; l
 async function repairDamagedFile(location: ProjectLocation, dataDir: string, before: ValidationReport, dryRun: boolean, crashed?: string): Promise<RepairResult> {
   const regions = crashed ? 1 : before.problems.filter((problem) => problem.code === "store-damaged").length - 1;
   if (dryRun) {
+    // What the real run refuses, the dry run does not promise: it said it would copy 0 records.
+    if (before.records === 0) throw (await import("../lmdb/salvage-process.js")).nothingReadable(`${dataDir}/store.mdb`);
     return { dryRun, actions: [{ action: "copy-store", target: `${dataDir}/store.mdb`, reason: `${regions} damaged region${regions === 1 ? "" : "s"}: would copy the ${plural(before.records, "record")} that read into a fresh store file` }], before };
   }
   const { replaceWithSalvage } = await import("../lmdb/salvage-process.js");
@@ -719,7 +760,8 @@ function repairOutOfProcess(storeDir: string): RepairResult | { crashed: string 
     const resultFile = join(work, "result.json");
     const child = spawnSync(process.execPath, [REPAIR_WORKER, storeDir, resultFile], { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"], maxBuffer: 16 * 1024 * 1024 });
     if (child.signal) return { crashed: `was killed by ${child.signal}` };
-    if (child.status !== 0 && /APEX_E_STORE_DAMAGED|store file .* is damaged/.test(child.stderr ?? "")) return { crashed: "met damage LMDB cannot read past" };
+    // APEX's damage error, or LMDB's own from a raw table read (the object store's).
+    if (child.status !== 0 && /APEX_E_STORE_DAMAGED|store file .* is damaged|MDB_CORRUPTED|MDB_PAGE_NOTFOUND|MDB_BAD_TXN/.test(child.stderr ?? "")) return { crashed: "met damage LMDB cannot read past" };
     if (child.status !== 0 || !existsSync(resultFile)) {
       throw new ApexError("APEX_E_INTEGRITY", `Repair failed: ${(child.stderr ?? "").trim().split("\n").slice(-3).join(" | ") || `exit code ${child.status}`}.`);
     }

@@ -78,7 +78,7 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
     throw notFound(`No ${checkpointName(sequence)} in session ${sessionId}${taken > 0 ? ` (its latest number is ${checkpointName(taken)})` : ""}.`, text);
   }
   const prefix = word;
-  if (!/^[0-9a-f-]+$/.test(prefix)) throw notFound(`No checkpoint ${JSON.stringify(text)}.`, text);
+  if (!/^[0-9a-f-]+$/.test(prefix)) throw notFound(`No checkpoint ${JSON.stringify(text)}.`, text, sessionRefHint(store, text));
   if (prefix.length < MIN_PREFIX) {
     throw new ApexError("APEX_E_USAGE", `The checkpoint id prefix ${JSON.stringify(text)} is too short (use at least ${MIN_PREFIX} characters).`, {
       hint: refHint,
@@ -87,7 +87,7 @@ export function resolveCheckpoint(store: Store, ref: string, options: ResolveOpt
   // No id is that long (the catalog's keys could not hold it), and LMDB refuses a key that long even to look it up.
   if (prefix.length > MAX_PREFIX) throw notFound(`No checkpoint id starts with ${JSON.stringify(`${text.slice(0, 40)}…`)} (${text.length} characters; an id is a 36-character uuid).`, text);
   const matches = catalog.idsWithPrefix(prefix, 11);
-  if (matches.length === 0) throw notFound(`No checkpoint id starts with ${JSON.stringify(text)}.`, text);
+  if (matches.length === 0) throw notFound(`No checkpoint id starts with ${JSON.stringify(text)}.`, text, sessionRefHint(store, text));
   if (matches.length > 1) {
     const shown = matches.slice(0, 10).map((match) => `${match.id} (${match.sessionId}/${checkpointName(match.sequence)})`);
     throw new ApexError("APEX_E_AMBIGUOUS", `The checkpoint id prefix ${JSON.stringify(text)} matches ${matches.length > 10 ? "more than 10" : matches.length} checkpoints: ${shown.join(", ")}.`, {
@@ -111,6 +111,21 @@ function sessionOfRef(store: Store, ref: string, whole: string): string {
 }
 
 const refHint = "Refer to a checkpoint by id, a unique id prefix, checkpoint-007, latest or <session>/checkpoint-007 (`apex checkpoint list`).";
+
+/**
+ * A reference that names a session (its name, or its id as status and session list print it)
+ * where a checkpoint was asked for: the hint gives that session's newest checkpoint, which the
+ * user most likely meant. Undefined when it names no session.
+ */
+function sessionRefHint(store: Store, ref: string): string | undefined {
+  if (ref === "current" || ref === "last") return undefined;
+  try {
+    resolveSessionRef(store, ref);
+  } catch {
+    return undefined;
+  }
+  return `${JSON.stringify(ref)} is a session, not a checkpoint: its newest checkpoint is \`${ref}/latest\` (\`apex checkpoint list --session ${ref}\` lists them).`;
+}
 
 function notFound(message: string, ref: string, hint = refHint): ApexError {
   return new ApexError("APEX_E_CHECKPOINT_NOT_FOUND", message, { hint, details: { ref } });

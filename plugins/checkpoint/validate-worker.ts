@@ -8,6 +8,8 @@
  * prints it as JSON on stdout. Exit code: 0 valid, 1 problems found, 2 could not validate.
  */
 import { isApexError } from "../../core/errors.js";
+import { damageError, isDamage } from "../lmdb/errors.js";
+import { lmdbDataDir } from "../../core/store/store.js";
 import { openStore } from "../../core/store/open.js";
 import type { StoreSpec } from "../../core/store/port.js";
 import { validateStore } from "./validate.js";
@@ -38,6 +40,16 @@ function send(message: unknown): Promise<void> {
   });
 }
 
+/**
+ * LMDB's own damage error from a raw table read (the object store's tables are read without a
+ * wrapper): named as damage of the store file, so that the caller reads it record by record.
+ */
+function rawDamage(error: unknown) {
+  const [target] = process.argv.slice(2);
+  const dir = target?.startsWith("{") ? lmdbDataDir(JSON.parse(target) as StoreSpec) : (target ?? "");
+  return damageError(dir, "reading the checkpoint objects", error);
+}
+
 function fail(message: string): number {
   process.stderr.write(`validate-worker: ${message}\n`);
   return 2;
@@ -49,7 +61,7 @@ main(process.argv.slice(2)).then(
     if (process.connected) process.disconnect();
   },
   async (error: unknown) => {
-    const payload = isApexError(error) ? error.toJSON() : { error: { code: "APEX_E_INTERNAL", message: String((error as Error)?.message ?? error) } };
+    const payload = isApexError(error) ? error.toJSON() : isDamage(error) ? rawDamage(error).toJSON() : { error: { code: "APEX_E_INTERNAL", message: String((error as Error)?.message ?? error) } };
     await send({ type: "error", ...payload }).catch(() => undefined);
     process.stderr.write(`validate-worker: ${(error as Error)?.message ?? String(error)}\n`);
     process.exitCode = 2;

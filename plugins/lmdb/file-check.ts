@@ -8,7 +8,8 @@ import { ApexError } from "../../core/errors.js";
  * page beyond the end of the file (a truncated copy, a partial restore) is not an error but a
  * SIGBUS that ends the process without a word. The newest of the two meta pages names the root
  * pages of the free list and of the main database, which every open reads: when the file ends
- * before them, the store is reported as damaged instead. lmdb-js also crashes (SIGSEGV) on a
+ * before them, or (a file shorter than its last used page) before a page their trees name, the
+ * store is reported as damaged instead. lmdb-js also crashes (SIGSEGV) on a
  * file whose first meta page is not LMDB's (a few bytes, text, random bytes): such a file is
  * named as damaged too, and so is a directory where the file or its lock file should be. One
  * open and an 8 KiB read.
@@ -54,17 +55,97 @@ function look(file: string): Look {
   if (length < META_AT + META_BYTES || head.readUInt32LE(META_AT) !== MAGIC) return { kind: "not-lmdb", size };
   const pageSize = head.readUInt32LE(META_AT + 24);
   if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) return { kind: "not-lmdb", size };
-  let newest: { txnid: bigint; roots: bigint[] } | undefined;
+  let newest: { txnid: bigint; roots: bigint[]; lastPage: bigint } | undefined;
   for (const page of [0, 1]) {
     const meta = page * pageSize + META_AT;
     if (meta + META_BYTES > length || head.readUInt32LE(meta) !== MAGIC) continue;
     const txnid = head.readBigUInt64LE(meta + 24 + 2 * DB_RECORD + 8);
+    const lastPage = head.readBigUInt64LE(meta + 24 + 2 * DB_RECORD);
     const roots = [0, 1].map((db) => head.readBigUInt64LE(meta + 24 + db * DB_RECORD + ROOT_IN_DB)).filter((root) => root !== INVALID_PAGE);
-    if (!newest || txnid > newest.txnid) newest = { txnid, roots };
+    if (!newest || txnid > newest.txnid) newest = { txnid, roots, lastPage };
   }
   if (!newest) return { kind: "ok" };
   const needed = newest.roots.reduce((max, root) => (root + 1n > max ? root + 1n : max), 0n) * BigInt(pageSize);
-  return BigInt(size) >= needed ? { kind: "ok" } : { kind: "truncated", size, needed };
+  if (BigInt(size) < needed) return { kind: "truncated", size, needed };
+  // The file may still end before pages deeper in the trees. It holds every page up to the
+  // last one used unless pages freed in the commit that took them were never written: only a
+  // file shorter than that is walked, page by page, for a page it lacks.
+  if (BigInt(size) >= (newest.lastPage + 1n) * BigInt(pageSize)) return { kind: "ok" };
+  const walked = pagesNeeded(file, pageSize, size, newest.roots);
+  return walked !== undefined && BigInt(size) < walked ? { kind: "truncated", size, needed: walked } : { kind: "ok" };
+}
+
+/** lmdb-js's LMDB page header: page number, txn id, pad, flags, lower (overflow: page count), upper. */
+const PAGE_HEADER = 24;
+const P_BRANCH = 0x01;
+const P_LEAF = 0x02;
+const P_LEAF2 = 0x20;
+const P_SUBP = 0x40;
+const F_BIGDATA = 0x01;
+const F_SUBDATA = 0x02;
+/** Bounds the walk of a damaged file whose pages point in circles. */
+const MAX_WALKED_PAGES = 1 << 22;
+
+/**
+ * The bytes the trees rooted at `roots` (the free list's and the main database's, and through
+ * the main database every table's) need: one past the end of the highest page a branch page, an
+ * overflow value or a table record names. Pages past `size` cannot be read, and are counted
+ * without being followed. Undefined when the walk gives up (a file too damaged to say).
+ */
+function pagesNeeded(file: string, pageSize: number, size: number, roots: bigint[]): bigint | undefined {
+  const pages = BigInt(Math.floor(size / pageSize));
+  const page = Buffer.alloc(pageSize);
+  const seen = new Set<bigint>();
+  const todo = [...roots];
+  let needed = 0n;
+  const fd = openSync(file, "r");
+  try {
+    while (todo.length > 0) {
+      const pgno = todo.pop()!;
+      if (pgno + 1n > needed) needed = pgno + 1n;
+      if (pgno >= pages || seen.has(pgno)) continue;
+      seen.add(pgno);
+      if (seen.size > MAX_WALKED_PAGES) return undefined;
+      if (readSync(fd, page, 0, pageSize, Number(pgno) * pageSize) !== pageSize) continue;
+      const flags = page.readUInt16LE(18);
+      // Overflow, LEAF2 (fixed-size keys without nodes), sub-page or damage: nothing to follow.
+      if ((flags & (P_BRANCH | P_LEAF)) === 0 || (flags & (P_LEAF2 | P_SUBP)) !== 0) continue;
+      // lower and the node offsets count from the end of the header (PAGEBASE): lower / 2 nodes.
+      const count = page.readUInt16LE(20) >> 1;
+      for (let index = 0; index < count && PAGE_HEADER + 2 * index + 2 <= pageSize; index++) {
+        const node = PAGE_HEADER + page.readUInt16LE(PAGE_HEADER + 2 * index);
+        if (node + 8 > pageSize) continue;
+        const low = BigInt(page.readUInt16LE(node)) | (BigInt(page.readUInt16LE(node + 2)) << 16n);
+        const nodeFlags = page.readUInt16LE(node + 4);
+        if (flags & P_BRANCH) {
+          todo.push(low | (BigInt(nodeFlags) << 32n));
+          continue;
+        }
+        const data = node + 8 + page.readUInt16LE(node + 6);
+        if (nodeFlags & F_BIGDATA) {
+          if (data + 8 > pageSize) continue;
+          const first = page.readBigUInt64LE(data);
+          // The overflow run's length is in its first page: that page, then the run's end.
+          needed = maxOf(needed, first + 1n);
+          if (first < pages && readSync(fd, page.subarray(0, PAGE_HEADER), 0, PAGE_HEADER, Number(first) * pageSize) === PAGE_HEADER) {
+            needed = maxOf(needed, first + BigInt(page.readUInt32LE(20)));
+            readSync(fd, page, 0, pageSize, Number(pgno) * pageSize); // the leaf again, for its next nodes
+          }
+        } else if (nodeFlags & F_SUBDATA) {
+          if (data + DB_RECORD > pageSize) continue;
+          const root = page.readBigUInt64LE(data + ROOT_IN_DB);
+          if (root !== INVALID_PAGE) todo.push(root);
+        }
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return needed * BigInt(pageSize);
+}
+
+function maxOf(a: bigint, b: bigint): bigint {
+  return a > b ? a : b;
 }
 
 /** Why no record of the store file can be read at all (its header is unusable), or undefined. */

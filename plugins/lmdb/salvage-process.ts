@@ -98,12 +98,7 @@ export function replaceWithSalvage(storeDir: string): SalvageReplacement {
   const copy = join(workDir, "store.mdb");
   try {
     const run = salvageOutOfProcess(file, { copyTo: copy });
-    if (run.tables.every((table) => table.records === 0)) {
-      throw new ApexError("APEX_E_STORE_DAMAGED", `No record of the store file ${file} could be read${run.crashes.length > 0 ? ` (the reader was killed by ${run.crashes[0]!.signal})` : ""}; it was left as it is.`, {
-        hint: "The file is probably truncated or overwritten: restore a backup of .apex/.",
-        details: { store: file },
-      });
-    }
+    if (run.tables.every((table) => table.records === 0)) throw nothingReadable(file, run.crashes[0]?.signal);
     refuseIfInUse(file); // the copy took a while: checked again just before the swap
     const damagedFile = `${file}.damaged-${stamp}`;
     renameSync(file, damagedFile);
@@ -121,6 +116,14 @@ export function replaceWithSalvage(storeDir: string): SalvageReplacement {
   } finally {
     rmSync(workDir, { recursive: true, force: true });
   }
+}
+
+/** A store file of which no record reads: repair leaves it as it is (its dry run says the same). */
+export function nothingReadable(file: string, signal?: string): ApexError {
+  return new ApexError("APEX_E_STORE_DAMAGED", `No record of the store file ${file} could be read${signal ? ` (the reader was killed by ${signal})` : ""}; it was left as it is.`, {
+    hint: "The file is probably truncated or overwritten: restore a backup of .apex/.",
+    details: { store: file },
+  });
 }
 
 /**

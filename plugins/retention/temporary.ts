@@ -1,4 +1,5 @@
 import { readdirSync, rmSync, statSync } from "node:fs";
+import { processesUsingStore } from "../lmdb/salvage-process.js";
 import { join, relative } from "node:path";
 import { processRuns } from "../../cli/output-file.js";
 import type { SessionInfo } from "./sessions.js";
@@ -12,6 +13,10 @@ import type { SessionInfo } from "./sessions.js";
  *   session is continued. The supervisor writes it afresh from the store on every
  *   continue, so once the session has ended (or no longer exists) it is dead weight. Agent
  *   logs beside it are kept: `apex logs` still shows them.
+ * - `<store>/salvage-<time>/`: where `apex session repair` copies what still reads of a damaged
+ *   store file before the copy takes its place. A repair interrupted then (Ctrl-C, kill) left it,
+ *   as large as the store; it goes once no process has its copy open and nothing wrote in it
+ *   for SALVAGE_IDLE_MS.
  */
 
 export interface TemporaryFile {
@@ -36,6 +41,9 @@ export interface TemporaryScope {
 }
 
 const RUNTIME_TEMP = /^supervisor\.json\.(\d+)\.tmp$/;
+/** plugins/lmdb/salvage-process.ts, replaceWithSalvage: `salvage-` and an ISO time with `:` and `.` as `-`. */
+const SALVAGE_DIR = /^salvage-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$/;
+const SALVAGE_IDLE_MS = 10 * 60_000;
 const RESUME_FILE = /\.resume\.json$/;
 
 /** Finds the leftovers listed above; reads only. */
@@ -51,6 +59,13 @@ export function findTemporaryFiles(scope: TemporaryScope): TemporaryFile[] {
   for (const name of list(scope.storeDir)) {
     const match = RUNTIME_TEMP.exec(name);
     if (match && !processRuns(Number(match[1]))) add(join(scope.storeDir, name), `unfinished runtime file of exited process ${match[1]}`);
+    if (SALVAGE_DIR.test(name)) {
+      const path = join(scope.storeDir, name);
+      const contents = directorySize(path);
+      if (!contents || Date.now() - contents.newest < SALVAGE_IDLE_MS || processesUsingStore(join(path, "store.mdb")).length > 0) continue;
+      const display = scope.projectDir && isInside(path, scope.projectDir) ? relative(scope.projectDir, path) : path;
+      found.push({ path, display, bytes: contents.bytes, why: "copy of a damaged store file left by an interrupted `apex session repair`" });
+    }
   }
 
   const states = new Map(scope.sessions.map((session) => [session.sessionId, session.state]));
@@ -77,7 +92,7 @@ export function removeTemporaryFiles(files: readonly TemporaryFile[]): Temporary
   const result: TemporaryRemoval = { removed: [], bytes: 0, failed: [] };
   for (const file of files) {
     try {
-      rmSync(file.path, { force: true });
+      rmSync(file.path, { force: true, recursive: true }); // a salvage directory is one
       result.removed.push(file);
       result.bytes += file.bytes;
     } catch (error) {
@@ -99,6 +114,24 @@ function sizeOf(path: string): number | undefined {
   try {
     const stats = statSync(path);
     return stats.isFile() ? stats.size : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The bytes of the files in `dir` (not below it: a salvage directory holds files only) and the newest modification time; undefined when it is not a directory. */
+function directorySize(dir: string): { bytes: number; newest: number } | undefined {
+  try {
+    const stats = statSync(dir);
+    if (!stats.isDirectory()) return undefined;
+    let bytes = 0;
+    let newest = stats.mtimeMs;
+    for (const name of readdirSync(dir)) {
+      const file = statSync(join(dir, name));
+      bytes += file.isFile() ? file.size : 0;
+      newest = Math.max(newest, file.mtimeMs);
+    }
+    return { bytes, newest };
   } catch {
     return undefined;
   }
