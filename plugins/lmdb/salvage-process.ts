@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -101,9 +101,18 @@ export function replaceWithSalvage(storeDir: string): SalvageReplacement {
     if (run.tables.every((table) => table.records === 0)) throw nothingReadable(file, run.crashes[0]?.signal);
     refuseIfInUse(file); // the copy took a while: checked again just before the swap
     const damagedFile = `${file}.damaged-${stamp}`;
-    renameSync(file, damagedFile);
+    // The damaged file is kept under a second name, then the copy replaces it in one rename: at
+    // every instant store.mdb is one of the two (renamed aside first, a kill between the two
+    // renames left no store file at all). The copy is private before it takes the name.
+    linkSync(file, damagedFile);
+    chmodSync(copy, 0o600);
     renameSync(copy, file);
-    chmodSync(file, 0o600);
+    const dir = openSync(storeDir, "r");
+    try {
+      fsyncSync(dir); // the two names, durable before the repair says it is done
+    } finally {
+      closeSync(dir);
+    }
     // The lock file describes readers of the old file; LMDB makes a new one.
     rmSync(`${file}-lock`, { force: true });
     let copied = 0;
