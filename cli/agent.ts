@@ -26,7 +26,7 @@ export function registerAgentCommands(program: Command): void {
   agent
     .command("list")
     .description("the session's agents with their process state and what they reported (with no session running: the one that ended last)")
-    .option("--session <id>", "another session's agents (an id, a unique prefix, or `last`)")
+    .option("--session <id>", "another session's agents (an id, a unique prefix, a branch's name, or `last`)")
     .option("--json", "print [{name, status, pid, pgid, last_pid, restart_at, alive, process_state, processes, stopping, stopped, task, reported_status, restarts, uptime_seconds, cpu_seconds, last_exit}]")
     .addHelpText("after", examples("apex agent list", "apex agent list --session 3f2a --json"))
     .action(async (options: { session?: string; json?: boolean }, command: Command) => {

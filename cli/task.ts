@@ -37,7 +37,7 @@ Examples:
     .command("list")
     .description("the session's tasks, oldest first (with no session running: the one that ended last)")
     .option("--status <status>", "only tasks with this status: pending, active, completed or failed")
-    .option("--session <id>", "another session's tasks (an id, a unique prefix, or `last`; `apex session list`)")
+    .option("--session <id>", "another session's tasks (an id, a unique prefix, a branch's name, or `last`; `apex session list`)")
     .option("--json", "print [{id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}]")
     .addHelpText("after", examples("apex task list", "apex task list --status pending", "apex task list --session 3f2a --json"))
     .action(async (options: { status?: string; session?: string; json?: boolean }, command: Command) => {
@@ -49,7 +49,7 @@ Examples:
     .command("show")
     .description("one task with its timestamps and result")
     .argument("<id>", "task id, e.g. t-0001")
-    .option("--session <id>", "a task of another session (an id, a unique prefix, or `last`)")
+    .option("--session <id>", "a task of another session (an id, a unique prefix, a branch's name, or `last`)")
     .option("--json", "print the task {id, title, status, assignee, milestone, created_at, created_by, claimed_at, completed_at, result, reason, reopened}")
     .addHelpText("after", examples("apex task show t-0001", "apex task show t-3 --json"))
     .action(async (id: string, options: { session?: string; json?: boolean }, command: Command) => {
@@ -110,7 +110,7 @@ Examples:
     .description('record a milestone (fires afterMilestone); without TEXT, list them')
     .argument("[text]", 'what was reached, e.g. "Login works end to end"')
     .option("--task <id>", "the task it belongs to (without TEXT: list that task's milestones)")
-    .option("--session <id>", "list another session's milestones (an id, a unique prefix, or `last`)")
+    .option("--session <id>", "list another session's milestones (an id, a unique prefix, a branch's name, or `last`)")
     .option("--json", "print the milestone {n, text, at, by, task} (without TEXT: [{n, text, at, by, task}])")
     .addHelpText("after", examples('apex milestone "Login works end to end" --task t-0004', "apex milestone", "apex milestone --task t-4", "apex milestone --session 3f2a --json"))
     .action(async (text: string | undefined, options: { task?: string; session?: string; json?: boolean }, command: Command) => {

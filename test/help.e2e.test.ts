@@ -146,6 +146,11 @@ describe("help that teaches", () => {
     expect(page("session", "tree")).toContain("One line per checkpoint that shapes the graph");
     for (const words of [["session", "share"], ["session", "unshare"], ["session", "shares"]]) expect(page(...words), words.join(" ")).toMatch(/session +the session: .*name/);
     expect(page("connect")).toContain("branch name");
+    // Every session argument and --session reads a branch's name too (their help said "id or unique prefix").
+    writeFileSync(join(project, "apex.config.yaml"), everyPlugin);
+    for (const words of [["session", "history"], ["session", "validate"], ["session", "reconstruct"], ["session", "cleanup"], ["session", "compress"], ["session", "export"], ["session", "sync-git"], ["task", "list"], ["task", "show"], ["milestone"], ["agent", "list"]]) {
+      expect(page(...words), words.join(" ")).toContain("a branch's name");
+    }
     // What an operator may do, as the role table says: continue too, and of tasks only add and reopen
     // ("tasks" read as every task command; claim, done and fail need owner).
     expect(page("session", "share")).toContain("operator (also pause, resume, continue, checkpoint create, task add and reopen, memory set)");

@@ -57,7 +57,7 @@ export default definePlugin<ArchivePluginOptions>({
       name: "session export",
       description: "write a session, its checkpoints and all their data to one verified bundle file",
       runsIn: "cli",
-      arguments: [{ syntax: "<id>", description: "the session (id or unique prefix; live or ended)" }],
+      arguments: [{ syntax: "<id>", description: "the session (id, unique prefix or a branch's name; live or ended)" }],
       options: [
         { flags: "-o, --output <file>", description: "the bundle file to write (required)" },
         { flags: "--force", description: "replace the file if it exists" },
