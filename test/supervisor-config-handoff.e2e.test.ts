@@ -1,5 +1,6 @@
 // `apex start` hands the config it loaded and checked to the supervisor it spawns: the supervisor
 // neither reads apex.config.yaml again nor loads the yaml package (~30 ms of its start-up CPU).
+// Nor does it load the uuid package for the session's id.
 // Observed honestly: every module each process loads (ESM resolutions and CommonJS loads) is
 // recorded by a preload given through NODE_OPTIONS, which the supervisor inherits.
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -31,6 +32,8 @@ describe("the supervisor takes the config apex start checked", () => {
     const supervisor = lines.filter((line) => line.startsWith(`${pid} `));
     expect(supervisor.some((line) => line.includes("supervisor.js"))).toBe(true);
     expect(supervisor.filter((line) => /yaml|config\/load\.js/.test(line))).toEqual([]);
+    // Nor the uuid package (~20 ms to load, its 20 modules): node:crypto's randomUUID makes the session's id.
+    expect(supervisor.filter((line) => /node_modules\/uuid\//.test(line))).toEqual([]);
     expect(readdirSync(project.storeDir).filter((name) => name.startsWith("supervisor-config-"))).toEqual([]);
     const status = JSON.parse(project.apex(["status", "--json"]).stdout) as { agents: { name: string; status: string }[] };
     expect(status.agents.map((agent) => [agent.name, agent.status])).toEqual([["worker", "running"]]);
