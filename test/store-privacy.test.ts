@@ -204,7 +204,8 @@ describe("a store directory given as a relative path", () => {
 
 describe("making directories private only tightens", () => {
   it("takes group and other bits away from an existing directory and keeps an owner's stricter mode (0500: read-only); what it makes is 0700 whatever the umask", async () => {
-    const { makePrivate, makePrivateDir, tightenStoreDir } = await import("../core/store/private.js");
+    const { makePrivate, makePrivateDir } = await import("../core/store/private.js");
+    const { tightenStoreDir } = await import("../plugins/lmdb/tighten.js");
     const parent = mkdtempSync(join(tmpdir(), "apex-tighten-"));
     try {
       // It set 0700 on each of them: a directory its owner made read-only was writable again.

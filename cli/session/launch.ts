@@ -1,10 +1,13 @@
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { serialize } from "node:v8";
+import type { Config } from "../../core/config/types.js";
 import type { ProjectLocation } from "../../core/config/locate.js";
 import { ApexError } from "../../core/errors.js";
 import { reportError } from "../output.js";
-import { makePrivateDir, openPrivate } from "../../core/store/private.js";
+import { makePrivateDir, openPrivate, writePrivateFile } from "../../core/store/private.js";
 import { storeWriteRefused, writePermissionCode } from "../../plugins/lmdb/file-check.js";
 import { errorFromBody, idleWindowMs, lineSplitter, type RpcErrorBody } from "../../core/rpc/protocol.js";
 import { progressNotes } from "./lifecycle-wait.js";
@@ -20,14 +23,17 @@ const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-mai
  * run (or why it could not start). The supervisor lives on after this process exits: its
  * own session, stdio on <store>/supervisor.log, unref'd.
  */
-export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir">): Promise<ReadyReport> {
+export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir" | "configFile">, config?: Config): Promise<ReadyReport> {
   const created = !existsSync(location.storeDir);
-  const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir };
+  // The config this process loaded and checked is handed over: the supervisor runs exactly it, without parsing the file again.
+  const configFile = config && join(location.storeDir, `supervisor-config-${newNonce()}`);
+  const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir, ...(configFile ? { configFile } : {}) };
   const logFile = supervisorLogFile(location.storeDir);
   let log: number;
   try {
     makePrivateDir(location.storeDir);
     log = openPrivate(logFile, "a");
+    if (configFile) writePrivateFile(configFile, serialize({ config: { ...config }, source: config!.source && { file: config!.source.file, text: config!.source.text } }));
   } catch (error) {
     // Another user's store, one made read-only, a read-only file system: said so, not as EACCES from open.
     const code = writePermissionCode(error);
@@ -129,11 +135,14 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
       });
     });
   } catch (error) {
+    if (configFile) rmSync(configFile, { force: true });
     // Refused for its config (exit 2: the supervisor checks plugins before it opens the store), a
     // first start leaves nothing behind: the directory it made held only the log of the refusal.
     if (created && error instanceof ApexError && error.exitCode === 2 && readdirSync(location.storeDir).every((name) => name === SUPERVISOR_LOG)) rmSync(location.storeDir, { recursive: true, force: true });
     throw error;
   } finally {
+    // Read and removed by the supervisor as it starts; left only by one that died before.
+    if (configFile) rmSync(configFile, { force: true });
     process.off("SIGINT", interrupted);
     channel.destroy();
     child.unref();

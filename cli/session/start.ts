@@ -82,6 +82,8 @@ export async function startSession(location: ProjectLocation, options: StartOpti
   const launched = await launchSupervisor(
     location,
     options.continue === undefined ? { mode: "start", task: options.task } : { mode: "continue", continueTarget: options.continue },
+    // A checkout may have changed the config file: the supervisor then reads the one checked out.
+    checkedOut ? undefined : config,
   );
   const warnings = [...configWarnings, ...(launched.warnings ?? [])];
   const ready: ReadyReport = warnings.length > 0 ? { ...launched, warnings } : launched;

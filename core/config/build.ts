@@ -3,6 +3,7 @@ import type { ProjectLocation } from "./locate.js";
 import { parseDuration } from "./duration.js";
 import { positionOf } from "./source.js";
 import { configError } from "./validate.js";
+import { deepFreeze } from "./handoff.js";
 import type { AgentConfig, Config, ConfigSource, PluginEntry, RestartPolicy, SessionSettings } from "./types.js";
 
 export interface BuildInput {
@@ -69,16 +70,6 @@ function pluginsOf(plugins: Record<string, unknown>, source: ConfigSource): Plug
     enabled: value !== false,
     position: positionOf(source, ["plugins", name], "key"),
   }));
-}
-
-/** Freezes every object reachable from `value`, except the ones in `skip` (the parsed document). */
-function deepFreeze<T>(value: T, skip: Set<unknown>): T {
-  if (value === null || typeof value !== "object" || skip.has(value) || Object.isFrozen(value)) return value;
-  for (const key of Reflect.ownKeys(value)) {
-    const child = (value as Record<PropertyKey, unknown>)[key];
-    if (!skip.has(child)) deepFreeze(child, skip);
-  }
-  return Object.freeze(value);
 }
 
 /** `session.lease_ttl` in seconds: a lease shorter than a second would expire between renewals. */

@@ -1,6 +1,12 @@
 import { isAbsolute, relative } from "node:path";
-import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAMLMap } from "yaml";
+import { createRequire } from "node:module";
+import type * as Yaml from "yaml";
+import type { Node, YAMLMap } from "yaml";
 import type { ConfigIssue, ConfigSource, SourcePosition } from "./types.js";
+
+/** yaml (~30 ms to load), at its first use: a supervisor handed its config (handoff.ts) parses nothing unless a message needs a position. */
+let loaded: typeof Yaml | undefined;
+const yaml = (): typeof Yaml => (loaded ??= createRequire(import.meta.url)("yaml") as typeof Yaml);
 
 export type PathSegment = string | number;
 
@@ -15,9 +21,9 @@ export function displayPath(file: string, cwd: string = process.cwd()): string {
  * so a caller can report them the same way as schema errors.
  */
 export function parseSource(text: string, file: string, cwd?: string): { source: ConfigSource; syntaxIssues: ConfigIssue[] } {
-  const lineCounter = new LineCounter();
+  const lineCounter = new (yaml().LineCounter)();
   // `merge` lets agents share settings with `<<: *defaults`, as in YAML 1.1.
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
+  const doc = yaml().parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
   const source: ConfigSource = { file, displayFile: displayPath(file, cwd), text, doc, lineCounter };
   // A stack overflow (deep nesting) is reported once, not again at every level it unwound through.
   const syntaxIssues = doc.errors.filter((error, index, all) => !/call stack size/i.test(error.message) || all.findIndex((each) => /call stack size/i.test(each.message)) === index).map((error) => ({
@@ -34,8 +40,8 @@ export function parseSource(text: string, file: string, cwd?: string): { source:
 function duplicateKey(source: ConfigSource, offset: number): { path: string; message: string } | undefined {
   let twice: { path: PathSegment[]; first: number } | undefined;
   const walk = (node: unknown, path: PathSegment[]): void => {
-    if (isSeq(node)) node.items.forEach((item, index) => walk(item, [...path, index]));
-    for (const pair of isMap(node) ? node.items : []) {
+    if (yaml().isSeq(node)) node.items.forEach((item, index) => walk(item, [...path, index]));
+    for (const pair of yaml().isMap(node) ? node.items : []) {
       const [key, first] = [pair.key as Node, (node as YAMLMap).items.find((other) => keyText(other.key) === keyText(pair.key))!.key as Node];
       if (key.range?.[0] === offset && first !== key) twice = { path: [...path, keyText(key)], first: first.range?.[0] ?? 0 };
       walk(pair.value, [...path, keyText(key)]);
@@ -66,16 +72,16 @@ export function positionOf(source: ConfigSource, path: readonly PathSegment[], t
   let keyNode: Node | undefined;
   let best: Node | undefined = isNode(node) ? node : undefined;
   for (let i = 0; i < path.length; i++) {
-    if (isAlias(node)) node = node.resolve(source.doc);
+    if (yaml().isAlias(node)) node = node.resolve(source.doc);
     const segment = path[i]!;
     const last = i === path.length - 1;
-    if (isMap(node)) {
-      const pair = node.items.find((item) => isPair(item) && keyText(item.key) === String(segment));
+    if (yaml().isMap(node)) {
+      const pair = node.items.find((item) => yaml().isPair(item) && keyText(item.key) === String(segment));
       if (!pair) break;
       keyNode = isNode(pair.key) ? pair.key : undefined;
       node = pair.value;
       best = (last && target === "key" ? keyNode : isNode(node) ? node : keyNode) ?? best;
-    } else if (isSeq(node) && typeof segment === "number") {
+    } else if (yaml().isSeq(node) && typeof segment === "number") {
       node = node.items[segment];
       if (!isNode(node)) break;
       keyNode = undefined;
@@ -89,11 +95,11 @@ export function positionOf(source: ConfigSource, path: readonly PathSegment[], t
 }
 
 function isNode(value: unknown): value is Node {
-  return isScalar(value) || isMap(value) || isSeq(value) || isAlias(value);
+  return yaml().isScalar(value) || yaml().isMap(value) || yaml().isSeq(value) || yaml().isAlias(value);
 }
 
 function keyText(key: unknown): string {
-  return isScalar(key) ? String(key.value) : String(key);
+  return yaml().isScalar(key) ? String(key.value) : String(key);
 }
 
 /** `plugins.retention.keep_last`, `agents.coder.args[0]`, `plugins["./my-plugin.js"].level`. */

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { ApexError } from "../errors.js";
 import type { AgentConfig, Config } from "../config/types.js";
 import type { JsonValue, Store } from "../store/store.js";
@@ -39,15 +40,14 @@ function claimLease(store: Store, sessionId: string, self: SupervisorIdentity, g
 
 /** A new session, in the project's own working tree: refused while another one is active there. One transaction decides. */
 export async function claimNewSession(store: Store, config: Config, request: SupervisorRequest, self: SupervisorIdentity): Promise<Claim> {
-  const { v4: uuidv4 } = await import("uuid");
-  const sessionId = uuidv4();
+  const sessionId = randomUUID();
   const at = nowIso();
   await store.batch((batch) => {
     refuseIfBound(batch, store, null, undefined);
     const stored = batch.get(PROJECT_CONFIG_PATH) as Record<string, JsonValue> | undefined;
     let projectId = typeof stored?.project_id === "string" ? stored.project_id : undefined;
     if (!projectId) {
-      projectId = uuidv4();
+      projectId = randomUUID();
       batch.set(PROJECT_CONFIG_PATH, { ...(stored ?? {}), project_id: projectId, created_at: at });
     }
     const names = Object.keys(config.agents);

@@ -45,15 +45,14 @@ function report(message: unknown): Promise<void> {
 async function main(): Promise<void> {
   const request = JSON.parse(process.argv[2] ?? "{}") as SupervisorRequest;
   process.title = "apex-supervisor";
-  const { loadConfig } = await import("../config/load.js");
   const { openStore } = await import("../store/open.js");
   const { createSessionEngine } = await import("./hooks.js");
   const { Supervisor } = await import("./supervisor.js");
 
   const startWarnings: string[] = [];
   let started = false;
-  const location = { configPath: request.configPath, projectDir: request.projectDir, storeDir: request.storeDir };
-  const config = await loadConfig(location);
+  // The config `apex start` checked, when it handed it over; else the file, read here.
+  const config = request.configFile ? (await import("../config/handoff.js")).takeHandedConfig(request.configFile) : await (await import("../config/load.js")).loadConfig(request);
   // A plugin the config cannot have (unknown, missing a dependency, bad options) is refused before the store is opened or created.
   const plugins = await (await import("../plugins.js")).resolvePlugins(config);
   const store = await openStore(request, { actor: "supervisor" });

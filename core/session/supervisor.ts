@@ -38,6 +38,8 @@ export interface SupervisorRequest {
    * what still verifies of a damaged checkpoint and report what was lost.
    */
   forceRecovery?: boolean | undefined;
+  /** A private file holding the config `apex start` checked (config/handoff.ts). */
+  configFile?: string | undefined;
 }
 
 /** What the supervisor reports to `apex start` once the agents run. */

@@ -1,5 +1,5 @@
-import { chmodSync, closeSync, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync, statSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { chmodSync, closeSync, fchmodSync, lstatSync, mkdirSync, openSync, statSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 
 /**
  * The store directory (`.apex/`) is private: APEX creates it and everything in it (the
@@ -18,7 +18,7 @@ export const PRIVATE_FILE_MODE = 0o600;
 export const PRIVATE_EXECUTABLE_MODE = 0o700;
 
 /** Bits that let others than the owner in. */
-const GROUP_OTHER = 0o077;
+export const GROUP_OTHER = 0o077;
 
 /** Ignores what the caller cannot change: another user's file, a read-only file system, a file gone meanwhile. */
 function tolerant(fn: () => void): void {
@@ -78,48 +78,4 @@ export function makePrivate(path: string): void {
     if (stat.isSymbolicLink() || !(stat.mode & GROUP_OTHER)) return;
     chmodSync(path, stat.mode & 0o700);
   });
-}
-
-/**
- * Tightens a store directory made before stores were private: when `dir` lets others in,
- * every entry below it that does too is made owner-only (symbolic links are not followed).
- * One stat when the store is already private. Returns the paths changed.
- */
-export function tightenStoreDir(dir: string): string[] {
-  let mode: number;
-  try {
-    mode = statSync(dir).mode;
-  } catch {
-    return [];
-  }
-  if (!(mode & GROUP_OTHER)) return [];
-  const changed: string[] = [];
-  const visit = (path: string): void => {
-    let stat;
-    try {
-      stat = lstatSync(path);
-    } catch {
-      return;
-    }
-    if (stat.isSymbolicLink()) return;
-    if (stat.mode & GROUP_OTHER) {
-      let ok = true;
-      try {
-        chmodSync(path, stat.mode & 0o700);
-      } catch {
-        ok = false; // not ours: left as it is
-      }
-      if (ok) changed.push(path);
-    }
-    if (!stat.isDirectory()) return;
-    let names: string[] = [];
-    try {
-      names = readdirSync(path);
-    } catch {
-      names = [];
-    }
-    for (const name of names) visit(join(path, name));
-  };
-  visit(dir);
-  return changed;
 }

@@ -1,6 +1,6 @@
+import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { worktreeBackHint } from "../../cli/git-worktrees.js";
-import { v4 as uuidv4 } from "uuid";
 import { ApexError } from "../../core/errors.js";
 import { worktreeOf } from "../../core/session/records.js";
 import { allSessions } from "../../core/session/sessions.js";
@@ -86,7 +86,7 @@ export async function createBranch(store: Store, ref: string, name: string, opti
     const source = branchSource(store, ref);
     checkNewSessionName(store, name);
     if (options.worktree) checkWorktreeFree(store, options.worktree.path);
-    const sessionId = uuidv4();
+    const sessionId = randomUUID();
     const at = (options.now?.() ?? new Date()).toISOString();
     const actor = options.actor ?? "user";
     const parentRecord = sessionRecord(store, source.session_id);
@@ -169,7 +169,7 @@ export function writeDerivedCheckpoint(store: Store, params: DerivedCheckpoint):
   const sequence = catalog.allocateSequence(params.sessionId);
   const manifest = signManifest({
     format: MANIFEST_FORMAT,
-    id: uuidv4(),
+    id: randomUUID(),
     session_id: params.sessionId,
     sequence,
     name: checkpointName(sequence),

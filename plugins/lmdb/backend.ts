@@ -25,7 +25,8 @@ import { checkPath, pathProblem, subtreeRange } from "../../core/store/paths.js"
 import { checkStoreAccess, checkStoreFileLength, storeWriteRefused, writePermissionCode } from "./file-check.js";
 import { repairStaleStart, STALE_START } from "./last-commit.js";
 import { committed, fileKey, handleClosed, handleOpened, readOnlyHandles, readOnlyHere, whenWritable, type SnapshotHolder } from "./shared-env.js";
-import { makePrivate, makePrivateDir, tightenStoreDir } from "../../core/store/private.js";
+import { makePrivate, makePrivateDir } from "../../core/store/private.js";
+import { tightenStoreDir } from "./tighten.js";
 import { fileDiskFullError, isFileDiskFull } from "../../core/store/store-errors.js";
 import { RecordDamage, damageError, diskFullError, isDamage, writeFailure } from "./errors.js";
 import { commitBound, freeBytes, quickBound, sizeOf, tallyWrite, type DbPages, type DbTally } from "./room.js";

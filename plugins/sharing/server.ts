@@ -955,8 +955,7 @@ class Gate {
       });
     }
     const [{ loadConfig }, { launchSupervisor }] = await Promise.all([import("../../core/config/load.js"), import("../../cli/session/launch.js")]);
-    await loadConfig(this.location);
-    const ready = await launchSupervisor(this.location, { mode: "continue", continueTarget: sessionId });
+    const ready = await launchSupervisor(this.location, { mode: "continue", continueTarget: sessionId }, await loadConfig(this.location));
     // Its name (a branch's, null for another) from the runtime file its supervisor wrote: the client prints the session by it, as a local start does.
     const name = this.supervisorOf(sessionId)?.name;
     return { ...ready, name: typeof name === "string" && name ? name : null };

@@ -1,0 +1,42 @@
+// `apex start` hands the config it loaded and checked to the supervisor it spawns: the supervisor
+// neither reads apex.config.yaml again nor loads the yaml package (~30 ms of its start-up CPU).
+// Nor does it load the uuid package for the session's id.
+// Observed honestly: every module each process loads (ESM resolutions and CommonJS loads) is
+// recorded by a preload given through NODE_OPTIONS, which the supervisor inherits.
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { Project } from "./fixtures/agents/harness.js";
+
+const RECORDER = `import Module, { register } from "node:module";
+import { appendFileSync } from "node:fs";
+const record = (what) => appendFileSync(process.env.MODULE_RECORD, process.pid + " " + what + "\\n");
+register("data:text/javascript," + encodeURIComponent(\`import { appendFileSync } from "node:fs";
+export async function resolve(specifier, context, next) { const found = await next(specifier, context); appendFileSync(process.env.MODULE_RECORD, process.pid + " " + found.url + "\\\\n"); return found; }\`));
+const load = Module._load;
+Module._load = function (request, ...rest) { record(request); return load.call(this, request, ...rest); };
+`;
+
+describe("the supervisor takes the config apex start checked", () => {
+  it("loads no yaml, leaves no handed-over file, and runs the agents the config names", () => {
+    const project = new Project('agents:\n  worker:\n    command: sleep\n    args: ["1000"]\n');
+    writeFileSync(join(project.dir, "record.mjs"), RECORDER);
+    const record = join(project.dir, "modules.txt");
+    const env = { NODE_OPTIONS: `--import ${join(project.dir, "record.mjs")}`, MODULE_RECORD: record };
+    const started = project.apex(["start", "--task", "t", "--json"], { env });
+    expect(started.status, started.stderr).toBe(0);
+    const pid = (JSON.parse(started.stdout) as { supervisor_pid: number }).supervisor_pid;
+    const lines = readFileSync(record, "utf8").split("\n");
+    // The recorder works: the CLI loaded yaml to parse the file, and the supervisor loaded its own modules.
+    expect(lines.filter((line) => !line.startsWith(`${pid} `)).some((line) => /yaml/.test(line))).toBe(true);
+    const supervisor = lines.filter((line) => line.startsWith(`${pid} `));
+    expect(supervisor.some((line) => line.includes("supervisor.js"))).toBe(true);
+    expect(supervisor.filter((line) => /yaml|config\/load\.js/.test(line))).toEqual([]);
+    // Nor the uuid package (~20 ms to load, its 20 modules): node:crypto's randomUUID makes the session's id.
+    expect(supervisor.filter((line) => /node_modules\/uuid\//.test(line))).toEqual([]);
+    expect(readdirSync(project.storeDir).filter((name) => name.startsWith("supervisor-config-"))).toEqual([]);
+    const status = JSON.parse(project.apex(["status", "--json"]).stdout) as { agents: { name: string; status: string }[] };
+    expect(status.agents.map((agent) => [agent.name, agent.status])).toEqual([["worker", "running"]]);
+    expect(project.apex(["stop"]).status).toBe(0);
+  });
+});
