@@ -1,4 +1,11 @@
-import { Command, CommanderError, Option } from "commander";
+import { createRequire } from "node:module";
+import type { Command as CommandType, CommanderError as CommanderErrorType } from "commander";
+
+// commander is CommonJS: required, it is not also parsed for its export names (cjs-module-lexer)
+// and wrapped as an ES module on every start; the classes are the same as an `import` would give.
+const { Command, CommanderError, Option } = createRequire(import.meta.url)("commander") as typeof import("commander");
+type Command = CommandType;
+type CommanderError = CommanderErrorType;
 import { ApexError } from "../core/errors.js";
 import { reportError, useColor } from "./output.js";
 import { guardTerminalOutput } from "./terminal-text.js";
