@@ -92,7 +92,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     refuseBlankGlobalFlags(argv.slice(2));
     applyRemoteFlags(argv.slice(2));
-    (await import("./token-flags.js")).applyTokenFlags(argv.slice(2));
+    // --token and --token-file (token-flags.ts), read only when given.
+    if (argv.slice(2).some((arg) => arg.startsWith("--token"))) (await import("./token-flags.js")).applyTokenFlags(argv.slice(2));
     argv = await applySessionFlag(program, argv);
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
     // A plugin's command, or help on a group plugins add to: every group, as a plugin's command may go below any of them.
@@ -113,7 +114,12 @@ export async function main(argv: string[]): Promise<number> {
         for (const group of program.commands) group.addHelpText("after", note);
       }
     }
-    synonym = (await import("./command-synonyms.js")).synonymHint(program, commandWords(argv.slice(2)), argv.slice(2));
+    // `apex memory get`: a group's word that is none of its commands may be another tool's name for one (command-synonyms.ts).
+    const [groupWord, subWord] = commandWords(argv.slice(2));
+    const group = program.commands.find((command) => command.name() === groupWord);
+    if (group && subWord !== undefined && !group.commands.some((sub) => sub.name() === subWord || sub.aliases().includes(subWord))) {
+      synonym = (await import("./command-synonyms.js")).synonymHint(program, commandWords(argv.slice(2)), argv.slice(2));
+    }
     throwInsteadOfExit(program, json);
     refuseBlankValues(program);
     await program.parseAsync(argv);
