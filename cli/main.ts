@@ -79,7 +79,9 @@ export async function main(argv: string[]): Promise<number> {
     return made;
   };
   // Only the groups of the command named (`apex status`: its group's modules alone), every group where more may be wanted.
-  const groups = groupsFor(commandWords(argv.slice(2), 1)[0]);
+  // `apex --version` (-V) alone prints the version, which no group's commands change: none is loaded for it.
+  const versionOnly = argv.length === 3 && (argv[2] === "--version" || argv[2] === "-V");
+  const groups = versionOnly ? [] : groupsFor(commandWords(argv.slice(2), 1)[0]);
   let program = await make(groups);
   const finalizers: Array<() => Promise<void>> = [];
   let synonym: string | undefined;
