@@ -1,4 +1,11 @@
-import { Command, CommanderError, Option } from "commander";
+import { createRequire } from "node:module";
+import type { Command as CommandType, CommanderError as CommanderErrorType } from "commander";
+
+// commander is CommonJS: required, it is not also parsed for its export names (cjs-module-lexer)
+// and wrapped as an ES module on every start; the classes are the same as an `import` would give.
+const { Command, CommanderError, Option } = createRequire(import.meta.url)("commander") as typeof import("commander");
+type Command = CommandType;
+type CommanderError = CommanderErrorType;
 import { ApexError } from "../core/errors.js";
 import { reportError, useColor } from "./output.js";
 import { guardTerminalOutput } from "./terminal-text.js";
@@ -72,7 +79,9 @@ export async function main(argv: string[]): Promise<number> {
     return made;
   };
   // Only the groups of the command named (`apex status`: its group's modules alone), every group where more may be wanted.
-  const groups = groupsFor(commandWords(argv.slice(2), 1)[0]);
+  // `apex --version` (-V) alone prints the version, which no group's commands change: none is loaded for it.
+  const versionOnly = argv.length === 3 && (argv[2] === "--version" || argv[2] === "-V");
+  const groups = versionOnly ? [] : groupsFor(commandWords(argv.slice(2), 1)[0]);
   let program = await make(groups);
   const finalizers: Array<() => Promise<void>> = [];
   let synonym: string | undefined;
@@ -85,7 +94,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     refuseBlankGlobalFlags(argv.slice(2));
     applyRemoteFlags(argv.slice(2));
-    (await import("./token-flags.js")).applyTokenFlags(argv.slice(2));
+    // --token and --token-file (token-flags.ts), read only when given.
+    if (argv.slice(2).some((arg) => arg.startsWith("--token"))) (await import("./token-flags.js")).applyTokenFlags(argv.slice(2));
     argv = await applySessionFlag(program, argv);
     if (process.env.APEX_REMOTE) checkRemoteCommand(commandWords(argv.slice(2)));
     // A plugin's command, or help on a group plugins add to: every group, as a plugin's command may go below any of them.
@@ -106,7 +116,12 @@ export async function main(argv: string[]): Promise<number> {
         for (const group of program.commands) group.addHelpText("after", note);
       }
     }
-    synonym = (await import("./command-synonyms.js")).synonymHint(program, commandWords(argv.slice(2)), argv.slice(2));
+    // `apex memory get`: a group's word that is none of its commands may be another tool's name for one (command-synonyms.ts).
+    const [groupWord, subWord] = commandWords(argv.slice(2));
+    const group = program.commands.find((command) => command.name() === groupWord);
+    if (group && subWord !== undefined && !group.commands.some((sub) => sub.name() === subWord || sub.aliases().includes(subWord))) {
+      synonym = (await import("./command-synonyms.js")).synonymHint(program, commandWords(argv.slice(2)), argv.slice(2));
+    }
     throwInsteadOfExit(program, json);
     refuseBlankValues(program);
     await program.parseAsync(argv);

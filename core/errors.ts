@@ -155,6 +155,21 @@ export class ApexError extends Error {
   }
 }
 
+/**
+ * The deepest nesting of arrays and objects a value may have: `[[1]]` is 2 levels. Deeper values
+ * are refused at write (APEX_E_TOO_DEEP), so every accepted value can be read, printed (JSON
+ * text for it is built recursively by V8), exported and checkpointed. The decoder has no limit
+ * and no recursion: values stored before the limit existed still read.
+ */
+export const MAX_DEPTH = 512;
+
+/** The error for a value nested deeper than MAX_DEPTH. */
+export function tooDeepError(where = ""): ApexError {
+  return new ApexError("APEX_E_TOO_DEEP", `The value${where ? ` at ${where}` : ""} nests arrays and objects more than ${MAX_DEPTH} levels deep.`, {
+    hint: `Values may nest at most ${MAX_DEPTH} levels; store deeper structures flattened, or split across paths.`,
+  });
+}
+
 export function isApexError(error: unknown): error is ApexError {
   return error instanceof ApexError;
 }

@@ -1,5 +1,4 @@
-import { ApexError, ErrorCodes, type ErrorCode } from "../errors.js";
-import { tooDeepError } from "../store/value-codec.js";
+import { ApexError, ErrorCodes, tooDeepError, type ErrorCode } from "../errors.js";
 
 /**
  * The control protocol: newline-delimited JSON over a unix socket.

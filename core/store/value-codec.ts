@@ -1,4 +1,4 @@
-import { ApexError } from "../errors.js";
+import { ApexError, MAX_DEPTH, tooDeepError } from "../errors.js";
 import type { JsonValue } from "./store.js";
 
 /**
@@ -29,13 +29,9 @@ declare global {
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
-/**
- * The deepest nesting of arrays and objects a value may have: `[[1]]` is 2 levels. Deeper values
- * are refused at write (APEX_E_TOO_DEEP), so every accepted value can be read, printed (JSON
- * text for it is built recursively by V8), exported and checkpointed. The decoder has no limit
- * and no recursion: values stored before the limit existed still read.
- */
-export const MAX_DEPTH = 512;
+// MAX_DEPTH and tooDeepError live in core/errors.ts, so that the control socket's protocol can
+// refuse a too deep request without loading this module.
+export { MAX_DEPTH, tooDeepError };
 
 /**
  * Encodings are written straight into a slab and handed out as views of it: a keyspace import
@@ -63,13 +59,6 @@ function ensure(bytes: number): void {
 /** Thrown inside the encoder, which keeps no path: the caller finds where (describeNotJson). */
 export class NotJsonError extends Error {}
 const NOT_JSON = new NotJsonError("not JSON");
-
-/** The error for a value nested deeper than MAX_DEPTH. */
-export function tooDeepError(where = ""): ApexError {
-  return new ApexError("APEX_E_TOO_DEEP", `The value${where ? ` at ${where}` : ""} nests arrays and objects more than ${MAX_DEPTH} levels deep.`, {
-    hint: `Values may nest at most ${MAX_DEPTH} levels; store deeper structures flattened, or split across paths.`,
-  });
-}
 
 /**
  * The canonical encoding of a JSON value (with its tag). Throws NotJsonError for what JSON
