@@ -26,19 +26,25 @@ const SUPERVISOR_MAIN = fileURLToPath(new URL("../../core/session/supervisor-mai
 export async function launchSupervisor(location: ProjectLocation, request: Omit<SupervisorRequest, "projectDir" | "configPath" | "storeDir" | "configFile">, config?: Config): Promise<ReadyReport> {
   const created = !existsSync(location.storeDir);
   // The config this process loaded and checked is handed over: the supervisor runs exactly it, without parsing the file again.
-  const configFile = config && join(location.storeDir, `supervisor-config-${newNonce()}`);
-  const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir, ...(configFile ? { configFile } : {}) };
+  let configFile = config && join(location.storeDir, `supervisor-config-${newNonce()}`);
   const logFile = supervisorLogFile(location.storeDir);
   let log: number;
   try {
     makePrivateDir(location.storeDir);
     log = openPrivate(logFile, "a");
-    if (configFile) writePrivateFile(configFile, serialize({ config: { ...config }, source: config!.source && { file: config!.source.file, text: config!.source.text } }));
   } catch (error) {
     // Another user's store, one made read-only, a read-only file system: said so, not as EACCES from open.
     const code = writePermissionCode(error);
     throw code ? storeWriteRefused(location.storeDir, code) : error;
   }
+  try {
+    if (configFile) writePrivateFile(configFile, serialize({ config: { ...config }, source: config!.source && { file: config!.source.file, text: config!.source.text } }));
+  } catch {
+    // Not written (a full disk): the supervisor reads the file itself, and says what stops it as it always did (the store's filesystem named).
+    rmSync(configFile!, { force: true });
+    configFile = undefined;
+  }
+  const full: SupervisorRequest = { ...request, projectDir: location.projectDir, configPath: location.configPath, storeDir: location.storeDir, ...(configFile ? { configFile } : {}) };
   let child;
   try {
     child = spawn(process.execPath, [SUPERVISOR_MAIN, JSON.stringify(full)], {
