@@ -141,7 +141,6 @@ export async function launchSupervisor(location: ProjectLocation, request: Omit<
       });
     });
   } catch (error) {
-    if (configFile) rmSync(configFile, { force: true });
     // Refused for its config (exit 2: the supervisor checks plugins before it opens the store), a
     // first start leaves nothing behind: the directory it made held only the log of the refusal.
     if (created && error instanceof ApexError && error.exitCode === 2 && readdirSync(location.storeDir).every((name) => name === SUPERVISOR_LOG)) rmSync(location.storeDir, { recursive: true, force: true });
