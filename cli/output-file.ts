@@ -12,7 +12,7 @@ import type { Config } from "../core/config/types.js";
 import { ApexError } from "../core/errors.js";
 import { describeStore, resolveStoreSpec } from "../core/store/open.js";
 import { fileDiskFullError, isFileDiskFull } from "../core/store/store-errors.js";
-import { realPath } from "../plugins/real-path.js";
+import { realPath, syncDirectory } from "../plugins/file-system.js";
 
 /**
  * Refuses, before any work is done, an output FILE that cannot be written as asked: a
@@ -212,18 +212,6 @@ export function processRuns(pid: number): boolean {
   }
 }
 
-export function syncDirectory(dir: string): void {
-  try {
-    const fd = openSync(dir, "r");
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    // some file systems do not sync directories; the rename itself is atomic
-  }
-}
 
 /**
  * A file the user named (a bundle to read or write, a backup directory) that the system refuses

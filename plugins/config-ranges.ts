@@ -10,7 +10,7 @@ import { formatPath, positionAtOffset, positionOf, type PathSegment } from "../c
 import type { ConfigIssue, ConfigSource } from "../core/config/types.js";
 import type { ProjectLocation } from "../core/config/locate.js";
 import { statSync } from "node:fs";
-import { realPath } from "./real-path.js";
+import { realPath } from "./file-system.js";
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 
 /**

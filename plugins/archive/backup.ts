@@ -10,7 +10,8 @@ import { Catalog } from "../checkpoint/catalog.js";
 import { validateStore } from "../checkpoint/validate.js";
 import { formatBytes } from "../../cli/output.js";
 import { makeBackupDirectory } from "./files.js";
-import { processRuns, syncDirectory } from "../../cli/output-file.js";
+import { processRuns } from "../../cli/output-file.js";
+import { syncDirectory } from "../file-system.js";
 
 export interface BackupOptions {
   /** The live store's directory. */

@@ -18,7 +18,7 @@ import { archivedBundle, archivedIds } from "./archived.js";
 import { collectSession } from "./collect.js";
 import { bundleFileName, readBundleFile } from "./files.js";
 import { checkOutputFile, isInside, refuseDash, refuseStoreFile, writeFileAtomic } from "../../cli/output-file.js";
-import { realPath } from "../real-path.js";
+import { realPath } from "../file-system.js";
 import { alreadyInstalled, installBundle, sessionName, verifyBundleFile, type InstallResult } from "./install.js";
 import { backupDirectory, readLimits, type ArchiveSettings } from "./options.js";
 

@@ -28,7 +28,7 @@ import { callWriter, noStore, withReadStore, writerClient } from "./plugin-cli.j
 import { resolveSessionRef } from "./plugin-sessions.js";
 import type { SessionMergeReport } from "./session-merge.js";
 import { drawTree, type SessionTree } from "./tree.js";
-import { realPath } from "../real-path.js";
+import { realPath } from "../file-system.js";
 
 /**
  * Calls a write method where the writer is: `sessionId`'s own supervisor when it runs (a merge goes

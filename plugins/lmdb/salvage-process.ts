@@ -1,9 +1,10 @@
 import { spawnSync } from "node:child_process";
-import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ApexError } from "../../core/errors.js";
+import { syncDirectory } from "../file-system.js";
 import { unreadableHeader } from "./file-check.js";
 import type { CrashPoint, ScanResult } from "./salvage.js";
 
@@ -107,12 +108,7 @@ export function replaceWithSalvage(storeDir: string): SalvageReplacement {
     linkSync(file, damagedFile);
     chmodSync(copy, 0o600);
     renameSync(copy, file);
-    const dir = openSync(storeDir, "r");
-    try {
-      fsyncSync(dir); // the two names, durable before the repair says it is done
-    } finally {
-      closeSync(dir);
-    }
+    syncDirectory(storeDir); // the two names, durable before the repair says it is done
     // The lock file describes readers of the old file; LMDB makes a new one.
     rmSync(`${file}-lock`, { force: true });
     let copied = 0;

@@ -1,0 +1,37 @@
+/**
+ * File-system helpers that modules config loading may load share with the CLI (it must load no CLI
+ * module): the symlink-resolving path the checks that compare locations use (an output file against
+ * the store, backup_location against .apex, a branch's --worktree against .git and .apex), and the
+ * sync of a directory after a rename in it (an output file, a backup, a repaired store file).
+ */
+import { closeSync, fsyncSync, openSync, realpathSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+
+/**
+ * The path with its symbolic links resolved; one that does not exist (yet) is its nearest existing
+ * directory's real path with the rest appended: `backup --to link/new`, link a symlink to .apex/,
+ * is in .apex/ (it was taken as a path of its own, and the copy written there).
+ */
+export function realPath(path: string): string {
+  const whole = resolve(path);
+  try {
+    return realpathSync(whole);
+  } catch {
+    const parent = dirname(whole);
+    return parent === whole ? whole : join(realPath(parent), basename(whole));
+  }
+}
+
+/** Makes a rename in `dir` durable; a file system that cannot sync a directory is left as it is (the rename itself is atomic). */
+export function syncDirectory(dir: string): void {
+  try {
+    const fd = openSync(dir, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // some file systems do not sync directories
+  }
+}
