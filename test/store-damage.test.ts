@@ -221,6 +221,28 @@ describe("a damaged store file", () => {
     expect(readFileSync(file).equals(truncated)).toBe(true);
   });
 
+  it("a store file cut to its first page (one of its two header pages) is reported by validate at once, and repair leaves it: every reader dies opening it (validate restarted it 41 times, then failed)", () => {
+    for (let i = 0; i < 5; i++) expect(runApex(["memory", "set", `/notes/${i}`, JSON.stringify("x".repeat(3000))], { cwd: dir }).status).toBe(0);
+    const file = join(storeDir(), "store.mdb");
+    const first = readFileSync(file).subarray(0, PAGE);
+    writeFileSync(file, first);
+    const started = Date.now();
+    const validated = runApex(["session", "validate", "--json"], { cwd: dir });
+    expect(validated.status, validated.stderr).toBe(1);
+    const report = JSON.parse(validated.stdout) as { ok: boolean; problems: Array<{ code: string; message: string }> };
+    expect(report.ok).toBe(false);
+    expect(report.problems.map((problem) => problem.code)).toEqual(["store-damaged", "store-damaged"]);
+    expect(report.problems[0]!.message).toContain(`it ends at ${PAGE} bytes`);
+    expect(report.problems[1]!.message).toMatch(/opening it crashed the reader \(SIG(BUS|SEGV)\): no record of it can be read/);
+    expect(Date.now() - started).toBeLessThan(3000);
+    for (const args of [["session", "repair", "--dry-run"], ["session", "repair"]]) {
+      const repaired = runApex(args, { cwd: dir });
+      expect(repaired.status, args.join(" ")).toBe(1);
+      expect(repaired.stderr).toMatch(new RegExp(`error\\[APEX_E_STORE_DAMAGED\\]: No record of the store file ${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} could be read( \\(the reader was killed by SIG(BUS|SEGV)\\))?; it was left as it is\\.`));
+    }
+    expect(readFileSync(file).equals(first)).toBe(true);
+  });
+
   it.each([
     ["empty", Buffer.alloc(0), "it is empty (0 bytes)"],
     // One byte: "its 1 byte does", not "its 1 bytes do".

@@ -47,6 +47,11 @@ export function salvageOutOfProcess(file: string, options: { copyTo?: string } =
         });
       }
       const at = lastProgress(progressFile);
+      // Killed before its first line: opening the file crashed it (a file cut inside its header
+      // pages), which every restart would do again.
+      if (at === undefined) {
+        return { tables: [], damaged: [{ table: "", after: null, message: `opening it crashed the reader (${child.signal}): no record of it can be read` }], crashes: [{ table: "", after: null, attempts: 1, signal: child.signal }] };
+      }
       const previous = crashes.find((crash) => crash.table === at.table && crash.after === at.after);
       if (previous) previous.attempts += 1;
       else crashes.push({ table: at.table, after: at.after, attempts: 1, signal: child.signal });
@@ -60,17 +65,17 @@ export function salvageOutOfProcess(file: string, options: { copyTo?: string } =
   }
 }
 
-/** The table and key after which the reader died: the last line of its progress file. */
-function lastProgress(progressFile: string): { table: string; after: string | null } {
+/** The table and key after which the reader died: the last line of its progress file; undefined when it wrote none (it died opening the file). */
+function lastProgress(progressFile: string): { table: string; after: string | null } | undefined {
   let text = "";
   try {
     text = readFileSync(progressFile, "utf8");
   } catch {
-    return { table: "", after: null };
+    return undefined;
   }
   const lines = text.split("\n").filter((line) => line.length > 0);
   const last = lines.at(-1);
-  if (last === undefined) return { table: "", after: null };
+  if (last === undefined) return undefined;
   const tab = last.indexOf("\t");
   const table = last.slice(0, tab);
   const key = last.slice(tab + 1);
