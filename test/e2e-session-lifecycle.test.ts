@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { findSession } from "../core/session/sessions.js";
 import { FIXTURES, Project, groupMembers, isAlive, procInfo, shellAgents, waitFor, type CliResult, type ProcInfo, type StatusJson } from "./fixtures/agents/harness.js";
-import { json } from "./helpers/cli.js";
+import { FULL_CLI_ENV, json } from "./helpers/cli.js";
 import { stopProgress } from "../core/session/proc.js";
 import { forEachBackend } from "./support/backends.js";
 
@@ -19,6 +19,9 @@ const CONFIG = shellAgents({
   alpha: "sh -c 'sleep 1000 & wait' & while true; do sleep 0.2; done",
   beta: "echo hello from beta; echo trouble on stderr >&2; while true; do sleep 0.2; done",
 });
+
+// Agents whose processes, uptimes aside, stay as they are: `apex status` prints the same twice.
+const QUIET = shellAgents({ alpha: "exec sleep 1000", beta: "sleep 1000" });
 
 // With checkpoints, and a short lease (renewed every third of a second).
 const CHECKPOINTED = shellAgents({ alpha: "while true; do sleep 0.2; done" }, "session:\n  lease_ttl: 1\n").replace("plugins: {}\n", "plugins:\n  checkpoint: {}\n");
@@ -61,6 +64,20 @@ function environ(pid: number): string[] {
  * commit) acts on SIGSTOP only once the I/O completes, and pause then refuses with
  * APEX_E_PROCESS, telling to try again: so it is tried again once.
  */
+/**
+ * `apex status` and `apex status --json` by their fast path (bin/apex.js: dist/cli/status-main.js)
+ * print, exit and fail exactly as by the full CLI (FULL_CLI_ENV), run side by side. A running
+ * session's uptimes may tick between the two: the pair is run again then, up to 5 times.
+ */
+async function expectStatusSameAsFullCli(target: Project, env: NodeJS.ProcessEnv = {}): Promise<void> {
+  const pair = (args: string[]) => Promise.all([target.apexAsync(args, { env }).done, target.apexAsync(args, { env: { ...env, ...FULL_CLI_ENV } }).done]);
+  for (const args of [["status"], ["status", "--json"]]) {
+    let [fast, full] = await pair(args);
+    for (let i = 1; i < 5 && JSON.stringify(fast) !== JSON.stringify(full); i++) [fast, full] = await pair(args);
+    expect(fast, args.join(" ")).toEqual(full);
+  }
+}
+
 function pause(target: Project, args: string[] = []): CliResult {
   const first = target.apex(["pause", ...args]);
   return first.status !== 0 && /APEX_E_PROCESS.*state D/.test(first.stderr) ? target.apex(["pause", ...args]) : first;
@@ -542,7 +559,7 @@ describe("apex logs / start --attach / no session", () => {
   });
 
   it("a broken config: status stays a read (exit 0, like task list), and warns when its next step (start, --continue) would refuse it", async () => {
-    project = new Project(CONFIG);
+    project = new Project(QUIET);
     const p = project;
     const broken: Array<[string, string, RegExp]> = [
       ["agents: [\n  alpha\n", "APEX_E_YAML", /apex\.config\.yaml:3:1: /],
@@ -559,6 +576,7 @@ describe("apex logs / start --attach / no session", () => {
       const json = JSON.parse(p.apex(["status", "--json"]).stdout) as { session: unknown; warnings?: string[] };
       expect(json.session).toBeNull();
       expect(json.warnings).toEqual([expect.stringContaining(`apex.config.yaml is invalid (${code})`)]);
+      await expectStatusSameAsFullCli(p);
       // What the warning says: start refuses it, with the same code (exit 2), and writes nothing.
       const start = p.apex(["start", "--task", "t"]);
       expect(start.status).toBe(2);
@@ -566,17 +584,19 @@ describe("apex logs / start --attach / no session", () => {
       expect(existsSync(join(p.dir, ".apex", "run"))).toBe(false);
     }
     // A valid config: no warning, as before.
-    p.writeConfig(CONFIG);
+    p.writeConfig(QUIET);
     const clean = p.apex(["status"]);
     expect(clean.stderr).toBe("");
     expect(clean.stdout).toContain('Start one: apex start --task "…"');
     expect(JSON.parse(p.apex(["status", "--json"]).stdout)).not.toHaveProperty("warnings");
+    await expectStatusSameAsFullCli(p);
 
     // A session that runs is reported as usual: its supervisor answers, the config is not read.
     const ready = p.start();
     const unchanged = p.apex(["status", "--json"]);
     expect(unchanged.stderr).toBe("");
     expect(JSON.parse(unchanged.stdout)).not.toHaveProperty("warnings");
+    await expectStatusSameAsFullCli(p);
     // An edit made meanwhile does not reach the running supervisor: that is named (it said nothing), the file unread.
     p.writeConfig("agents: [\n  alpha\n");
     const running = p.apex(["status", "--json"]);
@@ -591,6 +611,7 @@ describe("apex logs / start --attach / no session", () => {
     expect(text.stderr).toContain(`after this session's supervisor started (`);
     expect(text.stderr).toContain(`the session runs with the config it started with. To apply the change: \`apex stop\`, then \`apex start --continue ${ready.session_id}\``);
     expect(text.stderr).not.toContain("is invalid");
+    await expectStatusSameAsFullCli(p);
 
     // Interrupted (supervisor killed): the command that recovers loads the config, so the warning names it.
     process.kill(ready.supervisor_pid, "SIGKILL");
@@ -599,7 +620,14 @@ describe("apex logs / start --attach / no session", () => {
     expect(interrupted.status).toBe(0);
     expect(interrupted.stdout).toContain("the session was interrupted");
     expect(interrupted.stderr).toContain("warning: apex.config.yaml is invalid (APEX_E_YAML), so `apex start --continue` would refuse it");
-    p.writeConfig(CONFIG);
+    await expectStatusSameAsFullCli(p); // read from the store here
+    p.writeConfig(QUIET);
     expect(p.apex(["stop", "--force"]).status).toBe(0);
+    await expectStatusSameAsFullCli(p); // stopped: the last session
+    // Errors are the full CLI's too: their code, message, hint and exit code, as text and as JSON.
+    await expectStatusSameAsFullCli(p, { APEX_CONFIG: join(p.dir, "missing.yaml") });
+    await expectStatusSameAsFullCli(p, { APEX_REMOTE: "127.0.0.1:1/3f2a9c1e" });
+    await expectStatusSameAsFullCli(p, { APEX_REMOTE: "127.0.0.1:1/3f2a9c1e", APEX_TOKEN: "apex_0123456789abcdef" });
+    await expectStatusSameAsFullCli(p, { APEX_REMOTE: "not a target" });
   });
 });
