@@ -10,10 +10,12 @@
  */
 import { locateProject } from "../core/config/locate.js";
 import { reportError, useColor } from "./output.js";
+// The call to the supervisor's socket, loaded with the rest (it was loaded once the session client was open, a step later).
+import "../core/rpc/call.js";
 import { showStatus } from "./session/status.js";
 import { guardTerminalOutput } from "./terminal-text.js";
 
-export { reportOutputError, reportUnhandledRejection } from "./entry-errors.js";
+export { reportOutputError, reportUnhandledRejection } from "./output.js";
 
 /** Runs `apex status [--json]` and resolves to the process exit code; never throws (as main.ts's main). */
 export async function main(argv: string[]): Promise<number> {

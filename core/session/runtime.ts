@@ -5,7 +5,6 @@ import { dirname, join } from "node:path";
 import { mainWorktreeOf } from "../config/locate.js";
 import { ambiguousSession, agentSession, canonicalPath, commandDirectory, linkedWorktreeOf, samePath, sessionFlag } from "./binding.js";
 import { carriesMarker, isSameProcessAlive, supervisorMarker } from "./proc.js";
-import { makePrivateDir } from "../store/private.js";
 
 /**
  * Supervisors' runtime files: which process serves a session and on which socket. Every
@@ -141,9 +140,8 @@ export function worktreeOfProject(worktree: string, projectDir: string): boolean
   return project === top || project.startsWith(`${top}/`);
 }
 
-/** Writes `run/<sid>.json`, and for the project's own session `supervisor.json` too. */
+/** Writes `run/<sid>.json` (in `run/`, which the supervisor made private), and for the project's own session `supervisor.json` too. */
 export function writeRuntime(storeDir: string, runtime: SupervisorRuntime): void {
-  makePrivateDir(join(storeDir, RUN_DIR));
   const files = [runtimeFile(storeDir, runtime.session_id)];
   if (!runtime.worktree) files.push(runtimeFile(storeDir));
   for (const file of files) {
