@@ -90,8 +90,9 @@ export function liveSupervisors(storeDir: string): SupervisorRuntime[] {
     const runtime = alive(readRuntime(storeDir, name.slice(0, -".json".length)));
     if (runtime) out.set(runtime.session_id, runtime);
   }
-  const project = alive(readRuntime(storeDir));
-  if (project && !out.has(project.session_id)) out.set(project.session_id, project);
+  // `supervisor.json` names the same supervisor as a run/ file, but for one started before run/ was: checked (/proc) only then.
+  const project = readRuntime(storeDir);
+  if (project && !out.has(project.session_id) && alive(project)) out.set(project.session_id, project);
   return [...out.values()];
 }
 
