@@ -90,7 +90,7 @@ export function liveSupervisors(storeDir: string): SupervisorRuntime[] {
     const runtime = alive(readRuntime(storeDir, name.slice(0, -".json".length)));
     if (runtime) out.set(runtime.session_id, runtime);
   }
-  // `supervisor.json` names the same supervisor as a run/ file, but for one started before run/ was: checked (/proc) only then.
+  // `supervisor.json` is the project's session's second runtime file: its supervisor is checked in /proc only when no run/ file named that session.
   const project = readRuntime(storeDir);
   if (project && !out.has(project.session_id) && alive(project)) out.set(project.session_id, project);
   return [...out.values()];
