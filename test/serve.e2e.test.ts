@@ -198,11 +198,12 @@ describe("apex serve: roles", () => {
     expect(viewerStatus).toMatch(/connected +vera@example.com \(viewer\)\n/);
     expect(viewerStatus).not.toContain("otto");
     // A remote session in the environment (APEX_REMOTE) is `apex status`'s fast path: as `--remote` (the full CLI) prints it, and as the full
-    // CLI does for the same line (run again, up to 5 times, while an agent's uptime ticks between the three). Its agent's shell starts a
-    // `sleep` after another: the pids of its processes (and their CPU and state) are left out of the JSON compared.
+    // CLI does for the same line. Its agent's shell starts a `sleep` after another and its CPU time grows: the pids of its processes,
+    // their CPU time, state and uptime are left out of what is compared (the JSON's fields; the text's durations, with the table's padding).
     const target = `${server.url.replace(/^http:\/\//, "")}/${sid}`;
     const steady = (result: { status: number; stdout: string; stderr: string }, json: boolean) => {
-      if (!json || result.status !== 0) return result;
+      if (result.status !== 0) return result;
+      if (!json) return { ...result, stdout: result.stdout.replace(/\b\d+(?:\.\d+)?s\b/g, "(time)").replace(/ {2,}/g, "  ") };
       const report = JSON.parse(result.stdout) as { agents: Array<Record<string, unknown>> };
       for (const agent of report.agents) for (const key of ["processes", "cpu_seconds", "uptime_seconds", "process_state"]) delete agent[key];
       return { ...result, stdout: report };
